@@ -1,0 +1,17 @@
+"""latentfit: models with hidden variables fitted by maximum likelihood.
+
+MLE and MAP → the ELBO → EM (mixtures, hidden Markov models, factor models) → variational
+inference → variational autoencoders, in PyTorch, on any device.
+"""
+
+# GaussianMixture lands next
+# from latentfit.em.gmm import GaussianMixture
+from latentfit.io import load, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+
+    "load",
+    "save",
+]

@@ -1,0 +1,3 @@
+from latentfit.cli import main
+
+main()

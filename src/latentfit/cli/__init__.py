@@ -1,0 +1,11 @@
+"""The ``latentfit`` command line. Each module imported here registers its commands."""
+
+from latentfit.cli import tour  # noqa: F401  (registration)
+from latentfit.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

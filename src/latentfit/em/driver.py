@@ -1,0 +1,201 @@
+"""The one EM driver.
+
+Every EM model (mixtures, hidden Markov models, factor models) plugs in through four small,
+pure hooks and the driver owns everything generic: restarts, tolerance, the per-iteration
+history, the monotonicity check, convergence warnings, progress and seeding.
+
+Hooks (Dempster, Laird & Rubin 1977, in the additive-statistics form of Neal & Hinton 1998):
+
+``initialize(data, generator) -> params``
+    Starting parameters (a dict of tensors).
+``estep(params, batch) -> stats``
+    Expected sufficient statistics of one batch of data under p(z | x, params), as a dict of
+    tensors that **add up** over batches (and over processes: a ``reduce`` such as an
+    all-reduce is applied to the summed dict before the M-step).
+``mstep(params, stats) -> params``
+    The closed-form maximiser of the expected complete-data log-likelihood (plus log prior).
+``lower_bound(params, stats) -> float``
+    The objective monitored for convergence: the log-likelihood of ``params`` (which is the
+    ELBO when the E-step is exact), per sample or in total as the model prefers.
+
+The hooks take and return parameters instead of mutating the estimator, so a failed fit never
+leaves a half-updated model behind.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+__all__ = [
+    "EMHooks",
+    "EMResult",
+    "EMMonotonicityWarning",
+    "NonFiniteLowerBoundError",
+    "accumulate_stats",
+    "sum_stats",
+    "run_em",
+]
+
+Params = dict[str, torch.Tensor]
+Stats = dict[str, torch.Tensor]
+
+
+class EMMonotonicityWarning(RuntimeWarning):
+    """The EM objective decreased: a bug or a degenerate component, never normal behaviour."""
+
+
+class NonFiniteLowerBoundError(FloatingPointError, ValueError):
+    """The EM objective became NaN or infinite."""
+
+
+class EMHooks(Protocol):
+    def initialize(self, data: Iterable, generator: torch.Generator) -> Params: ...
+
+    def estep(self, params: Params, batch: Any) -> Stats: ...
+
+    def mstep(self, params: Params, stats: Stats) -> Params: ...
+
+    def lower_bound(self, params: Params, stats: Stats) -> float: ...
+
+
+@dataclass
+class EMResult:
+    """Outcome of :func:`run_em`: the best run over ``n_init`` restarts."""
+
+    params: Params
+    lower_bound: float
+    lower_bounds: list[float]
+    n_iter: int
+    converged: bool
+    best_init: int = 0
+    all_lower_bounds: list[list[float]] = field(default_factory=list)
+
+
+def accumulate_stats(hooks: EMHooks, params: Params, data: Iterable) -> Stats:
+    """Sum the E-step statistics over every batch of ``data`` (bounded memory: one batch at a time)."""
+    total = sum_stats(hooks.estep(params, batch) for batch in data)
+    if not total:
+        raise ValueError("the data yielded no batch: there is nothing to fit")
+    return total
+
+
+def _decrease_tolerance(value: float, dtype: torch.dtype) -> float:
+    # Rounding in a chunked sum of n terms is a few thousand ulps of the total at most.
+    return 1e4 * torch.finfo(dtype).eps * max(1.0, abs(value))
+
+
+def run_em(
+    hooks: EMHooks,
+    data: Iterable,
+    *,
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    init_params: Params | None = None,
+    generator: torch.Generator | None = None,
+    reduce: Callable[[Stats], Stats] | None = None,
+    convergence: str = "abs",
+    verbose: int = 0,
+    name: str = "EM",
+    callback: Callable[[int, float, Params], None] | None = None,
+    warn_convergence: bool = True,
+) -> EMResult:
+    """Run EM ``n_init`` times and keep the run with the highest final lower bound.
+
+    Parameters
+    ----------
+    hooks : the model's four hooks (see module docstring).
+    data : a re-iterable of batches; each pass over it is one E-step.
+    init_params : start from these parameters (warm start) instead of calling ``initialize``;
+        only one run is made.
+    reduce : applied to the summed statistics before every M-step (distributed all-reduce).
+    convergence : ``"abs"`` stops when ``|Δ| < tol`` (scikit-learn), ``"delta"`` when
+        ``Δ < tol`` (hmmlearn).
+    callback : called as ``callback(iteration, lower_bound, params)`` after every iteration.
+    """
+    if convergence not in ("abs", "delta"):
+        raise ValueError(f"convergence must be 'abs' or 'delta', got {convergence!r}")
+    if generator is None:
+        generator = torch.Generator()
+        generator.manual_seed(0)
+    reduce = reduce or (lambda s: s)
+    runs = 1 if init_params is not None else n_init
+    best: EMResult | None = None
+    all_bounds: list[list[float]] = []
+    for run in range(runs):
+        params = dict(init_params) if init_params is not None else hooks.initialize(data, generator)
+        bounds: list[float] = []
+        converged = False
+        prev = -math.inf
+        n_iter = 0
+        bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            desc = f"{name} init {run + 1}/{runs}" if runs > 1 else name
+            bar = tqdm(total=max_iter, desc=desc, leave=verbose > 1)
+        try:
+            for n_iter in range(1, max_iter + 1):
+                stats = reduce(accumulate_stats(hooks, params, data))
+                bound = float(hooks.lower_bound(params, stats))
+                if not math.isfinite(bound):
+                    raise NonFiniteLowerBoundError(
+                        f"{name}: the log-likelihood became {bound} at iteration {n_iter} of "
+                        f"init {run + 1}; the parameters before it were kept out of the model. "
+                        "Try a larger regularisation (reg_covar), fewer components, scaling the "
+                        "data, or float64."
+                    )
+                dtype = next(iter(stats.values())).dtype
+                if bounds and bound < prev - _decrease_tolerance(prev, dtype):
+                    warnings.warn(
+                        f"{name}: the log-likelihood decreased at iteration {n_iter} "
+                        f"(init {run + 1}) from {prev:.10g} to {bound:.10g}; EM never lowers it, "
+                        "so this points to a degenerate component or a numerical problem",
+                        EMMonotonicityWarning,
+                        stacklevel=2,
+                    )
+                params = hooks.mstep(params, stats)
+                bounds.append(bound)
+                if callback is not None:
+                    callback(n_iter, bound, params)
+                change = bound - prev
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}")
+                if (abs(change) if convergence == "abs" else change) < tol:
+                    converged = True
+                    break
+                prev = bound
+        finally:
+            if bar is not None:
+                bar.close()
+        all_bounds.append(bounds)
+        final = bounds[-1] if bounds else -math.inf
+        if best is None or final > best.lower_bound:
+            best = EMResult(params, final, bounds, n_iter, converged, run)
+    assert best is not None
+    best.all_lower_bounds = all_bounds
+    if warn_convergence and not best.converged and max_iter > 0:
+        warnings.warn(
+            f"{name}: best of {runs} initialization(s) did not converge in {max_iter} iterations "
+            f"(last change above tol={tol}). Try a larger max_iter or tol, or check the data.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return best
+
+
+def sum_stats(parts: Iterable[Mapping[str, torch.Tensor]]) -> Stats:
+    """Add statistics dicts key by key (the algebra that makes chunked and distributed EM exact)."""
+    out: Stats = {}
+    for p in parts:
+        for k, v in p.items():
+            out[k] = out[k] + v if k in out else v.clone()
+    return out

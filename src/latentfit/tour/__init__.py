@@ -1,0 +1,40 @@
+"""The tour: one report that walks the chain MLE → MAP → ELBO → EM → VI → VAE on bundled data.
+
+Each section is a module of this package with ``build(ctx: TourContext) -> Section``; SECTIONS
+lists them in the order of the chain.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+from latentfit.tour.report import Section, TourContext, write_report
+
+__all__ = ["SECTIONS", "run_tour", "Section", "TourContext"]
+
+# (name, module) in the order of the chain.
+SECTIONS: list[tuple[str, str]] = [
+    ("gmm", "latentfit.tour.gmm"),
+]
+
+
+def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) -> Path:
+    """Build the chosen sections (all by default) and write ``out/index.html``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    known = dict(SECTIONS)
+    chosen = sections or [name for name, _ in SECTIONS]
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise ValueError(f"unknown tour section(s) {unknown}; choose from {list(known)}")
+    ctx = TourContext(out=out, seed=seed)
+    built: list[Section] = []
+    for name in chosen:
+        start = time.perf_counter()
+        echo(f"tour: {name} ...")
+        section = importlib.import_module(known[name]).build(ctx)
+        section.seconds = time.perf_counter() - start
+        built.append(section)
+    return write_report(out, built)
