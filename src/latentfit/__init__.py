@@ -4,14 +4,13 @@ MLE and MAP → the ELBO → EM (mixtures, hidden Markov models, factor models) 
 inference → variational autoencoders, in PyTorch, on any device.
 """
 
-# GaussianMixture lands next
-# from latentfit.em.gmm import GaussianMixture
+from latentfit.em.gmm import GaussianMixture
 from latentfit.io import load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
-
+    "GaussianMixture",
     "load",
     "save",
 ]

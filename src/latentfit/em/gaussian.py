@@ -1,0 +1,232 @@
+"""Pure tensor functions for Gaussian mixture components (four covariance types).
+
+Conventions follow scikit-learn's ``sklearn/mixture/_gaussian_mixture.py`` so that parameters
+move freely between the two: ``precisions_cholesky`` is a matrix ``P`` with precision
+``Λ = P Pᵀ`` (full, tied), or the vector/scalar ``1/σ`` (diag, spherical).
+
+Shapes: n samples, k components, d features. The E-step statistics are taken relative to a
+shift ``c`` (any point; the models use the weighted mean of the component means): data far
+from the origin then loses no precision when second moments are differenced, which keeps
+float32 variances non-negative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "DegenerateComponentError",
+    "covariances_from_precisions",
+    "gaussian_estep_stats",
+    "gaussian_mstep",
+    "log_det_cholesky",
+    "log_gaussian_prob",
+    "moment_stats",
+    "n_covariance_parameters",
+    "precision_cholesky",
+    "precision_cholesky_from_precisions",
+    "precisions_from_cholesky",
+]
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+class DegenerateComponentError(ValueError):
+    """A component's covariance is not positive definite (it collapsed onto too few points)."""
+
+
+_REMEDY = (
+    "Try increasing reg_covar (it is added to every variance), fewer components, "
+    "scaling the data (e.g. StandardScaler), or removing constant/duplicated columns."
+)
+
+
+def precision_cholesky(covariances: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """Cholesky factor of the precision from covariances.
+
+    full: (k, d, d) → (k, d, d); tied: (d, d) → (d, d); diag: (k, d) → (k, d); spherical: (k,) → (k,).
+    For full/tied, ``Σ = L Lᵀ`` and ``P = L⁻ᵀ`` so that ``Λ = Σ⁻¹ = P Pᵀ``.
+    Raises DegenerateComponentError naming the components that are not positive definite.
+    """
+    if covariance_type in ("full", "tied"):
+        cov = covariances if covariance_type == "full" else covariances.unsqueeze(0)
+        L, info = torch.linalg.cholesky_ex(cov)
+        bad = (info != 0).nonzero().flatten().tolist()
+        if bad:
+            which = "the tied covariance" if covariance_type == "tied" else f"component(s) {bad}"
+            raise DegenerateComponentError(
+                f"the covariance of {which} is not positive definite: the component has "
+                f"collapsed onto too few distinct points (a singleton, duplicated points or a "
+                f"constant column). {_REMEDY}"
+            )
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
+        P = torch.linalg.solve_triangular(L, eye, upper=False).mT  # (k, d, d)
+        return P if covariance_type == "full" else P[0]
+    bad = (covariances <= 0).nonzero()
+    if len(bad):
+        k = int(bad[0][0])
+        raise DegenerateComponentError(
+            f"component {k} has a non-positive variance ({covariances[tuple(bad[0])].item():.3g}). "
+            f"{_REMEDY}"
+        )
+    return covariances.rsqrt()
+
+
+def precision_cholesky_from_precisions(precisions: torch.Tensor, covariance_type: str):
+    """``P`` with ``Λ = P Pᵀ`` from user-given precisions (lower Cholesky), or ``√λ``."""
+    if covariance_type in ("full", "tied"):
+        L, info = torch.linalg.cholesky_ex(precisions)
+        if bool((info != 0).any()):
+            raise ValueError("precisions_init must be symmetric positive-definite matrices")
+        return L
+    if bool((precisions <= 0).any()):
+        raise ValueError("precisions_init must be positive")
+    return precisions.sqrt()
+
+
+def precisions_from_cholesky(prec_chol: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    if covariance_type in ("full", "tied"):
+        return prec_chol @ prec_chol.mT
+    return prec_chol.square()
+
+
+def covariances_from_precisions(prec_chol: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """Σ = (P Pᵀ)⁻¹ (full, tied) or 1/P² (diag, spherical)."""
+    if covariance_type in ("full", "tied"):
+        return torch.linalg.inv(prec_chol @ prec_chol.mT)
+    return prec_chol.square().reciprocal()
+
+
+def log_det_cholesky(
+    prec_chol: torch.Tensor, covariance_type: str, n_features: int
+) -> torch.Tensor:
+    """log det P, i.e. ½ log det Λ: (k,) for full/diag/spherical, a scalar for tied."""
+    if covariance_type == "full":
+        return prec_chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    if covariance_type == "tied":
+        return prec_chol.diagonal().log().sum()
+    if covariance_type == "diag":
+        return prec_chol.log().sum(-1)
+    return n_features * prec_chol.log()
+
+
+def log_gaussian_prob(
+    X: torch.Tensor, means: torch.Tensor, prec_chol: torch.Tensor, covariance_type: str
+) -> torch.Tensor:
+    """log N(x_n | μ_k, Σ_k) for every sample and component: (n, d) → (n, k).
+
+    Written as matrix products so that one chunk of rows costs a few large GEMMs
+    (full: one (n, d) @ (d, k·d) product).
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    log_det = log_det_cholesky(prec_chol, covariance_type, d)
+    if covariance_type == "full":
+        Pcat = prec_chol.permute(1, 0, 2).reshape(d, k * d)  # (d, k·d)
+        Y = (X @ Pcat).view(n, k, d)  # (n, k, d)
+        Y -= (means.unsqueeze(1) @ prec_chol).squeeze(1)  # (k, d)
+        maha = Y.square_().sum(-1)  # (n, k)
+    elif covariance_type == "tied":
+        Y = X @ prec_chol  # (n, d)
+        M = means @ prec_chol  # (k, d)
+        maha = (Y.square().sum(1, keepdim=True) - 2 * (Y @ M.T) + M.square().sum(1)).clamp_min_(0)
+    elif covariance_type == "diag":
+        prec = prec_chol.square()  # (k, d)
+        maha = (
+            (X * X) @ prec.T - 2 * (X @ (means * prec).T) + (means.square() * prec).sum(1)
+        ).clamp_min_(0)
+    elif covariance_type == "spherical":
+        prec = prec_chol.square()  # (k,)
+        maha = (
+            (X * X).sum(1, keepdim=True) - 2 * (X @ means.T) + means.square().sum(1)
+        ).clamp_min_(0) * prec
+    else:
+        raise ValueError(
+            f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}"
+        )
+    return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det
+
+
+def gaussian_estep_stats(
+    X: torch.Tensor,
+    w: torch.Tensor,
+    log_weights: torch.Tensor,
+    means: torch.Tensor,
+    prec_chol: torch.Tensor,
+    covariance_type: str,
+    shift: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Expected sufficient statistics of one chunk (Bishop 2006, §9.2.2), relative to ``shift``.
+
+    Returns ``S0`` (k,) = Σ r, ``S1`` (k, d) = Σ r (x − c), ``S2`` = Σ r (x − c)(x − c)ᵀ
+    ((k, d, d) full, (d, d) tied, (k, d) diag/spherical), ``loglik`` = Σ w log p(x) and
+    ``weight`` = Σ w, where r = w · p(z | x). All of them add over chunks.
+    """
+    Xc = X - shift  # (n, d)
+    logp = log_gaussian_prob(Xc, means - shift, prec_chol, covariance_type) + log_weights  # (n, k)
+    lse = torch.logsumexp(logp, dim=1)  # (n,)
+    resp = logp.sub_(lse.unsqueeze(1)).exp_().mul_(w.unsqueeze(1))  # (n, k)
+    stats = moment_stats(Xc, w, resp, covariance_type)
+    stats["loglik"] = (w * lse).sum()
+    stats["weight"] = w.sum()
+    return stats
+
+
+def moment_stats(
+    Xc: torch.Tensor, w: torch.Tensor, resp: torch.Tensor, covariance_type: str
+) -> dict[str, torch.Tensor]:
+    """Weighted moments of (already shifted) data under responsibilities ``resp`` (n, k) that
+    include the sample weights: S0 (k,), S1 (k, d), S2 by covariance type."""
+    n, d = Xc.shape
+    k = resp.shape[1]
+    S0 = resp.sum(0)  # (k,)
+    S1 = resp.T @ Xc  # (k, d)
+    if covariance_type == "full":
+        RX = (resp.unsqueeze(2) * Xc.unsqueeze(1)).view(n, k * d)  # (n, k·d)
+        S2 = (RX.T @ Xc).view(k, d, d)
+    elif covariance_type == "tied":
+        S2 = (Xc * w.unsqueeze(1)).T @ Xc  # (d, d)
+    else:
+        S2 = resp.T @ (Xc * Xc)  # (k, d)
+    return {"S0": S0, "S1": S1, "S2": S2}
+
+
+def gaussian_mstep(
+    stats: dict[str, torch.Tensor], shift: torch.Tensor, reg_covar: float, covariance_type: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Closed-form M-step: weights (k,), means (k, d), covariances (by type) from statistics.
+
+    As scikit-learn, ``nk = Σ r + 10·eps`` guards empty components. Variances are differenced
+    around the shift and clamped at zero before ``reg_covar`` is added, so they are never
+    negative in float32.
+    """
+    S0, S1, S2 = stats["S0"], stats["S1"], stats["S2"]
+    eps = torch.finfo(S0.dtype).eps
+    nk = S0 + 10 * eps  # (k,)
+    weights = nk / nk.sum()
+    delta = S1 / nk.unsqueeze(1)  # (k, d): mean − shift
+    means = shift + delta
+    if covariance_type == "full":
+        cov = S2 / nk[:, None, None] - delta.unsqueeze(2) * delta.unsqueeze(1)  # (k, d, d)
+        cov = 0.5 * (cov + cov.mT)
+        cov.diagonal(dim1=-2, dim2=-1).clamp_min_(0).add_(reg_covar)
+    elif covariance_type == "tied":
+        cov = (S2 - (nk.unsqueeze(1) * delta).T @ delta) / nk.sum()  # (d, d)
+        cov = 0.5 * (cov + cov.T)
+        cov.diagonal().clamp_min_(0).add_(reg_covar)
+    else:
+        var = (S2 / nk.unsqueeze(1) - delta.square()).clamp_min_(0)  # (k, d)
+        cov = var + reg_covar if covariance_type == "diag" else var.mean(1) + reg_covar
+    return weights, means, cov
+
+
+def n_covariance_parameters(covariance_type: str, k: int, d: int) -> int:
+    return {
+        "full": k * d * (d + 1) // 2,
+        "tied": d * (d + 1) // 2,
+        "diag": k * d,
+        "spherical": k,
+    }[covariance_type]

@@ -1,0 +1,417 @@
+"""GaussianMixture: scikit-learn's estimator, fitted by the one EM driver in torch.
+
+Same parameters, methods and fitted attributes as ``sklearn.mixture.GaussianMixture``, plus
+``sample_weight``, ``device``, ``dtype`` and the whole per-iteration history. The math lives
+in :mod:`latentfit.em.gaussian`; this class holds parameters and adapts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import check_is_fitted
+
+from latentfit._validation import (
+    as_float_tensor,
+    check_positive_int,
+    check_sample_weight,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
+from latentfit.em.data import TensorChunks, default_chunk_rows
+from latentfit.em.driver import run_em
+from latentfit.em.gaussian import (
+    COVARIANCE_TYPES,
+    covariances_from_precisions,
+    gaussian_estep_stats,
+    gaussian_mstep,
+    log_gaussian_prob,
+    moment_stats,
+    n_covariance_parameters,
+    precision_cholesky,
+    precision_cholesky_from_precisions,
+    precisions_from_cholesky,
+)
+from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
+from latentfit.io import save as _save
+from latentfit.io import serializable
+
+__all__ = ["GaussianMixture"]
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+def _shift(weights: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """The point statistics are centred on: the mixture mean Σ π_k μ_k (d,)."""
+    return weights @ means
+
+
+@serializable
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture model fitted by EM (Dempster et al. 1977; Bishop 2006 §9.2).
+
+    Parameters are those of ``sklearn.mixture.GaussianMixture``; in addition:
+
+    device : torch device for the fit (``"cpu"``, ``"cuda"``...), default CPU.
+    dtype : ``"float64"`` (default) or ``"float32"``.
+    chunk_rows : rows per E-step chunk (default: sized so the work stays in cache).
+
+    Fitted attributes: ``weights_`` (k,), ``means_`` (k, d), ``covariances_``,
+    ``precisions_``, ``precisions_cholesky_`` (shapes by covariance type as in scikit-learn),
+    ``converged_``, ``n_iter_``, ``lower_bound_`` (mean log-likelihood per sample of the best
+    run), ``lower_bounds_`` (its value at every iteration), ``all_lower_bounds_`` (every
+    restart's history), ``n_features_in_``. Attributes are numpy arrays.
+
+    A component that no sample is responsible for keeps its previous mean and covariance (its
+    weight goes to zero); a covariance that is not positive definite raises
+    :class:`~latentfit.em.gaussian.DegenerateComponentError` naming the component.
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        device=None,
+        dtype="float64",
+        chunk_rows=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.device = device
+        self.dtype = dtype
+        self.chunk_rows = chunk_rows
+
+    # ------------------------------------------------------------------ validation
+    def _check_parameters(self):
+        check_positive_int(self.n_components, "n_components")
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}"
+            )
+        if self.init_params not in INIT_PARAMS:
+            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
+        if not (self.tol >= 0):
+            raise ValueError(f"tol must be non-negative, got {self.tol!r}")
+        if not (self.reg_covar >= 0):
+            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar!r}")
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype)
+
+    @property
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
+        if reset and hasattr(X, "columns"):
+            names = np.asarray(X.columns, dtype=object)
+            if all(isinstance(c, str) for c in names):
+                self.feature_names_in_ = names
+        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
+        if not reset:
+            d = X.shape[1]
+            if d != self.n_features_in_:
+                raise ValueError(
+                    f"X has {d} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+        return X
+
+    def _chunks(self, X: torch.Tensor, w: torch.Tensor) -> TensorChunks:
+        rows = self.chunk_rows or default_chunk_rows(X.shape[1], self.n_components)
+        return TensorChunks(X, w, rows)
+
+    # ------------------------------------------------------------------ EM hooks
+    def _hooks(self) -> _GMMHooks:
+        return _GMMHooks(self)
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the parameters by EM; ``sample_weight`` (n,) weights each sample's likelihood."""
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then return the component of each sample (after a final E-step)."""
+        Xt = self._fit(X, sample_weight)
+        return self._predict_tensor(Xt).cpu().numpy()
+
+    def _fit(self, X, sample_weight) -> torch.Tensor:
+        self._check_parameters()
+        X = self._validate_X(X, reset=True)
+        n, d = X.shape
+        if n < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {n}"
+            )
+        if n == 1:
+            raise ValueError("GaussianMixture needs at least 2 samples; got n_samples=1")
+        w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        self.n_features_in_ = d
+        gen = make_generator(self.random_state, X.device)
+        data = self._chunks(X, w)
+        warm = self.warm_start and hasattr(self, "_params")
+        result = run_em(
+            self._hooks(),
+            data,
+            n_init=1 if warm else self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            init_params=self._params if warm else None,
+            generator=gen,
+            verbose=self.verbose,
+            name=type(self).__name__,
+        )
+        self._set_params_tensors(result.params)
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.lower_bounds_ = list(result.lower_bounds)
+        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
+        self.best_init_ = result.best_init
+        return X
+
+    # ------------------------------------------------------------------ parameters
+    def _initial_params(self, data: TensorChunks, gen: torch.Generator) -> dict:
+        X, w = data.X, data.weights
+        k, n = self.n_components, X.shape[0]
+        dt, dev = X.dtype, X.device
+        if self.init_params == "kmeans":
+            _, labels = kmeans(X, k, w, gen)
+            resp = torch.nn.functional.one_hot(labels, k).to(dt)
+        elif self.init_params == "random":
+            resp = torch.rand(n, k, generator=gen, dtype=dt, device=dev)
+            resp /= resp.sum(1, keepdim=True)
+        else:
+            if self.init_params == "k-means++":
+                idx = kmeans_plusplus(X, k, w, gen)
+            else:  # random_from_data: k distinct samples, drawn ∝ weight
+                idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
+            # Each sample joins its nearest chosen center, so every component starts with data.
+            resp = torch.nn.functional.one_hot(nearest_center(X, X[idx.to(dev)]), k).to(dt)
+        stats = moment_stats(X, w, resp * w.unsqueeze(1), self.covariance_type)
+        weights, means, cov = gaussian_mstep(
+            stats,
+            torch.zeros(X.shape[1], dtype=dt, device=dev),
+            self.reg_covar,
+            self.covariance_type,
+        )
+        if self.weights_init is not None:
+            weights = self._user_tensor(self.weights_init, "weights_init", (k,))
+            if bool((weights < 0).any()) or abs(float(weights.sum()) - 1) > 1e-6:
+                raise ValueError("weights_init must be non-negative and sum to 1")
+        if self.means_init is not None:
+            means = self._user_tensor(self.means_init, "means_init", (k, X.shape[1]))
+        if self.precisions_init is not None:
+            prec = self._user_tensor(
+                self.precisions_init, "precisions_init", self._cov_shape(X.shape[1])
+            )
+            pc = precision_cholesky_from_precisions(prec, self.covariance_type)
+        else:
+            pc = precision_cholesky(cov, self.covariance_type)
+        return {"weights": weights, "means": means, "prec_chol": pc}
+
+    def _cov_shape(self, d: int) -> tuple[int, ...]:
+        k = self.n_components
+        return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
+            self.covariance_type
+        ]
+
+    def _user_tensor(self, value, name, shape) -> torch.Tensor:
+        t = as_float_tensor(value, name=name, dtype=self._dtype, device=self._device, ndim=None)
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+        return t
+
+    def _set_params_tensors(self, params: dict) -> None:
+        self._params = {k: v.detach() for k, v in params.items()}
+        pc = self._params["prec_chol"]
+        ct = self.covariance_type
+        self.weights_ = self._params["weights"].cpu().numpy()
+        self.means_ = self._params["means"].cpu().numpy()
+        self.precisions_cholesky_ = pc.cpu().numpy()
+        self.precisions_ = precisions_from_cholesky(pc, ct).cpu().numpy()
+        self.covariances_ = covariances_from_precisions(pc, ct).cpu().numpy()
+
+    # ------------------------------------------------------------------ inference
+    def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
+        p = self._params
+        shift = _shift(p["weights"], p["means"])
+        return (
+            log_gaussian_prob(X - shift, p["means"] - shift, p["prec_chol"], self.covariance_type)
+            + p["weights"].log()
+        )
+
+    def _predict_tensor(self, X: torch.Tensor) -> torch.Tensor:
+        return self._weighted_log_prob(X).argmax(1)
+
+    def _check(self, X) -> torch.Tensor:
+        check_is_fitted(self, "_params")
+        return self._validate_X(X, reset=False)
+
+    def score_samples(self, X):
+        """log p(x) of every sample: (n,)."""
+        return torch.logsumexp(self._weighted_log_prob(self._check(X)), 1).cpu().numpy()
+
+    def score(self, X, y=None, sample_weight=None):
+        """Mean log-likelihood per sample (weighted by ``sample_weight`` when given)."""
+        ll = torch.from_numpy(self.score_samples(X))
+        if sample_weight is None:
+            return float(ll.mean())
+        w = check_sample_weight(sample_weight, len(ll), dtype=ll.dtype, device="cpu")
+        return float((w * ll).sum() / w.sum())
+
+    def predict(self, X):
+        """The most probable component of each sample: (n,) int."""
+        return self._predict_tensor(self._check(X)).cpu().numpy()
+
+    def predict_proba(self, X):
+        """Responsibilities p(z = k | x): (n, k), rows sum to one."""
+        lp = self._weighted_log_prob(self._check(X))
+        return torch.softmax(lp, 1).cpu().numpy()
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` from the fitted mixture: returns (X (n, d), labels (n,)), sorted by component."""
+        check_is_fitted(self, "_params")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        gen = make_generator(self.random_state, self._device)
+        p = self._params
+        counts = _multinomial_counts(n_samples, p["weights"], gen)
+        cov = covariances_from_precisions(p["prec_chol"], self.covariance_type)
+        d = p["means"].shape[1]
+        xs, ys = [], []
+        for k, c in enumerate(counts.tolist()):
+            if c == 0:
+                continue
+            z = torch.randn(c, d, generator=gen, dtype=p["means"].dtype, device=p["means"].device)
+            if self.covariance_type == "full":
+                L = torch.linalg.cholesky(cov[k])
+                xs.append(p["means"][k] + z @ L.T)
+            elif self.covariance_type == "tied":
+                xs.append(p["means"][k] + z @ torch.linalg.cholesky(cov).T)
+            else:  # diag (d,) or spherical scalar standard deviations
+                xs.append(p["means"][k] + z * cov[k].sqrt())
+            ys.append(torch.full((c,), k, dtype=torch.int64))
+        return torch.cat(xs).cpu().numpy(), torch.cat(ys).numpy()
+
+    # ------------------------------------------------------------------ model selection
+    def _n_parameters(self) -> int:
+        k, d = self.means_.shape
+        return n_covariance_parameters(self.covariance_type, k, d) + k * d + k - 1
+
+    def bic(self, X):
+        """Bayesian information criterion: −2 log L + p log n (lower is better)."""
+        n = np.asarray(X).shape[0] if not isinstance(X, torch.Tensor) else X.shape[0]
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion: −2 log L + 2p (lower is better)."""
+        n = np.asarray(X).shape[0] if not isinstance(X, torch.Tensor) else X.shape[0]
+        return -2 * self.score(X) * n + 2 * self._n_parameters()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path):
+        """Write the fitted model (safetensors + JSON header); read it back with latentfit.load."""
+        check_is_fitted(self, "_params")
+        return _save(self, path)
+
+    def _get_state(self):
+        extra = {
+            "converged_": bool(self.converged_),
+            "n_iter_": int(self.n_iter_),
+            "lower_bound_": float(self.lower_bound_),
+            "lower_bounds_": [float(v) for v in self.lower_bounds_],
+            "n_features_in_": int(self.n_features_in_),
+        }
+        return dict(self._params), extra
+
+    def _set_state(self, tensors, extra):
+        dev, dt = self._device, self._dtype
+        self._set_params_tensors({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()})
+        for k, v in extra.items():
+            setattr(self, k, v)
+
+
+def _multinomial_counts(n: int, probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """How many of n draws fall in each component: (k,)."""
+    draws = torch.multinomial(probs.double().cpu(), n, replacement=True, generator=_cpu_gen(gen))
+    return torch.bincount(draws, minlength=len(probs))
+
+
+def _cpu_gen(gen: torch.Generator) -> torch.Generator:
+    if gen.device.type == "cpu":
+        return gen
+    g = torch.Generator()
+    g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item()))
+    return g
+
+
+class _GMMHooks:
+    """The EM hooks of a GaussianMixture: pure functions of (params, batch)."""
+
+    def __init__(self, model: GaussianMixture):
+        self.model = model
+        self.ct = model.covariance_type
+
+    def initialize(self, data, generator):
+        return self.model._initial_params(data, generator)
+
+    def estep(self, params, batch):
+        X, w = batch
+        shift = _shift(params["weights"], params["means"])
+        return gaussian_estep_stats(
+            X, w, params["weights"].log(), params["means"], params["prec_chol"], self.ct, shift
+        )
+
+    def mstep(self, params, stats):
+        shift = _shift(params["weights"], params["means"])
+        stats = {k: v.double() for k, v in stats.items()}
+        weights, means, cov = gaussian_mstep(stats, shift.double(), self.model.reg_covar, self.ct)
+        empty = stats["S0"] <= 0
+        if bool(empty.any()):
+            # Documented recovery: an unused component keeps its mean and covariance.
+            means[empty] = params["means"].double()[empty]
+            old_cov = covariances_from_precisions(params["prec_chol"].double(), self.ct)
+            if self.ct != "tied":
+                cov[empty] = old_cov[empty]
+        dt = params["means"].dtype
+        return {
+            "weights": weights.to(dt),
+            "means": means.to(dt),
+            "prec_chol": precision_cholesky(cov, self.ct).to(dt),
+        }
+
+    def lower_bound(self, params, stats):
+        return float(stats["loglik"].double() / stats["weight"].double())

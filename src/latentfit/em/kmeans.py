@@ -1,0 +1,74 @@
+"""Weighted k-means in torch, used to initialise mixtures on any device.
+
+k-means++ seeding (Arthur & Vassilvitskii 2007) followed by Lloyd iterations; one chunked
+pass over the data per iteration, so it runs on the same data sources as EM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["kmeans", "kmeans_plusplus", "nearest_center"]
+
+
+def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances (n, d) × (k, d) → (n, k)."""
+    return ((X * X).sum(1, keepdim=True) - 2 * X @ C.T + (C * C).sum(1)).clamp_min_(0)
+
+
+def nearest_center(X: torch.Tensor, C: torch.Tensor, chunk_rows: int = 65536) -> torch.Tensor:
+    """Index of the nearest center for every row: (n,)."""
+    return torch.cat(
+        [_sq_dist(X[i : i + chunk_rows], C).argmin(1) for i in range(0, len(X), chunk_rows)]
+    )
+
+
+def kmeans_plusplus(
+    X: torch.Tensor, k: int, weights: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Indices (k,) of k-means++ seeds: each next seed drawn ∝ w · D(x)²."""
+    n = X.shape[0]
+    first = torch.multinomial(weights.cpu().double(), 1, generator=generator).item()
+    idx = [int(first)]
+    d2 = _sq_dist(X, X[idx[-1]].unsqueeze(0)).squeeze(1)  # (n,)
+    for _ in range(1, k):
+        p = (weights * d2).cpu().double()
+        if float(p.sum()) <= 0:  # fewer distinct points than k: take any unused point
+            p = weights.cpu().double().clone()
+            p[idx] = 0
+            if float(p.sum()) <= 0:
+                p = torch.ones(n, dtype=torch.float64)
+        nxt = int(torch.multinomial(p, 1, generator=generator).item())
+        idx.append(nxt)
+        d2 = torch.minimum(d2, _sq_dist(X, X[nxt].unsqueeze(0)).squeeze(1))
+    return torch.tensor(idx, device=X.device)
+
+
+def kmeans(
+    X: torch.Tensor,
+    k: int,
+    weights: torch.Tensor,
+    generator: torch.Generator,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted Lloyd's algorithm from k-means++ seeds: returns (centers (k, d), labels (n,)).
+
+    Stops when the centers move less than ``tol`` times the mean feature variance, as
+    scikit-learn's KMeans does. An empty cluster keeps its previous center.
+    """
+    C = X[kmeans_plusplus(X, k, weights, generator)].clone()  # (k, d)
+    scale = tol * float(X.var(0).mean()) if X.shape[0] > 1 else 0.0
+    labels = nearest_center(X, C)
+    for _ in range(max_iter):
+        onehot = torch.zeros(X.shape[0], k, dtype=X.dtype, device=X.device)
+        onehot[torch.arange(X.shape[0], device=X.device), labels] = weights
+        mass = onehot.sum(0)  # (k,)
+        sums = onehot.T @ X  # (k, d)
+        newC = torch.where(mass.unsqueeze(1) > 0, sums / mass.clamp_min(1e-300).unsqueeze(1), C)
+        shift = float((newC - C).square().sum())
+        C = newC
+        labels = nearest_center(X, C)
+        if shift <= scale:
+            break
+    return C, labels
