@@ -13,12 +13,12 @@ import torch
 
 __all__ = [
     "as_float_tensor",
-    "check_sample_weight",
     "check_positive_int",
-    "resolve_dtype",
-    "resolve_device",
+    "check_sample_weight",
     "first_nonfinite",
     "make_generator",
+    "resolve_device",
+    "resolve_dtype",
 ]
 
 
@@ -30,8 +30,12 @@ def resolve_dtype(dtype) -> torch.dtype:
         out = dtype
     else:
         name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-        out = {"float64": torch.float64, "double": torch.float64, "float32": torch.float32,
-               "float": torch.float32}.get(name)
+        out = {
+            "float64": torch.float64,
+            "double": torch.float64,
+            "float32": torch.float32,
+            "float": torch.float32,
+        }.get(name)
         if out is None:
             raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
     if out not in (torch.float64, torch.float32):
@@ -64,7 +68,9 @@ def make_generator(random_state, device=None) -> torch.Generator:
     elif isinstance(random_state, torch.Generator):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=random_state).item())
     else:
-        raise ValueError(f"random_state must be None, an int or a numpy RandomState, got {random_state!r}")
+        raise ValueError(
+            f"random_state must be None, an int or a numpy RandomState, got {random_state!r}"
+        )
     gen.manual_seed(seed)
     return gen
 
@@ -142,9 +148,7 @@ def as_float_tensor(
             )
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if t.dim() >= 1 and t.shape[0] < min_samples:
-        raise ValueError(
-            f"{name} has {t.shape[0]} sample(s); at least {min_samples} are needed"
-        )
+        raise ValueError(f"{name} has {t.shape[0]} sample(s); at least {min_samples} are needed")
     if t.dim() == 2 and t.shape[1] == 0:
         raise ValueError(f"{name} has 0 features (shape {tuple(t.shape)})")
     t = t.to(device=device, dtype=dtype)
@@ -158,9 +162,7 @@ def as_float_tensor(
         if idx is not None:
             value = t[idx].item()
             hint = (
-                "; pass missing='marginalize' to fit with missing values"
-                if value != value
-                else ""
+                "; pass missing='marginalize' to fit with missing values" if value != value else ""
             )
             raise ValueError(
                 f"{name} contains {value} at {_describe_position(idx, columns)}: every value must "

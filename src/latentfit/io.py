@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-__all__ = ["FORMAT_VERSION", "save", "load", "serializable", "atomic_path"]
+__all__ = ["FORMAT_VERSION", "atomic_path", "load", "save", "serializable"]
 
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}

@@ -17,7 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 fit_app = typer.Typer(help="Fit a model to data and print what was fitted.", no_args_is_help=True)
-select_app = typer.Typer(help="Compare models by BIC/AIC over a range of sizes.", no_args_is_help=True)
+select_app = typer.Typer(
+    help="Compare models by BIC/AIC over a range of sizes.", no_args_is_help=True
+)
 app.add_typer(fit_app, name="fit")
 app.add_typer(select_app, name="select")
 

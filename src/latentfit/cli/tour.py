@@ -12,9 +12,7 @@ from latentfit.cli.app import app
 @app.command()
 def tour(
     out: Path = typer.Option(Path("report"), "--out", help="Folder for index.html and figures."),
-    only: str = typer.Option(
-        "", help="Comma-separated section names to run (default: all)."
-    ),
+    only: str = typer.Option("", help="Comma-separated section names to run (default: all)."),
     seed: int = typer.Option(0, help="Seed for every random choice in the report."),
 ):
     """Walk MLE → MAP → ELBO → EM → VI → VAE on the bundled data and write DIR/index.html."""

@@ -111,15 +111,22 @@ def load_array(path, *, columns=None, allow_nan: bool = False, dtype=torch.float
         table = pq.read_table(path, columns=list(columns) if columns else None)
         header = table.column_names
         for j, col in enumerate(table.columns):
-            if not (col.type.id in range(2, 13) or str(col.type).startswith(("int", "uint", "float", "double", "bool"))):
+            if not (
+                col.type.id in range(2, 13)
+                or str(col.type).startswith(("int", "uint", "float", "double", "bool"))
+            ):
                 raise ValueError(
                     f"{path}: column {j} ({header[j]!r}) has type {col.type}, which is not numeric"
                 )
-        values = np.column_stack([c.to_numpy(zero_copy_only=False).astype(np.float64) for c in table.columns])
+        values = np.column_stack(
+            [c.to_numpy(zero_copy_only=False).astype(np.float64) for c in table.columns]
+        )
     else:
         raise ValueError(f"{path}: unknown format {suffix!r}; use .csv, .npy, .npz or .parquet")
     if values.ndim == 1:
         values = values.reshape(-1, 1)
     if values.size == 0:
         raise ValueError(f"{path} holds no values (shape {values.shape})")
-    return as_float_tensor(values, name=str(path.name), dtype=dtype, allow_nan=allow_nan, columns=header)
+    return as_float_tensor(
+        values, name=str(path.name), dtype=dtype, allow_nan=allow_nan, columns=header
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["read_idx", "load_mnist_idx"]
+__all__ = ["load_mnist_idx", "read_idx"]
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -39,7 +39,12 @@ def read_idx(path) -> np.ndarray:
 
 
 def _find(folder: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
         if (folder / name).exists():
             return folder / name
     raise FileNotFoundError(f"{folder} has no {stem} (or {stem}.gz)")

@@ -35,12 +35,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
     "EMHooks",
-    "EMResult",
     "EMMonotonicityWarning",
+    "EMResult",
     "NonFiniteLowerBoundError",
     "accumulate_stats",
-    "sum_stats",
     "run_em",
+    "sum_stats",
 ]
 
 Params = dict[str, torch.Tensor]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from latentfit.tour.report import Section, TourContext, write_report
 
-__all__ = ["SECTIONS", "run_tour", "Section", "TourContext"]
+__all__ = ["SECTIONS", "Section", "TourContext", "run_tour"]
 
 # (name, module) in the order of the chain.
 SECTIONS: list[tuple[str, str]] = [

@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from latentfit.io import atomic_path  # noqa: E402
+from latentfit.io import atomic_path
 
 
 @dataclass
@@ -51,7 +51,9 @@ def write_report(out: Path, sections: list[Section], title: str = "latentfit tou
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by <code>latentfit tour</code>.</p><ol>",
     ]
-    parts += [f"<li><a href='#s{i}'>{html.escape(s.title)}</a></li>" for i, s in enumerate(sections)]
+    parts += [
+        f"<li><a href='#s{i}'>{html.escape(s.title)}</a></li>" for i, s in enumerate(sections)
+    ]
     parts.append("</ol>")
     for i, s in enumerate(sections):
         parts.append(f"<h2 id='s{i}'>{html.escape(s.title)}</h2>")
