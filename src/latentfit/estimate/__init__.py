@@ -1,0 +1,22 @@
+"""Estimation with uncertainty: MLE, MAP and conjugate Bayesian inference."""
+
+from latentfit.estimate.families import (
+    FAMILIES,
+    Family,
+    get_family,
+    log_density_family,
+    register_family,
+)
+from latentfit.estimate.mle import fit_mle
+from latentfit.estimate.result import FitResult, TransformedEstimate
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "FitResult",
+    "TransformedEstimate",
+    "fit_mle",
+    "get_family",
+    "log_density_family",
+    "register_family",
+]

@@ -1,0 +1,462 @@
+"""The families ``fit_mle``/``fit_map`` know: torch.distributions classes with their parameters,
+data support, starting values, closed-form MLEs and expected Fisher information.
+
+Densities always come from ``torch.distributions``; a family only adds what estimation needs:
+which arguments are estimated (``params``) and which are held fixed (``fixed``, e.g. a
+Binomial's ``total_count``), the support the data must lie in, method-of-moments starting
+values, the closed-form MLE where one exists, and the per-observation expected Fisher
+information ``I(θ)`` (Lehmann & Casella, *Theory of Point Estimation*, §2.6) in the natural
+coordinates where it is known in closed form.
+
+A user-written log-density becomes a family with ``log_density_family``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributions as D
+from torch.distributions import constraints
+
+__all__ = ["FAMILIES", "Family", "get_family", "log_density_family", "register_family"]
+
+Params = dict[str, torch.Tensor]
+
+
+class _OpenUnitInterval(constraints.Constraint):
+    """(0, 1): Beta data at exactly 0 or 1 make the log-likelihood infinite."""
+
+    def check(self, value):
+        return (value > 0) & (value < 1)
+
+    def __repr__(self):
+        return "open interval (0, 1)"
+
+
+class _OpenSimplex(constraints.Constraint):
+    """Rows of positive entries summing to one (Dirichlet data; a zero entry has density 0/∞)."""
+
+    event_dim = 1
+
+    def check(self, value):
+        return (value > 0).all(-1) & ((value.sum(-1) - 1).abs() < 1e-6)
+
+    def __repr__(self):
+        return "open simplex (positive entries summing to 1)"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What estimation needs to know about one family of distributions.
+
+    ``log_prob(params, x, fixed) -> (n,)`` is the per-observation log-density; every other
+    callable takes the validated data ``x`` ((n,) or (n, d)) and the fixed arguments.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    constraints: dict
+    log_prob: Callable[[Params, torch.Tensor, dict], torch.Tensor]
+    event_dim: int | None = 0  # None: data are passed through as given
+    support: Callable[[dict], constraints.Constraint] | None = None
+    init: Callable[[torch.Tensor, dict], Params] | None = None
+    closed_form: Callable[[torch.Tensor, dict], Params] | None = None
+    expected_information: Callable[[Params, dict], torch.Tensor] | None = None
+    distribution: Callable[[Params, dict], D.Distribution] | None = None
+    required_fixed: tuple[str, ...] = ()
+    discrete: bool = False
+    finalize: Callable[[Params], Params] | None = None  # e.g. wrap an angle into (-π, π]
+    aliases: tuple[str, ...] = field(default=())
+
+
+def _torch_family(cls, params, **kwargs) -> Family:
+    """A family whose density is ``cls(**params, **fixed).log_prob(x)``."""
+
+    def build(p, fixed):
+        return cls(**p, **fixed, validate_args=False)
+
+    def log_prob(p, x, fixed):
+        return build(p, fixed).log_prob(x)
+
+    cons = {name: cls.arg_constraints[name] for name in params}
+    cons.update(kwargs.pop("constraints", {}))
+    return Family(
+        name=kwargs.pop("name", cls.__name__),
+        params=tuple(params),
+        constraints=cons,
+        log_prob=log_prob,
+        distribution=build,
+        **kwargs,
+    )
+
+
+# -- starting values and closed forms (pure tensor functions of the data) -----------------------
+def _mean_var(x):
+    m = x.mean()
+    return m, ((x - m) ** 2).mean()
+
+
+def _normal_mle(x, fixed):
+    m, v = _mean_var(x)
+    return {"loc": m, "scale": v.sqrt()}
+
+
+def _lognormal_mle(x, fixed):
+    return _normal_mle(x.log(), fixed)
+
+
+def _gamma_init(x, fixed):
+    m, v = _mean_var(x)
+    return {"concentration": m**2 / v, "rate": m / v}
+
+
+def _beta_init(x, fixed):
+    m, v = _mean_var(x)
+    common = m * (1 - m) / v - 1
+    return {"concentration1": m * common, "concentration0": (1 - m) * common}
+
+
+def _weibull_init(x, fixed):
+    # sd(log X) = π / (k √6) and E[log X] = log λ − γ/k for Weibull(λ, k)
+    lx = x.log()
+    m, v = _mean_var(lx)
+    k = math.pi / (math.sqrt(6.0) * v.sqrt())
+    return {"scale": torch.exp(m + 0.5772156649015329 / k), "concentration": k}
+
+
+def _location_scale_init(x, fixed):
+    med = x.median()
+    q = torch.quantile(x, torch.tensor([0.25, 0.75], dtype=x.dtype, device=x.device))
+    return {"loc": med, "scale": (q[1] - q[0]) / 2}
+
+
+def _studentt_init(x, fixed):
+    p = _location_scale_init(x, fixed)
+    return {"df": torch.full_like(p["loc"], 5.0), "loc": p["loc"], "scale": p["scale"] / 0.727}
+
+
+def _gumbel_init(x, fixed):
+    m, v = _mean_var(x)
+    scale = v.sqrt() * math.sqrt(6.0) / math.pi
+    return {"loc": m - 0.5772156649015329 * scale, "scale": scale}
+
+
+def _vonmises_init(x, fixed):
+    c, s = x.cos().mean(), x.sin().mean()
+    r = torch.clamp((c**2 + s**2).sqrt(), max=0.99)
+    return {"loc": torch.atan2(s, c), "concentration": r * (2 - r**2) / (1 - r**2)}
+
+
+def _vonmises_finalize(p):
+    loc = torch.remainder(p["loc"] + math.pi, 2 * math.pi) - math.pi
+    return {**p, "loc": loc}
+
+
+def _negbin_init(x, fixed):
+    m, v = _mean_var(x)
+    out = {}
+    if "total_count" not in fixed:
+        # torch's NegativeBinomial: mean = r p / (1 - p), var = mean / (1 - p)
+        r = m**2 / torch.clamp(v - m, min=1e-3 * m)
+        out["total_count"] = r
+    r = fixed.get("total_count", out.get("total_count"))
+    out["probs"] = m / (m + r)
+    return out
+
+
+def _dirichlet_init(x, fixed):
+    m = x.mean(0)  # (k,)
+    m2 = (x[:, 0] ** 2).mean()
+    a0 = (m[0] - m2) / (m2 - m[0] ** 2)
+    return {"concentration": a0 * m}
+
+
+def _categorical_mle(x, fixed):
+    k = int(fixed.get("num_categories", int(x.max().item()) + 1))
+    counts = torch.bincount(x.long(), minlength=k).to(x.dtype)  # (k,)
+    return {"probs": counts / x.shape[0]}
+
+
+def _mvn_mle(x, fixed):
+    m = x.mean(0)  # (d,)
+    r = x - m  # (n, d)
+    return {"loc": m, "covariance_matrix": r.T @ r / x.shape[0]}
+
+
+# -- expected Fisher information per observation, natural coordinates --------------------------
+def _fisher_normal(p, fixed):
+    s2 = p["scale"] ** 2
+    return torch.diag(torch.stack([1 / s2, 2 / s2]))
+
+
+def _fisher_gamma(p, fixed):
+    a, b = p["concentration"], p["rate"]
+    return torch.stack(
+        [torch.stack([torch.special.polygamma(1, a), -1 / b]), torch.stack([-1 / b, a / b**2])]
+    )
+
+
+def _fisher_beta(p, fixed):
+    a, b = p["concentration1"], p["concentration0"]
+    t = torch.special.polygamma(1, a + b)
+    return torch.stack(
+        [
+            torch.stack([torch.special.polygamma(1, a) - t, -t]),
+            torch.stack([-t, torch.special.polygamma(1, b) - t]),
+        ]
+    )
+
+
+def _fisher_vonmises(p, fixed):
+    k = p["concentration"]
+    a = torch.special.i1e(k) / torch.special.i0e(k)  # A(κ) = I1(κ)/I0(κ)
+    zero = torch.zeros_like(k)
+    return torch.stack([torch.stack([k * a, zero]), torch.stack([zero, 1 - a / k - a**2])])
+
+
+def _one(v):
+    return v.reshape(1, 1)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Make ``family`` available to ``fit_mle``/``fit_map`` under its name and aliases."""
+    for key in (family.name, *family.aliases):
+        FAMILIES[key.lower().replace("-", "").replace("_", "")] = family
+    return family
+
+
+_positive = lambda fixed: constraints.positive
+_nonneg = lambda fixed: constraints.nonnegative
+_real = lambda fixed: constraints.real
+_counts = lambda fixed: constraints.nonnegative_integer
+
+for _fam in [
+    _torch_family(
+        D.Normal,
+        ["loc", "scale"],
+        support=_real,
+        init=_normal_mle,
+        closed_form=_normal_mle,
+        expected_information=_fisher_normal,
+        aliases=("gaussian",),
+    ),
+    _torch_family(
+        D.LogNormal,
+        ["loc", "scale"],
+        support=_positive,
+        init=_lognormal_mle,
+        closed_form=_lognormal_mle,
+        expected_information=_fisher_normal,
+    ),
+    _torch_family(
+        D.Gamma,
+        ["concentration", "rate"],
+        support=_positive,
+        init=_gamma_init,
+        expected_information=_fisher_gamma,
+    ),
+    _torch_family(
+        D.Beta,
+        ["concentration1", "concentration0"],
+        support=lambda f: _OpenUnitInterval(),
+        init=_beta_init,
+        expected_information=_fisher_beta,
+    ),
+    _torch_family(
+        D.Exponential,
+        ["rate"],
+        support=_nonneg,
+        init=lambda x, f: {"rate": 1 / x.mean()},
+        closed_form=lambda x, f: {"rate": 1 / x.mean()},
+        expected_information=lambda p, f: _one(1 / p["rate"] ** 2),
+    ),
+    _torch_family(D.Weibull, ["scale", "concentration"], support=_positive, init=_weibull_init),
+    _torch_family(
+        D.StudentT,
+        ["df", "loc", "scale"],
+        support=_real,
+        init=_studentt_init,
+        aliases=("t", "student"),
+    ),
+    _torch_family(D.Cauchy, ["loc", "scale"], support=_real, init=_location_scale_init),
+    _torch_family(D.Gumbel, ["loc", "scale"], support=_real, init=_gumbel_init),
+    _torch_family(
+        D.HalfNormal,
+        ["scale"],
+        support=_nonneg,
+        init=lambda x, f: {"scale": (x**2).mean().sqrt()},
+        closed_form=lambda x, f: {"scale": (x**2).mean().sqrt()},
+        expected_information=lambda p, f: _one(2 / p["scale"] ** 2),
+    ),
+    _torch_family(
+        D.VonMises,
+        ["loc", "concentration"],
+        support=_real,
+        init=_vonmises_init,
+        expected_information=_fisher_vonmises,
+        finalize=_vonmises_finalize,
+    ),
+    _torch_family(
+        D.Poisson,
+        ["rate"],
+        support=_counts,
+        discrete=True,
+        init=lambda x, f: {"rate": x.mean()},
+        closed_form=lambda x, f: {"rate": x.mean()},
+        expected_information=lambda p, f: _one(1 / p["rate"]),
+    ),
+    _torch_family(
+        D.Bernoulli,
+        ["probs"],
+        support=lambda f: constraints.boolean,
+        discrete=True,
+        constraints={"probs": constraints.unit_interval},
+        init=lambda x, f: {"probs": x.mean()},
+        closed_form=lambda x, f: {"probs": x.mean()},
+        expected_information=lambda p, f: _one(1 / (p["probs"] * (1 - p["probs"]))),
+    ),
+    _torch_family(
+        D.Binomial,
+        ["probs"],
+        support=lambda f: constraints.integer_interval(0, f["total_count"]),
+        discrete=True,
+        required_fixed=("total_count",),
+        constraints={"probs": constraints.unit_interval},
+        init=lambda x, f: {"probs": x.mean() / f["total_count"]},
+        closed_form=lambda x, f: {"probs": x.mean() / f["total_count"]},
+        expected_information=lambda p, f: _one(f["total_count"] / (p["probs"] * (1 - p["probs"]))),
+    ),
+    _torch_family(
+        D.NegativeBinomial,
+        ["total_count", "probs"],
+        support=_counts,
+        discrete=True,
+        constraints={"total_count": constraints.positive, "probs": constraints.unit_interval},
+        init=_negbin_init,
+        aliases=("negbin", "nb"),
+    ),
+    _torch_family(
+        D.Geometric,
+        ["probs"],
+        support=_counts,
+        discrete=True,
+        constraints={"probs": constraints.unit_interval},
+        init=lambda x, f: {"probs": 1 / (1 + x.mean())},
+        closed_form=lambda x, f: {"probs": 1 / (1 + x.mean())},
+        expected_information=lambda p, f: _one(1 / (p["probs"] ** 2 * (1 - p["probs"]))),
+    ),
+    Family(
+        name="Categorical",
+        params=("probs",),
+        constraints={"probs": constraints.simplex},
+        log_prob=lambda p, x, f: D.Categorical(probs=p["probs"], validate_args=False).log_prob(
+            x.long()
+        ),
+        distribution=lambda p, f: D.Categorical(probs=p["probs"]),
+        support=lambda f: (
+            constraints.integer_interval(0, f["num_categories"] - 1)
+            if "num_categories" in f
+            else constraints.nonnegative_integer
+        ),
+        init=_categorical_mle,
+        closed_form=_categorical_mle,
+        discrete=True,
+    ),
+    _torch_family(
+        D.Multinomial,
+        ["probs"],
+        event_dim=1,
+        discrete=True,
+        required_fixed=("total_count",),
+        constraints={"probs": constraints.simplex},
+        support=lambda f: constraints.multinomial(f["total_count"]),
+        init=lambda x, f: {"probs": x.sum(0) / x.sum()},
+        closed_form=lambda x, f: {"probs": x.sum(0) / x.sum()},
+    ),
+    _torch_family(
+        D.Dirichlet,
+        ["concentration"],
+        event_dim=1,
+        support=lambda f: _OpenSimplex(),
+        init=_dirichlet_init,
+    ),
+    _torch_family(
+        D.MultivariateNormal,
+        ["loc", "covariance_matrix"],
+        event_dim=1,
+        support=lambda f: constraints.real_vector,
+        init=_mvn_mle,
+        closed_form=_mvn_mle,
+        aliases=("mvn", "multivariategaussian"),
+    ),
+]:
+    register_family(_fam)
+
+
+def get_family(family) -> Family:
+    """A ``Family`` from a name (``"gamma"``, ``"mvn"``), a torch.distributions class or a Family."""
+    if isinstance(family, Family):
+        return family
+    if isinstance(family, type) and issubclass(family, D.Distribution):
+        key = family.__name__
+    elif isinstance(family, str):
+        key = family
+    else:
+        raise TypeError(
+            f"family must be a name, a torch.distributions class or a Family, got {family!r}; "
+            "for a log-density of your own use log_density_family(fn, init=...)"
+        )
+    found = FAMILIES.get(key.lower().replace("-", "").replace("_", ""))
+    if found is None:
+        names = sorted({f.name for f in FAMILIES.values()})
+        raise ValueError(f"unknown family {family!r}; known families: {', '.join(names)}")
+    return found
+
+
+def log_density_family(
+    log_density: Callable[..., torch.Tensor],
+    init: dict,
+    constraints_: dict | None = None,
+    *,
+    name: str = "custom",
+    support: constraints.Constraint | None = None,
+    event_dim: int | None = None,
+) -> Family:
+    """A family from a log-density of your own: ``log_density(x, **params) -> (n,)``.
+
+    ``init`` names every parameter and gives its starting value (its shape sets the
+    parameter's shape); ``constraints_`` maps names to ``torch.distributions.constraints``
+    (``positive``, ``unit_interval``, ``simplex``, ...; ``real`` when missing).
+    """
+    if not init:
+        raise ValueError("init must name every parameter with a starting value")
+    starts = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in init.items()}
+    unknown = set(constraints_ or {}) - set(starts)
+    if unknown:
+        raise ValueError(f"constraints name parameters {sorted(unknown)} that init does not")
+
+    def log_prob(p, x, fixed):
+        out = log_density(x, **p, **fixed)
+        n = x.shape[0]
+        if out.shape != (n,):
+            raise ValueError(
+                f"the log-density must return one value per observation, shape ({n},); "
+                f"got shape {tuple(out.shape)}"
+            )
+        return out
+
+    return Family(
+        name=name,
+        params=tuple(starts),
+        constraints=dict(constraints_ or {}),
+        log_prob=log_prob,
+        event_dim=event_dim,
+        support=None if support is None else (lambda f: support),
+        init=lambda x, f: {k: v.to(dtype=x.dtype, device=x.device) for k, v in starts.items()},
+    )

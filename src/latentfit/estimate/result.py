@@ -1,0 +1,273 @@
+"""What a fit returns: estimates with their uncertainty, and a statsmodels-like summary table."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.autograd.functional import jacobian
+
+from latentfit.estimate.families import Family
+from latentfit.estimate.inference import (
+    InformationInverse,
+    delta_method_covariance,
+    wald_interval,
+    z_test,
+)
+from latentfit.estimate.parameters import ParameterLayout
+
+__all__ = ["FitResult", "TransformedEstimate", "format_summary"]
+
+COV_TYPES = ("observed", "expected", "sandwich")
+
+
+@dataclass
+class TransformedEstimate:
+    """Estimates of derived quantities ``g(θ)`` with delta-method covariance."""
+
+    names: list[str]
+    estimates: torch.Tensor  # (m,)
+    cov: torch.Tensor  # (m, m)
+    title: str = "Transformed estimates"
+
+    @property
+    def std_errors(self) -> torch.Tensor:
+        return self.cov.diagonal().sqrt()
+
+    bse = std_errors
+
+    def conf_int(self, level: float = 0.95) -> torch.Tensor:
+        """Wald intervals (m, 2): one row ``[lower, upper]`` per quantity."""
+        lo, hi = wald_interval(self.estimates, self.std_errors, level)
+        return torch.stack([lo, hi], dim=-1)
+
+    def summary(self, level: float = 0.95) -> str:
+        return format_summary(self.title, [], self.names, self.estimates, self.std_errors, level)
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.estimates[self.names.index(name)])
+
+
+@dataclass
+class FitResult:
+    """A fitted family: ``params`` (natural, by name) and their asymptotic uncertainty.
+
+    ``cov_type`` chooses which covariance ``cov``/``std_errors``/``conf_int``/``summary`` use
+    by default: ``"observed"`` (inverse observed Fisher information, the autograd Hessian of the
+    negative log-likelihood — of the negative log-posterior for MAP, the Laplace approximation),
+    ``"expected"`` (inverse expected information ``(n I(θ̂))⁻¹``, where known in closed form) or
+    ``"sandwich"`` (White's robust ``H⁻¹ B H⁻¹``, MLE only).
+    """
+
+    family: Family
+    method: str  # "MLE" or "MAP"
+    params: dict[str, torch.Tensor]
+    layout: ParameterLayout
+    u: torch.Tensor  # (p,) unconstrained optimum
+    fixed: dict
+    n_obs: int
+    log_likelihood: float
+    log_prior: float | None
+    converged: bool
+    n_iter: int
+    solver: str
+    inverses: dict[str, InformationInverse] = field(repr=False)
+    cov_type: str = "observed"
+
+    # -- point estimates ---------------------------------------------------------------------
+    @property
+    def param_names(self) -> list[str]:
+        """One name per reported coordinate: ``rate``, ``probs[1]``, ``covariance_matrix[1,0]``."""
+        return self.layout.flat_names()
+
+    @property
+    def estimates(self) -> torch.Tensor:
+        """The reported coordinates of ``params`` as one vector (m,)."""
+        return self.layout.flat_natural(self.params)
+
+    @property
+    def n_params(self) -> int:
+        """Free parameters (a simplex of k probabilities counts k - 1)."""
+        return self.layout.n_free
+
+    @property
+    def distribution(self):
+        """The fitted ``torch.distributions`` object."""
+        if self.family.distribution is None:
+            raise AttributeError(f"family {self.family.name!r} has no torch distribution")
+        return self.family.distribution(self.params, self.fixed)
+
+    # -- information criteria -----------------------------------------------------------------
+    @property
+    def aic(self) -> float:
+        return 2 * self.n_params - 2 * self.log_likelihood
+
+    @property
+    def bic(self) -> float:
+        return math.log(self.n_obs) * self.n_params - 2 * self.log_likelihood
+
+    # -- uncertainty --------------------------------------------------------------------------
+    def cov_params(self, cov_type: str | None = None) -> torch.Tensor:
+        """Covariance (m, m) of ``estimates``: ``J Σᵤ Jᵀ`` with ``J`` the Jacobian of the
+        transform from the unconstrained optimum to the natural parameters."""
+        return self.transform(
+            lambda **p: self.layout.flat_natural(p), names=self.param_names, cov_type=cov_type
+        ).cov
+
+    @property
+    def cov(self) -> torch.Tensor:
+        return self.cov_params()
+
+    def std_errors(self, cov_type: str | None = None) -> torch.Tensor:
+        return self.cov_params(cov_type).diagonal().sqrt()
+
+    @property
+    def bse(self) -> torch.Tensor:
+        """Standard errors (m,) under the default ``cov_type``, as statsmodels names them."""
+        return self.std_errors()
+
+    def conf_int(self, level: float = 0.95, cov_type: str | None = None) -> torch.Tensor:
+        """Wald intervals (m, 2) for ``estimates``: one row ``[lower, upper]`` each."""
+        lo, hi = wald_interval(self.estimates, self.std_errors(cov_type), level)
+        return torch.stack([lo, hi], dim=-1)
+
+    def _inverse(self, cov_type: str | None) -> InformationInverse:
+        cov_type = cov_type or self.cov_type
+        if cov_type not in COV_TYPES:
+            raise ValueError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
+        if cov_type not in self.inverses:
+            why = (
+                "the expected information of this family is not known in closed form"
+                if cov_type == "expected"
+                else "the sandwich covariance is defined for MLE fits only"
+            )
+            raise ValueError(f"cov_type={cov_type!r} is not available: {why}")
+        return self.inverses[cov_type]
+
+    def transform(
+        self,
+        g: Callable[..., torch.Tensor | dict],
+        names: list[str] | str | None = None,
+        cov_type: str | None = None,
+    ) -> TransformedEstimate:
+        """The MLE of ``g(θ)`` (invariance) with its delta-method covariance.
+
+        ``g(**params)`` returns a tensor (named by ``names``) or a dict of named tensors, e.g.
+        ``fit.transform(lambda concentration, rate: concentration / rate, "mean")``.
+        """
+
+        def flat(u):
+            out = g(**self.layout.to_natural(u))
+            if isinstance(out, dict):
+                return torch.cat([torch.as_tensor(v).reshape(-1) for v in out.values()])
+            return torch.as_tensor(out).reshape(-1)
+
+        inverse = self._inverse(cov_type)
+        value = flat(self.u).detach()
+        if not bool(torch.isfinite(self.u).all()):
+            jac = torch.full((value.numel(), self.u.numel()), float("nan"), dtype=self.u.dtype)
+        else:
+            jac = jacobian(flat, self.u).reshape(value.numel(), self.u.numel())  # (m, p)
+        cov = delta_method_covariance(jac, inverse)
+        if names is None:
+            sample = g(**self.params)
+            names = (
+                [
+                    f"{k}[{i}]" if torch.as_tensor(v).numel() > 1 else k
+                    for k, v in sample.items()
+                    for i in range(torch.as_tensor(v).numel())
+                ]
+                if isinstance(sample, dict)
+                else [f"g[{i}]" for i in range(value.numel())]
+                if value.numel() > 1
+                else ["g"]
+            )
+        elif isinstance(names, str):
+            names = [names]
+        if len(names) != value.numel():
+            raise ValueError(f"{len(names)} names given for {value.numel()} transformed values")
+        return TransformedEstimate(list(names), value, cov, f"{self.method} of g(θ), delta method")
+
+    # -- reporting ----------------------------------------------------------------------------
+    def summary(self, level: float = 0.95, cov_type: str | None = None) -> str:
+        """A table in the manner of statsmodels: fit statistics, then one row per coordinate."""
+        cov_type = cov_type or self.cov_type
+        info = [
+            ("Family", self.family.name),
+            ("Method", self.method + (" (closed form)" if self.solver == "closed form" else "")),
+            ("Observations", str(self.n_obs)),
+            ("Free parameters", str(self.n_params)),
+            ("Log-likelihood", f"{self.log_likelihood:.6g}"),
+        ]
+        if self.method == "MAP":
+            info.append(("Log-prior", f"{self.log_prior:.6g}"))
+        else:
+            info += [("AIC", f"{self.aic:.6g}"), ("BIC", f"{self.bic:.6g}")]
+        info += [("Covariance", cov_type), ("Converged", "yes" if self.converged else "NO")]
+        title = f"{self.method} results: {self.family.name}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            se = self.std_errors(cov_type)
+        return format_summary(title, info, self.param_names, self.estimates, se, level)
+
+    def __repr__(self) -> str:
+        est = ", ".join(
+            f"{n}={v:.4g}" for n, v in zip(self.param_names, self.estimates.tolist(), strict=True)
+        )
+        return f"FitResult({self.method} {self.family.name}: {est})"
+
+
+def format_summary(title, info, names, estimates, std_errors, level=0.95) -> str:
+    """Render the header key/value pairs and the coefficient table as fixed-width text."""
+    lo, hi = wald_interval(estimates, std_errors, level)
+    z, p = z_test(estimates, std_errors)
+    width_name = max([len(n) for n in names] + [10])
+    a = (1 - level) / 2
+    head = (
+        f"{'':<{width_name}} {'coef':>11} {'std err':>11} {'z':>9} {'P>|z|':>7} "
+        f"{f'[{a:.3g}':>11} {f'{1 - a:.3g}]':>11}"
+    )
+    width = len(head)
+    lines = [title.center(width), "=" * width]
+    half = (len(info) + 1) // 2
+    left, right = info[:half], info[half:]
+    col = width // 2
+    for i in range(half):
+        k, v = left[i]
+        text = f"{k + ':':<18}{v:>{col - 20}}  "
+        if i < len(right):
+            k2, v2 = right[i]
+            text += f"{k2 + ':':<17}{v2:>{width - col - 17}}"
+        lines.append(text.rstrip())
+    if info:
+        lines.append("=" * width)
+    lines.append(head)
+    lines.append("-" * width)
+    rows = zip(
+        names,
+        estimates.tolist(),
+        std_errors.tolist(),
+        z.tolist(),
+        p.tolist(),
+        lo.tolist(),
+        hi.tolist(),
+        strict=True,
+    )
+    for n, e, s, zz, pp, l_, h_ in rows:
+        lines.append(
+            f"{n:<{width_name}} {_num(e):>11} {_num(s):>11} {_num(zz, 3):>9} "
+            f"{_num(pp, 3, fixed=True):>7} {_num(l_):>11} {_num(h_):>11}"
+        )
+    lines.append("=" * width)
+    return "\n".join(lines)
+
+
+def _num(x: float, digits: int = 4, fixed: bool = False) -> str:
+    if x != x:
+        return "nan"
+    if fixed:
+        return f"{x:.{digits}f}"
+    return f"{x:.{digits}g}" if abs(x) >= 1e5 or (x != 0 and abs(x) < 1e-3) else f"{x:.{digits}f}"
