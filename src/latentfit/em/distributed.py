@@ -1,0 +1,234 @@
+"""Distributed EM on ``torch.distributed`` (gloo on CPU, nccl on GPU).
+
+Each process holds a shard of the rows. The E-step statistics are sums over samples, so
+summing every process's statistics (one all-reduce per iteration) gives the statistics of the
+whole data set: every process then runs the same M-step and ends with the same parameters,
+equal to a single-process fit on all the data up to the rounding of a differently ordered sum
+(the map-reduce form of EM, Chu et al. 2007 "Map-Reduce for machine learning on multicore").
+
+Initialisation is made identical on every process: each draws an in-memory sample from its own
+shard (all of it when small), the samples are gathered in rank order, every process initialises
+from the gathered sample, and rank 0's parameters are broadcast. With a data set of at most
+``init_rows`` rows the gathered sample is the whole data set in file order, so a distributed
+fit starts exactly where the single-process fit starts.
+
+Launch with the standard launcher, one process per device (or per core on CPU)::
+
+    torchrun --nproc-per-node 2 -m latentfit fit gmm data.npy -k 8 --distributed
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from latentfit.em.data import TensorChunks
+from latentfit.em.sources import ChunkSource
+
+__all__ = [
+    "DistributedSource",
+    "all_reduce_stats",
+    "broadcast_params",
+    "init_distributed",
+    "is_distributed",
+    "local_device",
+]
+
+_LAUNCH_HINT = (
+    "start every process with the standard launcher, e.g. "
+    "`torchrun --nproc-per-node 2 -m latentfit fit gmm DATA -k 8 --distributed` (it sets RANK, "
+    "WORLD_SIZE, MASTER_ADDR and MASTER_PORT), or call torch.distributed.init_process_group first"
+)
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def local_device(device=None) -> torch.device:
+    """The device of this process: ``cuda`` without an index becomes ``cuda:LOCAL_RANK``."""
+    dev = torch.device("cpu" if device is None else device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
+
+
+def init_distributed(
+    device=None, backend: str | None = None, timeout_s: float = 1800
+) -> tuple[int, int]:
+    """Join the process group the launcher describes in the environment; returns (rank, world_size).
+
+    The backend is nccl for CUDA devices and gloo otherwise. Already initialised: nothing to do.
+    """
+    if not dist.is_available():
+        raise RuntimeError("this build of torch has no torch.distributed")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    missing = [
+        v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f"distributed EM needs {', '.join(missing)} in the environment: {_LAUNCH_HINT}"
+        )
+    dev = local_device(device)
+    if backend is None:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def all_reduce_stats(stats: dict[str, torch.Tensor], group=None) -> dict[str, torch.Tensor]:
+    """Sum a statistics dict over all processes in one collective.
+
+    The tensors are flattened into one buffer of their common (promoted) dtype, in sorted key
+    order so every process packs them alike; each comes back in its own dtype and shape.
+    """
+    keys = sorted(stats)
+    if not keys:
+        return {}
+    dtype = stats[keys[0]].dtype
+    for k in keys[1:]:
+        dtype = torch.promote_types(dtype, stats[k].dtype)
+    flat = torch.cat([stats[k].detach().reshape(-1).to(dtype) for k in keys])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    out, i = {}, 0
+    for k in keys:
+        v = stats[k]
+        out[k] = flat[i : i + v.numel()].view(v.shape).to(v.dtype)
+        i += v.numel()
+    return out
+
+
+def broadcast_params(params: dict[str, torch.Tensor], src: int = 0, group=None) -> dict:
+    """Every process gets process ``src``'s parameters (same keys and shapes on every process)."""
+    out = {}
+    for k in sorted(params):
+        t = params[k].detach().clone().contiguous()
+        dist.broadcast(t, src=src, group=group)
+        out[k] = t
+    return {k: out[k] for k in params}
+
+
+class DistributedSource(ChunkSource):
+    """This process's shard of ``source``, with the collectives distributed EM needs.
+
+    - iteration yields the rows of rank ``r`` (:meth:`ChunkSource.shard`); a shard that cannot
+      be read still takes part in the collectives (with no rows) so the other processes never
+      hang, and every process then raises;
+    - :meth:`reduce` all-reduces the statistics; :meth:`sync_params` broadcasts rank 0's;
+    - :meth:`init_chunks` gathers every shard's initialisation sample in rank order.
+
+    ``n_samples`` is this shard's size; ``n_samples_total`` that of the whole data set.
+    """
+
+    def __init__(self, source: ChunkSource, group=None):
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(f"DistributedSource needs a running process group: {_LAUNCH_HINT}")
+        self.group = group
+        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        self.source = source.shard(rank, world)
+        self.rank, self.world_size = rank, world
+        self.name = f"{source.name} (rank {rank} of {world})"
+        self._error: list[BaseException | None] = [None]
+
+    # Options live on the wrapped source.
+    def __getattr__(self, name):
+        if name in ("chunk_rows", "device", "dtype", "progress", "init_rows", "allow_nan"):
+            return getattr(self.__dict__["source"], name)
+        raise AttributeError(name)
+
+    def configured(
+        self, *, device=None, dtype=None, chunk_rows=None, allow_nan=False
+    ) -> DistributedSource:
+        out = object.__new__(DistributedSource)
+        out.__dict__.update(self.__dict__)
+        out.source = self.source.configured(
+            device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan
+        )
+        out._error = [None]
+        return out
+
+    def shard(self, rank, world_size):
+        raise ValueError("a DistributedSource is already sharded over the process group")
+
+    @property
+    def n_features(self) -> int:
+        return self.source.n_features
+
+    @property
+    def n_samples(self) -> int | None:
+        return self.source.n_samples
+
+    @property
+    def n_samples_total(self) -> int:
+        n = torch.tensor([self.source.n_samples or 0], dtype=torch.int64, device=self.device)
+        dist.all_reduce(n, group=self.group)
+        return int(n)
+
+    def __iter__(self):
+        self._error[0] = None
+        yielded = False
+        try:
+            for chunk in self.source:
+                yielded = True
+                yield chunk
+        except (ValueError, OSError, RuntimeError) as err:
+            self._error[0] = err
+        if not yielded or self._error[0] is not None:
+            # An empty chunk keeps this process in step with the others' collectives.
+            X = torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
+            yield X, X.new_empty(0)
+
+    def _raise_if_failed(self, failed: float) -> None:
+        if failed > 0:
+            if self._error[0] is not None:
+                raise self._error[0]
+            raise RuntimeError(
+                f"{int(failed)} process(es) could not read their shard of the data; "
+                "see their error messages"
+            )
+
+    def reduce(self, stats: dict) -> dict:
+        flag = torch.tensor([float(self._error[0] is not None)], device=self.device)
+        out = all_reduce_stats({**stats, "\0failed": flag.to(torch.float64)}, self.group)
+        self._raise_if_failed(float(out.pop("\0failed")))
+        return out
+
+    def sync_params(self, params: dict) -> dict:
+        return broadcast_params(
+            params, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group
+        )
+
+    def init_chunks(self, generator: torch.Generator, max_rows: int | None = None) -> TensorChunks:
+        """Each process samples ``max_rows / world_size`` rows of its shard; the samples are
+        gathered in rank order (all processes get the same rows)."""
+        cap = max(1, (max_rows or self.init_rows) // self.world_size)
+        d, dev = self.n_features, self.device
+        try:
+            local = self.source.init_chunks(generator, cap)
+            X, w, m = local.X, local.weights, local.X.shape[0]
+        except (ValueError, OSError, RuntimeError) as err:
+            self._error[0] = err
+            X = torch.empty(0, d, dtype=self.dtype, device=dev)
+            w, m = X.new_empty(0), -1
+        counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(self.world_size)]
+        dist.all_gather(counts, torch.tensor([m], dtype=torch.int64, device=dev), group=self.group)
+        sizes = [int(c) for c in counts]
+        self._raise_if_failed(sum(s < 0 for s in sizes))
+        top = max(sizes)
+        # all_gather needs equal shapes: pad with zero rows, then cut them off.
+        Xw = torch.zeros(top, d + 1, dtype=self.dtype, device=dev)
+        Xw[:m, :d], Xw[:m, d] = X, w
+        parts = [torch.empty_like(Xw) for _ in range(self.world_size)]
+        dist.all_gather(parts, Xw, group=self.group)
+        full = torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+        return TensorChunks(
+            full[:, :d].contiguous(), full[:, d].contiguous(), self.chunk_rows or 65536
+        )

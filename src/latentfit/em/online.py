@@ -1,0 +1,196 @@
+"""Online (stepwise) EM: one update of the parameters per mini-batch (Cappé & Moulines 2009).
+
+Stepwise EM keeps a running average ``s`` of the expected sufficient statistics *per unit of
+sample weight* and, for every mini-batch ``B_t``,
+
+    ŝ_t = E-step statistics of B_t under θ_{t-1}, divided by the batch's total weight,
+    s_t = (1 − ρ_t) s_{t-1} + ρ_t ŝ_t,                  ρ_t = (t + offset)^(−decay),
+    θ_t = M-step(s_t · N_t),                              N_t = total weight seen so far,
+
+(Cappé & Moulines 2009, "On-line expectation–maximization algorithm for latent data models",
+JRSS-B 71(3), eq. 5; Liang & Klein 2009). ``ρ_1 = 1``; with ``decay`` in (0.5, 1] the step sizes
+satisfy Σρ = ∞, Σρ² < ∞ and the iterates converge to a stationary point of the likelihood.
+The statistics are scaled by ``N_t`` before the M-step so that M-steps with a prior (MAP) see as
+much data as has been read; without a prior the scale cancels.
+
+Any EM model built on the driver's hooks gets ``partial_fit`` from :class:`OnlineEMMixin`. Two
+requirements on its hooks: the statistics hold the batch's total sample weight under
+``"weight"``; and if they are taken relative to a point that depends on the parameters (as the
+Gaussian moments are, around the mixture mean), the hooks provide
+``recenter(stats, old_params, new_params)`` moving them to the new point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from latentfit._validation import check_sample_weight, make_generator
+from latentfit.em.data import TensorChunks
+from latentfit.em.driver import Params, Stats
+from latentfit.em.sources import is_source
+
+__all__ = [
+    "OnlineEMMixin",
+    "OnlineEMState",
+    "StepSize",
+    "online_em_step",
+    "translate_moment_stats",
+]
+
+
+@dataclass(frozen=True)
+class StepSize:
+    """ρ_t = (t + offset)^(−decay) for update t = 2, 3, …, and ρ_1 = 1 (Cappé & Moulines 2009:
+    decay in (0.5, 1]; a positive ``offset`` slows the early forgetting, as scikit-learn's
+    ``learning_offset`` does for online LDA)."""
+
+    decay: float = 0.6
+    offset: float = 0.0
+
+    def __post_init__(self):
+        if not (0.5 < self.decay <= 1):
+            raise ValueError(
+                f"learning_decay must lie in (0.5, 1] for stepwise EM to converge, got {self.decay!r}"
+            )
+        if not (self.offset >= 0):
+            raise ValueError(f"learning_offset must be non-negative, got {self.offset!r}")
+
+    def __call__(self, t: int) -> float:
+        return 1.0 if t <= 1 else float((t + self.offset) ** -self.decay)
+
+
+class OnlineEMState(NamedTuple):
+    """Where stepwise EM stands: the current parameters, the running statistics per unit weight
+    (taken relative to ``stats_params``, the parameters of the E-step that made them), the
+    number of updates and the total sample weight seen."""
+
+    params: Params
+    stats: Stats | None
+    stats_params: Params | None
+    n_steps: int
+    weight_seen: float
+
+
+def online_em_step(
+    hooks,
+    state: OnlineEMState,
+    batch,
+    step_size: Callable[[int], float],
+    reduce: Callable[[Stats], Stats] | None = None,
+) -> OnlineEMState:
+    """One stepwise-EM update from a mini-batch (see the module docstring); pure."""
+    params = state.params
+    batch_stats = hooks.estep(params, batch)
+    if reduce is not None:
+        batch_stats = reduce(batch_stats)
+    if "weight" not in batch_stats:
+        raise TypeError("online EM needs the batch's total sample weight under stats['weight']")
+    bw = float(batch_stats["weight"])
+    if bw <= 0:
+        return state  # a batch with no weight carries no information
+    t = state.n_steps + 1
+    rho = step_size(t)
+    new = {k: v / bw for k, v in batch_stats.items()}  # per unit weight
+    if state.stats is None or rho >= 1:
+        s = new
+    else:
+        old = state.stats
+        recenter = getattr(hooks, "recenter", None)
+        if recenter is not None:
+            old = recenter(old, state.stats_params, params)
+        s = {k: (1 - rho) * old[k] + rho * new[k] for k in new}
+    seen = state.weight_seen + bw
+    new_params = hooks.mstep(params, {k: v * seen for k, v in s.items()})
+    return OnlineEMState(new_params, s, params, t, seen)
+
+
+def translate_moment_stats(stats: Stats, delta: torch.Tensor, covariance_type: str) -> Stats:
+    """Moments taken around ``c`` re-expressed around ``c' = c − delta`` (x − c' = (x − c) + δ):
+
+    S1' = S1 + S0 δ;  S2' = S2 + S1 δᵀ + δ S1ᵀ + S0 δ δᵀ (full, per component; tied with the
+    totals Σ_k S1, Σ w), and S2' = S2 + 2 δ ⊙ S1 + S0 δ² (diag, spherical). Other keys unchanged.
+    """
+    S0, S1, S2 = stats["S0"], stats["S1"], stats["S2"]  # (k,), (k, d), by type
+    out = dict(stats)
+    out["S1"] = S1 + S0.unsqueeze(1) * delta  # (k, d)
+    if covariance_type == "full":
+        cross = S1.unsqueeze(2) * delta.view(1, 1, -1)  # (k, d, d)
+        out["S2"] = S2 + cross + cross.mT + S0.view(-1, 1, 1) * torch.outer(delta, delta)
+    elif covariance_type == "tied":
+        t1 = S1.sum(0)  # (d,) = Σ w (x − c)
+        cross = torch.outer(t1, delta)
+        out["S2"] = S2 + cross + cross.T + S0.sum() * torch.outer(delta, delta)
+    else:
+        out["S2"] = S2 + 2 * delta * S1 + S0.unsqueeze(1) * delta.square()
+    return out
+
+
+class OnlineEMMixin:
+    """``partial_fit`` for an estimator built on the EM driver's hooks (stepwise EM).
+
+    The estimator provides ``learning_decay`` and ``learning_offset`` (constructor arguments),
+    ``_check_parameters()``, ``_validate_X(X, reset)``, ``_hooks()``, ``_device``, ``_dtype``,
+    ``random_state``, ``n_components`` (the rows the first batch needs at least),
+    ``_set_params_tensors(params)`` and the fitted ``_params``; its hooks follow the requirements in
+    the module docstring. A first call initialises from its batch as ``fit`` would; a call after
+    ``fit`` continues from the fitted parameters.
+    """
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One stepwise-EM update from the mini-batch ``X`` (or one per chunk of a source).
+
+        Sets the fitted attributes after every update, ``n_steps_`` (updates so far) and
+        ``lower_bound_``: the running average of the log-likelihood per sample, the stochastic
+        approximation of the objective that batch EM reports.
+        """
+        step = StepSize(self.learning_decay, self.learning_offset)
+        if is_source(X):
+            if sample_weight is not None:
+                raise ValueError("a source carries its own sample weights; pass sample_weight=None")
+            source = X.configured(device=self._device, dtype=self._dtype)
+            for Xc, wc in source:
+                self._online_update(Xc, wc, step, source.reduce)
+            return self
+        self._online_update(X, sample_weight, step, None)
+        return self
+
+    def _online_update(self, X, sample_weight, step, reduce) -> None:
+        first = not hasattr(self, "_params")
+        if first:
+            self._check_parameters()
+        X = self._validate_X(X, reset=first)
+        w = check_sample_weight(sample_weight, X.shape[0], dtype=X.dtype, device=X.device)
+        hooks = self._hooks()
+        if first:
+            if X.shape[0] < self.n_components:
+                raise ValueError(
+                    f"the first batch of partial_fit has {X.shape[0]} samples; it needs at least "
+                    f"n_components = {self.n_components} to initialise from"
+                )
+            self.n_features_in_ = X.shape[1]
+            gen = make_generator(self.random_state, X.device)
+            params = hooks.initialize(self._online_init_data(X, w), gen)
+            self._set_params_tensors(params)
+        state = getattr(self, "_online_state", None)
+        if state is None or state.params is not self._params:
+            # First update, or the model was (re)fitted by fit(): start the averages afresh.
+            state = OnlineEMState(self._params, None, None, 0, 0.0)
+        state = online_em_step(hooks, state, self._online_batch(X, w), step, reduce)
+        self._set_params_tensors(state.params)
+        self._online_state = state._replace(params=self._params)
+        self.n_steps_ = state.n_steps
+        if state.stats is not None and "loglik" in state.stats:
+            self.lower_bound_ = float(state.stats["loglik"])
+
+    # Overridable where a model's batches are not (X, w) pairs (e.g. with labels).
+    def _online_batch(self, X: torch.Tensor, w: torch.Tensor):
+        """The batch the hooks' E-step takes for rows X (n, d) with weights w (n,)."""
+        return (X, w)
+
+    def _online_init_data(self, X: torch.Tensor, w: torch.Tensor):
+        """The data the hooks' ``initialize`` takes, built from the first batch."""
+        return TensorChunks(X, w, max(1, X.shape[0]))

@@ -1,0 +1,530 @@
+"""Data sources that stream ``(X, w)`` chunks to the EM driver from outside memory.
+
+EM only ever needs sums of per-sample statistics, so a pass over the data can read it one chunk
+at a time and the fit is the in-memory fit up to the rounding of a differently ordered sum
+(Neal & Hinton 1998). A source is a re-iterable of ``(X (m, d), w (m,))`` tensors on the model's
+device and dtype; each chunk is read, checked, moved to the device and dropped in turn, so
+only one chunk lives in (device) memory at a time.
+
+- :class:`NpySource`: a ``.npy`` file, memory-mapped (the page cache does the buffering).
+- :class:`ParquetSource`: a Parquet file read one row group at a time (needs pyarrow).
+- :class:`IterableSource`: arrays from a callable that returns a fresh iterator for every pass,
+  or from a list; a one-shot iterator serves one pass (enough for ``partial_fit``).
+- :class:`ArraySource`: an in-memory array, useful to shard it over processes.
+
+Every source can be restricted to one process's rows (:meth:`ChunkSource.shard`) and
+draws the in-memory sample a model initialises from (:meth:`ChunkSource.init_chunks`):
+the whole data when it has at most ``init_rows`` rows (then the fit is the in-memory fit), else a
+uniform sample without replacement drawn in one pass (reservoir sampling with random keys,
+Efraimidis & Spirakis 2006, with equal weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from latentfit._validation import first_nonfinite, resolve_device, resolve_dtype
+from latentfit.em.data import TensorChunks
+
+__all__ = [
+    "ArraySource",
+    "ChunkSource",
+    "EMStream",
+    "IterableSource",
+    "NpySource",
+    "ParquetSource",
+    "StreamHooks",
+    "is_source",
+    "open_source",
+    "prepare_stream",
+    "shard_range",
+]
+
+Block = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]
+
+
+def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous rows ``[start, stop)`` of process ``rank`` out of ``world_size``: sizes differ by
+    at most one row and the shards, in rank order, are the rows in file order."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, {world_size}), got rank={rank}")
+    return rank * n // world_size, (rank + 1) * n // world_size
+
+
+def is_source(obj) -> bool:
+    """True for the streaming sources of this module (what ``fit`` accepts in place of X)."""
+    return isinstance(obj, ChunkSource)
+
+
+class ChunkSource:
+    """Base class: a re-iterable of ``(X (m, d), w (m,))`` chunks of at most ``chunk_rows`` rows.
+
+    Subclasses implement ``_blocks()`` (raw blocks in file order, numpy or torch, with weights
+    or ``None``), ``n_features`` and, when known without a pass, ``n_samples``. The base class
+    checks every block (finite values, width, non-negative weights; errors name the row of the
+    whole data set and the column), converts it to ``dtype`` on ``device`` and cuts it into
+    chunks. ``progress=True`` shows a tqdm bar per pass over the data.
+    """
+
+    name = "data"
+
+    def __init__(
+        self,
+        *,
+        chunk_rows: int | None = None,
+        device=None,
+        dtype=torch.float64,
+        progress: bool = False,
+        init_rows: int = 100_000,
+    ):
+        if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
+            raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+        if not isinstance(init_rows, int) or init_rows < 1:
+            raise ValueError(f"init_rows must be a positive integer, got {init_rows!r}")
+        self.chunk_rows = chunk_rows
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.progress = progress
+        self.init_rows = init_rows
+        self.allow_nan = False
+        self._rank, self._world = 0, 1
+
+    # -------------------------------------------------------------- to implement
+    @property
+    def n_features(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def n_samples(self) -> int | None:
+        """Rows this source yields (this process's shard), or None when unknown before a pass."""
+        return None
+
+    def _blocks(self) -> Iterator[Block]:
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- options
+    def configured(
+        self, *, device=None, dtype=None, chunk_rows: int | None = None, allow_nan: bool = False
+    ) -> ChunkSource:
+        """A copy that yields ``dtype`` tensors on ``device``; ``chunk_rows`` applies unless the
+        source was given its own; ``allow_nan`` keeps NaN as the missing-value marker (inf is
+        still refused). Models call this with their own settings."""
+        out = copy.copy(self)
+        out.allow_nan = allow_nan
+        if device is not None:
+            out.device = resolve_device(device)
+        if dtype is not None:
+            out.dtype = resolve_dtype(dtype)
+        if out.chunk_rows is None:
+            out.chunk_rows = chunk_rows
+        return out
+
+    def shard(self, rank: int, world_size: int) -> ChunkSource:
+        """A copy that yields only the rows of process ``rank`` (see :func:`shard_range`);
+        sources without random access (iterables) take every ``world_size``-th block."""
+        shard_range(0, rank, world_size)  # validates
+        out = copy.copy(self)
+        out._rank, out._world = rank, world_size
+        return out
+
+    # -------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rows = self.chunk_rows or 65536
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=self.n_samples, desc=f"pass over {self.name}", unit="rows", leave=False
+            )
+        try:
+            for X, w in self._checked_blocks():
+                for start in range(0, X.shape[0], rows):
+                    Xc, wc = X[start : start + rows], w[start : start + rows]
+                    yield Xc, wc
+                    if bar is not None:
+                        bar.update(Xc.shape[0])
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _checked_blocks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        offset = self._row_offset()
+        d = self.n_features
+        for X, w in self._blocks():
+            X = self._to_tensor(X, "values")
+            if X.dim() == 1:
+                X = X.reshape(-1, 1) if d == 1 else X.reshape(1, -1)
+            if X.dim() != 2 or X.shape[1] != d:
+                raise ValueError(
+                    f"{self.name}: the block starting at row {offset} has shape "
+                    f"{tuple(X.shape)}; every block must be (rows, {d})"
+                )
+            bad = first_nonfinite(
+                X.nan_to_num(0.0, posinf=np.inf, neginf=-np.inf) if self.allow_nan else X
+            )
+            if bad is not None:
+                raise ValueError(
+                    f"{self.name} contains {X[bad].item()} at row {offset + bad[0]}, column "
+                    f"{bad[1]}: every value must be finite"
+                )
+            if w is None:
+                w = torch.ones(X.shape[0], dtype=self.dtype, device=self.device)
+            else:
+                w = self._to_tensor(w, "weights").reshape(-1)
+                if w.shape[0] != X.shape[0]:
+                    raise ValueError(
+                        f"{self.name}: the block starting at row {offset} has {X.shape[0]} rows "
+                        f"but {w.shape[0]} sample weights"
+                    )
+                bad_w = (~torch.isfinite(w) | (w < 0)).nonzero()
+                if len(bad_w):
+                    i = int(bad_w[0])
+                    raise ValueError(
+                        f"{self.name}: sample weight of row {offset + i} is {w[i].item()}; "
+                        "weights must be finite and non-negative"
+                    )
+            yield X, w
+            offset += X.shape[0]
+
+    def _to_tensor(self, a, what: str) -> torch.Tensor:
+        if not isinstance(a, torch.Tensor):
+            a = np.asarray(a)
+            if a.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"{self.name}: {what} of dtype {a.dtype} are not numeric; encode them as numbers"
+                )
+            # A copy of the (read-only, memory-mapped) rows: one chunk at a time.
+            a = torch.from_numpy(np.array(a, copy=True))
+        return a.to(device=self.device, dtype=self.dtype)
+
+    def _row_offset(self) -> int:
+        """Row of the whole data set at which this shard starts (for error messages)."""
+        return 0
+
+    # -------------------------------------------------------------- initialisation sample
+    def init_chunks(self, generator: torch.Generator, max_rows: int | None = None) -> TensorChunks:
+        """The rows a model initialises from, in memory: all of them (in order) when there are at
+        most ``max_rows`` (default ``init_rows``), else a uniform sample of ``max_rows`` rows
+        without replacement, kept in data order. Draws from ``generator`` only in the second case,
+        so that a small data set gives the in-memory initialisation exactly."""
+        cap = max_rows or self.init_rows
+        keptX: list[torch.Tensor] = []
+        keptW: list[torch.Tensor] = []
+        keys: torch.Tensor | None = None  # (m,) random keys once there are more rows than cap
+        kept = 0
+        for X, w in self:
+            if keys is None:
+                keptX.append(X)
+                keptW.append(w)
+                kept += X.shape[0]
+                if kept <= cap:
+                    continue
+                keptX, keptW = [torch.cat(keptX)], [torch.cat(keptW)]
+                keys = _uniform(kept, generator, X.device)
+            else:
+                keptX.append(X)
+                keptW.append(w)
+                keys = torch.cat([keys, _uniform(X.shape[0], generator, X.device)])
+            # Keep the cap rows with the smallest keys, in data order.
+            Xa, wa = torch.cat(keptX), torch.cat(keptW)
+            order = keys.topk(cap, largest=False).indices.sort().values
+            keptX, keptW, keys = [Xa[order]], [wa[order]], keys[order]
+        if not keptX:
+            X = torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
+            return TensorChunks(X, X.new_empty(0), self.chunk_rows or 65536)
+        X, w = torch.cat(keptX), torch.cat(keptW)
+        return TensorChunks(X, w, self.chunk_rows or 65536)
+
+    # -------------------------------------------------------------- distributed hooks
+    def reduce(self, stats: dict) -> dict:
+        """Combine the statistics of every process (the identity for one process)."""
+        return stats
+
+    def sync_params(self, params: dict) -> dict:
+        """Make every process hold the same parameters (the identity for one process)."""
+        return params
+
+
+def _uniform(m: int, generator: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(m, generator=generator, device=generator.device, dtype=torch.float64).to(
+        device
+    )
+
+
+class NpySource(ChunkSource):
+    """A ``.npy`` file of shape (n, d), memory-mapped and read ``chunk_rows`` rows at a time.
+
+    ``sample_weight``: None, an array of shape (n,), or the path of a ``.npy`` file holding it
+    (memory-mapped too).
+    """
+
+    def __init__(self, path, *, sample_weight=None, **options):
+        super().__init__(**options)
+        self.path = Path(path)
+        self.name = self.path.name
+        if not self.path.exists():
+            raise FileNotFoundError(f"no data file at {self.path}")
+        try:
+            self._X = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{self.path} is not a readable .npy array: {err}") from None
+        if self._X.ndim == 1:
+            self._X = self._X.reshape(-1, 1)
+        if self._X.ndim != 2 or self._X.shape[0] == 0 or self._X.shape[1] == 0:
+            raise ValueError(f"{self.path} must hold a non-empty 2-D array, got {self._X.shape}")
+        if self._X.dtype.kind not in "biuf":
+            raise ValueError(f"{self.path} holds {self._X.dtype} values, which are not numeric")
+        self._w = None
+        if sample_weight is not None:
+            if isinstance(sample_weight, str | Path):
+                sample_weight = np.load(sample_weight, mmap_mode="r", allow_pickle=False)
+            self._w = np.asarray(sample_weight)
+            if self._w.shape != (self._X.shape[0],):
+                raise ValueError(
+                    f"sample_weight must have shape ({self._X.shape[0]},) to match {self.name}, "
+                    f"got {self._w.shape}"
+                )
+
+    @property
+    def n_features(self) -> int:
+        return int(self._X.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        start, stop = shard_range(self._X.shape[0], self._rank, self._world)
+        return stop - start
+
+    def _row_offset(self) -> int:
+        return shard_range(self._X.shape[0], self._rank, self._world)[0]
+
+    def _blocks(self) -> Iterator[Block]:
+        start, stop = shard_range(self._X.shape[0], self._rank, self._world)
+        rows = self.chunk_rows or 65536
+        for i in range(start, stop, rows):
+            j = min(stop, i + rows)
+            yield self._X[i:j], None if self._w is None else self._w[i:j]
+
+
+class ParquetSource(ChunkSource):
+    """A Parquet file read one row group at a time (pyarrow); ``columns`` selects features,
+    ``weight_column`` names a column of sample weights (excluded from the features)."""
+
+    def __init__(self, path, *, columns=None, weight_column: str | None = None, **options):
+        super().__init__(**options)
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as err:
+            raise ImportError(
+                "reading Parquet needs pyarrow: pip install 'latentfit[parquet]'"
+            ) from err
+        self.path = Path(path)
+        self.name = self.path.name
+        if not self.path.exists():
+            raise FileNotFoundError(f"no data file at {self.path}")
+        meta = pq.ParquetFile(self.path)
+        schema = meta.schema_arrow
+        names = list(schema.names)
+        if columns is None:
+            columns = [c for c in names if c != weight_column]
+        for c in [*columns, *([weight_column] if weight_column else [])]:
+            if c not in names:
+                raise ValueError(f"{self.path} has no column {c!r}; its columns are {names}")
+            t = schema.field(c).type
+            if not str(t).startswith(("int", "uint", "float", "double", "bool", "halffloat")):
+                raise ValueError(f"{self.path}: column {c!r} has type {t}, which is not numeric")
+        if not columns:
+            raise ValueError(f"{self.path}: no feature column is left to fit")
+        self.columns = list(columns)
+        self.weight_column = weight_column
+        self._group_rows = [meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        if sum(self._group_rows) == 0:
+            raise ValueError(f"{self.path} holds no rows")
+
+    @property
+    def n_features(self) -> int:
+        return len(self.columns)
+
+    @property
+    def n_samples(self) -> int:
+        start, stop = shard_range(sum(self._group_rows), self._rank, self._world)
+        return stop - start
+
+    def _row_offset(self) -> int:
+        return shard_range(sum(self._group_rows), self._rank, self._world)[0]
+
+    def _blocks(self) -> Iterator[Block]:
+        import pyarrow.parquet as pq
+
+        start, stop = shard_range(sum(self._group_rows), self._rank, self._world)
+        f = pq.ParquetFile(self.path)
+        wanted = self.columns + ([self.weight_column] if self.weight_column else [])
+        first = 0
+        for g, m in enumerate(self._group_rows):
+            lo, hi = max(start, first), min(stop, first + m)
+            if lo < hi:
+                table = f.read_row_group(g, columns=wanted).slice(lo - first, hi - lo)
+                cols = [c.to_numpy(zero_copy_only=False) for c in table.columns]
+                X = np.column_stack(cols[: len(self.columns)]).astype(np.float64, copy=False)
+                yield X, cols[-1] if self.weight_column else None
+            first += m
+
+
+class IterableSource(ChunkSource):
+    """Arrays from ``data``: a callable returning a fresh iterator for every pass (re-iterable),
+    a list/tuple of arrays, or a one-shot iterator (a single pass, e.g. for ``partial_fit``).
+    Each item is an array (rows, d) or a pair ``(X, sample_weight)``. ``n_features`` is read
+    from the first item when not given."""
+
+    def __init__(self, data: Callable[[], Iterable] | Iterable, *, n_features=None, **options):
+        super().__init__(**options)
+        self.name = "the array stream"
+        self._one_shot = not callable(data) and not isinstance(data, list | tuple)
+        self._data = iter(data) if self._one_shot else data
+        self._head: list = []  # items read ahead from a one-shot iterator
+        self._passes = [0]  # shared by configured copies: a one-shot iterator is consumed once
+        self._d = n_features
+        if self._d is None:
+            if self._one_shot:
+                self._head = list(itertools.islice(self._data, 1))
+                first = self._head[0] if self._head else None
+            else:
+                first = next(self._items(), None)
+            if first is None:
+                raise ValueError("the array stream is empty: there is nothing to fit")
+            X = first[0] if isinstance(first, tuple) else first
+            self._d = 1 if np.ndim(X) == 1 else int(np.shape(X)[-1])
+
+    def _items(self) -> Iterator:
+        if not self._one_shot:
+            return iter(self._data() if callable(self._data) else self._data)
+        if self._passes[0]:
+            raise RuntimeError(
+                "the array stream was an iterator and has been consumed: EM needs one pass per "
+                "iteration, so pass a callable that returns a fresh iterator (e.g. "
+                "`lambda: read_chunks(path)`) or a list of arrays"
+            )
+        self._passes[0] += 1
+        return itertools.chain(self._head, self._data)
+
+    @property
+    def n_features(self) -> int:
+        return int(self._d)
+
+    def _blocks(self) -> Iterator[Block]:
+        for i, item in enumerate(self._items()):
+            if i % self._world != self._rank:
+                continue
+            if isinstance(item, tuple):
+                if len(item) != 2:
+                    raise ValueError(
+                        "each item of the array stream must be X or (X, sample_weight)"
+                    )
+                yield item[0], item[1]
+            else:
+                yield item, None
+
+
+class ArraySource(ChunkSource):
+    """An in-memory array (n, d) with optional ``sample_weight`` (n,), served chunk by chunk (to
+    shard it over processes, or to keep the full array on the host while fitting on a GPU)."""
+
+    def __init__(self, X, *, sample_weight=None, **options):
+        super().__init__(**options)
+        self._X = X if isinstance(X, torch.Tensor) else np.asarray(X)
+        if self._X.ndim != 2 or self._X.shape[0] == 0:
+            raise ValueError(f"X must be a non-empty 2-D array, got shape {tuple(self._X.shape)}")
+        self._w = sample_weight
+        if sample_weight is not None and len(sample_weight) != self._X.shape[0]:
+            raise ValueError(
+                f"sample_weight must have shape ({self._X.shape[0]},) to match X, "
+                f"got {np.shape(sample_weight)}"
+            )
+
+    @property
+    def n_features(self) -> int:
+        return int(self._X.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        start, stop = shard_range(self._X.shape[0], self._rank, self._world)
+        return stop - start
+
+    def _row_offset(self) -> int:
+        return shard_range(self._X.shape[0], self._rank, self._world)[0]
+
+    def _blocks(self) -> Iterator[Block]:
+        start, stop = shard_range(self._X.shape[0], self._rank, self._world)
+        rows = self.chunk_rows or 65536
+        for i in range(start, stop, rows):
+            j = min(stop, i + rows)
+            yield self._X[i:j], None if self._w is None else self._w[i:j]
+
+
+def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSource:
+    """A source for a data file by suffix: ``.npy`` memory-mapped, ``.parquet`` by row group;
+    other formats (CSV, ``.npz``) are read into memory by :func:`latentfit.datasets.load_array`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if columns:
+            raise ValueError(".npy files have no column names; select columns before saving")
+        return NpySource(path, **options)
+    if suffix in (".parquet", ".pq"):
+        return ParquetSource(path, columns=columns, weight_column=weight_column, **options)
+    from latentfit.datasets import load_array
+
+    return ArraySource(load_array(path, columns=columns), **options)
+
+
+class StreamHooks:
+    """A model's EM hooks fitted on a source: initialise from the source's in-memory sample
+    (:meth:`ChunkSource.init_chunks`), then let the source synchronise the parameters over
+    processes. The E-step, M-step and bound are the model's own."""
+
+    def __init__(self, hooks, min_rows: int = 1):
+        self.hooks = hooks
+        self.min_rows = min_rows
+
+    def initialize(self, data: ChunkSource, generator: torch.Generator):
+        sample = data.init_chunks(generator)
+        if sample.X.shape[0] < self.min_rows:
+            raise ValueError(
+                f"{data.name} yielded {sample.X.shape[0]} row(s) to initialise from; at least "
+                f"{self.min_rows} are needed (one per component)"
+            )
+        return data.sync_params(self.hooks.initialize(sample, generator))
+
+    def __getattr__(self, name):  # estep, mstep, lower_bound, recenter...
+        return getattr(self.hooks, name)
+
+
+class EMStream(NamedTuple):
+    """What a model passes to :func:`~latentfit.em.driver.run_em` to fit a source."""
+
+    data: ChunkSource
+    hooks: StreamHooks
+    reduce: Callable[[dict], dict]
+
+
+def prepare_stream(
+    source: ChunkSource,
+    hooks,
+    *,
+    device,
+    dtype,
+    chunk_rows: int | None,
+    min_rows: int = 1,
+    allow_nan: bool = False,
+) -> EMStream:
+    """Configure ``source`` for a model (device, dtype, chunk size, NaN as missing) and wrap its
+    hooks: the one call a model's ``fit`` makes to accept a source in place of an array."""
+    data = source.configured(device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan)
+    return EMStream(data, StreamHooks(hooks, min_rows), data.reduce)
