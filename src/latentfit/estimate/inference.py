@@ -24,55 +24,60 @@ __all__ = [
 
 
 class InformationInverse(NamedTuple):
-    """``covariance`` (p, p) is the inverse of the information on the identified directions;
-    ``unidentified`` (p,) marks the coordinates that move along a null direction of the
-    information (their variance does not exist: they get NaN downstream)."""
+    """``covariance`` (p, p) is the inverse of the information on the identified directions
+    (the pseudo-inverse); ``null_space`` (p, r) spans the directions the data do not identify
+    (r = 0 for a regular fit). A quantity whose gradient has a component along the null space
+    has no finite variance: it gets NaN downstream."""
 
     covariance: torch.Tensor
-    unidentified: torch.Tensor
+    null_space: torch.Tensor
+
+    @property
+    def unidentified(self) -> torch.Tensor:
+        """(p,) coordinates that move along a null direction."""
+        return (self.null_space.abs() > _NULL_TOL).any(dim=1)
+
+
+_NULL_TOL = 1e-6
 
 
 def invert_information(info: torch.Tensor, rtol: float = 1e-9) -> InformationInverse:
     """Invert a symmetric information matrix (p, p), tolerating a singular one.
 
     Eigenvalues below ``rtol · max|λ|`` (and negative ones, which mean the point is not a
-    maximum) are treated as zero. Coordinates with weight on those eigenvectors are marked
-    unidentified; the other coordinates get the pseudo-inverse, which is their exact inverse
-    information whenever the null directions do not touch them.
+    maximum) are treated as zero and their eigenvectors form the null space; the inverse on
+    the other directions is the pseudo-inverse, exact for every identified combination.
     """
     p = info.shape[-1]
-    if p == 0:
-        return InformationInverse(info.clone(), torch.zeros(0, dtype=torch.bool))
     sym = (info + info.T) / 2
-    if not bool(torch.isfinite(sym).all()):
-        nan = torch.full_like(sym, float("nan"))
-        return InformationInverse(nan, torch.ones(p, dtype=torch.bool, device=info.device))
+    if p == 0 or not bool(torch.isfinite(sym).all()):
+        eye = torch.eye(p, dtype=info.dtype, device=info.device)
+        return InformationInverse(torch.zeros_like(eye), eye)
     w, v = torch.linalg.eigh(sym)  # (p,), (p, p)
-    scale = w.abs().max()
-    good = w > rtol * scale
-    null_vectors = v[:, ~good]  # (p, r)
-    unidentified = (null_vectors.abs() > 1e-6).any(dim=1)  # (p,)
+    good = w > rtol * w.abs().max()
     vg = v[:, good]
     cov = (vg / w[good]) @ vg.T  # (p, p)
-    cov = cov.masked_fill(unidentified[:, None] | unidentified[None, :], 0.0)
-    return InformationInverse(cov, unidentified)
+    return InformationInverse(cov, v[:, ~good])
 
 
 def sandwich_covariance(inverse: InformationInverse, scores: torch.Tensor) -> InformationInverse:
     """The robust covariance ``H⁻¹ (Σᵢ sᵢ sᵢᵀ) H⁻¹`` from per-observation scores (n, p)."""
     meat = scores.T @ scores  # (p, p)
     cov = inverse.covariance @ meat @ inverse.covariance
-    return InformationInverse(cov, inverse.unidentified)
+    return InformationInverse(cov, inverse.null_space)
 
 
 def delta_method_covariance(jacobian: torch.Tensor, inverse: InformationInverse) -> torch.Tensor:
     """Covariance ``J Σ Jᵀ`` (m, m) of ``g(u)`` with ``J = ∂g/∂u`` (m, p).
 
-    Outputs that depend on an unidentified coordinate get NaN rows and columns; the others
-    keep their finite covariance.
+    Outputs whose gradient has a component along the null space get NaN rows and columns; the
+    others (identified combinations such as ``a + b`` when only the sum is identified) keep
+    their finite covariance.
     """
     cov = jacobian @ inverse.covariance @ jacobian.T  # (m, m)
-    bad = (jacobian[:, inverse.unidentified] != 0).any(dim=1)  # (m,)
+    proj = jacobian @ inverse.null_space  # (m, r)
+    along_null = proj.abs().amax(dim=1) if proj.shape[1] else proj.new_zeros(proj.shape[0])
+    bad = (along_null > _NULL_TOL * jacobian.norm(dim=1)) | ~torch.isfinite(jacobian).all(1)
     return cov.masked_fill(bad[:, None] | bad[None, :], float("nan"))
 
 

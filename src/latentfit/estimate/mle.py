@@ -197,8 +197,7 @@ def _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior
             stacklevel=4,
         )
         nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
-        bad = torch.ones(u.numel(), dtype=torch.bool, device=u.device)
-        return {"observed": invert_information(nan)._replace(unidentified=bad)}
+        return {"observed": invert_information(nan)}
     observed = invert_information(hessian(objective, u))  # (p, p)
     if bool(observed.unidentified.any()):
         names = [
@@ -212,9 +211,10 @@ def _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior
         )
     out = {"observed": observed}
     if log_prior is None:
+        # forward mode costs p passes where reverse mode would cost n
         try:
-            scores = jacobian(loglik_obs, u, vectorize=True)  # (n, p)
-        except RuntimeError:
+            scores = jacobian(loglik_obs, u, vectorize=True, strategy="forward-mode")  # (n, p)
+        except (RuntimeError, NotImplementedError):
             scores = jacobian(loglik_obs, u)
         out["sandwich"] = sandwich_covariance(observed, scores.reshape(n, -1))
         if family.expected_information is not None:
