@@ -1,0 +1,369 @@
+"""Factor analysis and probabilistic PCA fitted by EM, with exact handling of missing values.
+
+Model (Rubin & Thayer 1982; Tipping & Bishop 1999; Bishop 2006 §12.2):
+
+    z ~ N(0, I_q),   x | z ~ N(W z + μ, Ψ),   so   x ~ N(μ, W Wᵀ + Ψ)
+
+with Ψ diagonal (factor analysis) or σ² I (probabilistic PCA). The E-step is the Gaussian
+posterior of z given the observed coordinates x_o of each row,
+
+    M = I + W_oᵀ Ψ_o⁻¹ W_o,   E[z | x_o] = M⁻¹ W_oᵀ Ψ_o⁻¹ (x_o − μ_o),   Cov[z | x_o] = M⁻¹,
+
+and the missing coordinates x_m = W_m z + μ_m + ε_m are latent too (Ghahramani & Hinton
+1996). The M-step regresses every coordinate on [z, 1] with the expected moments, which
+updates W and μ jointly; Ψ_j is the expected residual variance (averaged over j for PPCA).
+On complete data M is shared by all rows and the E-step is a few matrix products.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import check_is_fitted
+
+from latentfit._validation import (
+    as_float_tensor,
+    check_positive_int,
+    check_sample_weight,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
+from latentfit.em.data import TensorChunks
+from latentfit.em.driver import run_em
+from latentfit.em.missing import has_missing, impute_mean
+from latentfit.io import save as _save
+from latentfit.io import serializable
+
+__all__ = ["PPCA", "FactorAnalysis", "FactorPosterior", "factor_estep_stats", "factor_posterior"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class FactorPosterior(NamedTuple):
+    """Posterior of z for every row: ``mean`` (n, q), ``cov`` (q, q) shared or (n, q, q) per
+    row, and ``loglik`` (n,) = log p(x_o)."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    loglik: torch.Tensor
+
+
+def factor_posterior(
+    X: torch.Tensor, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor
+) -> FactorPosterior:
+    """p(z | x_o) and log p(x_o) by the Woodbury identity (cost O(n d q + q³) on complete data).
+
+    ``X`` (n, d) may hold NaN for missing coordinates; ``W`` (d, q), ``mu`` (d,), ``psi`` (d,).
+    """
+    d = X.shape[1]
+    q = W.shape[1]
+    eye = torch.eye(q, dtype=X.dtype, device=X.device)
+    if not has_missing(X):
+        R = X - mu  # (n, d)
+        PW = W / psi.unsqueeze(1)  # (d, q): Ψ⁻¹ W
+        L = torch.linalg.cholesky(eye + W.T @ PW)  # (q, q)
+        B = R @ PW  # (n, q)
+        Ez = torch.cholesky_solve(B.T, L).T  # (n, q)
+        quad = (R.square() / psi).sum(1) - (B * Ez).sum(1)
+        log_det = 2 * L.diagonal().log().sum() + psi.log().sum()
+        ll = -0.5 * (d * _LOG_2PI + log_det + quad)
+        return FactorPosterior(Ez, torch.cholesky_inverse(L), ll)
+    obs = ~torch.isnan(X)
+    O = obs.to(X.dtype)  # (n, d)
+    R = torch.where(obs, X - mu, 0)  # (n, d)
+    Pinv = O / psi  # (n, d): Ψ_o⁻¹ with zeros at missing coordinates
+    M = eye + torch.einsum("dq,nd,dr->nqr", W, Pinv, W)  # (n, q, q)
+    L = torch.linalg.cholesky(M)
+    B = (R * Pinv) @ W  # (n, q)
+    Ez = torch.cholesky_solve(B.unsqueeze(2), L).squeeze(2)  # (n, q)
+    quad = (R.square() * Pinv).sum(1) - (B * Ez).sum(1)
+    log_det = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(1) + O @ psi.log()
+    ll = -0.5 * (O.sum(1) * _LOG_2PI + log_det + quad)
+    return FactorPosterior(Ez, torch.cholesky_inverse(L), ll)
+
+
+def factor_estep_stats(
+    X: torch.Tensor, w: torch.Tensor, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Expected sufficient statistics of one chunk, centred on the current μ (additive):
+
+    ``Sw`` = Σ w, ``Sx`` (d,) = Σ w E[x − μ], ``Sz`` (q,) = Σ w E[z], ``Sxx`` (d,) =
+    Σ w E[(x − μ)²], ``Sxz`` (d, q) = Σ w E[(x − μ) zᵀ], ``Szz`` (q, q) = Σ w E[z zᵀ],
+    ``loglik`` = Σ w log p(x_o). Missing coordinates enter through E[x_m − μ_m | x_o] = W_m E[z]
+    and their conditional second moments W_m E[z zᵀ] W_mᵀ + Ψ_m.
+    """
+    post = factor_posterior(X, W, mu, psi)
+    Ez = post.mean  # (n, q)
+    wEz = w.unsqueeze(1) * Ez  # (n, q)
+    Sw = w.sum()
+    if post.cov.dim() == 2:  # complete data: one posterior covariance for every row
+        R = X - mu
+        Szz = Sw * post.cov + Ez.T @ wEz
+        stats = {
+            "Sx": w @ R,
+            "Sxx": w @ R.square(),
+            "Sxz": R.T @ wEz,
+        }
+    else:
+        obs = ~torch.isnan(X)
+        O = obs.to(X.dtype)
+        R = torch.where(obs, X - mu, 0)  # (n, d)
+        wR = w.unsqueeze(1) * R
+        Pz = post.cov + Ez.unsqueeze(2) * Ez.unsqueeze(1)  # (n, q, q): E[z zᵀ | x_o]
+        Szz = torch.einsum("n,nqr->qr", w, Pz)
+        wM = w.unsqueeze(1) * (1 - O)  # (n, d): weight of the missing coordinates
+        T = torch.einsum("nd,nqr->dqr", wM, Pz)  # (d, q, q)
+        stats = {
+            "Sx": wR.sum(0) + ((wM.T @ Ez) * W).sum(1),
+            "Sxx": (wR * R).sum(0) + torch.einsum("dq,dqr,dr->d", W, T, W) + psi * wM.sum(0),
+            "Sxz": wR.T @ Ez + torch.einsum("dq,dqr->dr", W, T),
+        }
+    stats.update(Sw=Sw, Sz=wEz.sum(0), Szz=Szz, loglik=(w * post.loglik).sum())
+    return stats
+
+
+def factor_mstep(
+    stats: dict[str, torch.Tensor], mu: torch.Tensor, isotropic: bool, min_noise: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Regress every coordinate on [z, 1] with the expected moments: returns W (d, q),
+    μ (d,), Ψ (d,) (a constant vector σ² when ``isotropic``)."""
+    q = stats["Szz"].shape[0]
+    A = torch.empty(q + 1, q + 1, dtype=mu.dtype, device=mu.device)
+    A[:q, :q] = stats["Szz"]
+    A[:q, q] = A[q, :q] = stats["Sz"]
+    A[q, q] = stats["Sw"]
+    Bm = torch.cat([stats["Sxz"], stats["Sx"].unsqueeze(1)], 1)  # (d, q + 1)
+    sol = torch.linalg.solve(A, Bm.T).T  # (d, q + 1) = [W, μ_new − μ]
+    psi = (stats["Sxx"] - (sol * Bm).sum(1)) / stats["Sw"]  # (d,)
+    if isotropic:
+        psi = psi.mean().expand_as(psi).clone()
+    return sol[:, :q].contiguous(), mu + sol[:, q], psi.clamp_min(min_noise)
+
+
+class _LinearGaussian(DensityMixin, BaseEstimator):
+    _isotropic = False
+
+    def __init__(
+        self,
+        n_components=None,
+        *,
+        tol=1e-6,
+        max_iter=1000,
+        missing="error",
+        random_state=None,
+        verbose=0,
+        device=None,
+        dtype="float64",
+        chunk_rows=65536,
+    ):
+        self.n_components = n_components
+        self.tol = tol
+        self.max_iter = max_iter
+        self.missing = missing
+        self.random_state = random_state
+        self.verbose = verbose
+        self.device = device
+        self.dtype = dtype
+        self.chunk_rows = chunk_rows
+
+    def _validate_X(self, X, reset: bool) -> torch.Tensor:
+        if self.missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
+        X = as_float_tensor(
+            X,
+            dtype=resolve_dtype(self.dtype),
+            device=resolve_device(self.device),
+            allow_nan=self.missing == "marginalize",
+        )
+        if not reset and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Maximum-likelihood W, μ and noise by EM; NaN entries are marginalised when
+        ``missing="marginalize"``."""
+        X = self._validate_X(X, reset=True)
+        n, d = X.shape
+        q = (
+            d
+            if self.n_components is None
+            else check_positive_int(self.n_components, "n_components")
+        )
+        if q > d:
+            raise ValueError(f"n_components={q} must be at most n_features={d}")
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        if n < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
+        w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        self.n_features_in_ = d
+        gen = make_generator(self.random_state, X.device)
+        hooks = _FactorHooks(q, self._isotropic, _noise_floor(X, w))
+        result = run_em(
+            hooks,
+            TensorChunks(X, w, self.chunk_rows),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            generator=gen,
+            verbose=self.verbose,
+            name=type(self).__name__,
+        )
+        self._set_params_tensors(result.params)
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.lower_bounds_ = list(result.lower_bounds)
+        return self
+
+    def _set_params_tensors(self, params: dict) -> None:
+        self._params = {k: v.detach() for k, v in params.items()}
+        self.components_ = self._params["W"].T.cpu().numpy()  # (q, d), as scikit-learn
+        self.mean_ = self._params["mu"].cpu().numpy()
+        psi = self._params["psi"].cpu().numpy()
+        self.noise_variance_ = float(psi[0]) if self._isotropic else psi
+        self.n_components_ = self.components_.shape[0]
+
+    def _check(self, X) -> torch.Tensor:
+        check_is_fitted(self, "_params")
+        return self._validate_X(X, reset=False)
+
+    def _posterior(self, X) -> FactorPosterior:
+        p = self._params
+        return factor_posterior(self._check(X), p["W"], p["mu"], p["psi"])
+
+    def transform(self, X):
+        """Posterior mean E[z | x_o] of the latent factors: (n, q)."""
+        return self._posterior(X).mean.cpu().numpy()
+
+    def fit_transform(self, X, y=None, sample_weight=None):
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    def score_samples(self, X):
+        """log p(x_o) of every row (observed coordinates only): (n,)."""
+        return self._posterior(X).loglik.cpu().numpy()
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per sample."""
+        return float(np.mean(self.score_samples(X)))
+
+    def get_covariance(self):
+        """The model covariance W Wᵀ + Ψ: (d, d)."""
+        check_is_fitted(self, "_params")
+        p = self._params
+        return (p["W"] @ p["W"].T + torch.diag(p["psi"])).cpu().numpy()
+
+    def get_precision(self):
+        return np.linalg.inv(self.get_covariance())
+
+    def sample(self, n_samples=1):
+        """Draw x = W z + μ + ε: (n_samples, d)."""
+        check_is_fitted(self, "_params")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        p = self._params
+        gen = make_generator(self.random_state, p["W"].device)
+        d, q = p["W"].shape
+        z = torch.randn(n_samples, q, generator=gen, dtype=p["W"].dtype, device=p["W"].device)
+        eps = torch.randn(n_samples, d, generator=gen, dtype=p["W"].dtype, device=p["W"].device)
+        return (z @ p["W"].T + p["mu"] + eps * p["psi"].sqrt()).cpu().numpy()
+
+    def _n_parameters(self) -> int:
+        d, q = self._params["W"].shape
+        noise = 1 if self._isotropic else d
+        return d * q - q * (q - 1) // 2 + d + noise  # W up to rotation, μ, noise
+
+    def bic(self, X):
+        n = len(X)
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X):
+        return -2 * self.score(X) * len(X) + 2 * self._n_parameters()
+
+    def save(self, path):
+        check_is_fitted(self, "_params")
+        return _save(self, path)
+
+    def _get_state(self):
+        extra = {
+            "converged_": bool(self.converged_),
+            "n_iter_": int(self.n_iter_),
+            "lower_bound_": float(self.lower_bound_),
+            "lower_bounds_": [float(v) for v in self.lower_bounds_],
+            "n_features_in_": int(self.n_features_in_),
+        }
+        return dict(self._params), extra
+
+    def _set_state(self, tensors, extra):
+        dev, dt = resolve_device(self.device), resolve_dtype(self.dtype)
+        self._set_params_tensors({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()})
+        for k, v in extra.items():
+            setattr(self, k, v)
+
+
+@serializable
+class FactorAnalysis(_LinearGaussian):
+    """Factor analysis x = W z + μ + ε, ε ~ N(0, diag(ψ)), fitted by EM (Rubin & Thayer 1982).
+
+    scikit-learn's ``FactorAnalysis`` attributes: ``components_`` (q, d) = Wᵀ, ``mean_`` (d,),
+    ``noise_variance_`` (d,); plus ``lower_bounds_`` (mean log-likelihood per iteration).
+    ``missing="marginalize"`` fits, transforms and scores rows with NaN entries exactly.
+    ``sample_weight`` weights each row's log-likelihood.
+    """
+
+
+@serializable
+class PPCA(_LinearGaussian):
+    """Probabilistic PCA, x = W z + μ + ε with ε ~ N(0, σ² I), by EM (Tipping & Bishop 1999).
+
+    Converges to the closed-form maximum-likelihood solution W = U_q (Λ_q − σ² I)^½ R,
+    σ² = mean of the discarded eigenvalues of the sample covariance, up to a rotation R.
+    ``noise_variance_`` is the scalar σ²; the rest as :class:`FactorAnalysis`.
+    """
+
+    _isotropic = True
+
+
+def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
+    """Smallest noise variance allowed (as scikit-learn's FactorAnalysis): a tiny fraction of
+    the data variance, so a coordinate explained exactly by the factors keeps Ψ invertible."""
+    X = impute_mean(X, w)
+    mu = (w @ X) / w.sum()
+    var = float((w @ (X - mu).square()).mean() / w.sum())
+    return 1e-12 * max(var, 1e-300)
+
+
+class _FactorHooks:
+    """EM hooks of FactorAnalysis/PPCA: pure functions of (params, batch)."""
+
+    def __init__(self, q: int, isotropic: bool, min_noise: float):
+        self.q = q
+        self.isotropic = isotropic
+        self.min_noise = min_noise
+
+    def initialize(self, data, generator):
+        X = impute_mean(data.X, data.weights)  # only to start; the fit itself never imputes
+        w = data.weights
+        mu = (w @ X) / w.sum()
+        var = (w @ (X - mu).square()) / w.sum()  # (d,)
+        # A random start: EM then has to find the principal subspace itself.
+        W = torch.randn(X.shape[1], self.q, generator=generator, dtype=X.dtype, device=X.device)
+        W = W * (var.sqrt().unsqueeze(1) / math.sqrt(self.q))
+        psi = var.mean().expand_as(var).clone() if self.isotropic else var.clone()
+        return {"W": W, "mu": mu, "psi": psi.clamp_min(self.min_noise)}
+
+    def estep(self, params, batch):
+        X, w = batch
+        return factor_estep_stats(X, w, params["W"], params["mu"], params["psi"])
+
+    def mstep(self, params, stats):
+        W, mu, psi = factor_mstep(stats, params["mu"], self.isotropic, self.min_noise)
+        return {"W": W, "mu": mu, "psi": psi}
+
+    def lower_bound(self, params, stats):
+        return float(stats["loglik"] / stats["Sw"])

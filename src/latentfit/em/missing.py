@@ -1,0 +1,222 @@
+"""Exact EM for Gaussian models with missing coordinates (NaN entries), as pure tensor functions.
+
+Under missingness at random the likelihood of a row is the marginal density of its observed
+coordinates, and EM treats the missing coordinates as further latent variables (Ghahramani &
+Jordan 1994; Little & Rubin 2002, §11.2). For component k and a row with observed set o and
+missing set m:
+
+    log p(x_o | k) = log N(x_o | μ_o, Σ_oo)
+    E[x_m | x_o, k] = μ_m + Σ_mo Σ_oo⁻¹ (x_o − μ_o)
+    Cov[x_m | x_o, k] = Σ_mm − Σ_mo Σ_oo⁻¹ Σ_om      (the "conditional covariance correction")
+
+and the M-step uses E[x] and E[x xᵀ] = E[x] E[x]ᵀ + Cov in place of x and x xᵀ. Rows are
+grouped by their missingness pattern so that each pattern costs one batched Cholesky of the
+(k, |o|, |o|) observed blocks; diag and spherical covariances need no grouping (the missing
+coordinates are then independent of the observed ones).
+
+The functions take covariances in scikit-learn's shapes by ``covariance_type`` — full (k, d, d),
+tied (d, d), diag (k, d), spherical (k,) — which are also hmmlearn's ``covars_`` shapes, so a
+Gaussian HMM can use :func:`log_gaussian_prob_missing` for its frame log-likelihoods and
+:func:`gaussian_missing_moments` (with its state posteriors as ``resp``) for its statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from latentfit.em.gaussian import covariances_from_precisions
+
+__all__ = [
+    "MissingMoments",
+    "gaussian_missing_estep_stats",
+    "gaussian_missing_moments",
+    "has_missing",
+    "impute_mean",
+    "log_gaussian_prob_missing",
+]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class MissingMoments(NamedTuple):
+    """Expected moments Σ_n r_nk E[·] under the conditional law of the missing coordinates.
+
+    S0 (k,) = Σ r; S1 (k, d) = Σ r E[x − c]; S2 = Σ r E[(x − c)(x − c)ᵀ] as (k, d, d) for
+    full/tied covariances, its diagonal (k, d) for diag/spherical.
+    """
+
+    S0: torch.Tensor
+    S1: torch.Tensor
+    S2: torch.Tensor
+
+
+def has_missing(X: torch.Tensor) -> bool:
+    return bool(torch.isnan(X).any())
+
+
+def impute_mean(X: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """Replace NaNs by their column's (weighted) observed mean; returns X itself when complete.
+
+    Used only to start EM (k-means needs complete rows); the fit itself never imputes.
+    """
+    nan = torch.isnan(X)
+    if not bool(nan.any()):
+        return X
+    obs = (~nan).to(X.dtype)
+    w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device) if w is None else w
+    mass = w @ obs  # (d,)
+    empty = (mass <= 0).nonzero()
+    if len(empty):
+        raise ValueError(
+            f"column {int(empty[0])} has no observed value: it cannot be estimated; drop it"
+        )
+    mean = (w @ torch.where(nan, 0, X)) / mass  # (d,)
+    return torch.where(nan, mean, X)
+
+
+def _as_matrices(covariances: torch.Tensor, covariance_type: str, k: int, d: int):
+    if covariance_type == "full":
+        return covariances
+    if covariance_type == "tied":
+        return covariances.expand(k, d, d)
+    raise ValueError(f"covariance_type must be 'full' or 'tied' here, got {covariance_type!r}")
+
+
+def _variances(covariances: torch.Tensor, covariance_type: str, k: int, d: int) -> torch.Tensor:
+    if covariance_type == "diag":
+        return covariances  # (k, d)
+    if covariance_type == "spherical":
+        return covariances.unsqueeze(1).expand(k, d)
+    raise ValueError(f"covariance_type must be 'diag' or 'spherical' here, got {covariance_type!r}")
+
+
+def _patterns(nan: torch.Tensor):
+    """(missing mask (d,), row indices) for every distinct missingness pattern."""
+    uniq, inverse = torch.unique(nan, dim=0, return_inverse=True)
+    for p in range(uniq.shape[0]):
+        yield uniq[p], (inverse == p).nonzero().flatten()
+
+
+def _pattern_conditionals(
+    Xc: torch.Tensor, mc: torch.Tensor, cov: torch.Tensor, miss: torch.Tensor
+):
+    """For rows sharing missing set ``miss``: log N(x_o) (n_p, k), E[x] (n_p, k, d) and the
+    conditional covariance padded to (k, d, d). ``Xc`` (n_p, d) and ``mc`` (k, d) are shifted."""
+    o, m = ~miss, miss
+    n_p, d = Xc.shape
+    k = mc.shape[0]
+    Ex = Xc.unsqueeze(1).expand(n_p, k, d).clone()  # (n_p, k, d)
+    C = torch.zeros(k, d, d, dtype=Xc.dtype, device=Xc.device)
+    n_o = int(o.sum())
+    if n_o == 0:  # nothing observed: the prior of the component, likelihood 1
+        Ex[:] = mc
+        return Xc.new_zeros(n_p, k), Ex, cov.clone()
+    Soo = cov[:, o][:, :, o]  # (k, p, p)
+    L = torch.linalg.cholesky(Soo)
+    diff = Xc[:, o].unsqueeze(1) - mc[:, o]  # (n_p, k, p)
+    y = torch.linalg.solve_triangular(L, diff.permute(1, 2, 0), upper=False)  # (k, p, n_p)
+    maha = y.square().sum(1).T  # (n_p, k)
+    log_det = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (k,)
+    logp = -0.5 * (n_o * _LOG_2PI + maha + log_det)
+    if bool(m.any()):
+        alpha = torch.linalg.solve_triangular(L.mT, y, upper=True)  # (k, p, n_p) = Σ_oo⁻¹ diff
+        Smo = cov[:, m][:, :, o]  # (k, q, p)
+        Ex[:, :, m] = mc[:, m] + (Smo @ alpha).permute(2, 0, 1)  # (n_p, k, q)
+        A = torch.linalg.solve_triangular(L, Smo.mT, upper=False)  # (k, p, q)
+        cond = cov[:, m][:, :, m] - A.mT @ A  # (k, q, q)
+        idx = m.nonzero().flatten()
+        C[:, idx.unsqueeze(1), idx.unsqueeze(0)] = cond
+    return logp, Ex, C
+
+
+def log_gaussian_prob_missing(
+    X: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor, covariance_type: str
+) -> torch.Tensor:
+    """log N(x_o | μ_k,o, Σ_k,oo) of every row's observed coordinates: (n, d) → (n, k).
+
+    A NaN in X marks a missing coordinate; a row with nothing observed has log-density 0.
+    On complete rows this equals :func:`~latentfit.em.gaussian.log_gaussian_prob`.
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    nan = torch.isnan(X)
+    if covariance_type in ("diag", "spherical"):
+        var = _variances(covariances, covariance_type, k, d)
+        O = (~nan).to(X.dtype)  # (n, d)
+        Xz = torch.where(nan, 0, X)
+        prec = var.reciprocal()  # (k, d)
+        maha = (Xz * Xz) @ prec.T - 2 * Xz @ (means * prec).T + O @ (means.square() * prec).T
+        return -0.5 * (O.sum(1, keepdim=True) * _LOG_2PI + maha.clamp_min(0) + O @ var.log().T)
+    cov = _as_matrices(covariances, covariance_type, k, d)
+    out = X.new_empty(n, k)
+    for miss, rows in _patterns(nan):
+        out[rows] = _pattern_conditionals(X[rows], means, cov, miss)[0]
+    return out
+
+
+def gaussian_missing_moments(
+    X: torch.Tensor,
+    resp: torch.Tensor,
+    means: torch.Tensor,
+    covariances: torch.Tensor,
+    covariance_type: str,
+    shift: torch.Tensor | None = None,
+) -> MissingMoments:
+    """Expected moments of X − c under responsibilities ``resp`` (n, k), filling each missing
+    coordinate with its conditional mean and adding the conditional covariance to the second
+    moment. ``shift`` c defaults to 0. On complete rows these are the ordinary moments."""
+    d = X.shape[1]
+    k = means.shape[0]
+    c = X.new_zeros(d) if shift is None else shift
+    Xc, mc = X - c, means - c
+    nan = torch.isnan(X)
+    S0 = resp.sum(0)  # (k,)
+    if covariance_type in ("diag", "spherical"):
+        var = _variances(covariances, covariance_type, k, d)
+        O = (~nan).to(X.dtype)
+        Xz = torch.where(nan, 0, Xc)
+        R_miss = resp.T @ (1 - O)  # (k, d): Σ r over rows where coordinate j is missing
+        S1 = resp.T @ Xz + R_miss * mc
+        S2 = resp.T @ (Xz * Xz) + R_miss * (mc.square() + var)
+        return MissingMoments(S0, S1, S2)
+    cov = _as_matrices(covariances, covariance_type, k, d)
+    S1 = X.new_zeros(k, d)
+    S2 = X.new_zeros(k, d, d)
+    for miss, rows in _patterns(nan):
+        _, Ex, C = _pattern_conditionals(Xc[rows], mc, cov, miss)
+        r = resp[rows]  # (n_p, k)
+        S1 += torch.einsum("nk,nkd->kd", r, Ex)
+        S2 += torch.einsum("nk,nkd,nke->kde", r, Ex, Ex) + r.sum(0)[:, None, None] * C
+    return MissingMoments(S0, S1, S2)
+
+
+def gaussian_missing_estep_stats(
+    X: torch.Tensor,
+    w: torch.Tensor,
+    log_weights: torch.Tensor,
+    means: torch.Tensor,
+    prec_chol: torch.Tensor,
+    covariance_type: str,
+    shift: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The GaussianMixture E-step on a chunk with NaNs: the same statistics, in the same shapes,
+    as :func:`~latentfit.em.gaussian.gaussian_estep_stats` (Ghahramani & Jordan 1994).
+
+    ``loglik`` is Σ w log p(x_o), the observed-data log-likelihood EM increases.
+    """
+    cov = covariances_from_precisions(prec_chol, covariance_type)
+    logp = log_gaussian_prob_missing(X - shift, means - shift, cov, covariance_type) + log_weights
+    lse = torch.logsumexp(logp, 1)  # (n,)
+    resp = torch.exp(logp - lse.unsqueeze(1)) * w.unsqueeze(1)  # (n, k)
+    mom = gaussian_missing_moments(X, resp, means, cov, covariance_type, shift)
+    S2 = mom.S2.sum(0) if covariance_type == "tied" else mom.S2
+    return {
+        "S0": mom.S0,
+        "S1": mom.S1,
+        "S2": S2,
+        "loglik": (w * lse).sum(),
+        "weight": w.sum(),
+    }

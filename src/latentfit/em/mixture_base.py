@@ -1,0 +1,423 @@
+"""What every non-Gaussian finite mixture shares: scikit-learn's estimator API over the EM driver.
+
+A mixture p(x) = Σ_k π_k p(x | θ_k) is fitted by EM (Dempster et al. 1977; McLachlan & Peel
+2000, ch. 2). A subclass only supplies its component family as small adapters to pure tensor
+functions: the component log-densities (n, k), the additive statistics Σ r T(x), the (MAP)
+M-step from them, the log prior, sampling and the parameter count. Everything else — checks,
+restarts, semi-supervised labels, empty components, predict/score/sample, BIC/AIC/ICL and
+save/load — lives here once.
+
+Semi-supervised fitting: ``fit(X, y)`` with ``y[i] = -1`` for an unlabelled sample and a
+component index otherwise. A labelled sample's responsibilities are fixed to its label, so EM
+maximises log p(X_unlabelled) + log p(X_labelled, z = y) (McLachlan & Peel 2000, §2.19;
+Nigam et al. 2000).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import check_is_fitted
+
+from latentfit._validation import (
+    as_float_tensor,
+    check_positive_int,
+    check_sample_weight,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
+from latentfit.em.data import default_chunk_rows
+from latentfit.em.driver import run_em
+from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
+from latentfit.em.priors import DirichletPrior
+from latentfit.io import save as _save
+
+__all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+@dataclass
+class LabelledChunks:
+    """Row chunks ``(X, w, y)``; ``y`` is None when no sample is labelled."""
+
+    X: torch.Tensor  # (n, d)
+    weights: torch.Tensor  # (n,)
+    labels: torch.Tensor | None  # (n,) int64, -1 = unknown
+    chunk_rows: int = 4096
+
+    def __iter__(self) -> Iterator[tuple]:
+        n = self.X.shape[0]
+        for i in range(0, n, self.chunk_rows):
+            j = min(n, i + self.chunk_rows)
+            y = None if self.labels is None else self.labels[i:j]
+            yield self.X[i:j], self.weights[i:j], y
+
+
+def first_offending(bad: torch.Tensor, X: torch.Tensor) -> str:
+    """'row i, column j (value v)' for the first True of a (n, d) mask."""
+    i, j = (int(v) for v in bad.nonzero()[0])
+    return f"row {i}, column {j} (value {X[i, j].item():g})"
+
+
+def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:
+    """Semi-supervised labels (n,) with -1 for unknown; None when every label is unknown."""
+    if y is None:
+        return None
+    arr = np.asarray(y)
+    if arr.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) to match X, got {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError("y must hold integer component indices, with -1 for unlabelled")
+    elif arr.dtype.kind not in "iub":
+        raise ValueError("y must hold integer component indices, with -1 for unlabelled")
+    t = torch.as_tensor(arr.astype(np.int64), device=device)
+    bad = ((t < -1) | (t >= k)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"y[{i}] = {int(t[i])} is not a component index in 0..{k - 1} nor -1 (unlabelled)"
+        )
+    return t if bool((t >= 0).any()) else None
+
+
+class BaseMixture(DensityMixin, BaseEstimator):
+    """Shared machinery of the finite mixtures in :mod:`latentfit.em`; not used directly.
+
+    Subclasses set ``_param_names`` (the fitted tensors besides ``weights``, each with the
+    component on the first axis) and implement the ``_c_*`` adapters below.
+    """
+
+    _param_names: tuple[str, ...] = ()
+
+    @classmethod
+    def _get_param_names(cls):
+        # Subclasses add their own arguments and pass the shared ones on as **kwargs; the
+        # parameters are the union of every __init__ signature along the class hierarchy.
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = vars(klass).get("__init__")
+            if init is None or not issubclass(klass, BaseMixture):
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    names.add(p.name)
+        return sorted(names)
+
+    # ------------------------------------------------------------ subclass adapters
+    def _c_check(self, X: torch.Tensor, reset: bool) -> None:
+        """Raise ValueError naming the first entry outside the family's support (``reset``:
+        at fit time, before any fitted setting exists)."""
+
+    def _c_prepare(self, X: torch.Tensor) -> None:
+        """Learn data-dependent settings at fit time (e.g. the number of categories)."""
+
+    def _c_log_prob(self, params: dict, X: torch.Tensor) -> torch.Tensor:
+        """log p(x_n | θ_k): (n, k)."""
+        raise NotImplementedError
+
+    def _c_stats(self, X: torch.Tensor, resp: torch.Tensor) -> dict:
+        """Additive statistics Σ_n r_nk T(x_n) of one chunk (``resp`` includes sample weights)."""
+        raise NotImplementedError
+
+    def _c_mstep(self, stats: dict, S0: torch.Tensor) -> dict:
+        """Component parameters from the summed statistics (MAP when a prior is set)."""
+        raise NotImplementedError
+
+    def _c_log_prior(self, params: dict) -> torch.Tensor:
+        return params["weights"].new_zeros(())
+
+    def _c_sample(self, params: dict, k: int, count: int, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _c_n_parameters(self, d: int) -> int:
+        raise NotImplementedError
+
+    def _c_keep(self, new: dict, old: dict, keep: torch.Tensor) -> dict:
+        """Parameters ``new`` with the components where ``keep`` (k,) is True taken from ``old``."""
+        for name, value in new.items():
+            value[keep] = old[name][keep]
+        return new
+
+    def _c_init_features(self, X: torch.Tensor) -> torch.Tensor:
+        """The features k-means initialisation clusters (default: X itself)."""
+        return X
+
+    # ------------------------------------------------------------ validation
+    @property
+    def _dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype)
+
+    @property
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _weight_prior(self) -> DirichletPrior:
+        return DirichletPrior(self.weight_concentration)
+
+    def _check_parameters(self) -> None:
+        check_positive_int(self._n_components(), "n_components")
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        if self.init_params not in INIT_PARAMS:
+            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
+        if not (self.tol >= 0):
+            raise ValueError(f"tol must be non-negative, got {self.tol!r}")
+        self._weight_prior()
+
+    def _n_components(self) -> int:
+        return self.n_components
+
+    def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
+        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
+        if not reset and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        self._c_check(X, reset)
+        return X
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit by EM. ``y`` (optional): component labels, -1 for unlabelled samples."""
+        self._fit(X, y, sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        Xt = self._fit(X, y, sample_weight)
+        return self._log_joint(Xt).argmax(1).cpu().numpy()
+
+    def _fit(self, X, y, sample_weight) -> torch.Tensor:
+        self._check_parameters()
+        X = self._validate_X(X, reset=True)
+        n, d = X.shape
+        k = self._n_components()
+        if n < k:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
+            )
+        w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        labels = check_labels(y, n, k, X.device)
+        self.n_features_in_ = d
+        self._c_prepare(X)
+        rows = self.chunk_rows or default_chunk_rows(d, k)
+        data = LabelledChunks(X, w, labels, rows)
+        warm = self.warm_start and hasattr(self, "_params")
+        result = run_em(
+            _MixtureHooks(self),
+            data,
+            n_init=1 if warm else self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            init_params=self._params if warm else None,
+            generator=make_generator(self.random_state, X.device),
+            verbose=self.verbose,
+            name=type(self).__name__,
+        )
+        self._set_params_tensors(result.params)
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.lower_bounds_ = list(result.lower_bounds)
+        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
+        self.best_init_ = result.best_init
+        return X
+
+    def _initial_resp(self, data: LabelledChunks, gen: torch.Generator) -> torch.Tensor:
+        X, w = data.X, data.weights
+        k, n, dt = self._n_components(), X.shape[0], X.dtype
+        F = self._c_init_features(X)
+        if self.init_params == "kmeans":
+            labels = kmeans(F, k, w, gen)[1]
+        elif self.init_params == "random":
+            resp = torch.rand(n, k, generator=gen, dtype=dt, device=X.device)
+            labels = None
+        else:
+            if self.init_params == "k-means++":
+                idx = kmeans_plusplus(F, k, w, gen)
+            else:
+                idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
+            labels = nearest_center(F, F[idx.to(X.device)])
+        if labels is not None:
+            resp = torch.nn.functional.one_hot(labels, k).to(dt)
+        resp = resp / resp.sum(1, keepdim=True)
+        if data.labels is not None:
+            resp = _fix_labelled(resp, data.labels)
+        return resp
+
+    def _initial_params(self, data: LabelledChunks, gen: torch.Generator) -> dict:
+        resp = self._initial_resp(data, gen) * data.weights.unsqueeze(1)  # (n, k)
+        S0 = resp.sum(0)
+        params = self._c_mstep(self._c_stats(data.X, resp), S0)
+        params["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
+        return params
+
+    def _set_params_tensors(self, params: dict) -> None:
+        self._params = {k: v.detach() for k, v in params.items()}
+        for name, value in self._params.items():
+            setattr(self, name + "_", value.cpu().numpy())
+
+    # ------------------------------------------------------------ inference
+    def _log_joint(self, X: torch.Tensor, params: dict | None = None) -> torch.Tensor:
+        """log π_k + log p(x_n | θ_k): (n, k)."""
+        p = self._params if params is None else params
+        return self._c_log_prob(p, X) + p["weights"].log()
+
+    def _check(self, X) -> torch.Tensor:
+        check_is_fitted(self, "_params")
+        return self._validate_X(X, reset=False)
+
+    def score_samples(self, X):
+        """log p(x) of every sample: (n,)."""
+        return torch.logsumexp(self._log_joint(self._check(X)), 1).cpu().numpy()
+
+    def score(self, X, y=None, sample_weight=None):
+        """Mean log-likelihood per sample (weighted by ``sample_weight`` when given)."""
+        ll = torch.from_numpy(self.score_samples(X))
+        if sample_weight is None:
+            return float(ll.mean())
+        w = check_sample_weight(sample_weight, len(ll), dtype=ll.dtype, device="cpu")
+        return float((w * ll).sum() / w.sum())
+
+    def predict(self, X):
+        """The most probable component of each sample: (n,) int."""
+        return self._log_joint(self._check(X)).argmax(1).cpu().numpy()
+
+    def predict_proba(self, X):
+        """Responsibilities p(z = k | x): (n, k)."""
+        return torch.softmax(self._log_joint(self._check(X)), 1).cpu().numpy()
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples``: returns (X (n, d), labels (n,)), grouped by component."""
+        check_is_fitted(self, "_params")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        gen = make_generator(self.random_state, self._device)
+        p = self._params
+        draws = torch.multinomial(
+            p["weights"].double().cpu(), n_samples, replacement=True, generator=_cpu(gen)
+        )
+        counts = torch.bincount(draws, minlength=len(p["weights"]))
+        xs, ys = [], []
+        for k, c in enumerate(counts.tolist()):
+            if c:
+                xs.append(self._c_sample(p, k, c, gen))
+                ys.append(torch.full((c,), k, dtype=torch.int64))
+        return torch.cat(xs).cpu().numpy(), torch.cat(ys).numpy()
+
+    # ------------------------------------------------------------ model selection
+    def _n_parameters(self) -> int:
+        return self._c_n_parameters(self.n_features_in_) + len(self._params["weights"]) - 1
+
+    def _n_rows(self, X) -> int:
+        return X.shape[0] if hasattr(X, "shape") else len(X)
+
+    def bic(self, X):
+        """Bayesian information criterion −2 log L + p log n (lower is better)."""
+        n = self._n_rows(X)
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion −2 log L + 2p (lower is better)."""
+        return -2 * self.score(X) * self._n_rows(X) + 2 * self._n_parameters()
+
+    def icl(self, X):
+        """Integrated completed likelihood (Biernacki, Celeux & Govaert 2000) as mclust
+        computes it: BIC − 2 Σ_n log p(ẑ_n | x_n) with ẑ the MAP component (lower is better)."""
+        lp = torch.log_softmax(self._log_joint(self._check(X)), 1)
+        return self.bic(X) - 2 * float(lp.max(1).values.sum())
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path):
+        """Write the fitted model; read it back with :func:`latentfit.load`."""
+        check_is_fitted(self, "_params")
+        return _save(self, path)
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _get_state(self):
+        extra = {
+            "converged_": bool(self.converged_),
+            "n_iter_": int(self.n_iter_),
+            "lower_bound_": float(self.lower_bound_),
+            "lower_bounds_": [float(v) for v in self.lower_bounds_],
+            "n_features_in_": int(self.n_features_in_),
+            **self._extra_state(),
+        }
+        return dict(self._params), extra
+
+    def _set_state(self, tensors, extra):
+        dev, dt = self._device, self._dtype
+        self._set_params_tensors({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()})
+        for k, v in extra.items():
+            setattr(self, k, v)
+
+
+def _cpu(gen: torch.Generator) -> torch.Generator:
+    if gen.device.type == "cpu":
+        return gen
+    g = torch.Generator()
+    g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item()))
+    return g
+
+
+def _fix_labelled(resp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Replace the responsibilities of labelled rows by their one-hot label."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return resp
+    resp = resp.clone()
+    resp[known] = torch.nn.functional.one_hot(labels[known], resp.shape[1]).to(resp.dtype)
+    return resp
+
+
+class _MixtureHooks:
+    """EM hooks of a :class:`BaseMixture`: pure functions of (params, batch)."""
+
+    def __init__(self, model: BaseMixture):
+        self.model = model
+        self.prior = model._weight_prior()
+
+    def initialize(self, data, generator):
+        return self.model._initial_params(data, generator)
+
+    def estep(self, params, batch):
+        X, w, labels = batch
+        logp = self.model._log_joint(X, params)  # (n, k)
+        lse = torch.logsumexp(logp, 1)  # (n,)
+        resp = torch.exp(logp - lse.unsqueeze(1))
+        if labels is not None:
+            known = labels >= 0
+            # A labelled sample contributes log p(x, z = y), not log p(x).
+            lse = torch.where(known, logp.gather(1, labels.clamp_min(0).unsqueeze(1))[:, 0], lse)
+            resp = _fix_labelled(resp, labels)
+        resp = resp * w.unsqueeze(1)
+        stats = self.model._c_stats(X, resp)
+        stats["S0"] = resp.sum(0)
+        stats["loglik"] = (w * lse).sum()
+        stats["weight"] = w.sum()
+        return stats
+
+    def mstep(self, params, stats):
+        S0 = stats["S0"]
+        new = self.model._c_mstep(stats, S0)
+        empty = S0 <= 0
+        if bool(empty.any()):
+            # An unused component keeps its parameters; its weight goes to zero.
+            new = self.model._c_keep(new, params, empty)
+        new["weights"] = self.prior.map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
+        return new
+
+    def lower_bound(self, params, stats):
+        # MAP-EM increases the log posterior, so that is what is monitored.
+        log_prior = self.prior.log_prob(params["weights"]) + self.model._c_log_prior(params)
+        return float((stats["loglik"] + log_prior) / stats["weight"])

@@ -1,0 +1,390 @@
+"""MixtureModel: a finite mixture over ``torch.distributions`` families, mixed families included.
+
+Every component is a product of independent coordinates of one family (or a full-covariance
+multivariate normal); the densities come from ``torch.distributions`` and the M-step is the
+family's weighted maximum-likelihood estimate from additive statistics Σ_n r_nk T(x_n)
+(McLachlan & Peel 2000, §2.8). Components may belong to different families, e.g. a gamma and a
+log-normal component for positive skewed data: ``MixtureModel(["gamma", "lognormal"])``.
+
+Families: ``normal`` (diagonal), ``mvn`` (full covariance; optional Normal–Inverse-Wishart
+prior), ``poisson``, ``bernoulli``, ``exponential``, ``gamma`` (shape by Newton's method on
+Minka's 2002 equation), ``lognormal``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import (
+    Bernoulli,
+    Distribution,
+    Exponential,
+    Gamma,
+    Independent,
+    LogNormal,
+    MultivariateNormal,
+    Normal,
+    Poisson,
+)
+
+from latentfit.em.mixture_base import BaseMixture, first_offending
+from latentfit.em.priors import NormalInverseWishart
+from latentfit.io import serializable
+
+__all__ = ["FAMILIES", "Family", "MixtureModel", "gamma_mle"]
+
+
+def gamma_mle(S0, S1, Slog, n_newton: int = 20):
+    """Weighted MLE of a gamma (shape a, rate b) per coordinate from Σ r, Σ r x, Σ r log x.
+
+    Solves log a − ψ(a) = s with s = log x̄ − mean(log x) by Newton's method from Minka's (2002)
+    closed-form start; then b = a / x̄.
+    """
+    mean = S1 / S0
+    s = (mean.log() - Slog / S0).clamp_min(1e-12)
+    a = (3 - s + ((s - 3).square() + 24 * s).sqrt()) / (12 * s)
+    for _ in range(n_newton):
+        g = a.log() - torch.digamma(a) - s
+        a = (a - g / (1 / a - torch.polygamma(1, a))).clamp_min(1e-12)
+    return a, a / mean
+
+
+class Family:
+    """One component family: additive statistics, weighted MLE and a torch Distribution."""
+
+    name = ""
+
+    def check(self, X: torch.Tensor) -> torch.Tensor | None:
+        """Mask of entries outside the support (None when every real number is allowed)."""
+        return None
+
+    support = "real numbers"
+
+    def stats(self, X: torch.Tensor, r: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def mle(self, st: dict, model) -> dict:
+        raise NotImplementedError
+
+    def dist(self, p: dict) -> Distribution:
+        raise NotImplementedError
+
+    def n_parameters(self, d: int) -> int:
+        raise NotImplementedError
+
+
+def _moments(X, r):
+    return {"s0": r.sum(), "s1": r @ X, "s2": r @ X.square()}
+
+
+class _Normal(Family):
+    name = "normal"
+
+    def stats(self, X, r):
+        return _moments(X, r)
+
+    def mle(self, st, model):
+        mean = st["s1"] / st["s0"]
+        var = (st["s2"] / st["s0"] - mean.square()).clamp_min(0) + model.reg_covar
+        return {"loc": mean, "scale": var.sqrt()}
+
+    def dist(self, p):
+        return Independent(Normal(p["loc"], p["scale"]), 1)
+
+    def n_parameters(self, d):
+        return 2 * d
+
+
+class _MVN(Family):
+    name = "mvn"
+
+    def stats(self, X, r):
+        return {"s0": r.sum(), "s1": r @ X, "s2": (X * r.unsqueeze(1)).T @ X}
+
+    def mle(self, st, model):
+        d = st["s1"].shape[0]
+        eye = torch.eye(d, dtype=st["s1"].dtype, device=st["s1"].device)
+        prior = model._niw
+        if prior is not None:
+            mean, cov = prior.map_gaussian(st["s0"][None], st["s1"][None], st["s2"][None])
+            mean, cov = mean[0], cov[0]
+        else:
+            mean = st["s1"] / st["s0"]
+            cov = st["s2"] / st["s0"] - torch.outer(mean, mean)
+            cov = 0.5 * (cov + cov.T)
+        return {"loc": mean, "scale_tril": torch.linalg.cholesky(cov + model.reg_covar * eye)}
+
+    def dist(self, p):
+        return MultivariateNormal(p["loc"], scale_tril=p["scale_tril"])
+
+    def n_parameters(self, d):
+        return d + d * (d + 1) // 2
+
+
+class _Poisson(Family):
+    name = "poisson"
+    support = "non-negative integers"
+
+    def check(self, X):
+        return (X < 0) | (X != X.round())
+
+    def stats(self, X, r):
+        return {"s0": r.sum(), "s1": r @ X}
+
+    def mle(self, st, model):
+        return {"rate": (st["s1"] / st["s0"]).clamp_min(torch.finfo(st["s1"].dtype).tiny)}
+
+    def dist(self, p):
+        return Independent(Poisson(p["rate"]), 1)
+
+    def n_parameters(self, d):
+        return d
+
+
+class _Bernoulli(Family):
+    name = "bernoulli"
+    support = "0 or 1"
+
+    def check(self, X):
+        return (X != 0) & (X != 1)
+
+    def stats(self, X, r):
+        return {"s0": r.sum(), "s1": r @ X}
+
+    def mle(self, st, model):
+        eps = torch.finfo(st["s1"].dtype).eps
+        # A mean of exactly 0 or 1 has an infinite logit; keep it a hair inside (0, 1).
+        return {"probs": (st["s1"] / st["s0"]).clamp(eps, 1 - eps)}
+
+    def dist(self, p):
+        return Independent(Bernoulli(probs=p["probs"]), 1)
+
+    def n_parameters(self, d):
+        return d
+
+
+class _Exponential(Family):
+    name = "exponential"
+    support = "non-negative numbers"
+
+    def check(self, X):
+        return X < 0
+
+    def stats(self, X, r):
+        return {"s0": r.sum(), "s1": r @ X}
+
+    def mle(self, st, model):
+        return {"rate": st["s0"] / st["s1"].clamp_min(torch.finfo(st["s1"].dtype).tiny)}
+
+    def dist(self, p):
+        return Independent(Exponential(p["rate"]), 1)
+
+    def n_parameters(self, d):
+        return d
+
+
+class _Gamma(Family):
+    name = "gamma"
+    support = "positive numbers"
+
+    def check(self, X):
+        return X <= 0
+
+    def stats(self, X, r):
+        return {"s0": r.sum(), "s1": r @ X, "slog": r @ X.log()}
+
+    def mle(self, st, model):
+        a, b = gamma_mle(st["s0"], st["s1"], st["slog"])
+        return {"concentration": a, "rate": b}
+
+    def dist(self, p):
+        return Independent(Gamma(p["concentration"], p["rate"]), 1)
+
+    def n_parameters(self, d):
+        return 2 * d
+
+
+class _LogNormal(Family):
+    name = "lognormal"
+    support = "positive numbers"
+
+    def check(self, X):
+        return X <= 0
+
+    def stats(self, X, r):
+        return _moments(X.log(), r)
+
+    def mle(self, st, model):
+        p = _Normal().mle(st, model)
+        return {"loc": p["loc"], "scale": p["scale"]}
+
+    def dist(self, p):
+        return Independent(LogNormal(p["loc"], p["scale"]), 1)
+
+    def n_parameters(self, d):
+        return 2 * d
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (_Normal(), _MVN(), _Poisson(), _Bernoulli(), _Exponential(), _Gamma(), _LogNormal())
+}
+
+
+@serializable
+class MixtureModel(BaseMixture):
+    """Finite mixture whose components are ``torch.distributions`` families, fitted by EM.
+
+    family : a family name for every component (with ``n_components``), or a list of names,
+        one per component, for a mixture of different families. Names: see ``FAMILIES``.
+    n_components : number of components (default: the length of a list ``family``, else 1).
+    reg_covar : added to normal/log-normal variances and to the mvn covariance diagonal.
+    niw_shrinkage : for ``mvn`` components, κ₀ of mclust's Normal–Inverse-Wishart prior (MAP-EM;
+        Fraley & Raftery 2007); None (default) is maximum likelihood.
+    The remaining parameters are GaussianMixture's (see BernoulliMixture).
+
+    Fitted: ``weights_`` (k,), ``components_`` (a list with one dict of numpy parameters per
+    component, named as the torch distribution's arguments), ``families_`` (k names).
+    """
+
+    def __init__(
+        self,
+        family="normal",
+        n_components=None,
+        *,
+        reg_covar=1e-6,
+        niw_shrinkage=None,
+        tol=1e-3,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weight_concentration=1.0,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        device=None,
+        dtype="float64",
+        chunk_rows=None,
+    ):
+        self.family = family
+        self.n_components = n_components
+        self.reg_covar = reg_covar
+        self.niw_shrinkage = niw_shrinkage
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration = weight_concentration
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.device = device
+        self.dtype = dtype
+        self.chunk_rows = chunk_rows
+
+    def _families(self) -> list[str]:
+        names = [self.family] if isinstance(self.family, str) else list(self.family)
+        unknown = [f for f in names if f not in FAMILIES]
+        if unknown or not names:
+            raise ValueError(f"unknown family {unknown or names}; choose from {list(FAMILIES)}")
+        if isinstance(self.family, str):
+            return names * (1 if self.n_components is None else self.n_components)
+        if self.n_components is not None and self.n_components != len(names):
+            raise ValueError(
+                f"n_components={self.n_components} but {len(names)} families were given; give "
+                "one family per component or a single family name"
+            )
+        return names
+
+    def _n_components(self) -> int:
+        return len(self._families())
+
+    def _check_parameters(self):
+        super()._check_parameters()
+        if not (self.reg_covar >= 0):
+            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar!r}")
+
+    def _c_check(self, X, reset):
+        for name in dict.fromkeys(self._families()):
+            fam = FAMILIES[name]
+            bad = fam.check(X)
+            if bad is not None and bool(bad.any()):
+                raise ValueError(
+                    f"a {name} component needs {fam.support}; the first other entry is "
+                    f"{first_offending(bad, X)}"
+                )
+
+    def _c_prepare(self, X):
+        self.families_ = self._families()
+        self._niw = None
+        if self.niw_shrinkage is not None and "mvn" in self.families_:
+            self._niw = NormalInverseWishart.default(X, len(self.families_), self.niw_shrinkage)
+
+    def _component(self, params, k):
+        prefix = f"c{k}."
+        return {n[len(prefix) :]: v for n, v in params.items() if n.startswith(prefix)}
+
+    def _c_log_prob(self, params, X):
+        cols = [
+            FAMILIES[f].dist(self._component(params, k)).log_prob(X)
+            for k, f in enumerate(self.families_)
+        ]
+        return torch.stack(cols, 1)  # (n, k)
+
+    def _c_stats(self, X, resp):
+        out = {}
+        for k, f in enumerate(self.families_):
+            for n, v in FAMILIES[f].stats(X, resp[:, k]).items():
+                out[f"c{k}.{n}"] = v
+        return out
+
+    def _c_mstep(self, stats, S0):
+        out = {}
+        for k, f in enumerate(self.families_):
+            st = self._component(stats, k)
+            for n, v in FAMILIES[f].mle(st, self).items():
+                out[f"c{k}.{n}"] = v
+        return out
+
+    def _c_keep(self, new, old, keep):
+        for k in keep.nonzero().flatten().tolist():
+            for n in new:
+                if n.startswith(f"c{k}."):
+                    new[n] = old[n]
+        return new
+
+    def _c_log_prior(self, params):
+        total = params["weights"].new_zeros(())
+        if self._niw is not None:
+            for k, f in enumerate(self.families_):
+                if f == "mvn":
+                    p = self._component(params, k)
+                    cov = p["scale_tril"] @ p["scale_tril"].T
+                    total = total + self._niw.log_prob(p["loc"][None], cov[None])
+        return total
+
+    def _c_sample(self, params, k, count, gen):
+        dist = FAMILIES[self.families_[k]].dist(self._component(params, k))
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+        # torch.distributions draw from the global generator: fork it so sampling leaves no trace.
+        devices = [gen.device.index or 0] if gen.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return dist.sample((count,))
+
+    def _c_n_parameters(self, d):
+        return sum(FAMILIES[f].n_parameters(d) for f in self.families_)
+
+    def _set_params_tensors(self, params):
+        self._params = {k: v.detach() for k, v in params.items()}
+        self.weights_ = self._params["weights"].cpu().numpy()
+        self.components_ = [
+            {n: v.cpu().numpy() for n, v in self._component(self._params, k).items()}
+            for k in range(len(self.weights_))
+        ]
+
+    def _extra_state(self):
+        return {"families_": list(self.families_)}
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self._niw = None

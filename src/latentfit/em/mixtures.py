@@ -1,0 +1,391 @@
+"""Mixtures of discrete families with closed-form (MAP-)M-steps.
+
+* :class:`BernoulliMixture` — binary vectors (binarised images, presence/absence data);
+  McLachlan & Peel (2000) §5.4, Bishop (2006) §9.3.3.
+* :class:`CategoricalMixture` — vectors of categorical variables (latent class analysis;
+  Lazarsfeld & Henry 1968, Goodman 1974).
+* :class:`MultinomialMixture` — count vectors such as bag-of-words documents (Nigam et al. 2000).
+* :class:`PoissonMixture` — count vectors with independent Poisson coordinates.
+
+Each log-density is written as one matrix product per chunk, (n, d) @ (d, k), and tested
+against ``torch.distributions``. The estimators share :class:`~latentfit.em.mixture_base.BaseMixture`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentfit.em.mixture_base import BaseMixture, first_offending
+from latentfit.em.priors import BetaPrior, DirichletPrior, GammaPrior
+from latentfit.io import serializable
+
+__all__ = [
+    "BernoulliMixture",
+    "CategoricalMixture",
+    "MultinomialMixture",
+    "PoissonMixture",
+    "bernoulli_log_prob",
+    "categorical_log_prob",
+    "multinomial_log_prob",
+    "one_hot_features",
+    "poisson_log_prob",
+]
+
+
+def _safe_log(p: torch.Tensor) -> torch.Tensor:
+    # An MLE probability of exactly 0 meets only zero counts; the clamp keeps 0 · log 0 = 0.
+    return p.clamp_min(torch.finfo(p.dtype).tiny).log()
+
+
+# ---------------------------------------------------------------- pure functions
+def bernoulli_log_prob(X: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Σ_j x_j log μ_kj + (1 − x_j) log(1 − μ_kj): (n, d), (k, d) → (n, k)."""
+    log_mu, log_1m = _safe_log(means), _safe_log(1 - means)  # (k, d)
+    return X @ (log_mu - log_1m).T + log_1m.sum(1)
+
+
+def poisson_log_prob(X: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """Σ_j x_j log λ_kj − λ_kj − log x_j!: (n, d), (k, d) → (n, k)."""
+    return X @ _safe_log(rates).T - rates.sum(1) - torch.lgamma(X + 1).sum(1, keepdim=True)
+
+
+def multinomial_log_prob(X: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """log Mult(x | N = Σ_j x_j, p_k) with its multinomial coefficient: (n, v), (k, v) → (n, k)."""
+    coef = torch.lgamma(X.sum(1, keepdim=True) + 1) - torch.lgamma(X + 1).sum(1, keepdim=True)
+    return X @ _safe_log(probs).T + coef
+
+
+def one_hot_features(X: torch.Tensor, n_categories: int) -> torch.Tensor:
+    """Integer-coded (n, d) → one-hot (n, d·c) with c categories per feature."""
+    n, d = X.shape
+    return torch.nn.functional.one_hot(X.long(), n_categories).reshape(n, d * n_categories).to(X)
+
+
+def categorical_log_prob(onehot: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Σ_j log p_kj[x_j] from one-hot rows: (n, d·c), probs (k, d, c) → (n, k)."""
+    k = probs.shape[0]
+    return onehot @ _safe_log(probs).reshape(k, -1).T
+
+
+def _check_counts(X: torch.Tensor, name: str) -> None:
+    neg = X < 0
+    if bool(neg.any()):
+        raise ValueError(
+            f"{name} needs non-negative counts; the first negative entry is {first_offending(neg, X)}"
+        )
+    frac = X != X.round()
+    if bool(frac.any()):
+        raise ValueError(
+            f"{name} needs integer counts; the first fractional entry is "
+            f"{first_offending(frac, X)}. Round the data or use a continuous family."
+        )
+
+
+_COMMON_DOC = """
+    Common parameters (scikit-learn's GaussianMixture conventions): ``n_components``, ``tol``,
+    ``max_iter``, ``n_init``, ``init_params`` ("kmeans", "k-means++", "random",
+    "random_from_data"), ``random_state``, ``warm_start``, ``verbose``, ``device``, ``dtype``,
+    ``chunk_rows``; ``weight_concentration`` is the symmetric Dirichlet prior α on the weights
+    (1 = none). ``fit(X, y)`` accepts component labels with -1 for unlabelled samples.
+    Fitted: ``weights_`` (k,), the component parameters, ``converged_``, ``n_iter_``,
+    ``lower_bound_`` (mean log-likelihood, plus log prior / n under a prior), ``lower_bounds_``.
+"""
+
+
+class _DiscreteMixture(BaseMixture):
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        tol=1e-3,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weight_concentration=1.0,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        device=None,
+        dtype="float64",
+        chunk_rows=None,
+    ):
+        self.n_components = n_components
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration = weight_concentration
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.device = device
+        self.dtype = dtype
+        self.chunk_rows = chunk_rows
+
+    def _c_stats(self, X, resp):
+        return {"S1": resp.T @ X}  # (k, d)
+
+
+@serializable
+class BernoulliMixture(_DiscreteMixture):
+    __doc__ = (
+        """Mixture of products of independent Bernoullis: p(x) = Σ_k π_k Π_j μ_kj^x_j (1 − μ_kj)^(1−x_j).
+
+    mean_prior : (a, b) of a Beta(a, b) prior on every μ_kj (MAP-EM); (1, 1) is the MLE,
+        (2, 2) adds one pseudo-zero and one pseudo-one per pixel and keeps μ in (0, 1).
+    Fitted: ``means_`` (k, d).
+    """
+        + _COMMON_DOC
+    )
+
+    _param_names = ("means",)
+
+    def __init__(self, n_components=1, *, mean_prior=(1.0, 1.0), **kwargs):
+        super().__init__(n_components, **kwargs)
+        self.mean_prior = mean_prior
+
+    def _prior(self) -> BetaPrior:
+        return BetaPrior(*self.mean_prior)
+
+    def _check_parameters(self):
+        super()._check_parameters()
+        self._prior()
+
+    def _c_check(self, X, reset):
+        bad = (X != 0) & (X != 1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{type(self).__name__} needs binary data (0 or 1); the first other entry is "
+                f"{first_offending(bad, X)}. Binarise first, e.g. X > 0.5."
+            )
+
+    def _c_log_prob(self, params, X):
+        return bernoulli_log_prob(X, params["means"])
+
+    def _c_mstep(self, stats, S0):
+        return {"means": self._prior().map_means(S0, stats["S1"]).clamp(0, 1)}
+
+    def _c_log_prior(self, params):
+        return self._prior().log_prob(params["means"])
+
+    def _c_sample(self, params, k, count, gen):
+        return torch.bernoulli(params["means"][k].expand(count, -1), generator=gen)
+
+    def _c_n_parameters(self, d):
+        return len(self._params["weights"]) * d
+
+
+@serializable
+class PoissonMixture(_DiscreteMixture):
+    __doc__ = (
+        """Mixture of products of independent Poissons: p(x) = Σ_k π_k Π_j Poisson(x_j | λ_kj).
+
+    rate_prior : (a, b) of a Gamma(shape a, rate b) prior on every λ_kj; (1, 0) is the MLE.
+    Fitted: ``rates_`` (k, d).
+    """
+        + _COMMON_DOC
+    )
+
+    _param_names = ("rates",)
+
+    def __init__(self, n_components=1, *, rate_prior=(1.0, 0.0), **kwargs):
+        super().__init__(n_components, **kwargs)
+        self.rate_prior = rate_prior
+
+    def _prior(self) -> GammaPrior:
+        return GammaPrior(*self.rate_prior)
+
+    def _check_parameters(self):
+        super()._check_parameters()
+        self._prior()
+
+    def _c_check(self, X, reset):
+        _check_counts(X, type(self).__name__)
+
+    def _c_log_prob(self, params, X):
+        return poisson_log_prob(X, params["rates"])
+
+    def _c_mstep(self, stats, S0):
+        return {"rates": self._prior().map_rates(S0, stats["S1"])}
+
+    def _c_log_prior(self, params):
+        return self._prior().log_prob(params["rates"])
+
+    def _c_sample(self, params, k, count, gen):
+        return torch.poisson(params["rates"][k].expand(count, -1).contiguous(), generator=gen)
+
+    def _c_n_parameters(self, d):
+        return len(self._params["weights"]) * d
+
+
+@serializable
+class MultinomialMixture(_DiscreteMixture):
+    __doc__ = (
+        """Mixture of multinomials over count vectors (documents × vocabulary; Nigam et al. 2000).
+
+    p(x) = Σ_k π_k Mult(x | N = Σ_j x_j, p_k); the row total N is conditioned on.
+    prob_concentration : symmetric Dirichlet α on every p_k (Laplace smoothing at α = 2).
+    Fitted: ``probs_`` (k, v), ``mean_total_count_`` (used by :meth:`sample`).
+    """
+        + _COMMON_DOC
+    )
+
+    _param_names = ("probs",)
+
+    def __init__(self, n_components=1, *, prob_concentration=1.0, **kwargs):
+        super().__init__(n_components, **kwargs)
+        self.prob_concentration = prob_concentration
+
+    def _prior(self) -> DirichletPrior:
+        return DirichletPrior(self.prob_concentration)
+
+    def _check_parameters(self):
+        super()._check_parameters()
+        self._prior()
+
+    def _c_check(self, X, reset):
+        _check_counts(X, type(self).__name__)
+
+    def _c_prepare(self, X):
+        self.mean_total_count_ = float(X.sum(1).mean())
+
+    def _c_init_features(self, X):
+        # Cluster the word frequencies, not the raw counts, so long documents do not dominate.
+        return X / X.sum(1, keepdim=True).clamp_min(1)
+
+    def _c_log_prob(self, params, X):
+        return multinomial_log_prob(X, params["probs"])
+
+    def _c_mstep(self, stats, S0):
+        return {"probs": self._prior().map_probs(stats["S1"])}
+
+    def _c_log_prior(self, params):
+        return self._prior().log_prob(params["probs"])
+
+    def _c_sample(self, params, k, count, gen):
+        total = round(self.mean_total_count_)
+        p = params["probs"][k].double().cpu()
+        draws = torch.multinomial(p, count * total, replacement=True, generator=_cpu_gen(gen))
+        rows = torch.arange(count).repeat_interleave(total)
+        out = torch.zeros(count, len(p), dtype=torch.float64)
+        out.index_put_((rows, draws), torch.ones_like(draws, dtype=out.dtype), accumulate=True)
+        return out.to(params["probs"])
+
+    def _c_n_parameters(self, d):
+        return len(self._params["weights"]) * (d - 1)
+
+    def _extra_state(self):
+        return {"mean_total_count_": self.mean_total_count_}
+
+
+@serializable
+class CategoricalMixture(_DiscreteMixture):
+    __doc__ = (
+        """Latent class model: a mixture of products of categorical variables.
+
+    X holds integer codes 0..c_j − 1 in column j. p(x) = Σ_k π_k Π_j p_kj[x_j].
+    n_categories : int or list (one per column); default: 1 + the largest code seen in fit.
+    prob_concentration : symmetric Dirichlet α on every p_kj.
+    Fitted: ``probs_`` (k, d, c) (zero beyond column j's c_j codes), ``n_categories_`` (d,).
+    """
+        + _COMMON_DOC
+    )
+
+    _param_names = ("probs",)
+
+    def __init__(self, n_components=1, *, n_categories=None, prob_concentration=1.0, **kwargs):
+        super().__init__(n_components, **kwargs)
+        self.n_categories = n_categories
+        self.prob_concentration = prob_concentration
+
+    def _prior(self) -> DirichletPrior:
+        return DirichletPrior(self.prob_concentration)
+
+    def _check_parameters(self):
+        super()._check_parameters()
+        self._prior()
+
+    def _c_check(self, X, reset):
+        _check_counts(X, type(self).__name__)
+        limit = self._limits(X, reset)
+        if limit is not None:
+            over = X >= limit.to(X)
+            if bool(over.any()):
+                i, j = (int(v) for v in over.nonzero()[0])
+                raise ValueError(
+                    f"{type(self).__name__}: row {i}, column {j} holds category "
+                    f"{int(X[i, j])} but column {j} has {int(limit[j])} categories (0.."
+                    f"{int(limit[j]) - 1})"
+                )
+
+    def _limits(self, X, reset: bool) -> torch.Tensor | None:
+        if not reset:
+            return torch.as_tensor(self.n_categories_, device=X.device)
+        if self.n_categories is None:
+            return None
+        c = np.broadcast_to(np.asarray(self.n_categories, dtype=np.int64), (X.shape[1],))
+        if (c < 1).any():
+            raise ValueError(f"n_categories must be >= 1, got {self.n_categories!r}")
+        return torch.as_tensor(c.copy(), device=X.device)
+
+    def _c_prepare(self, X):
+        if self.n_categories is None:
+            self.n_categories_ = (X.max(0).values.long() + 1).cpu().numpy()
+        else:
+            self.n_categories_ = self._limits(X, True).cpu().numpy()
+
+    def _valid(self, like: torch.Tensor) -> torch.Tensor:
+        c = torch.as_tensor(self.n_categories_, device=like.device)
+        return torch.arange(int(c.max()), device=like.device) < c.unsqueeze(1)  # (d, c)
+
+    def _c_init_features(self, X):
+        return one_hot_features(X, int(self.n_categories_.max()))
+
+    def _c_log_prob(self, params, X):
+        onehot = one_hot_features(X, params["probs"].shape[2])
+        return categorical_log_prob(onehot, params["probs"])
+
+    def _c_stats(self, X, resp):
+        c = int(self.n_categories_.max())
+        S1 = resp.T @ one_hot_features(X, c)  # (k, d·c)
+        return {"S1": S1.reshape(resp.shape[1], X.shape[1], c)}
+
+    def _c_mstep(self, stats, S0):
+        valid = self._valid(stats["S1"])
+        # Codes beyond a column's range get no pseudo-count, so their probability stays zero.
+        counts = stats["S1"] + (self.prob_concentration - 1.0) * valid
+        return {"probs": counts / counts.sum(-1, keepdim=True)}
+
+    def _c_log_prior(self, params):
+        if self.prob_concentration == 1.0:
+            return params["probs"].new_zeros(())
+        total = params["probs"].new_zeros(())
+        prior = self._prior()
+        for j, c in enumerate(self.n_categories_.tolist()):
+            total = total + prior.log_prob(params["probs"][:, j, :c])
+        return total
+
+    def _c_sample(self, params, k, count, gen):
+        p = params["probs"][k].double().cpu()  # (d, c)
+        cols = [
+            torch.multinomial(p[j], count, replacement=True, generator=_cpu_gen(gen))
+            for j in range(p.shape[0])
+        ]
+        return torch.stack(cols, 1).to(params["probs"])
+
+    def _c_n_parameters(self, d):
+        return len(self._params["weights"]) * int((self.n_categories_ - 1).sum())
+
+    def _extra_state(self):
+        return {"n_categories_": [int(c) for c in self.n_categories_]}
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self.n_categories_ = np.asarray(self.n_categories_, dtype=np.int64)
+
+
+def _cpu_gen(gen: torch.Generator) -> torch.Generator:
+    from latentfit.em.mixture_base import _cpu
+
+    return _cpu(gen)
