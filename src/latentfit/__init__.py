@@ -4,15 +4,32 @@ MLE and MAP → the ELBO → EM (mixtures, hidden Markov models, factor models) 
 inference → variational autoencoders, in PyTorch, on any device.
 """
 
+from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.gmm import GaussianMixture
+from latentfit.em.mixture_model import MixtureModel
+from latentfit.em.mixtures import (
+    BernoulliMixture,
+    CategoricalMixture,
+    MultinomialMixture,
+    PoissonMixture,
+)
 from latentfit.io import load, save
+from latentfit.select import select_model
 from latentfit.vi.bgmm import BayesianGaussianMixture
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PPCA",
     "BayesianGaussianMixture",
+    "BernoulliMixture",
+    "CategoricalMixture",
+    "FactorAnalysis",
     "GaussianMixture",
+    "MixtureModel",
+    "MultinomialMixture",
+    "PoissonMixture",
     "load",
     "save",
+    "select_model",
 ]

@@ -37,6 +37,12 @@ from latentfit.em.gaussian import (
     precisions_from_cholesky,
 )
 from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
+from latentfit.em.missing import (
+    gaussian_missing_estep_stats,
+    has_missing,
+    impute_mean,
+    log_gaussian_prob_missing,
+)
 from latentfit.io import save as _save
 from latentfit.io import serializable
 
@@ -59,6 +65,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     device : torch device for the fit (``"cpu"``, ``"cuda"``...), default CPU.
     dtype : ``"float64"`` (default) or ``"float32"``.
     chunk_rows : rows per E-step chunk (default: sized so the work stays in cache).
+    missing : ``"error"`` (default) refuses NaN; ``"marginalize"`` fits, scores and predicts
+        rows with NaN entries exactly, marginalising the missing coordinates
+        (:mod:`latentfit.em.missing`).
 
     Fitted attributes: ``weights_`` (k,), ``means_`` (k, d), ``covariances_``,
     ``precisions_``, ``precisions_cholesky_`` (shapes by covariance type as in scikit-learn),
@@ -91,6 +100,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         device=None,
         dtype="float64",
         chunk_rows=None,
+        missing="error",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -109,6 +119,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.chunk_rows = chunk_rows
+        self.missing = missing
 
     # ------------------------------------------------------------------ validation
     def _check_parameters(self):
@@ -123,6 +134,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
         if not (self.tol >= 0):
             raise ValueError(f"tol must be non-negative, got {self.tol!r}")
+        if self.missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
         if not (self.reg_covar >= 0):
             raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar!r}")
 
@@ -139,7 +152,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             names = np.asarray(X.columns, dtype=object)
             if all(isinstance(c, str) for c in names):
                 self.feature_names_in_ = names
-        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
+        X = as_float_tensor(
+            X, dtype=self._dtype, device=self._device, allow_nan=self.missing == "marginalize"
+        )
         if not reset:
             d = X.shape[1]
             if d != self.n_features_in_:
@@ -205,7 +220,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
     def _initial_params(self, data: TensorChunks, gen: torch.Generator) -> dict:
-        X, w = data.X, data.weights
+        X, w = impute_mean(data.X, data.weights), data.weights  # NaNs only to start EM
         k, n = self.n_components, X.shape[0]
         dt, dev = X.dtype, X.device
         if self.init_params == "kmeans":
@@ -269,6 +284,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
         p = self._params
         shift = _shift(p["weights"], p["means"])
+        if has_missing(X):
+            cov = covariances_from_precisions(p["prec_chol"], self.covariance_type)
+            lp = log_gaussian_prob_missing(X - shift, p["means"] - shift, cov, self.covariance_type)
+            return lp + p["weights"].log()
         return (
             log_gaussian_prob(X - shift, p["means"] - shift, p["prec_chol"], self.covariance_type)
             + p["weights"].log()
@@ -391,7 +410,8 @@ class _GMMHooks:
     def estep(self, params, batch):
         X, w = batch
         shift = _shift(params["weights"], params["means"])
-        return gaussian_estep_stats(
+        estep = gaussian_missing_estep_stats if has_missing(X) else gaussian_estep_stats
+        return estep(
             X, w, params["weights"].log(), params["means"], params["prec_chol"], self.ct, shift
         )
 
