@@ -1,0 +1,120 @@
+"""torch.distributed helpers shared by every data-parallel trainer in latentfit.
+
+Processes are started by ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
+or by :func:`spawn` / :func:`init_process` (tests, notebooks). Every helper is a no-op in a
+single process, so training code calls them unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "all_reduce_sum",
+    "barrier",
+    "cleanup",
+    "free_port",
+    "init_from_env",
+    "init_process",
+    "is_distributed",
+    "is_main",
+    "rank",
+    "shard",
+    "world_size",
+]
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the one that writes files and prints."""
+    return rank() == 0
+
+
+def default_backend(device=None) -> str:
+    dev = torch.device(device) if device is not None else None
+    use_cuda = dev.type == "cuda" if dev is not None else torch.cuda.is_available()
+    return "nccl" if use_cuda else "gloo"
+
+
+def init_from_env(backend: str | None = None, timeout_s: float = 600) -> bool:
+    """Join the process group described by torchrun's environment variables.
+
+    Returns True when running with more than one process. Selects the CUDA device
+    LOCAL_RANK when the backend is NCCL.
+    """
+    if is_distributed():
+        return world_size() > 1
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = backend or default_backend()
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return True
+
+
+def init_process(
+    rank: int,
+    world_size: int,
+    port: int,
+    addr: str = "127.0.0.1",
+    backend: str = "gloo",
+    timeout_s: float = 120,
+) -> None:
+    """Join a process group explicitly (for processes started without torchrun)."""
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://{addr}:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over all processes in place (and return it); unchanged in a single process."""
+    if is_distributed() and world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def shard(n: int, rank: int | None = None, world: int | None = None) -> slice:
+    """The contiguous slice of ``range(n)`` owned by ``rank`` of ``world`` (sizes differ by ≤ 1)."""
+    rank = globals()["rank"]() if rank is None else rank
+    world = world_size() if world is None else world
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def free_port(addr: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago, for a process group on this machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]

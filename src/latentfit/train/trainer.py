@@ -1,0 +1,413 @@
+"""The training loop for VAEs: a dataclass config and one flat function, read top to bottom.
+
+Adam on a differentiable objective (:mod:`latentfit.vae.objectives`), validation every epoch,
+early stopping on the validation bound, checkpoints that resume exactly, non-finite steps
+skipped and counted, bf16 autocast on CUDA, gradient accumulation and DistributedDataParallel.
+
+Randomness: the epoch permutation comes from one generator seeded by ``seed`` (saved in the
+checkpoint); the noise of micro-batch j of optimiser step t (binarisation, samples of z) comes
+from a generator seeded by (seed, t, j). A global batch is always cut into the same
+``world_size × grad_accum`` micro-batches, so one process accumulating 2 micro-batches and two
+processes with one each compute the same step, and a resumed run repeats an uninterrupted one
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from latentfit._validation import resolve_device
+from latentfit.io import atomic_path
+from latentfit.train import distributed as dist_utils
+from latentfit.vae.diagnostics import check_collapse, diagnose
+from latentfit.vae.schedules import make_schedule
+
+__all__ = ["TrainConfig", "TrainResult", "train", "validation_bound"]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`train` (plain values, stored in every checkpoint).
+
+    ``batch_size`` is the global batch per optimiser step, split over processes and
+    ``grad_accum`` micro-batches. ``kl_schedule`` "none" / "linear" / "cyclical" over
+    ``warmup_epochs`` epochs (``n_cycles`` cycles). ``patience``: stop after that many epochs
+    without a validation bound better by ``min_delta`` (None: never stop early); the best
+    weights are restored at the end when ``restore_best``. ``checkpoint_dir``: write
+    ``last.pt`` at each epoch end and every ``checkpoint_every`` steps, and resume from it when
+    ``resume``. ``max_steps``: stop (with a checkpoint) after that many optimiser steps in total.
+    ``binarize``: draw x ~ Bernoulli(pixel intensity) afresh each time a training batch is used
+    (dynamic binarisation); validation data are binarised once with a fixed seed.
+    """
+
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = None
+    kl_schedule: str = "none"
+    warmup_epochs: float = 10.0
+    n_cycles: int = 4
+    patience: int | None = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
+    binarize: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = True
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    resume: bool = True
+    max_steps: int | None = None
+    diagnostics: bool = True
+    collapse_min_kl: float = 0.01
+    progress: bool = True
+    metrics_csv: str | None = None
+    tensorboard_dir: str | None = None
+    val_batch_size: int = 500
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did. ``history`` holds one dict of metrics per epoch."""
+
+    history: list[dict] = field(default_factory=list)
+    best_val_bound: float = -math.inf
+    best_epoch: int = -1
+    n_skipped: int = 0
+    steps: int = 0
+    epochs: int = 0
+    stopped_early: bool = False
+    interrupted: bool = False
+    collapse_warned: bool = False
+
+
+def _stream_seed(seed: int, step: int, j: int) -> int:
+    """A 63-bit seed for micro-batch j of step t; distinct streams for distinct (t, j)."""
+    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + j * 0x94D049BB133111EB) % 2**64
+    x ^= x >> 31
+    return x % 2**63
+
+
+def _check_data(X, name: str, binarize: bool) -> torch.Tensor:
+    X = torch.as_tensor(X)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {tuple(X.shape)}")
+    X = X.float() if not X.is_floating_point() else X
+    bad = ~torch.isfinite(X)
+    if bool(bad.any()):
+        r, c = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} holds a non-finite value at row {r}, column {c}; remove or impute it"
+        )
+    if binarize and (float(X.min()) < 0 or float(X.max()) > 1):
+        raise ValueError(
+            f"binarize=True needs {name} in [0, 1] (pixel intensities), got values in "
+            f"[{float(X.min()):.3g}, {float(X.max()):.3g}]; scale the data or set binarize=False"
+        )
+    return X
+
+
+def validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: int = 500) -> float:
+    """Mean of the objective's bound over X (this process's shard; summed over processes)."""
+    part = X[dist_utils.shard(X.shape[0])]
+    gen = torch.Generator(X.device).manual_seed(_stream_seed(seed, 2**40, 0))
+    total = torch.zeros(2, dtype=torch.float64, device=X.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, part.shape[0], batch_size):
+            out = objective(model, part[start : start + batch_size], gen)
+            total[0] += out.bound.double().sum()
+            total[1] += out.bound.shape[0]
+    model.train(was_training)
+    dist_utils.all_reduce_sum(total)
+    return float(total[0] / total[1])
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    if dist_utils.is_main():
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    dist_utils.barrier()
+
+
+def _write_csv(path: Path, history: list[dict]) -> None:
+    if not history or not dist_utils.is_main():
+        return
+    keys = list(history[0])
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _tensorboard(logdir):
+    if logdir is None or not dist_utils.is_main():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional
+        return None
+    return SummaryWriter(logdir)
+
+
+def train(
+    model: nn.Module,
+    objective,
+    X_train,
+    X_val=None,
+    config: TrainConfig | None = None,
+    schedule=None,
+) -> TrainResult:
+    """Fit ``model`` by minimising ``objective``'s loss on X_train; validate on X_val each epoch.
+
+    ``schedule``: a KL-weight schedule object (step → weight) overriding ``config.kl_schedule``.
+    Under torchrun (or after :func:`latentfit.train.distributed.init_process`) the model is
+    wrapped in DistributedDataParallel and each process trains on its micro-batches of every
+    global batch. The model is trained in place; the returned :class:`TrainResult` holds the
+    per-epoch history.
+    """
+    cfg = config or TrainConfig()
+    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 0:
+        raise ValueError("batch_size and grad_accum must be at least 1 and epochs non-negative")
+    device = resolve_device(cfg.device)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    n_micro = world * cfg.grad_accum
+    if cfg.batch_size < n_micro:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} cannot be cut into {world} processes × "
+            f"{cfg.grad_accum} accumulation steps; raise batch_size"
+        )
+    dtype = next(model.parameters()).dtype
+    X = _check_data(X_train, "X_train", cfg.binarize).to(device, dtype)
+    Xv = None
+    if X_val is not None:
+        Xv = _check_data(X_val, "X_val", cfg.binarize).to(device, dtype)
+        if cfg.binarize:
+            Xv = torch.bernoulli(Xv, generator=torch.Generator(device).manual_seed(cfg.seed + 1))
+    n = X.shape[0]
+    n_batches = math.ceil(n / cfg.batch_size)
+
+    model.to(device)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    opt = torch.optim.Adam(
+        model.parameters(),
+        lr=cfg.lr,
+        betas=tuple(cfg.adam_betas),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+    )
+    if schedule is None:
+        schedule = make_schedule(
+            cfg.kl_schedule, max(1, round(cfg.warmup_epochs * n_batches)), cfg.n_cycles
+        )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.bf16 and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+
+    perm_gen = torch.Generator().manual_seed(cfg.seed)
+    res = TrainResult()
+    epoch, batch, perm, best_state, bad_epochs = 0, 0, None, None, 0
+    ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
+    if ckpt is not None and cfg.resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        old = state["config"]
+        for key in ("batch_size", "seed", "binarize"):
+            if old[key] != getattr(cfg, key):
+                raise ValueError(
+                    f"checkpoint {ckpt} was written with {key}={old[key]!r}, this run has "
+                    f"{getattr(cfg, key)!r}; use the same setting or resume=False"
+                )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        perm_gen.set_state(state["perm_gen"])
+        perm = state["perm"]
+        epoch, batch, bad_epochs = state["epoch"], state["batch"], state["bad_epochs"]
+        best_state = state["best_model"]
+        for key in (
+            "history",
+            "best_val_bound",
+            "best_epoch",
+            "n_skipped",
+            "steps",
+            "collapse_warned",
+        ):
+            setattr(res, key, state[key])
+
+    def checkpoint():
+        if ckpt is None:
+            return
+        _save_checkpoint(
+            ckpt,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "perm_gen": perm_gen.get_state(),
+                "perm": perm,
+                "epoch": epoch,
+                "batch": batch,
+                "bad_epochs": bad_epochs,
+                "best_model": best_state,
+                "config": asdict(cfg),
+                **{
+                    k: getattr(res, k)
+                    for k in (
+                        "history",
+                        "best_val_bound",
+                        "best_epoch",
+                        "n_skipped",
+                        "steps",
+                        "collapse_warned",
+                    )
+                },
+            },
+        )
+
+    writer = _tensorboard(cfg.tensorboard_dir)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    while epoch < cfg.epochs:
+        if perm is None:
+            perm = torch.randperm(n, generator=perm_gen)
+        start_time = time.perf_counter()
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # bound, kl, loss·n, n
+        bar = None
+        if cfg.progress and dist_utils.is_main():
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=n_batches, initial=batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False
+            )
+        while batch < n_batches:
+            idx = perm[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
+            micro = idx.tensor_split(n_micro)[rank * cfg.grad_accum : (rank + 1) * cfg.grad_accum]
+            kl_weight = float(schedule(res.steps))
+            step_sums = torch.zeros(4, dtype=torch.float64, device=device)
+            opt.zero_grad(set_to_none=True)
+            for a, mb in enumerate(micro):
+                gen = torch.Generator(device).manual_seed(
+                    _stream_seed(cfg.seed, res.steps, rank * cfg.grad_accum + a)
+                )
+                x = X[mb.to(device)]
+                if cfg.binarize:
+                    x = torch.bernoulli(x, generator=gen)
+                last = a == len(micro) - 1
+                sync = contextlib.nullcontext() if last or world == 1 else net.no_sync()
+                with sync:
+                    with autocast:
+                        out = objective(net, x, gen, kl_weight=kl_weight)
+                    # Weight each micro-batch mean by its share of the global batch; DDP
+                    # averages over processes, hence the factor world.
+                    (out.loss * (world * x.shape[0] / idx.shape[0])).backward()
+                step_sums += torch.stack(
+                    [
+                        out.bound.double().sum(),
+                        out.kl.double().sum(),
+                        out.loss.detach().double() * x.shape[0],
+                        torch.tensor(float(x.shape[0]), dtype=torch.float64, device=device),
+                    ]
+                )
+            dist_utils.all_reduce_sum(step_sums)
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+            if bool(torch.isfinite(step_sums[:3]).all()) and bool(torch.isfinite(norm)):
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, norm)
+                opt.step()
+                sums += step_sums
+            else:
+                res.n_skipped += 1  # identical on every process: the sums were all-reduced
+            res.steps += 1
+            batch += 1
+            if bar is not None:
+                bar.update(1)
+                if batch % 20 == 0 or batch == n_batches:
+                    bar.set_postfix(
+                        bound=f"{float(sums[0] / sums[3].clamp_min(1)):.2f}", refresh=False
+                    )
+            if cfg.checkpoint_every and res.steps % cfg.checkpoint_every == 0:
+                checkpoint()
+            if cfg.max_steps is not None and res.steps >= cfg.max_steps:
+                break
+        if bar is not None:
+            bar.close()
+        if batch < n_batches:  # stopped by max_steps inside the epoch
+            res.interrupted = True
+            checkpoint()
+            break
+
+        # End of epoch: validate, diagnose, early-stop, record, checkpoint.
+        perm, batch = None, 0
+        count = float(sums[3]) or math.nan
+        row = {
+            "epoch": epoch + 1,
+            "step": res.steps,
+            "kl_weight": kl_weight,
+            "train_bound": float(sums[0]) / count,
+            "train_kl": float(sums[1]) / count,
+            "train_loss": float(sums[2]) / count,
+            "n_skipped": res.n_skipped,
+        }
+        if Xv is not None:
+            row["val_bound"] = validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
+        if cfg.diagnostics:
+            diag = diagnose(
+                model,
+                Xv if Xv is not None else X[: cfg.val_batch_size * 2],
+                torch.Generator(device).manual_seed(cfg.seed + 2),
+            )
+            row["active_units"] = diag.n_active
+            row["mutual_info"] = diag.mutual_info
+            row["kl_total"] = None if diag.kl_per_dim is None else float(diag.kl_per_dim.sum())
+            if not res.collapse_warned and check_collapse(
+                diag.kl_per_dim, epoch + 1, cfg.collapse_min_kl
+            ):
+                res.collapse_warned = True
+        row["seconds"] = time.perf_counter() - start_time
+        epoch += 1
+        monitored = row.get("val_bound", row["train_bound"])
+        if monitored > res.best_val_bound + cfg.min_delta or res.best_epoch < 0:
+            res.best_val_bound, res.best_epoch, bad_epochs = monitored, epoch, 0
+            if cfg.restore_best:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        res.history.append(row)
+        if cfg.metrics_csv:
+            _write_csv(Path(cfg.metrics_csv), res.history)
+        if writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    writer.add_scalar(key, value, epoch)
+        stop = cfg.patience is not None and bad_epochs >= cfg.patience
+        checkpoint()
+        if stop:
+            res.stopped_early = True
+            break
+        if cfg.max_steps is not None and res.steps >= cfg.max_steps:
+            res.interrupted = epoch < cfg.epochs
+            break
+    if writer is not None:
+        writer.close()
+    res.epochs = epoch
+    if cfg.restore_best and best_state is not None and not res.interrupted:
+        model.load_state_dict(best_state)
+    return res

@@ -1,0 +1,149 @@
+"""Observation models p(x | z) for decoders: Bernoulli logits, Gaussian, 256-way categorical.
+
+A likelihood turns the decoder's raw output ``params`` (n, d * n_params) into a
+``torch.distributions`` object whose event is one whole data point (event_shape (d,)), so
+``log_prob(x)`` is log p(x | z) summed over the d dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Independent, Normal
+
+__all__ = [
+    "BernoulliLikelihood",
+    "CategoricalLikelihood",
+    "GaussianLikelihood",
+    "make_likelihood",
+    "soft_clamp",
+]
+
+
+def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Map ``x`` smoothly into (low, high): ``low + (high - low) * sigmoid(x)``.
+
+    Used for log-variances so that a decoder can never emit a variance of 0 or ∞ (the usual
+    cause of NaN Gaussian VAE losses), while the gradient never vanishes at a hard clip.
+    """
+    return low + (high - low) * torch.sigmoid(x)
+
+
+class BernoulliLikelihood(nn.Module):
+    """p(x | z) = ∏_j Bernoulli(x_j; sigmoid(η_j)); the decoder emits logits η (n, d)."""
+
+    n_params = 1
+
+    def distribution(self, params: torch.Tensor) -> Independent:
+        return Independent(Bernoulli(logits=params, validate_args=False), 1)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # -BCE-with-logits is log Bernoulli(x; sigmoid(η)); same as Bernoulli.log_prob, minus
+        # the object construction on the hot path.
+        return -nn.functional.binary_cross_entropy_with_logits(
+            params, x.to(params.dtype).expand_as(params), reduction="none"
+        ).sum(-1)  # (..., n)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params)
+
+
+class GaussianLikelihood(nn.Module):
+    """p(x | z) = N(x; μ(z), σ²) with σ² fixed, learned per dimension, or emitted by the decoder.
+
+    ``variance``: ``"fixed"`` (σ² = ``fixed_variance``), ``"learned"`` (one free log-variance per
+    dimension) or ``"decoder"`` (the decoder emits a log-variance per dimension). Learned
+    log-variances are squashed into [``min_logvar``, ``max_logvar``] by :func:`soft_clamp`.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        variance: str = "decoder",
+        fixed_variance: float = 1.0,
+        min_logvar: float = -7.0,
+        max_logvar: float = 2.0,
+    ):
+        super().__init__()
+        if variance not in ("fixed", "learned", "decoder"):
+            raise ValueError(f"variance must be 'fixed', 'learned' or 'decoder', got {variance!r}")
+        if variance == "fixed" and not fixed_variance > 0:
+            raise ValueError(f"fixed_variance must be positive, got {fixed_variance}")
+        if not min_logvar < max_logvar:
+            raise ValueError(f"need min_logvar < max_logvar, got {min_logvar} and {max_logvar}")
+        self.d, self.variance = d, variance
+        self.min_logvar, self.max_logvar = min_logvar, max_logvar
+        self.fixed_logvar = math.log(fixed_variance)
+        self.n_params = 2 if variance == "decoder" else 1
+        self.raw_logvar = nn.Parameter(torch.zeros(d)) if variance == "learned" else None
+
+    def _loc_logvar(self, params: torch.Tensor):
+        if self.variance == "decoder":
+            loc, raw = params.chunk(2, dim=-1)
+            return loc, soft_clamp(raw, self.min_logvar, self.max_logvar)
+        if self.variance == "learned":
+            return params, soft_clamp(self.raw_logvar, self.min_logvar, self.max_logvar).expand_as(
+                params
+            )
+        return params, torch.full_like(params, self.fixed_logvar)
+
+    def distribution(self, params: torch.Tensor) -> Independent:
+        loc, logvar = self._loc_logvar(params)
+        return Independent(Normal(loc, (0.5 * logvar).exp(), validate_args=False), 1)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.distribution(params).log_prob(x)  # (..., n)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return self._loc_logvar(params)[0]
+
+
+class CategoricalLikelihood(nn.Module):
+    """p(x | z) = ∏_j Categorical(x_j; softmax(η_j)) over ``n_levels`` grey levels (default 256).
+
+    Data are given either as integer levels 0..n_levels-1 or as floats in [0, 1], which are
+    mapped to ``round(x * (n_levels - 1))``. The decoder emits (n, n_levels * d) logits laid out
+    level-major (all pixels' level-0 logits first), the layout a convolutional decoder produces.
+    """
+
+    def __init__(self, d: int, n_levels: int = 256):
+        super().__init__()
+        if n_levels < 2:
+            raise ValueError(f"n_levels must be at least 2, got {n_levels}")
+        self.d, self.n_levels, self.n_params = d, n_levels, n_levels
+
+    def levels(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            x = torch.round(x * (self.n_levels - 1))
+        return x.long().clamp_(0, self.n_levels - 1)
+
+    def _logits(self, params: torch.Tensor) -> torch.Tensor:
+        return params.unflatten(-1, (self.n_levels, self.d)).transpose(
+            -1, -2
+        )  # (..., n, d, levels)
+
+    def distribution(self, params: torch.Tensor) -> Independent:
+        return Independent(Categorical(logits=self._logits(params), validate_args=False), 1)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logp = self._logits(params).log_softmax(-1)
+        idx = self.levels(x).expand(logp.shape[:-1]).unsqueeze(-1)
+        return logp.gather(-1, idx).squeeze(-1).sum(-1)  # (..., n)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        probs = self._logits(params).softmax(-1)
+        grid = torch.linspace(0, 1, self.n_levels, device=params.device, dtype=params.dtype)
+        return probs @ grid
+
+
+def make_likelihood(name: str, d: int, **kwargs) -> nn.Module:
+    """``"bernoulli"``, ``"gaussian"`` (kwargs: variance, fixed_variance, ...) or ``"categorical"``."""
+    if name == "bernoulli":
+        return BernoulliLikelihood()
+    if name == "gaussian":
+        return GaussianLikelihood(d, **kwargs)
+    if name == "categorical":
+        return CategoricalLikelihood(d, **kwargs)
+    raise ValueError(f"unknown likelihood {name!r}; choose bernoulli, gaussian or categorical")

@@ -1,0 +1,226 @@
+"""Training objectives for VAEs: ELBO, β-VAE, IWAE(k) and DReG.
+
+An objective is called as ``objective(model, x, generator=None, kl_weight=1.0)`` and returns an
+:class:`ObjectiveOutput`: ``loss``, a differentiable scalar to minimise (it may be a surrogate:
+KL warm-up, β, free bits), and ``bound`` (n,), the true lower bound on log p(x) for reporting,
+never a surrogate that overstates it. Objectives know nothing of optimisers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from latentfit.vae.models import LatentPass
+from latentfit.vae.schedules import free_bits_kl
+
+__all__ = [
+    "ELBO",
+    "IWAE",
+    "BetaVAE",
+    "DReG",
+    "ObjectiveOutput",
+    "iwae_bound",
+    "log_mean_exp",
+    "log_weights",
+    "make_objective",
+]
+
+
+class ObjectiveOutput(NamedTuple):
+    """``loss`` scalar (differentiable); ``bound``, ``log_px_z``, ``kl`` (n,) detached;
+    ``kl_per_dim`` (n, d_z) detached or None (no closed form)."""
+
+    loss: torch.Tensor
+    bound: torch.Tensor
+    log_px_z: torch.Tensor
+    kl: torch.Tensor
+    kl_per_dim: torch.Tensor | None
+
+
+def log_mean_exp(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/k Σ_i exp x_i) along ``dim``, computed stably as logsumexp - log k."""
+    return torch.logsumexp(x, dim) - math.log(x.shape[dim])
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is a half type (autocast), else unchanged (float64 stays)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def log_weights(p: LatentPass, kl_weight: float = 1.0, stopped: bool = False) -> torch.Tensor:
+    """log w = log p(x|z) + w_KL (log p(z) - log q(z|x)), (s, n), in at least float32.
+
+    With ``kl_weight`` = 1 these are the importance weights of Burda et al. (2016), eq. 8.
+    ``stopped`` uses log q with the encoder's parameters detached (DReG).
+    """
+    log_q = p.log_qz_stopped if stopped else p.log_qz
+    return _wide(p.log_px_z) + kl_weight * (_wide(p.log_pz) - _wide(log_q))
+
+
+def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """L_k = log (1/k Σ_i w_i) over the sample dimension 0: (k, n) → (n,) (Burda et al. 2016)."""
+    return log_mean_exp(log_w, 0)
+
+
+def _exact_pass(model, x, p: LatentPass, n_samples: int, generator) -> LatentPass:
+    """The pass itself when it is exact; else a no-grad pass at exact (unrelaxed) samples."""
+    if p.exact:
+        return p
+    with torch.no_grad():
+        return model(x, n_samples, generator, relaxed=False)
+
+
+class ELBO:
+    """The evidence lower bound E_q[log p(x|z)] - KL(q(z|x) ‖ p(z)) (Kingma & Welling 2014, eq. 10).
+
+    ``analytic_kl``: use the model's closed-form KL where it has one (lower variance), else the
+    Monte-Carlo estimate log q - log p over ``n_samples`` samples. ``beta`` multiplies the KL in
+    the loss (Higgins et al. 2017); ``free_bits`` λ > 0 replaces the KL of each dimension (or each
+    group of ``free_bits_groups`` consecutive dimensions) by max(λ, its minibatch mean)
+    (Kingma et al. 2016, Sec. C.8). ``bound`` is always the β = 1 ELBO without floors.
+    """
+
+    def __init__(
+        self,
+        n_samples: int = 1,
+        analytic_kl: bool = True,
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        free_bits_groups: int = 1,
+    ):
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        if beta < 0 or free_bits < 0:
+            raise ValueError(f"beta and free_bits must be non-negative, got {beta}, {free_bits}")
+        self.n_samples, self.analytic_kl, self.beta = n_samples, analytic_kl, beta
+        self.free_bits, self.free_bits_groups = free_bits, free_bits_groups
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(n_samples={self.n_samples}, analytic_kl={self.analytic_kl}, "
+            f"beta={self.beta}, free_bits={self.free_bits})"
+        )
+
+    def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        p = model(x, self.n_samples, generator)
+        weight = self.beta * kl_weight
+        recon = _wide(p.log_px_z).mean(0)  # (n,)
+        kl_dims = None if p.kl is None else _wide(p.kl)  # (n, d_z)
+        if self.analytic_kl and kl_dims is not None:
+            kl = kl_dims.sum(-1)
+            bound = recon - kl
+        else:
+            bound = log_weights(p).mean(0)  # the same expression as IWAE with k = 1, bit for bit
+            kl = recon - bound
+        if self.free_bits > 0:
+            if kl_dims is None:
+                raise ValueError(
+                    "free bits need a per-dimension KL in closed form; this model has none "
+                    "(a flow posterior); use free_bits=0 or a model without a flow"
+                )
+            loss = -(
+                recon.mean() - weight * free_bits_kl(kl_dims, self.free_bits, self.free_bits_groups)
+            )
+        elif weight == 1.0:
+            loss = -bound.mean()
+        else:
+            loss = -(recon - weight * kl).mean()
+        if not p.exact:
+            q = _exact_pass(model, x, p, self.n_samples, generator)
+            recon = _wide(q.log_px_z).mean(0)
+            kl = (
+                _wide(q.kl).sum(-1)
+                if self.analytic_kl and q.kl is not None
+                else (recon - log_weights(q).mean(0))
+            )
+            bound = recon - kl
+        return ObjectiveOutput(
+            loss,
+            bound.detach(),
+            recon.detach(),
+            kl.detach(),
+            None if kl_dims is None else kl_dims.detach(),
+        )
+
+
+class BetaVAE(ELBO):
+    """β-VAE (Higgins et al. 2017): the ELBO with the KL multiplied by ``beta`` in the loss."""
+
+    def __init__(self, beta: float = 4.0, **kwargs):
+        super().__init__(beta=beta, **kwargs)
+
+
+class IWAE:
+    """The importance-weighted bound L_k = E[log 1/k Σ_i w_i] (Burda et al. 2016, eq. 8).
+
+    L_1 is the ELBO, L_k ≤ L_{k+1} ≤ log p(x). ``kl_weight`` < 1 (warm-up) anneals the
+    log p(z) - log q(z|x) part of each log-weight in the loss; ``bound`` is always L_k.
+    """
+
+    dreg = False
+
+    def __init__(self, k: int = 5):
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = k
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k})"
+
+    def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        p = model(x, self.k, generator)
+        log_w = log_weights(p)  # (k, n)
+        bound = iwae_bound(log_w)
+        loss = self._loss(p, log_w, kl_weight)
+        if not p.exact:
+            bound = iwae_bound(log_weights(_exact_pass(model, x, p, self.k, generator)))
+        recon = _wide(p.log_px_z).mean(0)
+        kl = (_wide(p.log_qz) - _wide(p.log_pz)).mean(0)
+        kl_dims = None if p.kl is None else _wide(p.kl).detach()
+        return ObjectiveOutput(loss, bound.detach(), recon.detach(), kl.detach(), kl_dims)
+
+    def _loss(self, p: LatentPass, log_w: torch.Tensor, kl_weight: float) -> torch.Tensor:
+        if kl_weight != 1.0:
+            log_w = log_weights(p, kl_weight)
+        return -iwae_bound(log_w).mean()
+
+
+class DReG(IWAE):
+    """IWAE(k) trained with doubly-reparameterised gradients (Tucker et al. 2018, eq. 5).
+
+    Decoder gradient: Σ_i w̃_i ∇_θ log w_i (the IWAE gradient). Encoder gradient:
+    Σ_i w̃_i² ∂log w_i/∂z_i ∂z_i/∂φ with log q evaluated at detached parameters, which removes the
+    score-function term whose variance grows with k. Implemented with a gradient hook that
+    multiplies the gradient reaching z by w̃ once more. Needs a model that provides
+    ``log_qz_stopped`` (the Gaussian :class:`~latentfit.vae.models.VAE` without a flow).
+    """
+
+    dreg = True
+
+    def _loss(self, p: LatentPass, log_w: torch.Tensor, kl_weight: float) -> torch.Tensor:
+        if p.log_qz_stopped is None:
+            raise ValueError(
+                "DReG needs log q(z|x) at detached encoder parameters, which this model does not "
+                "provide (flows, ladder and discrete VAEs); use IWAE instead"
+            )
+        log_w = log_weights(p, kl_weight, stopped=True)  # (k, n)
+        w_tilde = torch.softmax(log_w.detach(), 0)  # (k, n) normalised weights
+        if p.z.requires_grad:
+            p.z.register_hook(lambda g: g * w_tilde.unsqueeze(-1).to(g.dtype))
+        return -(w_tilde * log_w).sum(0).mean()
+
+
+def make_objective(name: str, k: int = 1, beta: float = 1.0, free_bits: float = 0.0):
+    """``"elbo"``, ``"beta"`` (β-VAE), ``"iwae"`` or ``"dreg"`` with k samples."""
+    if name == "elbo":
+        return ELBO(n_samples=k, free_bits=free_bits, beta=beta)
+    if name == "beta":
+        return BetaVAE(beta=beta, n_samples=k, free_bits=free_bits)
+    if name == "iwae":
+        return IWAE(k)
+    if name == "dreg":
+        return DReG(k)
+    raise ValueError(f"unknown objective {name!r}; choose elbo, beta, iwae or dreg")
