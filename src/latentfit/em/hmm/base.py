@@ -1,0 +1,387 @@
+"""The hidden Markov model estimator: hmmlearn's interface over latentfit's EM driver.
+
+A model class only says how its emissions are initialised, scored, summarised and
+re-estimated (the ``_emission_*`` methods); this base class turns that into the four hooks of
+:func:`latentfit.em.driver.run_em`, whose E-step is the forward-backward algorithm of
+:mod:`latentfit.em.hmm.kernels` (Baum-Welch: Baum et al. 1970; Rabiner 1989).
+
+Parameter names, fitted attributes and methods are hmmlearn's, so that switching is a change of
+import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration history
+``lower_bounds_`` (total log-likelihood before every M-step) with the driver's monotonicity
+check, and a documented recovery for states that no data visits: such a state keeps its
+previous emission parameters and transition row, and an :class:`UnvisitedStateWarning` names
+it (hmmlearn returns NaN parameters or zero rows there).
+"""
+
+from __future__ import annotations
+
+import string
+import warnings
+from collections import deque
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from latentfit._validation import make_generator, resolve_device, resolve_dtype
+from latentfit.em.driver import run_em
+from latentfit.em.hmm import kernels
+from latentfit.em.hmm.emissions import dirichlet_map
+
+__all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
+
+_MAX_BATCH_STEPS = 1 << 22  # steps of data per E-step batch (sequences are never split)
+
+
+class UnvisitedStateWarning(RuntimeWarning):
+    """A state received no posterior mass: its parameters were kept instead of re-estimated."""
+
+
+class ConvergenceMonitor:
+    """hmmlearn's convergence monitor: ``history`` holds the total log-likelihood of every
+    iteration, ``iter`` their number, ``converged`` is true when the last gain was below
+    ``tol`` or ``n_iter`` iterations were made (hmmlearn's definition; latentfit's stricter
+    ``converged_`` attribute is true only for the former)."""
+
+    def __init__(self, tol: float, n_iter: int, verbose: bool, history=()):
+        self.tol, self.n_iter, self.verbose = tol, n_iter, verbose
+        self.history = deque(history)
+        self.iter = len(self.history)
+
+    @property
+    def converged(self) -> bool:
+        h = self.history
+        return self.iter == self.n_iter or (len(h) >= 2 and h[-1] - h[-2] < self.tol)
+
+    def __repr__(self):
+        return (
+            f"ConvergenceMonitor(tol={self.tol}, n_iter={self.n_iter}, iter={self.iter}, "
+            f"history={list(self.history)[-2:]})"
+        )
+
+
+def check_lengths(lengths, n: int) -> list[int]:
+    """Sequence lengths as a list of positive ints summing to ``n``."""
+    if lengths is None:
+        return [n]
+    arr = np.asarray(lengths)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        raise ValueError(f"lengths must be integers, got {arr.tolist()[:10]}")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"lengths must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero(arr < 1)
+    if len(bad):
+        raise ValueError(
+            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
+        )
+    if int(arr.sum()) != n:
+        raise ValueError(
+            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
+            "of rows of every sequence in X, in order"
+        )
+    return arr.tolist()
+
+
+def _batches(X: torch.Tensor, lengths: list[int]) -> list[tuple[torch.Tensor, list[int]]]:
+    """Groups of whole sequences, each processed in one pass of the kernels."""
+    out, start, group, size = [], 0, [], 0
+    for n in lengths:
+        if group and size + n > _MAX_BATCH_STEPS:
+            out.append((X[start : start + size], group))
+            start, group, size = start + size, [], 0
+        group.append(n)
+        size += n
+    out.append((X[start : start + size], group))
+    return out
+
+
+def _check_distribution(p: torch.Tensor, name: str) -> None:
+    """Rows of ``p`` must be probability vectors (hmmlearn's _check_sum_1, naming the row)."""
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
+        raise ValueError(f"{name} must hold finite, non-negative probabilities")
+    s = p.sum(-1)
+    bad = (~torch.isclose(s, torch.ones_like(s), rtol=0, atol=1e-6)).nonzero()
+    if len(bad):
+        if p.dim() == 1:
+            raise ValueError(f"{name} must sum to 1, got {s.item():.6g}")
+        i = int(bad[0][0])
+        raise ValueError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
+
+
+class BaseHMM(BaseEstimator):
+    """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends."""
+
+    _emission_letters = ""
+    _emission_attributes: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def _dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype)
+
+    @property
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _tensor(self, value) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(value), dtype=self._dtype, device=self._device)
+
+    def _check_settings(self):
+        if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
+        if not isinstance(self.n_init, int | np.integer) or self.n_init < 1:
+            raise ValueError(f"n_init must be a positive integer, got {self.n_init!r}")
+        if self.algorithm not in ("viterbi", "map"):
+            raise ValueError(f"algorithm must be 'viterbi' or 'map', got {self.algorithm!r}")
+        if self.implementation not in ("log", "scaling"):
+            raise ValueError(
+                f"implementation must be 'log' or 'scaling', got {self.implementation!r}"
+            )
+
+    # ------------------------------------------------------------------ parameters
+    def _needs_init(self, letter: str, name: str) -> bool:
+        return letter in self.init_params or not hasattr(self, name)
+
+    def _given_params(self) -> dict[str, torch.Tensor]:
+        """Current fitted/user-set attributes as tensors, checked."""
+        k = self.n_components
+        sp, tm = self._tensor(self.startprob_), self._tensor(self.transmat_)
+        if sp.shape != (k,):
+            raise ValueError(f"startprob_ must have shape ({k},), got {tuple(sp.shape)}")
+        if tm.shape != (k, k):
+            raise ValueError(f"transmat_ must have shape ({k}, {k}), got {tuple(tm.shape)}")
+        _check_distribution(sp, "startprob_")
+        _check_distribution(tm, "transmat_")
+        return {"startprob": sp, "transmat": tm, **self._emission_params()}
+
+    def _initial_params(self, X: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        k = self.n_components
+        dt, dev = self._dtype, self._device
+        params: dict[str, torch.Tensor] = {}
+        if self._needs_init("s", "startprob_"):
+            params["startprob"] = torch.full((k,), 1.0 / k, dtype=dt, device=dev)
+        else:
+            params["startprob"] = self._tensor(self.startprob_)
+            _check_distribution(params["startprob"], "startprob_")
+        if self._needs_init("t", "transmat_"):
+            # Dirichlet(1) rows: normalised exponentials, drawn from the generator.
+            u = torch.rand(k, k, generator=gen, dtype=torch.float64, device=gen.device)
+            e = -torch.log1p(-u)
+            params["transmat"] = (e / e.sum(1, keepdim=True)).to(device=dev, dtype=dt)
+        else:
+            params["transmat"] = self._tensor(self.transmat_)
+            _check_distribution(params["transmat"], "transmat_")
+        params.update(self._init_emissions(X, gen))
+        return params
+
+    def _set_attributes(self, params: dict[str, torch.Tensor]) -> None:
+        self.startprob_ = params["startprob"].cpu().numpy()
+        self.transmat_ = params["transmat"].cpu().numpy()
+        self._set_emission_attributes(params)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, lengths=None):
+        """Estimate the parameters by Baum-Welch EM (``n_init`` restarts, the best kept).
+
+        ``lengths`` (n_sequences,) gives the rows of every sequence in ``X``; the sequences
+        are processed together, not one by one."""
+        self._check_settings()
+        X = self._validate_X(X, fitting=True)
+        lengths = check_lengths(lengths, X.shape[0])
+        gen = make_generator(self.random_state, self._device)
+        hooks = _HMMHooks(self, X)
+        result = run_em(
+            hooks,
+            _batches(X, lengths),
+            n_init=self.n_init,
+            max_iter=self.n_iter,
+            tol=self.tol,
+            generator=gen,
+            convergence="delta",
+            verbose=int(self.verbose),
+            name=type(self).__name__,
+        )
+        self._set_attributes(result.params)
+        self.lower_bounds_ = list(result.lower_bounds)
+        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
+        self.lower_bound_ = result.lower_bound
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.best_init_ = result.best_init
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def _prepare(self, X, lengths):
+        check_is_fitted(self, "startprob_")
+        params = self._given_params()
+        X = self._validate_X(X, fitting=False)
+        lengths = check_lengths(lengths, X.shape[0])
+        return params, X, lengths
+
+    def _log_likelihoods(self, params, X) -> torch.Tensor:
+        ll = self._emission_log_likelihood(params, X)  # (t, k)
+        impossible = torch.isneginf(ll).all(1).nonzero()
+        if len(impossible):
+            i = int(impossible[0])
+            raise ValueError(f"row {i} of X has zero probability under every state")
+        return ll
+
+    def score_samples(self, X, lengths=None):
+        """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
+        params, X, lengths = self._prepare(X, lengths)
+        ll = self._log_likelihoods(params, X)
+        post = kernels.posterior(ll, params["startprob"], params["transmat"], lengths)
+        return float(post.log_likelihood), post.posteriors.cpu().numpy()
+
+    def score(self, X, lengths=None):
+        """Total log-likelihood log p(X) summed over the sequences."""
+        params, X, lengths = self._prepare(X, lengths)
+        ll = self._log_likelihoods(params, X)
+        fwd = kernels.parallel_forward_filter(ll, params["startprob"], params["transmat"], lengths)
+        return float(fwd.log_likelihood)
+
+    def predict_proba(self, X, lengths=None):
+        """Posterior state probabilities (n, k)."""
+        return self.score_samples(X, lengths)[1]
+
+    def decode(self, X, lengths=None, algorithm=None):
+        """(log-probability, states (n,)). ``"viterbi"``: the most probable path and log
+        p(X, path); ``"map"``: the most probable state at every step and, as hmmlearn, the sum
+        over steps of that state's posterior probability."""
+        algorithm = algorithm or self.algorithm
+        if algorithm not in ("viterbi", "map"):
+            raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
+        params, X, lengths = self._prepare(X, lengths)
+        ll = self._log_likelihoods(params, X)
+        if algorithm == "viterbi":
+            v = kernels.parallel_viterbi(ll, params["startprob"], params["transmat"], lengths)
+            return float(v.log_prob), v.path.cpu().numpy()
+        post = kernels.posterior(ll, params["startprob"], params["transmat"], lengths).posteriors
+        best, states = post.max(1)
+        return float(best.sum()), states.cpu().numpy()
+
+    def predict(self, X, lengths=None):
+        """Most likely states (n,) by the model's ``algorithm``."""
+        return self.decode(X, lengths)[1]
+
+    def sample(self, n_samples=1, random_state=None, currstate=None):
+        """Draw ``n_samples`` steps of one sequence: (X (n, ...), states (n,))."""
+        check_is_fitted(self, "startprob_")
+        params = self._given_params()
+        rs = self.random_state if random_state is None else random_state
+        gen = make_generator(rs, "cpu")
+        start = params["startprob"].double().cpu()
+        trans_cdf = params["transmat"].double().cpu().cumsum(1).numpy()
+        u = torch.rand(n_samples, generator=gen, dtype=torch.float64).numpy()
+        states = np.empty(n_samples, dtype=np.int64)
+        s = int(torch.multinomial(start, 1, generator=gen)) if currstate is None else int(currstate)
+        states[0] = s
+        for i in range(1, n_samples):
+            s = min(int(np.searchsorted(trans_cdf[s], u[i], side="right")), self.n_components - 1)
+            states[i] = s
+        X = self._sample_emissions(params, torch.from_numpy(states), gen)
+        return X.cpu().numpy(), states
+
+    def get_stationary_distribution(self):
+        """Stationary distribution of ``transmat_`` (left eigenvector for eigenvalue 1)."""
+        check_is_fitted(self, "transmat_")
+        vals, vecs = np.linalg.eig(np.asarray(self.transmat_).T)
+        v = np.real_if_close(vecs[:, np.argmax(vals.real)])
+        return v / v.sum()
+
+    # ------------------------------------------------------------------ model selection
+    def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
+        k = self.n_components
+        return {"s": k - 1, "t": k * (k - 1), **self._emission_n_params()}
+
+    def aic(self, X, lengths=None):
+        """AIC = −2 log L + 2 p (lower is better)."""
+        return -2 * self.score(X, lengths) + 2 * sum(self._get_n_fit_scalars_per_param().values())
+
+    def bic(self, X, lengths=None):
+        """BIC = −2 log L + p log n (lower is better)."""
+        n_params = sum(self._get_n_fit_scalars_per_param().values())
+        return -2 * self.score(X, lengths) + n_params * np.log(len(X))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path):
+        """Write the fitted model (safetensors + JSON header); read it with latentfit.load."""
+        from latentfit.io import save
+
+        check_is_fitted(self, "startprob_")
+        return save(self, path)
+
+    def _get_state(self):
+        names = ("startprob_", "transmat_", *self._emission_attributes)
+        tensors = {n: torch.as_tensor(np.asarray(getattr(self, n))) for n in names}
+        extra = {
+            "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
+            "n_features": int(self.n_features) if getattr(self, "n_features", None) else None,
+        }
+        return tensors, extra
+
+    def _set_state(self, tensors, extra):
+        for name, value in tensors.items():
+            setattr(self, name, value.numpy())
+        if extra.get("n_features") is not None:
+            self.n_features = extra["n_features"]
+        self.lower_bounds_ = extra.get("lower_bounds_", [])
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
+
+
+ALL_LETTERS = string.ascii_letters
+
+
+class _HMMHooks:
+    """Baum-Welch as the EM driver's hooks; a batch is a group of whole sequences."""
+
+    def __init__(self, model: BaseHMM, X: torch.Tensor):
+        self.model, self.X = model, X
+
+    def initialize(self, data, generator):
+        return self.model._initial_params(self.X, generator)
+
+    def estep(self, params, batch):
+        X, lengths = batch
+        m = self.model
+        ll = m._log_likelihoods(params, X)
+        post = kernels.posterior(ll, params["startprob"], params["transmat"], lengths)
+        stats = m._emission_stats(params, X, post.posteriors)
+        stats["start"] = post.start_counts
+        stats["trans"] = post.transition_counts
+        stats["log_likelihood"] = post.log_likelihood.reshape(1)
+        return stats
+
+    def mstep(self, params, stats):
+        m = self.model
+        new = dict(params)
+        unvisited: list[int] = []
+        if "s" in m.params:
+            new["startprob"], _ = dirichlet_map(
+                stats["start"], m.startprob_prior, params["startprob"]
+            )
+        if "t" in m.params:
+            new["transmat"], rows = dirichlet_map(
+                stats["trans"], m.transmat_prior, params["transmat"]
+            )
+            unvisited += rows
+        emis, states = m._emission_mstep(params, stats)
+        new.update(emis)
+        unvisited = sorted(set(unvisited) | set(states))
+        if unvisited:
+            warnings.warn(
+                f"{type(m).__name__}: state(s) {unvisited} received no posterior mass (no data "
+                "is explained by them); they keep their previous parameters and transition "
+                "rows. Try fewer components, another random_state or n_init > 1.",
+                UnvisitedStateWarning,
+                stacklevel=3,
+            )
+        return new
+
+    def lower_bound(self, params, stats):
+        return float(stats["log_likelihood"].sum())

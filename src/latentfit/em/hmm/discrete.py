@@ -1,0 +1,290 @@
+"""Hidden Markov models with categorical and Poisson emissions (hmmlearn's interface)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentfit._validation import as_float_tensor
+from latentfit.em.hmm import emissions as E
+from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.io import serializable
+
+__all__ = ["CategoricalHMM", "PoissonHMM"]
+
+
+def _numpy_rng(gen: torch.Generator) -> np.random.Generator:
+    """A numpy generator seeded from the torch generator (explicit randomness only)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+    return np.random.default_rng(seed)
+
+
+def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+@serializable
+class CategoricalHMM(BaseHMM):
+    """Hidden Markov model with categorical emissions (symbols 0..n_features-1).
+
+    hmmlearn's ``CategoricalHMM``: X is (n, 1) of integer symbols; ``emissionprob_`` (k,
+    n_features) with a Dirichlet(``emissionprob_prior``) prior. ``n_features`` may be given;
+    otherwise it is the largest symbol plus one, stored in ``n_features_`` (the constructor
+    argument is left as given).
+    """
+
+    _emission_letters = "e"
+    _emission_attributes = ("emissionprob_",)
+
+    def __init__(
+        self,
+        n_components=1,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        *,
+        emissionprob_prior=1.0,
+        n_features=None,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="ste",
+        init_params="ste",
+        implementation="log",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.emissionprob_prior = emissionprob_prior
+        self.n_features = n_features
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+
+    def _n_symbols(self) -> int | None:
+        if getattr(self, "n_features_", None) is not None:
+            return self.n_features_
+        if self.n_features is not None:
+            return int(self.n_features)
+        if hasattr(self, "emissionprob_"):
+            return int(np.asarray(self.emissionprob_).shape[1])
+        return None
+
+    def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
+        arr = np.asarray(X)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(
+                f"X must be a column (n_samples, 1) of integer symbols, got shape {arr.shape}"
+            )
+        if arr.size == 0:
+            raise ValueError("X has 0 samples; at least 1 is needed")
+        if arr.dtype.kind not in "iub":
+            x = as_float_tensor(arr, name="X", ndim=1)
+            frac = x != torch.round(x)
+            if bool(frac.any()):
+                i = _first_bad(frac)[0]
+                raise ValueError(
+                    f"symbols must be integers; row {i} of X holds {x[i].item()!r}. Encode the "
+                    "categories as 0..n_features-1"
+                )
+            arr = x.numpy().astype(np.int64)
+        t = torch.as_tensor(arr.astype(np.int64), device=self._device)
+        neg = t < 0
+        if bool(neg.any()):
+            i = _first_bad(neg)[0]
+            raise ValueError(f"symbols must be non-negative; row {i} of X holds {int(t[i])}")
+        n_sym = self._n_symbols()
+        if (
+            fitting
+            and self.n_features is None
+            and ("e" in self.init_params or not hasattr(self, "emissionprob_"))
+        ):
+            n_sym = int(t.max()) + 1
+        if n_sym is not None:
+            big = t >= n_sym
+            if bool(big.any()):
+                i = _first_bad(big)[0]
+                raise ValueError(
+                    f"row {i} of X holds symbol {int(t[i])} but the model emits symbols "
+                    f"0..{n_sym - 1} (n_features={n_sym})"
+                )
+        if fitting:
+            self.n_features_ = n_sym
+        return t
+
+    def _emission_params(self):
+        ep = self._tensor(self.emissionprob_)
+        k, n_sym = self.n_components, self._n_symbols()
+        if ep.shape != (k, n_sym):
+            raise ValueError(f"emissionprob_ must have shape ({k}, {n_sym}), got {tuple(ep.shape)}")
+        _check_distribution(ep, "emissionprob_")
+        return {"emissionprob": ep}
+
+    def _init_emissions(self, X, gen):
+        if not self._needs_init("e", "emissionprob_"):
+            return self._emission_params()
+        k, n_sym = self.n_components, self.n_features_
+        u = torch.rand(k, n_sym, generator=gen, dtype=torch.float64, device=gen.device)
+        return {"emissionprob": (u / u.sum(1, keepdim=True)).to(self._device, self._dtype)}
+
+    def _emission_log_likelihood(self, params, X):
+        return E.categorical_log_likelihood(X, params["emissionprob"])
+
+    def _emission_stats(self, params, X, gamma):
+        return E.categorical_stats(X, gamma, params["emissionprob"].shape[1])
+
+    def _emission_mstep(self, params, stats):
+        if "e" not in self.params:
+            return {}, []
+        ep, bad = E.categorical_mstep(stats, params["emissionprob"], self.emissionprob_prior)
+        return {"emissionprob": ep}, bad
+
+    def _set_emission_attributes(self, params):
+        self.emissionprob_ = params["emissionprob"].cpu().numpy()
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self.n_features_ = self.emissionprob_.shape[1]
+
+    def _emission_n_params(self):
+        return {"e": self.n_components * (self._n_symbols() - 1)}
+
+    def _sample_emissions(self, params, states, gen):
+        probs = params["emissionprob"].double().cpu()[states]
+        return torch.multinomial(probs, 1, generator=gen)
+
+
+@serializable
+class PoissonHMM(BaseHMM):
+    """Hidden Markov model with independent Poisson counts per feature.
+
+    hmmlearn's ``PoissonHMM``: ``lambdas_`` (k, d) with a Gamma(``lambdas_prior``,
+    ``lambdas_weight``) prior. Initial rates are drawn as hmmlearn's, from a gamma
+    distribution matching the mean and variance of the counts.
+    """
+
+    _emission_letters = "l"
+    _emission_attributes = ("lambdas_",)
+
+    def __init__(
+        self,
+        n_components=1,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        lambdas_prior=0.0,
+        lambdas_weight=0.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stl",
+        init_params="stl",
+        implementation="log",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.lambdas_prior = lambdas_prior
+        self.lambdas_weight = lambdas_weight
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+
+    def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
+        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
+        neg = X < 0
+        if bool(neg.any()):
+            i, j = _first_bad(neg)
+            raise ValueError(f"counts must be non-negative; X[{i}, {j}] = {X[i, j].item()}")
+        frac = X != torch.round(X)
+        if bool(frac.any()):
+            i, j = _first_bad(frac)
+            raise ValueError(
+                f"counts must be whole numbers; X[{i}, {j}] = {X[i, j].item()} is fractional"
+            )
+        if fitting:
+            self.n_features = X.shape[1]
+        elif X.shape[1] != self.n_features:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"
+            )
+        return X
+
+    def _emission_params(self):
+        lam = self._tensor(self.lambdas_)
+        k = self.n_components
+        if lam.dim() != 2 or lam.shape[0] != k or lam.shape[1] != self.n_features:
+            raise ValueError(
+                f"lambdas_ must have shape ({k}, {self.n_features}), got {tuple(lam.shape)}"
+            )
+        if bool((lam <= 0).any()) or not bool(torch.isfinite(lam).all()):
+            raise ValueError("lambdas_ must be positive and finite")
+        return {"lambdas": lam}
+
+    def _init_emissions(self, X, gen):
+        if not self._needs_init("l", "lambdas_"):
+            return self._emission_params()
+        mean, var = float(X.mean()), float(X.var()) if X.numel() > 1 else 0.0
+        k, d = self.n_components, X.shape[1]
+        if mean <= 0:
+            lam = np.full((k, d), 1e-3)
+        elif var <= 0:
+            lam = np.full((k, d), mean)
+        else:
+            lam = _numpy_rng(gen).gamma(mean**2 / var, var / mean, size=(k, d))
+        lam = np.maximum(lam, 1e-3 * max(mean, 1e-3))
+        return {"lambdas": self._tensor(lam)}
+
+    def _emission_log_likelihood(self, params, X):
+        return E.poisson_log_likelihood(X, params["lambdas"])
+
+    def _emission_stats(self, params, X, gamma):
+        return E.poisson_stats(X, gamma)
+
+    def _emission_mstep(self, params, stats):
+        if "l" not in self.params:
+            return {}, []
+        lam, bad = E.poisson_mstep(
+            stats, params["lambdas"], self.lambdas_prior, self.lambdas_weight
+        )
+        return {"lambdas": lam}, bad
+
+    def _set_emission_attributes(self, params):
+        self.lambdas_ = params["lambdas"].cpu().numpy()
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self.n_features = self.lambdas_.shape[1]
+
+    def _emission_n_params(self):
+        return {"l": self.n_components * self.n_features}
+
+    def _sample_emissions(self, params, states, gen):
+        rates = params["lambdas"].double().cpu()[states]
+        return torch.poisson(rates, generator=gen)

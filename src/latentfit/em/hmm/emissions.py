@@ -1,0 +1,354 @@
+"""Emission models of the hidden Markov models: pure functions on tensors.
+
+For every emission family: the per-step log-likelihoods ``log p(x_t | z_t = k)`` (t, k) that
+the inference kernels take, the expected sufficient statistics of one batch under the
+smoothed marginals ``γ`` (t, k) (a dict that adds up over batches), and the closed-form M-step
+with the conjugate priors and conventions of hmmlearn (Rabiner 1989, eqs. 40a-c and 52-54;
+MAP forms as in hmmlearn 0.3).
+
+A state whose expected count is (numerically) zero cannot be re-estimated: every M-step here
+keeps its previous emission parameters and reports it in ``unvisited`` (the models warn).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from latentfit.em.gaussian import log_gaussian_prob, precision_cholesky
+
+__all__ = [
+    "categorical_log_likelihood",
+    "categorical_mstep",
+    "categorical_stats",
+    "dirichlet_map",
+    "fill_covars",
+    "gaussian_log_likelihood",
+    "gaussian_mstep",
+    "gaussian_stats",
+    "gmm_log_likelihood",
+    "gmm_mstep",
+    "gmm_stats",
+    "poisson_log_likelihood",
+    "poisson_mstep",
+    "poisson_stats",
+]
+
+_ROWS = 1 << 16  # rows per block for (t, k·d) temporaries
+
+
+def _empty(count: torch.Tensor) -> torch.Tensor:
+    return count <= 10 * torch.finfo(count.dtype).eps
+
+
+def dirichlet_map(counts: torch.Tensor, prior, old: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """MAP of (rows of) a categorical distribution under a Dirichlet(``prior``) prior, as
+    hmmlearn: ``max(prior − 1 + counts, 0)`` normalised, entries that were 0 stay 0
+    (structural zeros, e.g. left-right models). A row with nothing to normalise keeps ``old``
+    and is reported (its index) in the returned list."""
+    new = torch.as_tensor(prior, dtype=counts.dtype, device=counts.device) - 1 + counts
+    new = new.clamp_min(0).masked_fill(old == 0, 0.0)
+    total = new.sum(-1, keepdim=True)
+    empty = (total <= 0).squeeze(-1)
+    new = torch.where(total > 0, new / torch.where(total > 0, total, 1.0), old)
+    bad = empty.nonzero().flatten().tolist() if empty.dim() else ([0] if bool(empty) else [])
+    return new, bad
+
+
+def fill_covars(covars: torch.Tensor, covariance_type: str, k: int, d: int) -> torch.Tensor:
+    """Full (k, d, d) matrices from the compact storage of each covariance type."""
+    if covariance_type == "full":
+        return covars
+    if covariance_type == "diag":
+        return torch.diag_embed(covars)
+    if covariance_type == "tied":
+        return covars.expand(k, d, d).clone()
+    eye = torch.eye(d, dtype=covars.dtype, device=covars.device)
+    return covars.reshape(-1, 1, 1) * eye
+
+
+# ---------------------------------------------------------------------------- Gaussian
+
+
+def gaussian_log_likelihood(X, means, covars, covariance_type: str) -> torch.Tensor:
+    """log N(x_t | μ_k, Σ_k): (t, d) → (t, k); ``covars`` in hmmlearn's compact storage
+    (spherical (k,), diag (k, d), full (k, d, d), tied (d, d)). Centred on the mean of the
+    means so that data far from the origin keeps its precision."""
+    c = means.mean(0)
+    return log_gaussian_prob(
+        X - c, means - c, precision_cholesky(covars, covariance_type), covariance_type
+    )
+
+
+def gaussian_stats(X, gamma, shift, covariance_type: str) -> dict[str, torch.Tensor]:
+    """``post`` (k,) = Σ γ, ``obs`` (k, d) = Σ γ (x − c), and the second moments about ``c``:
+    ``obs2`` (k, d) for spherical/diag, ``obsobs`` (k, d, d) for full, (d, d) for tied."""
+    t, d = X.shape
+    k = gamma.shape[1]
+    out = {"post": gamma.sum(0)}
+    obs = torch.zeros(k, d, dtype=X.dtype, device=X.device)
+    second = None
+    for i in range(0, t, _ROWS):
+        Xc = X[i : i + _ROWS] - shift  # (r, d)
+        g = gamma[i : i + _ROWS]  # (r, k)
+        obs += g.T @ Xc
+        if covariance_type in ("spherical", "diag"):
+            s = g.T @ (Xc * Xc)  # (k, d)
+        elif covariance_type == "full":
+            s = ((g.unsqueeze(2) * Xc.unsqueeze(1)).reshape(len(Xc), k * d).T @ Xc).view(k, d, d)
+        else:
+            s = Xc.T @ Xc  # (d, d): Σ_k γ = 1
+        second = s if second is None else second + s
+    out["obs"] = obs
+    out["obs2" if covariance_type in ("spherical", "diag") else "obsobs"] = second
+    return out
+
+
+def gaussian_mstep(
+    stats,
+    shift,
+    means,
+    covars,
+    covariance_type: str,
+    *,
+    means_prior,
+    means_weight,
+    covars_prior,
+    covars_weight,
+    update_means: bool,
+    update_covars: bool,
+):
+    """hmmlearn's GaussianHMM M-step (normal / inverse-gamma / inverse-Wishart priors) from
+    statistics about ``shift``. Returns (means, covars, unvisited states)."""
+    post, obs = stats["post"], stats["obs"]
+    k, d = obs.shape
+    dt, dev = obs.dtype, obs.device
+    mw = torch.as_tensor(means_weight, dtype=dt, device=dev)
+    mw = mw.reshape(k, 1) if mw.numel() == k and mw.numel() > 1 else mw
+    mu0 = torch.as_tensor(means_prior, dtype=dt, device=dev) - shift  # prior about the shift
+    denom = post.unsqueeze(1)  # (k, 1)
+    old_c = means - shift
+    empty = _empty(post)
+    if update_means:
+        m_den = mw + denom
+        new_c = (mw * mu0 + obs) / torch.where(m_den > 0, m_den, 1.0)
+        keep = _empty(m_den.expand(k, 1).squeeze(1))
+        new_c = torch.where(keep.unsqueeze(1), old_c, new_c)
+    else:
+        new_c = old_c
+    new_covars = covars
+    if update_covars:
+        cp = torch.as_tensor(covars_prior, dtype=dt, device=dev)
+        cw = torch.as_tensor(covars_weight, dtype=dt, device=dev)
+        diff = new_c - mu0  # (k, d)
+        if covariance_type in ("spherical", "diag"):
+            c_n = mw * diff**2 + stats["obs2"] - 2 * new_c * obs + new_c**2 * denom
+            c_d = (cw - 1).clamp_min(0) + denom
+            cov = (cp + c_n) / c_d.clamp_min(1e-5)  # (k, d)
+            if covariance_type == "spherical":
+                cov = cov.mean(1)
+        else:
+            outer = new_c.unsqueeze(2) * obs.unsqueeze(1)  # (k, d, d): μ (Σγx)ᵀ
+            mwk = mw.reshape(-1, 1, 1) if mw.dim() else mw
+            c_n = (
+                mwk * diff.unsqueeze(2) * diff.unsqueeze(1)
+                - outer
+                - outer.mT
+                + new_c.unsqueeze(2) * new_c.unsqueeze(1) * post.reshape(k, 1, 1)
+            )
+            cvw = (cw - d).clamp_min(0)
+            if covariance_type == "tied":
+                cov = (cp + c_n.sum(0) + stats["obsobs"]) / (cvw + post.sum())
+            else:
+                cov = (cp + c_n + stats["obsobs"]) / (cvw + post.reshape(k, 1, 1))
+        if covariance_type != "tied" and bool(empty.any()):
+            cov = torch.where(empty.reshape(-1, *([1] * (cov.dim() - 1))), covars, cov)
+        new_covars = cov
+    return new_c + shift, new_covars, empty.nonzero().flatten().tolist()
+
+
+# ---------------------------------------------------------------------------- GMM emissions
+
+
+def _mixture_log_prob(X, weights, means, covars, covariance_type):
+    """log w_km + log N(x | μ_km, Σ_km): (t, k, m)."""
+    k, m, d = means.shape
+    c = means.reshape(-1, d).mean(0)
+    parts = []
+    for s in range(k):
+        cov = covars[s]
+        ct = covariance_type
+        if ct == "tied":  # one matrix per state, shared by its mixture components
+            cov, ct = cov.expand(m, d, d), "full"
+        parts.append(log_gaussian_prob(X - c, means[s] - c, precision_cholesky(cov, ct), ct))
+    return torch.stack(parts, 1) + weights.log()  # (t, k, m)
+
+
+def gmm_log_likelihood(X, weights, means, covars, covariance_type) -> torch.Tensor:
+    """log Σ_m w_km N(x_t | μ_km, Σ_km): (t, k). Covars as hmmlearn's GMMHMM: spherical
+    (k, m), diag (k, m, d), full (k, m, d, d), tied (k, d, d)."""
+    return torch.logsumexp(_mixture_log_prob(X, weights, means, covars, covariance_type), 2)
+
+
+def gmm_stats(X, gamma, weights, means, covars, covariance_type) -> dict[str, torch.Tensor]:
+    """Statistics of the GMM-HMM about the current component means μ_km: ``n`` (k, m) = Σ γ r,
+    ``s1`` (k, m, d) = Σ γ r (x − μ_km), ``s2`` = Σ γ r (x − μ_km)(x − μ_km)ᵀ (per covariance
+    type: (k, m, d, d) full/tied, (k, m, d) diag/spherical), ``post`` (k,) = Σ γ."""
+    k, m, _d = means.shape
+    out: dict[str, torch.Tensor] = {}
+    for i in range(0, X.shape[0], _ROWS // max(1, k * m)):
+        x = X[i : i + _ROWS // max(1, k * m)]
+        lp = _mixture_log_prob(x, weights, means, covars, covariance_type)  # (r, k, m)
+        r = torch.softmax(lp, 2) * gamma[i : i + len(x)].unsqueeze(2)  # (r, k, m)
+        cen = x[:, None, None, :] - means  # (r, k, m, d)
+        part = {"n": r.sum(0), "s1": torch.einsum("rkm,rkmd->kmd", r, cen)}
+        if covariance_type in ("full", "tied"):
+            part["s2"] = torch.einsum("rkm,rkmd,rkme->kmde", r, cen, cen)
+        else:
+            part["s2"] = torch.einsum("rkm,rkmd->kmd", r, cen * cen)
+        out = part if not out else {key: out[key] + part[key] for key in out}
+    out["post"] = gamma.sum(0)
+    return out
+
+
+def gmm_priors(
+    covariance_type,
+    k,
+    m,
+    d,
+    weights_prior,
+    means_prior,
+    means_weight,
+    covars_prior,
+    covars_weight,
+    dtype,
+    device,
+):
+    """hmmlearn's GMMHMM prior defaults, broadcast to their full shapes (never stored)."""
+    if covars_prior is None:
+        covars_prior = {"full": 0.0, "tied": 0.0, "diag": -1.5, "spherical": -(m + 2.0) / 2.0}[
+            covariance_type
+        ]
+    if covars_weight is None:
+        covars_weight = {
+            "full": -(1.0 + d + 1.0),
+            "tied": -(m + d + 1.0),
+            "diag": 0.0,
+            "spherical": 0.0,
+        }[covariance_type]
+
+    def full(v, shape):
+        return torch.as_tensor(v, dtype=dtype, device=device).expand(shape).clone()
+
+    cp_shape = {"full": (k, m, d, d), "tied": (k, d, d), "diag": (k, m, d), "spherical": (k, m)}[
+        covariance_type
+    ]
+    cw_shape = {"full": (k, m), "tied": (k,), "diag": (k, m, d), "spherical": (k, m)}
+    return (
+        full(weights_prior, (k, m)),
+        full(means_prior, (k, m, d)),
+        full(means_weight, (k, m)),
+        full(covars_prior, cp_shape),
+        full(covars_weight, cw_shape[covariance_type]),
+    )
+
+
+def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: str):
+    """hmmlearn's GMMHMM M-step, with the scatter taken about the *new* means (exact EM).
+    ``update`` holds the letters w, m, c. Returns (weights, means, covars, unvisited)."""
+    alpha, mu0, lam, psi, nu = priors
+    n, s1, post = stats["n"], stats["s1"], stats["post"]
+    _k, m, d = means.shape
+    empty = _empty(post)
+    if "w" in update:
+        num = n + alpha - 1
+        den = (post + (alpha - 1).sum(1)).unsqueeze(1)
+        new_w = num / torch.where(den > 0, den, 1.0)
+        ok = (den > 0).squeeze(1) & (num >= 0).all(1)
+        weights = torch.where(ok.unsqueeze(1), new_w, weights)
+    delta = torch.zeros_like(means)
+    if "m" in update:
+        m_d = n + lam  # (k, m)
+        target = lam.unsqueeze(2) * mu0 + n.unsqueeze(2) * means + s1
+        new_means = target / torch.where(m_d > 0, m_d, 1.0).unsqueeze(2)
+        new_means = torch.where((m_d > 0).unsqueeze(2), new_means, means)
+        delta = new_means - means
+        means = new_means
+    if "c" in update:
+        s2 = stats["s2"]
+        cm = means - mu0
+        if covariance_type in ("full", "tied"):
+            sc = (
+                s2
+                - s1.unsqueeze(3) * delta.unsqueeze(2)
+                - delta.unsqueeze(3) * s1.unsqueeze(2)
+                + n[..., None, None] * delta.unsqueeze(3) * delta.unsqueeze(2)
+            )
+            dots = lam[..., None, None] * cm.unsqueeze(3) * cm.unsqueeze(2)
+            if covariance_type == "full":
+                c_n = psi.mT + dots + sc
+                c_d = (n + 1 + nu + d + 1)[..., None, None]
+            else:
+                c_n = psi.mT + dots.sum(1) + sc.sum(1)
+                c_d = (post + m + nu + d + 1)[:, None, None]
+        else:
+            sc = s2 - 2 * s1 * delta + n.unsqueeze(2) * delta**2  # (k, m, d)
+            if covariance_type == "diag":
+                c_n = lam.unsqueeze(2) * cm**2 + 2 * nu + sc
+                c_d = n.unsqueeze(2) + 1 + 2 * (psi + 1)
+            else:
+                c_n = lam * (cm**2).sum(2) + 2 * nu + sc.sum(2)
+                c_d = d * (n + 1) + 2 * (psi + 1)
+        new = c_n / c_d
+        keep = empty.reshape(-1, *([1] * (new.dim() - 1)))
+        covars = torch.where(keep, covars, new)
+    return weights, means, covars, empty.nonzero().flatten().tolist()
+
+
+# ---------------------------------------------------------------------------- categorical
+
+
+def categorical_log_likelihood(X, emissionprob) -> torch.Tensor:
+    """log B[k, x_t]: symbols (t,) int64 → (t, k)."""
+    return emissionprob.log().T[X]
+
+
+def categorical_stats(X, gamma, n_symbols: int) -> dict[str, torch.Tensor]:
+    """``obs`` (k, n_symbols) = Σ_t γ_t 1[x_t = symbol]."""
+    out = torch.zeros(n_symbols, gamma.shape[1], dtype=gamma.dtype, device=gamma.device)
+    return {"obs": out.index_add_(0, X, gamma).T.contiguous()}
+
+
+def categorical_mstep(stats, emissionprob, prior):
+    new, bad = dirichlet_map(stats["obs"], prior, torch.ones_like(emissionprob))
+    if bad:
+        new[bad] = emissionprob[bad]
+    return new, bad
+
+
+# ---------------------------------------------------------------------------- Poisson
+
+
+def poisson_log_likelihood(X, lambdas) -> torch.Tensor:
+    """Σ_d log Poisson(x_td | λ_kd): (t, d) → (t, k)."""
+    lgam = torch.lgamma(X + 1).sum(1, keepdim=True)  # (t, 1)
+    return X @ lambdas.log().T - lambdas.sum(1) - lgam
+
+
+def poisson_stats(X, gamma) -> dict[str, torch.Tensor]:
+    return {"post": gamma.sum(0), "obs": gamma.T @ X}
+
+
+def poisson_mstep(stats, lambdas, prior, weight):
+    """Gamma(``prior``, ``weight``)-posterior mean per state, ``(a + Σ γ x) / (b + Σ γ)``.
+
+    hmmlearn 0.3 writes the total count of all states in place of the state's own ``Σ γ``;
+    the two agree without a prior. A state without data keeps its rates; rates are floored
+    at the smallest normal number so that ``0 · log λ`` stays 0."""
+    post, obs = stats["post"], stats["obs"]
+    dt, dev = obs.dtype, obs.device
+    den = torch.as_tensor(weight, dtype=dt, device=dev) + post  # (k,)
+    num = torch.as_tensor(prior, dtype=dt, device=dev) + obs  # (k, d)
+    empty = _empty(post)
+    new = num / torch.where(den > 0, den, 1.0).unsqueeze(1)
+    new = torch.where(empty.unsqueeze(1), lambdas, new).clamp_min(torch.finfo(dt).tiny)
+    return new, empty.nonzero().flatten().tolist()

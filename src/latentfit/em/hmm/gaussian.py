@@ -1,0 +1,418 @@
+"""Hidden Markov models with Gaussian and Gaussian-mixture emissions (hmmlearn's interface)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentfit._validation import as_float_tensor
+from latentfit.em.gaussian import COVARIANCE_TYPES
+from latentfit.em.hmm import emissions as E
+from latentfit.em.hmm.base import BaseHMM
+from latentfit.em.kmeans import kmeans
+from latentfit.io import serializable
+
+__all__ = ["GMMHMM", "GaussianHMM"]
+
+
+def _check_covariance_type(covariance_type):
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}"
+        )
+
+
+def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
+    d = X.shape[1]
+    eye = torch.eye(d, dtype=X.dtype, device=X.device)
+    cv = torch.cov(X.T).reshape(d, d) if X.shape[0] > 1 else torch.zeros_like(eye)
+    return torch.nan_to_num(cv) + min_covar * eye
+
+
+class _ContinuousHMM(BaseHMM):
+    def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
+        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
+        if fitting:
+            if X.shape[0] < self.n_components:
+                raise ValueError(
+                    f"X has {X.shape[0]} rows, fewer than n_components={self.n_components}"
+                )
+            self.n_features = X.shape[1]
+        elif X.shape[1] != self.n_features:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"
+            )
+        return X
+
+
+@serializable
+class GaussianHMM(_ContinuousHMM):
+    """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch (Rabiner 1989).
+
+    Parameters and attributes are hmmlearn's ``GaussianHMM``: ``covars_`` reads as full
+    (k, d, d) matrices and is stored compactly by ``covariance_type`` (spherical (k,), diag
+    (k, d), full (k, d, d), tied (d, d)); priors ``means_prior``/``means_weight`` (normal) and
+    ``covars_prior``/``covars_weight`` (inverse gamma / inverse Wishart) give MAP-EM with
+    hmmlearn's update formulas. In addition: ``n_init`` restarts, ``device``, ``dtype``, and the
+    fitted ``lower_bounds_`` (log-likelihood at every iteration), ``converged_``, ``n_iter_``.
+
+    Initialisation (letters in ``init_params``): startprob uniform, transmat rows
+    Dirichlet(1), means by k-means, covariances from the data covariance plus ``min_covar``.
+    """
+
+    _emission_letters = "mc"
+    _emission_attributes = ("means_", "_covars_")
+
+    def __init__(
+        self,
+        n_components=1,
+        covariance_type="diag",
+        min_covar=1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        means_prior=0,
+        means_weight=0,
+        covars_prior=1e-2,
+        covars_weight=1,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stmc",
+        init_params="stmc",
+        implementation="log",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.min_covar = min_covar
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def covars_(self):
+        """Covariance matrices (k, d, d), whatever the covariance type."""
+        c = torch.as_tensor(self._covars_)
+        return E.fill_covars(c, self.covariance_type, self.n_components, self.n_features).numpy()
+
+    @covars_.setter
+    def covars_(self, covars):
+        covars = np.array(covars, dtype=float, copy=True)
+        k = self.n_components
+        if self.covariance_type == "spherical" and covars.ndim == 2 and covars.shape[0] == k:
+            covars = covars.mean(1)  # hmmlearn also stores spherical variances tiled (k, d)
+        self._covars_ = covars
+
+    def _check_settings(self):
+        super()._check_settings()
+        _check_covariance_type(self.covariance_type)
+
+    def _emission_params(self):
+        _check_covariance_type(self.covariance_type)
+        means, covars = self._tensor(self.means_), self._tensor(self._covars_)
+        k, d = self.n_components, means.shape[-1]
+        shape = {"spherical": (k,), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}
+        if means.shape != (k, d):
+            raise ValueError(f"means_ must have shape ({k}, n_features), got {tuple(means.shape)}")
+        if covars.shape != shape[self.covariance_type]:
+            raise ValueError(
+                f"{self.covariance_type!r} covars must have shape "
+                f"{shape[self.covariance_type]}, got {tuple(covars.shape)}"
+            )
+        return {"means": means, "covars": covars}
+
+    def _init_emissions(self, X, gen):
+        k, ct = self.n_components, self.covariance_type
+        out = {}
+        if self._needs_init("m", "means_"):
+            w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+            out["means"], _ = kmeans(X, k, w, gen)
+        else:
+            out["means"] = self._emission_params()["means"]
+        if self._needs_init("c", "covars_"):
+            cv = _data_cov(X, self.min_covar)
+            out["covars"] = {
+                "spherical": cv.diagonal().mean().expand(k),
+                "diag": cv.diagonal().expand(k, -1),
+                "full": cv.expand(k, -1, -1),
+                "tied": cv,
+            }[ct].clone()
+        else:
+            out["covars"] = self._emission_params()["covars"]
+        return out
+
+    def _needs_init(self, letter, name):
+        if name == "covars_":
+            return letter in self.init_params or not hasattr(self, "_covars_")
+        return super()._needs_init(letter, name)
+
+    def _emission_log_likelihood(self, params, X):
+        return E.gaussian_log_likelihood(X, params["means"], params["covars"], self.covariance_type)
+
+    def _emission_stats(self, params, X, gamma):
+        return E.gaussian_stats(X, gamma, params["means"].mean(0), self.covariance_type)
+
+    def _emission_mstep(self, params, stats):
+        dt = params["means"].dtype
+        st = {k: v.double() for k, v in stats.items()}
+        means, covars, empty = E.gaussian_mstep(
+            st,
+            params["means"].double().mean(0),
+            params["means"].double(),
+            params["covars"].double(),
+            self.covariance_type,
+            means_prior=self.means_prior,
+            means_weight=self.means_weight,
+            covars_prior=self.covars_prior,
+            covars_weight=self.covars_weight,
+            update_means="m" in self.params,
+            update_covars="c" in self.params,
+        )
+        return {"means": means.to(dt), "covars": covars.to(dt)}, empty
+
+    def _set_emission_attributes(self, params):
+        self.means_ = params["means"].cpu().numpy()
+        self._covars_ = params["covars"].cpu().numpy()
+        self.n_features = self.means_.shape[1]
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self.n_features = self.means_.shape[1]
+
+    def _emission_n_params(self):
+        k, d = self.n_components, self.n_features
+        cov = {
+            "spherical": k,
+            "diag": k * d,
+            "full": k * d * (d + 1) // 2,
+            "tied": d * (d + 1) // 2,
+        }[self.covariance_type]
+        return {"m": k * d, "c": cov}
+
+    def _sample_emissions(self, params, states, gen):
+        means = params["means"].double().cpu()
+        full = E.fill_covars(
+            params["covars"].double().cpu(), self.covariance_type, self.n_components, means.shape[1]
+        )
+        L = torch.linalg.cholesky(full)  # (k, d, d)
+        z = torch.randn(len(states), means.shape[1], generator=gen, dtype=torch.float64)
+        return means[states] + (L[states] @ z.unsqueeze(2)).squeeze(2)
+
+
+@serializable
+class GMMHMM(_ContinuousHMM):
+    """Hidden Markov model whose emissions are Gaussian mixtures of ``n_mix`` components.
+
+    hmmlearn's ``GMMHMM`` interface: ``weights_`` (k, n_mix), ``means_`` (k, n_mix, d),
+    ``covars_`` (spherical (k, n_mix), diag (k, n_mix, d), full (k, n_mix, d, d), tied
+    (k, d, d)), and its priors with their type-dependent defaults (the constructor arguments
+    are left as given; the defaults are filled in at fit time). The covariance update takes
+    the scatter about the *new* means (the exact M-step; hmmlearn uses the previous means).
+    """
+
+    _emission_letters = "mcw"
+    _emission_attributes = ("weights_", "means_", "covars_")
+
+    def __init__(
+        self,
+        n_components=1,
+        n_mix=1,
+        min_covar=1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        weights_prior=1.0,
+        means_prior=0.0,
+        means_weight=0.0,
+        covars_prior=None,
+        covars_weight=None,
+        algorithm="viterbi",
+        covariance_type="diag",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stmcw",
+        init_params="stmcw",
+        implementation="log",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.n_mix = n_mix
+        self.min_covar = min_covar
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.weights_prior = weights_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.algorithm = algorithm
+        self.covariance_type = covariance_type
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+
+    def _check_settings(self):
+        super()._check_settings()
+        _check_covariance_type(self.covariance_type)
+        if not isinstance(self.n_mix, int | np.integer) or self.n_mix < 1:
+            raise ValueError(f"n_mix must be a positive integer, got {self.n_mix!r}")
+
+    def _shapes(self, d):
+        k, m = self.n_components, self.n_mix
+        cov = {"spherical": (k, m), "diag": (k, m, d), "full": (k, m, d, d), "tied": (k, d, d)}[
+            self.covariance_type
+        ]
+        return {"weights": (k, m), "means": (k, m, d), "covars": cov}
+
+    def _emission_params(self):
+        out = {
+            "weights": self._tensor(self.weights_),
+            "means": self._tensor(self.means_),
+            "covars": self._tensor(self.covars_),
+        }
+        for name, shape in self._shapes(out["means"].shape[-1]).items():
+            if out[name].shape != shape:
+                raise ValueError(f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}")
+        from latentfit.em.hmm.base import _check_distribution
+
+        _check_distribution(out["weights"], "weights_")
+        return out
+
+    def _init_emissions(self, X, gen):
+        k, m, d = self.n_components, self.n_mix, X.shape[1]
+        ones = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+        cv = _data_cov(X, self.min_covar)
+        out = {}
+        if self._needs_init("m", "means_"):
+            centers, labels = kmeans(X, k, ones, gen)
+            means = []
+            chol = torch.linalg.cholesky(cv)
+            for s in range(k):
+                Xs = X[labels == s]
+                if Xs.shape[0] >= m:
+                    means.append(kmeans(Xs, m, ones[: Xs.shape[0]], gen)[0])
+                else:  # too few points: spread the mixture around the centroid
+                    z = torch.randn(m, d, generator=gen, dtype=torch.float64, device=gen.device)
+                    means.append(centers.mean(0) + z.to(X) @ chol.T)
+            out["means"] = torch.stack(means)
+        else:
+            out["means"] = self._tensor(self.means_)
+        if self._needs_init("w", "weights_"):
+            out["weights"] = torch.full((k, m), 1.0 / m, dtype=X.dtype, device=X.device)
+        else:
+            out["weights"] = self._tensor(self.weights_)
+        if self._needs_init("c", "covars_"):
+            out["covars"] = {
+                "spherical": cv.diagonal().mean().expand(k, m),
+                "diag": cv.diagonal().expand(k, m, d),
+                "full": cv.expand(k, m, d, d),
+                "tied": cv.expand(k, d, d),
+            }[self.covariance_type].clone()
+        else:
+            out["covars"] = self._tensor(self.covars_)
+        return out
+
+    def _emission_log_likelihood(self, params, X):
+        return E.gmm_log_likelihood(
+            X, params["weights"], params["means"], params["covars"], self.covariance_type
+        )
+
+    def _emission_stats(self, params, X, gamma):
+        return E.gmm_stats(
+            X, gamma, params["weights"], params["means"], params["covars"], self.covariance_type
+        )
+
+    def _emission_mstep(self, params, stats):
+        k, m, d = params["means"].shape
+        dt = params["means"].dtype
+        priors = E.gmm_priors(
+            self.covariance_type,
+            k,
+            m,
+            d,
+            self.weights_prior,
+            self.means_prior,
+            self.means_weight,
+            self.covars_prior,
+            self.covars_weight,
+            torch.float64,
+            params["means"].device,
+        )
+        st = {key: v.double() for key, v in stats.items()}
+        w, mu, cov, empty = E.gmm_mstep(
+            st,
+            params["weights"].double(),
+            params["means"].double(),
+            params["covars"].double(),
+            self.covariance_type,
+            priors,
+            "".join(c for c in "wmc" if c in self.params),
+        )
+        return {"weights": w.to(dt), "means": mu.to(dt), "covars": cov.to(dt)}, empty
+
+    def _set_emission_attributes(self, params):
+        self.weights_ = params["weights"].cpu().numpy()
+        self.means_ = params["means"].cpu().numpy()
+        self.covars_ = params["covars"].cpu().numpy()
+        self.n_features = self.means_.shape[2]
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self.n_features = self.means_.shape[2]
+
+    def _emission_n_params(self):
+        k, m, d = self.n_components, self.n_mix, self.n_features
+        cov = {
+            "spherical": k * m,
+            "diag": k * m * d,
+            "full": k * m * d * (d + 1) // 2,
+            "tied": k * d * (d + 1) // 2,
+        }[self.covariance_type]
+        return {"m": k * m * d, "c": cov, "w": k * (m - 1)}
+
+    def _sample_emissions(self, params, states, gen):
+        w = params["weights"].double().cpu()
+        means = params["means"].double().cpu()
+        k, m, d = means.shape
+        comp = torch.multinomial(w[states], 1, generator=gen).squeeze(1)  # (n,)
+        cov = params["covars"].double().cpu()
+        ct = self.covariance_type
+        if ct == "tied":
+            full = cov.unsqueeze(1).expand(k, m, d, d)
+        elif ct == "full":
+            full = cov
+        elif ct == "diag":
+            full = torch.diag_embed(cov)
+        else:
+            full = cov[..., None, None] * torch.eye(d, dtype=torch.float64)
+        L = torch.linalg.cholesky(full[states, comp])  # (n, d, d)
+        z = torch.randn(len(states), d, generator=gen, dtype=torch.float64)
+        return means[states, comp] + (L @ z.unsqueeze(2)).squeeze(2)

@@ -1,0 +1,615 @@
+"""Inference kernels for hidden Markov models: pure functions on tensors.
+
+Every kernel takes the per-step emission log-likelihoods ``log_likelihoods`` (t, k), the start
+probabilities ``startprob`` (k,), the transition matrix ``transmat`` (k, k) and the sequence
+lengths, so every emission model shares them. Several sequences are laid end to end in one
+stream: at the first step of a sequence the transition matrix is replaced by the "restart"
+matrix ``1 πᵀ`` (every row the start distribution). The stream is then one chain with
+time-varying transitions whose likelihood is the product of the sequences' likelihoods, so a
+batch of sequences of any lengths runs through the same code as one long sequence.
+
+Two versions of each recursion live side by side with the same signature:
+
+* ``forward_filter`` / ``backward_pass`` / ``viterbi``: the textbook sequential recursions
+  (Rabiner 1989, eqs. 19-25 and 30-35) with per-step scaling, one Python step per time step:
+  the reference implementation.
+* ``parallel_forward_filter`` / ``parallel_backward_pass`` / ``parallel_viterbi``: the stream
+  is cut into ``b`` chunks of ``l`` steps that are processed as a batch, so each of the ``l``
+  Python steps is one ``(b, k) @ (k, k)`` product. The chunks are tied together exactly by a
+  two-level scan (Särkkä & García-Fernández 2021, "Temporal parallelization of Bayesian
+  smoothers", in its blocked form): first the (scaled) transfer matrix of every chunk
+  ``M_b = Π_t A_t diag(e_t)`` is accumulated for all chunks at once, then a short scan over
+  the ``b`` chunk matrices gives the exact message entering each chunk, then each chunk is
+  filtered from its exact entering message. Viterbi uses max-plus products; see
+  :func:`parallel_viterbi` for how its chunk boundaries are made exact.
+
+Scaling: emissions enter as ``e_t = exp(ℓ_t − max_k ℓ_t)`` and every message is normalised at
+every step, keeping the log normalisers, so nothing underflows on sequences of any length.
+
+The smoothed marginals and the summed two-slice statistics are elementwise / matrix-product
+functions of the forward and backward messages (:func:`smoothed_marginals`,
+:func:`two_slice_counts`); :func:`posterior` chains the whole E-step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "HMMBackward",
+    "HMMFiltered",
+    "HMMPosterior",
+    "HMMViterbi",
+    "backward_pass",
+    "chunk_length",
+    "forward_filter",
+    "parallel_backward_pass",
+    "parallel_forward_filter",
+    "parallel_viterbi",
+    "posterior",
+    "sequence_starts",
+    "smoothed_marginals",
+    "two_slice_counts",
+    "viterbi",
+]
+
+
+class HMMFiltered(NamedTuple):
+    """Output of the forward filter."""
+
+    log_likelihood: torch.Tensor  # () total log p(x) over all sequences
+    sequence_log_likelihoods: torch.Tensor  # (n_sequences,)
+    filtered: torch.Tensor  # (t, k) p(z_t | x_1..x_t) within each sequence
+    log_normalizers: torch.Tensor  # (t,) log p(x_t | x_1..x_{t-1})
+
+
+class HMMBackward(NamedTuple):
+    """Output of the backward pass: β_t ∝ p(x_{t+1}..x_T | z_t), each row scaled to sum 1."""
+
+    backward: torch.Tensor  # (t, k)
+
+
+class HMMPosterior(NamedTuple):
+    """The E-step of Baum-Welch."""
+
+    log_likelihood: torch.Tensor  # ()
+    sequence_log_likelihoods: torch.Tensor  # (n_sequences,)
+    posteriors: torch.Tensor  # (t, k) p(z_t | x) (smoothed marginals)
+    transition_counts: torch.Tensor  # (k, k) Σ_t p(z_{t-1}=i, z_t=j | x), within sequences
+    start_counts: torch.Tensor  # (k,) Σ_sequences p(z_first = i | x)
+
+
+class HMMViterbi(NamedTuple):
+    """Most probable state path and its joint log-probability log p(x, z*)."""
+
+    log_prob: torch.Tensor  # ()
+    sequence_log_probs: torch.Tensor  # (n_sequences,)
+    path: torch.Tensor  # (t,) int64
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def sequence_starts(lengths, n_steps: int, device=None) -> torch.Tensor:
+    """Boolean (t,) marking the first step of every sequence (``lengths`` sum to ``n_steps``)."""
+    starts = torch.zeros(n_steps, dtype=torch.bool, device=device)
+    if lengths is None:
+        starts[0] = True
+        return starts
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    starts[offsets.to(device)] = True
+    return starts
+
+
+def _segment_ids(starts: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(starts.to(torch.int64), 0) - 1  # (t,) sequence index of every step
+
+
+def _segment_sum(values: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    ids = _segment_ids(starts)
+    n_seq = int(starts.sum())
+    out = torch.zeros(n_seq, dtype=values.dtype, device=values.device)
+    return out.index_add_(0, ids, values)
+
+
+def _scaled_emissions(log_likelihoods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``e_t = exp(ℓ_t − m_t)`` (t, k) in (0, 1] and the shifts ``m_t = max_k ℓ_t`` (t,)."""
+    shift = log_likelihoods.amax(1)  # (t,)
+    finite = torch.isfinite(shift)
+    shift = torch.where(finite, shift, torch.zeros_like(shift))
+    e = (log_likelihoods - shift.unsqueeze(1)).exp()  # (t, k)
+    return e, torch.where(finite, shift, torch.full_like(shift, -math.inf))
+
+
+def _safe_log_normalize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ``x`` divided by their sums; a zero row stays zero (its log-sum is -inf)."""
+    s = x.sum(-1, keepdim=True)
+    out = x / torch.where(s > 0, s, torch.ones_like(s))
+    return out, s.squeeze(-1).log()
+
+
+def chunk_length(n_steps: int, n_states: int) -> int:
+    """Steps per chunk for the parallel kernels: about √(t · c) so that the ``l`` batched
+    steps and the ``b`` boundary steps cost about the same; one chunk for short streams."""
+    if n_steps <= 2048:
+        return max(1, n_steps)
+    return int(min(n_steps, max(256, math.sqrt(n_steps * 1.0))))
+
+
+def _chunked(x: torch.Tensor, starts: torch.Tensor, length: int, fill: float):
+    """Pad the stream to ``b · l`` steps (padding steps are restarts with a flat emission) and
+    reshape to (b, l, ...)."""
+    t = x.shape[0]
+    b = -(-t // length)
+    pad = b * length - t
+    if pad:
+        x = torch.cat([x, x.new_full((pad, *x.shape[1:]), fill)])
+        starts = torch.cat([starts, starts.new_ones(pad)])
+    return x.view(b, length, *x.shape[1:]), starts.view(b, length), b
+
+
+def _restart_steps(starts_bl: torch.Tensor) -> dict[int, torch.Tensor]:
+    """For every step index l within a chunk, the chunks (b,) whose step l starts a sequence."""
+    idx = starts_bl.nonzero()  # (m, 2)
+    if len(idx) == 0:
+        return {}
+    idx = idx.cpu()
+    order = torch.argsort(idx[:, 1], stable=True)
+    idx = idx[order]
+    steps, counts = torch.unique_consecutive(idx[:, 1], return_counts=True)
+    device = starts_bl.device
+    out: dict[int, torch.Tensor] = {}
+    for step, group in zip(steps.tolist(), torch.split(idx[:, 0], counts.tolist()), strict=True):
+        out[step] = group.to(device)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# forward filter
+
+
+def forward_filter(log_likelihoods, startprob, transmat, lengths=None) -> HMMFiltered:
+    """Scaled forward recursion (Rabiner 1989, eqs. 19-21 with the scaling of §V.A).
+
+    ``α_t ∝ (α_{t-1} A) ⊙ p(x_t | z_t)``, normalised at every step; the log normalisers add up
+    to log p(x). Sequential reference implementation: one step at a time.
+    """
+    t, _k = log_likelihoods.shape
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    e, shift = _scaled_emissions(log_likelihoods)
+    filtered = torch.empty_like(e)  # (t, k)
+    log_c = torch.empty(t, dtype=e.dtype, device=e.device)
+    starts_cpu = starts.cpu().tolist()
+    alpha = startprob
+    for i in range(t):
+        pred = startprob if starts_cpu[i] else alpha @ transmat  # (k,)
+        alpha, log_c[i] = _safe_log_normalize(pred * e[i])
+        filtered[i] = alpha
+    log_norm = log_c + shift
+    seq = _segment_sum(log_norm, starts)
+    return HMMFiltered(seq.sum(), seq, filtered, log_norm)
+
+
+def _hilbert_coalesced(P: torch.Tensor) -> bool:
+    """Have the rows of every chunk's P (b, k, k) become equal up to a common factor, to
+    1e-13 in every entry (Hilbert's projective metric, Birkhoff 1957)? Then the chunk forgets
+    where it started and the rest of it can be run on one vector."""
+    ref = P[:, :1, :]  # (b, 1, k)
+    both_zero = (P == 0) & (ref == 0)
+    one_zero = (P == 0) ^ (ref == 0)
+    if bool(one_zero.any()):
+        return False
+    ratio = torch.where(both_zero, torch.ones_like(P), P / torch.where(both_zero, 1.0, ref))
+    ratio = ratio.log()
+    spread = ratio.amax(-1) - ratio.amin(-1)  # (b, k)
+    return bool((spread <= 1e-13).all())
+
+
+def _chunk_transfer(e_bl, transmat, startprob, restarts, check_every: int = 8):
+    """Scaled transfer matrices of every chunk: ``M_b = diag(exp(r_b)) P_b`` where row i of
+    ``P_b`` (b, k, k) is the normalised forward message after the chunk started in state i.
+
+    Costs ``k³`` per step only until the rows coalesce (the chain forgets its start, checked
+    exactly in Hilbert's metric); from then on one message per chunk is carried (``k²``)."""
+    b, length, k = e_bl.shape
+    tiny = torch.finfo(e_bl.dtype).tiny
+    P = torch.eye(k, dtype=e_bl.dtype, device=e_bl.device).repeat(b, 1, 1)  # (b, k, k)
+    log_r = torch.zeros(b, k, dtype=e_bl.dtype, device=e_bl.device)  # (b, k)
+    i = 0
+    while i < length:
+        rows = P.sum(-1, keepdim=True) if i in restarts else None
+        P = (P.view(b * k, k) @ transmat).view(b, k, k)
+        if rows is not None:
+            idx = restarts[i]
+            P[idx] = rows[idx] * startprob
+        P.mul_(e_bl[:, i].unsqueeze(1))
+        s = P.sum(-1)  # (b, k)
+        log_r += s.log()
+        P.div_(s.clamp_min_(tiny).unsqueeze(-1))
+        i += 1
+        if i % check_every == 0 and i < length and _hilbert_coalesced(P):
+            break
+    if i < length:  # every row is the same message: carry one vector per chunk
+        v = P[:, 0, :].contiguous()  # (b, k)
+        for j in range(i, length):
+            v = v @ transmat
+            if j in restarts:
+                v[restarts[j]] = startprob
+            v.mul_(e_bl[:, j])
+            s = v.sum(-1, keepdim=True)  # (b, 1)
+            log_r += s.log()
+            v.div_(s.clamp_min_(tiny))
+        P = v.unsqueeze(1).expand(b, k, k)
+    return P, log_r
+
+
+def _entering_forward(P, log_r, k):
+    """Forward message entering every chunk, by a scan over the chunk transfer matrices."""
+    b = P.shape[0]
+    v = torch.full((k,), 1.0 / k, dtype=P.dtype, device=P.device)
+    out = torch.empty(b, k, dtype=P.dtype, device=P.device)
+    for j in range(b):
+        out[j] = v
+        u = v.log() + log_r[j]
+        w = (u - u.max()).exp()
+        v, _ = _safe_log_normalize(w @ P[j])
+    return out
+
+
+def _entering_backward(P, log_r, k):
+    """Backward message leaving every chunk (β at its last step), scanning from the end."""
+    b = P.shape[0]
+    v = torch.full((k,), 1.0 / k, dtype=P.dtype, device=P.device)
+    out = torch.empty(b, k, dtype=P.dtype, device=P.device)
+    for j in range(b - 1, -1, -1):
+        out[j] = v
+        u = (P[j] @ v).log() + log_r[j]
+        v, _ = _safe_log_normalize((u - u.max()).exp())
+    return out
+
+
+def parallel_forward_filter(
+    log_likelihoods, startprob, transmat, lengths=None, *, chunk: int | None = None
+) -> HMMFiltered:
+    """The forward filter of :func:`forward_filter`, computed over chunks in parallel.
+
+    Same result (to rounding) in ``O(l + b)`` Python steps instead of ``O(t)``.
+    """
+    t, k = log_likelihoods.shape
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    e, shift = _scaled_emissions(log_likelihoods)
+    length = chunk or chunk_length(t, k)
+    e_bl, starts_bl, b = _chunked(e, starts, length, 1.0)
+    restarts = _restart_steps(starts_bl)
+    if b > 1:
+        P, log_r = _chunk_transfer(e_bl, transmat, startprob, restarts)
+        alpha0 = _entering_forward(P, log_r, k)  # (b, k)
+    else:
+        alpha0 = startprob.unsqueeze(0).clone()
+    filtered, log_c = _filter_from(e_bl, startprob, transmat, restarts, alpha0, length)
+    log_norm = log_c.reshape(-1)[:t] + shift
+    seq = _segment_sum(log_norm, starts)
+    return HMMFiltered(seq.sum(), seq, filtered.reshape(-1, k)[:t], log_norm)
+
+
+# ---------------------------------------------------------------------------------------------
+# backward pass
+
+
+def backward_pass(log_likelihoods, startprob, transmat, lengths=None) -> HMMBackward:
+    """Scaled backward recursion (Rabiner 1989, eqs. 23-25): ``β_{t-1} ∝ A (e_t ⊙ β_t)``,
+    ``β_T = 1``; rows normalised to sum 1. Sequential reference implementation."""
+    t, k = log_likelihoods.shape
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    e, _ = _scaled_emissions(log_likelihoods)
+    out = torch.empty_like(e)
+    starts_cpu = starts.cpu().tolist()
+    beta = torch.full((k,), 1.0 / k, dtype=e.dtype, device=e.device)
+    for i in range(t - 1, -1, -1):
+        out[i] = beta
+        if starts_cpu[i]:  # the previous step ends another sequence
+            beta = torch.full_like(beta, 1.0 / k)
+        else:
+            beta, _ = _safe_log_normalize(transmat @ (e[i] * beta))
+    return HMMBackward(out)
+
+
+def parallel_backward_pass(
+    log_likelihoods, startprob, transmat, lengths=None, *, chunk: int | None = None
+) -> HMMBackward:
+    """The backward pass of :func:`backward_pass`, computed over chunks in parallel."""
+    t, k = log_likelihoods.shape
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    e, _ = _scaled_emissions(log_likelihoods)
+    length = chunk or chunk_length(t, k)
+    e_bl, starts_bl, b = _chunked(e, starts, length, 1.0)
+    restarts = _restart_steps(starts_bl)
+    if b > 1:
+        P, log_r = _chunk_transfer(e_bl, transmat, startprob, restarts)
+        beta = _entering_backward(P, log_r, k)
+    else:
+        beta = None
+    out = _backward_chunks(e_bl, transmat, restarts, beta, b, length, k)
+    return HMMBackward(out.reshape(-1, k)[:t])
+
+
+def _backward_chunks(e_bl, transmat, restarts, beta, b, length, k):
+    if beta is None:
+        beta = torch.full((b, k), 1.0 / k, dtype=e_bl.dtype, device=e_bl.device)
+    out = torch.empty_like(e_bl)  # (b, l, k)
+    flat = torch.full((k,), 1.0 / k, dtype=e_bl.dtype, device=e_bl.device)
+    for i in range(length - 1, -1, -1):
+        out[:, i] = beta
+        nxt = (e_bl[:, i] * beta) @ transmat.T  # (b, k)
+        if i in restarts:
+            nxt[restarts[i]] = flat
+        beta, _ = _safe_log_normalize(nxt)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# smoothing and two-slice statistics
+
+
+def smoothed_marginals(filtered: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """``γ_t = p(z_t | x) ∝ α_t ⊙ β_t`` (Rabiner 1989, eq. 27): (t, k)."""
+    gamma, _ = _safe_log_normalize(filtered * backward)
+    return gamma
+
+
+def two_slice_counts(log_likelihoods, transmat, filtered, backward, lengths=None) -> torch.Tensor:
+    """``Σ_t ξ_t`` with ``ξ_t(i, j) = p(z_{t-1}=i, z_t=j | x)`` (Rabiner 1989, eq. 37), summed
+    over the steps inside every sequence: (k, k). One matrix product over all steps."""
+    t, k = log_likelihoods.shape
+    if t < 2:
+        return torch.zeros(k, k, dtype=filtered.dtype, device=filtered.device)
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    e, _ = _scaled_emissions(log_likelihoods)
+    prev = filtered[:-1]  # (t-1, k)
+    right = e[1:] * backward[1:]  # (t-1, k)
+    z = ((prev @ transmat) * right).sum(1)  # (t-1,) per-step normaliser
+    keep = ~starts[1:] & (z > 0)
+    scale = torch.where(keep, 1.0 / torch.where(keep, z, torch.ones_like(z)), torch.zeros_like(z))
+    return transmat * (prev.T @ (right * scale.unsqueeze(1)))
+
+
+def posterior(
+    log_likelihoods,
+    startprob,
+    transmat,
+    lengths=None,
+    *,
+    parallel: bool = True,
+    chunk: int | None = None,
+) -> HMMPosterior:
+    """The Baum-Welch E-step: log-likelihood, smoothed marginals and the expected start and
+    transition counts (Rabiner 1989, §III.C), with the parallel kernels by default."""
+    t, k = log_likelihoods.shape
+    if parallel:
+        starts = sequence_starts(lengths, t, log_likelihoods.device)
+        e, shift = _scaled_emissions(log_likelihoods)
+        length = chunk or chunk_length(t, k)
+        e_bl, starts_bl, b = _chunked(e, starts, length, 1.0)
+        restarts = _restart_steps(starts_bl)
+        if b > 1:  # one transfer pass serves both directions
+            P, log_r = _chunk_transfer(e_bl, transmat, startprob, restarts)
+            alpha0 = _entering_forward(P, log_r, k)
+            beta0 = _entering_backward(P, log_r, k)
+            del P
+        else:
+            alpha0 = startprob.unsqueeze(0).clone()
+            beta0 = torch.full((1, k), 1.0 / k, dtype=e.dtype, device=e.device)
+        filt, log_c = _filter_from(e_bl, startprob, transmat, restarts, alpha0, length)
+        gamma, xi = _smooth_chunks(e_bl, filt, transmat, restarts, beta0, starts_bl)
+        gamma = gamma.reshape(-1, k)[:t]
+        log_norm = log_c.reshape(-1)[:t] + shift
+        seq = _segment_sum(log_norm, starts)
+        return HMMPosterior(seq.sum(), seq, gamma, xi, gamma[starts].sum(0))
+    else:
+        fwd = forward_filter(log_likelihoods, startprob, transmat, lengths)
+        bwd = backward_pass(log_likelihoods, startprob, transmat, lengths).backward
+        starts = sequence_starts(lengths, t, log_likelihoods.device)
+    gamma = smoothed_marginals(fwd.filtered, bwd)
+    xi = two_slice_counts(log_likelihoods, transmat, fwd.filtered, bwd, lengths)
+    start_counts = gamma[starts].sum(0)
+    return HMMPosterior(fwd.log_likelihood, fwd.sequence_log_likelihoods, gamma, xi, start_counts)
+
+
+def _filter_from(e_bl, startprob, transmat, restarts, alpha, length):
+    """Forward filter of every chunk (b, l, k) from its entering message ``alpha`` (b, k)."""
+    b, _, _k = e_bl.shape
+    tiny = torch.finfo(e_bl.dtype).tiny
+    filtered = torch.empty_like(e_bl)
+    c = torch.empty(b, length, dtype=e_bl.dtype, device=e_bl.device)
+    for i in range(length):
+        pred = alpha @ transmat  # (b, k)
+        if i in restarts:
+            pred[restarts[i]] = startprob
+        pred.mul_(e_bl[:, i])
+        s = torch.sum(pred, 1, keepdim=True, out=c[:, i : i + 1])  # (b, 1)
+        alpha = torch.div(pred, s.clamp_min(tiny), out=filtered[:, i])
+    return filtered, c.log()
+
+
+def _smooth_chunks(e_bl, filtered, transmat, restarts, beta, starts_bl):
+    """Backward pass fused with smoothing: γ (b, l, k) and Σ ξ (k, k) from the chunk
+    forward messages and the backward message ``beta`` (b, k) leaving every chunk.
+
+    Uses ``p(z_{t-1}=i, z_t=j | x) = α̂_{t-1}(i) A_ij e_t(j) β̂_t(j) / z_t`` with
+    ``z_t = α̂_{t-1} · A (e_t ⊙ β̂_t)``, the normaliser of γ_{t-1} as well."""
+    b, length, k = e_bl.shape
+    tiny = torch.finfo(e_bl.dtype).tiny
+    At = transmat.T.contiguous()
+    gamma = torch.empty_like(e_bl)
+    acc = torch.zeros(k, k, dtype=e_bl.dtype, device=e_bl.device)
+    g = filtered[:, -1] * beta
+    torch.div(g, g.sum(1, keepdim=True).clamp_min_(tiny), out=gamma[:, -1])
+    for i in range(length - 1, 0, -1):
+        r = e_bl[:, i] * beta  # (b, k)
+        nxt = r @ At  # (b, k): unnormalised β_{i-1}
+        if i in restarts:
+            nxt[restarts[i]] = 1.0
+        prev = filtered[:, i - 1]
+        g = prev * nxt
+        zinv = g.sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()  # (b, 1)
+        torch.mul(g, zinv, out=gamma[:, i - 1])
+        if i in restarts:
+            zinv[restarts[i]] = 0.0
+        acc.addmm_((prev * zinv).T, r)
+        beta = nxt.div_(nxt.sum(1, keepdim=True).clamp_min_(tiny))
+    if b > 1:  # transitions into the first step of chunks 1..b-1
+        r = e_bl[1:, 0] * beta[1:]
+        prev = filtered[:-1, -1]
+        z = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny)
+        w = (prev / z).masked_fill_(starts_bl[1:, :1], 0.0)
+        acc.addmm_(w.T, r)
+    return gamma, transmat * acc
+
+
+# ---------------------------------------------------------------------------------------------
+# Viterbi
+
+
+def _log(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, x, torch.zeros_like(x)).log().masked_fill(x <= 0, -math.inf)
+
+
+def _path_log_prob(log_likelihoods, log_start, log_trans, path, starts) -> torch.Tensor:
+    """log p(x, z) of the given path, per step (t,)."""
+    t = path.shape[0]
+    emit = log_likelihoods.gather(1, path.unsqueeze(1)).squeeze(1)  # (t,)
+    trans = torch.empty_like(emit)
+    trans[0] = 0.0
+    if t > 1:
+        trans[1:] = log_trans[path[:-1], path[1:]]
+    trans = torch.where(starts, log_start[path], trans)
+    return emit + trans
+
+
+def viterbi(log_likelihoods, startprob, transmat, lengths=None) -> HMMViterbi:
+    """Viterbi decoding (Viterbi 1967; Rabiner 1989, eqs. 30-35) in log space, sequentially."""
+    t, k = log_likelihoods.shape
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    log_start, log_trans = _log(startprob), _log(transmat)
+    bp = torch.empty(t, k, dtype=torch.int64, device=log_likelihoods.device)
+    starts_cpu = starts.cpu().tolist()
+    delta = log_start
+    for i in range(t):
+        if starts_cpu[i]:
+            best = delta.argmax()
+            bp[i] = best
+            delta = log_start + log_likelihoods[i]
+        else:
+            delta, bp[i] = (delta.unsqueeze(1) + log_trans).max(0)
+            delta = delta + log_likelihoods[i]
+    path = torch.empty(t, dtype=torch.int64, device=log_likelihoods.device)
+    state = delta.argmax()
+    for i in range(t - 1, -1, -1):
+        path[i] = state
+        state = bp[i, state]
+    per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
+    seq = _segment_sum(per_step, starts)
+    return HMMViterbi(seq.sum(), seq, path)
+
+
+def _max_plus_chunks(ll_bl, delta, log_start, log_trans, restarts, steps, bp=None):
+    """Run the max-plus recursion over ``steps`` steps of every chunk from ``delta`` (b, k);
+    returns the final (normalised) delta and fills back-pointers ``bp`` (b, steps, k)."""
+    for i in range(steps):
+        prev = delta
+        delta, arg = (prev.unsqueeze(2) + log_trans).max(1)  # (b, k) over (b, k, k)
+        if i in restarts:
+            idx = restarts[i]
+            best, where = prev[idx].max(1)  # the previous sequence's best final state
+            delta[idx] = log_start.expand(len(idx), -1) + best.unsqueeze(1)
+            arg[idx] = where.unsqueeze(1).expand(-1, arg.shape[1])
+        delta = delta + ll_bl[:, i]
+        delta = delta - delta.amax(1, keepdim=True).clamp_min(-1e300)
+        if bp is not None:
+            bp[:, i] = arg
+    return delta
+
+
+def _same_messages(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per chunk: are two normalised max-plus messages equal (same -inf pattern, finite entries
+    equal to 1e-9 relative)? Equal entering messages give equal back-pointers."""
+    fa, fb = torch.isfinite(a), torch.isfinite(b)
+    same_support = (fa == fb).all(1)
+    diff = torch.where(fa & fb, (a - b).abs(), torch.zeros_like(a))
+    scale = torch.where(fa & fb, a.abs(), torch.zeros_like(a)).amax(1).clamp_min(1.0)
+    return same_support & (diff.amax(1) <= 1e-9 * scale)
+
+
+def parallel_viterbi(
+    log_likelihoods,
+    startprob,
+    transmat,
+    lengths=None,
+    *,
+    chunk: int | None = None,
+    warmup: int = 64,
+) -> HMMViterbi:
+    """Viterbi decoding over chunks in parallel; the same path as :func:`viterbi`.
+
+    Max-plus transfer matrices cost ``k³`` per step, so the entering message of every chunk is
+    instead *proposed* by running the recursion over the last ``warmup`` steps of the previous
+    chunk from a flat start (max-plus messages forget their start once the survivor paths
+    merge), every chunk is decoded from its proposal, and the proposal is *checked* against the
+    exact message leaving the previous chunk. Chunks whose proposal was wrong are decoded
+    again from the corrected message until every entering message is exact (a fixed point
+    reached in at most ``b`` rounds; usually none is needed). The chunk-level back-pointers
+    are then composed into the chunk boundary states, and every chunk is traced back at once.
+    """
+    t, k = log_likelihoods.shape
+    device = log_likelihoods.device
+    starts = sequence_starts(lengths, t, device)
+    log_start, log_trans = _log(startprob), _log(transmat)
+    length = chunk or chunk_length(t, k)
+    ll_bl, starts_bl, b = _chunked(log_likelihoods, starts, length, 0.0)
+    restarts = _restart_steps(starts_bl)
+    zeros = torch.zeros(b, k, dtype=log_likelihoods.dtype, device=device)
+    entering = zeros.clone()
+    if b > 1:  # proposals from the tail of the previous chunk
+        w = min(warmup, length)
+        tail = ll_bl[:-1, length - w :]
+        tail_restarts = _restart_steps(starts_bl[:-1, length - w :])
+        entering[1:] = _max_plus_chunks(tail, zeros[1:], log_start, log_trans, tail_restarts, w)
+    bp = torch.empty(b, length, k, dtype=torch.int64, device=device)
+    leaving = _max_plus_chunks(ll_bl, entering, log_start, log_trans, restarts, length, bp)
+    todo = torch.arange(b, device=device)
+    while b > 1:
+        proposal = torch.cat([entering[:1], leaving[:-1]])  # (b, k)
+        bad = (~_same_messages(entering, proposal)).nonzero().squeeze(1)
+        if len(bad) == 0:
+            break
+        todo = bad
+        entering[todo] = proposal[todo]
+        sub_restarts = _restart_steps(starts_bl[todo])
+        sub_bp = torch.empty(len(todo), length, k, dtype=torch.int64, device=device)
+        leaving[todo] = _max_plus_chunks(
+            ll_bl[todo], entering[todo], log_start, log_trans, sub_restarts, length, sub_bp
+        )
+        bp[todo] = sub_bp
+    # chunk maps: end state of chunk j -> end state of chunk j-1
+    cur = torch.arange(k, device=device).expand(b, k).contiguous()
+    for i in range(length - 1, 0, -1):
+        cur = bp[:, i].gather(1, cur)
+    maps = bp[:, 0].gather(1, cur).cpu().numpy()  # (b, k)
+    ends = [0] * b
+    ends[-1] = int(leaving[-1].argmax())
+    for j in range(b - 1, 0, -1):
+        ends[j - 1] = int(maps[j, ends[j]])
+    state = torch.tensor(ends, device=device).unsqueeze(1)  # (b, 1)
+    path = torch.empty(b, length, dtype=torch.int64, device=device)
+    for i in range(length - 1, -1, -1):
+        path[:, i] = state.squeeze(1)
+        state = bp[:, i].gather(1, state)
+    path = path.reshape(-1)[:t]
+    per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
+    seq = _segment_sum(per_step, starts)
+    return HMMViterbi(seq.sum(), seq, path)
