@@ -6,6 +6,7 @@ inference → variational autoencoders, in PyTorch, on any device.
 
 from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.gmm import GaussianMixture
+from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from latentfit.em.mixture_model import MixtureModel
 from latentfit.em.mixtures import (
     BernoulliMixture,
@@ -23,11 +24,15 @@ __all__ = [
     "PPCA",
     "BayesianGaussianMixture",
     "BernoulliMixture",
+    "CategoricalHMM",
     "CategoricalMixture",
     "FactorAnalysis",
+    "GMMHMM",
+    "GaussianHMM",
     "GaussianMixture",
     "MixtureModel",
     "MultinomialMixture",
+    "PoissonHMM",
     "PoissonMixture",
     "load",
     "save",
