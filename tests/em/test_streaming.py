@@ -1,0 +1,230 @@
+"""Out-of-core EM: fitting a source read chunk by chunk equals fitting the array in memory.
+
+The E-step statistics are sums, so a streamed fit differs from the in-memory one only in the
+order of the additions: with the same chunk size it is identical, otherwise equal to float64
+rounding (1e-10 relative after tens of iterations).
+"""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from latentfit import GaussianMixture
+from latentfit.em.sources import (
+    ArraySource,
+    IterableSource,
+    NpySource,
+    ParquetSource,
+    open_source,
+    shard_range,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = np.concatenate(
+        [
+            rng.normal(size=(400, 3)),
+            rng.normal(size=(300, 3)) * 0.5 + 3,
+            rng.normal(size=(301, 3)) - 3,
+        ]
+    )
+    rng.shuffle(X)
+    return X, rng.uniform(0.2, 3.0, size=len(X))
+
+
+def _assert_same_fit(a, b, rtol=1e-10):
+    assert a.n_iter_ == b.n_iter_
+    for key in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(a, key), getattr(b, key), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=rtol)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_npy_memmap_fit_equals_in_memory(tmp_path, data, ct):
+    X, w = data
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "w.npy", w)
+    kw = dict(covariance_type=ct, random_state=0, tol=1e-8, chunk_rows=128)
+    mem = GaussianMixture(3, **kw).fit(X, sample_weight=w)
+    src = NpySource(tmp_path / "x.npy", sample_weight=tmp_path / "w.npy")
+    disk = GaussianMixture(3, **kw).fit(src)
+    _assert_same_fit(mem, disk)
+    # Same chunks, same order of additions: not a bit differs.
+    np.testing.assert_array_equal(mem.means_, disk.means_)
+
+
+def test_parquet_row_groups_equal_in_memory(tmp_path, data):
+    X, w = data
+    table = pa.table(
+        {"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "weight": w, "label": ["x"] * len(X)}
+    )
+    pq.write_table(table, tmp_path / "x.parquet", row_group_size=137)
+    src = ParquetSource(tmp_path / "x.parquet", columns=["a", "b", "c"], weight_column="weight")
+    assert src.n_samples == len(X) and src.n_features == 3
+    kw = dict(random_state=0, tol=1e-8, chunk_rows=100)
+    mem = GaussianMixture(3, **kw).fit(X, sample_weight=w)
+    _assert_same_fit(mem, GaussianMixture(3, **kw).fit(src))
+    with pytest.raises(ValueError, match="'label' has type string"):
+        ParquetSource(tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="no column 'z'"):
+        ParquetSource(tmp_path / "x.parquet", columns=["z"])
+
+
+def test_iterables_equal_in_memory(data):
+    X, w = data
+    mem = GaussianMixture(3, random_state=0, tol=1e-8).fit(X, sample_weight=w)
+
+    def pairs():  # a fresh generator for every pass, with weights
+        for i in range(0, len(X), 333):
+            yield X[i : i + 333], w[i : i + 333]
+
+    _assert_same_fit(mem, GaussianMixture(3, random_state=0, tol=1e-8).fit(IterableSource(pairs)))
+    listed = IterableSource(
+        [(torch.from_numpy(X[i : i + 250]), w[i : i + 250]) for i in range(0, len(X), 250)]
+    )
+    _assert_same_fit(mem, GaussianMixture(3, random_state=0, tol=1e-8).fit(listed))
+
+
+def test_one_shot_iterator_refuses_a_second_pass(data):
+    X, _ = data
+    src = IterableSource(iter([X[:500], X[500:]]))
+    with pytest.raises(RuntimeError, match="pass a callable that returns a fresh iterator"):
+        GaussianMixture(2, random_state=0).fit(src)
+
+
+def test_fit_on_device_moves_chunks(data, device):
+    X, w = data
+    src = ArraySource(X, sample_weight=w, chunk_rows=200).configured(device=device, dtype="float32")
+    chunks = list(src)
+    assert len(chunks) == 6
+    assert all(c.device.type == device and c.dtype == torch.float32 for c, _ in chunks)
+    assert all(cw.device.type == device for _, cw in chunks)
+    kw = dict(random_state=0, tol=1e-8)
+    cpu = GaussianMixture(3, **kw).fit(X, sample_weight=w)
+    dev = GaussianMixture(3, device=device, **kw).fit(ArraySource(X, sample_weight=w))
+    # On another device the GEMMs round differently; EM contracts, so 1e-7 is ample in float64.
+    np.testing.assert_allclose(dev.means_, cpu.means_, rtol=1e-7, atol=1e-9)
+    assert dev.fit_predict(ArraySource(X, sample_weight=w)).tolist() == cpu.predict(X).tolist()
+
+
+def test_init_sample_is_uniform_and_reproducible(data):
+    X, w = data
+    src = ArraySource(X[:50], sample_weight=w[:50], chunk_rows=7, init_rows=10)
+    gen = lambda seed: torch.Generator().manual_seed(seed)
+    a, b = src.init_chunks(gen(1)), src.init_chunks(gen(1))
+    assert a.X.shape == (10, 3) and torch.equal(a.X, b.X) and torch.equal(a.weights, b.weights)
+    rows = [int(np.flatnonzero((X[:50] == r.numpy()).all(1))[0]) for r in a.X]
+    assert rows == sorted(rows)  # kept in data order, with their weights
+    np.testing.assert_array_equal(a.weights.numpy(), w[rows])
+    counts = np.zeros(50)
+    for seed in range(300):
+        s = src.init_chunks(gen(seed)).X.numpy()
+        counts += (X[:50, None, 0] == s[None, :, 0]).any(1)
+    # Each row is kept with probability 10/50; 300 draws: sd 0.023, so ±0.12 is over 5 sd.
+    assert np.abs(counts / 300 - 0.2).max() < 0.12
+    # At most init_rows rows: the whole data set and no random draw.
+    g = gen(3)
+    full = ArraySource(X, init_rows=len(X)).init_chunks(g)
+    assert torch.equal(full.X, torch.from_numpy(X)) and torch.equal(
+        g.get_state(), gen(3).get_state()
+    )
+
+
+def test_fit_from_a_sample_initialisation_finds_the_same_optimum(tmp_path, data):
+    X, _ = data
+    np.save(tmp_path / "x.npy", X)
+    mem = GaussianMixture(3, random_state=0, tol=1e-10).fit(X)
+    disk = GaussianMixture(3, random_state=0, tol=1e-10).fit(
+        NpySource(tmp_path / "x.npy", init_rows=200)
+    )
+    # Well separated clusters: started from k-means on 200 rows EM reaches the same maximum.
+    assert disk.lower_bound_ == pytest.approx(mem.lower_bound_, rel=1e-8)
+    order = lambda m: m[np.argsort(m[:, 0])]
+    np.testing.assert_allclose(order(disk.means_), order(mem.means_), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_values_are_named_by_row_and_column(tmp_path, data):
+    X, w = data
+    bad = X.copy()
+    bad[777, 2] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match=r"bad.npy contains inf at row 777, column 2"):
+        GaussianMixture(2).fit(NpySource(tmp_path / "bad.npy", chunk_rows=100))
+    shard = NpySource(tmp_path / "bad.npy", chunk_rows=100).shard(1, 2)
+    with pytest.raises(ValueError, match="row 777, column 2"):  # rows of the whole file
+        list(shard)
+    with pytest.raises(ValueError, match="every block must be \\(rows, 3\\)"):
+        list(IterableSource([X[:10], X[:10, :2]]))
+    neg = w.copy()
+    neg[5] = -1
+    with pytest.raises(ValueError, match="sample weight of row 5 is -1"):
+        list(ArraySource(X, sample_weight=neg))
+    with pytest.raises(FileNotFoundError, match="no data file"):
+        NpySource(tmp_path / "nothing.npy")
+    with pytest.raises(ValueError, match="carries its own sample weights"):
+        GaussianMixture(2).fit(ArraySource(X), sample_weight=w)
+    with pytest.raises(ValueError, match="at least 3 are needed"):
+        GaussianMixture(3).fit(ArraySource(X[:2]))
+    with pytest.raises(ValueError, match="rank must lie in"):
+        ArraySource(X).shard(2, 2)
+
+
+def test_shards_partition_the_rows(tmp_path, data):
+    X, _ = data
+    np.save(tmp_path / "x.npy", X)
+    pq.write_table(
+        pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2]}),
+        tmp_path / "x.parquet",
+        row_group_size=77,
+    )
+    blocks = [X[i : i + 100] for i in range(0, len(X), 100)]
+    sources = [
+        NpySource(tmp_path / "x.npy", chunk_rows=64),
+        ParquetSource(tmp_path / "x.parquet", chunk_rows=64),
+        ArraySource(X, chunk_rows=64),
+    ]
+    for src in sources:
+        parts = [torch.cat([c for c, _ in src.shard(r, 3)]).numpy() for r in range(3)]
+        assert [len(p) for p in parts] == [
+            shard_range(len(X), r, 3)[1] - shard_range(len(X), r, 3)[0] for r in range(3)
+        ]
+        np.testing.assert_array_equal(np.concatenate(parts), X)
+    # Without random access every third block goes to each process.
+    parts = [
+        torch.cat([c for c, _ in IterableSource(blocks).shard(r, 3)]).numpy() for r in range(3)
+    ]
+    np.testing.assert_array_equal(parts[1], np.concatenate(blocks[1::3]))
+
+
+def test_progress_bar_per_pass(tmp_path, data, capsys):
+    X, _ = data
+    np.save(tmp_path / "x.npy", X)
+    with pytest.warns(ConvergenceWarning):
+        GaussianMixture(2, random_state=0, max_iter=2).fit(
+            NpySource(tmp_path / "x.npy", progress=True)
+        )
+    err = capsys.readouterr().err
+    # One bar for the initialisation pass and one per E-step, each over the file's 1001 rows.
+    assert err.count("| 0/1001 [") == 3 and err.count("pass over x.npy") >= 3
+
+
+def test_open_source_by_suffix_and_warm_start(tmp_path, data):
+    X, _ = data
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",", header="a,b,c", comments="")
+    np.save(tmp_path / "x.npy", X)
+    assert isinstance(open_source(tmp_path / "x.npy"), NpySource)
+    csv = open_source(tmp_path / "x.csv", columns=["a", "c"])
+    assert csv.n_features == 2 and isinstance(csv, ArraySource)
+    gm = GaussianMixture(3, random_state=0, warm_start=True, max_iter=3, tol=0)
+    with pytest.warns(ConvergenceWarning):
+        gm.fit(open_source(tmp_path / "x.npy"))
+        gm.fit(open_source(tmp_path / "x.npy"))
+    ref = GaussianMixture(3, random_state=0, max_iter=6, tol=0)
+    with pytest.warns(ConvergenceWarning):
+        ref.fit(X)
+    np.testing.assert_allclose(gm.means_, ref.means_, rtol=1e-10)
