@@ -248,6 +248,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
             labels = nearest_center(F, F[idx.to(X.device)])
         if labels is not None:
+            if data.labels is not None:
+                labels = _match_clusters(labels, data.labels, k)
             resp = torch.nn.functional.one_hot(labels, k).to(dt)
         resp = resp / resp.sum(1, keepdim=True)
         if data.labels is not None:
@@ -368,6 +370,29 @@ def _cpu(gen: torch.Generator) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item()))
     return g
+
+
+def _match_clusters(clusters: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Renumber initial clusters to agree with the given labels (greedy on the contingency
+    table), so that EM starts in the basin the labelled samples point to."""
+    known = labels >= 0
+    table = torch.zeros(k, k, dtype=torch.float64)
+    table.index_put_(
+        (clusters[known].cpu(), labels[known].cpu()),
+        torch.ones(int(known.sum()), dtype=torch.float64),
+        accumulate=True,
+    )
+    perm = torch.full((k,), -1, dtype=torch.long)
+    for _ in range(k):
+        c, lab = divmod(int(table.argmax()), k)
+        if table[c, lab] < 0:
+            break
+        perm[c] = lab
+        table[c, :] = -1
+        table[:, lab] = -1
+    free = [lab for lab in range(k) if lab not in perm.tolist()]
+    perm[perm < 0] = torch.tensor(free, dtype=torch.long)
+    return perm.to(clusters.device)[clusters]
 
 
 def _fix_labelled(resp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

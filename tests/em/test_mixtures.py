@@ -1,0 +1,254 @@
+"""Bernoulli, Poisson, multinomial and categorical mixtures: densities against
+torch.distributions, EM steps against a plain numpy EM, recovery, labels, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from torch.distributions import Bernoulli, Categorical, Independent, Multinomial, Poisson
+
+import latentfit
+from latentfit.em.mixture_base import _MixtureHooks
+from latentfit.em.mixtures import (
+    BernoulliMixture,
+    CategoricalMixture,
+    MultinomialMixture,
+    PoissonMixture,
+    bernoulli_log_prob,
+    categorical_log_prob,
+    multinomial_log_prob,
+    one_hot_features,
+    poisson_log_prob,
+)
+
+RTOL = 1e-10  # exact formulas in float64
+
+
+def _binary(n=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    means = np.array([[0.9, 0.9, 0.1, 0.1, 0.8, 0.2], [0.1, 0.2, 0.9, 0.8, 0.3, 0.7]])
+    z = (rng.uniform(size=n) < 0.35).astype(int)
+    return (rng.uniform(size=(n, 6)) < means[z]).astype(float), z, means
+
+
+def _counts(n=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    rates = np.array([[1.0, 6.0, 0.5], [8.0, 1.5, 3.0]])
+    z = (rng.uniform(size=n) < 0.6).astype(int)
+    return rng.poisson(rates[z]).astype(float), z, rates
+
+
+# ------------------------------------------------------------ densities
+def test_log_probs_equal_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    X = (torch.rand(20, 5, generator=g, dtype=torch.float64) < 0.5).double()
+    mu = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    ref = Independent(Bernoulli(probs=mu), 1).log_prob(X.unsqueeze(1))
+    torch.testing.assert_close(bernoulli_log_prob(X, mu), ref, rtol=RTOL, atol=1e-12)
+
+    C = torch.poisson(torch.full((20, 5), 3.0, dtype=torch.float64), generator=g)
+    lam = torch.rand(3, 5, generator=g, dtype=torch.float64) * 5
+    ref = Independent(Poisson(lam), 1).log_prob(C.unsqueeze(1))
+    torch.testing.assert_close(poisson_log_prob(C, lam), ref, rtol=RTOL, atol=1e-12)
+
+    p = torch.softmax(torch.randn(3, 5, generator=g, dtype=torch.float64), 1)
+    ref = torch.stack(
+        [Multinomial(int(c.sum()), probs=p).log_prob(c) for c in C]
+    )  # torch's Multinomial needs one total count per call
+    torch.testing.assert_close(multinomial_log_prob(C, p), ref, rtol=RTOL, atol=1e-12)
+
+    codes = torch.randint(0, 4, (20, 5), generator=g).double()
+    probs = torch.softmax(torch.randn(3, 5, 4, generator=g, dtype=torch.float64), -1)
+    ref = Categorical(probs=probs).log_prob(codes.long().unsqueeze(1)).sum(-1)  # (n, k)
+    got = categorical_log_prob(one_hot_features(codes, 4), probs)
+    torch.testing.assert_close(got, ref, rtol=RTOL, atol=1e-12)
+
+
+# ------------------------------------------------------------ EM step against numpy
+def _numpy_em_step(X, w, log_comp, S1_to_params):
+    logp = log_comp + np.log(w)
+    r = np.exp(logp - logp.max(1, keepdims=True))
+    r /= r.sum(1, keepdims=True)
+    nk = r.sum(0)
+    return nk / nk.sum(), S1_to_params(r.T @ X, nk)
+
+
+@pytest.mark.parametrize("cls", [BernoulliMixture, PoissonMixture, MultinomialMixture])
+def test_one_em_step_equals_numpy(cls):
+    X = _binary()[0] if cls is BernoulliMixture else _counts()[0]
+    rng = np.random.default_rng(1)
+    model = cls(2).set_params(random_state=0)
+    model._check_parameters()
+    model._c_prepare(torch.as_tensor(X))
+    name = model._param_names[0]
+    if cls is BernoulliMixture:
+        theta = rng.uniform(0.2, 0.8, (2, X.shape[1]))
+        log_comp = X @ np.log(theta).T + (1 - X) @ np.log(1 - theta).T
+        update = lambda S1, nk: S1 / nk[:, None]
+    elif cls is PoissonMixture:
+        theta = rng.uniform(1, 5, (2, X.shape[1]))
+        log_comp = X @ np.log(theta).T - theta.sum(1)  # the x! term cancels in r
+        update = lambda S1, nk: S1 / nk[:, None]
+    else:
+        theta = rng.dirichlet(np.ones(X.shape[1]), 2)
+        log_comp = X @ np.log(theta).T
+        update = lambda S1, nk: S1 / S1.sum(1, keepdims=True)
+    w = np.array([0.3, 0.7])
+    params = {"weights": torch.as_tensor(w), name: torch.as_tensor(theta)}
+    hooks = _MixtureHooks(model)
+    Xt = torch.as_tensor(X)
+    stats = hooks.estep(params, (Xt, torch.ones(len(X), dtype=torch.float64), None))
+    new = hooks.mstep(params, stats)
+    w_ref, theta_ref = _numpy_em_step(X, w, log_comp, update)
+    np.testing.assert_allclose(new["weights"].numpy(), w_ref, rtol=1e-8)
+    np.testing.assert_allclose(new[name].numpy(), theta_ref, rtol=1e-8)
+
+
+# ------------------------------------------------------------ fits
+def test_bernoulli_recovers_parameters_and_em_is_monotone():
+    X, z, means = _binary()
+    m = BernoulliMixture(2, n_init=2, random_state=0, tol=1e-8, max_iter=500).fit(X)
+    order = np.argsort(m.means_[:, 0])[::-1]
+    # 1500 samples: a Bernoulli mean has s.e. ≤ 0.5/sqrt(500) ≈ 0.022; 0.08 is > 3.5 s.e.
+    np.testing.assert_allclose(m.means_[order], means, atol=0.08)
+    np.testing.assert_allclose(m.weights_[order], [0.65, 0.35], atol=0.05)
+    assert np.all(np.diff(m.lower_bounds_) >= -1e-12)
+    assert m.converged_
+    assert (m.predict(X) == np.where(order[0] == 0, z, 1 - z)).mean() > 0.9
+
+
+def test_poisson_recovers_rates():
+    X, _, rates = _counts()
+    m = PoissonMixture(2, random_state=0, tol=1e-8, max_iter=500).fit(X)
+    order = np.argsort(m.rates_[:, 0])
+    # ≥ 600 samples per component: s.e. of a rate ≤ sqrt(8/600) ≈ 0.12; 0.4 is > 3 s.e.
+    np.testing.assert_allclose(m.rates_[order], rates, atol=0.4)
+    assert np.all(np.diff(m.lower_bounds_) >= -1e-12)
+    S, labels = m.sample(50)
+    assert S.shape == (50, 3) and np.all(S == np.round(S)) and np.all(S >= 0)
+
+
+def test_categorical_and_multinomial_fit_and_sample():
+    rng = np.random.default_rng(0)
+    # A latent class model needs three or more variables to be identifiable (Goodman 1974).
+    probs = np.array(
+        [
+            [[0.8, 0.1, 0.1], [0.7, 0.3, 0.0], [0.6, 0.2, 0.2], [0.2, 0.8, 0.0]],
+            [[0.1, 0.1, 0.8], [0.1, 0.9, 0.0], [0.2, 0.2, 0.6], [0.9, 0.1, 0.0]],
+        ]
+    )
+    z = rng.integers(0, 2, 1200)
+    u = rng.uniform(size=(1200, 4, 1))
+    X = (u > np.cumsum(probs[z], -1)).sum(-1).astype(float)  # inverse-CDF draws (n, 4)
+    m = CategoricalMixture(2, random_state=0, n_init=3, tol=1e-8, max_iter=300).fit(X)
+    assert list(m.n_categories_) == [3, 2, 3, 2]
+    order = np.argsort(m.probs_[:, 0, 0])[::-1]
+    # ≈ 600 samples per class: s.e. of a probability ≤ 0.02; 0.07 is > 3 s.e.
+    np.testing.assert_allclose(m.probs_[order], probs, atol=0.07)
+    assert np.all(m.probs_[:, 1, 2] == 0)  # beyond column 1's two codes
+    # The probabilities of all 3·2·3·2 possible rows sum to one.
+    grid = np.stack(np.meshgrid(*[np.arange(c) for c in (3, 2, 3, 2)]), -1).reshape(-1, 4)
+    np.testing.assert_allclose(np.exp(m.score_samples(grid.astype(float))).sum(), 1, rtol=1e-12)
+    S, _ = m.sample(30)
+    assert S.shape == (30, 4) and S[:, 1].max() <= 1
+    with pytest.raises(ValueError, match=r"row 0, column 1 holds category 2"):
+        m.predict(np.array([[0.0, 2.0, 0.0, 0.0]]))
+
+    C = rng.poisson(4, (300, 8)).astype(float)
+    mm = MultinomialMixture(3, random_state=0, prob_concentration=2.0).fit(C)
+    np.testing.assert_allclose(mm.probs_.sum(1), 1, rtol=1e-12)
+    assert np.all(np.diff(mm.lower_bounds_) >= -1e-12)  # MAP-EM: the log posterior increases
+    S, _ = mm.sample(4)
+    np.testing.assert_allclose(S.sum(1), round(C.sum(1).mean()))
+
+
+def test_fully_labelled_fit_is_the_class_wise_mle():
+    X, z, _ = _binary()
+    m = BernoulliMixture(2, random_state=0, max_iter=5).fit(X, y=z)
+    for k in range(2):
+        np.testing.assert_allclose(m.means_[k], X[z == k].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.weights_, np.bincount(z) / len(z), rtol=1e-12)
+    # The objective is log p(X, z): the complete-data log-likelihood per sample.
+    full = m._log_joint(torch.as_tensor(X)).numpy()[np.arange(len(z)), z].mean()
+    np.testing.assert_allclose(m.lower_bound_, full, rtol=1e-12)
+
+
+def test_partial_labels_fix_the_labelled_responsibilities():
+    X, z, _ = _binary()
+    y = np.full(len(z), -1)
+    y[:100] = 1 - z[:100]  # deliberately swapped labels: the labels decide which is which
+    m = BernoulliMixture(2, random_state=0, tol=1e-8, max_iter=300).fit(X, y=y)
+    assert np.all(np.diff(m.lower_bounds_) >= -1e-12)
+    assert (m.predict(X[100:]) == 1 - z[100:]).mean() > 0.9
+    with pytest.raises(ValueError, match=r"y\[3\] = 5 is not a component index"):
+        BernoulliMixture(2).fit(X, y=np.r_[[-1, -1, -1, 5], np.full(len(z) - 4, -1)])
+
+
+# ------------------------------------------------------------ MAP
+def test_beta_prior_map_step_is_a_stationary_point_of_the_log_posterior():
+    X, _, _ = _binary(200)
+    m = BernoulliMixture(2, mean_prior=(2.0, 3.0), weight_concentration=2.0, random_state=0)
+    m.fit(X)
+    Xt = torch.as_tensor(X)
+    resp = torch.as_tensor(m.predict_proba(X))
+    # One M-step from these responsibilities must maximise Q(θ) + log p(θ).
+    hooks = _MixtureHooks(m)
+    stats = m._c_stats(Xt, resp)
+    stats["S0"] = resp.sum(0)
+    new = hooks.mstep(dict(m._params), stats)
+    mu = new["means"].clone().requires_grad_(True)
+    q = (resp * bernoulli_log_prob(Xt, mu)).sum() + m._prior().log_prob(mu)
+    (grad,) = torch.autograd.grad(q, mu)
+    assert grad.abs().max() < 1e-8
+    logits = new["weights"].log().clone().requires_grad_(True)
+    w = torch.softmax(logits, 0)
+    q = (resp.sum(0) * w.log()).sum() + m._weight_prior().log_prob(w)
+    (grad,) = torch.autograd.grad(q, logits)
+    assert grad.abs().max() < 1e-8
+    assert np.all(np.diff(m.lower_bounds_) >= -1e-12)
+
+
+def test_beta_prior_keeps_means_inside_the_unit_interval():
+    X = np.zeros((50, 4))
+    X[:25, 0] = 1
+    mle = BernoulliMixture(2, random_state=0).fit(X)
+    assert np.any(mle.means_ == 0)
+    m = BernoulliMixture(2, mean_prior=(2, 2), random_state=0).fit(X)
+    assert np.all((m.means_ > 0) & (m.means_ < 1))
+    with pytest.raises(ValueError, match=">= 1"):
+        BernoulliMixture(2, mean_prior=(0.5, 1)).fit(X)
+
+
+# ------------------------------------------------------------ bad input and conventions
+@pytest.mark.parametrize(
+    "cls, X, msg",
+    [
+        (BernoulliMixture, [[0, 1], [1, 0.5]], r"binary .* row 1, column 1 \(value 0.5\)"),
+        (BernoulliMixture, [[0, 2], [1, 0]], r"row 0, column 1 \(value 2\)"),
+        (PoissonMixture, [[0, 1], [-3, 2]], r"non-negative .* row 1, column 0 \(value -3\)"),
+        (MultinomialMixture, [[0, 1.5], [2, 2]], r"integer .* row 0, column 1 \(value 1.5\)"),
+        (CategoricalMixture, [[0, 1], [1, -1]], r"row 1, column 1 \(value -1\)"),
+    ],
+)
+def test_bad_values_name_the_first_offending_entry(cls, X, msg):
+    with pytest.raises(ValueError, match=msg):
+        cls(1).fit(np.asarray(X, dtype=float))
+
+
+def test_sklearn_conventions_save_load_and_device(tmp_path, device):
+    X, _, _ = _binary(300)
+    m = BernoulliMixture(2, random_state=0, n_init=2, device=device)
+    assert clone(m).get_params() == m.get_params()
+    m.fit(X)
+    assert m.get_params()["n_init"] == 2  # fit never changes a constructor argument
+    assert m.means_.shape == (2, 6) and m.weights_.shape == (2,)
+    np.testing.assert_allclose(m.predict_proba(X).sum(1), 1, rtol=1e-12)
+    n = len(X)
+    assert np.isclose(m.bic(X), -2 * m.score(X) * n + (2 * 6 + 1) * np.log(n))
+    assert m.icl(X) >= m.bic(X)
+    path = m.save(tmp_path / "bern.lf")
+    m2 = latentfit.load(path)
+    np.testing.assert_array_equal(m2.score_samples(X), m.score_samples(X))
+    assert m2.get_params() == {**m.get_params(), "mean_prior": [1.0, 1.0]}
+    with pytest.raises(ValueError, match="expecting 6 features"):
+        m.predict(X[:, :3])
