@@ -1,0 +1,238 @@
+"""Variational objectives: objects that return a differentiable scalar, nothing about optimisers.
+
+The model is written by the user in torch as a log-likelihood and a prior:
+
+* ``log_likelihood(z, batch)`` → (s, b) per data point, or (s,) already summed over the batch;
+  with local latents ``log_likelihood(z, z_local, batch)``. ``z`` is (s, *event) — s samples
+  of the global latent —, ``z_local`` is (s, b, *event_local).
+* ``prior``: a torch Distribution over z (its KL to q is taken in closed form when
+  torch.distributions knows it), or a callable ``z → log p(z)`` (s,), or None when
+  ``log_likelihood`` already is the whole log joint.
+* ``local_prior``: a Distribution with batch shape (b,) (or broadcastable), or a callable
+  ``(z, batch) → Distribution`` when it depends on the global latent.
+
+Mini-batches (Hoffman et al. 2013): with ``n_data = N`` and a batch of b points, every
+per-datum term (likelihood, local KL) is scaled by N / b and global terms are not, so the
+estimate is unbiased for the full-data ELBO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from latentfit.vi.estimators import GradientEstimator, Reparameterization, log_prob_of
+
+__all__ = ["ELBO", "ImportanceWeightedBound"]
+
+KL_MODES = ("auto", "analytic", "mc")
+
+
+def _as_dist(guide, *args) -> Distribution:
+    return guide if isinstance(guide, Distribution) else guide(*args)
+
+
+def _batch_size(batch) -> int | None:
+    if batch is None:
+        return None
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, (tuple, list)) and batch:
+        return _batch_size(batch[-1])
+    if isinstance(batch, dict) and batch:
+        return _batch_size(next(iter(batch.values())))
+    return None
+
+
+def _closed_form_kl(q: Distribution, p, mode: str, what: str) -> torch.Tensor | None:
+    """KL(q‖p) when wanted and known to torch.distributions, else None (use Monte Carlo)."""
+    if mode == "mc" or not isinstance(p, Distribution):
+        if mode == "analytic":
+            raise ValueError(f"kl='analytic' needs the {what} prior as a torch Distribution")
+        return None
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        if mode == "analytic":
+            raise ValueError(
+                f"torch.distributions has no closed-form KL({type(q).__name__} ‖ "
+                f"{type(p).__name__}) for the {what} latent; use kl='auto' or 'mc'"
+            ) from None
+        return None
+
+
+class ELBO:
+    """The evidence lower bound E_q[log p(x, z) − log q(z)] (Jordan et al. 1999;
+    Hoffman et al. 2013 for the stochastic, mini-batch form).
+
+    ``elbo(batch)`` returns a scalar whose value is the Monte-Carlo estimate of the ELBO and
+    whose gradient is the chosen estimator's; maximise it (minimise ``-elbo(batch)``).
+
+    guide : a Distribution or a module ``guide() → q(z)`` over the global latent.
+    local_guide : ``local_guide(batch) → q(z_i)`` with batch shape (b,), for local latents.
+    n_data : total number of data points N when ``batch`` is a mini-batch (scale N / b).
+    kl : ``"auto"`` (closed form when torch knows it, else Monte Carlo), ``"analytic"``, ``"mc"``.
+    """
+
+    def __init__(
+        self,
+        log_likelihood: Callable,
+        guide,
+        prior=None,
+        *,
+        local_guide=None,
+        local_prior=None,
+        n_data: int | None = None,
+        num_samples: int = 1,
+        estimator: GradientEstimator | None = None,
+        local_estimator: GradientEstimator | None = None,
+        kl: str = "auto",
+        generator: torch.Generator | None = None,
+    ):
+        if kl not in KL_MODES:
+            raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+        if (local_guide is None) != (local_prior is None):
+            raise ValueError("local latents need both local_guide and local_prior")
+        self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
+        self.local_guide, self.local_prior = local_guide, local_prior
+        self.n_data, self.num_samples, self.kl = n_data, num_samples, kl
+        self.estimator = estimator or Reparameterization()
+        self.local_estimator = local_estimator or Reparameterization()
+        needs = self.estimator.needs_analytic_kl or self.local_estimator.needs_analytic_kl
+        if needs and kl == "mc":
+            raise ValueError(
+                "GumbelSoftmax(hard=False) draws relaxed samples that have no density under a "
+                "categorical q: use kl='auto' (closed-form KL) or GumbelSoftmax(hard=True)"
+            )
+        self.generator = generator
+
+    def _scale(self, batch, ll: torch.Tensor) -> float:
+        if self.n_data is None:
+            return 1.0
+        b = ll.shape[1] if ll.dim() == 2 else _batch_size(batch)
+        if not b:
+            raise ValueError("n_data was given but the batch size cannot be read from batch")
+        return self.n_data / b
+
+    def __call__(self, batch=None) -> torch.Tensor:
+        est, s = self.estimator, self.num_samples
+        q = _as_dist(self.guide)
+        z = est.sample(q, s, self.generator)  # (s, *event)
+        kl_mode_g = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
+        kl_g = _closed_form_kl(q, self.prior, kl_mode_g, "global")
+        if self.local_guide is None:
+            ll = self.log_likelihood(z, batch)  # (s, b) or (s,)
+            scale = self._scale(batch, ll)
+            data = scale * (ll.sum(-1) if ll.dim() == 2 else ll)  # (s,)
+            kl_local = 0.0
+        else:
+            data, kl_local, scale = self._local_terms(z, batch)
+        if kl_g is None:
+            log_p = (
+                0.0
+                if self.prior is None
+                else log_prob_of(self.prior, z)
+                if isinstance(self.prior, Distribution)
+                else self.prior(z)
+            )
+            f = data + log_p - log_prob_of(q, z)  # (s,)
+            kl_g = 0.0
+        else:
+            f = data
+        log_q = log_prob_of(q, z) if est.needs_log_q else None
+        return est.surrogate(f, log_q).mean(0) - kl_g - scale * kl_local
+
+    def _local_terms(self, z, batch):
+        est, s = self.local_estimator, self.num_samples
+        ql = _as_dist(self.local_guide, batch)  # batch_shape (b,)
+        zl = est.sample(ql, s, self.generator)  # (s, b, *event_local)
+        ll = self.log_likelihood(z, zl, batch)  # (s, b)
+        if ll.dim() != 2:
+            raise ValueError(
+                "with local latents log_likelihood must return one value per sample and data "
+                f"point, shape (num_samples, batch); got {tuple(ll.shape)}"
+            )
+        scale = self._scale(batch, ll)
+        mode = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
+        pl = self.local_prior if isinstance(self.local_prior, Distribution) else None
+        kl_l = _closed_form_kl(ql, pl, mode, "local") if pl is not None else None
+        if kl_l is None:
+            if pl is None:
+                if mode == "analytic":
+                    raise ValueError("kl='analytic' needs local_prior as a torch Distribution")
+                pl = self.local_prior(z, batch)
+            f = ll + log_prob_of(pl, zl) - log_prob_of(ql, zl)  # (s, b)
+            kl_sum = 0.0
+        else:
+            f, kl_sum = ll, kl_l.sum()
+        log_q = log_prob_of(ql, zl) if est.needs_log_q else None
+        return scale * est.surrogate(f, log_q).sum(-1), kl_sum, scale
+
+
+class ImportanceWeightedBound:
+    """The importance-weighted bound log (1/K) Σ_k p(x, z_k) / q(z_k), z_k ~ q
+    (Burda et al. 2016). K = 1 is the ELBO; it is non-decreasing in K in expectation and
+    tends to log p(x).
+
+    Either a global latent (``guide``/``prior``; no mini-batch scaling, the weights do not
+    factor over data points) or local latents only (``local_guide``/``local_prior`` with
+    ``guide=None``: one bound per data point, summed and scaled by N / b).
+    """
+
+    def __init__(
+        self,
+        log_likelihood: Callable,
+        guide=None,
+        prior=None,
+        *,
+        local_guide=None,
+        local_prior=None,
+        n_data: int | None = None,
+        num_samples: int = 8,
+        generator: torch.Generator | None = None,
+    ):
+        if (guide is None) == (local_guide is None):
+            raise ValueError("give either a global guide or a local_guide (not both)")
+        if guide is not None and n_data is not None:
+            raise ValueError(
+                "the importance-weighted bound of a global latent does not factor over data "
+                "points, so it has no mini-batch form; use the ELBO with n_data instead"
+            )
+        self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
+        self.local_guide, self.local_prior = local_guide, local_prior
+        self.n_data, self.num_samples, self.generator = n_data, num_samples, generator
+        self._est = Reparameterization()
+
+    def __call__(self, batch=None) -> torch.Tensor:
+        K = self.num_samples
+        if self.guide is not None:
+            q = _as_dist(self.guide)
+            z = self._est.sample(q, K, self.generator)  # (K, *event)
+            ll = self.log_likelihood(z, batch)
+            ll = ll.sum(-1) if ll.dim() == 2 else ll  # (K,)
+            log_p = (
+                0.0
+                if self.prior is None
+                else self.prior.log_prob(z)
+                if isinstance(self.prior, Distribution)
+                else self.prior(z)
+            )
+            log_w = ll + log_p - q.log_prob(z)  # (K,)
+            return torch.logsumexp(log_w, 0) - math.log(K)
+        ql = _as_dist(self.local_guide, batch)
+        zl = self._est.sample(ql, K, self.generator)  # (K, b, *event)
+        ll = self.log_likelihood(None, zl, batch)  # (K, b)
+        pl = (
+            self.local_prior
+            if isinstance(self.local_prior, Distribution)
+            else (self.local_prior(None, batch))
+        )
+        log_w = ll + pl.log_prob(zl) - ql.log_prob(zl)  # (K, b)
+        per_point = torch.logsumexp(log_w, 0) - math.log(K)  # (b,)
+        scale = 1.0 if self.n_data is None else self.n_data / per_point.shape[0]
+        return scale * per_point.sum()

@@ -1,0 +1,76 @@
+"""Stochastic variational inference: the short loop that steps an optimiser on an objective.
+
+The objective (an :class:`~latentfit.vi.objectives.ELBO` or any callable returning a
+differentiable scalar bound) knows nothing about optimisers; this loop knows nothing about
+models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+__all__ = ["MiniBatches", "svi"]
+
+
+class MiniBatches:
+    """Shuffled mini-batches ``(index, *tensors[index])`` of row-aligned tensors, a fresh
+    permutation from ``generator`` on every pass."""
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, generator=None):
+        if not tensors:
+            raise ValueError("MiniBatches needs at least one tensor")
+        n = tensors[0].shape[0]
+        if any(t.shape[0] != n for t in tensors):
+            raise ValueError("all tensors must have the same number of rows")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-self.tensors[0].shape[0] // self.batch_size)
+
+    def __iter__(self):
+        n = self.tensors[0].shape[0]
+        perm = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
+        for start in range(0, n, self.batch_size):
+            idx = perm[start : start + self.batch_size]
+            yield (idx, *(t[idx] for t in self.tensors))
+
+
+def svi(
+    objective: Callable,
+    optimizer: torch.optim.Optimizer,
+    num_steps: int,
+    *,
+    batches: Iterable | None = None,
+    scheduler=None,
+    callback: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Maximise ``objective(batch)`` by ``num_steps`` optimiser steps; returns the bound at
+    every step. ``batches`` is re-iterated when exhausted (a new shuffle per pass)."""
+    history: list[float] = []
+    it = iter(batches) if batches is not None else None
+    for step in range(num_steps):
+        batch = None
+        if it is not None:
+            batch = next(it, None)
+            if batch is None:
+                it = iter(batches)
+                batch = next(it)
+        optimizer.zero_grad(set_to_none=True)
+        bound = objective(batch)
+        if not torch.isfinite(bound):
+            raise FloatingPointError(
+                f"the objective became {float(bound)} at step {step}; try a smaller learning "
+                "rate, a smaller initial guide scale, or float64"
+            )
+        (-bound).backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        history.append(float(bound.detach()))
+        if callback is not None:
+            callback(step, history[-1])
+    return history
