@@ -28,6 +28,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _env() -> dict:
+    # One thread per process on the 2-core test machines; gloo talks over the loopback.
+    lo = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
+    return dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=lo)
+
+
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
@@ -46,17 +52,12 @@ def two_process_run(tmp_path_factory):
     bad = X.copy()
     bad[250, 1] = np.nan  # in the second process's half
     np.save(tmp / "bad.npy", bad)
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS="1",
-        GLOO_SOCKET_IFNAME=os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
-    )
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
         str(WORKER), str(tmp), str(tmp / "x.npy"), str(tmp / "w.npy"), str(tmp / "bad.npy"),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [dict(np.load(tmp / f"rank{r}.npz")) for r in range(2)]
     return X, w, ranks
@@ -75,6 +76,30 @@ def test_two_processes_equal_one_process(two_process_run, ct):
         np.testing.assert_array_equal(a, b)  # every process ends with the same parameters
         np.testing.assert_allclose(a, getattr(one, f"{key}_"), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ranks[0][f"{ct}_bounds"], one.lower_bounds_, rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_cli_distributed_under_torchrun(two_process_run, tmp_path):
+    """`torchrun --nproc-per-node 2 -m latentfit fit gmm DATA -k 3 --distributed`: rank 0 alone
+    reports and saves, and the saved model is the single-process fit."""
+    import latentfit
+
+    X, _, _ = two_process_run
+    np.save(tmp_path / "x.npy", X)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        "-m", "latentfit", "fit", "gmm", str(tmp_path / "x.npy"), "-k", "3", "--distributed",
+        "--quiet", "--tol", "1e-10", "--out", str(tmp_path / "model.lf"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("GaussianMixture: K=3, covariance=full, n=301, d=2") == 1
+    one = GaussianMixture(3, random_state=0, tol=1e-10).fit(X)
+    ll = one.score(X) * len(X)
+    assert f"log-likelihood: {ll:.6f}" in proc.stdout or f"log-likelihood: {ll:.5f}" in proc.stdout
+    saved = latentfit.load(tmp_path / "model.lf")
+    np.testing.assert_allclose(saved.means_, one.means_, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow

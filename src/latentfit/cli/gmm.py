@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,17 @@ def fit_gmm(
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="One process per rank under torchrun: each reads its shard of DATA and the EM "
+        "statistics are all-reduced; rank 0 prints and saves.",
+    ),
 ):
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
     from latentfit.em.gmm import GaussianMixture
 
-    X = read_data(data, columns, allow_nan=missing == "marginalize")
     model = GaussianMixture(
         k,
         covariance_type=covariance,
@@ -55,19 +62,32 @@ def fit_gmm(
         random_state=seed,
         missing=missing,
         verbose=0 if quiet else 1,
+        device=device,
     )
-    try:
-        model.fit(X)
-    except (ValueError, FloatingPointError) as err:
-        fail(str(err))
-    n = X.shape[0]
-    ll = model.score(X) * n
+    if distributed:
+        from latentfit.em.distributed import fit_distributed
+
+        try:
+            res = fit_distributed(model, data, columns=[c for c in columns.split(",") if c] or None)
+        except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
+            fail(str(err))
+        if res.rank != 0:
+            return
+        n, d, ll = res.n_samples, res.n_features, res.loglik
+    else:
+        X = read_data(data, columns, allow_nan=missing == "marginalize")
+        try:
+            model.fit(X)
+        except (ValueError, FloatingPointError) as err:
+            fail(str(err))
+        n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
+    p = model._n_parameters()
     echo = typer.echo
-    echo(f"GaussianMixture: K={k}, covariance={covariance}, n={n}, d={X.shape[1]}")
+    echo(f"GaussianMixture: K={k}, covariance={covariance}, n={n}, d={d}")
     state = "converged" if model.converged_ else "NOT converged (try --max-iter or --tol)"
     echo(f"EM iterations: {model.n_iter_} ({state}); best of {n_init} init(s)")
-    echo(f"log-likelihood: {ll:.6f} (per sample {model.score(X):.6f})")
-    echo(f"BIC: {model.bic(X):.4f}   AIC: {model.aic(X):.4f}   parameters: {model._n_parameters()}")
+    echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
+    echo(f"BIC: {-2 * ll + p * math.log(n):.4f}   AIC: {-2 * ll + 2 * p:.4f}   parameters: {p}")
     echo(f"weights:\n{_fmt(model.weights_)}")
     echo(f"means:\n{_fmt(model.means_)}")
     echo(f"covariances ({covariance}):\n{_fmt(model.covariances_)}")

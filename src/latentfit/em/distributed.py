@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
 from latentfit.em.data import TensorChunks
-from latentfit.em.sources import ChunkSource
+from latentfit.em.sources import ChunkSource, open_source, stream_loglik
 
 __all__ = [
+    "DistributedFit",
     "DistributedSource",
     "all_reduce_stats",
     "broadcast_params",
+    "fit_distributed",
     "init_distributed",
     "is_distributed",
     "local_device",
@@ -232,3 +235,37 @@ class DistributedSource(ChunkSource):
         return TensorChunks(
             full[:, :d].contiguous(), full[:, d].contiguous(), self.chunk_rows or 65536
         )
+
+
+class DistributedFit(NamedTuple):
+    """What :func:`fit_distributed` returns on every process (the totals are over all of them)."""
+
+    rank: int
+    world_size: int
+    n_samples: int
+    n_features: int
+    loglik: float
+
+
+def fit_distributed(model, path, *, columns=None, weight_column=None) -> DistributedFit:
+    """Fit ``model`` on this process's shard of the data file ``path`` (the body of
+    ``latentfit fit gmm DATA --distributed`` under torchrun).
+
+    Joins the process group from the launcher's environment (nccl for a CUDA model, which is
+    placed on ``cuda:LOCAL_RANK``), reads rows ``shard_range(n, rank, world_size)`` of the file
+    (memory-mapped .npy, Parquet by row group; CSV is read whole and sliced), fits with the
+    statistics all-reduced, then scores the data in one more pass. Only rank 0 shows progress.
+    """
+    device = local_device(model.device)
+    rank, world = init_distributed(device)
+    if str(device) != str(model.device) and model.device is not None:
+        model.set_params(device=str(device))
+    if rank != 0:
+        model.set_params(verbose=0)
+    source = DistributedSource(
+        open_source(path, columns=columns, weight_column=weight_column, progress=False)
+    )
+    model.fit(source)
+    missing = model.get_params().get("missing") == "marginalize"
+    loglik, _, rows = stream_loglik(model, source, allow_nan=missing)
+    return DistributedFit(rank, world, rows, source.n_features, loglik)

@@ -45,6 +45,7 @@ __all__ = [
     "open_source",
     "prepare_stream",
     "shard_range",
+    "stream_loglik",
 ]
 
 Block = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]
@@ -528,3 +529,23 @@ def prepare_stream(
     hooks: the one call a model's ``fit`` makes to accept a source in place of an array."""
     data = source.configured(device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan)
     return EMStream(data, StreamHooks(hooks, min_rows), data.reduce)
+
+
+def stream_loglik(model, source: ChunkSource, allow_nan: bool = False) -> tuple[float, float, int]:
+    """Σ w log p(x), Σ w and the row count of a fitted model over a source, one chunk at a time
+    (over every process for a distributed source): what BIC, AIC and ``score`` need."""
+    data = source.configured(device=model._device, dtype=model._dtype, allow_nan=allow_nan)
+    dev = data.device
+    total = {
+        "loglik": torch.zeros((), dtype=torch.float64, device=dev),
+        "weight": torch.zeros((), dtype=torch.float64, device=dev),
+        "rows": torch.zeros((), dtype=torch.float64, device=dev),
+    }
+    for X, w in data:
+        if X.shape[0]:
+            ll = torch.as_tensor(model.score_samples(X), dtype=torch.float64, device=dev)
+            total["loglik"] += (w.double() * ll).sum()
+        total["weight"] += w.double().sum()
+        total["rows"] += X.shape[0]
+    total = data.reduce(total)
+    return float(total["loglik"]), float(total["weight"]), int(total["rows"])
