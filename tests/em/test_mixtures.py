@@ -126,6 +126,7 @@ def test_poisson_recovers_rates():
     assert np.all(np.diff(m.lower_bounds_) >= -1e-12)
     S, labels = m.sample(50)
     assert S.shape == (50, 3) and np.all(S == np.round(S)) and np.all(S >= 0)
+    assert np.all(np.diff(labels) >= 0) and set(labels) <= {0, 1}
 
 
 def test_categorical_and_multinomial_fit_and_sample():

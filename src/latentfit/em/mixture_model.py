@@ -13,6 +13,9 @@ Minka's 2002 equation), ``lognormal``.
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 from torch.distributions import (
     Bernoulli,
@@ -318,6 +321,29 @@ class MixtureModel(BaseMixture):
         self._niw = None
         if self.niw_shrinkage is not None and "mvn" in self.families_:
             self._niw = NormalInverseWishart.default(X, len(self.families_), self.niw_shrinkage)
+
+    def _initial_params(self, data, gen):
+        fams = self.families_
+        if len(set(fams)) == 1 or len(fams) > 5 or data.labels is not None:
+            return super()._initial_params(data, gen)
+        # Which initial cluster suits which family is arbitrary: with mixed families, try every
+        # assignment of clusters to components and keep the most likely start.
+        resp = self._initial_resp(data, gen) * data.weights.unsqueeze(1)  # (n, k)
+        best, best_ll = None, -math.inf
+        for perm in itertools.permutations(range(len(fams))):
+            r = resp[:, list(perm)]
+            S0 = r.sum(0)
+            try:
+                cand = self._c_mstep(self._c_stats(data.X, r), S0)
+            except (ValueError, RuntimeError):  # a family cannot fit that cluster
+                continue
+            cand["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
+            ll = float(torch.logsumexp(self._log_joint(data.X, cand), 1) @ data.weights)
+            if best is None or ll > best_ll:
+                best, best_ll = cand, ll
+        if best is None:
+            raise ValueError("no initial assignment of clusters to the component families fits")
+        return best
 
     def _component(self, params, k):
         prefix = f"c{k}."
