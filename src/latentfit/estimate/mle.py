@@ -106,8 +106,14 @@ def fit_family(
     cov_type: str = "observed",
     max_iter: int = 500,
     gtol: float = 1e-8,
+    solver: Callable | None = None,
+    uncertainty: bool = True,
 ) -> FitResult:
-    """The shared engine of ``fit_mle`` and ``fit_map`` on validated data ``x``."""
+    """The shared engine of ``fit_mle`` and ``fit_map`` on validated data ``x``.
+
+    ``solver(objective, u0) -> OptimizeResult`` replaces L-BFGS (the lasso's proximal solver);
+    ``uncertainty=False`` reports NaN covariances where no asymptotic one applies.
+    """
     if method not in ("auto", "closed_form", "optimize"):
         raise ValueError(f"method must be 'auto', 'closed_form' or 'optimize', got {method!r}")
     if cov_type not in COV_TYPES:
@@ -140,7 +146,7 @@ def fit_family(
     if closed and method != "optimize":
         params = {k: v.detach() for k, v in family.closed_form(x, fixed).items()}
         u = layout.to_unconstrained(params)
-        converged, n_iter, solver = True, 0, "closed form"
+        converged, n_iter, solver_name = True, 0, "closed form"
     else:
         u0 = layout.to_unconstrained(start)
         if not bool(torch.isfinite(u0).all()) or not bool(torch.isfinite(objective(u0))):
@@ -148,8 +154,13 @@ def fit_family(
                 f"the starting values {_fmt(start)} give a non-finite {family.name} "
                 "log-likelihood; pass init= with values inside the parameter space"
             )
-        res = minimize(lambda u: objective(u) / n, u0, max_iter=max_iter, gtol=gtol)
-        u, converged, n_iter, solver = res.u, res.converged, res.n_iter, "L-BFGS + Newton"
+        if solver is None:
+            res = minimize(lambda u: objective(u) / n, u0, max_iter=max_iter, gtol=gtol)
+            solver_name = "L-BFGS + Newton"
+        else:
+            res = solver(objective, u0)
+            solver_name = getattr(solver, "name", "custom")
+        u, converged, n_iter = res.u, res.converged, res.n_iter
         if not converged:
             warnings.warn(
                 f"{family.name} fit did not converge (max |gradient| {res.grad_norm:.3g} after "
@@ -165,7 +176,11 @@ def fit_family(
     params = {k: v.detach() for k, v in params.items()}
     u = u.detach()
 
-    inverses = _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior, n)
+    if uncertainty:
+        inverses = _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior, n)
+    else:
+        nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
+        inverses = {"observed": invert_information(nan)}
     loglik = float(family.log_prob(params, x, fixed).sum())
     prior = None if log_prior is None else float(log_prior(params))
     return FitResult(
@@ -180,7 +195,7 @@ def fit_family(
         log_prior=prior,
         converged=converged,
         n_iter=n_iter,
-        solver=solver,
+        solver=solver_name,
         inverses=inverses,
         cov_type=cov_type,
     )

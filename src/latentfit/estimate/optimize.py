@@ -91,3 +91,93 @@ def minimize(
             break
     grad_norm = float(g.abs().max()) if u.numel() else 0.0
     return OptimizeResult(u, float(val), grad_norm, n_iter, bool(grad_norm < gtol))
+
+
+def _soft_threshold(v, threshold, center):
+    d = v - center
+    return center + torch.sign(d) * torch.clamp(d.abs() - threshold, min=0.0)
+
+
+def minimize_l1(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    u0: torch.Tensor,
+    weight: torch.Tensor,
+    center: torch.Tensor,
+    *,
+    max_iter: int = 20000,
+    gtol: float = 1e-10,
+) -> OptimizeResult:
+    """Minimise ``f(u) + Σⱼ weightⱼ |uⱼ − centerⱼ|`` for smooth ``f`` (weight 0: no penalty).
+
+    Accelerated proximal gradient with backtracking and gradient-based adaptive restart (Beck &
+    Teboulle 2009, FISTA; O'Donoghue & Candès 2015), then Newton steps on the active set with
+    the signs held fixed, accepted only when they keep the signs and the KKT conditions
+    ``|∂f/∂uⱼ| ≤ weightⱼ`` on the zero set: the exact solution, not just a tolerance away.
+    ``value``/``grad_norm`` report the composite objective and the norm of the proximal-gradient
+    step (zero exactly at a minimiser).
+    """
+
+    def total(u, fu):
+        return fu + (weight * (u - center).abs()).sum()
+
+    u = u0.detach().clone()
+    y, t, lip = u.clone(), 1.0, 1.0
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007  (n_iter is reported)
+        fy, gy = _value_and_grad(f, y)
+        while True:
+            z = _soft_threshold(y - gy / lip, weight / lip, center)
+            fz = f(z).detach()
+            d = z - y
+            if fz <= fy + gy @ d + 0.5 * lip * (d @ d) + 1e-14 * abs(float(fy)):
+                break
+            lip *= 2.0
+        if float((y - z) @ (z - u)) > 0:  # momentum points uphill: restart
+            t = 1.0
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        moved = float((z - u).abs().max())
+        y = z + ((t - 1) / t_next) * (z - u)
+        u, t = z, t_next
+        lip *= 0.95  # let the step grow back after a backtrack
+        if moved < 1e-13 * (1 + float(u.abs().max())):
+            break
+    u = _active_set_newton(f, u, weight, center)
+    fu, gu = _value_and_grad(f, u)
+    lip = max(lip, 1.0)
+    step = u - _soft_threshold(u - gu / lip, weight / lip, center)
+    grad_norm = float(step.abs().max() * lip) if u.numel() else 0.0
+    return OptimizeResult(u, float(total(u, fu)), grad_norm, n_iter, grad_norm < gtol)
+
+
+def _active_set_newton(f, u, weight, center, steps: int = 10):
+    for _ in range(steps):
+        diff = u - center
+        active = (weight == 0) | (diff != 0)  # (p,)
+        if not bool(active.any()):
+            return u
+        sign = torch.sign(diff) * (weight != 0)
+        fu, g = _value_and_grad(f, u)
+        g_active = (g + weight * sign)[active]
+        h = hessian(f, u)[active][:, active]
+        chol, info = torch.linalg.cholesky_ex((h + h.T) / 2)
+        if int(info) != 0:
+            return u
+        cand = u.clone()
+        cand[active] = u[active] + torch.cholesky_solve(-g_active[:, None], chol)[:, 0]
+        keeps_signs = bool(
+            (
+                torch.sign(cand - center)[active & (weight != 0)] == sign[active & (weight != 0)]
+            ).all()
+        )
+        fc, gc = _value_and_grad(f, cand)
+        kkt = bool((gc.abs()[~active] <= weight[~active] * (1 + 1e-9) + 1e-15).all())
+        better = float(fc + (weight * (cand - center).abs()).sum()) <= float(
+            fu + (weight * diff.abs()).sum()
+        ) + 1e-13 * abs(float(fu))
+        if not (keeps_signs and kkt and better):
+            return u
+        done = float((cand - u).abs().max()) < 1e-14 * (1 + float(u.abs().max()))
+        u = cand
+        if done:
+            return u
+    return u

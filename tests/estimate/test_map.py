@@ -1,0 +1,148 @@
+"""MAP: closed-form posterior modes, and regression MAP reproducing least squares, ridge and
+lasso from scikit-learn on the same data."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import curve_fit
+from sklearn.linear_model import Lasso, LinearRegression, Ridge
+from torch.distributions import Beta, Gamma, Laplace, Normal
+
+from latentfit.estimate import (
+    fit_map,
+    fit_map_regression,
+    lasso_prior_scale,
+    ridge_prior_scale,
+)
+
+
+def _t(v):
+    return torch.tensor(v, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def regression():
+    rng = np.random.default_rng(0)
+    n, d = 120, 8
+    X = rng.normal(size=(n, d)) @ np.diag(np.linspace(0.5, 2.0, d))
+    w = np.array([2.0, -1.0, 0.0, 0.0, 0.5, 0.0, 0.0, 1.0])
+    y = X @ w + 0.3 + rng.normal(size=n)
+    return X, y
+
+
+def _linear(X, w, b):
+    return X @ w + b
+
+
+def _init(d):
+    return {"w": torch.zeros(d, dtype=torch.float64), "b": 0.0}
+
+
+def test_no_prior_is_least_squares(regression, device):
+    X, y = regression
+    fit = fit_map_regression(_linear, X, y, _init(X.shape[1]), noise_scale=0.7, device=device)
+    ref = LinearRegression().fit(X, y)
+    np.testing.assert_allclose(fit.params["w"].cpu(), ref.coef_, rtol=1e-10, atol=1e-12)
+    assert float(fit.params["b"]) == pytest.approx(ref.intercept_, rel=1e-10)
+    assert fit.method == "MLE"
+    # with σ known the covariance of least squares is σ² (AᵀA)⁻¹, A = [X, 1]
+    A = np.column_stack([X, np.ones(len(y))])
+    cov = 0.7**2 * np.linalg.inv(A.T @ A)
+    np.testing.assert_allclose(fit.cov.cpu(), cov, rtol=1e-8, atol=1e-14)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 5.0, 100.0])
+def test_normal_prior_is_ridge(regression, alpha):
+    X, y = regression
+    sigma = 1.3
+    prior = {"w": Normal(_t(0.0), _t(ridge_prior_scale(alpha, sigma)))}
+    fit = fit_map_regression(_linear, X, y, _init(X.shape[1]), prior=prior, noise_scale=sigma)
+    ref = Ridge(alpha=alpha, solver="cholesky").fit(X, y)
+    np.testing.assert_allclose(fit.params["w"], ref.coef_, rtol=1e-9, atol=1e-12)
+    assert float(fit.params["b"]) == pytest.approx(ref.intercept_, rel=1e-9)
+    assert fit.method == "MAP" and torch.isfinite(fit.bse).all()
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.2, 0.8])
+def test_laplace_prior_is_lasso(regression, alpha):
+    X, y = regression
+    n = len(y)
+    prior = {"w": Laplace(_t(0.0), _t(lasso_prior_scale(alpha, n)))}
+    fit = fit_map_regression(_linear, X, y, _init(X.shape[1]), prior=prior)
+    # coordinate descent run to a duality gap of 1e-15 is the exact lasso solution
+    ref = Lasso(alpha=alpha, tol=1e-15, max_iter=1_000_000).fit(X, y)
+    assert (ref.coef_ == 0).any()  # the test must exercise the kink
+    np.testing.assert_allclose(fit.params["w"], ref.coef_, rtol=1e-8, atol=1e-10)
+    assert float(fit.params["b"]) == pytest.approx(ref.intercept_, rel=1e-8)
+    # exact zeros where the lasso has them
+    assert ((fit.params["w"] == 0).numpy() == (ref.coef_ == 0)).all()
+    assert fit.converged
+    assert torch.isnan(fit.bse).all()  # no Laplace approximation at a kink
+
+
+def test_nonlinear_least_squares_matches_curve_fit():
+    rng = np.random.default_rng(1)
+    t = np.linspace(0, 4, 60)
+    y = 2.5 * np.exp(-1.3 * t) + 0.1 * rng.normal(size=t.size)
+    popt, _ = curve_fit(
+        lambda t, a, k: a * np.exp(-k * t), t, y, p0=[1, 1], xtol=1e-14, ftol=1e-14, gtol=1e-14
+    )
+    fit = fit_map_regression(
+        lambda X, a, k: a * torch.exp(-k * X), t, y, {"a": 1.0, "k": 1.0}, noise_scale=0.1
+    )
+    np.testing.assert_allclose(fit.estimates, popt, rtol=1e-9)
+    # curve_fit's absolute_sigma=False rescales by the residual variance; with σ fixed at 0.1
+    # the Gauss-Newton covariance σ² (JᵀJ)⁻¹ differs from the observed-information one only by
+    # the residual-curvature term, which is O(residual): compare loosely
+    a, k = popt
+    jac = np.column_stack([np.exp(-k * t), -a * t * np.exp(-k * t)])
+    np.testing.assert_allclose(fit.cov, 0.01 * np.linalg.inv(jac.T @ jac), rtol=0.05)
+
+
+def test_beta_bernoulli_mode():
+    x = np.random.default_rng(2).binomial(1, 0.3, 40).astype(float)
+    a, b = 3.0, 5.0
+    fit = fit_map("bernoulli", x, {"probs": Beta(_t(a), _t(b))})
+    mode = (x.sum() + a - 1) / (len(x) + a + b - 2)
+    assert float(fit.params["probs"]) == pytest.approx(mode, rel=1e-10)
+
+
+def test_gamma_poisson_mode_and_laplace_variance():
+    x = np.random.default_rng(3).poisson(4.0, 30).astype(float)
+    a, b = 2.0, 0.5
+    fit = fit_map("poisson", x, {"rate": Gamma(_t(a), _t(b))})
+    shape = x.sum() + a - 1
+    mode = shape / (len(x) + b)
+    assert float(fit.params["rate"]) == pytest.approx(mode, rel=1e-10)
+    # Laplace approximation: −d²/dλ² log posterior = (Σx + a − 1)/λ² at the mode
+    assert float(fit.bse[0]) == pytest.approx(mode / np.sqrt(shape), rel=1e-8)
+    assert fit.log_prior == pytest.approx(float(Gamma(_t(a), _t(b)).log_prob(_t(mode))), rel=1e-10)
+    assert "MAP results: Poisson" in fit.summary() and "Log-prior" in fit.summary()
+
+
+def test_laplace_prior_on_a_mean_soft_thresholds():
+    x = np.random.default_rng(4).normal(0.3, 2.0, 50)
+    sigma, b = 2.0, 0.05
+
+    def loglik(x, mu, sigma):
+        return Normal(mu, sigma).log_prob(x)
+
+    fit = fit_map(
+        loglik, x, {"mu": Laplace(_t(0.0), _t(b))}, init={"mu": 1.0}, fixed={"sigma": sigma}
+    )
+    # argmin Σ(x − μ)²/(2σ²) + |μ|/b = soft(x̄, σ²/(n b))
+    thr = sigma**2 / (len(x) * b)
+    expected = np.sign(x.mean()) * max(abs(x.mean()) - thr, 0.0)
+    assert float(fit.params["mu"]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_map_errors():
+    x = [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match=r"'scale'.*parameters: \('rate',\)"):
+        fit_map("poisson", x, {"scale": Gamma(_t(1.0), _t(1.0))})
+    with pytest.raises(TypeError, match="torch distribution"):
+        fit_map("poisson", x, {"rate": 3.0})
+    with pytest.raises(ValueError, match="real-valued"):
+        fit_map("poisson", x, {"rate": Laplace(_t(0.0), _t(1.0))})
+    with pytest.raises(ValueError, match="one value per row of X"):
+        fit_map_regression(_linear, np.ones((3, 2)), [1.0, 2.0], _init(2))
