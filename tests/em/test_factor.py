@@ -1,0 +1,164 @@
+"""FactorAnalysis and PPCA by EM: the Tipping & Bishop closed form, scikit-learn's
+FactorAnalysis likelihood, exact posteriors, missing values."""
+
+import numpy as np
+import pytest
+import scipy.stats as st
+import torch
+from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
+
+import latentfit
+from latentfit import PPCA, FactorAnalysis
+from latentfit.em.factor import factor_estep_stats, factor_posterior
+
+
+def _data(n=500, d=6, q=2, seed=0):
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(d, q)) * 1.5
+    noise = rng.uniform(0.3, 1.2, d)
+    X = rng.normal(size=(n, q)) @ W.T + rng.normal(size=(n, d)) * np.sqrt(noise) + 5.0
+    return X, W, noise
+
+
+def _ppca_closed_form(X, q):
+    """Tipping & Bishop (1999), eqs. 7–8: σ² = mean discarded eigenvalue, C = W Wᵀ + σ² I."""
+    S = np.cov(X.T, bias=True)
+    lam, U = np.linalg.eigh(S)
+    lam, U = lam[::-1], U[:, ::-1]
+    s2 = lam[q:].mean()
+    C = U[:, :q] @ np.diag(lam[:q] - s2) @ U[:, :q].T + s2 * np.eye(X.shape[1])
+    return s2, C
+
+
+def test_ppca_em_reaches_the_closed_form_mle():
+    X, _, _ = _data()
+    m = PPCA(2, tol=1e-13, max_iter=3000, random_state=0).fit(X)
+    s2, C = _ppca_closed_form(X, 2)
+    ref_ll = st.multivariate_normal(X.mean(0), C).logpdf(X).mean()
+    # EM converges linearly; at tol 1e-13 the log-likelihood is within rounding of the maximum
+    # and, being quadratic at the maximum, leaves the parameters within ~1e-6.
+    np.testing.assert_allclose(m.score(X), ref_ll, rtol=1e-11)
+    np.testing.assert_allclose(m.noise_variance_, s2, rtol=1e-6)
+    np.testing.assert_allclose(m.get_covariance(), C, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.mean_, X.mean(0), rtol=1e-10)
+    assert np.all(np.diff(m.lower_bounds_) >= -1e-12)
+
+
+def test_factor_analysis_reaches_sklearn_likelihood():
+    X, _, _ = _data()
+    ours = FactorAnalysis(2, tol=1e-11, max_iter=5000, random_state=0).fit(X)
+    ref = SkFactorAnalysis(2, tol=1e-10, max_iter=5000).fit(X)
+    # Both maximise the same likelihood; scikit-learn stops on a change in the total
+    # log-likelihood below 1e-10, so 1e-8 relative is the comparable precision.
+    np.testing.assert_allclose(ours.score(X), ref.score(X), rtol=1e-8)
+    # EM converges linearly: a last step below 1e-11 can leave ~100× that to the maximum.
+    assert ours.score(X) >= ref.score(X) - 1e-9
+    # The likelihood is flat near its maximum: a 1e-10 change in it leaves the parameters (and
+    # so the per-sample densities) free at the ~1e-5 level.
+    np.testing.assert_allclose(ours.score_samples(X), ref.score_samples(X), rtol=1e-4)
+    np.testing.assert_allclose(ours.get_covariance(), ref.get_covariance(), rtol=1e-3, atol=1e-3)
+    assert ours.components_.shape == (2, 6) and ours.noise_variance_.shape == (6,)
+    assert np.all(np.diff(ours.lower_bounds_) >= -1e-12)
+
+
+def test_posterior_and_density_against_the_joint_gaussian():
+    X, W, noise = _data(50)
+    mu = X.mean(0)
+    post = factor_posterior(
+        torch.as_tensor(X), torch.as_tensor(W), torch.as_tensor(mu), torch.as_tensor(noise)
+    )
+    C = W @ W.T + np.diag(noise)
+    beta = W.T @ np.linalg.inv(C)  # E[z | x] = Wᵀ C⁻¹ (x − μ)
+    np.testing.assert_allclose(post.mean.numpy(), (X - mu) @ beta.T, rtol=1e-10)
+    np.testing.assert_allclose(post.cov.numpy(), np.eye(2) - beta @ W, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        post.loglik.numpy(), st.multivariate_normal(mu, C).logpdf(X), rtol=1e-10
+    )
+
+
+def test_missing_path_equals_complete_path_on_complete_data_and_brute_force_with_gaps():
+    X, W, noise = _data(40)
+    args = (torch.as_tensor(W), torch.as_tensor(X.mean(0)), torch.as_tensor(noise))
+    w = torch.as_tensor(np.random.default_rng(0).uniform(0.5, 2, 40))
+    Xt = torch.as_tensor(X)
+    full = factor_estep_stats(Xt, w, *args)
+    # Force the per-row (missing-data) path with one NaN in an extra row of zero weight.
+    Xn = torch.cat([Xt, torch.full((1, 6), float("nan"), dtype=torch.float64)])
+    per_row = factor_estep_stats(Xn, torch.cat([w, torch.zeros(1, dtype=torch.float64)]), *args)
+    for key in full:
+        torch.testing.assert_close(per_row[key], full[key], rtol=1e-10, atol=1e-10)
+    # With gaps: the statistics are expectations under the joint Gaussian of (x, z) given x_o.
+    Xg = X.copy()
+    Xg[np.random.default_rng(1).uniform(size=X.shape) < 0.3] = np.nan
+    got = factor_estep_stats(torch.as_tensor(Xg), w, *args)
+    mu = X.mean(0)
+    d, q = W.shape
+    J = np.block([[W @ W.T + np.diag(noise), W], [W.T, np.eye(q)]])  # Cov of (x, z)
+    ref = dict(
+        Sx=np.zeros(d), Sxx=np.zeros(d), Sxz=np.zeros((d, q)), Szz=np.zeros((q, q)), loglik=0.0
+    )
+    for i, x in enumerate(Xg):
+        o = np.r_[~np.isnan(x), np.zeros(q, bool)]
+        u = ~o
+        G = J[np.ix_(u, o)] @ np.linalg.inv(J[np.ix_(o, o)])
+        r = x[o[:d]] - mu[o[:d]]
+        mean = np.zeros(d + q)
+        mean[o] = r
+        mean[u] = G @ r
+        cov = np.zeros((d + q, d + q))
+        cov[np.ix_(u, u)] = J[np.ix_(u, u)] - G @ J[np.ix_(o, u)]
+        E2 = np.outer(mean, mean) + cov  # E[(x − μ, z)(x − μ, z)ᵀ | x_o]
+        wi = float(w[i])
+        ref["Sx"] += wi * mean[:d]
+        ref["Sxx"] += wi * np.diag(E2)[:d]
+        ref["Sxz"] += wi * E2[:d, d:]
+        ref["Szz"] += wi * E2[d:, d:]
+        ref["loglik"] += wi * st.multivariate_normal(np.zeros(o.sum()), J[np.ix_(o, o)]).logpdf(r)
+    for key, val in ref.items():
+        np.testing.assert_allclose(got[key].numpy(), val, rtol=1e-9, atol=1e-9, err_msg=key)
+
+
+def test_missing_values_fit_transform_and_score():
+    X, _, _ = _data(1500, seed=2)
+    Xm = X.copy()
+    Xm[np.random.default_rng(3).uniform(size=X.shape) < 0.2] = np.nan
+    complete = FactorAnalysis(2, random_state=0, tol=1e-9, max_iter=3000).fit(X)
+    gaps = FactorAnalysis(2, random_state=0, tol=1e-9, max_iter=3000, missing="marginalize").fit(Xm)
+    # A fifth of the entries missing at random: the covariance estimate moves by a few
+    # standard errors (s.e. of a covariance entry ≈ 0.05–0.15 here), never by more than 0.5.
+    np.testing.assert_allclose(gaps.get_covariance(), complete.get_covariance(), atol=0.5)
+    np.testing.assert_allclose(gaps.mean_, complete.mean_, atol=0.15)
+    assert np.all(np.diff(gaps.lower_bounds_) >= -1e-10)
+    Z = gaps.transform(Xm[:20])
+    assert Z.shape == (20, 2) and np.all(np.isfinite(Z))
+    ll = gaps.score_samples(Xm[:20])
+    i = int(np.flatnonzero(np.isnan(Xm[:20]).any(1))[0])
+    o = ~np.isnan(Xm[i])
+    C = gaps.get_covariance()
+    np.testing.assert_allclose(
+        ll[i], st.multivariate_normal(gaps.mean_[o], C[np.ix_(o, o)]).logpdf(Xm[i, o]), rtol=1e-10
+    )
+    same = FactorAnalysis(2, random_state=0, missing="marginalize").fit(X)
+    ref = FactorAnalysis(2, random_state=0).fit(X)
+    np.testing.assert_array_equal(same.components_, ref.components_)
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        FactorAnalysis(2).fit(Xm)
+
+
+def test_sample_save_load_and_bad_input(tmp_path, device):
+    X, _, _ = _data(400)
+    m = PPCA(2, random_state=0, device=device, tol=1e-8).fit(X)
+    S = m.sample(20000)
+    # 20000 draws: the sample covariance's entries have s.e. ≈ |C| · sqrt(2/20000) ≈ 1%.
+    np.testing.assert_allclose(
+        np.cov(S.T), m.get_covariance(), atol=0.06 * np.abs(m.get_covariance()).max()
+    )
+    m2 = latentfit.load(m.save(tmp_path / "ppca.lf"))
+    np.testing.assert_array_equal(m2.transform(X), m.transform(X))
+    assert isinstance(m2.noise_variance_, float)
+    n = len(X)
+    assert np.isclose(m.bic(X), -2 * m.score(X) * n + (6 * 2 - 1 + 6 + 1) * np.log(n))
+    with pytest.raises(ValueError, match="at most n_features"):
+        FactorAnalysis(7).fit(X)
+    with pytest.raises(ValueError, match="expecting 6 features"):
+        m.transform(X[:, :2])
