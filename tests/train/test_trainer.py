@@ -1,0 +1,212 @@
+"""The trainer: exact resume, skipped non-finite steps, early stopping, collapse warning, files."""
+
+import csv
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from latentfit.train import TrainConfig, train
+from latentfit.vae import ELBO, IWAE, VAE, PosteriorCollapseWarning, build_model
+from latentfit.vae.likelihoods import BernoulliLikelihood
+from latentfit.vae.networks import Decoder, GaussianEncoder, mlp
+
+
+def small_data(n=120, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    proto = (torch.rand(4, d, generator=g) > 0.5).double() * 0.9 + 0.05  # four crisp patterns
+    return proto[torch.randint(4, (n,), generator=g)].float()  # intensities in [0, 1]
+
+
+def cfg(**kw):
+    base = dict(
+        epochs=3,
+        batch_size=32,
+        lr=3e-3,
+        binarize=True,
+        progress=False,
+        patience=None,
+        diagnostics=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("objective", [ELBO(), IWAE(3)])
+def test_resume_after_interruption_is_bit_identical(tmp_path, objective):
+    X, Xv = small_data(), small_data(40, seed=1)
+    spec = dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
+    full = build_model(**spec)
+    ref = train(full, objective, X, Xv, cfg(kl_schedule="linear", warmup_epochs=2))
+
+    class Interrupt(Exception):
+        pass
+
+    class Stopper:
+        """The objective, but the process 'dies' at the 6th call (mid-epoch 2)."""
+
+        calls = 0
+
+        def __call__(self, *args, **kwargs):
+            Stopper.calls += 1
+            if Stopper.calls == 6:
+                raise Interrupt
+            return objective(*args, **kwargs)
+
+    ck = tmp_path / "ck"
+    first = build_model(**spec)
+    with pytest.raises(Interrupt):
+        train(
+            first,
+            Stopper(),
+            X,
+            Xv,
+            cfg(kl_schedule="linear", warmup_epochs=2, checkpoint_dir=str(ck), checkpoint_every=2),
+        )
+    assert sorted(p.name for p in ck.iterdir()) == ["last.pt"]  # no temporary file left behind
+    resumed = build_model(**spec)  # a fresh process: fresh weights, everything from the file
+    res = train(
+        resumed,
+        objective,
+        X,
+        Xv,
+        cfg(kl_schedule="linear", warmup_epochs=2, checkpoint_dir=str(ck), checkpoint_every=2),
+    )
+    assert all(torch.equal(a, b) for a, b in zip(params(full), params(resumed), strict=True))
+    assert res.steps == ref.steps == 12
+    assert [r["val_bound"] for r in res.history] == [r["val_bound"] for r in ref.history]
+
+
+def test_max_steps_stops_mid_epoch_and_resumes(tmp_path):
+    X = small_data()
+    spec = dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
+    full = build_model(**spec)
+    train(full, ELBO(), X, None, cfg())
+    part = build_model(**spec)
+    res = train(part, ELBO(), X, None, cfg(checkpoint_dir=str(tmp_path), max_steps=5))
+    assert res.interrupted and res.steps == 5
+    again = build_model(**spec)
+    train(again, ELBO(), X, None, cfg(checkpoint_dir=str(tmp_path)))
+    assert all(torch.equal(a, b) for a, b in zip(params(full), params(again), strict=True))
+
+
+def test_resume_refuses_a_different_batch_size(tmp_path):
+    X = small_data()
+    train(
+        build_model(x_dim=16, z_dim=3, hidden=[12]),
+        ELBO(),
+        X,
+        None,
+        cfg(checkpoint_dir=str(tmp_path), max_steps=2),
+    )
+    with pytest.raises(ValueError, match="batch_size"):
+        train(
+            build_model(x_dim=16, z_dim=3, hidden=[12]),
+            ELBO(),
+            X,
+            None,
+            cfg(checkpoint_dir=str(tmp_path), batch_size=16),
+        )
+
+
+def test_non_finite_losses_are_skipped_and_counted():
+    X = small_data()
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    calls = {"n": 0}
+
+    def sometimes_nan(m, x, g, kl_weight=1.0):
+        out = ELBO()(m, x, g, kl_weight)
+        calls["n"] += 1
+        if calls["n"] % 4 == 0:
+            return out._replace(loss=out.loss * float("nan"))
+        return out
+
+    res = train(model, sometimes_nan, X, None, cfg())
+    assert res.n_skipped == 3  # 12 steps, every 4th poisoned
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(math.isfinite(r["train_bound"]) for r in res.history)
+
+
+def test_early_stopping_with_patience():
+    X, Xv = small_data(), small_data(40, seed=1)
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    # lr = 0: the validation bound never improves, so patience 2 stops after epoch 3.
+    res = train(model, ELBO(), X, Xv, cfg(epochs=10, lr=0.0, patience=2))
+    assert res.stopped_early and res.epochs == 3 and res.best_epoch == 1
+
+
+def test_best_weights_are_restored():
+    X, Xv = small_data(), small_data(40, seed=1)
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    res = train(model, ELBO(), X, Xv, cfg(epochs=4, lr=1e-2))
+    from latentfit.train import validation_bound
+
+    fixed = torch.bernoulli(Xv, generator=torch.Generator().manual_seed(1))  # seed + 1
+    assert validation_bound(model, ELBO(), fixed, seed=0) == pytest.approx(res.best_val_bound)
+
+
+class IgnoresZ(nn.Module):
+    """A decoder body whose output does not depend on z: p(x | z) = p(x)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(d))
+
+    def forward(self, z):
+        return self.logits.expand(*z.shape[:-1], -1)
+
+
+def test_decoder_that_ignores_z_collapses_the_kl_and_warns():
+    X = small_data(200)
+    model = VAE(GaussianEncoder(mlp([16, 12]), 12, 4), Decoder(IgnoresZ(16), BernoulliLikelihood()))
+    with pytest.warns(PosteriorCollapseWarning, match="posterior collapse"):
+        res = train(model, ELBO(), X, X[:60], cfg(epochs=15, lr=3e-2, diagnostics=True))
+    # Nothing but -KL depends on the encoder, so the optimum is q(z|x) = p(z).
+    assert res.history[-1]["kl_total"] < 0.04
+    assert res.history[-1]["active_units"] == 0
+    assert res.collapse_warned
+
+
+def test_a_working_vae_does_not_warn():
+    X = small_data(200)
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PosteriorCollapseWarning)
+        res = train(model, ELBO(), X, X[:60], cfg(epochs=8, lr=1e-2, diagnostics=True))
+    assert res.history[-1]["kl_total"] > 0.5 and res.history[-1]["active_units"] >= 1
+
+
+def test_metrics_csv_and_gradient_accumulation(tmp_path):
+    X = small_data()
+    path = tmp_path / "m.csv"
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    train(model, ELBO(), X, X[:40], cfg(grad_accum=2, metrics_csv=str(path), diagnostics=True))
+    rows = list(csv.DictReader(path.open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"train_bound", "val_bound", "active_units", "mutual_info", "n_skipped"} <= set(rows[0])
+
+
+def test_bad_input_is_named():
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    X = small_data()
+    X[7, 3] = float("nan")
+    with pytest.raises(ValueError, match="row 7, column 3"):
+        train(model, ELBO(), X, None, cfg())
+    with pytest.raises(ValueError, match="binarize"):
+        train(model, ELBO(), small_data() * 3, None, cfg())
+    with pytest.raises(ValueError, match="batch_size"):
+        train(model, ELBO(), small_data(), None, cfg(batch_size=1, grad_accum=2))
+
+
+def test_trains_on_device(device):
+    X = small_data()
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    res = train(model, ELBO(), X, X[:40], cfg(device=device, epochs=2))  # bf16 autocast on CUDA
+    assert math.isfinite(res.best_val_bound)
+    assert next(model.parameters()).device.type == device
