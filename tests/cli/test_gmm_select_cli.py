@@ -1,0 +1,82 @@
+"""`latentfit fit gmm` and `latentfit select FAMILY` end to end on small files."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import latentfit
+from latentfit.cli import app
+from latentfit.datasets import load_faithful
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def faithful_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "faithful.csv"
+    X = load_faithful().data.numpy()
+    np.savetxt(path, X, delimiter=",", header="eruptions,waiting", comments="")
+    return path, X
+
+
+def test_fit_gmm_prints_parameters_and_saves(faithful_csv, tmp_path):
+    path, X = faithful_csv
+    out = tmp_path / "model.lf"
+    res = runner.invoke(app, ["fit", "gmm", str(path), "-k", "2", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    model = latentfit.load(out)
+    ref = latentfit.GaussianMixture(2, random_state=0).fit(X)
+    np.testing.assert_allclose(model.means_, ref.means_, rtol=1e-12)
+    for text in ("weights:", "means:", "covariances (full):", "EM iterations:", "converged"):
+        assert text in res.output
+    assert f"log-likelihood: {ref.score(X) * len(X):.6f}" in res.output
+    assert f"BIC: {ref.bic(X):.4f}" in res.output
+
+
+def test_fit_gmm_with_missing_values(tmp_path, faithful_csv):
+    _, X = faithful_csv
+    X = X.copy()
+    X[::9, 1] = np.nan
+    path = tmp_path / "gaps.csv"
+    np.savetxt(path, X, delimiter=",")
+    res = runner.invoke(app, ["fit", "gmm", str(path), "-k", "2", "--quiet"])
+    assert res.exit_code == 2 and "--missing marginalize" in res.output
+    res = runner.invoke(
+        app, ["fit", "gmm", str(path), "-k", "2", "--missing", "marginalize", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+
+
+def test_fit_gmm_bad_options(faithful_csv):
+    path, _ = faithful_csv
+    res = runner.invoke(app, ["fit", "gmm", str(path), "-k", "2", "--covariance", "round"])
+    assert res.exit_code == 2 and "covariance_type must be one of" in res.output
+    res = runner.invoke(app, ["fit", "gmm", str(path) + ".missing", "-k", "2"])
+    assert res.exit_code == 2 and "no data file" in res.output
+
+
+def test_select_gmm_table_and_plot(faithful_csv, tmp_path):
+    path, _ = faithful_csv
+    fig = tmp_path / "bic.png"
+    res = runner.invoke(
+        app,
+        ["select", "gmm", str(path), "-k", "1-3", "--covariance", "full,diag", "--plot", str(fig)],
+    )
+    assert res.exit_code == 0, res.output
+    assert "BIC (lower is better" in res.output
+    assert "best by BIC: full K=2" in res.output
+    assert fig.exists() and fig.stat().st_size > 1000
+
+
+def test_select_other_families(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.poisson([[2.0, 9.0]] * 100 + [[8.0, 1.0]] * 100).astype(float)
+    path = tmp_path / "counts.npy"
+    np.save(path, X)
+    res = runner.invoke(app, ["select", "poisson", str(path), "-k", "1-3"])
+    assert res.exit_code == 0, res.output
+    assert "best by BIC: poisson K=2" in res.output
+    res = runner.invoke(app, ["select", "bernoulli", str(path), "-k", "1-2"])
+    assert res.exit_code == 1 and "every fit failed" in res.output and "binary" in res.output
+    res = runner.invoke(app, ["select", "poisson", str(path), "-k", "0-2"])
+    assert res.exit_code == 2 and "at least 1" in res.output

@@ -1,0 +1,103 @@
+"""select_model: criteria equal the models' own, the best is marked, failures never abort."""
+
+import math
+
+import numpy as np
+import pytest
+
+from latentfit import BernoulliMixture, GaussianMixture, select_model
+from latentfit.datasets import load_faithful
+from latentfit.select import SelectionResult
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return load_faithful().data.numpy()
+
+
+def test_gmm_sweep_table_and_criteria(faithful):
+    X = faithful
+    res = select_model(X, n_components=[1, 2, 3], covariance_types=["full", "diag"])
+    assert len(res.rows) == 6 and all(r["error"] is None for r in res.rows)
+    n = len(X)
+    for row, model in zip(res.rows, res.models, strict=True):
+        assert math.isclose(row["bic"], model.bic(X), rel_tol=1e-10)
+        assert math.isclose(row["aic"], model.aic(X), rel_tol=1e-10)
+        # ICL = BIC − 2 Σ log max_k p(k | x), computed here from predict_proba.
+        icl = model.bic(X) - 2 * np.log(model.predict_proba(X).max(1)).sum()
+        assert math.isclose(row["icl"], icl, rel_tol=1e-10)
+        assert row["icl"] >= row["bic"] - 1e-9
+        assert math.isclose(row["loglik"], model.score(X) * n, rel_tol=1e-10)
+    best = res.best_row_
+    assert best["bic"] == min(r["bic"] for r in res.rows)
+    assert (best["n_components"], best["variant"]) == (2, "full")  # the known answer for faithful
+    table = res.table()
+    lines = table.splitlines()
+    assert "full" in lines[1] and "diag" in lines[1]
+    assert sum("*" in line for line in lines[2:]) == 1
+    assert next(line for line in lines if line.strip().startswith("2")).count("*") == 1
+    assert "best by BIC: full K=2" in res.summary()
+    fig = res.plot()
+    assert len(fig.axes[0].lines) == 3  # two covariance types and the best point
+
+
+def test_failed_fits_are_reported_and_never_abort(faithful):
+    X = faithful[:5]
+    res = select_model(X, n_components=[1, 2, 8], covariance_types=["full"])
+    failed = [r for r in res.rows if r["error"]]
+    assert [r["n_components"] for r in failed] == [8]  # more components than samples
+    assert "n_samples" in failed[0]["error"]
+    assert math.isnan(failed[0]["bic"])
+    assert res.models[2] is None
+    assert "NA" in res.table()
+    assert res.best_row_["n_components"] in (1, 2)
+    assert "1 of 3 fits failed" in res.summary()
+
+
+def test_all_failing_sweep_has_no_best():
+    res = select_model(np.zeros((3, 2)), n_components=[5], covariance_types=["full"])
+    assert res.best_index() is None and res.best_model_ is None
+
+
+def test_candidate_list_and_other_families():
+    rng = np.random.default_rng(0)
+    mu = np.array([[0.9, 0.8, 0.1, 0.2], [0.1, 0.2, 0.9, 0.7]])
+    z = rng.integers(0, 2, 600)
+    X = (rng.uniform(size=(600, 4)) < mu[z]).astype(float)
+    res = select_model(X, family="bernoulli", n_components=[1, 2, 3], criterion="icl")
+    assert res.best_row_["n_components"] == 2
+    assert all(r["variant"] == "bernoulli" for r in res.rows)
+    cands = [("two", BernoulliMixture(2, random_state=0)), GaussianMixture(2, random_state=0)]
+    res = select_model(X, candidates=cands)
+    assert [r["label"] for r in res.rows] == ["two", "GaussianMixture K=2"]
+    res = select_model(X[:, :3] + rng.normal(size=(600, 3)), family="ppca", n_components=[1, 2])
+    assert res.rows[0]["icl"] is None and res.rows[0]["error"] is None
+
+
+def test_cross_validated_heldout_loglik(faithful):
+    X = faithful
+    res = select_model(
+        X, n_components=[1, 2], covariance_types=["full"], cv=3, criterion="cv_loglik"
+    )
+    from sklearn.model_selection import KFold
+
+    total = 0.0
+    for train, test in KFold(3, shuffle=True, random_state=0).split(X):
+        m = GaussianMixture(2, random_state=0).fit(X[train])
+        total += m.score_samples(X[test]).sum()
+    np.testing.assert_allclose(res.rows[1]["cv_loglik"], total / len(X), rtol=1e-10)
+    assert res.best_row_["n_components"] == 2
+    with pytest.raises(ValueError, match="needs cv"):
+        select_model(X, criterion="cv_loglik")
+    with pytest.raises(ValueError, match="criterion must be"):
+        select_model(X, criterion="mdl")
+
+
+def test_result_from_rows_only():
+    rows = [
+        {"label": "a", "n_components": 1, "variant": "v", "bic": 3.0, "error": None},
+        {"label": "b", "n_components": 2, "variant": "v", "bic": float("nan"), "error": "x"},
+    ]
+    res = SelectionResult(rows, [None, None])
+    assert res.best_index() == 0
+    assert "NA" in res.table() and "3.00*" in res.table()
