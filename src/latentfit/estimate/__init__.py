@@ -1,5 +1,25 @@
 """Estimation with uncertainty: MLE, MAP and conjugate Bayesian inference."""
 
+from latentfit.estimate.conjugate import (
+    BetaBernoulli,
+    BetaBinomial,
+    ConjugateModel,
+    DirichletCategorical,
+    DirichletMultinomial,
+    GammaPoisson,
+)
+from latentfit.estimate.conjugate_normal import (
+    NormalInverseGamma,
+    NormalInverseWishart,
+    NormalKnownVariance,
+)
+from latentfit.estimate.distributions import (
+    BetaBinomialDistribution,
+    DirichletMultinomialDistribution,
+    InverseWishart,
+    MultivariateStudentT,
+    quantile,
+)
 from latentfit.estimate.families import (
     FAMILIES,
     Family,
@@ -18,8 +38,21 @@ from latentfit.estimate.result import FitResult, TransformedEstimate
 
 __all__ = [
     "FAMILIES",
+    "BetaBernoulli",
+    "BetaBinomial",
+    "BetaBinomialDistribution",
+    "ConjugateModel",
+    "DirichletCategorical",
+    "DirichletMultinomial",
+    "DirichletMultinomialDistribution",
     "Family",
     "FitResult",
+    "GammaPoisson",
+    "InverseWishart",
+    "MultivariateStudentT",
+    "NormalInverseGamma",
+    "NormalInverseWishart",
+    "NormalKnownVariance",
     "TransformedEstimate",
     "fit_map",
     "fit_map_regression",
@@ -27,6 +60,7 @@ __all__ = [
     "get_family",
     "lasso_prior_scale",
     "log_density_family",
+    "quantile",
     "register_family",
     "ridge_prior_scale",
 ]
