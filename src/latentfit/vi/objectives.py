@@ -71,7 +71,8 @@ class ELBO:
     ``elbo(batch)`` returns a scalar whose value is the Monte-Carlo estimate of the ELBO and
     whose gradient is the chosen estimator's; maximise it (minimise ``-elbo(batch)``).
 
-    guide : a Distribution or a module ``guide() → q(z)`` over the global latent.
+    guide : a Distribution or a module ``guide() → q(z)`` over the global latent, or None
+        when the model has local latents only (``log_likelihood(None, z_local, batch)``).
     local_guide : ``local_guide(batch) → q(z_i)`` with batch shape (b,), for local latents.
     n_data : total number of data points N when ``batch`` is a mini-batch (scale N / b).
     kl : ``"auto"`` (closed form when torch knows it, else Monte Carlo), ``"analytic"``, ``"mc"``.
@@ -98,6 +99,8 @@ class ELBO:
             raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
         if (local_guide is None) != (local_prior is None):
             raise ValueError("local latents need both local_guide and local_prior")
+        if guide is None and local_guide is None:
+            raise ValueError("give a guide for the global latent, a local_guide, or both")
         self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
         self.local_guide, self.local_prior = local_guide, local_prior
         self.n_data, self.num_samples, self.kl = n_data, num_samples, kl
@@ -121,6 +124,9 @@ class ELBO:
 
     def __call__(self, batch=None) -> torch.Tensor:
         est, s = self.estimator, self.num_samples
+        if self.guide is None:  # local latents only (the VAE case)
+            data, kl_local, scale = self._local_terms(None, batch)
+            return data.mean(0) - scale * kl_local
         q = _as_dist(self.guide)
         z = est.sample(q, s, self.generator)  # (s, *event)
         kl_mode_g = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
