@@ -120,15 +120,21 @@ def _check_data(X, name: str, binarize: bool) -> torch.Tensor:
 
 
 def validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: int = 500) -> float:
-    """Mean of the objective's bound over X (this process's shard; summed over processes)."""
-    part = X[dist_utils.shard(X.shape[0])]
-    gen = torch.Generator(X.device).manual_seed(_stream_seed(seed, 2**40, 0))
+    """Mean of the objective's bound over X, e.g. L_k for IWAE(k).
+
+    Batch b of X uses noise seeded by (seed, b) and is evaluated by process b mod world, so the
+    value does not depend on the number of processes.
+    """
+    rank, world = dist_utils.rank(), dist_utils.world_size()
     total = torch.zeros(2, dtype=torch.float64, device=X.device)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in range(0, part.shape[0], batch_size):
-            out = objective(model, part[start : start + batch_size], gen)
+        for b, start in enumerate(range(0, X.shape[0], batch_size)):
+            if b % world != rank:
+                continue
+            gen = torch.Generator(X.device).manual_seed(_stream_seed(seed, 2**40 + b, 0))
+            out = objective(model, X[start : start + batch_size], gen)
             total[0] += out.bound.double().sum()
             total[1] += out.bound.shape[0]
     model.train(was_training)
