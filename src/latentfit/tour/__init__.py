@@ -17,6 +17,7 @@ __all__ = ["SECTIONS", "Section", "TourContext", "run_tour"]
 # (name, module) in the order of the chain.
 SECTIONS: list[tuple[str, str]] = [
     ("gmm", "latentfit.tour.gmm"),
+    ("hmm", "latentfit.tour.hmm"),
 ]
 
 

@@ -134,11 +134,11 @@ def _safe_log_normalize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def chunk_length(n_steps: int, n_states: int) -> int:
-    """Steps per chunk for the parallel kernels: about √(t · c) so that the ``l`` batched
-    steps and the ``b`` boundary steps cost about the same; one chunk for short streams."""
-    if n_steps <= 2048:
+    """Steps per chunk for the parallel kernels: about √t, so that the ``l`` batched steps
+    and the ``b`` chunk-boundary steps cost about the same; one chunk for very short streams."""
+    if n_steps <= 64:
         return max(1, n_steps)
-    return int(min(n_steps, max(256, math.sqrt(n_steps * 1.0))))
+    return math.ceil(math.sqrt(n_steps))
 
 
 def _chunked(x: torch.Tensor, starts: torch.Tensor, length: int, fill: float):
@@ -446,11 +446,13 @@ def _smooth_chunks(e_bl, filtered, transmat, restarts, beta, starts_bl):
     tiny = torch.finfo(e_bl.dtype).tiny
     At = transmat.T.contiguous()
     gamma = torch.empty_like(e_bl)
-    acc = torch.zeros(k, k, dtype=e_bl.dtype, device=e_bl.device)
+    # Σ_t (α̂_{t-1} / z_t)ᵀ (e_t ⊙ β̂_t), gathered step by step and summed by one product
+    left = torch.zeros_like(e_bl)  # (b, l, k): α̂_{t-1} / z_t at step t (0 where no transition)
+    right = torch.empty_like(e_bl)  # (b, l, k): e_t ⊙ β̂_t
     g = filtered[:, -1] * beta
     torch.div(g, g.sum(1, keepdim=True).clamp_min_(tiny), out=gamma[:, -1])
     for i in range(length - 1, 0, -1):
-        r = e_bl[:, i] * beta  # (b, k)
+        r = torch.mul(e_bl[:, i], beta, out=right[:, i])  # (b, k)
         nxt = r @ At  # (b, k): unnormalised β_{i-1}
         if i in restarts:
             nxt[restarts[i]] = 1.0
@@ -460,14 +462,15 @@ def _smooth_chunks(e_bl, filtered, transmat, restarts, beta, starts_bl):
         torch.mul(g, zinv, out=gamma[:, i - 1])
         if i in restarts:
             zinv[restarts[i]] = 0.0
-        acc.addmm_((prev * zinv).T, r)
+        torch.mul(prev, zinv, out=left[:, i])
         beta = nxt.div_(nxt.sum(1, keepdim=True).clamp_min_(tiny))
     if b > 1:  # transitions into the first step of chunks 1..b-1
-        r = e_bl[1:, 0] * beta[1:]
+        r = torch.mul(e_bl[1:, 0], beta[1:], out=right[1:, 0])
         prev = filtered[:-1, -1]
         z = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny)
-        w = (prev / z).masked_fill_(starts_bl[1:, :1], 0.0)
-        acc.addmm_(w.T, r)
+        left[1:, 0] = (prev / z).masked_fill_(starts_bl[1:, :1], 0.0)
+    right[0, 0] = 0.0
+    acc = left.reshape(-1, k).T @ right.reshape(-1, k)  # (k, k)
     return gamma, transmat * acc
 
 
