@@ -14,6 +14,7 @@ from latentfit.em.mixtures import (
     MultinomialMixture,
     PoissonMixture,
 )
+from latentfit.estimate import fit_map, fit_mle
 from latentfit.io import load, save
 from latentfit.select import select_model
 from latentfit.vi.bgmm import BayesianGaussianMixture
@@ -34,6 +35,8 @@ __all__ = [
     "MultinomialMixture",
     "PoissonHMM",
     "PoissonMixture",
+    "fit_map",
+    "fit_mle",
     "load",
     "save",
     "select_model",
