@@ -228,3 +228,16 @@ def test_open_source_by_suffix_and_warm_start(tmp_path, data):
     with pytest.warns(ConvergenceWarning):
         ref.fit(X)
     np.testing.assert_allclose(gm.means_, ref.means_, rtol=1e-10)
+
+
+def test_missing_values_stream_like_in_memory(tmp_path, data):
+    X, _ = data
+    Xm = X.copy()
+    Xm[::7, 1] = np.nan
+    np.save(tmp_path / "xm.npy", Xm)
+    kw = dict(random_state=0, tol=1e-8, missing="marginalize", chunk_rows=128)
+    mem = GaussianMixture(3, **kw).fit(Xm)
+    _assert_same_fit(mem, GaussianMixture(3, **kw).fit(NpySource(tmp_path / "xm.npy")))
+    # Huge but finite values overflow the quick sum check and are still accepted.
+    big = np.array([[1e308], [1e308], [-1e308]])
+    assert torch.equal(next(iter(ArraySource(big)))[0], torch.from_numpy(big))

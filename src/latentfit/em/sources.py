@@ -168,9 +168,14 @@ class ChunkSource:
                     f"{self.name}: the block starting at row {offset} has shape "
                     f"{tuple(X.shape)}; every block must be (rows, {d})"
                 )
-            bad = first_nonfinite(
-                X.nan_to_num(0.0, posinf=np.inf, neginf=-np.inf) if self.allow_nan else X
-            )
+            # A finite sum proves every value finite (NaN and ±inf propagate); only a
+            # non-finite sum, or an overflow, pays for the search that names the entry.
+            finite = bool(torch.isfinite(X.sum()))
+            bad = None
+            if not finite:
+                bad = first_nonfinite(
+                    X.nan_to_num(0.0, posinf=np.inf, neginf=-np.inf) if self.allow_nan else X
+                )
             if bad is not None:
                 raise ValueError(
                     f"{self.name} contains {X[bad].item()} at row {offset + bad[0]}, column "
