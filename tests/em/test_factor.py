@@ -32,7 +32,7 @@ def _ppca_closed_form(X, q):
 
 def test_ppca_em_reaches_the_closed_form_mle():
     X, _, _ = _data()
-    m = PPCA(2, tol=1e-13, max_iter=3000, random_state=0).fit(X)
+    m = PPCA(2, init="random", tol=1e-13, max_iter=3000, random_state=0).fit(X)
     s2, C = _ppca_closed_form(X, 2)
     ref_ll = st.multivariate_normal(X.mean(0), C).logpdf(X).mean()
     # EM converges linearly; at tol 1e-13 the log-likelihood is within rounding of the maximum
@@ -42,11 +42,15 @@ def test_ppca_em_reaches_the_closed_form_mle():
     np.testing.assert_allclose(m.get_covariance(), C, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m.mean_, X.mean(0), rtol=1e-10)
     assert np.all(np.diff(m.lower_bounds_) >= -1e-12)
+    # The default start is that closed form: EM confirms it at once.
+    fast = PPCA(2, tol=1e-10).fit(X)
+    assert fast.n_iter_ <= 3
+    np.testing.assert_allclose(fast.score(X), ref_ll, rtol=1e-12)
 
 
 def test_factor_analysis_reaches_sklearn_likelihood():
     X, _, _ = _data()
-    ours = FactorAnalysis(2, tol=1e-11, max_iter=5000, random_state=0).fit(X)
+    ours = FactorAnalysis(2, init="random", tol=1e-11, max_iter=5000, random_state=0).fit(X)
     ref = SkFactorAnalysis(2, tol=1e-10, max_iter=5000).fit(X)
     # Both maximise the same likelihood; scikit-learn stops on a change in the total
     # log-likelihood below 1e-10, so 1e-8 relative is the comparable precision.

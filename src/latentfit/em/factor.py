@@ -42,6 +42,7 @@ from latentfit.io import serializable
 __all__ = ["PPCA", "FactorAnalysis", "FactorPosterior", "factor_estep_stats", "factor_posterior"]
 
 _LOG_2PI = math.log(2 * math.pi)
+_PCA_INIT_MAX_FEATURES = 4096  # above this the d × d eigendecomposition costs more than EM
 
 
 class FactorPosterior(NamedTuple):
@@ -155,6 +156,7 @@ class _LinearGaussian(DensityMixin, BaseEstimator):
         tol=1e-6,
         max_iter=1000,
         missing="error",
+        init="pca",
         random_state=None,
         verbose=0,
         device=None,
@@ -165,6 +167,7 @@ class _LinearGaussian(DensityMixin, BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
         self.missing = missing
+        self.init = init
         self.random_state = random_state
         self.verbose = verbose
         self.device = device
@@ -205,7 +208,9 @@ class _LinearGaussian(DensityMixin, BaseEstimator):
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
         gen = make_generator(self.random_state, X.device)
-        hooks = _FactorHooks(q, self._isotropic, _noise_floor(X, w))
+        if self.init not in ("pca", "random"):
+            raise ValueError(f"init must be 'pca' or 'random', got {self.init!r}")
+        hooks = _FactorHooks(q, self._isotropic, _noise_floor(X, w), self.init)
         result = run_em(
             hooks,
             TensorChunks(X, w, self.chunk_rows),
@@ -313,6 +318,8 @@ class FactorAnalysis(_LinearGaussian):
     scikit-learn's ``FactorAnalysis`` attributes: ``components_`` (q, d) = Wᵀ, ``mean_`` (d,),
     ``noise_variance_`` (d,); plus ``lower_bounds_`` (mean log-likelihood per iteration).
     ``missing="marginalize"`` fits, transforms and scores rows with NaN entries exactly.
+    ``init="pca"`` (default) starts from the PPCA closed form of the mean-imputed data,
+    ``"random"`` from a random W drawn with ``random_state``.
     ``sample_weight`` weights each row's log-likelihood.
     """
 
@@ -341,20 +348,35 @@ def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
 class _FactorHooks:
     """EM hooks of FactorAnalysis/PPCA: pure functions of (params, batch)."""
 
-    def __init__(self, q: int, isotropic: bool, min_noise: float):
+    def __init__(self, q: int, isotropic: bool, min_noise: float, init: str = "pca"):
         self.q = q
         self.isotropic = isotropic
         self.min_noise = min_noise
+        self.init = init
 
     def initialize(self, data, generator):
         X = impute_mean(data.X, data.weights)  # only to start; the fit itself never imputes
         w = data.weights
         mu = (w @ X) / w.sum()
         var = (w @ (X - mu).square()) / w.sum()  # (d,)
-        # A random start: EM then has to find the principal subspace itself.
-        W = torch.randn(X.shape[1], self.q, generator=generator, dtype=X.dtype, device=X.device)
-        W = W * (var.sqrt().unsqueeze(1) / math.sqrt(self.q))
-        psi = var.mean().expand_as(var).clone() if self.isotropic else var.clone()
+        d = X.shape[1]
+        if self.init == "pca" and d <= _PCA_INIT_MAX_FEATURES:
+            # Tipping & Bishop's closed form on the (mean-imputed) data: the PPCA maximum on
+            # complete data, a good start for factor analysis and for data with gaps.
+            R = (X - mu) * (w / w.sum()).sqrt().unsqueeze(1)
+            lam, U = torch.linalg.eigh(R.T @ R)  # ascending
+            lam, U = lam.flip(0).clamp_min(0), U.flip(1)
+            s2 = lam[self.q :].mean() if self.q < d else lam.new_tensor(0.0)
+            W = U[:, : self.q] * (lam[: self.q] - s2).clamp_min(0).sqrt()
+            if self.isotropic:
+                psi = s2.expand(d).clone()
+            else:
+                psi = (var - W.square().sum(1)).clamp_min(1e-3 * var)
+        else:
+            # A random start: EM then has to find the principal subspace itself.
+            W = torch.randn(d, self.q, generator=generator, dtype=X.dtype, device=X.device)
+            W = W * (var.sqrt().unsqueeze(1) / math.sqrt(self.q))
+            psi = var.mean().expand_as(var).clone() if self.isotropic else var.clone()
         return {"W": W, "mu": mu, "psi": psi.clamp_min(self.min_noise)}
 
     def estep(self, params, batch):

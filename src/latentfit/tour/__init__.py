@@ -16,7 +16,9 @@ __all__ = ["SECTIONS", "Section", "TourContext", "run_tour"]
 
 # (name, module) in the order of the chain.
 SECTIONS: list[tuple[str, str]] = [
+    ("estimate", "latentfit.tour.estimate"),
     ("gmm", "latentfit.tour.gmm"),
+    ("mixtures", "latentfit.tour.mixtures"),
     ("hmm", "latentfit.tour.hmm"),
 ]
 
