@@ -1,0 +1,300 @@
+"""The HMM estimators against hmmlearn from identical starting parameters, and on their own."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hmmlearn import hmm as hl
+from sklearn.base import clone
+
+import latentfit
+from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.driver import EMMonotonicityWarning
+from latentfit.em.hmm import UnvisitedStateWarning
+
+COVARS = {
+    "diag": lambda k, d: np.linspace(0.8, 1.6, k * d).reshape(k, d),
+    "spherical": lambda k, d: np.linspace(0.8, 1.6, k),
+    "full": lambda k, d: np.stack([np.eye(d) * (1 + 0.2 * i) + 0.3 for i in range(k)]),
+    "tied": lambda k, d: np.eye(d) * 1.2 + 0.3,
+}
+
+
+def gaussian_data(seed=0, n=360, d=2):
+    rng = np.random.default_rng(seed)
+    z = (np.arange(n) // 30) % 3
+    centers = np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 3.0]])[:, :d]
+    return centers[z] + rng.normal(size=(n, d)), [n // 3, 1, n // 3, n - 2 * (n // 3) - 1]
+
+
+def start_params(k, d, ct, seed=1):
+    rng = np.random.default_rng(seed)
+    return dict(
+        startprob_=rng.dirichlet(np.ones(k)),
+        transmat_=rng.dirichlet(np.ones(k) * 2, size=k),
+        means_=rng.normal(size=(k, d)) * 2,
+        covars_=COVARS[ct](k, d),
+    )
+
+
+def set_params(model, params):
+    for name, value in params.items():
+        setattr(model, name, value)
+    return model
+
+
+def quiet_fit(model, X, lengths=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, lengths)
+
+
+@pytest.mark.parametrize("ct", ["diag", "spherical", "full", "tied"])
+def test_gaussian_baum_welch_equals_hmmlearn(ct):
+    X, lengths = gaussian_data()
+    k, d = 3, 2
+    kw = dict(
+        covariance_type=ct,
+        n_iter=12,
+        tol=-np.inf,
+        init_params="",
+        means_prior=0.5,
+        means_weight=0.1,
+        covars_prior=0.05,
+        covars_weight=3.0,
+        transmat_prior=1.3,
+        startprob_prior=1.1,
+    )
+    start = start_params(k, d, ct)
+    ref = quiet_fit(set_params(hl.GaussianHMM(k, **kw), start), X, lengths)
+    ours = quiet_fit(set_params(GaussianHMM(k, **kw), start), X, lengths)
+    # log-likelihood before every M-step, from the same start: exact algorithms in float64
+    np.testing.assert_allclose(ours.lower_bounds_, list(ref.monitor_.history), rtol=1e-8)
+    np.testing.assert_allclose(ours.transmat_, ref.transmat_, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-7, atol=1e-10)
+    ref_cov = ref._covars_[:, 0] if ct == "spherical" else ref._covars_
+    np.testing.assert_allclose(ours._covars_, ref_cov, rtol=1e-7)
+    assert ours.score(X, lengths) == pytest.approx(ref.score(X, lengths), rel=1e-10)
+    lp, path = ours.decode(X, lengths)
+    ref_lp, ref_path = ref.decode(X, lengths)
+    np.testing.assert_array_equal(path, ref_path)
+    assert lp == pytest.approx(ref_lp, rel=1e-10)
+    np.testing.assert_allclose(
+        ours.predict_proba(X, lengths), ref.predict_proba(X, lengths), rtol=1e-8, atol=1e-12
+    )
+    map_lp, map_path = ours.decode(X, lengths, algorithm="map")
+    ref_map = ref.decode(X, lengths, algorithm="map")
+    np.testing.assert_array_equal(map_path, ref_map[1])
+    assert map_lp == pytest.approx(ref_map[0], rel=1e-10)
+    assert ours.bic(X, lengths) == pytest.approx(ref.bic(X, lengths), rel=1e-10)
+    assert ours.aic(X, lengths) == pytest.approx(ref.aic(X, lengths), rel=1e-10)
+    np.testing.assert_allclose(
+        ours.covars_,
+        ref.covars_ if ct != "spherical" else np.stack([np.eye(d) * c for c in ref_cov]),
+        rtol=1e-7,
+    )
+
+
+def test_categorical_baum_welch_equals_hmmlearn():
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.integers(0, 3, 200), rng.integers(2, 6, 200)])[:, None]
+    lengths = [150, 250]
+    k = 3
+    start = dict(
+        startprob_=rng.dirichlet(np.ones(k)),
+        transmat_=rng.dirichlet(np.ones(k), k),
+        emissionprob_=rng.dirichlet(np.ones(6), k),
+    )
+    kw = dict(n_iter=15, tol=-np.inf, init_params="", emissionprob_prior=1.2, transmat_prior=1.5)
+    ref = quiet_fit(set_params(hl.CategoricalHMM(k, **kw), start), X, lengths)
+    ours = quiet_fit(set_params(CategoricalHMM(k, **kw), start), X, lengths)
+    np.testing.assert_allclose(ours.lower_bounds_, list(ref.monitor_.history), rtol=1e-8)
+    np.testing.assert_allclose(ours.emissionprob_, ref.emissionprob_, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(ours.transmat_, ref.transmat_, rtol=1e-7, atol=1e-12)
+    lp, path = ours.decode(X, lengths)
+    ref_lp, ref_path = ref.decode(X, lengths)
+    np.testing.assert_array_equal(path, ref_path)
+    assert lp == pytest.approx(ref_lp, rel=1e-10)
+
+
+def test_poisson_baum_welch_equals_hmmlearn_without_prior():
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.poisson([1, 6], (150, 2)), rng.poisson([7, 2], (150, 2))])
+    start = dict(
+        startprob_=np.array([0.6, 0.4]),
+        transmat_=np.array([[0.9, 0.1], [0.3, 0.7]]),
+        lambdas_=np.array([[2.0, 3.0], [5.0, 1.0]]),
+    )
+    kw = dict(n_iter=10, tol=-np.inf, init_params="")
+    ref = quiet_fit(set_params(hl.PoissonHMM(2, **kw), start), X)
+    ours = quiet_fit(set_params(PoissonHMM(2, **kw), start), X)
+    np.testing.assert_allclose(ours.lower_bounds_, list(ref.monitor_.history), rtol=1e-8)
+    np.testing.assert_allclose(ours.lambdas_, ref.lambdas_, rtol=1e-7)
+
+
+@pytest.mark.parametrize("ct", ["diag", "spherical", "full", "tied"])
+def test_gmmhmm_density_equals_hmmlearn_and_em_is_monotone(ct):
+    X, lengths = gaussian_data(seed=5, n=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("error", category=EMMonotonicityWarning)
+        ours = GMMHMM(2, n_mix=2, covariance_type=ct, n_iter=15, tol=-np.inf, random_state=0)
+        ours.fit(X, lengths)
+    assert np.all(np.diff(ours.lower_bounds_) > -1e-8)
+    ref = set_params(
+        hl.GMMHMM(2, n_mix=2, covariance_type=ct, init_params=""),
+        dict(
+            startprob_=ours.startprob_,
+            transmat_=ours.transmat_,
+            weights_=ours.weights_,
+            means_=ours.means_,
+            covars_=ours.covars_,
+        ),
+    )
+    assert ours.score(X, lengths) == pytest.approx(ref.score(X, lengths), rel=1e-10)
+    np.testing.assert_array_equal(ours.predict(X, lengths), ref.predict(X, lengths))
+
+
+def test_parameters_recovered_from_a_long_sample():
+    truth = GaussianHMM(3, covariance_type="full")
+    truth.startprob_ = np.array([0.5, 0.3, 0.2])
+    truth.transmat_ = np.array([[0.90, 0.05, 0.05], [0.10, 0.80, 0.10], [0.05, 0.15, 0.80]])
+    truth.means_ = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    truth.covars_ = np.array([np.eye(2), [[1.0, 0.5], [0.5, 1.0]], np.eye(2) * 0.5])
+    truth.n_features = 2
+    X, z = truth.sample(20000, random_state=0)
+    model = quiet_fit(
+        GaussianHMM(3, covariance_type="full", n_iter=100, tol=1e-6, n_init=2, random_state=0), X
+    )
+    order = np.argsort(model.means_[:, 0] + 2 * model.means_[:, 1])
+    assert np.array_equal(np.argsort(truth.means_[:, 0] + 2 * truth.means_[:, 1]), [0, 1, 2])
+    # standard errors with ~6000 steps per state are ~0.02 (means, variances) and ~0.005
+    # (transition probabilities); tolerances are about four of them.
+    np.testing.assert_allclose(model.means_[order], truth.means_, atol=0.08)
+    np.testing.assert_allclose(model.covars_[order], truth.covars_, atol=0.1)
+    np.testing.assert_allclose(model.transmat_[np.ix_(order, order)], truth.transmat_, atol=0.02)
+    # the decoded path agrees with the true one almost everywhere (overlap is small)
+    assert np.mean(order.argsort()[model.predict(X)] == z) > 0.97
+
+
+def test_categorical_and_poisson_recovery():
+    truth = CategoricalHMM(2)
+    truth.startprob_ = np.array([0.5, 0.5])
+    truth.transmat_ = np.array([[0.95, 0.05], [0.1, 0.9]])
+    truth.emissionprob_ = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
+    X, _ = truth.sample(10000, random_state=1)
+    m = quiet_fit(CategoricalHMM(2, n_iter=200, tol=1e-6, n_init=2, random_state=0), X)
+    order = np.argsort(m.emissionprob_[:, 2])
+    # ~5000 symbols per state: standard errors ~0.007; tolerance ~5 of them
+    np.testing.assert_allclose(m.emissionprob_[order], truth.emissionprob_, atol=0.035)
+    np.testing.assert_allclose(m.transmat_[np.ix_(order, order)], truth.transmat_, atol=0.03)
+    p = PoissonHMM(2)
+    p.startprob_, p.transmat_ = truth.startprob_, truth.transmat_
+    p.lambdas_ = np.array([[1.0, 8.0], [6.0, 2.0]])
+    p.n_features = 2
+    Xp, _ = p.sample(10000, random_state=2)
+    fitted = quiet_fit(PoissonHMM(2, n_iter=200, tol=1e-6, random_state=0), Xp)
+    order = np.argsort(fitted.lambdas_[:, 0])
+    # rates near 5 from ~5000 counts: standard error ~0.03
+    np.testing.assert_allclose(fitted.lambdas_[order], p.lambdas_, atol=0.15)
+
+
+def test_unvisited_state_warns_and_keeps_finite_parameters():
+    X, lengths = gaussian_data(seed=6, n=200)
+    k, d = 3, 2
+    model = GaussianHMM(k, n_iter=5, tol=-np.inf, init_params="", covars_prior=0.0)
+    model.startprob_ = np.array([0.5, 0.5, 0.0])
+    model.transmat_ = np.array([[0.8, 0.2, 0.0], [0.2, 0.8, 0.0], [0.5, 0.5, 0.0]])
+    model.means_ = np.array([[0.0, 0.0], [3.0, 1.0], [100.0, 100.0]])
+    model.covars_ = np.ones((k, d))
+    with pytest.warns(UnvisitedStateWarning, match=r"state\(s\) \[2\]"):
+        quiet_fit_keep = model.fit(X, lengths)
+    for name in ("startprob_", "transmat_", "means_", "_covars_"):
+        assert np.all(np.isfinite(getattr(quiet_fit_keep, name))), name
+    np.testing.assert_array_equal(model.means_[2], [100.0, 100.0])  # kept, documented
+    np.testing.assert_allclose(model.transmat_[2], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(model.transmat_.sum(1), 1.0)
+    # hmmlearn gives NaN means here
+    ref = hl.GaussianHMM(k, n_iter=5, init_params="", covars_prior=0.0)
+    set_params(
+        ref,
+        dict(
+            startprob_=np.array([0.5, 0.5, 0.0]),
+            transmat_=np.array([[0.8, 0.2, 0.0], [0.2, 0.8, 0.0], [0.5, 0.5, 0.0]]),
+            means_=np.array([[0.0, 0.0], [3.0, 1.0], [100.0, 100.0]]),
+            covars_=np.ones((k, d)),
+        ),
+    )
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            ref.fit(X, lengths)
+            assert not np.all(np.isfinite(ref.means_))
+        except ValueError:
+            pass  # or refuses to continue
+
+
+def test_n_init_keeps_the_best_run_and_history_is_monotone():
+    X, lengths = gaussian_data(seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("error", category=EMMonotonicityWarning)
+        m = GaussianHMM(3, n_iter=30, tol=1e-8, n_init=3, random_state=0).fit(X, lengths)
+    assert len(m.all_lower_bounds_) == 3
+    finals = [b[-1] for b in m.all_lower_bounds_]
+    assert m.lower_bound_ == max(finals) == m.lower_bounds_[-1]
+    assert m.all_lower_bounds_[m.best_init_] == m.lower_bounds_
+    assert np.all(np.diff(m.lower_bounds_) > -1e-9 * abs(m.lower_bounds_[-1]))
+    assert list(m.monitor_.history) == m.lower_bounds_
+    assert m.n_iter_ == len(m.lower_bounds_)
+
+
+def test_sklearn_conventions_sampling_and_save(tmp_path):
+    X, lengths = gaussian_data(seed=8, n=200)
+    model = GaussianHMM(2, covariance_type="tied", n_iter=5, random_state=0, n_init=1)
+    params = model.get_params()
+    assert {"n_init", "device", "dtype", "params", "init_params"} <= set(params)
+    quiet_fit(model, X, lengths)
+    assert model.get_params() == params  # fit never changes a constructor argument
+    assert clone(model).get_params() == params
+    a = model.sample(50, random_state=3)
+    b = model.sample(50, random_state=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[0].shape == (50, 2) and a[1].shape == (50,)
+    np.testing.assert_allclose(
+        model.get_stationary_distribution() @ model.transmat_,
+        model.get_stationary_distribution(),
+        rtol=1e-10,
+    )
+    path = model.save(tmp_path / "hmm.safetensors")
+    loaded = latentfit.load(path)
+    assert loaded.score(X, lengths) == pytest.approx(model.score(X, lengths), rel=1e-12)
+    np.testing.assert_array_equal(loaded.predict(X, lengths), model.predict(X, lengths))
+
+
+def test_float32_and_device(device):
+    X, lengths = gaussian_data(seed=9, n=300)
+    start = start_params(3, 2, "diag")
+    m64 = quiet_fit(
+        set_params(GaussianHMM(3, n_iter=5, tol=-np.inf, init_params=""), start), X, lengths
+    )
+    m32 = quiet_fit(
+        set_params(
+            GaussianHMM(3, n_iter=5, tol=-np.inf, init_params="", dtype="float32", device=device),
+            start,
+        ),
+        X,
+        lengths,
+    )
+    # float32 rounding (~1e-7 relative per operation) over 300 steps and 5 iterations
+    np.testing.assert_allclose(m32.lower_bounds_, m64.lower_bounds_, rtol=1e-5)
+    np.testing.assert_allclose(m32.means_, m64.means_, atol=1e-4)
+    assert m32.means_.dtype == np.float32
+    dev = quiet_fit(
+        set_params(GaussianHMM(3, n_iter=5, tol=-np.inf, init_params="", device=device), start),
+        X,
+        lengths,
+    )
+    np.testing.assert_allclose(dev.lower_bounds_, m64.lower_bounds_, rtol=1e-10)
+    assert torch.device(device).type in ("cpu", "cuda")
