@@ -14,6 +14,7 @@ from latentfit.em.gaussian import (
 )
 from latentfit.em.missing import (
     gaussian_missing_estep_stats,
+    gaussian_missing_hmm_stats,
     gaussian_missing_moments,
     impute_mean,
     log_gaussian_prob_missing,
@@ -209,3 +210,23 @@ def test_impute_mean_only_touches_nans_and_refuses_empty_columns():
     X[:, 1] = float("nan")
     with pytest.raises(ValueError, match="column 1 has no observed value"):
         impute_mean(X)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_hmm_statistics_on_complete_data_are_the_plain_sums(ct):
+    means, cov = _params(ct)
+    rng = np.random.default_rng(4)
+    X = rng.normal(0, 3, (30, 4))
+    gamma = rng.dirichlet(np.ones(3), 30)
+    c = np.array([1.0, 0.0, -1.0, 2.0])
+    out = gaussian_missing_hmm_stats(*(torch.as_tensor(a) for a in (X, gamma, c, means, cov)), ct)
+    Xc = X - c
+    np.testing.assert_allclose(out["post"].numpy(), gamma.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(out["obs"].numpy(), gamma.T @ Xc, rtol=1e-12)
+    if ct in ("diag", "spherical"):
+        np.testing.assert_allclose(out["obs2"].numpy(), gamma.T @ Xc**2, rtol=1e-12)
+    elif ct == "full":
+        ref = np.einsum("tk,td,te->kde", gamma, Xc, Xc)
+        np.testing.assert_allclose(out["obsobs"].numpy(), ref, rtol=1e-12)
+    else:
+        np.testing.assert_allclose(out["obsobs"].numpy(), Xc.T @ Xc, rtol=1e-12)

@@ -32,6 +32,7 @@ from latentfit.em.gaussian import covariances_from_precisions
 __all__ = [
     "MissingMoments",
     "gaussian_missing_estep_stats",
+    "gaussian_missing_hmm_stats",
     "gaussian_missing_moments",
     "has_missing",
     "impute_mean",
@@ -220,3 +221,24 @@ def gaussian_missing_estep_stats(
         "loglik": (w * lse).sum(),
         "weight": w.sum(),
     }
+
+
+def gaussian_missing_hmm_stats(
+    X: torch.Tensor,
+    gamma: torch.Tensor,
+    shift: torch.Tensor,
+    means: torch.Tensor,
+    covars: torch.Tensor,
+    covariance_type: str,
+) -> dict[str, torch.Tensor]:
+    """A Gaussian HMM's emission statistics with missing coordinates, under the keys of
+    hmmlearn's ``GaussianHMM``: ``post`` (k,) = Σ γ, ``obs`` (k, d) = Σ γ E[x − c], and
+    ``obs2`` (k, d) for spherical/diag or ``obsobs`` ((k, d, d) full, (d, d) tied) =
+    Σ γ E[(x − c)(x − c)ᵀ]. ``gamma`` (t, k) are the state posteriors; ``means``/``covars``
+    are the current parameters (the conditional expectations depend on them). On complete
+    data these are the ordinary statistics."""
+    mom = gaussian_missing_moments(X, gamma, means, covars, covariance_type, shift)
+    if covariance_type in ("spherical", "diag"):
+        return {"post": mom.S0, "obs": mom.S1, "obs2": mom.S2}
+    S2 = mom.S2.sum(0) if covariance_type == "tied" else mom.S2
+    return {"post": mom.S0, "obs": mom.S1, "obsobs": S2}
