@@ -63,7 +63,7 @@ def svi(
         bound = objective(batch)
         if not torch.isfinite(bound):
             raise FloatingPointError(
-                f"the objective became {float(bound)} at step {step}; try a smaller learning "
+                f"the objective became {float(bound.detach())} at step {step}; try a smaller learning "
                 "rate, a smaller initial guide scale, or float64"
             )
         (-bound).backward()
