@@ -101,3 +101,13 @@ def test_result_from_rows_only():
     res = SelectionResult(rows, [None, None])
     assert res.best_index() == 0
     assert "NA" in res.table() and "3.00*" in res.table()
+
+
+def test_categorical_sweep_with_a_rare_category_cross_validates():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, (120, 4)).astype(float)
+    X[7, 2] = 5  # a code seen once: some training folds never see it
+    res = select_model(X, family="categorical", n_components=[1, 2], cv=3)
+    assert all(r["error"] is None and "cv_error" not in r for r in res.rows)
+    assert all(np.isfinite(r["cv_loglik"]) for r in res.rows)
+    assert list(res.models[0].n_categories_) == [3, 3, 6, 3]

@@ -108,6 +108,8 @@ class SelectionResult:
                 line += f"{v:>10.4f}" if v is not None and math.isfinite(v) else f"{'NA':>10}"
             if not r["converged"]:
                 line += "  (not converged)"
+            if r.get("cv_error"):
+                line += f"  (held-out failed: {r['cv_error']})"
             lines.append(line)
         for crit in ("bic", "aic", "icl") + (("cv_loglik",) if has_cv else ()):
             i = self.best_index(crit)
@@ -217,6 +219,13 @@ def _cv_loglik(model, X: torch.Tensor, cv: int, random_state) -> float:
     return total / count
 
 
+_FIT_ERRORS = (ValueError, FloatingPointError, RuntimeError, torch.linalg.LinAlgError)
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+
+
 def select_model(
     X,
     *,
@@ -256,6 +265,11 @@ def select_model(
     Xt = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float64))
     if candidates is None:
         model_kwargs.setdefault("random_state", random_state)
+        if family == "categorical" and "n_categories" not in model_kwargs:
+            # Fixed from the whole data set, so a cross-validation fold that misses a rare
+            # category can still score it.
+            finite = torch.nan_to_num(Xt, nan=0.0)
+            model_kwargs["n_categories"] = (finite.max(0).values.long() + 1).clamp_min(1).tolist()
         entries = make_candidates(family, n_components, covariance_types, **model_kwargs)
     else:
         entries = []
@@ -277,11 +291,14 @@ def select_model(
                 model = clone(est).fit(Xt)
                 row.update(_criteria(model, Xt))
                 if cv:
-                    row["cv_loglik"] = _cv_loglik(est, Xt, cv, random_state)
+                    try:
+                        row["cv_loglik"] = _cv_loglik(est, Xt, cv, random_state)
+                    except _FIT_ERRORS as err:  # the full-data fit stands; only CV is missing
+                        row["cv_error"] = _describe(err)
             row["converged"] = bool(getattr(model, "converged_", True))
             row["warnings"] = sorted({type(w.message).__name__ for w in caught})
-        except (ValueError, FloatingPointError, RuntimeError, torch.linalg.LinAlgError) as err:
-            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        except _FIT_ERRORS as err:
+            row["error"] = _describe(err)
             model = None
         rows.append(row)
         models.append(model)
