@@ -20,12 +20,16 @@ __all__ = [
     "COVARIANCE_TYPES",
     "DegenerateComponentError",
     "covariances_from_precisions",
+    "feature_stats",
     "gaussian_estep_stats",
+    "gaussian_features",
     "gaussian_mstep",
     "log_det_cholesky",
     "log_gaussian_prob",
     "moment_stats",
     "n_covariance_parameters",
+    "natural_parameters",
+    "normalize_log_prob_",
     "precision_cholesky",
     "precision_cholesky_from_precisions",
     "precisions_from_cholesky",
@@ -150,6 +154,58 @@ def log_gaussian_prob(
     return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det
 
 
+def gaussian_features(Xc: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """Sufficient statistics T(x) of the Gaussian as an exponential family: (n, d) → (n, m).
+
+    full/tied: ``[vech(x xᵀ), x]`` with m = d(d+1)/2 + d; diag/spherical: ``[x², x]`` with
+    m = 2d. Every component's log-density is then affine in T(x) (see
+    :func:`natural_parameters`), so the E-step and the M-step are each one matrix product.
+    """
+    if covariance_type in ("full", "tied"):
+        i, j = _triu(Xc.shape[1], Xc.device)
+        return torch.cat([Xc[:, i] * Xc[:, j], Xc], 1)  # (n, T + d)
+    return torch.cat([Xc * Xc, Xc], 1)  # (n, 2d)
+
+
+def _triu(d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    iu = torch.triu_indices(d, d, device=device)
+    return iu[0], iu[1]
+
+
+def _unpack_sym(v: torch.Tensor, d: int) -> torch.Tensor:
+    """(..., d(d+1)/2) upper-triangle vectors → (..., d, d) symmetric matrices."""
+    i, j = _triu(d, v.device)
+    M = v.new_zeros(*v.shape[:-1], d, d)
+    M[..., i, j] = v
+    M[..., j, i] = v
+    return M
+
+
+def natural_parameters(
+    means: torch.Tensor, prec_chol: torch.Tensor, covariance_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W (m, k), b (k,)) with log N(x | μ_k, Σ_k) = T(x) @ W[:, k] + b[k].
+
+    From log N = −½ xᵀΛx + xᵀΛμ − ½ μᵀΛμ − (d/2) log 2π + ½ log|Λ|.
+    """
+    k, d = means.shape
+    log_det = log_det_cholesky(prec_chol, covariance_type, d)
+    const = -0.5 * d * math.log(2 * math.pi) + log_det
+    if covariance_type in ("full", "tied"):
+        Lam = prec_chol @ prec_chol.mT  # (k, d, d) or (d, d)
+        Lam = Lam.expand(k, d, d)
+        i, j = _triu(d, means.device)
+        quad = -0.5 * Lam[:, i, j] * torch.where(i == j, 1.0, 2.0).to(Lam.dtype)  # (k, T)
+        lin = (Lam @ means.unsqueeze(2)).squeeze(2)  # (k, d)
+    else:
+        prec = prec_chol.square()  # (k, d) or (k,)
+        prec = prec.unsqueeze(1).expand(k, d) if covariance_type == "spherical" else prec
+        quad = -0.5 * prec  # (k, d)
+        lin = prec * means  # (k, d)
+    b = const - 0.5 * (lin * means).sum(1)  # (k,)
+    return torch.cat([quad, lin], 1).T.contiguous(), b
+
+
 def gaussian_estep_stats(
     X: torch.Tensor,
     w: torch.Tensor,
@@ -158,21 +214,59 @@ def gaussian_estep_stats(
     prec_chol: torch.Tensor,
     covariance_type: str,
     shift: torch.Tensor,
+    features: torch.Tensor | None = None,
+    natural: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Expected sufficient statistics of one chunk (Bishop 2006, §9.2.2), relative to ``shift``.
 
     Returns ``S0`` (k,) = Σ r, ``S1`` (k, d) = Σ r (x − c), ``S2`` = Σ r (x − c)(x − c)ᵀ
     ((k, d, d) full, (d, d) tied, (k, d) diag/spherical), ``loglik`` = Σ w log p(x) and
     ``weight`` = Σ w, where r = w · p(z | x). All of them add over chunks.
+
+    ``features`` may pass ``gaussian_features(X − shift)`` computed earlier (they do not change
+    between iterations); the E-step is then two matrix products over the chunk. ``natural``
+    may pass ``natural_parameters(means − shift, prec_chol)``, which is the same for every chunk.
     """
-    Xc = X - shift  # (n, d)
-    logp = log_gaussian_prob(Xc, means - shift, prec_chol, covariance_type) + log_weights  # (n, k)
-    lse = torch.logsumexp(logp, dim=1)  # (n,)
-    resp = logp.sub_(lse.unsqueeze(1)).exp_().mul_(w.unsqueeze(1))  # (n, k)
-    stats = moment_stats(Xc, w, resp, covariance_type)
+    G = gaussian_features(X - shift, covariance_type) if features is None else features
+    if natural is None:
+        natural = natural_parameters(means - shift, prec_chol, covariance_type)
+    W, b = natural
+    logp = torch.addmm(b + log_weights, G, W)  # (n, k)
+    resp, lse = normalize_log_prob_(logp, w)
+    stats = feature_stats(G, w, resp, covariance_type, X.shape[1])
     stats["loglik"] = (w * lse).sum()
     stats["weight"] = w.sum()
     return stats
+
+
+def normalize_log_prob_(logp: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Responsibilities ``w · softmax(logp)`` and ``logsumexp(logp)`` in one pass over ``logp``.
+
+    Overwrites ``logp`` (n, k) with the responsibilities (saves an exp over the n·k entries
+    compared to a logsumexp followed by an exp). Returns (resp (n, k), lse (n,)).
+    """
+    m = logp.amax(1, keepdim=True)  # (n, 1)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    resp = logp.sub_(m).exp_()
+    total = resp.sum(1, keepdim=True)  # (n, 1)
+    resp.mul_(w.unsqueeze(1) / total)
+    return resp, (m + total.log()).squeeze(1)
+
+
+def feature_stats(
+    G: torch.Tensor, w: torch.Tensor, resp: torch.Tensor, covariance_type: str, d: int
+) -> dict[str, torch.Tensor]:
+    """S0, S1, S2 from features T(x − c) (n, m) and responsibilities ``resp`` (n, k) that
+    include the sample weights."""
+    S0 = resp.sum(0)  # (k,)
+    if covariance_type == "tied":
+        S1 = resp.T @ G[:, -d:]  # (k, d)
+        S2 = _unpack_sym(w @ G[:, :-d], d)  # (d, d)
+    else:
+        S = resp.T @ G  # (k, m)
+        S1 = S[:, -d:]
+        S2 = _unpack_sym(S[:, :-d], d) if covariance_type == "full" else S[:, :d]
+    return {"S0": S0, "S1": S1.contiguous(), "S2": S2.contiguous()}
 
 
 def moment_stats(
@@ -180,18 +274,9 @@ def moment_stats(
 ) -> dict[str, torch.Tensor]:
     """Weighted moments of (already shifted) data under responsibilities ``resp`` (n, k) that
     include the sample weights: S0 (k,), S1 (k, d), S2 by covariance type."""
-    n, d = Xc.shape
-    k = resp.shape[1]
-    S0 = resp.sum(0)  # (k,)
-    S1 = resp.T @ Xc  # (k, d)
-    if covariance_type == "full":
-        RX = (resp.unsqueeze(2) * Xc.unsqueeze(1)).view(n, k * d)  # (n, k·d)
-        S2 = (RX.T @ Xc).view(k, d, d)
-    elif covariance_type == "tied":
-        S2 = (Xc * w.unsqueeze(1)).T @ Xc  # (d, d)
-    else:
-        S2 = resp.T @ (Xc * Xc)  # (k, d)
-    return {"S0": S0, "S1": S1, "S2": S2}
+    return feature_stats(
+        gaussian_features(Xc, covariance_type), w, resp, covariance_type, Xc.shape[1]
+    )
 
 
 def gaussian_mstep(

@@ -28,10 +28,12 @@ from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     covariances_from_precisions,
     gaussian_estep_stats,
+    gaussian_features,
     gaussian_mstep,
     log_gaussian_prob,
     moment_stats,
     n_covariance_parameters,
+    natural_parameters,
     precision_cholesky,
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
@@ -43,6 +45,8 @@ from latentfit.em.missing import (
     impute_mean,
     log_gaussian_prob_missing,
 )
+from latentfit.em.online import OnlineEMMixin, translate_moment_stats
+from latentfit.em.sources import is_source, prepare_stream
 from latentfit.io import save as _save
 from latentfit.io import serializable
 
@@ -51,13 +55,20 @@ __all__ = ["GaussianMixture"]
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
+def _shift_of(params: dict) -> torch.Tensor:
+    """The point the statistics of ``params`` are centred on: the fit's fixed ``shift`` (the
+    weighted data mean, set at initialisation) or, for parameters without one, the mixture mean."""
+    shift = params.get("shift")
+    return _shift(params["weights"], params["means"]) if shift is None else shift
+
+
 def _shift(weights: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     """The point statistics are centred on: the mixture mean Σ π_k μ_k (d,)."""
     return weights @ means
 
 
 @serializable
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted by EM (Dempster et al. 1977; Bishop 2006 §9.2).
 
     Parameters are those of ``sklearn.mixture.GaussianMixture``; in addition:
@@ -65,6 +76,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     device : torch device for the fit (``"cpu"``, ``"cuda"``...), default CPU.
     dtype : ``"float64"`` (default) or ``"float32"``.
     chunk_rows : rows per E-step chunk (default: sized so the work stays in cache).
+    learning_decay, learning_offset : step sizes ρ_t = (t + offset)^(−decay) of
+        ``partial_fit`` (stepwise EM, :mod:`latentfit.em.online`).
+
+    ``fit`` also takes a source of :mod:`latentfit.em.sources` (a memory-mapped .npy,
+    Parquet, a stream of arrays, a :class:`~latentfit.em.distributed.DistributedSource`)
+    in place of X: the data is read chunk by chunk on every pass.
     missing : ``"error"`` (default) refuses NaN; ``"marginalize"`` fits, scores and predicts
         rows with NaN entries exactly, marginalising the missing coordinates
         (:mod:`latentfit.em.missing`).
@@ -100,6 +117,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         device=None,
         dtype="float64",
         chunk_rows=None,
+        learning_decay=0.6,
+        learning_offset=0.0,
         missing="error",
     ):
         self.n_components = n_components
@@ -119,6 +138,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.chunk_rows = chunk_rows
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
         self.missing = missing
 
     # ------------------------------------------------------------------ validation
@@ -169,8 +190,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return TensorChunks(X, w, rows)
 
     # ------------------------------------------------------------------ EM hooks
-    def _hooks(self) -> _GMMHooks:
-        return _GMMHooks(self)
+    def _hooks(self, cache_features: bool = False) -> _GMMHooks:
+        return _GMMHooks(self, cache_features)
+
+    def _cache_fits(self, X: torch.Tensor, budget_bytes: int = 1 << 30) -> bool:
+        """Keep the E-step features of in-memory data when they take at most ``budget_bytes``."""
+        d = X.shape[1]
+        m = d * (d + 1) // 2 + d if self.covariance_type in ("full", "tied") else 2 * d
+        return X.shape[0] * m * X.element_size() <= budget_bytes and not has_missing(X)
 
     def fit(self, X, y=None, sample_weight=None):
         """Estimate the parameters by EM; ``sample_weight`` (n,) weights each sample's likelihood."""
@@ -180,10 +207,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the component of each sample (after a final E-step)."""
         Xt = self._fit(X, sample_weight)
+        if is_source(Xt):  # one more pass over the stream
+            return torch.cat([self._predict_tensor(Xc) for Xc, _ in Xt]).cpu().numpy()
         return self._predict_tensor(Xt).cpu().numpy()
 
-    def _fit(self, X, sample_weight) -> torch.Tensor:
+    def _fit(self, X, sample_weight):
         self._check_parameters()
+        if is_source(X):
+            return self._fit_em(*self._stream(X, sample_weight))
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         if n < self.n_components:
@@ -195,12 +226,33 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError("GaussianMixture needs at least 2 samples; got n_samples=1")
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
-        gen = make_generator(self.random_state, X.device)
-        data = self._chunks(X, w)
+        self._fit_em(self._chunks(X, w), self._hooks(cache_features=self._cache_fits(X)), None)
+        return X
+
+    def _stream(self, source, sample_weight):
+        """A source read chunk by chunk on this model's device (see em/sources.py)."""
+        if sample_weight is not None:
+            raise ValueError("a source carries its own sample weights; pass sample_weight=None")
+        rows = self.chunk_rows or default_chunk_rows(source.n_features, self.n_components)
+        stream = prepare_stream(
+            source,
+            self._hooks(),
+            device=self._device,
+            dtype=self._dtype,
+            chunk_rows=rows,
+            min_rows=max(2, self.n_components),
+            allow_nan=self.missing == "marginalize",
+        )
+        self.n_features_in_ = stream.data.n_features
+        return stream
+
+    def _fit_em(self, data, hooks, reduce):
+        gen = make_generator(self.random_state, self._device)
         warm = self.warm_start and hasattr(self, "_params")
         result = run_em(
-            self._hooks(),
+            hooks,
             data,
+            reduce=reduce,
             n_init=1 if warm else self.n_init,
             max_iter=self.max_iter,
             tol=self.tol,
@@ -216,14 +268,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bounds_ = list(result.lower_bounds)
         self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
         self.best_init_ = result.best_init
-        return X
+        return data
 
     # ------------------------------------------------------------------ parameters
     def _initial_params(self, data: TensorChunks, gen: torch.Generator) -> dict:
+        """Starting parameters plus the fit's fixed ``shift``, the weighted mean of the data."""
+        params = self._initial_estimates(data, gen)
+        X, w = impute_mean(data.X, data.weights), data.weights
+        params["shift"] = (w @ X) / w.sum()  # (d,)
+        return params
+
+    def _initial_estimates(self, data: TensorChunks, gen: torch.Generator) -> dict:
         X, w = impute_mean(data.X, data.weights), data.weights  # NaNs only to start EM
         k, n = self.n_components, X.shape[0]
         dt, dev = X.dtype, X.device
-        if self.init_params == "kmeans":
+        given = (self.weights_init, self.means_init, self.precisions_init)
+        if all(v is not None for v in given):
+            resp = None
+        elif self.init_params == "kmeans":
             _, labels = kmeans(X, k, w, gen)
             resp = torch.nn.functional.one_hot(labels, k).to(dt)
         elif self.init_params == "random":
@@ -236,6 +298,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
             # Each sample joins its nearest chosen center, so every component starts with data.
             resp = torch.nn.functional.one_hot(nearest_center(X, X[idx.to(dev)]), k).to(dt)
+        if resp is None:  # every parameter is given: nothing to estimate
+            return self._given_params(X.shape[1])
         stats = moment_stats(X, w, resp * w.unsqueeze(1), self.covariance_type)
         weights, means, cov = gaussian_mstep(
             stats,
@@ -243,20 +307,32 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.reg_covar,
             self.covariance_type,
         )
+        given = self._given_params(X.shape[1])
+        if "prec_chol" in given:
+            pc = given["prec_chol"]
+        else:
+            pc = precision_cholesky(cov, self.covariance_type)
+        return {
+            "weights": given.get("weights", weights),
+            "means": given.get("means", means),
+            "prec_chol": pc,
+        }
+
+    def _given_params(self, d: int) -> dict:
+        """The user's weights_init / means_init / precisions_init, checked, as tensors."""
+        k = self.n_components
+        out = {}
         if self.weights_init is not None:
             weights = self._user_tensor(self.weights_init, "weights_init", (k,))
             if bool((weights < 0).any()) or abs(float(weights.sum()) - 1) > 1e-6:
                 raise ValueError("weights_init must be non-negative and sum to 1")
+            out["weights"] = weights
         if self.means_init is not None:
-            means = self._user_tensor(self.means_init, "means_init", (k, X.shape[1]))
+            out["means"] = self._user_tensor(self.means_init, "means_init", (k, d))
         if self.precisions_init is not None:
-            prec = self._user_tensor(
-                self.precisions_init, "precisions_init", self._cov_shape(X.shape[1])
-            )
-            pc = precision_cholesky_from_precisions(prec, self.covariance_type)
-        else:
-            pc = precision_cholesky(cov, self.covariance_type)
-        return {"weights": weights, "means": means, "prec_chol": pc}
+            prec = self._user_tensor(self.precisions_init, "precisions_init", self._cov_shape(d))
+            out["prec_chol"] = precision_cholesky_from_precisions(prec, self.covariance_type)
+        return out
 
     def _cov_shape(self, d: int) -> tuple[int, ...]:
         k = self.n_components
@@ -283,7 +359,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference
     def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
         p = self._params
-        shift = _shift(p["weights"], p["means"])
+        shift = _shift_of(p)
         if has_missing(X):
             cov = covariances_from_precisions(p["prec_chol"], self.covariance_type)
             lp = log_gaussian_prob_missing(X - shift, p["means"] - shift, cov, self.covariance_type)
@@ -400,23 +476,51 @@ def _cpu_gen(gen: torch.Generator) -> torch.Generator:
 class _GMMHooks:
     """The EM hooks of a GaussianMixture: pure functions of (params, batch)."""
 
-    def __init__(self, model: GaussianMixture):
+    def __init__(self, model: GaussianMixture, cache_features: bool = False):
         self.model = model
         self.ct = model.covariance_type
+        # T(x − shift) of in-memory chunks, kept across iterations: the shift is fixed for a fit,
+        # so the features never change and the E-step is two matrix products per chunk.
+        self._features: dict | None = {} if cache_features else None
+        self._natural_key = None
 
     def initialize(self, data, generator):
         return self.model._initial_params(data, generator)
 
     def estep(self, params, batch):
         X, w = batch
-        shift = _shift(params["weights"], params["means"])
-        estep = gaussian_missing_estep_stats if has_missing(X) else gaussian_estep_stats
-        return estep(
-            X, w, params["weights"].log(), params["means"], params["prec_chol"], self.ct, shift
+        shift = _shift_of(params)
+        args = (X, w, params["weights"].log(), params["means"], params["prec_chol"], self.ct, shift)
+        if self.model.missing == "marginalize" and has_missing(X):
+            return gaussian_missing_estep_stats(*args)
+        return gaussian_estep_stats(
+            *args, features=self._cached_features(X, shift), natural=self._natural(params, shift)
         )
 
+    def _natural(self, params, shift):
+        """Natural parameters of ``params``, computed once per E-step rather than per chunk."""
+        key = (params["means"], params["prec_chol"], shift)
+        if self._natural_key is None or any(
+            a is not b for a, b in zip(key, self._natural_key, strict=True)
+        ):
+            self._natural_key = key
+            self._natural_value = natural_parameters(
+                params["means"] - shift, params["prec_chol"], self.ct
+            )
+        return self._natural_value
+
+    def _cached_features(self, X, shift):
+        if self._features is None:
+            return None
+        if self._features.get("shift") is not shift:
+            self._features = {"shift": shift}
+        key = (X.data_ptr(), X.shape[0])
+        if key not in self._features:
+            self._features[key] = gaussian_features(X - shift, self.ct)
+        return self._features[key]
+
     def mstep(self, params, stats):
-        shift = _shift(params["weights"], params["means"])
+        shift = _shift_of(params)
         stats = {k: v.double() for k, v in stats.items()}
         weights, means, cov = gaussian_mstep(stats, shift.double(), self.model.reg_covar, self.ct)
         empty = stats["S0"] <= 0
@@ -427,11 +531,19 @@ class _GMMHooks:
             if self.ct != "tied":
                 cov[empty] = old_cov[empty]
         dt = params["means"].dtype
-        return {
+        new = {
             "weights": weights.to(dt),
             "means": means.to(dt),
             "prec_chol": precision_cholesky(cov, self.ct).to(dt),
         }
+        if "shift" in params:
+            new["shift"] = params["shift"]
+        return new
 
     def lower_bound(self, params, stats):
         return float(stats["loglik"].double() / stats["weight"].double())
+
+    def recenter(self, stats, old, new):
+        """Statistics around the shift of ``old`` moved to that of ``new`` (online EM)."""
+        delta = _shift_of(old) - _shift_of(new)
+        return translate_moment_stats(stats, delta, self.ct)
