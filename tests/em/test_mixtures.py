@@ -4,6 +4,8 @@ torch.distributions, EM steps against a plain numpy EM, recovery, labels, bad in
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 from sklearn.base import clone
 from torch.distributions import Bernoulli, Categorical, Independent, Multinomial, Poisson
 
@@ -253,3 +255,26 @@ def test_sklearn_conventions_save_load_and_device(tmp_path, device):
     assert m2.get_params() == {**m.get_params(), "mean_prior": [1.0, 1.0]}
     with pytest.raises(ValueError, match="expecting 6 features"):
         m.predict(X[:, :3])
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=hst.integers(0, 2**16),
+    k=hst.integers(1, 4),
+    family=hst.sampled_from(["bernoulli", "poisson", "multinomial"]),
+    labelled=hst.booleans(),
+)
+def test_em_never_lowers_the_objective_and_responsibilities_sum_to_one(seed, k, family, labelled):
+    rng = np.random.default_rng(seed)
+    if family == "bernoulli":
+        X, cls = (rng.uniform(size=(80, 5)) < rng.uniform(size=5)).astype(float), BernoulliMixture
+    else:
+        X = rng.poisson(rng.uniform(0.5, 6, 5), (80, 5)).astype(float)
+        cls = PoissonMixture if family == "poisson" else MultinomialMixture
+    y = np.where(rng.uniform(size=80) < 0.2, rng.integers(0, k, 80), -1) if labelled else None
+    m = cls(k, random_state=seed, max_iter=30, tol=0.0, init_params="random")
+    with pytest.warns(Warning):  # tol=0: never declared converged
+        m.fit(X, y=y)
+    bounds = np.asarray(m.lower_bounds_)
+    assert np.all(np.diff(bounds) >= -1e-10 * np.abs(bounds[1:]))
+    np.testing.assert_allclose(m.predict_proba(X).sum(1), 1, rtol=1e-12)
