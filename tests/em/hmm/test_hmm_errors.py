@@ -1,0 +1,95 @@
+"""Bad input gets a clear error naming the problem."""
+
+import numpy as np
+import pytest
+
+from latentfit import CategoricalHMM, GaussianHMM, PoissonHMM
+
+X = np.random.default_rng(0).normal(size=(50, 2))
+
+
+def fitted():
+    m = GaussianHMM(2, n_iter=2, random_state=0)
+    with pytest.warns():
+        return m.fit(X)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "match"),
+    [
+        ([20, 20], "lengths sum to 40 but X has 50 rows"),
+        ([60, -10], r"lengths\[1\] = -10"),
+        ([25.5, 24.5], "lengths must be integers"),
+        ([[25, 25]], "1-D"),
+    ],
+)
+def test_bad_lengths(lengths, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianHMM(2).fit(X, lengths)
+    with pytest.raises(ValueError, match=match):
+        fitted().score(X, lengths)
+
+
+def test_nan_and_inf_name_the_row():
+    bad = X.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="row 7, column 1"):
+        GaussianHMM(2).fit(bad)
+    bad[7, 1] = np.inf
+    with pytest.raises(ValueError, match="row 7, column 1"):
+        fitted().predict(bad)
+
+
+def test_categorical_symbols():
+    with pytest.raises(ValueError, match=r"symbols must be integers; row 2 of X holds 1.5"):
+        CategoricalHMM(2).fit(np.array([[0], [1], [1.5], [2]]))
+    with pytest.raises(ValueError, match="non-negative; row 1 of X holds -1"):
+        CategoricalHMM(2).fit(np.array([[0], [-1], [2]]))
+    with pytest.raises(
+        ValueError, match=r"row 2 of X holds symbol 3 but the model emits symbols 0..2"
+    ):
+        CategoricalHMM(2, n_features=3).fit(np.array([[0], [1], [3]]))
+    with pytest.raises(ValueError, match="column"):
+        CategoricalHMM(2).fit(np.zeros((5, 2), dtype=int))
+    m = CategoricalHMM(2, n_iter=3, random_state=0)
+    with pytest.warns():
+        m.fit(np.array([[0], [1], [2], [1], [0]]))
+    with pytest.raises(ValueError, match="symbol 5"):
+        m.predict(np.array([[0], [5]]))
+
+
+def test_poisson_counts():
+    with pytest.raises(ValueError, match=r"non-negative; X\[1, 0\] = -2"):
+        PoissonHMM(2).fit(np.array([[1, 2], [-2, 3], [0, 0]]))
+    with pytest.raises(ValueError, match=r"whole numbers; X\[2, 1\] = 0.5 is fractional"):
+        PoissonHMM(2).fit(np.array([[1, 2], [2, 3], [0, 0.5]]))
+
+
+def test_start_and_transition_rows_must_sum_to_one():
+    m = fitted()
+    m.transmat_ = np.array([[0.5, 0.5], [0.3, 0.6]])
+    with pytest.raises(ValueError, match=r"transmat_ rows must sum to 1; row 1 sums to 0\.9"):
+        m.score(X)
+    m = fitted()
+    m.startprob_ = np.array([0.7, 0.7])
+    with pytest.raises(ValueError, match=r"startprob_ must sum to 1, got 1\.4"):
+        m.decode(X)
+    m = GaussianHMM(2, init_params="mc")
+    m.startprob_ = np.array([0.2, 0.2])
+    with pytest.raises(ValueError, match="startprob_ must sum to 1"):
+        m.fit(X)
+
+
+def test_settings_are_checked_at_fit():
+    with pytest.raises(ValueError, match="covariance_type must be one of"):
+        GaussianHMM(2, covariance_type="diagonal").fit(X)
+    with pytest.raises(ValueError, match="n_components must be a positive integer"):
+        GaussianHMM(0).fit(X)
+    with pytest.raises(ValueError, match="n_init must be a positive integer"):
+        GaussianHMM(2, n_init=0).fit(X)
+    with pytest.raises(ValueError, match="Unknown decoder 'best'"):
+        fitted().decode(X, algorithm="best")
+    with pytest.raises(ValueError, match="fewer than n_components"):
+        GaussianHMM(5).fit(X[:3])
+    with pytest.raises(ValueError, match="3 features but the model was fitted with 2"):
+        fitted().score(np.zeros((4, 3)))
