@@ -20,6 +20,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("gmm", "latentfit.tour.gmm"),
     ("mixtures", "latentfit.tour.mixtures"),
     ("hmm", "latentfit.tour.hmm"),
+    ("vi", "latentfit.tour.vi"),
 ]
 
 
