@@ -233,3 +233,17 @@ def test_bad_input(make, data, match):
     with pytest.raises(ValueError, match=match):
         model = make()
         model.update(data)
+
+
+def test_models_stay_on_their_device(device):
+    rng = np.random.default_rng(5)
+    gp = GammaPoisson(2.0, 1.0, device=device).update(rng.poisson(2.0, 20))
+    assert gp.alpha.device.type == device and gp.credible_interval().device.type == device
+    assert gp.posterior_predictive().log_prob(torch.tensor(1.0, device=device)).device.type == (
+        device
+    )
+    niw = NormalInverseWishart([0.0, 0.0], device=device).update(rng.normal(size=(10, 2)))
+    assert niw.scale.device.type == device
+    assert niw.credible_interval()["variance"].device.type == device
+    cpu = NormalInverseWishart([0.0, 0.0]).update(rng.normal(size=(10, 2)))
+    assert float(cpu.log_evidence(rng.normal(size=(3, 2)))) < 0

@@ -168,7 +168,12 @@ class FitResult:
         inverse = self._inverse(cov_type)
         value = flat(self.u).detach()
         if not bool(torch.isfinite(self.u).all()):
-            jac = torch.full((value.numel(), self.u.numel()), float("nan"), dtype=self.u.dtype)
+            jac = torch.full(
+                (value.numel(), self.u.numel()),
+                float("nan"),
+                dtype=self.u.dtype,
+                device=self.u.device,
+            )
         else:
             jac = jacobian(flat, self.u).reshape(value.numel(), self.u.numel())  # (m, p)
         cov = delta_method_covariance(jac, inverse)
