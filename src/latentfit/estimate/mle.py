@@ -269,7 +269,7 @@ def fit_mle(
     class, a ``Family``, or a callable ``log_density(x, **params) -> (n,)`` of your own (then
     ``init`` names the parameters with starting values and ``constraints`` their constraints).
     ``fixed`` holds known arguments (a Binomial's ``total_count``). ``method="auto"`` uses the
-    closed-form MLE where the family has one and optimises otherwise; ``"optimize"`` always
+    closed-form MLE where the family has one (and no ``init`` is given) and optimises otherwise; ``"optimize"`` always
     optimises (from ``init`` or method-of-moments values). Computation is in float64 by default
     on ``device``.
 

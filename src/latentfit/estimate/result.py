@@ -211,7 +211,8 @@ class FitResult:
             info.append(("Log-prior", f"{self.log_prior:.6g}"))
         else:
             info += [("AIC", f"{self.aic:.6g}"), ("BIC", f"{self.bic:.6g}")]
-        info += [("Covariance", cov_type), ("Converged", "yes" if self.converged else "NO")]
+        label = "Laplace approx." if self.method == "MAP" and cov_type == "observed" else cov_type
+        info += [("Covariance", label), ("Converged", "yes" if self.converged else "NO")]
         title = f"{self.method} results: {self.family.name}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
