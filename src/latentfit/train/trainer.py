@@ -323,18 +323,16 @@ def train(
                     # Weight each micro-batch mean by its share of the global batch; DDP
                     # averages over processes, hence the factor world.
                     (out.loss * (world * x.shape[0] / idx.shape[0])).backward()
-                step_sums += torch.stack(
-                    [
-                        out.bound.double().sum(),
-                        out.kl.double().sum(),
-                        out.loss.detach().double() * x.shape[0],
-                        torch.tensor(float(x.shape[0]), dtype=torch.float64, device=device),
-                    ]
-                )
+                step_sums[:3] += torch.stack(
+                    [out.bound.sum(), out.kl.sum(), out.loss.detach() * x.shape[0]]
+                ).double()
+                step_sums[3] += x.shape[0]
             dist_utils.all_reduce_sum(step_sums)
             grads = [p.grad for p in params if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
-            if bool(torch.isfinite(step_sums[:3]).all()) and bool(torch.isfinite(norm)):
+            # One host sync per step. All-reduced sums and gradients are equal on every
+            # process, so every process takes the same decision.
+            if bool(torch.isfinite(step_sums[:3]).all() & torch.isfinite(norm)):
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, norm)
                 opt.step()

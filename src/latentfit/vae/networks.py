@@ -130,7 +130,10 @@ class Decoder(nn.Module):
         self.body, self.likelihood = body, likelihood
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z)  # (..., n, n_params * d)
+        # A 2-d input lets nn.Linear use one fused addmm (forward and backward); on 3-d inputs
+        # it falls back to matmul + add, measurably slower for the (1, n, d_z) of one sample.
+        out = self.body(z.reshape(-1, z.shape[-1]))
+        return out.reshape(*z.shape[:-1], out.shape[-1])  # (..., n, n_params * d)
 
     def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x | z) summed over dimensions: (s, n) for z (s, n, d_z) and x (n, d)."""
