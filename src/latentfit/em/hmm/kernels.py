@@ -143,30 +143,50 @@ def chunk_length(n_steps: int, n_states: int) -> int:
 
 def _chunked(x: torch.Tensor, starts: torch.Tensor, length: int, fill: float):
     """Pad the stream to ``b · l`` steps (padding steps are restarts with a flat emission) and
-    reshape to (b, l, ...)."""
+    lay it out step-major, (l, b, ...), so that step i of every chunk is one contiguous block."""
     t = x.shape[0]
     b = -(-t // length)
     pad = b * length - t
     if pad:
         x = torch.cat([x, x.new_full((pad, *x.shape[1:]), fill)])
         starts = torch.cat([starts, starts.new_ones(pad)])
-    return x.view(b, length, *x.shape[1:]), starts.view(b, length), b
+    x_lb = x.view(b, length, *x.shape[1:]).transpose(0, 1).contiguous()
+    return x_lb, starts.view(b, length).T.contiguous(), b
 
 
-def _restart_steps(starts_bl: torch.Tensor) -> dict[int, torch.Tensor]:
-    """For every step index l within a chunk, the chunks (b,) whose step l starts a sequence."""
-    idx = starts_bl.nonzero()  # (m, 2)
+def _unchunk(x_lb: torch.Tensor, t: int) -> torch.Tensor:
+    """Inverse of :func:`_chunked`: (l, b, ...) back to the stream (t, ...)."""
+    return x_lb.transpose(0, 1).reshape(-1, *x_lb.shape[2:])[:t]
+
+
+def _restart_steps(starts_lb: torch.Tensor) -> dict[int, torch.Tensor]:
+    """For every step index i within a chunk, the chunks (b,) whose step i starts a sequence."""
+    idx = starts_lb.nonzero().cpu()  # (m, 2), sorted by step
     if len(idx) == 0:
         return {}
-    idx = idx.cpu()
-    order = torch.argsort(idx[:, 1], stable=True)
-    idx = idx[order]
-    steps, counts = torch.unique_consecutive(idx[:, 1], return_counts=True)
-    device = starts_bl.device
-    out: dict[int, torch.Tensor] = {}
-    for step, group in zip(steps.tolist(), torch.split(idx[:, 0], counts.tolist()), strict=True):
-        out[step] = group.to(device)
-    return out
+    steps, counts = torch.unique_consecutive(idx[:, 0], return_counts=True)
+    device = starts_lb.device
+    groups = torch.split(idx[:, 1], counts.tolist())
+    return {i: g.to(device) for i, g in zip(steps.tolist(), groups, strict=True)}
+
+
+class _Chunks(NamedTuple):
+    e: torch.Tensor  # (l, b, k) scaled emissions
+    shift: torch.Tensor  # (t,) per-step log shifts
+    starts: torch.Tensor  # (t,)
+    starts_lb: torch.Tensor  # (l, b)
+    restarts: dict
+    b: int
+    length: int
+
+
+def _prepare(log_likelihoods, lengths, chunk) -> _Chunks:
+    t, k = log_likelihoods.shape
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    e, shift = _scaled_emissions(log_likelihoods)
+    length = chunk or chunk_length(t, k)
+    e_lb, starts_lb, b = _chunked(e, starts, length, 1.0)
+    return _Chunks(e_lb, shift, starts, starts_lb, _restart_steps(starts_lb), b, length)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,26 +220,24 @@ def _hilbert_coalesced(P: torch.Tensor) -> bool:
     1e-13 in every entry (Hilbert's projective metric, Birkhoff 1957)? Then the chunk forgets
     where it started and the rest of it can be run on one vector."""
     ref = P[:, :1, :]  # (b, 1, k)
-    both_zero = (P == 0) & (ref == 0)
-    one_zero = (P == 0) ^ (ref == 0)
-    if bool(one_zero.any()):
+    zero, ref_zero = P == 0, ref == 0
+    if bool((zero ^ ref_zero).any()):
         return False
-    ratio = torch.where(both_zero, torch.ones_like(P), P / torch.where(both_zero, 1.0, ref))
-    ratio = ratio.log()
-    spread = ratio.amax(-1) - ratio.amin(-1)  # (b, k)
-    return bool((spread <= 1e-13).all())
+    both = zero & ref_zero
+    ratio = torch.where(both, 1.0, P / torch.where(both, 1.0, ref)).log()
+    return bool(((ratio.amax(-1) - ratio.amin(-1)) <= 1e-13).all())
 
 
-def _chunk_transfer(e_bl, transmat, startprob, restarts, check_every: int = 8):
+def _chunk_transfer(e_lb, transmat, startprob, restarts, check_every: int = 8):
     """Scaled transfer matrices of every chunk: ``M_b = diag(exp(r_b)) P_b`` where row i of
     ``P_b`` (b, k, k) is the normalised forward message after the chunk started in state i.
 
     Costs ``k³`` per step only until the rows coalesce (the chain forgets its start, checked
-    exactly in Hilbert's metric); from then on one message per chunk is carried (``k²``)."""
-    b, length, k = e_bl.shape
-    tiny = torch.finfo(e_bl.dtype).tiny
-    P = torch.eye(k, dtype=e_bl.dtype, device=e_bl.device).repeat(b, 1, 1)  # (b, k, k)
-    log_r = torch.zeros(b, k, dtype=e_bl.dtype, device=e_bl.device)  # (b, k)
+    in Hilbert's metric); from then on one message per chunk is carried (``k²``)."""
+    length, b, k = e_lb.shape
+    tiny = torch.finfo(e_lb.dtype).tiny
+    P = torch.eye(k, dtype=e_lb.dtype, device=e_lb.device).repeat(b, 1, 1)  # (b, k, k)
+    log_r = torch.zeros(b, k, dtype=e_lb.dtype, device=e_lb.device)  # (b, k)
     i = 0
     while i < length:
         rows = P.sum(-1, keepdim=True) if i in restarts else None
@@ -227,7 +245,7 @@ def _chunk_transfer(e_bl, transmat, startprob, restarts, check_every: int = 8):
         if rows is not None:
             idx = restarts[i]
             P[idx] = rows[idx] * startprob
-        P.mul_(e_bl[:, i].unsqueeze(1))
+        P.mul_(e_lb[i].unsqueeze(1))
         s = P.sum(-1)  # (b, k)
         log_r += s.log()
         P.div_(s.clamp_min_(tiny).unsqueeze(-1))
@@ -240,7 +258,7 @@ def _chunk_transfer(e_bl, transmat, startprob, restarts, check_every: int = 8):
             v = v @ transmat
             if j in restarts:
                 v[restarts[j]] = startprob
-            v.mul_(e_bl[:, j])
+            v.mul_(e_lb[j])
             s = v.sum(-1, keepdim=True)  # (b, 1)
             log_r += s.log()
             v.div_(s.clamp_min_(tiny))
@@ -256,8 +274,7 @@ def _entering_forward(P, log_r, k):
     for j in range(b):
         out[j] = v
         u = v.log() + log_r[j]
-        w = (u - u.max()).exp()
-        v, _ = _safe_log_normalize(w @ P[j])
+        v, _ = _safe_log_normalize((u - u.max()).exp() @ P[j])
     return out
 
 
@@ -273,6 +290,33 @@ def _entering_backward(P, log_r, k):
     return out
 
 
+def _boundary_messages(ch: _Chunks, startprob, transmat, k, backward: bool = True):
+    """Exact forward (and backward) messages at every chunk boundary (the two-level scan)."""
+    if ch.b == 1:
+        alpha0 = startprob.unsqueeze(0).clone()
+        beta0 = torch.full((1, k), 1.0 / k, dtype=ch.e.dtype, device=ch.e.device)
+        return alpha0, beta0
+    P, log_r = _chunk_transfer(ch.e, transmat, startprob, ch.restarts)
+    alpha0 = _entering_forward(P, log_r, k)
+    return alpha0, (_entering_backward(P, log_r, k) if backward else None)
+
+
+def _filter_from(e_lb, startprob, transmat, restarts, alpha):
+    """Forward filter of every chunk (l, b, k) from its entering message ``alpha`` (b, k)."""
+    length, b, _ = e_lb.shape
+    tiny = torch.finfo(e_lb.dtype).tiny
+    filtered = torch.empty_like(e_lb)
+    c = torch.empty(length, b, 1, dtype=e_lb.dtype, device=e_lb.device)
+    for i in range(length):
+        pred = alpha @ transmat  # (b, k)
+        if i in restarts:
+            pred[restarts[i]] = startprob
+        pred.mul_(e_lb[i])
+        s = torch.sum(pred, 1, keepdim=True, out=c[i])  # (b, 1)
+        alpha = torch.div(pred, s.clamp_min(tiny), out=filtered[i])
+    return filtered, c.squeeze(2).log()
+
+
 def parallel_forward_filter(
     log_likelihoods, startprob, transmat, lengths=None, *, chunk: int | None = None
 ) -> HMMFiltered:
@@ -281,20 +325,12 @@ def parallel_forward_filter(
     Same result (to rounding) in ``O(l + b)`` Python steps instead of ``O(t)``.
     """
     t, k = log_likelihoods.shape
-    starts = sequence_starts(lengths, t, log_likelihoods.device)
-    e, shift = _scaled_emissions(log_likelihoods)
-    length = chunk or chunk_length(t, k)
-    e_bl, starts_bl, b = _chunked(e, starts, length, 1.0)
-    restarts = _restart_steps(starts_bl)
-    if b > 1:
-        P, log_r = _chunk_transfer(e_bl, transmat, startprob, restarts)
-        alpha0 = _entering_forward(P, log_r, k)  # (b, k)
-    else:
-        alpha0 = startprob.unsqueeze(0).clone()
-    filtered, log_c = _filter_from(e_bl, startprob, transmat, restarts, alpha0, length)
-    log_norm = log_c.reshape(-1)[:t] + shift
-    seq = _segment_sum(log_norm, starts)
-    return HMMFiltered(seq.sum(), seq, filtered.reshape(-1, k)[:t], log_norm)
+    ch = _prepare(log_likelihoods, lengths, chunk)
+    alpha0, _ = _boundary_messages(ch, startprob, transmat, k, backward=False)
+    filtered, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
+    log_norm = _unchunk(log_c, t) + ch.shift
+    seq = _segment_sum(log_norm, ch.starts)
+    return HMMFiltered(seq.sum(), seq, _unchunk(filtered, t), log_norm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,32 +360,18 @@ def parallel_backward_pass(
 ) -> HMMBackward:
     """The backward pass of :func:`backward_pass`, computed over chunks in parallel."""
     t, k = log_likelihoods.shape
-    starts = sequence_starts(lengths, t, log_likelihoods.device)
-    e, _ = _scaled_emissions(log_likelihoods)
-    length = chunk or chunk_length(t, k)
-    e_bl, starts_bl, b = _chunked(e, starts, length, 1.0)
-    restarts = _restart_steps(starts_bl)
-    if b > 1:
-        P, log_r = _chunk_transfer(e_bl, transmat, startprob, restarts)
-        beta = _entering_backward(P, log_r, k)
-    else:
-        beta = None
-    out = _backward_chunks(e_bl, transmat, restarts, beta, b, length, k)
-    return HMMBackward(out.reshape(-1, k)[:t])
-
-
-def _backward_chunks(e_bl, transmat, restarts, beta, b, length, k):
-    if beta is None:
-        beta = torch.full((b, k), 1.0 / k, dtype=e_bl.dtype, device=e_bl.device)
-    out = torch.empty_like(e_bl)  # (b, l, k)
-    flat = torch.full((k,), 1.0 / k, dtype=e_bl.dtype, device=e_bl.device)
+    ch = _prepare(log_likelihoods, lengths, chunk)
+    _, beta = _boundary_messages(ch, startprob, transmat, k)
+    length = ch.length
+    out = torch.empty_like(ch.e)  # (l, b, k)
+    flat = torch.full((k,), 1.0 / k, dtype=ch.e.dtype, device=ch.e.device)
     for i in range(length - 1, -1, -1):
-        out[:, i] = beta
-        nxt = (e_bl[:, i] * beta) @ transmat.T  # (b, k)
-        if i in restarts:
-            nxt[restarts[i]] = flat
+        out[i] = beta
+        nxt = (ch.e[i] * beta) @ transmat.T  # (b, k)
+        if i in ch.restarts:
+            nxt[ch.restarts[i]] = flat
         beta, _ = _safe_log_normalize(nxt)
-    return out
+    return HMMBackward(_unchunk(out, t))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,89 +410,66 @@ def posterior(
     chunk: int | None = None,
 ) -> HMMPosterior:
     """The Baum-Welch E-step: log-likelihood, smoothed marginals and the expected start and
-    transition counts (Rabiner 1989, §III.C), with the parallel kernels by default."""
+    transition counts (Rabiner 1989, §III.C), with the parallel kernels by default (the
+    backward pass then runs fused with the smoothing, :func:`_smooth_chunks`)."""
     t, k = log_likelihoods.shape
-    if parallel:
-        starts = sequence_starts(lengths, t, log_likelihoods.device)
-        e, shift = _scaled_emissions(log_likelihoods)
-        length = chunk or chunk_length(t, k)
-        e_bl, starts_bl, b = _chunked(e, starts, length, 1.0)
-        restarts = _restart_steps(starts_bl)
-        if b > 1:  # one transfer pass serves both directions
-            P, log_r = _chunk_transfer(e_bl, transmat, startprob, restarts)
-            alpha0 = _entering_forward(P, log_r, k)
-            beta0 = _entering_backward(P, log_r, k)
-            del P
-        else:
-            alpha0 = startprob.unsqueeze(0).clone()
-            beta0 = torch.full((1, k), 1.0 / k, dtype=e.dtype, device=e.device)
-        filt, log_c = _filter_from(e_bl, startprob, transmat, restarts, alpha0, length)
-        gamma, xi = _smooth_chunks(e_bl, filt, transmat, restarts, beta0, starts_bl)
-        gamma = gamma.reshape(-1, k)[:t]
-        log_norm = log_c.reshape(-1)[:t] + shift
-        seq = _segment_sum(log_norm, starts)
-        return HMMPosterior(seq.sum(), seq, gamma, xi, gamma[starts].sum(0))
-    else:
+    if not parallel:
         fwd = forward_filter(log_likelihoods, startprob, transmat, lengths)
         bwd = backward_pass(log_likelihoods, startprob, transmat, lengths).backward
         starts = sequence_starts(lengths, t, log_likelihoods.device)
-    gamma = smoothed_marginals(fwd.filtered, bwd)
-    xi = two_slice_counts(log_likelihoods, transmat, fwd.filtered, bwd, lengths)
-    start_counts = gamma[starts].sum(0)
-    return HMMPosterior(fwd.log_likelihood, fwd.sequence_log_likelihoods, gamma, xi, start_counts)
+        gamma = smoothed_marginals(fwd.filtered, bwd)
+        xi = two_slice_counts(log_likelihoods, transmat, fwd.filtered, bwd, lengths)
+        return HMMPosterior(
+            fwd.log_likelihood, fwd.sequence_log_likelihoods, gamma, xi, gamma[starts].sum(0)
+        )
+    ch = _prepare(log_likelihoods, lengths, chunk)
+    alpha0, beta0 = _boundary_messages(ch, startprob, transmat, k)
+    filt, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
+    gamma, xi = _smooth_chunks(ch.e, filt, transmat, ch.restarts, beta0, ch.starts_lb)
+    del filt
+    gamma = _unchunk(gamma, t)
+    log_norm = _unchunk(log_c, t) + ch.shift
+    seq = _segment_sum(log_norm, ch.starts)
+    return HMMPosterior(seq.sum(), seq, gamma, xi, gamma[ch.starts].sum(0))
 
 
-def _filter_from(e_bl, startprob, transmat, restarts, alpha, length):
-    """Forward filter of every chunk (b, l, k) from its entering message ``alpha`` (b, k)."""
-    b, _, _k = e_bl.shape
-    tiny = torch.finfo(e_bl.dtype).tiny
-    filtered = torch.empty_like(e_bl)
-    c = torch.empty(b, length, dtype=e_bl.dtype, device=e_bl.device)
-    for i in range(length):
-        pred = alpha @ transmat  # (b, k)
-        if i in restarts:
-            pred[restarts[i]] = startprob
-        pred.mul_(e_bl[:, i])
-        s = torch.sum(pred, 1, keepdim=True, out=c[:, i : i + 1])  # (b, 1)
-        alpha = torch.div(pred, s.clamp_min(tiny), out=filtered[:, i])
-    return filtered, c.log()
-
-
-def _smooth_chunks(e_bl, filtered, transmat, restarts, beta, starts_bl):
-    """Backward pass fused with smoothing: γ (b, l, k) and Σ ξ (k, k) from the chunk
-    forward messages and the backward message ``beta`` (b, k) leaving every chunk.
+def _smooth_chunks(e_lb, filtered, transmat, restarts, beta, starts_lb):
+    """Backward pass fused with smoothing: γ (l, b, k) and Σ ξ (k, k) from the chunk forward
+    messages and the backward message ``beta`` (b, k) leaving every chunk.
 
     Uses ``p(z_{t-1}=i, z_t=j | x) = α̂_{t-1}(i) A_ij e_t(j) β̂_t(j) / z_t`` with
     ``z_t = α̂_{t-1} · A (e_t ⊙ β̂_t)``, the normaliser of γ_{t-1} as well."""
-    b, length, k = e_bl.shape
-    tiny = torch.finfo(e_bl.dtype).tiny
+    length, b, k = e_lb.shape
+    tiny = torch.finfo(e_lb.dtype).tiny
     At = transmat.T.contiguous()
-    gamma = torch.empty_like(e_bl)
+    gamma = torch.empty_like(e_lb)
     # Σ_t (α̂_{t-1} / z_t)ᵀ (e_t ⊙ β̂_t), gathered step by step and summed by one product
-    left = torch.zeros_like(e_bl)  # (b, l, k): α̂_{t-1} / z_t at step t (0 where no transition)
-    right = torch.empty_like(e_bl)  # (b, l, k): e_t ⊙ β̂_t
-    g = filtered[:, -1] * beta
-    torch.div(g, g.sum(1, keepdim=True).clamp_min_(tiny), out=gamma[:, -1])
+    left = torch.empty_like(e_lb)  # (l, b, k): α̂_{t-1} / z_t at step t (0 where no transition)
+    right = torch.empty_like(e_lb)  # (l, b, k): e_t ⊙ β̂_t
+    g = filtered[-1] * beta
+    torch.div(g, g.sum(1, keepdim=True).clamp_min_(tiny), out=gamma[-1])
     for i in range(length - 1, 0, -1):
-        r = torch.mul(e_bl[:, i], beta, out=right[:, i])  # (b, k)
+        r = torch.mul(e_lb[i], beta, out=right[i])  # (b, k)
         nxt = r @ At  # (b, k): unnormalised β_{i-1}
         if i in restarts:
             nxt[restarts[i]] = 1.0
-        prev = filtered[:, i - 1]
+        prev = filtered[i - 1]
         g = prev * nxt
         zinv = g.sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()  # (b, 1)
-        torch.mul(g, zinv, out=gamma[:, i - 1])
+        torch.mul(g, zinv, out=gamma[i - 1])
         if i in restarts:
             zinv[restarts[i]] = 0.0
-        torch.mul(prev, zinv, out=left[:, i])
+        torch.mul(prev, zinv, out=left[i])
         beta = nxt.div_(nxt.sum(1, keepdim=True).clamp_min_(tiny))
-    if b > 1:  # transitions into the first step of chunks 1..b-1
-        r = torch.mul(e_bl[1:, 0], beta[1:], out=right[1:, 0])
-        prev = filtered[:-1, -1]
-        z = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny)
-        left[1:, 0] = (prev / z).masked_fill_(starts_bl[1:, :1], 0.0)
+    # transitions into the first step of chunks 1..b-1 (chunk 0 starts the stream)
     right[0, 0] = 0.0
-    acc = left.reshape(-1, k).T @ right.reshape(-1, k)  # (k, k)
+    left[0, 0] = 0.0
+    if b > 1:
+        r = torch.mul(e_lb[0, 1:], beta[1:], out=right[0, 1:])
+        prev = filtered[-1, :-1]
+        z = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny)
+        left[0, 1:] = (prev / z).masked_fill_(starts_lb[0, 1:].unsqueeze(1), 0.0)
+    acc = left.view(-1, k).T @ right.view(-1, k)  # (k, k)
     return gamma, transmat * acc
 
 
@@ -520,32 +519,37 @@ def viterbi(log_likelihoods, startprob, transmat, lengths=None) -> HMMViterbi:
     return HMMViterbi(seq.sum(), seq, path)
 
 
-def _max_plus_chunks(ll_bl, delta, log_start, log_trans, restarts, steps, bp=None):
-    """Run the max-plus recursion over ``steps`` steps of every chunk from ``delta`` (b, k);
-    returns the final (normalised) delta and fills back-pointers ``bp`` (b, steps, k)."""
-    for i in range(steps):
+def _max_plus_chunks(ll_lb, delta, log_trans_t, log_start, restarts, bp=None):
+    """The max-plus recursion over every step of ``ll_lb`` (l, b, k) for all chunks at once
+    from ``delta`` (b, k); fills back-pointers ``bp`` (l, b, k) and returns the final delta,
+    shifted to a maximum of 0. ``log_trans_t`` is log Aᵀ (row j: log A_ij over i)."""
+    length, b, k = ll_lb.shape
+    cand = torch.empty(b, k, k, dtype=ll_lb.dtype, device=ll_lb.device)  # (b, j, i)
+    for i in range(length):
         prev = delta
-        delta, arg = (prev.unsqueeze(2) + log_trans).max(1)  # (b, k) over (b, k, k)
+        torch.add(prev.unsqueeze(1), log_trans_t, out=cand)
+        delta, a = torch.max(cand, 2)  # (b, k)
         if i in restarts:
             idx = restarts[i]
             best, where = prev[idx].max(1)  # the previous sequence's best final state
-            delta[idx] = log_start.expand(len(idx), -1) + best.unsqueeze(1)
-            arg[idx] = where.unsqueeze(1).expand(-1, arg.shape[1])
-        delta = delta + ll_bl[:, i]
-        delta = delta - delta.amax(1, keepdim=True).clamp_min(-1e300)
+            delta[idx] = log_start + best.unsqueeze(1)
+            a[idx] = where.unsqueeze(1).expand(-1, k)
+        delta.add_(ll_lb[i])
         if bp is not None:
-            bp[:, i] = arg
-    return delta
+            bp[i] = a
+    return delta - delta.amax(1, keepdim=True).clamp_min(-1e300)
 
 
 def _same_messages(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per chunk: are two normalised max-plus messages equal (same -inf pattern, finite entries
-    equal to 1e-9 relative)? Equal entering messages give equal back-pointers."""
+    """Per chunk: are two max-plus messages (shifted to a maximum of 0) equal, with the same
+    -inf pattern and finite entries equal to 1e-9 relative? Equal entering messages give
+    equal back-pointers."""
     fa, fb = torch.isfinite(a), torch.isfinite(b)
     same_support = (fa == fb).all(1)
-    diff = torch.where(fa & fb, (a - b).abs(), torch.zeros_like(a))
-    scale = torch.where(fa & fb, a.abs(), torch.zeros_like(a)).amax(1).clamp_min(1.0)
-    return same_support & (diff.amax(1) <= 1e-9 * scale)
+    both = fa & fb
+    diff = torch.where(both, (a - b).abs(), 0.0).amax(1)
+    scale = torch.where(both, a.abs(), 0.0).amax(1).clamp_min(1.0)
+    return same_support & (diff <= 1e-9 * scale)
 
 
 def parallel_viterbi(
@@ -572,47 +576,50 @@ def parallel_viterbi(
     device = log_likelihoods.device
     starts = sequence_starts(lengths, t, device)
     log_start, log_trans = _log(startprob), _log(transmat)
+    log_trans_t = log_trans.T.contiguous()
     length = chunk or chunk_length(t, k)
-    ll_bl, starts_bl, b = _chunked(log_likelihoods, starts, length, 0.0)
-    restarts = _restart_steps(starts_bl)
-    zeros = torch.zeros(b, k, dtype=log_likelihoods.dtype, device=device)
-    entering = zeros.clone()
+    ll_lb, starts_lb, b = _chunked(log_likelihoods, starts, length, 0.0)
+    restarts = _restart_steps(starts_lb)
+    entering = torch.zeros(b, k, dtype=log_likelihoods.dtype, device=device)
     if b > 1:  # proposals from the tail of the previous chunk
         w = min(warmup, length)
-        tail = ll_bl[:-1, length - w :]
-        tail_restarts = _restart_steps(starts_bl[:-1, length - w :])
-        entering[1:] = _max_plus_chunks(tail, zeros[1:], log_start, log_trans, tail_restarts, w)
-    bp = torch.empty(b, length, k, dtype=torch.int64, device=device)
-    leaving = _max_plus_chunks(ll_bl, entering, log_start, log_trans, restarts, length, bp)
-    todo = torch.arange(b, device=device)
+        tail_restarts = _restart_steps(starts_lb[length - w :, :-1])
+        entering[1:] = _max_plus_chunks(
+            ll_lb[length - w :, :-1], entering[1:], log_trans_t, log_start, tail_restarts
+        )
+    bp = torch.empty(length, b, k, dtype=torch.int64, device=device)
+    leaving = _max_plus_chunks(ll_lb, entering, log_trans_t, log_start, restarts, bp)
     while b > 1:
         proposal = torch.cat([entering[:1], leaving[:-1]])  # (b, k)
-        bad = (~_same_messages(entering, proposal)).nonzero().squeeze(1)
-        if len(bad) == 0:
+        todo = (~_same_messages(entering, proposal)).nonzero().squeeze(1)
+        if len(todo) == 0:
             break
-        todo = bad
         entering[todo] = proposal[todo]
-        sub_restarts = _restart_steps(starts_bl[todo])
-        sub_bp = torch.empty(len(todo), length, k, dtype=torch.int64, device=device)
+        sub_bp = torch.empty(length, len(todo), k, dtype=torch.int64, device=device)
         leaving[todo] = _max_plus_chunks(
-            ll_bl[todo], entering[todo], log_start, log_trans, sub_restarts, length, sub_bp
+            ll_lb[:, todo],
+            entering[todo],
+            log_trans_t,
+            log_start,
+            _restart_steps(starts_lb[:, todo]),
+            sub_bp,
         )
-        bp[todo] = sub_bp
+        bp[:, todo] = sub_bp
     # chunk maps: end state of chunk j -> end state of chunk j-1
     cur = torch.arange(k, device=device).expand(b, k).contiguous()
     for i in range(length - 1, 0, -1):
-        cur = bp[:, i].gather(1, cur)
-    maps = bp[:, 0].gather(1, cur).cpu().numpy()  # (b, k)
+        cur = bp[i].gather(1, cur)
+    maps = bp[0].gather(1, cur).cpu().numpy()  # (b, k)
     ends = [0] * b
     ends[-1] = int(leaving[-1].argmax())
     for j in range(b - 1, 0, -1):
         ends[j - 1] = int(maps[j, ends[j]])
     state = torch.tensor(ends, device=device).unsqueeze(1)  # (b, 1)
-    path = torch.empty(b, length, dtype=torch.int64, device=device)
+    path = torch.empty(length, b, dtype=torch.int64, device=device)
     for i in range(length - 1, -1, -1):
-        path[:, i] = state.squeeze(1)
-        state = bp[:, i].gather(1, state)
-    path = path.reshape(-1)[:t]
+        path[i] = state.squeeze(1)
+        state = bp[i].gather(1, state)
+    path = _unchunk(path, t)
     per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
     seq = _segment_sum(per_step, starts)
     return HMMViterbi(seq.sum(), seq, path)
