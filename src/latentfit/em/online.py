@@ -15,7 +15,7 @@ much data as has been read; without a prior the scale cancels.
 
 Any EM model built on the driver's hooks gets ``partial_fit`` from :class:`OnlineEMMixin`. Two
 requirements on its hooks: the statistics hold the batch's total sample weight under
-``"weight"``; and if they are taken relative to a point that depends on the parameters (as the
+``"weight"`` (or under the key named by a ``weight_key`` attribute of the hooks); and if they are taken relative to a point that depends on the parameters (as the
 Gaussian moments are, around the mixture mean), the hooks provide
 ``recenter(stats, old_params, new_params)`` moving them to the new point.
 """
@@ -87,9 +87,10 @@ def online_em_step(
     batch_stats = hooks.estep(params, batch)
     if reduce is not None:
         batch_stats = reduce(batch_stats)
-    if "weight" not in batch_stats:
-        raise TypeError("online EM needs the batch's total sample weight under stats['weight']")
-    bw = float(batch_stats["weight"])
+    key = getattr(hooks, "weight_key", "weight")
+    if key not in batch_stats:
+        raise TypeError(f"online EM needs the batch's total sample weight under stats[{key!r}]")
+    bw = float(batch_stats[key])
     if bw <= 0:
         return state  # a batch with no weight carries no information
     t = state.n_steps + 1

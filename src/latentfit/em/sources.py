@@ -493,11 +493,24 @@ def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSo
 class StreamHooks:
     """A model's EM hooks fitted on a source: initialise from the source's in-memory sample
     (:meth:`ChunkSource.init_chunks`), then let the source synchronise the parameters over
-    processes. The E-step, M-step and bound are the model's own."""
+    processes. The E-step, M-step and bound are the model's own.
 
-    def __init__(self, hooks, min_rows: int = 1):
+    Models whose hooks take other batches than ``(X, w)`` pass adapters: ``batch(X, w)`` builds
+    the E-step's batch (e.g. ``(X, w, None)`` with no labels) and ``init_data(chunks)`` turns the
+    in-memory :class:`~latentfit.em.data.TensorChunks` sample into what ``initialize`` takes.
+    """
+
+    def __init__(
+        self,
+        hooks,
+        min_rows: int = 1,
+        batch: Callable | None = None,
+        init_data: Callable[[TensorChunks], object] | None = None,
+    ):
         self.hooks = hooks
         self.min_rows = min_rows
+        self.batch = batch
+        self.init_data = init_data
 
     def initialize(self, data: ChunkSource, generator: torch.Generator):
         sample = data.init_chunks(generator)
@@ -506,9 +519,13 @@ class StreamHooks:
                 f"{data.name} yielded {sample.X.shape[0]} row(s) to initialise from; at least "
                 f"{self.min_rows} are needed (one per component)"
             )
-        return data.sync_params(self.hooks.initialize(sample, generator))
+        init = sample if self.init_data is None else self.init_data(sample)
+        return data.sync_params(self.hooks.initialize(init, generator))
 
-    def __getattr__(self, name):  # estep, mstep, lower_bound, recenter...
+    def estep(self, params, batch):
+        return self.hooks.estep(params, batch if self.batch is None else self.batch(*batch))
+
+    def __getattr__(self, name):  # mstep, lower_bound, recenter...
         return getattr(self.hooks, name)
 
 
@@ -529,11 +546,14 @@ def prepare_stream(
     chunk_rows: int | None,
     min_rows: int = 1,
     allow_nan: bool = False,
+    batch: Callable | None = None,
+    init_data: Callable[[TensorChunks], object] | None = None,
 ) -> EMStream:
     """Configure ``source`` for a model (device, dtype, chunk size, NaN as missing) and wrap its
-    hooks: the one call a model's ``fit`` makes to accept a source in place of an array."""
+    hooks (see :class:`StreamHooks` for ``batch``/``init_data``): the one call a model's ``fit``
+    makes to accept a source in place of an array."""
     data = source.configured(device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan)
-    return EMStream(data, StreamHooks(hooks, min_rows), data.reduce)
+    return EMStream(data, StreamHooks(hooks, min_rows, batch, init_data), data.reduce)
 
 
 def stream_loglik(model, source: ChunkSource, allow_nan: bool = False) -> tuple[float, float, int]:
