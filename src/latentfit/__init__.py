@@ -14,6 +14,7 @@ from latentfit.em.mixtures import (
     MultinomialMixture,
     PoissonMixture,
 )
+from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
 from latentfit.estimate import fit_map, fit_mle
 from latentfit.io import load, save
 from latentfit.select import select_model
@@ -22,17 +23,21 @@ from latentfit.vi.bgmm import BayesianGaussianMixture
 __version__ = "0.1.0"
 
 __all__ = [
+    "GMMHMM",
     "PPCA",
+    "ArraySource",
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",
     "CategoricalMixture",
     "FactorAnalysis",
-    "GMMHMM",
     "GaussianHMM",
     "GaussianMixture",
+    "IterableSource",
     "MixtureModel",
     "MultinomialMixture",
+    "NpySource",
+    "ParquetSource",
     "PoissonHMM",
     "PoissonMixture",
     "fit_map",
