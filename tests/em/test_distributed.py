@@ -117,6 +117,8 @@ def test_unreadable_shard_fails_every_process(two_process_run):
     # The process whose shard holds the NaN names it; the other does not hang but says why.
     assert "row 250, column 1" in str(ranks[1]["error"])
     assert "could not read their shard" in str(ranks[0]["error"])
+    for r in ranks:
+        assert "use fit(DistributedSource(...))" in str(r["online_error"])
 
 
 def test_distributed_needs_a_process_group():
@@ -153,3 +155,18 @@ def test_local_device_uses_local_rank(monkeypatch):
     assert local_device("cuda") == torch.device("cuda", 3)
     assert local_device("cuda:1") == torch.device("cuda", 1)
     assert local_device(None) == torch.device("cpu")
+
+
+def test_cli_distributed_outside_a_launcher_says_how_to_launch(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+
+    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 2)))
+    res = CliRunner().invoke(
+        app, ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "2", "--distributed"]
+    )
+    assert res.exit_code == 2
+    assert "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT" in res.output and "torchrun" in res.output

@@ -152,6 +152,12 @@ class OnlineEMMixin:
         if is_source(X):
             if sample_weight is not None:
                 raise ValueError("a source carries its own sample weights; pass sample_weight=None")
+            if getattr(X, "world_size", 1) > 1:
+                raise ValueError(
+                    "partial_fit reads a source in one process; for data sharded over processes "
+                    "use fit(DistributedSource(...)) (exact EM), or call partial_fit on each "
+                    "process's mini-batches"
+                )
             source = X.configured(device=self._device, dtype=self._dtype)
             for Xc, wc in source:
                 self._online_update(Xc, wc, step, source.reduce)
