@@ -68,7 +68,7 @@ class IAFStep(nn.Module):
         self.l1 = MaskedLinear(dim, hidden, (deg_h[:, None] >= deg_in[None, :]).float())
         out_mask = (deg_in[:, None] > deg_h[None, :]).float()
         self.l_m = MaskedLinear(hidden, dim, out_mask)
-        self.l_s = MaskedLinear(hidden, dim, out_mask)
+        self.l_s = MaskedLinear(hidden, dim, out_mask.clone())
         self.ctx = nn.Linear(context_dim, hidden, bias=False) if context_dim else None
         self.reverse = reverse
         # A positive bias on s starts σ near 1, so the step starts close to the identity
