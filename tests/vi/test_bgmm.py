@@ -217,3 +217,15 @@ def test_save_load_and_sample(tmp_path, faithful):
 def test_bad_arguments_are_named(faithful, kwargs, message):
     with pytest.raises(ValueError, match=message):
         BayesianGaussianMixture(**kwargs).fit(faithful)
+
+
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_chunked_statistics_equal_one_pass(faithful, cov):
+    """The E-step statistics add over row chunks: chunked CAVI is the same computation."""
+    kw = dict(n_components=3, covariance_type=cov, max_iter=15, tol=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = BayesianGaussianMixture(**kw).fit(faithful)
+        chunked = BayesianGaussianMixture(chunk_rows=50, **kw).fit(faithful)
+    np.testing.assert_allclose(chunked.lower_bounds_, whole.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(chunked.means_, whole.means_, rtol=1e-9)

@@ -89,7 +89,8 @@ class ScoreFunction(GradientEstimator):
 
     baseline: ``"leave_one_out"`` (b for sample j is the mean signal of the other samples;
     unbiased, needs ``num_samples >= 2``), ``"moving_average"`` (an exponential average of
-    past signals with ``decay``; the estimator then holds that average as state), or ``None``.
+    past signals with ``decay``, one scalar; the estimator holds it as state, so use one
+    estimator object per latent site), or ``None``.
     """
 
     needs_log_q = True
@@ -115,8 +116,9 @@ class ScoreFunction(GradientEstimator):
                 raise ValueError("the leave-one-out baseline needs num_samples >= 2")
             return (signal.sum(0, keepdim=True) - signal) / (s - 1)
         if self.baseline == "moving_average":
-            b = self.average if self.average is not None else torch.zeros_like(signal[0])
-            mean = signal.mean(0)
+            # One scalar average: mini-batches of local latents change shape from step to step.
+            b = 0.0 if self.average is None else self.average
+            mean = signal.mean()
             self.average = (
                 mean
                 if self.average is None
