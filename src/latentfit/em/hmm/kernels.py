@@ -171,8 +171,8 @@ def _restart_steps(starts_lb: torch.Tensor) -> dict[int, torch.Tensor]:
 
 
 class _Chunks(NamedTuple):
-    e: torch.Tensor  # (l, b, k) scaled emissions
-    shift: torch.Tensor  # (t,) per-step log shifts
+    e: torch.Tensor  # (l, b, k) scaled emissions exp(ℓ − m)
+    shift: torch.Tensor  # (l, b) per-step log shifts m (-inf where no state can emit)
     starts: torch.Tensor  # (t,)
     starts_lb: torch.Tensor  # (l, b)
     restarts: dict
@@ -181,12 +181,24 @@ class _Chunks(NamedTuple):
 
 
 def _prepare(log_likelihoods, lengths, chunk) -> _Chunks:
+    """Scaled emissions written straight into the step-major chunk layout (one pass)."""
     t, k = log_likelihoods.shape
     starts = sequence_starts(lengths, t, log_likelihoods.device)
-    e, shift = _scaled_emissions(log_likelihoods)
     length = chunk or chunk_length(t, k)
-    e_lb, starts_lb, b = _chunked(e, starts, length, 1.0)
-    return _Chunks(e_lb, shift, starts, starts_lb, _restart_steps(starts_lb), b, length)
+    b = -(-t // length)
+    pad = b * length - t
+    ll, st = log_likelihoods, starts
+    if pad:  # padding steps restart with a flat emission
+        ll = torch.cat([ll, ll.new_zeros(pad, k)])
+        st = torch.cat([st, st.new_ones(pad)])
+    ll_lb = ll.view(b, length, k).transpose(0, 1)  # (l, b, k) view
+    shift = ll_lb.amax(2, keepdim=True)  # (l, b, 1)
+    finite = torch.isfinite(shift)
+    e = torch.empty(length, b, k, dtype=ll.dtype, device=ll.device)
+    torch.sub(ll_lb, torch.where(finite, shift, 0.0), out=e).exp_()
+    shift = shift.masked_fill_(~finite, -math.inf).squeeze(2)
+    starts_lb = st.view(b, length).T.contiguous()
+    return _Chunks(e, shift, starts, starts_lb, _restart_steps(starts_lb), b, length)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +340,7 @@ def parallel_forward_filter(
     ch = _prepare(log_likelihoods, lengths, chunk)
     alpha0, _ = _boundary_messages(ch, startprob, transmat, k, backward=False)
     filtered, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
-    log_norm = _unchunk(log_c, t) + ch.shift
+    log_norm = _unchunk(log_c + ch.shift, t)
     seq = _segment_sum(log_norm, ch.starts)
     return HMMFiltered(seq.sum(), seq, _unchunk(filtered, t), log_norm)
 
@@ -428,8 +440,7 @@ def posterior(
     gamma, xi = _smooth_chunks(ch.e, filt, transmat, ch.restarts, beta0, ch.starts_lb)
     del filt
     gamma = _unchunk(gamma, t)
-    log_norm = _unchunk(log_c, t) + ch.shift
-    seq = _segment_sum(log_norm, ch.starts)
+    seq = _segment_sum(_unchunk(log_c + ch.shift, t), ch.starts)
     return HMMPosterior(seq.sum(), seq, gamma, xi, gamma[ch.starts].sum(0))
 
 
