@@ -138,3 +138,27 @@ def test_objective_arguments_are_checked():
             Independent(torch.distributions.StudentT(3.0 * torch.ones(1)), 1),
             kl="analytic",
         )()
+
+
+def test_objectives_run_on_the_device_of_the_guide(device):
+    from latentfit.vi.guides import MeanFieldGaussian
+
+    x = X.to(device)
+    guide = MeanFieldGaussian(1, dtype=F64, device=device)
+    prior = Independent(
+        Normal(
+            torch.zeros(1, dtype=F64, device=device), torch.full((1,), S0, dtype=F64, device=device)
+        ),
+        1,
+    )
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def loglik(z, batch):
+        return Normal(z, SIG).log_prob(x)
+
+    value = ELBO(loglik, guide, prior, num_samples=4, generator=gen)()
+    value.backward()
+    assert value.device.type == torch.device(device).type
+    assert bool(torch.isfinite(guide.loc.grad).all())
+    iw = ImportanceWeightedBound(loglik, guide(), prior, num_samples=4, generator=gen)()
+    assert iw.device.type == torch.device(device).type and bool(torch.isfinite(iw))
