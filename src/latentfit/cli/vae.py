@@ -1,0 +1,230 @@
+"""``latentfit fit vae``, ``latentfit eval`` and ``latentfit sample``: VAEs from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from latentfit.cli.app import app, fail, fit_app
+
+
+def _data(dataset: str, idx: Path | None, seed: int):
+    from latentfit.vae.data import load_vae_data
+
+    try:
+        return load_vae_data(dataset, seed=seed, idx_folder=idx)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        fail(str(err))
+
+
+def _sizes(text: str, name: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s]
+    except ValueError:
+        fail(f"{name} takes comma-separated layer sizes such as 200,200; got {text!r}")
+    if not sizes or min(sizes) < 1:
+        fail(f"{name} needs at least one positive layer size; got {text!r}")
+    return sizes
+
+
+@fit_app.command("vae")
+def fit_vae(
+    dataset: str = typer.Option(
+        "mnist", help="mnist, digits, mnist-idx (with --idx) or a data file."
+    ),
+    idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
+    objective: str = typer.Option("elbo", help="elbo, beta, iwae or dreg."),
+    k: int = typer.Option(1, "-k", min=1, help="Samples of z per data point (IWAE/DReG: the k)."),
+    beta: float = typer.Option(1.0, help="KL multiplier for --objective beta."),
+    kind: str = typer.Option("gaussian", help="gaussian, discrete or ladder."),
+    latent: int = typer.Option(50, help="Latent dimension (discrete: number of categoricals)."),
+    hidden: str = typer.Option("200,200", help="Hidden layer sizes, comma-separated."),
+    network: str = typer.Option("mlp", help="mlp or conv (image data)."),
+    likelihood: str = typer.Option("bernoulli", help="bernoulli, gaussian or categorical."),
+    flow: str = typer.Option("none", help="none, planar or iaf (gaussian kind)."),
+    activation: str = typer.Option("tanh", help="tanh, relu, elu or softplus."),
+    epochs: int = typer.Option(20, min=1),
+    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    kl_schedule: str = typer.Option("none", "--kl-schedule", help="none, linear or cyclical."),
+    warmup_epochs: float = typer.Option(10.0, "--warmup-epochs"),
+    free_bits: float = typer.Option(
+        0.0, "--free-bits", help="KL floor per latent dimension (nats)."
+    ),
+    patience: int = typer.Option(10, help="Early-stopping patience in epochs (0: never stop)."),
+    binarize: bool = typer.Option(True, help="Dynamic binarisation of [0, 1] data (Bernoulli)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Resume from/write last.pt."
+    ),
+    metrics_csv: Path | None = typer.Option(None, "--metrics-csv"),
+    eval_k: int = typer.Option(
+        0, "--eval-k", min=0, help="Report log p(x) on the test split with k samples."
+    ),
+    out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, ..."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Train a VAE and save it; print the bound per epoch, active units and KL per dimension.
+
+    Under ``torchrun --nproc_per_node N`` every process trains on its share of each batch
+    (DistributedDataParallel); rank 0 prints and saves.
+    """
+    from latentfit.train import TrainConfig, train
+    from latentfit.train import distributed as dist_utils
+    from latentfit.vae import (
+        build_model,
+        diagnose,
+        make_objective,
+        marginal_log_likelihood,
+        save_model,
+    )
+
+    dist_utils.init_from_env()
+    data = _data(dataset, idx, seed)
+    if binarize and likelihood == "bernoulli" and not data.intensities:
+        fail(f"{data.name} is not in [0, 1]; pass --no-binarize or use --likelihood gaussian")
+    bern = likelihood == "bernoulli" and binarize
+    image = list(data.image_shape) if data.image_shape else None
+    try:
+        model = build_model(
+            x_dim=data.train.shape[1],
+            z_dim=latent,
+            hidden=_sizes(hidden, "--hidden"),
+            kind=kind,
+            activation=activation,
+            network=network,
+            image_shape=image,
+            likelihood=likelihood,
+            flow=None if flow == "none" else flow,
+            seed=seed,
+        )
+        obj = make_objective(objective, k=k, beta=beta, free_bits=free_bits)
+        cfg = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            grad_accum=grad_accum,
+            kl_schedule=kl_schedule,
+            warmup_epochs=warmup_epochs,
+            patience=patience or None,
+            binarize=bern,
+            seed=seed,
+            device=device,
+            checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+            metrics_csv=str(metrics_csv) if metrics_csv else None,
+            progress=not quiet,
+        )
+        res = train(model, obj, data.train, data.val, cfg)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+    if not dist_utils.is_main():
+        return dist_utils.cleanup()
+    typer.echo(f"{data.name}: {data.train.shape[0]} train / {data.val.shape[0]} test, {obj!r}")
+    typer.echo(f"{'epoch':>5} {'train bound':>12} {'val bound':>10} {'active':>6} {'KL':>7}")
+    for r in res.history:
+        kl = r.get("kl_total")
+        typer.echo(
+            f"{r['epoch']:>5} {r['train_bound']:>12.2f} {r['val_bound']:>10.2f} "
+            f"{r.get('active_units', ''):>6} {'' if kl is None else f'{kl:7.2f}'}"
+        )
+    typer.echo(
+        f"best validation bound {res.best_val_bound:.2f} nats at epoch {res.best_epoch}"
+        + (f"; {res.n_skipped} non-finite steps skipped" if res.n_skipped else "")
+        + ("; stopped early" if res.stopped_early else "")
+    )
+    val = data.val.to(device)
+    if bern:
+        import torch
+
+        val = torch.bernoulli(val, generator=torch.Generator(val.device).manual_seed(seed + 1))
+    diag = diagnose(model, val, generator=None)
+    if diag.kl_per_dim is not None:
+        kl = diag.kl_per_dim
+        typer.echo(f"KL per dimension (nats): {' '.join(f'{v:.2f}' for v in kl.tolist())}")
+    typer.echo(
+        f"active units {diag.n_active}/{diag.unit_variance.numel()}"
+        + (f", I(x; z) ≈ {diag.mutual_info:.2f} nats" if diag.mutual_info is not None else "")
+    )
+    if eval_k:
+        ll = marginal_log_likelihood(model, val, k=eval_k, progress=not quiet)
+        typer.echo(
+            f"test log p(x) (k={eval_k}): {ll.mean:.2f} nats, {ll.bits_per_dim:.4f} bits/dim"
+        )
+    save_model(model, out)
+    typer.echo(f"model saved to {out}")
+    dist_utils.cleanup()
+
+
+@app.command("eval")
+def eval_vae(
+    model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
+    dataset: str = typer.Option("mnist", help="mnist, digits, mnist-idx or a data file."),
+    idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
+    k: int = typer.Option(5000, "-k", min=1, help="Importance samples per data point."),
+    n: int = typer.Option(0, help="Evaluate the first N test points (0: all)."),
+    binarize: bool = typer.Option(True, help="Binarise [0, 1] test data once (seeded)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+):
+    """Importance-sampled test log-likelihood of a VAE, in nats and bits per dimension."""
+    import torch
+
+    from latentfit.vae import load_model, marginal_log_likelihood
+
+    try:
+        model = load_model(model_path, device=device)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    data = _data(dataset, idx, seed)
+    X = data.val[: n or None].to(device)
+    if X.shape[1] != model.spec.x_dim:
+        fail(f"the model expects {model.spec.x_dim} columns, {data.name} has {X.shape[1]}")
+    if binarize and model.spec.likelihood == "bernoulli" and data.intensities:
+        X = torch.bernoulli(X, generator=torch.Generator(X.device).manual_seed(seed + 1))
+    ll = marginal_log_likelihood(
+        model, X, k=k, generator=torch.Generator(X.device).manual_seed(seed), progress=True
+    )
+    typer.echo(
+        f"{data.name}, {X.shape[0]} test points, k={k}: log p(x) = {ll.mean:.2f} nats "
+        f"(NLL {ll.nll:.2f}), {ll.bits_per_dim:.4f} bits/dim"
+    )
+
+
+@app.command("sample")
+def sample_vae(
+    model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
+    n: int = typer.Option(64, min=1, help="Number of samples."),
+    out: Path = typer.Option(Path("samples.png"), "--out", help="PNG grid to write."),
+    image_shape: str = typer.Option(
+        "", "--image-shape", help="H,W (default: from the model, or 28,28)."
+    ),
+    seed: int = typer.Option(0),
+):
+    """Draw z ~ p(z) and write the decoded means as an image grid."""
+    import math
+
+    import torch
+
+    from latentfit.vae import load_model
+    from latentfit.vae.images import sample_images, save_grid
+
+    try:
+        model = load_model(model_path)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    d = model.spec.x_dim
+    if image_shape:
+        shape = tuple(_sizes(image_shape, "--image-shape"))
+    elif model.spec.image_shape:
+        shape = tuple(model.spec.image_shape)
+    else:
+        side = math.isqrt(d)
+        shape = (side, side) if side * side == d else (1, d)
+    if math.prod(shape) != d:
+        fail(f"--image-shape {shape} does not hold the model's {d} values")
+    imgs = sample_images(model, n, torch.Generator().manual_seed(seed))
+    save_grid(out, imgs, shape, nrow=math.ceil(math.sqrt(n)))
+    typer.echo(f"{n} samples written to {out}")

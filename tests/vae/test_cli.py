@@ -1,0 +1,119 @@
+"""latentfit fit vae / eval / sample through the command line."""
+
+import pytest
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+from latentfit.vae import load_model
+
+runner = CliRunner()
+
+
+def test_fit_eval_sample(tmp_path):
+    out = tmp_path / "v.safetensors"
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "vae",
+            "--dataset",
+            "digits",
+            "--objective",
+            "iwae",
+            "-k",
+            "3",
+            "--epochs",
+            "2",
+            "--latent",
+            "4",
+            "--hidden",
+            "16",
+            "--quiet",
+            "--eval-k",
+            "20",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "best validation bound" in res.output and "KL per dimension" in res.output
+    assert "bits/dim" in res.output
+    assert load_model(out).spec.z_dim == 4
+    res = runner.invoke(app, ["eval", str(out), "--dataset", "digits", "-k", "30", "--n", "20"])
+    assert res.exit_code == 0, res.output
+    assert "log p(x)" in res.output
+    png = tmp_path / "s.png"
+    res = runner.invoke(app, ["sample", str(out), "--n", "9", "--out", str(png)])
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_user_array_and_errors(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(60, 5)))
+    out = tmp_path / "g.safetensors"
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "vae",
+            "--dataset",
+            str(path),
+            "--likelihood",
+            "gaussian",
+            "--no-binarize",
+            "--epochs",
+            "1",
+            "--latent",
+            "2",
+            "--hidden",
+            "8",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["fit", "vae", "--dataset", str(path), "--epochs", "1", "--quiet"])
+    assert res.exit_code == 2 and "not in [0, 1]" in res.output
+    res = runner.invoke(app, ["fit", "vae", "--dataset", "nope.csv", "--quiet"])
+    assert res.exit_code == 2 and "no data file" in res.output
+    res = runner.invoke(
+        app, ["fit", "vae", "--dataset", "digits", "--objective", "magic", "--quiet"]
+    )
+    assert res.exit_code == 2 and "unknown objective" in res.output
+    res = runner.invoke(app, ["eval", str(tmp_path / "missing.safetensors")])
+    assert res.exit_code == 2 and "no VAE model file" in res.output
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--kind", "discrete", "--latent", "3"],
+        ["--flow", "iaf"],
+        ["--kind", "ladder"],
+        ["--objective", "dreg", "-k", "2"],
+    ],
+)
+def test_variants_train(tmp_path, extra):
+    args = [
+        "fit",
+        "vae",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--latent",
+        "4",
+        "--hidden",
+        "16",
+        "--quiet",
+        "--out",
+        str(tmp_path / "m.safetensors"),
+    ]
+    res = runner.invoke(app, args + extra)
+    assert res.exit_code == 0, res.output
