@@ -18,6 +18,8 @@ from latentfit.em.sources import ArraySource, IterableSource, NpySource, Parquet
 from latentfit.estimate import fit_map, fit_mle
 from latentfit.io import load, save
 from latentfit.select import select_model
+from latentfit.train import TrainConfig
+from latentfit.vae import VAE, DiscreteVAE, LadderVAE
 from latentfit.vi.bgmm import BayesianGaussianMixture
 
 __version__ = "0.1.0"
@@ -25,21 +27,25 @@ __version__ = "0.1.0"
 __all__ = [
     "GMMHMM",
     "PPCA",
+    "VAE",
     "ArraySource",
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",
     "CategoricalMixture",
+    "DiscreteVAE",
     "FactorAnalysis",
     "GaussianHMM",
     "GaussianMixture",
     "IterableSource",
+    "LadderVAE",
     "MixtureModel",
     "MultinomialMixture",
     "NpySource",
     "ParquetSource",
     "PoissonHMM",
     "PoissonMixture",
+    "TrainConfig",
     "fit_map",
     "fit_mle",
     "load",
