@@ -50,13 +50,13 @@ def test_ppca_em_reaches_the_closed_form_mle():
 
 def test_factor_analysis_reaches_sklearn_likelihood():
     X, _, _ = _data()
-    ours = FactorAnalysis(2, tol=1e-11, max_iter=5000, random_state=0).fit(X)
+    ours = FactorAnalysis(2, tol=1e-10, max_iter=5000, random_state=0).fit(X)
     ref = SkFactorAnalysis(2, tol=1e-10, max_iter=5000).fit(X)
     # Both maximise the same likelihood; scikit-learn stops on a change in the total
     # log-likelihood below 1e-10, so 1e-8 relative is the comparable precision.
     np.testing.assert_allclose(ours.score(X), ref.score(X), rtol=1e-8)
-    # EM converges linearly: a last step below 1e-11 can leave ~100× that to the maximum.
-    assert ours.score(X) >= ref.score(X) - 1e-9
+    # EM converges linearly: a last step below 1e-10 can leave ~100× that to the maximum.
+    assert ours.score(X) >= ref.score(X) - 1e-8
     # The likelihood is flat near its maximum: a 1e-10 change in it leaves the parameters (and
     # so the per-sample densities) free at the ~1e-5 level.
     np.testing.assert_allclose(ours.score_samples(X), ref.score_samples(X), rtol=1e-4)
