@@ -19,6 +19,7 @@ from latentfit.vi.gap import (
     hmm_mean_field,
     hmm_mean_field_elbo,
     linear_gaussian_elbo,
+    linear_gaussian_gap_trace,
     mixture_elbo,
 )
 
@@ -178,3 +179,21 @@ def test_cavi_leaves_a_positive_gap_to_the_exact_evidence():
     assert tr.gap[-1] > 0.5 * math.log(2)
     with pytest.raises(ValueError, match="too many"):
         bgmm_log_evidence(np.zeros((40, 2)), model)
+
+
+def test_ppca_em_closes_the_gap_mean_field_leaves_it_open():
+    g = np.random.default_rng(0)
+    Z = g.normal(size=(200, 2))
+    X = Z @ np.array([[2.0, 1.0, 0.5, 0.0], [1.5, -1.0, 0.0, 1.0]]) + 0.3 * g.normal(size=(200, 4))
+    exact = linear_gaussian_gap_trace(X, 2, n_iter=25)
+    mf = linear_gaussian_gap_trace(X, 2, n_iter=25, mean_field=True)
+    assert np.all(np.abs(exact.gap_after_estep) < 1e-8)
+    assert np.all(exact.gap >= -1e-9) and np.all(np.diff(exact.log_px) >= -1e-8)
+    assert np.all(exact.elbo[1:] >= exact.log_px[:-1] - 1e-8)
+    # Variational EM: its ELBO never decreases (the ELBO after the E-step is the log
+    # likelihood minus the gap) and the gap after the mean-field E-step stays positive.
+    elbo_after = mf.log_px - mf.gap_after_estep
+    assert np.all(np.diff(elbo_after) >= -1e-8)
+    assert np.all(mf.gap_after_estep > 1e-6)
+    # The mean-field bound on log p(x) is looser than EM's log-likelihood.
+    assert elbo_after[-1] < exact.log_px[-1]
