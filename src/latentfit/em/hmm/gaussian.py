@@ -8,7 +8,7 @@ import torch
 from latentfit._validation import as_float_tensor
 from latentfit.em.gaussian import COVARIANCE_TYPES
 from latentfit.em.hmm import emissions as E
-from latentfit.em.hmm.base import BaseHMM
+from latentfit.em.hmm.base import BaseHMM, _check_distribution
 from latentfit.em.kmeans import kmeans
 from latentfit.io import serializable
 
@@ -301,8 +301,6 @@ class GMMHMM(_ContinuousHMM):
         for name, shape in self._shapes(out["means"].shape[-1]).items():
             if out[name].shape != shape:
                 raise ValueError(f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}")
-        from latentfit.em.hmm.base import _check_distribution
-
         _check_distribution(out["weights"], "weights_")
         return out
 
