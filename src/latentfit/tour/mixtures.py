@@ -24,7 +24,13 @@ def build(ctx: TourContext) -> Section:
     #    probability inside (0, 1), so an unseen pixel never gets probability zero.
     k = 12
     bern = BernoulliMixture(
-        k, mean_prior=(2.0, 2.0), n_init=2, max_iter=100, tol=1e-4, random_state=ctx.seed
+        k,
+        mean_prior=(2.0, 2.0),
+        init_params="k-means++",
+        n_init=2,
+        max_iter=100,
+        tol=1e-3,
+        random_state=ctx.seed,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
