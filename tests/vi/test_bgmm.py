@@ -219,6 +219,15 @@ def test_bad_arguments_are_named(faithful, kwargs, message):
         BayesianGaussianMixture(**kwargs).fit(faithful)
 
 
+def test_constant_column_is_named():
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    X[:, 1] = 2.0
+    with pytest.raises(ValueError, match="column 1 of X is constant"):
+        BayesianGaussianMixture(n_components=2).fit(X)
+    bg = BayesianGaussianMixture(n_components=2, covariance_prior=np.eye(3)).fit(X)
+    assert np.isfinite(bg.elbo_)
+
+
 @pytest.mark.parametrize("cov", COV_TYPES)
 def test_chunked_statistics_equal_one_pass(faithful, cov):
     """The E-step statistics add over row chunks: chunked CAVI is the same computation."""

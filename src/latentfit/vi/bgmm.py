@@ -191,6 +191,12 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError("the default covariance_prior needs a total weight above 1")
             Xc = X - xbar
             emp = (Xc * w.unsqueeze(1)).T @ Xc / (wsum - 1)  # (d, d) unbiased, as np.cov
+            flat = (emp.diagonal() <= 0).nonzero().flatten().tolist()
+            if flat:
+                raise ValueError(
+                    f"column {flat[0]} of X is constant, so the default covariance_prior (the "
+                    "covariance of X) is singular; drop the column or pass covariance_prior"
+                )
             cov0 = {
                 "full": emp,
                 "tied": emp,
