@@ -61,7 +61,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     (``weight_concentration_prior_type`` ``"dirichlet_process"`` — stick-breaking, truncated
     at ``n_components`` — or ``"dirichlet_distribution"``); in addition ``device``, ``dtype``
     and ``chunk_rows`` as in :class:`latentfit.GaussianMixture`, and ``sample_weight`` in
-    ``fit`` (frequency weights).
+    ``fit`` (frequency weights). ``verbose`` shows a progress bar; ``verbose_interval`` is
+    accepted for compatibility.
 
     Fitted attributes are scikit-learn's (``weights_``, ``means_``, ``covariances_``,
     ``precisions_``, ``precisions_cholesky_``, ``weight_concentration_`` — a pair (a, b) for
