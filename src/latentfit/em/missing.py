@@ -9,9 +9,10 @@ missing set m:
     E[x_m | x_o, k] = μ_m + Σ_mo Σ_oo⁻¹ (x_o − μ_o)
     Cov[x_m | x_o, k] = Σ_mm − Σ_mo Σ_oo⁻¹ Σ_om      (the "conditional covariance correction")
 
-and the M-step uses E[x] and E[x xᵀ] = E[x] E[x]ᵀ + Cov in place of x and x xᵀ. Rows are
-grouped by their missingness pattern so that each pattern costs one batched Cholesky of the
-(k, |o|, |o|) observed blocks; diag and spherical covariances need no grouping (the missing
+and the M-step uses E[x] and E[x xᵀ] = E[x] E[x]ᵀ + Cov in place of x and x xᵀ. When a chunk
+has few distinct missingness patterns, rows are grouped by pattern and each pattern costs one
+batched Cholesky of the (k, |o|, |o|) observed blocks; with many patterns every row gets its own
+Cholesky, batched over rows. Diag and spherical covariances need neither (the missing
 coordinates are then independent of the observed ones).
 
 The functions take covariances in scikit-learn's shapes by ``covariance_type`` — full (k, d, d),
@@ -133,6 +134,54 @@ def _pattern_conditionals(
     return logp, Ex, C
 
 
+def _row_conditionals(
+    Xc: torch.Tensor, mc: torch.Tensor, cov: torch.Tensor, nan: torch.Tensor, moments: bool = True
+):
+    """The same as :func:`_pattern_conditionals` for rows with different patterns, batched over
+    rows: the observed block is embedded as Σ̃ = Σ ∘ (o oᵀ) + diag(1 − o), whose Cholesky factor
+    is that of Σ_oo with an identity on the missing coordinates. Returns log N(x_o) (n, k),
+    E[x] (n, k, d) and the conditional covariances (n, k, d, d) (None, None without
+    ``moments``)."""
+    O = (~nan).to(Xc.dtype)  # (n, d)
+    mask = (O.unsqueeze(2) * O.unsqueeze(1)).unsqueeze(1)  # (n, 1, d, d)
+    eye = torch.diag_embed(1 - O).unsqueeze(1)  # (n, 1, d, d)
+    L = torch.linalg.cholesky(cov * mask + eye)  # (n, k, d, d)
+    diff = (torch.where(nan, 0, Xc).unsqueeze(1) - mc) * O.unsqueeze(1)  # (n, k, d)
+    y = torch.linalg.solve_triangular(L, diff.unsqueeze(3), upper=False)  # (n, k, d, 1)
+    maha = y.square().sum((2, 3))  # (n, k)
+    log_det = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (n, k)
+    logp = -0.5 * (O.sum(1, keepdim=True) * _LOG_2PI + maha + log_det)
+    if not moments:
+        return logp, None, None
+    alpha = torch.linalg.solve_triangular(L.mT, y, upper=True).squeeze(3)  # (n, k, d)
+    Ex = torch.where(nan.unsqueeze(1), mc + (cov @ alpha.unsqueeze(3)).squeeze(3), Xc.unsqueeze(1))
+    V = torch.linalg.solve_triangular(L, (cov * O.unsqueeze(1).unsqueeze(2)).mT, upper=False)
+    M = (1 - O).unsqueeze(2) * (1 - O).unsqueeze(1)  # (n, d, d): missing × missing
+    C = (cov - V.mT @ V) * M.unsqueeze(1)  # (n, k, d, d)
+    return logp, Ex, C
+
+
+# Few patterns: one Cholesky per pattern; many: one batched Cholesky per row.
+_MAX_PATTERNS = 16
+
+
+def _conditionals(
+    Xc: torch.Tensor, mc: torch.Tensor, cov: torch.Tensor, nan: torch.Tensor, moments: bool = True
+):
+    """Yield (rows, log N(x_o) (n_r, k), E[x] (n_r, k, d), Cov (k, d, d) or (n_r, k, d, d))
+    over groups of rows, by pattern when there are few distinct patterns, else in row blocks."""
+    uniq = torch.unique(nan, dim=0)
+    if uniq.shape[0] <= _MAX_PATTERNS:
+        for miss, rows in _patterns(nan):
+            yield (rows, *_pattern_conditionals(Xc[rows], mc, cov, miss))
+        return
+    k, d = mc.shape[0], mc.shape[1]
+    block = max(1, (1 << 21) // (k * d * d))  # rows per block: ~2M numbers per (n, k, d, d)
+    for i in range(0, Xc.shape[0], block):
+        rows = torch.arange(i, min(i + block, Xc.shape[0]), device=Xc.device)
+        yield (rows, *_row_conditionals(Xc[rows], mc, cov, nan[rows], moments))
+
+
 def log_gaussian_prob_missing(
     X: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor, covariance_type: str
 ) -> torch.Tensor:
@@ -153,8 +202,8 @@ def log_gaussian_prob_missing(
         return -0.5 * (O.sum(1, keepdim=True) * _LOG_2PI + maha.clamp_min(0) + O @ var.log().T)
     cov = _as_matrices(covariances, covariance_type, k, d)
     out = X.new_empty(n, k)
-    for miss, rows in _patterns(nan):
-        out[rows] = _pattern_conditionals(X[rows], means, cov, miss)[0]
+    for rows, logp, _, _ in _conditionals(X, means, cov, nan, moments=False):
+        out[rows] = logp
     return out
 
 
@@ -186,11 +235,11 @@ def gaussian_missing_moments(
     cov = _as_matrices(covariances, covariance_type, k, d)
     S1 = X.new_zeros(k, d)
     S2 = X.new_zeros(k, d, d)
-    for miss, rows in _patterns(nan):
-        _, Ex, C = _pattern_conditionals(Xc[rows], mc, cov, miss)
-        r = resp[rows]  # (n_p, k)
+    for rows, _, Ex, C in _conditionals(Xc, mc, cov, nan):
+        r = resp[rows]  # (n_r, k)
         S1 += torch.einsum("nk,nkd->kd", r, Ex)
-        S2 += torch.einsum("nk,nkd,nke->kde", r, Ex, Ex) + r.sum(0)[:, None, None] * C
+        S2 += torch.einsum("nk,nkd,nke->kde", r, Ex, Ex)
+        S2 += r.sum(0)[:, None, None] * C if C.dim() == 3 else torch.einsum("nk,nkde->kde", r, C)
     return MissingMoments(S0, S1, S2)
 
 
