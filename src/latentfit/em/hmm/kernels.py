@@ -33,6 +33,7 @@ functions of the forward and backward messages (:func:`smoothed_marginals`,
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -96,6 +97,25 @@ def sequence_starts(lengths, n_steps: int, device=None) -> torch.Tensor:
     offsets = torch.cumsum(lengths, 0) - lengths
     starts[offsets.to(device)] = True
     return starts
+
+
+@contextlib.contextmanager
+def step_loop_threads(device: torch.device):
+    """Run a loop of per-step operations on one intra-op CPU thread, restoring the setting after.
+
+    Every operation inside the step loops touches a few thousand numbers, below torch's
+    parallel grain, so extra threads cannot speed them up; BLAS threads would only spin-wait
+    between the thousands of tiny products, which on a busy machine costs many times the work
+    itself. The large one-shot operations outside the loops keep all threads."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _segment_ids(starts: torch.Tensor) -> torch.Tensor:
@@ -330,8 +350,9 @@ def parallel_forward_filter(
     """
     t, k = log_likelihoods.shape
     ch = _prepare(log_likelihoods, lengths, chunk)
-    alpha0, _ = _boundary_messages(ch, startprob, transmat, k, backward=False)
-    filtered, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
+    with step_loop_threads(ch.e.device):
+        alpha0, _ = _boundary_messages(ch, startprob, transmat, k, backward=False)
+        filtered, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
     log_norm = _unchunk(log_c + ch.shift, t)
     seq = _segment_sum(log_norm, ch.starts)
     return HMMFiltered(seq.sum(), seq, _unchunk(filtered, t), log_norm)
@@ -365,16 +386,16 @@ def parallel_backward_pass(
     """The backward pass of :func:`backward_pass`, computed over chunks in parallel."""
     t, k = log_likelihoods.shape
     ch = _prepare(log_likelihoods, lengths, chunk)
-    _, beta = _boundary_messages(ch, startprob, transmat, k)
-    length = ch.length
     out = torch.empty_like(ch.e)  # (l, b, k)
     flat = torch.full((k,), 1.0 / k, dtype=ch.e.dtype, device=ch.e.device)
-    for i in range(length - 1, -1, -1):
-        out[i] = beta
-        nxt = (ch.e[i] * beta) @ transmat.T  # (b, k)
-        if i in ch.restarts:
-            nxt[ch.restarts[i]] = flat
-        beta, _ = _safe_log_normalize(nxt)
+    with step_loop_threads(ch.e.device):
+        _, beta = _boundary_messages(ch, startprob, transmat, k)
+        for i in range(ch.length - 1, -1, -1):
+            out[i] = beta
+            nxt = (ch.e[i] * beta) @ transmat.T  # (b, k)
+            if i in ch.restarts:
+                nxt[ch.restarts[i]] = flat
+            beta, _ = _safe_log_normalize(nxt)
     return HMMBackward(_unchunk(out, t))
 
 
@@ -427,9 +448,11 @@ def posterior(
             fwd.log_likelihood, fwd.sequence_log_likelihoods, gamma, xi, gamma[starts].sum(0)
         )
     ch = _prepare(log_likelihoods, lengths, chunk)
-    alpha0, beta0 = _boundary_messages(ch, startprob, transmat, k)
-    filt, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
-    gamma, xi = _smooth_chunks(ch.e, filt, transmat, ch.restarts, beta0, ch.starts_lb)
+    with step_loop_threads(ch.e.device):
+        alpha0, beta0 = _boundary_messages(ch, startprob, transmat, k)
+        filt, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
+        gamma, left, right = _smooth_chunks(ch.e, filt, transmat, ch.restarts, beta0, ch.starts_lb)
+    xi = transmat * (left.view(-1, k).T @ right.view(-1, k))  # (k, k): one product, all threads
     del filt
     gamma = _unchunk(gamma, t)
     seq = _segment_sum(_unchunk(log_c + ch.shift, t), ch.starts)
@@ -437,12 +460,13 @@ def posterior(
 
 
 def _smooth_chunks(e_lb, filtered, transmat, restarts, beta, starts_lb):
-    """Backward pass fused with smoothing: γ (l, b, k) and Σ ξ (k, k) from the chunk forward
-    messages and the backward message ``beta`` (b, k) leaving every chunk.
+    """Backward pass fused with smoothing: γ (l, b, k) and the two factors of Σ ξ (summed by
+    the caller as ``A ⊙ leftᵀ right``) from the chunk forward messages and the backward
+    message ``beta`` (b, k) leaving every chunk.
 
     Uses ``p(z_{t-1}=i, z_t=j | x) = α̂_{t-1}(i) A_ij e_t(j) β̂_t(j) / z_t`` with
     ``z_t = α̂_{t-1} · A (e_t ⊙ β̂_t)``, the normaliser of γ_{t-1} as well."""
-    length, b, k = e_lb.shape
+    length, b, _ = e_lb.shape
     tiny = torch.finfo(e_lb.dtype).tiny
     At = transmat.T.contiguous()
     gamma = torch.empty_like(e_lb)
@@ -472,8 +496,7 @@ def _smooth_chunks(e_lb, filtered, transmat, restarts, beta, starts_lb):
         prev = filtered[-1, :-1]
         z = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny)
         left[0, 1:] = (prev / z).masked_fill_(starts_lb[0, 1:].unsqueeze(1), 0.0)
-    acc = left.view(-1, k).T @ right.view(-1, k)  # (k, k)
-    return gamma, transmat * acc
+    return gamma, left, right
 
 
 # Viterbi lives in its own module; re-exported here so that every kernel is in one namespace.

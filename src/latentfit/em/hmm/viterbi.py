@@ -17,6 +17,7 @@ from latentfit.em.hmm.kernels import (
     _unchunk,
     chunk_length,
     sequence_starts,
+    step_loop_threads,
 )
 
 __all__ = ["HMMViterbi", "parallel_viterbi", "viterbi"]
@@ -133,7 +134,21 @@ def parallel_viterbi(
     length = chunk or chunk_length(t, k)
     ll_lb, starts_lb, b = _chunked(log_likelihoods, starts, length, 0.0)
     restarts = _restart_steps(starts_lb)
-    entering = torch.zeros(b, k, dtype=log_likelihoods.dtype, device=device)
+    with step_loop_threads(log_likelihoods.device):
+        path = _decode_chunks(
+            ll_lb, starts_lb, restarts, log_start, log_trans_t, b, length, k, warmup
+        )
+    path = _unchunk(path, t)
+    per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
+    seq = _segment_sum(per_step, starts)
+    return HMMViterbi(seq.sum(), seq, path)
+
+
+def _decode_chunks(ll_lb, starts_lb, restarts, log_start, log_trans_t, b, length, k, warmup):
+    """Viterbi over the step-major chunks (l, b, k) with checked entering messages; returns
+    the path (l, b)."""
+    device = ll_lb.device
+    entering = torch.zeros(b, k, dtype=ll_lb.dtype, device=device)
     if b > 1:  # proposals from the tail of the previous chunk
         w = min(warmup, length)
         tail_restarts = _restart_steps(starts_lb[length - w :, :-1])
@@ -172,7 +187,4 @@ def parallel_viterbi(
     for i in range(length - 1, -1, -1):
         path[i] = state.squeeze(1)
         state = bp[i].gather(1, state)
-    path = _unchunk(path, t)
-    per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
-    seq = _segment_sum(per_step, starts)
-    return HMMViterbi(seq.sum(), seq, path)
+    return path
