@@ -113,7 +113,7 @@ def as_float_tensor(
     if isinstance(X, torch.Tensor):
         t = X.detach()
         if t.is_complex():
-            raise ValueError(f"{name} is complex; latentfit fits real-valued data")
+            raise ValueError(f"{name} is complex: Complex data not supported, fit real values")
         if t.dtype == torch.bool:
             t = t.to(torch.uint8)
     else:
@@ -123,7 +123,7 @@ def as_float_tensor(
             )
         arr = np.asarray(X)
         if arr.dtype.kind == "c":
-            raise ValueError(f"{name} is complex; latentfit fits real-valued data")
+            raise ValueError(f"{name} is complex: Complex data not supported, fit real values")
         if arr.dtype.kind in "OUS":
             try:
                 arr = arr.astype(np.float64)
@@ -132,25 +132,35 @@ def as_float_tensor(
                 for idx in np.ndindex(flat.shape):
                     try:
                         float(flat[idx])
-                    except (TypeError, ValueError):
+                    except TypeError:
+                        raise TypeError(
+                            f"{name} holds {flat[idx]!r} at {_describe_position(idx, columns)}: "
+                            "every value's argument must be a string or a number"
+                        ) from None
+                    except ValueError:
                         raise ValueError(
                             f"{name} has a non-numeric value {flat[idx]!r} at "
                             f"{_describe_position(idx, columns)}; encode categories as numbers first"
                         ) from None
                 raise
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # read-only memmaps: torch needs memory it may write
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
     if ndim is not None and t.dim() != ndim:
         if ndim == 2 and t.dim() == 1:
             raise ValueError(
                 f"{name} must be 2-D (n_samples, n_features), got a 1-D array of shape "
-                f"{tuple(t.shape)}; reshape it with X.reshape(-1, 1) for one feature or "
+                f"{tuple(t.shape)}. Reshape your data with X.reshape(-1, 1) for one feature or "
                 "X.reshape(1, -1) for one sample"
             )
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if t.dim() >= 1 and t.shape[0] < min_samples:
         raise ValueError(f"{name} has {t.shape[0]} sample(s); at least {min_samples} are needed")
     if t.dim() == 2 and t.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features (shape {tuple(t.shape)})")
+        raise ValueError(
+            f"{name} has 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is required."
+        )
     t = t.to(device=device, dtype=dtype)
     if allow_nan:
         inf = torch.isinf(t)
@@ -161,11 +171,12 @@ def as_float_tensor(
         idx = first_nonfinite(t)
         if idx is not None:
             value = t[idx].item()
+            what = "NaN" if value != value else ("inf" if value > 0 else "-inf")
             hint = (
-                "; pass missing='marginalize' to fit with missing values" if value != value else ""
+                "; pass missing='marginalize' to fit with missing values" if what == "NaN" else ""
             )
             raise ValueError(
-                f"{name} contains {value} at {_describe_position(idx, columns)}: every value must "
+                f"{name} contains {what} at {_describe_position(idx, columns)}: every value must "
                 f"be finite{hint}"
             )
     return t

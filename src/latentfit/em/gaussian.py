@@ -285,8 +285,9 @@ def gaussian_mstep(
     """Closed-form M-step: weights (k,), means (k, d), covariances (by type) from statistics.
 
     As scikit-learn, ``nk = Σ r + 10·eps`` guards empty components. Variances are differenced
-    around the shift and clamped at zero before ``reg_covar`` is added, so they are never
-    negative in float32.
+    around the shift; one below the rounding error of that difference is set to exactly zero
+    before ``reg_covar`` is added, so variances are never negative (float32) and a collapsed
+    component is recognised as such (with ``reg_covar=0`` it raises DegenerateComponentError).
     """
     S0, S1, S2 = stats["S0"], stats["S1"], stats["S2"]
     eps = torch.finfo(S0.dtype).eps
@@ -295,17 +296,29 @@ def gaussian_mstep(
     delta = S1 / nk.unsqueeze(1)  # (k, d): mean − shift
     means = shift + delta
     if covariance_type == "full":
-        cov = S2 / nk[:, None, None] - delta.unsqueeze(2) * delta.unsqueeze(1)  # (k, d, d)
-        cov = 0.5 * (cov + cov.mT)
-        cov.diagonal(dim1=-2, dim2=-1).clamp_min_(0).add_(reg_covar)
+        raw = S2 / nk[:, None, None]  # (k, d, d) second moment about the shift
+        cov = _drop_rounding(raw - delta.unsqueeze(2) * delta.unsqueeze(1), raw, eps)
     elif covariance_type == "tied":
-        cov = (S2 - (nk.unsqueeze(1) * delta).T @ delta) / nk.sum()  # (d, d)
-        cov = 0.5 * (cov + cov.T)
-        cov.diagonal().clamp_min_(0).add_(reg_covar)
+        raw = S2 / nk.sum()
+        cov = _drop_rounding(raw - (nk.unsqueeze(1) * delta).T @ delta / nk.sum(), raw, eps)
     else:
-        var = (S2 / nk.unsqueeze(1) - delta.square()).clamp_min_(0)  # (k, d)
+        raw = S2 / nk.unsqueeze(1)  # (k, d)
+        var = raw - delta.square()
+        var = torch.where(var > 100 * eps * raw, var, torch.zeros_like(var))
         cov = var + reg_covar if covariance_type == "diag" else var.mean(1) + reg_covar
+        return weights, means, cov
+    cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
     return weights, means, cov
+
+
+def _drop_rounding(cov: torch.Tensor, raw: torch.Tensor, eps: float) -> torch.Tensor:
+    """Symmetrise ``cov`` (…, d, d) and zero the rows and columns whose variance is below the
+    rounding error of differencing the raw second moment ``raw``: such a variance is zero
+    (a component collapsed onto one value), never small noise or a negative number."""
+    cov = 0.5 * (cov + cov.mT)
+    var = cov.diagonal(dim1=-2, dim2=-1)  # (…, d)
+    keep = (var > 100 * eps * raw.diagonal(dim1=-2, dim2=-1)).to(cov.dtype)
+    return cov * keep.unsqueeze(-1) * keep.unsqueeze(-2)
 
 
 def n_covariance_parameters(covariance_type: str, k: int, d: int) -> int:

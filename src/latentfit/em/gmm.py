@@ -272,14 +272,18 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
     def _initial_params(self, data: TensorChunks, gen: torch.Generator) -> dict:
-        """Starting parameters plus the fit's fixed ``shift``, the weighted mean of the data."""
-        params = self._initial_estimates(data, gen)
-        X, w = impute_mean(data.X, data.weights), data.weights
-        params["shift"] = (w @ X) / w.sum()  # (d,)
+        """Starting parameters plus the fit's fixed ``shift``, the weighted mean of the data.
+
+        Initialisation works on data centred on the shift, so k-means distances and the first
+        moments keep their precision for data far from the origin (float32 included).
+        """
+        X, w = impute_mean(data.X, data.weights), data.weights  # NaNs only to start EM
+        shift = (w @ X) / w.sum()  # (d,)
+        params = self._initial_estimates(X - shift, w, shift, gen)
+        params["shift"] = shift
         return params
 
-    def _initial_estimates(self, data: TensorChunks, gen: torch.Generator) -> dict:
-        X, w = impute_mean(data.X, data.weights), data.weights  # NaNs only to start EM
+    def _initial_estimates(self, X, w, shift, gen: torch.Generator) -> dict:
         k, n = self.n_components, X.shape[0]
         dt, dev = X.dtype, X.device
         given = (self.weights_init, self.means_init, self.precisions_init)
@@ -301,12 +305,7 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
         if resp is None:  # every parameter is given: nothing to estimate
             return self._given_params(X.shape[1])
         stats = moment_stats(X, w, resp * w.unsqueeze(1), self.covariance_type)
-        weights, means, cov = gaussian_mstep(
-            stats,
-            torch.zeros(X.shape[1], dtype=dt, device=dev),
-            self.reg_covar,
-            self.covariance_type,
-        )
+        weights, means, cov = gaussian_mstep(stats, shift, self.reg_covar, self.covariance_type)
         given = self._given_params(X.shape[1])
         if "prec_chol" in given:
             pc = given["prec_chol"]
@@ -542,6 +541,19 @@ class _GMMHooks:
 
     def lower_bound(self, params, stats):
         return float(stats["loglik"].double() / stats["weight"].double())
+
+    def decrease_slack(self, params):
+        """reg_covar makes the M-step a near-maximiser: adding ε·I to Σ_k changes the expected
+        log-likelihood by about ½ ε tr(Λ_k), so the bound may dip by up to ε Σ_k π_k tr(Λ_k)."""
+        reg = self.model.reg_covar
+        if reg == 0:
+            return 0.0
+        prec = precisions_from_cholesky(params["prec_chol"], self.ct)
+        if self.ct in ("full", "tied"):
+            tr = prec.diagonal(dim1=-2, dim2=-1).sum(-1)
+        else:
+            tr = prec.sum(-1) if self.ct == "diag" else prec * params["means"].shape[1]
+        return float(reg * (params["weights"] * tr).sum()) if tr.dim() else float(reg * tr)
 
     def recenter(self, stats, old, new):
         """Statistics around the shift of ``old`` moved to that of ``new`` (online EM)."""

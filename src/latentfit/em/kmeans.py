@@ -23,13 +23,24 @@ def nearest_center(X: torch.Tensor, C: torch.Tensor, chunk_rows: int = 65536) ->
     )
 
 
+def _draw(p: torch.Tensor, generator: torch.Generator) -> int:
+    """One index drawn ∝ ``p`` by inverting the cumulative sum with one uniform number.
+
+    Unlike torch.multinomial, the draw depends only on the cumulative mass, so a row of weight
+    3 and the same row repeated three times are chosen for the same uniform number: fits with
+    integer sample weights and with repeated rows start from the same centers.
+    """
+    cs = torch.cumsum(p.double().cpu(), 0)
+    u = torch.rand(1, generator=generator, dtype=torch.float64, device=generator.device).cpu()
+    return int(torch.searchsorted(cs, u * cs[-1], right=True).clamp_max(len(cs) - 1))
+
+
 def kmeans_plusplus(
     X: torch.Tensor, k: int, weights: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """Indices (k,) of k-means++ seeds: each next seed drawn ∝ w · D(x)²."""
     n = X.shape[0]
-    first = torch.multinomial(weights.cpu().double(), 1, generator=generator).item()
-    idx = [int(first)]
+    idx = [_draw(weights, generator)]
     d2 = _sq_dist(X, X[idx[-1]].unsqueeze(0)).squeeze(1)  # (n,)
     for _ in range(1, k):
         p = (weights * d2).cpu().double()
@@ -38,7 +49,7 @@ def kmeans_plusplus(
             p[idx] = 0
             if float(p.sum()) <= 0:
                 p = torch.ones(n, dtype=torch.float64)
-        nxt = int(torch.multinomial(p, 1, generator=generator).item())
+        nxt = _draw(p, generator)
         idx.append(nxt)
         d2 = torch.minimum(d2, _sq_dist(X, X[nxt].unsqueeze(0)).squeeze(1))
     return torch.tensor(idx, device=X.device)
@@ -58,7 +69,9 @@ def kmeans(
     scikit-learn's KMeans does. An empty cluster keeps its previous center.
     """
     C = X[kmeans_plusplus(X, k, weights, generator)].clone()  # (k, d)
-    scale = tol * float(X.var(0).mean()) if X.shape[0] > 1 else 0.0
+    wn = weights / weights.sum()
+    mean = wn @ X
+    scale = tol * float((wn @ (X - mean).square()).mean())  # tol × weighted mean variance
     labels = nearest_center(X, C)
     for _ in range(max_iter):
         onehot = torch.zeros(X.shape[0], k, dtype=X.dtype, device=X.device)
