@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 from hmmlearn import hmm as hl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 
 import latentfit
@@ -298,3 +300,25 @@ def test_float32_and_device(device):
     )
     np.testing.assert_allclose(dev.lower_bounds_, m64.lower_bounds_, rtol=1e-10)
     assert torch.device(device).type in ("cpu", "cuda")
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    k=st.integers(1, 4),
+    lengths=st.lists(st.integers(1, 60), min_size=1, max_size=4),
+)
+def test_baum_welch_never_lowers_the_log_likelihood(seed, k, lengths):
+    """Property: EM's log-likelihood is non-decreasing (the driver's monotonicity check raises
+    here as an error), and parameters stay finite probability tables."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 4, size=(sum(lengths), 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        warnings.simplefilter("error", category=EMMonotonicityWarning)
+        m = CategoricalHMM(k, n_features=4, n_iter=15, tol=-np.inf, random_state=seed)
+        m.fit(X, lengths)
+    assert np.all(np.diff(m.lower_bounds_) >= -1e-9 * np.abs(m.lower_bounds_[1:]))
+    for p in (m.startprob_, m.transmat_, m.emissionprob_):
+        assert np.all(np.isfinite(p)) and np.allclose(p.sum(-1), 1.0)

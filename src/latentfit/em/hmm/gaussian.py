@@ -128,10 +128,10 @@ class GaussianHMM(_ContinuousHMM):
     def _emission_params(self):
         _check_covariance_type(self.covariance_type)
         means, covars = self._tensor(self.means_), self._tensor(self._covars_)
-        k, d = self.n_components, means.shape[-1]
+        k, d = self.n_components, getattr(self, "n_features", means.shape[-1])
         shape = {"spherical": (k,), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}
         if means.shape != (k, d):
-            raise ValueError(f"means_ must have shape ({k}, n_features), got {tuple(means.shape)}")
+            raise ValueError(f"means_ must have shape ({k}, {d}), got {tuple(means.shape)}")
         if covars.shape != shape[self.covariance_type]:
             raise ValueError(
                 f"{self.covariance_type!r} covars must have shape "
@@ -298,7 +298,9 @@ class GMMHMM(_ContinuousHMM):
             "means": self._tensor(self.means_),
             "covars": self._tensor(self.covars_),
         }
-        for name, shape in self._shapes(out["means"].shape[-1]).items():
+        for name, shape in self._shapes(
+            getattr(self, "n_features", out["means"].shape[-1])
+        ).items():
             if out[name].shape != shape:
                 raise ValueError(f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}")
         _check_distribution(out["weights"], "weights_")
