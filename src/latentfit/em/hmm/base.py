@@ -15,7 +15,6 @@ it (hmmlearn returns NaN parameters or zero rows there).
 
 from __future__ import annotations
 
-import string
 import warnings
 from collections import deque
 
@@ -332,9 +331,6 @@ class BaseHMM(BaseEstimator):
             self.n_features = extra["n_features"]
         self.lower_bounds_ = extra.get("lower_bounds_", [])
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
-
-
-ALL_LETTERS = string.ascii_letters
 
 
 class _HMMHooks:

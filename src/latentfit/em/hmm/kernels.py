@@ -18,10 +18,11 @@ Two versions of each recursion live side by side with the same signature:
   Python steps is one ``(b, k) @ (k, k)`` product. The chunks are tied together exactly by a
   two-level scan (Särkkä & García-Fernández 2021, "Temporal parallelization of Bayesian
   smoothers", in its blocked form): first the (scaled) transfer matrix of every chunk
-  ``M_b = Π_t A_t diag(e_t)`` is accumulated for all chunks at once, then a short scan over
-  the ``b`` chunk matrices gives the exact message entering each chunk, then each chunk is
-  filtered from its exact entering message. Viterbi uses max-plus products; see
-  :func:`parallel_viterbi` for how its chunk boundaries are made exact.
+  ``M_b = Π_t A_t diag(e_t)`` is accumulated for all chunks at once (``k³`` per step only
+  until the chain forgets its start, then ``k²``), then a short scan over the ``b`` chunk
+  matrices gives the exact message entering each chunk, then each chunk is filtered from its
+  exact entering message. The Viterbi pair lives in :mod:`latentfit.em.hmm.viterbi` (re-exported
+  here); :func:`parallel_viterbi` explains how its chunk boundaries are made exact.
 
 Scaling: emissions enter as ``e_t = exp(ℓ_t − max_k ℓ_t)`` and every message is normalised at
 every step, keeping the log normalisers, so nothing underflows on sequences of any length.
