@@ -220,6 +220,12 @@ def test_open_source_by_suffix_and_warm_start(tmp_path, data):
     assert isinstance(open_source(tmp_path / "x.npy"), NpySource)
     csv = open_source(tmp_path / "x.csv", columns=["a", "c"])
     assert csv.n_features == 2 and isinstance(csv, ArraySource)
+    (tmp_path / "gap.csv").write_text("a,b\n1,2\n3,\n5,6\n")
+    with pytest.raises(ValueError, match=r"gap\.csv contains nan at row 1, column 1"):
+        list(open_source(tmp_path / "gap.csv"))
+    assert torch.isnan(
+        next(iter(open_source(tmp_path / "gap.csv").configured(allow_nan=True)))[0][1, 1]
+    )
     gm = GaussianMixture(3, random_state=0, warm_start=True, max_iter=3, tol=0)
     with pytest.warns(ConvergenceWarning):
         gm.fit(open_source(tmp_path / "x.npy"))

@@ -487,7 +487,10 @@ def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSo
         return ParquetSource(path, columns=columns, weight_column=weight_column, **options)
     from latentfit.datasets import load_array
 
-    return ArraySource(load_array(path, columns=columns), **options)
+    # NaN is kept here; the source refuses it unless the model marginalises missing values.
+    source = ArraySource(load_array(path, columns=columns, allow_nan=True), **options)
+    source.name = path.name
+    return source
 
 
 class StreamHooks:
