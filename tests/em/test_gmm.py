@@ -337,3 +337,32 @@ def test_passes_sklearn_check_estimator():
     failed = [r["check_name"] for r in results if r["status"] == "failed"]
     assert failed == [], failed
     assert len(results) > 40  # the suite did run
+
+
+def test_labels_fix_responsibilities_and_equal_the_supervised_mle():
+    X = blobs(300, seed=13)
+    truth = GaussianMixture(3, random_state=0).fit_predict(X)
+    # Every sample labelled: one M-step gives the per-class MLE, and nothing moves afterwards.
+    gm = GaussianMixture(3, random_state=0).fit(X, labels=truth)
+    for k in range(3):
+        rows = X[truth == k]
+        np.testing.assert_allclose(gm.means_[k], rows.mean(0), rtol=1e-10)
+        cov = np.cov(rows.T, bias=True) + 1e-6 * np.eye(3)
+        np.testing.assert_allclose(gm.covariances_[k], cov, rtol=1e-8, atol=1e-12)
+        assert gm.weights_[k] == pytest.approx(np.mean(truth == k), rel=1e-10)
+    # The bound is the complete-data log-likelihood of the labelled samples.
+    lp = gm._weighted_log_prob(torch.as_tensor(X)).numpy()
+    assert gm.lower_bound_ == pytest.approx(lp[np.arange(len(X)), truth].mean(), rel=1e-10)
+    # On well-separated clusters a few labels decide which component is which.
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    cls = np.repeat([0, 1, 2], 60)
+    Y = centers[cls] + rng.normal(size=(180, 2))
+    some = np.full(len(Y), -1)
+    for k in range(3):
+        some[np.flatnonzero(cls == k)[:3]] = (k + 1) % 3
+    for seed in range(3):
+        part = GaussianMixture(3, random_state=seed).fit(Y, labels=some)
+        np.testing.assert_array_equal(part.predict(Y), (cls + 1) % 3)
+    with pytest.raises(ValueError):
+        GaussianMixture(3).fit(X, labels=np.full(len(X), 3))

@@ -22,17 +22,22 @@ def default_chunk_rows(n_features: int, n_components: int, budget: int = 1 << 20
 
 @dataclass
 class TensorChunks:
-    """Row chunks ``(X[i:j], w[i:j])`` of a tensor and its sample weights."""
+    """Row chunks ``(X[i:j], w[i:j])`` of a tensor and its sample weights, with
+    ``labels[i:j]`` as a third item when semi-supervised labels (-1 = unknown) are given."""
 
     X: torch.Tensor  # (n, d)
     weights: torch.Tensor  # (n,)
     chunk_rows: int = 4096
+    labels: torch.Tensor | None = None  # (n,) int64
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = self.X.shape[0]
         for start in range(0, n, self.chunk_rows):
             stop = min(n, start + self.chunk_rows)
-            yield self.X[start:stop], self.weights[start:stop]
+            if self.labels is None:
+                yield self.X[start:stop], self.weights[start:stop]
+            else:
+                yield self.X[start:stop], self.weights[start:stop], self.labels[start:stop]
 
     def __len__(self) -> int:
         return -(-self.X.shape[0] // self.chunk_rows)

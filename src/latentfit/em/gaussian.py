@@ -216,6 +216,7 @@ def gaussian_estep_stats(
     shift: torch.Tensor,
     features: torch.Tensor | None = None,
     natural: tuple[torch.Tensor, torch.Tensor] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Expected sufficient statistics of one chunk (Bishop 2006, §9.2.2), relative to ``shift``.
 
@@ -232,7 +233,14 @@ def gaussian_estep_stats(
         natural = natural_parameters(means - shift, prec_chol, covariance_type)
     W, b = natural
     logp = torch.addmm(b + log_weights, G, W)  # (n, k)
+    known = None if labels is None else (labels >= 0).nonzero().squeeze(1)  # labelled rows
+    if known is not None and len(known):
+        joint = logp[known, labels[known]]  # log π_y + log N(x | y): complete-data likelihood
     resp, lse = normalize_log_prob_(logp, w)
+    if known is not None and len(known):
+        resp[known] = 0
+        resp[known, labels[known]] = w[known]
+        lse[known] = joint
     stats = feature_stats(G, w, resp, covariance_type, X.shape[1])
     stats["loglik"] = (w * lse).sum()
     stats["weight"] = w.sum()

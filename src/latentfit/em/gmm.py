@@ -45,6 +45,7 @@ from latentfit.em.missing import (
     impute_mean,
     log_gaussian_prob_missing,
 )
+from latentfit.em.mixture_base import check_labels, fix_labelled
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources import is_source, prepare_stream
 from latentfit.io import save as _save
@@ -185,9 +186,9 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
                 )
         return X
 
-    def _chunks(self, X: torch.Tensor, w: torch.Tensor) -> TensorChunks:
+    def _chunks(self, X: torch.Tensor, w: torch.Tensor, labels=None) -> TensorChunks:
         rows = self.chunk_rows or default_chunk_rows(X.shape[1], self.n_components)
-        return TensorChunks(X, w, rows)
+        return TensorChunks(X, w, rows, labels)
 
     # ------------------------------------------------------------------ EM hooks
     def _hooks(self, cache_features: bool = False) -> _GMMHooks:
@@ -199,21 +200,29 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
         m = d * (d + 1) // 2 + d if self.covariance_type in ("full", "tied") else 2 * d
         return X.shape[0] * m * X.element_size() <= budget_bytes and not has_missing(X)
 
-    def fit(self, X, y=None, sample_weight=None):
-        """Estimate the parameters by EM; ``sample_weight`` (n,) weights each sample's likelihood."""
-        self._fit(X, sample_weight)
+    def fit(self, X, y=None, sample_weight=None, labels=None):
+        """Estimate the parameters by EM.
+
+        ``sample_weight`` (n,) weights each sample's likelihood. ``labels`` (n,) makes the fit
+        semi-supervised: a sample labelled k ≥ 0 belongs to component k (its responsibility is
+        fixed to one-hot and its complete-data likelihood enters the bound); -1 means unknown.
+        ``y`` is ignored, as in scikit-learn, so pipelines that pass a target keep working.
+        """
+        self._fit(X, sample_weight, labels)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X, y=None, sample_weight=None, labels=None):
         """Fit, then return the component of each sample (after a final E-step)."""
-        Xt = self._fit(X, sample_weight)
+        Xt = self._fit(X, sample_weight, labels)
         if is_source(Xt):  # one more pass over the stream
             return torch.cat([self._predict_tensor(Xc) for Xc, _ in Xt]).cpu().numpy()
         return self._predict_tensor(Xt).cpu().numpy()
 
-    def _fit(self, X, sample_weight):
+    def _fit(self, X, sample_weight, labels=None):
         self._check_parameters()
         if is_source(X):
+            if labels is not None:
+                raise ValueError("labels are not supported for streamed sources; fit in memory")
             return self._fit_em(*self._stream(X, sample_weight))
         X = self._validate_X(X, reset=True)
         n, d = X.shape
@@ -226,7 +235,9 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
             raise ValueError("GaussianMixture needs at least 2 samples; got n_samples=1")
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
-        self._fit_em(self._chunks(X, w), self._hooks(cache_features=self._cache_fits(X)), None)
+        y = check_labels(labels, n, self.n_components, X.device)
+        hooks = self._hooks(cache_features=self._cache_fits(X))
+        self._fit_em(self._chunks(X, w, y), hooks, None)
         return X
 
     def _stream(self, source, sample_weight):
@@ -279,19 +290,19 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
         """
         X, w = impute_mean(data.X, data.weights), data.weights  # NaNs only to start EM
         shift = (w @ X) / w.sum()  # (d,)
-        params = self._initial_estimates(X - shift, w, shift, gen)
+        params = self._initial_estimates(X - shift, w, shift, gen, getattr(data, "labels", None))
         params["shift"] = shift
         return params
 
-    def _initial_estimates(self, X, w, shift, gen: torch.Generator) -> dict:
+    def _initial_estimates(self, X, w, shift, gen: torch.Generator, labels=None) -> dict:
         k, n = self.n_components, X.shape[0]
         dt, dev = X.dtype, X.device
         given = (self.weights_init, self.means_init, self.precisions_init)
         if all(v is not None for v in given):
             resp = None
         elif self.init_params == "kmeans":
-            _, labels = kmeans(X, k, w, gen)
-            resp = torch.nn.functional.one_hot(labels, k).to(dt)
+            _, nearest = kmeans(X, k, w, gen)
+            resp = torch.nn.functional.one_hot(nearest, k).to(dt)
         elif self.init_params == "random":
             resp = torch.rand(n, k, generator=gen, dtype=dt, device=dev)
             resp /= resp.sum(1, keepdim=True)
@@ -302,6 +313,8 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
                 idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
             # Each sample joins its nearest chosen center, so every component starts with data.
             resp = torch.nn.functional.one_hot(nearest_center(X, X[idx.to(dev)]), k).to(dt)
+        if resp is not None and labels is not None and bool((labels >= 0).any()):
+            resp = fix_labelled(self._resp_from_labels(X, w, labels, gen), labels)
         if resp is None:  # every parameter is given: nothing to estimate
             return self._given_params(X.shape[1])
         stats = moment_stats(X, w, resp * w.unsqueeze(1), self.covariance_type)
@@ -316,6 +329,18 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
             "means": given.get("means", means),
             "prec_chol": pc,
         }
+
+    def _resp_from_labels(self, X, w, labels, gen) -> torch.Tensor:
+        """Hard starting responsibilities that agree with the labels: component k starts at the
+        mean of the samples labelled k (k-means++ seeds for components without labels) and every
+        sample joins its nearest start."""
+        k = self.n_components
+        centers = X[kmeans_plusplus(X, k, w, gen)].clone()  # (k, d)
+        for j in range(k):
+            mine = labels == j
+            if bool(mine.any()):
+                centers[j] = (w[mine] @ X[mine]) / w[mine].sum()
+        return torch.nn.functional.one_hot(nearest_center(X, centers), k).to(X.dtype)
 
     def _given_params(self, d: int) -> dict:
         """The user's weights_init / means_init / precisions_init, checked, as tensors."""
@@ -487,13 +512,19 @@ class _GMMHooks:
         return self.model._initial_params(data, generator)
 
     def estep(self, params, batch):
-        X, w = batch
+        X, w, *rest = batch  # (X, w) or (X, w, labels)
+        labels = rest[0] if rest else None
         shift = _shift_of(params)
         args = (X, w, params["weights"].log(), params["means"], params["prec_chol"], self.ct, shift)
         if self.model.missing == "marginalize" and has_missing(X):
+            if labels is not None:
+                raise ValueError("labels and missing values cannot be combined yet")
             return gaussian_missing_estep_stats(*args)
         return gaussian_estep_stats(
-            *args, features=self._cached_features(X, shift), natural=self._natural(params, shift)
+            *args,
+            features=self._cached_features(X, shift),
+            natural=self._natural(params, shift),
+            labels=labels,
         )
 
     def _natural(self, params, shift):

@@ -253,7 +253,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
             resp = torch.nn.functional.one_hot(labels, k).to(dt)
         resp = resp / resp.sum(1, keepdim=True)
         if data.labels is not None:
-            resp = _fix_labelled(resp, data.labels)
+            resp = fix_labelled(resp, data.labels)
         return resp
 
     def _initial_params(self, data: LabelledChunks, gen: torch.Generator) -> dict:
@@ -395,7 +395,7 @@ def _match_clusters(clusters: torch.Tensor, labels: torch.Tensor, k: int) -> tor
     return perm.to(clusters.device)[clusters]
 
 
-def _fix_labelled(resp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def fix_labelled(resp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Replace the responsibilities of labelled rows by their one-hot label."""
     known = labels >= 0
     if not bool(known.any()):
@@ -424,7 +424,7 @@ class _MixtureHooks:
             known = labels >= 0
             # A labelled sample contributes log p(x, z = y), not log p(x).
             lse = torch.where(known, logp.gather(1, labels.clamp_min(0).unsqueeze(1))[:, 0], lse)
-            resp = _fix_labelled(resp, labels)
+            resp = fix_labelled(resp, labels)
         resp = resp * w.unsqueeze(1)
         stats = self.model._c_stats(X, resp)
         stats["S0"] = resp.sum(0)
