@@ -257,6 +257,7 @@ def fit_distributed(model, path, *, columns=None, weight_column=None) -> Distrib
     statistics all-reduced, then scores the data in one more pass. Only rank 0 shows progress.
     """
     device = local_device(model.device)
+    started_here = not (dist.is_available() and dist.is_initialized())
     rank, world = init_distributed(device)
     if str(device) != str(model.device) and model.device is not None:
         model.set_params(device=str(device))
@@ -268,4 +269,6 @@ def fit_distributed(model, path, *, columns=None, weight_column=None) -> Distrib
     model.fit(source)
     missing = model.get_params().get("missing") == "marginalize"
     loglik, _, rows = stream_loglik(model, source, allow_nan=missing)
+    if started_here:  # leave no process group behind that this call created
+        dist.destroy_process_group()
     return DistributedFit(rank, world, rows, source.n_features, loglik)
