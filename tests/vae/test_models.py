@@ -16,6 +16,7 @@ from latentfit.vae import (
     active_units,
     build_model,
     free_bits_kl,
+    init_decoder_bias,
     load_model,
     mutual_information,
     save_model,
@@ -235,3 +236,16 @@ def test_build_errors(tmp_path):
     (tmp_path / "bad").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a latentfit VAE"):
         load_model(tmp_path / "bad")
+
+
+def test_init_decoder_bias_starts_at_the_mean_image():
+    X = torch.rand(50, 16, generator=torch.Generator().manual_seed(0)).double()
+    for lik in ("bernoulli", "gaussian"):
+        model = build_model(
+            x_dim=16, z_dim=3, hidden=[8], likelihood=lik, gaussian_variance="fixed"
+        ).double()
+        init_decoder_bias(model, X)
+        with torch.no_grad():
+            model.decoder.body[-1].weight.zero_()  # only the bias remains
+            mean = model.decode(torch.zeros(1, 3, dtype=torch.float64))[0]
+        torch.testing.assert_close(mean, X.mean(0), rtol=1e-12, atol=1e-12)

@@ -77,6 +77,7 @@ def fit_vae(
     from latentfit.vae import (
         build_model,
         diagnose,
+        init_decoder_bias,
         make_objective,
         marginal_log_likelihood,
         save_model,
@@ -101,6 +102,7 @@ def fit_vae(
             flow=None if flow == "none" else flow,
             seed=seed,
         )
+        init_decoder_bias(model, data.train)
         obj = make_objective(objective, k=k, beta=beta, free_bits=free_bits)
         cfg = TrainConfig(
             epochs=epochs,

@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("mixtures", "latentfit.tour.mixtures"),
     ("hmm", "latentfit.tour.hmm"),
     ("vi", "latentfit.tour.vi"),
+    ("vae", "latentfit.tour.vae"),
 ]
 
 

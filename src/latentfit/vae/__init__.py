@@ -1,6 +1,6 @@
 """Variational autoencoders: models, objectives, flows, schedules, diagnostics, evaluation."""
 
-from latentfit.vae.build import ModelSpec, build_model, load_model, save_model
+from latentfit.vae.build import ModelSpec, build_model, init_decoder_bias, load_model, save_model
 from latentfit.vae.diagnostics import (
     PosteriorCollapseWarning,
     active_units,
@@ -44,6 +44,7 @@ __all__ = [
     "check_collapse",
     "diagnose",
     "free_bits_kl",
+    "init_decoder_bias",
     "iwae_bound",
     "kl_per_dimension",
     "load_model",

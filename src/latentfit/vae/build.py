@@ -21,7 +21,7 @@ from latentfit.vae.likelihoods import make_likelihood
 from latentfit.vae.models import VAE, DiscreteVAE, LadderVAE
 from latentfit.vae.networks import ConvDecoderBody, ConvEncoderBody, Decoder, GaussianEncoder, mlp
 
-__all__ = ["ModelSpec", "build_model", "load_model", "save_model"]
+__all__ = ["ModelSpec", "build_model", "init_decoder_bias", "load_model", "save_model"]
 
 FORMAT = "latentfit-vae/1"
 
@@ -130,6 +130,29 @@ def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.M
         model = _build(spec)
     model.spec = spec
     return model.to(device) if device is not None else model
+
+
+def init_decoder_bias(model: nn.Module, X: torch.Tensor) -> nn.Module:
+    """Set the decoder's output bias so that p(x | z) starts at the data's per-pixel mean.
+
+    Bernoulli: logit of the mean intensity (clipped to [10⁻³, 1 - 10⁻³]), as in the IWAE code of
+    Burda et al. (2016); Gaussian: the mean. It skips the long first phase in which the decoder
+    learns the average image and the posterior collapses meanwhile. Other likelihoods and
+    convolutional decoders are left unchanged. Returns the model.
+    """
+    decoder = getattr(model, "module", model).decoder
+    last = decoder.body[-1] if isinstance(decoder.body, nn.Sequential) else None
+    if not isinstance(last, nn.Linear):
+        return model
+    mean = torch.as_tensor(X).to(last.bias).mean(0)  # (d,)
+    name = type(decoder.likelihood).__name__
+    with torch.no_grad():
+        if name == "BernoulliLikelihood":
+            p = mean.clamp(1e-3, 1 - 1e-3)
+            last.bias.copy_(torch.log(p) - torch.log1p(-p))
+        elif name == "GaussianLikelihood":
+            last.bias[: mean.shape[0]].copy_(mean)
+    return model
 
 
 def save_model(model: nn.Module, path) -> Path:
