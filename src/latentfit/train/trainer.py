@@ -230,6 +230,7 @@ def train(
     )
 
     perm_gen = torch.Generator().manual_seed(cfg.seed)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # this epoch's training sums
     res = TrainResult()
     epoch, batch, perm, best_state, bad_epochs = 0, 0, None, None, 0
     ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
@@ -245,6 +246,7 @@ def train(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         perm_gen.set_state(state["perm_gen"])
+        sums = state["epoch_sums"].to(device)
         perm = state["perm"]
         epoch, batch, bad_epochs = state["epoch"], state["batch"], state["bad_epochs"]
         best_state = state["best_model"]
@@ -267,6 +269,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "perm_gen": perm_gen.get_state(),
+                "epoch_sums": sums,
                 "perm": perm,
                 "epoch": epoch,
                 "batch": batch,
@@ -294,7 +297,8 @@ def train(
         if perm is None:
             perm = torch.randperm(n, generator=perm_gen)
         start_time = time.perf_counter()
-        sums = torch.zeros(4, dtype=torch.float64, device=device)  # bound, kl, loss·n, n
+        if batch == 0:
+            sums = torch.zeros(4, dtype=torch.float64, device=device)  # bound, kl, loss·n, n
         bar = None
         if cfg.progress and dist_utils.is_main():
             from tqdm.auto import tqdm
@@ -373,9 +377,10 @@ def train(
         if Xv is not None:
             row["val_bound"] = validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
         if cfg.diagnostics:
+            # at most 2,000 points: the I(x; z) estimate costs O(n²)
             diag = diagnose(
                 model,
-                Xv if Xv is not None else X[: cfg.val_batch_size * 2],
+                (Xv if Xv is not None else X)[:2000],
                 torch.Generator(device).manual_seed(cfg.seed + 2),
             )
             row["active_units"] = diag.n_active

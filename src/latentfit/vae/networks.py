@@ -119,6 +119,8 @@ class GaussianEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> GaussianParams:
         h = self.body(x)  # (n, h_dim)
         loc, logvar = self.head(h).chunk(2, dim=-1)  # (n, d_z) each
+        if loc.dtype in (torch.bfloat16, torch.float16):  # autocast: densities in float32
+            loc, logvar = loc.float(), logvar.float()
         return GaussianParams(loc, (0.5 * logvar.clamp(-20.0, 10.0)).exp(), h)
 
 
@@ -133,6 +135,8 @@ class Decoder(nn.Module):
         # A 2-d input lets nn.Linear use one fused addmm (forward and backward); on 3-d inputs
         # it falls back to matmul + add, measurably slower for the (1, n, d_z) of one sample.
         out = self.body(z.reshape(-1, z.shape[-1]))
+        if out.dtype in (torch.bfloat16, torch.float16):  # autocast: likelihoods in float32
+            out = out.float()
         return out.reshape(*z.shape[:-1], out.shape[-1])  # (..., n, n_params * d)
 
     def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
