@@ -10,6 +10,12 @@ from latentfit.em.gaussian import COVARIANCE_TYPES
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
 from latentfit.em.kmeans import kmeans
+from latentfit.em.missing import (
+    gaussian_missing_hmm_stats,
+    has_missing,
+    impute_mean,
+    log_gaussian_prob_missing,
+)
 from latentfit.io import serializable
 
 __all__ = ["GMMHMM", "GaussianHMM"]
@@ -30,8 +36,11 @@ def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
 
 
 class _ContinuousHMM(BaseHMM):
+    def _allow_nan(self) -> bool:
+        return False
+
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
-        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
+        X = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=self._allow_nan())
         if fitting:
             if X.shape[0] < self.n_components:
                 raise ValueError(
@@ -58,6 +67,12 @@ class GaussianHMM(_ContinuousHMM):
 
     Initialisation (letters in ``init_params``): startprob uniform, transmat rows
     Dirichlet(1), means by k-means, covariances from the data covariance plus ``min_covar``.
+
+    ``missing``: ``"error"`` (default) refuses NaN in X, naming its row and column;
+    ``"marginalize"`` treats NaN entries as missing at random and fits, scores and decodes
+    exactly: a step's emission likelihood is the marginal density of its observed coordinates
+    and the M-step uses their conditional moments (Ghahramani & Jordan 1994;
+    :mod:`latentfit.em.missing`). Initialisation then starts from column-mean imputation.
     """
 
     _emission_letters = "mc"
@@ -85,6 +100,7 @@ class GaussianHMM(_ContinuousHMM):
         n_init=1,
         device=None,
         dtype="float64",
+        missing="error",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -106,6 +122,7 @@ class GaussianHMM(_ContinuousHMM):
         self.n_init = n_init
         self.device = device
         self.dtype = dtype
+        self.missing = missing
 
     @property
     def covars_(self):
@@ -124,6 +141,11 @@ class GaussianHMM(_ContinuousHMM):
     def _check_settings(self):
         super()._check_settings()
         _check_covariance_type(self.covariance_type)
+        if self.missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
+
+    def _allow_nan(self) -> bool:
+        return self.missing == "marginalize"
 
     def _emission_params(self):
         _check_covariance_type(self.covariance_type)
@@ -141,6 +163,7 @@ class GaussianHMM(_ContinuousHMM):
 
     def _init_emissions(self, X, gen):
         k, ct = self.n_components, self.covariance_type
+        X = impute_mean(X)  # k-means and the data covariance need complete rows
         out = {}
         if self._needs_init("m", "means_"):
             w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
@@ -164,11 +187,21 @@ class GaussianHMM(_ContinuousHMM):
             return letter in self.init_params or not hasattr(self, "_covars_")
         return super()._needs_init(letter, name)
 
+    def _has_missing(self, X) -> bool:
+        return self._allow_nan() and has_missing(X)
+
     def _emission_log_likelihood(self, params, X):
-        return E.gaussian_log_likelihood(X, params["means"], params["covars"], self.covariance_type)
+        means, covars, ct = params["means"], params["covars"], self.covariance_type
+        if self._has_missing(X):  # marginal density of the observed coordinates
+            c = means.mean(0)  # centred as the complete-data density, for precision
+            return log_gaussian_prob_missing(X - c, means - c, covars, ct)
+        return E.gaussian_log_likelihood(X, means, covars, ct)
 
     def _emission_stats(self, params, X, gamma):
-        return E.gaussian_stats(X, gamma, params["means"].mean(0), self.covariance_type)
+        means, covars, ct = params["means"], params["covars"], self.covariance_type
+        if self._has_missing(X):  # conditional moments of the missing coordinates
+            return gaussian_missing_hmm_stats(X, gamma, means.mean(0), means, covars, ct)
+        return E.gaussian_stats(X, gamma, means.mean(0), ct)
 
     def _emission_mstep(self, params, stats):
         dt = params["means"].dtype
