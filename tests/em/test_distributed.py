@@ -170,3 +170,23 @@ def test_cli_distributed_outside_a_launcher_says_how_to_launch(tmp_path, monkeyp
     )
     assert res.exit_code == 2
     assert "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT" in res.output and "torchrun" in res.output
+
+
+def test_cli_device_option(tmp_path, device):
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    np.save(tmp_path / "x.npy", X)
+    res = CliRunner().invoke(
+        app, ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "2", "--device", device, "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    ll = GaussianMixture(2, random_state=0).fit(X).score(X) * len(X)
+    assert f"log-likelihood: {ll:.6f}" in res.output
+    if not torch.cuda.is_available():
+        res = CliRunner().invoke(
+            app, ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "2", "--device", "cuda"]
+        )
+        assert res.exit_code == 2 and "no CUDA device is available" in res.output
