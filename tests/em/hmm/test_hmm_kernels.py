@@ -184,3 +184,18 @@ def test_posterior_invariants(lengths, k, chunk, seed):
     np.testing.assert_allclose(p.sequence_log_likelihoods, ref.sequence_log_likelihoods, rtol=1e-10)
     v = K.parallel_viterbi(ll, pi, A, lengths, chunk=chunk)
     np.testing.assert_array_equal(v.path, K.viterbi(ll, pi, A, lengths).path)
+
+
+@pytest.mark.parametrize("t", [3000, 2999])
+def test_posterior_overwriting_its_input_is_the_same_posterior(t):
+    """The in-place E-step (the model's path) against the one that keeps its input, with the
+    stream an exact multiple of the chunk length (the buffer is reused) and not (padded)."""
+    ll, pi, A = random_model(3, t, seed=9, sticky=5.0)
+    keep = K.posterior(ll, pi, A, [1000, t - 1000])
+    scratch = ll.clone()
+    over = K.posterior(scratch, pi, A, [1000, t - 1000], overwrite=True, chunk=50)
+    ref = K.posterior(ll, pi, A, [1000, t - 1000], parallel=False)
+    for p in (keep, over):
+        assert float(p.log_likelihood) == pytest.approx(float(ref.log_likelihood), rel=1e-12)
+        np.testing.assert_allclose(p.posteriors, ref.posteriors, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(p.transition_counts, ref.transition_counts, rtol=1e-9)

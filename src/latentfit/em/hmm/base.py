@@ -345,8 +345,10 @@ class _HMMHooks:
     def estep(self, params, batch):
         X, lengths = batch
         m = self.model
-        ll = m._log_likelihoods(params, X)
-        post = kernels.posterior(ll, params["startprob"], params["transmat"], lengths)
+        ll = m._log_likelihoods(params, X)  # a temporary: the E-step may reuse its buffer
+        post = kernels.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+        )
         stats = m._emission_stats(params, X, post.posteriors)
         stats["start"] = post.start_counts
         stats["trans"] = post.transition_counts

@@ -29,7 +29,9 @@ every step, keeping the log normalisers, so nothing underflows on sequences of a
 
 The smoothed marginals and the summed two-slice statistics are elementwise / matrix-product
 functions of the forward and backward messages (:func:`smoothed_marginals`,
-:func:`two_slice_counts`); :func:`posterior` chains the whole E-step.
+:func:`two_slice_counts`); :func:`posterior` chains the whole E-step, by default with the
+fused, in-place chunked version of :mod:`latentfit.em.hmm.fused` (chunk boundaries from
+checked windows, this module's whole-chunk scan as the exact fallback).
 """
 
 from __future__ import annotations
@@ -434,10 +436,12 @@ def posterior(
     *,
     parallel: bool = True,
     chunk: int | None = None,
+    overwrite: bool = False,
 ) -> HMMPosterior:
     """The Baum-Welch E-step: log-likelihood, smoothed marginals and the expected start and
-    transition counts (Rabiner 1989, §III.C), with the parallel kernels by default (the
-    backward pass then runs fused with the smoothing, :func:`_smooth_chunks`)."""
+    transition counts (Rabiner 1989, §III.C), with the parallel kernels by default (fused and
+    in place, :func:`latentfit.em.hmm.fused.fused_posterior`). ``overwrite=True`` lets the
+    parallel E-step reuse the ``log_likelihoods`` buffer (its contents are then lost)."""
     t, k = log_likelihoods.shape
     if not parallel:
         fwd = forward_filter(log_likelihoods, startprob, transmat, lengths)
@@ -448,56 +452,20 @@ def posterior(
         return HMMPosterior(
             fwd.log_likelihood, fwd.sequence_log_likelihoods, gamma, xi, gamma[starts].sum(0)
         )
-    ch = _prepare(log_likelihoods, lengths, chunk)
-    with step_loop_threads(ch.e.device):
-        alpha0, beta0 = _boundary_messages(ch, startprob, transmat, k)
-        filt, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
-        gamma, left, right = _smooth_chunks(ch.e, filt, transmat, ch.restarts, beta0, ch.starts_lb)
-    xi = transmat * (left.view(-1, k).T @ right.view(-1, k))  # (k, k): one product, all threads
-    del filt
-    gamma = _unchunk(gamma, t)
-    seq = _segment_sum(_unchunk(log_c + ch.shift, t), ch.starts)
-    return HMMPosterior(seq.sum(), seq, gamma, xi, gamma[ch.starts].sum(0))
+    from latentfit.em.hmm.fused import fused_posterior
 
-
-def _smooth_chunks(e_lb, filtered, transmat, restarts, beta, starts_lb):
-    """Backward pass fused with smoothing: γ (l, b, k) and the two factors of Σ ξ (summed by
-    the caller as ``A ⊙ leftᵀ right``) from the chunk forward messages and the backward
-    message ``beta`` (b, k) leaving every chunk.
-
-    Uses ``p(z_{t-1}=i, z_t=j | x) = α̂_{t-1}(i) A_ij e_t(j) β̂_t(j) / z_t`` with
-    ``z_t = α̂_{t-1} · A (e_t ⊙ β̂_t)``, the normaliser of γ_{t-1} as well."""
-    length, b, _ = e_lb.shape
-    tiny = torch.finfo(e_lb.dtype).tiny
-    At = transmat.T.contiguous()
-    gamma = torch.empty_like(e_lb)
-    # Σ_t (α̂_{t-1} / z_t)ᵀ (e_t ⊙ β̂_t), gathered step by step and summed by one product
-    left = torch.empty_like(e_lb)  # (l, b, k): α̂_{t-1} / z_t at step t (0 where no transition)
-    right = torch.empty_like(e_lb)  # (l, b, k): e_t ⊙ β̂_t
-    g = filtered[-1] * beta
-    torch.div(g, g.sum(1, keepdim=True).clamp_min_(tiny), out=gamma[-1])
-    for i in range(length - 1, 0, -1):
-        r = torch.mul(e_lb[i], beta, out=right[i])  # (b, k)
-        nxt = r @ At  # (b, k): unnormalised β_{i-1}
-        if i in restarts:
-            nxt[restarts[i]] = 1.0
-        prev = filtered[i - 1]
-        g = prev * nxt
-        zinv = g.sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()  # (b, 1)
-        torch.mul(g, zinv, out=gamma[i - 1])
-        if i in restarts:
-            zinv[restarts[i]] = 0.0
-        torch.mul(prev, zinv, out=left[i])
-        beta = nxt.div_(nxt.sum(1, keepdim=True).clamp_min_(tiny))
-    # transitions into the first step of chunks 1..b-1 (chunk 0 starts the stream)
-    right[0, 0] = 0.0
-    left[0, 0] = 0.0
-    if b > 1:
-        r = torch.mul(e_lb[0, 1:], beta[1:], out=right[0, 1:])
-        prev = filtered[-1, :-1]
-        z = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny)
-        left[0, 1:] = (prev / z).masked_fill_(starts_lb[0, 1:].unsqueeze(1), 0.0)
-    return gamma, left, right
+    starts = sequence_starts(lengths, t, log_likelihoods.device)
+    length = chunk or chunk_length(t, k)
+    b = -(-t // length)
+    padded = torch.cat([starts, starts.new_ones(b * length - t)])  # padding steps restart
+    starts_bl = padded.view(b, length)
+    restarts = _restart_steps(starts_bl.T)
+    with step_loop_threads(log_likelihoods.device):
+        gamma, xi, log_norm = fused_posterior(
+            log_likelihoods, startprob, transmat, starts_bl, restarts, overwrite=overwrite
+        )
+    seq = _segment_sum(log_norm, starts)
+    return HMMPosterior(seq.sum(), seq, gamma, xi, gamma[starts].sum(0))
 
 
 # Viterbi lives in its own module; re-exported here so that every kernel is in one namespace.

@@ -1,0 +1,198 @@
+"""The Baum-Welch E-step over chunks, fused and in place: the fast path of
+:func:`latentfit.em.hmm.kernels.posterior`.
+
+Same mathematics as the chunked kernels of :mod:`latentfit.em.hmm.kernels` (the stream cut
+into ``b`` chunks of ``l`` steps, each Python step one batched ``(b, k) @ (k, k)`` product),
+arranged so that an iteration makes as few passes over the (t, k) arrays, and as few fresh
+allocations of them, as possible; on a CPU a fresh 64 MB array costs more in page faults than
+the arithmetic done on it.
+
+* Layout: chunk ``j`` is rows ``j·l .. j·l + l − 1`` of the stream, so the (t, k) arrays are
+  viewed as (b, l, k) without copying; step ``i`` of every chunk is the strided slice
+  ``[:, i]``.
+* Emissions are scaled in place, ``e_t = exp(ℓ_t − max_k ℓ_t)``, in the caller's buffer when
+  it hands it over (``overwrite=True``), else in one new buffer.
+* Chunk boundaries by *windows* (Särkkä & García-Fernández 2021, blocked form, with the
+  forgetting of Birkhoff 1957): the forward message entering chunk ``j + 1`` depends only on
+  the last ``w`` steps of chunk ``j`` once the transfer matrix of those steps has rank one to
+  1e-13 in Hilbert's projective metric (every start leads to the same message); likewise the
+  backward message leaving chunk ``j`` depends only on the first ``w`` steps of chunk
+  ``j + 1``. The windows are checked; if any chunk has not forgotten its start within its
+  window, the exact whole-chunk transfer-matrix scan of :mod:`~latentfit.em.hmm.kernels` is
+  used instead.
+* The backward pass writes the smoothed marginals ``γ`` over the forward messages in place
+  and accumulates ``Σ ξ`` step by step as ``A ⊙ Σ (α̂_{t-1} / z_t)ᵀ (e_t ⊙ β̂_t)``
+  (Rabiner 1989, eq. 37), one ``(k, b) @ (b, k)`` product per step, with no (t, k) buffers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["fused_posterior"]
+
+
+def _coalesced_rows(P: torch.Tensor, tol: float = 1e-13) -> torch.Tensor:
+    """Per matrix of P (b, k, k): are all rows equal up to a common factor (Hilbert's
+    projective metric below ``tol``, zero patterns equal)? (b,) bool."""
+    ref = P[:, :1, :]  # (b, 1, k)
+    zero, ref_zero = P == 0, ref == 0
+    same_zeros = ~(zero ^ ref_zero).flatten(1).any(1)
+    both = zero & ref_zero
+    ratio = torch.where(both, 1.0, P / torch.where(both, 1.0, ref)).log()
+    spread = (ratio.amax(-1) - ratio.amin(-1)).amax(-1)  # (b,)
+    return same_zeros & (spread <= tol)
+
+
+def _window_product(e_bl, steps, transmat, restarts, restart_row, right: bool):
+    """Row-normalised product of the per-step matrices over the given window ``steps`` of
+    every chunk, for all chunks at once: forward (``right=False``) ``Π A_t diag(e_t)`` in
+    time order, or backward (``right=True``) the transposed ``Π A_t diag(e_t)`` accumulated
+    from the end (rows of the result = columns of the product). Returns (P (b, k, k),
+    coalesced (b,): has every chunk's window forgotten where it started?)."""
+    b, _, k = e_bl.shape
+    tiny = torch.finfo(e_bl.dtype).tiny
+    P = torch.eye(k, dtype=e_bl.dtype, device=e_bl.device).repeat(b, 1, 1)  # (b, k, k)
+    At = transmat.T
+    for i in steps:
+        e = e_bl[:, i].unsqueeze(1)  # (b, 1, k)
+        if right:  # S ← (S diag(e_i)) Aᵀ; a restart makes β flat whatever follows
+            P = (P * e).view(b * k, k).mm(At).view(b, k, k)
+            if i in restarts:
+                P[restarts[i]] = restart_row
+        else:  # P ← (P A) diag(e_i); a restart makes α ∝ π ⊙ e_i from every start
+            P = P.view(b * k, k).mm(transmat).view(b, k, k)
+            if i in restarts:
+                P[restarts[i]] = restart_row
+            P.mul_(e)
+        P.div_(P.sum(-1, keepdim=True).clamp_min_(tiny))
+    return P, _coalesced_rows(P)
+
+
+def _windowed_boundaries(e_bl, startprob, transmat, restarts, window):
+    """Forward messages entering and backward messages leaving every chunk from windows of
+    ``window`` steps, or None if some chunk has not forgotten its start within its window."""
+    b, length, k = e_bl.shape
+    w = min(window, length)
+    flat = torch.full((k,), 1.0 / k, dtype=e_bl.dtype, device=e_bl.device)
+    P, ok_f = _window_product(
+        e_bl, range(length - w, length), transmat, restarts, startprob, right=False
+    )
+    if not bool(ok_f[:-1].all()):
+        return None
+    S, ok_b = _window_product(e_bl, range(w - 1, -1, -1), transmat, restarts, flat, right=True)
+    if not bool(ok_b[1:].all()):
+        return None
+    alpha0 = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
+    alpha0[0] = startprob  # unused: the stream starts a sequence
+    alpha0[1:] = P[:-1, 0]
+    beta_end = torch.empty_like(alpha0)
+    beta_end[:-1] = S[1:, 0]
+    beta_end[-1] = flat  # the end of the stream
+    return alpha0, beta_end
+
+
+def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c):
+    """Forward filter of every chunk from its entering message ``alpha`` (b, k): normalised
+    messages into ``filtered`` (b, l, k), per-step normalisers into ``c`` (b, l)."""
+    b, length, k = e_bl.shape
+    tiny = torch.finfo(e_bl.dtype).tiny
+    pred = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
+    for i in range(length):
+        torch.mm(alpha, transmat, out=pred)  # (b, k)
+        if i in restarts:
+            pred[restarts[i]] = startprob
+        pred.mul_(e_bl[:, i])
+        s = torch.sum(pred, 1, out=c[:, i]).clamp_min(tiny).unsqueeze(1)  # (b, 1)
+        alpha = torch.div(pred, s, out=filtered[:, i])
+
+
+def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
+    """Backward pass over every chunk from the backward message ``beta`` (b, k) leaving it,
+    overwriting ``filtered`` (b, l, k) with the smoothed marginals γ; returns Σ ξ (k, k).
+
+    ``p(z_{t-1}=i, z_t=j | x) = α̂_{t-1}(i) A_ij e_t(j) β̂_t(j) / z_t`` with
+    ``z_t = α̂_{t-1} · A (e_t ⊙ β̂_t)``, which also normalises γ_{t-1}."""
+    b, length, k = e_bl.shape
+    tiny = torch.finfo(e_bl.dtype).tiny
+    At = transmat.T.contiguous()
+    acc = torch.zeros(k, k, dtype=e_bl.dtype, device=e_bl.device)  # Σ (α̂/z)ᵀ (e ⊙ β̂)
+    r = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
+    nxt = torch.empty_like(r)
+    g = torch.empty_like(r)
+    last = filtered[:, -1].clone()  # α̂ at every chunk's last step, for the boundary terms
+    gl = filtered[:, -1]
+    gl.mul_(beta).div_(gl.sum(1, keepdim=True).clamp_min_(tiny))
+    for i in range(length - 1, 0, -1):
+        torch.mul(e_bl[:, i], beta, out=r)  # (b, k): e_t ⊙ β̂_t
+        torch.mm(r, At, out=nxt)  # (b, k): unnormalised β_{t-1}
+        if i in restarts:
+            nxt[restarts[i]] = 1.0
+        prev = filtered[:, i - 1]  # α̂_{t-1}
+        torch.mul(prev, nxt, out=g)
+        zinv = g.sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()  # (b, 1)
+        lz = zinv
+        if i in restarts:  # no transition into the first step of a sequence
+            lz = zinv.clone()
+            lz[restarts[i]] = 0.0
+        acc.addmm_((prev * lz).T, r)
+        torch.mul(g, zinv, out=prev)  # γ_{t-1} over α̂_{t-1}
+        beta = nxt.div_(nxt.sum(1, keepdim=True).clamp_min_(tiny))  # nxt's buffer is reused
+    if b > 1:  # transitions into the first step of chunks 1..b-1 (chunk 0 starts the stream)
+        r = e_bl[1:, 0] * beta[1:]  # (b-1, k)
+        prev = last[:-1]
+        zinv = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()
+        zinv.masked_fill_(starts_first[1:].unsqueeze(1), 0.0)
+        acc.addmm_((prev * zinv).T, r)
+    return transmat * acc
+
+
+def fused_posterior(
+    log_likelihoods, startprob, transmat, starts_bl, restarts, *, overwrite, window=64
+):
+    """The E-step over ``b`` chunks of ``l`` steps (the stream padded with restarting,
+    flat-emission steps to ``b · l``). ``starts_bl`` (b, l) marks the first step of every
+    sequence in the padded stream; ``restarts`` maps a step within a chunk to the chunks
+    whose step starts a sequence there. If ``overwrite``, the log-likelihood buffer may be
+    reused (it is then destroyed).
+
+    Returns (γ (t, k), Σ ξ (k, k), per-step log normalisers (t,))."""
+    from latentfit.em.hmm.kernels import _chunk_transfer, _entering_backward, _entering_forward
+
+    t, k = log_likelihoods.shape
+    b, length = starts_bl.shape
+    pad = b * length - t
+    ll = log_likelihoods
+    shift = ll.amax(1, keepdim=True)  # (t, 1)
+    finite = torch.isfinite(shift)
+    safe = torch.where(finite, shift, 0.0)
+    if overwrite and not pad:
+        e = ll  # the caller's buffer, scaled in place
+        e.sub_(safe)
+    else:
+        e = torch.empty(b * length, k, dtype=ll.dtype, device=ll.device)
+        torch.sub(ll, safe, out=e[:t])
+        e[t:] = 0.0  # padding: flat emission
+    e.exp_()
+    shift = shift.squeeze(1).masked_fill_(~finite.squeeze(1), -math.inf)  # (t,)
+    e_bl = e.view(b, length, k)
+    starts_first = starts_bl[:, 0]  # (b,) does chunk j start with a new sequence?
+    if b == 1:
+        alpha0 = startprob.unsqueeze(0).clone()
+        beta_end = torch.full((1, k), 1.0 / k, dtype=e.dtype, device=e.device)
+    else:
+        found = _windowed_boundaries(e_bl, startprob, transmat, restarts, window)
+        if found is None:  # some chunk remembers its start: the exact whole-chunk scan
+            e_lb = e_bl.transpose(0, 1)  # (l, b, k) view
+            P, log_r = _chunk_transfer(e_lb, transmat, startprob, restarts)
+            alpha0, beta_end = _entering_forward(P, log_r, k), _entering_backward(P, log_r, k)
+        else:
+            alpha0, beta_end = found
+    filtered = torch.empty(b, length, k, dtype=e.dtype, device=e.device)
+    c = torch.empty(b, length, dtype=e.dtype, device=e.device)
+    _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, c)
+    xi = _smooth_in_place(e_bl, filtered, transmat, restarts, beta_end, starts_first)
+    log_norm = c.view(-1)[:t].log_() + shift
+    return filtered.view(-1, k)[:t], xi, log_norm
