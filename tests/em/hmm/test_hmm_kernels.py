@@ -199,3 +199,24 @@ def test_posterior_overwriting_its_input_is_the_same_posterior(t):
         assert float(p.log_likelihood) == pytest.approx(float(ref.log_likelihood), rel=1e-12)
         np.testing.assert_allclose(p.posteriors, ref.posteriors, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(p.transition_counts, ref.transition_counts, rtol=1e-9)
+
+
+def test_parallel_viterbi_with_many_states():
+    """Above 16 states the max-plus step is one (b, k, k) reduction instead of running maxima."""
+    lengths = [250, 1, 349]
+    ll, pi, A = random_model(20, sum(lengths), seed=11, sticky=3.0)
+    v1 = K.viterbi(ll, pi, A, lengths)
+    v2 = K.parallel_viterbi(ll, pi, A, lengths, chunk=37, warmup=3)
+    np.testing.assert_array_equal(v2.path, v1.path)
+    assert float(v2.log_prob) == pytest.approx(float(v1.log_prob), rel=1e-12)
+
+
+def test_empty_large_is_a_plain_writable_tensor():
+    """Large scratch arrays are ordinary contiguous tensors (huge pages are only a hint)."""
+    from latentfit.em.hmm.memory import empty_large
+
+    for shape in [(5, 3), (1_100_001, 4)]:
+        x = empty_large(*shape, dtype=F64, device="cpu")
+        assert x.shape == shape and x.dtype == F64 and x.is_contiguous()
+        x.fill_(2.5)
+        assert float(x.sum()) == 2.5 * shape[0] * shape[1]

@@ -345,10 +345,12 @@ class _HMMHooks:
     def estep(self, params, batch):
         X, lengths = batch
         m = self.model
-        ll = m._log_likelihoods(params, X)  # a temporary: the E-step may reuse its buffer
+        ll = m._emission_log_likelihood(params, X)  # a temporary: the E-step reuses its buffer
         post = kernels.posterior(
             ll, params["startprob"], params["transmat"], lengths, overwrite=True
         )
+        if not bool(torch.isfinite(post.log_likelihood)):
+            m._log_likelihoods(params, X)  # names a row no state can emit, if there is one
         stats = m._emission_stats(params, X, post.posteriors)
         stats["start"] = post.start_counts
         stats["trans"] = post.transition_counts

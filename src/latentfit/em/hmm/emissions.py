@@ -17,6 +17,7 @@ import math
 import torch
 
 from latentfit.em.gaussian import log_gaussian_prob, precision_cholesky
+from latentfit.em.hmm.memory import empty_large
 
 __all__ = [
     "categorical_log_likelihood",
@@ -89,7 +90,7 @@ def gaussian_log_likelihood(X, means, covars, covariance_type: str) -> torch.Ten
     mu = means - c
     W = torch.cat([-0.5 * prec, mu * prec], 1).T  # (2d, k)
     const = -0.5 * ((mu * mu * prec).sum(1) + d * math.log(2 * math.pi)) + 0.5 * prec.log().sum(1)
-    out = torch.empty(X.shape[0], k, dtype=X.dtype, device=X.device)
+    out = empty_large(X.shape[0], k, dtype=X.dtype, device=X.device)
     for i in range(0, X.shape[0], _ROWS):
         torch.addmm(const, _quadratic_features(X[i : i + _ROWS], c), W, out=out[i : i + _ROWS])
     return out

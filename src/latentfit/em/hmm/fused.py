@@ -31,6 +31,8 @@ import math
 
 import torch
 
+from latentfit.em.hmm.memory import empty_large
+
 __all__ = ["fused_posterior"]
 
 
@@ -150,7 +152,7 @@ def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
 
 
 def fused_posterior(
-    log_likelihoods, startprob, transmat, starts_bl, restarts, *, overwrite, window=64
+    log_likelihoods, startprob, transmat, starts_bl, restarts, *, overwrite, window=32
 ):
     """The E-step over ``b`` chunks of ``l`` steps (the stream padded with restarting,
     flat-emission steps to ``b · l``). ``starts_bl`` (b, l) marks the first step of every
@@ -172,7 +174,7 @@ def fused_posterior(
         e = ll  # the caller's buffer, scaled in place
         e.sub_(safe)
     else:
-        e = torch.empty(b * length, k, dtype=ll.dtype, device=ll.device)
+        e = empty_large(b * length, k, dtype=ll.dtype, device=ll.device)
         torch.sub(ll, safe, out=e[:t])
         e[t:] = 0.0  # padding: flat emission
     e.exp_()
@@ -190,7 +192,7 @@ def fused_posterior(
             alpha0, beta_end = _entering_forward(P, log_r, k), _entering_backward(P, log_r, k)
         else:
             alpha0, beta_end = found
-    filtered = torch.empty(b, length, k, dtype=e.dtype, device=e.device)
+    filtered = empty_large(b, length, k, dtype=e.dtype, device=e.device)
     c = torch.empty(b, length, dtype=e.dtype, device=e.device)
     _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, c)
     xi = _smooth_in_place(e_bl, filtered, transmat, restarts, beta_end, starts_first)
