@@ -155,16 +155,27 @@ def log_gaussian_prob(
 
 
 def gaussian_features(Xc: torch.Tensor, covariance_type: str) -> torch.Tensor:
-    """Sufficient statistics T(x) of the Gaussian as an exponential family: (n, d) → (n, m).
+    """Sufficient statistics T(x) of the Gaussian as an exponential family, one column per
+    sample: (n, d) → (m, n).
 
-    full/tied: ``[vech(x xᵀ), x]`` with m = d(d+1)/2 + d; diag/spherical: ``[x², x]`` with
-    m = 2d. Every component's log-density is then affine in T(x) (see
-    :func:`natural_parameters`), so the E-step and the M-step are each one matrix product.
+    full/tied: ``[vech(x xᵀ); x]`` with m = d(d+1)/2 + d (row-major upper triangle);
+    diag/spherical: ``[x²; x]`` with m = 2d. Every component's log-density is affine in T(x)
+    (see :func:`natural_parameters`), so the E-step and the M-step are each one matrix product.
+    Samples run along the long axis because products of a few component rows with many sample
+    columns run about twice as fast as the transposed layout.
     """
+    n, d = Xc.shape
+    XT = Xc.T.contiguous()  # (d, n)
     if covariance_type in ("full", "tied"):
-        i, j = _triu(Xc.shape[1], Xc.device)
-        return torch.cat([Xc[:, i] * Xc[:, j], Xc], 1)  # (n, T + d)
-    return torch.cat([Xc * Xc, Xc], 1)  # (n, 2d)
+        T = d * (d + 1) // 2
+        G = Xc.new_empty(T + d, n)
+        off = 0
+        for a in range(d):  # row a of the upper triangle: x_a · x_{a..d-1}
+            torch.mul(XT[a : a + 1], XT[a:], out=G[off : off + d - a])
+            off += d - a
+        G[T:] = XT
+        return G
+    return torch.cat([XT * XT, XT], 0)  # (2d, n)
 
 
 def _triu(d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +195,7 @@ def _unpack_sym(v: torch.Tensor, d: int) -> torch.Tensor:
 def natural_parameters(
     means: torch.Tensor, prec_chol: torch.Tensor, covariance_type: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W (m, k), b (k,)) with log N(x | μ_k, Σ_k) = T(x) @ W[:, k] + b[k].
+    """(W (k, m), b (k,)) with log N(x | μ_k, Σ_k) = W[k] · T(x) + b[k].
 
     From log N = −½ xᵀΛx + xᵀΛμ − ½ μᵀΛμ − (d/2) log 2π + ½ log|Λ|.
     """
@@ -203,7 +214,7 @@ def natural_parameters(
         quad = -0.5 * prec  # (k, d)
         lin = prec * means  # (k, d)
     b = const - 0.5 * (lin * means).sum(1)  # (k,)
-    return torch.cat([quad, lin], 1).T.contiguous(), b
+    return torch.cat([quad, lin], 1).contiguous(), b
 
 
 def gaussian_estep_stats(
@@ -228,18 +239,18 @@ def gaussian_estep_stats(
     between iterations); the E-step is then two matrix products over the chunk. ``natural``
     may pass ``natural_parameters(means − shift, prec_chol)``, which is the same for every chunk.
     """
-    G = gaussian_features(X - shift, covariance_type) if features is None else features
+    G = gaussian_features(X - shift, covariance_type) if features is None else features  # (m, n)
     if natural is None:
         natural = natural_parameters(means - shift, prec_chol, covariance_type)
     W, b = natural
-    logp = torch.addmm(b + log_weights, G, W)  # (n, k)
-    known = None if labels is None else (labels >= 0).nonzero().squeeze(1)  # labelled rows
+    logp = torch.addmm((b + log_weights).unsqueeze(1), W, G)  # (k, n)
+    known = None if labels is None else (labels >= 0).nonzero().squeeze(1)  # labelled samples
     if known is not None and len(known):
-        joint = logp[known, labels[known]]  # log π_y + log N(x | y): complete-data likelihood
-    resp, lse = normalize_log_prob_(logp, w)
+        joint = logp[labels[known], known]  # log π_y + log N(x | y): complete-data likelihood
+    resp, lse = normalize_log_prob_(logp, w)  # (k, n), (n,)
     if known is not None and len(known):
-        resp[known] = 0
-        resp[known, labels[known]] = w[known]
+        resp[:, known] = 0
+        resp[labels[known], known] = w[known]
         lse[known] = joint
     stats = feature_stats(G, w, resp, covariance_type, X.shape[1])
     stats["loglik"] = (w * lse).sum()
@@ -248,30 +259,37 @@ def gaussian_estep_stats(
 
 
 def normalize_log_prob_(logp: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Responsibilities ``w · softmax(logp)`` and ``logsumexp(logp)`` in one pass over ``logp``.
+    """Responsibilities ``w · softmax(logp)`` over components and ``logsumexp(logp)``.
 
-    Overwrites ``logp`` (n, k) with the responsibilities (saves an exp over the n·k entries
-    compared to a logsumexp followed by an exp). Returns (resp (n, k), lse (n,)).
+    ``logp`` is (k, n), components along the first axis, and is overwritten with the
+    responsibilities (one exp over the k·n entries instead of the two of a logsumexp followed by
+    an exp). Returns (resp (k, n), lse (n,)).
     """
-    m = logp.amax(1, keepdim=True)  # (n, 1)
+    m = logp.amax(0, keepdim=True)  # (1, n)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    resp = logp.sub_(m).exp_()
-    total = resp.sum(1, keepdim=True)  # (n, 1)
-    resp.mul_(w.unsqueeze(1) / total)
-    return resp, (m + total.log()).squeeze(1)
+    resp = logp.sub_(m)
+    if resp.dtype == torch.float32:
+        # exp(x) for x in [-103, -87] is subnormal in float32, which CPUs compute many times
+        # slower, and such logits are common; responsibilities below 1e-35 of the largest are
+        # raised to it (the M-step treats a component with only such mass as unused).
+        resp.clamp_min_(-80.0)
+    resp.exp_()
+    total = resp.sum(0, keepdim=True)  # (1, n)
+    resp.mul_(w.unsqueeze(0) / total)
+    return resp, (m + total.log()).squeeze(0)
 
 
 def feature_stats(
     G: torch.Tensor, w: torch.Tensor, resp: torch.Tensor, covariance_type: str, d: int
 ) -> dict[str, torch.Tensor]:
-    """S0, S1, S2 from features T(x − c) (n, m) and responsibilities ``resp`` (n, k) that
+    """S0, S1, S2 from features T(x − c) (m, n) and responsibilities ``resp`` (k, n) that
     include the sample weights."""
-    S0 = resp.sum(0)  # (k,)
+    S0 = resp.sum(1)  # (k,)
     if covariance_type == "tied":
-        S1 = resp.T @ G[:, -d:]  # (k, d)
-        S2 = _unpack_sym(w @ G[:, :-d], d)  # (d, d)
+        S1 = resp @ G[-d:].T  # (k, d)
+        S2 = _unpack_sym(G[:-d] @ w, d)  # (d, d)
     else:
-        S = resp.T @ G  # (k, m)
+        S = resp @ G.T  # (k, m)
         S1 = S[:, -d:]
         S2 = _unpack_sym(S[:, :-d], d) if covariance_type == "full" else S[:, :d]
     return {"S0": S0, "S1": S1.contiguous(), "S2": S2.contiguous()}
@@ -280,11 +298,10 @@ def feature_stats(
 def moment_stats(
     Xc: torch.Tensor, w: torch.Tensor, resp: torch.Tensor, covariance_type: str
 ) -> dict[str, torch.Tensor]:
-    """Weighted moments of (already shifted) data under responsibilities ``resp`` (n, k) that
-    include the sample weights: S0 (k,), S1 (k, d), S2 by covariance type."""
-    return feature_stats(
-        gaussian_features(Xc, covariance_type), w, resp, covariance_type, Xc.shape[1]
-    )
+    """Weighted moments of (already shifted) data (n, d) under responsibilities ``resp`` (n, k)
+    that include the sample weights: S0 (k,), S1 (k, d), S2 by covariance type."""
+    G = gaussian_features(Xc, covariance_type)  # (m, n)
+    return feature_stats(G, w, resp.T, covariance_type, Xc.shape[1])
 
 
 def gaussian_mstep(

@@ -551,9 +551,15 @@ class _GMMHooks:
 
     def mstep(self, params, stats):
         shift = _shift_of(params)
+        S0 = stats["S0"]
+        # unused: less mass than the rounding of the total (exactly zero in float64)
+        empty = (
+            S0 <= 10 * torch.finfo(S0.dtype).eps * S0.sum()
+            if S0.dtype != torch.float64
+            else S0 <= 0
+        )
         stats = {k: v.double() for k, v in stats.items()}
         weights, means, cov = gaussian_mstep(stats, shift.double(), self.model.reg_covar, self.ct)
-        empty = stats["S0"] <= 0
         if bool(empty.any()):
             # Documented recovery: an unused component keeps its mean and covariance.
             means[empty] = params["means"].double()[empty]
