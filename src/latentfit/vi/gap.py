@@ -4,8 +4,9 @@ For every q, ``log p(x) = ELBO(q) + KL(q ‖ p(z | x))`` (Neal & Hinton 1998; Bi
 eq. 9.70). EM's E-step sets q to the exact posterior and closes the gap; a mean-field q
 cannot represent a coupled posterior, and the gap it leaves is what VI gives up. Pure
 functions for models whose log p(x) is tractable — mixtures, hidden Markov models, linear
-Gaussian (PPCA/FA) models — and traces per iteration for a Gaussian mixture fitted by EM
-and a Bayesian mixture fitted by CAVI.
+Gaussian (PPCA/FA) models — and traces per iteration for a Gaussian mixture fitted by EM,
+an HMM fitted by Baum-Welch (exact or mean-field E-step), PPCA/FA and a Bayesian mixture
+fitted by CAVI.
 """
 
 from __future__ import annotations
@@ -24,17 +25,23 @@ from latentfit.em.gaussian import (
     moment_stats,
     precision_cholesky,
 )
-from latentfit.em.hmm.kernels import forward_filter
+from latentfit.em.hmm.kernels import backward_pass, forward_filter, smoothed_marginals
 from latentfit.em.kmeans import kmeans
 
 __all__ = [
     "ELBOGap",
     "GapTrace",
+    "HMMChainPosterior",
     "bgmm_gap_trace",
     "bgmm_log_evidence",
     "em_gap_trace",
+    "hmm_chain_elbo",
+    "hmm_chain_entropy",
+    "hmm_exact_posterior",
+    "hmm_gap_trace",
     "hmm_mean_field",
     "hmm_mean_field_elbo",
+    "hmm_pair_marginals",
     "linear_gaussian_elbo",
     "linear_gaussian_gap_trace",
     "mixture_elbo",
@@ -89,14 +96,15 @@ def hmm_mean_field_elbo(log_emission, startprob, transmat, q) -> ELBOGap:
     return ELBOGap(log_px, elbo, log_px - elbo)
 
 
-def hmm_mean_field(log_emission, startprob, transmat, n_sweeps: int = 20):
+def hmm_mean_field(log_emission, startprob, transmat, n_sweeps: int = 20, q=None):
     """Coordinate ascent on the factorised q of :func:`hmm_mean_field_elbo`: each q_t is set
-    to ∝ exp(log p(x_t | z) + q_{t−1} log A + log A q_{t+1}). Returns (q (t, k), [ELBOGap
-    after every sweep]); the ELBO never decreases, the gap stays positive when the
+    to ∝ exp(log p(x_t | z) + q_{t−1} log A + log A q_{t+1}). Starts from ``q`` (t, k) when
+    given (it is not modified), else from the normalised emissions. Returns (q (t, k),
+    [ELBOGap after every sweep]); the ELBO never decreases, the gap stays positive when the
     posterior couples neighbouring states."""
     T = log_emission.shape[0]
     log_a, log_pi = transmat.log(), startprob.log()
-    q = torch.softmax(log_emission, 1)  # (t, k)
+    q = torch.softmax(log_emission, 1) if q is None else q.clone()  # (t, k)
     trace = []
     for _ in range(n_sweeps):
         for t in range(T):
@@ -107,6 +115,155 @@ def hmm_mean_field(log_emission, startprob, transmat, n_sweeps: int = 20):
             q[t] = torch.softmax(logits, 0)
         trace.append(hmm_mean_field_elbo(log_emission, startprob, transmat, q))
     return q, trace
+
+
+class HMMChainPosterior(NamedTuple):
+    """A distribution over the state path of one sequence that is a Markov chain, given by
+    its one- and two-slice marginals — the exact posterior p(z | x, θ) is one."""
+
+    log_px: torch.Tensor  # () log p(x | θ) (forward algorithm)
+    gamma: torch.Tensor  # (t, k) q(z_t)
+    xi: torch.Tensor  # (t-1, k, k) q(z_{t-1} = i, z_t = j)
+
+
+def hmm_pair_marginals(log_emission, transmat, filtered, backward) -> torch.Tensor:
+    """Per-step two-slice posteriors ξ_t(i, j) = p(z_{t−1} = i, z_t = j | x) ∝
+    α_{t−1}(i) A_ij p(x_t | z_t = j) β_t(j) (Rabiner 1989, eq. 37), each (k, k) slice
+    normalised to sum 1, from the scaled messages of
+    :func:`~latentfit.em.hmm.kernels.forward_filter` (``filtered`` (t, k)) and
+    :func:`~latentfit.em.hmm.kernels.backward_pass` (``backward`` (t, k)); one sequence.
+    Returns (t−1, k, k)."""
+    ell = log_emission[1:]  # (t-1, k)
+    shift = ell.amax(1, keepdim=True)  # (t-1, 1) per-step scaling: cancels in the normaliser
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    right = torch.exp(ell - shift) * backward[1:]  # (t-1, k)
+    unnorm = filtered[:-1].unsqueeze(2) * transmat * right.unsqueeze(1)  # (t-1, k, k)
+    return unnorm / unnorm.sum((1, 2), keepdim=True)
+
+
+def _check_hmm(log_emission, startprob, transmat) -> int:
+    if log_emission.ndim != 2:
+        raise ValueError(
+            f"log_emission must be (t, k) for one sequence, got shape {tuple(log_emission.shape)}"
+        )
+    k = log_emission.shape[1]
+    if startprob.shape != (k,) or transmat.shape != (k, k):
+        raise ValueError(
+            f"startprob must be ({k},) and transmat ({k}, {k}) for {k} states, got "
+            f"{tuple(startprob.shape)} and {tuple(transmat.shape)}"
+        )
+    return k
+
+
+def hmm_exact_posterior(log_emission, startprob, transmat) -> HMMChainPosterior:
+    """The Baum-Welch E-step's q(z) = p(z | x, θ) for one sequence (``log_emission`` (t, k)
+    = log p(x_t | z_t)), as a Markov chain: smoothed marginals γ and pair marginals ξ from
+    the sequential forward and backward messages (Rabiner 1989, eqs. 27 and 37)."""
+    _check_hmm(log_emission, startprob, transmat)
+    fwd = forward_filter(log_emission, startprob, transmat)
+    if not bool(torch.isfinite(fwd.log_likelihood)):
+        raise ValueError(
+            "the sequence has probability zero under these parameters (log p(x) = -inf): "
+            "no state path can emit it, so there is no posterior"
+        )
+    bwd = backward_pass(log_emission, startprob, transmat).backward  # (t, k)
+    gamma = smoothed_marginals(fwd.filtered, bwd)  # (t, k)
+    xi = hmm_pair_marginals(log_emission, transmat, fwd.filtered, bwd)  # (t-1, k, k)
+    return HMMChainPosterior(fwd.log_likelihood, gamma, xi)
+
+
+def hmm_chain_entropy(gamma, xi) -> torch.Tensor:
+    """Entropy of a Markov chain over T steps from its marginals:
+    H = H(z_1) + Σ_{t≥2} H(z_t | z_{t−1}) = −Σ_t Σ_ij ξ_t log ξ_t + Σ_{t=2}^{T−1} Σ_i γ_t log γ_t
+    (Cover & Thomas 2006, §4.2): every interior state's entropy is counted twice by the
+    pairs. ``gamma`` (t, k), ``xi`` (t−1, k, k)."""
+    if gamma.shape[0] == 1:
+        return -_xlogx(gamma).sum()
+    return -_xlogx(xi).sum() + _xlogx(gamma[1:-1]).sum()
+
+
+def hmm_chain_elbo(log_emission, startprob, transmat, gamma, xi) -> ELBOGap:
+    """One sequence, q(z) any Markov chain with marginals ``gamma`` (t, k) and ``xi``
+    (t−1, k, k): ELBO = E_q[log π_{z_1} + Σ_t log A_{z_{t−1} z_t} + Σ_t log p(x_t | z_t)]
+    + H[q] (:func:`hmm_chain_entropy`); log p(x) by the forward algorithm. With q the exact
+    posterior (:func:`hmm_exact_posterior`) the gap is zero; with ξ_t = q_{t−1} ⊗ q_t it is
+    the mean-field ELBO of :func:`hmm_mean_field_elbo` (Bishop 2006, eq. 13.17)."""
+    _check_hmm(log_emission, startprob, transmat)
+    T = log_emission.shape[0]
+    if gamma.shape != log_emission.shape or xi.shape != (T - 1, *transmat.shape):
+        raise ValueError(
+            f"gamma must be {tuple(log_emission.shape)} and xi {(T - 1, *transmat.shape)}, "
+            f"got {tuple(gamma.shape)} and {tuple(xi.shape)}"
+        )
+    if T > 1:  # ξ must sum to the neighbouring γ's, else q is not a Markov chain
+        tol = 1e3 * torch.finfo(xi.dtype).eps
+        rows = (xi.sum(2) - gamma[:-1]).abs().amax(1)  # (t-1,)
+        cols = (xi.sum(1) - gamma[1:]).abs().amax(1)  # (t-1,)
+        bad = torch.nonzero((rows > tol) | (cols > tol)).flatten()
+        if bad.numel():
+            raise ValueError(
+                f"xi[{int(bad[0])}] does not sum to gamma at steps {int(bad[0])} and "
+                f"{int(bad[0]) + 1}: the marginals are not those of one Markov chain"
+            )
+    emit = torch.where(gamma > 0, gamma * log_emission, torch.zeros_like(gamma))
+    energy = torch.special.xlogy(gamma[0], startprob).sum() + emit.sum()
+    energy = energy + torch.special.xlogy(xi, transmat).sum()
+    elbo = energy + hmm_chain_entropy(gamma, xi)
+    log_px = forward_filter(log_emission, startprob, transmat).log_likelihood
+    return ELBOGap(log_px, elbo, log_px - elbo)
+
+
+def _gaussian_hmm_mstep(X, gamma, xi, reg_covar):
+    """Baum-Welch M-step for diagonal Gaussian emissions from q's marginals: π = γ_1,
+    A ∝ Σ_t ξ_t, weighted means and variances (Rabiner 1989, eqs. 40 and 53)."""
+    nk = gamma.sum(0)  # (k,)
+    means = gamma.T @ X / nk.unsqueeze(1)  # (k, d)
+    dev = (X.unsqueeze(1) - means).square()  # (t, k, d)
+    var = torch.einsum("tk,tkd->kd", gamma, dev) / nk.unsqueeze(1) + reg_covar  # (k, d)
+    counts = xi.sum(0)  # (k, k)
+    transmat = counts / counts.sum(1, keepdim=True)
+    log_b = torch.distributions.Normal(means, var.sqrt()).log_prob(X.unsqueeze(1)).sum(2)
+    return gamma[0], transmat, log_b  # (k,), (k, k), (t, k)
+
+
+def hmm_gap_trace(
+    X,
+    n_states: int,
+    *,
+    n_iter: int = 20,
+    mean_field: bool = False,
+    n_sweeps: int = 10,
+    reg_covar: float = 1e-6,
+    random_state=0,
+    device=None,
+) -> GapTrace:
+    """Baum-Welch on one sequence ``X`` (t, d) with diagonal Gaussian emissions, watched
+    through the bound. After each M-step the old q is no longer the posterior (gap ≥ 0);
+    the exact E-step sets q = p(z | x, θ) as a Markov chain (:func:`hmm_exact_posterior`)
+    and the gap returns to zero up to rounding. ``mean_field``: variational EM whose
+    E-step runs ``n_sweeps`` CAVI sweeps of :func:`hmm_mean_field` from the previous q; the
+    factorised q cannot hold the coupling of neighbouring states and the gap stays open
+    (Neal & Hinton 1998; Ghahramani & Jordan 1997). Starts from softened k-means labels."""
+    X = as_float_tensor(X, device=device, min_samples=2)
+    labels = kmeans(
+        X.cpu(), n_states, torch.ones(len(X), dtype=X.dtype), make_generator(random_state)
+    )[1].to(X.device)
+    onehot = torch.nn.functional.one_hot(labels, n_states).to(X.dtype)  # (t, k)
+    gamma = 0.9 * onehot + 0.1 / n_states  # a product q: positive everywhere
+    xi = gamma[:-1].unsqueeze(2) * gamma[1:].unsqueeze(1)  # (t-1, k, k)
+    rows = []
+    for _ in range(n_iter):
+        startprob, transmat, log_b = _gaussian_hmm_mstep(X, gamma, xi, reg_covar)
+        before = hmm_chain_elbo(log_b, startprob, transmat, gamma, xi)
+        if mean_field:
+            gamma = hmm_mean_field(log_b, startprob, transmat, n_sweeps, q=gamma)[0]
+            xi = gamma[:-1].unsqueeze(2) * gamma[1:].unsqueeze(1)
+        else:
+            _, gamma, xi = hmm_exact_posterior(log_b, startprob, transmat)
+        after = hmm_chain_elbo(log_b, startprob, transmat, gamma, xi)
+        rows.append([float(before.log_px), float(before.elbo), float(before.gap), float(after.gap)])
+    a = np.asarray(rows)
+    return GapTrace(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
 
 
 def linear_gaussian_elbo(X, W, mu, psi, q_mean, q_cov) -> ELBOGap:
