@@ -7,23 +7,23 @@ in :mod:`latentfit.em.gaussian`; this class holds parameters and adapts.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import (
-    as_float_tensor,
-    check_positive_int,
-    check_sample_weight,
-    make_generator,
-    resolve_device,
-    resolve_dtype,
-)
+from latentfit._validation import check_sample_weight, make_generator
 from latentfit.em.data import TensorChunks, default_chunk_rows
 from latentfit.em.driver import run_em
+from latentfit.em.estimator import (
+    INIT_PARAMS,
+    CriteriaMixin,
+    MixtureMixin,
+    check_choice,
+    check_em_counts,
+    check_missing,
+    check_n_samples,
+    check_non_negative,
+    initial_resp,
+)
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     covariances_from_precisions,
@@ -38,7 +38,7 @@ from latentfit.em.gaussian import (
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
 )
-from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
+from latentfit.em.kmeans import kmeans_plusplus, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_estep_stats,
     has_missing,
@@ -48,12 +48,9 @@ from latentfit.em.missing import (
 from latentfit.em.mixture_base import check_labels, fix_labelled
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources import is_source, prepare_stream
-from latentfit.io import save as _save
 from latentfit.io import serializable
 
 __all__ = ["GaussianMixture"]
-
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
 def _shift_of(params: dict) -> torch.Tensor:
@@ -69,7 +66,7 @@ def _shift(weights: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
 
 
 @serializable
-class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
+class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted by EM (Dempster et al. 1977; Bishop 2006 §9.2).
 
     Parameters are those of ``sklearn.mixture.GaussianMixture``; in addition:
@@ -145,46 +142,12 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_parameters(self):
-        check_positive_int(self.n_components, "n_components")
-        check_positive_int(self.n_init, "n_init")
-        check_positive_int(self.max_iter, "max_iter", minimum=0)
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}"
-            )
-        if self.init_params not in INIT_PARAMS:
-            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
-        if not (self.tol >= 0):
-            raise ValueError(f"tol must be non-negative, got {self.tol!r}")
-        if self.missing not in ("error", "marginalize"):
-            raise ValueError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
-        if not (self.reg_covar >= 0):
-            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar!r}")
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype)
-
-    @property
-    def _device(self) -> torch.device:
-        return resolve_device(self.device)
-
-    def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
-        if reset and hasattr(X, "columns"):
-            names = np.asarray(X.columns, dtype=object)
-            if all(isinstance(c, str) for c in names):
-                self.feature_names_in_ = names
-        X = as_float_tensor(
-            X, dtype=self._dtype, device=self._device, allow_nan=self.missing == "marginalize"
-        )
-        if not reset:
-            d = X.shape[1]
-            if d != self.n_features_in_:
-                raise ValueError(
-                    f"X has {d} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
-        return X
+        check_em_counts(self.n_components, self.n_init, self.max_iter)
+        check_choice(self.covariance_type, "covariance_type", COVARIANCE_TYPES)
+        check_choice(self.init_params, "init_params", INIT_PARAMS)
+        check_non_negative(self.tol, "tol")
+        check_missing(self.missing)
+        check_non_negative(self.reg_covar, "reg_covar")
 
     def _chunks(self, X: torch.Tensor, w: torch.Tensor, labels=None) -> TensorChunks:
         rows = self.chunk_rows or default_chunk_rows(X.shape[1], self.n_components)
@@ -215,8 +178,8 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
         """Fit, then return the component of each sample (after a final E-step)."""
         Xt = self._fit(X, sample_weight, labels)
         if is_source(Xt):  # one more pass over the stream
-            return torch.cat([self._predict_tensor(Xc) for Xc, _ in Xt]).cpu().numpy()
-        return self._predict_tensor(Xt).cpu().numpy()
+            return torch.cat([self._log_joint(Xc).argmax(1) for Xc, _ in Xt]).cpu().numpy()
+        return self._log_joint(Xt).argmax(1).cpu().numpy()
 
     def _fit(self, X, sample_weight, labels=None):
         self._check_parameters()
@@ -226,11 +189,7 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
             return self._fit_em(*self._stream(X, sample_weight))
         X = self._validate_X(X, reset=True)
         n, d = X.shape
-        if n < self.n_components:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                f"n_samples = {n}"
-            )
+        check_n_samples(n, self.n_components)
         if n == 1:
             raise ValueError("GaussianMixture needs at least 2 samples; got n_samples=1")
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
@@ -272,13 +231,7 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
             verbose=self.verbose,
             name=type(self).__name__,
         )
-        self._set_params_tensors(result.params)
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.lower_bound_ = result.lower_bound
-        self.lower_bounds_ = list(result.lower_bounds)
-        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
-        self.best_init_ = result.best_init
+        self._store_result(result)
         return data
 
     # ------------------------------------------------------------------ parameters
@@ -295,24 +248,11 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
         return params
 
     def _initial_estimates(self, X, w, shift, gen: torch.Generator, labels=None) -> dict:
-        k, n = self.n_components, X.shape[0]
-        dt, dev = X.dtype, X.device
         given = (self.weights_init, self.means_init, self.precisions_init)
         if all(v is not None for v in given):
             resp = None
-        elif self.init_params == "kmeans":
-            _, nearest = kmeans(X, k, w, gen)
-            resp = torch.nn.functional.one_hot(nearest, k).to(dt)
-        elif self.init_params == "random":
-            resp = torch.rand(n, k, generator=gen, dtype=dt, device=dev)
-            resp /= resp.sum(1, keepdim=True)
         else:
-            if self.init_params == "k-means++":
-                idx = kmeans_plusplus(X, k, w, gen)
-            else:  # random_from_data: k distinct samples, drawn ∝ weight
-                idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
-            # Each sample joins its nearest chosen center, so every component starts with data.
-            resp = torch.nn.functional.one_hot(nearest_center(X, X[idx.to(dev)]), k).to(dt)
+            resp = initial_resp(self.init_params, X, w, self.n_components, gen)
         if resp is not None and labels is not None and bool((labels >= 0).any()):
             resp = fix_labelled(self._resp_from_labels(X, w, labels, gen), labels)
         if resp is None:  # every parameter is given: nothing to estimate
@@ -364,12 +304,6 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
             self.covariance_type
         ]
 
-    def _user_tensor(self, value, name, shape) -> torch.Tensor:
-        t = as_float_tensor(value, name=name, dtype=self._dtype, device=self._device, ndim=None)
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-        return t
-
     def _set_params_tensors(self, params: dict) -> None:
         self._params = {k: v.detach() for k, v in params.items()}
         pc = self._params["prec_chol"]
@@ -381,7 +315,8 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
         self.covariances_ = covariances_from_precisions(pc, ct).cpu().numpy()
 
     # ------------------------------------------------------------------ inference
-    def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
+    def _log_joint(self, X: torch.Tensor) -> torch.Tensor:
+        """log π_k + log N(x_n | μ_k, Σ_k): (n, k), marginal over NaN coordinates."""
         p = self._params
         shift = _shift_of(p)
         if has_missing(X):
@@ -393,108 +328,23 @@ class GaussianMixture(OnlineEMMixin, DensityMixin, BaseEstimator):
             + p["weights"].log()
         )
 
-    def _predict_tensor(self, X: torch.Tensor) -> torch.Tensor:
-        return self._weighted_log_prob(X).argmax(1)
+    _weighted_log_prob = _log_joint  # scikit-learn's name
 
-    def _check(self, X) -> torch.Tensor:
-        check_is_fitted(self, "_params")
-        return self._validate_X(X, reset=False)
-
-    def score_samples(self, X):
-        """log p(x) of every sample: (n,)."""
-        return torch.logsumexp(self._weighted_log_prob(self._check(X)), 1).cpu().numpy()
-
-    def score(self, X, y=None, sample_weight=None):
-        """Mean log-likelihood per sample (weighted by ``sample_weight`` when given)."""
-        ll = torch.from_numpy(self.score_samples(X))
-        if sample_weight is None:
-            return float(ll.mean())
-        w = check_sample_weight(sample_weight, len(ll), dtype=ll.dtype, device="cpu")
-        return float((w * ll).sum() / w.sum())
-
-    def predict(self, X):
-        """The most probable component of each sample: (n,) int."""
-        return self._predict_tensor(self._check(X)).cpu().numpy()
-
-    def predict_proba(self, X):
-        """Responsibilities p(z = k | x): (n, k), rows sum to one."""
-        lp = self._weighted_log_prob(self._check(X))
-        return torch.softmax(lp, 1).cpu().numpy()
-
-    def sample(self, n_samples=1):
-        """Draw ``n_samples`` from the fitted mixture: returns (X (n, d), labels (n,)), sorted by component."""
-        check_is_fitted(self, "_params")
-        n_samples = check_positive_int(n_samples, "n_samples")
-        gen = make_generator(self.random_state, self._device)
-        p = self._params
-        counts = _multinomial_counts(n_samples, p["weights"], gen)
-        cov = covariances_from_precisions(p["prec_chol"], self.covariance_type)
-        d = p["means"].shape[1]
-        xs, ys = [], []
-        for k, c in enumerate(counts.tolist()):
-            if c == 0:
-                continue
-            z = torch.randn(c, d, generator=gen, dtype=p["means"].dtype, device=p["means"].device)
-            if self.covariance_type == "full":
-                L = torch.linalg.cholesky(cov[k])
-                xs.append(p["means"][k] + z @ L.T)
-            elif self.covariance_type == "tied":
-                xs.append(p["means"][k] + z @ torch.linalg.cholesky(cov).T)
-            else:  # diag (d,) or spherical scalar standard deviations
-                xs.append(p["means"][k] + z * cov[k].sqrt())
-            ys.append(torch.full((c,), k, dtype=torch.int64))
-        return torch.cat(xs).cpu().numpy(), torch.cat(ys).numpy()
+    def _sample_component(self, params, k, count, gen):
+        means = params["means"]
+        z = torch.randn(
+            count, means.shape[1], generator=gen, dtype=means.dtype, device=means.device
+        )
+        cov = covariances_from_precisions(params["prec_chol"], self.covariance_type)
+        if self.covariance_type in ("full", "tied"):
+            L = torch.linalg.cholesky(cov[k] if self.covariance_type == "full" else cov)
+            return means[k] + z @ L.T
+        return means[k] + z * cov[k].sqrt()  # diag (d,) or spherical scalar standard deviations
 
     # ------------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
         return n_covariance_parameters(self.covariance_type, k, d) + k * d + k - 1
-
-    def bic(self, X):
-        """Bayesian information criterion: −2 log L + p log n (lower is better)."""
-        n = np.asarray(X).shape[0] if not isinstance(X, torch.Tensor) else X.shape[0]
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
-
-    def aic(self, X):
-        """Akaike information criterion: −2 log L + 2p (lower is better)."""
-        n = np.asarray(X).shape[0] if not isinstance(X, torch.Tensor) else X.shape[0]
-        return -2 * self.score(X) * n + 2 * self._n_parameters()
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the fitted model (safetensors + JSON header); read it back with latentfit.load."""
-        check_is_fitted(self, "_params")
-        return _save(self, path)
-
-    def _get_state(self):
-        extra = {
-            "converged_": bool(self.converged_),
-            "n_iter_": int(self.n_iter_),
-            "lower_bound_": float(self.lower_bound_),
-            "lower_bounds_": [float(v) for v in self.lower_bounds_],
-            "n_features_in_": int(self.n_features_in_),
-        }
-        return dict(self._params), extra
-
-    def _set_state(self, tensors, extra):
-        dev, dt = self._device, self._dtype
-        self._set_params_tensors({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()})
-        for k, v in extra.items():
-            setattr(self, k, v)
-
-
-def _multinomial_counts(n: int, probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """How many of n draws fall in each component: (k,)."""
-    draws = torch.multinomial(probs.double().cpu(), n, replacement=True, generator=_cpu_gen(gen))
-    return torch.bincount(draws, minlength=len(probs))
-
-
-def _cpu_gen(gen: torch.Generator) -> torch.Generator:
-    if gen.device.type == "cpu":
-        return gen
-    g = torch.Generator()
-    g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item()))
-    return g
 
 
 class _GMMHooks:

@@ -16,32 +16,29 @@ Nigam et al. 2000).
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import (
-    as_float_tensor,
-    check_positive_int,
-    check_sample_weight,
-    make_generator,
-    resolve_device,
-    resolve_dtype,
-)
+from latentfit._validation import check_sample_weight, make_generator
 from latentfit.em.data import default_chunk_rows
 from latentfit.em.driver import run_em
-from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
+from latentfit.em.estimator import (
+    INIT_PARAMS,
+    CriteriaMixin,
+    MixtureMixin,
+    check_choice,
+    check_em_counts,
+    check_n_samples,
+    check_non_negative,
+    initial_resp,
+)
 from latentfit.em.priors import DirichletPrior
-from latentfit.io import save as _save
 
 __all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
-
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
 @dataclass
@@ -89,7 +86,7 @@ def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:
     return t if bool((t >= 0).any()) else None
 
 
-class BaseMixture(DensityMixin, BaseEstimator):
+class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
     """Shared machinery of the finite mixtures in :mod:`latentfit.em`; not used directly.
 
     Subclasses set ``_param_names`` (the fitted tensors besides ``weights``, each with the
@@ -97,6 +94,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
     """
 
     _param_names: tuple[str, ...] = ()
+    _keeps_feature_names = False
 
     @classmethod
     def _get_param_names(cls):
@@ -135,7 +133,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _c_log_prior(self, params: dict) -> torch.Tensor:
         return params["weights"].new_zeros(())
 
-    def _c_sample(self, params: dict, k: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    def _sample_component(self, params: dict, k: int, count: int, gen) -> torch.Tensor:
+        """``count`` draws (count, d) from component ``k``."""
         raise NotImplementedError
 
     def _c_n_parameters(self, d: int) -> int:
@@ -152,37 +151,20 @@ class BaseMixture(DensityMixin, BaseEstimator):
         return X
 
     # ------------------------------------------------------------ validation
-    @property
-    def _dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype)
-
-    @property
-    def _device(self) -> torch.device:
-        return resolve_device(self.device)
-
     def _weight_prior(self) -> DirichletPrior:
         return DirichletPrior(self.weight_concentration)
 
     def _check_parameters(self) -> None:
-        check_positive_int(self._n_components(), "n_components")
-        check_positive_int(self.n_init, "n_init")
-        check_positive_int(self.max_iter, "max_iter", minimum=0)
-        if self.init_params not in INIT_PARAMS:
-            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
-        if not (self.tol >= 0):
-            raise ValueError(f"tol must be non-negative, got {self.tol!r}")
+        check_em_counts(self._n_components(), self.n_init, self.max_iter)
+        check_choice(self.init_params, "init_params", INIT_PARAMS)
+        check_non_negative(self.tol, "tol")
         self._weight_prior()
 
     def _n_components(self) -> int:
         return self.n_components
 
     def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
-        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
-        if not reset and X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
+        X = super()._validate_X(X, reset=reset)
         self._c_check(X, reset)
         return X
 
@@ -201,10 +183,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         k = self._n_components()
-        if n < k:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
-            )
+        check_n_samples(n, k)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         labels = check_labels(y, n, k, X.device)
         self.n_features_in_ = d
@@ -223,35 +202,14 @@ class BaseMixture(DensityMixin, BaseEstimator):
             verbose=self.verbose,
             name=type(self).__name__,
         )
-        self._set_params_tensors(result.params)
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.lower_bound_ = result.lower_bound
-        self.lower_bounds_ = list(result.lower_bounds)
-        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
-        self.best_init_ = result.best_init
+        self._store_result(result)
         return X
 
     def _initial_resp(self, data: LabelledChunks, gen: torch.Generator) -> torch.Tensor:
-        X, w = data.X, data.weights
-        k, n, dt = self._n_components(), X.shape[0], X.dtype
-        F = self._c_init_features(X)
-        if self.init_params == "kmeans":
-            labels = kmeans(F, k, w, gen)[1]
-        elif self.init_params == "random":
-            resp = torch.rand(n, k, generator=gen, dtype=dt, device=X.device)
-            labels = None
-        else:
-            if self.init_params == "k-means++":
-                idx = kmeans_plusplus(F, k, w, gen)
-            else:
-                idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
-            labels = nearest_center(F, F[idx.to(X.device)])
-        if labels is not None:
-            if data.labels is not None:
-                labels = _match_clusters(labels, data.labels, k)
-            resp = torch.nn.functional.one_hot(labels, k).to(dt)
-        resp = resp / resp.sum(1, keepdim=True)
+        F = self._c_init_features(data.X)
+        resp = initial_resp(
+            self.init_params, F, data.weights, self._n_components(), gen, data.labels
+        )
         if data.labels is not None:
             resp = fix_labelled(resp, data.labels)
         return resp
@@ -274,125 +232,15 @@ class BaseMixture(DensityMixin, BaseEstimator):
         p = self._params if params is None else params
         return self._c_log_prob(p, X) + p["weights"].log()
 
-    def _check(self, X) -> torch.Tensor:
-        check_is_fitted(self, "_params")
-        return self._validate_X(X, reset=False)
-
-    def score_samples(self, X):
-        """log p(x) of every sample: (n,)."""
-        return torch.logsumexp(self._log_joint(self._check(X)), 1).cpu().numpy()
-
-    def score(self, X, y=None, sample_weight=None):
-        """Mean log-likelihood per sample (weighted by ``sample_weight`` when given)."""
-        ll = torch.from_numpy(self.score_samples(X))
-        if sample_weight is None:
-            return float(ll.mean())
-        w = check_sample_weight(sample_weight, len(ll), dtype=ll.dtype, device="cpu")
-        return float((w * ll).sum() / w.sum())
-
-    def predict(self, X):
-        """The most probable component of each sample: (n,) int."""
-        return self._log_joint(self._check(X)).argmax(1).cpu().numpy()
-
-    def predict_proba(self, X):
-        """Responsibilities p(z = k | x): (n, k)."""
-        return torch.softmax(self._log_joint(self._check(X)), 1).cpu().numpy()
-
-    def sample(self, n_samples=1):
-        """Draw ``n_samples``: returns (X (n, d), labels (n,)), grouped by component."""
-        check_is_fitted(self, "_params")
-        n_samples = check_positive_int(n_samples, "n_samples")
-        gen = make_generator(self.random_state, self._device)
-        p = self._params
-        draws = torch.multinomial(
-            p["weights"].double().cpu(), n_samples, replacement=True, generator=_cpu(gen)
-        )
-        counts = torch.bincount(draws, minlength=len(p["weights"]))
-        xs, ys = [], []
-        for k, c in enumerate(counts.tolist()):
-            if c:
-                xs.append(self._c_sample(p, k, c, gen))
-                ys.append(torch.full((c,), k, dtype=torch.int64))
-        return torch.cat(xs).cpu().numpy(), torch.cat(ys).numpy()
-
     # ------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
         return self._c_n_parameters(self.n_features_in_) + len(self._params["weights"]) - 1
-
-    def _n_rows(self, X) -> int:
-        return X.shape[0] if hasattr(X, "shape") else len(X)
-
-    def bic(self, X):
-        """Bayesian information criterion −2 log L + p log n (lower is better)."""
-        n = self._n_rows(X)
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
-
-    def aic(self, X):
-        """Akaike information criterion −2 log L + 2p (lower is better)."""
-        return -2 * self.score(X) * self._n_rows(X) + 2 * self._n_parameters()
 
     def icl(self, X):
         """Integrated completed likelihood (Biernacki, Celeux & Govaert 2000) as mclust
         computes it: BIC − 2 Σ_n log p(ẑ_n | x_n) with ẑ the MAP component (lower is better)."""
         lp = torch.log_softmax(self._log_joint(self._check(X)), 1)
         return self.bic(X) - 2 * float(lp.max(1).values.sum())
-
-    # ------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the fitted model; read it back with :func:`latentfit.load`."""
-        check_is_fitted(self, "_params")
-        return _save(self, path)
-
-    def _extra_state(self) -> dict:
-        return {}
-
-    def _get_state(self):
-        extra = {
-            "converged_": bool(self.converged_),
-            "n_iter_": int(self.n_iter_),
-            "lower_bound_": float(self.lower_bound_),
-            "lower_bounds_": [float(v) for v in self.lower_bounds_],
-            "n_features_in_": int(self.n_features_in_),
-            **self._extra_state(),
-        }
-        return dict(self._params), extra
-
-    def _set_state(self, tensors, extra):
-        dev, dt = self._device, self._dtype
-        self._set_params_tensors({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()})
-        for k, v in extra.items():
-            setattr(self, k, v)
-
-
-def _cpu(gen: torch.Generator) -> torch.Generator:
-    if gen.device.type == "cpu":
-        return gen
-    g = torch.Generator()
-    g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item()))
-    return g
-
-
-def _match_clusters(clusters: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Renumber initial clusters to agree with the given labels (greedy on the contingency
-    table), so that EM starts in the basin the labelled samples point to."""
-    known = labels >= 0
-    table = torch.zeros(k, k, dtype=torch.float64)
-    table.index_put_(
-        (clusters[known].cpu(), labels[known].cpu()),
-        torch.ones(int(known.sum()), dtype=torch.float64),
-        accumulate=True,
-    )
-    perm = torch.full((k,), -1, dtype=torch.long)
-    for _ in range(k):
-        c, lab = divmod(int(table.argmax()), k)
-        if table[c, lab] < 0:
-            break
-        perm[c] = lab
-        table[c, :] = -1
-        table[:, lab] = -1
-    free = [lab for lab in range(k) if lab not in perm.tolist()]
-    perm[perm < 0] = torch.tensor(free, dtype=torch.long)
-    return perm.to(clusters.device)[clusters]
 
 
 def fix_labelled(resp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -388,7 +388,7 @@ class MixtureModel(BaseMixture):
                     total = total + self._niw.log_prob(p["loc"][None], cov[None])
         return total
 
-    def _c_sample(self, params, k, count, gen):
+    def _sample_component(self, params, k, count, gen):
         dist = FAMILIES[self.families_[k]].dist(self._component(params, k))
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
         # torch.distributions draw from the global generator: fork it so sampling leaves no trace.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from latentfit.em.estimator import cpu_generator
 from latentfit.em.mixture_base import BaseMixture, first_offending
 from latentfit.em.priors import BetaPrior, DirichletPrior, GammaPrior
 from latentfit.io import serializable
@@ -169,7 +170,7 @@ class BernoulliMixture(_DiscreteMixture):
     def _c_log_prior(self, params):
         return self._prior().log_prob(params["means"])
 
-    def _c_sample(self, params, k, count, gen):
+    def _sample_component(self, params, k, count, gen):
         return torch.bernoulli(params["means"][k].expand(count, -1), generator=gen)
 
     def _c_n_parameters(self, d):
@@ -212,7 +213,7 @@ class PoissonMixture(_DiscreteMixture):
     def _c_log_prior(self, params):
         return self._prior().log_prob(params["rates"])
 
-    def _c_sample(self, params, k, count, gen):
+    def _sample_component(self, params, k, count, gen):
         return torch.poisson(params["rates"][k].expand(count, -1).contiguous(), generator=gen)
 
     def _c_n_parameters(self, d):
@@ -263,10 +264,10 @@ class MultinomialMixture(_DiscreteMixture):
     def _c_log_prior(self, params):
         return self._prior().log_prob(params["probs"])
 
-    def _c_sample(self, params, k, count, gen):
+    def _sample_component(self, params, k, count, gen):
         total = round(self.mean_total_count_)
         p = params["probs"][k].double().cpu()
-        draws = torch.multinomial(p, count * total, replacement=True, generator=_cpu_gen(gen))
+        draws = torch.multinomial(p, count * total, replacement=True, generator=cpu_generator(gen))
         rows = torch.arange(count).repeat_interleave(total)
         out = torch.zeros(count, len(p), dtype=torch.float64)
         out.index_put_((rows, draws), torch.ones_like(draws, dtype=out.dtype), accumulate=True)
@@ -366,10 +367,10 @@ class CategoricalMixture(_DiscreteMixture):
             total = total + prior.log_prob(params["probs"][:, j, :c])
         return total
 
-    def _c_sample(self, params, k, count, gen):
+    def _sample_component(self, params, k, count, gen):
         p = params["probs"][k].double().cpu()  # (d, c)
         cols = [
-            torch.multinomial(p[j], count, replacement=True, generator=_cpu_gen(gen))
+            torch.multinomial(p[j], count, replacement=True, generator=cpu_generator(gen))
             for j in range(p.shape[0])
         ]
         return torch.stack(cols, 1).to(params["probs"])
@@ -383,9 +384,3 @@ class CategoricalMixture(_DiscreteMixture):
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
         self.n_categories_ = np.asarray(self.n_categories_, dtype=np.int64)
-
-
-def _cpu_gen(gen: torch.Generator) -> torch.Generator:
-    from latentfit.em.mixture_base import _cpu
-
-    return _cpu(gen)
