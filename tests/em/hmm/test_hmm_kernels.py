@@ -220,3 +220,26 @@ def test_empty_large_is_a_plain_writable_tensor():
         assert x.shape == shape and x.dtype == F64 and x.is_contiguous()
         x.fill_(2.5)
         assert float(x.sum()) == 2.5 * shape[0] * shape[1]
+
+
+def test_posterior_when_scaled_backward_messages_overflow():
+    """A state the forward filter rules out for good (start 0, identity transitions) but whose
+    emissions fit better: Rabiner-scaled backward messages grow by e^5 per step and overflow
+    on 145-step sequences (e^(5·144)), and the E-step falls back to per-step normalisation.
+    Its normalisers are then subnormal on the first two steps of each sequence, which the
+    chunked kernels clamp at the smallest normal number: those steps are compared for
+    finiteness only, every other step with the sequential posterior."""
+    lengths = [145] * 20
+    ll = torch.zeros(sum(lengths), 2, dtype=F64)
+    ll[:, 0] = -5.0
+    pi = torch.tensor([1.0, 0.0], dtype=F64)
+    A = torch.eye(2, dtype=F64)
+    ref = K.posterior(ll, pi, A, lengths, parallel=False)
+    np.testing.assert_allclose(ref.posteriors[:, 0], 1.0)
+    normal = np.arange(sum(lengths)) % 145 >= 2
+    for chunk in (None, 1000):
+        p = K.posterior(ll, pi, A, lengths, chunk=chunk)
+        assert float(p.log_likelihood) == pytest.approx(float(ref.log_likelihood), rel=1e-12)
+        assert bool(torch.isfinite(p.posteriors).all())
+        assert bool(torch.isfinite(p.transition_counts).all())
+        np.testing.assert_allclose(p.posteriors[normal], ref.posteriors[normal], rtol=1e-9)

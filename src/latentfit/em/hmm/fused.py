@@ -96,9 +96,11 @@ def _windowed_boundaries(e_bl, startprob, transmat, restarts, window):
     return alpha0, beta_end
 
 
-def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c):
+def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c, rescale=False):
     """Forward filter of every chunk from its entering message ``alpha`` (b, k): normalised
-    messages into ``filtered`` (b, l, k), per-step normalisers into ``c`` (b, l)."""
+    messages into ``filtered`` (b, l, k), per-step normalisers into ``c`` (b, l). With
+    ``rescale`` the emissions are divided by the normalisers in place, ``ê_t = e_t / c_t``,
+    for :func:`_smooth_scaled`."""
     b, length, k = e_bl.shape
     tiny = torch.finfo(e_bl.dtype).tiny
     pred = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
@@ -106,9 +108,50 @@ def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c):
         torch.mm(alpha, transmat, out=pred)  # (b, k)
         if i in restarts:
             pred[restarts[i]] = startprob
-        pred.mul_(e_bl[:, i])
+        e = e_bl[:, i]
+        pred.mul_(e)
         s = torch.sum(pred, 1, out=c[:, i]).clamp_min(tiny).unsqueeze(1)  # (b, 1)
         alpha = torch.div(pred, s, out=filtered[:, i])
+        if rescale:
+            e.div_(s)
+
+
+def _smooth_scaled(e_bl, filtered, transmat, restarts, beta, starts_first):
+    """Backward pass with Rabiner's scaling (Rabiner 1989, §V.A): from the emissions already
+    divided by the forward normalisers, ``ê_t = e_t / c_t``, the backward messages
+    ``β̂_{t-1} = A (ê_t ⊙ β̂_t)`` keep ``α̂_t · β̂_t = 1``, so ``γ_t = α̂_t ⊙ β̂_t`` and
+    ``ξ_t = α̂_{t-1} A ⊙ (ê_t ⊙ β̂_t)`` need no normaliser of their own: four (b, k)
+    operations per step. Overwrites ``filtered`` with γ and returns Σ ξ (k, k), or None if
+    a backward message overflowed (possible only in states the forward filter rules out
+    completely); the caller then uses :func:`_smooth_in_place`."""
+    b, length, k = e_bl.shape
+    tiny = torch.finfo(e_bl.dtype).tiny
+    At = transmat.T.contiguous()
+    acc = torch.zeros(k, k, dtype=e_bl.dtype, device=e_bl.device)  # Σ α̂_{t-1}ᵀ (ê_t ⊙ β̂_t)
+    r = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
+    last = filtered[:, -1].clone()  # α̂ at every chunk's last step, for the boundary terms
+    beta = beta / (last * beta).sum(1, keepdim=True).clamp_min_(tiny)  # α̂ · β̂ = 1
+    filtered[:, -1].mul_(beta)
+    nxt = torch.empty_like(r)
+    for i in range(length - 1, 0, -1):
+        torch.mul(e_bl[:, i], beta, out=r)  # (b, k): ê_t ⊙ β̂_t
+        if i in restarts:  # no transition into the first step of a sequence
+            r[restarts[i]] = 0.0
+        beta = torch.mm(r, At, out=nxt)  # β̂_{t-1}
+        if i in restarts:
+            beta[restarts[i]] = 1.0  # the sequence before ends here: α̂ · 1 = 1
+        prev = filtered[:, i - 1]  # α̂_{t-1}
+        acc.addmm_(prev.T, r)
+        prev.mul_(beta)  # γ_{t-1} over α̂_{t-1}
+    if not bool(torch.isfinite(beta).all()) or not bool(torch.isfinite(acc).all()):
+        return None
+    if b > 1:  # transitions into the first step of chunks 1..b-1 (chunk 0 starts the stream)
+        r = e_bl[1:, 0] * beta[1:]  # (b-1, k)
+        prev = last[:-1]
+        zinv = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()
+        zinv.masked_fill_(starts_first[1:].unsqueeze(1), 0.0)
+        acc.addmm_((prev * zinv).T, r)
+    return torch.where(transmat > 0, transmat * acc, 0.0)  # a zero transition has no count
 
 
 def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
@@ -148,7 +191,7 @@ def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
         zinv = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()
         zinv.masked_fill_(starts_first[1:].unsqueeze(1), 0.0)
         acc.addmm_((prev * zinv).T, r)
-    return transmat * acc
+    return torch.where(transmat > 0, transmat * acc, 0.0)  # a zero transition has no count
 
 
 def fused_posterior(
@@ -194,7 +237,12 @@ def fused_posterior(
             alpha0, beta_end = found
     filtered = empty_large(b, length, k, dtype=e.dtype, device=e.device)
     c = torch.empty(b, length, dtype=e.dtype, device=e.device)
-    _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, c)
-    xi = _smooth_in_place(e_bl, filtered, transmat, restarts, beta_end, starts_first)
+    _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, c, rescale=True)
+    xi = _smooth_scaled(e_bl, filtered, transmat, restarts, beta_end, starts_first)
+    if xi is None:  # a scaled backward message overflowed: filter again, normalise every step
+        # (ê and e differ by a factor per step, to which γ and ξ are blind)
+        scratch = torch.empty_like(c)
+        _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, scratch)
+        xi = _smooth_in_place(e_bl, filtered, transmat, restarts, beta_end, starts_first)
     log_norm = c.view(-1)[:t].log_() + shift
     return filtered.view(-1, k)[:t], xi, log_norm
