@@ -105,16 +105,17 @@ def _check_data(X, name: str, binarize: bool) -> torch.Tensor:
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {tuple(X.shape)}")
     X = X.float() if not X.is_floating_point() else X
-    bad = ~torch.isfinite(X)
-    if bool(bad.any()):
-        r, c = (int(i) for i in bad.nonzero()[0])
+    # min and max propagate NaN and show ±inf: one fast pass (isfinite is ~10x slower on CPU)
+    lo, hi = (float(v) for v in torch.aminmax(X))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        r, c = (int(i) for i in (~torch.isfinite(X)).nonzero()[0])
         raise ValueError(
             f"{name} holds a non-finite value at row {r}, column {c}; remove or impute it"
         )
-    if binarize and (float(X.min()) < 0 or float(X.max()) > 1):
+    if binarize and (lo < 0 or hi > 1):
         raise ValueError(
             f"binarize=True needs {name} in [0, 1] (pixel intensities), got values in "
-            f"[{float(X.min()):.3g}, {float(X.max()):.3g}]; scale the data or set binarize=False"
+            f"[{lo:.3g}, {hi:.3g}]; scale the data or set binarize=False"
         )
     return X
 
@@ -212,12 +213,15 @@ def train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    # The fused Adam kernel (one op for all parameters, CPU and CUDA) makes the same update
+    # as the textbook loop at a third of its cost, which matters for small networks.
     opt = torch.optim.Adam(
         model.parameters(),
         lr=cfg.lr,
         betas=tuple(cfg.adam_betas),
         eps=cfg.adam_eps,
         weight_decay=cfg.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
     )
     if schedule is None:
         schedule = make_schedule(
@@ -326,7 +330,8 @@ def train(
                         out = objective(net, x, gen, kl_weight=kl_weight)
                     # Weight each micro-batch mean by its share of the global batch; DDP
                     # averages over processes, hence the factor world.
-                    (out.loss * (world * x.shape[0] / idx.shape[0])).backward()
+                    share = world * x.shape[0] / idx.shape[0]
+                    (out.loss if share == 1.0 else out.loss * share).backward()
                 step_sums[:3] += torch.stack(
                     [out.bound.sum(), out.kl.sum(), out.loss.detach() * x.shape[0]]
                 ).double()

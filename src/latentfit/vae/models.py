@@ -27,7 +27,8 @@ class LatentPass(NamedTuple):
     """What one forward pass of a VAE yields, for s samples of z per data point.
 
     ``log_px_z``, ``log_pz``, ``log_qz`` (s, n): the terms of the importance weight
-    log w = log p(x|z) + log p(z) - log q(z|x). ``log_qz_stopped`` (s, n) is log q with the
+    log w = log p(x|z) + log p(z) - log q(z|x) (None when the pass was asked for
+    ``weights=False`` and the KL has a closed form). ``log_qz_stopped`` (s, n) is log q with the
     encoder's parameters detached (z still carries its reparameterisation gradient), needed by
     DReG; None where a model cannot provide it. ``kl`` (n, d_z): KL(q || p) per latent
     dimension in closed form (a one-sample estimate over upper layers for the ladder VAE), None
@@ -54,6 +55,11 @@ def diag_normal_log_prob(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
     return Normal(loc, scale, validate_args=False).log_prob(z).sum(-1)
 
 
+def _std_normal(like: torch.Tensor) -> Normal:
+    """N(0, 1) as scalar parameters that broadcast against ``like``."""
+    return Normal(like.new_zeros(()), like.new_ones(()), validate_args=False)
+
+
 def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
@@ -77,26 +83,29 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> GaussianParams:
         return self.encoder(x)
 
-    def forward(self, x, n_samples: int = 1, generator=None, relaxed=None) -> LatentPass:
+    def forward(
+        self, x, n_samples: int = 1, generator=None, relaxed=None, weights=True, stopped=False
+    ) -> LatentPass:
+        """``weights=False`` skips log p(z) and log q(z|x) where the KL has a closed form (the
+        analytic ELBO needs neither); ``stopped=True`` adds log q at detached parameters."""
         q = self.encoder(x)  # loc, scale (n, d_z)
         eps = _randn((n_samples, *q.loc.shape), q.loc, generator)  # (s, n, d_z)
         z = q.loc + q.scale * eps
-        # log N(z; μ, σ²) at z = μ + σ ε is -½ε² - log σ - ½ log 2π: no division needed.
-        log_qz = -(0.5 * eps.square() + q.scale.log()).sum(-1) - 0.5 * self.z_dim * _LOG_2PI
+        log_pz = log_qz = log_qz_stopped = kl = None
         if self.flow is None:
-            stopped = diag_normal_log_prob(z, q.loc.detach(), q.scale.detach())
             kl = kl_divergence(
-                Normal(q.loc, q.scale, validate_args=False),
-                Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale), validate_args=False),
+                Normal(q.loc, q.scale, validate_args=False), _std_normal(q.loc)
             )  # (n, d_z)
-        else:
-            stopped, kl = None, None
-            for step in self.flow:
+        if weights or self.flow is not None:
+            # log N(z; μ, σ²) at z = μ + σ ε is -½ε² - log σ - ½ log 2π: no division needed.
+            log_qz = -(0.5 * eps.square() + q.scale.log()).sum(-1) - 0.5 * self.z_dim * _LOG_2PI
+            for step in self.flow or ():
                 z, log_det = step(z, q.h)
                 log_qz = log_qz - log_det
-        return LatentPass(
-            z, self.decoder.log_prob(z, x), std_normal_log_prob(z), log_qz, stopped, kl
-        )
+            log_pz = std_normal_log_prob(z)
+        if stopped and self.flow is None:
+            log_qz_stopped = diag_normal_log_prob(z, q.loc.detach(), q.scale.detach())
+        return LatentPass(z, self.decoder.log_prob(z, x), log_pz, log_qz, log_qz_stopped, kl)
 
     def posterior_mean(self, x: torch.Tensor, generator=None, n_samples: int = 64) -> torch.Tensor:
         """E_q[z | x] (n, d_z): the encoder mean, or a Monte-Carlo mean through the flow."""
@@ -146,7 +155,9 @@ class DiscreteVAE(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).unflatten(-1, (self.n_latent, self.n_categories))
 
-    def forward(self, x, n_samples: int = 1, generator=None, relaxed=None) -> LatentPass:
+    def forward(
+        self, x, n_samples: int = 1, generator=None, relaxed=None, weights=True, stopped=False
+    ) -> LatentPass:
         relaxed = self.training if relaxed is None else relaxed
         log_q = self.logits(x).log_softmax(-1)  # (n, L, C)
         u = torch.rand(
@@ -214,15 +225,18 @@ class LadderVAE(nn.Module):
         z1 = loc_q + var_q.sqrt() * _randn(loc_q.shape, loc_q, generator)
         return b2, z2, p1, loc_q, var_q.sqrt(), z1
 
-    def forward(self, x, n_samples: int = 1, generator=None, relaxed=None) -> LatentPass:
+    def forward(
+        self, x, n_samples: int = 1, generator=None, relaxed=None, weights=True, stopped=False
+    ) -> LatentPass:
         b2, z2, p1, loc_q, scale_q, z1 = self._layers(x, n_samples, generator)
-        log_qz = diag_normal_log_prob(z2, b2.loc, b2.scale) + diag_normal_log_prob(
-            z1, loc_q, scale_q
-        )
-        log_pz = std_normal_log_prob(z2) + diag_normal_log_prob(z1, p1.loc, p1.scale)
+        log_pz = log_qz = None
+        if weights:
+            log_qz = diag_normal_log_prob(z2, b2.loc, b2.scale) + diag_normal_log_prob(
+                z1, loc_q, scale_q
+            )
+            log_pz = std_normal_log_prob(z2) + diag_normal_log_prob(z1, p1.loc, p1.scale)
         kl2 = kl_divergence(
-            Normal(b2.loc, b2.scale, validate_args=False),
-            Normal(torch.zeros_like(b2.loc), torch.ones_like(b2.scale), validate_args=False),
+            Normal(b2.loc, b2.scale, validate_args=False), _std_normal(b2.loc)
         )  # (n, d₂)
         kl1 = kl_divergence(
             Normal(loc_q, scale_q, validate_args=False),

@@ -105,7 +105,7 @@ class ELBO:
         )
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
-        p = model(x, self.n_samples, generator)
+        p = model(x, self.n_samples, generator, weights=not self.analytic_kl)
         weight = self.beta * kl_weight
         recon = _wide(p.log_px_z).mean(0)  # (n,)
         kl_dims = None if p.kl is None else _wide(p.kl)  # (n, d_z)
@@ -171,7 +171,7 @@ class IWAE:
         return f"{type(self).__name__}(k={self.k})"
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
-        p = model(x, self.k, generator)
+        p = model(x, self.k, generator, stopped=self.dreg)
         log_w = log_weights(p)  # (k, n)
         bound = iwae_bound(log_w)
         loss = self._loss(p, log_w, kl_weight)
