@@ -153,3 +153,5 @@ def test_bad_input_is_named():
     impossible[3] = -math.inf  # no state can emit step 3
     with pytest.raises(ValueError, match="probability zero"):
         hmm_exact_posterior(impossible, pi, A)
+    with pytest.raises(ValueError, match="n_states"):
+        hmm_gap_trace(np.zeros((5, 1)), 0)

@@ -245,6 +245,8 @@ def hmm_gap_trace(
     factorised q cannot hold the coupling of neighbouring states and the gap stays open
     (Neal & Hinton 1998; Ghahramani & Jordan 1997). Starts from softened k-means labels."""
     X = as_float_tensor(X, device=device, min_samples=2)
+    if not 1 <= n_states <= len(X):
+        raise ValueError(f"n_states must be between 1 and the {len(X)} steps, got {n_states}")
     labels = kmeans(
         X.cpu(), n_states, torch.ones(len(X), dtype=X.dtype), make_generator(random_state)
     )[1].to(X.device)
