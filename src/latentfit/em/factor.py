@@ -25,18 +25,11 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import (
-    as_float_tensor,
-    check_positive_int,
-    check_sample_weight,
-    make_generator,
-    resolve_device,
-    resolve_dtype,
-)
+from latentfit._validation import check_positive_int, check_sample_weight, make_generator
 from latentfit.em.data import TensorChunks
 from latentfit.em.driver import run_em
+from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing
 from latentfit.em.missing import has_missing, impute_mean
-from latentfit.io import save as _save
 from latentfit.io import serializable
 
 __all__ = ["PPCA", "FactorAnalysis", "FactorPosterior", "factor_estep_stats", "factor_posterior"]
@@ -146,8 +139,9 @@ def factor_mstep(
     return sol[:, :q].contiguous(), mu + sol[:, q], psi.clamp_min(min_noise)
 
 
-class _LinearGaussian(DensityMixin, BaseEstimator):
+class _LinearGaussian(FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
     _isotropic = False
+    _keeps_feature_names = False
 
     def __init__(
         self,
@@ -174,21 +168,9 @@ class _LinearGaussian(DensityMixin, BaseEstimator):
         self.dtype = dtype
         self.chunk_rows = chunk_rows
 
-    def _validate_X(self, X, reset: bool) -> torch.Tensor:
-        if self.missing not in ("error", "marginalize"):
-            raise ValueError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
-        X = as_float_tensor(
-            X,
-            dtype=resolve_dtype(self.dtype),
-            device=resolve_device(self.device),
-            allow_nan=self.missing == "marginalize",
-        )
-        if not reset and X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return X
+    def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
+        check_missing(self.missing)
+        return super()._validate_X(X, reset=reset)
 
     def fit(self, X, y=None, sample_weight=None):
         """Maximum-likelihood W, μ and noise by EM; NaN entries are marginalised when
@@ -220,11 +202,7 @@ class _LinearGaussian(DensityMixin, BaseEstimator):
             verbose=self.verbose,
             name=type(self).__name__,
         )
-        self._set_params_tensors(result.params)
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.lower_bound_ = result.lower_bound
-        self.lower_bounds_ = list(result.lower_bounds)
+        self._store_result(result, restarts=False)
         return self
 
     def _set_params_tensors(self, params: dict) -> None:
@@ -234,10 +212,6 @@ class _LinearGaussian(DensityMixin, BaseEstimator):
         psi = self._params["psi"].cpu().numpy()
         self.noise_variance_ = float(psi[0]) if self._isotropic else psi
         self.n_components_ = self.components_.shape[0]
-
-    def _check(self, X) -> torch.Tensor:
-        check_is_fitted(self, "_params")
-        return self._validate_X(X, reset=False)
 
     def _posterior(self, X) -> FactorPosterior:
         p = self._params
@@ -282,33 +256,6 @@ class _LinearGaussian(DensityMixin, BaseEstimator):
         d, q = self._params["W"].shape
         noise = 1 if self._isotropic else d
         return d * q - q * (q - 1) // 2 + d + noise  # W up to rotation, μ, noise
-
-    def bic(self, X):
-        n = len(X)
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
-
-    def aic(self, X):
-        return -2 * self.score(X) * len(X) + 2 * self._n_parameters()
-
-    def save(self, path):
-        check_is_fitted(self, "_params")
-        return _save(self, path)
-
-    def _get_state(self):
-        extra = {
-            "converged_": bool(self.converged_),
-            "n_iter_": int(self.n_iter_),
-            "lower_bound_": float(self.lower_bound_),
-            "lower_bounds_": [float(v) for v in self.lower_bounds_],
-            "n_features_in_": int(self.n_features_in_),
-        }
-        return dict(self._params), extra
-
-    def _set_state(self, tensors, extra):
-        dev, dt = resolve_device(self.device), resolve_dtype(self.dtype)
-        self._set_params_tensors({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()})
-        for k, v in extra.items():
-            setattr(self, k, v)
 
 
 @serializable

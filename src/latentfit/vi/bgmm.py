@@ -10,30 +10,29 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import (
-    as_float_tensor,
-    check_positive_int,
-    check_sample_weight,
-    make_generator,
-    resolve_device,
-    resolve_dtype,
-)
+from latentfit._validation import check_sample_weight, make_generator
 from latentfit.em.data import TensorChunks, default_chunk_rows
 from latentfit.em.driver import run_em
+from latentfit.em.estimator import (
+    INIT_PARAMS,
+    MixtureMixin,
+    check_choice,
+    check_em_counts,
+    check_n_samples,
+    check_non_negative,
+    initial_resp,
+)
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     gaussian_mstep,
     moment_stats,
     precisions_from_cholesky,
 )
-from latentfit.em.gmm import INIT_PARAMS, GaussianMixture
-from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
-from latentfit.io import save as _save
+from latentfit.em.gmm import GaussianMixture
 from latentfit.io import serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -54,7 +53,7 @@ _PARAM_KEYS = ("wc", "beta", "means", "dof", "cov", "prec_chol")
 
 
 @serializable
-class BayesianGaussianMixture(DensityMixin, BaseEstimator):
+class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
     """Variational Bayesian Gaussian mixture (Bishop 2006 §10.2; Blei & Jordan 2006).
 
     Parameters are those of ``sklearn.mixture.BayesianGaussianMixture``
@@ -121,50 +120,18 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         self.chunk_rows = chunk_rows
 
     # ------------------------------------------------------------------ validation
-    @property
-    def _dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype)
-
-    @property
-    def _device(self) -> torch.device:
-        return resolve_device(self.device)
-
     def _check_parameters(self):
-        check_positive_int(self.n_components, "n_components")
-        check_positive_int(self.n_init, "n_init")
-        check_positive_int(self.max_iter, "max_iter", minimum=0)
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}"
-            )
-        if self.init_params not in INIT_PARAMS:
-            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
-        if self.weight_concentration_prior_type not in WEIGHT_PRIOR_TYPES:
-            raise ValueError(
-                f"weight_concentration_prior_type must be one of {WEIGHT_PRIOR_TYPES}, "
-                f"got {self.weight_concentration_prior_type!r}"
-            )
-        if not (self.tol >= 0):
-            raise ValueError(f"tol must be non-negative, got {self.tol!r}")
-        if not (self.reg_covar >= 0):
-            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar!r}")
+        check_em_counts(self.n_components, self.n_init, self.max_iter)
+        check_choice(self.covariance_type, "covariance_type", COVARIANCE_TYPES)
+        check_choice(self.init_params, "init_params", INIT_PARAMS)
+        wtype = self.weight_concentration_prior_type
+        check_choice(wtype, "weight_concentration_prior_type", WEIGHT_PRIOR_TYPES)
+        check_non_negative(self.tol, "tol")
+        check_non_negative(self.reg_covar, "reg_covar")
         for name in ("weight_concentration_prior", "mean_precision_prior"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, numbers.Real) and value > 0):
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
-
-    def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
-        if reset and hasattr(X, "columns"):
-            names = np.asarray(X.columns, dtype=object)
-            if all(isinstance(c, str) for c in names):
-                self.feature_names_in_ = names
-        X = as_float_tensor(X, dtype=self._dtype, device=self._device)
-        if not reset and X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return X
 
     def _make_prior(self, X: torch.Tensor, w: torch.Tensor) -> BGMMPrior:
         """scikit-learn's defaults: γ₀ = 1/k, β₀ = 1, m₀ = mean of X, ν₀ = d, W₀⁻¹ = cov(X)."""
@@ -217,12 +184,6 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"{ct} covariance_prior must be positive")
         return BGMMPrior(self.weight_concentration_prior_type, gamma0, beta0, m0, float(nu0), cov0)
 
-    def _user_tensor(self, value, name, shape) -> torch.Tensor:
-        t = as_float_tensor(value, name=name, dtype=self._dtype, device=self._device, ndim=None)
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-        return t
-
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, sample_weight=None):
         """Fit q(z) q(π) q(μ, Λ) by CAVI; ``sample_weight`` (n,) are frequency weights."""
@@ -231,7 +192,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most probable component of each sample."""
-        return self._predict_tensor(self._fit(X, sample_weight)).cpu().numpy()
+        return self._log_joint(self._fit(X, sample_weight)).argmax(1).cpu().numpy()
 
     def _fit(self, X, sample_weight) -> torch.Tensor:
         self._check_parameters()
@@ -239,11 +200,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         n, d = X.shape
         if n < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
-        if n < self.n_components:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                f"n_samples = {n}"
-            )
+        check_n_samples(n, self.n_components)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         warm = self.warm_start and hasattr(self, "_params")
         prior = self._make_prior(X, w)
@@ -262,34 +219,17 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             name=type(self).__name__,
         )
         self._prior = prior
-        self._set_params_tensors(result.params)
+        self._store_result(result)
         const = float(
             elbo_constant(prior, self.n_components, float(w.sum()), d, self.covariance_type)
         )
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.lower_bound_ = result.lower_bound
-        self.lower_bounds_ = list(result.lower_bounds)
-        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
         self.elbo_ = self.lower_bound_ + const
         self.elbos_ = [b + const for b in self.lower_bounds_]
         return X
 
     def _initial_resp(self, X: torch.Tensor, w: torch.Tensor, gen: torch.Generator):
         """Starting responsibilities (n, k), by the same methods as GaussianMixture."""
-        k, n = self.n_components, X.shape[0]
-        if self.init_params == "kmeans":
-            labels = kmeans(X, k, w, gen)[1]
-        elif self.init_params == "random":
-            resp = torch.rand(n, k, generator=gen, dtype=X.dtype, device=X.device)
-            return resp / resp.sum(1, keepdim=True)
-        else:
-            if self.init_params == "k-means++":
-                idx = kmeans_plusplus(X, k, w, gen)
-            else:  # random_from_data: k distinct samples drawn ∝ weight
-                idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
-            labels = nearest_center(X, X[idx.to(X.device)])
-        return torch.nn.functional.one_hot(labels, k).to(X.dtype)
+        return initial_resp(self.init_params, X, w, self.n_components, gen)
 
     # ------------------------------------------------------------------ parameters
     def _set_params_tensors(self, params: dict) -> None:
@@ -317,34 +257,19 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         self.covariance_prior_ = float(cov0) if ct == "spherical" else cov0
 
     # ------------------------------------------------------------------ inference
-    def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
+    def _log_joint(self, X: torch.Tensor) -> torch.Tensor:
         """E_q[log π_k + log N(x | μ_k, Λ_k)] (n, k), as scikit-learn's BayesianGaussianMixture."""
         return _expected_log_joint(
             X, self._params, self.covariance_type, self.weight_concentration_prior_type
         )
 
-    def _predict_tensor(self, X: torch.Tensor) -> torch.Tensor:
-        return self._weighted_log_prob(X).argmax(1)
-
-    def _check(self, X) -> torch.Tensor:
-        check_is_fitted(self, "_params")
-        return self._validate_X(X, reset=False)
-
     def score_samples(self, X):
         """log Σ_k exp E_q[log π_k N(x | μ_k, Λ_k)] per sample (n,), as scikit-learn."""
-        return torch.logsumexp(self._weighted_log_prob(self._check(X)), 1).cpu().numpy()
+        return super().score_samples(X)
 
     def score(self, X, y=None):
         """Mean of :meth:`score_samples`."""
         return float(self.score_samples(X).mean())
-
-    def predict(self, X):
-        """The most probable component of each sample: (n,) int."""
-        return self._predict_tensor(self._check(X)).cpu().numpy()
-
-    def predict_proba(self, X):
-        """q(z_n = k) for new samples: (n, k), rows sum to one."""
-        return torch.softmax(self._weighted_log_prob(self._check(X)), 1).cpu().numpy()
 
     def sample(self, n_samples=1):
         """Draw from the mixture at the posterior-mean weights, means and covariances:
@@ -363,35 +288,25 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         return gm.sample(n_samples)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the fitted model (safetensors + JSON header); read it back with latentfit.load."""
-        check_is_fitted(self, "_params")
-        return _save(self, path)
-
-    def _get_state(self):
+    def _extra_state(self) -> dict:
         pr = self._prior
-        tensors = dict(self._params)
-        tensors["prior_mean"], tensors["prior_covariance"] = pr.mean, pr.covariance
-        extra = {
+        return {
             "prior": [pr.weight_type, pr.weight_concentration, pr.mean_precision, pr.dof],
-            "converged_": bool(self.converged_),
-            "n_iter_": int(self.n_iter_),
-            "lower_bound_": float(self.lower_bound_),
-            "lower_bounds_": [float(v) for v in self.lower_bounds_],
             "elbo_": float(self.elbo_),
             "elbos_": [float(v) for v in self.elbos_],
-            "n_features_in_": int(self.n_features_in_),
         }
+
+    def _get_state(self):
+        tensors, extra = super()._get_state()
+        pr = self._prior
+        tensors.update(prior_mean=pr.mean, prior_covariance=pr.covariance)
         return tensors, extra
 
-    def _set_state(self, tensors, extra):
-        dev, dt = self._device, self._dtype
-        t = {k: v.to(device=dev, dtype=dt) for k, v in tensors.items()}
+    def _restore_params(self, tensors, extra):
         wtype, g0, b0, nu0 = extra.pop("prior")
-        self._prior = BGMMPrior(wtype, g0, b0, t["prior_mean"], nu0, t["prior_covariance"])
-        self._set_params_tensors(t)
-        for k, v in extra.items():
-            setattr(self, k, v)
+        mean0, cov0 = tensors["prior_mean"], tensors["prior_covariance"]
+        self._prior = BGMMPrior(wtype, g0, b0, mean0, nu0, cov0)
+        self._set_params_tensors(tensors)
 
 
 def _q_theta(params: dict) -> NormalWishart:
