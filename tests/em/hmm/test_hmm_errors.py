@@ -93,3 +93,16 @@ def test_settings_are_checked_at_fit():
         GaussianHMM(5).fit(X[:3])
     with pytest.raises(ValueError, match="3 features but the model was fitted with 2"):
         fitted().score(np.zeros((4, 3)))
+
+
+def test_a_row_no_state_can_emit_is_named():
+    m = CategoricalHMM(2, n_features=3, init_params="", n_iter=2)
+    m.startprob_ = np.array([0.5, 0.5])
+    m.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
+    m.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])  # symbol 2: impossible
+    X = np.array([[0], [1], [1], [0], [2], [1]])
+    for call in (m.score, m.decode, m.predict_proba, lambda X: m.decode(X, algorithm="map")):
+        with pytest.raises(ValueError, match="row 4 of X has zero probability under every state"):
+            call(X)
+    with pytest.raises(ValueError, match="row 4 of X has zero probability"):
+        m.fit(X)

@@ -230,18 +230,28 @@ class BaseHMM(BaseEstimator):
             raise ValueError(f"row {i} of X has zero probability under every state")
         return ll
 
+    def _check_possible(self, params, X, log_prob: torch.Tensor) -> None:
+        """A -inf result: name the row no state can emit, if there is one (checked only
+        then, to spare a pass over the (t, k) log-likelihoods in the common case)."""
+        if not bool(torch.isfinite(log_prob)):
+            self._log_likelihoods(params, X)
+
     def score_samples(self, X, lengths=None):
         """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
         params, X, lengths = self._prepare(X, lengths)
-        ll = self._log_likelihoods(params, X)
-        post = kernels.posterior(ll, params["startprob"], params["transmat"], lengths)
+        ll = self._emission_log_likelihood(params, X)
+        post = kernels.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+        )
+        self._check_possible(params, X, post.log_likelihood)
         return float(post.log_likelihood), post.posteriors.cpu().numpy()
 
     def score(self, X, lengths=None):
         """Total log-likelihood log p(X) summed over the sequences."""
         params, X, lengths = self._prepare(X, lengths)
-        ll = self._log_likelihoods(params, X)
+        ll = self._emission_log_likelihood(params, X)
         fwd = kernels.parallel_forward_filter(ll, params["startprob"], params["transmat"], lengths)
+        self._check_possible(params, X, fwd.log_likelihood)
         return float(fwd.log_likelihood)
 
     def predict_proba(self, X, lengths=None):
@@ -256,12 +266,16 @@ class BaseHMM(BaseEstimator):
         if algorithm not in ("viterbi", "map"):
             raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
         params, X, lengths = self._prepare(X, lengths)
-        ll = self._log_likelihoods(params, X)
+        ll = self._emission_log_likelihood(params, X)
         if algorithm == "viterbi":
             v = kernels.parallel_viterbi(ll, params["startprob"], params["transmat"], lengths)
+            self._check_possible(params, X, v.log_prob)
             return float(v.log_prob), v.path.cpu().numpy()
-        post = kernels.posterior(ll, params["startprob"], params["transmat"], lengths).posteriors
-        best, states = post.max(1)
+        post = kernels.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+        )
+        self._check_possible(params, X, post.log_likelihood)
+        best, states = post.posteriors.max(1)
         return float(best.sum()), states.cpu().numpy()
 
     def predict(self, X, lengths=None):

@@ -121,15 +121,11 @@ def step_loop_threads(device: torch.device):
         torch.set_num_threads(before)
 
 
-def _segment_ids(starts: torch.Tensor) -> torch.Tensor:
-    return torch.cumsum(starts.to(torch.int64), 0) - 1  # (t,) sequence index of every step
-
-
 def _segment_sum(values: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-    ids = _segment_ids(starts)
-    n_seq = int(starts.sum())
-    out = torch.zeros(n_seq, dtype=values.dtype, device=values.device)
-    return out.index_add_(0, ids, values)
+    """Sum of ``values`` (t,) over every sequence: (n_sequences,)."""
+    first = starts.nonzero().squeeze(1)  # (n_sequences,)
+    lengths = torch.diff(first, append=first.new_tensor([values.shape[0]]))
+    return torch.segment_reduce(values, "sum", lengths=lengths)
 
 
 def _scaled_emissions(log_likelihoods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
