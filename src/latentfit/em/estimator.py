@@ -26,6 +26,7 @@ from latentfit._validation import (
     resolve_device,
     resolve_dtype,
 )
+from latentfit.em.driver import EMResult, run_em
 from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
 from latentfit.io import save as _save
 
@@ -190,7 +191,24 @@ class FittedModel:
         check_is_fitted(self, "_params")
         return self._validate_X(X, reset=False)
 
-    def _store_result(self, result, *, restarts: bool = True) -> None:
+    def _run_em(self, hooks, data, reduce=None) -> EMResult:
+        """The one EM driver with this estimator's settings; a warm start (``warm_start`` and
+        a previous fit) continues from the fitted parameters with a single run."""
+        warm = getattr(self, "warm_start", False) and hasattr(self, "_params")
+        return run_em(
+            hooks,
+            data,
+            reduce=reduce,
+            n_init=1 if warm else getattr(self, "n_init", 1),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            init_params=self._params if warm else None,
+            generator=make_generator(self.random_state, self._device),
+            verbose=self.verbose,
+            name=type(self).__name__,
+        )
+
+    def _store_result(self, result: EMResult, *, restarts: bool = True) -> None:
         """The fitted parameters and the run record of :func:`~latentfit.em.driver.run_em`."""
         self._set_params_tensors(result.params)
         self.converged_ = result.converged

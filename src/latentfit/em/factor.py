@@ -27,7 +27,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import check_positive_int, check_sample_weight, make_generator
 from latentfit.em.data import TensorChunks
-from latentfit.em.driver import run_em
 from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.io import serializable
@@ -189,20 +188,10 @@ class _LinearGaussian(FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
-        gen = make_generator(self.random_state, X.device)
         if self.init not in ("pca", "random"):
             raise ValueError(f"init must be 'pca' or 'random', got {self.init!r}")
         hooks = _FactorHooks(q, self._isotropic, _noise_floor(X, w), self.init)
-        result = run_em(
-            hooks,
-            TensorChunks(X, w, self.chunk_rows),
-            max_iter=self.max_iter,
-            tol=self.tol,
-            generator=gen,
-            verbose=self.verbose,
-            name=type(self).__name__,
-        )
-        self._store_result(result, restarts=False)
+        self._store_result(self._run_em(hooks, TensorChunks(X, w, self.chunk_rows)), restarts=False)
         return self
 
     def _set_params_tensors(self, params: dict) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
-from latentfit._validation import check_sample_weight, make_generator
+from latentfit._validation import check_sample_weight
 from latentfit.em.data import TensorChunks, default_chunk_rows
-from latentfit.em.driver import run_em
 from latentfit.em.estimator import (
     INIT_PARAMS,
     CriteriaMixin,
@@ -217,21 +216,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return stream
 
     def _fit_em(self, data, hooks, reduce):
-        gen = make_generator(self.random_state, self._device)
-        warm = self.warm_start and hasattr(self, "_params")
-        result = run_em(
-            hooks,
-            data,
-            reduce=reduce,
-            n_init=1 if warm else self.n_init,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            init_params=self._params if warm else None,
-            generator=gen,
-            verbose=self.verbose,
-            name=type(self).__name__,
-        )
-        self._store_result(result)
+        self._store_result(self._run_em(hooks, data, reduce))
         return data
 
     # ------------------------------------------------------------------ parameters

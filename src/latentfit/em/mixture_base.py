@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
-from latentfit._validation import check_sample_weight, make_generator
+from latentfit._validation import check_sample_weight
 from latentfit.em.data import default_chunk_rows
-from latentfit.em.driver import run_em
 from latentfit.em.estimator import (
     INIT_PARAMS,
     CriteriaMixin,
@@ -130,6 +129,11 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
         """Component parameters from the summed statistics (MAP when a prior is set)."""
         raise NotImplementedError
 
+    def _prior(self):
+        """The prior of the component parameters (MAP-EM), None for maximum likelihood; built,
+        and so checked, by ``_check_parameters``."""
+        return None
+
     def _c_log_prior(self, params: dict) -> torch.Tensor:
         return params["weights"].new_zeros(())
 
@@ -159,6 +163,7 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
         check_choice(self.init_params, "init_params", INIT_PARAMS)
         check_non_negative(self.tol, "tol")
         self._weight_prior()
+        self._prior()
 
     def _n_components(self) -> int:
         return self.n_components
@@ -189,20 +194,7 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
         self.n_features_in_ = d
         self._c_prepare(X)
         rows = self.chunk_rows or default_chunk_rows(d, k)
-        data = LabelledChunks(X, w, labels, rows)
-        warm = self.warm_start and hasattr(self, "_params")
-        result = run_em(
-            _MixtureHooks(self),
-            data,
-            n_init=1 if warm else self.n_init,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            init_params=self._params if warm else None,
-            generator=make_generator(self.random_state, X.device),
-            verbose=self.verbose,
-            name=type(self).__name__,
-        )
-        self._store_result(result)
+        self._store_result(self._run_em(_MixtureHooks(self), LabelledChunks(X, w, labels, rows)))
         return X
 
     def _initial_resp(self, data: LabelledChunks, gen: torch.Generator) -> torch.Tensor:

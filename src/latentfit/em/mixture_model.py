@@ -29,6 +29,7 @@ from torch.distributions import (
     Poisson,
 )
 
+from latentfit.em.estimator import check_non_negative
 from latentfit.em.mixture_base import BaseMixture, first_offending
 from latentfit.em.priors import NormalInverseWishart
 from latentfit.io import serializable
@@ -303,8 +304,7 @@ class MixtureModel(BaseMixture):
 
     def _check_parameters(self):
         super()._check_parameters()
-        if not (self.reg_covar >= 0):
-            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar!r}")
+        check_non_negative(self.reg_covar, "reg_covar")
 
     def _c_check(self, X, reset):
         for name in dict.fromkeys(self._families()):

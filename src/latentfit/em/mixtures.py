@@ -149,10 +149,6 @@ class BernoulliMixture(_DiscreteMixture):
     def _prior(self) -> BetaPrior:
         return BetaPrior(*self.mean_prior)
 
-    def _check_parameters(self):
-        super()._check_parameters()
-        self._prior()
-
     def _c_check(self, X, reset):
         bad = (X != 0) & (X != 1)
         if bool(bad.any()):
@@ -197,10 +193,6 @@ class PoissonMixture(_DiscreteMixture):
     def _prior(self) -> GammaPrior:
         return GammaPrior(*self.rate_prior)
 
-    def _check_parameters(self):
-        super()._check_parameters()
-        self._prior()
-
     def _c_check(self, X, reset):
         _check_counts(X, type(self).__name__)
 
@@ -240,10 +232,6 @@ class MultinomialMixture(_DiscreteMixture):
 
     def _prior(self) -> DirichletPrior:
         return DirichletPrior(self.prob_concentration)
-
-    def _check_parameters(self):
-        super()._check_parameters()
-        self._prior()
 
     def _c_check(self, X, reset):
         _check_counts(X, type(self).__name__)
@@ -302,10 +290,6 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _prior(self) -> DirichletPrior:
         return DirichletPrior(self.prob_concentration)
-
-    def _check_parameters(self):
-        super()._check_parameters()
-        self._prior()
 
     def _c_check(self, X, reset):
         _check_counts(X, type(self).__name__)

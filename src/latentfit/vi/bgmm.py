@@ -14,9 +14,8 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import check_sample_weight, make_generator
+from latentfit._validation import check_sample_weight
 from latentfit.em.data import TensorChunks, default_chunk_rows
-from latentfit.em.driver import run_em
 from latentfit.em.estimator import (
     INIT_PARAMS,
     MixtureMixin,
@@ -202,22 +201,11 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
         check_n_samples(n, self.n_components)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
-        warm = self.warm_start and hasattr(self, "_params")
         prior = self._make_prior(X, w)
         self.n_features_in_ = d
         hooks = _BGMMHooks(self, prior)
         rows = self.chunk_rows or default_chunk_rows(d, self.n_components)
-        result = run_em(
-            hooks,
-            TensorChunks(X, w, rows),
-            n_init=1 if warm else self.n_init,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            init_params=self._params if warm else None,
-            generator=make_generator(self.random_state, X.device),
-            verbose=self.verbose,
-            name=type(self).__name__,
-        )
+        result = self._run_em(hooks, TensorChunks(X, w, rows))
         self._prior = prior
         self._store_result(result)
         const = float(
