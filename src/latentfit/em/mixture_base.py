@@ -95,6 +95,36 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
     _param_names: tuple[str, ...] = ()
     _keeps_feature_names = False
 
+    # The arguments every mixture shares; a subclass adds its own and passes these on.
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        tol=1e-3,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weight_concentration=1.0,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        device=None,
+        dtype="float64",
+        chunk_rows=None,
+    ):
+        self.n_components = n_components
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration = weight_concentration
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.device = device
+        self.dtype = dtype
+        self.chunk_rows = chunk_rows
+
     @classmethod
     def _get_param_names(cls):
         # Subclasses add their own arguments and pass the shared ones on as **kwargs; the
