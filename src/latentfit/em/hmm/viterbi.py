@@ -35,14 +35,13 @@ def _log(x: torch.Tensor) -> torch.Tensor:
 
 def _path_log_prob(log_likelihoods, log_start, log_trans, path, starts) -> torch.Tensor:
     """log p(x, z) of the given path, per step (t,)."""
-    t = path.shape[0]
-    emit = log_likelihoods.gather(1, path.unsqueeze(1)).squeeze(1)  # (t,)
-    trans = torch.empty_like(emit)
-    trans[0] = 0.0
-    if t > 1:
-        trans[1:] = log_trans[path[:-1], path[1:]]
-    trans = torch.where(starts, log_start[path], trans)
-    return emit + trans
+    k = log_trans.shape[0]
+    per_step = log_likelihoods.gather(1, path.unsqueeze(1)).squeeze(1)  # (t,) emissions
+    if path.shape[0] > 1:  # transitions, by flat index i·k + j
+        per_step[1:] += log_trans.reshape(-1).take(path[:-1] * k + path[1:])
+    first = starts.nonzero().squeeze(1)  # first steps: the start probability instead
+    per_step[first] = log_likelihoods[first, path[first]] + log_start[path[first]]
+    return per_step
 
 
 def viterbi(log_likelihoods, startprob, transmat, lengths=None) -> HMMViterbi:
@@ -126,7 +125,7 @@ def parallel_viterbi(
     lengths=None,
     *,
     chunk: int | None = None,
-    warmup: int = 64,
+    warmup: int = 16,
 ) -> HMMViterbi:
     """Viterbi decoding over chunks in parallel; the same path as :func:`viterbi`.
 
@@ -201,11 +200,11 @@ def _trace_back_chunks(delta, ends, log_trans_t, restarts, path):
     state = ends
     path[:, -1] = state
     for i in range(length - 1, 0, -1):
-        cand = delta[:, i - 1] + log_trans_t[state]  # (m, k): δ_{t-1}(i) + log A_{i, z_t}
+        cand = log_trans_t.index_select(0, state).add_(delta[:, i - 1])  # δ_{t-1}(i) + log A_iz
         if i in restarts:  # the previous sequence ended at its best state
             idx = restarts[i]
             cand[idx] = delta[idx, i - 1]
-        state = torch.argmax(cand, 1)
+        state = torch.max(cand, 1).indices  # the first maximum, as torch.argmax
         path[:, i - 1] = state
     return path
 
