@@ -4,8 +4,8 @@ A mixture p(x) = Σ_k π_k p(x | θ_k) is fitted by EM (Dempster et al. 1977; Mc
 2000, ch. 2). A subclass only supplies its component family as small adapters to pure tensor
 functions: the component log-densities (n, k), the additive statistics Σ r T(x), the (MAP)
 M-step from them, the log prior, sampling and the parameter count. Everything else — checks,
-restarts, semi-supervised labels, empty components, predict/score/sample, BIC/AIC/ICL and
-save/load — lives here once.
+restarts, semi-supervised labels, empty components and ICL here; predict/score/sample, BIC/AIC
+and save/load in :mod:`latentfit.em.estimator`, shared with the Gaussian models — is written once.
 
 Semi-supervised fitting: ``fit(X, y)`` with ``y[i] = -1`` for an unlabelled sample and a
 component index otherwise. A labelled sample's responsibilities are fixed to its label, so EM
