@@ -15,6 +15,7 @@ it (hmmlearn returns NaN parameters or zero rows there).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import deque
 
@@ -111,6 +112,18 @@ def _check_distribution(p: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
 
 
+def _one_thread(method):
+    """Run a model method on one intra-op CPU thread (see
+    :func:`~latentfit.em.hmm.kernels.step_loop_threads` for the measurement behind it)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with kernels.step_loop_threads(self._device):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class BaseHMM(BaseEstimator):
     """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends."""
 
@@ -183,6 +196,7 @@ class BaseHMM(BaseEstimator):
         self._set_emission_attributes(params)
 
     # ------------------------------------------------------------------ fitting
+    @_one_thread
     def fit(self, X, lengths=None):
         """Estimate the parameters by Baum-Welch EM (``n_init`` restarts, the best kept).
 
@@ -236,6 +250,7 @@ class BaseHMM(BaseEstimator):
         if not bool(torch.isfinite(log_prob)):
             self._log_likelihoods(params, X)
 
+    @_one_thread
     def score_samples(self, X, lengths=None):
         """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
         params, X, lengths = self._prepare(X, lengths)
@@ -246,6 +261,7 @@ class BaseHMM(BaseEstimator):
         self._check_possible(params, X, post.log_likelihood)
         return float(post.log_likelihood), post.posteriors.cpu().numpy()
 
+    @_one_thread
     def score(self, X, lengths=None):
         """Total log-likelihood log p(X) summed over the sequences."""
         params, X, lengths = self._prepare(X, lengths)
@@ -258,6 +274,7 @@ class BaseHMM(BaseEstimator):
         """Posterior state probabilities (n, k)."""
         return self.score_samples(X, lengths)[1]
 
+    @_one_thread
     def decode(self, X, lengths=None, algorithm=None):
         """(log-probability, states (n,)). ``"viterbi"``: the most probable path and log
         p(X, path); ``"map"``: the most probable state at every step and, as hmmlearn, the sum

@@ -158,10 +158,10 @@ def parallel_viterbi(
     ll_bl, starts_bl = ll.view(b, length, k), padded.view(b, length)
     with step_loop_threads(device):
         path = _decode_chunks(ll_bl, starts_bl, log_start, log_trans, warmup)
-    path = path.reshape(-1)[:t]
-    per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
-    seq = _segment_sum(per_step, starts)
-    return HMMViterbi(seq.sum(), seq, path)
+        path = path.reshape(-1)[:t]
+        per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
+        seq = _segment_sum(per_step, starts)
+        return HMMViterbi(seq.sum(), seq, path)
 
 
 def _decode_chunks(ll_bl, starts_bl, log_start, log_trans, warmup):
