@@ -10,6 +10,7 @@ agree on the log-likelihood and on the decoded path. Prints the times and their 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -88,7 +89,7 @@ def main():
     start = start_from(truth, args.seed + 1)
     print(
         f"Gaussian HMM sample: T={T:,} steps (one sequence), K={K}, D={D}, diag; "
-        f"torch threads={torch.get_num_threads()}"
+        f"torch threads={torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}"
     )
 
     def fit_one(cls):
@@ -119,6 +120,7 @@ def main():
         f"(relative difference {abs(lp_o - lp_r) / abs(lp_r):.1e}); "
         f"paths differ at {int((path_o != path_r).sum())} of {T:,} steps"
     )
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

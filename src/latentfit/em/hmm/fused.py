@@ -73,26 +73,48 @@ def _window_product(e_bl, steps, transmat, restarts, restart_row, right: bool):
     return P, _coalesced_rows(P)
 
 
-def _windowed_boundaries(e_bl, startprob, transmat, restarts, window):
+def _windowed_boundaries(e_bl, startprob, transmat, starts_bl, window):
     """Forward messages entering and backward messages leaving every chunk from windows of
-    ``window`` steps, or None if some chunk has not forgotten its start within its window."""
+    ``window`` steps, widened fourfold for the chunks that have not forgotten their start
+    (up to the whole chunk); None if some chunk never does."""
+    from latentfit.em.hmm.kernels import _restart_steps
+
     b, length, k = e_bl.shape
-    w = min(window, length)
     flat = torch.full((k,), 1.0 / k, dtype=e_bl.dtype, device=e_bl.device)
-    P, ok_f = _window_product(
-        e_bl, range(length - w, length), transmat, restarts, startprob, right=False
-    )
-    if not bool(ok_f[:-1].all()):
-        return None
-    S, ok_b = _window_product(e_bl, range(w - 1, -1, -1), transmat, restarts, flat, right=True)
-    if not bool(ok_b[1:].all()):
-        return None
     alpha0 = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
     alpha0[0] = startprob  # unused: the stream starts a sequence
-    alpha0[1:] = P[:-1, 0]
     beta_end = torch.empty_like(alpha0)
-    beta_end[:-1] = S[1:, 0]
     beta_end[-1] = flat  # the end of the stream
+    # forward: the tail of chunk j gives the message entering chunk j + 1
+    todo, w = torch.arange(b - 1, device=e_bl.device), window
+    while len(todo):
+        w = min(w, length)
+        tail = starts_bl[todo, length - w :]  # (m, w)
+        P, ok = _window_product(
+            e_bl[todo, length - w :], range(w), transmat, _restart_steps(tail.T), startprob, False
+        )
+        alpha0[todo[ok] + 1] = P[ok, 0]
+        todo = todo[~ok]
+        if w == length:
+            break
+        w *= 4
+    if len(todo):
+        return None
+    # backward: the head of chunk j + 1 gives the message leaving chunk j
+    todo, w = torch.arange(1, b, device=e_bl.device), window
+    while len(todo):
+        w = min(w, length)
+        head = starts_bl[todo, :w]  # (m, w)
+        S, ok = _window_product(
+            e_bl[todo, :w], range(w - 1, -1, -1), transmat, _restart_steps(head.T), flat, True
+        )
+        beta_end[todo[ok] - 1] = S[ok, 0]
+        todo = todo[~ok]
+        if w == length:
+            break
+        w *= 4
+    if len(todo):
+        return None
     return alpha0, beta_end
 
 
@@ -195,7 +217,7 @@ def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
 
 
 def fused_posterior(
-    log_likelihoods, startprob, transmat, starts_bl, restarts, *, overwrite, window=32
+    log_likelihoods, startprob, transmat, starts_bl, restarts, *, overwrite, window=16
 ):
     """The E-step over ``b`` chunks of ``l`` steps (the stream padded with restarting,
     flat-emission steps to ``b · l``). ``starts_bl`` (b, l) marks the first step of every
@@ -228,7 +250,7 @@ def fused_posterior(
         alpha0 = startprob.unsqueeze(0).clone()
         beta_end = torch.full((1, k), 1.0 / k, dtype=e.dtype, device=e.device)
     else:
-        found = _windowed_boundaries(e_bl, startprob, transmat, restarts, window)
+        found = _windowed_boundaries(e_bl, startprob, transmat, starts_bl, window)
         if found is None:  # some chunk remembers its start: the exact whole-chunk scan
             e_lb = e_bl.transpose(0, 1)  # (l, b, k) view
             P, log_r = _chunk_transfer(e_lb, transmat, startprob, restarts)
