@@ -28,6 +28,7 @@ from latentfit._validation import (
 )
 from latentfit.em.driver import EMResult, run_em
 from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
+from latentfit.em.sources import EMStream, prepare_stream
 from latentfit.io import save as _save
 
 __all__ = [
@@ -190,6 +191,39 @@ class FittedModel:
         """X checked against the fitted model (raises NotFittedError before fit)."""
         check_is_fitted(self, "_params")
         return self._validate_X(X, reset=False)
+
+    def _prepare_source(
+        self,
+        source,
+        sample_weight,
+        hooks,
+        *,
+        chunk_rows: int,
+        min_rows: int,
+        batch=None,
+        init_data=None,
+        check=None,
+    ) -> EMStream:
+        """A source of :mod:`latentfit.em.sources` set up for this estimator (device, dtype,
+        chunk size, NaN kept when ``missing="marginalize"``) with ``hooks`` wrapped to initialise
+        from its in-memory sample: what ``fit(source)`` hands to :meth:`_run_em`. ``batch``,
+        ``init_data`` and ``check`` are :func:`~latentfit.em.sources.prepare_stream`'s."""
+        if sample_weight is not None:
+            raise ValueError("a source carries its own sample weights; pass sample_weight=None")
+        stream = prepare_stream(
+            source,
+            hooks,
+            device=self._device,
+            dtype=self._dtype,
+            chunk_rows=chunk_rows,
+            min_rows=min_rows,
+            allow_nan=getattr(self, "missing", "error") == "marginalize",
+            batch=batch,
+            init_data=init_data,
+            check=check,
+        )
+        self.n_features_in_ = stream.data.n_features
+        return stream
 
     def _run_em(self, hooks, data, reduce=None) -> EMResult:
         """The one EM driver with this estimator's settings; a warm start (``warm_start`` and

@@ -29,9 +29,18 @@ from latentfit._validation import check_positive_int, check_sample_weight, make_
 from latentfit.em.data import TensorChunks
 from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing
 from latentfit.em.missing import has_missing, impute_mean
+from latentfit.em.online import OnlineEMMixin
+from latentfit.em.sources import is_source
 from latentfit.io import serializable
 
-__all__ = ["PPCA", "FactorAnalysis", "FactorPosterior", "factor_estep_stats", "factor_posterior"]
+__all__ = [
+    "PPCA",
+    "FactorAnalysis",
+    "FactorPosterior",
+    "factor_estep_stats",
+    "factor_posterior",
+    "recenter_factor_stats",
+]
 
 _LOG_2PI = math.log(2 * math.pi)
 _PCA_INIT_MAX_FEATURES = 4096  # above this the d × d eigendecomposition costs more than EM
@@ -120,6 +129,21 @@ def factor_estep_stats(
     return stats
 
 
+def recenter_factor_stats(stats: dict[str, torch.Tensor], delta: torch.Tensor) -> dict:
+    """Statistics centred on μ re-expressed around μ' = μ − δ (x − μ' = (x − μ) + δ):
+
+    Sx' = Sx + Sw δ;  Sxx' = Sxx + 2 δ ⊙ Sx + Sw δ²;  Sxz' = Sxz + δ Szᵀ; Sw, Sz, Szz and the
+    log-likelihood unchanged. Stepwise EM needs it to average statistics taken under
+    different parameters (:mod:`latentfit.em.online`).
+    """
+    out = dict(stats)
+    Sw, Sx = stats["Sw"], stats["Sx"]
+    out["Sx"] = Sx + Sw * delta  # (d,)
+    out["Sxx"] = stats["Sxx"] + 2 * delta * Sx + Sw * delta.square()  # (d,)
+    out["Sxz"] = stats["Sxz"] + torch.outer(delta, stats["Sz"])  # (d, q)
+    return out
+
+
 def factor_mstep(
     stats: dict[str, torch.Tensor], mu: torch.Tensor, isotropic: bool, min_noise: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -138,7 +162,7 @@ def factor_mstep(
     return sol[:, :q].contiguous(), mu + sol[:, q], psi.clamp_min(min_noise)
 
 
-class _LinearGaussian(FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
+class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
     _isotropic = False
     _keeps_feature_names = False
 
@@ -155,6 +179,8 @@ class _LinearGaussian(FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
         device=None,
         dtype="float64",
         chunk_rows=65536,
+        learning_decay=0.6,
+        learning_offset=0.0,
     ):
         self.n_components = n_components
         self.tol = tol
@@ -166,33 +192,78 @@ class _LinearGaussian(FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.chunk_rows = chunk_rows
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
         check_missing(self.missing)
         return super()._validate_X(X, reset=reset)
 
-    def fit(self, X, y=None, sample_weight=None):
-        """Maximum-likelihood W, μ and noise by EM; NaN entries are marginalised when
-        ``missing="marginalize"``."""
-        X = self._validate_X(X, reset=True)
-        n, d = X.shape
-        q = (
-            d
-            if self.n_components is None
-            else check_positive_int(self.n_components, "n_components")
-        )
+    def _check_parameters(self) -> None:
+        check_missing(self.missing)
+        if self.n_components is not None:
+            check_positive_int(self.n_components, "n_components")
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        if self.init not in ("pca", "random"):
+            raise ValueError(f"init must be 'pca' or 'random', got {self.init!r}")
+
+    def _n_factors(self, d: int) -> int:
+        q = d if self.n_components is None else self.n_components
         if q > d:
             raise ValueError(f"n_components={q} must be at most n_features={d}")
-        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        return q
+
+    def _hooks(self) -> _FactorHooks:
+        return _FactorHooks(self)
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Maximum-likelihood W, μ and noise by EM; NaN entries are marginalised when
+        ``missing="marginalize"``.
+
+        ``X`` may also be a source of :mod:`latentfit.em.sources` (memory-mapped .npy,
+        Parquet, a stream of arrays, a :class:`~latentfit.em.distributed.DistributedSource`),
+        read ``chunk_rows`` rows at a time on every pass; the start (and the noise floor) then
+        comes from its in-memory sample, which is all the data up to ``init_rows`` rows.
+        """
+        self._check_parameters()
+        if is_source(X):
+            self.n_features_in_ = X.n_features
+            self._n_factors(X.n_features)
+
+            def init_data(sample):
+                self._min_noise = _noise_floor(sample.X, sample.weights)
+                return sample
+
+            stream = self._prepare_source(
+                X, sample_weight, self._hooks(), chunk_rows=self.chunk_rows, min_rows=2,
+                init_data=init_data,
+            )  # fmt: skip
+            self._store_result(
+                self._run_em(stream.hooks, stream.data, stream.reduce), restarts=False
+            )
+            return self
+        X = self._validate_X(X, reset=True)
+        n, d = X.shape
+        self._n_factors(d)
         if n < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
-        if self.init not in ("pca", "random"):
-            raise ValueError(f"init must be 'pca' or 'random', got {self.init!r}")
-        hooks = _FactorHooks(q, self._isotropic, _noise_floor(X, w), self.init)
-        self._store_result(self._run_em(hooks, TensorChunks(X, w, self.chunk_rows)), restarts=False)
+        self._min_noise = _noise_floor(X, w)
+        data = TensorChunks(X, w, self.chunk_rows)
+        self._store_result(self._run_em(self._hooks(), data), restarts=False)
         return self
+
+    # ------------------------------------------------------------ online EM adapters
+    def _online_min_rows(self):
+        return 2, "2 samples"
+
+    def _online_init_data(self, X, w):
+        self._min_noise = _noise_floor(X, w)
+        return TensorChunks(X, w, self.chunk_rows)
+
+    def _extra_state(self) -> dict:
+        return {"_min_noise": float(self._min_noise)}
 
     def _set_params_tensors(self, params: dict) -> None:
         self._params = {k: v.detach() for k, v in params.items()}
@@ -282,13 +353,24 @@ def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
 
 
 class _FactorHooks:
-    """EM hooks of FactorAnalysis/PPCA: pure functions of (params, batch)."""
+    """EM hooks of FactorAnalysis/PPCA: pure functions of (params, batch).
 
-    def __init__(self, q: int, isotropic: bool, min_noise: float, init: str = "pca"):
-        self.q = q
-        self.isotropic = isotropic
-        self.min_noise = min_noise
-        self.init = init
+    The statistics are centred on μ and weighted by ``Sw``: stepwise EM finds their weight under
+    ``weight_key`` and moves them to a new μ with :meth:`recenter`.
+    """
+
+    weight_key = "Sw"
+
+    def __init__(self, model: _LinearGaussian):
+        self.model = model
+        self.q = model._n_factors(model.n_features_in_)
+        self.isotropic = model._isotropic
+        self.init = model.init
+
+    @property
+    def min_noise(self) -> float:
+        # Learnt from the data the fit starts from, so read when the hooks run.
+        return self.model._min_noise
 
     def initialize(self, data, generator):
         X = impute_mean(data.X, data.weights)  # only to start; the fit itself never imputes
@@ -325,3 +407,7 @@ class _FactorHooks:
 
     def lower_bound(self, params, stats):
         return float(stats["loglik"] / stats["Sw"])
+
+    def recenter(self, stats, old, new):
+        """Statistics centred on the μ of ``old`` moved to that of ``new`` (online EM)."""
+        return recenter_factor_stats(stats, old["mu"] - new["mu"])

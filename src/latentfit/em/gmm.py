@@ -46,7 +46,7 @@ from latentfit.em.missing import (
 )
 from latentfit.em.mixture_base import check_labels, fix_labelled
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
-from latentfit.em.sources import is_source, prepare_stream
+from latentfit.em.sources import is_source
 from latentfit.io import serializable
 
 __all__ = ["GaussianMixture"]
@@ -200,20 +200,11 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
 
     def _stream(self, source, sample_weight):
         """A source read chunk by chunk on this model's device (see em/sources.py)."""
-        if sample_weight is not None:
-            raise ValueError("a source carries its own sample weights; pass sample_weight=None")
         rows = self.chunk_rows or default_chunk_rows(source.n_features, self.n_components)
-        stream = prepare_stream(
-            source,
-            self._hooks(),
-            device=self._device,
-            dtype=self._dtype,
-            chunk_rows=rows,
-            min_rows=max(2, self.n_components),
-            allow_nan=self.missing == "marginalize",
+        min_rows = max(2, self.n_components)
+        return self._prepare_source(
+            source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows
         )
-        self.n_features_in_ = stream.data.n_features
-        return stream
 
     def _fit_em(self, data, hooks, reduce):
         self._store_result(self._run_em(hooks, data, reduce))

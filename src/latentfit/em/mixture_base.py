@@ -35,7 +35,9 @@ from latentfit.em.estimator import (
     check_non_negative,
     initial_resp,
 )
+from latentfit.em.online import OnlineEMMixin
 from latentfit.em.priors import DirichletPrior
+from latentfit.em.sources import EMStream, is_source
 
 __all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
 
@@ -85,8 +87,14 @@ def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:
     return t if bool((t >= 0).any()) else None
 
 
-class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
+class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
     """Shared machinery of the finite mixtures in :mod:`latentfit.em`; not used directly.
+
+    ``fit`` takes an array or a source of :mod:`latentfit.em.sources` (memory-mapped .npy,
+    Parquet, a stream of arrays, a :class:`~latentfit.em.distributed.DistributedSource`), read
+    chunk by chunk on every pass: with the same ``chunk_rows`` and at most ``init_rows`` rows it
+    is the in-memory fit. ``partial_fit`` makes one stepwise-EM update per mini-batch
+    (:mod:`latentfit.em.online`; step sizes from ``learning_decay`` and ``learning_offset``).
 
     Subclasses set ``_param_names`` (the fitted tensors besides ``weights``, each with the
     component on the first axis) and implement the ``_c_*`` adapters below.
@@ -111,6 +119,8 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
         device=None,
         dtype="float64",
         chunk_rows=None,
+        learning_decay=0.6,
+        learning_offset=0.0,
     ):
         self.n_components = n_components
         self.tol = tol
@@ -124,6 +134,8 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.chunk_rows = chunk_rows
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     @classmethod
     def _get_param_names(cls):
@@ -211,10 +223,26 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, sample_weight=None):
         Xt = self._fit(X, y, sample_weight)
+        if is_source(Xt):  # one more pass over the stream
+            return torch.cat([self._log_joint(Xc).argmax(1) for Xc, _ in Xt]).cpu().numpy()
         return self._log_joint(Xt).argmax(1).cpu().numpy()
 
-    def _fit(self, X, y, sample_weight) -> torch.Tensor:
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One stepwise-EM update from the mini-batch ``X`` (or one per chunk of a source); see
+        :class:`~latentfit.em.online.OnlineEMMixin`. Labels are not taken: fit in memory for a
+        semi-supervised fit."""
+        if y is not None:
+            raise ValueError("partial_fit takes no component labels (y); use fit(X, y) for them")
+        return super().partial_fit(X, sample_weight=sample_weight)
+
+    def _fit(self, X, y, sample_weight):
         self._check_parameters()
+        if is_source(X):
+            if y is not None:
+                raise ValueError("labels (y) are not supported for streamed sources; fit in memory")
+            stream = self._stream(X, sample_weight)
+            self._store_result(self._run_em(stream.hooks, stream.data, stream.reduce))
+            return stream.data
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         k = self._n_components()
@@ -224,8 +252,52 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
         self.n_features_in_ = d
         self._c_prepare(X)
         rows = self.chunk_rows or default_chunk_rows(d, k)
-        self._store_result(self._run_em(_MixtureHooks(self), LabelledChunks(X, w, labels, rows)))
+        self._store_result(self._run_em(self._hooks(), LabelledChunks(X, w, labels, rows)))
         return X
+
+    def _hooks(self) -> _MixtureHooks:
+        return _MixtureHooks(self)
+
+    def _stream(self, source, sample_weight) -> EMStream:
+        """A source read chunk by chunk (see em/sources.py). Every block is checked against the
+        family's support; data-dependent settings (``_c_prepare``) are learnt from the in-memory
+        initialisation sample, after which blocks are checked against them too."""
+        k = self._n_components()
+        rows = self.chunk_rows or default_chunk_rows(source.n_features, k)
+        # A warm start keeps the settings of the previous fit.
+        prepared = [bool(self.warm_start and hasattr(self, "_params"))]
+
+        def check(X):
+            self._c_check(X, not prepared[0])
+
+        def init_data(sample):
+            self._c_prepare(sample.X)
+            prepared[0] = True
+            return LabelledChunks(sample.X, sample.weights, None, sample.chunk_rows)
+
+        return self._prepare_source(
+            source,
+            sample_weight,
+            self._hooks(),
+            chunk_rows=rows,
+            min_rows=k,
+            batch=_unlabelled,
+            init_data=init_data,
+            check=check,
+        )
+
+    # ------------------------------------------------------------ online EM adapters
+    def _online_batch(self, X, w):
+        return _unlabelled(X, w)
+
+    def _online_init_data(self, X, w):
+        self._c_prepare(X)
+        rows = self.chunk_rows or default_chunk_rows(X.shape[1], self._n_components())
+        return LabelledChunks(X, w, None, rows)
+
+    def _online_min_rows(self):
+        k = self._n_components()
+        return k, f"one per component ({k})"
 
     def _initial_resp(self, data: LabelledChunks, gen: torch.Generator) -> torch.Tensor:
         F = self._c_init_features(data.X)
@@ -263,6 +335,11 @@ class BaseMixture(MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
         computes it: BIC − 2 Σ_n log p(ẑ_n | x_n) with ẑ the MAP component (lower is better)."""
         lp = torch.log_softmax(self._log_joint(self._check(X)), 1)
         return self.bic(X) - 2 * float(lp.max(1).values.sum())
+
+
+def _unlabelled(X: torch.Tensor, w: torch.Tensor) -> tuple:
+    """The E-step batch of rows without labels."""
+    return X, w, None
 
 
 def fix_labelled(resp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -244,7 +244,9 @@ class MixtureModel(BaseMixture):
     reg_covar : added to normal/log-normal variances and to the mvn covariance diagonal.
     niw_shrinkage : for ``mvn`` components, κ₀ of mclust's Normal–Inverse-Wishart prior (MAP-EM;
         Fraley & Raftery 2007); None (default) is maximum likelihood.
-    The remaining parameters are GaussianMixture's (see BernoulliMixture).
+    The remaining parameters are GaussianMixture's (see BernoulliMixture), with
+    ``learning_decay``/``learning_offset`` for ``partial_fit``; ``fit`` also takes a source
+    (see :class:`~latentfit.em.mixture_base.BaseMixture`).
 
     Fitted: ``weights_`` (k,), ``components_`` (a list with one dict of numpy parameters per
     component, named as the torch distribution's arguments), ``families_`` (k names).
@@ -268,6 +270,8 @@ class MixtureModel(BaseMixture):
         device=None,
         dtype="float64",
         chunk_rows=None,
+        learning_decay=0.6,
+        learning_offset=0.0,
     ):
         self.family = family
         self.n_components = n_components
@@ -284,6 +288,8 @@ class MixtureModel(BaseMixture):
         self.device = device
         self.dtype = dtype
         self.chunk_rows = chunk_rows
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     def _families(self) -> list[str]:
         names = [self.family] if isinstance(self.family, str) else list(self.family)

@@ -89,6 +89,8 @@ _COMMON_DOC = """
     "random_from_data"), ``random_state``, ``warm_start``, ``verbose``, ``device``, ``dtype``,
     ``chunk_rows``; ``weight_concentration`` is the symmetric Dirichlet prior α on the weights
     (1 = none). ``fit(X, y)`` accepts component labels with -1 for unlabelled samples.
+    ``fit`` also takes a source of :mod:`latentfit.em.sources` (out-of-core, distributed);
+    ``partial_fit`` is stepwise EM with steps ρ_t = (t + ``learning_offset``)^(−``learning_decay``).
     Fitted: ``weights_`` (k,), the component parameters, ``converged_``, ``n_iter_``,
     ``lower_bound_`` (mean log-likelihood, plus log prior / n under a prior), ``lower_bounds_``.
 """
@@ -273,6 +275,12 @@ class CategoricalMixture(_DiscreteMixture):
                     f"{type(self).__name__}: row {i}, column {j} holds category "
                     f"{int(X[i, j])} but column {j} has {int(limit[j])} categories (0.."
                     f"{int(limit[j]) - 1})"
+                    + (
+                        "; the categories were counted on the data the model started from: "
+                        "pass n_categories when fitting a stream or with partial_fit"
+                        if self.n_categories is None
+                        else ""
+                    )
                 )
 
     def _limits(self, X, reset: bool) -> torch.Tensor | None:

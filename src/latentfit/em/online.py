@@ -15,9 +15,10 @@ much data as has been read; without a prior the scale cancels.
 
 Any EM model built on the driver's hooks gets ``partial_fit`` from :class:`OnlineEMMixin`. Two
 requirements on its hooks: the statistics hold the batch's total sample weight under
-``"weight"`` (or under the key named by a ``weight_key`` attribute of the hooks); and if they are taken relative to a point that depends on the parameters (as the
-Gaussian moments are, around the mixture mean), the hooks provide
-``recenter(stats, old_params, new_params)`` moving them to the new point.
+``"weight"`` (or under the key named by a ``weight_key`` attribute of the hooks, e.g. ``"Sw"``
+for the factor models); and if they are taken relative to a point that depends on the
+parameters (the Gaussian moments around the mixture mean, the factor models' moments around
+μ), the hooks provide ``recenter(stats, old_params, new_params)`` moving them to the new point.
 """
 
 from __future__ import annotations
@@ -135,10 +136,12 @@ class OnlineEMMixin:
 
     The estimator provides ``learning_decay`` and ``learning_offset`` (constructor arguments),
     ``_check_parameters()``, ``_validate_X(X, reset)``, ``_hooks()``, ``_device``, ``_dtype``,
-    ``random_state``, ``n_components`` (the rows the first batch needs at least),
-    ``_set_params_tensors(params)`` and the fitted ``_params``; its hooks follow the requirements in
-    the module docstring. A first call initialises from its batch as ``fit`` would; a call after
-    ``fit`` continues from the fitted parameters.
+    ``random_state``, ``_set_params_tensors(params)`` and the fitted ``_params``; its hooks
+    follow the requirements in the module docstring. A first call initialises from its batch as
+    ``fit`` would; a call after ``fit`` continues from the fitted parameters. Models whose batches
+    are not ``(X, w)`` pairs, or that learn settings from the data before initialising, override
+    ``_online_batch``/``_online_init_data``; ``_online_min_rows`` says how many rows the first
+    batch needs (default ``n_components``).
     """
 
     def partial_fit(self, X, y=None, sample_weight=None):
@@ -158,7 +161,8 @@ class OnlineEMMixin:
                     "use fit(DistributedSource(...)) (exact EM), or call partial_fit on each "
                     "process's mini-batches"
                 )
-            source = X.configured(device=self._device, dtype=self._dtype)
+            allow_nan = getattr(self, "missing", "error") == "marginalize"
+            source = X.configured(device=self._device, dtype=self._dtype, allow_nan=allow_nan)
             for Xc, wc in source:
                 self._online_update(Xc, wc, step, source.reduce)
             return self
@@ -171,17 +175,20 @@ class OnlineEMMixin:
             self._check_parameters()
         X = self._validate_X(X, reset=first)
         w = check_sample_weight(sample_weight, X.shape[0], dtype=X.dtype, device=X.device)
-        hooks = self._hooks()
         if first:
-            if X.shape[0] < self.n_components:
+            need, what = self._online_min_rows()
+            if X.shape[0] < need:
                 raise ValueError(
                     f"the first batch of partial_fit has {X.shape[0]} samples; it needs at least "
-                    f"n_components = {self.n_components} to initialise from"
+                    f"{what} to initialise from"
                 )
             self.n_features_in_ = X.shape[1]
             gen = make_generator(self.random_state, X.device)
-            params = hooks.initialize(self._online_init_data(X, w), gen)
-            self._set_params_tensors(params)
+            init = self._online_init_data(X, w)  # may learn data-dependent settings first
+            hooks = self._hooks()
+            self._set_params_tensors(hooks.initialize(init, gen))
+        else:
+            hooks = self._hooks()
         state = getattr(self, "_online_state", None)
         if state is None or state.params is not self._params:
             # First update, or the model was (re)fitted by fit(): start the averages afresh.
@@ -194,6 +201,10 @@ class OnlineEMMixin:
             self.lower_bound_ = float(state.stats["loglik"])
 
     # Overridable where a model's batches are not (X, w) pairs (e.g. with labels).
+    def _online_min_rows(self) -> tuple[int, str]:
+        """Rows the first batch needs, and how to say it in an error."""
+        return self.n_components, f"n_components = {self.n_components}"
+
     def _online_batch(self, X: torch.Tensor, w: torch.Tensor):
         """The batch the hooks' E-step takes for rows X (n, d) with weights w (n,)."""
         return (X, w)

@@ -95,6 +95,7 @@ class ChunkSource:
         self.progress = progress
         self.init_rows = init_rows
         self.allow_nan = False
+        self._check: Callable[[torch.Tensor], None] | None = None
         self._rank, self._world = 0, 1
 
     # -------------------------------------------------------------- to implement
@@ -125,6 +126,19 @@ class ChunkSource:
             out.dtype = resolve_dtype(dtype)
         if out.chunk_rows is None:
             out.chunk_rows = chunk_rows
+        return out
+
+    def with_check(self, check: Callable[[torch.Tensor], None]) -> ChunkSource:
+        """A copy that also passes every block to ``check(X)`` (a model's own rule, e.g. binary
+        values); a ValueError it raises is re-raised naming the block's first row. A wrapper
+        around another source (one with a ``source`` attribute) hands the check to it, so that
+        its own error handling (e.g. over processes) applies."""
+        out = copy.copy(self)
+        inner = vars(out).get("source")
+        if isinstance(inner, ChunkSource):
+            out.source = inner.with_check(check)
+        else:
+            out._check = check
         return out
 
     def shard(self, rank: int, world_size: int) -> ChunkSource:
@@ -181,6 +195,14 @@ class ChunkSource:
                     f"{self.name} contains {X[bad].item()} at row {offset + bad[0]}, column "
                     f"{bad[1]}: every value must be finite"
                 )
+            if self._check is not None:
+                try:
+                    self._check(X)
+                except ValueError as err:
+                    raise ValueError(
+                        f"{self.name}, in the block starting at row {offset} (rows counted "
+                        f"from there): {err}"
+                    ) from None
             if w is None:
                 w = torch.ones(X.shape[0], dtype=self.dtype, device=self.device)
             else:
@@ -551,11 +573,15 @@ def prepare_stream(
     allow_nan: bool = False,
     batch: Callable | None = None,
     init_data: Callable[[TensorChunks], object] | None = None,
+    check: Callable[[torch.Tensor], None] | None = None,
 ) -> EMStream:
-    """Configure ``source`` for a model (device, dtype, chunk size, NaN as missing) and wrap its
-    hooks (see :class:`StreamHooks` for ``batch``/``init_data``): the one call a model's ``fit``
-    makes to accept a source in place of an array."""
+    """Configure ``source`` for a model (device, dtype, chunk size, NaN as missing, the model's
+    own ``check`` of every block) and wrap its hooks (see :class:`StreamHooks` for
+    ``batch``/``init_data``): the one call a model's ``fit`` makes to accept a source in place
+    of an array."""
     data = source.configured(device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan)
+    if check is not None:
+        data = data.with_check(check)
     return EMStream(data, StreamHooks(hooks, min_rows, batch, init_data), data.reduce)
 
 
