@@ -235,7 +235,7 @@ def fused_posterior(
     shift = ll.amax(1, keepdim=True)  # (t, 1)
     finite = torch.isfinite(shift)
     safe = torch.where(finite, shift, 0.0)
-    if overwrite and not pad:
+    if overwrite and not pad and ll.is_contiguous():
         e = ll  # the caller's buffer, scaled in place
         e.sub_(safe)
     else:
