@@ -17,12 +17,14 @@ the arithmetic done on it.
   the last ``w`` steps of chunk ``j`` once the transfer matrix of those steps has rank one to
   1e-13 in Hilbert's projective metric (every start leads to the same message); likewise the
   backward message leaving chunk ``j`` depends only on the first ``w`` steps of chunk
-  ``j + 1``. The windows are checked; if any chunk has not forgotten its start within its
-  window, the exact whole-chunk transfer-matrix scan of :mod:`~latentfit.em.hmm.kernels` is
-  used instead.
-* The backward pass writes the smoothed marginals ``γ`` over the forward messages in place
-  and accumulates ``Σ ξ`` step by step as ``A ⊙ Σ (α̂_{t-1} / z_t)ᵀ (e_t ⊙ β̂_t)``
-  (Rabiner 1989, eq. 37), one ``(k, b) @ (b, k)`` product per step, with no (t, k) buffers.
+  ``j + 1``. The windows are checked, and widened fourfold for the chunks that have not yet
+  forgotten their start; if some chunk never does within the whole chunk, the exact
+  whole-chunk transfer-matrix scan of :mod:`~latentfit.em.hmm.kernels` is used instead.
+* The forward pass divides the emissions by its normalisers in place, and the backward pass
+  then runs with Rabiner's scaling (1989, §V.A), writing the smoothed marginals ``γ`` over the
+  forward messages and accumulating ``Σ ξ`` (eq. 37) by one ``(k, b) @ (b, k)`` product per
+  step, with no further (t, k) buffers; if a scaled backward message overflows (a state the
+  forward filter rules out completely), the backward pass is redone normalising every step.
 """
 
 from __future__ import annotations
