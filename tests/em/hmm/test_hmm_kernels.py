@@ -182,6 +182,8 @@ def test_posterior_invariants(lengths, k, chunk, seed):
     assert float(p.transition_counts.sum()) == pytest.approx(sum(lengths) - len(lengths), rel=1e-10)
     assert float(p.start_counts.sum()) == pytest.approx(len(lengths), rel=1e-12)
     np.testing.assert_allclose(p.sequence_log_likelihoods, ref.sequence_log_likelihoods, rtol=1e-10)
+    np.testing.assert_allclose(p.posteriors, ref.posteriors, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(p.transition_counts, ref.transition_counts, rtol=1e-9, atol=1e-12)
     v = K.parallel_viterbi(ll, pi, A, lengths, chunk=chunk)
     np.testing.assert_array_equal(v.path, K.viterbi(ll, pi, A, lengths).path)
 
