@@ -264,11 +264,12 @@ class FittedModel:
         return {}
 
     def _get_state(self):
+        # A model fitted only by partial_fit has no run record of batch EM.
         extra = {
-            "converged_": bool(self.converged_),
-            "n_iter_": int(self.n_iter_),
-            "lower_bound_": float(self.lower_bound_),
-            "lower_bounds_": [float(v) for v in self.lower_bounds_],
+            "converged_": bool(getattr(self, "converged_", False)),
+            "n_iter_": int(getattr(self, "n_iter_", 0)),
+            "lower_bound_": float(getattr(self, "lower_bound_", math.nan)),
+            "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
             "n_features_in_": int(self.n_features_in_),
             **self._extra_state(),
         }
