@@ -196,3 +196,47 @@ def test_recentred_factor_statistics_equal_direct_moments():
     np.testing.assert_allclose(moved["Sxz"].numpy(), Sxz, rtol=1e-10)
     for key in ("Sw", "Sz", "Szz", "loglik"):
         assert torch.equal(moved[key], stats[key])
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tmp_path):
+    """Two gloo processes on 127.0.0.1, each reading half of the file, all-reduce their
+    statistics: both end with the single-process fit up to the rounding of a differently
+    ordered sum (1e-9 relative in float64, as for the Gaussian mixture)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    counts = DATA["poisson"]
+    rng = np.random.default_rng(8)
+    gauss = rng.normal(size=(301, 2)) @ rng.normal(size=(2, 4)) + rng.normal(size=(301, 4))
+    np.save(tmp_path / "counts.npy", counts)
+    np.save(tmp_path / "gauss.npy", gauss)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = Path(__file__).with_name("dist_models_worker.py")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(port),
+        str(worker), str(tmp_path), str(tmp_path / "counts.npy"), str(tmp_path / "gauss.npy"),
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
+    pm = PoissonMixture(2, random_state=0, tol=1e-10, max_iter=20, chunk_rows=64).fit(counts)
+    fa = FactorAnalysis(2, tol=1e-12, max_iter=20, chunk_rows=64).fit(gauss)
+    expected = {
+        "rates": pm.rates_,
+        "weights": pm.weights_,
+        "pm_bounds": pm.lower_bounds_,
+        "components": fa.components_,
+        "noise": fa.noise_variance_,
+        "fa_bounds": fa.lower_bounds_,
+    }
+    for key, value in expected.items():
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # the same on every process
+        np.testing.assert_allclose(ranks[0][key], value, rtol=1e-9, atol=1e-12, err_msg=key)
