@@ -227,20 +227,19 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         """
         self._check_parameters()
         if is_source(X):
-            self.n_features_in_ = X.n_features
             self._n_factors(X.n_features)
+            self.n_features_in_ = X.n_features
 
-            def init_data(sample):
+            def init_data(sample):  # the noise floor comes from the rows the fit starts from
                 self._min_noise = _noise_floor(sample.X, sample.weights)
                 return sample
 
+            hooks = self._hooks()
             stream = self._prepare_source(
-                X, sample_weight, self._hooks(), chunk_rows=self.chunk_rows, min_rows=2,
-                init_data=init_data,
-            )  # fmt: skip
-            self._store_result(
-                self._run_em(stream.hooks, stream.data, stream.reduce), restarts=False
+                X, sample_weight, hooks, chunk_rows=self.chunk_rows, min_rows=2, init_data=init_data
             )
+            result = self._run_em(stream.hooks, stream.data, stream.reduce)
+            self._store_result(result, restarts=False)
             return self
         X = self._validate_X(X, reset=True)
         n, d = X.shape
