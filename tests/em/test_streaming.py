@@ -273,7 +273,7 @@ class _LabelledMeanHooks:
 
 def test_prepare_stream_adapts_batches_for_other_hooks(data):
     from latentfit.em.driver import run_em
-    from latentfit.em.sources import prepare_stream
+    from latentfit.em.stream import prepare_stream
 
     X, w = data
     stream = prepare_stream(

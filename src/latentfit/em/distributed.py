@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 
 from latentfit.em.data import TensorChunks
-from latentfit.em.sources import ChunkSource, open_source, stream_loglik
+from latentfit.em.sources import ChunkSource, open_source
+from latentfit.em.stream import stream_loglik
 
 __all__ = [
     "DistributedFit",

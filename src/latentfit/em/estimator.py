@@ -28,7 +28,7 @@ from latentfit._validation import (
 )
 from latentfit.em.driver import EMResult, run_em
 from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
-from latentfit.em.sources import EMStream, prepare_stream
+from latentfit.em.stream import EMStream, prepare_stream
 from latentfit.io import save as _save
 
 __all__ = [
@@ -207,7 +207,7 @@ class FittedModel:
         """A source of :mod:`latentfit.em.sources` set up for this estimator (device, dtype,
         chunk size, NaN kept when ``missing="marginalize"``) with ``hooks`` wrapped to initialise
         from its in-memory sample: what ``fit(source)`` hands to :meth:`_run_em`. ``batch``,
-        ``init_data`` and ``check`` are :func:`~latentfit.em.sources.prepare_stream`'s."""
+        ``init_data`` and ``check`` are :func:`~latentfit.em.stream.prepare_stream`'s."""
         if sample_weight is not None:
             raise ValueError("a source carries its own sample weights; pass sample_weight=None")
         stream = prepare_stream(

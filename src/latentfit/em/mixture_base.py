@@ -37,7 +37,8 @@ from latentfit.em.estimator import (
 )
 from latentfit.em.online import OnlineEMMixin
 from latentfit.em.priors import DirichletPrior
-from latentfit.em.sources import EMStream, is_source
+from latentfit.em.sources import is_source
+from latentfit.em.stream import EMStream
 
 __all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
 

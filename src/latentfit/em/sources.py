@@ -25,7 +25,6 @@ import copy
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,16 +35,12 @@ from latentfit.em.data import TensorChunks
 __all__ = [
     "ArraySource",
     "ChunkSource",
-    "EMStream",
     "IterableSource",
     "NpySource",
     "ParquetSource",
-    "StreamHooks",
     "is_source",
     "open_source",
-    "prepare_stream",
     "shard_range",
-    "stream_loglik",
 ]
 
 Block = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]
@@ -513,93 +508,3 @@ def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSo
     source = ArraySource(load_array(path, columns=columns, allow_nan=True), **options)
     source.name = path.name
     return source
-
-
-class StreamHooks:
-    """A model's EM hooks fitted on a source: initialise from the source's in-memory sample
-    (:meth:`ChunkSource.init_chunks`), then let the source synchronise the parameters over
-    processes. The E-step, M-step and bound are the model's own.
-
-    Models whose hooks take other batches than ``(X, w)`` pass adapters: ``batch(X, w)`` builds
-    the E-step's batch (e.g. ``(X, w, None)`` with no labels) and ``init_data(chunks)`` turns the
-    in-memory :class:`~latentfit.em.data.TensorChunks` sample into what ``initialize`` takes.
-    """
-
-    def __init__(
-        self,
-        hooks,
-        min_rows: int = 1,
-        batch: Callable | None = None,
-        init_data: Callable[[TensorChunks], object] | None = None,
-    ):
-        self.hooks = hooks
-        self.min_rows = min_rows
-        self.batch = batch
-        self.init_data = init_data
-
-    def initialize(self, data: ChunkSource, generator: torch.Generator):
-        sample = data.init_chunks(generator)
-        if sample.X.shape[0] < self.min_rows:
-            raise ValueError(
-                f"{data.name} yielded {sample.X.shape[0]} row(s) to initialise from; at least "
-                f"{self.min_rows} are needed (one per component)"
-            )
-        init = sample if self.init_data is None else self.init_data(sample)
-        return data.sync_params(self.hooks.initialize(init, generator))
-
-    def estep(self, params, batch):
-        return self.hooks.estep(params, batch if self.batch is None else self.batch(*batch))
-
-    def __getattr__(self, name):  # mstep, lower_bound, recenter...
-        return getattr(self.hooks, name)
-
-
-class EMStream(NamedTuple):
-    """What a model passes to :func:`~latentfit.em.driver.run_em` to fit a source."""
-
-    data: ChunkSource
-    hooks: StreamHooks
-    reduce: Callable[[dict], dict]
-
-
-def prepare_stream(
-    source: ChunkSource,
-    hooks,
-    *,
-    device,
-    dtype,
-    chunk_rows: int | None,
-    min_rows: int = 1,
-    allow_nan: bool = False,
-    batch: Callable | None = None,
-    init_data: Callable[[TensorChunks], object] | None = None,
-    check: Callable[[torch.Tensor], None] | None = None,
-) -> EMStream:
-    """Configure ``source`` for a model (device, dtype, chunk size, NaN as missing, the model's
-    own ``check`` of every block) and wrap its hooks (see :class:`StreamHooks` for
-    ``batch``/``init_data``): the one call a model's ``fit`` makes to accept a source in place
-    of an array."""
-    data = source.configured(device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan)
-    if check is not None:
-        data = data.with_check(check)
-    return EMStream(data, StreamHooks(hooks, min_rows, batch, init_data), data.reduce)
-
-
-def stream_loglik(model, source: ChunkSource, allow_nan: bool = False) -> tuple[float, float, int]:
-    """Σ w log p(x), Σ w and the row count of a fitted model over a source, one chunk at a time
-    (over every process for a distributed source): what BIC, AIC and ``score`` need."""
-    data = source.configured(device=model._device, dtype=model._dtype, allow_nan=allow_nan)
-    dev = data.device
-    total = {
-        "loglik": torch.zeros((), dtype=torch.float64, device=dev),
-        "weight": torch.zeros((), dtype=torch.float64, device=dev),
-        "rows": torch.zeros((), dtype=torch.float64, device=dev),
-    }
-    for X, w in data:
-        if X.shape[0]:
-            ll = torch.as_tensor(model.score_samples(X), dtype=torch.float64, device=dev)
-            total["loglik"] += (w.double() * ll).sum()
-        total["weight"] += w.double().sum()
-        total["rows"] += X.shape[0]
-    total = data.reduce(total)
-    return float(total["loglik"]), float(total["weight"]), int(total["rows"])
