@@ -113,5 +113,6 @@ def main():
         )
         print(f"{'':10s} log-likelihood per sample: sklearn {ll_sk:.12f}, latentfit {ll_lf:.12f}")
 
+
 if __name__ == "__main__":
     main()
