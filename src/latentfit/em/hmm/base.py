@@ -28,6 +28,7 @@ from latentfit._validation import make_generator, resolve_device, resolve_dtype
 from latentfit.em.driver import run_em
 from latentfit.em.hmm import kernels
 from latentfit.em.hmm.emissions import dirichlet_map
+from latentfit.em.sources import is_source
 
 __all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
 
@@ -197,19 +198,32 @@ class BaseHMM(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     @_one_thread
-    def fit(self, X, lengths=None):
+    def fit(self, X, lengths=None, *, max_rows_in_memory=None):
         """Estimate the parameters by Baum-Welch EM (``n_init`` restarts, the best kept).
 
         ``lengths`` (n_sequences,) gives the rows of every sequence in ``X``; the sequences
-        are processed together, not one by one."""
+        are processed together, not one by one.
+
+        ``X`` may also be a data source of :mod:`latentfit.em.sources` (a memory-mapped
+        ``.npy``, Parquet, an iterator of arrays), read chunk by chunk and cut into whole
+        sequences by ``lengths`` (see :mod:`latentfit.em.hmm.stream`), or a
+        :class:`~latentfit.em.distributed.DistributedSource`, sharded by whole sequences.
+        One sequence must fit in memory: ``max_rows_in_memory`` refuses longer ones up
+        front."""
         self._check_settings()
+        if is_source(X):
+            return self._fit_source(X, lengths, max_rows_in_memory)
         X = self._validate_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
         gen = make_generator(self.random_state, self._device)
-        hooks = _HMMHooks(self, X)
-        result = run_em(
+        self._store_fit(self._run_em(_HMMHooks(self, X), _batches(X, lengths), gen))
+        return self
+
+    def _run_em(self, hooks, data, gen, reduce=None):
+        return run_em(
             hooks,
-            _batches(X, lengths),
+            data,
+            reduce=reduce,
             n_init=self.n_init,
             max_iter=self.n_iter,
             tol=self.tol,
@@ -218,6 +232,26 @@ class BaseHMM(BaseEstimator):
             verbose=int(self.verbose),
             name=type(self).__name__,
         )
+
+    def _fit_source(self, source, lengths, max_rows_in_memory):
+        """Baum-Welch over a data source, one group of whole sequences at a time."""
+        from latentfit.em.hmm.stream import prepare_sequences
+
+        data = prepare_sequences(self, source, lengths, max_rows_in_memory)
+        gen = make_generator(self.random_state, self._device)
+        self._store_fit(self._run_em(_HMMHooks(self, None), data, gen, data.reduce))
+        return self
+
+    @property
+    def _stream_check(self):
+        """Per-chunk check of streamed data (None: the source's finiteness check is enough;
+        False: this model cannot be fitted on a source)."""
+        return None
+
+    def _allow_nan(self) -> bool:
+        return False
+
+    def _store_fit(self, result):
         self._set_attributes(result.params)
         self.lower_bounds_ = list(result.lower_bounds)
         self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
@@ -226,7 +260,6 @@ class BaseHMM(BaseEstimator):
         self.n_iter_ = result.n_iter
         self.best_init_ = result.best_init
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
-        return self
 
     # ------------------------------------------------------------------ inference
     def _prepare(self, X, lengths):
@@ -371,7 +404,12 @@ class _HMMHooks:
         self.model, self.X = model, X
 
     def initialize(self, data, generator):
-        return self.model._initial_params(self.X, generator)
+        if self.X is not None:
+            return self.model._initial_params(self.X, generator)
+        # A source: its in-memory sample (all rows, in order, when small: then the start is
+        # the in-memory fit's), the same parameters on every process.
+        sample = data.init_chunks(generator)
+        return data.sync_params(self.model._initial_params(sample.X, generator))
 
     def estep(self, params, batch):
         X, lengths = batch

@@ -82,6 +82,9 @@ class CategoricalHMM(BaseHMM):
             return int(np.asarray(self.emissionprob_).shape[1])
         return None
 
+    # The symbol count is read from the whole data and symbols are integers: fitted in memory.
+    _stream_check = False
+
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
         arr = np.asarray(X)
         if arr.ndim == 2 and arr.shape[1] == 1:
@@ -215,6 +218,11 @@ class PoissonHMM(BaseHMM):
         self.n_init = n_init
         self.device = device
         self.dtype = dtype
+
+    @property
+    def _stream_check(self):
+        """Streamed chunks: non-negative whole counts, as in memory."""
+        return lambda X: self._validate_X(X, fitting=False)
 
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
         X = as_float_tensor(X, dtype=self._dtype, device=self._device)

@@ -1,0 +1,223 @@
+"""Baum-Welch over a data source: out-of-core and distributed HMM fitting.
+
+The Baum-Welch statistics (start counts, transition counts, posterior-weighted emission
+moments, log-likelihood) are sums over sequences (Rabiner 1989, eqs. 40a-c and 109-110), so
+a pass over the data may visit groups of *whole* sequences one at a time and the fit is the
+in-memory fit up to the rounding of a differently ordered sum. A source (see
+:mod:`latentfit.em.sources`) is read chunk by chunk; the rows are cut at the sequence
+boundaries given by ``lengths`` (a sequence that spans chunks is buffered until it is
+complete), and groups of whole sequences of about ``chunk_rows`` rows go to the E-step. One
+sequence must therefore fit in memory.
+
+Distributed fitting shards by whole sequences: process ``r`` of ``w`` takes the contiguous
+block of sequences :func:`~latentfit.em.sources.shard_range` ``(n_sequences, r, w)``, and the
+statistics are all-reduced by :class:`~latentfit.em.distributed.DistributedSource`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from latentfit.em.distributed import DistributedSource
+from latentfit.em.sources import ChunkSource, shard_range
+
+__all__ = ["SequenceBatches", "SequenceSource", "prepare_sequences", "sequence_windows"]
+
+DEFAULT_CHUNK_ROWS = 1 << 16  # rows per E-step batch when neither the source nor fit sets it
+
+
+def sequence_windows(lengths: list[int], rank: int, world_size: int) -> tuple[int, int, int, int]:
+    """Process ``rank``'s contiguous block of sequences ``[s0, s1)`` and its rows ``[r0, r1)``:
+    returns ``(s0, s1, r0, r1)``."""
+    s0, s1 = shard_range(len(lengths), rank, world_size)
+    ends = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    return s0, s1, int(ends[s0]), int(ends[s1])
+
+
+class SequenceSource(ChunkSource):
+    """The rows of ``source`` with the sequence ``lengths`` that cut them; sharding
+    (:meth:`shard`) is by whole sequences instead of rows.
+
+    Iteration yields the (checked) rows of this process's block of sequences; ``lengths``
+    holds that block's sequence lengths. ``source`` is read whole (unsharded) and the rows
+    outside the block are skipped.
+    """
+
+    def __init__(self, source: ChunkSource, lengths: list[int]):
+        super().__init__(
+            chunk_rows=source.chunk_rows,
+            device=source.device,
+            dtype=source.dtype,
+            progress=source.progress,
+            init_rows=source.init_rows,
+        )
+        self.name = source.name
+        self._inner = source
+        self.all_lengths = list(lengths)
+        self.lengths = list(lengths)
+        self._rows = (0, int(sum(lengths)))
+        n = source.n_samples
+        if n is not None and n != self._rows[1]:
+            raise ValueError(
+                f"lengths sum to {self._rows[1]} but {source.name} has {n} rows: lengths must "
+                "give the number of rows of every sequence in the data, in order"
+            )
+
+    @property
+    def n_features(self) -> int:
+        return self._inner.n_features
+
+    @property
+    def n_samples(self) -> int:
+        return self._rows[1] - self._rows[0]
+
+    def shard(self, rank: int, world_size: int) -> SequenceSource:
+        s0, s1, r0, r1 = sequence_windows(self.all_lengths, rank, world_size)
+        out = copy.copy(self)
+        out.lengths = self.all_lengths[s0:s1]
+        out._rows = (r0, r1)
+        return out
+
+    def _row_offset(self) -> int:
+        return self._rows[0]
+
+    def _blocks(self):
+        lo, hi = self._rows
+        inner = self._inner
+        if inner.chunk_rows is None and self.chunk_rows is not None:
+            inner = copy.copy(inner)
+            inner.chunk_rows = self.chunk_rows
+        total = int(sum(self.all_lengths))
+        pos = 0
+        for X, w in inner._blocks():
+            X = X if torch.is_tensor(X) else np.asarray(X)
+            if X.ndim == 1:  # one row of d values, or d == 1 values in a column
+                X = X.reshape(1, -1) if self.n_features > 1 else X.reshape(-1, 1)
+            m = X.shape[0]
+            a, b = max(lo, pos), min(hi, pos + m)
+            if a < b:
+                yield X[a - pos : b - pos], None if w is None else w[a - pos : b - pos]
+            pos += m
+            if pos >= hi and hi < total:  # the last block of sequences reads on, to check
+                break
+        if pos != total and (pos < hi or hi == total):
+            raise ValueError(
+                f"{self.name} has {pos} rows but lengths sum to {total}: lengths must give "
+                "the number of rows of every sequence in the data, in order"
+            )
+
+
+def unsharded(source: ChunkSource) -> ChunkSource:
+    """A copy of a source that a :class:`~latentfit.em.distributed.DistributedSource` sharded
+    by rows, reading all rows again (HMMs re-shard it by sequences)."""
+    out = copy.copy(source)
+    out._rank, out._world = 0, 1
+    return out
+
+
+class SequenceBatches:
+    """The driver's data: a re-iterable of ``(X (t, d), lengths)`` groups of whole sequences
+    read from ``data`` (a configured :class:`SequenceSource`, possibly inside a
+    ``DistributedSource``), each of at least ``batch_rows`` rows unless it holds the last
+    sequence. Delegates ``init_chunks``/``sync_params``/``reduce`` to ``data``."""
+
+    def __init__(self, data: ChunkSource, lengths: list[int], batch_rows: int):
+        self.data, self.lengths, self.batch_rows = data, list(lengths), batch_rows
+        self._ends = np.cumsum(self.lengths, dtype=np.int64)
+
+    def __getattr__(self, name):  # init_chunks, sync_params, reduce, name...
+        return getattr(self.__dict__["data"], name)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[int]]]:
+        ends, n_seq = self._ends, len(self.lengths)
+        total = int(ends[-1]) if n_seq else 0
+        pending: list[torch.Tensor] = []
+        done_rows, seen, first = 0, 0, 0  # rows handed out, rows read, next sequence
+        for X, w in self.data:
+            if X.shape[0] == 0:
+                continue
+            if bool((w != 1).any()):
+                raise ValueError(
+                    f"{self.data.name} carries sample weights; hidden Markov models take none "
+                    "(weight whole sequences by repeating them instead)"
+                )
+            pending.append(X)
+            seen += X.shape[0]
+            if seen > total:
+                raise ValueError(
+                    f"{self.data.name} has more rows than the {total} that lengths account "
+                    "for: lengths must give the number of rows of every sequence, in order"
+                )
+            complete = int(np.searchsorted(ends, seen, side="right"))  # sequences fully read
+            if complete == first:
+                continue
+            rows = int(ends[complete - 1]) - done_rows
+            if rows < self.batch_rows and complete < n_seq:
+                continue
+            buf = torch.cat(pending) if len(pending) > 1 else pending[0]
+            yield buf[:rows], self.lengths[first:complete]
+            pending = [buf[rows:]] if buf.shape[0] > rows else []
+            done_rows += rows
+            first = complete
+        if first < n_seq:
+            raise ValueError(
+                f"{self.data.name} ended after {seen} rows but lengths sum to {total}: lengths "
+                "must give the number of rows of every sequence in the data, in order"
+            )
+
+
+def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=None):
+    """The driver's data for ``model.fit(source, lengths)``: ``source`` configured for the
+    model (device, dtype, NaN as missing, its per-chunk check), cut into groups of whole
+    sequences, re-sharded by whole sequences when it is a ``DistributedSource``."""
+    from latentfit.em.hmm.base import check_lengths
+
+    name = type(model).__name__
+    if model._stream_check is False:
+        raise ValueError(f"{name} is fitted in memory only; pass the array of symbols")
+    distributed = isinstance(source, DistributedSource)
+    if lengths is None:
+        n = source.n_samples_total if distributed else source.n_samples
+        if n is None:
+            raise ValueError(
+                f"fitting {name} on a source needs lengths (the rows of every sequence): "
+                "the source does not know its row count before a pass"
+            )
+        lengths = [n]
+    lengths = check_lengths(lengths, int(np.sum(lengths)))
+    longest = int(np.argmax(lengths))
+    if max_rows_in_memory is not None and lengths[longest] > max_rows_in_memory:
+        raise ValueError(
+            f"sequence {longest} has {lengths[longest]} rows, more than max_rows_in_memory="
+            f"{max_rows_in_memory}: one whole sequence is held in memory at a time. Split it "
+            "into shorter sequences or raise max_rows_in_memory"
+        )
+    if sum(lengths) < model.n_components:
+        raise ValueError(
+            f"the data has {sum(lengths)} rows, fewer than n_components={model.n_components}"
+        )
+    if distributed:  # re-shard by whole sequences
+        if len(lengths) < source.world_size:
+            raise ValueError(
+                f"{len(lengths)} sequence(s) cannot be shared by {source.world_size} processes: "
+                "the data is sharded by whole sequences, at least one per process"
+            )
+        inner = SequenceSource(unsharded(source.source), lengths)
+        source = DistributedSource(inner, group=source.group)
+    else:
+        source = SequenceSource(source, lengths)
+    data = source.configured(
+        device=model._device,
+        dtype=model._dtype,
+        chunk_rows=DEFAULT_CHUNK_ROWS,
+        allow_nan=model._allow_nan(),
+    )
+    if model._stream_check is not None:
+        data = data.with_check(model._stream_check)
+    model.n_features = data.n_features
+    seq = data.source if distributed else data
+    return SequenceBatches(data, seq.lengths, data.chunk_rows)

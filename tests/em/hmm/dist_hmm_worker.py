@@ -1,0 +1,43 @@
+"""One process of the distributed HMM test (tests/em/hmm/test_hmm_streaming.py), run by
+torchrun.
+
+Usage: dist_hmm_worker.py OUT_DIR DATA.npy LENGTHS.npy
+Writes OUT_DIR/rank{r}.npz with what this process fitted and the sequences it read.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from latentfit import GaussianHMM
+from latentfit.em.distributed import DistributedSource, init_distributed
+from latentfit.em.sources import NpySource
+
+
+def main(out: Path, data: str, lengths_path: str) -> None:
+    rank, _ = init_distributed()
+    torch.set_num_threads(1)
+    lengths = np.load(lengths_path).tolist()
+    res = {}
+    for ct in ("diag", "full"):
+        src = DistributedSource(NpySource(data, chunk_rows=13))
+        model = GaussianHMM(3, covariance_type=ct, random_state=0, n_iter=25, tol=1e-12)
+        model.fit(src, lengths)
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            res[f"{ct}_{name}"] = getattr(model, name)
+        res[f"{ct}_bounds"] = np.array(model.lower_bounds_)
+    # Fewer sequences than processes: every process refuses, none waits on the others.
+    try:
+        GaussianHMM(3).fit(DistributedSource(NpySource(data)), [int(sum(lengths))])
+        res["error"] = np.array("")
+    except ValueError as err:
+        res["error"] = np.array(str(err))
+    np.savez(out / f"rank{rank}.npz", **res)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), *sys.argv[2:4])
