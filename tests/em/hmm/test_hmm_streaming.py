@@ -175,3 +175,13 @@ def test_two_processes_equal_one_process(tmp_path):
             np.testing.assert_allclose(a, getattr(one, name), rtol=1e-9, atol=1e-12)
     for r in ranks:
         assert "1 sequence(s) cannot be shared by 2 processes" in str(r["error"])
+
+
+def test_missing_values_stream_like_in_memory():
+    X = _data(4)
+    X[[3, 50, 51, 200], [0, 1, 0, 1]] = np.nan
+    ref = _model("full", missing="marginalize").fit(X, LENGTHS)
+    got = _model("full", missing="marginalize").fit(ArraySource(X, chunk_rows=19), LENGTHS)
+    _assert_same(ref, got)
+    with pytest.raises(ValueError, match="row 3, column 0"):
+        _model("full").fit(ArraySource(X, chunk_rows=19), LENGTHS)
