@@ -17,7 +17,7 @@ import pytest
 
 from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from latentfit.em.hmm.stream import SequenceSource, sequence_windows
-from latentfit.em.sources import ArraySource, IterableSource, NpySource
+from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
 
 LENGTHS = [37, 120, 5, 1, 80, 57]  # 300 rows; one sequence of a single step
 WORKER = Path(__file__).with_name("dist_hmm_worker.py")
@@ -58,6 +58,15 @@ def test_npy_and_iterable_sources_equal_in_memory(tmp_path, ct, device):
     # An iterator whose blocks (23 rows) do not line up with the sequences either.
     it = _model(ct, device=device).fit(IterableSource(_chunks(X, 23), chunk_rows=29), LENGTHS)
     _assert_same(ref, it)
+
+
+def test_parquet_source_equals_in_memory(tmp_path):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    X = _data(5)
+    table = pa.table({"a": X[:, 0], "b": X[:, 1]})
+    pq.write_table(table, tmp_path / "x.parquet", row_group_size=41)  # groups cut sequences
+    ref = _model("diag").fit(X, LENGTHS)
+    _assert_same(ref, _model("diag").fit(ParquetSource(tmp_path / "x.parquet"), LENGTHS))
 
 
 def test_streamed_fit_starts_from_a_sample_of_large_data(tmp_path):
