@@ -282,60 +282,6 @@ def _uniform(m: int, generator: torch.Generator, device) -> torch.Tensor:
     )
 
 
-class NpySource(ChunkSource):
-    """A ``.npy`` file of shape (n, d), memory-mapped and read ``chunk_rows`` rows at a time.
-
-    ``sample_weight``: None, an array of shape (n,), or the path of a ``.npy`` file holding it
-    (memory-mapped too).
-    """
-
-    def __init__(self, path, *, sample_weight=None, **options):
-        super().__init__(**options)
-        self.path = Path(path)
-        self.name = self.path.name
-        if not self.path.exists():
-            raise FileNotFoundError(f"no data file at {self.path}")
-        try:
-            self._X = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"{self.path} is not a readable .npy array: {err}") from None
-        if self._X.ndim == 1:
-            self._X = self._X.reshape(-1, 1)
-        if self._X.ndim != 2 or self._X.shape[0] == 0 or self._X.shape[1] == 0:
-            raise ValueError(f"{self.path} must hold a non-empty 2-D array, got {self._X.shape}")
-        if self._X.dtype.kind not in "biuf":
-            raise ValueError(f"{self.path} holds {self._X.dtype} values, which are not numeric")
-        self._w = None
-        if sample_weight is not None:
-            if isinstance(sample_weight, str | Path):
-                sample_weight = np.load(sample_weight, mmap_mode="r", allow_pickle=False)
-            self._w = np.asarray(sample_weight)
-            if self._w.shape != (self._X.shape[0],):
-                raise ValueError(
-                    f"sample_weight must have shape ({self._X.shape[0]},) to match {self.name}, "
-                    f"got {self._w.shape}"
-                )
-
-    @property
-    def n_features(self) -> int:
-        return int(self._X.shape[1])
-
-    @property
-    def n_samples(self) -> int:
-        start, stop = shard_range(self._X.shape[0], self._rank, self._world)
-        return stop - start
-
-    def _row_offset(self) -> int:
-        return shard_range(self._X.shape[0], self._rank, self._world)[0]
-
-    def _blocks(self) -> Iterator[Block]:
-        start, stop = shard_range(self._X.shape[0], self._rank, self._world)
-        rows = self.chunk_rows or 65536
-        for i in range(start, stop, rows):
-            j = min(stop, i + rows)
-            yield self._X[i:j], None if self._w is None else self._w[i:j]
-
-
 class ParquetSource(ChunkSource):
     """A Parquet file read one row group at a time (pyarrow); ``columns`` selects features,
     ``weight_column`` names a column of sample weights (excluded from the features)."""
@@ -489,6 +435,39 @@ class ArraySource(ChunkSource):
         for i in range(start, stop, rows):
             j = min(stop, i + rows)
             yield self._X[i:j], None if self._w is None else self._w[i:j]
+
+
+class NpySource(ArraySource):
+    """A ``.npy`` file of shape (n, d), memory-mapped and read ``chunk_rows`` rows at a time.
+
+    ``sample_weight``: None, an array of shape (n,), or the path of a ``.npy`` file holding it
+    (memory-mapped too). The page cache does the buffering: only the chunk being read is copied.
+    """
+
+    def __init__(self, path, *, sample_weight=None, **options):
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no data file at {path}")
+        try:
+            X = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a readable .npy array: {err}") from None
+        if X.ndim == 1:
+            X = X.reshape(-1, 1)
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{path} must hold a non-empty 2-D array, got {X.shape}")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"{path} holds {X.dtype} values, which are not numeric")
+        if isinstance(sample_weight, str | Path):
+            sample_weight = np.load(sample_weight, mmap_mode="r", allow_pickle=False)
+        if sample_weight is not None and np.shape(sample_weight) != (X.shape[0],):
+            raise ValueError(
+                f"sample_weight must have shape ({X.shape[0]},) to match {path.name}, "
+                f"got {np.shape(sample_weight)}"
+            )
+        super().__init__(X, sample_weight=sample_weight, **options)
+        self.path = path
+        self.name = path.name
 
 
 def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSource:
