@@ -107,6 +107,69 @@ def test_poisson_hmm_streams_and_checks_counts(tmp_path):
         PoissonHMM(2, random_state=0).fit(IterableSource(_chunks(bad, 33)), lengths)
 
 
+def _symbols(seed=3):
+    """Symbols 0..3 in three regimes of rows (symbol 4 never occurs), as floats (n, 1)."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.integers(0, 2, 100),
+        rng.integers(2, 4, 120),
+        rng.choice(4, 80, p=[0.7, 0.1, 0.1, 0.1]),
+    ]
+    return np.concatenate(parts).astype(float).reshape(-1, 1)
+
+
+def _categorical(n_features=5, **kw):
+    return CategoricalHMM(3, n_features=n_features, random_state=0, n_iter=25, tol=1e-12, **kw)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=1e-12
+def test_categorical_hmm_streams_with_n_features(tmp_path, device):
+    X = _symbols()
+    np.save(tmp_path / "x.npy", X)
+    # n_features=5 is more than the data shows (symbols 0..3): the streamed fit cannot read the
+    # symbol count from the data, and must use the one given, as the in-memory fit does.
+    ref = _categorical(device=device).fit(X.astype(np.int64), LENGTHS)
+    assert ref.emissionprob_.shape == (3, 5)
+    got_npy = _categorical(device=device).fit(NpySource(tmp_path / "x.npy", chunk_rows=17), LENGTHS)
+    got_it = _categorical(device=device).fit(IterableSource(_chunks(X, 23), chunk_rows=29), LENGTHS)
+    for got in (got_npy, got_it):
+        assert len(got.lower_bounds_) == len(ref.lower_bounds_) == 25
+        np.testing.assert_allclose(got.lower_bounds_, ref.lower_bounds_, rtol=1e-10)
+        for name in ("emissionprob_", "transmat_", "startprob_"):
+            np.testing.assert_allclose(
+                getattr(got, name), getattr(ref, name), rtol=1e-9, atol=1e-12
+            )
+        assert got.n_features_ == 5 and got.n_features == 5  # n_features stays the symbol count
+    # A model fitted before on fewer symbols (n_features_ = 3) takes the n_features given now.
+    again = CategoricalHMM(3, random_state=0, n_iter=25, tol=1e-12).fit([[0], [2], [1]])
+    again.set_params(n_features=5, device=device).fit(NpySource(tmp_path / "x.npy"), LENGTHS)
+    np.testing.assert_allclose(again.emissionprob_, ref.emissionprob_, rtol=1e-9, atol=1e-12)
+
+
+def test_categorical_hmm_stream_errors(tmp_path):
+    X = _symbols()
+    bad = X.copy()
+    bad[150, 0] = 4  # in the block of rows 132..164: its row 18
+    msg = (
+        r"in the block starting at row 132 \(rows counted from there\): row 18 of X holds "
+        r"symbol 4 but the model emits symbols 0\.\.3 \(n_features=4\)"
+    )
+    with pytest.raises(ValueError, match=msg):
+        _categorical(4).fit(IterableSource(_chunks(bad, 33)), LENGTHS)
+    bad[150, 0] = 2.5
+    with pytest.raises(ValueError, match=r"symbols must be integers; row 18 of X holds 2\.5"):
+        _categorical(4).fit(IterableSource(_chunks(bad, 33)), LENGTHS)
+    bad[150, 0] = -1
+    with pytest.raises(ValueError, match="non-negative; row 18 of X holds -1"):
+        _categorical(4).fit(IterableSource(_chunks(bad, 33)), LENGTHS)
+    with pytest.raises(ValueError, match="pass n_features=K"):
+        CategoricalHMM(2).fit(ArraySource(X), LENGTHS)
+    with pytest.raises(ValueError, match="has 2 columns; CategoricalHMM takes one column"):
+        _categorical(4).fit(ArraySource(np.hstack([X, X])), LENGTHS)
+    with pytest.raises(ValueError, match="n_features must be a positive integer"):
+        _categorical(0).fit(ArraySource(X), LENGTHS)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # n_iter=5
 def test_bad_lengths_and_guards(tmp_path):
     X = _data()
@@ -124,8 +187,6 @@ def test_bad_lengths_and_guards(tmp_path):
         _model("diag").fit(IterableSource(_chunks(X, 23)))
     with pytest.raises(ValueError, match="sample weights"):
         _model("diag").fit(ArraySource(X, sample_weight=np.full(300, 2.0)), LENGTHS)
-    with pytest.raises(ValueError, match="in memory only"):
-        CategoricalHMM(2).fit(ArraySource(np.zeros((10, 1))), [10])
     bad = X.copy()
     bad[200, 1] = np.inf
     with pytest.raises(ValueError, match="row 200, column 1"):

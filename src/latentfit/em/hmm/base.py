@@ -248,6 +248,14 @@ class BaseHMM(BaseEstimator):
         False: this model cannot be fitted on a source)."""
         return None
 
+    def _set_stream_features(self, source) -> None:
+        """Take what the model needs from a configured source before the fit (the columns)."""
+        self.n_features = source.n_features
+
+    def _stream_batch(self, X: torch.Tensor) -> torch.Tensor:
+        """A streamed group of sequences (t, d), checked, as the E-step takes it."""
+        return X
+
     def _allow_nan(self) -> bool:
         return False
 
@@ -409,11 +417,14 @@ class _HMMHooks:
         # A source: its in-memory sample (all rows, in order, when small: then the start is
         # the in-memory fit's), the same parameters on every process.
         sample = data.init_chunks(generator)
-        return data.sync_params(self.model._initial_params(sample.X, generator))
+        X = self.model._stream_batch(sample.X)
+        return data.sync_params(self.model._initial_params(X, generator))
 
     def estep(self, params, batch):
         X, lengths = batch
         m = self.model
+        if self.X is None:  # streamed: the source's tensor
+            X = m._stream_batch(X)
         ll = m._emission_log_likelihood(params, X)  # a temporary: the E-step reuses its buffer
         post = kernels.posterior(
             ll, params["startprob"], params["transmat"], lengths, overwrite=True

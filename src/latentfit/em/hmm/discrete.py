@@ -23,6 +23,17 @@ def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in mask.nonzero()[0])
 
 
+def _check_range(t: torch.Tensor, n_sym: int) -> None:
+    """Refuse symbols ``t`` (n,) outside ``0..n_sym-1``, naming the first such row."""
+    big = t >= n_sym
+    if bool(big.any()):
+        i = _first_bad(big)[0]
+        raise ValueError(
+            f"row {i} of X holds symbol {int(t[i])} but the model emits symbols "
+            f"0..{n_sym - 1} (n_features={n_sym})"
+        )
+
+
 @serializable
 class CategoricalHMM(BaseHMM):
     """Hidden Markov model with categorical emissions (symbols 0..n_features-1).
@@ -77,26 +88,82 @@ class CategoricalHMM(BaseHMM):
         if getattr(self, "n_features_", None) is not None:
             return self.n_features_
         if self.n_features is not None:
-            return int(self.n_features)
+            return self._given_n_symbols()
         if hasattr(self, "emissionprob_"):
             return int(np.asarray(self.emissionprob_).shape[1])
         return None
 
-    # The symbol count is read from the whole data and symbols are integers: fitted in memory.
-    _stream_check = False
-
-    def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
-        arr = np.asarray(X)
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 1:
+    def _given_n_symbols(self) -> int:
+        """The constructor's ``n_features``, checked."""
+        K = self.n_features
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
             raise ValueError(
-                f"X must be a column (n_samples, 1) of integer symbols, got shape {arr.shape}"
+                f"n_features must be a positive integer (symbols 0..n_features-1), got {K!r}"
             )
-        if arr.size == 0:
+        return int(K)
+
+    def _fit_n_symbols(self, t: torch.Tensor) -> int:
+        """The symbol count a fit on the symbols ``t`` uses: ``n_features`` when given, else the
+        largest symbol plus one, else (emissions kept from before) the columns of
+        ``emissionprob_``. A previous fit's ``n_features_`` does not count."""
+        if self.n_features is not None:
+            return self._given_n_symbols()
+        if "e" in self.init_params or not hasattr(self, "emissionprob_"):
+            return int(t.max()) + 1
+        return int(np.asarray(self.emissionprob_).shape[1])
+
+    # Streamed chunks are checked like arrays. Without n_features the symbol count would be
+    # read from the whole data before the first pass: then the model is fitted in memory.
+    @property
+    def _stream_check(self):
+        if self.n_features is None:
+            return False
+        n_sym = self._given_n_symbols()
+        return lambda X: _check_range(self._as_symbols(X), n_sym)
+
+    def _fit_source(self, source, lengths, max_rows_in_memory):
+        if self.n_features is None:
+            raise ValueError(
+                "CategoricalHMM fits a data source only when n_features (the number of "
+                "symbols) is given: pass n_features=K for symbols 0..K-1, or pass the array of "
+                "symbols to fit in memory"
+            )
+        self.n_features_ = self._given_n_symbols()
+        return super()._fit_source(source, lengths, max_rows_in_memory)
+
+    def _set_stream_features(self, source) -> None:
+        # n_features is the symbol count here, not the source's column count (one column).
+        if source.n_features != 1:
+            raise ValueError(
+                f"{source.name} has {source.n_features} columns; CategoricalHMM takes one "
+                "column of integer symbols"
+            )
+
+    def _stream_batch(self, X: torch.Tensor) -> torch.Tensor:
+        return X[:, 0].to(torch.int64)  # (t,) symbols, checked by _stream_check
+
+    def _as_symbols(self, X) -> torch.Tensor:
+        """X (n, 1) or (n,) of non-negative integer symbols as an int64 tensor (n,) on the
+        model's device (an array, or a streamed chunk: a floating tensor on that device)."""
+        if torch.is_tensor(X):
+            t = X.detach()
+        else:
+            arr = np.asarray(X)
+            if arr.dtype.kind in "iub":
+                t = torch.as_tensor(arr.astype(np.int64))
+            else:
+                t = as_float_tensor(arr, name="X", ndim=None)
+        if t.dim() == 2 and t.shape[1] == 1:
+            t = t[:, 0]
+        if t.dim() != 1:
+            raise ValueError(
+                f"X must be a column (n_samples, 1) of integer symbols, got shape {tuple(X.shape)}"
+            )
+        if t.shape[0] == 0:
             raise ValueError("X has 0 samples; at least 1 is needed")
-        if arr.dtype.kind not in "iub":
-            x = as_float_tensor(arr, name="X", ndim=1)
+        t = t.to(self._device)
+        if t.is_floating_point():
+            x = as_float_tensor(t, name="X", ndim=1, dtype=t.dtype, device=t.device)
             frac = x != torch.round(x)
             if bool(frac.any()):
                 i = _first_bad(frac)[0]
@@ -104,27 +171,18 @@ class CategoricalHMM(BaseHMM):
                     f"symbols must be integers; row {i} of X holds {x[i].item()!r}. Encode the "
                     "categories as 0..n_features-1"
                 )
-            arr = x.numpy().astype(np.int64)
-        t = torch.as_tensor(arr.astype(np.int64), device=self._device)
+        t = t.to(torch.int64)
         neg = t < 0
         if bool(neg.any()):
             i = _first_bad(neg)[0]
             raise ValueError(f"symbols must be non-negative; row {i} of X holds {int(t[i])}")
-        n_sym = self._n_symbols()
-        if (
-            fitting
-            and self.n_features is None
-            and ("e" in self.init_params or not hasattr(self, "emissionprob_"))
-        ):
-            n_sym = int(t.max()) + 1
+        return t
+
+    def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
+        t = self._as_symbols(X)
+        n_sym = self._fit_n_symbols(t) if fitting else self._n_symbols()
         if n_sym is not None:
-            big = t >= n_sym
-            if bool(big.any()):
-                i = _first_bad(big)[0]
-                raise ValueError(
-                    f"row {i} of X holds symbol {int(t[i])} but the model emits symbols "
-                    f"0..{n_sym - 1} (n_features={n_sym})"
-                )
+            _check_range(t, n_sym)
         if fitting:
             self.n_features_ = n_sym
         return t

@@ -218,6 +218,6 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
     )
     if model._stream_check is not None:
         data = data.with_check(model._stream_check)
-    model.n_features = data.n_features
+    model._set_stream_features(data)
     seq = data.source if distributed else data
     return SequenceBatches(data, seq.lengths, data.chunk_rows)
