@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from latentfit import GaussianHMM
+from latentfit import CategoricalHMM, GaussianHMM
 from latentfit.em.distributed import DistributedSource, init_distributed
 from latentfit.em.sources import NpySource
 
@@ -29,6 +29,17 @@ def main(out: Path, data: str, lengths_path: str) -> None:
         for name in ("startprob_", "transmat_", "means_", "covars_"):
             res[f"{ct}_{name}"] = getattr(model, name)
         res[f"{ct}_bounds"] = np.array(model.lower_bounds_)
+    # Symbols (the first column, rounded and shifted to 0..4) with the symbol count given.
+    symbols = Path(data).with_name("symbols.npy")
+    if rank == 0:
+        X = np.load(data)
+        np.save(symbols, np.clip(np.round(X[:, :1]) + 2, 0, 4))
+    dist.barrier()
+    cat = CategoricalHMM(3, n_features=5, random_state=0, n_iter=25, tol=1e-12)
+    cat.fit(DistributedSource(NpySource(symbols, chunk_rows=13)), lengths)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        res[f"cat_{name}"] = getattr(cat, name)
+    res["cat_bounds"] = np.array(cat.lower_bounds_)
     # Fewer sequences than processes: every process refuses, none waits on the others.
     try:
         GaussianHMM(3).fit(DistributedSource(NpySource(data)), [int(sum(lengths))])

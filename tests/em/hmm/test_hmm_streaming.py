@@ -219,6 +219,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=1e-12
 def test_two_processes_equal_one_process(tmp_path):
     X = _data()
     np.save(tmp_path / "x.npy", X)
@@ -243,6 +244,13 @@ def test_two_processes_equal_one_process(tmp_path):
             a, b = ranks[0][f"{ct}_{name}"], ranks[1][f"{ct}_{name}"]
             np.testing.assert_array_equal(a, b)  # every process ends with the same parameters
             np.testing.assert_allclose(a, getattr(one, name), rtol=1e-9, atol=1e-12)
+    symbols = np.clip(np.round(X[:, :1]) + 2, 0, 4).astype(np.int64)
+    one = _categorical().fit(symbols, LENGTHS)
+    np.testing.assert_allclose(ranks[0]["cat_bounds"], one.lower_bounds_, rtol=1e-10)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        a, b = ranks[0][f"cat_{name}"], ranks[1][f"cat_{name}"]
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, getattr(one, name), rtol=1e-9, atol=1e-12)
     for r in ranks:
         assert "1 sequence(s) cannot be shared by 2 processes" in str(r["error"])
 
