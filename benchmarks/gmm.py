@@ -8,6 +8,7 @@ the log-likelihoods (which must agree). Run: .venv/bin/python benchmarks/gmm.py 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -89,7 +90,10 @@ def main():
     ap.add_argument("--types", default="full,diag,tied,spherical")
     args = ap.parse_args()
     X = make_data(args.n, args.d, args.k)
-    print(f"N={args.n} D={args.d} K={args.k}, torch threads={torch.get_num_threads()}")
+    print(
+        f"N={args.n} D={args.d} K={args.k}, torch threads={torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print("seconds per EM iteration, best of repeats: wall (process CPU)")
     head = ["type", "sklearn", "latentfit f64", "ratio", "latentfit f32", "ratio", "CPU ratio f64"]
     print("{:10s} {:>16s} {:>16s} {:>7s} {:>16s} {:>7s} {:>13s}".format(*head))
@@ -112,6 +116,7 @@ def main():
             f"{sk[1] / lf[1]:12.1f}x"
         )
         print(f"{'':10s} log-likelihood per sample: sklearn {ll_sk:.12f}, latentfit {ll_lf:.12f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
