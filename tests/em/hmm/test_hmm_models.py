@@ -322,3 +322,24 @@ def test_baum_welch_never_lowers_the_log_likelihood(seed, k, lengths):
     assert np.all(np.diff(m.lower_bounds_) >= -1e-9 * np.abs(m.lower_bounds_[1:]))
     for p in (m.startprob_, m.transmat_, m.emissionprob_):
         assert np.all(np.isfinite(p)) and np.allclose(p.sum(-1), 1.0)
+
+
+@pytest.mark.parametrize("ct", ["diag", "spherical"])
+@pytest.mark.parametrize("budget", [1 << 29, 4000, 0])
+def test_gaussian_features_cached_partly_or_not_equal_hmmlearn(ct, budget, monkeypatch):
+    """The per-fit features [(x − c)², x − c] kept across iterations for every batch, for the
+    first batch only (the budget then runs out: later batches recompute them per E-step), or
+    never: the same Baum-Welch iterations as hmmlearn's."""
+    from latentfit.em.hmm import base
+
+    monkeypatch.setattr(base, "_MAX_BATCH_STEPS", 130)  # 4 sequences in 3 batches
+    monkeypatch.setattr(base, "FEATURE_BYTES", budget)
+    X, lengths = gaussian_data()
+    kw = dict(covariance_type=ct, n_iter=8, tol=-np.inf, init_params="")
+    start = start_params(3, 2, ct)
+    ref = quiet_fit(set_params(hl.GaussianHMM(3, **kw), start), X, lengths)
+    ours = quiet_fit(set_params(GaussianHMM(3, **kw), start), X, lengths)
+    np.testing.assert_allclose(ours.lower_bounds_, list(ref.monitor_.history), rtol=1e-8)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-8)
+    ref_cov = ref._covars_[:, 0] if ct == "spherical" else ref._covars_
+    np.testing.assert_allclose(ours._covars_, ref_cov, rtol=1e-7)

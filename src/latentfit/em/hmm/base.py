@@ -33,6 +33,7 @@ from latentfit.em.sources import is_source
 __all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
 
 _MAX_BATCH_STEPS = 1 << 22  # steps of data per E-step batch (sequences are never split)
+FEATURE_BYTES = 1 << 29  # memory for per-fit features of the data kept across iterations
 
 
 class UnvisitedStateWarning(RuntimeWarning):
@@ -259,6 +260,11 @@ class BaseHMM(BaseEstimator):
     def _allow_nan(self) -> bool:
         return False
 
+    def _emission_features(self, params, X):
+        """Features of the data that the emission densities and statistics share and that
+        stay fixed through a fit (given ``params["shift"]``), or None (the default)."""
+        return None
+
     def _store_fit(self, result):
         self._set_attributes(result.params)
         self.lower_bounds_ = list(result.lower_bounds)
@@ -410,6 +416,29 @@ class _HMMHooks:
 
     def __init__(self, model: BaseHMM, X: torch.Tensor):
         self.model, self.X = model, X
+        # per in-memory batch: (shift, features) that stay fixed through the fit
+        self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._feature_bytes = 0
+
+    def _batch_features(self, params, X):
+        """The model's emission features of batch ``X`` (``_emission_features``): computed
+        once per fit for in-memory data while they fit in :data:`FEATURE_BYTES`, else once
+        per E-step (shared by the densities and the statistics); None if the model has
+        none. A batch is one of the fixed views made by :func:`_batches`."""
+        m = self.model
+        shift = params.get("shift")
+        cached = self._features.get(id(X)) if self.X is not None else None
+        if cached is not None and shift is not None and torch.equal(cached[0], shift):
+            return cached[1]
+        features = m._emission_features(params, X)
+        if features is None or self.X is None or shift is None:
+            return features
+        size = features.numel() * features.element_size()
+        if id(X) in self._features or self._feature_bytes + size <= FEATURE_BYTES:
+            if id(X) not in self._features:
+                self._feature_bytes += size
+            self._features[id(X)] = (shift.clone(), features)
+        return features
 
     def initialize(self, data, generator):
         if self.X is not None:
@@ -425,13 +454,20 @@ class _HMMHooks:
         m = self.model
         if self.X is None:  # streamed: the source's tensor
             X = m._stream_batch(X)
-        ll = m._emission_log_likelihood(params, X)  # a temporary: the E-step reuses its buffer
+        features = self._batch_features(params, X)
+        if features is None:
+            ll = m._emission_log_likelihood(params, X)
+            stats_of = functools.partial(m._emission_stats, params, X)
+        else:
+            ll = m._emission_log_likelihood(params, X, features)
+            stats_of = functools.partial(m._emission_stats, params, X, features=features)
+        # ll is a temporary: the E-step reuses its buffer
         post = kernels.posterior(
             ll, params["startprob"], params["transmat"], lengths, overwrite=True
         )
         if not bool(torch.isfinite(post.log_likelihood)):
             m._log_likelihoods(params, X)  # names a row no state can emit, if there is one
-        stats = m._emission_stats(params, X, post.posteriors)
+        stats = stats_of(post.posteriors)
         stats["start"] = post.start_counts
         stats["trans"] = post.transition_counts
         stats["log_likelihood"] = post.log_likelihood.reshape(1)

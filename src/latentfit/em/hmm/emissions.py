@@ -34,9 +34,11 @@ __all__ = [
     "poisson_log_likelihood",
     "poisson_mstep",
     "poisson_stats",
+    "quadratic_features",
 ]
 
 _ROWS = 1 << 16  # rows per block for (t, k·d) temporaries
+_STAT_ROWS = 1 << 13  # rows per block of the statistics products (measured fastest)
 
 
 def _empty(count: torch.Tensor) -> torch.Tensor:
@@ -72,14 +74,17 @@ def fill_covars(covars: torch.Tensor, covariance_type: str, k: int, d: int) -> t
 # ---------------------------------------------------------------------------- Gaussian
 
 
-def gaussian_log_likelihood(X, means, covars, covariance_type: str) -> torch.Tensor:
+def gaussian_log_likelihood(
+    X, means, covars, covariance_type: str, *, shift=None, features=None
+) -> torch.Tensor:
     """log N(x_t | μ_k, Σ_k): (t, d) → (t, k); ``covars`` in hmmlearn's compact storage
-    (spherical (k,), diag (k, d), full (k, d, d), tied (d, d)). Centred on the mean of the
-    means so that data far from the origin keeps its precision.
+    (spherical (k,), diag (k, d), full (k, d, d), tied (d, d)). Centred on ``shift`` (by
+    default the mean of the means) so that data far from the origin keeps its precision.
 
     Diagonal and spherical densities are one product ``[(x−c)², x−c, 1] @ W`` (Bishop 2006,
-    eq. 2.43 expanded), the cheapest form for long sequences of few features."""
-    c = means.mean(0)
+    eq. 2.43 expanded), the cheapest form for long sequences of few features; ``features``
+    (t, 2d), the :func:`quadratic_features` of ``X`` about ``shift``, spares computing them."""
+    c = means.mean(0) if shift is None else shift
     if covariance_type not in ("diag", "spherical"):
         return log_gaussian_prob(
             X - c, means - c, precision_cholesky(covars, covariance_type), covariance_type
@@ -91,6 +96,8 @@ def gaussian_log_likelihood(X, means, covars, covariance_type: str) -> torch.Ten
     W = torch.cat([-0.5 * prec, mu * prec], 1).T  # (2d, k)
     const = -0.5 * ((mu * mu * prec).sum(1) + d * math.log(2 * math.pi)) + 0.5 * prec.log().sum(1)
     out = empty_large(X.shape[0], k, dtype=X.dtype, device=X.device)
+    if features is not None:
+        return torch.addmm(const, features, W, out=out)
     for i in range(0, X.shape[0], _ROWS):
         torch.addmm(const, _quadratic_features(X[i : i + _ROWS], c), W, out=out[i : i + _ROWS])
     return out
@@ -101,18 +108,40 @@ def _quadratic_features(X, c) -> torch.Tensor:
     return torch.cat([Xc * Xc, Xc], 1)  # (r, 2d)
 
 
-def gaussian_stats(X, gamma, shift, covariance_type: str) -> dict[str, torch.Tensor]:
+def quadratic_features(X, shift) -> torch.Tensor:
+    """``[(x − c)², x − c]`` (t, 2d) about ``shift`` c: what the diagonal and spherical
+    densities and statistics need of the data. With a shift fixed for the whole fit they
+    are computed once and shared by every iteration (:func:`gaussian_log_likelihood`,
+    :func:`gaussian_stats`)."""
+    t, d = X.shape
+    out = empty_large(t, 2 * d, dtype=X.dtype, device=X.device)
+    for i in range(0, t, _ROWS):
+        xc = torch.sub(X[i : i + _ROWS], shift, out=out[i : i + _ROWS, d:])
+        torch.mul(xc, xc, out=out[i : i + _ROWS, :d])
+    return out
+
+
+def gaussian_stats(X, gamma, shift, covariance_type: str, features=None) -> dict[str, torch.Tensor]:
     """``post`` (k,) = Σ γ, ``obs`` (k, d) = Σ γ (x − c), and the second moments about ``c``:
-    ``obs2`` (k, d) for spherical/diag, ``obsobs`` (k, d, d) for full, (d, d) for tied."""
+    ``obs2`` (k, d) for spherical/diag, ``obsobs`` (k, d, d) for full, (d, d) for tied.
+    ``features``: the :func:`quadratic_features` of ``X`` about ``shift``, if at hand."""
     t, d = X.shape
     k = gamma.shape[1]
+    if features is not None and covariance_type in ("spherical", "diag"):
+        # blocks that stay in cache: faster than one long product, and Σ γ while γ is there
+        m = torch.zeros(2 * d, k, dtype=X.dtype, device=X.device)  # Σ featuresᵀ γ
+        post = torch.zeros(k, dtype=X.dtype, device=X.device)
+        for i in range(0, t, _STAT_ROWS):
+            g = gamma[i : i + _STAT_ROWS]  # (r, k)
+            m.addmm_(features[i : i + _STAT_ROWS].T, g)
+            post += g.sum(0)
+        return {"post": post, "obs2": m[:d].T.contiguous(), "obs": m[d:].T.contiguous()}
     out = {"post": gamma.sum(0)}
     if covariance_type in ("spherical", "diag"):
-        m = sum(
-            gamma[i : i + _ROWS].T @ _quadratic_features(X[i : i + _ROWS], shift)
-            for i in range(0, t, _ROWS)
-        )  # (k, 2d)
-        out["obs2"], out["obs"] = m[:, :d].contiguous(), m[:, d:].contiguous()
+        m = torch.zeros(2 * d, k, dtype=X.dtype, device=X.device)  # Σ featuresᵀ γ
+        for i in range(0, t, _ROWS):
+            m.addmm_(_quadratic_features(X[i : i + _ROWS], shift).T, gamma[i : i + _ROWS])
+        out["obs2"], out["obs"] = m[:d].T.contiguous(), m[d:].T.contiguous()
         return out
     obs = torch.zeros(k, d, dtype=X.dtype, device=X.device)
     second = None

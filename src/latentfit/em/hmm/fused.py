@@ -128,13 +128,15 @@ def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c, re
     b, length, k = e_bl.shape
     tiny = torch.finfo(e_bl.dtype).tiny
     pred = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
+    ones = torch.ones(k, dtype=e_bl.dtype, device=e_bl.device)
     for i in range(length):
         torch.mm(alpha, transmat, out=pred)  # (b, k)
         if i in restarts:
             pred[restarts[i]] = startprob
         e = e_bl[:, i]
         pred.mul_(e)
-        s = torch.sum(pred, 1, out=c[:, i]).clamp_min(tiny).unsqueeze(1)  # (b, 1)
+        # row sums as a product: faster than a reduction into the strided column c[:, i]
+        s = torch.mv(pred, ones, out=c[:, i]).clamp_min(tiny).unsqueeze(1)  # (b, 1)
         alpha = torch.div(pred, s, out=filtered[:, i])
         if rescale:
             e.div_(s)
@@ -235,8 +237,11 @@ def fused_posterior(
     pad = b * length - t
     ll = log_likelihoods
     shift = ll.amax(1, keepdim=True)  # (t, 1)
-    finite = torch.isfinite(shift)
-    safe = torch.where(finite, shift, 0.0)
+    # one reduction tells whether every row has a finite maximum (the common case), sparing
+    # the (t,) mask and the masked copies
+    all_finite = bool(torch.isfinite(shift.sum()))
+    finite = None if all_finite else torch.isfinite(shift)
+    safe = shift if all_finite else torch.where(finite, shift, 0.0)
     if overwrite and not pad and ll.is_contiguous():
         e = ll  # the caller's buffer, scaled in place
         e.sub_(safe)
@@ -245,7 +250,9 @@ def fused_posterior(
         torch.sub(ll, safe, out=e[:t])
         e[t:] = 0.0  # padding: flat emission
     e.exp_()
-    shift = shift.squeeze(1).masked_fill_(~finite.squeeze(1), -math.inf)  # (t,)
+    shift = shift.squeeze(1)  # (t,)
+    if not all_finite:
+        shift = shift.masked_fill_(~finite.squeeze(1), -math.inf)
     e_bl = e.view(b, length, k)
     starts_first = starts_bl[:, 0]  # (b,) does chunk j start with a new sequence?
     if b == 1:
@@ -268,5 +275,5 @@ def fused_posterior(
         scratch = torch.empty_like(c)
         _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, scratch)
         xi = _smooth_in_place(e_bl, filtered, transmat, restarts, beta_end, starts_first)
-    log_norm = c.view(-1)[:t].log_() + shift
+    log_norm = c.view(-1)[:t].log_().add_(shift)
     return filtered.view(-1, k)[:t], xi, log_norm

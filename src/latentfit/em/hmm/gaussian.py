@@ -7,6 +7,7 @@ import torch
 
 from latentfit._validation import as_float_tensor
 from latentfit.em.gaussian import COVARIANCE_TYPES
+from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
 from latentfit.em.kmeans import kmeans
@@ -180,6 +181,9 @@ class GaussianHMM(_ContinuousHMM):
             }[ct].clone()
         else:
             out["covars"] = self._emission_params()["covars"]
+        # The centre of the statistics for the whole fit: the data mean keeps their precision
+        # and, fixed, lets the features of the data be computed once (see _emission_features).
+        out["shift"] = X.mean(0)
         return out
 
     def _needs_init(self, letter, name):
@@ -190,25 +194,40 @@ class GaussianHMM(_ContinuousHMM):
     def _has_missing(self, X) -> bool:
         return self._allow_nan() and has_missing(X)
 
-    def _emission_log_likelihood(self, params, X):
+    def _emission_features(self, params, X):
+        """``[(x − c)², x − c]`` about the fit's fixed shift c, shared by the densities and the
+        statistics of every iteration (diagonal and spherical covariances, complete data,
+        within :data:`~latentfit.em.hmm.base.FEATURE_BYTES`); None otherwise."""
+        if self.covariance_type not in ("diag", "spherical") or "shift" not in params:
+            return None
+        if 2 * X.numel() * X.element_size() > hmm_base.FEATURE_BYTES or self._has_missing(X):
+            return None
+        return E.quadratic_features(X, params["shift"])
+
+    def _emission_log_likelihood(self, params, X, features=None):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
         if self._has_missing(X):  # marginal density of the observed coordinates
             c = means.mean(0)  # centred as the complete-data density, for precision
             return log_gaussian_prob_missing(X - c, means - c, covars, ct)
+        if features is not None:
+            return E.gaussian_log_likelihood(
+                X, means, covars, ct, shift=params["shift"], features=features
+            )
         return E.gaussian_log_likelihood(X, means, covars, ct)
 
-    def _emission_stats(self, params, X, gamma):
+    def _emission_stats(self, params, X, gamma, features=None):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
+        shift = params["shift"] if "shift" in params else means.mean(0)
         if self._has_missing(X):  # conditional moments of the missing coordinates
-            return gaussian_missing_hmm_stats(X, gamma, means.mean(0), means, covars, ct)
-        return E.gaussian_stats(X, gamma, means.mean(0), ct)
+            return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct)
+        return E.gaussian_stats(X, gamma, shift, ct, features)
 
     def _emission_mstep(self, params, stats):
         dt = params["means"].dtype
         st = {k: v.double() for k, v in stats.items()}
         means, covars, empty = E.gaussian_mstep(
             st,
-            params["means"].double().mean(0),
+            (params["shift"] if "shift" in params else params["means"].mean(0)).double(),
             params["means"].double(),
             params["covars"].double(),
             self.covariance_type,
