@@ -128,6 +128,7 @@ def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c, re
     b, length, k = e_bl.shape
     tiny = torch.finfo(e_bl.dtype).tiny
     pred = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
+    s = torch.empty(b, 1, dtype=e_bl.dtype, device=e_bl.device)
     ones = torch.ones(k, dtype=e_bl.dtype, device=e_bl.device)
     for i in range(length):
         torch.mm(alpha, transmat, out=pred)  # (b, k)
@@ -136,7 +137,7 @@ def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c, re
         e = e_bl[:, i]
         pred.mul_(e)
         # row sums as a product: faster than a reduction into the strided column c[:, i]
-        s = torch.mv(pred, ones, out=c[:, i]).clamp_min(tiny).unsqueeze(1)  # (b, 1)
+        torch.clamp_min(torch.mv(pred, ones, out=c[:, i]).unsqueeze(1), tiny, out=s)  # (b, 1)
         alpha = torch.div(pred, s, out=filtered[:, i])
         if rescale:
             e.div_(s)

@@ -164,7 +164,8 @@ class GaussianHMM(_ContinuousHMM):
 
     def _init_emissions(self, X, gen):
         k, ct = self.n_components, self.covariance_type
-        X = impute_mean(X)  # k-means and the data covariance need complete rows
+        if self._allow_nan():  # validated X is complete otherwise: no scan for NaN
+            X = impute_mean(X)  # k-means and the data covariance need complete rows
         out = {}
         if self._needs_init("m", "means_"):
             w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)

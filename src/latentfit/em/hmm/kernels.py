@@ -463,8 +463,11 @@ def posterior(
         gamma, xi, log_norm = fused_posterior(
             log_likelihoods, startprob, transmat, starts_bl, restarts, overwrite=overwrite
         )
-        seq = _segment_sum(log_norm, starts)
-        return HMMPosterior(seq.sum(), seq, gamma, xi, gamma[starts].sum(0))
+        # per-sequence sums from the lengths themselves (no search of the (t,) start mask)
+        lens = torch.as_tensor([t] if lengths is None else lengths, dtype=torch.int64)
+        first = (torch.cumsum(lens, 0) - lens).to(log_norm.device)  # (n_sequences,)
+        seq = torch.segment_reduce(log_norm, "sum", lengths=lens.to(log_norm.device))
+        return HMMPosterior(seq.sum(), seq, gamma, xi, gamma.index_select(0, first).sum(0))
 
 
 # Viterbi lives in its own module; re-exported here so that every kernel is in one namespace.
