@@ -26,8 +26,8 @@ import torch.distributions as D
 from torch.distributions import constraints as C
 
 from latentfit._validation import as_float_tensor, resolve_device, resolve_dtype
-from latentfit.estimate.families import Family, get_family, log_density_family
-from latentfit.estimate.mle import _check_fixed, check_data, fit_family
+from latentfit.estimate.families import log_density_family
+from latentfit.estimate.mle import fit_family, prepare_fit
 from latentfit.estimate.optimize import minimize_l1
 from latentfit.estimate.parameters import ParameterLayout
 from latentfit.estimate.result import FitResult
@@ -114,16 +114,7 @@ def fit_map(
     ``log_prior(**params)``. Other arguments as for ``fit_mle``. The covariance reported is the
     Laplace approximation: the inverse Hessian of the negative log-posterior at the mode.
     """
-    if callable(family) and not isinstance(family, (str, type, Family)):
-        if init is None:
-            raise ValueError("a log-density of your own needs init={'name': start, ...}")
-        family, init = log_density_family(family, init, constraints), None
-    elif constraints is not None:
-        raise ValueError("constraints= applies to a log-density of your own; families know theirs")
-    fam = get_family(family)
-    fixed = _check_fixed(fam, fixed)
-    dtype, device = resolve_dtype(dtype), resolve_device(device)
-    x = check_data(fam, data, fixed, dtype=dtype, device=device)
+    fam, fixed, x, init = prepare_fit(family, data, fixed, init, constraints, dtype, device)
     log_prior = _log_prior(prior, fam.params)
     layout_solver = _solver_for(fam, x, fixed, prior, init)
     return fit_family(

@@ -81,6 +81,22 @@ def describe_support(con) -> str:
     return repr(con)
 
 
+def prepare_fit(family, data, fixed, init, constraints, dtype, device):
+    """Resolve ``family`` (a name, a Family or a log-density of your own, which needs ``init``),
+    check ``fixed`` and the data against its support: returns (family, fixed, data, init); the
+    ``init`` of a user log-density is consumed by the family it defines."""
+    if callable(family) and not isinstance(family, (str, type, Family)):
+        if init is None:
+            raise ValueError("a log-density of your own needs init={'name': start, ...}")
+        family, init = log_density_family(family, init, constraints), None
+    elif constraints is not None:
+        raise ValueError("constraints= applies to a log-density of your own; families know theirs")
+    fam = get_family(family)
+    fixed = _check_fixed(fam, fixed)
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    return fam, fixed, check_data(fam, data, fixed, dtype=dtype, device=device), init
+
+
 def _check_fixed(family: Family, fixed: dict | None) -> dict:
     fixed = dict(fixed or {})
     missing = [k for k in family.required_fixed if k not in fixed]
@@ -277,14 +293,5 @@ def fit_mle(
     (observed/expected/sandwich), ``log_likelihood``, ``aic``, ``bic``, ``summary()`` and
     ``transform(g)``.
     """
-    if callable(family) and not isinstance(family, (str, type, Family)):
-        if init is None:
-            raise ValueError("a log-density of your own needs init={'name': start, ...}")
-        family, init = log_density_family(family, init, constraints), None
-    elif constraints is not None:
-        raise ValueError("constraints= applies to a log-density of your own; families know theirs")
-    fam = get_family(family)
-    fixed = _check_fixed(fam, fixed)
-    dtype, device = resolve_dtype(dtype), resolve_device(device)
-    x = check_data(fam, data, fixed, dtype=dtype, device=device)
+    fam, fixed, x, init = prepare_fit(family, data, fixed, init, constraints, dtype, device)
     return fit_family(fam, x, fixed, init=init, method=method, cov_type=cov_type, max_iter=max_iter)
