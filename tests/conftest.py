@@ -1,8 +1,11 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import settings
+
+from latentfit.datasets import load_faithful
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -17,3 +20,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def device(request):
     """Every device-aware test runs on the CPU and, when one is present, on CUDA."""
     return request.param
+
+
+@pytest.fixture(scope="module")
+def faithful_csv(tmp_path_factory):
+    """Old Faithful written as a CSV with a header, for command-line tests: (path, X)."""
+    path = tmp_path_factory.mktemp("data") / "faithful.csv"
+    X = load_faithful().data.numpy()
+    np.savetxt(path, X, delimiter=",", header="eruptions,waiting", comments="")
+    return path, X

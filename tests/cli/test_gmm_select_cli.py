@@ -1,22 +1,12 @@
 """`latentfit fit gmm` and `latentfit select FAMILY` end to end on small files."""
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 import latentfit
 from latentfit.cli import app
-from latentfit.datasets import load_faithful
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def faithful_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "faithful.csv"
-    X = load_faithful().data.numpy()
-    np.savetxt(path, X, delimiter=",", header="eruptions,waiting", comments="")
-    return path, X
 
 
 def test_fit_gmm_prints_parameters_and_saves(faithful_csv, tmp_path):

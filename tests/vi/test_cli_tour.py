@@ -1,23 +1,12 @@
 """`latentfit fit bgmm` end to end, and the tour's VI section."""
 
-import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 import latentfit
 from latentfit.cli import app
-from latentfit.datasets import load_faithful
 from latentfit.tour.report import TourContext
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def faithful_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "faithful.csv"
-    X = load_faithful().data.numpy()
-    np.savetxt(path, X, delimiter=",", header="eruptions,waiting", comments="")
-    return path, X
 
 
 def test_fit_bgmm_prints_the_used_components_and_saves(faithful_csv, tmp_path):
