@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import make_generator, resolve_device, resolve_dtype
 from latentfit.em.driver import run_em
-from latentfit.em.hmm import kernels
+from latentfit.em.hmm import kernels, viterbi_cpu
 from latentfit.em.hmm.emissions import dirichlet_map
 from latentfit.em.sources import is_source
 
@@ -321,7 +321,6 @@ class BaseHMM(BaseEstimator):
         """Posterior state probabilities (n, k)."""
         return self.score_samples(X, lengths)[1]
 
-    @_one_thread
     def decode(self, X, lengths=None, algorithm=None):
         """(log-probability, states (n,)). ``"viterbi"``: the most probable path and log
         p(X, path); ``"map"``: the most probable state at every step and, as hmmlearn, the sum
@@ -329,18 +328,33 @@ class BaseHMM(BaseEstimator):
         algorithm = algorithm or self.algorithm
         if algorithm not in ("viterbi", "map"):
             raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
-        params, X, lengths = self._prepare(X, lengths)
+        workers = torch.get_num_threads()  # the compiled Viterbi runs its own threads
+        with kernels.step_loop_threads(self._device):
+            params, X, lengths = self._prepare(X, lengths)
+            if algorithm == "viterbi":
+                v = self._viterbi(params, X, lengths, workers)
+                self._check_possible(params, X, v.log_prob)
+                return float(v.log_prob), v.path.cpu().numpy()
+            ll = self._emission_log_likelihood(params, X)
+            post = kernels.posterior(
+                ll, params["startprob"], params["transmat"], lengths, overwrite=True
+            )
+            self._check_possible(params, X, post.log_likelihood)
+            best, states = post.posteriors.max(1)
+            return float(best.sum()), states.cpu().numpy()
+
+    def _viterbi(self, params, X, lengths, workers: int):
+        """Viterbi decoding: on the CPU the compiled kernel, which asks for the emission
+        log-likelihoods block by block (:mod:`~latentfit.em.hmm.viterbi_cpu`); elsewhere
+        the chunked torch version on the whole (t, k) array."""
+        startprob, transmat = params["startprob"], params["transmat"]
+        if X.device.type == "cpu" and viterbi_cpu.available():
+            return viterbi_cpu.viterbi_cpu_blocks(
+                lambda a, b: self._emission_log_likelihood(params, X[a:b]),
+                X.shape[0], startprob, transmat, lengths, workers=workers,
+            )  # fmt: skip
         ll = self._emission_log_likelihood(params, X)
-        if algorithm == "viterbi":
-            v = kernels.parallel_viterbi(ll, params["startprob"], params["transmat"], lengths)
-            self._check_possible(params, X, v.log_prob)
-            return float(v.log_prob), v.path.cpu().numpy()
-        post = kernels.posterior(
-            ll, params["startprob"], params["transmat"], lengths, overwrite=True
-        )
-        self._check_possible(params, X, post.log_likelihood)
-        best, states = post.posteriors.max(1)
-        return float(best.sum()), states.cpu().numpy()
+        return kernels.parallel_viterbi(ll, startprob, transmat, lengths)
 
     def predict(self, X, lengths=None):
         """Most likely states (n,) by the model's ``algorithm``."""
