@@ -283,6 +283,12 @@ class BaseHMM(BaseEstimator):
         lengths = check_lengths(lengths, X.shape[0])
         return params, X, lengths
 
+    def _emission_rows(self, params):
+        """A function of a block of rows (r, d) giving their emission log-likelihoods (r, k),
+        for callers that ask block by block (whatever depends on the parameters only is
+        derived once, here, by the models that can)."""
+        return lambda X: self._emission_log_likelihood(params, X)
+
     def _log_likelihoods(self, params, X) -> torch.Tensor:
         ll = self._emission_log_likelihood(params, X)  # (t, k)
         impossible = torch.isneginf(ll).all(1).nonzero()
@@ -349,9 +355,10 @@ class BaseHMM(BaseEstimator):
         the chunked torch version on the whole (t, k) array."""
         startprob, transmat = params["startprob"], params["transmat"]
         if X.device.type == "cpu" and viterbi_cpu.available():
+            emission = self._emission_rows(params)
             return viterbi_cpu.viterbi_cpu_blocks(
-                lambda a, b: self._emission_log_likelihood(params, X[a:b]),
-                X.shape[0], startprob, transmat, lengths, workers=workers,
+                lambda a, b: emission(X[a:b]), X.shape[0], startprob, transmat, lengths,
+                workers=workers,
             )  # fmt: skip
         ll = self._emission_log_likelihood(params, X)
         return kernels.parallel_viterbi(ll, startprob, transmat, lengths)

