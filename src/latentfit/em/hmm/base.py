@@ -24,9 +24,10 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from latentfit import _compiled
 from latentfit._validation import make_generator, resolve_device, resolve_dtype
 from latentfit.em.driver import run_em
-from latentfit.em.hmm import kernels, viterbi_cpu
+from latentfit.em.hmm import kernels
 from latentfit.em.hmm.emissions import dirichlet_map
 from latentfit.em.sources import is_source
 
@@ -354,7 +355,9 @@ class BaseHMM(BaseEstimator):
         log-likelihoods block by block (:mod:`~latentfit.em.hmm.viterbi_cpu`); elsewhere
         the chunked torch version on the whole (t, k) array."""
         startprob, transmat = params["startprob"], params["transmat"]
-        if X.device.type == "cpu" and viterbi_cpu.available():
+        if X.device.type == "cpu" and _compiled.available():
+            from latentfit.em.hmm import viterbi_cpu  # imports numba: only when needed
+
             emission = self._emission_rows(params)
             return viterbi_cpu.viterbi_cpu_blocks(
                 lambda a, b: emission(X[a:b]), X.shape[0], startprob, transmat, lengths,

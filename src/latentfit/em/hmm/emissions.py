@@ -19,7 +19,6 @@ import torch
 
 from latentfit import _compiled
 from latentfit.em.gaussian import log_gaussian_prob, precision_cholesky
-from latentfit.em.hmm.densities_cpu import diag_gaussian_log_likelihood
 from latentfit.em.hmm.memory import empty_large
 
 __all__ = [
@@ -122,6 +121,8 @@ def gaussian_log_likelihood(
     if features is not None:
         return torch.addmm(const, features, W, out=out)
     if X.device.type == "cpu" and _compiled.available():  # the compiled twin of the loop below
+        from latentfit.em.hmm.densities_cpu import diag_gaussian_log_likelihood
+
         X_, c_, W_, const_ = (a.detach().contiguous().numpy() for a in (X, c, W, const))
         diag_gaussian_log_likelihood(X_, c_, W_, const_, out.numpy())
         return out

@@ -34,15 +34,15 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import torch
 
-from latentfit._compiled import available, numba
 from latentfit._compiled import jit as _jit
 from latentfit.em.hmm.memory import empty_large
 from latentfit.em.hmm.viterbi import HMMViterbi, _log
 
-__all__ = ["available", "viterbi_cpu", "viterbi_cpu_blocks"]
+__all__ = ["viterbi_cpu", "viterbi_cpu_blocks"]
 
 LANES = 32  # chunks per group: four 512-bit vectors of float64
 BLOCK = 64  # steps transposed at a time: (64, k, 32) numbers stay in the first-level cache
@@ -58,13 +58,11 @@ def _n_states(k):
     return k if isinstance(k, int) else len(k)
 
 
-if numba is not None:
-
-    @numba.extending.overload(_n_states)
-    def _n_states_overload(k):
-        if isinstance(k, numba.types.Integer):
-            return lambda k: k
-        return lambda k: len(k)
+@numba.extending.overload(_n_states)
+def _n_states_overload(k):
+    if isinstance(k, numba.types.Integer):
+        return lambda k: k
+    return lambda k: len(k)
 
 
 @_jit
@@ -325,8 +323,6 @@ def viterbi_cpu_blocks(
     """Viterbi decoding (Viterbi 1967; Rabiner 1989, eqs. 30-35) of ``t`` steps whose emission
     log-likelihoods ``emission(start, stop)`` (stop − start, k) are asked for block by block;
     the same path as :func:`~latentfit.em.hmm.viterbi.viterbi` (see the module docstring)."""
-    if numba is None:  # pragma: no cover
-        raise RuntimeError("the compiled Viterbi kernel needs numba; use parallel_viterbi")
     log_start = _log(startprob).cpu().numpy()
     log_trans = _log(transmat).cpu().numpy()
     dtype = log_start.dtype
