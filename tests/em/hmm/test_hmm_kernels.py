@@ -245,3 +245,13 @@ def test_posterior_when_scaled_backward_messages_overflow():
         assert bool(torch.isfinite(p.posteriors).all())
         assert bool(torch.isfinite(p.transition_counts).all())
         np.testing.assert_allclose(p.posteriors[normal], ref.posteriors[normal], rtol=1e-9)
+
+
+def test_parallel_viterbi_float32_equals_sequential():
+    """Entering messages are checked to a tolerance above float32 rounding (a float64
+    tolerance would reject every proposal and run each chunk again)."""
+    ll, pi, A = random_model(4, 3000, seed=14, dtype=torch.float32, sticky=2.0)
+    v1 = K.viterbi(ll, pi, A)
+    v2 = K.parallel_viterbi(ll, pi, A, chunk=50)
+    np.testing.assert_array_equal(v2.path, v1.path)
+    assert float(v2.log_prob) == pytest.approx(float(v1.log_prob), rel=1e-5)

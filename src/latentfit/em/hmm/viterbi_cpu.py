@@ -48,7 +48,9 @@ LANES = 32  # chunks per group: four 512-bit vectors of float64
 BLOCK = 64  # steps transposed at a time: (64, k, 32) numbers stay in the first-level cache
 WARMUP = 16  # steps run from a flat start to propose a chunk's entering message
 UNROLL_STATES = (4, 16)  # k in this range: the kernel is compiled for the exact k (unrolled)
-RTOL = 1e-9  # proposals equal to the exact message to this relative tolerance are accepted
+# proposals equal to the exact message to this relative tolerance are accepted: far above the
+# rounding of messages that have coalesced, far below the differences of ones that have not
+RTOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 1e-5}
 
 
 def _n_states(k):
@@ -210,22 +212,22 @@ def _first_wrong(entering, exits, q_from, rtol):
     """The first chunk q ≥ ``q_from`` whose entering message differs from the exact one (the
     previous chunk's leaving message, shifted): sets it to the exact one and returns q, or −1.
     Messages agree when they have the same −inf entries and the finite ones agree to ``rtol``
-    (equal messages give equal back-pointers)."""
+    relative to the size of the numbers they were computed from (the leaving message before
+    the shift, whose rounding both carry): equal messages give equal back-pointers."""
     b, k = exits.shape
     exact = np.empty(k, exits.dtype)
     for q in range(max(q_from, 1), b):
         _shift_message(exits[q - 1], exact)
-        scale = 1.0
-        diff = 0.0
+        top = exits[q - 1].max()
+        scale = max(1.0, abs(top)) if top != -np.inf else 1.0
         same = True
         for j in range(k):
             a, e = entering[q, j], exact[j]
             if (a == -np.inf) != (e == -np.inf):
                 same = False
-            elif e != -np.inf:
-                diff = max(diff, abs(a - e))
-                scale = max(scale, abs(e))
-        if not same or diff > rtol * scale:
+            elif e != -np.inf and abs(a - e) > rtol * max(scale, abs(e)):
+                same = False
+        if not same:
             entering[q] = exact
             return q
     return -1
@@ -367,7 +369,8 @@ def viterbi_cpu_blocks(
         )  # fmt: skip
 
     _map(group, groups, workers)
-    q = _first_wrong(entering, exits, 1, RTOL)
+    rtol = RTOL.get(np.dtype(dtype), 1e-5)
+    q = _first_wrong(entering, exits, 1, rtol)
     while q >= 0:  # run a chunk again from its exact entering message
         g, c = divmod(q, LANES)
         ll = rows(q * length, (q + 1) * length)
@@ -375,7 +378,7 @@ def viterbi_cpu_blocks(
             ll, q * length, q, length, t, starts, log_start, log_trans, entering, False,
             warmup, bp[g][:, :, c : c + 1], exits, end_rel, end_chunk, offsets, states,
         )  # fmt: skip
-        q = _first_wrong(entering, exits, q + 1, RTOL)
+        q = _first_wrong(entering, exits, q + 1, rtol)
     path_t = empty_large(t, dtype=torch.int64, device="cpu")
     path = path_t.numpy()
     ends = np.zeros(groups * LANES, np.int64)  # proposed final states, checked by _check_trace
