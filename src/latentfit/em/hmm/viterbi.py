@@ -103,7 +103,7 @@ _UNROLL_STATES = 16
 
 def _shifted(delta: torch.Tensor) -> torch.Tensor:
     """A max-plus message shifted to a maximum of 0 (an all -inf row stays -inf)."""
-    return delta - delta.amax(1, keepdim=True).clamp_min(-1e300)
+    return delta - delta.amax(1, keepdim=True).clamp_min(torch.finfo(delta.dtype).min)
 
 
 def _same_messages(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
