@@ -1,9 +1,9 @@
 """The hidden Markov model estimator: hmmlearn's interface over latentfit's EM driver.
 
 A model class only says how its emissions are initialised, scored, summarised and
-re-estimated (the ``_emission_*`` methods); :mod:`latentfit.em.hmm.hooks` turns that into the
-four hooks of :func:`latentfit.em.driver.run_em`, whose E-step is the forward-backward algorithm of
-:mod:`latentfit.em.hmm.kernels` (Baum-Welch: Baum et al. 1970; Rabiner 1989).
+re-estimated (the ``_emission_*`` methods); :mod:`latentfit.em.hmm.hooks` turns that into
+the four hooks of :func:`latentfit.em.driver.run_em`, whose E-step is the forward-backward
+algorithm of :mod:`latentfit.em.hmm.kernels` (Baum-Welch: Baum et al. 1970; Rabiner 1989).
 
 Parameter names, fitted attributes and methods are hmmlearn's, so that switching is a change of
 import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration history
