@@ -1,5 +1,6 @@
 """The inference kernels against brute-force enumeration, closed forms, and each other."""
 
+import importlib.util
 import itertools
 import math
 
@@ -20,6 +21,21 @@ def random_model(k, t, seed, dtype=F64, sticky=0.0, scale=3.0):
     A = torch.rand(k, k, generator=g, dtype=dtype) + sticky * torch.eye(k, dtype=dtype)
     ll = torch.randn(t, k, generator=g, dtype=dtype) * scale
     return ll, pi / pi.sum(), A / A.sum(1, keepdim=True)
+
+
+def compiled_posterior(ll, pi, A, lengths=None, **kwargs):
+    """The compiled E-step, or None where numba is not installed."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    return K.posterior(ll, pi, A, lengths, compiled=True, **kwargs)
+
+
+def assert_same_posterior(p, ref, rtol=1e-9):
+    assert float(p.log_likelihood) == pytest.approx(float(ref.log_likelihood), rel=1e-12)
+    np.testing.assert_allclose(p.sequence_log_likelihoods, ref.sequence_log_likelihoods, rtol=1e-12)
+    np.testing.assert_allclose(p.posteriors, ref.posteriors, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(p.transition_counts, ref.transition_counts, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(p.start_counts, ref.start_counts, rtol=rtol, atol=1e-12)
 
 
 def brute_force(ll, pi, A, lengths):
@@ -54,12 +70,25 @@ def brute_force(ll, pi, A, lengths):
     return out_ll, np.concatenate(gammas), xi, start, best_lp, np.concatenate(best_paths)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+# the three E-steps: sequential torch recursions, torch chunks, compiled (numba, CPU)
+METHODS = {
+    "sequential": dict(parallel=False),
+    "chunked": dict(compiled=False),
+    "compiled": dict(compiled=True),
+}
+needs_numba = pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba is not installed"
+)
+
+
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=needs_numba) if m == "compiled" else m for m in METHODS]
+)
 @pytest.mark.parametrize("lengths", [[6], [2, 1, 3]])
-def test_posterior_equals_brute_force(parallel, lengths):
+def test_posterior_equals_brute_force(method, lengths):
     ll, pi, A = random_model(3, sum(lengths), seed=1)
     ref_ll, ref_g, ref_xi, ref_start, _, _ = brute_force(ll, pi, A, lengths)
-    post = K.posterior(ll, pi, A, lengths, parallel=parallel, chunk=2)
+    post = K.posterior(ll, pi, A, lengths, chunk=2, **METHODS[method])
     assert float(post.log_likelihood) == pytest.approx(ref_ll, rel=1e-12)
     np.testing.assert_allclose(post.posteriors.numpy(), ref_g, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(post.transition_counts.numpy(), ref_xi, rtol=1e-10, atol=1e-13)
@@ -101,11 +130,11 @@ def test_parallel_kernels_equal_sequential(lengths, sticky, chunk):
     b2 = K.parallel_backward_pass(ll, pi, A, lengths, chunk=chunk).backward
     np.testing.assert_allclose(b2, b1, rtol=1e-9, atol=1e-12)
     p1 = K.posterior(ll, pi, A, lengths, parallel=False)
-    p2 = K.posterior(ll, pi, A, lengths, parallel=True, chunk=chunk)
-    assert float(p2.log_likelihood) == pytest.approx(float(p1.log_likelihood), rel=1e-12)
-    np.testing.assert_allclose(p2.posteriors, p1.posteriors, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(p2.transition_counts, p1.transition_counts, rtol=1e-9)
-    np.testing.assert_allclose(p2.start_counts, p1.start_counts, rtol=1e-9, atol=1e-12)
+    p2 = K.posterior(ll, pi, A, lengths, chunk=chunk, compiled=False)
+    assert_same_posterior(p2, p1)
+    c = compiled_posterior(ll, pi, A, lengths)
+    if c is not None:
+        assert_same_posterior(c, p1)
     v1 = K.viterbi(ll, pi, A, lengths)
     v2 = K.parallel_viterbi(ll, pi, A, lengths, chunk=chunk, warmup=2)
     np.testing.assert_array_equal(v2.path, v1.path)
@@ -123,11 +152,16 @@ def test_reducible_chain_and_structural_zeros():
     A = A / A.sum(1, keepdim=True)
     lengths = [700, 1300]
     p1 = K.posterior(ll, pi, A, lengths, parallel=False)
-    p2 = K.posterior(ll, pi, A, lengths, chunk=45)
-    assert float(p2.log_likelihood) == pytest.approx(float(p1.log_likelihood), rel=1e-12)
-    np.testing.assert_allclose(p2.posteriors, p1.posteriors, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(p2.transition_counts, p1.transition_counts, rtol=1e-9, atol=1e-9)
-    assert float(p2.transition_counts[0, 1]) == 0.0
+    for p2 in (
+        K.posterior(ll, pi, A, lengths, chunk=45, compiled=False),
+        compiled_posterior(ll, pi, A, lengths),
+    ):
+        if p2 is None:
+            continue
+        assert float(p2.log_likelihood) == pytest.approx(float(p1.log_likelihood), rel=1e-12)
+        np.testing.assert_allclose(p2.posteriors, p1.posteriors, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(p2.transition_counts, p1.transition_counts, rtol=1e-9, atol=1e-9)
+        assert float(p2.transition_counts[0, 1]) == 0.0
     v1 = K.viterbi(ll, pi, A, lengths)
     v2 = K.parallel_viterbi(ll, pi, A, lengths, chunk=45, warmup=1)
     np.testing.assert_array_equal(v2.path, v1.path)
@@ -141,20 +175,25 @@ def test_no_underflow_on_a_million_steps():
     ll = torch.randn(t, k, generator=g, dtype=F64) - 700.0
     pi = torch.tensor([0.2, 0.3, 0.5], dtype=F64)
     A = pi.expand(k, k).clone()
-    post = K.posterior(ll, pi, A)
     expected = torch.logsumexp(ll + pi.log(), 1).sum()
-    assert float(post.log_likelihood) == pytest.approx(float(expected), rel=1e-12)
-    assert bool(torch.isfinite(post.posteriors).all())
-    np.testing.assert_allclose(post.posteriors.sum(1), 1.0, rtol=1e-12)
+    for post in (K.posterior(ll, pi, A, compiled=False), compiled_posterior(ll, pi, A)):
+        if post is None:
+            continue
+        assert float(post.log_likelihood) == pytest.approx(float(expected), rel=1e-12)
+        assert bool(torch.isfinite(post.posteriors).all())
+        np.testing.assert_allclose(post.posteriors.sum(1), 1.0, rtol=1e-12)
 
 
 def test_float32_matches_float64():
     ll, pi, A = random_model(3, 5000, seed=7)
-    p64 = K.posterior(ll, pi, A)
-    p32 = K.posterior(ll.float(), pi.float(), A.float())
-    # float32 rounding accumulated over 5000 steps: ~1e-7 relative per step, 1e-5 overall.
-    assert float(p32.log_likelihood) == pytest.approx(float(p64.log_likelihood), rel=1e-5)
-    np.testing.assert_allclose(p32.posteriors, p64.posteriors.float(), atol=1e-4)
+    p64 = K.posterior(ll, pi, A, parallel=False)
+    for compiled in (False, True):
+        if compiled and importlib.util.find_spec("numba") is None:
+            continue
+        p32 = K.posterior(ll.float(), pi.float(), A.float(), compiled=compiled)
+        # float32 rounding accumulated over 5000 steps: ~1e-7 relative per step, 1e-5 overall.
+        assert float(p32.log_likelihood) == pytest.approx(float(p64.log_likelihood), rel=1e-5)
+        np.testing.assert_allclose(p32.posteriors, p64.posteriors.float(), atol=1e-4)
 
 
 def test_kernels_on_device(device):
@@ -175,8 +214,11 @@ def test_kernels_on_device(device):
 )
 def test_posterior_invariants(lengths, k, chunk, seed):
     ll, pi, A = random_model(k, sum(lengths), seed=seed)
-    p = K.posterior(ll, pi, A, lengths, chunk=chunk)
+    p = K.posterior(ll, pi, A, lengths, chunk=chunk, compiled=False)
     ref = K.posterior(ll, pi, A, lengths, parallel=False)
+    c = compiled_posterior(ll, pi, A, lengths)
+    if c is not None:
+        assert_same_posterior(c, ref, rtol=1e-10)
     np.testing.assert_allclose(p.posteriors.sum(1), 1.0, rtol=1e-12)
     # every step but the first of each sequence is one transition
     assert float(p.transition_counts.sum()) == pytest.approx(sum(lengths) - len(lengths), rel=1e-10)
@@ -193,11 +235,15 @@ def test_posterior_overwriting_its_input_is_the_same_posterior(t):
     """The in-place E-step (the model's path) against the one that keeps its input, with the
     stream an exact multiple of the chunk length (the buffer is reused) and not (padded)."""
     ll, pi, A = random_model(3, t, seed=9, sticky=5.0)
-    keep = K.posterior(ll, pi, A, [1000, t - 1000])
-    scratch = ll.clone()
-    over = K.posterior(scratch, pi, A, [1000, t - 1000], overwrite=True, chunk=50)
+    keep = K.posterior(ll, pi, A, [1000, t - 1000], compiled=False)
+    over = K.posterior(
+        ll.clone(), pi, A, [1000, t - 1000], overwrite=True, chunk=50, compiled=False
+    )
     ref = K.posterior(ll, pi, A, [1000, t - 1000], parallel=False)
-    for p in (keep, over):
+    both = [keep, over]
+    if importlib.util.find_spec("numba") is not None:
+        both.append(K.posterior(ll.clone(), pi, A, [1000, t - 1000], overwrite=True, compiled=True))
+    for p in both:
         assert float(p.log_likelihood) == pytest.approx(float(ref.log_likelihood), rel=1e-12)
         np.testing.assert_allclose(p.posteriors, ref.posteriors, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(p.transition_counts, ref.transition_counts, rtol=1e-9)
@@ -239,8 +285,10 @@ def test_posterior_when_scaled_backward_messages_overflow():
     ref = K.posterior(ll, pi, A, lengths, parallel=False)
     np.testing.assert_allclose(ref.posteriors[:, 0], 1.0)
     normal = np.arange(sum(lengths)) % 145 >= 2
-    for chunk in (None, 1000):
-        p = K.posterior(ll, pi, A, lengths, chunk=chunk)
+    runs = [K.posterior(ll, pi, A, lengths, chunk=chunk, compiled=False) for chunk in (None, 1000)]
+    if importlib.util.find_spec("numba") is not None:
+        runs.append(K.posterior(ll, pi, A, lengths, compiled=True))
+    for p in runs:
         assert float(p.log_likelihood) == pytest.approx(float(ref.log_likelihood), rel=1e-12)
         assert bool(torch.isfinite(p.posteriors).all())
         assert bool(torch.isfinite(p.transition_counts).all())

@@ -334,11 +334,10 @@ class BaseHMM(BaseEstimator):
         algorithm = algorithm or self.algorithm
         if algorithm not in ("viterbi", "map"):
             raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
-        workers = torch.get_num_threads()  # the compiled Viterbi runs its own threads
         with kernels.step_loop_threads(self._device):
             params, X, lengths = self._prepare(X, lengths)
             if algorithm == "viterbi":
-                v = self._viterbi(params, X, lengths, workers)
+                v = self._viterbi(params, X, lengths)
                 self._check_possible(params, X, v.log_prob)
                 return float(v.log_prob), v.path.cpu().numpy()
             ll = self._emission_log_likelihood(params, X)
@@ -349,7 +348,7 @@ class BaseHMM(BaseEstimator):
             best, states = post.posteriors.max(1)
             return float(best.sum()), states.cpu().numpy()
 
-    def _viterbi(self, params, X, lengths, workers: int):
+    def _viterbi(self, params, X, lengths):
         """Viterbi decoding: on the CPU the compiled kernel, which asks for the emission
         log-likelihoods block by block (:mod:`~latentfit.em.hmm.viterbi_cpu`); elsewhere
         the chunked torch version on the whole (t, k) array."""
@@ -360,7 +359,7 @@ class BaseHMM(BaseEstimator):
             emission = self._emission_rows(params)
             return viterbi_cpu.viterbi_cpu_blocks(
                 lambda a, b: emission(X[a:b]), X.shape[0], startprob, transmat, lengths,
-                workers=workers,
+                workers=kernels.compiled_workers(),
             )  # fmt: skip
         ll = self._emission_log_likelihood(params, X)
         return kernels.parallel_viterbi(ll, startprob, transmat, lengths)

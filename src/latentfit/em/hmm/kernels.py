@@ -37,10 +37,13 @@ checked windows, this module's whole-chunk scan as the exact fallback).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from typing import NamedTuple
 
 import torch
+
+from latentfit import _compiled
 
 __all__ = [
     "HMMBackward",
@@ -49,6 +52,7 @@ __all__ = [
     "HMMViterbi",
     "backward_pass",
     "chunk_length",
+    "compiled_workers",
     "forward_filter",
     "parallel_backward_pass",
     "parallel_forward_filter",
@@ -118,10 +122,25 @@ def step_loop_threads(device: torch.device):
         yield
         return
     torch.set_num_threads(1)
+    token = _outer_threads.set(before)
     try:
         yield
     finally:
+        _outer_threads.reset(token)
         torch.set_num_threads(before)
+
+
+_outer_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "latentfit_outer_threads", default=None
+)
+
+
+def compiled_workers() -> int:
+    """Threads for the compiled CPU kernels, which run whole passes per thread (not the tiny
+    per-step calls that :func:`step_loop_threads` keeps on one): torch's thread count as it
+    was outside the innermost ``step_loop_threads``."""
+    outer = _outer_threads.get()
+    return outer if outer is not None else torch.get_num_threads()
 
 
 def _segment_sum(values: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -436,12 +455,25 @@ def posterior(
     parallel: bool = True,
     chunk: int | None = None,
     overwrite: bool = False,
+    compiled: bool | None = None,
 ) -> HMMPosterior:
     """The Baum-Welch E-step: log-likelihood, smoothed marginals and the expected start and
-    transition counts (Rabiner 1989, §III.C), with the parallel kernels by default (fused and
-    in place, :func:`latentfit.em.hmm.fused.fused_posterior`). ``overwrite=True`` lets the
-    parallel E-step reuse the ``log_likelihoods`` buffer (its contents are then lost)."""
+    transition counts (Rabiner 1989, §III.C). By default, on CPU tensors the compiled E-step
+    (:func:`latentfit.em.hmm.posterior_cpu.posterior_cpu`), elsewhere the parallel kernels
+    (fused and in place, :func:`latentfit.em.hmm.fused.fused_posterior`; ``compiled=False``
+    asks for them on the CPU too); ``parallel=False``: the sequential torch recursions.
+    ``overwrite=True`` lets the E-step reuse the ``log_likelihoods`` buffer (its contents are
+    then lost)."""
     t, k = log_likelihoods.shape
+    if compiled is None:
+        compiled = parallel and log_likelihoods.device.type == "cpu" and _compiled.available()
+    if compiled:
+        from latentfit.em.hmm.posterior_cpu import posterior_cpu  # imports numba
+
+        return posterior_cpu(
+            log_likelihoods, startprob, transmat, lengths, overwrite=overwrite,
+            workers=compiled_workers(),
+        )  # fmt: skip
     if not parallel:
         fwd = forward_filter(log_likelihoods, startprob, transmat, lengths)
         bwd = backward_pass(log_likelihoods, startprob, transmat, lengths).backward

@@ -1,0 +1,61 @@
+"""The compiled CPU E-step against the sequential torch recursions, across threads, state
+counts and impossible data (brute force and the shared cases are in test_hmm_kernels.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from latentfit.em.hmm import kernels as K
+
+from .test_hmm_kernels import assert_same_posterior, random_model
+
+pytest.importorskip("numba")  # a dependency; the torch versions cover platforms without it
+from latentfit.em.hmm.posterior_cpu import posterior_cpu
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 20])  # run-time state counts and compiled-in ones
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_equals_sequential_on_many_sequences(k, workers):
+    rng = np.random.default_rng(k)
+    lengths = rng.integers(1, 120, size=40).tolist()
+    ll, pi, A = random_model(k, sum(lengths), seed=k, sticky=2.0)
+    ref = K.posterior(ll, pi, A, lengths, parallel=False)
+    got = posterior_cpu(ll, pi, A, lengths, workers=workers)
+    assert_same_posterior(got, ref)
+
+
+def test_keeps_or_overwrites_its_input():
+    ll, pi, A = random_model(4, 500, seed=3)
+    before = ll.clone()
+    posterior_cpu(ll, pi, A)
+    assert torch.equal(ll, before)
+    posterior_cpu(ll, pi, A, overwrite=True)
+    assert not torch.equal(ll, before)  # the buffer now holds the scaled emissions
+
+
+def test_impossible_sequence_is_minus_infinity_without_nan():
+    """A step no state can emit makes its sequence impossible: log p = -inf, zero marginals
+    there, and the other sequences untouched."""
+    ll, pi, A = random_model(3, 300, seed=4)
+    ll[150] = -torch.inf
+    got = posterior_cpu(ll, pi, A, [100, 100, 100], workers=2)
+    ref = K.posterior(ll[:100], pi, A, parallel=False)
+    assert float(got.sequence_log_likelihoods[1]) == -np.inf
+    assert float(got.sequence_log_likelihoods[0]) == pytest.approx(
+        float(ref.log_likelihood), rel=1e-12
+    )
+    assert bool(torch.isfinite(got.posteriors).all())
+    assert float(got.posteriors[100:200].abs().sum()) == 0.0
+    np.testing.assert_allclose(got.posteriors[:100], ref.posteriors, rtol=1e-9, atol=1e-12)
+
+
+def test_compiled_workers_is_the_thread_count_outside_the_step_loop():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with K.step_loop_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+            assert K.compiled_workers() == 2
+        assert K.compiled_workers() == 2
+    finally:
+        torch.set_num_threads(before)
