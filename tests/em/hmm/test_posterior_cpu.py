@@ -10,7 +10,7 @@ from latentfit.em.hmm import kernels as K
 from .test_hmm_kernels import assert_same_posterior, random_model
 
 pytest.importorskip("numba")  # a dependency; the torch versions cover platforms without it
-from latentfit.em.hmm.posterior_cpu import posterior_cpu
+from latentfit.em.hmm.posterior_cpu import forward_filter_cpu, posterior_cpu
 
 
 @pytest.mark.parametrize("k", [1, 3, 8, 20])  # run-time state counts and compiled-in ones
@@ -59,3 +59,17 @@ def test_compiled_workers_is_the_thread_count_outside_the_step_loop():
         assert K.compiled_workers() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_forward_filter_equals_sequential(workers):
+    lengths = [300, 1, 57, 642]
+    ll, pi, A = random_model(5, sum(lengths), seed=6, sticky=1.0)
+    ref = K.forward_filter(ll, pi, A, lengths)
+    got = forward_filter_cpu(ll, pi, A, lengths, workers=workers)
+    assert float(got.log_likelihood) == pytest.approx(float(ref.log_likelihood), rel=1e-12)
+    np.testing.assert_allclose(
+        got.sequence_log_likelihoods, ref.sequence_log_likelihoods, rtol=1e-12
+    )
+    np.testing.assert_allclose(got.filtered, ref.filtered, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.log_normalizers, ref.log_normalizers, rtol=1e-9, atol=1e-12)

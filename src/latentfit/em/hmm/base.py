@@ -319,7 +319,16 @@ class BaseHMM(BaseEstimator):
         """Total log-likelihood log p(X) summed over the sequences."""
         params, X, lengths = self._prepare(X, lengths)
         ll = self._emission_log_likelihood(params, X)
-        fwd = kernels.parallel_forward_filter(ll, params["startprob"], params["transmat"], lengths)
+        startprob, transmat = params["startprob"], params["transmat"]
+        if X.device.type == "cpu" and _compiled.available():
+            from latentfit.em.hmm.posterior_cpu import forward_filter_cpu  # imports numba
+
+            workers = kernels.compiled_workers()
+            fwd = forward_filter_cpu(
+                ll, startprob, transmat, lengths, overwrite=True, workers=workers
+            )
+        else:
+            fwd = kernels.parallel_forward_filter(ll, startprob, transmat, lengths)
         self._check_possible(params, X, fwd.log_likelihood)
         return float(fwd.log_likelihood)
 

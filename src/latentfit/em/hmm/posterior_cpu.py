@@ -31,28 +31,25 @@ import numpy as np
 import torch
 
 from latentfit._compiled import jit
-from latentfit.em.hmm.kernels import HMMPosterior
+from latentfit.em.hmm.kernels import HMMFiltered, HMMPosterior
 from latentfit.em.hmm.memory import empty_large
 from latentfit.em.hmm.viterbi_cpu import UNROLL_STATES, _n_states
 
-__all__ = ["posterior_cpu"]
+__all__ = ["forward_filter_cpu", "posterior_cpu"]
 
 _CAP = 1e300  # bound on the backward components of ruled-out states (see the module docstring)
 
 
 @jit
-def _forward_backward(e, shift, start, A, AT, gamma, outer, states):
-    """One sequence: scaled emissions e (t, k) (``exp(ℓ − shift)``), ``shift`` (t,), the
-    transition matrix A and its transpose AT (k, k) contiguous. Writes γ (t, k) (α̂ first),
-    adds Σ_t (α̂_t / d_t) v_tᵀ to ``outer`` (k, k) and returns log p(x) (−inf, γ = 0, if the
-    sequence is impossible). Inner loops run along contiguous rows (vector instructions)."""
+def _forward(e, shift, start, A, alpha, lognorm, states):
+    """Forward filter of one sequence: scaled emissions e (t, k) (``exp(ℓ − shift)``), shift
+    (t,); writes α̂ (t, k) into ``alpha`` and ``log c_t + m_t`` into ``lognorm`` (t,) and
+    returns log p(x) (−inf, with α̂ = 0, if the sequence is impossible)."""
     k = _n_states(states)
     t = e.shape[0]
     cur = np.empty(k, e.dtype)
-    b = np.empty(k, e.dtype)
-    v = np.empty(k, e.dtype)
     loglik = 0.0
-    for u in range(t):  # forward: α̂_u into gamma[u]
+    for u in range(t):
         if u == 0:
             for j in range(k):
                 cur[j] = start[j] * e[0, j]
@@ -60,7 +57,7 @@ def _forward_backward(e, shift, start, A, AT, gamma, outer, states):
             for j in range(k):
                 cur[j] = 0.0
             for i in range(k):
-                p = gamma[u - 1, i]
+                p = alpha[u - 1, i]
                 for j in range(k):
                     cur[j] += p * A[i, j]
             for j in range(k):
@@ -69,15 +66,30 @@ def _forward_backward(e, shift, start, A, AT, gamma, outer, states):
         for j in range(k):
             c += cur[j]
         if not c > 0.0:  # no state can emit x_u given the past: p(x) = 0
-            gamma[:] = 0.0
+            alpha[:] = 0.0
+            lognorm[u:] = -np.inf
             return -np.inf
-        loglik += math.log(c) + shift[u]
+        lognorm[u] = math.log(c) + shift[u]
+        loglik += lognorm[u]
         inv = 1.0 / c
         for j in range(k):
-            gamma[u, j] = cur[j] * inv
+            alpha[u, j] = cur[j] * inv
+    return loglik
+
+
+@jit
+def _backward(e, AT, gamma, outer, states):
+    """Backward pass of one possible sequence: turns α̂ (t, k) in ``gamma`` into γ in place
+    and adds Σ_t (α̂_t / d_t) v_tᵀ to ``outer`` (k, k); AT is the transposed transition
+    matrix (contiguous). Inner loops run along contiguous rows (vector instructions)."""
+    k = _n_states(states)
+    t = e.shape[0]
+    cur = np.empty(k, e.dtype)
+    b = np.empty(k, e.dtype)
+    v = np.empty(k, e.dtype)
     for j in range(k):  # γ_{T−1} = α̂_{T−1}
         b[j] = 1.0
-    for u in range(t - 2, -1, -1):  # backward, turning α̂_u into γ_u
+    for u in range(t - 2, -1, -1):
         for j in range(k):
             v[j] = e[u + 1, j] * b[j]
             cur[j] = 0.0
@@ -95,25 +107,23 @@ def _forward_backward(e, shift, start, A, AT, gamma, outer, states):
                 outer[i, j] += a * v[j]
             gamma[u, i] = a * cur[i]
             b[i] = min(cur[i] * w, _CAP)
-    return loglik
 
 
 @jit
-def _sequences(e, shift, start, A, AT, gamma, outer, offsets, ids, seq_ll, states):
-    """:func:`_forward_backward` over the sequences ``ids`` (rows ``offsets[s] .. offsets[s+1]``),
-    their log-likelihoods into ``seq_ll``."""
+def _sequences(e, shift, start, A, AT, gamma, lognorm, outer, offsets, ids, seq_ll, smooth, states):
+    """The sequences ``ids`` (rows ``offsets[s] .. offsets[s+1]``): forward filter, then, if
+    ``smooth``, the backward pass; their log-likelihoods into ``seq_ll``."""
     for s in ids:
         a, z = offsets[s], offsets[s + 1]
-        seq_ll[s] = _forward_backward(e[a:z], shift[a:z], start, A, AT, gamma[a:z], outer, states)
+        seq_ll[s] = _forward(e[a:z], shift[a:z], start, A, gamma[a:z], lognorm[a:z], states)
+        if smooth and seq_ll[s] > -np.inf:
+            _backward(e[a:z], AT, gamma[a:z], outer, states)
 
 
-def posterior_cpu(
-    log_likelihoods, startprob, transmat, lengths=None, *, overwrite=False, workers=1
-) -> HMMPosterior:
-    """The Baum-Welch E-step on CPU tensors (see the module docstring), as
-    :func:`~latentfit.em.hmm.kernels.posterior`. ``overwrite=True`` lets it scale the emissions
-    in the ``log_likelihoods`` buffer; sequences run on up to ``workers`` threads."""
-    ll = log_likelihoods if overwrite else log_likelihoods.clone()
+def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
+    """Scale the emissions, then run every sequence on up to ``workers`` threads: returns
+    (sequence log-likelihoods (n,), α̂ or γ (t, k), log normalisers (t,), Σξ (k, k))."""
+    ll = ll if overwrite else ll.clone()
     t, k = ll.shape
     lens = np.asarray([t] if lengths is None else lengths, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lens)])
@@ -122,7 +132,8 @@ def posterior_cpu(
     cuts = np.linspace(0, t, workers + 1).astype(np.int64)
     shift = torch.empty(t, dtype=ll.dtype)
     gamma = empty_large(t, k, dtype=ll.dtype, device="cpu")
-    e, sh, g = ll.numpy(), shift.numpy(), gamma.numpy()
+    lognorm = torch.empty(t, dtype=ll.dtype)
+    e, sh, g, ln = ll.numpy(), shift.numpy(), gamma.numpy(), lognorm.numpy()
     seq = np.empty(n)
     start = startprob.detach().cpu().numpy()
     A = transmat.detach().cpu().numpy()
@@ -145,7 +156,7 @@ def posterior_cpu(
 
     def run(p: int):
         ids = np.flatnonzero(owner == p)
-        _sequences(e, sh, start, A, AT, g, outers[p], offsets, ids, seq, states)
+        _sequences(e, sh, start, A, AT, g, ln, outers[p], offsets, ids, seq, smooth, states)
 
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
@@ -155,6 +166,28 @@ def posterior_cpu(
         scale(0)
         run(0)
     xi = torch.from_numpy(outers.sum(0)) * transmat
-    seq_t = torch.as_tensor(seq, dtype=ll.dtype)
+    return torch.as_tensor(seq, dtype=ll.dtype), gamma, lognorm, xi, offsets
+
+
+def posterior_cpu(
+    log_likelihoods, startprob, transmat, lengths=None, *, overwrite=False, workers=1
+) -> HMMPosterior:
+    """The Baum-Welch E-step on CPU tensors (see the module docstring), as
+    :func:`~latentfit.em.hmm.kernels.posterior`. ``overwrite=True`` lets it scale the emissions
+    in the ``log_likelihoods`` buffer; sequences run on up to ``workers`` threads."""
+    seq, gamma, _, xi, offsets = _run(
+        log_likelihoods, startprob, transmat, lengths, overwrite, workers, smooth=True
+    )
     first = torch.as_tensor(offsets[:-1], dtype=torch.int64)
-    return HMMPosterior(seq_t.sum(), seq_t, gamma, xi, gamma.index_select(0, first).sum(0))
+    return HMMPosterior(seq.sum(), seq, gamma, xi, gamma.index_select(0, first).sum(0))
+
+
+def forward_filter_cpu(
+    log_likelihoods, startprob, transmat, lengths=None, *, overwrite=False, workers=1
+) -> HMMFiltered:
+    """The forward filter on CPU tensors, as
+    :func:`~latentfit.em.hmm.kernels.forward_filter`: the first half of the E-step."""
+    seq, alpha, lognorm, _, _ = _run(
+        log_likelihoods, startprob, transmat, lengths, overwrite, workers, smooth=False
+    )
+    return HMMFiltered(seq.sum(), seq, alpha, lognorm)
