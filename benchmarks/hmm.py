@@ -1,4 +1,5 @@
-"""One Baum-Welch iteration and one Viterbi decode: latentfit vs hmmlearn, side by side.
+"""One Baum-Welch iteration, one Viterbi decode, score and predict_proba: latentfit vs hmmlearn,
+side by side.
 
 A seeded Gaussian HMM sample (T = 1,000,000 steps in one sequence, K = 8 states, D = 4
 features, diagonal covariances); both libraries start from the same parameters and must
@@ -120,6 +121,14 @@ def main():
         f"(relative difference {abs(lp_o - lp_r) / abs(lp_r):.1e}); "
         f"paths differ at {int((path_o != path_r).sum())} of {T:,} steps"
     )
+    t_so, s_o = best_of(lambda: ours.score(X), args.repeats)
+    t_sr, s_r = best_of(lambda: ref.score(X), args.ref_repeats)
+    report("score (forward filter)", t_so, t_sr)
+    print(f"  log-likelihood relative difference {abs(s_o - s_r) / abs(s_r):.1e}")
+    t_po, p_o = best_of(lambda: ours.predict_proba(X), args.repeats)
+    t_pr, p_r = best_of(lambda: ref.predict_proba(X), args.ref_repeats)
+    report("predict_proba (E-step)", t_po, t_pr)
+    print(f"  max |Δ posterior| {np.abs(p_o - p_r).max():.1e}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
