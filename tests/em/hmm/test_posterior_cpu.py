@@ -73,3 +73,20 @@ def test_forward_filter_equals_sequential(workers):
     )
     np.testing.assert_allclose(got.filtered, ref.filtered, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got.log_normalizers, ref.log_normalizers, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ruled_out_state_that_fits_better(dtype):
+    """State 1 fits every step better (by 5 nats) but the start and identity transitions rule
+    it out: its backward component grows e^5 per step and is capped below the float's largest
+    value; the posteriors stay exact (all mass on state 0) and finite, in float32 too."""
+    lengths = [145] * 4
+    ll = torch.zeros(sum(lengths), 2, dtype=dtype)
+    ll[:, 0] = -5.0
+    pi = torch.tensor([1.0, 0.0], dtype=dtype)
+    A = torch.eye(2, dtype=dtype)
+    got = posterior_cpu(ll, pi, A, lengths)
+    assert bool(torch.isfinite(got.posteriors).all())
+    np.testing.assert_allclose(got.posteriors[:, 0], 1.0)
+    np.testing.assert_allclose(got.transition_counts, [[144 * 4, 0], [0, 0]])
+    assert float(got.log_likelihood) == pytest.approx(-5.0 * sum(lengths), rel=1e-6)

@@ -15,11 +15,12 @@ The recursions (Rabiner 1989, §III.C and §V.A) with every message normalised:
   then ``γ_t = α̂_t ⊙ β̃_t / d_t``, ``ξ_t = (α̂_t / d_t) vᵀ ⊙ A`` (eqs. 27 and 37: constant factors
   cancel in the ratios) and ``b_t = β̃_t / d_t``.
 
-Dividing by ``d_t`` keeps the components of b that matter (where α̂ has mass, ``b_t(i) =
-γ_t(i) / α̂_t(i)``) near 1, so they never underflow, whatever states the data rule out (a
-normalisation by the sum of b lets them vanish beside a ruled-out state whose emissions fit
-better). A ruled-out state's component may grow without bound: it is capped at 1e300, which
-changes nothing, since it never reaches a state the forward filter allows.
+Dividing by ``d_t`` keeps the components of b that matter in range: where α̂ has mass,
+``b_t(i) = γ_t(i) / α̂_t(i)``, at most 1/α̂_t(i) and small only where the smoothed probability
+is, whatever states the data rule out (a normalisation by the sum of b lets them vanish beside
+a ruled-out state whose emissions fit better). A ruled-out state's component may grow without
+bound: it is capped at the largest float over 2k, which changes nothing, since it never
+reaches a state the forward filter allows.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from latentfit.em.hmm.memory import empty_large
 from latentfit.em.hmm.viterbi_cpu import UNROLL_STATES, _n_states
 
 __all__ = ["forward_filter_cpu", "posterior_cpu"]
-
-_CAP = 1e300  # bound on the backward components of ruled-out states (see the module docstring)
 
 
 @jit
@@ -78,10 +77,11 @@ def _forward(e, shift, start, A, alpha, lognorm, states):
 
 
 @jit
-def _backward(e, AT, gamma, outer, states):
+def _backward(e, A, AT, gamma, outer, cap, states):
     """Backward pass of one possible sequence: turns α̂ (t, k) in ``gamma`` into γ in place
-    and adds Σ_t (α̂_t / d_t) v_tᵀ to ``outer`` (k, k); AT is the transposed transition
-    matrix (contiguous). Inner loops run along contiguous rows (vector instructions)."""
+    and adds Σ_t ξ_t = Σ_t (α̂_t / d_t) v_tᵀ ⊙ A to ``outer`` (k, k); AT is the transposed
+    transition matrix (contiguous), ``cap`` the bound on ruled-out states' components. Inner
+    loops run along contiguous rows (vector instructions)."""
     k = _n_states(states)
     t = e.shape[0]
     cur = np.empty(k, e.dtype)
@@ -103,21 +103,23 @@ def _backward(e, AT, gamma, outer, states):
         w = 1.0 / d
         for i in range(k):
             a = gamma[u, i] * w
-            for j in range(k):
-                outer[i, j] += a * v[j]
+            for j in range(k):  # ⊙ A here: a ruled-out state's huge v_j meets A_ij = 0
+                outer[i, j] += a * A[i, j] * v[j]
             gamma[u, i] = a * cur[i]
-            b[i] = min(cur[i] * w, _CAP)
+            b[i] = min(cur[i] * w, cap)
 
 
 @jit
-def _sequences(e, shift, start, A, AT, gamma, lognorm, outer, offsets, ids, seq_ll, smooth, states):
+def _sequences(
+    e, shift, start, A, AT, gamma, lognorm, outer, offsets, ids, seq_ll, smooth, cap, states
+):
     """The sequences ``ids`` (rows ``offsets[s] .. offsets[s+1]``): forward filter, then, if
     ``smooth``, the backward pass; their log-likelihoods into ``seq_ll``."""
     for s in ids:
         a, z = offsets[s], offsets[s + 1]
         seq_ll[s] = _forward(e[a:z], shift[a:z], start, A, gamma[a:z], lognorm[a:z], states)
         if smooth and seq_ll[s] > -np.inf:
-            _backward(e[a:z], AT, gamma[a:z], outer, states)
+            _backward(e[a:z], A, AT, gamma[a:z], outer, cap, states)
 
 
 def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
@@ -141,6 +143,7 @@ def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
     lo, hi = UNROLL_STATES
     states = (0,) * k if lo <= k <= hi else k  # compiled for this k (see viterbi_cpu)
     outers = np.zeros((workers, k, k), A.dtype)
+    cap = float(np.finfo(e.dtype).max) / (2 * k)  # A (e ⊙ b) stays finite
     # sequences to threads, longest first to the least loaded
     loads = np.zeros(workers)
     owner = np.empty(n, np.int64)
@@ -156,7 +159,7 @@ def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
 
     def run(p: int):
         ids = np.flatnonzero(owner == p)
-        _sequences(e, sh, start, A, AT, g, ln, outers[p], offsets, ids, seq, smooth, states)
+        _sequences(e, sh, start, A, AT, g, ln, outers[p], offsets, ids, seq, smooth, cap, states)
 
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
@@ -165,7 +168,7 @@ def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
     else:
         scale(0)
         run(0)
-    xi = torch.from_numpy(outers.sum(0)) * transmat
+    xi = torch.from_numpy(outers.sum(0))
     return torch.as_tensor(seq, dtype=ll.dtype), gamma, lognorm, xi, offsets
 
 
