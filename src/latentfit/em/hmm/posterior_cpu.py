@@ -34,7 +34,7 @@ import torch
 from latentfit._compiled import jit
 from latentfit.em.hmm.kernels import HMMFiltered, HMMPosterior
 from latentfit.em.hmm.memory import empty_large
-from latentfit.em.hmm.viterbi_cpu import UNROLL_STATES, _n_states
+from latentfit.em.hmm.unroll import n_states, states_arg
 
 __all__ = ["forward_filter_cpu", "posterior_cpu"]
 
@@ -44,7 +44,7 @@ def _forward(e, shift, start, A, alpha, lognorm, states):
     """Forward filter of one sequence: scaled emissions e (t, k) (``exp(ℓ − shift)``), shift
     (t,); writes α̂ (t, k) into ``alpha`` and ``log c_t + m_t`` into ``lognorm`` (t,) and
     returns log p(x) (−inf, with α̂ = 0, if the sequence is impossible)."""
-    k = _n_states(states)
+    k = n_states(states)
     t = e.shape[0]
     cur = np.empty(k, e.dtype)
     loglik = 0.0
@@ -82,7 +82,7 @@ def _backward(e, A, AT, gamma, outer, cap, states):
     and adds Σ_t ξ_t = Σ_t (α̂_t / d_t) v_tᵀ ⊙ A to ``outer`` (k, k); AT is the transposed
     transition matrix (contiguous), ``cap`` the bound on ruled-out states' components. Inner
     loops run along contiguous rows (vector instructions)."""
-    k = _n_states(states)
+    k = n_states(states)
     t = e.shape[0]
     cur = np.empty(k, e.dtype)
     b = np.empty(k, e.dtype)
@@ -140,8 +140,7 @@ def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
     start = startprob.detach().cpu().numpy()
     A = transmat.detach().cpu().numpy()
     AT = np.ascontiguousarray(A.T)
-    lo, hi = UNROLL_STATES
-    states = (0,) * k if lo <= k <= hi else k  # compiled for this k (see viterbi_cpu)
+    states = states_arg(k)  # see latentfit.em.hmm.unroll
     outers = np.zeros((workers, k, k), A.dtype)
     cap = float(np.finfo(e.dtype).max) / (2 * k)  # A (e ⊙ b) stays finite
     # sequences to threads, longest first to the least loaded

@@ -34,12 +34,12 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
 
 from latentfit._compiled import jit as _jit
 from latentfit.em.hmm.memory import empty_large
+from latentfit.em.hmm.unroll import n_states, states_arg
 from latentfit.em.hmm.viterbi import HMMViterbi, _log
 
 __all__ = ["viterbi_cpu", "viterbi_cpu_blocks"]
@@ -47,24 +47,9 @@ __all__ = ["viterbi_cpu", "viterbi_cpu_blocks"]
 LANES = 32  # chunks per group: four 512-bit vectors of float64
 BLOCK = 64  # steps transposed at a time: (64, k, 32) numbers stay in the first-level cache
 WARMUP = 16  # steps run from a flat start to propose a chunk's entering message
-UNROLL_STATES = (4, 16)  # k in this range: the kernel is compiled for the exact k (unrolled)
 # proposals equal to the exact message to this relative tolerance are accepted: far above the
 # rounding of messages that have coalesced, far below the differences of ones that have not
 RTOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 1e-5}
-
-
-def _n_states(k):
-    """The number of states: ``k`` itself, or the length of a tuple ``k``, which is part of
-    the tuple's type, so that the kernels compile for that exact number (the loops over
-    states unroll and the running maxima stay in vector registers: 3x faster at k = 8)."""
-    return k if isinstance(k, int) else len(k)
-
-
-@numba.extending.overload(_n_states)
-def _n_states_overload(k):
-    if isinstance(k, numba.types.Integer):
-        return lambda k: k
-    return lambda k: len(k)
 
 
 @_jit
@@ -80,7 +65,7 @@ def _steps(lt, rs, any_rs, delta, new, log_trans, log_start, bp, ends, states):
     back-pointer; at a restart ``δ_t(j) = log π_j + max_i δ_{t-1}(i) + ℓ_t(j)`` and every
     back-pointer is the best final state of the previous sequence.
     """
-    k = _n_states(states)
+    k = n_states(states)
     lanes = delta.shape[1]
     for s in range(lt.shape[0]):
         lts = lt[s]
@@ -159,7 +144,7 @@ def _lanes_forward(
     proposes their entering messages (if ``propose``), runs the recursion writing bp
     (l, k, lanes), the leaving messages ``exits[q]`` and the scores of the sequences that
     end inside them (``end_rel``, relative to the chunk, and ``end_chunk``)."""
-    k = _n_states(states)
+    k = n_states(states)
     lanes = bp.shape[2]
     dt = ll.dtype
     delta = np.zeros((k, lanes), dt)
@@ -351,8 +336,7 @@ def viterbi_cpu_blocks(
     n_seq = len(lengths)
     end_rel = np.zeros(n_seq, dtype)
     end_chunk = np.zeros(n_seq, np.int64)
-    lo, hi = UNROLL_STATES
-    states = (0,) * k if lo <= k <= hi else k  # see _n_states
+    states = states_arg(k)  # see latentfit.em.hmm.unroll
 
     def rows(start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(t, stop)
