@@ -20,8 +20,11 @@ Entering messages are proposed and checked as in :func:`parallel_viterbi`: each 
 from the message reached by running the recursion over the ``warmup`` steps before it from a
 flat start (survivor paths merge within a few steps); afterwards every proposal is compared
 with the exact message leaving the previous chunk and a chunk whose proposal was wrong is run
-again, in order, so that corrections propagate. The back-pointers are then exact and one
-sequential pass traces the path back (a pointer per step).
+again, in order, so that corrections propagate. The back-pointers are then exact. The
+trace-back runs the lanes of a group together too, each chunk from the best state of its
+leaving message; from the last chunk down, a chunk whose final state is not the predecessor
+of the next chunk's first state is traced again from the right one, stopping where it joins
+the path already traced.
 
 Scores: inside a chunk messages are relative to its entering message (shifted to a maximum of
 0); the offsets between chunks are added back to give every sequence's log p(x, z*).
