@@ -142,3 +142,23 @@ def test_diag_gaussian_density_equals_scipy(covariance_type, dtype):
     )
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     np.testing.assert_allclose(got.double().numpy(), ref, rtol=tol)
+
+
+def test_impossible_sequence_does_not_spoil_the_next():
+    """The first sequence cannot start (its only possible start state cannot emit the first
+    step): its score is -inf and the following sequences are decoded as if alone."""
+    ll, pi, A = random_model(2, 600, seed=21, sticky=1.0)
+    pi = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    ll[0, 0] = -torch.inf
+    lengths = [200, 250, 150]
+    ref = K.viterbi(ll, pi, A, lengths)
+    assert float(ref.sequence_log_probs[0]) == -np.inf
+    for got in (
+        viterbi_cpu(ll, pi, A, lengths, chunk=17),
+        K.parallel_viterbi(ll, pi, A, lengths, chunk=17),
+    ):
+        np.testing.assert_array_equal(got.path[200:], ref.path[200:])
+        np.testing.assert_allclose(
+            got.sequence_log_probs[1:], ref.sequence_log_probs[1:], rtol=1e-12
+        )
+        assert float(got.sequence_log_probs[0]) == -np.inf

@@ -383,21 +383,37 @@ def parallel_forward_filter(
 # backward pass
 
 
-def backward_pass(log_likelihoods, startprob, transmat, lengths=None) -> HMMBackward:
+def backward_pass(
+    log_likelihoods, startprob, transmat, lengths=None, *, filtered=None
+) -> HMMBackward:
     """Scaled backward recursion (Rabiner 1989, eqs. 23-25): ``β_{t-1} ∝ A (e_t ⊙ β_t)``,
-    ``β_T = 1``; rows normalised to sum 1. Sequential reference implementation."""
+    ``β_T = 1``; rows normalised to sum 1. Sequential reference implementation.
+
+    Given the forward filter's messages ``filtered`` (t, k), each row is divided by
+    ``α̂_{t-1} · A (e_t ⊙ β_t)`` instead: rows summing to 1 let the components that matter
+    (where α̂ has mass) underflow beside a state the forward filter rules out whose emissions
+    fit much better, while this scale keeps them at ``γ / α̂`` (at most 1/α̂); a ruled-out
+    state's component may then grow, and is capped at the largest float over 2k (it never
+    reaches an allowed state). :func:`posterior` uses this form."""
     t, k = log_likelihoods.shape
     starts = sequence_starts(lengths, t, log_likelihoods.device)
     e, _ = _scaled_emissions(log_likelihoods)
     out = torch.empty_like(e)
     starts_cpu = starts.cpu().tolist()
-    beta = torch.full((k,), 1.0 / k, dtype=e.dtype, device=e.device)
+    last = torch.full((k,), 1.0 / k if filtered is None else 1.0, dtype=e.dtype, device=e.device)
+    cap = torch.finfo(e.dtype).max / (2 * k)
+    beta = last
     for i in range(t - 1, -1, -1):
         out[i] = beta
         if starts_cpu[i]:  # the previous step ends another sequence
-            beta = torch.full_like(beta, 1.0 / k)
-        else:
-            beta, _ = _safe_log_normalize(transmat @ (e[i] * beta))
+            beta = last
+            continue
+        nxt = transmat @ (e[i] * beta)
+        d = float(filtered[i - 1] @ nxt) if filtered is not None else 0.0
+        if d > 0:
+            beta = (nxt / d).clamp_max(cap)
+        else:  # no filter given, or an impossible sequence
+            beta, _ = _safe_log_normalize(nxt)
     return HMMBackward(out)
 
 
@@ -439,7 +455,9 @@ def two_slice_counts(log_likelihoods, transmat, filtered, backward, lengths=None
     starts = sequence_starts(lengths, t, log_likelihoods.device)
     e, _ = _scaled_emissions(log_likelihoods)
     prev = filtered[:-1]  # (t-1, k)
-    right = e[1:] * backward[1:]  # (t-1, k)
+    # a state the filter rules out at t has ξ_{t-1}(·, j) = 0 exactly; masking it keeps its
+    # (possibly huge, see backward_pass) backward component out of the product
+    right = torch.where(filtered[1:] > 0, e[1:] * backward[1:], 0.0)  # (t-1, k)
     z = ((prev @ transmat) * right).sum(1)  # (t-1,) per-step normaliser
     keep = ~starts[1:] & (z > 0)
     scale = torch.where(keep, 1.0 / torch.where(keep, z, torch.ones_like(z)), torch.zeros_like(z))
@@ -476,7 +494,9 @@ def posterior(
         )  # fmt: skip
     if not parallel:
         fwd = forward_filter(log_likelihoods, startprob, transmat, lengths)
-        bwd = backward_pass(log_likelihoods, startprob, transmat, lengths).backward
+        bwd = backward_pass(
+            log_likelihoods, startprob, transmat, lengths, filtered=fwd.filtered
+        ).backward
         starts = sequence_starts(lengths, t, log_likelihoods.device)
         gamma = smoothed_marginals(fwd.filtered, bwd)
         xi = two_slice_counts(log_likelihoods, transmat, fwd.filtered, bwd, lengths)

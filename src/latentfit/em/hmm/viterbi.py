@@ -77,7 +77,7 @@ def _max_plus_chunks(ll_bl, delta, log_trans, log_start, restarts, out):
     ``δ_t(j) = max_i (δ_{t-1}(i) + log A_ij) + ℓ_t(j)``; for few states as ``k`` running
     maxima of (b, k) slices (no (b, k, k) temporary), for many as one (b, k, k) reduction.
     At a restart the message is ``log π + max δ_{t-1}`` (the previous sequence ends at its
-    best state)."""
+    best state; the max is taken as 0 when that sequence is impossible)."""
     b, length, k = ll_bl.shape
     v = torch.empty(b, k, dtype=ll_bl.dtype, device=ll_bl.device)
     if k <= _UNROLL_STATES:
@@ -91,9 +91,10 @@ def _max_plus_chunks(ll_bl, delta, log_trans, log_start, restarts, out):
                 torch.maximum(v, torch.add(delta[:, s : s + 1], log_trans[s], out=tmp), out=v)
         else:
             torch.amax(torch.add(delta.unsqueeze(2), log_trans, out=cand), 1, out=v)
-        if i in restarts:
+        if i in restarts:  # after an impossible sequence (max −inf) the next starts from 0
             idx = restarts[i]
-            v[idx] = log_start + delta[idx].amax(1, keepdim=True)
+            top = delta[idx].amax(1, keepdim=True)
+            v[idx] = log_start + torch.where(torch.isfinite(top), top, torch.zeros_like(top))
         delta = torch.add(v, ll_bl[:, i], out=out[:, i])
     return delta
 

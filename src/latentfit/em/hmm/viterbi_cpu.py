@@ -65,8 +65,9 @@ def _steps(lt, rs, any_rs, delta, new, log_trans, log_start, bp, ends, states):
     that ended, ends (S, lanes). ``new`` (k, lanes) is scratch.
 
     ``δ_t(j) = max_i δ_{t-1}(i) + log A_ij + ℓ_t(j)`` with the first maximising ``i`` as the
-    back-pointer; at a restart ``δ_t(j) = log π_j + max_i δ_{t-1}(i) + ℓ_t(j)`` and every
-    back-pointer is the best final state of the previous sequence.
+    back-pointer; at a restart ``δ_t(j) = log π_j + max_i δ_{t-1}(i) + ℓ_t(j)`` (the max taken
+    as 0 when the previous sequence is impossible) and every back-pointer is the best final
+    state of the previous sequence.
     """
     k = n_states(states)
     lanes = delta.shape[1]
@@ -96,6 +97,8 @@ def _steps(lt, rs, any_rs, delta, new, log_trans, log_start, bp, ends, states):
                             arg = i
                     best = delta[arg, c]
                     ends[s, c] = best
+                    if best == -np.inf:  # an impossible sequence: the next starts afresh
+                        best = 0.0
                     for j in range(k):
                         new[j, c] = log_start[j] + best + lts[j, c]
                         bps[j, c] = arg
@@ -378,11 +381,11 @@ def viterbi_cpu_blocks(
     _check_trace(bp, exits, length, t, path)
     # chunk offsets: chunk q's messages are relative to base[q]
     top = exits.max(1)
-    base = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(top), top, -np.inf))[:-1]])
-    with np.errstate(invalid="ignore"):
-        end_abs = end_rel + base[end_chunk]
-        seq = np.diff(np.concatenate([[0.0], end_abs]))
-    seq[np.isneginf(end_abs)] = -np.inf
+    base = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(top), top, 0.0))[:-1]])
+    end_abs = end_rel + base[end_chunk]  # best score up to the end of each sequence
+    # what each next sequence starts from: that score, or 0 after an impossible sequence
+    carry = np.where(np.isfinite(end_rel), end_rel, 0.0) + base[end_chunk]
+    seq = end_abs - np.concatenate([[0.0], carry[:-1]])
     seq_t = torch.as_tensor(seq.astype(dtype))
     return HMMViterbi(seq_t.sum(), seq_t, path_t)
 
