@@ -112,9 +112,10 @@ def logspace_posterior(ll, pi, A):
 def test_states_ruled_out_for_good_against_log_space():
     """State 1 can never be reached (zero start probability, absorbing) and its emissions are
     often far better (ℓ ~ N(0, 30²)): backward messages normalised to sum 1 lose the
-    reachable states to underflow beside it (the sequential E-step returned marginals off by
-    1 here, as does the fused torch one, used off the CPU). The compiled and the sequential
-    E-steps equal the log-space oracle."""
+    reachable states to underflow beside it (the sequential and the fused torch E-steps
+    returned marginals off by 1 here). The compiled, the sequential and the fused E-steps
+    (one chunk, and chunks whose boundary messages keep those states) equal the log-space
+    oracle."""
     g = torch.Generator().manual_seed(158)
     ll = torch.randn(60, 4, generator=g, dtype=torch.float64) * 30
     pi = torch.tensor([0.4, 0.0, 0.6, 0.0], dtype=torch.float64)
@@ -123,7 +124,12 @@ def test_states_ruled_out_for_good_against_log_space():
         dtype=torch.float64,
     )
     gamma, logp = logspace_posterior(ll, pi, A)
-    for post in (posterior_cpu(ll, pi, A), K.posterior(ll, pi, A, parallel=False)):
+    for post in (
+        posterior_cpu(ll, pi, A),
+        K.posterior(ll, pi, A, parallel=False),
+        K.posterior(ll, pi, A, compiled=False),
+        K.posterior(ll, pi, A, compiled=False, chunk=20),
+    ):
         assert float(post.log_likelihood) == pytest.approx(logp, rel=1e-12)
         np.testing.assert_allclose(post.posteriors, gamma, atol=1e-12)
         assert bool(torch.isfinite(post.transition_counts).all())

@@ -189,6 +189,7 @@ def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
     ``z_t = α̂_{t-1} · A (e_t ⊙ β̂_t)``, which also normalises γ_{t-1}."""
     b, length, k = e_bl.shape
     tiny = torch.finfo(e_bl.dtype).tiny
+    cap = torch.finfo(e_bl.dtype).max / (2 * k)  # with e ≤ 1, A (e ⊙ β) stays finite
     At = transmat.T.contiguous()
     acc = torch.zeros(k, k, dtype=e_bl.dtype, device=e_bl.device)  # Σ (α̂/z)ᵀ (e ⊙ β̂)
     r = torch.empty(b, k, dtype=e_bl.dtype, device=e_bl.device)
@@ -211,7 +212,9 @@ def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
             lz[restarts[i]] = 0.0
         acc.addmm_((prev * lz).T, r)
         torch.mul(g, zinv, out=prev)  # γ_{t-1} over α̂_{t-1}
-        beta = nxt.div_(nxt.sum(1, keepdim=True).clamp_min_(tiny))  # nxt's buffer is reused
+        # divided by α̂ · β (not by its sum, which lets the states that matter underflow beside
+        # a ruled-out state that fits better); a ruled-out state's component is capped
+        beta = nxt.mul_(zinv).clamp_max_(cap)  # nxt's buffer is reused
     if b > 1:  # transitions into the first step of chunks 1..b-1 (chunk 0 starts the stream)
         r = e_bl[1:, 0] * beta[1:]  # (b-1, k)
         prev = last[:-1]
@@ -272,7 +275,8 @@ def fused_posterior(
     _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, c, rescale=True)
     xi = _smooth_scaled(e_bl, filtered, transmat, restarts, beta_end, starts_first)
     if xi is None:  # a scaled backward message overflowed: filter again, normalise every step
-        # (ê and e differ by a factor per step, to which γ and ξ are blind)
+        # from the emissions themselves (e ≤ 1, which bounds the capped backward messages)
+        e_bl.mul_(c.clamp_min(torch.finfo(c.dtype).tiny).unsqueeze(-1))
         scratch = torch.empty_like(c)
         _filter_in_place(e_bl, startprob, transmat, restarts, alpha0, filtered, scratch)
         xi = _smooth_in_place(e_bl, filtered, transmat, restarts, beta_end, starts_first)
