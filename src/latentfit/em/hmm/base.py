@@ -116,7 +116,7 @@ def _check_distribution(p: torch.Tensor, name: str) -> None:
 
 def _one_thread(method):
     """Run a model method on one intra-op CPU thread (see
-    :func:`~latentfit.em.hmm.kernels.step_loop_threads` for the measurement behind it)."""
+    :func:`~latentfit.em.hmm.threads.step_loop_threads` for the measurement behind it)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):

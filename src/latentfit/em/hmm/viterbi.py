@@ -10,13 +10,9 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit.em.hmm.kernels import (
-    _restart_steps,
-    _segment_sum,
-    sequence_starts,
-    step_loop_threads,
-)
+from latentfit.em.hmm.kernels import _restart_steps, _segment_sum, sequence_starts
 from latentfit.em.hmm.memory import empty_large
+from latentfit.em.hmm.threads import step_loop_threads
 
 __all__ = ["HMMViterbi", "parallel_viterbi", "viterbi"]
 
