@@ -380,9 +380,9 @@ def viterbi_cpu_blocks(
     _map(trace, groups, workers)
     _check_trace(bp, exits, length, t, path)
     # chunk offsets: chunk q's messages are relative to base[q]
-    top = exits.max(1)
+    top = exits.max(1).astype(np.float64)  # chunk offsets summed in float64
     base = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(top), top, 0.0))[:-1]])
-    end_abs = end_rel + base[end_chunk]  # best score up to the end of each sequence
+    end_abs = end_rel.astype(np.float64) + base[end_chunk]  # best score up to each sequence end
     # what each next sequence starts from: that score, or 0 after an impossible sequence
     carry = np.where(np.isfinite(end_rel), end_rel, 0.0) + base[end_chunk]
     seq = end_abs - np.concatenate([[0.0], carry[:-1]])
