@@ -29,7 +29,6 @@ from latentfit.em.gaussian import (
     gaussian_estep_stats,
     gaussian_features,
     gaussian_mstep,
-    log_gaussian_prob,
     moment_stats,
     n_covariance_parameters,
     natural_parameters,
@@ -309,10 +308,17 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             cov = covariances_from_precisions(p["prec_chol"], self.covariance_type)
             lp = log_gaussian_prob_missing(X - shift, p["means"] - shift, cov, self.covariance_type)
             return lp + p["weights"].log()
-        return (
-            log_gaussian_prob(X - shift, p["means"] - shift, p["prec_chol"], self.covariance_type)
-            + p["weights"].log()
-        )
+        # as the E-step computes them: log π_k + W_k · T(x − c) + b_k, one product per chunk of
+        # rows (4-5x faster than the (n, k·d) Mahalanobis form for the whole of X at once)
+        W, b = natural_parameters(p["means"] - shift, p["prec_chol"], self.covariance_type)
+        b = (b + p["weights"].log()).unsqueeze(1)  # (k, 1)
+        out = torch.empty(W.shape[0], X.shape[0], dtype=X.dtype, device=X.device)  # (k, n)
+        rows = self._chunk_rows(X.shape[1])
+        for i in range(0, X.shape[0], rows):
+            G = gaussian_features(X[i : i + rows] - shift, self.covariance_type)  # (m, r)
+            torch.addmm(b, W, G, out=out[:, i : i + rows])
+        # (n, k) in memory order: reductions over components on the transposed view are slow
+        return out.T.contiguous()
 
     _weighted_log_prob = _log_joint  # scikit-learn's name
 
