@@ -17,10 +17,14 @@ def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
 
 
 def nearest_center(X: torch.Tensor, C: torch.Tensor, chunk_rows: int = 65536) -> torch.Tensor:
-    """Index of the nearest center for every row: (n,)."""
-    return torch.cat(
-        [_sq_dist(X[i : i + chunk_rows], C).argmin(1) for i in range(0, len(X), chunk_rows)]
-    )
+    """Index of the nearest center for every row: (n,). ``‖x‖²`` is the same for every
+    center, so the argmin is that of ``‖c‖² − 2 x·c``: one product per chunk of rows."""
+    cc = (C * C).sum(1)  # (k,)
+    out = torch.empty(X.shape[0], dtype=torch.int64, device=X.device)
+    for i in range(0, X.shape[0], chunk_rows):
+        d = torch.addmm(cc, X[i : i + chunk_rows], C.T, alpha=-2)  # (r, k)
+        torch.argmin(d, 1, out=out[i : i + chunk_rows])
+    return out
 
 
 def _draw(p: torch.Tensor, generator: torch.Generator) -> int:
@@ -73,11 +77,10 @@ def kmeans(
     mean = wn @ X
     scale = tol * float((wn @ (X - mean).square()).mean())  # tol × weighted mean variance
     labels = nearest_center(X, C)
+    wX = weights.unsqueeze(1) * X  # (n, d)
     for _ in range(max_iter):
-        onehot = torch.zeros(X.shape[0], k, dtype=X.dtype, device=X.device)
-        onehot[torch.arange(X.shape[0], device=X.device), labels] = weights
-        mass = onehot.sum(0)  # (k,)
-        sums = onehot.T @ X  # (k, d)
+        mass = torch.zeros(k, dtype=X.dtype, device=X.device).index_add_(0, labels, weights)
+        sums = torch.zeros_like(C).index_add_(0, labels, wX)  # (k, d)
         newC = torch.where(mass.unsqueeze(1) > 0, sums / mass.clamp_min(1e-300).unsqueeze(1), C)
         shift = float((newC - C).square().sum())
         C = newC
