@@ -11,11 +11,6 @@ import torch
 __all__ = ["kmeans", "kmeans_plusplus", "nearest_center"]
 
 
-def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (n, d) × (k, d) → (n, k)."""
-    return ((X * X).sum(1, keepdim=True) - 2 * X @ C.T + (C * C).sum(1)).clamp_min_(0)
-
-
 def nearest_center(X: torch.Tensor, C: torch.Tensor, chunk_rows: int = 65536) -> torch.Tensor:
     """Index of the nearest center for every row: (n,). ``‖x‖²`` is the same for every
     center, so the argmin is that of ``‖c‖² − 2 x·c``: one product per chunk of rows."""
@@ -44,8 +39,14 @@ def kmeans_plusplus(
 ) -> torch.Tensor:
     """Indices (k,) of k-means++ seeds: each next seed drawn ∝ w · D(x)²."""
     n = X.shape[0]
+    xx = (X * X).sum(1)  # (n,) once, not per seed
+
+    def sq_dist_to(i: int) -> torch.Tensor:  # (n,) squared distances to row i
+        c = X[i]
+        return torch.addmv(xx + (c * c).sum(), X, c, alpha=-2).clamp_min_(0)
+
     idx = [_draw(weights, generator)]
-    d2 = _sq_dist(X, X[idx[-1]].unsqueeze(0)).squeeze(1)  # (n,)
+    d2 = sq_dist_to(idx[-1])
     for _ in range(1, k):
         p = (weights * d2).cpu().double()
         if float(p.sum()) <= 0:  # fewer distinct points than k: take any unused point
@@ -55,7 +56,7 @@ def kmeans_plusplus(
                 p = torch.ones(n, dtype=torch.float64)
         nxt = _draw(p, generator)
         idx.append(nxt)
-        d2 = torch.minimum(d2, _sq_dist(X, X[nxt].unsqueeze(0)).squeeze(1))
+        d2 = torch.minimum(d2, sq_dist_to(nxt))
     return torch.tensor(idx, device=X.device)
 
 
