@@ -321,6 +321,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return out.T.contiguous()
 
     _weighted_log_prob = _log_joint  # scikit-learn's name
+    _log_joint_rows = _log_joint  # it works through chunks of rows itself
 
     def _sample_component(self, params, k, count, gen):
         means = params["means"]
