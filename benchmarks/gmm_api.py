@@ -6,7 +6,9 @@ two runs differ slightly), and predict_proba / score_samples / predict / score o
 data with each library's fitted model. N = 200,000, D = 16, K = 16, float64 (the data of
 benchmarks/gmm.py).
 
-    .venv/bin/python benchmarks/gmm_api.py [--types full,diag] [--repeats 5]
+    .venv/bin/python benchmarks/gmm_api.py [--types full,diag] [--repeats 5] [--bayesian]
+
+``--bayesian`` times BayesianGaussianMixture against scikit-learn's instead (10 iterations).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import time
 import warnings
 
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import BayesianGaussianMixture as SKBayesianGaussianMixture
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 from gmm import make_data
-from latentfit import GaussianMixture
+from latentfit import BayesianGaussianMixture, GaussianMixture
 
 
 def best(fn, repeats):
@@ -35,26 +38,33 @@ def best(fn, repeats):
 
 
 def fit(cls, kw, X):
-    return cls(16, **kw).fit(X)
+    return cls(n_components=16, **kw).fit(X)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--types", default="full,diag")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--bayesian", action="store_true")
     args = ap.parse_args()
+    ours_cls, ref_cls = (
+        (BayesianGaussianMixture, SKBayesianGaussianMixture)
+        if args.bayesian
+        else (GaussianMixture, SKGaussianMixture)
+    )
+    iters = 10 if args.bayesian else 20
     warnings.simplefilter("ignore", ConvergenceWarning)
     X = make_data(200_000, 16, 16)
-    print(f"N=200000 D=16 K=16 float64; load average {os.getloadavg()[0]:.2f}")
+    print(f"{ours_cls.__name__}, N=200000 D=16 K=16 float64; load {os.getloadavg()[0]:.2f}")
     for ct in args.types.split(","):
-        kw = dict(covariance_type=ct, max_iter=20, tol=0, random_state=0)
-        t_ours = best(functools.partial(fit, GaussianMixture, kw, X), 2)
-        t_ref = best(functools.partial(fit, SKGaussianMixture, kw, X), 1)
+        kw = dict(covariance_type=ct, max_iter=iters, tol=0, random_state=0)
+        t_ours = best(functools.partial(fit, ours_cls, kw, X), 2)
+        t_ref = best(functools.partial(fit, ref_cls, kw, X), 1)
         print(
-            f"{ct:9s} fit (20 iterations): latentfit {t_ours:.2f} s, scikit-learn {t_ref:.2f} s, "
+            f"{ct:9s} fit ({iters} iterations): latentfit {t_ours:.2f} s, scikit-learn {t_ref:.2f} s, "
             f"{t_ref / t_ours:.1f}x"
         )
-        ours, ref = GaussianMixture(16, **kw).fit(X), SKGaussianMixture(16, **kw).fit(X)
+        ours, ref = fit(ours_cls, kw, X), fit(ref_cls, kw, X)
         for name in ("predict_proba", "score_samples", "predict", "score"):
             a = best(functools.partial(getattr(ours, name), X), args.repeats)
             b = best(functools.partial(getattr(ref, name), X), max(1, args.repeats // 2))
