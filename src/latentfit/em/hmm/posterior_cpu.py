@@ -26,7 +26,6 @@ reaches a state the forward filter allows.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ import torch
 from latentfit._compiled import jit
 from latentfit.em.hmm.kernels import HMMFiltered, HMMPosterior
 from latentfit.em.hmm.memory import empty_large
+from latentfit.em.hmm.threads import run_threads
 from latentfit.em.hmm.unroll import n_states, states_arg
 
 __all__ = ["forward_filter_cpu", "posterior_cpu"]
@@ -160,13 +160,8 @@ def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
         ids = np.flatnonzero(owner == p)
         _sequences(e, sh, start, A, AT, g, ln, outers[p], offsets, ids, seq, smooth, cap, states)
 
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(scale, range(workers)))
-            list(pool.map(run, range(workers)))
-    else:
-        scale(0)
-        run(0)
+    run_threads(scale, workers, workers)
+    run_threads(run, workers, workers)
     xi = torch.from_numpy(outers.sum(0))
     return torch.as_tensor(seq, dtype=ll.dtype), gamma, lognorm, xi, offsets
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["compiled_workers", "step_loop_threads"]
+__all__ = ["compiled_workers", "run_threads", "step_loop_threads"]
 
 
 @contextlib.contextmanager
@@ -47,3 +48,14 @@ def compiled_workers() -> int:
     was outside the innermost ``step_loop_threads``."""
     outer = _outer_threads.get()
     return outer if outer is not None else torch.get_num_threads()
+
+
+def run_threads(fn, n: int, workers: int) -> None:
+    """``fn(0) … fn(n − 1)`` on up to ``workers`` threads (the compiled kernels release the
+    GIL), or in order on this one."""
+    if workers > 1 and n > 1:
+        with ThreadPoolExecutor(min(workers, n)) as pool:
+            list(pool.map(fn, range(n)))
+    else:
+        for i in range(n):
+            fn(i)

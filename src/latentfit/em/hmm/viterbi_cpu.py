@@ -33,15 +33,14 @@ Scores: inside a chunk messages are relative to its entering message (shifted to
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from latentfit._compiled import jit as _jit
 from latentfit.em.hmm.memory import empty_large
+from latentfit.em.hmm.threads import compiled_workers, run_threads
 from latentfit.em.hmm.unroll import n_states, states_arg
 from latentfit.em.hmm.viterbi import HMMViterbi, _log
 
@@ -288,16 +287,6 @@ def _check_trace(bp, exits, length, t, path):
             _retrace(bp, end, length, t, q, path)
 
 
-def _map(fn, n: int, workers: int) -> None:
-    """``fn(0) … fn(n − 1)`` on up to ``workers`` threads."""
-    if workers > 1 and n > 1:
-        with ThreadPoolExecutor(min(workers, n)) as pool:
-            list(pool.map(fn, range(n)))
-    else:
-        for i in range(n):
-            fn(i)
-
-
 def _chunk_length(t1: int, workers: int) -> int:
     """Steps per chunk: a few groups per worker, each small enough to stay in cache."""
     return int(min(1024, max(WARMUP, math.ceil(t1 / (LANES * 4 * workers)))))
@@ -326,9 +315,7 @@ def viterbi_cpu_blocks(
     offsets = np.concatenate([[0], np.cumsum(lengths)])  # sequence starts, then t
     starts = np.zeros(t, np.bool_)
     starts[offsets[:-1]] = True
-    workers = workers or max(
-        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    )
+    workers = workers or compiled_workers()
     t1 = t + 1  # the virtual restart at step t
     length = chunk or _chunk_length(t1, workers)
     b = -(-t1 // length)
@@ -358,7 +345,7 @@ def viterbi_cpu_blocks(
             warmup, bp[g], exits, end_rel, end_chunk, offsets, states,
         )  # fmt: skip
 
-    _map(group, groups, workers)
+    run_threads(group, groups, workers)
     rtol = RTOL.get(np.dtype(dtype), 1e-5)
     q = _first_wrong(entering, exits, 1, rtol)
     while q >= 0:  # run a chunk again from its exact entering message
@@ -377,7 +364,7 @@ def viterbi_cpu_blocks(
     def trace(g: int) -> None:
         _trace_lanes(bp[g], ends[g * LANES : (g + 1) * LANES], length, t, g * LANES, path)
 
-    _map(trace, groups, workers)
+    run_threads(trace, groups, workers)
     _check_trace(bp, exits, length, t, path)
     # chunk offsets: chunk q's messages are relative to base[q]
     top = exits.max(1).astype(np.float64)  # chunk offsets summed in float64
