@@ -36,6 +36,8 @@ from typing import Any, Protocol
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from latentfit.errors import LatentfitError
+
 __all__ = [
     "EMHooks",
     "EMMonotonicityWarning",
@@ -54,7 +56,7 @@ class EMMonotonicityWarning(RuntimeWarning):
     """The EM objective decreased: a bug or a degenerate component, never normal behaviour."""
 
 
-class NonFiniteLowerBoundError(FloatingPointError, ValueError):
+class NonFiniteLowerBoundError(FloatingPointError, LatentfitError):
     """The EM objective became NaN or infinite."""
 
 

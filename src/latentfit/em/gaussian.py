@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from latentfit.errors import LatentfitError
+
 __all__ = [
     "COVARIANCE_TYPES",
     "DegenerateComponentError",
@@ -38,7 +40,7 @@ __all__ = [
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
-class DegenerateComponentError(ValueError):
+class DegenerateComponentError(LatentfitError):
     """A component's covariance is not positive definite (it collapsed onto too few points)."""
 
 

@@ -1,0 +1,59 @@
+"""The errors and warnings latentfit raises, in one place.
+
+Every error a user can meet through the public API or the command line is a subclass of
+:class:`LatentfitError` (itself a ``ValueError``, so code that catches ``ValueError`` keeps
+working), scikit-learn's ``NotFittedError`` for a model used before ``fit`` (the convention
+users switching from scikit-learn expect), or ``FileNotFoundError`` for a path that does not
+exist. Each message names the argument, row, column, component or field at fault and says what
+to try. A raw exception from torch, numpy or Python internals reaching the user is a bug.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import NotFittedError
+
+__all__ = [
+    "DOCUMENTED_ERRORS",
+    "DataError",
+    "DegenerateComponentWarning",
+    "LatentfitError",
+    "ModelFileError",
+    "NotFittedError",
+    "OutputError",
+    "ParameterError",
+    "ResourceLimitError",
+]
+
+
+class LatentfitError(ValueError):
+    """Base class of every error latentfit raises on purpose."""
+
+
+class DataError(LatentfitError):
+    """The data are not what the model accepts (shape, type, support, NaN/inf, names)."""
+
+
+class ParameterError(LatentfitError):
+    """A constructor argument, option or hand-set parameter is invalid."""
+
+
+class ModelFileError(LatentfitError):
+    """A model or checkpoint file cannot be read: not ours, damaged, tampered or too new."""
+
+
+class OutputError(LatentfitError):
+    """An output path cannot be written: it is an input, exists (without ``force``), is a
+    folder, or its folder is missing or read-only. Raised before any work is done."""
+
+
+class ResourceLimitError(LatentfitError, MemoryError):
+    """A request would need more memory than the machine has; the message gives the size."""
+
+
+class DegenerateComponentWarning(RuntimeWarning):
+    """A component sits on a handful of (near-)identical points with its variance at the
+    regularisation floor: its likelihood is not a real fit (mclust reports such fits as NA)."""
+
+
+#: What a test of the public surface accepts as a clean failure.
+DOCUMENTED_ERRORS = (LatentfitError, NotFittedError, FileNotFoundError)
