@@ -48,23 +48,22 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, objective):
     class Interrupt(Exception):
         pass
 
-    class Stopper:
-        """The objective, but the process 'dies' at the 6th call (mid-epoch 2)."""
+    calls = 0
 
-        calls = 0
-
-        def __call__(self, *args, **kwargs):
-            Stopper.calls += 1
-            if Stopper.calls == 6:
-                raise Interrupt
-            return objective(*args, **kwargs)
+    def die_at_sixth_call(module, args):
+        """The process 'dies' at the 6th forward pass (mid-epoch 2)."""
+        nonlocal calls
+        calls += 1
+        if calls == 6:
+            raise Interrupt
 
     ck = tmp_path / "ck"
     first = build_model(**spec)
+    first.register_forward_pre_hook(die_at_sixth_call)
     with pytest.raises(Interrupt):
         train(
             first,
-            Stopper(),
+            objective,
             X,
             Xv,
             cfg(kl_schedule="linear", warmup_epochs=2, checkpoint_dir=str(ck), checkpoint_every=2),

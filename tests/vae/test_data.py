@@ -16,11 +16,13 @@ def _write_idx(path, array: np.ndarray):
 
 def test_bundled_mnist_and_digits():
     d = load_vae_data("mnist")
-    assert d.train.shape == (4000, 784) and d.val.shape == (1000, 784)
+    assert d.train.shape == (3600, 784) and d.val.shape == (400, 784)
+    assert d.test.shape == (1000, 784)
     assert d.intensities and d.image_shape == (1, 28, 28)
     assert float(d.train.min()) >= 0 and float(d.train.max()) <= 1
     g = load_vae_data("digits", val_fraction=0.25)
-    assert g.train.shape[1] == 64 and g.train.shape[0] + g.val.shape[0] == 1797
+    assert g.train.shape[1] == 64 and g.train.shape[0] + g.val.shape[0] + g.test.shape[0] == 1797
+    assert g.test.shape[0] == 359 and g.val.shape[0] == 360  # 20% of all, 25% of the rest
     assert float(g.train.max()) == 1.0  # grey levels 0..16 scaled by 16
 
 
@@ -33,8 +35,12 @@ def test_idx_folder(tmp_path):
         if prefix == "train":
             first = images[0]
     d = load_vae_data("mnist-idx", idx_folder=tmp_path)
-    assert d.train.shape == (12, 784) and d.val.shape == (5, 784)
-    torch.testing.assert_close(d.train[0], torch.from_numpy(first.reshape(-1) / 255.0).float())
+    # the IDX test file is the test split; validation rows come from the training file
+    assert d.test.shape == (5, 784) and d.val.shape == (1, 784) and d.train.shape == (11, 784)
+    assert d.split.test.tolist() == list(range(12, 17))
+    row0 = torch.from_numpy(first.reshape(-1) / 255.0).float()
+    where = d.train if 0 in d.split.train.tolist() else d.val
+    torch.testing.assert_close(where[0], row0)
     with pytest.raises(ValueError, match="needs the folder"):
         load_vae_data("mnist-idx")
 
@@ -42,7 +48,8 @@ def test_idx_folder(tmp_path):
 def test_user_array(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.random.default_rng(0).normal(size=(40, 3)))
-    d = load_vae_data(str(path), val_fraction=0.25)
-    assert d.train.shape == (30, 3) and d.val.shape == (10, 3) and not d.intensities
+    d = load_vae_data(str(path), test_fraction=0.25, val_fraction=0.1)
+    assert d.train.shape == (27, 3) and d.val.shape == (3, 3) and d.test.shape == (10, 3)
+    assert not d.intensities
     with pytest.raises(FileNotFoundError, match="no data file"):
         load_vae_data(str(tmp_path / "missing.csv"))

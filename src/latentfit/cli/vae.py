@@ -9,12 +9,21 @@ import typer
 from latentfit.cli.app import app, fail, fit_app
 
 
-def _data(dataset: str, idx: Path | None, seed: int):
+def _data(dataset: str, idx: Path | None, seed: int, split=None):
     from latentfit.vae.data import load_vae_data
 
     try:
-        return load_vae_data(dataset, seed=seed, idx_folder=idx)
+        return load_vae_data(dataset, seed=seed, idx_folder=idx, split=split)
     except (ValueError, FileNotFoundError, ImportError) as err:
+        fail(str(err))
+
+
+def _load(model_path: Path, device: str | None = None):
+    from latentfit.vae import load_model
+
+    try:
+        return load_model(model_path, device=device)
+    except (ValueError, FileNotFoundError) as err:  # ModelFileError, ResourceLimitError
         fail(str(err))
 
 
@@ -26,6 +35,21 @@ def _sizes(text: str, name: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         fail(f"{name} needs at least one positive layer size; got {text!r}")
     return sizes
+
+
+def _rows(dataset: str):
+    """Every row of a data source, in its order (eval --all-rows)."""
+    from latentfit.vae.data import source_rows
+
+    if dataset in ("mnist", "digits", "mnist-idx"):
+        fail(
+            f"--all-rows scores a file of held-out rows; {dataset!r} is a bundled source whose "
+            "rows may include the model's training rows"
+        )
+    try:
+        return source_rows(dataset, None)[0]
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        fail(str(err))
 
 
 @fit_app.command("vae")
@@ -60,7 +84,7 @@ def fit_vae(
     ),
     metrics_csv: Path | None = typer.Option(None, "--metrics-csv"),
     eval_k: int = typer.Option(
-        0, "--eval-k", min=0, help="Report log p(x) on the test split with k samples."
+        0, "--eval-k", min=0, help="Report log p(x) on the test rows with k samples."
     ),
     out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
     seed: int = typer.Option(0),
@@ -68,6 +92,10 @@ def fit_vae(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
     """Train a VAE and save it; print the bound per epoch, active units and KL per dimension.
+
+    The data are cut into training, validation and test rows (seeded by --seed). Early
+    stopping and the best weights use the validation rows only; --eval-k scores the test rows,
+    which the saved model records so that 'latentfit eval' scores exactly them.
 
     Under ``torchrun --nproc_per_node N`` every process trains on its share of each batch
     (DistributedDataParallel); rank 0 prints and saves.
@@ -122,9 +150,10 @@ def fit_vae(
         res = train(model, obj, data.train, data.val, cfg)
     except (ValueError, TypeError) as err:
         fail(str(err))
+    model.split = data.split  # saved with the model: eval scores exactly the test rows
     if not dist_utils.is_main():
         return dist_utils.cleanup()
-    typer.echo(f"{data.name}: {data.train.shape[0]} train / {data.val.shape[0]} test, {obj!r}")
+    typer.echo(f"{data.name}, {obj!r}")
     typer.echo(f"{'epoch':>5} {'train bound':>12} {'val bound':>10} {'active':>6} {'KL':>7}")
     for r in res.history:
         kl = r.get("kl_total")
@@ -137,11 +166,12 @@ def fit_vae(
         + (f"; {res.n_skipped} non-finite steps skipped" if res.n_skipped else "")
         + ("; stopped early" if res.stopped_early else "")
     )
-    val = data.val.to(device)
-    if bern:
-        import torch
+    import torch
 
+    val, test = data.val.to(device), data.test.to(device)
+    if bern:
         val = torch.bernoulli(val, generator=torch.Generator(val.device).manual_seed(seed + 1))
+        test = torch.bernoulli(test, generator=torch.Generator(test.device).manual_seed(seed + 1))
     diag = diagnose(model, val, generator=None)
     if diag.kl_per_dim is not None:
         kl = diag.kl_per_dim
@@ -151,7 +181,7 @@ def fit_vae(
         + (f", I(x; z) ≈ {diag.mutual_info:.2f} nats" if diag.mutual_info is not None else "")
     )
     if eval_k:
-        ll = marginal_log_likelihood(model, val, k=eval_k, progress=not quiet)
+        ll = marginal_log_likelihood(model, test, k=eval_k, progress=not quiet)
         typer.echo(
             f"test log p(x) (k={eval_k}): {ll.mean:.2f} nats, {ll.bits_per_dim:.4f} bits/dim"
         )
@@ -167,30 +197,49 @@ def eval_vae(
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
     k: int = typer.Option(5000, "-k", min=1, help="Importance samples per data point."),
     n: int = typer.Option(0, help="Evaluate the first N test points (0: all)."),
+    all_rows: bool = typer.Option(
+        False,
+        "--all-rows",
+        help="Score every row of --dataset (a file of held-out rows) instead of the test rows "
+        "the model recorded; needed for models saved without a split.",
+    ),
     binarize: bool = typer.Option(True, help="Binarise [0, 1] test data once (seeded)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
 ):
-    """Importance-sampled test log-likelihood of a VAE, in nats and bits per dimension."""
+    """Importance-sampled test log-likelihood of a VAE, in nats and bits per dimension.
+
+    It scores the test rows recorded in the model file by 'latentfit fit vae' (after checking
+    that --dataset holds the same data), never rows the model was trained or early-stopped on.
+    """
     import torch
 
-    from latentfit.vae import load_model, marginal_log_likelihood
+    from latentfit.vae import marginal_log_likelihood
 
-    try:
-        model = load_model(model_path, device=device)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
-    data = _data(dataset, idx, seed)
-    X = data.val[: n or None].to(device)
+    model = _load(model_path, device)
+    if all_rows:
+        X = _rows(dataset)
+        name = dataset
+    else:
+        if model.split is None:
+            fail(
+                f"{model_path} records no train/validation/test split (it was not saved by "
+                "'latentfit fit vae'), so its test rows are unknown; pass --all-rows with "
+                "--dataset a file of rows the model was not fitted to"
+            )
+        data = _data(dataset, idx, seed, split=model.split)
+        X, name = data.test, data.name
+    X = X[: n or None].to(device)
     if X.shape[1] != model.spec.x_dim:
-        fail(f"the model expects {model.spec.x_dim} columns, {data.name} has {X.shape[1]}")
-    if binarize and model.spec.likelihood == "bernoulli" and data.intensities:
+        fail(f"the model expects {model.spec.x_dim} columns, {name} has {X.shape[1]}")
+    intensities = bool((X.min() >= 0) & (X.max() <= 1))
+    if binarize and model.spec.likelihood == "bernoulli" and intensities:
         X = torch.bernoulli(X, generator=torch.Generator(X.device).manual_seed(seed + 1))
     ll = marginal_log_likelihood(
         model, X, k=k, generator=torch.Generator(X.device).manual_seed(seed), progress=True
     )
     typer.echo(
-        f"{data.name}, {X.shape[0]} test points, k={k}: log p(x) = {ll.mean:.2f} nats "
+        f"{name}, {X.shape[0]} test points, k={k}: log p(x) = {ll.mean:.2f} nats "
         f"(NLL {ll.nll:.2f}), {ll.bits_per_dim:.4f} bits/dim"
     )
 
@@ -210,13 +259,9 @@ def sample_vae(
 
     import torch
 
-    from latentfit.vae import load_model
     from latentfit.vae.images import sample_images, save_grid
 
-    try:
-        model = load_model(model_path)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
+    model = _load(model_path)
     d = model.spec.x_dim
     if image_shape:
         shape = tuple(_sizes(image_shape, "--image-shape"))

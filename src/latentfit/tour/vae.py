@@ -36,7 +36,7 @@ def _build(ctx: TourContext) -> Section:
     from latentfit.vae.images import image_grid, reconstruct, sample_images
 
     data = load_vae_data("mnist", seed=ctx.seed)
-    test = torch.bernoulli(data.val, generator=torch.Generator().manual_seed(ctx.seed + 1))
+    test = torch.bernoulli(data.test, generator=torch.Generator().manual_seed(ctx.seed + 1))
     cfg = TrainConfig(
         epochs=EPOCHS,
         batch_size=25,

@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from latentfit._validation import resolve_device
+from latentfit.errors import ModelFileError, ParameterError
 from latentfit.io import atomic_path
 from latentfit.train import distributed as dist_utils
+from latentfit.vae.data import data_sha256
 from latentfit.vae.diagnostics import check_collapse, diagnose
 from latentfit.vae.schedules import make_schedule
 
@@ -170,6 +172,209 @@ def _tensorboard(logdir):
     return SummaryWriter(logdir)
 
 
+CHECKPOINT_FORMAT = "latentfit-checkpoint/2"
+_RESULT_KEYS = ("history", "best_val_bound", "best_epoch", "n_skipped", "steps", "collapse_warned")
+# Settings a resumed run may change: where and how it runs and reports, not what it computes.
+# ``epochs`` may grow (a continuation) but not fall below the epochs already done.
+_FREE_SETTINGS = frozenset(
+    {
+        "epochs",
+        "device",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "resume",
+        "max_steps",
+        "progress",
+        "metrics_csv",
+        "tensorboard_dir",
+        "collapse_min_kl",
+    }
+)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def _plain(value):
+    """Tuples as lists, so that settings compare equal however they were stored."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _describe(obj) -> dict | None:
+    """An objective or schedule as plain values: its class and its number/string settings."""
+    if obj is None:
+        return None
+    attrs = {
+        k: _plain(v)
+        for k, v in sorted(vars(obj).items())
+        if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None), tuple))
+    }
+    return {"class": type(obj).__qualname__, **attrs}
+
+
+def _run_identity(model, objective, schedule, data_ids) -> dict:
+    """What a resumed run must share with the checkpoint besides the config: objective, custom
+    schedule, model spec and tensor shapes, and the SHA-256 of the training and validation data."""
+    spec = getattr(model, "spec", None)
+    return {
+        "objective": _describe(objective),
+        "schedule": _describe(schedule),
+        "spec": None if spec is None else _plain(asdict(spec)),
+        "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "data": data_ids,
+    }
+
+
+def _read_checkpoint(ckpt: Path) -> dict:
+    """torch.load (tensors and plain containers only) with every failure a ModelFileError."""
+    try:
+        # on the CPU: the generator state must be a CPU tensor; weights are copied to the device
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, unpickling and storage errors all mean a damaged file
+        raise ModelFileError(
+            f"checkpoint {ckpt} cannot be read ({_first_line(err)}): it is damaged or not a "
+            "latentfit checkpoint; delete it (or use another checkpoint_dir) to start afresh"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ModelFileError(
+            f"checkpoint {ckpt} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}); "
+            "delete it (or use another checkpoint_dir) to start afresh"
+        )
+    types = {
+        "model": dict,
+        "optimizer": dict,
+        "perm_gen": torch.Tensor,
+        "epoch_sums": torch.Tensor,
+        "perm": (torch.Tensor, type(None)),
+        "epoch": int,
+        "batch": int,
+        "bad_epochs": int,
+        "best_model": (dict, type(None)),
+        "config": dict,
+        "identity": dict,
+        "history": list,
+        "best_val_bound": float,
+        "best_epoch": int,
+        "n_skipped": int,
+        "steps": int,
+        "collapse_warned": bool,
+    }
+    for key, kind in types.items():
+        if (
+            key not in state
+            or not isinstance(state[key], kind)
+            or isinstance(state[key], bool) != (kind is bool)
+        ):
+            raise ModelFileError(
+                f"checkpoint {ckpt}: field {key!r} is missing or has the wrong type "
+                f"({type(state.get(key)).__name__}); the file is damaged or was altered, "
+                "delete it to start afresh"
+            )
+    return state
+
+
+def _check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_batches: int):
+    """Refuse a resume whose settings differ from the checkpoint's, naming every difference.
+
+    A different architecture or a damaged state is a ModelFileError; different settings,
+    objective or data a ParameterError. Only the settings in ``_FREE_SETTINGS`` may change.
+    """
+
+    def damaged(what: str):
+        return ModelFileError(
+            f"checkpoint {ckpt}: {what}; the file is damaged or was altered, delete it to "
+            "start afresh"
+        )
+
+    old_id = state["identity"]
+    arch = []
+    if old_id.get("spec") != identity["spec"]:
+        old_spec, new_spec = old_id.get("spec") or {}, identity["spec"] or {}
+        for key in sorted(set(old_spec) | set(new_spec)):
+            if old_spec.get(key) != new_spec.get(key):
+                arch.append(
+                    f"model {key}: {old_spec.get(key)!r} in the checkpoint, "
+                    f"{new_spec.get(key)!r} now"
+                )
+    shapes = {k: list(v.shape) for k, v in state["model"].items() if isinstance(v, torch.Tensor)}
+    if shapes != identity["tensors"] and not arch:
+        diff = sorted(set(shapes.items()) ^ set(identity["tensors"].items()), key=str)
+        arch.append(f"model tensors differ ({', '.join(f'{k} {s}' for k, s in diff[:6])})")
+
+    diffs = []
+    old_cfg, new_cfg = _plain(state["config"]), _plain(asdict(cfg))
+    for key in sorted(set(old_cfg) | set(new_cfg)):
+        if key in _FREE_SETTINGS or old_cfg.get(key) == new_cfg.get(key):
+            continue
+        diffs.append(f"{key}: {old_cfg.get(key)!r} in the checkpoint, {new_cfg.get(key)!r} now")
+    if cfg.epochs < state["epoch"]:
+        diffs.append(
+            f"epochs: the checkpoint has done {state['epoch']} epochs, this run asks for "
+            f"{cfg.epochs} (more epochs continue the run; fewer cannot)"
+        )
+    for key, label in (("objective", "objective"), ("schedule", "KL schedule")):
+        old, new = old_id.get(key), identity[key]
+        if old == new:
+            continue
+        if old is None or new is None or old.get("class") != new.get("class"):
+            diffs.append(f"{label}: {_show(old)} in the checkpoint, {_show(new)} now")
+            continue
+        for field_ in sorted(set(old) | set(new)):
+            if old.get(field_) != new.get(field_):
+                diffs.append(
+                    f"{label} {field_}: {old.get(field_)!r} in the checkpoint, "
+                    f"{new.get(field_)!r} now"
+                )
+    old_data, new_data = old_id.get("data") or {}, identity["data"] or {}
+    for key, label in (("train", "training data"), ("val", "validation data")):
+        if old_data.get(key) != new_data.get(key):
+            diffs.append(f"{label}: not the rows the checkpoint was trained with (SHA-256 differs)")
+    if arch or diffs:
+        kind = ModelFileError if arch else ParameterError
+        raise kind(
+            f"checkpoint {ckpt} was written by a different run: "
+            + "; ".join(arch + diffs)
+            + ". Resume with the checkpoint's settings (more epochs are allowed), or start "
+            "afresh in another checkpoint_dir (or with resume=False)"
+        )
+
+    # the fields the loop indexes with: a tampered value must not reach it
+    perm = state["perm"]
+    if perm is not None and (
+        perm.dtype != torch.int64
+        or perm.shape != (n,)
+        or not torch.equal(perm.sort().values, torch.arange(n))
+    ):
+        raise damaged(f"'perm' is not a permutation of the {n} training rows")
+    if not 0 <= state["batch"] <= n_batches or (state["batch"] > 0 and perm is None):
+        raise damaged(f"'batch' is {state['batch']}, outside [0, {n_batches}]")
+    if state["epoch_sums"].shape != (4,):
+        raise damaged(f"'epoch_sums' has shape {tuple(state['epoch_sums'].shape)}, not (4,)")
+    if state["epoch"] < 0 or state["steps"] < 0 or state["bad_epochs"] < 0:
+        raise damaged("'epoch', 'steps' or 'bad_epochs' is negative")
+    for key in ("model", "best_model"):
+        sd = state[key]
+        if sd is None:
+            continue
+        got = {k: list(v.shape) for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        if got != identity["tensors"] or len(got) != len(sd):
+            raise damaged(f"the tensors in {key!r} do not match the model")
+
+
+def _show(desc: dict | None) -> str:
+    if desc is None:
+        return "none"
+    args = ", ".join(f"{k}={v!r}" for k, v in desc.items() if k != "class")
+    return f"{desc['class']}({args})"
+
+
 def train(
     model: nn.Module,
     objective,
@@ -200,10 +405,14 @@ def train(
     dtype = next(model.parameters()).dtype
     X = _check_data(X_train, "X_train", cfg.binarize).to(device, dtype)
     Xv = None
+    ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
+    data_ids = None
     if X_val is not None:
         Xv = _check_data(X_val, "X_val", cfg.binarize).to(device, dtype)
-        if cfg.binarize:
-            Xv = torch.bernoulli(Xv, generator=torch.Generator(device).manual_seed(cfg.seed + 1))
+    if ckpt is not None:  # before binarisation: the data, not the noise
+        data_ids = {"train": data_sha256(X), "val": None if Xv is None else data_sha256(Xv)}
+    if Xv is not None and cfg.binarize:
+        Xv = torch.bernoulli(Xv, generator=torch.Generator(device).manual_seed(cfg.seed + 1))
     n = X.shape[0]
     n_batches = math.ceil(n / cfg.batch_size)
 
@@ -223,6 +432,7 @@ def train(
         weight_decay=cfg.weight_decay,
         fused=device.type in ("cpu", "cuda"),
     )
+    custom_schedule = schedule is not None
     if schedule is None:
         schedule = make_schedule(
             cfg.kl_schedule, max(1, round(cfg.warmup_epochs * n_batches)), cfg.n_cycles
@@ -237,31 +447,26 @@ def train(
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # this epoch's training sums
     res = TrainResult()
     epoch, batch, perm, best_state, bad_epochs = 0, 0, None, None, 0
-    ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
+    identity = None
+    if ckpt is not None:
+        identity = _run_identity(model, objective, schedule if custom_schedule else None, data_ids)
     if ckpt is not None and cfg.resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        old = state["config"]
-        for key in ("batch_size", "seed", "binarize"):
-            if old[key] != getattr(cfg, key):
-                raise ValueError(
-                    f"checkpoint {ckpt} was written with {key}={old[key]!r}, this run has "
-                    f"{getattr(cfg, key)!r}; use the same setting or resume=False"
-                )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        perm_gen.set_state(state["perm_gen"])
-        sums = state["epoch_sums"].to(device)
+        state = _read_checkpoint(ckpt)
+        _check_resume(ckpt, state, cfg, identity, model, n, n_batches)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            perm_gen.set_state(state["perm_gen"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise ModelFileError(
+                f"checkpoint {ckpt} does not fit this run: {_first_line(err)}; delete it to "
+                "start afresh"
+            ) from err
+        sums = state["epoch_sums"].to(device, torch.float64)
         perm = state["perm"]
         epoch, batch, bad_epochs = state["epoch"], state["batch"], state["bad_epochs"]
         best_state = state["best_model"]
-        for key in (
-            "history",
-            "best_val_bound",
-            "best_epoch",
-            "n_skipped",
-            "steps",
-            "collapse_warned",
-        ):
+        for key in _RESULT_KEYS:
             setattr(res, key, state[key])
 
     def checkpoint():
@@ -280,17 +485,9 @@ def train(
                 "bad_epochs": bad_epochs,
                 "best_model": best_state,
                 "config": asdict(cfg),
-                **{
-                    k: getattr(res, k)
-                    for k in (
-                        "history",
-                        "best_val_bound",
-                        "best_epoch",
-                        "n_skipped",
-                        "steps",
-                        "collapse_warned",
-                    )
-                },
+                "format": CHECKPOINT_FORMAT,
+                "identity": identity,
+                **{k: getattr(res, k) for k in _RESULT_KEYS},
             },
         )
 

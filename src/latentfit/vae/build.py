@@ -9,13 +9,17 @@ network and never executes code from the file.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from latentfit.errors import ModelFileError, ResourceLimitError
 from latentfit.io import atomic_path
+from latentfit.vae.data import SPLITS
 from latentfit.vae.flows import make_flow
 from latentfit.vae.likelihoods import make_likelihood
 from latentfit.vae.models import VAE, DiscreteVAE, LadderVAE
@@ -24,6 +28,8 @@ from latentfit.vae.networks import ConvDecoderBody, ConvEncoderBody, Decoder, Ga
 __all__ = ["ModelSpec", "build_model", "init_decoder_bias", "load_model", "save_model"]
 
 FORMAT = "latentfit-vae/1"
+_SPLIT_PREFIX = "split/"  # tensors of the stored DataSplit; no module attribute holds a "/"
+_MAX_SIZE = 2**31 - 1
 
 
 @dataclass
@@ -155,37 +161,225 @@ def init_decoder_bias(model: nn.Module, X: torch.Tensor) -> nn.Module:
     return model
 
 
-def save_model(model: nn.Module, path) -> Path:
-    """Write the weights and the spec of a model made by :func:`build_model` (atomically)."""
+def _spec_errors(raw) -> list[str]:
+    """What is wrong with a spec read from a file: unknown fields, wrong types, out of range."""
+    if not isinstance(raw, dict):
+        return [f"the spec is a {type(raw).__name__}, not a JSON object"]
+    known = {f.name for f in fields(ModelSpec)}
+    errs = [f"unknown field {k!r}" for k in raw if k not in known]
+
+    def is_int(v, lo, hi):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    def sizes(v, n):
+        return isinstance(v, list) and 1 <= len(v) <= n and all(is_int(s, 1, _MAX_SIZE) for s in v)
+
+    rules = {
+        "x_dim": (lambda v: is_int(v, 1, _MAX_SIZE), f"an integer in [1, {_MAX_SIZE}]"),
+        "z_dim": (lambda v: is_int(v, 1, _MAX_SIZE), f"an integer in [1, {_MAX_SIZE}]"),
+        "z2_dim": (lambda v: is_int(v, 1, _MAX_SIZE), f"an integer in [1, {_MAX_SIZE}]"),
+        "hidden": (lambda v: sizes(v, 64), "a list of 1 to 64 positive layer sizes"),
+        "hidden2": (lambda v: sizes(v, 64), "a list of 1 to 64 positive layer sizes"),
+        "kind": (lambda v: v in ("gaussian", "discrete", "ladder"), "gaussian/discrete/ladder"),
+        "activation": (lambda v: v in ("tanh", "relu", "elu", "softplus"), "an activation name"),
+        "network": (lambda v: v in ("mlp", "conv"), "'mlp' or 'conv'"),
+        "image_shape": (lambda v: v is None or (sizes(v, 3) and len(v) == 3), "null or [c, h, w]"),
+        "likelihood": (
+            lambda v: v in ("bernoulli", "gaussian", "categorical"),
+            "bernoulli/gaussian/categorical",
+        ),
+        "gaussian_variance": (lambda v: v in ("fixed", "learned", "decoder"), "a variance kind"),
+        "n_levels": (lambda v: is_int(v, 2, 65536), "an integer in [2, 65536]"),
+        "flow": (lambda v: v in (None, "planar", "iaf"), "null, 'planar' or 'iaf'"),
+        "flow_steps": (lambda v: is_int(v, 1, 1000), "an integer in [1, 1000]"),
+        "n_categories": (lambda v: is_int(v, 2, _MAX_SIZE), f"an integer in [2, {_MAX_SIZE}]"),
+        "temperature": (
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf,
+            "a positive finite number",
+        ),
+        "straight_through": (lambda v: isinstance(v, bool), "true or false"),
+        "seed": (lambda v: is_int(v, -(2**63), 2**64 - 1), "an integer"),
+    }
+    for name, (ok, what) in rules.items():
+        if name in raw and not ok(raw[name]):
+            errs.append(f"{name}={raw[name]!r} (must be {what})")
+    return errs
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now: /proc/meminfo MemAvailable, else the physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name → (shape, dtype) of every tensor of the model ``spec`` describes, found by building
+    it on the meta device: nothing is allocated, however large the spec."""
+    with torch.device("meta"):
+        model = _build(spec)
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
+def save_model(model: nn.Module, path, split=None) -> Path:
+    """Write the weights and the spec of a model made by :func:`build_model` (atomically).
+
+    ``split``: the :class:`~latentfit.vae.data.DataSplit` of the data the model was fitted to
+    (default: ``model.split`` when set), stored so that evaluation uses exactly its test rows.
+    """
     from safetensors.torch import save_file
 
     spec = getattr(model, "spec", None)
     if spec is None:
         raise TypeError("save_model needs a model made by build_model (it carries its spec)")
+    split = split if split is not None else getattr(model, "split", None)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "spec": json.dumps(asdict(spec))}
+    if split is not None:
+        meta["split"] = json.dumps(
+            {
+                "source": split.source,
+                "n_rows": split.n_rows,
+                "data_sha256": split.data_sha256,
+                "seed": split.seed,
+            }
+        )
+        for part in SPLITS:
+            tensors[f"{_SPLIT_PREFIX}{part}"] = getattr(split, part).to("cpu", torch.int64)
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
+def _read_split(path: Path, meta: dict, f):
+    """The DataSplit stored in a model file, or None; ModelFileError if it is damaged."""
+    from latentfit.vae.data import DataSplit
+
+    if "split" not in meta:
+        return None
+    try:
+        info = json.loads(meta["split"])
+        source, n, sha, seed = (info[k] for k in ("source", "n_rows", "data_sha256", "seed"))
+        assert isinstance(n, int) and isinstance(sha, str) and isinstance(seed, int)
+        parts = {s: f.get_tensor(f"{_SPLIT_PREFIX}{s}") for s in SPLITS}
+    except Exception as err:
+        raise ModelFileError(
+            f"{path}: the stored train/validation/test split is damaged ({err!r}); "
+            "fit the model again"
+        ) from err
+    for s, idx in parts.items():
+        if (
+            idx.dtype != torch.int64
+            or idx.ndim != 1
+            or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n))
+        ):
+            raise ModelFileError(
+                f"{path}: the stored {s} rows of the split are not row numbers in [0, {n}); "
+                "the file was altered, fit the model again"
+            )
+    every = torch.cat(list(parts.values()))
+    if every.unique().numel() != every.numel():
+        raise ModelFileError(
+            f"{path}: the stored training, validation and test rows overlap; the file was "
+            "altered, fit the model again"
+        )
+    return DataSplit(str(source), n, sha, seed, **parts)
+
+
 def load_model(path, device=None) -> nn.Module:
-    """Read a model written by :func:`save_model`."""
+    """Read a model written by :func:`save_model`; ``model.split`` is its stored
+    :class:`~latentfit.vae.data.DataSplit` (None if the file holds none).
+
+    Everything read from the file is checked before the weights are allocated: the spec's
+    fields (types and ranges), the memory the weights need (:class:`ResourceLimitError` when it
+    exceeds the memory available) and each tensor's name, shape and dtype against the spec.
+    A file that is not a latentfit VAE, or is damaged, raises :class:`ModelFileError`.
+    """
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no VAE model file at {path}")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a VAE model file")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        handle = safe_open(str(path), framework="pt")
+        meta = handle.metadata() or {}
     except Exception as err:
-        raise ValueError(f"{path} is not a latentfit VAE file: {err}") from err
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a latentfit VAE file (format {meta.get('format')!r})")
-    model = build_model(ModelSpec(**json.loads(meta["spec"])))
-    model.load_state_dict(load_file(str(path)))
+        raise ModelFileError(f"{path} is not a latentfit VAE file: {err}") from err
+    with handle as f:
+        model = _read_model(path, f, meta)
     return model.to(device) if device is not None else model
+
+
+def _read_model(path: Path, f, meta: dict) -> nn.Module:
+    if meta.get("format") != FORMAT:
+        held = ""
+        if "latentfit" in meta:
+            try:
+                held = f": it holds a {json.loads(meta['latentfit'])['class']}, load it with latentfit.load"
+            except Exception:
+                held = ": it holds another latentfit model"
+        raise ModelFileError(
+            f"{path} is not a latentfit VAE file (format {meta.get('format')!r}){held}"
+        )
+    try:
+        raw = json.loads(meta.get("spec", ""))
+    except json.JSONDecodeError as err:
+        raise ModelFileError(
+            f"{path}: the model spec is not valid JSON ({err}); the file is damaged"
+        ) from err
+    errs = _spec_errors(raw)
+    if errs:
+        raise ModelFileError(f"{path}: invalid model spec: {'; '.join(errs)}")
+    spec = ModelSpec(**raw)
+    try:
+        expected = _expected_tensors(spec)
+    except Exception as err:
+        raise ModelFileError(f"{path}: the model spec cannot be built: {err}") from err
+    n_bytes = sum(
+        math.prod(s) * torch.empty((), dtype=t).element_size() for s, t in expected.values()
+    )
+    available = _available_memory()
+    # the file's tensors and the model's weights are both in memory while the weights are copied
+    if available is not None and 2 * n_bytes > available:
+        raise ResourceLimitError(
+            f"{path}: the model spec (hidden={spec.hidden}, x_dim={spec.x_dim}, "
+            f"z_dim={spec.z_dim}) needs {2 * n_bytes:,} bytes to load "
+            f"({n_bytes:,} bytes of weights) and {available:,} bytes are available; "
+            "the spec may have been altered, or load it on a machine with more memory"
+        )
+    names = {k for k in f.keys() if not k.startswith(_SPLIT_PREFIX)}
+    missing, extra = sorted(expected.keys() - names), sorted(names - expected.keys())
+    if missing or extra:
+        raise ModelFileError(
+            f"{path}: the tensors do not match the model spec (missing {missing}, unexpected "
+            f"{extra}); the file is damaged or was altered"
+        )
+    for name, (shape, _dtype) in expected.items():
+        sl = f.get_slice(name)
+        got = tuple(sl.get_shape())
+        if got != shape or sl.get_dtype() not in ("F32", "F64", "F16", "BF16"):
+            raise ModelFileError(
+                f"{path}: tensor {name!r} has shape {got} ({sl.get_dtype()}), the model spec "
+                f"needs {shape} (floating point); the file is damaged or was altered"
+            )
+    state = {name: f.get_tensor(name) for name in expected}
+    for name, t in state.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
+    split = _read_split(path, meta, f)
+    model = build_model(spec)
+    model.load_state_dict(state)
+    model.split = split
+    return model
