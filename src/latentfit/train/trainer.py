@@ -193,8 +193,9 @@ _FREE_SETTINGS = frozenset(
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    """The error's type and first sentence (torch's messages run to several lines)."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text.split('. ')[0]}"
 
 
 def _plain(value):
@@ -294,21 +295,26 @@ def _check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n
         )
 
     old_id = state["identity"]
-    arch = []
-    if old_id.get("spec") != identity["spec"]:
-        old_spec, new_spec = old_id.get("spec") or {}, identity["spec"] or {}
-        for key in sorted(set(old_spec) | set(new_spec)):
-            if old_spec.get(key) != new_spec.get(key):
-                arch.append(
-                    f"model {key}: {old_spec.get(key)!r} in the checkpoint, "
-                    f"{new_spec.get(key)!r} now"
-                )
+    arch, diffs = [], []
+    old_spec, new_spec = old_id.get("spec") or {}, identity["spec"] or {}
+    for key in sorted(set(old_spec) | set(new_spec)):
+        if old_spec.get(key) != new_spec.get(key):
+            # the seed of the initial weights is a setting; every other field is architecture
+            (diffs if key == "seed" else arch).append(
+                f"model {key}: {old_spec.get(key)!r} in the checkpoint, {new_spec.get(key)!r} now"
+            )
     shapes = {k: list(v.shape) for k, v in state["model"].items() if isinstance(v, torch.Tensor)}
     if shapes != identity["tensors"] and not arch:
-        diff = sorted(set(shapes.items()) ^ set(identity["tensors"].items()), key=str)
-        arch.append(f"model tensors differ ({', '.join(f'{k} {s}' for k, s in diff[:6])})")
+        names = sorted(set(shapes) | set(identity["tensors"]))
+        diff = [n for n in names if shapes.get(n) != identity["tensors"].get(n)]
+        arch.append(
+            "model tensors differ: "
+            + ", ".join(
+                f"{n} {shapes.get(n)} in the checkpoint, {identity['tensors'].get(n)} now"
+                for n in diff[:4]
+            )
+        )
 
-    diffs = []
     old_cfg, new_cfg = _plain(state["config"]), _plain(asdict(cfg))
     for key in sorted(set(old_cfg) | set(new_cfg)):
         if key in _FREE_SETTINGS or old_cfg.get(key) == new_cfg.get(key):

@@ -1,0 +1,161 @@
+"""Resuming from a checkpoint: changed settings are refused by name, more epochs continue the
+run exactly, damaged or foreign checkpoints raise ModelFileError naming the file."""
+
+import pytest
+import torch
+
+from latentfit.errors import ModelFileError, ParameterError
+from latentfit.train import TrainConfig, train
+from latentfit.vae import ELBO, IWAE, build_model
+
+SPEC = dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
+
+
+def small_data(n=120, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    proto = (torch.rand(4, d, generator=g) > 0.5).double() * 0.9 + 0.05
+    return proto[torch.randint(4, (n,), generator=g)].float()
+
+
+X, XV = small_data(), small_data(40, seed=1)
+
+
+def cfg(ck, **kw):
+    base = dict(
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        binarize=True,
+        progress=False,
+        patience=None,
+        diagnostics=False,
+        checkpoint_dir=str(ck),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture
+def ck(tmp_path):
+    """A checkpoint folder holding a finished 2-epoch ELBO run."""
+    train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path))
+    return tmp_path
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_changed_lr_and_objective_are_refused_naming_each(ck):
+    # before: the optimiser state restored the old lr and the new objective was taken silently
+    with pytest.raises(ParameterError) as err:
+        train(build_model(**SPEC), IWAE(3), X, XV, cfg(ck, epochs=3, lr=1e-12))
+    msg = str(err.value)
+    assert str(ck / "last.pt") in msg
+    assert "lr: 0.003 in the checkpoint, 1e-12 now" in msg
+    assert "objective: ELBO(" in msg and "IWAE(k=3) now" in msg
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (dict(objective=IWAE(3)), "objective"),
+        (dict(objective=ELBO(beta=0.5)), "objective beta: 1.0 in the checkpoint, 0.5 now"),
+        (dict(objective=ELBO(n_samples=2)), "objective n_samples: 1 in the checkpoint, 2 now"),
+        (dict(batch_size=16), "batch_size: 32 in the checkpoint, 16 now"),
+        (dict(seed=1), "seed: 0 in the checkpoint, 1 now"),
+        (dict(kl_schedule="linear"), "kl_schedule"),
+        (dict(weight_decay=0.1), "weight_decay"),
+        (dict(grad_accum=2), "grad_accum"),
+        (dict(epochs=1), "epochs: the checkpoint has done 2 epochs"),
+        (dict(X=small_data(seed=7)), "training data"),
+        (dict(XV=small_data(40, seed=8)), "validation data"),
+    ],
+)
+def test_every_setting_is_compared(ck, change, named):
+    objective = change.pop("objective", ELBO())
+    x, xv = change.pop("X", X), change.pop("XV", XV)
+    with pytest.raises(ParameterError, match=named.replace("(", r"\(")):
+        train(build_model(**SPEC), objective, x, xv, cfg(ck, **change))
+
+
+def test_another_architecture_is_a_model_file_error(ck):
+    with pytest.raises(ModelFileError, match=r"model hidden: \[12\] in the checkpoint, \[8\] now"):
+        train(build_model(**{**SPEC, "hidden": [8]}), ELBO(), X, XV, cfg(ck, epochs=3))
+
+
+def test_more_epochs_continue_the_run_exactly(ck, tmp_path_factory):
+    resumed = build_model(**SPEC)
+    res = train(resumed, ELBO(), X, XV, cfg(ck, epochs=3))
+    straight = build_model(**SPEC)
+    ref = train(straight, ELBO(), X, XV, cfg(tmp_path_factory.mktemp("fresh"), epochs=3))
+    assert res.epochs == ref.epochs == 3 and res.steps == ref.steps == 12
+    assert all(torch.equal(a, b) for a, b in zip(params(resumed), params(straight), strict=True))
+    # the reporting settings may change too
+    train(build_model(**SPEC), ELBO(), X, XV, cfg(ck, epochs=3, max_steps=None, progress=False))
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "random bytes":
+        path.write_bytes(torch.randint(256, (4000,), dtype=torch.uint8).numpy().tobytes())
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        state = torch.load(path, weights_only=True)
+        if how == "not a checkpoint":
+            state = {"weights": torch.zeros(3)}
+        elif how == "missing field":
+            del state["optimizer"]
+        elif how == "wrong type":
+            state["epoch"] = "two"
+        elif how == "bad permutation":
+            state["perm"] = torch.zeros(X.shape[0], dtype=torch.int64)
+            state["batch"] = 1
+        elif how == "bad batch":
+            state["batch"] = 10**6
+        elif how == "wrong tensor shape":
+            key = next(iter(state["model"]))
+            state["model"][key] = torch.zeros(2, 2)
+        torch.save(state, path)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated",
+        "random bytes",
+        "empty",
+        "not a checkpoint",
+        "missing field",
+        "wrong type",
+        "bad permutation",
+        "bad batch",
+        "wrong tensor shape",
+    ],
+)
+def test_damaged_checkpoints_raise_model_file_error(tmp_path, how):
+    # an interrupted run (mid-epoch), so that a resume reads every field
+    train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, max_steps=5))
+    _damage(tmp_path / "last.pt", how)
+    with pytest.raises(ModelFileError, match=str(tmp_path / "last.pt")):
+        train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path))
+
+
+def test_checkpoints_are_written_through_a_temporary_file(tmp_path, monkeypatch):
+    import latentfit.train.trainer as trainer
+
+    seen = []
+    real = trainer.atomic_path
+
+    class Spy(real):
+        def __enter__(self):
+            seen.append(self.path)
+            return super().__enter__()
+
+    monkeypatch.setattr(trainer, "atomic_path", Spy)
+    train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, metrics_csv=str(tmp_path / "m.csv")))
+    assert set(seen) == {tmp_path / "last.pt", tmp_path / "m.csv"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "m.csv"]

@@ -1,0 +1,228 @@
+"""The stored train/validation/test split, and model files checked before use."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from sklearn.datasets import load_digits
+from typer.testing import CliRunner
+
+import latentfit.train
+import latentfit.vae
+from latentfit.cli import app
+from latentfit.errors import DataError, ModelFileError, ResourceLimitError
+from latentfit.vae import build_model, load_model, save_model
+from latentfit.vae.data import load_vae_data
+
+runner = CliRunner()
+FIT = ["fit", "vae", "--dataset", "digits", "--epochs", "1", "--latent", "3", "--hidden", "8"]
+
+
+def digits():
+    """scikit-learn's digits as the VAE loader should see them, read independently."""
+    return torch.from_numpy(load_digits().data).float() / 16.0
+
+
+def test_eval_scores_exactly_the_stored_test_rows(tmp_path, monkeypatch):
+    seen = {}
+    real_train, real_ll = latentfit.train.train, latentfit.vae.marginal_log_likelihood
+
+    def spy_train(model, objective, X_train, X_val, cfg):
+        seen["train"], seen["val"] = X_train, X_val
+        return real_train(model, objective, X_train, X_val, cfg)
+
+    def spy_ll(model, X, **kw):
+        seen["scored"] = X
+        return real_ll(model, X, **kw)
+
+    monkeypatch.setattr(latentfit.train, "train", spy_train)
+    monkeypatch.setattr(latentfit.vae, "marginal_log_likelihood", spy_ll)
+    out = tmp_path / "m.safetensors"
+    res = runner.invoke(app, [*FIT, "--seed", "5", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    # a plain eval (its --seed is 0) after a fit with --seed 5
+    res = runner.invoke(app, ["eval", str(out), "--dataset", "digits", "-k", "2", "--no-binarize"])
+    assert res.exit_code == 0, res.output
+
+    split = load_model(out).split
+    X = digits()
+    train, val, test = (set(getattr(split, s).tolist()) for s in ("train", "val", "test"))
+    assert not (train & val or train & test or val & test)
+    assert len(train | val | test) == X.shape[0] == split.n_rows
+    assert torch.equal(seen["train"], X[split.train])
+    assert torch.equal(seen["val"], X[split.val])  # early stopping saw validation rows only
+    assert torch.equal(seen["scored"], X[split.test])  # eval scored the held-out rows only
+    assert f"{len(test)} test points" in res.output
+
+
+def test_loader_splits_are_disjoint_and_reproducible(tmp_path):
+    for source in ("mnist", "digits"):
+        d = load_vae_data(source, seed=3)
+        parts = [set(getattr(d.split, s).tolist()) for s in ("train", "val", "test")]
+        assert sum(map(len, parts)) == len(set().union(*parts)) == d.split.n_rows
+        again = load_vae_data(source, seed=99, split=d.split)  # the split wins over the seed
+        assert torch.equal(again.test, d.test) and torch.equal(again.val, d.val)
+    other = tmp_path / "x.npy"
+    np.save(other, np.random.default_rng(0).random((1797, 64)))
+    with pytest.raises(DataError, match="other data"):
+        load_vae_data(str(other), split=load_vae_data("digits").split)
+
+
+def test_eval_refuses_other_data_and_models_without_a_split(tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert runner.invoke(app, [*FIT, "--quiet", "--out", str(out)]).exit_code == 0
+    res = runner.invoke(app, ["eval", str(out), "--dataset", "mnist", "-k", "2"])
+    assert res.exit_code == 2 and "other data" in res.output
+    bare = save_model(build_model(x_dim=64, z_dim=3, hidden=[8]), tmp_path / "bare.safetensors")
+    res = runner.invoke(app, ["eval", str(bare), "--dataset", "digits", "-k", "2"])
+    assert res.exit_code == 2 and "--all-rows" in res.output
+    rows = tmp_path / "held_out.npy"
+    np.save(rows, digits()[:7].numpy())
+    res = runner.invoke(app, ["eval", str(bare), "--dataset", str(rows), "-k", "2", "--all-rows"])
+    assert res.exit_code == 0 and "7 test points" in res.output
+
+
+def _rewrite(path, meta=None, tensors=None):
+    """Rewrite a model file with changed metadata and/or tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        old_meta = f.metadata()
+        old = {k: f.get_tensor(k) for k in f.keys()}
+    save_file({**old, **(tensors or {})}, str(path), {**old_meta, **(meta or {})})
+
+
+def _spec(path):
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["spec"])
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    model = build_model(x_dim=16, z_dim=3, hidden=[8])
+    model.split = load_vae_data(str(_array(tmp_path)), seed=1).split
+    return save_model(model, tmp_path / "m.safetensors")
+
+
+def _array(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random((30, 16)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("how", "named"),
+    [
+        ("truncated", "not a latentfit VAE file"),
+        ("random bytes", "not a latentfit VAE file"),
+        ("spec not JSON", "not valid JSON"),
+        ("spec wrong type", "hidden='8'"),
+        ("spec out of range", "z_dim=-3"),
+        ("spec unknown field", "unknown field 'evil'"),
+        ("spec not an object", "not a JSON object"),
+        ("spec does not match tensors", "encoder.body.0.weight"),
+        ("missing tensor", "missing"),
+        ("non-finite weights", "NaN or infinite"),
+        ("overlapping split", "overlap"),
+        ("split out of range", "not row numbers"),
+        ("another format", "format 'other'"),
+    ],
+)
+def test_damaged_model_files_raise_model_file_error(model_file, how, named):
+    spec = _spec(model_file)
+    if how == "truncated":
+        model_file.write_bytes(model_file.read_bytes()[:300])
+    elif how == "random bytes":
+        model_file.write_bytes(np.random.default_rng(0).bytes(3000))
+    elif how == "spec not JSON":
+        _rewrite(model_file, {"spec": '{"x_dim": 16,'})
+    elif how == "spec wrong type":
+        _rewrite(model_file, {"spec": json.dumps({**spec, "hidden": "8"})})
+    elif how == "spec out of range":
+        _rewrite(model_file, {"spec": json.dumps({**spec, "z_dim": -3})})
+    elif how == "spec unknown field":
+        _rewrite(model_file, {"spec": json.dumps({**spec, "evil": 1})})
+    elif how == "spec not an object":
+        _rewrite(model_file, {"spec": "[1, 2]"})
+    elif how == "spec does not match tensors":
+        _rewrite(model_file, {"spec": json.dumps({**spec, "hidden": [9]})})
+    elif how == "missing tensor":
+        with safe_open(str(model_file), framework="pt") as f:
+            meta, kept = f.metadata(), {k: f.get_tensor(k) for k in list(f.keys())[1:]}
+        save_file(kept, str(model_file), meta)
+    elif how == "non-finite weights":
+        _rewrite(model_file, tensors={"encoder.body.0.weight": torch.full((8, 16), float("nan"))})
+    elif how == "overlapping split":
+        _rewrite(model_file, tensors={"split/val": torch.tensor([0, 1, 2])})
+    elif how == "split out of range":
+        _rewrite(model_file, tensors={"split/test": torch.tensor([10**6])})
+    elif how == "another format":
+        _rewrite(model_file, {"format": "other"})
+    with pytest.raises(ModelFileError, match=named) as err:
+        load_model(model_file)
+    assert str(model_file) in str(err.value)
+    for command in (["eval", str(model_file), "--dataset", "digits"], ["sample", str(model_file)]):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+
+
+def test_a_non_vae_latentfit_file_is_named(tmp_path):
+    from latentfit import GaussianMixture
+
+    path = tmp_path / "g.lf"
+    GaussianMixture(2, random_state=0).fit(np.random.default_rng(0).normal(size=(40, 2))).save(path)
+    with pytest.raises(ModelFileError, match="GaussianMixture"):
+        load_model(path)
+
+
+def _mlp_vae_params(d, hidden, z):
+    """Parameters of the Gaussian MLP VAE with Bernoulli pixels, counted by hand."""
+    sizes = [d, *hidden]
+    enc = sum(a * b + b for a, b in zip(sizes, sizes[1:])) + hidden[-1] * 2 * z + 2 * z
+    dec_sizes = [z, *hidden[::-1], d]
+    dec = sum(a * b + b for a, b in zip(dec_sizes, dec_sizes[1:]))
+    return enc + dec
+
+
+def test_parameter_count_from_the_spec_matches_a_built_model():
+    from latentfit.vae.build import ModelSpec, _expected_tensors
+
+    spec = ModelSpec(x_dim=20, z_dim=3, hidden=[7, 5])
+    n = sum(int(np.prod(s)) for s, _ in _expected_tensors(spec).values())
+    assert n == _mlp_vae_params(20, [7, 5], 3)
+    assert n == sum(p.numel() for p in build_model(spec).parameters())
+
+
+def test_a_huge_spec_is_refused_before_allocating(model_file, tmp_path):
+    """hidden=[10**6, 10**6] would need terabytes: refused with the size, under an address-space
+    limit that any allocation of the weights would exceed."""
+    spec = _spec(model_file)
+    _rewrite(model_file, {"spec": json.dumps({**spec, "hidden": [10**6, 10**6]})})
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        import torch
+        from latentfit.errors import ResourceLimitError
+        from latentfit.vae import load_model
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + 1 << 30, resource.RLIM_INFINITY))
+        try:
+            load_model({str(model_file)!r})
+        except ResourceLimitError as err:
+            print("REFUSED", err)
+            sys.exit(0)
+        sys.exit(1)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    need = 2 * 4 * _mlp_vae_params(16, [10**6, 10**6], 3)
+    assert f"needs {need:,} bytes" in proc.stdout and str(model_file) in proc.stdout
+    with pytest.raises(ResourceLimitError):  # a MemoryError too
+        load_model(model_file)
+    res = runner.invoke(app, ["sample", str(model_file)])
+    assert res.exit_code == 2 and f"{need:,} bytes" in res.output
