@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -182,9 +183,9 @@ def test_a_non_vae_latentfit_file_is_named(tmp_path):
 def _mlp_vae_params(d, hidden, z):
     """Parameters of the Gaussian MLP VAE with Bernoulli pixels, counted by hand."""
     sizes = [d, *hidden]
-    enc = sum(a * b + b for a, b in zip(sizes, sizes[1:])) + hidden[-1] * 2 * z + 2 * z
+    enc = sum(a * b + b for a, b in pairwise(sizes)) + hidden[-1] * 2 * z + 2 * z
     dec_sizes = [z, *hidden[::-1], d]
-    dec = sum(a * b + b for a, b in zip(dec_sizes, dec_sizes[1:]))
+    dec = sum(a * b + b for a, b in pairwise(dec_sizes))
     return enc + dec
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from latentfit._validation import resolve_device
-from latentfit.errors import ModelFileError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import atomic_path
 from latentfit.train import distributed as dist_utils
 from latentfit.vae.data import data_sha256
@@ -105,17 +105,17 @@ def _stream_seed(seed: int, step: int, j: int) -> int:
 def _check_data(X, name: str, binarize: bool) -> torch.Tensor:
     X = torch.as_tensor(X)
     if X.ndim != 2 or X.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {tuple(X.shape)}")
+        raise DataError(f"{name} must be a non-empty (n, d) array, got shape {tuple(X.shape)}")
     X = X.float() if not X.is_floating_point() else X
     # min and max propagate NaN and show ±inf: one fast pass (isfinite is ~10x slower on CPU)
     lo, hi = (float(v) for v in torch.aminmax(X))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         r, c = (int(i) for i in (~torch.isfinite(X)).nonzero()[0])
-        raise ValueError(
+        raise DataError(
             f"{name} holds a non-finite value at row {r}, column {c}; remove or impute it"
         )
     if binarize and (lo < 0 or hi > 1):
-        raise ValueError(
+        raise DataError(
             f"binarize=True needs {name} in [0, 1] (pixel intensities), got values in "
             f"[{lo:.3g}, {hi:.3g}]; scale the data or set binarize=False"
         )
@@ -399,12 +399,12 @@ def train(
     """
     cfg = config or TrainConfig()
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 0:
-        raise ValueError("batch_size and grad_accum must be at least 1 and epochs non-negative")
+        raise ParameterError("batch_size and grad_accum must be at least 1 and epochs non-negative")
     device = resolve_device(cfg.device)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     n_micro = world * cfg.grad_accum
     if cfg.batch_size < n_micro:
-        raise ValueError(
+        raise ParameterError(
             f"batch_size={cfg.batch_size} cannot be cut into {world} processes × "
             f"{cfg.grad_accum} accumulation steps; raise batch_size"
         )

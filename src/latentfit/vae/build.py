@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latentfit.errors import ModelFileError, ResourceLimitError
+from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
 from latentfit.io import atomic_path
 from latentfit.vae.data import SPLITS
 from latentfit.vae.flows import make_flow
@@ -76,14 +76,14 @@ def _bodies(spec: ModelSpec, z_in: int, n_params: int):
     """Encoder body (x → h) and decoder body (z → likelihood parameters)."""
     if spec.network == "conv":
         if spec.image_shape is None:
-            raise ValueError("network='conv' needs image_shape=(channels, height, width)")
+            raise ParameterError("network='conv' needs image_shape=(channels, height, width)")
         shape = tuple(spec.image_shape)
         if len(shape) != 3 or shape[0] * shape[1] * shape[2] != spec.x_dim:
-            raise ValueError(f"image_shape {shape} does not hold x_dim={spec.x_dim} values")
+            raise ParameterError(f"image_shape {shape} does not hold x_dim={spec.x_dim} values")
         h = spec.hidden[-1]
         return ConvEncoderBody(shape, h), ConvDecoderBody(z_in, shape, n_params)
     if spec.network != "mlp":
-        raise ValueError(f"network must be 'mlp' or 'conv', got {spec.network!r}")
+        raise ParameterError(f"network must be 'mlp' or 'conv', got {spec.network!r}")
     enc = mlp([spec.x_dim, *spec.hidden], spec.activation)
     dec = mlp(
         [z_in, *spec.hidden[::-1], spec.x_dim * n_params], spec.activation, final_activation=False
@@ -101,7 +101,7 @@ def _build(spec: ModelSpec) -> nn.Module:
             flow = make_flow(spec.flow, spec.z_dim, spec.flow_steps, context_dim=h)
         return VAE(GaussianEncoder(enc, h, spec.z_dim), Decoder(dec, lik), flow)
     if spec.flow is not None:
-        raise ValueError(f"flows are available for kind='gaussian' only, not {spec.kind!r}")
+        raise ParameterError(f"flows are available for kind='gaussian' only, not {spec.kind!r}")
     if spec.kind == "discrete":
         enc, dec = _bodies(spec, spec.z_dim * spec.n_categories, lik.n_params)
         return DiscreteVAE(
@@ -119,7 +119,7 @@ def _build(spec: ModelSpec) -> nn.Module:
         up2 = GaussianEncoder(mlp([h, *h2], spec.activation), h2[-1], spec.z2_dim)
         prior1 = GaussianEncoder(mlp([spec.z2_dim, *h2[::-1]], spec.activation), h2[0], spec.z_dim)
         return LadderVAE(GaussianEncoder(enc, h, spec.z_dim), up2, prior1, Decoder(dec, lik))
-    raise ValueError(f"kind must be 'gaussian', 'discrete' or 'ladder', got {spec.kind!r}")
+    raise ParameterError(f"kind must be 'gaussian', 'discrete' or 'ladder', got {spec.kind!r}")
 
 
 def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.Module:
@@ -130,7 +130,7 @@ def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.M
     """
     spec = ModelSpec(**{**asdict(spec or ModelSpec()), **overrides})
     if spec.x_dim < 1 or spec.z_dim < 1 or not spec.hidden:
-        raise ValueError(f"x_dim, z_dim and hidden must be positive, got {spec}")
+        raise ParameterError(f"x_dim, z_dim and hidden must be positive, got {spec}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = _build(spec)
@@ -239,7 +239,7 @@ def save_model(model: nn.Module, path, split=None) -> Path:
 
     spec = getattr(model, "spec", None)
     if spec is None:
-        raise TypeError("save_model needs a model made by build_model (it carries its spec)")
+        raise ParameterError("save_model needs a model made by build_model (it carries its spec)")
     split = split if split is not None else getattr(model, "split", None)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit.errors import DataError, ParameterError
 from latentfit.vae.diagnostics import _eval_mode
 from latentfit.vae.objectives import log_weights
 
@@ -45,9 +46,9 @@ def marginal_log_likelihood(
     evaluated at exact (unrelaxed) samples.
     """
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise ParameterError(f"k must be at least 1, got {k}")
     if X.ndim != 2 or X.shape[0] == 0:
-        raise ValueError(f"X must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")
+        raise DataError(f"X must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")
     chunk = max(1, min(k, max_rows // batch_size))
     out = []
     bar = None

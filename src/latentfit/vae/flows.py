@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from latentfit.errors import ParameterError
+
 __all__ = ["IAFStep", "MaskedLinear", "PlanarStep", "make_flow"]
 
 
@@ -62,7 +64,7 @@ class IAFStep(nn.Module):
     def __init__(self, dim: int, hidden: int, context_dim: int = 0, reverse: bool = False):
         super().__init__()
         if dim < 2:
-            raise ValueError(f"an IAF needs a latent dimension of at least 2, got {dim}")
+            raise ParameterError(f"an IAF needs a latent dimension of at least 2, got {dim}")
         deg_in = torch.arange(1, dim + 1)
         deg_h = torch.arange(hidden) % (dim - 1) + 1
         self.l1 = MaskedLinear(dim, hidden, (deg_h[:, None] >= deg_in[None, :]).float())
@@ -94,7 +96,7 @@ class IAFStep(nn.Module):
 def make_flow(kind: str, dim: int, n_steps: int, hidden: int = 0, context_dim: int = 0):
     """A ``nn.ModuleList`` of ``n_steps`` ``"planar"`` or ``"iaf"`` steps (IAF alternates order)."""
     if n_steps < 1:
-        raise ValueError(f"a flow needs at least one step, got n_steps={n_steps}")
+        raise ParameterError(f"a flow needs at least one step, got n_steps={n_steps}")
     if kind == "planar":
         return nn.ModuleList(PlanarStep(dim) for _ in range(n_steps))
     if kind == "iaf":
@@ -102,4 +104,4 @@ def make_flow(kind: str, dim: int, n_steps: int, hidden: int = 0, context_dim: i
         return nn.ModuleList(
             IAFStep(dim, hidden, context_dim, reverse=bool(i % 2)) for i in range(n_steps)
         )
-    raise ValueError(f"unknown flow {kind!r}; choose 'planar' or 'iaf'")
+    raise ParameterError(f"unknown flow {kind!r}; choose 'planar' or 'iaf'")

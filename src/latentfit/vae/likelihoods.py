@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Independent, Normal
 
+from latentfit.errors import ParameterError
+
 __all__ = [
     "BernoulliLikelihood",
     "CategoricalLikelihood",
@@ -68,11 +70,13 @@ class GaussianLikelihood(nn.Module):
     ):
         super().__init__()
         if variance not in ("fixed", "learned", "decoder"):
-            raise ValueError(f"variance must be 'fixed', 'learned' or 'decoder', got {variance!r}")
+            raise ParameterError(
+                f"variance must be 'fixed', 'learned' or 'decoder', got {variance!r}"
+            )
         if variance == "fixed" and not fixed_variance > 0:
-            raise ValueError(f"fixed_variance must be positive, got {fixed_variance}")
+            raise ParameterError(f"fixed_variance must be positive, got {fixed_variance}")
         if not min_logvar < max_logvar:
-            raise ValueError(f"need min_logvar < max_logvar, got {min_logvar} and {max_logvar}")
+            raise ParameterError(f"need min_logvar < max_logvar, got {min_logvar} and {max_logvar}")
         self.d, self.variance = d, variance
         self.min_logvar, self.max_logvar = min_logvar, max_logvar
         self.fixed_logvar = math.log(fixed_variance)
@@ -111,7 +115,7 @@ class CategoricalLikelihood(nn.Module):
     def __init__(self, d: int, n_levels: int = 256):
         super().__init__()
         if n_levels < 2:
-            raise ValueError(f"n_levels must be at least 2, got {n_levels}")
+            raise ParameterError(f"n_levels must be at least 2, got {n_levels}")
         self.d, self.n_levels, self.n_params = d, n_levels, n_levels
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,4 +150,4 @@ def make_likelihood(name: str, d: int, **kwargs) -> nn.Module:
         return GaussianLikelihood(d, **kwargs)
     if name == "categorical":
         return CategoricalLikelihood(d, **kwargs)
-    raise ValueError(f"unknown likelihood {name!r}; choose bernoulli, gaussian or categorical")
+    raise ParameterError(f"unknown likelihood {name!r}; choose bernoulli, gaussian or categorical")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from latentfit.errors import ParameterError
 from latentfit.vae.networks import GaussianEncoder, GaussianParams
 
 __all__ = ["VAE", "DiscreteVAE", "LadderVAE", "LatentPass"]
@@ -143,9 +144,9 @@ class DiscreteVAE(nn.Module):
     ):
         super().__init__()
         if n_categories < 2 or n_latent < 1:
-            raise ValueError("need n_latent >= 1 and n_categories >= 2")
+            raise ParameterError("need n_latent >= 1 and n_categories >= 2")
         if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ParameterError(f"temperature must be positive, got {temperature}")
         self.body, self.decoder = body, decoder
         self.head = nn.Linear(h_dim, n_latent * n_categories)
         self.n_latent, self.n_categories = n_latent, n_categories

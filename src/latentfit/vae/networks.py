@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from latentfit.errors import ParameterError
+
 __all__ = [
     "ConvDecoderBody",
     "ConvEncoderBody",
@@ -28,14 +30,14 @@ _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.
 
 def _activation(name: str) -> nn.Module:
     if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
+        raise ParameterError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]()
 
 
 def mlp(sizes: list[int], activation: str = "tanh", final_activation: bool = True) -> nn.Sequential:
     """Linear layers ``sizes[0] → sizes[1] → ...`` with ``activation`` between them."""
     if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"an MLP needs at least two positive layer sizes, got {sizes}")
+        raise ParameterError(f"an MLP needs at least two positive layer sizes, got {sizes}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
@@ -51,7 +53,9 @@ class ConvEncoderBody(nn.Module):
         super().__init__()
         c, h, w = image_shape
         if h % 4 or w % 4:
-            raise ValueError(f"convolutional blocks need image sides divisible by 4, got {h}×{w}")
+            raise ParameterError(
+                f"convolutional blocks need image sides divisible by 4, got {h}×{w}"
+            )
         self.image_shape = tuple(image_shape)
         self.net = nn.Sequential(
             nn.Conv2d(c, 32, 4, 2, 1),
@@ -78,7 +82,9 @@ class ConvDecoderBody(nn.Module):
         super().__init__()
         c, h, w = image_shape
         if h % 4 or w % 4:
-            raise ValueError(f"convolutional blocks need image sides divisible by 4, got {h}×{w}")
+            raise ParameterError(
+                f"convolutional blocks need image sides divisible by 4, got {h}×{w}"
+            )
         self.shape0 = (64, h // 4, w // 4)
         self.net = nn.Sequential(
             nn.Linear(z_dim, 64 * (h // 4) * (w // 4)),

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit.errors import ParameterError
 from latentfit.vae.models import LatentPass
 from latentfit.vae.schedules import free_bits_kl
 
@@ -92,9 +93,11 @@ class ELBO:
         free_bits_groups: int = 1,
     ):
         if n_samples < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+            raise ParameterError(f"n_samples must be at least 1, got {n_samples}")
         if beta < 0 or free_bits < 0:
-            raise ValueError(f"beta and free_bits must be non-negative, got {beta}, {free_bits}")
+            raise ParameterError(
+                f"beta and free_bits must be non-negative, got {beta}, {free_bits}"
+            )
         self.n_samples, self.analytic_kl, self.beta = n_samples, analytic_kl, beta
         self.free_bits, self.free_bits_groups = free_bits, free_bits_groups
 
@@ -117,7 +120,7 @@ class ELBO:
             kl = recon - bound
         if self.free_bits > 0:
             if kl_dims is None:
-                raise ValueError(
+                raise ParameterError(
                     "free bits need a per-dimension KL in closed form; this model has none "
                     "(a flow posterior); use free_bits=0 or a model without a flow"
                 )
@@ -164,7 +167,7 @@ class IWAE:
 
     def __init__(self, k: int = 5):
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise ParameterError(f"k must be at least 1, got {k}")
         self.k = k
 
     def __repr__(self) -> str:
@@ -202,7 +205,7 @@ class DReG(IWAE):
 
     def _loss(self, p: LatentPass, log_w: torch.Tensor, kl_weight: float) -> torch.Tensor:
         if p.log_qz_stopped is None:
-            raise ValueError(
+            raise ParameterError(
                 "DReG needs log q(z|x) at detached encoder parameters, which this model does not "
                 "provide (flows, ladder and discrete VAEs); use IWAE instead"
             )
@@ -223,4 +226,4 @@ def make_objective(name: str, k: int = 1, beta: float = 1.0, free_bits: float = 
         return IWAE(k)
     if name == "dreg":
         return DReG(k)
-    raise ValueError(f"unknown objective {name!r}; choose elbo, beta, iwae or dreg")
+    raise ParameterError(f"unknown objective {name!r}; choose elbo, beta, iwae or dreg")

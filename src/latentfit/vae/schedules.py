@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from latentfit.errors import ParameterError
+
 __all__ = ["ConstantKL", "CyclicalWarmup", "LinearWarmup", "free_bits_kl", "make_schedule"]
 
 
@@ -37,7 +39,7 @@ class LinearWarmup:
 
     def __post_init__(self):
         if self.n_steps < 1:
-            raise ValueError(f"n_steps must be at least 1, got {self.n_steps}")
+            raise ParameterError(f"n_steps must be at least 1, got {self.n_steps}")
 
     def __call__(self, step: int) -> float:
         return min(1.0, self.start + (1.0 - self.start) * step / self.n_steps)
@@ -57,9 +59,9 @@ class CyclicalWarmup:
 
     def __post_init__(self):
         if self.total_steps < 1 or self.n_cycles < 1:
-            raise ValueError("total_steps and n_cycles must be at least 1")
+            raise ParameterError("total_steps and n_cycles must be at least 1")
         if not 0 < self.ratio <= 1:
-            raise ValueError(f"ratio must lie in (0, 1], got {self.ratio}")
+            raise ParameterError(f"ratio must lie in (0, 1], got {self.ratio}")
 
     def __call__(self, step: int) -> float:
         if step >= self.total_steps:
@@ -77,7 +79,7 @@ def make_schedule(name: str, n_steps: int, n_cycles: int = 4):
         return LinearWarmup(n_steps)
     if name == "cyclical":
         return CyclicalWarmup(n_steps, n_cycles)
-    raise ValueError(f"unknown KL schedule {name!r}; choose none, linear or cyclical")
+    raise ParameterError(f"unknown KL schedule {name!r}; choose none, linear or cyclical")
 
 
 def free_bits_kl(kl_per_dim: torch.Tensor, floor: float, group_size: int = 1) -> torch.Tensor:
@@ -89,6 +91,6 @@ def free_bits_kl(kl_per_dim: torch.Tensor, floor: float, group_size: int = 1) ->
     """
     d = kl_per_dim.shape[1]
     if group_size < 1 or d % group_size:
-        raise ValueError(f"free-bits group size {group_size} must divide the latent size {d}")
+        raise ParameterError(f"free-bits group size {group_size} must divide the latent size {d}")
     per_group = kl_per_dim.mean(0).reshape(d // group_size, group_size).sum(-1)  # (groups,)
     return per_group.clamp_min(floor).sum()
