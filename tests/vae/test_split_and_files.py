@@ -227,3 +227,13 @@ def test_a_huge_spec_is_refused_before_allocating(model_file, tmp_path):
         load_model(model_file)
     res = runner.invoke(app, ["sample", str(model_file)])
     assert res.exit_code == 2 and f"{need:,} bytes" in res.output
+
+
+def test_marginal_likelihood_names_wrong_columns_and_non_finite_rows():
+    model = build_model(x_dim=16, z_dim=3, hidden=[8])
+    with pytest.raises(DataError, match="expects 16 columns, X has 5"):
+        latentfit.vae.marginal_log_likelihood(model, torch.rand(4, 5), k=2)
+    X = torch.rand(4, 16)
+    X[2, 7] = float("nan")
+    with pytest.raises(DataError, match="row 2, column 7"):
+        latentfit.vae.marginal_log_likelihood(model, X, k=2)

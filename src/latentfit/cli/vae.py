@@ -196,7 +196,7 @@ def eval_vae(
     dataset: str = typer.Option("mnist", help="mnist, digits, mnist-idx or a data file."),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
     k: int = typer.Option(5000, "-k", min=1, help="Importance samples per data point."),
-    n: int = typer.Option(0, help="Evaluate the first N test points (0: all)."),
+    n: int = typer.Option(0, min=0, help="Evaluate the first N test points (0: all)."),
     all_rows: bool = typer.Option(
         False,
         "--all-rows",

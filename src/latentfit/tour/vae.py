@@ -95,9 +95,10 @@ def _build(ctx: TourContext) -> Section:
             "An encoder network maps each digit x to q(z | x) = N(μ(x), σ²(x)), shared by the "
             "whole data set; a decoder maps z to Bernoulli pixel probabilities. Both are trained "
             "together by maximising a lower bound on log p(x): the ELBO, or the importance-"
-            f"weighted bound L<sub>k</sub> (Burda et al. 2016). {EPOCHS} epochs on 4,000 "
+            f"weighted bound L<sub>k</sub> (Burda et al. 2016). {EPOCHS} epochs on 3,600 "
             "dynamically binarised digits (batches of 25, Adam 2·10⁻³, decoder bias started at "
-            "the mean image), the 1,000 others held out.",
+            "the mean image), 400 validation digits for the best weights, the 1,000 test "
+            "digits held out until the end.",
             "The test NLL is the importance-sampled −log p(x) with k = 500 (the benchmark uses "
             "k = 5000). A latent unit is active when its posterior mean varies across digits "
             "(Cov<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>] > 0.01); units whose KL stays near zero "

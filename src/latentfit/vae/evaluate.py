@@ -49,6 +49,12 @@ def marginal_log_likelihood(
         raise ParameterError(f"k must be at least 1, got {k}")
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"X must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")
+    spec = getattr(getattr(model, "module", model), "spec", None)
+    if spec is not None and X.shape[1] != spec.x_dim:
+        raise DataError(f"the model expects {spec.x_dim} columns, X has {X.shape[1]}")
+    if not bool(torch.isfinite(X).all()):
+        r, c = (int(i) for i in (~torch.isfinite(X)).nonzero()[0])
+        raise DataError(f"X holds a non-finite value at row {r}, column {c}; remove or impute it")
     chunk = max(1, min(k, max_rows // batch_size))
     out = []
     bar = None
