@@ -207,18 +207,30 @@ def _spec_errors(raw) -> list[str]:
 
 
 def _available_memory() -> int | None:
-    """Bytes of memory available now: /proc/meminfo MemAvailable, else the physical memory."""
+    """Bytes of memory available now: /proc/meminfo MemAvailable (else the physical memory),
+    capped by this process's address-space limit (RLIMIT_AS) when one is set."""
+    found = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    if found is None:
+        try:
+            found = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            found = soft if found is None else min(found, soft)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+    return found
 
 
 def _expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
