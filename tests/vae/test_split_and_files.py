@@ -47,8 +47,8 @@ def test_eval_scores_exactly_the_stored_test_rows(tmp_path, monkeypatch):
     out = tmp_path / "m.safetensors"
     res = runner.invoke(app, [*FIT, "--seed", "5", "--quiet", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    # a plain eval (its --seed is 0) after a fit with --seed 5
-    res = runner.invoke(app, ["eval", str(out), "--dataset", "digits", "-k", "2", "--no-binarize"])
+    # a plain eval (its --seed is 0; the data named by the model file) after a fit with --seed 5
+    res = runner.invoke(app, ["eval", str(out), "-k", "2", "--no-binarize"])
     assert res.exit_code == 0, res.output
 
     split = load_model(out).split

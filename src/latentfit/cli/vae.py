@@ -193,7 +193,11 @@ def fit_vae(
 @app.command("eval")
 def eval_vae(
     model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
-    dataset: str = typer.Option("mnist", help="mnist, digits, mnist-idx or a data file."),
+    dataset: str | None = typer.Option(
+        None,
+        help="mnist, digits, mnist-idx or a data file (default: the data the model was fitted "
+        "to, as recorded in the model file).",
+    ),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
     k: int = typer.Option(5000, "-k", min=1, help="Importance samples per data point."),
     n: int = typer.Option(0, min=0, help="Evaluate the first N test points (0: all)."),
@@ -218,6 +222,8 @@ def eval_vae(
 
     model = _load(model_path, device)
     if all_rows:
+        if dataset is None:
+            fail("--all-rows needs --dataset, the file of held-out rows to score")
         X = _rows(dataset)
         name = dataset
     else:
@@ -227,7 +233,8 @@ def eval_vae(
                 "'latentfit fit vae'), so its test rows are unknown; pass --all-rows with "
                 "--dataset a file of rows the model was not fitted to"
             )
-        data = _data(dataset, idx, seed, split=model.split)
+        source = model.split.source if dataset is None else dataset
+        data = _data(source, idx, seed, split=model.split)
         X, name = data.test, data.name
     X = X[: n or None].to(device)
     if X.shape[1] != model.spec.x_dim:
