@@ -116,6 +116,11 @@ def _damage(path, how):
             state["batch"] = 1
         elif how == "bad batch":
             state["batch"] = 10**6
+        elif how == "wrong optimiser moment":
+            moments = next(iter(state["optimizer"]["state"].values()))
+            moments["exp_avg"] = torch.zeros(1, 1)
+        elif how == "bad history":
+            state["history"] = ["epoch 1"]
         elif how == "wrong tensor shape":
             key = next(iter(state["model"]))
             state["model"][key] = torch.zeros(2, 2)
@@ -134,6 +139,8 @@ def _damage(path, how):
         "bad permutation",
         "bad batch",
         "wrong tensor shape",
+        "wrong optimiser moment",
+        "bad history",
     ],
 )
 def test_damaged_checkpoints_raise_model_file_error(tmp_path, how):

@@ -365,6 +365,8 @@ def _check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n
         raise damaged(f"'epoch_sums' has shape {tuple(state['epoch_sums'].shape)}, not (4,)")
     if state["epoch"] < 0 or state["steps"] < 0 or state["bad_epochs"] < 0:
         raise damaged("'epoch', 'steps' or 'bad_epochs' is negative")
+    if not all(isinstance(row, dict) for row in state["history"]):
+        raise damaged("'history' holds something other than one dict per epoch")
     for key in ("model", "best_model"):
         sd = state[key]
         if sd is None:
@@ -468,6 +470,14 @@ def train(
                 f"checkpoint {ckpt} does not fit this run: {_first_line(err)}; delete it to "
                 "start afresh"
             ) from err
+        for name, p in model.named_parameters():  # Adam's moments must match their parameter
+            for key, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape != p.shape:
+                    raise ModelFileError(
+                        f"checkpoint {ckpt}: the optimiser's {key!r} for {name} has shape "
+                        f"{tuple(v.shape)}, the parameter {tuple(p.shape)}; the file is "
+                        "damaged or was altered, delete it to start afresh"
+                    )
         sums = state["epoch_sums"].to(device, torch.float64)
         perm = state["perm"]
         epoch, batch, bad_epochs = state["epoch"], state["batch"], state["bad_epochs"]
