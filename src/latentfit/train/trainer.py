@@ -45,7 +45,10 @@ class TrainConfig:
     without a validation bound better by ``min_delta`` (None: never stop early); the best
     weights are restored at the end when ``restore_best``. ``checkpoint_dir``: write
     ``last.pt`` at each epoch end and every ``checkpoint_every`` steps, and resume from it when
-    ``resume``. ``max_steps``: stop (with a checkpoint) after that many optimiser steps in total.
+    ``resume``. A resume is refused unless every setting that shapes the result (all fields
+    but ``epochs``, ``device``, ``max_steps`` and the checkpoint / reporting ones), the
+    objective, a custom schedule, the model spec and the training and validation data (by
+    SHA-256) equal the checkpoint's; the error names each difference. ``epochs`` may grow. ``max_steps``: stop (with a checkpoint) after that many optimiser steps in total.
     ``binarize``: draw x ~ Bernoulli(pixel intensity) afresh each time a training batch is used
     (dynamic binarisation); validation data are binarised once with a fixed seed.
     """
