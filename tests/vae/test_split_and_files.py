@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import latentfit.train
 import latentfit.vae
 from latentfit.cli import app
-from latentfit.errors import DataError, ModelFileError, ResourceLimitError
+from latentfit.errors import DataError, ModelFileError, ParameterError, ResourceLimitError
 from latentfit.vae import build_model, load_model, save_model
 from latentfit.vae.data import load_vae_data
 
@@ -237,3 +237,8 @@ def test_marginal_likelihood_names_wrong_columns_and_non_finite_rows():
     X[2, 7] = float("nan")
     with pytest.raises(DataError, match="row 2, column 7"):
         latentfit.vae.marginal_log_likelihood(model, X, k=2)
+
+
+def test_an_unknown_device_is_named(model_file):
+    with pytest.raises(ParameterError, match="device='nonsense'"):
+        load_model(model_file, device="nonsense")

@@ -320,6 +320,15 @@ def load_model(path, device=None) -> nn.Module:
     from safetensors import safe_open
 
     path = Path(path)
+    if device is not None:
+        from latentfit._validation import resolve_device
+
+        try:
+            device = resolve_device(device)
+        except (RuntimeError, ValueError) as err:
+            raise ParameterError(
+                f"device={device!r} cannot be used: {str(err).splitlines()[0]}; try 'cpu'"
+            ) from err
     if not path.exists():
         raise FileNotFoundError(f"no VAE model file at {path}")
     if path.is_dir():

@@ -39,13 +39,6 @@ class DataSplit:
     val: torch.Tensor  # (n_val,) int64
     test: torch.Tensor  # (n_test,) int64
 
-    def same_as(self, other: DataSplit) -> bool:
-        return (
-            self.n_rows == other.n_rows
-            and self.data_sha256 == other.data_sha256
-            and all(torch.equal(getattr(self, s), getattr(other, s)) for s in SPLITS)
-        )
-
 
 SPLITS = ("train", "val", "test")
 
