@@ -166,3 +166,11 @@ def test_checkpoints_are_written_through_a_temporary_file(tmp_path, monkeypatch)
     train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, metrics_csv=str(tmp_path / "m.csv")))
     assert set(seen) == {tmp_path / "last.pt", tmp_path / "m.csv"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "m.csv"]
+
+
+def test_invalid_settings_are_named(tmp_path):
+    with pytest.raises(ParameterError, match=r"lr=-0\.1 .*; adam_betas=\[0\.9, 1\.5\]"):
+        train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, lr=-0.1, adam_betas=[0.9, 1.5]))
+    with pytest.raises(ParameterError, match="device='nonsense'"):
+        train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, device="nonsense"))
+    assert not any(tmp_path.iterdir())  # refused before anything was written

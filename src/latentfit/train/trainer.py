@@ -195,6 +195,47 @@ _FREE_SETTINGS = frozenset(
 )
 
 
+def _check_config(cfg) -> None:
+    """ParameterError naming each TrainConfig field outside its range."""
+
+    def number(v, lo, hi=math.inf, lo_open=False):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return ok and (v > lo if lo_open else v >= lo) and v <= hi
+
+    def count(v, lo):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    rules = [
+        ("epochs", count(cfg.epochs, 0), "an integer >= 0"),
+        ("batch_size", count(cfg.batch_size, 1), "an integer >= 1"),
+        ("grad_accum", count(cfg.grad_accum, 1), "an integer >= 1"),
+        ("lr", number(cfg.lr, 0), "a finite number >= 0"),
+        ("adam_eps", number(cfg.adam_eps, 0, lo_open=True), "a positive finite number"),
+        ("weight_decay", number(cfg.weight_decay, 0), "a finite number >= 0"),
+        (
+            "adam_betas",
+            len(cfg.adam_betas) == 2 and all(number(b, 0, 1) and b < 1 for b in cfg.adam_betas),
+            "two numbers in [0, 1)",
+        ),
+        (
+            "max_grad_norm",
+            cfg.max_grad_norm is None or number(cfg.max_grad_norm, 0, lo_open=True),
+            "None or a positive number",
+        ),
+        ("warmup_epochs", number(cfg.warmup_epochs, 0), "a finite number >= 0"),
+        ("n_cycles", count(cfg.n_cycles, 1), "an integer >= 1"),
+        ("patience", cfg.patience is None or count(cfg.patience, 1), "None or an integer >= 1"),
+        ("min_delta", number(cfg.min_delta, 0), "a finite number >= 0"),
+        ("checkpoint_every", count(cfg.checkpoint_every, 0), "an integer >= 0 (0: epoch ends)"),
+        ("max_steps", cfg.max_steps is None or count(cfg.max_steps, 1), "None or an integer >= 1"),
+        ("val_batch_size", count(cfg.val_batch_size, 1), "an integer >= 1"),
+        ("seed", count(cfg.seed, 0), "an integer >= 0"),
+    ]
+    bad = [f"{name}={getattr(cfg, name)!r} (must be {what})" for name, ok, what in rules if not ok]
+    if bad:
+        raise ParameterError(f"invalid TrainConfig: {'; '.join(bad)}")
+
+
 def _first_line(err: BaseException) -> str:
     """The error's type and first sentence (torch's messages run to several lines)."""
     text = (str(err).strip().splitlines() or [""])[0]
@@ -403,9 +444,13 @@ def train(
     per-epoch history.
     """
     cfg = config or TrainConfig()
-    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 0:
-        raise ParameterError("batch_size and grad_accum must be at least 1 and epochs non-negative")
-    device = resolve_device(cfg.device)
+    _check_config(cfg)
+    try:
+        device = resolve_device(cfg.device)
+    except (RuntimeError, ValueError) as err:
+        raise ParameterError(
+            f"device={cfg.device!r} cannot be used: {str(err).splitlines()[0]}; try 'cpu'"
+        ) from err
     rank, world = dist_utils.rank(), dist_utils.world_size()
     n_micro = world * cfg.grad_accum
     if cfg.batch_size < n_micro:
