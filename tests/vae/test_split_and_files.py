@@ -242,3 +242,16 @@ def test_marginal_likelihood_names_wrong_columns_and_non_finite_rows():
 def test_an_unknown_device_is_named(model_file):
     with pytest.raises(ParameterError, match="device='nonsense'"):
         load_model(model_file, device="nonsense")
+
+
+def test_cli_resume_with_other_settings_is_refused(tmp_path):
+    ck = tmp_path / "ck"
+    args = [*FIT, "--quiet", "--checkpoint-dir", str(ck), "--out", str(tmp_path / "a.lf")]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, [*args, "--epochs", "2", "--lr", "1e-12", "--objective", "iwae"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "lr: 0.001 in the checkpoint, 1e-12 now" in res.output
+    assert "objective: ELBO(" in res.output and "IWAE(k=1) now" in res.output
+    (ck / "last.pt").write_bytes(b"\x00" * 100)
+    res = runner.invoke(app, [*args, "--epochs", "2"])
+    assert res.exit_code == 2 and "cannot be read" in res.output
