@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app, fail, fit_app
+from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
+from latentfit.errors import LatentfitError
 
 
 def _data(dataset: str, idx: Path | None, seed: int):
@@ -63,6 +64,7 @@ def fit_vae(
         0, "--eval-k", min=0, help="Report log p(x) on the test split with k samples."
     ),
     out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
+    force: bool = force_option(),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -72,6 +74,7 @@ def fit_vae(
     Under ``torchrun --nproc_per_node N`` every process trains on its share of each batch
     (DistributedDataParallel); rank 0 prints and saves.
     """
+    from latentfit._outputs import Output
     from latentfit.train import TrainConfig, train
     from latentfit.train import distributed as dist_utils
     from latentfit.vae import (
@@ -83,6 +86,18 @@ def fit_vae(
         save_model,
     )
 
+    # A resumed run (last.pt in --checkpoint-dir) continues its own metrics file.
+    resuming = checkpoint_dir is not None and (checkpoint_dir / "last.pt").is_file()
+    check_outputs(
+        [
+            Output(out, "--out"),
+            Output(checkpoint_dir, "--checkpoint-dir", folder=True),
+            Output(metrics_csv, "--metrics-csv", may_exist=resuming),
+        ],
+        [None if dataset in ("mnist", "digits", "mnist-idx") else Path(dataset), idx],
+        force=force,
+    )
+    check_device(device)
     dist_utils.init_from_env()
     data = _data(dataset, idx, seed)
     if binarize and likelihood == "bernoulli" and not data.intensities:
@@ -155,7 +170,10 @@ def fit_vae(
         typer.echo(
             f"test log p(x) (k={eval_k}): {ll.mean:.2f} nats, {ll.bits_per_dim:.4f} bits/dim"
         )
-    save_model(model, out)
+    try:
+        save_model(model, out)
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
     typer.echo(f"model saved to {out}")
     dist_utils.cleanup()
 
@@ -176,6 +194,7 @@ def eval_vae(
 
     from latentfit.vae import load_model, marginal_log_likelihood
 
+    check_device(device)
     try:
         model = load_model(model_path, device=device)
     except (ValueError, FileNotFoundError) as err:
@@ -200,6 +219,7 @@ def sample_vae(
     model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
     n: int = typer.Option(64, min=1, help="Number of samples."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="PNG grid to write."),
+    force: bool = force_option(),
     image_shape: str = typer.Option(
         "", "--image-shape", help="H,W (default: from the model, or 28,28)."
     ),
@@ -213,6 +233,7 @@ def sample_vae(
     from latentfit.vae import load_model
     from latentfit.vae.images import sample_images, save_grid
 
+    check_outputs([(out, "--out")], [model_path], force=force)
     try:
         model = load_model(model_path)
     except (ValueError, FileNotFoundError) as err:
@@ -228,5 +249,8 @@ def sample_vae(
     if math.prod(shape) != d:
         fail(f"--image-shape {shape} does not hold the model's {d} values")
     imgs = sample_images(model, n, torch.Generator().manual_seed(seed))
-    save_grid(out, imgs, shape, nrow=math.ceil(math.sqrt(n)))
+    try:
+        save_grid(out, imgs, shape, nrow=math.ceil(math.sqrt(n)))
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
     typer.echo(f"{n} samples written to {out}")
