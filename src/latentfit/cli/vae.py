@@ -19,13 +19,13 @@ def _data(dataset: str, idx: Path | None, seed: int):
         fail(str(err))
 
 
-def _sizes(text: str, name: str) -> list[int]:
+def _sizes(text: str, name: str, example: str = "200,200") -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s]
     except ValueError:
-        fail(f"{name} takes comma-separated layer sizes such as 200,200; got {text!r}")
+        fail(f"{name} takes comma-separated positive whole numbers such as {example}; got {text!r}")
     if not sizes or min(sizes) < 1:
-        fail(f"{name} needs at least one positive layer size; got {text!r}")
+        fail(f"{name} needs at least one positive size; got {text!r}")
     return sizes
 
 
@@ -98,6 +98,8 @@ def fit_vae(
         force=force,
     )
     check_device(device)
+    if not lr > 0:
+        fail(f"--lr must be a positive learning rate such as 1e-3; got {lr}")
     dist_utils.init_from_env()
     data = _data(dataset, idx, seed)
     if binarize and likelihood == "bernoulli" and not data.intensities:
@@ -240,7 +242,7 @@ def sample_vae(
         fail(str(err))
     d = model.spec.x_dim
     if image_shape:
-        shape = tuple(_sizes(image_shape, "--image-shape"))
+        shape = tuple(_sizes(image_shape, "--image-shape", "28,28"))
     elif model.spec.image_shape:
         shape = tuple(model.spec.image_shape)
     else:
