@@ -170,3 +170,14 @@ def test_vae_negative_learning_rate(small_csv, tmp_path):
         app, ["fit", "vae", "--dataset", str(small_csv), "--lr", "-1", "--out", str(tmp_path / "v")]
     )
     _clean_error(res, "--lr")
+
+
+def test_vae_too_large_for_memory_is_an_error(small_csv, tmp_path):
+    # 10^9 latent units: the first layer alone would need 10^9 x 200 x 4 bytes = 800 GB
+    res = runner.invoke(
+        app,
+        ["fit", "vae", "--dataset", str(small_csv), "--no-binarize", "--likelihood", "gaussian",
+         "--latent", "1000000000", "--quiet", "--out", str(tmp_path / "v.lf")],
+    )  # fmt: skip
+    _clean_error(res, "does not fit in memory", "--latent")
+    assert not (tmp_path / "v.lf").exists()

@@ -139,6 +139,14 @@ def fit_vae(
         res = train(model, obj, data.train, data.val, cfg)
     except (ValueError, TypeError) as err:
         fail(str(err))
+    except (MemoryError, RuntimeError) as err:
+        text = str(err)
+        if not isinstance(err, MemoryError) and "alloc" not in text and "out of memory" not in text:
+            raise
+        fail(
+            f"the VAE does not fit in memory on {device} ({text.splitlines()[0][:160]}); "
+            "use smaller --hidden, --latent or --batch-size"
+        )
     if not dist_utils.is_main():
         return dist_utils.cleanup()
     typer.echo(f"{data.name}: {data.train.shape[0]} train / {data.val.shape[0]} test, {obj!r}")
