@@ -120,7 +120,8 @@ def _fsync(path, directory: bool = False) -> None:
 class atomic_path:
     """Context manager yielding a temporary path beside the target, renamed onto it on success.
 
-    The temporary file is ``.NAME.HOST-PID-XXXXXXXX.lftmp`` in the target's folder; on success
+    Missing folders above the target are created (the command line refuses them instead,
+    before any work: see :mod:`latentfit._outputs`). The temporary file is ``.NAME.HOST-PID-XXXXXXXX.lftmp`` in the target's folder; on success
     it is flushed to disk (fsync), given the mode a new file gets under the umask
     (``0o666 & ~umask``), renamed over the target in one step and the folder is flushed too,
     so a reader sees the old file or the new one, never a half-written one. On an error the

@@ -379,3 +379,16 @@ def test_the_installed_script_refuses_to_write_over_its_input(data, tmp_path):
     assert "--out" in res.stderr and "is the input" in res.stderr
     assert "Traceback" not in res.stderr
     assert data.read_bytes() == before
+
+
+def test_atomic_path_errors_name_the_target_never_the_temporary(tmp_path, readonly_dir):
+    from latentfit.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write") as info:
+        with atomic_path(readonly_dir / "m.lf") as tmp:
+            tmp.write_text("x")
+    assert "m.lf" in str(info.value) and ".lftmp" not in str(info.value)
+    (tmp_path / "a-folder").mkdir()
+    with pytest.raises(OutputError, match="a-folder") as info:
+        latentfit.GaussianMixture(1).fit(np.eye(3)).save(tmp_path / "a-folder")
+    assert ".lftmp" not in str(info.value) and _leftovers(tmp_path) == []

@@ -84,8 +84,9 @@ def check_outputs(outputs, inputs=(), force: bool = False) -> None:
     from latentfit.errors import OutputError
 
     entries = [
-        o if isinstance(o, Output) else Output(Path(o[0]), o[1]) if o[0] is not None else None
+        o if isinstance(o, Output) else Output(Path(o[0]), o[1])
         for o in outputs
+        if isinstance(o, Output) or o[0] is not None
     ]
     try:
         check(entries, inputs, force=force)
