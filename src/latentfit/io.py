@@ -95,6 +95,7 @@ def _clean_stale(folder: Path, name: str) -> None:
 def _probe_folder(folder: Path) -> None:
     """Create and remove a temporary file in ``folder``: raises OSError if nothing can be
     written there (read-only folder or file system, no permission, ...)."""
+    _clean_stale(folder, "probe")
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix("probe"), suffix=_TMP_SUFFIX, dir=folder)
     os.close(fd)
     os.unlink(tmp)
