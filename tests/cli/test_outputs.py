@@ -345,24 +345,29 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     writers = []
-    for _ in range(2):
-        p = subprocess.Popen(
-            [sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, env=env, text=True
-        )
-        assert p.stdout.readline().strip() == "ready"
-        writers.append(p)
-    writers[0].send_signal(signal.SIGKILL)  # a kill leaves no chance to clean up
-    writers[0].wait()
-    assert len(_leftovers(tmp_path)) == 2
     try:
+        for _ in range(2):
+            p = subprocess.Popen(
+                [sys.executable, "-c", code, str(target)],
+                stdout=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
+            writers.append(p)
+            assert p.stdout.readline().strip() == "ready"
+        writers[0].send_signal(signal.SIGKILL)  # a kill leaves no chance to clean up
+        writers[0].wait()
+        assert len(_leftovers(tmp_path)) == 2
         with atomic_path(target) as tmp:
             tmp.write_text("done")
         # the dead writer's file is gone; the live writer's is its own business
         left = _leftovers(tmp_path)
-        assert left == [n for n in left if f"-{writers[1].pid}-" in n] and len(left) == 1
+        assert len(left) == 1 and f"-{writers[1].pid}-" in left[0]
     finally:
-        writers[1].kill()
-        writers[1].wait()
+        for p in writers:
+            p.kill()
+            p.wait()
+            p.stdout.close()
     assert target.read_text() == "done"
 
 
