@@ -44,11 +44,41 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 
 def resolve_device(device) -> torch.device:
-    """``None`` means the CPU; strings such as ``"cuda:0"`` are accepted."""
-    dev = torch.device("cpu" if device is None else device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but no CUDA device is available")
-    return dev
+    """``None`` means the CPU; strings such as ``"cuda:0"`` and ``torch.device`` are accepted.
+
+    An unknown device name, a malformed index or a device this machine does not have is a
+    :class:`~latentfit.errors.ParameterError` naming what is available.
+    """
+    from latentfit.errors import ParameterError
+
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ParameterError(
+            f"device={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0', 'mps', ..."
+        ) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(
+                f"device={device!r} was requested but no CUDA device is available; use 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ParameterError(
+                f"device={device!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+        return dev
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ParameterError(f"device={device!r} was requested but MPS is not available")
+        return dev
+    raise ParameterError(f"device={device!r} is not supported; use 'cpu' or 'cuda'")
 
 
 def make_generator(random_state, device=None) -> torch.Generator:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -33,24 +35,137 @@ def serializable(cls):
     return cls
 
 
+_TMP_SUFFIX = ".lftmp"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def _tmp_prefix(name: str) -> str:
+    """Temporary files of a write to ``name`` are ``.NAME.HOST-PID-XXXXXXXX.lftmp``: hidden,
+    beside the target, and naming the process that writes them (see :func:`_clean_stale`)."""
+    return f".{name}.{_host()}-{os.getpid()}-"
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask can only be read by setting it)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _clean_stale(folder: Path, name: str) -> None:
+    """Remove temporaries of an earlier write to ``folder/name`` whose writer (a process on
+    this host) is gone, e.g. killed before it could rename or delete its file."""
+    pattern = re.compile(
+        rf"^\.{re.escape(name)}\.{re.escape(_host())}-(\d+)-[A-Za-z0-9_]+{re.escape(_TMP_SUFFIX)}$"
+    )
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _probe_folder(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder``: raises OSError if nothing can be
+    written there (read-only folder or file system, no permission, ...)."""
+    _clean_stale(folder, "probe")
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix("probe"), suffix=_TMP_SUFFIX, dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _fsync(path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:  # some systems cannot open a folder; the rename is still atomic
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
 class atomic_path:
-    """Context manager yielding a temporary path in the target's folder, renamed on success."""
+    """Context manager yielding a temporary path beside the target, renamed onto it on success.
+
+    Missing folders above the target are created (the command line refuses them instead,
+    before any work: see :mod:`latentfit._outputs`). The temporary file is ``.NAME.HOST-PID-XXXXXXXX.lftmp`` in the target's folder; on success
+    it is flushed to disk (fsync), given the mode a new file gets under the umask
+    (``0o666 & ~umask``), renamed over the target in one step and the folder is flushed too,
+    so a reader sees the old file or the new one, never a half-written one. On an error the
+    temporary file is removed; one left by a killed writer is removed on the next write to the
+    same target. Errors creating or renaming raise :class:`~latentfit.errors.OutputError`
+    naming the target, never the temporary name.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
 
     def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        from latentfit.errors import OutputError
+
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _clean_stale(folder, self.path.name)
+            fd, tmp = tempfile.mkstemp(
+                prefix=_tmp_prefix(self.path.name), suffix=_TMP_SUFFIX, dir=folder
+            )
+        except OSError as err:
+            raise OutputError(
+                f"cannot write {self.path}: {err.strerror or err}; choose a folder you can write to"
+            ) from None
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
+        from latentfit.errors import OutputError
+
+        if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
+            return False
+        try:
+            _fsync(self.tmp)
+            os.chmod(self.tmp, 0o666 & ~_umask())
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            self.tmp.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
+        _fsync(self.path.parent, directory=True)
         return False
 
 

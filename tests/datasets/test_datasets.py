@@ -15,6 +15,7 @@ from latentfit.datasets import (
     load_mnist_idx,
     read_idx,
 )
+from latentfit.errors import DataError
 
 
 def test_bundled_sets_have_their_documented_shapes_and_values():
@@ -129,3 +130,86 @@ def test_numpy_and_parquet_files(tmp_path):
     with pytest.raises(ValueError, match="unknown format"):
         (tmp_path / "x.xlsx").write_text("x")
         load_array(tmp_path / "x.xlsx")
+
+
+def _same_table_in_every_format(tmp_path, X):
+    """X written as CSV (header a,b,c), headerless CSV, .npy, one-array .npz and Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    np.savetxt(tmp_path / "h.csv", X, delimiter=",", header="a,b,c", comments="")
+    np.savetxt(tmp_path / "n.csv", X, delimiter=",")
+    np.save(tmp_path / "x.npy", X)
+    np.savez(tmp_path / "x.npz", X)
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2]}), tmp_path / "x.parquet")
+    return [tmp_path / n for n in ("h.csv", "n.csv", "x.npy", "x.npz", "x.parquet")]
+
+
+@pytest.mark.parametrize("columns", [[2, 0], ["2", "0"], [1]])
+def test_columns_by_position_are_honoured_in_every_format(tmp_path, columns):
+    X = np.arange(12, dtype=np.float64).reshape(4, 3)
+    want = X[:, [int(c) for c in columns]]  # numpy's own column selection
+    for path in _same_table_in_every_format(tmp_path, X):
+        np.testing.assert_array_equal(load_array(path, columns=columns).numpy(), want)
+
+
+def test_columns_by_name_where_the_file_has_names_and_npz_array_then_positions(tmp_path):
+    X = np.arange(12, dtype=np.float64).reshape(4, 3)
+    h, n, npy, npz, parquet = _same_table_in_every_format(tmp_path, X)
+    for path in (h, parquet):
+        np.testing.assert_array_equal(load_array(path, columns=["c", "a"]).numpy(), X[:, [2, 0]])
+    np.testing.assert_array_equal(load_array(n, columns=["x1"]).numpy(), X[:, [1]])
+    np.savez(tmp_path / "two.npz", A=X, B=2 * X)
+    np.testing.assert_array_equal(
+        load_array(tmp_path / "two.npz", columns=["B", "2"]).numpy(), 2 * X[:, [2]]
+    )
+    # a name where a file has none, and a position past the last column, are refused
+    for path in (npy, npz):
+        with pytest.raises(DataError, match=r"no column names.*by position, 0 to 2"):
+            load_array(path, columns=["a"])
+    for path in (h, n, npy, npz, parquet):
+        with pytest.raises(DataError, match=r"no column .?3"):
+            load_array(path, columns=[3])
+    with pytest.raises(DataError, match=r"no column 'zz'; its columns are \['a', 'b', 'c'\]"):
+        load_array(parquet, columns=["zz"])
+
+
+def test_parquet_selection_drops_a_text_column_before_the_type_check(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"u": [1.0, 2.0], "s": ["a", "b"]}), tmp_path / "s.parquet")
+    np.testing.assert_array_equal(
+        load_array(tmp_path / "s.parquet", columns=["u"]).numpy(), [[1.0], [2.0]]
+    )
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bin.csv", bytes(range(128, 256)), "not a text CSV file"),
+        ("nul.csv", b"a,b\n1,\x002\n", "column 1 .* non-numeric value"),
+        ("bin.npy", bytes(range(256)) * 2, "not a numeric .npy array file"),
+        ("bin.npz", bytes(range(256)) * 2, "not a numeric .npz array file"),
+        ("bin.parquet", bytes(range(256)) * 2, "not a readable Parquet file"),
+        ("empty.npy", b"", "is empty"),
+    ],
+)
+def test_damaged_and_binary_files_are_data_errors_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as info:
+        load_array(path)
+    assert name in str(info.value)
+
+
+def test_pickled_npy_is_refused_not_loaded(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="pickled Python objects"):
+        load_array(tmp_path / "obj.npy")
+
+
+def test_a_folder_is_not_a_data_file(tmp_path):
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        load_array(tmp_path / "d.csv")

@@ -248,6 +248,7 @@ def test_cli_resume_with_other_settings_is_refused(tmp_path):
     ck = tmp_path / "ck"
     args = [*FIT, "--quiet", "--checkpoint-dir", str(ck), "--out", str(tmp_path / "a.lf")]
     assert runner.invoke(app, args).exit_code == 0
+    args.append("--force")  # the resumed run replaces --out, so the output check passes
     res = runner.invoke(app, [*args, "--epochs", "2", "--lr", "1e-12", "--objective", "iwae"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "lr: 0.001 in the checkpoint, 1e-12 now" in res.output

@@ -30,21 +30,79 @@ def fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
-def parse_range(text: str, name: str = "-k") -> list[int]:
-    """``"3"`` → [3]; ``"1-8"`` → [1..8]; ``"2,4,8"`` → [2, 4, 8]."""
+#: Most sizes one ``-k`` may name: each is at least one fit, so more is a typo, not a sweep.
+MAX_SIZES = 1000
+
+
+def parse_range(text: str, name: str = "-k", most: int | None = None) -> list[int]:
+    """``"3"`` → [3]; ``"1-8"`` → [1..8]; ``"2,4,8"`` → [2, 4, 8].
+
+    Sizes must lie in 1..``most`` (when given) and number at most :data:`MAX_SIZES`; both are
+    checked on the bounds of each range, before any list is built.
+    """
+    parts: list[tuple[int, int]] = []
     try:
-        out: list[int] = []
         for part in text.split(","):
-            if "-" in part:
+            if "-" in part.strip().lstrip("-"):
                 lo, hi = (int(p) for p in part.split("-", 1))
-                out.extend(range(lo, hi + 1))
             else:
-                out.append(int(part))
+                lo = hi = int(part)
+            parts.append((lo, hi))
     except ValueError:
         fail(f"{name} takes a number, a range such as 1-8, or a list such as 2,4,8; got {text!r}")
-    if not out or min(out) < 1:
-        fail(f"{name} must name sizes of at least 1; got {text!r}")
-    return out
+    for lo, hi in parts:
+        if lo > hi:
+            fail(f"{name}: the range {lo}-{hi} is empty; write the smaller size first")
+        if lo < 1:
+            fail(f"{name} must name sizes of at least 1; got {text!r}")
+        if most is not None and hi > most:
+            fail(
+                f"{name} names the size {hi}, more than the {most} rows of the data; "
+                f"sizes run from 1 to {most}"
+            )
+    count = sum(hi - lo + 1 for lo, hi in parts)
+    if count > MAX_SIZES:
+        fail(
+            f"{name} {text!r} names {count} sizes; sweep at most {MAX_SIZES} "
+            "(e.g. -k 1-20 or -k 2,4,8,16)"
+        )
+    return [k for lo, hi in parts for k in range(lo, hi + 1)]
+
+
+def force_option():
+    """The ``--force``/``--overwrite`` flag every command that writes files takes."""
+    return typer.Option(
+        False, "--force", "--overwrite", help="Replace output files that already exist."
+    )
+
+
+def check_outputs(outputs, inputs=(), force: bool = False) -> None:
+    """Refuse unwritable outputs before any work (see :func:`latentfit._outputs.check_outputs`);
+    ``outputs`` are ``(path, option)`` pairs or :class:`~latentfit._outputs.Output` entries."""
+    from latentfit._outputs import Output
+    from latentfit._outputs import check_outputs as check
+    from latentfit.errors import OutputError
+
+    entries = [
+        o if isinstance(o, Output) else Output(Path(o[0]), o[1])
+        for o in outputs
+        if isinstance(o, Output) or o[0] is not None
+    ]
+    try:
+        check(entries, inputs, force=force)
+    except OutputError as err:
+        fail(str(err))
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """Refuse an unknown or absent torch device before any work."""
+    from latentfit._validation import resolve_device
+    from latentfit.errors import ParameterError
+
+    try:
+        resolve_device(device)
+    except ParameterError as err:
+        fail(f"{option}: {err}")
 
 
 def load_data(path: Path, columns: list[str] | None = None):

@@ -25,6 +25,23 @@ def _parse_fixed(items: list[str]) -> dict:
     return fixed
 
 
+def _check_finite(fit, data: Path) -> None:
+    """A non-finite estimate (e.g. a scale of inf from values near 1e300, whose squares
+    overflow float64) is an error, not a result to print."""
+    import torch
+
+    from latentfit.errors import DataError
+
+    bad = [k for k, v in fit.params.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(f"{k} = {fit.params[k].tolist()}" for k in bad)
+        raise DataError(
+            f"the {fit.family.name} fit of {data} overflowed: {shown} is not finite. The data "
+            "are too large (or too spread) for float64 arithmetic; rescale them (e.g. divide "
+            "by a power of ten) and fit again"
+        )
+
+
 @fit_app.command("dist")
 def fit_dist(
     data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of numbers."),
@@ -56,11 +73,21 @@ def fit_dist(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
+        given = _parse_fixed(fixed)
         try:
-            fit = fit_mle(fam, x, fixed=_parse_fixed(fixed), cov_type=cov)
+            fit = fit_mle(fam, x, fixed=given, cov_type=cov)
+            _check_finite(fit, data)
             table = fit.summary(level=level)
         except ValueError as err:
             fail(str(err))
+        except TypeError:
+            if not given:
+                raise
+            # torch rejected a keyword: a fixed name the family's distribution does not take
+            fail(
+                f"--fixed {', '.join(given)}: {fam.name} has no such parameter; its parameters "
+                f"are {', '.join(fam.params + fam.required_fixed)}"
+            )
     typer.echo(table)
     for w in caught:
         if issubclass(w.category, RuntimeWarning):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import fail, fit_app
+from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
+from latentfit.errors import LatentfitError
 
 
 def read_data(path: Path, columns: str, allow_nan: bool):
@@ -40,6 +41,7 @@ def fit_gmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     distributed: bool = typer.Option(
@@ -52,6 +54,8 @@ def fit_gmm(
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
     from latentfit.em.gmm import GaussianMixture
 
+    check_outputs([(out, "--out")], [data], force=force)
+    check_device(device)
     model = GaussianMixture(
         k,
         covariance_type=covariance,
@@ -92,5 +96,8 @@ def fit_gmm(
     echo(f"means:\n{_fmt(model.means_)}")
     echo(f"covariances ({covariance}):\n{_fmt(model.covariances_)}")
     if out is not None:
-        path = model.save(out)
+        try:
+            path = model.save(out)
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
         echo(f"model saved to {path} (read it with latentfit.load)")

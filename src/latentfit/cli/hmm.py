@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import fail, fit_app
+from latentfit.cli.app import check_outputs, fail, fit_app, force_option
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 
@@ -22,8 +22,10 @@ def read_lengths(path: Path) -> list[int]:
     """Sequence lengths from a text file: integers separated by newlines, commas or spaces."""
     try:
         text = path.read_text()
+    except UnicodeDecodeError:
+        fail(f"the lengths file {path} is not a text file of whole numbers")
     except OSError as err:
-        fail(f"cannot read the lengths file {path}: {err}")
+        fail(f"cannot read the lengths file {path}: {err.strerror or err}")
     tokens = text.replace(",", " ").split()
     try:
         values = [int(t) for t in tokens]
@@ -78,20 +80,27 @@ def fit_hmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     states: Path | None = typer.Option(
-        None, "--states", help="Where to write the decoded states (default: DATA_states.csv)."
+        None,
+        "--states",
+        help="Where to write the decoded states (default: DATA_states.csv in the current "
+        "folder, e.g. s_states.csv for s.csv).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
     """Fit an HMM by Baum-Welch; print start/transition probabilities, emissions,
     log-likelihood and BIC/AIC; write the decoded state of every row."""
     from latentfit.datasets import load_array
+    from latentfit.errors import LatentfitError
     from latentfit.io import atomic_path
 
     if emission not in EMISSIONS:
         fail(f"--emission must be one of {', '.join(EMISSIONS)}; got {emission!r}")
     if algorithm not in ("viterbi", "map"):
         fail(f"--algorithm must be viterbi or map; got {algorithm!r}")
+    target = states if states is not None else Path(f"{data.stem}_states.csv")
+    check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
     cols = [c for c in columns.split(",") if c] or None
     try:
         X = load_array(data, columns=cols).numpy()
@@ -128,9 +137,11 @@ def fit_hmm(
     _print_emissions(model, emission, covariance)
     counts = np.bincount(path, minlength=k)
     echo(f"decoded ({algorithm}) log-probability: {logprob:.6f}; steps per state: {counts}")
-    target = states if states is not None else Path(f"{data.stem}_states.csv")
-    with atomic_path(target) as tmp:
-        np.savetxt(tmp, path, fmt="%d", header="state", comments="")
-    echo(f"decoded states written to {target}")
-    if out is not None:
-        echo(f"model saved to {model.save(out)} (read it with latentfit.load)")
+    try:
+        with atomic_path(target) as tmp:
+            np.savetxt(tmp, path, fmt="%d", header="state", comments="")
+        echo(f"decoded states written to {target}")
+        if out is not None:
+            echo(f"model saved to {model.save(out)} (read it with latentfit.load)")
+    except (LatentfitError, OSError) as err:
+        fail(str(err))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import fail, parse_range, select_app
+from latentfit.cli.app import check_outputs, fail, force_option, parse_range, select_app
 from latentfit.cli.gmm import read_data
 
 _HELP = {
@@ -18,6 +18,17 @@ _HELP = {
     "fa": "Factor analysis over the number of factors.",
     "ppca": "Probabilistic PCA over the latent dimension.",
 }
+
+
+def _figure_format(path: Path) -> str:
+    """The image format matplotlib writes for ``path``'s suffix (png when there is none)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        fail(f"--plot {path}: unknown image format {fmt!r}; use one of {', '.join(sorted(known))}")
+    return fmt
 
 
 def _run(
@@ -33,12 +44,16 @@ def _run(
     columns: str,
     missing: str,
     plot: Path | None,
+    force: bool = False,
 ):
     from latentfit.select import select_model
 
-    sizes = parse_range(k)
+    parse_range(k)  # refuse a malformed or absurd -k before reading anything
+    check_outputs([(plot, "--plot")], [data], force=force)
+    fmt = _figure_format(plot) if plot is not None else None
     marginalize = missing == "marginalize"
     X = read_data(data, columns, allow_nan=marginalize)
+    sizes = parse_range(k, most=X.shape[0])
     kwargs = {"max_iter": max_iter}
     if family in ("fa", "ppca"):
         if marginalize:
@@ -78,11 +93,15 @@ def _run(
     typer.echo("")
     typer.echo(result.summary())
     if plot is not None:
+        from latentfit.errors import LatentfitError
         from latentfit.io import atomic_path
 
         fig = result.plot()
-        with atomic_path(plot) as tmp:
-            fig.savefig(tmp, format=plot.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+        try:
+            with atomic_path(plot) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
         typer.echo(f"figure written to {plot}")
     if result.best_index() is None:
         fail("every fit failed; see the errors above", code=1)
@@ -103,6 +122,7 @@ def _register(family: str) -> None:
         columns: str = typer.Option("", help="Comma-separated columns to use."),
         missing: str = typer.Option("error", help="error or marginalize (gmm, fa, ppca)."),
         plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
+        force: bool = force_option(),
     ):
         _run(
             family,
@@ -117,6 +137,7 @@ def _register(family: str) -> None:
             columns,
             missing,
             plot,
+            force,
         )
 
     command.__doc__ = _HELP[family]

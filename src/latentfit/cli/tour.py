@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app
+from latentfit.cli.app import app, check_outputs, fail, force_option
 
 
 @app.command()
@@ -14,10 +14,24 @@ def tour(
     out: Path = typer.Option(Path("report"), "--out", help="Folder for index.html and figures."),
     only: str = typer.Option("", help="Comma-separated section names to run (default: all)."),
     seed: int = typer.Option(0, help="Seed for every random choice in the report."),
+    force: bool = force_option(),
 ):
-    """Walk MLE → MAP → ELBO → EM → VI → VAE on the bundled data and write DIR/index.html."""
-    from latentfit.tour import run_tour
+    """Walk MLE → MAP → ELBO → EM → VI → VAE on the bundled data and write DIR/index.html.
 
-    names = [s for s in only.split(",") if s] or None
-    index = run_tour(out, sections=names, seed=seed)
+    A folder that already holds a report (index.html) is refused unless --force is given.
+    """
+    from latentfit._outputs import Output
+    from latentfit.errors import LatentfitError
+    from latentfit.tour import SECTIONS, run_tour
+
+    names = [s.strip() for s in only.split(",") if s.strip()] or None
+    known = [name for name, _ in SECTIONS]
+    unknown = [s for s in names or [] if s not in known]
+    if unknown:
+        fail(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    check_outputs([Output(out, "--out", folder=True, replaces=("index.html",))], force=force)
+    try:
+        index = run_tour(out, sections=names, seed=seed)
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
     typer.echo(f"report written to {index.resolve()}")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app, fail, fit_app
+from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
+from latentfit.errors import LatentfitError
 
 
 def _data(dataset: str, idx: Path | None, seed: int, split=None):
@@ -27,13 +28,13 @@ def _load(model_path: Path, device: str | None = None):
         fail(str(err))
 
 
-def _sizes(text: str, name: str) -> list[int]:
+def _sizes(text: str, name: str, example: str = "200,200") -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s]
     except ValueError:
-        fail(f"{name} takes comma-separated layer sizes such as 200,200; got {text!r}")
+        fail(f"{name} takes comma-separated positive whole numbers such as {example}; got {text!r}")
     if not sizes or min(sizes) < 1:
-        fail(f"{name} needs at least one positive layer size; got {text!r}")
+        fail(f"{name} needs at least one positive size; got {text!r}")
     return sizes
 
 
@@ -87,6 +88,7 @@ def fit_vae(
         0, "--eval-k", min=0, help="Report log p(x) on the test rows with k samples."
     ),
     out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
+    force: bool = force_option(),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -100,6 +102,7 @@ def fit_vae(
     Under ``torchrun --nproc_per_node N`` every process trains on its share of each batch
     (DistributedDataParallel); rank 0 prints and saves.
     """
+    from latentfit._outputs import Output
     from latentfit.train import TrainConfig, train
     from latentfit.train import distributed as dist_utils
     from latentfit.vae import (
@@ -111,6 +114,20 @@ def fit_vae(
         save_model,
     )
 
+    # A resumed run (last.pt in --checkpoint-dir) continues its own metrics file.
+    resuming = checkpoint_dir is not None and (checkpoint_dir / "last.pt").is_file()
+    check_outputs(
+        [
+            Output(out, "--out"),
+            Output(checkpoint_dir, "--checkpoint-dir", folder=True),
+            Output(metrics_csv, "--metrics-csv", may_exist=resuming),
+        ],
+        [None if dataset in ("mnist", "digits", "mnist-idx") else Path(dataset), idx],
+        force=force,
+    )
+    check_device(device)
+    if not lr > 0:
+        fail(f"--lr must be a positive learning rate such as 1e-3; got {lr}")
     dist_utils.init_from_env()
     data = _data(dataset, idx, seed)
     if binarize and likelihood == "bernoulli" and not data.intensities:
@@ -150,6 +167,14 @@ def fit_vae(
         res = train(model, obj, data.train, data.val, cfg)
     except (ValueError, TypeError) as err:
         fail(str(err))
+    except (MemoryError, RuntimeError) as err:
+        text = str(err)
+        if not isinstance(err, MemoryError) and "alloc" not in text and "out of memory" not in text:
+            raise
+        fail(
+            f"the VAE does not fit in memory on {device} ({text.splitlines()[0][:160]}); "
+            "use smaller --hidden, --latent or --batch-size"
+        )
     model.split = data.split  # saved with the model: eval scores exactly the test rows
     if not dist_utils.is_main():
         return dist_utils.cleanup()
@@ -185,7 +210,10 @@ def fit_vae(
         typer.echo(
             f"test log p(x) (k={eval_k}): {ll.mean:.2f} nats, {ll.bits_per_dim:.4f} bits/dim"
         )
-    save_model(model, out)
+    try:
+        save_model(model, out)
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
     typer.echo(f"model saved to {out}")
     dist_utils.cleanup()
 
@@ -220,6 +248,7 @@ def eval_vae(
 
     from latentfit.vae import marginal_log_likelihood
 
+    check_device(device)
     model = _load(model_path, device)
     if all_rows:
         if dataset is None:
@@ -256,6 +285,7 @@ def sample_vae(
     model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
     n: int = typer.Option(64, min=1, help="Number of samples."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="PNG grid to write."),
+    force: bool = force_option(),
     image_shape: str = typer.Option(
         "", "--image-shape", help="H,W (default: from the model, or 28,28)."
     ),
@@ -268,10 +298,11 @@ def sample_vae(
 
     from latentfit.vae.images import sample_images, save_grid
 
+    check_outputs([(out, "--out")], [model_path], force=force)
     model = _load(model_path)
     d = model.spec.x_dim
     if image_shape:
-        shape = tuple(_sizes(image_shape, "--image-shape"))
+        shape = tuple(_sizes(image_shape, "--image-shape", "28,28"))
     elif model.spec.image_shape:
         shape = tuple(model.spec.image_shape)
     else:
@@ -280,5 +311,8 @@ def sample_vae(
     if math.prod(shape) != d:
         fail(f"--image-shape {shape} does not hold the model's {d} values")
     imgs = sample_images(model, n, torch.Generator().manual_seed(seed))
-    save_grid(out, imgs, shape, nrow=math.ceil(math.sqrt(n)))
+    try:
+        save_grid(out, imgs, shape, nrow=math.ceil(math.sqrt(n)))
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
     typer.echo(f"{n} samples written to {out}")

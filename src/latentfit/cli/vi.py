@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import fail, fit_app, load_data
+from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option, load_data
+from latentfit.errors import LatentfitError
 
 
 def _fmt(a) -> str:
@@ -40,6 +41,7 @@ def fit_bgmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
 ):
@@ -49,6 +51,8 @@ def fit_bgmm(
 
     from latentfit.vi.bgmm import BayesianGaussianMixture
 
+    check_outputs([(out, "--out")], [data], force=force)
+    check_device(device)
     X = load_data(data, [c for c in columns.split(",") if c] or None)
     model = BayesianGaussianMixture(
         n_components=k,
@@ -90,5 +94,8 @@ def fit_bgmm(
     cov = model.covariances_ if covariance == "tied" else model.covariances_[used]
     echo(f"covariances ({covariance}, used components):\n{_fmt(cov)}")
     if out is not None:
-        path = model.save(out)
+        try:
+            path = model.save(out)
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
         echo(f"model saved to {path} (read it with latentfit.load)")

@@ -1,0 +1,138 @@
+"""Checks on the files a command is about to write, made before any work is done.
+
+Every command-line command that writes calls :func:`check_outputs` with its input paths and
+its output paths before it reads data or fits anything, so a mistake in a path costs nothing:
+an output that is one of the inputs, an existing file (without ``--force``), a folder where a
+file is wanted, or a missing or read-only folder is an :class:`~latentfit.errors.OutputError`
+naming the option at fault. The writing itself goes through :class:`latentfit.io.atomic_path`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentfit.errors import OutputError
+
+__all__ = ["Output", "check_outputs"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One place a command writes: ``path``, the ``option`` that named it (for messages) and
+    whether it is a ``file`` or a ``folder`` the command fills (created when missing)."""
+
+    path: Path
+    option: str
+    folder: bool = False
+    #: For a folder: files inside it that the command replaces (refused without ``force``).
+    replaces: tuple[str, ...] = ()
+    #: The file may exist without ``force`` (e.g. a metrics log that a resumed run continues).
+    may_exist: bool = False
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _writable_folder(folder: Path) -> str | None:
+    """Why nothing can be written into an existing ``folder``, or None if a file can be."""
+    from latentfit.io import _probe_folder
+
+    try:
+        _probe_folder(folder)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_file(out: Output, force: bool) -> None:
+    path, opt = out.path, out.option
+    if path.is_dir():
+        raise OutputError(f"{opt} {path} is a folder; give a file name inside it")
+    if path.exists() and not (force or out.may_exist):
+        raise OutputError(
+            f"{opt} {path} already exists; pass --force to replace it, or choose another name"
+        )
+    parent = path.absolute().parent
+    if not parent.exists():
+        raise OutputError(
+            f"{opt} {path}: the folder {parent} does not exist; create it first (mkdir -p {parent})"
+        )
+    if not parent.is_dir():
+        raise OutputError(f"{opt} {path}: {parent} is not a folder")
+    why = _writable_folder(parent)
+    if why is not None:
+        raise OutputError(
+            f"{opt} {path}: cannot write into the folder {parent} ({why}); "
+            "choose a folder you can write to"
+        )
+
+
+def _check_folder(out: Output, force: bool) -> None:
+    path, opt = out.path, out.option
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{opt} {path} is a file, not a folder; give a folder name")
+    if path.is_dir():
+        clash = [name for name in out.replaces if (path / name).exists()]
+        if clash and not force:
+            raise OutputError(
+                f"{opt} {path} already holds {', '.join(clash)}; pass --force to replace "
+                "it, or choose another folder"
+            )
+        for name in clash:
+            if (path / name).is_dir():
+                raise OutputError(f"{opt} {path / name} is a folder where a file is written")
+        where = path
+    else:
+        where = _nearest_existing(path)
+        if not where.is_dir():
+            raise OutputError(f"{opt} {path}: {where} is a file, so the folder cannot be made")
+    why = _writable_folder(where)
+    if why is not None:
+        raise OutputError(
+            f"{opt} {path}: cannot write into {where} ({why}); choose a folder you can write to"
+        )
+
+
+def check_outputs(outputs, inputs=(), *, force: bool = False) -> None:
+    """Refuse, before any work, outputs that would lose data or cannot be written.
+
+    ``outputs``: :class:`Output` entries (``None`` entries and ``None`` paths are skipped);
+    ``inputs``: paths the command reads. Raises :class:`~latentfit.errors.OutputError` when an
+    output is an input (whatever ``force`` says), two outputs are the same file, a file output
+    exists and ``force`` is false, a file output is a folder (or a folder output a file), or
+    its folder is missing or cannot be written to.
+    """
+    outputs = [o for o in outputs if o is not None and o.path is not None]
+    inputs = [Path(p) for p in inputs if p is not None]
+    for out in outputs:
+        for src in inputs:
+            targets = [out.path] if not out.folder else [out.path / n for n in out.replaces]
+            for target in targets:
+                if _same(target, src):
+                    raise OutputError(
+                        f"{out.option} {out.path} is the input {src}: writing it would destroy "
+                        "the data; choose another name"
+                    )
+    for i, a in enumerate(outputs):
+        for b in outputs[i + 1 :]:
+            if not a.folder and not b.folder and _same(a.path, b.path):
+                raise OutputError(
+                    f"{a.option} and {b.option} both name {a.path}; give them different files"
+                )
+    for out in outputs:
+        (_check_folder if out.folder else _check_file)(out, force)

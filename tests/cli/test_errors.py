@@ -1,0 +1,183 @@
+"""Ordinary mistakes on the command line end in one `error:` line (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import latentfit
+import latentfit.datasets
+from latentfit._validation import resolve_device
+from latentfit.cli import app
+from latentfit.errors import ParameterError
+
+runner = CliRunner()
+
+
+def _clean_error(res, *needles):
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and "Traceback" not in res.output
+    for needle in needles:
+        assert needle in res.output, res.output
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    files = {
+        "empty.csv": b"",
+        "binary.csv": bytes(range(128, 256)),
+        "binary.npy": bytes(range(256)) * 2,
+        "binary.npz": bytes(range(256)) * 2,
+        "binary.parquet": bytes(range(256)) * 2,
+        "text.csv": b"a,b\n1,x\n2,y\n",
+        "header-only.csv": b"a,b\n",
+        "ragged.csv": b"a,b\n1,2\n3\n",
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    (folder / "a-folder.csv").mkdir()
+    return folder, [*files, "a-folder.csv", "missing.csv"]
+
+
+COMMANDS = {
+    "fit gmm": lambda p, t: ["fit", "gmm", p, "-k", "2", "--quiet"],
+    "fit hmm": lambda p, t: ["fit", "hmm", p, "-k", "2", "--quiet", "--states", t / "s.csv"],
+    "fit bgmm": lambda p, t: ["fit", "bgmm", p, "-k", "2", "--quiet"],
+    "fit dist": lambda p, t: ["fit", "dist", p, "--family", "normal"],
+    "select gmm": lambda p, t: ["select", "gmm", p, "-k", "1-2"],
+    "fit vae": lambda p, t: ["fit", "vae", "--dataset", p, "--quiet", "--out", t / "v.lf"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bad_data_files_are_one_line_errors_naming_the_file(command, bad_files, tmp_path):
+    folder, names = bad_files
+    for name in names:
+        argv = [str(a) for a in COMMANDS[command](folder / name, tmp_path)]
+        res = runner.invoke(app, argv)
+        _clean_error(res, name)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporaries
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fit", "gmm", "{d}", "-k", "2"],
+        ["fit", "bgmm", "{d}", "-k", "2"],
+        ["fit", "vae", "--dataset", "{d}", "--out", "{t}/v.lf"],
+        ["eval", "{t}/v.lf", "--dataset", "{d}"],
+    ],
+)
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cuda:99"])
+def test_an_unknown_or_absent_device_is_refused(argv, device, tmp_path, monkeypatch):
+    monkeypatch.setattr(latentfit.datasets, "load_array", None)  # must not be reached
+    d = tmp_path / "d.csv"
+    d.write_text("a\n1\n2\n")
+    argv = [a.format(d=d, t=tmp_path) for a in argv]
+    res = runner.invoke(app, [*argv, "--device", device])
+    _clean_error(res, "--device", repr(device))
+
+
+def test_resolve_device_names_what_is_wrong():
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ParameterError, match="'tpu' is not a torch device"):
+        resolve_device("tpu")
+    with pytest.raises(ParameterError, match="'cuda:x' is not a torch device"):
+        resolve_device("cuda:x")
+    with pytest.raises(ParameterError, match="cuda:99"):
+        resolve_device("cuda:99")  # absent: no CUDA here, or fewer than 100 devices
+
+
+def test_fit_dist_unknown_fixed_name(tmp_path):
+    d = tmp_path / "d.csv"
+    np.savetxt(d, np.random.default_rng(0).normal(size=50), header="x", comments="")
+    res = runner.invoke(app, ["fit", "dist", str(d), "--family", "normal", "--fixed", "bogus=1"])
+    _clean_error(res, "--fixed bogus", "loc, scale")
+
+
+def test_fit_dist_overflowing_estimate_is_an_error(tmp_path):
+    x = np.random.default_rng(0).normal(1e300, 1e299, size=50)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.std(x))  # float64 itself overflows on these values
+    d = tmp_path / "big.csv"
+    np.savetxt(d, x, header="x", comments="")
+    res = runner.invoke(app, ["fit", "dist", str(d), "--family", "normal"])
+    _clean_error(res, "overflowed", "scale", "rescale")
+    # the same values scaled down fit fine: the refusal is about the overflow only
+    np.savetxt(d, x / 1e299, header="x", comments="")
+    res = runner.invoke(app, ["fit", "dist", str(d), "--family", "normal"])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture
+def small_csv(tmp_path):
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    path = tmp_path / "d.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
+    return path
+
+
+def test_select_k_absurd_range_is_refused_before_reading(small_csv, monkeypatch):
+    def read(*a, **k):
+        raise AssertionError("data read")
+
+    monkeypatch.setattr(latentfit.datasets, "load_array", read)
+    res = runner.invoke(app, ["select", "gmm", str(small_csv), "-k", "1-1000000000"])
+    _clean_error(res, "1000000000 sizes", "at most 1000")
+    res = runner.invoke(app, ["select", "gmm", str(small_csv), "-k", "5-1"])
+    _clean_error(res, "5-1 is empty")
+
+
+def test_select_k_larger_than_the_rows_is_refused(small_csv):
+    res = runner.invoke(app, ["select", "gmm", str(small_csv), "-k", "2,31"])
+    _clean_error(res, "31", "30 rows")
+    res = runner.invoke(app, ["select", "gmm", str(small_csv), "-k", "29-30", "--covariance", "spherical"])  # fmt: skip
+    assert "30 rows" not in res.output  # 30 is allowed: no more than the rows
+
+
+def test_hmm_binary_lengths_file(small_csv, tmp_path):
+    (tmp_path / "lengths.txt").write_bytes(bytes(range(128, 256)))
+    res = runner.invoke(
+        app,
+        ["fit", "hmm", str(small_csv), "-k", "2", "--states", str(tmp_path / "s.csv"),
+         "--lengths", str(tmp_path / "lengths.txt")],
+    )  # fmt: skip
+    _clean_error(res, "lengths.txt", "not a text file")
+
+
+def test_columns_of_an_npy_file_are_used(tmp_path):
+    X = np.random.default_rng(0).normal(size=(60, 3)) * [1.0, 5.0, 0.2]
+    np.save(tmp_path / "x.npy", X)
+    res = runner.invoke(app, ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "1", "--columns", "1"])
+    assert res.exit_code == 0, res.output
+    assert "d=1" in res.output
+    # one Gaussian: the mean is the column's sample mean (closed form)
+    printed = float(re.findall(r"-?\d+\.\d+", res.output.split("means:")[1])[0])
+    assert abs(printed - X[:, 1].mean()) < 1e-4  # printed to 4 decimals
+    res = runner.invoke(app, ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "1", "--columns", "b"])
+    _clean_error(res, "no column names", "by position")
+
+
+def test_vae_negative_learning_rate(small_csv, tmp_path):
+    res = runner.invoke(
+        app, ["fit", "vae", "--dataset", str(small_csv), "--lr", "-1", "--out", str(tmp_path / "v")]
+    )
+    _clean_error(res, "--lr")
+
+
+def test_vae_too_large_for_memory_is_an_error(small_csv, tmp_path):
+    # 10^9 latent units: the first layer alone would need 10^9 x 200 x 4 bytes = 800 GB
+    res = runner.invoke(
+        app,
+        ["fit", "vae", "--dataset", str(small_csv), "--no-binarize", "--likelihood", "gaussian",
+         "--latent", "1000000000", "--quiet", "--out", str(tmp_path / "v.lf")],
+    )  # fmt: skip
+    _clean_error(res, "does not fit in memory", "--latent")
+    assert not (tmp_path / "v.lf").exists()

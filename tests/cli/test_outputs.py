@@ -1,0 +1,399 @@
+"""No command loses data: every output is checked before any work, written atomically.
+
+Each command that writes is run through the real typer application with its output pointed
+at the input, at an existing file, at a folder, into a missing and into a read-only folder.
+The refusals must come before any work: the functions that read the data (or the model) and
+fit are replaced by ones that fail loudly, so a refusal that arrives after work started shows
+up as "work started" instead of the expected message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import latentfit
+from latentfit.cli import app
+from latentfit.io import atomic_path
+
+runner = CliRunner()
+SRC = Path(latentfit.__file__).resolve().parents[1]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary files (ours end in .lftmp) left anywhere under ``folder``."""
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".lftmp"))
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(5, 1, (40, 2))]
+    path = tmp_path / "d.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
+    return path
+
+
+@pytest.fixture(scope="module")
+def vae_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("vae")
+    rng = np.random.default_rng(1)
+    np.save(folder / "x.npy", rng.normal(size=(40, 4)))
+    out = folder / "v.safetensors"
+    res = runner.invoke(
+        app, ["fit", "vae", "--dataset", str(folder / "x.npy"), *VAE_FAST, "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+VAE_FAST = ["--epochs", "1", "--hidden", "8", "--latent", "2", "--likelihood", "gaussian",
+            "--no-binarize", "--batch-size", "20", "--quiet"]  # fmt: skip
+
+
+def _fail_work(*args, **kwargs):
+    raise AssertionError("work started")
+
+
+def _block_work(m: pytest.MonkeyPatch) -> None:
+    """Make every way a command starts its work (reading data or a model, fitting) fail."""
+    import latentfit.datasets
+    import latentfit.select
+    import latentfit.tour
+    import latentfit.vae
+    import latentfit.vae.data
+    from latentfit.em.gmm import GaussianMixture
+    from latentfit.em.hmm import GaussianHMM
+    from latentfit.vi.bgmm import BayesianGaussianMixture
+
+    m.setattr(latentfit.datasets, "load_array", _fail_work)
+    m.setattr(latentfit.vae.data, "load_vae_data", _fail_work)
+    m.setattr(latentfit.vae, "load_model", _fail_work)
+    m.setattr(latentfit.select, "select_model", _fail_work)
+    m.setattr(latentfit.tour, "run_tour", _fail_work)
+    for cls in (GaussianMixture, GaussianHMM, BayesianGaussianMixture):
+        m.setattr(cls, "fit", _fail_work)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    _block_work(monkeypatch)
+
+
+@pytest.fixture
+def umask():
+    """Run with umask 027 (group may read, others nothing), restored afterwards."""
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path) -> Path:
+    """A folder this process cannot create files in. root ignores permission bits, so as root
+    use /sys/kernel (sysfs refuses new files to everyone)."""
+    if os.geteuid() == 0:
+        yield Path("/sys/kernel")
+        return
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command that writes: ``argv(data, model, out)`` names ``out`` with ``option``."""
+
+    id: str
+    option: str
+    argv: object
+    input: str  # "data" or "model": which input the command reads
+    suffix: str
+    valid: object  # check that the written file is what the command writes
+
+    def args(self, data, model, out, tmp):
+        return [str(a) for a in self.argv(data, model, out, tmp)]
+
+
+def _is_model(path):
+    latentfit.load(path)
+
+
+def _is_vae(path):
+    from latentfit.vae import load_model
+
+    load_model(path)
+
+
+def _is_states(path):
+    lines = path.read_text().split()
+    assert lines[0] == "state" and set(lines[1:]) <= {"0", "1"}
+
+
+def _is_png(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _is_metrics(path):
+    assert path.read_text().startswith("epoch")
+
+
+CASES = [
+    Case("fit-gmm--out", "--out", lambda d, m, o, t: ["fit", "gmm", d, "-k", "2", "--quiet",
+         "--out", o], "data", ".lf", _is_model),
+    Case("fit-hmm--out", "--out", lambda d, m, o, t: ["fit", "hmm", d, "-k", "2", "--quiet",
+         "--states", t / "other_states.csv", "--out", o], "data", ".lf", _is_model),
+    Case("fit-hmm--states", "--states", lambda d, m, o, t: ["fit", "hmm", d, "-k", "2",
+         "--quiet", "--states", o], "data", ".csv", _is_states),
+    Case("fit-bgmm--out", "--out", lambda d, m, o, t: ["fit", "bgmm", d, "-k", "2", "--quiet",
+         "--out", o], "data", ".lf", _is_model),
+    Case("fit-vae--out", "--out", lambda d, m, o, t: ["fit", "vae", "--dataset", d, *VAE_FAST,
+         "--out", o], "data", ".safetensors", _is_vae),
+    Case("fit-vae--metrics-csv", "--metrics-csv", lambda d, m, o, t: ["fit", "vae", "--dataset",
+         d, *VAE_FAST, "--out", t / "other.safetensors", "--metrics-csv", o], "data", ".csv",
+         _is_metrics),
+    Case("sample--out", "--out", lambda d, m, o, t: ["sample", m, "--n", "4", "--out", o],
+         "model", ".png", _is_png),
+    Case("select-gmm--plot", "--plot", lambda d, m, o, t: ["select", "gmm", d, "-k", "1-2",
+         "--covariance", "full", "--plot", o], "data", ".png", _is_png),
+]  # fmt: skip
+IDS = [c.id for c in CASES]
+
+
+def _inputs(case, data, vae_file, tmp_path):
+    """The input and a private copy of the model (so a test may never damage the shared one)."""
+    model = tmp_path / "model.safetensors"
+    shutil.copy(vae_file, model)
+    return (data if case.input == "data" else model), model
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotdot"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(
+    case, spelling, data, vae_file, tmp_path, no_work
+):
+    src, model = _inputs(case, data, vae_file, tmp_path)
+    before = src.read_bytes()
+    (tmp_path / "sub").mkdir()
+    out = src if spelling == "same" else tmp_path / "sub" / ".." / src.name
+    for force in ([], ["--force"]):  # --force never allows writing over an input
+        res = runner.invoke(app, case.args(data, model, out, tmp_path) + force)
+        assert res.exit_code == 2, res.output
+        assert f"{case.option} " in res.output and "is the input" in res.output, res.output
+        assert src.read_bytes() == before
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_an_existing_output_needs_force_then_is_replaced_atomically_with_the_umask(
+    case, data, vae_file, tmp_path, monkeypatch, umask
+):
+    _, model = _inputs(case, data, vae_file, tmp_path)
+    out = tmp_path / f"result{case.suffix}"
+    out.write_bytes(b"old results")
+    with monkeypatch.context() as m:
+        _block_work(m)
+        res = runner.invoke(app, case.args(data, model, out, tmp_path))
+    assert res.exit_code == 2 and "already exists" in res.output and "--force" in res.output
+    assert out.read_bytes() == b"old results"
+    for flag in ("--force", "--overwrite"):
+        out.write_bytes(b"old results")
+        res = runner.invoke(app, case.args(data, model, out, tmp_path) + [flag])
+        assert res.exit_code == 0, res.output
+        case.valid(out)
+        assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # 0o640, not mkstemp's 0o600
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "readonly-folder", "a-folder", "file-parent"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_an_unwritable_output_is_refused_before_any_work(
+    case, where, data, vae_file, tmp_path, readonly_dir, no_work
+):
+    _, model = _inputs(case, data, vae_file, tmp_path)
+    out, message = {
+        "missing-folder": (tmp_path / "nowhere" / f"r{case.suffix}", "does not exist"),
+        "readonly-folder": (readonly_dir / f"r{case.suffix}", "cannot write into"),
+        "a-folder": (tmp_path, "is a folder"),
+        "file-parent": (data / f"r{case.suffix}", "is not a folder"),
+    }[where]
+    res = runner.invoke(app, case.args(data, model, out, tmp_path))
+    assert res.exit_code == 2, res.output
+    assert message in res.output and case.option in res.output, res.output
+    assert "Traceback" not in res.output and ".lftmp" not in res.output
+    assert not (tmp_path / "nowhere").exists() and _leftovers(tmp_path) == []
+
+
+def test_hmm_default_states_file_is_not_overwritten_without_force(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "d_states.csv"  # DATA_states.csv in the current folder
+    target.write_text("keep me")
+    res = runner.invoke(app, ["fit", "hmm", str(data), "-k", "2", "--quiet"])
+    assert res.exit_code == 2 and "--states d_states.csv already exists" in res.output
+    assert target.read_text() == "keep me"
+    res = runner.invoke(app, ["fit", "hmm", str(data), "-k", "2", "--quiet", "--force"])
+    assert res.exit_code == 0, res.output
+    _is_states(target)
+
+
+def test_two_outputs_naming_one_file_are_refused(data, tmp_path, no_work):
+    out = tmp_path / "both.csv"
+    res = runner.invoke(
+        app, ["fit", "hmm", str(data), "-k", "2", "--states", str(out), "--out", str(out)]
+    )
+    assert res.exit_code == 2 and "both name" in res.output
+
+
+def test_vae_checkpoint_dir_and_resumed_metrics(data, tmp_path, no_work):
+    args = ["fit", "vae", "--dataset", str(data), "--out", str(tmp_path / "v.safetensors")]
+    res = runner.invoke(app, [*args, "--checkpoint-dir", str(data)])
+    assert res.exit_code == 2 and "--checkpoint-dir" in res.output and "not a folder" in res.output
+    ckpt, metrics = tmp_path / "ckpt", tmp_path / "m.csv"
+    metrics.write_text("epoch\n")
+    res = runner.invoke(app, [*args, "--checkpoint-dir", str(ckpt), "--metrics-csv", str(metrics)])
+    assert res.exit_code == 2 and "--metrics-csv" in res.output and "already exists" in res.output
+    # A resumed run (last.pt present) continues its own metrics file: the checks pass and the
+    # work starts (here: fails at once, proving the refusal above came from the metrics file).
+    ckpt.mkdir()
+    (ckpt / "last.pt").write_bytes(b"")
+    res = runner.invoke(app, [*args, "--checkpoint-dir", str(ckpt), "--metrics-csv", str(metrics)])
+    assert isinstance(res.exception, AssertionError) and "work started" in str(res.exception)
+
+
+def test_tour_refuses_an_existing_report_a_file_and_unknown_sections(tmp_path, no_work):
+    report = tmp_path / "report"
+    res = runner.invoke(app, ["tour", "--only", "foo", "--out", str(report)])
+    assert res.exit_code == 2 and "unknown section(s) foo" in res.output
+    assert "Traceback" not in res.output and not report.exists()
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    res = runner.invoke(app, ["tour", "--out", str(a_file)])
+    assert res.exit_code == 2 and "is a file, not a folder" in res.output
+    report.mkdir()
+    (report / "index.html").write_text("old report")
+    res = runner.invoke(app, ["tour", "--out", str(report)])
+    assert res.exit_code == 2 and "already holds index.html" in res.output
+    assert (report / "index.html").read_text() == "old report"
+
+
+def test_tour_force_replaces_the_report(tmp_path, monkeypatch, umask):
+    from latentfit.tour import write_report
+
+    # the sections themselves are tested in tests/*/test_tour*.py; here only the CLI's output
+    monkeypatch.setattr(latentfit.tour, "run_tour", lambda out, **kw: write_report(out, []))
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").write_text("old report")
+    res = runner.invoke(app, ["tour", "--out", str(report), "--force"])
+    assert res.exit_code == 0, res.output
+    assert "<html>" in (report / "index.html").read_text()
+    assert (report / "index.html").stat().st_mode & 0o777 == 0o640
+    assert _leftovers(tmp_path) == []
+
+
+# ---- atomic_path itself ---------------------------------------------------------------
+
+
+def test_atomic_path_fsyncs_before_the_rename_and_follows_the_umask(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: calls.append(("replace", Path(a).name)) or real_replace(a, b)
+    )
+    old = os.umask(0o002)
+    try:
+        with atomic_path(tmp_path / "m.txt") as tmp:
+            tmp.write_text("new")
+            assert tmp.name.startswith(".m.txt.") and tmp.name.endswith(".lftmp")
+    finally:
+        os.umask(old)
+    assert calls[0] == "fsync" and calls[1][0] == "replace" and calls[2] == "fsync"
+    assert calls[1][1].endswith(".lftmp")  # the file, then the rename, then the folder
+    assert (tmp_path / "m.txt").read_text() == "new"
+    assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o664
+
+
+def test_atomic_path_removes_its_temporary_on_error(tmp_path):
+    (tmp_path / "m.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "m.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer failed")
+    assert (tmp_path / "m.txt").read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "m.txt"
+    code = (
+        "import sys, time\n"
+        "from latentfit.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half written')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    writers = []
+    try:
+        for _ in range(2):
+            p = subprocess.Popen(
+                [sys.executable, "-c", code, str(target)],
+                stdout=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
+            writers.append(p)
+            assert p.stdout.readline().strip() == "ready"
+        writers[0].send_signal(signal.SIGKILL)  # a kill leaves no chance to clean up
+        writers[0].wait()
+        assert len(_leftovers(tmp_path)) == 2
+        with atomic_path(target) as tmp:
+            tmp.write_text("done")
+        # the dead writer's file is gone; the live writer's is its own business
+        left = _leftovers(tmp_path)
+        assert len(left) == 1 and f"-{writers[1].pid}-" in left[0]
+    finally:
+        for p in writers:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+    assert target.read_text() == "done"
+
+
+def test_the_installed_script_refuses_to_write_over_its_input(data, tmp_path):
+    script = Path(sys.executable).with_name("latentfit")
+    assert script.exists(), f"the console script is not installed beside {sys.executable}"
+    before = data.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [str(script), "fit", "gmm", str(data), "-k", "2", "--out", str(data)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "--out" in res.stderr and "is the input" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert data.read_bytes() == before
+
+
+def test_atomic_path_errors_name_the_target_never_the_temporary(tmp_path, readonly_dir):
+    from latentfit.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write") as info:
+        with atomic_path(readonly_dir / "m.lf") as tmp:
+            tmp.write_text("x")
+    assert "m.lf" in str(info.value) and ".lftmp" not in str(info.value)
+    (tmp_path / "a-folder").mkdir()
+    with pytest.raises(OutputError, match="a-folder") as info:
+        latentfit.GaussianMixture(1).fit(np.eye(3)).save(tmp_path / "a-folder")
+    assert ".lftmp" not in str(info.value) and _leftovers(tmp_path) == []
