@@ -31,7 +31,7 @@ from latentfit.em.distributed import (
 )
 from latentfit.em.sources import NpySource
 from latentfit.em.stream import describe_fit
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, LatentfitError, ParameterError
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 CHECK_WORKER = Path(__file__).with_name("dist_check_worker.py")
@@ -163,6 +163,19 @@ def test_timeout_must_be_positive_seconds(bad):
         init_distributed(timeout=bad)
     assert check_timeout(2).total_seconds() == 2.0
     assert DEFAULT_TIMEOUT_S < 1800  # a few minutes, not the half hour it was
+
+
+def test_a_missing_process_at_the_rendezvous_fails_within_the_timeout(monkeypatch):
+    """A world of two where the second never comes: the first gives up after timeout=1 s with
+    an error naming the setting (before: torch's DistStoreError after 30 minutes)."""
+    import torch.distributed as dist
+
+    env = dict(RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(LatentfitError, match=r"rank 0 waited longer than timeout=1 s .* joining"):
+        init_distributed(timeout=1)
+    assert not dist.is_initialized()
 
 
 def test_description_holds_what_must_agree_and_not_what_may_differ(tmp_path):

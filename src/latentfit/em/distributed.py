@@ -91,6 +91,8 @@ def check_timeout(timeout) -> timedelta:
 
 def _group_timeout(group=None) -> float | None:
     """The timeout the process group was created with, in seconds, where torch tells it."""
+    if not in_process_group():
+        return None
     try:
         pg = group if group is not None else dist.group.WORLD
         return pg._get_backend(torch.device("cpu")).options._timeout.total_seconds()
@@ -99,17 +101,17 @@ def _group_timeout(group=None) -> float | None:
 
 
 @contextmanager
-def _collective(what: str, group=None) -> Iterator[None]:
+def _collective(what: str, group=None, timeout: float | None = None) -> Iterator[None]:
     """Turn a failed collective (torch.distributed raises RuntimeError) into a LatentfitError
     that says which process waited for what, and which setting to raise when it timed out."""
     try:
         yield
     except RuntimeError as err:
-        rank = dist.get_rank(group) if in_process_group() else 0
+        rank = dist.get_rank(group) if in_process_group() else os.environ.get("RANK", "?")
         text = str(err).strip()
         detail = text.splitlines()[0] if text else type(err).__name__
         if "timed out" in text.lower() or "timeout" in text.lower():
-            t = _group_timeout(group)
+            t = timeout if timeout is not None else _group_timeout(group)
             waited = f"timeout={t:g} s" if t is not None else "the process group's timeout"
             raise LatentfitError(
                 f"rank {rank} waited longer than {waited} for the other processes in {what}: "
@@ -157,7 +159,8 @@ def init_distributed(
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend, timeout=wait)
+    with _collective("joining the process group", timeout=wait.total_seconds()):
+        dist.init_process_group(backend, timeout=wait)
     return dist.get_rank(), dist.get_world_size()
 
 
