@@ -26,6 +26,7 @@ from latentfit.em.distributed import (
     DistributedSource,
     all_reduce_stats,
     check_timeout,
+    collective_errors,
     init_distributed,
     local_device,
 )
@@ -176,6 +177,16 @@ def test_a_missing_process_at_the_rendezvous_fails_within_the_timeout(monkeypatc
     with pytest.raises(LatentfitError, match=r"rank 0 waited longer than timeout=1 s .* joining"):
         init_distributed(timeout=1)
     assert not dist.is_initialized()
+
+
+def test_a_failed_collective_says_what_waited_and_what_to_raise(monkeypatch):
+    monkeypatch.setenv("RANK", "3")  # no process group: the rank comes from the launcher
+    with pytest.raises(LatentfitError, match=r"^rank 3 waited longer than timeout=7 s .* in the"):
+        with collective_errors("the thing", timeout=7):
+            raise RuntimeError("[pair.cc:129] Timed out waiting 7000ms for recv operation")
+    with pytest.raises(LatentfitError, match=r"^rank 3: the thing failed \(Connection reset\)"):
+        with collective_errors("the thing"):
+            raise RuntimeError("Connection reset\nby peer")
 
 
 def test_description_holds_what_must_agree_and_not_what_may_differ(tmp_path):

@@ -101,7 +101,7 @@ def _group_timeout(group=None) -> float | None:
 
 
 @contextmanager
-def _collective(what: str, group=None, timeout: float | None = None) -> Iterator[None]:
+def collective_errors(what: str, group=None, timeout: float | None = None) -> Iterator[None]:
     """Turn a failed collective (torch.distributed raises RuntimeError) into a LatentfitError
     that says which process waited for what, and which setting to raise when it timed out."""
     try:
@@ -116,12 +116,13 @@ def _collective(what: str, group=None, timeout: float | None = None) -> Iterator
             raise LatentfitError(
                 f"rank {rank} waited longer than {waited} for the other processes in {what}: "
                 "one of them is stopped, hung or much slower. If it is only slower, raise the "
-                "timeout: init_distributed(timeout=SECONDS), fit_distributed(..., "
-                f"timeout=SECONDS) or `--timeout SECONDS` on the command line. ({detail})"
+                "timeout the process group is made with: `--timeout SECONDS` on the command "
+                "line, timeout=SECONDS of init_distributed / fit_distributed (EM) or of "
+                f"init_from_env / init_process (trainers). ({detail})"
             ) from None
         raise LatentfitError(
-            f"rank {rank}: {what} failed because another process left the process group (it "
-            f"stopped with an error or was killed: see its own message). ({detail})"
+            f"rank {rank}: {what} failed ({detail}). If another process stopped with an error "
+            "or was killed, its own message says why."
         ) from None
 
 
@@ -159,7 +160,7 @@ def init_distributed(
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    with _collective("joining the process group", timeout=wait.total_seconds()):
+    with collective_errors("joining the process group", timeout=wait.total_seconds()):
         dist.init_process_group(backend, timeout=wait)
     return dist.get_rank(), dist.get_world_size()
 
@@ -258,7 +259,7 @@ class DistributedSource(ChunkSource):
     @property
     def n_samples_total(self) -> int:
         n = torch.tensor([self.source.n_samples or 0], dtype=torch.int64, device=self.device)
-        with _collective("the sum of the row counts", self.group):
+        with collective_errors("the sum of the row counts", self.group):
             dist.all_reduce(n, group=self.group)
         return int(n)
 
@@ -269,7 +270,7 @@ class DistributedSource(ChunkSource):
         before the first statistic is exchanged: statistics of different shapes or dtypes
         would otherwise meet in an all-reduce (gloo aborts the process, nccl may hang)."""
         gathered: list[dict | None] = [None] * self.world_size
-        with _collective("the exchange of what every process fits", self.group):
+        with collective_errors("the exchange of what every process fits", self.group):
             dist.all_gather_object(gathered, dict(description), group=self.group)
         ref = gathered[0] or {}
         diffs = []
@@ -320,14 +321,14 @@ class DistributedSource(ChunkSource):
 
     def reduce(self, stats: dict) -> dict:
         flag = torch.tensor([float(self._error[0] is not None)], device=self.device)
-        with _collective("the all-reduce of the EM statistics", self.group):
+        with collective_errors("the all-reduce of the EM statistics", self.group):
             out = all_reduce_stats({**stats, "\0failed": flag.to(torch.float64)}, self.group)
         self._raise_if_failed(float(out.pop("\0failed")))
         return out
 
     def sync_params(self, params: dict) -> dict:
         src = dist.get_global_rank(self.group, 0) if self.group else 0
-        with _collective("the broadcast of rank 0's parameters", self.group):
+        with collective_errors("the broadcast of rank 0's parameters", self.group):
             return broadcast_params(params, src=src, group=self.group)
 
     def init_chunks(self, generator: torch.Generator, max_rows: int | None = None) -> TensorChunks:
@@ -344,7 +345,7 @@ class DistributedSource(ChunkSource):
             w, m = X.new_empty(0), -1
         counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(self.world_size)]
         mine = torch.tensor([m], dtype=torch.int64, device=dev)
-        with _collective("the exchange of the initialisation samples", self.group):
+        with collective_errors("the exchange of the initialisation samples", self.group):
             dist.all_gather(counts, mine, group=self.group)
         sizes = [int(c) for c in counts]
         self._raise_if_failed(sum(s < 0 for s in sizes))
@@ -353,7 +354,7 @@ class DistributedSource(ChunkSource):
         Xw = torch.zeros(top, d + 1, dtype=self.dtype, device=dev)
         Xw[:m, :d], Xw[:m, d] = X, w
         parts = [torch.empty_like(Xw) for _ in range(self.world_size)]
-        with _collective("the exchange of the initialisation samples", self.group):
+        with collective_errors("the exchange of the initialisation samples", self.group):
             dist.all_gather(parts, Xw, group=self.group)
         full = torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
         return TensorChunks(

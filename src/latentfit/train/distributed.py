@@ -18,6 +18,7 @@ import torch.distributed as dist
 from latentfit.em.distributed import (
     DEFAULT_TIMEOUT_S,
     check_timeout,
+    collective_errors,
     in_process_group,
     is_distributed,
 )
@@ -72,7 +73,8 @@ def init_from_env(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
     backend = backend or default_backend()
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=wait)
+    with collective_errors("joining the process group", timeout=wait.total_seconds()):
+        dist.init_process_group(backend, timeout=wait)
     return True
 
 
@@ -101,13 +103,15 @@ def cleanup() -> None:
 
 def barrier() -> None:
     if is_distributed():
-        dist.barrier()
+        with collective_errors("the trainers' barrier"):
+            dist.barrier()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over all processes in place (and return it); unchanged in a single process."""
     if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        with collective_errors("the trainers' all-reduce of their sums"):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
