@@ -13,7 +13,7 @@ and the missing coordinates x_m = W_m z + μ_m + ε_m are latent too (Ghahramani
 1996). The M-step regresses every coordinate on [z, 1] with the expected moments, which
 updates W and μ jointly; Ψ_j is the expected residual variance (averaged over j for PPCA).
 On complete data M is shared by all rows and the E-step is a few matrix products.
-``partial_fit`` on complete rows averages their moments instead (:class:`_FactorMomentHooks`).
+``partial_fit`` averages the rows' (expected) moments instead (:class:`_FactorMomentHooks`).
 """
 
 from __future__ import annotations
@@ -293,9 +293,9 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         return TensorChunks(X, w, self.chunk_rows)
 
     def _online_hooks(self) -> _FactorHooks:
-        # The moment form needs complete rows and a (d, d) matrix: beyond either, the stepwise
-        # EM of the complete-data statistics.
-        if self.missing == "marginalize" or self.n_features_in_ > _ONLINE_MOMENTS_MAX_FEATURES:
+        # The moment form keeps a (d, d) matrix: beyond that size, the stepwise EM of the
+        # complete-data statistics.
+        if self.n_features_in_ > _ONLINE_MOMENTS_MAX_FEATURES:
             return _FactorHooks(self)
         return _FactorMomentHooks(self)
 
@@ -451,7 +451,7 @@ class _FactorHooks:
 
 
 class _FactorMomentHooks(_FactorHooks):
-    """Stepwise EM of FactorAnalysis/PPCA on complete rows, in the moments of the rows.
+    """Stepwise EM of FactorAnalysis/PPCA in the moments of the rows.
 
     Cappé & Moulines (2009) average the expected complete-data statistics (Σ E[z], Σ x E[z]ᵀ,
     Σ E[z zᵀ], …) of every mini-batch, each taken under the parameters of its own step; the
@@ -465,20 +465,36 @@ class _FactorMomentHooks(_FactorHooks):
     maximum-likelihood estimate, and W, Ψ make one EM iteration (:func:`factor_moment_em`)
     from the current parameters with the E-step taken afresh on the averaged moments. With
     one batch of all the data the update is exactly one iteration of ``fit``.
+
+    Rows with missing coordinates (``missing="marginalize"``) enter with their expected
+    moments given x_o under the current parameters (E[x_m | x_o] = μ_m + W_m E[z | x_o], and
+    the conditional covariance W_m Cov[z | x_o] W_mᵀ + Ψ_m): Cappé & Moulines' recursion
+    with x_m as the latent data, whose fixed points are those of batch EM.
     """
 
     weight_key = "S0"
 
     def estep(self, params, batch):
         X, w = batch
-        R = X - params["mu"]  # (n, d)
+        W, mu, psi = params["W"], params["mu"], params["psi"]
+        post = factor_posterior(X, W, mu, psi)
+        if post.cov.dim() == 2:  # complete rows: the moments need no parameter
+            R = X - mu  # (n, d)
+            extra = None
+        else:
+            gap = torch.isnan(X)
+            R = torch.where(gap, post.mean @ W.T, X - mu)  # (n, d): E[x − μ | x_o]
+            G = gap.to(X.dtype)  # (n, d)
+            T = G.unsqueeze(2) * W  # (n, d, q): W_m, zero on observed coordinates
+            extra = torch.einsum("n,ndq,nqr,ner->de", w, T, post.cov, T)  # (d, d)
+            extra = extra + torch.diag(psi * (w @ G))
         wR = w.unsqueeze(1) * R
-        ll = factor_posterior(X, params["W"], params["mu"], params["psi"]).loglik  # (n,)
+        S2 = R.T @ wR if extra is None else R.T @ wR + extra
         return {
             "S0": w.sum().reshape(1),  # (1,): one "component", as the mixtures' moments
-            "S1": wR.sum(0, keepdim=True),  # (1, d) = Σ w (x − μ)
-            "S2": (R.T @ wR).unsqueeze(0),  # (1, d, d) = Σ w (x − μ)(x − μ)ᵀ
-            "loglik": (w * ll).sum(),
+            "S1": wR.sum(0, keepdim=True),  # (1, d) = Σ w E[x − μ]
+            "S2": S2.unsqueeze(0),  # (1, d, d) = Σ w E[(x − μ)(x − μ)ᵀ]
+            "loglik": (w * post.loglik).sum(),
         }
 
     def mstep(self, params, stats):
