@@ -335,6 +335,18 @@ def test_cli_distributed_outside_a_launcher_says_how_to_launch(tmp_path, monkeyp
     assert "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT" in res.output and "torchrun" in res.output
 
 
+def test_cli_timeout_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 2)))
+    args = ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "2", "--distributed", "--timeout", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "--timeout" in res.output
+    assert "--timeout" in CliRunner().invoke(app, ["fit", "gmm", "--help"]).output
+
+
 def test_cli_device_option(tmp_path, device):
     from typer.testing import CliRunner
 
