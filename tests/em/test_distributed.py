@@ -31,7 +31,7 @@ from latentfit.em.distributed import (
     local_device,
 )
 from latentfit.em.sources import NpySource
-from latentfit.em.stream import describe_fit
+from latentfit.em.stream import _printable, describe_fit
 from latentfit.errors import DataError, LatentfitError, ParameterError
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -201,6 +201,7 @@ def test_description_holds_what_must_agree_and_not_what_may_differ(tmp_path):
     c = describe_fit(GaussianMixture(2, means_init=np.zeros((2, 3))), src)
     d = describe_fit(GaussianMixture(2, means_init=np.ones((2, 3))), src)
     assert c["means_init"] != d["means_init"]  # arrays compare by content
+    assert _printable(object()) == _printable(object())  # not by their address
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from latentfit.cli.app import fail, fit_app
+from latentfit.em.distributed import DEFAULT_TIMEOUT_S
 
 
 def read_data(path: Path, columns: str, allow_nan: bool):
@@ -49,7 +50,7 @@ def fit_gmm(
         "statistics are all-reduced; rank 0 prints and saves.",
     ),
     timeout: float = typer.Option(
-        300.0,
+        DEFAULT_TIMEOUT_S,
         "--timeout",
         min=0.001,
         help="Seconds a --distributed process waits for the others in any one exchange before "

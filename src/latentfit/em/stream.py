@@ -10,6 +10,7 @@ sums a fitted model's log-likelihood over a source one chunk at a time.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -35,7 +36,7 @@ def _printable(value) -> str:
     if isinstance(value, np.ndarray):
         digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()[:12]
         return f"array(shape={value.shape}, dtype={value.dtype}, sha1={digest})"
-    text = repr(value)
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))  # an address differs per process
     if len(text) > 80:
         return text[:60] + f"... (sha1={hashlib.sha1(text.encode()).hexdigest()[:12]})"
     return text
