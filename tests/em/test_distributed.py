@@ -2,10 +2,15 @@
 
 The worker (tests/em/dist_worker.py) fits on its shard with the statistics all-reduced; both
 processes must hold the same parameters, equal to a single-process fit on all the data up to
-the rounding of a differently ordered sum (1e-9 relative, float64).
+the rounding of a differently ordered sum (1e-9 relative, float64). Another worker
+(tests/em/dist_check_worker.py) makes the two processes disagree on what they fit, or leaves
+one asleep: every process must stop with an error that names the rank and the field, or the
+timeout.
 """
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,10 +21,21 @@ import pytest
 import torch
 
 from latentfit import GaussianMixture
-from latentfit.em.distributed import DistributedSource, all_reduce_stats, local_device
+from latentfit.em.distributed import (
+    DEFAULT_TIMEOUT_S,
+    DistributedSource,
+    all_reduce_stats,
+    check_timeout,
+    collective_errors,
+    init_distributed,
+    local_device,
+)
 from latentfit.em.sources import NpySource
+from latentfit.em.stream import _printable, describe_fit
+from latentfit.errors import DataError, LatentfitError, ParameterError
 
 WORKER = Path(__file__).with_name("dist_worker.py")
+CHECK_WORKER = Path(__file__).with_name("dist_check_worker.py")
 
 
 def _free_port() -> int:
@@ -63,6 +79,131 @@ def two_process_run(tmp_path_factory):
     return X, w, ranks
 
 
+def _torchrun(args: list, timeout: float) -> subprocess.CompletedProcess:
+    """Two processes under torchrun; on timeout the whole process group is killed (no process
+    is left behind) and the test fails."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *map(str, args),
+    ]  # fmt: skip
+    env = dict(_env(), PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"the processes were still running after {timeout} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+MISMATCHES = {  # case of dist_check_worker.py: (field named, error class, rank 1's, rank 0's)
+    "n_features": ("n_features", DataError, "3", "2"),
+    "n_components": ("n_components", ParameterError, "3", "2"),
+    "covariance_type": ("covariance_type", ParameterError, "'diag'", "'full'"),
+    "dtype": ("dtype", DataError, "float32", "float64"),
+    "model": ("model", ParameterError, "PPCA", "GaussianMixture"),
+    "hmm_n_components": ("n_components", ParameterError, "3", "2"),
+}
+
+
+@pytest.fixture(scope="module")
+def mismatch_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mismatch")
+    X = np.random.default_rng(0).normal(size=(301, 3))
+    X[:150] += 3
+    np.save(tmp / "x2.npy", X[:, :2])
+    np.save(tmp / "x3.npy", X)
+    cases = [*MISMATCHES, "agree"]
+    proc = _torchrun([CHECK_WORKER, tmp, tmp / "x2.npy", tmp / "x3.npy", *cases], timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_processes_that_disagree_all_stop_naming_the_rank_and_field(mismatch_run, case):
+    """Before the fix rank 1 died in gloo ("terminate called ... Received data size doesn't
+    match expected size") and rank 0 got a raw "Connection reset by peer"; different dtypes
+    even exchanged misread bytes. Now every rank raises the same error before any statistic."""
+    field, cls, theirs, ours = MISMATCHES[case]
+    for r, res in enumerate(mismatch_run):
+        assert res[case].startswith(f"latentfit.errors.{cls.__name__}: "), res[case]
+        assert f"rank 1 has {field}={theirs} where rank 0 has {field}={ours}" in res[case]
+        assert f"this is rank {r}" in res[case]
+
+
+@pytest.mark.slow
+def test_processes_that_agree_still_fit(mismatch_run):
+    # The same model with different per-process settings (chunk_rows) passes the check.
+    assert [res["agree"] for res in mismatch_run] == ["", ""]
+
+
+@pytest.mark.slow
+def test_a_stopped_process_makes_the_others_fail_within_the_timeout(tmp_path):
+    """Rank 1 sleeps 300 s without joining the fit; rank 0, in a group made with timeout=2,
+    must stop with an error naming the timeout well before that (it used to wait 30 minutes)."""
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    np.save(tmp_path / "x.npy", X)
+    args = [CHECK_WORKER, tmp_path, tmp_path / "x.npy", tmp_path / "x.npy", "timeout"]
+    proc = _torchrun(args, timeout=200)
+    assert proc.returncode != 0  # rank 0 fails (status 3) and torchrun stops rank 1
+    msg = json.loads((tmp_path / "rank0.json").read_text())["timeout"]
+    assert msg.startswith("latentfit.errors.LatentfitError: rank 0 waited longer than timeout=2 s")
+    assert "raise the timeout" in msg and "--timeout SECONDS" in msg
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "60", True, None])
+def test_timeout_must_be_positive_seconds(bad):
+    with pytest.raises(ParameterError, match="timeout must be a positive number of seconds"):
+        check_timeout(bad)
+    with pytest.raises(ParameterError, match="timeout"):
+        init_distributed(timeout=bad)
+    assert check_timeout(2).total_seconds() == 2.0
+    assert DEFAULT_TIMEOUT_S < 1800  # a few minutes, not the half hour it was
+
+
+def test_a_missing_process_at_the_rendezvous_fails_within_the_timeout(monkeypatch):
+    """A world of two where the second never comes: the first gives up after timeout=1 s with
+    an error naming the setting (before: torch's DistStoreError after 30 minutes)."""
+    import torch.distributed as dist
+
+    env = dict(RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(LatentfitError, match=r"rank 0 waited longer than timeout=1 s .* joining"):
+        init_distributed(timeout=1)
+    assert not dist.is_initialized()
+
+
+def test_a_failed_collective_says_what_waited_and_what_to_raise(monkeypatch):
+    monkeypatch.setenv("RANK", "3")  # no process group: the rank comes from the launcher
+    with pytest.raises(LatentfitError, match=r"^rank 3 waited longer than timeout=7 s .* in the"):
+        with collective_errors("the thing", timeout=7):
+            raise RuntimeError("[pair.cc:129] Timed out waiting 7000ms for recv operation")
+    with pytest.raises(LatentfitError, match=r"^rank 3: the thing failed \(Connection reset\)"):
+        with collective_errors("the thing"):
+            raise RuntimeError("Connection reset\nby peer")
+
+
+def test_description_holds_what_must_agree_and_not_what_may_differ(tmp_path):
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    np.save(tmp_path / "x.npy", X)
+    src = NpySource(tmp_path / "x.npy").configured(dtype="float32")
+    a = describe_fit(GaussianMixture(2, covariance_type="diag", verbose=2, device="cpu"), src)
+    b = describe_fit(GaussianMixture(2, covariance_type="diag", random_state=5, chunk_rows=7), src)
+    assert a == b  # verbose, device, chunk_rows and the seed are each process's own
+    assert a["model"] == "GaussianMixture" and a["covariance_type"] == "'diag'"
+    assert (a["n_features"], a["dtype"], a["device_type"]) == ("3", "float32", "cpu")
+    c = describe_fit(GaussianMixture(2, means_init=np.zeros((2, 3))), src)
+    d = describe_fit(GaussianMixture(2, means_init=np.ones((2, 3))), src)
+    assert c["means_init"] != d["means_init"]  # arrays compare by content
+    assert _printable(object()) == _printable(object())  # not by their address
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ct", ["full", "diag"])
 def test_two_processes_equal_one_process(two_process_run, ct):
@@ -90,7 +231,7 @@ def test_cli_distributed_under_torchrun(two_process_run, tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
         "-m", "latentfit", "fit", "gmm", str(tmp_path / "x.npy"), "-k", "3", "--distributed",
-        "--quiet", "--tol", "1e-10", "--out", str(tmp_path / "model.lf"),
+        "--quiet", "--tol", "1e-10", "--out", str(tmp_path / "model.lf"), "--timeout", "120",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -150,6 +291,29 @@ def test_single_process_group_is_the_plain_fit(tmp_path, device):
         dist.destroy_process_group()
 
 
+def test_train_and_em_share_one_meaning_of_distributed():
+    """A world of one process is a process group but not a distributed run, for EM and the
+    trainers alike; the trainers' cleanup still leaves no group behind."""
+    import torch.distributed as dist
+
+    from latentfit.em import distributed as em_dist
+    from latentfit.train import distributed as train_dist
+
+    assert train_dist.is_distributed is em_dist.is_distributed
+    train_dist.init_process(0, 1, _free_port(), timeout=30)
+    try:
+        assert em_dist.in_process_group() and not em_dist.is_distributed()
+        assert (train_dist.rank(), train_dist.world_size(), train_dist.is_main()) == (0, 1, True)
+        t = torch.ones(2)
+        assert torch.equal(train_dist.all_reduce_sum(t), torch.ones(2))
+        assert em_dist._group_timeout() in (30.0, None)  # None where torch hides it
+    finally:
+        train_dist.cleanup()
+    assert not dist.is_initialized()
+    with pytest.raises(ParameterError, match="timeout"):
+        train_dist.init_process(0, 1, _free_port(), timeout=0)
+
+
 def test_local_device_uses_local_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert local_device("cuda") == torch.device("cuda", 3)
@@ -170,6 +334,18 @@ def test_cli_distributed_outside_a_launcher_says_how_to_launch(tmp_path, monkeyp
     )
     assert res.exit_code == 2
     assert "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT" in res.output and "torchrun" in res.output
+
+
+def test_cli_timeout_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 2)))
+    args = ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "2", "--distributed", "--timeout", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "--timeout" in res.output
+    assert "--timeout" in CliRunner().invoke(app, ["fit", "gmm", "--help"]).output
 
 
 def test_cli_device_option(tmp_path, device):

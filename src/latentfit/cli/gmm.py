@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
+from latentfit.em.distributed import DEFAULT_TIMEOUT_S
 from latentfit.errors import LatentfitError
 
 
@@ -50,6 +51,13 @@ def fit_gmm(
         help="One process per rank under torchrun: each reads its shard of DATA and the EM "
         "statistics are all-reduced; rank 0 prints and saves.",
     ),
+    timeout: float = typer.Option(
+        DEFAULT_TIMEOUT_S,
+        "--timeout",
+        min=0.001,
+        help="Seconds a --distributed process waits for the others in any one exchange before "
+        "it stops with an error (a stopped or crashed process).",
+    ),
 ):
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
     from latentfit.em.gmm import GaussianMixture
@@ -72,7 +80,8 @@ def fit_gmm(
         from latentfit.em.distributed import fit_distributed
 
         try:
-            res = fit_distributed(model, data, columns=[c for c in columns.split(",") if c] or None)
+            cols = [c for c in columns.split(",") if c] or None
+            res = fit_distributed(model, data, columns=cols, timeout=timeout)
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
             fail(str(err))
         if res.rank != 0:

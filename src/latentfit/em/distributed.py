@@ -12,6 +12,13 @@ from the gathered sample, and rank 0's parameters are broadcast. With a data set
 ``init_rows`` rows the gathered sample is the whole data set in file order, so a distributed
 fit starts exactly where the single-process fit starts.
 
+Before the first statistic is exchanged, the processes exchange a short description of what
+each fits (model class and settings, n_features, column names, dtype, device type;
+:meth:`DistributedSource.agree`), so that processes that disagree all stop with an error naming
+the rank and the field instead of exchanging buffers of different sizes. A process that does
+not answer within the process group's ``timeout`` (stopped, crashed, far slower) makes the
+others stop with an error naming that setting.
+
 Launch with the standard launcher, one process per device (or per core on CPU)::
 
     torchrun --nproc-per-node 2 -m latentfit fit gmm data.npy -k 8 --distributed
@@ -19,7 +26,10 @@ Launch with the standard launcher, one process per device (or per core on CPU)::
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -29,17 +39,26 @@ import torch.distributed as dist
 from latentfit.em.data import TensorChunks
 from latentfit.em.sources import ChunkSource, open_source
 from latentfit.em.stream import stream_loglik
+from latentfit.errors import DataError, LatentfitError, ParameterError
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "DistributedFit",
     "DistributedSource",
     "all_reduce_stats",
     "broadcast_params",
+    "check_timeout",
     "fit_distributed",
+    "in_process_group",
     "init_distributed",
     "is_distributed",
     "local_device",
 ]
+
+#: Seconds a process waits for the others in one collective before it gives up with an error:
+#: longer than one EM pass over a shard should take between two collectives, short enough that
+#: a stopped process does not hold the others for half an hour.
+DEFAULT_TIMEOUT_S = 300.0
 
 _LAUNCH_HINT = (
     "start every process with the standard launcher, e.g. "
@@ -48,9 +67,63 @@ _LAUNCH_HINT = (
 )
 
 
+def in_process_group() -> bool:
+    """True when this process has joined a torch.distributed process group (of any size)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def is_distributed() -> bool:
-    """True when a process group with more than one process is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True when a process group with more than one process is running: the one test, for EM
+    and for the trainers (:mod:`latentfit.train.distributed`), of whether to exchange anything."""
+    return in_process_group() and dist.get_world_size() > 1
+
+
+def check_timeout(timeout) -> timedelta:
+    """``timeout`` (seconds, a positive finite number) as the timedelta torch.distributed takes."""
+    ok = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not ok or not math.isfinite(timeout) or timeout <= 0:
+        raise ParameterError(
+            f"timeout must be a positive number of seconds, got {timeout!r} (the default is "
+            f"{DEFAULT_TIMEOUT_S:g})"
+        )
+    return timedelta(seconds=float(timeout))
+
+
+def _group_timeout(group=None) -> float | None:
+    """The timeout the process group was created with, in seconds, where torch tells it."""
+    if not in_process_group():
+        return None
+    try:
+        pg = group if group is not None else dist.group.WORLD
+        return pg._get_backend(torch.device("cpu")).options._timeout.total_seconds()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+
+
+@contextmanager
+def collective_errors(what: str, group=None, timeout: float | None = None) -> Iterator[None]:
+    """Turn a failed collective (torch.distributed raises RuntimeError) into a LatentfitError
+    that says which process waited for what, and which setting to raise when it timed out."""
+    try:
+        yield
+    except RuntimeError as err:
+        rank = dist.get_rank(group) if in_process_group() else os.environ.get("RANK", "?")
+        text = str(err).strip()
+        detail = text.splitlines()[0] if text else type(err).__name__
+        if "timed out" in text.lower() or "timeout" in text.lower():
+            t = timeout if timeout is not None else _group_timeout(group)
+            waited = f"timeout={t:g} s" if t is not None else "the process group's timeout"
+            raise LatentfitError(
+                f"rank {rank} waited longer than {waited} for the other processes in {what}: "
+                "one of them is stopped, hung or much slower. If it is only slower, raise the "
+                "timeout the process group is made with: `--timeout SECONDS` on the command "
+                "line, timeout=SECONDS of init_distributed / fit_distributed (EM) or of "
+                f"init_from_env / init_process (trainers). ({detail})"
+            ) from None
+        raise LatentfitError(
+            f"rank {rank}: {what} failed ({detail}). If another process stopped with an error "
+            "or was killed, its own message says why."
+        ) from None
 
 
 def local_device(device=None) -> torch.device:
@@ -62,14 +135,17 @@ def local_device(device=None) -> torch.device:
 
 
 def init_distributed(
-    device=None, backend: str | None = None, timeout_s: float = 1800
+    device=None, backend: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
 ) -> tuple[int, int]:
     """Join the process group the launcher describes in the environment; returns (rank, world_size).
 
-    The backend is nccl for CUDA devices and gloo otherwise. Already initialised: nothing to do.
+    The backend is nccl for CUDA devices and gloo otherwise. ``timeout`` (seconds) bounds how
+    long a process waits for the others in any one collective before it raises. Already
+    initialised: nothing to do (the group keeps the timeout it was created with).
     """
     if not dist.is_available():
         raise RuntimeError("this build of torch has no torch.distributed")
+    wait = check_timeout(timeout)
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     missing = [
@@ -84,7 +160,8 @@ def init_distributed(
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    with collective_errors("joining the process group", timeout=wait.total_seconds()):
+        dist.init_process_group(backend, timeout=wait)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -127,13 +204,18 @@ class DistributedSource(ChunkSource):
       be read still takes part in the collectives (with no rows) so the other processes never
       hang, and every process then raises;
     - :meth:`reduce` all-reduces the statistics; :meth:`sync_params` broadcasts rank 0's;
-    - :meth:`init_chunks` gathers every shard's initialisation sample in rank order.
+    - :meth:`init_chunks` gathers every shard's initialisation sample in rank order;
+    - :meth:`agree` checks, before any statistic is exchanged, that every process fits the same
+      model on the same kind of data (models call it when they adopt the source).
+
+    A collective that fails (a process stopped or gone, or silent past the process group's
+    timeout) raises a :class:`~latentfit.errors.LatentfitError` that says so.
 
     ``n_samples`` is this shard's size; ``n_samples_total`` that of the whole data set.
     """
 
     def __init__(self, source: ChunkSource, group=None):
-        if not (dist.is_available() and dist.is_initialized()):
+        if not in_process_group():
             raise RuntimeError(f"DistributedSource needs a running process group: {_LAUNCH_HINT}")
         self.group = group
         rank, world = dist.get_rank(group), dist.get_world_size(group)
@@ -171,10 +253,48 @@ class DistributedSource(ChunkSource):
         return self.source.n_samples
 
     @property
+    def column_names(self) -> list[str] | None:
+        return self.source.column_names
+
+    @property
     def n_samples_total(self) -> int:
         n = torch.tensor([self.source.n_samples or 0], dtype=torch.int64, device=self.device)
-        dist.all_reduce(n, group=self.group)
+        with collective_errors("the sum of the row counts", self.group):
+            dist.all_reduce(n, group=self.group)
         return int(n)
+
+    def agree(self, description: dict[str, str]) -> None:
+        """Gather every process's ``description`` of its fit (field → printable value, e.g.
+        from :func:`~latentfit.em.stream.describe_fit`) and raise on every process, naming the
+        rank and the field, where one differs from rank 0's. One ``all_gather_object``, made
+        before the first statistic is exchanged: statistics of different shapes or dtypes
+        would otherwise meet in an all-reduce (gloo aborts the process, nccl may hang)."""
+        gathered: list[dict | None] = [None] * self.world_size
+        with collective_errors("the exchange of what every process fits", self.group):
+            dist.all_gather_object(gathered, dict(description), group=self.group)
+        ref = gathered[0] or {}
+        diffs = []
+        for r, desc in enumerate(gathered[1:], start=1):
+            desc = desc or {}
+            for field in [*ref, *(f for f in desc if f not in ref)]:
+                if desc.get(field, "(not set)") != ref.get(field, "(not set)"):
+                    diffs.append((r, field, desc.get(field, "(not set)"), ref.get(field)))
+        if not diffs:
+            return
+        if any(f == "model" for _, f, _, _ in diffs):  # other models have other settings
+            diffs = [d for d in diffs if d[1] == "model"]
+        said = "; ".join(
+            f"rank {r} has {f}={v} where rank 0 has {f}={v0}" for r, f, v, v0 in diffs[:6]
+        )
+        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+        data_fields = {"n_features", "column_names", "dtype", "device_type"}
+        cls = DataError if any(f in data_fields for _, f, _, _ in diffs) else ParameterError
+        raise cls(
+            f"the processes disagree on what to fit: {said}{more}. Every process must fit the "
+            "same model, with the same settings, on the same columns in the same dtype and on "
+            f"the same kind of device; fix the launch of rank {diffs[0][0]} (this is rank "
+            f"{self.rank})."
+        )
 
     def __iter__(self):
         self._error[0] = None
@@ -194,21 +314,22 @@ class DistributedSource(ChunkSource):
         if failed > 0:
             if self._error[0] is not None:
                 raise self._error[0]
-            raise RuntimeError(
+            raise DataError(
                 f"{int(failed)} process(es) could not read their shard of the data; "
                 "see their error messages"
             )
 
     def reduce(self, stats: dict) -> dict:
         flag = torch.tensor([float(self._error[0] is not None)], device=self.device)
-        out = all_reduce_stats({**stats, "\0failed": flag.to(torch.float64)}, self.group)
+        with collective_errors("the all-reduce of the EM statistics", self.group):
+            out = all_reduce_stats({**stats, "\0failed": flag.to(torch.float64)}, self.group)
         self._raise_if_failed(float(out.pop("\0failed")))
         return out
 
     def sync_params(self, params: dict) -> dict:
-        return broadcast_params(
-            params, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group
-        )
+        src = dist.get_global_rank(self.group, 0) if self.group else 0
+        with collective_errors("the broadcast of rank 0's parameters", self.group):
+            return broadcast_params(params, src=src, group=self.group)
 
     def init_chunks(self, generator: torch.Generator, max_rows: int | None = None) -> TensorChunks:
         """Each process samples ``max_rows / world_size`` rows of its shard; the samples are
@@ -223,7 +344,9 @@ class DistributedSource(ChunkSource):
             X = torch.empty(0, d, dtype=self.dtype, device=dev)
             w, m = X.new_empty(0), -1
         counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(self.world_size)]
-        dist.all_gather(counts, torch.tensor([m], dtype=torch.int64, device=dev), group=self.group)
+        mine = torch.tensor([m], dtype=torch.int64, device=dev)
+        with collective_errors("the exchange of the initialisation samples", self.group):
+            dist.all_gather(counts, mine, group=self.group)
         sizes = [int(c) for c in counts]
         self._raise_if_failed(sum(s < 0 for s in sizes))
         top = max(sizes)
@@ -231,7 +354,8 @@ class DistributedSource(ChunkSource):
         Xw = torch.zeros(top, d + 1, dtype=self.dtype, device=dev)
         Xw[:m, :d], Xw[:m, d] = X, w
         parts = [torch.empty_like(Xw) for _ in range(self.world_size)]
-        dist.all_gather(parts, Xw, group=self.group)
+        with collective_errors("the exchange of the initialisation samples", self.group):
+            dist.all_gather(parts, Xw, group=self.group)
         full = torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
         return TensorChunks(
             full[:, :d].contiguous(), full[:, d].contiguous(), self.chunk_rows or 65536
@@ -248,7 +372,9 @@ class DistributedFit(NamedTuple):
     loglik: float
 
 
-def fit_distributed(model, path, *, columns=None, weight_column=None) -> DistributedFit:
+def fit_distributed(
+    model, path, *, columns=None, weight_column=None, timeout: float = DEFAULT_TIMEOUT_S
+) -> DistributedFit:
     """Fit ``model`` on this process's shard of the data file ``path`` (the body of
     ``latentfit fit gmm DATA --distributed`` under torchrun).
 
@@ -256,10 +382,11 @@ def fit_distributed(model, path, *, columns=None, weight_column=None) -> Distrib
     placed on ``cuda:LOCAL_RANK``), reads rows ``shard_range(n, rank, world_size)`` of the file
     (memory-mapped .npy, Parquet by row group; CSV is read whole and sliced), fits with the
     statistics all-reduced, then scores the data in one more pass. Only rank 0 shows progress.
+    ``timeout`` (seconds) bounds the wait for the other processes in any one collective.
     """
     device = local_device(model.device)
-    started_here = not (dist.is_available() and dist.is_initialized())
-    rank, world = init_distributed(device)
+    started_here = not in_process_group()
+    rank, world = init_distributed(device, timeout=timeout)
     if str(device) != str(model.device) and model.device is not None:
         model.set_params(device=str(device))
     if rank != 0:

@@ -13,6 +13,7 @@ and the missing coordinates x_m = W_m z + μ_m + ε_m are latent too (Ghahramani
 1996). The M-step regresses every coordinate on [z, 1] with the expected moments, which
 updates W and μ jointly; Ψ_j is the expected residual variance (averaged over j for PPCA).
 On complete data M is shared by all rows and the E-step is a few matrix products.
+``partial_fit`` averages the rows' (expected) moments instead (:class:`_FactorMomentHooks`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from latentfit._validation import check_positive_int, check_sample_weight, make_
 from latentfit.em.data import TensorChunks
 from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing
 from latentfit.em.missing import has_missing, impute_mean
-from latentfit.em.online import OnlineEMMixin
+from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources import is_source
 from latentfit.io import serializable
 
@@ -38,12 +39,14 @@ __all__ = [
     "FactorAnalysis",
     "FactorPosterior",
     "factor_estep_stats",
+    "factor_moment_em",
     "factor_posterior",
     "recenter_factor_stats",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
 _PCA_INIT_MAX_FEATURES = 4096  # above this the d × d eigendecomposition costs more than EM
+_ONLINE_MOMENTS_MAX_FEATURES = 4096  # partial_fit keeps a d × d moment matrix up to this d
 
 
 class FactorPosterior(NamedTuple):
@@ -162,6 +165,34 @@ def factor_mstep(
     return sol[:, :q].contiguous(), mu + sol[:, q], psi.clamp_min(min_noise)
 
 
+def factor_moment_em(
+    C: torch.Tensor, W: torch.Tensor, psi: torch.Tensor, isotropic: bool, min_noise: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One EM iteration for W (d, q) and Ψ (d,) from the covariance ``C`` (d, d) of complete
+    rows around μ (Rubin & Thayer 1982 eq. 5-6; Tipping & Bishop 1999 eq. 29-30 for σ² I):
+
+    β = M⁻¹ Wᵀ Ψ⁻¹ with M = I + Wᵀ Ψ⁻¹ W;  W' = C βᵀ (M⁻¹ + β C βᵀ)⁻¹;
+    Ψ' = diag(C − W' β C) (their mean for PPCA).
+
+    The E-step statistics of complete rows are linear in their moments, so this is the same
+    iteration as :func:`factor_mstep` after :func:`factor_estep_stats` on those rows when μ is
+    their mean; it costs O(d² q) whatever the number of rows.
+    """
+    q = W.shape[1]
+    eye = torch.eye(q, dtype=W.dtype, device=W.device)
+    PW = W / psi.unsqueeze(1)  # (d, q): Ψ⁻¹ W
+    L = torch.linalg.cholesky(eye + W.T @ PW)  # (q, q)
+    beta_t = torch.cholesky_solve(PW.T, L).T  # (d, q): βᵀ
+    Minv = torch.cholesky_inverse(L)  # (q, q)
+    CB = C @ beta_t  # (d, q): the expected Σ (x − μ) E[z]ᵀ per unit weight
+    Ezz = Minv + beta_t.T @ CB  # (q, q): the expected Σ E[z zᵀ] per unit weight
+    W_new = torch.linalg.solve(Ezz, CB.T).T  # (d, q)
+    psi_new = C.diagonal() - (W_new * CB).sum(1)  # (d,)
+    if isotropic:
+        psi_new = psi_new.mean().expand_as(psi_new).clone()
+    return W_new, psi_new.clamp_min(min_noise)
+
+
 class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
     _isotropic = False
     _keeps_feature_names = False
@@ -260,6 +291,13 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
     def _online_init_data(self, X, w):
         self._min_noise = _noise_floor(X, w)
         return TensorChunks(X, w, self.chunk_rows)
+
+    def _online_hooks(self) -> _FactorHooks:
+        # The moment form keeps a (d, d) matrix: beyond that size, the stepwise EM of the
+        # complete-data statistics.
+        if self.n_features_in_ > _ONLINE_MOMENTS_MAX_FEATURES:
+            return _FactorHooks(self)
+        return _FactorMomentHooks(self)
 
     def _extra_state(self) -> dict:
         return {"_min_noise": float(self._min_noise)}
@@ -410,3 +448,61 @@ class _FactorHooks:
     def recenter(self, stats, old, new):
         """Statistics centred on the μ of ``old`` moved to that of ``new`` (online EM)."""
         return recenter_factor_stats(stats, old["mu"] - new["mu"])
+
+
+class _FactorMomentHooks(_FactorHooks):
+    """Stepwise EM of FactorAnalysis/PPCA in the moments of the rows.
+
+    Cappé & Moulines (2009) average the expected complete-data statistics (Σ E[z], Σ x E[z]ᵀ,
+    Σ E[z zᵀ], …) of every mini-batch, each taken under the parameters of its own step; the
+    M-step then regresses x on [z, 1] with statistics up to many steps stale, and μ and W move
+    by one EM iteration's worth per step at most (12 and 22 nats short of the maximum on iris
+    after 40 epochs). For complete rows those statistics are linear in the rows' moments
+    (Σ w, Σ w x, Σ w x xᵀ), which do not depend on the parameters. So the running average
+    here is that of the moments (Cappé & Moulines' recursion on the sufficient statistic of
+    the observed data, ρ_t as in :mod:`latentfit.em.online`, taken around μ and moved with
+    :func:`~latentfit.em.online.translate_moment_stats`); μ is their running mean, its own
+    maximum-likelihood estimate, and W, Ψ make one EM iteration (:func:`factor_moment_em`)
+    from the current parameters with the E-step taken afresh on the averaged moments. With
+    one batch of all the data the update is exactly one iteration of ``fit``.
+
+    Rows with missing coordinates (``missing="marginalize"``) enter with their expected
+    moments given x_o under the current parameters (E[x_m | x_o] = μ_m + W_m E[z | x_o], and
+    the conditional covariance W_m Cov[z | x_o] W_mᵀ + Ψ_m): Cappé & Moulines' recursion
+    with x_m as the latent data, whose fixed points are those of batch EM.
+    """
+
+    weight_key = "S0"
+
+    def estep(self, params, batch):
+        X, w = batch
+        W, mu, psi = params["W"], params["mu"], params["psi"]
+        post = factor_posterior(X, W, mu, psi)
+        if post.cov.dim() == 2:  # complete rows: the moments need no parameter
+            R = X - mu  # (n, d)
+            extra = None
+        else:
+            gap = torch.isnan(X)
+            R = torch.where(gap, post.mean @ W.T, X - mu)  # (n, d): E[x − μ | x_o]
+            G = gap.to(X.dtype)  # (n, d)
+            T = G.unsqueeze(2) * W  # (n, d, q): W_m, zero on observed coordinates
+            extra = torch.einsum("n,ndq,nqr,ner->de", w, T, post.cov, T)  # (d, d)
+            extra = extra + torch.diag(psi * (w @ G))
+        wR = w.unsqueeze(1) * R
+        S2 = R.T @ wR if extra is None else R.T @ wR + extra
+        return {
+            "S0": w.sum().reshape(1),  # (1,): one "component", as the mixtures' moments
+            "S1": wR.sum(0, keepdim=True),  # (1, d) = Σ w E[x − μ]
+            "S2": S2.unsqueeze(0),  # (1, d, d) = Σ w E[(x − μ)(x − μ)ᵀ]
+            "loglik": (w * post.loglik).sum(),
+        }
+
+    def mstep(self, params, stats):
+        S0 = stats["S0"][0]
+        m = stats["S1"][0] / S0  # (d,): running mean − μ
+        C = stats["S2"][0] / S0 - torch.outer(m, m)  # (d, d): covariance around the mean
+        W, psi = factor_moment_em(C, params["W"], params["psi"], self.isotropic, self.min_noise)
+        return {"W": W, "mu": params["mu"] + m, "psi": psi}
+
+    def recenter(self, stats, old, new):
+        return translate_moment_stats(stats, old["mu"] - new["mu"], "full")

@@ -185,10 +185,10 @@ class OnlineEMMixin:
             self.n_features_in_ = X.shape[1]
             gen = make_generator(self.random_state, X.device)
             init = self._online_init_data(X, w)  # may learn data-dependent settings first
-            hooks = self._hooks()
+            hooks = self._online_hooks()
             self._set_params_tensors(hooks.initialize(init, gen))
         else:
-            hooks = self._hooks()
+            hooks = self._online_hooks()
         state = getattr(self, "_online_state", None)
         if state is None or state.params is not self._params:
             # First update, or the model was (re)fitted by fit(): start the averages afresh.
@@ -201,6 +201,11 @@ class OnlineEMMixin:
             self.lower_bound_ = float(state.stats["loglik"])
 
     # Overridable where a model's batches are not (X, w) pairs (e.g. with labels).
+    def _online_hooks(self):
+        """The hooks stepwise EM runs (those of ``fit`` unless a model averages other
+        statistics online)."""
+        return self._hooks()
+
     def _online_min_rows(self) -> tuple[int, str]:
         """Rows the first batch needs, and how to say it in an error."""
         return self.n_components, f"n_components = {self.n_components}"

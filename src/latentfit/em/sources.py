@@ -106,6 +106,15 @@ class ChunkSource:
     def _blocks(self) -> Iterator[Block]:
         raise NotImplementedError
 
+    @property
+    def column_names(self) -> list[str] | None:
+        """The names of the feature columns, where the file has them (Parquet), else None."""
+        return None
+
+    def agree(self, description: dict[str, str]) -> None:
+        """Check that every process fits what ``description`` says; one process: nothing to
+        compare (:meth:`latentfit.em.distributed.DistributedSource.agree` does it over a group)."""
+
     # -------------------------------------------------------------- options
     def configured(
         self, *, device=None, dtype=None, chunk_rows: int | None = None, allow_nan: bool = False
@@ -320,6 +329,10 @@ class ParquetSource(ChunkSource):
     @property
     def n_features(self) -> int:
         return len(self.columns)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.columns)
 
     @property
     def n_samples(self) -> int:

@@ -9,15 +9,53 @@ sums a fitted model's log-likelihood over a source one chunk at a time.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from latentfit.em.data import TensorChunks
 from latentfit.em.sources import ChunkSource
 
-__all__ = ["EMStream", "StreamHooks", "prepare_stream", "stream_loglik"]
+__all__ = ["EMStream", "StreamHooks", "describe_fit", "prepare_stream", "stream_loglik"]
+
+# Settings each process may hold differently without changing the statistics it exchanges:
+# the printout, its own device index, how it cuts its rows into chunks, and the seed (the start
+# is broadcast from rank 0).
+_PER_PROCESS = frozenset({"verbose", "verbose_interval", "device", "chunk_rows", "random_state"})
+
+
+def _printable(value) -> str:
+    """A short text that is equal on two processes exactly when the values are (arrays by
+    shape, dtype and a digest of their bytes)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()[:12]
+        return f"array(shape={value.shape}, dtype={value.dtype}, sha1={digest})"
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))  # an address differs per process
+    if len(text) > 80:
+        return text[:60] + f"... (sha1={hashlib.sha1(text.encode()).hexdigest()[:12]})"
+    return text
+
+
+def describe_fit(model, data: ChunkSource) -> dict[str, str]:
+    """What every process of a distributed fit must agree on: the model class and its settings
+    (``get_params``, less the per-process ones), and the data as the model reads it (number of
+    features, column names, dtype, kind of device). Printable values, compared as text."""
+    desc = {"model": type(model).__name__}
+    if hasattr(model, "get_params"):
+        for name, value in sorted(model.get_params(deep=False).items()):
+            if name not in _PER_PROCESS:
+                desc[name] = _printable(value)
+    desc["n_features"] = str(data.n_features)
+    desc["column_names"] = _printable(data.column_names)
+    desc["dtype"] = str(data.dtype).removeprefix("torch.")
+    desc["device_type"] = data.device.type
+    return desc
 
 
 class StreamHooks:
@@ -83,8 +121,10 @@ def prepare_stream(
     """Configure ``source`` for a model (device, dtype, chunk size, NaN as missing, the model's
     own ``check`` of every block) and wrap its hooks (see :class:`StreamHooks` for
     ``batch``/``init_data``): the one call a model's ``fit`` makes to accept a source in place
-    of an array."""
+    of an array. A source shared by several processes first checks that they all fit the same
+    model (``hooks.model``) on the same kind of data (:func:`describe_fit`)."""
     data = source.configured(device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan)
+    data.agree(describe_fit(getattr(hooks, "model", hooks), data))
     if check is not None:
         data = data.with_check(check)
     return EMStream(data, StreamHooks(hooks, min_rows, batch, init_data), data.reduce)

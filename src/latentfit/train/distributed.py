@@ -1,24 +1,34 @@
 """torch.distributed helpers shared by every data-parallel trainer in latentfit.
 
 Processes are started by ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
-or by :func:`spawn` / :func:`init_process` (tests, notebooks). Every helper is a no-op in a
-single process, so training code calls them unconditionally.
+or by :func:`init_process` (tests, notebooks). Every helper is a no-op in a single process,
+so training code calls them unconditionally. Whether a run is distributed and how long a
+process waits for the others are decided by the same helpers as distributed EM
+(:func:`latentfit.em.distributed.is_distributed`, ``DEFAULT_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from latentfit.em.distributed import (
+    DEFAULT_TIMEOUT_S,
+    check_timeout,
+    collective_errors,
+    in_process_group,
+    is_distributed,
+)
 
 __all__ = [
     "all_reduce_sum",
     "barrier",
     "cleanup",
     "free_port",
+    "in_process_group",
     "init_from_env",
     "init_process",
     "is_distributed",
@@ -29,16 +39,12 @@ __all__ = [
 ]
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    return dist.get_rank() if in_process_group() else 0
 
 
 def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
+    return dist.get_world_size() if in_process_group() else 1
 
 
 def is_main() -> bool:
@@ -52,20 +58,23 @@ def default_backend(device=None) -> str:
     return "nccl" if use_cuda else "gloo"
 
 
-def init_from_env(backend: str | None = None, timeout_s: float = 600) -> bool:
+def init_from_env(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Join the process group described by torchrun's environment variables.
 
     Returns True when running with more than one process. Selects the CUDA device
-    LOCAL_RANK when the backend is NCCL.
+    LOCAL_RANK when the backend is NCCL. ``timeout`` (seconds) bounds the wait for the other
+    processes in any one collective.
     """
-    if is_distributed():
-        return world_size() > 1
+    wait = check_timeout(timeout)
+    if in_process_group():
+        return is_distributed()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     backend = backend or default_backend()
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    with collective_errors("joining the process group", timeout=wait.total_seconds()):
+        dist.init_process_group(backend, timeout=wait)
     return True
 
 
@@ -75,7 +84,7 @@ def init_process(
     port: int,
     addr: str = "127.0.0.1",
     backend: str = "gloo",
-    timeout_s: float = 120,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Join a process group explicitly (for processes started without torchrun)."""
     dist.init_process_group(
@@ -83,24 +92,26 @@ def init_process(
         init_method=f"tcp://{addr}:{port}",
         rank=rank,
         world_size=world_size,
-        timeout=timedelta(seconds=timeout_s),
+        timeout=check_timeout(timeout),
     )
 
 
 def cleanup() -> None:
-    if is_distributed():
+    if in_process_group():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
     if is_distributed():
-        dist.barrier()
+        with collective_errors("the trainers' barrier"):
+            dist.barrier()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over all processes in place (and return it); unchanged in a single process."""
-    if is_distributed() and world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    if is_distributed():
+        with collective_errors("the trainers' all-reduce of their sums"):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 

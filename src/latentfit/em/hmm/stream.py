@@ -24,6 +24,7 @@ import torch
 
 from latentfit.em.distributed import DistributedSource
 from latentfit.em.sources import ChunkSource, shard_range
+from latentfit.em.stream import describe_fit
 
 __all__ = ["SequenceBatches", "SequenceSource", "prepare_sequences", "sequence_windows"]
 
@@ -74,6 +75,10 @@ class SequenceSource(ChunkSource):
     @property
     def n_samples(self) -> int:
         return self._rows[1] - self._rows[0]
+
+    @property
+    def column_names(self) -> list[str] | None:
+        return self._inner.column_names
 
     def shard(self, rank: int, world_size: int) -> SequenceSource:
         s0, s1, r0, r1 = sequence_windows(self.all_lengths, rank, world_size)
@@ -180,6 +185,8 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
     if model._stream_check is False:
         raise ValueError(f"{name} is fitted in memory only; pass the array of symbols")
     distributed = isinstance(source, DistributedSource)
+    # Before any collective: every process must fit the same model on the same kind of data.
+    source.agree(describe_fit(model, source.configured(device=model._device, dtype=model._dtype)))
     if lengths is None:
         n = source.n_samples_total if distributed else source.n_samples
         if n is None:
