@@ -27,9 +27,11 @@ from latentfit.em.estimator import (
 )
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
+    check_overflow,
     gaussian_mstep,
     moment_stats,
     precisions_from_cholesky,
+    weighted_mean,
 )
 from latentfit.em.gmm import GaussianMixture
 from latentfit.io import serializable
@@ -49,6 +51,9 @@ from latentfit.vi.bgmm_math import (
 __all__ = ["BayesianGaussianMixture"]
 
 _PARAM_KEYS = ("wc", "beta", "means", "dof", "cov", "prec_chol")
+# kept when present: the fit's fixed centre (the data mean) and the means about it, which in
+# float32 keep digits the absolute means lose far from the origin
+_CENTRE_KEYS = ("shift", "delta")
 
 
 @serializable
@@ -140,7 +145,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         gamma0 = 1.0 / self.n_components if gamma0 is None else float(gamma0)
         beta0 = 1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior)
         wsum = w.sum()
-        xbar = (w @ X) / wsum  # (d,)
+        xbar = weighted_mean(X, w)  # (d,) accumulated in float64
         if self.mean_prior is None:
             m0 = xbar
         else:
@@ -201,9 +206,10 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
         check_n_samples(n, self.n_components)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        check_overflow(X, w)
         prior = self._make_prior(X, w)
         self.n_features_in_ = d
-        hooks = _BGMMHooks(self, prior)
+        hooks = _BGMMHooks(self, prior, weighted_mean(X, w))
         rows = self.chunk_rows or default_chunk_rows(d, self.n_components)
         result = self._run_em(hooks, TensorChunks(X, w, rows))
         self._prior = prior
@@ -221,7 +227,8 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
     def _set_params_tensors(self, params: dict) -> None:
-        self._params = {k: params[k].detach() for k in _PARAM_KEYS}
+        keys = _PARAM_KEYS + tuple(k for k in _CENTRE_KEYS if k in params)
+        self._params = {k: params[k].detach() for k in keys}
         p, ct = self._params, self.covariance_type
         np_ = lambda t: t.cpu().numpy()
         wtype = self.weight_concentration_prior_type
@@ -247,8 +254,10 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference
     def _log_joint(self, X: torch.Tensor) -> torch.Tensor:
         """E_q[log π_k + log N(x | μ_k, Λ_k)] (n, k), as scikit-learn's BayesianGaussianMixture."""
+        p = self._params
+        shift = p["shift"] if "shift" in p else p["means"].mean(0)  # centred, for precision
         return _expected_log_joint(
-            X, self._params, self.covariance_type, self.weight_concentration_prior_type
+            X, p, self.covariance_type, self.weight_concentration_prior_type, shift
         )
 
     def score_samples(self, X):
@@ -303,11 +312,19 @@ def _q_theta(params: dict) -> NormalWishart:
     )
 
 
+def _centred(params, shift) -> torch.Tensor:
+    """μ_k − c (k, d): the fit's own ``delta`` when ``shift`` is its centre, else computed."""
+    delta = params.get("delta")
+    if delta is not None and params.get("shift") is shift:
+        return delta
+    return params["means"] - shift
+
+
 def _expected_log_joint(X, params, covariance_type, weight_type, shift=None) -> torch.Tensor:
     """E_q[log π_k] + E_q[log N(x_n | μ_k, Λ_k)] (n, k), optionally around ``shift``."""
     q = _q_theta(params)
     if shift is not None:
-        X, q = X - shift, q._replace(means=q.means - shift)
+        X, q = X - shift, q._replace(means=_centred(params, shift))
     return expected_log_gaussian(X, q, covariance_type) + expected_log_weights(
         params["wc"], weight_type
     )
@@ -316,25 +333,28 @@ def _expected_log_joint(X, params, covariance_type, weight_type, shift=None) -> 
 class _BGMMHooks:
     """CAVI as EM hooks: estep updates q(z), mstep updates q(θ), lower_bound is the ELBO."""
 
-    def __init__(self, model: BayesianGaussianMixture, prior: BGMMPrior):
+    def __init__(self, model: BayesianGaussianMixture, prior: BGMMPrior, shift: torch.Tensor):
         self.model, self.prior = model, prior
         self.ct = model.covariance_type
         self.wtype = model.weight_concentration_prior_type
-
-    @staticmethod
-    def _shift(params) -> torch.Tensor:
-        return params["means"].mean(0)  # (d,) any fixed point of params keeps stats additive
+        # Every statistic and q(μ) is taken about one fixed point, the weighted data mean, so
+        # float32 keeps the precision of data far from the origin; the prior is moved with it
+        # (the updates and the bound are translation invariant).
+        self.shift = shift  # (d,)
+        self.prior_c = prior._replace(
+            mean=(prior.mean - shift).double(), covariance=prior.covariance.double()
+        )
 
     def initialize(self, data, generator):
-        X, w = data.X, data.weights
-        resp = self.model._initial_resp(X, w, generator) * w.unsqueeze(1)  # (n, k)
-        shift = torch.zeros(X.shape[1], dtype=X.dtype, device=X.device)
-        stats = moment_stats(X, w, resp, self.ct)
-        return self._update(stats, shift)
+        Xc, w = data.X - self.shift, data.weights
+        resp = self.model._initial_resp(Xc, w, generator) * w.unsqueeze(1)  # (n, k)
+        return self._update(moment_stats(Xc, w, resp, self.ct))
 
     def estep(self, params, batch):
         X, w = batch
-        shift = self._shift(params)
+        shift = self.shift
+        if params.get("shift") is not shift:  # a warm start: the previous fit's centre
+            params = {**params, "shift": shift, "delta": _centred(params, shift)}
         logp = _expected_log_joint(X, params, self.ct, self.wtype, shift)  # (n, k)
         lse = torch.logsumexp(logp, 1)  # (n,)
         log_resp = logp - lse.unsqueeze(1)  # (n, k)
@@ -345,21 +365,31 @@ class _BGMMHooks:
         stats["weight"] = w.sum()
         return stats
 
-    def _update(self, stats, shift) -> dict:
-        nk = stats["S0"] + 10 * torch.finfo(stats["S0"].dtype).eps  # (k,) as scikit-learn
-        _, xk, sk = gaussian_mstep(stats, shift, self.model.reg_covar, self.ct)
-        q = normal_wishart_update(nk, xk, sk, self.prior, self.ct)
-        return {
-            "wc": weight_concentration_update(nk, self.prior),
+    def _update(self, stats) -> dict:
+        """q(π), q(μ, Λ) from statistics about the shift, in float64 (as GaussianMixture's
+        M-step), returned in the data's dtype with q(μ)'s means both absolute and centred."""
+        dt = stats["S0"].dtype
+        eps = torch.finfo(dt).eps
+        stats = {k: v.double() for k, v in stats.items()}
+        nk = stats["S0"] + 10 * eps  # (k,) as scikit-learn
+        zero = torch.zeros_like(self.prior_c.mean)
+        _, xk, sk = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
+        q = normal_wishart_update(nk, xk, sk, self.prior_c, self.ct)
+        out = {
+            "wc": weight_concentration_update(nk, self.prior_c),
             "beta": q.mean_precision,
-            "means": q.means,
+            "means": self.shift.double() + q.means,
             "dof": q.dof,
             "cov": q.covariances,
             "prec_chol": q.prec_chol,
+            "delta": q.means,
         }
+        out = {k: v.to(dt) for k, v in out.items()}
+        out["shift"] = self.shift
+        return out
 
     def mstep(self, params, stats):
-        return self._update(stats, self._shift(params))
+        return self._update(stats)
 
     def lower_bound(self, params, stats):
         # scikit-learn evaluates the bound after the update of q(θ): recompute it here

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor
-from latentfit.em.gaussian import COVARIANCE_TYPES
+from latentfit.em.gaussian import COVARIANCE_TYPES, check_overflow, weighted_mean
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
@@ -30,9 +30,14 @@ def _check_covariance_type(covariance_type):
 
 
 def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
-    d = X.shape[1]
+    """The data covariance (d, d) plus ``min_covar``, about the float64-accumulated mean (the
+    deviations of data far from the origin keep their digits; constant columns give 0)."""
+    n, d = X.shape
     eye = torch.eye(d, dtype=X.dtype, device=X.device)
-    cv = torch.cov(X.T).reshape(d, d) if X.shape[0] > 1 else torch.zeros_like(eye)
+    if n < 2:
+        return min_covar * eye
+    Xc = X - weighted_mean(X)  # (n, d)
+    cv = (Xc.T @ Xc) / (n - 1)
     return torch.nan_to_num(cv) + min_covar * eye
 
 
@@ -48,6 +53,7 @@ class _ContinuousHMM(BaseHMM):
                     f"X has {X.shape[0]} rows, fewer than n_components={self.n_components}"
                 )
             self.n_features = X.shape[1]
+            check_overflow(X)
         elif X.shape[1] != self.n_features:
             raise ValueError(
                 f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"
@@ -184,7 +190,10 @@ class GaussianHMM(_ContinuousHMM):
             out["covars"] = self._emission_params()["covars"]
         # The centre of the statistics for the whole fit: the data mean keeps their precision
         # and, fixed, lets the features of the data be computed once (see _emission_features).
-        out["shift"] = X.mean(0)
+        out["shift"] = weighted_mean(X)
+        # μ − c, kept through the fit: in float32 the absolute means of data far from the
+        # origin round to the spacing of the offset (1.0 at 1e7), their differences do not
+        out["delta"] = out["means"] - out["shift"]
         return out
 
     def _needs_init(self, letter, name):
@@ -207,14 +216,16 @@ class GaussianHMM(_ContinuousHMM):
 
     def _emission_log_likelihood(self, params, X, features=None):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
+        shift, delta = params.get("shift"), params.get("delta")  # set during a fit
         if self._has_missing(X):  # marginal density of the observed coordinates
-            c = means.mean(0)  # centred as the complete-data density, for precision
-            return log_gaussian_prob_missing(X - c, means - c, covars, ct)
+            c = means.mean(0) if shift is None else shift  # centred, for precision
+            mc = means - c if delta is None else delta
+            return log_gaussian_prob_missing(X - c, mc, covars, ct)
         if features is not None:
             return E.gaussian_log_likelihood(
-                X, means, covars, ct, shift=params["shift"], features=features
+                X, means, covars, ct, shift=shift, features=features, delta=delta
             )
-        return E.gaussian_log_likelihood(X, means, covars, ct)
+        return E.gaussian_log_likelihood(X, means, covars, ct, shift=shift, delta=delta)
 
     def _emission_rows(self, params):
         ct = self.covariance_type
@@ -228,16 +239,21 @@ class GaussianHMM(_ContinuousHMM):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
         shift = params["shift"] if "shift" in params else means.mean(0)
         if self._has_missing(X):  # conditional moments of the missing coordinates
-            return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct)
+            delta = params.get("delta") if "shift" in params else None
+            return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct, delta)
         return E.gaussian_stats(X, gamma, shift, ct, features)
 
     def _emission_mstep(self, params, stats):
         dt = params["means"].dtype
         st = {k: v.double() for k, v in stats.items()}
+        shift = (params["shift"] if "shift" in params else params["means"].mean(0)).double()
+        old = params["means"].double()
+        if "delta" in params:  # the precise centred means (see _init_emissions)
+            old = shift + params["delta"].double()
         means, covars, empty = E.gaussian_mstep(
             st,
-            (params["shift"] if "shift" in params else params["means"].mean(0)).double(),
-            params["means"].double(),
+            shift,
+            old,
             params["covars"].double(),
             self.covariance_type,
             means_prior=self.means_prior,
@@ -247,7 +263,10 @@ class GaussianHMM(_ContinuousHMM):
             update_means="m" in self.params,
             update_covars="c" in self.params,
         )
-        return {"means": means.to(dt), "covars": covars.to(dt)}, empty
+        new = {"means": means.to(dt), "covars": covars.to(dt)}
+        if "delta" in params:
+            new["delta"] = (means - shift).to(dt)
+        return new, empty
 
     def _set_emission_attributes(self, params):
         self.means_ = params["means"].cpu().numpy()

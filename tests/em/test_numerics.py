@@ -1,0 +1,233 @@
+"""Numerical robustness of the Gaussian-emission models: float32 far from the origin, degenerate
+components, overflow, and inputs at the edges (constant data, zero weights)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from latentfit.em.gaussian import degenerate_components, weighted_mean
+from latentfit.em.gmm import GaussianMixture
+from latentfit.em.hmm.gaussian import GMMHMM, GaussianHMM
+from latentfit.em.kmeans import kmeans
+from latentfit.em.mixture_model import MixtureModel
+from latentfit.errors import DataError, DegenerateComponentWarning
+from latentfit.vi.bgmm import BayesianGaussianMixture
+
+
+def _two_clusters(n=1000, d=1, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0, 1, (n, d)), rng.normal(3, 0.5, (n, d))])
+
+
+MODELS = {
+    "gmm-full": lambda dt: GaussianMixture(2, dtype=dt, random_state=0),
+    "gmm-diag": lambda dt: GaussianMixture(2, covariance_type="diag", dtype=dt, random_state=0),
+    "hmm-diag": lambda dt: GaussianHMM(2, dtype=dt, random_state=0, n_iter=100, tol=1e-4),
+    "hmm-full": lambda dt: GaussianHMM(
+        2, covariance_type="full", dtype=dt, random_state=0, n_iter=100, tol=1e-4
+    ),
+    "bgmm-full": lambda dt: BayesianGaussianMixture(n_components=2, dtype=dt, random_state=0),
+    "bgmm-diag": lambda dt: BayesianGaussianMixture(
+        n_components=2, covariance_type="diag", dtype=dt, random_state=0
+    ),
+}
+
+
+def _means(model):
+    if hasattr(model, "components_"):  # MixtureModel
+        return np.stack([np.asarray(c["loc"], dtype=np.float64) for c in model.components_])
+    return np.asarray(model.means_, dtype=np.float64)
+
+
+def _covariances(model):
+    if hasattr(model, "components_"):
+        return np.stack(
+            [
+                c["scale"] ** 2 if "scale" in c else c["scale_tril"] @ c["scale_tril"].T
+                for c in model.components_
+            ]
+        )
+    return np.asarray(model.covars_ if hasattr(model, "covars_") else model.covariances_)
+
+
+MIXTURE_MODELS = {
+    # tol: MixtureModel's default stopping (1e-3 per sample) ends float32 and float64 runs at
+    # different iterations; converged, they agree
+    "mixture-normal": lambda dt: MixtureModel("normal", 2, dtype=dt, random_state=0, tol=1e-6),
+    "mixture-mvn": lambda dt: MixtureModel("mvn", 2, dtype=dt, random_state=0, tol=1e-6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXTURE_MODELS))
+def test_mixture_model_float32_far_from_the_origin_matches_float64(name):
+    """MixtureModel's normal/mvn statistics are centred on the data mean (before: raw moments,
+    variances 7% off at 1e6 in float32). Its fitted ``loc`` is stored as float32 near 1e6
+    (spacing 0.0625) and used so by torch.distributions: 1e6, not 1e7, is what that allows."""
+    _compare(MIXTURE_MODELS[name], 1e6)
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e7])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_float32_fit_far_from_the_origin_matches_float64(name, offset):
+    """The same float32-rounded values fitted in float32 and float64 give the same model.
+
+    Means: float32 stores a fitted mean near ``offset`` rounded to its spacing there (0.0625 at
+    1e6, 1.0 at 1e7), so they may differ by that spacing — half of it for rounding the
+    attribute, half for the float32 shift the statistics are centred on — and by 0.01 for
+    float32 arithmetic in the E-steps. Covariances, which are differences about the shift,
+    keep float32's relative precision: 1% covers the sums of 2000 float32 terms and a
+    different stopping iteration. Before the fix: GaussianHMM means −27 and 1.5 at 1e6,
+    GaussianMixture a component collapsed onto the value 3 (variance 1e-6) at 1e7.
+    """
+    _compare(MODELS[name], offset)
+
+
+def _compare(make, offset):
+    X = (_two_clusters() + offset).astype(np.float32)
+    fits = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of either run are beside the point
+        for dt in ("float64", "float32"):
+            fits[dt] = make(dt).fit(X.astype(dt))
+    order = {dt: np.argsort(_means(m)[:, 0]) for dt, m in fits.items()}
+    m64 = _means(fits["float64"])[order["float64"]] - offset
+    m32 = _means(fits["float32"])[order["float32"]] - offset
+    spacing = float(np.spacing(np.float32(offset)))
+    np.testing.assert_allclose(m32, m64, atol=spacing + 1e-2, rtol=0)
+    assert abs(m64[0, 0]) < 0.2 and abs(m64[1, 0] - 3) < 0.2  # both found the two clusters
+    c64 = _covariances(fits["float64"])[order["float64"]]
+    c32 = _covariances(fits["float32"])[order["float32"]]
+    np.testing.assert_allclose(c32, c64, rtol=1e-2, atol=1e-6)
+
+
+def test_weighted_mean_keeps_float32_precision_far_from_the_origin():
+    """A float32 dot product of 2000 values near 1e7 drifts by ~190; the float64-accumulated
+    mean is within float32's spacing (1.0 at 1e7) of numpy's float64 mean of the same values."""
+    X = (_two_clusters() + 1e7).astype(np.float32)
+    w = np.random.default_rng(1).uniform(0.5, 2, len(X))
+    expected = (w @ X.astype(np.float64)) / w.sum()
+    got = weighted_mean(torch.as_tensor(X), torch.as_tensor(w, dtype=torch.float32))
+    assert got.dtype == torch.float32
+    assert abs(float(got[0]) - expected[0]) <= 1.0
+    # a constant column's mean is its value exactly (20 · 1e300 / 20 rounds otherwise)
+    const = torch.full((20, 2), 1e300, dtype=torch.float64)
+    assert torch.equal(weighted_mean(const), const[0])
+
+
+def test_kmeans_float32_far_from_the_origin_finds_the_float64_centres():
+    X = _two_clusters() + 1e6
+    out = {}
+    for dt in (torch.float64, torch.float32):
+        Xt = torch.as_tensor(X.astype(np.float32), dtype=dt)
+        gen = torch.Generator().manual_seed(0)
+        C, _ = kmeans(Xt, 2, torch.ones(len(X), dtype=dt), gen)
+        out[dt] = np.sort(C.double().numpy()[:, 0]) - 1e6
+    # float32 centres round to the spacing at 1e6 (0.0625); before: both at the data mean
+    np.testing.assert_allclose(out[torch.float32], out[torch.float64], atol=0.0625 + 1e-3)
+
+
+# ---------------------------------------------------------------------- degenerate components
+
+
+def _tied_data(seed=0):
+    """200 Gaussian rows plus 12 rows whose feature 1 is exactly 4.0 (rows 200-211)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (200, 2))
+    tied = np.column_stack([rng.normal(0, 1, 12), np.full(12, 4.0)])
+    return np.vstack([X, tied])
+
+
+def _start_on_the_tie():
+    return dict(
+        means_init=[[0.0, -0.5], [0.0, 0.5], [0.0, 4.0]],
+        weights_init=[0.45, 0.45, 0.1],
+        precisions_init=[[1.0, 1.0], [1.0, 1.0], [1.0, 100.0]],
+    )
+
+
+def test_gaussian_mixture_flags_a_component_on_tied_values():
+    X = _tied_data()
+    with pytest.warns(DegenerateComponentWarning) as caught:
+        m = GaussianMixture(3, covariance_type="diag", **_start_on_the_tie()).fit(X)
+    assert m.covariances_[2, 1] == pytest.approx(m.reg_covar, rel=1e-6)  # the floor
+    assert m.degenerate_components_ == [2]
+    msg = str(caught[0].message)
+    assert "component 2" in msg and "feature 1" in msg and "on 12 row(s)" in msg
+    assert "200, 201, 202" in msg  # the tied rows, by construction
+    # the same data without the tie: no warning, nothing flagged
+    X2 = X.copy()
+    X2[200:, 1] += np.random.default_rng(5).normal(0, 0.5, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        m2 = GaussianMixture(3, covariance_type="diag", **_start_on_the_tie()).fit(X2)
+    assert m2.degenerate_components_ == []
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_degenerate_components_other_covariance_types(covariance_type):
+    """A full covariance flat along a direction (a line of points) and a spherical one on a
+    single repeated point are flagged; the scatter of an ordinary component is not."""
+    data_cov = torch.eye(2, dtype=torch.float64)
+    if covariance_type == "full":
+        u = torch.tensor([1.0, 1.0], dtype=torch.float64) / 2**0.5
+        scatter = torch.stack([torch.outer(u, u), torch.eye(2, dtype=torch.float64) * 0.3])
+        found = degenerate_components(scatter, "full", data_cov, 1e-6)
+        assert found == {0: None}  # flat along (1, -1), which is no single feature
+    else:
+        scatter = torch.tensor([0.0, 0.4], dtype=torch.float64)
+        assert degenerate_components(scatter, "spherical", data_cov, 1e-6) == {0: None}
+    assert degenerate_components(scatter[1:], covariance_type, data_cov, 1e-6) == {}
+
+
+# ---------------------------------------------------------------------- overflow
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dt: GaussianMixture(2, dtype=dt),
+        lambda dt: BayesianGaussianMixture(n_components=2, dtype=dt),
+        lambda dt: GaussianHMM(2, dtype=dt),
+        lambda dt: GMMHMM(2, n_mix=2, dtype=dt),
+    ],
+)
+@pytest.mark.parametrize("dtype,scale", [("float64", 1e300), ("float32", 1e36)])
+def test_overflowing_data_is_reported_as_overflow(make, dtype, scale):
+    """Before: a DegenerateComponentError ("collapsed") or "zero probability under every state"."""
+    X = _two_clusters(50, 2) * scale
+    with pytest.raises(DataError, match=rf"overflow {dtype}.*rescale X"):
+        make(dtype).fit(X)
+
+
+@pytest.mark.parametrize("cls", [GaussianMixture, BayesianGaussianMixture])
+def test_overflowing_sample_weight_is_reported_as_overflow(cls):
+    X = _two_clusters(50, 2)
+    with pytest.raises(DataError, match=r"sample_weight sums to inf.*overflow float64"):
+        cls(n_components=2).fit(X, sample_weight=np.full(len(X), 1e308))
+
+
+# ---------------------------------------------------------------------- edges
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GaussianMixture(2),
+        lambda: GaussianMixture(2, covariance_type="diag"),
+        lambda: GaussianHMM(2),
+    ],
+)
+@pytest.mark.parametrize("value", [5.0, 1e300])
+def test_constant_data_gives_finite_parameters(make, value):
+    """Constant data (far from the origin too): every variance is the regularisation, every
+    parameter finite. Before: at 1e300 the mean rounded off the value (deviations 1e284, squares
+    inf) and GaussianHMM's prior term computed 0 · inf = NaN."""
+    X = np.full((20, 2), value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = make().fit(X)
+    np.testing.assert_array_equal(m.means_, X[:2])
+    cov = _covariances(m)
+    assert np.all(np.isfinite(cov)) and np.isfinite(m.score(X))
