@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.gaussian import degenerate_components, weighted_mean
 from latentfit.em.gmm import GaussianMixture
 from latentfit.em.hmm.gaussian import GMMHMM, GaussianHMM
@@ -231,3 +232,87 @@ def test_constant_data_gives_finite_parameters(make, value):
     np.testing.assert_array_equal(m.means_, X[:2])
     cov = _covariances(m)
     assert np.all(np.isfinite(cov)) and np.isfinite(m.score(X))
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_gaussian_hmm_flags_a_state_on_tied_values(covariance_type):
+    X = _tied_data()
+    with pytest.warns(DegenerateComponentWarning, match=r"state \d \(on 12 row\(s\): 200, 201"):
+        m = GaussianHMM(3, covariance_type=covariance_type, random_state=0, n_iter=100).fit(X)
+    (k,) = m.degenerate_components_
+    assert m.means_[k, 1] == pytest.approx(4.0)
+    clean = np.random.default_rng(3).normal(0, 1, (300, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        m2 = GaussianHMM(2, covariance_type=covariance_type, random_state=0).fit(clean)
+    assert m2.degenerate_components_ == []
+
+
+@pytest.mark.parametrize("family", ["normal", "mvn"])
+def test_mixture_model_flags_a_component_on_tied_values(family):
+    X = _tied_data()
+    with pytest.warns(DegenerateComponentWarning, match=r"component \d \(on 12 row\(s\): 200"):
+        m = MixtureModel(family, 3, random_state=0, n_init=5).fit(X)
+    (k,) = m.degenerate_components_
+    assert m.components_[k]["loc"][1] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full", "tied", "spherical"])
+def test_gmmhmm_on_identical_values_gives_finite_covariances(covariance_type):
+    """hmmlearn's GMMHMM update has no floor: a mixture component on identical values got a
+    zero variance and the next E-step raised "collapsed" naming reg_covar, which GMMHMM lacks."""
+    for X in (np.full((20, 2), 5.0), np.repeat(_two_clusters(1, 2), 10, axis=0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = GMMHMM(2, n_mix=2, covariance_type=covariance_type, random_state=0).fit(X)
+        assert np.all(np.isfinite(m.covars_)) and np.isfinite(m.score(X))
+
+
+def test_bgmm_singular_default_prior_is_a_clear_error():
+    """Two distinct points in two dimensions: the default covariance_prior (cov(X)) is singular.
+    Before: float32 raised "component collapsed", float64 returned elbo_ from a singular prior."""
+    X = np.repeat(_two_clusters(1, 2), 10, axis=0)
+    for dt in ("float64", "float32"):
+        with pytest.raises(DataError, match=r"lower-dimensional subspace.*covariance_prior"):
+            BayesianGaussianMixture(n_components=3, dtype=dt).fit(X)
+    # the same data with a covariance_prior fits
+    m = BayesianGaussianMixture(n_components=2, covariance_prior=np.eye(2)).fit(X)
+    assert np.isfinite(m.elbo_)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+@pytest.mark.parametrize("offset", [1e6, 1e7])
+def test_factor_models_float32_far_from_the_origin_match_float64(cls, offset):
+    """The starting mean was a float32 dot product (off by 3-16 at 1e7, its square added to
+    the start's variances; FactorAnalysis' covariance then 16% off). Now the mean agrees to
+    float32's spacing at the offset and the covariance to 1e-3 (float32 sums of 2000 rows)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 5)) + rng.normal(0, 0.3, (2000, 5))
+    X32 = (X + offset).astype(np.float32)
+    fits = {
+        dt: cls(n_components=2, dtype=dt, random_state=0, tol=1e-8, max_iter=2000).fit(
+            X32.astype(dt)
+        )
+        for dt in ("float64", "float32")
+    }
+    spacing = float(np.spacing(np.float32(offset)))
+    np.testing.assert_allclose(fits["float32"].mean_, fits["float64"].mean_, atol=spacing, rtol=0)
+    c64, c32 = (fits[dt].get_covariance() for dt in ("float64", "float32"))
+    assert np.abs(c32 - c64).max() <= 1e-3 * np.abs(c64).max()
+
+
+def test_gmmhmm_float32_far_from_the_origin_matches_float64():
+    """GMMHMM keeps its mixture means about the data mean during a fit (before: float32 means
+    re-rounded to 0.0625 every iteration at 1e6, covariances 4% off). Means agree to float32's
+    spacing at 1e6, covariances to 1%. (At 1e7 float32 data are integers, and a component
+    collapses onto one of them in float64 too: nothing to compare there.)"""
+    X = (_two_clusters() + 1e6).astype(np.float32)
+    fits = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for dt in ("float64", "float32"):
+            fits[dt] = GMMHMM(2, n_mix=2, dtype=dt, random_state=0, n_iter=50).fit(X.astype(dt))
+    m64, m32 = (np.sort(np.asarray(fits[dt].means_, np.float64).ravel()) for dt in fits)
+    np.testing.assert_allclose(m32, m64, atol=0.0625 + 1e-2, rtol=0)
+    c64, c32 = (np.sort(np.asarray(fits[dt].covars_, np.float64).ravel()) for dt in fits)
+    np.testing.assert_allclose(c32, c64, rtol=1e-2)

@@ -492,13 +492,17 @@ def degenerate_components(
 
 
 def describe_degenerate(
-    model: str, found: dict[int, int | None], rows: dict[int, list[int]] | None, floor_name: str
+    model: str,
+    found: dict[int, int | None],
+    rows: dict[int, list[int]] | None,
+    floor_name: str,
+    noun: str = "component",
 ) -> str:
     """The DegenerateComponentWarning message: which component, on which rows, what to try."""
     parts = []
     for k, j in sorted(found.items()):
         where = f" in feature {j}" if j is not None else ""
-        text = f"component {k}"
+        text = f"{noun} {k}"
         if rows is not None:
             r = rows.get(k, [])
             shown = ", ".join(str(i) for i in r[:10]) + (", ..." if len(r) > 10 else "")

@@ -34,6 +34,7 @@ from latentfit.em.gaussian import (
     weighted_mean,
 )
 from latentfit.em.gmm import GaussianMixture
+from latentfit.errors import DataError
 from latentfit.io import serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -160,15 +161,28 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
             )
         if self.covariance_prior is None:
             if float(wsum) <= 1:
-                raise ValueError("the default covariance_prior needs a total weight above 1")
+                raise DataError(
+                    "the default covariance_prior needs a total sample_weight above 1 (it is "
+                    "the unbiased covariance of X); pass covariance_prior or larger weights"
+                )
             Xc = X - xbar
             emp = (Xc * w.unsqueeze(1)).T @ Xc / (wsum - 1)  # (d, d) unbiased, as np.cov
             flat = (emp.diagonal() <= 0).nonzero().flatten().tolist()
             if flat:
-                raise ValueError(
+                raise DataError(
                     f"column {flat[0]} of X is constant, so the default covariance_prior (the "
                     "covariance of X) is singular; drop the column or pass covariance_prior"
                 )
+            if ct in ("full", "tied") and d > 1:
+                lam = torch.linalg.eigvalsh(emp.double())  # ascending
+                if not float(lam[0]) > 1e-12 * float(lam[-1]):
+                    raise DataError(
+                        "the rows of X (with positive sample_weight) lie in a lower-dimensional "
+                        "subspace (e.g. fewer distinct points than features + 1, or collinear "
+                        "columns), so the default covariance_prior (the covariance of X) is "
+                        f"singular for covariance_type={ct!r}; pass covariance_prior, use "
+                        "covariance_type='diag', or drop the redundant columns"
+                    )
             cov0 = {
                 "full": emp,
                 "tied": emp,

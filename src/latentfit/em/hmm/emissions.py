@@ -356,7 +356,8 @@ def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: st
         num = n + alpha - 1
         den = (post + (alpha - 1).sum(1)).unsqueeze(1)
         new_w = num / torch.where(den > 0, den, 1.0)
-        ok = (den > 0).squeeze(1) & (num >= 0).all(1)
+        # a state with (rounding) mass but no component mass keeps its weights, never 0/x
+        ok = (den > 0).squeeze(1) & (num >= 0).all(1) & (num.sum(1) > 0)
         weights = torch.where(ok.unsqueeze(1), new_w, weights)
     delta = torch.zeros_like(means)
     if "m" in update:
