@@ -316,3 +316,29 @@ def test_gmmhmm_float32_far_from_the_origin_matches_float64():
     np.testing.assert_allclose(m32, m64, atol=0.0625 + 1e-2, rtol=0)
     c64, c32 = (np.sort(np.asarray(fits[dt].covars_, np.float64).ravel()) for dt in fits)
     np.testing.assert_allclose(c32, c64, rtol=1e-2)
+
+
+def test_bgmm_flags_a_collapsed_component_only_without_a_real_prior():
+    """The default covariance_prior (the data covariance) keeps every component off the floor;
+    a tiny one lets the component on 12 identical rows (300-311) collapse, and it is flagged."""
+    rng = np.random.default_rng(0)
+    X = np.vstack(
+        [
+            rng.normal(0, 1, (200, 2)),
+            rng.normal(0, 1, (100, 2)) + 10,
+            np.full((12, 2), [-10.0, 10.0]),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        m = BayesianGaussianMixture(n_components=3, covariance_type="full", random_state=0).fit(X)
+    assert m.degenerate_components_ == []
+    with pytest.warns(DegenerateComponentWarning, match=r"on 12 row\(s\): 300, 301"):
+        m = BayesianGaussianMixture(
+            n_components=3,
+            covariance_type="full",
+            random_state=0,
+            covariance_prior=1e-9 * np.eye(2),
+        ).fit(X)
+    (k,) = m.degenerate_components_
+    assert np.linalg.eigvalsh(m.covariances_[k])[0] <= 2 * m.reg_covar

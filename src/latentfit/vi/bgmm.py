@@ -9,6 +9,7 @@ q(π) q(μ, Λ), and the monitored objective is the ELBO. The math lives in
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
@@ -28,13 +29,15 @@ from latentfit.em.estimator import (
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
+    degenerate_components,
+    describe_degenerate,
     gaussian_mstep,
     moment_stats,
     precisions_from_cholesky,
     weighted_mean,
 )
 from latentfit.em.gmm import GaussianMixture
-from latentfit.errors import DataError
+from latentfit.errors import DataError, DegenerateComponentWarning
 from latentfit.io import serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -228,12 +231,41 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         result = self._run_em(hooks, TensorChunks(X, w, rows))
         self._prior = prior
         self._store_result(result)
+        self._check_degenerate(X, w, result.params)
         const = float(
             elbo_constant(prior, self.n_components, float(w.sum()), d, self.covariance_type)
         )
         self.elbo_ = self.lower_bound_ + const
         self.elbos_ = [b + const for b in self.lower_bounds_]
         return X
+
+    def _check_degenerate(self, X: torch.Tensor, w: torch.Tensor, params: dict) -> None:
+        """``degenerate_components_``: components holding data (Σ r ≥ 1) whose posterior-mean
+        covariance sits at the reg_covar floor on (near-)identical points. The Wishart prior
+        keeps them off the floor unless ``covariance_prior`` is tiny (the default, the data
+        covariance, never lets one collapse); warns naming them and their rows."""
+        ct = self.covariance_type
+        cov = params["cov"].double()
+        if ct in ("full", "tied"):
+            scatter = cov - self.reg_covar * torch.eye(cov.shape[-1], dtype=cov.dtype)
+        else:
+            scatter = cov - self.reg_covar
+        shift = params.get("shift", weighted_mean(X, w))
+        Xc = (X - shift).double()
+        wd = w.double() / w.double().sum()
+        data_cov = (Xc * wd.unsqueeze(1)).T @ Xc - torch.outer(wd @ Xc, wd @ Xc)  # (d, d)
+        found = degenerate_components(scatter, ct, data_cov, self.reg_covar)
+        nk = params["nk"].double() if "nk" in params else None
+        found = {k: j for k, j in found.items() if nk is None or float(nk[k]) >= 1}
+        self.degenerate_components_ = sorted(found)
+        if found:
+            label = self._log_joint(X).argmax(1)  # (n,)
+            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
+            warnings.warn(
+                describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
+                DegenerateComponentWarning,
+                stacklevel=4,
+            )
 
     def _initial_resp(self, X: torch.Tensor, w: torch.Tensor, gen: torch.Generator):
         """Starting responsibilities (n, k), by the same methods as GaussianMixture."""
@@ -400,6 +432,7 @@ class _BGMMHooks:
         }
         out = {k: v.to(dt) for k, v in out.items()}
         out["shift"] = self.shift
+        out["nk"] = stats["S0"].to(dt)  # (k,) for the degenerate-component check
         return out
 
     def mstep(self, params, stats):
