@@ -342,3 +342,30 @@ def test_bgmm_flags_a_collapsed_component_only_without_a_real_prior():
         ).fit(X)
     (k,) = m.degenerate_components_
     assert np.linalg.eigvalsh(m.covariances_[k])[0] <= 2 * m.reg_covar
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dt: GaussianMixture(2, dtype=dt, random_state=0, missing="marginalize"),
+        lambda dt: GaussianHMM(2, dtype=dt, random_state=0, missing="marginalize", n_iter=50),
+    ],
+)
+def test_missing_data_float32_far_from_the_origin_matches_float64(make):
+    """The mean imputation that starts a fit with NaNs summed in float32 (means 2 and 2, or 1
+    and 56, at 1e7). Means agree to float32's spacing at 1e7 (1.0), covariances to 1%."""
+    rng = np.random.default_rng(0)
+    X = _two_clusters(1000, 2)
+    rng.shuffle(X)
+    X = (X + 1e7).astype(np.float32).astype(np.float64)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    fits = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for dt in ("float64", "float32"):
+            fits[dt] = make(dt).fit(X.astype(dt))
+    m64, m32 = (np.sort(_means(fits[dt])[:, 0]) for dt in ("float64", "float32"))
+    np.testing.assert_allclose(m32, m64, atol=1.0, rtol=0)
+    assert abs(m64[0] - 1e7) < 0.2 and abs(m64[1] - 1e7 - 3) < 0.2
+    c64, c32 = (np.sort(_covariances(fits[dt])[:, 0, 0]) for dt in ("float64", "float32"))
+    np.testing.assert_allclose(c32, c64, rtol=1e-2)

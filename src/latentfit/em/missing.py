@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 
 from latentfit.em.gaussian import covariances_from_precisions
+from latentfit.errors import DataError
 
 __all__ = [
     "MissingMoments",
@@ -67,16 +68,18 @@ def impute_mean(X: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     nan = torch.isnan(X)
     if not bool(nan.any()):
         return X
-    obs = (~nan).to(X.dtype)
+    obs = (~nan).double()
     w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device) if w is None else w
-    mass = w @ obs  # (d,)
+    wd = w.double()
+    mass = wd @ obs  # (d,)
     empty = (mass <= 0).nonzero()
     if len(empty):
-        raise ValueError(
+        raise DataError(
             f"column {int(empty[0])} has no observed value: it cannot be estimated; drop it"
         )
-    mean = (w @ torch.where(nan, 0, X)) / mass  # (d,)
-    return torch.where(nan, mean, X)
+    # accumulated in float64: a float32 sum of values near 1e7 drifts by hundreds
+    mean = (wd @ torch.where(nan, 0, X).double()) / mass  # (d,)
+    return torch.where(nan, mean.to(X.dtype), X)
 
 
 def _as_matrices(covariances: torch.Tensor, covariance_type: str, k: int, d: int):
