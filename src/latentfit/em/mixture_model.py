@@ -392,10 +392,15 @@ class MixtureModel(BaseMixture):
         return {n[len(prefix) :]: v for n, v in params.items() if n.startswith(prefix)}
 
     def _c_log_prob(self, params, X):
-        cols = [
-            FAMILIES[f].dist(self._component(params, k)).log_prob(X)
-            for k, f in enumerate(self.families_)
-        ]
+        shift = params.get("shift")
+        Xc = X - shift if shift is not None else None  # (n, d)
+        cols = []
+        for k, f in enumerate(self.families_):
+            p = self._component(params, k)
+            if Xc is not None and "delta" in p:  # about the fit's centre: see _c_mstep
+                cols.append(FAMILIES[f].dist({**p, "loc": p["delta"]}).log_prob(Xc))
+            else:
+                cols.append(FAMILIES[f].dist(p).log_prob(X))
         return torch.stack(cols, 1)  # (n, k)
 
     def _fit(self, X, y, sample_weight):
@@ -465,11 +470,15 @@ class MixtureModel(BaseMixture):
                 except DegenerateComponentError as err:
                     raise DegenerateComponentError(f"component {k}: {err}") from None
                 if f in _GAUSSIAN and shift is not None:
-                    est["loc"] = est["loc"] + shift
+                    # keep the location about the centre too: in float32 the absolute one
+                    # rounds to the spacing of data far from the origin (1.0 at 1e7)
+                    est["delta"], est["loc"] = est["loc"], est["loc"] + shift
                 for n, v in est.items():
                     out[f"c{k}.{n}"] = v
         finally:
             self._niw = niw
+        if shift is not None:
+            out["shift"] = shift
         return out
 
     def _c_keep(self, new, old, keep):
@@ -505,7 +514,11 @@ class MixtureModel(BaseMixture):
         self._params = {k: v.detach() for k, v in params.items()}
         self.weights_ = self._params["weights"].cpu().numpy()
         self.components_ = [
-            {n: v.cpu().numpy() for n, v in self._component(self._params, k).items()}
+            {
+                n: v.cpu().numpy()
+                for n, v in self._component(self._params, k).items()
+                if n != "delta"  # the fit's own centred copy of loc
+            }
             for k in range(len(self.weights_))
         ]
 
