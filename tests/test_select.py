@@ -111,3 +111,23 @@ def test_categorical_sweep_with_a_rare_category_cross_validates():
     assert all(r["error"] is None and "cv_error" not in r for r in res.rows)
     assert all(np.isfinite(r["cv_loglik"]) for r in res.rows)
     assert list(res.models[0].n_categories_) == [3, 3, 6, 3]
+
+
+def test_degenerate_fit_is_na_and_never_best(faithful):
+    """faithful, diag K=5: one component sits on the 14 rows with waiting = 83 (variance
+    exactly reg_covar), whose BIC 2220.6 would beat every real fit (mclust: NA). It is NA in
+    the table and the best model is the best real fit, tied K=3 (mclust's EEE, 3 components)."""
+    kw = dict(n_init=10, tol=1e-8, max_iter=1000)
+    res = select_model(faithful, n_components=[3, 5], covariance_types=["tied", "diag"], **kw)
+    row = next(r for r in res.rows if (r["variant"], r["n_components"]) == ("diag", 5))
+    model = res.models[res.rows.index(row)]
+    assert row["degenerate"] == model.degenerate_components_ and len(row["degenerate"]) == 1
+    k = row["degenerate"][0]
+    rows = np.flatnonzero(model.predict(faithful) == k)
+    assert np.all(faithful[rows, 1] == 83.0) and len(rows) == np.sum(faithful[:, 1] == 83.0)
+    assert model.bic(faithful) < min(r["bic"] for r in res.rows if r is not row)  # the trap
+    assert math.isnan(row["bic"]) and "DegenerateComponentWarning" in row["warnings"]
+    assert (res.best_row_["variant"], res.best_row_["n_components"]) == ("tied", 3)
+    line = next(ln for ln in res.table().splitlines() if ln.strip().startswith("5"))
+    assert "NA" in line
+    assert "NA: degenerate component(s)" in res.summary()

@@ -5,7 +5,10 @@ held-out log-likelihood.
 covariance types of a family, or any list of estimators — and returns a
 :class:`SelectionResult` whose :meth:`~SelectionResult.table` reads like mclust's BIC table
 (Fraley & Raftery 2002): one row per size, one column per covariance type, the best entry
-marked. A candidate whose fit fails is reported with its error and never stops the sweep.
+marked. A candidate whose fit fails is reported with its error and never stops the sweep; one
+whose fit has a degenerate component (its variance at the regularisation floor on a handful of
+tied points, see :func:`latentfit.em.gaussian.degenerate_components`) is reported as NA, as
+mclust does, since its likelihood is not that of a real fit.
 
 Criteria follow scikit-learn's sign (lower is better): BIC = −2 log L + p log n (Schwarz 1978),
 AIC = −2 log L + 2p (Akaike 1974), ICL = BIC − 2 Σ_n log p(ẑ_n | x_n) (Biernacki, Celeux &
@@ -36,8 +39,9 @@ class SelectionResult:
 
     ``rows``: one dict per candidate with ``label``, ``n_components``, ``variant`` (the
     covariance type or family), ``loglik`` (total), ``n_parameters``, ``bic``, ``aic``,
-    ``icl``, ``cv_loglik`` (mean held-out log-likelihood per sample, when asked), ``converged``
-    and ``error`` (None, or why the fit failed; its criteria are then NaN).
+    ``icl``, ``cv_loglik`` (mean held-out log-likelihood per sample, when asked), ``converged``,
+    ``error`` (None, or why the fit failed; its criteria are then NaN) and ``degenerate`` (the
+    model's degenerate components; when any, its criteria are NaN too: NA in the tables).
     """
 
     rows: list[dict]
@@ -72,7 +76,9 @@ class SelectionResult:
         best = self.best_index(crit)
         cell = {(r["n_components"], r["variant"]): (i, r) for i, r in enumerate(self.rows)}
         order = "higher" if crit == "cv_loglik" else "lower"
-        lines = [f"{crit.upper()} ({order} is better; * marks the best, NA a failed fit)"]
+        lines = [
+            f"{crit.upper()} ({order} is better; * marks the best, NA a failed or degenerate fit)"
+        ]
         width = max(12, *(len(v) + 2 for v in variants))
         lines.append("K".rjust(4) + "".join(v.rjust(width) for v in variants))
         for k in sizes:
@@ -98,6 +104,12 @@ class SelectionResult:
         for r in self.rows:
             if r["error"]:
                 lines.append(f"{r['label']:<22}  failed: {r['error']}")
+                continue
+            if r.get("degenerate"):
+                lines.append(
+                    f"{r['label']:<22}{r['loglik']:>12.2f}{r['n_parameters']:>8d}  NA: "
+                    f"degenerate component(s) {r['degenerate']}"
+                )
                 continue
             line = f"{r['label']:<22}{r['loglik']:>12.2f}{r['n_parameters']:>8d}"
             for c in ("bic", "aic", "icl"):
@@ -281,6 +293,7 @@ def select_model(
     rows, models = [], []
     for i, (label, est, k, variant) in enumerate(entries):
         row = {"label": label, "n_components": k, "variant": variant, "error": None}
+        row["degenerate"] = []
         row.update(loglik=math.nan, n_parameters=0, bic=math.nan, aic=math.nan, icl=math.nan)
         row["cv_loglik"] = math.nan if cv else None
         row["converged"] = False
@@ -297,6 +310,12 @@ def select_model(
                         row["cv_error"] = _describe(err)
             row["converged"] = bool(getattr(model, "converged_", True))
             row["warnings"] = sorted({type(w.message).__name__ for w in caught})
+            degenerate = list(getattr(model, "degenerate_components_", None) or [])
+            row["degenerate"] = degenerate
+            if degenerate:  # not a real fit: NA, as mclust (its loglik is kept for inspection)
+                row.update(bic=math.nan, aic=math.nan, icl=math.nan)
+                if cv:
+                    row["cv_loglik"] = math.nan
         except _FIT_ERRORS as err:
             row["error"] = _describe(err)
             model = None
@@ -308,4 +327,10 @@ def select_model(
     failed = sum(r["error"] is not None for r in rows)
     if failed:
         result.notes.append(f"{failed} of {len(rows)} fits failed and are shown as NA")
+    degenerate = sum(bool(r.get("degenerate")) for r in rows)
+    if degenerate:
+        result.notes.append(
+            f"{degenerate} of {len(rows)} fits have a degenerate component (variance at the "
+            "regularisation floor on tied points) and are shown as NA"
+        )
     return result

@@ -15,6 +15,7 @@ from latentfit import GaussianMixture
 from latentfit.datasets import load_faithful
 from latentfit.em.driver import EMMonotonicityWarning
 from latentfit.em.gaussian import DegenerateComponentError
+from latentfit.errors import DegenerateComponentWarning
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -204,9 +205,12 @@ def test_collapsed_component_is_named_and_never_nan():
     with pytest.raises(DegenerateComponentError, match=r"component\(s\) \[1\].*reg_covar"):
         gm.fit(X)
     assert not hasattr(gm, "means_")  # nothing half-fitted is left behind
-    ok = GaussianMixture(2, **start).fit(X)  # the default reg_covar keeps it positive definite
+    # the default reg_covar keeps it positive definite, and the fit says it is degenerate
+    with pytest.warns(DegenerateComponentWarning, match=r"component 1 \(on 5 row\(s\): 40, 41"):
+        ok = GaussianMixture(2, **start).fit(X)
     assert np.all(np.isfinite(ok.covariances_))
     assert ok.covariances_[1].diagonal() == pytest.approx([1e-6, 1e-6], rel=1e-3)
+    assert ok.degenerate_components_ == [1]
 
 
 @pytest.mark.parametrize("ct", TYPES)

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from latentfit._validation import check_positive_int, check_sample_weight, make_generator
 from latentfit.em.data import TensorChunks
 from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing
+from latentfit.em.gaussian import weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources import is_source
@@ -384,7 +385,7 @@ def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
     """Smallest noise variance allowed (as scikit-learn's FactorAnalysis): a tiny fraction of
     the data variance, so a coordinate explained exactly by the factors keeps Ψ invertible."""
     X = impute_mean(X, w)
-    mu = (w @ X) / w.sum()
+    mu = weighted_mean(X, w)  # float64-accumulated: a float32 w @ X drifts far from the origin
     var = float((w @ (X - mu).square()).mean() / w.sum())
     return 1e-12 * max(var, 1e-300)
 
@@ -412,7 +413,9 @@ class _FactorHooks:
     def initialize(self, data, generator):
         X = impute_mean(data.X, data.weights)  # only to start; the fit itself never imputes
         w = data.weights
-        mu = (w @ X) / w.sum()
+        # the float64-accumulated data mean: a float32 w @ X drifts by hundreds at 1e7, which
+        # then inflates var and the PCA start by its square
+        mu = weighted_mean(X, w)  # (d,)
         var = (w @ (X - mu).square()) / w.sum()  # (d,)
         d = X.shape[1]
         if self.init == "pca" and d <= _PCA_INIT_MAX_FEATURES:

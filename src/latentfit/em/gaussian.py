@@ -16,11 +16,12 @@ import math
 
 import torch
 
-from latentfit.errors import LatentfitError
+from latentfit.errors import DataError, LatentfitError
 
 __all__ = [
     "COVARIANCE_TYPES",
     "DegenerateComponentError",
+    "check_overflow",
     "covariances_from_precisions",
     "feature_stats",
     "gaussian_estep_stats",
@@ -35,6 +36,7 @@ __all__ = [
     "precision_cholesky",
     "precision_cholesky_from_precisions",
     "precisions_from_cholesky",
+    "weighted_mean",
 ]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -48,6 +50,62 @@ _REMEDY = (
     "Try increasing reg_covar (it is added to every variance), fewer components, "
     "scaling the data (e.g. StandardScaler), or removing constant/duplicated columns."
 )
+
+
+def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "X") -> None:
+    """Raise DataError when the Gaussian statistics of ``X`` (n, d) under weights ``w`` (n,)
+    would overflow X's dtype: Σ w, or Σ w (x − c)² ≤ Σ w · (max x − min x)² per column. Said as
+    overflow (with what to rescale), not left to surface later as a collapsed component."""
+    dt = X.dtype
+    big = torch.finfo(dt).max
+    label = str(dt).removeprefix("torch.")
+    total = float(w.double().sum()) if w is not None else float(X.shape[0])
+    if w is not None and not total <= big:
+        raise DataError(
+            f"sample_weight sums to {total:.3g}, which overflows {label} (largest number "
+            f"{big:.3g}): the weights overflow {label}. Rescale sample_weight (e.g. divide it by "
+            "its maximum; the fitted parameters depend only on the ratios of the weights)."
+        )
+    if X.numel() == 0:
+        return
+    finite = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
+    span = finite.amax(0) - finite.amin(0)  # (d,)
+    j = int(span.argmax())
+    worst = float(span[j])
+    if not worst * worst * max(total, 1.0) <= big:
+        exponent = math.floor(math.log10(worst if math.isfinite(worst) else big))
+        raise DataError(
+            f"column {j} of {name} spans {worst:.3g}: its squared deviations (summed over the "
+            f"weighted rows) overflow {label}, whose largest number is {big:.3g}. The values "
+            f"overflow {label}: rescale {name} (e.g. divide it by 1e{exponent} or standardise "
+            "the columns)" + (", or use float64." if dt != torch.float64 else ".")
+        )
+
+
+def weighted_mean(X: torch.Tensor, w: torch.Tensor | None = None, rows: int = 1 << 16):
+    """Σ w x / Σ w (d,) accumulated in float64, returned in X's dtype: the shift statistics are
+    centred on. A float32 dot product of n values near 1e7 drifts by hundreds (its running
+    sum rounds to the spacing of 1e10-sized totals); in float64 the mean keeps the precision
+    of the data. Chunks of ``rows`` bound the float64 copy."""
+    n, d = X.shape
+    total = torch.zeros(d, dtype=torch.float64, device=X.device)
+    mass = torch.zeros((), dtype=torch.float64, device=X.device)
+    lo = torch.full((d,), math.inf, dtype=torch.float64, device=X.device)
+    hi = -lo
+    for i in range(0, n, rows):
+        x = X[i : i + rows].double()
+        if w is None:
+            total += x.sum(0)
+            mass += x.shape[0]
+        else:
+            wi = w[i : i + rows].double()
+            total += wi @ x
+            mass += wi.sum()
+        finite = x.nan_to_num(nan=0.0)
+        lo, hi = torch.minimum(lo, finite.amin(0)), torch.maximum(hi, finite.amax(0))
+    # within the data's range: a constant column's mean is its value exactly (the rounding of
+    # 20 · 1e300 / 20 would leave deviations of 1e284, whose squares overflow)
+    return torch.minimum(torch.maximum(total / mass, lo), hi).to(X.dtype)
 
 
 def precision_cholesky(covariances: torch.Tensor, covariance_type: str) -> torch.Tensor:
@@ -355,3 +413,105 @@ def n_covariance_parameters(covariance_type: str, k: int, d: int) -> int:
         "diag": k * d,
         "spherical": k,
     }[covariance_type]
+
+
+def mixture_covariance(
+    weights: torch.Tensor, delta: torch.Tensor, covariances: torch.Tensor, covariance_type: str
+) -> torch.Tensor:
+    """Covariance (d, d) of the whole mixture, Σ π_k (Σ_k + (μ_k − μ̄)(μ_k − μ̄)ᵀ): at the
+    maximum likelihood, the weighted data covariance (plus the regularisation). ``delta`` are
+    the means about any point."""
+    k, d = delta.shape
+    w = weights / weights.sum()
+    full = fill_covariances(covariances, covariance_type, k, d)  # (k, d, d)
+    dev = delta - w @ delta  # (k, d)
+    return torch.einsum("k,kde->de", w, full) + (w.unsqueeze(1) * dev).T @ dev
+
+
+def fill_covariances(covariances: torch.Tensor, covariance_type: str, k: int, d: int):
+    """(k, d, d) matrices from any covariance type's storage."""
+    if covariance_type == "full":
+        return covariances
+    if covariance_type == "tied":
+        return covariances.expand(k, d, d)
+    if covariance_type == "diag":
+        return torch.diag_embed(covariances)
+    eye = torch.eye(d, dtype=covariances.dtype, device=covariances.device)
+    return covariances.reshape(k, 1, 1) * eye
+
+
+#: A component is degenerate when, in some direction, what the data give to its variance is at
+#: most the regularisation added to it and at most this fraction of the data's own variance in
+#: that direction (a standard deviation under 3% of the data's): points that are (nearly) tied.
+DEGENERATE_RTOL = 1e-3
+
+
+def degenerate_components(
+    scatter: torch.Tensor,
+    covariance_type: str,
+    data_cov: torch.Tensor,
+    floor: float,
+    rtol: float = DEGENERATE_RTOL,
+) -> dict[int, int | None]:
+    """Components that sit on a handful of (near-)identical points: {component: feature}.
+
+    ``scatter`` is each component's variance as the data give it, before any regularisation
+    (diag (k, d), spherical (k,), full (k, d, d)); ``floor`` is what the model adds to it
+    (``reg_covar``, a prior). A component is flagged when its smallest variance — per feature
+    (diag, spherical) or per eigen-direction (full) — is at most ``floor`` and at most ``rtol``
+    times the variance of the data ``data_cov`` (d, d), unregularised, in that direction: its
+    likelihood then grows without bound as the floor shrinks, which is not a fit (mclust
+    reports such models as NA). Directions in which the data themselves vary by no more than
+    the floor (a constant column) are the data's, not a component's, and are not flagged.
+    The feature is the one of smallest variance (None for a direction of a full covariance
+    that is no single feature). Tied covariances are shared, never one component's: {}.
+    """
+    if covariance_type == "tied":
+        return {}
+    scatter = scatter.double()
+    data_cov = data_cov.double()
+    dvar = data_cov.diagonal()  # (d,)
+    out: dict[int, int | None] = {}
+    if covariance_type in ("diag", "spherical"):
+        var = scatter if covariance_type == "diag" else scatter.unsqueeze(1)  # (k, d) or (k, 1)
+        ref = dvar if covariance_type == "diag" else dvar.mean().reshape(1)
+        bad = (var <= floor) & (var <= rtol * ref) & (ref > floor)  # (k, d)
+        for k in bad.any(1).nonzero().flatten().tolist():
+            j = int((var[k] / ref).argmin()) if covariance_type == "diag" else None
+            out[k] = j
+        return out
+    sym = 0.5 * (scatter + scatter.mT)
+    lam, vec = torch.linalg.eigh(sym)  # (k, d), (k, d, d) ascending
+    v = vec[..., 0]  # (k, d) direction of least variance
+    ref = torch.einsum("kd,de,ke->k", v, data_cov, v)  # data variance along it
+    bad = (lam[:, 0] <= floor) & (lam[:, 0] <= rtol * ref) & (ref > floor)
+    for k in bad.nonzero().flatten().tolist():
+        j = int(v[k].abs().argmax())
+        out[k] = j if float(v[k, j].abs()) > 1 - 1e-6 else None
+    return out
+
+
+def describe_degenerate(
+    model: str,
+    found: dict[int, int | None],
+    rows: dict[int, list[int]] | None,
+    floor_name: str,
+    noun: str = "component",
+) -> str:
+    """The DegenerateComponentWarning message: which component, on which rows, what to try."""
+    parts = []
+    for k, j in sorted(found.items()):
+        where = f" in feature {j}" if j is not None else ""
+        text = f"{noun} {k}"
+        if rows is not None:
+            r = rows.get(k, [])
+            shown = ", ".join(str(i) for i in r[:10]) + (", ..." if len(r) > 10 else "")
+            text += f" (on {len(r)} row(s): {shown})"
+        parts.append(text + f" has its variance{where} at the {floor_name} floor")
+    return (
+        f"{model}: " + "; ".join(parts) + ". Its points are (nearly) identical there, so its "
+        "likelihood is not a real fit and BIC/AIC favour it spuriously (mclust reports such "
+        "models as NA; select_model does too). Try fewer components, another random_state or "
+        "more n_init, or jitter/remove the tied values. The fitted model lists them in "
+        "degenerate_components_."
+    )

@@ -7,6 +7,8 @@ in :mod:`latentfit.em.gaussian`; this class holds parameters and adapts.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
@@ -25,16 +27,21 @@ from latentfit.em.estimator import (
 )
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
+    check_overflow,
     covariances_from_precisions,
+    degenerate_components,
+    describe_degenerate,
     gaussian_estep_stats,
     gaussian_features,
     gaussian_mstep,
+    mixture_covariance,
     moment_stats,
     n_covariance_parameters,
     natural_parameters,
     precision_cholesky,
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
+    weighted_mean,
 )
 from latentfit.em.kmeans import kmeans_plusplus, nearest_center
 from latentfit.em.missing import (
@@ -46,6 +53,7 @@ from latentfit.em.missing import (
 from latentfit.em.mixture_base import check_labels, fix_labelled
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources import is_source
+from latentfit.errors import DegenerateComponentWarning
 from latentfit.io import serializable
 
 __all__ = ["GaussianMixture"]
@@ -56,6 +64,16 @@ def _shift_of(params: dict) -> torch.Tensor:
     weighted data mean, set at initialisation) or, for parameters without one, the mixture mean."""
     shift = params.get("shift")
     return _shift(params["weights"], params["means"]) if shift is None else shift
+
+
+def _centred_means(params: dict, shift: torch.Tensor) -> torch.Tensor:
+    """μ_k − c (k, d). A fit keeps them as ``delta``: in float32 the absolute means of data far
+    from the origin are rounded to the spacing of the offset (1.0 at 1e7), which would move
+    every E-step's component by up to half of it, while the differences keep their digits."""
+    delta = params.get("delta")
+    if delta is not None and params.get("shift") is shift:
+        return delta
+    return params["means"] - shift
 
 
 def _shift(weights: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
@@ -201,6 +219,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         if n == 1:
             raise ValueError("GaussianMixture needs at least 2 samples; got n_samples=1")
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        check_overflow(X, w)
         self.n_features_in_ = d
         y = check_labels(labels, n, self.n_components, X.device)
         hooks = self._hooks(cache_features=self._cache_fits(X))
@@ -217,7 +236,35 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
 
     def _fit_em(self, data, hooks, reduce):
         self._store_result(self._run_em(hooks, data, reduce))
+        self._check_degenerate(getattr(data, "X", None))
         return data
+
+    def _check_degenerate(self, X: torch.Tensor | None) -> None:
+        """Set ``degenerate_components_`` and warn about components collapsed onto a handful
+        of (near-)identical points (:func:`~latentfit.em.gaussian.degenerate_components`),
+        naming their rows when the data is in memory."""
+        p, ct = self._params, self.covariance_type
+        shift = _shift_of(p)
+        cov = covariances_from_precisions(p["prec_chol"].double(), ct)
+        scatter = cov - self.reg_covar  # what the data give, before reg_covar
+        if ct in ("full", "tied"):
+            scatter = cov - self.reg_covar * torch.eye(cov.shape[-1], dtype=cov.dtype)
+        total = mixture_covariance(  # the data covariance, unregularised
+            p["weights"].double(), _centred_means(p, shift).double(), scatter, ct
+        )
+        found = degenerate_components(scatter, ct, total, self.reg_covar)
+        self.degenerate_components_ = sorted(found)
+        if not found:
+            return
+        rows = None
+        if X is not None:
+            label = self._log_joint(X).argmax(1)  # (n,)
+            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
+        warnings.warn(
+            describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
+            DegenerateComponentWarning,
+            stacklevel=4,
+        )
 
     # ------------------------------------------------------------------ parameters
     def _initial_params(self, data: TensorChunks, gen: torch.Generator) -> dict:
@@ -227,9 +274,11 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         moments keep their precision for data far from the origin (float32 included).
         """
         X, w = impute_mean(data.X, data.weights), data.weights  # NaNs only to start EM
-        shift = (w @ X) / w.sum()  # (d,)
+        shift = weighted_mean(X, w)  # (d,) accumulated in float64
         params = self._initial_estimates(X - shift, w, shift, gen, getattr(data, "labels", None))
         params["shift"] = shift
+        if "delta" not in params:  # means given by the user
+            params["delta"] = params["means"] - shift
         return params
 
     def _initial_estimates(self, X, w, shift, gen: torch.Generator, labels=None) -> dict:
@@ -243,17 +292,19 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         if resp is None:  # every parameter is given: nothing to estimate
             return self._given_params(X.shape[1])
         stats = moment_stats(X, w, resp * w.unsqueeze(1), self.covariance_type)
-        weights, means, cov = gaussian_mstep(stats, shift, self.reg_covar, self.covariance_type)
+        zero = torch.zeros_like(shift)
+        weights, delta, cov = gaussian_mstep(stats, zero, self.reg_covar, self.covariance_type)
         given = self._given_params(X.shape[1])
         if "prec_chol" in given:
             pc = given["prec_chol"]
         else:
             pc = precision_cholesky(cov, self.covariance_type)
-        return {
-            "weights": given.get("weights", weights),
-            "means": given.get("means", means),
-            "prec_chol": pc,
-        }
+        out = {"weights": given.get("weights", weights), "prec_chol": pc}
+        if "means" in given:
+            out["means"] = given["means"]
+        else:  # centred means kept as they are (see _centred_means)
+            out["means"], out["delta"] = shift + delta, delta
+        return out
 
     def _resp_from_labels(self, X, w, labels, gen) -> torch.Tensor:
         """Hard starting responsibilities that agree with the labels: component k starts at the
@@ -306,11 +357,12 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         shift = _shift_of(p)
         if has_missing(X):
             cov = covariances_from_precisions(p["prec_chol"], self.covariance_type)
-            lp = log_gaussian_prob_missing(X - shift, p["means"] - shift, cov, self.covariance_type)
+            mc = _centred_means(p, shift)
+            lp = log_gaussian_prob_missing(X - shift, mc, cov, self.covariance_type)
             return lp + p["weights"].log()
         # as the E-step computes them: log π_k + W_k · T(x − c) + b_k, one product per chunk of
         # rows (4-5x faster than the (n, k·d) Mahalanobis form for the whole of X at once)
-        W, b = natural_parameters(p["means"] - shift, p["prec_chol"], self.covariance_type)
+        W, b = natural_parameters(_centred_means(p, shift), p["prec_chol"], self.covariance_type)
         b = (b + p["weights"].log()).unsqueeze(1)  # (k, 1)
         out = torch.empty(W.shape[0], X.shape[0], dtype=X.dtype, device=X.device)  # (k, n)
         rows = self._chunk_rows(X.shape[1])
@@ -362,7 +414,7 @@ class _GMMHooks:
         if self.model.missing == "marginalize" and has_missing(X):
             if labels is not None:
                 raise ValueError("labels and missing values cannot be combined yet")
-            return gaussian_missing_estep_stats(*args)
+            return gaussian_missing_estep_stats(*args, delta=_centred_means(params, shift))
         return gaussian_estep_stats(
             *args,
             features=self._cached_features(X, shift),
@@ -378,7 +430,7 @@ class _GMMHooks:
         ):
             self._natural_key = key
             self._natural_value = natural_parameters(
-                params["means"] - shift, params["prec_chol"], self.ct
+                _centred_means(params, shift), params["prec_chol"], self.ct
             )
         return self._natural_value
 
@@ -402,21 +454,23 @@ class _GMMHooks:
             else S0 <= 0
         )
         stats = {k: v.double() for k, v in stats.items()}
-        weights, means, cov = gaussian_mstep(stats, shift.double(), self.model.reg_covar, self.ct)
+        zero = torch.zeros_like(shift, dtype=torch.float64)
+        weights, delta, cov = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
         if bool(empty.any()):
             # Documented recovery: an unused component keeps its mean and covariance.
-            means[empty] = params["means"].double()[empty]
+            delta[empty] = _centred_means(params, shift).double()[empty]
             old_cov = covariances_from_precisions(params["prec_chol"].double(), self.ct)
             if self.ct != "tied":
                 cov[empty] = old_cov[empty]
         dt = params["means"].dtype
         new = {
             "weights": weights.to(dt),
-            "means": means.to(dt),
+            "means": (shift.double() + delta).to(dt),
             "prec_chol": precision_cholesky(cov, self.ct).to(dt),
         }
         if "shift" in params:
             new["shift"] = params["shift"]
+            new["delta"] = delta.to(dt)
         return new
 
     def lower_bound(self, params, stats):

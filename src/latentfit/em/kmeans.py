@@ -2,22 +2,32 @@
 
 k-means++ seeding (Arthur & Vassilvitskii 2007) followed by Lloyd iterations; one chunked
 pass over the data per iteration, so it runs on the same data sources as EM.
+
+Distances are expanded as ``‖x‖² − 2 x·c + ‖c‖²`` (a matrix product), which loses every digit
+of data far from the origin (float32 at 1e6: the terms are 1e12, their rounding 1e5). Each
+function therefore works on the data relative to a point among them (the centres' or the
+data's mean), where the expansion keeps the precision of the data.
 """
 
 from __future__ import annotations
 
 import torch
 
+from latentfit.em.gaussian import weighted_mean
+
 __all__ = ["kmeans", "kmeans_plusplus", "nearest_center"]
 
 
 def nearest_center(X: torch.Tensor, C: torch.Tensor, chunk_rows: int = 65536) -> torch.Tensor:
     """Index of the nearest center for every row: (n,). ``‖x‖²`` is the same for every
-    center, so the argmin is that of ``‖c‖² − 2 x·c``: one product per chunk of rows."""
+    center, so the argmin is that of ``‖c‖² − 2 x·c``: one product per chunk of rows, taken
+    about the centres' mean so that data far from the origin keeps its precision."""
+    c0 = C.mean(0)  # (d,)
+    C = C - c0
     cc = (C * C).sum(1)  # (k,)
     out = torch.empty(X.shape[0], dtype=torch.int64, device=X.device)
     for i in range(0, X.shape[0], chunk_rows):
-        d = torch.addmm(cc, X[i : i + chunk_rows], C.T, alpha=-2)  # (r, k)
+        d = torch.addmm(cc, X[i : i + chunk_rows] - c0, C.T, alpha=-2)  # (r, k)
         torch.argmin(d, 1, out=out[i : i + chunk_rows])
     return out
 
@@ -39,6 +49,7 @@ def kmeans_plusplus(
 ) -> torch.Tensor:
     """Indices (k,) of k-means++ seeds: each next seed drawn ∝ w · D(x)²."""
     n = X.shape[0]
+    X = X - weighted_mean(X, weights)  # about the data mean: distances keep their digits
     xx = (X * X).sum(1)  # (n,) once, not per seed
 
     def sq_dist_to(i: int) -> torch.Tensor:  # (n,) squared distances to row i
@@ -73,10 +84,11 @@ def kmeans(
     Stops when the centers move less than ``tol`` times the mean feature variance, as
     scikit-learn's KMeans does. An empty cluster keeps its previous center.
     """
-    C = X[kmeans_plusplus(X, k, weights, generator)].clone()  # (k, d)
     wn = weights / weights.sum()
-    mean = wn @ X
-    scale = tol * float((wn @ (X - mean).square()).mean())  # tol × weighted mean variance
+    mean = weighted_mean(X, weights)  # (d,)
+    X = X - mean  # centred: sums and distances keep the precision of the data
+    C = X[kmeans_plusplus(X, k, weights, generator)].clone()  # (k, d)
+    scale = tol * float((wn @ X.square()).mean())  # tol × weighted mean variance
     labels = nearest_center(X, C)
     wX = weights.unsqueeze(1) * X  # (n, d)
     for _ in range(max_iter):
@@ -88,4 +100,4 @@ def kmeans(
         labels = nearest_center(X, C)
         if shift <= scale:
             break
-    return C, labels
+    return C + mean, labels

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 
 from latentfit.em.gaussian import covariances_from_precisions
+from latentfit.errors import DataError
 
 __all__ = [
     "MissingMoments",
@@ -67,16 +68,18 @@ def impute_mean(X: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     nan = torch.isnan(X)
     if not bool(nan.any()):
         return X
-    obs = (~nan).to(X.dtype)
+    obs = (~nan).double()
     w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device) if w is None else w
-    mass = w @ obs  # (d,)
+    wd = w.double()
+    mass = wd @ obs  # (d,)
     empty = (mass <= 0).nonzero()
     if len(empty):
-        raise ValueError(
+        raise DataError(
             f"column {int(empty[0])} has no observed value: it cannot be estimated; drop it"
         )
-    mean = (w @ torch.where(nan, 0, X)) / mass  # (d,)
-    return torch.where(nan, mean, X)
+    # accumulated in float64: a float32 sum of values near 1e7 drifts by hundreds
+    mean = (wd @ torch.where(nan, 0, X).double()) / mass  # (d,)
+    return torch.where(nan, mean.to(X.dtype), X)
 
 
 def _as_matrices(covariances: torch.Tensor, covariance_type: str, k: int, d: int):
@@ -214,14 +217,17 @@ def gaussian_missing_moments(
     covariances: torch.Tensor,
     covariance_type: str,
     shift: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
 ) -> MissingMoments:
     """Expected moments of X − c under responsibilities ``resp`` (n, k), filling each missing
     coordinate with its conditional mean and adding the conditional covariance to the second
-    moment. ``shift`` c defaults to 0. On complete rows these are the ordinary moments."""
+    moment. ``shift`` c defaults to 0; ``delta`` (k, d) may give μ − c when it is known more
+    precisely than ``means − c`` (float32 far from the origin). On complete rows these are the
+    ordinary moments."""
     d = X.shape[1]
     k = means.shape[0]
     c = X.new_zeros(d) if shift is None else shift
-    Xc, mc = X - c, means - c
+    Xc, mc = X - c, (means - c if delta is None else delta)
     nan = torch.isnan(X)
     S0 = resp.sum(0)  # (k,)
     if covariance_type in ("diag", "spherical"):
@@ -251,17 +257,20 @@ def gaussian_missing_estep_stats(
     prec_chol: torch.Tensor,
     covariance_type: str,
     shift: torch.Tensor,
+    delta: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The GaussianMixture E-step on a chunk with NaNs: the same statistics, in the same shapes,
     as :func:`~latentfit.em.gaussian.gaussian_estep_stats` (Ghahramani & Jordan 1994).
+    ``delta`` (k, d): μ − c, if known more precisely than ``means − shift``.
 
     ``loglik`` is Σ w log p(x_o), the observed-data log-likelihood EM increases.
     """
     cov = covariances_from_precisions(prec_chol, covariance_type)
-    logp = log_gaussian_prob_missing(X - shift, means - shift, cov, covariance_type) + log_weights
+    mc = means - shift if delta is None else delta
+    logp = log_gaussian_prob_missing(X - shift, mc, cov, covariance_type) + log_weights
     lse = torch.logsumexp(logp, 1)  # (n,)
     resp = torch.exp(logp - lse.unsqueeze(1)) * w.unsqueeze(1)  # (n, k)
-    mom = gaussian_missing_moments(X, resp, means, cov, covariance_type, shift)
+    mom = gaussian_missing_moments(X, resp, means, cov, covariance_type, shift, delta)
     S2 = mom.S2.sum(0) if covariance_type == "tied" else mom.S2
     return {
         "S0": mom.S0,
@@ -279,6 +288,7 @@ def gaussian_missing_hmm_stats(
     means: torch.Tensor,
     covars: torch.Tensor,
     covariance_type: str,
+    delta: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """A Gaussian HMM's emission statistics with missing coordinates, under the keys of
     hmmlearn's ``GaussianHMM``: ``post`` (k,) = Σ γ, ``obs`` (k, d) = Σ γ E[x − c], and
@@ -286,7 +296,7 @@ def gaussian_missing_hmm_stats(
     Σ γ E[(x − c)(x − c)ᵀ]. ``gamma`` (t, k) are the state posteriors; ``means``/``covars``
     are the current parameters (the conditional expectations depend on them). On complete
     data these are the ordinary statistics."""
-    mom = gaussian_missing_moments(X, gamma, means, covars, covariance_type, shift)
+    mom = gaussian_missing_moments(X, gamma, means, covars, covariance_type, shift, delta)
     if covariance_type in ("spherical", "diag"):
         return {"post": mom.S0, "obs": mom.S1, "obs2": mom.S2}
     S2 = mom.S2.sum(0) if covariance_type == "tied" else mom.S2

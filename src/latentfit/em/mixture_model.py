@@ -13,8 +13,10 @@ Minka's 2002 equation), ``lognormal``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import warnings
 
 import torch
 from torch.distributions import (
@@ -30,8 +32,16 @@ from torch.distributions import (
 )
 
 from latentfit.em.estimator import check_non_negative
+from latentfit.em.gaussian import (
+    DegenerateComponentError,
+    check_overflow,
+    degenerate_components,
+    describe_degenerate,
+    weighted_mean,
+)
 from latentfit.em.mixture_base import BaseMixture, first_offending
 from latentfit.em.priors import NormalInverseWishart
+from latentfit.errors import DegenerateComponentWarning
 from latentfit.io import serializable
 
 __all__ = ["FAMILIES", "Family", "MixtureModel", "gamma_mle"]
@@ -87,8 +97,18 @@ class _Normal(Family):
         return _moments(X, r)
 
     def mle(self, st, model):
-        mean = st["s1"] / st["s0"]
-        var = (st["s2"] / st["s0"] - mean.square()).clamp_min(0) + model.reg_covar
+        s0 = st["s0"].clamp_min(torch.finfo(st["s0"].dtype).tiny)  # an empty component: 0, not NaN
+        mean = st["s1"] / s0
+        raw = st["s2"] / s0
+        var = raw - mean.square()
+        # below the rounding of the difference it is zero (a collapsed coordinate), never noise
+        var = torch.where(var > 100 * torch.finfo(var.dtype).eps * raw, var, 0.0)
+        var = var + model.reg_covar
+        if bool((var <= 0).any()):
+            raise DegenerateComponentError(
+                "a normal component has a zero variance (it sits on identical values) and "
+                "reg_covar is 0; set reg_covar > 0, use fewer components or jitter tied values"
+            )
         return {"loc": mean, "scale": var.sqrt()}
 
     def dist(self, p):
@@ -112,10 +132,18 @@ class _MVN(Family):
             mean, cov = prior.map_gaussian(st["s0"][None], st["s1"][None], st["s2"][None])
             mean, cov = mean[0], cov[0]
         else:
-            mean = st["s1"] / st["s0"]
-            cov = st["s2"] / st["s0"] - torch.outer(mean, mean)
+            s0 = st["s0"].clamp_min(torch.finfo(st["s0"].dtype).tiny)  # empty: 0, not NaN
+            mean = st["s1"] / s0
+            cov = st["s2"] / s0 - torch.outer(mean, mean)
             cov = 0.5 * (cov + cov.T)
-        return {"loc": mean, "scale_tril": torch.linalg.cholesky(cov + model.reg_covar * eye)}
+        L, info = torch.linalg.cholesky_ex(cov + model.reg_covar * eye)
+        if int(info) != 0:
+            raise DegenerateComponentError(
+                "an mvn component's covariance is not positive definite: it collapsed onto "
+                "too few distinct points (a singleton, duplicates or a constant column). Try "
+                "a larger reg_covar, fewer components, or removing constant/duplicated columns"
+            )
+        return {"loc": mean, "scale_tril": L}
 
     def dist(self, p):
         return MultivariateNormal(p["loc"], scale_tril=p["scale_tril"])
@@ -232,6 +260,7 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (_Normal(), _MVN(), _Poisson(), _Bernoulli(), _Exponential(), _Gamma(), _LogNormal())
 }
+_GAUSSIAN = {"normal", "mvn"}  # families whose statistics are centred on the data mean
 
 
 @serializable
@@ -325,6 +354,13 @@ class MixtureModel(BaseMixture):
     def _c_prepare(self, X):
         self.families_ = self._families()
         self._niw = None
+        # Normal and mvn statistics are taken about one point fixed for the fit, the data
+        # mean: raw second moments of data far from the origin lose every digit of the
+        # variance when differenced (float32 at 1e6, float64 at 1e9).
+        self._shift = None
+        if _GAUSSIAN & set(self.families_):
+            check_overflow(X)
+            self._shift = weighted_mean(X)
         if self.niw_shrinkage is not None and "mvn" in self.families_:
             self._niw = NormalInverseWishart.default(X, len(self.families_), self.niw_shrinkage)
 
@@ -356,25 +392,93 @@ class MixtureModel(BaseMixture):
         return {n[len(prefix) :]: v for n, v in params.items() if n.startswith(prefix)}
 
     def _c_log_prob(self, params, X):
-        cols = [
-            FAMILIES[f].dist(self._component(params, k)).log_prob(X)
-            for k, f in enumerate(self.families_)
-        ]
+        shift = params.get("shift")
+        Xc = X - shift if shift is not None else None  # (n, d)
+        cols = []
+        for k, f in enumerate(self.families_):
+            p = self._component(params, k)
+            if Xc is not None and "delta" in p:  # about the fit's centre: see _c_mstep
+                cols.append(FAMILIES[f].dist({**p, "loc": p["delta"]}).log_prob(Xc))
+            else:
+                cols.append(FAMILIES[f].dist(p).log_prob(X))
         return torch.stack(cols, 1)  # (n, k)
+
+    def _fit(self, X, y, sample_weight):
+        Xt = super()._fit(X, y, sample_weight)
+        self._check_degenerate(Xt if isinstance(Xt, torch.Tensor) else None)
+        return Xt
+
+    def _check_degenerate(self, X: torch.Tensor | None) -> None:
+        """``degenerate_components_``: normal/mvn components whose variance sits at the
+        reg_covar floor on (near-)identical points (see
+        :func:`~latentfit.em.gaussian.degenerate_components`); warns naming them and their
+        rows. Judged against the variance of the data, so on in-memory data only."""
+        self.degenerate_components_ = []
+        if X is None or not _GAUSSIAN & set(self.families_):
+            return
+        Xd = X.double()
+        Xc = Xd - weighted_mean(Xd)
+        data_cov = Xc.T @ Xc / max(X.shape[0] - 1, 1)  # (d, d)
+        eye = torch.eye(X.shape[1], dtype=torch.float64, device=X.device)
+        found: dict[int, int | None] = {}
+        for k, f in enumerate(self.families_):
+            if f not in _GAUSSIAN:
+                continue
+            p = {n: v.double() for n, v in self._component(self._params, k).items()}
+            if f == "normal":
+                scatter, ct = (p["scale"].square() - self.reg_covar).unsqueeze(0), "diag"
+            else:
+                cov = p["scale_tril"] @ p["scale_tril"].T
+                scatter, ct = (cov - self.reg_covar * eye).unsqueeze(0), "full"
+            hit = degenerate_components(scatter, ct, data_cov, self.reg_covar)
+            if hit:
+                found[k] = hit[0]
+        self.degenerate_components_ = sorted(found)
+        if found:
+            label = self._log_joint(X).argmax(1)  # (n,)
+            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
+            warnings.warn(
+                describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
+                DegenerateComponentWarning,
+                stacklevel=4,
+            )
+
+    def _stats_shift(self):
+        """The fixed point normal/mvn statistics are centred on (None: not centred)."""
+        return getattr(self, "_shift", None)
 
     def _c_stats(self, X, resp):
         out = {}
+        shift = self._stats_shift()
+        Xc = X - shift if shift is not None else X  # (n, d) for the Gaussian families
         for k, f in enumerate(self.families_):
-            for n, v in FAMILIES[f].stats(X, resp[:, k]).items():
+            for n, v in FAMILIES[f].stats(Xc if f in _GAUSSIAN else X, resp[:, k]).items():
                 out[f"c{k}.{n}"] = v
         return out
 
     def _c_mstep(self, stats, S0):
         out = {}
-        for k, f in enumerate(self.families_):
-            st = self._component(stats, k)
-            for n, v in FAMILIES[f].mle(st, self).items():
-                out[f"c{k}.{n}"] = v
+        shift = self._stats_shift()
+        niw = self._niw
+        if niw is not None and shift is not None:  # the prior moves with the statistics
+            self._niw = dataclasses.replace(niw, mean=niw.mean - shift)
+        try:
+            for k, f in enumerate(self.families_):
+                st = self._component(stats, k)
+                try:
+                    est = FAMILIES[f].mle(st, self)
+                except DegenerateComponentError as err:
+                    raise DegenerateComponentError(f"component {k}: {err}") from None
+                if f in _GAUSSIAN and shift is not None:
+                    # keep the location about the centre too: in float32 the absolute one
+                    # rounds to the spacing of data far from the origin (1.0 at 1e7)
+                    est["delta"], est["loc"] = est["loc"], est["loc"] + shift
+                for n, v in est.items():
+                    out[f"c{k}.{n}"] = v
+        finally:
+            self._niw = niw
+        if shift is not None:
+            out["shift"] = shift
         return out
 
     def _c_keep(self, new, old, keep):
@@ -410,7 +514,11 @@ class MixtureModel(BaseMixture):
         self._params = {k: v.detach() for k, v in params.items()}
         self.weights_ = self._params["weights"].cpu().numpy()
         self.components_ = [
-            {n: v.cpu().numpy() for n, v in self._component(self._params, k).items()}
+            {
+                n: v.cpu().numpy()
+                for n, v in self._component(self._params, k).items()
+                if n != "delta"  # the fit's own centred copy of loc
+            }
             for k in range(len(self.weights_))
         ]
 

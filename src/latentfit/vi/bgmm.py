@@ -9,6 +9,7 @@ q(π) q(μ, Λ), and the monitored objective is the ELBO. The math lives in
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
@@ -27,11 +28,16 @@ from latentfit.em.estimator import (
 )
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
+    check_overflow,
+    degenerate_components,
+    describe_degenerate,
     gaussian_mstep,
     moment_stats,
     precisions_from_cholesky,
+    weighted_mean,
 )
 from latentfit.em.gmm import GaussianMixture
+from latentfit.errors import DataError, DegenerateComponentWarning
 from latentfit.io import serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -49,6 +55,9 @@ from latentfit.vi.bgmm_math import (
 __all__ = ["BayesianGaussianMixture"]
 
 _PARAM_KEYS = ("wc", "beta", "means", "dof", "cov", "prec_chol")
+# kept when present: the fit's fixed centre (the data mean) and the means about it, which in
+# float32 keep digits the absolute means lose far from the origin
+_CENTRE_KEYS = ("shift", "delta")
 
 
 @serializable
@@ -140,7 +149,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         gamma0 = 1.0 / self.n_components if gamma0 is None else float(gamma0)
         beta0 = 1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior)
         wsum = w.sum()
-        xbar = (w @ X) / wsum  # (d,)
+        xbar = weighted_mean(X, w)  # (d,) accumulated in float64
         if self.mean_prior is None:
             m0 = xbar
         else:
@@ -155,15 +164,28 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
             )
         if self.covariance_prior is None:
             if float(wsum) <= 1:
-                raise ValueError("the default covariance_prior needs a total weight above 1")
+                raise DataError(
+                    "the default covariance_prior needs a total sample_weight above 1 (it is "
+                    "the unbiased covariance of X); pass covariance_prior or larger weights"
+                )
             Xc = X - xbar
             emp = (Xc * w.unsqueeze(1)).T @ Xc / (wsum - 1)  # (d, d) unbiased, as np.cov
             flat = (emp.diagonal() <= 0).nonzero().flatten().tolist()
             if flat:
-                raise ValueError(
+                raise DataError(
                     f"column {flat[0]} of X is constant, so the default covariance_prior (the "
                     "covariance of X) is singular; drop the column or pass covariance_prior"
                 )
+            if ct in ("full", "tied") and d > 1:
+                lam = torch.linalg.eigvalsh(emp.double())  # ascending
+                if not float(lam[0]) > 1e-12 * float(lam[-1]):
+                    raise DataError(
+                        "the rows of X (with positive sample_weight) lie in a lower-dimensional "
+                        "subspace (e.g. fewer distinct points than features + 1, or collinear "
+                        "columns), so the default covariance_prior (the covariance of X) is "
+                        f"singular for covariance_type={ct!r}; pass covariance_prior, use "
+                        "covariance_type='diag', or drop the redundant columns"
+                    )
             cov0 = {
                 "full": emp,
                 "tied": emp,
@@ -201,13 +223,15 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
         check_n_samples(n, self.n_components)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        check_overflow(X, w)
         prior = self._make_prior(X, w)
         self.n_features_in_ = d
-        hooks = _BGMMHooks(self, prior)
+        hooks = _BGMMHooks(self, prior, weighted_mean(X, w))
         rows = self.chunk_rows or default_chunk_rows(d, self.n_components)
         result = self._run_em(hooks, TensorChunks(X, w, rows))
         self._prior = prior
         self._store_result(result)
+        self._check_degenerate(X, w, result.params)
         const = float(
             elbo_constant(prior, self.n_components, float(w.sum()), d, self.covariance_type)
         )
@@ -215,13 +239,42 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         self.elbos_ = [b + const for b in self.lower_bounds_]
         return X
 
+    def _check_degenerate(self, X: torch.Tensor, w: torch.Tensor, params: dict) -> None:
+        """``degenerate_components_``: components holding data (Σ r ≥ 1) whose posterior-mean
+        covariance sits at the reg_covar floor on (near-)identical points. The Wishart prior
+        keeps them off the floor unless ``covariance_prior`` is tiny (the default, the data
+        covariance, never lets one collapse); warns naming them and their rows."""
+        ct = self.covariance_type
+        cov = params["cov"].double()
+        if ct in ("full", "tied"):
+            scatter = cov - self.reg_covar * torch.eye(cov.shape[-1], dtype=cov.dtype)
+        else:
+            scatter = cov - self.reg_covar
+        shift = params.get("shift", weighted_mean(X, w))
+        Xc = (X - shift).double()
+        wd = w.double() / w.double().sum()
+        data_cov = (Xc * wd.unsqueeze(1)).T @ Xc - torch.outer(wd @ Xc, wd @ Xc)  # (d, d)
+        found = degenerate_components(scatter, ct, data_cov, self.reg_covar)
+        nk = params["nk"].double() if "nk" in params else None
+        found = {k: j for k, j in found.items() if nk is None or float(nk[k]) >= 1}
+        self.degenerate_components_ = sorted(found)
+        if found:
+            label = self._log_joint(X).argmax(1)  # (n,)
+            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
+            warnings.warn(
+                describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
+                DegenerateComponentWarning,
+                stacklevel=4,
+            )
+
     def _initial_resp(self, X: torch.Tensor, w: torch.Tensor, gen: torch.Generator):
         """Starting responsibilities (n, k), by the same methods as GaussianMixture."""
         return initial_resp(self.init_params, X, w, self.n_components, gen)
 
     # ------------------------------------------------------------------ parameters
     def _set_params_tensors(self, params: dict) -> None:
-        self._params = {k: params[k].detach() for k in _PARAM_KEYS}
+        keys = _PARAM_KEYS + tuple(k for k in _CENTRE_KEYS if k in params)
+        self._params = {k: params[k].detach() for k in keys}
         p, ct = self._params, self.covariance_type
         np_ = lambda t: t.cpu().numpy()
         wtype = self.weight_concentration_prior_type
@@ -247,8 +300,10 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference
     def _log_joint(self, X: torch.Tensor) -> torch.Tensor:
         """E_q[log π_k + log N(x | μ_k, Λ_k)] (n, k), as scikit-learn's BayesianGaussianMixture."""
+        p = self._params
+        shift = p["shift"] if "shift" in p else p["means"].mean(0)  # centred, for precision
         return _expected_log_joint(
-            X, self._params, self.covariance_type, self.weight_concentration_prior_type
+            X, p, self.covariance_type, self.weight_concentration_prior_type, shift
         )
 
     def score_samples(self, X):
@@ -303,11 +358,19 @@ def _q_theta(params: dict) -> NormalWishart:
     )
 
 
+def _centred(params, shift) -> torch.Tensor:
+    """μ_k − c (k, d): the fit's own ``delta`` when ``shift`` is its centre, else computed."""
+    delta = params.get("delta")
+    if delta is not None and params.get("shift") is shift:
+        return delta
+    return params["means"] - shift
+
+
 def _expected_log_joint(X, params, covariance_type, weight_type, shift=None) -> torch.Tensor:
     """E_q[log π_k] + E_q[log N(x_n | μ_k, Λ_k)] (n, k), optionally around ``shift``."""
     q = _q_theta(params)
     if shift is not None:
-        X, q = X - shift, q._replace(means=q.means - shift)
+        X, q = X - shift, q._replace(means=_centred(params, shift))
     return expected_log_gaussian(X, q, covariance_type) + expected_log_weights(
         params["wc"], weight_type
     )
@@ -316,25 +379,28 @@ def _expected_log_joint(X, params, covariance_type, weight_type, shift=None) -> 
 class _BGMMHooks:
     """CAVI as EM hooks: estep updates q(z), mstep updates q(θ), lower_bound is the ELBO."""
 
-    def __init__(self, model: BayesianGaussianMixture, prior: BGMMPrior):
+    def __init__(self, model: BayesianGaussianMixture, prior: BGMMPrior, shift: torch.Tensor):
         self.model, self.prior = model, prior
         self.ct = model.covariance_type
         self.wtype = model.weight_concentration_prior_type
-
-    @staticmethod
-    def _shift(params) -> torch.Tensor:
-        return params["means"].mean(0)  # (d,) any fixed point of params keeps stats additive
+        # Every statistic and q(μ) is taken about one fixed point, the weighted data mean, so
+        # float32 keeps the precision of data far from the origin; the prior is moved with it
+        # (the updates and the bound are translation invariant).
+        self.shift = shift  # (d,)
+        self.prior_c = prior._replace(
+            mean=(prior.mean - shift).double(), covariance=prior.covariance.double()
+        )
 
     def initialize(self, data, generator):
-        X, w = data.X, data.weights
-        resp = self.model._initial_resp(X, w, generator) * w.unsqueeze(1)  # (n, k)
-        shift = torch.zeros(X.shape[1], dtype=X.dtype, device=X.device)
-        stats = moment_stats(X, w, resp, self.ct)
-        return self._update(stats, shift)
+        Xc, w = data.X - self.shift, data.weights
+        resp = self.model._initial_resp(Xc, w, generator) * w.unsqueeze(1)  # (n, k)
+        return self._update(moment_stats(Xc, w, resp, self.ct))
 
     def estep(self, params, batch):
         X, w = batch
-        shift = self._shift(params)
+        shift = self.shift
+        if params.get("shift") is not shift:  # a warm start: the previous fit's centre
+            params = {**params, "shift": shift, "delta": _centred(params, shift)}
         logp = _expected_log_joint(X, params, self.ct, self.wtype, shift)  # (n, k)
         lse = torch.logsumexp(logp, 1)  # (n,)
         log_resp = logp - lse.unsqueeze(1)  # (n, k)
@@ -345,21 +411,32 @@ class _BGMMHooks:
         stats["weight"] = w.sum()
         return stats
 
-    def _update(self, stats, shift) -> dict:
-        nk = stats["S0"] + 10 * torch.finfo(stats["S0"].dtype).eps  # (k,) as scikit-learn
-        _, xk, sk = gaussian_mstep(stats, shift, self.model.reg_covar, self.ct)
-        q = normal_wishart_update(nk, xk, sk, self.prior, self.ct)
-        return {
-            "wc": weight_concentration_update(nk, self.prior),
+    def _update(self, stats) -> dict:
+        """q(π), q(μ, Λ) from statistics about the shift, in float64 (as GaussianMixture's
+        M-step), returned in the data's dtype with q(μ)'s means both absolute and centred."""
+        dt = stats["S0"].dtype
+        eps = torch.finfo(dt).eps
+        stats = {k: v.double() for k, v in stats.items()}
+        nk = stats["S0"] + 10 * eps  # (k,) as scikit-learn
+        zero = torch.zeros_like(self.prior_c.mean)
+        _, xk, sk = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
+        q = normal_wishart_update(nk, xk, sk, self.prior_c, self.ct)
+        out = {
+            "wc": weight_concentration_update(nk, self.prior_c),
             "beta": q.mean_precision,
-            "means": q.means,
+            "means": self.shift.double() + q.means,
             "dof": q.dof,
             "cov": q.covariances,
             "prec_chol": q.prec_chol,
+            "delta": q.means,
         }
+        out = {k: v.to(dt) for k, v in out.items()}
+        out["shift"] = self.shift
+        out["nk"] = stats["S0"].to(dt)  # (k,) for the degenerate-component check
+        return out
 
     def mstep(self, params, stats):
-        return self._update(stats, self._shift(params))
+        return self._update(stats)
 
     def lower_bound(self, params, stats):
         # scikit-learn evaluates the bound after the update of q(θ): recompute it here

@@ -87,21 +87,24 @@ class DiagGaussianTerms(NamedTuple):
     const: torch.Tensor  # (k,)
 
 
-def diag_gaussian_terms(means, covars, covariance_type: str, shift=None) -> DiagGaussianTerms:
+def diag_gaussian_terms(
+    means, covars, covariance_type: str, shift=None, delta=None
+) -> DiagGaussianTerms:
     """:class:`DiagGaussianTerms` of diagonal or spherical Gaussians (Bishop 2006, eq. 2.43
-    expanded), centred on ``shift`` (by default the mean of the means)."""
+    expanded), centred on ``shift`` (by default the mean of the means). ``delta`` (k, d) may
+    give μ − c when it is known more precisely than ``means − shift`` (float32 far from 0)."""
     c = means.mean(0) if shift is None else shift
     k, d = means.shape
     prec = precision_cholesky(covars, covariance_type).square()  # (k,) or (k, d)
     prec = prec.unsqueeze(1).expand(k, d) if covariance_type == "spherical" else prec
-    mu = means - c
+    mu = means - c if delta is None else delta
     W = torch.cat([-0.5 * prec, mu * prec], 1).T.contiguous()  # (2d, k)
     const = -0.5 * ((mu * mu * prec).sum(1) + d * math.log(2 * math.pi)) + 0.5 * prec.log().sum(1)
     return DiagGaussianTerms(c, W, const)
 
 
 def gaussian_log_likelihood(
-    X, means, covars, covariance_type: str, *, shift=None, features=None, terms=None
+    X, means, covars, covariance_type: str, *, shift=None, features=None, terms=None, delta=None
 ) -> torch.Tensor:
     """log N(x_t | μ_k, Σ_k): (t, d) → (t, k); ``covars`` in hmmlearn's compact storage
     (spherical (k,), diag (k, d), full (k, d, d), tied (d, d)). Centred on ``shift`` (by
@@ -110,13 +113,17 @@ def gaussian_log_likelihood(
     Diagonal and spherical densities are one product ``[(x−c)², x−c, 1] @ W`` (Bishop 2006,
     eq. 2.43 expanded), the cheapest form for long sequences of few features; ``features``
     (t, 2d), the :func:`quadratic_features` of ``X`` about ``shift``, spares computing them,
-    and ``terms``, the :func:`diag_gaussian_terms` of the parameters, spares deriving them."""
+    and ``terms``, the :func:`diag_gaussian_terms` of the parameters, spares deriving them.
+    ``delta`` (k, d): μ − ``shift``, when known more precisely than ``means − shift``."""
     if covariance_type not in ("diag", "spherical"):
         c = means.mean(0) if shift is None else shift
         return log_gaussian_prob(
-            X - c, means - c, precision_cholesky(covars, covariance_type), covariance_type
+            X - c,
+            means - c if delta is None else delta,
+            precision_cholesky(covars, covariance_type),
+            covariance_type,
         )
-    c, W, const = terms or diag_gaussian_terms(means, covars, covariance_type, shift)
+    c, W, const = terms or diag_gaussian_terms(means, covars, covariance_type, shift, delta)
     out = empty_large(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
     if features is not None:
         return torch.addmm(const, features, W, out=out)
@@ -223,7 +230,9 @@ def gaussian_mstep(
     if update_covars:
         cp = torch.as_tensor(covars_prior, dtype=dt, device=dev)
         cw = torch.as_tensor(covars_weight, dtype=dt, device=dev)
-        diff = new_c - mu0  # (k, d)
+        # the prior's pull, written so that no prior (weight 0) adds exactly 0: with data far
+        # from the origin (μ − μ₀)² alone may overflow, and 0 · inf would be NaN
+        diff = torch.where(mw > 0, new_c - mu0, 0.0)  # (k, d)
         if covariance_type in ("spherical", "diag"):
             c_n = mw * diff**2 + stats["obs2"] - 2 * new_c * obs + new_c**2 * denom
             c_d = (cw - 1).clamp_min(0) + denom
@@ -347,7 +356,8 @@ def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: st
         num = n + alpha - 1
         den = (post + (alpha - 1).sum(1)).unsqueeze(1)
         new_w = num / torch.where(den > 0, den, 1.0)
-        ok = (den > 0).squeeze(1) & (num >= 0).all(1)
+        # a state with (rounding) mass but no component mass keeps its weights, never 0/x
+        ok = (den > 0).squeeze(1) & (num >= 0).all(1) & (num.sum(1) > 0)
         weights = torch.where(ok.unsqueeze(1), new_w, weights)
     delta = torch.zeros_like(means)
     if "m" in update:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor
-from latentfit.em.gaussian import COVARIANCE_TYPES
+from latentfit.em.gaussian import (
+    COVARIANCE_TYPES,
+    check_overflow,
+    degenerate_components,
+    describe_degenerate,
+    mixture_covariance,
+    weighted_mean,
+)
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
@@ -17,6 +26,8 @@ from latentfit.em.missing import (
     impute_mean,
     log_gaussian_prob_missing,
 )
+from latentfit.em.sources import is_source
+from latentfit.errors import DataError, DegenerateComponentWarning
 from latentfit.io import serializable
 
 __all__ = ["GMMHMM", "GaussianHMM"]
@@ -29,10 +40,43 @@ def _check_covariance_type(covariance_type):
         )
 
 
+def _scatter(stats: dict, covariance_type: str) -> torch.Tensor:
+    """Each state's variance as the data give it, before priors (diag/spherical (k, d), full
+    (k, d, d)), from the statistics about the shift; empty for tied."""
+    post = stats["post"].clamp_min(torch.finfo(stats["post"].dtype).tiny)
+    m = stats["obs"] / post.unsqueeze(1)  # (k, d) mean − shift
+    if covariance_type in ("diag", "spherical"):
+        return (stats["obs2"] / post.unsqueeze(1) - m.square()).clamp_min(0)
+    if covariance_type == "full":
+        return stats["obsobs"] / post.reshape(-1, 1, 1) - m.unsqueeze(2) * m.unsqueeze(1)
+    return stats["obsobs"].new_zeros(0)
+
+
+def _lift_singular(cov: torch.Tensor, covariance_type: str, min_covar: float) -> torch.Tensor:
+    """GMMHMM covariances with ``min_covar`` in place of a zero variance (diag, spherical) or
+    added to a matrix that is not positive definite (full, tied): hmmlearn's update has no
+    floor, so a mixture component on identical values (constant data, duplicates, a single
+    row) would leave a singular covariance and the next E-step could not run."""
+    if covariance_type in ("diag", "spherical"):
+        # below 1e-12 of the largest variance a variance is rounding, not data (3e-20 on
+        # constant data)
+        tiny = 1e-12 * float(cov.max().clamp_min(0))
+        return torch.where(cov > tiny, cov, torch.full_like(cov, min_covar))
+    _, info = torch.linalg.cholesky_ex(cov)  # batch of (d, d)
+    bad = (info != 0).reshape(*info.shape, 1, 1)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return torch.where(bad, cov + min_covar * eye, cov)
+
+
 def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
-    d = X.shape[1]
+    """The data covariance (d, d) plus ``min_covar``, about the float64-accumulated mean (the
+    deviations of data far from the origin keep their digits; constant columns give 0)."""
+    n, d = X.shape
     eye = torch.eye(d, dtype=X.dtype, device=X.device)
-    cv = torch.cov(X.T).reshape(d, d) if X.shape[0] > 1 else torch.zeros_like(eye)
+    if n < 2:
+        return min_covar * eye
+    Xc = X - weighted_mean(X)  # (n, d)
+    cv = (Xc.T @ Xc) / (n - 1)
     return torch.nan_to_num(cv) + min_covar * eye
 
 
@@ -44,12 +88,13 @@ class _ContinuousHMM(BaseHMM):
         X = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=self._allow_nan())
         if fitting:
             if X.shape[0] < self.n_components:
-                raise ValueError(
+                raise DataError(
                     f"X has {X.shape[0]} rows, fewer than n_components={self.n_components}"
                 )
             self.n_features = X.shape[1]
+            check_overflow(X)
         elif X.shape[1] != self.n_features:
-            raise ValueError(
+            raise DataError(
                 f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"
             )
         return X
@@ -184,7 +229,10 @@ class GaussianHMM(_ContinuousHMM):
             out["covars"] = self._emission_params()["covars"]
         # The centre of the statistics for the whole fit: the data mean keeps their precision
         # and, fixed, lets the features of the data be computed once (see _emission_features).
-        out["shift"] = X.mean(0)
+        out["shift"] = weighted_mean(X)
+        # μ − c, kept through the fit: in float32 the absolute means of data far from the
+        # origin round to the spacing of the offset (1.0 at 1e7), their differences do not
+        out["delta"] = out["means"] - out["shift"]
         return out
 
     def _needs_init(self, letter, name):
@@ -207,14 +255,16 @@ class GaussianHMM(_ContinuousHMM):
 
     def _emission_log_likelihood(self, params, X, features=None):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
+        shift, delta = params.get("shift"), params.get("delta")  # set during a fit
         if self._has_missing(X):  # marginal density of the observed coordinates
-            c = means.mean(0)  # centred as the complete-data density, for precision
-            return log_gaussian_prob_missing(X - c, means - c, covars, ct)
+            c = means.mean(0) if shift is None else shift  # centred, for precision
+            mc = means - c if delta is None else delta
+            return log_gaussian_prob_missing(X - c, mc, covars, ct)
         if features is not None:
             return E.gaussian_log_likelihood(
-                X, means, covars, ct, shift=params["shift"], features=features
+                X, means, covars, ct, shift=shift, features=features, delta=delta
             )
-        return E.gaussian_log_likelihood(X, means, covars, ct)
+        return E.gaussian_log_likelihood(X, means, covars, ct, shift=shift, delta=delta)
 
     def _emission_rows(self, params):
         ct = self.covariance_type
@@ -228,16 +278,21 @@ class GaussianHMM(_ContinuousHMM):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
         shift = params["shift"] if "shift" in params else means.mean(0)
         if self._has_missing(X):  # conditional moments of the missing coordinates
-            return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct)
+            delta = params.get("delta") if "shift" in params else None
+            return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct, delta)
         return E.gaussian_stats(X, gamma, shift, ct, features)
 
     def _emission_mstep(self, params, stats):
         dt = params["means"].dtype
         st = {k: v.double() for k, v in stats.items()}
+        shift = (params["shift"] if "shift" in params else params["means"].mean(0)).double()
+        old = params["means"].double()
+        if "delta" in params:  # the precise centred means (see _init_emissions)
+            old = shift + params["delta"].double()
         means, covars, empty = E.gaussian_mstep(
             st,
-            (params["shift"] if "shift" in params else params["means"].mean(0)).double(),
-            params["means"].double(),
+            shift,
+            old,
             params["covars"].double(),
             self.covariance_type,
             means_prior=self.means_prior,
@@ -247,12 +302,53 @@ class GaussianHMM(_ContinuousHMM):
             update_means="m" in self.params,
             update_covars="c" in self.params,
         )
-        return {"means": means.to(dt), "covars": covars.to(dt)}, empty
+        new = {"means": means.to(dt), "covars": covars.to(dt)}
+        if "delta" in params:
+            new["delta"] = (means - shift).to(dt)
+        new["scatter"], new["post"] = _scatter(st, self.covariance_type), st["post"]
+        return new, empty
 
     def _set_emission_attributes(self, params):
         self.means_ = params["means"].cpu().numpy()
         self._covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[1]
+
+    def fit(self, X, lengths=None, *, max_rows_in_memory=None):
+        """Baum-Welch as :meth:`BaseHMM.fit`; then ``degenerate_components_`` lists the states
+        whose variance collapsed onto (near-)identical values (a
+        :class:`~latentfit.errors.DegenerateComponentWarning` names them and their rows)."""
+        super().fit(X, lengths, max_rows_in_memory=max_rows_in_memory)
+        found = self.__dict__.pop("_degenerate_found", {})
+        if found:
+            rows = None
+            if not is_source(X):
+                state = self.predict(X, lengths)
+                rows = {k: np.flatnonzero(state == k).tolist() for k in found}
+            floor = "covars_prior/min_covar"
+            warnings.warn(
+                describe_degenerate(type(self).__name__, found, rows, floor, "state"),
+                DegenerateComponentWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _store_fit(self, result):
+        super()._store_fit(result)
+        p, ct = result.params, self.covariance_type
+        found = {}
+        if "scatter" in p and ct != "tied":
+            post = p["post"].double()
+            scatter = p["scatter"].double()
+            delta = p["means"].double() - p["means"].double().mean(0)
+            if "delta" in p:
+                delta = p["delta"].double()
+            if ct == "spherical":
+                scatter = scatter.mean(1)
+            data_cov = mixture_covariance(post, delta, scatter, ct)
+            floor = float(np.max(self.covars_prior)) + self.min_covar
+            found = degenerate_components(scatter, ct, data_cov, floor)
+        self.degenerate_components_ = sorted(found)
+        self._degenerate_found = found
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
@@ -399,17 +495,29 @@ class GMMHMM(_ContinuousHMM):
             }[self.covariance_type].clone()
         else:
             out["covars"] = self._tensor(self.covars_)
+        # The fit's fixed centre and the means about it: in float32 the absolute means of data
+        # far from the origin round to the spacing of the offset (1.0 at 1e7), the
+        # differences keep their digits; densities and statistics are taken about the centre.
+        out["shift"] = weighted_mean(X)
+        out["delta"] = out["means"] - out["shift"]
         return out
 
+    @staticmethod
+    def _centred(params, X):
+        """(X − c, μ − c) during a fit (params with a shift), (X, μ) otherwise."""
+        if "shift" in params:
+            return X - params["shift"], params["delta"]
+        return X, params["means"]
+
     def _emission_log_likelihood(self, params, X):
+        Xc, mc = self._centred(params, X)
         return E.gmm_log_likelihood(
-            X, params["weights"], params["means"], params["covars"], self.covariance_type
+            Xc, params["weights"], mc, params["covars"], self.covariance_type
         )
 
     def _emission_stats(self, params, X, gamma):
-        return E.gmm_stats(
-            X, gamma, params["weights"], params["means"], params["covars"], self.covariance_type
-        )
+        Xc, mc = self._centred(params, X)
+        return E.gmm_stats(Xc, gamma, params["weights"], mc, params["covars"], self.covariance_type)
 
     def _emission_mstep(self, params, stats):
         k, m, d = params["means"].shape
@@ -428,16 +536,26 @@ class GMMHMM(_ContinuousHMM):
             params["means"].device,
         )
         st = {key: v.double() for key, v in stats.items()}
+        shift = params["shift"].double() if "shift" in params else None
+        means = params["means"].double() if shift is None else params["delta"].double()
+        if shift is not None:  # the prior mean about the centre, as the statistics
+            priors = (priors[0], priors[1] - shift, *priors[2:])
         w, mu, cov, empty = E.gmm_mstep(
             st,
             params["weights"].double(),
-            params["means"].double(),
+            means,
             params["covars"].double(),
             self.covariance_type,
             priors,
             "".join(c for c in "wmc" if c in self.params),
         )
-        return {"weights": w.to(dt), "means": mu.to(dt), "covars": cov.to(dt)}, empty
+        cov = _lift_singular(cov, self.covariance_type, self.min_covar)
+        new = {"weights": w.to(dt), "covars": cov.to(dt)}
+        if shift is None:
+            new["means"] = mu.to(dt)
+        else:
+            new["means"], new["delta"] = (shift + mu).to(dt), mu.to(dt)
+        return new, empty
 
     def _set_emission_attributes(self, params):
         self.weights_ = params["weights"].cpu().numpy()
