@@ -18,7 +18,7 @@ On complete data M is shared by all rows and the E-step is a few matrix products
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -164,7 +164,6 @@ def factor_mstep(
 
 class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
     _isotropic = False
-    _keeps_feature_names = False
 
     def __init__(
         self,
@@ -260,6 +259,8 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
     def _online_init_data(self, X, w):
         self._min_noise = _noise_floor(X, w)
         return TensorChunks(X, w, self.chunk_rows)
+
+    _state_fields: ClassVar[dict[str, str]] = {"_min_noise": "float"}
 
     def _extra_state(self) -> dict:
         return {"_min_noise": float(self._min_noise)}

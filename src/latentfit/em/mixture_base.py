@@ -102,7 +102,6 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     """
 
     _param_names: tuple[str, ...] = ()
-    _keeps_feature_names = False
 
     # The arguments every mixture shares; a subclass adds its own and passes these on.
     def __init__(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import ClassVar
 
 import torch
 from torch.distributions import (
@@ -416,6 +417,8 @@ class MixtureModel(BaseMixture):
 
     def _extra_state(self):
         return {"families_": list(self.families_)}
+
+    _state_fields: ClassVar[dict[str, str]] = {"families_": "strs"}
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)

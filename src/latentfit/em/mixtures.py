@@ -13,6 +13,8 @@ against ``torch.distributions``. The estimators share :class:`~latentfit.em.mixt
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 
@@ -237,6 +239,8 @@ class MultinomialMixture(_DiscreteMixture):
     def _c_n_parameters(self, d):
         return len(self._params["weights"]) * (d - 1)
 
+    _state_fields: ClassVar[dict[str, str]] = {"mean_total_count_": "float"}
+
     def _extra_state(self):
         return {"mean_total_count_": self.mean_total_count_}
 
@@ -340,6 +344,8 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _c_n_parameters(self, d):
         return len(self._params["weights"]) * int((self.n_categories_ - 1).sum())
+
+    _state_fields: ClassVar[dict[str, str]] = {"n_categories_": "ints"}
 
     def _extra_state(self):
         return {"n_categories_": [int(c) for c in self.n_categories_]}

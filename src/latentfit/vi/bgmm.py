@@ -9,6 +9,7 @@ q(π) q(μ, Λ), and the monitored objective is the ELBO. The math lives in
 from __future__ import annotations
 
 import numbers
+from typing import ClassVar
 
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
@@ -276,6 +277,12 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         return gm.sample(n_samples)
 
     # ------------------------------------------------------------------ persistence
+    _state_fields: ClassVar[dict[str, str]] = {
+        "prior": "list",
+        "elbo_": "float",
+        "elbos_": "floats",
+    }
+
     def _extra_state(self) -> dict:
         pr = self._prior
         return {
