@@ -17,6 +17,7 @@ from latentfit.errors import DataError, DataTypeError, ParameterError, ResourceL
 
 __all__ = [
     "as_float_tensor",
+    "as_numeric_array",
     "available_memory",
     "check_allocation",
     "check_feature_names",
@@ -25,6 +26,7 @@ __all__ = [
     "feature_names",
     "first_nonfinite",
     "make_generator",
+    "max_inferred_categories",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -106,7 +108,7 @@ def _describe_position(index: tuple[int, ...], columns=None) -> str:
     return f"row {row}, column {col}{colname}"
 
 
-def _to_array(X, name: str, columns) -> np.ndarray:
+def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
     """``X`` as a numeric numpy array, refusing what is not a table of numbers by name."""
     if X is None:
         raise DataError(f"{name} is None; pass an array of shape (n_samples, n_features)")
@@ -194,7 +196,7 @@ def as_float_tensor(
     else:
         if columns is None and hasattr(X, "columns") and hasattr(X, "iloc"):
             columns = list(X.columns)
-        arr = np.ascontiguousarray(_to_array(X, name, columns))
+        arr = np.ascontiguousarray(as_numeric_array(X, name, columns))
         if not arr.flags.writeable:  # read-only memmaps: torch needs memory it may write
             arr = arr.copy()
         if arr.dtype.kind == "f" and arr.dtype.itemsize < 4:
@@ -311,6 +313,15 @@ def check_allocation(n_bytes, what: str, *, device=None, hint: str = "") -> int:
             f"{free:,} bytes ({_fmt_bytes(free)}) are available" + (f"; {hint}" if hint else "")
         )
     return n_bytes
+
+
+def max_inferred_categories(n_samples: int) -> int:
+    """The most categories (symbols) a model infers from the largest code in the data:
+    max(n_samples, 1024). Codes are dense when every code 0..max can appear among the n
+    samples; a larger code is almost always a stray value or an identifier, and inferring
+    from it would size the parameters by that value (10**9 symbols: 16 GB per state). Give
+    the number of categories explicitly to go beyond."""
+    return max(int(n_samples), 1024)
 
 
 # ---------------------------------------------------------------------- column names

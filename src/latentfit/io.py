@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from latentfit.errors import ModelFileError, ParameterError
+from latentfit.errors import ModelFileError, OutputError, ParameterError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -82,6 +82,8 @@ def _from_json(value):
 
 def save(model, path) -> Path:
     """Write a fitted model to ``path`` (safetensors with a JSON header). Returns the path."""
+    if Path(path).is_dir():
+        raise OutputError(f"{path} is a folder; pass the path of the model file to write")
     if not hasattr(model, "_get_state"):
         raise ParameterError(f"{type(model).__name__} cannot be saved: it has no _get_state()")
     tensors, extra = model._get_state()

@@ -274,8 +274,9 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         self.n_components_ = self.components_.shape[0]
 
     def _posterior(self, X) -> FactorPosterior:
+        X = self._check(X)  # NotFittedError before fit, before _params is read
         p = self._params
-        return factor_posterior(self._check(X), p["W"], p["mu"], p["psi"])
+        return factor_posterior(X, p["W"], p["mu"], p["psi"])
 
     def transform(self, X):
         """Posterior mean E[z | x_o] of the latent factors: (n, q)."""

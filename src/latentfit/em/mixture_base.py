@@ -39,6 +39,7 @@ from latentfit.em.online import OnlineEMMixin
 from latentfit.em.priors import DirichletPrior
 from latentfit.em.sources import is_source
 from latentfit.em.stream import EMStream
+from latentfit.errors import LatentfitError, ParameterError
 
 __all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
 
@@ -236,7 +237,12 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return super().partial_fit(X, sample_weight=sample_weight)
 
     def _fit(self, X, y, sample_weight):
-        self._check_parameters()
+        try:
+            self._check_parameters()
+        except LatentfitError:
+            raise
+        except (ValueError, TypeError) as err:  # a family's or prior's own check
+            raise ParameterError(str(err)) from None
         if is_source(X):
             if y is not None:
                 raise ValueError("labels (y) are not supported for streamed sources; fit in memory")

@@ -210,16 +210,17 @@ def fit_family(
     params = {k: v.detach() for k, v in params.items()}
     u = u.detach()
 
+    p = u.numel()
+    # Every covariance path builds (p, p) matrices (the Hessian, its eigenvectors, the NaN
+    # covariance of a boundary fit) and the (n, p) scores: refuse a size that cannot fit (a
+    # Categorical with 30,000 categories needs 7.2 GB per matrix).
+    check_allocation(
+        (4 * p * p + 2 * n * p) * u.element_size(),
+        f"the {p} x {p} covariance of the {family.name} fit",
+        device=u.device,
+        hint="fewer parameters (categories, dimensions) are needed",
+    )
     if uncertainty:
-        p = u.numel()
-        # The Hessian, its inverse and the (n, p) scores: refuse a size that cannot fit (a
-        # Categorical with 30,000 categories would need a 7 GB Hessian).
-        check_allocation(
-            (4 * p * p + 2 * n * p) * u.element_size(),
-            f"the {p} x {p} Fisher information of the {family.name} fit",
-            device=u.device,
-            hint="fewer parameters (categories, dimensions) are needed",
-        )
         inverses = _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior, n)
     else:
         nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
@@ -289,8 +290,17 @@ def _u_names(layout: ParameterLayout) -> list[str]:
     return names
 
 
-def _fmt(params: dict) -> str:
-    return "{" + ", ".join(f"{k}: {v.tolist()}" for k, v in params.items()) + "}"
+def _fmt(params: dict, most: int = 6) -> str:
+    """Parameters for a message, each cut to its first ``most`` values."""
+
+    def one(v: torch.Tensor) -> str:
+        flat = v.detach().reshape(-1)
+        if flat.numel() <= most:
+            return str(v.tolist())
+        head = ", ".join(f"{x:.6g}" for x in flat[:most].tolist())
+        return f"[{head}, ...] ({flat.numel()} values)"
+
+    return "{" + ", ".join(f"{k}: {one(v)}" for k, v in params.items()) + "}"
 
 
 def fit_mle(

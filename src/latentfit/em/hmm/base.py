@@ -163,15 +163,17 @@ class BaseHMM(BaseEstimator):
             raise ParameterError(f"{name} must be an array of numbers, got {value!r:.80}") from None
         return torch.as_tensor(arr, dtype=self._dtype, device=self._device)
 
-    def _check_settings(self):
+    def _checked_settings(self):
+        """``_check_settings`` (a model class extends it) with its complaints as
+        ParameterError."""
         try:
-            self._check_model_settings()
+            self._check_settings()
         except LatentfitError:
             raise
-        except (ValueError, TypeError) as err:  # a model class's own checks
+        except (ValueError, TypeError) as err:
             raise ParameterError(str(err)) from None
 
-    def _check_model_settings(self):
+    def _check_settings(self):
         if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
             raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
         if not isinstance(self.n_init, int | np.integer) or self.n_init < 1:
@@ -187,6 +189,13 @@ class BaseHMM(BaseEstimator):
             raise ValueError(f"n_iter must be an integer >= 0, got {n_iter!r}")
         if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating) or tol != tol:
             raise ValueError(f"tol must be a number (-inf: run every iteration), got {tol!r}")
+        floor = getattr(self, "min_covar", 1.0)  # the Gaussian models' variance floor
+        if (
+            isinstance(floor, bool)
+            or not isinstance(floor, int | float | np.floating)
+            or not (0 < floor < float("inf"))
+        ):
+            raise ValueError(f"min_covar must be a positive number, got {floor!r}")
         for name in ("params", "init_params"):
             value = getattr(self, name)
             if not isinstance(value, str):
@@ -275,7 +284,7 @@ class BaseHMM(BaseEstimator):
         :class:`~latentfit.em.distributed.DistributedSource`, sharded by whole sequences.
         One sequence must fit in memory: ``max_rows_in_memory`` refuses longer ones up
         front."""
-        self._check_settings()
+        self._checked_settings()
         if is_source(X):
             return self._fit_source(X, lengths, max_rows_in_memory)
         check_feature_names(self, X, reset=True)
@@ -552,7 +561,7 @@ class BaseHMM(BaseEstimator):
         """After ``load``: the settings are valid and the tensors' shapes agree with
         ``n_components`` and ``n_features`` (ModelFileError naming the tensor)."""
         try:
-            self._check_settings()
+            self._checked_settings()
             self._given_params()
         except (ParameterError, NotFittedError) as err:
             raise ModelFileError(
