@@ -319,24 +319,26 @@ class FittedModel:
                 f"the model file names {len(names)} features in 'extra.feature_names_in_' but "
                 f"'extra.n_features_in_' is {d}"
             )
-        k = self._n_components() if hasattr(self, "_n_components") else None
+        k = self._n_components() if hasattr(self, "_n_components") else self.n_components
         w = self._params.get("weights")
         if w is not None and isinstance(k, int) and tuple(w.shape) != (k,):
             raise ModelFileError(
                 f"the tensor 'weights' has shape {tuple(w.shape)} but n_components = {k}"
             )
+        shapes = {name: tuple(t.shape) for name, t in self._params.items()}
+        why = f"the tensors' shapes {shapes} disagree with each other or with n_features_in_ = {d}"
         try:
             # a draw from the model itself lies in every family's support
             probe = self.sample(2)[0] if hasattr(self, "sample") else np.zeros((1, d))
+            if probe.shape[1] != d:
+                raise ModelFileError(f"{why} (its samples have {probe.shape[1]} features)")
             self.score_samples(probe)
+        except ModelFileError:
+            raise
         except ValueError:
             pass  # a check of the probe's values, not of the shapes: nothing learnt
         except (RuntimeError, IndexError, KeyError) as err:
-            shapes = {name: tuple(t.shape) for name, t in self._params.items()}
-            raise ModelFileError(
-                f"the tensors' shapes {shapes} disagree with each other or with n_features_in_ "
-                f"= {d} ({type(err).__name__}: {err})"
-            ) from None
+            raise ModelFileError(f"{why} ({type(err).__name__}: {err})") from None
 
 
 class CriteriaMixin:
