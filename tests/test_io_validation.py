@@ -103,7 +103,7 @@ def test_extra_cannot_set_undeclared_attributes(gmm_file, tmp_path, name):
 
 def test_extra_of_hmm_files_is_limited_too(hmm_file, tmp_path):
     path = _tampered(hmm_file, tmp_path / "x.lf", lambda t, h: h["extra"].update(score=1))
-    with pytest.raises(ModelFileError, match="'extra.score', which GaussianHMM does not"):
+    with pytest.raises(ModelFileError, match=r"'extra.score', which GaussianHMM does not"):
         latentfit.load(path)
 
 
@@ -149,7 +149,7 @@ def test_hmm_tensor_shapes_and_names_are_checked(hmm_file, tmp_path):
         tensors["decode"] = torch.zeros(1)
 
     path = _tampered(hmm_file, tmp_path / "e.lf", extra_tensor)
-    with pytest.raises(ModelFileError, match="this one holds.*'decode'"):
+    with pytest.raises(ModelFileError, match=r"this one holds.*'decode'"):
         latentfit.load(path)
 
 

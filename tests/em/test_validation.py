@@ -101,7 +101,7 @@ def test_use_before_fit_is_not_fitted_error(name):
 @pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "CategoricalHMM"])
 def test_wrong_feature_count_names_both_counts(name):
     model = _fitted(name)
-    with pytest.raises(DataError, match="5 features.*2|2.*5 features"):
+    with pytest.raises(DataError, match=r"5 features.*2|2.*5 features"):
         _scorer(model)(np.ones((3, 5)))
 
 
@@ -258,5 +258,5 @@ def test_hmm_settings_are_parameter_errors(setting, match):
 
 @pytest.mark.parametrize("setting", [{"weight_concentration": "a"}, {"weight_concentration": 0}])
 def test_mixture_settings_are_parameter_errors(setting):
-    with pytest.raises(ParameterError, match="concentration|could not convert"):
+    with pytest.raises(ParameterError, match=r"concentration|could not convert"):
         lf.PoissonMixture(2, **setting).fit(X_COUNT)
