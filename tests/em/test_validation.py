@@ -260,3 +260,13 @@ def test_hmm_settings_are_parameter_errors(setting, match):
 def test_mixture_settings_are_parameter_errors(setting):
     with pytest.raises(ParameterError, match=r"concentration|could not convert"):
         lf.PoissonMixture(2, **setting).fit(X_COUNT)
+
+
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "CategoricalHMM"])
+def test_one_dimensional_x_says_how_to_reshape(name):
+    # (CategoricalHMM takes a 1-D array of symbols as hmmlearn does)
+    make, _ = ESTIMATORS[name]
+    with pytest.raises(DataError, match=r"reshape\(-1, 1\)"):
+        make().fit(np.arange(6.0))
+    with pytest.raises(DataError, match=r"reshape\(-1, 1\)"):
+        _scorer(_fitted(name))(np.arange(6.0))
