@@ -194,3 +194,17 @@ def test_feature_names_survive_save_and_load(tmp_path):
     codes = pd.DataFrame(rng.integers(0, 3, size=(40, 2)), columns=["u", "v"])
     CategoricalMixture(2, random_state=0).fit(codes).save(tmp_path / "c.lf")
     assert list(latentfit.load(tmp_path / "c.lf").feature_names_in_) == ["u", "v"]
+
+
+def test_factor_model_shapes_are_checked(tmp_path):
+    latentfit.PPCA(1, random_state=0).fit(X).save(tmp_path / "f.lf")
+    assert latentfit.load(tmp_path / "f.lf").score(X) == pytest.approx(
+        latentfit.PPCA(1, random_state=0).fit(X).score(X), rel=1e-12
+    )
+
+    def edit(tensors, header):
+        tensors["mu"] = torch.zeros(3, dtype=torch.float64)
+
+    path = _tampered(tmp_path / "f.lf", tmp_path / "bad.lf", edit)
+    with pytest.raises(ModelFileError, match=r"'mu': \(3,\)"):
+        latentfit.load(path)

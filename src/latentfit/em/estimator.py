@@ -329,7 +329,8 @@ class FittedModel:
         why = f"the tensors' shapes {shapes} disagree with each other or with n_features_in_ = {d}"
         try:
             # a draw from the model itself lies in every family's support
-            probe = self.sample(2)[0] if hasattr(self, "sample") else np.zeros((1, d))
+            probe = self.sample(2) if hasattr(self, "sample") else np.zeros((1, d))
+            probe = probe[0] if isinstance(probe, tuple) else probe  # (X, labels) or X
             if probe.shape[1] != d:
                 raise ModelFileError(f"{why} (its samples have {probe.shape[1]} features)")
             self.score_samples(probe)
