@@ -270,3 +270,12 @@ def test_one_dimensional_x_says_how_to_reshape(name):
         make().fit(np.arange(6.0))
     with pytest.raises(DataError, match=r"reshape\(-1, 1\)"):
         _scorer(_fitted(name))(np.arange(6.0))
+
+
+@pytest.mark.parametrize(
+    ("y", "match"),
+    [(np.zeros(3), r"shape \(60,\)"), (np.full(60, 0.5), "integer"), (np.full(60, 7), "7")],
+)
+def test_bad_semi_supervised_labels_are_data_errors(y, match):
+    with pytest.raises(DataError, match=match):
+        lf.PoissonMixture(2).fit(X_COUNT, y)
