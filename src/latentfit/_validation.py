@@ -7,16 +7,26 @@ bad input never reaches a torch kernel and never becomes a silent NaN.
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import PurePath
 
 import numpy as np
 import torch
 
+from latentfit.errors import DataError, DataTypeError, ParameterError, ResourceLimitError
+
 __all__ = [
     "as_float_tensor",
+    "as_numeric_array",
+    "available_memory",
+    "check_allocation",
+    "check_feature_names",
     "check_positive_int",
     "check_sample_weight",
+    "feature_names",
     "first_nonfinite",
     "make_generator",
+    "max_inferred_categories",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -29,7 +39,10 @@ def resolve_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         out = dtype
     else:
-        name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        try:
+            name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        except TypeError:
+            raise ParameterError(f"dtype must be float64 or float32, got {dtype!r}") from None
         out = {
             "float64": torch.float64,
             "double": torch.float64,
@@ -37,9 +50,9 @@ def resolve_dtype(dtype) -> torch.dtype:
             "float": torch.float32,
         }.get(name)
         if out is None:
-            raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+            raise ParameterError(f"dtype must be float64 or float32, got {dtype!r}")
     if out not in (torch.float64, torch.float32):
-        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+        raise ParameterError(f"dtype must be float64 or float32, got {dtype!r}")
     return out
 
 
@@ -98,7 +111,7 @@ def make_generator(random_state, device=None) -> torch.Generator:
     elif isinstance(random_state, torch.Generator):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=random_state).item())
     else:
-        raise ValueError(
+        raise ParameterError(
             f"random_state must be None, an int or a numpy RandomState, got {random_state!r}"
         )
     gen.manual_seed(seed)
@@ -116,11 +129,72 @@ def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:
 
 
 def _describe_position(index: tuple[int, ...], columns=None) -> str:
+    if len(index) == 0:
+        return "its only value"
     if len(index) == 1:
         return f"entry {index[0]}"
     row, col = index[0], index[1]
     colname = f" ({columns[col]!r})" if columns is not None and col < len(columns) else ""
     return f"row {row}, column {col}{colname}"
+
+
+def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
+    """``X`` as a numeric numpy array, refusing what is not a table of numbers by name."""
+    if X is None:
+        raise DataError(f"{name} is None; pass an array of shape (n_samples, n_features)")
+    if isinstance(X, (str, bytes, PurePath, os.PathLike)):
+        raise DataError(
+            f"{name} is the path or string {str(X)!r}, not an array of numbers: read the file "
+            "first (latentfit.datasets.load_array(path) or numpy.loadtxt) and pass the array"
+        )
+    if isinstance(X, (list, tuple)) and X and all(isinstance(v, (str, PurePath)) for v in X):
+        raise DataError(
+            f"{name} is a list of {len(X)} strings or paths, not an array of numbers: read the "
+            "files first and pass one array (stack several with numpy.concatenate)"
+        )
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise DataTypeError(
+            f"{name} is a sparse matrix; latentfit needs dense data, convert it with X.toarray()"
+        )
+    if isinstance(X, dict):
+        raise DataError(
+            f"{name} is a dict; pass an array or DataFrame of shape (n_samples, n_features)"
+        )
+    try:
+        arr = np.asarray(X)
+    except (ValueError, TypeError) as err:
+        raise DataError(
+            f"{name} cannot be read as a rectangular array of numbers ({err}); every row must "
+            "have the same number of values"
+        ) from None
+    if arr.dtype.kind == "c":
+        raise DataError(f"{name} is complex: Complex data not supported, fit real values")
+    if arr.dtype.kind == "M" or arr.dtype.kind == "m":
+        raise DataError(f"{name} holds dates or times ({arr.dtype}); convert them to numbers first")
+    if arr.dtype.kind in "OUSV":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            flat = arr.reshape(arr.shape[0], -1) if arr.ndim >= 1 and arr.size else arr
+            for idx in np.ndindex(flat.shape):
+                try:
+                    float(flat[idx])
+                except TypeError:
+                    raise DataTypeError(
+                        f"{name} holds {flat[idx]!r:.60} at {_describe_position(idx, columns)}: "
+                        "every value's argument must be a string or a number"
+                    ) from None
+                except ValueError:
+                    raise DataError(
+                        f"{name} has a non-numeric value {flat[idx]!r} at "
+                        f"{_describe_position(idx, columns)}; every value must be a number: "
+                        "encode categories as numbers first and drop text columns"
+                    ) from None
+            raise DataError(
+                f"{name} cannot be read as an array of numbers (dtype {arr.dtype}, shape "
+                f"{arr.shape}); pass a rectangular array of numbers"
+            ) from None
+    return arr
 
 
 def as_float_tensor(
@@ -136,61 +210,47 @@ def as_float_tensor(
 ) -> torch.Tensor:
     """Convert array-like ``X`` to a floating tensor and check it.
 
-    Raises ``ValueError`` naming the first offending row and column for NaN/inf values (unless
-    ``allow_nan``: NaN is then kept as the missing-value marker, inf is still refused), for
-    non-numeric values, wrong dimensionality and too few samples.
+    Raises :class:`~latentfit.errors.DataError` naming the first offending row and column for
+    NaN/inf values (unless ``allow_nan``: NaN is then kept as the missing-value marker, inf is
+    still refused), for non-numeric values (strings, paths, ragged lists, objects), wrong
+    dimensionality and too few samples.
     """
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
     if isinstance(X, torch.Tensor):
         t = X.detach()
         if t.is_complex():
-            raise ValueError(f"{name} is complex: Complex data not supported, fit real values")
+            raise DataError(f"{name} is complex: Complex data not supported, fit real values")
         if t.dtype == torch.bool:
             t = t.to(torch.uint8)
     else:
-        if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
-            raise TypeError(
-                f"{name} is a sparse matrix; latentfit needs dense data, convert it with X.toarray()"
-            )
-        arr = np.asarray(X)
-        if arr.dtype.kind == "c":
-            raise ValueError(f"{name} is complex: Complex data not supported, fit real values")
-        if arr.dtype.kind in "OUS":
-            try:
-                arr = arr.astype(np.float64)
-            except (TypeError, ValueError):
-                flat = arr.reshape(arr.shape[0], -1) if arr.ndim >= 1 and arr.size else arr
-                for idx in np.ndindex(flat.shape):
-                    try:
-                        float(flat[idx])
-                    except TypeError:
-                        raise TypeError(
-                            f"{name} holds {flat[idx]!r} at {_describe_position(idx, columns)}: "
-                            "every value's argument must be a string or a number"
-                        ) from None
-                    except ValueError:
-                        raise ValueError(
-                            f"{name} has a non-numeric value {flat[idx]!r} at "
-                            f"{_describe_position(idx, columns)}; encode categories as numbers first"
-                        ) from None
-                raise
-        arr = np.ascontiguousarray(arr)
+        if columns is None and hasattr(X, "columns") and hasattr(X, "iloc"):
+            columns = list(X.columns)
+        arr = np.ascontiguousarray(as_numeric_array(X, name, columns))
         if not arr.flags.writeable:  # read-only memmaps: torch needs memory it may write
             arr = arr.copy()
+        if arr.dtype.kind == "f" and arr.dtype.itemsize < 4:
+            arr = arr.astype(np.float32)  # float16 has no torch CPU kernels for everything
         t = torch.from_numpy(arr)
     if ndim is not None and t.dim() != ndim:
         if ndim == 2 and t.dim() == 1:
-            raise ValueError(
+            raise DataError(
                 f"{name} must be 2-D (n_samples, n_features), got a 1-D array of shape "
                 f"{tuple(t.shape)}. Reshape your data with X.reshape(-1, 1) for one feature or "
                 "X.reshape(1, -1) for one sample"
             )
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+        raise DataError(
+            f"{name} must be {ndim}-D (n_samples, n_features), got {t.dim()}-D shape "
+            f"{tuple(t.shape)}"
+            + ("; flatten each sample first, e.g. X.reshape(len(X), -1)" if t.dim() > 2 else "")
+        )
     if t.dim() >= 1 and t.shape[0] < min_samples:
-        raise ValueError(f"{name} has {t.shape[0]} sample(s); at least {min_samples} are needed")
+        raise DataError(
+            f"{name} has {t.shape[0]} sample(s) (shape {tuple(t.shape)}); at least "
+            f"{min_samples} are needed"
+        )
     if t.dim() == 2 and t.shape[1] == 0:
-        raise ValueError(
+        raise DataError(
             f"{name} has 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is required."
         )
     t = t.to(device=device, dtype=dtype)
@@ -198,7 +258,7 @@ def as_float_tensor(
         inf = torch.isinf(t)
         if bool(inf.any()):
             idx = tuple(int(i) for i in inf.nonzero()[0])
-            raise ValueError(f"{name} has an infinite value at {_describe_position(idx, columns)}")
+            raise DataError(f"{name} has an infinite value at {_describe_position(idx, columns)}")
     else:
         idx = first_nonfinite(t)
         if idx is not None:
@@ -207,7 +267,7 @@ def as_float_tensor(
             hint = (
                 "; pass missing='marginalize' to fit with missing values" if what == "NaN" else ""
             )
-            raise ValueError(
+            raise DataError(
                 f"{name} contains {what} at {_describe_position(idx, columns)}: every value must "
                 f"be finite{hint}"
             )
@@ -220,19 +280,113 @@ def check_sample_weight(sample_weight, n_samples: int, *, dtype, device) -> torc
         return torch.ones(n_samples, dtype=dtype, device=device)
     w = as_float_tensor(sample_weight, name="sample_weight", dtype=dtype, device=device, ndim=None)
     if w.dim() != 1 or w.shape[0] != n_samples:
-        raise ValueError(
+        raise DataError(
             f"sample_weight must have shape ({n_samples},) to match X, got {tuple(w.shape)}"
         )
     neg = (w < 0).nonzero()
     if len(neg):
         i = int(neg[0])
-        raise ValueError(f"sample_weight must be non-negative; sample {i} has weight {w[i].item()}")
+        raise DataError(f"sample_weight must be non-negative; sample {i} has weight {w[i].item()}")
     if float(w.sum()) <= 0:
-        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight")
+        raise DataError("sample_weight sums to zero: at least one sample needs a positive weight")
     return w
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+# ---------------------------------------------------------------------- memory
+def available_memory(device=None) -> int | None:
+    """Bytes that can still be allocated on ``device`` (None: the CPU): MemAvailable of
+    /proc/meminfo, else free pages by ``os.sysconf``; a CUDA device's free memory. None when
+    the platform does not say."""
+    dev = torch.device("cpu" if device is None else device)
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(dev)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} bytes"  # pragma: no cover
+
+
+def check_allocation(n_bytes, what: str, *, device=None, hint: str = "") -> int:
+    """Refuse up front, with :class:`~latentfit.errors.ResourceLimitError`, a request whose
+    ``n_bytes`` exceed the memory still available on ``device`` (the CPU by default), so that
+    a bad argument or code is named instead of exhausting the machine. ``what`` says what the
+    memory is for; ``hint`` what to try. Returns ``n_bytes`` as an int."""
+    n_bytes = int(n_bytes)
+    free = available_memory(device)
+    if free is not None and n_bytes > free:
+        raise ResourceLimitError(
+            f"{what} would need {n_bytes:,} bytes ({_fmt_bytes(n_bytes)}) but only "
+            f"{free:,} bytes ({_fmt_bytes(free)}) are available" + (f"; {hint}" if hint else "")
+        )
+    return n_bytes
+
+
+def max_inferred_categories(n_samples: int) -> int:
+    """The most categories (symbols) a model infers from the largest code in the data:
+    max(n_samples, 1024). Codes are dense when every code 0..max can appear among the n
+    samples; a larger code is almost always a stray value or an identifier, and inferring
+    from it would size the parameters by that value (10**9 symbols: 16 GB per state). Give
+    the number of categories explicitly to go beyond."""
+    return max(int(n_samples), 1024)
+
+
+# ---------------------------------------------------------------------- column names
+def feature_names(X) -> np.ndarray | None:
+    """The column names of a DataFrame-like ``X`` when they are all strings, else None
+    (scikit-learn's rule: mixed or integer column names are not recorded)."""
+    cols = getattr(X, "columns", None)
+    if cols is None or not hasattr(X, "shape"):
+        return None
+    names = np.asarray(list(cols), dtype=object)
+    if len(names) and all(isinstance(c, str) for c in names):
+        return names
+    return None
+
+
+def check_feature_names(estimator, X, *, reset: bool) -> None:
+    """scikit-learn's check of column names: at fit (``reset``) record ``feature_names_in_``
+    from a DataFrame's string columns (and forget names of an earlier fit otherwise); later,
+    refuse a DataFrame whose columns differ from the fitted ones by name or order, naming both
+    lists. An array without names is accepted (its columns are taken in the fitted order)."""
+    names = feature_names(X)
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if names is None or fitted is None:
+        return
+    fitted = [str(c) for c in fitted]
+    given = [str(c) for c in names]
+    if given != fitted:
+        what = "in a different order" if sorted(given) == sorted(fitted) else "different"
+        raise DataError(
+            f"X has feature names {given} but {type(estimator).__name__} was fitted with "
+            f"{fitted}: the columns are {what}. Select them as in fit, e.g. X[{fitted}]"
+        )

@@ -15,6 +15,7 @@ from sklearn.exceptions import NotFittedError
 __all__ = [
     "DOCUMENTED_ERRORS",
     "DataError",
+    "DataTypeError",
     "DegenerateComponentWarning",
     "LatentfitError",
     "ModelFileError",
@@ -31,6 +32,11 @@ class LatentfitError(ValueError):
 
 class DataError(LatentfitError):
     """The data are not what the model accepts (shape, type, support, NaN/inf, names)."""
+
+
+class DataTypeError(DataError, TypeError):
+    """The data are of a type latentfit does not take (sparse, objects that are not numbers);
+    also a ``TypeError``, as scikit-learn raises for such input."""
 
 
 class ParameterError(LatentfitError):

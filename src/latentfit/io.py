@@ -19,7 +19,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-__all__ = ["FORMAT_VERSION", "atomic_path", "load", "save", "serializable"]
+from latentfit.errors import ModelFileError, OutputError, ParameterError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "atomic_path",
+    "check_fields",
+    "declared_fields",
+    "load",
+    "save",
+    "serializable",
+]
 
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}
@@ -187,8 +197,10 @@ def _from_json(value):
 
 def save(model, path) -> Path:
     """Write a fitted model to ``path`` (safetensors with a JSON header). Returns the path."""
+    if Path(path).is_dir():
+        raise OutputError(f"{path} is a folder; pass the path of the model file to write")
     if not hasattr(model, "_get_state"):
-        raise TypeError(f"{type(model).__name__} cannot be saved: it has no _get_state()")
+        raise ParameterError(f"{type(model).__name__} cannot be saved: it has no _get_state()")
     tensors, extra = model._get_state()
     params = {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
     header = {
@@ -201,43 +213,184 @@ def save(model, path) -> Path:
     try:
         meta = {"latentfit": json.dumps(header)}
     except TypeError as err:
-        raise TypeError(f"cannot save {type(model).__name__}: {err}") from err
+        raise ParameterError(
+            f"cannot save {type(model).__name__}: a constructor argument or setting is not "
+            f"JSON-serialisable ({err}); pass plain numbers, strings or lists"
+        ) from err
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
 
 
-def load(path, *, device=None):
-    """Read a model written by :func:`save` (or ``model.save``); no code is executed."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no model file at {path}")
+# ---------------------------------------------------------------------- reading a header
+#: What a declared field of a model file may hold: the checks of :func:`check_fields`.
+_FIELD_CHECKS = {
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int?": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "list": lambda v: isinstance(v, list),
+    "floats": lambda v: (
+        isinstance(v, list)
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    ),
+    "ints": lambda v: (
+        isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+    ),
+    "strs": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+_FIELD_WORDS = {
+    "bool": "true or false",
+    "int": "an integer",
+    "int?": "an integer or null",
+    "float": "a number",
+    "str": "a string",
+    "list": "a list",
+    "floats": "a list of numbers",
+    "ints": "a list of integers",
+    "strs": "a list of strings",
+}
+
+
+def declared_fields(cls) -> dict[str, str]:
+    """The settings a model file may restore on ``cls``: the ``_state_fields`` dicts (name →
+    kind, a key of the checks above) of the class and its bases, merged."""
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        out.update(base.__dict__.get("_state_fields", {}))
+    return out
+
+
+def check_fields(extra, cls, *, required=()) -> dict:
+    """The ``extra`` settings of a model file, checked against the fields ``cls`` declares:
+    an unknown name, a value of the wrong kind or a missing required field raises
+    :class:`ModelFileError` naming the field (a file must not set arbitrary attributes)."""
+    if not isinstance(extra, dict):
+        raise ModelFileError(
+            f"the model file's header field 'extra' must be an object, got {type(extra).__name__}"
+        )
+    fields = declared_fields(cls)
+    for name, value in extra.items():
+        kind = fields.get(name)
+        if kind is None:
+            raise ModelFileError(
+                f"the model file's header sets 'extra.{name}', which {cls.__name__} does not "
+                f"store (it stores {sorted(fields)}); the file was altered or is not from this "
+                "latentfit"
+            )
+        if not _FIELD_CHECKS[kind](value):
+            raise ModelFileError(
+                f"the model file's header field 'extra.{name}' must be {_FIELD_WORDS[kind]}, got "
+                f"{value!r:.80}"
+            )
+    missing = [name for name in required if name not in extra]
+    if missing:
+        raise ModelFileError(
+            f"the model file's header lacks the field(s) {['extra.' + m for m in missing]} that "
+            f"{cls.__name__} needs; the file was altered or is damaged"
+        )
+    return extra
+
+
+def _header_field(header: dict, name: str, kind: type, path: Path):
+    if name not in header:
+        raise ModelFileError(f"{path}: the model file's header lacks the field {name!r}")
+    value = header[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ModelFileError(
+            f"{path}: the model file's header field {name!r} must be a {kind.__name__}, got "
+            f"{value!r:.80}"
+        )
+    return value
+
+
+def _read_header(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as err:
-        raise ValueError(f"{path} is not a latentfit model file: {err}") from err
+    except Exception as err:  # safetensors raises its own error types for every damage
+        raise ModelFileError(
+            f"{path} is not a latentfit model file (it cannot be read as safetensors: {err}); "
+            "it may be truncated, damaged or another kind of file"
+        ) from None
     if "latentfit" not in meta:
-        raise ValueError(f"{path} is a safetensors file but not a latentfit model")
-    header = json.loads(meta["latentfit"])
-    version = header.get("format_version")
-    if version is None or version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has model format version {version}; this latentfit reads versions up to "
-            f"{FORMAT_VERSION}. Upgrade latentfit to read it."
+        raise ModelFileError(f"{path} is a safetensors file but not a latentfit model")
+    try:
+        header = json.loads(meta["latentfit"])
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: the model file's header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: the model file's header must be a JSON object")
+    return header
+
+
+def _check_tensors(tensors: dict, path: Path) -> None:
+    """Every stored tensor holds finite numbers (a NaN would make every prediction wrong)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+            raise ModelFileError(
+                f"{path}: the tensor {name!r} {tuple(t.shape)} holds {t[tuple(bad)].item()} at "
+                f"index {tuple(bad)}; a fitted model's parameters are finite. The file is "
+                "damaged or was written from a failed fit: refit the model"
+            )
+
+
+def load(path, *, device=None):
+    """Read a model written by :func:`save` (or ``model.save``); no code is executed.
+
+    Anything that is not an intact model file of this latentfit (a folder, a truncated or
+    foreign file, an altered header, non-finite or mis-shaped tensors) raises
+    :class:`~latentfit.errors.ModelFileError` naming the field or tensor at fault; a path that
+    does not exist raises ``FileNotFoundError``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model file at {path}")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is not a file (a folder?); pass the path of a model file")
+    header = _read_header(path)
+    version = _header_field(header, "format_version", int, path)
+    if version < 1 or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}; this latentfit reads versions 1 to "
+            f"{FORMAT_VERSION}"
+            + (". Upgrade latentfit to read it." if version > FORMAT_VERSION else "")
         )
-    cls = _REGISTRY.get(header["class"])
+    name = _header_field(header, "class", str, path)
+    cls = _REGISTRY.get(name)
     if cls is None:
         import latentfit  # noqa: F401  (registers every public model class)
 
-        cls = _REGISTRY.get(header["class"])
+        cls = _REGISTRY.get(name)
     if cls is None:
-        raise ValueError(f"{path} holds a {header['class']}, which this latentfit does not know")
-    params = {k: _from_json(v) for k, v in header["params"].items()}
+        raise ModelFileError(f"{path} holds a {name!r}, which this latentfit does not know")
+    raw = _header_field(header, "params", dict, path)
+    params = {k: _from_json(v) for k, v in raw.items()}
     if device is not None and "device" in params:
         params["device"] = device
-    model = cls(**params)
-    tensors = load_file(str(path))
-    model._set_state(tensors, header.get("extra", {}))
+    try:
+        model = cls(**params)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(
+            f"{path}: the model file's header field 'params' does not fit {name} ({err})"
+        ) from None
+    extra = check_fields(header.get("extra", {}), cls)
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors' own error types
+        raise ModelFileError(f"{path}: the model's tensors cannot be read ({err})") from None
+    _check_tensors(tensors, path)
+    try:
+        model._set_state(tensors, dict(extra))
+        if hasattr(model, "_check_loaded"):
+            model._check_loaded()
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from None
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:
+        raise ModelFileError(
+            f"{path}: the stored {name} is inconsistent: {type(err).__name__}: {err}"
+        ) from None
     return model

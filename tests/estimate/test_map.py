@@ -8,6 +8,7 @@ from scipy.optimize import curve_fit
 from sklearn.linear_model import Lasso, LinearRegression, Ridge
 from torch.distributions import Beta, Gamma, Laplace, Normal
 
+from latentfit.errors import ParameterError
 from latentfit.estimate import (
     fit_map,
     fit_map_regression,
@@ -140,7 +141,7 @@ def test_map_errors():
     x = [1.0, 2.0, 3.0]
     with pytest.raises(ValueError, match=r"'scale'.*parameters: \('rate',\)"):
         fit_map("poisson", x, {"scale": Gamma(_t(1.0), _t(1.0))})
-    with pytest.raises(TypeError, match="torch distribution"):
+    with pytest.raises(ParameterError, match="torch distribution"):
         fit_map("poisson", x, {"rate": 3.0})
     with pytest.raises(ValueError, match="real-valued"):
         fit_map("poisson", x, {"rate": Laplace(_t(0.0), _t(1.0))})

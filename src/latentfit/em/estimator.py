@@ -13,6 +13,7 @@ estimators, with the same messages everywhere.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
     as_float_tensor,
+    check_feature_names,
     check_positive_int,
     check_sample_weight,
     make_generator,
@@ -30,6 +32,8 @@ from latentfit.em.data import default_chunk_rows
 from latentfit.em.driver import EMResult, run_em
 from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
 from latentfit.em.stream import EMStream, prepare_stream
+from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.io import check_fields
 from latentfit.io import save as _save
 
 __all__ = [
@@ -60,23 +64,27 @@ def check_em_counts(n_components: int, n_init: int, max_iter: int) -> None:
 
 def check_choice(value, name: str, choices: tuple) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise ParameterError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def check_non_negative(value, name: str) -> None:
-    if not (value >= 0):  # also refuses NaN
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    try:
+        ok = bool(value >= 0)  # also refuses NaN
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ParameterError(f"{name} must be non-negative, got {value!r}")
 
 
 def check_missing(missing) -> None:
     if missing not in ("error", "marginalize"):
-        raise ValueError(f"missing must be 'error' or 'marginalize', got {missing!r}")
+        raise ParameterError(f"missing must be 'error' or 'marginalize', got {missing!r}")
 
 
 def check_n_samples(n: int, k: int) -> None:
     """At least as many samples as components (scikit-learn's message)."""
     if n < k:
-        raise ValueError(
+        raise DataError(
             f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
         )
 
@@ -156,9 +164,6 @@ class FittedModel:
     them in ``_set_params_tensors``; ``missing`` (when it has one) decides whether NaN is allowed.
     """
 
-    # Record ``feature_names_in_`` from a DataFrame's string columns at fit time.
-    _keeps_feature_names = True
-
     @property
     def _dtype(self) -> torch.dtype:
         return resolve_dtype(self.dtype)
@@ -168,14 +173,12 @@ class FittedModel:
         return resolve_device(self.device)
 
     def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
-        if reset and self._keeps_feature_names and hasattr(X, "columns"):
-            names = np.asarray(X.columns, dtype=object)
-            if all(isinstance(c, str) for c in names):
-                self.feature_names_in_ = names
+        # Columns are matched by name as in scikit-learn: a reordered DataFrame is refused.
+        check_feature_names(self, X, reset=reset)
         allow_nan = getattr(self, "missing", "error") == "marginalize"
         X = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=allow_nan)
         if not reset and X.shape[1] != self.n_features_in_:
-            raise ValueError(
+            raise DataError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
@@ -185,7 +188,7 @@ class FittedModel:
         """A user-given array argument (``weights_init``, ``mean_prior``...) of a fixed shape."""
         t = as_float_tensor(value, name=name, dtype=self._dtype, device=self._device, ndim=None)
         if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+            raise ParameterError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
         return t
 
     def _check(self, X) -> torch.Tensor:
@@ -210,7 +213,7 @@ class FittedModel:
         from its in-memory sample: what ``fit(source)`` hands to :meth:`_run_em`. ``batch``,
         ``init_data`` and ``check`` are :func:`~latentfit.em.stream.prepare_stream`'s."""
         if sample_weight is not None:
-            raise ValueError("a source carries its own sample weights; pass sample_weight=None")
+            raise ParameterError("a source carries its own sample weights; pass sample_weight=None")
         stream = prepare_stream(
             source,
             hooks,
@@ -260,6 +263,18 @@ class FittedModel:
         check_is_fitted(self, "_params")
         return _save(self, path)
 
+    #: The settings beyond the tensors that ``save`` writes and ``load`` may restore, with
+    #: their kinds (see :func:`latentfit.io.check_fields`); a subclass declares its own
+    #: ``_extra_state`` entries here, and a model file can set nothing else.
+    _state_fields: ClassVar[dict[str, str]] = {
+        "converged_": "bool",
+        "n_iter_": "int",
+        "lower_bound_": "float",
+        "lower_bounds_": "floats",
+        "n_features_in_": "int",
+        "feature_names_in_": "strs",
+    }
+
     def _extra_state(self) -> dict:
         """JSON-able settings beyond the run record that ``load`` must restore."""
         return {}
@@ -274,6 +289,8 @@ class FittedModel:
             "n_features_in_": int(self.n_features_in_),
             **self._extra_state(),
         }
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         return dict(self._params), extra
 
     def _restore_params(self, tensors: dict, extra: dict) -> None:
@@ -281,10 +298,48 @@ class FittedModel:
         self._set_params_tensors(tensors)
 
     def _set_state(self, tensors, extra):
+        extra = check_fields(extra, type(self), required=("n_features_in_",))
+        if extra["n_features_in_"] < 1:
+            raise ModelFileError("the model file's field 'extra.n_features_in_' must be >= 1")
         dev, dt = self._device, self._dtype
         self._restore_params({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()}, extra)
         for k, v in extra.items():
             setattr(self, k, v)
+        if "feature_names_in_" in extra:
+            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
+
+    def _check_loaded(self) -> None:
+        """After ``load``: the tensors agree with ``n_components`` and ``n_features_in_``.
+        The weights name the components; one density evaluation at a probe row then finds
+        any other tensor whose shape disagrees (raising ModelFileError naming the shapes)."""
+        d = self.n_features_in_
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None and len(names) != d:
+            raise ModelFileError(
+                f"the model file names {len(names)} features in 'extra.feature_names_in_' but "
+                f"'extra.n_features_in_' is {d}"
+            )
+        k = self._n_components() if hasattr(self, "_n_components") else self.n_components
+        w = self._params.get("weights")
+        if w is not None and isinstance(k, int) and tuple(w.shape) != (k,):
+            raise ModelFileError(
+                f"the tensor 'weights' has shape {tuple(w.shape)} but n_components = {k}"
+            )
+        shapes = {name: tuple(t.shape) for name, t in self._params.items()}
+        why = f"the tensors' shapes {shapes} disagree with each other or with n_features_in_ = {d}"
+        try:
+            # a draw from the model itself lies in every family's support
+            probe = self.sample(2) if hasattr(self, "sample") else np.zeros((1, d))
+            probe = probe[0] if isinstance(probe, tuple) else probe  # (X, labels) or X
+            if probe.shape[1] != d:
+                raise ModelFileError(f"{why} (its samples have {probe.shape[1]} features)")
+            self.score_samples(probe)
+        except ModelFileError:
+            raise
+        except ValueError:
+            pass  # a check of the probe's values, not of the shapes: nothing learnt
+        except (RuntimeError, IndexError, KeyError) as err:
+            raise ModelFileError(f"{why} ({type(err).__name__}: {err})") from None
 
 
 class CriteriaMixin:

@@ -19,7 +19,7 @@ On complete data M is shared by all rows and the E-step is a few matrix products
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -196,7 +196,6 @@ def factor_moment_em(
 
 class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
     _isotropic = False
-    _keeps_feature_names = False
 
     def __init__(
         self,
@@ -293,6 +292,8 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         self._min_noise = _noise_floor(X, w)
         return TensorChunks(X, w, self.chunk_rows)
 
+    _state_fields: ClassVar[dict[str, str]] = {"_min_noise": "float"}
+
     def _online_hooks(self) -> _FactorHooks:
         # The moment form keeps a (d, d) matrix: beyond that size, the stepwise EM of the
         # complete-data statistics.
@@ -312,8 +313,9 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         self.n_components_ = self.components_.shape[0]
 
     def _posterior(self, X) -> FactorPosterior:
+        X = self._check(X)  # NotFittedError before fit, before _params is read
         p = self._params
-        return factor_posterior(self._check(X), p["W"], p["mu"], p["psi"])
+        return factor_posterior(X, p["W"], p["mu"], p["psi"])
 
     def transform(self, X):
         """Posterior mean E[z | x_o] of the latent factors: (n, q)."""

@@ -39,6 +39,7 @@ from latentfit.em.online import OnlineEMMixin
 from latentfit.em.priors import DirichletPrior
 from latentfit.em.sources import is_source
 from latentfit.em.stream import EMStream
+from latentfit.errors import DataError, LatentfitError, ParameterError
 
 __all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
 
@@ -72,17 +73,17 @@ def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:
         return None
     arr = np.asarray(y)
     if arr.shape != (n,):
-        raise ValueError(f"y must have shape ({n},) to match X, got {arr.shape}")
+        raise DataError(f"y must have shape ({n},) to match X, got {arr.shape}")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError("y must hold integer component indices, with -1 for unlabelled")
+            raise DataError("y must hold integer component indices, with -1 for unlabelled")
     elif arr.dtype.kind not in "iub":
-        raise ValueError("y must hold integer component indices, with -1 for unlabelled")
+        raise DataError("y must hold integer component indices, with -1 for unlabelled")
     t = torch.as_tensor(arr.astype(np.int64), device=device)
     bad = ((t < -1) | (t >= k)).nonzero()
     if len(bad):
         i = int(bad[0])
-        raise ValueError(
+        raise DataError(
             f"y[{i}] = {int(t[i])} is not a component index in 0..{k - 1} nor -1 (unlabelled)"
         )
     return t if bool((t >= 0).any()) else None
@@ -102,7 +103,6 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     """
 
     _param_names: tuple[str, ...] = ()
-    _keeps_feature_names = False
 
     # The arguments every mixture shares; a subclass adds its own and passes these on.
     def __init__(
@@ -233,14 +233,23 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         :class:`~latentfit.em.online.OnlineEMMixin`. Labels are not taken: fit in memory for a
         semi-supervised fit."""
         if y is not None:
-            raise ValueError("partial_fit takes no component labels (y); use fit(X, y) for them")
+            raise ParameterError(
+                "partial_fit takes no component labels (y); use fit(X, y) for them"
+            )
         return super().partial_fit(X, sample_weight=sample_weight)
 
     def _fit(self, X, y, sample_weight):
-        self._check_parameters()
+        try:
+            self._check_parameters()
+        except LatentfitError:
+            raise
+        except (ValueError, TypeError) as err:  # a family's or prior's own check
+            raise ParameterError(str(err)) from None
         if is_source(X):
             if y is not None:
-                raise ValueError("labels (y) are not supported for streamed sources; fit in memory")
+                raise ParameterError(
+                    "labels (y) are not supported for streamed sources; fit in memory"
+                )
             stream = self._stream(X, sample_weight)
             self._store_result(self._run_em(stream.hooks, stream.data, stream.reduce))
             return stream.data

@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import math
 import warnings
+from typing import ClassVar
 
 import torch
 from torch.distributions import (
@@ -524,6 +525,8 @@ class MixtureModel(BaseMixture):
 
     def _extra_state(self):
         return {"families_": list(self.families_)}
+
+    _state_fields: ClassVar[dict[str, str]] = {"families_": "strs"}
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)

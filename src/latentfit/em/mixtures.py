@@ -13,12 +13,16 @@ against ``torch.distributions``. The estimators share :class:`~latentfit.em.mixt
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 
+from latentfit._validation import check_allocation, max_inferred_categories
 from latentfit.em.estimator import cpu_generator
 from latentfit.em.mixture_base import BaseMixture, first_offending
 from latentfit.em.priors import BetaPrior, DirichletPrior, GammaPrior
+from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
 __all__ = [
@@ -72,12 +76,12 @@ def categorical_log_prob(onehot: torch.Tensor, probs: torch.Tensor) -> torch.Ten
 def _check_counts(X: torch.Tensor, name: str) -> None:
     neg = X < 0
     if bool(neg.any()):
-        raise ValueError(
+        raise DataError(
             f"{name} needs non-negative counts; the first negative entry is {first_offending(neg, X)}"
         )
     frac = X != X.round()
     if bool(frac.any()):
-        raise ValueError(
+        raise DataError(
             f"{name} needs integer counts; the first fractional entry is "
             f"{first_offending(frac, X)}. Round the data or use a continuous family."
         )
@@ -125,7 +129,7 @@ class BernoulliMixture(_DiscreteMixture):
     def _c_check(self, X, reset):
         bad = (X != 0) & (X != 1)
         if bool(bad.any()):
-            raise ValueError(
+            raise DataError(
                 f"{type(self).__name__} needs binary data (0 or 1); the first other entry is "
                 f"{first_offending(bad, X)}. Binarise first, e.g. X > 0.5."
             )
@@ -237,6 +241,8 @@ class MultinomialMixture(_DiscreteMixture):
     def _c_n_parameters(self, d):
         return len(self._params["weights"]) * (d - 1)
 
+    _state_fields: ClassVar[dict[str, str]] = {"mean_total_count_": "float"}
+
     def _extra_state(self):
         return {"mean_total_count_": self.mean_total_count_}
 
@@ -247,7 +253,10 @@ class CategoricalMixture(_DiscreteMixture):
         """Latent class model: a mixture of products of categorical variables.
 
     X holds integer codes 0..c_j − 1 in column j. p(x) = Σ_k π_k Π_j p_kj[x_j].
-    n_categories : int or list (one per column); default: 1 + the largest code seen in fit.
+    n_categories : int or list (one per column); default: 1 + the largest code seen in fit,
+        when the codes are dense — a code beyond max(n_samples, 1024) is refused (DataError)
+        rather than sizing the model by it. A size whose one-hot codes or parameters would
+        not fit in memory is refused up front (ResourceLimitError).
     prob_concentration : symmetric Dirichlet α on every p_kj.
     Fitted: ``probs_`` (k, d, c) (zero beyond column j's c_j codes), ``n_categories_`` (d,).
     """
@@ -271,7 +280,7 @@ class CategoricalMixture(_DiscreteMixture):
             over = X >= limit.to(X)
             if bool(over.any()):
                 i, j = (int(v) for v in over.nonzero()[0])
-                raise ValueError(
+                raise DataError(
                     f"{type(self).__name__}: row {i}, column {j} holds category "
                     f"{int(X[i, j])} but column {j} has {int(limit[j])} categories (0.."
                     f"{int(limit[j]) - 1})"
@@ -290,14 +299,37 @@ class CategoricalMixture(_DiscreteMixture):
             return None
         c = np.broadcast_to(np.asarray(self.n_categories, dtype=np.int64), (X.shape[1],))
         if (c < 1).any():
-            raise ValueError(f"n_categories must be >= 1, got {self.n_categories!r}")
+            raise ParameterError(f"n_categories must be >= 1, got {self.n_categories!r}")
         return torch.as_tensor(c.copy(), device=X.device)
 
     def _c_prepare(self, X):
         if self.n_categories is None:
-            self.n_categories_ = (X.max(0).values.long() + 1).cpu().numpy()
+            top = X.max(0)  # (d,) the largest code of every column
+            limit = max_inferred_categories(X.shape[0])
+            over = (top.values >= limit).nonzero()
+            if len(over):
+                j = int(over[0])
+                i = int(top.indices[j])
+                raise DataError(
+                    f"{type(self).__name__}: row {i}, column {j} holds category "
+                    f"{int(top.values[j])}, far beyond the {X.shape[0]} samples: the codes are "
+                    "not dense, and inferring the categories from it would size the model by "
+                    "that value. Recode the column as 0..c-1 (numpy.unique(column, "
+                    "return_inverse=True)) or pass n_categories"
+                )
+            self.n_categories_ = (top.values.long() + 1).cpu().numpy()
         else:
             self.n_categories_ = self._limits(X, True).cpu().numpy()
+        # One-hot codes of the data (n, d·c) for the initialisation, and the (k, d, c)
+        # parameters with their statistics.
+        n, d = X.shape
+        c = int(self.n_categories_.max())
+        check_allocation(
+            (n + 4 * self._n_components()) * d * c * X.element_size(),
+            f"{type(self).__name__} with {d} column(s) of up to {c:,} categories",
+            device=X.device,
+            hint="recode every column as 0..c-1 with c the number of distinct codes",
+        )
 
     def _valid(self, like: torch.Tensor) -> torch.Tensor:
         c = torch.as_tensor(self.n_categories_, device=like.device)
@@ -340,6 +372,8 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _c_n_parameters(self, d):
         return len(self._params["weights"]) * int((self.n_categories_ - 1).sum())
+
+    _state_fields: ClassVar[dict[str, str]] = {"n_categories_": "ints"}
 
     def _extra_state(self):
         return {"n_categories_": [int(c) for c in self.n_categories_]}

@@ -18,6 +18,7 @@ import torch
 import torch.distributions as D
 
 from latentfit._validation import resolve_device, resolve_dtype
+from latentfit.errors import ParameterError
 from latentfit.estimate.distributions import (
     BetaBinomialDistribution,
     DirichletMultinomialDistribution,
@@ -43,14 +44,14 @@ def _lbeta(a, b):
 def _positive(value, name, dtype, device):
     t = torch.as_tensor(value, dtype=dtype, device=device)
     if not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
-        raise ValueError(f"{name} must be positive and finite, got {t.tolist()}")
+        raise ParameterError(f"{name} must be positive and finite, got {t.tolist()}")
     return t
 
 
 def _interval(dist: D.Distribution, level: float) -> torch.Tensor:
     """Equal-tailed credible interval (..., 2) from the quantiles of ``dist``."""
     if not 0 < level < 1:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+        raise ParameterError(f"level must lie strictly between 0 and 1, got {level}")
     q = quantile(dist, [(1 - level) / 2, (1 + level) / 2])  # (2, ...)
     return torch.movedim(q, 0, -1)
 
@@ -120,7 +121,7 @@ class BetaBinomial(ConjugateModel):
         self.alpha = _positive(alpha, "alpha", self.dtype, self.device)
         self.beta = _positive(beta, "beta", self.dtype, self.device)
         if int(total_count) < 1:
-            raise ValueError(f"total_count must be a positive integer, got {total_count}")
+            raise ParameterError(f"total_count must be a positive integer, got {total_count}")
         self.total_count = int(total_count)
 
     def _fixed_args(self):
@@ -186,7 +187,7 @@ class DirichletMultinomial(ConjugateModel):
         self._setup(dtype, device)
         self.alpha = _positive(alpha, "alpha", self.dtype, self.device)
         if self.alpha.dim() != 1 or self.alpha.shape[0] < 2:
-            raise ValueError(
+            raise ParameterError(
                 f"alpha must have shape (k,) with k >= 2, got {tuple(self.alpha.shape)}"
             )
         self.total_count = int(total_count)
@@ -200,7 +201,7 @@ class DirichletMultinomial(ConjugateModel):
     def _counts(self, x) -> torch.Tensor:
         x = self._check(x)
         if x.shape[1] != self.alpha.shape[0]:
-            raise ValueError(
+            raise ParameterError(
                 f"count rows must have {self.alpha.shape[0]} columns, got {x.shape[1]}"
             )
         return x

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.distributions as D
 
+from latentfit.errors import ParameterError
 from latentfit.estimate.conjugate import ConjugateModel, _interval, _positive
 from latentfit.estimate.distributions import InverseWishart, MultivariateStudentT
 
@@ -222,20 +223,20 @@ class NormalInverseWishart(ConjugateModel):
         self._setup(dtype, device)
         self.loc = torch.as_tensor(loc, dtype=self.dtype, device=self.device)
         if self.loc.dim() != 1:
-            raise ValueError(f"loc must have shape (d,), got {tuple(self.loc.shape)}")
+            raise ParameterError(f"loc must have shape (d,), got {tuple(self.loc.shape)}")
         d = self.loc.shape[0]
         self.kappa = _positive(kappa, "kappa", self.dtype, self.device)
         self.df = torch.as_tensor(
             d + 2.0 if df is None else df, dtype=self.dtype, device=self.device
         )
         if not float(self.df) > d - 1:
-            raise ValueError(f"df must exceed d - 1 = {d - 1}, got {float(self.df)}")
+            raise ParameterError(f"df must exceed d - 1 = {d - 1}, got {float(self.df)}")
         eye = torch.eye(d, dtype=self.dtype, device=self.device)
         self.scale = (
             eye if scale is None else torch.as_tensor(scale, dtype=self.dtype, device=self.device)
         )
         if self.scale.shape != (d, d) or int(torch.linalg.cholesky_ex(self.scale)[1]) != 0:
-            raise ValueError(f"scale must be a positive definite ({d}, {d}) matrix")
+            raise ParameterError(f"scale must be a positive definite ({d}, {d}) matrix")
 
     def hyperparameters(self):
         return {"loc": self.loc, "kappa": self.kappa, "df": self.df, "scale": self.scale}
@@ -243,7 +244,7 @@ class NormalInverseWishart(ConjugateModel):
     def update(self, x):
         x = self._check(x)
         if x.shape[1] != self.loc.shape[0]:
-            raise ValueError(f"rows must have {self.loc.shape[0]} columns, got {x.shape[1]}")
+            raise ParameterError(f"rows must have {self.loc.shape[0]} columns, got {x.shape[1]}")
         new = normal_inverse_wishart_update(self.loc, self.kappa, self.df, self.scale, x)
         return self._replace(x.shape[0], **new._asdict())
 

@@ -13,6 +13,7 @@ A user-written log-density becomes a family with ``log_density_family``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributions as D
 from torch.distributions import constraints
+
+from latentfit.errors import DataError, ParameterError
 
 __all__ = ["FAMILIES", "Family", "get_family", "log_density_family", "register_family"]
 
@@ -48,6 +51,33 @@ class _OpenSimplex(constraints.Constraint):
         return "open simplex (positive entries summing to 1)"
 
 
+class _MultinomialCounts(constraints.Constraint):
+    """Rows of non-negative integer counts summing to exactly ``total_count`` (torch's
+    ``constraints.multinomial`` accepts any sum up to it and fractional counts)."""
+
+    event_dim = 1
+
+    def __init__(self, total_count: int):
+        self.total_count = total_count
+
+    def check(self, value):
+        whole = (value >= 0) & (value == value.round())
+        return whole.all(-1) & (value.sum(-1) == self.total_count)
+
+    def __repr__(self):
+        return f"non-negative integer counts summing to {self.total_count}"
+
+
+def _whole(f: dict, name: str, minimum: int) -> int:
+    """A fixed count (``total_count``, ``num_categories``) as an int >= ``minimum``."""
+    v = f[name]
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v < minimum:
+        raise ParameterError(f"fixed[{name!r}] must be an integer >= {minimum}, got {f[name]!r}")
+    return int(v)
+
+
 @dataclass(frozen=True)
 class Family:
     """What estimation needs to know about one family of distributions.
@@ -70,6 +100,10 @@ class Family:
     discrete: bool = False
     finalize: Callable[[Params], Params] | None = None  # e.g. wrap an angle into (-π, π]
     aliases: tuple[str, ...] = field(default=())
+    # The arguments ``fixed`` may hold (None: any, for a log-density of your own).
+    fixed_names: tuple[str, ...] | None = None
+    # Checks of the data beyond the support (raise DataError), e.g. a full-rank covariance.
+    check: Callable[[torch.Tensor, dict], None] | None = None
 
 
 def _torch_family(cls, params, **kwargs) -> Family:
@@ -83,12 +117,21 @@ def _torch_family(cls, params, **kwargs) -> Family:
 
     cons = {name: cls.arg_constraints[name] for name in params}
     cons.update(kwargs.pop("constraints", {}))
+    # Other constructor arguments may be fixed, except the alternative parametrisations.
+    names = inspect.signature(cls.__init__).parameters
+    fixed_names = tuple(
+        n
+        for n in names
+        if n not in (*params, "self", "validate_args", "probs", "logits", "covariance_matrix",
+                     "precision_matrix", "scale_tril")
+    )  # fmt: skip
     return Family(
         name=kwargs.pop("name", cls.__name__),
         params=tuple(params),
         constraints=cons,
         log_prob=log_prob,
         distribution=build,
+        fixed_names=kwargs.pop("fixed_names", fixed_names),
         **kwargs,
     )
 
@@ -174,10 +217,57 @@ def _dirichlet_init(x, fixed):
     return {"concentration": a0 * m}
 
 
+def categorical_size(x, fixed) -> int:
+    """The number of categories of a Categorical fit: ``fixed["num_categories"]``, else the
+    largest code plus one when the codes are dense — at most max(n, 1024) categories for n
+    observations, so that a stray large code cannot ask for a huge probability vector (the
+    vector is then refused with a DataError that says to pass num_categories)."""
+    if "num_categories" in fixed:
+        return _whole(fixed, "num_categories", 1)
+    top = int(x.max().item())
+    limit = max(x.shape[0], 1024)
+    if top + 1 > limit:
+        i = int(x.argmax())
+        raise DataError(
+            f"data[{i}] = {top} is a category code far beyond the {x.shape[0]} observations: "
+            f"the codes are not dense (0..{top} would make {top + 1} categories). Recode the "
+            "categories as 0..K-1 (numpy.unique(data, return_inverse=True)) or pass "
+            "fixed={'num_categories': K}"
+        )
+    return top + 1
+
+
 def _categorical_mle(x, fixed):
-    k = int(fixed.get("num_categories", int(x.max().item()) + 1))
+    k = categorical_size(x, fixed)
     counts = torch.bincount(x.long(), minlength=k).to(x.dtype)  # (k,)
     return {"probs": counts / x.shape[0]}
+
+
+def _mvn_check(x, fixed):
+    """The MLE covariance is singular when n <= d or a column is constant or collinear."""
+    n, d = x.shape
+    if n <= d:
+        raise DataError(
+            f"a {d}-dimensional MultivariateNormal needs more observations than dimensions; "
+            f"data has {n} row(s). Add rows or reduce the columns"
+        )
+    spread = x.max(0).values - x.min(0).values  # (d,)
+    if bool((spread == 0).any()):
+        j = int((spread == 0).nonzero()[0])
+        raise DataError(
+            f"column {j} of data is constant ({x[0, j].item():g}): its variance is 0 and the "
+            "MultivariateNormal MLE covariance is singular; drop the column"
+        )
+    cov = _mvn_mle(x, fixed)["covariance_matrix"]
+    scale = cov.diagonal().sqrt()
+    corr = cov / (scale[:, None] * scale[None, :])
+    eig = torch.linalg.eigvalsh(corr)
+    if float(eig.min()) <= d * torch.finfo(x.dtype).eps * 10:
+        raise DataError(
+            "the columns of data are linearly dependent (a column is a combination of the "
+            "others): the MultivariateNormal MLE covariance is singular; drop the redundant "
+            "column(s)"
+        )
 
 
 def _mvn_mle(x, fixed):
@@ -324,7 +414,7 @@ for _fam in [
     _torch_family(
         D.Binomial,
         ["probs"],
-        support=lambda f: constraints.integer_interval(0, f["total_count"]),
+        support=lambda f: constraints.integer_interval(0, _whole(f, "total_count", 1)),
         discrete=True,
         required_fixed=("total_count",),
         constraints={"probs": constraints.unit_interval},
@@ -360,13 +450,14 @@ for _fam in [
         ),
         distribution=lambda p, f: D.Categorical(probs=p["probs"]),
         support=lambda f: (
-            constraints.integer_interval(0, f["num_categories"] - 1)
+            constraints.integer_interval(0, _whole(f, "num_categories", 1) - 1)
             if "num_categories" in f
             else constraints.nonnegative_integer
         ),
         init=_categorical_mle,
         closed_form=_categorical_mle,
         discrete=True,
+        fixed_names=("num_categories",),
     ),
     _torch_family(
         D.Multinomial,
@@ -375,7 +466,7 @@ for _fam in [
         discrete=True,
         required_fixed=("total_count",),
         constraints={"probs": constraints.simplex},
-        support=lambda f: constraints.multinomial(f["total_count"]),
+        support=lambda f: _MultinomialCounts(_whole(f, "total_count", 1)),
         init=lambda x, f: {"probs": x.sum(0) / x.sum()},
         closed_form=lambda x, f: {"probs": x.sum(0) / x.sum()},
     ),
@@ -393,6 +484,7 @@ for _fam in [
         support=lambda f: constraints.real_vector,
         init=_mvn_mle,
         closed_form=_mvn_mle,
+        check=_mvn_check,
         aliases=("mvn", "multivariategaussian"),
     ),
 ]:
@@ -408,14 +500,14 @@ def get_family(family) -> Family:
     elif isinstance(family, str):
         key = family
     else:
-        raise TypeError(
+        raise ParameterError(
             f"family must be a name, a torch.distributions class or a Family, got {family!r}; "
             "for a log-density of your own use log_density_family(fn, init=...)"
         )
     found = FAMILIES.get(key.lower().replace("-", "").replace("_", ""))
     if found is None:
         names = sorted({f.name for f in FAMILIES.values()})
-        raise ValueError(f"unknown family {family!r}; known families: {', '.join(names)}")
+        raise ParameterError(f"unknown family {family!r}; known families: {', '.join(names)}")
     return found
 
 
@@ -435,17 +527,17 @@ def log_density_family(
     (``positive``, ``unit_interval``, ``simplex``, ...; ``real`` when missing).
     """
     if not init:
-        raise ValueError("init must name every parameter with a starting value")
+        raise ParameterError("init must name every parameter with a starting value")
     starts = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in init.items()}
     unknown = set(constraints_ or {}) - set(starts)
     if unknown:
-        raise ValueError(f"constraints name parameters {sorted(unknown)} that init does not")
+        raise ParameterError(f"constraints name parameters {sorted(unknown)} that init does not")
 
     def log_prob(p, x, fixed):
         out = log_density(x, **p, **fixed)
         n = x.shape[0]
         if out.shape != (n,):
-            raise ValueError(
+            raise ParameterError(
                 f"the log-density must return one value per observation, shape ({n},); "
                 f"got shape {tuple(out.shape)}"
             )

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit.errors import ParameterError
+
 __all__ = [
     "InformationInverse",
     "delta_method_covariance",
@@ -90,7 +92,7 @@ def wald_interval(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``θ̂ ± z_{1-α/2} · se``: the Wald interval with asymptotic coverage ``level``."""
     if not 0 < level < 1:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+        raise ParameterError(f"level must lie strictly between 0 and 1, got {level}")
     z = _normal_quantile(1 - (1 - level) / 2)
     return estimate - z * std_error, estimate + z * std_error
 

@@ -19,46 +19,120 @@ Laplace-approximation covariance does not exist at a kink.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.distributions as D
 from torch.distributions import constraints as C
 
 from latentfit._validation import as_float_tensor, resolve_device, resolve_dtype
+from latentfit.errors import ParameterError
 from latentfit.estimate.families import log_density_family
 from latentfit.estimate.mle import fit_family, prepare_fit
 from latentfit.estimate.optimize import minimize_l1
 from latentfit.estimate.parameters import ParameterLayout
 from latentfit.estimate.result import FitResult
 
-__all__ = ["fit_map", "fit_map_regression", "lasso_prior_scale", "ridge_prior_scale"]
+__all__ = [
+    "fit_map",
+    "fit_map_regression",
+    "lasso_prior_scale",
+    "prior_in_dtype",
+    "ridge_prior_scale",
+]
 
 
-def ridge_prior_scale(alpha: float, noise_scale: float = 1.0) -> float:
-    """The Normal prior scale τ whose MAP is scikit-learn's ``Ridge(alpha)``: τ = σ / √alpha."""
-    return noise_scale / alpha**0.5
+def ridge_prior_scale(alpha: float, noise_scale: float = 1.0) -> torch.Tensor:
+    """The Normal prior scale τ whose MAP is scikit-learn's ``Ridge(alpha)``: τ = σ / √alpha.
+
+    A float64 0-d tensor, so that ``Normal(0.0, ridge_prior_scale(alpha))`` keeps every digit
+    (torch stores a Python float as float32)."""
+    return torch.tensor(noise_scale / alpha**0.5, dtype=torch.float64)
 
 
-def lasso_prior_scale(alpha: float, n_samples: int, noise_scale: float = 1.0) -> float:
-    """The Laplace prior scale b whose MAP is scikit-learn's ``Lasso(alpha)``: b = σ²/(n alpha)."""
-    return noise_scale**2 / (n_samples * alpha)
+def lasso_prior_scale(alpha: float, n_samples: int, noise_scale: float = 1.0) -> torch.Tensor:
+    """The Laplace prior scale b whose MAP is scikit-learn's ``Lasso(alpha)``: b = σ²/(n alpha);
+    a float64 0-d tensor, as :func:`ridge_prior_scale`."""
+    return torch.tensor(noise_scale**2 / (n_samples * alpha), dtype=torch.float64)
+
+
+def _widen(t: torch.Tensor, dtype: torch.dtype, device, lossy: list) -> torch.Tensor:
+    """A float32 tensor in a wider ``dtype`` through the shortest decimal of every value: a
+    Python float such as 0.1 that torch stored as float32 becomes 0.1 again, not
+    0.10000000149. A value that needs 8 or more digits was not typed as a short decimal and
+    cannot be recovered: it is recorded in ``lossy``."""
+    if t.dtype != torch.float32 or dtype != torch.float64:
+        return t.to(device=device, dtype=dtype)
+    flat = t.detach().cpu().numpy().ravel()
+    text = [str(np.float32(v)) for v in flat]
+    digits = [len(s.split("e")[0].replace("-", "").replace(".", "").strip("0")) for s in text]
+    lossy.extend(float(v) for v, n in zip(flat, digits, strict=True) if n >= 8)
+    out = np.array([float(s) for s in text], dtype=np.float64).reshape(tuple(t.shape))
+    return torch.from_numpy(out).to(device=device)
+
+
+def _cast(obj, dtype: torch.dtype, device, seen: dict, lossy: list):
+    """A copy of a distribution or transform whose floating tensors are in ``dtype`` on
+    ``device`` (recursing into base distributions, transforms and mixtures)."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point():
+            return _widen(obj, dtype, device, lossy)
+        return obj.to(device)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cast(v, dtype, device, seen, lossy) for v in obj)
+    if not isinstance(obj, (D.Distribution, D.Transform)):
+        return obj
+    if id(obj) in seen:
+        return seen[id(obj)]
+    out = copy.copy(obj)
+    seen[id(obj)] = out
+    for name, value in vars(obj).items():
+        if isinstance(value, (torch.Tensor, D.Distribution, D.Transform, list, tuple)):
+            setattr(out, name, _cast(value, dtype, device, seen, lossy))
+    return out
+
+
+def prior_in_dtype(dist: D.Distribution, dtype: torch.dtype, device=None) -> D.Distribution:
+    """``dist`` with every parameter in the data's ``dtype``: a prior built from Python floats
+    holds float32 tensors, and torch evaluates ``log_prob`` in the distribution's dtype, so a
+    float64 fit would otherwise stop at float32 precision (about 1e-7 off the mode).
+
+    float32 values are widened through their shortest decimal (``Gamma(2.0, 0.1)`` means
+    exactly 2 and 0.1); a float32 value with 8 or more digits (computed, not typed) cannot be
+    recovered, and a RuntimeWarning says to build the prior from float64 tensors."""
+    lossy: list = []
+    out = _cast(dist, dtype, device, {}, lossy)
+    if lossy:
+        warnings.warn(
+            f"the prior {type(dist).__name__} holds float32 value(s) {lossy[:3]} (torch stores "
+            "a Python float as float32), so the fit in float64 is only float32-accurate there; "
+            "build the prior from torch.tensor(value, dtype=torch.float64)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return out
 
 
 def _log_prior(prior, names) -> Callable[[dict], torch.Tensor]:
-    """``prior`` as a function of the parameter dict: a dict of distributions or a callable."""
+    """``prior`` as a function of the parameter dict: a dict of distributions (already in the
+    data's dtype, see :func:`_prior_dict`) or a callable."""
     if callable(prior) and not isinstance(prior, dict):
         return lambda p: prior(**p)
     if not isinstance(prior, dict) or not prior:
-        raise TypeError(
+        raise ParameterError(
             "prior must be a dict {parameter: torch distribution} or a callable "
             "log_prior(**params) -> scalar"
         )
     for name, dist in prior.items():
         if name not in names:
-            raise ValueError(f"prior names {name!r}, which is not a parameter; parameters: {names}")
+            raise ParameterError(
+                f"prior names {name!r}, which is not a parameter; parameters: {names}"
+            )
         if not isinstance(dist, D.Distribution):
-            raise TypeError(f"prior[{name!r}] must be a torch distribution, got {dist!r}")
+            raise ParameterError(f"prior[{name!r}] must be a torch distribution, got {dist!r}")
     return lambda p: sum(dist.log_prob(p[name]).sum() for name, dist in prior.items())
 
 
@@ -75,7 +149,7 @@ def _laplace_solver(prior, layout: ParameterLayout, n: int):
         if s.name not in laplace:
             continue
         if not isinstance(s.constraint, type(C.real)):
-            raise ValueError(
+            raise ParameterError(
                 f"a Laplace prior needs a real-valued parameter; {s.name!r} is constrained "
                 f"({s.constraint!r})"
             )
@@ -115,6 +189,7 @@ def fit_map(
     Laplace approximation: the inverse Hessian of the negative log-posterior at the mode.
     """
     fam, fixed, x, init = prepare_fit(family, data, fixed, init, constraints, dtype, device)
+    prior = _prior_dict(prior, x)
     log_prior = _log_prior(prior, fam.params)
     layout_solver = _solver_for(fam, x, fixed, prior, init)
     return fit_family(
@@ -127,6 +202,16 @@ def fit_map(
         solver=layout_solver,
         uncertainty=layout_solver is None,
     )
+
+
+def _prior_dict(prior, x: torch.Tensor):
+    """A dict prior with its distributions in the data's dtype (a callable is kept)."""
+    if not isinstance(prior, dict):
+        return prior
+    return {
+        k: prior_in_dtype(v, x.dtype, x.device) if isinstance(v, D.Distribution) else v
+        for k, v in prior.items()
+    }
 
 
 def _solver_for(fam, x, fixed, prior, init):
@@ -165,11 +250,11 @@ def fit_map_regression(
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.dim() != 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(
+        raise ParameterError(
             f"y must be 1-D with one value per row of X; got X {tuple(X.shape)}, y {tuple(y.shape)}"
         )
     if not noise_scale > 0:
-        raise ValueError(f"noise_scale must be positive, got {noise_scale}")
+        raise ParameterError(f"noise_scale must be positive, got {noise_scale}")
     sigma = torch.tensor(noise_scale, dtype=dtype, device=device)
 
     def log_density(y_, X, **params):
@@ -179,12 +264,14 @@ def fit_map_regression(
     fixed = {"X": X}
     if prior is None:
         return fit_family(fam, y, fixed, max_iter=max_iter)
+    prior = _prior_dict(prior, y)
+    log_prior = _log_prior(prior, fam.params)
     solver = _solver_for(fam, y, fixed, prior, None)
     return fit_family(
         fam,
         y,
         fixed,
-        log_prior=_log_prior(prior, fam.params),
+        log_prior=log_prior,
         max_iter=max_iter,
         solver=solver,
         uncertainty=solver is None,

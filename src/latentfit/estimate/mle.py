@@ -15,7 +15,13 @@ import torch
 from torch.autograd.functional import hessian, jacobian
 from torch.distributions import constraints as C
 
-from latentfit._validation import as_float_tensor, resolve_device, resolve_dtype
+from latentfit._validation import (
+    as_float_tensor,
+    check_allocation,
+    resolve_device,
+    resolve_dtype,
+)
+from latentfit.errors import DataError, ParameterError
 from latentfit.estimate.families import Family, get_family, log_density_family
 from latentfit.estimate.inference import invert_information, sandwich_covariance
 from latentfit.estimate.optimize import minimize
@@ -34,17 +40,17 @@ def check_data(family: Family, data, fixed: dict, *, dtype=None, device=None) ->
     """
     x = as_float_tensor(data, name="data", dtype=dtype, device=device, ndim=None)
     if x.dim() == 0 or x.shape[0] == 0:
-        raise ValueError(f"data must hold at least one observation, got shape {tuple(x.shape)}")
+        raise DataError(f"data must hold at least one observation, got shape {tuple(x.shape)}")
     if family.event_dim == 0:
         if x.dim() == 2 and x.shape[1] == 1:
             x = x[:, 0]
         if x.dim() != 1:
-            raise ValueError(
+            raise DataError(
                 f"{family.name} takes one value per observation (a 1-D array or one column); "
                 f"got shape {tuple(x.shape)}: choose a column first"
             )
     elif family.event_dim == 1 and x.dim() != 2:
-        raise ValueError(
+        raise DataError(
             f"{family.name} takes one vector per observation, a 2-D array (n, d); "
             f"got shape {tuple(x.shape)}"
         )
@@ -55,7 +61,7 @@ def check_data(family: Family, data, fixed: dict, *, dtype=None, device=None) ->
             i = int((~ok).nonzero()[0][0])
             value = x[i].tolist()
             where = f"data[{i}] = {value}" if x.dim() == 1 else f"row {i} = {value}"
-            raise ValueError(
+            raise DataError(
                 f"{family.name} data must lie in its support ({describe_support(support)}); "
                 f"the first value outside it is {where}"
             )
@@ -87,27 +93,39 @@ def prepare_fit(family, data, fixed, init, constraints, dtype, device):
     ``init`` of a user log-density is consumed by the family it defines."""
     if callable(family) and not isinstance(family, (str, type, Family)):
         if init is None:
-            raise ValueError("a log-density of your own needs init={'name': start, ...}")
+            raise ParameterError("a log-density of your own needs init={'name': start, ...}")
         family, init = log_density_family(family, init, constraints), None
     elif constraints is not None:
-        raise ValueError("constraints= applies to a log-density of your own; families know theirs")
+        raise ParameterError(
+            "constraints= applies to a log-density of your own; families know theirs"
+        )
     fam = get_family(family)
     fixed = _check_fixed(fam, fixed)
     dtype, device = resolve_dtype(dtype), resolve_device(device)
-    return fam, fixed, check_data(fam, data, fixed, dtype=dtype, device=device), init
+    x = check_data(fam, data, fixed, dtype=dtype, device=device)
+    if fam.check is not None:  # what the estimate needs beyond the support
+        fam.check(x, fixed)
+    return fam, fixed, x, init
 
 
 def _check_fixed(family: Family, fixed: dict | None) -> dict:
     fixed = dict(fixed or {})
     missing = [k for k in family.required_fixed if k not in fixed]
     if missing:
-        raise ValueError(
+        raise ParameterError(
             f"{family.name} needs fixed={{{', '.join(repr(k) + ': ...' for k in missing)}}} "
             "(a known count is not estimated)"
         )
     clash = set(fixed) & set(family.params)
     if clash:
-        raise ValueError(f"parameters {sorted(clash)} are both fixed and estimated")
+        raise ParameterError(f"parameters {sorted(clash)} are both fixed and estimated")
+    if family.fixed_names is not None:
+        unknown = sorted(set(fixed) - set(family.fixed_names))
+        if unknown:
+            raise ParameterError(
+                f"fixed names {unknown}, which {family.name} does not take; it takes "
+                f"{list(family.fixed_names) or 'nothing'} fixed and estimates {list(family.params)}"
+            )
     return fixed
 
 
@@ -131,13 +149,13 @@ def fit_family(
     ``uncertainty=False`` reports NaN covariances where no asymptotic one applies.
     """
     if method not in ("auto", "closed_form", "optimize"):
-        raise ValueError(f"method must be 'auto', 'closed_form' or 'optimize', got {method!r}")
+        raise ParameterError(f"method must be 'auto', 'closed_form' or 'optimize', got {method!r}")
     if cov_type not in COV_TYPES:
-        raise ValueError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
+        raise ParameterError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
     n = x.shape[0]
     closed = family.closed_form is not None and log_prior is None and init is None
     if method == "closed_form" and not closed:
-        raise ValueError(
+        raise ParameterError(
             f"{family.name} has no closed-form {'MAP' if log_prior else 'MLE'}"
             + (" when init is given" if init is not None else "")
             + "; use method='optimize'"
@@ -145,7 +163,7 @@ def fit_family(
     start = dict(family.init(x, fixed)) if family.init is not None else {}
     for k, v in (init or {}).items():
         if k not in family.params:
-            raise ValueError(f"init names {k!r}, which is not a parameter of {family.name}")
+            raise ParameterError(f"init names {k!r}, which is not a parameter of {family.name}")
         start[k] = torch.as_tensor(v, dtype=x.dtype, device=x.device)
     start = {k: torch.as_tensor(start[k], dtype=x.dtype, device=x.device) for k in family.params}
     layout = ParameterLayout({k: tuple(v.shape) for k, v in start.items()}, family.constraints)
@@ -166,7 +184,7 @@ def fit_family(
     else:
         u0 = layout.to_unconstrained(start)
         if not bool(torch.isfinite(u0).all()) or not bool(torch.isfinite(objective(u0))):
-            raise ValueError(
+            raise ParameterError(
                 f"the starting values {_fmt(start)} give a non-finite {family.name} "
                 "log-likelihood; pass init= with values inside the parameter space"
             )
@@ -192,6 +210,16 @@ def fit_family(
     params = {k: v.detach() for k, v in params.items()}
     u = u.detach()
 
+    p = u.numel()
+    # Every covariance path builds (p, p) matrices (the Hessian, its eigenvectors, the NaN
+    # covariance of a boundary fit) and the (n, p) scores: refuse a size that cannot fit (a
+    # Categorical with 30,000 categories needs 7.2 GB per matrix).
+    check_allocation(
+        (4 * p * p + 2 * n * p) * u.element_size(),
+        f"the {p} x {p} covariance of the {family.name} fit",
+        device=u.device,
+        hint="fewer parameters (categories, dimensions) are needed",
+    )
     if uncertainty:
         inverses = _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior, n)
     else:
@@ -262,8 +290,17 @@ def _u_names(layout: ParameterLayout) -> list[str]:
     return names
 
 
-def _fmt(params: dict) -> str:
-    return "{" + ", ".join(f"{k}: {v.tolist()}" for k, v in params.items()) + "}"
+def _fmt(params: dict, most: int = 6) -> str:
+    """Parameters for a message, each cut to its first ``most`` values."""
+
+    def one(v: torch.Tensor) -> str:
+        flat = v.detach().reshape(-1)
+        if flat.numel() <= most:
+            return str(v.tolist())
+        head = ", ".join(f"{x:.6g}" for x in flat[:most].tolist())
+        return f"[{head}, ...] ({flat.numel()} values)"
+
+    return "{" + ", ".join(f"{k}: {one(v)}" for k, v in params.items()) + "}"
 
 
 def fit_mle(

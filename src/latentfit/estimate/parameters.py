@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import biject_to, constraints, transform_to
 
+from latentfit.errors import ParameterError
+
 __all__ = ["ParameterLayout"]
 
 
@@ -55,11 +57,13 @@ class ParameterLayout:
             shape = tuple(int(s) for s in shape)
             if _is_positive_definite(con):
                 if len(shape) != 2 or shape[0] != shape[1]:
-                    raise ValueError(f"parameter {name!r} must be a square matrix, got {shape}")
+                    raise ParameterError(f"parameter {name!r} must be a square matrix, got {shape}")
                 size = shape[0] * (shape[0] + 1) // 2
             elif isinstance(con, type(constraints.simplex)):
                 if len(shape) != 1 or shape[0] < 2:
-                    raise ValueError(f"parameter {name!r} on the simplex needs shape (k,), k >= 2")
+                    raise ParameterError(
+                        f"parameter {name!r} on the simplex needs shape (k,), k >= 2"
+                    )
                 size = shape[0] - 1
             else:
                 size = 1

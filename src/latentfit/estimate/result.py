@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.functional import jacobian
 
+from latentfit.errors import ParameterError
 from latentfit.estimate.families import Family
 from latentfit.estimate.inference import (
     InformationInverse,
@@ -137,14 +138,14 @@ class FitResult:
     def _inverse(self, cov_type: str | None) -> InformationInverse:
         cov_type = cov_type or self.cov_type
         if cov_type not in COV_TYPES:
-            raise ValueError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
+            raise ParameterError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
         if cov_type not in self.inverses:
             why = (
                 "the expected information of this family is not known in closed form"
                 if cov_type == "expected"
                 else "the sandwich covariance is defined for MLE fits only"
             )
-            raise ValueError(f"cov_type={cov_type!r} is not available: {why}")
+            raise ParameterError(f"cov_type={cov_type!r} is not available: {why}")
         return self.inverses[cov_type]
 
     def transform(
@@ -193,7 +194,7 @@ class FitResult:
         elif isinstance(names, str):
             names = [names]
         if len(names) != value.numel():
-            raise ValueError(f"{len(names)} names given for {value.numel()} transformed values")
+            raise ParameterError(f"{len(names)} names given for {value.numel()} transformed values")
         return TransformedEstimate(list(names), value, cov, f"{self.method} of g(θ), delta method")
 
     # -- reporting ----------------------------------------------------------------------------

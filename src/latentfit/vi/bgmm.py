@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from typing import ClassVar
 
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
@@ -331,6 +332,12 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         return gm.sample(n_samples)
 
     # ------------------------------------------------------------------ persistence
+    _state_fields: ClassVar[dict[str, str]] = {
+        "prior": "list",
+        "elbo_": "float",
+        "elbos_": "floats",
+    }
+
     def _extra_state(self) -> dict:
         pr = self._prior
         return {

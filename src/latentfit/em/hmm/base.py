@@ -17,18 +17,28 @@ from __future__ import annotations
 
 import functools
 from collections import deque
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit import _compiled
-from latentfit._validation import make_generator, resolve_device, resolve_dtype
+from latentfit._validation import (
+    check_feature_names,
+    check_positive_int,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
 from latentfit.em.driver import run_em
 from latentfit.em.hmm import kernels
 from latentfit.em.hmm.hooks import _HMMHooks
 from latentfit.em.sources import is_source
+from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
+from latentfit.io import check_fields
 
 __all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
 
@@ -67,21 +77,26 @@ def check_lengths(lengths, n: int) -> list[int]:
     """Sequence lengths as a list of positive ints summing to ``n``."""
     if lengths is None:
         return [n]
-    arr = np.asarray(lengths)
+    try:
+        arr = np.asarray(lengths)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
+        ) from None
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
+        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
-        raise ValueError(f"lengths must be integers, got {arr.tolist()[:10]}")
+        raise DataError(f"lengths must be integers, got {arr.tolist()[:10]}")
     if arr.dtype.kind not in "iuf":
-        raise ValueError(f"lengths must be integers, got dtype {arr.dtype}")
+        raise DataError(f"lengths must be integers, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     bad = np.flatnonzero(arr < 1)
     if len(bad):
-        raise ValueError(
+        raise DataError(
             f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
         )
     if int(arr.sum()) != n:
-        raise ValueError(
+        raise DataError(
             f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
             "of rows of every sequence in X, in order"
         )
@@ -104,14 +119,14 @@ def _batches(X: torch.Tensor, lengths: list[int]) -> list[tuple[torch.Tensor, li
 def _check_distribution(p: torch.Tensor, name: str) -> None:
     """Rows of ``p`` must be probability vectors (hmmlearn's _check_sum_1, naming the row)."""
     if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
-        raise ValueError(f"{name} must hold finite, non-negative probabilities")
+        raise ParameterError(f"{name} must hold finite, non-negative probabilities")
     s = p.sum(-1)
     bad = (~torch.isclose(s, torch.ones_like(s), rtol=0, atol=1e-6)).nonzero()
     if len(bad):
         if p.dim() == 1:
-            raise ValueError(f"{name} must sum to 1, got {s.item():.6g}")
+            raise ParameterError(f"{name} must sum to 1, got {s.item():.6g}")
         i = int(bad[0][0])
-        raise ValueError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
+        raise ParameterError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
 
 
 def _one_thread(method):
@@ -141,8 +156,22 @@ class BaseHMM(BaseEstimator):
     def _device(self) -> torch.device:
         return resolve_device(self.device)
 
-    def _tensor(self, value) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(value), dtype=self._dtype, device=self._device)
+    def _tensor(self, value, name: str = "a parameter") -> torch.Tensor:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ParameterError(f"{name} must be an array of numbers, got {value!r:.80}") from None
+        return torch.as_tensor(arr, dtype=self._dtype, device=self._device)
+
+    def _checked_settings(self):
+        """``_check_settings`` (a model class extends it) with its complaints as
+        ParameterError."""
+        try:
+            self._check_settings()
+        except LatentfitError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ParameterError(str(err)) from None
 
     def _check_settings(self):
         if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
@@ -155,19 +184,63 @@ class BaseHMM(BaseEstimator):
             raise ValueError(
                 f"implementation must be 'log' or 'scaling', got {self.implementation!r}"
             )
+        n_iter, tol = self.n_iter, self.tol
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int | np.integer) or n_iter < 0:
+            raise ValueError(f"n_iter must be an integer >= 0, got {n_iter!r}")
+        if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating) or tol != tol:
+            raise ValueError(f"tol must be a number (-inf: run every iteration), got {tol!r}")
+        floor = getattr(self, "min_covar", 1.0)  # the Gaussian models' variance floor
+        if (
+            isinstance(floor, bool)
+            or not isinstance(floor, int | float | np.floating)
+            or not (0 < floor < float("inf"))
+        ):
+            raise ValueError(f"min_covar must be a positive number, got {floor!r}")
+        for name in ("params", "init_params"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string of letters, got {value!r}")
 
     # ------------------------------------------------------------------ parameters
     def _needs_init(self, letter: str, name: str) -> bool:
         return letter in self.init_params or not hasattr(self, name)
 
     def _given_params(self) -> dict[str, torch.Tensor]:
-        """Current fitted/user-set attributes as tensors, checked."""
+        """Current fitted/user-set attributes as tensors, checked (ParameterError naming the
+        attribute whose shape or values are wrong)."""
+        names = ("startprob_", "transmat_", *self._emission_attributes)
+        missing = [n.lstrip("_") for n in names if not hasattr(self, n)]
+        if missing:
+            raise NotFittedError(
+                f"This {type(self).__name__} instance has no {missing}: call 'fit', or set "
+                f"every parameter ({[n.lstrip('_') for n in names]}) by hand before using it"
+            )
+        for n in names:
+            value = self._tensor(getattr(self, n), n.lstrip("_"))
+            if not bool(torch.isfinite(value).all()):
+                raise ParameterError(f"{n.lstrip('_')} must hold finite numbers")
+        self._infer_n_features()
+        try:
+            return self._checked_params()
+        except LatentfitError:
+            raise
+        except (ValueError, TypeError, RuntimeError, IndexError) as err:
+            raise ParameterError(str(err)) from None
+
+    def _infer_n_features(self) -> None:
+        """A model whose parameters were set by hand takes ``n_features`` from them (as
+        hmmlearn does), so that it can be scored without a fit."""
+        if getattr(self, "n_features", None) is None and self._emission_attributes:
+            self.n_features = int(np.shape(getattr(self, self._emission_attributes[0]))[-1])
+
+    def _checked_params(self) -> dict[str, torch.Tensor]:
         k = self.n_components
-        sp, tm = self._tensor(self.startprob_), self._tensor(self.transmat_)
+        sp = self._tensor(self.startprob_, "startprob_")
+        tm = self._tensor(self.transmat_, "transmat_")
         if sp.shape != (k,):
-            raise ValueError(f"startprob_ must have shape ({k},), got {tuple(sp.shape)}")
+            raise ParameterError(f"startprob_ must have shape ({k},), got {tuple(sp.shape)}")
         if tm.shape != (k, k):
-            raise ValueError(f"transmat_ must have shape ({k}, {k}), got {tuple(tm.shape)}")
+            raise ParameterError(f"transmat_ must have shape ({k}, {k}), got {tuple(tm.shape)}")
         _check_distribution(sp, "startprob_")
         _check_distribution(tm, "transmat_")
         return {"startprob": sp, "transmat": tm, **self._emission_params()}
@@ -211,10 +284,11 @@ class BaseHMM(BaseEstimator):
         :class:`~latentfit.em.distributed.DistributedSource`, sharded by whole sequences.
         One sequence must fit in memory: ``max_rows_in_memory`` refuses longer ones up
         front."""
-        self._check_settings()
+        self._checked_settings()
         if is_source(X):
             return self._fit_source(X, lengths, max_rows_in_memory)
-        X = self._validate_X(X, fitting=True)
+        check_feature_names(self, X, reset=True)
+        X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
         gen = make_generator(self.random_state, self._device)
         self._store_fit(self._run_em(_HMMHooks(self, X), _batches(X, lengths), gen))
@@ -276,10 +350,22 @@ class BaseHMM(BaseEstimator):
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
 
     # ------------------------------------------------------------------ inference
+    def _checked_X(self, X, *, fitting: bool) -> torch.Tensor:
+        """``_validate_X`` with a model class's own complaints about X as DataError."""
+        if X is None:
+            raise DataError("X is None; pass an array of shape (n_samples, n_features)")
+        try:
+            return self._validate_X(X, fitting=fitting)
+        except LatentfitError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise DataError(str(err)) from None
+
     def _prepare(self, X, lengths):
         check_is_fitted(self, "startprob_")
         params = self._given_params()
-        X = self._validate_X(X, fitting=False)
+        check_feature_names(self, X, reset=False)
+        X = self._checked_X(X, fitting=False)
         lengths = check_lengths(lengths, X.shape[0])
         return params, X, lengths
 
@@ -294,7 +380,10 @@ class BaseHMM(BaseEstimator):
         impossible = torch.isneginf(ll).all(1).nonzero()
         if len(impossible):
             i = int(impossible[0])
-            raise ValueError(f"row {i} of X has zero probability under every state")
+            raise DataError(
+                f"row {i} of X has zero probability under every state: it cannot be emitted "
+                "by this model (a symbol or value no state gives any probability)"
+            )
         return ll
 
     def _check_possible(self, params, X, log_prob: torch.Tensor) -> None:
@@ -342,7 +431,7 @@ class BaseHMM(BaseEstimator):
         over steps of that state's posterior probability."""
         algorithm = algorithm or self.algorithm
         if algorithm not in ("viterbi", "map"):
-            raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
+            raise ParameterError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
         with kernels.step_loop_threads(self._device):
             params, X, lengths = self._prepare(X, lengths)
             if algorithm == "viterbi":
@@ -381,6 +470,15 @@ class BaseHMM(BaseEstimator):
         """Draw ``n_samples`` steps of one sequence: (X (n, ...), states (n,))."""
         check_is_fitted(self, "startprob_")
         params = self._given_params()
+        n_samples = check_positive_int(n_samples, "n_samples")
+        if currstate is not None and (
+            isinstance(currstate, bool)
+            or not isinstance(currstate, int | np.integer)
+            or not 0 <= currstate < self.n_components
+        ):
+            raise ParameterError(
+                f"currstate must be a state index 0..{self.n_components - 1}, got {currstate!r}"
+            )
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         start = params["startprob"].double().cpu()
@@ -424,6 +522,13 @@ class BaseHMM(BaseEstimator):
         check_is_fitted(self, "startprob_")
         return save(self, path)
 
+    #: The settings a model file may restore (see :func:`latentfit.io.check_fields`).
+    _state_fields: ClassVar[dict[str, str]] = {
+        "lower_bounds_": "floats",
+        "n_features": "int?",
+        "feature_names_in_": "strs",
+    }
+
     def _get_state(self):
         names = ("startprob_", "transmat_", *self._emission_attributes)
         tensors = {n: torch.as_tensor(np.asarray(getattr(self, n))) for n in names}
@@ -431,12 +536,34 @@ class BaseHMM(BaseEstimator):
             "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
             "n_features": int(self.n_features) if getattr(self, "n_features", None) else None,
         }
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         return tensors, extra
 
     def _set_state(self, tensors, extra):
-        for name, value in tensors.items():
-            setattr(self, name, value.numpy())
+        names = ("startprob_", "transmat_", *self._emission_attributes)
+        if set(tensors) != set(names):
+            raise ModelFileError(
+                f"a {type(self).__name__} file holds the tensors {sorted(names)}; this one holds "
+                f"{sorted(tensors)}"
+            )
+        extra = check_fields(extra, type(self))
+        for name in names:
+            setattr(self, name, tensors[name].numpy())
         if extra.get("n_features") is not None:
             self.n_features = extra["n_features"]
+        if "feature_names_in_" in extra:
+            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
         self.lower_bounds_ = extra.get("lower_bounds_", [])
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
+
+    def _check_loaded(self) -> None:
+        """After ``load``: the settings are valid and the tensors' shapes agree with
+        ``n_components`` and ``n_features`` (ModelFileError naming the tensor)."""
+        try:
+            self._checked_settings()
+            self._given_params()
+        except (ParameterError, NotFittedError) as err:
+            raise ModelFileError(
+                f"the stored {type(self).__name__} is inconsistent: {err}"
+            ) from None

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latentfit._validation import as_float_tensor
+from latentfit._validation import (
+    as_float_tensor,
+    as_numeric_array,
+    check_allocation,
+    max_inferred_categories,
+)
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
 __all__ = ["CategoricalHMM", "PoissonHMM"]
@@ -28,7 +34,7 @@ def _check_range(t: torch.Tensor, n_sym: int) -> None:
     big = t >= n_sym
     if bool(big.any()):
         i = _first_bad(big)[0]
-        raise ValueError(
+        raise DataError(
             f"row {i} of X holds symbol {int(t[i])} but the model emits symbols "
             f"0..{n_sym - 1} (n_features={n_sym})"
         )
@@ -41,7 +47,10 @@ class CategoricalHMM(BaseHMM):
     hmmlearn's ``CategoricalHMM``: X is (n, 1) of integer symbols; ``emissionprob_`` (k,
     n_features) with a Dirichlet(``emissionprob_prior``) prior. ``n_features`` may be given;
     otherwise it is the largest symbol plus one, stored in ``n_features_`` (the constructor
-    argument is left as given).
+    argument is left as given) — when the symbols are dense: a largest symbol beyond
+    max(n_samples, 1024) is refused (DataError) rather than sizing the model by it; pass
+    ``n_features`` then. A ``n_features`` whose parameters would not fit in memory is refused
+    up front (ResourceLimitError).
     """
 
     _emission_letters = "e"
@@ -97,10 +106,38 @@ class CategoricalHMM(BaseHMM):
         """The constructor's ``n_features``, checked."""
         K = self.n_features
         if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
-            raise ValueError(
+            raise ParameterError(
                 f"n_features must be a positive integer (symbols 0..n_features-1), got {K!r}"
             )
+        self._check_size(int(K))
         return int(K)
+
+    def _check_size(self, n_sym: int) -> None:
+        """Refuse a symbol count whose parameters cannot be held: emissionprob_, its log,
+        the statistics and the M-step's copies, about six (k, n_sym) arrays."""
+        itemsize = torch.finfo(self._dtype).bits // 8
+        check_allocation(
+            6 * self.n_components * n_sym * max(itemsize, 8),
+            f"CategoricalHMM with {self.n_components} states x {n_sym:,} symbols",
+            device=self._device,
+            hint="pass n_features = the number of distinct symbols, after recoding them as "
+            "0..n_features-1 (numpy.unique(X, return_inverse=True))",
+        )
+
+    def _inferred_n_symbols(self, t: torch.Tensor) -> int:
+        """The largest symbol plus one, when the symbols are dense (see the class doc)."""
+        top = int(t.max())
+        limit = max_inferred_categories(t.shape[0])
+        if top + 1 > limit:
+            i = int(t.argmax())
+            raise DataError(
+                f"row {i} of X holds symbol {top}, far beyond the {t.shape[0]} samples: the "
+                f"symbols are not dense, and inferring n_features = {top + 1} from it would "
+                "size the model by that value. Recode the symbols as 0..K-1 "
+                "(numpy.unique(X, return_inverse=True)) or pass n_features=K"
+            )
+        self._check_size(top + 1)
+        return top + 1
 
     def _fit_n_symbols(self, t: torch.Tensor) -> int:
         """The symbol count a fit on the symbols ``t`` uses: ``n_features`` when given, else the
@@ -109,7 +146,7 @@ class CategoricalHMM(BaseHMM):
         if self.n_features is not None:
             return self._given_n_symbols()
         if "e" in self.init_params or not hasattr(self, "emissionprob_"):
-            return int(t.max()) + 1
+            return self._inferred_n_symbols(t)
         return int(np.asarray(self.emissionprob_).shape[1])
 
     # Streamed chunks are checked like arrays. Without n_features the symbol count would be
@@ -123,7 +160,7 @@ class CategoricalHMM(BaseHMM):
 
     def _fit_source(self, source, lengths, max_rows_in_memory):
         if self.n_features is None:
-            raise ValueError(
+            raise ParameterError(
                 "CategoricalHMM fits a data source only when n_features (the number of "
                 "symbols) is given: pass n_features=K for symbols 0..K-1, or pass the array of "
                 "symbols to fit in memory"
@@ -134,7 +171,7 @@ class CategoricalHMM(BaseHMM):
     def _set_stream_features(self, source) -> None:
         # n_features is the symbol count here, not the source's column count (one column).
         if source.n_features != 1:
-            raise ValueError(
+            raise DataError(
                 f"{source.name} has {source.n_features} columns; CategoricalHMM takes one "
                 "column of integer symbols"
             )
@@ -148,7 +185,7 @@ class CategoricalHMM(BaseHMM):
         if torch.is_tensor(X):
             t = X.detach()
         else:
-            arr = np.asarray(X)
+            arr = as_numeric_array(X, "X")
             if arr.dtype.kind in "iub":
                 t = torch.as_tensor(arr.astype(np.int64))
             else:
@@ -156,18 +193,18 @@ class CategoricalHMM(BaseHMM):
         if t.dim() == 2 and t.shape[1] == 1:
             t = t[:, 0]
         if t.dim() != 1:
-            raise ValueError(
-                f"X must be a column (n_samples, 1) of integer symbols, got shape {tuple(X.shape)}"
+            raise DataError(
+                f"X must be a column (n_samples, 1) of integer symbols, got shape {tuple(t.shape)}"
             )
         if t.shape[0] == 0:
-            raise ValueError("X has 0 samples; at least 1 is needed")
+            raise DataError("X has 0 samples; at least 1 is needed")
         t = t.to(self._device)
         if t.is_floating_point():
             x = as_float_tensor(t, name="X", ndim=1, dtype=t.dtype, device=t.device)
             frac = x != torch.round(x)
             if bool(frac.any()):
                 i = _first_bad(frac)[0]
-                raise ValueError(
+                raise DataError(
                     f"symbols must be integers; row {i} of X holds {x[i].item()!r}. Encode the "
                     "categories as 0..n_features-1"
                 )
@@ -175,7 +212,7 @@ class CategoricalHMM(BaseHMM):
         neg = t < 0
         if bool(neg.any()):
             i = _first_bad(neg)[0]
-            raise ValueError(f"symbols must be non-negative; row {i} of X holds {int(t[i])}")
+            raise DataError(f"symbols must be non-negative; row {i} of X holds {int(t[i])}")
         return t
 
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
@@ -191,7 +228,9 @@ class CategoricalHMM(BaseHMM):
         ep = self._tensor(self.emissionprob_)
         k, n_sym = self.n_components, self._n_symbols()
         if ep.shape != (k, n_sym):
-            raise ValueError(f"emissionprob_ must have shape ({k}, {n_sym}), got {tuple(ep.shape)}")
+            raise ParameterError(
+                f"emissionprob_ must have shape ({k}, {n_sym}), got {tuple(ep.shape)}"
+            )
         _check_distribution(ep, "emissionprob_")
         return {"emissionprob": ep}
 
@@ -287,17 +326,17 @@ class PoissonHMM(BaseHMM):
         neg = X < 0
         if bool(neg.any()):
             i, j = _first_bad(neg)
-            raise ValueError(f"counts must be non-negative; X[{i}, {j}] = {X[i, j].item()}")
+            raise DataError(f"counts must be non-negative; X[{i}, {j}] = {X[i, j].item()}")
         frac = X != torch.round(X)
         if bool(frac.any()):
             i, j = _first_bad(frac)
-            raise ValueError(
+            raise DataError(
                 f"counts must be whole numbers; X[{i}, {j}] = {X[i, j].item()} is fractional"
             )
         if fitting:
             self.n_features = X.shape[1]
         elif X.shape[1] != self.n_features:
-            raise ValueError(
+            raise DataError(
                 f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"
             )
         return X
@@ -306,11 +345,11 @@ class PoissonHMM(BaseHMM):
         lam = self._tensor(self.lambdas_)
         k = self.n_components
         if lam.dim() != 2 or lam.shape[0] != k or lam.shape[1] != self.n_features:
-            raise ValueError(
+            raise ParameterError(
                 f"lambdas_ must have shape ({k}, {self.n_features}), got {tuple(lam.shape)}"
             )
         if bool((lam <= 0).any()) or not bool(torch.isfinite(lam).all()):
-            raise ValueError("lambdas_ must be positive and finite")
+            raise ParameterError("lambdas_ must be positive and finite")
         return {"lambdas": lam}
 
     def _init_emissions(self, X, gen):

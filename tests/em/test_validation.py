@@ -1,0 +1,281 @@
+"""Issue 12, estimator side: every public estimator answers bad input with a documented error
+that names the problem, checks column names as scikit-learn does, and sizes its memory from
+validated inputs."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hmmlearn import hmm as hmmlearn_hmm
+
+import latentfit as lf
+import latentfit._validation as V
+from latentfit.errors import (
+    DOCUMENTED_ERRORS,
+    DataError,
+    NotFittedError,
+    ParameterError,
+    ResourceLimitError,
+)
+
+rng = np.random.default_rng(0)
+X_REAL = np.vstack([rng.normal(0, 1, (30, 2)), rng.normal(4, 1, (30, 2))]) + 5
+X_COUNT = rng.poisson(2.0, size=(60, 2)).astype(float)
+X_BIN = (rng.random((60, 2)) < 0.4).astype(float)
+X_CAT = rng.integers(0, 3, size=(60, 2)).astype(float)
+X_SYM = rng.integers(0, 3, size=(60, 1))
+
+ESTIMATORS = {
+    "GaussianMixture": (lambda: lf.GaussianMixture(2, max_iter=5, random_state=0), X_REAL),
+    "BayesianGaussianMixture": (
+        lambda: lf.BayesianGaussianMixture(n_components=2, max_iter=5, random_state=0),
+        X_REAL,
+    ),
+    "BernoulliMixture": (lambda: lf.BernoulliMixture(2, max_iter=5, random_state=0), X_BIN),
+    "CategoricalMixture": (lambda: lf.CategoricalMixture(2, max_iter=5, random_state=0), X_CAT),
+    "MultinomialMixture": (lambda: lf.MultinomialMixture(2, max_iter=5, random_state=0), X_COUNT),
+    "PoissonMixture": (lambda: lf.PoissonMixture(2, max_iter=5, random_state=0), X_COUNT),
+    "MixtureModel": (lambda: lf.MixtureModel(["normal", "normal"], max_iter=5), X_REAL),
+    "FactorAnalysis": (lambda: lf.FactorAnalysis(1, max_iter=5, random_state=0), X_REAL),
+    "PPCA": (lambda: lf.PPCA(1, max_iter=5, random_state=0), X_REAL),
+    "GaussianHMM": (lambda: lf.GaussianHMM(2, n_iter=3, random_state=0), X_REAL),
+    "GMMHMM": (lambda: lf.GMMHMM(2, n_mix=2, n_iter=3, random_state=0), X_REAL),
+    "PoissonHMM": (lambda: lf.PoissonHMM(2, n_iter=3, random_state=0), X_COUNT),
+    "CategoricalHMM": (lambda: lf.CategoricalHMM(2, n_iter=3, random_state=0), X_SYM),
+}
+
+# (bad X, words the message must contain)
+BAD_X = {
+    "path": ("data.csv", "data.csv"),
+    "list of paths": (["a.csv", "b.csv"], "strings or paths"),
+    "ragged": ([[1.0, 2.0], [3.0]], "rectangular"),
+    "3-D": (np.zeros((4, 2, 2)), "shape (4, 2, 2)"),
+    "empty": (np.zeros((0, 2)), "0 sample"),
+    "object": (np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), "'a'"),
+    "None": (None, "None"),
+    "dict": ({"a": 1}, "dict"),
+    "NaN": (np.array([[np.nan, 1.0], [1.0, 2.0]]), "NaN at row 0, column 0"),
+    "inf": (np.array([[1.0, 1.0], [1.0, np.inf]]), "inf at row 1, column 1"),
+    "complex": (np.ones((4, 2)) * 1j, "complex"),
+    "strings": (np.array([["a", "b"], ["c", "d"]]), "'a'"),
+}
+
+
+def _fitted(name):
+    make, X = ESTIMATORS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few iterations: convergence warnings
+        return make().fit(X)
+
+
+def _scorer(model):
+    return model.score if isinstance(model, lf.FactorAnalysis | lf.PPCA) else model.predict
+
+
+@pytest.mark.parametrize("bad", list(BAD_X))
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_bad_input_to_every_estimator_is_a_documented_error(name, bad):
+    X, words = BAD_X[bad]
+    make, _ = ESTIMATORS[name]
+    with pytest.raises(DOCUMENTED_ERRORS) as fit_error:
+        make().fit(X)
+    model = _fitted(name)
+    with pytest.raises(DOCUMENTED_ERRORS) as use_error:
+        _scorer(model)(X)
+    for err in (fit_error.value, use_error.value):
+        assert isinstance(err, DataError), err
+        if name != "CategoricalHMM" or bad not in ("3-D", "empty"):
+            assert words in str(err)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_use_before_fit_is_not_fitted_error(name):
+    make, X = ESTIMATORS[name]
+    with pytest.raises(NotFittedError):
+        _scorer(make())(X)
+    with pytest.raises(NotFittedError):
+        make().sample(3)
+
+
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "CategoricalHMM"])
+def test_wrong_feature_count_names_both_counts(name):
+    model = _fitted(name)
+    with pytest.raises(DataError, match=r"5 features.*2|2.*5 features"):
+        _scorer(model)(np.ones((3, 5)))
+
+
+@pytest.mark.parametrize("n_samples", [0, -1, 2.5, "a"])
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_sample_refuses_bad_counts(name, n_samples):
+    with pytest.raises(ParameterError, match="n_samples"):
+        _fitted(name).sample(n_samples)
+
+
+# ---------------------------------------------------------------------- column names
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "CategoricalHMM"])
+def test_reordered_dataframe_columns_are_refused_naming_both_lists(name):
+    make, X = ESTIMATORS[name]
+    df = pd.DataFrame(X, columns=["a", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make().fit(df)
+    assert list(model.feature_names_in_) == ["a", "b"]
+    score = _scorer(model)
+    np.testing.assert_array_equal(score(df), score(X))  # same names, same order: accepted
+    with pytest.raises(DataError, match=r"\['b', 'a'\].*\['a', 'b'\].*different order"):
+        score(df[["b", "a"]])
+    renamed = df.rename(columns={"b": "c"})
+    with pytest.raises(DataError, match=r"\['a', 'c'\].*\['a', 'b'\].*different"):
+        score(renamed)
+
+
+def test_flipped_columns_used_to_flip_labels():
+    # the issue's case: a 2-D mixture separated along "a" only; swapping the columns would
+    # silently relabel half of the points
+    Xs = np.column_stack([np.r_[rng.normal(0, 0.3, 50), rng.normal(5, 0.3, 50)], np.zeros(100)])
+    Xs[:, 1] = rng.normal(2.5, 0.3, 100)
+    df = pd.DataFrame(Xs, columns=["a", "b"])
+    model = lf.GaussianMixture(2, random_state=0).fit(df)
+    with pytest.raises(DataError):
+        model.predict(df[["b", "a"]])
+
+
+def test_a_refit_on_an_array_forgets_the_names():
+    model = lf.GaussianMixture(2, random_state=0).fit(pd.DataFrame(X_REAL, columns=["a", "b"]))
+    model.fit(X_REAL)
+    assert not hasattr(model, "feature_names_in_")
+
+
+# ---------------------------------------------------------------------- categorical memory
+def test_one_stray_symbol_does_not_size_a_categorical_hmm():
+    X = np.array([[0], [1], [10**9], [2]] * 10)
+    with pytest.raises(DataError, match=r"row 2 of X holds symbol 1000000000.*n_features"):
+        lf.CategoricalHMM(2).fit(X)
+
+
+def test_a_categorical_hmm_too_big_for_memory_is_refused_with_its_size(monkeypatch):
+    monkeypatch.setattr(V, "available_memory", lambda device=None: 10**9)
+    X = np.array([[0], [1], [2]] * 10)
+    with pytest.raises(ResourceLimitError, match=r"2 states x 100,000,000 symbols .*9,600,000,000"):
+        lf.CategoricalHMM(2, n_features=10**8).fit(X)
+
+
+def test_dense_symbols_are_still_inferred_and_fit_like_hmmlearn():
+    X = rng.integers(0, 4, size=(200, 1))
+    ours = lf.CategoricalHMM(2, n_iter=1, init_params="", random_state=0)
+    ref = hmmlearn_hmm.CategoricalHMM(2, n_iter=1, init_params="")
+    for m in (ours, ref):
+        m.startprob_ = np.array([0.6, 0.4])
+        m.transmat_ = np.array([[0.7, 0.3], [0.2, 0.8]])
+        m.emissionprob_ = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
+    assert ours.score(X) == pytest.approx(ref.score(X), rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours.fit(X)
+    assert ours.n_features_ == 4
+
+
+@pytest.mark.parametrize("n_categories", [None, 10**9 + 1])
+def test_one_stray_code_does_not_size_a_categorical_mixture(monkeypatch, n_categories):
+    monkeypatch.setattr(V, "available_memory", lambda device=None: 10**9)
+    X = np.array([[0, 0], [1, 1], [10**9, 2], [2, 0]] * 10)
+    model = lf.CategoricalMixture(2, n_categories=n_categories)
+    if n_categories is None:
+        with pytest.raises(DataError, match="row 2, column 0 holds category 1000000000"):
+            model.fit(X)
+    else:
+        with pytest.raises(
+            ResourceLimitError, match="1,000,000,001 categories would need 768,000,000,768 bytes"
+        ):
+            model.fit(X)
+
+
+# ---------------------------------------------------------------------- hand-set HMMs
+def _hand_set(ours, ref, emission):
+    for m in (ours, ref):
+        m.startprob_ = np.array([0.6, 0.4])
+        m.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
+        for k, v in emission.items():
+            setattr(m, k, v)
+
+
+def test_hand_set_poisson_hmm_scores_without_fit_as_hmmlearn():
+    ours, ref = lf.PoissonHMM(2), hmmlearn_hmm.PoissonHMM(2)
+    _hand_set(ours, ref, {"lambdas_": np.array([[1.0, 2.0], [5.0, 0.5]])})
+    assert ours.score(X_COUNT) == pytest.approx(ref.score(X_COUNT), rel=1e-12)
+    np.testing.assert_array_equal(ours.predict(X_COUNT), ref.predict(X_COUNT))
+
+
+def test_hand_set_gaussian_hmm_scores_without_fit_as_hmmlearn():
+    ours = lf.GaussianHMM(2, covariance_type="diag")
+    ref = hmmlearn_hmm.GaussianHMM(2, covariance_type="diag")
+    _hand_set(ours, ref, {"means_": np.array([[5.0, 5.0], [9.0, 9.0]])})
+    ours.covars_ = ref.covars_ = np.array([[1.0, 2.0], [1.5, 1.0]])
+    assert ours.score(X_REAL) == pytest.approx(ref.score(X_REAL), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "match"),
+    [
+        ("transmat_", np.full((3, 3), 1 / 3), r"transmat_ must have shape \(2, 2\)"),
+        ("transmat_", np.array([[0.5, 0.6], [0.5, 0.5]]), "row 0 sums to 1.1"),
+        ("transmat_", "abc", "transmat_ must be an array of numbers"),
+        ("startprob_", np.array([1.0, 0.0, 0.0]), r"startprob_ must have shape \(2,\)"),
+        ("startprob_", np.array([np.nan, 1.0]), "startprob_ must hold finite numbers"),
+        ("means_", np.zeros((2, 3)), r"means_ must have shape \(2, 2\)"),
+    ],
+)
+def test_wrong_hand_set_parameters_are_parameter_errors(attribute, value, match):
+    model = _fitted("GaussianHMM")
+    setattr(model, attribute, value)
+    with pytest.raises(ParameterError, match=match):
+        model.score(X_REAL)
+
+
+def test_hmm_with_only_some_parameters_set_is_not_fitted():
+    model = lf.PoissonHMM(2)
+    model.startprob_ = np.array([0.5, 0.5])
+    model.transmat_ = np.full((2, 2), 0.5)
+    with pytest.raises(NotFittedError, match="lambdas_"):
+        model.score(X_COUNT)
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"n_iter": -1}, "n_iter"),
+        ({"tol": "a"}, "tol"),
+        ({"params": None}, "params"),
+        ({"min_covar": -1.0}, "min_covar"),
+        ({"covariance_type": "wide"}, "covariance_type"),
+    ],
+)
+def test_hmm_settings_are_parameter_errors(setting, match):
+    with pytest.raises(ParameterError, match=match):
+        lf.GaussianHMM(2, **setting).fit(X_REAL)
+
+
+@pytest.mark.parametrize("setting", [{"weight_concentration": "a"}, {"weight_concentration": 0}])
+def test_mixture_settings_are_parameter_errors(setting):
+    with pytest.raises(ParameterError, match=r"concentration|could not convert"):
+        lf.PoissonMixture(2, **setting).fit(X_COUNT)
+
+
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "CategoricalHMM"])
+def test_one_dimensional_x_says_how_to_reshape(name):
+    # (CategoricalHMM takes a 1-D array of symbols as hmmlearn does)
+    make, _ = ESTIMATORS[name]
+    with pytest.raises(DataError, match=r"reshape\(-1, 1\)"):
+        make().fit(np.arange(6.0))
+    with pytest.raises(DataError, match=r"reshape\(-1, 1\)"):
+        _scorer(_fitted(name))(np.arange(6.0))
+
+
+@pytest.mark.parametrize(
+    ("y", "match"),
+    [(np.zeros(3), r"shape \(60,\)"), (np.full(60, 0.5), "integer"), (np.full(60, 7), "7")],
+)
+def test_bad_semi_supervised_labels_are_data_errors(y, match):
+    with pytest.raises(DataError, match=match):
+        lf.PoissonMixture(2).fit(X_COUNT, y)
