@@ -71,19 +71,25 @@ def assert_unchanged(before, after, what: str) -> None:
         same = same and bool(torch.equal(before, after) or _nan_equal(before, after))
     elif isinstance(before, np.ndarray):
         same = before.dtype == after.dtype and before.shape == after.shape
-        if same:
-            try:
-                same = np.array_equal(before, after, equal_nan=before.dtype.kind in "fc")
-            except TypeError:  # object arrays
-                same = all(
-                    a is b or a == b or (a != a and b != b)
-                    for a, b in zip(before.ravel(), after.ravel(), strict=True)
-                )
+        if same and before.dtype == object:  # deep copies: compare values, NaN equal to NaN
+            same = all(
+                a is b or _same_value(a, b)
+                for a, b in zip(before.ravel(), after.ravel(), strict=True)
+            )
+        elif same:
+            same = np.array_equal(before, after, equal_nan=before.dtype.kind in "fc")
     elif hasattr(before, "equals"):  # pandas
         same = before.equals(after) and list(before.columns) == list(after.columns)
     else:
         same = _same_list(before, after)
     assert same, f"{what} wrote into its input: before {before!r}, after {after!r}"
+
+
+def _same_value(a, b) -> bool:
+    try:
+        return bool(a == b) or (a != a and b != b)
+    except Exception:
+        return repr(a) == repr(b)
 
 
 def _same_list(a, b) -> bool:
