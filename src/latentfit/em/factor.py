@@ -273,6 +273,7 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         self.n_components_ = self.components_.shape[0]
 
     def _posterior(self, X) -> FactorPosterior:
+        check_is_fitted(self, "_params")  # transform/score before fit: NotFittedError
         p = self._params
         return factor_posterior(self._check(X), p["W"], p["mu"], p["psi"])
 
