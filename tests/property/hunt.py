@@ -75,7 +75,7 @@ def _runner(label, inner, fixed, uses_data, strategies, n, found):
 
 
 def hunt(targets, n: int, lenient: bool):
-    from . import test_cli, test_estimate, test_estimators
+    from . import test_cli, test_estimate, test_estimators, test_model_files
 
     # --force is another branch's work: leave it out, so as to see what lies behind it.
     test_cli.WRITERS = ()
@@ -87,6 +87,7 @@ def hunt(targets, n: int, lenient: bool):
         runs.append((f"estimator[{name}]", test_estimators.test_estimator, {"name": name}))
     runs.append(("fit_mle", test_estimate.test_fit_mle, {}))
     runs.append(("fit_map", test_estimate.test_fit_map, {}))
+    runs.append(("load", test_model_files.test_load_damaged_model_file, {}))
     for command in test_cli.COMMANDS:
         runs.append((f"cli[{command}]", test_cli.test_command, {"command": command}))
     for label, test, fixed in runs:
