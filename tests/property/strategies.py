@@ -149,7 +149,9 @@ def matrices(draw, kind: str = "real", min_rows: int = 0) -> Case:
     elif container == "list":
         X = X.tolist()
     elif container == "dataframe" and X.ndim == 2:
-        columns = draw(column_names(X.shape[1]))
+        columns = list(draw(column_names(X.shape[1])))
+        if not clean and draw(st.booleans()):
+            columns = [columns[0]] * len(columns)  # duplicated names
         X = pd.DataFrame(X, columns=columns)
     elif container in ("string", "path"):
         X = "data.csv" if container == "string" else Path("data.csv")
