@@ -122,7 +122,7 @@ def numeric_values(value):
             yield from numeric_values(v)
 
 
-def assert_finite_fitted(model) -> None:
+def assert_finite_fitted(model, after: str = "a fit") -> None:
     """Every public fitted attribute (name ending in ``_``) holds finite numbers only."""
     for name in dir(model):
         if name.startswith("_") or not name.endswith("_") or name.endswith("__"):
@@ -133,7 +133,7 @@ def assert_finite_fitted(model) -> None:
             continue
         for arr in numeric_values(value):
             assert np.all(np.isfinite(arr)), (
-                f"{type(model).__name__}.{name} holds non-finite values after a fit that "
+                f"{type(model).__name__}.{name} holds non-finite values after {after} that "
                 f"raised no error: {arr!r}"
             )
 

@@ -122,12 +122,13 @@ def test_load_damaged_model_file(name, data):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, "load wrote to the file"
     if model is None:
         return
-    assert_finite_fitted(model)
+    assert_finite_fitted(model, after=f"latentfit.load ({how})")
     X = X_CODES if name == "CategoricalHMM" else X_REAL
     if name == "PoissonMixture":
         X = np.abs(X_CODES)
     try:
         scores = attempt(f"score_samples after load ({how})", model.score_samples, X)
-        assert not np.any(np.isnan(np.asarray(scores[0] if isinstance(scores, tuple) else scores)))
+        values = np.asarray(scores[0] if isinstance(scores, tuple) else scores)
+        assert not np.any(np.isnan(values)), f"NaN scores from a model loaded after {how}"
     except Documented:
         pass
