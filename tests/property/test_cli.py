@@ -350,7 +350,7 @@ def _check(run: Run, result, before: dict[Path, str], cwd_before: set[Path]) -> 
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-@budget(10)
+@budget(20)
 @given(data=st.data())
 def test_command(command, data):
     runner = CliRunner()

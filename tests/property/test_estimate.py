@@ -85,7 +85,7 @@ def _check(result, what):
         pass
 
 
-@budget(60)
+@budget(100)
 @given(case=family_cases(), dtype=st.sampled_from([None, "float32"]))
 def test_fit_mle(case, dtype):
     family, data, fixed = case
@@ -99,7 +99,7 @@ def test_fit_mle(case, dtype):
         _check(result, f"fit_mle({family!r})")
 
 
-@budget(30)
+@budget(50)
 @given(case=family_cases(), scale=st.sampled_from([10.0, 1e-3, 1e300]))
 def test_fit_map(case, scale):
     family, data, fixed = case

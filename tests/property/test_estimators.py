@@ -210,7 +210,7 @@ def _check_fitted(model, name, case: Case, lengths, how, X_again: Case):
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
-@budget(12)
+@budget(25)
 @given(data=st.data())
 def test_estimator(name, data):
     model, kind = data.draw(estimators(name), label="model")

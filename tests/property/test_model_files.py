@@ -104,7 +104,7 @@ def damaged(draw, raw: bytes) -> tuple[bytes, str]:
         return path.read_bytes(), f"{how} in tensor {key}"
 
 
-@budget(60)
+@budget(100)
 @given(
     name=st.sampled_from(["GaussianMixture", "CategoricalHMM", "PPCA", "PoissonMixture"]),
     data=st.data(),
