@@ -10,8 +10,15 @@ from latentfit.datasets import load_faithful
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # Property tests draw the same examples on every run, so CI never turns red on a case a
-# previous run did not try; set HYPOTHESIS_PROFILE=explore locally to search afresh.
-settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+# previous run did not try. "ci" (the default, what `make test` runs) keeps hypothesis's
+# default of 100 examples per test; tests/property/ scales its own per-test budgets from this
+# number (see tests/property/oracle.py `budget`), so that suite stays within a few minutes.
+# HYPOTHESIS_PROFILE=dev searches afresh with 20x the examples, for hunting bugs locally
+# ("explore" is the older name of a fresh search at the default size).
+settings.register_profile(
+    "ci", derandomize=True, max_examples=100, deadline=None, print_blob=True, database=None
+)
+settings.register_profile("dev", max_examples=2000, deadline=None, print_blob=True)
 settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -1,0 +1,373 @@
+"""Every command line command, on generated files and option values, through typer's runner.
+
+A run passes when it exits 0, or exits 2 with an ``error:`` line (or typer's own usage error
+for an option value of the wrong type), prints no traceback, leaves every input file's bytes
+as they were, leaves an existing output alone unless ``--force`` was given, and leaves no file
+in the folder other than the outputs it was asked for (no stray temporaries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+
+from .files import data_files, materialise, write_lengths
+from .oracle import budget
+
+COMMANDS = (
+    "fit dist",
+    "fit gmm",
+    "fit hmm",
+    "fit bgmm",
+    "fit vae",
+    "eval",
+    "sample",
+    "select",
+    "tour",
+)
+
+# Commands that write files, and so take --force to replace an existing output.
+WRITERS = ("fit gmm", "fit hmm", "fit bgmm", "fit vae", "sample", "select", "tour")
+
+
+def opt(good: list, bad: list):
+    """An option value: one of ``good`` five times in six, else one of ``bad``, so that most
+    runs get far enough to fit and write, and every bad value is still tried."""
+    return st.integers(0, 5).flatmap(
+        lambda i: st.sampled_from(bad) if i == 0 else st.sampled_from(good)
+    )
+
+
+K_VALUES = opt(["1", "2", "2", "3"], ["0", "-1", "abc", "40"])
+K_RANGES = opt(["1-3", "2", "1,2", "2-2"], ["0", "3-1", "a-b", "1-", "", "-3"])
+DEVICES = opt([None, "cpu"], ["tpu", "cuda:7", ""])
+COLUMNS = opt([None, "", "a", "a,b", "b,a"], ["zz", "0", "a,a"])
+USAGE_ERROR = re.compile(r"─ Error ─")
+ERROR_LINE = re.compile(r"^error: \S", re.M)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _files(folder: Path) -> dict[Path, str]:
+    return {p: _digest(p) for p in folder.rglob("*") if p.is_file()}
+
+
+class Run:
+    """One command line being built: its arguments, inputs and declared outputs."""
+
+    def __init__(self, folder: Path, data):
+        self.folder = folder
+        self.data = data
+        self.args: list[str] = []
+        self.inputs: list[Path] = []
+        self.outputs: list[Path] = []  # files or folders the command may create
+        self.force = data.draw(st.booleans(), label="--force")
+
+    def option(self, name: str, strategy, label=None):
+        value = self.data.draw(strategy, label=label or name)
+        if value is not None:
+            self.args += [name, str(value)]
+        return value
+
+    def input_file(self, kind: str, name: str = "data") -> Path:
+        recipe = self.data.draw(data_files(kind, name), label=f"{name} file")
+        path = materialise(self.folder, recipe, name)
+        self.inputs.append(path)
+        self.n_rows = recipe[3]
+        return path
+
+    def output(self, name: str, suffix: str, flag: str | None = "--out", optional=True) -> Path:
+        """Declare an output: sometimes absent, sometimes existing, sometimes an input."""
+        how = self.data.draw(
+            st.sampled_from(
+                ["new", "new", "existing", "is_input", "directory", "missing_folder"]
+                + (["none"] if optional else [])
+            ),
+            label=f"{flag} {name}",
+        )
+        if how == "none":
+            return None
+        if how == "is_input" and self.inputs:
+            path = self.inputs[0]
+        elif how == "missing_folder":
+            path = self.folder / "no" / "such" / f"{name}{suffix}"
+        else:
+            path = self.folder / f"{name}{suffix}"
+            if how == "existing":
+                path.write_bytes(b"an existing file\n")
+            elif how == "directory":
+                path.mkdir()
+        self.outputs.append(path)
+        if flag:
+            self.args += [flag, str(path)]
+        return path
+
+
+def _vae_model(folder: Path, how: str, x_dim: int) -> Path:
+    """A model file for eval/sample: a real small VAE, or one of the ways to spoil it."""
+    from latentfit.vae import build_model, save_model
+
+    path = folder / "model.safetensors"
+    if how == "missing":
+        return path
+    if how == "directory":
+        path.mkdir()
+        return path
+    if how == "garbage":
+        path.write_bytes(os.urandom(64))
+        return path
+    if how == "gmm_model":
+        from latentfit import GaussianMixture
+
+        GaussianMixture(1).fit(np.arange(8.0).reshape(4, 2)).save(path)
+        return path
+    likelihood = "bernoulli" if how == "bernoulli" else "gaussian"
+    model = build_model(x_dim=x_dim, z_dim=2, hidden=[4], likelihood=likelihood, seed=0)
+    save_model(model, path)
+    if how == "truncated":
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how.startswith("spec:"):
+        _rewrite_spec(path, json.loads(how[len("spec:") :]))
+    return path
+
+
+def _rewrite_spec(path: Path, change: dict) -> None:
+    """Edit the JSON spec stored in a safetensors header (tensor offsets are unaffected)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    spec = json.loads(header["__metadata__"]["spec"])
+    spec.update(change)
+    header["__metadata__"]["spec"] = json.dumps(spec)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])
+
+
+MODEL_FILES = st.sampled_from(
+    [
+        "gaussian",
+        "gaussian",
+        "bernoulli",
+        "missing",
+        "directory",
+        "garbage",
+        "gmm_model",
+        "truncated",
+        'spec:{"hidden": [5]}',
+        'spec:{"hidden": [-4]}',
+        'spec:{"kind": "bogus"}',
+        'spec:{"x_dim": "two"}',
+        'spec:{"bogus_field": 1}',
+    ]
+)
+
+
+def _build(command: str, run: Run, data) -> None:
+    """Fill ``run`` with a drawn invocation of ``command``."""
+    draw = data.draw
+    if command == "fit dist":
+        family = draw(
+            st.sampled_from(["normal", "gamma", "poisson", "mvn", "binomial", "beta", "bogus"]),
+            label="--family",
+        )
+        run.args = ["fit", "dist", str(run.input_file("real")), "--family", family]
+        for col in draw(st.lists(st.sampled_from(["a", "b", "0", "zz"]), max_size=2)):
+            run.args += ["--column", col]
+        for fixed in draw(
+            st.lists(st.sampled_from(["total_count=10", "bogus=1", "x", "loc=abc"]), max_size=2)
+        ):
+            run.args += ["--fixed", fixed]
+        run.option("--cov", opt([None, "observed", "expected", "sandwich"], ["bogus"]))
+        run.option("--level", opt([None, 0.9], [0, 1.5, "nan"]))
+        return
+    if command in ("fit gmm", "fit bgmm"):
+        name = command.split()[1]
+        run.args = ["fit", name, str(run.input_file("real")), "-k", draw(K_VALUES, label="-k")]
+        run.option("--covariance", opt([None, "full", "diag", "spherical"], ["bogus"]))
+        run.option("--columns", COLUMNS)
+        run.option("--max-iter", opt([None, "5"], ["0"]))
+        run.option("--device", DEVICES)
+        if name == "gmm":
+            run.option("--missing", opt([None, "error", "marginalize"], ["bogus"]))
+        else:
+            run.option("--prior", opt([None, "dirichlet_distribution"], ["bogus"]))
+            run.option("--concentration", opt([None, "0.1"], ["0", "-1", "inf"]))
+        run.output("model", ".safetensors")
+        run.args.append("--quiet")
+        return
+    if command == "fit hmm":
+        emission = draw(
+            st.sampled_from(["gaussian", "gmm", "categorical", "poisson", "bogus"]),
+            label="--emission",
+        )
+        kind = {"categorical": "codes", "poisson": "counts"}.get(emission, "real")
+        data_path = run.input_file(kind)
+        run.args = ["fit", "hmm", str(data_path), "-k", draw(K_VALUES, label="-k")]
+        run.args += ["--emission", emission, "--n-iter", "3", "--quiet"]
+        how = draw(
+            st.sampled_from(
+                [
+                    "none",
+                    "valid",
+                    "valid",
+                    "mismatch",
+                    "zero",
+                    "negative",
+                    "fraction",
+                    "text",
+                    "empty",
+                    "missing",
+                ]
+            ),
+            label="lengths",
+        )
+        if how != "none":
+            lengths = write_lengths(run.folder, how, run.n_rows)
+            if lengths.exists():
+                run.inputs.append(lengths)
+            run.args += ["--lengths", str(lengths)]
+        run.option("--algorithm", opt([None, "viterbi", "map"], ["bogus"]))
+        run.option("--covariance", opt([None, "full", "diag"], ["bogus"]))
+        run.option("--columns", COLUMNS)
+        # The decoded states go to --states, or by default to DATA_states.csv.
+        if run.output("states", ".csv", "--states") is None:
+            run.outputs.append(run.folder / f"{data_path.stem}_states.csv")
+            run.outputs.append(data_path.parent / f"{data_path.stem}_states.csv")
+        run.output("model", ".safetensors")
+        return
+    if command == "fit vae":
+        data_path = run.input_file(draw(st.sampled_from(["real", "binary"]), label="vae data"))
+        run.args = ["fit", "vae", "--dataset", str(data_path), "--epochs", "1", "--quiet"]
+        run.option("--hidden", opt(["4", "4,3"], ["0", "a", "-1", ""]))
+        run.option("--latent", opt(["2"], ["0", "-1"]))
+        run.option("--batch-size", opt(["8", "1000"], ["0"]))
+        run.option("--likelihood", opt(["gaussian", "bernoulli"], ["bogus"]))
+        run.option("--objective", opt([None, "iwae"], ["bogus"]))
+        run.option("--kind", opt([None, "discrete", "ladder"], ["bogus"]))
+        run.option("--lr", opt([None], ["0", "-1", "nan", "inf"]))
+        run.option("--device", DEVICES)
+        if draw(st.booleans(), label="--no-binarize"):
+            run.args.append("--no-binarize")
+        run.output("vae", ".safetensors", optional=False)
+        run.output("metrics", ".csv", "--metrics-csv")
+        run.output("checkpoints", "", "--checkpoint-dir")
+        return
+    if command in ("eval", "sample"):
+        how = draw(MODEL_FILES, label="model file")
+        x_dim = draw(st.sampled_from([1, 2, 3]), label="model x_dim")
+        model = _vae_model(run.folder, how, x_dim)
+        if model.is_file():
+            run.inputs.append(model)
+        run.args = [command, str(model)]
+        if command == "eval":
+            run.args += ["--dataset", str(run.input_file("real"))]
+            run.option("-k", opt(["2"], ["0", "-1", "abc"]))
+            run.option("--n", opt(["0", "5"], ["-1"]))
+            run.option("--device", DEVICES)
+        else:
+            run.option("--n", opt(["4"], ["0", "-1"]))
+            run.option("--image-shape", opt([None, "1,2", "2,1"], ["0,0", "a", "3"]))
+            run.output("samples", draw(st.sampled_from([".png", ".pdf", ".bogus"])), optional=False)
+        return
+    if command == "select":
+        family = draw(
+            st.sampled_from(
+                ["gmm", "bernoulli", "categorical", "multinomial", "poisson", "fa", "ppca"]
+            ),
+            label="family",
+        )
+        kind = {
+            "bernoulli": "binary",
+            "categorical": "codes",
+            "multinomial": "counts",
+            "poisson": "counts",
+        }.get(family, "real")
+        run.args = ["select", family, str(run.input_file(kind)), "-k", draw(K_RANGES, label="-k")]
+        run.args += ["--max-iter", "10"]
+        run.option("--covariance", opt([None, "full,diag"], ["bogus", ""]))
+        run.option("--criterion", opt([None, "aic", "icl"], ["cv_loglik", "bogus"]))
+        run.option("--cv", opt([None, "0", "2"], ["1", "-1", "1000"]))
+        run.option("--columns", COLUMNS)
+        run.option("--missing", opt([None, "marginalize"], ["bogus"]))
+        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
+        return
+    if command == "tour":
+        run.args = ["tour"]
+        # Only unknown section names: a real section takes tens of seconds.
+        run.option("--only", st.sampled_from(["bogus", "bogus,also_bogus", "gmm,bogus"]))
+        run.output("report", "", optional=False)
+        return
+    raise AssertionError(command)
+
+
+def _check(run: Run, result, before: dict[Path, str], cwd_before: set[Path]) -> None:
+    """Each failed assertion names the problem first (hunt.py groups failures by it)."""
+    out = result.output
+    where = f"\n  in: latentfit {' '.join(run.args)}\n{out}"
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        err = result.exception
+        err.add_note(f"a raw {type(err).__name__} reached the command line user{where}")
+        raise err
+    assert "Traceback" not in out, f"printed a traceback{where}"
+    assert "No such option" not in out, f"an option latentfit should have is missing{where}"
+    if result.exit_code != 0:
+        documented = ERROR_LINE.search(out) or USAGE_ERROR.search(out)
+        assert result.exit_code == 2 and documented, (
+            f"exit code {result.exit_code}; a failure exits 2 with an 'error:' line{where}"
+        )
+    after = _files(run.folder)
+    for path, digest in before.items():
+        if path in run.outputs and run.force and path not in run.inputs:
+            continue
+        what = "an input" if path in run.inputs else "an existing output (without --force)"
+        assert after.get(path) == digest, f"changed or removed {what}: {path.name}{where}"
+    allowed = set(run.outputs)
+    for path in after:
+        if path in before:
+            continue
+        inside = any(path == o or o in path.parents for o in allowed)
+        assert inside, f"left a file it was not asked to write: {path.name}{where}"
+        assert not path.name.startswith("."), f"left a temporary file: {path.name}{where}"
+    stray = {p.name for p in set(Path.cwd().iterdir()) - cwd_before - allowed}
+    assert not stray, f"wrote into the working folder: {stray}{where}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@budget(20)
+@given(data=st.data())
+def test_command(command, data):
+    runner = CliRunner()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "work"
+        folder.mkdir()
+        old = Path.cwd()
+        os.chdir(folder)
+        try:
+            run = Run(folder, data)
+            _build(command, run, data)
+            run.force = run.force and command in WRITERS
+            if run.force:
+                run.args.append("--force")
+            before = _files(folder)
+            cwd_before = set(folder.iterdir())
+            result = runner.invoke(app, run.args)
+            _check(run, result, before, cwd_before)
+        finally:
+            os.chdir(old)

@@ -1,0 +1,134 @@
+"""latentfit.load on damaged and tampered model files: a documented error, or a model whose
+parameters are finite and which scores data without a raw exception. Loading never writes to
+the file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+import latentfit
+
+from .oracle import Documented, assert_finite_fitted, attempt, budget
+
+RNG = np.random.default_rng(0)
+X_REAL = np.concatenate([RNG.normal(0, 1, (20, 2)), RNG.normal(5, 1, (20, 2))])
+X_CODES = RNG.integers(0, 3, (40, 1))
+
+
+@cache
+def _fitted_bytes(name: str) -> bytes:
+    """The bytes of a small fitted model of class ``name`` saved by latentfit."""
+    model, X = {
+        "GaussianMixture": (latentfit.GaussianMixture(2, random_state=0), X_REAL),
+        "CategoricalHMM": (latentfit.CategoricalHMM(2, random_state=0, n_iter=3), X_CODES),
+        "PPCA": (latentfit.PPCA(1), X_REAL),
+        "PoissonMixture": (latentfit.PoissonMixture(2, random_state=0), np.abs(X_CODES)),
+    }[name]
+    model.fit(X)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        model.save(path)
+        return path.read_bytes()
+
+
+def _split(raw: bytes):
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def _join(header: dict, body: bytes) -> bytes:
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob + body
+
+
+TAMPER_FIELDS = {
+    "format_version": [0, -1, 2, "1", None, 1.5],
+    "class": ["Bogus", "GaussianHMM", "", None, 3, "PoissonMixture"],
+    "params": [{}, None, "x", {"n_components": -1}, {"n_components": 10**6}, {"bogus": 1}],
+    "extra": [None, "x", {"__class__": "x"}, {"n_features_in_": "two"}, {"_params": 1}],
+}
+
+
+@st.composite
+def damaged(draw, raw: bytes) -> tuple[bytes, str]:
+    how = draw(
+        st.sampled_from(["truncate", "flip", "tamper", "tamper", "drop_key", "nan", "shape"])
+    )
+    header, body = _split(raw)
+    meta = json.loads(header["__metadata__"]["latentfit"])
+    if how == "truncate":
+        cut = draw(st.integers(0, len(raw) - 1))
+        return raw[:cut], f"truncated at {cut}"
+    if how == "flip":
+        i = draw(st.integers(0, len(raw) - 1))
+        return raw[:i] + bytes([raw[i] ^ 0xFF]) + raw[i + 1 :], f"byte {i} flipped"
+    if how in ("tamper", "drop_key"):
+        field = draw(st.sampled_from(sorted(TAMPER_FIELDS)))
+        if how == "drop_key":
+            meta.pop(field, None)
+        elif field == "params" and draw(st.booleans()):
+            value = draw(st.sampled_from(TAMPER_FIELDS["params"][3:]))
+            meta["params"] = {**meta["params"], **value}
+        else:
+            meta[field] = draw(st.sampled_from(TAMPER_FIELDS[field]))
+        header["__metadata__"]["latentfit"] = json.dumps(meta)
+        return _join(header, body), f"{how} {field} -> {meta.get(field)!r}"
+    # Rewrite the tensors themselves: one set to NaN/inf, or given the wrong shape.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        path.write_bytes(raw)
+        tensors = load_file(str(path))
+        floats = sorted(k for k, v in tensors.items() if v.is_floating_point())
+        key = draw(st.sampled_from(floats))
+        if how == "nan":
+            t = tensors[key].clone()
+            t.view(-1)[0] = draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+            tensors[key] = t
+        else:
+            tensors[key] = torch.cat(
+                [tensors[key].reshape(-1), torch.zeros(1, dtype=tensors[key].dtype)]
+            )
+        save_file(tensors, str(path), metadata=header["__metadata__"])
+        return path.read_bytes(), f"{how} in tensor {key}"
+
+
+@budget(100)
+@given(
+    name=st.sampled_from(["GaussianMixture", "CategoricalHMM", "PPCA", "PoissonMixture"]),
+    data=st.data(),
+)
+def test_load_damaged_model_file(name, data):
+    raw, how = data.draw(damaged(_fitted_bytes(name)), label="damage")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        path.write_bytes(raw)
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            model = attempt(f"latentfit.load ({how})", latentfit.load, path)
+        except Documented:
+            model = None
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, "load wrote to the file"
+    if model is None:
+        return
+    assert_finite_fitted(model, after=f"latentfit.load ({how})")
+    X = X_CODES if name == "CategoricalHMM" else X_REAL
+    if name == "PoissonMixture":
+        X = np.abs(X_CODES)
+    try:
+        scores = attempt(f"score_samples after load ({how})", model.score_samples, X)
+        values = np.asarray(scores[0] if isinstance(scores, tuple) else scores)
+        assert not np.any(np.isnan(values)), f"NaN scores from a model loaded after {how}"
+    except Documented:
+        pass
