@@ -262,3 +262,46 @@ class _Run:
             rec["divergence_u"].append(stats.divergence_u)
         self.n_done += num_draws
         return {k: torch.stack(v, 1) for k, v in rec.items()}
+
+
+def sample_fit(
+    fit,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_draws: int = 1000,
+    generator=None,
+    progress_bar: bool = True,
+    **options,
+):
+    """NUTS on the posterior of a ``fit_map`` result: ``log p(data | θ) + log p(θ)`` in the
+    family's parameters and constraints; the chains start within ±1 (unconstrained) of the MAP."""
+    if fit.log_prior_fn is None or fit.data is None:
+        raise ParameterError(
+            f"sample_posterior needs a prior: this is a{'n' if fit.method == 'MLE' else ''} "
+            f"{fit.method} fit; use fit_map(family, data, prior={{...}}) first"
+        )
+    family, x, fixed, log_prior = fit.family, fit.data, fit.fixed, fit.log_prior_fn
+
+    def log_density(**params):
+        return family.log_prob(params, x, fixed).sum() + log_prior(params)
+
+    shapes = {k: tuple(v.shape) for k, v in fit.params.items()}
+    target = Target(log_density, shapes, family.constraints, dtype=x.dtype, device=x.device)
+    gen = _generator(generator, x.device)
+    u_map = target.unconstrain({k: v[None] for k, v in fit.params.items()})  # (1, p)
+    if not bool(torch.isfinite(u_map).all()):
+        u_map = torch.zeros_like(u_map)  # a MAP on the boundary: start at the origin instead
+    jitter = torch.rand(num_chains, target.n_free, generator=gen, dtype=x.dtype, device=x.device)
+    u0 = u_map + 2 * jitter - 1
+    start = target.constrain(u0)[0]
+    return sample_target(
+        target,
+        num_chains=num_chains,
+        num_warmup=num_warmup,
+        num_draws=num_draws,
+        config=SamplerConfig(**options),
+        start=start,
+        generator=gen,
+        progress_bar=progress_bar,
+    )
