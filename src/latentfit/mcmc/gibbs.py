@@ -248,21 +248,27 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
     out by log-sum-exp: ``weights`` (simplex), ``loc0`` (ordered first coordinates of the
     means, which fixes the labelling), ``loc_rest`` (other coordinates), ``scales`` (k, d).
     Priors: weights ~ Dirichlet(1), means ~ N(data mean, (prior_scale * data sd)^2),
-    scales ~ HalfNormal(2 * data sd). Returns (log_density, init, constraints)."""
+    scales ~ HalfNormal(2 * data sd). The density takes every chain at once (a leading chain
+    dimension on each parameter): pass ``vectorized=True`` to ``sample``. Returns
+    (log_density, init, constraints)."""
     x = torch.as_tensor(x, dtype=torch.float64)
     if x.dim() == 1:
         x = x[:, None]
-    n, d = x.shape
+    d = x.shape[1]
     k = int(n_components)
     m, s = x.mean(0), x.std(0)
     D = torch.distributions
 
-    def log_density(weights, loc0, loc_rest, scales):
-        means = torch.cat([loc0[:, None], loc_rest], -1)  # (k, d)
-        comp = D.Normal(means, scales, validate_args=False).log_prob(x[:, None]).sum(-1)  # (n, k)
-        loglik = torch.logsumexp(comp + torch.log(weights), -1).sum()
-        prior = D.Normal(m, prior_scale * s, validate_args=False).log_prob(means).sum()
-        prior = prior + D.HalfNormal(2 * s, validate_args=False).log_prob(scales).sum()
+    def log_density(weights, loc0, loc_rest, scales):  # (c, k), (c, k), (c, k, d-1), (c, k, d)
+        means = torch.cat([loc0[..., None], loc_rest], -1)  # (c, k, d)
+        comp = (
+            D.Normal(means[:, None], scales[:, None], validate_args=False)
+            .log_prob(x[None, :, None])
+            .sum(-1)
+        )  # (c, n, k)
+        loglik = torch.logsumexp(comp + torch.log(weights)[:, None], -1).sum(-1)
+        prior = D.Normal(m, prior_scale * s, validate_args=False).log_prob(means).sum((-1, -2))
+        prior = prior + D.HalfNormal(2 * s, validate_args=False).log_prob(scales).sum((-1, -2))
         return loglik + prior
 
     q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, dtype=x.dtype))
