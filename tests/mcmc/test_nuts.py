@@ -104,7 +104,8 @@ def test_static_hmc_samples_the_mvn():
         generator=1,
         progress_bar=False,
     )
-    _check_moments(r["x"], MEAN, COV.diagonal().sqrt())
+    # static HMC mixes more slowly than NUTS: 2000 draws give ESS ~250
+    _check_moments(r["x"], MEAN, COV.diagonal().sqrt(), ess_min=200)
     assert (r.sample_stats["n_leapfrog"] == 8).all()
 
 

@@ -11,6 +11,7 @@ at once with a leading chain dimension on each parameter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -221,6 +222,26 @@ class Target:
     def log_prob_and_grad(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-density (c,) and its gradient (c, p); chains are independent, so the gradient
         of the sum over chains is every chain's own gradient in one backward pass."""
+        try:
+            return self._value_and_grad(u)
+        except ParameterError:
+            raise
+        except (ValueError, RuntimeError):
+            # A log-density that raises at some point (a distribution's argument check on an
+            # overflowed value, say) rejects that point, as Stan rejects a proposal whose model
+            # block throws: such chains get -inf; the others are evaluated one by one.
+            lps, grads = [], []
+            for i in range(u.shape[0]):
+                try:
+                    lp_i, g_i = self._value_and_grad(u[i : i + 1])
+                except (ValueError, RuntimeError):
+                    lp_i = u.new_full((1,), -math.inf)
+                    g_i = torch.zeros_like(u[i : i + 1])
+                lps.append(lp_i)
+                grads.append(g_i)
+            return torch.cat(lps), torch.cat(grads)
+
+    def _value_and_grad(self, u):
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
             lp = self.log_prob(u)
