@@ -22,11 +22,12 @@ def _stat(fn, x):
 
 
 CASES = {
-    # name: (metric, warm-up, draws)
-    "eight_schools": ("diag", 200, 250),
-    "arK": ("diag", 200, 200),
-    "gauss_mix": ("diag", 150, 200),
-    "diamonds": ("dense", 200, 200),
+    # name: (metric, chains, warm-up, draws). tau in eight schools is heavy-tailed: its sample
+    # sd converges slowly (relative error ~ sqrt((kurtosis - 1) / (4 ESS))), hence more draws.
+    "eight_schools": ("diag", 8, 200, 400),
+    "arK": ("diag", 4, 200, 200),
+    "gauss_mix": ("diag", 4, 150, 200),
+    "diamonds": ("dense", 4, 200, 200),
 }
 
 
@@ -34,7 +35,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_nuts_matches_the_reference_posterior(name):
     post = POSTERIORS[name]()
-    metric, warmup, draws = CASES[name]
+    metric, chains, warmup, draws = CASES[name]
     r = sample(
         post.log_density,
         post.init,
