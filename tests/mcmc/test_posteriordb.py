@@ -41,7 +41,7 @@ def test_nuts_matches_the_reference_posterior(name):
         post.init,
         constraints=post.constraints,
         vectorized=True,
-        num_chains=4,
+        num_chains=chains,
         num_warmup=warmup,
         num_draws=draws,
         metric=metric,
