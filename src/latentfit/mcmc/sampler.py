@@ -264,6 +264,14 @@ class _Run:
         return {k: torch.stack(v, 1) for k, v in rec.items()}
 
 
+def _config(options: dict) -> SamplerConfig:
+    known = set(SamplerConfig.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ParameterError(f"unknown sampler option(s) {unknown}; choose from {sorted(known)}")
+    return SamplerConfig(**options)
+
+
 def sample_fit(
     fit,
     *,
@@ -300,7 +308,7 @@ def sample_fit(
         num_chains=num_chains,
         num_warmup=num_warmup,
         num_draws=num_draws,
-        config=SamplerConfig(**options),
+        config=_config(options),
         start=start,
         generator=gen,
         progress_bar=progress_bar,
