@@ -38,8 +38,8 @@ def build(ctx: TourContext) -> Section:
         vectorized=True,
         init_strategy="init",  # from the quantile start: random starts can stick in a poor mode
         num_chains=4,
-        num_warmup=150,
-        num_draws=200,
+        num_warmup=100,
+        num_draws=100,
         generator=gen,
         progress_bar=False,
     )
