@@ -42,6 +42,52 @@ def _check_finite(fit, data: Path) -> None:
         )
 
 
+def _parse_prior(items: list[str]) -> dict | None:
+    """``--prior rate=gamma:2,0.5`` -> {"rate": torch.distributions.Gamma(2., 0.5)}."""
+    import torch
+    import torch.distributions as D
+
+    if not items:
+        return None
+    known = {n.lower(): getattr(D, n) for n in dir(D) if isinstance(getattr(D, n), type)}
+    prior = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        dist, _, args = spec.partition(":")
+        cls = known.get(dist.strip().lower())
+        try:
+            if not sep or cls is None or not issubclass(cls, D.Distribution):
+                raise ValueError
+            values = [torch.tensor(float(a), dtype=torch.float64) for a in args.split(",") if a]
+            prior[name.strip()] = cls(*values)
+        except (ValueError, TypeError):
+            fail(
+                "--prior takes NAME=DISTRIBUTION:ARG,ARG with a torch.distributions name, e.g. "
+                f"--prior rate=gamma:2,0.5 or --prior loc=normal:0,10; got {item!r}"
+            )
+    return prior
+
+
+def _posterior_table(fit, sampler: str, chains: int, draws: int, warmup: int, seed: int) -> str:
+    if sampler != "nuts":
+        fail(f"--sample takes 'nuts' (the sampler), got {sampler!r}")
+    if chains < 1 or draws < 1 or warmup < 0:
+        fail(
+            f"--chains and --draws must be at least 1 and --warmup >= 0; got {chains}, {draws}, {warmup}"
+        )
+    res = fit.sample_posterior(
+        num_chains=chains, num_warmup=warmup, num_draws=draws, generator=seed, progress_bar=False
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = res.summary().to_string()
+    head = (
+        f"NUTS posterior: {fit.family.name}, {chains} chains x {draws} draws "
+        f"(warm-up {warmup}), seed {seed}"
+    )
+    return f"{head}\n{table}\n{res.diagnostics()}"
+
+
 @fit_app.command("dist")
 def fit_dist(
     data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of numbers."),
@@ -56,10 +102,20 @@ def fit_dist(
     ),
     cov: str = typer.Option("observed", "--cov", help="observed, expected or sandwich."),
     level: float = typer.Option(0.95, "--level", help="Confidence level of the Wald intervals."),
+    prior: list[str] = typer.Option(
+        [], "--prior", help="A prior NAME=DIST:ARGS (e.g. rate=gamma:2,0.5); repeatable: MAP fit."
+    ),
+    sample: str = typer.Option(
+        None, "--sample", help="'nuts': sample the posterior (needs --prior) and print its table."
+    ),
+    chains: int = typer.Option(4, "--chains", help="Chains for --sample (batched)."),
+    draws: int = typer.Option(1000, "--draws", help="Draws per chain for --sample."),
+    warmup: int = typer.Option(1000, "--warmup", help="Warm-up iterations for --sample."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
 ):
     """Fit a distribution by maximum likelihood and print a summary table with standard errors
     and Wald confidence intervals."""
-    from latentfit.estimate import fit_mle, get_family
+    from latentfit.estimate import fit_map, fit_mle, get_family
 
     try:
         fam = get_family(family)
@@ -75,9 +131,17 @@ def fit_dist(
         warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
         given = _parse_fixed(fixed)
         try:
-            fit = fit_mle(fam, x, fixed=given, cov_type=cov)
+            priors = _parse_prior(prior)
+            if sample is not None and priors is None:
+                fail("--sample needs a prior for every parameter: add --prior NAME=DIST:ARGS")
+            if priors is None:
+                fit = fit_mle(fam, x, fixed=given, cov_type=cov)
+            else:
+                fit = fit_map(fam, x, priors, fixed=given)
             _check_finite(fit, data)
             table = fit.summary(level=level)
+            if sample is not None:
+                table += "\n\n" + _posterior_table(fit, sample, chains, draws, warmup, seed)
         except ValueError as err:
             fail(str(err))
         except TypeError:

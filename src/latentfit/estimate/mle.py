@@ -242,6 +242,8 @@ def fit_family(
         solver=solver_name,
         inverses=inverses,
         cov_type=cov_type,
+        data=x,
+        log_prior_fn=log_prior,
     )
 
 

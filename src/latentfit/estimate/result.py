@@ -77,6 +77,8 @@ class FitResult:
     solver: str
     inverses: dict[str, InformationInverse] = field(repr=False)
     cov_type: str = "observed"
+    data: torch.Tensor | None = field(default=None, repr=False)  # what was fitted, for sampling
+    log_prior_fn: Callable[[dict], torch.Tensor] | None = field(default=None, repr=False)
 
     # -- point estimates ---------------------------------------------------------------------
     @property
@@ -196,6 +198,33 @@ class FitResult:
         if len(names) != value.numel():
             raise ParameterError(f"{len(names)} names given for {value.numel()} transformed values")
         return TransformedEstimate(list(names), value, cov, f"{self.method} of g(θ), delta method")
+
+    # -- the full posterior ---------------------------------------------------------------------
+    def sample_posterior(
+        self,
+        num_chains: int = 4,
+        num_warmup: int = 1000,
+        num_draws: int = 1000,
+        *,
+        generator=None,
+        progress_bar: bool = True,
+        **sampler_options,
+    ):
+        """Draws from the posterior of this MAP fit (its family, data and prior) by NUTS, the
+        chains starting near the MAP: a ``latentfit.mcmc.MCMCResult`` (``summary()``,
+        ``to_arviz()``). ``sampler_options`` go to ``latentfit.mcmc.SamplerConfig`` (``metric``,
+        ``max_depth``, ``target_accept``, ``kernel``)."""
+        from latentfit.mcmc.sampler import sample_fit
+
+        return sample_fit(
+            self,
+            num_chains=num_chains,
+            num_warmup=num_warmup,
+            num_draws=num_draws,
+            generator=generator,
+            progress_bar=progress_bar,
+            **sampler_options,
+        )
 
     # -- reporting ----------------------------------------------------------------------------
     def summary(self, level: float = 0.95, cov_type: str | None = None) -> str:

@@ -1,0 +1,262 @@
+"""Effective samples per second: latentfit NUTS vs NumPyro NUTS (CPU) vs Pyro NUTS.
+
+The same posterior (tests/mcmc/posteriors.py; written here in JAX for NumPyro, and given to
+Pyro as the very same torch potential), the same chains, warm-up and draws, one process. The
+figure is min over parameters of ArviZ's bulk ESS divided by the wall time including warm-up
+(and NumPyro's compilation). Usage:
+
+    OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
+        [--warmup 500] [--draws 500] [--skip-pyro]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from tests.mcmc.posteriors import POSTERIORS, load_data  # noqa: E402
+
+from latentfit.mcmc import Target, sample_target  # noqa: E402
+from latentfit.mcmc.result import import_arviz  # noqa: E402
+from latentfit.mcmc.sampler import SamplerConfig  # noqa: E402
+
+warnings.simplefilter("ignore")
+
+
+def min_ess(draws: dict[str, np.ndarray]) -> float:
+    """min over every scalar coordinate of ArviZ's bulk ESS; draws are (chains, draws, ...)."""
+    az = import_arviz()
+    return float(
+        min(
+            float(
+                az.ess(az.convert_to_dataset({"v": v.reshape(v.shape[0], v.shape[1], -1)[..., j]}))[
+                    "v"
+                ]
+            )
+            for v in draws.values()
+            for j in range(int(np.prod(v.shape[2:])) or 1)
+        )
+    )
+
+
+def run_latentfit(post, chains, warmup, draws, metric):
+    target = Target(
+        post.log_density,
+        {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()},
+        post.constraints,
+        vectorized=True,
+    )
+    t = time.perf_counter()
+    res = sample_target(
+        target,
+        num_chains=chains,
+        num_warmup=warmup,
+        num_draws=draws,
+        config=SamplerConfig(metric=metric),
+        generator=0,
+        progress_bar=False,
+    )
+    wall = time.perf_counter() - t
+    return wall, min_ess({"u": res.unconstrained.numpy()})
+
+
+def run_pyro(post, chains, warmup, draws, metric):
+    """Pyro NUTS on the same torch potential (unconstrained space, one chain per call; Pyro
+    runs its chains one after another in one process)."""
+    from pyro.infer import MCMC, NUTS
+
+    target = Target(
+        post.log_density,
+        {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()},
+        post.constraints,
+        vectorized=True,
+    )
+
+    def potential(params):
+        return -target.log_prob(params["u"][None])[0]
+
+    kernel = NUTS(potential_fn=potential, full_mass=metric == "dense")
+    init = {"u": (torch.rand(chains, target.n_free, dtype=torch.float64) * 4 - 2)}
+    t = time.perf_counter()
+    out = []
+    for c in range(chains):  # Pyro in one process runs chains sequentially
+        m = MCMC(
+            kernel,
+            num_samples=draws,
+            warmup_steps=warmup,
+            num_chains=1,
+            initial_params={"u": init["u"][c]},
+            disable_progbar=True,
+        )
+        m.run()
+        out.append(m.get_samples()["u"])
+    wall = time.perf_counter() - t
+    return wall, min_ess({"u": torch.stack(out).numpy()})
+
+
+def jax_potential(name):
+    """The same posteriors in JAX, in unconstrained coordinates (Jacobians added)."""
+    import jax.numpy as jnp
+    from jax.scipy import stats
+
+    if name == "eight_schools":
+        d = load_data("eight_schools-eight_schools_noncentered")
+        y, s = jnp.array(d["y"]), jnp.array(d["sigma"])
+
+        def logp(u):
+            tt, mu, ltau = u[:8], u[8], u[9]
+            tau = jnp.exp(ltau)
+            theta = tt * tau + mu
+            return (
+                stats.norm.logpdf(tt).sum()
+                + stats.norm.logpdf(y, theta, s).sum()
+                + stats.norm.logpdf(mu, 0, 5)
+                + stats.cauchy.logpdf(tau, 0, 5)
+                + ltau
+            )
+
+        return logp, 10
+    if name == "arK":
+        d = load_data("arK-arK")
+        K, y = d["K"], jnp.array(d["y"])
+        T = y.shape[0]
+        lags = jnp.stack([y[K - k : T - k] for k in range(1, K + 1)], -1)
+
+        def logp(u):
+            alpha, beta, ls = u[0], u[1 : 1 + K], u[1 + K]
+            sigma = jnp.exp(ls)
+            mu = alpha + lags @ beta
+            return (
+                stats.norm.logpdf(alpha, 0, 10)
+                + stats.norm.logpdf(beta, 0, 10).sum()
+                + stats.cauchy.logpdf(sigma, 0, 2.5)
+                + ls
+                + stats.norm.logpdf(y[K:], mu, sigma).sum()
+            )
+
+        return logp, K + 2
+    if name == "gauss_mix":
+        y = jnp.array(load_data("low_dim_gauss_mix-low_dim_gauss_mix")["y"])
+
+        def logp(u):
+            mu = jnp.array([u[0], u[0] + jnp.exp(u[1])])
+            sigma = jnp.exp(u[2:4])
+            theta = 1 / (1 + jnp.exp(-u[4]))
+            lj = u[1] + u[2] + u[3] + jnp.log(theta) + jnp.log1p(-theta)
+            comp = jnp.stack(
+                [
+                    jnp.log(theta) + stats.norm.logpdf(y, mu[0], sigma[0]),
+                    jnp.log1p(-theta) + stats.norm.logpdf(y, mu[1], sigma[1]),
+                ]
+            )
+            from jax.scipy.special import logsumexp
+
+            return (
+                stats.norm.logpdf(sigma, 0, 2).sum()
+                + stats.norm.logpdf(mu, 0, 2).sum()
+                + stats.beta.logpdf(theta, 5, 5)
+                + logsumexp(comp, 0).sum()
+                + lj
+            )
+
+        return logp, 5
+    if name == "diamonds":
+        d = load_data("diamonds-diamonds")
+        X, Y = np.asarray(d["X"]), np.asarray(d["Y"])
+        Xc = X[:, 1:] - X[:, 1:].mean(0)
+        n = Y.shape[0]
+        xtx, xty, yty, ysum = (
+            jnp.array(Xc.T @ Xc),
+            jnp.array(Xc.T @ Y),
+            float(Y @ Y),
+            float(Y.sum()),
+        )
+
+        def logp(u):
+            b, a, ls = u[:24], u[24], u[25]
+            sigma = jnp.exp(ls)
+            rss = yty - 2 * a * ysum + n * a**2 - 2 * b @ xty + b @ xtx @ b
+            loglik = -0.5 * rss / sigma**2 - n * ls - 0.5 * n * jnp.log(2 * jnp.pi)
+            return (
+                stats.norm.logpdf(b).sum()
+                + stats.t.logpdf(a, 3, 8, 10)
+                + stats.t.logpdf(sigma, 3, 0, 10)
+                + jnp.log(2.0)
+                + ls
+                + loglik
+            )
+
+        return logp, 26
+    raise KeyError(name)
+
+
+def run_numpyro(name, chains, warmup, draws, metric):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from numpyro.infer import MCMC, NUTS
+
+    logp, p = jax_potential(name)
+    kernel = NUTS(potential_fn=lambda u: -logp(u), dense_mass=metric == "dense")
+    init = jax.random.uniform(jax.random.PRNGKey(1), (chains, p), minval=-2, maxval=2)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    t = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(0), init_params=init)
+    u = np.asarray(mcmc.get_samples(group_by_chain=True))
+    wall = time.perf_counter() - t
+    return wall, min_ess({"u": u})
+
+
+METRIC = {"eight_schools": "diag", "arK": "diag", "gauss_mix": "diag", "diamonds": "dense"}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--posterior", default=None, choices=list(POSTERIORS))
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--draws", type=int, default=500)
+    ap.add_argument("--skip-pyro", action="store_true")
+    args = ap.parse_args()
+    names = [args.posterior] if args.posterior else list(POSTERIORS)
+    torch.set_num_threads(1)
+    print(
+        f"{'posterior':14s} {'library':10s} {'wall s':>8s} {'min ESS':>8s} {'ESS/s':>8s} {'ratio':>7s}"
+    )
+    for name in names:
+        post = POSTERIORS[name]()
+        metric = METRIC[name]
+        rows = {
+            "latentfit": run_latentfit(post, args.chains, args.warmup, args.draws, metric),
+            "numpyro": run_numpyro(name, args.chains, args.warmup, args.draws, metric),
+        }
+        if not args.skip_pyro:
+            rows["pyro"] = run_pyro(post, args.chains, args.warmup, args.draws, metric)
+        ours = rows["latentfit"][1] / rows["latentfit"][0]
+        for lib, (wall, ess) in rows.items():
+            rate = ess / wall
+            print(
+                f"{name:14s} {lib:10s} {wall:8.1f} {ess:8.0f} {rate:8.1f} {ours / rate:7.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

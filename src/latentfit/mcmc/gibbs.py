@@ -1,0 +1,282 @@
+"""Gibbs sampling with data augmentation, and latent-variable log-densities for NUTS.
+
+``gibbs_gmm``: a Gaussian mixture with conjugate priors (weights ~ Dirichlet(alpha); each
+component's mean and covariance ~ Normal-inverse-Wishart), sampled by alternating
+
+    labels | params:   z_i ~ Categorical(w_k N(x_i | mu_k, Sigma_k))
+    params | labels:   w ~ Dirichlet(alpha + counts),  (mu_k, Sigma_k) ~ NIW posterior of the
+                       points labelled k (Murphy 2007, eqs. 252-255: the update of
+                       latentfit.estimate.NormalInverseWishart, written on sufficient statistics)
+
+(Diebolt & Robert 1994). Every chain advances at once: labels (c, n), means (c, k, d),
+covariances (c, k, d, d). Randomness comes only from the generator (Bartlett's decomposition for
+the inverse-Wishart draws, the Gumbel-max trick for the labels).
+
+``gibbs_hmm_states``: forward filtering, backward sampling (Frühwirth-Schnatter 1994; Scott 2002)
+of a hidden state path given an HMM's parameters, batched over chains.
+
+``gmm_log_density`` and ``hmm_log_density`` give NUTS targets with the labels or states summed
+out (log-sum-exp over components; the forward algorithm). Label switching is handled by
+ordering: the components' means (their first coordinate) are constrained increasing with
+``ordered_vector``, which picks one of the k! symmetric modes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch.distributions import constraints
+
+from latentfit._validation import make_generator
+from latentfit.errors import DataError, ParameterError
+from latentfit.mcmc.target import ordered_vector
+
+__all__ = [
+    "GibbsGMMResult",
+    "ffbs",
+    "gibbs_gmm",
+    "gmm_log_density",
+    "hmm_log_density",
+    "niw_update_stats",
+    "sample_inverse_wishart",
+]
+
+
+class NIWBatch(NamedTuple):
+    loc: torch.Tensor  # (..., d)
+    kappa: torch.Tensor  # (...)
+    df: torch.Tensor  # (...)
+    scale: torch.Tensor  # (..., d, d)
+
+
+def niw_update_stats(loc, kappa, df, scale, n, xbar, scatter) -> NIWBatch:
+    """The Normal-inverse-Wishart posterior from sufficient statistics, batched: counts n (...),
+    means xbar (..., d), scatter matrices about xbar (..., d, d). Murphy (2007) eqs. 252-255,
+    as ``latentfit.estimate.conjugate_normal.normal_inverse_wishart_update`` (an empty component,
+    n = 0, keeps the prior)."""
+    kn = kappa + n
+    dm = xbar - loc  # (..., d)
+    outer = dm[..., :, None] * dm[..., None, :]
+    return NIWBatch(
+        (kappa * loc + n[..., None] * xbar) / kn[..., None],
+        kn,
+        df + n,
+        scale + scatter + (kappa * n / kn)[..., None, None] * outer,
+    )
+
+
+def _gamma(shape_param: torch.Tensor, gen) -> torch.Tensor:
+    return torch._standard_gamma(shape_param, generator=gen)
+
+
+def sample_inverse_wishart(df: torch.Tensor, scale: torch.Tensor, gen) -> torch.Tensor:
+    """Sigma ~ InverseWishart(df, scale), batched (..., d, d), by Bartlett's decomposition of
+    Sigma^{-1} ~ Wishart(df, scale^{-1}): W = L A A' L' with L = chol(scale^{-1}), A lower
+    triangular, A_ii^2 ~ chi^2(df - i), A_ij ~ N(0, 1) below the diagonal."""
+    d = scale.shape[-1]
+    batch = scale.shape[:-2]
+    i = torch.arange(d, dtype=scale.dtype, device=scale.device)
+    chi2 = 2 * _gamma(((df[..., None] - i) / 2).expand(*batch, d).contiguous(), gen)
+    A = torch.randn(*batch, d, d, generator=gen, dtype=scale.dtype, device=scale.device).tril(-1)
+    A = A + torch.diag_embed(chi2.sqrt())
+    L = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(scale)))
+    LA = L @ A
+    prec = LA @ LA.transpose(-1, -2)
+    return torch.cholesky_inverse(torch.linalg.cholesky(prec))
+
+
+def _gumbel_argmax(logits: torch.Tensor, gen) -> torch.Tensor:
+    u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype, device=logits.device)
+    return torch.argmax(logits - torch.log(-torch.log(u.clamp(min=1e-300))), -1)
+
+
+def _mvn_log_prob(x, loc, cov) -> torch.Tensor:
+    """log N(x_i | loc_k, cov_k) for x (n, d), loc (c, k, d), cov (c, k, d, d): (c, n, k)."""
+    L = torch.linalg.cholesky(cov)  # (c, k, d, d)
+    diff = x[None, :, None, :] - loc[:, None]  # (c, n, k, d)
+    sol = torch.linalg.solve_triangular(L[:, None], diff[..., None], upper=False)[..., 0]
+    d = x.shape[-1]
+    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)  # (c, k)
+    return -0.5 * sol.pow(2).sum(-1) - half_logdet[:, None] - 0.5 * d * math.log(2 * math.pi)
+
+
+class GibbsGMMResult(NamedTuple):
+    """Draws (chains, draws, ...): weights (k,), means (k, d), covariances (k, d, d), and the
+    labels of the last sweep (chains, n); components are relabelled by their first mean
+    coordinate after each sweep (an ordering of the k! symmetric modes)."""
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    covariances: torch.Tensor
+    labels: torch.Tensor
+    co_assignment: torch.Tensor  # (n, n): fraction of draws with z_i == z_j, over all chains
+
+
+def gibbs_gmm(
+    x,
+    n_components: int,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 200,
+    num_draws: int = 1000,
+    alpha: float = 1.0,
+    prior_loc=None,
+    prior_kappa: float = 0.01,
+    prior_df: float | None = None,
+    prior_scale=None,
+    generator=None,
+) -> GibbsGMMResult:
+    """Gibbs sampling of a Gaussian mixture by data augmentation (module docstring).
+
+    Priors (defaults follow the data, as scikit-learn's BayesianGaussianMixture does): weights
+    ~ Dirichlet(alpha); mean | cov ~ N(prior_loc = data mean, cov / prior_kappa); cov ~
+    InvWishart(prior_df = d + 2, prior_scale = data covariance / k^(2/d) scaled to df).
+    """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.dim() == 1:
+        x = x[:, None]
+    if x.dim() != 2 or x.shape[0] < 2 or not bool(torch.isfinite(x).all()):
+        raise DataError(f"x must be a finite (n, d) array with n >= 2; got shape {tuple(x.shape)}")
+    k = int(n_components)
+    if k < 1:
+        raise ParameterError(f"n_components must be at least 1, got {n_components}")
+    n, d = x.shape
+    dt, dev = x.dtype, x.device
+    gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
+    loc0 = x.mean(0) if prior_loc is None else torch.as_tensor(prior_loc, dtype=dt).reshape(d)
+    df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
+    if prior_scale is None:
+        cov_x = torch.atleast_2d(torch.cov(x.T))
+        scale0 = cov_x * (df0 - d - 1) / k ** (2.0 / d)  # prior mean of cov: data cov / k^(2/d)
+    else:
+        scale0 = torch.as_tensor(prior_scale, dtype=dt).reshape(d, d)
+    kappa0 = torch.tensor(float(prior_kappa), dtype=dt)
+    c = num_chains
+    # start: each chain labels the data at random
+    z = torch.randint(0, k, (c, n), generator=gen, device=dev)
+    keep_w, keep_mu, keep_cov = [], [], []
+    co = torch.zeros(n, n, dtype=dt)
+    for it in range(num_warmup + num_draws):
+        # params | labels
+        onehot = torch.nn.functional.one_hot(z, k).to(dt)  # (c, n, k)
+        counts = onehot.sum(1)  # (c, k)
+        sums = torch.einsum("cnk,nd->ckd", onehot, x)
+        xbar = sums / counts.clamp(min=1)[..., None]
+        r = x[None, :, None, :] - xbar[:, None]  # (c, n, k, d)
+        scatter = torch.einsum("cnk,cnki,cnkj->ckij", onehot, r, r)
+        post = niw_update_stats(loc0, kappa0, df0, scale0, counts, xbar, scatter)
+        cov = sample_inverse_wishart(post.df, post.scale, gen)  # (c, k, d, d)
+        eps = torch.randn(c, k, d, 1, generator=gen, dtype=dt, device=dev)
+        mu = post.loc + (torch.linalg.cholesky(cov / post.kappa[..., None, None]) @ eps)[..., 0]
+        g = _gamma(alpha + counts, gen)
+        w = g / g.sum(-1, keepdim=True)  # (c, k) Dirichlet(alpha + counts)
+        # labels | params
+        logits = torch.log(w)[:, None] + _mvn_log_prob(x, mu, cov)  # (c, n, k)
+        z = _gumbel_argmax(logits, gen)
+        if it >= num_warmup:
+            order = torch.argsort(mu[..., 0], -1)  # (c, k): relabel by the first coordinate
+            keep_w.append(torch.gather(w, 1, order))
+            keep_mu.append(torch.gather(mu, 1, order[..., None].expand(c, k, d)))
+            keep_cov.append(torch.gather(cov, 1, order[..., None, None].expand(c, k, d, d)))
+            co += (z[:, :, None] == z[:, None, :]).to(dt).sum(0)
+    return GibbsGMMResult(
+        torch.stack(keep_w, 1),
+        torch.stack(keep_mu, 1),
+        torch.stack(keep_cov, 1),
+        z,
+        co / (c * num_draws),
+    )
+
+
+# -- hidden Markov models ------------------------------------------------------------------------
+def ffbs(log_start, log_trans, log_obs, gen) -> torch.Tensor:
+    """Forward filtering, backward sampling of state paths (c, t) given log initial
+    probabilities (c, k), log transition matrices (c, k, k) (row: from) and per-step
+    log-likelihoods (c, t, k): a draw from p(z_{1:t} | x_{1:t}, params) for every chain."""
+    c, t, k = log_obs.shape
+    alphas = []
+    a = log_start + log_obs[:, 0]
+    alphas.append(a)
+    for s in range(1, t):
+        a = torch.logsumexp(a[:, :, None] + log_trans, 1) + log_obs[:, s]  # (c, k)
+        alphas.append(a)
+    path = torch.empty(c, t, dtype=torch.long, device=log_obs.device)
+    path[:, -1] = _gumbel_argmax(alphas[-1], gen)
+    for s in range(t - 2, -1, -1):
+        nxt = path[:, s + 1]
+        logits = alphas[s] + torch.gather(log_trans, 2, nxt[:, None, None].expand(c, k, 1))[..., 0]
+        path[:, s] = _gumbel_argmax(logits, gen)
+    return path
+
+
+def hmm_log_density(x: torch.Tensor, n_states: int):
+    """A NUTS target for a univariate Gaussian HMM with the states summed out by the forward
+    algorithm: parameters ``start`` (simplex k), ``trans`` (k rows on the simplex, given as
+    ``trans_rows`` (k, k)), ``means`` (ordered), ``scales`` (positive). Returns (log_density,
+    init, constraints) for ``latentfit.mcmc.sample`` (one chain per call, vmapped)."""
+    x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
+    k = int(n_states)
+
+    def log_density(start, trans, means, scales):
+        log_obs = torch.distributions.Normal(means, scales).log_prob(x[:, None])  # (t, k)
+        a = torch.log(start) + log_obs[0]
+        for s in range(1, x.shape[0]):
+            a = torch.logsumexp(a[:, None] + torch.log(trans), 0) + log_obs[s]
+        prior = torch.distributions.Normal(x.mean(), 3 * x.std()).log_prob(means).sum()
+        prior = prior + torch.distributions.HalfNormal(2 * x.std()).log_prob(scales).sum()
+        return torch.logsumexp(a, 0) + prior
+
+    init = {
+        "start": torch.full((k,), 1.0 / k),
+        "trans": torch.full((k, k), 1.0 / k),
+        "means": torch.linspace(-1, 1, k),
+        "scales": torch.ones(k),
+    }
+    cons = {
+        "start": constraints.simplex,
+        "trans": constraints.independent(constraints.simplex, 1),
+        "means": ordered_vector,
+        "scales": constraints.positive,
+    }
+    return log_density, init, cons
+
+
+def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0):
+    """A NUTS target for a Gaussian mixture with diagonal covariances and the labels summed
+    out by log-sum-exp: ``weights`` (simplex), ``loc0`` (ordered first coordinates of the
+    means, which fixes the labelling), ``loc_rest`` (other coordinates), ``scales`` (k, d).
+    Priors: weights ~ Dirichlet(1), means ~ N(data mean, (prior_scale * data sd)^2),
+    scales ~ HalfNormal(2 * data sd). The density takes every chain at once (a leading chain
+    dimension on each parameter): pass ``vectorized=True`` to ``sample``. Returns
+    (log_density, init, constraints)."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.dim() == 1:
+        x = x[:, None]
+    d = x.shape[1]
+    k = int(n_components)
+    m, s = x.mean(0), x.std(0)
+    D = torch.distributions
+
+    def log_density(weights, loc0, loc_rest, scales):  # (c, k), (c, k), (c, k, d-1), (c, k, d)
+        means = torch.cat([loc0[..., None], loc_rest], -1)  # (c, k, d)
+        comp = (
+            D.Normal(means[:, None], scales[:, None], validate_args=False)
+            .log_prob(x[None, :, None])
+            .sum(-1)
+        )  # (c, n, k)
+        loglik = torch.logsumexp(comp + torch.log(weights)[:, None], -1).sum(-1)
+        prior = D.Normal(m, prior_scale * s, validate_args=False).log_prob(means).sum((-1, -2))
+        prior = prior + D.HalfNormal(2 * s, validate_args=False).log_prob(scales).sum((-1, -2))
+        return loglik + prior
+
+    q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, dtype=x.dtype))
+    init = {
+        "weights": torch.full((k,), 1.0 / k),
+        "loc0": q,
+        "loc_rest": m[1:].expand(k, d - 1).clone(),
+        "scales": s.expand(k, d).clone(),
+    }
+    cons = {"weights": constraints.simplex, "loc0": ordered_vector, "scales": constraints.positive}
+    return log_density, init, cons

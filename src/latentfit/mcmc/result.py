@@ -1,0 +1,201 @@
+"""What sampling returns: draws with chain and draw dimensions, sampler statistics, diagnostics
+from ArviZ and a summary table like ``arviz.summary``."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from latentfit.errors import ParameterError
+
+__all__ = ["MCMCResult", "import_arviz"]
+
+
+def import_arviz():
+    """ArviZ, imported on first use (its diagnostics: rank-normalised split R-hat, ESS, MCSE)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the 1.x refactor notice
+            import arviz
+    except ImportError:  # pragma: no cover - arviz is a dependency
+        raise ImportError("latentfit.mcmc diagnostics need ArviZ: pip install arviz") from None
+    return arviz
+
+
+class MCMCResult:
+    """Draws of every chain, with the sampler's statistics.
+
+    ``draws[name]`` has shape (chains, draws, *shape) in natural coordinates; ``sample_stats``
+    holds per-transition statistics (chains, draws): ``lp`` (log-density in unconstrained
+    space), ``accept_stat``, ``n_leapfrog``, ``tree_depth``, ``diverging``, ``energy``;
+    ``step_size`` (chains,) and ``inv_metric`` are the adapted values.
+    """
+
+    def __init__(self, target, runner, draws: dict, warmup: dict):
+        self.target = target
+        self._runner = runner
+        self._rec = draws
+        self.warmup_stats = warmup
+
+    # -- draws ---------------------------------------------------------------------------------
+    @property
+    def num_chains(self) -> int:
+        return self._rec["u"].shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return self._rec["u"].shape[1]
+
+    @property
+    def unconstrained(self) -> torch.Tensor:
+        """Draws in unconstrained space (chains, draws, p)."""
+        return self._rec["u"]
+
+    @property
+    def draws(self) -> dict[str, torch.Tensor]:
+        c, n, p = self._rec["u"].shape
+        params, _ = self.target.constrain(self._rec["u"].reshape(c * n, p))
+        return {k: v.reshape(c, n, *v.shape[1:]) for k, v in params.items()}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.draws[name]
+
+    @property
+    def sample_stats(self) -> dict[str, torch.Tensor]:
+        keys = ("lp", "accept_stat", "n_leapfrog", "tree_depth", "diverging", "energy")
+        return {k: self._rec[k] for k in keys}
+
+    @property
+    def step_size(self) -> torch.Tensor:
+        return self._runner.step
+
+    @property
+    def inv_metric(self) -> torch.Tensor:
+        return self._runner.metric.inv
+
+    # -- sampler diagnostics -------------------------------------------------------------------
+    @property
+    def num_divergent(self) -> torch.Tensor:
+        """Divergent transitions per chain (chains,)."""
+        return self._rec["diverging"].sum(1)
+
+    def divergences(self) -> dict[str, torch.Tensor]:
+        """Where the divergences are: ``chain`` and ``draw`` indices of each divergent
+        transition, the draw kept there (``params``, natural coordinates) and ``u_diverged``,
+        the unconstrained point where the trajectory's energy error first exceeded 1000."""
+        chain, draw = self._rec["diverging"].nonzero(as_tuple=True)
+        u = self._rec["u"][chain, draw]
+        params, _ = self.target.constrain(u) if len(chain) else ({}, None)
+        return {
+            "chain": chain,
+            "draw": draw,
+            "params": params,
+            "u_diverged": self._rec["divergence_u"][chain, draw],
+        }
+
+    @property
+    def tree_depth_saturation(self) -> torch.Tensor:
+        """Fraction of transitions per chain that hit ``max_depth`` (NUTS; 0 for HMC)."""
+        if self._runner.config.kernel != "nuts":
+            return torch.zeros(self.num_chains)
+        hit = self._rec["tree_depth"] >= self._runner.config.max_depth
+        return hit.double().mean(1)
+
+    @property
+    def e_bfmi(self) -> torch.Tensor:
+        """Energy Bayesian fraction of missing information per chain (Betancourt 2016):
+        ``Σ (E_n − E_{n−1})² / Σ (E_n − Ē)²``; below 0.3 the momenta explore the energy poorly."""
+        e = self._rec["energy"]
+        num = (e[:, 1:] - e[:, :-1]).pow(2).sum(1)
+        den = (e - e.mean(1, keepdim=True)).pow(2).sum(1)
+        return num / den
+
+    def diagnostics(self) -> str:
+        """Stan-like warnings in words: divergences, tree-depth saturation, low E-BFMI, R-hat."""
+        lines = []
+        div = int(self.num_divergent.sum())
+        total = self.num_chains * self.num_draws
+        if div:
+            lines.append(
+                f"{div} of {total} transitions diverged (per chain {self.num_divergent.tolist()}); "
+                "raise target_accept or reparametrise (see divergences())"
+            )
+        sat = self.tree_depth_saturation
+        if bool((sat > 0).any()):
+            lines.append(
+                f"{100 * float(sat.mean()):.1f}% of transitions hit max_depth="
+                f"{self._runner.config.max_depth}; raise max_depth"
+            )
+        low = (self.e_bfmi < 0.3).nonzero().squeeze(1).tolist()
+        if low:
+            lines.append(f"E-BFMI below 0.3 in chains {low}: the posterior may have heavy tails")
+        if self.num_chains > 1 and self.num_draws >= 4:
+            rhat = self.rhat()
+            worst = max(rhat, key=lambda k: float(np.nanmax(rhat[k])))
+            if float(np.nanmax(rhat[worst])) > 1.01:
+                lines.append(
+                    f"R-hat up to {float(np.nanmax(rhat[worst])):.3f} ({worst}): run longer"
+                )
+        return "\n".join(lines) if lines else "no problems found"
+
+    # -- ArviZ ---------------------------------------------------------------------------------
+    def to_arviz(self):
+        """The draws as ArviZ data: ``InferenceData`` (ArviZ 0.x) or a ``DataTree`` (ArviZ 1.x),
+        with groups ``posterior`` and ``sample_stats`` (ArviZ's names: ``lp``, ``acceptance_rate``,
+        ``n_steps``, ``tree_depth``, ``diverging``, ``energy``, ``step_size``)."""
+        az = import_arviz()
+        posterior = {k: v.detach().cpu().numpy() for k, v in self.draws.items()}
+        st = self.sample_stats
+        stats = {
+            "lp": st["lp"],
+            "acceptance_rate": st["accept_stat"],
+            "n_steps": st["n_leapfrog"],
+            "tree_depth": st["tree_depth"],
+            "diverging": st["diverging"],
+            "energy": st["energy"],
+            "step_size": self.step_size[:, None].expand_as(st["lp"]),
+        }
+        stats = {k: v.detach().cpu().numpy() for k, v in stats.items()}
+        if int(az.__version__.split(".")[0]) >= 1:  # pragma: no cover - depends on the install
+            return az.from_dict({"posterior": posterior, "sample_stats": stats})
+        return az.from_dict(posterior=posterior, sample_stats=stats)
+
+    def _stat(self, fn, **kwargs) -> dict[str, np.ndarray]:
+        ds = fn(self.to_arviz(), **kwargs)
+        return {k: np.asarray(ds[k].values) for k in self.target.names}
+
+    def rhat(self) -> dict[str, np.ndarray]:
+        """Rank-normalised split R-hat (Vehtari et al. 2021) per parameter, from ArviZ."""
+        return self._stat(import_arviz().rhat, method="rank")
+
+    def ess(self, method: str = "bulk") -> dict[str, np.ndarray]:
+        """Effective sample size (``"bulk"`` or ``"tail"``) per parameter, from ArviZ."""
+        return self._stat(import_arviz().ess, method=method)
+
+    def mcse(self, method: str = "mean") -> dict[str, np.ndarray]:
+        """Monte-Carlo standard error of the posterior mean (or ``"sd"``), from ArviZ."""
+        return self._stat(import_arviz().mcse, method=method)
+
+    def summary(self, **kwargs):
+        """``arviz.summary`` of the draws (a pandas DataFrame: mean, sd, HDI, MCSE, ESS, R-hat)."""
+        return import_arviz().summary(self.to_arviz(), **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"MCMCResult({self._runner.config.kernel}, {self.num_chains} chains x "
+            f"{self.num_draws} draws, parameters {self.target.names}, "
+            f"divergences {int(self.num_divergent.sum())})"
+        )
+
+    # -- more draws ----------------------------------------------------------------------------
+    def resume(self, num_draws: int, progress_bar: bool = True) -> MCMCResult:
+        """``num_draws`` more draws from where every chain stopped, with the adapted step size
+        and metric and the same random stream (no second warm-up): returns the result holding
+        all draws so far. The same seed with ``resume`` gives the same draws as one longer run."""
+        if int(num_draws) < 1:
+            raise ParameterError(f"num_draws must be at least 1, got {num_draws}")
+        more = self._runner.draw(int(num_draws), progress_bar)
+        rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
+        return MCMCResult(self.target, self._runner, rec, self.warmup_stats)

@@ -1,0 +1,315 @@
+"""The sampling driver: initialise every chain, warm up (Stan's windowed adaptation), draw.
+
+``sample(log_density, init=..., constraints=...)`` runs NUTS (or static HMC) on all chains as one
+batched computation and returns an ``MCMCResult``; ``MCMCResult.resume(n)`` draws more from
+where the chains stopped, with the adapted step size and metric (no second warm-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from latentfit._validation import make_generator, resolve_device, resolve_dtype
+from latentfit.errors import ParameterError
+from latentfit.mcmc.adaptation import (
+    DualAveraging,
+    WindowSchedule,
+    find_reasonable_step_size,
+    regularized_metric,
+)
+from latentfit.mcmc.kernels import Metric, State, hmc_transition, nuts_transition
+from latentfit.mcmc.target import Target
+
+__all__ = ["SamplerConfig", "sample", "sample_target"]
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to sample: the kernel and its settings (Stan's defaults)."""
+
+    kernel: str = "nuts"  # "nuts" or "hmc"
+    metric: str = "diag"  # "diag", "dense" or "unit"
+    max_depth: int = 10
+    num_steps: int = 10  # leapfrog steps of static HMC
+    target_accept: float = 0.8
+    init_radius: float = 2.0  # Stan: uniform(-2, 2) in unconstrained space
+
+    def check(self) -> None:
+        if self.kernel not in ("nuts", "hmc"):
+            raise ParameterError(f"kernel must be 'nuts' or 'hmc', got {self.kernel!r}")
+        if self.metric not in ("diag", "dense", "unit"):
+            raise ParameterError(f"metric must be 'diag', 'dense' or 'unit', got {self.metric!r}")
+        if not 0 < self.target_accept < 1:
+            raise ParameterError(
+                f"target_accept must lie strictly between 0 and 1, got {self.target_accept}"
+            )
+        if self.max_depth < 1 or self.num_steps < 1:
+            raise ParameterError("max_depth and num_steps must be at least 1")
+
+
+def _shapes_from_init(init: dict, dtype, device) -> tuple[dict, dict]:
+    if not isinstance(init, dict) or not init:
+        raise ParameterError(
+            "init must name every parameter with a starting value (its shape is taken from it), "
+            "e.g. init={'mu': 0.0, 'tau': 1.0, 'theta': torch.zeros(8)}"
+        )
+    values = {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in init.items()}
+    return {k: tuple(v.shape) for k, v in values.items()}, values
+
+
+def sample(
+    log_density: Callable[..., torch.Tensor],
+    init: dict,
+    *,
+    constraints: dict | None = None,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_draws: int = 1000,
+    kernel: str = "nuts",
+    metric: str = "diag",
+    max_depth: int = 10,
+    num_steps: int = 10,
+    target_accept: float = 0.8,
+    init_strategy: str = "uniform",
+    vectorized: bool = False,
+    generator: torch.Generator | int | None = None,
+    progress_bar: bool = True,
+    dtype=None,
+    device=None,
+):
+    """Sample the posterior ``exp(log_density(**params))`` by NUTS or static HMC.
+
+    ``log_density(**params)`` returns a scalar (one chain's parameters; chains are batched with
+    ``torch.func.vmap``), or with ``vectorized=True`` a vector (c,) for parameters with a leading
+    chain dimension (faster). ``init`` names every parameter with a value of its shape;
+    ``constraints`` gives ``torch.distributions.constraints`` (``positive``,
+    ``interval(a, b)``, ``simplex``, ``latentfit.mcmc.ordered_vector``, ...): each is sampled in
+    unconstrained space through ``biject_to`` with its Jacobian added, as Stan does.
+    ``init_strategy="uniform"`` starts each chain uniformly in (-2, 2) in unconstrained space
+    (Stan's default); ``"init"`` starts every chain at ``init``.
+
+    ``metric`` is ``"diag"`` (Stan's default), ``"dense"`` or ``"unit"``; the warm-up of
+    ``num_warmup`` iterations adapts each chain's step size (dual averaging to
+    ``target_accept``) and metric in Stan's expanding windows. All chains advance together as one
+    batched computation in ``dtype`` (float64 by default) on ``device``. Randomness comes only
+    from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
+    """
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    shapes, values = _shapes_from_init(init, dtype, device)
+    target = Target(
+        log_density, shapes, constraints, vectorized=vectorized, dtype=dtype, device=device
+    )
+    if init_strategy not in ("uniform", "init"):
+        raise ParameterError(f"init_strategy must be 'uniform' or 'init', got {init_strategy!r}")
+    start = None
+    if init_strategy == "init":
+        start = {k: v.expand(num_chains, *v.shape) for k, v in values.items()}
+    config = SamplerConfig(kernel, metric, max_depth, num_steps, target_accept)
+    return sample_target(
+        target,
+        num_chains=num_chains,
+        num_warmup=num_warmup,
+        num_draws=num_draws,
+        config=config,
+        start=start,
+        generator=generator,
+        progress_bar=progress_bar,
+    )
+
+
+def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -> State:
+    """Stan's initialisation: uniform(-radius, radius) in unconstrained space, redrawn (up to
+    100 times) for chains whose log-density or gradient is not finite."""
+    p, dt, dev = target.n_free, target.dtype, target.device
+    if start is not None:
+        u = target.unconstrain(
+            {k: torch.as_tensor(v, dtype=dt, device=dev) for k, v in start.items()}
+        )
+        lp, grad = target.log_prob_and_grad(u)
+        bad = ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1))
+        if bool(bad.any()):
+            raise ParameterError(
+                "the log-density or its gradient is not finite at init "
+                f"(chains {bad.nonzero().squeeze(1).tolist()}); choose init inside the support"
+            )
+        return State(u, lp, grad)
+    u = (torch.rand(num_chains, p, generator=gen, dtype=dt, device=dev) * 2 - 1) * radius
+    lp, grad = target.log_prob_and_grad(u)
+    for _ in range(100):
+        bad = ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1))
+        if not bool(bad.any()):
+            return State(u, lp, grad)
+        fresh = (torch.rand(num_chains, p, generator=gen, dtype=dt, device=dev) * 2 - 1) * radius
+        u = torch.where(bad[:, None], fresh, u)
+        lp, grad = target.log_prob_and_grad(u)
+    raise ParameterError(
+        f"no finite log-density in 100 random starts in (-{radius}, {radius}) (unconstrained) for "
+        f"chains {bad.nonzero().squeeze(1).tolist()}; pass init= with init_strategy='init'"
+    )
+
+
+def sample_target(
+    target: Target,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_draws: int = 1000,
+    config: SamplerConfig | None = None,
+    start: dict | None = None,
+    generator: torch.Generator | int | None = None,
+    progress_bar: bool = True,
+):
+    """``sample`` on a ``Target`` already built (the fit_map path and the tests use it)."""
+    from latentfit.mcmc.result import MCMCResult
+
+    config = config or SamplerConfig()
+    config.check()
+    for name, value in (("num_chains", num_chains), ("num_draws", num_draws)):
+        if int(value) < 1:
+            raise ParameterError(f"{name} must be at least 1, got {value}")
+    if int(num_warmup) < 0:
+        raise ParameterError(f"num_warmup must be >= 0, got {num_warmup}")
+    gen = _generator(generator, target.device)
+    state = _initial_state(target, num_chains, start, config.init_radius, gen)
+    p, dt = target.n_free, target.dtype
+    if config.metric == "dense":
+        inv = torch.eye(p, dtype=dt, device=target.device).expand(num_chains, p, p).clone()
+    else:
+        inv = torch.ones(num_chains, p, dtype=dt, device=target.device)
+    metric = Metric(inv)
+    step = find_reasonable_step_size(
+        target, metric, state, torch.ones(num_chains, dtype=dt, device=target.device), gen
+    )
+    sampler = _Run(target, config, metric, step, state, gen)
+    warm = sampler.warmup(num_warmup, progress_bar)
+    draws = sampler.draw(num_draws, progress_bar)
+    return MCMCResult(target=target, runner=sampler, draws=draws, warmup=warm)
+
+
+def _generator(generator, device) -> torch.Generator:
+    if isinstance(generator, torch.Generator):
+        if generator.device.type != torch.device(device).type:
+            raise ParameterError(
+                f"generator is on {generator.device} but the sampler runs on {device}; "
+                f"pass torch.Generator(device={str(device)!r})"
+            )
+        return generator
+    return make_generator(generator, device)
+
+
+class _Run:
+    """The kernel with its adapted step size and metric, and where the chains are."""
+
+    def __init__(self, target, config, metric, step, state, gen):
+        self.target, self.config, self.metric = target, config, metric
+        self.step, self.state, self.gen = step, state, gen
+        self.n_done = 0
+
+    def transition(self):
+        if self.config.kernel == "nuts":
+            return nuts_transition(
+                self.target, self.metric, self.state, self.step, self.gen, self.config.max_depth
+            )
+        return hmc_transition(
+            self.target, self.metric, self.state, self.step, self.gen, self.config.num_steps
+        )
+
+    def warmup(self, num_warmup: int, progress_bar: bool) -> dict:
+        """Stan's windowed adaptation; returns the warm-up statistics."""
+        sched = WindowSchedule(num_warmup)
+        da = DualAveraging(self.step, self.config.target_accept)
+        window: list[torch.Tensor] = []
+        accept = []
+        adapt_metric = self.config.metric != "unit"
+        bar = tqdm(range(num_warmup), desc="warm-up", disable=not progress_bar, leave=False)
+        for it in bar:
+            self.state, stats = self.transition()
+            accept.append(stats.accept_stat)
+            self.step = da.update(stats.accept_stat)
+            if adapt_metric and sched.collects(it):
+                window.append(self.state.u)
+            if adapt_metric and it in sched.ends and len(window) > 2:
+                self.metric = Metric(
+                    regularized_metric(torch.stack(window), self.config.metric == "dense")
+                )
+                window = []
+                self.step = find_reasonable_step_size(
+                    self.target, self.metric, self.state, self.step, self.gen
+                )
+                da.restart(self.step)
+        if num_warmup > 0:
+            self.step = da.final()
+        return {
+            "accept_stat": torch.stack(accept, 1) if accept else None,
+            "windows": list(sched.ends),
+        }
+
+    def draw(self, num_draws: int, progress_bar: bool) -> dict:
+        """``num_draws`` transitions with the adaptation frozen: (c, n, ...) records."""
+        keys = ("u", "lp", "accept_stat", "n_leapfrog", "tree_depth", "diverging", "energy")
+        rec: dict[str, list] = {k: [] for k in (*keys, "divergence_u")}
+        bar = tqdm(range(num_draws), desc="sampling", disable=not progress_bar, leave=False)
+        for _ in bar:
+            self.state, stats = self.transition()
+            rec["u"].append(self.state.u)
+            rec["lp"].append(self.state.log_prob)
+            for k in keys[2:]:
+                rec[k].append(getattr(stats, k))
+            rec["divergence_u"].append(stats.divergence_u)
+        self.n_done += num_draws
+        return {k: torch.stack(v, 1) for k, v in rec.items()}
+
+
+def _config(options: dict) -> SamplerConfig:
+    known = set(SamplerConfig.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ParameterError(f"unknown sampler option(s) {unknown}; choose from {sorted(known)}")
+    return SamplerConfig(**options)
+
+
+def sample_fit(
+    fit,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_draws: int = 1000,
+    generator=None,
+    progress_bar: bool = True,
+    **options,
+):
+    """NUTS on the posterior of a ``fit_map`` result: ``log p(data | θ) + log p(θ)`` in the
+    family's parameters and constraints; the chains start within ±1 (unconstrained) of the MAP."""
+    if fit.log_prior_fn is None or fit.data is None:
+        raise ParameterError(
+            f"sample_posterior needs a prior: this is a{'n' if fit.method == 'MLE' else ''} "
+            f"{fit.method} fit; use fit_map(family, data, prior={{...}}) first"
+        )
+    family, x, fixed, log_prior = fit.family, fit.data, fit.fixed, fit.log_prior_fn
+
+    def log_density(**params):
+        return family.log_prob(params, x, fixed).sum() + log_prior(params)
+
+    shapes = {k: tuple(v.shape) for k, v in fit.params.items()}
+    target = Target(log_density, shapes, family.constraints, dtype=x.dtype, device=x.device)
+    gen = _generator(generator, x.device)
+    u_map = target.unconstrain({k: v[None] for k, v in fit.params.items()})  # (1, p)
+    if not bool(torch.isfinite(u_map).all()):
+        u_map = torch.zeros_like(u_map)  # a MAP on the boundary: start at the origin instead
+    jitter = torch.rand(num_chains, target.n_free, generator=gen, dtype=x.dtype, device=x.device)
+    u0 = u_map + 2 * jitter - 1
+    start = target.constrain(u0)[0]
+    return sample_target(
+        target,
+        num_chains=num_chains,
+        num_warmup=num_warmup,
+        num_draws=num_draws,
+        config=_config(options),
+        start=start,
+        generator=gen,
+        progress_bar=progress_bar,
+    )

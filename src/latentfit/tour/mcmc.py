@@ -1,0 +1,112 @@
+"""Tour section: the Old Faithful mixture sampled by Gibbs and by NUTS, beside its EM fit."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from latentfit.tour.report import Section, TourContext
+
+
+def build(ctx: TourContext) -> Section:
+    from latentfit import GaussianMixture
+    from latentfit.datasets import load_faithful
+    from latentfit.mcmc import sample
+    from latentfit.mcmc.gibbs import gibbs_gmm, gmm_log_density
+
+    data = load_faithful()
+    X = data.data.to(torch.float64)  # (272, 2): eruption minutes, waiting minutes
+    gm = GaussianMixture(2, covariance_type="full", n_init=3, random_state=ctx.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm.fit(X.numpy())
+    em_order = np.argsort(gm.means_[:, 0])
+    em_means, em_weights = gm.means_[em_order], gm.weights_[em_order]
+
+    gen = torch.Generator().manual_seed(ctx.seed)
+    gibbs = gibbs_gmm(X, 2, num_chains=4, num_warmup=100, num_draws=300, generator=gen)
+    # NUTS on standardised data (both axes on one scale: a short warm-up suffices), then back
+    center, spread = X.mean(0), X.std(0)
+    log_density, init, cons = gmm_log_density((X - center) / spread, 2)
+    nuts = sample(
+        log_density,
+        init,
+        constraints=cons,
+        vectorized=True,
+        init_strategy="init",  # from the quantile start: random starts can stick in a poor mode
+        num_chains=4,
+        num_warmup=100,
+        num_draws=100,
+        generator=gen,
+        progress_bar=False,
+    )
+    nd = nuts.draws
+    nuts_means = torch.cat([nd["loc0"][..., None], nd["loc_rest"]], -1) * spread + center
+    nuts_weights = nd["weights"]
+
+    fig, axes = plt.subplots(2, 1, figsize=(6.5, 4.5), sharex=False)
+    for ax, draws, name in ((axes[0], gibbs.means, "Gibbs"), (axes[1], nuts_means, "NUTS")):
+        for c in range(draws.shape[0]):
+            ax.plot(draws[c, :, 1, 1].numpy(), lw=0.6)
+        ax.axhline(em_means[1, 1], color="black", ls="--", lw=1, label="EM")
+        ax.set_ylabel("long-wait mean\n(waiting, min)")
+        ax.set_title(f"{name}: one trace per chain", fontsize=9)
+    axes[0].legend(fontsize=7)
+    axes[1].set_xlabel("draw")
+    fig.tight_layout()
+    fig_trace = ctx.save_figure(fig, "mcmc_trace.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for k, color in enumerate(("tab:blue", "tab:orange")):
+        g = gibbs.means[:, :, k].reshape(-1, 2).numpy()
+        n = nuts_means[:, :, k].reshape(-1, 2).numpy()
+        ax.scatter(g[:, 0], g[:, 1], s=3, alpha=0.3, color=color, label=f"Gibbs, component {k}")
+        ax.scatter(
+            n[:, 0],
+            n[:, 1],
+            s=3,
+            alpha=0.3,
+            marker="x",
+            color="gray",
+            label="NUTS" if k == 0 else None,
+        )
+        ax.plot(*em_means[k], "k+", ms=12, mew=2, label="EM" if k == 0 else None)
+    ax.set_xlabel("mean eruption (min)")
+    ax.set_ylabel("mean waiting (min)")
+    ax.set_title("Posterior draws of the component means (pair plot)")
+    ax.legend(fontsize=7, markerscale=3)
+    fig_pair = ctx.save_figure(fig, "mcmc_pairs.png")
+
+    rows = [f"{'':22s} {'EM (MLE)':>10s} {'Gibbs mean':>11s} {'NUTS mean':>10s}"]
+    for k in range(2):
+        rows.append(
+            f"{f'weight {k}':22s} {em_weights[k]:10.3f} {float(gibbs.weights[..., k].mean()):11.3f} "
+            f"{float(nuts_weights[..., k].mean()):10.3f}"
+        )
+        for j, feat in enumerate(("eruptions", "waiting")):
+            rows.append(
+                f"{f'mean {k} ({feat})':22s} {em_means[k, j]:10.3f} "
+                f"{float(gibbs.means[..., k, j].mean()):11.3f} "
+                f"{float(nuts_means[..., k, j].mean()):10.3f}"
+            )
+    rows.append(f"NUTS: {nuts.diagnostics()}")
+    return Section(
+        title="Sampling the mixture: Gibbs and NUTS beside EM",
+        paragraphs=[
+            "EM gives one point, the maximum-likelihood mixture. Sampling gives the posterior: "
+            "<code>latentfit.mcmc.gibbs.gibbs_gmm</code> alternates labels given parameters and "
+            "parameters given labels (Dirichlet and Normal-inverse-Wishart conjugate updates, "
+            "full covariances); <code>latentfit.mcmc.sample</code> runs NUTS on the mixture with "
+            "the labels summed out (diagonal covariances here). Both order the components by "
+            "their mean eruption time, which removes label switching. With 272 eruptions the "
+            "posterior is narrow and centred on the EM estimate.",
+        ],
+        tables=["\n".join(rows)],
+        figures=[
+            (fig_trace, "Traces of the long-wait component's mean waiting time, four chains each"),
+            (fig_pair, "Draws of both component means by Gibbs and NUTS, with EM's estimate"),
+        ],
+    )

@@ -1,0 +1,302 @@
+"""NUTS/HMC against exact targets: an MVN with a dense covariance, conjugate posteriors from
+latentfit.estimate, the U-turn checks against a recursive transcription of Stan's build_tree,
+and the bookkeeping (seeds, resume, ArviZ, divergences, errors).
+
+Statistical tolerances: a posterior mean must lie within 4 Monte-Carlo standard errors (ArviZ's
+MCSE of the draws) of the exact mean, a posterior sd within 10% (with bulk ESS >= 300 the sd's
+own relative error is about 1/sqrt(2 ESS) <= 4%, so 10% is 2.5 of its standard errors).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.distributions as D
+from torch.distributions import constraints
+
+from latentfit.errors import ParameterError
+from latentfit.estimate import GammaPoisson, NormalInverseGamma, fit_map, fit_mle
+from latentfit.mcmc import Target, sample
+from latentfit.mcmc.kernels import _subtree_turn_time
+from latentfit.mcmc.result import import_arviz
+
+F64 = torch.float64
+
+
+def _stat(fn, x):
+    """An ArviZ diagnostic of one scalar quantity's draws x (chains, draws)."""
+    return float(fn(import_arviz().convert_to_dataset({"v": x}))["v"])
+
+
+COV = torch.tensor([[1.0, 0.95, 0.2], [0.95, 1.0, 0.3], [0.2, 0.3, 2.0]], dtype=F64)
+MEAN = torch.tensor([1.0, -1.0, 0.5], dtype=F64)
+
+
+def _mvn(x):
+    return D.MultivariateNormal(MEAN, COV).log_prob(x)
+
+
+def _check_moments(draws: torch.Tensor, mean, sd, ess_min=300, sd_tol=0.10):
+    """draws (c, n, d): every coordinate's mean within 4 MCSE, sd within 10%."""
+    az = import_arviz()
+    arr = draws.reshape(*draws.shape[:2], -1).numpy()
+    mean = np.asarray(mean, dtype=float).reshape(-1)
+    sd = np.asarray(sd, dtype=float).reshape(-1)
+    for j in range(arr.shape[-1]):
+        x = arr[..., j]
+        mcse = _stat(az.mcse, x)
+        ess = _stat(az.ess, x)
+        assert ess >= ess_min, f"coordinate {j}: bulk ESS {ess:.0f}"
+        z = (x.mean() - mean[j]) / mcse
+        assert abs(z) < 4, f"coordinate {j}: mean {x.mean():.4f} vs {mean[j]:.4f} (z = {z:.2f})"
+        assert abs(x.std(ddof=1) / sd[j] - 1) < sd_tol, (
+            f"coordinate {j}: sd {x.std():.4f} vs {sd[j]:.4f}"
+        )
+
+
+def test_dense_metric_learns_the_covariance_and_samples_the_mvn():
+    r = sample(
+        _mvn,
+        {"x": torch.zeros(3)},
+        num_chains=4,
+        num_warmup=300,
+        num_draws=300,
+        metric="dense",
+        generator=0,
+        progress_bar=False,
+    )
+    _check_moments(r["x"], MEAN, COV.diagonal().sqrt())
+    # the last window's regularised covariance estimate is the target covariance within the
+    # error of ~150 correlated draws (relative Frobenius error ~ 0.15)
+    for inv in r.inv_metric:
+        assert torch.linalg.matrix_norm(inv - COV) / torch.linalg.matrix_norm(COV) < 0.35
+    # with the covariance learnt, the trajectory is short: a diagonal metric cannot undo the
+    # 0.95 correlation and needs longer trees
+    diag = sample(
+        _mvn,
+        {"x": torch.zeros(3)},
+        num_chains=4,
+        num_warmup=300,
+        num_draws=50,
+        metric="diag",
+        generator=0,
+        progress_bar=False,
+    )
+    assert (
+        r.sample_stats["n_leapfrog"].double().mean()
+        < diag.sample_stats["n_leapfrog"].double().mean()
+    )
+
+
+def test_static_hmc_samples_the_mvn():
+    r = sample(
+        _mvn,
+        {"x": torch.zeros(3)},
+        kernel="hmc",
+        num_steps=5,
+        metric="dense",
+        num_chains=4,
+        num_warmup=300,
+        num_draws=800,
+        generator=1,
+        progress_bar=False,
+    )
+    # static HMC mixes more slowly than NUTS: 3200 draws give ESS of a few hundred. With a fixed
+    # path length on a Gaussian whose metric is learnt the draws are near-periodic, and the sd
+    # of the draws strays further than 1/sqrt(2 ESS) suggests: 15% (about 3 of its errors).
+    _check_moments(r["x"], MEAN, COV.diagonal().sqrt(), ess_min=200, sd_tol=0.15)
+    assert (r.sample_stats["n_leapfrog"] == 5).all()
+
+
+def test_gamma_poisson_map_fit_samples_the_conjugate_posterior():
+    x = torch.poisson(torch.full((40,), 3.0, dtype=F64), generator=torch.Generator().manual_seed(3))
+    prior = D.Gamma(torch.tensor(2.0, dtype=F64), torch.tensor(0.5, dtype=F64))
+    fit = fit_map("poisson", x, prior={"rate": prior})
+    r = fit.sample_posterior(
+        num_chains=4, num_warmup=200, num_draws=400, generator=2, progress_bar=False
+    )
+    exact = GammaPoisson(2.0, 0.5).update(x).posterior
+    _check_moments(r["rate"], exact.mean, exact.stddev)
+
+
+def test_normal_inverse_gamma_posterior_with_a_joint_prior():
+    """A callable prior: μ | σ² ~ N(m, σ²/κ), σ² ~ InvGamma(a, b), written in (loc, scale)
+    with the Jacobian |dσ²/dσ| = 2σ; the marginals are NormalInverseGamma's closed forms."""
+    m, kappa, a, b = 0.5, 2.0, 3.0, 2.0
+    x = 1.0 + 2.0 * torch.randn(30, dtype=F64, generator=torch.Generator().manual_seed(4))
+
+    def prior(loc, scale):
+        return (
+            D.Normal(m, scale / math.sqrt(kappa)).log_prob(loc)
+            + D.InverseGamma(torch.tensor(a, dtype=F64), torch.tensor(b, dtype=F64)).log_prob(
+                scale**2
+            )
+            + torch.log(2 * scale)
+        )
+
+    fit = fit_map("normal", x, prior=prior)
+    r = fit.sample_posterior(
+        num_chains=4, num_warmup=200, num_draws=400, generator=5, progress_bar=False
+    )
+    post = NormalInverseGamma(m, kappa, a, b).update(x)
+    loc, var = post.posterior_loc, post.posterior_variance
+    _check_moments(r["loc"], loc.mean, loc.stddev)
+    _check_moments(r["scale"] ** 2, var.mean, var.variance.sqrt())
+
+
+def _stan_build_tree_turn(P, PS):
+    """Stan's recursive build_tree on given leaves (L, d): index of the leaf after which it
+    first fails a check (L if never)."""
+    L = P.shape[0]
+
+    def crit(a, b, rho):
+        return bool(a @ rho > 0) and bool(b @ rho > 0)
+
+    def build(lo, hi):  # -> (valid, fail index)
+        if hi - lo == 1:
+            return True, None
+        mid = (lo + hi) // 2
+        ok, at = build(lo, mid)
+        if not ok:
+            return False, at
+        ok, at = build(mid, hi)
+        if not ok:
+            return False, at
+        rho_i, rho_f = P[lo:mid].sum(0), P[mid:hi].sum(0)
+        persist = crit(PS[lo], PS[hi - 1], rho_i + rho_f)
+        persist &= crit(PS[lo], PS[mid], rho_i + P[mid])
+        persist &= crit(PS[mid - 1], PS[hi - 1], rho_f + P[mid - 1])
+        return persist, None if persist else hi - 1
+
+    ok, at = build(0, L)
+    return L if ok else at
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_subtree_checks_match_stans_recursion(depth):
+    g = torch.Generator().manual_seed(depth)
+    L, d, a = 2**depth, 3, 64
+    # momenta drifting in one direction with noise: some subtrees turn, some do not
+    P = (
+        torch.randn(a, L, d, generator=g, dtype=F64)
+        + torch.linspace(1.0, -1.0, L, dtype=F64)[None, :, None]
+    )
+    inv = torch.rand(a, d, generator=g, dtype=F64) + 0.5
+    PS = P * inv[:, None]
+    got = _subtree_turn_time(P, PS)
+    want = [_stan_build_tree_turn(P[i], PS[i]) for i in range(a)]
+    assert got.tolist() == want
+    assert len(set(want)) > 1  # the case mixes turning and non-turning trees
+
+
+def test_same_seed_same_draws_and_resume_continues_the_stream():
+    kw = dict(num_chains=3, num_warmup=60, progress_bar=False)
+    a = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=7, **kw)
+    b = sample(
+        _mvn, {"x": torch.zeros(3)}, num_draws=30, generator=torch.Generator().manual_seed(7), **kw
+    )
+    assert torch.equal(a["x"], b["x"])
+    longer = sample(_mvn, {"x": torch.zeros(3)}, num_draws=50, generator=7, **kw)
+    resumed = a.resume(20, progress_bar=False)
+    assert resumed.num_draws == 50
+    assert torch.equal(resumed["x"], longer["x"])
+    assert torch.equal(resumed.sample_stats["n_leapfrog"], longer.sample_stats["n_leapfrog"])
+    c = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=8, **kw)
+    assert not torch.equal(a["x"], c["x"])
+
+
+def test_arviz_export_and_energy_diagnostic():
+    r = sample(
+        _mvn,
+        {"x": torch.zeros(3)},
+        num_chains=2,
+        num_warmup=100,
+        num_draws=100,
+        generator=0,
+        progress_bar=False,
+    )
+    idata = r.to_arviz()
+    assert idata.posterior["x"].shape == (2, 100, 3)
+    assert set(idata.sample_stats.data_vars) >= {"diverging", "energy", "tree_depth", "lp"}
+    az = import_arviz()
+    np.testing.assert_allclose(r.e_bfmi.numpy(), az.bfmi(idata), rtol=1e-10)
+    table = r.summary()
+    assert list(table.index) == ["x[0]", "x[1]", "x[2]"]
+    assert {"mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mcse_mean"} <= set(table.columns)
+
+
+def test_divergences_are_counted_and_located_in_the_funnel():
+    """Centred eight schools: the funnel's neck (small tau) makes trajectories diverge."""
+    y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=F64)
+    s = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18], dtype=F64)
+
+    def centred(theta, mu, tau):
+        return (
+            D.Normal(mu, tau).log_prob(theta).sum()
+            + D.Normal(theta, s).log_prob(y).sum()
+            + D.Normal(0.0, 5.0).log_prob(mu)
+            + D.Cauchy(0.0, 5.0).log_prob(tau)
+        )
+
+    r = sample(
+        centred,
+        {"theta": torch.zeros(8), "mu": 0.0, "tau": 1.0},
+        constraints={"tau": constraints.positive},
+        num_chains=4,
+        num_warmup=150,
+        num_draws=150,
+        generator=0,
+        progress_bar=False,
+    )
+    div = r.divergences()
+    n = int(r.num_divergent.sum())
+    assert n > 0 and len(div["chain"]) == n
+    assert r.sample_stats["diverging"][div["chain"], div["draw"]].all()
+    assert torch.isfinite(div["u_diverged"]).all()
+    # divergences sit in the neck: tau there is below the posterior median of tau
+    assert div["params"]["tau"].median() < r["tau"].median()
+    assert "diverged" in r.diagnostics()
+
+
+def test_constraints_and_jacobian():
+    """A LogNormal target sampled through the positive constraint: exact moments."""
+    dist = D.LogNormal(torch.tensor(0.0, dtype=F64), torch.tensor(0.5, dtype=F64))
+    r = sample(
+        lambda s: dist.log_prob(s),
+        {"s": 1.0},
+        constraints={"s": constraints.positive},
+        num_chains=4,
+        num_warmup=200,
+        num_draws=400,
+        generator=3,
+        progress_bar=False,
+    )
+    _check_moments(r["s"], dist.mean, dist.stddev)
+    t = Target(
+        lambda p: D.Dirichlet(torch.ones(3, dtype=F64)).log_prob(p),
+        {"p": (3,)},
+        {"p": constraints.simplex},
+    )
+    assert t.n_free == 2
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ParameterError, match="'cov'"):
+        sample(
+            lambda cov: cov.sum(),
+            {"cov": torch.eye(2)},
+            constraints={"cov": constraints.positive_definite},
+            progress_bar=False,
+        )
+    with pytest.raises(ParameterError, match="one value per chain"):
+        sample(lambda x: x, {"x": torch.zeros(2)}, num_warmup=1, num_draws=1, progress_bar=False)
+    with pytest.raises(ParameterError, match="metric"):
+        sample(_mvn, {"x": torch.zeros(3)}, metric="full", progress_bar=False)
+    with pytest.raises(ParameterError, match="not parameters"):
+        sample(_mvn, {"x": torch.zeros(3)}, constraints={"y": constraints.positive})
+    fit = fit_mle("poisson", torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ParameterError, match="fit_map"):
+        fit.sample_posterior(progress_bar=False)
