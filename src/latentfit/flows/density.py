@@ -22,7 +22,7 @@ from torch import nn
 from latentfit._validation import as_float_tensor, make_generator, resolve_device, resolve_dtype
 from latentfit.errors import DataError, ParameterError
 from latentfit.flows.layers import flow_forward, flow_inverse, make_density_layers
-from latentfit.flows.objectives import dequantize, logit_transform
+from latentfit.flows.objectives import as_levels, dequantize, level_scale, logit_transform
 from latentfit.io import save as _save
 from latentfit.io import serializable
 
@@ -179,23 +179,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             )
         if not self.dequantize:
             return t
-        L = self.n_levels
         if reset:
-            self.level_scale_ = 1.0 if float(t.max()) > 1 else float(L - 1)
-        levels = t * self.level_scale_
-        bad = (levels < -1e-4) | (levels > L - 1 + 1e-4) | ((levels - levels.round()).abs() > 1e-4)
-        if bool(bad.any()):
-            r, c = (int(i) for i in bad.nonzero()[0])
-            grid = (
-                f"integers 0..{L - 1}"
-                if self.level_scale_ == 1
-                else f"multiples of 1/{L - 1} in [0, 1]"
-            )
-            raise DataError(
-                f"dequantize=True needs {name} as {L} levels ({grid}); row {r}, column {c} holds "
-                f"{float(t[r, c]):.6g}. Pass 8-bit data or set dequantize=False"
-            )
-        return levels.round()
+            self.level_scale_ = level_scale(t, self.n_levels)
+        return as_levels(t, self.n_levels, self.level_scale_, name, "dequantize=True")
 
     @property
     def _dev(self) -> torch.device:

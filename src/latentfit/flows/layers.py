@@ -20,6 +20,8 @@ Every layer is an ``nn.Module`` with
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 from torch.distributions import constraints
@@ -42,7 +44,7 @@ __all__ = [
     "rational_quadratic_spline",
 ]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+_ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "linear": nn.Identity}
 
 
 def _activation(name: str) -> nn.Module:
@@ -247,7 +249,7 @@ class MaskedAffine(_Autoregressive):
 
 def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(_activation(activation))

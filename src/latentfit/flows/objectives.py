@@ -12,9 +12,36 @@ import math
 
 import torch
 
+from latentfit.errors import DataError
 from latentfit.vae.objectives import ObjectiveOutput
 
-__all__ = ["FlowNLL", "dequantize", "logit_transform"]
+__all__ = ["FlowNLL", "as_levels", "dequantize", "level_scale", "logit_transform"]
+
+
+def level_scale(X: torch.Tensor, n_levels: int) -> float:
+    """The factor from the user's scale to levels: 1 for integer levels 0..L-1, L - 1 for
+    intensities in [0, 1] (the convention of the VAE's categorical likelihood)."""
+    return 1.0 if float(X.max()) > 1 else float(n_levels - 1)
+
+
+def as_levels(X: torch.Tensor, n_levels: int, scale: float, name: str, setting: str):
+    """X (n, d) in the user's scale → levels 0..L-1 (floats); a DataError naming the first
+    row and column off the grid. ``setting`` names the option that asked for 8-bit data."""
+    levels = X * scale
+    bad = (levels < -1e-4) | (levels > n_levels - 1 + 1e-4)
+    bad |= (levels - levels.round()).abs() > 1e-4
+    if bool(bad.any()):
+        r, c = (int(i) for i in bad.nonzero()[0])
+        grid = (
+            f"integers 0..{n_levels - 1}"
+            if scale == 1
+            else f"multiples of 1/{n_levels - 1} in [0, 1]"
+        )
+        raise DataError(
+            f"{setting} needs {name} as {n_levels} levels ({grid}); row {r}, column {c} holds "
+            f"{float(X[r, c]):.6g}. Pass 8-bit data, or real-valued data with the 8-bit option off"
+        )
+    return levels.round()
 
 
 def dequantize(levels: torch.Tensor, n_levels: int, generator=None) -> torch.Tensor:
