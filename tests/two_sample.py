@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def mmd_permutation_pvalue(a, b, n_perm: int = 200, seed: int = 0) -> float:
+def mmd_permutation_pvalue(a, b, n_perm: int = 100, seed: int = 0) -> float:
     """p-value of the unbiased MMD² with a Gaussian kernel (median-heuristic bandwidth) under
     permutations of the pooled sample (Gretton et al. 2012)."""
     z = np.concatenate([a, b])
