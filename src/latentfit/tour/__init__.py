@@ -22,6 +22,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("hmm", "latentfit.tour.hmm"),
     ("vi", "latentfit.tour.vi"),
     ("vae", "latentfit.tour.vae"),
+    ("density", "latentfit.tour.density"),
 ]
 
 
