@@ -102,12 +102,22 @@ def model_mean(xt, eps_hat, sched: Schedule, t: torch.Tensor) -> torch.Tensor:
 
 
 def _log_normal_mass(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """log(Φ(hi) - Φ(lo)) for lo < hi, accurate in both tails (log Φ from ``log_ndtr``)."""
+    """log(Φ(hi) - Φ(lo)) for lo < hi (either may be ±∞), accurate in both tails.
+
+    The interval is reflected to the left of 0, where Φ has no cancellation, and the mass is
+    taken from ``ndtr`` (fast); where it underflows, from ``log_ndtr`` (exact, 15x slower on a
+    CPU), on those entries only.
+    """
     flip = (lo + hi) > 0  # right of centre: Φ(hi) - Φ(lo) = Φ(-lo) - Φ(-hi)
     a = torch.where(flip, -hi, lo)
     b = torch.where(flip, -lo, hi)
-    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
-    return log_b + torch.log(-torch.expm1((log_a - log_b).clamp(max=-1e-30)))
+    mass = torch.special.ndtr(b) - torch.special.ndtr(a)
+    tiny = mass < 1e-30
+    out = torch.log(mass.clamp_min(1e-30))
+    if bool(tiny.any()):
+        la, lb = torch.special.log_ndtr(a[tiny]), torch.special.log_ndtr(b[tiny])
+        out = out.index_put((tiny,), lb + torch.log(-torch.expm1((la - lb).clamp(max=-1e-30))))
+    return out
 
 
 def discretized_gaussian_log_likelihood(x, mean, log_scale, n_levels: int = 256) -> torch.Tensor:
@@ -118,12 +128,9 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, n_levels: int = 256)
     inv = torch.exp(-log_scale)
     lo, hi = inv * (x - mean - half), inv * (x - mean + half)
     edge = 1 - half  # the end levels sit at ±1
-    out = torch.where(
-        x < -edge,
-        torch.special.log_ndtr(hi),
-        torch.where(x > edge, torch.special.log_ndtr(-lo), _log_normal_mass(lo, hi)),
-    )
-    return out.sum(-1)
+    lo = torch.where(x < -edge, -math.inf, lo)
+    hi = torch.where(x > edge, math.inf, hi)
+    return _log_normal_mass(lo, hi).sum(-1)
 
 
 class BoundTerms(NamedTuple):
@@ -222,13 +229,18 @@ class DiffusionModule(nn.Module):
         # L_{t-1}: the KL between two Gaussians; at t = 1 a placeholder t = 2 keeps it finite.
         t2 = torch.where(first, torch.full_like(t, min(2, self.n_steps)), t)
         mu_q, var_q = posterior_mean_var(x0, xt, self.schedule, t2)
-        kl = gaussian_kl(mu_q, var_q, mu, var_p).sum(-1)
-        log_scale = 0.5 * torch.log(var_p)
-        if self.n_levels is None:
-            ll = (-0.5 * ((x0 - mu) ** 2 / var_p + 2 * log_scale + _LOG_2PI)).sum(-1)
-        else:
-            ll = discretized_gaussian_log_likelihood(x0, mu, log_scale.expand_as(mu), self.n_levels)
-        return torch.where(first, -ll, kl)
+        out = gaussian_kl(mu_q, var_q, mu, var_p).sum(-1)
+        if bool(first.any()):  # the decoder, on the rows at t = 1 only
+            x, m = x0[first], mu[first]
+            log_scale = (0.5 * torch.log(var_p[first])).expand_as(m)
+            if self.n_levels is None:
+                ll = (
+                    -0.5 * ((x - m) ** 2 * torch.exp(-2 * log_scale) + 2 * log_scale + _LOG_2PI)
+                ).sum(-1)
+            else:
+                ll = discretized_gaussian_log_likelihood(x, m, log_scale, self.n_levels)
+            out = out.index_put((first,), -ll.to(out.dtype))
+        return out
 
     def forward(self, x0: torch.Tensor, generator=None):
         """One draw of (t, ε) per row: the simplified loss ‖ε - ε_θ‖² / d (Ho et al. 2020,
