@@ -160,6 +160,23 @@ def test_each_term_matches_a_direct_monte_carlo_estimate(random_module):
     assert closed == pytest.approx(-np.log(mass).sum(), rel=1e-9)
 
 
+def test_training_pass_estimates_the_bound_with_the_closed_form_terms(random_module):
+    """The trainer's per-step estimate L_T + T term_t (a lookup for t ≥ 2) equals the terms
+    computed from the two Gaussians at the same t and ε, and the ε-loss is ‖ε - ε_θ‖² / d."""
+    m = random_module
+    x0 = torch.rand(400, 3, generator=torch.Generator().manual_seed(3), dtype=F64) * 2 - 1
+    simple, bound = m(x0, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)  # the same draws of t and ε
+    t = torch.randint(1, m.n_steps + 1, (400,), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+    assert bool((t == 1).any()) and bool((t > 1).any())
+    with torch.no_grad():
+        ref = latentfit.diffusion.prior_kl(x0, m.alpha_bar[-1]) + m.n_steps * m.term(x0, t, eps)
+        e_hat = m.denoiser(m.q_sample(x0, t, eps), t)
+    torch.testing.assert_close(bound, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(simple.detach(), (eps - e_hat).square().mean(-1))
+
+
 @pytest.mark.parametrize("mean,sd", [(0.0, 0.01), (0.3, 0.5), (-0.99, 0.003), (2.5, 0.02)])
 def test_discretised_decoder_sums_to_one_over_the_levels(mean, sd):
     levels = torch.linspace(-1, 1, 256, dtype=F64)[:, None]

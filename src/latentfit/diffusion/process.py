@@ -207,6 +207,15 @@ class DiffusionModule(nn.Module):
             var = (1 - abp) / (1 - ab) * b
             var[0] = var[1] if self.n_steps > 1 else b[0]
         self.register_buffer("sigma2", var, persistent=False)
+        # L_{t-1} = const_t + weight_t ‖ε - ε_θ‖² for t ≥ 2, since μ̃ - μ_θ = c_t (ε_θ - ε) with
+        # c_t = β_t / (√α_t √(1-ᾱ_t)) (Ho et al. 2020, eqs. 10-12): the trainer's estimate
+        # of the bound then costs a lookup.
+        var_q = (1 - abp) / (1 - ab) * b
+        var_q[0] = var[0]  # t = 1 has no KL term; any positive value keeps this finite
+        const = 0.5 * dim * (torch.log(var / var_q) + var_q / var - 1)
+        weight = b**2 / (schedule.alphas * (1 - ab)) / (2 * var)
+        self.register_buffer("kl_const", const, persistent=False)
+        self.register_buffer("kl_weight", weight, persistent=False)
 
     @property
     def schedule(self) -> Schedule:
@@ -249,12 +258,16 @@ class DiffusionModule(nn.Module):
         t = torch.randint(1, self.n_steps + 1, (n,), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         eps_hat = self.denoiser(self.q_sample(x0, t, eps), t)
-        simple = (eps - eps_hat.to(x0.dtype)).square().mean(-1)
+        sq = (eps - eps_hat.to(x0.dtype)).square().sum(-1)  # (n,)
         with torch.no_grad():
-            bound = prior_kl(x0, self.alpha_bar[-1]) + self.n_steps * self.term(
-                x0, t, eps, eps_hat.detach()
-            )
-        return simple, bound
+            i = t - 1
+            term = self.kl_const[i].to(x0.dtype) + self.kl_weight[i].to(x0.dtype) * sq
+            first = t == 1
+            if bool(first.any()):
+                dec = self.term(x0[first], t[first], eps[first], eps_hat[first].detach())
+                term = term.index_put((first,), dec.to(term.dtype))
+            bound = prior_kl(x0, self.alpha_bar[-1]) + self.n_steps * term
+        return sq / x0.shape[-1], bound
 
     @torch.no_grad()
     def bound(self, x0: torch.Tensor, generator=None, n_timesteps: int | None = None) -> BoundTerms:
