@@ -160,10 +160,13 @@ def test_each_term_matches_a_direct_monte_carlo_estimate(random_module):
     assert closed == pytest.approx(-np.log(mass).sum(), rel=1e-9)
 
 
-def test_training_pass_estimates_the_bound_with_the_closed_form_terms(random_module):
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_training_pass_estimates_the_bound_with_the_closed_form_terms(random_module, prediction):
     """The trainer's per-step estimate L_T + T term_t (a lookup for t ≥ 2) equals the terms
-    computed from the two Gaussians at the same t and ε, and the ε-loss is ‖ε - ε_θ‖² / d."""
+    computed from the two Gaussians at the same t and ε; the loss is ‖ε - ε_θ‖² / d, or
+    ‖x_0 - x̂_0‖² / d when the network predicts x_0 (then ε_θ = (x_t - √ᾱ x̂_0)/√(1-ᾱ))."""
     m = random_module
+    m.prediction = prediction
     x0 = torch.rand(400, 3, generator=torch.Generator().manual_seed(3), dtype=F64) * 2 - 1
     simple, bound = m(x0, torch.Generator().manual_seed(5))
     gen = torch.Generator().manual_seed(5)  # the same draws of t and ε
@@ -172,9 +175,16 @@ def test_training_pass_estimates_the_bound_with_the_closed_form_terms(random_mod
     assert bool((t == 1).any()) and bool((t > 1).any())
     with torch.no_grad():
         ref = latentfit.diffusion.prior_kl(x0, m.alpha_bar[-1]) + m.n_steps * m.term(x0, t, eps)
-        e_hat = m.denoiser(m.q_sample(x0, t, eps), t)
+        xt = m.q_sample(x0, t, eps)
+        out = m.denoiser(xt, t)
     torch.testing.assert_close(bound, ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(simple.detach(), (eps - e_hat).square().mean(-1))
+    if prediction == "eps":
+        torch.testing.assert_close(simple.detach(), (eps - out).square().mean(-1))
+    else:
+        torch.testing.assert_close(simple.detach(), (x0 - torch.tanh(out)).square().mean(-1))
+        ab = m.alpha_bar[t - 1].unsqueeze(-1)
+        e_hat = (xt - ab.sqrt() * torch.tanh(out)) / (1 - ab).sqrt()
+        torch.testing.assert_close(m.predict(xt, t)[0], e_hat)
 
 
 @pytest.mark.parametrize("mean,sd", [(0.0, 0.01), (0.3, 0.5), (-0.99, 0.003), (2.5, 0.02)])

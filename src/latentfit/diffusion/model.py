@@ -37,7 +37,9 @@ class DDPM(DensityMixin, BaseEstimator):
     """Denoising diffusion probabilistic model (Ho et al. 2020) with an MLP denoiser.
 
     ``n_steps`` T, ``schedule`` "linear" (``beta_1``..``beta_T``) or "cosine", ``variance``
-    "small" (σ_t² = β̃_t) or "large" (β_t); the denoiser is a :class:`TimeMLP` with ``n_hidden``
+    "small" (σ_t² = β̃_t) or "large" (β_t); ``prediction`` "eps" (the network predicts the
+    noise, trained by the simplified ε-loss) or "x0" (it predicts x_0, trained by ‖x_0 - x̂_0‖²;
+    ε_θ follows in closed form, which keeps the bound's small-t terms in check); the denoiser is a :class:`TimeMLP` with ``n_hidden``
     layers of ``hidden`` units. ``discrete``: the data are 8-bit levels (integers
     0..n_levels-1 or floats in [0, 1] on the grid k/(n_levels-1)) and the decoder is the
     discretised Gaussian, so the bound is on the discrete -log P(x); otherwise real data are
@@ -57,6 +59,7 @@ class DDPM(DensityMixin, BaseEstimator):
         beta_1: float = 1e-4,
         beta_T: float = 0.02,
         variance: str = "small",
+        prediction: str = "eps",
         hidden: int = 512,
         n_hidden: int = 3,
         time_dim: int = 64,
@@ -82,6 +85,7 @@ class DDPM(DensityMixin, BaseEstimator):
         self.beta_1 = beta_1
         self.beta_T = beta_T
         self.variance = variance
+        self.prediction = prediction
         self.hidden = hidden
         self.n_hidden = n_hidden
         self.time_dim = time_dim
@@ -144,7 +148,7 @@ class DDPM(DensityMixin, BaseEstimator):
         sched = make_schedule(self.schedule, self.n_steps, self.beta_1, self.beta_T)
         net = TimeMLP(d, self.n_steps, self.hidden, self.n_hidden, self.time_dim)
         module = DiffusionModule(
-            net, sched, d, self.variance, self.n_levels if self.discrete else None
+            net, sched, d, self.variance, self.n_levels if self.discrete else None, self.prediction
         )
         return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
 

@@ -191,9 +191,12 @@ class DiffusionModule(nn.Module):
         dim: int,
         variance: str = "small",
         n_levels: int | None = 256,
+        prediction: str = "eps",
     ):
         super().__init__()
-        self.dim = dim
+        if prediction not in ("eps", "x0"):
+            raise ParameterError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
+        self.dim, self.prediction = dim, prediction
         if variance not in ("small", "large"):
             raise ParameterError(f"variance must be 'small' or 'large', got {variance!r}")
         self.denoiser, self.variance, self.n_levels = denoiser, variance, n_levels
@@ -217,6 +220,17 @@ class DiffusionModule(nn.Module):
         self.register_buffer("kl_const", const, persistent=False)
         self.register_buffer("kl_weight", weight, persistent=False)
 
+    def predict(self, xt: torch.Tensor, t: torch.Tensor):
+        """(ε_θ(x_t, t), x̂_0 or None). With ``prediction="x0"`` the network predicts x_0 (through
+        tanh for 8-bit data, whose space is [-1, 1]) and ε_θ = (x_t - √ᾱ_t x̂_0) / √(1-ᾱ_t):
+        at small t the exact slope 1/√(1-ᾱ_t) is then analytic, not learned."""
+        out = self.denoiser(xt, t)
+        if self.prediction == "eps":
+            return out, None
+        x0_hat = torch.tanh(out) if self.n_levels is not None else out
+        ab = self.alpha_bar[t - 1].to(xt.dtype).unsqueeze(-1)
+        return (xt - ab.sqrt() * x0_hat.to(xt.dtype)) / (1 - ab).sqrt(), x0_hat
+
     @property
     def schedule(self) -> Schedule:
         return Schedule(self.betas, self.alphas, self.alpha_bar, self.alpha_bar_prev)
@@ -231,7 +245,7 @@ class DiffusionModule(nn.Module):
         KL given x_t) or L_0 = -log p(x_0 | x_1) (t = 1)."""
         xt = self.q_sample(x0, t, eps)
         if eps_hat is None:
-            eps_hat = self.denoiser(xt, t)
+            eps_hat = self.predict(xt, t)[0]
         mu = model_mean(xt, eps_hat.to(x0.dtype), self.schedule, t)
         var_p = self.sigma2[t - 1].to(x0.dtype).unsqueeze(-1)
         first = t == 1
@@ -253,12 +267,14 @@ class DiffusionModule(nn.Module):
 
     def forward(self, x0: torch.Tensor, generator=None):
         """One draw of (t, ε) per row: the simplified loss ‖ε - ε_θ‖² / d (Ho et al. 2020,
-        eq. 14) and an unbiased estimate of the bound, L_T + T · term_t (n,) each."""
+        eq. 14; ‖x_0 - x̂_0‖² / d with ``prediction="x0"``) and an unbiased estimate of the
+        bound, L_T + T · term_t (n,) each."""
         n = x0.shape[0]
         t = torch.randint(1, self.n_steps + 1, (n,), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        eps_hat = self.denoiser(self.q_sample(x0, t, eps), t)
+        eps_hat, x0_hat = self.predict(self.q_sample(x0, t, eps), t)
         sq = (eps - eps_hat.to(x0.dtype)).square().sum(-1)  # (n,)
+        loss = sq if x0_hat is None else (x0 - x0_hat.to(x0.dtype)).square().sum(-1)
         with torch.no_grad():
             i = t - 1
             term = self.kl_const[i].to(x0.dtype) + self.kl_weight[i].to(x0.dtype) * sq
@@ -267,7 +283,7 @@ class DiffusionModule(nn.Module):
                 dec = self.term(x0[first], t[first], eps[first], eps_hat[first].detach())
                 term = term.index_put((first,), dec.to(term.dtype))
             bound = prior_kl(x0, self.alpha_bar[-1]) + self.n_steps * term
-        return sq / x0.shape[-1], bound
+        return loss / x0.shape[-1], bound
 
     @torch.no_grad()
     def bound(self, x0: torch.Tensor, generator=None, n_timesteps: int | None = None) -> BoundTerms:
@@ -305,7 +321,7 @@ class DiffusionModule(nn.Module):
         x = torch.randn((n, self.dim), generator=generator, device=p.device, dtype=dtype)
         for t in range(self.n_steps, 0, -1):
             tt = torch.full((n,), t, dtype=torch.long, device=p.device)
-            mu = model_mean(x, self.denoiser(x, tt), self.schedule, tt)
+            mu = model_mean(x, self.predict(x, tt)[0], self.schedule, tt)
             if t > 1:
                 z = torch.randn(x.shape, generator=generator, device=p.device, dtype=dtype)
                 x = mu + self.sigma2[t - 1].to(dtype).sqrt() * z
