@@ -38,8 +38,8 @@ class DDPM(DensityMixin, BaseEstimator):
 
     ``n_steps`` T, ``schedule`` "linear" (``beta_1``..``beta_T``) or "cosine", ``variance``
     "small" (σ_t² = β̃_t) or "large" (β_t); ``prediction`` "eps" (the network predicts the
-    noise, trained by the simplified ε-loss) or "x0" (it predicts x_0, trained by ‖x_0 - x̂_0‖²;
-    ε_θ follows in closed form, which keeps the bound's small-t terms in check); the denoiser is a :class:`TimeMLP` with ``n_hidden``
+    noise) or "x0" (it predicts x_0 and ε_θ follows in closed form); both are trained by the
+    simplified ε-loss; the denoiser is a :class:`TimeMLP` with ``n_hidden``
     layers of ``hidden`` units. ``discrete``: the data are 8-bit levels (integers
     0..n_levels-1 or floats in [0, 1] on the grid k/(n_levels-1)) and the decoder is the
     discretised Gaussian, so the bound is on the discrete -log P(x); otherwise real data are

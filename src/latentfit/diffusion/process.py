@@ -267,14 +267,15 @@ class DiffusionModule(nn.Module):
 
     def forward(self, x0: torch.Tensor, generator=None):
         """One draw of (t, ε) per row: the simplified loss ‖ε - ε_θ‖² / d (Ho et al. 2020,
-        eq. 14; ‖x_0 - x̂_0‖² / d with ``prediction="x0"``) and an unbiased estimate of the
-        bound, L_T + T · term_t (n,) each."""
+        eq. 14) and an unbiased estimate of the bound, L_T + T · term_t (n,) each."""
         n = x0.shape[0]
         t = torch.randint(1, self.n_steps + 1, (n,), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        eps_hat, x0_hat = self.predict(self.q_sample(x0, t, eps), t)
+        eps_hat = self.predict(self.q_sample(x0, t, eps), t)[0]
         sq = (eps - eps_hat.to(x0.dtype)).square().sum(-1)  # (n,)
-        loss = sq if x0_hat is None else (x0 - x0_hat.to(x0.dtype)).square().sum(-1)
+        # ‖ε - ε_θ‖² = SNR_t ‖x_0 - x̂_0‖²: with either output, the ε-loss weights each t as
+        # the bound does (up to a factor in t); an unweighted x_0-loss leaves small t inexact.
+        loss = sq
         with torch.no_grad():
             i = t - 1
             term = self.kl_const[i].to(x0.dtype) + self.kl_weight[i].to(x0.dtype) * sq
