@@ -4,6 +4,7 @@ MLE and MAP → the ELBO → EM (mixtures, hidden Markov models, factor models) 
 inference → variational autoencoders, in PyTorch, on any device.
 """
 
+from latentfit.diffusion import DDPM
 from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.gmm import GaussianMixture
 from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
@@ -16,6 +17,7 @@ from latentfit.em.mixtures import (
 )
 from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
 from latentfit.estimate import fit_map, fit_mle
+from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
 from latentfit.io import load, save
 from latentfit.select import select_model
 from latentfit.train import TrainConfig
@@ -25,7 +27,9 @@ from latentfit.vi.bgmm import BayesianGaussianMixture
 __version__ = "0.1.0"
 
 __all__ = [
+    "DDPM",
     "GMMHMM",
+    "MAF",
     "PPCA",
     "VAE",
     "ArraySource",
@@ -35,16 +39,19 @@ __all__ = [
     "CategoricalMixture",
     "DiscreteVAE",
     "FactorAnalysis",
+    "FlowDensity",
     "GaussianHMM",
     "GaussianMixture",
     "IterableSource",
     "LadderVAE",
     "MixtureModel",
     "MultinomialMixture",
+    "NeuralSplineFlow",
     "NpySource",
     "ParquetSource",
     "PoissonHMM",
     "PoissonMixture",
+    "RealNVP",
     "TrainConfig",
     "fit_map",
     "fit_mle",

@@ -1,6 +1,16 @@
 """The ``latentfit`` command line. Each module imported here registers its commands."""
 
-from latentfit.cli import estimate, gmm, hmm, select, tour, vae, vi  # noqa: F401  (registration)
+from latentfit.cli import (  # noqa: F401  (registration)
+    diffusion,
+    estimate,
+    flows,
+    gmm,
+    hmm,
+    select,
+    tour,
+    vae,
+    vi,
+)
 from latentfit.cli.app import app
 
 

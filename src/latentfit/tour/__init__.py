@@ -23,6 +23,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("mcmc", "latentfit.tour.mcmc"),
     ("vi", "latentfit.tour.vi"),
     ("vae", "latentfit.tour.vae"),
+    ("density", "latentfit.tour.density"),
 ]
 
 

@@ -22,6 +22,8 @@ from torch.distributions import (
 from torch.distributions.transforms import AffineTransform, Transform
 from torch.nn.functional import softplus
 
+from latentfit.flows.layers import AffineCoupling, LayerTransform
+
 __all__ = [
     "DistributionGuide",
     "FlowGuide",
@@ -130,38 +132,10 @@ class DistributionGuide(Guide):
         return Independent(d, self.event_dims) if self.event_dims else d
 
 
-class _AffineCoupling(Transform):
-    """Real NVP coupling (Dinh et al. 2017): the unmasked half is scaled and shifted by
-    functions of the masked half; log|det J| = Σ s."""
-
-    domain = constraints.independent(constraints.real, 1)
-    codomain = constraints.independent(constraints.real, 1)
-    bijective = True
-
-    def __init__(self, net: nn.Module, mask: torch.Tensor):
-        super().__init__(cache_size=1)
-        self.net, self.mask = net, mask
-
-    def _st(self, x_masked):
-        s, t = self.net(x_masked).chunk(2, dim=-1)
-        return torch.tanh(s) * (1 - self.mask), t * (1 - self.mask)
-
-    def _call(self, x):
-        s, t = self._st(x * self.mask)
-        return x * self.mask + (1 - self.mask) * (x * s.exp() + t)
-
-    def _inverse(self, y):
-        s, t = self._st(y * self.mask)
-        return y * self.mask + (1 - self.mask) * (y - t) * (-s).exp()
-
-    def log_abs_det_jacobian(self, x, y):
-        return self._st(x * self.mask)[0].sum(-1)
-
-
 class FlowGuide(Guide):
     """A normalising-flow guide: N(0, I) pushed through ``n_layers`` Real NVP affine couplings
-    with alternating masks, then an elementwise affine map (Rezende & Mohamed 2015;
-    Dinh et al. 2017). Needs ``dim >= 2`` (a coupling splits the coordinates)."""
+    (:class:`latentfit.flows.layers.AffineCoupling`) with alternating masks, then an elementwise
+    affine map (Rezende & Mohamed 2015; Dinh et al. 2017). Needs ``dim >= 2`` (a coupling splits the coordinates)."""
 
     def __init__(
         self,
@@ -182,14 +156,12 @@ class FlowGuide(Guide):
                 "MeanFieldGaussian or FullRankGaussian for a one-dimensional latent"
             )
         kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        self.nets = nn.ModuleList()
-        for _ in range(n_layers):
-            net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 2 * dim))
-            nn.init.zeros_(net[-1].weight)  # start at the identity map
-            nn.init.zeros_(net[-1].bias)
-            self.nets.append(net.to(**kw))
-        masks = [(torch.arange(dim) + i) % 2 for i in range(n_layers)]
-        self.register_buffer("masks", torch.stack(masks).to(**kw))
+        # Real NVP couplings from latentfit's flow-layer library, alternating masks; each
+        # starts as the identity map.
+        self.layers = nn.ModuleList(
+            AffineCoupling(dim, hidden, parity=i % 2, n_hidden=1, activation="tanh").to(**kw)
+            for i in range(n_layers)
+        )
         loc = torch.zeros(dim, **kw) if loc is None else torch.as_tensor(loc, **kw).clone()
         self.loc = nn.Parameter(loc)
         self.raw_scale = nn.Parameter(_inv_softplus(torch.full((dim,), float(scale), **kw)))
@@ -198,9 +170,7 @@ class FlowGuide(Guide):
     def forward(self) -> Distribution:
         zeros = torch.zeros_like(self.loc)
         base = Independent(Normal(zeros, torch.ones_like(self.loc)), 1)
-        layers: list[Transform] = [
-            _AffineCoupling(n, m) for n, m in zip(self.nets, self.masks, strict=True)
-        ]
+        layers: list[Transform] = [LayerTransform(layer) for layer in self.layers]
         layers.append(AffineTransform(self.loc, softplus(self.raw_scale), event_dim=1))
         if self.support is not None and self.support is not constraints.real:
             layers.append(biject_to(constraints.independent(self.support, 1)))

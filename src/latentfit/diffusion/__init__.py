@@ -1,0 +1,31 @@
+"""Diffusion models as latent-variable models: a DDPM trained by the simplified loss and
+evaluated by its full variational bound (Ho et al. 2020)."""
+
+from latentfit.diffusion.model import DDPM, DiffusionLoss
+from latentfit.diffusion.process import (
+    BoundTerms,
+    DiffusionModule,
+    Schedule,
+    TimeMLP,
+    discretized_gaussian_log_likelihood,
+    gaussian_kl,
+    make_schedule,
+    model_mean,
+    posterior_mean_var,
+    prior_kl,
+)
+
+__all__ = [
+    "DDPM",
+    "BoundTerms",
+    "DiffusionLoss",
+    "DiffusionModule",
+    "Schedule",
+    "TimeMLP",
+    "discretized_gaussian_log_likelihood",
+    "gaussian_kl",
+    "make_schedule",
+    "model_mean",
+    "posterior_mean_var",
+    "prior_kl",
+]

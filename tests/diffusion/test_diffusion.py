@@ -1,0 +1,235 @@
+"""The DDPM's variational bound against closed forms and direct Monte Carlo, its exact
+marginal on Gaussian data, persistence, and sampling from a model trained on two moons."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+from sklearn.datasets import make_moons
+
+import latentfit
+from latentfit.diffusion import (
+    DDPM,
+    DiffusionModule,
+    TimeMLP,
+    discretized_gaussian_log_likelihood,
+    make_schedule,
+)
+from latentfit.errors import DataError
+from tests.two_sample import mmd_permutation_pvalue
+
+F64 = torch.float64
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """ε̂(x_t, t) = E[ε | x_t] for data N(0, s² I): linear in x_t, so the whole reverse process
+    is linear-Gaussian and its marginal p(x_0) and every term of the bound have closed forms."""
+
+    def __init__(self, s: float, alpha_bar: torch.Tensor):
+        super().__init__()
+        self.s, self.alpha_bar = s, alpha_bar
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=F64))  # carries the dtype
+
+    def gain(self, t):
+        ab = self.alpha_bar[t - 1]
+        return (1 - ab).sqrt() / (ab * self.s**2 + 1 - ab)
+
+    def forward(self, x, t):
+        return self.gain(t).unsqueeze(-1) * x
+
+
+def _gaussian_model(s=1.5, T=40, variance="small", d=2):
+    sched = make_schedule("linear", T)
+    den = GaussianDenoiser(s, sched.alpha_bar)
+    return DiffusionModule(den, sched, d, variance, n_levels=None), den, sched
+
+
+def _analytic(x0: torch.Tensor, s, module, den, sched):
+    """(the bound, -log p_θ(x_0)) per row in closed form, written from the model's definition."""
+    d, T = x0.shape[1], module.n_steps
+    b, a, ab, abp = sched
+    sig2 = module.sigma2
+    sq = x0.square().sum(-1)
+    prior = 0.5 * (ab[-1] * sq + d * (1 - ab[-1]) - d - d * torch.log(1 - ab[-1]))
+    total = prior.clone()
+    for t in range(1, T + 1):
+        i = t - 1
+        k = den.gain(torch.tensor(t))
+        g = (1 - b[i] * k / (1 - ab[i]).sqrt()) / a[i].sqrt()  # μ_θ(x_t) = g x_t
+        if t == 1:
+            # E (x0 - g x1)² per coordinate, x1 = √ᾱ₁ x0 + √(1-ᾱ₁) ε
+            e2 = (1 - g * ab[0].sqrt()) ** 2 * sq + d * g**2 * (1 - ab[0])
+            total += 0.5 * (d * torch.log(2 * math.pi * sig2[0]) + e2 / sig2[0])
+            continue
+        var_q = (1 - abp[i]) / (1 - ab[i]) * b[i]
+        c = b[i] / (a[i].sqrt() * (1 - ab[i]).sqrt())  # μ̃ - μ_θ = c (ε̂ - ε)
+        e_eps = k**2 * ab[i] * sq + d * (k * (1 - ab[i]).sqrt() - 1) ** 2
+        total += 0.5 * d * (torch.log(sig2[i] / var_q) + var_q / sig2[i] - 1)
+        total += c**2 * e_eps / (2 * sig2[i])
+    v = torch.tensor(1.0, dtype=F64)  # p(x_T) = N(0, I); x_{t-1} = g_t x_t + σ_t z
+    for t in range(T, 0, -1):
+        k = den.gain(torch.tensor(t))
+        g = (1 - b[t - 1] * k / (1 - ab[t - 1]).sqrt()) / a[t - 1].sqrt()
+        v = g**2 * v + sig2[t - 1]
+    nll = 0.5 * (sq / v + d * torch.log(2 * math.pi * v))
+    return total, nll
+
+
+@pytest.mark.parametrize("variance", ["small", "large"])
+def test_gaussian_bound_matches_closed_form_and_never_undercuts_the_nll(variance):
+    s = 1.5
+    module, den, sched = _gaussian_model(s, variance=variance)
+    x0 = torch.tensor([[0.0, 0.0], [1.0, -2.0], [4.0, 5.0], [-6.0, 0.5]], dtype=F64)
+    bound, nll = _analytic(x0, s, module, den, sched)
+    assert bool((bound >= nll).all())  # the ELBO at every point, not only on average
+    reps = 3000
+    terms = module.bound(x0.repeat(reps, 1), torch.Generator().manual_seed(0))
+    mc = terms.total.reshape(reps, 4)
+    se = mc.std(0) / math.sqrt(reps)
+    assert bool(((mc.mean(0) - bound).abs() < 4 * se).all()), (mc.mean(0), bound, se)
+    # On average over the data, the bound also covers the entropy of N(0, s² I).
+    data = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1), dtype=F64) * s
+    entropy = math.log(2 * math.pi * math.e * s**2)  # d = 2
+    avg_bound = float(_analytic(data, s, module, den, sched)[0].mean())
+    assert avg_bound >= float(_analytic(data, s, module, den, sched)[1].mean())
+    assert avg_bound > entropy - 4 * 0.02  # sd of the mean of -log N over 4000 draws ≈ 0.016
+
+
+def test_stratified_estimate_of_the_diffusion_terms_is_unbiased():
+    module = _gaussian_model()[0]
+    x0 = torch.tensor([[1.0, -2.0]], dtype=F64).repeat(4000, 1)
+    exact = module.bound(x0, torch.Generator().manual_seed(0)).diffusion
+    est = module.bound(x0, torch.Generator().manual_seed(1), n_timesteps=3).diffusion
+    se = (exact.var() / 4000 + est.var() / 4000).sqrt()
+    assert abs(float(exact.mean() - est.mean())) < 4 * float(se)
+
+
+@pytest.fixture
+def random_module():
+    torch.manual_seed(0)
+    sched = make_schedule("cosine", 20)
+    net = TimeMLP(3, 20, hidden=16, n_hidden=2, time_dim=8).double()
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.3)  # a denoiser that is neither zero nor right
+    return DiffusionModule(net, sched, 3, "small", n_levels=256)
+
+
+def test_each_term_matches_a_direct_monte_carlo_estimate(random_module):
+    m = random_module
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.tensor([[-1.0, 0.2, 1.0]], dtype=F64)
+    b, a, ab, abp = m.schedule
+    N = 20000
+    # L_T = KL(q(x_T | x_0) ‖ N(0, I))
+    q_T = torch.distributions.Normal(ab[-1].sqrt() * x0, (1 - ab[-1]).sqrt())
+    xs = q_T.sample((N,))
+    mc = (q_T.log_prob(xs) - torch.distributions.Normal(0.0, 1.0).log_prob(xs)).sum(-1)
+    prior = latentfit.diffusion.prior_kl(x0, ab[-1])
+    assert abs(float(mc.mean() - prior)) < 4 * float(mc.std()) / math.sqrt(N)
+    # L_{t-1} given x_t: the posterior q(x_{t-1} | x_t, x_0) by Bayes' rule, p from ε_θ
+    for t in (2, 9, 20):
+        i = t - 1
+        eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+        xt = ab[i].sqrt() * x0 + (1 - ab[i]).sqrt() * eps
+        prec = 1 / (1 - abp[i]) + a[i] / b[i]
+        mean = (abp[i].sqrt() * x0 / (1 - abp[i]) + a[i].sqrt() * xt / b[i]) / prec
+        q = torch.distributions.Normal(mean, prec.rsqrt())
+        with torch.no_grad():
+            e_hat = m.denoiser(xt, torch.tensor([t]))
+            p = torch.distributions.Normal(
+                (xt - b[i] / (1 - ab[i]).sqrt() * e_hat) / a[i].sqrt(), m.sigma2[i].sqrt()
+            )
+            closed = m.term(x0, torch.tensor([t]), eps)
+        xs = q.sample((N,))
+        mc = (q.log_prob(xs) - p.log_prob(xs)).sum(-1)
+        assert abs(float(mc.mean() - closed)) < 4 * float(mc.std()) / math.sqrt(N) + 1e-12
+    # L_0 = -log P(x_0 | x_1): the mass of each level's bin under N(μ_θ(x_1), σ_1²), by scipy
+    eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+    with torch.no_grad():
+        closed = float(m.term(x0, torch.tensor([1]), eps))
+        x1 = ab[0].sqrt() * x0 + (1 - ab[0]).sqrt() * eps
+        mu = (x1 - b[0] / (1 - ab[0]).sqrt() * m.denoiser(x1, torch.tensor([1]))) / a[0].sqrt()
+    sd, h = float(m.sigma2[0].sqrt()), 1 / 255
+    lo = np.where(x0.numpy() < -0.999, -np.inf, x0.numpy() - h)
+    hi = np.where(x0.numpy() > 0.999, np.inf, x0.numpy() + h)
+    mass = norm.cdf(hi, mu.numpy(), sd) - norm.cdf(lo, mu.numpy(), sd)
+    assert closed == pytest.approx(-np.log(mass).sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_training_pass_estimates_the_bound_with_the_closed_form_terms(random_module, prediction):
+    """The trainer's per-step estimate L_T + T term_t (a lookup for t ≥ 2) equals the terms
+    computed from the two Gaussians at the same t and ε; the loss is ‖ε - ε_θ‖² / d, where a
+    network that predicts x_0 gives ε_θ = (x_t - √ᾱ x̂_0)/√(1-ᾱ)."""
+    m = random_module
+    m.prediction = prediction
+    x0 = torch.rand(400, 3, generator=torch.Generator().manual_seed(3), dtype=F64) * 2 - 1
+    simple, bound = m(x0, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)  # the same draws of t and ε
+    t = torch.randint(1, m.n_steps + 1, (400,), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+    assert bool((t == 1).any()) and bool((t > 1).any())
+    with torch.no_grad():
+        ref = latentfit.diffusion.prior_kl(x0, m.alpha_bar[-1]) + m.n_steps * m.term(x0, t, eps)
+        xt = m.q_sample(x0, t, eps)
+        out = m.denoiser(xt, t)
+    torch.testing.assert_close(bound, ref, rtol=1e-10, atol=1e-10)
+    e_hat = out
+    if prediction == "x0":
+        ab = m.alpha_bar[t - 1].unsqueeze(-1)
+        e_hat = (xt - ab.sqrt() * torch.tanh(out)) / (1 - ab).sqrt()
+    torch.testing.assert_close(simple.detach(), (eps - e_hat).square().mean(-1))
+
+
+@pytest.mark.parametrize("mean,sd", [(0.0, 0.01), (0.3, 0.5), (-0.99, 0.003), (2.5, 0.02)])
+def test_discretised_decoder_sums_to_one_over_the_levels(mean, sd):
+    levels = torch.linspace(-1, 1, 256, dtype=F64)[:, None]
+    logp = discretized_gaussian_log_likelihood(
+        levels, torch.full_like(levels, mean), torch.full_like(levels, math.log(sd))
+    )
+    assert float(torch.logsumexp(logp, 0)) == pytest.approx(0.0, abs=1e-9)
+    ref = norm.logcdf(levels.numpy()[:, 0] + 1 / 255, mean, sd)[0]
+    assert float(logp[0]) == pytest.approx(ref, rel=1e-9, abs=1e-12)  # the open first bin
+
+
+@pytest.fixture(scope="module")
+def moons_ddpm():
+    torch.set_num_threads(1)
+    X = make_moons(1500, noise=0.05, random_state=0)[0]
+    model = DDPM(
+        100,
+        hidden=128,
+        n_hidden=3,
+        discrete=False,
+        epochs=40,
+        lr=2e-3,
+        patience=None,
+        random_state=0,
+    )
+    return model.fit(X), make_moons(500, noise=0.05, random_state=1)[0]
+
+
+def test_samples_of_a_ddpm_trained_on_moons_match_the_data(moons_ddpm):
+    model, Xt = moons_ddpm
+    draws = model.sample(500, random_state=0)
+    assert mmd_permutation_pvalue(draws, Xt) > 0.01
+    # the test has power: the moons' Gaussian fit is rejected
+    gauss = np.random.default_rng(0).multivariate_normal(Xt.mean(0), np.cov(Xt.T), 500)
+    assert mmd_permutation_pvalue(gauss, Xt) < 0.01
+
+
+def test_ddpm_save_load_and_errors(moons_ddpm, tmp_path):
+    model, Xt = moons_ddpm
+    back = latentfit.load(model.save(tmp_path / "ddpm.safetensors"))
+    assert type(back) is DDPM and back.get_params() == model.get_params()
+    a = model.bound_terms(Xt[:50], n_timesteps=5, random_state=1)
+    b = back.bound_terms(Xt[:50], n_timesteps=5, random_state=1)
+    torch.testing.assert_close(a.total, b.total, rtol=0, atol=0)
+    with pytest.raises(DataError, match="row 0, column 0"):
+        DDPM(epochs=1).fit(Xt)  # real values, discrete=True
+    with pytest.raises(DataError, match="3 features"):
+        model.score_samples(np.zeros((2, 3)))
