@@ -85,6 +85,13 @@ def estimators(draw, name: str):
         return cls(k, **common), "codes"
     if name == "PoissonHMM":
         return cls(k, **common), "counts"
+    density = dict(epochs=2, batch_size=16, patience=None, random_state=0, dtype=draw(DTYPE))
+    if name in DENSITIES:
+        small = dict(n_layers=draw(st.sampled_from([1, 2])), hidden=8, n_hidden=1, **density)
+        return (cls("maf", **small) if name == "FlowDensity" else cls(**small)), "real"
+    if name == "DDPM":
+        steps = draw(st.sampled_from([5, 10, 0]))
+        return cls(steps, hidden=16, n_hidden=1, time_dim=8, discrete=False, **density), "real"
     raise AssertionError(f"no strategy for {name}")
 
 
@@ -102,7 +109,14 @@ ESTIMATORS = [
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "FlowDensity",
+    "MAF",
+    "RealNVP",
+    "NeuralSplineFlow",
+    "DDPM",
 ]
+#: Density models trained by the trainer (exact likelihood or a bound): no labels to predict.
+DENSITIES = {"FlowDensity", "MAF", "RealNVP", "NeuralSplineFlow"}
 HMMS = {"GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM"}
 BAD_LENGTHS = {"mismatch", "negative", "fraction", "empty", "2d"}
 
@@ -136,6 +150,8 @@ def _outputs(model, name, X, lengths):
     methods = ["score_samples", "score", "predict", "predict_proba"]
     if name in ("FactorAnalysis", "PPCA"):
         methods = ["score_samples", "score", "transform"]
+    if name in DENSITIES or name == "DDPM":
+        methods = ["score_samples", "score"]
     for method in methods:
         try:
             out = attempt(f"{name}.{method}", getattr(model, method), X, *seq)
@@ -242,13 +258,20 @@ def test_use_before_fit_is_documented(name):
     cls = getattr(latentfit, name)
     if name == "BayesianGaussianMixture":
         model = cls(n_components=2)
+    elif name == "FlowDensity":
+        model = cls("maf")
+    elif name in DENSITIES or name == "DDPM":
+        model = cls()
     elif name == "MixtureModel":
         model = cls("normal", 2)
     else:
         model = cls(2)
     X = np.zeros((4, 1))
     methods = ["score_samples", "score", "sample"]
-    methods += ["transform"] if name in ("FactorAnalysis", "PPCA") else ["predict", "predict_proba"]
+    if name in ("FactorAnalysis", "PPCA"):
+        methods += ["transform"]
+    elif name not in DENSITIES and name != "DDPM":
+        methods += ["predict", "predict_proba"]
     for method in methods:
         arg = 2 if method == "sample" else X
         with pytest.raises(Documented):

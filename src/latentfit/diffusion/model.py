@@ -4,15 +4,22 @@ true variational bound, sampled by the learned reverse process (Ho et al. 2020).
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import as_float_tensor, make_generator, resolve_device, resolve_dtype
+from latentfit._validation import (
+    as_float_tensor,
+    check_feature_names,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
 from latentfit.diffusion.process import BoundTerms, DiffusionModule, TimeMLP, make_schedule
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.flows.objectives import as_levels, level_scale
 from latentfit.io import save as _save
 from latentfit.io import serializable
@@ -128,6 +135,7 @@ class DDPM(DensityMixin, BaseEstimator):
 
     def _as_model_space(self, X, name: str = "X", reset: bool = False) -> torch.Tensor:
         """X → the model's space: levels mapped to [-1, 1], or standardised real data."""
+        check_feature_names(self, X, reset=reset)  # DataFrame columns by name, as scikit-learn
         t = as_float_tensor(X, name=name, dtype=resolve_dtype(self.dtype), device=self._dev)
         if not reset and t.shape[1] != self.n_features_in_:
             raise DataError(
@@ -244,6 +252,15 @@ class DDPM(DensityMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         return _save(self, path)
 
+    #: What a model file may set on the estimator (checked by latentfit.load).
+    _state_fields: ClassVar[dict[str, str]] = {
+        "n_features_in_": "int",
+        "feature_names_in_": "strs",
+        "n_skipped_steps_": "int",
+        "history_": "list",
+        "level_scale_": "float",
+    }
+
     def _get_state(self):
         tensors = dict(self.module_.state_dict())
         extra = {
@@ -255,16 +272,33 @@ class DDPM(DensityMixin, BaseEstimator):
             extra["level_scale_"] = float(self.level_scale_)
         else:
             tensors["shift_"], tensors["scale_"] = self.shift_, self.scale_
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         return tensors, extra
 
     def _set_state(self, tensors, extra):
         tensors = dict(tensors)
         for k, v in extra.items():
             setattr(self, k, v)
+        if "feature_names_in_" in extra:
+            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
         dt = resolve_dtype(self.dtype)
         if not self.discrete:
+            if "shift_" not in tensors or "scale_" not in tensors:
+                raise ModelFileError(
+                    "the model file lacks the tensors 'shift_' and 'scale_' that a continuous "
+                    "DDPM stores; the file was altered or is damaged"
+                )
             self.shift_ = tensors.pop("shift_").to(self._dev, dt)
             self.scale_ = tensors.pop("scale_").to(self._dev, dt)
+        if self.n_features_in_ < 1:
+            raise ModelFileError("the model file's field 'extra.n_features_in_' must be >= 1")
         module = self._build(self.n_features_in_)
-        module.load_state_dict(tensors)
+        try:
+            module.load_state_dict(tensors)
+        except (RuntimeError, KeyError) as err:  # missing, unexpected or mis-shaped tensors
+            raise ModelFileError(
+                f"the model file's tensors do not match a {type(self).__name__} with these "
+                f"settings: {str(err).splitlines()[0][:300]}"
+            ) from None
         self.module_ = module.eval()

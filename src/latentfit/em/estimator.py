@@ -32,7 +32,7 @@ from latentfit.em.data import default_chunk_rows
 from latentfit.em.driver import EMResult, run_em
 from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
 from latentfit.em.stream import EMStream, prepare_stream
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
 from latentfit.io import check_fields
 from latentfit.io import save as _save
 
@@ -327,6 +327,12 @@ class FittedModel:
             )
         shapes = {name: tuple(t.shape) for name, t in self._params.items()}
         why = f"the tensors' shapes {shapes} disagree with each other or with n_features_in_ = {d}"
+        # The fit's centre and the means kept relative to it (float32 accuracy) are read
+        # before any density is evaluated, so a wrong shape there could otherwise broadcast.
+        if "shift" in shapes and shapes["shift"] != (d,):
+            raise ModelFileError(f"{why} ('shift' must have shape ({d},))")
+        if "delta" in shapes and "means" in shapes and shapes["delta"] != shapes["means"]:
+            raise ModelFileError(f"{why} ('delta' must have the shape of 'means')")
         try:
             # a draw from the model itself lies in every family's support
             probe = self.sample(2) if hasattr(self, "sample") else np.zeros((1, d))
@@ -336,9 +342,9 @@ class FittedModel:
             self.score_samples(probe)
         except ModelFileError:
             raise
-        except ValueError:
+        except LatentfitError:
             pass  # a check of the probe's values, not of the shapes: nothing learnt
-        except (RuntimeError, IndexError, KeyError) as err:
+        except (ValueError, RuntimeError, IndexError, KeyError) as err:
             raise ModelFileError(f"{why} ({type(err).__name__}: {err})") from None
 
 

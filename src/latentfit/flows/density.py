@@ -12,6 +12,7 @@ discrete log P(x) (see :mod:`latentfit.flows.objectives`). Training goes through
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -19,8 +20,14 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from latentfit._validation import as_float_tensor, make_generator, resolve_device, resolve_dtype
-from latentfit.errors import DataError, ParameterError
+from latentfit._validation import (
+    as_float_tensor,
+    check_feature_names,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.flows.layers import flow_forward, flow_inverse, make_density_layers
 from latentfit.flows.objectives import as_levels, dequantize, level_scale, logit_transform
 from latentfit.io import save as _save
@@ -171,6 +178,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def _as_input(self, X, name: str = "X", reset: bool = False) -> torch.Tensor:
         """X as a tensor of the model's dtype; 8-bit data as levels 0..L-1."""
+        check_feature_names(self, X, reset=reset)  # DataFrame columns by name, as scikit-learn
         t = as_float_tensor(X, name=name, dtype=resolve_dtype(self.dtype), device=self._dev)
         if not reset and t.shape[1] != self.n_features_in_:
             raise DataError(
@@ -294,6 +302,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         return _save(self, path)
 
+    #: What a model file may set on the estimator (checked by latentfit.load).
+    _state_fields: ClassVar[dict[str, str]] = {
+        "n_features_in_": "int",
+        "feature_names_in_": "strs",
+        "best_val_log_likelihood_": "float",
+        "n_skipped_steps_": "int",
+        "history_": "list",
+        "level_scale_": "float",
+    }
+
     def _get_state(self):
         tensors = dict(self.module_.state_dict())
         extra = {
@@ -304,13 +322,25 @@ class FlowDensity(DensityMixin, BaseEstimator):
         }
         if self.dequantize:
             extra["level_scale_"] = float(self.level_scale_)
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         return tensors, extra
 
     def _set_state(self, tensors, extra):
         for k, v in extra.items():
             setattr(self, k, v)
+        if "feature_names_in_" in extra:
+            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
+        if self.n_features_in_ < 1:
+            raise ModelFileError("the model file's field 'extra.n_features_in_' must be >= 1")
         module = self._build(self.n_features_in_)
-        module.load_state_dict(tensors)
+        try:
+            module.load_state_dict(tensors)
+        except (RuntimeError, KeyError) as err:  # missing, unexpected or mis-shaped tensors
+            raise ModelFileError(
+                f"the model file's tensors do not match a {type(self).__name__} with these "
+                f"settings: {str(err).splitlines()[0][:300]}"
+            ) from None
         self.module_ = module.eval()
 
 
