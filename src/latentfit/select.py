@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from latentfit.errors import ParameterError
+
 __all__ = ["CRITERIA", "FAMILY_NAMES", "SelectionResult", "make_candidates", "select_model"]
 
 CRITERIA = ("bic", "aic", "icl", "cv_loglik")
@@ -180,7 +182,7 @@ def _family_factory(family: str, **kwargs) -> Callable[[int, str], Any]:
 
     if family in FAMILIES:
         return lambda k, variant: MixtureModel(family, k, **kwargs)
-    raise ValueError(
+    raise ParameterError(
         f"unknown family {family!r}; choose from {list(FAMILY_NAMES)} or a MixtureModel family "
         f"{list(FAMILIES)}"
     )
@@ -269,11 +271,11 @@ def select_model(
     callback : called as ``callback(i, n_candidates, row)`` after each fit (progress bars).
     """
     if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        raise ParameterError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if criterion == "cv_loglik" and not cv:
-        raise ValueError("criterion='cv_loglik' needs cv=K folds (e.g. cv=5)")
+        raise ParameterError("criterion='cv_loglik' needs cv=K folds (e.g. cv=5)")
     if cv is not None and (not isinstance(cv, int) or cv < 2):
-        raise ValueError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
+        raise ParameterError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
     Xt = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float64))
     if candidates is None:
         model_kwargs.setdefault("random_state", random_state)

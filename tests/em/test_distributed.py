@@ -263,7 +263,7 @@ def test_unreadable_shard_fails_every_process(two_process_run):
 
 
 def test_distributed_needs_a_process_group():
-    with pytest.raises(RuntimeError, match="torchrun"):
+    with pytest.raises(ParameterError, match="torchrun"):
         DistributedSource(NpySource.__new__(NpySource))
 
 

@@ -21,6 +21,7 @@ from latentfit.em.sources import (
     open_source,
     shard_range,
 )
+from latentfit.errors import ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_iterables_equal_in_memory(data):
 def test_one_shot_iterator_refuses_a_second_pass(data):
     X, _ = data
     src = IterableSource(iter([X[:500], X[500:]]))
-    with pytest.raises(RuntimeError, match="pass a callable that returns a fresh iterator"):
+    with pytest.raises(ParameterError, match="pass a callable that returns a fresh iterator"):
         GaussianMixture(2, random_state=0).fit(src)
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.distributions import Beta, Gamma, Independent, Normal, OneHotCategorical, Poisson
 
+from latentfit.errors import ParameterError
 from latentfit.vi.estimators import GumbelSoftmax, ScoreFunction
 from latentfit.vi.guides import (
     DistributionGuide,
@@ -199,7 +200,7 @@ def test_guides_map_to_the_support_and_refuse_bad_input():
 
 def test_svi_refuses_a_nonfinite_objective():
     p = nn.Parameter(torch.zeros(()))
-    with pytest.raises(FloatingPointError, match="smaller learning rate"):
+    with pytest.raises(ParameterError, match="smaller learning rate"):
         svi(lambda b: p * float("nan"), torch.optim.SGD([p], lr=0.1), 3)
 
 

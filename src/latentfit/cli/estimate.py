@@ -14,9 +14,9 @@ def _parse_fixed(items: list[str]) -> dict:
     fixed = {}
     for item in items:
         name, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--fixed takes NAME=NUMBER (e.g. --fixed total_count=10), got {item!r}")
         try:
-            if not sep:
-                raise ValueError
             fixed[name.strip()] = (
                 int(value) if value.strip().lstrip("-").isdigit() else float(value)
             )

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentfit.errors import DataError, ParameterError
+
 __all__ = ["load_mnist_idx", "read_idx"]
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -23,16 +25,16 @@ def read_idx(path) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path} is truncated: its header promises {ndim} dimensions")
+        raise DataError(f"{path} is truncated: its header promises {ndim} dimensions")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
+        raise DataError(
             f"{path} holds {len(raw) - header} bytes of data but its header {shape} needs {expected}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
@@ -58,11 +60,11 @@ def load_mnist_idx(folder, split: str = "train", *, scale: bool = True):
     folder = Path(folder)
     prefix = {"train": "train", "test": "t10k", "t10k": "t10k"}.get(split)
     if prefix is None:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ParameterError(f"split must be 'train' or 'test', got {split!r}")
     images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"MNIST files disagree: images {images.shape}, labels {labels.shape} in {folder}"
         )
     x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float64))

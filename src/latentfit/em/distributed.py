@@ -39,7 +39,7 @@ import torch.distributed as dist
 from latentfit.em.data import TensorChunks
 from latentfit.em.sources import ChunkSource, open_source
 from latentfit.em.stream import stream_loglik
-from latentfit.errors import DataError, LatentfitError, ParameterError
+from latentfit.errors import DataError, LatentfitError, MissingDependencyError, ParameterError
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -144,7 +144,7 @@ def init_distributed(
     initialised: nothing to do (the group keeps the timeout it was created with).
     """
     if not dist.is_available():
-        raise RuntimeError("this build of torch has no torch.distributed")
+        raise MissingDependencyError("this build of torch has no torch.distributed")
     wait = check_timeout(timeout)
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -152,7 +152,7 @@ def init_distributed(
         v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ
     ]
     if missing:
-        raise RuntimeError(
+        raise ParameterError(
             f"distributed EM needs {', '.join(missing)} in the environment: {_LAUNCH_HINT}"
         )
     dev = local_device(device)
@@ -216,7 +216,7 @@ class DistributedSource(ChunkSource):
 
     def __init__(self, source: ChunkSource, group=None):
         if not in_process_group():
-            raise RuntimeError(f"DistributedSource needs a running process group: {_LAUNCH_HINT}")
+            raise ParameterError(f"DistributedSource needs a running process group: {_LAUNCH_HINT}")
         self.group = group
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         self.source = source.shard(rank, world)
@@ -242,7 +242,7 @@ class DistributedSource(ChunkSource):
         return out
 
     def shard(self, rank, world_size):
-        raise ValueError("a DistributedSource is already sharded over the process group")
+        raise ParameterError("a DistributedSource is already sharded over the process group")
 
     @property
     def n_features(self) -> int:

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from latentfit.errors import LatentfitError
+from latentfit.errors import DataError, LatentfitError, ParameterError
 
 __all__ = [
     "EMHooks",
@@ -87,7 +87,7 @@ def accumulate_stats(hooks: EMHooks, params: Params, data: Iterable) -> Stats:
     """Sum the E-step statistics over every batch of ``data`` (bounded memory: one batch at a time)."""
     total = sum_stats(hooks.estep(params, batch) for batch in data)
     if not total:
-        raise ValueError("the data yielded no batch: there is nothing to fit")
+        raise DataError("the data yielded no batch: there is nothing to fit")
     return total
 
 
@@ -132,7 +132,7 @@ def run_em(
     callback : called as ``callback(iteration, lower_bound, params)`` after every iteration.
     """
     if convergence not in ("abs", "delta"):
-        raise ValueError(f"convergence must be 'abs' or 'delta', got {convergence!r}")
+        raise ParameterError(f"convergence must be 'abs' or 'delta', got {convergence!r}")
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(0)

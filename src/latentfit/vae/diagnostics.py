@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit.errors import ParameterError
 from latentfit.vae.models import VAE, DiscreteVAE
 
 __all__ = [
@@ -101,7 +102,7 @@ def _log_q_pairs(model, z: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
     if isinstance(model, DiscreteVAE):
         log_q = model.logits(xb).log_softmax(-1).flatten(-2)  # (n, L·C)
         return z @ log_q.T  # one-hot z picks the log-probability of each chosen category
-    raise TypeError(
+    raise ParameterError(
         f"mutual information is estimated for the Gaussian VAE without a flow and the discrete "
         f"VAE, not for {type(model).__name__}"
     )

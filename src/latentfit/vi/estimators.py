@@ -27,6 +27,8 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
+from latentfit.errors import ParameterError
+
 __all__ = [
     "GradientEstimator",
     "GumbelSoftmax",
@@ -76,7 +78,7 @@ class Reparameterization(GradientEstimator):
 
     def sample(self, q, num_samples, generator=None):
         if not q.has_rsample:
-            raise ValueError(
+            raise ParameterError(
                 f"{type(q).__name__} has no rsample(): it cannot be reparameterised. Use "
                 "ScoreFunction() for it, or GumbelSoftmax() for a categorical latent"
             )
@@ -97,11 +99,11 @@ class ScoreFunction(GradientEstimator):
 
     def __init__(self, baseline: str | None = "leave_one_out", decay: float = 0.9):
         if baseline not in ("leave_one_out", "moving_average", None):
-            raise ValueError(
+            raise ParameterError(
                 f"baseline must be 'leave_one_out', 'moving_average' or None, got {baseline!r}"
             )
         if not 0 <= decay < 1:
-            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+            raise ParameterError(f"decay must be in [0, 1), got {decay!r}")
         self.baseline, self.decay = baseline, decay
         self.average: torch.Tensor | None = None
 
@@ -113,7 +115,7 @@ class ScoreFunction(GradientEstimator):
         s = signal.shape[0]
         if self.baseline == "leave_one_out":
             if s < 2:
-                raise ValueError("the leave-one-out baseline needs num_samples >= 2")
+                raise ParameterError("the leave-one-out baseline needs num_samples >= 2")
             return (signal.sum(0, keepdim=True) - signal) / (s - 1)
         if self.baseline == "moving_average":
             # One scalar average: mini-batches of local latents change shape from step to step.
@@ -144,13 +146,13 @@ class GumbelSoftmax(GradientEstimator):
 
     def __init__(self, temperature: float = 0.5, hard: bool = False):
         if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
+            raise ParameterError(f"temperature must be positive, got {temperature!r}")
         self.temperature, self.hard = float(temperature), bool(hard)
         self.needs_analytic_kl = not self.hard
 
     def sample(self, q, num_samples, generator=None):
         if not isinstance(q, (Categorical, OneHotCategorical)):
-            raise ValueError(
+            raise ParameterError(
                 f"GumbelSoftmax needs a Categorical or OneHotCategorical guide, got "
                 f"{type(q).__name__}"
             )

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from latentfit.errors import ParameterError
 from latentfit.vi.estimators import GradientEstimator, Reparameterization, log_prob_of
 
 __all__ = ["ELBO", "ImportanceWeightedBound"]
@@ -51,13 +52,13 @@ def _closed_form_kl(q: Distribution, p, mode: str, what: str) -> torch.Tensor | 
     """KL(q‖p) when wanted and known to torch.distributions, else None (use Monte Carlo)."""
     if mode == "mc" or not isinstance(p, Distribution):
         if mode == "analytic":
-            raise ValueError(f"kl='analytic' needs the {what} prior as a torch Distribution")
+            raise ParameterError(f"kl='analytic' needs the {what} prior as a torch Distribution")
         return None
     try:
         return kl_divergence(q, p)
     except NotImplementedError:
         if mode == "analytic":
-            raise ValueError(
+            raise ParameterError(
                 f"torch.distributions has no closed-form KL({type(q).__name__} ‖ "
                 f"{type(p).__name__}) for the {what} latent; use kl='auto' or 'mc'"
             ) from None
@@ -94,13 +95,13 @@ class ELBO:
         generator: torch.Generator | None = None,
     ):
         if kl not in KL_MODES:
-            raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
+            raise ParameterError(f"kl must be one of {KL_MODES}, got {kl!r}")
         if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+            raise ParameterError(f"num_samples must be >= 1, got {num_samples!r}")
         if (local_guide is None) != (local_prior is None):
-            raise ValueError("local latents need both local_guide and local_prior")
+            raise ParameterError("local latents need both local_guide and local_prior")
         if guide is None and local_guide is None:
-            raise ValueError("give a guide for the global latent, a local_guide, or both")
+            raise ParameterError("give a guide for the global latent, a local_guide, or both")
         self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
         self.local_guide, self.local_prior = local_guide, local_prior
         self.n_data, self.num_samples, self.kl = n_data, num_samples, kl
@@ -108,7 +109,7 @@ class ELBO:
         self.local_estimator = local_estimator or Reparameterization()
         needs = self.estimator.needs_analytic_kl or self.local_estimator.needs_analytic_kl
         if needs and kl == "mc":
-            raise ValueError(
+            raise ParameterError(
                 "GumbelSoftmax(hard=False) draws relaxed samples that have no density under a "
                 "categorical q: use kl='auto' (closed-form KL) or GumbelSoftmax(hard=True)"
             )
@@ -119,7 +120,7 @@ class ELBO:
             return 1.0
         b = ll.shape[1] if ll.dim() == 2 else _batch_size(batch)
         if not b:
-            raise ValueError("n_data was given but the batch size cannot be read from batch")
+            raise ParameterError("n_data was given but the batch size cannot be read from batch")
         return self.n_data / b
 
     def __call__(self, batch=None) -> torch.Tensor:
@@ -159,7 +160,7 @@ class ELBO:
         zl = est.sample(ql, s, self.generator)  # (s, b, *event_local)
         ll = self.log_likelihood(z, zl, batch)  # (s, b)
         if ll.dim() != 2:
-            raise ValueError(
+            raise ParameterError(
                 "with local latents log_likelihood must return one value per sample and data "
                 f"point, shape (num_samples, batch); got {tuple(ll.shape)}"
             )
@@ -170,7 +171,7 @@ class ELBO:
         if kl_l is None:
             if pl is None:
                 if mode == "analytic":
-                    raise ValueError("kl='analytic' needs local_prior as a torch Distribution")
+                    raise ParameterError("kl='analytic' needs local_prior as a torch Distribution")
                 pl = self.local_prior(z, batch)
             f = ll + log_prob_of(pl, zl) - log_prob_of(ql, zl)  # (s, b)
             kl_sum = 0.0
@@ -203,9 +204,9 @@ class ImportanceWeightedBound:
         generator: torch.Generator | None = None,
     ):
         if (guide is None) == (local_guide is None):
-            raise ValueError("give either a global guide or a local_guide (not both)")
+            raise ParameterError("give either a global guide or a local_guide (not both)")
         if guide is not None and n_data is not None:
-            raise ValueError(
+            raise ParameterError(
                 "the importance-weighted bound of a global latent does not factor over data "
                 "points, so it has no mini-batch form; use the ELBO with n_data instead"
             )

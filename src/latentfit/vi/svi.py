@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from latentfit.errors import DataError, ParameterError
+
 __all__ = ["MiniBatches", "svi"]
 
 
@@ -20,12 +22,12 @@ class MiniBatches:
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, generator=None):
         if not tensors:
-            raise ValueError("MiniBatches needs at least one tensor")
+            raise ParameterError("MiniBatches needs at least one tensor")
         n = tensors[0].shape[0]
         if any(t.shape[0] != n for t in tensors):
-            raise ValueError("all tensors must have the same number of rows")
+            raise DataError("all tensors must have the same number of rows")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+            raise ParameterError(f"batch_size must be >= 1, got {batch_size!r}")
         self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
 
     def __len__(self) -> int:
@@ -62,7 +64,7 @@ def svi(
         optimizer.zero_grad(set_to_none=True)
         bound = objective(batch)
         if not torch.isfinite(bound):
-            raise FloatingPointError(
+            raise ParameterError(
                 f"the objective became {float(bound.detach())} at step {step}; try a smaller learning "
                 "rate, a smaller initial guide scale, or float64"
             )
