@@ -74,6 +74,13 @@ def fit_dist(
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
         given = _parse_fixed(fixed)
+        takes = set(fam.fixed_names or ()) if fam.fixed_names is not None else None
+        unknown = [k for k in given if takes is not None and k not in takes]
+        if unknown:
+            fail(
+                f"--fixed {', '.join(unknown)}: {fam.name} has no such parameter; its parameters "
+                f"are {', '.join(fam.params + fam.required_fixed)}"
+            )
         try:
             fit = fit_mle(fam, x, fixed=given, cov_type=cov)
             _check_finite(fit, data)

@@ -25,6 +25,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from latentfit.errors import ParameterError
+from latentfit.estimate.map import prior_in_dtype
 from latentfit.vi.estimators import GradientEstimator, Reparameterization, log_prob_of
 
 __all__ = ["ELBO", "ImportanceWeightedBound"]
@@ -46,6 +47,43 @@ def _batch_size(batch) -> int | None:
     if isinstance(batch, dict) and batch:
         return _batch_size(next(iter(batch.values())))
     return None
+
+
+def _float_tensors(obj, seen=None) -> list[torch.Tensor]:
+    """The floating tensors a distribution holds, through base distributions and transforms."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if isinstance(obj, list | tuple):
+        return [t for v in obj for t in _float_tensors(v, seen)]
+    if not isinstance(obj, Distribution | torch.distributions.Transform) or id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    return [t for v in vars(obj).values() for t in _float_tensors(v, seen)]
+
+
+def _like(prior, q: Distribution, cache: dict | None = None):
+    """``prior`` in the guide's dtype and device (estimate's :func:`prior_in_dtype`): a prior
+    built from Python floats holds float32 tensors and torch evaluates ``log_prob`` and the KL
+    in them, so a float64 model would otherwise get float32-accurate priors. A prior with
+    learnable tensors (``requires_grad``) is left as it is, so that its gradients flow.
+    ``cache`` keeps the cast of a prior held by the objective (cast once, not every step)."""
+    if not isinstance(prior, Distribution):
+        return prior
+    ref = _float_tensors(q)
+    held = _float_tensors(prior)
+    if not ref or not held or any(t.requires_grad for t in held):
+        return prior
+    dtype, device = ref[0].dtype, ref[0].device
+    if all(t.dtype == dtype and t.device == device for t in held):
+        return prior
+    key = (id(prior), dtype, device)
+    if cache is not None and key in cache and cache[key][0] is prior:
+        return cache[key][1]
+    out = prior_in_dtype(prior, dtype, device)
+    if cache is not None:
+        cache[key] = (prior, out)
+    return out
 
 
 def _closed_form_kl(q: Distribution, p, mode: str, what: str) -> torch.Tensor | None:
@@ -104,6 +142,7 @@ class ELBO:
             raise ParameterError("give a guide for the global latent, a local_guide, or both")
         self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
         self.local_guide, self.local_prior = local_guide, local_prior
+        self._priors: dict = {}  # priors cast to the guide's dtype (see _like)
         self.n_data, self.num_samples, self.kl = n_data, num_samples, kl
         self.estimator = estimator or Reparameterization()
         self.local_estimator = local_estimator or Reparameterization()
@@ -131,7 +170,8 @@ class ELBO:
         q = _as_dist(self.guide)
         z = est.sample(q, s, self.generator)  # (s, *event)
         kl_mode_g = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
-        kl_g = _closed_form_kl(q, self.prior, kl_mode_g, "global")
+        prior = _like(self.prior, q, self._priors)
+        kl_g = _closed_form_kl(q, prior, kl_mode_g, "global")
         if self.local_guide is None:
             ll = self.log_likelihood(z, batch)  # (s, b) or (s,)
             scale = self._scale(batch, ll)
@@ -142,10 +182,10 @@ class ELBO:
         if kl_g is None:
             log_p = (
                 0.0
-                if self.prior is None
-                else log_prob_of(self.prior, z)
-                if isinstance(self.prior, Distribution)
-                else self.prior(z)
+                if prior is None
+                else log_prob_of(prior, z)
+                if isinstance(prior, Distribution)
+                else prior(z)
             )
             f = data + log_p - log_prob_of(q, z)  # (s,)
             kl_g = 0.0
@@ -166,13 +206,17 @@ class ELBO:
             )
         scale = self._scale(batch, ll)
         mode = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
-        pl = self.local_prior if isinstance(self.local_prior, Distribution) else None
+        pl = (
+            _like(self.local_prior, ql, self._priors)
+            if isinstance(self.local_prior, Distribution)
+            else None
+        )
         kl_l = _closed_form_kl(ql, pl, mode, "local") if pl is not None else None
         if kl_l is None:
             if pl is None:
                 if mode == "analytic":
                     raise ParameterError("kl='analytic' needs local_prior as a torch Distribution")
-                pl = self.local_prior(z, batch)
+                pl = _like(self.local_prior(z, batch), ql)
             f = ll + log_prob_of(pl, zl) - log_prob_of(ql, zl)  # (s, b)
             kl_sum = 0.0
         else:
@@ -212,6 +256,7 @@ class ImportanceWeightedBound:
             )
         self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
         self.local_guide, self.local_prior = local_guide, local_prior
+        self._priors: dict = {}  # priors cast to the guide's dtype (see _like)
         self.n_data, self.num_samples, self.generator = n_data, num_samples, generator
         self._est = Reparameterization()
 
@@ -222,12 +267,13 @@ class ImportanceWeightedBound:
             z = self._est.sample(q, K, self.generator)  # (K, *event)
             ll = self.log_likelihood(z, batch)
             ll = ll.sum(-1) if ll.dim() == 2 else ll  # (K,)
+            prior = _like(self.prior, q, self._priors)
             log_p = (
                 0.0
-                if self.prior is None
-                else self.prior.log_prob(z)
-                if isinstance(self.prior, Distribution)
-                else self.prior(z)
+                if prior is None
+                else prior.log_prob(z)
+                if isinstance(prior, Distribution)
+                else prior(z)
             )
             log_w = ll + log_p - q.log_prob(z)  # (K,)
             return torch.logsumexp(log_w, 0) - math.log(K)
@@ -235,9 +281,9 @@ class ImportanceWeightedBound:
         zl = self._est.sample(ql, K, self.generator)  # (K, b, *event)
         ll = self.log_likelihood(None, zl, batch)  # (K, b)
         pl = (
-            self.local_prior
+            _like(self.local_prior, ql, self._priors)
             if isinstance(self.local_prior, Distribution)
-            else (self.local_prior(None, batch))
+            else _like(self.local_prior(None, batch), ql)
         )
         log_w = ll + pl.log_prob(zl) - ql.log_prob(zl)  # (K, b)
         per_point = torch.logsumexp(log_w, 0) - math.log(K)  # (b,)
