@@ -36,6 +36,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from latentfit._validation import resolve_device
 from latentfit.em.data import TensorChunks
 from latentfit.em.sources import ChunkSource, open_source
 from latentfit.em.stream import stream_loglik
@@ -127,8 +128,15 @@ def collective_errors(what: str, group=None, timeout: float | None = None) -> It
 
 
 def local_device(device=None) -> torch.device:
-    """The device of this process: ``cuda`` without an index becomes ``cuda:LOCAL_RANK``."""
-    dev = torch.device("cpu" if device is None else device)
+    """The device of this process: ``cuda`` without an index becomes ``cuda:LOCAL_RANK``.
+    A value that is not a torch device is a ParameterError (whether this machine has it is
+    checked where the device is used, by :func:`init_distributed`)."""
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ParameterError(
+            f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:0'"
+        ) from None
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev
@@ -155,7 +163,7 @@ def init_distributed(
         raise ParameterError(
             f"distributed EM needs {', '.join(missing)} in the environment: {_LAUNCH_HINT}"
         )
-    dev = local_device(device)
+    dev = resolve_device(local_device(device))  # a ParameterError if this machine lacks it
     if backend is None:
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
