@@ -278,7 +278,10 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         n, d = X.shape
         self._n_factors(d)
         if n < 2:
-            raise DataError(f"{type(self).__name__} needs at least 2 samples; got {n}")
+            raise DataError(
+                f"{type(self).__name__} needs at least 2 samples (rows of X), got {n}: one row "
+                "gives no covariance to factor; pass more rows"
+            )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
         self._min_noise = _noise_floor(X, w)

@@ -218,7 +218,10 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         n, d = X.shape
         check_n_samples(n, self.n_components)
         if n == 1:
-            raise DataError("GaussianMixture needs at least 2 samples; got n_samples=1")
+            raise DataError(
+                "GaussianMixture needs at least 2 samples (rows of X), got n_samples=1: one row "
+                "gives no spread to estimate a covariance from; pass more rows"
+            )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         check_overflow(X, w)
         self.n_features_in_ = d

@@ -385,7 +385,11 @@ class MixtureModel(BaseMixture):
             if best is None or ll > best_ll:
                 best, best_ll = cand, ll
         if best is None:
-            raise DataError("no initial assignment of clusters to the component families fits")
+            raise DataError(
+                "no initial assignment of the k-means clusters to the component families fits "
+                "(each family refused its cluster's data): check that the data lie in the "
+                "families' supports, or try other families or another random_state"
+            )
         return best
 
     def _component(self, params, k):

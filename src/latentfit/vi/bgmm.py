@@ -222,7 +222,10 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         if n < 2:
-            raise DataError(f"{type(self).__name__} needs at least 2 samples; got {n}")
+            raise DataError(
+                f"{type(self).__name__} needs at least 2 samples (rows of X), got {n}: one row "
+                "gives no spread to estimate a covariance from; pass more rows"
+            )
         check_n_samples(n, self.n_components)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         check_overflow(X, w)
