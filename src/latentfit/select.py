@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from latentfit._validation import as_float_tensor
 from latentfit.errors import ParameterError
 
 __all__ = ["CRITERIA", "FAMILY_NAMES", "SelectionResult", "make_candidates", "select_model"]
@@ -276,7 +277,9 @@ def select_model(
         raise ParameterError("criterion='cv_loglik' needs cv=K folds (e.g. cv=5)")
     if cv is not None and (not isinstance(cv, int) or cv < 2):
         raise ParameterError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
-    Xt = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float64))
+    # Checked here (NaN kept: models with missing="marginalize" take it; each model checks
+    # the rest), so that strings or ragged rows are a DataError naming the row, not numpy's.
+    Xt = X if isinstance(X, torch.Tensor) else as_float_tensor(X, allow_nan=True)
     if candidates is None:
         model_kwargs.setdefault("random_state", random_state)
         if family == "categorical" and "n_categories" not in model_kwargs:

@@ -192,3 +192,22 @@ def test_a_float64_guide_gets_its_prior_in_float64():
         got, ref = make(prior)(), make(exact)()
         assert got.dtype == f64
         torch.testing.assert_close(got, ref, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("bad", ["a", None, 1.5, 0, -1, True])
+def test_num_samples_and_n_data_must_be_positive_integers(bad):
+    # "a" or 1.5 used to reach the caller as torch's TypeError from torch.Size, 0 as a math
+    # domain error, -1 as torch's "negative dimension"
+    from latentfit.errors import ParameterError
+
+    q = Normal(torch.tensor(0.0), torch.tensor(1.0))
+
+    def ll(z, batch):
+        return torch.zeros_like(z)
+
+    for make in (ELBO, ImportanceWeightedBound):
+        with pytest.raises(ParameterError, match="num_samples"):
+            make(ll, q, q, num_samples=bad)
+    if bad is not None:
+        with pytest.raises(ParameterError, match="n_data"):
+            ELBO(ll, q, q, n_data=bad)

@@ -57,7 +57,8 @@ class EMMonotonicityWarning(RuntimeWarning):
 
 
 class NonFiniteLowerBoundError(FloatingPointError, LatentfitError):
-    """The EM objective became NaN or infinite."""
+    """The objective (EM's log-likelihood or a variational bound) became NaN or infinite; also
+    a ``FloatingPointError``, as it was before it joined the documented errors."""
 
 
 class EMHooks(Protocol):

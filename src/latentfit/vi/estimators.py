@@ -18,6 +18,8 @@ the global state is left untouched.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 
 import torch
 from torch.distributions import (
@@ -28,6 +30,14 @@ from torch.distributions import (
 )
 
 from latentfit.errors import ParameterError
+
+
+def _is_number(value) -> bool:
+    """A real number (int, float, numpy or 0-d tensor scalar), not a bool or a string."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
 
 __all__ = [
     "GradientEstimator",
@@ -102,7 +112,7 @@ class ScoreFunction(GradientEstimator):
             raise ParameterError(
                 f"baseline must be 'leave_one_out', 'moving_average' or None, got {baseline!r}"
             )
-        if not 0 <= decay < 1:
+        if not (_is_number(decay) and 0 <= decay < 1):
             raise ParameterError(f"decay must be in [0, 1), got {decay!r}")
         self.baseline, self.decay = baseline, decay
         self.average: torch.Tensor | None = None
@@ -145,8 +155,10 @@ class GumbelSoftmax(GradientEstimator):
     """
 
     def __init__(self, temperature: float = 0.5, hard: bool = False):
-        if not temperature > 0:
-            raise ParameterError(f"temperature must be positive, got {temperature!r}")
+        if not (_is_number(temperature) and 0 < temperature < math.inf):
+            raise ParameterError(
+                f"temperature must be a positive, finite number, got {temperature!r} (e.g. 0.5)"
+            )
         self.temperature, self.hard = float(temperature), bool(hard)
         self.needs_analytic_kl = not self.hard
 

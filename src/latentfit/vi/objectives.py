@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from latentfit._validation import check_positive_int
 from latentfit.errors import ParameterError
 from latentfit.estimate.map import prior_in_dtype
 from latentfit.vi.estimators import GradientEstimator, Reparameterization, log_prob_of
@@ -47,6 +48,12 @@ def _batch_size(batch) -> int | None:
     if isinstance(batch, dict) and batch:
         return _batch_size(next(iter(batch.values())))
     return None
+
+
+def _check_n_data(n_data) -> None:
+    """``n_data`` is None (the batch is all the data) or the positive number of data points."""
+    if n_data is not None:
+        check_positive_int(n_data, "n_data (the number of data points N)")
 
 
 def _float_tensors(obj, seen=None) -> list[torch.Tensor]:
@@ -134,8 +141,8 @@ class ELBO:
     ):
         if kl not in KL_MODES:
             raise ParameterError(f"kl must be one of {KL_MODES}, got {kl!r}")
-        if num_samples < 1:
-            raise ParameterError(f"num_samples must be >= 1, got {num_samples!r}")
+        num_samples = check_positive_int(num_samples, "num_samples")
+        _check_n_data(n_data)
         if (local_guide is None) != (local_prior is None):
             raise ParameterError("local latents need both local_guide and local_prior")
         if guide is None and local_guide is None:
@@ -249,6 +256,8 @@ class ImportanceWeightedBound:
     ):
         if (guide is None) == (local_guide is None):
             raise ParameterError("give either a global guide or a local_guide (not both)")
+        num_samples = check_positive_int(num_samples, "num_samples")
+        _check_n_data(n_data)
         if guide is not None and n_data is not None:
             raise ParameterError(
                 "the importance-weighted bound of a global latent does not factor over data "
