@@ -310,3 +310,12 @@ def test_hmm_tol_minus_inf_runs_every_iteration():
 def test_reg_covar_must_be_finite_and_non_negative(reg_covar):
     with pytest.raises(ParameterError, match="reg_covar"):
         lf.GaussianMixture(2, reg_covar=reg_covar).fit(X_REAL)
+
+
+@pytest.mark.parametrize("verbose", ["a", 2.5])
+@pytest.mark.parametrize("name", ["GaussianMixture", "PoissonMixture", "BayesianGaussianMixture"])
+def test_verbose_must_be_an_integer(name, verbose):
+    # "a" reached the caller as Python's TypeError from `verbose > 1`
+    make, X = ESTIMATORS[name]
+    with pytest.raises(ParameterError, match="verbose"):
+        make().set_params(verbose=verbose).fit(X)

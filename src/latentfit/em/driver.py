@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
@@ -134,6 +135,8 @@ def run_em(
     """
     if convergence not in ("abs", "delta"):
         raise ParameterError(f"convergence must be 'abs' or 'delta', got {convergence!r}")
+    if verbose is not None and not isinstance(verbose, int | np.integer):  # bool is an int
+        raise ParameterError(f"verbose must be an integer (0: silent) or a bool, got {verbose!r}")
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(0)
