@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib
+import inspect
+import pkgutil
 from pathlib import Path
 
+import latentfit
 import latentfit.errors as errors
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "latentfit"
@@ -158,3 +162,25 @@ def test_documented_errors_stay_value_errors():
     ):
         assert issubclass(cls, ValueError)
     assert issubclass(errors.DataTypeError, TypeError)
+
+
+def test_every_exception_class_of_latentfit_is_a_documented_error():
+    """An exception class defined anywhere in the package derives from LatentfitError (so the
+    CLI reports it and ``except ValueError`` catches it); warnings are not errors."""
+    exempt = tuple(
+        "latentfit." + e.rstrip("/").removesuffix(".py").replace("/", ".") for e in EXEMPT
+    )
+    offenders = []
+    for info in pkgutil.walk_packages(latentfit.__path__, "latentfit."):
+        if info.name.endswith("__main__") or info.name.startswith(exempt):
+            continue
+        module = importlib.import_module(info.name)
+        for name, cls in vars(module).items():
+            if (
+                inspect.isclass(cls)
+                and cls.__module__ == info.name
+                and issubclass(cls, BaseException)
+                and not issubclass(cls, errors.LatentfitError | Warning)
+            ):
+                offenders.append(f"{info.name}.{name}")
+    assert not offenders, f"exception classes outside LatentfitError: {offenders}"
