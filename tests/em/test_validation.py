@@ -319,3 +319,10 @@ def test_verbose_must_be_an_integer(name, verbose):
     make, X = ESTIMATORS[name]
     with pytest.raises(ParameterError, match="verbose"):
         make().set_params(verbose=verbose).fit(X)
+
+
+@pytest.mark.parametrize("name", ["GaussianMixture", "BayesianGaussianMixture", "PoissonMixture"])
+def test_fewer_samples_than_components_is_a_data_error_saying_what_to_do(name):
+    make, X = ESTIMATORS[name]
+    with pytest.raises(DataError, match=r"n_samples = 3.*smaller n_components"):
+        make().set_params(n_components=5).fit(X[:3])

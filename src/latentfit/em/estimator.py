@@ -106,7 +106,9 @@ def check_n_samples(n: int, k: int) -> None:
     """At least as many samples as components (scikit-learn's message)."""
     if n < k:
         raise DataError(
-            f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
+            f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}: "
+            "every component needs a sample to start from; pass more rows or a smaller "
+            "n_components"
         )
 
 
