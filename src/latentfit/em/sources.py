@@ -360,6 +360,17 @@ class ParquetSource(ChunkSource):
             first += m
 
 
+def _iterate(data, what: str) -> Iterator:
+    """``iter(data)``, or a ParameterError saying what the array stream takes."""
+    try:
+        return iter(data)
+    except TypeError:
+        raise ParameterError(
+            f"{what} is {type(data).__name__}, not an iterable of arrays: give IterableSource a "
+            "callable returning a fresh iterator of arrays, a list of arrays, or an iterator"
+        ) from None
+
+
 class IterableSource(ChunkSource):
     """Arrays from ``data``: a callable returning a fresh iterator for every pass (re-iterable),
     a list/tuple of arrays, or a one-shot iterator (a single pass, e.g. for ``partial_fit``).
@@ -370,7 +381,7 @@ class IterableSource(ChunkSource):
         super().__init__(**options)
         self.name = "the array stream"
         self._one_shot = not callable(data) and not isinstance(data, list | tuple)
-        self._data = iter(data) if self._one_shot else data
+        self._data = _iterate(data, "data") if self._one_shot else data
         self._head: list = []  # items read ahead from a one-shot iterator
         self._passes = [0]  # shared by configured copies: a one-shot iterator is consumed once
         self._d = n_features
@@ -383,11 +394,18 @@ class IterableSource(ChunkSource):
             if first is None:
                 raise DataError("the array stream is empty: there is nothing to fit")
             X = first[0] if isinstance(first, tuple) else first
+            if np.ndim(X) not in (1, 2):
+                raise DataError(
+                    f"each item of the array stream must be an array (rows, d) or a pair "
+                    f"(X, sample_weight); the first is {type(X).__name__} of shape {np.shape(X)}"
+                )
             self._d = 1 if np.ndim(X) == 1 else int(np.shape(X)[-1])
 
     def _items(self) -> Iterator:
         if not self._one_shot:
-            return iter(self._data() if callable(self._data) else self._data)
+            if callable(self._data):
+                return _iterate(self._data(), "what data() returned")
+            return iter(self._data)
         if self._passes[0]:
             raise ParameterError(
                 "the array stream was an iterator and has been consumed: EM needs one pass per "
