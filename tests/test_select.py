@@ -131,3 +131,19 @@ def test_degenerate_fit_is_na_and_never_best(faithful):
     line = next(ln for ln in res.table().splitlines() if ln.strip().startswith("5"))
     assert "NA" in line
     assert "NA: degenerate component(s)" in res.summary()
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        ([["a", "b"], ["c", "d"]], "row 0, column 0"),
+        ([[1.0, 2.0], [3.0]], "rectangular"),
+        ("data.csv", "read the file first"),
+    ],
+)
+def test_bad_x_is_a_data_error_naming_the_problem(X, match):
+    # numpy's ValueError ("could not convert string to float") used to reach the caller
+    from latentfit.errors import DataError
+
+    with pytest.raises(DataError, match=match):
+        select_model(X, n_components=[1])

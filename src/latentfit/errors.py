@@ -18,6 +18,7 @@ __all__ = [
     "DataTypeError",
     "DegenerateComponentWarning",
     "LatentfitError",
+    "MissingDependencyError",
     "ModelFileError",
     "NotFittedError",
     "OutputError",
@@ -54,6 +55,11 @@ class OutputError(LatentfitError):
 
 class ResourceLimitError(LatentfitError, MemoryError):
     """A request would need more memory than the machine has; the message gives the size."""
+
+
+class MissingDependencyError(LatentfitError, ImportError):
+    """An optional dependency a feature needs is not installed (or this build of torch lacks
+    the module); the message says what to install. Also an ``ImportError``, as Python raises."""
 
 
 class DegenerateComponentWarning(RuntimeWarning):

@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from latentfit._validation import as_float_tensor
+from latentfit.errors import ParameterError
+
 __all__ = ["CRITERIA", "FAMILY_NAMES", "SelectionResult", "make_candidates", "select_model"]
 
 CRITERIA = ("bic", "aic", "icl", "cv_loglik")
@@ -180,7 +183,7 @@ def _family_factory(family: str, **kwargs) -> Callable[[int, str], Any]:
 
     if family in FAMILIES:
         return lambda k, variant: MixtureModel(family, k, **kwargs)
-    raise ValueError(
+    raise ParameterError(
         f"unknown family {family!r}; choose from {list(FAMILY_NAMES)} or a MixtureModel family "
         f"{list(FAMILIES)}"
     )
@@ -269,12 +272,14 @@ def select_model(
     callback : called as ``callback(i, n_candidates, row)`` after each fit (progress bars).
     """
     if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        raise ParameterError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if criterion == "cv_loglik" and not cv:
-        raise ValueError("criterion='cv_loglik' needs cv=K folds (e.g. cv=5)")
+        raise ParameterError("criterion='cv_loglik' needs cv=K folds (e.g. cv=5)")
     if cv is not None and (not isinstance(cv, int) or cv < 2):
-        raise ValueError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
-    Xt = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float64))
+        raise ParameterError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
+    # Checked here (NaN kept: models with missing="marginalize" take it; each model checks
+    # the rest), so that strings or ragged rows are a DataError naming the row, not numpy's.
+    Xt = X if isinstance(X, torch.Tensor) else as_float_tensor(X, allow_nan=True)
     if candidates is None:
         model_kwargs.setdefault("random_state", random_state)
         if family == "categorical" and "n_categories" not in model_kwargs:

@@ -181,3 +181,28 @@ def test_vae_too_large_for_memory_is_an_error(small_csv, tmp_path):
     )  # fmt: skip
     _clean_error(res, "does not fit in memory", "--latent")
     assert not (tmp_path / "v.lf").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["fit", "hmm"], ["--tol", "nan"]),
+        (["fit", "hmm"], ["--tol", "inf"]),
+        (["fit", "gmm"], ["--tol", "nan"]),
+        (["fit", "gmm"], ["--tol", "inf"]),
+        (["fit", "bgmm"], ["--tol", "-1"]),
+    ],
+)
+def test_a_tolerance_that_is_not_a_finite_number_is_refused(command, option, small_csv):
+    res = runner.invoke(app, [*command, str(small_csv), "-k", "2", *option])
+    _clean_error(res, "tol")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-3"])
+def test_fit_dist_bad_total_count_is_a_parameter_error(value, tmp_path):
+    d = tmp_path / "b.csv"
+    np.savetxt(d, np.array([1, 2, 0, 3]), header="x", comments="")
+    res = runner.invoke(
+        app, ["fit", "dist", str(d), "-f", "binomial", "--fixed", f"total_count={value}"]
+    )
+    _clean_error(res, "total_count", "integer >= 1")

@@ -60,12 +60,12 @@ def test_mnist_idx_loader_reads_what_was_written(tmp_path, gz):
 
 def test_idx_errors_name_the_problem(tmp_path):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
-    with pytest.raises(ValueError, match="not an IDX file"):
+    with pytest.raises(DataError, match="not an IDX file"):
         read_idx(tmp_path / "bad")
     arr = np.zeros((2, 3), dtype=np.uint8)
     _write_idx(tmp_path / "short", arr, 0x08)
     (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-1])
-    with pytest.raises(ValueError, match="holds 5 bytes of data but its header"):
+    with pytest.raises(DataError, match="holds 5 bytes of data but its header"):
         read_idx(tmp_path / "short")
     with pytest.raises(FileNotFoundError, match="has no train-images"):
         load_mnist_idx(tmp_path, "train")
@@ -213,3 +213,15 @@ def test_a_folder_is_not_a_data_file(tmp_path):
     (tmp_path / "d.csv").mkdir()
     with pytest.raises(DataError, match="is a folder"):
         load_array(tmp_path / "d.csv")
+
+
+@pytest.mark.parametrize("damage", ["cut", "not gzip"])
+def test_a_damaged_gzipped_idx_file_is_a_data_error(tmp_path, damage):
+    # gzip's EOFError / BadGzipFile used to reach the caller
+    arr = np.arange(60, dtype=np.uint8).reshape(6, 10)
+    _write_idx(tmp_path / "f.idx.gz", arr, 0x08, gz=True)
+    whole = (tmp_path / "f.idx.gz").read_bytes()
+    np.testing.assert_array_equal(read_idx(tmp_path / "f.idx.gz"), arr)  # intact: it reads
+    (tmp_path / "f.idx.gz").write_bytes(whole[: len(whole) // 2] if damage == "cut" else b"x" * 40)
+    with pytest.raises(DataError, match=r"not a readable gzip file.*download it again"):
+        read_idx(tmp_path / "f.idx.gz")

@@ -263,7 +263,7 @@ def test_unreadable_shard_fails_every_process(two_process_run):
 
 
 def test_distributed_needs_a_process_group():
-    with pytest.raises(RuntimeError, match="torchrun"):
+    with pytest.raises(ParameterError, match="torchrun"):
         DistributedSource(NpySource.__new__(NpySource))
 
 
@@ -366,3 +366,10 @@ def test_cli_device_option(tmp_path, device):
             app, ["fit", "gmm", str(tmp_path / "x.npy"), "-k", "2", "--device", "cuda"]
         )
         assert res.exit_code == 2 and "no CUDA device is available" in res.output
+
+
+@pytest.mark.parametrize("device", ["zz", 2.5, "cuda:x"])
+def test_local_device_refuses_what_is_not_a_device(device):
+    # torch's own RuntimeError/TypeError used to reach the caller
+    with pytest.raises(ParameterError, match="not a torch device"):
+        local_device(device)

@@ -21,6 +21,7 @@ from latentfit.em.sources import (
     open_source,
     shard_range,
 )
+from latentfit.errors import DataError, ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_iterables_equal_in_memory(data):
 def test_one_shot_iterator_refuses_a_second_pass(data):
     X, _ = data
     src = IterableSource(iter([X[:500], X[500:]]))
-    with pytest.raises(RuntimeError, match="pass a callable that returns a fresh iterator"):
+    with pytest.raises(ParameterError, match="pass a callable that returns a fresh iterator"):
         GaussianMixture(2, random_state=0).fit(src)
 
 
@@ -288,3 +289,17 @@ def test_prepare_stream_adapts_batches_for_other_hooks(data):
     res = run_em(stream.hooks, stream.data, reduce=stream.reduce, max_iter=5, tol=1e-12)
     expected = (w @ X) / w.sum()
     np.testing.assert_allclose(res.params["mean"].numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        (5, ParameterError, "data is int, not an iterable of arrays"),
+        (lambda: 5, ParameterError, "what data\\(\\) returned is int"),
+        (lambda: iter(["a"]), DataError, "must be an array \\(rows, d\\)"),
+    ],
+)
+def test_an_array_stream_of_what_is_not_arrays_says_what_it_takes(data, error, match):
+    # Python's TypeError ('int' object is not iterable) and IndexError used to reach the caller
+    with pytest.raises(error, match=match):
+        GaussianMixture(2, max_iter=2).fit(IterableSource(data))

@@ -279,3 +279,50 @@ def test_one_dimensional_x_says_how_to_reshape(name):
 def test_bad_semi_supervised_labels_are_data_errors(y, match):
     with pytest.raises(DataError, match=match):
         lf.PoissonMixture(2).fit(X_COUNT, y)
+
+
+@pytest.mark.parametrize("tol", ["a", float("nan"), float("inf"), -1.0, None, True])
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if "HMM" not in n])
+def test_tol_must_be_a_finite_non_negative_number(name, tol):
+    # FactorAnalysis/PPCA used to raise torch's TypeError for tol="a" and run with NaN;
+    # tol=inf stopped every fit after one iteration without a word.
+    make, X = ESTIMATORS[name]
+    with pytest.raises(ParameterError, match="tol"):
+        make().set_params(tol=tol).fit(X)
+
+
+@pytest.mark.parametrize("tol", ["a", float("nan"), float("inf"), None])
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if "HMM" in n])
+def test_hmm_tol_must_be_a_number_below_inf(name, tol):
+    make, X = ESTIMATORS[name]
+    with pytest.raises(ParameterError, match="tol"):
+        make().set_params(tol=tol).fit(X)
+
+
+def test_hmm_tol_minus_inf_runs_every_iteration():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (not converged: by design, no gain is enough)
+        model = lf.GaussianHMM(2, n_iter=4, tol=float("-inf"), random_state=0).fit(X_REAL)
+    assert model.monitor_.iter == 4
+
+
+@pytest.mark.parametrize("reg_covar", [float("inf"), float("nan"), -1e-6, "a"])
+def test_reg_covar_must_be_finite_and_non_negative(reg_covar):
+    with pytest.raises(ParameterError, match="reg_covar"):
+        lf.GaussianMixture(2, reg_covar=reg_covar).fit(X_REAL)
+
+
+@pytest.mark.parametrize("verbose", ["a", 2.5])
+@pytest.mark.parametrize("name", ["GaussianMixture", "PoissonMixture", "BayesianGaussianMixture"])
+def test_verbose_must_be_an_integer(name, verbose):
+    # "a" reached the caller as Python's TypeError from `verbose > 1`
+    make, X = ESTIMATORS[name]
+    with pytest.raises(ParameterError, match="verbose"):
+        make().set_params(verbose=verbose).fit(X)
+
+
+@pytest.mark.parametrize("name", ["GaussianMixture", "BayesianGaussianMixture", "PoissonMixture"])
+def test_fewer_samples_than_components_is_a_data_error_saying_what_to_do(name):
+    make, X = ESTIMATORS[name]
+    with pytest.raises(DataError, match=r"n_samples = 3.*smaller n_components"):
+        make().set_params(n_components=5).fit(X[:3])

@@ -151,3 +151,40 @@ def test_check_allocation():
 def test_bad_data_is_a_documented_error(family, data):
     with pytest.raises(DOCUMENTED_ERRORS, match="data"):
         fit_mle(family, data)
+
+
+@pytest.mark.parametrize(
+    ("family", "data"),
+    [
+        ("normal", [1e300, -1e300, 5e299, 2e300]),  # the variance overflows: scale = inf
+        ("exponential", [1e-320, 1e-321, 3e-321]),  # 1 / mean overflows: rate = inf
+    ],
+)
+def test_a_non_finite_estimate_is_a_data_error(family, data):
+    x = np.array(data)
+    with np.errstate(over="ignore", divide="ignore"):
+        # the closed-form estimate itself is not finite in float64 (numpy agrees)
+        naive = np.std(x) if family == "normal" else 1 / np.mean(x)
+    assert not np.isfinite(naive)
+    with pytest.raises(DataError, match=r"overflowed.*rescale"):
+        fit_mle(family, x)
+    # the same values rescaled fit, with finite estimates
+    scaled = x / (1e299 if family == "normal" else 1e-321)
+    assert all(bool(torch.isfinite(v).all()) for v in fit_mle(family, scaled).params.values())
+
+
+def test_a_non_finite_start_from_the_data_is_a_data_error_naming_the_overflow():
+    with pytest.raises(DataError, match=r"largest \|value\| 1\.1e\+300.*rescale"):
+        fit_mle("gamma", np.array([1e300, 1.1e300, 0.9e300]))
+
+
+@pytest.mark.parametrize("total_count", [float("nan"), float("inf"), -3, 2.5])
+def test_a_bad_fixed_count_is_a_parameter_error(total_count):
+    with pytest.raises(ParameterError, match=r"fixed\['total_count'\]"):
+        fit_mle("binomial", np.array([1, 2, 0]), fixed={"total_count": total_count})
+
+
+@pytest.mark.parametrize("max_iter", [float("nan"), -1, 0, "10"])
+def test_max_iter_must_be_a_positive_integer(max_iter):
+    with pytest.raises(ParameterError, match="max_iter"):
+        fit_mle("gamma", np.array([1.0, 2.0, 3.0]), max_iter=max_iter)

@@ -187,3 +187,20 @@ def test_sampling_leaves_the_global_generator_alone():
     assert torch.equal(torch.get_rng_state(), before)
     b = Reparameterization().sample(Normal(0.0, 1.0), 3, torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad", ["a", None, float("nan"), float("inf"), 0, -1.0, True])
+def test_gumbel_temperature_must_be_a_positive_finite_number(bad):
+    # a string or None used to reach the caller as Python's TypeError from the comparison
+    from latentfit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="temperature"):
+        GumbelSoftmax(temperature=bad)
+
+
+@pytest.mark.parametrize("bad", ["a", None, float("nan"), 1.0, -0.1])
+def test_score_function_decay_must_lie_in_0_1(bad):
+    from latentfit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="decay"):
+        ScoreFunction(baseline="moving_average", decay=bad)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.distributions import Beta, Gamma, Independent, Normal, OneHotCategorical, Poisson
 
+from latentfit.em.driver import NonFiniteLowerBoundError
 from latentfit.vi.estimators import GumbelSoftmax, ScoreFunction
 from latentfit.vi.guides import (
     DistributionGuide,
@@ -199,7 +200,7 @@ def test_guides_map_to_the_support_and_refuse_bad_input():
 
 def test_svi_refuses_a_nonfinite_objective():
     p = nn.Parameter(torch.zeros(()))
-    with pytest.raises(FloatingPointError, match="smaller learning rate"):
+    with pytest.raises(NonFiniteLowerBoundError, match="smaller learning rate"):
         svi(lambda b: p * float("nan"), torch.optim.SGD([p], lr=0.1), 3)
 
 
@@ -246,3 +247,14 @@ def test_discrete_local_latents_reach_the_exact_responsibilities(estimator):
     # Seen: max error ≈ 0.05 for both (SGD noise; the straight-through bias is small here
     # because the likelihood is linear in the one-hot z). 0.12 leaves a 2x margin.
     assert float((q - post).abs().max()) < 0.12
+
+
+@pytest.mark.parametrize("bad", ["a", None, 1.5, 0])
+def test_batch_size_and_num_steps_are_checked(bad):
+    from latentfit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="batch_size"):
+        MiniBatches(torch.zeros(5, 2), batch_size=bad)
+    if bad != 0:  # zero steps is a valid (empty) run
+        with pytest.raises(ParameterError, match="num_steps"):
+            svi(lambda batch: torch.zeros(()), torch.optim.SGD([torch.zeros(1)], lr=0.1), bad)

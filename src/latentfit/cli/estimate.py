@@ -14,9 +14,9 @@ def _parse_fixed(items: list[str]) -> dict:
     fixed = {}
     for item in items:
         name, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--fixed takes NAME=NUMBER (e.g. --fixed total_count=10), got {item!r}")
         try:
-            if not sep:
-                raise ValueError
             fixed[name.strip()] = (
                 int(value) if value.strip().lstrip("-").isdigit() else float(value)
             )
@@ -130,6 +130,13 @@ def fit_dist(
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
         given = _parse_fixed(fixed)
+        takes = set(fam.fixed_names or ()) if fam.fixed_names is not None else None
+        unknown = [k for k in given if takes is not None and k not in takes]
+        if unknown:
+            fail(
+                f"--fixed {', '.join(unknown)}: {fam.name} has no such parameter; its parameters "
+                f"are {', '.join(fam.params + fam.required_fixed)}"
+            )
         try:
             priors = _parse_prior(prior)
             if sample is not None and priors is None:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor
-from latentfit.errors import DataError
+from latentfit.errors import DataError, MissingDependencyError
 
 __all__ = ["load_array"]
 
@@ -160,7 +160,7 @@ def load_array(path, *, columns=None, allow_nan: bool = False, dtype=torch.float
         try:
             import pyarrow.parquet as pq
         except ImportError as err:
-            raise ImportError(
+            raise MissingDependencyError(
                 "reading Parquet needs pyarrow: pip install 'latentfit[parquet]'"
             ) from err
         try:

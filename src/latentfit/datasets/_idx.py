@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from latentfit.errors import DataError, ParameterError
 
 __all__ = ["load_mnist_idx", "read_idx"]
 
@@ -20,19 +23,24 @@ def read_idx(path) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"no IDX file at {path}")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # a damaged or cut-off download
+        raise DataError(f"{path} is not a readable gzip file ({err}); download it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path} is truncated: its header promises {ndim} dimensions")
+        raise DataError(
+            f"{path} is truncated: its header promises {ndim} dimensions; download it again"
+        )
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
+        raise DataError(
             f"{path} holds {len(raw) - header} bytes of data but its header {shape} needs {expected}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
@@ -58,11 +66,11 @@ def load_mnist_idx(folder, split: str = "train", *, scale: bool = True):
     folder = Path(folder)
     prefix = {"train": "train", "test": "t10k", "t10k": "t10k"}.get(split)
     if prefix is None:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ParameterError(f"split must be 'train' or 'test', got {split!r}")
     images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"MNIST files disagree: images {images.shape}, labels {labels.shape} in {folder}"
         )
     x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float64))

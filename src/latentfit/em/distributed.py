@@ -36,10 +36,11 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from latentfit._validation import resolve_device
 from latentfit.em.data import TensorChunks
 from latentfit.em.sources import ChunkSource, open_source
 from latentfit.em.stream import stream_loglik
-from latentfit.errors import DataError, LatentfitError, ParameterError
+from latentfit.errors import DataError, LatentfitError, MissingDependencyError, ParameterError
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -127,8 +128,15 @@ def collective_errors(what: str, group=None, timeout: float | None = None) -> It
 
 
 def local_device(device=None) -> torch.device:
-    """The device of this process: ``cuda`` without an index becomes ``cuda:LOCAL_RANK``."""
-    dev = torch.device("cpu" if device is None else device)
+    """The device of this process: ``cuda`` without an index becomes ``cuda:LOCAL_RANK``.
+    A value that is not a torch device is a ParameterError (whether this machine has it is
+    checked where the device is used, by :func:`init_distributed`)."""
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ParameterError(
+            f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:0'"
+        ) from None
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev
@@ -144,7 +152,7 @@ def init_distributed(
     initialised: nothing to do (the group keeps the timeout it was created with).
     """
     if not dist.is_available():
-        raise RuntimeError("this build of torch has no torch.distributed")
+        raise MissingDependencyError("this build of torch has no torch.distributed")
     wait = check_timeout(timeout)
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -152,10 +160,10 @@ def init_distributed(
         v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ
     ]
     if missing:
-        raise RuntimeError(
+        raise ParameterError(
             f"distributed EM needs {', '.join(missing)} in the environment: {_LAUNCH_HINT}"
         )
-    dev = local_device(device)
+    dev = resolve_device(local_device(device))  # a ParameterError if this machine lacks it
     if backend is None:
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
@@ -216,7 +224,7 @@ class DistributedSource(ChunkSource):
 
     def __init__(self, source: ChunkSource, group=None):
         if not in_process_group():
-            raise RuntimeError(f"DistributedSource needs a running process group: {_LAUNCH_HINT}")
+            raise ParameterError(f"DistributedSource needs a running process group: {_LAUNCH_HINT}")
         self.group = group
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         self.source = source.shard(rank, world)
@@ -242,7 +250,7 @@ class DistributedSource(ChunkSource):
         return out
 
     def shard(self, rank, world_size):
-        raise ValueError("a DistributedSource is already sharded over the process group")
+        raise ParameterError("a DistributedSource is already sharded over the process group")
 
     @property
     def n_features(self) -> int:

@@ -33,10 +33,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from latentfit.errors import LatentfitError
+from latentfit.errors import DataError, LatentfitError, ParameterError
 
 __all__ = [
     "EMHooks",
@@ -57,7 +58,8 @@ class EMMonotonicityWarning(RuntimeWarning):
 
 
 class NonFiniteLowerBoundError(FloatingPointError, LatentfitError):
-    """The EM objective became NaN or infinite."""
+    """The objective (EM's log-likelihood or a variational bound) became NaN or infinite; also
+    a ``FloatingPointError``, as it was before it joined the documented errors."""
 
 
 class EMHooks(Protocol):
@@ -87,7 +89,7 @@ def accumulate_stats(hooks: EMHooks, params: Params, data: Iterable) -> Stats:
     """Sum the E-step statistics over every batch of ``data`` (bounded memory: one batch at a time)."""
     total = sum_stats(hooks.estep(params, batch) for batch in data)
     if not total:
-        raise ValueError("the data yielded no batch: there is nothing to fit")
+        raise DataError("the data yielded no batch: there is nothing to fit")
     return total
 
 
@@ -132,7 +134,9 @@ def run_em(
     callback : called as ``callback(iteration, lower_bound, params)`` after every iteration.
     """
     if convergence not in ("abs", "delta"):
-        raise ValueError(f"convergence must be 'abs' or 'delta', got {convergence!r}")
+        raise ParameterError(f"convergence must be 'abs' or 'delta', got {convergence!r}")
+    if verbose is not None and not isinstance(verbose, int | np.integer):  # bool is an int
+        raise ParameterError(f"verbose must be an integer (0: silent) or a bool, got {verbose!r}")
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(0)

@@ -46,6 +46,7 @@ __all__ = [
     "check_missing",
     "check_n_samples",
     "check_non_negative",
+    "check_tol",
     "cpu_generator",
     "initial_resp",
     "match_clusters",
@@ -67,13 +68,33 @@ def check_choice(value, name: str, choices: tuple) -> None:
         raise ParameterError(f"{name} must be one of {choices}, got {value!r}")
 
 
+def _is_real(value) -> bool:
+    """A plain real number (Python or numpy scalar), not a bool, a string or an array."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
 def check_non_negative(value, name: str) -> None:
-    try:
-        ok = bool(value >= 0)  # also refuses NaN
-    except TypeError:
-        ok = False
+    """A finite number >= 0 (NaN and inf refused: neither is a setting EM can use)."""
+    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+        raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_tol(value, name: str = "tol", *, allow_negative: bool = False) -> None:
+    """A convergence tolerance: a number, not NaN and not +inf (which would stop every fit
+    after one iteration). With ``allow_negative`` (the HMMs, as hmmlearn) any value down to
+    -inf is accepted and means "run every iteration"; otherwise it must be >= 0."""
+    ok = _is_real(value) and not math.isnan(value) and value != math.inf
+    if ok and not allow_negative:
+        ok = value >= 0
     if not ok:
-        raise ParameterError(f"{name} must be non-negative, got {value!r}")
+        what = (
+            "a number below +inf (-inf: run every iteration)"
+            if allow_negative
+            else ("a finite number >= 0")
+        )
+        raise ParameterError(f"{name} must be {what}, got {value!r}; e.g. {name}=1e-3")
 
 
 def check_missing(missing) -> None:
@@ -85,7 +106,9 @@ def check_n_samples(n: int, k: int) -> None:
     """At least as many samples as components (scikit-learn's message)."""
     if n < k:
         raise DataError(
-            f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
+            f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}: "
+            "every component needs a sample to start from; pass more rows or a smaller "
+            "n_components"
         )
 
 

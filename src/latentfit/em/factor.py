@@ -28,11 +28,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import check_positive_int, check_sample_weight, make_generator
 from latentfit.em.data import TensorChunks
-from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing
+from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing, check_tol
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources import is_source
+from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
 __all__ = [
@@ -235,13 +236,14 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         if self.n_components is not None:
             check_positive_int(self.n_components, "n_components")
         check_positive_int(self.max_iter, "max_iter", minimum=0)
+        check_tol(self.tol)
         if self.init not in ("pca", "random"):
-            raise ValueError(f"init must be 'pca' or 'random', got {self.init!r}")
+            raise ParameterError(f"init must be 'pca' or 'random', got {self.init!r}")
 
     def _n_factors(self, d: int) -> int:
         q = d if self.n_components is None else self.n_components
         if q > d:
-            raise ValueError(f"n_components={q} must be at most n_features={d}")
+            raise ParameterError(f"n_components={q} must be at most n_features={d}")
         return q
 
     def _hooks(self) -> _FactorHooks:
@@ -276,7 +278,10 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         n, d = X.shape
         self._n_factors(d)
         if n < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
+            raise DataError(
+                f"{type(self).__name__} needs at least 2 samples (rows of X), got {n}: one row "
+                "gives no covariance to factor; pass more rows"
+            )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
         self._min_noise = _noise_floor(X, w)

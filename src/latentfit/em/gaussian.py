@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from latentfit.errors import DataError, LatentfitError
+from latentfit.errors import DataError, LatentfitError, ParameterError
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -144,10 +144,10 @@ def precision_cholesky_from_precisions(precisions: torch.Tensor, covariance_type
     if covariance_type in ("full", "tied"):
         L, info = torch.linalg.cholesky_ex(precisions)
         if bool((info != 0).any()):
-            raise ValueError("precisions_init must be symmetric positive-definite matrices")
+            raise ParameterError("precisions_init must be symmetric positive-definite matrices")
         return L
     if bool((precisions <= 0).any()):
-        raise ValueError("precisions_init must be positive")
+        raise ParameterError("precisions_init must be positive")
     return precisions.sqrt()
 
 
@@ -208,7 +208,7 @@ def log_gaussian_prob(
             (X * X).sum(1, keepdim=True) - 2 * (X @ means.T) + means.square().sum(1)
         ).clamp_min_(0) * prec
     else:
-        raise ValueError(
+        raise ParameterError(
             f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}"
         )
     return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det

@@ -23,6 +23,7 @@ from latentfit.em.estimator import (
     check_missing,
     check_n_samples,
     check_non_negative,
+    check_tol,
     initial_resp,
 )
 from latentfit.em.gaussian import (
@@ -53,7 +54,7 @@ from latentfit.em.missing import (
 from latentfit.em.mixture_base import check_labels, fix_labelled
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources import is_source
-from latentfit.errors import DegenerateComponentWarning
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
 from latentfit.io import serializable
 
 __all__ = ["GaussianMixture"]
@@ -161,7 +162,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         check_em_counts(self.n_components, self.n_init, self.max_iter)
         check_choice(self.covariance_type, "covariance_type", COVARIANCE_TYPES)
         check_choice(self.init_params, "init_params", INIT_PARAMS)
-        check_non_negative(self.tol, "tol")
+        check_tol(self.tol)
         check_missing(self.missing)
         check_non_negative(self.reg_covar, "reg_covar")
 
@@ -211,13 +212,16 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         self._check_parameters()
         if is_source(X):
             if labels is not None:
-                raise ValueError("labels are not supported for streamed sources; fit in memory")
+                raise ParameterError("labels are not supported for streamed sources; fit in memory")
             return self._fit_em(*self._stream(X, sample_weight))
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         check_n_samples(n, self.n_components)
         if n == 1:
-            raise ValueError("GaussianMixture needs at least 2 samples; got n_samples=1")
+            raise DataError(
+                "GaussianMixture needs at least 2 samples (rows of X), got n_samples=1: one row "
+                "gives no spread to estimate a covariance from; pass more rows"
+            )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         check_overflow(X, w)
         self.n_features_in_ = d
@@ -325,7 +329,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         if self.weights_init is not None:
             weights = self._user_tensor(self.weights_init, "weights_init", (k,))
             if bool((weights < 0).any()) or abs(float(weights.sum()) - 1) > 1e-6:
-                raise ValueError("weights_init must be non-negative and sum to 1")
+                raise ParameterError("weights_init must be non-negative and sum to 1")
             out["weights"] = weights
         if self.means_init is not None:
             out["means"] = self._user_tensor(self.means_init, "means_init", (k, d))
@@ -413,7 +417,7 @@ class _GMMHooks:
         args = (X, w, params["weights"].log(), params["means"], params["prec_chol"], self.ct, shift)
         if self.model.missing == "marginalize" and has_missing(X):
             if labels is not None:
-                raise ValueError("labels and missing values cannot be combined yet")
+                raise ParameterError("labels and missing values cannot be combined yet")
             return gaussian_missing_estep_stats(*args, delta=_centred_means(params, shift))
         return gaussian_estep_stats(
             *args,

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 
 from latentfit.em.gaussian import covariances_from_precisions
-from latentfit.errors import DataError
+from latentfit.errors import DataError, ParameterError
 
 __all__ = [
     "MissingMoments",
@@ -87,7 +87,7 @@ def _as_matrices(covariances: torch.Tensor, covariance_type: str, k: int, d: int
         return covariances
     if covariance_type == "tied":
         return covariances.expand(k, d, d)
-    raise ValueError(f"covariance_type must be 'full' or 'tied' here, got {covariance_type!r}")
+    raise ParameterError(f"covariance_type must be 'full' or 'tied' here, got {covariance_type!r}")
 
 
 def _variances(covariances: torch.Tensor, covariance_type: str, k: int, d: int) -> torch.Tensor:
@@ -95,7 +95,9 @@ def _variances(covariances: torch.Tensor, covariance_type: str, k: int, d: int) 
         return covariances  # (k, d)
     if covariance_type == "spherical":
         return covariances.unsqueeze(1).expand(k, d)
-    raise ValueError(f"covariance_type must be 'diag' or 'spherical' here, got {covariance_type!r}")
+    raise ParameterError(
+        f"covariance_type must be 'diag' or 'spherical' here, got {covariance_type!r}"
+    )
 
 
 def _patterns(nan: torch.Tensor):

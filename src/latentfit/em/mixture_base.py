@@ -32,7 +32,7 @@ from latentfit.em.estimator import (
     check_choice,
     check_em_counts,
     check_n_samples,
-    check_non_negative,
+    check_tol,
     initial_resp,
 )
 from latentfit.em.online import OnlineEMMixin
@@ -204,7 +204,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def _check_parameters(self) -> None:
         check_em_counts(self._n_components(), self.n_init, self.max_iter)
         check_choice(self.init_params, "init_params", INIT_PARAMS)
-        check_non_negative(self.tol, "tol")
+        check_tol(self.tol)
         self._weight_prior()
         self._prior()
 

@@ -42,7 +42,7 @@ from latentfit.em.gaussian import (
 )
 from latentfit.em.mixture_base import BaseMixture, first_offending
 from latentfit.em.priors import NormalInverseWishart
-from latentfit.errors import DegenerateComponentWarning
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
 from latentfit.io import serializable
 
 __all__ = ["FAMILIES", "Family", "MixtureModel", "gamma_mle"]
@@ -325,11 +325,11 @@ class MixtureModel(BaseMixture):
         names = [self.family] if isinstance(self.family, str) else list(self.family)
         unknown = [f for f in names if f not in FAMILIES]
         if unknown or not names:
-            raise ValueError(f"unknown family {unknown or names}; choose from {list(FAMILIES)}")
+            raise ParameterError(f"unknown family {unknown or names}; choose from {list(FAMILIES)}")
         if isinstance(self.family, str):
             return names * (1 if self.n_components is None else self.n_components)
         if self.n_components is not None and self.n_components != len(names):
-            raise ValueError(
+            raise ParameterError(
                 f"n_components={self.n_components} but {len(names)} families were given; give "
                 "one family per component or a single family name"
             )
@@ -347,7 +347,7 @@ class MixtureModel(BaseMixture):
             fam = FAMILIES[name]
             bad = fam.check(X)
             if bad is not None and bool(bad.any()):
-                raise ValueError(
+                raise DataError(
                     f"a {name} component needs {fam.support}; the first other entry is "
                     f"{first_offending(bad, X)}"
                 )
@@ -385,7 +385,11 @@ class MixtureModel(BaseMixture):
             if best is None or ll > best_ll:
                 best, best_ll = cand, ll
         if best is None:
-            raise ValueError("no initial assignment of clusters to the component families fits")
+            raise DataError(
+                "no initial assignment of the k-means clusters to the component families fits "
+                "(each family refused its cluster's data): check that the data lie in the "
+                "families' supports, or try other families or another random_state"
+            )
         return best
 
     def _component(self, params, k):

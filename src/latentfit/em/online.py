@@ -33,6 +33,7 @@ from latentfit._validation import check_sample_weight, make_generator
 from latentfit.em.data import TensorChunks
 from latentfit.em.driver import Params, Stats
 from latentfit.em.sources import is_source
+from latentfit.errors import DataError, ParameterError
 
 __all__ = [
     "OnlineEMMixin",
@@ -54,11 +55,11 @@ class StepSize:
 
     def __post_init__(self):
         if not (0.5 < self.decay <= 1):
-            raise ValueError(
+            raise ParameterError(
                 f"learning_decay must lie in (0.5, 1] for stepwise EM to converge, got {self.decay!r}"
             )
         if not (self.offset >= 0):
-            raise ValueError(f"learning_offset must be non-negative, got {self.offset!r}")
+            raise ParameterError(f"learning_offset must be non-negative, got {self.offset!r}")
 
     def __call__(self, t: int) -> float:
         return 1.0 if t <= 1 else float((t + self.offset) ** -self.decay)
@@ -90,7 +91,9 @@ def online_em_step(
         batch_stats = reduce(batch_stats)
     key = getattr(hooks, "weight_key", "weight")
     if key not in batch_stats:
-        raise TypeError(f"online EM needs the batch's total sample weight under stats[{key!r}]")
+        raise ParameterError(
+            f"online EM needs the batch's total sample weight under stats[{key!r}]"
+        )
     bw = float(batch_stats[key])
     if bw <= 0:
         return state  # a batch with no weight carries no information
@@ -154,9 +157,11 @@ class OnlineEMMixin:
         step = StepSize(self.learning_decay, self.learning_offset)
         if is_source(X):
             if sample_weight is not None:
-                raise ValueError("a source carries its own sample weights; pass sample_weight=None")
+                raise ParameterError(
+                    "a source carries its own sample weights; pass sample_weight=None"
+                )
             if getattr(X, "world_size", 1) > 1:
-                raise ValueError(
+                raise ParameterError(
                     "partial_fit reads a source in one process; for data sharded over processes "
                     "use fit(DistributedSource(...)) (exact EM), or call partial_fit on each "
                     "process's mini-batches"
@@ -178,7 +183,7 @@ class OnlineEMMixin:
         if first:
             need, what = self._online_min_rows()
             if X.shape[0] < need:
-                raise ValueError(
+                raise DataError(
                     f"the first batch of partial_fit has {X.shape[0]} samples; it needs at least "
                     f"{what} to initialise from"
                 )

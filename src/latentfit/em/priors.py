@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Beta, Dirichlet, Gamma, MultivariateNormal, Wishart
 
+from latentfit.errors import ParameterError
+
 __all__ = [
     "BetaPrior",
     "DirichletPrior",
@@ -31,7 +33,7 @@ __all__ = [
 
 def _check_at_least_one(value: float, name: str) -> float:
     if not (float(value) >= 1.0):
-        raise ValueError(
+        raise ParameterError(
             f"{name} must be >= 1 for a MAP estimate inside the parameter space (1 = no prior), "
             f"got {value!r}"
         )
@@ -97,7 +99,7 @@ class GammaPrior:
     def __post_init__(self):
         _check_at_least_one(self.a, "the Gamma prior's shape a")
         if not (float(self.b) >= 0):
-            raise ValueError(f"the Gamma prior's rate b must be >= 0, got {self.b!r}")
+            raise ParameterError(f"the Gamma prior's rate b must be >= 0, got {self.b!r}")
 
     def map_rates(self, S0: torch.Tensor, S1: torch.Tensor) -> torch.Tensor:
         return (S1 + (self.a - 1.0)) / (S0.unsqueeze(1) + self.b)
@@ -134,11 +136,11 @@ class NormalInverseWishart:
     def __post_init__(self):
         d = self.mean.shape[-1]
         if not (self.kappa > 0):
-            raise ValueError(f"the NIW prior's kappa must be > 0, got {self.kappa!r}")
+            raise ParameterError(f"the NIW prior's kappa must be > 0, got {self.kappa!r}")
         if not (self.dof > d - 1):
-            raise ValueError(f"the NIW prior's dof must be > d - 1 = {d - 1}, got {self.dof!r}")
+            raise ParameterError(f"the NIW prior's dof must be > d - 1 = {d - 1}, got {self.dof!r}")
         if tuple(self.scale.shape) != (d, d):
-            raise ValueError(
+            raise ParameterError(
                 f"the NIW prior's scale must be ({d}, {d}), got {tuple(self.scale.shape)}"
             )
 

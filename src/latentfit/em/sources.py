@@ -31,6 +31,7 @@ import torch
 
 from latentfit._validation import first_nonfinite, resolve_device, resolve_dtype
 from latentfit.em.data import TensorChunks
+from latentfit.errors import DataError, DataTypeError, MissingDependencyError, ParameterError
 
 __all__ = [
     "ArraySource",
@@ -50,7 +51,7 @@ def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """Contiguous rows ``[start, stop)`` of process ``rank`` out of ``world_size``: sizes differ by
     at most one row and the shards, in rank order, are the rows in file order."""
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, {world_size}), got rank={rank}")
+        raise ParameterError(f"rank must lie in [0, {world_size}), got rank={rank}")
     return rank * n // world_size, (rank + 1) * n // world_size
 
 
@@ -81,9 +82,9 @@ class ChunkSource:
         init_rows: int = 100_000,
     ):
         if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
-            raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+            raise ParameterError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
         if not isinstance(init_rows, int) or init_rows < 1:
-            raise ValueError(f"init_rows must be a positive integer, got {init_rows!r}")
+            raise ParameterError(f"init_rows must be a positive integer, got {init_rows!r}")
         self.chunk_rows = chunk_rows
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
@@ -182,7 +183,7 @@ class ChunkSource:
             if X.dim() == 1:
                 X = X.reshape(-1, 1) if d == 1 else X.reshape(1, -1)
             if X.dim() != 2 or X.shape[1] != d:
-                raise ValueError(
+                raise DataError(
                     f"{self.name}: the block starting at row {offset} has shape "
                     f"{tuple(X.shape)}; every block must be (rows, {d})"
                 )
@@ -195,7 +196,7 @@ class ChunkSource:
                     X.nan_to_num(0.0, posinf=np.inf, neginf=-np.inf) if self.allow_nan else X
                 )
             if bad is not None:
-                raise ValueError(
+                raise DataError(
                     f"{self.name} contains {X[bad].item()} at row {offset + bad[0]}, column "
                     f"{bad[1]}: every value must be finite"
                 )
@@ -203,7 +204,7 @@ class ChunkSource:
                 try:
                     self._check(X)
                 except ValueError as err:
-                    raise ValueError(
+                    raise DataError(
                         f"{self.name}, in the block starting at row {offset} (rows counted "
                         f"from there): {err}"
                     ) from None
@@ -212,14 +213,14 @@ class ChunkSource:
             else:
                 w = self._to_tensor(w, "weights").reshape(-1)
                 if w.shape[0] != X.shape[0]:
-                    raise ValueError(
+                    raise DataError(
                         f"{self.name}: the block starting at row {offset} has {X.shape[0]} rows "
                         f"but {w.shape[0]} sample weights"
                     )
                 bad_w = (~torch.isfinite(w) | (w < 0)).nonzero()
                 if len(bad_w):
                     i = int(bad_w[0])
-                    raise ValueError(
+                    raise DataError(
                         f"{self.name}: sample weight of row {offset + i} is {w[i].item()}; "
                         "weights must be finite and non-negative"
                     )
@@ -230,7 +231,7 @@ class ChunkSource:
         if not isinstance(a, torch.Tensor):
             a = np.asarray(a)
             if a.dtype.kind not in "biuf":
-                raise ValueError(
+                raise DataTypeError(
                     f"{self.name}: {what} of dtype {a.dtype} are not numeric; encode them as numbers"
                 )
             # A copy of the (read-only, memory-mapped) rows: one chunk at a time.
@@ -300,7 +301,7 @@ class ParquetSource(ChunkSource):
         try:
             import pyarrow.parquet as pq
         except ImportError as err:
-            raise ImportError(
+            raise MissingDependencyError(
                 "reading Parquet needs pyarrow: pip install 'latentfit[parquet]'"
             ) from err
         self.path = Path(path)
@@ -314,17 +315,17 @@ class ParquetSource(ChunkSource):
             columns = [c for c in names if c != weight_column]
         for c in [*columns, *([weight_column] if weight_column else [])]:
             if c not in names:
-                raise ValueError(f"{self.path} has no column {c!r}; its columns are {names}")
+                raise DataError(f"{self.path} has no column {c!r}; its columns are {names}")
             t = schema.field(c).type
             if not str(t).startswith(("int", "uint", "float", "double", "bool", "halffloat")):
-                raise ValueError(f"{self.path}: column {c!r} has type {t}, which is not numeric")
+                raise DataTypeError(f"{self.path}: column {c!r} has type {t}, which is not numeric")
         if not columns:
-            raise ValueError(f"{self.path}: no feature column is left to fit")
+            raise ParameterError(f"{self.path}: no feature column is left to fit")
         self.columns = list(columns)
         self.weight_column = weight_column
         self._group_rows = [meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups)]
         if sum(self._group_rows) == 0:
-            raise ValueError(f"{self.path} holds no rows")
+            raise DataError(f"{self.path} holds no rows")
 
     @property
     def n_features(self) -> int:
@@ -359,6 +360,17 @@ class ParquetSource(ChunkSource):
             first += m
 
 
+def _iterate(data, what: str) -> Iterator:
+    """``iter(data)``, or a ParameterError saying what the array stream takes."""
+    try:
+        return iter(data)
+    except TypeError:
+        raise ParameterError(
+            f"{what} is {type(data).__name__}, not an iterable of arrays: give IterableSource a "
+            "callable returning a fresh iterator of arrays, a list of arrays, or an iterator"
+        ) from None
+
+
 class IterableSource(ChunkSource):
     """Arrays from ``data``: a callable returning a fresh iterator for every pass (re-iterable),
     a list/tuple of arrays, or a one-shot iterator (a single pass, e.g. for ``partial_fit``).
@@ -369,7 +381,7 @@ class IterableSource(ChunkSource):
         super().__init__(**options)
         self.name = "the array stream"
         self._one_shot = not callable(data) and not isinstance(data, list | tuple)
-        self._data = iter(data) if self._one_shot else data
+        self._data = _iterate(data, "data") if self._one_shot else data
         self._head: list = []  # items read ahead from a one-shot iterator
         self._passes = [0]  # shared by configured copies: a one-shot iterator is consumed once
         self._d = n_features
@@ -380,15 +392,22 @@ class IterableSource(ChunkSource):
             else:
                 first = next(self._items(), None)
             if first is None:
-                raise ValueError("the array stream is empty: there is nothing to fit")
+                raise DataError("the array stream is empty: there is nothing to fit")
             X = first[0] if isinstance(first, tuple) else first
+            if np.ndim(X) not in (1, 2):
+                raise DataError(
+                    f"each item of the array stream must be an array (rows, d) or a pair "
+                    f"(X, sample_weight); the first is {type(X).__name__} of shape {np.shape(X)}"
+                )
             self._d = 1 if np.ndim(X) == 1 else int(np.shape(X)[-1])
 
     def _items(self) -> Iterator:
         if not self._one_shot:
-            return iter(self._data() if callable(self._data) else self._data)
+            if callable(self._data):
+                return _iterate(self._data(), "what data() returned")
+            return iter(self._data)
         if self._passes[0]:
-            raise RuntimeError(
+            raise ParameterError(
                 "the array stream was an iterator and has been consumed: EM needs one pass per "
                 "iteration, so pass a callable that returns a fresh iterator (e.g. "
                 "`lambda: read_chunks(path)`) or a list of arrays"
@@ -406,9 +425,7 @@ class IterableSource(ChunkSource):
                 continue
             if isinstance(item, tuple):
                 if len(item) != 2:
-                    raise ValueError(
-                        "each item of the array stream must be X or (X, sample_weight)"
-                    )
+                    raise DataError("each item of the array stream must be X or (X, sample_weight)")
                 yield item[0], item[1]
             else:
                 yield item, None
@@ -422,10 +439,10 @@ class ArraySource(ChunkSource):
         super().__init__(**options)
         self._X = X if isinstance(X, torch.Tensor) else np.asarray(X)
         if self._X.ndim != 2 or self._X.shape[0] == 0:
-            raise ValueError(f"X must be a non-empty 2-D array, got shape {tuple(self._X.shape)}")
+            raise DataError(f"X must be a non-empty 2-D array, got shape {tuple(self._X.shape)}")
         self._w = sample_weight
         if sample_weight is not None and len(sample_weight) != self._X.shape[0]:
-            raise ValueError(
+            raise DataError(
                 f"sample_weight must have shape ({self._X.shape[0]},) to match X, "
                 f"got {np.shape(sample_weight)}"
             )
@@ -464,17 +481,17 @@ class NpySource(ArraySource):
         try:
             X = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as err:
-            raise ValueError(f"{path} is not a readable .npy array: {err}") from None
+            raise DataError(f"{path} is not a readable .npy array: {err}") from None
         if X.ndim == 1:
             X = X.reshape(-1, 1)
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-            raise ValueError(f"{path} must hold a non-empty 2-D array, got {X.shape}")
+            raise DataError(f"{path} must hold a non-empty 2-D array, got {X.shape}")
         if X.dtype.kind not in "biuf":
-            raise ValueError(f"{path} holds {X.dtype} values, which are not numeric")
+            raise DataTypeError(f"{path} holds {X.dtype} values, which are not numeric")
         if isinstance(sample_weight, str | Path):
             sample_weight = np.load(sample_weight, mmap_mode="r", allow_pickle=False)
         if sample_weight is not None and np.shape(sample_weight) != (X.shape[0],):
-            raise ValueError(
+            raise DataError(
                 f"sample_weight must have shape ({X.shape[0]},) to match {path.name}, "
                 f"got {np.shape(sample_weight)}"
             )
@@ -490,7 +507,7 @@ def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSo
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if columns:
-            raise ValueError(".npy files have no column names; select columns before saving")
+            raise ParameterError(".npy files have no column names; select columns before saving")
         return NpySource(path, **options)
     if suffix in (".parquet", ".pq"):
         return ParquetSource(path, columns=columns, weight_column=weight_column, **options)

@@ -19,6 +19,7 @@ import torch
 
 from latentfit.em.data import TensorChunks
 from latentfit.em.sources import ChunkSource
+from latentfit.errors import DataError
 
 __all__ = ["EMStream", "StreamHooks", "describe_fit", "prepare_stream", "stream_loglik"]
 
@@ -83,7 +84,7 @@ class StreamHooks:
     def initialize(self, data: ChunkSource, generator: torch.Generator):
         sample = data.init_chunks(generator)
         if sample.X.shape[0] < self.min_rows:
-            raise ValueError(
+            raise DataError(
                 f"{data.name} yielded {sample.X.shape[0]} row(s) to initialise from; at least "
                 f"{self.min_rows} are needed (one per component)"
             )

@@ -73,7 +73,8 @@ def _whole(f: dict, name: str, minimum: int) -> int:
     v = f[name]
     if isinstance(v, torch.Tensor) and v.numel() == 1:
         v = v.item()
-    if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v < minimum:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or v != int(v) or v < minimum:  # NaN and inf refused before int(v)
         raise ParameterError(f"fixed[{name!r}] must be an integer >= {minimum}, got {f[name]!r}")
     return int(v)
 

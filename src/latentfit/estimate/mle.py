@@ -18,6 +18,7 @@ from torch.distributions import constraints as C
 from latentfit._validation import (
     as_float_tensor,
     check_allocation,
+    check_positive_int,
     resolve_device,
     resolve_dtype,
 )
@@ -152,6 +153,7 @@ def fit_family(
         raise ParameterError(f"method must be 'auto', 'closed_form' or 'optimize', got {method!r}")
     if cov_type not in COV_TYPES:
         raise ParameterError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
+    check_positive_int(max_iter, "max_iter")
     n = x.shape[0]
     closed = family.closed_form is not None and log_prior is None and init is None
     if method == "closed_form" and not closed:
@@ -184,6 +186,12 @@ def fit_family(
     else:
         u0 = layout.to_unconstrained(start)
         if not bool(torch.isfinite(u0).all()) or not bool(torch.isfinite(objective(u0))):
+            if init is None:  # the method-of-moments start, computed from the data
+                raise DataError(
+                    f"the {family.name} starting values {_fmt(start)} computed from the data "
+                    f"are not finite{_overflow_hint(x)}; pass init= with values inside the "
+                    "parameter space"
+                )
             raise ParameterError(
                 f"the starting values {_fmt(start)} give a non-finite {family.name} "
                 "log-likelihood; pass init= with values inside the parameter space"
@@ -209,6 +217,7 @@ def fit_family(
         u = layout.to_unconstrained(params)
     params = {k: v.detach() for k, v in params.items()}
     u = u.detach()
+    _check_finite_estimate(family, params, x)
 
     p = u.numel()
     # Every covariance path builds (p, p) matrices (the Hessian, its eigenvectors, the NaN
@@ -303,6 +312,31 @@ def _fmt(params: dict, most: int = 6) -> str:
         return f"[{head}, ...] ({flat.numel()} values)"
 
     return "{" + ", ".join(f"{k}: {one(v)}" for k, v in params.items()) + "}"
+
+
+def _overflow_hint(x: torch.Tensor) -> str:
+    """Why moments of ``x`` may not be finite: values whose squares overflow the dtype."""
+    biggest = float(x.detach().abs().max()) if x.numel() else 0.0
+    if biggest > torch.finfo(x.dtype).max ** 0.5:
+        return (
+            f": the data (largest |value| {biggest:.3g}) are too large for {x.dtype} arithmetic "
+            "(their squares overflow); rescale them (e.g. divide by a power of ten)"
+        )
+    return ""
+
+
+def _check_finite_estimate(family: Family, params: dict, x: torch.Tensor) -> None:
+    """A fit never carries a non-finite parameter silently (e.g. a Normal scale of inf from
+    values near 1e300, whose squares overflow float64): that is a :class:`DataError`."""
+    bad = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(f"{k} = {params[k].tolist()}" for k in bad)
+        raise DataError(
+            f"the {family.name} fit overflowed: {shown} is not finite. The data are too large "
+            f"(or too spread, or too close to a boundary of the support) for {x.dtype} "
+            "arithmetic; rescale them (e.g. divide by a power of ten) and fit again"
+            + (_overflow_hint(x) and f" (largest |value| {float(x.abs().max()):.3g})")
+        )
 
 
 def fit_mle(

@@ -100,7 +100,7 @@ class FitResult:
     def distribution(self):
         """The fitted ``torch.distributions`` object."""
         if self.family.distribution is None:
-            raise AttributeError(f"family {self.family.name!r} has no torch distribution")
+            raise ParameterError(f"family {self.family.name!r} has no torch distribution")
         return self.family.distribution(self.params, self.fixed)
 
     # -- information criteria -----------------------------------------------------------------

@@ -10,6 +10,7 @@ import importlib
 import time
 from pathlib import Path
 
+from latentfit.errors import ParameterError
 from latentfit.tour.report import Section, TourContext, write_report
 
 __all__ = ["SECTIONS", "Section", "TourContext", "run_tour"]
@@ -35,7 +36,7 @@ def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) 
     chosen = sections or [name for name, _ in SECTIONS]
     unknown = [s for s in chosen if s not in known]
     if unknown:
-        raise ValueError(f"unknown tour section(s) {unknown}; choose from {list(known)}")
+        raise ParameterError(f"unknown tour section(s) {unknown}; choose from {list(known)}")
     ctx = TourContext(out=out, seed=seed)
     built: list[Section] = []
     for name in chosen:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit.errors import ParameterError
 from latentfit.vae.models import VAE, DiscreteVAE
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "active_units",
     "check_collapse",
     "diagnose",
+    "estimates_mutual_information",
     "kl_per_dimension",
     "mutual_information",
 ]
@@ -92,6 +94,12 @@ def active_units(
     return int((var > threshold).sum()), var
 
 
+def estimates_mutual_information(model) -> bool:
+    """Whether :func:`mutual_information` applies to ``model`` (the Gaussian VAE without a
+    flow and the discrete VAE: their q(z | x) is evaluated for every pair in closed form)."""
+    return (isinstance(model, VAE) and model.flow is None) or isinstance(model, DiscreteVAE)
+
+
 def _log_q_pairs(model, z: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
     """log q(z_i | x_j) for every i, j: z (m, d_z), xb (n, d) → (m, n)."""
     if isinstance(model, VAE) and model.flow is None:
@@ -101,7 +109,7 @@ def _log_q_pairs(model, z: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
     if isinstance(model, DiscreteVAE):
         log_q = model.logits(xb).log_softmax(-1).flatten(-2)  # (n, L·C)
         return z @ log_q.T  # one-hot z picks the log-probability of each chosen category
-    raise TypeError(
+    raise ParameterError(
         f"mutual information is estimated for the Gaussian VAE without a flow and the discrete "
         f"VAE, not for {type(model).__name__}"
     )
@@ -135,10 +143,11 @@ def diagnose(
     """KL per dimension, active units and (where it can be estimated) I(x; z) on X."""
     kl = kl_per_dimension(model, X, batch_size, generator)
     n_active, var = active_units(model, X, threshold, batch_size, generator)
-    try:
-        mi = mutual_information(model, X, generator, batch_size)
-    except TypeError:
-        mi = None
+    mi = (
+        mutual_information(model, X, generator, batch_size)
+        if estimates_mutual_information(model)
+        else None
+    )
     return Diagnostics(kl, var, n_active, mi)
 
 

@@ -25,6 +25,7 @@ from latentfit.em.estimator import (
     check_em_counts,
     check_n_samples,
     check_non_negative,
+    check_tol,
     initial_resp,
 )
 from latentfit.em.gaussian import (
@@ -38,7 +39,7 @@ from latentfit.em.gaussian import (
     weighted_mean,
 )
 from latentfit.em.gmm import GaussianMixture
-from latentfit.errors import DataError, DegenerateComponentWarning
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
 from latentfit.io import serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -135,12 +136,12 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         check_choice(self.init_params, "init_params", INIT_PARAMS)
         wtype = self.weight_concentration_prior_type
         check_choice(wtype, "weight_concentration_prior_type", WEIGHT_PRIOR_TYPES)
-        check_non_negative(self.tol, "tol")
+        check_tol(self.tol)
         check_non_negative(self.reg_covar, "reg_covar")
         for name in ("weight_concentration_prior", "mean_precision_prior"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, numbers.Real) and value > 0):
-                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+                raise ParameterError(f"{name} must be a positive number or None, got {value!r}")
 
     def _make_prior(self, X: torch.Tensor, w: torch.Tensor) -> BGMMPrior:
         """scikit-learn's defaults: γ₀ = 1/k, β₀ = 1, m₀ = mean of X, ν₀ = d, W₀⁻¹ = cov(X)."""
@@ -159,7 +160,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         if nu0 is None:
             nu0 = float(d)
         elif not (isinstance(nu0, numbers.Real) and nu0 > d - 1.0):
-            raise ValueError(
+            raise ParameterError(
                 f"degrees_of_freedom_prior must be greater than n_features - 1 = {d - 1}, "
                 f"got {nu0!r}"
             )
@@ -199,11 +200,11 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
             if ct in ("full", "tied"):
                 sym = torch.allclose(cov0, cov0.T)
                 if not sym or torch.linalg.cholesky_ex(cov0)[1] != 0:
-                    raise ValueError(
+                    raise ParameterError(
                         f"{ct} covariance_prior must be a symmetric, positive-definite matrix"
                     )
             elif bool((cov0 <= 0).any()):
-                raise ValueError(f"{ct} covariance_prior must be positive")
+                raise ParameterError(f"{ct} covariance_prior must be positive")
         return BGMMPrior(self.weight_concentration_prior_type, gamma0, beta0, m0, float(nu0), cov0)
 
     # ------------------------------------------------------------------ fitting
@@ -221,7 +222,10 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         if n < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 samples; got {n}")
+            raise DataError(
+                f"{type(self).__name__} needs at least 2 samples (rows of X), got {n}: one row "
+                "gives no spread to estimate a covariance from; pass more rows"
+            )
         check_n_samples(n, self.n_components)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         check_overflow(X, w)

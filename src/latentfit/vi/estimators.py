@@ -18,6 +18,8 @@ the global state is left untouched.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 
 import torch
 from torch.distributions import (
@@ -26,6 +28,16 @@ from torch.distributions import (
     OneHotCategorical,
     RelaxedOneHotCategorical,
 )
+
+from latentfit.errors import ParameterError
+
+
+def _is_number(value) -> bool:
+    """A real number (int, float, numpy or 0-d tensor scalar), not a bool or a string."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
 
 __all__ = [
     "GradientEstimator",
@@ -76,7 +88,7 @@ class Reparameterization(GradientEstimator):
 
     def sample(self, q, num_samples, generator=None):
         if not q.has_rsample:
-            raise ValueError(
+            raise ParameterError(
                 f"{type(q).__name__} has no rsample(): it cannot be reparameterised. Use "
                 "ScoreFunction() for it, or GumbelSoftmax() for a categorical latent"
             )
@@ -97,11 +109,11 @@ class ScoreFunction(GradientEstimator):
 
     def __init__(self, baseline: str | None = "leave_one_out", decay: float = 0.9):
         if baseline not in ("leave_one_out", "moving_average", None):
-            raise ValueError(
+            raise ParameterError(
                 f"baseline must be 'leave_one_out', 'moving_average' or None, got {baseline!r}"
             )
-        if not 0 <= decay < 1:
-            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+        if not (_is_number(decay) and 0 <= decay < 1):
+            raise ParameterError(f"decay must be in [0, 1), got {decay!r}")
         self.baseline, self.decay = baseline, decay
         self.average: torch.Tensor | None = None
 
@@ -113,7 +125,7 @@ class ScoreFunction(GradientEstimator):
         s = signal.shape[0]
         if self.baseline == "leave_one_out":
             if s < 2:
-                raise ValueError("the leave-one-out baseline needs num_samples >= 2")
+                raise ParameterError("the leave-one-out baseline needs num_samples >= 2")
             return (signal.sum(0, keepdim=True) - signal) / (s - 1)
         if self.baseline == "moving_average":
             # One scalar average: mini-batches of local latents change shape from step to step.
@@ -143,14 +155,16 @@ class GumbelSoftmax(GradientEstimator):
     """
 
     def __init__(self, temperature: float = 0.5, hard: bool = False):
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        if not (_is_number(temperature) and 0 < temperature < math.inf):
+            raise ParameterError(
+                f"temperature must be a positive, finite number, got {temperature!r} (e.g. 0.5)"
+            )
         self.temperature, self.hard = float(temperature), bool(hard)
         self.needs_analytic_kl = not self.hard
 
     def sample(self, q, num_samples, generator=None):
         if not isinstance(q, (Categorical, OneHotCategorical)):
-            raise ValueError(
+            raise ParameterError(
                 f"GumbelSoftmax needs a Categorical or OneHotCategorical guide, got "
                 f"{type(q).__name__}"
             )

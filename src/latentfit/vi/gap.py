@@ -27,6 +27,7 @@ from latentfit.em.gaussian import (
 )
 from latentfit.em.hmm.kernels import backward_pass, forward_filter, smoothed_marginals
 from latentfit.em.kmeans import kmeans
+from latentfit.errors import DataError, ParameterError
 
 __all__ = [
     "ELBOGap",
@@ -143,12 +144,12 @@ def hmm_pair_marginals(log_emission, transmat, filtered, backward) -> torch.Tens
 
 def _check_hmm(log_emission, startprob, transmat) -> int:
     if log_emission.ndim != 2:
-        raise ValueError(
+        raise DataError(
             f"log_emission must be (t, k) for one sequence, got shape {tuple(log_emission.shape)}"
         )
     k = log_emission.shape[1]
     if startprob.shape != (k,) or transmat.shape != (k, k):
-        raise ValueError(
+        raise ParameterError(
             f"startprob must be ({k},) and transmat ({k}, {k}) for {k} states, got "
             f"{tuple(startprob.shape)} and {tuple(transmat.shape)}"
         )
@@ -162,7 +163,7 @@ def hmm_exact_posterior(log_emission, startprob, transmat) -> HMMChainPosterior:
     _check_hmm(log_emission, startprob, transmat)
     fwd = forward_filter(log_emission, startprob, transmat)
     if not bool(torch.isfinite(fwd.log_likelihood)):
-        raise ValueError(
+        raise DataError(
             "the sequence has probability zero under these parameters (log p(x) = -inf): "
             "no state path can emit it, so there is no posterior"
         )
@@ -191,7 +192,7 @@ def hmm_chain_elbo(log_emission, startprob, transmat, gamma, xi) -> ELBOGap:
     _check_hmm(log_emission, startprob, transmat)
     T = log_emission.shape[0]
     if gamma.shape != log_emission.shape or xi.shape != (T - 1, *transmat.shape):
-        raise ValueError(
+        raise DataError(
             f"gamma must be {tuple(log_emission.shape)} and xi {(T - 1, *transmat.shape)}, "
             f"got {tuple(gamma.shape)} and {tuple(xi.shape)}"
         )
@@ -201,7 +202,7 @@ def hmm_chain_elbo(log_emission, startprob, transmat, gamma, xi) -> ELBOGap:
         cols = (xi.sum(1) - gamma[1:]).abs().amax(1)  # (t-1,)
         bad = torch.nonzero((rows > tol) | (cols > tol)).flatten()
         if bad.numel():
-            raise ValueError(
+            raise DataError(
                 f"xi[{int(bad[0])}] does not sum to gamma at steps {int(bad[0])} and "
                 f"{int(bad[0]) + 1}: the marginals are not those of one Markov chain"
             )
@@ -246,7 +247,7 @@ def hmm_gap_trace(
     (Neal & Hinton 1998; Ghahramani & Jordan 1997). Starts from softened k-means labels."""
     X = as_float_tensor(X, device=device, min_samples=2)
     if not 1 <= n_states <= len(X):
-        raise ValueError(f"n_states must be between 1 and the {len(X)} steps, got {n_states}")
+        raise ParameterError(f"n_states must be between 1 and the {len(X)} steps, got {n_states}")
     labels = kmeans(
         X.cpu(), n_states, torch.ones(len(X), dtype=X.dtype), make_generator(random_state)
     )[1].to(X.device)
@@ -381,7 +382,7 @@ def bgmm_log_evidence(X, model) -> float:
     if model.weight_concentration_prior_type != "dirichlet_distribution" or (
         model.covariance_type != "full"
     ):
-        raise ValueError(
+        raise ParameterError(
             "the exact evidence is written for the Dirichlet distribution prior "
             "and full covariances"
         )
@@ -389,7 +390,7 @@ def bgmm_log_evidence(X, model) -> float:
     n, d = X.shape
     k = model.n_components
     if k**n > 300_000:
-        raise ValueError(f"{k}^{n} labelings are too many to enumerate; use at most ~12 points")
+        raise ParameterError(f"{k}^{n} labelings are too many to enumerate; use at most ~12 points")
     prior = model._make_prior(X, torch.ones(n, dtype=X.dtype))
     digits = torch.arange(k**n).unsqueeze(1) // (k ** torch.arange(n)) % k  # (L, n)
     R = torch.nn.functional.one_hot(digits, k).to(X.dtype)  # (L, n, k)

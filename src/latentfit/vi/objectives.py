@@ -24,6 +24,9 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from latentfit._validation import check_positive_int
+from latentfit.errors import ParameterError
+from latentfit.estimate.map import prior_in_dtype
 from latentfit.vi.estimators import GradientEstimator, Reparameterization, log_prob_of
 
 __all__ = ["ELBO", "ImportanceWeightedBound"]
@@ -47,17 +50,60 @@ def _batch_size(batch) -> int | None:
     return None
 
 
+def _check_n_data(n_data) -> None:
+    """``n_data`` is None (the batch is all the data) or the positive number of data points."""
+    if n_data is not None:
+        check_positive_int(n_data, "n_data (the number of data points N)")
+
+
+def _float_tensors(obj, seen=None) -> list[torch.Tensor]:
+    """The floating tensors a distribution holds, through base distributions and transforms."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if isinstance(obj, list | tuple):
+        return [t for v in obj for t in _float_tensors(v, seen)]
+    if not isinstance(obj, Distribution | torch.distributions.Transform) or id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    return [t for v in vars(obj).values() for t in _float_tensors(v, seen)]
+
+
+def _like(prior, q: Distribution, cache: dict | None = None):
+    """``prior`` in the guide's dtype and device (estimate's :func:`prior_in_dtype`): a prior
+    built from Python floats holds float32 tensors and torch evaluates ``log_prob`` and the KL
+    in them, so a float64 model would otherwise get float32-accurate priors. A prior with
+    learnable tensors (``requires_grad``) is left as it is, so that its gradients flow.
+    ``cache`` keeps the cast of a prior held by the objective (cast once, not every step)."""
+    if not isinstance(prior, Distribution):
+        return prior
+    ref = _float_tensors(q)
+    held = _float_tensors(prior)
+    if not ref or not held or any(t.requires_grad for t in held):
+        return prior
+    dtype, device = ref[0].dtype, ref[0].device
+    if all(t.dtype == dtype and t.device == device for t in held):
+        return prior
+    key = (id(prior), dtype, device)
+    if cache is not None and key in cache and cache[key][0] is prior:
+        return cache[key][1]
+    out = prior_in_dtype(prior, dtype, device)
+    if cache is not None:
+        cache[key] = (prior, out)
+    return out
+
+
 def _closed_form_kl(q: Distribution, p, mode: str, what: str) -> torch.Tensor | None:
     """KL(q‖p) when wanted and known to torch.distributions, else None (use Monte Carlo)."""
     if mode == "mc" or not isinstance(p, Distribution):
         if mode == "analytic":
-            raise ValueError(f"kl='analytic' needs the {what} prior as a torch Distribution")
+            raise ParameterError(f"kl='analytic' needs the {what} prior as a torch Distribution")
         return None
     try:
         return kl_divergence(q, p)
     except NotImplementedError:
         if mode == "analytic":
-            raise ValueError(
+            raise ParameterError(
                 f"torch.distributions has no closed-form KL({type(q).__name__} ‖ "
                 f"{type(p).__name__}) for the {what} latent; use kl='auto' or 'mc'"
             ) from None
@@ -94,21 +140,22 @@ class ELBO:
         generator: torch.Generator | None = None,
     ):
         if kl not in KL_MODES:
-            raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+            raise ParameterError(f"kl must be one of {KL_MODES}, got {kl!r}")
+        num_samples = check_positive_int(num_samples, "num_samples")
+        _check_n_data(n_data)
         if (local_guide is None) != (local_prior is None):
-            raise ValueError("local latents need both local_guide and local_prior")
+            raise ParameterError("local latents need both local_guide and local_prior")
         if guide is None and local_guide is None:
-            raise ValueError("give a guide for the global latent, a local_guide, or both")
+            raise ParameterError("give a guide for the global latent, a local_guide, or both")
         self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
         self.local_guide, self.local_prior = local_guide, local_prior
+        self._priors: dict = {}  # priors cast to the guide's dtype (see _like)
         self.n_data, self.num_samples, self.kl = n_data, num_samples, kl
         self.estimator = estimator or Reparameterization()
         self.local_estimator = local_estimator or Reparameterization()
         needs = self.estimator.needs_analytic_kl or self.local_estimator.needs_analytic_kl
         if needs and kl == "mc":
-            raise ValueError(
+            raise ParameterError(
                 "GumbelSoftmax(hard=False) draws relaxed samples that have no density under a "
                 "categorical q: use kl='auto' (closed-form KL) or GumbelSoftmax(hard=True)"
             )
@@ -119,7 +166,7 @@ class ELBO:
             return 1.0
         b = ll.shape[1] if ll.dim() == 2 else _batch_size(batch)
         if not b:
-            raise ValueError("n_data was given but the batch size cannot be read from batch")
+            raise ParameterError("n_data was given but the batch size cannot be read from batch")
         return self.n_data / b
 
     def __call__(self, batch=None) -> torch.Tensor:
@@ -130,7 +177,8 @@ class ELBO:
         q = _as_dist(self.guide)
         z = est.sample(q, s, self.generator)  # (s, *event)
         kl_mode_g = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
-        kl_g = _closed_form_kl(q, self.prior, kl_mode_g, "global")
+        prior = _like(self.prior, q, self._priors)
+        kl_g = _closed_form_kl(q, prior, kl_mode_g, "global")
         if self.local_guide is None:
             ll = self.log_likelihood(z, batch)  # (s, b) or (s,)
             scale = self._scale(batch, ll)
@@ -141,10 +189,10 @@ class ELBO:
         if kl_g is None:
             log_p = (
                 0.0
-                if self.prior is None
-                else log_prob_of(self.prior, z)
-                if isinstance(self.prior, Distribution)
-                else self.prior(z)
+                if prior is None
+                else log_prob_of(prior, z)
+                if isinstance(prior, Distribution)
+                else prior(z)
             )
             f = data + log_p - log_prob_of(q, z)  # (s,)
             kl_g = 0.0
@@ -159,19 +207,23 @@ class ELBO:
         zl = est.sample(ql, s, self.generator)  # (s, b, *event_local)
         ll = self.log_likelihood(z, zl, batch)  # (s, b)
         if ll.dim() != 2:
-            raise ValueError(
+            raise ParameterError(
                 "with local latents log_likelihood must return one value per sample and data "
                 f"point, shape (num_samples, batch); got {tuple(ll.shape)}"
             )
         scale = self._scale(batch, ll)
         mode = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
-        pl = self.local_prior if isinstance(self.local_prior, Distribution) else None
+        pl = (
+            _like(self.local_prior, ql, self._priors)
+            if isinstance(self.local_prior, Distribution)
+            else None
+        )
         kl_l = _closed_form_kl(ql, pl, mode, "local") if pl is not None else None
         if kl_l is None:
             if pl is None:
                 if mode == "analytic":
-                    raise ValueError("kl='analytic' needs local_prior as a torch Distribution")
-                pl = self.local_prior(z, batch)
+                    raise ParameterError("kl='analytic' needs local_prior as a torch Distribution")
+                pl = _like(self.local_prior(z, batch), ql)
             f = ll + log_prob_of(pl, zl) - log_prob_of(ql, zl)  # (s, b)
             kl_sum = 0.0
         else:
@@ -203,14 +255,17 @@ class ImportanceWeightedBound:
         generator: torch.Generator | None = None,
     ):
         if (guide is None) == (local_guide is None):
-            raise ValueError("give either a global guide or a local_guide (not both)")
+            raise ParameterError("give either a global guide or a local_guide (not both)")
+        num_samples = check_positive_int(num_samples, "num_samples")
+        _check_n_data(n_data)
         if guide is not None and n_data is not None:
-            raise ValueError(
+            raise ParameterError(
                 "the importance-weighted bound of a global latent does not factor over data "
                 "points, so it has no mini-batch form; use the ELBO with n_data instead"
             )
         self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
         self.local_guide, self.local_prior = local_guide, local_prior
+        self._priors: dict = {}  # priors cast to the guide's dtype (see _like)
         self.n_data, self.num_samples, self.generator = n_data, num_samples, generator
         self._est = Reparameterization()
 
@@ -221,12 +276,13 @@ class ImportanceWeightedBound:
             z = self._est.sample(q, K, self.generator)  # (K, *event)
             ll = self.log_likelihood(z, batch)
             ll = ll.sum(-1) if ll.dim() == 2 else ll  # (K,)
+            prior = _like(self.prior, q, self._priors)
             log_p = (
                 0.0
-                if self.prior is None
-                else self.prior.log_prob(z)
-                if isinstance(self.prior, Distribution)
-                else self.prior(z)
+                if prior is None
+                else prior.log_prob(z)
+                if isinstance(prior, Distribution)
+                else prior(z)
             )
             log_w = ll + log_p - q.log_prob(z)  # (K,)
             return torch.logsumexp(log_w, 0) - math.log(K)
@@ -234,9 +290,9 @@ class ImportanceWeightedBound:
         zl = self._est.sample(ql, K, self.generator)  # (K, b, *event)
         ll = self.log_likelihood(None, zl, batch)  # (K, b)
         pl = (
-            self.local_prior
+            _like(self.local_prior, ql, self._priors)
             if isinstance(self.local_prior, Distribution)
-            else (self.local_prior(None, batch))
+            else _like(self.local_prior(None, batch), ql)
         )
         log_w = ll + pl.log_prob(zl) - ql.log_prob(zl)  # (K, b)
         per_point = torch.logsumexp(log_w, 0) - math.log(K)  # (b,)

@@ -11,6 +11,10 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from latentfit._validation import check_positive_int
+from latentfit.em.driver import NonFiniteLowerBoundError
+from latentfit.errors import DataError, ParameterError
+
 __all__ = ["MiniBatches", "svi"]
 
 
@@ -20,12 +24,11 @@ class MiniBatches:
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, generator=None):
         if not tensors:
-            raise ValueError("MiniBatches needs at least one tensor")
+            raise ParameterError("MiniBatches needs at least one tensor")
         n = tensors[0].shape[0]
         if any(t.shape[0] != n for t in tensors):
-            raise ValueError("all tensors must have the same number of rows")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+            raise DataError("all tensors must have the same number of rows")
+        batch_size = check_positive_int(batch_size, "batch_size")
         self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
 
     def __len__(self) -> int:
@@ -50,6 +53,7 @@ def svi(
 ) -> list[float]:
     """Maximise ``objective(batch)`` by ``num_steps`` optimiser steps; returns the bound at
     every step. ``batches`` is re-iterated when exhausted (a new shuffle per pass)."""
+    num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
     history: list[float] = []
     it = iter(batches) if batches is not None else None
     for step in range(num_steps):
@@ -62,7 +66,7 @@ def svi(
         optimizer.zero_grad(set_to_none=True)
         bound = objective(batch)
         if not torch.isfinite(bound):
-            raise FloatingPointError(
+            raise NonFiniteLowerBoundError(
                 f"the objective became {float(bound.detach())} at step {step}; try a smaller learning "
                 "rate, a smaller initial guide scale, or float64"
             )

@@ -34,6 +34,7 @@ from latentfit._validation import (
     resolve_dtype,
 )
 from latentfit.em.driver import run_em
+from latentfit.em.estimator import check_tol
 from latentfit.em.hmm import kernels
 from latentfit.em.hmm.hooks import _HMMHooks
 from latentfit.em.sources import is_source
@@ -175,31 +176,32 @@ class BaseHMM(BaseEstimator):
 
     def _check_settings(self):
         if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
-            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
+            raise ParameterError(
+                f"n_components must be a positive integer, got {self.n_components!r}"
+            )
         if not isinstance(self.n_init, int | np.integer) or self.n_init < 1:
-            raise ValueError(f"n_init must be a positive integer, got {self.n_init!r}")
+            raise ParameterError(f"n_init must be a positive integer, got {self.n_init!r}")
         if self.algorithm not in ("viterbi", "map"):
-            raise ValueError(f"algorithm must be 'viterbi' or 'map', got {self.algorithm!r}")
+            raise ParameterError(f"algorithm must be 'viterbi' or 'map', got {self.algorithm!r}")
         if self.implementation not in ("log", "scaling"):
-            raise ValueError(
+            raise ParameterError(
                 f"implementation must be 'log' or 'scaling', got {self.implementation!r}"
             )
         n_iter, tol = self.n_iter, self.tol
         if isinstance(n_iter, bool) or not isinstance(n_iter, int | np.integer) or n_iter < 0:
-            raise ValueError(f"n_iter must be an integer >= 0, got {n_iter!r}")
-        if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating) or tol != tol:
-            raise ValueError(f"tol must be a number (-inf: run every iteration), got {tol!r}")
+            raise ParameterError(f"n_iter must be an integer >= 0, got {n_iter!r}")
+        check_tol(tol, allow_negative=True)
         floor = getattr(self, "min_covar", 1.0)  # the Gaussian models' variance floor
         if (
             isinstance(floor, bool)
             or not isinstance(floor, int | float | np.floating)
             or not (0 < floor < float("inf"))
         ):
-            raise ValueError(f"min_covar must be a positive number, got {floor!r}")
+            raise ParameterError(f"min_covar must be a positive number, got {floor!r}")
         for name in ("params", "init_params"):
             value = getattr(self, name)
             if not isinstance(value, str):
-                raise ValueError(f"{name} must be a string of letters, got {value!r}")
+                raise ParameterError(f"{name} must be a string of letters, got {value!r}")
 
     # ------------------------------------------------------------------ parameters
     def _needs_init(self, letter: str, name: str) -> bool:

@@ -27,7 +27,7 @@ from latentfit.em.missing import (
     log_gaussian_prob_missing,
 )
 from latentfit.em.sources import is_source
-from latentfit.errors import DataError, DegenerateComponentWarning
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
 from latentfit.io import serializable
 
 __all__ = ["GMMHMM", "GaussianHMM"]
@@ -35,7 +35,7 @@ __all__ = ["GMMHMM", "GaussianHMM"]
 
 def _check_covariance_type(covariance_type):
     if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
+        raise ParameterError(
             f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}"
         )
 
@@ -188,7 +188,7 @@ class GaussianHMM(_ContinuousHMM):
         super()._check_settings()
         _check_covariance_type(self.covariance_type)
         if self.missing not in ("error", "marginalize"):
-            raise ValueError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
+            raise ParameterError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
 
     def _allow_nan(self) -> bool:
         return self.missing == "marginalize"
@@ -199,9 +199,9 @@ class GaussianHMM(_ContinuousHMM):
         k, d = self.n_components, getattr(self, "n_features", means.shape[-1])
         shape = {"spherical": (k,), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}
         if means.shape != (k, d):
-            raise ValueError(f"means_ must have shape ({k}, {d}), got {tuple(means.shape)}")
+            raise ParameterError(f"means_ must have shape ({k}, {d}), got {tuple(means.shape)}")
         if covars.shape != shape[self.covariance_type]:
-            raise ValueError(
+            raise ParameterError(
                 f"{self.covariance_type!r} covars must have shape "
                 f"{shape[self.covariance_type]}, got {tuple(covars.shape)}"
             )
@@ -440,7 +440,7 @@ class GMMHMM(_ContinuousHMM):
         super()._check_settings()
         _check_covariance_type(self.covariance_type)
         if not isinstance(self.n_mix, int | np.integer) or self.n_mix < 1:
-            raise ValueError(f"n_mix must be a positive integer, got {self.n_mix!r}")
+            raise ParameterError(f"n_mix must be a positive integer, got {self.n_mix!r}")
 
     def _shapes(self, d):
         k, m = self.n_components, self.n_mix
@@ -459,7 +459,9 @@ class GMMHMM(_ContinuousHMM):
             getattr(self, "n_features", out["means"].shape[-1])
         ).items():
             if out[name].shape != shape:
-                raise ValueError(f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}")
+                raise ParameterError(
+                    f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}"
+                )
         _check_distribution(out["weights"], "weights_")
         return out
 

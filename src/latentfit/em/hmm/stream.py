@@ -25,6 +25,7 @@ import torch
 from latentfit.em.distributed import DistributedSource
 from latentfit.em.sources import ChunkSource, shard_range
 from latentfit.em.stream import describe_fit
+from latentfit.errors import DataError, ParameterError
 
 __all__ = ["SequenceBatches", "SequenceSource", "prepare_sequences", "sequence_windows"]
 
@@ -63,7 +64,7 @@ class SequenceSource(ChunkSource):
         self._rows = (0, int(sum(lengths)))
         n = source.n_samples
         if n is not None and n != self._rows[1]:
-            raise ValueError(
+            raise DataError(
                 f"lengths sum to {self._rows[1]} but {source.name} has {n} rows: lengths must "
                 "give the number of rows of every sequence in the data, in order"
             )
@@ -110,7 +111,7 @@ class SequenceSource(ChunkSource):
             if pos >= hi and hi < total:  # the last block of sequences reads on, to check
                 break
         if pos != total and (pos < hi or hi == total):
-            raise ValueError(
+            raise DataError(
                 f"{self.name} has {pos} rows but lengths sum to {total}: lengths must give "
                 "the number of rows of every sequence in the data, in order"
             )
@@ -146,14 +147,14 @@ class SequenceBatches:
             if X.shape[0] == 0:
                 continue
             if bool((w != 1).any()):
-                raise ValueError(
+                raise ParameterError(
                     f"{self.data.name} carries sample weights; hidden Markov models take none "
                     "(weight whole sequences by repeating them instead)"
                 )
             pending.append(X)
             seen += X.shape[0]
             if seen > total:
-                raise ValueError(
+                raise DataError(
                     f"{self.data.name} has more rows than the {total} that lengths account "
                     "for: lengths must give the number of rows of every sequence, in order"
                 )
@@ -169,7 +170,7 @@ class SequenceBatches:
             done_rows += rows
             first = complete
         if first < n_seq:
-            raise ValueError(
+            raise DataError(
                 f"{self.data.name} ended after {seen} rows but lengths sum to {total}: lengths "
                 "must give the number of rows of every sequence in the data, in order"
             )
@@ -183,14 +184,14 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
 
     name = type(model).__name__
     if model._stream_check is False:
-        raise ValueError(f"{name} is fitted in memory only; pass the array of symbols")
+        raise ParameterError(f"{name} is fitted in memory only; pass the array of symbols")
     distributed = isinstance(source, DistributedSource)
     # Before any collective: every process must fit the same model on the same kind of data.
     source.agree(describe_fit(model, source.configured(device=model._device, dtype=model._dtype)))
     if lengths is None:
         n = source.n_samples_total if distributed else source.n_samples
         if n is None:
-            raise ValueError(
+            raise ParameterError(
                 f"fitting {name} on a source needs lengths (the rows of every sequence): "
                 "the source does not know its row count before a pass"
             )
@@ -198,18 +199,18 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
     lengths = check_lengths(lengths, int(np.sum(lengths)))
     longest = int(np.argmax(lengths))
     if max_rows_in_memory is not None and lengths[longest] > max_rows_in_memory:
-        raise ValueError(
+        raise ParameterError(
             f"sequence {longest} has {lengths[longest]} rows, more than max_rows_in_memory="
             f"{max_rows_in_memory}: one whole sequence is held in memory at a time. Split it "
             "into shorter sequences or raise max_rows_in_memory"
         )
     if sum(lengths) < model.n_components:
-        raise ValueError(
+        raise DataError(
             f"the data has {sum(lengths)} rows, fewer than n_components={model.n_components}"
         )
     if distributed:  # re-shard by whole sequences
         if len(lengths) < source.world_size:
-            raise ValueError(
+            raise DataError(
                 f"{len(lengths)} sequence(s) cannot be shared by {source.world_size} processes: "
                 "the data is sharded by whole sequences, at least one per process"
             )

@@ -43,6 +43,7 @@ from latentfit.em.hmm.memory import empty_large
 from latentfit.em.hmm.threads import compiled_workers, run_threads
 from latentfit.em.hmm.unroll import n_states, states_arg
 from latentfit.em.hmm.viterbi import HMMViterbi, _log
+from latentfit.errors import DataError
 
 __all__ = ["viterbi_cpu", "viterbi_cpu_blocks"]
 
@@ -311,7 +312,7 @@ def viterbi_cpu_blocks(
     k = log_start.shape[0]
     lengths = np.asarray([t] if lengths is None else lengths, dtype=np.int64)
     if (lengths < 1).any() or int(lengths.sum()) != t:
-        raise ValueError(f"lengths must be positive and sum to {t}")
+        raise DataError(f"lengths must be positive and sum to {t}")
     offsets = np.concatenate([[0], np.cumsum(lengths)])  # sequence starts, then t
     starts = np.zeros(t, np.bool_)
     starts[offsets[:-1]] = True
