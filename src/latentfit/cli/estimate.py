@@ -57,10 +57,13 @@ def _parse_prior(items: list[str]) -> dict | None:
         cls = known.get(dist.strip().lower())
         try:
             if not sep or cls is None or not issubclass(cls, D.Distribution):
-                raise ValueError
+                cls = None
             values = [torch.tensor(float(a), dtype=torch.float64) for a in args.split(",") if a]
-            prior[name.strip()] = cls(*values)
+            if cls is not None:
+                prior[name.strip()] = cls(*values)
         except (ValueError, TypeError):
+            cls = None
+        if cls is None:
             fail(
                 "--prior takes NAME=DISTRIBUTION:ARG,ARG with a torch.distributions name, e.g. "
                 f"--prior rate=gamma:2,0.5 or --prior loc=normal:0,10; got {item!r}"

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from latentfit.errors import ParameterError
+from latentfit.errors import MissingDependencyError, ParameterError
 
 __all__ = ["MCMCResult", "import_arviz"]
 
@@ -20,7 +20,9 @@ def import_arviz():
             warnings.simplefilter("ignore", FutureWarning)  # the 1.x refactor notice
             import arviz
     except ImportError:  # pragma: no cover - arviz is a dependency
-        raise ImportError("latentfit.mcmc diagnostics need ArviZ: pip install arviz") from None
+        raise MissingDependencyError(
+            "latentfit.mcmc diagnostics need ArviZ: pip install arviz"
+        ) from None
     return arviz
 
 

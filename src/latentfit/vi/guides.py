@@ -22,6 +22,7 @@ from torch.distributions import (
 from torch.distributions.transforms import AffineTransform, Transform
 from torch.nn.functional import softplus
 
+from latentfit.errors import ParameterError
 from latentfit.flows.layers import AffineCoupling, LayerTransform
 
 __all__ = [
@@ -114,7 +115,7 @@ class DistributionGuide(Guide):
         for name, value in init.items():
             cons = family.arg_constraints.get(name)
             if cons is None:
-                raise ValueError(
+                raise ParameterError(
                     f"{family.__name__} has no parameter {name!r}; "
                     f"its parameters are {sorted(family.arg_constraints)}"
                 )
@@ -151,7 +152,7 @@ class FlowGuide(Guide):
     ):
         super().__init__()
         if dim < 2:
-            raise ValueError(
+            raise ParameterError(
                 "FlowGuide needs dim >= 2 (a coupling layer splits the coordinates); use "
                 "MeanFieldGaussian or FullRankGaussian for a one-dimensional latent"
             )
