@@ -117,6 +117,7 @@ def run_em(
     convergence: str = "abs",
     verbose: int = 0,
     name: str = "EM",
+    max_iter_name: str = "max_iter",
     callback: Callable[[int, float, Params], None] | None = None,
     warn_convergence: bool = True,
 ) -> EMResult:
@@ -131,6 +132,8 @@ def run_em(
     reduce : applied to the summed statistics before every M-step (distributed all-reduce).
     convergence : ``"abs"`` stops when ``|Δ| < tol`` (scikit-learn), ``"delta"`` when
         ``Δ < tol`` (hmmlearn).
+    max_iter_name : what the model calls ``max_iter`` (``"n_iter"`` for HMMs, as hmmlearn),
+        so that the convergence warning advises the argument that exists on that model.
     callback : called as ``callback(iteration, lower_bound, params)`` after every iteration.
     """
     if convergence not in ("abs", "delta"):
@@ -203,7 +206,7 @@ def run_em(
     if warn_convergence and not best.converged and max_iter > 0:
         warnings.warn(
             f"{name}: best of {runs} initialization(s) did not converge in {max_iter} iterations "
-            f"(last change above tol={tol}). Try a larger max_iter or tol, or check the data.",
+            f"(last change above tol={tol}). Try a larger {max_iter_name} or tol, or check the data.",
             ConvergenceWarning,
             stacklevel=2,
         )

@@ -106,3 +106,19 @@ def test_a_row_no_state_can_emit_is_named():
             call(X)
     with pytest.raises(ValueError, match="row 4 of X has zero probability"):
         m.fit(X)
+
+
+def test_convergence_warning_names_n_iter_not_max_iter():
+    """An HMM's argument is n_iter (hmmlearn's name): the warning must advise that one."""
+    import warnings
+
+    import numpy as np
+
+    from latentfit import GaussianHMM
+
+    X = np.random.default_rng(0).normal(size=(200, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GaussianHMM(3, n_iter=1, tol=0.0, random_state=0).fit(X)
+    texts = [str(w.message) for w in caught if "did not converge" in str(w.message)]
+    assert texts and "larger n_iter" in texts[0] and "max_iter" not in texts[0]

@@ -303,6 +303,7 @@ class BaseHMM(BaseEstimator):
             reduce=reduce,
             n_init=self.n_init,
             max_iter=self.n_iter,
+            max_iter_name="n_iter",
             tol=self.tol,
             generator=gen,
             convergence="delta",
