@@ -60,6 +60,11 @@ VAE_FAST = ["--epochs", "1", "--hidden", "8", "--latent", "2", "--likelihood", "
             "--no-binarize", "--batch-size", "20", "--quiet"]  # fmt: skip
 
 
+FLOW_FAST = ["--epochs", "1", "--layers", "1", "--hidden", "8", "--batch-size", "20", "--quiet"]
+DDPM_FAST = ["--steps", "5", "--hidden", "8", "--n-hidden", "1", "--epochs", "1",
+             "--batch-size", "20", "--eval-t", "2", "--quiet"]  # fmt: skip
+
+
 def _fail_work(*args, **kwargs):
     raise AssertionError("work started")
 
@@ -163,6 +168,10 @@ CASES = [
     Case("fit-vae--metrics-csv", "--metrics-csv", lambda d, m, o, t: ["fit", "vae", "--dataset",
          d, *VAE_FAST, "--out", t / "other.safetensors", "--metrics-csv", o], "data", ".csv",
          _is_metrics),
+    Case("fit-flow--out", "--out", lambda d, m, o, t: ["fit", "flow", d, *FLOW_FAST, "--out", o],
+         "data", ".safetensors", _is_model),
+    Case("fit-diffusion--out", "--out", lambda d, m, o, t: ["fit", "diffusion", "--dataset", d,
+         *DDPM_FAST, "--out", o], "data", ".safetensors", _is_model),
     Case("sample--out", "--out", lambda d, m, o, t: ["sample", m, "--n", "4", "--out", o],
          "model", ".png", _is_png),
     Case("select-gmm--plot", "--plot", lambda d, m, o, t: ["select", "gmm", d, "-k", "1-2",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import fail, fit_app
-from latentfit.cli.flows import check_out, force_flag, levels_of, load_split, report_history
+from latentfit.cli.app import check_device, fail, fit_app, force_option
+from latentfit.cli.flows import check_out, levels_of, load_split, report_history
 
 
 @fit_app.command("diffusion")
@@ -32,7 +32,7 @@ def fit_diffusion(
     ),
     checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir"),
     out: Path = typer.Option(Path("ddpm.safetensors"), "--out", help="Where to save the model."),
-    force: bool = force_flag(),
+    force: bool = force_option(),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -40,7 +40,8 @@ def fit_diffusion(
     """Train a DDPM with the simplified loss; print its variational bound on the test split."""
     from latentfit.diffusion import DDPM
 
-    check_out(out, force, [dataset])
+    check_out(out, force, [dataset], checkpoint_dir)
+    check_device(device)
     split = load_split(dataset, seed)
     disc = split.image_shape is not None if discrete is None else discrete
     try:

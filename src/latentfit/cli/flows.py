@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app, fail, fit_app
+from latentfit._outputs import Output
+from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
 
 density_app = typer.Typer(
     help="Score data with, or sample from, a saved flow or diffusion model.",
@@ -17,24 +18,15 @@ density_app = typer.Typer(
 app.add_typer(density_app, name="density")
 
 
-def force_flag():
-    return typer.Option(
-        False, "--force", "--overwrite", help="Replace an output file that already exists."
+def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = None) -> None:
+    """The shared output checks (before any work) for --out and --checkpoint-dir; named data
+    sets (mnist, digits) are not files and so cannot be overwritten."""
+    files = [None if str(p) in ("mnist", "digits") else Path(p) for p in inputs if p is not None]
+    check_outputs(
+        [Output(Path(out), "--out"), Output(checkpoint_dir, "--checkpoint-dir", folder=True)],
+        files,
+        force=force,
     )
-
-
-def check_out(out: Path, force: bool, inputs=()) -> None:
-    """Refuse an --out that is an input, a folder, or exists without --force, before any work."""
-    out = Path(out)
-    for p in inputs:
-        if p is not None and Path(p).exists() and out.resolve() == Path(p).resolve():
-            fail(f"--out {out} is also an input; choose another file name")
-    if out.is_dir():
-        fail(f"--out {out} is a folder; give a file name")
-    if out.exists() and not force:
-        fail(f"--out {out} exists; pass --force to replace it or choose another name")
-    if not out.parent.exists():
-        fail(f"--out {out}: the folder {out.parent} does not exist; create it first")
 
 
 def load_split(data: str, seed: int):
@@ -82,7 +74,7 @@ def fit_flow(
     patience: int = typer.Option(5, help="Early-stopping patience in epochs (0: never stop)."),
     checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir"),
     out: Path = typer.Option(Path("flow.safetensors"), "--out", help="Where to save the model."),
-    force: bool = force_flag(),
+    force: bool = force_option(),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -90,7 +82,8 @@ def fit_flow(
     """Fit a normalizing flow by exact maximum likelihood; print held-out log p(x) and bits/dim."""
     from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
 
-    check_out(out, force, [data])
+    check_out(out, force, [data], checkpoint_dir)
+    check_device(device)
     split = load_split(data, seed)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, split, levels)
@@ -135,7 +128,7 @@ def score(
     data: str = typer.Argument("mnist", help="mnist or digits (their test split) or a data file."),
     n: int = typer.Option(0, help="Score the first N rows (0: all)."),
     out: Path | None = typer.Option(None, "--out", help="Write the per-row scores (one a line)."),
-    force: bool = force_flag(),
+    force: bool = force_option(),
     seed: int = typer.Option(0),
 ):
     """Held-out log p(x) per row (flows: exact or dequantisation bound; DDPM: minus its bound)."""
@@ -182,7 +175,7 @@ def sample(
     out: Path = typer.Option(
         Path("samples.png"), "--out", help=".png (an image grid), .csv or .npy."
     ),
-    force: bool = force_flag(),
+    force: bool = force_option(),
     seed: int = typer.Option(0),
 ):
     """Draw from the model; images (a square number of pixels) can be written as a PNG grid."""
