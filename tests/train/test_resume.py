@@ -152,6 +152,7 @@ def test_damaged_checkpoints_raise_model_file_error(tmp_path, how):
 
 
 def test_checkpoints_are_written_through_a_temporary_file(tmp_path, monkeypatch):
+    import latentfit.train.checkpoint as checkpoint
     import latentfit.train.trainer as trainer
 
     seen = []
@@ -163,6 +164,7 @@ def test_checkpoints_are_written_through_a_temporary_file(tmp_path, monkeypatch)
             return super().__enter__()
 
     monkeypatch.setattr(trainer, "atomic_path", Spy)
+    monkeypatch.setattr(checkpoint, "atomic_path", Spy)
     train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, metrics_csv=str(tmp_path / "m.csv")))
     assert set(seen) == {tmp_path / "last.pt", tmp_path / "m.csv"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "m.csv"]

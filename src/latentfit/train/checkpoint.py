@@ -1,0 +1,237 @@
+"""Checkpoints of the training loop: writing them atomically, reading them with every failure a
+:class:`~latentfit.errors.ModelFileError`, and refusing a resume whose settings, objective,
+model or data differ from the checkpoint's (each difference named).
+
+A checkpoint records the config, the objective and schedule as plain values, the model spec
+and tensor shapes, and the SHA-256 of the training and validation data; only the settings in
+``_FREE_SETTINGS`` (where and how a run reports, and more epochs) may change on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from latentfit.errors import ModelFileError, ParameterError
+from latentfit.io import atomic_path
+from latentfit.train import distributed as dist_utils
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    if dist_utils.is_main():
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    dist_utils.barrier()
+
+
+CHECKPOINT_FORMAT = "latentfit-checkpoint/2"
+RESULT_KEYS = ("history", "best_val_bound", "best_epoch", "n_skipped", "steps", "collapse_warned")
+# Settings a resumed run may change: where and how it runs and reports, not what it computes.
+# ``epochs`` may grow (a continuation) but not fall below the epochs already done.
+_FREE_SETTINGS = frozenset(
+    {
+        "epochs",
+        "device",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "resume",
+        "max_steps",
+        "progress",
+        "metrics_csv",
+        "tensorboard_dir",
+        "collapse_min_kl",
+    }
+)
+
+
+def first_line(err: BaseException) -> str:
+    """The error's type and first sentence (torch's messages run to several lines)."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text.split('. ')[0]}"
+
+
+def _plain(value):
+    """Tuples as lists, so that settings compare equal however they were stored."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _describe(obj) -> dict | None:
+    """An objective or schedule as plain values: its class and its number/string settings."""
+    if obj is None:
+        return None
+    attrs = {
+        k: _plain(v)
+        for k, v in sorted(vars(obj).items())
+        if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None), tuple))
+    }
+    return {"class": type(obj).__qualname__, **attrs}
+
+
+def run_identity(model, objective, schedule, data_ids) -> dict:
+    """What a resumed run must share with the checkpoint besides the config: objective, custom
+    schedule, model spec and tensor shapes, and the SHA-256 of the training and validation data."""
+    spec = getattr(model, "spec", None)
+    return {
+        "objective": _describe(objective),
+        "schedule": _describe(schedule),
+        "spec": None if spec is None else _plain(asdict(spec)),
+        "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "data": data_ids,
+    }
+
+
+def read_checkpoint(ckpt: Path) -> dict:
+    """torch.load (tensors and plain containers only) with every failure a ModelFileError."""
+    try:
+        # on the CPU: the generator state must be a CPU tensor; weights are copied to the device
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, unpickling and storage errors all mean a damaged file
+        raise ModelFileError(
+            f"checkpoint {ckpt} cannot be read ({first_line(err)}): it is damaged or not a "
+            "latentfit checkpoint; delete it (or use another checkpoint_dir) to start afresh"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ModelFileError(
+            f"checkpoint {ckpt} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}); "
+            "delete it (or use another checkpoint_dir) to start afresh"
+        )
+    types = {
+        "model": dict,
+        "optimizer": dict,
+        "perm_gen": torch.Tensor,
+        "epoch_sums": torch.Tensor,
+        "perm": (torch.Tensor, type(None)),
+        "epoch": int,
+        "batch": int,
+        "bad_epochs": int,
+        "best_model": (dict, type(None)),
+        "config": dict,
+        "identity": dict,
+        "history": list,
+        "best_val_bound": float,
+        "best_epoch": int,
+        "n_skipped": int,
+        "steps": int,
+        "collapse_warned": bool,
+    }
+    for key, kind in types.items():
+        if (
+            key not in state
+            or not isinstance(state[key], kind)
+            or isinstance(state[key], bool) != (kind is bool)
+        ):
+            raise ModelFileError(
+                f"checkpoint {ckpt}: field {key!r} is missing or has the wrong type "
+                f"({type(state.get(key)).__name__}); the file is damaged or was altered, "
+                "delete it to start afresh"
+            )
+    return state
+
+
+def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_batches: int):
+    """Refuse a resume whose settings differ from the checkpoint's, naming every difference.
+
+    A different architecture or a damaged state is a ModelFileError; different settings,
+    objective or data a ParameterError. Only the settings in ``_FREE_SETTINGS`` may change.
+    """
+
+    def damaged(what: str):
+        return ModelFileError(
+            f"checkpoint {ckpt}: {what}; the file is damaged or was altered, delete it to "
+            "start afresh"
+        )
+
+    old_id = state["identity"]
+    arch, diffs = [], []
+    old_spec, new_spec = old_id.get("spec") or {}, identity["spec"] or {}
+    for key in sorted(set(old_spec) | set(new_spec)):
+        if old_spec.get(key) != new_spec.get(key):
+            # the seed of the initial weights is a setting; every other field is architecture
+            (diffs if key == "seed" else arch).append(
+                f"model {key}: {old_spec.get(key)!r} in the checkpoint, {new_spec.get(key)!r} now"
+            )
+    shapes = {k: list(v.shape) for k, v in state["model"].items() if isinstance(v, torch.Tensor)}
+    if shapes != identity["tensors"] and not arch:
+        names = sorted(set(shapes) | set(identity["tensors"]))
+        diff = [n for n in names if shapes.get(n) != identity["tensors"].get(n)]
+        arch.append(
+            "model tensors differ: "
+            + ", ".join(
+                f"{n} {shapes.get(n)} in the checkpoint, {identity['tensors'].get(n)} now"
+                for n in diff[:4]
+            )
+        )
+
+    old_cfg, new_cfg = _plain(state["config"]), _plain(asdict(cfg))
+    for key in sorted(set(old_cfg) | set(new_cfg)):
+        if key in _FREE_SETTINGS or old_cfg.get(key) == new_cfg.get(key):
+            continue
+        diffs.append(f"{key}: {old_cfg.get(key)!r} in the checkpoint, {new_cfg.get(key)!r} now")
+    if cfg.epochs < state["epoch"]:
+        diffs.append(
+            f"epochs: the checkpoint has done {state['epoch']} epochs, this run asks for "
+            f"{cfg.epochs} (more epochs continue the run; fewer cannot)"
+        )
+    for key, label in (("objective", "objective"), ("schedule", "KL schedule")):
+        old, new = old_id.get(key), identity[key]
+        if old == new:
+            continue
+        if old is None or new is None or old.get("class") != new.get("class"):
+            diffs.append(f"{label}: {_show(old)} in the checkpoint, {_show(new)} now")
+            continue
+        for field_ in sorted(set(old) | set(new)):
+            if old.get(field_) != new.get(field_):
+                diffs.append(
+                    f"{label} {field_}: {old.get(field_)!r} in the checkpoint, "
+                    f"{new.get(field_)!r} now"
+                )
+    old_data, new_data = old_id.get("data") or {}, identity["data"] or {}
+    for key, label in (("train", "training data"), ("val", "validation data")):
+        if old_data.get(key) != new_data.get(key):
+            diffs.append(f"{label}: not the rows the checkpoint was trained with (SHA-256 differs)")
+    if arch or diffs:
+        kind = ModelFileError if arch else ParameterError
+        raise kind(
+            f"checkpoint {ckpt} was written by a different run: "
+            + "; ".join(arch + diffs)
+            + ". Resume with the checkpoint's settings (more epochs are allowed), or start "
+            "afresh in another checkpoint_dir (or with resume=False)"
+        )
+
+    # the fields the loop indexes with: a tampered value must not reach it
+    perm = state["perm"]
+    if perm is not None and (
+        perm.dtype != torch.int64
+        or perm.shape != (n,)
+        or not torch.equal(perm.sort().values, torch.arange(n))
+    ):
+        raise damaged(f"'perm' is not a permutation of the {n} training rows")
+    if not 0 <= state["batch"] <= n_batches or (state["batch"] > 0 and perm is None):
+        raise damaged(f"'batch' is {state['batch']}, outside [0, {n_batches}]")
+    if state["epoch_sums"].shape != (4,):
+        raise damaged(f"'epoch_sums' has shape {tuple(state['epoch_sums'].shape)}, not (4,)")
+    if state["epoch"] < 0 or state["steps"] < 0 or state["bad_epochs"] < 0:
+        raise damaged("'epoch', 'steps' or 'bad_epochs' is negative")
+    if not all(isinstance(row, dict) for row in state["history"]):
+        raise damaged("'history' holds something other than one dict per epoch")
+    for key in ("model", "best_model"):
+        sd = state[key]
+        if sd is None:
+            continue
+        got = {k: list(v.shape) for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        if got != identity["tensors"] or len(got) != len(sd):
+            raise damaged(f"the tensors in {key!r} do not match the model")
+
+
+def _show(desc: dict | None) -> str:
+    if desc is None:
+        return "none"
+    args = ", ".join(f"{k}={v!r}" for k, v in desc.items() if k != "class")
+    return f"{desc['class']}({args})"
