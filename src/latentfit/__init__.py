@@ -6,16 +6,16 @@ inference → variational autoencoders, in PyTorch, on any device.
 
 from latentfit.diffusion import DDPM
 from latentfit.em.factor import PPCA, FactorAnalysis
-from latentfit.em.gmm import GaussianMixture
 from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
-from latentfit.em.mixture_model import MixtureModel
-from latentfit.em.mixtures import (
+from latentfit.em.mixture.discrete import (
     BernoulliMixture,
     CategoricalMixture,
     MultinomialMixture,
     PoissonMixture,
 )
-from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
+from latentfit.em.mixture.families import MixtureModel
+from latentfit.em.mixture.gmm import GaussianMixture
+from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
 from latentfit.estimate import fit_map, fit_mle
 from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
 from latentfit.io import load, save

@@ -159,8 +159,9 @@ class SelectionResult:
 
 
 def _family_factory(family: str, **kwargs) -> Callable[[int, str], Any]:
-    from latentfit.em import factor, mixtures
-    from latentfit.em.gmm import GaussianMixture
+    from latentfit.em import factor
+    from latentfit.em.mixture import discrete as mixtures
+    from latentfit.em.mixture.gmm import GaussianMixture
 
     classes = {
         "gmm": GaussianMixture,
@@ -179,7 +180,7 @@ def _family_factory(family: str, **kwargs) -> Callable[[int, str], Any]:
             return cls(n_components=k, **extra, **kwargs)
 
         return make
-    from latentfit.em.mixture_model import FAMILIES, MixtureModel
+    from latentfit.em.mixture.families import FAMILIES, MixtureModel
 
     if family in FAMILIES:
         return lambda k, variant: MixtureModel(family, k, **kwargs)
@@ -261,7 +262,7 @@ def select_model(
     X : data (n, d), array-like or tensor.
     family : ``"gmm"`` (sweeps ``covariance_types``), ``"bernoulli"``, ``"categorical"``,
         ``"multinomial"``, ``"poisson"``, ``"fa"``, ``"ppca"`` (the latent dimension is swept),
-        or a :class:`~latentfit.em.mixture_model.MixtureModel` family name.
+        or a :class:`~latentfit.em.mixture.families.MixtureModel` family name.
     n_components : the sizes to try.
     candidates : instead of a sweep, any list of unfitted estimators (or ``(label,
         estimator)`` pairs); each needs ``fit``, ``score_samples`` and ``_n_parameters``.

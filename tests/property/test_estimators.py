@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import latentfit
-from latentfit.em.mixture_model import FAMILIES as MIXTURE_FAMILIES
+from latentfit.em.mixture.families import FAMILIES as MIXTURE_FAMILIES
 
 from .oracle import (
     Documented,

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
-from latentfit.em.distributed import DEFAULT_TIMEOUT_S
+from latentfit.em.sources.distributed import DEFAULT_TIMEOUT_S
 from latentfit.errors import LatentfitError
 
 
@@ -60,7 +60,7 @@ def fit_gmm(
     ),
 ):
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
-    from latentfit.em.gmm import GaussianMixture
+    from latentfit.em.mixture.gmm import GaussianMixture
 
     check_outputs([(out, "--out")], [data], force=force)
     check_device(device)
@@ -77,7 +77,7 @@ def fit_gmm(
         device=device,
     )
     if distributed:
-        from latentfit.em.distributed import fit_distributed
+        from latentfit.em.sources.distributed import fit_distributed
 
         try:
             cols = [c for c in columns.split(",") if c] or None

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from latentfit.em.hmm import kernels as K
+from latentfit.em.hmm.inference import posterior as K
 
 from .test_hmm_kernels import assert_same_posterior, random_model
 
 pytest.importorskip("numba")  # a dependency; the torch versions cover platforms without it
-from latentfit.em.hmm.posterior_cpu import forward_filter_cpu, posterior_cpu
+from latentfit.em.hmm.inference.compiled import forward_filter_cpu, posterior_cpu
 
 
 @pytest.mark.parametrize("k", [1, 3, 8, 20])  # run-time state counts and compiled-in ones
@@ -49,16 +49,40 @@ def test_impossible_sequence_is_minus_infinity_without_nan():
     np.testing.assert_allclose(got.posteriors[:100], ref.posteriors, rtol=1e-9, atol=1e-12)
 
 
-def test_compiled_workers_is_the_thread_count_outside_the_step_loop():
+def test_compiled_workers_is_the_argument_else_torchs_thread_count():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with K.step_loop_threads(torch.device("cpu")):
-            assert torch.get_num_threads() == 1
-            assert K.compiled_workers() == 2
         assert K.compiled_workers() == 2
+        assert K.compiled_workers(3) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_hmm_methods_leave_torchs_thread_count_alone():
+    """fit, score, predict and decode run with torch's thread count as the caller set it
+    (nothing process-wide is changed, not even for the length of a call)."""
+    from latentfit import GaussianHMM
+
+    seen = []
+
+    class Spy(GaussianHMM):
+        def _emission_log_likelihood(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return super()._emission_log_likelihood(*args, **kwargs)
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = Spy(2, n_iter=3, random_state=0).fit(X)
+        m.score(X)
+        m.predict(X)
+        m.decode(X, algorithm="map")
+        m.predict_proba(X)
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {2}
 
 
 @pytest.mark.parametrize("workers", [1, 2])

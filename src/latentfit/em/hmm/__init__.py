@@ -1,4 +1,4 @@
-"""Hidden Markov models: inference kernels (:mod:`~latentfit.em.hmm.kernels`), emission
+"""Hidden Markov models: inference kernels (:mod:`~latentfit.em.hmm.inference.posterior`), emission
 functions (:mod:`~latentfit.em.hmm.emissions`) and hmmlearn-compatible estimators."""
 
 from latentfit.em.hmm.base import ConvergenceMonitor, UnvisitedStateWarning

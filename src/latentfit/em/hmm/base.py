@@ -1,9 +1,11 @@
 """The hidden Markov model estimator: hmmlearn's interface over latentfit's EM driver.
 
 A model class only says how its emissions are initialised, scored, summarised and
-re-estimated (the ``_emission_*`` methods); :mod:`latentfit.em.hmm.hooks` turns that into
-the four hooks of :func:`latentfit.em.driver.run_em`, whose E-step is the forward-backward
-algorithm of :mod:`latentfit.em.hmm.kernels` (Baum-Welch: Baum et al. 1970; Rabiner 1989).
+re-estimated (the ``_emission_*`` methods); :class:`_HMMHooks` turns that into the four hooks
+of :func:`latentfit.em.driver.run_em`, whose E-step is the forward-backward algorithm of
+:mod:`latentfit.em.hmm.inference.posterior` (Baum-Welch: Baum et al. 1970; Rabiner 1989).
+Fitting, its record, save/load and BIC/AIC come from the estimator base of
+:mod:`latentfit.em.base`.
 
 Parameter names, fitted attributes and methods are hmmlearn's, so that switching is a change of
 import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration history
@@ -11,11 +13,18 @@ import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration 
 check, and a documented recovery for states that no data visits: such a state keeps its
 previous emission parameters and transition row, and an :class:`UnvisitedStateWarning` names
 it (hmmlearn returns NaN parameters or zero rows there).
+
+``implementation`` is accepted for hmmlearn compatibility ("log" or "scaling", checked) and
+selects nothing: every kernel runs the scaled recursions (Rabiner 1989, §V.A), which give the
+log-space recursions' results to rounding at any sequence length, so the two values give the
+same fit. It is kept, not removed, because model files store it among the constructor
+arguments and hmmlearn code passes it.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import deque
 from typing import ClassVar
 
@@ -25,26 +34,26 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit import _compiled
 from latentfit._validation import (
     check_feature_names,
     check_positive_int,
+    check_tol,
     make_generator,
-    resolve_device,
-    resolve_dtype,
 )
-from latentfit.em.driver import run_em
-from latentfit.em.estimator import check_tol
-from latentfit.em.hmm import kernels
-from latentfit.em.hmm.hooks import _HMMHooks
-from latentfit.em.sources import is_source
+from latentfit.em.base import CriteriaMixin, EMEstimator
+from latentfit.em.hmm.emissions import dirichlet_map
+from latentfit.em.hmm.inference import posterior as inference
+from latentfit.em.hmm.sequences import (
+    FEATURE_BYTES,
+    MAX_BATCH_STEPS,
+    batch_sequences,
+    check_lengths,
+)
+from latentfit.em.sources.chunks import is_source
 from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
 from latentfit.io import check_fields
 
 __all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
-
-_MAX_BATCH_STEPS = 1 << 22  # steps of data per E-step batch (sequences are never split)
-FEATURE_BYTES = 1 << 29  # memory for per-fit features of the data kept across iterations
 
 
 class UnvisitedStateWarning(RuntimeWarning):
@@ -74,49 +83,6 @@ class ConvergenceMonitor:
         )
 
 
-def check_lengths(lengths, n: int) -> list[int]:
-    """Sequence lengths as a list of positive ints summing to ``n``."""
-    if lengths is None:
-        return [n]
-    try:
-        arr = np.asarray(lengths)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
-        ) from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
-        raise DataError(f"lengths must be integers, got {arr.tolist()[:10]}")
-    if arr.dtype.kind not in "iuf":
-        raise DataError(f"lengths must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    bad = np.flatnonzero(arr < 1)
-    if len(bad):
-        raise DataError(
-            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
-        )
-    if int(arr.sum()) != n:
-        raise DataError(
-            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
-            "of rows of every sequence in X, in order"
-        )
-    return arr.tolist()
-
-
-def _batches(X: torch.Tensor, lengths: list[int]) -> list[tuple[torch.Tensor, list[int]]]:
-    """Groups of whole sequences, each processed in one pass of the kernels."""
-    out, start, group, size = [], 0, [], 0
-    for n in lengths:
-        if group and size + n > _MAX_BATCH_STEPS:
-            out.append((X[start : start + size], group))
-            start, group, size = start + size, [], 0
-        group.append(n)
-        size += n
-    out.append((X[start : start + size], group))
-    return out
-
-
 def _check_distribution(p: torch.Tensor, name: str) -> None:
     """Rows of ``p`` must be probability vectors (hmmlearn's _check_sum_1, naming the row)."""
     if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
@@ -130,32 +96,114 @@ def _check_distribution(p: torch.Tensor, name: str) -> None:
         raise ParameterError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
 
 
-def _one_thread(method):
-    """Run a model method on one intra-op CPU thread (see
-    :func:`~latentfit.em.hmm.threads.step_loop_threads` for the measurement behind it)."""
+class _HMMHooks:
+    """Baum-Welch as the EM driver's hooks (:func:`latentfit.em.driver.run_em`): the E-step is
+    the forward-backward algorithm of :mod:`latentfit.em.hmm.inference.posterior` on the
+    model's emission log-likelihoods, the M-step the Dirichlet MAP of the start and transition
+    probabilities (:func:`~latentfit.em.hmm.emissions.dirichlet_map`) plus the model's emission
+    M-step. A batch is a group of whole sequences."""
 
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with kernels.step_loop_threads(self._device):
-            return method(self, *args, **kwargs)
+    def __init__(self, model: BaseHMM, X: torch.Tensor | None, feature_bytes: int = FEATURE_BYTES):
+        self.model, self.X, self.feature_bytes = model, X, feature_bytes
+        # per in-memory batch: (shift, features) that stay fixed through the fit
+        self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._feature_bytes = 0
 
-    return wrapper
+    def _batch_features(self, params, X):
+        """The model's emission features of batch ``X`` (``_emission_features``): computed
+        once per fit for in-memory data while they fit in ``feature_bytes``, else once per
+        E-step (shared by the densities and the statistics); None if the model has none. A
+        batch is one of the fixed views made by
+        :func:`~latentfit.em.hmm.sequences.batch_sequences`."""
+        m = self.model
+        shift = params.get("shift")
+        cached = self._features.get(id(X)) if self.X is not None else None
+        if cached is not None and shift is not None and torch.equal(cached[0], shift):
+            return cached[1]
+        features = m._emission_features(params, X)
+        if features is None or self.X is None or shift is None:
+            return features
+        size = features.numel() * features.element_size()
+        if id(X) in self._features or self._feature_bytes + size <= self.feature_bytes:
+            if id(X) not in self._features:
+                self._feature_bytes += size
+            self._features[id(X)] = (shift.clone(), features)
+        return features
+
+    def initialize(self, data, generator):
+        if self.X is not None:
+            return self.model._initial_params(self.X, generator)
+        # A source: its in-memory sample (all rows, in order, when small: then the start is
+        # the in-memory fit's), the same parameters on every process.
+        sample = data.init_chunks(generator)
+        X = self.model._stream_batch(sample.X)
+        return data.sync_params(self.model._initial_params(X, generator))
+
+    def estep(self, params, batch):
+        X, lengths = batch
+        m = self.model
+        if self.X is None:  # streamed: the source's tensor
+            X = m._stream_batch(X)
+        features = self._batch_features(params, X)
+        if features is None:
+            ll = m._emission_log_likelihood(params, X)
+            stats_of = functools.partial(m._emission_stats, params, X)
+        else:
+            ll = m._emission_log_likelihood(params, X, features)
+            stats_of = functools.partial(m._emission_stats, params, X, features=features)
+        # ll is a temporary: the E-step reuses its buffer
+        post = inference.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+        )
+        if not bool(torch.isfinite(post.log_likelihood)):
+            m._log_likelihoods(params, X)  # names a row no state can emit, if there is one
+        stats = stats_of(post.posteriors)
+        stats["start"] = post.start_counts
+        stats["trans"] = post.transition_counts
+        stats["log_likelihood"] = post.log_likelihood.reshape(1)
+        return stats
+
+    def mstep(self, params, stats):
+        m = self.model
+        new = dict(params)
+        unvisited: list[int] = []
+        if "s" in m.params:
+            new["startprob"], _ = dirichlet_map(
+                stats["start"], m.startprob_prior, params["startprob"]
+            )
+        if "t" in m.params:
+            new["transmat"], rows = dirichlet_map(
+                stats["trans"], m.transmat_prior, params["transmat"]
+            )
+            unvisited += rows
+        emis, states = m._emission_mstep(params, stats)
+        new.update(emis)
+        unvisited = sorted(set(unvisited) | set(states))
+        if unvisited:
+            warnings.warn(
+                f"{type(m).__name__}: state(s) {unvisited} received no posterior mass (no data "
+                "is explained by them); they keep their previous parameters and transition "
+                "rows. Try fewer components, another random_state or n_init > 1.",
+                UnvisitedStateWarning,
+                stacklevel=3,
+            )
+        return new
+
+    def lower_bound(self, params, stats):
+        return float(stats["log_likelihood"].sum())
 
 
-class BaseHMM(BaseEstimator):
-    """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends."""
+class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
+    """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends. The fitted
+    parameters are hmmlearn's attributes (``startprob_``, ``transmat_`` and the emissions'),
+    the iteration setting is ``n_iter`` and a fit stops when the log-likelihood gains less
+    than ``tol`` (hmmlearn's rule)."""
 
     _emission_letters = ""
     _emission_attributes: tuple[str, ...] = ()
-
-    # ------------------------------------------------------------------ settings
-    @property
-    def _dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype)
-
-    @property
-    def _device(self) -> torch.device:
-        return resolve_device(self.device)
+    _fitted_attribute = "startprob_"
+    _max_iter_name = "n_iter"
+    _convergence = "delta"
 
     def _tensor(self, value, name: str = "a parameter") -> torch.Tensor:
         try:
@@ -273,51 +321,49 @@ class BaseHMM(BaseEstimator):
         self._set_emission_attributes(params)
 
     # ------------------------------------------------------------------ fitting
-    @_one_thread
-    def fit(self, X, lengths=None, *, max_rows_in_memory=None):
+    def fit(
+        self,
+        X,
+        lengths=None,
+        *,
+        max_rows_in_memory=None,
+        batch_steps: int = MAX_BATCH_STEPS,
+        feature_bytes: int = FEATURE_BYTES,
+    ):
         """Estimate the parameters by Baum-Welch EM (``n_init`` restarts, the best kept).
 
         ``lengths`` (n_sequences,) gives the rows of every sequence in ``X``; the sequences
         are processed together, not one by one.
 
-        ``X`` may also be a data source of :mod:`latentfit.em.sources` (a memory-mapped
+        ``X`` may also be a data source of :mod:`latentfit.em.sources.chunks` (a memory-mapped
         ``.npy``, Parquet, an iterator of arrays), read chunk by chunk and cut into whole
-        sequences by ``lengths`` (see :mod:`latentfit.em.hmm.stream`), or a
-        :class:`~latentfit.em.distributed.DistributedSource`, sharded by whole sequences.
+        sequences by ``lengths`` (see :mod:`latentfit.em.hmm.sequences`), or a
+        :class:`~latentfit.em.sources.distributed.DistributedSource`, sharded by whole sequences.
         One sequence must fit in memory: ``max_rows_in_memory`` refuses longer ones up
-        front."""
+        front.
+
+        Memory: in-memory sequences go to the E-step in groups of about ``batch_steps`` steps
+        (a sequence is never split), and the per-fit features of the data that the emission
+        densities share (see ``_emission_features``) are kept across iterations while they
+        take at most ``feature_bytes``, recomputed per E-step beyond that."""
         self._checked_settings()
+        batch_steps = check_positive_int(batch_steps, "batch_steps")
+        feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
         if is_source(X):
-            return self._fit_source(X, lengths, max_rows_in_memory)
+            return self._fit_source(X, lengths, max_rows_in_memory, feature_bytes)
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
-        gen = make_generator(self.random_state, self._device)
-        self._store_fit(self._run_em(_HMMHooks(self, X), _batches(X, lengths), gen))
+        hooks = _HMMHooks(self, X, feature_bytes)
+        self._store_result(self._run_em(hooks, batch_sequences(X, lengths, batch_steps)))
         return self
 
-    def _run_em(self, hooks, data, gen, reduce=None):
-        return run_em(
-            hooks,
-            data,
-            reduce=reduce,
-            n_init=self.n_init,
-            max_iter=self.n_iter,
-            max_iter_name="n_iter",
-            tol=self.tol,
-            generator=gen,
-            convergence="delta",
-            verbose=int(self.verbose),
-            name=type(self).__name__,
-        )
-
-    def _fit_source(self, source, lengths, max_rows_in_memory):
+    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
         """Baum-Welch over a data source, one group of whole sequences at a time."""
-        from latentfit.em.hmm.stream import prepare_sequences
+        from latentfit.em.hmm.sequences import prepare_sequences
 
         data = prepare_sequences(self, source, lengths, max_rows_in_memory)
-        gen = make_generator(self.random_state, self._device)
-        self._store_fit(self._run_em(_HMMHooks(self, None), data, gen, data.reduce))
+        self._store_result(self._run_em(_HMMHooks(self, None, feature_bytes), data, data.reduce))
         return self
 
     @property
@@ -342,14 +388,11 @@ class BaseHMM(BaseEstimator):
         stay fixed through a fit (given ``params["shift"]``), or None (the default)."""
         return None
 
-    def _store_fit(self, result):
-        self._set_attributes(result.params)
-        self.lower_bounds_ = list(result.lower_bounds)
-        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
-        self.lower_bound_ = result.lower_bound
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.best_init_ = result.best_init
+    def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
+        self._set_attributes(params)
+
+    def _store_result(self, result, *, restarts: bool = True) -> None:
+        super()._store_result(result, restarts=restarts)
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
 
     # ------------------------------------------------------------------ inference
@@ -395,32 +438,21 @@ class BaseHMM(BaseEstimator):
         if not bool(torch.isfinite(log_prob)):
             self._log_likelihoods(params, X)
 
-    @_one_thread
     def score_samples(self, X, lengths=None):
         """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
         params, X, lengths = self._prepare(X, lengths)
         ll = self._emission_log_likelihood(params, X)
-        post = kernels.posterior(
+        post = inference.posterior(
             ll, params["startprob"], params["transmat"], lengths, overwrite=True
         )
         self._check_possible(params, X, post.log_likelihood)
         return float(post.log_likelihood), post.posteriors.cpu().numpy()
 
-    @_one_thread
     def score(self, X, lengths=None):
         """Total log-likelihood log p(X) summed over the sequences."""
         params, X, lengths = self._prepare(X, lengths)
         ll = self._emission_log_likelihood(params, X)
-        startprob, transmat = params["startprob"], params["transmat"]
-        if X.device.type == "cpu" and _compiled.available():
-            from latentfit.em.hmm.posterior_cpu import forward_filter_cpu  # imports numba
-
-            workers = kernels.compiled_workers()
-            fwd = forward_filter_cpu(
-                ll, startprob, transmat, lengths, overwrite=True, workers=workers
-            )
-        else:
-            fwd = kernels.parallel_forward_filter(ll, startprob, transmat, lengths)
+        fwd = inference.log_likelihood(ll, params["startprob"], params["transmat"], lengths)
         self._check_possible(params, X, fwd.log_likelihood)
         return float(fwd.log_likelihood)
 
@@ -435,35 +467,22 @@ class BaseHMM(BaseEstimator):
         algorithm = algorithm or self.algorithm
         if algorithm not in ("viterbi", "map"):
             raise ParameterError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
-        with kernels.step_loop_threads(self._device):
-            params, X, lengths = self._prepare(X, lengths)
-            if algorithm == "viterbi":
-                v = self._viterbi(params, X, lengths)
-                self._check_possible(params, X, v.log_prob)
-                return float(v.log_prob), v.path.cpu().numpy()
-            ll = self._emission_log_likelihood(params, X)
-            post = kernels.posterior(
-                ll, params["startprob"], params["transmat"], lengths, overwrite=True
-            )
-            self._check_possible(params, X, post.log_likelihood)
-            best, states = post.posteriors.max(1)
-            return float(best.sum()), states.cpu().numpy()
-
-    def _viterbi(self, params, X, lengths):
-        """Viterbi decoding: on the CPU the compiled kernel, which asks for the emission
-        log-likelihoods block by block (:mod:`~latentfit.em.hmm.viterbi_cpu`); elsewhere
-        the chunked torch version on the whole (t, k) array."""
-        startprob, transmat = params["startprob"], params["transmat"]
-        if X.device.type == "cpu" and _compiled.available():
-            from latentfit.em.hmm import viterbi_cpu  # imports numba: only when needed
-
+        params, X, lengths = self._prepare(X, lengths)
+        if algorithm == "viterbi":
             emission = self._emission_rows(params)
-            return viterbi_cpu.viterbi_cpu_blocks(
-                lambda a, b: emission(X[a:b]), X.shape[0], startprob, transmat, lengths,
-                workers=kernels.compiled_workers(),
+            v = inference.decode(
+                lambda a, b: emission(X[a:b]), X.shape[0], params["startprob"],
+                params["transmat"], lengths,
             )  # fmt: skip
+            self._check_possible(params, X, v.log_prob)
+            return float(v.log_prob), v.path.cpu().numpy()
         ll = self._emission_log_likelihood(params, X)
-        return kernels.parallel_viterbi(ll, startprob, transmat, lengths)
+        post = inference.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+        )
+        self._check_possible(params, X, post.log_likelihood)
+        best, states = post.posteriors.max(1)
+        return float(best.sum()), states.cpu().numpy()
 
     def predict(self, X, lengths=None):
         """Most likely states (n,) by the model's ``algorithm``."""
@@ -508,23 +527,13 @@ class BaseHMM(BaseEstimator):
         k = self.n_components
         return {"s": k - 1, "t": k * (k - 1), **self._emission_n_params()}
 
-    def aic(self, X, lengths=None):
-        """AIC = −2 log L + 2 p (lower is better)."""
-        return -2 * self.score(X, lengths) + 2 * sum(self._get_n_fit_scalars_per_param().values())
+    def _n_parameters(self) -> int:
+        return sum(self._get_n_fit_scalars_per_param().values())
 
-    def bic(self, X, lengths=None):
-        """BIC = −2 log L + p log n (lower is better)."""
-        n_params = sum(self._get_n_fit_scalars_per_param().values())
-        return -2 * self.score(X, lengths) + n_params * np.log(len(X))
+    def _total_log_likelihood(self, X, lengths=None) -> float:
+        return self.score(X, lengths)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the fitted model (safetensors + JSON header); read it with latentfit.load."""
-        from latentfit.io import save
-
-        check_is_fitted(self, "startprob_")
-        return save(self, path)
-
     #: The settings a model file may restore (see :func:`latentfit.io.check_fields`).
     _state_fields: ClassVar[dict[str, str]] = {
         "lower_bounds_": "floats",

@@ -19,14 +19,14 @@ from latentfit.em.gaussian import (
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
-from latentfit.em.kmeans import kmeans
+from latentfit.em.initialize import kmeans
 from latentfit.em.missing import (
     gaussian_missing_hmm_stats,
     has_missing,
     impute_mean,
     log_gaussian_prob_missing,
 )
-from latentfit.em.sources import is_source
+from latentfit.em.sources.chunks import is_source
 from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
 from latentfit.io import serializable
 
@@ -289,7 +289,7 @@ class GaussianHMM(_ContinuousHMM):
         old = params["means"].double()
         if "delta" in params:  # the precise centred means (see _init_emissions)
             old = shift + params["delta"].double()
-        means, covars, empty = E.gaussian_mstep(
+        means, covars, empty = E.gaussian_emission_mstep(
             st,
             shift,
             old,
@@ -313,11 +313,12 @@ class GaussianHMM(_ContinuousHMM):
         self._covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[1]
 
-    def fit(self, X, lengths=None, *, max_rows_in_memory=None):
-        """Baum-Welch as :meth:`BaseHMM.fit`; then ``degenerate_components_`` lists the states
-        whose variance collapsed onto (near-)identical values (a
-        :class:`~latentfit.errors.DegenerateComponentWarning` names them and their rows)."""
-        super().fit(X, lengths, max_rows_in_memory=max_rows_in_memory)
+    def fit(self, X, lengths=None, **options):
+        """Baum-Welch as :meth:`BaseHMM.fit` (the same keyword ``options``); then
+        ``degenerate_components_`` lists the states whose variance collapsed onto
+        (near-)identical values (a :class:`~latentfit.errors.DegenerateComponentWarning` names
+        them and their rows)."""
+        super().fit(X, lengths, **options)
         found = self.__dict__.pop("_degenerate_found", {})
         if found:
             rows = None
@@ -332,8 +333,8 @@ class GaussianHMM(_ContinuousHMM):
             )
         return self
 
-    def _store_fit(self, result):
-        super()._store_fit(result)
+    def _store_result(self, result, *, restarts: bool = True):
+        super()._store_result(result, restarts=restarts)
         p, ct = result.params, self.covariance_type
         found = {}
         if "scatter" in p and ct != "tied":
