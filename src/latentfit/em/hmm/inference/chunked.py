@@ -86,6 +86,20 @@ def _window_product(e_bl, steps, transmat, restarts, restart_row, right: bool):
     return P, _coalesced_rows(P)
 
 
+def _widening(todo: torch.Tensor, window: int, length: int, attempt) -> bool:
+    """``attempt(todo, w)`` (a bool mask of the chunks it settled) on windows of ``window``
+    steps, widened fourfold for the chunks not yet settled, up to the whole chunk
+    (``length``). True when every chunk of ``todo`` was settled."""
+    w = window
+    while len(todo):
+        w = min(w, length)
+        todo = todo[~attempt(todo, w)]
+        if w == length:
+            break
+        w *= 4
+    return not len(todo)
+
+
 def _windowed_boundaries(e_bl, startprob, transmat, starts_bl, window):
     """Forward messages entering and backward messages leaving every chunk from windows of
     ``window`` steps, widened fourfold for the chunks that have not forgotten their start
@@ -97,35 +111,27 @@ def _windowed_boundaries(e_bl, startprob, transmat, starts_bl, window):
     alpha0[0] = startprob  # unused: the stream starts a sequence
     beta_end = torch.empty_like(alpha0)
     beta_end[-1] = flat  # the end of the stream
-    # forward: the tail of chunk j gives the message entering chunk j + 1
-    todo, w = torch.arange(b - 1, device=e_bl.device), window
-    while len(todo):
-        w = min(w, length)
+
+    def forward(todo, w):  # the tail of chunk j gives the message entering chunk j + 1
         tail = starts_bl[todo, length - w :]  # (m, w)
         P, ok = _window_product(
             e_bl[todo, length - w :], range(w), transmat, _restart_steps(tail.T), startprob, False
         )
         alpha0[todo[ok] + 1] = P[ok, 0]
-        todo = todo[~ok]
-        if w == length:
-            break
-        w *= 4
-    if len(todo):
-        return None
-    # backward: the head of chunk j + 1 gives the message leaving chunk j
-    todo, w = torch.arange(1, b, device=e_bl.device), window
-    while len(todo):
-        w = min(w, length)
+        return ok
+
+    def backward(todo, w):  # the head of chunk j + 1 gives the message leaving chunk j
         head = starts_bl[todo, :w]  # (m, w)
         S, ok = _window_product(
             e_bl[todo, :w], range(w - 1, -1, -1), transmat, _restart_steps(head.T), flat, True
         )
         beta_end[todo[ok] - 1] = S[ok, 0]
-        todo = todo[~ok]
-        if w == length:
-            break
-        w *= 4
-    if len(todo):
+        return ok
+
+    chunks = torch.arange(b, device=e_bl.device)
+    if not _widening(chunks[:-1], window, length, forward):
+        return None
+    if not _widening(chunks[1:], window, length, backward):
         return None
     return alpha0, beta_end
 
