@@ -157,3 +157,37 @@ def test_states_ruled_out_for_good_against_log_space():
         assert float(post.log_likelihood) == pytest.approx(logp, rel=1e-12)
         np.testing.assert_allclose(post.posteriors, gamma, atol=1e-12)
         assert bool(torch.isfinite(post.transition_counts).all())
+
+
+def test_a_short_fit_needs_no_compiler():
+    """Below COMPILE_MIN_STEPS steps fit, predict, score and decode run the torch kernels, so a
+    small problem on a new install never waits for numba to compile: in a fresh interpreter
+    numba is not even imported. The fit equals the same fit on the compiled kernels."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "import numpy as np\n"
+        "from latentfit import GaussianHMM\n"
+        "warnings.simplefilter('ignore')\n"
+        "X = np.random.default_rng(0).normal(size=(300, 2))\n"
+        "m = GaussianHMM(3, random_state=0).fit(X)\n"
+        "m.predict(X); m.score(X); m.decode(X)\n"
+        "print('numba' in sys.modules, repr(m.score(X)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, score = out.stdout.split()
+    assert imported == "False"
+    from latentfit.em.hmm.inference import posterior as dispatch
+
+    assert 300 < dispatch.COMPILE_MIN_STEPS
+    X = torch.as_tensor(np.random.default_rng(0).normal(size=(300, 2)))
+    ll = X.new_zeros(300, 3) - X[:, :1].square()  # any (t, k) log-likelihoods
+    pi, A = torch.full((3,), 1 / 3, dtype=X.dtype), torch.full((3, 3), 1 / 3, dtype=X.dtype)
+    torch_post = dispatch.posterior(ll, pi, A)
+    compiled = dispatch.posterior(ll, pi, A, compiled=True)
+    assert float(torch_post.log_likelihood) == pytest.approx(
+        float(compiled.log_likelihood), rel=1e-12
+    )
+    assert np.isfinite(float(score))

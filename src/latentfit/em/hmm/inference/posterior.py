@@ -6,6 +6,9 @@ lengths, so every emission model shares them (the stream layout is described in
 :mod:`~latentfit.em.hmm.inference.messages`). Three questions are asked of a model, and each
 is answered here:
 
+Compiled kernels serve CPU tensors of at least :data:`COMPILE_MIN_STEPS` steps (below it the
+torch kernels, so that a short sequence never waits for the compiler).
+
 * :func:`posterior`, the Baum-Welch E-step: on a CPU with numba the compiled kernel
   (:mod:`~latentfit.em.hmm.inference.compiled`), elsewhere the fused chunked torch kernel
   (:mod:`~latentfit.em.hmm.inference.chunked`); ``parallel=False`` runs the sequential
@@ -50,6 +53,7 @@ from latentfit.em.hmm.inference.sequential import (
 )
 
 __all__ = [
+    "COMPILE_MIN_STEPS",
     "HMMBackward",
     "HMMFiltered",
     "HMMPosterior",
@@ -71,8 +75,14 @@ __all__ = [
 ]
 
 
-def _use_compiled(device: torch.device) -> bool:
-    return device.type == "cpu" and _compiled.available()
+#: Below this many steps a call runs the torch kernels even on a CPU with numba: compiling the
+#: kernels (the first time after an install; then they are cached on disk) costs seconds, more
+#: than they can save on a short sequence, and a small fit then needs no compiler at all.
+COMPILE_MIN_STEPS = 1 << 12
+
+
+def _use_compiled(device: torch.device, n_steps: int) -> bool:
+    return device.type == "cpu" and n_steps >= COMPILE_MIN_STEPS and _compiled.available()
 
 
 def posterior(
@@ -96,7 +106,7 @@ def posterior(
     then lost); ``workers``: threads for the compiled kernel (default: torch's thread count)."""
     t, k = log_likelihoods.shape
     if compiled is None:
-        compiled = parallel and _use_compiled(log_likelihoods.device)
+        compiled = parallel and _use_compiled(log_likelihoods.device, t)
     if compiled:
         from latentfit.em.hmm.inference.compiled import posterior_cpu  # imports numba
 
@@ -137,7 +147,7 @@ def diag_gaussian_densities(X, c, W, const, out, *, rows: int = 1 << 16) -> torc
     for every row of X (t, d), written into ``out`` (t, k). On a CPU with numba the compiled
     kernel (:mod:`~latentfit.em.hmm.inference.compiled_densities`), elsewhere torch products
     over blocks of ``rows`` rows."""
-    if _use_compiled(X.device):
+    if _use_compiled(X.device, X.shape[0]):
         from latentfit.em.hmm.inference.compiled_densities import diag_gaussian_log_likelihood
 
         X_, c_, W_, const_ = (a.detach().contiguous().numpy() for a in (X, c, W, const))
@@ -155,7 +165,7 @@ def log_likelihood(
     """The forward filter (Rabiner 1989, eqs. 19-21): log p(x) and the filtered messages. On a
     CPU with numba the compiled kernel (it may reuse the ``log_likelihoods`` buffer), elsewhere
     :func:`~latentfit.em.hmm.inference.chunked.parallel_forward_filter`."""
-    if _use_compiled(log_likelihoods.device):
+    if _use_compiled(log_likelihoods.device, log_likelihoods.shape[0]):
         from latentfit.em.hmm.inference.compiled import forward_filter_cpu  # imports numba
 
         return forward_filter_cpu(
@@ -178,7 +188,7 @@ def decode(
     log-likelihoods ``emission(a, b)`` gives for rows ``a .. b − 1`` ((b − a, k), on the
     model's device). On a CPU with numba the compiled kernel asks for them block by block;
     elsewhere the chunked torch kernel takes them all at once."""
-    if _use_compiled(startprob.device):
+    if _use_compiled(startprob.device, n_steps):
         from latentfit.em.hmm.inference.compiled_viterbi import viterbi_cpu_blocks  # numba
 
         return viterbi_cpu_blocks(
