@@ -202,3 +202,14 @@ def test_summed_out_density_is_the_sum_over_paths_plus_the_gibbs_priors():
         total += stats.invgamma.logpdf(v, 1.5, scale=0.5)  # df 3, scale 1: IG(df/2, scale/2)
         total += stats.norm.logpdf(m, 0.0, math.sqrt(v / 0.5))
     assert abs(float(ld(start, trans, means, var)[0]) - total) < 1e-10
+
+
+def test_chains_start_from_the_given_state_path():
+    x = _series(12, 5)
+    z0 = (x > 0.25).to(torch.long)
+    res = gibbs_hmm(x, 2, num_chains=3, num_warmup=0, num_draws=1, init_states=z0, generator=0)
+    assert res.means.shape == (3, 1, 2, 1)
+    with pytest.raises(DataError, match="init_states"):
+        gibbs_hmm(x, 2, num_draws=1, num_warmup=0, init_states=z0[:5])
+    with pytest.raises(DataError, match="init_states"):
+        gibbs_hmm(x, 2, num_draws=1, num_warmup=0, init_states=z0 + 2)

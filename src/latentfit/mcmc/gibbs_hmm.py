@@ -146,6 +146,7 @@ def gibbs_hmm(
     prior_df: float | None = None,
     prior_scale=None,
     co_assignment: bool | None = None,
+    init_states=None,
     generator=None,
 ) -> GibbsHMMResult:
     """Gibbs sampling of a Gaussian HMM by data augmentation (module docstring).
@@ -154,8 +155,11 @@ def gibbs_hmm(
     the same for every state: start ~ Dirichlet(alpha_start), each transition row ~
     Dirichlet(alpha_trans); mean | cov ~ N(prior_loc = data mean, cov / prior_kappa); cov ~
     InvWishart(prior_df = d + 2, prior_scale = data covariance / k^(2/d) scaled to df), as in
-    ``gibbs_gmm``. ``co_assignment`` as in ``gibbs_gmm``. Randomness comes only from
-    ``generator`` (a ``torch.Generator`` or a seed).
+    ``gibbs_gmm``. ``co_assignment`` as in ``gibbs_gmm``. Every chain starts from the state
+    path ``init_states`` (n,) (for example an EM fit's Viterbi path: the HMM likelihood has
+    several modes, and chains started from random paths can settle in different ones), or from
+    random paths when it is None. Randomness comes only from ``generator`` (a
+    ``torch.Generator`` or a seed).
     """
     x, seqs = _sequences(x, lengths)
     k = int(n_states)
@@ -184,7 +188,18 @@ def gibbs_hmm(
         scale0 = torch.as_tensor(prior_scale, dtype=dt).reshape(d, d)
     kappa0 = torch.tensor(float(prior_kappa), dtype=dt)
     c = int(num_chains)
-    paths = [torch.randint(0, k, (c, s.shape[0]), generator=gen) for s in seqs]
+    if init_states is None:
+        paths = [torch.randint(0, k, (c, s.shape[0]), generator=gen) for s in seqs]
+    else:
+        z0 = torch.as_tensor(init_states).reshape(-1)
+        if z0.shape[0] != n or z0.is_floating_point() or z0.min() < 0 or z0.max() >= k:
+            raise DataError(
+                f"init_states must hold {n} integer states in 0..{k - 1}, one per row of x; "
+                f"got shape {tuple(z0.shape)}"
+            )
+        paths = [
+            p.to(torch.long).expand(c, -1).clone() for p in torch.split(z0, [len(s) for s in seqs])
+        ]
     keep = {"start": [], "transmat": [], "means": [], "covariances": []}
     co = torch.zeros(n, n, dtype=dt) if keep_co else None
     for it in range(int(num_warmup) + int(num_draws)):
