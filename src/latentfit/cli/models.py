@@ -54,6 +54,8 @@ def model_columns(model, kind: str) -> list[str] | None:
 def n_columns(model, kind: str) -> int | None:
     if kind == "vae":
         return int(model.spec.x_dim)
+    if type(model).__name__ == "CategoricalHMM":
+        return 1  # one column of symbols (its n_features counts the symbols)
     for name in ("n_features_in_", "n_features"):
         value = getattr(model, name, None)
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -447,6 +449,17 @@ def parameter_text(
     return lines
 
 
+def _settings(model, kind: str, header: dict) -> dict:
+    """The model's constructor arguments as loaded (a VAE: its spec)."""
+    if kind == "vae":
+        from dataclasses import asdict
+
+        return asdict(model.spec)
+    from latentfit.io import _jsonable
+
+    return {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
+
+
 @app.command("show")
 def show(
     model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
@@ -481,7 +494,7 @@ def show(
         "format_version": header.get("format_version"),
         "feature_names": columns,
         "n_features": n_columns(model, kind),
-        "settings": header.get("params"),
+        "settings": _settings(model, kind, header),
         "fit": fit,
         "split": header.get("split"),
         ("tensor_shapes" if networks else "parameters"): params,
