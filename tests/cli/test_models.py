@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ MODELS = {
             random_state=0,
         ).fit(X2),
         X2,
-    ),  # fmt: skip
+    ),
     "VAE": (lambda: latentfit.vae.build_model(x_dim=5, z_dim=2, hidden=[6], seed=1), BINARY),
     "DiscreteVAE": (
         lambda: latentfit.vae.build_model(
@@ -193,9 +194,9 @@ def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
     if kind == "hmm":
         starts = np.cumsum([0, *LENGTHS])
         # each sequence scored alone, independently of the per-step normalisers
-        seqs = [model.score(rows[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        seqs = [model.score(rows[a:b]) for a, b in pairwise(starts)]
         np.testing.assert_allclose(got["sequence_log_likelihoods"], seqs, rtol=1e-9)
-        step_sums = [np.sum(got["per_row"][a:b]) for a, b in zip(starts, starts[1:], strict=False)]
+        step_sums = [np.sum(got["per_row"][a:b]) for a, b in pairwise(starts)]
         np.testing.assert_allclose(step_sums, seqs, rtol=1e-9)
         assert got["total"] == pytest.approx(model.score(rows, LENGTHS), rel=1e-9)
     else:
@@ -214,7 +215,7 @@ def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
 
 
 def test_sample_from_the_file_equals_the_model_in_memory(saved):
-    model, path, data, X, lengths, kind = saved
+    model, path, _data, _X, _lengths, kind = saved
     got = _json(["sample", path, "-n", "6", "--seed", "11"])
     if kind == "hmm":
         want, states = model.sample(6, random_state=11)
@@ -238,7 +239,7 @@ def _plain(value):
 
 
 def test_show_json_parses_back_to_the_models_attributes(saved):
-    model, path, data, X, lengths, kind = saved
+    model, path, _data, _X, _lengths, kind = saved
     got = _json(["show", path])
     assert got["class"] == type(model).__name__ and got["kind"] == kind
     assert got["latentfit_version"] == latentfit.__version__ and got["format_version"] == 1
@@ -374,7 +375,7 @@ def test_fit_bgmm_labels(tmp_path):
 
 
 def test_misuse_is_a_clear_error(saved, tmp_path):
-    model, path, data, X, lengths, kind = saved
+    _model, path, data, X, _lengths, kind = saved
     if kind != "mixture":
         return
     res = _invoke(["predict", path, data, "--lengths", data])
