@@ -42,6 +42,9 @@ def fit_gmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="CSV file of the most probable component of every row."
+    ),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -59,10 +62,17 @@ def fit_gmm(
         "it stops with an error (a stopped or crashed process).",
     ),
 ):
-    """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
+    """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC;
+    write the label of every row with --labels."""
+    from latentfit.cli.models import record_columns, write_labels
     from latentfit.em.gmm import GaussianMixture
 
-    check_outputs([(out, "--out")], [data], force=force)
+    check_outputs([(out, "--out"), (labels, "--labels")], [data], force=force)
+    if distributed and labels is not None:
+        fail(
+            "--labels is not written by a --distributed fit (no process holds every row); "
+            "save the model with --out and run 'latentfit predict MODEL DATA --out FILE'"
+        )
     check_device(device)
     model = GaussianMixture(
         k,
@@ -94,6 +104,7 @@ def fit_gmm(
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
+    record_columns(model, data, [c for c in columns.split(",") if c] or None)
     p = model._n_parameters()
     echo = typer.echo
     echo(f"GaussianMixture: K={k}, covariance={covariance}, n={n}, d={d}")
@@ -104,6 +115,8 @@ def fit_gmm(
     echo(f"weights:\n{_fmt(model.weights_)}")
     echo(f"means:\n{_fmt(model.means_)}")
     echo(f"covariances ({covariance}):\n{_fmt(model.covariances_)}")
+    if labels is not None:
+        write_labels(labels, model.predict(X))
     if out is not None:
         try:
             path = model.save(out)

@@ -122,6 +122,9 @@ def fit_hmm(
         ll = model.score(X, seq)
     except (ValueError, FloatingPointError) as err:
         fail(str(err))
+    from latentfit.cli.models import record_columns
+
+    record_columns(model, data, cols)  # stored with --out: predict/score match them by name
     echo = typer.echo
     n_seq = 1 if seq is None else len(seq)
     echo(

@@ -1,4 +1,5 @@
-"""``latentfit fit vae``, ``latentfit eval`` and ``latentfit sample``: VAEs from the command line."""
+"""``latentfit fit vae`` and ``latentfit eval``: VAEs from the command line (``latentfit sample``,
+which draws from every kind of saved model, VAEs included, lives in :mod:`latentfit.cli.models`)."""
 
 from __future__ import annotations
 
@@ -278,41 +279,3 @@ def eval_vae(
         f"{name}, {X.shape[0]} test points, k={k}: log p(x) = {ll.mean:.2f} nats "
         f"(NLL {ll.nll:.2f}), {ll.bits_per_dim:.4f} bits/dim"
     )
-
-
-@app.command("sample")
-def sample_vae(
-    model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
-    n: int = typer.Option(64, min=1, help="Number of samples."),
-    out: Path = typer.Option(Path("samples.png"), "--out", help="PNG grid to write."),
-    force: bool = force_option(),
-    image_shape: str = typer.Option(
-        "", "--image-shape", help="H,W (default: from the model, or 28,28)."
-    ),
-    seed: int = typer.Option(0),
-):
-    """Draw z ~ p(z) and write the decoded means as an image grid."""
-    import math
-
-    import torch
-
-    from latentfit.vae.images import sample_images, save_grid
-
-    check_outputs([(out, "--out")], [model_path], force=force)
-    model = _load(model_path)
-    d = model.spec.x_dim
-    if image_shape:
-        shape = tuple(_sizes(image_shape, "--image-shape", "28,28"))
-    elif model.spec.image_shape:
-        shape = tuple(model.spec.image_shape)
-    else:
-        side = math.isqrt(d)
-        shape = (side, side) if side * side == d else (1, d)
-    if math.prod(shape) != d:
-        fail(f"--image-shape {shape} does not hold the model's {d} values")
-    imgs = sample_images(model, n, torch.Generator().manual_seed(seed))
-    try:
-        save_grid(out, imgs, shape, nrow=math.ceil(math.sqrt(n)))
-    except (LatentfitError, OSError) as err:
-        fail(str(err))
-    typer.echo(f"{n} samples written to {out}")

@@ -41,6 +41,9 @@ def fit_bgmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="CSV file of the most probable component of every row."
+    ),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -49,11 +52,13 @@ def fit_bgmm(
     components it keeps."""
     from sklearn.exceptions import ConvergenceWarning
 
+    from latentfit.cli.models import record_columns, write_labels
     from latentfit.vi.bgmm import BayesianGaussianMixture
 
-    check_outputs([(out, "--out")], [data], force=force)
+    check_outputs([(out, "--out"), (labels, "--labels")], [data], force=force)
     check_device(device)
-    X = load_data(data, [c for c in columns.split(",") if c] or None)
+    cols = [c for c in columns.split(",") if c] or None
+    X = load_data(data, cols)
     model = BayesianGaussianMixture(
         n_components=k,
         covariance_type=covariance,
@@ -73,6 +78,7 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
+    record_columns(model, data, cols)
     n, d = X.shape
     echo = typer.echo
     echo(
@@ -93,6 +99,8 @@ def fit_bgmm(
     echo(f"means (used components):\n{_fmt(model.means_[used])}")
     cov = model.covariances_ if covariance == "tied" else model.covariances_[used]
     echo(f"covariances ({covariance}, used components):\n{_fmt(cov)}")
+    if labels is not None:
+        write_labels(labels, model.predict(X))
     if out is not None:
         try:
             path = model.save(out)
