@@ -175,22 +175,23 @@ class SelectionResult:
 
     def summary(self) -> str:
         """Every candidate with every criterion, and the best model by each criterion."""
-        head = f"{'model':<22}{'logLik':>12}{'params':>8}{'BIC':>12}{'AIC':>12}{'ICL':>12}"
+        w = max([22] + [len(r["label"]) + 2 for r in self.rows])
+        head = f"{'model':<{w}}{'logLik':>12}{'params':>8}{'BIC':>12}{'AIC':>12}{'ICL':>12}"
         has_cv = any(r.get("cv_loglik") is not None for r in self.rows)
         if has_cv:
             head += f"{'heldout':>10}"
         lines = [head]
         for r in self.rows:
             if r["error"]:
-                lines.append(f"{r['label']:<22}  failed: {r['error']}")
+                lines.append(f"{r['label']:<{w}}  failed: {r['error']}")
                 continue
             if r.get("degenerate"):
                 lines.append(
-                    f"{r['label']:<22}{r['loglik']:>12.2f}{r['n_parameters']:>8d}  NA: "
+                    f"{r['label']:<{w}}{r['loglik']:>12.2f}{r['n_parameters']:>8d}  NA: "
                     f"degenerate component(s) {r['degenerate']}"
                 )
                 continue
-            line = f"{r['label']:<22}{r['loglik']:>12.2f}{r['n_parameters']:>8d}"
+            line = f"{r['label']:<{w}}{r['loglik']:>12.2f}{r['n_parameters']:>8d}"
             for c in ("bic", "aic", "icl"):
                 v = r[c]
                 line += f"{v:>12.2f}" if v is not None and math.isfinite(v) else f"{'NA':>12}"

@@ -344,7 +344,7 @@ def select_hmm(
         if len(bad):
             fail(
                 f"categorical emissions need whole-number symbols 0, 1, 2, ...; row {bad[0]} "
-                f"holds {values[bad[0], 0]!r}"
+                f"holds {float(values[bad[0], 0]):g}"
             )
         wanted["n_features"] = int(values.max()) + 1  # every fold can score every symbol
     kwargs = _constructor_kwargs(cls, wanted)
