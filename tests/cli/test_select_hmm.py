@@ -186,3 +186,44 @@ def test_bad_lengths_and_symbols_are_clear_errors(series, tmp_path):
     np.savetxt(frac, [[0.0], [1.5], [2.0]])
     res = runner.invoke(app, ["select", "hmm", str(frac), "-k", "1", "--emission", "categorical"])
     assert res.exit_code == 2 and "row 1 holds 1.5" in res.output
+
+
+def test_a_sequence_model_kind_plugs_into_the_command(series, monkeypatch):
+    """`--model hsmm` finds latentfit.GaussianHSMM by name and gives it only the settings its
+    constructor takes; here a stand-in with fit/score/n_parameters_ (the real class, once it
+    is there, is used the same way)."""
+    from scipy.stats import norm
+    from sklearn.base import BaseEstimator
+
+    import latentfit
+
+    class StandIn(BaseEstimator):
+        def __init__(self, n_components=1, max_iter=10):
+            self.n_components = n_components
+            self.max_iter = max_iter
+
+        def fit(self, X, lengths=None):
+            X = np.asarray(X)
+            self.mean_, self.sd_ = X.mean(0), X.std(0)
+            self.n_parameters_ = 2 * X.shape[1] + self.n_components
+            return self
+
+        def score(self, X, lengths=None):
+            return float(norm.logpdf(np.asarray(X), self.mean_, self.sd_).sum())
+
+    monkeypatch.setattr(latentfit, "GaussianHSMM", StandIn, raising=False)
+    path, lpath, X, lengths = series
+    res = runner.invoke(
+        app,
+        ["select", "hmm", str(path), "-k", "1-2", "--model", "hsmm", "--lengths", str(lpath),
+         "--n-iter", "7", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    ll = norm.logpdf(X, X.mean(0), X.std(0)).sum()
+    assert [r["label"] for r in doc["rows"]] == ["StandIn K=1", "StandIn K=2"]
+    for r, k in zip(doc["rows"], [1, 2], strict=True):
+        assert r["bic"] == pytest.approx(-2 * ll + (4 + k) * np.log(len(X)), rel=1e-12)
+    monkeypatch.setattr(latentfit, "GaussianHSMM", None)  # as in an installation without it
+    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--model", "hsmm"])
+    assert res.exit_code == 2 and "needs latentfit.GaussianHSMM" in res.output
