@@ -212,7 +212,7 @@ def test_a_sequence_model_kind_plugs_into_the_command(series, monkeypatch):
             return float(norm.logpdf(np.asarray(X), self.mean_, self.sd_).sum())
 
     monkeypatch.setattr(latentfit, "GaussianHSMM", StandIn, raising=False)
-    path, lpath, X, lengths = series
+    path, lpath, X, _ = series
     res = runner.invoke(
         app,
         ["select", "hmm", str(path), "-k", "1-2", "--model", "hsmm", "--lengths", str(lpath),
