@@ -324,6 +324,8 @@ def test_a_new_sequence_model_plugs_in_through_its_own_methods(sequences):
 
     res = select_model(X, lengths, candidates=[NoCount()])
     assert "does not say how many free parameters" in res.rows[0]["error"]
+    with pytest.raises(ParameterError, match=r"IIDGaussian\(n_components, covariance_type"):
+        select_model(X, lengths, family=IIDGaussian, covariance_types=["full"])
 
 
 def test_result_repr_frame_and_dict_carry_the_same_numbers(sequences):

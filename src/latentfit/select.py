@@ -455,9 +455,18 @@ def _family_factory(family, **kwargs) -> Callable[[int, str], Any]:
                 f"family must be a family name or an estimator class, got {family!r:.60}"
             )
 
+        name = getattr(family, "__name__", type(family).__name__)
+
         def make_any(k, variant):
             extra = {"covariance_type": variant} if variant in _COVARIANCE_TYPES else {}
-            return family(n_components=k, **extra, **kwargs)
+            try:
+                return family(n_components=k, **extra, **kwargs)
+            except TypeError as err:  # an argument the class does not take
+                given = ", ".join(["n_components", *extra, *kwargs])
+                raise ParameterError(
+                    f"family={name} cannot be built as {name}({given}): {err}; pass only "
+                    "arguments its constructor takes"
+                ) from None
 
         return make_any
     from latentfit.em import factor, mixtures
