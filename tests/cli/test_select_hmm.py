@@ -227,3 +227,31 @@ def test_a_sequence_model_kind_plugs_into_the_command(series, monkeypatch):
     monkeypatch.setattr(latentfit, "GaussianHSMM", None)  # as in an installation without it
     res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--model", "hsmm"])
     assert res.exit_code == 2 and "needs latentfit.GaussianHSMM" in res.output
+
+
+@pytest.mark.parametrize(
+    ("content", "lengths_content"),
+    [
+        (b"", None),
+        (bytes(range(128, 256)), None),
+        (b"a,b\n1,x\n2,y\n", None),
+        (b"a,b\n1,2\n3\n", None),
+        (b"a,b\n", None),
+        (None, None),  # no such file
+        (b"a\n1\n2\n3\n", b"two\n"),
+        (b"a\n1\n2\n3\n", bytes(range(128, 256))),
+        (b"a\n1\n2\n3\n", b"1 -1 3\n"),
+    ],
+)
+def test_bad_files_are_one_line_errors(tmp_path, content, lengths_content):
+    data = tmp_path / "d.csv"
+    if content is not None:
+        data.write_bytes(content)
+    argv = ["select", "hmm", str(data), "-k", "1"]
+    if lengths_content is not None:
+        (tmp_path / "l.txt").write_bytes(lengths_content)
+        argv += ["--lengths", str(tmp_path / "l.txt")]
+    res = runner.invoke(app, argv)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+    assert ("l.txt" if lengths_content and b"two" in lengths_content else "") in res.output
