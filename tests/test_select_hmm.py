@@ -365,5 +365,7 @@ def test_bad_lengths_and_folds_are_errors_naming_the_problem(sequences):
         select_model(X, [480, 0], family="gaussian_hmm", n_components=[1])
     with pytest.raises(ParameterError, match="fewer sequences than folds"):
         select_model(X[:9], family="gaussian_hmm", n_components=[1], cv=5)
+    with pytest.raises(ParameterError, match="nothing to fit"):
+        select_model(X, lengths, family="gaussian_hmm", covariance_types=[])
     with pytest.raises(ParameterError, match="unknown family 'hmm'"):
         select_model(X, family="hmm")

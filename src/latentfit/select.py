@@ -519,11 +519,11 @@ def make_candidates(
     make = _family_factory(family, **kwargs)
     if isinstance(family, str):
         if _sweeps_covariance(family):
-            variants = list(covariance_types or _COVARIANCE_TYPES)
+            variants = list(_COVARIANCE_TYPES if covariance_types is None else covariance_types)
             return [(f"{v} K={k}", make(k, v), k, v) for v in variants for k in n_components]
         return [(f"{family} K={k}", make(k, family), k, family) for k in n_components]
     name = getattr(family, "__name__", type(family).__name__)
-    if covariance_types:
+    if covariance_types is not None:
         return [
             (f"{name} {v} K={k}", make(k, v), k, v) for v in covariance_types for k in n_components
         ]
@@ -657,6 +657,11 @@ def select_model(
             k = getattr(est, "n_components", None) or 0
             variant = getattr(est, "covariance_type", None) or type(est).__name__
             entries.append((label or f"{type(est).__name__} K={k}", est, k, variant))
+    if not entries:
+        raise ParameterError(
+            "nothing to fit: n_components, covariance_types or candidates is empty; name at "
+            "least one size (and covariance type)"
+        )
     sequential = [is_sequence_model(est) for _, est, _, _ in entries]
     any_sequence = seq_lengths is not None or any(sequential)
     if any_sequence and seq_lengths is None:

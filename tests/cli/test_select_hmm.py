@@ -165,6 +165,7 @@ def test_plot_message_leaves_stdout_one_json_document(series, tmp_path):
         (["--model", "ssm", "--emission", "poisson"], "--model ssm takes --emission gaussian"),
         (["--model", "hmmm"], "--model must be one of"),
         (["--cv", "200"], "use fewer folds"),
+        (["--covariance", ","], "names no covariance type"),
     ],
 )
 def test_bad_options_are_clear_errors(series, extra, message):

@@ -153,6 +153,13 @@ def _sweep(
         fail("every fit failed; see the errors above", code=1)
 
 
+def _covariances(text: str) -> list[str]:
+    covs = [c.strip() for c in text.split(",") if c.strip()]
+    if not covs:
+        fail(f"--covariance names no covariance type ({text!r}); give e.g. full,diag")
+    return covs
+
+
 def _check_formats(as_json: bool, as_csv: bool) -> None:
     if as_json and as_csv:
         fail("--json and --csv both print to standard output; choose one")
@@ -192,7 +199,7 @@ def _run(
             kwargs["missing"] = missing
         elif marginalize:
             fail(f"--missing marginalize is available for gmm, fa and ppca, not {family}")
-    covs = [c for c in covariance.split(",") if c] if family == "gmm" else None
+    covs = _covariances(covariance) if family == "gmm" else None
     _sweep(
         X,
         lengths=None,
@@ -349,7 +356,7 @@ def select_hmm(
         wanted["n_features"] = int(values.max()) + 1  # every fold can score every symbol
     kwargs = _constructor_kwargs(cls, wanted)
     takes_cov = "covariance_type" in inspect.signature(cls).parameters
-    covs = [c for c in covariance.split(",") if c] if takes_cov else None
+    covs = _covariances(covariance) if takes_cov else None
     _sweep(
         X,
         lengths=seq,
