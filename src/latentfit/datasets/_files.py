@@ -468,7 +468,7 @@ def load_array(
             import pyarrow.parquet as pq
         except ImportError as err:
             raise MissingDependencyError(
-                "reading Parquet needs pyarrow: pip install 'latentfit[parquet]'"
+                "reading Parquet needs pyarrow: pip install pyarrow"
             ) from err
         try:
             table = pq.read_table(path)
