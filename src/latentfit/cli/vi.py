@@ -8,7 +8,17 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option, load_data
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+)
 from latentfit.errors import LatentfitError
 
 
@@ -18,7 +28,9 @@ def _fmt(a) -> str:
 
 @fit_app.command("bgmm")
 def fit_bgmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(
         ...,
         "-k",
@@ -53,7 +65,7 @@ def fit_bgmm(
 
     check_outputs([(out, "--out")], [data], force=force)
     check_device(device)
-    X = load_data(data, [c for c in columns.split(",") if c] or None)
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter)
     model = BayesianGaussianMixture(
         n_components=k,
         covariance_type=covariance,

@@ -344,15 +344,17 @@ def _slow_values(path, layout, table, include, keep, shown, pa, pc) -> np.ndarra
     i, j = first
     cell = table.column(include[j])[i].as_py().strip()
     col = keep[j]
+    others = [d for d in (*_CANDIDATES, " ") if d != layout.delimiter and d in cell]
+    if others and not re.fullmatch(r"[-+]?\d*,\d+", cell):
+        hint = f"; it holds {others[0]!r}: is the delimiter right (--delimiter, delimiter=)?"
+    elif re.fullmatch(r"[-+]?\d*,\d+", cell):
+        hint = "; write decimal points, not decimal commas (1.5, not 1,5)"
+    else:
+        hint = ""
     raise DataError(
         f"{path}: row {i} (line {_line_of(path, layout, i)}), column {col} ({shown[col]!r}) "
         f"holds the non-numeric value {cell!r}; encode it as a number or leave the column out "
-        "with --columns (columns= in Python)"
-        + (
-            "; write decimal points, not decimal commas (1.5, not 1,5)"
-            if re.fullmatch(r"[-+]?\d*,\d+", cell)
-            else ""
-        )
+        f"with --columns (columns= in Python){hint}"
     )
 
 
