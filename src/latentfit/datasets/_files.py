@@ -112,11 +112,12 @@ def _split(line: str, delimiter: str) -> list[str]:
 
 
 def _guess_delimiter(lines: list[str]) -> str:
-    """The first candidate that splits every sampled line into the same number (> 1) of
-    fields; else whitespace if that does; else comma (one column: nothing to split)."""
+    """The first candidate that splits the first line into more than one field and at least
+    three quarters of the sampled lines into as many (a ragged line is then reported as such,
+    not as a wrong delimiter); else whitespace if that does; else comma (a single column)."""
     for d in (*_CANDIDATES, _WHITESPACE):
-        counts = {len(_split(line, d)) for line in lines}
-        if len(counts) == 1 and counts.pop() > 1:
+        counts = [len(_split(line, d)) for line in lines]
+        if counts[0] > 1 and 4 * counts.count(counts[0]) >= 3 * len(counts):
             return d
     return ","
 
