@@ -25,7 +25,7 @@ KINDS = [
 @pytest.mark.parametrize("header", [False, True], ids=["no-header", "header"])
 @pytest.mark.parametrize("kind", KINDS, ids=[k[0] for k in KINDS])
 def test_every_delimiter_with_and_without_header_matches_numpy_loadtxt(tmp_path, kind, header):
-    name, suffix, kwargs, delim = kind
+    _, suffix, kwargs, delim = kind
     path = tmp_path / f"d{suffix}"
     names = (kwargs.get("delimiter") or " ").join(["a", "b", "c"])
     np.savetxt(path, X, header=names if header else "", comments="", **kwargs)
@@ -172,7 +172,7 @@ def test_load_dataset_by_name_with_columns():
     np.testing.assert_array_equal(ds.data.numpy(), f.data.numpy()[:, [1, 0]])
     assert ds.feature_names == ["waiting", "eruptions"]
     assert load_dataset("mnist").data.shape == (5000, 784)
-    with pytest.raises(ParameterError, match="no bundled data set 'iris'.*faithful, geyser"):
+    with pytest.raises(ParameterError, match=r"no bundled data set 'iris'.*faithful, geyser"):
         load_dataset("iris")
     with pytest.raises(DataError, match="has no column 'x'"):
         load_dataset("geyser", columns=["x"])
