@@ -379,7 +379,11 @@ def _resolve(header: list[str] | None, width: int, columns, path: Path) -> list[
                     f"{path} has no column names, so column {c!r} cannot be found; select "
                     f"columns by position, 0 to {width - 1} (e.g. --columns 0,2)"
                 )
-            raise DataError(f"{path} has no column {c!r}; its columns are {header}")
+            glued = [d for d in (*_CANDIDATES, " ") if len(header) == 1 and d in header[0]]
+            raise DataError(
+                f"{path} has no column {c!r}; its columns are {header}"
+                + (": is the delimiter right (--delimiter, delimiter=)?" if glued else "")
+            )
         if not 0 <= i < width:
             raise DataError(
                 f"{path} has {width} column(s), so there is no column {c!r}; positions run "
