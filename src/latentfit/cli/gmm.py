@@ -8,21 +8,55 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+    stream_option,
+    stream_path,
+)
 from latentfit.em.distributed import DEFAULT_TIMEOUT_S
 from latentfit.errors import LatentfitError
 
 
-def read_data(path: Path, columns: str, allow_nan: bool):
-    """Read a data file (NaN allowed when the model marginalises missing values)."""
-    from latentfit.datasets import load_array
+def read_data(
+    path: Path | None,
+    columns: str,
+    allow_nan: bool,
+    dataset: str | None = None,
+    delimiter: str | None = None,
+):
+    """Read DATA or --dataset (NaN allowed when the model marginalises missing values)."""
+    return load_data(
+        path,
+        columns,
+        dataset=dataset,
+        delimiter=delimiter,
+        allow_nan=allow_nan,
+        hint=" (pass --missing marginalize)",
+    )
 
-    cols = [c for c in columns.split(",") if c] or None
-    try:
-        return load_array(path, columns=cols, allow_nan=allow_nan)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        hint = " (pass --missing marginalize)" if "nan" in str(err).lower() else ""
-        fail(str(err) + hint)
+
+def _fit_streamed(model, data: Path, columns: str, missing: str):
+    """Fit ``model`` chunk by chunk from the file and score it in one more pass; returns
+    (n, d, log-likelihood) without ever holding the data in memory."""
+    from latentfit.em.sources import open_source
+
+    source = open_source(data, columns=split_columns(columns))
+    model.fit(source)
+    n, ll = 0, 0.0
+    for Xc, _ in source.configured(allow_nan=missing == "marginalize"):
+        ll += float(model.score_samples(Xc).sum())
+        n += Xc.shape[0]
+    return n, source.n_features, ll
 
 
 def _fmt(a) -> str:
@@ -31,7 +65,10 @@ def _fmt(a) -> str:
 
 @fit_app.command("gmm")
 def fit_gmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
+    stream_above: float = stream_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of components."),
     covariance: str = typer.Option("full", help="full, tied, diag or spherical."),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
@@ -67,6 +104,7 @@ def fit_gmm(
     from latentfit.cli.models import record_columns, write_labels
     from latentfit.em.gmm import GaussianMixture
 
+    data_source(data, dataset)
     check_outputs([(out, "--out"), (labels, "--labels")], [data], force=force)
     if distributed and labels is not None:
         fail(
@@ -89,6 +127,8 @@ def fit_gmm(
     if distributed:
         from latentfit.em.distributed import fit_distributed
 
+        if data is None:
+            fail("--distributed reads shards of a DATA file; save the data set to a file first")
         try:
             cols = [c for c in columns.split(",") if c] or None
             res = fit_distributed(model, data, columns=cols, timeout=timeout)
@@ -97,8 +137,16 @@ def fit_gmm(
         if res.rank != 0:
             return
         n, d, ll = res.n_samples, res.n_features, res.loglik
+    elif stream_path(data, columns, stream_above):
+        typer.echo(
+            f"{data} is streamed from the file (--stream-above {stream_above:g} MiB)", err=True
+        )
+        try:
+            n, d, ll = _fit_streamed(model, data, columns, missing)
+        except (ValueError, FloatingPointError, FileNotFoundError) as err:
+            fail(str(err))
     else:
-        X = read_data(data, columns, allow_nan=missing == "marginalize")
+        X = read_data(data, columns, missing == "marginalize", dataset, delimiter)
         try:
             model.fit(X)
         except (ValueError, FloatingPointError) as err:

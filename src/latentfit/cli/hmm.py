@@ -9,7 +9,18 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+)
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 
@@ -65,7 +76,9 @@ def _print_emissions(model, emission, covariance):
 
 @fit_app.command("hmm")
 def fit_hmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file, one row per step."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of hidden states."),
     lengths: Path | None = typer.Option(
         None, "--lengths", help="Text file of sequence lengths (rows per sequence, in order)."
@@ -91,7 +104,6 @@ def fit_hmm(
 ):
     """Fit an HMM by Baum-Welch; print start/transition probabilities, emissions,
     log-likelihood and BIC/AIC; write the decoded state of every row."""
-    from latentfit.datasets import load_array
     from latentfit.errors import LatentfitError
     from latentfit.io import atomic_path
 
@@ -99,16 +111,14 @@ def fit_hmm(
         fail(f"--emission must be one of {', '.join(EMISSIONS)}; got {emission!r}")
     if algorithm not in ("viterbi", "map"):
         fail(f"--algorithm must be viterbi or map; got {algorithm!r}")
-    target = states if states is not None else Path(f"{data.stem}_states.csv")
+    name = data_source(data, dataset)
+    stem = data.stem if data is not None else dataset
+    target = states if states is not None else Path(f"{stem}_states.csv")
     check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
-    cols = [c for c in columns.split(",") if c] or None
-    try:
-        X = load_array(data, columns=cols).numpy()
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        fail(str(err))
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter).numpy()
     if emission == "categorical":
         if X.shape[1] != 1:
-            fail(f"categorical emissions need one column of symbols; {data} has {X.shape[1]}")
+            fail(f"categorical emissions need one column of symbols; {name} has {X.shape[1]}")
         if not np.all(X == np.round(X)):
             fail("categorical emissions need whole-number symbols 0, 1, 2, ...")
         X = X.astype(np.int64)
@@ -124,7 +134,7 @@ def fit_hmm(
         fail(str(err))
     from latentfit.cli.models import record_columns
 
-    record_columns(model, data, cols)  # stored with --out: predict/score match them by name
+    record_columns(model, data, split_columns(columns))  # predict/score match them by name
     echo = typer.echo
     n_seq = 1 if seq is None else len(seq)
     echo(

@@ -97,7 +97,7 @@ def header_names(path: Path) -> list[str] | None:
 def record_columns(model, data: Path, columns: list[str] | None) -> None:
     """Give a model fitted from the command line the names of its data columns (stored in its
     file, shown by ``latentfit show`` and matched by ``predict``/``score``)."""
-    names = header_names(data)
+    names = header_names(data) if data is not None else None
     if names is None:
         return
     if columns:

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, fail, force_option, parse_range, select_app
+from latentfit.cli.app import (
+    check_outputs,
+    data_argument,
+    dataset_option,
+    delimiter_option,
+    fail,
+    force_option,
+    parse_range,
+    select_app,
+)
 from latentfit.cli.gmm import read_data
 from latentfit.cli.output import json_option, print_json
 
@@ -181,13 +190,15 @@ def _run(
     force: bool = False,
     as_json: bool = False,
     as_csv: bool = False,
+    dataset: str | None = None,
+    delimiter: str | None = None,
 ):
     _check_formats(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     check_outputs([(plot, "--plot")], [data], force=force)
     fmt = _figure_format(plot) if plot is not None else None
     marginalize = missing == "marginalize"
-    X = read_data(data, columns, allow_nan=marginalize)
+    X = read_data(data, columns, marginalize, dataset, delimiter)
     sizes = parse_range(k, most=X.shape[0])
     kwargs = {"max_iter": max_iter}
     if family in ("fa", "ppca"):
@@ -220,7 +231,9 @@ def _run(
 
 def _register(family: str) -> None:
     def command(
-        data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file."),
+        data: Path | None = data_argument(),
+        dataset: str | None = dataset_option(),
+        delimiter: str = delimiter_option(),
         k: str = typer.Option("1-8", "-k", help="Sizes: 3, 1-8 or 2,4,8."),
         covariance: str = typer.Option(
             "full,tied,diag,spherical", help="Covariance types to sweep (gmm only)."
@@ -255,6 +268,8 @@ def _register(family: str) -> None:
             force,
             as_json,
             as_csv,
+            dataset,
+            delimiter,
         )
 
     command.__doc__ = _HELP[family]

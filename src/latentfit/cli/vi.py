@@ -8,7 +8,18 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option, load_data
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+)
 from latentfit.errors import LatentfitError
 
 
@@ -18,7 +29,9 @@ def _fmt(a) -> str:
 
 @fit_app.command("bgmm")
 def fit_bgmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(
         ...,
         "-k",
@@ -57,8 +70,7 @@ def fit_bgmm(
 
     check_outputs([(out, "--out"), (labels, "--labels")], [data], force=force)
     check_device(device)
-    cols = [c for c in columns.split(",") if c] or None
-    X = load_data(data, cols)
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter)
     model = BayesianGaussianMixture(
         n_components=k,
         covariance_type=covariance,
@@ -78,7 +90,7 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
-    record_columns(model, data, cols)
+    record_columns(model, data, split_columns(columns))
     n, d = X.shape
     echo = typer.echo
     echo(
