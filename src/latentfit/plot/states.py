@@ -19,6 +19,7 @@ def plot_states(
     algorithm: str | None = None,
     features=None,
     colors=None,
+    state_names=None,
     ax=None,
 ):
     """Each feature of the series against time, every step coloured by its hidden state.
@@ -26,7 +27,8 @@ def plot_states(
     ``states`` defaults to ``model.decode(X, lengths, algorithm=algorithm)`` (the Viterbi
     path unless ``algorithm="map"``); ``features`` picks the columns drawn (default: all, one
     panel each; sequence boundaries of ``lengths`` are dotted lines). ``ax`` is one Axes per
-    drawn feature (a single Axes for one). Returns an array of the Axes, one per feature.
+    drawn feature (a single Axes for one); ``colors`` and ``state_names`` (the legend) hold one
+    entry per state. Returns an array of the Axes, one per feature.
     """
     require(model, "transmat_", "plot_states")
     Xn = as_numpy(X)
@@ -53,6 +55,8 @@ def plot_states(
     if len(axes) != len(cols):
         raise ParameterError(f"ax must hold one Axes per drawn feature ({len(cols)})")
     k = int(model.n_components)
+    if states.min(initial=0) < 0 or states.max(initial=0) >= k:
+        raise DataError(f"states must lie in 0..{k - 1} (the model's {k} states)")
     if colors is None:
         from matplotlib import colormaps
 
@@ -65,9 +69,8 @@ def plot_states(
         for s in range(k):
             sel = states == s
             if sel.any():
-                a.scatter(
-                    steps[sel], Xn[sel, col], s=12, color=colors[s], zorder=2, label=f"state {s}"
-                )
+                label = f"state {s}" if state_names is None else state_names[s]
+                a.scatter(steps[sel], Xn[sel, col], s=12, color=colors[s], zorder=2, label=label)
         for b in bounds:
             a.axvline(b - 0.5, color="0.4", ls=":", lw=0.8)
         a.set_ylabel(str(names[col]) if names is not None else f"feature {col}")
