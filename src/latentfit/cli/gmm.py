@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.em.distributed import DEFAULT_TIMEOUT_S
 from latentfit.errors import LatentfitError
 
@@ -42,6 +43,7 @@ def fit_gmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    plot: Path | None = plot_option("the components' 1σ/2σ ellipses over the first two columns"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -62,8 +64,10 @@ def fit_gmm(
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
     from latentfit.em.gmm import GaussianMixture
 
-    check_outputs([(out, "--out")], [data], force=force)
+    check_outputs([(out, "--out"), (plot, "--plot")], [data], force=force)
+    fmt = figure_format(plot)
     check_device(device)
+    X = None
     model = GaussianMixture(
         k,
         covariance_type=covariance,
@@ -110,3 +114,9 @@ def fit_gmm(
         except (LatentfitError, OSError) as err:
             fail(str(err))
         echo(f"model saved to {path} (read it with latentfit.load)")
+    if plot is not None:
+        from latentfit.plot import plot_mixture
+
+        fig, ax = new_figure(figsize=(6, 4.5))
+        plot_mixture(model, None if X is None else X.cpu(), ax=ax)  # --distributed: no rows here
+        save_figure(fig, plot, fmt)

@@ -10,6 +10,7 @@ import numpy as np
 import typer
 
 from latentfit.cli.app import check_outputs, fail, fit_app, force_option
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 
@@ -86,6 +87,7 @@ def fit_hmm(
         "folder, e.g. s_states.csv for s.csv).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    plot: Path | None = plot_option("every column over time, coloured by decoded state"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
@@ -100,7 +102,10 @@ def fit_hmm(
     if algorithm not in ("viterbi", "map"):
         fail(f"--algorithm must be viterbi or map; got {algorithm!r}")
     target = states if states is not None else Path(f"{data.stem}_states.csv")
-    check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
+    check_outputs(
+        [(target, "--states"), (out, "--out"), (plot, "--plot")], [data, lengths], force=force
+    )
+    fmt = figure_format(plot)
     cols = [c for c in columns.split(",") if c] or None
     try:
         X = load_array(data, columns=cols).numpy()
@@ -145,3 +150,9 @@ def fit_hmm(
             echo(f"model saved to {model.save(out)} (read it with latentfit.load)")
     except (LatentfitError, OSError) as err:
         fail(str(err))
+    if plot is not None:
+        from latentfit.plot import plot_states
+
+        fig, axes = new_figure(X.shape[1], 1, figsize=(10, 2.6 * X.shape[1] + 0.6), sharex=True)
+        plot_states(model, X, seq, states=path, ax=axes)
+        save_figure(fig, plot, fmt)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import check_outputs, fail, force_option, parse_range, select_app
+from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
 
 _HELP = {
@@ -18,17 +19,6 @@ _HELP = {
     "fa": "Factor analysis over the number of factors.",
     "ppca": "Probabilistic PCA over the latent dimension.",
 }
-
-
-def _figure_format(path: Path) -> str:
-    """The image format matplotlib writes for ``path``'s suffix (png when there is none)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    known = FigureCanvasBase.get_supported_filetypes()
-    if fmt not in known:
-        fail(f"--plot {path}: unknown image format {fmt!r}; use one of {', '.join(sorted(known))}")
-    return fmt
 
 
 def _run(
@@ -50,7 +40,7 @@ def _run(
 
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     check_outputs([(plot, "--plot")], [data], force=force)
-    fmt = _figure_format(plot) if plot is not None else None
+    fmt = figure_format(plot)
     marginalize = missing == "marginalize"
     X = read_data(data, columns, allow_nan=marginalize)
     sizes = parse_range(k, most=X.shape[0])
@@ -93,16 +83,11 @@ def _run(
     typer.echo("")
     typer.echo(result.summary())
     if plot is not None:
-        from latentfit.errors import LatentfitError
-        from latentfit.io import atomic_path
+        from latentfit.plot import plot_selection
 
-        fig = result.plot()
-        try:
-            with atomic_path(plot) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
-        typer.echo(f"figure written to {plot}")
+        fig, ax = new_figure(figsize=(6, 4))
+        plot_selection(result, ax=ax)
+        save_figure(fig, plot, fmt)
     if result.best_index() is None:
         fail("every fit failed; see the errors above", code=1)
 

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option, load_data
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.errors import LatentfitError
 
 
@@ -41,6 +42,7 @@ def fit_bgmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    plot: Path | None = plot_option("the used components' ellipses over the first two columns"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -51,7 +53,8 @@ def fit_bgmm(
 
     from latentfit.vi.bgmm import BayesianGaussianMixture
 
-    check_outputs([(out, "--out")], [data], force=force)
+    check_outputs([(out, "--out"), (plot, "--plot")], [data], force=force)
+    fmt = figure_format(plot)
     check_device(device)
     X = load_data(data, [c for c in columns.split(",") if c] or None)
     model = BayesianGaussianMixture(
@@ -99,3 +102,9 @@ def fit_bgmm(
         except (LatentfitError, OSError) as err:
             fail(str(err))
         echo(f"model saved to {path} (read it with latentfit.load)")
+    if plot is not None:
+        from latentfit.plot import plot_mixture
+
+        fig, ax = new_figure(figsize=(6, 4.5))
+        plot_mixture(model, X, min_weight=active, ax=ax)
+        save_figure(fig, plot, fmt)

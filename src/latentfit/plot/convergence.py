@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from latentfit.errors import ParameterError
 from latentfit.plot._axes import new_axes
@@ -40,6 +41,7 @@ def plot_convergence(model, *, ax=None, logx: bool = False):
             if any(v is not None for v in values):
                 y = [np.nan if v is None else float(v) for v in values]
                 ax.plot(epochs, y, marker=".", label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("bound per data point (nats)")
         ax.legend(fontsize=8)
@@ -74,6 +76,8 @@ def plot_convergence(model, *, ax=None, logx: bool = False):
         )
     if logx:
         ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{type(model).__name__}: bound per iteration")
