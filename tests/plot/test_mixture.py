@@ -180,7 +180,7 @@ def test_draws_into_a_given_axes_and_refuses_what_it_cannot_draw():
     _, ax = plt.subplots()
     gm = _fit(GaussianMixture(2, random_state=0), X)
     assert plot_mixture(gm, ax=ax) is ax
-    with pytest.raises(NotFittedError, match="means_"):
+    with pytest.raises(NotFittedError, match="call fit first"):
         plot_mixture(GaussianMixture(2))
     bern = _fit(BernoulliMixture(2, random_state=0), (X > X.mean(0)).astype(float))
     with pytest.raises(ParameterError, match="covariances_"):
@@ -191,3 +191,29 @@ def test_draws_into_a_given_axes_and_refuses_what_it_cannot_draw():
         plot_mixture(gm, kind="violin")
     with pytest.raises(DataError, match="2 feature columns"):
         plot_mixture(gm, X[:, :1])
+
+
+def test_a_mixture_of_other_continuous_families_is_drawn_by_its_density():
+    from latentfit import MixtureModel
+
+    mm = _fit(MixtureModel(["gamma", "lognormal"], random_state=0), X)
+    ax = plot_mixture(mm, X)  # no Gaussian components: contours by default
+    cs = next(c for c in ax.collections if hasattr(c, "levels"))
+    for level, path in zip(cs.levels, cs.get_paths(), strict=True):
+        if len(path.vertices):
+            np.testing.assert_allclose(np.exp(mm.score_samples(path.vertices)), level, rtol=2e-2)
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections if c is not cs])
+    assert len(offsets) == len(X)
+    one = _fit(MixtureModel("gamma", n_components=2, random_state=0), X[:, :1])
+    (curve,) = plot_mixture(one, X[:, :1]).lines
+    np.testing.assert_allclose(
+        curve.get_ydata(), np.exp(one.score_samples(curve.get_xdata()[:, None])), rtol=1e-12
+    )
+    with pytest.raises(ParameterError, match="kind='contour'"):
+        plot_mixture(mm, X, kind="ellipse")
+    with pytest.raises(ParameterError, match="pass X"):
+        plot_mixture(mm)
+    counts = np.round(X)
+    poisson = _fit(MixtureModel("poisson", n_components=2, random_state=0), counts)
+    with pytest.raises(ParameterError, match="cannot draw"):
+        plot_mixture(poisson, counts)

@@ -52,6 +52,16 @@ def gaussian_components(model) -> GaussianComponents:
     GaussianHMM (one per state, weighted by the stationary distribution) or GMMHMM (n_mix per
     state)."""
     name = type(model).__name__
+    if not hasattr(model, "means_") and hasattr(model, "score_samples"):
+        require(model, "n_features_in_", "plot_mixture")
+        raise ParameterError(
+            f"{name} has no Gaussian components (means_ and covariances_); "
+            + (
+                "pass kind='contour' to draw its density"
+                if _has_continuous_density(model)
+                else "plot_mixture cannot draw it"
+            )
+        )
     means = as_numpy(require(model, "means_", "plot_mixture")).astype(float)
     ctype = getattr(model, "covariance_type", "full")
     if hasattr(model, "transmat_"):  # an HMM
@@ -71,10 +81,14 @@ def gaussian_components(model) -> GaussianComponents:
         covs = as_numpy(model.covars_).astype(float).reshape(k, d, d)  # always full
         return GaussianComponents(state_w, means, covs, np.arange(k))
     if not hasattr(model, "covariances_"):
+        hint = (
+            "pass kind='contour' to draw its density"
+            if _has_continuous_density(model)
+            else "its components are discrete: plot its means_ with plot_image_grid or a bar chart"
+        )
         raise ParameterError(
-            f"plot_mixture draws Gaussian components; {name} has means_ but no covariances_ "
-            "(its components are not Gaussian): plot its means_ with plot_image_grid or a bar "
-            "chart instead"
+            f"plot_mixture draws ellipses of Gaussian components; {name} has no covariances_: "
+            + hint
         )
     k, d = means.shape
     covs = _full(as_numpy(model.covariances_).astype(float), ctype, k, d)
@@ -105,7 +119,7 @@ def plot_mixture(
     X=None,
     *,
     dims=(0, 1),
-    kind: str = "ellipse",
+    kind: str | None = None,
     n_std=(1, 2),
     min_weight: float = 0.0,
     colors=None,
@@ -116,23 +130,32 @@ def plot_mixture(
 
     Parameters
     ----------
-    model : a fitted GaussianMixture, BayesianGaussianMixture, GaussianHMM or GMMHMM.
+    model : a fitted GaussianMixture, BayesianGaussianMixture, GaussianHMM or GMMHMM (Gaussian
+        components), or a MixtureModel of continuous families (gamma, log-normal, ...: its
+        density by ``score_samples``, on one or two features).
     X : data (n, d) to scatter, coloured by ``model.predict`` (optional).
     dims : the two features to draw (the components' marginal on them is exact: means and
         covariance sub-blocks); with one feature, or a one-feature model, the weighted
         component densities are drawn over a histogram.
-    kind : ``"ellipse"`` — for every component, the contours at ``n_std`` standard deviations
-        (Mahalanobis radius), axes along the covariance eigenvectors with half-lengths
-        r·√eigenvalue — or ``"contour"``: contours of the mixture density on ``dims``.
+    kind : ``"ellipse"`` (the default for Gaussian components) — for every component, the
+        contours at ``n_std`` standard deviations (Mahalanobis radius), axes along the
+        covariance eigenvectors with half-lengths r·√eigenvalue — or ``"contour"`` (the default
+        otherwise): contours of the mixture density on ``dims``.
     min_weight : components whose weight is at most this are left out (a Bayesian mixture's
         switched-off components).
     colors : one matplotlib colour per component (default: the colour cycle).
 
     Returns the Axes.
     """
-    if kind not in ("ellipse", "contour"):
+    if kind not in (None, "ellipse", "contour"):
         raise ParameterError(f"kind must be 'ellipse' or 'contour'; got {kind!r}")
-    comp = gaussian_components(model)
+    try:
+        comp = gaussian_components(model)
+    except ParameterError:
+        if kind == "ellipse" or not _has_continuous_density(model):
+            raise
+        return _plot_scored(model, X, new_axes(ax, figsize=(6, 4.5)), scatter_kws, colors)
+    kind = kind or "ellipse"
     d = comp.means.shape[1]
     dims = _check_dims(dims if d > 1 else [0], d, type(model).__name__)
     Xd = None
@@ -234,4 +257,61 @@ def _plot_1d(ax, model, X, Xd, comp, keep, means, variances, colors):
     ax.set_xlabel("value")
     ax.set_ylabel("density")
     ax.set_title(f"{type(model).__name__}: {len(keep)} components")
+    return ax
+
+
+_DISCRETE_MIXTURES = (
+    "BernoulliMixture",
+    "CategoricalMixture",
+    "MultinomialMixture",
+    "PoissonMixture",
+)
+_DISCRETE_FAMILIES = {"poisson", "bernoulli"}
+
+
+def _has_continuous_density(model) -> bool:
+    """A model whose ``score_samples`` is a density of one row over a continuous space (not an
+    HMM's sequence score, not a probability mass)."""
+    if hasattr(model, "transmat_") or type(model).__name__ in _DISCRETE_MIXTURES:
+        return False
+    families = getattr(model, "_families", None)
+    if families is not None and _DISCRETE_FAMILIES & set(families()):
+        return False
+    return hasattr(model, "score_samples")
+
+
+def _plot_scored(model, X, ax, scatter_kws, colors):
+    """Any continuous mixture by its own density, exp(score_samples), on its one or two
+    features over the range of the data."""
+    name = type(model).__name__
+    d = int(require(model, "n_features_in_", "plot_mixture"))
+    if d > 2:
+        raise ParameterError(
+            f"{name} has {d} features; its density is drawn on one or two (the marginal of a "
+            "non-Gaussian mixture on a subset is not computed): fit it on those features"
+        )
+    if X is None:
+        raise ParameterError(f"plot_mixture draws {name}'s density over the data: pass X")
+    Xn = as_numpy(X).astype(float)
+    if Xn.ndim != 2 or Xn.shape[1] != d or not len(Xn):
+        raise DataError(f"X must have the model's {d} feature columns; got shape {Xn.shape}")
+    lo, hi = np.nanmin(Xn, 0), np.nanmax(Xn, 0)
+    if d == 1:
+        ax.hist(Xn[:, 0], bins=40, density=True, color="0.85", edgecolor="0.6")
+        x = np.linspace(lo[0], hi[0], 400)
+        ax.plot(x, np.exp(as_numpy(model.score_samples(x[:, None]))), color="k", label="mixture")
+        ax.set_xlabel("value")
+        ax.set_ylabel("density")
+    else:
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 150), np.linspace(lo[1], hi[1], 150))
+        dens = np.exp(as_numpy(model.score_samples(np.c_[gx.ravel(), gy.ravel()])))
+        labels = np.asarray(as_numpy(model.predict(X)))
+        cycle = colors or [f"C{i}" for i in range(10)]
+        kw = {"s": 8, "alpha": 0.6, **(scatter_kws or {})}
+        for g in np.unique(labels):
+            ax.scatter(*Xn[labels == g].T, color=cycle[int(g) % len(cycle)], **kw)
+        ax.contour(gx, gy, dens.reshape(gx.shape), levels=8, cmap="viridis")
+        ax.set_xlabel("feature 0")
+        ax.set_ylabel("feature 1")
+    ax.set_title(f"{name}: density")
     return ax
