@@ -23,6 +23,7 @@ from latentfit.cli.app import (
     stream_option,
     stream_path,
 )
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.em.distributed import DEFAULT_TIMEOUT_S
 from latentfit.errors import LatentfitError
 
@@ -82,6 +83,7 @@ def fit_gmm(
     labels: Path | None = typer.Option(
         None, "--labels", help="CSV file of the most probable component of every row."
     ),
+    plot: Path | None = plot_option("the components' 1σ/2σ ellipses over the first two columns"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -105,13 +107,15 @@ def fit_gmm(
     from latentfit.em.gmm import GaussianMixture
 
     data_source(data, dataset)
-    check_outputs([(out, "--out"), (labels, "--labels")], [data], force=force)
+    check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
     if distributed and labels is not None:
         fail(
             "--labels is not written by a --distributed fit (no process holds every row); "
             "save the model with --out and run 'latentfit predict MODEL DATA --out FILE'"
         )
+    fmt = figure_format(plot)
     check_device(device)
+    X = None
     model = GaussianMixture(
         k,
         covariance_type=covariance,
@@ -138,6 +142,12 @@ def fit_gmm(
             return
         n, d, ll = res.n_samples, res.n_features, res.loglik
     elif stream_path(data, columns, stream_above):
+        if labels is not None:
+            fail(
+                f"--labels needs every row in memory, and {data} is streamed from the file "
+                f"(over --stream-above {stream_above:g} MiB); raise --stream-above, or save "
+                "the model with --out and run 'latentfit predict MODEL DATA --out FILE'"
+            )
         typer.echo(
             f"{data} is streamed from the file (--stream-above {stream_above:g} MiB)", err=True
         )
@@ -171,3 +181,9 @@ def fit_gmm(
         except (LatentfitError, OSError) as err:
             fail(str(err))
         echo(f"model saved to {path} (read it with latentfit.load)")
+    if plot is not None:
+        from latentfit.plot import plot_mixture
+
+        fig, ax = new_figure(figsize=(6, 4.5))
+        plot_mixture(model, None if X is None else X.cpu(), ax=ax)  # --distributed: no rows here
+        save_figure(fig, plot, fmt)

@@ -21,6 +21,7 @@ from latentfit.cli.app import (
     load_data,
     split_columns,
 )
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 
@@ -99,6 +100,7 @@ def fit_hmm(
         "folder, e.g. s_states.csv for s.csv).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    plot: Path | None = plot_option("every column over time, coloured by decoded state"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
@@ -114,7 +116,10 @@ def fit_hmm(
     name = data_source(data, dataset)
     stem = data.stem if data is not None else dataset
     target = states if states is not None else Path(f"{stem}_states.csv")
-    check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
+    check_outputs(
+        [(target, "--states"), (out, "--out"), (plot, "--plot")], [data, lengths], force=force
+    )
+    fmt = figure_format(plot)
     X = load_data(data, columns, dataset=dataset, delimiter=delimiter).numpy()
     if emission == "categorical":
         if X.shape[1] != 1:
@@ -158,3 +163,9 @@ def fit_hmm(
             echo(f"model saved to {model.save(out)} (read it with latentfit.load)")
     except (LatentfitError, OSError) as err:
         fail(str(err))
+    if plot is not None:
+        from latentfit.plot import plot_states
+
+        fig, axes = new_figure(X.shape[1], 1, figsize=(10, 2.6 * X.shape[1] + 0.6), sharex=True)
+        plot_states(model, X, seq, states=path, ax=axes)
+        save_figure(fig, plot, fmt)

@@ -22,6 +22,7 @@ from latentfit.cli.app import (
     parse_range,
     select_app,
 )
+from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
 from latentfit.cli.output import json_option, print_json
 
@@ -59,17 +60,6 @@ def csv_option():
     return typer.Option(
         False, "--csv/--no-csv", help="Print the table as CSV (the same numbers as the text)."
     )
-
-
-def _figure_format(path: Path) -> str:
-    """The image format matplotlib writes for ``path``'s suffix (png when there is none)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    known = FigureCanvasBase.get_supported_filetypes()
-    if fmt not in known:
-        fail(f"--plot {path}: unknown image format {fmt!r}; use one of {', '.join(sorted(known))}")
-    return fmt
 
 
 def _csv_cell(value) -> str:
@@ -147,17 +137,11 @@ def _sweep(
         typer.echo("")
         typer.echo(result.summary())
     if plot is not None:
-        from latentfit.errors import LatentfitError
-        from latentfit.io import atomic_path
+        from latentfit.plot import plot_selection
 
-        fig = result.plot()
-        try:
-            with atomic_path(plot) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
-        # on stderr when stdout carries JSON or CSV, so that it stays one document
-        typer.echo(f"figure written to {plot}", err=as_json or as_csv)
+        fig, ax = new_figure(figsize=(6, 4))
+        plot_selection(result, ax=ax)
+        save_figure(fig, plot, fmt)
     if result.best_index() is None:
         fail("every fit failed; see the errors above", code=1)
 
@@ -196,7 +180,7 @@ def _run(
     _check_formats(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     check_outputs([(plot, "--plot")], [data], force=force)
-    fmt = _figure_format(plot) if plot is not None else None
+    fmt = figure_format(plot)
     marginalize = missing == "marginalize"
     X = read_data(data, columns, marginalize, dataset, delimiter)
     sizes = parse_range(k, most=X.shape[0])
@@ -351,7 +335,7 @@ def select_hmm(
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     cls = _sequence_class(model, emission)
     check_outputs([(plot, "--plot")], [data, lengths], force=force)
-    fmt = _figure_format(plot) if plot is not None else None
+    fmt = figure_format(plot)
     X = read_data(data, columns, allow_nan=False)
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])

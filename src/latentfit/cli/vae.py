@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.errors import LatentfitError
 
 
@@ -89,6 +90,9 @@ def fit_vae(
         0, "--eval-k", min=0, help="Report log p(x) on the test rows with k samples."
     ),
     out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
+    plot: Path | None = plot_option(
+        "the bound per epoch and validation rows above their reconstructions"
+    ),
     force: bool = force_option(),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, ..."),
@@ -122,10 +126,12 @@ def fit_vae(
             Output(out, "--out"),
             Output(checkpoint_dir, "--checkpoint-dir", folder=True),
             Output(metrics_csv, "--metrics-csv", may_exist=resuming),
+            Output(plot, "--plot"),
         ],
         [None if dataset in ("mnist", "digits", "mnist-idx") else Path(dataset), idx],
         force=force,
     )
+    fmt = figure_format(plot)
     check_device(device)
     if not lr > 0:
         fail(f"--lr must be a positive learning rate such as 1e-3; got {lr}")
@@ -216,6 +222,13 @@ def fit_vae(
     except (LatentfitError, OSError) as err:
         fail(str(err))
     typer.echo(f"model saved to {out}")
+    if plot is not None:
+        from latentfit.plot import plot_convergence, plot_reconstructions
+
+        fig, axes = new_figure(1, 2, figsize=(11, 4.5))
+        plot_convergence(res, ax=axes[0])
+        plot_reconstructions(model, val, n=32, image_shape=image, ax=axes[1])
+        save_figure(fig, plot, fmt)
     dist_utils.cleanup()
 
 

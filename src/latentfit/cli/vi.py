@@ -20,6 +20,7 @@ from latentfit.cli.app import (
     load_data,
     split_columns,
 )
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.errors import LatentfitError
 
 
@@ -57,6 +58,7 @@ def fit_bgmm(
     labels: Path | None = typer.Option(
         None, "--labels", help="CSV file of the most probable component of every row."
     ),
+    plot: Path | None = plot_option("the used components' ellipses over the first two columns"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -68,7 +70,8 @@ def fit_bgmm(
     from latentfit.cli.models import record_columns, write_labels
     from latentfit.vi.bgmm import BayesianGaussianMixture
 
-    check_outputs([(out, "--out"), (labels, "--labels")], [data], force=force)
+    check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
+    fmt = figure_format(plot)
     check_device(device)
     X = load_data(data, columns, dataset=dataset, delimiter=delimiter)
     model = BayesianGaussianMixture(
@@ -119,3 +122,9 @@ def fit_bgmm(
         except (LatentfitError, OSError) as err:
             fail(str(err))
         echo(f"model saved to {path} (read it with latentfit.load)")
+    if plot is not None:
+        from latentfit.plot import plot_mixture
+
+        fig, ax = new_figure(figsize=(6, 4.5))
+        plot_mixture(model, X, min_weight=active, ax=ax)
+        save_figure(fig, plot, fmt)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from latentfit.tour.report import Section, TourContext
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
@@ -16,6 +15,7 @@ def build(ctx: TourContext) -> Section:
     from latentfit.datasets import load_faithful
     from latentfit.mcmc import sample
     from latentfit.mcmc.gibbs import gibbs_gmm, gmm_log_density
+    from latentfit.plot import plot_pair, plot_trace
 
     data = load_faithful()
     X = data.data.to(torch.float64)  # (272, 2): eruption minutes, waiting minutes
@@ -47,27 +47,26 @@ def build(ctx: TourContext) -> Section:
     nuts_means = torch.cat([nd["loc0"][..., None], nd["loc_rest"]], -1) * spread + center
     nuts_weights = nd["weights"]
 
-    fig, axes = plt.subplots(2, 1, figsize=(6.5, 4.5), sharex=False)
-    for ax, draws, name in ((axes[0], gibbs.means, "Gibbs"), (axes[1], nuts_means, "NUTS")):
-        for c in range(draws.shape[0]):
-            ax.plot(draws[c, :, 1, 1].numpy(), lw=0.6)
-        ax.axhline(em_means[1, 1], color="black", ls="--", lw=1, label="EM")
-        ax.set_ylabel("long-wait mean\n(waiting, min)")
-        ax.set_title(f"{name}: one trace per chain", fontsize=9)
-    axes[0].legend(fontsize=7)
-    axes[1].set_xlabel("draw")
+    fig, axes = subplots(
+        2, 2, figsize=(8, 4.5), gridspec_kw={"width_ratios": [1, 2.2]}, squeeze=False
+    )
+    for row, draws, name in ((0, gibbs, "Gibbs"), (1, {"means": nuts_means}, "NUTS")):
+        plot_trace(draws, ["means[1,1]"], axes=axes[row])
+        axes[row, 1].axhline(em_means[1, 1], color="black", ls="--", lw=1, label="EM")
+        axes[row, 0].set_ylabel("long-wait mean\n(waiting, min)")
+        axes[row, 1].set_title(f"{name}: one trace per chain", fontsize=9)
+    axes[0, 1].legend(fontsize=7)
     fig.tight_layout()
     fig_trace = ctx.save_figure(fig, "mcmc_trace.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = subplots(figsize=(6, 4.5))
     for k, color in enumerate(("tab:blue", "tab:orange")):
-        g = gibbs.means[:, :, k].reshape(-1, 2).numpy()
-        n = nuts_means[:, :, k].reshape(-1, 2).numpy()
-        ax.scatter(g[:, 0], g[:, 1], s=3, alpha=0.3, color=color, label=f"Gibbs, component {k}")
-        ax.scatter(
-            n[:, 0],
-            n[:, 1],
-            s=3,
+        pair = [f"means[{k},0]", f"means[{k},1]"]
+        plot_pair(gibbs, pair, ax=ax, alpha=0.3, color=color, label=f"Gibbs, component {k}")
+        plot_pair(
+            {"means": nuts_means},
+            pair,
+            ax=ax,
             alpha=0.3,
             marker="x",
             color="gray",
