@@ -53,6 +53,9 @@ SEQUENCE_MODELS = {
     },
     "ssm": {"gaussian": "LinearGaussianSSM"},
 }
+#: The covariance types ``select hmm`` sweeps when ``--covariance`` is not given.
+SEQUENCE_COVARIANCES = {"hmm": "full,tied,diag,spherical", "hsmm": "full,tied,diag,spherical",
+                        "ssm": "full,diag"}  # fmt: skip
 
 
 def csv_option():
@@ -305,8 +308,11 @@ def select_hmm(
     model: str = typer.Option(
         "hmm", help="hmm; hsmm (semi-Markov) or ssm (linear-Gaussian) where latentfit has them."
     ),
-    covariance: str = typer.Option(
-        "full,tied,diag,spherical", help="Covariance types to sweep (gaussian and gmm)."
+    covariance: str | None = typer.Option(
+        None,
+        help="Covariance types to sweep (gaussian and gmm emissions; default: "
+        "full,tied,diag,spherical; for --model ssm, of the observation noise: full,diag).",
+        show_default=False,
     ),
     n_mix: int = typer.Option(2, "--n-mix", min=1, help="Mixture components per state (gmm)."),
     criterion: str = typer.Option("bic", help="bic, aic, icl or heldout (with --cv)."),
@@ -355,6 +361,8 @@ def select_hmm(
         wanted["n_features"] = int(values.max()) + 1  # every fold can score every symbol
     kwargs = _constructor_kwargs(cls, wanted)
     takes_cov = "covariance_type" in inspect.signature(cls).parameters
+    if covariance is None:
+        covariance = SEQUENCE_COVARIANCES[model]
     covs = _covariances(covariance) if takes_cov else None
     _sweep(
         X,
