@@ -117,3 +117,15 @@ def test_selection_shows_failed_fits_as_gaps_and_cv_only_when_computed():
     assert np.isnan(line.get_ydata()[1])
     with pytest.raises(ParameterError, match="cv="):
         plot_selection(res, "cv_loglik")
+
+
+def test_a_fitted_flow_draws_its_history():
+    from latentfit import MAF
+
+    flow = MAF(n_layers=1, hidden=8, n_hidden=1, epochs=2, patience=None, random_state=0)
+    (train_line,) = plot_convergence(flow.fit(X)).lines  # no validation rows: one line
+    np.testing.assert_array_equal(train_line.get_ydata(), [r["train_bound"] for r in flow.history_])
+    flow.set_params(patience=5).fit(X)  # early stopping holds out validation rows
+    train_line, val_line = plot_convergence(flow).lines
+    np.testing.assert_array_equal(train_line.get_ydata(), [r["train_bound"] for r in flow.history_])
+    np.testing.assert_array_equal(val_line.get_ydata(), [r["val_bound"] for r in flow.history_])
