@@ -171,7 +171,9 @@ def plot_mixture(
     keep = np.flatnonzero(comp.weights > min_weight)
     n_groups = int(comp.groups.max()) + 1
     if colors is None:
-        cycle = [c["color"] for c in __import__("matplotlib").rcParams["axes.prop_cycle"]]
+        from matplotlib import rcParams
+
+        cycle = [c["color"] for c in rcParams["axes.prop_cycle"]]
         colors = [cycle[g % len(cycle)] for g in range(n_groups)]
     means = comp.means[:, dims]  # (m, 1|2)
     covs = comp.covariances[np.ix_(np.arange(len(comp.weights)), dims, dims)]  # (m, ., .)
