@@ -117,3 +117,32 @@ def test_selection_shows_failed_fits_as_gaps_and_cv_only_when_computed():
     assert np.isnan(line.get_ydata()[1])
     with pytest.raises(ParameterError, match="cv="):
         plot_selection(res, "cv_loglik")
+
+
+def test_a_fitted_flow_draws_its_history():
+    from latentfit import MAF
+
+    flow = MAF(n_layers=1, hidden=8, n_hidden=1, epochs=2, patience=None, random_state=0)
+    (train_line,) = plot_convergence(flow.fit(X)).lines  # no validation rows: one line
+    np.testing.assert_array_equal(train_line.get_ydata(), [r["train_bound"] for r in flow.history_])
+    flow.set_params(patience=5).fit(X)  # early stopping holds out validation rows
+    train_line, val_line = plot_convergence(flow).lines
+    np.testing.assert_array_equal(train_line.get_ydata(), [r["train_bound"] for r in flow.history_])
+    np.testing.assert_array_equal(val_line.get_ydata(), [r["val_bound"] for r in flow.history_])
+
+
+def test_a_sequence_of_bounds_such_as_svi_returns():
+    from latentfit.vi.svi import svi
+
+    loc = torch.zeros(1, requires_grad=True)
+    data = torch.tensor([0.5, 1.5])
+
+    def objective(batch):
+        return torch.distributions.Normal(loc, 1.0).log_prob(data).sum()
+
+    history = svi(objective, torch.optim.SGD([loc], lr=0.1), 20)
+    (line,) = _restart_lines(plot_convergence(history))
+    np.testing.assert_array_equal(line.get_ydata(), history)
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 21))
+    with pytest.raises(ParameterError, match="empty"):
+        plot_convergence([])

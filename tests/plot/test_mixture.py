@@ -217,3 +217,15 @@ def test_a_mixture_of_other_continuous_families_is_drawn_by_its_density():
     poisson = _fit(MixtureModel("poisson", n_components=2, random_state=0), counts)
     with pytest.raises(ParameterError, match="cannot draw"):
         plot_mixture(poisson, counts)
+
+
+def test_rows_with_gaps_are_left_out_of_the_picture_only():
+    gaps = X.copy()
+    gaps[::7, 1] = np.nan
+    gm = _fit(GaussianMixture(2, missing="marginalize", random_state=0), gaps)
+    ax = plot_mixture(gm, gaps)
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert len(offsets) == np.isfinite(gaps).all(1).sum()
+    assert len(_ellipses(ax)) == 4
+    ax = plot_mixture(gm, gaps, dims=[1])  # the histogram of the observed values
+    assert sum(p.get_height() for p in ax.patches) > 0

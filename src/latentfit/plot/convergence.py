@@ -14,7 +14,7 @@ __all__ = ["plot_convergence"]
 def _training_history(obj):
     """A training run's rows (dicts with ``epoch``, ``train_bound``, ``val_bound``): the
     ``history`` of :func:`latentfit.train.train`'s result or a fitted flow's ``history_``."""
-    rows = getattr(obj, "history", None)
+    rows = obj if isinstance(obj, list) else getattr(obj, "history", None)
     if rows is None:
         rows = getattr(obj, "history_", None)
     if isinstance(rows, list) and rows and isinstance(rows[0], dict):
@@ -30,10 +30,11 @@ def plot_convergence(model, *, ax=None, logx: bool = False):
     factor models, the total log-likelihood for HMMs), a BayesianGaussianMixture (its bound is
     drawn as the ELBO in nats, as ``elbos_``), or a training run — the result of
     :func:`latentfit.train.train`, a fitted flow or DDPM — whose ``train_bound`` and
-    ``val_bound`` per epoch are drawn. Returns the Axes.
+    ``val_bound`` per epoch are drawn, or a sequence of bound values (the ELBO per step that
+    :func:`latentfit.vi.svi.svi` returns). Returns the Axes.
     """
     rows = _training_history(model)
-    if rows is not None:
+    if rows is not None:  # a training run, or its rows (a list of dicts)
         ax = new_axes(ax, figsize=(6, 3.6))
         epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
         for key, label in (("train_bound", "training"), ("val_bound", "validation")):
@@ -46,8 +47,13 @@ def plot_convergence(model, *, ax=None, logx: bool = False):
         ax.set_ylabel("bound per data point (nats)")
         ax.legend(fontsize=8)
         return ax
-    runs = getattr(model, "all_lower_bounds_", None)
-    if not runs:
+    if isinstance(model, (list, tuple, np.ndarray)) and np.ndim(model) == 1:
+        if not len(model):
+            raise ParameterError("plot_convergence got an empty sequence of bound values")
+        runs = [np.asarray(model, dtype=float)]  # a bound per step, e.g. from latentfit.vi.svi
+    else:
+        runs = getattr(model, "all_lower_bounds_", None)
+    if runs is None or not len(runs):
         single = getattr(model, "lower_bounds_", None)
         if single is None:
             raise ParameterError(
@@ -80,6 +86,7 @@ def plot_convergence(model, *, ax=None, logx: bool = False):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{type(model).__name__}: bound per iteration")
+    if not isinstance(model, (list, tuple, np.ndarray)):
+        ax.set_title(f"{type(model).__name__}: bound per iteration")
     ax.legend(fontsize=7)
     return ax

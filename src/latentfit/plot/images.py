@@ -66,7 +66,11 @@ def plot_reconstructions(
     X = torch.as_tensor(X)[:n]
     device = next(model.parameters()).device
     rec = reconstruct(model, X.to(device), generator)
-    pair = torch.cat([X.float().cpu(), rec])
+    shown = X.float().cpu()
+    spec = getattr(model, "spec", None)
+    if getattr(spec, "likelihood", None) == "categorical" and shown.numel() and shown.max() > 1:
+        shown = shown / (spec.n_levels - 1)  # integer levels, on the [0, 1] scale of the means
+    pair = torch.cat([shown, rec])
     ax = plot_image_grid(pair, image_shape or image_shape_of(model, X.shape[1]), nrow=nrow, ax=ax)
     rows = math.ceil(len(X) / nrow)
     ax.set_title(f"data (top {rows} rows) and reconstructions")

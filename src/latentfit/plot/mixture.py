@@ -166,18 +166,23 @@ def plot_mixture(
                 f"X must have the model's {d} feature columns; got shape {tuple(Xn.shape)}"
             )
         Xd = Xn[:, dims]
+        drawn = np.isfinite(Xd).all(1)  # rows with a gap in the drawn features cannot be placed
     ax = new_axes(ax, figsize=(6, 4.5))
     keep = np.flatnonzero(comp.weights > min_weight)
     n_groups = int(comp.groups.max()) + 1
     if colors is None:
-        cycle = [c["color"] for c in __import__("matplotlib").rcParams["axes.prop_cycle"]]
+        from matplotlib import rcParams
+
+        cycle = [c["color"] for c in rcParams["axes.prop_cycle"]]
         colors = [cycle[g % len(cycle)] for g in range(n_groups)]
     means = comp.means[:, dims]  # (m, 1|2)
     covs = comp.covariances[np.ix_(np.arange(len(comp.weights)), dims, dims)]  # (m, ., .)
     if len(dims) == 1:
-        return _plot_1d(ax, model, X, Xd, comp, keep, means[:, 0], covs[:, 0, 0], colors)
+        Xd = None if Xd is None else Xd[drawn]
+        return _plot_1d(ax, model, Xd, comp, keep, means[:, 0], covs[:, 0, 0], colors)
     if Xd is not None:
-        labels = np.asarray(model.predict(X))
+        labels = np.asarray(as_numpy(model.predict(X)))[drawn]
+        Xd = Xd[drawn]
         kw = {"s": 8, "alpha": 0.6, **(scatter_kws or {})}
         for g in np.unique(labels):
             ax.scatter(*Xd[labels == g].T, color=colors[int(g) % len(colors)], **kw)
@@ -235,7 +240,7 @@ def _density(pts: np.ndarray, weights, means, covs) -> np.ndarray:
     return out
 
 
-def _plot_1d(ax, model, X, Xd, comp, keep, means, variances, colors):
+def _plot_1d(ax, model, Xd, comp, keep, means, variances, colors):
     """One feature: a density histogram of the data and each weighted component density."""
     if Xd is not None:
         ax.hist(Xd[:, 0], bins=40, density=True, color="0.85", edgecolor="0.6")
@@ -295,9 +300,12 @@ def _plot_scored(model, X, ax, scatter_kws, colors):
     Xn = as_numpy(X).astype(float)
     if Xn.ndim != 2 or Xn.shape[1] != d or not len(Xn):
         raise DataError(f"X must have the model's {d} feature columns; got shape {Xn.shape}")
-    lo, hi = np.nanmin(Xn, 0), np.nanmax(Xn, 0)
+    drawn = np.isfinite(Xn).all(1)
+    if not drawn.any():
+        raise DataError("X has no row without missing values to draw")
+    lo, hi = Xn[drawn].min(0), Xn[drawn].max(0)
     if d == 1:
-        ax.hist(Xn[:, 0], bins=40, density=True, color="0.85", edgecolor="0.6")
+        ax.hist(Xn[drawn, 0], bins=40, density=True, color="0.85", edgecolor="0.6")
         x = np.linspace(lo[0], hi[0], 400)
         ax.plot(x, np.exp(as_numpy(model.score_samples(x[:, None]))), color="k", label="mixture")
         ax.set_xlabel("value")
@@ -305,7 +313,8 @@ def _plot_scored(model, X, ax, scatter_kws, colors):
     else:
         gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 150), np.linspace(lo[1], hi[1], 150))
         dens = np.exp(as_numpy(model.score_samples(np.c_[gx.ravel(), gy.ravel()])))
-        labels = np.asarray(as_numpy(model.predict(X)))
+        labels = np.asarray(as_numpy(model.predict(Xn[drawn])))
+        Xn = Xn[drawn]
         cycle = colors or [f"C{i}" for i in range(10)]
         kw = {"s": 8, "alpha": 0.6, **(scatter_kws or {})}
         for g in np.unique(labels):
