@@ -127,7 +127,7 @@ def fit_gmm(
         if res.rank != 0:
             return
         n, d, ll = res.n_samples, res.n_features, res.loglik
-    elif stream_path(data, columns, stream_above):
+    elif stream_path(data, stream_above):
         typer.echo(
             f"{data} is streamed from the file (--stream-above {stream_above:g} MiB)", err=True
         )
