@@ -160,3 +160,19 @@ def test_large_npy_and_parquet_are_fitted_out_of_core(tmp_path, suffix):
     # the whole file is the streaming fit's initialisation sample: the same fit as in memory
     np.testing.assert_allclose(loglik(streamed.stdout), loglik(in_memory.stdout), rtol=1e-9)
     np.testing.assert_allclose(loglik(streamed.stdout), python_loglik(X), rtol=1e-9)
+
+
+def test_flows_take_bundled_tables_by_name(tmp_path):
+    from latentfit.vae.data import load_vae_data
+
+    data = load_vae_data("geyser", seed=0)
+    rows = np.concatenate([data.train, data.val, data.test])
+    want = load_dataset("geyser").data.float().numpy()
+    np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(want, axis=0))
+    out = tmp_path / "f.safetensors"
+    args = ["fit", "flow", "--epochs", "1", "--layers", "1", "--hidden", "8", "--quiet"]
+    res = runner.invoke(app, [*args, "--dataset", "faithful", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "faithful (196 train / 22 val / 54 test)" in res.output  # 272 rows, 20% test
+    res = runner.invoke(app, [*args, "mnist", "--dataset", "faithful", "--out", str(out)])
+    assert res.exit_code == 2 and "give DATA or --dataset, not both" in res.output

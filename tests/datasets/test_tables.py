@@ -176,3 +176,10 @@ def test_load_dataset_by_name_with_columns():
         load_dataset("iris")
     with pytest.raises(DataError, match="has no column 'x'"):
         load_dataset("geyser", columns=["x"])
+
+
+def test_a_column_named_twice_is_returned_twice_as_numpy_indexing_does(tmp_path):
+    path = tmp_path / "d.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b,c", comments="")
+    want = np.loadtxt(path, delimiter=",", skiprows=1)[:, [0, 0, 2]]
+    np.testing.assert_array_equal(load_array(path, columns=[0, "a", "c"]).numpy(), want)

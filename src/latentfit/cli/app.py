@@ -117,7 +117,7 @@ STREAM_ABOVE_MIB = 64.0
 
 def data_argument(help: str = DATA_HELP):
     """The optional DATA argument of a command that reads a table (see :func:`load_data`)."""
-    return typer.Argument(None, help=help, show_default=False)
+    return typer.Argument(None, help=help, show_default=False, metavar="DATA")
 
 
 def dataset_option():
@@ -192,7 +192,7 @@ def load_data(
         fail(str(err) + (hint if "nan" in str(err).lower() else ""))
 
 
-def stream_path(path: Path | None, columns, stream_above: float) -> bool:
+def stream_path(path: Path | None, stream_above: float) -> bool:
     """Whether DATA is a .npy or Parquet file large enough to be fitted out of core."""
     if path is None or not path.is_file():
         return False

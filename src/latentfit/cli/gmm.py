@@ -141,7 +141,7 @@ def fit_gmm(
         if res.rank != 0:
             return
         n, d, ll = res.n_samples, res.n_features, res.loglik
-    elif stream_path(data, columns, stream_above):
+    elif stream_path(data, stream_above):
         if labels is not None:
             fail(
                 f"--labels needs every row in memory, and {data} is streamed from the file "

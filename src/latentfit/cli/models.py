@@ -598,10 +598,12 @@ def sample(
 ):
     """Draw rows from a saved model (a mixture or HMM also gives each draw's component or
     state; a VAE the decoded means of z ~ p(z))."""
-    if out is not None and out.suffix.lower() not in (".csv", ".npy", ".png"):
-        fail(f"--out {out}: write .csv, .npy or (VAEs) .png")
     from latentfit.errors import LatentfitError
     from latentfit.io import read_header
+
+    check_outputs([(out, "--out")], [model_path], force=force)  # never over the model file
+    if out is not None and out.suffix.lower() not in (".csv", ".npy", ".png"):
+        fail(f"--out {out}: write .csv, .npy or (VAEs) .png")
 
     try:
         is_vae = read_header(model_path).get("kind") == "vae"

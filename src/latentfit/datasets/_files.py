@@ -1,8 +1,8 @@
 """Loading user data files (delimited text, .npy, .npz, Parquet) into a checked float64 tensor.
 
-Delimited text is parsed by pyarrow.csv rather than pandas: its multithreaded C++ parser reads
-a 200,000 × 16 table faster than pandas.read_csv (benchmarks/read.py), ``include_columns``
-drops unwanted columns (a text ``species`` column, say) before any conversion, and
+Delimited text is parsed by pyarrow.csv rather than pandas: its C++ parser costs the same CPU
+as pandas.read_csv on one thread and splits a large file among free cores (benchmarks/read.py),
+``include_columns`` drops unwanted columns (a text ``species`` column, say) before any conversion, and
 ``column_types`` fixes float64 up front, so no column is type-inferred, parsed twice or held
 as Python objects. The layout (delimiter, header, comment lines, byte-order mark) is sniffed
 here from the first lines. When pyarrow refuses a cell, a slow scan of the selected columns
@@ -276,7 +276,8 @@ def _read_text(path: Path, columns, delimiter: str | None):
     keep = _resolve(shown, width, columns, path)
     keep = list(range(width)) if keep is None else keep
     raw_names = [f"c{j}" for j in range(layout.width)]  # unique, whatever the header says
-    include = [raw_names[j + skip] for j in keep]
+    parsed = list(dict.fromkeys(keep))  # a column asked for twice is parsed once
+    include = [raw_names[j + skip] for j in parsed]
     if layout.squeeze:  # runs of blanks: make them single spaces, which pyarrow splits on
         with path.open("rb") as f:
             f.seek(layout.offset)
@@ -325,9 +326,11 @@ def _read_text(path: Path, columns, delimiter: str | None):
                 strings = read(pa.string(), [])
             except pa.ArrowInvalid as err:  # e.g. bytes that are not UTF-8 past the sniffed part
                 raise DataError(f"{path} is not a readable text file: {err}") from None
-            values = _slow_values(path, layout, strings, include, keep, shown, pa, pc)
+            values = _slow_values(path, layout, strings, include, parsed, shown, pa, pc)
     if values.shape[0] == 0:
         raise DataError(f"{path} has a header but no data rows")
+    if len(parsed) != len(keep):
+        values = values[:, [parsed.index(j) for j in keep]]
     return [shown[j] for j in keep], values
 
 
