@@ -103,7 +103,7 @@ def kalman_filter(p: SSMParams, Y: torch.Tensor, lengths: list[int]) -> FilterRe
     ``Y`` (n, d) cut by ``lengths``; NaN entries are missing. All sequences advance together;
     a finished one is frozen."""
     Yp, real = split_sequences(Y, lengths)  # (b, t, d), (b, t)
-    b, t_max, dim = Yp.shape
+    b, t_max, _ = Yp.shape
     k = p.A.shape[0]
     dt, dev = Y.dtype, Y.device
     eye_k = torch.eye(k, dtype=dt, device=dev)
@@ -157,8 +157,8 @@ def rts_smoother(p: SSMParams, f: FilterResult, lengths: list[int]) -> SmootherR
     with the lag-one cross-covariances Cov[x_t, x_{t-1} | y] = V_t J_{t-1}ᵀ (de Jong 1989)
     that EM needs; all sequences go backward together."""
     n, k = f.filtered_means.shape
-    dt, dev = f.filtered_means.dtype, f.filtered_means.device
-    b, t_max = len(lengths), max(lengths)
+    dev = f.filtered_means.device
+    t_max = max(lengths)
     starts = torch.tensor([0, *lengths[:-1]], device=dev).cumsum(0)  # (b,)
     lens = torch.tensor(lengths, device=dev)
     m_s = f.filtered_means.new_empty(n, k)
@@ -179,5 +179,4 @@ def rts_smoother(p: SSMParams, f: FilterResult, lengths: list[int]) -> SmootherR
         m_s[i] = f.filtered_means[i] + (J @ dm.unsqueeze(-1)).squeeze(-1)
         V_s[i] = _sym(P_f + J @ (V_s[i + 1] - P_next) @ J.transpose(-1, -2))
         cross[i + 1] = V_s[i + 1] @ J.transpose(-1, -2)
-    del dt, b
     return SmootherResult(f.log_likelihood, m_s, V_s, cross)
