@@ -187,7 +187,10 @@ class LinearGaussianSSM(BaseEstimator):
     n_init, random_state, verbose, device, dtype : as the HMMs.
 
     NaN entries of X are missing observations (whole or partial rows): the filter updates on
-    the observed coordinates and EM uses their exact conditional moments.
+    the observed coordinates and EM uses their exact conditional moments. With a single
+    training sequence, mu0 and V0 are fitted to that sequence's start (V0 shrinks to the
+    posterior covariance of its first state); to score or filter new sequences from their
+    first step, leave ``m`` and ``v`` out of ``params`` and set those attributes.
 
     Attributes
     ----------
@@ -248,19 +251,25 @@ class LinearGaussianSSM(BaseEstimator):
         n_iter = self.n_iter
         if isinstance(n_iter, bool) or not isinstance(n_iter, int | np.integer) or n_iter < 0:
             raise ParameterError(f"n_iter must be an integer >= 0, got {n_iter!r}")
-        for name in ("tol", "min_covar", "ridge"):
+        tol = self.tol
+        if (
+            isinstance(tol, bool)
+            or not isinstance(tol, int | float | np.number)
+            or np.isnan(tol)
+            or tol == np.inf
+        ):
+            raise ParameterError(
+                f"tol must be a number below +inf (-inf: run every iteration), got {tol!r}"
+            )
+        for name in ("min_covar", "ridge"):
             v = getattr(self, name)
             if (
                 isinstance(v, bool)
                 or not isinstance(v, int | float | np.number)
                 or not np.isfinite(v)
+                or v < 0
             ):
-                raise ParameterError(f"{name} must be a finite number, got {v!r}")
-        if self.min_covar < 0 or self.ridge < 0:
-            raise ParameterError(
-                f"min_covar and ridge must be >= 0, got min_covar={self.min_covar!r}, "
-                f"ridge={self.ridge!r}"
-            )
+                raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.covariance_type not in ("full", "diag"):
             raise ParameterError(
                 f"covariance_type must be 'full' or 'diag', got {self.covariance_type!r}"
