@@ -77,14 +77,18 @@ def sufficient_statistics(
     xx_all = V.sum(0) + m.T @ m  # (k, k) Σ E[x xᵀ]
     xx_last = V[last].sum(0) + m[last].T @ m[last]
     xx_first = V[first].sum(0) + m[first].T @ m[first]
-    has_prev = torch.ones(n, dtype=torch.bool, device=dev)
-    has_prev[first] = False
-    now = has_prev.nonzero().squeeze(1)  # rows with a predecessor
-    x1x0 = cross[now].sum(0) + m[now].T @ m[now - 1]  # Σ E[x_t x_{t-1}ᵀ]
+    # Σ E[x_t x_{t-1}ᵀ] over steps with a predecessor: the cross-covariance of a first step
+    # is zero, and the products of consecutive rows across a sequence boundary are taken out
+    x1x0 = cross.sum(0) + m[1:].T @ m[:-1]
+    later = first[1:]
+    if len(later):
+        x1x0 = x1x0 - m[later].T @ m[later - 1]
     complete = ~torch.isnan(Y).any(1)
-    Yc, mc = Y[complete], m[complete]
-    y, yx, yy = Yc.sum(0), Yc.T @ mc, Yc.T @ Yc
-    if not bool(complete.all()):
+    if bool(complete.all()):  # no copy of the data in the common case
+        y, yx, yy = Y.sum(0), Y.T @ m, Y.T @ Y
+    else:
+        Yc, mc = Y[complete], m[complete]
+        y, yx, yy = Yc.sum(0), Yc.T @ mc, Yc.T @ Yc
         part = (~complete).nonzero().squeeze(1)
         Ey, Eyx, Eyy = _observation_moments(p, Y[part], m[part], V[part])
         y, yx, yy = y + Ey, yx + Eyx, yy + Eyy
