@@ -7,6 +7,7 @@ from latentfit.cli import (  # noqa: F401  (registration)
     gmm,
     hmm,
     select,
+    ssm,
     tour,
     vae,
     vi,
