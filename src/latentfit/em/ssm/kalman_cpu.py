@@ -332,28 +332,50 @@ def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo):
 
 
 def filter_smooth_cpu(
-    p: SSMParams, Y: torch.Tensor, lengths: list[int], *, smooth: bool = True, memo: int = MEMO
+    p: SSMParams,
+    Y: torch.Tensor,
+    lengths: list[int],
+    *,
+    smooth: bool = True,
+    memo: int = MEMO,
+    workspace: dict | None = None,
 ):
     """Filter (and smooth) CPU tensors with the compiled kernel: ``(FilterResult, SmootherResult
     or None, bad_row)``; ``bad_row`` is -1, or the row where a covariance stopped being
     positive definite (the results are then incomplete). ``memo`` (0 to MEMO) is how many
-    earlier steps the exact steady-state shortcut looks back to; 0 computes every step."""
+    earlier steps the exact steady-state shortcut looks back to; 0 computes every step.
+
+    ``workspace``: a dict kept by the caller between calls on data of the same shape (EM's
+    iterations); the outputs are written into the arrays it holds instead of new ones (a fresh
+    (n, k, k) array costs a page fault per 4 KiB, a tenth of the pass at n = 100,000), so the
+    previous call's results are overwritten."""
     memo = max(0, min(int(memo), MEMO))
+    ws = workspace if workspace is not None else {}
+
+    def empty(name, shape, dt):
+        a = ws.get(name)
+        if a is None or a.shape != shape or a.dtype != dt:
+            a = np.empty(shape, dt)
+            if workspace is not None:
+                workspace[name] = a
+        return a
+
     arr = [np.ascontiguousarray(x.detach().numpy()) for x in p]
     y = np.ascontiguousarray(Y.detach().numpy())
     n, k = y.shape[0], arr[0].shape[0]
     dt = y.dtype
     lens = np.asarray(lengths, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
-    mp, mf = np.empty((n, k), dt), np.empty((n, k), dt)
-    Pp, Pf = np.empty((n, k, k), dt), np.empty((n, k, k), dt)
-    ll = np.zeros(n, dt)
+    mp, mf = empty("mp", (n, k), dt), empty("mf", (n, k), dt)
+    Pp, Pf = empty("Pp", (n, k, k), dt), empty("Pf", (n, k, k), dt)
+    ll = empty("ll", (n,), dt)
     bad = _filter_kernel(*arr, y, starts, lens, mp, Pp, mf, Pf, ll, memo)
     t = torch.from_numpy
     ll_t = t(ll)
     f = FilterResult(ll_t.sum(), ll_t, t(mp), t(Pp), t(mf), t(Pf))
     if bad >= 0 or not smooth:
         return f, None, int(bad)
-    ms, Vs, cross = np.empty((n, k), dt), np.empty((n, k, k), dt), np.empty((n, k, k), dt)
+    ms, Vs = empty("ms", (n, k), dt), empty("Vs", (n, k, k), dt)
+    cross = empty("cross", (n, k, k), dt)
     bad = _smoother_kernel(arr[0], starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo)
     return f, SmootherResult(f.log_likelihood, t(ms), t(Vs), t(cross)), int(bad)

@@ -99,13 +99,21 @@ def check_lengths(lengths, n: int) -> list[int]:
     return arr.tolist()
 
 
-def infer(p: SSMParams, Y: torch.Tensor, lengths: list[int], *, smooth: bool = True):
+def infer(
+    p: SSMParams,
+    Y: torch.Tensor,
+    lengths: list[int],
+    *,
+    smooth: bool = True,
+    workspace: dict | None = None,
+):
     """Filter (and smooth): the compiled kernel for CPU tensors, the torch functions elsewhere.
-    A covariance that stops being positive definite raises ParameterError naming the row."""
+    A covariance that stops being positive definite raises ParameterError naming the row.
+    ``workspace`` (EM's iterations): output buffers reused between calls by the kernel."""
     if Y.device.type == "cpu" and _compiled.available():
         from latentfit.em.ssm.kalman_cpu import filter_smooth_cpu  # imports numba
 
-        f, s, bad = filter_smooth_cpu(p, Y, lengths, smooth=smooth)
+        f, s, bad = filter_smooth_cpu(p, Y, lengths, smooth=smooth, workspace=workspace)
         if bad >= 0:
             _not_positive_definite(bad)
         return f, s
@@ -131,6 +139,7 @@ class _SSMHooks:
 
     def __init__(self, model: LinearGaussianSSM, X: torch.Tensor, lengths: list[int]):
         self.model, self.X, self.lengths = model, X, lengths
+        self._workspaces: dict[int, dict] = {}  # per batch: the kernel's output buffers
 
     def initialize(self, data, generator):
         return self.model._initial_params(self.X, self.lengths, generator)
@@ -138,7 +147,9 @@ class _SSMHooks:
     def estep(self, params, batch):
         Y, lengths = batch
         p = SSMParams(**params)
-        _, s = infer(p, Y, lengths)
+        # the smoothed moments are reduced to statistics right away: their buffers can be
+        # reused by the next E-step
+        _, s = infer(p, Y, lengths, workspace=self._workspaces.setdefault(id(Y), {}))
         return sufficient_statistics(p, Y, s, lengths)
 
     def mstep(self, params, stats):
