@@ -15,6 +15,7 @@ pykalman is in the ``bench`` extra (``pip install -e .[bench]``).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -110,7 +111,8 @@ def main():
     truth = model(k, d, seed=0)
     Y, _ = latentfit_model(truth).sample(T, random_state=1)
     start = perturbed(truth, seed=2)
-    print(f"T = {T:,} steps, state k = {k}, observations d = {d}, one sequence, float64")
+    print(f"T = {T:,} steps, state k = {k}, observations d = {d}, one sequence, float64; "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
     lf = latentfit_model(start)
     lf.smooth(Y[:100])  # compile / load the kernel outside the timing

@@ -344,18 +344,22 @@ class LinearGaussianSSM(BaseEstimator):
                 )
 
     def _initial_params(self, X, lengths, gen) -> dict[str, torch.Tensor]:
-        Y = _impute_column_means(X)
-        start = initial_params(
-            Y,
-            lengths,
-            self.n_components,
-            gen,
-            diagonal_R=self.covariance_type == "diag",
-            min_covar=float(self.min_covar),
-        )._asdict()
-        for letter, field in LETTERS.items():
-            if letter not in self.init_params and hasattr(self, ATTRIBUTES[field]):
-                start[field] = self._given(field)
+        given = {
+            field
+            for letter, field in LETTERS.items()
+            if letter not in self.init_params and hasattr(self, ATTRIBUTES[field])
+        }
+        start = {field: self._given(field) for field in given}
+        if len(given) < len(LETTERS):  # a start for the others (skipped when all are given)
+            fresh = initial_params(
+                _impute_column_means(X),
+                lengths,
+                self.n_components,
+                gen,
+                diagonal_R=self.covariance_type == "diag",
+                min_covar=float(self.min_covar),
+            )._asdict()
+            start = {**fresh, **start}
         self._check_params(SSMParams(**start), X.shape[1])
         return start
 
@@ -368,23 +372,24 @@ class LinearGaussianSSM(BaseEstimator):
         if X is None:
             raise DataError("X is None; pass an array of shape (n_steps, n_features)")
         Y = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=True)
-        observed = ~torch.isnan(Y)
-        if not bool(observed.any()):
-            raise DataError(
-                f"X ({Y.shape[0]} x {Y.shape[1]}) is NaN everywhere: there is no observed value"
-            )
-        if fitting:
-            empty = (~observed.any(0)).nonzero()
-            if len(empty):
+        top = Y.abs().max()  # NaN if any entry is missing: then a second look, without them
+        if not bool(torch.isfinite(top)):
+            empty = torch.isnan(Y).all(0)  # (d,) columns with no observed value
+            if bool(empty.all()):
                 raise DataError(
-                    f"column {int(empty[0])} of X is NaN in every row: its observation "
-                    "parameters cannot be estimated; drop that column"
+                    f"X ({Y.shape[0]} x {Y.shape[1]}) is NaN everywhere: there is no observed value"
                 )
-        elif Y.shape[1] != self.n_features:
+            if fitting and bool(empty.any()):
+                raise DataError(
+                    f"column {int(empty.nonzero()[0])} of X is NaN in every row: its "
+                    "observation parameters cannot be estimated; drop that column"
+                )
+            top = torch.nan_to_num(Y).abs().max()
+        if not fitting and Y.shape[1] != self.n_features:
             raise DataError(
                 f"X has {Y.shape[1]} features but the model was fitted with {self.n_features}"
             )
-        if float(torch.nan_to_num(Y).abs().max()) > 1e150:
+        if float(top) > 1e150:
             raise DataError("X holds values above 1e150 in magnitude; scale the data first")
         return Y
 
