@@ -159,3 +159,55 @@ def test_float32_close_to_float64():
     for a in (s32.smoothed_means, t32.smoothed_means):
         close(a.double(), s64.smoothed_means, rtol=1e-4)
     assert float(f32.log_likelihood) == pytest.approx(float(f64.log_likelihood), rel=1e-5)
+
+
+def test_statistics_equal_the_dense_gaussian_posterior():
+    """EM's expected statistics, missing observations included, equal the moments of the
+    joint Gaussian of all states and observations conditioned on the observed entries."""
+    from latentfit.em.ssm.steps import sufficient_statistics
+
+    params = random_params(seed=13, k=2, d=3)
+    A, C, Q, R, d, mu0, V0 = params
+    T, k, dim = 7, 2, 3
+    Y = sample(params, T, seed=14)
+    Y[1, 0] = Y[2, 1:] = Y[4] = np.nan
+    sig, means = [V0], [mu0]
+    for _ in range(1, T):
+        sig.append(A @ sig[-1] @ A.T + Q)
+        means.append(A @ means[-1])
+    Cxx = np.zeros((T * k, T * k))
+    for t in range(T):
+        for s in range(t + 1):
+            block = np.linalg.matrix_power(A, t - s) @ sig[s]
+            Cxx[t * k : (t + 1) * k, s * k : (s + 1) * k] = block
+            Cxx[s * k : (s + 1) * k, t * k : (t + 1) * k] = block.T
+    big_C = np.kron(np.eye(T), C)
+    cov = np.block(
+        [[Cxx, Cxx @ big_C.T], [big_C @ Cxx, big_C @ Cxx @ big_C.T + np.kron(np.eye(T), R)]]
+    )
+    mean = np.concatenate([np.concatenate(means), big_C @ np.concatenate(means) + np.tile(d, T)])
+    obs = np.concatenate([np.zeros(T * k, bool), ~np.isnan(Y.reshape(-1))])
+    gain = cov[:, obs] @ np.linalg.inv(cov[np.ix_(obs, obs)])
+    mu = mean + gain @ (Y.reshape(-1)[obs[T * k :]] - mean[obs])
+    post = cov - gain @ cov[obs]
+    second = post + np.outer(mu, mu)  # E[z zᵀ | observed]
+
+    def x(t):
+        return slice(t * k, (t + 1) * k)
+
+    def y(t):
+        return slice(T * k + t * dim, T * k + (t + 1) * dim)
+
+    p = SSMParams(*(torch.tensor(v) for v in params))
+    _, s, _, _ = both(params, Y, [T])
+    st = sufficient_statistics(p, torch.tensor(Y), s, [T])
+    expected = {
+        "xx": sum(second[x(t), x(t)] for t in range(T)),
+        "x1x0": sum(second[x(t), x(t - 1)] for t in range(1, T)),
+        "y": sum(mu[y(t)] for t in range(T)),
+        "yx": sum(second[y(t), x(t)] for t in range(T)),
+        "yy": sum(second[y(t), y(t)] for t in range(T)),
+        "x_first": mu[x(0)],
+    }
+    for name, value in expected.items():
+        close(st[name], value, rtol=1e-10)
