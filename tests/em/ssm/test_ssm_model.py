@@ -241,7 +241,9 @@ def test_bad_input_names_the_problem():
         wrong.score(Y)
     wrong = model_from(random_params(seed=18, k=2, d=3))
     wrong.transition_covariance_ = -np.eye(2)
-    with pytest.raises(ParameterError, match="transition_covariance_ must be positive definite"):
+    with pytest.raises(
+        ParameterError, match="transition_covariance_ must be positive semi-definite"
+    ):
         wrong.score(Y)
 
 
@@ -259,3 +261,17 @@ def test_damaged_file_is_refused(tmp_path):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(ModelFileError, match="observation_matrix_"):
         latentfit.load(path)
+
+
+def test_tracking_example_smooths_below_the_reading_noise():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from latentfit.em.ssm.tracking import tracking_example
+
+    ax, summary = tracking_example(n_steps=300, random_state=0)  # 300 readings, 20% hidden
+    assert ax.get_ylabel() == "x position"
+    # smoothing a slow target averages many readings: well below the reading noise (1.0)
+    assert summary["rmse_smoothed"] < 0.5 * summary["rmse_readings"]
+    # EM learns the reading noise from a start 3x too large (300 steps: within 15%)
+    assert abs(summary["obs_std_fitted"] - 1.0) < 0.15

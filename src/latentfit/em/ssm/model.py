@@ -330,7 +330,7 @@ class LinearGaussianSSM(BaseEstimator):
                     f"{ATTRIBUTES[f]} must have shape {shape} (n_components={k}, "
                     f"n_features={dim}), got {got}"
                 )
-        for f, strict in (("Q", True), ("R", True), ("V0", False)):
+        for f, strict in (("Q", False), ("R", True), ("V0", False)):
             M = getattr(p, f)
             if not torch.allclose(M, M.T, rtol=1e-6, atol=1e-12 * float(M.abs().max()) + 1e-300):
                 raise ParameterError(f"{ATTRIBUTES[f]} must be symmetric")
