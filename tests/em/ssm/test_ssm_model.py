@@ -275,3 +275,16 @@ def test_tracking_example_smooths_below_the_reading_noise():
     assert summary["rmse_smoothed"] < 0.5 * summary["rmse_readings"]
     # EM learns the reading noise from a start 3x too large (300 steps: within 15%)
     assert abs(summary["obs_std_fitted"] - 1.0) < 0.15
+
+
+def test_degenerate_covariances_name_the_row():
+    """No noise and a known start: the predicted covariances are all zero, and the smoother
+    (which inverts them, last row first) refuses with the row, not a raw linear-algebra error."""
+    params = list(random_params(seed=21, k=2, d=3))
+    params[2] = np.zeros((2, 2))  # Q
+    params[6] = np.zeros((2, 2))  # V0
+    m = model_from(params)
+    Y = np.random.default_rng(0).normal(size=(5, 3))
+    assert np.isfinite(m.score(Y))  # the filter only needs C P Cᵀ + R positive definite
+    with pytest.raises(ParameterError, match="positive definite at row 4"):
+        m.smooth(Y)
