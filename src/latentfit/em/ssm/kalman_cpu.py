@@ -131,10 +131,13 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
     e = np.empty(dim, dt)
     z = np.empty(dim, dt)
     obs = np.empty(dim, np.bool_)
-    # the gain, innovation factor and its log-determinant of the last MEMO steps
-    Kts = np.empty((MEMO, dim, k), dt)
-    Ls = np.empty((MEMO, dim, dim), dt)
-    logdets = np.empty(MEMO, dt)
+    # the gain, innovation factor and its log-determinant of the last MEMO steps: a pool of
+    # MEMO + 1 entries, and for each of the last MEMO steps the entry it uses (a step that
+    # repeats an earlier one points to its entry instead of copying it)
+    Kts = np.empty((MEMO + 1, dim, k), dt)
+    Ls = np.empty((MEMO + 1, dim, dim), dt)
+    logdets = np.empty(MEMO + 1, dt)
+    ref = np.zeros(MEMO, np.int64)
     fulls = np.zeros(MEMO, np.bool_)
     for s in range(starts.shape[0]):
         a, n = starts[s], lens[s]
@@ -160,16 +163,23 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
                         same = t - lag
                         break
             if same >= 0:
-                src = same % MEMO
-                if src != slot:
-                    Kts[slot] = Kts[src]
-                    Ls[slot] = Ls[src]
-                    logdets[slot] = logdets[src]
+                ref[slot] = ref[same % MEMO]
                 for i in range(k):
                     for j in range(k):
                         Pf[t, i, j] = Pf[same, i, j]
             else:
-                Kt, L = Kts[slot], Ls[slot]
+                # a pool entry that none of the other steps in the window uses
+                entry = 0
+                for cand in range(MEMO + 1):
+                    used = False
+                    for lag in range(1, min(MEMO - 1, t - a) + 1):
+                        if ref[(t - lag) % MEMO] == cand:
+                            used = True
+                    if not used:
+                        entry = cand
+                        break
+                ref[slot] = entry
+                Kt, L = Kts[entry], Ls[entry]
                 for r in range(dim):
                     for c in range(k):
                         Cm[r, c] = C[r, c] if obs[r] else 0.0
@@ -212,9 +222,9 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
                 ld = 0.0
                 for r in range(dim):
                     ld += 2.0 * math.log(L[r, r])
-                logdets[slot] = ld
+                logdets[entry] = ld
             fulls[slot] = full
-            Kt, L, logdet = Kts[slot], Ls[slot], logdets[slot]
+            Kt, L, logdet = Kts[ref[slot]], Ls[ref[slot]], logdets[ref[slot]]
             # the means: innovation, update, likelihood term
             for r in range(dim):
                 if obs[r]:
