@@ -16,6 +16,7 @@ from latentfit.em.mixtures import (
     PoissonMixture,
 )
 from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
+from latentfit.em.ssm import LinearGaussianSSM
 from latentfit.estimate import fit_map, fit_mle
 from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
 from latentfit.io import load, save
@@ -44,6 +45,7 @@ __all__ = [
     "GaussianMixture",
     "IterableSource",
     "LadderVAE",
+    "LinearGaussianSSM",
     "MixtureModel",
     "MultinomialMixture",
     "NeuralSplineFlow",

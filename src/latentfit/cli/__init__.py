@@ -8,6 +8,7 @@ from latentfit.cli import (  # noqa: F401  (registration)
     hmm,
     models,
     select,
+    ssm,
     tour,
     vae,
     vi,
