@@ -45,29 +45,47 @@ def _torch(ll, start, trans, pmf):
 
 @pytest.mark.parametrize(("t", "k", "big_d", "censored"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_posterior_equals_enumeration(t, k, big_d, censored, seed):
+@pytest.mark.parametrize("compiled", [False, True], ids=["torch", "compiled"])
+def test_posterior_equals_enumeration(t, k, big_d, censored, seed, compiled):
     ll, start, trans, pmf = _random_model(t, k, big_d, seed, zeros=seed == 1)
     ref = brute_force(ll, start, trans, pmf, censored)
-    post = inf.hsmm_posterior(*_torch(ll, start, trans, pmf), censored)
+    post = inf.hsmm_posterior(*_torch(ll, start, trans, pmf), censored, compiled)
     np.testing.assert_allclose(float(post.log_likelihood), ref["log_likelihood"], rtol=1e-10)
     np.testing.assert_allclose(post.posteriors.numpy(), ref["posteriors"], atol=1e-10)
     np.testing.assert_allclose(post.start_counts.numpy(), ref["start"], atol=1e-10)
     np.testing.assert_allclose(post.transition_counts.numpy(), ref["trans"], atol=1e-10)
     np.testing.assert_allclose(post.duration_counts.numpy(), ref["durations"], atol=1e-10)
-    fwd = inf.hsmm_log_likelihood(*_torch(ll, start, trans, pmf), censored)
+    fwd = inf.hsmm_log_likelihood(*_torch(ll, start, trans, pmf), censored, compiled)
     np.testing.assert_allclose(float(fwd), ref["log_likelihood"], rtol=1e-10)
 
 
 @pytest.mark.parametrize(("t", "k", "big_d", "censored"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_viterbi_equals_enumeration(t, k, big_d, censored, seed):
+@pytest.mark.parametrize("compiled", [False, True], ids=["torch", "compiled"])
+def test_viterbi_equals_enumeration(t, k, big_d, censored, seed, compiled):
     ll, start, trans, pmf = _random_model(t, k, big_d, seed, zeros=seed == 1)
     ref = brute_force(ll, start, trans, pmf, censored)
-    v = inf.hsmm_viterbi(*_torch(ll, start, trans, pmf), censored)
+    v = inf.hsmm_viterbi(*_torch(ll, start, trans, pmf), censored, compiled)
     np.testing.assert_allclose(float(v.log_prob), ref["viterbi_log_prob"], rtol=1e-10)
     np.testing.assert_array_equal(v.path.numpy(), ref["viterbi_path"])
     starts = np.flatnonzero(np.r_[True, np.diff(v.path.numpy()) != 0])
     np.testing.assert_array_equal(v.segment_starts.numpy(), starts)
+
+
+@pytest.mark.parametrize("censored", [True, False])
+def test_compiled_kernels_equal_the_torch_twins(censored):
+    """A longer sequence than enumeration allows: the compiled recursions and the torch ones
+    give the same messages, counts and Viterbi path (float64, 1e-10)."""
+    ll, start, trans, pmf = _random_model(300, 4, 12, 5, zeros=True)
+    args = _torch(ll, start, trans, pmf)
+    a = inf.hsmm_posterior(*args, censored, compiled=False)
+    b = inf.hsmm_posterior(*args, censored, compiled=True)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-10, atol=1e-12)
+    va = inf.hsmm_viterbi(*args, censored, compiled=False)
+    vb = inf.hsmm_viterbi(*args, censored, compiled=True)
+    np.testing.assert_allclose(float(va.log_prob), float(vb.log_prob), rtol=1e-12)
+    np.testing.assert_array_equal(va.path.numpy(), vb.path.numpy())
 
 
 def test_several_sequences_are_the_sum_of_separate_ones():

@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit import _compiled
+
 __all__ = [
     "DurationTerms",
     "HSMMPosterior",
@@ -77,6 +79,18 @@ def message_bytes(t: int, k: int, max_duration: int, itemsize: int) -> int:
     return 4 * t * k * min(max_duration, t) * itemsize
 
 
+def _use_compiled(x: torch.Tensor, compiled: bool | None) -> bool:
+    """The compiled CPU kernels (:mod:`~latentfit.em.hsmm.compiled`) for CPU tensors when numba
+    is there, unless ``compiled`` says otherwise (False: the torch twin, on any device)."""
+    if compiled is None:
+        return x.device.type == "cpu" and _compiled.available()
+    return bool(compiled) and x.device.type == "cpu"
+
+
+def _np(x: torch.Tensor):
+    return x.detach().contiguous().numpy()
+
+
 def _where_finite(mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, value, torch.full_like(value, _NEG_INF))
 
@@ -94,7 +108,7 @@ def duration_terms(log_pmf: torch.Tensor) -> DurationTerms:
     return DurationTerms(log_pmf, log_s, log_hazard, log_stay)
 
 
-def hsmm_forward(log_likelihoods, log_start, log_trans, terms: DurationTerms):
+def hsmm_forward(log_likelihoods, log_start, log_trans, terms: DurationTerms, compiled=None):
     """Forward messages log α_t(k, e) = log p(x_1..t, state k entered e steps ago at t)
     (t, k, min(D, t)), and the log-probability log Σ_e α_t(k, e) h_k(e) that a segment of k
     ends at every step (t, k)."""
@@ -105,6 +119,12 @@ def hsmm_forward(log_likelihoods, log_start, log_trans, terms: DurationTerms):
         (t, k, dt), _NEG_INF, dtype=log_likelihoods.dtype, device=log_likelihoods.device
     )
     leave = torch.empty(t, k, dtype=alpha.dtype, device=alpha.device)
+    if _use_compiled(log_likelihoods, compiled):
+        from latentfit.em.hsmm.compiled import forward_kernel  # imports numba
+
+        args = (log_likelihoods, log_start, log_trans, log_h, log_stay)
+        forward_kernel(*(_np(a) for a in args), alpha.numpy(), leave.numpy())
+        return alpha, leave
     alpha[0, :, 0] = log_start + log_likelihoods[0]
     for i in range(1, t):
         prev = alpha[i - 1]  # (k, dt)
@@ -117,7 +137,7 @@ def hsmm_forward(log_likelihoods, log_start, log_trans, terms: DurationTerms):
     return alpha, leave
 
 
-def hsmm_backward(log_likelihoods, log_trans, terms: DurationTerms, censored: bool):
+def hsmm_backward(log_likelihoods, log_trans, terms: DurationTerms, censored: bool, compiled=None):
     """Backward messages log β_t(k, e) = log p(x_t+1..T | state k entered e steps ago at t)
     (t, k, min(D, t)), and log p(x_t+1..T | a segment ends at t in state k) (t − 1, k)."""
     t, k = log_likelihoods.shape
@@ -125,6 +145,12 @@ def hsmm_backward(log_likelihoods, log_trans, terms: DurationTerms, censored: bo
     log_h, log_stay = terms.log_hazard[:, :dt], terms.log_stay[:, : dt - 1]
     beta = torch.empty(t, k, dt, dtype=log_likelihoods.dtype, device=log_likelihoods.device)
     jump = torch.empty(max(t - 1, 0), k, dtype=beta.dtype, device=beta.device)
+    if _use_compiled(log_likelihoods, compiled):
+        from latentfit.em.hsmm.compiled import backward_kernel  # imports numba
+
+        args = (log_likelihoods, log_trans, log_h, log_stay)
+        backward_kernel(*(_np(a) for a in args), bool(censored), beta.numpy(), jump.numpy())
+        return beta, jump
     if censored:  # the last segment may go on after the end: nothing more is asked of it
         beta[t - 1] = 0.0
     else:  # it must end at the last step
@@ -146,15 +172,15 @@ def _log_likelihood(alpha_last, leave_last, censored: bool) -> torch.Tensor:
 
 
 def hsmm_posterior(
-    log_likelihoods, log_start, log_trans, terms: DurationTerms, censored: bool
+    log_likelihoods, log_start, log_trans, terms: DurationTerms, censored: bool, compiled=None
 ) -> HSMMPosterior:
     """Forward-backward of one sequence with the expected counts of EM (Yu 2010, §3.1 and
     eqs. 11-13): state posteriors, first-state probabilities, segment transitions, and
     segment durations. For a censored last segment seen for e steps, its full duration d ≥ e
     has posterior p(d) / S(e), so the duration counts are those of EM with censored data."""
     t, k = log_likelihoods.shape
-    alpha, leave = hsmm_forward(log_likelihoods, log_start, log_trans, terms)
-    beta, jump = hsmm_backward(log_likelihoods, log_trans, terms, censored)
+    alpha, leave = hsmm_forward(log_likelihoods, log_start, log_trans, terms, compiled)
+    beta, jump = hsmm_backward(log_likelihoods, log_trans, terms, censored, compiled)
     log_l = _log_likelihood(alpha[t - 1], leave[t - 1], censored)
     dt = alpha.shape[2]
     big_d = terms.log_pmf.shape[1]
@@ -185,15 +211,17 @@ def hsmm_posterior(
     return HSMMPosterior(log_l, posteriors, posteriors[0].clone(), trans, dur)
 
 
-def hsmm_log_likelihood(log_likelihoods, log_start, log_trans, terms, censored) -> torch.Tensor:
+def hsmm_log_likelihood(
+    log_likelihoods, log_start, log_trans, terms, censored, compiled=None
+) -> torch.Tensor:
     """log p(x) of one sequence by the forward recursion alone."""
     t = log_likelihoods.shape[0]
-    alpha, leave = hsmm_forward(log_likelihoods, log_start, log_trans, terms)
+    alpha, leave = hsmm_forward(log_likelihoods, log_start, log_trans, terms, compiled)
     return _log_likelihood(alpha[t - 1], leave[t - 1], censored)
 
 
 def hsmm_viterbi(
-    log_likelihoods, log_start, log_trans, terms: DurationTerms, censored: bool
+    log_likelihoods, log_start, log_trans, terms: DurationTerms, censored: bool, compiled=None
 ) -> HSMMViterbi:
     """The most probable segmentation (Yu 2010, §3.3: Viterbi over segments) by max-product
     over the elapsed-time states; O(T·K·D) time, O(K·D + T·K) memory. A censored last
@@ -205,6 +233,15 @@ def hsmm_viterbi(
     # entering state j at step i: the state and elapsed time of the segment before
     from_state = torch.zeros(t, k, dtype=torch.int64, device=dev)
     from_elapsed = torch.zeros(t, k, dtype=torch.int64, device=dev)
+    if _use_compiled(log_likelihoods, compiled):
+        from latentfit.em.hsmm.compiled import viterbi_kernel  # imports numba
+
+        args = (log_likelihoods, log_start, log_trans, log_h, log_stay)
+        best, state, elapsed = viterbi_kernel(
+            *(_np(a) for a in args), bool(censored), from_state.numpy(), from_elapsed.numpy()
+        )
+        log_prob = torch.tensor(best, dtype=log_likelihoods.dtype)
+        return _backtrack(log_prob, state, elapsed, from_state, from_elapsed, t)
     delta = torch.full((k, dt), _NEG_INF, dtype=log_likelihoods.dtype, device=dev)
     delta[:, 0] = log_start + log_likelihoods[0]
     for i in range(1, t):
@@ -219,6 +256,12 @@ def hsmm_viterbi(
     final = delta if censored else delta + log_h
     log_prob, flat = final.reshape(-1).max(0)
     state, elapsed = divmod(int(flat), dt)
+    return _backtrack(log_prob, state, elapsed, from_state, from_elapsed, t)
+
+
+def _backtrack(log_prob, state, elapsed, from_state, from_elapsed, t) -> HSMMViterbi:
+    """The path from the last step's best (state, elapsed index) and the back-pointers."""
+    dev = from_state.device
     path = torch.empty(t, dtype=torch.int64, device=dev)
     starts = []
     end = t  # the segment holding the step end − 1 began elapsed steps before it
