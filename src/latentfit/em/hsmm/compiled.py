@@ -12,7 +12,7 @@ import numpy as np
 
 from latentfit._compiled import jit
 
-__all__ = ["backward_kernel", "forward_kernel", "viterbi_kernel"]
+__all__ = ["backward_kernel", "forward_kernel", "posterior_kernel", "viterbi_kernel"]
 
 
 @jit
@@ -142,3 +142,60 @@ def viterbi_kernel(ll, log_start, log_trans, log_h, log_stay, censored, from_sta
             if v > best:
                 best, bs, be = v, j, e
     return best, bs, be
+
+
+@jit
+def posterior_kernel(
+    ll, log_trans, log_h, log_stay, censored, alpha, leave, log_l, post, trans, dur
+):
+    """The backward recursion of :func:`~latentfit.em.hsmm.inference.hsmm_backward` fused
+    with the expected counts of :func:`~latentfit.em.hsmm.inference.hsmm_posterior`: the
+    backward messages live one step at a time (memory O(K·D) instead of O(T·K·D)). Adds to
+    ``post`` (t, k), ``trans`` (k, k) and the first dt columns of ``dur`` (k, ·) every term
+    but the censored last segment's (the caller's)."""
+    t, k = ll.shape
+    dt = alpha.shape[2]
+    nxt = np.empty((k, dt), ll.dtype)
+    cur = np.empty((k, dt), ll.dtype)
+    enter = np.empty(k, ll.dtype)
+    for j in range(k):
+        for e in range(dt):
+            nxt[j, e] = 0.0 if censored else log_h[j, e]
+            a = alpha[t - 1, j, e]
+            if a > -np.inf:
+                post[t - 1, j] += math.exp(a + nxt[j, e] - log_l)
+                if not censored:
+                    dur[j, e] += math.exp(a + nxt[j, e] - log_l)
+    for i in range(t - 2, -1, -1):
+        for j in range(k):
+            enter[j] = ll[i + 1, j] + nxt[j, 0]
+        for a in range(k):
+            m = -np.inf
+            for j in range(k):
+                v = log_trans[a, j] + enter[j]
+                if v > m:
+                    m = v
+            jump = m
+            if m > -np.inf:
+                s = 0.0
+                for j in range(k):
+                    s += math.exp(log_trans[a, j] + enter[j] - m)
+                jump = m + math.log(s)
+            if leave[i, a] > -np.inf:
+                for j in range(k):
+                    if log_trans[a, j] > -np.inf:
+                        trans[a, j] += math.exp(leave[i, a] + log_trans[a, j] + enter[j] - log_l)
+            x = ll[i + 1, a]
+            g = 0.0
+            for e in range(dt):
+                v = log_h[a, e] + jump
+                al = alpha[i, a, e]
+                if al > -np.inf and v > -np.inf:
+                    dur[a, e] += math.exp(al + v - log_l)  # the segment ends at step i
+                if e + 1 < dt:
+                    v = _logaddexp(v, log_stay[a, e] + x + nxt[a, e + 1])
+                cur[a, e] = v
+                if al > -np.inf:
+                    g += math.exp(al + v - log_l)
+            post[i, a] += g
+        nxt, cur = cur, nxt

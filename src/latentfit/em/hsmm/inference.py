@@ -180,13 +180,27 @@ def hsmm_posterior(
     has posterior p(d) / S(e), so the duration counts are those of EM with censored data."""
     t, k = log_likelihoods.shape
     alpha, leave = hsmm_forward(log_likelihoods, log_start, log_trans, terms, compiled)
-    beta, jump = hsmm_backward(log_likelihoods, log_trans, terms, censored, compiled)
     log_l = _log_likelihood(alpha[t - 1], leave[t - 1], censored)
     dt = alpha.shape[2]
     big_d = terms.log_pmf.shape[1]
-    posteriors = torch.logsumexp(alpha + beta, 2).sub_(log_l).exp_()  # (t, k)
     dur = torch.zeros(k, big_d, dtype=alpha.dtype, device=alpha.device)
     trans = torch.zeros(k, k, dtype=alpha.dtype, device=alpha.device)
+    if _use_compiled(log_likelihoods, compiled) and bool(torch.isfinite(log_l)):
+        from latentfit.em.hsmm.compiled import posterior_kernel  # imports numba
+
+        posteriors = torch.zeros(t, k, dtype=alpha.dtype)
+        args = (log_likelihoods, log_trans, terms.log_hazard[:, :dt], terms.log_stay[:, : dt - 1])
+        dur_dt = torch.zeros(k, dt, dtype=alpha.dtype)
+        posterior_kernel(
+            *(_np(a) for a in args), bool(censored), alpha.numpy(), _np(leave), float(log_l),
+            posteriors.numpy(), trans.numpy(), dur_dt.numpy(),
+        )  # fmt: skip
+        dur[:, :dt] += dur_dt
+        if censored:
+            dur += _censored_durations(alpha[t - 1] - log_l, terms, dt)
+        return HSMMPosterior(log_l, posteriors, posteriors[0].clone(), trans, dur)
+    beta, jump = hsmm_backward(log_likelihoods, log_trans, terms, censored, compiled)
+    posteriors = torch.logsumexp(alpha + beta, 2).sub_(log_l).exp_()  # (t, k)
     if t > 1:
         # segments that end at step i < t and are followed by another one
         ends = alpha[:-1] + terms.log_hazard[:, :dt] + jump.unsqueeze(2)  # (t − 1, k, dt)
@@ -200,15 +214,22 @@ def hsmm_posterior(
             trans += x.sub_(log_l).exp_().sum(0)
     last = alpha[t - 1] - log_l  # (k, dt): log p(state k entered e steps ago at the end | x)
     if censored:
-        # Σ_{e ≤ d} p(k, e | x) p(d) / S(e), for every full duration d = 1..D
-        w = _where_finite(last > _NEG_INF, last - terms.log_survival[:, :dt]).exp()
-        cum = w.cumsum(1)
-        if big_d > dt:
-            cum = torch.cat([cum, cum[:, -1:].expand(k, big_d - dt)], 1)
-        dur += cum * terms.log_pmf.exp()
+        dur += _censored_durations(last, terms, dt)
     else:
         dur[:, :dt] += (last + terms.log_hazard[:, :dt]).exp()
     return HSMMPosterior(log_l, posteriors, posteriors[0].clone(), trans, dur)
+
+
+def _censored_durations(last, terms: DurationTerms, dt: int) -> torch.Tensor:
+    """Expected full durations (k, D) of a censored last segment: Σ_{e ≤ d} p(k, e | x)
+    p(d) / S(e) for every d = 1..D, ``last`` (k, dt) the log-posterior of (state, elapsed)
+    at the last step."""
+    k, big_d = terms.log_pmf.shape
+    w = _where_finite(last > _NEG_INF, last - terms.log_survival[:, :dt]).exp()
+    cum = w.cumsum(1)
+    if big_d > dt:
+        cum = torch.cat([cum, cum[:, -1:].expand(k, big_d - dt)], 1)
+    return cum * terms.log_pmf.exp()
 
 
 def hsmm_log_likelihood(
