@@ -105,7 +105,10 @@ def poisson_mstep(counts: torch.Tensor, old: torch.Tensor, n_bisect: int = 80):
 
 
 def _negative_binomial_objective(counts, log_r, logit_p, big_d):
-    log_pmf = negative_binomial_log_pmf(log_r.exp(), torch.sigmoid(logit_p), big_d)
+    # the line search may try any value: keep r and p inside their supports (clamped, the
+    # gradient vanishes outside and the search comes back)
+    r = log_r.clamp(math.log(_MIN_RATE), math.log(_MAX_RATE)).exp()
+    log_pmf = negative_binomial_log_pmf(r, torch.sigmoid(logit_p.clamp(-30.0, 30.0)), big_d)
     return (counts * torch.where(counts > 0, log_pmf, 0.0)).sum(1)  # (k,)
 
 
