@@ -249,3 +249,20 @@ def test_stationary_distribution_weights_the_durations():
     np.testing.assert_allclose(
         m.get_stationary_distribution(), np.bincount(states) / len(states), atol=0.02
     )
+
+
+@pytest.mark.parametrize("duration", ["poisson", "negative_binomial", "nonparametric"])
+def test_short_segments_are_found(duration):
+    """States that change at nearly every step (mean durations 1.3 and 1.6): the fit reaches
+    at least the generating model's likelihood and its mean durations (the starting durations
+    come from the data's run lengths; from long segments EM stayed near 6-10 steps)."""
+    truth = _gaussian_hsmm(k=2, big_d=20, lambdas=(0.3, 0.6))
+    X, _ = truth.sample(2000, random_state=0)
+    m = GaussianHSMM(
+        n_components=2, max_duration=20, duration=duration, random_state=0, n_iter=100, tol=1e-6
+    ).fit(X)
+    assert m.score(X) >= truth.score(X)
+    d = np.arange(1, 21)
+    order = np.argsort(m.means_[:, 0])
+    # ~700 segments per state: the sampling error of a mean duration is about 0.03
+    np.testing.assert_allclose((m.duration_pmf_ @ d)[order], [1.3, 1.6], atol=0.1)

@@ -233,9 +233,27 @@ class HSMMMixin:
             self._check_zero_diagonal(params["transmat"])
         if any(not hasattr(self, n) for n in self._duration_attributes) or "d" in self.init_params:
             params.update(self._initial_durations())
+            params.update(self._durations_of_runs(params, X))
         else:
             params.update(self._duration_params())
         return params
+
+    def _durations_of_runs(self, params, X) -> dict[str, torch.Tensor]:
+        """Starting durations from the data: the run lengths of the most likely state of
+        every row under the starting emissions (k-means for Gaussians), one M-step of the
+        durations on them, smoothed by one count at every duration so that no duration starts
+        impossible. Without it EM starting from long segments stays there on series whose
+        state changes at nearly every step (the geyser's eruptions alternate)."""
+        labels = self._emission_log_likelihood(params, X).argmax(1)  # (t,)
+        change = torch.ones(labels.shape[0] + 1, dtype=torch.bool, device=labels.device)
+        change[1:-1] = labels[1:] != labels[:-1]
+        edges = change.nonzero().flatten()
+        runs = (edges[1:] - edges[:-1]).clamp_max(int(self.max_duration))  # (n_runs,)
+        states = labels[edges[:-1]]
+        k, d = self.n_components, int(self.max_duration)
+        counts = torch.ones(k, d, dtype=params["startprob"].dtype, device=labels.device) / d
+        counts.index_put_((states, runs - 1), torch.ones_like(runs, dtype=counts.dtype), True)
+        return self._duration_mstep(params, counts)[0]
 
     def _set_attributes(self, params: dict[str, torch.Tensor]) -> None:
         super()._set_attributes(params)
