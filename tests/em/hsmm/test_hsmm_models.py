@@ -266,3 +266,30 @@ def test_short_segments_are_found(duration):
     order = np.argsort(m.means_[:, 0])
     # ~700 segments per state: the sampling error of a mean duration is about 0.03
     np.testing.assert_allclose((m.duration_pmf_ @ d)[order], [1.3, 1.6], atol=0.1)
+
+
+def test_torch_path_fits_as_the_compiled_one(monkeypatch):
+    """Without the compiled kernels (other devices, or no numba) the torch recursions give
+    the same fit, scores, posteriors and Viterbi path."""
+    X, _ = _gaussian_hsmm().sample(200, random_state=4)
+    kw = dict(n_components=3, max_duration=15, n_iter=4, random_state=0)
+    a = GaussianHSMM(**kw, right_censoring=False).fit(X)
+    import latentfit._compiled
+
+    monkeypatch.setattr(latentfit._compiled, "available", lambda: False)
+    b = GaussianHSMM(**kw, right_censoring=False).fit(X)
+    np.testing.assert_allclose(b.lower_bounds_, a.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(b.duration_lambdas_, a.duration_lambdas_, rtol=1e-8)
+    np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), atol=1e-8)
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+
+
+def test_float32_agrees_with_float64():
+    X, _ = _gaussian_hsmm().sample(500, random_state=5)
+    m64 = _gaussian_hsmm()
+    m32 = _gaussian_hsmm(dtype="float32")
+    # float32 log-likelihood terms summed over 500 steps: ~1e-6 relative
+    np.testing.assert_allclose(m32.score(X), m64.score(X), rtol=1e-5)
+    np.testing.assert_allclose(m32.predict_proba(X), m64.predict_proba(X), atol=1e-4)
+    fitted = GaussianHSMM(n_components=3, max_duration=30, dtype="float32", n_iter=5).fit(X)
+    assert fitted.means_.dtype == np.float32 and np.isfinite(fitted.score(X))

@@ -147,9 +147,8 @@ class HSMMMixin:
         """Refuse, before allocating them, forward-backward messages (T, K, min(D, T)) that
         cannot be held (ResourceLimitError giving the bytes)."""
         t, k, d = max(lengths), self.n_components, int(self.max_duration)
-        itemsize = torch.finfo(self._dtype).bits // 8
         check_allocation(
-            inf.message_bytes(t, k, d, itemsize),
+            inf.message_bytes(t, k, d, 8),  # float64 whatever the dtype (_inference_args)
             f"{type(self).__name__} forward-backward over a sequence of {t:,} steps x {k} "
             f"states x {min(d, t):,} durations",
             device=self._device,
@@ -279,7 +278,9 @@ class HSMMMixin:
         """p_k(d) (k, max_duration): the probability that a segment of state k lasts d steps."""
         check_is_fitted(self, "startprob_")
         params = self._duration_params()
-        return dur.duration_log_pmf(self.duration, params, int(self.max_duration)).exp().numpy()
+        return (
+            dur.duration_log_pmf(self.duration, params, int(self.max_duration)).exp().cpu().numpy()
+        )
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, lengths=None):
@@ -334,17 +335,26 @@ class HSMMMixin:
             + ". Try right_censoring=True, a larger max_duration, or refit"
         )
 
+    def _inference_args(self, params, ll):
+        """The recursions' inputs, in float64 whatever the model's dtype: float32 messages
+        in log space carry magnitudes of |log p(x_1..t)| and lose about 1e-3 of the
+        posteriors over a few hundred steps (the HMMs rescale every step instead)."""
+        p64 = {k: v.double() for k, v in params.items()}
+        return (
+            ll.double(),
+            self._log(p64["startprob"]),
+            self._log(p64["transmat"]),
+            self._duration_terms(p64),
+        )
+
     def _posterior(self, params, X, ll, lengths) -> inf.HSMMPosterior:
         post, per_seq = inf.posterior_sequences(
-            ll,
-            self._log(params["startprob"]),
-            self._log(params["transmat"]),
-            self._duration_terms(params),
+            *self._inference_args(params, ll),
             lengths,
             bool(self.right_censoring),
         )
         self._impossible(params, X, per_seq, lengths)
-        return post
+        return inf.HSMMPosterior(*(v.to(ll.dtype) for v in post))
 
     @staticmethod
     def _log(p: torch.Tensor) -> torch.Tensor:
@@ -365,10 +375,7 @@ class HSMMMixin:
         self._check_messages(lengths)
         ll = self._emission_log_likelihood(params, X)
         per_seq = inf.log_likelihood_sequences(
-            ll,
-            self._log(params["startprob"]),
-            self._log(params["transmat"]),
-            self._duration_terms(params),
+            *self._inference_args(params, ll),
             lengths,
             bool(self.right_censoring),
         )
@@ -388,10 +395,7 @@ class HSMMMixin:
         params, X, lengths = self._prepare(X, lengths)
         ll = self._emission_log_likelihood(params, X)
         per_seq, path = inf.viterbi_sequences(
-            ll,
-            self._log(params["startprob"]),
-            self._log(params["transmat"]),
-            self._duration_terms(params),
+            *self._inference_args(params, ll),
             lengths,
             bool(self.right_censoring),
         )
