@@ -68,7 +68,9 @@ def main():
     hsmm.fit(X[:1000])  # compile and load the kernels once, outside the timings
     hmm.fit(X[:1000])
     print(f"T = {args.steps:,}, K = {K}, D = {D}, 2 features, float64, 1 thread")
-    print(f"{'operation':<22}{'HSMM wall':>11}{'HSMM cpu':>10}{'HMM wall':>10}{'HMM cpu':>10}{'ratio':>8}")
+    print(
+        f"{'operation':<22}{'HSMM wall':>11}{'HSMM cpu':>10}{'HMM wall':>10}{'HMM cpu':>10}{'ratio':>8}"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, f_hsmm, f_hmm in [

@@ -293,3 +293,37 @@ def test_float32_agrees_with_float64():
     np.testing.assert_allclose(m32.predict_proba(X), m64.predict_proba(X), atol=1e-4)
     fitted = GaussianHSMM(n_components=3, max_duration=30, dtype="float32", n_iter=5).fit(X)
     assert fitted.means_.dtype == np.float32 and np.isfinite(fitted.score(X))
+
+
+def test_bad_data_names_the_problem():
+    from sklearn.exceptions import NotFittedError
+
+    X = np.random.default_rng(0).normal(size=(30, 1))
+    with pytest.raises(NotFittedError):
+        GaussianHSMM().score(X)
+    m = GaussianHSMM(n_components=2, max_duration=5)
+    m.startprob_, m.transmat_ = np.array([0.5, 0.5]), np.array([[0.0, 1.0], [1.0, 0.0]])
+    m.means_, m.covars_ = np.zeros((2, 1)), np.ones((2, 1))
+    with pytest.raises(NotFittedError, match="duration_lambdas_"):
+        m.score(X)
+    m.duration_lambdas_ = np.ones(3)
+    with pytest.raises(ParameterError, match=r"duration_lambdas_ must have shape \(2,\)"):
+        m.score(X)
+    with pytest.raises(DataError, match="lengths sum to 29"):
+        GaussianHSMM(n_components=2).fit(X, [10, 19])
+    bad = X.copy()
+    bad[4, 0] = np.nan
+    with pytest.raises(DataError, match="row 4"):
+        GaussianHSMM(n_components=2).fit(bad)
+    with pytest.raises(DataError, match="non-negative"):
+        PoissonHSMM(n_components=2).fit(-np.ones((10, 1)))
+    cat = CategoricalHSMM(n_components=2, n_features=3)
+    with pytest.raises(DataError, match="row 2 of X holds symbol 5"):
+        cat.fit(np.array([[0], [1], [5], [2]]))
+    fitted = _gaussian_hsmm()
+    with pytest.raises(ParameterError, match="decoder"):
+        fitted.decode(X, algorithm="forward")
+    with pytest.raises(ParameterError, match="n_samples"):
+        fitted.sample(0)
+    with pytest.raises(DataError, match="features"):
+        fitted.score(np.zeros((5, 2)))
