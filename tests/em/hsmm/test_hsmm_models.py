@@ -224,7 +224,7 @@ def test_memory_is_checked_before_allocating():
     long = np.zeros((2_000_000, 1))
     m = _gaussian_hsmm(k=2, big_d=1_000_000, lambdas=(5.0, 5.0))
     with pytest.raises(ResourceLimitError, match=r"2,000,000 steps.*bytes"):
-        m.score(long)
+        m.predict_proba(long)
     with pytest.raises(ResourceLimitError, match=r"2,000,000 steps.*bytes"):
         GaussianHSMM(n_components=2, max_duration=1_000_000).fit(long)
 

@@ -372,7 +372,8 @@ class HSMMMixin:
         """Total log-likelihood log p(X) summed over the sequences (-inf for a sequence the
         durations cannot produce)."""
         params, X, lengths = self._prepare(X, lengths)
-        self._check_messages(lengths)
+        if not inf._use_compiled(X, None):  # the compiled forward keeps one step
+            self._check_messages(lengths)
         ll = self._emission_log_likelihood(params, X)
         per_seq = inf.log_likelihood_sequences(
             *self._inference_args(params, ll),

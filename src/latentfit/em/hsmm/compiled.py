@@ -12,7 +12,13 @@ import numpy as np
 
 from latentfit._compiled import jit
 
-__all__ = ["backward_kernel", "forward_kernel", "posterior_kernel", "viterbi_kernel"]
+__all__ = [
+    "backward_kernel",
+    "forward_kernel",
+    "log_likelihood_kernel",
+    "posterior_kernel",
+    "viterbi_kernel",
+]
 
 
 @jit
@@ -199,3 +205,62 @@ def posterior_kernel(
                     g += math.exp(al + v - log_l)
             post[i, a] += g
         nxt, cur = cur, nxt
+
+
+@jit
+def log_likelihood_kernel(ll, log_start, log_trans, log_h, log_stay, censored, dt):
+    """log p(x) by the forward recursion of :func:`forward_kernel` keeping one step of
+    messages (memory O(K·D) whatever the length)."""
+    t, k = ll.shape
+    prev = np.full((k, dt), -np.inf)
+    cur = np.empty((k, dt))
+    leave = np.empty(k)
+    for j in range(k):
+        prev[j, 0] = log_start[j] + ll[0, j]
+    for i in range(1, t + 1):
+        for j in range(k):
+            m = -np.inf
+            for e in range(dt):
+                v = prev[j, e] + log_h[j, e]
+                if v > m:
+                    m = v
+            if m == -np.inf:
+                leave[j] = m
+            else:
+                s = 0.0
+                for e in range(dt):
+                    s += math.exp(prev[j, e] + log_h[j, e] - m)
+                leave[j] = m + math.log(s)
+        if i == t:
+            break
+        for j in range(k):
+            m = -np.inf
+            for a in range(k):
+                v = leave[a] + log_trans[a, j]
+                if v > m:
+                    m = v
+            enter = m
+            if m > -np.inf:
+                s = 0.0
+                for a in range(k):
+                    s += math.exp(leave[a] + log_trans[a, j] - m)
+                enter = m + math.log(s)
+            x = ll[i, j]
+            cur[j, 0] = enter + x
+            for e in range(1, dt):
+                cur[j, e] = prev[j, e - 1] + log_stay[j, e - 1] + x
+        prev, cur = cur, prev
+    m = -np.inf
+    for j in range(k):
+        for e in range(dt):
+            v = prev[j, e] if censored else prev[j, e] + log_h[j, e]
+            if v > m:
+                m = v
+    if m == -np.inf:
+        return m
+    s = 0.0
+    for j in range(k):
+        for e in range(dt):
+            v = prev[j, e] if censored else prev[j, e] + log_h[j, e]
+            s += math.exp(v - m)
+    return m + math.log(s)

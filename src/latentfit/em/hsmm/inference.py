@@ -235,8 +235,18 @@ def _censored_durations(last, terms: DurationTerms, dt: int) -> torch.Tensor:
 def hsmm_log_likelihood(
     log_likelihoods, log_start, log_trans, terms, censored, compiled=None
 ) -> torch.Tensor:
-    """log p(x) of one sequence by the forward recursion alone."""
+    """log p(x) of one sequence by the forward recursion alone (compiled: one step of
+    messages at a time)."""
     t = log_likelihoods.shape[0]
+    if _use_compiled(log_likelihoods, compiled):
+        from latentfit.em.hsmm.compiled import log_likelihood_kernel  # imports numba
+
+        dt = min(terms.log_pmf.shape[1], t)
+        args = (log_likelihoods, log_start, log_trans, terms.log_hazard[:, :dt])
+        value = log_likelihood_kernel(
+            *(_np(a) for a in args), _np(terms.log_stay[:, : dt - 1]), bool(censored), dt
+        )
+        return torch.tensor(value, dtype=log_likelihoods.dtype)
     alpha, leave = hsmm_forward(log_likelihoods, log_start, log_trans, terms, compiled)
     return _log_likelihood(alpha[t - 1], leave[t - 1], censored)
 
