@@ -2,7 +2,7 @@
 
 Every family is a pmf over d = 1..D (D the maximum duration), truncated at D and renormalised:
 
-* ``"poisson"``: d − 1 ~ Poisson(λ_k) (the shifted Poisson of Yu 2010, §2.2);
+* ``"poisson"``: d − 1 ~ Poisson(λ_k) (the shifted Poisson, Yu 2010);
 * ``"negative_binomial"``: d − 1 ~ NegativeBinomial(r_k, p_k), torch's parametrisation
   (mean r p / (1 − p)), over-dispersed durations;
 * ``"nonparametric"``: a free probability vector per state (Ferguson 1980).

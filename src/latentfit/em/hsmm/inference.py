@@ -2,10 +2,10 @@
 
 A segment of state k lasts d ∈ 1..D steps with probability p_k(d); the next segment's state is
 drawn from the transition matrix, whose diagonal is zero (Yu 2010, "Hidden semi-Markov
-models", Artificial Intelligence 174, §2 and §3.1). The recursions run over the augmented
-state (k, e), e the steps elapsed in the current segment, so that every step costs O(K·D)
-and a whole sequence O(T·K·D) (Yu 2010, §3.1.3, in the elapsed-time form of Yu & Kobayashi
-2003): from (k, e) the segment goes on with probability S_k(e + 1) / S_k(e) or ends with the
+models", Artificial Intelligence 174). The recursions run over the augmented state (k, e),
+e the steps elapsed in the current segment, so that every step costs O(K·D) and a whole
+sequence O(T·K·D) (Yu 2010's explicit-duration forward-backward, written over the elapsed
+time): from (k, e) the segment goes on with probability S_k(e + 1) / S_k(e) or ends with the
 hazard h_k(e) = p_k(d = e) / S_k(e), S_k(e) = P(d ≥ e) the survival function. A finished
 segment of length d then carries p_k(d); a last segment cut by the end of the sequence after e
 steps carries S_k(e) (right-censoring) — or, without censoring, the last segment must end
@@ -55,7 +55,7 @@ class DurationTerms(NamedTuple):
 
 
 class HSMMPosterior(NamedTuple):
-    """The E-step of one sequence (Yu 2010, §3.1: the smoothed probabilities and the
+    """The E-step of one sequence (Yu 2010: the smoothed probabilities and the
     expected counts of the EM re-estimation)."""
 
     log_likelihood: torch.Tensor  # ()
@@ -174,8 +174,8 @@ def _log_likelihood(alpha_last, leave_last, censored: bool) -> torch.Tensor:
 def hsmm_posterior(
     log_likelihoods, log_start, log_trans, terms: DurationTerms, censored: bool, compiled=None
 ) -> HSMMPosterior:
-    """Forward-backward of one sequence with the expected counts of EM (Yu 2010, §3.1 and
-    eqs. 11-13): state posteriors, first-state probabilities, segment transitions, and
+    """Forward-backward of one sequence with the expected counts of EM (Yu 2010):
+    state posteriors, first-state probabilities, segment transitions, and
     segment durations. For a censored last segment seen for e steps, its full duration d ≥ e
     has posterior p(d) / S(e), so the duration counts are those of EM with censored data."""
     t, k = log_likelihoods.shape
@@ -254,7 +254,7 @@ def hsmm_log_likelihood(
 def hsmm_viterbi(
     log_likelihoods, log_start, log_trans, terms: DurationTerms, censored: bool, compiled=None
 ) -> HSMMViterbi:
-    """The most probable segmentation (Yu 2010, §3.3: Viterbi over segments) by max-product
+    """The most probable segmentation (Yu 2010: Viterbi over segments) by max-product
     over the elapsed-time states; O(T·K·D) time, O(K·D + T·K) memory. A censored last
     segment seen for e steps scores S(e), as in the likelihood."""
     t, k = log_likelihoods.shape
