@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
@@ -133,3 +135,26 @@ def test_negative_binomial_mstep_gains_and_matches_moments():
     assert bad == []
     np.testing.assert_allclose(new_r.numpy(), r.numpy(), rtol=5e-2)
     np.testing.assert_allclose(new_p.numpy(), p.double().numpy(), rtol=5e-2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    t=st.integers(1, 40),
+    k=st.integers(2, 4),
+    big_d=st.integers(1, 12),
+    censored=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_count_invariants(t, k, big_d, censored, seed):
+    """Posteriors are distributions at every step, and a sequence has one more segment than
+    segment transitions: Σ duration counts = Σ transition counts + 1 (skipped when the
+    durations cannot produce the sequence at all)."""
+    ll, start, trans, pmf = _random_model(t, k, big_d, seed)
+    post = inf.hsmm_posterior(*_torch(ll, start, trans, pmf), censored)
+    if not np.isfinite(float(post.log_likelihood)):
+        return
+    np.testing.assert_allclose(post.posteriors.sum(1).numpy(), 1.0, atol=1e-10)
+    np.testing.assert_allclose(
+        float(post.duration_counts.sum()), float(post.transition_counts.sum()) + 1, rtol=1e-10
+    )
+    np.testing.assert_allclose(float(post.start_counts.sum()), 1.0, atol=1e-12)
