@@ -8,6 +8,7 @@ from latentfit.diffusion import DDPM
 from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.gmm import GaussianMixture
 from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 from latentfit.em.mixture_model import MixtureModel
 from latentfit.em.mixtures import (
     BernoulliMixture,
@@ -37,11 +38,13 @@ __all__ = [
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",
+    "CategoricalHSMM",
     "CategoricalMixture",
     "DiscreteVAE",
     "FactorAnalysis",
     "FlowDensity",
     "GaussianHMM",
+    "GaussianHSMM",
     "GaussianMixture",
     "IterableSource",
     "LadderVAE",
@@ -52,6 +55,7 @@ __all__ = [
     "NpySource",
     "ParquetSource",
     "PoissonHMM",
+    "PoissonHSMM",
     "PoissonMixture",
     "RealNVP",
     "TrainConfig",
