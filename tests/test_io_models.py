@@ -93,7 +93,9 @@ def test_a_vae_loaded_by_latentfit_load_computes_what_it_saved(files):
 
 
 def test_the_vae_loader_names_a_file_of_another_kind(files):
-    with pytest.raises(ModelFileError, match="holds a GaussianMixture, load it with latentfit.load"):
+    with pytest.raises(
+        ModelFileError, match=r"holds a GaussianMixture, load it with latentfit\.load"
+    ):
         latentfit.vae.load_model(files["mixture"])
 
 

@@ -598,18 +598,20 @@ def sample(
 ):
     """Draw rows from a saved model (a mixture or HMM also gives each draw's component or
     state; a VAE the decoded means of z ~ p(z))."""
-    if out is not None and out.suffix.lower() not in (".csv", ".npy", ".png"):
-        fail(f"--out {out}: write .csv, .npy or (VAEs) .png")
     from latentfit.errors import LatentfitError
     from latentfit.io import read_header
 
-    try:
-        is_vae = read_header(model_path).get("kind") == "vae"
-    except (LatentfitError, FileNotFoundError) as err:
-        fail(str(err))
-    if out is None and is_vae and not as_json:
-        out = Path("samples.png")  # what 'latentfit sample' has always written for a VAE
     check_outputs([(out, "--out")], [model_path], force=force)
+    if out is None and not as_json:
+        try:
+            is_vae = read_header(model_path).get("kind") == "vae"
+        except (LatentfitError, FileNotFoundError) as err:
+            fail(str(err))
+        if is_vae:
+            out = Path("samples.png")  # what 'latentfit sample' has always written for a VAE
+            check_outputs([(out, "--out")], [model_path], force=force)
+    if out is not None and out.suffix.lower() not in (".csv", ".npy", ".png"):
+        fail(f"--out {out}: write .csv, .npy or (VAEs) .png")
     model, kind = load_model(model_path)
     if out is not None and out.suffix.lower() == ".png" and kind != "vae":
         fail(
