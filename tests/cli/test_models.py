@@ -27,6 +27,7 @@ X2 = np.vstack([rng.normal(0, 1, (40, 2)), rng.normal(5, 1, (40, 2))])  # (80, 2
 COUNTS = rng.poisson(np.repeat([[1.0, 4.0, 2.0], [6.0, 1.0, 3.0]], 40, axis=0)).astype(float)
 BINARY = (rng.random((80, 5)) < np.repeat([[0.2], [0.8]], 40, axis=0)).astype(float)
 SYMBOLS = np.concatenate([rng.integers(0, 2, 40), rng.integers(2, 4, 40)])[:, None].astype(float)
+CATEGORIES = np.column_stack([rng.integers(0, 3, 80), rng.integers(0, 2, 80)]).astype(float)
 LENGTHS = [30, 50]
 
 
@@ -56,6 +57,10 @@ MODELS = {
     "MultinomialMixture": (
         lambda: latentfit.MultinomialMixture(2, random_state=0).fit(COUNTS),
         COUNTS,
+    ),
+    "CategoricalMixture": (
+        lambda: latentfit.CategoricalMixture(2, random_state=0).fit(CATEGORIES),
+        CATEGORIES,
     ),
     "FactorAnalysis": (lambda: latentfit.FactorAnalysis(1, random_state=0).fit(X2), X2),
     "PPCA": (lambda: latentfit.PPCA(1, random_state=0).fit(X2), X2),
