@@ -7,6 +7,7 @@ inference → variational autoencoders, in PyTorch, on any device.
 from latentfit.diffusion import DDPM
 from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 from latentfit.em.mixture.discrete import (
     BernoulliMixture,
     CategoricalMixture,
@@ -16,6 +17,7 @@ from latentfit.em.mixture.discrete import (
 from latentfit.em.mixture.families import MixtureModel
 from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
+from latentfit.em.ssm import LinearGaussianSSM
 from latentfit.estimate import fit_map, fit_mle
 from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
 from latentfit.io import load, save
@@ -36,20 +38,24 @@ __all__ = [
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",
+    "CategoricalHSMM",
     "CategoricalMixture",
     "DiscreteVAE",
     "FactorAnalysis",
     "FlowDensity",
     "GaussianHMM",
+    "GaussianHSMM",
     "GaussianMixture",
     "IterableSource",
     "LadderVAE",
+    "LinearGaussianSSM",
     "MixtureModel",
     "MultinomialMixture",
     "NeuralSplineFlow",
     "NpySource",
     "ParquetSource",
     "PoissonHMM",
+    "PoissonHSMM",
     "PoissonMixture",
     "RealNVP",
     "TrainConfig",

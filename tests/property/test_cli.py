@@ -148,13 +148,14 @@ def _vae_model(folder: Path, how: str, x_dim: int) -> Path:
 
 
 def _rewrite_spec(path: Path, change: dict) -> None:
-    """Edit the JSON spec stored in a safetensors header (tensor offsets are unaffected)."""
+    """Edit the VAE spec (the model header's ``params``) stored in a safetensors header (tensor
+    offsets are unaffected)."""
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
-    spec = json.loads(header["__metadata__"]["spec"])
-    spec.update(change)
-    header["__metadata__"]["spec"] = json.dumps(spec)
+    model_header = json.loads(header["__metadata__"]["latentfit"])
+    model_header["params"].update(change)
+    header["__metadata__"]["latentfit"] = json.dumps(model_header)
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])
@@ -210,6 +211,7 @@ def _build(command: str, run: Run, data) -> None:
             run.option("--prior", opt([None, "dirichlet_distribution"], ["bogus"]))
             run.option("--concentration", opt([None, "0.1"], ["0", "-1", "inf"]))
         run.output("model", ".safetensors")
+        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
         run.args.append("--quiet")
         return
     if command == "fit hmm":
@@ -251,6 +253,7 @@ def _build(command: str, run: Run, data) -> None:
             run.outputs.append(run.folder / f"{data_path.stem}_states.csv")
             run.outputs.append(data_path.parent / f"{data_path.stem}_states.csv")
         run.output("model", ".safetensors")
+        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
         return
     if command == "fit vae":
         data_path = run.input_file(draw(st.sampled_from(["real", "binary"]), label="vae data"))
@@ -268,6 +271,7 @@ def _build(command: str, run: Run, data) -> None:
         run.output("vae", ".safetensors", optional=False)
         run.output("metrics", ".csv", "--metrics-csv")
         run.output("checkpoints", "", "--checkpoint-dir")
+        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
         return
     if command in ("eval", "sample"):
         how = draw(MODEL_FILES, label="model file")

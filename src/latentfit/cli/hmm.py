@@ -9,7 +9,19 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+)
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 
@@ -65,7 +77,9 @@ def _print_emissions(model, emission, covariance):
 
 @fit_app.command("hmm")
 def fit_hmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file, one row per step."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of hidden states."),
     lengths: Path | None = typer.Option(
         None, "--lengths", help="Text file of sequence lengths (rows per sequence, in order)."
@@ -86,12 +100,12 @@ def fit_hmm(
         "folder, e.g. s_states.csv for s.csv).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    plot: Path | None = plot_option("every column over time, coloured by decoded state"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
     """Fit an HMM by Baum-Welch; print start/transition probabilities, emissions,
     log-likelihood and BIC/AIC; write the decoded state of every row."""
-    from latentfit.datasets import load_array
     from latentfit.errors import LatentfitError
     from latentfit.io import atomic_path
 
@@ -99,16 +113,17 @@ def fit_hmm(
         fail(f"--emission must be one of {', '.join(EMISSIONS)}; got {emission!r}")
     if algorithm not in ("viterbi", "map"):
         fail(f"--algorithm must be viterbi or map; got {algorithm!r}")
-    target = states if states is not None else Path(f"{data.stem}_states.csv")
-    check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
-    cols = [c for c in columns.split(",") if c] or None
-    try:
-        X = load_array(data, columns=cols).numpy()
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        fail(str(err))
+    name = data_source(data, dataset)
+    stem = data.stem if data is not None else dataset
+    target = states if states is not None else Path(f"{stem}_states.csv")
+    check_outputs(
+        [(target, "--states"), (out, "--out"), (plot, "--plot")], [data, lengths], force=force
+    )
+    fmt = figure_format(plot)
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter).numpy()
     if emission == "categorical":
         if X.shape[1] != 1:
-            fail(f"categorical emissions need one column of symbols; {data} has {X.shape[1]}")
+            fail(f"categorical emissions need one column of symbols; {name} has {X.shape[1]}")
         if not np.all(X == np.round(X)):
             fail("categorical emissions need whole-number symbols 0, 1, 2, ...")
         X = X.astype(np.int64)
@@ -122,6 +137,9 @@ def fit_hmm(
         ll = model.score(X, seq)
     except (ValueError, FloatingPointError) as err:
         fail(str(err))
+    from latentfit.cli.models import record_columns
+
+    record_columns(model, data, split_columns(columns))  # predict/score match them by name
     echo = typer.echo
     n_seq = 1 if seq is None else len(seq)
     echo(
@@ -145,3 +163,9 @@ def fit_hmm(
             echo(f"model saved to {model.save(out)} (read it with latentfit.load)")
     except (LatentfitError, OSError) as err:
         fail(str(err))
+    if plot is not None:
+        from latentfit.plot import plot_states
+
+        fig, axes = new_figure(X.shape[1], 1, figsize=(10, 2.6 * X.shape[1] + 0.6), sharex=True)
+        plot_states(model, X, seq, states=path, ax=axes)
+        save_figure(fig, plot, fmt)

@@ -8,7 +8,19 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option, load_data
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+)
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.errors import LatentfitError
 
 
@@ -18,7 +30,9 @@ def _fmt(a) -> str:
 
 @fit_app.command("bgmm")
 def fit_bgmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(
         ...,
         "-k",
@@ -41,6 +55,10 @@ def fit_bgmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="CSV file of the most probable component of every row."
+    ),
+    plot: Path | None = plot_option("the used components' ellipses over the first two columns"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -49,11 +67,13 @@ def fit_bgmm(
     components it keeps."""
     from sklearn.exceptions import ConvergenceWarning
 
+    from latentfit.cli.models import record_columns, write_labels
     from latentfit.vi.bgmm import BayesianGaussianMixture
 
-    check_outputs([(out, "--out")], [data], force=force)
+    check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
+    fmt = figure_format(plot)
     check_device(device)
-    X = load_data(data, [c for c in columns.split(",") if c] or None)
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter)
     model = BayesianGaussianMixture(
         n_components=k,
         covariance_type=covariance,
@@ -73,6 +93,7 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
+    record_columns(model, data, split_columns(columns))
     n, d = X.shape
     echo = typer.echo
     echo(
@@ -93,9 +114,17 @@ def fit_bgmm(
     echo(f"means (used components):\n{_fmt(model.means_[used])}")
     cov = model.covariances_ if covariance == "tied" else model.covariances_[used]
     echo(f"covariances ({covariance}, used components):\n{_fmt(cov)}")
+    if labels is not None:
+        write_labels(labels, model.predict(X))
     if out is not None:
         try:
             path = model.save(out)
         except (LatentfitError, OSError) as err:
             fail(str(err))
         echo(f"model saved to {path} (read it with latentfit.load)")
+    if plot is not None:
+        from latentfit.plot import plot_mixture
+
+        fig, ax = new_figure(figsize=(6, 4.5))
+        plot_mixture(model, X, min_weight=active, ax=ax)
+        save_figure(fig, plot, fmt)
