@@ -395,6 +395,11 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         super()._store_result(result, restarts=restarts)
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
 
+    def _store_fit(self, result) -> None:
+        """:meth:`_store_result` under the name the semi-Markov models (em/hsmm/) call; to be
+        dropped once they call ``_store_result``."""
+        self._store_result(result)
+
     # ------------------------------------------------------------------ inference
     def _checked_X(self, X, *, fitting: bool) -> torch.Tensor:
         """``_validate_X`` with a model class's own complaints about X as DataError."""
