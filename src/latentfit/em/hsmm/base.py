@@ -4,9 +4,10 @@
 the emissions (validation, initialisation, log-densities, statistics, M-step, sampling) are
 the HMM's, imported and unchanged; the transitions become segment-to-segment (zero diagonal)
 and every state gets a duration distribution over 1..``max_duration``
-(:mod:`~latentfit.em.hsmm.durations`). Fitting is EM through
-:func:`latentfit.em.driver.run_em` with the hooks below, whose E-step is the forward-backward
-recursion of :mod:`latentfit.em.hsmm.inference` (Yu 2010).
+(:mod:`~latentfit.em.hsmm.durations`). Fitting is EM through the HMMs' estimator base
+(:class:`latentfit.em.base.EMEstimator`: :func:`latentfit.em.driver.run_em` and the record of
+its result) with the hooks below, whose E-step is the forward-backward recursion of
+:mod:`latentfit.em.hsmm.inference` (Yu 2010).
 """
 
 from __future__ import annotations
