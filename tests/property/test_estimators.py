@@ -87,6 +87,15 @@ def estimators(draw, name: str):
         return cls(k, **common), "counts"
     if name == "LinearGaussianSSM":
         return cls(k, covariance_type=draw(st.sampled_from(["full", "diag"])), **common), "real"
+    if name in ("GaussianHSMM", "PoissonHSMM", "CategoricalHSMM"):
+        common.update(
+            max_duration=draw(st.sampled_from([1, 4, 20, 0])),
+            duration=draw(st.sampled_from(["poisson", "negative_binomial", "nonparametric"])),
+            right_censoring=draw(st.booleans()),
+        )
+        if name == "GaussianHSMM":
+            return cls(k, covariance_type=draw(COV), **common), "real"
+        return cls(k, **common), "counts" if name == "PoissonHSMM" else "codes"
     density = dict(epochs=2, batch_size=16, patience=None, random_state=0, dtype=draw(DTYPE))
     if name in DENSITIES:
         small = dict(n_layers=draw(st.sampled_from([1, 2])), hidden=8, n_hidden=1, **density)
@@ -112,6 +121,9 @@ ESTIMATORS = [
     "CategoricalHMM",
     "PoissonHMM",
     "LinearGaussianSSM",
+    "GaussianHSMM",
+    "PoissonHSMM",
+    "CategoricalHSMM",
     "FlowDensity",
     "MAF",
     "RealNVP",
@@ -126,6 +138,9 @@ HMMS = {
     "CategoricalHMM",
     "PoissonHMM",
     "LinearGaussianSSM",
+    "GaussianHSMM",
+    "PoissonHSMM",
+    "CategoricalHSMM",
 }  # take lengths
 BAD_LENGTHS = {"mismatch", "negative", "fraction", "empty", "2d"}
 
