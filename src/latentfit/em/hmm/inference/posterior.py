@@ -6,8 +6,9 @@ lengths, so every emission model shares them (the stream layout is described in
 :mod:`~latentfit.em.hmm.inference.messages`). Three questions are asked of a model, and each
 is answered here:
 
-Compiled kernels serve CPU tensors of at least :data:`COMPILE_MIN_STEPS` steps (below it the
-torch kernels, so that a short sequence never waits for the compiler).
+Compiled kernels serve CPU tensors: float64 ones of at least :data:`COMPILE_MIN_STEPS` steps
+(below it the torch kernels, so that a short sequence never waits for the compiler) and every
+float32 one.
 
 * :func:`posterior`, the Baum-Welch E-step: on a CPU with numba the compiled kernel
   (:mod:`~latentfit.em.hmm.inference.compiled`), elsewhere the fused chunked torch kernel
@@ -75,14 +76,18 @@ __all__ = [
 ]
 
 
-#: Below this many steps a call runs the torch kernels even on a CPU with numba: compiling the
-#: kernels (the first time after an install; then they are cached on disk) costs seconds, more
-#: than they can save on a short sequence, and a small fit then needs no compiler at all.
+#: Below this many steps a float64 call runs the torch kernels even on a CPU with numba:
+#: compiling the kernels (the first time after an install; then they are cached on disk) costs
+#: seconds, more than they can save on a short sequence, and a small fit then needs no compiler
+#: at all. Lower precisions keep the compiled kernels, whose float32 results stay closer to
+#: float64's than the torch kernels' (data far from the origin).
 COMPILE_MIN_STEPS = 1 << 12
 
 
-def _use_compiled(device: torch.device, n_steps: int) -> bool:
-    return device.type == "cpu" and n_steps >= COMPILE_MIN_STEPS and _compiled.available()
+def _use_compiled(x: torch.Tensor, n_steps: int) -> bool:
+    if x.device.type != "cpu" or not _compiled.available():
+        return False
+    return n_steps >= COMPILE_MIN_STEPS or x.dtype != torch.float64
 
 
 def posterior(
@@ -106,7 +111,7 @@ def posterior(
     then lost); ``workers``: threads for the compiled kernel (default: torch's thread count)."""
     t, k = log_likelihoods.shape
     if compiled is None:
-        compiled = parallel and _use_compiled(log_likelihoods.device, t)
+        compiled = parallel and _use_compiled(log_likelihoods, t)
     if compiled:
         from latentfit.em.hmm.inference.compiled import posterior_cpu  # imports numba
 
@@ -147,7 +152,7 @@ def diag_gaussian_densities(X, c, W, const, out, *, rows: int = 1 << 16) -> torc
     for every row of X (t, d), written into ``out`` (t, k). On a CPU with numba the compiled
     kernel (:mod:`~latentfit.em.hmm.inference.compiled_densities`), elsewhere torch products
     over blocks of ``rows`` rows."""
-    if _use_compiled(X.device, X.shape[0]):
+    if _use_compiled(X, X.shape[0]):
         from latentfit.em.hmm.inference.compiled_densities import diag_gaussian_log_likelihood
 
         X_, c_, W_, const_ = (a.detach().contiguous().numpy() for a in (X, c, W, const))
@@ -165,7 +170,7 @@ def log_likelihood(
     """The forward filter (Rabiner 1989, eqs. 19-21): log p(x) and the filtered messages. On a
     CPU with numba the compiled kernel (it may reuse the ``log_likelihoods`` buffer), elsewhere
     :func:`~latentfit.em.hmm.inference.chunked.parallel_forward_filter`."""
-    if _use_compiled(log_likelihoods.device, log_likelihoods.shape[0]):
+    if _use_compiled(log_likelihoods, log_likelihoods.shape[0]):
         from latentfit.em.hmm.inference.compiled import forward_filter_cpu  # imports numba
 
         return forward_filter_cpu(
@@ -188,7 +193,7 @@ def decode(
     log-likelihoods ``emission(a, b)`` gives for rows ``a .. b − 1`` ((b − a, k), on the
     model's device). On a CPU with numba the compiled kernel asks for them block by block;
     elsewhere the chunked torch kernel takes them all at once."""
-    if _use_compiled(startprob.device, n_steps):
+    if _use_compiled(startprob, n_steps):
         from latentfit.em.hmm.inference.compiled_viterbi import viterbi_cpu_blocks  # numba
 
         return viterbi_cpu_blocks(
