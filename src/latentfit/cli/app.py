@@ -24,6 +24,27 @@ app.add_typer(fit_app, name="fit")
 app.add_typer(select_app, name="select")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from latentfit import __version__
+
+        typer.echo(f"latentfit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version of latentfit and exit.",
+    ),
+) -> None:
+    """latentfit: fit models with hidden variables (MLE/MAP, EM, VI, VAEs)."""
+
+
 def fail(message: str, code: int = 2):
     """Print an error for a person (no traceback) and exit."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)

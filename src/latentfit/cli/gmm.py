@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
-from latentfit.em.distributed import DEFAULT_TIMEOUT_S
-from latentfit.errors import LatentfitError
+from latentfit.cli.output import csv_option, json_option
+
+#: latentfit.em.distributed.DEFAULT_TIMEOUT_S, written out so that --help need not import torch
+#: (tests/cli/test_cold_start.py checks the two agree).
+DEFAULT_TIMEOUT_S = 300.0
 
 
 def read_data(path: Path, columns: str, allow_nan: bool):
@@ -26,6 +28,8 @@ def read_data(path: Path, columns: str, allow_nan: bool):
 
 
 def _fmt(a) -> str:
+    import numpy as np
+
     return np.array2string(np.asarray(a), precision=4, suppress_small=True, max_line_width=100)
 
 
@@ -35,19 +39,25 @@ def fit_gmm(
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of components."),
     covariance: str = typer.Option("full", help="full, tied, diag or spherical."),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
-    max_iter: int = typer.Option(100, "--max-iter", min=1),
+    max_iter: int = typer.Option(100, "--max-iter", min=1, help="Most EM iterations per restart."),
     tol: float = typer.Option(1e-3, help="Stop when the mean log-likelihood changes less."),
+    reg_covar: float = typer.Option(
+        1e-6,
+        "--reg-covar",
+        min=0.0,
+        help="Added to the diagonal of every covariance: keeps them positive definite.",
+    ),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     missing: str = typer.Option("error", help="error, or marginalize to fit rows with NaNs."),
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
     force: bool = force_option(),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     distributed: bool = typer.Option(
         False,
-        "--distributed",
+        "--distributed/--no-distributed",
         help="One process per rank under torchrun: each reads its shard of DATA and the EM "
         "statistics are all-reduced; rank 0 prints and saves.",
     ),
@@ -58,10 +68,14 @@ def fit_gmm(
         help="Seconds a --distributed process waits for the others in any one exchange before "
         "it stops with an error (a stopped or crashed process).",
     ),
+    as_json: bool = json_option(),
+    as_csv: bool = csv_option(),
 ):
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
-    from latentfit.em.gmm import GaussianMixture
+    from latentfit import GaussianMixture
+    from latentfit.cli.output import check_format, column_names
 
+    check_format(as_json, as_csv)
     check_outputs([(out, "--out")], [data], force=force)
     check_device(device)
     model = GaussianMixture(
@@ -70,6 +84,7 @@ def fit_gmm(
         n_init=n_init,
         max_iter=max_iter,
         tol=tol,
+        reg_covar=reg_covar,
         init_params=init,
         random_state=seed,
         missing=missing,
@@ -94,19 +109,75 @@ def fit_gmm(
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
+    saved = _save(model, out)
+    names = column_names(data, columns, d, model)
     p = model._n_parameters()
+    result = {
+        "model": "GaussianMixture",
+        "n_components": k,
+        "covariance_type": covariance,
+        "n_samples": n,
+        "n_features": d,
+        "features": names,
+        "n_iter": model.n_iter_,
+        "converged": bool(model.converged_),
+        "n_init": n_init,
+        "log_likelihood": ll,
+        "log_likelihood_per_sample": ll / n,
+        "bic": -2 * ll + p * math.log(n),
+        "aic": -2 * ll + 2 * p,
+        "n_parameters": p,
+        "weights": model.weights_,
+        "means": model.means_,
+        "covariances": model.covariances_,
+        "model_file": saved,
+    }
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json(result)
+    if as_csv:
+        from latentfit.cli.output import gaussian_columns, print_csv
+
+        return print_csv(
+            [
+                {"component": i, "weight": float(model.weights_[i])}
+                | gaussian_columns(model.means_, model.covariances_, covariance, names, i)
+                for i in range(k)
+            ]
+        )
+    _print_text(result)
+
+
+def _save(model, out: Path | None) -> str | None:
+    if out is None:
+        return None
+    from latentfit.errors import LatentfitError
+
+    try:
+        return str(model.save(out))
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
+
+
+def _print_text(r: dict) -> None:
+    from latentfit.cli.output import format_covariances, format_table
+
     echo = typer.echo
-    echo(f"GaussianMixture: K={k}, covariance={covariance}, n={n}, d={d}")
-    state = "converged" if model.converged_ else "NOT converged (try --max-iter or --tol)"
-    echo(f"EM iterations: {model.n_iter_} ({state}); best of {n_init} init(s)")
+    n, ll = r["n_samples"], r["log_likelihood"]
+    echo(
+        f"GaussianMixture: K={r['n_components']}, covariance={r['covariance_type']}, n={n}, "
+        f"d={r['n_features']}"
+    )
+    state = "converged" if r["converged"] else "NOT converged (try --max-iter or --tol)"
+    echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
     echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
-    echo(f"BIC: {-2 * ll + p * math.log(n):.4f}   AIC: {-2 * ll + 2 * p:.4f}   parameters: {p}")
-    echo(f"weights:\n{_fmt(model.weights_)}")
-    echo(f"means:\n{_fmt(model.means_)}")
-    echo(f"covariances ({covariance}):\n{_fmt(model.covariances_)}")
-    if out is not None:
-        try:
-            path = model.save(out)
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
-        echo(f"model saved to {path} (read it with latentfit.load)")
+    echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}   parameters: {r['n_parameters']}")
+    echo(f"weights:\n{_fmt(r['weights'])}")
+    echo(f"means:\n{format_table(r['means'], r['features'], label='component')}")
+    echo(
+        f"covariances ({r['covariance_type']}):\n"
+        + format_covariances(r["covariances"], r["covariance_type"], r["features"])
+    )
+    if r["model_file"] is not None:
+        echo(f"model saved to {r['model_file']} (read it with latentfit.load)")
