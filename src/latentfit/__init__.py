@@ -12,6 +12,7 @@ usual.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -90,6 +91,10 @@ __all__ = [
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
+        # A subpackage read as an attribute (``latentfit.vae.VAE`` after ``import latentfit``)
+        # is imported on first use too.
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'latentfit' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later reads skip this function

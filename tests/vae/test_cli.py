@@ -41,7 +41,9 @@ def test_fit_eval_sample(tmp_path):
     assert "best validation bound" in res.output and "KL per dimension" in res.output
     assert "bits/dim" in res.output
     assert load_model(out).spec.z_dim == 4
-    res = runner.invoke(app, ["eval", str(out), "--dataset", "digits", "--samples", "30", "--n", "20"])
+    res = runner.invoke(
+        app, ["eval", str(out), "--dataset", "digits", "--samples", "30", "--n", "20"]
+    )
     assert res.exit_code == 0, res.output
     assert "log p(x)" in res.output
     png = tmp_path / "s.png"

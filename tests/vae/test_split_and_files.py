@@ -85,7 +85,9 @@ def test_eval_refuses_other_data_and_models_without_a_split(tmp_path):
     assert res.exit_code == 2 and "--all-rows" in res.output
     rows = tmp_path / "held_out.npy"
     np.save(rows, digits()[:7].numpy())
-    res = runner.invoke(app, ["eval", str(bare), "--dataset", str(rows), "--samples", "2", "--all-rows"])
+    res = runner.invoke(
+        app, ["eval", str(bare), "--dataset", str(rows), "--samples", "2", "--all-rows"]
+    )
     assert res.exit_code == 0 and "7 test points" in res.output
 
 
