@@ -312,3 +312,41 @@ def test_vae_eval_json_and_the_samples_option(tmp_path):
 def test_version():
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"latentfit {latentfit.__version__}"
+
+
+@pytest.mark.slow
+def test_fit_hmm_distributed_under_torchrun_equals_one_process(geyser, tmp_path):
+    """`torchrun --nproc-per-node 2 -m latentfit fit hmm DATA --lengths L --distributed --json`:
+    rank 0 alone prints; parameters, log-likelihood and BIC are the one-process fit's."""
+    import socket
+
+    _, X, _, _ = geyser
+    seq = [60, 80, 70, 89]
+    np.save(tmp_path / "x.npy", X)
+    (tmp_path / "lengths.txt").write_text("\n".join(map(str, seq)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(port),
+        "-m", "latentfit", "fit", "hmm", str(tmp_path / "x.npy"), "-k", "2", "--distributed",
+        "--lengths", str(tmp_path / "lengths.txt"), "--tol", "1e-8", "--quiet", "--json",
+        "--out", str(tmp_path / "m.lf"), "--timeout", "120",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+    }
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(proc.stdout)  # one document: rank 1 prints nothing
+    ref = latentfit.GaussianHMM(2, n_iter=100, tol=1e-8, random_state=0).fit(X, seq)
+    np.testing.assert_allclose(got["transmat"], ref.transmat_, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(got["means"], ref.means_, rtol=1e-7)
+    np.testing.assert_allclose(got["log_likelihood"], ref.score(X, seq), rtol=1e-9)
+    np.testing.assert_allclose(got["bic"], ref.bic(X, seq), rtol=1e-9)
+    assert got["states_file"] is None and got["n_samples"] == len(X)
+    np.testing.assert_allclose(latentfit.load(tmp_path / "m.lf").means_, ref.means_, rtol=1e-7)

@@ -93,7 +93,10 @@ def parse_range(text: str, name: str = "-k", most: int | None = None) -> list[in
 def force_option():
     """The ``--force``/``--overwrite`` flag every command that writes files takes."""
     return typer.Option(
-        False, "--force", "--overwrite", help="Replace output files that already exist."
+        False,
+        "--force/--no-force",
+        "--overwrite",
+        help="Replace output files that already exist.",
     )
 
 

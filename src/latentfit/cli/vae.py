@@ -302,7 +302,7 @@ def eval_vae(
     n: int = typer.Option(0, min=0, help="Evaluate the first N test points (0: all)."),
     all_rows: bool = typer.Option(
         False,
-        "--all-rows",
+        "--all-rows/--no-all-rows",
         help="Score every row of --dataset (a file of held-out rows) instead of the test rows "
         "the model recorded; needed for models saved without a split.",
     ),

@@ -1,0 +1,60 @@
+"""Every command's options: help text, shown defaults, --x/--no-x switches, one meaning of -k."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from latentfit.cli import app
+
+#: Commands whose options other modules own and check (select: the selection sweep).
+SKIP = {("select",)}
+
+
+def _commands():
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, (*path, name))
+        elif not any(path[: len(s)] == s for s in SKIP):
+            yield path, cmd
+
+    return list(walk(typer.main.get_command(app), ()))
+
+
+COMMANDS = _commands()
+
+
+def _options(cmd):
+    return [
+        p
+        for p in cmd.params
+        if p.param_type_name == "option" and not p.hidden and "--help" not in p.opts
+    ]
+
+
+@pytest.mark.parametrize("path,cmd", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_option_has_help_and_every_switch_has_a_no_form(path, cmd):
+    for p in _options(cmd):
+        assert p.help, f"{' '.join(path)} {p.opts[0]} has no help"
+        if p.is_flag:
+            assert p.secondary_opts, f"{' '.join(path)} {p.opts[0]} is a switch without --no-"
+        if not p.required and p.default is not None and not p.is_flag:
+            assert p.show_default, f"{' '.join(path)} {p.opts[0]} hides its default"
+
+
+@pytest.mark.parametrize("path,cmd", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_k_always_names_components_or_states(path, cmd):
+    for p in _options(cmd):
+        if "-k" in p.opts:
+            assert any(w in p.help for w in ("components", "states")), (path, p.help)
+
+
+def test_the_commands_that_take_output_formats():
+    """--json on every command here; --csv where the result is a table per component."""
+    for path, cmd in COMMANDS:
+        opts = {o for p in _options(cmd) for o in p.opts}
+        assert "--json" in opts, " ".join(path)
+        table = path in {("fit", "gmm"), ("fit", "hmm"), ("fit", "bgmm"), ("fit", "dist")}
+        assert ("--csv" in opts) == table, " ".join(path)
