@@ -58,3 +58,19 @@ def test_the_commands_that_take_output_formats():
         assert "--json" in opts, " ".join(path)
         table = path in {("fit", "gmm"), ("fit", "hmm"), ("fit", "bgmm"), ("fit", "dist")}
         assert ("--csv" in opts) == table, " ".join(path)
+
+
+def test_a_warning_on_the_command_line_is_one_line_for_a_person(tmp_path):
+    import numpy as np
+    from typer.testing import CliRunner
+
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(data, rng.normal(size=(60, 2)), delimiter=",", header="a,b", comments="")
+    res = CliRunner().invoke(
+        app, ["fit", "gmm", str(data), "-k", "3", "--max-iter", "1", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if "did not converge" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: GaussianMixture")
+    assert ".py:" not in res.output  # no source file and line of latentfit's own code

@@ -24,6 +24,12 @@ app.add_typer(fit_app, name="fit")
 app.add_typer(select_app, name="select")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line read as one line for a person, like errors: the file and
+    line of latentfit's source that raised them mean nothing to someone running a command."""
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
 def _print_version(value: bool) -> None:
     if value:
         from latentfit import __version__
@@ -43,6 +49,9 @@ def _main(
     ),
 ) -> None:
     """latentfit: fit models with hidden variables (MLE/MAP, EM, VI, VAEs)."""
+    import warnings
+
+    warnings.showwarning = _show_warning
 
 
 def fail(message: str, code: int = 2):
