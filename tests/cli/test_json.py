@@ -350,3 +350,64 @@ def test_fit_hmm_distributed_under_torchrun_equals_one_process(geyser, tmp_path)
     np.testing.assert_allclose(got["bic"], ref.bic(X, seq), rtol=1e-9)
     assert got["states_file"] is None and got["n_samples"] == len(X)
     np.testing.assert_allclose(latentfit.load(tmp_path / "m.lf").means_, ref.means_, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "family,cls,attr",
+    [
+        ("bernoulli", "BernoulliMixture", "means"),
+        ("poisson", "PoissonMixture", "rates"),
+        ("multinomial", "MultinomialMixture", "probs"),
+        ("categorical", "CategoricalMixture", "probs"),
+    ],
+)
+def test_fit_mixture_json_and_csv(family, cls, attr, tmp_path):
+    rng = np.random.default_rng(0)
+    if family == "bernoulli":
+        X = (rng.random((120, 3)) < np.r_[[0.2] * 60, [0.8] * 60][:, None]).astype(float)
+    elif family == "categorical":
+        X = np.c_[rng.integers(0, 3, 120), rng.integers(0, 2, 120)].astype(float)
+    else:
+        X = rng.poisson(np.r_[[1.0] * 60, [6.0] * 60][:, None], (120, 3)).astype(float)
+    names = ["a", "b", "c"][: X.shape[1]]
+    data = tmp_path / "x.csv"
+    np.savetxt(data, X, delimiter=",", header=",".join(names), comments="", fmt="%d")
+    argv = ["fit", "mixture", str(data), "-k", "2", "-f", family, "--quiet"]
+    got = _json(runner.invoke(app, [*argv, "--json"]))
+    ref = getattr(latentfit, cls)(2, random_state=0).fit(X)
+    assert got["features"] == names
+    np.testing.assert_allclose(got["weights"], ref.weights_, rtol=1e-10)
+    np.testing.assert_allclose(got[attr], getattr(ref, f"{attr}_"), rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(got["log_likelihood"], ref.score(X) * len(X), rtol=1e-10)
+    np.testing.assert_allclose(got["bic"], ref.bic(X), rtol=1e-10)
+    res = runner.invoke(app, [*argv, "--csv"])
+    rows = list(csv.DictReader(io.StringIO(res.output)))
+    np.testing.assert_allclose([float(r["weight"]) for r in rows], ref.weights_, rtol=1e-10)
+    if family != "categorical":
+        np.testing.assert_allclose(
+            [[float(r[f"{attr}_{n}"]) for n in names] for r in rows],
+            getattr(ref, f"{attr}_"),
+            rtol=1e-10,
+        )
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0 and "BIC:" in res.output
+
+
+@pytest.mark.parametrize("kind,cls", [("fa", "FactorAnalysis"), ("ppca", "PPCA")])
+def test_fit_factor_models_json_and_csv(kind, cls, tmp_path):
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(200, 1))
+    X = Z @ np.array([[1.0, 2.0, -1.0]]) + rng.normal(scale=[0.3, 0.5, 0.7], size=(200, 3))
+    data = tmp_path / "x.csv"
+    np.savetxt(data, X, delimiter=",", header="a,b,c", comments="")
+    argv = ["fit", kind, str(data), "-k", "1", "--quiet"]
+    got = _json(runner.invoke(app, [*argv, "--json"]))
+    ref = getattr(latentfit, cls)(1, random_state=0).fit(X)
+    np.testing.assert_allclose(got["components"], ref.components_, rtol=1e-10)
+    np.testing.assert_allclose(got["noise_variance"], ref.noise_variance_, rtol=1e-10)
+    np.testing.assert_allclose(got["mean"], ref.mean_, rtol=1e-10)
+    np.testing.assert_allclose(got["log_likelihood"], ref.score(X) * len(X), rtol=1e-10)
+    np.testing.assert_allclose(got["bic"], ref.bic(X), rtol=1e-10)
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, [*argv, "--csv"]).output)))
+    assert [r["feature"] for r in rows] == ["a", "b", "c"]
+    np.testing.assert_allclose([float(r["loading_0"]) for r in rows], ref.components_[0])

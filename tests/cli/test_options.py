@@ -56,7 +56,9 @@ def test_the_commands_that_take_output_formats():
     for path, cmd in COMMANDS:
         opts = {o for p in _options(cmd) for o in p.opts}
         assert "--json" in opts, " ".join(path)
-        table = path in {("fit", "gmm"), ("fit", "hmm"), ("fit", "bgmm"), ("fit", "dist")}
+        table = path in {
+            ("fit", name) for name in ("gmm", "hmm", "bgmm", "dist", "mixture", "fa", "ppca")
+        }
         assert ("--csv" in opts) == table, " ".join(path)
 
 
