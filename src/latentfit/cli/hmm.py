@@ -127,7 +127,9 @@ def fit_hmm(
     emission: str = typer.Option("gaussian", help="gaussian, gmm, categorical or poisson."),
     covariance: str = typer.Option("diag", help="full, tied, diag or spherical (Gaussian)."),
     n_mix: int = typer.Option(2, "--n-mix", min=1, help="Mixture components per state (gmm)."),
-    n_iter: int = typer.Option(100, "--n-iter", min=1, help="Most Baum-Welch iterations."),
+    n_iter: int = typer.Option(
+        100, "--n-iter", "--max-iter", min=1, help="Most Baum-Welch iterations (n_iter)."
+    ),
     tol: float = typer.Option(1e-2, help="Stop when the log-likelihood gains less than this."),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
     algorithm: str = typer.Option("viterbi", help="viterbi (best path) or map (best states)."),
