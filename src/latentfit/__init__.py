@@ -27,6 +27,9 @@ _EXPORTS = {
     "CategoricalHMM": "latentfit.em.hmm",
     "GaussianHMM": "latentfit.em.hmm",
     "PoissonHMM": "latentfit.em.hmm",
+    "CategoricalHSMM": "latentfit.em.hsmm",
+    "GaussianHSMM": "latentfit.em.hsmm",
+    "PoissonHSMM": "latentfit.em.hsmm",
     "MixtureModel": "latentfit.em.mixture_model",
     "BernoulliMixture": "latentfit.em.mixtures",
     "CategoricalMixture": "latentfit.em.mixtures",
@@ -36,6 +39,7 @@ _EXPORTS = {
     "IterableSource": "latentfit.em.sources",
     "NpySource": "latentfit.em.sources",
     "ParquetSource": "latentfit.em.sources",
+    "LinearGaussianSSM": "latentfit.em.ssm",
     "fit_map": "latentfit.estimate",
     "fit_mle": "latentfit.estimate",
     "MAF": "latentfit.flows",
@@ -63,20 +67,24 @@ __all__ = [
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",
+    "CategoricalHSMM",
     "CategoricalMixture",
     "DiscreteVAE",
     "FactorAnalysis",
     "FlowDensity",
     "GaussianHMM",
+    "GaussianHSMM",
     "GaussianMixture",
     "IterableSource",
     "LadderVAE",
+    "LinearGaussianSSM",
     "MixtureModel",
     "MultinomialMixture",
     "NeuralSplineFlow",
     "NpySource",
     "ParquetSource",
     "PoissonHMM",
+    "PoissonHSMM",
     "PoissonMixture",
     "RealNVP",
     "TrainConfig",
@@ -110,6 +118,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; never run
     from latentfit.em.factor import PPCA, FactorAnalysis
     from latentfit.em.gmm import GaussianMixture
     from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+    from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
     from latentfit.em.mixture_model import MixtureModel
     from latentfit.em.mixtures import (
         BernoulliMixture,
@@ -118,6 +127,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; never run
         PoissonMixture,
     )
     from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
+    from latentfit.em.ssm import LinearGaussianSSM
     from latentfit.estimate import fit_map, fit_mle
     from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
     from latentfit.io import load, save

@@ -1,9 +1,13 @@
 """Saving and loading fitted models without executing code on load.
 
 A model file is a safetensors file: the fitted tensors plus a JSON header (in the safetensors
-metadata) holding the format version, the class name and the constructor arguments. Loading
-never unpickles anything. Files are written to a temporary name and renamed, so an interrupted
-save never leaves a half-written model.
+metadata, key ``latentfit``) holding the format version, the class name, the model's kind
+(``mixture``, ``hmm``, ``factor``, ``density`` or ``vae``), the latentfit version that wrote
+it, the names of the columns it was fitted on, the data split where there is one, the
+constructor arguments (``params``) and the fitted settings (``extra``). Every model kind, the
+VAEs included, uses this one format and is read back by :func:`load`. Loading never unpickles
+anything. Files are written to a temporary name and renamed, so an interrupted save never
+leaves a half-written model.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ __all__ = [
     "check_fields",
     "declared_fields",
     "load",
+    "model_kind",
+    "read_header",
     "save",
     "serializable",
 ]
@@ -195,32 +201,98 @@ def _from_json(value):
     return value
 
 
-def save(model, path) -> Path:
-    """Write a fitted model to ``path`` (safetensors with a JSON header). Returns the path."""
-    if Path(path).is_dir():
-        raise OutputError(f"{path} is a folder; pass the path of the model file to write")
-    if not hasattr(model, "_get_state"):
-        raise ParameterError(f"{type(model).__name__} cannot be saved: it has no _get_state()")
-    tensors, extra = model._get_state()
-    params = {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
+#: The kinds of model a file may hold (the header field ``kind``).
+KINDS = ("mixture", "hmm", "factor", "density", "vae")
+#: The classes of VAE (networks built by :func:`latentfit.vae.build_model`).
+_VAE_CLASSES = ("VAE", "DiscreteVAE", "LadderVAE")
+#: The format of VAE files written before VAEs joined this format; still read.
+_LEGACY_VAE_FORMAT = "latentfit-vae/1"
+
+
+def model_kind(model) -> str:
+    """What a model is, for the command line and the file header: ``"vae"`` (a network made
+    by :func:`latentfit.vae.build_model`), ``"hmm"``, ``"mixture"`` (labels and
+    responsibilities), ``"factor"`` (FA/PPCA: latent factors) or ``"density"`` (flows, DDPM:
+    log-density and draws only)."""
+    import torch.nn
+
+    if isinstance(model, torch.nn.Module) and hasattr(model, "spec"):
+        return "vae"
+    if hasattr(model, "transmat_") or hasattr(model, "get_stationary_distribution"):
+        return "hmm"
+    if hasattr(model, "predict_proba"):
+        return "mixture"
+    if hasattr(model, "transform"):
+        return "factor"
+    return "density"
+
+
+def _version() -> str:
+    import latentfit
+
+    return str(getattr(latentfit, "__version__", "unknown"))
+
+
+def file_header(
+    cls_name: str, kind: str, params: dict, extra: dict, feature_names=None, split=None
+):
+    """The JSON header every model file carries (see the module docstring)."""
     header = {
         "format": "latentfit",
         "format_version": FORMAT_VERSION,
-        "class": type(model).__name__,
+        "class": cls_name,
+        "kind": kind,
+        "latentfit_version": _version(),
+        "feature_names": None if feature_names is None else [str(c) for c in feature_names],
         "params": params,
         "extra": extra,
     }
+    if split is not None:
+        header["split"] = split
+    return header
+
+
+def write_model_file(path, tensors: dict, header: dict) -> Path:
+    """Write ``tensors`` and ``header`` atomically as a model file (the one writer of both
+    :func:`save` and :func:`latentfit.vae.save_model`)."""
+    if Path(path).is_dir():
+        raise OutputError(f"{path} is a folder; pass the path of the model file to write")
     try:
         meta = {"latentfit": json.dumps(header)}
     except TypeError as err:
         raise ParameterError(
-            f"cannot save {type(model).__name__}: a constructor argument or setting is not "
+            f"cannot save {header.get('class')}: a constructor argument or setting is not "
             f"JSON-serialisable ({err}); pass plain numbers, strings or lists"
         ) from err
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
+
+
+def save(model, path) -> Path:
+    """Write a fitted model to ``path`` (safetensors with a JSON header). Returns the path.
+
+    Estimators and the VAEs of :func:`latentfit.vae.build_model` alike; read it back with
+    :func:`load`."""
+    if Path(path).is_dir():
+        raise OutputError(f"{path} is a folder; pass the path of the model file to write")
+    if model_kind(model) == "vae":
+        from latentfit.vae.build import save_model
+
+        return save_model(model, path)
+    if not hasattr(model, "_get_state"):
+        raise ParameterError(f"{type(model).__name__} cannot be saved: it has no _get_state()")
+    tensors, extra = model._get_state()
+    params = {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
+    header = file_header(
+        type(model).__name__,
+        model_kind(model),
+        params,
+        extra,
+        feature_names=getattr(model, "feature_names_in_", None),
+    )
+    return write_model_file(path, tensors, header)
 
 
 # ---------------------------------------------------------------------- reading a header
@@ -306,15 +378,20 @@ def _header_field(header: dict, name: str, kind: type, path: Path):
     return value
 
 
-def _read_header(path: Path) -> dict:
+def _read_meta(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except Exception as err:  # safetensors raises its own error types for every damage
         raise ModelFileError(
             f"{path} is not a latentfit model file (it cannot be read as safetensors: {err}); "
             "it may be truncated, damaged or another kind of file"
         ) from None
+
+
+def parse_header(meta: dict, path: Path) -> dict:
+    """The JSON header of a model file from its safetensors metadata; its optional
+    descriptive fields (kind, version, column names, split) are checked for type."""
     if "latentfit" not in meta:
         raise ModelFileError(f"{path} is a safetensors file but not a latentfit model")
     try:
@@ -323,7 +400,68 @@ def _read_header(path: Path) -> dict:
         raise ModelFileError(f"{path}: the model file's header is not valid JSON ({err})") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: the model file's header must be a JSON object")
+    kind = header.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise ModelFileError(
+            f"{path}: the model file's header field 'kind' must be one of {list(KINDS)}, got "
+            f"{kind!r:.80}"
+        )
+    names = header.get("feature_names")
+    if names is not None and not _FIELD_CHECKS["strs"](names):
+        raise ModelFileError(
+            f"{path}: the model file's header field 'feature_names' must be a list of strings "
+            f"or null, got {names!r:.80}"
+        )
+    for field in ("latentfit_version",):
+        if field in header and not isinstance(header[field], str):
+            raise ModelFileError(
+                f"{path}: the model file's header field {field!r} must be a string, got "
+                f"{header[field]!r:.80}"
+            )
+    if "split" in header and not isinstance(header["split"], dict):
+        raise ModelFileError(
+            f"{path}: the model file's header field 'split' must be an object, got "
+            f"{header['split']!r:.80}"
+        )
     return header
+
+
+def _read_header(path: Path) -> dict:
+    return parse_header(_read_meta(path), path)
+
+
+def _legacy_vae_header(meta: dict) -> dict:
+    """A header in today's shape for a VAE file of the earlier format ``latentfit-vae/1``."""
+    try:
+        spec = json.loads(meta.get("spec", ""))
+    except ValueError:
+        spec = None
+    split = None
+    if "split" in meta:
+        try:
+            split = json.loads(meta["split"])
+        except ValueError:
+            split = None
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    cls = {"discrete": "DiscreteVAE", "ladder": "LadderVAE"}.get(kind, "VAE")
+    header = file_header(cls, "vae", spec, {}, None, split)
+    header["format_version"] = 0  # the earlier VAE-only format
+    header["latentfit_version"] = "unknown (file format latentfit-vae/1)"
+    return header
+
+
+def read_header(path) -> dict:
+    """The JSON header of the model file at ``path`` (a VAE file of the earlier format
+    ``latentfit-vae/1`` is described in today's shape), without loading its tensors."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model file at {path}")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is not a file (a folder?); pass the path of a model file")
+    meta = _read_meta(path)
+    if "latentfit" not in meta and meta.get("format") == _LEGACY_VAE_FORMAT:
+        return _legacy_vae_header(meta)
+    return parse_header(meta, path)
 
 
 def _check_tensors(tensors: dict, path: Path) -> None:
@@ -351,7 +489,12 @@ def load(path, *, device=None):
         raise FileNotFoundError(f"no model file at {path}")
     if not path.is_file():
         raise ModelFileError(f"{path} is not a file (a folder?); pass the path of a model file")
-    header = _read_header(path)
+    meta = _read_meta(path)
+    if "latentfit" not in meta and meta.get("format") == _LEGACY_VAE_FORMAT:
+        from latentfit.vae.build import load_model  # a VAE file of the earlier format
+
+        return load_model(path, device=device)
+    header = parse_header(meta, path)
     version = _header_field(header, "format_version", int, path)
     if version < 1 or version > FORMAT_VERSION:
         raise ModelFileError(
@@ -360,6 +503,10 @@ def load(path, *, device=None):
             + (". Upgrade latentfit to read it." if version > FORMAT_VERSION else "")
         )
     name = _header_field(header, "class", str, path)
+    if header.get("kind") == "vae" or name in _VAE_CLASSES:
+        from latentfit.vae.build import load_model  # networks rebuilt from their spec
+
+        return load_model(path, device=device)
     cls = _REGISTRY.get(name)
     if cls is None:
         import latentfit  # noqa: F401  (registers every public model class)
@@ -393,4 +540,10 @@ def load(path, *, device=None):
         raise ModelFileError(
             f"{path}: the stored {name} is inconsistent: {type(err).__name__}: {err}"
         ) from None
+    kind = header.get("kind")
+    if kind is not None and kind != model_kind(model):
+        raise ModelFileError(
+            f"{path}: the model file's header field 'kind' says {kind!r} but a {name} is a "
+            f"{model_kind(model)!r} model; the file was altered"
+        )
     return model

@@ -13,10 +13,32 @@ mclust does, since its likelihood is not that of a real fit.
 Criteria follow scikit-learn's sign (lower is better): BIC = −2 log L + p log n (Schwarz 1978),
 AIC = −2 log L + 2p (Akaike 1974), ICL = BIC − 2 Σ_n log p(ẑ_n | x_n) (Biernacki, Celeux &
 Govaert 2000), which also penalises overlapping components.
+
+Sequence models (hidden Markov models and their kin) are selected the same way; they plug in
+through their own methods, never through a list of classes. A candidate is a sequence model
+when its ``fit`` takes ``lengths`` (hmmlearn's convention), and then it needs:
+
+- ``fit(X, lengths)`` and ``score(X, lengths)``: the total log-likelihood of all sequences;
+- its number of free parameters, read in this order: an ``n_parameters_`` attribute, a
+  ``_n_parameters()`` method, or hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over
+  the letters of ``params`` (a parameter held fixed is not free);
+- optionally ``decode(X, lengths)`` returning ``(log p(X, ẑ), ẑ)`` for the most probable path
+  ẑ, which gives ICL = BIC − 2 log p(ẑ | X) (the sequence form of Biernacki et al.'s ICL, as
+  Celeux & Durand 2008 use it for HMMs).
+
+BIC's n is the number of time steps (rows), as hmmlearn's. The held-out log-likelihood of a
+sequence model is computed on whole sequences (Celeux & Durand 2008): with at least ``cv``
+sequences, the folds are groups of whole sequences (shuffled K-fold over sequences); with fewer
+(one long series, say), every sequence is cut into ``cv`` contiguous blocks of near-equal
+length, fold j holds out block j of every sequence and trains on the pieces before and after
+it, each piece its own sequence, so no transition is invented across the gap. When sequence
+models and mixtures are compared on the same data (or ``lengths`` is given), every candidate
+uses these same folds.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,15 +50,62 @@ import torch
 from sklearn.base import clone
 
 from latentfit._validation import as_float_tensor
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, ParameterError
 
-__all__ = ["CRITERIA", "FAMILY_NAMES", "SelectionResult", "make_candidates", "select_model"]
+__all__ = [
+    "CRITERIA",
+    "FAMILY_NAMES",
+    "HMM_FAMILIES",
+    "SelectionResult",
+    "is_sequence_model",
+    "make_candidates",
+    "n_free_parameters",
+    "select_model",
+    "sequence_folds",
+]
 
 CRITERIA = ("bic", "aic", "icl", "cv_loglik")
+#: Other names a criterion is known by (the command line's ``--criterion heldout``).
+CRITERION_ALIASES = {"heldout": "cv_loglik"}
 FAMILY_NAMES = ("gmm", "bernoulli", "categorical", "multinomial", "poisson", "fa", "ppca")
+#: Family names of the hidden Markov models, and the public latentfit class of each.
+HMM_FAMILIES = {
+    "gaussian_hmm": "GaussianHMM",
+    "gmm_hmm": "GMMHMM",
+    "poisson_hmm": "PoissonHMM",
+    "categorical_hmm": "CategoricalHMM",
+}
+_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
-@dataclass
+#: The columns of :meth:`SelectionResult.to_frame` and of each row of ``to_dict()["rows"]``.
+COLUMNS = (
+    "label",
+    "n_components",
+    "variant",
+    "loglik",
+    "n_parameters",
+    "bic",
+    "aic",
+    "icl",
+    "cv_loglik",
+    "converged",
+    "error",
+    "degenerate",
+    "warnings",
+    "best",
+)
+
+
+def _canonical(criterion: str) -> str:
+    return CRITERION_ALIASES.get(criterion, criterion)
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+@dataclass(repr=False)
 class SelectionResult:
     """The fitted candidates and their criteria.
 
@@ -45,6 +114,9 @@ class SelectionResult:
     ``icl``, ``cv_loglik`` (mean held-out log-likelihood per sample, when asked), ``converged``,
     ``error`` (None, or why the fit failed; its criteria are then NaN) and ``degenerate`` (the
     model's degenerate components; when any, its criteria are NaN too: NA in the tables).
+    ``n_sequences`` is the number of sequences when sequence models were compared (else None);
+    ``cv_scheme`` says how the held-out folds were made. ``repr`` is a small table;
+    :meth:`to_frame` and :meth:`to_dict` give the same numbers to pandas and to JSON.
     """
 
     rows: list[dict]
@@ -52,11 +124,15 @@ class SelectionResult:
     criterion: str = "bic"
     n_samples: int = 0
     notes: list[str] = field(default_factory=list)
+    n_sequences: int | None = None
+    cv_scheme: str | None = None
 
     def best_index(self, criterion: str | None = None) -> int | None:
         """Index of the best row: lowest BIC/AIC/ICL, highest held-out log-likelihood."""
-        crit = criterion or self.criterion
-        vals = np.array([r.get(crit, math.nan) for r in self.rows], dtype=float)
+        crit = _canonical(criterion or self.criterion)
+        vals = np.array(
+            [math.nan if r.get(crit) is None else r[crit] for r in self.rows], dtype=float
+        )
         if np.all(np.isnan(vals)):
             return None
         return int(np.nanargmax(vals) if crit == "cv_loglik" else np.nanargmin(vals))
@@ -73,7 +149,7 @@ class SelectionResult:
 
     def table(self, criterion: str | None = None) -> str:
         """mclust-style table: sizes down, variants across, ``*`` at the best value."""
-        crit = criterion or self.criterion
+        crit = _canonical(criterion or self.criterion)
         variants = list(dict.fromkeys(r["variant"] for r in self.rows))
         sizes = sorted({r["n_components"] for r in self.rows})
         best = self.best_index(crit)
@@ -99,22 +175,23 @@ class SelectionResult:
 
     def summary(self) -> str:
         """Every candidate with every criterion, and the best model by each criterion."""
-        head = f"{'model':<22}{'logLik':>12}{'params':>8}{'BIC':>12}{'AIC':>12}{'ICL':>12}"
+        w = max([22] + [len(r["label"]) + 2 for r in self.rows])
+        head = f"{'model':<{w}}{'logLik':>12}{'params':>8}{'BIC':>12}{'AIC':>12}{'ICL':>12}"
         has_cv = any(r.get("cv_loglik") is not None for r in self.rows)
         if has_cv:
             head += f"{'heldout':>10}"
         lines = [head]
         for r in self.rows:
             if r["error"]:
-                lines.append(f"{r['label']:<22}  failed: {r['error']}")
+                lines.append(f"{r['label']:<{w}}  failed: {r['error']}")
                 continue
             if r.get("degenerate"):
                 lines.append(
-                    f"{r['label']:<22}{r['loglik']:>12.2f}{r['n_parameters']:>8d}  NA: "
+                    f"{r['label']:<{w}}{r['loglik']:>12.2f}{r['n_parameters']:>8d}  NA: "
                     f"degenerate component(s) {r['degenerate']}"
                 )
                 continue
-            line = f"{r['label']:<22}{r['loglik']:>12.2f}{r['n_parameters']:>8d}"
+            line = f"{r['label']:<{w}}{r['loglik']:>12.2f}{r['n_parameters']:>8d}"
             for c in ("bic", "aic", "icl"):
                 v = r[c]
                 line += f"{v:>12.2f}" if v is not None and math.isfinite(v) else f"{'NA':>12}"
@@ -132,11 +209,81 @@ class SelectionResult:
                 lines.append(f"best by {crit.upper()}: {self.rows[i]['label']}")
         return "\n".join(lines + self.notes)
 
+    def __repr__(self) -> str:
+        crit = _canonical(self.criterion)
+        best = self.best_index()
+        where = f"{self.n_samples} rows"
+        if self.n_sequences is not None:
+            where += f" in {self.n_sequences} sequence(s)"
+        chosen = "none (every fit failed)" if best is None else self.rows[best]["label"]
+        lines = [
+            f"SelectionResult: {len(self.rows)} candidates on {where}; "
+            f"best by {crit.upper()}: {chosen}"
+        ]
+        crits = ["bic", "aic", "icl"] + (
+            ["cv_loglik"] if any(r.get("cv_loglik") is not None for r in self.rows) else []
+        )
+        names = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "cv_loglik": "heldout"}
+        width = max([5] + [len(r["label"]) for r in self.rows]) + 2
+        lines.append(
+            f"{'model':<{width}}{'K':>3}{'logLik':>12}{'params':>8}"
+            + "".join(f"{names[c]:>12}" for c in crits)
+        )
+        for i, r in enumerate(self.rows):
+            ll = f"{r['loglik']:>12.2f}" if _finite(r.get("loglik")) else f"{'NA':>12}"
+            line = f"{r['label']:<{width}}{r['n_components']:>3}{ll}{r['n_parameters']:>8d}"
+            for c in crits:
+                v = r.get(c)
+                text = f"{v:.2f}" if _finite(v) else "NA"
+                line += f"{text + ('*' if i == best and c == crit else ' '):>12}"
+            if r.get("error"):
+                line += f"  failed: {r['error']}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """Plain numbers for JSON: the settings, the best label by each criterion and one
+        dict per candidate (the :data:`COLUMNS`); NaN where a criterion is not available."""
+        best = self.best_index()
+        crits = [c for c in CRITERIA if any(_finite(r.get(c)) for r in self.rows)]
+        out_rows = []
+        for i, r in enumerate(self.rows):
+            row = {}
+            for c in COLUMNS[:-1]:
+                v = r.get(c)
+                if isinstance(v, (np.floating, np.integer, np.bool_)):
+                    v = v.item()
+                if c in ("degenerate", "warnings"):
+                    v = [x.item() if hasattr(x, "item") else x for x in (v or [])]
+                row[c] = v
+            if r.get("cv_error"):
+                row["cv_error"] = r["cv_error"]
+            row["best"] = i == best
+            out_rows.append(row)
+        by = {c: self.rows[j]["label"] for c in crits if (j := self.best_index(c)) is not None}
+        return {
+            "criterion": _canonical(self.criterion),
+            "n_samples": self.n_samples,
+            "n_sequences": self.n_sequences,
+            "cv": self.cv_scheme,
+            "best_index": best,
+            "best": None if best is None else self.rows[best]["label"],
+            "best_by": by,
+            "rows": out_rows,
+            "notes": list(self.notes),
+        }
+
+    def to_frame(self):
+        """A pandas DataFrame, one row per candidate, the columns of :data:`COLUMNS`."""
+        import pandas as pd
+
+        return pd.DataFrame(self.to_dict()["rows"], columns=list(COLUMNS))
+
     def plot(self, criterion: str | None = None, ax=None):
         """Criterion over K, one line per variant (covariance type), the best point circled."""
         import matplotlib.pyplot as plt
 
-        crit = criterion or self.criterion
+        crit = _canonical(criterion or self.criterion)
         if ax is None:
             fig, ax = plt.subplots(figsize=(6, 4))
         else:
@@ -152,13 +299,176 @@ class SelectionResult:
         if best is not None:
             r = self.rows[best]
             ax.plot(r["n_components"], r[crit], "o", ms=14, mfc="none", mec="k", label="best")
-        ax.set_xlabel("number of components K")
+        what = "states" if self.n_sequences is not None else "components"
+        ax.set_xlabel(f"number of {what} K")
         ax.set_ylabel(crit.upper() + (" (higher is better)" if crit == "cv_loglik" else ""))
         ax.legend()
         return fig
 
 
-def _family_factory(family: str, **kwargs) -> Callable[[int, str], Any]:
+# ---------------------------------------------------------------------- the sequence protocol
+def is_sequence_model(estimator) -> bool:
+    """True when ``estimator.fit`` takes ``lengths``: a model of sequences (hmmlearn's
+    convention), whose ``score(X, lengths)`` is the total log-likelihood of the sequences."""
+    fit = getattr(estimator, "fit", None)
+    if fit is None:
+        return False
+    try:
+        return "lengths" in inspect.signature(fit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def n_free_parameters(model) -> int:
+    """The number of free parameters of a fitted ``model``: its ``n_parameters_``, its
+    ``_n_parameters()``, or hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over the
+    letters of ``params`` (those are the parameters the fit estimates; one held fixed is not
+    free). For an HMM with K states: K − 1 start probabilities, K(K − 1) transitions and the
+    emission parameters."""
+    value = getattr(model, "n_parameters_", None)
+    if value is not None:
+        return int(value)
+    if callable(getattr(model, "_n_parameters", None)):
+        return int(model._n_parameters())
+    per_param = getattr(model, "_get_n_fit_scalars_per_param", None)
+    if callable(per_param):
+        counts = per_param()
+        fitted = getattr(model, "params", None)
+        if isinstance(fitted, str) and all(len(key) == 1 for key in counts):
+            return int(sum(n for key, n in counts.items() if key in fitted))
+        return int(sum(counts.values()))
+    raise ParameterError(
+        f"{type(model).__name__} does not say how many free parameters it has, which BIC and "
+        "AIC need: give it an n_parameters_ attribute or an _n_parameters() method"
+    )
+
+
+def _check_lengths(lengths, n: int) -> list[int]:
+    """``lengths`` as a list of positive ints summing to the ``n`` rows of X."""
+    try:
+        arr = np.asarray(lengths)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
+        ) from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
+    if arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
+        raise DataError(f"lengths must be whole numbers, got {arr.tolist()[:10]}")
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero(arr < 1)
+    if len(bad):
+        raise DataError(
+            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
+        )
+    if int(arr.sum()) != n:
+        raise DataError(
+            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
+            "of rows of every sequence in X, in order"
+        )
+    return arr.tolist()
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One held-out split: row indices and the sequence lengths of each side, in order."""
+
+    train: np.ndarray
+    train_lengths: list[int]
+    test: np.ndarray
+    test_lengths: list[int]
+
+
+def sequence_folds(lengths: Sequence[int], cv: int, random_state=0) -> tuple[list[Fold], str]:
+    """Held-out folds made of whole sequences, and a sentence saying how they were made.
+
+    With ``len(lengths) >= cv``: a shuffled K-fold over the sequences. With fewer sequences,
+    every sequence is cut into ``cv`` contiguous blocks of near-equal length; fold j holds out
+    block j of every sequence and trains on the pieces before and after it, each its own
+    sequence (joining them would invent a transition across the gap).
+    """
+    from sklearn.model_selection import KFold
+
+    lengths = [int(n) for n in lengths]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+    def rows(pieces):
+        if not pieces:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(a, b) for a, b in pieces])
+
+    folds = []
+    if len(lengths) >= cv:
+        split = KFold(cv, shuffle=True, random_state=random_state).split(np.arange(len(lengths)))
+        for train, test in split:
+            tr = [(starts[i], starts[i] + lengths[i]) for i in train]
+            te = [(starts[i], starts[i] + lengths[i]) for i in test]
+            folds.append(Fold(rows(tr), [b - a for a, b in tr], rows(te), [b - a for a, b in te]))
+        return folds, f"{cv} folds of whole sequences (shuffled K-fold over {len(lengths)})"
+    shortest = int(np.argmin(lengths))
+    if lengths[shortest] < 2 * cv:
+        raise ParameterError(
+            f"cv={cv}: there are fewer sequences than folds, so each sequence is cut into {cv} "
+            f"contiguous blocks, but sequence {shortest} has only {lengths[shortest]} steps; "
+            f"use fewer folds (cv <= {max(lengths[shortest] // 2, 1)}) or more sequences"
+        )
+    for j in range(cv):
+        tr, te = [], []
+        for s, n in zip(starts, lengths, strict=True):
+            cut = np.linspace(0, n, cv + 1).round().astype(np.int64)
+            a, b = s + cut[j], s + cut[j + 1]
+            te.append((a, b))
+            tr += [(lo, hi) for lo, hi in ((s, a), (b, s + n)) if hi > lo]
+        folds.append(Fold(rows(tr), [b - a for a, b in tr], rows(te), [b - a for a, b in te]))
+    what = "the sequence" if len(lengths) == 1 else f"each of the {len(lengths)} sequences"
+    return folds, f"{cv} contiguous blocks of {what} (fewer sequences than folds)"
+
+
+def _row_folds(n: int, cv: int, random_state) -> list[Fold]:
+    from sklearn.model_selection import KFold
+
+    if cv > n:
+        raise ParameterError(f"cv={cv} folds need at least {cv} rows; X has {n}")
+    split = KFold(cv, shuffle=True, random_state=random_state).split(np.arange(n))
+    return [Fold(train, [], test, []) for train, test in split]
+
+
+# ---------------------------------------------------------------------- candidates
+def _takes(family, name: str) -> bool:
+    """Whether the estimators of ``family`` (a name or a class) take the argument ``name``."""
+    if isinstance(family, str):
+        return True  # every named family takes random_state
+    try:
+        return name in inspect.signature(family).parameters
+    except (TypeError, ValueError):
+        return True
+
+
+def _sweeps_covariance(family) -> bool:
+    return family in ("gmm", "gaussian_hmm", "gmm_hmm")
+
+
+def _family_factory(family, **kwargs) -> Callable[[int, str], Any]:
+    if not isinstance(family, str):
+        if not callable(family):
+            raise ParameterError(
+                f"family must be a family name or an estimator class, got {family!r:.60}"
+            )
+
+        name = getattr(family, "__name__", type(family).__name__)
+
+        def make_any(k, variant):
+            extra = {"covariance_type": variant} if variant in _COVARIANCE_TYPES else {}
+            try:
+                return family(n_components=k, **extra, **kwargs)
+            except TypeError as err:  # an argument the class does not take
+                given = ", ".join(["n_components", *extra, *kwargs])
+                raise ParameterError(
+                    f"family={name} cannot be built as {name}({given}): {err}; pass only "
+                    "arguments its constructor takes"
+                ) from None
+
+        return make_any
     from latentfit.em import factor, mixtures
     from latentfit.em.gmm import GaussianMixture
 
@@ -184,36 +494,46 @@ def _family_factory(family: str, **kwargs) -> Callable[[int, str], Any]:
     if family in FAMILIES:
         return lambda k, variant: MixtureModel(family, k, **kwargs)
     raise ParameterError(
-        f"unknown family {family!r}; choose from {list(FAMILY_NAMES)} or a MixtureModel family "
-        f"{list(FAMILIES)}"
+        f"unknown family {family!r}; choose from {list(FAMILY_NAMES) + list(HMM_FAMILIES)}, a "
+        f"MixtureModel family {list(FAMILIES)}, or pass an estimator class"
     )
 
 
 def make_candidates(
-    family: str = "gmm",
+    family="gmm",
     n_components: Sequence[int] = range(1, 10),
-    covariance_types: Sequence[str] = ("full", "tied", "diag", "spherical"),
+    covariance_types: Sequence[str] | None = None,
     **kwargs,
 ) -> list[tuple[str, Any, int, str]]:
     """(label, unfitted estimator, K, variant) for every size (and covariance type, for
-    ``gmm``)."""
+    ``gmm``, ``gaussian_hmm`` and ``gmm_hmm``: all four unless ``covariance_types`` says; for
+    an estimator class, only when ``covariance_types`` is given)."""
+    if isinstance(family, str) and family in HMM_FAMILIES:
+        # the same candidates (and labels) as passing the class itself
+        import latentfit
+
+        if covariance_types is None and _sweeps_covariance(family):
+            covariance_types = _COVARIANCE_TYPES
+        cls = getattr(latentfit, HMM_FAMILIES[family])
+        return make_candidates(cls, n_components, covariance_types, **kwargs)
     make = _family_factory(family, **kwargs)
-    variants = list(covariance_types) if family == "gmm" else [family]
-    return [
-        (f"{v} K={k}" if family == "gmm" else f"{family} K={k}", make(k, v), k, v)
-        for v in variants
-        for k in n_components
-    ]
-
-
-def _n_parameters(model) -> int:
-    return int(model._n_parameters())
+    if isinstance(family, str):
+        if _sweeps_covariance(family):
+            variants = list(_COVARIANCE_TYPES if covariance_types is None else covariance_types)
+            return [(f"{v} K={k}", make(k, v), k, v) for v in variants for k in n_components]
+        return [(f"{family} K={k}", make(k, family), k, family) for k in n_components]
+    name = getattr(family, "__name__", type(family).__name__)
+    if covariance_types is not None:
+        return [
+            (f"{name} {v} K={k}", make(k, v), k, v) for v in covariance_types for k in n_components
+        ]
+    return [(f"{name} K={k}", make(k, name), k, name) for k in n_components]
 
 
 def _criteria(model, X: torch.Tensor) -> dict:
     n = X.shape[0]
     loglik = float(np.sum(model.score_samples(X)))
-    p = _n_parameters(model)
+    p = n_free_parameters(model)
     bic = -2 * loglik + p * math.log(n)
     icl = None
     if hasattr(model, "predict_proba"):
@@ -222,16 +542,38 @@ def _criteria(model, X: torch.Tensor) -> dict:
     return {"loglik": loglik, "n_parameters": p, "bic": bic, "aic": -2 * loglik + 2 * p, "icl": icl}
 
 
-def _cv_loglik(model, X: torch.Tensor, cv: int, random_state) -> float:
-    from sklearn.model_selection import KFold
+def _sequence_criteria(model, X: torch.Tensor, lengths: list[int]) -> dict:
+    """BIC/AIC from ``score(X, lengths)``; ICL from the most probable path when the model can
+    ``decode``: log p(ẑ | X) = log p(X, ẑ) − log p(X)."""
+    n = X.shape[0]
+    loglik = float(model.score(X, lengths))
+    p = n_free_parameters(model)
+    bic = -2 * loglik + p * math.log(n)
+    icl = None
+    decode = getattr(model, "decode", None)
+    if callable(decode):
+        # the most probable path, whatever decoder the model was built with
+        viterbi = (
+            {"algorithm": "viterbi"} if "algorithm" in inspect.signature(decode).parameters else {}
+        )
+        path_logprob = float(decode(X, lengths, **viterbi)[0])
+        icl = bic - 2 * (path_logprob - loglik)
+    return {"loglik": loglik, "n_parameters": p, "bic": bic, "aic": -2 * loglik + 2 * p, "icl": icl}
 
-    folds = KFold(cv, shuffle=True, random_state=random_state)
-    total, count = 0.0, 0
-    for train, test in folds.split(np.arange(X.shape[0])):
-        m = clone(model).fit(X[torch.as_tensor(train)])
-        total += float(np.sum(m.score_samples(X[torch.as_tensor(test)])))
-        count += len(test)
-    return total / count
+
+def _heldout(est, X: torch.Tensor, folds: list[Fold], sequence: bool) -> float:
+    """Mean held-out log-likelihood per row: each fold's model fitted on its training rows (and
+    sequences) scores the held-out ones; every row is held out once."""
+    total = 0.0
+    for fold in folds:
+        train, test = X[torch.as_tensor(fold.train)], X[torch.as_tensor(fold.test)]
+        if sequence:
+            m = clone(est).fit(train, fold.train_lengths)
+            total += float(m.score(test, fold.test_lengths))
+        else:
+            m = clone(est).fit(train)
+            total += float(np.sum(m.score_samples(test)))
+    return total / X.shape[0]
 
 
 _FIT_ERRORS = (ValueError, FloatingPointError, RuntimeError, torch.linalg.LinAlgError)
@@ -243,10 +585,11 @@ def _describe(err: Exception) -> str:
 
 def select_model(
     X,
+    lengths=None,
     *,
-    family: str = "gmm",
+    family="gmm",
     n_components: Sequence[int] = range(1, 10),
-    covariance_types: Sequence[str] = ("full", "tied", "diag", "spherical"),
+    covariance_types: Sequence[str] | None = None,
     candidates: Sequence | None = None,
     criterion: str = "bic",
     cv: int | None = None,
@@ -259,34 +602,53 @@ def select_model(
     Parameters
     ----------
     X : data (n, d), array-like or tensor.
+    lengths : for sequence models, the number of rows of each sequence in X, in order (None:
+        one sequence). Held-out folds are then made of whole sequences (see the module doc).
     family : ``"gmm"`` (sweeps ``covariance_types``), ``"bernoulli"``, ``"categorical"``,
         ``"multinomial"``, ``"poisson"``, ``"fa"``, ``"ppca"`` (the latent dimension is swept),
-        or a :class:`~latentfit.em.mixture_model.MixtureModel` family name.
-    n_components : the sizes to try.
+        a :class:`~latentfit.em.mixture_model.MixtureModel` family name; the hidden Markov
+        models ``"gaussian_hmm"`` (sweeps ``covariance_types``), ``"gmm_hmm"`` (likewise; pass
+        ``n_mix``), ``"poisson_hmm"``, ``"categorical_hmm"``; or any estimator class (or
+        factory) called as ``family(n_components=K, **model_kwargs)`` — a new sequence model
+        plugs in this way, through its own ``fit``/``score``/parameter count.
+    n_components : the sizes (components, states) to try.
+    covariance_types : the covariance types to sweep (default: all four, for the families that
+        have them; for an estimator class, none unless given).
     candidates : instead of a sweep, any list of unfitted estimators (or ``(label,
-        estimator)`` pairs); each needs ``fit``, ``score_samples`` and ``_n_parameters``.
+        estimator)`` pairs); a mixture needs ``fit``, ``score_samples`` and ``_n_parameters``,
+        a sequence model ``fit(X, lengths)``, ``score(X, lengths)`` and a parameter count.
     criterion : which criterion picks ``best_model_`` (``"bic"``, ``"aic"``, ``"icl"`` or,
-        with ``cv``, ``"cv_loglik"``).
+        with ``cv``, ``"cv_loglik"``, also called ``"heldout"``).
     cv : number of folds for the held-out log-likelihood (None: not computed).
-    model_kwargs : passed to every estimator of the sweep (``n_init``, ``max_iter``, ...).
+    model_kwargs : passed to every estimator of the sweep (``n_init``, ``max_iter``,
+        ``n_iter`` for HMMs, ...).
     callback : called as ``callback(i, n_candidates, row)`` after each fit (progress bars).
     """
+    criterion = _canonical(criterion)
     if criterion not in CRITERIA:
-        raise ParameterError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        raise ParameterError(
+            f"criterion must be one of {CRITERIA} (or 'heldout'), got {criterion!r}"
+        )
     if criterion == "cv_loglik" and not cv:
-        raise ParameterError("criterion='cv_loglik' needs cv=K folds (e.g. cv=5)")
-    if cv is not None and (not isinstance(cv, int) or cv < 2):
+        raise ParameterError(f"criterion={criterion!r} needs cv=K folds (e.g. cv=5)")
+    if cv is not None and (isinstance(cv, bool) or not isinstance(cv, int) or cv < 2):
         raise ParameterError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
     # Checked here (NaN kept: models with missing="marginalize" take it; each model checks
     # the rest), so that strings or ragged rows are a DataError naming the row, not numpy's.
     Xt = X if isinstance(X, torch.Tensor) else as_float_tensor(X, allow_nan=True)
+    n = int(Xt.shape[0])
+    seq_lengths = None if lengths is None else _check_lengths(lengths, n)
     if candidates is None:
-        model_kwargs.setdefault("random_state", random_state)
+        if _takes(family, "random_state"):
+            model_kwargs.setdefault("random_state", random_state)
         if family == "categorical" and "n_categories" not in model_kwargs:
             # Fixed from the whole data set, so a cross-validation fold that misses a rare
             # category can still score it.
             finite = torch.nan_to_num(Xt, nan=0.0)
             model_kwargs["n_categories"] = (finite.max(0).values.long() + 1).clamp_min(1).tolist()
+        if family == "categorical_hmm" and "n_features" not in model_kwargs:
+            # The same for the symbols of a categorical HMM (one column of symbols).
+            model_kwargs["n_features"] = int(torch.nan_to_num(Xt, nan=0.0).max()) + 1
         entries = make_candidates(family, n_components, covariance_types, **model_kwargs)
     else:
         entries = []
@@ -295,6 +657,21 @@ def select_model(
             k = getattr(est, "n_components", None) or 0
             variant = getattr(est, "covariance_type", None) or type(est).__name__
             entries.append((label or f"{type(est).__name__} K={k}", est, k, variant))
+    if not entries:
+        raise ParameterError(
+            "nothing to fit: n_components, covariance_types or candidates is empty; name at "
+            "least one size (and covariance type)"
+        )
+    sequential = [is_sequence_model(est) for _, est, _, _ in entries]
+    any_sequence = seq_lengths is not None or any(sequential)
+    if any_sequence and seq_lengths is None:
+        seq_lengths = [n]
+    folds, scheme = None, None
+    if cv:
+        if any_sequence:
+            folds, scheme = sequence_folds(seq_lengths, cv, random_state)
+        else:
+            folds, scheme = _row_folds(n, cv, random_state), f"{cv} folds of rows (shuffled)"
     rows, models = [], []
     for i, (label, est, k, variant) in enumerate(entries):
         row = {"label": label, "n_components": k, "variant": variant, "error": None}
@@ -306,11 +683,15 @@ def select_model(
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                model = clone(est).fit(Xt)
-                row.update(_criteria(model, Xt))
+                if sequential[i]:
+                    model = clone(est).fit(Xt, seq_lengths)
+                    row.update(_sequence_criteria(model, Xt, seq_lengths))
+                else:
+                    model = clone(est).fit(Xt)
+                    row.update(_criteria(model, Xt))
                 if cv:
                     try:
-                        row["cv_loglik"] = _cv_loglik(est, Xt, cv, random_state)
+                        row["cv_loglik"] = _heldout(est, Xt, folds, sequential[i])
                     except _FIT_ERRORS as err:  # the full-data fit stands; only CV is missing
                         row["cv_error"] = _describe(err)
             row["converged"] = bool(getattr(model, "converged_", True))
@@ -328,7 +709,16 @@ def select_model(
         models.append(model)
         if callback is not None:
             callback(i, len(entries), row)
-    result = SelectionResult(rows, models, criterion, int(Xt.shape[0]))
+    result = SelectionResult(
+        rows,
+        models,
+        criterion,
+        n,
+        n_sequences=len(seq_lengths) if any_sequence else None,
+        cv_scheme=scheme,
+    )
+    if scheme is not None:
+        result.notes.append(f"held-out log-likelihood per row: {scheme}")
     failed = sum(r["error"] is not None for r in rows)
     if failed:
         result.notes.append(f"{failed} of {len(rows)} fits failed and are shown as NA")

@@ -210,6 +210,7 @@ def _build(command: str, run: Run, data) -> None:
             run.option("--prior", opt([None, "dirichlet_distribution"], ["bogus"]))
             run.option("--concentration", opt([None, "0.1"], ["0", "-1", "inf"]))
         run.output("model", ".safetensors")
+        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
         run.args.append("--quiet")
         return
     if command == "fit hmm":
@@ -251,6 +252,7 @@ def _build(command: str, run: Run, data) -> None:
             run.outputs.append(run.folder / f"{data_path.stem}_states.csv")
             run.outputs.append(data_path.parent / f"{data_path.stem}_states.csv")
         run.output("model", ".safetensors")
+        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
         return
     if command == "fit vae":
         data_path = run.input_file(draw(st.sampled_from(["real", "binary"]), label="vae data"))
@@ -268,6 +270,7 @@ def _build(command: str, run: Run, data) -> None:
         run.output("vae", ".safetensors", optional=False)
         run.output("metrics", ".csv", "--metrics-csv")
         run.output("checkpoints", "", "--checkpoint-dir")
+        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
         return
     if command in ("eval", "sample"):
         how = draw(MODEL_FILES, label="model file")

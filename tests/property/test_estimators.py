@@ -85,6 +85,8 @@ def estimators(draw, name: str):
         return cls(k, **common), "codes"
     if name == "PoissonHMM":
         return cls(k, **common), "counts"
+    if name == "LinearGaussianSSM":
+        return cls(k, covariance_type=draw(st.sampled_from(["full", "diag"])), **common), "real"
     density = dict(epochs=2, batch_size=16, patience=None, random_state=0, dtype=draw(DTYPE))
     if name in DENSITIES:
         small = dict(n_layers=draw(st.sampled_from([1, 2])), hidden=8, n_hidden=1, **density)
@@ -109,6 +111,7 @@ ESTIMATORS = [
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "LinearGaussianSSM",
     "FlowDensity",
     "MAF",
     "RealNVP",
@@ -117,7 +120,13 @@ ESTIMATORS = [
 ]
 #: Density models trained by the trainer (exact likelihood or a bound): no labels to predict.
 DENSITIES = {"FlowDensity", "MAF", "RealNVP", "NeuralSplineFlow"}
-HMMS = {"GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM"}
+HMMS = {
+    "GaussianHMM",
+    "GMMHMM",
+    "CategoricalHMM",
+    "PoissonHMM",
+    "LinearGaussianSSM",
+}  # take lengths
 BAD_LENGTHS = {"mismatch", "negative", "fraction", "empty", "2d"}
 
 
@@ -152,6 +161,8 @@ def _outputs(model, name, X, lengths):
         methods = ["score_samples", "score", "transform"]
     if name in DENSITIES or name == "DDPM":
         methods = ["score_samples", "score"]
+    if name == "LinearGaussianSSM":
+        methods = ["score_samples", "score", "predict", "filter", "smooth"]
     for method in methods:
         try:
             out = attempt(f"{name}.{method}", getattr(model, method), X, *seq)
@@ -270,6 +281,8 @@ def test_use_before_fit_is_documented(name):
     methods = ["score_samples", "score", "sample"]
     if name in ("FactorAnalysis", "PPCA"):
         methods += ["transform"]
+    elif name == "LinearGaussianSSM":
+        methods += ["predict", "filter", "smooth"]
     elif name not in DENSITIES and name != "DDPM":
         methods += ["predict", "predict_proba"]
     for method in methods:

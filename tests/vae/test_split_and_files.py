@@ -92,16 +92,30 @@ def test_eval_refuses_other_data_and_models_without_a_split(tmp_path):
 
 
 def _rewrite(path, meta=None, tensors=None):
-    """Rewrite a model file with changed metadata and/or tensors."""
+    """Rewrite a model file with changed metadata and/or tensors. ``meta["spec"]`` (JSON text)
+    replaces the spec, the header's ``params``: text that is not JSON makes the header invalid
+    JSON; ``meta["format"]`` replaces the whole header by that foreign format tag."""
     with safe_open(str(path), framework="pt") as f:
         old_meta = f.metadata()
         old = {k: f.get_tensor(k) for k in f.keys()}
-    save_file({**old, **(tensors or {})}, str(path), {**old_meta, **(meta or {})})
+    new_meta = dict(old_meta)
+    meta = dict(meta or {})
+    if "format" in meta:
+        new_meta = {"format": meta.pop("format")}
+    if "spec" in meta:
+        text = meta.pop("spec")
+        header = json.loads(old_meta["latentfit"])
+        try:
+            header["params"] = json.loads(text)
+            new_meta["latentfit"] = json.dumps(header)
+        except json.JSONDecodeError:
+            new_meta["latentfit"] = json.dumps(header)[:-1] + ', "params": ' + text
+    save_file({**old, **(tensors or {})}, str(path), new_meta)
 
 
 def _spec(path):
     with safe_open(str(path), framework="pt") as f:
-        return json.loads(f.metadata()["spec"])
+        return json.loads(f.metadata()["latentfit"])["params"]
 
 
 @pytest.fixture

@@ -138,11 +138,97 @@ def check_device(device: str, option: str = "--device") -> None:
         fail(f"{option}: {err}")
 
 
-def load_data(path: Path, columns: list[str] | None = None):
-    """Read a user data file into a float64 tensor, turning loader errors into CLI errors."""
-    from latentfit.datasets import load_array
+#: What DATA may be, for the help of every command that reads a table.
+DATA_HELP = (
+    "Data file: delimited text (.csv, .tsv, .txt; delimiter and header sniffed), .npy, .npz or "
+    "Parquet, one row per sample. Leave it out to use --dataset."
+)
+#: Files at least this large (.npy, Parquet) are streamed by commands whose model can fit
+#: chunk by chunk (``--stream-above``), instead of being read into memory.
+STREAM_ABOVE_MIB = 64.0
 
+
+def data_argument(help: str = DATA_HELP):
+    """The optional DATA argument of a command that reads a table (see :func:`load_data`)."""
+    return typer.Argument(None, help=help, show_default=False, metavar="DATA")
+
+
+def dataset_option():
+    """``--dataset NAME``: a bundled data set in place of DATA."""
+    return typer.Option(
+        None,
+        "--dataset",
+        help="A bundled data set instead of DATA: faithful, geyser or mnist.",
+        show_default=False,
+    )
+
+
+def delimiter_option():
+    """``--delimiter``: the field delimiter of a text DATA file."""
+    return typer.Option(
+        "auto",
+        "--delimiter",
+        help="Field delimiter of a text DATA file: auto (sniffed), comma, tab, semicolon, pipe, "
+        "whitespace (runs of spaces, as numpy.savetxt writes) or any one character.",
+    )
+
+
+def stream_option():
+    """``--stream-above MIB``: the size from which .npy and Parquet DATA are streamed."""
+    return typer.Option(
+        STREAM_ABOVE_MIB,
+        "--stream-above",
+        min=0,
+        help="Fit .npy and Parquet DATA of at least this many MiB chunk by chunk from the file "
+        "(out of core) instead of reading it into memory; 0 streams every such file.",
+    )
+
+
+def data_source(data: Path | None, dataset: str | None) -> str:
+    """Check that exactly one of DATA and ``--dataset`` is given; return a name for it."""
+    if (data is None) == (dataset is None):
+        fail(
+            ("give DATA or --dataset, not both" if data is not None else "no data given")
+            + ": name a data file, or a bundled data set with --dataset faithful, geyser or mnist"
+        )
+    return str(data) if data is not None else dataset
+
+
+def split_columns(columns) -> list | None:
+    """``"a,b"`` (a ``--columns`` value) or a list (repeated ``--column``) → list, or None."""
+    if isinstance(columns, str):
+        columns = columns.split(",")
+    return [c.strip() for c in columns or () if c.strip()] or None
+
+
+def load_data(
+    path: Path | None,
+    columns=None,
+    *,
+    dataset: str | None = None,
+    delimiter: str | None = None,
+    allow_nan: bool = False,
+    hint: str = "",
+):
+    """Read DATA (a file) or ``--dataset`` (a bundled set; exactly one of the two) into a
+    float64 tensor, keeping ``columns`` (names or positions); loader errors become CLI errors,
+    with ``hint`` added to a message about NaN."""
+    import latentfit.datasets as datasets
+
+    data_source(path, dataset)
+    cols = split_columns(columns)
     try:
-        return load_array(path, columns=columns)
+        if dataset is not None:
+            return datasets.load_dataset(dataset, columns=cols).data
+        return datasets.load_array(path, columns=cols, allow_nan=allow_nan, delimiter=delimiter)
     except (ValueError, FileNotFoundError, ImportError) as err:
-        fail(str(err))
+        fail(str(err) + (hint if "nan" in str(err).lower() else ""))
+
+
+def stream_path(path: Path | None, stream_above: float) -> bool:
+    """Whether DATA is a .npy or Parquet file large enough to be fitted out of core."""
+    if path is None or not path.is_file():
+        return False
+    if path.suffix.lower() not in (".npy", ".parquet", ".pq"):
+        return False
+    return path.stat().st_size >= stream_above * 2**20

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import fail, fit_app, load_data
+from latentfit.cli.app import (
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    load_data,
+)
 from latentfit.cli.output import csv_option, json_option
 
 
@@ -114,7 +122,9 @@ def _rows(fit, level: float) -> list[dict]:
 
 @fit_app.command("dist")
 def fit_dist(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     family: str = typer.Option(
         ..., "--family", "-f", help="gamma, normal, poisson, beta, weibull, mvn, dirichlet, ..."
     ),
@@ -151,9 +161,10 @@ def fit_dist(
         fail(str(err))
     if not 0 < level < 1:
         fail(f"--level must lie strictly between 0 and 1, got {level}")
-    x = load_data(data, list(column) or None)
+    name = data_source(data, dataset)
+    x = load_data(data, list(column), dataset=dataset, delimiter=delimiter)
     if fam.event_dim == 0 and x.shape[1] > 1:
-        fail(f"{fam.name} fits one column, but {data} has {x.shape[1]}; choose one with --column")
+        fail(f"{fam.name} fits one column, but {name} has {x.shape[1]}; choose one with --column")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
@@ -173,7 +184,7 @@ def fit_dist(
                 fit = fit_mle(fam, x, fixed=given, cov_type=cov)
             else:
                 fit = fit_map(fam, x, priors, fixed=given)
-            _check_finite(fit, data)
+            _check_finite(fit, name)
             table = fit.summary(level=level)
             rows = _rows(fit, level)
             posterior = None

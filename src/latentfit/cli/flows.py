@@ -8,7 +8,17 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    app,
+    check_device,
+    check_outputs,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+)
 from latentfit.cli.output import json_option
 
 density_app = typer.Typer(
@@ -23,7 +33,8 @@ def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = N
     sets (mnist, digits) are not files and so cannot be overwritten."""
     from latentfit._outputs import Output
 
-    files = [None if str(p) in ("mnist", "digits") else Path(p) for p in inputs if p is not None]
+    named = ("mnist", "digits", "faithful", "geyser")
+    files = [None if str(p) in named else Path(p) for p in inputs if p is not None]
     check_outputs(
         [Output(Path(out), "--out"), Output(checkpoint_dir, "--checkpoint-dir", folder=True)],
         files,
@@ -65,9 +76,10 @@ def report_history(history) -> None:
 
 @fit_app.command("flow")
 def fit_flow(
-    data: str = typer.Argument(
-        ..., help="mnist, digits or a data file (CSV, .npy, .npz, Parquet)."
+    data: str | None = typer.Argument(
+        None, help="mnist, digits or a data file (CSV, .npy, .npz, Parquet).", show_default=False
     ),
+    dataset: str | None = dataset_option(),
     flow: str = typer.Option("maf", help="maf, realnvp or spline."),
     layers: int = typer.Option(5, min=1, help="Number of flow layers."),
     hidden: int = typer.Option(256, min=1, help="Hidden units of each layer's network."),
@@ -95,6 +107,7 @@ def fit_flow(
     """Fit a normalizing flow by exact maximum likelihood; print held-out log p(x) and bits/dim."""
     from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
 
+    data = data_source(data, dataset)
     check_out(out, force, [data], checkpoint_dir)
     check_device(device)
     split = load_split(data, seed)
@@ -157,6 +170,7 @@ def score(
     data: str = typer.Argument("mnist", help="mnist or digits (their test split) or a data file."),
     n: int = typer.Option(0, min=0, help="Score the first N rows (0: all)."),
     out: Path | None = typer.Option(None, "--out", help="Write the per-row scores (one a line)."),
+    delimiter: str = delimiter_option(),
     force: bool = force_option(),
     seed: int = typer.Option(0, help="Seed of the split of mnist and digits into test rows."),
     as_json: bool = json_option(),
@@ -179,7 +193,7 @@ def score(
     else:
         from latentfit.cli.app import load_data
 
-        X = load_data(Path(data))
+        X = load_data(Path(data), delimiter=delimiter)
     X = X[: n or None]
     try:
         ll = model.score_samples(X)

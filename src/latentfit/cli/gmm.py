@@ -7,7 +7,22 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+    stream_option,
+    stream_path,
+)
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import csv_option, json_option
 
 #: latentfit.em.distributed.DEFAULT_TIMEOUT_S, written out so that --help need not import torch
@@ -15,16 +30,36 @@ from latentfit.cli.output import csv_option, json_option
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def read_data(path: Path, columns: str, allow_nan: bool):
-    """Read a data file (NaN allowed when the model marginalises missing values)."""
-    from latentfit.datasets import load_array
+def read_data(
+    path: Path | None,
+    columns: str,
+    allow_nan: bool,
+    dataset: str | None = None,
+    delimiter: str | None = None,
+):
+    """Read DATA or --dataset (NaN allowed when the model marginalises missing values)."""
+    return load_data(
+        path,
+        columns,
+        dataset=dataset,
+        delimiter=delimiter,
+        allow_nan=allow_nan,
+        hint=" (pass --missing marginalize)",
+    )
 
-    cols = [c for c in columns.split(",") if c] or None
-    try:
-        return load_array(path, columns=cols, allow_nan=allow_nan)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        hint = " (pass --missing marginalize)" if "nan" in str(err).lower() else ""
-        fail(str(err) + hint)
+
+def _fit_streamed(model, data: Path, columns: str, missing: str):
+    """Fit ``model`` chunk by chunk from the file and score it in one more pass; returns
+    (n, d, log-likelihood) without ever holding the data in memory."""
+    from latentfit.em.sources import open_source
+
+    source = open_source(data, columns=split_columns(columns))
+    model.fit(source)
+    n, ll = 0, 0.0
+    for Xc, _ in source.configured(allow_nan=missing == "marginalize"):
+        ll += float(model.score_samples(Xc).sum())
+        n += Xc.shape[0]
+    return n, source.n_features, ll
 
 
 def _fmt(a) -> str:
@@ -35,7 +70,10 @@ def _fmt(a) -> str:
 
 @fit_app.command("gmm")
 def fit_gmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
+    stream_above: float = stream_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of components."),
     covariance: str = typer.Option("full", help="full, tied, diag or spherical."),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
@@ -52,6 +90,10 @@ def fit_gmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="CSV file of the most probable component of every row."
+    ),
+    plot: Path | None = plot_option("the components' 1σ/2σ ellipses over the first two columns"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -71,13 +113,23 @@ def fit_gmm(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC."""
-    from latentfit import GaussianMixture
+    """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC;
+    write the label of every row with --labels."""
+    from latentfit.cli.models import record_columns, write_labels
     from latentfit.cli.output import check_format, column_names
+    from latentfit.em.gmm import GaussianMixture
 
     check_format(as_json, as_csv)
-    check_outputs([(out, "--out")], [data], force=force)
+    data_source(data, dataset)
+    check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
+    if distributed and labels is not None:
+        fail(
+            "--labels is not written by a --distributed fit (no process holds every row); "
+            "save the model with --out and run 'latentfit predict MODEL DATA --out FILE'"
+        )
+    fmt = figure_format(plot)
     check_device(device)
+    X = None
     model = GaussianMixture(
         k,
         covariance_type=covariance,
@@ -94,6 +146,8 @@ def fit_gmm(
     if distributed:
         from latentfit.em.distributed import fit_distributed
 
+        if data is None:
+            fail("--distributed reads shards of a DATA file; save the data set to a file first")
         try:
             cols = [c for c in columns.split(",") if c] or None
             res = fit_distributed(model, data, columns=cols, timeout=timeout)
@@ -102,15 +156,30 @@ def fit_gmm(
         if res.rank != 0:
             return
         n, d, ll = res.n_samples, res.n_features, res.loglik
+    elif stream_path(data, stream_above):
+        if labels is not None:
+            fail(
+                f"--labels needs every row in memory, and {data} is streamed from the file "
+                f"(over --stream-above {stream_above:g} MiB); raise --stream-above, or save "
+                "the model with --out and run 'latentfit predict MODEL DATA --out FILE'"
+            )
+        typer.echo(
+            f"{data} is streamed from the file (--stream-above {stream_above:g} MiB)", err=True
+        )
+        try:
+            n, d, ll = _fit_streamed(model, data, columns, missing)
+        except (ValueError, FloatingPointError, FileNotFoundError) as err:
+            fail(str(err))
     else:
-        X = read_data(data, columns, allow_nan=missing == "marginalize")
+        X = read_data(data, columns, missing == "marginalize", dataset, delimiter)
         try:
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
+    record_columns(model, data, split_columns(columns), delimiter)
+    names = column_names(data, columns, d, model, delimiter)
     saved = _save(model, out)
-    names = column_names(data, columns, d, model)
     p = model._n_parameters()
     result = {
         "model": "GaussianMixture",
@@ -135,18 +204,27 @@ def fit_gmm(
     if as_json:
         from latentfit.cli.output import print_json
 
-        return print_json(result)
-    if as_csv:
+        print_json(result)
+    elif as_csv:
         from latentfit.cli.output import gaussian_columns, print_csv
 
-        return print_csv(
+        print_csv(
             [
                 {"component": i, "weight": float(model.weights_[i])}
                 | gaussian_columns(model.means_, model.covariances_, covariance, names, i)
                 for i in range(k)
             ]
         )
-    _print_text(result)
+    else:
+        _print_text(result)
+    if labels is not None:
+        write_labels(labels, model.predict(X))
+    if plot is not None:
+        from latentfit.plot import plot_mixture
+
+        fig, ax = new_figure(figsize=(6, 4.5))
+        plot_mixture(model, None if X is None else X.cpu(), ax=ax)  # --distributed: no rows here
+        save_figure(fig, plot, fmt)
 
 
 def _save(model, out: Path | None) -> str | None:

@@ -8,7 +8,20 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+)
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.gmm import DEFAULT_TIMEOUT_S
 from latentfit.cli.output import csv_option, json_option
 
@@ -119,7 +132,9 @@ def _csv_rows(model, r: dict) -> list[dict]:
 
 @fit_app.command("hmm")
 def fit_hmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file, one row per step."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of hidden states."),
     lengths: Path | None = typer.Option(
         None, "--lengths", help="Text file of sequence lengths (rows per sequence, in order)."
@@ -146,6 +161,7 @@ def fit_hmm(
         "folder, e.g. s_states.csv for s.csv).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    plot: Path | None = plot_option("every column over time, coloured by decoded state"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -170,8 +186,8 @@ def fit_hmm(
     log-likelihood and BIC/AIC; write the decoded state of every row."""
     import numpy as np
 
+    from latentfit.cli.models import record_columns
     from latentfit.cli.output import check_format, column_names
-    from latentfit.datasets import load_array
     from latentfit.errors import LatentfitError
 
     check_format(as_json, as_csv)
@@ -183,14 +199,23 @@ def fit_hmm(
         fail(f"--missing must be error or marginalize; got {missing!r}")
     if missing == "marginalize" and emission != "gaussian":
         fail(f"--missing marginalize needs --emission gaussian; {emission} emissions take no NaN")
+    name = data_source(data, dataset)
     target = None
     if not distributed:
-        target = states if states is not None else Path(f"{data.stem}_states.csv")
+        stem = data.stem if data is not None else dataset
+        target = states if states is not None else Path(f"{stem}_states.csv")
     elif states is not None:
         fail("--states: a --distributed fit decodes no states; decode with the saved --out model")
-    check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
+    elif data is None:
+        fail("--distributed reads shards of a DATA file; save the data set to a file first")
+    elif plot is not None:
+        fail("--plot: a --distributed fit decodes no states; plot from the saved --out model")
+    check_outputs(
+        [(target, "--states"), (out, "--out"), (plot, "--plot")], [data, lengths], force=force
+    )
+    fmt = figure_format(plot)
     check_device(device)
-    cols = [c for c in columns.split(",") if c] or None
+    cols = split_columns(columns)
     seq = read_lengths(lengths) if lengths is not None else None
     model = _model(
         emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, device, missing
@@ -211,14 +236,17 @@ def fit_hmm(
         n_rows, d, ll, bic, aic = res.n_samples, res.n_features, res.loglik, res.bic, res.aic
         path, logprob = None, None
     else:
-        try:
-            X = load_array(data, columns=cols, allow_nan=missing == "marginalize").numpy()
-        except (ValueError, FileNotFoundError, ImportError) as err:
-            hint = " (pass --missing marginalize)" if "nan" in str(err).lower() else ""
-            fail(str(err) + hint)
+        X = load_data(
+            data,
+            cols,
+            dataset=dataset,
+            delimiter=delimiter,
+            allow_nan=missing == "marginalize",
+            hint=" (pass --missing marginalize)",
+        ).numpy()
         if emission == "categorical":
             if X.shape[1] != 1:
-                fail(f"categorical emissions need one column of symbols; {data} has {X.shape[1]}")
+                fail(f"categorical emissions need one column of symbols; {name} has {X.shape[1]}")
             if not np.all(X == np.round(X)):
                 fail("categorical emissions need whole-number symbols 0, 1, 2, ...")
             X = X.astype(np.int64)
@@ -232,7 +260,8 @@ def fit_hmm(
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
         n_rows, d = X.shape
-    names = column_names(data, columns, d, model)
+    record_columns(model, data, cols, delimiter)  # predict/score match them by name
+    names = column_names(data, columns, d, model, delimiter)
     result = {
         "model": type(model).__name__,
         "emission": emission,
@@ -270,12 +299,19 @@ def fit_hmm(
     if as_json:
         from latentfit.cli.output import print_json
 
-        return print_json(result)
-    if as_csv:
+        print_json(result)
+    elif as_csv:
         from latentfit.cli.output import print_csv
 
-        return print_csv(_csv_rows(model, result))
-    _print_text(result)
+        print_csv(_csv_rows(model, result))
+    else:
+        _print_text(result)
+    if plot is not None:
+        from latentfit.plot import plot_states
+
+        fig, axes = new_figure(X.shape[1], 1, figsize=(10, 2.6 * X.shape[1] + 0.6), sharex=True)
+        plot_states(model, X, seq, states=path, ax=axes)
+        save_figure(fig, plot, fmt)
 
 
 def _print_text(r: dict) -> None:

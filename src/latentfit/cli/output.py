@@ -68,54 +68,23 @@ def check_format(as_json: bool, as_csv: bool) -> None:
         fail("--json and --csv each choose the output format; pass one of them")
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _header(path) -> list[str] | None:
-    """The column names in the first line of a delimited text file or a Parquet schema, or
-    None when the file has no header (its first line holds numbers) or cannot be read."""
-    import csv
-    from pathlib import Path
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
-        if suffix not in (".csv", ".tsv", ".txt"):
-            return None
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            first = f.readline().strip("\r\n")
-    except (OSError, UnicodeDecodeError, ImportError, ValueError):
-        return None
-    try:
-        delimiter = csv.Sniffer().sniff(first, delimiters=",\t;| ").delimiter
-    except csv.Error:
-        delimiter = ","
-    fields = next(csv.reader([first], delimiter=delimiter), [])
-    fields = [f.strip() for f in fields if f.strip() or delimiter != " "]
-    if not fields or all(_is_number(f) for f in fields):
-        return None
-    return fields
-
-
-def column_names(path, columns: list[str] | str | None, d: int, model=None) -> list[str]:
+def column_names(
+    path, columns: list[str] | str | None, d: int, model=None, delimiter: str | None = None
+) -> list[str]:
     """The names of the ``d`` columns a command read from ``path``, for printed parameters:
     the model's ``feature_names_in_``, else the columns chosen by ``--columns`` (named, or by
-    position in the header), else the file's header, else ``x0 .. x{d-1}``."""
+    position in the header), else the file's header, else ``x0 .. x{d-1}``. The header is
+    the data reader's own (:func:`latentfit.datasets.column_names`)."""
     names = getattr(model, "feature_names_in_", None)
     if names is not None and len(names) == d:
         return [str(n) for n in names]
     if isinstance(columns, str):
         columns = [c for c in columns.split(",") if c]
-    header = _header(path) if path is not None else None
+    header = None
+    if path is not None:
+        from latentfit.datasets import column_names as header_of
+
+        header = header_of(path, delimiter)
     if columns:
         out = []
         for c in columns:

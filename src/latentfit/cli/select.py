@@ -1,13 +1,31 @@
-"""``latentfit select FAMILY DATA -k 1-8``: BIC/AIC/ICL tables for every EM family."""
+"""``latentfit select FAMILY DATA -k 1-8``: BIC/AIC/ICL tables for every EM family, and
+``latentfit select hmm DATA -k 1-6 [--lengths F]`` for the number of hidden states.
+
+Every command prints the table for a person, or with ``--json`` / ``--csv`` the same numbers
+for a program (:meth:`latentfit.select.SelectionResult.to_dict`)."""
 
 from __future__ import annotations
 
+import inspect
+import sys
 from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, fail, force_option, parse_range, select_app
+from latentfit.cli.app import (
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    force_option,
+    parse_range,
+    select_app,
+)
+from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
+from latentfit.cli.output import json_option, print_json
 
 _HELP = {
     "gmm": "Gaussian mixtures over K and covariance types.",
@@ -19,16 +37,129 @@ _HELP = {
     "ppca": "Probabilistic PCA over the latent dimension.",
 }
 
+#: ``select hmm --model M --emission E``: the public latentfit class of each pair. The classes
+#: are looked up by name when the command runs, so a model kind that this installation lacks
+#: is a clear error, and one that arrives needs only its line here.
+SEQUENCE_MODELS = {
+    "hmm": {
+        "gaussian": "GaussianHMM",
+        "gmm": "GMMHMM",
+        "poisson": "PoissonHMM",
+        "categorical": "CategoricalHMM",
+    },
+    "hsmm": {
+        "gaussian": "GaussianHSMM",
+        "poisson": "PoissonHSMM",
+        "categorical": "CategoricalHSMM",
+    },
+    "ssm": {"gaussian": "LinearGaussianSSM"},
+}
+#: The covariance types ``select hmm`` sweeps when ``--covariance`` is not given.
+SEQUENCE_COVARIANCES = {"hmm": "full,tied,diag,spherical", "hsmm": "full,tied,diag,spherical",
+                        "ssm": "full,diag"}  # fmt: skip
 
-def _figure_format(path: Path) -> str:
-    """The image format matplotlib writes for ``path``'s suffix (png when there is none)."""
-    from matplotlib.backend_bases import FigureCanvasBase
 
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    known = FigureCanvasBase.get_supported_filetypes()
-    if fmt not in known:
-        fail(f"--plot {path}: unknown image format {fmt!r}; use one of {', '.join(sorted(known))}")
-    return fmt
+def csv_option():
+    """The ``--csv`` flag: print the table as CSV, one row per candidate."""
+    return typer.Option(
+        False, "--csv/--no-csv", help="Print the table as CSV (the same numbers as the text)."
+    )
+
+
+def _csv_cell(value) -> str:
+    import math
+
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""  # NA: read back as NaN by pandas
+    if isinstance(value, float):
+        return repr(value)  # every digit: the same number as to_dict()
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return str(value)
+
+
+def print_csv(result) -> None:
+    """One CSV row per candidate, the columns of :data:`latentfit.select.COLUMNS`."""
+    import csv
+
+    from latentfit.select import COLUMNS
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in result.to_dict()["rows"]:
+        writer.writerow([_csv_cell(row[c]) for c in COLUMNS])
+    sys.stdout.flush()
+
+
+def _sweep(
+    X,
+    *,
+    lengths,
+    family,
+    sizes: list[int],
+    covs: list[str] | None,
+    criterion: str,
+    cv: int,
+    seed: int,
+    kwargs: dict,
+    plot: Path | None,
+    fmt: str | None,
+    as_json: bool,
+    as_csv: bool,
+    desc: str,
+):
+    """Run the sweep with a progress bar and print the result as text, JSON or CSV."""
+    from tqdm.auto import tqdm
+
+    from latentfit.select import select_model
+
+    n_fits = len(sizes) * (len(covs) if covs else 1)
+    bar = tqdm(total=n_fits, desc=desc, leave=False)
+    try:
+        result = select_model(
+            X,
+            lengths,
+            family=family,
+            n_components=sizes,
+            covariance_types=covs,
+            criterion=criterion,
+            cv=cv or None,
+            random_state=seed,
+            callback=lambda i, n, row: bar.update(1),
+            **kwargs,
+        )
+    except ValueError as err:
+        fail(str(err))
+    finally:
+        bar.close()
+    if as_json:
+        print_json(result.to_dict())
+    elif as_csv:
+        print_csv(result)
+    else:
+        typer.echo(result.table())
+        typer.echo("")
+        typer.echo(result.summary())
+    if plot is not None:
+        from latentfit.plot import plot_selection
+
+        fig, ax = new_figure(figsize=(6, 4))
+        plot_selection(result, ax=ax)
+        save_figure(fig, plot, fmt)
+    if result.best_index() is None:
+        fail("every fit failed; see the errors above", code=1)
+
+
+def _covariances(text: str) -> list[str]:
+    covs = [c.strip() for c in text.split(",") if c.strip()]
+    if not covs:
+        fail(f"--covariance names no covariance type ({text!r}); give e.g. full,diag")
+    return covs
+
+
+def _check_formats(as_json: bool, as_csv: bool) -> None:
+    if as_json and as_csv:
+        fail("--json and --csv both print to standard output; choose one")
 
 
 def _run(
@@ -45,14 +176,17 @@ def _run(
     missing: str,
     plot: Path | None,
     force: bool = False,
+    as_json: bool = False,
+    as_csv: bool = False,
+    dataset: str | None = None,
+    delimiter: str | None = None,
 ):
-    from latentfit.select import select_model
-
+    _check_formats(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     check_outputs([(plot, "--plot")], [data], force=force)
-    fmt = _figure_format(plot) if plot is not None else None
+    fmt = figure_format(plot)
     marginalize = missing == "marginalize"
-    X = read_data(data, columns, allow_nan=marginalize)
+    X = read_data(data, columns, marginalize, dataset, delimiter)
     sizes = parse_range(k, most=X.shape[0])
     kwargs = {"max_iter": max_iter}
     if family in ("fa", "ppca"):
@@ -64,65 +198,56 @@ def _run(
             kwargs["missing"] = missing
         elif marginalize:
             fail(f"--missing marginalize is available for gmm, fa and ppca, not {family}")
-    covs = [c for c in covariance.split(",") if c]
-    bar = None
-    if family == "gmm":
-        n_fits = len(sizes) * len(covs)
-    else:
-        n_fits = len(sizes)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_fits, desc=f"select {family}", leave=False)
-    try:
-        result = select_model(
-            X,
-            family=family,
-            n_components=sizes,
-            covariance_types=covs,
-            criterion=criterion,
-            cv=cv or None,
-            random_state=seed,
-            callback=lambda i, n, row: bar.update(1),
-            **kwargs,
-        )
-    except ValueError as err:
-        fail(str(err))
-    finally:
-        bar.close()
-    typer.echo(result.table())
-    typer.echo("")
-    typer.echo(result.summary())
-    if plot is not None:
-        from latentfit.errors import LatentfitError
-        from latentfit.io import atomic_path
-
-        fig = result.plot()
-        try:
-            with atomic_path(plot) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
-        typer.echo(f"figure written to {plot}")
-    if result.best_index() is None:
-        fail("every fit failed; see the errors above", code=1)
+    covs = _covariances(covariance) if family == "gmm" else None
+    _sweep(
+        X,
+        lengths=None,
+        family=family,
+        sizes=sizes,
+        covs=covs,
+        criterion=criterion,
+        cv=cv,
+        seed=seed,
+        kwargs=kwargs,
+        plot=plot,
+        fmt=fmt,
+        as_json=as_json,
+        as_csv=as_csv,
+        desc=f"select {family}",
+    )
 
 
 def _register(family: str) -> None:
     def command(
-        data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file."),
-        k: str = typer.Option("1-8", "-k", help="Sizes: 3, 1-8 or 2,4,8."),
+        data: Path | None = data_argument(),
+        dataset: str | None = dataset_option(),
+        delimiter: str = delimiter_option(),
+        k: str = typer.Option(
+            "1-8",
+            "-k",
+            help="Numbers of components (factors for fa, latent dimensions for ppca) to try: "
+            "3, 1-8 or 2,4,8.",
+        ),
         covariance: str = typer.Option(
             "full,tied,diag,spherical", help="Covariance types to sweep (gmm only)."
         ),
-        criterion: str = typer.Option("bic", help="bic, aic, icl or cv_loglik (with --cv)."),
+        criterion: str = typer.Option(
+            "bic", help="bic, aic, icl or heldout (= cv_loglik, with --cv)."
+        ),
         cv: int = typer.Option(0, help="K-fold held-out log-likelihood with this many folds."),
-        n_init: int = typer.Option(1, "--n-init", min=1),
-        max_iter: int = typer.Option(200, "--max-iter", min=1),
-        seed: int = typer.Option(0),
+        n_init: int = typer.Option(
+            1, "--n-init", min=1, help="EM restarts per fit; the best is kept."
+        ),
+        max_iter: int = typer.Option(
+            200, "--max-iter", min=1, help="Most EM iterations per restart."
+        ),
+        seed: int = typer.Option(0, help="Seed for the initialisations and the folds."),
         columns: str = typer.Option("", help="Comma-separated columns to use."),
         missing: str = typer.Option("error", help="error or marginalize (gmm, fa, ppca)."),
         plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
         force: bool = force_option(),
+        as_json: bool = json_option(),
+        as_csv: bool = csv_option(),
     ):
         _run(
             family,
@@ -138,6 +263,10 @@ def _register(family: str) -> None:
             missing,
             plot,
             force,
+            as_json,
+            as_csv,
+            dataset,
+            delimiter,
         )
 
     command.__doc__ = _HELP[family]
@@ -146,3 +275,126 @@ def _register(family: str) -> None:
 
 for _family in _HELP:
     _register(_family)
+
+
+def _sequence_class(model: str, emission: str):
+    """The latentfit class for ``--model``/``--emission``, or a clear error."""
+    import latentfit
+
+    if model not in SEQUENCE_MODELS:
+        fail(f"--model must be one of {', '.join(SEQUENCE_MODELS)}; got {model!r}")
+    names = SEQUENCE_MODELS[model]
+    if emission not in names:
+        fail(f"--model {model} takes --emission {' or '.join(names)}; got {emission!r}")
+    cls = getattr(latentfit, names[emission], None)
+    if cls is None:
+        fail(
+            f"--model {model} --emission {emission} needs latentfit.{names[emission]}, which "
+            f"this installation of latentfit {latentfit.__version__} does not have; "
+            "use --model hmm"
+        )
+    return cls
+
+
+def _constructor_kwargs(cls, wanted: dict) -> dict:
+    """The settings ``cls`` takes (an HMM has ``n_iter``, a model with ``max_iter`` gets the
+    same number under that name)."""
+    takes = inspect.signature(cls).parameters
+    if "n_iter" not in takes and "max_iter" in takes and "n_iter" in wanted:
+        wanted = {**wanted, "max_iter": wanted["n_iter"]}
+    return {key: v for key, v in wanted.items() if key in takes}
+
+
+@select_app.command("hmm")
+def select_hmm(
+    data: Path | None = data_argument(
+        "Data file (.csv, .tsv, .txt, .npy, .npz or Parquet), one row per step. Leave it out "
+        "to use --dataset."
+    ),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
+    k: str = typer.Option("1-6", "-k", help="Numbers of hidden states: 3, 1-6 or 2,4,8."),
+    lengths: Path | None = typer.Option(
+        None,
+        "--lengths",
+        help="Text file of sequence lengths (rows per sequence, in order); default: one sequence.",
+    ),
+    emission: str = typer.Option("gaussian", help="gaussian, gmm, poisson or categorical."),
+    model: str = typer.Option(
+        "hmm", help="hmm; hsmm (semi-Markov) or ssm (linear-Gaussian) where latentfit has them."
+    ),
+    covariance: str | None = typer.Option(
+        None,
+        help="Covariance types to sweep (gaussian and gmm emissions; default: "
+        "full,tied,diag,spherical; for --model ssm, of the observation noise: full,diag).",
+        show_default=False,
+    ),
+    n_mix: int = typer.Option(2, "--n-mix", min=1, help="Mixture components per state (gmm)."),
+    criterion: str = typer.Option("bic", help="bic, aic, icl or heldout (with --cv)."),
+    cv: int = typer.Option(
+        0,
+        help="Held-out log-likelihood over N folds of whole sequences (fewer sequences than N: "
+        "each is cut into N contiguous blocks). 0: not computed.",
+    ),
+    n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts per fit; the best is kept."),
+    n_iter: int = typer.Option(
+        100, "--n-iter", "--max-iter", min=1, help="Most Baum-Welch (EM) iterations (n_iter)."
+    ),
+    tol: float = typer.Option(1e-2, help="Stop when the log-likelihood gains less than this."),
+    seed: int = typer.Option(0, help="Seed for the initialisations and the folds."),
+    columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
+    plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
+    force: bool = force_option(),
+    as_json: bool = json_option(),
+    as_csv: bool = csv_option(),
+):
+    """Hidden Markov models over the number of states K, by BIC, AIC, ICL or held-out
+    log-likelihood over whole sequences."""
+    import numpy as np
+
+    from latentfit.cli.hmm import read_lengths
+
+    _check_formats(as_json, as_csv)
+    parse_range(k)  # refuse a malformed or absurd -k before reading anything
+    cls = _sequence_class(model, emission)
+    check_outputs([(plot, "--plot")], [data, lengths], force=force)
+    fmt = figure_format(plot)
+    name = data_source(data, dataset)
+    X = read_data(data, columns, False, dataset, delimiter)
+    seq = read_lengths(lengths) if lengths is not None else None
+    sizes = parse_range(k, most=X.shape[0])
+    wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init}  # random_state: select_model's
+    if emission == "gmm":
+        wanted["n_mix"] = n_mix
+    if emission == "categorical":
+        values = X.numpy()
+        if values.shape[1] != 1:
+            fail(f"categorical emissions need one column of symbols; {name} has {X.shape[1]}")
+        bad = np.flatnonzero((values != np.round(values)) | (values < 0))
+        if len(bad):
+            fail(
+                f"categorical emissions need whole-number symbols 0, 1, 2, ...; row {bad[0]} "
+                f"holds {float(values[bad[0], 0]):g}"
+            )
+        wanted["n_features"] = int(values.max()) + 1  # every fold can score every symbol
+    kwargs = _constructor_kwargs(cls, wanted)
+    takes_cov = "covariance_type" in inspect.signature(cls).parameters
+    if covariance is None:
+        covariance = SEQUENCE_COVARIANCES[model]
+    covs = _covariances(covariance) if takes_cov else None
+    _sweep(
+        X,
+        lengths=seq,
+        family=cls,
+        sizes=sizes,
+        covs=covs,
+        criterion=criterion,
+        cv=cv,
+        seed=seed,
+        kwargs=kwargs,
+        plot=plot,
+        fmt=fmt,
+        as_json=as_json,
+        as_csv=as_csv,
+        desc=f"select {cls.__name__}",
+    )

@@ -1,4 +1,5 @@
-"""``latentfit fit vae``, ``latentfit eval`` and ``latentfit sample``: VAEs from the command line."""
+"""``latentfit fit vae`` and ``latentfit eval``: VAEs from the command line (``latentfit sample``,
+which draws from every kind of saved model, VAEs included, lives in :mod:`latentfit.cli.models`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import json_option
 
 #: What ``-k`` names on these commands: in latentfit ``-k`` is always the number of
@@ -112,6 +114,9 @@ def fit_vae(
         help="Report log p(x) on the test rows with this many importance samples (0: not).",
     ),
     out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
+    plot: Path | None = plot_option(
+        "the bound per epoch and validation rows above their reconstructions"
+    ),
     force: bool = force_option(),
     seed: int = typer.Option(0, help="Seed for the data split, the weights and the batches."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -149,10 +154,12 @@ def fit_vae(
             Output(out, "--out"),
             Output(checkpoint_dir, "--checkpoint-dir", folder=True),
             Output(metrics_csv, "--metrics-csv", may_exist=resuming),
+            Output(plot, "--plot"),
         ],
         [None if dataset in ("mnist", "digits", "mnist-idx") else Path(dataset), idx],
         force=force,
     )
+    fmt = figure_format(plot)
     check_device(device)
     if not lr > 0:
         fail(f"--lr must be a positive learning rate such as 1e-3; got {lr}")
@@ -252,6 +259,13 @@ def fit_vae(
         print_json(result)
     else:
         _print_fit(result)
+    if plot is not None:
+        from latentfit.plot import plot_convergence, plot_reconstructions
+
+        fig, axes = new_figure(1, 2, figsize=(11, 4.5))
+        plot_convergence(res, ax=axes[0])
+        plot_reconstructions(model, val, n=32, image_shape=image, ax=axes[1])
+        save_figure(fig, plot, fmt)
     dist_utils.cleanup()
 
 
@@ -365,47 +379,3 @@ def eval_vae(
         f"{name}, {X.shape[0]} test points, k={samples}: log p(x) = {ll.mean:.2f} nats "
         f"(NLL {ll.nll:.2f}), {ll.bits_per_dim:.4f} bits/dim"
     )
-
-
-@app.command("sample")
-def sample_vae(
-    model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
-    n: int = typer.Option(64, min=1, help="Number of samples."),
-    out: Path = typer.Option(Path("samples.png"), "--out", help="PNG grid to write."),
-    force: bool = force_option(),
-    image_shape: str = typer.Option(
-        "", "--image-shape", help="H,W (default: from the model, or 28,28)."
-    ),
-    seed: int = typer.Option(0, help="Seed of the draws of z."),
-    as_json: bool = json_option(),
-):
-    """Draw z ~ p(z) and write the decoded means as an image grid."""
-    import math
-
-    import torch
-
-    from latentfit.errors import LatentfitError
-    from latentfit.vae.images import sample_images, save_grid
-
-    check_outputs([(out, "--out")], [model_path], force=force)
-    model = _load(model_path)
-    d = model.spec.x_dim
-    if image_shape:
-        shape = tuple(_sizes(image_shape, "--image-shape", "28,28"))
-    elif model.spec.image_shape:
-        shape = tuple(model.spec.image_shape)
-    else:
-        side = math.isqrt(d)
-        shape = (side, side) if side * side == d else (1, d)
-    if math.prod(shape) != d:
-        fail(f"--image-shape {shape} does not hold the model's {d} values")
-    imgs = sample_images(model, n, torch.Generator().manual_seed(seed))
-    try:
-        save_grid(out, imgs, shape, nrow=math.ceil(math.sqrt(n)))
-    except (LatentfitError, OSError) as err:
-        fail(str(err))
-    if as_json:
-        from latentfit.cli.output import print_json
-
-        return print_json({"n": n, "file": str(out)})
-    typer.echo(f"{n} samples written to {out}")

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option, load_data
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+    split_columns,
+)
+from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import csv_option, json_option
 
 
@@ -19,7 +31,9 @@ def _fmt(a) -> str:
 
 @fit_app.command("bgmm")
 def fit_bgmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(
         ...,
         "-k",
@@ -46,6 +60,10 @@ def fit_bgmm(
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="CSV file of the most probable component of every row."
+    ),
+    plot: Path | None = plot_option("the used components' ellipses over the first two columns"),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -57,14 +75,16 @@ def fit_bgmm(
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
 
-    from latentfit import BayesianGaussianMixture
+    from latentfit.cli.models import record_columns, write_labels
     from latentfit.cli.output import check_format, column_names
     from latentfit.errors import LatentfitError
+    from latentfit.vi.bgmm import BayesianGaussianMixture
 
     check_format(as_json, as_csv)
-    check_outputs([(out, "--out")], [data], force=force)
+    check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
+    fmt = figure_format(plot)
     check_device(device)
-    X = load_data(data, [c for c in columns.split(",") if c] or None)
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter)
     model = BayesianGaussianMixture(
         n_components=k,
         covariance_type=covariance,
@@ -84,8 +104,9 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
+    record_columns(model, data, split_columns(columns), delimiter)
     n, d = X.shape
-    names = column_names(data, columns, d, model)
+    names = column_names(data, columns, d, model, delimiter)
     used = np.flatnonzero(model.weights_ > active)
     saved = None
     if out is not None:
@@ -96,7 +117,7 @@ def fit_bgmm(
     if as_csv:
         from latentfit.cli.output import gaussian_columns, print_csv
 
-        return print_csv(
+        print_csv(
             [
                 {"component": i, "weight": float(model.weights_[i]), "used": bool(i in used)}
                 | gaussian_columns(model.means_, model.covariances_, covariance, names, i)
@@ -129,8 +150,17 @@ def fit_bgmm(
     if as_json:
         from latentfit.cli.output import print_json
 
-        return print_json(result)
-    _print_text(result, model)
+        print_json(result)
+    elif not as_csv:
+        _print_text(result, model)
+    if labels is not None:
+        write_labels(labels, model.predict(X))
+    if plot is not None:
+        from latentfit.plot import plot_mixture
+
+        fig, ax = new_figure(figsize=(6, 4.5))
+        plot_mixture(model, X, min_weight=active, ax=ax)
+        save_figure(fig, plot, fmt)
 
 
 def _print_text(r: dict, model) -> None:

@@ -11,7 +11,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "load_faithful", "load_geyser", "load_mnist_5k"]
+__all__ = ["BUNDLED", "Dataset", "load_dataset", "load_faithful", "load_geyser", "load_mnist_5k"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,29 @@ def load_mnist_5k(*, scale: bool = True) -> Dataset:
         target=torch.from_numpy(labels),
         extra={"image_shape": (28, 28)},
     )
+
+
+#: The bundled data sets by the names the command line knows them by (``--dataset NAME``).
+BUNDLED = {"faithful": load_faithful, "geyser": load_geyser, "mnist": load_mnist_5k}
+
+
+def load_dataset(name: str, *, columns=None) -> Dataset:
+    """The bundled data set ``name``: ``faithful``, ``geyser`` or ``mnist`` (5,000 digits,
+    pixels in [0, 1]); ``columns`` keeps some columns (names or 0-based positions) in the
+    order given, as :func:`~latentfit.datasets.load_array` does for files."""
+    if name not in BUNDLED:
+        from latentfit.errors import ParameterError
+
+        raise ParameterError(
+            f"there is no bundled data set {name!r}; the bundled sets are "
+            f"{', '.join(BUNDLED)} (or give a data file)"
+        )
+    ds = BUNDLED[name]()
+    if not columns:
+        return ds
+    from dataclasses import replace
+
+    from latentfit.datasets._files import _resolve
+
+    idx = _resolve(ds.feature_names, len(ds.feature_names), columns, name)
+    return replace(ds, data=ds.data[:, idx], feature_names=[ds.feature_names[i] for i in idx])

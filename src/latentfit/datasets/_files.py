@@ -1,80 +1,372 @@
-"""Loading user data files (CSV, .npy, .npz, Parquet) into a checked float64 tensor."""
+"""Loading user data files (delimited text, .npy, .npz, Parquet) into a checked float64 tensor.
+
+Delimited text is parsed by pyarrow.csv rather than pandas: its C++ parser costs the same CPU
+as pandas.read_csv on one thread and splits a large file among free cores (benchmarks/read.py),
+``include_columns`` drops unwanted columns (a text ``species`` column, say) before any conversion, and
+``column_types`` fixes float64 up front, so no column is type-inferred, parsed twice or held
+as Python objects. The layout (delimiter, header, comment lines, byte-order mark) is sniffed
+here from the first lines. When pyarrow refuses a cell, a slow scan of the selected columns
+finds the row, column and value of the first bad one for the error message.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor
-from latentfit.errors import DataError, MissingDependencyError
+from latentfit.errors import DataError, MissingDependencyError, ParameterError
 
-__all__ = ["load_array"]
+__all__ = ["DELIMITERS", "TEXT_SUFFIXES", "column_names", "load_array", "parse_delimiter"]
+
+#: Suffixes read as delimited text.
+TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".tab", ".dat")
+#: Delimiters tried in this order when none is given; whitespace (runs of spaces or tabs)
+#: comes after them. Semicolon before comma: a semicolon file often has decimal commas.
+_CANDIDATES = ("\t", ";", ",", "|")
+#: ``delimiter=`` / ``--delimiter`` names (besides any single character).
+DELIMITERS = {
+    "comma": ",",
+    "tab": "\t",
+    "\\t": "\t",
+    "semicolon": ";",
+    "pipe": "|",
+    "space": " ",
+    "whitespace": " ",
+}
+_WHITESPACE = " "  # the layout's delimiter for runs of spaces and tabs
+#: Cells read as NaN (any case, spaces around them ignored).
+_NA = ("", "nan", "na")
 
 
-def _read_csv(path: Path, columns):
+def _case_variants(word: str) -> set[str]:
+    return {
+        "".join(c.upper() if (mask >> i) & 1 else c for i, c in enumerate(word))
+        for mask in range(1 << len(word))
+    }
+
+
+_NULLS = sorted(set().union(*(_case_variants(w) for w in _NA)))
+_SNIFF_BYTES = 1 << 16
+_THREADED_BYTES = 16 << 20
+
+
+def _cpus() -> int:
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if any(cell.strip() for cell in r)]
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_SNIFF_LINES = 50
+
+
+def parse_delimiter(text: str | None) -> str | None:
+    """``None``, ``""`` or ``"auto"`` → None (sniff); a name of :data:`DELIMITERS` or a single
+    character → the delimiter (``" "`` stands for runs of spaces and tabs)."""
+    if text is None or text == "" or text.lower() == "auto":
+        return None
+    if text.lower() in DELIMITERS:
+        return DELIMITERS[text.lower()]
+    if len(text) == 1 and text not in '"\r\n':
+        return text
+    raise ParameterError(
+        f"delimiter {text!r} is not one character; use auto, comma, tab, semicolon, pipe, "
+        "whitespace (runs of spaces or tabs, as numpy.savetxt writes) or a single character"
+    )
+
+
+@dataclass
+class _Layout:
+    delimiter: str  # _WHITESPACE for runs of spaces and tabs
+    header: list[str] | None  # the column names, or None when the file has none
+    width: int  # fields per row
+    offset: int  # byte offset of the first data row
+    first_line: int  # 1-based line number of the first data row
+    squeeze: bool  # whitespace runs, leading or trailing blanks: normalise before parsing
+
+
+def _numeric(cell: str) -> bool:
+    cell = cell.strip()
+    if cell.lower() in _NA:
+        return True
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    if delimiter == _WHITESPACE:
+        return line.split()
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
+def _guess_delimiter(lines: list[str]) -> str:
+    """The first candidate that splits the first line into more than one field and at least
+    three quarters of the sampled lines into as many (a ragged line is then reported as such,
+    not as a wrong delimiter); else whitespace if that does; else comma (a single column)."""
+    for d in (*_CANDIDATES, _WHITESPACE):
+        counts = [len(_split(line, d)) for line in lines]
+        if counts[0] > 1 and 4 * counts.count(counts[0]) >= 3 * len(counts):
+            return d
+    return ","
+
+
+def _is_header(first: list[str], rest: list[list[str]]) -> bool:
+    """A first row is names when one of its cells is text over a column of numbers below it,
+    or when all of its cells are text (a table of text columns). A default numpy.savetxt file
+    (all numbers) has none; "1,2,setosa" over more such rows is data."""
+    text = [not _numeric(c) for c in first]
+    if not any(text):
+        return False
+    if all(text):
+        return True
+    for j, is_text in enumerate(text):
+        column = [r[j] for r in rest if j < len(r)]
+        if is_text and column and all(_numeric(c) for c in column):
+            return True
+    return False
+
+
+def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
+    """Read the layout from the first 64 KiB; None when the file holds no rows at all."""
+    with path.open("rb") as f:
+        raw = f.read(_SNIFF_BYTES)
+        whole = not f.read(1)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(raw, final=whole)
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path} is not a text CSV file: byte {err.object[err.start]:#04x} at offset "
             f"{err.start} is not UTF-8 text; is it a binary file with a .csv name?"
         ) from None
-    except csv.Error as err:
-        raise DataError(f"{path} is not a readable CSV file: {err}") from None
-    if not rows:
-        raise DataError(f"{path} is empty: no header and no rows")
-    first = rows[0]
-
-    def numeric(cell: str) -> bool:
-        try:
-            float(cell)
-            return True
-        except ValueError:
-            return cell.strip().lower() in ("", "nan", "na")
-
-    has_header = not all(numeric(c) for c in first)
-    header = [c.strip() for c in first] if has_header else [f"x{i}" for i in range(len(first))]
-    body = rows[1:] if has_header else rows
-    if not body:
-        raise DataError(f"{path} has a header but no data rows")
-    # R-style exports put an unnamed row index first: drop it.
-    if has_header and header[0] in ("", '""'):
-        header, body = header[1:], [r[1:] for r in body]
-    width = len(header)
-    values = np.empty((len(body), width), dtype=np.float64)
-    for i, row in enumerate(body):
-        line = i + (2 if has_header else 1)
-        if len(row) != width:
-            raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {width}")
-        for j, cell in enumerate(row):
-            cell = cell.strip()
-            if cell.lower() in ("", "nan", "na"):
-                values[i, j] = np.nan
+    offset = 3 if raw.startswith(codecs.BOM_UTF8) else 0
+    pieces = raw[offset:].split(b"\n")
+    if not whole:
+        pieces = pieces[:-1]  # the last line may be cut off
+    # Blank and '#' lines before the data are skipped (numpy.savetxt writes its header as
+    # '# a b'); the last such comment names the columns when it has one name per column.
+    comment, lineno, start = None, 0, offset
+    lines: list[str] = []
+    first_piece = b""
+    for piece in pieces:
+        line = piece.decode("utf-8", errors="replace").rstrip("\r")
+        if not lines:
+            if not line.strip() or line.lstrip().startswith("#"):
+                if line.lstrip().startswith("#"):
+                    comment = line.lstrip()[1:].strip()
+                lineno += 1
+                start += len(piece) + 1
                 continue
-            try:
-                values[i, j] = float(cell)
-            except ValueError:
+        if line.strip():
+            if not lines:
+                first_piece = piece
+            lines.append(line)
+            if len(lines) >= _SNIFF_LINES:
+                break
+    if not lines:
+        return None
+    delimiter = delimiter if delimiter is not None else _guess_delimiter(lines)
+    rows = [_split(line, delimiter) for line in lines]
+    header = None
+    if _is_header(rows[0], rows[1:]):
+        header = [c.strip() for c in rows[0]]
+        start += len(first_piece) + 1
+        lineno += 1
+    elif comment is not None:
+        names = _split(comment, delimiter)
+        if len(names) == len(rows[0]) and not any(_numeric(c) for c in names):
+            header = [c.strip() for c in names]
+    squeeze = delimiter == _WHITESPACE and any(
+        "  " in line or "\t" in line or line != line.strip() for line in lines
+    )
+    return _Layout(delimiter, header, len(rows[0]), start, lineno + 1, squeeze)
+
+
+def _line_of(path: Path, layout: _Layout, row: int) -> int:
+    """The 1-based line number of data row ``row`` (blank lines skipped, as the parser does)."""
+    with path.open("rb") as f:
+        f.seek(layout.offset)
+        seen = -1
+        for k, piece in enumerate(f):
+            if piece.strip():
+                seen += 1
+                if seen == row:
+                    return layout.first_line + k
+    return layout.first_line + row
+
+
+def _ragged(path: Path, layout: _Layout) -> tuple[int, int] | None:
+    """The line number and field count of the first data row with a different width."""
+    with path.open("rb") as f:
+        f.seek(layout.offset)
+        for k, piece in enumerate(f):
+            line = piece.decode("utf-8", errors="replace").rstrip("\r\n")
+            if line.strip():
+                n = len(_split(line, layout.delimiter))
+                if n != layout.width:
+                    return layout.first_line + k, n
+    return None
+
+
+def _parse_column(strings, pa, pc) -> tuple[np.ndarray, int | None]:
+    """Float64 values of a column of strings and the row of its first non-numeric cell (or
+    None): spaces around a cell are ignored and the cells of ``_NA`` are NaN, as in the
+    fast path."""
+    trimmed = pc.utf8_trim_whitespace(strings)
+    missing = pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(list(_NA)))
+    try:
+        cast = pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), trimmed), pa.float64())
+        return cast.to_numpy(zero_copy_only=False), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    cells = trimmed.to_pylist()
+    out = np.empty(len(cells), dtype=np.float64)
+    for i, cell in enumerate(cells):
+        if cell.lower() in _NA:
+            out[i] = np.nan
+            continue
+        try:
+            out[i] = float(cell)
+        except ValueError:
+            return out, i
+    return out, None
+
+
+def _to_numpy(table, include: list[str]) -> np.ndarray:
+    """The float64 columns as one (n, k) C-ordered array. Filled column by column, chunk by
+    chunk, into a Fortran-ordered array (each chunk is a zero-copy view; writing a column of a
+    C-ordered array is strided and ten times slower), then transposed in memory once."""
+    values = np.empty((table.num_rows, len(include)), dtype=np.float64, order="F")
+    for j, name in enumerate(include):
+        start = 0
+        for chunk in table.column(name).chunks:
+            values[start : start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
+            start += len(chunk)
+    return np.ascontiguousarray(values)
+
+
+def _read_text(path: Path, columns, delimiter: str | None):
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+    except ImportError as err:
+        raise MissingDependencyError(
+            "reading delimited text needs pyarrow: pip install pyarrow"
+        ) from err
+    layout = _sniff(path, delimiter)
+    if layout is None:
+        raise DataError(f"{path} is empty: no header and no rows")
+    # R's write.csv puts an unnamed row index first: drop it.
+    skip = 1 if layout.header is not None and layout.header[0] in ("", '""') else 0
+    names = None if layout.header is None else layout.header[skip:]
+    width = layout.width - skip
+    shown = names if names is not None else [f"x{j}" for j in range(width)]  # x0, x1, ...
+    keep = _resolve(shown, width, columns, path)
+    keep = list(range(width)) if keep is None else keep
+    raw_names = [f"c{j}" for j in range(layout.width)]  # unique, whatever the header says
+    parsed = list(dict.fromkeys(keep))  # a column asked for twice is parsed once
+    include = [raw_names[j + skip] for j in parsed]
+    if layout.squeeze:  # runs of blanks: make them single spaces, which pyarrow splits on
+        with path.open("rb") as f:
+            f.seek(layout.offset)
+            data = re.sub(rb"[ \t]+", b" ", f.read())
+        source = io.BytesIO(re.sub(rb"(?m)^ +| +(?=\r?$)", b"", data))
+    else:  # an Arrow file, not a Python one: pyarrow then reads without taking the GIL
+        source = pa.OSFile(str(path), "rb")
+
+    # pyarrow's threads pay on a large file with idle cores; on two busy cores they cost more
+    # than they save (benchmarks/README.md), so small files and small machines read in one.
+    threads = path.stat().st_size > _THREADED_BYTES and _cpus() > 2
+
+    def read(column_type, nulls):
+        source.seek(0 if layout.squeeze else layout.offset)
+        return pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(column_names=raw_names, use_threads=threads),
+            parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(include, column_type),
+                include_columns=include,
+                null_values=nulls,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+
+    with source:
+        try:
+            table = read(pa.float64(), _NULLS)
+            values = _to_numpy(table, include)
+        except pa.ArrowInvalid as err:
+            if "Empty CSV file" in str(err):  # only the header, and blank lines
+                raise DataError(f"{path} has a header but no data rows") from None
+            if "conversion error" not in str(err):
+                bad = _ragged(path, layout)
+                if bad is None:
+                    raise DataError(f"{path} is not a readable delimited file: {err}") from None
+                line, n = bad
+                which = "the header" if layout.header is not None else "the first row"
                 raise DataError(
-                    f"{path}: row {i} (line {line}), column {j} ({header[j]!r}) holds the "
-                    f"non-numeric value {cell!r}; encode it as a number or drop the column with "
-                    "--column/columns="
+                    f"{path}: line {line} has {n} fields, {which} has {layout.width}; "
+                    "check the delimiter (--delimiter) or the quoting of that line"
                 ) from None
-    return header, values
+            try:
+                strings = read(pa.string(), [])
+            except pa.ArrowInvalid as err:  # e.g. bytes that are not UTF-8 past the sniffed part
+                raise DataError(f"{path} is not a readable text file: {err}") from None
+            values = _slow_values(path, layout, strings, include, parsed, shown, pa, pc)
+    if values.shape[0] == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    if len(parsed) != len(keep):
+        values = values[:, [parsed.index(j) for j in keep]]
+    return [shown[j] for j in keep], values
 
 
-def _select(header: list[str] | None, values: np.ndarray, columns, path: Path):
-    """Keep ``columns`` (names from the header, or 0-based positions as ints or digit strings)."""
+def _slow_values(path, layout, table, include, keep, shown, pa, pc) -> np.ndarray:
+    """The values of the selected columns read as text, or a DataError at the first bad cell
+    in row-major order (the row first, then the leftmost column)."""
+    values = np.empty((table.num_rows, len(include)), dtype=np.float64)
+    first = None  # (row, position in include)
+    for j, name in enumerate(include):
+        values[:, j], row = _parse_column(table.column(name), pa, pc)
+        if row is not None and (first is None or row < first[0]):
+            first = (row, j)
+    if first is None:
+        return values
+    i, j = first
+    cell = table.column(include[j])[i].as_py().strip()
+    col = keep[j]
+    others = [d for d in (*_CANDIDATES, " ") if d != layout.delimiter and d in cell]
+    if others and not re.fullmatch(r"[-+]?\d*,\d+", cell):
+        hint = f"; it holds {others[0]!r}: is the delimiter right (--delimiter, delimiter=)?"
+    elif re.fullmatch(r"[-+]?\d*,\d+", cell):
+        hint = "; write decimal points, not decimal commas (1.5, not 1,5)"
+    else:
+        hint = ""
+    raise DataError(
+        f"{path}: row {i} (line {_line_of(path, layout, i)}), column {col} ({shown[col]!r}) "
+        f"holds the non-numeric value {cell!r}; encode it as a number or leave the column out "
+        f"with --columns (columns= in Python){hint}"
+    )
+
+
+def _resolve(header: list[str] | None, width: int, columns, path: Path) -> list[int] | None:
+    """Positions of ``columns`` (names from the header, or 0-based positions as ints or digit
+    strings), in the order given; None when ``columns`` is empty."""
     if not columns:
-        return header, values
-    if values.ndim == 1:
-        values = values.reshape(-1, 1)
-    if values.ndim != 2:
-        raise DataError(f"{path} must be 2-D to select columns, got shape {values.shape}")
-    width = values.shape[1]
+        return None
     idx = []
     for c in columns:
         if header is not None and isinstance(c, str) and c in header:
@@ -90,13 +382,29 @@ def _select(header: list[str] | None, values: np.ndarray, columns, path: Path):
                     f"{path} has no column names, so column {c!r} cannot be found; select "
                     f"columns by position, 0 to {width - 1} (e.g. --columns 0,2)"
                 )
-            raise DataError(f"{path} has no column {c!r}; its columns are {header}")
+            glued = [d for d in (*_CANDIDATES, " ") if len(header) == 1 and d in header[0]]
+            raise DataError(
+                f"{path} has no column {c!r}; its columns are {header}"
+                + (": is the delimiter right (--delimiter, delimiter=)?" if glued else "")
+            )
         if not 0 <= i < width:
             raise DataError(
                 f"{path} has {width} column(s), so there is no column {c!r}; positions run "
                 f"from 0 to {width - 1}"
             )
         idx.append(i)
+    return idx
+
+
+def _select(header: list[str] | None, values: np.ndarray, columns, path: Path):
+    """Keep ``columns`` of an array already in memory (see :func:`_resolve`)."""
+    if not columns:
+        return header, values
+    if values.ndim == 1:
+        values = values.reshape(-1, 1)
+    if values.ndim != 2:
+        raise DataError(f"{path} must be 2-D to select columns, got shape {values.shape}")
+    idx = _resolve(header, values.shape[1], columns, path)
     return (None if header is None else [header[i] for i in idx]), values[:, idx]
 
 
@@ -114,18 +422,51 @@ def _load_numpy(path: Path):
         raise DataError(f"{path} cannot be read as a {path.suffix} file: {err}") from None
 
 
-def load_array(path, *, columns=None, allow_nan: bool = False, dtype=torch.float64) -> torch.Tensor:
+def column_names(path, delimiter=None) -> list[str] | None:
+    """The column names :func:`load_array` reads from ``path`` (a delimited text header or
+    ``#`` comment line, sniffed as it sniffs them, or a Parquet schema), or None when the file
+    names no columns (no header, .npy, .npz) or cannot be read. The one place the package
+    learns a file's column names: the command line prints and stores these."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return [str(c) for c in pq.read_schema(path).names]
+        if suffix not in TEXT_SUFFIXES or not path.is_file():
+            return None
+        layout = _sniff(path, parse_delimiter(delimiter))
+    except (OSError, ValueError, ImportError):  # DataError and ParameterError are ValueErrors
+        return None
+    if layout is None or layout.header is None:
+        return None
+    skip = 1 if layout.header[0] in ("", '""') else 0  # R's unnamed row index, as read
+    return layout.header[skip:]
+
+
+def load_array(
+    path, *, columns=None, allow_nan: bool = False, dtype=torch.float64, delimiter=None
+) -> torch.Tensor:
     """Read ``path`` into a (n, d) float tensor.
 
-    Formats by suffix: ``.csv``/``.txt`` (header optional), ``.npy``, ``.npz`` (the only array,
-    or the one named first in ``columns``), ``.parquet`` (needs pyarrow). ``columns`` keeps
+    Formats by suffix: delimited text (``.csv``, ``.tsv``, ``.txt``, ``.tab``, ``.dat``),
+    ``.npy``, ``.npz`` (the only array, or the one named first in ``columns``), ``.parquet``.
+    Text is UTF-8 (a byte-order mark is ignored); its delimiter (tab, semicolon, comma, pipe,
+    or runs of spaces as ``numpy.savetxt`` writes) is sniffed unless ``delimiter`` names it
+    (see :func:`parse_delimiter`), and its first row is taken as column names only when it
+    holds text above numbers: a headerless file keeps its first row. ``#`` lines before the
+    data are skipped (the last names the columns when it has one name per column, as
+    ``numpy.savetxt(header=...)`` writes); ``""``, ``nan`` and ``na`` cells are NaN. ``columns`` keeps
     some columns, in the order given: names from a CSV header or Parquet schema, or 0-based
     positions (ints or digit strings) in every format; a name where a file has none, or a
     position past the last column, is a :class:`~latentfit.errors.DataError`. Errors name the
     row and column of non-numeric, NaN or infinite values; empty, damaged and binary files
-    and folders are refused with a DataError.
+    and folders are refused with a DataError. Columns left out are never converted, so a text
+    column can stay in the file.
     """
     path = Path(path)
+    delimiter = parse_delimiter(delimiter)
     if not path.exists():
         raise FileNotFoundError(f"no data file at {path}")
     if path.is_dir():
@@ -133,9 +474,8 @@ def load_array(path, *, columns=None, allow_nan: bool = False, dtype=torch.float
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty")
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt", ".tsv"):
-        header, values = _read_csv(path, columns)
-        header, values = _select(header, values, columns, path)
+    if suffix in TEXT_SUFFIXES:
+        header, values = _read_text(path, columns, delimiter)
     elif suffix == ".npy":
         header, values = _select(None, _load_numpy(path), columns, path)
     elif suffix == ".npz":
@@ -161,7 +501,7 @@ def load_array(path, *, columns=None, allow_nan: bool = False, dtype=torch.float
             import pyarrow.parquet as pq
         except ImportError as err:
             raise MissingDependencyError(
-                "reading Parquet needs pyarrow: pip install 'latentfit[parquet]'"
+                "reading Parquet needs pyarrow: pip install pyarrow"
             ) from err
         try:
             table = pq.read_table(path)
@@ -184,7 +524,9 @@ def load_array(path, *, columns=None, allow_nan: bool = False, dtype=torch.float
             [c.to_numpy(zero_copy_only=False).astype(np.float64) for c in table.columns]
         )
     else:
-        raise DataError(f"{path}: unknown format {suffix!r}; use .csv, .npy, .npz or .parquet")
+        raise DataError(
+            f"{path}: unknown format {suffix!r}; use .csv (or .tsv, .txt), .npy, .npz or .parquet"
+        )
     if values.ndim == 1:
         values = values.reshape(-1, 1)
     if values.size == 0:

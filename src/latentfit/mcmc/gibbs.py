@@ -30,17 +30,22 @@ import torch
 from torch.distributions import constraints
 
 from latentfit._validation import make_generator
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ParameterError, ResourceLimitError
+from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.target import ordered_vector
 
 __all__ = [
+    "CO_ASSIGNMENT_ROWS",
     "GibbsGMMResult",
+    "check_co_assignment",
+    "draws_to_arviz",
     "ffbs",
     "gibbs_gmm",
     "gmm_log_density",
     "hmm_log_density",
     "niw_update_stats",
     "sample_inverse_wishart",
+    "state_statistics",
 ]
 
 
@@ -102,6 +107,46 @@ def _mvn_log_prob(x, loc, cov) -> torch.Tensor:
     return -0.5 * sol.pow(2).sum(-1) - half_logdet[:, None] - 0.5 * d * math.log(2 * math.pi)
 
 
+#: Most rows for which a co-assignment matrix (rows x rows) is kept by default.
+CO_ASSIGNMENT_ROWS = 2000
+
+
+def check_co_assignment(co_assignment: bool | None, n: int) -> bool:
+    """Whether to keep the (n, n) co-assignment matrix: by default only up to
+    :data:`CO_ASSIGNMENT_ROWS` rows; asked for explicitly, refused above 16 times that."""
+    if co_assignment is None:
+        return n <= CO_ASSIGNMENT_ROWS
+    if co_assignment and n > 16 * CO_ASSIGNMENT_ROWS:
+        raise ResourceLimitError(
+            f"co_assignment=True keeps an {n} x {n} matrix ({8 * n * n:,} bytes); "
+            f"ask for it on at most {16 * CO_ASSIGNMENT_ROWS} rows"
+        )
+    return bool(co_assignment)
+
+
+def state_statistics(onehot: torch.Tensor, x: torch.Tensor):
+    """Counts (c, k), means (c, k, d) and scatter matrices about the means (c, k, d, d) of the
+    rows ``x`` (n, d) assigned to each state by ``onehot`` (c, n, k), without a (c, n, k, d)
+    tensor: the scatter is sum z x x^T - n xbar xbar^T on rows centred by their mean."""
+    xc = x - x.mean(0)
+    counts = onehot.sum(1)
+    sums = torch.einsum("cnk,nd->ckd", onehot, xc)
+    xbar = sums / counts.clamp(min=1)[..., None]
+    second = torch.einsum("cnk,ni,nj->ckij", onehot, xc, xc)
+    scatter = second - counts[..., None, None] * xbar[..., :, None] * xbar[..., None, :]
+    return counts, xbar + x.mean(0), scatter
+
+
+def draws_to_arviz(draws: dict):
+    """Draws (chains, draws, ...) as ArviZ data with a ``posterior`` group: ``InferenceData``
+    (ArviZ 0.x) or a ``DataTree`` (ArviZ 1.x)."""
+    az = import_arviz()
+    posterior = {k: v.detach().cpu().numpy() for k, v in draws.items()}
+    if int(az.__version__.split(".")[0]) >= 1:  # pragma: no cover - depends on the install
+        return az.from_dict({"posterior": posterior})
+    return az.from_dict(posterior=posterior)
+
+
 class GibbsGMMResult(NamedTuple):
     """Draws (chains, draws, ...): weights (k,), means (k, d), covariances (k, d, d), and the
     labels of the last sweep (chains, n); components are relabelled by their first mean
@@ -111,7 +156,24 @@ class GibbsGMMResult(NamedTuple):
     means: torch.Tensor
     covariances: torch.Tensor
     labels: torch.Tensor
-    co_assignment: torch.Tensor  # (n, n): fraction of draws with z_i == z_j, over all chains
+    co_assignment: torch.Tensor | None  # (n, n): fraction of draws with z_i == z_j (all chains)
+
+    @property
+    def draws(self) -> dict[str, torch.Tensor]:
+        return {"weights": self.weights, "means": self.means, "covariances": self.covariances}
+
+    def to_arviz(self):
+        """The draws as ArviZ data with a ``posterior`` group (chain, draw, ...)."""
+        return draws_to_arviz(self.draws)
+
+    def mcse(self, method: str = "mean") -> dict:
+        """Monte-Carlo standard error of each parameter's posterior mean, from ArviZ."""
+        ds = import_arviz().mcse(self.to_arviz(), method=method)
+        return {k: ds[k].values for k in self.draws}
+
+    def summary(self, **kwargs):
+        """``arviz.summary`` of the draws (mean, sd, HDI, MCSE, ESS, R-hat)."""
+        return import_arviz().summary(self.to_arviz(), **kwargs)
 
 
 def gibbs_gmm(
@@ -126,6 +188,7 @@ def gibbs_gmm(
     prior_kappa: float = 0.01,
     prior_df: float | None = None,
     prior_scale=None,
+    co_assignment: bool | None = None,
     generator=None,
 ) -> GibbsGMMResult:
     """Gibbs sampling of a Gaussian mixture by data augmentation (module docstring).
@@ -133,6 +196,8 @@ def gibbs_gmm(
     Priors (defaults follow the data, as scikit-learn's BayesianGaussianMixture does): weights
     ~ Dirichlet(alpha); mean | cov ~ N(prior_loc = data mean, cov / prior_kappa); cov ~
     InvWishart(prior_df = d + 2, prior_scale = data covariance / k^(2/d) scaled to df).
+    ``co_assignment`` keeps the (n, n) fraction of draws with z_i == z_j (by default for up to
+    :data:`CO_ASSIGNMENT_ROWS` rows; ``None`` in the result otherwise).
     """
     x = torch.as_tensor(x, dtype=torch.float64)
     if x.dim() == 1:
@@ -144,6 +209,7 @@ def gibbs_gmm(
         raise ParameterError(f"n_components must be at least 1, got {n_components}")
     n, d = x.shape
     dt, dev = x.dtype, x.device
+    keep_co = check_co_assignment(co_assignment, n)
     gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
     loc0 = x.mean(0) if prior_loc is None else torch.as_tensor(prior_loc, dtype=dt).reshape(d)
     df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
@@ -157,15 +223,11 @@ def gibbs_gmm(
     # start: each chain labels the data at random
     z = torch.randint(0, k, (c, n), generator=gen, device=dev)
     keep_w, keep_mu, keep_cov = [], [], []
-    co = torch.zeros(n, n, dtype=dt)
+    co = torch.zeros(n, n, dtype=dt) if keep_co else None
     for it in range(num_warmup + num_draws):
         # params | labels
         onehot = torch.nn.functional.one_hot(z, k).to(dt)  # (c, n, k)
-        counts = onehot.sum(1)  # (c, k)
-        sums = torch.einsum("cnk,nd->ckd", onehot, x)
-        xbar = sums / counts.clamp(min=1)[..., None]
-        r = x[None, :, None, :] - xbar[:, None]  # (c, n, k, d)
-        scatter = torch.einsum("cnk,cnki,cnkj->ckij", onehot, r, r)
+        counts, xbar, scatter = state_statistics(onehot, x)
         post = niw_update_stats(loc0, kappa0, df0, scale0, counts, xbar, scatter)
         cov = sample_inverse_wishart(post.df, post.scale, gen)  # (c, k, d, d)
         eps = torch.randn(c, k, d, 1, generator=gen, dtype=dt, device=dev)
@@ -180,13 +242,14 @@ def gibbs_gmm(
             keep_w.append(torch.gather(w, 1, order))
             keep_mu.append(torch.gather(mu, 1, order[..., None].expand(c, k, d)))
             keep_cov.append(torch.gather(cov, 1, order[..., None, None].expand(c, k, d, d)))
-            co += (z[:, :, None] == z[:, None, :]).to(dt).sum(0)
+            if co is not None:
+                co += (z[:, :, None] == z[:, None, :]).to(dt).sum(0)
     return GibbsGMMResult(
         torch.stack(keep_w, 1),
         torch.stack(keep_mu, 1),
         torch.stack(keep_cov, 1),
         z,
-        co / (c * num_draws),
+        None if co is None else co / (c * num_draws),
     )
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from latentfit.tour.report import Section, TourContext
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
@@ -74,7 +73,7 @@ def _build(ctx: TourContext) -> Section:
         f"{n:<18} {w:<18} {b:>8.3f}" for n, w, b in rows
     )
 
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    fig, axes = subplots(1, 3, figsize=(10, 3.6))
     panels = [
         ("test digits", test[:36] / 16),
         ("MAF samples", torch.as_tensor(maf.sample(36, random_state=ctx.seed)) / 16),

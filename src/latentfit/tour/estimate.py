@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from latentfit.tour.report import Section, TourContext
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
@@ -29,7 +28,7 @@ def build(ctx: TourContext) -> Section:
     #    for the Gamma mean shrinks like 1/√n as more eruptions are observed.
     fits = {name: fit_mle(name, waiting) for name in ("gamma", "lognormal", "weibull")}
     gamma = fits["gamma"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4))
     ax1.hist(waiting, bins=30, density=True, color="0.85", edgecolor="0.6")
     grid = torch.linspace(waiting.min() - 5, waiting.max() + 5, 300, dtype=torch.float64)
     for fit in fits.values():
@@ -86,7 +85,7 @@ def build(ctx: TourContext) -> Section:
             prior = {"w": torch.distributions.Laplace(torch.zeros((), dtype=torch.float64), b)}
             lasso.append(fit_map_regression(linear, X, y, init, prior=prior).params["w"].numpy())
     ls = fit_map_regression(linear, X, y, init).params["w"].numpy()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, path, title in zip(
         axes,
         (np.array(ridge), np.array(lasso)),
@@ -110,7 +109,7 @@ def build(ctx: TourContext) -> Section:
     long = (eruptions > 3).astype(np.float64)[order]
     model, seen = BetaBernoulli(1.0, 1.0), 0
     p_grid = torch.linspace(0.001, 0.999, 500, dtype=torch.float64)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4))
     counts, intervals, post_means = [], [], []
     for n_seen in (0, 5, 20, 60, 272):
         model = model.update(long[seen:n_seen]) if n_seen > seen else model

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from latentfit.tour.report import Section, TourContext
-
-
-def _ellipse(ax, mean, cov, color):
-    """Draw the 1- and 2-standard-deviation contours of N(mean, cov)."""
-    vals, vecs = np.linalg.eigh(cov)
-    t = np.linspace(0, 2 * np.pi, 100)
-    circle = np.stack([np.cos(t), np.sin(t)])  # (2, 100)
-    for r in (1, 2):
-        pts = mean[:, None] + vecs @ (r * np.sqrt(vals)[:, None] * circle)
-        ax.plot(pts[0], pts[1], color=color, lw=1.5 if r == 1 else 0.8)
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
     from latentfit import GaussianMixture
     from latentfit.datasets import load_faithful
+    from latentfit.plot import plot_convergence, plot_mixture
 
     data = load_faithful()
     X = data.data.numpy()  # (272, 2): eruption minutes, waiting minutes
@@ -38,33 +28,19 @@ def build(ctx: TourContext) -> Section:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gm.fit(X)
-    labels = gm.predict(X)
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    colors = ["tab:blue", "tab:orange"]
-    for k in range(2):
-        ax.scatter(*X[labels == k].T, s=10, color=colors[k], alpha=0.6)
-        _ellipse(ax, gm.means_[k], gm.covariances_[k], colors[k])
+    fig, ax = subplots(figsize=(6, 4.5))
+    plot_mixture(gm, X, ax=ax, colors=["tab:blue", "tab:orange"])
     ax.set_xlabel(data.feature_names[0] + " (min)")
     ax.set_ylabel(data.feature_names[1] + " (min)")
     ax.set_title("Old Faithful: two Gaussian components (1σ and 2σ contours)")
     fig_fit = ctx.save_figure(fig, "gmm_faithful.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, bounds in enumerate(gm.all_lower_bounds_):
-        best = i == gm.best_init_
-        ax.plot(
-            np.arange(1, len(bounds) + 1),
-            bounds,
-            lw=2 if best else 1,
-            color="black" if best else None,
-            label=f"restart {i + 1}" + (" (kept)" if best else ""),
-        )
-    ax.set_xscale("log")
+    fig, ax = subplots(figsize=(6, 3.6))
+    plot_convergence(gm, ax=ax, logx=True)
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("log-likelihood per eruption")
     ax.set_title("Every EM iteration raises the log-likelihood")
-    ax.legend(fontsize=7)
     fig_hist = ctx.save_figure(fig, "gmm_history.png")
 
     increases = [np.diff(b).min() for b in gm.all_lower_bounds_ if len(b) > 1]

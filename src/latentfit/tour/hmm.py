@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from latentfit.tour.report import Section, TourContext
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
     from latentfit.datasets import load_geyser
     from latentfit.em.hmm import GaussianHMM
+    from latentfit.plot import plot_states
 
     ds = load_geyser()
     X = np.asarray(ds.data, dtype=float)  # (t, 2): waiting, duration
@@ -27,29 +27,22 @@ def build(ctx: TourContext) -> Section:
     bics = {k: m.bic(X) for k, m in fits.items()}
     k = min(bics, key=bics.get)
     model = fits[k]
-    logprob, states = model.decode(X)
+    logprob, path = model.decode(X)
     order = np.argsort(model.means_[:, 1])  # name states by eruption duration
     rank = np.empty(k, dtype=int)
     rank[order] = np.arange(k)
-    states = rank[states]
-    means = model.means_[order]
     trans = model.transmat_[np.ix_(order, order)]
 
-    fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    t = np.arange(len(X))
-    colors = plt.cm.viridis(np.linspace(0.1, 0.85, k))
-    for ax, col, name in zip(axes, (0, 1), ("waiting (min)", "duration (min)"), strict=True):
-        ax.plot(t, X[:, col], color="0.75", lw=0.8, zorder=1)
-        for s in range(k):
-            sel = states == s
-            ax.scatter(
-                t[sel],
-                X[sel, col],
-                s=12,
-                color=colors[s],
-                zorder=2,
-                label=f"state {s}: mean duration {means[s, 1]:.2f} min",
-            )
+    fig, axes = subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    means = model.means_[order]
+    plot_states(
+        model,
+        X,
+        states=rank[path],  # states numbered by mean duration
+        state_names=[f"state {s}: mean duration {means[s, 1]:.2f} min" for s in range(k)],
+        ax=axes,
+    )
+    for ax, name in zip(axes, ("waiting (min)", "duration (min)"), strict=True):
         ax.set_ylabel(name)
     axes[0].legend(loc="upper right", fontsize=8)
     axes[1].set_xlabel("eruption number (1-15 August 1985)")

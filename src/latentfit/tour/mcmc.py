@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from latentfit.tour.report import Section, TourContext
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
@@ -16,6 +15,7 @@ def build(ctx: TourContext) -> Section:
     from latentfit.datasets import load_faithful
     from latentfit.mcmc import sample
     from latentfit.mcmc.gibbs import gibbs_gmm, gmm_log_density
+    from latentfit.plot import plot_pair, plot_trace
 
     data = load_faithful()
     X = data.data.to(torch.float64)  # (272, 2): eruption minutes, waiting minutes
@@ -47,27 +47,26 @@ def build(ctx: TourContext) -> Section:
     nuts_means = torch.cat([nd["loc0"][..., None], nd["loc_rest"]], -1) * spread + center
     nuts_weights = nd["weights"]
 
-    fig, axes = plt.subplots(2, 1, figsize=(6.5, 4.5), sharex=False)
-    for ax, draws, name in ((axes[0], gibbs.means, "Gibbs"), (axes[1], nuts_means, "NUTS")):
-        for c in range(draws.shape[0]):
-            ax.plot(draws[c, :, 1, 1].numpy(), lw=0.6)
-        ax.axhline(em_means[1, 1], color="black", ls="--", lw=1, label="EM")
-        ax.set_ylabel("long-wait mean\n(waiting, min)")
-        ax.set_title(f"{name}: one trace per chain", fontsize=9)
-    axes[0].legend(fontsize=7)
-    axes[1].set_xlabel("draw")
+    fig, axes = subplots(
+        2, 2, figsize=(8, 4.5), gridspec_kw={"width_ratios": [1, 2.2]}, squeeze=False
+    )
+    for row, draws, name in ((0, gibbs, "Gibbs"), (1, {"means": nuts_means}, "NUTS")):
+        plot_trace(draws, ["means[1,1]"], axes=axes[row])
+        axes[row, 1].axhline(em_means[1, 1], color="black", ls="--", lw=1, label="EM")
+        axes[row, 0].set_ylabel("long-wait mean\n(waiting, min)")
+        axes[row, 1].set_title(f"{name}: one trace per chain", fontsize=9)
+    axes[0, 1].legend(fontsize=7)
     fig.tight_layout()
     fig_trace = ctx.save_figure(fig, "mcmc_trace.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = subplots(figsize=(6, 4.5))
     for k, color in enumerate(("tab:blue", "tab:orange")):
-        g = gibbs.means[:, :, k].reshape(-1, 2).numpy()
-        n = nuts_means[:, :, k].reshape(-1, 2).numpy()
-        ax.scatter(g[:, 0], g[:, 1], s=3, alpha=0.3, color=color, label=f"Gibbs, component {k}")
-        ax.scatter(
-            n[:, 0],
-            n[:, 1],
-            s=3,
+        pair = [f"means[{k},0]", f"means[{k},1]"]
+        plot_pair(gibbs, pair, ax=ax, alpha=0.3, color=color, label=f"Gibbs, component {k}")
+        plot_pair(
+            {"means": nuts_means},
+            pair,
+            ax=ax,
             alpha=0.3,
             marker="x",
             color="gray",
@@ -93,6 +92,7 @@ def build(ctx: TourContext) -> Section:
                 f"{float(nuts_means[..., k, j].mean()):10.3f}"
             )
     rows.append(f"NUTS: {nuts.diagnostics()}")
+    hmm_table = _hmm_gibbs_beside_em(ctx)
     return Section(
         title="Sampling the mixture: Gibbs and NUTS beside EM",
         paragraphs=[
@@ -103,10 +103,61 @@ def build(ctx: TourContext) -> Section:
             "the labels summed out (diagonal covariances here). Both order the components by "
             "their mean eruption time, which removes label switching. With 272 eruptions the "
             "posterior is narrow and centred on the EM estimate.",
+            "The same twin for a hidden Markov model: on the geyser series (299 eruptions in "
+            "order), Baum-Welch gives the maximum-likelihood two-state GaussianHMM; "
+            "<code>latentfit.mcmc.gibbs_hmm</code> samples the state paths by forward filtering, "
+            "backward sampling and the start, transition rows and state Gaussians from their "
+            "Dirichlet and Normal-inverse-Wishart conditionals.",
         ],
-        tables=["\n".join(rows)],
+        tables=["\n".join(rows), hmm_table],
         figures=[
             (fig_trace, "Traces of the long-wait component's mean waiting time, four chains each"),
             (fig_pair, "Draws of both component means by Gibbs and NUTS, with EM's estimate"),
         ],
     )
+
+
+def _hmm_gibbs_beside_em(ctx: TourContext) -> str:
+    """Baum-Welch's two-state GaussianHMM on the geyser series beside gibbs_hmm's posterior
+    means, states ordered by their mean waiting time."""
+    from latentfit import GaussianHMM
+    from latentfit.datasets import load_geyser
+    from latentfit.mcmc import gibbs_hmm
+    from latentfit.mcmc.result import import_arviz
+
+    X = load_geyser().data.to(torch.float64)  # (299, 2): waiting, duration
+    hmm = GaussianHMM(2, covariance_type="full", n_init=3, random_state=ctx.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hmm.fit(X.numpy())
+    order = np.argsort(hmm.means_[:, 0])
+    em_means, em_trans = hmm.means_[order], hmm.transmat_[np.ix_(order, order)]
+    gen = torch.Generator().manual_seed(ctx.seed)
+    gibbs = gibbs_hmm(
+        X,
+        2,
+        num_chains=4,
+        num_warmup=100,
+        num_draws=300,
+        init_states=hmm.predict(X.numpy()),
+        generator=gen,
+    )
+    rhat = import_arviz().rhat(gibbs.to_arviz())
+    worst = max(float(rhat[name].max()) for name in ("means", "transmat"))
+    rows = [f"{'geyser HMM':26s} {'EM (MLE)':>10s} {'Gibbs mean':>11s} {'Gibbs sd':>9s}"]
+    for k in range(2):
+        for j, feat in enumerate(("waiting", "duration")):
+            d = gibbs.means[..., k, j]
+            rows.append(
+                f"{f'mean {k} ({feat})':26s} {em_means[k, j]:10.3f} {float(d.mean()):11.3f} "
+                f"{float(d.std()):9.3f}"
+            )
+    for i in range(2):
+        for j in range(2):
+            d = gibbs.transmat[..., i, j]
+            rows.append(
+                f"{f'P(state {j} | state {i})':26s} {em_trans[i, j]:10.3f} "
+                f"{float(d.mean()):11.3f} {float(d.std()):9.3f}"
+            )
+    rows.append(f"Gibbs: 4 chains from EM's Viterbi path, largest R-hat {worst:.3f}")
+    return "\n".join(rows)

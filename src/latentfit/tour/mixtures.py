@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from latentfit.tour.report import Section, TourContext
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
     from latentfit import PPCA, BernoulliMixture, select_model
     from latentfit.datasets import load_faithful, load_mnist_5k
+    from latentfit.plot import plot_selection
 
     digits = load_mnist_5k()
     pixels = digits.data.numpy()  # (5000, 784) grey levels in [0, 1]
@@ -38,7 +38,7 @@ def build(ctx: TourContext) -> Section:
     order = np.argsort(-bern.weights_)
     comp = bern.predict(binary)
     majority = [np.bincount(labels[comp == j], minlength=10).argmax() for j in order]
-    fig, axes = plt.subplots(2, 6, figsize=(10, 3.8))
+    fig, axes = subplots(2, 6, figsize=(10, 3.8))
     for ax, j, lab in zip(axes.flat, order, majority, strict=True):
         ax.imshow(bern.means_[j].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(f"π={bern.weights_[j]:.2f}, mostly {lab}", fontsize=8)
@@ -52,7 +52,7 @@ def build(ctx: TourContext) -> Section:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Z = ppca.fit_transform(pixels)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = subplots(figsize=(6.5, 5.5))
     sc = ax.scatter(Z[:, 0], Z[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
     ax.legend(*sc.legend_elements(), title="digit", fontsize=7, loc="best", markerscale=0.8)
     ax.set_xlabel("E[z₁ | x]")
@@ -63,7 +63,8 @@ def build(ctx: TourContext) -> Section:
     # 3. BIC over K and covariance type on Old Faithful, as mclust tabulates it.
     X = load_faithful().data.numpy()
     sel = select_model(X, n_components=range(1, 7), random_state=ctx.seed, n_init=2)
-    fig = sel.plot()
+    fig, ax = subplots(figsize=(6, 4))
+    plot_selection(sel, ax=ax)
     fig.suptitle("Old Faithful: BIC of Gaussian mixtures (lower is better)")
     fig_bic = ctx.save_figure(fig, "mixtures_bic.png")
     best = sel.best_row_

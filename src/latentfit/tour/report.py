@@ -1,4 +1,8 @@
-"""A small HTML report: sections of text and figures, written atomically."""
+"""A small HTML report: sections of text and figures, written atomically.
+
+Figures are ``matplotlib.figure.Figure`` objects made by :func:`subplots`, outside pyplot: the
+tour draws and saves them without touching matplotlib's backend or pyplot's figure list, so it
+runs the same from the command line, in a notebook or on a machine without a display."""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from latentfit.io import atomic_path
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    """``pyplot.subplots`` for a figure pyplot does not know: (Figure, Axes or array of Axes)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 @dataclass
@@ -37,7 +44,6 @@ class TourContext:
         path = self.out / name
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
         return name
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from latentfit.tour.report import Section, TourContext
+from latentfit.tour.report import Section, TourContext, subplots
 
 EPOCHS = 4
 
@@ -23,6 +22,7 @@ def build(ctx: TourContext) -> Section:
 
 
 def _build(ctx: TourContext) -> Section:
+    from latentfit.plot import plot_reconstructions, plot_samples
     from latentfit.train import TrainConfig, train
     from latentfit.vae import (
         ELBO,
@@ -33,7 +33,6 @@ def _build(ctx: TourContext) -> Section:
         marginal_log_likelihood,
     )
     from latentfit.vae.data import load_vae_data
-    from latentfit.vae.images import image_grid, reconstruct, sample_images
 
     data = load_vae_data("mnist", seed=ctx.seed)
     test = torch.bernoulli(data.test, generator=torch.Generator().manual_seed(ctx.seed + 1))
@@ -68,17 +67,14 @@ def _build(ctx: TourContext) -> Section:
 
     model, diag = models["VAE (ELBO)"]
     g = torch.Generator().manual_seed(ctx.seed)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    axes[0].imshow(image_grid(sample_images(model, 64, g), (28, 28), 8), cmap="gray")
+    fig, axes = subplots(1, 2, figsize=(10, 5))
+    plot_samples(model, 64, generator=g, image_shape=(28, 28), nrow=8, ax=axes[0])
     axes[0].set_title("samples: pixel means of p(x | z), z ~ N(0, I)")
-    pair = torch.cat([test[:32], reconstruct(model, test[:32])])
-    axes[1].imshow(image_grid(pair, (28, 28), 8), cmap="gray")
+    plot_reconstructions(model, test, n=32, image_shape=(28, 28), ax=axes[1])
     axes[1].set_title("test digits (top 4 rows) and reconstructions")
-    for ax in axes:
-        ax.axis("off")
     fig_img = ctx.save_figure(fig, "vae_samples.png")
 
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, ax = subplots(figsize=(8, 3))
     width = 0.4
     for i, (name, (_, d)) in enumerate(models.items()):
         kl = d.kl_per_dim.numpy()

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import colormaps
 
-from latentfit.tour.report import Section, TourContext
-
-
-def _ellipse(ax, mean, cov, color):
-    vals, vecs = np.linalg.eigh(cov)
-    t = np.linspace(0, 2 * np.pi, 100)
-    circle = np.stack([np.cos(t), np.sin(t)])  # (2, 100)
-    pts = mean[:, None] + vecs @ (2 * np.sqrt(vals)[:, None] * circle)
-    ax.plot(pts[0], pts[1], color=color, lw=1.5)
+from latentfit.tour.report import Section, TourContext, subplots
 
 
 def build(ctx: TourContext) -> Section:
     from latentfit.datasets import load_faithful
+    from latentfit.plot import plot_mixture
     from latentfit.vi import BayesianGaussianMixture
     from latentfit.vi.gap import bgmm_gap_trace, em_gap_trace, hmm_gap_trace
 
@@ -57,7 +50,7 @@ def build(ctx: TourContext) -> Section:
     ).fit(X)
     used = np.flatnonzero(dp.weights_ > 0.01)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = subplots(1, 2, figsize=(11, 4))
     it = np.arange(1, len(em.gap) + 1)
     ax = axes[0]
     ax.plot(it, em.log_px, "o-", label="log p(x | θ_t+1)")
@@ -89,7 +82,7 @@ def build(ctx: TourContext) -> Section:
     ax.legend(fontsize=7)
     fig_em = ctx.save_figure(fig, "vi_em_gap.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = subplots(figsize=(6, 3.6))
     jt = np.arange(1, len(cavi.elbo) + 1)
     ax.axhline(cavi.log_px[0], color="k", lw=1, label="log p(X), exact (all 2¹⁰ labelings)")
     ax.plot(jt, cavi.elbo, "o-", ms=3, label="ELBO of the mean-field q")
@@ -101,12 +94,9 @@ def build(ctx: TourContext) -> Section:
     ax.set_title("Bayesian mixture (K=2) on 10 points")
     fig_cavi = ctx.save_figure(fig, "vi_cavi_gap.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    labels = dp.predict(X)
-    colors = plt.cm.tab10(np.arange(10))
-    axes[0].scatter(X[:, 0], X[:, 1], s=8, c=colors[labels], alpha=0.7)
-    for j in used:
-        _ellipse(axes[0], dp.means_[j], dp.covariances_[j], colors[j])
+    fig, axes = subplots(1, 2, figsize=(11, 4))
+    colors = colormaps["tab10"](np.arange(10))
+    plot_mixture(dp, X, n_std=(2,), min_weight=0.01, colors=colors, ax=axes[0])
     axes[0].set_xlabel("eruption (min)")
     axes[0].set_ylabel("waiting (min)")
     axes[0].set_title(f"DP mixture: {len(used)} of 10 components used")

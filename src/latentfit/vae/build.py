@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
-from latentfit.io import atomic_path
 from latentfit.vae.data import SPLITS
 from latentfit.vae.flows import make_flow
 from latentfit.vae.likelihoods import make_likelihood
@@ -242,45 +241,44 @@ def _expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch
 
 
 def save_model(model: nn.Module, path, split=None) -> Path:
-    """Write the weights and the spec of a model made by :func:`build_model` (atomically).
+    """Write the weights and the spec of a model made by :func:`build_model` (atomically), in
+    the model-file format of every latentfit model (:mod:`latentfit.io`): the spec is the
+    header's ``params``; read it back with :func:`latentfit.load` or :func:`load_model`.
 
     ``split``: the :class:`~latentfit.vae.data.DataSplit` of the data the model was fitted to
     (default: ``model.split`` when set), stored so that evaluation uses exactly its test rows.
     """
-    from safetensors.torch import save_file
+    from latentfit.io import file_header, write_model_file
 
     spec = getattr(model, "spec", None)
     if spec is None:
         raise ParameterError("save_model needs a model made by build_model (it carries its spec)")
     split = split if split is not None else getattr(model, "split", None)
+    names = getattr(model, "feature_names", None)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "spec": json.dumps(asdict(spec))}
+    split_info = None
     if split is not None:
-        meta["split"] = json.dumps(
-            {
-                "source": split.source,
-                "n_rows": split.n_rows,
-                "data_sha256": split.data_sha256,
-                "seed": split.seed,
-            }
-        )
+        split_info = {
+            "source": split.source,
+            "n_rows": split.n_rows,
+            "data_sha256": split.data_sha256,
+            "seed": split.seed,
+        }
         for part in SPLITS:
             tensors[f"{_SPLIT_PREFIX}{part}"] = getattr(split, part).to("cpu", torch.int64)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return path
+    header = file_header(type(model).__name__, "vae", asdict(spec), {}, names, split_info)
+    return write_model_file(path, tensors, header)
 
 
-def _read_split(path: Path, meta: dict, f):
-    """The DataSplit stored in a model file, or None; ModelFileError if it is damaged."""
+def _read_split(path: Path, info, f):
+    """The DataSplit stored in a model file (``info``: the header's split record), or None;
+    ModelFileError if it is damaged."""
     from latentfit.vae.data import DataSplit
 
-    if "split" not in meta:
+    if info is None:
         return None
     try:
-        info = json.loads(meta["split"])
         source, n, sha, seed = (info[k] for k in ("source", "n_rows", "data_sha256", "seed"))
         assert isinstance(n, int) and isinstance(sha, str) and isinstance(seed, int)
         parts = {s: f.get_tensor(f"{_SPLIT_PREFIX}{s}") for s in SPLITS}
@@ -309,8 +307,9 @@ def _read_split(path: Path, meta: dict, f):
 
 
 def load_model(path, device=None) -> nn.Module:
-    """Read a model written by :func:`save_model`; ``model.split`` is its stored
-    :class:`~latentfit.vae.data.DataSplit` (None if the file holds none).
+    """Read a model written by :func:`save_model` (``latentfit.load`` calls it for VAE files);
+    ``model.split`` is its stored :class:`~latentfit.vae.data.DataSplit` (None if the file
+    holds none). Files of the earlier VAE-only format ``latentfit-vae/1`` are read too.
 
     Everything read from the file is checked before the weights are allocated: the spec's
     fields (types and ranges), the memory the weights need (:class:`ResourceLimitError` when it
@@ -344,22 +343,49 @@ def load_model(path, device=None) -> nn.Module:
 
 
 def _read_model(path: Path, f, meta: dict) -> nn.Module:
-    if meta.get("format") != FORMAT:
-        held = ""
-        if "latentfit" in meta:
-            try:
-                held = f": it holds a {json.loads(meta['latentfit'])['class']}, load it with latentfit.load"
-            except Exception:
-                held = ": it holds another latentfit model"
-        raise ModelFileError(
-            f"{path} is not a latentfit VAE file (format {meta.get('format')!r}){held}"
-        )
-    try:
-        raw = json.loads(meta.get("spec", ""))
-    except json.JSONDecodeError as err:
-        raise ModelFileError(
-            f"{path}: the model spec is not valid JSON ({err}); the file is damaged"
-        ) from err
+    from latentfit.io import FORMAT_VERSION, parse_header
+
+    columns = None
+    if "latentfit" in meta:  # today's format, shared with every latentfit model
+        header = parse_header(meta, path)
+        cls = header.get("class")
+        if header.get("kind") != "vae" and cls not in ("VAE", "DiscreteVAE", "LadderVAE"):
+            raise ModelFileError(
+                f"{path} is not a latentfit VAE file: it holds a {cls}, load it with latentfit.load"
+            )
+        version = header.get("format_version")
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not (1 <= version <= FORMAT_VERSION)
+        ):
+            raise ModelFileError(
+                f"{path} has model format version {version!r}; this latentfit reads versions 1 "
+                f"to {FORMAT_VERSION}"
+            )
+        raw, split_info = header.get("params"), header.get("split")
+        columns = header.get("feature_names")
+        if not isinstance(header.get("extra", {}), dict) or header.get("extra"):
+            raise ModelFileError(
+                f"{path}: the model file's header field 'extra' of a VAE must be empty; the "
+                "file was altered"
+            )
+    elif meta.get("format") == FORMAT:  # the earlier VAE-only format
+        try:
+            raw = json.loads(meta.get("spec", ""))
+        except json.JSONDecodeError as err:
+            raise ModelFileError(
+                f"{path}: the model spec is not valid JSON ({err}); the file is damaged"
+            ) from err
+        try:
+            split_info = json.loads(meta["split"]) if "split" in meta else None
+        except json.JSONDecodeError as err:
+            raise ModelFileError(
+                f"{path}: the stored train/validation/test split is damaged ({err}); fit the "
+                "model again"
+            ) from err
+    else:
+        raise ModelFileError(f"{path} is not a latentfit VAE file (format {meta.get('format')!r})")
     errs = _spec_errors(raw)
     if errs:
         raise ModelFileError(f"{path}: invalid model spec: {'; '.join(errs)}")
@@ -399,8 +425,15 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
     for name, t in state.items():
         if not bool(torch.isfinite(t).all()):
             raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
-    split = _read_split(path, meta, f)
+    split = _read_split(path, split_info, f)
     model = build_model(spec)
     model.load_state_dict(state)
     model.split = split
+    if columns is not None:
+        if len(columns) != spec.x_dim:
+            raise ModelFileError(
+                f"{path}: the header names {len(columns)} columns ('feature_names') and the "
+                f"model has x_dim={spec.x_dim}; the file was altered"
+            )
+        model.feature_names = list(columns)
     return model

@@ -72,6 +72,11 @@ def source_rows(source: str, idx_folder) -> tuple[torch.Tensor, tuple | None, st
 
         X = torch.from_numpy(load_digits().data).float() / 16.0
         return X, (1, 8, 8), "scikit-learn digits (8×8)", None
+    if source in ("faithful", "geyser"):
+        from latentfit.datasets import load_dataset
+
+        ds = load_dataset(source)
+        return ds.data.float(), None, source, None
     if source == "mnist-idx":
         from latentfit.datasets import load_mnist_idx
 
@@ -142,7 +147,8 @@ def load_vae_data(
     """Load a source and cut it into disjoint training, validation and test rows.
 
     ``source``: ``"mnist"`` (the bundled 5,000 digits), ``"digits"`` (scikit-learn's 1,797 8×8
-    digits, grey levels 0–16 scaled to [0, 1]), ``"mnist-idx"`` (the full MNIST from the IDX
+    digits, grey levels 0–16 scaled to [0, 1]), ``"faithful"`` and ``"geyser"`` (the bundled
+    tables), ``"mnist-idx"`` (the full MNIST from the IDX
     files in ``idx_folder``) or a path to a CSV / .npy / .npz / Parquet file of (n, d) numbers.
 
     Test rows: 1,000 random rows of the bundled MNIST, the 10,000 rows of the MNIST test file,

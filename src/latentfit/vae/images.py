@@ -81,14 +81,14 @@ def image_grid(
 
 
 def save_grid(path, images: torch.Tensor, image_shape=(28, 28), nrow: int = 8) -> Path:
-    """Write :func:`image_grid` of ``images`` to ``path`` as a PNG (atomically)."""
-    import matplotlib
+    """Write :func:`image_grid` of ``images`` to ``path`` as a PNG (atomically).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Written by ``matplotlib.image.imsave``, which needs no pyplot and leaves the user's
+    matplotlib backend as it is (a notebook keeps its inline figures)."""
+    from matplotlib.image import imsave
 
     path = Path(path)
     grid = image_grid(images, image_shape, nrow)
     with atomic_path(path) as tmp:
-        plt.imsave(tmp, grid, cmap="gray", vmin=0, vmax=1, format="png")
+        imsave(tmp, grid, cmap="gray", vmin=0, vmax=1, format="png")
     return path

@@ -1,0 +1,477 @@
+"""The hidden semi-Markov model estimator: the HMMs' interface with explicit state durations.
+
+:class:`HSMMMixin` turns an HMM class of :mod:`latentfit.em.hmm` into its semi-Markov twin:
+the emissions (validation, initialisation, log-densities, statistics, M-step, sampling) are
+the HMM's, imported and unchanged; the transitions become segment-to-segment (zero diagonal)
+and every state gets a duration distribution over 1..``max_duration``
+(:mod:`~latentfit.em.hsmm.durations`). Fitting is EM through
+:func:`latentfit.em.driver.run_em` with the hooks below, whose E-step is the forward-backward
+recursion of :mod:`latentfit.em.hsmm.inference` (Yu 2010).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from latentfit._validation import (
+    check_allocation,
+    check_feature_names,
+    check_positive_int,
+    make_generator,
+)
+from latentfit.em.driver import run_em
+from latentfit.em.hmm.base import UnvisitedStateWarning, check_lengths
+from latentfit.em.hmm.emissions import dirichlet_map
+from latentfit.em.hsmm import durations as dur
+from latentfit.em.hsmm import inference as inf
+from latentfit.em.sources import is_source
+from latentfit.errors import DataError, ModelFileError, ParameterError
+
+__all__ = ["HSMMMixin"]
+
+_DURATION_ATTRIBUTES = {
+    "poisson": ("duration_lambdas_",),
+    "negative_binomial": ("duration_r_", "duration_p_"),
+    "nonparametric": ("duration_probs_",),
+}
+
+
+class _HSMMHooks:
+    """EM for an HSMM as the driver's hooks; the one batch is the whole data (all sequences)."""
+
+    def __init__(self, model: HSMMMixin, X: torch.Tensor):
+        self.model, self.X = model, X
+
+    def initialize(self, data, generator):
+        return self.model._initial_params(self.X, generator)
+
+    def estep(self, params, batch):
+        X, lengths = batch
+        m = self.model
+        ll = m._emission_log_likelihood(params, X)  # (t, k)
+        post = m._posterior(params, X, ll, lengths)
+        stats = m._emission_stats(params, X, post.posteriors)
+        stats["start"] = post.start_counts
+        stats["trans"] = post.transition_counts
+        stats["durations"] = post.duration_counts
+        stats["log_likelihood"] = post.log_likelihood.reshape(1)
+        return stats
+
+    def mstep(self, params, stats):
+        m = self.model
+        new = dict(params)
+        if "s" in m.params:
+            new["startprob"], _ = dirichlet_map(
+                stats["start"], m.startprob_prior, params["startprob"]
+            )
+        if "t" in m.params:
+            # the zero diagonal is kept: dirichlet_map keeps structural zeros. A state that no
+            # segment leaves (seen only at the ends of sequences) keeps its row.
+            new["transmat"], _ = dirichlet_map(stats["trans"], m.transmat_prior, params["transmat"])
+        unvisited: list[int] = []
+        if "d" in m.params:
+            durations, unvisited = m._duration_mstep(params, stats["durations"])
+            new.update(durations)
+        emis, states = m._emission_mstep(params, stats)
+        new.update(emis)
+        unvisited = sorted(set(unvisited) | set(states))
+        if unvisited:
+            warnings.warn(
+                f"{type(m).__name__}: state(s) {unvisited} received no posterior mass (no "
+                "segment is explained by them); they keep their previous parameters. Try "
+                "fewer components, another random_state or n_init > 1.",
+                UnvisitedStateWarning,
+                stacklevel=3,
+            )
+        return new
+
+    def lower_bound(self, params, stats):
+        return float(stats["log_likelihood"].sum())
+
+
+class HSMMMixin:
+    """Explicit-duration hidden semi-Markov model (Yu 2010), mixed in before an HMM class.
+
+    Settings added to the HMM's: ``max_duration`` D (segments last 1..D steps),
+    ``duration`` (``"poisson"``, ``"negative_binomial"`` or ``"nonparametric"``) and
+    ``right_censoring`` (the last segment of a sequence may be cut by its end: it then
+    counts with the survival P(d ≥ seen steps); False: it must end at the last step). The
+    letter ``d`` in ``params``/``init_params`` stands for the durations.
+    """
+
+    implementation = "log"  # the HMMs' setting; an HSMM always computes in log space
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def _duration_attributes(self) -> tuple[str, ...]:
+        return _DURATION_ATTRIBUTES[self.duration]
+
+    def _param_names(self) -> tuple[str, ...]:
+        return ("startprob_", "transmat_", *self._emission_attributes, *self._duration_attributes)
+
+    def _check_settings(self):
+        k = self.n_components
+        if isinstance(k, int | np.integer) and not isinstance(k, bool) and k == 1:
+            raise ParameterError(
+                "n_components must be at least 2 for a semi-Markov model: a segment is always "
+                "followed by one of another state (the transition diagonal is zero)"
+            )
+        super()._check_settings()
+        if self.duration not in dur.DURATION_FAMILIES:
+            raise ParameterError(
+                f"duration must be one of {list(dur.DURATION_FAMILIES)}, got {self.duration!r}"
+            )
+        d = self.max_duration
+        if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1:
+            raise ParameterError(
+                f"max_duration must be an integer >= 1 (the longest segment, in steps), got {d!r}"
+            )
+        if not isinstance(self.right_censoring, bool | np.bool_):
+            raise ParameterError(
+                f"right_censoring must be True or False, got {self.right_censoring!r}"
+            )
+        itemsize = torch.finfo(self._dtype).bits // 8
+        check_allocation(
+            8 * k * int(d) * itemsize,
+            f"{type(self).__name__} durations of {k} states x max_duration={int(d):,}",
+            device=self._device,
+            hint="choose max_duration near the longest segment you expect",
+        )
+
+    def _check_messages(self, lengths: list[int]) -> None:
+        """Refuse, before allocating them, forward-backward messages (T, K, min(D, T)) that
+        cannot be held (ResourceLimitError giving the bytes)."""
+        t, k, d = max(lengths), self.n_components, int(self.max_duration)
+        check_allocation(
+            inf.message_bytes(t, k, d, 8),  # float64 whatever the dtype (_inference_args)
+            f"{type(self).__name__} forward-backward over a sequence of {t:,} steps x {k} "
+            f"states x {min(d, t):,} durations",
+            device=self._device,
+            hint="lower max_duration, or cut the series into shorter sequences (lengths)",
+        )
+
+    # ------------------------------------------------------------------ parameters
+    def _given_params(self) -> dict[str, torch.Tensor]:
+        missing = [n for n in self._duration_attributes if not hasattr(self, n)]
+        if missing and hasattr(self, "startprob_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance has no {missing}: call 'fit', or set "
+                f"every parameter ({list(self._param_names())}) by hand before using it"
+            )
+        return super()._given_params()
+
+    def _checked_params(self) -> dict[str, torch.Tensor]:
+        params = super()._checked_params()
+        self._check_zero_diagonal(params["transmat"])
+        params.update(self._duration_params())
+        return params
+
+    @staticmethod
+    def _check_zero_diagonal(transmat: torch.Tensor) -> None:
+        diag = transmat.diagonal()
+        bad = (diag != 0).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise ParameterError(
+                f"transmat_[{i}, {i}] = {diag[i].item():.6g}: a semi-Markov model has no "
+                "self-transitions (the time spent in a state is its duration); set the "
+                "diagonal to 0 and renormalise the rows"
+            )
+
+    def _duration_params(self) -> dict[str, torch.Tensor]:
+        k, d = self.n_components, int(self.max_duration)
+        out = {}
+        for name in self._duration_attributes:
+            value = self._tensor(getattr(self, name), name)
+            shape = (k, d) if name == "duration_probs_" else (k,)
+            if tuple(value.shape) != shape:
+                raise ParameterError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
+            if not bool(torch.isfinite(value).all()):
+                raise ParameterError(f"{name} must hold finite numbers")
+            out[name.rstrip("_")] = value
+        if self.duration == "nonparametric":
+            from latentfit.em.hmm.base import _check_distribution
+
+            _check_distribution(out["duration_probs"], "duration_probs_")
+        elif self.duration == "poisson":
+            if bool((out["duration_lambdas"] <= 0).any()):
+                raise ParameterError("duration_lambdas_ must be positive (Poisson means of d - 1)")
+        else:
+            if bool((out["duration_r"] <= 0).any()):
+                raise ParameterError("duration_r_ must be positive (negative binomial counts)")
+            p = out["duration_p"]
+            if bool(((p <= 0) | (p >= 1)).any()):
+                raise ParameterError("duration_p_ must lie strictly between 0 and 1")
+        return out
+
+    def _initial_durations(self) -> dict[str, torch.Tensor]:
+        """Starting durations: the middle of 1..D on average, spread out."""
+        k, d = self.n_components, int(self.max_duration)
+        dt, dev = self._dtype, self._device
+        mean = max((d - 1) / 2, 0.5)  # of d − 1
+        if self.duration == "poisson":
+            return {"duration_lambdas": torch.full((k,), mean, dtype=dt, device=dev)}
+        if self.duration == "negative_binomial":
+            r = torch.full((k,), 2.0, dtype=dt, device=dev)
+            return {"duration_r": r, "duration_p": mean / (r + mean)}
+        return {"duration_probs": torch.full((k, d), 1.0 / d, dtype=dt, device=dev)}
+
+    def _initial_params(self, X: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        params = super()._initial_params(X, gen)
+        if self._needs_init("t", "transmat_"):
+            # Dirichlet(1) rows over the other states: the HMM's draw without its diagonal
+            tm = params["transmat"].clone()
+            tm.fill_diagonal_(0.0)
+            params["transmat"] = tm / tm.sum(1, keepdim=True)
+        else:
+            self._check_zero_diagonal(params["transmat"])
+        if any(not hasattr(self, n) for n in self._duration_attributes) or "d" in self.init_params:
+            params.update(self._initial_durations())
+            params.update(self._durations_of_runs(params, X))
+        else:
+            params.update(self._duration_params())
+        return params
+
+    def _durations_of_runs(self, params, X) -> dict[str, torch.Tensor]:
+        """Starting durations from the data: the run lengths of the most likely state of
+        every row under the starting emissions (k-means for Gaussians), one M-step of the
+        durations on them, smoothed by one count at every duration so that no duration starts
+        impossible. Without it EM starting from long segments stays there on series whose
+        state changes at nearly every step (the geyser's eruptions alternate)."""
+        labels = self._emission_log_likelihood(params, X).argmax(1)  # (t,)
+        change = torch.ones(labels.shape[0] + 1, dtype=torch.bool, device=labels.device)
+        change[1:-1] = labels[1:] != labels[:-1]
+        edges = change.nonzero().flatten()
+        runs = (edges[1:] - edges[:-1]).clamp_max(int(self.max_duration))  # (n_runs,)
+        states = labels[edges[:-1]]
+        k, d = self.n_components, int(self.max_duration)
+        counts = torch.ones(k, d, dtype=params["startprob"].dtype, device=labels.device) / d
+        counts.index_put_((states, runs - 1), torch.ones_like(runs, dtype=counts.dtype), True)
+        return self._duration_mstep(params, counts)[0]
+
+    def _set_attributes(self, params: dict[str, torch.Tensor]) -> None:
+        super()._set_attributes(params)
+        for name in self._duration_attributes:
+            setattr(self, name, params[name.rstrip("_")].cpu().numpy())
+
+    def _duration_terms(self, params) -> inf.DurationTerms:
+        log_pmf = dur.duration_log_pmf(self.duration, params, int(self.max_duration))
+        return inf.duration_terms(log_pmf)
+
+    def _duration_mstep(self, params, counts):
+        if self.duration == "nonparametric":
+            probs, bad = dur.nonparametric_mstep(counts, params["duration_probs"])
+            return {"duration_probs": probs}, bad
+        if self.duration == "poisson":
+            lam, bad = dur.poisson_mstep(counts, params["duration_lambdas"])
+            return {"duration_lambdas": lam}, bad
+        r, p, bad = dur.negative_binomial_mstep(counts, params["duration_r"], params["duration_p"])
+        return {"duration_r": r, "duration_p": p}, bad
+
+    @property
+    def duration_pmf_(self) -> np.ndarray:
+        """p_k(d) (k, max_duration): the probability that a segment of state k lasts d steps."""
+        check_is_fitted(self, "startprob_")
+        params = self._duration_params()
+        return (
+            dur.duration_log_pmf(self.duration, params, int(self.max_duration)).exp().cpu().numpy()
+        )
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, lengths=None):
+        """Estimate the parameters by EM (``n_init`` restarts, the best kept): the
+        forward-backward over segments of :func:`~latentfit.em.hsmm.inference.hsmm_posterior`
+        per sequence, then the HMM's emission M-step, the Dirichlet MAP of the start and
+        transition probabilities and the durations' M-step."""
+        self._checked_settings()
+        if is_source(X):
+            raise ParameterError(
+                f"{type(self).__name__} fits arrays held in memory; read the data source into "
+                "an array (with its lengths) first"
+            )
+        check_feature_names(self, X, reset=True)
+        X = self._checked_X(X, fitting=True)
+        lengths = check_lengths(lengths, X.shape[0])
+        self._check_messages(lengths)
+        gen = make_generator(self.random_state, self._device)
+        result = run_em(
+            _HSMMHooks(self, X),
+            [(X, lengths)],
+            n_init=self.n_init,
+            max_iter=self.n_iter,
+            max_iter_name="n_iter",
+            tol=self.tol,
+            generator=gen,
+            convergence="delta",
+            verbose=int(self.verbose),
+            name=type(self).__name__,
+        )
+        self._store_fit(result)
+        return self
+
+    def _fit_source(self, source, lengths, max_rows_in_memory):
+        raise ParameterError(f"{type(self).__name__} fits arrays held in memory only")
+
+    # ------------------------------------------------------------------ inference
+    def _impossible(self, params, X, per_seq: torch.Tensor, lengths) -> None:
+        """A sequence of probability zero: name the row no state can emit if there is one,
+        else the sequence (its segments cannot be laid out under the durations)."""
+        bad = (~torch.isfinite(per_seq)).nonzero().flatten()
+        if not len(bad):
+            return
+        self._log_likelihoods(params, X)  # names an impossible row, if any
+        i = int(bad[0])
+        start = int(np.sum(lengths[:i]))
+        raise DataError(
+            f"sequence {i} (rows {start}..{start + lengths[i] - 1}) has probability zero under "
+            f"this {type(self).__name__}: its {lengths[i]} steps cannot be cut into segments "
+            "that the durations and transitions allow"
+            + ("" if self.right_censoring else " ending at its last step")
+            + ". Try right_censoring=True, a larger max_duration, or refit"
+        )
+
+    def _inference_args(self, params, ll):
+        """The recursions' inputs, in float64 whatever the model's dtype: float32 messages
+        in log space carry magnitudes of |log p(x_1..t)| and lose about 1e-3 of the
+        posteriors over a few hundred steps (the HMMs rescale every step instead)."""
+        p64 = {k: v.double() for k, v in params.items()}
+        return (
+            ll.double(),
+            self._log(p64["startprob"]),
+            self._log(p64["transmat"]),
+            self._duration_terms(p64),
+        )
+
+    def _posterior(self, params, X, ll, lengths) -> inf.HSMMPosterior:
+        post, per_seq = inf.posterior_sequences(
+            *self._inference_args(params, ll),
+            lengths,
+            bool(self.right_censoring),
+        )
+        self._impossible(params, X, per_seq, lengths)
+        return inf.HSMMPosterior(*(v.to(ll.dtype) for v in post))
+
+    @staticmethod
+    def _log(p: torch.Tensor) -> torch.Tensor:
+        return torch.where(p > 0, p, 1.0).log().masked_fill(p <= 0, -np.inf)
+
+    def score_samples(self, X, lengths=None):
+        """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
+        params, X, lengths = self._prepare(X, lengths)
+        self._check_messages(lengths)
+        ll = self._emission_log_likelihood(params, X)
+        post = self._posterior(params, X, ll, lengths)
+        return float(post.log_likelihood), post.posteriors.cpu().numpy()
+
+    def score(self, X, lengths=None):
+        """Total log-likelihood log p(X) summed over the sequences (-inf for a sequence the
+        durations cannot produce)."""
+        params, X, lengths = self._prepare(X, lengths)
+        if not inf._use_compiled(X, None):  # the compiled forward keeps one step
+            self._check_messages(lengths)
+        ll = self._emission_log_likelihood(params, X)
+        per_seq = inf.log_likelihood_sequences(
+            *self._inference_args(params, ll),
+            lengths,
+            bool(self.right_censoring),
+        )
+        self._check_possible(params, X, per_seq.sum())
+        return float(per_seq.sum())
+
+    def decode(self, X, lengths=None, algorithm=None):
+        """(log-probability, states (n,)). ``"viterbi"``: the most probable segmentation
+        (Viterbi over segments) and log p(X, segmentation); ``"map"``: the most probable
+        state at every step and the sum of their posterior probabilities."""
+        algorithm = algorithm or self.algorithm
+        if algorithm not in ("viterbi", "map"):
+            raise ParameterError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
+        if algorithm == "map":
+            _, post = self.score_samples(X, lengths)
+            return float(post.max(1).sum()), post.argmax(1)
+        params, X, lengths = self._prepare(X, lengths)
+        ll = self._emission_log_likelihood(params, X)
+        per_seq, path = inf.viterbi_sequences(
+            *self._inference_args(params, ll),
+            lengths,
+            bool(self.right_censoring),
+        )
+        self._impossible(params, X, per_seq, lengths)
+        return float(per_seq.sum()), path.cpu().numpy()
+
+    def sample(self, n_samples=1, random_state=None, currstate=None):
+        """Draw ``n_samples`` steps of one sequence, segment by segment (state, duration,
+        emissions); the last segment is cut at ``n_samples``: (X (n, ...), states (n,))."""
+        check_is_fitted(self, "startprob_")
+        params = self._given_params()
+        n_samples = check_positive_int(n_samples, "n_samples")
+        k = self.n_components
+        if currstate is not None and (
+            isinstance(currstate, bool)
+            or not isinstance(currstate, int | np.integer)
+            or not 0 <= currstate < k
+        ):
+            raise ParameterError(f"currstate must be a state index 0..{k - 1}, got {currstate!r}")
+        rs = self.random_state if random_state is None else random_state
+        gen = make_generator(rs, "cpu")
+        trans = params["transmat"].double().cpu()
+        pmf = self._duration_terms(params).log_pmf.double().cpu().exp()
+        if currstate is None:
+            s = int(torch.multinomial(params["startprob"].double().cpu(), 1, generator=gen))
+        else:
+            s = int(currstate)
+        states = np.empty(n_samples, dtype=np.int64)
+        pos = 0
+        while pos < n_samples:
+            d = int(torch.multinomial(pmf[s], 1, generator=gen)) + 1
+            states[pos : pos + d] = s
+            pos += d
+            s = int(torch.multinomial(trans[s], 1, generator=gen))
+        X = self._sample_emissions(params, torch.from_numpy(states), gen)
+        return X.cpu().numpy(), states
+
+    def get_stationary_distribution(self):
+        """Long-run fraction of time in every state: the stationary distribution of the
+        segment-to-segment chain weighted by the states' mean durations."""
+        check_is_fitted(self, "transmat_")
+        vals, vecs = np.linalg.eig(np.asarray(self.transmat_).T)
+        nu = np.real_if_close(vecs[:, np.argmax(vals.real)])
+        nu = nu / nu.sum()
+        pmf = self.duration_pmf_
+        w = nu * (pmf * np.arange(1, pmf.shape[1] + 1)).sum(1)
+        return w / w.sum()
+
+    # ------------------------------------------------------------------ model selection
+    def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
+        k, d = self.n_components, int(self.max_duration)
+        n_dur = {"poisson": k, "negative_binomial": 2 * k, "nonparametric": k * (d - 1)}
+        return {
+            "s": k - 1,
+            "t": k * (k - 2),
+            "d": n_dur[self.duration],
+            **self._emission_n_params(),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self):
+        tensors, extra = super()._get_state()
+        for name in self._duration_attributes:
+            tensors[name] = torch.as_tensor(np.asarray(getattr(self, name)))
+        return tensors, extra
+
+    def _set_state(self, tensors, extra):
+        tensors = dict(tensors)
+        names = self._duration_attributes
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise ModelFileError(
+                f"a {type(self).__name__} file with duration={self.duration!r} holds the "
+                f"tensors {list(names)}; this one lacks {missing}"
+            )
+        for name in names:
+            setattr(self, name, tensors.pop(name).numpy())
+        super()._set_state(tensors, extra)

@@ -1,0 +1,207 @@
+"""Hidden semi-Markov models with Gaussian, Poisson and categorical emissions.
+
+Each class is its HMM of :mod:`latentfit.em.hmm` (same emission arguments, attributes and
+priors) with explicit state durations (:class:`~latentfit.em.hsmm.base.HSMMMixin`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from latentfit.em.gaussian import describe_degenerate
+from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
+from latentfit.em.hmm.gaussian import GaussianHMM
+from latentfit.em.hsmm.base import HSMMMixin
+from latentfit.errors import DegenerateComponentWarning
+from latentfit.io import serializable
+
+__all__ = ["CategoricalHSMM", "GaussianHSMM", "PoissonHSMM"]
+
+_DOC = """
+    Durations (Yu 2010): a segment of state k lasts d = 1..``max_duration`` steps with
+    probability ``duration_pmf_[k, d - 1]``, from the family ``duration``: ``"poisson"``
+    (d − 1 ~ Poisson(``duration_lambdas_``), truncated at D), ``"negative_binomial"``
+    (d − 1 ~ NegativeBinomial(``duration_r_``, ``duration_p_``), torch's parametrisation,
+    truncated at D) or ``"nonparametric"`` (``duration_probs_`` (k, D)). ``transmat_`` moves
+    between segments: its diagonal is zero. ``right_censoring`` (default True): the last
+    segment of every sequence may go on after its end (it counts with P(d ≥ steps seen)); False
+    makes every sequence end with a segment. Letter ``d`` in ``params``/``init_params``: the
+    durations. Inference costs O(T·K·min(D, T)) time and memory per sequence of T steps; a
+    fit or score whose messages would not fit in memory is refused first
+    (ResourceLimitError).
+"""
+
+
+@serializable
+class GaussianHSMM(HSMMMixin, GaussianHMM):
+    __doc__ = (
+        "Hidden semi-Markov model with Gaussian emissions (the emissions, priors and "
+        "``covariance_type`` of :class:`~latentfit.GaussianHMM`).\n" + _DOC
+    )
+
+    def __init__(
+        self,
+        n_components=2,
+        max_duration=20,
+        duration="poisson",
+        right_censoring=True,
+        covariance_type="diag",
+        min_covar=1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        means_prior=0,
+        means_weight=0,
+        covars_prior=1e-2,
+        covars_weight=1,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stdmc",
+        init_params="stdmc",
+        n_init=1,
+        device=None,
+        dtype="float64",
+        missing="error",
+    ):
+        self.n_components = n_components
+        self.max_duration = max_duration
+        self.duration = duration
+        self.right_censoring = right_censoring
+        self.covariance_type = covariance_type
+        self.min_covar = min_covar
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+        self.missing = missing
+
+    def fit(self, X, lengths=None):
+        """EM as :meth:`HSMMMixin.fit`; then ``degenerate_components_`` lists the states whose
+        variance collapsed (a :class:`~latentfit.errors.DegenerateComponentWarning` names
+        them and their rows), as for :class:`~latentfit.GaussianHMM`."""
+        HSMMMixin.fit(self, X, lengths)
+        found = self.__dict__.pop("_degenerate_found", {})
+        if found:
+            state = self.predict(X, lengths)
+            rows = {k: np.flatnonzero(state == k).tolist() for k in found}
+            warnings.warn(
+                describe_degenerate(
+                    type(self).__name__, found, rows, "covars_prior/min_covar", "state"
+                ),
+                DegenerateComponentWarning,
+                stacklevel=2,
+            )
+        return self
+
+
+@serializable
+class PoissonHSMM(HSMMMixin, PoissonHMM):
+    __doc__ = (
+        "Hidden semi-Markov model with independent Poisson counts per feature (the emissions "
+        "and priors of :class:`~latentfit.PoissonHMM`).\n" + _DOC
+    )
+
+    def __init__(
+        self,
+        n_components=2,
+        max_duration=20,
+        duration="poisson",
+        right_censoring=True,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        lambdas_prior=0.0,
+        lambdas_weight=0.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stdl",
+        init_params="stdl",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.max_duration = max_duration
+        self.duration = duration
+        self.right_censoring = right_censoring
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.lambdas_prior = lambdas_prior
+        self.lambdas_weight = lambdas_weight
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+
+
+@serializable
+class CategoricalHSMM(HSMMMixin, CategoricalHMM):
+    __doc__ = (
+        "Hidden semi-Markov model with categorical emissions (symbols 0..n_features-1; the "
+        "emissions and prior of :class:`~latentfit.CategoricalHMM`).\n" + _DOC
+    )
+
+    def __init__(
+        self,
+        n_components=2,
+        max_duration=20,
+        duration="poisson",
+        right_censoring=True,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        *,
+        emissionprob_prior=1.0,
+        n_features=None,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stde",
+        init_params="stde",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.max_duration = max_duration
+        self.duration = duration
+        self.right_censoring = right_censoring
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.emissionprob_prior = emissionprob_prior
+        self.n_features = n_features
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype

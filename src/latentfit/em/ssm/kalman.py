@@ -1,0 +1,182 @@
+"""Kalman filter and Rauch-Tung-Striebel smoother of the linear-Gaussian state-space model, in
+torch (any device, float32 or float64), batched over sequences.
+
+The model (Shumway & Stoffer 1982; Ghahramani & Hinton 1996)::
+
+    x_1 ~ N(mu0, V0),   x_t = A x_{t-1} + w_t, w_t ~ N(0, Q),
+    y_t = C x_t + d + v_t,  v_t ~ N(0, R)
+
+with ``k`` state and ``d`` observed dimensions. A NaN entry of ``y_t`` is missing: the update
+of step t uses the observed coordinates only (a whole NaN row is a pure prediction step). The
+update is written with masked matrices so that every step has the same shapes: the missing
+rows of ``C`` are zero, ``R`` is replaced by its observed block plus the identity on the
+missing coordinates, and their innovation is zero. This gives exactly the update on the
+observed coordinates (the innovation covariance is block-diagonal, the gain's missing columns
+are zero), and the log-likelihood term of the observed coordinates (the identity block adds
+log 1 = 0).
+
+The covariance update is Joseph's form ``P = (I − K C) P⁻ (I − K C)ᵀ + K R Kᵀ``, which stays
+symmetric positive semi-definite under rounding (Bucy & Joseph 1968).
+
+:mod:`latentfit.em.ssm.kalman_cpu` computes the same quantities with a compiled kernel for
+CPU tensors; the two are tested against each other.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "FilterResult",
+    "SSMParams",
+    "SmootherResult",
+    "kalman_filter",
+    "rts_smoother",
+    "split_sequences",
+]
+
+
+class SSMParams(NamedTuple):
+    """The parameters of a linear-Gaussian state-space model (k states, d observations)."""
+
+    A: torch.Tensor  # (k, k) transition matrix
+    C: torch.Tensor  # (d, k) observation matrix
+    Q: torch.Tensor  # (k, k) transition noise covariance
+    R: torch.Tensor  # (d, d) observation noise covariance
+    d: torch.Tensor  # (d,) observation offset
+    mu0: torch.Tensor  # (k,) mean of the first state
+    V0: torch.Tensor  # (k, k) covariance of the first state
+
+
+class FilterResult(NamedTuple):
+    """Output of the Kalman filter, rows in the order of the data (n = total steps)."""
+
+    log_likelihood: torch.Tensor  # () total log p(y) over all sequences
+    step_log_likelihoods: torch.Tensor  # (n,) log p(y_t | y_1..y_{t-1}) (0 for a NaN row)
+    predicted_means: torch.Tensor  # (n, k) E[x_t | y_1..y_{t-1}]
+    predicted_covariances: torch.Tensor  # (n, k, k)
+    filtered_means: torch.Tensor  # (n, k) E[x_t | y_1..y_t]
+    filtered_covariances: torch.Tensor  # (n, k, k)
+
+
+class SmootherResult(NamedTuple):
+    """Output of the Rauch-Tung-Striebel smoother (n = total steps)."""
+
+    log_likelihood: torch.Tensor  # () total log p(y)
+    smoothed_means: torch.Tensor  # (n, k) E[x_t | y_1..y_T]
+    smoothed_covariances: torch.Tensor  # (n, k, k) Cov[x_t | y_1..y_T]
+    cross_covariances: torch.Tensor  # (n, k, k) Cov[x_t, x_{t-1} | y]; zero at a sequence start
+
+
+def split_sequences(Y: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad the sequences of ``Y`` (n, d) into (b, t_max, d) (padding NaN) and give the mask of
+    real steps (b, t_max)."""
+    b, t_max = len(lengths), max(lengths)
+    out = Y.new_full((b, t_max, Y.shape[1]), math.nan)
+    real = torch.zeros(b, t_max, dtype=torch.bool, device=Y.device)
+    start = 0
+    for i, n in enumerate(lengths):
+        out[i, :n] = Y[start : start + n]
+        real[i, :n] = True
+        start += n
+    return out, real
+
+
+def _masked_observation(p: SSMParams, obs: torch.Tensor):
+    """``C``, ``R`` and the count of observed coordinates for a batch of observation masks
+    (b, d): missing rows of C zero, R's observed block plus the identity on the missing ones."""
+    m = obs.to(p.C.dtype)  # (b, d)
+    Cm = p.C * m.unsqueeze(-1)  # (b, d, k)
+    Rm = p.R * (m.unsqueeze(-1) * m.unsqueeze(-2)) + torch.diag_embed(1 - m)  # (b, d, d)
+    return Cm, Rm, m.sum(-1)
+
+
+def _sym(P: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (P + P.transpose(-1, -2))
+
+
+def kalman_filter(p: SSMParams, Y: torch.Tensor, lengths: list[int]) -> FilterResult:
+    """The Kalman filter (Kalman 1960) with Joseph's covariance update, over the sequences of
+    ``Y`` (n, d) cut by ``lengths``; NaN entries are missing. All sequences advance together;
+    a finished one is frozen."""
+    Yp, real = split_sequences(Y, lengths)  # (b, t, d), (b, t)
+    b, t_max, _ = Yp.shape
+    k = p.A.shape[0]
+    dt, dev = Y.dtype, Y.device
+    eye_k = torch.eye(k, dtype=dt, device=dev)
+    log2pi = math.log(2 * math.pi)
+    m_pred_all = Yp.new_empty(b, t_max, k)
+    P_pred_all = Yp.new_empty(b, t_max, k, k)
+    m_filt_all = Yp.new_empty(b, t_max, k)
+    P_filt_all = Yp.new_empty(b, t_max, k, k)
+    ll_all = Yp.new_zeros(b, t_max)
+    m_pred = p.mu0.expand(b, k).clone()  # (b, k)
+    P_pred = p.V0.expand(b, k, k).clone()  # (b, k, k)
+    for t in range(t_max):
+        y = Yp[:, t]  # (b, d)
+        obs = ~torch.isnan(y) & real[:, t : t + 1]
+        Cm, Rm, n_obs = _masked_observation(p, obs)
+        e = torch.where(obs, y - m_pred @ p.C.T - p.d, 0.0)  # (b, d) innovation
+        CP = Cm @ P_pred  # (b, d, k)
+        S = _sym(CP @ Cm.transpose(-1, -2) + Rm)  # (b, d, d)
+        L = torch.linalg.cholesky(S)
+        Kt = torch.cholesky_solve(CP, L)  # (b, d, k) = S⁻¹ C P, the transposed gain
+        K = Kt.transpose(-1, -2)  # (b, k, d)
+        m_filt = m_pred + (K @ e.unsqueeze(-1)).squeeze(-1)
+        IKC = eye_k - K @ Cm  # (b, k, k)
+        P_filt = _sym(IKC @ P_pred @ IKC.transpose(-1, -2) + K @ Rm @ Kt)
+        z = torch.linalg.solve_triangular(L, e.unsqueeze(-1), upper=False).squeeze(-1)
+        logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        ll_all[:, t] = torch.where(
+            real[:, t], -0.5 * (n_obs * log2pi + logdet + z.square().sum(-1)), 0.0
+        )
+        m_pred_all[:, t], P_pred_all[:, t] = m_pred, P_pred
+        m_filt_all[:, t], P_filt_all[:, t] = m_filt, P_filt
+        m_pred = m_filt @ p.A.T
+        P_pred = _sym(p.A @ P_filt @ p.A.T + p.Q)
+    r = real.reshape(-1)
+
+    def flat(x):
+        return x.reshape(b * t_max, *x.shape[2:])[r]
+
+    return FilterResult(
+        ll_all.sum(),
+        flat(ll_all),
+        flat(m_pred_all),
+        flat(P_pred_all),
+        flat(m_filt_all),
+        flat(P_filt_all),
+    )
+
+
+def rts_smoother(p: SSMParams, f: FilterResult, lengths: list[int]) -> SmootherResult:
+    """The Rauch-Tung-Striebel smoother (Rauch, Tung & Striebel 1965) from the filter's output,
+    with the lag-one cross-covariances Cov[x_t, x_{t-1} | y] = V_t J_{t-1}ᵀ (de Jong 1989)
+    that EM needs; all sequences go backward together."""
+    n, k = f.filtered_means.shape
+    dev = f.filtered_means.device
+    t_max = max(lengths)
+    starts = torch.tensor([0, *lengths[:-1]], device=dev).cumsum(0)  # (b,)
+    lens = torch.tensor(lengths, device=dev)
+    m_s = f.filtered_means.new_empty(n, k)
+    V_s = f.filtered_means.new_empty(n, k, k)
+    cross = f.filtered_means.new_zeros(n, k, k)
+    last = starts + lens - 1
+    m_s[last], V_s[last] = f.filtered_means[last], f.filtered_covariances[last]
+    for t in range(t_max - 2, -1, -1):
+        active = (lens - 1 > t).nonzero().squeeze(1)  # sequences with a step t + 1
+        if len(active) == 0:
+            continue
+        i = starts[active] + t  # (a,) rows of step t
+        P_f, P_next = f.filtered_covariances[i], f.predicted_covariances[i + 1]  # (a, k, k)
+        # J = P_f Aᵀ P⁻_{t+1}⁻¹, through the Cholesky factor of the predicted covariance
+        Lp = torch.linalg.cholesky(P_next)
+        J = torch.cholesky_solve(p.A @ P_f, Lp).transpose(-1, -2)  # (a, k, k)
+        dm = m_s[i + 1] - f.predicted_means[i + 1]
+        m_s[i] = f.filtered_means[i] + (J @ dm.unsqueeze(-1)).squeeze(-1)
+        V_s[i] = _sym(P_f + J @ (V_s[i + 1] - P_next) @ J.transpose(-1, -2))
+        cross[i + 1] = V_s[i + 1] @ J.transpose(-1, -2)
+    return SmootherResult(f.log_likelihood, m_s, V_s, cross)

@@ -1,0 +1,552 @@
+"""``LinearGaussianSSM``: the linear-Gaussian state-space model (linear dynamical system,
+factor analysis in time) fitted by EM with the Kalman smoother, with the interface of the HMMs.
+
+The estimator only adapts its attributes to the pure functions of :mod:`~latentfit.em.ssm.kalman`
+(the filter and smoother, and their compiled CPU twin :mod:`~latentfit.em.ssm.kalman_cpu`) and
+:mod:`~latentfit.em.ssm.steps` (statistics, M-step, start); :func:`latentfit.em.driver.run_em`
+owns restarts, tolerance, history and warnings.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from latentfit import _compiled
+from latentfit._validation import (
+    as_float_tensor,
+    check_feature_names,
+    check_positive_int,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
+from latentfit.em.driver import run_em
+from latentfit.em.ssm import kalman
+from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
+from latentfit.em.ssm.steps import (
+    LETTERS,
+    initial_params,
+    log_prior,
+    m_step,
+    sufficient_statistics,
+)
+from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
+from latentfit.io import check_fields, serializable
+
+__all__ = ["LinearGaussianSSM"]
+
+#: fitted attribute of every parameter, by its field of SSMParams
+ATTRIBUTES = {
+    "A": "transition_matrix_",
+    "C": "observation_matrix_",
+    "Q": "transition_covariance_",
+    "R": "observation_covariance_",
+    "d": "observation_offset_",
+    "mu0": "initial_state_mean_",
+    "V0": "initial_state_covariance_",
+}
+
+
+class ConvergenceMonitor:
+    """hmmlearn's convergence monitor, as the HMMs keep it: ``history`` holds the objective of
+    every iteration, ``iter`` their number, ``converged`` is true when the last gain was below
+    ``tol`` or ``n_iter`` iterations were made."""
+
+    def __init__(self, tol: float, n_iter: int, verbose: bool, history=()):
+        self.tol, self.n_iter, self.verbose = tol, n_iter, verbose
+        self.history = deque(history)
+        self.iter = len(self.history)
+
+    @property
+    def converged(self) -> bool:
+        h = self.history
+        return self.iter == self.n_iter or (len(h) >= 2 and h[-1] - h[-2] < self.tol)
+
+
+def check_lengths(lengths, n: int) -> list[int]:
+    """Sequence lengths as a list of positive ints summing to ``n`` (the HMMs' rule)."""
+    if lengths is None:
+        return [n]
+    try:
+        arr = np.asarray(lengths)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
+        ) from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        raise DataError(f"lengths must be integers, got {arr.tolist()[:10]}")
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"lengths must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero(arr < 1)
+    if len(bad):
+        raise DataError(
+            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
+        )
+    if int(arr.sum()) != n:
+        raise DataError(
+            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
+            "of rows of every sequence in X, in order"
+        )
+    return arr.tolist()
+
+
+def infer(
+    p: SSMParams,
+    Y: torch.Tensor,
+    lengths: list[int],
+    *,
+    smooth: bool = True,
+    workspace: dict | None = None,
+):
+    """Filter (and smooth): the compiled kernel for CPU tensors, the torch functions elsewhere.
+    A covariance that stops being positive definite raises ParameterError naming the row.
+    ``workspace`` (EM's iterations): output buffers reused between calls by the kernel."""
+    if Y.device.type == "cpu" and _compiled.available():
+        from latentfit.em.ssm.kalman_cpu import filter_smooth_cpu  # imports numba
+
+        f, s, bad = filter_smooth_cpu(p, Y, lengths, smooth=smooth, workspace=workspace)
+        if bad >= 0:
+            _not_positive_definite(bad)
+        return f, s
+    try:
+        f = kalman.kalman_filter(p, Y, lengths)
+        s = kalman.rts_smoother(p, f, lengths) if smooth else None
+    except torch.linalg.LinAlgError:
+        _not_positive_definite(None)
+    return f, s
+
+
+def _not_positive_definite(row):
+    where = f" at row {row}" if row is not None else ""
+    raise ParameterError(
+        f"a state or innovation covariance stopped being positive definite{where}: the "
+        "parameters are degenerate or the numbers overflow. Try a larger min_covar, float64, "
+        "or scaling the data"
+    )
+
+
+class _SSMHooks:
+    """EM (Shumway & Stoffer 1982) as the driver's hooks; a batch is a group of sequences."""
+
+    def __init__(self, model: LinearGaussianSSM, X: torch.Tensor, lengths: list[int]):
+        self.model, self.X, self.lengths = model, X, lengths
+        self._workspaces: dict[int, dict] = {}  # per batch: the kernel's output buffers
+
+    def initialize(self, data, generator):
+        return self.model._initial_params(self.X, self.lengths, generator)
+
+    def estep(self, params, batch):
+        Y, lengths = batch
+        p = SSMParams(**params)
+        # the smoothed moments are reduced to statistics right away: their buffers can be
+        # reused by the next E-step
+        _, s = infer(p, Y, lengths, workspace=self._workspaces.setdefault(id(Y), {}))
+        return sufficient_statistics(p, Y, s, lengths)
+
+    def mstep(self, params, stats):
+        m = self.model
+        new = m_step(
+            SSMParams(**params),
+            stats,
+            m.params,
+            diagonal_R=m.covariance_type == "diag",
+            ridge=float(m.ridge),
+            min_covar=float(m.min_covar),
+        )
+        return new._asdict()
+
+    def lower_bound(self, params, stats):
+        m = self.model
+        return float(stats["log_likelihood"].sum()) + log_prior(
+            SSMParams(**params), float(m.ridge), m.params
+        )
+
+
+@serializable
+class LinearGaussianSSM(BaseEstimator):
+    """Linear-Gaussian state-space model (linear dynamical system), fitted by EM.
+
+    ``x_1 ~ N(mu0, V0)``, ``x_t = A x_{t-1} + w_t`` with ``w_t ~ N(0, Q)``, and
+    ``y_t = C x_t + d + v_t`` with ``v_t ~ N(0, R)``; ``n_components`` is the state dimension
+    k. The E-step is the Kalman filter (Joseph-form covariance update) and the
+    Rauch-Tung-Striebel smoother, the M-step closed-form (Shumway & Stoffer 1982; Ghahramani &
+    Hinton 1996). The likelihood is invariant to an invertible change of state coordinates, so
+    A, C, Q, mu0 and V0 are identified only up to it; the observation covariance of the data
+    under the model is identified.
+
+    Parameters
+    ----------
+    n_components : state dimension k.
+    covariance_type : ``"full"`` or ``"diag"`` observation noise covariance R.
+    min_covar : added to the diagonal of every re-estimated covariance (Q, R, V0).
+    ridge : λ ≥ 0, matrix-normal priors A | Q ~ MN(0, Q, I/λ) and C | R ~ MN(0, R, I/λ): EM
+        then maximises log-likelihood + log prior (MAP), the objective recorded.
+    n_iter, tol : at most ``n_iter`` EM iterations, stopping when the objective gains less
+        than ``tol`` (hmmlearn's rule).
+    params, init_params : letters of the parameters that EM re-estimates / that ``fit``
+        initialises (the others are taken from the attributes set by hand): ``a`` A, ``c`` C,
+        ``q`` Q, ``r`` R, ``d`` d, ``m`` mu0, ``v`` V0.
+    n_init, random_state, verbose, device, dtype : as the HMMs.
+
+    NaN entries of X are missing observations (whole or partial rows): the filter updates on
+    the observed coordinates and EM uses their exact conditional moments. With a single
+    training sequence, mu0 and V0 are fitted to that sequence's start (V0 shrinks to the
+    posterior covariance of its first state); to score or filter new sequences from their
+    first step, leave ``m`` and ``v`` out of ``params`` and set those attributes.
+
+    Attributes
+    ----------
+    transition_matrix_ (k, k), observation_matrix_ (d, k), transition_covariance_ (k, k),
+    observation_covariance_ (d, d), observation_offset_ (d,), initial_state_mean_ (k,),
+    initial_state_covariance_ (k, k); ``lower_bounds_`` (the objective of every iteration),
+    ``monitor_``, ``converged_``, ``n_iter_``, ``n_features``.
+    """
+
+    _state_fields: ClassVar[dict[str, str]] = {
+        "lower_bounds_": "floats",
+        "n_features": "int",
+        "feature_names_in_": "strs",
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        covariance_type="full",
+        min_covar=1e-6,
+        ridge=0.0,
+        n_iter=10,
+        tol=1e-2,
+        params="acqrdmv",
+        init_params="acqrdmv",
+        n_init=1,
+        random_state=None,
+        verbose=False,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.min_covar = min_covar
+        self.ridge = ridge
+        self.n_iter = n_iter
+        self.tol = tol
+        self.params = params
+        self.init_params = init_params
+        self.n_init = n_init
+        self.random_state = random_state
+        self.verbose = verbose
+        self.device = device
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def _dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype)
+
+    @property
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _check_settings(self):
+        check_positive_int(self.n_components, "n_components")
+        check_positive_int(self.n_init, "n_init")
+        n_iter = self.n_iter
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int | np.integer) or n_iter < 0:
+            raise ParameterError(f"n_iter must be an integer >= 0, got {n_iter!r}")
+        tol = self.tol
+        if (
+            isinstance(tol, bool)
+            or not isinstance(tol, int | float | np.number)
+            or np.isnan(tol)
+            or tol == np.inf
+        ):
+            raise ParameterError(
+                f"tol must be a number below +inf (-inf: run every iteration), got {tol!r}"
+            )
+        for name in ("min_covar", "ridge"):
+            v = getattr(self, name)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float | np.number)
+                or not np.isfinite(v)
+                or v < 0
+            ):
+                raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.covariance_type not in ("full", "diag"):
+            raise ParameterError(
+                f"covariance_type must be 'full' or 'diag', got {self.covariance_type!r}"
+            )
+        for name in ("params", "init_params"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or set(v) - set(LETTERS):
+                raise ParameterError(
+                    f"{name} must be a string of the letters {''.join(LETTERS)} (a: A, c: C, "
+                    f"q: Q, r: R, d: d, m: mu0, v: V0), got {v!r}"
+                )
+        self._dtype, self._device  # noqa: B018  (ParameterError for a bad dtype or device)
+
+    # ------------------------------------------------------------------ parameters
+    def _given(self, field: str) -> torch.Tensor:
+        name = ATTRIBUTES[field]
+        try:
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ParameterError(f"{name} must be an array of numbers") from None
+        if not np.all(np.isfinite(arr)):
+            raise ParameterError(f"{name} must hold finite numbers")
+        return torch.as_tensor(arr, dtype=self._dtype, device=self._device)
+
+    def _current_params(self) -> SSMParams:
+        """The attributes as checked tensors (ParameterError naming the one at fault)."""
+        missing = [a for a in ATTRIBUTES.values() if not hasattr(self, a)]
+        if missing:
+            raise NotFittedError(
+                f"This LinearGaussianSSM instance has no {missing}: call 'fit', or set every "
+                f"parameter ({list(ATTRIBUTES.values())}) by hand before using it"
+            )
+        p = SSMParams(**{f: self._given(f) for f in ATTRIBUTES})
+        if getattr(self, "n_features", None) is None:
+            self.n_features = int(p.C.shape[0]) if p.C.dim() == 2 else 0
+        self._check_params(p, self.n_features)
+        return p
+
+    def _check_params(self, p: SSMParams, dim: int) -> None:
+        k = self.n_components
+        shapes = {"A": (k, k), "C": (dim, k), "Q": (k, k), "R": (dim, dim), "d": (dim,),
+                  "mu0": (k,), "V0": (k, k)}  # fmt: skip
+        for f, shape in shapes.items():
+            got = tuple(getattr(p, f).shape)
+            if got != shape:
+                raise ParameterError(
+                    f"{ATTRIBUTES[f]} must have shape {shape} (n_components={k}, "
+                    f"n_features={dim}), got {got}"
+                )
+        for f, strict in (("Q", False), ("R", True), ("V0", False)):
+            M = getattr(p, f)
+            if not torch.allclose(M, M.T, rtol=1e-6, atol=1e-12 * float(M.abs().max()) + 1e-300):
+                raise ParameterError(f"{ATTRIBUTES[f]} must be symmetric")
+            low = float(torch.linalg.eigvalsh(M.double()).min())
+            bad = not low > 0 if strict else low < -1e-10 * float(M.abs().max())
+            if bad:
+                what = "positive definite" if strict else "positive semi-definite"
+                raise ParameterError(
+                    f"{ATTRIBUTES[f]} must be {what} (smallest eigenvalue {low:.3g}); "
+                    "add a small multiple of the identity"
+                )
+
+    def _initial_params(self, X, lengths, gen) -> dict[str, torch.Tensor]:
+        given = {
+            field
+            for letter, field in LETTERS.items()
+            if letter not in self.init_params and hasattr(self, ATTRIBUTES[field])
+        }
+        start = {field: self._given(field) for field in given}
+        if len(given) < len(LETTERS):  # a start for the others (skipped when all are given)
+            fresh = initial_params(
+                _impute_column_means(X),
+                lengths,
+                self.n_components,
+                gen,
+                diagonal_R=self.covariance_type == "diag",
+                min_covar=float(self.min_covar),
+            )._asdict()
+            start = {**fresh, **start}
+        self._check_params(SSMParams(**start), X.shape[1])
+        return start
+
+    def _set_params(self, p: dict[str, torch.Tensor]) -> None:
+        for field, name in ATTRIBUTES.items():
+            setattr(self, name, p[field].detach().cpu().numpy())
+
+    # ------------------------------------------------------------------ data
+    def _checked_X(self, X, *, fitting: bool) -> torch.Tensor:
+        if X is None:
+            raise DataError("X is None; pass an array of shape (n_steps, n_features)")
+        Y = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=True)
+        top = Y.abs().max()  # NaN if any entry is missing: then a second look, without them
+        if not bool(torch.isfinite(top)):
+            empty = torch.isnan(Y).all(0)  # (d,) columns with no observed value
+            if bool(empty.all()):
+                raise DataError(
+                    f"X ({Y.shape[0]} x {Y.shape[1]}) is NaN everywhere: there is no observed value"
+                )
+            if fitting and bool(empty.any()):
+                raise DataError(
+                    f"column {int(empty.nonzero()[0])} of X is NaN in every row: its "
+                    "observation parameters cannot be estimated; drop that column"
+                )
+            top = torch.nan_to_num(Y).abs().max()
+        if not fitting and Y.shape[1] != self.n_features:
+            raise DataError(
+                f"X has {Y.shape[1]} features but the model was fitted with {self.n_features}"
+            )
+        if float(top) > 1e150:
+            raise DataError("X holds values above 1e150 in magnitude; scale the data first")
+        return Y
+
+    def _prepare(self, X, lengths):
+        self._check_settings()
+        p = self._current_params()
+        check_feature_names(self, X, reset=False)
+        Y = self._checked_X(X, fitting=False)
+        return p, Y, check_lengths(lengths, Y.shape[0])
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, lengths=None):
+        """Estimate the parameters by EM (``n_init`` restarts, the best kept). ``lengths``
+        (n_sequences,) gives the rows of every sequence in X; NaN entries are missing."""
+        self._check_settings()
+        check_feature_names(self, X, reset=True)
+        Y = self._checked_X(X, fitting=True)
+        lengths = check_lengths(lengths, Y.shape[0])
+        self.n_features = int(Y.shape[1])
+        gen = make_generator(self.random_state, self._device)
+        result = run_em(
+            _SSMHooks(self, Y, lengths),
+            [(Y, lengths)],
+            n_init=self.n_init,
+            max_iter=self.n_iter,
+            max_iter_name="n_iter",
+            tol=self.tol,
+            generator=gen,
+            convergence="delta",
+            verbose=int(self.verbose),
+            name=type(self).__name__,
+        )
+        self._set_params(result.params)
+        self.lower_bounds_ = list(result.lower_bounds)
+        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
+        self.lower_bound_ = result.lower_bound
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.best_init_ = result.best_init
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def _filter(self, X, lengths, smooth: bool) -> tuple[FilterResult, SmootherResult | None]:
+        p, Y, lengths = self._prepare(X, lengths)
+        return infer(p, Y, lengths, smooth=smooth)
+
+    def filter(self, X, lengths=None):
+        """Filtered state means (n, k) and covariances (n, k, k): p(x_t | y_1..y_t)."""
+        f, _ = self._filter(X, lengths, smooth=False)
+        return f.filtered_means.cpu().numpy(), f.filtered_covariances.cpu().numpy()
+
+    def smooth(self, X, lengths=None):
+        """Smoothed state means (n, k) and covariances (n, k, k): p(x_t | y_1..y_T)."""
+        _, s = self._filter(X, lengths, smooth=True)
+        return s.smoothed_means.cpu().numpy(), s.smoothed_covariances.cpu().numpy()
+
+    def predict(self, X, lengths=None):
+        """Smoothed state means (n, k)."""
+        return self.smooth(X, lengths)[0]
+
+    def score_samples(self, X, lengths=None):
+        """log p(y_t | y_1..y_{t-1}) of every step (n,), from the filter (0 for a NaN row)."""
+        f, _ = self._filter(X, lengths, smooth=False)
+        return f.step_log_likelihoods.cpu().numpy()
+
+    def score(self, X, lengths=None):
+        """Total log-likelihood log p(X) summed over the sequences."""
+        f, _ = self._filter(X, lengths, smooth=False)
+        return float(f.log_likelihood)
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw one sequence of ``n_samples`` steps: (observations (n, d), states (n, k))."""
+        self._check_settings()
+        p = self._current_params()
+        n = check_positive_int(n_samples, "n_samples")
+        rs = self.random_state if random_state is None else random_state
+        gen = make_generator(rs, "cpu")
+        A, C, Q, R, d, mu0, V0 = (v.double().cpu() for v in p)
+        k, dim = A.shape[0], C.shape[0]
+
+        def root(M):  # a square root of a PSD matrix (V0 may be singular)
+            w, U = torch.linalg.eigh(M)
+            return U * w.clamp_min(0).sqrt()
+
+        w = torch.randn(n, k, generator=gen, dtype=torch.float64) @ root(Q).T
+        v = torch.randn(n, dim, generator=gen, dtype=torch.float64) @ root(R).T
+        x = torch.empty(n, k, dtype=torch.float64)
+        x[0] = mu0 + root(V0) @ torch.randn(k, generator=gen, dtype=torch.float64)
+        for t in range(1, n):
+            x[t] = A @ x[t - 1] + w[t]
+        y = x @ C.T + d + v
+        dt = self._dtype
+        return y.to(dt).numpy(), x.to(dt).numpy()
+
+    # ------------------------------------------------------------------ model selection
+    def _n_parameters(self) -> int:
+        k, dim = self.n_components, self.n_features
+        sizes = {"a": k * k, "c": dim * k, "q": k * (k + 1) // 2, "d": dim, "m": k,
+                 "v": k * (k + 1) // 2,
+                 "r": dim if self.covariance_type == "diag" else dim * (dim + 1) // 2}  # fmt: skip
+        return sum(sizes[c] for c in set(self.params))
+
+    def bic(self, X, lengths=None):
+        """BIC = −2 log L + p log n (lower is better); p counts the fitted parameters."""
+        return -2 * self.score(X, lengths) + self._n_parameters() * np.log(len(X))
+
+    def aic(self, X, lengths=None):
+        """AIC = −2 log L + 2 p (lower is better)."""
+        return -2 * self.score(X, lengths) + 2 * self._n_parameters()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path):
+        """Write the fitted model (safetensors + JSON header); read it with latentfit.load."""
+        from latentfit.io import save
+
+        self._current_params()
+        return save(self, path)
+
+    def _get_state(self):
+        tensors = {a: torch.as_tensor(np.asarray(getattr(self, a))) for a in ATTRIBUTES.values()}
+        extra = {
+            "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
+            "n_features": int(self.n_features),
+        }
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+        return tensors, extra
+
+    def _set_state(self, tensors, extra):
+        names = sorted(ATTRIBUTES.values())
+        if sorted(tensors) != names:
+            raise ModelFileError(
+                f"a LinearGaussianSSM file holds the tensors {names}; this one holds "
+                f"{sorted(tensors)}"
+            )
+        extra = check_fields(extra, type(self), required=("n_features",))
+        for name in names:
+            setattr(self, name, tensors[name].numpy())
+        self.n_features = extra["n_features"]
+        if "feature_names_in_" in extra:
+            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
+        self.lower_bounds_ = extra.get("lower_bounds_", [])
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
+
+    def _check_loaded(self) -> None:
+        try:
+            self._check_settings()
+            self._current_params()
+        except (LatentfitError, NotFittedError) as err:
+            raise ModelFileError(f"the stored LinearGaussianSSM is inconsistent: {err}") from None
+
+
+def _impute_column_means(Y: torch.Tensor) -> torch.Tensor:
+    """NaN entries replaced by their column's mean over the observed rows (for the start)."""
+    miss = torch.isnan(Y)
+    if not bool(miss.any()):
+        return Y
+    means = torch.nanmean(Y, 0)
+    return torch.where(miss, means.expand_as(Y), Y)

@@ -1,0 +1,258 @@
+"""`latentfit select hmm` and `--json`/`--csv` on every select command: the numbers printed
+are select_model's, parsed back and compared."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+from latentfit.select import COLUMNS, select_model
+
+runner = CliRunner()
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """Three sticky 2-D Gaussian states over five sequences: (csv path, lengths path, X, L)."""
+    rng = np.random.default_rng(3)
+    lengths = [60, 45, 70, 50, 55]
+    parts = []
+    for n in lengths:
+        z = np.repeat(rng.integers(0, 3, n // 5 + 1), 5)[:n]
+        parts.append(np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])[z] + rng.normal(size=(n, 2)))
+    X = np.vstack(parts)
+    folder = tmp_path_factory.mktemp("series")
+    path, lpath = folder / "series.csv", folder / "lengths.txt"
+    np.savetxt(path, X, delimiter=",", header="x,y", comments="")
+    lpath.write_text("\n".join(map(str, lengths)) + "\n")
+    return path, lpath, X, lengths
+
+
+def python_result(X, lengths, **kw):
+    kw.setdefault("n_iter", 100)
+    kw.setdefault("tol", 1e-2)
+    return select_model(X, lengths, n_components=[1, 2, 3], **kw)
+
+
+def assert_same_rows(doc_rows, result):
+    assert [r["label"] for r in doc_rows] == [r["label"] for r in result.rows]
+    for got, want in zip(doc_rows, result.rows, strict=True):
+        assert got["n_parameters"] == want["n_parameters"]
+        for c in ("loglik", "bic", "aic", "icl", "cv_loglik"):
+            if want[c] is None or not np.isfinite(want[c]):
+                assert got[c] is None
+            else:
+                assert got[c] == pytest.approx(want[c], rel=1e-10), c
+
+
+def test_the_console_script_prints_json_equal_to_select_model(series):
+    path, lpath, X, lengths = series
+    script = Path(sys.executable).with_name("latentfit")
+    assert script.exists(), f"the console script is not installed beside {sys.executable}"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    args = ["select", "hmm", str(path), "-k", "1-3", "--lengths", str(lpath)]
+    args += ["--covariance", "diag,full"]
+    res = subprocess.run(
+        [str(script), *args, "--json"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    want = python_result(X, lengths, family="gaussian_hmm", covariance_types=["diag", "full"])
+    assert_same_rows(doc["rows"], want)
+    assert doc["best"] == want.best_row_["label"] and doc["n_sequences"] == len(lengths)
+    assert doc["best"].startswith("GaussianHMM") and "K=3" in doc["best"]
+    # the text shows the same numbers, rounded
+    text = runner.invoke(app, args)
+    assert text.exit_code == 0, text.output
+    for r in want.rows:
+        assert f"{r['bic']:.2f}" in text.stdout and r["label"] in text.stdout
+    assert f"best by BIC: {want.best_row_['label']}" in text.stdout
+
+
+def test_csv_and_heldout_on_one_long_series(series):
+    path, _, X, _ = series
+    args = ["select", "hmm", str(path), "-k", "1-3", "--covariance", "diag"]
+    res = runner.invoke(app, [*args, "--cv", "3", "--criterion", "heldout", "--csv"])
+    assert res.exit_code == 0, res.output
+    table = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert list(table[0]) == list(COLUMNS)
+    want = python_result(
+        X, None, family="gaussian_hmm", covariance_types=["diag"], cv=3, criterion="heldout"
+    )
+    rows = [
+        {**r, **{c: float(r[c]) if r[c] else None for c in ("loglik", "bic", "aic", "icl")}}
+        for r in table
+    ]
+    for r in rows:
+        r["cv_loglik"] = float(r["cv_loglik"])
+        r["n_parameters"] = int(r["n_parameters"])
+    assert_same_rows(rows, want)
+    assert [r["best"] == "True" for r in table] == [
+        i == want.best_index() for i in range(len(want.rows))
+    ]
+    assert want.cv_scheme.startswith("3 contiguous blocks")
+
+
+@pytest.mark.parametrize(
+    ("emission", "family"), [("poisson", "poisson_hmm"), ("categorical", "categorical_hmm")]
+)
+def test_discrete_emissions(tmp_path, emission, family):
+    rng = np.random.default_rng(5)
+    z = np.repeat(rng.integers(0, 2, 40), 8)
+    if emission == "poisson":
+        X = rng.poisson(np.array([[1.0, 6.0], [6.0, 1.0]])[z]).astype(float)
+    else:
+        X = np.where(z == 0, rng.integers(0, 2, len(z)), rng.integers(2, 4, len(z)))[:, None]
+    path = tmp_path / "d.npy"
+    np.save(path, X.astype(float))
+    res = runner.invoke(
+        app, ["select", "hmm", str(path), "-k", "1-3", "--emission", emission, "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert_same_rows(doc["rows"], python_result(X.astype(float), None, family=family))
+    assert doc["rows"][0]["label"].endswith("HMM K=1")
+
+
+def test_json_and_csv_on_the_mixture_commands(faithful_csv):
+    path, X = faithful_csv
+    args = ["select", "gmm", str(path), "-k", "1-3", "--covariance", "full,diag"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    want = select_model(
+        X, n_components=[1, 2, 3], covariance_types=["full", "diag"], max_iter=200, n_init=1,
+        missing="error",
+    )  # fmt: skip
+    assert_same_rows(doc["rows"], want)
+    assert doc["best"] == "full K=2" and doc["n_sequences"] is None
+    res = runner.invoke(app, [*args, "--csv"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0] == ",".join(COLUMNS) and len(lines) == 1 + len(want.rows)
+    assert float(lines[1].split(",")[5]) == want.rows[0]["bic"]
+
+
+def test_plot_message_leaves_stdout_one_json_document(series, tmp_path):
+    path, lpath, _, _ = series
+    fig = tmp_path / "bic.png"
+    res = runner.invoke(
+        app,
+        ["select", "hmm", str(path), "-k", "1-2", "--covariance", "diag", "--lengths",
+         str(lpath), "--plot", str(fig), "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    json.loads(res.stdout)
+    assert "figure written" in res.stderr and fig.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--json", "--csv"], "choose one"),
+        (["--criterion", "heldout"], "needs cv"),
+        (["--criterion", "mdl"], "criterion must be"),
+        (["--emission", "laplace"], "takes --emission"),
+        (["--model", "ssm", "--emission", "poisson"], "--model ssm takes --emission gaussian"),
+        (["--model", "hmmm"], "--model must be one of"),
+        (["--cv", "200"], "use fewer folds"),
+        (["--covariance", ","], "names no covariance type"),
+    ],
+)
+def test_bad_options_are_clear_errors(series, extra, message):
+    path, _, _, _ = series
+    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", *extra])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_bad_lengths_and_symbols_are_clear_errors(series, tmp_path):
+    path, _, X, _ = series
+    bad = tmp_path / "bad.txt"
+    bad.write_text("100 100\n")
+    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--lengths", str(bad)])
+    assert res.exit_code == 2 and f"but X has {len(X)} rows" in res.output
+    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--emission", "categorical"])
+    assert res.exit_code == 2 and "one column of symbols" in res.output
+    frac = tmp_path / "frac.csv"
+    np.savetxt(frac, [[0.0], [1.5], [2.0]])
+    res = runner.invoke(app, ["select", "hmm", str(frac), "-k", "1", "--emission", "categorical"])
+    assert res.exit_code == 2 and "row 1 holds 1.5" in res.output
+
+
+def test_a_sequence_model_kind_plugs_into_the_command(series, monkeypatch):
+    """`--model hsmm` finds latentfit.GaussianHSMM by name and gives it only the settings its
+    constructor takes; here a stand-in with fit/score/n_parameters_ (the real class, once it
+    is there, is used the same way)."""
+    from scipy.stats import norm
+    from sklearn.base import BaseEstimator
+
+    import latentfit
+
+    class StandIn(BaseEstimator):
+        def __init__(self, n_components=1, max_iter=10):
+            self.n_components = n_components
+            self.max_iter = max_iter
+
+        def fit(self, X, lengths=None):
+            X = np.asarray(X)
+            self.mean_, self.sd_ = X.mean(0), X.std(0)
+            self.n_parameters_ = 2 * X.shape[1] + self.n_components
+            return self
+
+        def score(self, X, lengths=None):
+            return float(norm.logpdf(np.asarray(X), self.mean_, self.sd_).sum())
+
+    monkeypatch.setattr(latentfit, "GaussianHSMM", StandIn, raising=False)
+    path, lpath, X, _ = series
+    res = runner.invoke(
+        app,
+        ["select", "hmm", str(path), "-k", "1-2", "--model", "hsmm", "--lengths", str(lpath),
+         "--n-iter", "7", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    ll = norm.logpdf(X, X.mean(0), X.std(0)).sum()
+    assert [r["label"] for r in doc["rows"]] == ["StandIn K=1", "StandIn K=2"]
+    for r, k in zip(doc["rows"], [1, 2], strict=True):
+        assert r["bic"] == pytest.approx(-2 * ll + (4 + k) * np.log(len(X)), rel=1e-12)
+    monkeypatch.setattr(latentfit, "GaussianHSMM", None)  # as in an installation without it
+    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--model", "hsmm"])
+    assert res.exit_code == 2 and "needs latentfit.GaussianHSMM" in res.output
+
+
+@pytest.mark.parametrize(
+    ("content", "lengths_content"),
+    [
+        (b"", None),
+        (bytes(range(128, 256)), None),
+        (b"a,b\n1,x\n2,y\n", None),
+        (b"a,b\n1,2\n3\n", None),
+        (b"a,b\n", None),
+        (None, None),  # no such file
+        (b"a\n1\n2\n3\n", b"two\n"),
+        (b"a\n1\n2\n3\n", bytes(range(128, 256))),
+        (b"a\n1\n2\n3\n", b"1 -1 3\n"),
+    ],
+)
+def test_bad_files_are_one_line_errors(tmp_path, content, lengths_content):
+    data = tmp_path / "d.csv"
+    if content is not None:
+        data.write_bytes(content)
+    argv = ["select", "hmm", str(data), "-k", "1"]
+    if lengths_content is not None:
+        (tmp_path / "l.txt").write_bytes(lengths_content)
+        argv += ["--lengths", str(tmp_path / "l.txt")]
+    res = runner.invoke(app, argv)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+    assert ("l.txt" if lengths_content and b"two" in lengths_content else "") in res.output

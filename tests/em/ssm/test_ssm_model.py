@@ -1,0 +1,290 @@
+"""LinearGaussianSSM: EM's monotonicity and recovery, sequences, float32, save/load, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+import latentfit
+from latentfit import LinearGaussianSSM
+from latentfit.em.driver import EMMonotonicityWarning
+from latentfit.em.ssm.kalman import SSMParams
+from latentfit.em.ssm.model import infer
+from latentfit.em.ssm.steps import m_step, sufficient_statistics
+from latentfit.errors import DataError, ModelFileError, ParameterError
+from tests.em.ssm.helpers import model_from, random_params, with_missing
+
+
+def quiet_fit(model, X, lengths=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        return model.fit(X, lengths)
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "ridge", "missing"),
+    [("full", 0.0, False), ("diag", 0.0, True), ("full", 2.0, True)],
+)
+def test_em_never_decreases_the_objective(covariance_type, ridge, missing):
+    truth = model_from(random_params(seed=0, k=2, d=3))
+    Y, _ = truth.sample(300, random_state=1)
+    if missing:
+        Y = with_missing(Y, seed=2)
+    m = quiet_fit(
+        LinearGaussianSSM(
+            2, covariance_type=covariance_type, ridge=ridge, n_iter=40, tol=-np.inf,
+            random_state=0,
+        ),
+        Y,
+        [100, 200],
+    )  # fmt: skip
+    lb = np.array(m.lower_bounds_)
+    assert len(lb) == 40
+    # EM is monotone up to rounding (float64 sums of 300 steps: far below 1e-9 relative)
+    assert np.all(np.diff(lb) >= -1e-9 * np.abs(lb[1:]))
+    assert lb[-1] > lb[0] + 1.0
+    if ridge == 0:  # the recorded objective is the log-likelihood of the parameters before
+        # the last M-step; the fitted model's is at least as high
+        assert m.score(Y, [100, 200]) >= lb[-1] - 1e-9 * abs(lb[-1])
+    if covariance_type == "diag":
+        R = m.observation_covariance_
+        np.testing.assert_array_equal(R, np.diag(np.diag(R)))
+
+
+def test_one_m_step_maximises_the_expected_complete_log_likelihood():
+    """The closed-form M-step's output beats random perturbations of every parameter on the
+    expected complete-data log-likelihood, written out directly from the statistics."""
+    params = random_params(seed=3, k=2, d=3)
+    p = SSMParams(*(torch.tensor(v) for v in params))
+    Y = torch.tensor(with_missing(model_from(params).sample(60, random_state=4)[0], seed=5))
+    _, s = infer(p, Y, [60])
+    st = sufficient_statistics(p, Y, s, [60])
+    best = m_step(p, st, "acqrdmv")
+
+    def expected_cll(q: SSMParams) -> float:
+        Qi, Ri, Vi = (torch.linalg.inv(M) for M in (q.Q, q.R, q.V0))
+        N, b = st["n_steps"], st["n_sequences"]
+        # transitions: Σ E[(x_t − A x_{t-1})ᵀ Q⁻¹ (x_t − A x_{t-1})]
+        Et = st["xx_tail"] - q.A @ st["x1x0"].T - st["x1x0"] @ q.A.T + q.A @ st["xx_head"] @ q.A.T
+        # observations: Σ E[(y − C x − d)(...)ᵀ]
+        yxC = st["yx"] @ q.C.T
+        yd = st["y"][:, None] * q.d[None]
+        Cxd = (q.C @ st["x"])[:, None] * q.d[None]
+        Eo = (st["yy"] - yxC - yxC.T - yd - yd.T + q.C @ st["xx"] @ q.C.T + Cxd + Cxd.T
+              + N * q.d[:, None] * q.d[None])  # fmt: skip
+        xm = st["x_first"][:, None] * q.mu0[None]
+        E0 = st["xx_first"] - xm - xm.T + b * q.mu0[:, None] * q.mu0[None]
+        return float(
+            -0.5 * (N - b) * torch.logdet(q.Q) - 0.5 * torch.trace(Qi @ Et)
+            - 0.5 * N * torch.logdet(q.R) - 0.5 * torch.trace(Ri @ Eo)
+            - 0.5 * b * torch.logdet(q.V0) - 0.5 * torch.trace(Vi @ E0)
+        )  # fmt: skip
+
+    top = expected_cll(best)
+    gen = torch.Generator().manual_seed(0)
+    for field in best._fields:
+        for _ in range(3):
+            v = getattr(best, field)
+            e = 1e-3 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+            if v.dim() == 2 and v.shape[0] == v.shape[1] and field in ("Q", "R", "V0"):
+                e = e + e.T
+            assert expected_cll(best._replace(**{field: v + e})) < top
+
+
+def stationary_observation_moments(m):
+    """Cov[y_t] and Cov[y_{t+1}, y_t] of the stationary model: invariant to the state basis."""
+    A, C, Q, R = (
+        m.transition_matrix_, m.observation_matrix_, m.transition_covariance_,
+        m.observation_covariance_,
+    )  # fmt: skip
+    from scipy.linalg import solve_discrete_lyapunov
+
+    S = solve_discrete_lyapunov(A, Q)
+    return C @ S @ C.T + R, C @ A @ S @ C.T
+
+
+def test_recovers_the_model_up_to_its_invariances():
+    params = random_params(seed=6, k=2, d=4)
+    truth = model_from(params)
+    Y, _ = truth.sample(20000, random_state=7)
+    Y_test, _ = truth.sample(5000, random_state=8)
+    m = quiet_fit(LinearGaussianSSM(2, n_iter=300, tol=1e-4, random_state=0), Y)
+    # the fitted model is at least as likely as the truth on the data (the MLE), and on new
+    # data it is within sampling error of it (a few nats over 5,000 steps; the first steps
+    # are left out: with one training sequence, mu0 and V0 describe that sequence's start)
+    assert m.score(Y) >= truth.score(Y) - 1.0
+    assert m.score_samples(Y_test)[20:].sum() >= truth.score_samples(Y_test)[20:].sum() - 10.0
+    for fitted, true in zip(
+        stationary_observation_moments(m), stationary_observation_moments(truth), strict=True
+    ):
+        # 20,000 correlated steps: moments within a few percent of the truth's scale
+        assert np.abs(fitted - true).max() < 0.05 * np.abs(true).max() + 0.05
+    np.testing.assert_allclose(m.observation_offset_, params[4], atol=0.15)
+    # eigenvalues of A are basis-invariant
+    np.testing.assert_allclose(
+        np.sort_complex(np.linalg.eigvals(m.transition_matrix_)),
+        np.sort_complex(np.linalg.eigvals(params[0])),
+        atol=0.05,
+    )
+
+
+def test_several_sequences_are_the_sum_of_separate_ones():
+    truth = model_from(random_params(seed=9, k=2, d=3))
+    parts = [with_missing(truth.sample(n, random_state=n)[0], seed=n) for n in (40, 7, 23)]
+    Y = np.vstack(parts)
+    lengths = [len(p) for p in parts]
+    assert truth.score(Y, lengths) == pytest.approx(sum(truth.score(p) for p in parts), rel=1e-12)
+    terms = truth.score_samples(Y, lengths)
+    np.testing.assert_allclose(terms, np.concatenate([truth.score_samples(p) for p in parts]))
+    means, covs = truth.smooth(Y, lengths)
+    m2, c2 = truth.smooth(parts[2])
+    np.testing.assert_allclose(means[47:], m2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(covs[47:], c2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(truth.predict(Y, lengths), means)
+    fm, fc = truth.filter(Y, lengths)
+    np.testing.assert_allclose(fm[:40], truth.filter(parts[0])[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fc[40:47], truth.filter(parts[1])[1], rtol=1e-12, atol=1e-12)
+
+
+def test_float32_fit_close_to_float64():
+    truth = model_from(random_params(seed=10, k=2, d=3))
+    Y, _ = truth.sample(500, random_state=11)
+    m64 = quiet_fit(LinearGaussianSSM(2, n_iter=15, tol=-np.inf, random_state=0), Y)
+    m32 = quiet_fit(
+        LinearGaussianSSM(2, n_iter=15, tol=-np.inf, random_state=0, dtype="float32"), Y
+    )
+    assert m32.transition_matrix_.dtype == np.float32
+    # 15 iterations of float32 rounding (1e-7) amplified by the M-step's solves
+    assert m32.score(Y) == pytest.approx(m64.score(Y), rel=1e-4)
+    np.testing.assert_allclose(m32.lower_bounds_, m64.lower_bounds_, rtol=1e-4)
+
+
+def test_fixed_parameters_are_kept(tmp_path):
+    params = random_params(seed=12, k=2, d=3)
+    truth = model_from(params)
+    Y, _ = truth.sample(200, random_state=13)
+    m = model_from(params, n_iter=5, tol=-np.inf)
+    m.set_params(params="cqrdmv", init_params="cqrdmv")
+    quiet_fit(m, Y)
+    np.testing.assert_array_equal(m.transition_matrix_, params[0])
+    assert not np.allclose(m.observation_matrix_, params[1])
+
+
+def test_save_load_round_trip(tmp_path):
+    truth = model_from(random_params(seed=14, k=2, d=3))
+    Y, _ = truth.sample(100, random_state=15)
+    df = pd.DataFrame(Y, columns=["a", "b", "c"])
+    m = quiet_fit(LinearGaussianSSM(2, n_iter=3, random_state=0, covariance_type="diag"), df)
+    path = m.save(tmp_path / "ssm.safetensors")
+    back = latentfit.load(path)
+    assert type(back) is LinearGaussianSSM and back.covariance_type == "diag"
+    assert back.score(df) == m.score(df)
+    np.testing.assert_array_equal(back.smooth(Y)[1], m.smooth(Y)[1])
+    assert back.lower_bounds_ == m.lower_bounds_
+    assert list(back.feature_names_in_) == ["a", "b", "c"]
+    with pytest.raises(DataError, match="feature names"):
+        back.score(df[["b", "a", "c"]])
+
+
+def test_sample_has_the_model_moments():
+    truth = model_from(random_params(seed=16, k=2, d=3))
+    Y, X = truth.sample(20000, random_state=17)
+    assert Y.shape == (20000, 3) and X.shape == (20000, 2)
+    cov, lag = stationary_observation_moments(truth)
+    # 20,000 correlated draws: moments within 10% of their scale
+    np.testing.assert_allclose(np.cov(Y.T), cov, atol=0.1 * np.abs(cov).max())
+    Yc = Y - Y.mean(0)
+    np.testing.assert_allclose(Yc[1:].T @ Yc[:-1] / 19999, lag, atol=0.1 * np.abs(cov).max())
+    np.testing.assert_allclose(Y.mean(0), truth.observation_offset_, atol=0.1)
+
+
+def test_bad_input_names_the_problem():
+    truth = model_from(random_params(seed=18, k=2, d=3))
+    Y, _ = truth.sample(50, random_state=19)
+    m = LinearGaussianSSM(2, n_iter=2)
+    with pytest.raises(DataError, match="NaN everywhere"):
+        m.fit(np.full((10, 3), np.nan))
+    bad = Y.copy()
+    bad[:, 1] = np.nan
+    with pytest.raises(DataError, match="column 1"):
+        m.fit(bad)
+    with pytest.raises(DataError, match="lengths sum to 40"):
+        m.fit(Y, [20, 20])
+    with pytest.raises(DataError, match=r"lengths\[1\]"):
+        m.fit(Y, [50, 0])
+    with pytest.raises(DataError, match="2-D"):
+        m.fit(Y[:, 0])
+    with pytest.raises(DataError, match="infinite"):
+        m.fit(np.where(np.arange(3) == 2, np.inf, Y))
+    with pytest.raises(DataError, match="2 features but the model was fitted with 3"):
+        truth.score(Y[:, :2])
+    with pytest.raises(NotFittedError):
+        LinearGaussianSSM(2).score(Y)
+    for kwargs, word in [
+        ({"n_components": 0}, "n_components"),
+        ({"covariance_type": "tied"}, "covariance_type"),
+        ({"params": "acx"}, "params"),
+        ({"ridge": -1.0}, "ridge"),
+        ({"dtype": "int8"}, "dtype"),
+    ]:
+        with pytest.raises(ParameterError, match=word):
+            LinearGaussianSSM(**{"n_components": 2, **kwargs}).fit(Y)
+    wrong = model_from(random_params(seed=18, k=2, d=3))
+    wrong.observation_matrix_ = np.ones((3, 3))
+    with pytest.raises(ParameterError, match=r"observation_matrix_ must have shape \(3, 2\)"):
+        wrong.score(Y)
+    wrong = model_from(random_params(seed=18, k=2, d=3))
+    wrong.transition_covariance_ = -np.eye(2)
+    with pytest.raises(
+        ParameterError, match="transition_covariance_ must be positive semi-definite"
+    ):
+        wrong.score(Y)
+
+
+def test_damaged_file_is_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    truth = model_from(random_params(seed=20, k=2, d=3))
+    truth.n_features = 3
+    path = truth.save(tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["observation_matrix_"] = torch.ones(3, 3, dtype=torch.float64)
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(ModelFileError, match="observation_matrix_"):
+        latentfit.load(path)
+
+
+def test_tracking_example_smooths_below_the_reading_noise():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from latentfit.em.ssm.tracking import tracking_example
+
+    ax, summary = tracking_example(n_steps=300, random_state=0)  # 300 readings, 20% hidden
+    assert ax.get_ylabel() == "x position"
+    # smoothing a slow target averages many readings: well below the reading noise (1.0)
+    assert summary["rmse_smoothed"] < 0.5 * summary["rmse_readings"]
+    # EM learns the reading noise from a start 3x too large (300 steps: within 15%)
+    assert abs(summary["obs_std_fitted"] - 1.0) < 0.15
+
+
+def test_degenerate_covariances_name_the_row():
+    """No noise and a known start: the predicted covariances are all zero, and the smoother
+    (which inverts them, last row first) refuses with the row, not a raw linear-algebra error."""
+    params = list(random_params(seed=21, k=2, d=3))
+    params[2] = np.zeros((2, 2))  # Q
+    params[6] = np.zeros((2, 2))  # V0
+    m = model_from(params)
+    Y = np.random.default_rng(0).normal(size=(5, 3))
+    assert np.isfinite(m.score(Y))  # the filter only needs C P Cᵀ + R positive definite
+    with pytest.raises(ParameterError, match="positive definite at row 4"):
+        m.smooth(Y)
