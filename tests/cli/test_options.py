@@ -52,6 +52,16 @@ def test_k_always_names_components_or_states(path, cmd):
             assert any(w in p.help for w in ("components", "states")), (path, p.help)
 
 
+def test_every_fit_and_select_command_reads_data_or_a_bundled_set():
+    """DATA or --dataset, and --delimiter, on every command that fits a table of rows."""
+    for path, cmd in COMMANDS:
+        if path[0] == "select" or (
+            path[0] == "fit" and path[1] not in ("vae", "flow", "diffusion")
+        ):
+            opts = {o for p in _options(cmd) for o in p.opts}
+            assert {"--dataset", "--delimiter"} <= opts, " ".join(path)
+
+
 def test_score_refuses_k_and_names_samples(tmp_path):
     """score's VAE importance samples are --samples; -k (components/states elsewhere) is
     refused with the option to use, before the model file is read."""

@@ -148,13 +148,14 @@ def _vae_model(folder: Path, how: str, x_dim: int) -> Path:
 
 
 def _rewrite_spec(path: Path, change: dict) -> None:
-    """Edit the JSON spec stored in a safetensors header (tensor offsets are unaffected)."""
+    """Edit the VAE spec (the model header's ``params``) stored in a safetensors header (tensor
+    offsets are unaffected)."""
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
-    spec = json.loads(header["__metadata__"]["spec"])
-    spec.update(change)
-    header["__metadata__"]["spec"] = json.dumps(spec)
+    model_header = json.loads(header["__metadata__"]["latentfit"])
+    model_header["params"].update(change)
+    header["__metadata__"]["latentfit"] = json.dumps(model_header)
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])

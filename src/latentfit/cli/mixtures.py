@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    split_columns,
+)
 from latentfit.cli.output import csv_option, json_option
 
 #: --family: the estimator and the name of its per-component parameter.
@@ -30,22 +41,30 @@ def _save(model, out: Path | None) -> str | None:
         fail(str(err))
 
 
-def _fit(model, data: Path, columns: str):
+def _fit(model, data: Path | None, columns: str, dataset: str | None, delimiter: str):
+    """Read DATA or --dataset, fit ``model`` and name its columns (stored with --out, matched
+    by name in predict/score); (X, log-likelihood, BIC, AIC, column names)."""
     from latentfit.cli.gmm import read_data
+    from latentfit.cli.models import record_columns
+    from latentfit.cli.output import column_names
 
-    X = read_data(data, columns, allow_nan=getattr(model, "missing", "error") == "marginalize")
+    allow_nan = getattr(model, "missing", "error") == "marginalize"
+    X = read_data(data, columns, allow_nan, dataset, delimiter)
     try:
         model.fit(X)
         ll = model.score(X) * X.shape[0]
         bic, aic = model.bic(X), model.aic(X)
     except (ValueError, FloatingPointError) as err:
         fail(str(err))
-    return X, ll, bic, aic
+    record_columns(model, data, split_columns(columns), delimiter)
+    return X, ll, bic, aic, column_names(data, columns, X.shape[1], model, delimiter)
 
 
 @fit_app.command("mixture")
 def fit_mixture(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+    data: Path | None = data_argument(),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of components."),
     family: str = typer.Option(
         ...,
@@ -71,11 +90,12 @@ def fit_mixture(
     weights, the parameters of each component, log-likelihood and BIC/AIC."""
     import importlib
 
-    from latentfit.cli.output import check_format, column_names
+    from latentfit.cli.output import check_format
 
     check_format(as_json, as_csv)
     if family not in FAMILIES:
         fail(f"--family must be one of {', '.join(FAMILIES)}; got {family!r}")
+    data_source(data, dataset)
     check_outputs([(out, "--out")], [data], force=force)
     check_device(device)
     name, attr, what = FAMILIES[family]
@@ -90,9 +110,8 @@ def fit_mixture(
         verbose=0 if quiet else 1,
         device=device,
     )
-    X, ll, bic, aic = _fit(model, data, columns)
+    X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter)
     n, d = X.shape
-    names = column_names(data, columns, d, model)
     result = {
         "model": name,
         "family": family,
@@ -164,7 +183,9 @@ def _print_text(r: dict, params, what: str, n_categories=None) -> None:
 
 def _register_factor(kind: str, cls_name: str, doc: str) -> None:
     def command(
-        data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of (n, d) numbers."),
+        data: Path | None = data_argument(),
+        dataset: str | None = dataset_option(),
+        delimiter: str = delimiter_option(),
         k: int = typer.Option(
             ...,
             "-k",
@@ -189,9 +210,10 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
 
         import numpy as np
 
-        from latentfit.cli.output import check_format, column_names
+        from latentfit.cli.output import check_format
 
         check_format(as_json, as_csv)
+        data_source(data, dataset)
         check_outputs([(out, "--out")], [data], force=force)
         check_device(device)
         cls = getattr(importlib.import_module("latentfit"), cls_name)
@@ -205,9 +227,8 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             verbose=0 if quiet else 1,
             device=device,
         )
-        X, ll, bic, aic = _fit(model, data, columns)
+        X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter)
         n, d = X.shape
-        names = column_names(data, columns, d, model)
         noise = np.broadcast_to(np.asarray(model.noise_variance_, dtype=float), (d,))
         result = {
             "model": cls_name,
