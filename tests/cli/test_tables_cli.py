@@ -176,3 +176,15 @@ def test_flows_take_bundled_tables_by_name(tmp_path):
     assert "faithful (196 train / 22 val / 54 test)" in res.output  # 272 rows, 20% test
     res = runner.invoke(app, [*args, "mnist", "--dataset", "faithful", "--out", str(out)])
     assert res.exit_code == 2 and "give DATA or --dataset, not both" in res.output
+
+
+def test_streamed_npy_keeps_columns_by_position(tmp_path):
+    X = load_dataset("faithful").data.numpy()
+    wide = np.column_stack([X[:, 1], np.ones(len(X)), X[:, 0]])
+    np.save(tmp_path / "w.npy", wide)
+    args = ["fit", "gmm", str(tmp_path / "w.npy"), "-k", "2", "--quiet", "--columns", "2,0"]
+    streamed = runner.invoke(app, [*args, "--stream-above", "0"])
+    assert streamed.exit_code == 0 and "streamed" in streamed.stderr, streamed.output
+    np.testing.assert_allclose(loglik(streamed.stdout), python_loglik(X), rtol=1e-9)
+    res = runner.invoke(app, [*args[:-1], "5", "--stream-above", "0"])
+    assert res.exit_code == 2 and "no column '5'" in res.output
