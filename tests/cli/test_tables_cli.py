@@ -188,3 +188,17 @@ def test_streamed_npy_keeps_columns_by_position(tmp_path):
     np.testing.assert_allclose(loglik(streamed.stdout), python_loglik(X), rtol=1e-9)
     res = runner.invoke(app, [*args[:-1], "5", "--stream-above", "0"])
     assert res.exit_code == 2 and "no column '5'" in res.output
+
+
+def test_flows_and_diffusion_take_delimiter(tmp_path):
+    path = _faithful_files(tmp_path)["tab"]
+    flow = ["fit", "flow", str(path), "--epochs", "1", "--layers", "1", "--hidden", "8"]
+    ddpm = ["fit", "diffusion", "--dataset", str(path), "--epochs", "1", "--steps", "5",
+            "--hidden", "8", "--n-hidden", "1"]  # fmt: skip
+    for args in (flow, ddpm):
+        out = ["--quiet", "--force", "--out", str(tmp_path / "m.safetensors")]
+        res = runner.invoke(app, [*args, *out, "--delimiter", "tab"])
+        assert res.exit_code == 0, res.output
+        assert "196 train / 22 val / 54 test" in res.output  # all 272 rows were read
+        res = runner.invoke(app, [*args, *out, "--delimiter", "semicolon"])
+        assert res.exit_code == 2 and "is the delimiter right" in res.output, res.output
