@@ -76,6 +76,7 @@ def _rewrite(src, dst, edit):
         ("vae", lambda h: h.update(split=[1]), "'split' must be an object"),
         ("vae", lambda h: h.update(format_version=7), "format version 7"),
         ("vae", lambda h: h["params"].update(z_dim=-1), "z_dim=-1"),
+        ("vae", lambda h: h["params"].update(kind="discrete"), "class 'VAE' but its spec"),
     ],
 )
 def test_altered_new_header_fields_raise_model_file_error(files, tmp_path, kind, edit, match):

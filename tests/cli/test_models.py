@@ -27,6 +27,7 @@ X2 = np.vstack([rng.normal(0, 1, (40, 2)), rng.normal(5, 1, (40, 2))])  # (80, 2
 COUNTS = rng.poisson(np.repeat([[1.0, 4.0, 2.0], [6.0, 1.0, 3.0]], 40, axis=0)).astype(float)
 BINARY = (rng.random((80, 5)) < np.repeat([[0.2], [0.8]], 40, axis=0)).astype(float)
 SYMBOLS = np.concatenate([rng.integers(0, 2, 40), rng.integers(2, 4, 40)])[:, None].astype(float)
+CATEGORIES = np.column_stack([rng.integers(0, 3, 80), rng.integers(0, 2, 80)]).astype(float)
 LENGTHS = [30, 50]
 
 
@@ -56,6 +57,10 @@ MODELS = {
     "MultinomialMixture": (
         lambda: latentfit.MultinomialMixture(2, random_state=0).fit(COUNTS),
         COUNTS,
+    ),
+    "CategoricalMixture": (
+        lambda: latentfit.CategoricalMixture(2, random_state=0).fit(CATEGORIES),
+        CATEGORIES,
     ),
     "FactorAnalysis": (lambda: latentfit.FactorAnalysis(1, random_state=0).fit(X2), X2),
     "PPCA": (lambda: latentfit.PPCA(1, random_state=0).fit(X2), X2),
@@ -452,3 +457,23 @@ def test_the_installed_script_predicts_scores_and_samples_as_the_model(name, tmp
 
         want = sample_images(model, 5, torch.Generator().manual_seed(3)).numpy()
     np.testing.assert_array_equal(back, want)
+
+
+def test_fit_vae_records_the_columns_and_predict_finds_them_by_name(tmp_path):
+    data = tmp_path / "u.csv"
+    U = np.random.default_rng(2).random((60, 3))
+    np.savetxt(data, U, delimiter=",", header="a,b,c", comments="", fmt="%.17g")
+    out = tmp_path / "v.lf"
+    args = ["fit", "vae", "--dataset", data, "--likelihood", "gaussian", "--no-binarize"]
+    res = _invoke(
+        [*args, "--epochs", "1", "--latent", "2", "--hidden", "4", "--quiet", "--out", out]
+    )
+    assert res.exit_code == 0, res.output
+    assert latentfit.io.read_header(out)["feature_names"] == ["a", "b", "c"]
+    model = latentfit.load(out)
+    assert model.feature_names == ["a", "b", "c"]
+    shuffled = tmp_path / "s.csv"
+    np.savetxt(shuffled, U[:, [2, 0, 1]], delimiter=",", header="c,a,b", comments="")
+    got = _json(["predict", out, shuffled])
+    want = model.posterior_mean(torch.as_tensor(U, dtype=torch.float32)).detach().numpy()
+    np.testing.assert_allclose(got["values"], want, rtol=1e-6)

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, fail, fit_app, force_option
+from latentfit.cli.app import check_device, delimiter_option, fail, fit_app, force_option
 from latentfit.cli.flows import check_out, history_rows, levels_of, load_split, report_history
 from latentfit.cli.output import json_option
 
 
 @fit_app.command("diffusion")
 def fit_diffusion(
-    dataset: str = typer.Option("mnist", help="mnist, digits or a data file."),
+    dataset: str = typer.Option("mnist", help="mnist, digits, faithful, geyser or a data file."),
+    delimiter: str = delimiter_option(),
     steps: int = typer.Option(1000, min=1, help="Diffusion steps T."),
     schedule: str = typer.Option("linear", help="linear or cosine."),
     hidden: int = typer.Option(512, min=1, help="Hidden units of the denoising MLP."),
@@ -46,7 +47,7 @@ def fit_diffusion(
 
     check_out(out, force, [dataset], checkpoint_dir)
     check_device(device)
-    split = load_split(dataset, seed)
+    split = load_split(dataset, seed, delimiter)
     disc = split.image_shape is not None if discrete is None else discrete
     try:
         model = DDPM(

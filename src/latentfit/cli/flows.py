@@ -42,12 +42,12 @@ def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = N
     )
 
 
-def load_split(data: str, seed: int):
+def load_split(data: str, seed: int, delimiter: str | None = None):
     """A named data set (mnist, digits) or a data file, split as for VAEs."""
     from latentfit.vae.data import load_vae_data
 
     try:
-        return load_vae_data(data, seed=seed)
+        return load_vae_data(data, seed=seed, delimiter=delimiter)
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -80,6 +80,7 @@ def fit_flow(
         None, help="mnist, digits or a data file (CSV, .npy, .npz, Parquet).", show_default=False
     ),
     dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     flow: str = typer.Option("maf", help="maf, realnvp or spline."),
     layers: int = typer.Option(5, min=1, help="Number of flow layers."),
     hidden: int = typer.Option(256, min=1, help="Hidden units of each layer's network."),
@@ -110,7 +111,7 @@ def fit_flow(
     data = data_source(data, dataset)
     check_out(out, force, [data], checkpoint_dir)
     check_device(device)
-    split = load_split(data, seed)
+    split = load_split(data, seed, delimiter)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, split, levels)
     try:
@@ -167,7 +168,9 @@ def fit_flow(
 @density_app.command("score")
 def score(
     model_path: Path = typer.Argument(..., help="A model saved by 'latentfit fit flow|diffusion'."),
-    data: str = typer.Argument("mnist", help="mnist or digits (their test split) or a data file."),
+    data: str = typer.Argument(
+        "mnist", help="mnist, digits, faithful or geyser (their test split) or a data file."
+    ),
     n: int = typer.Option(0, min=0, help="Score the first N rows (0: all)."),
     out: Path | None = typer.Option(None, "--out", help="Write the per-row scores (one a line)."),
     delimiter: str = delimiter_option(),
@@ -188,7 +191,7 @@ def score(
         fail(str(err))
     if not hasattr(model, "bits_per_dim"):
         fail(f"{model_path} holds a {type(model).__name__}; this command scores flows and DDPMs")
-    if data in ("mnist", "digits"):
+    if data in ("mnist", "digits", "faithful", "geyser"):
         X = load_split(data, seed).val
     else:
         from latentfit.cli.app import load_data

@@ -51,9 +51,22 @@ def read_data(
 def _fit_streamed(model, data: Path, columns: str, missing: str):
     """Fit ``model`` chunk by chunk from the file and score it in one more pass; returns
     (n, d, log-likelihood) without ever holding the data in memory."""
-    from latentfit.em.sources import open_source
+    import numpy as np
 
-    source = open_source(data, columns=split_columns(columns))
+    from latentfit.em.sources import ArraySource, open_source
+
+    cols = split_columns(columns)
+    if cols and data.suffix.lower() == ".npy":
+        # a memory-mapped .npy has no column names; copy only the columns asked for
+        from latentfit.datasets._files import _resolve
+        from latentfit.em.sources import NpySource
+
+        mapped = NpySource(data)._X  # (n, d) memory map; refuses what is not a numeric 2-D array
+        idx = _resolve(None, mapped.shape[1], cols, data)
+        source = ArraySource(np.ascontiguousarray(mapped[:, idx]))
+        source.name = data.name
+    else:
+        source = open_source(data, columns=cols)
     model.fit(source)
     n, ll = 0, 0.0
     for Xc, _ in source.configured(allow_nan=missing == "marginalize"):

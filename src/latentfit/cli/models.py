@@ -223,8 +223,10 @@ def predict(
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):
-    """Label rows with a saved model: mixture components, HMM states (--proba: their
-    probabilities), or the posterior mean of the latent variables of FA/PPCA and VAEs."""
+    """Label rows with a saved model (components, states or latent means).
+
+    Mixtures give each row's most probable component, HMMs its state (--proba: their
+    probabilities); FA/PPCA and VAEs the posterior mean of their latent variables."""
     import numpy as np
 
     check_outputs([(out, "--out")], [model_path, data, lengths], force=force)
@@ -319,9 +321,11 @@ def score(
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):
-    """Log-likelihood of the rows under a saved model: the total and, per row, log p(x)
-    (HMMs: log p(x_t | earlier steps of its sequence); VAEs: importance-sampled with --samples;
-    DDPM: minus its bound)."""
+    """Log-likelihood of rows under a saved model, in total and per row.
+
+    Per row: log p(x); HMMs: log p(x_t | the earlier steps of its sequence), which sums to
+    the sequence's log-likelihood; VAEs: importance-sampled with --samples; DDPM: minus its
+    bound."""
     import numpy as np
 
     if old_k is not None:
@@ -473,9 +477,10 @@ def show(
     model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
     as_json: bool = json_option(),
 ):
-    """What a model file holds: its class and kind, the columns it was fitted on, its
-    settings, the latentfit and format versions, the fit's record and the parameters as
-    tables with the column names (networks: the shape of every weight)."""
+    """Show what a model file holds: kind, columns, settings, version and parameters.
+
+    The parameters are tables with the column names (networks: the shape of every weight);
+    the settings are the constructor arguments, the fit record its iterations and bound."""
     import numpy as np
 
     from latentfit.errors import LatentfitError
@@ -607,24 +612,26 @@ def sample(
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):
-    """Draw rows from a saved model (a mixture or HMM also gives each draw's component or
-    state; a VAE the decoded means of z ~ p(z))."""
+    """Draw rows from a saved model of any kind, VAEs included.
+
+    A mixture or HMM also gives each draw's component or state; a VAE the decoded means of
+    z ~ p(z), written as an image grid (samples.png) unless --out names a .csv or .npy."""
     import numpy as np
 
     from latentfit.errors import LatentfitError
     from latentfit.io import read_header
 
-    check_outputs([(out, "--out")], [model_path], force=force)  # never over the model file
+    check_outputs([(out, "--out")], [model_path], force=force)
+    if out is None and not as_json:
+        try:
+            is_vae = read_header(model_path).get("kind") == "vae"
+        except (LatentfitError, FileNotFoundError) as err:
+            fail(str(err))
+        if is_vae:
+            out = Path("samples.png")  # what 'latentfit sample' has always written for a VAE
+            check_outputs([(out, "--out")], [model_path], force=force)
     if out is not None and out.suffix.lower() not in (".csv", ".npy", ".png"):
         fail(f"--out {out}: write .csv, .npy or (VAEs) .png")
-
-    try:
-        is_vae = read_header(model_path).get("kind") == "vae"
-    except (LatentfitError, FileNotFoundError) as err:
-        fail(str(err))
-    if out is None and is_vae and not as_json:
-        out = Path("samples.png")  # what 'latentfit sample' has always written for a VAE
-    check_outputs([(out, "--out")], [model_path], force=force)
     model, kind = load_model(model_path)
     if out is not None and out.suffix.lower() == ".png" and kind != "vae":
         fail(

@@ -211,6 +211,12 @@ def fit_vae(
             "use smaller --hidden, --latent or --batch-size"
         )
     model.split = data.split  # saved with the model: eval scores exactly the test rows
+    if dataset not in ("mnist", "digits", "mnist-idx"):
+        from latentfit.cli.models import header_names
+
+        names = header_names(Path(dataset))  # saved too: predict/score match them by name
+        if names is not None and len(names) == data.train.shape[1]:
+            model.feature_names = names
     if not dist_utils.is_main():
         return dist_utils.cleanup()
     import torch

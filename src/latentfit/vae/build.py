@@ -345,7 +345,7 @@ def load_model(path, device=None) -> nn.Module:
 def _read_model(path: Path, f, meta: dict) -> nn.Module:
     from latentfit.io import FORMAT_VERSION, parse_header
 
-    columns = None
+    columns, cls = None, None
     if "latentfit" in meta:  # today's format, shared with every latentfit model
         header = parse_header(meta, path)
         cls = header.get("class")
@@ -390,6 +390,12 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
     if errs:
         raise ModelFileError(f"{path}: invalid model spec: {'; '.join(errs)}")
     spec = ModelSpec(**raw)
+    built = {"gaussian": "VAE", "discrete": "DiscreteVAE", "ladder": "LadderVAE"}[spec.kind]
+    if cls is not None and cls != built:
+        raise ModelFileError(
+            f"{path}: the model file's header says class {cls!r} but its spec (kind="
+            f"{spec.kind!r}) builds a {built}; the file was altered"
+        )
     try:
         expected = _expected_tensors(spec)
     except Exception as err:
