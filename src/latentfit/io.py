@@ -509,8 +509,18 @@ def load(path, *, device=None):
         return load_model(path, device=device)
     cls = _REGISTRY.get(name)
     if cls is None:
-        import latentfit  # noqa: F401  (registers every public model class)
+        # ``import latentfit`` imports nothing until a name is read (latentfit/__init__.py):
+        # reading the public name imports, and so registers, its class; a registered class
+        # that is no public name is found by importing every module behind one.
+        import importlib
 
+        import latentfit
+
+        if name in latentfit._EXPORTS:
+            getattr(latentfit, name)
+        else:
+            for module in dict.fromkeys(latentfit._EXPORTS.values()):
+                importlib.import_module(module)
         cls = _REGISTRY.get(name)
     if cls is None:
         raise ModelFileError(f"{path} holds a {name!r}, which this latentfit does not know")

@@ -24,7 +24,7 @@ import torch
 from latentfit._validation import as_float_tensor
 from latentfit.errors import DataError, MissingDependencyError, ParameterError
 
-__all__ = ["DELIMITERS", "TEXT_SUFFIXES", "load_array", "parse_delimiter"]
+__all__ = ["DELIMITERS", "TEXT_SUFFIXES", "column_names", "load_array", "parse_delimiter"]
 
 #: Suffixes read as delimited text.
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".tab", ".dat")
@@ -437,6 +437,29 @@ def _load_numpy(path: Path):
                 "by numpy, or holds pickled Python objects (which latentfit never loads)"
             ) from None
         raise DataError(f"{path} cannot be read as a {path.suffix} file: {err}") from None
+
+
+def column_names(path, delimiter=None) -> list[str] | None:
+    """The column names :func:`load_array` reads from ``path`` (a delimited text header or
+    ``#`` comment line, sniffed as it sniffs them, or a Parquet schema), or None when the file
+    names no columns (no header, .npy, .npz) or cannot be read. The one place the package
+    learns a file's column names: the command line prints and stores these."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return [str(c) for c in pq.read_schema(path).names]
+        if suffix not in TEXT_SUFFIXES or not path.is_file():
+            return None
+        layout = _sniff(path, parse_delimiter(delimiter))
+    except (OSError, ValueError, ImportError):  # DataError and ParameterError are ValueErrors
+        return None
+    if layout is None or layout.header is None:
+        return None
+    skip = 1 if layout.header[0] in ("", '""') else 0  # R's unnamed row index, as read
+    return layout.header[skip:]
 
 
 def load_array(
