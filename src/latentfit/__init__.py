@@ -2,32 +2,61 @@
 
 MLE and MAP → the ELBO → EM (mixtures, hidden Markov models, factor models) → variational
 inference → variational autoencoders, in PyTorch, on any device.
+
+The public names are imported on first use (PEP 562 ``__getattr__``): ``import latentfit``
+itself loads neither torch nor scikit-learn, so the command line answers ``--help`` at once and
+a script pays only for the models it uses. ``from latentfit import GaussianMixture`` works as
+usual.
 """
 
-from latentfit.diffusion import DDPM
-from latentfit.em.factor import PPCA, FactorAnalysis
-from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
-from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
-from latentfit.em.mixture.discrete import (
-    BernoulliMixture,
-    CategoricalMixture,
-    MultinomialMixture,
-    PoissonMixture,
-)
-from latentfit.em.mixture.families import MixtureModel
-from latentfit.em.mixture.gmm import GaussianMixture
-from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
-from latentfit.em.ssm import LinearGaussianSSM
-from latentfit.estimate import fit_map, fit_mle
-from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
-from latentfit.io import load, save
-from latentfit.select import select_model
-from latentfit.train import TrainConfig
-from latentfit.vae import VAE, DiscreteVAE, LadderVAE
-from latentfit.vi.bgmm import BayesianGaussianMixture
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+#: Each public name and the module that defines it (imported when the name is first read).
+_EXPORTS = {
+    "DDPM": "latentfit.diffusion",
+    "PPCA": "latentfit.em.factor",
+    "FactorAnalysis": "latentfit.em.factor",
+    "GaussianMixture": "latentfit.em.mixture.gmm",
+    "GMMHMM": "latentfit.em.hmm",
+    "CategoricalHMM": "latentfit.em.hmm",
+    "GaussianHMM": "latentfit.em.hmm",
+    "PoissonHMM": "latentfit.em.hmm",
+    "CategoricalHSMM": "latentfit.em.hsmm",
+    "GaussianHSMM": "latentfit.em.hsmm",
+    "PoissonHSMM": "latentfit.em.hsmm",
+    "MixtureModel": "latentfit.em.mixture.families",
+    "BernoulliMixture": "latentfit.em.mixture.discrete",
+    "CategoricalMixture": "latentfit.em.mixture.discrete",
+    "MultinomialMixture": "latentfit.em.mixture.discrete",
+    "PoissonMixture": "latentfit.em.mixture.discrete",
+    "ArraySource": "latentfit.em.sources.chunks",
+    "IterableSource": "latentfit.em.sources.chunks",
+    "NpySource": "latentfit.em.sources.chunks",
+    "ParquetSource": "latentfit.em.sources.chunks",
+    "LinearGaussianSSM": "latentfit.em.ssm",
+    "fit_map": "latentfit.estimate",
+    "fit_mle": "latentfit.estimate",
+    "MAF": "latentfit.flows",
+    "FlowDensity": "latentfit.flows",
+    "NeuralSplineFlow": "latentfit.flows",
+    "RealNVP": "latentfit.flows",
+    "load": "latentfit.io",
+    "save": "latentfit.io",
+    "select_model": "latentfit.select",
+    "TrainConfig": "latentfit.train",
+    "VAE": "latentfit.vae",
+    "DiscreteVAE": "latentfit.vae",
+    "LadderVAE": "latentfit.vae",
+    "BayesianGaussianMixture": "latentfit.vi.bgmm",
+}
+
+#: The same names as ``_EXPORTS`` (a literal list, for tools that read it without running it).
 __all__ = [
     "DDPM",
     "GMMHMM",
@@ -65,3 +94,44 @@ __all__ = [
     "save",
     "select_model",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        # A subpackage read as an attribute (``latentfit.vae.VAE`` after ``import latentfit``)
+        # is imported on first use too.
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f"{__name__}.{name}")
+        raise AttributeError(f"module 'latentfit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see; never run
+    from latentfit.diffusion import DDPM
+    from latentfit.em.factor import PPCA, FactorAnalysis
+    from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+    from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
+    from latentfit.em.mixture.discrete import (
+        BernoulliMixture,
+        CategoricalMixture,
+        MultinomialMixture,
+        PoissonMixture,
+    )
+    from latentfit.em.mixture.families import MixtureModel
+    from latentfit.em.mixture.gmm import GaussianMixture
+    from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
+    from latentfit.em.ssm import LinearGaussianSSM
+    from latentfit.estimate import fit_map, fit_mle
+    from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
+    from latentfit.io import load, save
+    from latentfit.select import select_model
+    from latentfit.train import TrainConfig
+    from latentfit.vae import VAE, DiscreteVAE, LadderVAE
+    from latentfit.vi.bgmm import BayesianGaussianMixture

@@ -70,6 +70,7 @@ def test_bad_data_files_are_one_line_errors_naming_the_file(command, bad_files, 
     [
         ["fit", "gmm", "{d}", "-k", "2"],
         ["fit", "bgmm", "{d}", "-k", "2"],
+        ["fit", "hmm", "{d}", "-k", "2", "--states", "{t}/s.csv"],
         ["fit", "vae", "--dataset", "{d}", "--out", "{t}/v.lf"],
         ["eval", "{t}/v.lf", "--dataset", "{d}"],
     ],

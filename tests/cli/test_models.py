@@ -194,7 +194,7 @@ def test_the_table_written_by_predict_reads_back_exactly(saved, tmp_path):
 def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
     model, path, data, X, lengths, kind = saved
     per_row = tmp_path / "ll.csv"
-    got = _json(["score", path, data, *_seq_args(lengths), "--per-row", per_row, "-k", "7"])
+    got = _json(["score", path, data, *_seq_args(lengths), "--per-row", per_row, "--samples", "7"])
     rows = _rows(model, X)
     if kind == "hmm":
         starts = np.cumsum([0, *LENGTHS])
@@ -215,7 +215,7 @@ def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
         assert got["total"] == pytest.approx(float(np.sum(want, dtype=np.float64)), rel=1e-12)
     assert got["n_rows"] == len(X) and got["mean"] == pytest.approx(got["total"] / len(X))
     np.testing.assert_array_equal(np.loadtxt(per_row, skiprows=1), got["per_row"])
-    text = _invoke(["score", path, data, *_seq_args(lengths), "-k", "7"])
+    text = _invoke(["score", path, data, *_seq_args(lengths), "--samples", "7"])
     assert text.exit_code == 0 and f"{got['total']:.6f}" in text.output
 
 
@@ -434,7 +434,7 @@ def test_the_installed_script_predicts_scores_and_samples_as_the_model(name, tmp
     got = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
     np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-6)
     # score
-    got = json.loads(_script("score", path, data, *seq, "-k", "5", "--json"))
+    got = json.loads(_script("score", path, data, *seq, "--samples", "5", "--json"))
     if name == "GaussianHMM":
         assert got["total"] == pytest.approx(model.score(rows, LENGTHS), rel=1e-9)
     elif name == "VAE":

@@ -176,3 +176,29 @@ def test_flows_take_bundled_tables_by_name(tmp_path):
     assert "faithful (196 train / 22 val / 54 test)" in res.output  # 272 rows, 20% test
     res = runner.invoke(app, [*args, "mnist", "--dataset", "faithful", "--out", str(out)])
     assert res.exit_code == 2 and "give DATA or --dataset, not both" in res.output
+
+
+def test_streamed_npy_keeps_columns_by_position(tmp_path):
+    X = load_dataset("faithful").data.numpy()
+    wide = np.column_stack([X[:, 1], np.ones(len(X)), X[:, 0]])
+    np.save(tmp_path / "w.npy", wide)
+    args = ["fit", "gmm", str(tmp_path / "w.npy"), "-k", "2", "--quiet", "--columns", "2,0"]
+    streamed = runner.invoke(app, [*args, "--stream-above", "0"])
+    assert streamed.exit_code == 0 and "streamed" in streamed.stderr, streamed.output
+    np.testing.assert_allclose(loglik(streamed.stdout), python_loglik(X), rtol=1e-9)
+    res = runner.invoke(app, [*args[:-1], "5", "--stream-above", "0"])
+    assert res.exit_code == 2 and "no column '5'" in res.output
+
+
+def test_flows_and_diffusion_take_delimiter(tmp_path):
+    path = _faithful_files(tmp_path)["tab"]
+    flow = ["fit", "flow", str(path), "--epochs", "1", "--layers", "1", "--hidden", "8"]
+    ddpm = ["fit", "diffusion", "--dataset", str(path), "--epochs", "1", "--steps", "5",
+            "--hidden", "8", "--n-hidden", "1"]  # fmt: skip
+    for args in (flow, ddpm):
+        out = ["--quiet", "--force", "--out", str(tmp_path / "m.safetensors")]
+        res = runner.invoke(app, [*args, *out, "--delimiter", "tab"])
+        assert res.exit_code == 0, res.output
+        assert "196 train / 22 val / 54 test" in res.output  # all 272 rows were read
+        res = runner.invoke(app, [*args, *out, "--delimiter", "semicolon"])
+        assert res.exit_code == 2 and "is the delimiter right" in res.output, res.output

@@ -183,3 +183,11 @@ def test_a_column_named_twice_is_returned_twice_as_numpy_indexing_does(tmp_path)
     np.savetxt(path, X, delimiter=",", header="a,b,c", comments="")
     want = np.loadtxt(path, delimiter=",", skiprows=1)[:, [0, 0, 2]]
     np.testing.assert_array_equal(load_array(path, columns=[0, "a", "c"]).numpy(), want)
+
+
+def test_mixed_blanks_and_crlf_read_as_numpy_loadtxt_does(tmp_path):
+    path = tmp_path / "d.txt"
+    lines = [" \t".join(f"{v:.6f}" for v in row) + ("  \r\n" if i % 2 else "\n")
+             for i, row in enumerate(X)]  # fmt: skip
+    path.write_text("\t  " + "   ".join(lines), newline="")
+    np.testing.assert_array_equal(load_array(path).numpy(), np.loadtxt(path))

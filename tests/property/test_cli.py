@@ -282,7 +282,7 @@ def _build(command: str, run: Run, data) -> None:
         run.args = [command, str(model)]
         if command == "eval":
             run.args += ["--dataset", str(run.input_file("real"))]
-            run.option("-k", opt(["2"], ["0", "-1", "abc"]))
+            run.option("--samples", opt(["2"], ["0", "-1", "abc"]))
             run.option("--n", opt(["0", "5"], ["-1"]))
             run.option("--device", DEVICES)
         else:

@@ -22,7 +22,7 @@ def test_fit_eval_sample(tmp_path):
             "digits",
             "--objective",
             "iwae",
-            "-k",
+            "--samples",
             "3",
             "--epochs",
             "2",
@@ -31,7 +31,7 @@ def test_fit_eval_sample(tmp_path):
             "--hidden",
             "16",
             "--quiet",
-            "--eval-k",
+            "--eval-samples",
             "20",
             "--out",
             str(out),
@@ -41,7 +41,9 @@ def test_fit_eval_sample(tmp_path):
     assert "best validation bound" in res.output and "KL per dimension" in res.output
     assert "bits/dim" in res.output
     assert load_model(out).spec.z_dim == 4
-    res = runner.invoke(app, ["eval", str(out), "--dataset", "digits", "-k", "30", "--n", "20"])
+    res = runner.invoke(
+        app, ["eval", str(out), "--dataset", "digits", "--samples", "30", "--n", "20"]
+    )
     assert res.exit_code == 0, res.output
     assert "log p(x)" in res.output
     png = tmp_path / "s.png"
@@ -98,7 +100,7 @@ def test_user_array_and_errors(tmp_path):
         ["--kind", "discrete", "--latent", "3"],
         ["--flow", "iaf"],
         ["--kind", "ladder"],
-        ["--objective", "dreg", "-k", "2"],
+        ["--objective", "dreg", "--samples", "2"],
     ],
 )
 def test_variants_train(tmp_path, extra):

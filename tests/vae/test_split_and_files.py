@@ -48,7 +48,7 @@ def test_eval_scores_exactly_the_stored_test_rows(tmp_path, monkeypatch):
     res = runner.invoke(app, [*FIT, "--seed", "5", "--quiet", "--out", str(out)])
     assert res.exit_code == 0, res.output
     # a plain eval (its --seed is 0; the data named by the model file) after a fit with --seed 5
-    res = runner.invoke(app, ["eval", str(out), "-k", "2", "--no-binarize"])
+    res = runner.invoke(app, ["eval", str(out), "--samples", "2", "--no-binarize"])
     assert res.exit_code == 0, res.output
 
     split = load_model(out).split
@@ -78,14 +78,16 @@ def test_loader_splits_are_disjoint_and_reproducible(tmp_path):
 def test_eval_refuses_other_data_and_models_without_a_split(tmp_path):
     out = tmp_path / "m.safetensors"
     assert runner.invoke(app, [*FIT, "--quiet", "--out", str(out)]).exit_code == 0
-    res = runner.invoke(app, ["eval", str(out), "--dataset", "mnist", "-k", "2"])
+    res = runner.invoke(app, ["eval", str(out), "--dataset", "mnist", "--samples", "2"])
     assert res.exit_code == 2 and "other data" in res.output
     bare = save_model(build_model(x_dim=64, z_dim=3, hidden=[8]), tmp_path / "bare.safetensors")
-    res = runner.invoke(app, ["eval", str(bare), "--dataset", "digits", "-k", "2"])
+    res = runner.invoke(app, ["eval", str(bare), "--dataset", "digits", "--samples", "2"])
     assert res.exit_code == 2 and "--all-rows" in res.output
     rows = tmp_path / "held_out.npy"
     np.save(rows, digits()[:7].numpy())
-    res = runner.invoke(app, ["eval", str(bare), "--dataset", str(rows), "-k", "2", "--all-rows"])
+    res = runner.invoke(
+        app, ["eval", str(bare), "--dataset", str(rows), "--samples", "2", "--all-rows"]
+    )
     assert res.exit_code == 0 and "7 test points" in res.output
 
 

@@ -24,6 +24,36 @@ app.add_typer(fit_app, name="fit")
 app.add_typer(select_app, name="select")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line read as one line for a person, like errors: the file and
+    line of latentfit's source that raised them mean nothing to someone running a command."""
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from latentfit import __version__
+
+        typer.echo(f"latentfit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version of latentfit and exit.",
+    ),
+) -> None:
+    """latentfit: fit models with hidden variables (MLE/MAP, EM, VI, VAEs)."""
+    import warnings
+
+    warnings.showwarning = _show_warning
+
+
 def fail(message: str, code: int = 2):
     """Print an error for a person (no traceback) and exit."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
@@ -72,7 +102,10 @@ def parse_range(text: str, name: str = "-k", most: int | None = None) -> list[in
 def force_option():
     """The ``--force``/``--overwrite`` flag every command that writes files takes."""
     return typer.Option(
-        False, "--force", "--overwrite", help="Replace output files that already exist."
+        False,
+        "--force/--no-force",
+        "--overwrite",
+        help="Replace output files that already exist.",
     )
 
 

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, fail, fit_app, force_option
-from latentfit.cli.flows import check_out, levels_of, load_split, report_history
+from latentfit.cli.app import check_device, delimiter_option, fail, fit_app, force_option
+from latentfit.cli.flows import check_out, history_rows, levels_of, load_split, report_history
+from latentfit.cli.output import json_option
 
 
 @fit_app.command("diffusion")
 def fit_diffusion(
-    dataset: str = typer.Option("mnist", help="mnist, digits or a data file."),
+    dataset: str = typer.Option("mnist", help="mnist, digits, faithful, geyser or a data file."),
+    delimiter: str = delimiter_option(),
     steps: int = typer.Option(1000, min=1, help="Diffusion steps T."),
     schedule: str = typer.Option("linear", help="linear or cosine."),
     hidden: int = typer.Option(512, min=1, help="Hidden units of the denoising MLP."),
@@ -23,26 +25,29 @@ def fit_diffusion(
         None, help="Grey-level data with the discretised decoder. Default: on for mnist, digits."
     ),
     levels: int = typer.Option(256, min=2, help="Grey levels of 8-bit data."),
-    epochs: int = typer.Option(50, min=1),
-    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    epochs: int = typer.Option(50, min=1, help="Passes over the training rows."),
+    batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     patience: int = typer.Option(0, help="Early-stopping patience in epochs (0: never stop)."),
     eval_t: int = typer.Option(
         50, "--eval-t", min=0, help="Draws of t per test row for the bound (0: every t)."
     ),
-    checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir"),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Resume from / write last.pt in this folder."
+    ),
     out: Path = typer.Option(Path("ddpm.safetensors"), "--out", help="Where to save the model."),
     force: bool = force_option(),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    seed: int = typer.Option(0, help="Seed for the data split, the weights and the batches."),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
+    as_json: bool = json_option(),
 ):
     """Train a DDPM with the simplified loss; print its variational bound on the test split."""
     from latentfit.diffusion import DDPM
 
     check_out(out, force, [dataset], checkpoint_dir)
     check_device(device)
-    split = load_split(dataset, seed)
+    split = load_split(dataset, seed, delimiter)
     disc = split.image_shape is not None if discrete is None else discrete
     try:
         model = DDPM(
@@ -66,12 +71,27 @@ def fit_diffusion(
     except ValueError as err:
         fail(str(err))
     d = split.val.shape[1]
+    bits = {k: float(v.mean()) / (d * math.log(2)) for k, v in terms._asdict().items()}
+    model.save(out)
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json(
+            {
+                "model": "DDPM",
+                "data": split.name,
+                "n_train": split.train.shape[0],
+                "n_test": split.val.shape[0],
+                "steps": steps,
+                "history": history_rows(model.history_),
+                "test_bound_bits_per_dim": bits,
+                "model_file": str(out),
+            }
+        )
     typer.echo(f"{split.name}: {split.train.shape[0]} train / {split.val.shape[0]} test, T={steps}")
     report_history(model.history_)
-    bits = {k: float(v.mean()) / (d * math.log(2)) for k, v in terms._asdict().items()}
     typer.echo(
         "test bound (bits/dim, an upper bound on the NLL): "
         + ", ".join(f"{k} {v:.4f}" for k, v in bits.items())
     )
-    model.save(out)
     typer.echo(f"model saved to {out}")

@@ -16,6 +16,7 @@ from latentfit.cli.app import (
     fit_app,
     load_data,
 )
+from latentfit.cli.output import csv_option, json_option
 
 
 def _parse_fixed(items: list[str]) -> dict:
@@ -79,7 +80,8 @@ def _parse_prior(items: list[str]) -> dict | None:
     return prior
 
 
-def _posterior_table(fit, sampler: str, chains: int, draws: int, warmup: int, seed: int) -> str:
+def _posterior(fit, sampler: str, chains: int, draws: int, warmup: int, seed: int):
+    """The NUTS draws of the posterior and its table (a pandas frame) with the diagnostics."""
     if sampler != "nuts":
         fail(f"--sample takes 'nuts' (the sampler), got {sampler!r}")
     if chains < 1 or draws < 1 or warmup < 0:
@@ -91,12 +93,31 @@ def _posterior_table(fit, sampler: str, chains: int, draws: int, warmup: int, se
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = res.summary().to_string()
+        table = res.summary()
+    return table, res.diagnostics()
+
+
+def _posterior_text(fit, table, diagnostics, chains, draws, warmup, seed) -> str:
     head = (
         f"NUTS posterior: {fit.family.name}, {chains} chains x {draws} draws "
         f"(warm-up {warmup}), seed {seed}"
     )
-    return f"{head}\n{table}\n{res.diagnostics()}"
+    return f"{head}\n{table.to_string()}\n{diagnostics}"
+
+
+def _rows(fit, level: float) -> list[dict]:
+    """One row per reported coordinate: its estimate, standard error and Wald interval."""
+    est, se, ci = fit.estimates, fit.std_errors(), fit.conf_int(level)
+    return [
+        {
+            "parameter": name,
+            "estimate": float(est[i]),
+            "std_error": float(se[i]),
+            "ci_lower": float(ci[i, 0]),
+            "ci_upper": float(ci[i, 1]),
+        }
+        for i, name in enumerate(fit.param_names)
+    ]
 
 
 @fit_app.command("dist")
@@ -125,11 +146,15 @@ def fit_dist(
     draws: int = typer.Option(1000, "--draws", help="Draws per chain for --sample."),
     warmup: int = typer.Option(1000, "--warmup", help="Warm-up iterations for --sample."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
+    as_json: bool = json_option(),
+    as_csv: bool = csv_option(),
 ):
     """Fit a distribution by maximum likelihood and print a summary table with standard errors
     and Wald confidence intervals."""
+    from latentfit.cli.output import check_format
     from latentfit.estimate import fit_map, fit_mle, get_family
 
+    check_format(as_json, as_csv)
     try:
         fam = get_family(family)
     except ValueError as err:
@@ -161,8 +186,12 @@ def fit_dist(
                 fit = fit_map(fam, x, priors, fixed=given)
             _check_finite(fit, name)
             table = fit.summary(level=level)
+            rows = _rows(fit, level)
+            posterior = None
             if sample is not None:
-                table += "\n\n" + _posterior_table(fit, sample, chains, draws, warmup, seed)
+                posterior = _posterior(fit, sample, chains, draws, warmup, seed)
+                text = _posterior_text(fit, *posterior, chains, draws, warmup, seed)
+                table += "\n\n" + text
         except ValueError as err:
             fail(str(err))
         except TypeError:
@@ -173,7 +202,45 @@ def fit_dist(
                 f"--fixed {', '.join(given)}: {fam.name} has no such parameter; its parameters "
                 f"are {', '.join(fam.params + fam.required_fixed)}"
             )
-    typer.echo(table)
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        print_json(
+            {
+                "family": fam.name,
+                "method": fit.method,
+                "n_obs": fit.n_obs,
+                "n_params": fit.n_params,
+                "log_likelihood": fit.log_likelihood,
+                "log_prior": fit.log_prior,
+                "aic": fit.aic,
+                "bic": fit.bic,
+                "converged": bool(fit.converged),
+                "n_iter": fit.n_iter,
+                "solver": fit.solver,
+                "cov_type": fit.cov_type,
+                "level": level,
+                "fixed": given,
+                "parameters": rows,
+                "posterior": None
+                if posterior is None
+                else {
+                    "sampler": sample,
+                    "chains": chains,
+                    "draws": draws,
+                    "warmup": warmup,
+                    "seed": seed,
+                    "summary": posterior[0].to_dict(orient="index"),
+                    "diagnostics": posterior[1],
+                },
+            }
+        )
+    elif as_csv:
+        from latentfit.cli.output import print_csv
+
+        print_csv(rows)
+    else:
+        typer.echo(table)
     for w in caught:
         if issubclass(w.category, RuntimeWarning):
             typer.secho(f"warning: {w.message}", err=True, fg=typer.colors.YELLOW)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from latentfit._outputs import Output
 from latentfit.cli.app import (
     app,
     check_device,
@@ -20,6 +19,7 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
 )
+from latentfit.cli.output import json_option
 
 density_app = typer.Typer(
     help="Score data with, or sample from, a saved flow or diffusion model.",
@@ -31,6 +31,8 @@ app.add_typer(density_app, name="density")
 def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = None) -> None:
     """The shared output checks (before any work) for --out and --checkpoint-dir; named data
     sets (mnist, digits) are not files and so cannot be overwritten."""
+    from latentfit._outputs import Output
+
     named = ("mnist", "digits", "faithful", "geyser")
     files = [None if str(p) in named else Path(p) for p in inputs if p is not None]
     check_outputs(
@@ -40,12 +42,12 @@ def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = N
     )
 
 
-def load_split(data: str, seed: int):
+def load_split(data: str, seed: int, delimiter: str | None = None):
     """A named data set (mnist, digits) or a data file, split as for VAEs."""
     from latentfit.vae.data import load_vae_data
 
     try:
-        return load_vae_data(data, seed=seed)
+        return load_vae_data(data, seed=seed, delimiter=delimiter)
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -53,6 +55,14 @@ def load_split(data: str, seed: int):
 def levels_of(name: str, data, levels: int) -> int:
     """The number of grey levels: 17 for scikit-learn's digits (0..16), else ``levels``."""
     return 17 if name == "digits" else levels
+
+
+def history_rows(history) -> list[dict]:
+    """The per-epoch bounds (nats per row) as plain records for --json."""
+    return [
+        {"epoch": r["epoch"], "train_bound": r["train_bound"], "val_bound": r.get("val_bound")}
+        for r in history
+    ]
 
 
 def report_history(history) -> None:
@@ -70,6 +80,7 @@ def fit_flow(
         None, help="mnist, digits or a data file (CSV, .npy, .npz, Parquet).", show_default=False
     ),
     dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     flow: str = typer.Option("maf", help="maf, realnvp or spline."),
     layers: int = typer.Option(5, min=1, help="Number of flow layers."),
     hidden: int = typer.Option(256, min=1, help="Hidden units of each layer's network."),
@@ -80,16 +91,19 @@ def fit_flow(
         "digits, off for files.",
     ),
     levels: int = typer.Option(256, min=2, help="Grey levels of 8-bit data."),
-    epochs: int = typer.Option(20, min=1),
-    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    epochs: int = typer.Option(20, min=1, help="Passes over the training rows."),
+    batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     patience: int = typer.Option(5, help="Early-stopping patience in epochs (0: never stop)."),
-    checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir"),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Resume from / write last.pt in this folder."
+    ),
     out: Path = typer.Option(Path("flow.safetensors"), "--out", help="Where to save the model."),
     force: bool = force_option(),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    seed: int = typer.Option(0, help="Seed for the data split, the weights and the batches."),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
+    as_json: bool = json_option(),
 ):
     """Fit a normalizing flow by exact maximum likelihood; print held-out log p(x) and bits/dim."""
     from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP
@@ -97,7 +111,7 @@ def fit_flow(
     data = data_source(data, dataset)
     check_out(out, force, [data], checkpoint_dir)
     check_device(device)
-    split = load_split(data, seed)
+    split = load_split(data, seed, delimiter)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, split, levels)
     try:
@@ -125,25 +139,44 @@ def fit_flow(
         bpd = model.bits_per_dim(split.val)
     except ValueError as err:
         fail(str(err))
+    model.save(out)
+    what = "dequantisation bound" if deq else "exact"
+    nats = -bpd * split.val.shape[1] * math.log(2)
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json(
+            {
+                "model": type(model).__name__,
+                "flow": flow,
+                "data": split.name,
+                "n_train": split.train.shape[0],
+                "n_test": split.val.shape[0],
+                "history": history_rows(model.history_),
+                "test_log_likelihood": nats,
+                "test_bits_per_dim": bpd,
+                "bound": what,
+                "model_file": str(out),
+            }
+        )
     typer.echo(f"{split.name}: {split.train.shape[0]} train / {split.val.shape[0]} test, {flow}")
     report_history(model.history_)
-    what = "dequantisation bound" if deq else "exact"
-    typer.echo(
-        f"test: {-bpd * split.val.shape[1] * math.log(2):.2f} nats, {bpd:.4f} bits/dim ({what})"
-    )
-    model.save(out)
+    typer.echo(f"test: {nats:.2f} nats, {bpd:.4f} bits/dim ({what})")
     typer.echo(f"model saved to {out}")
 
 
 @density_app.command("score")
 def score(
     model_path: Path = typer.Argument(..., help="A model saved by 'latentfit fit flow|diffusion'."),
-    data: str = typer.Argument("mnist", help="mnist or digits (their test split) or a data file."),
-    n: int = typer.Option(0, help="Score the first N rows (0: all)."),
+    data: str = typer.Argument(
+        "mnist", help="mnist, digits, faithful or geyser (their test split) or a data file."
+    ),
+    n: int = typer.Option(0, min=0, help="Score the first N rows (0: all)."),
     out: Path | None = typer.Option(None, "--out", help="Write the per-row scores (one a line)."),
     delimiter: str = delimiter_option(),
     force: bool = force_option(),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the split of mnist and digits into test rows."),
+    as_json: bool = json_option(),
 ):
     """Held-out log p(x) per row (flows: exact or dequantisation bound; DDPM: minus its bound)."""
     import numpy as np
@@ -158,7 +191,7 @@ def score(
         fail(str(err))
     if not hasattr(model, "bits_per_dim"):
         fail(f"{model_path} holds a {type(model).__name__}; this command scores flows and DDPMs")
-    if data in ("mnist", "digits"):
+    if data in ("mnist", "digits", "faithful", "geyser"):
         X = load_split(data, seed).val
     else:
         from latentfit.cli.app import load_data
@@ -170,15 +203,28 @@ def score(
     except ValueError as err:
         fail(str(err))
     d = X.shape[1]
-    typer.echo(
-        f"{X.shape[0]} rows: log p(x) = {float(np.mean(ll)):.2f} nats, "
-        f"{-float(np.mean(ll)) / (d * math.log(2)):.4f} bits/dim"
-    )
+    mean = float(np.mean(ll))
     if out is not None:
         from latentfit.io import atomic_path
 
         with atomic_path(out) as tmp:
             np.savetxt(tmp, ll, fmt="%.6f")
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json(
+            {
+                "model": type(model).__name__,
+                "n_rows": X.shape[0],
+                "log_likelihood_mean": mean,
+                "bits_per_dim": -mean / (d * math.log(2)),
+                "scores_file": None if out is None else str(out),
+            }
+        )
+    typer.echo(
+        f"{X.shape[0]} rows: log p(x) = {mean:.2f} nats, {-mean / (d * math.log(2)):.4f} bits/dim"
+    )
+    if out is not None:
         typer.echo(f"scores written to {out}")
 
 
@@ -190,7 +236,8 @@ def sample(
         Path("samples.png"), "--out", help=".png (an image grid), .csv or .npy."
     ),
     force: bool = force_option(),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the draws."),
+    as_json: bool = json_option(),
 ):
     """Draw from the model; images (a square number of pixels) can be written as a PNG grid."""
     import numpy as np
@@ -228,4 +275,8 @@ def sample(
     else:
         with atomic_path(out) as tmp, tmp.open("wb") as f:
             np.save(f, draws)
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json({"model": type(model).__name__, "n": n, "file": str(out)})
     typer.echo(f"{n} draws written to {out}")

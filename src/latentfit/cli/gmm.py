@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from latentfit.cli.app import (
@@ -24,8 +23,11 @@ from latentfit.cli.app import (
     stream_path,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
-from latentfit.em.sources.distributed import DEFAULT_TIMEOUT_S
-from latentfit.errors import LatentfitError
+from latentfit.cli.output import csv_option, json_option
+
+#: latentfit.em.sources.distributed.DEFAULT_TIMEOUT_S, written out so that --help need not import torch
+#: (tests/cli/test_cold_start.py checks the two agree).
+DEFAULT_TIMEOUT_S = 300.0
 
 
 def read_data(
@@ -49,9 +51,22 @@ def read_data(
 def _fit_streamed(model, data: Path, columns: str, missing: str):
     """Fit ``model`` chunk by chunk from the file and score it in one more pass; returns
     (n, d, log-likelihood) without ever holding the data in memory."""
-    from latentfit.em.sources.chunks import open_source
+    import numpy as np
 
-    source = open_source(data, columns=split_columns(columns))
+    from latentfit.em.sources.chunks import ArraySource, open_source
+
+    cols = split_columns(columns)
+    if cols and data.suffix.lower() == ".npy":
+        # a memory-mapped .npy has no column names; copy only the columns asked for
+        from latentfit.datasets._files import _resolve
+        from latentfit.em.sources.chunks import NpySource
+
+        mapped = NpySource(data)._X  # (n, d) memory map; refuses what is not a numeric 2-D array
+        idx = _resolve(None, mapped.shape[1], cols, data)
+        source = ArraySource(np.ascontiguousarray(mapped[:, idx]))
+        source.name = data.name
+    else:
+        source = open_source(data, columns=cols)
     model.fit(source)
     n, ll = 0, 0.0
     for Xc, _ in source.configured(allow_nan=missing == "marginalize"):
@@ -61,6 +76,8 @@ def _fit_streamed(model, data: Path, columns: str, missing: str):
 
 
 def _fmt(a) -> str:
+    import numpy as np
+
     return np.array2string(np.asarray(a), precision=4, suppress_small=True, max_line_width=100)
 
 
@@ -73,8 +90,14 @@ def fit_gmm(
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of components."),
     covariance: str = typer.Option("full", help="full, tied, diag or spherical."),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
-    max_iter: int = typer.Option(100, "--max-iter", min=1),
+    max_iter: int = typer.Option(100, "--max-iter", min=1, help="Most EM iterations per restart."),
     tol: float = typer.Option(1e-3, help="Stop when the mean log-likelihood changes less."),
+    reg_covar: float = typer.Option(
+        1e-6,
+        "--reg-covar",
+        min=0.0,
+        help="Added to the diagonal of every covariance: keeps them positive definite.",
+    ),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     missing: str = typer.Option("error", help="error, or marginalize to fit rows with NaNs."),
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
@@ -85,11 +108,11 @@ def fit_gmm(
     ),
     plot: Path | None = plot_option("the components' 1σ/2σ ellipses over the first two columns"),
     force: bool = force_option(),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     distributed: bool = typer.Option(
         False,
-        "--distributed",
+        "--distributed/--no-distributed",
         help="One process per rank under torchrun: each reads its shard of DATA and the EM "
         "statistics are all-reduced; rank 0 prints and saves.",
     ),
@@ -100,12 +123,16 @@ def fit_gmm(
         help="Seconds a --distributed process waits for the others in any one exchange before "
         "it stops with an error (a stopped or crashed process).",
     ),
+    as_json: bool = json_option(),
+    as_csv: bool = csv_option(),
 ):
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC;
     write the label of every row with --labels."""
     from latentfit.cli.models import record_columns, write_labels
+    from latentfit.cli.output import check_format, column_names
     from latentfit.em.mixture.gmm import GaussianMixture
 
+    check_format(as_json, as_csv)
     data_source(data, dataset)
     check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
     if distributed and labels is not None:
@@ -122,6 +149,7 @@ def fit_gmm(
         n_init=n_init,
         max_iter=max_iter,
         tol=tol,
+        reg_covar=reg_covar,
         init_params=init,
         random_state=seed,
         missing=missing,
@@ -162,28 +190,85 @@ def fit_gmm(
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
-    record_columns(model, data, [c for c in columns.split(",") if c] or None)
+    record_columns(model, data, split_columns(columns), delimiter)
+    names = column_names(data, columns, d, model, delimiter)
+    saved = _save(model, out)
     p = model._n_parameters()
-    echo = typer.echo
-    echo(f"GaussianMixture: K={k}, covariance={covariance}, n={n}, d={d}")
-    state = "converged" if model.converged_ else "NOT converged (try --max-iter or --tol)"
-    echo(f"EM iterations: {model.n_iter_} ({state}); best of {n_init} init(s)")
-    echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
-    echo(f"BIC: {-2 * ll + p * math.log(n):.4f}   AIC: {-2 * ll + 2 * p:.4f}   parameters: {p}")
-    echo(f"weights:\n{_fmt(model.weights_)}")
-    echo(f"means:\n{_fmt(model.means_)}")
-    echo(f"covariances ({covariance}):\n{_fmt(model.covariances_)}")
+    result = {
+        "model": "GaussianMixture",
+        "n_components": k,
+        "covariance_type": covariance,
+        "n_samples": n,
+        "n_features": d,
+        "features": names,
+        "n_iter": model.n_iter_,
+        "converged": bool(model.converged_),
+        "n_init": n_init,
+        "log_likelihood": ll,
+        "log_likelihood_per_sample": ll / n,
+        "bic": -2 * ll + p * math.log(n),
+        "aic": -2 * ll + 2 * p,
+        "n_parameters": p,
+        "weights": model.weights_,
+        "means": model.means_,
+        "covariances": model.covariances_,
+        "model_file": saved,
+    }
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        print_json(result)
+    elif as_csv:
+        from latentfit.cli.output import gaussian_columns, print_csv
+
+        print_csv(
+            [
+                {"component": i, "weight": float(model.weights_[i])}
+                | gaussian_columns(model.means_, model.covariances_, covariance, names, i)
+                for i in range(k)
+            ]
+        )
+    else:
+        _print_text(result)
     if labels is not None:
         write_labels(labels, model.predict(X))
-    if out is not None:
-        try:
-            path = model.save(out)
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
-        echo(f"model saved to {path} (read it with latentfit.load)")
     if plot is not None:
         from latentfit.plot import plot_mixture
 
         fig, ax = new_figure(figsize=(6, 4.5))
         plot_mixture(model, None if X is None else X.cpu(), ax=ax)  # --distributed: no rows here
         save_figure(fig, plot, fmt)
+
+
+def _save(model, out: Path | None) -> str | None:
+    if out is None:
+        return None
+    from latentfit.errors import LatentfitError
+
+    try:
+        return str(model.save(out))
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
+
+
+def _print_text(r: dict) -> None:
+    from latentfit.cli.output import format_covariances, format_table
+
+    echo = typer.echo
+    n, ll = r["n_samples"], r["log_likelihood"]
+    echo(
+        f"GaussianMixture: K={r['n_components']}, covariance={r['covariance_type']}, n={n}, "
+        f"d={r['n_features']}"
+    )
+    state = "converged" if r["converged"] else "NOT converged (try --max-iter or --tol)"
+    echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
+    echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}   parameters: {r['n_parameters']}")
+    echo(f"weights:\n{_fmt(r['weights'])}")
+    echo(f"means:\n{format_table(r['means'], r['features'], label='component')}")
+    echo(
+        f"covariances ({r['covariance_type']}):\n"
+        + format_covariances(r["covariances"], r["covariance_type"], r["features"])
+    )
+    if r["model_file"] is not None:
+        echo(f"model saved to {r['model_file']} (read it with latentfit.load)")

@@ -11,16 +11,19 @@ when both the model and the file carry names.
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
 from latentfit.cli.app import app, check_outputs, fail, force_option
 from latentfit.cli.output import json_option, print_json
+from latentfit.cli.vae import _NOT_K, _refuse_k
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: What ``predict`` writes for each kind: (the column of ``predict``, the prefix of the
 #: ``--proba`` columns); None where the kind has no such output.
@@ -52,6 +55,8 @@ def model_columns(model, kind: str) -> list[str] | None:
 
 
 def n_columns(model, kind: str) -> int | None:
+    import numpy as np
+
     if kind == "vae":
         return int(model.spec.x_dim)
     if type(model).__name__ == "CategoricalHMM":
@@ -63,41 +68,23 @@ def n_columns(model, kind: str) -> int | None:
     return None
 
 
-def header_names(path: Path) -> list[str] | None:
-    """The column names of a data file's header (CSV-like text or Parquet), or None when it
-    has no header (a first line of numbers) or its format carries no names."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
+def header_names(path: Path, delimiter: str | None = None) -> list[str] | None:
+    """The column names of a data file as the reader sees them (a header, a ``#`` comment
+    line or a Parquet schema), or None when it names none; see
+    :func:`latentfit.datasets.column_names`."""
+    from latentfit.datasets import column_names
 
-            return [str(c) for c in pq.read_schema(path).names]
-        except Exception:
-            return None
-    if suffix not in (".csv", ".txt", ".tsv"):
-        return None
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            line = f.readline()
-    except (OSError, UnicodeDecodeError):
-        return None
-    line = line.strip("\r\n")
-    if not line:
-        return None
-    delimiter = max(",\t;", key=line.count) if any(c in line for c in ",\t;") else None
-    tokens = next(csv.reader([line], delimiter=delimiter or ","))
-    tokens = [t.strip() for t in tokens] if delimiter else line.split()
-    try:
-        [float(t) for t in tokens]
-    except ValueError:
-        return tokens
-    return None
+    return column_names(path, delimiter)
 
 
-def record_columns(model, data: Path, columns: list[str] | None) -> None:
+def record_columns(
+    model, data: Path, columns: list[str] | None, delimiter: str | None = None
+) -> None:
     """Give a model fitted from the command line the names of its data columns (stored in its
     file, shown by ``latentfit show`` and matched by ``predict``/``score``)."""
-    names = header_names(data) if data is not None else None
+    import numpy as np
+
+    names = header_names(data, delimiter) if data is not None else None
     if names is None:
         return
     if columns:
@@ -117,6 +104,8 @@ def record_columns(model, data: Path, columns: list[str] | None) -> None:
 def read_model_data(model, kind: str, data: Path, columns: str):
     """The rows of ``data`` for ``model`` as a (n, d) tensor: ``--columns`` when given, else
     the model's own columns by name when both carry names, else every column."""
+    import numpy as np
+
     from latentfit.cli.app import load_data
 
     cols = [c for c in columns.split(",") if c] or None
@@ -168,6 +157,8 @@ def _cell(v) -> str:
 def table_text(header: list[str], columns: list) -> str:
     """CSV text of the given columns (1-D arrays of equal length); floats are written in
     full (the shortest text that reads back as the same number)."""
+    import numpy as np
+
     lists = [np.asarray(c).tolist() for c in columns]
     lines = [",".join(header)]
     lines += [",".join(_cell(v) for v in row) for row in zip(*lists, strict=True)]
@@ -192,11 +183,15 @@ def write_table(out: Path | None, header: list[str], columns: list) -> None:
 
 def write_labels(path: Path, labels) -> None:
     """``fit gmm|bgmm --labels``: the component of every row, one a line under ``label``."""
+    import numpy as np
+
     write_table(path, ["label"], [np.asarray(labels)])
-    typer.echo(f"labels written to {path}")
+    typer.echo(f"labels written to {path}", err=True)  # stdout may carry --json or --csv
 
 
 def _split_columns(a, prefix: str) -> tuple[list[str], list]:
+    import numpy as np
+
     a = np.asarray(a)
     a = a.reshape(len(a), -1)
     return [f"{prefix}{j}" for j in range(a.shape[1])], [a[:, j] for j in range(a.shape[1])]
@@ -232,6 +227,8 @@ def predict(
 
     Mixtures give each row's most probable component, HMMs its state (--proba: their
     probabilities); FA/PPCA and VAEs the posterior mean of their latent variables."""
+    import numpy as np
+
     check_outputs([(out, "--out")], [model_path, data, lengths], force=force)
     model, kind = load_model(model_path)
     if kind == "density":
@@ -316,7 +313,10 @@ def score(
     per_row: Path | None = typer.Option(
         None, "--per-row", help="CSV file of the log-likelihood of every row."
     ),
-    k: int = typer.Option(1000, "-k", min=1, help="VAEs: importance samples per row for log p(x)."),
+    samples: int = typer.Option(
+        1000, "--samples", min=1, help="VAEs: importance samples per row for log p(x)."
+    ),
+    old_k: int | None = _refuse_k(),
     seed: int = typer.Option(0, help="Seed of the VAE's importance samples."),
     force: bool = force_option(),
     as_json: bool = json_option(),
@@ -324,7 +324,12 @@ def score(
     """Log-likelihood of rows under a saved model, in total and per row.
 
     Per row: log p(x); HMMs: log p(x_t | the earlier steps of its sequence), which sums to
-    the sequence's log-likelihood; VAEs: importance-sampled with -k; DDPM: minus its bound."""
+    the sequence's log-likelihood; VAEs: importance-sampled with --samples; DDPM: minus its
+    bound."""
+    import numpy as np
+
+    if old_k is not None:
+        fail(_NOT_K)
     check_outputs([(per_row, "--per-row")], [model_path, data, lengths], force=force)
     model, kind = load_model(model_path)
     seq = _lengths(kind, lengths)
@@ -340,7 +345,7 @@ def score(
             from latentfit.vae import marginal_log_likelihood
 
             ll = marginal_log_likelihood(
-                model, X, k=k, generator=torch.Generator().manual_seed(seed), progress=False
+                model, X, k=samples, generator=torch.Generator().manual_seed(seed), progress=False
             )
             rows = ll.log_px.cpu().numpy()
         else:
@@ -371,6 +376,7 @@ _RUN = ("converged_", "n_iter_", "lower_bound_", "best_init_", "elbo_", "n_compo
 def model_parameters(model, kind: str) -> dict:
     """Name → array of a model's fitted parameters (its public attributes ending in ``_``);
     for networks (flows, DDPM, VAEs) name → shape of every stored tensor instead."""
+    import numpy as np
     import torch
 
     if kind == "vae":
@@ -399,6 +405,7 @@ def _fmt_number(v) -> str:
 
 
 def _text_table(rows: list[str], cols: list[str], values: np.ndarray) -> list[str]:
+
     cells = [[_fmt_number(v) for v in row] for row in values.tolist()]
     width = max([len(c) for c in cols] + [len(c) for r in cells for c in r] + [1])
     label = max([len(r) for r in rows] + [1])
@@ -424,6 +431,8 @@ def parameter_text(
 ) -> list[str]:
     """A parameter as tables: the last axis by column name when it runs over the data's
     columns, the others by component / state index (``n_groups``: their number)."""
+    import numpy as np
+
     value = np.asarray(value)
     lines = [f"{name} {tuple(value.shape)}"]
     if value.ndim == 0:
@@ -472,6 +481,8 @@ def show(
 
     The parameters are tables with the column names (networks: the shape of every weight);
     the settings are the constructor arguments, the fit record its iterations and bound."""
+    import numpy as np
+
     from latentfit.errors import LatentfitError
     from latentfit.io import read_header
 
@@ -565,6 +576,7 @@ def _image_shape(model, text: str) -> tuple[int, ...]:
 def draw(model, kind: str, n: int, seed: int):
     """(draws (n, d), labels (n,) or None, the labels' name): the draws of a saved model
     with ``seed``, exactly as the same calls on the model in memory give them."""
+    import numpy as np
     import torch
 
     if kind == "vae":
@@ -604,6 +616,8 @@ def sample(
 
     A mixture or HMM also gives each draw's component or state; a VAE the decoded means of
     z ~ p(z), written as an image grid (samples.png) unless --out names a .csv or .npy."""
+    import numpy as np
+
     from latentfit.errors import LatentfitError
     from latentfit.io import read_header
 

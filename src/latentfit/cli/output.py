@@ -49,3 +49,127 @@ def print_json(obj: Any) -> None:
     """Write ``obj`` as one JSON document (and a newline) to standard output."""
     sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def csv_option():
+    """The ``--csv`` flag of commands whose result is a table (one row per component or state)."""
+    return typer.Option(
+        False,
+        "--csv/--no-csv",
+        help="Print the parameters as CSV, one row per component (or state), for a spreadsheet.",
+    )
+
+
+def check_format(as_json: bool, as_csv: bool) -> None:
+    """``--json`` and ``--csv`` choose one output format; both at once is an error."""
+    if as_json and as_csv:
+        from latentfit.cli.app import fail
+
+        fail("--json and --csv each choose the output format; pass one of them")
+
+
+def column_names(
+    path, columns: list[str] | str | None, d: int, model=None, delimiter: str | None = None
+) -> list[str]:
+    """The names of the ``d`` columns a command read from ``path``, for printed parameters:
+    the model's ``feature_names_in_``, else the columns chosen by ``--columns`` (named, or by
+    position in the header), else the file's header, else ``x0 .. x{d-1}``. The header is
+    the data reader's own (:func:`latentfit.datasets.column_names`)."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and len(names) == d:
+        return [str(n) for n in names]
+    if isinstance(columns, str):
+        columns = [c for c in columns.split(",") if c]
+    header = None
+    if path is not None:
+        from latentfit.datasets import column_names as header_of
+
+        header = header_of(path, delimiter)
+    if columns:
+        out = []
+        for c in columns:
+            c = str(c)
+            if c.isdigit() and (header is None or c not in header):
+                i = int(c)
+                out.append(header[i] if header is not None and i < len(header) else f"x{i}")
+            else:
+                out.append(c)
+        if len(out) == d:
+            return out
+    if header is not None:
+        if len(header) == d + 1 and header[0] in ("", '""'):  # a written row index
+            header = header[1:]
+        if len(header) == d:
+            return header
+    return [f"x{j}" for j in range(d)]
+
+
+def format_table(values, columns: list[str], rows: list[str] | None = None, label: str = "") -> str:
+    """A 2-D array as aligned text with the column names on top and a label on every row."""
+    import numpy as np
+
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    rows = [str(i) for i in range(values.shape[0])] if rows is None else rows
+    cells = [[f"{v:.6g}" for v in row] for row in values]
+    width = max([len(c) for c in columns] + [len(c) for row in cells for c in row] + [1])
+    first = max([len(label)] + [len(r) for r in rows])
+    lines = [f"{label:<{first}}  " + "  ".join(f"{c:>{width}}" for c in columns)]
+    for r, row in zip(rows, cells, strict=True):
+        lines.append(f"{r:<{first}}  " + "  ".join(f"{c:>{width}}" for c in row))
+    return "\n".join(lines)
+
+
+def print_csv(rows: list[Mapping[str, Any]]) -> None:
+    """Write ``rows`` (dicts with the same keys) as CSV with a header to standard output."""
+    import csv
+
+    if not rows:
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: to_jsonable(v) for k, v in row.items()})
+    sys.stdout.flush()
+
+
+def gaussian_columns(
+    means, covariances, covariance_type: str, names: list[str], i: int
+) -> dict[str, float]:
+    """Component ``i``'s mean and covariance as named CSV cells: ``mean_<col>``, then
+    ``cov_<a>_<b>`` (full, tied: the upper triangle), ``var_<col>`` (diag) or ``var``
+    (spherical). ``covariances`` has the estimator's shape for ``covariance_type``."""
+    import numpy as np
+
+    row = {f"mean_{n}": float(v) for n, v in zip(names, np.asarray(means)[i], strict=True)}
+    cov = np.asarray(covariances)
+    if covariance_type in ("full", "tied"):
+        c = cov if covariance_type == "tied" else cov[i]
+        for a in range(len(names)):
+            for b in range(a, len(names)):
+                row[f"cov_{names[a]}_{names[b]}"] = float(c[a, b])
+    elif covariance_type == "diag":
+        row.update({f"var_{n}": float(v) for n, v in zip(names, cov[i], strict=True)})
+    else:
+        row["var"] = float(cov[i])
+    return row
+
+
+def format_covariances(
+    covariances, covariance_type: str, names: list[str], labels: list[str] | None = None
+) -> str:
+    """Covariances as text tables that carry the column names: one d x d table per component
+    (full), one shared table (tied), or one row of variances per component (diag, spherical).
+    ``labels`` names the components (default 0, 1, ...)."""
+    import numpy as np
+
+    cov = np.asarray(covariances)
+    if covariance_type == "tied":
+        return format_table(cov, names, names, label="(all)")
+    labels = [str(i) for i in range(len(cov))] if labels is None else labels
+    if covariance_type == "full":
+        return "\n".join(
+            format_table(c, names, names, label=f"[{i}]") for i, c in zip(labels, cov, strict=True)
+        )
+    if covariance_type == "diag":
+        return format_table(cov, names, labels, label="component")
+    return format_table(cov.reshape(-1, 1), ["variance"], labels, label="component")

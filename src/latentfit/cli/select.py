@@ -15,6 +15,7 @@ import typer
 from latentfit.cli.app import (
     check_outputs,
     data_argument,
+    data_source,
     dataset_option,
     delimiter_option,
     fail,
@@ -221,7 +222,12 @@ def _register(family: str) -> None:
         data: Path | None = data_argument(),
         dataset: str | None = dataset_option(),
         delimiter: str = delimiter_option(),
-        k: str = typer.Option("1-8", "-k", help="Sizes: 3, 1-8 or 2,4,8."),
+        k: str = typer.Option(
+            "1-8",
+            "-k",
+            help="Numbers of components (factors for fa, latent dimensions for ppca) to try: "
+            "3, 1-8 or 2,4,8.",
+        ),
         covariance: str = typer.Option(
             "full,tied,diag,spherical", help="Covariance types to sweep (gmm only)."
         ),
@@ -229,9 +235,13 @@ def _register(family: str) -> None:
             "bic", help="bic, aic, icl or heldout (= cv_loglik, with --cv)."
         ),
         cv: int = typer.Option(0, help="K-fold held-out log-likelihood with this many folds."),
-        n_init: int = typer.Option(1, "--n-init", min=1),
-        max_iter: int = typer.Option(200, "--max-iter", min=1),
-        seed: int = typer.Option(0),
+        n_init: int = typer.Option(
+            1, "--n-init", min=1, help="EM restarts per fit; the best is kept."
+        ),
+        max_iter: int = typer.Option(
+            200, "--max-iter", min=1, help="Most EM iterations per restart."
+        ),
+        seed: int = typer.Option(0, help="Seed for the initialisations and the folds."),
         columns: str = typer.Option("", help="Comma-separated columns to use."),
         missing: str = typer.Option("error", help="error or marginalize (gmm, fa, ppca)."),
         plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
@@ -297,7 +307,12 @@ def _constructor_kwargs(cls, wanted: dict) -> dict:
 
 @select_app.command("hmm")
 def select_hmm(
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file, one row per step."),
+    data: Path | None = data_argument(
+        "Data file (.csv, .tsv, .txt, .npy, .npz or Parquet), one row per step. Leave it out "
+        "to use --dataset."
+    ),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
     k: str = typer.Option("1-6", "-k", help="Numbers of hidden states: 3, 1-6 or 2,4,8."),
     lengths: Path | None = typer.Option(
         None,
@@ -322,7 +337,9 @@ def select_hmm(
         "each is cut into N contiguous blocks). 0: not computed.",
     ),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts per fit; the best is kept."),
-    n_iter: int = typer.Option(100, "--n-iter", min=1, help="Most Baum-Welch iterations."),
+    n_iter: int = typer.Option(
+        100, "--n-iter", "--max-iter", min=1, help="Most Baum-Welch (EM) iterations (n_iter)."
+    ),
     tol: float = typer.Option(1e-2, help="Stop when the log-likelihood gains less than this."),
     seed: int = typer.Option(0, help="Seed for the initialisations and the folds."),
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
@@ -342,7 +359,8 @@ def select_hmm(
     cls = _sequence_class(model, emission)
     check_outputs([(plot, "--plot")], [data, lengths], force=force)
     fmt = figure_format(plot)
-    X = read_data(data, columns, allow_nan=False)
+    name = data_source(data, dataset)
+    X = read_data(data, columns, False, dataset, delimiter)
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])
     wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init}  # random_state: select_model's
@@ -351,7 +369,7 @@ def select_hmm(
     if emission == "categorical":
         values = X.numpy()
         if values.shape[1] != 1:
-            fail(f"categorical emissions need one column of symbols; {data} has {X.shape[1]}")
+            fail(f"categorical emissions need one column of symbols; {name} has {X.shape[1]}")
         bad = np.flatnonzero((values != np.round(values)) | (values < 0))
         if len(bad):
             fail(

@@ -6,28 +6,51 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import typer
 
-from latentfit.cli.app import check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_outputs,
+    data_argument,
+    data_source,
+    dataset_option,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+    load_data,
+)
 from latentfit.cli.hmm import read_lengths
+from latentfit.cli.output import json_option
 
 
 def _fmt(a) -> str:
+    import numpy as np
+
     return np.array2string(np.asarray(a), precision=4, suppress_small=True, max_line_width=100)
 
 
 @fit_app.command("ssm")
 def fit_ssm(
-    data: Path = typer.Argument(
-        ..., help="CSV, .npy, .npz or Parquet file, one row per step; empty/NaN cells missing."
+    data: Path | None = data_argument(
+        "Data file (.csv, .tsv, .txt, .npy, .npz or Parquet), one row per step; empty/NaN "
+        "cells are missing. Leave it out to use --dataset."
     ),
-    k: int = typer.Option(..., "-k", "--state-dim", min=1, help="Dimension of the hidden state."),
+    dataset: str | None = dataset_option(),
+    delimiter: str = delimiter_option(),
+    k: int = typer.Option(
+        ...,
+        "-k",
+        "--state-dim",
+        min=1,
+        help="Number of hidden state components (the dimension of the state).",
+    ),
     lengths: Path | None = typer.Option(
         None, "--lengths", help="Text file of sequence lengths (rows per sequence, in order)."
     ),
     covariance: str = typer.Option("full", help="Observation noise covariance: full or diag."),
-    n_iter: int = typer.Option(100, "--n-iter", min=1, help="Most EM iterations."),
+    n_iter: int = typer.Option(
+        100, "--n-iter", "--max-iter", min=1, help="Most EM iterations (n_iter)."
+    ),
     tol: float = typer.Option(1e-2, help="Stop when the log-likelihood gains less than this."),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
     ridge: float = typer.Option(0.0, min=0.0, help="Ridge (MAP) strength on A and C."),
@@ -41,24 +64,24 @@ def fit_ssm(
     ),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
     force: bool = force_option(),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
+    as_json: bool = json_option(),
 ):
     """Fit a linear dynamical system by EM with the Kalman smoother; print A, C, Q, R, d,
     log-likelihood and BIC/AIC; write the smoothed state of every row."""
-    from latentfit.datasets import load_array
+    import numpy as np
+
     from latentfit.em.ssm import LinearGaussianSSM
     from latentfit.errors import LatentfitError
     from latentfit.io import atomic_path
 
     if covariance not in ("full", "diag"):
         fail(f"--covariance must be full or diag; got {covariance!r}")
-    target = states if states is not None else Path(f"{data.stem}_states.csv")
+    data_source(data, dataset)
+    stem = data.stem if data is not None else dataset
+    target = states if states is not None else Path(f"{stem}_states.csv")
     check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
-    cols = [c for c in columns.split(",") if c] or None
-    try:
-        X = load_array(data, columns=cols, allow_nan=True).numpy()
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        fail(str(err))
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter, allow_nan=True).numpy()
     seq = read_lengths(lengths) if lengths is not None else None
     model = LinearGaussianSSM(
         k,
@@ -76,30 +99,61 @@ def fit_ssm(
             model.fit(X, seq)
         means = model.predict(X, seq)
         ll = model.score(X, seq)
+        bic, aic = model.bic(X, seq), model.aic(X, seq)
     except (ValueError, FloatingPointError) as err:
         fail(str(err))
-    echo = typer.echo
-    n_seq = 1 if seq is None else len(seq)
-    n_missing = int(np.isnan(X).sum())
-    echo(
-        f"LinearGaussianSSM: state k={k}, n={X.shape[0]} steps in {n_seq} sequence(s), "
-        f"d={X.shape[1]}, {n_missing} missing value(s)"
-    )
-    state = "converged" if model.converged_ else "NOT converged (try --n-iter or --tol)"
-    echo(f"EM iterations: {model.n_iter_} ({state}); best of {n_init} init(s)")
-    echo(f"log-likelihood: {ll:.6f}")
-    echo(f"BIC: {model.bic(X, seq):.4f}   AIC: {model.aic(X, seq):.4f}")
-    echo(f"transition matrix A:\n{_fmt(model.transition_matrix_)}")
-    echo(f"transition covariance Q:\n{_fmt(model.transition_covariance_)}")
-    echo(f"observation matrix C:\n{_fmt(model.observation_matrix_)}")
-    echo(f"observation offset d:\n{_fmt(model.observation_offset_)}")
-    echo(f"observation covariance R ({covariance}):\n{_fmt(model.observation_covariance_)}")
+    result = {
+        "model": "LinearGaussianSSM",
+        "state_dim": k,
+        "covariance_type": covariance,
+        "n_samples": X.shape[0],
+        "n_sequences": 1 if seq is None else len(seq),
+        "n_features": X.shape[1],
+        "n_missing": int(np.isnan(X).sum()),
+        "n_iter": model.n_iter_,
+        "converged": bool(model.converged_),
+        "n_init": n_init,
+        "log_likelihood": ll,
+        "bic": bic,
+        "aic": aic,
+        "transition_matrix": model.transition_matrix_,
+        "transition_covariance": model.transition_covariance_,
+        "observation_matrix": model.observation_matrix_,
+        "observation_offset": model.observation_offset_,
+        "observation_covariance": model.observation_covariance_,
+        "states_file": str(target),
+        "model_file": None,
+    }
     try:
         with atomic_path(target) as tmp:
             header = ",".join(f"x{i}" for i in range(k))
             np.savetxt(tmp, means, delimiter=",", header=header, comments="")
-        echo(f"smoothed state means written to {target}")
         if out is not None:
-            echo(f"model saved to {model.save(out)} (read it with latentfit.load)")
+            result["model_file"] = str(model.save(out))
     except (LatentfitError, OSError) as err:
         fail(str(err))
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json(result)
+    _print_text(result)
+
+
+def _print_text(r: dict) -> None:
+    echo = typer.echo
+    echo(
+        f"LinearGaussianSSM: state k={r['state_dim']}, n={r['n_samples']} steps in "
+        f"{r['n_sequences']} sequence(s), d={r['n_features']}, {r['n_missing']} missing value(s)"
+    )
+    state = "converged" if r["converged"] else "NOT converged (try --n-iter or --tol)"
+    echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    echo(f"log-likelihood: {r['log_likelihood']:.6f}")
+    echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}")
+    echo(f"transition matrix A:\n{_fmt(r['transition_matrix'])}")
+    echo(f"transition covariance Q:\n{_fmt(r['transition_covariance'])}")
+    echo(f"observation matrix C:\n{_fmt(r['observation_matrix'])}")
+    echo(f"observation offset d:\n{_fmt(r['observation_offset'])}")
+    echo(f"observation covariance R ({r['covariance_type']}):\n{_fmt(r['observation_covariance'])}")
+    echo(f"smoothed state means written to {r['states_file']}")
+    if r["model_file"] is not None:
+        echo(f"model saved to {r['model_file']} (read it with latentfit.load)")

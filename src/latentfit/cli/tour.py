@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import app, check_outputs, fail, force_option
+from latentfit.cli.output import json_option
 
 
 @app.command()
@@ -15,6 +16,7 @@ def tour(
     only: str = typer.Option("", help="Comma-separated section names to run (default: all)."),
     seed: int = typer.Option(0, help="Seed for every random choice in the report."),
     force: bool = force_option(),
+    as_json: bool = json_option(),
 ):
     """Walk MLE → MAP → ELBO → EM → VI → VAE on the bundled data and write DIR/index.html.
 
@@ -34,4 +36,8 @@ def tour(
         index = run_tour(out, sections=names, seed=seed)
     except (LatentfitError, OSError) as err:
         fail(str(err))
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json({"report": index.resolve(), "sections": names or known})
     typer.echo(f"report written to {index.resolve()}")

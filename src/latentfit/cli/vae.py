@@ -9,7 +9,19 @@ import typer
 
 from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
-from latentfit.errors import LatentfitError
+from latentfit.cli.output import json_option
+
+#: What ``-k`` names on these commands: in latentfit ``-k`` is always the number of
+#: components or states, so the VAE commands refuse it with the name of their option.
+_NOT_K = (
+    "-k is the number of components or states in latentfit; the samples of z per data point "
+    "are --samples (e.g. --samples 5000)"
+)
+
+
+def _refuse_k():
+    """A hidden ``-k`` that says which option to use instead of click's 'No such option'."""
+    return typer.Option(None, "-k", hidden=True, help=_NOT_K)
 
 
 def _data(dataset: str, idx: Path | None, seed: int, split=None):
@@ -62,7 +74,10 @@ def fit_vae(
     ),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
     objective: str = typer.Option("elbo", help="elbo, beta, iwae or dreg."),
-    k: int = typer.Option(1, "-k", min=1, help="Samples of z per data point (IWAE/DReG: the k)."),
+    samples: int = typer.Option(
+        1, "--samples", min=1, help="Samples of z per data point (the k of the iwae/dreg bounds)."
+    ),
+    old_k: int | None = _refuse_k(),
     beta: float = typer.Option(1.0, help="KL multiplier for --objective beta."),
     kind: str = typer.Option("gaussian", help="gaussian, discrete or ladder."),
     latent: int = typer.Option(50, help="Latent dimension (discrete: number of categoricals)."),
@@ -71,43 +86,54 @@ def fit_vae(
     likelihood: str = typer.Option("bernoulli", help="bernoulli, gaussian or categorical."),
     flow: str = typer.Option("none", help="none, planar or iaf (gaussian kind)."),
     activation: str = typer.Option("tanh", help="tanh, relu, elu or softplus."),
-    epochs: int = typer.Option(20, min=1),
-    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    epochs: int = typer.Option(20, min=1, help="Passes over the training rows."),
+    batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     kl_schedule: str = typer.Option("none", "--kl-schedule", help="none, linear or cyclical."),
-    warmup_epochs: float = typer.Option(10.0, "--warmup-epochs"),
+    warmup_epochs: float = typer.Option(
+        10.0, "--warmup-epochs", help="Epochs of the KL warm-up (linear, cyclical)."
+    ),
     free_bits: float = typer.Option(
         0.0, "--free-bits", help="KL floor per latent dimension (nats)."
     ),
     patience: int = typer.Option(10, help="Early-stopping patience in epochs (0: never stop)."),
     binarize: bool = typer.Option(True, help="Dynamic binarisation of [0, 1] data (Bernoulli)."),
-    grad_accum: int = typer.Option(1, "--grad-accum", min=1),
+    grad_accum: int = typer.Option(
+        1, "--grad-accum", min=1, help="Batches whose gradients are summed per optimiser step."
+    ),
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Resume from/write last.pt."
     ),
-    metrics_csv: Path | None = typer.Option(None, "--metrics-csv"),
-    eval_k: int = typer.Option(
-        0, "--eval-k", min=0, help="Report log p(x) on the test rows with k samples."
+    metrics_csv: Path | None = typer.Option(
+        None, "--metrics-csv", help="Write the per-epoch metrics to this CSV file."
+    ),
+    eval_samples: int = typer.Option(
+        0,
+        "--eval-samples",
+        min=0,
+        help="Report log p(x) on the test rows with this many importance samples (0: not).",
     ),
     out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
     plot: Path | None = plot_option(
         "the bound per epoch and validation rows above their reconstructions"
     ),
     force: bool = force_option(),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("cpu", help="torch device: cpu, cuda, ..."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    seed: int = typer.Option(0, help="Seed for the data split, the weights and the batches."),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
+    as_json: bool = json_option(),
 ):
     """Train a VAE and save it; print the bound per epoch, active units and KL per dimension.
 
     The data are cut into training, validation and test rows (seeded by --seed). Early
-    stopping and the best weights use the validation rows only; --eval-k scores the test rows,
+    stopping and the best weights use the validation rows only; --eval-samples scores the test rows,
     which the saved model records so that 'latentfit eval' scores exactly them.
 
     Under ``torchrun --nproc_per_node N`` every process trains on its share of each batch
     (DistributedDataParallel); rank 0 prints and saves.
     """
     from latentfit._outputs import Output
+    from latentfit.errors import LatentfitError
     from latentfit.train import TrainConfig, train
     from latentfit.train import distributed as dist_utils
     from latentfit.vae import (
@@ -119,6 +145,8 @@ def fit_vae(
         save_model,
     )
 
+    if old_k is not None:
+        fail(_NOT_K)
     # A resumed run (last.pt in --checkpoint-dir) continues its own metrics file.
     resuming = checkpoint_dir is not None and (checkpoint_dir / "last.pt").is_file()
     check_outputs(
@@ -155,7 +183,7 @@ def fit_vae(
             seed=seed,
         )
         init_decoder_bias(model, data.train)
-        obj = make_objective(objective, k=k, beta=beta, free_bits=free_bits)
+        obj = make_objective(objective, k=samples, beta=beta, free_bits=free_bits)
         cfg = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -191,19 +219,6 @@ def fit_vae(
             model.feature_names = names
     if not dist_utils.is_main():
         return dist_utils.cleanup()
-    typer.echo(f"{data.name}, {obj!r}")
-    typer.echo(f"{'epoch':>5} {'train bound':>12} {'val bound':>10} {'active':>6} {'KL':>7}")
-    for r in res.history:
-        kl = r.get("kl_total")
-        typer.echo(
-            f"{r['epoch']:>5} {r['train_bound']:>12.2f} {r['val_bound']:>10.2f} "
-            f"{r.get('active_units', ''):>6} {'' if kl is None else f'{kl:7.2f}'}"
-        )
-    typer.echo(
-        f"best validation bound {res.best_val_bound:.2f} nats at epoch {res.best_epoch}"
-        + (f"; {res.n_skipped} non-finite steps skipped" if res.n_skipped else "")
-        + ("; stopped early" if res.stopped_early else "")
-    )
     import torch
 
     val, test = data.val.to(device), data.test.to(device)
@@ -211,23 +226,45 @@ def fit_vae(
         val = torch.bernoulli(val, generator=torch.Generator(val.device).manual_seed(seed + 1))
         test = torch.bernoulli(test, generator=torch.Generator(test.device).manual_seed(seed + 1))
     diag = diagnose(model, val, generator=None)
-    if diag.kl_per_dim is not None:
-        kl = diag.kl_per_dim
-        typer.echo(f"KL per dimension (nats): {' '.join(f'{v:.2f}' for v in kl.tolist())}")
-    typer.echo(
-        f"active units {diag.n_active}/{diag.unit_variance.numel()}"
-        + (f", I(x; z) ≈ {diag.mutual_info:.2f} nats" if diag.mutual_info is not None else "")
-    )
-    if eval_k:
-        ll = marginal_log_likelihood(model, test, k=eval_k, progress=not quiet)
-        typer.echo(
-            f"test log p(x) (k={eval_k}): {ll.mean:.2f} nats, {ll.bits_per_dim:.4f} bits/dim"
-        )
+    ll = None
+    if eval_samples:
+        ll = marginal_log_likelihood(model, test, k=eval_samples, progress=not quiet)
     try:
         save_model(model, out)
     except (LatentfitError, OSError) as err:
         fail(str(err))
-    typer.echo(f"model saved to {out}")
+    result = {
+        "data": data.name,
+        "objective": repr(obj),
+        "history": [
+            {
+                "epoch": r["epoch"],
+                "train_bound": r["train_bound"],
+                "val_bound": r["val_bound"],
+                "active_units": r.get("active_units"),
+                "kl_total": r.get("kl_total"),
+            }
+            for r in res.history
+        ],
+        "best_val_bound": res.best_val_bound,
+        "best_epoch": res.best_epoch,
+        "n_skipped": res.n_skipped,
+        "stopped_early": res.stopped_early,
+        "kl_per_dim": diag.kl_per_dim,
+        "active_units": diag.n_active,
+        "latent_units": diag.unit_variance.numel(),
+        "mutual_info": diag.mutual_info,
+        "test_log_likelihood": None if ll is None else ll.mean,
+        "test_bits_per_dim": None if ll is None else ll.bits_per_dim,
+        "eval_samples": eval_samples or None,
+        "model_file": str(out),
+    }
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        print_json(result)
+    else:
+        _print_fit(result)
     if plot is not None:
         from latentfit.plot import plot_convergence, plot_reconstructions
 
@@ -236,6 +273,37 @@ def fit_vae(
         plot_reconstructions(model, val, n=32, image_shape=image, ax=axes[1])
         save_figure(fig, plot, fmt)
     dist_utils.cleanup()
+
+
+def _print_fit(r: dict) -> None:
+    echo = typer.echo
+    echo(f"{r['data']}, {r['objective']}")
+    echo(f"{'epoch':>5} {'train bound':>12} {'val bound':>10} {'active':>6} {'KL':>7}")
+    for h in r["history"]:
+        kl, active = h["kl_total"], h["active_units"]
+        echo(
+            f"{h['epoch']:>5} {h['train_bound']:>12.2f} {h['val_bound']:>10.2f} "
+            f"{'' if active is None else active:>6} {'' if kl is None else f'{kl:7.2f}'}"
+        )
+    echo(
+        f"best validation bound {r['best_val_bound']:.2f} nats at epoch {r['best_epoch']}"
+        + (f"; {r['n_skipped']} non-finite steps skipped" if r["n_skipped"] else "")
+        + ("; stopped early" if r["stopped_early"] else "")
+    )
+    if r["kl_per_dim"] is not None:
+        kl = r["kl_per_dim"]
+        echo(f"KL per dimension (nats): {' '.join(f'{v:.2f}' for v in kl.tolist())}")
+    mi = r["mutual_info"]
+    echo(
+        f"active units {r['active_units']}/{r['latent_units']}"
+        + (f", I(x; z) ≈ {mi:.2f} nats" if mi is not None else "")
+    )
+    if r["test_log_likelihood"] is not None:
+        echo(
+            f"test log p(x) (k={r['eval_samples']}): {r['test_log_likelihood']:.2f} nats, "
+            f"{r['test_bits_per_dim']:.4f} bits/dim"
+        )
+    echo(f"model saved to {r['model_file']}")
 
 
 @app.command("eval")
@@ -247,17 +315,21 @@ def eval_vae(
         "to, as recorded in the model file).",
     ),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
-    k: int = typer.Option(5000, "-k", min=1, help="Importance samples per data point."),
+    samples: int = typer.Option(
+        5000, "--samples", min=1, help="Importance samples per data point."
+    ),
+    old_k: int | None = _refuse_k(),
     n: int = typer.Option(0, min=0, help="Evaluate the first N test points (0: all)."),
     all_rows: bool = typer.Option(
         False,
-        "--all-rows",
+        "--all-rows/--no-all-rows",
         help="Score every row of --dataset (a file of held-out rows) instead of the test rows "
         "the model recorded; needed for models saved without a split.",
     ),
     binarize: bool = typer.Option(True, help="Binarise [0, 1] test data once (seeded)."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
+    seed: int = typer.Option(0, help="Seed of the binarisation and the importance samples."),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    as_json: bool = json_option(),
 ):
     """Importance-sampled test log-likelihood of a VAE, in nats and bits per dimension.
 
@@ -268,6 +340,8 @@ def eval_vae(
 
     from latentfit.vae import marginal_log_likelihood
 
+    if old_k is not None:
+        fail(_NOT_K)
     check_device(device)
     model = _load(model_path, device)
     if all_rows:
@@ -292,9 +366,22 @@ def eval_vae(
     if binarize and model.spec.likelihood == "bernoulli" and intensities:
         X = torch.bernoulli(X, generator=torch.Generator(X.device).manual_seed(seed + 1))
     ll = marginal_log_likelihood(
-        model, X, k=k, generator=torch.Generator(X.device).manual_seed(seed), progress=True
+        model, X, k=samples, generator=torch.Generator(X.device).manual_seed(seed), progress=True
     )
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        return print_json(
+            {
+                "data": name,
+                "n_rows": X.shape[0],
+                "samples": samples,
+                "log_likelihood_mean": ll.mean,
+                "nll": ll.nll,
+                "bits_per_dim": ll.bits_per_dim,
+            }
+        )
     typer.echo(
-        f"{name}, {X.shape[0]} test points, k={k}: log p(x) = {ll.mean:.2f} nats "
+        f"{name}, {X.shape[0]} test points, k={samples}: log p(x) = {ll.mean:.2f} nats "
         f"(NLL {ll.nll:.2f}), {ll.bits_per_dim:.4f} bits/dim"
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from latentfit.cli.app import (
@@ -21,10 +20,12 @@ from latentfit.cli.app import (
     split_columns,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
-from latentfit.errors import LatentfitError
+from latentfit.cli.output import csv_option, json_option
 
 
 def _fmt(a) -> str:
+    import numpy as np
+
     return np.array2string(np.asarray(a), precision=4, suppress_small=True, max_line_width=100)
 
 
@@ -48,10 +49,14 @@ def fit_bgmm(
         None, help="Weight concentration prior γ₀ (default 1/k); smaller switches off more."
     ),
     n_init: int = typer.Option(1, "--n-init", min=1, help="CAVI restarts; the best ELBO is kept."),
-    max_iter: int = typer.Option(500, "--max-iter", min=1),
+    max_iter: int = typer.Option(
+        500, "--max-iter", min=1, help="Most CAVI iterations per restart."
+    ),
     tol: float = typer.Option(1e-3, help="Stop when the lower bound changes less than this."),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
-    active: float = typer.Option(0.01, help="Weight above which a component counts as used."),
+    active: float = typer.Option(
+        0.01, min=0.0, max=1.0, help="Weight above which a component counts as used."
+    ),
     columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
     seed: int = typer.Option(0, help="Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
@@ -60,16 +65,22 @@ def fit_bgmm(
     ),
     plot: Path | None = plot_option("the used components' ellipses over the first two columns"),
     force: bool = force_option(),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    as_json: bool = json_option(),
+    as_csv: bool = csv_option(),
 ):
     """Fit a Bayesian Gaussian mixture by coordinate-ascent VI; print the ELBO and the
     components it keeps."""
+    import numpy as np
     from sklearn.exceptions import ConvergenceWarning
 
     from latentfit.cli.models import record_columns, write_labels
+    from latentfit.cli.output import check_format, column_names
+    from latentfit.errors import LatentfitError
     from latentfit.vi.bgmm import BayesianGaussianMixture
 
+    check_format(as_json, as_csv)
     check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
     fmt = figure_format(plot)
     check_device(device)
@@ -93,38 +104,98 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
-    record_columns(model, data, split_columns(columns))
+    record_columns(model, data, split_columns(columns), delimiter)
     n, d = X.shape
-    echo = typer.echo
-    echo(
-        f"BayesianGaussianMixture: K={k} (max), covariance={covariance}, prior={prior}, "
-        f"n={n}, d={d}"
-    )
-    state = "converged" if model.converged_ else "NOT converged (try --max-iter or --tol)"
-    echo(f"CAVI iterations: {model.n_iter_} ({state}); best of {n_init} init(s)")
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught) and model.converged_:
-        echo("note: some restarts did not converge")
-    echo(
-        f"ELBO: {model.elbo_:.6f} nats (per sample {model.elbo_ / n:.6f}); "
-        f"scikit-learn's lower bound: {model.lower_bound_:.6f}"
-    )
+    names = column_names(data, columns, d, model, delimiter)
     used = np.flatnonzero(model.weights_ > active)
-    echo(f"components used (weight > {active}): {len(used)} of {k}: {used.tolist()}")
-    echo(f"weights:\n{_fmt(model.weights_)}")
-    echo(f"means (used components):\n{_fmt(model.means_[used])}")
-    cov = model.covariances_ if covariance == "tied" else model.covariances_[used]
-    echo(f"covariances ({covariance}, used components):\n{_fmt(cov)}")
-    if labels is not None:
-        write_labels(labels, model.predict(X))
+    saved = None
     if out is not None:
         try:
-            path = model.save(out)
+            saved = str(model.save(out))
         except (LatentfitError, OSError) as err:
             fail(str(err))
-        echo(f"model saved to {path} (read it with latentfit.load)")
+    if as_csv:
+        from latentfit.cli.output import gaussian_columns, print_csv
+
+        print_csv(
+            [
+                {"component": i, "weight": float(model.weights_[i]), "used": bool(i in used)}
+                | gaussian_columns(model.means_, model.covariances_, covariance, names, i)
+                for i in range(k)
+            ]
+        )
+    partial = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    result = {
+        "model": "BayesianGaussianMixture",
+        "n_components": k,
+        "covariance_type": covariance,
+        "weight_concentration_prior_type": prior,
+        "n_samples": n,
+        "n_features": d,
+        "features": names,
+        "n_iter": model.n_iter_,
+        "converged": bool(model.converged_),
+        "some_restarts_not_converged": partial and bool(model.converged_),
+        "n_init": n_init,
+        "elbo": model.elbo_,
+        "elbo_per_sample": model.elbo_ / n,
+        "lower_bound": model.lower_bound_,
+        "active_threshold": active,
+        "used_components": used,
+        "weights": model.weights_,
+        "means": model.means_,
+        "covariances": model.covariances_,
+        "model_file": saved,
+    }
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        print_json(result)
+    elif not as_csv:
+        _print_text(result, model)
+    if labels is not None:
+        write_labels(labels, model.predict(X))
     if plot is not None:
         from latentfit.plot import plot_mixture
 
         fig, ax = new_figure(figsize=(6, 4.5))
         plot_mixture(model, X, min_weight=active, ax=ax)
         save_figure(fig, plot, fmt)
+
+
+def _print_text(r: dict, model) -> None:
+    from latentfit.cli.output import format_covariances, format_table
+
+    k, n, covariance, used = (
+        r["n_components"],
+        r["n_samples"],
+        r["covariance_type"],
+        r["used_components"],
+    )
+    echo = typer.echo
+    echo(
+        f"BayesianGaussianMixture: K={k} (max), covariance={covariance}, "
+        f"prior={r['weight_concentration_prior_type']}, n={n}, d={r['n_features']}"
+    )
+    state = "converged" if r["converged"] else "NOT converged (try --max-iter or --tol)"
+    echo(f"CAVI iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    if r["some_restarts_not_converged"]:
+        echo("note: some restarts did not converge")
+    echo(
+        f"ELBO: {r['elbo']:.6f} nats (per sample {r['elbo'] / n:.6f}); "
+        f"scikit-learn's lower bound: {r['lower_bound']:.6f}"
+    )
+    echo(f"components used (weight > {r['active_threshold']}): {len(used)} of {k}: {used.tolist()}")
+    echo(f"weights:\n{_fmt(r['weights'])}")
+    rows = [str(i) for i in used]
+    echo(
+        "means (used components):\n"
+        + format_table(r["means"][used], r["features"], rows, label="component")
+    )
+    cov = r["covariances"] if covariance == "tied" else r["covariances"][used]
+    echo(
+        f"covariances ({covariance}, used components):\n"
+        + format_covariances(cov, covariance, r["features"], rows)
+    )
+    if r["model_file"] is not None:
+        echo(f"model saved to {r['model_file']} (read it with latentfit.load)")

@@ -8,12 +8,13 @@ from latentfit.datasets._bundled import (
     load_geyser,
     load_mnist_5k,
 )
-from latentfit.datasets._files import load_array, parse_delimiter
+from latentfit.datasets._files import column_names, load_array, parse_delimiter
 from latentfit.datasets._idx import load_mnist_idx, read_idx
 
 __all__ = [
     "BUNDLED",
     "Dataset",
+    "column_names",
     "load_array",
     "load_dataset",
     "load_faithful",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import torch
 from latentfit._validation import as_float_tensor
 from latentfit.errors import DataError, MissingDependencyError, ParameterError
 
-__all__ = ["DELIMITERS", "TEXT_SUFFIXES", "load_array", "parse_delimiter"]
+__all__ = ["DELIMITERS", "TEXT_SUFFIXES", "column_names", "load_array", "parse_delimiter"]
 
 #: Suffixes read as delimited text.
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".tab", ".dat")
@@ -243,6 +242,25 @@ def _parse_column(strings, pa, pc) -> tuple[np.ndarray, int | None]:
     return out, None
 
 
+def _squeeze(data: bytes) -> bytes:
+    """Runs of spaces, tabs and carriage returns as one space, none at the start or end of a
+    line (vectorised: a Python loop over lines, or bytes.replace with millions of matches,
+    costs seconds on a 50 MB file)."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    blank = a == 32
+    blank |= a == 9
+    blank |= a == 13
+    keep = ~blank
+    keep[1:] |= ~blank[:-1]  # a blank is kept when the byte before it is not blank
+    out = a[keep]
+    out[(out == 9) | (out == 13)] = 32
+    space, newline = out == 32, out == 10
+    edge = np.ones(out.shape[0] + 1, dtype=bool)  # (m + 1,) a newline (or the start) before
+    edge[1:] = newline
+    drop = space & (edge[:-1] | np.append(newline[1:], True))  # at a line's start or end
+    return out[~drop].tobytes()
+
+
 def _to_numpy(table, include: list[str]) -> np.ndarray:
     """The float64 columns as one (n, k) C-ordered array. Filled column by column, chunk by
     chunk, into a Fortran-ordered array (each chunk is a zero-copy view; writing a column of a
@@ -281,10 +299,9 @@ def _read_text(path: Path, columns, delimiter: str | None):
     if layout.squeeze:  # runs of blanks: make them single spaces, which pyarrow splits on
         with path.open("rb") as f:
             f.seek(layout.offset)
-            data = re.sub(rb"[ \t]+", b" ", f.read())
-        source = io.BytesIO(re.sub(rb"(?m)^ +| +(?=\r?$)", b"", data))
-    else:  # an Arrow file, not a Python one: pyarrow then reads without taking the GIL
-        source = pa.OSFile(str(path), "rb")
+            source = pa.BufferReader(_squeeze(f.read()))
+    else:  # an Arrow memory map, not a Python file: no GIL, no copy into Python buffers
+        source = pa.memory_map(str(path), "r")
 
     # pyarrow's threads pay on a large file with idle cores; on two busy cores they cost more
     # than they save (benchmarks/README.md), so small files and small machines read in one.
@@ -420,6 +437,29 @@ def _load_numpy(path: Path):
                 "by numpy, or holds pickled Python objects (which latentfit never loads)"
             ) from None
         raise DataError(f"{path} cannot be read as a {path.suffix} file: {err}") from None
+
+
+def column_names(path, delimiter=None) -> list[str] | None:
+    """The column names :func:`load_array` reads from ``path`` (a delimited text header or
+    ``#`` comment line, sniffed as it sniffs them, or a Parquet schema), or None when the file
+    names no columns (no header, .npy, .npz) or cannot be read. The one place the package
+    learns a file's column names: the command line prints and stores these."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return [str(c) for c in pq.read_schema(path).names]
+        if suffix not in TEXT_SUFFIXES or not path.is_file():
+            return None
+        layout = _sniff(path, parse_delimiter(delimiter))
+    except (OSError, ValueError, ImportError):  # DataError and ParameterError are ValueErrors
+        return None
+    if layout is None or layout.header is None:
+        return None
+    skip = 1 if layout.header[0] in ("", '""') else 0  # R's unnamed row index, as read
+    return layout.header[skip:]
 
 
 def load_array(

@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("gmm", "latentfit.tour.gmm"),
     ("mixtures", "latentfit.tour.mixtures"),
     ("hmm", "latentfit.tour.hmm"),
+    ("sequences", "latentfit.tour.sequences"),
     ("mcmc", "latentfit.tour.mcmc"),
     ("vi", "latentfit.tour.vi"),
     ("vae", "latentfit.tour.vae"),

@@ -60,7 +60,9 @@ def data_sha256(X: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def source_rows(source: str, idx_folder) -> tuple[torch.Tensor, tuple | None, str, int | None]:
+def source_rows(
+    source: str, idx_folder, delimiter: str | None = None
+) -> tuple[torch.Tensor, tuple | None, str, int | None]:
     """All rows of a source, the image shape, a name and the number of rows fixed as test rows
     at the end (the MNIST test file) or None."""
     if source == "mnist":
@@ -95,7 +97,8 @@ def source_rows(source: str, idx_folder) -> tuple[torch.Tensor, tuple | None, st
         )
     from latentfit.datasets import load_array
 
-    return torch.as_tensor(load_array(path)).float(), None, str(path), None
+    X = load_array(path, delimiter=delimiter)
+    return torch.as_tensor(X).float(), None, str(path), None
 
 
 def _make_split(
@@ -143,6 +146,7 @@ def load_vae_data(
     seed: int = 0,
     idx_folder=None,
     split: DataSplit | None = None,
+    delimiter: str | None = None,
 ) -> VAEData:
     """Load a source and cut it into disjoint training, validation and test rows.
 
@@ -156,13 +160,14 @@ def load_vae_data(
     of the remaining rows (bundled MNIST: 3,600 train / 400 validation / 1,000 test). All draws
     come from ``seed``. With ``split`` (a :class:`DataSplit`, e.g. ``model.split`` of a loaded
     model) its rows are used instead, after checking that the source holds the same data
-    (:class:`~latentfit.errors.DataError` if not).
+    (:class:`~latentfit.errors.DataError` if not). ``delimiter`` names the delimiter of a text
+    file (default: sniffed; see :func:`latentfit.datasets.load_array`).
     """
     if not 0 < test_fraction < 1:
         raise ParameterError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     if not 0 < val_fraction < 1:
         raise ParameterError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-    X, image_shape, name, n_fixed = source_rows(source, idx_folder)
+    X, image_shape, name, n_fixed = source_rows(source, idx_folder, delimiter)
     if source == "mnist":
         n_fixed = None
         test_fraction = 1000 / X.shape[0]

@@ -3,16 +3,19 @@ kernel (numba): the same equations, masked missing coordinates and Joseph update
 step without torch's per-operation overhead (a step of a 4-state, 8-observation model is a few
 hundred nanoseconds of arithmetic and ten microseconds of torch dispatch).
 
-Exact steady-state shortcut. On a stretch of fully observed steps the covariance recursion
-does not depend on the data: the filter's covariances, gain and innovation factor at step t
-are a function of the predicted covariance P⁻_t alone. When P⁻_t equals P⁻_{t-1} bit for bit
-(the Riccati recursion has reached its floating-point fixed point, typically after a few dozen
-steps), every later step of the stretch would compute the very same numbers, so the kernel
-copies them instead of recomputing; only the means (a few dozen flops) are updated. The
-smoother does the same backward: the gain J_t and the smoothed covariance are copied when the
-covariances they are computed from are bit-identical to the next step's. No tolerance is
-involved: the output is the one the full recursion would give, bit for bit. A step with a
-missing value, or a recursion that never settles exactly, is simply computed in full.
+Steady-state shortcut, exact to rounding. On a stretch of fully observed steps the covariance
+recursion does not depend on the data: the filter's covariances, gain and innovation factor at
+step t are a function of the predicted covariance P⁻_t alone. The Riccati recursion converges
+geometrically to a fixed point, and in floating point ends up wandering within a few rounding
+units of it (an exact repeat, or a cycle, or no repeat at all, depending on the last bits).
+When P⁻_t is within ``ulps`` rounding units (of its largest entry) of P⁻ at one of the last
+``memo`` fully observed steps, the kernel reuses that step's covariances, gain and factor
+instead of recomputing them; only the means (a few dozen flops) are updated. The smoother does
+the same backward for its gain J_t and the smoothed covariances. The difference from the
+step-by-step recursion is the size of that recursion's own rounding noise (tested to 1e-12
+relative), and with ``ulps=0`` the shortcut takes bit-identical repeats only and the output
+equals the step-by-step one bit for bit (tested). A step with a missing value is computed in
+full, and the recursion then settles again.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
 
 __all__ = ["filter_smooth_cpu"]
 
-MEMO = 4  # how many earlier steps the exact steady-state shortcut compares with
+MEMO = 4  # how many earlier steps the steady-state shortcut compares with
+ULPS = 4.0  # how close (rounding units of the largest entry) counts as the same covariance
 
 
 @jit
@@ -103,22 +107,29 @@ def _symmetrize(P):
 
 
 @jit
-def _equal(X, Y):
+def _close(X, Y, ulps, eps):
+    """Every entry of the covariance X within ``ulps`` rounding units of max|X| of Y's (ulps =
+    0: equal). The largest entry of a covariance is on its diagonal (|X_ij|² ≤ X_ii X_jj)."""
+    top = 0.0
+    for i in range(X.shape[0]):
+        top = max(top, abs(X[i, i]))
+    tol = ulps * eps * top
     for i in range(X.shape[0]):
         for j in range(X.shape[1]):
-            if X[i, j] != Y[i, j]:
+            if not abs(X[i, j] - Y[i, j]) <= tol:
                 return False
     return True
 
 
 @jit
-def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll, memo):
+def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll, memo, ulps):
     """Forward pass over every sequence, filling the predicted/filtered moments and the step
     log-likelihoods; returns -1, or the first row whose innovation covariance is not positive
     definite."""
     k = A.shape[0]
     dim = C.shape[0]
     dt = A.dtype
+    eps = np.finfo(dt).eps
     log2pi = math.log(2.0 * math.pi)
     Cm = np.empty((dim, k), dt)
     Rm = np.empty((dim, dim), dt)
@@ -159,7 +170,7 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
             same = -1
             if full:
                 for lag in range(1, min(memo, t - a) + 1):
-                    if fulls[(t - lag) % MEMO] and _equal(Pp[t], Pp[t - lag]):
+                    if fulls[(t - lag) % MEMO] and _close(Pp[t], Pp[t - lag], ulps, eps):
                         same = t - lag
                         break
             if same >= 0:
@@ -268,11 +279,12 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
 
 
 @jit
-def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo):
+def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo, ulps):
     """Backward RTS pass; returns -1, or the first row whose predicted covariance is not
     positive definite."""
     k = A.shape[0]
     dt = A.dtype
+    eps = np.finfo(dt).eps
     Lp = np.empty((k, k), dt)
     APf = np.empty((k, k), dt)
     D = np.empty((k, k), dt)
@@ -293,7 +305,9 @@ def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo):
             # bit for bit as a step up to MEMO later give that step's outputs (module doc)
             same = -1
             for lag in range(1, min(memo, last - 1 - t) + 1):
-                if _equal(Pf[t], Pf[t + lag]) and _equal(Pp[t + 1], Pp[t + lag + 1]):
+                if _close(Pf[t], Pf[t + lag], ulps, eps) and _close(
+                    Pp[t + 1], Pp[t + lag + 1], ulps, eps
+                ):
                     same = t + lag
                     break
             if same >= 0:
@@ -313,7 +327,7 @@ def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo):
                 for j in range(k):
                     v += Jt[j, i] * dm[j]
                 ms[t, i] = v
-            if same >= 0 and _equal(Vs[t + 1], Vs[same + 1]):
+            if same >= 0 and _close(Vs[t + 1], Vs[same + 1], ulps, eps):
                 for i in range(k):
                     for j in range(k):
                         Vs[t, i, j] = Vs[same, i, j]
@@ -348,12 +362,14 @@ def filter_smooth_cpu(
     *,
     smooth: bool = True,
     memo: int = MEMO,
+    ulps: float = ULPS,
     workspace: dict | None = None,
 ):
     """Filter (and smooth) CPU tensors with the compiled kernel: ``(FilterResult, SmootherResult
     or None, bad_row)``; ``bad_row`` is -1, or the row where a covariance stopped being
     positive definite (the results are then incomplete). ``memo`` (0 to MEMO) is how many
-    earlier steps the exact steady-state shortcut looks back to; 0 computes every step.
+    earlier steps the steady-state shortcut looks back to (0 computes every step), ``ulps``
+    how close a covariance must be to an earlier one to be reused (0: bit-identical).
 
     ``workspace``: a dict kept by the caller between calls on data of the same shape (EM's
     iterations); the outputs are written into the arrays it holds instead of new ones (a fresh
@@ -379,7 +395,7 @@ def filter_smooth_cpu(
     mp, mf = empty("mp", (n, k), dt), empty("mf", (n, k), dt)
     Pp, Pf = empty("Pp", (n, k, k), dt), empty("Pf", (n, k, k), dt)
     ll = empty("ll", (n,), dt)
-    bad = _filter_kernel(*arr, y, starts, lens, mp, Pp, mf, Pf, ll, memo)
+    bad = _filter_kernel(*arr, y, starts, lens, mp, Pp, mf, Pf, ll, memo, float(ulps))
     t = torch.from_numpy
     ll_t = t(ll)
     f = FilterResult(ll_t.sum(), ll_t, t(mp), t(Pp), t(mf), t(Pf))
@@ -387,5 +403,5 @@ def filter_smooth_cpu(
         return f, None, int(bad)
     ms, Vs = empty("ms", (n, k), dt), empty("Vs", (n, k, k), dt)
     cross = empty("cross", (n, k, k), dt)
-    bad = _smoother_kernel(arr[0], starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo)
+    bad = _smoother_kernel(arr[0], starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo, float(ulps))
     return f, SmootherResult(f.log_likelihood, t(ms), t(Vs), t(cross)), int(bad)
