@@ -215,7 +215,9 @@ def test_model_registry_names_the_module_of_every_model_class():
     package): every class the package registers is listed there, with its own module."""
     from latentfit import io
 
-    assert io._REGISTRY, "importing latentfit registers its model classes"
+    for name in latentfit.__all__:  # the public names import (and so register) their classes
+        getattr(latentfit, name)
+    assert io._REGISTRY, "importing latentfit's public classes registers its model classes"
     for name, cls in io._REGISTRY.items():
         assert io.MODEL_MODULES.get(name) == cls.__module__, name
     assert set(io.MODEL_MODULES) == set(io._REGISTRY)
