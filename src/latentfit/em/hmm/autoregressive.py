@@ -5,18 +5,18 @@ In state ``z_t = k`` the observation follows its state's linear autoregression o
 
     x_t | z_t = k, x_{t-1..t-p}  ~  N( sum_{l=1..p} A_{k,l} x_{t-l} + b_k,  Sigma_k )
 
-**The first p rows of every sequence are conditioning values**: they are not scored and carry
-no state; the hidden chain starts at row p with ``startprob_``. The likelihood is the
-conditional one, p(x_{p..T-1} | x_{0..p-1}), as in the conditional least squares of an AR
-model (Hamilton 1994, §5.2 and §22.4). Chosen over scoring the first rows with a plain or
-stationary Gaussian because that would add per-state parameters that the dynamics do not
-determine (or, for the stationary law, tie the M-step to an eigen-problem and fail for
-explosive dynamics), and over dynamax's zero history because zeros are a value the data
-need not be near. With it the M-step is exact weighted least squares and, with all
-``A_{k,l} = 0``, the model is the full-covariance :class:`~latentfit.em.hmm.GaussianHMM` on the
-rows after the first p of each sequence. ``predict``/``decode`` give state ``-1`` and
-``predict_proba``/``score_samples`` a row of NaN at the conditioning rows, so that outputs
-stay aligned with the rows of X.
+**The first p rows of every sequence are conditioning values**: they are not scored (their
+emission factor is 1), and the likelihood is the conditional one, p(x_{p..T-1} | x_{0..p-1}),
+as in the conditional least squares of an AR model (Hamilton 1994, §5.2 and §22.4). The
+hidden chain still runs over every row (``startprob_`` is the law of the state at row 0), so
+that every row has a state, a posterior and a Viterbi label, and outputs stay aligned with the
+rows of X. Chosen over scoring the first rows with a plain or stationary Gaussian because that
+would add per-state parameters that the dynamics do not determine (or, for the stationary law,
+tie the M-step to an eigen-problem and fail for explosive dynamics), and over dynamax's zero
+history because zeros are a value the data need not be near. With it the M-step is exact
+weighted least squares and, with all ``A_{k,l} = 0``, the model is the full-covariance
+:class:`~latentfit.em.hmm.GaussianHMM` with start probabilities ``startprob_ @ transmat_^p``
+on the rows after the first p of each sequence.
 
 The M-step (Baum-Welch with weighted regression) regresses x_t on ``[x_{t-1}, .., x_{t-p}, 1]``
 with weights ``gamma_t(k)``: ``W_k = C_k (G_k + R)^{-1}`` with the weighted Gram matrix
@@ -62,51 +62,55 @@ _LOG_2PI = math.log(2 * math.pi)
 
 # ---------------------------------------------------------------------- pure functions
 def lagged_design(X: torch.Tensor, lengths: list[int], order: int) -> torch.Tensor:
-    """The rows ``[x_t, x_{t-1}, .., x_{t-p}]`` (t', (p + 1) d) of every step t >= p of every
-    sequence (t' = n − p · n_sequences), in order; the caller has checked every length > p."""
-    d = X.shape[1]
-    parts, start = [], 0
+    """The design rows ``[x_t, x_{t-1}, .., x_{t-p}, scored]`` (t, (p + 1) d + 1) of every row
+    of every sequence: lags before a sequence's start are 0 and ``scored`` is 0 on the first
+    ``order`` rows of each sequence (conditioning values), 1 elsewhere."""
+    t, d = X.shape
+    D = X.new_zeros(t, (order + 1) * d + 1)
+    start = 0
     for n in lengths:
         seq = X[start : start + n]  # (n, d)
-        # column block l holds x_{t-l} for t = p .. n-1
-        parts.append(torch.cat([seq[order - lag : n - lag] for lag in range(order + 1)], 1))
+        for lag in range(order + 1):  # column block lag holds x_{t-lag}
+            D[start + lag : start + n, lag * d : (lag + 1) * d] = seq[: n - lag]
+        D[start + order : start + n, -1] = 1
         start += n
-    out = torch.cat(parts) if len(parts) > 1 else parts[0]
-    return out.reshape(-1, (order + 1) * d)
+    return D
 
 
-def _regressors(D: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(responses (t, d), regressors [lags, 1] (t, p d + 1)) of design rows D."""
+def _regressors(D: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(responses (t, d), regressors [lags, 1] (t, p d + 1), scored (t,)) of design rows D."""
     ones = D.new_ones(D.shape[0], 1)
-    return D[:, :d], torch.cat([D[:, d:], ones], 1)
+    return D[:, :d], torch.cat([D[:, d:-1], ones], 1), D[:, -1]
 
 
 def ar_log_likelihood(
     D: torch.Tensor, weights: torch.Tensor, covars: torch.Tensor, *, rows: int = 1 << 15
 ) -> torch.Tensor:
-    """log N(x_t; W_k z_t, Sigma_k) for design rows D (t, (p + 1) d): (t, k). ``weights``
-    (k, d, p d + 1) are ``[A_{k,1} .. A_{k,p}, b_k]``, ``covars`` (k, d, d)."""
+    """log N(x_t; W_k z_t, Sigma_k) for design rows D (t, (p + 1) d + 1): (t, k), 0 at the
+    conditioning rows. ``weights`` (k, d, p d + 1) are ``[A_{k,1} .. A_{k,p}, b_k]``,
+    ``covars`` (k, d, d)."""
     k, d, _ = weights.shape
     L = torch.linalg.cholesky(covars)  # (k, d, d)
     half_logdet = torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)  # (k,)
     const = -0.5 * d * _LOG_2PI - half_logdet  # (k,)
     out = D.new_empty(D.shape[0], k)
     for i in range(0, D.shape[0], rows):  # blocks: the (k, r, d) residuals stay small
-        Y, Z = _regressors(D[i : i + rows], d)
+        Y, Z, scored = _regressors(D[i : i + rows], d)
         resid = Y.unsqueeze(0) - Z.unsqueeze(0) @ weights.transpose(1, 2)  # (k, r, d)
         white = torch.linalg.solve_triangular(L, resid.transpose(1, 2), upper=False)  # (k, d, r)
-        out[i : i + rows] = (const.unsqueeze(1) - 0.5 * white.square().sum(1)).T
+        ll = (const.unsqueeze(1) - 0.5 * white.square().sum(1)).T  # (r, k)
+        out[i : i + rows] = torch.where(scored.unsqueeze(1) > 0, ll, 0.0)
     return out
 
 
 def ar_stats(D: torch.Tensor, gamma: torch.Tensor, d: int) -> dict[str, torch.Tensor]:
     """Posterior-weighted sums of the regression: ``post`` (k,), ``zz`` (k, m, m), ``xz``
-    (k, d, m), ``xx`` (k, d, d) with m = p d + 1 (Hamilton 1990, eqs. 4.9-4.10)."""
-    Y, Z = _regressors(D, d)
-    gT = gamma.T  # (k, t)
+    (k, d, m), ``xx`` (k, d, d) with m = p d + 1, over the scored rows (Hamilton 1990, eqs. 4.9-4.10)."""
+    Y, Z, scored = _regressors(D, d)
+    gT = (gamma * scored.unsqueeze(1)).T  # (k, t): the conditioning rows add nothing
     gZ = gT.unsqueeze(2) * Z.unsqueeze(0)  # (k, t, m)
     return {
-        "post": gamma.sum(0),
+        "post": gT.sum(1),
         "zz": gZ.transpose(1, 2) @ Z,
         "xz": (gT.unsqueeze(2) * Y.unsqueeze(0)).transpose(1, 2) @ Z,
         "xx": (gT.unsqueeze(2) * Y.unsqueeze(0)).transpose(1, 2) @ Y,
@@ -256,10 +260,9 @@ class AutoregressiveHMM(_ContinuousHMM):
             )
         return lengths
 
-    def _design(self, X: torch.Tensor, lengths: list[int]):
-        """(design rows (t', (p + 1) d), scored lengths)."""
-        p = int(self.order)
-        return lagged_design(X, lengths, p), [m - p for m in lengths]
+    def _design(self, X: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """The design rows (t, (p + 1) d + 1) of X (see :func:`lagged_design`)."""
+        return lagged_design(X, lengths, int(self.order))
 
     def _prepare(self, X, lengths):
         check_is_fitted(self, "startprob_")
@@ -268,21 +271,7 @@ class AutoregressiveHMM(_ContinuousHMM):
         check_feature_names(self, X, reset=False)
         X = self._checked_X(X, fitting=False)
         lengths = self._lengths(lengths, X.shape[0])
-        D, scored = self._design(X, lengths)
-        return params, D, scored
-
-    def _expand(self, values: np.ndarray, lengths, fill) -> np.ndarray:
-        """Per-scored-step values back on the rows of X (``lengths`` as checked by the call
-        that made them), ``fill`` at the first ``order`` rows of every sequence."""
-        p = int(self.order)
-        lens = [values.shape[0] + p] if lengths is None else np.asarray(lengths, dtype=np.int64)
-        n = int(np.sum(lens))
-        keep = np.ones(n, dtype=bool)
-        for s in np.concatenate([[0], np.cumsum(lens)[:-1]]):
-            keep[int(s) : int(s) + p] = False
-        out = np.full((n, *values.shape[1:]), fill, dtype=values.dtype)
-        out[keep] = values
-        return out
+        return params, self._design(X, lengths), lengths
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -307,15 +296,16 @@ class AutoregressiveHMM(_ContinuousHMM):
         X = self._checked_X(X, fitting=True)
         lengths = self._lengths(lengths, X.shape[0])
         shift = weighted_mean(X)  # (d,) the fit's centre (see the module docstring)
-        D, scored = self._design(X - shift, lengths)
-        if D.shape[0] < self.n_components:
+        D = self._design(X - shift, lengths)
+        scored = X.shape[0] - self.order * len(lengths)
+        if scored < self.n_components:
             raise DataError(
-                f"X has {D.shape[0]} rows after the first {self.order} of each sequence, fewer "
+                f"X has {scored} rows after the first {self.order} of each sequence, fewer "
                 f"than n_components={self.n_components}"
             )
         self._fit_shift = shift
         hooks = _ARHooks(self, D, feature_bytes)
-        self._store_result(self._run_em(hooks, batch_sequences(D, scored, batch_steps)))
+        self._store_result(self._run_em(hooks, batch_sequences(D, lengths, batch_steps)))
         return self
 
     # ------------------------------------------------------------------ parameters
@@ -361,8 +351,9 @@ class AutoregressiveHMM(_ContinuousHMM):
         k, d = self.n_components, self.n_features
         out = {}
         if self._needs_init("a", "coefs_") or self._needs_init("c", "covars_"):
+            D = D[D[:, -1] > 0]  # the scored rows
             w = torch.ones(D.shape[0], dtype=D.dtype, device=D.device)
-            _, labels = kmeans(D, k, w, gen)
+            _, labels = kmeans(D[:, :-1], k, w, gen)
             gamma = torch.nn.functional.one_hot(labels, k).to(D.dtype)  # (t, k)
             stats = {key: v.double() for key, v in ar_stats(D, gamma, d).items()}
             empty = stats["post"] == 0
@@ -429,24 +420,14 @@ class AutoregressiveHMM(_ContinuousHMM):
         return {"a": k * (p * d * d + d), "c": k * d * (d + 1) // 2}
 
     # ------------------------------------------------------------------ inference
-    def score_samples(self, X, lengths=None):
-        """(total conditional log-likelihood, posteriors (n, k)); rows of NaN at the first
-        ``order`` rows of every sequence (conditioning values, no state)."""
-        ll, post = super().score_samples(X, lengths)
-        return ll, self._expand(post, lengths, np.nan)
-
-    def decode(self, X, lengths=None, algorithm=None):
-        """(log-probability, states (n,)) as :meth:`BaseHMM.decode`; state ``-1`` at the first
-        ``order`` rows of every sequence (conditioning values, no state)."""
-        logp, path = super().decode(X, lengths, algorithm)
-        return logp, self._expand(path, lengths, -1)
-
     def sample(self, n_samples=1, random_state=None, currstate=None, history=None):
         """Draw ``n_samples`` steps of one sequence: (X (n, d), states (n,)).
 
-        ``history`` (p, d): the ``order`` observations before the first drawn step, oldest
-        first; default zeros. The draws do not include it: ``np.vstack([history, X])`` is a
-        sequence that :meth:`score` scores exactly on the drawn steps."""
+        Every drawn step follows its state's regression on the ``order`` values before it;
+        ``history`` (p, d) gives the values before the first drawn step, oldest first, and
+        defaults to zeros (start from a given history to avoid the transient of zeros). The
+        draws do not include it; the first state is drawn from ``startprob_`` (or is
+        ``currstate``)."""
         check_is_fitted(self, "startprob_")
         params = self._given_params()
         n_samples = check_positive_int(n_samples, "n_samples")
