@@ -282,3 +282,59 @@ def test_float32_fit_agrees_with_float64():
         m32 = AutoregressiveHMM(**kw, dtype="float32").fit(X)
     # the fit is centred on the data mean: float32 keeps ~1e-4 relative on the scores
     assert m32.score(X) == pytest.approx(m64.score(X), rel=1e-3)
+
+
+def test_fixed_weights_reestimate_only_the_covariances():
+    """params="c": the covariances are the weighted scatter of the residuals of the kept AR
+    weights (not of the least squares ones)."""
+    m = _random_model(2, 2, 1, seed=14)
+    X = m.sample(80, random_state=3)[0]
+    gamma = m.predict_proba(X)[1:]
+    coefs, b = m.coefs_.copy(), m.intercepts_.copy()
+    m.n_iter, m.tol, m.init_params, m.params, m.min_covar = 1, -np.inf, "", "c", 1e-12
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(X)
+    np.testing.assert_allclose(m.coefs_, coefs, rtol=1e-12)
+    np.testing.assert_allclose(m.intercepts_, b, rtol=1e-12, atol=1e-12)
+    for s in range(2):
+        r = X[1:] - X[:-1] @ coefs[s, 0].T - b[s]
+        cov = (gamma[:, s, None] * r).T @ r / gamma[:, s].sum()
+        np.testing.assert_allclose(m.covars_[s], cov, rtol=1e-8)
+
+
+def test_min_covar_floors_the_eigenvalues():
+    """A state on an exact (noise-free) linear recurrence has a singular residual scatter: its
+    covariance's eigenvalues are raised to min_covar, the larger ones kept."""
+    x = np.zeros((60, 2))
+    x[0] = [1.0, 2.0]
+    rng = np.random.default_rng(15)
+    for t in range(1, 60):
+        x[t] = [0.5 * x[t - 1, 0] + 1.0, x[t - 1, 1] * 0.3 + rng.standard_normal()]
+    m = AutoregressiveHMM(1, order=1, min_covar=1e-4, n_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(x)
+    vals = np.linalg.eigvalsh(m.covars_[0])
+    assert vals[0] == pytest.approx(1e-4, rel=1e-6)
+    assert vals[1] > 0.3  # the noisy coordinate's variance is untouched (about 1)
+
+
+def test_unvisited_state_keeps_its_parameters_and_is_named():
+    m = _random_model(2, 2, 1, seed=16)
+    m.startprob_ = np.array([1.0, 0.0])
+    m.transmat_ = np.array([[1.0, 0.0], [0.5, 0.5]])  # state 1 is never reached
+    X = m.sample(50, random_state=0)[0]
+    coefs1, cov1 = m.coefs_[1].copy(), m.covars_[1].copy()
+    m.n_iter, m.tol, m.init_params = 2, np.inf, ""  # stops at iteration 2, converged
+    with pytest.warns(latentfit.em.hmm.UnvisitedStateWarning, match=r"state\(s\) \[1\]"):
+        m.fit(X)
+    np.testing.assert_allclose(m.coefs_[1], coefs1, rtol=1e-12)
+    np.testing.assert_allclose(m.covars_[1], cov1, rtol=1e-12)
+    assert np.isfinite(m.coefs_).all() and np.isfinite(m.covars_).all()
+
+
+def test_a_source_is_refused():
+    X = np.random.default_rng(17).standard_normal((30, 2))
+    with pytest.raises(ParameterError, match="in memory only"):
+        AutoregressiveHMM(2).fit(latentfit.ArraySource(X))
