@@ -326,7 +326,7 @@ def test_unvisited_state_keeps_its_parameters_and_is_named():
     m.transmat_ = np.array([[1.0, 0.0], [0.5, 0.5]])  # state 1 is never reached
     X = m.sample(50, random_state=0)[0]
     coefs1, cov1 = m.coefs_[1].copy(), m.covars_[1].copy()
-    m.n_iter, m.tol, m.init_params = 2, np.inf, ""  # stops at iteration 2, converged
+    m.n_iter, m.tol, m.init_params = 2, 1e6, ""  # stops at iteration 2, converged
     with pytest.warns(latentfit.em.hmm.UnvisitedStateWarning, match=r"state\(s\) \[1\]"):
         m.fit(X)
     np.testing.assert_allclose(m.coefs_[1], coefs1, rtol=1e-12)
