@@ -107,14 +107,15 @@ def ar_stats(D: torch.Tensor, gamma: torch.Tensor, d: int) -> dict[str, torch.Te
     """Posterior-weighted sums of the regression: ``post`` (k,), ``zz`` (k, m, m), ``xz``
     (k, d, m), ``xx`` (k, d, d) with m = p d + 1, over the scored rows (Hamilton 1990, eqs. 4.9-4.10)."""
     Y, Z, scored = _regressors(D, d)
-    gT = (gamma * scored.unsqueeze(1)).T  # (k, t): the conditioning rows add nothing
-    gZ = gT.unsqueeze(2) * Z.unsqueeze(0)  # (k, t, m)
-    return {
-        "post": gT.sum(1),
-        "zz": gZ.transpose(1, 2) @ Z,
-        "xz": (gT.unsqueeze(2) * Y.unsqueeze(0)).transpose(1, 2) @ Z,
-        "xx": (gT.unsqueeze(2) * Y.unsqueeze(0)).transpose(1, 2) @ Y,
-    }
+    g = gamma * scored.unsqueeze(1)  # (t, k): the conditioning rows add nothing
+    k, m = g.shape[1], Z.shape[1]
+    zz, xz, xx = D.new_empty(k, m, m), D.new_empty(k, d, m), D.new_empty(k, d, d)
+    for s in range(k):  # one (t, m) temporary at a time, not (k, t, m)
+        gY = g[:, s : s + 1] * Y  # (t, d)
+        torch.mm((g[:, s : s + 1] * Z).T, Z, out=zz[s])
+        torch.mm(gY.T, Z, out=xz[s])
+        torch.mm(gY.T, Y, out=xx[s])
+    return {"post": g.sum(0), "zz": zz, "xz": xz, "xx": xx}
 
 
 def ar_mstep(
