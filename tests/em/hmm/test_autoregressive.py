@@ -315,9 +315,15 @@ def test_min_covar_floors_the_eigenvalues():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m.fit(x)
+    # one state: every scored row has weight 1, the M-step is ordinary least squares
+    Z = np.c_[x[:-1], np.ones(59)]
+    W, *_ = np.linalg.lstsq(Z, x[1:], rcond=None)
+    r = x[1:] - Z @ W
+    want = np.linalg.eigvalsh(r.T @ r / 59)
+    assert want[0] < 1e-20  # the exact recurrence leaves no residual in its direction
     vals = np.linalg.eigvalsh(m.covars_[0])
-    assert vals[0] == pytest.approx(1e-4, rel=1e-6)
-    assert vals[1] > 0.3  # the noisy coordinate's variance is untouched (about 1)
+    assert vals[0] == pytest.approx(1e-4, rel=1e-8)
+    assert vals[1] == pytest.approx(want[1], rel=1e-8)  # floored, not shifted
 
 
 def test_unvisited_state_keeps_its_parameters_and_is_named():
