@@ -304,9 +304,12 @@ class AutoregressiveHMM(_ContinuousHMM):
                 f"X has {scored} rows after the first {self.order} of each sequence, fewer "
                 f"than n_components={self.n_components}"
             )
-        self._fit_shift = shift
-        hooks = _ARHooks(self, D, feature_bytes)
-        self._store_result(self._run_em(hooks, batch_sequences(D, lengths, batch_steps)))
+        self._fit_shift = shift  # read by _init_emissions during this fit only
+        try:
+            hooks = _ARHooks(self, D, feature_bytes)
+            self._store_result(self._run_em(hooks, batch_sequences(D, lengths, batch_steps)))
+        finally:
+            del self._fit_shift
         return self
 
     # ------------------------------------------------------------------ parameters
