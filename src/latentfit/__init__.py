@@ -6,7 +6,7 @@ inference → variational autoencoders, in PyTorch, on any device.
 
 from latentfit.diffusion import DDPM
 from latentfit.em.factor import PPCA, FactorAnalysis
-from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hmm import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from latentfit.em.mixture.discrete import (
     BernoulliMixture,
     CategoricalMixture,
@@ -33,6 +33,7 @@ __all__ = [
     "PPCA",
     "VAE",
     "ArraySource",
+    "AutoregressiveHMM",
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",

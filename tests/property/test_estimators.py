@@ -85,6 +85,9 @@ def estimators(draw, name: str):
         return cls(k, **common), "codes"
     if name == "PoissonHMM":
         return cls(k, **common), "counts"
+    if name == "AutoregressiveHMM":
+        order = draw(st.sampled_from([1, 2, 0]))
+        return cls(k, order=order, ridge=draw(st.sampled_from([0.0, 1.0])), **common), "real"
     density = dict(epochs=2, batch_size=16, patience=None, random_state=0, dtype=draw(DTYPE))
     if name in DENSITIES:
         small = dict(n_layers=draw(st.sampled_from([1, 2])), hidden=8, n_hidden=1, **density)
@@ -109,6 +112,7 @@ ESTIMATORS = [
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "AutoregressiveHMM",
     "FlowDensity",
     "MAF",
     "RealNVP",
@@ -117,7 +121,7 @@ ESTIMATORS = [
 ]
 #: Density models trained by the trainer (exact likelihood or a bound): no labels to predict.
 DENSITIES = {"FlowDensity", "MAF", "RealNVP", "NeuralSplineFlow"}
-HMMS = {"GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM"}
+HMMS = {"GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM", "AutoregressiveHMM"}
 BAD_LENGTHS = {"mismatch", "negative", "fraction", "empty", "2d"}
 
 
