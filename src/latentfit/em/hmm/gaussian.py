@@ -235,6 +235,19 @@ class GaussianHMM(_ContinuousHMM):
         out["delta"] = out["means"] - out["shift"]
         return out
 
+    def _init_emissions_from_labels(self, params, X, labels):
+        """The means of the labelled rows of every state (Seeded k-means of Basu, Banerjee &
+        Mooney 2002, without Lloyd iterations: the seeds are the states' own rows) in place of
+        the k-means centres, when ``init_params`` asks for means; the covariances keep their
+        data-covariance start (a few labelled rows would give a degenerate one)."""
+        if not self._needs_init("m", "means_"):
+            return {}
+        resp = self._labelled_states(labels)  # (n, k)
+        if self._allow_nan():
+            X = impute_mean(X)
+        delta = (resp.T @ (X - params["shift"])) / resp.sum(0).unsqueeze(1)  # (k, d)
+        return {"means": params["shift"] + delta, "delta": delta}
+
     def _needs_init(self, letter, name):
         if name == "covars_":
             return letter in self.init_params or not hasattr(self, "_covars_")
@@ -313,17 +326,17 @@ class GaussianHMM(_ContinuousHMM):
         self._covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[1]
 
-    def fit(self, X, lengths=None, **options):
-        """Baum-Welch as :meth:`BaseHMM.fit` (the same keyword ``options``); then
-        ``degenerate_components_`` lists the states whose variance collapsed onto
-        (near-)identical values (a :class:`~latentfit.errors.DegenerateComponentWarning` names
-        them and their rows)."""
-        super().fit(X, lengths, **options)
+    def fit(self, X, lengths=None, y=None, **options):
+        """Baum-Welch as :meth:`BaseHMM.fit` (the same known states ``y`` and keyword
+        ``options``); then ``degenerate_components_`` lists the states whose variance collapsed
+        onto (near-)identical values (a :class:`~latentfit.errors.DegenerateComponentWarning`
+        names them and their rows)."""
+        super().fit(X, lengths, y, **options)
         found = self.__dict__.pop("_degenerate_found", {})
         if found:
             rows = None
             if not is_source(X):
-                state = self.predict(X, lengths)
+                state = self.predict(X, lengths, y=y)
                 rows = {k: np.flatnonzero(state == k).tolist() for k in found}
             floor = "covars_prior/min_covar"
             warnings.warn(
