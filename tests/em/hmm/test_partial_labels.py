@@ -215,11 +215,21 @@ def test_every_score_and_viterbi_kernel_against_brute_force(path):
     np.testing.assert_array_equal(v.path, ref[5])
 
 
-def test_kernels_agree_with_labels_on_a_long_stream():
+@pytest.mark.parametrize("zeros", [False, True])
+def test_kernels_agree_with_labels_on_a_long_stream(zeros):
     """Many chunks and sequences, a third of the steps known: the chunked and compiled
-    E-steps, filters and decoders equal the sequential recursions."""
+    E-steps, filters and decoders equal the sequential recursions; also with structural
+    zeros in the transitions (a cycle 0 → 1 → 2 → 3 → 0), where from some starts a known
+    state cannot be reached and the chunked kernels' boundary windows see zero rows."""
     lengths = [700, 1, 1299, 500]
     ll, pi, A, y = random_kernel_inputs(2500, 4, 5)
+    if zeros:
+        A = 0.9 * torch.eye(4, dtype=F64) + 0.1 * torch.eye(4, dtype=F64).roll(1, 1)
+        g = torch.Generator().manual_seed(6)
+        z = torch.zeros(2500, dtype=torch.int64)  # a path the cycle allows, labelled at 5%
+        for i in range(1, 2500):
+            z[i] = (z[i - 1] + int(torch.rand(1, generator=g) < 0.1)) % 4
+        y = torch.where(torch.rand(2500, generator=g) < 0.05, z, -1)
     ref = K.posterior(ll.clone(), pi, A, lengths, states=y, parallel=False)
     ref_path = K.viterbi(K.condition_on_states(ll, y), pi, A, lengths)
     assert bool(torch.isfinite(ref.log_likelihood))
