@@ -368,6 +368,16 @@ def test_labels_that_name_every_state_seed_the_emissions():
     m = GaussianHMM(3, n_iter=0, random_state=0).fit(X, y=y)  # the start itself
     means = np.stack([X[:60][z[:60] == j].mean(0) for j in range(3)])
     np.testing.assert_allclose(m.means_, means, rtol=1e-10)
+    # GMMHMM: centres from the labelled rows, the others to the nearest, labelled rows kept
+    g = GMMHMM(3, n_mix=1, n_iter=0, random_state=0).fit(X, y=y)
+    assign = ((X[:, None] - means) ** 2).sum(2).argmin(1)
+    assign[:60] = z[:60]
+    np.testing.assert_allclose(
+        g.means_[:, 0], np.stack([X[assign == j].mean(0) for j in range(3)]), rtol=1e-10
+    )
+    p = PoissonHMM(3, n_iter=0, random_state=0).fit(np.abs(np.round(X * 3)), y=y)
+    rates = np.stack([np.abs(np.round(X[:60] * 3))[z[:60] == j].mean(0) for j in range(3)])
+    np.testing.assert_allclose(p.lambdas_, rates, rtol=1e-12)
     counts = CategoricalHMM(3, n_iter=0, random_state=0, n_features=4)
     S, s = categorical_model().sample(200, random_state=1)
     y = np.where(np.arange(200) < 100, s, -1)

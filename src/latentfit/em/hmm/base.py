@@ -373,7 +373,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             _check_distribution(params["transmat"], "transmat_")
         params.update(self._init_emissions(X, gen))
         if labels is not None and self._labelled_states(labels) is not None:
-            params.update(self._init_emissions_from_labels(params, X, labels))
+            params.update(self._init_emissions_from_labels(params, X, labels, gen))
         return params
 
     def _labelled_states(self, labels: torch.Tensor) -> torch.Tensor | None:
@@ -388,7 +388,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         resp[known.nonzero().squeeze(1), labels[known]] = 1.0
         return resp  # (n, k)
 
-    def _init_emissions_from_labels(self, params, X, labels) -> dict[str, torch.Tensor]:
+    def _init_emissions_from_labels(self, params, X, labels, gen) -> dict[str, torch.Tensor]:
         """Emission parameters from the labelled rows, when every state has some (replacing
         those of ``_init_emissions`` that ``init_params`` asks to initialise); a model class
         that can overrides it. Default: none."""

@@ -241,7 +241,7 @@ class CategoricalHMM(BaseHMM):
         u = torch.rand(k, n_sym, generator=gen, dtype=torch.float64, device=gen.device)
         return {"emissionprob": (u / u.sum(1, keepdim=True)).to(self._device, self._dtype)}
 
-    def _init_emissions_from_labels(self, params, X, labels):
+    def _init_emissions_from_labels(self, params, X, labels, gen):
         """Every state's symbol frequencies in its labelled rows, with one pseudo-count per
         symbol (Laplace's rule: a symbol a state was not seen to emit keeps some probability,
         which EM could never give back), when ``init_params`` asks for emission
@@ -377,7 +377,7 @@ class PoissonHMM(BaseHMM):
         lam = np.maximum(lam, 1e-3 * max(mean, 1e-3))
         return {"lambdas": self._tensor(lam)}
 
-    def _init_emissions_from_labels(self, params, X, labels):
+    def _init_emissions_from_labels(self, params, X, labels, gen):
         """Every state's mean counts in its labelled rows (floored as the unlabelled start,
         so that no rate is 0), when ``init_params`` asks for rates."""
         if not self._needs_init("l", "lambdas_"):
