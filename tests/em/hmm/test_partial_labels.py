@@ -461,6 +461,20 @@ def test_impossible_labels_name_the_step():
         fit.fit(np.random.default_rng(0).normal(size=(6, 2)), y=np.array([-1, -1, 0, 1, -1, -1]))
 
 
+def test_impossible_labels_name_the_step_on_a_long_sequence():
+    """Past the compile threshold (the compiled forward filter finds the step)."""
+    m = gaussian_model()
+    m.transmat_ = np.array([[0.7, 0.0, 0.3], [0.1, 0.6, 0.3], [0.25, 0.25, 0.5]])
+    t = K.COMPILE_MIN_STEPS + 1000
+    X, _ = m.sample(t, random_state=1)
+    y = np.full(t, -1)
+    y[4500], y[4501] = 0, 1
+    with pytest.raises(DataError, match=r"y\[4501\] = 1.*step 4501 of sequence 0"):
+        m.score(X, y=y)
+    with pytest.raises(DataError, match=r"y\[4501\] = 1.*step 501 of sequence 1"):
+        m.predict(X, [4000, t - 4000], y=y)
+
+
 def test_labels_are_refused_with_a_data_source():
     with pytest.raises(ParameterError, match="in-memory X only"):
         GaussianHMM(2).fit(ArraySource(np.zeros((10, 2))), y=np.zeros(10, int))
