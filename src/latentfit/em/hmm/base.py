@@ -15,9 +15,9 @@ previous emission parameters and transition row, and an :class:`UnvisitedStateWa
 it (hmmlearn returns NaN parameters or zero rows there).
 
 Partial labels: ``fit``, ``score``, ``score_samples``, ``predict_proba``, ``decode`` and
-``predict`` take ``y`` (n_samples,), the known state of some steps and −1 elsewhere (the
-semi-supervised HMM of Scheffer, Decomain & Wrobel 2001). Every result is then conditioned
-exactly on the known states: the likelihood is p(X, z_known), the posteriors
+``predict`` take ``y`` (n_samples,), the known state of some steps and −1 elsewhere. Every
+result is then conditioned exactly on the known states (Rabiner's recursions on emissions that
+give every other state probability 0 at a known step): the likelihood is p(X, z_known), the posteriors
 p(z_t | X, z_known), the Viterbi path the best one through the known states (see
 :func:`latentfit.em.hmm.inference.posterior.condition_on_states`), and EM maximises
 p(X, z_known). A labelling that the model makes impossible is a DataError naming the step.
@@ -187,6 +187,8 @@ class _HMMHooks:
 
     def initialize(self, data, generator):
         if self.X is not None:
+            if self.labels is None:
+                return self.model._initial_params(self.X, generator)
             return self.model._initial_params(self.X, generator, self.labels)
         # A source: its in-memory sample (all rows, in order, when small: then the start is
         # the in-memory fit's), the same parameters on every process.
