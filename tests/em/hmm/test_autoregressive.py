@@ -344,3 +344,30 @@ def test_a_source_is_refused():
     X = np.random.default_rng(17).standard_normal((30, 2))
     with pytest.raises(ParameterError, match="in memory only"):
         AutoregressiveHMM(2).fit(latentfit.ArraySource(X))
+
+
+def test_partial_labels_condition_on_the_known_states():
+    """Known states (-1 unknown): the score is log p(x, z_known) and the posteriors p(z | x,
+    z_known), by brute force over the paths through the known states."""
+    m = _random_model(2, 2, 1, seed=3)
+    x = np.random.default_rng(2).standard_normal((7, 2))
+    y = np.array([-1, 1, -1, -1, 0, -1, -1])
+    dens = np.r_[np.zeros((1, 2)), _state_log_densities(m, x)]
+    logs, paths = [], []
+    for path in itertools.product(range(2), repeat=7):
+        if any(y[t] >= 0 and path[t] != y[t] for t in range(7)):
+            continue
+        lp = np.log(m.startprob_[path[0]]) + dens[0, path[0]]
+        for t in range(1, 7):
+            lp += np.log(m.transmat_[path[t - 1], path[t]]) + dens[t, path[t]]
+        logs.append(lp)
+        paths.append(path)
+    total = logsumexp(logs)
+    post = np.zeros((7, 2))
+    for lp, path in zip(logs, paths, strict=True):
+        post[np.arange(7), path] += np.exp(lp - total)
+    assert m.score(x, y=y) == pytest.approx(total, rel=1e-10)
+    np.testing.assert_allclose(m.predict_proba(x, y=y), post, rtol=1e-8, atol=1e-12)
+    assert m.score(x, y=np.full(7, -1)) == m.score(x)
+    fitted = AutoregressiveHMM(2, order=1, n_iter=5, random_state=0).fit(x, y=y)
+    assert list(fitted.predict(x, y=y)[[1, 4]]) == [1, 0]

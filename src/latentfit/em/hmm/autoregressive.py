@@ -40,7 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import check_feature_names, check_positive_int, make_generator
 from latentfit.em.gaussian import weighted_mean
-from latentfit.em.hmm.base import _HMMHooks
+from latentfit.em.hmm.base import _HMMHooks, check_labels
 from latentfit.em.hmm.gaussian import _ContinuousHMM
 from latentfit.em.hmm.sequences import FEATURE_BYTES, MAX_BATCH_STEPS, batch_sequences
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
@@ -265,27 +265,30 @@ class AutoregressiveHMM(_ContinuousHMM):
         """The design rows (t, (p + 1) d + 1) of X (see :func:`lagged_design`)."""
         return lagged_design(X, lengths, int(self.order))
 
-    def _prepare(self, X, lengths):
+    def _prepare(self, X, lengths, y=None):
         check_is_fitted(self, "startprob_")
         self._checked_settings()
         params = self._given_params()
         check_feature_names(self, X, reset=False)
         X = self._checked_X(X, fitting=False)
         lengths = self._lengths(lengths, X.shape[0])
-        return params, self._design(X, lengths), lengths
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        return params, self._design(X, lengths), lengths, labels
 
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
         X,
         lengths=None,
+        y=None,
         *,
         batch_steps: int = MAX_BATCH_STEPS,
         feature_bytes: int = FEATURE_BYTES,
     ):
         """Estimate the parameters by Baum-Welch EM with the weighted least squares M-step
         (``n_init`` restarts, the best kept). ``lengths`` (n_sequences,) gives the rows of
-        every sequence in ``X``; each needs more than ``order`` rows."""
+        every sequence in ``X``; each needs more than ``order`` rows. ``y`` (n_samples,): known
+        states, −1 where unknown, as for every HMM (the E-steps are conditioned on them)."""
         self._checked_settings()
         batch_steps = check_positive_int(batch_steps, "batch_steps")
         if is_source(X):
@@ -304,10 +307,18 @@ class AutoregressiveHMM(_ContinuousHMM):
                 f"X has {scored} rows after the first {self.order} of each sequence, fewer "
                 f"than n_components={self.n_components}"
             )
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        batches = batch_sequences(D, lengths, batch_steps)
+        if labels is not None:  # every batch with the known states of its rows
+            ends = np.cumsum([b[0].shape[0] for b in batches])
+            batches = [
+                (Db, lb, labels[e - Db.shape[0] : e])
+                for (Db, lb), e in zip(batches, ends.tolist(), strict=True)
+            ]
         self._fit_shift = shift  # read by _init_emissions during this fit only
         try:
-            hooks = _ARHooks(self, D, feature_bytes)
-            self._store_result(self._run_em(hooks, batch_sequences(D, lengths, batch_steps)))
+            hooks = _ARHooks(self, D, feature_bytes, labels)
+            self._store_result(self._run_em(hooks, batches))
         finally:
             del self._fit_shift
         return self
