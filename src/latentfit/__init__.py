@@ -24,6 +24,7 @@ _EXPORTS = {
     "FactorAnalysis": "latentfit.em.factor",
     "GaussianMixture": "latentfit.em.mixture.gmm",
     "GMMHMM": "latentfit.em.hmm",
+    "AutoregressiveHMM": "latentfit.em.hmm",
     "CategoricalHMM": "latentfit.em.hmm",
     "GaussianHMM": "latentfit.em.hmm",
     "PoissonHMM": "latentfit.em.hmm",
@@ -64,6 +65,7 @@ __all__ = [
     "PPCA",
     "VAE",
     "ArraySource",
+    "AutoregressiveHMM",
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",
@@ -116,7 +118,13 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what static tools and IDEs see; never run
     from latentfit.diffusion import DDPM
     from latentfit.em.factor import PPCA, FactorAnalysis
-    from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+    from latentfit.em.hmm import (
+        GMMHMM,
+        AutoregressiveHMM,
+        CategoricalHMM,
+        GaussianHMM,
+        PoissonHMM,
+    )
     from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
     from latentfit.em.mixture.discrete import (
         BernoulliMixture,

@@ -47,6 +47,7 @@ _REGISTRY: dict[str, type] = {}
 #: that module alone (never the whole package) to find the class. A new model class is
 #: decorated with :func:`serializable` and listed here.
 MODEL_MODULES: dict[str, str] = {
+    "AutoregressiveHMM": "latentfit.em.hmm.autoregressive",
     "BayesianGaussianMixture": "latentfit.vi.bgmm",
     "BernoulliMixture": "latentfit.em.mixture.discrete",
     "CategoricalHMM": "latentfit.em.hmm.discrete",

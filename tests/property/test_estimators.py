@@ -96,6 +96,9 @@ def estimators(draw, name: str):
         if name == "GaussianHSMM":
             return cls(k, covariance_type=draw(COV), **common), "real"
         return cls(k, **common), "counts" if name == "PoissonHSMM" else "codes"
+    if name == "AutoregressiveHMM":
+        order = draw(st.sampled_from([1, 2, 0]))
+        return cls(k, order=order, ridge=draw(st.sampled_from([0.0, 1.0])), **common), "real"
     density = dict(epochs=2, batch_size=16, patience=None, random_state=0, dtype=draw(DTYPE))
     if name in DENSITIES:
         small = dict(n_layers=draw(st.sampled_from([1, 2])), hidden=8, n_hidden=1, **density)
@@ -124,6 +127,7 @@ ESTIMATORS = [
     "GaussianHSMM",
     "PoissonHSMM",
     "CategoricalHSMM",
+    "AutoregressiveHMM",
     "FlowDensity",
     "MAF",
     "RealNVP",
@@ -137,6 +141,7 @@ HMMS = {
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "AutoregressiveHMM",
     "LinearGaussianSSM",
     "GaussianHSMM",
     "PoissonHSMM",

@@ -294,7 +294,7 @@ def hmm_row_scores(model, X, lengths):
     filter's normalisers, which sum to the model's ``score`` within each sequence."""
     from latentfit.em.hmm.inference import posterior as inference
 
-    params, X, lengths = model._prepare(X, lengths)
+    params, X, lengths, _ = model._prepare(X, lengths)
     ll = model._emission_log_likelihood(params, X)
     fwd = inference.forward_filter(ll, params["startprob"], params["transmat"], lengths)
     return fwd.log_normalizers.cpu().numpy(), fwd.sequence_log_likelihoods.cpu().numpy()

@@ -14,6 +14,14 @@ check, and a documented recovery for states that no data visits: such a state ke
 previous emission parameters and transition row, and an :class:`UnvisitedStateWarning` names
 it (hmmlearn returns NaN parameters or zero rows there).
 
+Partial labels: ``fit``, ``score``, ``score_samples``, ``predict_proba``, ``decode`` and
+``predict`` take ``y`` (n_samples,), the known state of some steps and −1 elsewhere. Every
+result is then conditioned exactly on the known states (Rabiner's recursions on emissions that
+give every other state probability 0 at a known step): the likelihood is p(X, z_known), the posteriors
+p(z_t | X, z_known), the Viterbi path the best one through the known states (see
+:func:`latentfit.em.hmm.inference.posterior.condition_on_states`), and EM maximises
+p(X, z_known). A labelling that the model makes impossible is a DataError naming the step.
+
 ``implementation`` is accepted for hmmlearn compatibility ("log" or "scaling", checked) and
 selects nothing: every kernel runs the scaled recursions (Rabiner 1989, §V.A), which give the
 log-space recursions' results to rounding at any sequence length, so the two values give the
@@ -83,6 +91,46 @@ class ConvergenceMonitor:
         )
 
 
+def check_labels(y, n_samples: int, n_components: int, device) -> torch.Tensor | None:
+    """Known states ``y`` (n_samples,) as an int64 tensor on ``device``: integers in
+    ``-1 .. n_components − 1`` (−1: unknown); None when ``y`` is None or knows no state (then
+    every result is exactly the unlabelled one). DataError naming the first bad entry."""
+    if y is None:
+        return None
+    if torch.is_tensor(y):
+        y = y.detach().cpu().numpy()
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError):
+        raise DataError(f"y must be a 1-D array of state indices, got {y!r:.60}") from None
+    if arr.ndim != 1:
+        raise DataError(
+            f"y must be a 1-D array of state indices (one per row of X, -1 where unknown), "
+            f"got shape {arr.shape}"
+        )
+    if arr.shape[0] != n_samples:
+        raise DataError(
+            f"y has {arr.shape[0]} entries but X has {n_samples} rows: give one state per row "
+            "(-1 where it is unknown)"
+        )
+    if arr.dtype.kind not in "iu":
+        raise DataError(
+            f"y must hold integer state indices (-1 where unknown), got dtype {arr.dtype}; "
+            "convert it with y.astype(int)"
+        )
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero((arr < -1) | (arr >= n_components))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"y[{i}] = {arr[i]} is not a state: y holds states 0..{n_components - 1}, or -1 "
+            "where the state is unknown"
+        )
+    if not (arr >= 0).any():
+        return None
+    return torch.as_tensor(arr, device=device)
+
+
 def _check_distribution(p: torch.Tensor, name: str) -> None:
     """Rows of ``p`` must be probability vectors (hmmlearn's _check_sum_1, naming the row)."""
     if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
@@ -103,8 +151,15 @@ class _HMMHooks:
     probabilities (:func:`~latentfit.em.hmm.emissions.dirichlet_map`) plus the model's emission
     M-step. A batch is a group of whole sequences."""
 
-    def __init__(self, model: BaseHMM, X: torch.Tensor | None, feature_bytes: int = FEATURE_BYTES):
+    def __init__(
+        self,
+        model: BaseHMM,
+        X: torch.Tensor | None,
+        feature_bytes: int = FEATURE_BYTES,
+        labels: torch.Tensor | None = None,
+    ):
         self.model, self.X, self.feature_bytes = model, X, feature_bytes
+        self.labels = labels  # (n,) known states of the in-memory X, or None
         # per in-memory batch: (shift, features) that stay fixed through the fit
         self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._feature_bytes = 0
@@ -132,7 +187,9 @@ class _HMMHooks:
 
     def initialize(self, data, generator):
         if self.X is not None:
-            return self.model._initial_params(self.X, generator)
+            if self.labels is None:
+                return self.model._initial_params(self.X, generator)
+            return self.model._initial_params(self.X, generator, self.labels)
         # A source: its in-memory sample (all rows, in order, when small: then the start is
         # the in-memory fit's), the same parameters on every process.
         sample = data.init_chunks(generator)
@@ -140,7 +197,8 @@ class _HMMHooks:
         return data.sync_params(self.model._initial_params(X, generator))
 
     def estep(self, params, batch):
-        X, lengths = batch
+        X, lengths, *known = batch  # in memory with labels: (X, lengths, states)
+        states = known[0] if known else None
         m = self.model
         if self.X is None:  # streamed: the source's tensor
             X = m._stream_batch(X)
@@ -153,10 +211,11 @@ class _HMMHooks:
             stats_of = functools.partial(m._emission_stats, params, X, features=features)
         # ll is a temporary: the E-step reuses its buffer
         post = inference.posterior(
-            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True, states=states
         )
         if not bool(torch.isfinite(post.log_likelihood)):
             m._log_likelihoods(params, X)  # names a row no state can emit, if there is one
+            m._check_labels_possible(params, X, lengths, states)
         stats = stats_of(post.posteriors)
         stats["start"] = post.start_counts
         stats["trans"] = post.transition_counts
@@ -295,7 +354,9 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         _check_distribution(tm, "transmat_")
         return {"startprob": sp, "transmat": tm, **self._emission_params()}
 
-    def _initial_params(self, X: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def _initial_params(
+        self, X: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         k = self.n_components
         dt, dev = self._dtype, self._device
         params: dict[str, torch.Tensor] = {}
@@ -313,7 +374,27 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             params["transmat"] = self._tensor(self.transmat_)
             _check_distribution(params["transmat"], "transmat_")
         params.update(self._init_emissions(X, gen))
+        if labels is not None and self._labelled_states(labels) is not None:
+            params.update(self._init_emissions_from_labels(params, X, labels, gen))
         return params
+
+    def _labelled_states(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """One-hot responsibilities (n, k) of the labelled rows (zero rows where unknown), when
+        every state has at least one labelled row; else None (the labels then only condition
+        the E-steps)."""
+        k = self.n_components
+        known = labels >= 0
+        if int(torch.unique(labels[known]).numel()) < k:
+            return None
+        resp = torch.zeros(labels.shape[0], k, dtype=self._dtype, device=labels.device)
+        resp[known.nonzero().squeeze(1), labels[known]] = 1.0
+        return resp  # (n, k)
+
+    def _init_emissions_from_labels(self, params, X, labels, gen) -> dict[str, torch.Tensor]:
+        """Emission parameters from the labelled rows, when every state has some (replacing
+        those of ``_init_emissions`` that ``init_params`` asks to initialise); a model class
+        that can overrides it. Default: none."""
+        return {}
 
     def _set_attributes(self, params: dict[str, torch.Tensor]) -> None:
         self.startprob_ = params["startprob"].cpu().numpy()
@@ -325,6 +406,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         self,
         X,
         lengths=None,
+        y=None,
         *,
         max_rows_in_memory=None,
         batch_steps: int = MAX_BATCH_STEPS,
@@ -334,6 +416,12 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
 
         ``lengths`` (n_sequences,) gives the rows of every sequence in ``X``; the sequences
         are processed together, not one by one.
+
+        ``y`` (n_samples,): the known state of some steps, −1 where unknown (integers in
+        −1 .. n_components − 1). EM then maximises p(X, z_known): every E-step is conditioned
+        exactly on the known states. When every state has labelled rows, the emission
+        parameters to initialise start from those rows (see ``_init_emissions_from_labels`` of
+        each model), which also fixes which state is which. In-memory X only.
 
         ``X`` may also be a data source of :mod:`latentfit.em.sources.chunks` (a memory-mapped
         ``.npy``, Parquet, an iterator of arrays), read chunk by chunk and cut into whole
@@ -350,12 +438,24 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         batch_steps = check_positive_int(batch_steps, "batch_steps")
         feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
         if is_source(X):
+            if y is not None:
+                raise ParameterError(
+                    "y (known states) is taken with in-memory X only; pass the data as an array"
+                )
             return self._fit_source(X, lengths, max_rows_in_memory, feature_bytes)
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
-        hooks = _HMMHooks(self, X, feature_bytes)
-        self._store_result(self._run_em(hooks, batch_sequences(X, lengths, batch_steps)))
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        batches = batch_sequences(X, lengths, batch_steps)
+        if labels is not None:  # every batch with the known states of its rows
+            ends = np.cumsum([b[0].shape[0] for b in batches])
+            batches = [
+                (Xb, lb, labels[e - Xb.shape[0] : e])
+                for (Xb, lb), e in zip(batches, ends.tolist(), strict=True)
+            ]
+        hooks = _HMMHooks(self, X, feature_bytes, labels)
+        self._store_result(self._run_em(hooks, batches))
         return self
 
     def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
@@ -407,13 +507,14 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         except (ValueError, TypeError) as err:
             raise DataError(str(err)) from None
 
-    def _prepare(self, X, lengths):
+    def _prepare(self, X, lengths, y=None):
         check_is_fitted(self, "startprob_")
         params = self._given_params()
         check_feature_names(self, X, reset=False)
         X = self._checked_X(X, fitting=False)
         lengths = check_lengths(lengths, X.shape[0])
-        return params, X, lengths
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        return params, X, lengths, labels
 
     def _emission_rows(self, params):
         """A function of a block of rows (r, d) giving their emission log-likelihoods (r, k),
@@ -432,61 +533,110 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             )
         return ll
 
-    def _check_possible(self, params, X, log_prob: torch.Tensor) -> None:
-        """A -inf result: name the row no state can emit, if there is one (checked only
-        then, to spare a pass over the (t, k) log-likelihoods in the common case)."""
+    def _check_possible(self, params, X, log_prob: torch.Tensor, lengths=None, labels=None):
+        """A -inf result: name the row no state can emit, if there is one, else the step whose
+        known state (``labels``) the model makes impossible (checked only then, to spare a
+        pass over the (t, k) log-likelihoods in the common case)."""
         if not bool(torch.isfinite(log_prob)):
             self._log_likelihoods(params, X)
+            self._check_labels_possible(params, X, lengths, labels)
 
-    def score_samples(self, X, lengths=None):
-        """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
-        params, X, lengths = self._prepare(X, lengths)
+    def _check_labels_possible(self, params, X, lengths, labels) -> None:
+        """After a -inf likelihood with known states ``labels``: if the data alone are
+        possible, the labels made them impossible; DataError naming the first step where no
+        path through the known states is left, and why."""
+        if labels is None:
+            return
+        sp, tm = params["startprob"], params["transmat"]
+        ll = self._emission_log_likelihood(params, X)  # (t, k)
+        free = inference.log_likelihood(ll.clone(), sp, tm, lengths)
+        if not bool(torch.isfinite(free.log_likelihood)):
+            return  # impossible without the labels too: not theirs to explain
+        fwd = inference.log_likelihood(ll.clone(), sp, tm, lengths, states=labels)
+        dead = (~torch.isfinite(fwd.log_normalizers)).nonzero()
+        if not len(dead):
+            return
+        i = int(dead[0])
+        lens = np.asarray([X.shape[0]] if lengths is None else lengths, dtype=np.int64)
+        seq = int(np.searchsorted(np.cumsum(lens), i, side="right"))
+        step = i - int(np.cumsum(lens)[seq] - lens[seq])
+        j = int(labels[i])
+        where = f"row {i} of X (step {step} of sequence {seq})"
+        if j < 0:
+            raise DataError(
+                f"{where}, whose state is unknown, has no path left through the known states "
+                "(y) before it: every state that can emit it has zero transition probability "
+                "from the states the labels allow. Check the labels (y) near this step"
+            )
+        if not bool(torch.isfinite(ll[i, j])):
+            reason = f"state {j} gives that row zero probability"
+        elif step == 0 and float(sp[j]) == 0:
+            reason = f"startprob_[{j}] is 0, and this is the first step of the sequence"
+        else:
+            reason = (
+                f"state {j} cannot be reached from the states the earlier steps allow "
+                "(zero transition probabilities in transmat_)"
+            )
+        raise DataError(
+            f"y[{i}] = {j}, the known state of {where}, is impossible under the model: "
+            f"{reason}. Check the label, or let the model give that state probability"
+        )
+
+    def score_samples(self, X, lengths=None, y=None):
+        """(total log-likelihood, posteriors (n, k) p(z_t | x)); with known states ``y``
+        (−1 where unknown): (log p(X, z_known), p(z_t | X, z_known))."""
+        params, X, lengths, labels = self._prepare(X, lengths, y)
         ll = self._emission_log_likelihood(params, X)
         post = inference.posterior(
-            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True, states=labels
         )
-        self._check_possible(params, X, post.log_likelihood)
+        self._check_possible(params, X, post.log_likelihood, lengths, labels)
         return float(post.log_likelihood), post.posteriors.cpu().numpy()
 
-    def score(self, X, lengths=None):
-        """Total log-likelihood log p(X) summed over the sequences."""
-        params, X, lengths = self._prepare(X, lengths)
+    def score(self, X, lengths=None, y=None):
+        """Total log-likelihood log p(X) summed over the sequences; with known states ``y``
+        (−1 where unknown) log p(X, z_known)."""
+        params, X, lengths, labels = self._prepare(X, lengths, y)
         ll = self._emission_log_likelihood(params, X)
-        fwd = inference.log_likelihood(ll, params["startprob"], params["transmat"], lengths)
-        self._check_possible(params, X, fwd.log_likelihood)
+        fwd = inference.log_likelihood(
+            ll, params["startprob"], params["transmat"], lengths, states=labels
+        )
+        self._check_possible(params, X, fwd.log_likelihood, lengths, labels)
         return float(fwd.log_likelihood)
 
-    def predict_proba(self, X, lengths=None):
-        """Posterior state probabilities (n, k)."""
-        return self.score_samples(X, lengths)[1]
+    def predict_proba(self, X, lengths=None, y=None):
+        """Posterior state probabilities (n, k), given the known states ``y`` if any."""
+        return self.score_samples(X, lengths, y)[1]
 
-    def decode(self, X, lengths=None, algorithm=None):
+    def decode(self, X, lengths=None, algorithm=None, y=None):
         """(log-probability, states (n,)). ``"viterbi"``: the most probable path and log
         p(X, path); ``"map"``: the most probable state at every step and, as hmmlearn, the sum
-        over steps of that state's posterior probability."""
+        over steps of that state's posterior probability. With known states ``y`` (−1 where
+        unknown) both are conditioned on them (the path passes through them)."""
         algorithm = algorithm or self.algorithm
         if algorithm not in ("viterbi", "map"):
             raise ParameterError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
-        params, X, lengths = self._prepare(X, lengths)
+        params, X, lengths, labels = self._prepare(X, lengths, y)
         if algorithm == "viterbi":
             emission = self._emission_rows(params)
             v = inference.decode(
                 lambda a, b: emission(X[a:b]), X.shape[0], params["startprob"],
-                params["transmat"], lengths,
+                params["transmat"], lengths, states=labels,
             )  # fmt: skip
-            self._check_possible(params, X, v.log_prob)
+            self._check_possible(params, X, v.log_prob, lengths, labels)
             return float(v.log_prob), v.path.cpu().numpy()
         ll = self._emission_log_likelihood(params, X)
         post = inference.posterior(
-            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True, states=labels
         )
-        self._check_possible(params, X, post.log_likelihood)
+        self._check_possible(params, X, post.log_likelihood, lengths, labels)
         best, states = post.posteriors.max(1)
         return float(best.sum()), states.cpu().numpy()
 
-    def predict(self, X, lengths=None):
-        """Most likely states (n,) by the model's ``algorithm``."""
-        return self.decode(X, lengths)[1]
+    def predict(self, X, lengths=None, y=None):
+        """Most likely states (n,) by the model's ``algorithm``, through the known states
+        ``y`` if any."""
+        return self.decode(X, lengths, y=y)[1]
 
     def sample(self, n_samples=1, random_state=None, currstate=None):
         """Draw ``n_samples`` steps of one sequence: (X (n, ...), states (n,))."""

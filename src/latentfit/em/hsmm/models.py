@@ -91,14 +91,14 @@ class GaussianHSMM(HSMMMixin, GaussianHMM):
         self.dtype = dtype
         self.missing = missing
 
-    def fit(self, X, lengths=None):
+    def fit(self, X, lengths=None, y=None):
         """EM as :meth:`HSMMMixin.fit`; then ``degenerate_components_`` lists the states whose
         variance collapsed (a :class:`~latentfit.errors.DegenerateComponentWarning` names
         them and their rows), as for :class:`~latentfit.GaussianHMM`."""
-        HSMMMixin.fit(self, X, lengths)
+        HSMMMixin.fit(self, X, lengths, y)
         found = self.__dict__.pop("_degenerate_found", {})
         if found:
-            state = self.predict(X, lengths)
+            state = self.predict(X, lengths, y=y)
             rows = {k: np.flatnonzero(state == k).tolist() for k in found}
             warnings.warn(
                 describe_degenerate(

@@ -22,12 +22,20 @@ float32 one.
   block (:mod:`~latentfit.em.hmm.inference.compiled_viterbi`); elsewhere the chunked torch
   kernel (:mod:`~latentfit.em.hmm.inference.chunked_viterbi`) on the whole (t, k) array.
 
+Known states (partial labels): :func:`posterior`, :func:`log_likelihood` and :func:`decode`
+take ``states`` (t,), the state of every step that is known and −1 elsewhere, and condition
+exactly on them: at a known step the emission log-likelihood of every other state is set to
+−inf (:func:`condition_on_states`), so that only the paths through the known states keep any
+probability. Every kernel takes such rows (their scaled emissions are 0 there); ``compiled``
+and ``chunk`` force a kernel for the tests that compare them.
+
 The sequential and chunked versions of each recursion have the same signature and are tested
 against each other; the kernels are re-exported here so that one namespace holds them all.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -62,6 +70,7 @@ __all__ = [
     "backward_pass",
     "chunk_length",
     "compiled_workers",
+    "condition_on_states",
     "decode",
     "diag_gaussian_densities",
     "forward_filter",
@@ -90,6 +99,26 @@ def _use_compiled(x: torch.Tensor, n_steps: int) -> bool:
     return n_steps >= COMPILE_MIN_STEPS or x.dtype != torch.float64
 
 
+def condition_on_states(log_likelihoods, states, *, overwrite: bool = False) -> torch.Tensor:
+    """The emission log-likelihoods (t, k) conditioned on the known ``states`` (t,) (−1:
+    unknown): at a step whose state j is known every other state's entry becomes −inf, so
+    that the forward-backward and Viterbi recursions run over the paths through the known
+    states only (their likelihood is p(x, z_known), the posteriors p(z | x, z_known)).
+    ``states=None`` returns the input. ``overwrite=True`` writes into ``log_likelihoods``."""
+    if states is None:
+        return log_likelihoods
+    states = torch.as_tensor(states, dtype=torch.int64, device=log_likelihoods.device)
+    known = (states >= 0).nonzero().squeeze(1)  # (m,) steps with a known state
+    if len(known) == 0:
+        return log_likelihoods
+    out = log_likelihoods if overwrite else log_likelihoods.clone()
+    k = out.shape[1]
+    rows = out.index_select(0, known)  # (m, k)
+    other = torch.arange(k, device=out.device) != states[known].unsqueeze(1)  # (m, k)
+    out.index_copy_(0, known, rows.masked_fill_(other, -math.inf))
+    return out
+
+
 def posterior(
     log_likelihoods,
     startprob,
@@ -101,6 +130,7 @@ def posterior(
     overwrite: bool = False,
     compiled: bool | None = None,
     workers: int | None = None,
+    states=None,
 ) -> HMMPosterior:
     """The Baum-Welch E-step: log-likelihood, smoothed marginals and the expected start and
     transition counts (Rabiner 1989, §III.C). By default, on CPU tensors the compiled E-step
@@ -108,7 +138,9 @@ def posterior(
     (fused and in place, :func:`latentfit.em.hmm.inference.chunked.fused_posterior`; ``compiled=False``
     asks for them on the CPU too); ``parallel=False``: the sequential torch recursions.
     ``overwrite=True`` lets the E-step reuse the ``log_likelihoods`` buffer (its contents are
-    then lost); ``workers``: threads for the compiled kernel (default: torch's thread count)."""
+    then lost); ``workers``: threads for the compiled kernel (default: torch's thread count);
+    ``states`` (t,): known states, −1 where unknown (see :func:`condition_on_states`)."""
+    log_likelihoods = condition_on_states(log_likelihoods, states, overwrite=overwrite)
     t, k = log_likelihoods.shape
     if compiled is None:
         compiled = parallel and _use_compiled(log_likelihoods, t)
@@ -165,19 +197,33 @@ def diag_gaussian_densities(X, c, W, const, out, *, rows: int = 1 << 16) -> torc
 
 
 def log_likelihood(
-    log_likelihoods, startprob, transmat, lengths=None, *, workers: int | None = None
+    log_likelihoods,
+    startprob,
+    transmat,
+    lengths=None,
+    *,
+    workers: int | None = None,
+    compiled: bool | None = None,
+    chunk: int | None = None,
+    states=None,
 ) -> HMMFiltered:
     """The forward filter (Rabiner 1989, eqs. 19-21): log p(x) and the filtered messages. On a
     CPU with numba the compiled kernel (it may reuse the ``log_likelihoods`` buffer), elsewhere
-    :func:`~latentfit.em.hmm.inference.chunked.parallel_forward_filter`."""
-    if _use_compiled(log_likelihoods, log_likelihoods.shape[0]):
+    (or ``compiled=False``)
+    :func:`~latentfit.em.hmm.inference.chunked.parallel_forward_filter` with chunks of
+    ``chunk`` steps. ``states`` (t,): known states, −1 where unknown (the result is then
+    log p(x, z_known); see :func:`condition_on_states`)."""
+    log_likelihoods = condition_on_states(log_likelihoods, states, overwrite=True)
+    if compiled is None:
+        compiled = _use_compiled(log_likelihoods, log_likelihoods.shape[0])
+    if compiled:
         from latentfit.em.hmm.inference.compiled import forward_filter_cpu  # imports numba
 
         return forward_filter_cpu(
             log_likelihoods, startprob, transmat, lengths, overwrite=True,
             workers=compiled_workers(workers),
         )  # fmt: skip
-    return parallel_forward_filter(log_likelihoods, startprob, transmat, lengths)
+    return parallel_forward_filter(log_likelihoods, startprob, transmat, lengths, chunk=chunk)
 
 
 def decode(
@@ -188,15 +234,30 @@ def decode(
     lengths=None,
     *,
     workers: int | None = None,
+    compiled: bool | None = None,
+    chunk: int | None = None,
+    states=None,
 ) -> HMMViterbi:
     """Viterbi decoding (Rabiner 1989, eqs. 30-35) of ``n_steps`` steps whose emission
     log-likelihoods ``emission(a, b)`` gives for rows ``a .. b − 1`` ((b − a, k), on the
     model's device). On a CPU with numba the compiled kernel asks for them block by block;
-    elsewhere the chunked torch kernel takes them all at once."""
-    if _use_compiled(startprob, n_steps):
+    elsewhere (or ``compiled=False``) the chunked torch kernel takes them all at once;
+    ``chunk``: steps per chunk of either. ``states`` (t,): known states, −1 where unknown (the
+    path then passes through them; see :func:`condition_on_states`)."""
+    if states is not None:
+        given = emission
+        states = torch.as_tensor(states, dtype=torch.int64)
+
+        def emission(a: int, b: int) -> torch.Tensor:
+            return condition_on_states(given(a, b), states[a:b])
+
+    if compiled is None:
+        compiled = _use_compiled(startprob, n_steps)
+    if compiled:
         from latentfit.em.hmm.inference.compiled_viterbi import viterbi_cpu_blocks  # numba
 
         return viterbi_cpu_blocks(
-            emission, n_steps, startprob, transmat, lengths, workers=compiled_workers(workers)
-        )
-    return parallel_viterbi(emission(0, n_steps), startprob, transmat, lengths)
+            emission, n_steps, startprob, transmat, lengths, workers=compiled_workers(workers),
+            chunk=chunk,
+        )  # fmt: skip
+    return parallel_viterbi(emission(0, n_steps), startprob, transmat, lengths, chunk=chunk)
