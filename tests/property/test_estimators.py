@@ -87,6 +87,14 @@ def estimators(draw, name: str):
         return cls(k, **common), "counts"
     if name == "LinearGaussianSSM":
         return cls(k, covariance_type=draw(st.sampled_from(["full", "diag"])), **common), "real"
+    if name in HSMMS:
+        semi = dict(
+            max_duration=draw(st.sampled_from([1, 3, 8, 0])),
+            duration=draw(st.sampled_from(["poisson", "negative_binomial", "nonparametric"])),
+        )
+        if name == "GaussianHSMM":
+            return cls(k, covariance_type=draw(COV), **semi, **common), "real"
+        return cls(k, **semi, **common), ("codes" if name == "CategoricalHSMM" else "counts")
     density = dict(epochs=2, batch_size=16, patience=None, random_state=0, dtype=draw(DTYPE))
     if name in DENSITIES:
         small = dict(n_layers=draw(st.sampled_from([1, 2])), hidden=8, n_hidden=1, **density)
@@ -112,6 +120,9 @@ ESTIMATORS = [
     "CategoricalHMM",
     "PoissonHMM",
     "LinearGaussianSSM",
+    "GaussianHSMM",
+    "PoissonHSMM",
+    "CategoricalHSMM",
     "FlowDensity",
     "MAF",
     "RealNVP",
@@ -120,13 +131,14 @@ ESTIMATORS = [
 ]
 #: Density models trained by the trainer (exact likelihood or a bound): no labels to predict.
 DENSITIES = {"FlowDensity", "MAF", "RealNVP", "NeuralSplineFlow"}
+HSMMS = {"GaussianHSMM", "PoissonHSMM", "CategoricalHSMM"}
 HMMS = {
     "GaussianHMM",
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
     "LinearGaussianSSM",
-}  # take lengths
+} | HSMMS  # take lengths
 BAD_LENGTHS = {"mismatch", "negative", "fraction", "empty", "2d"}
 
 
