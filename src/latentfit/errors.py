@@ -10,6 +10,8 @@ to try. A raw exception from torch, numpy or Python internals reaching the user 
 
 from __future__ import annotations
 
+import sys
+
 from sklearn.exceptions import NotFittedError
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "OutputError",
     "ParameterError",
     "ResourceLimitError",
+    "user_stacklevel",
 ]
 
 
@@ -69,3 +72,13 @@ class DegenerateComponentWarning(RuntimeWarning):
 
 #: What a test of the public surface accepts as a clean failure.
 DOCUMENTED_ERRORS = (LatentfitError, NotFittedError, FileNotFoundError)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` made by the caller of this function that
+    points at the first frame outside latentfit: the user's own line, however deep inside the
+    package (estimator, EM driver, hooks) the warning is raised."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("latentfit."):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -87,15 +87,15 @@ def estimators(draw, name: str):
         return cls(k, **common), "counts"
     if name == "LinearGaussianSSM":
         return cls(k, covariance_type=draw(st.sampled_from(["full", "diag"])), **common), "real"
-    if name in ("GaussianHSMM", "PoissonHSMM", "CategoricalHSMM"):
-        common.update(
-            max_duration=draw(st.sampled_from([1, 4, 20, 0])),
+    if name in HSMMS:
+        semi = dict(
+            max_duration=draw(st.sampled_from([1, 3, 8, 0])),
             duration=draw(st.sampled_from(["poisson", "negative_binomial", "nonparametric"])),
             right_censoring=draw(st.booleans()),
         )
         if name == "GaussianHSMM":
-            return cls(k, covariance_type=draw(COV), **common), "real"
-        return cls(k, **common), "counts" if name == "PoissonHSMM" else "codes"
+            return cls(k, covariance_type=draw(COV), **semi, **common), "real"
+        return cls(k, **semi, **common), ("codes" if name == "CategoricalHSMM" else "counts")
     if name == "AutoregressiveHMM":
         order = draw(st.sampled_from([1, 2, 0]))
         return cls(k, order=order, ridge=draw(st.sampled_from([0.0, 1.0])), **common), "real"
@@ -136,6 +136,7 @@ ESTIMATORS = [
 ]
 #: Density models trained by the trainer (exact likelihood or a bound): no labels to predict.
 DENSITIES = {"FlowDensity", "MAF", "RealNVP", "NeuralSplineFlow"}
+HSMMS = {"GaussianHSMM", "PoissonHSMM", "CategoricalHSMM"}
 HMMS = {
     "GaussianHMM",
     "GMMHMM",
@@ -143,10 +144,7 @@ HMMS = {
     "PoissonHMM",
     "AutoregressiveHMM",
     "LinearGaussianSSM",
-    "GaussianHSMM",
-    "PoissonHSMM",
-    "CategoricalHSMM",
-}  # take lengths
+} | HSMMS  # take lengths
 BAD_LENGTHS = {"mismatch", "negative", "fraction", "empty", "2d"}
 
 

@@ -42,6 +42,7 @@ from latentfit.errors import (
     LatentfitError,
     ModelFileError,
     ParameterError,
+    user_stacklevel,
 )
 from latentfit.io import check_fields
 from latentfit.io import save as _save
@@ -301,7 +302,7 @@ class MixtureMixin(EMEstimator):
         warnings.warn(
             describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
             DegenerateComponentWarning,
-            stacklevel=5,  # the user's call to fit
+            stacklevel=user_stacklevel(),
         )
 
     def _log_joint_rows(self, X: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,13 @@ from latentfit.em.hmm.sequences import (
     check_lengths,
 )
 from latentfit.em.sources.chunks import is_source
-from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
+from latentfit.errors import (
+    DataError,
+    LatentfitError,
+    ModelFileError,
+    ParameterError,
+    user_stacklevel,
+)
 from latentfit.io import check_fields
 
 __all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
@@ -244,7 +250,7 @@ class _HMMHooks:
                 "is explained by them); they keep their previous parameters and transition "
                 "rows. Try fewer components, another random_state or n_init > 1.",
                 UnvisitedStateWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return new
 

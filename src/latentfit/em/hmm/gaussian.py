@@ -27,7 +27,7 @@ from latentfit.em.missing import (
     log_gaussian_prob_missing,
 )
 from latentfit.em.sources.chunks import is_source
-from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError, user_stacklevel
 from latentfit.io import serializable
 
 __all__ = ["GMMHMM", "GaussianHMM"]
@@ -342,7 +342,7 @@ class GaussianHMM(_ContinuousHMM):
             warnings.warn(
                 describe_degenerate(type(self).__name__, found, rows, floor, "state"),
                 DegenerateComponentWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return self
 
@@ -383,7 +383,10 @@ class GaussianHMM(_ContinuousHMM):
         full = E.fill_covars(
             params["covars"].double().cpu(), self.covariance_type, self.n_components, means.shape[1]
         )
-        L = torch.linalg.cholesky(full)  # (k, d, d)
+        # a square root by eigenvalues, clipped at 0: a fitted covariance that is positive
+        # semi-definite only up to rounding (float32, a near-degenerate state) still samples
+        lam, vec = torch.linalg.eigh(full)  # (k, d), (k, d, d)
+        L = vec * lam.clamp(min=0).sqrt().unsqueeze(-2)  # L L^T = the covariance
         z = torch.randn(len(states), means.shape[1], generator=gen, dtype=torch.float64)
         return means[states] + (L[states] @ z.unsqueeze(2)).squeeze(2)
 

@@ -32,7 +32,7 @@ from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
 from latentfit.em.sources.chunks import is_source
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError, user_stacklevel
 
 __all__ = ["HSMMMixin"]
 
@@ -91,7 +91,7 @@ class _HSMMHooks:
                 "segment is explained by them); they keep their previous parameters. Try "
                 "fewer components, another random_state or n_init > 1.",
                 UnvisitedStateWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return new
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import NegativeBinomial, Poisson
+from torch.distributions import Poisson
 
 __all__ = [
     "DURATION_FAMILIES",
@@ -51,9 +51,13 @@ def poisson_log_pmf(lambdas: torch.Tensor, max_duration: int) -> torch.Tensor:
 
 
 def negative_binomial_log_pmf(r: torch.Tensor, p: torch.Tensor, max_duration: int) -> torch.Tensor:
-    """log p_k(d) (k, D) of d − 1 ~ NegativeBinomial(r_k, p_k) truncated at D."""
+    """log p_k(d) (k, D) of d − 1 ~ NegativeBinomial(r_k, p_k) truncated at D: log C(x + r − 1,
+    x) + r log(1 − p) + x log p with x = d − 1 (torch's parametrisation, written out so that a
+    p rounded to 1 in float32 stays a distribution: p is kept one rounding unit below 1)."""
     x = _durations(max_duration, r)
-    return _normalise(NegativeBinomial(r.unsqueeze(1), probs=p.unsqueeze(1)).log_prob(x))
+    r, p = r.unsqueeze(1), p.unsqueeze(1).clamp(max=1 - torch.finfo(p.dtype).eps)
+    log_pmf = torch.lgamma(x + r) - torch.lgamma(r) - torch.lgamma(x + 1)
+    return _normalise(log_pmf + r * torch.log1p(-p) + torch.xlogy(x, p))
 
 
 def duration_log_pmf(family: str, params: dict, max_duration: int) -> torch.Tensor:
@@ -142,4 +146,6 @@ def negative_binomial_mstep(counts: torch.Tensor, old_r: torch.Tensor, old_p: to
         keep = empty | ~(after > before) | ~torch.isfinite(after)
         new_r = torch.where(keep, start_r, log_r).exp().to(old_r.dtype)
         new_p = torch.sigmoid(torch.where(keep, start_p, logit_p)).to(old_p.dtype)
+        eps = torch.finfo(old_p.dtype).eps  # inside (0, 1) after rounding to the model's dtype
+        new_p = new_p.clamp(min=eps, max=1 - eps)
     return new_r, new_p, empty.nonzero().flatten().tolist()

@@ -14,7 +14,7 @@ from latentfit.em.gaussian import describe_degenerate
 from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
 from latentfit.em.hmm.gaussian import GaussianHMM
 from latentfit.em.hsmm.base import HSMMMixin
-from latentfit.errors import DegenerateComponentWarning
+from latentfit.errors import DegenerateComponentWarning, user_stacklevel
 from latentfit.io import serializable
 
 __all__ = ["CategoricalHSMM", "GaussianHSMM", "PoissonHSMM"]
@@ -105,7 +105,7 @@ class GaussianHSMM(HSMMMixin, GaussianHMM):
                     type(self).__name__, found, rows, "covars_prior/min_covar", "state"
                 ),
                 DegenerateComponentWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return self
 
