@@ -80,8 +80,8 @@ def _worker(rank: int, world: int, port: int, cfg: Config, path: str, init: dict
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(max(1, cfg.threads // world))
-    from latentfit.em.distributed import DistributedSource, init_distributed
-    from latentfit.em.sources import NpySource
+    from latentfit.em.sources.chunks import NpySource
+    from latentfit.em.sources.distributed import DistributedSource, init_distributed
 
     init_distributed()
     t = seconds_per_iteration(cfg, lambda: DistributedSource(NpySource(path)), init)
@@ -106,7 +106,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f}"
     )
 
-    from latentfit.em.sources import NpySource
+    from latentfit.em.sources.chunks import NpySource
 
     X = torch.from_numpy(np.load(path))
     rows = []

@@ -208,3 +208,16 @@ def test_factor_model_shapes_are_checked(tmp_path):
     path = _tampered(tmp_path / "f.lf", tmp_path / "bad.lf", edit)
     with pytest.raises(ModelFileError, match=r"'mu': \(3,\)"):
         latentfit.load(path)
+
+
+def test_model_registry_names_the_module_of_every_model_class():
+    """load finds a class by importing the one module MODEL_MODULES names (never the whole
+    package): every class the package registers is listed there, with its own module."""
+    from latentfit import io
+
+    for name in latentfit.__all__:  # the public names import (and so register) their classes
+        getattr(latentfit, name)
+    assert io._REGISTRY, "importing latentfit's public classes registers its model classes"
+    for name, cls in io._REGISTRY.items():
+        assert io.MODEL_MODULES.get(name) == cls.__module__, name
+    assert set(io.MODEL_MODULES) == set(io._REGISTRY)

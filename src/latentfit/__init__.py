@@ -22,23 +22,24 @@ _EXPORTS = {
     "DDPM": "latentfit.diffusion",
     "PPCA": "latentfit.em.factor",
     "FactorAnalysis": "latentfit.em.factor",
-    "GaussianMixture": "latentfit.em.gmm",
+    "GaussianMixture": "latentfit.em.mixture.gmm",
     "GMMHMM": "latentfit.em.hmm",
+    "AutoregressiveHMM": "latentfit.em.hmm",
     "CategoricalHMM": "latentfit.em.hmm",
     "GaussianHMM": "latentfit.em.hmm",
     "PoissonHMM": "latentfit.em.hmm",
     "CategoricalHSMM": "latentfit.em.hsmm",
     "GaussianHSMM": "latentfit.em.hsmm",
     "PoissonHSMM": "latentfit.em.hsmm",
-    "MixtureModel": "latentfit.em.mixture_model",
-    "BernoulliMixture": "latentfit.em.mixtures",
-    "CategoricalMixture": "latentfit.em.mixtures",
-    "MultinomialMixture": "latentfit.em.mixtures",
-    "PoissonMixture": "latentfit.em.mixtures",
-    "ArraySource": "latentfit.em.sources",
-    "IterableSource": "latentfit.em.sources",
-    "NpySource": "latentfit.em.sources",
-    "ParquetSource": "latentfit.em.sources",
+    "MixtureModel": "latentfit.em.mixture.families",
+    "BernoulliMixture": "latentfit.em.mixture.discrete",
+    "CategoricalMixture": "latentfit.em.mixture.discrete",
+    "MultinomialMixture": "latentfit.em.mixture.discrete",
+    "PoissonMixture": "latentfit.em.mixture.discrete",
+    "ArraySource": "latentfit.em.sources.chunks",
+    "IterableSource": "latentfit.em.sources.chunks",
+    "NpySource": "latentfit.em.sources.chunks",
+    "ParquetSource": "latentfit.em.sources.chunks",
     "LinearGaussianSSM": "latentfit.em.ssm",
     "fit_map": "latentfit.estimate",
     "fit_mle": "latentfit.estimate",
@@ -64,6 +65,7 @@ __all__ = [
     "PPCA",
     "VAE",
     "ArraySource",
+    "AutoregressiveHMM",
     "BayesianGaussianMixture",
     "BernoulliMixture",
     "CategoricalHMM",
@@ -116,17 +118,23 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what static tools and IDEs see; never run
     from latentfit.diffusion import DDPM
     from latentfit.em.factor import PPCA, FactorAnalysis
-    from latentfit.em.gmm import GaussianMixture
-    from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+    from latentfit.em.hmm import (
+        GMMHMM,
+        AutoregressiveHMM,
+        CategoricalHMM,
+        GaussianHMM,
+        PoissonHMM,
+    )
     from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
-    from latentfit.em.mixture_model import MixtureModel
-    from latentfit.em.mixtures import (
+    from latentfit.em.mixture.discrete import (
         BernoulliMixture,
         CategoricalMixture,
         MultinomialMixture,
         PoissonMixture,
     )
-    from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
+    from latentfit.em.mixture.families import MixtureModel
+    from latentfit.em.mixture.gmm import GaussianMixture
+    from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
     from latentfit.em.ssm import LinearGaussianSSM
     from latentfit.estimate import fit_map, fit_mle
     from latentfit.flows import MAF, FlowDensity, NeuralSplineFlow, RealNVP

@@ -6,6 +6,7 @@ bad input never reaches a torch kernel and never becomes a silent NaN.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from pathlib import PurePath
@@ -20,9 +21,15 @@ __all__ = [
     "as_numeric_array",
     "available_memory",
     "check_allocation",
+    "check_choice",
+    "check_em_counts",
     "check_feature_names",
+    "check_missing",
+    "check_n_samples",
+    "check_non_negative",
     "check_positive_int",
     "check_sample_weight",
+    "check_tol",
     "feature_names",
     "first_nonfinite",
     "make_generator",
@@ -389,4 +396,60 @@ def check_feature_names(estimator, X, *, reset: bool) -> None:
         raise DataError(
             f"X has feature names {given} but {type(estimator).__name__} was fitted with "
             f"{fitted}: the columns are {what}. Select them as in fit, e.g. X[{fitted}]"
+        )
+
+
+def check_em_counts(n_components: int, n_init: int, max_iter: int) -> None:
+    """n_components ≥ 1, n_init ≥ 1, max_iter ≥ 0."""
+    check_positive_int(n_components, "n_components")
+    check_positive_int(n_init, "n_init")
+    check_positive_int(max_iter, "max_iter", minimum=0)
+
+
+def check_choice(value, name: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ParameterError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _is_real(value) -> bool:
+    """A plain real number (Python or numpy scalar), not a bool, a string or an array."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def check_non_negative(value, name: str) -> None:
+    """A finite number >= 0 (NaN and inf refused: neither is a setting EM can use)."""
+    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+        raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_tol(value, name: str = "tol", *, allow_negative: bool = False) -> None:
+    """A convergence tolerance: a number, not NaN and not +inf (which would stop every fit
+    after one iteration). With ``allow_negative`` (the HMMs, as hmmlearn) any value down to
+    -inf is accepted and means "run every iteration"; otherwise it must be >= 0."""
+    ok = _is_real(value) and not math.isnan(value) and value != math.inf
+    if ok and not allow_negative:
+        ok = value >= 0
+    if not ok:
+        what = (
+            "a number below +inf (-inf: run every iteration)"
+            if allow_negative
+            else ("a finite number >= 0")
+        )
+        raise ParameterError(f"{name} must be {what}, got {value!r}; e.g. {name}=1e-3")
+
+
+def check_missing(missing) -> None:
+    if missing not in ("error", "marginalize"):
+        raise ParameterError(f"missing must be 'error' or 'marginalize', got {missing!r}")
+
+
+def check_n_samples(n: int, k: int) -> None:
+    """At least as many samples as components (scikit-learn's message)."""
+    if n < k:
+        raise DataError(
+            f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}: "
+            "every component needs a sample to start from; pass more rows or a smaller "
+            "n_components"
         )

@@ -12,6 +12,7 @@ leaves a half-written model.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -27,10 +28,12 @@ from latentfit.errors import ModelFileError, OutputError, ParameterError
 
 __all__ = [
     "FORMAT_VERSION",
+    "MODEL_MODULES",
     "atomic_path",
     "check_fields",
     "declared_fields",
     "load",
+    "model_class",
     "model_kind",
     "read_header",
     "save",
@@ -40,14 +43,54 @@ __all__ = [
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}
 
+#: The module that defines every model class a file may hold, so that :func:`load` imports
+#: that module alone (never the whole package) to find the class. A new model class is
+#: decorated with :func:`serializable` and listed here.
+MODEL_MODULES: dict[str, str] = {
+    "AutoregressiveHMM": "latentfit.em.hmm.autoregressive",
+    "BayesianGaussianMixture": "latentfit.vi.bgmm",
+    "BernoulliMixture": "latentfit.em.mixture.discrete",
+    "CategoricalHMM": "latentfit.em.hmm.discrete",
+    "CategoricalHSMM": "latentfit.em.hsmm.models",
+    "CategoricalMixture": "latentfit.em.mixture.discrete",
+    "DDPM": "latentfit.diffusion.model",
+    "FactorAnalysis": "latentfit.em.factor",
+    "FlowDensity": "latentfit.flows.density",
+    "GMMHMM": "latentfit.em.hmm.gaussian",
+    "GaussianHMM": "latentfit.em.hmm.gaussian",
+    "GaussianHSMM": "latentfit.em.hsmm.models",
+    "GaussianMixture": "latentfit.em.mixture.gmm",
+    "LinearGaussianSSM": "latentfit.em.ssm.model",
+    "MAF": "latentfit.flows.density",
+    "MixtureModel": "latentfit.em.mixture.families",
+    "MultinomialMixture": "latentfit.em.mixture.discrete",
+    "NeuralSplineFlow": "latentfit.flows.density",
+    "PPCA": "latentfit.em.factor",
+    "PoissonHMM": "latentfit.em.hmm.discrete",
+    "PoissonHSMM": "latentfit.em.hsmm.models",
+    "PoissonMixture": "latentfit.em.mixture.discrete",
+    "RealNVP": "latentfit.flows.density",
+}
+
 
 def serializable(cls):
-    """Class decorator: register a model class for :func:`load`.
+    """Class decorator: register a model class for :func:`load` (list its module in
+    :data:`MODEL_MODULES` too).
 
     The class provides ``_get_state() -> (tensors: dict[str, Tensor], extra: dict)`` and
     ``_set_state(tensors, extra)``; its constructor arguments come from ``get_params()``.
     """
     _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def model_class(name: str) -> type | None:
+    """The registered model class called ``name``, importing its module from
+    :data:`MODEL_MODULES` if it is not loaded yet; None for a name latentfit does not know."""
+    cls = _REGISTRY.get(name)
+    if cls is None and name in MODEL_MODULES:
+        importlib.import_module(MODEL_MODULES[name])
+        cls = _REGISTRY.get(name)
     return cls
 
 
@@ -507,21 +550,7 @@ def load(path, *, device=None):
         from latentfit.vae.build import load_model  # networks rebuilt from their spec
 
         return load_model(path, device=device)
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        # ``import latentfit`` imports nothing until a name is read (latentfit/__init__.py):
-        # reading the public name imports, and so registers, its class; a registered class
-        # that is no public name is found by importing every module behind one.
-        import importlib
-
-        import latentfit
-
-        if name in latentfit._EXPORTS:
-            getattr(latentfit, name)
-        else:
-            for module in dict.fromkeys(latentfit._EXPORTS.values()):
-                importlib.import_module(module)
-        cls = _REGISTRY.get(name)
+    cls = model_class(name)
     if cls is None:
         raise ModelFileError(f"{path} holds a {name!r}, which this latentfit does not know")
     raw = _header_field(header, "params", dict, path)

@@ -320,16 +320,16 @@ def is_sequence_model(estimator) -> bool:
 
 
 def n_free_parameters(model) -> int:
-    """The number of free parameters of a fitted ``model``: its ``n_parameters_``, its
-    ``_n_parameters()``, or hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over the
-    letters of ``params`` (those are the parameters the fit estimates; one held fixed is not
-    free). For an HMM with K states: K − 1 start probabilities, K(K − 1) transitions and the
-    emission parameters."""
+    """The number of free parameters of a fitted ``model``: its ``n_parameters_``, or
+    hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over the letters of ``params`` (those
+    are the parameters the fit estimates; one held fixed is not free), or its
+    ``_n_parameters()``. For an HMM with K states: K − 1 start probabilities, K(K − 1)
+    transitions and the emission parameters. (The per-letter counts come before
+    ``_n_parameters()``, which the HMMs also have for their ``bic``/``aic`` and which counts
+    every letter, as hmmlearn's ``bic`` does.)"""
     value = getattr(model, "n_parameters_", None)
     if value is not None:
         return int(value)
-    if callable(getattr(model, "_n_parameters", None)):
-        return int(model._n_parameters())
     per_param = getattr(model, "_get_n_fit_scalars_per_param", None)
     if callable(per_param):
         counts = per_param()
@@ -337,6 +337,8 @@ def n_free_parameters(model) -> int:
         if isinstance(fitted, str) and all(len(key) == 1 for key in counts):
             return int(sum(n for key, n in counts.items() if key in fitted))
         return int(sum(counts.values()))
+    if callable(getattr(model, "_n_parameters", None)):
+        return int(model._n_parameters())
     raise ParameterError(
         f"{type(model).__name__} does not say how many free parameters it has, which BIC and "
         "AIC need: give it an n_parameters_ attribute or an _n_parameters() method"
@@ -469,8 +471,9 @@ def _family_factory(family, **kwargs) -> Callable[[int, str], Any]:
                 ) from None
 
         return make_any
-    from latentfit.em import factor, mixtures
-    from latentfit.em.gmm import GaussianMixture
+    from latentfit.em import factor
+    from latentfit.em.mixture import discrete as mixtures
+    from latentfit.em.mixture.gmm import GaussianMixture
 
     classes = {
         "gmm": GaussianMixture,
@@ -489,7 +492,7 @@ def _family_factory(family, **kwargs) -> Callable[[int, str], Any]:
             return cls(n_components=k, **extra, **kwargs)
 
         return make
-    from latentfit.em.mixture_model import FAMILIES, MixtureModel
+    from latentfit.em.mixture.families import FAMILIES, MixtureModel
 
     if family in FAMILIES:
         return lambda k, variant: MixtureModel(family, k, **kwargs)
@@ -606,7 +609,7 @@ def select_model(
         one sequence). Held-out folds are then made of whole sequences (see the module doc).
     family : ``"gmm"`` (sweeps ``covariance_types``), ``"bernoulli"``, ``"categorical"``,
         ``"multinomial"``, ``"poisson"``, ``"fa"``, ``"ppca"`` (the latent dimension is swept),
-        a :class:`~latentfit.em.mixture_model.MixtureModel` family name; the hidden Markov
+        a :class:`~latentfit.em.mixture.families.MixtureModel` family name; the hidden Markov
         models ``"gaussian_hmm"`` (sweeps ``covariance_types``), ``"gmm_hmm"`` (likewise; pass
         ``n_mix``), ``"poisson_hmm"``, ``"categorical_hmm"``; or any estimator class (or
         factory) called as ``family(n_components=K, **model_kwargs)`` — a new sequence model

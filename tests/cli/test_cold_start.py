@@ -79,6 +79,6 @@ def test_an_unknown_name_is_an_attribute_error():
 
 def test_the_cli_timeout_default_is_the_library_default():
     from latentfit.cli.gmm import DEFAULT_TIMEOUT_S
-    from latentfit.em.distributed import DEFAULT_TIMEOUT_S as LIBRARY
+    from latentfit.em.sources.distributed import DEFAULT_TIMEOUT_S as LIBRARY
 
     assert DEFAULT_TIMEOUT_S == LIBRARY

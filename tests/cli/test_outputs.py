@@ -76,8 +76,8 @@ def _block_work(m: pytest.MonkeyPatch) -> None:
     import latentfit.tour
     import latentfit.vae
     import latentfit.vae.data
-    from latentfit.em.gmm import GaussianMixture
     from latentfit.em.hmm import GaussianHMM
+    from latentfit.em.mixture.gmm import GaussianMixture
     from latentfit.vi.bgmm import BayesianGaussianMixture
 
     m.setattr(latentfit.datasets, "load_array", _fail_work)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from latentfit.cli import app
 from latentfit.datasets import load_dataset
-from latentfit.em.gmm import GaussianMixture
+from latentfit.em.mixture.gmm import GaussianMixture
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[2] / "src"

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 
 from latentfit import PPCA, GaussianHMM, GaussianMixture
-from latentfit.em.distributed import DistributedSource, init_distributed
-from latentfit.em.sources import NpySource
+from latentfit.em.sources.chunks import NpySource
+from latentfit.em.sources.distributed import DistributedSource, init_distributed
 
 
 def _fit(case: str, rank: int, data2: str, data3: str) -> None:

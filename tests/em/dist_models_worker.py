@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 
 from latentfit import FactorAnalysis, PoissonMixture
-from latentfit.em.distributed import DistributedSource, init_distributed
-from latentfit.em.sources import NpySource
+from latentfit.em.sources.chunks import NpySource
+from latentfit.em.sources.distributed import DistributedSource, init_distributed
 
 
 def main(out: Path, counts: str, gaussian: str) -> None:

@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 
 from latentfit import GaussianMixture
-from latentfit.em.distributed import DistributedSource, all_reduce_stats, init_distributed
-from latentfit.em.sources import NpySource
+from latentfit.em.sources.chunks import NpySource
+from latentfit.em.sources.distributed import DistributedSource, all_reduce_stats, init_distributed
 
 
 def main(out: Path, data: str, weights: str, bad: str) -> None:

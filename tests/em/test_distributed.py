@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from latentfit import GaussianMixture
-from latentfit.em.distributed import (
+from latentfit.em.sources.chunks import NpySource
+from latentfit.em.sources.distributed import (
     DEFAULT_TIMEOUT_S,
     DistributedSource,
     all_reduce_stats,
@@ -30,8 +31,7 @@ from latentfit.em.distributed import (
     init_distributed,
     local_device,
 )
-from latentfit.em.sources import NpySource
-from latentfit.em.stream import _printable, describe_fit
+from latentfit.em.sources.stream import _printable, describe_fit
 from latentfit.errors import DataError, LatentfitError, ParameterError
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -296,7 +296,7 @@ def test_train_and_em_share_one_meaning_of_distributed():
     trainers alike; the trainers' cleanup still leaves no group behind."""
     import torch.distributed as dist
 
-    from latentfit.em import distributed as em_dist
+    from latentfit.em.sources import distributed as em_dist
     from latentfit.train import distributed as train_dist
 
     assert train_dist.is_distributed is em_dist.is_distributed

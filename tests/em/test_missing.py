@@ -55,11 +55,10 @@ def _data_with_gaps(n=60, d=4, seed=1):
 
 
 @pytest.fixture(params=["by-pattern", "by-row"])
-def grouping(request, monkeypatch):
-    """Run a test with rows grouped by missingness pattern and with per-row factorisations."""
-    if request.param == "by-row":
-        monkeypatch.setattr(missing, "_MAX_PATTERNS", 0)
-    return request.param
+def grouping(request):
+    """Run a test with rows grouped by missingness pattern and with per-row factorisations:
+    the ``max_patterns`` argument to pass."""
+    return {"by-pattern": missing.MAX_PATTERNS, "by-row": 0}[request.param]
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
@@ -68,7 +67,7 @@ def test_marginal_log_density_equals_scipy_on_the_observed_coordinates(ct, group
     k, d = means.shape
     X = _data_with_gaps()
     got = log_gaussian_prob_missing(
-        torch.as_tensor(X), torch.as_tensor(means), torch.as_tensor(cov), ct
+        torch.as_tensor(X), torch.as_tensor(means), torch.as_tensor(cov), ct, max_patterns=grouping
     ).numpy()
     dense = _dense(cov, ct, k, d)
     for i, x in enumerate(X):
@@ -97,6 +96,7 @@ def test_moments_equal_row_by_row_conditional_expectations(ct, grouping):
         torch.as_tensor(cov),
         ct,
         torch.as_tensor(shift),
+        max_patterns=grouping,
     )
     dense = _dense(cov, ct, k, d)
     S1 = np.zeros((k, d))

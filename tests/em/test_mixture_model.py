@@ -10,8 +10,8 @@ from sklearn.exceptions import ConvergenceWarning
 import latentfit
 from latentfit import GaussianMixture, MixtureModel
 from latentfit.em.gaussian import DegenerateComponentError
-from latentfit.em.mixture_model import FAMILIES, gamma_mle
-from latentfit.em.priors import NormalInverseWishart
+from latentfit.em.mixture.families import FAMILIES, gamma_mle
+from latentfit.em.mixture.priors import NormalInverseWishartPrior
 
 
 def _two_blobs(seed=0):
@@ -120,7 +120,7 @@ def test_niw_map_is_the_stationary_point_of_the_log_posterior():
     g = torch.Generator().manual_seed(0)
     X = torch.randn(30, 3, generator=g, dtype=torch.float64) + 2
     r = torch.rand(30, generator=g, dtype=torch.float64)
-    prior = NormalInverseWishart.default(X, 2)
+    prior = NormalInverseWishartPrior.default(X, 2)
     S0, S1, S2 = r.sum()[None], (r @ X)[None], ((X * r[:, None]).T @ X)[None]
     mean, cov = prior.map_gaussian(S0, S1, S2)
     mu = mean[0].clone().requires_grad_(True)

@@ -10,8 +10,8 @@ from sklearn.base import clone
 from torch.distributions import Bernoulli, Categorical, Independent, Multinomial, Poisson
 
 import latentfit
-from latentfit.em.mixture_base import _MixtureHooks
-from latentfit.em.mixtures import (
+from latentfit.em.mixture.base import _MixtureHooks
+from latentfit.em.mixture.discrete import (
     BernoulliMixture,
     CategoricalMixture,
     MultinomialMixture,
@@ -81,7 +81,7 @@ def test_one_em_step_equals_numpy(cls):
     rng = np.random.default_rng(1)
     model = cls(2).set_params(random_state=0)
     model._check_parameters()
-    model._c_prepare(torch.as_tensor(X))
+    model._prepare_component_data(torch.as_tensor(X))
     name = model._param_names[0]
     if cls is BernoulliMixture:
         theta = rng.uniform(0.2, 0.8, (2, X.shape[1]))
@@ -196,7 +196,7 @@ def test_beta_prior_map_step_is_a_stationary_point_of_the_log_posterior():
     resp = torch.as_tensor(m.predict_proba(X))
     # One M-step from these responsibilities must maximise Q(θ) + log p(θ).
     hooks = _MixtureHooks(m)
-    stats = m._c_stats(Xt, resp)
+    stats = m._component_stats(Xt, resp)
     stats["S0"] = resp.sum(0)
     new = hooks.mstep(dict(m._params), stats)
     mu = new["means"].clone().requires_grad_(True)

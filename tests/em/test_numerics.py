@@ -9,10 +9,10 @@ import torch
 
 from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.gaussian import degenerate_components, weighted_mean
-from latentfit.em.gmm import GaussianMixture
 from latentfit.em.hmm.gaussian import GMMHMM, GaussianHMM
-from latentfit.em.kmeans import kmeans
-from latentfit.em.mixture_model import MixtureModel
+from latentfit.em.initialize import kmeans
+from latentfit.em.mixture.families import MixtureModel
+from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.errors import DataError, DegenerateComponentWarning
 from latentfit.vi.bgmm import BayesianGaussianMixture
 

@@ -15,7 +15,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from latentfit import GaussianMixture
 from latentfit.em.gaussian import moment_stats
 from latentfit.em.online import OnlineEMState, StepSize, online_em_step, translate_moment_stats
-from latentfit.em.sources import ArraySource
+from latentfit.em.sources.chunks import ArraySource
 
 
 @pytest.fixture(scope="module")

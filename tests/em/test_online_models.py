@@ -20,7 +20,7 @@ from latentfit import (
     MultinomialMixture,
     PoissonMixture,
 )
-from latentfit.em.sources import ArraySource
+from latentfit.em.sources.chunks import ArraySource
 from tests.em.test_streaming_models import DATA, MODELS, WEIGHTS, _fitted
 
 # The reference fits are capped at one iteration on purpose.

@@ -13,7 +13,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from latentfit import GaussianMixture
-from latentfit.em.sources import (
+from latentfit.em.sources.chunks import (
     ArraySource,
     IterableSource,
     NpySource,
@@ -274,7 +274,7 @@ class _LabelledMeanHooks:
 
 def test_prepare_stream_adapts_batches_for_other_hooks(data):
     from latentfit.em.driver import run_em
-    from latentfit.em.stream import prepare_stream
+    from latentfit.em.sources.stream import prepare_stream
 
     X, w = data
     stream = prepare_stream(

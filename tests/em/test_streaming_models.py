@@ -23,7 +23,7 @@ from latentfit import (
     PoissonMixture,
 )
 from latentfit.em.factor import factor_estep_stats, factor_posterior, recenter_factor_stats
-from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
+from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
 
 # The fits are capped at a few iterations: comparing them needs no convergence.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

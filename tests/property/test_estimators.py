@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import latentfit
-from latentfit.em.mixture_model import FAMILIES as MIXTURE_FAMILIES
+from latentfit.em.mixture.families import FAMILIES as MIXTURE_FAMILIES
 
 from .oracle import (
     Documented,
@@ -91,10 +91,14 @@ def estimators(draw, name: str):
         semi = dict(
             max_duration=draw(st.sampled_from([1, 3, 8, 0])),
             duration=draw(st.sampled_from(["poisson", "negative_binomial", "nonparametric"])),
+            right_censoring=draw(st.booleans()),
         )
         if name == "GaussianHSMM":
             return cls(k, covariance_type=draw(COV), **semi, **common), "real"
         return cls(k, **semi, **common), ("codes" if name == "CategoricalHSMM" else "counts")
+    if name == "AutoregressiveHMM":
+        order = draw(st.sampled_from([1, 2, 0]))
+        return cls(k, order=order, ridge=draw(st.sampled_from([0.0, 1.0])), **common), "real"
     density = dict(epochs=2, batch_size=16, patience=None, random_state=0, dtype=draw(DTYPE))
     if name in DENSITIES:
         small = dict(n_layers=draw(st.sampled_from([1, 2])), hidden=8, n_hidden=1, **density)
@@ -123,6 +127,7 @@ ESTIMATORS = [
     "GaussianHSMM",
     "PoissonHSMM",
     "CategoricalHSMM",
+    "AutoregressiveHMM",
     "FlowDensity",
     "MAF",
     "RealNVP",
@@ -137,6 +142,7 @@ HMMS = {
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "AutoregressiveHMM",
     "LinearGaussianSSM",
 } | HSMMS  # take lengths
 BAD_LENGTHS = {"mismatch", "negative", "fraction", "empty", "2d"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentfit.em.hmm.kernels import posterior
+from latentfit.em.hmm.inference.posterior import posterior
 from latentfit.vi.gap import (
     hmm_chain_elbo,
     hmm_chain_entropy,

@@ -27,15 +27,15 @@ def fit_hmm_distributed(model, path, columns, lengths, timeout: float) -> Distri
     import torch
     import torch.distributed as dist
 
-    from latentfit.em.distributed import (
+    from latentfit.em.hmm.sequences import SequenceSource
+    from latentfit.em.sources.chunks import open_source
+    from latentfit.em.sources.distributed import (
         DistributedSource,
         collective_errors,
         in_process_group,
         init_distributed,
         local_device,
     )
-    from latentfit.em.hmm.stream import SequenceSource
-    from latentfit.em.sources import open_source
 
     device = local_device(model.device)
     started_here = not in_process_group()

@@ -25,7 +25,7 @@ from latentfit.cli.app import (
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import csv_option, json_option
 
-#: latentfit.em.distributed.DEFAULT_TIMEOUT_S, written out so that --help need not import torch
+#: latentfit.em.sources.distributed.DEFAULT_TIMEOUT_S, written out so that --help need not import torch
 #: (tests/cli/test_cold_start.py checks the two agree).
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -53,13 +53,13 @@ def _fit_streamed(model, data: Path, columns: str, missing: str):
     (n, d, log-likelihood) without ever holding the data in memory."""
     import numpy as np
 
-    from latentfit.em.sources import ArraySource, open_source
+    from latentfit.em.sources.chunks import ArraySource, open_source
 
     cols = split_columns(columns)
     if cols and data.suffix.lower() == ".npy":
         # a memory-mapped .npy has no column names; copy only the columns asked for
         from latentfit.datasets._files import _resolve
-        from latentfit.em.sources import NpySource
+        from latentfit.em.sources.chunks import NpySource
 
         mapped = NpySource(data)._X  # (n, d) memory map; refuses what is not a numeric 2-D array
         idx = _resolve(None, mapped.shape[1], cols, data)
@@ -130,7 +130,7 @@ def fit_gmm(
     write the label of every row with --labels."""
     from latentfit.cli.models import record_columns, write_labels
     from latentfit.cli.output import check_format, column_names
-    from latentfit.em.gmm import GaussianMixture
+    from latentfit.em.mixture.gmm import GaussianMixture
 
     check_format(as_json, as_csv)
     data_source(data, dataset)
@@ -157,7 +157,7 @@ def fit_gmm(
         device=device,
     )
     if distributed:
-        from latentfit.em.distributed import fit_distributed
+        from latentfit.em.sources.distributed import fit_distributed
 
         if data is None:
             fail("--distributed reads shards of a DATA file; save the data set to a file first")

@@ -292,11 +292,11 @@ def predict(
 def hmm_row_scores(model, X, lengths):
     """log p(x_t | x_1..x_{t-1}) of every step (t,) and log p of every sequence: the forward
     filter's normalisers, which sum to the model's ``score`` within each sequence."""
-    from latentfit.em.hmm import kernels
+    from latentfit.em.hmm.inference import posterior as inference
 
-    params, X, lengths = model._prepare(X, lengths)
+    params, X, lengths, _ = model._prepare(X, lengths)
     ll = model._emission_log_likelihood(params, X)
-    fwd = kernels.forward_filter(ll, params["startprob"], params["transmat"], lengths)
+    fwd = inference.forward_filter(ll, params["startprob"], params["transmat"], lengths)
     return fwd.log_normalizers.cpu().numpy(), fwd.sequence_log_likelihoods.cpu().numpy()
 
 

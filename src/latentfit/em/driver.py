@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from latentfit.errors import DataError, LatentfitError, ParameterError
+from latentfit.errors import DataError, LatentfitError, ParameterError, user_stacklevel
 
 __all__ = [
     "EMHooks",
@@ -180,7 +180,7 @@ def run_em(
                         f"(init {run + 1}) from {prev:.10g} to {bound:.10g}; EM never lowers it, "
                         "so this points to a degenerate component or a numerical problem",
                         EMMonotonicityWarning,
-                        stacklevel=2,
+                        stacklevel=user_stacklevel(),
                     )
                 params = hooks.mstep(params, stats)
                 bounds.append(bound)
@@ -208,7 +208,7 @@ def run_em(
             f"{name}: best of {runs} initialization(s) did not converge in {max_iter} iterations "
             f"(last change above tol={tol}). Try a larger {max_iter_name} or tol, or check the data.",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return best
 

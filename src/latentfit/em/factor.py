@@ -26,13 +26,19 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import check_positive_int, check_sample_weight, make_generator
-from latentfit.em.data import TensorChunks
-from latentfit.em.estimator import CriteriaMixin, FittedModel, check_missing, check_tol
+from latentfit._validation import (
+    check_missing,
+    check_positive_int,
+    check_sample_weight,
+    check_tol,
+    make_generator,
+)
+from latentfit.em.base import CriteriaMixin, EMEstimator
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
-from latentfit.em.sources import is_source
+from latentfit.em.sources.chunks import is_source
+from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
@@ -195,7 +201,7 @@ def factor_moment_em(
     return W_new, psi_new.clamp_min(min_noise)
 
 
-class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, BaseEstimator):
+class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, BaseEstimator):
     _isotropic = False
 
     def __init__(
@@ -253,8 +259,8 @@ class _LinearGaussian(OnlineEMMixin, FittedModel, CriteriaMixin, DensityMixin, B
         """Maximum-likelihood W, μ and noise by EM; NaN entries are marginalised when
         ``missing="marginalize"``.
 
-        ``X`` may also be a source of :mod:`latentfit.em.sources` (memory-mapped .npy,
-        Parquet, a stream of arrays, a :class:`~latentfit.em.distributed.DistributedSource`),
+        ``X`` may also be a source of :mod:`latentfit.em.sources.chunks` (memory-mapped .npy,
+        Parquet, a stream of arrays, a :class:`~latentfit.em.sources.distributed.DistributedSource`),
         read ``chunk_rows`` rows at a time on every pass; the start (and the noise floor) then
         comes from its in-memory sample, which is all the data up to ``init_rows`` rows.
         """

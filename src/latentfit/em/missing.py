@@ -167,16 +167,22 @@ def _row_conditionals(
 
 
 # Few patterns: one Cholesky per pattern; many: one batched Cholesky per row.
-_MAX_PATTERNS = 16
+MAX_PATTERNS = 16
 
 
 def _conditionals(
-    Xc: torch.Tensor, mc: torch.Tensor, cov: torch.Tensor, nan: torch.Tensor, moments: bool = True
+    Xc: torch.Tensor,
+    mc: torch.Tensor,
+    cov: torch.Tensor,
+    nan: torch.Tensor,
+    moments: bool = True,
+    max_patterns: int = MAX_PATTERNS,
 ):
     """Yield (rows, log N(x_o) (n_r, k), E[x] (n_r, k, d), Cov (k, d, d) or (n_r, k, d, d))
-    over groups of rows, by pattern when there are few distinct patterns, else in row blocks."""
+    over groups of rows: by pattern when there are at most ``max_patterns`` distinct
+    patterns, else in row blocks."""
     uniq = torch.unique(nan, dim=0)
-    if uniq.shape[0] <= _MAX_PATTERNS:
+    if uniq.shape[0] <= max_patterns:
         for miss, rows in _patterns(nan):
             yield (rows, *_pattern_conditionals(Xc[rows], mc, cov, miss))
         return
@@ -188,12 +194,19 @@ def _conditionals(
 
 
 def log_gaussian_prob_missing(
-    X: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor, covariance_type: str
+    X: torch.Tensor,
+    means: torch.Tensor,
+    covariances: torch.Tensor,
+    covariance_type: str,
+    *,
+    max_patterns: int = MAX_PATTERNS,
 ) -> torch.Tensor:
     """log N(x_o | μ_k,o, Σ_k,oo) of every row's observed coordinates: (n, d) → (n, k).
 
     A NaN in X marks a missing coordinate; a row with nothing observed has log-density 0.
-    On complete rows this equals :func:`~latentfit.em.gaussian.log_gaussian_prob`.
+    On complete rows this equals :func:`~latentfit.em.gaussian.log_gaussian_prob`. Up to
+    ``max_patterns`` distinct patterns of missing coordinates are factorised once each, more
+    row by row.
     """
     n, d = X.shape
     k = means.shape[0]
@@ -207,7 +220,7 @@ def log_gaussian_prob_missing(
         return -0.5 * (O.sum(1, keepdim=True) * _LOG_2PI + maha.clamp_min(0) + O @ var.log().T)
     cov = _as_matrices(covariances, covariance_type, k, d)
     out = X.new_empty(n, k)
-    for rows, logp, _, _ in _conditionals(X, means, cov, nan, moments=False):
+    for rows, logp, _, _ in _conditionals(X, means, cov, nan, False, max_patterns):
         out[rows] = logp
     return out
 
@@ -220,12 +233,14 @@ def gaussian_missing_moments(
     covariance_type: str,
     shift: torch.Tensor | None = None,
     delta: torch.Tensor | None = None,
+    *,
+    max_patterns: int = MAX_PATTERNS,
 ) -> MissingMoments:
     """Expected moments of X − c under responsibilities ``resp`` (n, k), filling each missing
     coordinate with its conditional mean and adding the conditional covariance to the second
     moment. ``shift`` c defaults to 0; ``delta`` (k, d) may give μ − c when it is known more
     precisely than ``means − c`` (float32 far from the origin). On complete rows these are the
-    ordinary moments."""
+    ordinary moments. ``max_patterns``: as in :func:`log_gaussian_prob_missing`."""
     d = X.shape[1]
     k = means.shape[0]
     c = X.new_zeros(d) if shift is None else shift
@@ -243,7 +258,7 @@ def gaussian_missing_moments(
     cov = _as_matrices(covariances, covariance_type, k, d)
     S1 = X.new_zeros(k, d)
     S2 = X.new_zeros(k, d, d)
-    for rows, _, Ex, C in _conditionals(Xc, mc, cov, nan):
+    for rows, _, Ex, C in _conditionals(Xc, mc, cov, nan, True, max_patterns):
         r = resp[rows]  # (n_r, k)
         S1 += torch.einsum("nk,nkd->kd", r, Ex)
         S2 += torch.einsum("nk,nkd,nke->kde", r, Ex, Ex)

@@ -30,9 +30,9 @@ from typing import NamedTuple
 import torch
 
 from latentfit._validation import check_sample_weight, make_generator
-from latentfit.em.data import TensorChunks
 from latentfit.em.driver import Params, Stats
-from latentfit.em.sources import is_source
+from latentfit.em.sources.chunks import is_source
+from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, ParameterError
 
 __all__ = [

@@ -4,7 +4,7 @@ Processes are started by ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR,
 or by :func:`init_process` (tests, notebooks). Every helper is a no-op in a single process,
 so training code calls them unconditionally. Whether a run is distributed and how long a
 process waits for the others are decided by the same helpers as distributed EM
-(:func:`latentfit.em.distributed.is_distributed`, ``DEFAULT_TIMEOUT_S``).
+(:func:`latentfit.em.sources.distributed.is_distributed`, ``DEFAULT_TIMEOUT_S``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import socket
 import torch
 import torch.distributed as dist
 
-from latentfit.em.distributed import (
+from latentfit.em.sources.distributed import (
     DEFAULT_TIMEOUT_S,
     check_timeout,
     collective_errors,

@@ -9,37 +9,34 @@ q(π) q(μ, Λ), and the monitored objective is the ELBO. The math lives in
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import ClassVar
 
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import check_sample_weight
-from latentfit.em.data import TensorChunks, default_chunk_rows
-from latentfit.em.estimator import (
-    INIT_PARAMS,
-    MixtureMixin,
+from latentfit._validation import (
     check_choice,
     check_em_counts,
     check_n_samples,
     check_non_negative,
+    check_sample_weight,
     check_tol,
-    initial_resp,
 )
+from latentfit.em.base import MixtureMixin
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
     degenerate_components,
-    describe_degenerate,
     gaussian_mstep,
     moment_stats,
     precisions_from_cholesky,
     weighted_mean,
 )
-from latentfit.em.gmm import GaussianMixture
-from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
+from latentfit.em.initialize import INIT_PARAMS, initial_resp
+from latentfit.em.mixture.gmm import GaussianMixture
+from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
+from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -262,15 +259,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         found = degenerate_components(scatter, ct, data_cov, self.reg_covar)
         nk = params["nk"].double() if "nk" in params else None
         found = {k: j for k, j in found.items() if nk is None or float(nk[k]) >= 1}
-        self.degenerate_components_ = sorted(found)
-        if found:
-            label = self._log_joint(X).argmax(1)  # (n,)
-            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
-            warnings.warn(
-                describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
-                DegenerateComponentWarning,
-                stacklevel=4,
-            )
+        self._record_degenerate(found, X)
 
     def _initial_resp(self, X: torch.Tensor, w: torch.Tensor, gen: torch.Generator):
         """Starting responsibilities (n, k), by the same methods as GaussianMixture."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor, make_generator
+from latentfit.em.driver import run_em
 from latentfit.em.factor import factor_mstep, factor_posterior
 from latentfit.em.gaussian import (
     gaussian_mstep,
@@ -25,8 +26,8 @@ from latentfit.em.gaussian import (
     moment_stats,
     precision_cholesky,
 )
-from latentfit.em.hmm.kernels import backward_pass, forward_filter, smoothed_marginals
-from latentfit.em.kmeans import kmeans
+from latentfit.em.hmm.inference.posterior import backward_pass, forward_filter, smoothed_marginals
+from latentfit.em.initialize import kmeans
 from latentfit.errors import DataError, ParameterError
 
 __all__ = [
@@ -66,6 +67,63 @@ class GapTrace(NamedTuple):
     elbo: np.ndarray  # the ELBO before the E-step (q from the previous parameters)
     gap: np.ndarray  # log_px − elbo ≥ 0
     gap_after_estep: np.ndarray  # the gap once q is updated (0 for exact E-steps)
+
+
+class _GapHooks:
+    """Variational EM as the EM driver's hooks, watched through the bound. The driver's
+    parameters are θ; q lives here. An iteration is θ_{t+1} = M(θ_t, q_t), the ELBO of
+    (θ_{t+1}, q_t) ("before": the old q is no longer the posterior), q_{t+1} = E(θ_{t+1}, q_t)
+    and the ELBO of (θ_{t+1}, q_{t+1}) ("after", the driver's lower bound). The driver's
+    E-step comes first in its iteration, so ``initialize`` makes the first M-step and every
+    M-step computes the next iteration's "before"."""
+
+    def __init__(self, theta, q, mstep, estep, elbo):
+        self.theta0, self.q = theta, q
+        self.m, self.e, self.elbo = mstep, estep, elbo
+        self.rows: list[list[float]] = []
+
+    def initialize(self, data, generator):
+        theta = self.m(self.theta0, self.q)
+        self.before = self.elbo(theta, self.q)
+        return theta
+
+    def estep(self, theta, batch):
+        self.q = self.e(theta, self.q)
+        self.after = self.elbo(theta, self.q)
+        return {"elbo": self.after.elbo.reshape(1)}
+
+    def lower_bound(self, theta, stats):
+        return float(stats["elbo"].sum())
+
+    def mstep(self, theta, stats):
+        theta = self.m(theta, self.q)
+        self.next_before = self.elbo(theta, self.q)
+        return theta
+
+    def record(self, iteration, bound, theta):
+        """The driver's callback: one row (log p(x), ELBO and gap before the E-step, gap
+        after it) per iteration."""
+        b = self.before
+        self.rows.append([float(b.log_px), float(b.elbo), float(b.gap), float(self.after.gap)])
+        self.before = self.next_before
+
+
+def _gap_trace(theta, q, mstep, estep, elbo, n_iter: int, name: str) -> GapTrace:
+    """``n_iter`` iterations of variational EM (:class:`_GapHooks`) run by
+    :func:`~latentfit.em.driver.run_em`, every one recorded by its callback."""
+    hooks = _GapHooks(theta, q, mstep, estep, elbo)
+    run_em(
+        hooks,
+        [None],  # one batch: the data live in the closures
+        max_iter=n_iter,
+        tol=-math.inf,  # the trace runs every iteration
+        convergence="delta",
+        callback=hooks.record,
+        warn_convergence=False,
+        name=name,
+    )
+    a = np.asarray(hooks.rows)
+    return GapTrace(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
 
 
 def _xlogx(p: torch.Tensor) -> torch.Tensor:
@@ -131,8 +189,8 @@ def hmm_pair_marginals(log_emission, transmat, filtered, backward) -> torch.Tens
     """Per-step two-slice posteriors ξ_t(i, j) = p(z_{t−1} = i, z_t = j | x) ∝
     α_{t−1}(i) A_ij p(x_t | z_t = j) β_t(j) (Rabiner 1989, eq. 37), each (k, k) slice
     normalised to sum 1, from the scaled messages of
-    :func:`~latentfit.em.hmm.kernels.forward_filter` (``filtered`` (t, k)) and
-    :func:`~latentfit.em.hmm.kernels.backward_pass` (``backward`` (t, k)); one sequence.
+    :func:`~latentfit.em.hmm.inference.posterior.forward_filter` (``filtered`` (t, k)) and
+    :func:`~latentfit.em.hmm.inference.posterior.backward_pass` (``backward`` (t, k)); one sequence.
     Returns (t−1, k, k)."""
     ell = log_emission[1:]  # (t-1, k)
     shift = ell.amax(1, keepdim=True)  # (t-1, 1) per-step scaling: cancels in the normaliser
@@ -254,19 +312,20 @@ def hmm_gap_trace(
     onehot = torch.nn.functional.one_hot(labels, n_states).to(X.dtype)  # (t, k)
     gamma = 0.9 * onehot + 0.1 / n_states  # a product q: positive everywhere
     xi = gamma[:-1].unsqueeze(2) * gamma[1:].unsqueeze(1)  # (t-1, k, k)
-    rows = []
-    for _ in range(n_iter):
-        startprob, transmat, log_b = _gaussian_hmm_mstep(X, gamma, xi, reg_covar)
-        before = hmm_chain_elbo(log_b, startprob, transmat, gamma, xi)
+
+    def mstep(theta, q):  # θ = (π, A, log b (t, k)) from q's marginals
+        return _gaussian_hmm_mstep(X, *q, reg_covar)
+
+    def estep(theta, q):
         if mean_field:
-            gamma = hmm_mean_field(log_b, startprob, transmat, n_sweeps, q=gamma)[0]
-            xi = gamma[:-1].unsqueeze(2) * gamma[1:].unsqueeze(1)
-        else:
-            _, gamma, xi = hmm_exact_posterior(log_b, startprob, transmat)
-        after = hmm_chain_elbo(log_b, startprob, transmat, gamma, xi)
-        rows.append([float(before.log_px), float(before.elbo), float(before.gap), float(after.gap)])
-    a = np.asarray(rows)
-    return GapTrace(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+            gamma = hmm_mean_field(theta[2], theta[0], theta[1], n_sweeps, q=q[0])[0]
+            return gamma, gamma[:-1].unsqueeze(2) * gamma[1:].unsqueeze(1)
+        return hmm_exact_posterior(theta[2], theta[0], theta[1])[1:]
+
+    def elbo(theta, q):
+        return hmm_chain_elbo(theta[2], theta[0], theta[1], *q)
+
+    return _gap_trace(None, (gamma, xi), mstep, estep, elbo, n_iter, "hmm_gap_trace")
 
 
 def linear_gaussian_elbo(X, W, mu, psi, q_mean, q_cov) -> ELBOGap:
@@ -303,23 +362,18 @@ def em_gap_trace(
     w = torch.ones(n, dtype=X.dtype)
     zero = torch.zeros(d, dtype=X.dtype)
 
-    def mstep(q):
+    def mstep(theta, q):  # θ_{t+1} from q_t, held as log π_k + log p(x_n | θ_k): (n, k)
         stats = moment_stats(X, w, q, covariance_type)
         weights, means, cov = gaussian_mstep(stats, zero, reg_covar, covariance_type)
         pc = precision_cholesky(cov, covariance_type)
         return weights.log() + log_gaussian_prob(X, means, pc, covariance_type)  # (n, k)
 
+    def estep(log_joint, q):  # q_{t+1} = p(z | x, θ_{t+1})
+        return torch.softmax(log_joint, 1)
+
     labels = kmeans(X, n_components, w, make_generator(random_state))[1]
     q = torch.nn.functional.one_hot(labels, n_components).to(X.dtype)  # (n, k)
-    rows = []
-    for _ in range(n_iter):
-        log_joint = mstep(q)  # M-step: θ_{t+1} from q_t
-        before = mixture_elbo(log_joint, q)
-        q = torch.softmax(log_joint, 1)  # E-step: q_{t+1} = p(z | x, θ_{t+1})
-        after = mixture_elbo(log_joint, q)
-        rows.append([float(before.log_px), float(before.elbo), float(before.gap), float(after.gap)])
-    a = np.asarray(rows)
-    return GapTrace(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+    return _gap_trace(None, q, mstep, estep, mixture_elbo, n_iter, "em_gap_trace")
 
 
 def linear_gaussian_gap_trace(
@@ -346,14 +400,13 @@ def linear_gaussian_gap_trace(
     psi = X.var(0)
     psi = psi.mean().expand(d).clone() if isotropic else psi
 
-    def estep(W, mu, psi):
-        post = factor_posterior(X, W, mu, psi)
+    def estep(theta, q):
+        post = factor_posterior(X, *theta)
         cov = torch.diag(1 / torch.linalg.inv(post.cov).diagonal()) if mean_field else post.cov
         return post.mean, cov
 
-    m, S = estep(W, mu, psi)
-    rows = []
-    for _ in range(n_iter):
+    def mstep(theta, q):
+        (_, mu, _), (m, S) = theta, q
         R = X - mu  # M-step from the expected moments under q, centred on the current μ
         stats = {
             "Sw": torch.tensor(float(n), dtype=X.dtype),
@@ -363,13 +416,14 @@ def linear_gaussian_gap_trace(
             "Sz": m.sum(0),
             "Szz": n * S + m.T @ m,
         }
-        W, mu, psi = factor_mstep(stats, mu, isotropic, 1e-9)
-        before = linear_gaussian_elbo(X, W, mu, psi, m, S)
-        m, S = estep(W, mu, psi)
-        after = linear_gaussian_elbo(X, W, mu, psi, m, S)
-        rows.append([float(before.log_px), float(before.elbo), float(before.gap), float(after.gap)])
-    a = np.asarray(rows)
-    return GapTrace(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+        return factor_mstep(stats, mu, isotropic, 1e-9)
+
+    def elbo(theta, q):
+        return linear_gaussian_elbo(X, *theta, *q)
+
+    theta = (W, mu, psi)
+    q = estep(theta, None)
+    return _gap_trace(theta, q, mstep, estep, elbo, n_iter, "linear_gaussian_gap_trace")
 
 
 def bgmm_log_evidence(X, model) -> float:

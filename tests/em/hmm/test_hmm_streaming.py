@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
-from latentfit.em.hmm.stream import SequenceSource, sequence_windows
-from latentfit.em.sources import ArraySource, IterableSource, NpySource, ParquetSource
+from latentfit.em.hmm.sequences import SequenceSource, sequence_windows
+from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
 
 LENGTHS = [37, 120, 5, 1, 80, 57]  # 300 rows; one sequence of a single step
 WORKER = Path(__file__).with_name("dist_hmm_worker.py")

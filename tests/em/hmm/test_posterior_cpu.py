@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from latentfit.em.hmm import kernels as K
+from latentfit.em.hmm.inference import posterior as K
 
 from .test_hmm_kernels import assert_same_posterior, random_model
 
 pytest.importorskip("numba")  # a dependency; the torch versions cover platforms without it
-from latentfit.em.hmm.posterior_cpu import forward_filter_cpu, posterior_cpu
+from latentfit.em.hmm.inference.compiled import forward_filter_cpu, posterior_cpu
 
 
 @pytest.mark.parametrize("k", [1, 3, 8, 20])  # run-time state counts and compiled-in ones
@@ -49,16 +49,40 @@ def test_impossible_sequence_is_minus_infinity_without_nan():
     np.testing.assert_allclose(got.posteriors[:100], ref.posteriors, rtol=1e-9, atol=1e-12)
 
 
-def test_compiled_workers_is_the_thread_count_outside_the_step_loop():
+def test_compiled_workers_is_the_argument_else_torchs_thread_count():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with K.step_loop_threads(torch.device("cpu")):
-            assert torch.get_num_threads() == 1
-            assert K.compiled_workers() == 2
         assert K.compiled_workers() == 2
+        assert K.compiled_workers(3) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_hmm_methods_leave_torchs_thread_count_alone():
+    """fit, score, predict and decode run with torch's thread count as the caller set it
+    (nothing process-wide is changed, not even for the length of a call)."""
+    from latentfit import GaussianHMM
+
+    seen = []
+
+    class Spy(GaussianHMM):
+        def _emission_log_likelihood(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return super()._emission_log_likelihood(*args, **kwargs)
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = Spy(2, n_iter=3, random_state=0).fit(X)
+        m.score(X)
+        m.predict(X)
+        m.decode(X, algorithm="map")
+        m.predict_proba(X)
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {2}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -133,3 +157,37 @@ def test_states_ruled_out_for_good_against_log_space():
         assert float(post.log_likelihood) == pytest.approx(logp, rel=1e-12)
         np.testing.assert_allclose(post.posteriors, gamma, atol=1e-12)
         assert bool(torch.isfinite(post.transition_counts).all())
+
+
+def test_a_short_fit_needs_no_compiler():
+    """Below COMPILE_MIN_STEPS steps fit, predict, score and decode run the torch kernels, so a
+    small problem on a new install never waits for numba to compile: in a fresh interpreter
+    numba is not even imported. The fit equals the same fit on the compiled kernels."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "import numpy as np\n"
+        "from latentfit import GaussianHMM\n"
+        "warnings.simplefilter('ignore')\n"
+        "X = np.random.default_rng(0).normal(size=(300, 2))\n"
+        "m = GaussianHMM(3, random_state=0).fit(X)\n"
+        "m.predict(X); m.score(X); m.decode(X)\n"
+        "print('numba' in sys.modules, repr(m.score(X)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, score = out.stdout.split()
+    assert imported == "False"
+    from latentfit.em.hmm.inference import posterior as dispatch
+
+    assert 300 < dispatch.COMPILE_MIN_STEPS
+    X = torch.as_tensor(np.random.default_rng(0).normal(size=(300, 2)))
+    ll = X.new_zeros(300, 3) - X[:, :1].square()  # any (t, k) log-likelihoods
+    pi, A = torch.full((3,), 1 / 3, dtype=X.dtype), torch.full((3, 3), 1 / 3, dtype=X.dtype)
+    torch_post = dispatch.posterior(ll, pi, A)
+    compiled = dispatch.posterior(ll, pi, A, compiled=True)
+    assert float(torch_post.log_likelihood) == pytest.approx(
+        float(compiled.log_likelihood), rel=1e-12
+    )
+    assert np.isfinite(float(score))

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from latentfit.em.hmm import emissions as E
-from latentfit.em.hmm import kernels as K
+from latentfit.em.hmm.inference import posterior as K
 
 from .test_hmm_kernels import LENGTH_SETS, brute_force, random_model
 
 pytest.importorskip("numba")  # a dependency; the torch versions cover platforms without it
-from latentfit.em.hmm.viterbi_cpu import viterbi_cpu, viterbi_cpu_blocks
+from latentfit.em.hmm.inference.compiled_viterbi import viterbi_cpu, viterbi_cpu_blocks
 
 
 def assert_same_viterbi(got, ref, rel=1e-12):

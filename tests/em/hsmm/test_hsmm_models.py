@@ -327,3 +327,56 @@ def test_bad_data_names_the_problem():
         fitted.sample(0)
     with pytest.raises(DataError, match="features"):
         fitted.score(np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("censored", [True, False])
+def test_known_states_equal_enumeration_through_them(censored):
+    """y= (known states, -1 unknown), as every HMM takes it: score, predict_proba and decode
+    equal the enumeration of the segmentations whose path passes through the known states;
+    y all -1 is the unlabelled model exactly."""
+    from tests.em.hsmm.brute import enumerate_hsmm
+
+    m = _gaussian_hsmm(k=2, big_d=4, lambdas=(1.5, 0.7), right_censoring=censored)
+    X = np.random.default_rng(1).normal(size=(7, 1)) * 2 + 1.5
+    y = np.array([-1, 1, -1, -1, 0, -1, -1])
+    ll = m._emission_log_likelihood(m._given_params(), torch.as_tensor(X)).numpy()
+    rows = [
+        (lp, np.repeat(states, durs), (states, durs))
+        for lp, states, durs, _ in enumerate_hsmm(
+            ll, m.startprob_, m.transmat_, m.duration_pmf_, censored
+        )
+    ]
+    rows = [r for r in rows if np.all((y < 0) | (r[1] == y))]
+    logs = np.array([r[0] for r in rows])
+    log_l = np.logaddexp.reduce(logs)
+    post = np.zeros((7, 2))
+    segs: dict = {}
+    for lp, path, key in rows:
+        post[np.arange(7), path] += np.exp(lp - log_l)
+        segs[key] = (np.logaddexp(segs.get(key, (-np.inf,))[0], lp), path)
+    best_lp, best_path = max(segs.values(), key=lambda v: v[0])
+    np.testing.assert_allclose(m.score(X, y=y), log_l, rtol=1e-10)
+    np.testing.assert_allclose(m.predict_proba(X, y=y), post, atol=1e-10)
+    lp, path = m.decode(X, y=y)
+    np.testing.assert_allclose(lp, best_lp, rtol=1e-10)
+    np.testing.assert_array_equal(path, best_path)
+    np.testing.assert_array_equal(m.predict(X, y=y), best_path)
+    unknown = np.full(7, -1)
+    assert m.score(X, y=unknown) == m.score(X)
+    np.testing.assert_array_equal(m.predict_proba(X, y=unknown), m.predict_proba(X))
+
+
+def test_fit_with_known_states_keeps_them():
+    """fit(X, y=...) conditions every E-step on the known states: the fitted model's
+    posteriors given y put all their mass on them, and the fit's log-likelihood is log p(X,
+    z_known) (at most the unlabelled one)."""
+    X, states = _gaussian_hsmm().sample(300, random_state=0)
+    y = np.full(len(X), -1)
+    y[::10] = states[::10]
+    m = GaussianHSMM(3, max_duration=30, n_iter=5, random_state=0).fit(X, y=y)
+    post = m.predict_proba(X, y=y)
+    np.testing.assert_allclose(post[y >= 0, y[y >= 0]], 1.0, atol=1e-12)
+    assert m.score(X, y=y) <= m.score(X) + 1e-9
+    assert np.all(np.diff(m.lower_bounds_) > -1e-6)
+    with pytest.raises(DataError, match="y has 3 entries"):
+        m.fit(X, y=[0, 1, 2])

@@ -1,12 +1,15 @@
-"""Hidden Markov models: inference kernels (:mod:`~latentfit.em.hmm.kernels`), emission
-functions (:mod:`~latentfit.em.hmm.emissions`) and hmmlearn-compatible estimators."""
+"""Hidden Markov models: hmmlearn-compatible estimators (base.py, gaussian.py, discrete.py),
+emission functions (:mod:`~latentfit.em.hmm.emissions`), sequences and sources
+(:mod:`~latentfit.em.hmm.sequences`) and the inference kernels (:mod:`latentfit.em.hmm.inference`)."""
 
+from latentfit.em.hmm.autoregressive import AutoregressiveHMM
 from latentfit.em.hmm.base import ConvergenceMonitor, UnvisitedStateWarning
 from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
 from latentfit.em.hmm.gaussian import GMMHMM, GaussianHMM
 
 __all__ = [
     "GMMHMM",
+    "AutoregressiveHMM",
     "CategoricalHMM",
     "ConvergenceMonitor",
     "GaussianHMM",

@@ -1,9 +1,11 @@
 """The hidden Markov model estimator: hmmlearn's interface over latentfit's EM driver.
 
 A model class only says how its emissions are initialised, scored, summarised and
-re-estimated (the ``_emission_*`` methods); :mod:`latentfit.em.hmm.hooks` turns that into
-the four hooks of :func:`latentfit.em.driver.run_em`, whose E-step is the forward-backward
-algorithm of :mod:`latentfit.em.hmm.kernels` (Baum-Welch: Baum et al. 1970; Rabiner 1989).
+re-estimated (the ``_emission_*`` methods); :class:`_HMMHooks` turns that into the four hooks
+of :func:`latentfit.em.driver.run_em`, whose E-step is the forward-backward algorithm of
+:mod:`latentfit.em.hmm.inference.posterior` (Baum-Welch: Baum et al. 1970; Rabiner 1989).
+Fitting, its record, save/load and BIC/AIC come from the estimator base of
+:mod:`latentfit.em.base`.
 
 Parameter names, fitted attributes and methods are hmmlearn's, so that switching is a change of
 import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration history
@@ -11,11 +13,26 @@ import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration 
 check, and a documented recovery for states that no data visits: such a state keeps its
 previous emission parameters and transition row, and an :class:`UnvisitedStateWarning` names
 it (hmmlearn returns NaN parameters or zero rows there).
+
+Partial labels: ``fit``, ``score``, ``score_samples``, ``predict_proba``, ``decode`` and
+``predict`` take ``y`` (n_samples,), the known state of some steps and −1 elsewhere. Every
+result is then conditioned exactly on the known states (Rabiner's recursions on emissions that
+give every other state probability 0 at a known step): the likelihood is p(X, z_known), the posteriors
+p(z_t | X, z_known), the Viterbi path the best one through the known states (see
+:func:`latentfit.em.hmm.inference.posterior.condition_on_states`), and EM maximises
+p(X, z_known). A labelling that the model makes impossible is a DataError naming the step.
+
+``implementation`` is accepted for hmmlearn compatibility ("log" or "scaling", checked) and
+selects nothing: every kernel runs the scaled recursions (Rabiner 1989, §V.A), which give the
+log-space recursions' results to rounding at any sequence length, so the two values give the
+same fit. It is kept, not removed, because model files store it among the constructor
+arguments and hmmlearn code passes it.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import deque
 from typing import ClassVar
 
@@ -25,26 +42,32 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit import _compiled
 from latentfit._validation import (
     check_feature_names,
     check_positive_int,
+    check_tol,
     make_generator,
-    resolve_device,
-    resolve_dtype,
 )
-from latentfit.em.driver import run_em
-from latentfit.em.estimator import check_tol
-from latentfit.em.hmm import kernels
-from latentfit.em.hmm.hooks import _HMMHooks
-from latentfit.em.sources import is_source
-from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
+from latentfit.em.base import CriteriaMixin, EMEstimator
+from latentfit.em.hmm.emissions import dirichlet_map
+from latentfit.em.hmm.inference import posterior as inference
+from latentfit.em.hmm.sequences import (
+    FEATURE_BYTES,
+    MAX_BATCH_STEPS,
+    batch_sequences,
+    check_lengths,
+)
+from latentfit.em.sources.chunks import is_source
+from latentfit.errors import (
+    DataError,
+    LatentfitError,
+    ModelFileError,
+    ParameterError,
+    user_stacklevel,
+)
 from latentfit.io import check_fields
 
 __all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
-
-_MAX_BATCH_STEPS = 1 << 22  # steps of data per E-step batch (sequences are never split)
-FEATURE_BYTES = 1 << 29  # memory for per-fit features of the data kept across iterations
 
 
 class UnvisitedStateWarning(RuntimeWarning):
@@ -74,47 +97,44 @@ class ConvergenceMonitor:
         )
 
 
-def check_lengths(lengths, n: int) -> list[int]:
-    """Sequence lengths as a list of positive ints summing to ``n``."""
-    if lengths is None:
-        return [n]
+def check_labels(y, n_samples: int, n_components: int, device) -> torch.Tensor | None:
+    """Known states ``y`` (n_samples,) as an int64 tensor on ``device``: integers in
+    ``-1 .. n_components − 1`` (−1: unknown); None when ``y`` is None or knows no state (then
+    every result is exactly the unlabelled one). DataError naming the first bad entry."""
+    if y is None:
+        return None
+    if torch.is_tensor(y):
+        y = y.detach().cpu().numpy()
     try:
-        arr = np.asarray(lengths)
+        arr = np.asarray(y)
     except (TypeError, ValueError):
+        raise DataError(f"y must be a 1-D array of state indices, got {y!r:.60}") from None
+    if arr.ndim != 1:
         raise DataError(
-            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
-        ) from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
-        raise DataError(f"lengths must be integers, got {arr.tolist()[:10]}")
-    if arr.dtype.kind not in "iuf":
-        raise DataError(f"lengths must be integers, got dtype {arr.dtype}")
+            f"y must be a 1-D array of state indices (one per row of X, -1 where unknown), "
+            f"got shape {arr.shape}"
+        )
+    if arr.shape[0] != n_samples:
+        raise DataError(
+            f"y has {arr.shape[0]} entries but X has {n_samples} rows: give one state per row "
+            "(-1 where it is unknown)"
+        )
+    if arr.dtype.kind not in "iu":
+        raise DataError(
+            f"y must hold integer state indices (-1 where unknown), got dtype {arr.dtype}; "
+            "convert it with y.astype(int)"
+        )
     arr = arr.astype(np.int64)
-    bad = np.flatnonzero(arr < 1)
+    bad = np.flatnonzero((arr < -1) | (arr >= n_components))
     if len(bad):
+        i = int(bad[0])
         raise DataError(
-            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
+            f"y[{i}] = {arr[i]} is not a state: y holds states 0..{n_components - 1}, or -1 "
+            "where the state is unknown"
         )
-    if int(arr.sum()) != n:
-        raise DataError(
-            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
-            "of rows of every sequence in X, in order"
-        )
-    return arr.tolist()
-
-
-def _batches(X: torch.Tensor, lengths: list[int]) -> list[tuple[torch.Tensor, list[int]]]:
-    """Groups of whole sequences, each processed in one pass of the kernels."""
-    out, start, group, size = [], 0, [], 0
-    for n in lengths:
-        if group and size + n > _MAX_BATCH_STEPS:
-            out.append((X[start : start + size], group))
-            start, group, size = start + size, [], 0
-        group.append(n)
-        size += n
-    out.append((X[start : start + size], group))
-    return out
+    if not (arr >= 0).any():
+        return None
+    return torch.as_tensor(arr, device=device)
 
 
 def _check_distribution(p: torch.Tensor, name: str) -> None:
@@ -130,32 +150,125 @@ def _check_distribution(p: torch.Tensor, name: str) -> None:
         raise ParameterError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
 
 
-def _one_thread(method):
-    """Run a model method on one intra-op CPU thread (see
-    :func:`~latentfit.em.hmm.threads.step_loop_threads` for the measurement behind it)."""
+class _HMMHooks:
+    """Baum-Welch as the EM driver's hooks (:func:`latentfit.em.driver.run_em`): the E-step is
+    the forward-backward algorithm of :mod:`latentfit.em.hmm.inference.posterior` on the
+    model's emission log-likelihoods, the M-step the Dirichlet MAP of the start and transition
+    probabilities (:func:`~latentfit.em.hmm.emissions.dirichlet_map`) plus the model's emission
+    M-step. A batch is a group of whole sequences."""
 
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with kernels.step_loop_threads(self._device):
-            return method(self, *args, **kwargs)
+    def __init__(
+        self,
+        model: BaseHMM,
+        X: torch.Tensor | None,
+        feature_bytes: int = FEATURE_BYTES,
+        labels: torch.Tensor | None = None,
+    ):
+        self.model, self.X, self.feature_bytes = model, X, feature_bytes
+        self.labels = labels  # (n,) known states of the in-memory X, or None
+        # per in-memory batch: (shift, features) that stay fixed through the fit
+        self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._feature_bytes = 0
 
-    return wrapper
+    def _batch_features(self, params, X):
+        """The model's emission features of batch ``X`` (``_emission_features``): computed
+        once per fit for in-memory data while they fit in ``feature_bytes``, else once per
+        E-step (shared by the densities and the statistics); None if the model has none. A
+        batch is one of the fixed views made by
+        :func:`~latentfit.em.hmm.sequences.batch_sequences`."""
+        m = self.model
+        shift = params.get("shift")
+        cached = self._features.get(id(X)) if self.X is not None else None
+        if cached is not None and shift is not None and torch.equal(cached[0], shift):
+            return cached[1]
+        features = m._emission_features(params, X)
+        if features is None or self.X is None or shift is None:
+            return features
+        size = features.numel() * features.element_size()
+        if id(X) in self._features or self._feature_bytes + size <= self.feature_bytes:
+            if id(X) not in self._features:
+                self._feature_bytes += size
+            self._features[id(X)] = (shift.clone(), features)
+        return features
+
+    def initialize(self, data, generator):
+        if self.X is not None:
+            if self.labels is None:
+                return self.model._initial_params(self.X, generator)
+            return self.model._initial_params(self.X, generator, self.labels)
+        # A source: its in-memory sample (all rows, in order, when small: then the start is
+        # the in-memory fit's), the same parameters on every process.
+        sample = data.init_chunks(generator)
+        X = self.model._stream_batch(sample.X)
+        return data.sync_params(self.model._initial_params(X, generator))
+
+    def estep(self, params, batch):
+        X, lengths, *known = batch  # in memory with labels: (X, lengths, states)
+        states = known[0] if known else None
+        m = self.model
+        if self.X is None:  # streamed: the source's tensor
+            X = m._stream_batch(X)
+        features = self._batch_features(params, X)
+        if features is None:
+            ll = m._emission_log_likelihood(params, X)
+            stats_of = functools.partial(m._emission_stats, params, X)
+        else:
+            ll = m._emission_log_likelihood(params, X, features)
+            stats_of = functools.partial(m._emission_stats, params, X, features=features)
+        # ll is a temporary: the E-step reuses its buffer
+        post = inference.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True, states=states
+        )
+        if not bool(torch.isfinite(post.log_likelihood)):
+            m._log_likelihoods(params, X)  # names a row no state can emit, if there is one
+            m._check_labels_possible(params, X, lengths, states)
+        stats = stats_of(post.posteriors)
+        stats["start"] = post.start_counts
+        stats["trans"] = post.transition_counts
+        stats["log_likelihood"] = post.log_likelihood.reshape(1)
+        return stats
+
+    def mstep(self, params, stats):
+        m = self.model
+        new = dict(params)
+        unvisited: list[int] = []
+        if "s" in m.params:
+            new["startprob"], _ = dirichlet_map(
+                stats["start"], m.startprob_prior, params["startprob"]
+            )
+        if "t" in m.params:
+            new["transmat"], rows = dirichlet_map(
+                stats["trans"], m.transmat_prior, params["transmat"]
+            )
+            unvisited += rows
+        emis, states = m._emission_mstep(params, stats)
+        new.update(emis)
+        unvisited = sorted(set(unvisited) | set(states))
+        if unvisited:
+            warnings.warn(
+                f"{type(m).__name__}: state(s) {unvisited} received no posterior mass (no data "
+                "is explained by them); they keep their previous parameters and transition "
+                "rows. Try fewer components, another random_state or n_init > 1.",
+                UnvisitedStateWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return new
+
+    def lower_bound(self, params, stats):
+        return float(stats["log_likelihood"].sum())
 
 
-class BaseHMM(BaseEstimator):
-    """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends."""
+class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
+    """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends. The fitted
+    parameters are hmmlearn's attributes (``startprob_``, ``transmat_`` and the emissions'),
+    the iteration setting is ``n_iter`` and a fit stops when the log-likelihood gains less
+    than ``tol`` (hmmlearn's rule)."""
 
     _emission_letters = ""
     _emission_attributes: tuple[str, ...] = ()
-
-    # ------------------------------------------------------------------ settings
-    @property
-    def _dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype)
-
-    @property
-    def _device(self) -> torch.device:
-        return resolve_device(self.device)
+    _fitted_attribute = "startprob_"
+    _max_iter_name = "n_iter"
+    _convergence = "delta"
 
     def _tensor(self, value, name: str = "a parameter") -> torch.Tensor:
         try:
@@ -247,7 +360,9 @@ class BaseHMM(BaseEstimator):
         _check_distribution(tm, "transmat_")
         return {"startprob": sp, "transmat": tm, **self._emission_params()}
 
-    def _initial_params(self, X: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def _initial_params(
+        self, X: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         k = self.n_components
         dt, dev = self._dtype, self._device
         params: dict[str, torch.Tensor] = {}
@@ -265,7 +380,27 @@ class BaseHMM(BaseEstimator):
             params["transmat"] = self._tensor(self.transmat_)
             _check_distribution(params["transmat"], "transmat_")
         params.update(self._init_emissions(X, gen))
+        if labels is not None and self._labelled_states(labels) is not None:
+            params.update(self._init_emissions_from_labels(params, X, labels, gen))
         return params
+
+    def _labelled_states(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """One-hot responsibilities (n, k) of the labelled rows (zero rows where unknown), when
+        every state has at least one labelled row; else None (the labels then only condition
+        the E-steps)."""
+        k = self.n_components
+        known = labels >= 0
+        if int(torch.unique(labels[known]).numel()) < k:
+            return None
+        resp = torch.zeros(labels.shape[0], k, dtype=self._dtype, device=labels.device)
+        resp[known.nonzero().squeeze(1), labels[known]] = 1.0
+        return resp  # (n, k)
+
+    def _init_emissions_from_labels(self, params, X, labels, gen) -> dict[str, torch.Tensor]:
+        """Emission parameters from the labelled rows, when every state has some (replacing
+        those of ``_init_emissions`` that ``init_params`` asks to initialise); a model class
+        that can overrides it. Default: none."""
+        return {}
 
     def _set_attributes(self, params: dict[str, torch.Tensor]) -> None:
         self.startprob_ = params["startprob"].cpu().numpy()
@@ -273,51 +408,68 @@ class BaseHMM(BaseEstimator):
         self._set_emission_attributes(params)
 
     # ------------------------------------------------------------------ fitting
-    @_one_thread
-    def fit(self, X, lengths=None, *, max_rows_in_memory=None):
+    def fit(
+        self,
+        X,
+        lengths=None,
+        y=None,
+        *,
+        max_rows_in_memory=None,
+        batch_steps: int = MAX_BATCH_STEPS,
+        feature_bytes: int = FEATURE_BYTES,
+    ):
         """Estimate the parameters by Baum-Welch EM (``n_init`` restarts, the best kept).
 
         ``lengths`` (n_sequences,) gives the rows of every sequence in ``X``; the sequences
         are processed together, not one by one.
 
-        ``X`` may also be a data source of :mod:`latentfit.em.sources` (a memory-mapped
+        ``y`` (n_samples,): the known state of some steps, −1 where unknown (integers in
+        −1 .. n_components − 1). EM then maximises p(X, z_known): every E-step is conditioned
+        exactly on the known states. When every state has labelled rows, the emission
+        parameters to initialise start from those rows (see ``_init_emissions_from_labels`` of
+        each model), which also fixes which state is which. In-memory X only.
+
+        ``X`` may also be a data source of :mod:`latentfit.em.sources.chunks` (a memory-mapped
         ``.npy``, Parquet, an iterator of arrays), read chunk by chunk and cut into whole
-        sequences by ``lengths`` (see :mod:`latentfit.em.hmm.stream`), or a
-        :class:`~latentfit.em.distributed.DistributedSource`, sharded by whole sequences.
+        sequences by ``lengths`` (see :mod:`latentfit.em.hmm.sequences`), or a
+        :class:`~latentfit.em.sources.distributed.DistributedSource`, sharded by whole sequences.
         One sequence must fit in memory: ``max_rows_in_memory`` refuses longer ones up
-        front."""
+        front.
+
+        Memory: in-memory sequences go to the E-step in groups of about ``batch_steps`` steps
+        (a sequence is never split), and the per-fit features of the data that the emission
+        densities share (see ``_emission_features``) are kept across iterations while they
+        take at most ``feature_bytes``, recomputed per E-step beyond that."""
         self._checked_settings()
+        batch_steps = check_positive_int(batch_steps, "batch_steps")
+        feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
         if is_source(X):
-            return self._fit_source(X, lengths, max_rows_in_memory)
+            if y is not None:
+                raise ParameterError(
+                    "y (known states) is taken with in-memory X only; pass the data as an array"
+                )
+            return self._fit_source(X, lengths, max_rows_in_memory, feature_bytes)
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
-        gen = make_generator(self.random_state, self._device)
-        self._store_fit(self._run_em(_HMMHooks(self, X), _batches(X, lengths), gen))
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        batches = batch_sequences(X, lengths, batch_steps)
+        if labels is not None:  # every batch with the known states of its rows
+            ends = np.cumsum([b[0].shape[0] for b in batches])
+            batches = [
+                (Xb, lb, labels[e - Xb.shape[0] : e])
+                for (Xb, lb), e in zip(batches, ends.tolist(), strict=True)
+            ]
+        hooks = _HMMHooks(self, X, feature_bytes, labels)
+        self._store_result(self._run_em(hooks, batches))
         return self
 
-    def _run_em(self, hooks, data, gen, reduce=None):
-        return run_em(
-            hooks,
-            data,
-            reduce=reduce,
-            n_init=self.n_init,
-            max_iter=self.n_iter,
-            max_iter_name="n_iter",
-            tol=self.tol,
-            generator=gen,
-            convergence="delta",
-            verbose=int(self.verbose),
-            name=type(self).__name__,
-        )
-
-    def _fit_source(self, source, lengths, max_rows_in_memory):
+    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
         """Baum-Welch over a data source, one group of whole sequences at a time."""
-        from latentfit.em.hmm.stream import prepare_sequences
+        from latentfit.em.hmm.sequences import prepare_sequences
 
         data = prepare_sequences(self, source, lengths, max_rows_in_memory)
-        gen = make_generator(self.random_state, self._device)
-        self._store_fit(self._run_em(_HMMHooks(self, None), data, gen, data.reduce))
+        self._store_result(self._run_em(_HMMHooks(self, None, feature_bytes), data, data.reduce))
         return self
 
     @property
@@ -342,14 +494,11 @@ class BaseHMM(BaseEstimator):
         stay fixed through a fit (given ``params["shift"]``), or None (the default)."""
         return None
 
-    def _store_fit(self, result):
-        self._set_attributes(result.params)
-        self.lower_bounds_ = list(result.lower_bounds)
-        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
-        self.lower_bound_ = result.lower_bound
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.best_init_ = result.best_init
+    def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
+        self._set_attributes(params)
+
+    def _store_result(self, result, *, restarts: bool = True) -> None:
+        super()._store_result(result, restarts=restarts)
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
 
     # ------------------------------------------------------------------ inference
@@ -364,13 +513,14 @@ class BaseHMM(BaseEstimator):
         except (ValueError, TypeError) as err:
             raise DataError(str(err)) from None
 
-    def _prepare(self, X, lengths):
+    def _prepare(self, X, lengths, y=None):
         check_is_fitted(self, "startprob_")
         params = self._given_params()
         check_feature_names(self, X, reset=False)
         X = self._checked_X(X, fitting=False)
         lengths = check_lengths(lengths, X.shape[0])
-        return params, X, lengths
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        return params, X, lengths, labels
 
     def _emission_rows(self, params):
         """A function of a block of rows (r, d) giving their emission log-likelihoods (r, k),
@@ -389,85 +539,110 @@ class BaseHMM(BaseEstimator):
             )
         return ll
 
-    def _check_possible(self, params, X, log_prob: torch.Tensor) -> None:
-        """A -inf result: name the row no state can emit, if there is one (checked only
-        then, to spare a pass over the (t, k) log-likelihoods in the common case)."""
+    def _check_possible(self, params, X, log_prob: torch.Tensor, lengths=None, labels=None):
+        """A -inf result: name the row no state can emit, if there is one, else the step whose
+        known state (``labels``) the model makes impossible (checked only then, to spare a
+        pass over the (t, k) log-likelihoods in the common case)."""
         if not bool(torch.isfinite(log_prob)):
             self._log_likelihoods(params, X)
+            self._check_labels_possible(params, X, lengths, labels)
 
-    @_one_thread
-    def score_samples(self, X, lengths=None):
-        """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
-        params, X, lengths = self._prepare(X, lengths)
-        ll = self._emission_log_likelihood(params, X)
-        post = kernels.posterior(
-            ll, params["startprob"], params["transmat"], lengths, overwrite=True
+    def _check_labels_possible(self, params, X, lengths, labels) -> None:
+        """After a -inf likelihood with known states ``labels``: if the data alone are
+        possible, the labels made them impossible; DataError naming the first step where no
+        path through the known states is left, and why."""
+        if labels is None:
+            return
+        sp, tm = params["startprob"], params["transmat"]
+        ll = self._emission_log_likelihood(params, X)  # (t, k)
+        free = inference.log_likelihood(ll.clone(), sp, tm, lengths)
+        if not bool(torch.isfinite(free.log_likelihood)):
+            return  # impossible without the labels too: not theirs to explain
+        fwd = inference.log_likelihood(ll.clone(), sp, tm, lengths, states=labels)
+        dead = (~torch.isfinite(fwd.log_normalizers)).nonzero()
+        if not len(dead):
+            return
+        i = int(dead[0])
+        lens = np.asarray([X.shape[0]] if lengths is None else lengths, dtype=np.int64)
+        seq = int(np.searchsorted(np.cumsum(lens), i, side="right"))
+        step = i - int(np.cumsum(lens)[seq] - lens[seq])
+        j = int(labels[i])
+        where = f"row {i} of X (step {step} of sequence {seq})"
+        if j < 0:
+            raise DataError(
+                f"{where}, whose state is unknown, has no path left through the known states "
+                "(y) before it: every state that can emit it has zero transition probability "
+                "from the states the labels allow. Check the labels (y) near this step"
+            )
+        if not bool(torch.isfinite(ll[i, j])):
+            reason = f"state {j} gives that row zero probability"
+        elif step == 0 and float(sp[j]) == 0:
+            reason = f"startprob_[{j}] is 0, and this is the first step of the sequence"
+        else:
+            reason = (
+                f"state {j} cannot be reached from the states the earlier steps allow "
+                "(zero transition probabilities in transmat_)"
+            )
+        raise DataError(
+            f"y[{i}] = {j}, the known state of {where}, is impossible under the model: "
+            f"{reason}. Check the label, or let the model give that state probability"
         )
-        self._check_possible(params, X, post.log_likelihood)
+
+    def score_samples(self, X, lengths=None, y=None):
+        """(total log-likelihood, posteriors (n, k) p(z_t | x)); with known states ``y``
+        (−1 where unknown): (log p(X, z_known), p(z_t | X, z_known))."""
+        params, X, lengths, labels = self._prepare(X, lengths, y)
+        ll = self._emission_log_likelihood(params, X)
+        post = inference.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True, states=labels
+        )
+        self._check_possible(params, X, post.log_likelihood, lengths, labels)
         return float(post.log_likelihood), post.posteriors.cpu().numpy()
 
-    @_one_thread
-    def score(self, X, lengths=None):
-        """Total log-likelihood log p(X) summed over the sequences."""
-        params, X, lengths = self._prepare(X, lengths)
+    def score(self, X, lengths=None, y=None):
+        """Total log-likelihood log p(X) summed over the sequences; with known states ``y``
+        (−1 where unknown) log p(X, z_known)."""
+        params, X, lengths, labels = self._prepare(X, lengths, y)
         ll = self._emission_log_likelihood(params, X)
-        startprob, transmat = params["startprob"], params["transmat"]
-        if X.device.type == "cpu" and _compiled.available():
-            from latentfit.em.hmm.posterior_cpu import forward_filter_cpu  # imports numba
-
-            workers = kernels.compiled_workers()
-            fwd = forward_filter_cpu(
-                ll, startprob, transmat, lengths, overwrite=True, workers=workers
-            )
-        else:
-            fwd = kernels.parallel_forward_filter(ll, startprob, transmat, lengths)
-        self._check_possible(params, X, fwd.log_likelihood)
+        fwd = inference.log_likelihood(
+            ll, params["startprob"], params["transmat"], lengths, states=labels
+        )
+        self._check_possible(params, X, fwd.log_likelihood, lengths, labels)
         return float(fwd.log_likelihood)
 
-    def predict_proba(self, X, lengths=None):
-        """Posterior state probabilities (n, k)."""
-        return self.score_samples(X, lengths)[1]
+    def predict_proba(self, X, lengths=None, y=None):
+        """Posterior state probabilities (n, k), given the known states ``y`` if any."""
+        return self.score_samples(X, lengths, y)[1]
 
-    def decode(self, X, lengths=None, algorithm=None):
+    def decode(self, X, lengths=None, algorithm=None, y=None):
         """(log-probability, states (n,)). ``"viterbi"``: the most probable path and log
         p(X, path); ``"map"``: the most probable state at every step and, as hmmlearn, the sum
-        over steps of that state's posterior probability."""
+        over steps of that state's posterior probability. With known states ``y`` (−1 where
+        unknown) both are conditioned on them (the path passes through them)."""
         algorithm = algorithm or self.algorithm
         if algorithm not in ("viterbi", "map"):
             raise ParameterError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
-        with kernels.step_loop_threads(self._device):
-            params, X, lengths = self._prepare(X, lengths)
-            if algorithm == "viterbi":
-                v = self._viterbi(params, X, lengths)
-                self._check_possible(params, X, v.log_prob)
-                return float(v.log_prob), v.path.cpu().numpy()
-            ll = self._emission_log_likelihood(params, X)
-            post = kernels.posterior(
-                ll, params["startprob"], params["transmat"], lengths, overwrite=True
-            )
-            self._check_possible(params, X, post.log_likelihood)
-            best, states = post.posteriors.max(1)
-            return float(best.sum()), states.cpu().numpy()
-
-    def _viterbi(self, params, X, lengths):
-        """Viterbi decoding: on the CPU the compiled kernel, which asks for the emission
-        log-likelihoods block by block (:mod:`~latentfit.em.hmm.viterbi_cpu`); elsewhere
-        the chunked torch version on the whole (t, k) array."""
-        startprob, transmat = params["startprob"], params["transmat"]
-        if X.device.type == "cpu" and _compiled.available():
-            from latentfit.em.hmm import viterbi_cpu  # imports numba: only when needed
-
+        params, X, lengths, labels = self._prepare(X, lengths, y)
+        if algorithm == "viterbi":
             emission = self._emission_rows(params)
-            return viterbi_cpu.viterbi_cpu_blocks(
-                lambda a, b: emission(X[a:b]), X.shape[0], startprob, transmat, lengths,
-                workers=kernels.compiled_workers(),
+            v = inference.decode(
+                lambda a, b: emission(X[a:b]), X.shape[0], params["startprob"],
+                params["transmat"], lengths, states=labels,
             )  # fmt: skip
+            self._check_possible(params, X, v.log_prob, lengths, labels)
+            return float(v.log_prob), v.path.cpu().numpy()
         ll = self._emission_log_likelihood(params, X)
-        return kernels.parallel_viterbi(ll, startprob, transmat, lengths)
+        post = inference.posterior(
+            ll, params["startprob"], params["transmat"], lengths, overwrite=True, states=labels
+        )
+        self._check_possible(params, X, post.log_likelihood, lengths, labels)
+        best, states = post.posteriors.max(1)
+        return float(best.sum()), states.cpu().numpy()
 
-    def predict(self, X, lengths=None):
-        """Most likely states (n,) by the model's ``algorithm``."""
-        return self.decode(X, lengths)[1]
+    def predict(self, X, lengths=None, y=None):
+        """Most likely states (n,) by the model's ``algorithm``, through the known states
+        ``y`` if any."""
+        return self.decode(X, lengths, y=y)[1]
 
     def sample(self, n_samples=1, random_state=None, currstate=None):
         """Draw ``n_samples`` steps of one sequence: (X (n, ...), states (n,))."""
@@ -508,23 +683,13 @@ class BaseHMM(BaseEstimator):
         k = self.n_components
         return {"s": k - 1, "t": k * (k - 1), **self._emission_n_params()}
 
-    def aic(self, X, lengths=None):
-        """AIC = −2 log L + 2 p (lower is better)."""
-        return -2 * self.score(X, lengths) + 2 * sum(self._get_n_fit_scalars_per_param().values())
+    def _n_parameters(self) -> int:
+        return sum(self._get_n_fit_scalars_per_param().values())
 
-    def bic(self, X, lengths=None):
-        """BIC = −2 log L + p log n (lower is better)."""
-        n_params = sum(self._get_n_fit_scalars_per_param().values())
-        return -2 * self.score(X, lengths) + n_params * np.log(len(X))
+    def _total_log_likelihood(self, X, lengths=None) -> float:
+        return self.score(X, lengths)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the fitted model (safetensors + JSON header); read it with latentfit.load."""
-        from latentfit.io import save
-
-        check_is_fitted(self, "startprob_")
-        return save(self, path)
-
     #: The settings a model file may restore (see :func:`latentfit.io.check_fields`).
     _state_fields: ClassVar[dict[str, str]] = {
         "lower_bounds_": "floats",

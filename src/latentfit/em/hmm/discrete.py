@@ -158,7 +158,7 @@ class CategoricalHMM(BaseHMM):
         n_sym = self._given_n_symbols()
         return lambda X: _check_range(self._as_symbols(X), n_sym)
 
-    def _fit_source(self, source, lengths, max_rows_in_memory):
+    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
         if self.n_features is None:
             raise ParameterError(
                 "CategoricalHMM fits a data source only when n_features (the number of "
@@ -166,7 +166,7 @@ class CategoricalHMM(BaseHMM):
                 "symbols to fit in memory"
             )
         self.n_features_ = self._given_n_symbols()
-        return super()._fit_source(source, lengths, max_rows_in_memory)
+        return super()._fit_source(source, lengths, max_rows_in_memory, feature_bytes)
 
     def _set_stream_features(self, source) -> None:
         # n_features is the symbol count here, not the source's column count (one column).
@@ -240,6 +240,17 @@ class CategoricalHMM(BaseHMM):
         k, n_sym = self.n_components, self.n_features_
         u = torch.rand(k, n_sym, generator=gen, dtype=torch.float64, device=gen.device)
         return {"emissionprob": (u / u.sum(1, keepdim=True)).to(self._device, self._dtype)}
+
+    def _init_emissions_from_labels(self, params, X, labels, gen):
+        """Every state's symbol frequencies in its labelled rows, with one pseudo-count per
+        symbol (Laplace's rule: a symbol a state was not seen to emit keeps some probability,
+        which EM could never give back), when ``init_params`` asks for emission
+        probabilities."""
+        if not self._needs_init("e", "emissionprob_"):
+            return {}
+        resp = self._labelled_states(labels)  # (n, k)
+        counts = E.categorical_stats(X, resp, self.n_features_)["obs"] + 1.0  # (k, n_sym)
+        return {"emissionprob": counts / counts.sum(1, keepdim=True)}
 
     def _emission_log_likelihood(self, params, X):
         return E.categorical_log_likelihood(X, params["emissionprob"])
@@ -365,6 +376,15 @@ class PoissonHMM(BaseHMM):
             lam = _numpy_rng(gen).gamma(mean**2 / var, var / mean, size=(k, d))
         lam = np.maximum(lam, 1e-3 * max(mean, 1e-3))
         return {"lambdas": self._tensor(lam)}
+
+    def _init_emissions_from_labels(self, params, X, labels, gen):
+        """Every state's mean counts in its labelled rows (floored as the unlabelled start,
+        so that no rate is 0), when ``init_params`` asks for rates."""
+        if not self._needs_init("l", "lambdas_"):
+            return {}
+        resp = self._labelled_states(labels)  # (n, k)
+        lam = (resp.T @ X) / resp.sum(0).unsqueeze(1)  # (k, d)
+        return {"lambdas": lam.clamp_min(1e-3 * max(float(X.mean()), 1e-3))}
 
     def _emission_log_likelihood(self, params, X):
         return E.poisson_log_likelihood(X, params["lambdas"])

@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit import _compiled
 from latentfit.em.gaussian import log_gaussian_prob, precision_cholesky
-from latentfit.em.hmm.memory import empty_large
+from latentfit.em.hmm.inference import posterior as inference
+from latentfit.em.hmm.inference.runtime import empty_large
 
 __all__ = [
     "DiagGaussianTerms",
@@ -29,8 +29,8 @@ __all__ = [
     "diag_gaussian_terms",
     "dirichlet_map",
     "fill_covars",
+    "gaussian_emission_mstep",
     "gaussian_log_likelihood",
-    "gaussian_mstep",
     "gaussian_stats",
     "gmm_log_likelihood",
     "gmm_mstep",
@@ -127,15 +127,7 @@ def gaussian_log_likelihood(
     out = empty_large(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
     if features is not None:
         return torch.addmm(const, features, W, out=out)
-    if X.device.type == "cpu" and _compiled.available():  # the compiled twin of the loop below
-        from latentfit.em.hmm.densities_cpu import diag_gaussian_log_likelihood
-
-        X_, c_, W_, const_ = (a.detach().contiguous().numpy() for a in (X, c, W, const))
-        diag_gaussian_log_likelihood(X_, c_, W_, const_, out.numpy())
-        return out
-    for i in range(0, X.shape[0], _ROWS):
-        torch.addmm(const, _quadratic_features(X[i : i + _ROWS], c), W, out=out[i : i + _ROWS])
-    return out
+    return inference.diag_gaussian_densities(X, c, W, const, out, rows=_ROWS)
 
 
 def _quadratic_features(X, c) -> torch.Tensor:
@@ -194,7 +186,7 @@ def gaussian_stats(X, gamma, shift, covariance_type: str, features=None) -> dict
     return out
 
 
-def gaussian_mstep(
+def gaussian_emission_mstep(
     stats,
     shift,
     means,

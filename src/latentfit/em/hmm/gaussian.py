@@ -19,15 +19,15 @@ from latentfit.em.gaussian import (
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
-from latentfit.em.kmeans import kmeans
+from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_hmm_stats,
     has_missing,
     impute_mean,
     log_gaussian_prob_missing,
 )
-from latentfit.em.sources import is_source
-from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
+from latentfit.em.sources.chunks import is_source
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError, user_stacklevel
 from latentfit.io import serializable
 
 __all__ = ["GMMHMM", "GaussianHMM"]
@@ -235,6 +235,19 @@ class GaussianHMM(_ContinuousHMM):
         out["delta"] = out["means"] - out["shift"]
         return out
 
+    def _init_emissions_from_labels(self, params, X, labels, gen):
+        """The means of the labelled rows of every state (Seeded k-means of Basu, Banerjee &
+        Mooney 2002, without Lloyd iterations: the seeds are the states' own rows) in place of
+        the k-means centres, when ``init_params`` asks for means; the covariances keep their
+        data-covariance start (a few labelled rows would give a degenerate one)."""
+        if not self._needs_init("m", "means_"):
+            return {}
+        resp = self._labelled_states(labels)  # (n, k)
+        if self._allow_nan():
+            X = impute_mean(X)
+        delta = (resp.T @ (X - params["shift"])) / resp.sum(0).unsqueeze(1)  # (k, d)
+        return {"means": params["shift"] + delta, "delta": delta}
+
     def _needs_init(self, letter, name):
         if name == "covars_":
             return letter in self.init_params or not hasattr(self, "_covars_")
@@ -289,7 +302,7 @@ class GaussianHMM(_ContinuousHMM):
         old = params["means"].double()
         if "delta" in params:  # the precise centred means (see _init_emissions)
             old = shift + params["delta"].double()
-        means, covars, empty = E.gaussian_mstep(
+        means, covars, empty = E.gaussian_emission_mstep(
             st,
             shift,
             old,
@@ -313,27 +326,28 @@ class GaussianHMM(_ContinuousHMM):
         self._covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[1]
 
-    def fit(self, X, lengths=None, *, max_rows_in_memory=None):
-        """Baum-Welch as :meth:`BaseHMM.fit`; then ``degenerate_components_`` lists the states
-        whose variance collapsed onto (near-)identical values (a
-        :class:`~latentfit.errors.DegenerateComponentWarning` names them and their rows)."""
-        super().fit(X, lengths, max_rows_in_memory=max_rows_in_memory)
+    def fit(self, X, lengths=None, y=None, **options):
+        """Baum-Welch as :meth:`BaseHMM.fit` (the same known states ``y`` and keyword
+        ``options``); then ``degenerate_components_`` lists the states whose variance collapsed
+        onto (near-)identical values (a :class:`~latentfit.errors.DegenerateComponentWarning`
+        names them and their rows)."""
+        super().fit(X, lengths, y, **options)
         found = self.__dict__.pop("_degenerate_found", {})
         if found:
             rows = None
             if not is_source(X):
-                state = self.predict(X, lengths)
+                state = self.predict(X, lengths, y=y)
                 rows = {k: np.flatnonzero(state == k).tolist() for k in found}
             floor = "covars_prior/min_covar"
             warnings.warn(
                 describe_degenerate(type(self).__name__, found, rows, floor, "state"),
                 DegenerateComponentWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return self
 
-    def _store_fit(self, result):
-        super()._store_fit(result)
+    def _store_result(self, result, *, restarts: bool = True):
+        super()._store_result(result, restarts=restarts)
         p, ct = result.params, self.covariance_type
         found = {}
         if "scatter" in p and ct != "tied":
@@ -475,16 +489,7 @@ class GMMHMM(_ContinuousHMM):
         out = {}
         if self._needs_init("m", "means_"):
             centers, labels = kmeans(X, k, ones, gen)
-            means = []
-            chol = torch.linalg.cholesky(cv)
-            for s in range(k):
-                Xs = X[labels == s]
-                if Xs.shape[0] >= m:
-                    means.append(kmeans(Xs, m, ones[: Xs.shape[0]], gen)[0])
-                else:  # too few points: spread the mixture around the centroid
-                    z = torch.randn(m, d, generator=gen, dtype=torch.float64, device=gen.device)
-                    means.append(centers.mean(0) + z.to(X) @ chol.T)
-            out["means"] = torch.stack(means)
+            out["means"] = self._mixture_means(X, centers, labels, cv, gen)
         else:
             out["means"] = self._tensor(self.means_)
         if self._needs_init("w", "weights_"):
@@ -506,6 +511,38 @@ class GMMHMM(_ContinuousHMM):
         out["shift"] = weighted_mean(X)
         out["delta"] = out["means"] - out["shift"]
         return out
+
+    def _mixture_means(self, X, centers, assign, cv, gen) -> torch.Tensor:
+        """Every state's ``n_mix`` component means (k, m, d): k-means of the rows ``assign``
+        gives the state, or, with fewer rows than components, draws around the centroid."""
+        k, m, d = self.n_components, self.n_mix, X.shape[1]
+        ones = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+        means = []
+        chol = torch.linalg.cholesky(cv)
+        for s in range(k):
+            Xs = X[assign == s]
+            if Xs.shape[0] >= m:
+                means.append(kmeans(Xs, m, ones[: Xs.shape[0]], gen)[0])
+            else:  # too few points: spread the mixture around the centroid
+                z = torch.randn(m, d, generator=gen, dtype=torch.float64, device=gen.device)
+                means.append(centers.mean(0) + z.to(X) @ chol.T)
+        return torch.stack(means)
+
+    def _init_emissions_from_labels(self, params, X, labels, gen):
+        """When ``init_params`` asks for means: the states' centres are the means of their
+        labelled rows, every other row goes to the nearest centre (Constrained k-means of
+        Basu, Banerjee & Mooney 2002, one assignment step: labelled rows stay with their
+        state), and each state's component means are k-means of its rows as in the
+        unlabelled start."""
+        if not self._needs_init("m", "means_"):
+            return {}
+        resp = self._labelled_states(labels)  # (n, k)
+        centers = (resp.T @ X) / resp.sum(0).unsqueeze(1)  # (k, d)
+        assign = nearest_center(X, centers)  # (n,)
+        known = labels >= 0
+        assign[known] = labels[known]
+        means = self._mixture_means(X, centers, assign, _data_cov(X, self.min_covar), gen)
+        return {"means": means, "delta": means - params["shift"]}
 
     @staticmethod
     def _centred(params, X):

@@ -4,9 +4,10 @@
 the emissions (validation, initialisation, log-densities, statistics, M-step, sampling) are
 the HMM's, imported and unchanged; the transitions become segment-to-segment (zero diagonal)
 and every state gets a duration distribution over 1..``max_duration``
-(:mod:`~latentfit.em.hsmm.durations`). Fitting is EM through
-:func:`latentfit.em.driver.run_em` with the hooks below, whose E-step is the forward-backward
-recursion of :mod:`latentfit.em.hsmm.inference` (Yu 2010).
+(:mod:`~latentfit.em.hsmm.durations`). Fitting is EM through the HMMs' estimator base
+(:class:`latentfit.em.base.EMEstimator`: :func:`latentfit.em.driver.run_em` and the record of
+its result) with the hooks below, whose E-step is the forward-backward recursion of
+:mod:`latentfit.em.hsmm.inference` (Yu 2010).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from latentfit._validation import (
     check_positive_int,
     make_generator,
 )
-from latentfit.em.driver import run_em
-from latentfit.em.hmm.base import UnvisitedStateWarning, check_lengths
+from latentfit.em.hmm.base import UnvisitedStateWarning, _check_distribution, check_labels
 from latentfit.em.hmm.emissions import dirichlet_map
+from latentfit.em.hmm.inference.posterior import condition_on_states
+from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
-from latentfit.em.sources import is_source
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.em.sources.chunks import is_source
+from latentfit.errors import DataError, ModelFileError, ParameterError, user_stacklevel
 
 __all__ = ["HSMMMixin"]
 
@@ -42,19 +44,22 @@ _DURATION_ATTRIBUTES = {
 
 
 class _HSMMHooks:
-    """EM for an HSMM as the driver's hooks; the one batch is the whole data (all sequences)."""
+    """EM for an HSMM as the driver's hooks; the one batch is the whole data (all sequences),
+    with its known states ``labels`` (t,) (−1 where unknown) or None."""
 
-    def __init__(self, model: HSMMMixin, X: torch.Tensor):
-        self.model, self.X = model, X
+    def __init__(self, model: HSMMMixin, X: torch.Tensor, labels: torch.Tensor | None = None):
+        self.model, self.X, self.labels = model, X, labels
 
     def initialize(self, data, generator):
-        return self.model._initial_params(self.X, generator)
+        if self.labels is None:
+            return self.model._initial_params(self.X, generator)
+        return self.model._initial_params(self.X, generator, self.labels)
 
     def estep(self, params, batch):
         X, lengths = batch
         m = self.model
         ll = m._emission_log_likelihood(params, X)  # (t, k)
-        post = m._posterior(params, X, ll, lengths)
+        post = m._posterior(params, X, ll, lengths, self.labels)
         stats = m._emission_stats(params, X, post.posteriors)
         stats["start"] = post.start_counts
         stats["trans"] = post.transition_counts
@@ -86,7 +91,7 @@ class _HSMMHooks:
                 "segment is explained by them); they keep their previous parameters. Try "
                 "fewer components, another random_state or n_init > 1.",
                 UnvisitedStateWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return new
 
@@ -195,8 +200,6 @@ class HSMMMixin:
                 raise ParameterError(f"{name} must hold finite numbers")
             out[name.rstrip("_")] = value
         if self.duration == "nonparametric":
-            from latentfit.em.hmm.base import _check_distribution
-
             _check_distribution(out["duration_probs"], "duration_probs_")
         elif self.duration == "poisson":
             if bool((out["duration_lambdas"] <= 0).any()):
@@ -221,8 +224,10 @@ class HSMMMixin:
             return {"duration_r": r, "duration_p": mean / (r + mean)}
         return {"duration_probs": torch.full((k, d), 1.0 / d, dtype=dt, device=dev)}
 
-    def _initial_params(self, X: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        params = super()._initial_params(X, gen)
+    def _initial_params(
+        self, X: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        params = super()._initial_params(X, gen, labels)
         if self._needs_init("t", "transmat_"):
             # Dirichlet(1) rows over the other states: the HMM's draw without its diagonal
             tm = params["transmat"].clone()
@@ -283,11 +288,13 @@ class HSMMMixin:
         )
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, lengths=None):
+    def fit(self, X, lengths=None, y=None):
         """Estimate the parameters by EM (``n_init`` restarts, the best kept): the
         forward-backward over segments of :func:`~latentfit.em.hsmm.inference.hsmm_posterior`
         per sequence, then the HMM's emission M-step, the Dirichlet MAP of the start and
-        transition probabilities and the durations' M-step."""
+        transition probabilities and the durations' M-step. ``y`` (n_samples,): the known
+        state of some steps, −1 elsewhere (as the HMMs take it): every E-step is conditioned on
+        them (the emission log-likelihoods of the other states are −inf there)."""
         self._checked_settings()
         if is_source(X):
             raise ParameterError(
@@ -297,28 +304,16 @@ class HSMMMixin:
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
         self._check_messages(lengths)
-        gen = make_generator(self.random_state, self._device)
-        result = run_em(
-            _HSMMHooks(self, X),
-            [(X, lengths)],
-            n_init=self.n_init,
-            max_iter=self.n_iter,
-            max_iter_name="n_iter",
-            tol=self.tol,
-            generator=gen,
-            convergence="delta",
-            verbose=int(self.verbose),
-            name=type(self).__name__,
-        )
-        self._store_fit(result)
+        self._store_result(self._run_em(_HSMMHooks(self, X, labels), [(X, lengths)]))
         return self
 
-    def _fit_source(self, source, lengths, max_rows_in_memory):
+    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
         raise ParameterError(f"{type(self).__name__} fits arrays held in memory only")
 
     # ------------------------------------------------------------------ inference
-    def _impossible(self, params, X, per_seq: torch.Tensor, lengths) -> None:
+    def _impossible(self, params, X, per_seq: torch.Tensor, lengths, labels=None) -> None:
         """A sequence of probability zero: name the row no state can emit if there is one,
         else the sequence (its segments cannot be laid out under the durations)."""
         bad = (~torch.isfinite(per_seq)).nonzero().flatten()
@@ -332,7 +327,9 @@ class HSMMMixin:
             f"this {type(self).__name__}: its {lengths[i]} steps cannot be cut into segments "
             "that the durations and transitions allow"
             + ("" if self.right_censoring else " ending at its last step")
+            + ("" if labels is None else " through the known states (y)")
             + ". Try right_censoring=True, a larger max_duration, or refit"
+            + ("" if labels is None else ", or check the labels (y) of that sequence")
         )
 
     def _inference_args(self, params, ll):
@@ -347,34 +344,38 @@ class HSMMMixin:
             self._duration_terms(p64),
         )
 
-    def _posterior(self, params, X, ll, lengths) -> inf.HSMMPosterior:
+    def _posterior(self, params, X, ll, lengths, labels=None) -> inf.HSMMPosterior:
+        ll = condition_on_states(ll, labels, overwrite=True)
         post, per_seq = inf.posterior_sequences(
             *self._inference_args(params, ll),
             lengths,
             bool(self.right_censoring),
         )
-        self._impossible(params, X, per_seq, lengths)
+        self._impossible(params, X, per_seq, lengths, labels)
         return inf.HSMMPosterior(*(v.to(ll.dtype) for v in post))
 
     @staticmethod
     def _log(p: torch.Tensor) -> torch.Tensor:
         return torch.where(p > 0, p, 1.0).log().masked_fill(p <= 0, -np.inf)
 
-    def score_samples(self, X, lengths=None):
-        """(total log-likelihood, posteriors (n, k) p(z_t | x))."""
-        params, X, lengths = self._prepare(X, lengths)
+    def score_samples(self, X, lengths=None, y=None):
+        """(total log-likelihood, posteriors (n, k) p(z_t | x)); with known states ``y``
+        (−1 where unknown): (log p(X, z_known), p(z_t | X, z_known))."""
+        params, X, lengths, labels = self._prepare(X, lengths, y)
         self._check_messages(lengths)
         ll = self._emission_log_likelihood(params, X)
-        post = self._posterior(params, X, ll, lengths)
+        post = self._posterior(params, X, ll, lengths, labels)
         return float(post.log_likelihood), post.posteriors.cpu().numpy()
 
-    def score(self, X, lengths=None):
+    def score(self, X, lengths=None, y=None):
         """Total log-likelihood log p(X) summed over the sequences (-inf for a sequence the
-        durations cannot produce)."""
-        params, X, lengths = self._prepare(X, lengths)
+        durations cannot produce); with known states ``y`` (−1 where unknown) log p(X,
+        z_known)."""
+        params, X, lengths, labels = self._prepare(X, lengths, y)
         if not inf._use_compiled(X, None):  # the compiled forward keeps one step
             self._check_messages(lengths)
         ll = self._emission_log_likelihood(params, X)
+        ll = condition_on_states(ll, labels, overwrite=True)
         per_seq = inf.log_likelihood_sequences(
             *self._inference_args(params, ll),
             lengths,
@@ -383,24 +384,25 @@ class HSMMMixin:
         self._check_possible(params, X, per_seq.sum())
         return float(per_seq.sum())
 
-    def decode(self, X, lengths=None, algorithm=None):
+    def decode(self, X, lengths=None, algorithm=None, y=None):
         """(log-probability, states (n,)). ``"viterbi"``: the most probable segmentation
         (Viterbi over segments) and log p(X, segmentation); ``"map"``: the most probable
-        state at every step and the sum of their posterior probabilities."""
+        state at every step and the sum of their posterior probabilities. With known states
+        ``y`` (−1 where unknown) both are conditioned on them."""
         algorithm = algorithm or self.algorithm
         if algorithm not in ("viterbi", "map"):
             raise ParameterError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
         if algorithm == "map":
-            _, post = self.score_samples(X, lengths)
+            _, post = self.score_samples(X, lengths, y)
             return float(post.max(1).sum()), post.argmax(1)
-        params, X, lengths = self._prepare(X, lengths)
-        ll = self._emission_log_likelihood(params, X)
+        params, X, lengths, labels = self._prepare(X, lengths, y)
+        ll = condition_on_states(self._emission_log_likelihood(params, X), labels, overwrite=True)
         per_seq, path = inf.viterbi_sequences(
             *self._inference_args(params, ll),
             lengths,
             bool(self.right_censoring),
         )
-        self._impossible(params, X, per_seq, lengths)
+        self._impossible(params, X, per_seq, lengths, labels)
         return float(per_seq.sum()), path.cpu().numpy()
 
     def sample(self, n_samples=1, random_state=None, currstate=None):

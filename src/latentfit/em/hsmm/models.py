@@ -14,7 +14,7 @@ from latentfit.em.gaussian import describe_degenerate
 from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
 from latentfit.em.hmm.gaussian import GaussianHMM
 from latentfit.em.hsmm.base import HSMMMixin
-from latentfit.errors import DegenerateComponentWarning
+from latentfit.errors import DegenerateComponentWarning, user_stacklevel
 from latentfit.io import serializable
 
 __all__ = ["CategoricalHSMM", "GaussianHSMM", "PoissonHSMM"]
@@ -91,21 +91,21 @@ class GaussianHSMM(HSMMMixin, GaussianHMM):
         self.dtype = dtype
         self.missing = missing
 
-    def fit(self, X, lengths=None):
+    def fit(self, X, lengths=None, y=None):
         """EM as :meth:`HSMMMixin.fit`; then ``degenerate_components_`` lists the states whose
         variance collapsed (a :class:`~latentfit.errors.DegenerateComponentWarning` names
         them and their rows), as for :class:`~latentfit.GaussianHMM`."""
-        HSMMMixin.fit(self, X, lengths)
+        HSMMMixin.fit(self, X, lengths, y)
         found = self.__dict__.pop("_degenerate_found", {})
         if found:
-            state = self.predict(X, lengths)
+            state = self.predict(X, lengths, y=y)
             rows = {k: np.flatnonzero(state == k).tolist() for k in found}
             warnings.warn(
                 describe_degenerate(
                     type(self).__name__, found, rows, "covars_prior/min_covar", "state"
                 ),
                 DegenerateComponentWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return self
 

@@ -3,13 +3,13 @@ factor analysis in time) fitted by EM with the Kalman smoother, with the interfa
 
 The estimator only adapts its attributes to the pure functions of :mod:`~latentfit.em.ssm.kalman`
 (the filter and smoother, and their compiled CPU twin :mod:`~latentfit.em.ssm.kalman_cpu`) and
-:mod:`~latentfit.em.ssm.steps` (statistics, M-step, start); :func:`latentfit.em.driver.run_em`
-owns restarts, tolerance, history and warnings.
+:mod:`~latentfit.em.ssm.steps` (statistics, M-step, start); the estimator base of
+:mod:`latentfit.em.base` runs :func:`latentfit.em.driver.run_em` (restarts, tolerance, history,
+warnings), records its result and gives BIC/AIC.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import ClassVar
 
 import numpy as np
@@ -23,10 +23,10 @@ from latentfit._validation import (
     check_feature_names,
     check_positive_int,
     make_generator,
-    resolve_device,
-    resolve_dtype,
 )
-from latentfit.em.driver import run_em
+from latentfit.em.base import CriteriaMixin, EMEstimator
+from latentfit.em.hmm.base import ConvergenceMonitor
+from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.ssm import kalman
 from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
 from latentfit.em.ssm.steps import (
@@ -51,52 +51,6 @@ ATTRIBUTES = {
     "mu0": "initial_state_mean_",
     "V0": "initial_state_covariance_",
 }
-
-
-class ConvergenceMonitor:
-    """hmmlearn's convergence monitor, as the HMMs keep it: ``history`` holds the objective of
-    every iteration, ``iter`` their number, ``converged`` is true when the last gain was below
-    ``tol`` or ``n_iter`` iterations were made."""
-
-    def __init__(self, tol: float, n_iter: int, verbose: bool, history=()):
-        self.tol, self.n_iter, self.verbose = tol, n_iter, verbose
-        self.history = deque(history)
-        self.iter = len(self.history)
-
-    @property
-    def converged(self) -> bool:
-        h = self.history
-        return self.iter == self.n_iter or (len(h) >= 2 and h[-1] - h[-2] < self.tol)
-
-
-def check_lengths(lengths, n: int) -> list[int]:
-    """Sequence lengths as a list of positive ints summing to ``n`` (the HMMs' rule)."""
-    if lengths is None:
-        return [n]
-    try:
-        arr = np.asarray(lengths)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
-        ) from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
-        raise DataError(f"lengths must be integers, got {arr.tolist()[:10]}")
-    if arr.dtype.kind not in "iuf":
-        raise DataError(f"lengths must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    bad = np.flatnonzero(arr < 1)
-    if len(bad):
-        raise DataError(
-            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
-        )
-    if int(arr.sum()) != n:
-        raise DataError(
-            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
-            "of rows of every sequence in X, in order"
-        )
-    return arr.tolist()
 
 
 def infer(
@@ -172,7 +126,7 @@ class _SSMHooks:
 
 
 @serializable
-class LinearGaussianSSM(BaseEstimator):
+class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
     """Linear-Gaussian state-space model (linear dynamical system), fitted by EM.
 
     ``x_1 ~ N(mu0, V0)``, ``x_t = A x_{t-1} + w_t`` with ``w_t ~ N(0, Q)``, and
@@ -211,6 +165,10 @@ class LinearGaussianSSM(BaseEstimator):
     ``monitor_``, ``converged_``, ``n_iter_``, ``n_features``.
     """
 
+    _fitted_attribute = "transition_matrix_"
+    _max_iter_name = "n_iter"
+    _convergence = "delta"
+
     _state_fields: ClassVar[dict[str, str]] = {
         "lower_bounds_": "floats",
         "n_features": "int",
@@ -248,14 +206,6 @@ class LinearGaussianSSM(BaseEstimator):
         self.dtype = dtype
 
     # ------------------------------------------------------------------ settings
-    @property
-    def _dtype(self) -> torch.dtype:
-        return resolve_dtype(self.dtype)
-
-    @property
-    def _device(self) -> torch.device:
-        return resolve_device(self.device)
-
     def _check_settings(self):
         check_positive_int(self.n_components, "n_components")
         check_positive_int(self.n_init, "n_init")
@@ -409,28 +359,15 @@ class LinearGaussianSSM(BaseEstimator):
         Y = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, Y.shape[0])
         self.n_features = int(Y.shape[1])
-        gen = make_generator(self.random_state, self._device)
-        result = run_em(
-            _SSMHooks(self, Y, lengths),
-            [(Y, lengths)],
-            n_init=self.n_init,
-            max_iter=self.n_iter,
-            max_iter_name="n_iter",
-            tol=self.tol,
-            generator=gen,
-            convergence="delta",
-            verbose=int(self.verbose),
-            name=type(self).__name__,
-        )
-        self._set_params(result.params)
-        self.lower_bounds_ = list(result.lower_bounds)
-        self.all_lower_bounds_ = [list(b) for b in result.all_lower_bounds]
-        self.lower_bound_ = result.lower_bound
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.best_init_ = result.best_init
-        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
+        self._store_result(self._run_em(_SSMHooks(self, Y, lengths), [(Y, lengths)]))
         return self
+
+    def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
+        self._set_params(params)
+
+    def _store_result(self, result, *, restarts: bool = True) -> None:
+        super()._store_result(result, restarts=restarts)
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
 
     # ------------------------------------------------------------------ inference
     def _filter(self, X, lengths, smooth: bool) -> tuple[FilterResult, SmootherResult | None]:
@@ -493,13 +430,8 @@ class LinearGaussianSSM(BaseEstimator):
                  "r": dim if self.covariance_type == "diag" else dim * (dim + 1) // 2}  # fmt: skip
         return sum(sizes[c] for c in set(self.params))
 
-    def bic(self, X, lengths=None):
-        """BIC = −2 log L + p log n (lower is better); p counts the fitted parameters."""
-        return -2 * self.score(X, lengths) + self._n_parameters() * np.log(len(X))
-
-    def aic(self, X, lengths=None):
-        """AIC = −2 log L + 2 p (lower is better)."""
-        return -2 * self.score(X, lengths) + 2 * self._n_parameters()
+    def _total_log_likelihood(self, X, lengths=None) -> float:
+        return self.score(X, lengths)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path):

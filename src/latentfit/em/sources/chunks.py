@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import first_nonfinite, resolve_device, resolve_dtype
-from latentfit.em.data import TensorChunks
+from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, DataTypeError, MissingDependencyError, ParameterError
 
 __all__ = [
@@ -114,7 +114,7 @@ class ChunkSource:
 
     def agree(self, description: dict[str, str]) -> None:
         """Check that every process fits what ``description`` says; one process: nothing to
-        compare (:meth:`latentfit.em.distributed.DistributedSource.agree` does it over a group)."""
+        compare (:meth:`latentfit.em.sources.distributed.DistributedSource.agree` does it over a group)."""
 
     # -------------------------------------------------------------- options
     def configured(

@@ -1,4 +1,4 @@
-"""Fitting a model on a data source: the glue between :mod:`latentfit.em.sources` and the EM
+"""Fitting a model on a data source: the glue between :mod:`latentfit.em.sources.chunks` and the EM
 driver.
 
 :func:`prepare_stream` configures a source for a model (device, dtype, chunk size, NaN as
@@ -17,8 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from latentfit.em.data import TensorChunks
-from latentfit.em.sources import ChunkSource
+from latentfit.em.sources.chunks import ChunkSource
+from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError
 
 __all__ = ["EMStream", "StreamHooks", "describe_fit", "prepare_stream", "stream_loglik"]
@@ -66,7 +66,7 @@ class StreamHooks:
 
     Models whose hooks take other batches than ``(X, w)`` pass adapters: ``batch(X, w)`` builds
     the E-step's batch (e.g. ``(X, w, None)`` with no labels) and ``init_data(chunks)`` turns the
-    in-memory :class:`~latentfit.em.data.TensorChunks` sample into what ``initialize`` takes.
+    in-memory :class:`~latentfit.em.sources.tensors.TensorChunks` sample into what ``initialize`` takes.
     """
 
     def __init__(

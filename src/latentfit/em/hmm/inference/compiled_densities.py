@@ -1,6 +1,6 @@
 """Diagonal-covariance Gaussian log-densities compiled for the CPU: the same numbers as
-:func:`~latentfit.em.hmm.emissions.gaussian_log_likelihood`, about 3x faster for long
-sequences of a few features.
+:func:`~latentfit.em.hmm.emissions.gaussian_log_likelihood`, faster for long sequences of a
+few features (benchmarks/README.md).
 
 With d and k of a few each, the torch form (a (rows, 2d) @ (2d, k) product after building the
 features ``[(x − c)², x − c]``) runs at a small fraction of the machine's speed: the product is

@@ -7,31 +7,24 @@ in :mod:`latentfit.em.gaussian`; this class holds parameters and adapts.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
-from latentfit._validation import check_sample_weight
-from latentfit.em.data import TensorChunks, default_chunk_rows
-from latentfit.em.estimator import (
-    INIT_PARAMS,
-    CriteriaMixin,
-    MixtureMixin,
+from latentfit._validation import (
     check_choice,
     check_em_counts,
     check_missing,
     check_n_samples,
     check_non_negative,
+    check_sample_weight,
     check_tol,
-    initial_resp,
 )
+from latentfit.em.base import CriteriaMixin, MixtureMixin
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
     covariances_from_precisions,
     degenerate_components,
-    describe_degenerate,
     gaussian_estep_stats,
     gaussian_features,
     gaussian_mstep,
@@ -44,17 +37,18 @@ from latentfit.em.gaussian import (
     precisions_from_cholesky,
     weighted_mean,
 )
-from latentfit.em.kmeans import kmeans_plusplus, nearest_center
+from latentfit.em.initialize import INIT_PARAMS, initial_resp, kmeans_plusplus, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_estep_stats,
     has_missing,
     impute_mean,
     log_gaussian_prob_missing,
 )
-from latentfit.em.mixture_base import check_labels, fix_labelled
+from latentfit.em.mixture.base import check_labels, fix_labelled
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
-from latentfit.em.sources import is_source
-from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
+from latentfit.em.sources.chunks import is_source
+from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
+from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
 __all__ = ["GaussianMixture"]
@@ -94,8 +88,8 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     learning_decay, learning_offset : step sizes ρ_t = (t + offset)^(−decay) of
         ``partial_fit`` (stepwise EM, :mod:`latentfit.em.online`).
 
-    ``fit`` also takes a source of :mod:`latentfit.em.sources` (a memory-mapped .npy,
-    Parquet, a stream of arrays, a :class:`~latentfit.em.distributed.DistributedSource`)
+    ``fit`` also takes a source of :mod:`latentfit.em.sources.chunks` (a memory-mapped .npy,
+    Parquet, a stream of arrays, a :class:`~latentfit.em.sources.distributed.DistributedSource`)
     in place of X: the data is read chunk by chunk on every pass.
     missing : ``"error"`` (default) refuses NaN; ``"marginalize"`` fits, scores and predicts
         rows with NaN entries exactly, marginalising the missing coordinates
@@ -169,8 +163,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     def _chunk_rows(self, d: int) -> int:
         """Rows per E-step chunk. Full and tied covariances: sized by the (rows, k, d) work of
         the densities; diagonal and spherical ones have (k + 2d) numbers per row only, and
-        fewer, longer chunks save per-chunk overhead (measured at n = 200,000, d = k = 16:
-        21,845 rows 14.1 ms per iteration, 4,096 rows 15.8 ms)."""
+        fewer, longer chunks save per-chunk overhead (benchmarks/README.md)."""
         if self.chunk_rows:
             return self.chunk_rows
         if self.covariance_type in ("diag", "spherical"):
@@ -231,7 +224,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return X
 
     def _stream(self, source, sample_weight):
-        """A source read chunk by chunk on this model's device (see em/sources.py)."""
+        """A source read chunk by chunk on this model's device (see em/sources/chunks.py)."""
         rows = self._chunk_rows(source.n_features)
         min_rows = max(2, self.n_components)
         return self._prepare_source(
@@ -256,19 +249,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         total = mixture_covariance(  # the data covariance, unregularised
             p["weights"].double(), _centred_means(p, shift).double(), scatter, ct
         )
-        found = degenerate_components(scatter, ct, total, self.reg_covar)
-        self.degenerate_components_ = sorted(found)
-        if not found:
-            return
-        rows = None
-        if X is not None:
-            label = self._log_joint(X).argmax(1)  # (n,)
-            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
-        warnings.warn(
-            describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
-            DegenerateComponentWarning,
-            stacklevel=4,
-        )
+        self._record_degenerate(degenerate_components(scatter, ct, total, self.reg_covar), X)
 
     # ------------------------------------------------------------------ parameters
     def _initial_params(self, data: TensorChunks, gen: torch.Generator) -> dict:

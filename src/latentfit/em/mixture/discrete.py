@@ -8,7 +8,7 @@
 * :class:`PoissonMixture` — count vectors with independent Poisson coordinates.
 
 Each log-density is written as one matrix product per chunk, (n, d) @ (d, k), and tested
-against ``torch.distributions``. The estimators share :class:`~latentfit.em.mixture_base.BaseMixture`.
+against ``torch.distributions``. The estimators share :class:`~latentfit.em.mixture.base.BaseMixture`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from latentfit._validation import check_allocation, max_inferred_categories
-from latentfit.em.estimator import cpu_generator
-from latentfit.em.mixture_base import BaseMixture, first_offending
-from latentfit.em.priors import BetaPrior, DirichletPrior, GammaPrior
+from latentfit.em.initialize import cpu_generator
+from latentfit.em.mixture.base import BaseMixture, first_offending
+from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
@@ -93,7 +93,7 @@ _COMMON_DOC = """
     "random_from_data"), ``random_state``, ``warm_start``, ``verbose``, ``device``, ``dtype``,
     ``chunk_rows``; ``weight_concentration`` is the symmetric Dirichlet prior α on the weights
     (1 = none). ``fit(X, y)`` accepts component labels with -1 for unlabelled samples.
-    ``fit`` also takes a source of :mod:`latentfit.em.sources` (out-of-core, distributed);
+    ``fit`` also takes a source of :mod:`latentfit.em.sources.chunks` (out-of-core, distributed);
     ``partial_fit`` is stepwise EM with steps ρ_t = (t + ``learning_offset``)^(−``learning_decay``).
     Fitted: ``weights_`` (k,), the component parameters, ``converged_``, ``n_iter_``,
     ``lower_bound_`` (mean log-likelihood, plus log prior / n under a prior), ``lower_bounds_``.
@@ -101,7 +101,7 @@ _COMMON_DOC = """
 
 
 class _DiscreteMixture(BaseMixture):
-    def _c_stats(self, X, resp):
+    def _component_stats(self, X, resp):
         return {"S1": resp.T @ X}  # (k, d)
 
 
@@ -126,7 +126,7 @@ class BernoulliMixture(_DiscreteMixture):
     def _prior(self) -> BetaPrior:
         return BetaPrior(*self.mean_prior)
 
-    def _c_check(self, X, reset):
+    def _check_component_data(self, X, reset):
         bad = (X != 0) & (X != 1)
         if bool(bad.any()):
             raise DataError(
@@ -134,19 +134,19 @@ class BernoulliMixture(_DiscreteMixture):
                 f"{first_offending(bad, X)}. Binarise first, e.g. X > 0.5."
             )
 
-    def _c_log_prob(self, params, X):
+    def _component_log_prob(self, params, X):
         return bernoulli_log_prob(X, params["means"])
 
-    def _c_mstep(self, stats, S0):
+    def _component_mstep(self, stats, S0):
         return {"means": self._prior().map_means(S0, stats["S1"]).clamp(0, 1)}
 
-    def _c_log_prior(self, params):
+    def _component_log_prior(self, params):
         return self._prior().log_prob(params["means"])
 
     def _sample_component(self, params, k, count, gen):
         return torch.bernoulli(params["means"][k].expand(count, -1), generator=gen)
 
-    def _c_n_parameters(self, d):
+    def _component_n_parameters(self, d):
         return len(self._params["weights"]) * d
 
 
@@ -170,22 +170,22 @@ class PoissonMixture(_DiscreteMixture):
     def _prior(self) -> GammaPrior:
         return GammaPrior(*self.rate_prior)
 
-    def _c_check(self, X, reset):
+    def _check_component_data(self, X, reset):
         _check_counts(X, type(self).__name__)
 
-    def _c_log_prob(self, params, X):
+    def _component_log_prob(self, params, X):
         return poisson_log_prob(X, params["rates"])
 
-    def _c_mstep(self, stats, S0):
+    def _component_mstep(self, stats, S0):
         return {"rates": self._prior().map_rates(S0, stats["S1"])}
 
-    def _c_log_prior(self, params):
+    def _component_log_prior(self, params):
         return self._prior().log_prob(params["rates"])
 
     def _sample_component(self, params, k, count, gen):
         return torch.poisson(params["rates"][k].expand(count, -1).contiguous(), generator=gen)
 
-    def _c_n_parameters(self, d):
+    def _component_n_parameters(self, d):
         return len(self._params["weights"]) * d
 
 
@@ -210,23 +210,23 @@ class MultinomialMixture(_DiscreteMixture):
     def _prior(self) -> DirichletPrior:
         return DirichletPrior(self.prob_concentration)
 
-    def _c_check(self, X, reset):
+    def _check_component_data(self, X, reset):
         _check_counts(X, type(self).__name__)
 
-    def _c_prepare(self, X):
+    def _prepare_component_data(self, X):
         self.mean_total_count_ = float(X.sum(1).mean())
 
-    def _c_init_features(self, X):
+    def _component_init_features(self, X):
         # Cluster the word frequencies, not the raw counts, so long documents do not dominate.
         return X / X.sum(1, keepdim=True).clamp_min(1)
 
-    def _c_log_prob(self, params, X):
+    def _component_log_prob(self, params, X):
         return multinomial_log_prob(X, params["probs"])
 
-    def _c_mstep(self, stats, S0):
+    def _component_mstep(self, stats, S0):
         return {"probs": self._prior().map_probs(stats["S1"])}
 
-    def _c_log_prior(self, params):
+    def _component_log_prior(self, params):
         return self._prior().log_prob(params["probs"])
 
     def _sample_component(self, params, k, count, gen):
@@ -238,7 +238,7 @@ class MultinomialMixture(_DiscreteMixture):
         out.index_put_((rows, draws), torch.ones_like(draws, dtype=out.dtype), accumulate=True)
         return out.to(params["probs"])
 
-    def _c_n_parameters(self, d):
+    def _component_n_parameters(self, d):
         return len(self._params["weights"]) * (d - 1)
 
     _state_fields: ClassVar[dict[str, str]] = {"mean_total_count_": "float"}
@@ -273,7 +273,7 @@ class CategoricalMixture(_DiscreteMixture):
     def _prior(self) -> DirichletPrior:
         return DirichletPrior(self.prob_concentration)
 
-    def _c_check(self, X, reset):
+    def _check_component_data(self, X, reset):
         _check_counts(X, type(self).__name__)
         limit = self._limits(X, reset)
         if limit is not None:
@@ -302,7 +302,7 @@ class CategoricalMixture(_DiscreteMixture):
             raise ParameterError(f"n_categories must be >= 1, got {self.n_categories!r}")
         return torch.as_tensor(c.copy(), device=X.device)
 
-    def _c_prepare(self, X):
+    def _prepare_component_data(self, X):
         if self.n_categories is None:
             top = X.max(0)  # (d,) the largest code of every column
             limit = max_inferred_categories(X.shape[0])
@@ -335,25 +335,25 @@ class CategoricalMixture(_DiscreteMixture):
         c = torch.as_tensor(self.n_categories_, device=like.device)
         return torch.arange(int(c.max()), device=like.device) < c.unsqueeze(1)  # (d, c)
 
-    def _c_init_features(self, X):
+    def _component_init_features(self, X):
         return one_hot_features(X, int(self.n_categories_.max()))
 
-    def _c_log_prob(self, params, X):
+    def _component_log_prob(self, params, X):
         onehot = one_hot_features(X, params["probs"].shape[2])
         return categorical_log_prob(onehot, params["probs"])
 
-    def _c_stats(self, X, resp):
+    def _component_stats(self, X, resp):
         c = int(self.n_categories_.max())
         S1 = resp.T @ one_hot_features(X, c)  # (k, d·c)
         return {"S1": S1.reshape(resp.shape[1], X.shape[1], c)}
 
-    def _c_mstep(self, stats, S0):
+    def _component_mstep(self, stats, S0):
         valid = self._valid(stats["S1"])
         # Codes beyond a column's range get no pseudo-count, so their probability stays zero.
         counts = stats["S1"] + (self.prob_concentration - 1.0) * valid
         return {"probs": counts / counts.sum(-1, keepdim=True)}
 
-    def _c_log_prior(self, params):
+    def _component_log_prior(self, params):
         if self.prob_concentration == 1.0:
             return params["probs"].new_zeros(())
         total = params["probs"].new_zeros(())
@@ -370,7 +370,7 @@ class CategoricalMixture(_DiscreteMixture):
         ]
         return torch.stack(cols, 1).to(params["probs"])
 
-    def _c_n_parameters(self, d):
+    def _component_n_parameters(self, d):
         return len(self._params["weights"]) * int((self.n_categories_ - 1).sum())
 
     _state_fields: ClassVar[dict[str, str]] = {"n_categories_": "ints"}

@@ -5,7 +5,7 @@ A mixture p(x) = Σ_k π_k p(x | θ_k) is fitted by EM (Dempster et al. 1977; Mc
 functions: the component log-densities (n, k), the additive statistics Σ r T(x), the (MAP)
 M-step from them, the log prior, sampling and the parameter count. Everything else — checks,
 restarts, semi-supervised labels, empty components and ICL here; predict/score/sample, BIC/AIC
-and save/load in :mod:`latentfit.em.estimator`, shared with the Gaussian models — is written once.
+and save/load in :mod:`latentfit.em.base`, shared with the Gaussian models — is written once.
 
 Semi-supervised fitting: ``fit(X, y)`` with ``y[i] = -1`` for an unlabelled sample and a
 component index otherwise. A labelled sample's responsibilities are fixed to its label, so EM
@@ -23,22 +23,20 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
-from latentfit._validation import check_sample_weight
-from latentfit.em.data import default_chunk_rows
-from latentfit.em.estimator import (
-    INIT_PARAMS,
-    CriteriaMixin,
-    MixtureMixin,
+from latentfit._validation import (
     check_choice,
     check_em_counts,
     check_n_samples,
+    check_sample_weight,
     check_tol,
-    initial_resp,
 )
+from latentfit.em.base import CriteriaMixin, MixtureMixin
+from latentfit.em.initialize import INIT_PARAMS, initial_resp
+from latentfit.em.mixture.priors import DirichletPrior
 from latentfit.em.online import OnlineEMMixin
-from latentfit.em.priors import DirichletPrior
-from latentfit.em.sources import is_source
-from latentfit.em.stream import EMStream
+from latentfit.em.sources.chunks import is_source
+from latentfit.em.sources.stream import EMStream
+from latentfit.em.sources.tensors import default_chunk_rows
 from latentfit.errors import DataError, LatentfitError, ParameterError
 
 __all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
@@ -92,14 +90,14 @@ def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:
 class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
     """Shared machinery of the finite mixtures in :mod:`latentfit.em`; not used directly.
 
-    ``fit`` takes an array or a source of :mod:`latentfit.em.sources` (memory-mapped .npy,
-    Parquet, a stream of arrays, a :class:`~latentfit.em.distributed.DistributedSource`), read
+    ``fit`` takes an array or a source of :mod:`latentfit.em.sources.chunks` (memory-mapped .npy,
+    Parquet, a stream of arrays, a :class:`~latentfit.em.sources.distributed.DistributedSource`), read
     chunk by chunk on every pass: with the same ``chunk_rows`` and at most ``init_rows`` rows it
     is the in-memory fit. ``partial_fit`` makes one stepwise-EM update per mini-batch
     (:mod:`latentfit.em.online`; step sizes from ``learning_decay`` and ``learning_offset``).
 
     Subclasses set ``_param_names`` (the fitted tensors besides ``weights``, each with the
-    component on the first axis) and implement the ``_c_*`` adapters below.
+    component on the first axis) and implement the component adapters below (``_component_*``).
     """
 
     _param_names: tuple[str, ...] = ()
@@ -153,22 +151,22 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return sorted(names)
 
     # ------------------------------------------------------------ subclass adapters
-    def _c_check(self, X: torch.Tensor, reset: bool) -> None:
+    def _check_component_data(self, X: torch.Tensor, reset: bool) -> None:
         """Raise ValueError naming the first entry outside the family's support (``reset``:
         at fit time, before any fitted setting exists)."""
 
-    def _c_prepare(self, X: torch.Tensor) -> None:
+    def _prepare_component_data(self, X: torch.Tensor) -> None:
         """Learn data-dependent settings at fit time (e.g. the number of categories)."""
 
-    def _c_log_prob(self, params: dict, X: torch.Tensor) -> torch.Tensor:
+    def _component_log_prob(self, params: dict, X: torch.Tensor) -> torch.Tensor:
         """log p(x_n | θ_k): (n, k)."""
         raise NotImplementedError
 
-    def _c_stats(self, X: torch.Tensor, resp: torch.Tensor) -> dict:
+    def _component_stats(self, X: torch.Tensor, resp: torch.Tensor) -> dict:
         """Additive statistics Σ_n r_nk T(x_n) of one chunk (``resp`` includes sample weights)."""
         raise NotImplementedError
 
-    def _c_mstep(self, stats: dict, S0: torch.Tensor) -> dict:
+    def _component_mstep(self, stats: dict, S0: torch.Tensor) -> dict:
         """Component parameters from the summed statistics (MAP when a prior is set)."""
         raise NotImplementedError
 
@@ -177,23 +175,23 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         and so checked, by ``_check_parameters``."""
         return None
 
-    def _c_log_prior(self, params: dict) -> torch.Tensor:
+    def _component_log_prior(self, params: dict) -> torch.Tensor:
         return params["weights"].new_zeros(())
 
     def _sample_component(self, params: dict, k: int, count: int, gen) -> torch.Tensor:
         """``count`` draws (count, d) from component ``k``."""
         raise NotImplementedError
 
-    def _c_n_parameters(self, d: int) -> int:
+    def _component_n_parameters(self, d: int) -> int:
         raise NotImplementedError
 
-    def _c_keep(self, new: dict, old: dict, keep: torch.Tensor) -> dict:
+    def _keep_components(self, new: dict, old: dict, keep: torch.Tensor) -> dict:
         """Parameters ``new`` with the components where ``keep`` (k,) is True taken from ``old``."""
         for name, value in new.items():
             value[keep] = old[name][keep]
         return new
 
-    def _c_init_features(self, X: torch.Tensor) -> torch.Tensor:
+    def _component_init_features(self, X: torch.Tensor) -> torch.Tensor:
         """The features k-means initialisation clusters (default: X itself)."""
         return X
 
@@ -213,7 +211,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
 
     def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
         X = super()._validate_X(X, reset=reset)
-        self._c_check(X, reset)
+        self._check_component_data(X, reset)
         return X
 
     # ------------------------------------------------------------ fitting
@@ -260,7 +258,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         labels = check_labels(y, n, k, X.device)
         self.n_features_in_ = d
-        self._c_prepare(X)
+        self._prepare_component_data(X)
         rows = self.chunk_rows or default_chunk_rows(d, k)
         self._store_result(self._run_em(self._hooks(), LabelledChunks(X, w, labels, rows)))
         return X
@@ -269,8 +267,8 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return _MixtureHooks(self)
 
     def _stream(self, source, sample_weight) -> EMStream:
-        """A source read chunk by chunk (see em/sources.py). Every block is checked against the
-        family's support; data-dependent settings (``_c_prepare``) are learnt from the in-memory
+        """A source read chunk by chunk (see em/sources/chunks.py). Every block is checked against the
+        family's support; data-dependent settings (``_prepare_component_data``) are learnt from the in-memory
         initialisation sample, after which blocks are checked against them too."""
         k = self._n_components()
         rows = self.chunk_rows or default_chunk_rows(source.n_features, k)
@@ -278,10 +276,10 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         prepared = [bool(self.warm_start and hasattr(self, "_params"))]
 
         def check(X):
-            self._c_check(X, not prepared[0])
+            self._check_component_data(X, not prepared[0])
 
         def init_data(sample):
-            self._c_prepare(sample.X)
+            self._prepare_component_data(sample.X)
             prepared[0] = True
             return LabelledChunks(sample.X, sample.weights, None, sample.chunk_rows)
 
@@ -301,7 +299,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return _unlabelled(X, w)
 
     def _online_init_data(self, X, w):
-        self._c_prepare(X)
+        self._prepare_component_data(X)
         rows = self.chunk_rows or default_chunk_rows(X.shape[1], self._n_components())
         return LabelledChunks(X, w, None, rows)
 
@@ -310,7 +308,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return k, f"one per component ({k})"
 
     def _initial_resp(self, data: LabelledChunks, gen: torch.Generator) -> torch.Tensor:
-        F = self._c_init_features(data.X)
+        F = self._component_init_features(data.X)
         resp = initial_resp(
             self.init_params, F, data.weights, self._n_components(), gen, data.labels
         )
@@ -321,7 +319,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def _initial_params(self, data: LabelledChunks, gen: torch.Generator) -> dict:
         resp = self._initial_resp(data, gen) * data.weights.unsqueeze(1)  # (n, k)
         S0 = resp.sum(0)
-        params = self._c_mstep(self._c_stats(data.X, resp), S0)
+        params = self._component_mstep(self._component_stats(data.X, resp), S0)
         params["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
         return params
 
@@ -334,11 +332,11 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def _log_joint(self, X: torch.Tensor, params: dict | None = None) -> torch.Tensor:
         """log π_k + log p(x_n | θ_k): (n, k)."""
         p = self._params if params is None else params
-        return self._c_log_prob(p, X) + p["weights"].log()
+        return self._component_log_prob(p, X) + p["weights"].log()
 
     # ------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
-        return self._c_n_parameters(self.n_features_in_) + len(self._params["weights"]) - 1
+        return self._component_n_parameters(self.n_features_in_) + len(self._params["weights"]) - 1
 
     def icl(self, X):
         """Integrated completed likelihood (Biernacki, Celeux & Govaert 2000) as mclust
@@ -383,7 +381,7 @@ class _MixtureHooks:
             lse = torch.where(known, logp.gather(1, labels.clamp_min(0).unsqueeze(1))[:, 0], lse)
             resp = fix_labelled(resp, labels)
         resp = resp * w.unsqueeze(1)
-        stats = self.model._c_stats(X, resp)
+        stats = self.model._component_stats(X, resp)
         stats["S0"] = resp.sum(0)
         stats["loglik"] = (w * lse).sum()
         stats["weight"] = w.sum()
@@ -391,15 +389,15 @@ class _MixtureHooks:
 
     def mstep(self, params, stats):
         S0 = stats["S0"]
-        new = self.model._c_mstep(stats, S0)
+        new = self.model._component_mstep(stats, S0)
         empty = S0 <= 0
         if bool(empty.any()):
             # An unused component keeps its parameters; its weight goes to zero.
-            new = self.model._c_keep(new, params, empty)
+            new = self.model._keep_components(new, params, empty)
         new["weights"] = self.prior.map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
         return new
 
     def lower_bound(self, params, stats):
         # MAP-EM increases the log posterior, so that is what is monitored.
-        log_prior = self.prior.log_prob(params["weights"]) + self.model._c_log_prior(params)
+        log_prior = self.prior.log_prob(params["weights"]) + self.model._component_log_prior(params)
         return float((stats["loglik"] + log_prior) / stats["weight"])

@@ -1,7 +1,7 @@
 """The Baum-Welch E-step over chunks, fused and in place: the fast path of
-:func:`latentfit.em.hmm.kernels.posterior`.
+:func:`latentfit.em.hmm.inference.posterior.posterior`.
 
-Same mathematics as the chunked kernels of :mod:`latentfit.em.hmm.kernels` (the stream cut
+Same mathematics as the chunked kernels of :mod:`latentfit.em.hmm.inference.posterior` (the stream cut
 into ``b`` chunks of ``l`` steps, each Python step one batched ``(b, k) @ (k, k)`` product),
 arranged so that an iteration makes as few passes over the (t, k) arrays, and as few fresh
 allocations of them, as possible; on a CPU a fresh 64 MB array costs more in page faults than
@@ -19,7 +19,7 @@ the arithmetic done on it.
   backward message leaving chunk ``j`` depends only on the first ``w`` steps of chunk
   ``j + 1``. The windows are checked, and widened fourfold for the chunks that have not yet
   forgotten their start; if some chunk never does within the whole chunk, the exact
-  whole-chunk transfer-matrix scan of :mod:`~latentfit.em.hmm.kernels` is used instead.
+  whole-chunk transfer-matrix scan of :mod:`~latentfit.em.hmm.inference.posterior` is used instead.
 * The forward pass divides the emissions by its normalisers in place, and the backward pass
   then runs with Rabiner's scaling (1989, §V.A), writing the smoothed marginals ``γ`` over the
   forward messages and accumulating ``Σ ξ`` (eq. 37) by one ``(k, b) @ (b, k)`` product per
@@ -33,7 +33,18 @@ import math
 
 import torch
 
-from latentfit.em.hmm.memory import empty_large
+from latentfit.em.hmm.inference.messages import (
+    HMMFiltered,
+    _boundary_messages,
+    _chunk_transfer,
+    _entering_backward,
+    _entering_forward,
+    _prepare,
+    _restart_steps,
+    _segment_sum,
+    _unchunk,
+)
+from latentfit.em.hmm.inference.runtime import empty_large
 
 __all__ = ["fused_posterior"]
 
@@ -75,11 +86,24 @@ def _window_product(e_bl, steps, transmat, restarts, restart_row, right: bool):
     return P, _coalesced_rows(P)
 
 
+def _widening(todo: torch.Tensor, window: int, length: int, attempt) -> bool:
+    """``attempt(todo, w)`` (a bool mask of the chunks it settled) on windows of ``window``
+    steps, widened fourfold for the chunks not yet settled, up to the whole chunk
+    (``length``). True when every chunk of ``todo`` was settled."""
+    w = window
+    while len(todo):
+        w = min(w, length)
+        todo = todo[~attempt(todo, w)]
+        if w == length:
+            break
+        w *= 4
+    return not len(todo)
+
+
 def _windowed_boundaries(e_bl, startprob, transmat, starts_bl, window):
     """Forward messages entering and backward messages leaving every chunk from windows of
     ``window`` steps, widened fourfold for the chunks that have not forgotten their start
     (up to the whole chunk); None if some chunk never does."""
-    from latentfit.em.hmm.kernels import _restart_steps
 
     b, length, k = e_bl.shape
     flat = torch.full((k,), 1.0 / k, dtype=e_bl.dtype, device=e_bl.device)
@@ -87,35 +111,27 @@ def _windowed_boundaries(e_bl, startprob, transmat, starts_bl, window):
     alpha0[0] = startprob  # unused: the stream starts a sequence
     beta_end = torch.empty_like(alpha0)
     beta_end[-1] = flat  # the end of the stream
-    # forward: the tail of chunk j gives the message entering chunk j + 1
-    todo, w = torch.arange(b - 1, device=e_bl.device), window
-    while len(todo):
-        w = min(w, length)
+
+    def forward(todo, w):  # the tail of chunk j gives the message entering chunk j + 1
         tail = starts_bl[todo, length - w :]  # (m, w)
         P, ok = _window_product(
             e_bl[todo, length - w :], range(w), transmat, _restart_steps(tail.T), startprob, False
         )
         alpha0[todo[ok] + 1] = P[ok, 0]
-        todo = todo[~ok]
-        if w == length:
-            break
-        w *= 4
-    if len(todo):
-        return None
-    # backward: the head of chunk j + 1 gives the message leaving chunk j
-    todo, w = torch.arange(1, b, device=e_bl.device), window
-    while len(todo):
-        w = min(w, length)
+        return ok
+
+    def backward(todo, w):  # the head of chunk j + 1 gives the message leaving chunk j
         head = starts_bl[todo, :w]  # (m, w)
         S, ok = _window_product(
             e_bl[todo, :w], range(w - 1, -1, -1), transmat, _restart_steps(head.T), flat, True
         )
         beta_end[todo[ok] - 1] = S[ok, 0]
-        todo = todo[~ok]
-        if w == length:
-            break
-        w *= 4
-    if len(todo):
+        return ok
+
+    chunks = torch.arange(b, device=e_bl.device)
+    if not _widening(chunks[:-1], window, length, forward):
+        return None
+    if not _widening(chunks[1:], window, length, backward):
         return None
     return alpha0, beta_end
 
@@ -141,6 +157,21 @@ def _filter_in_place(e_bl, startprob, transmat, restarts, alpha, filtered, c, re
         alpha = torch.div(pred, s, out=filtered[:, i])
         if rescale:
             e.div_(s)
+
+
+def _with_boundary_counts(acc, e_bl, beta, last, At, transmat, starts_first):
+    """Σ ξ (k, k) from the accumulated within-chunk products ``acc``, adding the transitions
+    into the first step of chunks 1..b-1 (chunk 0 starts the stream) from the forward messages
+    ``last`` (b, k) at every chunk's last step and the backward messages ``beta`` (b, k) at
+    every chunk's first step."""
+    if e_bl.shape[0] > 1:
+        tiny = torch.finfo(e_bl.dtype).tiny
+        r = e_bl[1:, 0] * beta[1:]  # (b-1, k)
+        prev = last[:-1]
+        zinv = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()
+        zinv.masked_fill_(starts_first[1:].unsqueeze(1), 0.0)
+        acc.addmm_((prev * zinv).T, r)
+    return torch.where(transmat > 0, transmat * acc, 0.0)  # a zero transition has no count
 
 
 def _smooth_scaled(e_bl, filtered, transmat, restarts, beta, starts_first):
@@ -172,13 +203,7 @@ def _smooth_scaled(e_bl, filtered, transmat, restarts, beta, starts_first):
         prev.mul_(beta)  # γ_{t-1} over α̂_{t-1}
     if not bool(torch.isfinite(beta).all()) or not bool(torch.isfinite(acc).all()):
         return None
-    if b > 1:  # transitions into the first step of chunks 1..b-1 (chunk 0 starts the stream)
-        r = e_bl[1:, 0] * beta[1:]  # (b-1, k)
-        prev = last[:-1]
-        zinv = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()
-        zinv.masked_fill_(starts_first[1:].unsqueeze(1), 0.0)
-        acc.addmm_((prev * zinv).T, r)
-    return torch.where(transmat > 0, transmat * acc, 0.0)  # a zero transition has no count
+    return _with_boundary_counts(acc, e_bl, beta, last, At, transmat, starts_first)
 
 
 def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
@@ -215,13 +240,7 @@ def _smooth_in_place(e_bl, filtered, transmat, restarts, beta, starts_first):
         # divided by α̂ · β (not by its sum, which lets the states that matter underflow beside
         # a ruled-out state that fits better); a ruled-out state's component is capped
         beta = nxt.mul_(zinv).clamp_max_(cap)  # nxt's buffer is reused
-    if b > 1:  # transitions into the first step of chunks 1..b-1 (chunk 0 starts the stream)
-        r = e_bl[1:, 0] * beta[1:]  # (b-1, k)
-        prev = last[:-1]
-        zinv = (prev * (r @ At)).sum(1, keepdim=True).clamp_min_(tiny).reciprocal_()
-        zinv.masked_fill_(starts_first[1:].unsqueeze(1), 0.0)
-        acc.addmm_((prev * zinv).T, r)
-    return torch.where(transmat > 0, transmat * acc, 0.0)  # a zero transition has no count
+    return _with_boundary_counts(acc, e_bl, beta, last, At, transmat, starts_first)
 
 
 def fused_posterior(
@@ -234,8 +253,6 @@ def fused_posterior(
     reused (it is then destroyed).
 
     Returns (γ (t, k), Σ ξ (k, k), per-step log normalisers (t,))."""
-    from latentfit.em.hmm.kernels import _chunk_transfer, _entering_backward, _entering_forward
-
     t, k = log_likelihoods.shape
     b, length = starts_bl.shape
     pad = b * length - t
@@ -282,3 +299,35 @@ def fused_posterior(
         xi = _smooth_in_place(e_bl, filtered, transmat, restarts, beta_end, starts_first)
     log_norm = c.view(-1)[:t].log_().add_(shift)
     return filtered.view(-1, k)[:t], xi, log_norm
+
+
+def _filter_from(e_lb, startprob, transmat, restarts, alpha):
+    """Forward filter of every chunk (l, b, k) from its entering message ``alpha`` (b, k)."""
+    length, b, _ = e_lb.shape
+    tiny = torch.finfo(e_lb.dtype).tiny
+    filtered = torch.empty_like(e_lb)
+    c = torch.empty(length, b, 1, dtype=e_lb.dtype, device=e_lb.device)
+    for i in range(length):
+        pred = alpha @ transmat  # (b, k)
+        if i in restarts:
+            pred[restarts[i]] = startprob
+        pred.mul_(e_lb[i])
+        s = torch.sum(pred, 1, keepdim=True, out=c[i])  # (b, 1)
+        alpha = torch.div(pred, s.clamp_min(tiny), out=filtered[i])
+    return filtered, c.squeeze(2).log()
+
+
+def parallel_forward_filter(
+    log_likelihoods, startprob, transmat, lengths=None, *, chunk: int | None = None
+) -> HMMFiltered:
+    """The forward filter of :func:`~latentfit.em.hmm.inference.sequential.forward_filter`, computed over chunks in parallel.
+
+    Same result (to rounding) in ``O(l + b)`` Python steps instead of ``O(t)``.
+    """
+    t, k = log_likelihoods.shape
+    ch = _prepare(log_likelihoods, lengths, chunk)
+    alpha0, _ = _boundary_messages(ch, startprob, transmat, k, backward=False)
+    filtered, log_c = _filter_from(ch.e, startprob, transmat, ch.restarts, alpha0)
+    log_norm = _unchunk(log_c + ch.shift, t)
+    seq = _segment_sum(log_norm, ch.starts)
+    return HMMFiltered(seq.sum(), seq, _unchunk(filtered, t), log_norm)

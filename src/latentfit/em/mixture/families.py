@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import warnings
 from typing import ClassVar
 
 import torch
@@ -32,20 +31,19 @@ from torch.distributions import (
     Poisson,
 )
 
-from latentfit.em.estimator import check_non_negative
+from latentfit._validation import check_non_negative
 from latentfit.em.gaussian import (
     DegenerateComponentError,
     check_overflow,
     degenerate_components,
-    describe_degenerate,
     weighted_mean,
 )
-from latentfit.em.mixture_base import BaseMixture, first_offending
-from latentfit.em.priors import NormalInverseWishart
-from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
+from latentfit.em.mixture.base import BaseMixture, first_offending
+from latentfit.em.mixture.priors import NormalInverseWishartPrior
+from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
-__all__ = ["FAMILIES", "Family", "MixtureModel", "gamma_mle"]
+__all__ = ["FAMILIES", "MixtureFamily", "MixtureModel", "gamma_mle"]
 
 
 def gamma_mle(S0, S1, Slog, n_newton: int = 20):
@@ -63,7 +61,7 @@ def gamma_mle(S0, S1, Slog, n_newton: int = 20):
     return a, a / mean
 
 
-class Family:
+class MixtureFamily:
     """One component family: additive statistics, weighted MLE and a torch Distribution."""
 
     name = ""
@@ -91,7 +89,7 @@ def _moments(X, r):
     return {"s0": r.sum(), "s1": r @ X, "s2": r @ X.square()}
 
 
-class _Normal(Family):
+class _Normal(MixtureFamily):
     name = "normal"
 
     def stats(self, X, r):
@@ -119,7 +117,7 @@ class _Normal(Family):
         return 2 * d
 
 
-class _MVN(Family):
+class _MVN(MixtureFamily):
     name = "mvn"
 
     def stats(self, X, r):
@@ -153,7 +151,7 @@ class _MVN(Family):
         return d + d * (d + 1) // 2
 
 
-class _Poisson(Family):
+class _Poisson(MixtureFamily):
     name = "poisson"
     support = "non-negative integers"
 
@@ -173,7 +171,7 @@ class _Poisson(Family):
         return d
 
 
-class _Bernoulli(Family):
+class _Bernoulli(MixtureFamily):
     name = "bernoulli"
     support = "0 or 1"
 
@@ -195,7 +193,7 @@ class _Bernoulli(Family):
         return d
 
 
-class _Exponential(Family):
+class _Exponential(MixtureFamily):
     name = "exponential"
     support = "non-negative numbers"
 
@@ -215,7 +213,7 @@ class _Exponential(Family):
         return d
 
 
-class _Gamma(Family):
+class _Gamma(MixtureFamily):
     name = "gamma"
     support = "positive numbers"
 
@@ -236,7 +234,7 @@ class _Gamma(Family):
         return 2 * d
 
 
-class _LogNormal(Family):
+class _LogNormal(MixtureFamily):
     name = "lognormal"
     support = "positive numbers"
 
@@ -257,7 +255,7 @@ class _LogNormal(Family):
         return 2 * d
 
 
-FAMILIES: dict[str, Family] = {
+FAMILIES: dict[str, MixtureFamily] = {
     f.name: f
     for f in (_Normal(), _MVN(), _Poisson(), _Bernoulli(), _Exponential(), _Gamma(), _LogNormal())
 }
@@ -276,7 +274,7 @@ class MixtureModel(BaseMixture):
         Fraley & Raftery 2007); None (default) is maximum likelihood.
     The remaining parameters are GaussianMixture's (see BernoulliMixture), with
     ``learning_decay``/``learning_offset`` for ``partial_fit``; ``fit`` also takes a source
-    (see :class:`~latentfit.em.mixture_base.BaseMixture`).
+    (see :class:`~latentfit.em.mixture.base.BaseMixture`).
 
     Fitted: ``weights_`` (k,), ``components_`` (a list with one dict of numpy parameters per
     component, named as the torch distribution's arguments), ``families_`` (k names).
@@ -342,7 +340,7 @@ class MixtureModel(BaseMixture):
         super()._check_parameters()
         check_non_negative(self.reg_covar, "reg_covar")
 
-    def _c_check(self, X, reset):
+    def _check_component_data(self, X, reset):
         for name in dict.fromkeys(self._families()):
             fam = FAMILIES[name]
             bad = fam.check(X)
@@ -352,7 +350,7 @@ class MixtureModel(BaseMixture):
                     f"{first_offending(bad, X)}"
                 )
 
-    def _c_prepare(self, X):
+    def _prepare_component_data(self, X):
         self.families_ = self._families()
         self._niw = None
         # Normal and mvn statistics are taken about one point fixed for the fit, the data
@@ -363,7 +361,9 @@ class MixtureModel(BaseMixture):
             check_overflow(X)
             self._shift = weighted_mean(X)
         if self.niw_shrinkage is not None and "mvn" in self.families_:
-            self._niw = NormalInverseWishart.default(X, len(self.families_), self.niw_shrinkage)
+            self._niw = NormalInverseWishartPrior.default(
+                X, len(self.families_), self.niw_shrinkage
+            )
 
     def _initial_params(self, data, gen):
         fams = self.families_
@@ -377,7 +377,7 @@ class MixtureModel(BaseMixture):
             r = resp[:, list(perm)]
             S0 = r.sum(0)
             try:
-                cand = self._c_mstep(self._c_stats(data.X, r), S0)
+                cand = self._component_mstep(self._component_stats(data.X, r), S0)
             except (ValueError, RuntimeError):  # a family cannot fit that cluster
                 continue
             cand["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
@@ -396,13 +396,13 @@ class MixtureModel(BaseMixture):
         prefix = f"c{k}."
         return {n[len(prefix) :]: v for n, v in params.items() if n.startswith(prefix)}
 
-    def _c_log_prob(self, params, X):
+    def _component_log_prob(self, params, X):
         shift = params.get("shift")
         Xc = X - shift if shift is not None else None  # (n, d)
         cols = []
         for k, f in enumerate(self.families_):
             p = self._component(params, k)
-            if Xc is not None and "delta" in p:  # about the fit's centre: see _c_mstep
+            if Xc is not None and "delta" in p:  # about the fit's centre: see _component_mstep
                 cols.append(FAMILIES[f].dist({**p, "loc": p["delta"]}).log_prob(Xc))
             else:
                 cols.append(FAMILIES[f].dist(p).log_prob(X))
@@ -438,21 +438,13 @@ class MixtureModel(BaseMixture):
             hit = degenerate_components(scatter, ct, data_cov, self.reg_covar)
             if hit:
                 found[k] = hit[0]
-        self.degenerate_components_ = sorted(found)
-        if found:
-            label = self._log_joint(X).argmax(1)  # (n,)
-            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
-            warnings.warn(
-                describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
-                DegenerateComponentWarning,
-                stacklevel=4,
-            )
+        self._record_degenerate(found, X)
 
     def _stats_shift(self):
         """The fixed point normal/mvn statistics are centred on (None: not centred)."""
         return getattr(self, "_shift", None)
 
-    def _c_stats(self, X, resp):
+    def _component_stats(self, X, resp):
         out = {}
         shift = self._stats_shift()
         Xc = X - shift if shift is not None else X  # (n, d) for the Gaussian families
@@ -461,7 +453,7 @@ class MixtureModel(BaseMixture):
                 out[f"c{k}.{n}"] = v
         return out
 
-    def _c_mstep(self, stats, S0):
+    def _component_mstep(self, stats, S0):
         out = {}
         shift = self._stats_shift()
         niw = self._niw
@@ -486,14 +478,14 @@ class MixtureModel(BaseMixture):
             out["shift"] = shift
         return out
 
-    def _c_keep(self, new, old, keep):
+    def _keep_components(self, new, old, keep):
         for k in keep.nonzero().flatten().tolist():
             for n in new:
                 if n.startswith(f"c{k}."):
                     new[n] = old[n]
         return new
 
-    def _c_log_prior(self, params):
+    def _component_log_prior(self, params):
         total = params["weights"].new_zeros(())
         if self._niw is not None:
             for k, f in enumerate(self.families_):
@@ -512,7 +504,7 @@ class MixtureModel(BaseMixture):
             torch.manual_seed(seed)
             return dist.sample((count,))
 
-    def _c_n_parameters(self, d):
+    def _component_n_parameters(self, d):
         return sum(FAMILIES[f].n_parameters(d) for f in self.families_)
 
     def _set_params_tensors(self, params):

@@ -1,8 +1,10 @@
-"""What the fitted estimators of latentfit share: input checks, the run record, persistence and
-the mixture API (score/predict/sample/BIC/AIC) built on two hooks.
+"""The one estimator base of EM: input checks, the run of the driver and its record,
+persistence, BIC/AIC, and the mixture API (score/predict/sample) built on two hooks.
 
-:class:`FittedModel` holds what every EM/VI estimator does the same way (dtype/device, the
-checks of X at fit and predict time, the record of the driver's result, save/load).
+:class:`EMEstimator` holds what every EM estimator (the mixtures, FA/PPCA,
+BayesianGaussianMixture and every HMM) does the same way: dtype/device, the checks of X at fit
+and predict time, fitting from a data source, the run of :func:`~latentfit.em.driver.run_em`
+with the estimator's settings and the record of its result, save/load.
 :class:`MixtureMixin` adds scikit-learn's mixture API from ``_log_joint(X) -> (n, k)``
 = log π_k + log p(x_n | θ_k) (Bishop 2006 eq. 9.23 before normalising), and
 :class:`CriteriaMixin` BIC/AIC (Schwarz 1978; Akaike 1974) from ``score`` and
@@ -13,6 +15,7 @@ estimators, with the same messages everywhere.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -28,164 +31,39 @@ from latentfit._validation import (
     resolve_device,
     resolve_dtype,
 )
-from latentfit.em.data import default_chunk_rows
 from latentfit.em.driver import EMResult, run_em
-from latentfit.em.kmeans import kmeans, kmeans_plusplus, nearest_center
-from latentfit.em.stream import EMStream, prepare_stream
-from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
+from latentfit.em.gaussian import describe_degenerate
+from latentfit.em.initialize import cpu_generator
+from latentfit.em.sources.stream import EMStream, prepare_stream
+from latentfit.em.sources.tensors import default_chunk_rows
+from latentfit.errors import (
+    DataError,
+    DegenerateComponentWarning,
+    LatentfitError,
+    ModelFileError,
+    ParameterError,
+    user_stacklevel,
+)
 from latentfit.io import check_fields
 from latentfit.io import save as _save
 
-__all__ = [
-    "INIT_PARAMS",
-    "CriteriaMixin",
-    "FittedModel",
-    "MixtureMixin",
-    "check_choice",
-    "check_em_counts",
-    "check_missing",
-    "check_n_samples",
-    "check_non_negative",
-    "check_tol",
-    "cpu_generator",
-    "initial_resp",
-    "match_clusters",
-]
-
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
-
-
-# ---------------------------------------------------------------------- parameter checks
-def check_em_counts(n_components: int, n_init: int, max_iter: int) -> None:
-    """n_components ≥ 1, n_init ≥ 1, max_iter ≥ 0."""
-    check_positive_int(n_components, "n_components")
-    check_positive_int(n_init, "n_init")
-    check_positive_int(max_iter, "max_iter", minimum=0)
-
-
-def check_choice(value, name: str, choices: tuple) -> None:
-    if value not in choices:
-        raise ParameterError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _is_real(value) -> bool:
-    """A plain real number (Python or numpy scalar), not a bool, a string or an array."""
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-
-
-def check_non_negative(value, name: str) -> None:
-    """A finite number >= 0 (NaN and inf refused: neither is a setting EM can use)."""
-    if not (_is_real(value) and math.isfinite(value) and value >= 0):
-        raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def check_tol(value, name: str = "tol", *, allow_negative: bool = False) -> None:
-    """A convergence tolerance: a number, not NaN and not +inf (which would stop every fit
-    after one iteration). With ``allow_negative`` (the HMMs, as hmmlearn) any value down to
-    -inf is accepted and means "run every iteration"; otherwise it must be >= 0."""
-    ok = _is_real(value) and not math.isnan(value) and value != math.inf
-    if ok and not allow_negative:
-        ok = value >= 0
-    if not ok:
-        what = (
-            "a number below +inf (-inf: run every iteration)"
-            if allow_negative
-            else ("a finite number >= 0")
-        )
-        raise ParameterError(f"{name} must be {what}, got {value!r}; e.g. {name}=1e-3")
-
-
-def check_missing(missing) -> None:
-    if missing not in ("error", "marginalize"):
-        raise ParameterError(f"missing must be 'error' or 'marginalize', got {missing!r}")
-
-
-def check_n_samples(n: int, k: int) -> None:
-    """At least as many samples as components (scikit-learn's message)."""
-    if n < k:
-        raise DataError(
-            f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}: "
-            "every component needs a sample to start from; pass more rows or a smaller "
-            "n_components"
-        )
-
-
-# ---------------------------------------------------------------------- initialisation
-def initial_resp(
-    init_params: str,
-    X: torch.Tensor,
-    w: torch.Tensor,
-    k: int,
-    gen: torch.Generator,
-    labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Starting responsibilities (n, k) by scikit-learn's ``init_params`` methods.
-
-    "random": uniform draws normalised per row; otherwise hard assignments: k-means clusters,
-    or every sample joined to the nearest of k centres drawn by k-means++ or from the data
-    (∝ weight, without replacement). With ``labels`` (n,) (-1 unknown) the clusters are
-    renumbered to agree with the labelled samples (:func:`match_clusters`).
-    """
-    n, dt, dev = X.shape[0], X.dtype, X.device
-    if init_params == "random":
-        resp = torch.rand(n, k, generator=gen, dtype=dt, device=dev)  # (n, k)
-        return resp / resp.sum(1, keepdim=True)
-    if init_params == "kmeans":
-        clusters = kmeans(X, k, w, gen)[1]
-    else:
-        if init_params == "k-means++":
-            idx = kmeans_plusplus(X, k, w, gen)
-        else:  # random_from_data: k distinct samples, drawn ∝ weight
-            idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
-        # Each sample joins its nearest chosen center, so every component starts with data.
-        clusters = nearest_center(X, X[idx.to(dev)])  # (n,)
-    if labels is not None:
-        clusters = match_clusters(clusters, labels, k)
-    return torch.nn.functional.one_hot(clusters, k).to(dt)
-
-
-def match_clusters(clusters: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Renumber initial clusters to agree with the given labels (greedy on the contingency
-    table), so that EM starts in the basin the labelled samples point to."""
-    known = labels >= 0
-    table = torch.zeros(k, k, dtype=torch.float64)
-    table.index_put_(
-        (clusters[known].cpu(), labels[known].cpu()),
-        torch.ones(int(known.sum()), dtype=torch.float64),
-        accumulate=True,
-    )
-    perm = torch.full((k,), -1, dtype=torch.long)
-    for _ in range(k):
-        c, lab = divmod(int(table.argmax()), k)
-        if table[c, lab] < 0:
-            break
-        perm[c] = lab
-        table[c, :] = -1
-        table[:, lab] = -1
-    free = [lab for lab in range(k) if lab not in perm.tolist()]
-    perm[perm < 0] = torch.tensor(free, dtype=torch.long)
-    return perm.to(clusters.device)[clusters]
-
-
-def cpu_generator(gen: torch.Generator) -> torch.Generator:
-    """``gen`` itself on CPU; for an accelerator generator, a CPU one seeded from it
-    (torch.multinomial on CPU tensors needs a CPU generator)."""
-    if gen.device.type == "cpu":
-        return gen
-    g = torch.Generator()
-    g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item()))
-    return g
+__all__ = ["CriteriaMixin", "EMEstimator", "MixtureMixin"]
 
 
 # ---------------------------------------------------------------------- estimators
-class FittedModel:
-    """dtype/device, checks of X, the record of a driver run and persistence.
+class EMEstimator:
+    """dtype/device, checks of X, the run of the EM driver and its record, persistence.
 
     The estimator keeps its fitted tensors in ``_params`` and sets its public attributes from
     them in ``_set_params_tensors``; ``missing`` (when it has one) decides whether NaN is allowed.
+    A class whose fitted state lives elsewhere names the attribute a fitted model has in
+    ``_fitted_attribute``; ``_max_iter_name`` and ``_convergence`` are the iteration setting
+    and the stopping rule it hands the driver.
     """
+
+    _fitted_attribute = "_params"
+    _max_iter_name = "max_iter"
+    _convergence = "abs"
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -231,10 +109,10 @@ class FittedModel:
         init_data=None,
         check=None,
     ) -> EMStream:
-        """A source of :mod:`latentfit.em.sources` set up for this estimator (device, dtype,
+        """A source of :mod:`latentfit.em.sources.chunks` set up for this estimator (device, dtype,
         chunk size, NaN kept when ``missing="marginalize"``) with ``hooks`` wrapped to initialise
         from its in-memory sample: what ``fit(source)`` hands to :meth:`_run_em`. ``batch``,
-        ``init_data`` and ``check`` are :func:`~latentfit.em.stream.prepare_stream`'s."""
+        ``init_data`` and ``check`` are :func:`~latentfit.em.sources.stream.prepare_stream`'s."""
         if sample_weight is not None:
             raise ParameterError("a source carries its own sample weights; pass sample_weight=None")
         stream = prepare_stream(
@@ -256,16 +134,19 @@ class FittedModel:
         """The one EM driver with this estimator's settings; a warm start (``warm_start`` and
         a previous fit) continues from the fitted parameters with a single run."""
         warm = getattr(self, "warm_start", False) and hasattr(self, "_params")
+        verbose = self.verbose
         return run_em(
             hooks,
             data,
             reduce=reduce,
             n_init=1 if warm else getattr(self, "n_init", 1),
-            max_iter=self.max_iter,
+            max_iter=getattr(self, self._max_iter_name),
+            max_iter_name=self._max_iter_name,
             tol=self.tol,
             init_params=self._params if warm else None,
             generator=make_generator(self.random_state, self._device),
-            verbose=self.verbose,
+            convergence=self._convergence,
+            verbose=int(verbose) if isinstance(verbose, bool) else verbose,
             name=type(self).__name__,
         )
 
@@ -283,7 +164,7 @@ class FittedModel:
     # ------------------------------------------------------------------ persistence
     def save(self, path):
         """Write the fitted model (safetensors + JSON header); read it back with latentfit.load."""
-        check_is_fitted(self, "_params")
+        check_is_fitted(self, self._fitted_attribute)
         return _save(self, path)
 
     #: The settings beyond the tensors that ``save`` writes and ``load`` may restore, with
@@ -372,7 +253,9 @@ class FittedModel:
 
 
 class CriteriaMixin:
-    """BIC and AIC from ``score`` (mean log-likelihood) and ``_n_parameters()``."""
+    """BIC and AIC (Schwarz 1978; Akaike 1974) from ``_total_log_likelihood`` (default: the
+    mean log-likelihood ``score`` times the number of rows) and ``_n_parameters()``; extra
+    arguments (an HMM's ``lengths``) go to the log-likelihood."""
 
     def _n_parameters(self) -> int:
         raise NotImplementedError
@@ -381,17 +264,20 @@ class CriteriaMixin:
     def _n_rows(X) -> int:
         return X.shape[0] if hasattr(X, "shape") else len(X)
 
-    def bic(self, X):
+    def _total_log_likelihood(self, X, *args, **kwargs) -> float:
+        return self.score(X, *args, **kwargs) * self._n_rows(X)
+
+    def bic(self, X, *args, **kwargs):
         """Bayesian information criterion: −2 log L + p log n (lower is better)."""
-        n = self._n_rows(X)
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+        log_l = self._total_log_likelihood(X, *args, **kwargs)
+        return -2 * log_l + self._n_parameters() * math.log(self._n_rows(X))
 
-    def aic(self, X):
+    def aic(self, X, *args, **kwargs):
         """Akaike information criterion: −2 log L + 2p (lower is better)."""
-        return -2 * self.score(X) * self._n_rows(X) + 2 * self._n_parameters()
+        return -2 * self._total_log_likelihood(X, *args, **kwargs) + 2 * self._n_parameters()
 
 
-class MixtureMixin(FittedModel):
+class MixtureMixin(EMEstimator):
     """scikit-learn's mixture API from ``_log_joint(X) -> (n, k)`` and
     ``_sample_component(params, k, count, gen) -> (count, d)``."""
 
@@ -402,10 +288,26 @@ class MixtureMixin(FittedModel):
     def _sample_component(self, params: dict, k: int, count: int, gen) -> torch.Tensor:
         raise NotImplementedError
 
+    def _record_degenerate(self, found: dict, X: torch.Tensor | None) -> None:
+        """Set ``degenerate_components_`` from ``found`` (component → evidence, see
+        :func:`~latentfit.em.gaussian.degenerate_components`) and, if any, warn naming them and,
+        when the data is in memory, their rows."""
+        self.degenerate_components_ = sorted(found)
+        if not found:
+            return
+        rows = None
+        if X is not None:
+            label = self._log_joint(X).argmax(1)  # (n,)
+            rows = {k: (label == k).nonzero().flatten().tolist() for k in found}
+        warnings.warn(
+            describe_degenerate(type(self).__name__, found, rows, "reg_covar"),
+            DegenerateComponentWarning,
+            stacklevel=user_stacklevel(),
+        )
+
     def _log_joint_rows(self, X: torch.Tensor) -> torch.Tensor:
         """:meth:`_log_joint` over chunks of rows: (n, k). The densities build (rows, k, d)
-        temporaries, which for all of X at once leave the cache (410 MB at n = 200,000,
-        d = k = 16) and made the inference methods several times slower."""
+        temporaries, which for all of X at once leave the cache (benchmarks/README.md)."""
         k = self._n_components() if hasattr(self, "_n_components") else self.n_components
         rows = default_chunk_rows(X.shape[1], k)
         if X.shape[0] <= rows:

@@ -1,9 +1,9 @@
 """The Baum-Welch E-step compiled for the CPU (numba): forward filter, backward pass, smoothed
 marginals and expected transition counts, the same result as
-:func:`~latentfit.em.hmm.fused.fused_posterior` (the torch version, kept for other devices).
+:func:`~latentfit.em.hmm.inference.chunked.fused_posterior` (the torch version, kept for other devices).
 
 Why compiled and sequential: compiled, one step of the forward or backward recursion is a few
-dozen operations, so a plain pass over 10^6 steps takes about 20 ms and needs none of the
+dozen operations, so a plain pass over a long sequence is fast and needs none of the
 chunk-boundary machinery of the torch version. Sequences are independent and run on separate
 threads; the scaling of the emissions (torch) is split over the threads by rows.
 
@@ -27,16 +27,42 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import torch
 
 from latentfit._compiled import jit
-from latentfit.em.hmm.kernels import HMMFiltered, HMMPosterior
-from latentfit.em.hmm.memory import empty_large
-from latentfit.em.hmm.threads import run_threads
-from latentfit.em.hmm.unroll import n_states, states_arg
+from latentfit.em.hmm.inference.messages import HMMFiltered, HMMPosterior
+from latentfit.em.hmm.inference.runtime import empty_large, run_threads
 
-__all__ = ["forward_filter_cpu", "posterior_cpu"]
+__all__ = ["UNROLL_STATES", "forward_filter_cpu", "n_states", "posterior_cpu", "states_arg"]
+
+
+# The number of states as a compile-time constant: a kernel takes ``states``, either the int k
+# or a tuple of k zeros, whose length is part of the tuple's numba type. Given the tuple, numba
+# compiles the kernel for that exact k: the loops over states unroll and running values stay in
+# registers (benchmarks/README.md). Each k then compiles once (cached on disk), so only the
+# common range is specialised.
+UNROLL_STATES = (4, 16)  # k in this range: kernels compiled for the exact k
+
+
+def n_states(states):
+    """k from a kernel's ``states`` argument (an int, or a tuple of k items)."""
+    return states if isinstance(states, int) else len(states)
+
+
+@numba.extending.overload(n_states)
+def _n_states_overload(states):
+    if isinstance(states, numba.types.Integer):
+        return lambda states: states
+    return lambda states: len(states)
+
+
+def states_arg(k: int):
+    """The ``states`` argument for k states: a tuple of k zeros in :data:`UNROLL_STATES`, else
+    the int k."""
+    lo, hi = UNROLL_STATES
+    return (0,) * k if lo <= k <= hi else k
 
 
 @jit
@@ -140,7 +166,7 @@ def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
     start = startprob.detach().cpu().numpy()
     A = transmat.detach().cpu().numpy()
     AT = np.ascontiguousarray(A.T)
-    states = states_arg(k)  # see latentfit.em.hmm.unroll
+    states = states_arg(k)  # see latentfit.em.hmm.inference.compiled
     outers = np.zeros((workers, k, k), A.dtype)
     cap = float(np.finfo(e.dtype).max) / (2 * k)  # A (e ⊙ b) stays finite
     # sequences to threads, longest first to the least loaded
@@ -170,7 +196,7 @@ def posterior_cpu(
     log_likelihoods, startprob, transmat, lengths=None, *, overwrite=False, workers=1
 ) -> HMMPosterior:
     """The Baum-Welch E-step on CPU tensors (see the module docstring), as
-    :func:`~latentfit.em.hmm.kernels.posterior`. ``overwrite=True`` lets it scale the emissions
+    :func:`~latentfit.em.hmm.inference.posterior.posterior`. ``overwrite=True`` lets it scale the emissions
     in the ``log_likelihoods`` buffer; sequences run on up to ``workers`` threads."""
     seq, gamma, _, xi, offsets = _run(
         log_likelihoods, startprob, transmat, lengths, overwrite, workers, smooth=True
@@ -183,7 +209,7 @@ def forward_filter_cpu(
     log_likelihoods, startprob, transmat, lengths=None, *, overwrite=False, workers=1
 ) -> HMMFiltered:
     """The forward filter on CPU tensors, as
-    :func:`~latentfit.em.hmm.kernels.forward_filter`: the first half of the E-step."""
+    :func:`~latentfit.em.hmm.inference.posterior.forward_filter`: the first half of the E-step."""
     seq, alpha, lognorm, _, _ = _run(
         log_likelihoods, startprob, transmat, lengths, overwrite, workers, smooth=False
     )

@@ -27,7 +27,7 @@ __all__ = [
     "BetaPrior",
     "DirichletPrior",
     "GammaPrior",
-    "NormalInverseWishart",
+    "NormalInverseWishartPrior",
 ]
 
 
@@ -113,7 +113,7 @@ class GammaPrior:
 
 
 @dataclass(frozen=True)
-class NormalInverseWishart:
+class NormalInverseWishartPrior:
     """Normal–Inverse-Wishart prior on a Gaussian component's (μ, Σ):
 
     Σ ~ IW(Ψ₀, ν₀), μ | Σ ~ N(m₀, Σ / κ₀).

@@ -1,69 +1,26 @@
 """Viterbi decoding (Viterbi 1967; Rabiner 1989, eqs. 30-35): the sequential recursion and
 its chunked, parallel twin with the same signature. Inputs as in
-:mod:`latentfit.em.hmm.kernels`: per-step emission log-likelihoods (t, k), ``startprob``,
+:mod:`latentfit.em.hmm.inference.posterior`: per-step emission log-likelihoods (t, k), ``startprob``,
 ``transmat`` and the sequence lengths (sequences laid end to end)."""
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 
-from latentfit.em.hmm.kernels import _restart_steps, _segment_sum, sequence_starts
-from latentfit.em.hmm.memory import empty_large
-from latentfit.em.hmm.threads import step_loop_threads
+from latentfit.em.hmm.inference.messages import (
+    HMMViterbi,
+    _log,
+    _path_log_prob,
+    _restart_steps,
+    _segment_sum,
+    padded_chunks,
+    sequence_starts,
+)
+from latentfit.em.hmm.inference.runtime import empty_large
 
-__all__ = ["HMMViterbi", "parallel_viterbi", "viterbi"]
-
-
-class HMMViterbi(NamedTuple):
-    """Most probable state path and its joint log-probability log p(x, z*)."""
-
-    log_prob: torch.Tensor  # ()
-    sequence_log_probs: torch.Tensor  # (n_sequences,)
-    path: torch.Tensor  # (t,) int64
-
-
-def _log(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x > 0, x, torch.zeros_like(x)).log().masked_fill(x <= 0, -math.inf)
-
-
-def _path_log_prob(log_likelihoods, log_start, log_trans, path, starts) -> torch.Tensor:
-    """log p(x, z) of the given path, per step (t,)."""
-    k = log_trans.shape[0]
-    per_step = log_likelihoods.gather(1, path.unsqueeze(1)).squeeze(1)  # (t,) emissions
-    if path.shape[0] > 1:  # transitions, by flat index i·k + j
-        per_step[1:] += log_trans.reshape(-1).take(path[:-1] * k + path[1:])
-    first = starts.nonzero().squeeze(1)  # first steps: the start probability instead
-    per_step[first] = log_likelihoods[first, path[first]] + log_start[path[first]]
-    return per_step
-
-
-def viterbi(log_likelihoods, startprob, transmat, lengths=None) -> HMMViterbi:
-    """Viterbi decoding (Viterbi 1967; Rabiner 1989, eqs. 30-35) in log space, sequentially."""
-    t, k = log_likelihoods.shape
-    starts = sequence_starts(lengths, t, log_likelihoods.device)
-    log_start, log_trans = _log(startprob), _log(transmat)
-    bp = torch.empty(t, k, dtype=torch.int64, device=log_likelihoods.device)
-    starts_cpu = starts.cpu().tolist()
-    delta = log_start
-    for i in range(t):
-        if starts_cpu[i]:
-            best = delta.argmax()
-            bp[i] = best
-            delta = log_start + log_likelihoods[i]
-        else:
-            delta, bp[i] = (delta.unsqueeze(1) + log_trans).max(0)
-            delta = delta + log_likelihoods[i]
-    path = torch.empty(t, dtype=torch.int64, device=log_likelihoods.device)
-    state = delta.argmax()
-    for i in range(t - 1, -1, -1):
-        path[i] = state
-        state = bp[i, state]
-    per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
-    seq = _segment_sum(per_step, starts)
-    return HMMViterbi(seq.sum(), seq, path)
+__all__ = ["parallel_viterbi"]
 
 
 def _max_plus_chunks(ll_bl, delta, log_trans, log_start, restarts, out):
@@ -140,26 +97,19 @@ def parallel_viterbi(
     as ``argmax_i δ_{t-1}(i) + log A_{i, z_t}``; a chunk whose final state disagrees with the
     predecessor of its successor's first state is traced back again, until they all agree.
     """
-    t, k = log_likelihoods.shape
+    t, _k = log_likelihoods.shape
     device = log_likelihoods.device
     starts = sequence_starts(lengths, t, device)
     log_start, log_trans = _log(startprob), _log(transmat)
     # shorter chunks than the E-step's: the max-plus step is elementwise work, so more chunks
     # per Python step (a larger batch) pay off, and the check-and-redo rounds are cheap
     length = chunk or (t if t <= 256 else math.ceil(math.sqrt(t) / 4))
-    b = -(-t // length)
-    pad = b * length - t
-    ll, padded = log_likelihoods, starts
-    if pad:  # padding steps restart with a flat emission
-        ll = torch.cat([ll, ll.new_zeros(pad, k)])
-        padded = torch.cat([starts, starts.new_ones(pad)])
-    ll_bl, starts_bl = ll.view(b, length, k), padded.view(b, length)
-    with step_loop_threads(device):
-        path = _decode_chunks(ll_bl, starts_bl, log_start, log_trans, warmup)
-        path = path.reshape(-1)[:t]
-        per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
-        seq = _segment_sum(per_step, starts)
-        return HMMViterbi(seq.sum(), seq, path)
+    ll_bl, starts_bl = padded_chunks(log_likelihoods, starts, length)
+    path = _decode_chunks(ll_bl, starts_bl, log_start, log_trans, warmup)
+    path = path.reshape(-1)[:t]
+    per_step = _path_log_prob(log_likelihoods, log_start, log_trans, path, starts)
+    seq = _segment_sum(per_step, starts)
+    return HMMViterbi(seq.sum(), seq, path)
 
 
 def _decode_chunks(ll_bl, starts_bl, log_start, log_trans, warmup):

@@ -1,14 +1,19 @@
-"""Large scratch tensors backed by transparent huge pages where the operating system offers
-them.
+"""What the HMM kernels ask of the machine: threads for the compiled kernels and large
+scratch tensors.
 
-The HMM kernels write a few (t, k) arrays per call (emission log-likelihoods, forward
+Threads: the compiled CPU kernels run whole passes per thread and take their count as an
+argument (``workers``; default torch's thread count, :func:`compiled_workers`). Nothing here
+changes torch's own thread count: a caller that wants the torch step loops on fewer threads
+sets that around its own call (benchmarks/README.md has the measurements).
+
+Memory: the kernels write a few (t, k) arrays per call (emission log-likelihoods, forward
 messages, Viterbi messages): 64 MB each for a million steps of eight states. A fresh
 allocation of that size is a new memory mapping, and on Linux its first touch costs one page
-fault per 4 KiB page, which measured ~27 ms per 64 MB array here: more than the arithmetic done
-on it. Asking the kernel for 2 MiB pages (``madvise(MADV_HUGEPAGE)``, honoured when
-``/sys/kernel/mm/transparent_hugepage/enabled`` is ``always`` or ``madvise``) cuts that ~500-fold.
-The hint changes no value; where it is unavailable (other systems, other devices, small
-arrays) this is plain :func:`torch.empty`.
+fault per 4 KiB page, more than the arithmetic done on it. :func:`empty_large` asks the
+kernel for 2 MiB pages (``madvise(MADV_HUGEPAGE)``, honoured when
+``/sys/kernel/mm/transparent_hugepage/enabled`` is ``always`` or ``madvise``); the hint
+changes no value, and where it is unavailable (other systems, other devices, small arrays)
+this is plain :func:`torch.empty`.
 """
 
 from __future__ import annotations
@@ -17,10 +22,29 @@ import ctypes
 import ctypes.util
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["empty_large"]
+__all__ = ["compiled_workers", "empty_large", "run_threads"]
+
+
+def compiled_workers(workers: int | None = None) -> int:
+    """Threads for the compiled CPU kernels: ``workers`` when given, else torch's thread
+    count."""
+    return torch.get_num_threads() if workers is None else max(1, int(workers))
+
+
+def run_threads(fn, n: int, workers: int) -> None:
+    """``fn(0) … fn(n − 1)`` on up to ``workers`` threads (the compiled kernels release the
+    GIL), or in order on this one."""
+    if workers > 1 and n > 1:
+        with ThreadPoolExecutor(min(workers, n)) as pool:
+            list(pool.map(fn, range(n)))
+    else:
+        for i in range(n):
+            fn(i)
+
 
 _HUGE = 2 << 20  # 2 MiB
 _MADV_HUGEPAGE = 14

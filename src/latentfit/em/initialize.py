@@ -1,4 +1,5 @@
-"""Weighted k-means in torch, used to initialise mixtures on any device.
+"""How EM starts: scikit-learn's ``init_params`` methods (:func:`initial_resp`) on weighted
+k-means in torch, on any device.
 
 k-means++ seeding (Arthur & Vassilvitskii 2007) followed by Lloyd iterations; one chunked
 pass over the data per iteration, so it runs on the same data sources as EM.
@@ -15,7 +16,17 @@ import torch
 
 from latentfit.em.gaussian import weighted_mean
 
-__all__ = ["kmeans", "kmeans_plusplus", "nearest_center"]
+__all__ = [
+    "INIT_PARAMS",
+    "cpu_generator",
+    "initial_resp",
+    "kmeans",
+    "kmeans_plusplus",
+    "match_clusters",
+    "nearest_center",
+]
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
 def nearest_center(X: torch.Tensor, C: torch.Tensor, chunk_rows: int = 65536) -> torch.Tensor:
@@ -101,3 +112,72 @@ def kmeans(
         if shift <= scale:
             break
     return C + mean, labels
+
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+def initial_resp(
+    init_params: str,
+    X: torch.Tensor,
+    w: torch.Tensor,
+    k: int,
+    gen: torch.Generator,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Starting responsibilities (n, k) by scikit-learn's ``init_params`` methods.
+
+    "random": uniform draws normalised per row; otherwise hard assignments: k-means clusters,
+    or every sample joined to the nearest of k centres drawn by k-means++ or from the data
+    (∝ weight, without replacement). With ``labels`` (n,) (-1 unknown) the clusters are
+    renumbered to agree with the labelled samples (:func:`match_clusters`).
+    """
+    n, dt, dev = X.shape[0], X.dtype, X.device
+    if init_params == "random":
+        resp = torch.rand(n, k, generator=gen, dtype=dt, device=dev)  # (n, k)
+        return resp / resp.sum(1, keepdim=True)
+    if init_params == "kmeans":
+        clusters = kmeans(X, k, w, gen)[1]
+    else:
+        if init_params == "k-means++":
+            idx = kmeans_plusplus(X, k, w, gen)
+        else:  # random_from_data: k distinct samples, drawn ∝ weight
+            idx = torch.multinomial(w.cpu().double(), k, replacement=False, generator=gen)
+        # Each sample joins its nearest chosen center, so every component starts with data.
+        clusters = nearest_center(X, X[idx.to(dev)])  # (n,)
+    if labels is not None:
+        clusters = match_clusters(clusters, labels, k)
+    return torch.nn.functional.one_hot(clusters, k).to(dt)
+
+
+def match_clusters(clusters: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Renumber initial clusters to agree with the given labels (greedy on the contingency
+    table), so that EM starts in the basin the labelled samples point to."""
+    known = labels >= 0
+    table = torch.zeros(k, k, dtype=torch.float64)
+    table.index_put_(
+        (clusters[known].cpu(), labels[known].cpu()),
+        torch.ones(int(known.sum()), dtype=torch.float64),
+        accumulate=True,
+    )
+    perm = torch.full((k,), -1, dtype=torch.long)
+    for _ in range(k):
+        c, lab = divmod(int(table.argmax()), k)
+        if table[c, lab] < 0:
+            break
+        perm[c] = lab
+        table[c, :] = -1
+        table[:, lab] = -1
+    free = [lab for lab in range(k) if lab not in perm.tolist()]
+    perm[perm < 0] = torch.tensor(free, dtype=torch.long)
+    return perm.to(clusters.device)[clusters]
+
+
+def cpu_generator(gen: torch.Generator) -> torch.Generator:
+    """``gen`` itself on CPU; for an accelerator generator, a CPU one seeded from it
+    (torch.multinomial on CPU tensors needs a CPU generator)."""
+    if gen.device.type == "cpu":
+        return gen
+    g = torch.Generator()
+    g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item()))
+    return g

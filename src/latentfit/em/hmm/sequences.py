@@ -4,14 +4,14 @@ The Baum-Welch statistics (start counts, transition counts, posterior-weighted e
 moments, log-likelihood) are sums over sequences (Rabiner 1989, eqs. 40a-c and 109-110), so
 a pass over the data may visit groups of *whole* sequences one at a time and the fit is the
 in-memory fit up to the rounding of a differently ordered sum. A source (see
-:mod:`latentfit.em.sources`) is read chunk by chunk; the rows are cut at the sequence
+:mod:`latentfit.em.sources.chunks`) is read chunk by chunk; the rows are cut at the sequence
 boundaries given by ``lengths`` (a sequence that spans chunks is buffered until it is
 complete), and groups of whole sequences of about ``chunk_rows`` rows go to the E-step. One
 sequence must therefore fit in memory.
 
 Distributed fitting shards by whole sequences: process ``r`` of ``w`` takes the contiguous
-block of sequences :func:`~latentfit.em.sources.shard_range` ``(n_sequences, r, w)``, and the
-statistics are all-reduced by :class:`~latentfit.em.distributed.DistributedSource`.
+block of sequences :func:`~latentfit.em.sources.chunks.shard_range` ``(n_sequences, r, w)``, and the
+statistics are all-reduced by :class:`~latentfit.em.sources.distributed.DistributedSource`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,21 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from latentfit.em.distributed import DistributedSource
-from latentfit.em.sources import ChunkSource, shard_range
-from latentfit.em.stream import describe_fit
+from latentfit.em.sources.chunks import ChunkSource, shard_range
+from latentfit.em.sources.distributed import DistributedSource
+from latentfit.em.sources.stream import describe_fit
 from latentfit.errors import DataError, ParameterError
 
-__all__ = ["SequenceBatches", "SequenceSource", "prepare_sequences", "sequence_windows"]
+__all__ = [
+    "FEATURE_BYTES",
+    "MAX_BATCH_STEPS",
+    "SequenceBatches",
+    "SequenceSource",
+    "batch_sequences",
+    "check_lengths",
+    "prepare_sequences",
+    "sequence_windows",
+]
 
 DEFAULT_CHUNK_ROWS = 1 << 16  # rows per E-step batch when neither the source nor fit sets it
 
@@ -118,7 +127,7 @@ class SequenceSource(ChunkSource):
 
 
 def unsharded(source: ChunkSource) -> ChunkSource:
-    """A copy of a source that a :class:`~latentfit.em.distributed.DistributedSource` sharded
+    """A copy of a source that a :class:`~latentfit.em.sources.distributed.DistributedSource` sharded
     by rows, reading all rows again (HMMs re-shard it by sequences)."""
     out = copy.copy(source)
     out._rank, out._world = 0, 1
@@ -180,7 +189,6 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
     """The driver's data for ``model.fit(source, lengths)``: ``source`` configured for the
     model (device, dtype, NaN as missing, its per-chunk check), cut into groups of whole
     sequences, re-sharded by whole sequences when it is a ``DistributedSource``."""
-    from latentfit.em.hmm.base import check_lengths
 
     name = type(model).__name__
     if model._stream_check is False:
@@ -229,3 +237,53 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
     model._set_stream_features(data)
     seq = data.source if distributed else data
     return SequenceBatches(data, seq.lengths, data.chunk_rows)
+
+
+MAX_BATCH_STEPS = 1 << 22  # steps of data per E-step batch (sequences are never split)
+FEATURE_BYTES = 1 << 29  # memory for per-fit features of the data kept across iterations
+
+
+def check_lengths(lengths, n: int) -> list[int]:
+    """Sequence lengths as a list of positive ints summing to ``n``."""
+    if lengths is None:
+        return [n]
+    try:
+        arr = np.asarray(lengths)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
+        ) from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        raise DataError(f"lengths must be integers, got {arr.tolist()[:10]}")
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"lengths must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero(arr < 1)
+    if len(bad):
+        raise DataError(
+            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
+        )
+    if int(arr.sum()) != n:
+        raise DataError(
+            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
+            "of rows of every sequence in X, in order"
+        )
+    return arr.tolist()
+
+
+def batch_sequences(
+    X: torch.Tensor, lengths: list[int], max_steps: int = MAX_BATCH_STEPS
+) -> list[tuple[torch.Tensor, list[int]]]:
+    """Groups of whole sequences of at most ``max_steps`` steps (a longer sequence is a group
+    of its own), each processed in one pass of the kernels."""
+    out, start, group, size = [], 0, [], 0
+    for n in lengths:
+        if group and size + n > max_steps:
+            out.append((X[start : start + size], group))
+            start, group, size = start + size, [], 0
+        group.append(n)
+        size += n
+    out.append((X[start : start + size], group))
+    return out

@@ -37,9 +37,9 @@ import torch
 import torch.distributed as dist
 
 from latentfit._validation import resolve_device
-from latentfit.em.data import TensorChunks
-from latentfit.em.sources import ChunkSource, open_source
-from latentfit.em.stream import stream_loglik
+from latentfit.em.sources.chunks import ChunkSource, open_source
+from latentfit.em.sources.stream import stream_loglik
+from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, LatentfitError, MissingDependencyError, ParameterError
 
 __all__ = [
@@ -273,7 +273,7 @@ class DistributedSource(ChunkSource):
 
     def agree(self, description: dict[str, str]) -> None:
         """Gather every process's ``description`` of its fit (field → printable value, e.g.
-        from :func:`~latentfit.em.stream.describe_fit`) and raise on every process, naming the
+        from :func:`~latentfit.em.sources.stream.describe_fit`) and raise on every process, naming the
         rank and the field, where one differs from rank 0's. One ``all_gather_object``, made
         before the first statistic is exchanged: statistics of different shapes or dtypes
         would otherwise meet in an all-reduce (gloo aborts the process, nccl may hang)."""

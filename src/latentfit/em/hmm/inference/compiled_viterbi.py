@@ -1,5 +1,5 @@
 """Viterbi decoding compiled for the CPU (numba): the chunked recursion of
-:func:`~latentfit.em.hmm.viterbi.parallel_viterbi` with the chunks as the lanes of vector
+:func:`~latentfit.em.hmm.inference.chunked_viterbi.parallel_viterbi` with the chunks as the lanes of vector
 instructions, and the emission log-likelihoods computed block by block so that the (t, k)
 array never exists whole.
 
@@ -39,10 +39,9 @@ import numpy as np
 import torch
 
 from latentfit._compiled import jit as _jit
-from latentfit.em.hmm.memory import empty_large
-from latentfit.em.hmm.threads import compiled_workers, run_threads
-from latentfit.em.hmm.unroll import n_states, states_arg
-from latentfit.em.hmm.viterbi import HMMViterbi, _log
+from latentfit.em.hmm.inference.compiled import n_states, states_arg
+from latentfit.em.hmm.inference.messages import HMMViterbi, _log
+from latentfit.em.hmm.inference.runtime import compiled_workers, empty_large, run_threads
 from latentfit.errors import DataError
 
 __all__ = ["viterbi_cpu", "viterbi_cpu_blocks"]
@@ -228,8 +227,8 @@ def _first_wrong(entering, exits, q_from, rtol):
 def _trace_lanes(bp, ends, length, t, q0, path):
     """Trace every lane of one group back from its chunk's final state ``ends`` (lanes,),
     lanes interleaved so that their pointer chains overlap in time; bp (l, k, lanes). The
-    states are gathered lane-major first, then written out in order (8x faster than writing
-    the path lane by lane)."""
+    states are gathered lane-major first, then written out in order (much faster than writing
+    the path lane by lane: benchmarks/README.md)."""
     lanes = bp.shape[2]
     state = np.empty(lanes, np.int64)
     for c in range(lanes):
@@ -305,7 +304,7 @@ def viterbi_cpu_blocks(
 ) -> HMMViterbi:
     """Viterbi decoding (Viterbi 1967; Rabiner 1989, eqs. 30-35) of ``t`` steps whose emission
     log-likelihoods ``emission(start, stop)`` (stop − start, k) are asked for block by block;
-    the same path as :func:`~latentfit.em.hmm.viterbi.viterbi` (see the module docstring)."""
+    the same path as :func:`~latentfit.em.hmm.inference.chunked_viterbi.viterbi` (see the module docstring)."""
     log_start = _log(startprob).cpu().numpy()
     log_trans = _log(transmat).cpu().numpy()
     dtype = log_start.dtype
@@ -330,7 +329,7 @@ def viterbi_cpu_blocks(
     n_seq = len(lengths)
     end_rel = np.zeros(n_seq, dtype)
     end_chunk = np.zeros(n_seq, np.int64)
-    states = states_arg(k)  # see latentfit.em.hmm.unroll
+    states = states_arg(k)  # see latentfit.em.hmm.inference.compiled
 
     def rows(start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(t, stop)
@@ -380,7 +379,7 @@ def viterbi_cpu_blocks(
 
 def viterbi_cpu(log_likelihoods, startprob, transmat, lengths=None, **kwargs) -> HMMViterbi:
     """:func:`viterbi_cpu_blocks` on given per-step emission log-likelihoods (t, k) on the CPU:
-    the same signature and result as :func:`~latentfit.em.hmm.viterbi.viterbi`."""
+    the same signature and result as :func:`~latentfit.em.hmm.inference.chunked_viterbi.viterbi`."""
     ll = log_likelihoods
     return viterbi_cpu_blocks(
         lambda a, b: ll[a:b], ll.shape[0], startprob, transmat, lengths, **kwargs

@@ -1,0 +1,508 @@
+"""Hidden Markov model with Gaussian vector-autoregressive emissions (a switching VAR(p)).
+
+In state ``z_t = k`` the observation follows its state's linear autoregression of order p
+(Hamilton 1989; Murphy 2012, §17.6.1; dynamax's ``LinearAutoregressiveHMM``)::
+
+    x_t | z_t = k, x_{t-1..t-p}  ~  N( sum_{l=1..p} A_{k,l} x_{t-l} + b_k,  Sigma_k )
+
+**The first p rows of every sequence are conditioning values**: they are not scored (their
+emission factor is 1), and the likelihood is the conditional one, p(x_{p..T-1} | x_{0..p-1}),
+as in the conditional least squares of an AR model (Hamilton 1994, §5.2 and §22.4). The
+hidden chain still runs over every row (``startprob_`` is the law of the state at row 0), so
+that every row has a state, a posterior and a Viterbi label, and outputs stay aligned with the
+rows of X. Chosen over scoring the first rows with a plain or stationary Gaussian because that
+would add per-state parameters that the dynamics do not determine (or, for the stationary law,
+tie the M-step to an eigen-problem and fail for explosive dynamics), and over dynamax's zero
+history because zeros are a value the data need not be near. With it the M-step is exact
+weighted least squares and, with all ``A_{k,l} = 0``, the model is the full-covariance
+:class:`~latentfit.em.hmm.GaussianHMM` with start probabilities ``startprob_ @ transmat_^p``
+on the rows after the first p of each sequence.
+
+The M-step (Baum-Welch with weighted regression) regresses x_t on ``[x_{t-1}, .., x_{t-p}, 1]``
+with weights ``gamma_t(k)``: ``W_k = C_k (G_k + R)^{-1}`` with the weighted Gram matrix
+``G_k = sum_t gamma z z^T``, ``C_k = sum_t gamma x z^T`` and the ridge ``R = ridge * I`` on the
+AR weights (the intercept is not penalised), then ``Sigma_k = (sum_t gamma r r^T + ridge A_k
+A_k^T) / N_k`` with its eigenvalues floored at ``min_covar``. Both are the exact maximisers of
+the expected complete-data log-likelihood minus the penalty ``ridge/2 tr(A_k^T Sigma_k^{-1}
+A_k)`` (a matrix-normal prior on A_k whose row covariance is Sigma_k) over the covariances
+with eigenvalues >= ``min_covar``; so the penalised log-likelihood that ``lower_bounds_``
+records never decreases. The data are centred on their mean during a fit (the statistics keep
+their digits for data far from the origin).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from latentfit._validation import check_feature_names, check_positive_int, make_generator
+from latentfit.em.gaussian import weighted_mean
+from latentfit.em.hmm.base import _HMMHooks, check_labels
+from latentfit.em.hmm.gaussian import _ContinuousHMM
+from latentfit.em.hmm.sequences import FEATURE_BYTES, MAX_BATCH_STEPS, batch_sequences
+from latentfit.em.hmm.sequences import check_lengths as _check_lengths
+from latentfit.em.initialize import kmeans
+from latentfit.em.sources.chunks import is_source
+from latentfit.errors import DataError, ParameterError
+from latentfit.io import serializable
+
+__all__ = [
+    "AutoregressiveHMM",
+    "ar_log_likelihood",
+    "ar_mstep",
+    "ar_stats",
+    "lagged_design",
+]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+# ---------------------------------------------------------------------- pure functions
+def lagged_design(X: torch.Tensor, lengths: list[int], order: int) -> torch.Tensor:
+    """The design rows ``[x_t, x_{t-1}, .., x_{t-p}, scored]`` (t, (p + 1) d + 1) of every row
+    of every sequence: lags before a sequence's start are 0 and ``scored`` is 0 on the first
+    ``order`` rows of each sequence (conditioning values), 1 elsewhere."""
+    t, d = X.shape
+    D = X.new_zeros(t, (order + 1) * d + 1)
+    start = 0
+    for n in lengths:
+        seq = X[start : start + n]  # (n, d)
+        for lag in range(order + 1):  # column block lag holds x_{t-lag}
+            D[start + lag : start + n, lag * d : (lag + 1) * d] = seq[: n - lag]
+        D[start + order : start + n, -1] = 1
+        start += n
+    return D
+
+
+def _regressors(D: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(responses (t, d), regressors [lags, 1] (t, p d + 1), scored (t,)) of design rows D."""
+    ones = D.new_ones(D.shape[0], 1)
+    return D[:, :d], torch.cat([D[:, d:-1], ones], 1), D[:, -1]
+
+
+def ar_log_likelihood(
+    D: torch.Tensor, weights: torch.Tensor, covars: torch.Tensor, *, rows: int = 1 << 15
+) -> torch.Tensor:
+    """log N(x_t; W_k z_t, Sigma_k) for design rows D (t, (p + 1) d + 1): (t, k), 0 at the
+    conditioning rows. ``weights`` (k, d, p d + 1) are ``[A_{k,1} .. A_{k,p}, b_k]``,
+    ``covars`` (k, d, d)."""
+    k, d, _ = weights.shape
+    L = torch.linalg.cholesky(covars)  # (k, d, d)
+    half_logdet = torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)  # (k,)
+    const = -0.5 * d * _LOG_2PI - half_logdet  # (k,)
+    out = D.new_empty(D.shape[0], k)
+    for i in range(0, D.shape[0], rows):  # blocks: the (k, r, d) residuals stay small
+        Y, Z, scored = _regressors(D[i : i + rows], d)
+        resid = Y.unsqueeze(0) - Z.unsqueeze(0) @ weights.transpose(1, 2)  # (k, r, d)
+        white = torch.linalg.solve_triangular(L, resid.transpose(1, 2), upper=False)  # (k, d, r)
+        ll = (const.unsqueeze(1) - 0.5 * white.square().sum(1)).T  # (r, k)
+        out[i : i + rows] = torch.where(scored.unsqueeze(1) > 0, ll, 0.0)
+    return out
+
+
+def ar_stats(D: torch.Tensor, gamma: torch.Tensor, d: int) -> dict[str, torch.Tensor]:
+    """Posterior-weighted sums of the regression: ``post`` (k,), ``zz`` (k, m, m), ``xz``
+    (k, d, m), ``xx`` (k, d, d) with m = p d + 1, over the scored rows (Hamilton 1990, eqs. 4.9-4.10)."""
+    Y, Z, scored = _regressors(D, d)
+    g = gamma * scored.unsqueeze(1)  # (t, k): the conditioning rows add nothing
+    k, m = g.shape[1], Z.shape[1]
+    zz, xz, xx = D.new_empty(k, m, m), D.new_empty(k, d, m), D.new_empty(k, d, d)
+    for s in range(k):  # one (t, m) temporary at a time, not (k, t, m)
+        gY = g[:, s : s + 1] * Y  # (t, d)
+        torch.mm((g[:, s : s + 1] * Z).T, Z, out=zz[s])
+        torch.mm(gY.T, Z, out=xz[s])
+        torch.mm(gY.T, Y, out=xx[s])
+    return {"post": g.sum(0), "zz": zz, "xz": xz, "xx": xx}
+
+
+def ar_mstep(
+    stats: dict[str, torch.Tensor],
+    ridge: float,
+    min_covar: float,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted least squares M-step: (weights (k, d, m), covars (k, d, d)).
+
+    ``W_k = C_k (G_k + R)^{-1}`` with R = ``ridge`` on the AR weights, 0 on the intercept
+    (``weights`` given: those are kept and only the covariances re-estimated);
+    ``Sigma_k = (xx_k − W C^T − C W^T + W (G + R) W^T) / N_k`` (the weighted residual scatter
+    plus ``ridge A_k A_k^T``, over N_k) with its eigenvalues raised to at least ``min_covar``:
+    the maximiser of the expected penalised log-likelihood over covariances with eigenvalues
+    >= ``min_covar``. A singular Gram matrix (a state with fewer rows than regressors) takes
+    the minimum-norm solution."""
+    G, C, xx, N = stats["zz"], stats["xz"], stats["xx"], stats["post"]
+    m = G.shape[-1]
+    R = torch.full((m,), float(ridge), dtype=G.dtype, device=G.device)
+    R[-1] = 0.0
+    A = G + torch.diag(R)  # (k, m, m)
+    if weights is None:
+        L, info = torch.linalg.cholesky_ex(A)
+        W = torch.cholesky_solve(C.transpose(1, 2), L).transpose(1, 2)  # (k, d, m)
+        bad = info != 0
+        if bool(bad.any()):
+            W[bad] = C[bad] @ torch.linalg.pinv(A[bad], hermitian=True)
+    else:
+        W = weights.to(G.dtype)
+    WC = W @ C.transpose(1, 2)  # (k, d, d)
+    S = xx - WC - WC.transpose(1, 2) + W @ A @ W.transpose(1, 2)
+    S = 0.5 * (S + S.transpose(1, 2)) / N.clamp_min(torch.finfo(N.dtype).tiny).reshape(-1, 1, 1)
+    vals, vecs = torch.linalg.eigh(S)
+    covars = (vecs * vals.clamp_min(min_covar).unsqueeze(1)) @ vecs.transpose(1, 2)
+    return W, 0.5 * (covars + covars.transpose(1, 2))
+
+
+def ridge_penalty(weights: torch.Tensor, covars: torch.Tensor, ridge: float) -> torch.Tensor:
+    """``ridge/2 sum_k tr(A_k^T Sigma_k^{-1} A_k)`` (the AR weights, not the intercepts)."""
+    if not ridge:
+        return weights.new_zeros(())
+    L = torch.linalg.cholesky(covars)
+    white = torch.linalg.solve_triangular(L, weights[:, :, :-1], upper=False)
+    return 0.5 * ridge * white.square().sum()
+
+
+# ---------------------------------------------------------------------- the estimator
+class _ARHooks(_HMMHooks):
+    """Baum-Welch hooks whose bound is the penalised log-likelihood that the ridge M-step
+    maximises (the plain log-likelihood when ``ridge`` is 0)."""
+
+    def lower_bound(self, params, stats):
+        pen = ridge_penalty(params["weights"], params["covars"], self.model.ridge)
+        return float(stats["log_likelihood"].sum()) - float(pen)
+
+
+@serializable
+class AutoregressiveHMM(_ContinuousHMM):
+    """Hidden Markov model with Gaussian vector-autoregressive emissions of order ``order``
+    (a Markov-switching VAR(p); dynamax's ``LinearAutoregressiveHMM``), fitted by Baum-Welch
+    with a weighted least squares M-step (see the module docstring for the model, the rule
+    for the first ``order`` rows of every sequence, and the M-step).
+
+    Fitted attributes: ``startprob_`` (k,), ``transmat_`` (k, k), ``coefs_`` (k, p, d, d) with
+    ``coefs_[k, l - 1]`` = A_{k,l}, ``intercepts_`` (k, d) = b_k and full ``covars_`` (k, d, d);
+    plus ``lower_bounds_`` (penalised log-likelihood before every M-step), ``converged_``,
+    ``n_iter_``, ``monitor_``.
+
+    ``ridge`` (>= 0) penalises the AR weights (MAP under a matrix-normal prior with row
+    covariance Sigma_k); ``min_covar`` is the smallest eigenvalue a covariance may take.
+    ``params``/``init_params`` letters: ``s`` start, ``t`` transitions, ``a`` AR weights and
+    intercepts, ``c`` covariances. Initialisation: k-means on the design rows
+    ``[x_t, x_{t-1}, .., x_{t-p}]``, then each cluster's least squares regression.
+
+    Every method takes ``lengths`` as the other HMMs do; each sequence needs more than
+    ``order`` rows. Fitting from a data source is not supported (pass the array).
+    """
+
+    _emission_letters = "ac"
+    _emission_attributes = ("coefs_", "intercepts_", "covars_")
+
+    def __init__(
+        self,
+        n_components=1,
+        order=1,
+        min_covar=1e-3,
+        ridge=0.0,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stac",
+        init_params="stac",
+        implementation="log",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self.n_components = n_components
+        self.order = order
+        self.min_covar = min_covar
+        self.ridge = ridge
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ settings and data
+    def _check_settings(self):
+        super()._check_settings()
+        p = self.order
+        if isinstance(p, bool) or not isinstance(p, int | np.integer) or p < 1:
+            raise ParameterError(
+                f"order must be a positive integer (the number of lags p), got {p!r}"
+            )
+        r = self.ridge
+        if isinstance(r, bool) or not isinstance(r, int | float | np.number) or not 0 <= r < 1e300:
+            raise ParameterError(f"ridge must be a finite number >= 0, got {r!r}")
+
+    def _lengths(self, lengths, n: int) -> list[int]:
+        lengths = _check_lengths(lengths, n)
+        short = [i for i, m in enumerate(lengths) if m <= self.order]
+        if short:
+            i = short[0]
+            raise DataError(
+                f"sequence {i} has {lengths[i]} row(s); AutoregressiveHMM(order={self.order}) "
+                f"needs at least {self.order + 1} per sequence (the first {self.order} are the "
+                "conditioning values of the lags). Join or drop the short sequences, or lower "
+                "order"
+            )
+        return lengths
+
+    def _design(self, X: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """The design rows (t, (p + 1) d + 1) of X (see :func:`lagged_design`)."""
+        return lagged_design(X, lengths, int(self.order))
+
+    def _prepare(self, X, lengths, y=None):
+        check_is_fitted(self, "startprob_")
+        self._checked_settings()
+        params = self._given_params()
+        check_feature_names(self, X, reset=False)
+        X = self._checked_X(X, fitting=False)
+        lengths = self._lengths(lengths, X.shape[0])
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        return params, self._design(X, lengths), lengths, labels
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X,
+        lengths=None,
+        y=None,
+        *,
+        batch_steps: int = MAX_BATCH_STEPS,
+        feature_bytes: int = FEATURE_BYTES,
+    ):
+        """Estimate the parameters by Baum-Welch EM with the weighted least squares M-step
+        (``n_init`` restarts, the best kept). ``lengths`` (n_sequences,) gives the rows of
+        every sequence in ``X``; each needs more than ``order`` rows. ``y`` (n_samples,): known
+        states, −1 where unknown, as for every HMM (the E-steps are conditioned on them)."""
+        self._checked_settings()
+        batch_steps = check_positive_int(batch_steps, "batch_steps")
+        if is_source(X):
+            raise ParameterError(
+                "AutoregressiveHMM is fitted in memory only (its lags cross the chunks of a "
+                "source); pass the array of observations"
+            )
+        check_feature_names(self, X, reset=True)
+        X = self._checked_X(X, fitting=True)
+        lengths = self._lengths(lengths, X.shape[0])
+        shift = weighted_mean(X)  # (d,) the fit's centre (see the module docstring)
+        D = self._design(X - shift, lengths)
+        scored = X.shape[0] - self.order * len(lengths)
+        if scored < self.n_components:
+            raise DataError(
+                f"X has {scored} rows after the first {self.order} of each sequence, fewer "
+                f"than n_components={self.n_components}"
+            )
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
+        batches = batch_sequences(D, lengths, batch_steps)
+        if labels is not None:  # every batch with the known states of its rows
+            ends = np.cumsum([b[0].shape[0] for b in batches])
+            batches = [
+                (Db, lb, labels[e - Db.shape[0] : e])
+                for (Db, lb), e in zip(batches, ends.tolist(), strict=True)
+            ]
+        self._fit_shift = shift  # read by _init_emissions during this fit only
+        try:
+            hooks = _ARHooks(self, D, feature_bytes, labels)
+            self._store_result(self._run_em(hooks, batches))
+        finally:
+            del self._fit_shift
+        return self
+
+    # ------------------------------------------------------------------ parameters
+    def _given_weights(self) -> torch.Tensor:
+        """``coefs_`` and ``intercepts_`` checked, as the regression weights (k, d, p d + 1)."""
+        k, p = self.n_components, int(self.order)
+        coefs = self._tensor(self.coefs_, "coefs_")
+        d = getattr(self, "n_features", None) or coefs.shape[-1]
+        b = self._tensor(self.intercepts_, "intercepts_")
+        if tuple(coefs.shape) != (k, p, d, d):
+            raise ParameterError(
+                f"coefs_ must have shape (n_components, order, n_features, n_features) = "
+                f"{(k, p, d, d)}, got {tuple(coefs.shape)}"
+            )
+        if tuple(b.shape) != (k, d):
+            raise ParameterError(
+                f"intercepts_ must have shape (n_components, n_features) = {(k, d)}, got "
+                f"{tuple(b.shape)}"
+            )
+        return _pack(coefs, b)
+
+    def _given_covars(self) -> torch.Tensor:
+        k = self.n_components
+        cov = self._tensor(self.covars_, "covars_")
+        d = getattr(self, "n_features", None) or cov.shape[-1]
+        if tuple(cov.shape) != (k, d, d):
+            raise ParameterError(
+                f"covars_ must have shape (n_components, n_features, n_features) = {(k, d, d)}, "
+                f"got {tuple(cov.shape)}"
+            )
+        _, info = torch.linalg.cholesky_ex(cov)
+        if bool((info != 0).any()) or not torch.allclose(cov, cov.transpose(1, 2)):
+            i = int((info != 0).nonzero()[0]) if bool((info != 0).any()) else 0
+            raise ParameterError(f"covars_[{i}] must be a symmetric positive definite matrix")
+        return cov
+
+    def _emission_params(self):
+        return {"weights": self._given_weights(), "covars": self._given_covars()}
+
+    def _init_emissions(self, D, gen):
+        """k-means on the design rows, then the least squares regression of every cluster
+        (the M-step with hard responsibilities)."""
+        k, d = self.n_components, self.n_features
+        out = {}
+        if self._needs_init("a", "coefs_") or self._needs_init("c", "covars_"):
+            D = D[D[:, -1] > 0]  # the scored rows
+            w = torch.ones(D.shape[0], dtype=D.dtype, device=D.device)
+            _, labels = kmeans(D[:, :-1], k, w, gen)
+            gamma = torch.nn.functional.one_hot(labels, k).to(D.dtype)  # (t, k)
+            stats = {key: v.double() for key, v in ar_stats(D, gamma, d).items()}
+            empty = stats["post"] == 0
+            if bool(empty.any()):  # an empty cluster: all rows, so that its start is defined
+                whole = ar_stats(D, torch.ones_like(gamma[:, :1]), d)
+                for key, v in whole.items():
+                    stats[key][empty] = v.double()[0]
+            W, cov = ar_mstep(stats, self.ridge, self.min_covar)
+            out["weights"], out["covars"] = W.to(D.dtype), cov.to(D.dtype)
+        if not self._needs_init("a", "coefs_"):
+            # the user's intercepts about the fit's centre c: b' = b − (I − sum_l A_l) c
+            out["weights"] = _recentre(self._given_weights(), self._fit_shift, d)
+        if not self._needs_init("c", "covars_"):
+            out["covars"] = self._given_covars()
+        out["shift"] = self._fit_shift
+        return out
+
+    def _needs_init(self, letter, name):
+        if name in ("coefs_", "covars_"):
+            names = ("coefs_", "intercepts_") if letter == "a" else ("covars_",)
+            return letter in self.init_params or not all(hasattr(self, n) for n in names)
+        return super()._needs_init(letter, name)
+
+    def _set_emission_attributes(self, params):
+        d = params["covars"].shape[-1]
+        W = params["weights"]
+        if "shift" in params:  # back from the fit's centre
+            W = _recentre(W, -params["shift"], d)
+        coefs, b = _unpack(W, int(self.order), d)
+        self.coefs_ = coefs.cpu().numpy()
+        self.intercepts_ = b.cpu().numpy()
+        self.covars_ = params["covars"].cpu().numpy()
+        self.n_features = d
+
+    def _infer_n_features(self) -> None:
+        if getattr(self, "n_features", None) is None:
+            self.n_features = int(np.shape(self.covars_)[-1])
+
+    # ------------------------------------------------------------------ the emission hooks
+    def _emission_log_likelihood(self, params, D, features=None):
+        return ar_log_likelihood(D, params["weights"], params["covars"])
+
+    def _emission_stats(self, params, D, gamma, features=None):
+        return ar_stats(D, gamma, params["covars"].shape[-1])
+
+    def _emission_mstep(self, params, stats):
+        dt = params["weights"].dtype
+        st = {key: stats[key].double() for key in ("post", "zz", "xz", "xx")}
+        fixed = None if "a" in self.params else params["weights"].double()
+        W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed)
+        empty = (st["post"] <= 1e-10 * max(float(st["post"].sum()), 1.0)).nonzero().flatten()
+        W, cov = W.to(dt), cov.to(dt)
+        # a state no data visits keeps its parameters (see BaseHMM)
+        W[empty], cov[empty] = params["weights"][empty], params["covars"][empty]
+        new = {}
+        if "a" in self.params:
+            new["weights"] = W
+        if "c" in self.params:
+            new["covars"] = cov
+        return new, empty.tolist()
+
+    def _emission_n_params(self):
+        k, p, d = self.n_components, int(self.order), self.n_features
+        return {"a": k * (p * d * d + d), "c": k * d * (d + 1) // 2}
+
+    # ------------------------------------------------------------------ inference
+    def sample(self, n_samples=1, random_state=None, currstate=None, history=None):
+        """Draw ``n_samples`` steps of one sequence: (X (n, d), states (n,)).
+
+        Every drawn step follows its state's regression on the ``order`` values before it;
+        ``history`` (p, d) gives the values before the first drawn step, oldest first, and
+        defaults to zeros (start from a given history to avoid the transient of zeros). The
+        draws do not include it; the first state is drawn from ``startprob_`` (or is
+        ``currstate``)."""
+        check_is_fitted(self, "startprob_")
+        params = self._given_params()
+        n_samples = check_positive_int(n_samples, "n_samples")
+        k, p, d = self.n_components, int(self.order), self.n_features
+        if history is None:
+            hist = np.zeros((p, d))
+        else:
+            try:
+                hist = np.asarray(history, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ParameterError(f"history must be an array of shape ({p}, {d})") from None
+            if hist.shape != (p, d) or not np.isfinite(hist).all():
+                raise ParameterError(
+                    f"history must be {p} finite row(s) of {d} values (the observations before "
+                    f"the first drawn step, oldest first), got shape {hist.shape}"
+                )
+        if currstate is not None and (
+            isinstance(currstate, bool)
+            or not isinstance(currstate, int | np.integer)
+            or not 0 <= currstate < k
+        ):
+            raise ParameterError(f"currstate must be a state index 0..{k - 1}, got {currstate!r}")
+        rs = self.random_state if random_state is None else random_state
+        gen = make_generator(rs, "cpu")
+        start = params["startprob"].double().cpu()
+        trans = params["transmat"].double().cpu()
+        W = params["weights"].double().cpu()  # (k, d, p d + 1)
+        L = torch.linalg.cholesky(params["covars"].double().cpu())  # (k, d, d)
+        s = int(torch.multinomial(start, 1, generator=gen)) if currstate is None else currstate
+        noise = torch.randn(n_samples, d, generator=gen, dtype=torch.float64)
+        buf = torch.cat([torch.from_numpy(hist), torch.zeros(n_samples, d, dtype=torch.float64)])
+        states = np.empty(n_samples, dtype=np.int64)
+        for i in range(n_samples):
+            if i:
+                s = int(torch.multinomial(trans[s], 1, generator=gen))
+            states[i] = s
+            lags = buf[i : i + p].flip(0).reshape(-1)  # [x_{t-1}, .., x_{t-p}]
+            z = torch.cat([lags, lags.new_ones(1)])
+            buf[p + i] = W[s] @ z + L[s] @ noise[i]
+        return buf[p:].numpy(), states
+
+
+def _pack(coefs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(k, p, d, d) A and (k, d) b as the regression weights [A_1 .. A_p, b] (k, d, p d + 1)."""
+    k, p, d, _ = coefs.shape
+    return torch.cat([coefs.permute(0, 2, 1, 3).reshape(k, d, p * d), b.unsqueeze(2)], 2)
+
+
+def _unpack(W: torch.Tensor, p: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    k = W.shape[0]
+    coefs = W[:, :, :-1].reshape(k, d, p, d).permute(0, 2, 1, 3).contiguous()
+    return coefs, W[:, :, -1].contiguous()
+
+
+def _recentre(W: torch.Tensor, c: torch.Tensor, d: int) -> torch.Tensor:
+    """The weights for data centred on c: x − c = sum_l A_l (x_{t-l} − c) + b', with
+    b' = b − (I − sum_l A_l) c."""
+    k = W.shape[0]
+    p = (W.shape[2] - 1) // d
+    A_sum = W[:, :, :-1].reshape(k, d, p, d).sum(2)  # (k, d, d)
+    out = W.clone()
+    out[:, :, -1] = W[:, :, -1] - c + (A_sum @ c.to(W.dtype))
+    return out

@@ -1,0 +1,373 @@
+"""AutoregressiveHMM against brute force, GaussianHMM, numpy least squares and simulations."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+import latentfit
+from latentfit import AutoregressiveHMM, GaussianHMM
+from latentfit.errors import DataError, ParameterError
+
+
+def _random_model(k, d, p, seed, scale=0.4):
+    rng = np.random.default_rng(seed)
+    m = AutoregressiveHMM(k, order=p)
+    m.startprob_ = rng.dirichlet(np.ones(k))
+    m.transmat_ = rng.dirichlet(np.ones(k), size=k)
+    m.coefs_ = scale * rng.standard_normal((k, p, d, d)) / (p * d)
+    m.intercepts_ = rng.standard_normal((k, d))
+    B = rng.standard_normal((k, d, d))
+    m.covars_ = B @ B.transpose(0, 2, 1) / d + 0.3 * np.eye(d)
+    return m
+
+
+def _state_log_densities(m, x):
+    """(t − p, k) log N(x_t; sum_l A_{k,l} x_{t-l} + b_k, Sigma_k) by scipy, for one sequence."""
+    p, k = m.order, m.n_components
+    out = np.empty((len(x) - p, k))
+    for t in range(p, len(x)):
+        for s in range(k):
+            mean = m.intercepts_[s] + sum(
+                m.coefs_[s, lag - 1] @ x[t - lag] for lag in range(1, p + 1)
+            )
+            out[t - p, s] = multivariate_normal(mean, m.covars_[s]).logpdf(x[t])
+    return out
+
+
+def _brute_force(m, x):
+    """log p(x_p.. | x_..p), posteriors (t, k), best path and its log joint: every path of
+    states over all t rows, the first p rows unscored (emission factor 1)."""
+    dens = np.r_[np.zeros((m.order, m.n_components)), _state_log_densities(m, x)]
+    n, k = dens.shape
+    logs, paths = [], list(itertools.product(range(k), repeat=n))
+    for path in paths:
+        lp = np.log(m.startprob_[path[0]]) + dens[0, path[0]]
+        for t in range(1, n):
+            lp += np.log(m.transmat_[path[t - 1], path[t]]) + dens[t, path[t]]
+        logs.append(lp)
+    logs = np.array(logs)
+    total = logsumexp(logs)
+    post = np.zeros((n, k))
+    for lp, path in zip(logs, paths, strict=True):
+        post[np.arange(n), path] += np.exp(lp - total)
+    best = int(np.argmax(logs))
+    return total, post, np.array(paths[best]), logs[best]
+
+
+@pytest.mark.parametrize(("k", "d", "p", "t"), [(2, 2, 1, 7), (3, 1, 2, 7), (2, 3, 3, 8)])
+def test_brute_force_score_posteriors_viterbi(k, d, p, t):
+    m = _random_model(k, d, p, seed=k + 10 * p)
+    x = np.random.default_rng(1).standard_normal((t, d))
+    total, post, path, best = _brute_force(m, x)
+    assert m.score(x) == pytest.approx(total, rel=1e-10)
+    ll, got = m.score_samples(x)
+    assert ll == pytest.approx(total, rel=1e-10)
+    np.testing.assert_allclose(got, post, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(m.predict_proba(x), post, rtol=1e-8, atol=1e-12)
+    logp, states = m.decode(x, algorithm="viterbi")
+    assert logp == pytest.approx(best, rel=1e-10)
+    np.testing.assert_array_equal(states, path)
+    logp_map, states_map = m.decode(x, algorithm="map")
+    np.testing.assert_array_equal(states_map, post.argmax(1))
+    assert logp_map == pytest.approx(post.max(1).sum(), rel=1e-10)
+
+
+def test_several_sequences_are_the_sum_of_separate_ones():
+    m = _random_model(3, 2, 2, seed=3)
+    rng = np.random.default_rng(4)
+    seqs = [rng.standard_normal((n, 2)) for n in (5, 9, 3)]
+    X, lengths = np.vstack(seqs), [len(s) for s in seqs]
+    assert m.score(X, lengths) == pytest.approx(sum(m.score(s) for s in seqs), rel=1e-12)
+    post = m.predict_proba(X, lengths)
+    np.testing.assert_allclose(post, np.vstack([m.predict_proba(s) for s in seqs]), atol=1e-12)
+    np.testing.assert_array_equal(
+        m.predict(X, lengths), np.concatenate([m.predict(s) for s in seqs])
+    )
+
+
+@pytest.mark.parametrize("p", [1, 3])
+def test_zero_dynamics_equal_gaussian_hmm_after_the_conditioning_rows(p):
+    k, d = 3, 2
+    ar = _random_model(k, d, p, seed=5)
+    ar.coefs_ = np.zeros_like(ar.coefs_)
+    g = GaussianHMM(k, covariance_type="full")
+    # the unscored rows only move the chain: the state at row p has law startprob T^p
+    g.startprob_ = ar.startprob_ @ np.linalg.matrix_power(ar.transmat_, p)
+    g.transmat_ = ar.transmat_
+    g.means_, g.covars_ = ar.intercepts_, ar.covars_
+    rng = np.random.default_rng(6)
+    lengths = [8, 12, 5]
+    X = rng.standard_normal((sum(lengths), d)) + 1.5
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    rest = np.vstack([X[s + p : s + n] for s, n in zip(starts, lengths, strict=True)])
+    rest_lengths = [n - p for n in lengths]
+    assert ar.score(X, lengths) == pytest.approx(g.score(rest, rest_lengths), rel=1e-12)
+    keep = np.ones(len(X), dtype=bool)
+    for s in starts:
+        keep[s : s + p] = False
+    np.testing.assert_allclose(
+        ar.predict_proba(X, lengths)[keep], g.predict_proba(rest, rest_lengths), atol=1e-12
+    )
+    np.testing.assert_array_equal(ar.predict(X, lengths)[keep], g.predict(rest, rest_lengths))
+
+
+@pytest.mark.parametrize("ridge", [0.0, 2.5])
+def test_mstep_is_weighted_least_squares_by_numpy(ridge):
+    """One EM iteration from given parameters: the AR weights are numpy's least squares on the
+    sqrt(gamma)-weighted rows [x_{t-1}, .., x_{t-p}, 1] (ridge: sqrt(ridge) rows appended on
+    the lags), the covariances the weighted residual scatter (+ ridge A A^T) over N_k."""
+    k, d, p = 2, 2, 2
+    m = _random_model(k, d, p, seed=7)
+    # the process moved to 100 (far from the origin: the fit's centring is exercised)
+    m.intercepts_ = m.intercepts_ + (np.eye(d) - m.coefs_.sum(1)) @ np.full(d, 100.0)
+    lengths = [40, 25]
+    hist = np.full((p, d), 100.0)
+    X = np.vstack([m.sample(n, random_state=n, history=hist)[0] for n in lengths])
+    gamma = m.predict_proba(X, lengths)
+    keep = np.ones(len(X), dtype=bool)
+    keep[[0, 1, 40, 41]] = False  # the conditioning rows of the two sequences (p = 2)
+    rows, ys = [], []
+    start = 0
+    for n in lengths:
+        seq = X[start : start + n]
+        for t in range(p, n):
+            rows.append(np.concatenate([seq[t - lag] for lag in range(1, p + 1)]))
+            ys.append(seq[t])
+        start += n
+    Z = np.c_[np.array(rows), np.ones(len(rows))]
+    Y = np.array(ys)
+    g = gamma[keep]
+    m.n_iter, m.tol, m.init_params, m.params, m.ridge, m.min_covar = (
+        1,
+        -np.inf,
+        "",
+        "ac",
+        ridge,
+        1e-12,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one iteration cannot converge
+        m.fit(X, lengths)
+    for s in range(k):
+        w = np.sqrt(g[:, s])
+        Zw, Yw = Z * w[:, None], Y * w[:, None]
+        if ridge:
+            extra = np.c_[np.sqrt(ridge) * np.eye(p * d), np.zeros((p * d, 1))]
+            Zw, Yw = np.vstack([Zw, extra]), np.vstack([Yw, np.zeros((p * d, d))])
+        W, *_ = np.linalg.lstsq(Zw, Yw, rcond=None)  # (p d + 1, d)
+        coefs = np.stack([W[lag * d : (lag + 1) * d].T for lag in range(p)])
+        np.testing.assert_allclose(m.coefs_[s], coefs, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(m.intercepts_[s], W[-1], rtol=1e-8)
+        r = Y - Z @ W
+        A = W[:-1].T  # (d, p d)
+        cov = ((g[:, s, None] * r).T @ r + ridge * A @ A.T) / g[:, s].sum()
+        np.testing.assert_allclose(m.covars_[s], cov, rtol=1e-8)
+
+
+@pytest.mark.parametrize(("seed", "ridge"), [(0, 0.0), (1, 0.0), (2, 5.0)])
+def test_em_never_lowers_the_penalised_log_likelihood(seed, ridge):
+    rng = np.random.default_rng(seed)
+    lengths = [60, 45, 30]
+    X = np.cumsum(rng.standard_normal((sum(lengths), 2)), 0) * 0.3 + rng.standard_normal((1, 2))
+    m = AutoregressiveHMM(3, order=2, ridge=ridge, n_iter=25, tol=-np.inf, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", latentfit.em.hmm.UnvisitedStateWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        m.fit(X, lengths)
+    lb = np.array(m.lower_bounds_)
+    assert len(lb) == 25
+    assert (np.diff(lb) >= -1e-9 * np.abs(lb[1:])).all()
+    if not ridge:  # the bound is the log-likelihood of the parameters before each M-step
+        assert m.score(X, lengths) >= lb[-1] - 1e-9 * abs(lb[-1])
+
+
+def test_parameters_recovered_on_a_switching_ar1():
+    A = np.array([[[0.9, 0.2], [0.0, 0.6]], [[-0.6, 0.0], [0.4, -0.5]]])
+    b = np.array([[1.0, -0.5], [-1.0, 2.0]])
+    cov = np.array([[[0.10, 0.03], [0.03, 0.08]], [[0.05, 0.0], [0.0, 0.20]]])
+    P = np.array([[0.95, 0.05], [0.08, 0.92]])
+    truth = AutoregressiveHMM(2, order=1)
+    truth.startprob_, truth.transmat_ = np.array([0.5, 0.5]), P
+    truth.coefs_, truth.intercepts_, truth.covars_ = A[:, None], b, cov
+    seqs = [truth.sample(2000, random_state=r)[0] for r in range(3)]
+    X, lengths = np.vstack(seqs), [2000] * 3
+    m = AutoregressiveHMM(2, order=1, n_iter=100, n_init=3, random_state=0).fit(X, lengths)
+    order = np.argsort(m.intercepts_[:, 0])[::-1]  # state 0 has the larger first intercept
+    # ~6000 steps: standard errors of the AR weights are about 0.01-0.02; 0.06 is 3-6 of them
+    np.testing.assert_allclose(m.coefs_[order, 0], A, atol=0.06)
+    np.testing.assert_allclose(m.intercepts_[order], b, atol=0.1)
+    np.testing.assert_allclose(m.covars_[order], cov, atol=0.02)
+    np.testing.assert_allclose(m.transmat_[np.ix_(order, order)], P, atol=0.02)
+    # the fitted model explains the data at least as well as the truth (it is the MLE)
+    assert m.score(X, lengths) >= truth.score(X, lengths)
+
+
+def test_sample_from_history_is_scored_by_the_model():
+    m = _random_model(2, 2, 2, seed=9)
+    hist = np.array([[5.0, -5.0], [4.0, -4.0]])
+    X, states = m.sample(6, random_state=1, history=hist)
+    assert X.shape == (6, 2) and states.shape == (6,)
+    # the first drawn step follows its state's regression on the given history
+    X2, states2 = m.sample(6, random_state=1)  # zero history: same noise, same states
+    np.testing.assert_array_equal(states, states2)
+    s = states[0]
+    mean_h = m.intercepts_[s] + m.coefs_[s, 0] @ hist[1] + m.coefs_[s, 1] @ hist[0]
+    np.testing.assert_allclose(X[0] - mean_h, X2[0] - m.intercepts_[s], atol=1e-12)
+    with pytest.raises(ParameterError, match="history must be 2 finite row"):
+        m.sample(3, history=np.zeros((1, 2)))
+
+
+def test_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(10)
+    X = np.cumsum(rng.standard_normal((120, 2)), 0)
+    m = AutoregressiveHMM(2, order=2, ridge=0.5, n_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(pd_frame(X), [70, 50])
+    m.save(tmp_path / "ar.safetensors")
+    back = latentfit.load(tmp_path / "ar.safetensors")
+    assert isinstance(back, AutoregressiveHMM) and back.get_params() == m.get_params()
+    for name in ("startprob_", "transmat_", "coefs_", "intercepts_", "covars_"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(m, name))
+    assert list(back.feature_names_in_) == ["a", "b"]
+    assert back.score(pd_frame(X), [70, 50]) == m.score(pd_frame(X), [70, 50])
+    assert back.lower_bounds_ == m.lower_bounds_
+
+
+def pd_frame(X):
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=["a", "b"])
+
+
+def test_bad_input_names_the_problem():
+    X = np.random.default_rng(11).standard_normal((20, 2))
+    with pytest.raises(ParameterError, match="order must be a positive integer"):
+        AutoregressiveHMM(2, order=0).fit(X)
+    with pytest.raises(ParameterError, match="order must be a positive integer"):
+        AutoregressiveHMM(2, order=1.5).fit(X)
+    with pytest.raises(DataError, match=r"sequence 1 has 2 row\(s\).*order=2.*at least 3"):
+        AutoregressiveHMM(2, order=2).fit(X, [10, 2, 8])
+    with pytest.raises(ParameterError, match="ridge must be a finite number >= 0"):
+        AutoregressiveHMM(2, ridge=-1.0).fit(X)
+    m = _random_model(2, 2, 1, seed=12)
+    with pytest.raises(DataError, match=r"sequence 0 has 1 row"):
+        m.score(X[:1])
+    with pytest.raises(DataError, match="lengths sum to 19"):
+        m.score(X, [10, 9])
+    m.coefs_ = np.zeros((2, 2, 2, 2))
+    with pytest.raises(ParameterError, match=r"coefs_ must have shape .* \(2, 1, 2, 2\)"):
+        m.score(X)
+    m = _random_model(2, 2, 1, seed=12)
+    m.covars_ = -m.covars_
+    with pytest.raises(ParameterError, match=r"covars_\[0\] must be a symmetric positive"):
+        m.score(X)
+    with pytest.raises(DataError, match="has 3 features"):
+        _random_model(2, 2, 1, seed=12).score(np.zeros((5, 3)))
+    with pytest.raises(DataError, match="fewer than n_components=4"):
+        AutoregressiveHMM(4, order=2).fit(X[:5])
+
+
+def test_float32_fit_agrees_with_float64():
+    rng = np.random.default_rng(13)
+    X = np.cumsum(rng.standard_normal((400, 2)), 0) * 0.2 + 1e3
+    kw = dict(n_components=2, order=1, n_iter=5, tol=-np.inf, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m64 = AutoregressiveHMM(**kw).fit(X)
+        m32 = AutoregressiveHMM(**kw, dtype="float32").fit(X)
+    # the fit is centred on the data mean: float32 keeps ~1e-4 relative on the scores
+    assert m32.score(X) == pytest.approx(m64.score(X), rel=1e-3)
+
+
+def test_fixed_weights_reestimate_only_the_covariances():
+    """params="c": the covariances are the weighted scatter of the residuals of the kept AR
+    weights (not of the least squares ones)."""
+    m = _random_model(2, 2, 1, seed=14)
+    X = m.sample(80, random_state=3)[0]
+    gamma = m.predict_proba(X)[1:]
+    coefs, b = m.coefs_.copy(), m.intercepts_.copy()
+    m.n_iter, m.tol, m.init_params, m.params, m.min_covar = 1, -np.inf, "", "c", 1e-12
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(X)
+    np.testing.assert_allclose(m.coefs_, coefs, rtol=1e-12)
+    np.testing.assert_allclose(m.intercepts_, b, rtol=1e-12, atol=1e-12)
+    for s in range(2):
+        r = X[1:] - X[:-1] @ coefs[s, 0].T - b[s]
+        cov = (gamma[:, s, None] * r).T @ r / gamma[:, s].sum()
+        np.testing.assert_allclose(m.covars_[s], cov, rtol=1e-8)
+
+
+def test_min_covar_floors_the_eigenvalues():
+    """A state on an exact (noise-free) linear recurrence has a singular residual scatter: its
+    covariance's eigenvalues are raised to min_covar, the larger ones kept."""
+    x = np.zeros((60, 2))
+    x[0] = [1.0, 2.0]
+    rng = np.random.default_rng(15)
+    for t in range(1, 60):
+        x[t] = [0.5 * x[t - 1, 0] + 1.0, x[t - 1, 1] * 0.3 + rng.standard_normal()]
+    m = AutoregressiveHMM(1, order=1, min_covar=1e-4, n_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(x)
+    # one state: every scored row has weight 1, the M-step is ordinary least squares
+    Z = np.c_[x[:-1], np.ones(59)]
+    W, *_ = np.linalg.lstsq(Z, x[1:], rcond=None)
+    r = x[1:] - Z @ W
+    want = np.linalg.eigvalsh(r.T @ r / 59)
+    assert want[0] < 1e-20  # the exact recurrence leaves no residual in its direction
+    vals = np.linalg.eigvalsh(m.covars_[0])
+    assert vals[0] == pytest.approx(1e-4, rel=1e-8)
+    assert vals[1] == pytest.approx(want[1], rel=1e-8)  # floored, not shifted
+
+
+def test_unvisited_state_keeps_its_parameters_and_is_named():
+    m = _random_model(2, 2, 1, seed=16)
+    m.startprob_ = np.array([1.0, 0.0])
+    m.transmat_ = np.array([[1.0, 0.0], [0.5, 0.5]])  # state 1 is never reached
+    X = m.sample(50, random_state=0)[0]
+    coefs1, cov1 = m.coefs_[1].copy(), m.covars_[1].copy()
+    m.n_iter, m.tol, m.init_params = 2, 1e6, ""  # stops at iteration 2, converged
+    with pytest.warns(latentfit.em.hmm.UnvisitedStateWarning, match=r"state\(s\) \[1\]"):
+        m.fit(X)
+    np.testing.assert_allclose(m.coefs_[1], coefs1, rtol=1e-12)
+    np.testing.assert_allclose(m.covars_[1], cov1, rtol=1e-12)
+    assert np.isfinite(m.coefs_).all() and np.isfinite(m.covars_).all()
+
+
+def test_a_source_is_refused():
+    X = np.random.default_rng(17).standard_normal((30, 2))
+    with pytest.raises(ParameterError, match="in memory only"):
+        AutoregressiveHMM(2).fit(latentfit.ArraySource(X))
+
+
+def test_partial_labels_condition_on_the_known_states():
+    """Known states (-1 unknown): the score is log p(x, z_known) and the posteriors p(z | x,
+    z_known), by brute force over the paths through the known states."""
+    m = _random_model(2, 2, 1, seed=3)
+    x = np.random.default_rng(2).standard_normal((7, 2))
+    y = np.array([-1, 1, -1, -1, 0, -1, -1])
+    dens = np.r_[np.zeros((1, 2)), _state_log_densities(m, x)]
+    logs, paths = [], []
+    for path in itertools.product(range(2), repeat=7):
+        if any(y[t] >= 0 and path[t] != y[t] for t in range(7)):
+            continue
+        lp = np.log(m.startprob_[path[0]]) + dens[0, path[0]]
+        for t in range(1, 7):
+            lp += np.log(m.transmat_[path[t - 1], path[t]]) + dens[t, path[t]]
+        logs.append(lp)
+        paths.append(path)
+    total = logsumexp(logs)
+    post = np.zeros((7, 2))
+    for lp, path in zip(logs, paths, strict=True):
+        post[np.arange(7), path] += np.exp(lp - total)
+    assert m.score(x, y=y) == pytest.approx(total, rel=1e-10)
+    np.testing.assert_allclose(m.predict_proba(x, y=y), post, rtol=1e-8, atol=1e-12)
+    assert m.score(x, y=np.full(7, -1)) == m.score(x)
+    fitted = AutoregressiveHMM(2, order=1, n_iter=5, random_state=0).fit(x, y=y)
+    assert list(fitted.predict(x, y=y)[[1, 4]]) == [1, 0]
