@@ -202,3 +202,16 @@ def test_flows_and_diffusion_take_delimiter(tmp_path):
         assert "196 train / 22 val / 54 test" in res.output  # all 272 rows were read
         res = runner.invoke(app, [*args, *out, "--delimiter", "semicolon"])
         assert res.exit_code == 2 and "is the delimiter right" in res.output, res.output
+
+
+def test_a_bundled_set_gives_its_column_names_to_the_printout_and_the_model(tmp_path):
+    import latentfit
+    from latentfit.cli import app
+
+    out = tmp_path / "m.lf"
+    res = CliRunner().invoke(
+        app, ["fit", "gmm", "--dataset", "faithful", "-k", "2", "--quiet", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "eruptions" in res.output and "waiting" in res.output
+    assert list(latentfit.load(out).feature_names_in_) == ["eruptions", "waiting"]

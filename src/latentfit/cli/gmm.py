@@ -190,7 +190,7 @@ def fit_gmm(
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
-    record_columns(model, data, split_columns(columns), delimiter)
+    record_columns(model, data, split_columns(columns), delimiter, dataset)
     names = column_names(data, columns, d, model, delimiter)
     saved = _save(model, out)
     p = model._n_parameters()

@@ -260,7 +260,7 @@ def fit_hmm(
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
         n_rows, d = X.shape
-    record_columns(model, data, cols, delimiter)  # predict/score match them by name
+    record_columns(model, data, cols, delimiter, dataset)  # predict/score match them by name
     names = column_names(data, columns, d, model, delimiter)
     result = {
         "model": type(model).__name__,

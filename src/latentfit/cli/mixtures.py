@@ -56,7 +56,7 @@ def _fit(model, data: Path | None, columns: str, dataset: str | None, delimiter:
         bic, aic = model.bic(X), model.aic(X)
     except (ValueError, FloatingPointError) as err:
         fail(str(err))
-    record_columns(model, data, split_columns(columns), delimiter)
+    record_columns(model, data, split_columns(columns), delimiter, dataset)
     return X, ll, bic, aic, column_names(data, columns, X.shape[1], model, delimiter)
 
 

@@ -78,13 +78,25 @@ def header_names(path: Path, delimiter: str | None = None) -> list[str] | None:
 
 
 def record_columns(
-    model, data: Path, columns: list[str] | None, delimiter: str | None = None
+    model,
+    data: Path | None,
+    columns: list[str] | None,
+    delimiter: str | None = None,
+    dataset: str | None = None,
 ) -> None:
     """Give a model fitted from the command line the names of its data columns (stored in its
-    file, shown by ``latentfit show`` and matched by ``predict``/``score``)."""
+    file, shown by ``latentfit show`` and matched by ``predict``/``score``): the file's
+    header, or the bundled ``dataset``'s feature names."""
     import numpy as np
 
-    names = header_names(data, delimiter) if data is not None else None
+    if data is not None:
+        names = header_names(data, delimiter)
+    elif dataset is not None:
+        from latentfit.datasets import load_dataset
+
+        names = list(load_dataset(dataset).feature_names)
+    else:
+        names = None
     if names is None:
         return
     if columns:

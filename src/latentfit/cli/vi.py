@@ -104,7 +104,7 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(str(err))
-    record_columns(model, data, split_columns(columns), delimiter)
+    record_columns(model, data, split_columns(columns), delimiter, dataset)
     n, d = X.shape
     names = column_names(data, columns, d, model, delimiter)
     used = np.flatnonzero(model.weights_ > active)
