@@ -51,13 +51,12 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def csv_option():
-    """The ``--csv`` flag of commands whose result is a table (one row per component or state)."""
-    return typer.Option(
-        False,
-        "--csv/--no-csv",
-        help="Print the parameters as CSV, one row per component (or state), for a spreadsheet.",
-    )
+def csv_option(
+    help: str = "Print the parameters as CSV, one row per component (or state), for a spreadsheet.",
+):
+    """The ``--csv`` flag of commands whose result is a table (one row per component or state,
+    or per candidate for ``select``)."""
+    return typer.Option(False, "--csv/--no-csv", help=help)
 
 
 def check_format(as_json: bool, as_csv: bool) -> None:
@@ -65,7 +64,7 @@ def check_format(as_json: bool, as_csv: bool) -> None:
     if as_json and as_csv:
         from latentfit.cli.app import fail
 
-        fail("--json and --csv each choose the output format; pass one of them")
+        fail("--json and --csv each choose the output format; choose one")
 
 
 def column_names(

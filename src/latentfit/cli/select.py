@@ -25,7 +25,9 @@ from latentfit.cli.app import (
 )
 from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
-from latentfit.cli.output import json_option, print_json
+from latentfit.cli.output import check_format, csv_option, json_option, print_json
+
+_CSV_HELP = "Print the table as CSV, one row per candidate (the same numbers as the text)."
 
 _HELP = {
     "gmm": "Gaussian mixtures over K and covariance types.",
@@ -57,13 +59,6 @@ SEQUENCE_MODELS = {
 #: The covariance types ``select hmm`` sweeps when ``--covariance`` is not given.
 SEQUENCE_COVARIANCES = {"hmm": "full,tied,diag,spherical", "hsmm": "full,tied,diag,spherical",
                         "ssm": "full,diag"}  # fmt: skip
-
-
-def csv_option():
-    """The ``--csv`` flag: print the table as CSV, one row per candidate."""
-    return typer.Option(
-        False, "--csv/--no-csv", help="Print the table as CSV (the same numbers as the text)."
-    )
 
 
 def _csv_cell(value) -> str:
@@ -157,11 +152,6 @@ def _covariances(text: str) -> list[str]:
     return covs
 
 
-def _check_formats(as_json: bool, as_csv: bool) -> None:
-    if as_json and as_csv:
-        fail("--json and --csv both print to standard output; choose one")
-
-
 def _run(
     family: str,
     data: Path,
@@ -181,7 +171,7 @@ def _run(
     dataset: str | None = None,
     delimiter: str | None = None,
 ):
-    _check_formats(as_json, as_csv)
+    check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     check_outputs([(plot, "--plot")], [data], force=force)
     fmt = figure_format(plot)
@@ -247,7 +237,7 @@ def _register(family: str) -> None:
         plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
         force: bool = force_option(),
         as_json: bool = json_option(),
-        as_csv: bool = csv_option(),
+        as_csv: bool = csv_option(_CSV_HELP),
     ):
         _run(
             family,
@@ -346,7 +336,7 @@ def select_hmm(
     plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
     force: bool = force_option(),
     as_json: bool = json_option(),
-    as_csv: bool = csv_option(),
+    as_csv: bool = csv_option(_CSV_HELP),
 ):
     """Hidden Markov models over the number of states K, by BIC, AIC, ICL or held-out
     log-likelihood over whole sequences."""
@@ -354,7 +344,7 @@ def select_hmm(
 
     from latentfit.cli.hmm import read_lengths
 
-    _check_formats(as_json, as_csv)
+    check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     cls = _sequence_class(model, emission)
     check_outputs([(plot, "--plot")], [data, lengths], force=force)
