@@ -5,6 +5,8 @@ runner. Log-likelihoods are compared with the Python API's on the same data."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import os
 import re
 import subprocess
@@ -95,6 +97,11 @@ def _faithful_files(folder: Path) -> dict[str, Path]:
     bom = folder / "bom.csv"
     bom.write_bytes(b"\xef\xbb\xbf" + out["comma"].read_bytes())
     out["bom"] = bom
+    for kind, opener in (("gzip", gzip.open), ("bzip2", bz2.open)):
+        packed = folder / f"f.csv.{'gz' if kind == 'gzip' else 'bz2'}"
+        with opener(packed, "wb") as f:
+            f.write(out["comma"].read_bytes())
+        out[kind] = packed
     return out
 
 
@@ -215,3 +222,14 @@ def test_a_bundled_set_gives_its_column_names_to_the_printout_and_the_model(tmp_
     assert res.exit_code == 0, res.output
     assert "eruptions" in res.output and "waiting" in res.output
     assert list(latentfit.load(out).feature_names_in_) == ["eruptions", "waiting"]
+
+
+def test_a_compressed_table_names_the_states_file_after_the_data_not_the_suffix(tmp_path):
+    path = _faithful_files(tmp_path)["gzip"]
+    res = runner.invoke(
+        app, ["fit", "hmm", str(path), "-k", "2", "--quiet"], catch_exceptions=False
+    )
+    # the default states file is written in the current folder: the runner's is the test's
+    assert res.exit_code == 0, res.output
+    assert "f_states.csv" in res.output and "f.csv_states" not in res.output
+    Path("f_states.csv").unlink()

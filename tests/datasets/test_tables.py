@@ -1,11 +1,20 @@
 """Delimited text of every common kind, read by load_array and checked against numpy.loadtxt
 and pandas.read_csv on the same file."""
 
+import bz2
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from latentfit.datasets import load_array, load_dataset, load_faithful, parse_delimiter
+from latentfit.datasets import (
+    column_names,
+    load_array,
+    load_dataset,
+    load_faithful,
+    parse_delimiter,
+)
 from latentfit.errors import DataError, ParameterError
 
 X = np.random.default_rng(0).normal(size=(40, 3)) * [1, 10, 100]
@@ -191,3 +200,48 @@ def test_mixed_blanks_and_crlf_read_as_numpy_loadtxt_does(tmp_path):
              for i, row in enumerate(X)]  # fmt: skip
     path.write_text("\t  " + "   ".join(lines), newline="")
     np.testing.assert_array_equal(load_array(path).numpy(), np.loadtxt(path))
+
+
+@pytest.mark.parametrize("opener, suffix", [(gzip.open, ".gz"), (bz2.open, ".bz2")])
+@pytest.mark.parametrize("kind", KINDS, ids=[k[0] for k in KINDS])
+def test_compressed_text_reads_as_the_plain_file(tmp_path, kind, opener, suffix):
+    _, ext, kwargs, _ = kind
+    plain = tmp_path / f"d{ext}"
+    np.savetxt(plain, X, header=(kwargs.get("delimiter") or " ").join("abc"), comments="", **kwargs)
+    packed = tmp_path / f"d{ext}{suffix}"
+    with opener(packed, "wb") as f:
+        f.write(plain.read_bytes())
+    np.testing.assert_array_equal(load_array(packed).numpy(), load_array(plain).numpy())
+    np.testing.assert_array_equal(
+        load_array(packed, columns=["c"]).numpy(), load_array(plain, columns=["c"]).numpy()
+    )
+    assert column_names(packed) == ["a", "b", "c"]
+
+
+def test_compressed_text_errors_name_the_line_and_damage(tmp_path):
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(gzip.compress(b"a,b\n1,2\n3,x\n"))
+    with pytest.raises(DataError, match=r"row 1 \(line 3\), column 1 \('b'\).*'x'"):
+        load_array(bad)
+    cut = tmp_path / "cut.csv.gz"
+    text = "a,b\n" + "".join(f"{u},{v}\n" for u, v in X[:, :2])
+    whole = gzip.compress(text.encode())
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="cannot be decompressed"):
+        load_array(cut)
+    fake = tmp_path / "fake.csv.gz"
+    fake.write_bytes(b"a,b\n1,2\n")  # a plain file with a .gz name
+    with pytest.raises(DataError, match="cannot be decompressed"):
+        load_array(fake)
+
+
+def test_a_compressed_file_that_expands_past_memory_is_refused_by_name(tmp_path, monkeypatch):
+    from latentfit.datasets import _files
+    from latentfit.errors import ResourceLimitError
+
+    path = tmp_path / "big.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n" + b"1,2\n" * 100_000))  # 400 kB of text
+    monkeypatch.setattr(_files, "_DECOMPRESS_BLOCK", 1 << 14)
+    monkeypatch.setattr("latentfit._validation.available_memory", lambda device=None: 100_000)
+    with pytest.raises(ResourceLimitError, match=r"decompressing big\.csv\.gz"):
+        load_array(path)

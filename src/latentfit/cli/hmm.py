@@ -202,7 +202,9 @@ def fit_hmm(
     name = data_source(data, dataset)
     target = None
     if not distributed:
-        stem = data.stem if data is not None else dataset
+        from latentfit.datasets._files import file_stem
+
+        stem = file_stem(data) if data is not None else dataset
         target = states if states is not None else Path(f"{stem}_states.csv")
     elif states is not None:
         fail("--states: a --distributed fit decodes no states; decode with the saved --out model")

@@ -78,7 +78,9 @@ def fit_ssm(
     if covariance not in ("full", "diag"):
         fail(f"--covariance must be full or diag; got {covariance!r}")
     data_source(data, dataset)
-    stem = data.stem if data is not None else dataset
+    from latentfit.datasets._files import file_stem
+
+    stem = file_stem(data) if data is not None else dataset
     target = states if states is not None else Path(f"{stem}_states.csv")
     check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
     X = load_data(data, columns, dataset=dataset, delimiter=delimiter, allow_nan=True).numpy()

@@ -11,8 +11,10 @@ finds the row, column and value of the first bad one for the error message.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import os
 import re
 from dataclasses import dataclass
@@ -21,13 +23,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentfit._validation import as_float_tensor
-from latentfit.errors import DataError, MissingDependencyError, ParameterError
+from latentfit._validation import as_float_tensor, check_allocation
+from latentfit.errors import DataError, LatentfitError, MissingDependencyError, ParameterError
 
-__all__ = ["DELIMITERS", "TEXT_SUFFIXES", "column_names", "load_array", "parse_delimiter"]
+__all__ = [
+    "DELIMITERS",
+    "TEXT_SUFFIXES",
+    "column_names",
+    "file_stem",
+    "load_array",
+    "parse_delimiter",
+]
 
 #: Suffixes read as delimited text.
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".tab", ".dat")
+#: Compressions a text file may carry after its suffix (``data.csv.gz``): the opener for each.
+_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open}
+#: Bytes decompressed per read while a compressed file is loaded (memory is checked between).
+_DECOMPRESS_BLOCK = 1 << 24
 #: Delimiters tried in this order when none is given; whitespace (runs of spaces or tabs)
 #: comes after them. Semicolon before comma: a semicolon file often has decimal commas.
 _CANDIDATES = ("\t", ";", ",", "|")
@@ -137,11 +150,58 @@ def _is_header(first: list[str], rest: list[list[str]]) -> bool:
     return False
 
 
+def _text_suffix(path: Path) -> str:
+    """The format suffix of ``path``, looking through a compression suffix (``a.csv.gz``:
+    ``.csv``); a compression suffix on a non-text name is returned as it is."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in _COMPRESSED and suffixes[-2] in TEXT_SUFFIXES:
+        return suffixes[-2]
+    return path.suffix.lower()
+
+
+def file_stem(path) -> str:
+    """The name of a data file without its format and compression suffixes (``s.csv.gz``:
+    ``s``), for the names of the files a command writes beside it."""
+    path = Path(path)
+    return path.with_suffix("").stem if _text_suffix(path) != path.suffix.lower() else path.stem
+
+
+def _open(path: Path):
+    """A binary file object over the text of ``path``, decompressed when it is compressed."""
+    opener = _COMPRESSED.get(path.suffix.lower())
+    return opener(path, "rb") if opener is not None else path.open("rb")
+
+
+def _decompressed(path: Path, offset: int) -> bytes:
+    """The whole decompressed text of ``path`` from ``offset``, read in blocks with the memory
+    still available checked before each, so that a small file that expands without bound (or
+    a damaged one) is refused by name instead of taking the machine's memory."""
+    out = bytearray()
+    try:
+        with _open(path) as f:
+            f.seek(offset)
+            while block := f.read(_DECOMPRESS_BLOCK):
+                check_allocation(
+                    2 * (len(out) + len(block)),
+                    f"decompressing {path.name}",
+                    hint="decompress it to disk first, or read it in parts",
+                )
+                out += block
+    except (OSError, EOFError, ValueError) as err:
+        if isinstance(err, LatentfitError):
+            raise
+        raise DataError(f"{path} cannot be decompressed: {err}") from None
+    return bytes(out)
+
+
 def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
     """Read the layout from the first 64 KiB; None when the file holds no rows at all."""
-    with path.open("rb") as f:
-        raw = f.read(_SNIFF_BYTES)
-        whole = not f.read(1)
+    try:
+        with _open(path) as f:
+            raw = f.read(_SNIFF_BYTES)
+            whole = not f.read(1)
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path} cannot be decompressed: {err}") from None
     try:
         codecs.getincrementaldecoder("utf-8")().decode(raw, final=whole)
     except UnicodeDecodeError as err:
@@ -194,7 +254,7 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
 
 def _line_of(path: Path, layout: _Layout, row: int) -> int:
     """The 1-based line number of data row ``row`` (blank lines skipped, as the parser does)."""
-    with path.open("rb") as f:
+    with _open(path) as f:
         f.seek(layout.offset)
         seen = -1
         for k, piece in enumerate(f):
@@ -207,7 +267,7 @@ def _line_of(path: Path, layout: _Layout, row: int) -> int:
 
 def _ragged(path: Path, layout: _Layout) -> tuple[int, int] | None:
     """The line number and field count of the first data row with a different width."""
-    with path.open("rb") as f:
+    with _open(path) as f:
         f.seek(layout.offset)
         for k, piece in enumerate(f):
             line = piece.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -296,8 +356,12 @@ def _read_text(path: Path, columns, delimiter: str | None):
     raw_names = [f"c{j}" for j in range(layout.width)]  # unique, whatever the header says
     parsed = list(dict.fromkeys(keep))  # a column asked for twice is parsed once
     include = [raw_names[j + skip] for j in parsed]
-    if layout.squeeze:  # runs of blanks: make them single spaces, which pyarrow splits on
-        with path.open("rb") as f:
+    compressed = path.suffix.lower() in _COMPRESSED
+    if compressed:
+        text = _decompressed(path, layout.offset)
+        source = pa.BufferReader(_squeeze(text) if layout.squeeze else text)
+    elif layout.squeeze:  # runs of blanks: make them single spaces, which pyarrow splits on
+        with _open(path) as f:
             f.seek(layout.offset)
             source = pa.BufferReader(_squeeze(f.read()))
     else:  # an Arrow memory map, not a Python file: no GIL, no copy into Python buffers
@@ -308,7 +372,7 @@ def _read_text(path: Path, columns, delimiter: str | None):
     threads = path.stat().st_size > _THREADED_BYTES and _cpus() > 2
 
     def read(column_type, nulls):
-        source.seek(0 if layout.squeeze else layout.offset)
+        source.seek(0 if layout.squeeze or compressed else layout.offset)
         return pacsv.read_csv(
             source,
             read_options=pacsv.ReadOptions(column_names=raw_names, use_threads=threads),
@@ -445,7 +509,7 @@ def column_names(path, delimiter=None) -> list[str] | None:
     names no columns (no header, .npy, .npz) or cannot be read. The one place the package
     learns a file's column names: the command line prints and stores these."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = _text_suffix(path)
     try:
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
@@ -467,7 +531,8 @@ def load_array(
 ) -> torch.Tensor:
     """Read ``path`` into a (n, d) float tensor.
 
-    Formats by suffix: delimited text (``.csv``, ``.tsv``, ``.txt``, ``.tab``, ``.dat``),
+    Formats by suffix: delimited text (``.csv``, ``.tsv``, ``.txt``, ``.tab``, ``.dat``, each
+    also compressed as ``.gz`` or ``.bz2``: ``data.csv.gz``),
     ``.npy``, ``.npz`` (the only array, or the one named first in ``columns``), ``.parquet``.
     Text is UTF-8 (a byte-order mark is ignored); its delimiter (tab, semicolon, comma, pipe,
     or runs of spaces as ``numpy.savetxt`` writes) is sniffed unless ``delimiter`` names it
@@ -490,7 +555,7 @@ def load_array(
         raise DataError(f"{path} is a folder; give the data file inside it")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty")
-    suffix = path.suffix.lower()
+    suffix = _text_suffix(path)
     if suffix in TEXT_SUFFIXES:
         header, values = _read_text(path, columns, delimiter)
     elif suffix == ".npy":
@@ -542,7 +607,8 @@ def load_array(
         )
     else:
         raise DataError(
-            f"{path}: unknown format {suffix!r}; use .csv (or .tsv, .txt), .npy, .npz or .parquet"
+            f"{path}: unknown format {suffix!r}; use .csv (or .tsv, .txt, each may be .gz or "
+            ".bz2 compressed), .npy, .npz or .parquet"
         )
     if values.ndim == 1:
         values = values.reshape(-1, 1)
