@@ -272,3 +272,25 @@ def test_cli_resume_with_other_settings_is_refused(tmp_path):
     (ck / "last.pt").write_bytes(b"\x00" * 100)
     res = runner.invoke(app, [*args, "--epochs", "2"])
     assert res.exit_code == 2 and "cannot be read" in res.output
+
+
+def test_fit_and_eval_take_the_delimiter_of_a_text_file(tmp_path):
+    X = digits()[:120].double().numpy()
+    npy, txt = tmp_path / "d.npy", tmp_path / "d.txt"
+    np.save(npy, X)
+    np.savetxt(txt, X, delimiter="|", fmt="%.17g")
+    outs = {}
+    for path, extra in ((npy, []), (txt, ["--delimiter", "pipe"])):
+        out = tmp_path / f"{path.suffix[1:]}.safetensors"
+        base = ["--dataset", str(path), "--no-binarize", "--likelihood", "gaussian"]
+        res = runner.invoke(app, [*FIT[:2], *base, *FIT[4:], *extra, "--quiet", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(
+            app, ["eval", str(out), "--dataset", str(path), *extra, "--samples", "4", "--json"]
+        )
+        assert res.exit_code == 0, res.output
+        outs[path.suffix] = json.loads(res.stdout)
+    # the same rows, the same split, the same numbers: the file's format does not matter
+    assert outs[".txt"]["nll"] == outs[".npy"]["nll"]
+    res = runner.invoke(app, [*FIT[:2], "--dataset", str(txt), "--delimiter", "ab"])
+    assert res.exit_code == 2 and "not one character" in res.output

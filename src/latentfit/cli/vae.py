@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app, check_device, check_outputs, fail, fit_app, force_option
+from latentfit.cli.app import (
+    app,
+    check_device,
+    check_outputs,
+    delimiter_option,
+    fail,
+    fit_app,
+    force_option,
+)
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import json_option
 
@@ -24,11 +32,11 @@ def _refuse_k():
     return typer.Option(None, "-k", hidden=True, help=_NOT_K)
 
 
-def _data(dataset: str, idx: Path | None, seed: int, split=None):
+def _data(dataset: str, idx: Path | None, seed: int, split=None, delimiter: str | None = None):
     from latentfit.vae.data import load_vae_data
 
     try:
-        return load_vae_data(dataset, seed=seed, idx_folder=idx, split=split)
+        return load_vae_data(dataset, seed=seed, idx_folder=idx, split=split, delimiter=delimiter)
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -52,7 +60,7 @@ def _sizes(text: str, name: str, example: str = "200,200") -> list[int]:
     return sizes
 
 
-def _rows(dataset: str):
+def _rows(dataset: str, delimiter: str | None = None):
     """Every row of a data source, in its order (eval --all-rows)."""
     from latentfit.vae.data import source_rows
 
@@ -62,7 +70,7 @@ def _rows(dataset: str):
             "rows may include the model's training rows"
         )
     try:
-        return source_rows(dataset, None)[0]
+        return source_rows(dataset, None, delimiter)[0]
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -73,6 +81,7 @@ def fit_vae(
         "mnist", help="mnist, digits, mnist-idx (with --idx) or a data file."
     ),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
+    delimiter: str = delimiter_option(),
     objective: str = typer.Option("elbo", help="elbo, beta, iwae or dreg."),
     samples: int = typer.Option(
         1, "--samples", min=1, help="Samples of z per data point (the k of the iwae/dreg bounds)."
@@ -164,7 +173,7 @@ def fit_vae(
     if not lr > 0:
         fail(f"--lr must be a positive learning rate such as 1e-3; got {lr}")
     dist_utils.init_from_env()
-    data = _data(dataset, idx, seed)
+    data = _data(dataset, idx, seed, delimiter=delimiter)
     if binarize and likelihood == "bernoulli" and not data.intensities:
         fail(f"{data.name} is not in [0, 1]; pass --no-binarize or use --likelihood gaussian")
     bern = likelihood == "bernoulli" and binarize
@@ -315,6 +324,7 @@ def eval_vae(
         "to, as recorded in the model file).",
     ),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
+    delimiter: str = delimiter_option(),
     samples: int = typer.Option(
         5000, "--samples", min=1, help="Importance samples per data point."
     ),
@@ -347,7 +357,7 @@ def eval_vae(
     if all_rows:
         if dataset is None:
             fail("--all-rows needs --dataset, the file of held-out rows to score")
-        X = _rows(dataset)
+        X = _rows(dataset, delimiter)
         name = dataset
     else:
         if model.split is None:
@@ -357,7 +367,7 @@ def eval_vae(
                 "--dataset a file of rows the model was not fitted to"
             )
         source = model.split.source if dataset is None else dataset
-        data = _data(source, idx, seed, split=model.split)
+        data = _data(source, idx, seed, split=model.split, delimiter=delimiter)
         X, name = data.test, data.name
     X = X[: n or None].to(device)
     if X.shape[1] != model.spec.x_dim:
