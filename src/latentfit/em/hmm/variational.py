@@ -16,9 +16,12 @@ emission parameters; the posterior is approximated by the mean-field family q(z)
 
 The math is in :mod:`latentfit.em.hmm.variational_math`; the updates, the bound and the
 parameterisation are hmmlearn 0.3's term by term, so that both libraries give the same numbers
-from the same posteriors. One difference: hmmlearn's Gaussian bound leaves out the constant
+from the same posteriors. Two differences: hmmlearn's Gaussian bound leaves out the constant
 −(n_samples · n_features / 2) log 2π of the expected log-densities; latentfit's keeps it, so
-that the bound is in nats and lies below the log-evidence log p(X).
+that the bound is in nats and lies below the log-evidence log p(X). And with ``params``
+without "m" (means kept, covariances updated) the scale update is the optimal q(Λ) given the
+kept means (see :func:`~latentfit.em.hmm.variational_math.normal_wishart_update`), where
+hmmlearn's formula, exact only for new means, can make the bound fall or NaN.
 
 After ``fit``, ``startprob_``, ``transmat_``, ``means_``/``covars_`` and ``emissionprob_`` are
 the posterior-mean point estimates (hmmlearn's), and ``score``, ``score_samples``,
@@ -211,7 +214,7 @@ class _VariationalHMM:
     # ------------------------------------------------------------------ fitted attributes
     def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
         for key in self._vb_keys:
-            value = params[key].cpu().numpy()
+            value = params[key].cpu().numpy().copy()  # shares no memory with a point estimate
             setattr(self, key + "_", float(value) if value.ndim == 0 else value)
         sp, tm = params["startprob_posterior"], params["transmat_posterior"]
         point = {"startprob": sp / sp.sum(), "transmat": tm / tm.sum(1, keepdim=True)}

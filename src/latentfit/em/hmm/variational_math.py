@@ -146,37 +146,37 @@ def normal_wishart_update(
     update_means: bool,
     update_covars: bool,
 ):
-    """The VB M-step of the Normal-Wishart posteriors (Bishop 2006, eqs. 10.60-10.63), as
-    hmmlearn's ``VariationalGaussianHMM._do_mstep``: ``β = β₀ + N``, ``m = (β₀ m₀ + Σγx) / β``,
-    ``ν = ν₀ + N`` and ``S = S₀ + Σγ x xᵀ + β₀ m₀ m₀ᵀ − β m mᵀ`` (tied: summed over states,
-    ν = ν₀ + Σ N; diag: the diagonal; spherical: its mean over features). The statistics
+    """The VB M-step of the Normal-Wishart posteriors (Bishop 2006, eqs. 10.60-10.63):
+    ``β = β₀ + N``, ``m = (β₀ m₀ + Σγx) / β``, ``ν = ν₀ + N`` and
+
+        S = S₀ + Σ_t γ_t (x_t − m)(x_t − m)ᵀ + β₀ (m − m₀)(m − m₀)ᵀ
+
+    (tied: summed over states, ν = ν₀ + Σ N; diag: the diagonal; spherical: its mean over
+    features). With the new m this is hmmlearn's ``S₀ + Σγ x xᵀ + β₀ m₀ m₀ᵀ − β m mᵀ`` exactly;
+    written as above it is the optimal q(Λ) for whatever (β, m) q(μ | Λ) has, so that with
+    ``update_means`` false (``params`` without "m") the bound still cannot decrease and S stays
+    positive definite (hmmlearn's form with the old means can lose both). The statistics
     ``stats`` (:func:`~latentfit.em.hmm.emissions.gaussian_stats`) and every mean are taken
-    about one centre c, which leaves S unchanged (the terms in c cancel because β = β₀ + N) and
-    keeps the digits of data far from the origin. When ``update_means`` is false the current
-    (β, m) enter S, as in hmmlearn. Returns (means, beta, dof, scale)."""
-    post, obs = stats["post"], stats["obs"]  # (k,), (k, d)
+    about one centre, which keeps the digits of data far from the origin. Returns (means,
+    beta, dof, scale)."""
+    post, obs = stats["post"], stats["obs"]  # (k,), (k, d): Σγ, Σγx
     if update_means:
         beta = beta_prior + post
         means = (beta_prior.unsqueeze(1) * means_prior + obs) / beta.unsqueeze(1)
-    if update_covars:
-        if covariance_type in ("full", "tied"):
-            prior_outer = (
-                beta_prior.reshape(-1, 1, 1) * means_prior.unsqueeze(2) * means_prior.unsqueeze(1)
-            )
-            post_outer = beta.reshape(-1, 1, 1) * means.unsqueeze(2) * means.unsqueeze(1)
-            if covariance_type == "full":
-                dof = dof_prior + post
-                scale = scale_prior + stats["obsobs"] + prior_outer - post_outer
-            else:  # the statistics' obsobs is already summed over states
-                dof = dof_prior + post.sum()
-                scale = scale_prior + stats["obsobs"] + (prior_outer - post_outer).sum(0)
-            scale = 0.5 * (scale + scale.mT)  # symmetric to the last bit
-        else:
-            dof = dof_prior + post
-            s = (
-                stats["obs2"]
-                + beta_prior.unsqueeze(1) * means_prior**2
-                - beta.unsqueeze(1) * means**2
-            )
-            scale = scale_prior + (s if covariance_type == "diag" else s.mean(1))
-    return means, beta, dof, scale
+    if not update_covars:
+        return means, beta, dof, scale
+    diff = means - means_prior  # (k, d)
+    dof = dof_prior + (post.sum() if covariance_type == "tied" else post)
+    if covariance_type in ("full", "tied"):
+        cross = means.unsqueeze(2) * obs.unsqueeze(1)  # (k, d, d): m (Σγx)ᵀ
+        outer = means.unsqueeze(2) * means.unsqueeze(1)  # (k, d, d): m mᵀ
+        prior = beta_prior.reshape(-1, 1, 1) * diff.unsqueeze(2) * diff.unsqueeze(1)
+        # Σγ (x − m)(x − m)ᵀ = Σγ x xᵀ − m (Σγx)ᵀ − (Σγx) mᵀ + N m mᵀ, plus the prior's pull
+        spread = -cross - cross.mT + post.reshape(-1, 1, 1) * outer + prior  # (k, d, d)
+        if covariance_type == "tied":  # the statistics' obsobs is already summed over states
+            spread = spread.sum(0)
+        scale = scale_prior + stats["obsobs"] + spread
+        return means, beta, dof, 0.5 * (scale + scale.mT)  # symmetric to the last bit
+    s = stats["obs2"] - 2 * means * obs + post.unsqueeze(1) * means**2
+    s = s + beta_prior.unsqueeze(1) * diff**2  # (k, d)
+    return means, beta, dof, scale_prior + (s if covariance_type == "diag" else s.mean(1))
