@@ -397,6 +397,7 @@ def test_save_load_round_trip(tmp_path, covariance_type):
         np.testing.assert_array_equal(np.asarray(getattr(back, a)), np.asarray(getattr(model, a)))
     assert back.score(X, LENGTHS) == model.score(X, LENGTHS)
     assert back.lower_bounds_ == model.lower_bounds_
+    assert back.lower_bound_ == model.lower_bound_
     cat = VariationalCategoricalHMM(2, random_state=0, n_iter=5).fit(symbols(), LENGTHS)
     cat.save(tmp_path / "c.lf")
     back = latentfit.load(tmp_path / "c.lf")

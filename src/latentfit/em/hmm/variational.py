@@ -34,11 +34,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from latentfit._validation import check_feature_names
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.hmm.base import BaseHMM, check_labels
 from latentfit.em.hmm.discrete import CategoricalHMM, _numpy_rng
 from latentfit.em.hmm.emissions import categorical_stats, gaussian_log_likelihood, gaussian_stats
-from latentfit.em.hmm.gaussian import GaussianHMM, _data_cov
+from latentfit.em.hmm.gaussian import GaussianHMM, _check_covariance_type, _data_cov
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.sequences import batch_sequences, check_lengths
 from latentfit.em.hmm.variational_math import (
@@ -127,8 +128,6 @@ class _VariationalHMM:
         lower bound kept). ``lengths`` (n_sequences,): rows of every sequence in ``X``.
         ``y`` (n_samples,): known states (−1 where unknown), on which every E-step is then
         conditioned (the bound is then one on log p(X, z_known)). In-memory X only."""
-        from latentfit._validation import check_feature_names
-
         self._checked_settings()
         if is_source(X):
             raise ParameterError(
@@ -164,7 +163,7 @@ class _VariationalHMM:
             arr = np.broadcast_to(arr, shape)
         except (TypeError, ValueError):
             raise ParameterError(
-                f"{name} must be a positive number or an array that broadcasts to shape "
+                f"{name} must be a number or an array that broadcasts to shape "
                 f"{tuple(shape)}, got {value!r:.80}"
             ) from None
         if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
@@ -208,9 +207,6 @@ class _VariationalHMM:
                 out[key + "_posterior"] = self._given(key + "_posterior_", shape)
         return out
 
-    def _needs_init(self, letter: str, name: str) -> bool:
-        return letter in self.init_params or not hasattr(self, name)
-
     # ------------------------------------------------------------------ fitted attributes
     def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
         for key in self._vb_keys:
@@ -219,6 +215,10 @@ class _VariationalHMM:
         sp, tm = params["startprob_posterior"], params["transmat_posterior"]
         point = {"startprob": sp / sp.sum(), "transmat": tm / tm.sum(1, keepdim=True)}
         self._set_attributes({**point, **self._point_emissions(params)})
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self.lower_bound_ = self.lower_bounds_[-1] if self.lower_bounds_ else float("nan")
 
 
 @serializable
@@ -303,8 +303,6 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
 
     def _check_settings(self):
         BaseHMM._check_settings(self)
-        from latentfit.em.hmm.gaussian import _check_covariance_type
-
         _check_covariance_type(self.covariance_type)
 
     def _allow_nan(self) -> bool:
@@ -544,7 +542,3 @@ class VariationalCategoricalHMM(_VariationalHMM, CategoricalHMM):
     def _point_emissions(self, params):
         e = params["emissionprob_posterior"]
         return {"emissionprob": e / e.sum(1, keepdim=True)}
-
-    def _set_state(self, tensors, extra):
-        super()._set_state(tensors, extra)
-        self.n_features_ = self.emissionprob_.shape[1]
