@@ -154,7 +154,9 @@ class _VariationalHMM:
         BaseHMM._store_result(self, result, restarts=restarts)
 
     # ------------------------------------------------------------------ priors and starts
-    def _prior(self, value, name: str, shape, default, *, positive=True) -> torch.Tensor:
+    def _prior(
+        self, value, name: str, shape, default, *, positive=True, dtype=None
+    ) -> torch.Tensor:
         """A prior hyperparameter: ``default`` when None, else a (positive) number or array
         broadcast to ``shape`` (ParameterError naming the argument otherwise)."""
         value = default if value is None else value
@@ -169,9 +171,9 @@ class _VariationalHMM:
         if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
             what = "finite, positive" if positive else "finite"
             raise ParameterError(f"{name} must hold {what} numbers, got {value!r:.80}")
-        return torch.as_tensor(arr.copy(), dtype=self._dtype, device=self._device)
+        return torch.as_tensor(arr.copy(), dtype=dtype or self._dtype, device=self._device)
 
-    def _given(self, attribute: str, shape, *, positive: bool = True) -> torch.Tensor:
+    def _given(self, attribute: str, shape, *, positive: bool = True, dtype=None) -> torch.Tensor:
         """A posterior set by hand (its letter not in ``init_params``), checked."""
         value = np.asarray(getattr(self, attribute), dtype=np.float64)
         if value.shape != tuple(shape):
@@ -182,7 +184,7 @@ class _VariationalHMM:
         if not np.all(np.isfinite(value)) or (positive and not np.all(value > 0)):
             what = "finite, positive" if positive else "finite"
             raise ParameterError(f"{attribute} must hold {what} numbers")
-        return torch.as_tensor(value, dtype=self._dtype, device=self._device)
+        return torch.as_tensor(value, dtype=dtype or self._dtype, device=self._device)
 
     def _initial_transitions(self, lengths, rng) -> dict[str, torch.Tensor]:
         """The Dirichlet priors and starting posteriors of the start and transition
@@ -209,12 +211,18 @@ class _VariationalHMM:
 
     # ------------------------------------------------------------------ fitted attributes
     def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
+        params = self._absolute(params)
         for key in self._vb_keys:
             value = params[key].cpu().numpy().copy()  # shares no memory with a point estimate
             setattr(self, key + "_", float(value) if value.ndim == 0 else value)
         sp, tm = params["startprob_posterior"], params["transmat_posterior"]
         point = {"startprob": sp / sp.sum(), "transmat": tm / tm.sum(1, keepdim=True)}
         self._set_attributes({**point, **self._point_emissions(params)})
+
+    def _absolute(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The fit's parameters as the attributes hold them (a model that keeps some about a
+        centre during the fit adds it back)."""
+        return params
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
@@ -336,10 +344,16 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
     def _initial_posteriors(self, X, lengths, gen) -> dict[str, torch.Tensor]:
         k, (t, d), ct = self.n_components, X.shape, self.covariance_type
         out = self._initial_transitions(lengths, _numpy_rng(gen))
-        shift = weighted_mean(X)  # (d,) the centre of the fit's statistics
-        out["means_prior"] = self._prior(
-            self.means_prior, "means_prior", (k, d), shift.cpu().numpy(), positive=False
-        )
+        # The fit's centre: the statistics and both means are kept about it (float32 keeps
+        # the digits of data far from the origin in the differences, not in absolute means).
+        shift = weighted_mean(X)  # (d,)
+        shift64 = shift.double()
+        out["means_prior"] = torch.zeros(k, d, dtype=X.dtype, device=X.device)  # the data mean
+        if self.means_prior is not None:
+            prior = self._prior(
+                self.means_prior, "means_prior", (k, d), None, positive=False, dtype=torch.float64
+            )
+            out["means_prior"] = (prior - shift64).to(X.dtype)
         out["beta_prior"] = self._prior(self.beta_prior, "beta_prior", (k,), 1.0)
         out["dof_prior"] = self._prior(self.dof_prior, "dof_prior", self._dof_shape(), float(d))
         eye = np.eye(d)
@@ -357,10 +371,11 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             centres, assign = kmeans(X, k, ones, gen)
             counts = torch.bincount(assign, minlength=k).to(X.dtype)  # (k,)
         if init_m:
-            out["means_posterior"] = centres
+            out["means_posterior"] = centres - shift
             out["beta_posterior"] = out["beta_prior"] + counts
         else:
-            out["means_posterior"] = self._given("means_posterior_", (k, d), positive=False)
+            given = self._given("means_posterior_", (k, d), positive=False, dtype=torch.float64)
+            out["means_posterior"] = (given - shift64).to(X.dtype)
             out["beta_posterior"] = self._given("beta_posterior_", (k,))
         if init_c:
             dof = out["dof_prior"] + (counts.sum() if ct == "tied" else counts)
@@ -389,24 +404,21 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         ct, shift = self.covariance_type, params["shift"]
         dof, scale = params["dof_posterior"], params["scale_posterior"]
         covars = scale / _dof_as(dof, ct)
-        delta = params["means_posterior"] - shift  # (k, d)
-        ll = gaussian_log_likelihood(
-            X, params["means_posterior"], covars, ct, shift=shift, delta=delta
-        )
+        delta = params["means_posterior"]  # (k, d) about the shift
+        ll = gaussian_log_likelihood(X, shift + delta, covars, ct, shift=shift, delta=delta)
         return ll + expected_gaussian_offset(dof, params["beta_posterior"], X.shape[1])
 
     def _vb_emission_stats(self, params, X, gamma):
         return gaussian_stats(X, gamma, params["shift"], self.covariance_type)
 
     def _vb_emission_mstep(self, params, stats):
-        shift = params["shift"]
         means, beta, dof, scale = normal_wishart_update(
             stats,
-            params["means_prior"] - shift,
+            params["means_prior"],
             params["beta_prior"],
             params["dof_prior"],
             params["scale_prior"],
-            params["means_posterior"] - shift,
+            params["means_posterior"],
             params["beta_posterior"],
             params["dof_posterior"],
             params["scale_posterior"],
@@ -415,7 +427,7 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             update_covars="c" in self.params,
         )
         return {
-            "means_posterior": means + shift,
+            "means_posterior": means,
             "beta_posterior": beta,
             "dof_posterior": dof,
             "scale_posterior": scale,
@@ -433,6 +445,13 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             params["scale_prior"],
             self.covariance_type,
         )
+
+    def _absolute(self, params):
+        shift = params["shift"].double()
+        out = dict(params)
+        for key in ("means_prior", "means_posterior"):
+            out[key] = (shift + params[key].double()).to(params[key].dtype)
+        return out
 
     def _point_emissions(self, params):
         ct = self.covariance_type
