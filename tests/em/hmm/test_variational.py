@@ -348,6 +348,39 @@ def test_categorical_point_estimates_are_the_ordinary_hmms():
     np.testing.assert_array_equal(model.predict(X, LENGTHS), hmm.predict(X, LENGTHS))
 
 
+def test_known_states_give_the_conjugate_posterior():
+    """With every state known (y), q(z) is the labelling itself, and one VB-EM iteration
+    gives the conjugate posteriors: prior + counted starts, transitions and emissions."""
+    X = gaussian_data(11)
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 3, len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        model = VariationalGaussianHMM(3, "diag", n_iter=1, random_state=0).fit(X, LENGTHS, y=y)
+    starts = np.cumsum([0, *LENGTHS[:-1]])
+    ends = np.cumsum(LENGTHS)
+    trans = np.zeros((3, 3))
+    for a, b in zip(starts, ends, strict=True):
+        np.add.at(trans, (y[a : b - 1], y[a + 1 : b]), 1.0)
+    np.testing.assert_allclose(model.transmat_posterior_, 1 / 3 + trans, rtol=1e-12)
+    np.testing.assert_allclose(
+        model.startprob_posterior_, 1 / 3 + np.bincount(y[starts], minlength=3), rtol=1e-12
+    )
+    counts = np.bincount(y, minlength=3)
+    np.testing.assert_allclose(model.beta_posterior_, 1 + counts, rtol=1e-12)
+    sums = np.stack([X[y == j].sum(0) for j in range(3)])
+    np.testing.assert_allclose(
+        model.means_posterior_, (X.mean(0) + sums) / (1 + counts)[:, None], rtol=1e-10
+    )
+    cat = VariationalCategoricalHMM(3, n_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        cat.fit(symbols(11), LENGTHS, y=y)
+    table = np.zeros((3, 5))
+    np.add.at(table, (y, symbols(11)[:, 0]), 1.0)
+    np.testing.assert_allclose(cat.emissionprob_posterior_, 1 / 5 + table, rtol=1e-12)
+
+
 def test_float32_follows_float64():
     X = gaussian_data(8)
     kw = dict(n_components=3, covariance_type="full", random_state=0, n_iter=8, tol=-np.inf)
