@@ -97,17 +97,16 @@ def assert_same_fit(ref, ours, names, constant):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_gaussian_equals_hmmlearn_from_the_same_start(covariance_type):
     X = gaussian_data()
+    # run to convergence (tol 1e-6 on the bound's gain, both): ~27 iterations
     ref = vhmm.VariationalGaussianHMM(
-        3, covariance_type=covariance_type, n_iter=12, tol=-np.inf, random_state=1
+        3, covariance_type=covariance_type, n_iter=200, random_state=1
     )
     ref._init(X, LENGTHS)  # hmmlearn's own start, then both run from it
-    ours = from_start(ref, GAUSSIAN_NAMES, VariationalGaussianHMM(3, covariance_type, n_iter=12))
+    ours = from_start(ref, GAUSSIAN_NAMES, VariationalGaussianHMM(3, covariance_type, n_iter=200))
     ref.init_params = ""
     ref.fit(X, LENGTHS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=Warning)  # not converged in 12 iterations
-        ours.fit(X, LENGTHS)
-    assert len(ours.lower_bounds_) == 12
+    ours.fit(X, LENGTHS)
+    assert ours.converged_ and len(ours.lower_bounds_) == len(ref.monitor_.history) > 10
     # hmmlearn's expected log-densities leave out −d/2 log 2π at every step
     constant = X.size / 2 * math.log(2 * math.pi)
     assert_same_fit(ref, ours, GAUSSIAN_NAMES, constant)
