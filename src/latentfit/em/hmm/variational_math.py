@@ -14,13 +14,13 @@ hmmlearn does, as the Wishart with that scale matrix; tied shares one (ν, S) am
 A categorical emission has a Dirichlet(e₀_k) prior on every state's symbol probabilities.
 
 The VB E-step is the forward-backward algorithm on the sub-normalised parameters
-exp E[log π], exp E[log A] and exp E[log p(x_t | z_t = k)] (Beal 2003, §3.3.1): its
+exp E[log π], exp E[log A] and exp E[log p(x_t | z_t = k)] (Beal 2003, ch. 3): its
 log-"likelihood" log Z̃ and the smoothed marginals / expected transition counts give the
 lower bound
 
     F = log Z̃ − KL(q(π) ‖ p(π)) − Σ_i KL(q(A_i) ‖ p(A_i)) − Σ_k KL(q(θ_k) ‖ p(θ_k))
 
-(Beal 2003, eq. 3.62), computed with the parameters that made the E-step, as hmmlearn does.
+(Beal 2003, ch. 3), computed with the parameters that made the E-step, as hmmlearn does.
 
 Shapes: t steps, k states, d features; ``dof`` is (k,), or 0-d for the tied covariance.
 """
@@ -47,7 +47,7 @@ __all__ = [
 
 
 def dirichlet_expected_log(alpha: torch.Tensor) -> torch.Tensor:
-    """E[log p] under Dirichlet(α) along the last axis: ψ(α) − ψ(Σα) (Beal 2003, eq. 3.69).
+    """E[log p] under Dirichlet(α) along the last axis: ψ(α) − ψ(Σα) (Bishop 2006, app. B).
     Its exponential is the sub-normalised parameter of the VB E-step."""
     return torch.special.digamma(alpha) - torch.special.digamma(alpha.sum(-1, keepdim=True))
 
