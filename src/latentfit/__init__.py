@@ -28,6 +28,8 @@ _EXPORTS = {
     "CategoricalHMM": "latentfit.em.hmm",
     "GaussianHMM": "latentfit.em.hmm",
     "PoissonHMM": "latentfit.em.hmm",
+    "VariationalCategoricalHMM": "latentfit.em.hmm.variational",
+    "VariationalGaussianHMM": "latentfit.em.hmm.variational",
     "CategoricalHSMM": "latentfit.em.hsmm",
     "GaussianHSMM": "latentfit.em.hsmm",
     "PoissonHSMM": "latentfit.em.hsmm",
@@ -90,6 +92,8 @@ __all__ = [
     "PoissonMixture",
     "RealNVP",
     "TrainConfig",
+    "VariationalCategoricalHMM",
+    "VariationalGaussianHMM",
     "fit_map",
     "fit_mle",
     "load",
@@ -125,6 +129,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; never run
         GaussianHMM,
         PoissonHMM,
     )
+    from latentfit.em.hmm.variational import VariationalCategoricalHMM, VariationalGaussianHMM
     from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
     from latentfit.em.mixture.discrete import (
         BernoulliMixture,

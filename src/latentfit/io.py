@@ -70,6 +70,8 @@ MODEL_MODULES: dict[str, str] = {
     "PoissonHSMM": "latentfit.em.hsmm.models",
     "PoissonMixture": "latentfit.em.mixture.discrete",
     "RealNVP": "latentfit.flows.density",
+    "VariationalCategoricalHMM": "latentfit.em.hmm.variational",
+    "VariationalGaussianHMM": "latentfit.em.hmm.variational",
 }
 
 

@@ -85,6 +85,10 @@ def estimators(draw, name: str):
         return cls(k, **common), "codes"
     if name == "PoissonHMM":
         return cls(k, **common), "counts"
+    if name == "VariationalGaussianHMM":
+        return cls(k, covariance_type=draw(COV), **common), "real"
+    if name == "VariationalCategoricalHMM":
+        return cls(k, **common), "codes"
     if name == "LinearGaussianSSM":
         return cls(k, covariance_type=draw(st.sampled_from(["full", "diag"])), **common), "real"
     if name in HSMMS:
@@ -123,6 +127,8 @@ ESTIMATORS = [
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "VariationalGaussianHMM",
+    "VariationalCategoricalHMM",
     "LinearGaussianSSM",
     "GaussianHSMM",
     "PoissonHSMM",
@@ -142,6 +148,8 @@ HMMS = {
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "VariationalGaussianHMM",
+    "VariationalCategoricalHMM",
     "AutoregressiveHMM",
     "LinearGaussianSSM",
 } | HSMMS  # take lengths

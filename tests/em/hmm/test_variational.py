@@ -1,0 +1,502 @@
+"""Variational Bayesian HMMs: the lower bound of every iteration and the final posteriors
+against hmmlearn's ``vhmm`` from the same start (every covariance type and the categorical
+model, several sequences); the sub-normalised E-step against brute-force enumeration of the
+state paths on every kernel; the bound never decreasing; the point estimates against the
+ordinary HMMs; the Wishart terms against torch.distributions; save/load; the errors."""
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hmmlearn import vhmm
+from scipy import special
+
+import latentfit
+from latentfit.em.driver import EMMonotonicityWarning
+from latentfit.em.hmm.discrete import CategoricalHMM
+from latentfit.em.hmm.gaussian import GaussianHMM
+from latentfit.em.hmm.inference import posterior as K
+from latentfit.em.hmm.variational import (
+    VariationalCategoricalHMM,
+    VariationalGaussianHMM,
+    _VariationalHooks,
+)
+from latentfit.em.hmm.variational_math import (
+    dirichlet_expected_log,
+    kl_wishart,
+    wishart_expected_log_det,
+    wishart_log_normalizer,
+)
+from latentfit.em.sources.chunks import ArraySource
+from latentfit.errors import DataError, ParameterError
+
+# short fits that stop at n_iter on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+LENGTHS = [40, 25, 35]
+GAUSSIAN_NAMES = (
+    "startprob_prior_",
+    "startprob_posterior_",
+    "transmat_prior_",
+    "transmat_posterior_",
+    "means_prior_",
+    "means_posterior_",
+    "beta_prior_",
+    "beta_posterior_",
+    "dof_prior_",
+    "dof_posterior_",
+    "scale_prior_",
+    "scale_posterior_",
+)
+CATEGORICAL_NAMES = GAUSSIAN_NAMES[:4] + ("emissionprob_prior_", "emissionprob_posterior_")
+
+
+def gaussian_data(seed=0, n=sum(LENGTHS), d=2):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 4.0]])[:, :d]
+    z = np.repeat(np.arange(3), -(-n // 3))[:n]
+    return centres[z] + rng.normal(size=(n, d))
+
+
+def symbols(seed=0, n=sum(LENGTHS)):
+    rng = np.random.default_rng(seed)
+    z = np.repeat([0, 1], [n // 2, n - n // 2])
+    probs = np.array([[0.6, 0.2, 0.1, 0.05, 0.05], [0.05, 0.05, 0.2, 0.3, 0.4]])
+    return np.array([[rng.choice(5, p=probs[s])] for s in z])
+
+
+def from_start(ref, names, model):
+    """``model`` set to start from hmmlearn's initialised ``ref``: its priors as constructor
+    arguments, its posteriors as attributes, init_params=""."""
+    start = {a: np.copy(getattr(ref, a)) for a in names}
+    priors = {a[:-1]: start[a] for a in names if a.endswith("_prior_")}
+    model.set_params(init_params="", **priors)
+    for a in names:
+        if a.endswith("_posterior_"):
+            setattr(model, a, start[a])
+    return model
+
+
+def assert_same_fit(ref, ours, names, constant):
+    """The bound of every iteration (hmmlearn's plus the constant it leaves out) and every
+    posterior and point estimate, to 1e-8 relative."""
+    np.testing.assert_allclose(
+        np.asarray(ours.lower_bounds_), np.asarray(ref.monitor_.history) - constant, rtol=1e-8
+    )
+    for a in [*names, "startprob_", "transmat_"]:
+        np.testing.assert_allclose(getattr(ours, a), getattr(ref, a), rtol=1e-8, atol=1e-12)
+
+
+# ------------------------------------------------------------------ against hmmlearn
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_gaussian_equals_hmmlearn_from_the_same_start(covariance_type):
+    X = gaussian_data()
+    # run to convergence (tol 1e-6 on the bound's gain, both): ~27 iterations
+    ref = vhmm.VariationalGaussianHMM(
+        3, covariance_type=covariance_type, n_iter=200, random_state=1
+    )
+    ref._init(X, LENGTHS)  # hmmlearn's own start, then both run from it
+    ours = from_start(ref, GAUSSIAN_NAMES, VariationalGaussianHMM(3, covariance_type, n_iter=200))
+    ref.init_params = ""
+    ref.fit(X, LENGTHS)
+    ours.fit(X, LENGTHS)
+    assert ours.converged_ and len(ours.lower_bounds_) == len(ref.monitor_.history) > 10
+    # hmmlearn's expected log-densities leave out −d/2 log 2π at every step
+    constant = X.size / 2 * math.log(2 * math.pi)
+    assert_same_fit(ref, ours, GAUSSIAN_NAMES, constant)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-8)
+    np.testing.assert_allclose(ours.covars_, ref.covars_, rtol=1e-8, atol=1e-12)
+    # score and the posteriors are the ordinary HMM's under the point estimates, as hmmlearn's
+    np.testing.assert_allclose(ours.score(X, LENGTHS), ref.score(X, LENGTHS), rtol=1e-10)
+    np.testing.assert_allclose(
+        ours.predict_proba(X, LENGTHS), ref.predict_proba(X, LENGTHS), atol=1e-9
+    )
+    np.testing.assert_array_equal(ours.predict(X, LENGTHS), ref.predict(X, LENGTHS))
+    assert ours.lower_bound_ == ours.lower_bounds_[-1]
+    assert list(ours.monitor_.history) == ours.lower_bounds_
+
+
+def test_categorical_equals_hmmlearn_from_the_same_start():
+    X = symbols()
+    ref = vhmm.VariationalCategoricalHMM(3, n_iter=12, tol=-np.inf, random_state=1)
+    ref._init(X, LENGTHS)
+    ours = from_start(ref, CATEGORICAL_NAMES, VariationalCategoricalHMM(3, n_iter=12))
+    ref.init_params = ""
+    ref.fit(X, LENGTHS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        ours.fit(X, LENGTHS)
+    assert_same_fit(ref, ours, CATEGORICAL_NAMES, 0.0)
+    np.testing.assert_allclose(ours.emissionprob_, ref.emissionprob_, rtol=1e-8)
+    np.testing.assert_allclose(ours.score(X, LENGTHS), ref.score(X, LENGTHS), rtol=1e-10)
+
+
+def test_fixed_covariances_equal_hmmlearn():
+    """``params`` without "c": the means alone are updated, as hmmlearn's."""
+    X = gaussian_data(1)
+    ref = vhmm.VariationalGaussianHMM(
+        3, "full", n_iter=6, tol=-np.inf, params="stm", random_state=2
+    )
+    ref._init(X, LENGTHS)
+    ours = from_start(
+        ref, GAUSSIAN_NAMES, VariationalGaussianHMM(3, "full", n_iter=6, params="stm")
+    )
+    ref.init_params = ""
+    ref.fit(X, LENGTHS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        ours.fit(X, LENGTHS)
+    assert_same_fit(ref, ours, GAUSSIAN_NAMES, X.size / 2 * math.log(2 * math.pi))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_fixed_means_keep_the_bound_rising(covariance_type):
+    """``params`` without "m": the scale is the optimal q(Λ) given the kept means, so the
+    bound never decreases and the scale stays positive definite (hmmlearn's update, written
+    for new means, gives NaN bounds from this start for full and diag, a falling bound for
+    spherical)."""
+    X = gaussian_data(1)
+    ref = vhmm.VariationalGaussianHMM(
+        3, covariance_type, n_iter=6, tol=-np.inf, params="stc", random_state=2
+    )
+    ref._init(X, LENGTHS)
+    model = VariationalGaussianHMM(3, covariance_type, n_iter=15, tol=-np.inf, params="stc")
+    model = from_start(ref, GAUSSIAN_NAMES, model)
+    start = np.copy(model.means_posterior_), np.copy(model.beta_posterior_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        model.fit(X, LENGTHS)
+    np.testing.assert_array_equal(model.means_posterior_, start[0])
+    np.testing.assert_array_equal(model.beta_posterior_, start[1])
+    b = np.asarray(model.lower_bounds_)
+    assert np.all(np.isfinite(b)) and np.all(np.diff(b) >= -1e-9 * np.abs(b[1:]))
+    full = latentfit.em.hmm.emissions.fill_covars(
+        torch.as_tensor(model.scale_posterior_), covariance_type, 3, 2
+    )
+    assert bool((torch.linalg.eigvalsh(full) > 0).all())
+
+
+# ------------------------------------------------------------------ the E-step by enumeration
+
+
+def enumerate_paths(log_e, log_pi, log_A, lengths, y=None):
+    """Σ over the state paths of every sequence (through the known states ``y``) of
+    π̃_{z_1} Π Ã_{z_{t−1} z_t} Π ẽ_t(z_t), with the sub-normalised parameters: log of the
+    total, the marginals (t, k), the start counts and Σ ξ."""
+    t, k = log_e.shape
+    y = np.full(t, -1) if y is None else y
+    total, gamma, start, xi = 0.0, np.zeros((t, k)), np.zeros(k), np.zeros((k, k))
+    offset = 0
+    for n in lengths:
+        weights, paths = [], []
+        for z in itertools.product(range(k), repeat=n):
+            lab = y[offset : offset + n]
+            if any(j >= 0 and j != s for j, s in zip(lab, z, strict=True)):
+                continue
+            w = log_pi[z[0]] + sum(log_e[offset + i, s] for i, s in enumerate(z))
+            w += sum(log_A[a, b] for a, b in itertools.pairwise(z))
+            weights.append(w)
+            paths.append(z)
+        weights = np.asarray(weights)
+        log_z = special.logsumexp(weights)
+        p = np.exp(weights - log_z)
+        total += log_z
+        for w, z in zip(p, paths, strict=True):
+            start[z[0]] += w
+            for i, s in enumerate(z):
+                gamma[offset + i, s] += w
+            for a, b in itertools.pairwise(z):
+                xi[a, b] += w
+        offset += n
+    return total, gamma, start, xi
+
+
+def tiny_model(kind):
+    """A fitted tiny model (k = 2) and its data: T = 5 steps in sequences of 3 and 2."""
+    lengths = [3, 2]
+    if kind == "categorical":
+        X = np.array([[0], [2], [1], [2], [0]])
+        model = VariationalCategoricalHMM(2, n_iter=2, random_state=0, tol=-np.inf)
+    else:
+        X = gaussian_data(3, n=5)
+        model = VariationalGaussianHMM(2, kind, n_iter=2, random_state=0, tol=-np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        model.fit(X, lengths)
+    return model, X, lengths
+
+
+@pytest.mark.parametrize("kind", [*COVARIANCE_TYPES, "categorical"])
+def test_estep_is_the_sum_over_paths(kind):
+    model, X, lengths = tiny_model(kind)
+    Xt = model._checked_X(X, fitting=False)
+    hooks = _VariationalHooks(model, Xt, lengths, None)
+    params = {key: torch.as_tensor(np.asarray(getattr(model, key + "_"))) for key in model._vb_keys}
+    if kind != "categorical":  # the fit keeps both means about its centre
+        params["shift"] = Xt.mean(0)
+        params["means_posterior"] = params["means_posterior"] - params["shift"]
+        params["means_prior"] = params["means_prior"] - params["shift"]
+    log_e = model._expected_emission_log_likelihood(params, Xt).numpy()
+    log_pi = dirichlet_expected_log(params["startprob_posterior"]).numpy()
+    log_A = dirichlet_expected_log(params["transmat_posterior"]).numpy()
+    assert np.exp(log_pi).sum() < 1 and (np.exp(log_A).sum(1) < 1).all()  # sub-normalised
+    if kind != "categorical":  # the expected log-density by its definition, state by state
+        d = X.shape[1]
+        S = latentfit.em.hmm.emissions.fill_covars(
+            params["scale_posterior"], kind, 2, d
+        ).numpy()  # (k, d, d)
+        nu = np.broadcast_to(params["dof_posterior"].numpy(), (2,))
+        beta, m = params["beta_posterior"].numpy(), model.means_posterior_
+        for j in range(2):
+            W = np.linalg.inv(S[j])
+            e_logdet = special.digamma((nu[j] - np.arange(d)) / 2).sum() + d * np.log(2)
+            e_logdet += np.linalg.slogdet(W)[1]
+            diff = X - m[j]
+            want = 0.5 * e_logdet - d / 2 * np.log(2 * np.pi) - 0.5 * d / beta[j]
+            want = want - 0.5 * nu[j] * np.einsum("ti,ij,tj->t", diff, W, diff)
+            np.testing.assert_allclose(log_e[:, j], want, rtol=1e-12)
+    total, gamma, start, xi = enumerate_paths(log_e, log_pi, log_A, lengths)
+    stats = hooks.estep(params, (Xt, lengths))
+    np.testing.assert_allclose(float(stats["log_likelihood"].sum()), total, rtol=1e-12)
+    np.testing.assert_allclose(stats["start"].numpy(), start, atol=1e-12)
+    np.testing.assert_allclose(stats["trans"].numpy(), xi, atol=1e-12)
+    # every kernel the dispatcher can choose takes the sub-normalised parameters
+    pi, A = np.exp(log_pi), np.exp(log_A)
+    for options in ({"compiled": True}, {"compiled": False}, {"parallel": False}):
+        post = K.posterior(
+            torch.as_tensor(log_e), torch.as_tensor(pi), torch.as_tensor(A), lengths, **options
+        )
+        np.testing.assert_allclose(float(post.log_likelihood), total, rtol=1e-12)
+        np.testing.assert_allclose(post.posteriors.numpy(), gamma, atol=1e-12)
+        np.testing.assert_allclose(post.transition_counts.numpy(), xi, atol=1e-12)
+    # with known states, the sum over the paths through them
+    y = np.array([-1, 1, -1, 0, -1])
+    total_y, gamma_y, _, xi_y = enumerate_paths(log_e, log_pi, log_A, lengths, y)
+    post = K.posterior(
+        torch.as_tensor(log_e), torch.as_tensor(pi), torch.as_tensor(A), lengths, states=y
+    )
+    np.testing.assert_allclose(float(post.log_likelihood), total_y, rtol=1e-12)
+    np.testing.assert_allclose(post.posteriors.numpy(), gamma_y, atol=1e-12)
+    np.testing.assert_allclose(post.transition_counts.numpy(), xi_y, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the bound and the fit
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_bound_never_decreases(covariance_type):
+    # four states for three clusters: a state no data needs falls back to its prior
+    X = gaussian_data(4, n=240)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        model = VariationalGaussianHMM(
+            4, covariance_type, n_iter=60, tol=-np.inf, random_state=0, n_init=2
+        ).fit(X, [120, 80, 40])
+    for bounds in model.all_lower_bounds_:
+        assert np.all(np.diff(bounds) >= -1e-9 * np.abs(bounds[1:]))
+    assert model.lower_bound_ == max(b[-1] for b in model.all_lower_bounds_)
+    assert np.isfinite(model.covars_).all()
+
+
+def test_categorical_bound_never_decreases():
+    X = symbols(5, n=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        model = VariationalCategoricalHMM(3, n_iter=50, tol=-np.inf, random_state=0).fit(
+            X, [100, 200]
+        )
+    b = np.asarray(model.lower_bounds_)
+    assert np.all(np.diff(b) >= -1e-9 * np.abs(b[1:]))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_point_estimates_are_the_ordinary_hmms(covariance_type):
+    """score, decode and sample are GaussianHMM's with the posterior means."""
+    X = gaussian_data(6)
+    model = VariationalGaussianHMM(3, covariance_type, random_state=0, n_iter=30).fit(X, LENGTHS)
+    post_mean = model.transmat_posterior_ / model.transmat_posterior_.sum(1, keepdims=True)
+    np.testing.assert_allclose(model.transmat_, post_mean, rtol=1e-14)
+    dof = np.asarray(model.dof_posterior_)
+    dof = dof.reshape(-1, *[1] * (model.scale_posterior_.ndim - 1)) if dof.ndim else dof
+    np.testing.assert_allclose(model._covars_, model.scale_posterior_ / dof, rtol=1e-14)
+    hmm = GaussianHMM(3, covariance_type, init_params="")
+    hmm.startprob_, hmm.transmat_, hmm.means_ = model.startprob_, model.transmat_, model.means_
+    hmm.covars_ = model._covars_
+    assert model.score(X, LENGTHS) == pytest.approx(hmm.score(X, LENGTHS), rel=1e-12)
+    assert model.decode(X, LENGTHS)[0] == pytest.approx(hmm.decode(X, LENGTHS)[0], rel=1e-12)
+    np.testing.assert_array_equal(
+        model.sample(20, random_state=3)[1], hmm.sample(20, random_state=3)[1]
+    )
+
+
+def test_categorical_point_estimates_are_the_ordinary_hmms():
+    X = symbols(7)
+    model = VariationalCategoricalHMM(2, random_state=0, n_iter=30).fit(X, LENGTHS)
+    hmm = CategoricalHMM(2, init_params="")
+    hmm.startprob_, hmm.transmat_, hmm.emissionprob_ = (
+        model.startprob_,
+        model.transmat_,
+        model.emissionprob_,
+    )
+    assert model.score(X, LENGTHS) == pytest.approx(hmm.score(X, LENGTHS), rel=1e-12)
+    np.testing.assert_array_equal(model.predict(X, LENGTHS), hmm.predict(X, LENGTHS))
+
+
+def test_known_states_give_the_conjugate_posterior():
+    """With every state known (y), q(z) is the labelling itself, and one VB-EM iteration
+    gives the conjugate posteriors: prior + counted starts, transitions and emissions."""
+    X = gaussian_data(11)
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 3, len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        model = VariationalGaussianHMM(3, "diag", n_iter=1, random_state=0).fit(X, LENGTHS, y=y)
+    starts = np.cumsum([0, *LENGTHS[:-1]])
+    ends = np.cumsum(LENGTHS)
+    trans = np.zeros((3, 3))
+    for a, b in zip(starts, ends, strict=True):
+        np.add.at(trans, (y[a : b - 1], y[a + 1 : b]), 1.0)
+    np.testing.assert_allclose(model.transmat_posterior_, 1 / 3 + trans, rtol=1e-12)
+    np.testing.assert_allclose(
+        model.startprob_posterior_, 1 / 3 + np.bincount(y[starts], minlength=3), rtol=1e-12
+    )
+    counts = np.bincount(y, minlength=3)
+    np.testing.assert_allclose(model.beta_posterior_, 1 + counts, rtol=1e-12)
+    sums = np.stack([X[y == j].sum(0) for j in range(3)])
+    np.testing.assert_allclose(
+        model.means_posterior_, (X.mean(0) + sums) / (1 + counts)[:, None], rtol=1e-10
+    )
+    cat = VariationalCategoricalHMM(3, n_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        cat.fit(symbols(11), LENGTHS, y=y)
+    table = np.zeros((3, 5))
+    np.add.at(table, (y, symbols(11)[:, 0]), 1.0)
+    np.testing.assert_allclose(cat.emissionprob_posterior_, 1 / 5 + table, rtol=1e-12)
+
+
+def test_float32_follows_float64():
+    X = gaussian_data(8)
+    kw = dict(n_components=3, covariance_type="full", random_state=0, n_iter=8, tol=-np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        m64 = VariationalGaussianHMM(**kw).fit(X, LENGTHS)
+        m32 = VariationalGaussianHMM(**kw, dtype="float32").fit(X, LENGTHS)
+    assert m32.means_.dtype == np.float32
+    # float32 rounding of the statistics (~1e-7 relative) carried over 8 iterations
+    np.testing.assert_allclose(m32.lower_bounds_, m64.lower_bounds_, rtol=1e-5)
+    np.testing.assert_allclose(m32.means_, m64.means_, rtol=1e-4, atol=1e-4)
+
+
+def test_data_far_from_the_origin_keep_their_digits():
+    """The bound is invariant under a translation of the data (the default prior mean moves
+    with it); kept about the fit's centre, the statistics and means lose no digits to it."""
+    X = gaussian_data(10)
+    kw = dict(n_components=3, covariance_type="full", random_state=0, n_iter=10, tol=-np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=Warning)
+        near = VariationalGaussianHMM(**kw).fit(X, LENGTHS)
+        far = VariationalGaussianHMM(**kw).fit(X + 1e7, LENGTHS)
+    # the same start up to the rounding of X + 1e7 (~2e-9 per entry); uncentred moments
+    # (Σ x xᵀ ~ 1e16) would leave errors of order 1 in the scales
+    np.testing.assert_allclose(far.lower_bounds_, near.lower_bounds_, rtol=1e-9)
+    np.testing.assert_allclose(far.means_ - 1e7, near.means_, atol=1e-7)
+
+
+# ------------------------------------------------------------------ the Wishart terms
+
+
+def test_wishart_terms_against_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    d, nu = 3, torch.tensor(5.5, dtype=torch.float64)
+    B = torch.randn(d, d, generator=g, dtype=torch.float64)
+    S = B @ B.T + d * torch.eye(d, dtype=torch.float64)  # the inverse scale
+    wishart = torch.distributions.Wishart(df=nu, covariance_matrix=torch.linalg.inv(S))
+    C = torch.randn(d, d, generator=g, dtype=torch.float64)
+    lam = C @ C.T + torch.eye(d, dtype=torch.float64)  # any positive-definite point
+    # log p(Λ) = (ν − d − 1)/2 log|Λ| − tr(S Λ)/2 − log Z
+    log_p = (nu - d - 1) / 2 * torch.logdet(lam) - 0.5 * torch.trace(S @ lam)
+    log_p = log_p - wishart_log_normalizer(nu, S)
+    np.testing.assert_allclose(float(log_p), float(wishart.log_prob(lam)), rtol=1e-12)
+    # E[log|Λ|] by the derivative of the log-normaliser: d/dν log Z = ½ E[log|Λ|]
+    nu_ = nu.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(wishart_log_normalizer(nu_, S), nu_)
+    np.testing.assert_allclose(2 * float(grad), float(wishart_expected_log_det(nu, S)), rtol=1e-12)
+    assert float(kl_wishart(nu, S, nu, S)) == pytest.approx(0.0, abs=1e-12)
+    assert float(kl_wishart(nu + 2, S * 1.5, nu, S)) > 0
+
+
+# ------------------------------------------------------------------ persistence and errors
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "spherical"])
+def test_save_load_round_trip(tmp_path, covariance_type):
+    X = gaussian_data(9)
+    model = VariationalGaussianHMM(
+        3, covariance_type, random_state=0, n_iter=20, means_prior=np.zeros(2)
+    ).fit(X, LENGTHS)
+    model.save(tmp_path / "m.lf")
+    back = latentfit.load(tmp_path / "m.lf")
+    assert type(back) is VariationalGaussianHMM
+    for a in GAUSSIAN_NAMES:
+        np.testing.assert_array_equal(np.asarray(getattr(back, a)), np.asarray(getattr(model, a)))
+    assert back.score(X, LENGTHS) == model.score(X, LENGTHS)
+    assert back.lower_bounds_ == model.lower_bounds_
+    assert back.lower_bound_ == model.lower_bound_
+    cat = VariationalCategoricalHMM(2, random_state=0, n_iter=5).fit(symbols(), LENGTHS)
+    cat.save(tmp_path / "c.lf")
+    back = latentfit.load(tmp_path / "c.lf")
+    np.testing.assert_array_equal(back.emissionprob_posterior_, cat.emissionprob_posterior_)
+    assert back.score(symbols(), LENGTHS) == cat.score(symbols(), LENGTHS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"beta_prior": -1.0}, "beta_prior must hold finite, positive"),
+        ({"dof_prior": 0.5}, r"dof_prior must exceed n_features - 1 = 1"),
+        ({"scale_prior": -np.eye(2)}, "scale_prior must be symmetric positive definite"),
+        ({"means_prior": np.zeros(3)}, r"means_prior must be .* broadcasts to shape \(3, 2\)"),
+        ({"transmat_prior": np.ones((2, 2))}, r"transmat_prior .* shape \(3, 3\)"),
+        ({"startprob_prior": np.nan}, "startprob_prior must hold finite, positive"),
+        ({"covariance_type": "banded"}, "covariance_type must be one of"),
+        ({"n_init": 0}, "n_init must be a positive integer"),
+    ],
+)
+def test_bad_settings_name_the_argument(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        VariationalGaussianHMM(3, **kwargs).fit(gaussian_data(), LENGTHS)
+
+
+def test_bad_posteriors_and_data_name_the_problem():
+    X = gaussian_data()
+    model = VariationalGaussianHMM(3, init_params="stc")
+    model.means_posterior_ = np.zeros((2, 2))
+    model.beta_posterior_ = np.ones(3)
+    with pytest.raises(ParameterError, match=r"means_posterior_ must have shape \(3, 2\)"):
+        model.fit(X, LENGTHS)
+    model = VariationalGaussianHMM(3, "tied", init_params="stm")
+    model.dof_posterior_, model.scale_posterior_ = 4.0, np.array([[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(ParameterError, match="scale_posterior_ must be symmetric positive"):
+        model.fit(X, LENGTHS)
+    with pytest.raises(DataError, match="lengths sum to 99"):
+        VariationalGaussianHMM(3).fit(X, [40, 25, 34])
+    with pytest.raises(DataError, match="fewer than n_components"):
+        VariationalGaussianHMM(3).fit(X[:2])
+    with pytest.raises(ParameterError, match="in-memory arrays only"):
+        VariationalGaussianHMM(3).fit(ArraySource(X))
+    with pytest.raises(DataError, match="symbols must be non-negative; row 1"):
+        VariationalCategoricalHMM(2).fit(np.array([[0], [-1], [1]]))
+    with pytest.raises(ParameterError, match=r"emissionprob_prior .* shape \(2, 3\)"):
+        VariationalCategoricalHMM(2, emissionprob_prior=np.ones(4)).fit(np.array([[0], [2], [1]]))
+    fitted = VariationalGaussianHMM(3, random_state=0, n_iter=3).fit(X, LENGTHS)
+    with pytest.raises(DataError, match="X has 3 features but the model was fitted with 2"):
+        fitted.score(np.zeros((4, 3)))
