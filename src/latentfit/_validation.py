@@ -271,8 +271,13 @@ def as_float_tensor(
         if idx is not None:
             value = t[idx].item()
             what = "NaN" if value != value else ("inf" if value > 0 else "-inf")
+            # Said for every model: only some take missing values (they have missing=).
             hint = (
-                "; pass missing='marginalize' to fit with missing values" if what == "NaN" else ""
+                "; drop or impute those rows, or use a model with a missing= argument "
+                "(GaussianMixture, GaussianHMM, GaussianHSMM, FactorAnalysis, PPCA) and pass "
+                "missing='marginalize'"
+                if what == "NaN"
+                else ""
             )
             raise DataError(
                 f"{name} contains {what} at {_describe_position(idx, columns)}: every value must "

@@ -239,3 +239,25 @@ def test_hmm_statistics_on_complete_data_are_the_plain_sums(ct):
         np.testing.assert_allclose(out["obsobs"].numpy(), ref, rtol=1e-12)
     else:
         np.testing.assert_allclose(out["obsobs"].numpy(), Xc.T @ Xc, rtol=1e-12)
+
+
+def test_the_nan_message_names_only_models_that_take_missing_values():
+    """The advice given for a NaN is the same for every model, so each model it names must
+    really take missing='marginalize' and fit the row it refused without it."""
+    import re
+
+    import latentfit
+    from latentfit._validation import as_float_tensor
+    from latentfit.errors import DataError
+
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    X[3, 1] = np.nan
+    with pytest.raises(DataError, match="row 3, column 1") as err:
+        as_float_tensor(X)
+    message = str(err.value)
+    assert "drop or impute" in message
+    named = re.search(r"\(([A-Za-z, ]+)\) and pass missing='marginalize'", message).group(1)
+    for name in named.split(", "):
+        model = getattr(latentfit, name)(n_components=2, missing="marginalize")
+        model.fit(X)  # the refused row is fitted
+        assert np.isfinite(model.score(X)), name
