@@ -19,6 +19,7 @@ from latentfit.em.gaussian import (
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_hmm_stats,
@@ -101,7 +102,7 @@ class _ContinuousHMM(BaseHMM):
 
 
 @serializable
-class GaussianHMM(_ContinuousHMM):
+class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
     """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch (Rabiner 1989).
 
     Parameters and attributes are hmmlearn's ``GaussianHMM``: ``covars_`` reads as full
@@ -234,6 +235,27 @@ class GaussianHMM(_ContinuousHMM):
         # origin round to the spacing of the offset (1.0 at 1e7), their differences do not
         out["delta"] = out["means"] - out["shift"]
         return out
+
+    def _online_centre(self, params):
+        """A fitted model's statistics for ``partial_fit`` are taken about its mean of means,
+        fixed from then on (as ``fit`` fixes the data mean, see ``_init_emissions``)."""
+        shift = params["means"].mean(0)
+        return {**params, "shift": shift, "delta": params["means"] - shift}
+
+    def _online_emission_stats(self, params, X, W):
+        """Online statistics (see :mod:`latentfit.em.hmm.online`): missing coordinates take
+        one E-step per end state (their moments depend on the state); the tied second moment
+        is weighted by each step's total weight, which sums to 1 only in a batch E-step."""
+        if self._has_missing(X):
+            return self._online_emission_stats_each(params, X, W)
+        if self.covariance_type != "tied":
+            return super()._online_emission_stats(params, X, W)
+        Xc = X - params["shift"]  # (n, d)
+        return {
+            "post": W.sum(0),  # (k, e)
+            "obs": torch.einsum("tke,td->kde", W, Xc),  # (k, d, e)
+            "obsobs": torch.einsum("te,td,tf->dfe", W.sum(1), Xc, Xc),  # (d, d, e)
+        }
 
     def _init_emissions_from_labels(self, params, X, labels, gen):
         """The means of the labelled rows of every state (Seeded k-means of Basu, Banerjee &
