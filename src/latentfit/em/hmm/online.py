@@ -332,6 +332,8 @@ class OnlineHMMMixin:
             hasattr(self, n) for n in self._emission_attributes
         )
         fitting = first and not fitted
+        if fitted:
+            self._infer_n_features()  # parameters set by hand say how many
         check_feature_names(self, X, reset=fitting)
         return self._checked_X(X, fitting=fitting)
 
