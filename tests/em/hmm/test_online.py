@@ -221,3 +221,15 @@ def test_bad_input_names_the_problem():
     cat.emissionprob_ = np.array([[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
     with pytest.raises(DataError, match="row 1"):
         cat.partial_fit(np.array([[0], [3], [1]]))
+
+
+def test_parameters_changed_by_hand_restart_the_statistics():
+    model, X = _data("diag")
+    model.partial_fit(X[:300], burn_in=10**9)
+    assert model.n_steps_ == 300
+    model.partial_fit(X[300:400], new_sequence=False, burn_in=10**9)
+    assert model.n_steps_ == 400  # the same run
+    model.means_[0] += 1.0  # edited in place: the statistics of the old means no longer apply
+    model.partial_fit(X[400:500], burn_in=10**9)
+    assert model.n_steps_ == 100
+    assert model.means_[0] == pytest.approx(model._online_state.params["means"][0].numpy())

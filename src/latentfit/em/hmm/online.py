@@ -266,7 +266,7 @@ class OnlineHMMMixin:
                 continue
             for a in range(begin, end, BLOCK_STEPS):  # same parameters: pieces add up exactly
                 b = min(a + BLOCK_STEPS, end)
-                state = self._online_block(state, X[a:b], starts[a:b], step)
+                state = self._online_block(state, X[a:b], starts[a:b], step, a)
             begin = end
             if end in ends:
                 stats = expected_statistics(state, float(state.n_steps))
@@ -274,25 +274,34 @@ class OnlineHMMMixin:
                 state = state._replace(params=params, n_updates=state.n_updates + 1)
         self._set_attributes(state.params)
         self._online_state = state
-        self._online_attrs = self._online_attribute_ids()
+        self._online_attrs = self._online_attributes()
         self.n_steps_, self.n_updates_ = state.n_steps, state.n_updates
         self.online_log_likelihood_ = state.log_likelihood
         return self
 
     # ------------------------------------------------------------------ adapters
-    def _online_block(self, state, X, starts, step):
+    def _online_block(self, state, X, starts, step, offset: int):
+        """:func:`online_block` on rows ``offset ..`` of this call's X, under the model's
+        emission functions; DataError naming the row that no state can emit, or that the
+        transitions make impossible."""
         params = state.params
         ll = self._emission_log_likelihood(params, X)  # (n, k)
         new, log_norm = online_block(
             state, ll, lambda W: self._online_emission_stats(params, X, W), starts, step
         )
-        if not bool(torch.isfinite(log_norm).all()):
-            self._log_likelihoods(params, X)  # names a row no state can emit
-            i = int((~torch.isfinite(log_norm)).nonzero()[0])
+        bad = (~torch.isfinite(log_norm)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            if bool(torch.isneginf(ll[i]).all()):
+                raise DataError(
+                    f"row {offset + i} of X has zero probability under every state: it cannot "
+                    "be emitted by this model (a symbol or value no state gives any probability)"
+                )
             raise DataError(
-                f"row {i} of this X has zero probability given the rows before it (every state "
-                "that can emit it has zero transition probability from the states the filter "
-                "allows); check transmat_, or pass new_sequence=True if it starts a new series"
+                f"row {offset + i} of X has zero probability given the rows before it: the "
+                "states that can emit it are out of reach of the filter (zero transition "
+                "probabilities, or a likelihood below the floating-point range); check "
+                "transmat_, or pass new_sequence=True if the row starts a new series"
             )
         return new
 
@@ -315,17 +324,22 @@ class OnlineHMMMixin:
 
         return _HMMHooks(self, None)
 
-    def _online_attribute_ids(self) -> tuple[int, ...]:
+    def _online_attributes(self) -> tuple:
+        """Copies of the parameter attributes, to tell whether they were changed since."""
         names = ("startprob_", "transmat_", *self._emission_attributes)
-        return tuple(id(getattr(self, n, None)) for n in names)
+        return tuple(np.array(getattr(self, n, np.nan), dtype=float) for n in names)
 
     def _online_current_state(self) -> OnlineHMMState | None:
         """The running state, or None when there is none or the parameters were changed
         since (by ``fit``, ``load`` or by hand): then the recursion restarts from them."""
         state = getattr(self, "_online_state", None)
-        if state is None or getattr(self, "_online_attrs", None) != self._online_attribute_ids():
+        if state is None:
             return None
-        return state
+        held, now = self._online_attrs, self._online_attributes()
+        same = len(held) == len(now) and all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(held, now, strict=True)
+        )
+        return state if same else None
 
     def _online_X(self, X, *, first: bool) -> torch.Tensor:
         fitted = hasattr(self, "startprob_") and all(
