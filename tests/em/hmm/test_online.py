@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import latentfit
-from latentfit.em.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from latentfit.em.hmm.base import _HMMHooks
 from latentfit.em.hmm.online import expected_statistics
 from latentfit.errors import DataError, ParameterError
@@ -46,6 +46,8 @@ def _data(kind, n=600, seed=1):
             0
         ]
     X = _gaussian_truth().sample(n, random_state=seed)[0]
+    if kind.startswith("gmm-"):
+        return GMMHMM(2, n_mix=2, covariance_type=kind[4:], random_state=0), X
     if kind == "missing":
         X[np.random.default_rng(0).random(X.shape) < 0.1] = np.nan
         return GaussianHMM(3, covariance_type="full", missing="marginalize", random_state=0), X
@@ -53,6 +55,7 @@ def _data(kind, n=600, seed=1):
 
 
 KINDS = ["spherical", "diag", "full", "tied", "missing", "categorical", "poisson"]
+KINDS += ["gmm-spherical", "gmm-diag", "gmm-full", "gmm-tied"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -64,7 +67,8 @@ def test_statistics_equal_forward_backward(kind):
         model.partial_fit(X[a:b], lengths, new_sequence=new, learning_decay=1.0, burn_in=10**9)
     state = model._online_state
     assert model.n_steps_ == len(X) and model.n_updates_ == 0
-    online = expected_statistics(state, scale=float(len(X)))
+    # (GMMHMM's moments are averaged about a fixed centre and moved to the means here)
+    online = model._online_mstep_stats(state.params, expected_statistics(state, len(X)))
     X_t = model._checked_X(X, fitting=False)
     batch = _HMMHooks(model, X_t).estep(state.params, (X_t, LENGTHS))
     assert set(online) == set(batch) - {"log_likelihood"}
@@ -97,14 +101,27 @@ def _start(model, X, lengths):
         GaussianHMM(2, covariance_type="diag", params="tm", covars_prior=0.2, random_state=0),
         PoissonHMM(2, lambdas_prior=2.0, lambdas_weight=0.5, transmat_prior=1.5, random_state=0),
         CategoricalHMM(2, n_features=4, emissionprob_prior=1.5, params="se", random_state=0),
+        GMMHMM(
+            2,
+            n_mix=2,
+            covariance_type="full",
+            weights_prior=2.0,
+            means_weight=0.5,
+            random_state=0,
+        ),
     ],
-    ids=["gaussian-map", "gaussian-params", "poisson-map", "categorical-params"],
+    ids=["gaussian-map", "gaussian-params", "poisson-map", "categorical-params", "gmm-map"],
 )
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_one_update_is_one_baum_welch_iteration(model):
     """With γ_t = 1/t and the first M-step after the last row, the update is the batch M-step
     on t × (1/t) Σ statistics: one Baum-Welch iteration, priors and ``params`` included."""
-    kind = {"GaussianHMM": "diag", "PoissonHMM": "poisson", "CategoricalHMM": "categorical"}
+    kind = {
+        "GaussianHMM": "diag",
+        "PoissonHMM": "poisson",
+        "CategoricalHMM": "categorical",
+        "GMMHMM": "gmm-full",
+    }
     X = _data(kind[type(model).__name__])[1]
     lengths = [200, 400]
     start = _start(model, X, lengths)
@@ -123,7 +140,7 @@ def test_one_update_is_one_baum_welch_iteration(model):
         np.testing.assert_array_equal(online.startprob_, start["startprob_"])
 
 
-@pytest.mark.parametrize("kind", ["diag", "tied", "categorical"])
+@pytest.mark.parametrize("kind", ["diag", "tied", "categorical", "gmm-diag"])
 def test_chunks_of_a_series_equal_the_whole(kind):
     """A long series fed in uneven chunks (new_sequence=False) gives the fit of the whole
     series fed at once, M-steps included (they fall on the same global steps)."""

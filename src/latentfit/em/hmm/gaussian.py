@@ -414,7 +414,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
 
 
 @serializable
-class GMMHMM(_ContinuousHMM):
+class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
     """Hidden Markov model whose emissions are Gaussian mixtures of ``n_mix`` components.
 
     hmmlearn's ``GMMHMM`` interface: ``weights_`` (k, n_mix), ``means_`` (k, n_mix, d),
@@ -565,6 +565,48 @@ class GMMHMM(_ContinuousHMM):
         assign[known] = labels[known]
         means = self._mixture_means(X, centers, assign, _data_cov(X, self.min_covar), gen)
         return {"means": means, "delta": means - params["shift"]}
+
+    def _online_centre(self, params):
+        """A fitted model's statistics for ``partial_fit`` are taken about its mean of the
+        component means, fixed from then on (as ``fit`` fixes the data mean)."""
+        shift = params["means"].reshape(-1, params["means"].shape[-1]).mean(0)
+        return {**params, "shift": shift, "delta": params["means"] - shift}
+
+    def _online_emission_stats(self, params, X, W):
+        """Online statistics (see :mod:`latentfit.em.hmm.online`) about the fixed centre c,
+        not about the component means (which move between M-steps): ``n`` (k, m, e),
+        ``s1`` = Σ w r (x − c) (k, m, d, e), ``s2`` the second moments about c, ``post``
+        (k, e); :meth:`_online_mstep_stats` moves them to the means of the M-step."""
+        Xc = X - params["shift"]  # (n, d)
+        lp = E._mixture_log_prob(
+            Xc, params["weights"], params["delta"], params["covars"], self.covariance_type
+        )
+        r = torch.softmax(lp, 2)  # (n, k, m) the component within each state
+        out = {
+            "n": torch.einsum("tkm,tke->kme", r, W),
+            "s1": torch.einsum("tkm,tke,td->kmde", r, W, Xc),
+            "post": W.sum(0),
+        }
+        if self.covariance_type in ("full", "tied"):
+            out["s2"] = torch.einsum("tkm,tke,td,tf->kmdfe", r, W, Xc, Xc)
+        else:
+            out["s2"] = torch.einsum("tkm,tke,td->kmde", r, W, Xc * Xc)
+        return out
+
+    def _online_mstep_stats(self, params, stats):
+        """The moments about c re-expressed about the current component means μ = c + δ, as
+        :func:`~latentfit.em.hmm.emissions.gmm_mstep` takes them (x − μ = (x − c) − δ)."""
+        n, s1, s2 = stats["n"], stats["s1"], stats["s2"]
+        delta = params["delta"]  # (k, m, d)
+        out = dict(stats)
+        out["s1"] = s1 - n.unsqueeze(2) * delta
+        if self.covariance_type in ("full", "tied"):
+            cross = s1.unsqueeze(3) * delta.unsqueeze(2)  # (k, m, d, d)
+            outer = delta.unsqueeze(3) * delta.unsqueeze(2)
+            out["s2"] = s2 - cross - cross.mT + n[..., None, None] * outer
+        else:
+            out["s2"] = s2 - 2 * delta * s1 + n.unsqueeze(2) * delta * delta
+        return out
 
     @staticmethod
     def _centred(params, X):

@@ -270,7 +270,7 @@ class OnlineHMMMixin:
             begin = end
             if end in ends:
                 stats = expected_statistics(state, float(state.n_steps))
-                params = hooks.mstep(state.params, stats)
+                params = hooks.mstep(state.params, self._online_mstep_stats(state.params, stats))
                 state = state._replace(params=params, n_updates=state.n_updates + 1)
         self._set_attributes(state.params)
         self._online_state = state
@@ -318,6 +318,11 @@ class OnlineHMMMixin:
         """:meth:`_online_emission_stats` by one call per end state (any model)."""
         each = [self._emission_stats(params, X, W[:, :, i]) for i in range(W.shape[2])]
         return {key: torch.stack([s[key] for s in each], -1) for key in each[0]}
+
+    def _online_mstep_stats(self, params, stats) -> dict:
+        """The averaged statistics as the model's M-step takes them (default: as they are; a
+        model whose batch statistics are taken about moving parameters converts here)."""
+        return stats
 
     def _online_hooks(self):
         from latentfit.em.hmm.base import _HMMHooks
