@@ -10,7 +10,7 @@ keeps, besides the filter ``φ_t(k) = p(z_t = k | x_1..t)``, the auxiliary stati
 
     r_t(i | k) = φ_{t−1}(i) A_ik / Σ_i' φ_{t−1}(i') A_i'k      (the backward kernel)
     ρ_t(·, k)  = Σ_i [(1 − γ_t) ρ_{t−1}(·, i) + γ_t s(i, k, x_t)] r_t(i | k)
-    Ŝ_t        = Σ_k ρ_t(·, k) φ_t(k)                            (Cappé 2011, eqs. 11-13)
+    Ŝ_t        = Σ_k ρ_t(·, k) φ_t(k)                            (Cappé 2011, Algorithm 1)
 
 with step sizes ``γ_t = (t + offset)^(−decay)``, ``γ_1 = 1`` (:class:`~latentfit.em.online.
 StepSize`, decay in (0.5, 1]); after ``burn_in`` steps the M-step of Baum-Welch runs on
@@ -59,7 +59,7 @@ __all__ = [
 
 
 class OnlineHMMState(NamedTuple):
-    """Where online EM stands after ``n_steps`` steps (Cappé 2011, §3)."""
+    """Where online EM stands after ``n_steps`` steps (Cappé 2011)."""
 
     params: dict  # the current parameters (with the model's fixed centre, if it has one)
     filtered: torch.Tensor | None  # (k,) p(z_t | x_1..t) at the last step read
@@ -74,7 +74,7 @@ class OnlineHMMState(NamedTuple):
 def backward_kernels(previous, transmat, starts) -> torch.Tensor:
     """``R_t[i, k] = p(z_{t−1} = i | z_t = k, x_1..t−1)`` (n, k, k) from the filters of the
     steps before, ``previous`` (n, k); at a sequence start (``starts`` (n,) bool) z_t is
-    independent of z_{t−1} and ``R_t[i, k] = φ_{t−1}(i)`` (Cappé 2011, eq. 11)."""
+    independent of z_{t−1} and ``R_t[i, k] = φ_{t−1}(i)`` (the backward kernel of Cappé 2011)."""
     joint = previous.unsqueeze(2) * transmat  # (n, k, k) φ(i) A_ik
     pred = joint.sum(1, keepdim=True)  # (n, 1, k)
     indep = previous.unsqueeze(2).expand_as(joint)
@@ -189,7 +189,7 @@ def online_block(
 def expected_statistics(state: OnlineHMMState, scale: float = 1.0) -> dict:
     """``scale · Ŝ_t = scale · Σ_k ρ_t(·, k) φ_t(k)`` as the Baum-Welch statistics (``start``,
     ``trans`` and the emission model's keys); with γ_t = 1/t and fixed parameters, (1/t) × the
-    batch E-step's statistics of the steps read (Cappé 2011, §3)."""
+    batch E-step's statistics of the steps read (Cappé 2011)."""
     phi = state.filtered * scale
     out = {key: v @ phi for key, v in state.rho_emission.items()}
     out["trans"] = state.rho_trans @ phi
