@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import latentfit
-from latentfit.em.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hmm import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from latentfit.em.hmm.base import _HMMHooks
 from latentfit.em.hmm.online import expected_statistics
 from latentfit.errors import DataError, ParameterError
@@ -31,8 +31,25 @@ def _gaussian_truth(covariance_type="full"):
     return m
 
 
+def _ar_truth():
+    m = AutoregressiveHMM(2, order=2)
+    m.startprob_, m.transmat_ = np.array([0.5, 0.5]), np.array([[0.95, 0.05], [0.1, 0.9]])
+    m.coefs_ = np.array(
+        [
+            [[[0.5, 0.1], [0.0, 0.3]], [[0.1, 0.0], [0.0, 0.1]]],
+            [[[-0.3, 0.0], [0.2, 0.4]], [[0.0, 0.1], [0.0, 0.0]]],
+        ]
+    )
+    m.intercepts_ = np.array([[1.0, 0.0], [0.0, 2.0]])
+    m.covars_, m.n_features = np.array([np.eye(2), 0.5 * np.eye(2)]), 2
+    return m
+
+
 def _data(kind, n=600, seed=1):
     """(model to fit, X) for a kind of HMM."""
+    if kind == "ar":
+        X = _ar_truth().sample(n, random_state=seed)[0]
+        return AutoregressiveHMM(2, order=2, random_state=0), X
     if kind == "poisson":
         truth = PoissonHMM(2)
         truth.startprob_, truth.transmat_ = np.array([0.6, 0.4]), np.array([[0.9, 0.1], [0.2, 0.8]])
@@ -55,7 +72,7 @@ def _data(kind, n=600, seed=1):
 
 
 KINDS = ["spherical", "diag", "full", "tied", "missing", "categorical", "poisson"]
-KINDS += ["gmm-spherical", "gmm-diag", "gmm-full", "gmm-tied"]
+KINDS += ["gmm-spherical", "gmm-diag", "gmm-full", "gmm-tied", "ar"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -70,6 +87,8 @@ def test_statistics_equal_forward_backward(kind):
     # (GMMHMM's moments are averaged about a fixed centre and moved to the means here)
     online = model._online_mstep_stats(state.params, expected_statistics(state, len(X)))
     X_t = model._checked_X(X, fitting=False)
+    if kind == "ar":  # the design rows (lags) of the whole data, about the run's centre
+        X_t = model._design(X_t - state.params["shift"], LENGTHS)
     batch = _HMMHooks(model, X_t).estep(state.params, (X_t, LENGTHS))
     assert set(online) == set(batch) - {"log_likelihood"}
     for key, value in online.items():
@@ -109,8 +128,9 @@ def _start(model, X, lengths):
             means_weight=0.5,
             random_state=0,
         ),
+        AutoregressiveHMM(2, order=2, ridge=0.5, transmat_prior=2.0, random_state=0),
     ],
-    ids=["gaussian-map", "gaussian-params", "poisson-map", "categorical-params", "gmm-map"],
+    ids=["gaussian-map", "gaussian-params", "poisson-map", "categorical-params", "gmm-map", "ar"],
 )
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_one_update_is_one_baum_welch_iteration(model):
@@ -121,6 +141,7 @@ def test_one_update_is_one_baum_welch_iteration(model):
         "PoissonHMM": "poisson",
         "CategoricalHMM": "categorical",
         "GMMHMM": "gmm-full",
+        "AutoregressiveHMM": "ar",
     }
     X = _data(kind[type(model).__name__])[1]
     lengths = [200, 400]
@@ -140,7 +161,7 @@ def test_one_update_is_one_baum_welch_iteration(model):
         np.testing.assert_array_equal(online.startprob_, start["startprob_"])
 
 
-@pytest.mark.parametrize("kind", ["diag", "tied", "categorical", "gmm-diag"])
+@pytest.mark.parametrize("kind", ["diag", "tied", "categorical", "gmm-diag", "ar"])
 def test_chunks_of_a_series_equal_the_whole(kind):
     """A long series fed in uneven chunks (new_sequence=False) gives the fit of the whole
     series fed at once, M-steps included (they fall on the same global steps)."""

@@ -10,7 +10,7 @@ keeps, besides the filter ``φ_t(k) = p(z_t = k | x_1..t)``, the auxiliary stati
 
     r_t(i | k) = φ_{t−1}(i) A_ik / Σ_i' φ_{t−1}(i') A_i'k      (the backward kernel)
     ρ_t(·, k)  = Σ_i [(1 − γ_t) ρ_{t−1}(·, i) + γ_t s(i, k, x_t)] r_t(i | k)
-    Ŝ_t        = Σ_k ρ_t(·, k) φ_t(k)                            (Cappé 2011, Algorithm 1)
+    Ŝ_t        = Σ_k ρ_t(·, k) φ_t(k)                            (Cappé 2011)
 
 with step sizes ``γ_t = (t + offset)^(−decay)``, ``γ_1 = 1`` (:class:`~latentfit.em.online.
 StepSize`, decay in (0.5, 1]); after ``burn_in`` steps the M-step of Baum-Welch runs on
@@ -253,8 +253,9 @@ class OnlineHMMMixin:
         X = self._online_X(X, first=state is None)
         lengths = check_lengths(lengths, X.shape[0])
         if state is None:
-            state = self._online_start(X)
+            state = self._online_start(X, lengths)
             new_sequence = True
+        X, carry = self._online_rows(state, X, lengths, new_sequence)
         starts = inference.sequence_starts(lengths, X.shape[0], X.device)
         if not new_sequence:
             starts[0] = False
@@ -275,6 +276,7 @@ class OnlineHMMMixin:
         self._set_attributes(state.params)
         self._online_state = state
         self._online_attrs = self._online_attributes()
+        self._online_carry = carry
         self.n_steps_, self.n_updates_ = state.n_steps, state.n_updates
         self.online_log_likelihood_ = state.log_likelihood
         return self
@@ -356,7 +358,12 @@ class OnlineHMMMixin:
         check_feature_names(self, X, reset=fitting)
         return self._checked_X(X, fitting=fitting)
 
-    def _online_start(self, X: torch.Tensor) -> OnlineHMMState:
+    def _online_rows(self, state, X: torch.Tensor, lengths: list[int], new_sequence: bool):
+        """The rows the emission functions take for this call's X, and what the next call
+        needs of this one's rows (default: X itself, nothing)."""
+        return X, None
+
+    def _online_start(self, X: torch.Tensor, lengths: list[int]) -> OnlineHMMState:
         """Initial parameters: those of the fitted model, else ``fit``'s start from X."""
         try:
             check_is_fitted(self, "startprob_")
