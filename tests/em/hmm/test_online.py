@@ -271,3 +271,21 @@ def test_parameters_changed_by_hand_restart_the_statistics():
     model.partial_fit(X[400:500], burn_in=10**9)
     assert model.n_steps_ == 100
     assert model.means_[0] == pytest.approx(model._online_state.params["means"][0].numpy())
+
+
+def test_a_symbol_first_seen_after_the_m_steps():
+    """Without pseudo-counts the M-steps give a symbol not seen yet probability 0, and a later
+    row holding it is impossible (DataError naming the row and the remedy); with
+    emissionprob_prior > 1 every symbol stays possible."""
+    S = np.zeros((400, 1), dtype=int)
+    S[::3] = 1
+    S[350] = 2
+    plain = CategoricalHMM(2, n_features=3, random_state=0)
+    plain.partial_fit(S[:300], burn_in=50, mstep_every=10)
+    assert np.all(plain.emissionprob_[:, 2] == 0)
+    with pytest.raises(DataError, match=r"row 50 of X .*emissionprob_prior"):
+        plain.partial_fit(S[300:], new_sequence=False)
+    prior = CategoricalHMM(2, n_features=3, emissionprob_prior=2.0, random_state=0)
+    prior.partial_fit(S[:300], burn_in=50, mstep_every=10)
+    prior.partial_fit(S[300:], new_sequence=False)
+    assert prior.n_steps_ == 400 and np.all(prior.emissionprob_[:, 2] > 0)

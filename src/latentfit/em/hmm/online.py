@@ -297,7 +297,10 @@ class OnlineHMMMixin:
             if bool(torch.isneginf(ll[i]).all()):
                 raise DataError(
                     f"row {offset + i} of X has zero probability under every state: it cannot "
-                    "be emitted by this model (a symbol or value no state gives any probability)"
+                    "be emitted by this model (a symbol or value no state gives any "
+                    "probability). Online, an M-step gives a value it has not seen yet "
+                    "probability 0 unless a prior keeps it possible: pass pseudo-counts, e.g. "
+                    "CategoricalHMM(emissionprob_prior=2.0)"
                 )
             raise DataError(
                 f"row {offset + i} of X has zero probability given the rows before it: the "
