@@ -36,12 +36,14 @@ import math
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import check_feature_names, check_positive_int, make_generator
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.hmm.base import _HMMHooks, check_labels
 from latentfit.em.hmm.gaussian import _ContinuousHMM
+from latentfit.em.hmm.online import OnlineHMMMixin, OnlineHMMState
 from latentfit.em.hmm.sequences import FEATURE_BYTES, MAX_BATCH_STEPS, batch_sequences
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
 from latentfit.em.initialize import kmeans
@@ -174,7 +176,7 @@ class _ARHooks(_HMMHooks):
 
 
 @serializable
-class AutoregressiveHMM(_ContinuousHMM):
+class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
     """Hidden Markov model with Gaussian vector-autoregressive emissions of order ``order``
     (a Markov-switching VAR(p); dynamax's ``LinearAutoregressiveHMM``), fitted by Baum-Welch
     with a weighted least squares M-step (see the module docstring for the model, the rule
@@ -322,6 +324,40 @@ class AutoregressiveHMM(_ContinuousHMM):
         finally:
             del self._fit_shift
         return self
+
+    # ------------------------------------------------------------------ online EM
+    def _online_start(self, X, lengths) -> OnlineHMMState:
+        """``partial_fit``'s start: a fitted model's parameters about the origin, else
+        ``fit``'s initialisation on the design rows of the first X about its mean."""
+        try:
+            check_is_fitted(self, "startprob_")
+            params = self._given_params()
+            params["shift"] = params["weights"].new_zeros(params["covars"].shape[-1])
+        except NotFittedError:
+            shift = weighted_mean(X)  # (d,)
+            D = self._design(X - shift, lengths)
+            if int((D[:, -1] > 0).sum()) < self.n_components:
+                raise DataError(
+                    f"the first X of partial_fit has {int((D[:, -1] > 0).sum())} rows after the "
+                    f"first {self.order} of each sequence, fewer than "
+                    f"n_components={self.n_components}"
+                ) from None
+            self._fit_shift = shift  # read by _init_emissions
+            try:
+                params = self._initial_params(D, make_generator(self.random_state, X.device))
+            finally:
+                del self._fit_shift
+        return OnlineHMMState(params, None, None, None, None, 0.0, 0, 0)
+
+    def _online_rows(self, state, X, lengths, new_sequence):
+        """The design rows of X about the run's centre; a continued sequence takes its lags
+        from the last rows of the previous call (kept, at most ``order``, in ``carry``), so
+        that its rows are those of the whole series."""
+        p, shift = int(self.order), state.params["shift"]
+        before = X[:0] if new_sequence else self._online_carry
+        D = self._design(torch.cat([before, X]) - shift, [len(before) + lengths[0], *lengths[1:]])
+        last = lengths[-1] + (len(before) if len(lengths) == 1 else 0)
+        return D[len(before) :], torch.cat([before, X])[-min(p, last) :]
 
     # ------------------------------------------------------------------ parameters
     def _given_weights(self) -> torch.Tensor:

@@ -13,6 +13,7 @@ from latentfit._validation import (
 )
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
@@ -41,7 +42,7 @@ def _check_range(t: torch.Tensor, n_sym: int) -> None:
 
 
 @serializable
-class CategoricalHMM(BaseHMM):
+class CategoricalHMM(OnlineHMMMixin, BaseHMM):
     """Hidden Markov model with categorical emissions (symbols 0..n_features-1).
 
     hmmlearn's ``CategoricalHMM``: X is (n, 1) of integer symbols; ``emissionprob_`` (k,
@@ -280,7 +281,7 @@ class CategoricalHMM(BaseHMM):
 
 
 @serializable
-class PoissonHMM(BaseHMM):
+class PoissonHMM(OnlineHMMMixin, BaseHMM):
     """Hidden Markov model with independent Poisson counts per feature.
 
     hmmlearn's ``PoissonHMM``: ``lambdas_`` (k, d) with a Gamma(``lambdas_prior``,

@@ -19,6 +19,7 @@ from latentfit.em.gaussian import (
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_hmm_stats,
@@ -101,7 +102,7 @@ class _ContinuousHMM(BaseHMM):
 
 
 @serializable
-class GaussianHMM(_ContinuousHMM):
+class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
     """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch (Rabiner 1989).
 
     Parameters and attributes are hmmlearn's ``GaussianHMM``: ``covars_`` reads as full
@@ -234,6 +235,27 @@ class GaussianHMM(_ContinuousHMM):
         # origin round to the spacing of the offset (1.0 at 1e7), their differences do not
         out["delta"] = out["means"] - out["shift"]
         return out
+
+    def _online_centre(self, params):
+        """A fitted model's statistics for ``partial_fit`` are taken about its mean of means,
+        fixed from then on (as ``fit`` fixes the data mean, see ``_init_emissions``)."""
+        shift = params["means"].mean(0)
+        return {**params, "shift": shift, "delta": params["means"] - shift}
+
+    def _online_emission_stats(self, params, X, W):
+        """Online statistics (see :mod:`latentfit.em.hmm.online`): missing coordinates take
+        one E-step per end state (their moments depend on the state); the tied second moment
+        is weighted by each step's total weight, which sums to 1 only in a batch E-step."""
+        if self._has_missing(X):
+            return self._online_emission_stats_each(params, X, W)
+        if self.covariance_type != "tied":
+            return super()._online_emission_stats(params, X, W)
+        Xc = X - params["shift"]  # (n, d)
+        return {
+            "post": W.sum(0),  # (k, e)
+            "obs": torch.einsum("tke,td->kde", W, Xc),  # (k, d, e)
+            "obsobs": torch.einsum("te,td,tf->dfe", W.sum(1), Xc, Xc),  # (d, d, e)
+        }
 
     def _init_emissions_from_labels(self, params, X, labels, gen):
         """The means of the labelled rows of every state (Seeded k-means of Basu, Banerjee &
@@ -392,7 +414,7 @@ class GaussianHMM(_ContinuousHMM):
 
 
 @serializable
-class GMMHMM(_ContinuousHMM):
+class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
     """Hidden Markov model whose emissions are Gaussian mixtures of ``n_mix`` components.
 
     hmmlearn's ``GMMHMM`` interface: ``weights_`` (k, n_mix), ``means_`` (k, n_mix, d),
@@ -543,6 +565,48 @@ class GMMHMM(_ContinuousHMM):
         assign[known] = labels[known]
         means = self._mixture_means(X, centers, assign, _data_cov(X, self.min_covar), gen)
         return {"means": means, "delta": means - params["shift"]}
+
+    def _online_centre(self, params):
+        """A fitted model's statistics for ``partial_fit`` are taken about its mean of the
+        component means, fixed from then on (as ``fit`` fixes the data mean)."""
+        shift = params["means"].reshape(-1, params["means"].shape[-1]).mean(0)
+        return {**params, "shift": shift, "delta": params["means"] - shift}
+
+    def _online_emission_stats(self, params, X, W):
+        """Online statistics (see :mod:`latentfit.em.hmm.online`) about the fixed centre c,
+        not about the component means (which move between M-steps): ``n`` (k, m, e),
+        ``s1`` = Σ w r (x − c) (k, m, d, e), ``s2`` the second moments about c, ``post``
+        (k, e); :meth:`_online_mstep_stats` moves them to the means of the M-step."""
+        Xc = X - params["shift"]  # (n, d)
+        lp = E._mixture_log_prob(
+            Xc, params["weights"], params["delta"], params["covars"], self.covariance_type
+        )
+        r = torch.softmax(lp, 2)  # (n, k, m) the component within each state
+        out = {
+            "n": torch.einsum("tkm,tke->kme", r, W),
+            "s1": torch.einsum("tkm,tke,td->kmde", r, W, Xc),
+            "post": W.sum(0),
+        }
+        if self.covariance_type in ("full", "tied"):
+            out["s2"] = torch.einsum("tkm,tke,td,tf->kmdfe", r, W, Xc, Xc)
+        else:
+            out["s2"] = torch.einsum("tkm,tke,td->kmde", r, W, Xc * Xc)
+        return out
+
+    def _online_mstep_stats(self, params, stats):
+        """The moments about c re-expressed about the current component means μ = c + δ, as
+        :func:`~latentfit.em.hmm.emissions.gmm_mstep` takes them (x − μ = (x − c) − δ)."""
+        n, s1, s2 = stats["n"], stats["s1"], stats["s2"]
+        delta = params["delta"]  # (k, m, d)
+        out = dict(stats)
+        out["s1"] = s1 - n.unsqueeze(2) * delta
+        if self.covariance_type in ("full", "tied"):
+            cross = s1.unsqueeze(3) * delta.unsqueeze(2)  # (k, m, d, d)
+            outer = delta.unsqueeze(3) * delta.unsqueeze(2)
+            out["s2"] = s2 - cross - cross.mT + n[..., None, None] * outer
+        else:
+            out["s2"] = s2 - 2 * delta * s1 + n.unsqueeze(2) * delta * delta
+        return out
 
     @staticmethod
     def _centred(params, X):
