@@ -39,13 +39,13 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import check_feature_names, check_positive_int, make_generator
+from latentfit.em.base import EMFit
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.hmm.base import _HMMHooks, check_labels
 from latentfit.em.hmm.gaussian import _ContinuousHMM
 from latentfit.em.hmm.sequences import FEATURE_BYTES, MAX_BATCH_STEPS, batch_sequences
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
 from latentfit.em.initialize import kmeans
-from latentfit.em.sources.chunks import is_source
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
@@ -166,7 +166,19 @@ def ridge_penalty(weights: torch.Tensor, covars: torch.Tensor, ridge: float) -> 
 # ---------------------------------------------------------------------- the estimator
 class _ARHooks(_HMMHooks):
     """Baum-Welch hooks whose bound is the penalised log-likelihood that the ridge M-step
-    maximises (the plain log-likelihood when ``ridge`` is 0)."""
+    maximises (the plain log-likelihood when ``ridge`` is 0). ``shift`` (d,) is the fit's
+    centre (see the module docstring), which the start reads."""
+
+    def __init__(self, model, X, feature_bytes, labels, shift: torch.Tensor):
+        super().__init__(model, X, feature_bytes, labels)
+        self.shift = shift
+
+    def initialize(self, data, generator):
+        self.model._fit_shift = self.shift  # read by _init_emissions during the start only
+        try:
+            return super().initialize(data, generator)
+        finally:
+            del self.model._fit_shift
 
     def lower_bound(self, params, stats):
         pen = ridge_penalty(params["weights"], params["covars"], self.model.ridge)
@@ -237,8 +249,8 @@ class AutoregressiveHMM(_ContinuousHMM):
         self.dtype = dtype
 
     # ------------------------------------------------------------------ settings and data
-    def _check_settings(self):
-        super()._check_settings()
+    def _check_parameters(self):
+        super()._check_parameters()
         p = self.order
         if isinstance(p, bool) or not isinstance(p, int | np.integer) or p < 1:
             raise ParameterError(
@@ -267,7 +279,7 @@ class AutoregressiveHMM(_ContinuousHMM):
 
     def _prepare(self, X, lengths, y=None):
         check_is_fitted(self, "startprob_")
-        self._checked_settings()
+        self._checked_parameters()
         params = self._given_params()
         check_feature_names(self, X, reset=False)
         X = self._checked_X(X, fitting=False)
@@ -289,13 +301,18 @@ class AutoregressiveHMM(_ContinuousHMM):
         (``n_init`` restarts, the best kept). ``lengths`` (n_sequences,) gives the rows of
         every sequence in ``X``; each needs more than ``order`` rows. ``y`` (n_samples,): known
         states, −1 where unknown, as for every HMM (the E-steps are conditioned on them)."""
-        self._checked_settings()
+        self._fit(X, lengths=lengths, y=y, batch_steps=batch_steps, feature_bytes=feature_bytes)
+        return self
+
+    def _prepare_source_fit(self, source, lengths=None, y=None, *, batch_steps, feature_bytes):
+        check_positive_int(batch_steps, "batch_steps")
+        raise ParameterError(
+            "AutoregressiveHMM is fitted in memory only (its lags cross the chunks of a "
+            "source); pass the array of observations"
+        )
+
+    def _prepare_fit(self, X, lengths=None, y=None, *, batch_steps, feature_bytes) -> EMFit:
         batch_steps = check_positive_int(batch_steps, "batch_steps")
-        if is_source(X):
-            raise ParameterError(
-                "AutoregressiveHMM is fitted in memory only (its lags cross the chunks of a "
-                "source); pass the array of observations"
-            )
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = self._lengths(lengths, X.shape[0])
@@ -315,13 +332,7 @@ class AutoregressiveHMM(_ContinuousHMM):
                 (Db, lb, labels[e - Db.shape[0] : e])
                 for (Db, lb), e in zip(batches, ends.tolist(), strict=True)
             ]
-        self._fit_shift = shift  # read by _init_emissions during this fit only
-        try:
-            hooks = _ARHooks(self, D, feature_bytes, labels)
-            self._store_result(self._run_em(hooks, batches))
-        finally:
-            del self._fit_shift
-        return self
+        return EMFit(_ARHooks(self, D, feature_bytes, labels, shift), batches, X=X)
 
     # ------------------------------------------------------------------ parameters
     def _given_weights(self) -> torch.Tensor:

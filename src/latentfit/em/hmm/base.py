@@ -48,7 +48,7 @@ from latentfit._validation import (
     check_tol,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
 from latentfit.em.hmm.emissions import dirichlet_map
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.sequences import (
@@ -56,8 +56,8 @@ from latentfit.em.hmm.sequences import (
     MAX_BATCH_STEPS,
     batch_sequences,
     check_lengths,
+    prepare_sequences,
 )
-from latentfit.em.sources.chunks import is_source
 from latentfit.errors import (
     DataError,
     LatentfitError,
@@ -277,17 +277,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             raise ParameterError(f"{name} must be an array of numbers, got {value!r:.80}") from None
         return torch.as_tensor(arr, dtype=self._dtype, device=self._device)
 
-    def _checked_settings(self):
-        """``_check_settings`` (a model class extends it) with its complaints as
-        ParameterError."""
-        try:
-            self._check_settings()
-        except LatentfitError:
-            raise
-        except (ValueError, TypeError) as err:
-            raise ParameterError(str(err)) from None
-
-    def _check_settings(self):
+    def _check_parameters(self):
         if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
             raise ParameterError(
                 f"n_components must be a positive integer, got {self.n_components!r}"
@@ -440,15 +430,17 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         (a sequence is never split), and the per-fit features of the data that the emission
         densities share (see ``_emission_features``) are kept across iterations while they
         take at most ``feature_bytes``, recomputed per E-step beyond that."""
-        self._checked_settings()
+        self._fit(
+            X, lengths=lengths, y=y, max_rows_in_memory=max_rows_in_memory,
+            batch_steps=batch_steps, feature_bytes=feature_bytes,
+        )  # fmt: skip
+        return self
+
+    def _prepare_fit(
+        self, X, lengths=None, y=None, *, max_rows_in_memory=None, batch_steps, feature_bytes
+    ) -> EMFit:
         batch_steps = check_positive_int(batch_steps, "batch_steps")
         feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
-        if is_source(X):
-            if y is not None:
-                raise ParameterError(
-                    "y (known states) is taken with in-memory X only; pass the data as an array"
-                )
-            return self._fit_source(X, lengths, max_rows_in_memory, feature_bytes)
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
@@ -460,17 +452,20 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
                 (Xb, lb, labels[e - Xb.shape[0] : e])
                 for (Xb, lb), e in zip(batches, ends.tolist(), strict=True)
             ]
-        hooks = _HMMHooks(self, X, feature_bytes, labels)
-        self._store_result(self._run_em(hooks, batches))
-        return self
+        return EMFit(_HMMHooks(self, X, feature_bytes, labels), batches, X=X)
 
-    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
+    def _prepare_source_fit(
+        self, source, lengths=None, y=None, *, max_rows_in_memory=None, batch_steps, feature_bytes
+    ) -> EMFit:
         """Baum-Welch over a data source, one group of whole sequences at a time."""
-        from latentfit.em.hmm.sequences import prepare_sequences
-
+        check_positive_int(batch_steps, "batch_steps")
+        feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
+        if y is not None:
+            raise ParameterError(
+                "y (known states) is taken with in-memory X only; pass the data as an array"
+            )
         data = prepare_sequences(self, source, lengths, max_rows_in_memory)
-        self._store_result(self._run_em(_HMMHooks(self, None, feature_bytes), data, data.reduce))
-        return self
+        return EMFit(_HMMHooks(self, None, feature_bytes), data, data.reduce)
 
     @property
     def _stream_check(self):
@@ -729,7 +724,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         """After ``load``: the settings are valid and the tensors' shapes agree with
         ``n_components`` and ``n_features`` (ModelFileError naming the tensor)."""
         try:
-            self._checked_settings()
+            self._checked_parameters()
             self._given_params()
         except (ParameterError, NotFittedError) as err:
             raise ModelFileError(

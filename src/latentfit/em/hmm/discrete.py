@@ -158,7 +158,7 @@ class CategoricalHMM(BaseHMM):
         n_sym = self._given_n_symbols()
         return lambda X: _check_range(self._as_symbols(X), n_sym)
 
-    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
+    def _prepare_source_fit(self, source, lengths=None, y=None, **options):
         if self.n_features is None:
             raise ParameterError(
                 "CategoricalHMM fits a data source only when n_features (the number of "
@@ -166,7 +166,7 @@ class CategoricalHMM(BaseHMM):
                 "symbols to fit in memory"
             )
         self.n_features_ = self._given_n_symbols()
-        return super()._fit_source(source, lengths, max_rows_in_memory, feature_bytes)
+        return super()._prepare_source_fit(source, lengths, y, **options)
 
     def _set_stream_features(self, source) -> None:
         # n_features is the symbol count here, not the source's column count (one column).

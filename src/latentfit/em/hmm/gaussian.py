@@ -184,8 +184,8 @@ class GaussianHMM(_ContinuousHMM):
             covars = covars.mean(1)  # hmmlearn also stores spherical variances tiled (k, d)
         self._covars_ = covars
 
-    def _check_settings(self):
-        super()._check_settings()
+    def _check_parameters(self):
+        super()._check_parameters()
         _check_covariance_type(self.covariance_type)
         if self.missing not in ("error", "marginalize"):
             raise ParameterError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
@@ -326,12 +326,10 @@ class GaussianHMM(_ContinuousHMM):
         self._covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[1]
 
-    def fit(self, X, lengths=None, y=None, **options):
-        """Baum-Welch as :meth:`BaseHMM.fit` (the same known states ``y`` and keyword
-        ``options``); then ``degenerate_components_`` lists the states whose variance collapsed
-        onto (near-)identical values (a :class:`~latentfit.errors.DegenerateComponentWarning`
-        names them and their rows)."""
-        super().fit(X, lengths, y, **options)
+    def _after_fit(self, fit, result, X, lengths=None, y=None, **options) -> None:
+        """After Baum-Welch, ``degenerate_components_`` lists the states whose variance
+        collapsed onto (near-)identical values (a
+        :class:`~latentfit.errors.DegenerateComponentWarning` names them and their rows)."""
         found = self.__dict__.pop("_degenerate_found", {})
         if found:
             rows = None
@@ -344,7 +342,6 @@ class GaussianHMM(_ContinuousHMM):
                 DegenerateComponentWarning,
                 stacklevel=user_stacklevel(),
             )
-        return self
 
     def _store_result(self, result, *, restarts: bool = True):
         super()._store_result(result, restarts=restarts)
@@ -453,8 +450,8 @@ class GMMHMM(_ContinuousHMM):
         self.device = device
         self.dtype = dtype
 
-    def _check_settings(self):
-        super()._check_settings()
+    def _check_parameters(self):
+        super()._check_parameters()
         _check_covariance_type(self.covariance_type)
         if not isinstance(self.n_mix, int | np.integer) or self.n_mix < 1:
             raise ParameterError(f"n_mix must be a positive integer, got {self.n_mix!r}")

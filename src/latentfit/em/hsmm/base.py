@@ -25,13 +25,13 @@ from latentfit._validation import (
     check_positive_int,
     make_generator,
 )
+from latentfit.em.base import EMFit
 from latentfit.em.hmm.base import UnvisitedStateWarning, _check_distribution, check_labels
 from latentfit.em.hmm.emissions import dirichlet_map
 from latentfit.em.hmm.inference.posterior import condition_on_states
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
-from latentfit.em.sources.chunks import is_source
 from latentfit.errors import DataError, ModelFileError, ParameterError, user_stacklevel
 
 __all__ = ["HSMMMixin"]
@@ -119,14 +119,14 @@ class HSMMMixin:
     def _param_names(self) -> tuple[str, ...]:
         return ("startprob_", "transmat_", *self._emission_attributes, *self._duration_attributes)
 
-    def _check_settings(self):
+    def _check_parameters(self):
         k = self.n_components
         if isinstance(k, int | np.integer) and not isinstance(k, bool) and k == 1:
             raise ParameterError(
                 "n_components must be at least 2 for a semi-Markov model: a segment is always "
                 "followed by one of another state (the transition diagonal is zero)"
             )
-        super()._check_settings()
+        super()._check_parameters()
         if self.duration not in dur.DURATION_FAMILIES:
             raise ParameterError(
                 f"duration must be one of {list(dur.DURATION_FAMILIES)}, got {self.duration!r}"
@@ -295,22 +295,22 @@ class HSMMMixin:
         transition probabilities and the durations' M-step. ``y`` (n_samples,): the known
         state of some steps, −1 elsewhere (as the HMMs take it): every E-step is conditioned on
         them (the emission log-likelihoods of the other states are −inf there)."""
-        self._checked_settings()
-        if is_source(X):
-            raise ParameterError(
-                f"{type(self).__name__} fits arrays held in memory; read the data source into "
-                "an array (with its lengths) first"
-            )
+        self._fit(X, lengths=lengths, y=y)
+        return self
+
+    def _prepare_source_fit(self, source, lengths=None, y=None) -> EMFit:
+        raise ParameterError(
+            f"{type(self).__name__} fits arrays held in memory; read the data source into "
+            "an array (with its lengths) first"
+        )
+
+    def _prepare_fit(self, X, lengths=None, y=None) -> EMFit:
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         self._check_messages(lengths)
-        self._store_result(self._run_em(_HSMMHooks(self, X, labels), [(X, lengths)]))
-        return self
-
-    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
-        raise ParameterError(f"{type(self).__name__} fits arrays held in memory only")
+        return EMFit(_HSMMHooks(self, X, labels), [(X, lengths)], X=X)
 
     # ------------------------------------------------------------------ inference
     def _impossible(self, params, X, per_seq: torch.Tensor, lengths, labels=None) -> None:

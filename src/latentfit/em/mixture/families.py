@@ -408,10 +408,8 @@ class MixtureModel(BaseMixture):
                 cols.append(FAMILIES[f].dist(p).log_prob(X))
         return torch.stack(cols, 1)  # (n, k)
 
-    def _fit(self, X, y, sample_weight):
-        Xt = super()._fit(X, y, sample_weight)
-        self._check_degenerate(Xt if isinstance(Xt, torch.Tensor) else None)
-        return Xt
+    def _after_fit(self, fit, result, X, **args) -> None:
+        self._check_degenerate(fit.X)
 
     def _check_degenerate(self, X: torch.Tensor | None) -> None:
         """``degenerate_components_``: normal/mvn components whose variance sits at the
