@@ -107,3 +107,18 @@ def test_every_em_estimator_fits_through_the_one_skeleton():
             assert "self._run_em(" not in text, (
                 f"{_module(f)} runs the EM driver outside EMEstimator._fit"
             )
+
+
+def test_the_hmm_base_module_holds_the_estimator_only():
+    """em/hmm/base.py is BaseHMM and its Baum-Welch hooks; the fit record and its warning
+    live in monitor.py, the checks of known states in labels.py."""
+    tree = ast.parse((SRC / "em" / "hmm" / "base.py").read_text())
+    top = {n.name for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)}
+    assert top == {"BaseHMM", "_HMMHooks"}
+    from latentfit.em.hmm import ConvergenceMonitor, UnvisitedStateWarning
+    from latentfit.em.hmm.labels import check_labels
+    from latentfit.em.hmm.monitor import warn_unvisited
+
+    assert ConvergenceMonitor.__module__ == "latentfit.em.hmm.monitor"
+    assert UnvisitedStateWarning.__module__ == warn_unvisited.__module__
+    assert check_labels.__module__ == "latentfit.em.hmm.labels"

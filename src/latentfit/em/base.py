@@ -80,6 +80,13 @@ class EMEstimator:
     #: whether the record keeps every restart (``all_lower_bounds_``, ``best_init_``)
     _records_restarts = True
 
+    def _set_arguments(self, arguments: dict) -> None:
+        """scikit-learn's ``__init__``: store every constructor argument as given; a model's
+        ``__init__`` (its signature is the list of its settings) passes ``locals()``."""
+        for name, value in arguments.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
     @property
     def _dtype(self) -> torch.dtype:
         return resolve_dtype(self.dtype)

@@ -219,18 +219,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         learning_decay=0.6,
         learning_offset=0.0,
     ):
-        self.n_components = n_components
-        self.tol = tol
-        self.max_iter = max_iter
-        self.missing = missing
-        self.init = init
-        self.random_state = random_state
-        self.verbose = verbose
-        self.device = device
-        self.dtype = dtype
-        self.chunk_rows = chunk_rows
-        self.learning_decay = learning_decay
-        self.learning_offset = learning_offset
+        self._set_arguments(locals())
 
     def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
         check_missing(self.missing)

@@ -38,12 +38,23 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import check_feature_names, check_positive_int, make_generator
+from latentfit._validation import (
+    check_feature_names,
+    check_positive_int,
+    check_state_index,
+    make_generator,
+)
 from latentfit.em.base import EMFit
 from latentfit.em.gaussian import weighted_mean
-from latentfit.em.hmm.base import _HMMHooks, check_labels
+from latentfit.em.hmm.base import _HMMHooks
 from latentfit.em.hmm.gaussian import _ContinuousHMM
-from latentfit.em.hmm.sequences import FEATURE_BYTES, MAX_BATCH_STEPS, batch_sequences
+from latentfit.em.hmm.labels import check_labels
+from latentfit.em.hmm.sequences import (
+    FEATURE_BYTES,
+    MAX_BATCH_STEPS,
+    batch_sequences,
+    with_states,
+)
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
 from latentfit.em.initialize import kmeans
 from latentfit.errors import DataError, ParameterError
@@ -230,23 +241,7 @@ class AutoregressiveHMM(_ContinuousHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.order = order
-        self.min_covar = min_covar
-        self.ridge = ridge
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     # ------------------------------------------------------------------ settings and data
     def _check_parameters(self):
@@ -325,13 +320,7 @@ class AutoregressiveHMM(_ContinuousHMM):
                 f"than n_components={self.n_components}"
             )
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
-        batches = batch_sequences(D, lengths, batch_steps)
-        if labels is not None:  # every batch with the known states of its rows
-            ends = np.cumsum([b[0].shape[0] for b in batches])
-            batches = [
-                (Db, lb, labels[e - Db.shape[0] : e])
-                for (Db, lb), e in zip(batches, ends.tolist(), strict=True)
-            ]
+        batches = with_states(batch_sequences(D, lengths, batch_steps), labels)
         return EMFit(_ARHooks(self, D, feature_bytes, labels, shift), batches, X=X)
 
     # ------------------------------------------------------------------ parameters
@@ -470,12 +459,7 @@ class AutoregressiveHMM(_ContinuousHMM):
                     f"history must be {p} finite row(s) of {d} values (the observations before "
                     f"the first drawn step, oldest first), got shape {hist.shape}"
                 )
-        if currstate is not None and (
-            isinstance(currstate, bool)
-            or not isinstance(currstate, int | np.integer)
-            or not 0 <= currstate < k
-        ):
-            raise ParameterError(f"currstate must be a state index 0..{k - 1}, got {currstate!r}")
+        check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         start = params["startprob"].double().cpu()

@@ -9,10 +9,11 @@ from latentfit._validation import (
     as_float_tensor,
     as_numeric_array,
     check_allocation,
+    check_distribution,
     max_inferred_categories,
 )
 from latentfit.em.hmm import emissions as E
-from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.em.hmm.base import BaseHMM
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
@@ -76,22 +77,7 @@ class CategoricalHMM(BaseHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.emissionprob_prior = emissionprob_prior
-        self.n_features = n_features
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     def _n_symbols(self) -> int | None:
         if getattr(self, "n_features_", None) is not None:
@@ -231,7 +217,7 @@ class CategoricalHMM(BaseHMM):
             raise ParameterError(
                 f"emissionprob_ must have shape ({k}, {n_sym}), got {tuple(ep.shape)}"
             )
-        _check_distribution(ep, "emissionprob_")
+        check_distribution(ep, "emissionprob_")
         return {"emissionprob": ep}
 
     def _init_emissions(self, X, gen):
@@ -310,22 +296,7 @@ class PoissonHMM(BaseHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.lambdas_prior = lambdas_prior
-        self.lambdas_weight = lambdas_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     @property
     def _stream_check(self):

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from latentfit._validation import as_float_tensor
+from latentfit._validation import as_float_tensor, check_distribution
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
@@ -18,7 +18,7 @@ from latentfit.em.gaussian import (
 )
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
-from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_hmm_stats,
@@ -148,27 +148,7 @@ class GaussianHMM(_ContinuousHMM):
         dtype="float64",
         missing="error",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.min_covar = min_covar
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.means_prior = means_prior
-        self.means_weight = means_weight
-        self.covars_prior = covars_prior
-        self.covars_weight = covars_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
-        self.missing = missing
+        self._set_arguments(locals())
 
     @property
     def covars_(self):
@@ -427,28 +407,7 @@ class GMMHMM(_ContinuousHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.n_mix = n_mix
-        self.min_covar = min_covar
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.weights_prior = weights_prior
-        self.means_prior = means_prior
-        self.means_weight = means_weight
-        self.covars_prior = covars_prior
-        self.covars_weight = covars_weight
-        self.algorithm = algorithm
-        self.covariance_type = covariance_type
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     def _check_parameters(self):
         super()._check_parameters()
@@ -476,7 +435,7 @@ class GMMHMM(_ContinuousHMM):
                 raise ParameterError(
                     f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}"
                 )
-        _check_distribution(out["weights"], "weights_")
+        check_distribution(out["weights"], "weights_")
         return out
 
     def _init_emissions(self, X, gen):

@@ -12,8 +12,6 @@ its result) with the hooks below, whose E-step is the forward-backward recursion
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
@@ -21,18 +19,21 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
     check_allocation,
+    check_distribution,
     check_feature_names,
     check_positive_int,
+    check_state_index,
     make_generator,
 )
 from latentfit.em.base import EMFit
-from latentfit.em.hmm.base import UnvisitedStateWarning, _check_distribution, check_labels
 from latentfit.em.hmm.emissions import dirichlet_map
 from latentfit.em.hmm.inference.posterior import condition_on_states
+from latentfit.em.hmm.labels import check_labels
+from latentfit.em.hmm.monitor import warn_unvisited
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
-from latentfit.errors import DataError, ModelFileError, ParameterError, user_stacklevel
+from latentfit.errors import DataError, ModelFileError, ParameterError
 
 __all__ = ["HSMMMixin"]
 
@@ -85,14 +86,7 @@ class _HSMMHooks:
         emis, states = m._emission_mstep(params, stats)
         new.update(emis)
         unvisited = sorted(set(unvisited) | set(states))
-        if unvisited:
-            warnings.warn(
-                f"{type(m).__name__}: state(s) {unvisited} received no posterior mass (no "
-                "segment is explained by them); they keep their previous parameters. Try "
-                "fewer components, another random_state or n_init > 1.",
-                UnvisitedStateWarning,
-                stacklevel=user_stacklevel(),
-            )
+        warn_unvisited(m, unvisited, "no segment is explained by them", "parameters")
         return new
 
     def lower_bound(self, params, stats):
@@ -200,7 +194,7 @@ class HSMMMixin:
                 raise ParameterError(f"{name} must hold finite numbers")
             out[name.rstrip("_")] = value
         if self.duration == "nonparametric":
-            _check_distribution(out["duration_probs"], "duration_probs_")
+            check_distribution(out["duration_probs"], "duration_probs_")
         elif self.duration == "poisson":
             if bool((out["duration_lambdas"] <= 0).any()):
                 raise ParameterError("duration_lambdas_ must be positive (Poisson means of d - 1)")
@@ -412,12 +406,7 @@ class HSMMMixin:
         params = self._given_params()
         n_samples = check_positive_int(n_samples, "n_samples")
         k = self.n_components
-        if currstate is not None and (
-            isinstance(currstate, bool)
-            or not isinstance(currstate, int | np.integer)
-            or not 0 <= currstate < k
-        ):
-            raise ParameterError(f"currstate must be a state index 0..{k - 1}, got {currstate!r}")
+        check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         trans = params["transmat"].double().cpu()

@@ -62,29 +62,7 @@ class GaussianHSMM(HSMMMixin, GaussianHMM):
         dtype="float64",
         missing="error",
     ):
-        self.n_components = n_components
-        self.max_duration = max_duration
-        self.duration = duration
-        self.right_censoring = right_censoring
-        self.covariance_type = covariance_type
-        self.min_covar = min_covar
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.means_prior = means_prior
-        self.means_weight = means_weight
-        self.covars_prior = covars_prior
-        self.covars_weight = covars_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
-        self.missing = missing
+        self._set_arguments(locals())
 
 
 @serializable
@@ -115,24 +93,7 @@ class PoissonHSMM(HSMMMixin, PoissonHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.max_duration = max_duration
-        self.duration = duration
-        self.right_censoring = right_censoring
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.lambdas_prior = lambdas_prior
-        self.lambdas_weight = lambdas_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
 
 @serializable
@@ -164,21 +125,4 @@ class CategoricalHSMM(HSMMMixin, CategoricalHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.max_duration = max_duration
-        self.duration = duration
-        self.right_censoring = right_censoring
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.emissionprob_prior = emissionprob_prior
-        self.n_features = n_features
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())

@@ -129,26 +129,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         learning_offset=0.0,
         missing="error",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weights_init = weights_init
-        self.means_init = means_init
-        self.precisions_init = precisions_init
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.device = device
-        self.dtype = dtype
-        self.chunk_rows = chunk_rows
-        self.learning_decay = learning_decay
-        self.learning_offset = learning_offset
-        self.missing = missing
+        self._set_arguments(locals())
 
     # ------------------------------------------------------------------ validation
     def _check_parameters(self):

@@ -25,7 +25,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
-from latentfit.em.hmm.base import ConvergenceMonitor
+from latentfit.em.hmm.monitor import ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.ssm import kalman
 from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
@@ -191,19 +191,7 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.min_covar = min_covar
-        self.ridge = ridge
-        self.n_iter = n_iter
-        self.tol = tol
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.random_state = random_state
-        self.verbose = verbose
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     # ------------------------------------------------------------------ settings
     def _check_parameters(self):
