@@ -147,3 +147,16 @@ def test_bad_x_is_a_data_error_naming_the_problem(X, match):
 
     with pytest.raises(DataError, match=match):
         select_model(X, n_components=[1])
+
+
+def test_select_is_a_package_of_candidates_and_the_loop_with_the_old_names():
+    # latentfit.select was one 734-line module; its public names stay importable from it
+    import latentfit
+    import latentfit.select as sel
+    from latentfit.select import candidates, sweep
+
+    assert latentfit.select_model is sel.select_model is sweep.select_model
+    assert sel.SelectionResult is sweep.SelectionResult and sel.COLUMNS is sweep.COLUMNS
+    for name in ("CRITERIA", "FAMILY_NAMES", "HMM_FAMILIES", "make_candidates", "sequence_folds"):
+        assert getattr(sel, name) is getattr(candidates, name)
+    assert set(sel.__all__) <= set(vars(sel))

@@ -22,6 +22,7 @@ __all__ = [
     "available_memory",
     "check_allocation",
     "check_choice",
+    "check_distribution",
     "check_em_counts",
     "check_feature_names",
     "check_missing",
@@ -29,6 +30,7 @@ __all__ = [
     "check_non_negative",
     "check_positive_int",
     "check_sample_weight",
+    "check_state_index",
     "check_tol",
     "feature_names",
     "first_nonfinite",
@@ -308,6 +310,30 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_distribution(p: torch.Tensor, name: str) -> None:
+    """Rows of ``p`` must be probability vectors (hmmlearn's _check_sum_1, naming the row)."""
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
+        raise ParameterError(f"{name} must hold finite, non-negative probabilities")
+    s = p.sum(-1)
+    bad = (~torch.isclose(s, torch.ones_like(s), rtol=0, atol=1e-6)).nonzero()
+    if len(bad):
+        if p.dim() == 1:
+            raise ParameterError(f"{name} must sum to 1, got {s.item():.6g}")
+        i = int(bad[0][0])
+        raise ParameterError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
+
+
+def check_state_index(value, n_states: int, name: str = "currstate") -> None:
+    """``value`` is None or the index of one of ``n_states`` states (ParameterError naming
+    ``name`` otherwise)."""
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 0 <= value < n_states
+    ):
+        raise ParameterError(f"{name} must be a state index 0..{n_states - 1}, got {value!r}")
 
 
 # ---------------------------------------------------------------------- memory

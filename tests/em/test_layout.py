@@ -67,3 +67,58 @@ def test_em_imports_nothing_from_a_higher_layer():
     for f in sorted((SRC / "em").rglob("*.py")):
         bad = [i for i in _imports(f) if not i.startswith(ALLOWED)]
         assert not bad, f"{_module(f)} imports {bad}"
+
+
+def _em_estimators() -> list[type]:
+    """Every public estimator of latentfit built on the EM estimator base."""
+    from latentfit.em.base import EMEstimator
+
+    found = {getattr(latentfit, n) for n in latentfit.__all__}
+    return sorted(
+        (c for c in found if isinstance(c, type) and issubclass(c, EMEstimator)),
+        key=lambda c: c.__name__,
+    )
+
+
+def test_every_em_estimator_fits_through_the_one_skeleton():
+    """The fit of every EM estimator is EMEstimator's: a class may restate ``fit`` only for its
+    own signature (``lengths=``, ``labels=``...), and then hands over to ``EMEstimator._fit``;
+    nothing else runs the driver."""
+    import inspect
+
+    from latentfit.em.base import EMEstimator
+
+    classes = _em_estimators()
+    names = {c.__name__ for c in classes}
+    assert {"GaussianMixture", "GaussianHMM", "FactorAnalysis", "LinearGaussianSSM"} <= names
+    assert {"BayesianGaussianMixture", "GaussianHSMM", "AutoregressiveHMM"} <= names
+    for cls in classes:
+        assert cls._fit is EMEstimator._fit, f"{cls.__name__} overrides _fit"
+        owner = next(k for k in cls.__mro__ if "fit" in vars(k))
+        if owner is not EMEstimator:
+            body = inspect.getsource(owner.fit)
+            assert "self._fit(" in body, f"{owner.__name__}.fit does not call EMEstimator._fit"
+            assert inspect.signature(owner.fit) != inspect.signature(EMEstimator.fit), (
+                f"{owner.__name__}.fit restates EMEstimator.fit's signature"
+            )
+    for f in sorted((SRC).rglob("*.py")):
+        text = f.read_text()
+        if f != SRC / "em" / "base.py":
+            assert "self._run_em(" not in text, (
+                f"{_module(f)} runs the EM driver outside EMEstimator._fit"
+            )
+
+
+def test_the_hmm_base_module_holds_the_estimator_only():
+    """em/hmm/base.py is BaseHMM and its Baum-Welch hooks; the fit record and its warning
+    live in monitor.py, the checks of known states in labels.py."""
+    tree = ast.parse((SRC / "em" / "hmm" / "base.py").read_text())
+    top = {n.name for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)}
+    assert top == {"BaseHMM", "_HMMHooks"}
+    from latentfit.em.hmm import ConvergenceMonitor, UnvisitedStateWarning
+    from latentfit.em.hmm.labels import check_labels
+    from latentfit.em.hmm.monitor import warn_unvisited
+
+    assert ConvergenceMonitor.__module__ == "latentfit.em.hmm.monitor"
+    assert UnvisitedStateWarning.__module__ == warn_unvisited.__module__
+    assert check_labels.__module__ == "latentfit.em.hmm.labels"

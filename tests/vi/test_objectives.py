@@ -211,3 +211,15 @@ def test_num_samples_and_n_data_must_be_positive_integers(bad):
     if bad is not None:
         with pytest.raises(ParameterError, match="n_data"):
             ELBO(ll, q, q, n_data=bad)
+
+
+def test_the_two_elbos_have_distinct_names():
+    # vi's Monte-Carlo ELBO of a model and guide, and the VAE's amortised bound, were both
+    # called ELBO; vi's keeps the old name as an alias only
+    import latentfit.vae
+    import latentfit.vi
+    from latentfit.vi.objectives import StochasticELBO
+
+    assert latentfit.vi.StochasticELBO is StochasticELBO is ELBO
+    assert StochasticELBO.__name__ == "StochasticELBO"
+    assert latentfit.vae.ELBO is not StochasticELBO and latentfit.vae.ELBO.__name__ == "ELBO"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ from latentfit._validation import (
 from latentfit.em.driver import EMResult, run_em
 from latentfit.em.gaussian import describe_degenerate
 from latentfit.em.initialize import cpu_generator
-from latentfit.em.sources.stream import EMStream, prepare_stream
+from latentfit.em.sources.chunks import is_source
+from latentfit.em.sources.stream import prepare_stream
 from latentfit.em.sources.tensors import default_chunk_rows
 from latentfit.errors import (
     DataError,
@@ -47,12 +48,24 @@ from latentfit.errors import (
 from latentfit.io import check_fields
 from latentfit.io import save as _save
 
-__all__ = ["CriteriaMixin", "EMEstimator", "MixtureMixin"]
+__all__ = ["CriteriaMixin", "EMEstimator", "EMFit", "MixtureMixin"]
+
+
+class EMFit(NamedTuple):
+    """What a model prepares for one fit (:meth:`EMEstimator._fit`): the driver's hooks, its
+    data and the reduction of a distributed source, and the in-memory X (None for a source)."""
+
+    hooks: Any
+    data: Any
+    reduce: Any = None
+    X: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------- estimators
 class EMEstimator:
-    """dtype/device, checks of X, the run of the EM driver and its record, persistence.
+    """dtype/device, checks of X, the one ``fit`` (see :meth:`_fit`: settings, the model's
+    ``_prepare_fit``/``_prepare_source_fit``, the run of the EM driver, its record,
+    ``_after_fit``), persistence.
 
     The estimator keeps its fitted tensors in ``_params`` and sets its public attributes from
     them in ``_set_params_tensors``; ``missing`` (when it has one) decides whether NaN is allowed.
@@ -64,6 +77,15 @@ class EMEstimator:
     _fitted_attribute = "_params"
     _max_iter_name = "max_iter"
     _convergence = "abs"
+    #: whether the record keeps every restart (``all_lower_bounds_``, ``best_init_``)
+    _records_restarts = True
+
+    def _set_arguments(self, arguments: dict) -> None:
+        """scikit-learn's ``__init__``: store every constructor argument as given; a model's
+        ``__init__`` (its signature is the list of its settings) passes ``locals()``."""
+        for name, value in arguments.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -108,10 +130,10 @@ class EMEstimator:
         batch=None,
         init_data=None,
         check=None,
-    ) -> EMStream:
+    ) -> EMFit:
         """A source of :mod:`latentfit.em.sources.chunks` set up for this estimator (device, dtype,
         chunk size, NaN kept when ``missing="marginalize"``) with ``hooks`` wrapped to initialise
-        from its in-memory sample: what ``fit(source)`` hands to :meth:`_run_em`. ``batch``,
+        from its in-memory sample: what ``_prepare_source_fit`` returns. ``batch``,
         ``init_data`` and ``check`` are :func:`~latentfit.em.sources.stream.prepare_stream`'s."""
         if sample_weight is not None:
             raise ParameterError("a source carries its own sample weights; pass sample_weight=None")
@@ -128,7 +150,58 @@ class EMEstimator:
             check=check,
         )
         self.n_features_in_ = stream.data.n_features
-        return stream
+        return EMFit(stream.hooks, stream.data, stream.reduce)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit by EM (``n_init`` restarts, the best kept) and return the estimator. ``X``: an
+        array (n_samples, n_features), or a data source of :mod:`latentfit.em.sources.chunks`
+        for the models that read one chunk by chunk; ``sample_weight`` (n_samples,) weights
+        every sample's likelihood. ``y``: see the model (ignored unless it takes labels)."""
+        self._fit(X, y=y, sample_weight=sample_weight)
+        return self
+
+    def _fit(self, X, **args) -> EMFit:
+        """The one fit of every EM estimator: check the settings, let the model set up the
+        hooks and the data (``_prepare_fit`` for an array, ``_prepare_source_fit`` for a data
+        source), run :func:`~latentfit.em.driver.run_em` (restarts, tolerance, history),
+        record its result and hand it to ``_after_fit``. ``args`` are the keyword arguments
+        of the model's ``fit`` (``y``, ``sample_weight``, ``lengths``...)."""
+        self._checked_parameters()
+        prepare = self._prepare_source_fit if is_source(X) else self._prepare_fit
+        fit = prepare(X, **args)
+        result = self._run_em(fit.hooks, fit.data, fit.reduce)
+        self._store_result(result, restarts=self._records_restarts)
+        self._after_fit(fit, result, X, **args)
+        return fit
+
+    def _check_parameters(self) -> None:
+        """Check the constructor's settings (before any data is read); a model extends it."""
+
+    def _checked_parameters(self) -> None:
+        """``_check_parameters`` with a family's, prior's or model's own ValueError/TypeError
+        as ParameterError."""
+        try:
+            self._check_parameters()
+        except LatentfitError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ParameterError(str(err)) from None
+
+    def _prepare_fit(self, X, **args) -> EMFit:
+        """Check the in-memory ``X`` (and the fit's other arguments) and build the hooks."""
+        raise NotImplementedError
+
+    def _prepare_source_fit(self, source, **args) -> EMFit:
+        """The same for a data source (default: the model fits arrays only)."""
+        raise ParameterError(
+            f"{type(self).__name__} fits arrays held in memory; read the data source into an "
+            "array first"
+        )
+
+    def _after_fit(self, fit: EMFit, result: EMResult, X, **args) -> None:
+        """Checks of the fitted parameters that need the data or the driver's ``result``
+        (degenerate components...); ``X`` and ``args`` are what the user passed to ``fit``."""
 
     def _run_em(self, hooks, data, reduce=None) -> EMResult:
         """The one EM driver with this estimator's settings; a warm start (``warm_start`` and

@@ -33,11 +33,10 @@ from latentfit._validation import (
     check_tol,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
-from latentfit.em.sources.chunks import is_source
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
@@ -220,22 +219,13 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         learning_decay=0.6,
         learning_offset=0.0,
     ):
-        self.n_components = n_components
-        self.tol = tol
-        self.max_iter = max_iter
-        self.missing = missing
-        self.init = init
-        self.random_state = random_state
-        self.verbose = verbose
-        self.device = device
-        self.dtype = dtype
-        self.chunk_rows = chunk_rows
-        self.learning_decay = learning_decay
-        self.learning_offset = learning_offset
+        self._set_arguments(locals())
 
     def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
         check_missing(self.missing)
         return super()._validate_X(X, reset=reset)
+
+    _records_restarts = False
 
     def _check_parameters(self) -> None:
         check_missing(self.missing)
@@ -255,31 +245,20 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
     def _hooks(self) -> _FactorHooks:
         return _FactorHooks(self)
 
-    def fit(self, X, y=None, sample_weight=None):
-        """Maximum-likelihood W, μ and noise by EM; NaN entries are marginalised when
-        ``missing="marginalize"``.
+    def _prepare_source_fit(self, source, y=None, sample_weight=None) -> EMFit:
+        self._n_factors(source.n_features)
+        self.n_features_in_ = source.n_features
 
-        ``X`` may also be a source of :mod:`latentfit.em.sources.chunks` (memory-mapped .npy,
-        Parquet, a stream of arrays, a :class:`~latentfit.em.sources.distributed.DistributedSource`),
-        read ``chunk_rows`` rows at a time on every pass; the start (and the noise floor) then
-        comes from its in-memory sample, which is all the data up to ``init_rows`` rows.
-        """
-        self._check_parameters()
-        if is_source(X):
-            self._n_factors(X.n_features)
-            self.n_features_in_ = X.n_features
+        def init_data(sample):  # the noise floor comes from the rows the fit starts from
+            self._min_noise = _noise_floor(sample.X, sample.weights)
+            return sample
 
-            def init_data(sample):  # the noise floor comes from the rows the fit starts from
-                self._min_noise = _noise_floor(sample.X, sample.weights)
-                return sample
+        return self._prepare_source(
+            source, sample_weight, self._hooks(), chunk_rows=self.chunk_rows, min_rows=2,
+            init_data=init_data,
+        )  # fmt: skip
 
-            hooks = self._hooks()
-            stream = self._prepare_source(
-                X, sample_weight, hooks, chunk_rows=self.chunk_rows, min_rows=2, init_data=init_data
-            )
-            result = self._run_em(stream.hooks, stream.data, stream.reduce)
-            self._store_result(result, restarts=False)
-            return self
+    def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         self._n_factors(d)
@@ -291,9 +270,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         self.n_features_in_ = d
         self._min_noise = _noise_floor(X, w)
-        data = TensorChunks(X, w, self.chunk_rows)
-        self._store_result(self._run_em(self._hooks(), data), restarts=False)
-        return self
+        return EMFit(self._hooks(), TensorChunks(X, w, self.chunk_rows), X=X)
 
     # ------------------------------------------------------------ online EM adapters
     def _online_min_rows(self):
@@ -378,7 +355,11 @@ class FactorAnalysis(_LinearGaussian):
     ``missing="marginalize"`` fits, transforms and scores rows with NaN entries exactly.
     ``init="pca"`` (default) starts from the PPCA closed form of the mean-imputed data,
     ``"random"`` from a random W drawn with ``random_state``.
-    ``sample_weight`` weights each row's log-likelihood.
+    ``sample_weight`` weights each row's log-likelihood. ``fit`` also takes a source of
+    :mod:`latentfit.em.sources.chunks` (memory-mapped .npy, Parquet, a stream of arrays, a
+    :class:`~latentfit.em.sources.distributed.DistributedSource`), read ``chunk_rows`` rows at
+    a time on every pass; the start (and the noise floor) then comes from its in-memory
+    sample, which is all the data up to ``init_rows`` rows.
     """
 
 

@@ -177,7 +177,7 @@ class OnlineEMMixin:
     def _online_update(self, X, sample_weight, step, reduce) -> None:
         first = not hasattr(self, "_params")
         if first:
-            self._check_parameters()
+            self._checked_parameters()
         X = self._validate_X(X, reset=first)
         w = check_sample_weight(sample_weight, X.shape[0], dtype=X.dtype, device=X.device)
         if first:

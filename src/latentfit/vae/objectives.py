@@ -75,7 +75,9 @@ def _exact_pass(model, x, p: LatentPass, n_samples: int, generator) -> LatentPas
 
 
 class ELBO:
-    """The evidence lower bound E_q[log p(x|z)] - KL(q(z|x) ‖ p(z)) (Kingma & Welling 2014, eq. 10).
+    """The evidence lower bound E_q[log p(x|z)] - KL(q(z|x) ‖ p(z)) (Kingma & Welling 2014, eq. 10)
+    of a VAE, with the encoder's amortised q(z | x); the ELBO of a user's model and guide for
+    stochastic VI is :class:`latentfit.vi.StochasticELBO`.
 
     ``analytic_kl``: use the model's closed-form KL where it has one (lower variance), else the
     Monte-Carlo estimate log q - log p over ``n_samples`` samples. ``beta`` multiplies the KL in

@@ -10,7 +10,7 @@ from latentfit.vi.guides import (
     LocalMeanFieldGaussian,
     MeanFieldGaussian,
 )
-from latentfit.vi.objectives import ELBO, ImportanceWeightedBound
+from latentfit.vi.objectives import ELBO, ImportanceWeightedBound, StochasticELBO
 from latentfit.vi.svi import MiniBatches, svi
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "MiniBatches",
     "Reparameterization",
     "ScoreFunction",
+    "StochasticELBO",
     "svi",
 ]

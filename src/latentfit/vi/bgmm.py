@@ -23,7 +23,7 @@ from latentfit._validation import (
     check_sample_weight,
     check_tol,
 )
-from latentfit.em.base import MixtureMixin
+from latentfit.em.base import EMFit, MixtureMixin
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
@@ -67,7 +67,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
     (``weight_concentration_prior_type`` ``"dirichlet_process"`` — stick-breaking, truncated
     at ``n_components`` — or ``"dirichlet_distribution"``); in addition ``device``, ``dtype``
     and ``chunk_rows`` as in :class:`latentfit.GaussianMixture`, and ``sample_weight`` in
-    ``fit`` (frequency weights). ``verbose`` shows a progress bar; ``verbose_interval`` is
+    ``fit`` (frequency weights). ``fit`` finds q(z) q(π) q(μ, Λ) by CAVI. ``verbose`` shows a progress bar; ``verbose_interval`` is
     accepted for compatibility.
 
     Fitted attributes are scikit-learn's (``weights_``, ``means_``, ``covariances_``,
@@ -105,26 +105,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         dtype="float64",
         chunk_rows=None,
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weight_concentration_prior_type = weight_concentration_prior_type
-        self.weight_concentration_prior = weight_concentration_prior
-        self.mean_precision_prior = mean_precision_prior
-        self.mean_prior = mean_prior
-        self.degrees_of_freedom_prior = degrees_of_freedom_prior
-        self.covariance_prior = covariance_prior
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.device = device
-        self.dtype = dtype
-        self.chunk_rows = chunk_rows
+        self._set_arguments(locals())
 
     # ------------------------------------------------------------------ validation
     def _check_parameters(self):
@@ -205,17 +186,11 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         return BGMMPrior(self.weight_concentration_prior_type, gamma0, beta0, m0, float(nu0), cov0)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, sample_weight=None):
-        """Fit q(z) q(π) q(μ, Λ) by CAVI; ``sample_weight`` (n,) are frequency weights."""
-        self._fit(X, sample_weight)
-        return self
-
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most probable component of each sample."""
-        return self._log_joint(self._fit(X, sample_weight)).argmax(1).cpu().numpy()
+        return self._log_joint(self._fit(X, sample_weight=sample_weight).X).argmax(1).cpu().numpy()
 
-    def _fit(self, X, sample_weight) -> torch.Tensor:
-        self._check_parameters()
+    def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         if n < 2:
@@ -228,18 +203,21 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         check_overflow(X, w)
         prior = self._make_prior(X, w)
         self.n_features_in_ = d
+        self._prior = prior  # read when the result is stored
         hooks = _BGMMHooks(self, prior, weighted_mean(X, w))
         rows = self.chunk_rows or default_chunk_rows(d, self.n_components)
-        result = self._run_em(hooks, TensorChunks(X, w, rows))
-        self._prior = prior
-        self._store_result(result)
-        self._check_degenerate(X, w, result.params)
+        return EMFit(hooks, TensorChunks(X, w, rows), X=X)
+
+    def _after_fit(self, fit, result, X, **args) -> None:
+        prior, w = fit.hooks.prior, fit.data.weights
+        self._check_degenerate(fit.X, w, result.params)
         const = float(
-            elbo_constant(prior, self.n_components, float(w.sum()), d, self.covariance_type)
+            elbo_constant(
+                prior, self.n_components, float(w.sum()), fit.X.shape[1], self.covariance_type
+            )
         )
         self.elbo_ = self.lower_bound_ + const
         self.elbos_ = [b + const for b in self.lower_bounds_]
-        return X
 
     def _check_degenerate(self, X: torch.Tensor, w: torch.Tensor, params: dict) -> None:
         """``degenerate_components_``: components holding data (Σ r ≥ 1) whose posterior-mean

@@ -29,7 +29,7 @@ from latentfit.errors import ParameterError
 from latentfit.estimate.map import prior_in_dtype
 from latentfit.vi.estimators import GradientEstimator, Reparameterization, log_prob_of
 
-__all__ = ["ELBO", "ImportanceWeightedBound"]
+__all__ = ["ELBO", "ImportanceWeightedBound", "StochasticELBO"]
 
 KL_MODES = ("auto", "analytic", "mc")
 
@@ -110,9 +110,11 @@ def _closed_form_kl(q: Distribution, p, mode: str, what: str) -> torch.Tensor | 
         return None
 
 
-class ELBO:
-    """The evidence lower bound E_q[log p(x, z) − log q(z)] (Jordan et al. 1999;
-    Hoffman et al. 2013 for the stochastic, mini-batch form).
+class StochasticELBO:
+    """The evidence lower bound E_q[log p(x, z) − log q(z)] of a user's model and guide,
+    estimated by Monte Carlo for stochastic VI (Jordan et al. 1999; Hoffman et al. 2013 for
+    the stochastic, mini-batch form). Not the VAE's bound (:class:`latentfit.vae.ELBO`, an
+    amortised q(z | x) of a VAE).
 
     ``elbo(batch)`` returns a scalar whose value is the Monte-Carlo estimate of the ELBO and
     whose gradient is the chosen estimator's; maximise it (minimise ``-elbo(batch)``).
@@ -298,3 +300,8 @@ class ImportanceWeightedBound:
         per_point = torch.logsumexp(log_w, 0) - math.log(K)  # (b,)
         scale = 1.0 if self.n_data is None else self.n_data / per_point.shape[0]
         return scale * per_point.sum()
+
+
+#: The former name, kept importable because README's stochastic-VI example and the tests of
+#: latentfit.vi use it; :class:`latentfit.vae.ELBO` is the VAE's bound, a different object.
+ELBO = StochasticELBO

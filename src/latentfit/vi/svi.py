@@ -1,6 +1,6 @@
 """Stochastic variational inference: the short loop that steps an optimiser on an objective.
 
-The objective (an :class:`~latentfit.vi.objectives.ELBO` or any callable returning a
+The objective (an :class:`~latentfit.vi.objectives.StochasticELBO` or any callable returning a
 differentiable scalar bound) knows nothing about optimisers; this loop knows nothing about
 models.
 """

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from latentfit import CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.errors import ParameterError
 
 X = np.random.default_rng(0).normal(size=(50, 2))
 
@@ -122,3 +123,25 @@ def test_convergence_warning_names_n_iter_not_max_iter():
         GaussianHMM(3, n_iter=1, tol=0.0, random_state=0).fit(X)
     texts = [str(w.message) for w in caught if "did not converge" in str(w.message)]
     assert texts and "larger n_iter" in texts[0] and "max_iter" not in texts[0]
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [GaussianHMM, GMMHMM, PoissonHMM, CategoricalHMM, AutoregressiveHMM],
+    ids=lambda c: c.__name__,
+)
+def test_implementation_is_checked_and_selects_nothing(cls):
+    # hmmlearn's argument, kept for drop-in use: only "log" and "scaling", and the same fit
+    rng = np.random.default_rng(3)
+    X = rng.poisson(2.0, size=(80, 1)) if cls in (PoissonHMM, CategoricalHMM) else None
+    if X is None:
+        X = rng.normal(size=(80, 2))
+    with pytest.raises(ParameterError, match="implementation must be 'log' or 'scaling', got 'lg'"):
+        cls(n_components=2, implementation="lg").fit(X)
+    fits = [
+        cls(n_components=2, implementation=impl, n_iter=3, random_state=0).fit(X)
+        for impl in ("log", "scaling")
+    ]
+    for name in ("startprob_", "transmat_"):
+        np.testing.assert_array_equal(getattr(fits[0], name), getattr(fits[1], name))
+    assert fits[0].score(X) == fits[1].score(X)

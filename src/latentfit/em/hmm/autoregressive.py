@@ -39,15 +39,26 @@ import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import check_feature_names, check_positive_int, make_generator
+from latentfit._validation import (
+    check_feature_names,
+    check_positive_int,
+    check_state_index,
+    make_generator,
+)
+from latentfit.em.base import EMFit
 from latentfit.em.gaussian import weighted_mean
-from latentfit.em.hmm.base import _HMMHooks, check_labels
+from latentfit.em.hmm.base import _HMMHooks
 from latentfit.em.hmm.gaussian import _ContinuousHMM
+from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.online import OnlineHMMMixin, OnlineHMMState
-from latentfit.em.hmm.sequences import FEATURE_BYTES, MAX_BATCH_STEPS, batch_sequences
+from latentfit.em.hmm.sequences import (
+    FEATURE_BYTES,
+    MAX_BATCH_STEPS,
+    batch_sequences,
+    with_states,
+)
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
 from latentfit.em.initialize import kmeans
-from latentfit.em.sources.chunks import is_source
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
 
@@ -168,7 +179,19 @@ def ridge_penalty(weights: torch.Tensor, covars: torch.Tensor, ridge: float) -> 
 # ---------------------------------------------------------------------- the estimator
 class _ARHooks(_HMMHooks):
     """Baum-Welch hooks whose bound is the penalised log-likelihood that the ridge M-step
-    maximises (the plain log-likelihood when ``ridge`` is 0)."""
+    maximises (the plain log-likelihood when ``ridge`` is 0). ``shift`` (d,) is the fit's
+    centre (see the module docstring), which the start reads."""
+
+    def __init__(self, model, X, feature_bytes, labels, shift: torch.Tensor):
+        super().__init__(model, X, feature_bytes, labels)
+        self.shift = shift
+
+    def initialize(self, data, generator):
+        self.model._fit_shift = self.shift  # read by _init_emissions during the start only
+        try:
+            return super().initialize(data, generator)
+        finally:
+            del self.model._fit_shift
 
     def lower_bound(self, params, stats):
         pen = ridge_penalty(params["weights"], params["covars"], self.model.ridge)
@@ -220,27 +243,11 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.order = order
-        self.min_covar = min_covar
-        self.ridge = ridge
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     # ------------------------------------------------------------------ settings and data
-    def _check_settings(self):
-        super()._check_settings()
+    def _check_parameters(self):
+        super()._check_parameters()
         p = self.order
         if isinstance(p, bool) or not isinstance(p, int | np.integer) or p < 1:
             raise ParameterError(
@@ -269,7 +276,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
 
     def _prepare(self, X, lengths, y=None):
         check_is_fitted(self, "startprob_")
-        self._checked_settings()
+        self._checked_parameters()
         params = self._given_params()
         check_feature_names(self, X, reset=False)
         X = self._checked_X(X, fitting=False)
@@ -291,13 +298,18 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         (``n_init`` restarts, the best kept). ``lengths`` (n_sequences,) gives the rows of
         every sequence in ``X``; each needs more than ``order`` rows. ``y`` (n_samples,): known
         states, −1 where unknown, as for every HMM (the E-steps are conditioned on them)."""
-        self._checked_settings()
+        self._fit(X, lengths=lengths, y=y, batch_steps=batch_steps, feature_bytes=feature_bytes)
+        return self
+
+    def _prepare_source_fit(self, source, lengths=None, y=None, *, batch_steps, feature_bytes):
+        check_positive_int(batch_steps, "batch_steps")
+        raise ParameterError(
+            "AutoregressiveHMM is fitted in memory only (its lags cross the chunks of a "
+            "source); pass the array of observations"
+        )
+
+    def _prepare_fit(self, X, lengths=None, y=None, *, batch_steps, feature_bytes) -> EMFit:
         batch_steps = check_positive_int(batch_steps, "batch_steps")
-        if is_source(X):
-            raise ParameterError(
-                "AutoregressiveHMM is fitted in memory only (its lags cross the chunks of a "
-                "source); pass the array of observations"
-            )
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = self._lengths(lengths, X.shape[0])
@@ -310,20 +322,8 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                 f"than n_components={self.n_components}"
             )
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
-        batches = batch_sequences(D, lengths, batch_steps)
-        if labels is not None:  # every batch with the known states of its rows
-            ends = np.cumsum([b[0].shape[0] for b in batches])
-            batches = [
-                (Db, lb, labels[e - Db.shape[0] : e])
-                for (Db, lb), e in zip(batches, ends.tolist(), strict=True)
-            ]
-        self._fit_shift = shift  # read by _init_emissions during this fit only
-        try:
-            hooks = _ARHooks(self, D, feature_bytes, labels)
-            self._store_result(self._run_em(hooks, batches))
-        finally:
-            del self._fit_shift
-        return self
+        batches = with_states(batch_sequences(D, lengths, batch_steps), labels)
+        return EMFit(_ARHooks(self, D, feature_bytes, labels, shift), batches, X=X)
 
     # ------------------------------------------------------------------ online EM
     def _online_start(self, X, lengths) -> OnlineHMMState:
@@ -495,12 +495,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                     f"history must be {p} finite row(s) of {d} values (the observations before "
                     f"the first drawn step, oldest first), got shape {hist.shape}"
                 )
-        if currstate is not None and (
-            isinstance(currstate, bool)
-            or not isinstance(currstate, int | np.integer)
-            or not 0 <= currstate < k
-        ):
-            raise ParameterError(f"currstate must be a state index 0..{k - 1}, got {currstate!r}")
+        check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         start = params["startprob"].double().cpu()

@@ -32,8 +32,6 @@ arguments and hmmlearn code passes it.
 from __future__ import annotations
 
 import functools
-import warnings
-from collections import deque
 from typing import ClassVar
 
 import numpy as np
@@ -43,111 +41,35 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
+    check_distribution,
     check_feature_names,
     check_positive_int,
+    check_state_index,
     check_tol,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
 from latentfit.em.hmm.emissions import dirichlet_map
 from latentfit.em.hmm.inference import posterior as inference
+from latentfit.em.hmm.labels import check_labels, check_labels_possible
+from latentfit.em.hmm.monitor import ConvergenceMonitor, warn_unvisited
 from latentfit.em.hmm.sequences import (
     FEATURE_BYTES,
     MAX_BATCH_STEPS,
     batch_sequences,
     check_lengths,
+    prepare_sequences,
+    with_states,
 )
-from latentfit.em.sources.chunks import is_source
 from latentfit.errors import (
     DataError,
     LatentfitError,
     ModelFileError,
     ParameterError,
-    user_stacklevel,
 )
 from latentfit.io import check_fields
 
-__all__ = ["BaseHMM", "ConvergenceMonitor", "UnvisitedStateWarning"]
-
-
-class UnvisitedStateWarning(RuntimeWarning):
-    """A state received no posterior mass: its parameters were kept instead of re-estimated."""
-
-
-class ConvergenceMonitor:
-    """hmmlearn's convergence monitor: ``history`` holds the total log-likelihood of every
-    iteration, ``iter`` their number, ``converged`` is true when the last gain was below
-    ``tol`` or ``n_iter`` iterations were made (hmmlearn's definition; latentfit's stricter
-    ``converged_`` attribute is true only for the former)."""
-
-    def __init__(self, tol: float, n_iter: int, verbose: bool, history=()):
-        self.tol, self.n_iter, self.verbose = tol, n_iter, verbose
-        self.history = deque(history)
-        self.iter = len(self.history)
-
-    @property
-    def converged(self) -> bool:
-        h = self.history
-        return self.iter == self.n_iter or (len(h) >= 2 and h[-1] - h[-2] < self.tol)
-
-    def __repr__(self):
-        return (
-            f"ConvergenceMonitor(tol={self.tol}, n_iter={self.n_iter}, iter={self.iter}, "
-            f"history={list(self.history)[-2:]})"
-        )
-
-
-def check_labels(y, n_samples: int, n_components: int, device) -> torch.Tensor | None:
-    """Known states ``y`` (n_samples,) as an int64 tensor on ``device``: integers in
-    ``-1 .. n_components − 1`` (−1: unknown); None when ``y`` is None or knows no state (then
-    every result is exactly the unlabelled one). DataError naming the first bad entry."""
-    if y is None:
-        return None
-    if torch.is_tensor(y):
-        y = y.detach().cpu().numpy()
-    try:
-        arr = np.asarray(y)
-    except (TypeError, ValueError):
-        raise DataError(f"y must be a 1-D array of state indices, got {y!r:.60}") from None
-    if arr.ndim != 1:
-        raise DataError(
-            f"y must be a 1-D array of state indices (one per row of X, -1 where unknown), "
-            f"got shape {arr.shape}"
-        )
-    if arr.shape[0] != n_samples:
-        raise DataError(
-            f"y has {arr.shape[0]} entries but X has {n_samples} rows: give one state per row "
-            "(-1 where it is unknown)"
-        )
-    if arr.dtype.kind not in "iu":
-        raise DataError(
-            f"y must hold integer state indices (-1 where unknown), got dtype {arr.dtype}; "
-            "convert it with y.astype(int)"
-        )
-    arr = arr.astype(np.int64)
-    bad = np.flatnonzero((arr < -1) | (arr >= n_components))
-    if len(bad):
-        i = int(bad[0])
-        raise DataError(
-            f"y[{i}] = {arr[i]} is not a state: y holds states 0..{n_components - 1}, or -1 "
-            "where the state is unknown"
-        )
-    if not (arr >= 0).any():
-        return None
-    return torch.as_tensor(arr, device=device)
-
-
-def _check_distribution(p: torch.Tensor, name: str) -> None:
-    """Rows of ``p`` must be probability vectors (hmmlearn's _check_sum_1, naming the row)."""
-    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
-        raise ParameterError(f"{name} must hold finite, non-negative probabilities")
-    s = p.sum(-1)
-    bad = (~torch.isclose(s, torch.ones_like(s), rtol=0, atol=1e-6)).nonzero()
-    if len(bad):
-        if p.dim() == 1:
-            raise ParameterError(f"{name} must sum to 1, got {s.item():.6g}")
-        i = int(bad[0][0])
-        raise ParameterError(f"{name} rows must sum to 1; row {i} sums to {s[i].item():.6g}")
+__all__ = ["BaseHMM"]
 
 
 class _HMMHooks:
@@ -244,14 +166,9 @@ class _HMMHooks:
         emis, states = m._emission_mstep(params, stats)
         new.update(emis)
         unvisited = sorted(set(unvisited) | set(states))
-        if unvisited:
-            warnings.warn(
-                f"{type(m).__name__}: state(s) {unvisited} received no posterior mass (no data "
-                "is explained by them); they keep their previous parameters and transition "
-                "rows. Try fewer components, another random_state or n_init > 1.",
-                UnvisitedStateWarning,
-                stacklevel=user_stacklevel(),
-            )
+        warn_unvisited(
+            m, unvisited, "no data is explained by them", "parameters and transition rows"
+        )
         return new
 
     def lower_bound(self, params, stats):
@@ -277,17 +194,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             raise ParameterError(f"{name} must be an array of numbers, got {value!r:.80}") from None
         return torch.as_tensor(arr, dtype=self._dtype, device=self._device)
 
-    def _checked_settings(self):
-        """``_check_settings`` (a model class extends it) with its complaints as
-        ParameterError."""
-        try:
-            self._check_settings()
-        except LatentfitError:
-            raise
-        except (ValueError, TypeError) as err:
-            raise ParameterError(str(err)) from None
-
-    def _check_settings(self):
+    def _check_parameters(self):
         if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
             raise ParameterError(
                 f"n_components must be a positive integer, got {self.n_components!r}"
@@ -356,8 +263,8 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             raise ParameterError(f"startprob_ must have shape ({k},), got {tuple(sp.shape)}")
         if tm.shape != (k, k):
             raise ParameterError(f"transmat_ must have shape ({k}, {k}), got {tuple(tm.shape)}")
-        _check_distribution(sp, "startprob_")
-        _check_distribution(tm, "transmat_")
+        check_distribution(sp, "startprob_")
+        check_distribution(tm, "transmat_")
         return {"startprob": sp, "transmat": tm, **self._emission_params()}
 
     def _initial_params(
@@ -370,7 +277,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             params["startprob"] = torch.full((k,), 1.0 / k, dtype=dt, device=dev)
         else:
             params["startprob"] = self._tensor(self.startprob_)
-            _check_distribution(params["startprob"], "startprob_")
+            check_distribution(params["startprob"], "startprob_")
         if self._needs_init("t", "transmat_"):
             # Dirichlet(1) rows: normalised exponentials, drawn from the generator.
             u = torch.rand(k, k, generator=gen, dtype=torch.float64, device=gen.device)
@@ -378,7 +285,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
             params["transmat"] = (e / e.sum(1, keepdim=True)).to(device=dev, dtype=dt)
         else:
             params["transmat"] = self._tensor(self.transmat_)
-            _check_distribution(params["transmat"], "transmat_")
+            check_distribution(params["transmat"], "transmat_")
         params.update(self._init_emissions(X, gen))
         if labels is not None and self._labelled_states(labels) is not None:
             params.update(self._init_emissions_from_labels(params, X, labels, gen))
@@ -440,37 +347,36 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         (a sequence is never split), and the per-fit features of the data that the emission
         densities share (see ``_emission_features``) are kept across iterations while they
         take at most ``feature_bytes``, recomputed per E-step beyond that."""
-        self._checked_settings()
+        self._fit(
+            X, lengths=lengths, y=y, max_rows_in_memory=max_rows_in_memory,
+            batch_steps=batch_steps, feature_bytes=feature_bytes,
+        )  # fmt: skip
+        return self
+
+    def _prepare_fit(
+        self, X, lengths=None, y=None, *, max_rows_in_memory=None, batch_steps, feature_bytes
+    ) -> EMFit:
         batch_steps = check_positive_int(batch_steps, "batch_steps")
         feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
-        if is_source(X):
-            if y is not None:
-                raise ParameterError(
-                    "y (known states) is taken with in-memory X only; pass the data as an array"
-                )
-            return self._fit_source(X, lengths, max_rows_in_memory, feature_bytes)
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
-        batches = batch_sequences(X, lengths, batch_steps)
-        if labels is not None:  # every batch with the known states of its rows
-            ends = np.cumsum([b[0].shape[0] for b in batches])
-            batches = [
-                (Xb, lb, labels[e - Xb.shape[0] : e])
-                for (Xb, lb), e in zip(batches, ends.tolist(), strict=True)
-            ]
-        hooks = _HMMHooks(self, X, feature_bytes, labels)
-        self._store_result(self._run_em(hooks, batches))
-        return self
+        batches = with_states(batch_sequences(X, lengths, batch_steps), labels)
+        return EMFit(_HMMHooks(self, X, feature_bytes, labels), batches, X=X)
 
-    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
+    def _prepare_source_fit(
+        self, source, lengths=None, y=None, *, max_rows_in_memory=None, batch_steps, feature_bytes
+    ) -> EMFit:
         """Baum-Welch over a data source, one group of whole sequences at a time."""
-        from latentfit.em.hmm.sequences import prepare_sequences
-
+        check_positive_int(batch_steps, "batch_steps")
+        feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
+        if y is not None:
+            raise ParameterError(
+                "y (known states) is taken with in-memory X only; pass the data as an array"
+            )
         data = prepare_sequences(self, source, lengths, max_rows_in_memory)
-        self._store_result(self._run_em(_HMMHooks(self, None, feature_bytes), data, data.reduce))
-        return self
+        return EMFit(_HMMHooks(self, None, feature_bytes), data, data.reduce)
 
     @property
     def _stream_check(self):
@@ -551,42 +457,9 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         """After a -inf likelihood with known states ``labels``: if the data alone are
         possible, the labels made them impossible; DataError naming the first step where no
         path through the known states is left, and why."""
-        if labels is None:
-            return
-        sp, tm = params["startprob"], params["transmat"]
-        ll = self._emission_log_likelihood(params, X)  # (t, k)
-        free = inference.log_likelihood(ll.clone(), sp, tm, lengths)
-        if not bool(torch.isfinite(free.log_likelihood)):
-            return  # impossible without the labels too: not theirs to explain
-        fwd = inference.log_likelihood(ll.clone(), sp, tm, lengths, states=labels)
-        dead = (~torch.isfinite(fwd.log_normalizers)).nonzero()
-        if not len(dead):
-            return
-        i = int(dead[0])
-        lens = np.asarray([X.shape[0]] if lengths is None else lengths, dtype=np.int64)
-        seq = int(np.searchsorted(np.cumsum(lens), i, side="right"))
-        step = i - int(np.cumsum(lens)[seq] - lens[seq])
-        j = int(labels[i])
-        where = f"row {i} of X (step {step} of sequence {seq})"
-        if j < 0:
-            raise DataError(
-                f"{where}, whose state is unknown, has no path left through the known states "
-                "(y) before it: every state that can emit it has zero transition probability "
-                "from the states the labels allow. Check the labels (y) near this step"
-            )
-        if not bool(torch.isfinite(ll[i, j])):
-            reason = f"state {j} gives that row zero probability"
-        elif step == 0 and float(sp[j]) == 0:
-            reason = f"startprob_[{j}] is 0, and this is the first step of the sequence"
-        else:
-            reason = (
-                f"state {j} cannot be reached from the states the earlier steps allow "
-                "(zero transition probabilities in transmat_)"
-            )
-        raise DataError(
-            f"y[{i}] = {j}, the known state of {where}, is impossible under the model: "
-            f"{reason}. Check the label, or let the model give that state probability"
-        )
+        if labels is not None:
+            ll = self._emission_log_likelihood(params, X)  # (t, k)
+            check_labels_possible(ll, params["startprob"], params["transmat"], lengths, labels)
 
     def score_samples(self, X, lengths=None, y=None):
         """(total log-likelihood, posteriors (n, k) p(z_t | x)); with known states ``y``
@@ -649,14 +522,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         check_is_fitted(self, "startprob_")
         params = self._given_params()
         n_samples = check_positive_int(n_samples, "n_samples")
-        if currstate is not None and (
-            isinstance(currstate, bool)
-            or not isinstance(currstate, int | np.integer)
-            or not 0 <= currstate < self.n_components
-        ):
-            raise ParameterError(
-                f"currstate must be a state index 0..{self.n_components - 1}, got {currstate!r}"
-            )
+        check_state_index(currstate, self.n_components)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         start = params["startprob"].double().cpu()
@@ -729,7 +595,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         """After ``load``: the settings are valid and the tensors' shapes agree with
         ``n_components`` and ``n_features`` (ModelFileError naming the tensor)."""
         try:
-            self._checked_settings()
+            self._checked_parameters()
             self._given_params()
         except (ParameterError, NotFittedError) as err:
             raise ModelFileError(

@@ -9,10 +9,11 @@ from latentfit._validation import (
     as_float_tensor,
     as_numeric_array,
     check_allocation,
+    check_distribution,
     max_inferred_categories,
 )
 from latentfit.em.hmm import emissions as E
-from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
@@ -77,22 +78,7 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.emissionprob_prior = emissionprob_prior
-        self.n_features = n_features
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     def _n_symbols(self) -> int | None:
         if getattr(self, "n_features_", None) is not None:
@@ -159,7 +145,7 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
         n_sym = self._given_n_symbols()
         return lambda X: _check_range(self._as_symbols(X), n_sym)
 
-    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
+    def _prepare_source_fit(self, source, lengths=None, y=None, **options):
         if self.n_features is None:
             raise ParameterError(
                 "CategoricalHMM fits a data source only when n_features (the number of "
@@ -167,7 +153,7 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
                 "symbols to fit in memory"
             )
         self.n_features_ = self._given_n_symbols()
-        return super()._fit_source(source, lengths, max_rows_in_memory, feature_bytes)
+        return super()._prepare_source_fit(source, lengths, y, **options)
 
     def _set_stream_features(self, source) -> None:
         # n_features is the symbol count here, not the source's column count (one column).
@@ -232,7 +218,7 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
             raise ParameterError(
                 f"emissionprob_ must have shape ({k}, {n_sym}), got {tuple(ep.shape)}"
             )
-        _check_distribution(ep, "emissionprob_")
+        check_distribution(ep, "emissionprob_")
         return {"emissionprob": ep}
 
     def _init_emissions(self, X, gen):
@@ -311,22 +297,7 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.lambdas_prior = lambdas_prior
-        self.lambdas_weight = lambdas_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     @property
     def _stream_check(self):

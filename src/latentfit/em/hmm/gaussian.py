@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from latentfit._validation import as_float_tensor
+from latentfit._validation import as_float_tensor, check_distribution
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
@@ -18,7 +18,7 @@ from latentfit.em.gaussian import (
 )
 from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
-from latentfit.em.hmm.base import BaseHMM, _check_distribution
+from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
@@ -149,27 +149,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         dtype="float64",
         missing="error",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.min_covar = min_covar
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.means_prior = means_prior
-        self.means_weight = means_weight
-        self.covars_prior = covars_prior
-        self.covars_weight = covars_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
-        self.missing = missing
+        self._set_arguments(locals())
 
     @property
     def covars_(self):
@@ -185,8 +165,8 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             covars = covars.mean(1)  # hmmlearn also stores spherical variances tiled (k, d)
         self._covars_ = covars
 
-    def _check_settings(self):
-        super()._check_settings()
+    def _check_parameters(self):
+        super()._check_parameters()
         _check_covariance_type(self.covariance_type)
         if self.missing not in ("error", "marginalize"):
             raise ParameterError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
@@ -348,12 +328,10 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         self._covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[1]
 
-    def fit(self, X, lengths=None, y=None, **options):
-        """Baum-Welch as :meth:`BaseHMM.fit` (the same known states ``y`` and keyword
-        ``options``); then ``degenerate_components_`` lists the states whose variance collapsed
-        onto (near-)identical values (a :class:`~latentfit.errors.DegenerateComponentWarning`
-        names them and their rows)."""
-        super().fit(X, lengths, y, **options)
+    def _after_fit(self, fit, result, X, lengths=None, y=None, **options) -> None:
+        """After Baum-Welch, ``degenerate_components_`` lists the states whose variance
+        collapsed onto (near-)identical values (a
+        :class:`~latentfit.errors.DegenerateComponentWarning` names them and their rows)."""
         found = self.__dict__.pop("_degenerate_found", {})
         if found:
             rows = None
@@ -366,7 +344,6 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
                 DegenerateComponentWarning,
                 stacklevel=user_stacklevel(),
             )
-        return self
 
     def _store_result(self, result, *, restarts: bool = True):
         super()._store_result(result, restarts=restarts)
@@ -452,31 +429,10 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.n_mix = n_mix
-        self.min_covar = min_covar
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.weights_prior = weights_prior
-        self.means_prior = means_prior
-        self.means_weight = means_weight
-        self.covars_prior = covars_prior
-        self.covars_weight = covars_weight
-        self.algorithm = algorithm
-        self.covariance_type = covariance_type
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
-    def _check_settings(self):
-        super()._check_settings()
+    def _check_parameters(self):
+        super()._check_parameters()
         _check_covariance_type(self.covariance_type)
         if not isinstance(self.n_mix, int | np.integer) or self.n_mix < 1:
             raise ParameterError(f"n_mix must be a positive integer, got {self.n_mix!r}")
@@ -501,7 +457,7 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
                 raise ParameterError(
                     f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}"
                 )
-        _check_distribution(out["weights"], "weights_")
+        check_distribution(out["weights"], "weights_")
         return out
 
     def _init_emissions(self, X, gen):

@@ -248,7 +248,7 @@ class OnlineHMMMixin:
         step = StepSize(learning_decay, learning_offset)
         burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
         mstep_every = check_positive_int(mstep_every, "mstep_every")
-        self._checked_settings()
+        self._checked_parameters()
         state = self._online_current_state()
         X = self._online_X(X, first=state is None)
         lengths = check_lengths(lengths, X.shape[0])

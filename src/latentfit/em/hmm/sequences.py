@@ -36,6 +36,7 @@ __all__ = [
     "check_lengths",
     "prepare_sequences",
     "sequence_windows",
+    "with_states",
 ]
 
 DEFAULT_CHUNK_ROWS = 1 << 16  # rows per E-step batch when neither the source nor fit sets it
@@ -287,3 +288,14 @@ def batch_sequences(
         size += n
     out.append((X[start : start + size], group))
     return out
+
+
+def with_states(batches: list[tuple], states: torch.Tensor | None) -> list[tuple]:
+    """The groups of :func:`batch_sequences`, each with the known states (r,) of its rows
+    appended when ``states`` (n,) is given (−1 where unknown), as the E-step takes them."""
+    if states is None:
+        return batches
+    ends = np.cumsum([b[0].shape[0] for b in batches]).tolist()
+    return [
+        (Xb, lb, states[e - Xb.shape[0] : e]) for (Xb, lb), e in zip(batches, ends, strict=True)
+    ]

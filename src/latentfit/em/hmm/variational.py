@@ -35,13 +35,15 @@ import numpy as np
 import torch
 
 from latentfit._validation import check_feature_names
+from latentfit.em.base import EMFit
 from latentfit.em.gaussian import weighted_mean
-from latentfit.em.hmm.base import BaseHMM, check_labels
+from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.discrete import CategoricalHMM, _numpy_rng
 from latentfit.em.hmm.emissions import categorical_stats, gaussian_log_likelihood, gaussian_stats
 from latentfit.em.hmm.gaussian import GaussianHMM, _check_covariance_type, _data_cov
 from latentfit.em.hmm.inference import posterior as inference
-from latentfit.em.hmm.sequences import batch_sequences, check_lengths
+from latentfit.em.hmm.labels import check_labels
+from latentfit.em.hmm.sequences import batch_sequences, check_lengths, with_states
 from latentfit.em.hmm.variational_math import (
     dirichlet_expected_log,
     expected_gaussian_offset,
@@ -50,7 +52,6 @@ from latentfit.em.hmm.variational_math import (
     normal_wishart_update,
 )
 from latentfit.em.initialize import kmeans
-from latentfit.em.sources.chunks import is_source
 from latentfit.errors import ParameterError
 from latentfit.io import serializable
 
@@ -128,25 +129,26 @@ class _VariationalHMM:
         lower bound kept). ``lengths`` (n_sequences,): rows of every sequence in ``X``.
         ``y`` (n_samples,): known states (−1 where unknown), on which every E-step is then
         conditioned (the bound is then one on log p(X, z_known)). In-memory X only."""
-        self._checked_settings()
-        if is_source(X):
-            raise ParameterError(
-                f"{type(self).__name__} fits in-memory arrays only; pass the data as an array "
-                "(read the source with numpy.load or pandas first)"
-            )
+        self._fit(X, lengths=lengths, y=y)
+        return self
+
+    def _prepare_fit(self, X, lengths=None, y=None) -> EMFit:
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
-        batches = batch_sequences(X, lengths)
-        if labels is not None:  # every batch with the known states of its rows
-            ends = np.cumsum([b[0].shape[0] for b in batches])
-            batches = [
-                (Xb, lb, labels[e - Xb.shape[0] : e])
-                for (Xb, lb), e in zip(batches, ends.tolist(), strict=True)
-            ]
-        self._store_result(self._run_em(_VariationalHooks(self, X, lengths, labels), batches))
-        return self
+        batches = with_states(batch_sequences(X, lengths), labels)
+        return EMFit(_VariationalHooks(self, X, lengths, labels), batches, X=X)
+
+    def _prepare_source_fit(self, source, lengths=None, y=None) -> EMFit:
+        raise ParameterError(
+            f"{type(self).__name__} fits in-memory arrays only; pass the data as an array "
+            "(read the source with numpy.load or pandas first)"
+        )
+
+    def _after_fit(self, fit, result, X, **args) -> None:
+        """Nothing: a state's posterior falls back to its prior, it cannot collapse (not
+        GaussianHMM's search for collapsed variances)."""
 
     def _store_result(self, result, *, restarts: bool = True) -> None:
         # the HMM record and monitor_; not GaussianHMM's search for collapsed variances: a
@@ -309,8 +311,8 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         self.device = device
         self.dtype = dtype
 
-    def _check_settings(self):
-        BaseHMM._check_settings(self)
+    def _check_parameters(self):
+        BaseHMM._check_parameters(self)
         _check_covariance_type(self.covariance_type)
 
     def _allow_nan(self) -> bool:

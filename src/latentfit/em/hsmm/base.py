@@ -12,8 +12,6 @@ its result) with the hooks below, whose E-step is the forward-backward recursion
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
@@ -21,18 +19,21 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
     check_allocation,
+    check_distribution,
     check_feature_names,
     check_positive_int,
+    check_state_index,
     make_generator,
 )
-from latentfit.em.hmm.base import UnvisitedStateWarning, _check_distribution, check_labels
+from latentfit.em.base import EMFit
 from latentfit.em.hmm.emissions import dirichlet_map
 from latentfit.em.hmm.inference.posterior import condition_on_states
+from latentfit.em.hmm.labels import check_labels
+from latentfit.em.hmm.monitor import warn_unvisited
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
-from latentfit.em.sources.chunks import is_source
-from latentfit.errors import DataError, ModelFileError, ParameterError, user_stacklevel
+from latentfit.errors import DataError, ModelFileError, ParameterError
 
 __all__ = ["HSMMMixin"]
 
@@ -85,14 +86,7 @@ class _HSMMHooks:
         emis, states = m._emission_mstep(params, stats)
         new.update(emis)
         unvisited = sorted(set(unvisited) | set(states))
-        if unvisited:
-            warnings.warn(
-                f"{type(m).__name__}: state(s) {unvisited} received no posterior mass (no "
-                "segment is explained by them); they keep their previous parameters. Try "
-                "fewer components, another random_state or n_init > 1.",
-                UnvisitedStateWarning,
-                stacklevel=user_stacklevel(),
-            )
+        warn_unvisited(m, unvisited, "no segment is explained by them", "parameters")
         return new
 
     def lower_bound(self, params, stats):
@@ -119,14 +113,14 @@ class HSMMMixin:
     def _param_names(self) -> tuple[str, ...]:
         return ("startprob_", "transmat_", *self._emission_attributes, *self._duration_attributes)
 
-    def _check_settings(self):
+    def _check_parameters(self):
         k = self.n_components
         if isinstance(k, int | np.integer) and not isinstance(k, bool) and k == 1:
             raise ParameterError(
                 "n_components must be at least 2 for a semi-Markov model: a segment is always "
                 "followed by one of another state (the transition diagonal is zero)"
             )
-        super()._check_settings()
+        super()._check_parameters()
         if self.duration not in dur.DURATION_FAMILIES:
             raise ParameterError(
                 f"duration must be one of {list(dur.DURATION_FAMILIES)}, got {self.duration!r}"
@@ -200,7 +194,7 @@ class HSMMMixin:
                 raise ParameterError(f"{name} must hold finite numbers")
             out[name.rstrip("_")] = value
         if self.duration == "nonparametric":
-            _check_distribution(out["duration_probs"], "duration_probs_")
+            check_distribution(out["duration_probs"], "duration_probs_")
         elif self.duration == "poisson":
             if bool((out["duration_lambdas"] <= 0).any()):
                 raise ParameterError("duration_lambdas_ must be positive (Poisson means of d - 1)")
@@ -295,22 +289,22 @@ class HSMMMixin:
         transition probabilities and the durations' M-step. ``y`` (n_samples,): the known
         state of some steps, −1 elsewhere (as the HMMs take it): every E-step is conditioned on
         them (the emission log-likelihoods of the other states are −inf there)."""
-        self._checked_settings()
-        if is_source(X):
-            raise ParameterError(
-                f"{type(self).__name__} fits arrays held in memory; read the data source into "
-                "an array (with its lengths) first"
-            )
+        self._fit(X, lengths=lengths, y=y)
+        return self
+
+    def _prepare_source_fit(self, source, lengths=None, y=None) -> EMFit:
+        raise ParameterError(
+            f"{type(self).__name__} fits arrays held in memory; read the data source into "
+            "an array (with its lengths) first"
+        )
+
+    def _prepare_fit(self, X, lengths=None, y=None) -> EMFit:
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         self._check_messages(lengths)
-        self._store_result(self._run_em(_HSMMHooks(self, X, labels), [(X, lengths)]))
-        return self
-
-    def _fit_source(self, source, lengths, max_rows_in_memory, feature_bytes):
-        raise ParameterError(f"{type(self).__name__} fits arrays held in memory only")
+        return EMFit(_HSMMHooks(self, X, labels), [(X, lengths)], X=X)
 
     # ------------------------------------------------------------------ inference
     def _impossible(self, params, X, per_seq: torch.Tensor, lengths, labels=None) -> None:
@@ -412,12 +406,7 @@ class HSMMMixin:
         params = self._given_params()
         n_samples = check_positive_int(n_samples, "n_samples")
         k = self.n_components
-        if currstate is not None and (
-            isinstance(currstate, bool)
-            or not isinstance(currstate, int | np.integer)
-            or not 0 <= currstate < k
-        ):
-            raise ParameterError(f"currstate must be a state index 0..{k - 1}, got {currstate!r}")
+        check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         trans = params["transmat"].double().cpu()

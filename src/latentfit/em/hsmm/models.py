@@ -6,15 +6,9 @@ priors) with explicit state durations (:class:`~latentfit.em.hsmm.base.HSMMMixin
 
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
-
-from latentfit.em.gaussian import describe_degenerate
 from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
 from latentfit.em.hmm.gaussian import GaussianHMM
 from latentfit.em.hsmm.base import HSMMMixin
-from latentfit.errors import DegenerateComponentWarning, user_stacklevel
 from latentfit.io import serializable
 
 __all__ = ["CategoricalHSMM", "GaussianHSMM", "PoissonHSMM"]
@@ -38,7 +32,8 @@ _DOC = """
 class GaussianHSMM(HSMMMixin, GaussianHMM):
     __doc__ = (
         "Hidden semi-Markov model with Gaussian emissions (the emissions, priors and "
-        "``covariance_type`` of :class:`~latentfit.GaussianHMM`).\n" + _DOC
+        "``covariance_type`` of :class:`~latentfit.GaussianHMM`; after ``fit``, "
+        "``degenerate_components_`` as there).\n" + _DOC
     )
 
     def __init__(
@@ -67,47 +62,7 @@ class GaussianHSMM(HSMMMixin, GaussianHMM):
         dtype="float64",
         missing="error",
     ):
-        self.n_components = n_components
-        self.max_duration = max_duration
-        self.duration = duration
-        self.right_censoring = right_censoring
-        self.covariance_type = covariance_type
-        self.min_covar = min_covar
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.means_prior = means_prior
-        self.means_weight = means_weight
-        self.covars_prior = covars_prior
-        self.covars_weight = covars_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
-        self.missing = missing
-
-    def fit(self, X, lengths=None, y=None):
-        """EM as :meth:`HSMMMixin.fit`; then ``degenerate_components_`` lists the states whose
-        variance collapsed (a :class:`~latentfit.errors.DegenerateComponentWarning` names
-        them and their rows), as for :class:`~latentfit.GaussianHMM`."""
-        HSMMMixin.fit(self, X, lengths, y)
-        found = self.__dict__.pop("_degenerate_found", {})
-        if found:
-            state = self.predict(X, lengths, y=y)
-            rows = {k: np.flatnonzero(state == k).tolist() for k in found}
-            warnings.warn(
-                describe_degenerate(
-                    type(self).__name__, found, rows, "covars_prior/min_covar", "state"
-                ),
-                DegenerateComponentWarning,
-                stacklevel=user_stacklevel(),
-            )
-        return self
+        self._set_arguments(locals())
 
 
 @serializable
@@ -138,24 +93,7 @@ class PoissonHSMM(HSMMMixin, PoissonHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.max_duration = max_duration
-        self.duration = duration
-        self.right_censoring = right_censoring
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.lambdas_prior = lambdas_prior
-        self.lambdas_weight = lambdas_weight
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
 
 @serializable
@@ -187,21 +125,4 @@ class CategoricalHSMM(HSMMMixin, CategoricalHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.max_duration = max_duration
-        self.duration = duration
-        self.right_censoring = right_censoring
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.emissionprob_prior = emissionprob_prior
-        self.n_features = n_features
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())

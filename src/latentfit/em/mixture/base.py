@@ -30,14 +30,12 @@ from latentfit._validation import (
     check_sample_weight,
     check_tol,
 )
-from latentfit.em.base import CriteriaMixin, MixtureMixin
+from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
 from latentfit.em.mixture.priors import DirichletPrior
 from latentfit.em.online import OnlineEMMixin
-from latentfit.em.sources.chunks import is_source
-from latentfit.em.sources.stream import EMStream
 from latentfit.em.sources.tensors import default_chunk_rows
-from latentfit.errors import DataError, LatentfitError, ParameterError
+from latentfit.errors import DataError, ParameterError
 
 __all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
 
@@ -93,7 +91,8 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     ``fit`` takes an array or a source of :mod:`latentfit.em.sources.chunks` (memory-mapped .npy,
     Parquet, a stream of arrays, a :class:`~latentfit.em.sources.distributed.DistributedSource`), read
     chunk by chunk on every pass: with the same ``chunk_rows`` and at most ``init_rows`` rows it
-    is the in-memory fit. ``partial_fit`` makes one stepwise-EM update per mini-batch
+    is the in-memory fit. ``fit(X, y)`` with component labels ``y`` (-1 for unlabelled
+    samples) is semi-supervised (in memory only). ``partial_fit`` makes one stepwise-EM update per mini-batch
     (:mod:`latentfit.em.online`; step sizes from ``learning_decay`` and ``learning_offset``).
 
     Subclasses set ``_param_names`` (the fitted tensors besides ``weights``, each with the
@@ -121,20 +120,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         learning_decay=0.6,
         learning_offset=0.0,
     ):
-        self.n_components = n_components
-        self.tol = tol
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weight_concentration = weight_concentration
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.device = device
-        self.dtype = dtype
-        self.chunk_rows = chunk_rows
-        self.learning_decay = learning_decay
-        self.learning_offset = learning_offset
+        self._set_arguments(locals())
 
     @classmethod
     def _get_param_names(cls):
@@ -215,16 +201,11 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return X
 
     # ------------------------------------------------------------ fitting
-    def fit(self, X, y=None, sample_weight=None):
-        """Fit by EM. ``y`` (optional): component labels, -1 for unlabelled samples."""
-        self._fit(X, y, sample_weight)
-        return self
-
     def fit_predict(self, X, y=None, sample_weight=None):
-        Xt = self._fit(X, y, sample_weight)
-        if is_source(Xt):  # one more pass over the stream
-            return torch.cat([self._log_joint(Xc).argmax(1) for Xc, _ in Xt]).cpu().numpy()
-        return self._log_joint(Xt).argmax(1).cpu().numpy()
+        fit = self._fit(X, y=y, sample_weight=sample_weight)
+        if fit.X is None:  # one more pass over the stream
+            return torch.cat([self._log_joint(Xc).argmax(1) for Xc, _ in fit.data]).cpu().numpy()
+        return self._log_joint(fit.X).argmax(1).cpu().numpy()
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """One stepwise-EM update from the mini-batch ``X`` (or one per chunk of a source); see
@@ -236,21 +217,12 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
             )
         return super().partial_fit(X, sample_weight=sample_weight)
 
-    def _fit(self, X, y, sample_weight):
-        try:
-            self._check_parameters()
-        except LatentfitError:
-            raise
-        except (ValueError, TypeError) as err:  # a family's or prior's own check
-            raise ParameterError(str(err)) from None
-        if is_source(X):
-            if y is not None:
-                raise ParameterError(
-                    "labels (y) are not supported for streamed sources; fit in memory"
-                )
-            stream = self._stream(X, sample_weight)
-            self._store_result(self._run_em(stream.hooks, stream.data, stream.reduce))
-            return stream.data
+    def _prepare_source_fit(self, source, y=None, sample_weight=None) -> EMFit:
+        if y is not None:
+            raise ParameterError("labels (y) are not supported for streamed sources; fit in memory")
+        return self._stream(source, sample_weight)
+
+    def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         k = self._n_components()
@@ -260,13 +232,12 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         self.n_features_in_ = d
         self._prepare_component_data(X)
         rows = self.chunk_rows or default_chunk_rows(d, k)
-        self._store_result(self._run_em(self._hooks(), LabelledChunks(X, w, labels, rows)))
-        return X
+        return EMFit(self._hooks(), LabelledChunks(X, w, labels, rows), X=X)
 
     def _hooks(self) -> _MixtureHooks:
         return _MixtureHooks(self)
 
-    def _stream(self, source, sample_weight) -> EMStream:
+    def _stream(self, source, sample_weight) -> EMFit:
         """A source read chunk by chunk (see em/sources/chunks.py). Every block is checked against the
         family's support; data-dependent settings (``_prepare_component_data``) are learnt from the in-memory
         initialisation sample, after which blocks are checked against them too."""

@@ -301,23 +301,7 @@ class MixtureModel(BaseMixture):
         learning_decay=0.6,
         learning_offset=0.0,
     ):
-        self.family = family
-        self.n_components = n_components
-        self.reg_covar = reg_covar
-        self.niw_shrinkage = niw_shrinkage
-        self.tol = tol
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weight_concentration = weight_concentration
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.device = device
-        self.dtype = dtype
-        self.chunk_rows = chunk_rows
-        self.learning_decay = learning_decay
-        self.learning_offset = learning_offset
+        self._set_arguments(locals())
 
     def _families(self) -> list[str]:
         names = [self.family] if isinstance(self.family, str) else list(self.family)
@@ -408,10 +392,8 @@ class MixtureModel(BaseMixture):
                 cols.append(FAMILIES[f].dist(p).log_prob(X))
         return torch.stack(cols, 1)  # (n, k)
 
-    def _fit(self, X, y, sample_weight):
-        Xt = super()._fit(X, y, sample_weight)
-        self._check_degenerate(Xt if isinstance(Xt, torch.Tensor) else None)
-        return Xt
+    def _after_fit(self, fit, result, X, **args) -> None:
+        self._check_degenerate(fit.X)
 
     def _check_degenerate(self, X: torch.Tensor | None) -> None:
         """``degenerate_components_``: normal/mvn components whose variance sits at the

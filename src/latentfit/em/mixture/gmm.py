@@ -19,7 +19,7 @@ from latentfit._validation import (
     check_sample_weight,
     check_tol,
 )
-from latentfit.em.base import CriteriaMixin, MixtureMixin
+from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
@@ -46,7 +46,6 @@ from latentfit.em.missing import (
 )
 from latentfit.em.mixture.base import check_labels, fix_labelled
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
-from latentfit.em.sources.chunks import is_source
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
@@ -130,26 +129,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         learning_offset=0.0,
         missing="error",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weights_init = weights_init
-        self.means_init = means_init
-        self.precisions_init = precisions_init
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.device = device
-        self.dtype = dtype
-        self.chunk_rows = chunk_rows
-        self.learning_decay = learning_decay
-        self.learning_offset = learning_offset
-        self.missing = missing
+        self._set_arguments(locals())
 
     # ------------------------------------------------------------------ validation
     def _check_parameters(self):
@@ -191,22 +171,22 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         fixed to one-hot and its complete-data likelihood enters the bound); -1 means unknown.
         ``y`` is ignored, as in scikit-learn, so pipelines that pass a target keep working.
         """
-        self._fit(X, sample_weight, labels)
+        self._fit(X, sample_weight=sample_weight, labels=labels)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None, labels=None):
         """Fit, then return the component of each sample (after a final E-step)."""
-        Xt = self._fit(X, sample_weight, labels)
-        if is_source(Xt):  # one more pass over the stream
-            return torch.cat([self._log_joint(Xc).argmax(1) for Xc, _ in Xt]).cpu().numpy()
-        return self._log_joint(Xt).argmax(1).cpu().numpy()
+        fit = self._fit(X, sample_weight=sample_weight, labels=labels)
+        if fit.X is None:  # one more pass over the stream
+            return torch.cat([self._log_joint(Xc).argmax(1) for Xc, _ in fit.data]).cpu().numpy()
+        return self._log_joint(fit.X).argmax(1).cpu().numpy()
 
-    def _fit(self, X, sample_weight, labels=None):
-        self._check_parameters()
-        if is_source(X):
-            if labels is not None:
-                raise ParameterError("labels are not supported for streamed sources; fit in memory")
-            return self._fit_em(*self._stream(X, sample_weight))
+    def _prepare_source_fit(self, source, sample_weight=None, labels=None) -> EMFit:
+        if labels is not None:
+            raise ParameterError("labels are not supported for streamed sources; fit in memory")
+        return self._stream(source, sample_weight)
+
+    def _prepare_fit(self, X, sample_weight=None, labels=None) -> EMFit:
         X = self._validate_X(X, reset=True)
         n, d = X.shape
         check_n_samples(n, self.n_components)
@@ -220,10 +200,9 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         self.n_features_in_ = d
         y = check_labels(labels, n, self.n_components, X.device)
         hooks = self._hooks(cache_features=self._cache_fits(X))
-        self._fit_em(self._chunks(X, w, y), hooks, None)
-        return X
+        return EMFit(hooks, self._chunks(X, w, y), X=X)
 
-    def _stream(self, source, sample_weight):
+    def _stream(self, source, sample_weight) -> EMFit:
         """A source read chunk by chunk on this model's device (see em/sources/chunks.py)."""
         rows = self._chunk_rows(source.n_features)
         min_rows = max(2, self.n_components)
@@ -231,10 +210,8 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows
         )
 
-    def _fit_em(self, data, hooks, reduce):
-        self._store_result(self._run_em(hooks, data, reduce))
-        self._check_degenerate(getattr(data, "X", None))
-        return data
+    def _after_fit(self, fit: EMFit, result, X, **args) -> None:
+        self._check_degenerate(fit.X)
 
     def _check_degenerate(self, X: torch.Tensor | None) -> None:
         """Set ``degenerate_components_`` and warn about components collapsed onto a handful

@@ -24,8 +24,8 @@ from latentfit._validation import (
     check_positive_int,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator
-from latentfit.em.hmm.base import ConvergenceMonitor
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
+from latentfit.em.hmm.monitor import ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.ssm import kalman
 from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
@@ -191,22 +191,10 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.min_covar = min_covar
-        self.ridge = ridge
-        self.n_iter = n_iter
-        self.tol = tol
-        self.params = params
-        self.init_params = init_params
-        self.n_init = n_init
-        self.random_state = random_state
-        self.verbose = verbose
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     # ------------------------------------------------------------------ settings
-    def _check_settings(self):
+    def _check_parameters(self):
         check_positive_int(self.n_components, "n_components")
         check_positive_int(self.n_init, "n_init")
         n_iter = self.n_iter
@@ -344,7 +332,7 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
         return Y
 
     def _prepare(self, X, lengths):
-        self._check_settings()
+        self._check_parameters()
         p = self._current_params()
         check_feature_names(self, X, reset=False)
         Y = self._checked_X(X, fitting=False)
@@ -354,13 +342,15 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
     def fit(self, X, lengths=None):
         """Estimate the parameters by EM (``n_init`` restarts, the best kept). ``lengths``
         (n_sequences,) gives the rows of every sequence in X; NaN entries are missing."""
-        self._check_settings()
+        self._fit(X, lengths=lengths)
+        return self
+
+    def _prepare_fit(self, X, lengths=None) -> EMFit:
         check_feature_names(self, X, reset=True)
         Y = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, Y.shape[0])
         self.n_features = int(Y.shape[1])
-        self._store_result(self._run_em(_SSMHooks(self, Y, lengths), [(Y, lengths)]))
-        return self
+        return EMFit(_SSMHooks(self, Y, lengths), [(Y, lengths)], X=Y)
 
     def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
         self._set_params(params)
@@ -400,7 +390,7 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
 
     def sample(self, n_samples=1, random_state=None):
         """Draw one sequence of ``n_samples`` steps: (observations (n, d), states (n, k))."""
-        self._check_settings()
+        self._check_parameters()
         p = self._current_params()
         n = check_positive_int(n_samples, "n_samples")
         rs = self.random_state if random_state is None else random_state
@@ -469,7 +459,7 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
 
     def _check_loaded(self) -> None:
         try:
-            self._check_settings()
+            self._check_parameters()
             self._current_params()
         except (LatentfitError, NotFittedError) as err:
             raise ModelFileError(f"the stored LinearGaussianSSM is inconsistent: {err}") from None

@@ -1,40 +1,6 @@
-"""Model selection for latent-variable models: BIC, AIC and ICL sweeps, with optional K-fold
-held-out log-likelihood.
-
-:func:`select_model` fits every candidate — a sweep over the number of components and the
-covariance types of a family, or any list of estimators — and returns a
-:class:`SelectionResult` whose :meth:`~SelectionResult.table` reads like mclust's BIC table
-(Fraley & Raftery 2002): one row per size, one column per covariance type, the best entry
-marked. A candidate whose fit fails is reported with its error and never stops the sweep; one
-whose fit has a degenerate component (its variance at the regularisation floor on a handful of
-tied points, see :func:`latentfit.em.gaussian.degenerate_components`) is reported as NA, as
-mclust does, since its likelihood is not that of a real fit.
-
-Criteria follow scikit-learn's sign (lower is better): BIC = −2 log L + p log n (Schwarz 1978),
-AIC = −2 log L + 2p (Akaike 1974), ICL = BIC − 2 Σ_n log p(ẑ_n | x_n) (Biernacki, Celeux &
-Govaert 2000), which also penalises overlapping components.
-
-Sequence models (hidden Markov models and their kin) are selected the same way; they plug in
-through their own methods, never through a list of classes. A candidate is a sequence model
-when its ``fit`` takes ``lengths`` (hmmlearn's convention), and then it needs:
-
-- ``fit(X, lengths)`` and ``score(X, lengths)``: the total log-likelihood of all sequences;
-- its number of free parameters, read in this order: an ``n_parameters_`` attribute, a
-  ``_n_parameters()`` method, or hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over
-  the letters of ``params`` (a parameter held fixed is not free);
-- optionally ``decode(X, lengths)`` returning ``(log p(X, ẑ), ẑ)`` for the most probable path
-  ẑ, which gives ICL = BIC − 2 log p(ẑ | X) (the sequence form of Biernacki et al.'s ICL, as
-  Celeux & Durand 2008 use it for HMMs).
-
-BIC's n is the number of time steps (rows), as hmmlearn's. The held-out log-likelihood of a
-sequence model is computed on whole sequences (Celeux & Durand 2008): with at least ``cv``
-sequences, the folds are groups of whole sequences (shuffled K-fold over sequences); with fewer
-(one long series, say), every sequence is cut into ``cv`` contiguous blocks of near-equal
-length, fold j holds out block j of every sequence and trains on the pieces before and after
-it, each piece its own sequence, so no transition is invented across the gap. When sequence
-models and mixtures are compared on the same data (or ``lengths`` is given), every candidate
-uses these same folds.
-"""
+"""The selection loop and its result: :func:`select_model` fits every candidate of
+:mod:`latentfit.select.candidates`, scores it by BIC, AIC, ICL and the held-out
+log-likelihood, and returns a :class:`SelectionResult` (see :mod:`latentfit.select`)."""
 
 from __future__ import annotations
 
@@ -50,33 +16,21 @@ import torch
 from sklearn.base import clone
 
 from latentfit._validation import as_float_tensor
-from latentfit.errors import DataError, ParameterError
+from latentfit.em.hmm.sequences import check_lengths
+from latentfit.errors import ParameterError
+from latentfit.select.candidates import (
+    CRITERIA,
+    CRITERION_ALIASES,
+    Fold,
+    _row_folds,
+    _takes,
+    is_sequence_model,
+    make_candidates,
+    n_free_parameters,
+    sequence_folds,
+)
 
-__all__ = [
-    "CRITERIA",
-    "FAMILY_NAMES",
-    "HMM_FAMILIES",
-    "SelectionResult",
-    "is_sequence_model",
-    "make_candidates",
-    "n_free_parameters",
-    "select_model",
-    "sequence_folds",
-]
-
-CRITERIA = ("bic", "aic", "icl", "cv_loglik")
-#: Other names a criterion is known by (the command line's ``--criterion heldout``).
-CRITERION_ALIASES = {"heldout": "cv_loglik"}
-FAMILY_NAMES = ("gmm", "bernoulli", "categorical", "multinomial", "poisson", "fa", "ppca")
-#: Family names of the hidden Markov models, and the public latentfit class of each.
-HMM_FAMILIES = {
-    "gaussian_hmm": "GaussianHMM",
-    "gmm_hmm": "GMMHMM",
-    "poisson_hmm": "PoissonHMM",
-    "categorical_hmm": "CategoricalHMM",
-}
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-
+__all__ = ["COLUMNS", "SelectionResult", "select_model"]
 
 #: The columns of :meth:`SelectionResult.to_frame` and of each row of ``to_dict()["rows"]``.
 COLUMNS = (
@@ -306,233 +260,6 @@ class SelectionResult:
         return fig
 
 
-# ---------------------------------------------------------------------- the sequence protocol
-def is_sequence_model(estimator) -> bool:
-    """True when ``estimator.fit`` takes ``lengths``: a model of sequences (hmmlearn's
-    convention), whose ``score(X, lengths)`` is the total log-likelihood of the sequences."""
-    fit = getattr(estimator, "fit", None)
-    if fit is None:
-        return False
-    try:
-        return "lengths" in inspect.signature(fit).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def n_free_parameters(model) -> int:
-    """The number of free parameters of a fitted ``model``: its ``n_parameters_``, or
-    hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over the letters of ``params`` (those
-    are the parameters the fit estimates; one held fixed is not free), or its
-    ``_n_parameters()``. For an HMM with K states: K − 1 start probabilities, K(K − 1)
-    transitions and the emission parameters. (The per-letter counts come before
-    ``_n_parameters()``, which the HMMs also have for their ``bic``/``aic`` and which counts
-    every letter, as hmmlearn's ``bic`` does.)"""
-    value = getattr(model, "n_parameters_", None)
-    if value is not None:
-        return int(value)
-    per_param = getattr(model, "_get_n_fit_scalars_per_param", None)
-    if callable(per_param):
-        counts = per_param()
-        fitted = getattr(model, "params", None)
-        if isinstance(fitted, str) and all(len(key) == 1 for key in counts):
-            return int(sum(n for key, n in counts.items() if key in fitted))
-        return int(sum(counts.values()))
-    if callable(getattr(model, "_n_parameters", None)):
-        return int(model._n_parameters())
-    raise ParameterError(
-        f"{type(model).__name__} does not say how many free parameters it has, which BIC and "
-        "AIC need: give it an n_parameters_ attribute or an _n_parameters() method"
-    )
-
-
-def _check_lengths(lengths, n: int) -> list[int]:
-    """``lengths`` as a list of positive ints summing to the ``n`` rows of X."""
-    try:
-        arr = np.asarray(lengths)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"lengths must be a 1-D list of sequence lengths, got {lengths!r:.60}"
-        ) from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
-    if arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
-        raise DataError(f"lengths must be whole numbers, got {arr.tolist()[:10]}")
-    arr = arr.astype(np.int64)
-    bad = np.flatnonzero(arr < 1)
-    if len(bad):
-        raise DataError(
-            f"every sequence needs at least one step; lengths[{bad[0]}] = {arr[bad[0]]}"
-        )
-    if int(arr.sum()) != n:
-        raise DataError(
-            f"lengths sum to {int(arr.sum())} but X has {n} rows: lengths must give the number "
-            "of rows of every sequence in X, in order"
-        )
-    return arr.tolist()
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One held-out split: row indices and the sequence lengths of each side, in order."""
-
-    train: np.ndarray
-    train_lengths: list[int]
-    test: np.ndarray
-    test_lengths: list[int]
-
-
-def sequence_folds(lengths: Sequence[int], cv: int, random_state=0) -> tuple[list[Fold], str]:
-    """Held-out folds made of whole sequences, and a sentence saying how they were made.
-
-    With ``len(lengths) >= cv``: a shuffled K-fold over the sequences. With fewer sequences,
-    every sequence is cut into ``cv`` contiguous blocks of near-equal length; fold j holds out
-    block j of every sequence and trains on the pieces before and after it, each its own
-    sequence (joining them would invent a transition across the gap).
-    """
-    from sklearn.model_selection import KFold
-
-    lengths = [int(n) for n in lengths]
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-
-    def rows(pieces):
-        if not pieces:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.arange(a, b) for a, b in pieces])
-
-    folds = []
-    if len(lengths) >= cv:
-        split = KFold(cv, shuffle=True, random_state=random_state).split(np.arange(len(lengths)))
-        for train, test in split:
-            tr = [(starts[i], starts[i] + lengths[i]) for i in train]
-            te = [(starts[i], starts[i] + lengths[i]) for i in test]
-            folds.append(Fold(rows(tr), [b - a for a, b in tr], rows(te), [b - a for a, b in te]))
-        return folds, f"{cv} folds of whole sequences (shuffled K-fold over {len(lengths)})"
-    shortest = int(np.argmin(lengths))
-    if lengths[shortest] < 2 * cv:
-        raise ParameterError(
-            f"cv={cv}: there are fewer sequences than folds, so each sequence is cut into {cv} "
-            f"contiguous blocks, but sequence {shortest} has only {lengths[shortest]} steps; "
-            f"use fewer folds (cv <= {max(lengths[shortest] // 2, 1)}) or more sequences"
-        )
-    for j in range(cv):
-        tr, te = [], []
-        for s, n in zip(starts, lengths, strict=True):
-            cut = np.linspace(0, n, cv + 1).round().astype(np.int64)
-            a, b = s + cut[j], s + cut[j + 1]
-            te.append((a, b))
-            tr += [(lo, hi) for lo, hi in ((s, a), (b, s + n)) if hi > lo]
-        folds.append(Fold(rows(tr), [b - a for a, b in tr], rows(te), [b - a for a, b in te]))
-    what = "the sequence" if len(lengths) == 1 else f"each of the {len(lengths)} sequences"
-    return folds, f"{cv} contiguous blocks of {what} (fewer sequences than folds)"
-
-
-def _row_folds(n: int, cv: int, random_state) -> list[Fold]:
-    from sklearn.model_selection import KFold
-
-    if cv > n:
-        raise ParameterError(f"cv={cv} folds need at least {cv} rows; X has {n}")
-    split = KFold(cv, shuffle=True, random_state=random_state).split(np.arange(n))
-    return [Fold(train, [], test, []) for train, test in split]
-
-
-# ---------------------------------------------------------------------- candidates
-def _takes(family, name: str) -> bool:
-    """Whether the estimators of ``family`` (a name or a class) take the argument ``name``."""
-    if isinstance(family, str):
-        return True  # every named family takes random_state
-    try:
-        return name in inspect.signature(family).parameters
-    except (TypeError, ValueError):
-        return True
-
-
-def _sweeps_covariance(family) -> bool:
-    return family in ("gmm", "gaussian_hmm", "gmm_hmm")
-
-
-def _family_factory(family, **kwargs) -> Callable[[int, str], Any]:
-    if not isinstance(family, str):
-        if not callable(family):
-            raise ParameterError(
-                f"family must be a family name or an estimator class, got {family!r:.60}"
-            )
-
-        name = getattr(family, "__name__", type(family).__name__)
-
-        def make_any(k, variant):
-            extra = {"covariance_type": variant} if variant in _COVARIANCE_TYPES else {}
-            try:
-                return family(n_components=k, **extra, **kwargs)
-            except TypeError as err:  # an argument the class does not take
-                given = ", ".join(["n_components", *extra, *kwargs])
-                raise ParameterError(
-                    f"family={name} cannot be built as {name}({given}): {err}; pass only "
-                    "arguments its constructor takes"
-                ) from None
-
-        return make_any
-    from latentfit.em import factor
-    from latentfit.em.mixture import discrete as mixtures
-    from latentfit.em.mixture.gmm import GaussianMixture
-
-    classes = {
-        "gmm": GaussianMixture,
-        "bernoulli": mixtures.BernoulliMixture,
-        "categorical": mixtures.CategoricalMixture,
-        "multinomial": mixtures.MultinomialMixture,
-        "poisson": mixtures.PoissonMixture,
-        "fa": factor.FactorAnalysis,
-        "ppca": factor.PPCA,
-    }
-    if family in classes:
-        cls = classes[family]
-
-        def make(k, variant):
-            extra = {"covariance_type": variant} if family == "gmm" else {}
-            return cls(n_components=k, **extra, **kwargs)
-
-        return make
-    from latentfit.em.mixture.families import FAMILIES, MixtureModel
-
-    if family in FAMILIES:
-        return lambda k, variant: MixtureModel(family, k, **kwargs)
-    raise ParameterError(
-        f"unknown family {family!r}; choose from {list(FAMILY_NAMES) + list(HMM_FAMILIES)}, a "
-        f"MixtureModel family {list(FAMILIES)}, or pass an estimator class"
-    )
-
-
-def make_candidates(
-    family="gmm",
-    n_components: Sequence[int] = range(1, 10),
-    covariance_types: Sequence[str] | None = None,
-    **kwargs,
-) -> list[tuple[str, Any, int, str]]:
-    """(label, unfitted estimator, K, variant) for every size (and covariance type, for
-    ``gmm``, ``gaussian_hmm`` and ``gmm_hmm``: all four unless ``covariance_types`` says; for
-    an estimator class, only when ``covariance_types`` is given)."""
-    if isinstance(family, str) and family in HMM_FAMILIES:
-        # the same candidates (and labels) as passing the class itself
-        import latentfit
-
-        if covariance_types is None and _sweeps_covariance(family):
-            covariance_types = _COVARIANCE_TYPES
-        cls = getattr(latentfit, HMM_FAMILIES[family])
-        return make_candidates(cls, n_components, covariance_types, **kwargs)
-    make = _family_factory(family, **kwargs)
-    if isinstance(family, str):
-        if _sweeps_covariance(family):
-            variants = list(_COVARIANCE_TYPES if covariance_types is None else covariance_types)
-            return [(f"{v} K={k}", make(k, v), k, v) for v in variants for k in n_components]
-        return [(f"{family} K={k}", make(k, family), k, family) for k in n_components]
-    name = getattr(family, "__name__", type(family).__name__)
-    if covariance_types is not None:
-        return [
-            (f"{name} {v} K={k}", make(k, v), k, v) for v in covariance_types for k in n_components
-        ]
-    return [(f"{name} K={k}", make(k, name), k, name) for k in n_components]
-
-
 def _criteria(model, X: torch.Tensor) -> dict:
     n = X.shape[0]
     loglik = float(np.sum(model.score_samples(X)))
@@ -640,7 +367,7 @@ def select_model(
     # the rest), so that strings or ragged rows are a DataError naming the row, not numpy's.
     Xt = X if isinstance(X, torch.Tensor) else as_float_tensor(X, allow_nan=True)
     n = int(Xt.shape[0])
-    seq_lengths = None if lengths is None else _check_lengths(lengths, n)
+    seq_lengths = None if lengths is None else check_lengths(lengths, n)
     if candidates is None:
         if _takes(family, "random_state"):
             model_kwargs.setdefault("random_state", random_state)
