@@ -104,6 +104,10 @@ def _decrease_tolerance(value: float, dtype: torch.dtype) -> float:
     return rtol * max(1.0, abs(value))
 
 
+#: What to try when the bound stops being finite; hooks may give their own as ``remedy``.
+_REMEDY = "Try a larger regularisation (reg_covar), fewer components, scaling the data, or float64."
+
+
 def run_em(
     hooks: EMHooks,
     data: Iterable,
@@ -167,8 +171,7 @@ def run_em(
                     raise NonFiniteLowerBoundError(
                         f"{name}: the log-likelihood became {bound} at iteration {n_iter} of "
                         f"init {run + 1}; the parameters before it were kept out of the model. "
-                        "Try a larger regularisation (reg_covar), fewer components, scaling the "
-                        "data, or float64."
+                        + getattr(hooks, "remedy", _REMEDY)
                     )
                 dtype = next(iter(stats.values())).dtype
                 slack = _decrease_tolerance(prev, dtype)

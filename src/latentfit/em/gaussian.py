@@ -108,23 +108,31 @@ def weighted_mean(X: torch.Tensor, w: torch.Tensor | None = None, rows: int = 1 
     return torch.minimum(torch.maximum(total / mass, lo), hi).to(X.dtype)
 
 
-def precision_cholesky(covariances: torch.Tensor, covariance_type: str) -> torch.Tensor:
+def precision_cholesky(
+    covariances: torch.Tensor,
+    covariance_type: str,
+    *,
+    unit: str = "component",
+    remedy: str = _REMEDY,
+) -> torch.Tensor:
     """Cholesky factor of the precision from covariances.
 
     full: (k, d, d) → (k, d, d); tied: (d, d) → (d, d); diag: (k, d) → (k, d); spherical: (k,) → (k,).
     For full/tied, ``Σ = L Lᵀ`` and ``P = L⁻ᵀ`` so that ``Λ = Σ⁻¹ = P Pᵀ``.
-    Raises DegenerateComponentError naming the components that are not positive definite.
+    Raises DegenerateComponentError naming the components that are not positive definite
+    (``unit``: what the model calls a component, e.g. "state"; ``remedy``: what to try, in
+    the model's own argument names).
     """
     if covariance_type in ("full", "tied"):
         cov = covariances if covariance_type == "full" else covariances.unsqueeze(0)
         L, info = torch.linalg.cholesky_ex(cov)
         bad = (info != 0).nonzero().flatten().tolist()
         if bad:
-            which = "the tied covariance" if covariance_type == "tied" else f"component(s) {bad}"
+            which = "the tied covariance" if covariance_type == "tied" else f"{unit}(s) {bad}"
             raise DegenerateComponentError(
-                f"the covariance of {which} is not positive definite: the component has "
+                f"the covariance of {which} is not positive definite: the {unit} has "
                 f"collapsed onto too few distinct points (a singleton, duplicated points or a "
-                f"constant column). {_REMEDY}"
+                f"constant column). {remedy}"
             )
         eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
         P = torch.linalg.solve_triangular(L, eye, upper=False).mT  # (k, d, d)
@@ -133,8 +141,8 @@ def precision_cholesky(covariances: torch.Tensor, covariance_type: str) -> torch
     if len(bad):
         k = int(bad[0][0])
         raise DegenerateComponentError(
-            f"component {k} has a non-positive variance ({covariances[tuple(bad[0])].item():.3g}). "
-            f"{_REMEDY}"
+            f"{unit} {k} has a non-positive variance ({covariances[tuple(bad[0])].item():.3g}). "
+            f"{remedy}"
         )
     return covariances.rsqrt()
 

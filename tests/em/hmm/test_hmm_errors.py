@@ -145,3 +145,37 @@ def test_implementation_is_checked_and_selects_nothing(cls):
     for name in ("startprob_", "transmat_"):
         np.testing.assert_array_equal(getattr(fits[0], name), getattr(fits[1], name))
     assert fits[0].score(X) == fits[1].score(X)
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "covars", "match"),
+    [
+        ("full", [[[1, 2], [2, 1]], [[1, 0], [0, 1]]], "state 0 is not positive definite"),
+        ("full", [[[1, 0], [0, 1]], [[1, 0], [0, -1]]], "state 1 is not positive definite"),
+        ("tied", [[1, 2], [2, 1]], "the tied covariance is not positive definite"),
+        ("diag", [[1, 1], [1, -1]], "state 1 has a variance <= 0"),
+        ("spherical", [0.0, 1.0], "state 0 has a variance <= 0"),
+        ("diag", [[1, np.nan], [1, 1]], "covars_ must hold finite numbers"),
+    ],
+)
+def test_covariances_set_by_hand_are_checked_by_state(covariance_type, covars, match):
+    """A covars_ that is no covariance is the user's argument, named as such (it was a
+    DegenerateComponentError about a collapse, suggesting the mixtures' reg_covar)."""
+    m = GaussianHMM(2, covariance_type=covariance_type, init_params="")
+    m.startprob_, m.transmat_ = np.full(2, 0.5), np.full((2, 2), 0.5)
+    m.means_, m.covars_ = np.zeros((2, 2)), np.array(covars, dtype=float)
+    for call in (m.score, m.predict, lambda X: m.fit(X)):
+        with pytest.raises(ParameterError, match=match):
+            call(X)
+
+
+def test_a_collapse_in_the_fit_names_the_hmms_own_remedy():
+    """float32 with a variance floor below its precision: a state collapses onto the repeated
+    rows; the error suggests min_covar/covars_prior (the HMM's names), not reg_covar."""
+    from latentfit.em.gaussian import DegenerateComponentError
+
+    data = np.r_[X, np.zeros((200, 2))] + 1e4
+    m = GaussianHMM(2, covariance_type="full", dtype="float32", min_covar=1e-30, random_state=0)
+    with pytest.raises(DegenerateComponentError, match="state") as err:
+        m.fit(data)
+    assert "min_covar" in str(err.value) and "reg_covar" not in str(err.value)

@@ -49,7 +49,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
-from latentfit.em.hmm.emissions import dirichlet_map
+from latentfit.em.hmm.emissions import HMM_REMEDY, dirichlet_map
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels, check_labels_possible
 from latentfit.em.hmm.monitor import ConvergenceMonitor, warn_unvisited
@@ -91,6 +91,14 @@ class _HMMHooks:
         # per in-memory batch: (shift, features) that stay fixed through the fit
         self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._feature_bytes = 0
+
+    @property
+    def remedy(self) -> str:
+        """What the driver suggests when the likelihood stops being finite, in this model's
+        own argument names."""
+        if hasattr(self.model, "min_covar"):
+            return HMM_REMEDY
+        return "Try stronger priors (startprob_prior, transmat_prior), fewer states, or float64."
 
     def _batch_features(self, params, X):
         """The model's emission features of batch ``X`` (``_emission_features``): computed

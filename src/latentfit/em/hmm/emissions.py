@@ -87,6 +87,18 @@ class DiagGaussianTerms(NamedTuple):
     const: torch.Tensor  # (k,)
 
 
+#: What to try when a state's covariance is not positive definite, in the HMMs' own names.
+HMM_REMEDY = (
+    "Try a larger min_covar (the floor of every variance) or covars_prior, fewer states, "
+    "scaling the data (e.g. StandardScaler), float64, or removing constant/duplicated columns."
+)
+
+
+def _state_precision(covars, covariance_type: str) -> torch.Tensor:
+    """:func:`precision_cholesky` of state covariances, its error naming states and min_covar."""
+    return precision_cholesky(covars, covariance_type, unit="state", remedy=HMM_REMEDY)
+
+
 def diag_gaussian_terms(
     means, covars, covariance_type: str, shift=None, delta=None
 ) -> DiagGaussianTerms:
@@ -95,7 +107,7 @@ def diag_gaussian_terms(
     give μ − c when it is known more precisely than ``means − shift`` (float32 far from 0)."""
     c = means.mean(0) if shift is None else shift
     k, d = means.shape
-    prec = precision_cholesky(covars, covariance_type).square()  # (k,) or (k, d)
+    prec = _state_precision(covars, covariance_type).square()  # (k,) or (k, d)
     prec = prec.unsqueeze(1).expand(k, d) if covariance_type == "spherical" else prec
     mu = means - c if delta is None else delta
     W = torch.cat([-0.5 * prec, mu * prec], 1).T.contiguous()  # (2d, k)
@@ -120,7 +132,7 @@ def gaussian_log_likelihood(
         return log_gaussian_prob(
             X - c,
             means - c if delta is None else delta,
-            precision_cholesky(covars, covariance_type),
+            _state_precision(covars, covariance_type),
             covariance_type,
         )
     c, W, const = terms or diag_gaussian_terms(means, covars, covariance_type, shift, delta)
@@ -264,7 +276,7 @@ def _mixture_log_prob(X, weights, means, covars, covariance_type):
         ct = covariance_type
         if ct == "tied":  # one matrix per state, shared by its mixture components
             cov, ct = cov.expand(m, d, d), "full"
-        parts.append(log_gaussian_prob(X - c, means[s] - c, precision_cholesky(cov, ct), ct))
+        parts.append(log_gaussian_prob(X - c, means[s] - c, _state_precision(cov, ct), ct))
     return torch.stack(parts, 1) + weights.log()  # (t, k, m)
 
 

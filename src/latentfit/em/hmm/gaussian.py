@@ -101,6 +101,26 @@ class _ContinuousHMM(BaseHMM):
         return X
 
 
+def _check_positive_definite(covars: torch.Tensor, covariance_type: str) -> None:
+    """Covariances given by hand (``covars_``) must be finite and positive definite: said
+    as a ParameterError naming the state, not found later as a collapse in the fit."""
+    if not bool(torch.isfinite(covars).all()):
+        raise ParameterError("covars_ must hold finite numbers (it holds NaN or inf)")
+    if covariance_type in ("full", "tied"):
+        mats = covars if covariance_type == "full" else covars.unsqueeze(0)
+        bad = (torch.linalg.cholesky_ex(mats).info != 0).nonzero().flatten().tolist()
+        if bad:
+            which = "the tied covariance" if covariance_type == "tied" else f"state {bad[0]}"
+            raise ParameterError(
+                f"covars_: {which} is not positive definite (symmetric with positive "
+                "eigenvalues); give a valid covariance matrix or let fit initialise it "
+                "(init_params with 'c')"
+            )
+    elif bool((covars <= 0).any()):
+        k = int((covars <= 0).nonzero()[0][0])
+        raise ParameterError(f"covars_: state {k} has a variance <= 0; variances must be positive")
+
+
 @serializable
 class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
     """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch (Rabiner 1989).
@@ -186,6 +206,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
                 f"{self.covariance_type!r} covars must have shape "
                 f"{shape[self.covariance_type]}, got {tuple(covars.shape)}"
             )
+        _check_positive_definite(covars, self.covariance_type)
         return {"means": means, "covars": covars}
 
     def _init_emissions(self, X, gen):
