@@ -34,6 +34,7 @@ from latentfit.cli.output import csv_option, json_option
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 ALGORITHMS = ("viterbi", "map")
+COVARIANCES = ("full", "tied", "diag", "spherical")
 MISSING = ("error", "marginalize")
 
 
@@ -457,6 +458,7 @@ def fit_hmm(
 
     check_format(as_json, as_csv)
     check_choice("--emission", emission, EMISSIONS)
+    check_choice("--covariance", covariance, COVARIANCES)
     check_choice("--algorithm", algorithm, ALGORITHMS)
     check_missing(missing, emission)
     data_source(data, dataset)

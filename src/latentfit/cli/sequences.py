@@ -25,6 +25,7 @@ from latentfit.cli.app import (
 from latentfit.cli.figures import figure_format
 from latentfit.cli.hmm import (
     ALGORITHMS,
+    COVARIANCES,
     algorithm_option,
     check_choice,
     check_missing,
@@ -64,6 +65,8 @@ DURATIONS = {
     "negative_binomial": "negative_binomial",
     "nonparametric": "nonparametric",
 }
+#: ``--max-duration`` when it is not given (the estimators' default), if no sequence is shorter.
+DEFAULT_MAX_DURATION = 20
 #: The estimator attribute of every duration parameter → its name in the printed tables.
 _DURATION_NAMES = {
     "duration_lambdas_": "lambda",
@@ -203,6 +206,26 @@ def _hsmm_cells(model, r: dict, i: int) -> dict:
     return row
 
 
+def _max_duration(given: int | None, n_rows: int, seq: list[int] | None) -> int:
+    """D: ``--max-duration``, refused when longer than every sequence (no segment could last
+    that long, and the duration arrays grow with D), or its default for these sequences."""
+    if seq is None:
+        longest = n_rows
+    elif sum(seq) == n_rows and min(seq) > 0:
+        longest = max(seq)
+    else:
+        longest = None  # lengths that do not cut the rows: the estimator names what is wrong
+    if given is None:
+        return DEFAULT_MAX_DURATION if longest is None else min(DEFAULT_MAX_DURATION, longest)
+    if longest is not None and given > longest:
+        where = "the data's" if seq is None else "the longest sequence's"
+        fail(
+            f"--max-duration {given} is longer than {where} {longest} rows: no segment can last "
+            f"that long; give at most {longest}"
+        )
+    return given
+
+
 @fit_app.command("hsmm")
 def fit_hsmm(
     data: Path | None = data_argument(),
@@ -215,8 +238,13 @@ def fit_hsmm(
         help="How long a state lasts: poisson (d - 1 ~ Poisson), negbin (negative binomial) "
         "or nonparametric (a free probability for every d up to --max-duration).",
     ),
-    max_duration: int = typer.Option(
-        20, "--max-duration", min=1, help="Longest segment in steps, D (time and memory ~ T·K·D)."
+    max_duration: int | None = typer.Option(
+        None,
+        "--max-duration",
+        min=1,
+        help="Longest segment in steps, D (time and memory ~ T·K·D); at most the longest "
+        f"sequence. Default: {DEFAULT_MAX_DURATION}, or the longest sequence when shorter.",
+        show_default=False,
     ),
     right_censoring: bool = typer.Option(
         True,
@@ -248,6 +276,7 @@ def fit_hsmm(
     from latentfit import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 
     check_choice("--emission", emission, HSMM_EMISSIONS)
+    check_choice("--covariance", covariance, COVARIANCES)
     check_choice("--duration", duration, ("poisson", "negbin", "nonparametric"))
     check_missing(missing, emission)
     if k < 2:
@@ -258,8 +287,9 @@ def fit_hsmm(
     run = _Run(data, dataset, delimiter, columns, lengths, n_init, algorithm, states, out, plot,
                force, device, as_json, as_csv)  # fmt: skip
     run.check()
+    X = read_series(data, columns, dataset, delimiter, emission, missing)
     common = dict(
-        max_duration=max_duration,
+        max_duration=_max_duration(max_duration, X.shape[0], run.seq),
         duration=DURATIONS[duration],
         right_censoring=right_censoring,
         n_iter=n_iter,
@@ -275,7 +305,6 @@ def fit_hsmm(
         model = PoissonHSMM(k, **common)
     else:
         model = CategoricalHSMM(k, **common)
-    X = read_series(data, columns, dataset, delimiter, emission, missing)
     fitted = fit_and_decode(model, X, run.seq, algorithm)
     settings = {
         "emission": emission,
