@@ -249,3 +249,30 @@ def test_hsmm_row_scores_are_differences_of_prefix_likelihoods(censored):
             for t in (1, 2, 7, b - a - 1):
                 want = model.score(SERIES[a : a + t])
                 assert rows[a : a + t].sum() == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["GaussianHMM", "GaussianHSMM", "LinearGaussianSSM"])
+def test_a_saved_model_that_reads_missing_values_scores_and_predicts_rows_with_nan(name, tmp_path):
+    """A state-space model, and a Gaussian HMM or HSMM fitted with missing="marginalize",
+    score and label rows with NaN cells from a file as they do in memory."""
+    X = SERIES.copy()
+    X[3, 0] = np.nan
+    X[40] = np.nan
+    model = {
+        "GaussianHMM": lambda: latentfit.GaussianHMM(2, missing="marginalize", random_state=0),
+        "GaussianHSMM": lambda: latentfit.GaussianHSMM(
+            2, max_duration=9, missing="marginalize", random_state=0
+        ),
+        "LinearGaussianSSM": lambda: latentfit.LinearGaussianSSM(1, random_state=0),
+    }[name]()
+    _quiet(lambda: model.fit(X, LENGTHS))
+    path, data, lengths = tmp_path / "m.lf", tmp_path / "x.csv", tmp_path / "len.txt"
+    model.save(path)
+    np.savetxt(data, X, delimiter=",", fmt="%.17g")
+    lengths.write_text(" ".join(map(str, LENGTHS)))
+    res = runner.invoke(app, ["score", str(path), str(data), "--lengths", str(lengths), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["total"] == pytest.approx(model.score(X, LENGTHS), rel=1e-10)
+    res = runner.invoke(app, ["predict", str(path), str(data), "--lengths", str(lengths), "--json"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(json.loads(res.stdout)["values"], model.predict(X, LENGTHS))
