@@ -42,17 +42,7 @@ COMMANDS = (
 )
 
 # Commands that write files, and so take --force to replace an existing output.
-WRITERS = (
-    "fit gmm",
-    "fit hmm",
-    "fit hsmm",
-    "fit arhmm",
-    "fit bgmm",
-    "fit vae",
-    "sample",
-    "select",
-    "tour",
-)
+WRITERS = tuple(c for c in COMMANDS if c not in ("fit dist", "eval"))
 
 
 def opt(good: list, bad: list):

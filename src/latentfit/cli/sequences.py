@@ -159,11 +159,7 @@ def _hsmm_durations(model) -> dict:
     import numpy as np
 
     pmf = np.asarray(model.duration_pmf_)  # (k, D)
-    params = {
-        name.rstrip("_"): getattr(model, name)
-        for name in model._duration_attributes
-        if name in _DURATION_NAMES
-    }
+    params = {n.rstrip("_"): getattr(model, n) for n in _DURATION_NAMES if hasattr(model, n)}
     return {
         "duration": model.duration,
         "max_duration": int(model.max_duration),
@@ -277,7 +273,7 @@ def fit_hsmm(
 
     check_choice("--emission", emission, HSMM_EMISSIONS)
     check_choice("--covariance", covariance, COVARIANCES)
-    check_choice("--duration", duration, ("poisson", "negbin", "nonparametric"))
+    check_choice("--duration", duration, tuple(DURATIONS))
     check_missing(missing, emission)
     if k < 2:
         fail(
