@@ -232,19 +232,15 @@ def sequence_result(
         "startprob": model.startprob_,
         "transmat": model.transmat_,
     }
-    return (
-        head
-        | parameters
-        | {
-            "algorithm": None if path is None else algorithm,
-            "decoded_log_probability": fitted["logprob"],
-            "state_counts": None
-            if path is None
-            else np.bincount(path, minlength=model.n_components),
-            "states_file": None if target is None else str(target),
-            "model_file": None,
-        }
-    )
+    counts = None if path is None else np.bincount(path, minlength=model.n_components)
+    tail = {
+        "algorithm": None if path is None else algorithm,
+        "decoded_log_probability": fitted["logprob"],
+        "state_counts": counts,
+        "states_file": None if target is None else str(target),
+        "model_file": None,
+    }
+    return head | parameters | tail
 
 
 def state_row(model, i: int) -> dict:

@@ -75,6 +75,60 @@ _DURATION_NAMES = {
 }
 
 
+# ---------------------------------------------------------------------- the models' own options
+def duration_option():
+    """``--duration``: the family of the HSMM's state durations."""
+    return typer.Option(
+        "poisson",
+        help="How long a state lasts: poisson (d - 1 ~ Poisson), negbin (negative binomial) "
+        "or nonparametric (a free probability for every d up to --max-duration).",
+    )
+
+
+def max_duration_option():
+    """``--max-duration``: D, the longest segment of an HSMM."""
+    return typer.Option(
+        None,
+        "--max-duration",
+        min=1,
+        help="Longest segment in steps, D (time and memory ~ T·K·D); at most the longest "
+        f"sequence. Default: {DEFAULT_MAX_DURATION}, or the longest sequence when shorter.",
+        show_default=False,
+    )
+
+
+def order_option(default: int | None = 1):
+    """``--order``: the lags p of an autoregressive HMM."""
+    return typer.Option(
+        default,
+        "--order",
+        min=1,
+        help="Lags p: every row is regressed on the p rows before it (the first p rows of each "
+        "sequence only condition)." + ("" if default else " Default: 1."),
+        show_default=default is not None,
+    )
+
+
+def check_max_duration(given: int | None, n_rows: int, seq: list[int] | None) -> int:
+    """D: ``--max-duration``, refused when longer than every sequence (no segment could last
+    that long, and the duration arrays grow with D), or its default for these sequences."""
+    if seq is None:
+        longest = n_rows
+    elif sum(seq) == n_rows and min(seq) > 0:
+        longest = max(seq)
+    else:
+        longest = None  # lengths that do not cut the rows: the estimator names what is wrong
+    if given is None:
+        return DEFAULT_MAX_DURATION if longest is None else min(DEFAULT_MAX_DURATION, longest)
+    if longest is not None and given > longest:
+        where = "the data's" if seq is None else "the longest sequence's"
+        fail(
+            f"--max-duration {given} is longer than {where} {longest} rows: no segment can last "
+            f"that long; give at most {longest}"
+        )
+    return given
+
+
 @dataclass
 class _Run:
     """What one ``fit hsmm|arhmm`` invocation reads and writes, checked before the fit."""
@@ -202,26 +256,6 @@ def _hsmm_cells(model, r: dict, i: int) -> dict:
     return row
 
 
-def _max_duration(given: int | None, n_rows: int, seq: list[int] | None) -> int:
-    """D: ``--max-duration``, refused when longer than every sequence (no segment could last
-    that long, and the duration arrays grow with D), or its default for these sequences."""
-    if seq is None:
-        longest = n_rows
-    elif sum(seq) == n_rows and min(seq) > 0:
-        longest = max(seq)
-    else:
-        longest = None  # lengths that do not cut the rows: the estimator names what is wrong
-    if given is None:
-        return DEFAULT_MAX_DURATION if longest is None else min(DEFAULT_MAX_DURATION, longest)
-    if longest is not None and given > longest:
-        where = "the data's" if seq is None else "the longest sequence's"
-        fail(
-            f"--max-duration {given} is longer than {where} {longest} rows: no segment can last "
-            f"that long; give at most {longest}"
-        )
-    return given
-
-
 @fit_app.command("hsmm")
 def fit_hsmm(
     data: Path | None = data_argument(),
@@ -229,19 +263,8 @@ def fit_hsmm(
     delimiter: str = delimiter_option(),
     k: int = components_option(),
     lengths: Path | None = lengths_option(),
-    duration: str = typer.Option(
-        "poisson",
-        help="How long a state lasts: poisson (d - 1 ~ Poisson), negbin (negative binomial) "
-        "or nonparametric (a free probability for every d up to --max-duration).",
-    ),
-    max_duration: int | None = typer.Option(
-        None,
-        "--max-duration",
-        min=1,
-        help="Longest segment in steps, D (time and memory ~ T·K·D); at most the longest "
-        f"sequence. Default: {DEFAULT_MAX_DURATION}, or the longest sequence when shorter.",
-        show_default=False,
-    ),
+    duration: str = duration_option(),
+    max_duration: int | None = max_duration_option(),
     right_censoring: bool = typer.Option(
         True,
         "--right-censoring/--no-right-censoring",
@@ -285,7 +308,7 @@ def fit_hsmm(
     run.check()
     X = read_series(data, columns, dataset, delimiter, emission, missing)
     common = dict(
-        max_duration=_max_duration(max_duration, X.shape[0], run.seq),
+        max_duration=check_max_duration(max_duration, X.shape[0], run.seq),
         duration=DURATIONS[duration],
         right_censoring=right_censoring,
         n_iter=n_iter,
@@ -345,13 +368,7 @@ def fit_arhmm(
     delimiter: str = delimiter_option(),
     k: int = components_option(),
     lengths: Path | None = lengths_option(),
-    order: int = typer.Option(
-        1,
-        "--order",
-        min=1,
-        help="Lags p: every row is regressed on the p rows before it (the first p rows of each "
-        "sequence only condition).",
-    ),
+    order: int = order_option(),
     ridge: float = typer.Option(
         0.0, min=0.0, help="Ridge (MAP) strength on the autoregressive coefficients."
     ),
