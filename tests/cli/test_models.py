@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import latentfit
 from latentfit.cli import app
-from latentfit.io import model_kind
+from latentfit.cli.models import command_kind as model_kind
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -74,6 +74,30 @@ MODELS = {
         lambda: latentfit.PoissonHMM(2, random_state=0).fit(COUNTS.astype(int), LENGTHS),
         COUNTS,
     ),
+    "GaussianHSMM": (
+        lambda: latentfit.GaussianHSMM(2, max_duration=8, random_state=0).fit(X2, LENGTHS),
+        X2,
+    ),
+    "PoissonHSMM": (
+        lambda: latentfit.PoissonHSMM(
+            2, max_duration=6, duration="negative_binomial", right_censoring=False, random_state=0
+        ).fit(COUNTS.astype(int), LENGTHS),
+        COUNTS,
+    ),
+    "CategoricalHSMM": (
+        lambda: latentfit.CategoricalHSMM(
+            2, max_duration=5, duration="nonparametric", random_state=0
+        ).fit(SYMBOLS.astype(int), LENGTHS),
+        SYMBOLS,
+    ),
+    "AutoregressiveHMM": (
+        lambda: latentfit.AutoregressiveHMM(2, order=2, random_state=0).fit(X2, LENGTHS),
+        X2,
+    ),
+    "LinearGaussianSSM": (
+        lambda: latentfit.LinearGaussianSSM(1, random_state=0).fit(X2, LENGTHS),
+        X2,
+    ),
     "MAF": (lambda: _flow(latentfit.MAF), X2),
     "RealNVP": (lambda: _flow(latentfit.RealNVP), X2),
     "NeuralSplineFlow": (lambda: _flow(latentfit.NeuralSplineFlow), X2),
@@ -120,10 +144,14 @@ def saved(request, tmp_path_factory):
     np.savetxt(data, X, delimiter=",", fmt="%.17g")
     kind = model_kind(model)
     lengths = None
-    if kind == "hmm":
+    if kind in SEQUENCES:
         lengths = folder / "lengths.txt"
         lengths.write_text("\n".join(map(str, LENGTHS)))
     return model, path, data, X, lengths, kind
+
+
+#: The kinds whose data are sequences (cut by LENGTHS).
+SEQUENCES = ("hmm", "ssm")
 
 
 def _invoke(args):
@@ -138,7 +166,7 @@ def _json(args):
 
 
 def _rows(model, X):
-    if type(model).__name__ == "CategoricalHMM" or type(model).__name__ == "PoissonHMM":
+    if type(model).__name__ in ("CategoricalHMM", "PoissonHMM", "CategoricalHSMM", "PoissonHSMM"):
         return X.astype(np.int64)
     if model_kind(model) == "vae":
         return torch.as_tensor(X, dtype=torch.float32)
@@ -168,6 +196,8 @@ def test_predict_from_the_file_equals_the_model_in_memory(saved):
         return
     if kind == "factor":
         want = model.transform(rows)
+    elif kind == "ssm":
+        want = model.smooth(rows, LENGTHS)[0]  # the smoothed state means
     else:
         with torch.no_grad():
             want = model.posterior_mean(rows, generator=torch.Generator().manual_seed(0)).numpy()
@@ -196,7 +226,7 @@ def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
     per_row = tmp_path / "ll.csv"
     got = _json(["score", path, data, *_seq_args(lengths), "--per-row", per_row, "--samples", "7"])
     rows = _rows(model, X)
-    if kind == "hmm":
+    if kind in SEQUENCES:
         starts = np.cumsum([0, *LENGTHS])
         # each sequence scored alone, independently of the per-step normalisers
         seqs = [model.score(rows[a:b]) for a, b in pairwise(starts)]
@@ -222,7 +252,7 @@ def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
 def test_sample_from_the_file_equals_the_model_in_memory(saved):
     model, path, _data, _X, _lengths, kind = saved
     got = _json(["sample", path, "-n", "6", "--seed", "11"])
-    if kind == "hmm":
+    if kind in SEQUENCES:  # an SSM's states are vectors
         want, states = model.sample(6, random_state=11)
         np.testing.assert_array_equal(got["states"], states)
     elif kind == "density":
@@ -272,6 +302,7 @@ def test_show_json_parses_back_to_the_models_attributes(saved):
     expected = {
         "mixture": ["means_"] if hasattr(model, "means_") else [],
         "hmm": ["startprob_", "transmat_"],
+        "ssm": ["transition_matrix_", "observation_matrix_", "observation_covariance_"],
         "factor": ["components_", "mean_", "noise_variance_"],
     }[kind]
     assert set(expected) <= set(got["parameters"])
@@ -384,7 +415,7 @@ def test_misuse_is_a_clear_error(saved, tmp_path):
     if kind != "mixture":
         return
     res = _invoke(["predict", path, data, "--lengths", data])
-    assert res.exit_code == 2 and "no HMM" in res.output
+    assert res.exit_code == 2 and "has no sequences" in res.output
     res = _invoke(["predict", path, data, "--algorithm", "viterbi"])
     assert res.exit_code == 2 and "for HMMs" in res.output
     wide = tmp_path / "wide.npy"

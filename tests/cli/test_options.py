@@ -81,6 +81,8 @@ def test_the_commands_that_take_output_formats():
         ("show",),
         ("sample",),
         ("fit", "ssm"),
+        ("fit", "hsmm"),
+        ("fit", "arhmm"),
         ("select", "hmm"),
     ]:
         assert new in paths, new  # the walk reaches every command, those from other modules too
@@ -89,7 +91,10 @@ def test_the_commands_that_take_output_formats():
         assert "--json" in opts, " ".join(path)
         table = (
             path
-            in {("fit", name) for name in ("gmm", "hmm", "bgmm", "dist", "mixture", "fa", "ppca")}
+            in {
+                ("fit", name)
+                for name in ("gmm", "hmm", "hsmm", "arhmm", "bgmm", "dist", "mixture", "fa", "ppca")
+            }
             or path[0] == "select"
         )
         assert ("--csv" in opts) == table, " ".join(path)

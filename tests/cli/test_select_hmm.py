@@ -256,3 +256,49 @@ def test_bad_files_are_one_line_errors(tmp_path, content, lengths_content):
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
     assert ("l.txt" if lengths_content and b"two" in lengths_content else "") in res.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "family", "kw"),
+    [
+        (["--model", "arhmm", "--order", "2"], "AutoregressiveHMM", {"order": 2}),
+        (
+            ["--model", "hsmm", "--duration", "negbin", "--max-duration", "8",
+             "--covariance", "diag"],
+            "GaussianHSMM",
+            {"duration": "negative_binomial", "max_duration": 8, "covariance_types": ["diag"]},
+        ),
+    ],
+)  # fmt: skip
+def test_select_hmm_sweeps_the_arhmm_and_hsmm_with_their_own_settings(series, extra, family, kw):
+    import latentfit
+
+    path, lpath, X, lengths = series
+    args = ["select", "hmm", str(path), "-k", "2-3", "--lengths", str(lpath), "--n-iter", "5"]
+    res = runner.invoke(app, [*args, *extra, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    want = select_model(
+        X, lengths, family=getattr(latentfit, family), n_components=[2, 3], n_iter=5, tol=1e-2,
+        n_init=1, **kw,
+    )  # fmt: skip
+    assert_same_rows(doc["rows"], want)
+    assert all(r["label"].startswith(family) for r in doc["rows"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--order", "2"], "--order is a setting of --model arhmm"),
+        (["--duration", "negbin"], "settings of --model hsmm"),
+        (["--model", "arhmm", "--max-duration", "5"], "settings of --model hsmm"),
+        (["--model", "hsmm", "--duration", "gamma"], "--duration must be one of"),
+        (["--model", "hsmm", "--max-duration", "100000"], "--max-duration 100000 is longer"),
+        (["--model", "arhmm", "--order", "0"], "--order"),
+    ],
+)
+def test_the_model_settings_are_refused_for_other_models(series, extra, message):
+    path, _, _, _ = series
+    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "2", *extra])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output

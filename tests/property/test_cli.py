@@ -31,6 +31,8 @@ COMMANDS = (
     "fit dist",
     "fit gmm",
     "fit hmm",
+    "fit hsmm",
+    "fit arhmm",
     "fit bgmm",
     "fit vae",
     "eval",
@@ -40,7 +42,7 @@ COMMANDS = (
 )
 
 # Commands that write files, and so take --force to replace an existing output.
-WRITERS = ("fit gmm", "fit hmm", "fit bgmm", "fit vae", "sample", "select", "tour")
+WRITERS = tuple(c for c in COMMANDS if c not in ("fit dist", "eval"))
 
 
 def opt(good: list, bad: list):
@@ -180,6 +182,32 @@ MODEL_FILES = st.sampled_from(
 )
 
 
+def _sequence_options(run: Run, data_path: Path) -> None:
+    """What fit hmm, hsmm and arhmm share: --lengths (valid or spoilt), --algorithm,
+    --columns, and their outputs: the decoded states, the model file and the figure."""
+    draw = run.data.draw
+    how = draw(
+        st.sampled_from(
+            ["none", "valid", "valid", "mismatch", "zero", "negative", "fraction", "text",
+             "empty", "missing"]
+        ),
+        label="lengths",
+    )  # fmt: skip
+    if how != "none":
+        lengths = write_lengths(run.folder, how, run.n_rows)
+        if lengths.exists():
+            run.inputs.append(lengths)
+        run.args += ["--lengths", str(lengths)]
+    run.option("--algorithm", opt([None, "viterbi", "map"], ["bogus"]))
+    run.option("--columns", COLUMNS)
+    # The decoded states go to --states, or by default to DATA_states.csv.
+    if run.output("states", ".csv", "--states") is None:
+        run.outputs.append(run.folder / f"{data_path.stem}_states.csv")
+        run.outputs.append(data_path.parent / f"{data_path.stem}_states.csv")
+    run.output("model", ".safetensors")
+    run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
+
+
 def _build(command: str, run: Run, data) -> None:
     """Fill ``run`` with a drawn invocation of ``command``."""
     draw = data.draw
@@ -214,46 +242,31 @@ def _build(command: str, run: Run, data) -> None:
         run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
         run.args.append("--quiet")
         return
-    if command == "fit hmm":
+    if command in ("fit hmm", "fit hsmm"):
+        name = command.split()[1]
+        emissions = ["gaussian", "categorical", "poisson", "bogus"]
         emission = draw(
-            st.sampled_from(["gaussian", "gmm", "categorical", "poisson", "bogus"]),
-            label="--emission",
+            st.sampled_from(emissions + (["gmm"] if name == "hmm" else [])), label="--emission"
         )
         kind = {"categorical": "codes", "poisson": "counts"}.get(emission, "real")
         data_path = run.input_file(kind)
-        run.args = ["fit", "hmm", str(data_path), "-k", draw(K_VALUES, label="-k")]
+        run.args = ["fit", name, str(data_path), "-k", draw(K_VALUES, label="-k")]
         run.args += ["--emission", emission, "--n-iter", "3", "--quiet"]
-        how = draw(
-            st.sampled_from(
-                [
-                    "none",
-                    "valid",
-                    "valid",
-                    "mismatch",
-                    "zero",
-                    "negative",
-                    "fraction",
-                    "text",
-                    "empty",
-                    "missing",
-                ]
-            ),
-            label="lengths",
-        )
-        if how != "none":
-            lengths = write_lengths(run.folder, how, run.n_rows)
-            if lengths.exists():
-                run.inputs.append(lengths)
-            run.args += ["--lengths", str(lengths)]
-        run.option("--algorithm", opt([None, "viterbi", "map"], ["bogus"]))
+        if name == "hsmm":
+            run.option("--duration", opt([None, "poisson", "negbin", "nonparametric"], ["bogus"]))
+            run.option("--max-duration", opt([None, "1", "3"], ["0", "-2", "1000", "x"]))
+            if draw(st.booleans(), label="--no-right-censoring"):
+                run.args.append("--no-right-censoring")
+        _sequence_options(run, data_path)
         run.option("--covariance", opt([None, "full", "diag"], ["bogus"]))
-        run.option("--columns", COLUMNS)
-        # The decoded states go to --states, or by default to DATA_states.csv.
-        if run.output("states", ".csv", "--states") is None:
-            run.outputs.append(run.folder / f"{data_path.stem}_states.csv")
-            run.outputs.append(data_path.parent / f"{data_path.stem}_states.csv")
-        run.output("model", ".safetensors")
-        run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
+        return
+    if command == "fit arhmm":
+        data_path = run.input_file("real")
+        run.args = ["fit", "arhmm", str(data_path), "-k", draw(K_VALUES, label="-k")]
+        run.args += ["--n-iter", "3", "--quiet"]
+        run.option("--order", opt([None, "1", "2"], ["0", "-1", "50", "x"]))
+        run.option("--ridge", opt([None, "0.5"], ["-1", "nan", "inf"]))
+        _sequence_options(run, data_path)
         return
     if command == "fit vae":
         data_path = run.input_file(draw(st.sampled_from(["real", "binary"]), label="vae data"))

@@ -9,6 +9,7 @@ from latentfit.cli import (  # noqa: F401  (registration)
     mixtures,
     models,
     select,
+    sequences,
     ssm,
     tour,
     vae,

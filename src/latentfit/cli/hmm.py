@@ -1,9 +1,16 @@
 """``latentfit fit hmm DATA -k K [--lengths FILE]``: fit a hidden Markov model, print its
-parameters and write the decoded state path."""
+parameters and write the decoded state path.
+
+The options and the steps after a fit that every hidden-state sequence model shares (``fit
+hmm``, and ``fit hsmm`` / ``fit arhmm`` of :mod:`latentfit.cli.sequences`) live here: the
+model is fitted and decoded, its result printed as text, ``--json`` or ``--csv``, the decoded
+states written to ``--states``, the model to ``--out`` and the figure to ``--plot`` in one way
+for all of them."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -26,6 +33,273 @@ from latentfit.cli.gmm import DEFAULT_TIMEOUT_S
 from latentfit.cli.output import csv_option, json_option
 
 EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
+ALGORITHMS = ("viterbi", "map")
+COVARIANCES = ("full", "tied", "diag", "spherical")
+MISSING = ("error", "marginalize")
+
+
+# ---------------------------------------------------------------------- shared options
+def components_option():
+    """``-k/--components``: the number of hidden states."""
+    return typer.Option(..., "-k", "--components", min=1, help="Number of hidden states.")
+
+
+def lengths_option():
+    """``--lengths FILE``: how the rows of DATA are cut into sequences."""
+    return typer.Option(
+        None, "--lengths", help="Text file of sequence lengths (rows per sequence, in order)."
+    )
+
+
+def emission_option(names: tuple[str, ...]):
+    """``--emission``: the law of an observation given its state."""
+    return typer.Option("gaussian", help=f"{', '.join(names[:-1])} or {names[-1]}.")
+
+
+def covariance_option():
+    """``--covariance``: the covariance type of Gaussian emissions."""
+    return typer.Option("diag", help="full, tied, diag or spherical (Gaussian).")
+
+
+def n_iter_option(what: str = "Baum-Welch"):
+    """``--n-iter``/``--max-iter``: the most EM iterations of one restart."""
+    return typer.Option(
+        100, "--n-iter", "--max-iter", min=1, help=f"Most {what} iterations (n_iter)."
+    )
+
+
+def tol_option():
+    """``--tol``: the gain of log-likelihood below which EM stops."""
+    return typer.Option(1e-2, help="Stop when the log-likelihood gains less than this.")
+
+
+def n_init_option():
+    """``--n-init``: EM restarts."""
+    return typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept.")
+
+
+def algorithm_option():
+    """``--algorithm``: how the states are decoded."""
+    return typer.Option("viterbi", help="viterbi (best path) or map (best states).")
+
+
+def missing_option():
+    """``--missing``: what NaN cells mean to Gaussian emissions."""
+    return typer.Option(
+        "error",
+        help="error, or marginalize to fit, score and decode rows with NaNs (gaussian emissions).",
+    )
+
+
+def columns_option():
+    """``--columns``: the columns of DATA to use."""
+    return typer.Option("", help="Comma-separated columns to use (default: all).")
+
+
+def seed_option():
+    """``--seed``: the seed of the initialisation."""
+    return typer.Option(0, help="Seed for the initialisation.")
+
+
+def states_option(what: str = "decoded states"):
+    """``--states FILE``: where the per-row states go."""
+    return typer.Option(
+        None,
+        "--states",
+        help=f"Where to write the {what} (default: DATA_states.csv in the current folder, "
+        "e.g. s_states.csv for s.csv).",
+    )
+
+
+def out_option():
+    """``--out FILE``: the model file to write."""
+    return typer.Option(None, "--out", help="Save the fitted model to this file.")
+
+
+def quiet_option():
+    """``--quiet``: no progress bar."""
+    return typer.Option(False, "--quiet/--no-quiet", help="No progress bar.")
+
+
+def device_option():
+    """``--device``: the torch device of the fit."""
+    return typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ...")
+
+
+def states_plot_option():
+    """``--plot FILE``: the series coloured by decoded state."""
+    return plot_option("every column over time, coloured by decoded state")
+
+
+# ---------------------------------------------------------------------- shared steps
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse a value of ``option`` outside ``choices``, naming them."""
+    if value not in choices:
+        fail(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_missing(missing: str, emission: str) -> None:
+    check_choice("--missing", missing, MISSING)
+    if missing == "marginalize" and emission != "gaussian":
+        fail(f"--missing marginalize needs --emission gaussian; {emission} emissions take no NaN")
+
+
+def states_target(states: Path | None, data: Path | None, dataset: str | None) -> Path:
+    """--states, or DATA_states.csv in the current folder (s.csv.gz: s_states.csv)."""
+    from latentfit.datasets._files import file_stem
+
+    stem = file_stem(data) if data is not None else dataset
+    return states if states is not None else Path(f"{stem}_states.csv")
+
+
+def read_series(data, columns, dataset, delimiter, emission: str, missing: str = "error"):
+    """The rows of DATA or --dataset as a (n, d) array; whole-number symbols (int64) in one
+    column for categorical emissions."""
+    import numpy as np
+
+    name = data_source(data, dataset)
+    X = load_data(
+        data,
+        columns,
+        dataset=dataset,
+        delimiter=delimiter,
+        allow_nan=missing == "marginalize",
+        hint=" (pass --missing marginalize)",
+    ).numpy()
+    if emission == "categorical":
+        if X.shape[1] != 1:
+            fail(f"categorical emissions need one column of symbols; {name} has {X.shape[1]}")
+        bad = np.flatnonzero((X[:, 0] != np.round(X[:, 0])) | (X[:, 0] < 0))
+        if len(bad):
+            fail(
+                "categorical emissions need whole-number symbols 0, 1, 2, ...; row "
+                f"{bad[0]} holds {X[bad[0], 0]:g}"
+            )
+        X = X.astype(np.int64)
+    return X
+
+
+def fit_and_decode(model, X, seq, algorithm: str) -> dict:
+    """Fit ``model`` to the sequences of X, decode their states and score them; estimator
+    errors become CLI errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            model.fit(X, seq)
+        logprob, path = model.decode(X, seq, algorithm=algorithm)
+        return {
+            "path": path,
+            "logprob": logprob,
+            "ll": model.score(X, seq),
+            "bic": model.bic(X, seq),
+            "aic": model.aic(X, seq),
+        }
+    except (ValueError, FloatingPointError) as err:
+        fail(str(err))
+
+
+def sequence_result(
+    model,
+    fitted: dict,
+    settings: dict,
+    parameters: dict,
+    *,
+    n_rows,
+    d,
+    seq,
+    names,
+    n_init,
+    algorithm,
+    target,
+) -> dict:
+    """The result of a sequence model's fit: the entries every kind shares, the model's own
+    ``settings`` after its name and its own ``parameters`` after the transition matrix."""
+    import numpy as np
+
+    path = fitted["path"]
+    head = {
+        "model": type(model).__name__,
+        **settings,
+        "n_components": model.n_components,
+        "n_samples": n_rows,
+        "n_sequences": 1 if seq is None else len(seq),
+        "n_features": d,
+        "features": names,
+        "n_iter": model.n_iter_,
+        "converged": bool(model.converged_),
+        "n_init": n_init,
+        "log_likelihood": fitted["ll"],
+        "bic": fitted["bic"],
+        "aic": fitted["aic"],
+        "startprob": model.startprob_,
+        "transmat": model.transmat_,
+    }
+    counts = None if path is None else np.bincount(path, minlength=model.n_components)
+    tail = {
+        "algorithm": None if path is None else algorithm,
+        "decoded_log_probability": fitted["logprob"],
+        "state_counts": counts,
+        "states_file": None if target is None else str(target),
+        "model_file": None,
+    }
+    return head | parameters | tail
+
+
+def state_row(model, i: int) -> dict:
+    """The CSV cells every state has: its index, start and transition probabilities."""
+    k = model.n_components
+    row = {"state": i, "startprob": float(model.startprob_[i])}
+    return row | {f"transmat_{j}": float(model.transmat_[i, j]) for j in range(k)}
+
+
+def report(
+    model,
+    result: dict,
+    *,
+    path,
+    target: Path | None,
+    out: Path | None,
+    as_json: bool,
+    as_csv: bool,
+    csv_rows: Callable[[], list[dict]],
+    print_parameters: Callable[[dict], None],
+    plot: Path | None = None,
+    fmt: str | None = None,
+    X=None,
+    seq=None,
+) -> None:
+    """Write the decoded states and the model file, print the result (text, --json or --csv)
+    and draw --plot: what every ``fit`` of a hidden-state sequence model does after the fit."""
+    import numpy as np
+
+    from latentfit.errors import LatentfitError
+
+    try:
+        if path is not None:
+            from latentfit.io import atomic_path
+
+            with atomic_path(target) as tmp:
+                np.savetxt(tmp, path, fmt="%d", header="state", comments="")
+        if out is not None:
+            result["model_file"] = str(model.save(out))
+    except (LatentfitError, OSError) as err:
+        fail(str(err))
+    if as_json:
+        from latentfit.cli.output import print_json
+
+        print_json(result)
+    elif as_csv:
+        from latentfit.cli.output import print_csv
+
+        print_csv(csv_rows())
+    else:
+        _print_text(result, print_parameters)
+    if plot is not None:
+        from latentfit.plot import plot_states
+
+        fig, axes = new_figure(X.shape[1], 1, figsize=(10, 2.6 * X.shape[1] + 0.6), sharex=True)
+        plot_states(model, X, seq, states=path, ax=axes)
+        save_figure(fig, plot, fmt)
 
 
 def _fmt(a) -> str:
@@ -52,6 +326,7 @@ def read_lengths(path: Path) -> list[int]:
     return values
 
 
+# ---------------------------------------------------------------------- fit hmm
 def _model(emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, device, missing):
     from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 
@@ -67,7 +342,7 @@ def _model(emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, dev
     return PoissonHMM(k, **common)
 
 
-def _emissions(model, emission: str) -> dict:
+def emission_parameters(model, emission: str) -> dict:
     """The emission parameters, under the names of the estimator's attributes."""
     if emission == "gaussian":
         return {"means": model.means_, "covariances": model._covars_}
@@ -78,7 +353,7 @@ def _emissions(model, emission: str) -> dict:
     return {"lambdas": model.lambdas_}
 
 
-def _print_emissions(r: dict) -> None:
+def print_emissions(r: dict) -> None:
     from latentfit.cli.output import format_covariances, format_table
 
     echo, names, covariance = typer.echo, r["features"], r["covariance_type"]
@@ -102,31 +377,35 @@ def _print_emissions(r: dict) -> None:
         echo(f"Poisson rates:\n{format_table(r['lambdas'], names, states)}")
 
 
+def emission_cells(model, r: dict, i: int) -> dict:
+    """State ``i``'s emission parameters as named CSV cells (gaussian, categorical, poisson)."""
+    from latentfit.cli.output import gaussian_columns
+
+    names = r["features"]
+    if r["emission"] == "gaussian":
+        return gaussian_columns(model.means_, model._covars_, r["covariance_type"], names, i)
+    if r["emission"] == "categorical":
+        return {f"prob_{s}": float(p) for s, p in enumerate(model.emissionprob_[i])}
+    return {f"rate_{n}": float(v) for n, v in zip(names, model.lambdas_[i], strict=True)}
+
+
 def _csv_rows(model, r: dict) -> list[dict]:
     """One row per state (per state and mixture component for gmm emissions)."""
     import numpy as np
 
     from latentfit.cli.output import gaussian_columns
 
-    k, names, rows = r["n_components"], r["features"], []
-    for i in range(k):
-        row = {"state": i, "startprob": float(model.startprob_[i])}
-        row |= {f"transmat_{j}": float(model.transmat_[i, j]) for j in range(k)}
-        if r["emission"] == "gaussian":
-            row |= gaussian_columns(model.means_, model._covars_, r["covariance_type"], names, i)
-        elif r["emission"] == "categorical":
-            row |= {f"prob_{s}": float(p) for s, p in enumerate(model.emissionprob_[i])}
-        elif r["emission"] == "poisson":
-            row |= {f"rate_{n}": float(v) for n, v in zip(names, model.lambdas_[i], strict=True)}
-        else:
-            ct = r["covariance_type"]
-            cov = np.asarray(model.covars_)[i]
-            for m in range(model.n_mix):
-                mix = {"mix": m, "weight": float(model.weights_[i, m])}
-                mix |= gaussian_columns(model.means_[i], cov, ct, names, m)
-                rows.append(row | mix)
+    rows = []
+    for i in range(r["n_components"]):
+        row = state_row(model, i)
+        if r["emission"] != "gmm":
+            rows.append(row | emission_cells(model, r, i))
             continue
-        rows.append(row)
+        cov = np.asarray(model.covars_)[i]
+        for m in range(model.n_mix):
+            mix = {"mix": m, "weight": float(model.weights_[i, m])}
+            mix |= gaussian_columns(model.means_[i], cov, r["covariance_type"], r["features"], m)
+            rows.append(row | mix)
     return rows
 
 
@@ -135,36 +414,24 @@ def fit_hmm(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
-    k: int = typer.Option(..., "-k", "--components", min=1, help="Number of hidden states."),
-    lengths: Path | None = typer.Option(
-        None, "--lengths", help="Text file of sequence lengths (rows per sequence, in order)."
-    ),
-    emission: str = typer.Option("gaussian", help="gaussian, gmm, categorical or poisson."),
-    covariance: str = typer.Option("diag", help="full, tied, diag or spherical (Gaussian)."),
+    k: int = components_option(),
+    lengths: Path | None = lengths_option(),
+    emission: str = emission_option(EMISSIONS),
+    covariance: str = covariance_option(),
     n_mix: int = typer.Option(2, "--n-mix", min=1, help="Mixture components per state (gmm)."),
-    n_iter: int = typer.Option(
-        100, "--n-iter", "--max-iter", min=1, help="Most Baum-Welch iterations (n_iter)."
-    ),
-    tol: float = typer.Option(1e-2, help="Stop when the log-likelihood gains less than this."),
-    n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
-    algorithm: str = typer.Option("viterbi", help="viterbi (best path) or map (best states)."),
-    missing: str = typer.Option(
-        "error",
-        help="error, or marginalize to fit, score and decode rows with NaNs (gaussian emissions).",
-    ),
-    columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
-    seed: int = typer.Option(0, help="Seed for the initialisation."),
-    states: Path | None = typer.Option(
-        None,
-        "--states",
-        help="Where to write the decoded states (default: DATA_states.csv in the current "
-        "folder, e.g. s_states.csv for s.csv).",
-    ),
-    out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
-    plot: Path | None = plot_option("every column over time, coloured by decoded state"),
+    n_iter: int = n_iter_option(),
+    tol: float = tol_option(),
+    n_init: int = n_init_option(),
+    algorithm: str = algorithm_option(),
+    missing: str = missing_option(),
+    columns: str = columns_option(),
+    seed: int = seed_option(),
+    states: Path | None = states_option(),
+    out: Path | None = out_option(),
+    plot: Path | None = states_plot_option(),
     force: bool = force_option(),
-    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
-    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    quiet: bool = quiet_option(),
+    device: str = device_option(),
     distributed: bool = typer.Option(
         False,
         "--distributed/--no-distributed",
@@ -184,28 +451,18 @@ def fit_hmm(
 ):
     """Fit an HMM by Baum-Welch; print start/transition probabilities, emissions,
     log-likelihood and BIC/AIC; write the decoded state of every row."""
-    import numpy as np
-
     from latentfit.cli.models import record_columns
     from latentfit.cli.output import check_format, column_names
-    from latentfit.errors import LatentfitError
 
     check_format(as_json, as_csv)
-    if emission not in EMISSIONS:
-        fail(f"--emission must be one of {', '.join(EMISSIONS)}; got {emission!r}")
-    if algorithm not in ("viterbi", "map"):
-        fail(f"--algorithm must be viterbi or map; got {algorithm!r}")
-    if missing not in ("error", "marginalize"):
-        fail(f"--missing must be error or marginalize; got {missing!r}")
-    if missing == "marginalize" and emission != "gaussian":
-        fail(f"--missing marginalize needs --emission gaussian; {emission} emissions take no NaN")
-    name = data_source(data, dataset)
+    check_choice("--emission", emission, EMISSIONS)
+    check_choice("--covariance", covariance, COVARIANCES)
+    check_choice("--algorithm", algorithm, ALGORITHMS)
+    check_missing(missing, emission)
+    data_source(data, dataset)
     target = None
     if not distributed:
-        from latentfit.datasets._files import file_stem
-
-        stem = file_stem(data) if data is not None else dataset
-        target = states if states is not None else Path(f"{stem}_states.csv")
+        target = states_target(states, data, dataset)
     elif states is not None:
         fail("--states: a --distributed fit decodes no states; decode with the saved --out model")
     elif data is None:
@@ -222,6 +479,7 @@ def fit_hmm(
     model = _model(
         emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, device, missing
     )
+    X = None
     if distributed:
         if emission == "categorical":
             fail(
@@ -235,88 +493,49 @@ def fit_hmm(
             fail(str(err))
         if res.rank != 0:
             return
-        n_rows, d, ll, bic, aic = res.n_samples, res.n_features, res.loglik, res.bic, res.aic
-        path, logprob = None, None
+        n_rows, d = res.n_samples, res.n_features
+        fitted = {"path": None, "logprob": None, "ll": res.loglik, "bic": res.bic, "aic": res.aic}
     else:
-        X = load_data(
-            data,
-            cols,
-            dataset=dataset,
-            delimiter=delimiter,
-            allow_nan=missing == "marginalize",
-            hint=" (pass --missing marginalize)",
-        ).numpy()
-        if emission == "categorical":
-            if X.shape[1] != 1:
-                fail(f"categorical emissions need one column of symbols; {name} has {X.shape[1]}")
-            if not np.all(X == np.round(X)):
-                fail("categorical emissions need whole-number symbols 0, 1, 2, ...")
-            X = X.astype(np.int64)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=UserWarning)
-                model.fit(X, seq)
-            logprob, path = model.decode(X, seq, algorithm=algorithm)
-            ll = model.score(X, seq)
-            bic, aic = model.bic(X, seq), model.aic(X, seq)
-        except (ValueError, FloatingPointError) as err:
-            fail(str(err))
+        X = read_series(data, cols, dataset, delimiter, emission, missing)
+        fitted = fit_and_decode(model, X, seq, algorithm)
         n_rows, d = X.shape
     record_columns(model, data, cols, delimiter, dataset)  # predict/score match them by name
     names = column_names(data, columns, d, model, delimiter)
-    result = {
-        "model": type(model).__name__,
+    settings = {
         "emission": emission,
-        "n_components": k,
         "covariance_type": covariance if emission in ("gaussian", "gmm") else None,
-        "n_samples": n_rows,
-        "n_sequences": 1 if seq is None else len(seq),
-        "n_features": d,
-        "features": names,
-        "n_iter": model.n_iter_,
-        "converged": bool(model.converged_),
-        "n_init": n_init,
-        "log_likelihood": ll,
-        "bic": bic,
-        "aic": aic,
-        "startprob": model.startprob_,
-        "transmat": model.transmat_,
-        **_emissions(model, emission),
-        "algorithm": None if path is None else algorithm,
-        "decoded_log_probability": logprob,
-        "state_counts": None if path is None else np.bincount(path, minlength=k),
-        "states_file": None if target is None else str(target),
-        "model_file": None,
     }
-    try:
-        if path is not None:
-            from latentfit.io import atomic_path
+    result = sequence_result(
+        model,
+        fitted,
+        settings,
+        emission_parameters(model, emission),
+        n_rows=n_rows,
+        d=d,
+        seq=seq,
+        names=names,
+        n_init=n_init,
+        algorithm=algorithm,
+        target=target,
+    )
+    report(
+        model,
+        result,
+        path=fitted["path"],
+        target=target,
+        out=out,
+        as_json=as_json,
+        as_csv=as_csv,
+        csv_rows=lambda: _csv_rows(model, result),
+        print_parameters=print_emissions,
+        plot=plot,
+        fmt=fmt,
+        X=X,
+        seq=seq,
+    )
 
-            with atomic_path(target) as tmp:
-                np.savetxt(tmp, path, fmt="%d", header="state", comments="")
-        if out is not None:
-            result["model_file"] = str(model.save(out))
-    except (LatentfitError, OSError) as err:
-        fail(str(err))
-    if as_json:
-        from latentfit.cli.output import print_json
 
-        print_json(result)
-    elif as_csv:
-        from latentfit.cli.output import print_csv
-
-        print_csv(_csv_rows(model, result))
-    else:
-        _print_text(result)
-    if plot is not None:
-        from latentfit.plot import plot_states
-
-        fig, axes = new_figure(X.shape[1], 1, figsize=(10, 2.6 * X.shape[1] + 0.6), sharex=True)
-        plot_states(model, X, seq, states=path, ax=axes)
-        save_figure(fig, plot, fmt)
-
-
-def _print_text(r: dict) -> None:
+def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
     from latentfit.cli.output import format_table
 
     echo, k = typer.echo, r["n_components"]
@@ -331,7 +550,7 @@ def _print_text(r: dict) -> None:
     echo(f"start probabilities:\n{_fmt(r['startprob'])}")
     to = [f"to {j}" for j in range(k)]
     echo(f"transition matrix:\n{format_table(r['transmat'], to, label='from')}")
-    _print_emissions(r)
+    print_parameters(r)
     if r["state_counts"] is not None:
         echo(
             f"decoded ({r['algorithm']}) log-probability: {r['decoded_log_probability']:.6f}; "

@@ -3,9 +3,9 @@
 Every command reads a model file with :func:`latentfit.load` (mixtures, BGMM, FA/PPCA, HMMs,
 flows, DDPM and VAEs share one format) and acts by the model's kind
 (:func:`latentfit.io.model_kind`): a mixture predicts labels and responsibilities, an HMM
-states and posteriors (its data cut into sequences by ``--lengths``, as ``fit hmm`` takes
-them), FA/PPCA and VAEs the posterior mean of their latent variables; every kind scores rows
-and draws samples. Data columns are matched by name to the columns the model was fitted on
+(HSMMs and AR-HMMs included) states and posteriors (its data cut into sequences by
+``--lengths``, as ``fit hmm`` takes them), a linear-Gaussian state-space model, FA/PPCA and
+VAEs the posterior mean of their latent variables; every kind scores rows and draws samples. Data columns are matched by name to the columns the model was fitted on
 when both the model and the file carry names.
 """
 
@@ -30,22 +30,39 @@ if TYPE_CHECKING:
 _PREDICT = {
     "mixture": ("label", "component_"),
     "hmm": ("state", "state_"),
+    "ssm": (None, None),
     "factor": (None, None),
     "vae": (None, None),
     "density": (None, None),
 }
 
 
+#: Kinds whose rows are cut into sequences by ``--lengths``.
+SEQUENCE_KINDS = ("hmm", "ssm")
+#: Models that read one column of whole-number symbols (their n_features counts the symbols).
+_SYMBOL_MODELS = ("CategoricalHMM", "CategoricalHSMM")
+
+
 # ---------------------------------------------------------------------- models and data
+def command_kind(model) -> str:
+    """The kind the commands act by: :func:`latentfit.io.model_kind`, with ``"ssm"`` for a
+    linear-Gaussian state-space model (whose file calls it a density: it has no discrete
+    state, but it does have a latent one, smoothed by ``predict``, and sequences)."""
+    from latentfit.em.ssm import LinearGaussianSSM
+    from latentfit.io import model_kind
+
+    return "ssm" if isinstance(model, LinearGaussianSSM) else model_kind(model)
+
+
 def load_model(path: Path):
     """(model, kind) from a model file; ModelFileError and a missing file as CLI errors."""
-    from latentfit.io import load, model_kind
+    from latentfit.io import load
 
     try:
         model = load(path)
     except (ValueError, FileNotFoundError) as err:  # ModelFileError, ResourceLimitError
         fail(str(err))
-    return model, model_kind(model)
+    return model, command_kind(model)
 
 
 def model_columns(model, kind: str) -> list[str] | None:
@@ -59,7 +76,7 @@ def n_columns(model, kind: str) -> int | None:
 
     if kind == "vae":
         return int(model.spec.x_dim)
-    if type(model).__name__ == "CategoricalHMM":
+    if type(model).__name__ in _SYMBOL_MODELS:
         return 1  # one column of symbols (its n_features counts the symbols)
     for name in ("n_features_in_", "n_features"):
         value = getattr(model, name, None)
@@ -132,7 +149,7 @@ def read_model_data(model, kind: str, data: Path, columns: str):
                     f"{names}); rename them or pick the columns with --columns"
                 )
             cols = fitted
-    X = load_data(data, cols)
+    X = load_data(data, cols, allow_nan=takes_nan(model, kind))
     d = n_columns(model, kind)
     if d is not None and X.shape[1] != d:
         named = f" ({', '.join(fitted)})" if fitted else ""
@@ -140,20 +157,29 @@ def read_model_data(model, kind: str, data: Path, columns: str):
             f"the model was fitted on {d} column(s){named}; {data} gives {X.shape[1]}: pick "
             "them with --columns"
         )
-    if type(model).__name__ == "CategoricalHMM":
+    if type(model).__name__ in _SYMBOL_MODELS:
         if not bool((X == X.round()).all()) or bool((X < 0).any()):
-            fail(f"{data}: a CategoricalHMM reads whole-number symbols 0, 1, 2, ...")
+            fail(f"{data}: a {type(model).__name__} reads whole-number symbols 0, 1, 2, ...")
         return X.numpy().astype(np.int64)
     if kind == "vae":
         return X.to(next(model.parameters()).dtype)
     return X
 
 
-def _lengths(kind: str, lengths: Path | None):
+def takes_nan(model, kind: str) -> bool:
+    """Whether the model reads NaN cells as missing values (a state-space model, a Gaussian
+    HMM or HSMM fitted with missing="marginalize")."""
+    return kind == "ssm" or getattr(model, "missing", None) == "marginalize"
+
+
+def _lengths(model, kind: str, lengths: Path | None):
     if lengths is None:
         return None
-    if kind != "hmm":
-        fail("--lengths cuts the rows of an HMM's data into sequences; this model is no HMM")
+    if kind not in SEQUENCE_KINDS:
+        fail(
+            "--lengths cuts the rows of a sequence model's data into sequences (HMMs, HSMMs, "
+            f"AR-HMMs, state-space models); a {type(model).__name__} has no sequences"
+        )
     from latentfit.cli.hmm import read_lengths
 
     return read_lengths(lengths)
@@ -221,7 +247,9 @@ def predict(
         "the most probable component or state.",
     ),
     lengths: Path | None = typer.Option(
-        None, "--lengths", help="HMMs: text file of sequence lengths, as 'fit hmm' takes it."
+        None,
+        "--lengths",
+        help="HMMs and state-space models: text file of sequence lengths, as 'fit hmm' takes it.",
     ),
     algorithm: str | None = typer.Option(
         None, help="HMMs: viterbi or map (default: the model's own setting)."
@@ -253,11 +281,11 @@ def predict(
             "--algorithm takes viterbi or map, for HMMs"
             + ("" if kind == "hmm" else f"; {model_path} holds a {type(model).__name__}")
         )
-    seq = _lengths(kind, lengths)
+    seq = _lengths(model, kind, lengths)
     X = read_model_data(model, kind, data, columns)
     label, prefix = _PREDICT[kind]
     try:
-        if kind in ("factor", "vae"):
+        if kind in ("factor", "vae", "ssm"):
             if proba:
                 fail(
                     f"--proba gives component or state probabilities; a {type(model).__name__} "
@@ -265,6 +293,8 @@ def predict(
                 )
             if kind == "factor":
                 values = model.transform(X)
+            elif kind == "ssm":
+                values = model.predict(X, seq)  # the smoothed state means
             else:
                 import torch
 
@@ -305,11 +335,45 @@ def hmm_row_scores(model, X, lengths):
     """log p(x_t | x_1..x_{t-1}) of every step (t,) and log p of every sequence: the forward
     filter's normalisers, which sum to the model's ``score`` within each sequence."""
     from latentfit.em.hmm.inference import posterior as inference
+    from latentfit.em.hsmm.base import HSMMMixin
 
+    if isinstance(model, HSMMMixin):
+        return hsmm_row_scores(model, X, lengths)
     params, X, lengths, _ = model._prepare(X, lengths)
     ll = model._emission_log_likelihood(params, X)
     fwd = inference.forward_filter(ll, params["startprob"], params["transmat"], lengths)
     return fwd.log_normalizers.cpu().numpy(), fwd.sequence_log_likelihoods.cpu().numpy()
+
+
+def hsmm_row_scores(model, X, lengths):
+    """:func:`hmm_row_scores` of a hidden semi-Markov model, from its forward messages over
+    (state, elapsed steps) (:func:`latentfit.em.hsmm.inference.hsmm_forward`): the prefix
+    likelihood log p(x_1..x_t) is their log-sum at t (the segment in progress counts with
+    its survival, as a censored last segment does), and every step scores the difference
+    of two prefixes. Without right-censoring the sequence must end with a segment: its last
+    step takes what that adds, so the steps still sum to the sequence's log-likelihood."""
+    import numpy as np
+    import torch
+
+    from latentfit.em.hsmm import inference
+
+    params, X, lengths, _ = model._prepare(X, lengths)
+    model._check_messages(lengths)  # refuses messages that do not fit in memory
+    ll, log_start, log_trans, terms = model._inference_args(
+        params, model._emission_log_likelihood(params, X)
+    )
+    rows, seqs, start = [], [], 0
+    for n in lengths:
+        alpha, leave = inference.hsmm_forward(ll[start : start + n], log_start, log_trans, terms)
+        prefix = torch.logsumexp(alpha.reshape(n, -1), 1)  # (n,) log p(x_1..x_t)
+        total = prefix[-1] if model.right_censoring else torch.logsumexp(leave[-1], 0)
+        seqs.append(total)
+        ends = torch.cat([prefix[:-1], total.reshape(1)])  # log p(x_1..x_t), the last as scored
+        rows.append(torch.diff(ends, prepend=ends.new_zeros(1)))
+        start += n
+    per_seq = torch.stack(seqs)
+    model._impossible(params, X, per_seq, lengths)  # a sequence of probability zero: named
+    return torch.cat(rows).cpu().numpy(), np.asarray(per_seq.cpu().numpy())
 
 
 @app.command("score")
@@ -317,7 +381,9 @@ def score(
     model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
     data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of rows to score."),
     lengths: Path | None = typer.Option(
-        None, "--lengths", help="HMMs: text file of sequence lengths, as 'fit hmm' takes it."
+        None,
+        "--lengths",
+        help="HMMs and state-space models: text file of sequence lengths, as 'fit hmm' takes it.",
     ),
     columns: str = typer.Option(
         "", help="Comma-separated columns to use (default: the model's columns by name, or all)."
@@ -344,13 +410,17 @@ def score(
         fail(_NOT_K)
     check_outputs([(per_row, "--per-row")], [model_path, data, lengths], force=force)
     model, kind = load_model(model_path)
-    seq = _lengths(kind, lengths)
+    seq = _lengths(model, kind, lengths)
     X = read_model_data(model, kind, data, columns)
     result: dict = {"model": str(model_path), "class": type(model).__name__, "kind": kind}
     try:
         if kind == "hmm":
             rows, seqs = hmm_row_scores(model, X, seq)
             result["sequence_log_likelihoods"] = seqs
+        elif kind == "ssm":
+            rows = np.asarray(model.score_samples(X, seq), dtype=np.float64)
+            cuts = np.cumsum(seq if seq is not None else [len(rows)])[:-1]
+            result["sequence_log_likelihoods"] = [float(r.sum()) for r in np.split(rows, cuts)]
         elif kind == "vae":
             import torch
 
@@ -595,9 +665,9 @@ def draw(model, kind: str, n: int, seed: int):
         from latentfit.vae.images import sample_images
 
         return sample_images(model, n, torch.Generator().manual_seed(seed)).numpy(), None, None
-    if kind == "hmm":
+    if kind in SEQUENCE_KINDS:  # an SSM's states are vectors: (n, k)
         X, states = model.sample(n, random_state=seed)
-        return np.asarray(X), states, "state"
+        return np.asarray(X), np.asarray(states), "state"
     if kind == "density":
         return np.asarray(model.sample(n, random_state=seed)), None, None
     model.set_params(random_state=seed)  # mixtures and FA/PPCA draw from their random_state
@@ -686,8 +756,11 @@ def sample(
     elif out is not None or not as_json:
         cols = [X2[:, j] for j in range(X2.shape[1])]
         header = list(names)
-        if labels is not None:
-            cols.append(np.asarray(labels))
+        if labels is not None and labels.ndim == 2:  # continuous states, one column each
+            cols += [labels[:, j] for j in range(labels.shape[1])]
+            header += [f"{label}_{j}" for j in range(labels.shape[1])]
+        elif labels is not None:
+            cols.append(labels)
             header.append(label)
         write_table(out, header, cols)
     if out is not None and not as_json:

@@ -26,6 +26,7 @@ from latentfit.cli.app import (
 from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
 from latentfit.cli.output import check_format, csv_option, json_option, print_json
+from latentfit.cli.sequences import duration_option, max_duration_option, order_option
 
 _CSV_HELP = "Print the table as CSV, one row per candidate (the same numbers as the text)."
 
@@ -55,10 +56,11 @@ SEQUENCE_MODELS = {
         "categorical": "CategoricalHSMM",
     },
     "ssm": {"gaussian": "LinearGaussianSSM"},
+    "arhmm": {"gaussian": "AutoregressiveHMM"},
 }
 #: The covariance types ``select hmm`` sweeps when ``--covariance`` is not given.
 SEQUENCE_COVARIANCES = {"hmm": "full,tied,diag,spherical", "hsmm": "full,tied,diag,spherical",
-                        "ssm": "full,diag"}  # fmt: skip
+                        "ssm": "full,diag", "arhmm": "full"}  # fmt: skip
 
 
 def _csv_cell(value) -> str:
@@ -311,8 +313,13 @@ def select_hmm(
     ),
     emission: str = typer.Option("gaussian", help="gaussian, gmm, poisson or categorical."),
     model: str = typer.Option(
-        "hmm", help="hmm; hsmm (semi-Markov) or ssm (linear-Gaussian) where latentfit has them."
+        "hmm",
+        help="hmm; hsmm (semi-Markov), arhmm (autoregressive) or ssm (linear-Gaussian) where "
+        "latentfit has them.",
     ),
+    duration: str = duration_option(),
+    max_duration: int | None = max_duration_option(),
+    order: int | None = order_option(None),
     covariance: str | None = typer.Option(
         None,
         help="Covariance types to sweep (gaussian and gmm emissions; default: "
@@ -342,11 +349,17 @@ def select_hmm(
     log-likelihood over whole sequences."""
     import numpy as np
 
-    from latentfit.cli.hmm import read_lengths
+    from latentfit.cli.hmm import check_choice, read_lengths
+    from latentfit.cli.sequences import DURATIONS, check_max_duration
 
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     cls = _sequence_class(model, emission)
+    check_choice("--duration", duration, tuple(DURATIONS))
+    if model != "hsmm" and (duration != "poisson" or max_duration is not None):
+        fail("--duration and --max-duration are settings of --model hsmm; drop them")
+    if model != "arhmm" and order is not None:
+        fail("--order is a setting of --model arhmm; drop it")
     check_outputs([(plot, "--plot")], [data, lengths], force=force)
     fmt = figure_format(plot)
     name = data_source(data, dataset)
@@ -354,6 +367,11 @@ def select_hmm(
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])
     wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init}  # random_state: select_model's
+    if model == "hsmm":
+        wanted["duration"] = DURATIONS[duration]
+        wanted["max_duration"] = check_max_duration(max_duration, X.shape[0], seq)
+    if model == "arhmm":
+        wanted["order"] = order or 1
     if emission == "gmm":
         wanted["n_mix"] = n_mix
     if emission == "categorical":

@@ -18,8 +18,21 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     load_data,
+    split_columns,
 )
-from latentfit.cli.hmm import read_lengths
+from latentfit.cli.hmm import (
+    columns_option,
+    lengths_option,
+    n_init_option,
+    n_iter_option,
+    out_option,
+    quiet_option,
+    read_lengths,
+    seed_option,
+    states_option,
+    states_target,
+    tol_option,
+)
 from latentfit.cli.output import json_option
 
 
@@ -44,33 +57,25 @@ def fit_ssm(
         min=1,
         help="Number of hidden state components (the dimension of the state).",
     ),
-    lengths: Path | None = typer.Option(
-        None, "--lengths", help="Text file of sequence lengths (rows per sequence, in order)."
-    ),
+    lengths: Path | None = lengths_option(),
     covariance: str = typer.Option("full", help="Observation noise covariance: full or diag."),
-    n_iter: int = typer.Option(
-        100, "--n-iter", "--max-iter", min=1, help="Most EM iterations (n_iter)."
-    ),
-    tol: float = typer.Option(1e-2, help="Stop when the log-likelihood gains less than this."),
-    n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
+    n_iter: int = n_iter_option("EM"),
+    tol: float = tol_option(),
+    n_init: int = n_init_option(),
     ridge: float = typer.Option(0.0, min=0.0, help="Ridge (MAP) strength on A and C."),
-    columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
-    seed: int = typer.Option(0, help="Seed for the initialisation."),
-    states: Path | None = typer.Option(
-        None,
-        "--states",
-        help="Where to write the smoothed state means (default: DATA_states.csv in the current "
-        "folder).",
-    ),
-    out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    columns: str = columns_option(),
+    seed: int = seed_option(),
+    states: Path | None = states_option("smoothed state means"),
+    out: Path | None = out_option(),
     force: bool = force_option(),
-    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
+    quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ):
     """Fit a linear dynamical system by EM with the Kalman smoother; print A, C, Q, R, d,
     log-likelihood and BIC/AIC; write the smoothed state of every row."""
     import numpy as np
 
+    from latentfit.cli.models import record_columns
     from latentfit.em.ssm import LinearGaussianSSM
     from latentfit.errors import LatentfitError
     from latentfit.io import atomic_path
@@ -78,10 +83,7 @@ def fit_ssm(
     if covariance not in ("full", "diag"):
         fail(f"--covariance must be full or diag; got {covariance!r}")
     data_source(data, dataset)
-    from latentfit.datasets._files import file_stem
-
-    stem = file_stem(data) if data is not None else dataset
-    target = states if states is not None else Path(f"{stem}_states.csv")
+    target = states_target(states, data, dataset)
     check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
     X = load_data(data, columns, dataset=dataset, delimiter=delimiter, allow_nan=True).numpy()
     seq = read_lengths(lengths) if lengths is not None else None
@@ -104,6 +106,7 @@ def fit_ssm(
         bic, aic = model.bic(X, seq), model.aic(X, seq)
     except (ValueError, FloatingPointError) as err:
         fail(str(err))
+    record_columns(model, data, split_columns(columns), delimiter, dataset)  # predict by name
     result = {
         "model": "LinearGaussianSSM",
         "state_dim": k,
