@@ -5,6 +5,7 @@ from latentfit.diffusion.model import DDPM, DiffusionLoss
 from latentfit.diffusion.process import (
     BoundTerms,
     DiffusionModule,
+    Prediction,
     Schedule,
     TimeMLP,
     discretized_gaussian_log_likelihood,
@@ -13,6 +14,7 @@ from latentfit.diffusion.process import (
     model_mean,
     posterior_mean_var,
     prior_kl,
+    reverse_term,
 )
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "BoundTerms",
     "DiffusionLoss",
     "DiffusionModule",
+    "Prediction",
     "Schedule",
     "TimeMLP",
     "discretized_gaussian_log_likelihood",
@@ -28,4 +31,5 @@ __all__ = [
     "model_mean",
     "posterior_mean_var",
     "prior_kl",
+    "reverse_term",
 ]

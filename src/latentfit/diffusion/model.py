@@ -29,7 +29,8 @@ __all__ = ["DDPM", "DiffusionLoss"]
 
 
 class DiffusionLoss:
-    """Trainer objective: ``loss`` the simplified ε-loss (Ho et al. 2020, eq. 14), ``bound``
+    """Trainer objective: ``loss`` the simplified ε-loss (Ho et al. 2020, eq. 14; plus the
+    weighted bound term for a learned variance, Nichol & Dhariwal 2021), ``bound``
     (n,) an unbiased one-draw estimate of minus the true bound (a lower bound on log p(x) in
     expectation), so the trainer's validation and early stopping watch the real bound."""
 
@@ -44,7 +45,9 @@ class DDPM(DensityMixin, BaseEstimator):
     """Denoising diffusion probabilistic model (Ho et al. 2020) with an MLP denoiser.
 
     ``n_steps`` T, ``schedule`` "linear" (``beta_1``..``beta_T``) or "cosine", ``variance``
-    "small" (σ_t² = β̃_t) or "large" (β_t); ``prediction`` "eps" (the network predicts the
+    "small" (σ_t² = β̃_t), "large" (β_t) or "learned" (per dimension, between the two, as
+    Nichol & Dhariwal 2021, trained with ``vlb_weight`` times the bound's term added to the
+    loss); ``prediction`` "eps" (the network predicts the
     noise) or "x0" (it predicts x_0 and ε_θ follows in closed form); both are trained by the
     simplified ε-loss; the denoiser is a :class:`TimeMLP` with ``n_hidden``
     layers of ``hidden`` units. ``discrete``: the data are 8-bit levels (integers
@@ -67,6 +70,7 @@ class DDPM(DensityMixin, BaseEstimator):
         beta_T: float = 0.02,
         variance: str = "small",
         prediction: str = "eps",
+        vlb_weight: float = 0.001,
         hidden: int = 512,
         n_hidden: int = 3,
         time_dim: int = 64,
@@ -93,6 +97,7 @@ class DDPM(DensityMixin, BaseEstimator):
         self.beta_T = beta_T
         self.variance = variance
         self.prediction = prediction
+        self.vlb_weight = vlb_weight
         self.hidden = hidden
         self.n_hidden = n_hidden
         self.time_dim = time_dim
@@ -124,8 +129,15 @@ class DDPM(DensityMixin, BaseEstimator):
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if self.time_dim < 2:
             raise ParameterError(f"time_dim must be at least 2, got {self.time_dim}")
-        if self.variance not in ("small", "large"):
-            raise ParameterError(f"variance must be 'small' or 'large', got {self.variance!r}")
+        if self.variance not in ("small", "large", "learned"):
+            raise ParameterError(
+                f"variance must be 'small', 'large' or 'learned', got {self.variance!r}"
+            )
+        if not (isinstance(self.vlb_weight, (int, float)) and 0 <= self.vlb_weight < math.inf):
+            raise ParameterError(
+                f"vlb_weight must be a finite number >= 0, got {self.vlb_weight!r}; "
+                "0.001 is the weight of Nichol & Dhariwal 2021"
+            )
         if self.discrete and self.n_levels < 2:
             raise ParameterError(f"n_levels must be at least 2, got {self.n_levels!r}")
         if not 0 <= self.validation_fraction < 1:
@@ -154,9 +166,16 @@ class DDPM(DensityMixin, BaseEstimator):
 
     def _build(self, d: int) -> DiffusionModule:
         sched = make_schedule(self.schedule, self.n_steps, self.beta_1, self.beta_T)
-        net = TimeMLP(d, self.n_steps, self.hidden, self.n_hidden, self.time_dim)
+        out_dim = 2 * d if self.variance == "learned" else d  # ε_θ, and v for σ_t²
+        net = TimeMLP(d, self.n_steps, self.hidden, self.n_hidden, self.time_dim, out_dim)
         module = DiffusionModule(
-            net, sched, d, self.variance, self.n_levels if self.discrete else None, self.prediction
+            net,
+            sched,
+            d,
+            self.variance,
+            self.n_levels if self.discrete else None,
+            self.prediction,
+            self.vlb_weight,
         )
         return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
 

@@ -2,8 +2,8 @@
 
 Latents x_1..x_T; a fixed Gaussian forward process q(x_t | x_{t-1}) = N(√(1-β_t) x_{t-1}, β_t I),
 so q(x_t | x_0) = N(√ᾱ_t x_0, (1-ᾱ_t) I); a learned reverse process
-p(x_{t-1} | x_t) = N(μ_θ(x_t, t), σ_t² I) with μ_θ = (x_t - β_t/√(1-ᾱ_t) ε_θ(x_t, t)) / √α_t;
-p(x_T) = N(0, I). The variational bound (Ho et al. 2020, eq. 5)
+p(x_{t-1} | x_t) = N(μ_θ(x_t, t), σ_t² I) with μ_θ = (x_t - β_t/√(1-ᾱ_t) ε_θ(x_t, t)) / √α_t
+and σ_t² fixed or learned per dimension (Nichol & Dhariwal 2021); p(x_T) = N(0, I). The variational bound (Ho et al. 2020, eq. 5)
 
     -log p(x_0) ≤ L_T + Σ_{t=2}^T L_{t-1} + L_0,
     L_T = KL(q(x_T | x_0) ‖ p(x_T)),
@@ -28,6 +28,7 @@ from latentfit.errors import ParameterError
 __all__ = [
     "BoundTerms",
     "DiffusionModule",
+    "Prediction",
     "Schedule",
     "TimeMLP",
     "discretized_gaussian_log_likelihood",
@@ -36,6 +37,7 @@ __all__ = [
     "model_mean",
     "posterior_mean_var",
     "prior_kl",
+    "reverse_term",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -133,6 +135,40 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, n_levels: int = 256)
     return _log_normal_mass(lo, hi).sum(-1)
 
 
+class Prediction(NamedTuple):
+    """The reverse step's parameters from the network: ``eps`` ε_θ(x_t, t) (n, d) and
+    ``log_var`` log σ_t² of p(x_{t-1} | x_t), (n, d) when learned, (n, 1) when fixed."""
+
+    eps: torch.Tensor
+    log_var: torch.Tensor
+
+
+def reverse_term(x0, xt, t, mu, log_var, sched: Schedule, n_levels: int | None) -> torch.Tensor:
+    """The bound's term at time t given x_t, (n,): L_{t-1} = KL(q(x_{t-1} | x_t, x_0) ‖
+    N(μ, e^{log_var})) for t ≥ 2 (Ho et al. 2020, eq. 5), L_0 = -log p(x_0 | x_1) for t = 1 with
+    the discretised decoder over ``n_levels`` levels (eq. 13) or a Gaussian density (None)."""
+    n_steps = sched.betas.shape[0]
+    first = t == 1
+    # L_{t-1}: the KL between two Gaussians; at t = 1 a placeholder t = 2 keeps it finite.
+    t2 = torch.where(first, torch.full_like(t, min(2, n_steps)), t)
+    mu_q, var_q = posterior_mean_var(x0, xt, sched, t2)
+    if n_steps == 1:
+        var_q = torch.ones_like(var_q)  # no KL term at all; any positive value
+    kl = 0.5 * (log_var - var_q.log() + (var_q + (mu_q - mu) ** 2) * torch.exp(-log_var) - 1)
+    out = kl.sum(-1)
+    if bool(first.any()):  # the decoder, on the rows at t = 1 only
+        x, m = x0[first], mu[first]
+        log_scale = (0.5 * log_var[first]).expand_as(m)
+        if n_levels is None:
+            ll = (-0.5 * ((x - m) ** 2 * torch.exp(-2 * log_scale) + 2 * log_scale + _LOG_2PI)).sum(
+                -1
+            )
+        else:
+            ll = discretized_gaussian_log_likelihood(x, m, log_scale, n_levels)
+        out = out.index_put((first,), -ll.to(out.dtype))
+    return out
+
+
 class BoundTerms(NamedTuple):
     """The terms of the bound in nats, each (n,): ``prior`` L_T, ``diffusion`` Σ_{t≥2} L_{t-1}
     (exact sum or an unbiased estimate), ``decoder`` L_0; ``total`` their sum (≥ -log p(x))."""
@@ -156,14 +192,20 @@ class TimeMLP(nn.Module):
     for the CPU. The output layer starts at zero."""
 
     def __init__(
-        self, dim: int, n_steps: int, hidden: int = 512, n_hidden: int = 3, time_dim: int = 64
+        self,
+        dim: int,
+        n_steps: int,
+        hidden: int = 512,
+        n_hidden: int = 3,
+        time_dim: int = 64,
+        out_dim: int | None = None,
     ):
         super().__init__()
         self.n_steps, self.time_dim = n_steps, time_dim
         self.inp = nn.Linear(dim, hidden)
         self.time = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_hidden - 1))
-        self.out = nn.Linear(hidden, dim)
+        self.out = nn.Linear(hidden, dim if out_dim is None else out_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -176,12 +218,16 @@ class TimeMLP(nn.Module):
 
 
 class DiffusionModule(nn.Module):
-    """The DDPM network: a denoiser ε_θ(x_t, t) and the fixed schedule, in the model's space
-    (8-bit levels mapped to [-1, 1], real data as given).
+    """The DDPM network: a denoiser and the fixed schedule, in the model's space (8-bit levels
+    mapped to [-1, 1], real data as given).
 
     ``variance``: σ_t² = β̃_t (``"small"``, with σ_1² = β̃_2 so the decoder has a width) or β_t
-    (``"large"``) (Ho et al. 2020, Sec. 3.2). ``n_levels``: the decoder is the discretised
-    Gaussian over that many levels; None: a Gaussian density (real data).
+    (``"large"``) (Ho et al. 2020, Sec. 3.2), or ``"learned"``: the denoiser returns 2d
+    outputs, ε_θ and v, and σ_t² = exp(v log β_t + (1 - v) log β̃_t) per dimension with
+    v = (output + 1) / 2 (Nichol & Dhariwal 2021, eq. 15), trained by L_hybrid = L_simple +
+    ``vlb_weight`` · L_vlb with the gradient of L_vlb stopped at μ_θ (their eq. 16).
+    ``n_levels``: the decoder is the discretised Gaussian over that many levels; None: a
+    Gaussian density (real data).
     """
 
     def __init__(
@@ -192,27 +238,32 @@ class DiffusionModule(nn.Module):
         variance: str = "small",
         n_levels: int | None = 256,
         prediction: str = "eps",
+        vlb_weight: float = 0.001,
     ):
         super().__init__()
         if prediction not in ("eps", "x0"):
             raise ParameterError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
         self.dim, self.prediction = dim, prediction
-        if variance not in ("small", "large"):
-            raise ParameterError(f"variance must be 'small' or 'large', got {variance!r}")
+        if variance not in ("small", "large", "learned"):
+            raise ParameterError(
+                f"variance must be 'small', 'large' or 'learned', got {variance!r}"
+            )
         self.denoiser, self.variance, self.n_levels = denoiser, variance, n_levels
+        self.vlb_weight = vlb_weight
         self.n_steps = schedule.betas.shape[0]
         for name, value in schedule._asdict().items():
             self.register_buffer(name, value, persistent=False)
         b, ab, abp = schedule.betas, schedule.alpha_bar, schedule.alpha_bar_prev
-        if variance == "large":
-            var = b.clone()
-        else:
-            var = (1 - abp) / (1 - ab) * b
-            var[0] = var[1] if self.n_steps > 1 else b[0]
-        self.register_buffer("sigma2", var, persistent=False)
-        # L_{t-1} = const_t + weight_t ‖ε - ε_θ‖² for t ≥ 2, since μ̃ - μ_θ = c_t (ε_θ - ε) with
-        # c_t = β_t / (√α_t √(1-ᾱ_t)) (Ho et al. 2020, eqs. 10-12): the trainer's estimate
-        # of the bound then costs a lookup.
+        small = (1 - abp) / (1 - ab) * b
+        small[0] = small[1] if self.n_steps > 1 else b[0]  # β̃_1 = 0: the decoder needs a width
+        var = b.clone() if variance == "large" else small
+        self.register_buffer("sigma2", var, persistent=False)  # fixed σ_t²; learned: its floor
+        # the two ends between which a learned log σ_t² interpolates
+        self.register_buffer("log_beta", b.log(), persistent=False)
+        self.register_buffer("log_beta_tilde", small.log(), persistent=False)
+        # L_{t-1} = const_t + weight_t ‖ε - ε_θ‖² for t ≥ 2 with a fixed σ_t², since
+        # μ̃ - μ_θ = c_t (ε_θ - ε) with c_t = β_t / (√α_t √(1-ᾱ_t)) (Ho et al. 2020, eqs. 10-12):
+        # the trainer's estimate of the bound then costs a lookup.
         var_q = (1 - abp) / (1 - ab) * b
         var_q[0] = var[0]  # t = 1 has no KL term; any positive value keeps this finite
         const = 0.5 * dim * (torch.log(var / var_q) + var_q / var - 1)
@@ -220,16 +271,25 @@ class DiffusionModule(nn.Module):
         self.register_buffer("kl_const", const, persistent=False)
         self.register_buffer("kl_weight", weight, persistent=False)
 
-    def predict(self, xt: torch.Tensor, t: torch.Tensor):
-        """(ε_θ(x_t, t), x̂_0 or None). With ``prediction="x0"`` the network predicts x_0 (through
+    def predict(self, xt: torch.Tensor, t: torch.Tensor) -> Prediction:
+        """ε_θ(x_t, t) and log σ_t². With ``prediction="x0"`` the network predicts x_0 (through
         tanh for 8-bit data, whose space is [-1, 1]) and ε_θ = (x_t - √ᾱ_t x̂_0) / √(1-ᾱ_t):
         at small t the exact slope 1/√(1-ᾱ_t) is then analytic, not learned."""
         out = self.denoiser(xt, t)
+        i = t - 1
+        if self.variance == "learned":
+            out, v = out[..., : self.dim], out[..., self.dim :]  # (n, d) each
+            frac = (v.to(xt.dtype) + 1) / 2
+            hi = self.log_beta[i].to(xt.dtype).unsqueeze(-1)
+            lo = self.log_beta_tilde[i].to(xt.dtype).unsqueeze(-1)
+            log_var = frac * hi + (1 - frac) * lo
+        else:
+            log_var = self.sigma2[i].log().to(xt.dtype).unsqueeze(-1)  # (n, 1)
         if self.prediction == "eps":
-            return out, None
+            return Prediction(out.to(xt.dtype), log_var)
         x0_hat = torch.tanh(out) if self.n_levels is not None else out
-        ab = self.alpha_bar[t - 1].to(xt.dtype).unsqueeze(-1)
-        return (xt - ab.sqrt() * x0_hat.to(xt.dtype)) / (1 - ab).sqrt(), x0_hat
+        ab = self.alpha_bar[i].to(xt.dtype).unsqueeze(-1)
+        return Prediction((xt - ab.sqrt() * x0_hat.to(xt.dtype)) / (1 - ab).sqrt(), log_var)
 
     @property
     def schedule(self) -> Schedule:
@@ -240,51 +300,48 @@ class DiffusionModule(nn.Module):
         ab = self.alpha_bar[t - 1].to(x0.dtype).unsqueeze(-1)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
-    def term(self, x0, t, eps, eps_hat=None) -> torch.Tensor:
+    def term(self, x0, t, eps, pred: Prediction | None = None) -> torch.Tensor:
         """The bound's term at time t (n,), for x_t built from ε: L_{t-1} (t ≥ 2, closed-form
         KL given x_t) or L_0 = -log p(x_0 | x_1) (t = 1)."""
         xt = self.q_sample(x0, t, eps)
-        if eps_hat is None:
-            eps_hat = self.predict(xt, t)[0]
-        mu = model_mean(xt, eps_hat.to(x0.dtype), self.schedule, t)
-        var_p = self.sigma2[t - 1].to(x0.dtype).unsqueeze(-1)
-        first = t == 1
-        # L_{t-1}: the KL between two Gaussians; at t = 1 a placeholder t = 2 keeps it finite.
-        t2 = torch.where(first, torch.full_like(t, min(2, self.n_steps)), t)
-        mu_q, var_q = posterior_mean_var(x0, xt, self.schedule, t2)
-        out = gaussian_kl(mu_q, var_q, mu, var_p).sum(-1)
-        if bool(first.any()):  # the decoder, on the rows at t = 1 only
-            x, m = x0[first], mu[first]
-            log_scale = (0.5 * torch.log(var_p[first])).expand_as(m)
-            if self.n_levels is None:
-                ll = (
-                    -0.5 * ((x - m) ** 2 * torch.exp(-2 * log_scale) + 2 * log_scale + _LOG_2PI)
-                ).sum(-1)
-            else:
-                ll = discretized_gaussian_log_likelihood(x, m, log_scale, self.n_levels)
-            out = out.index_put((first,), -ll.to(out.dtype))
-        return out
+        if pred is None:
+            pred = self.predict(xt, t)
+        mu = model_mean(xt, pred.eps.to(x0.dtype), self.schedule, t)
+        return reverse_term(
+            x0, xt, t, mu, pred.log_var.to(x0.dtype), self.schedule, self.n_levels
+        )
 
     def forward(self, x0: torch.Tensor, generator=None):
-        """One draw of (t, ε) per row: the simplified loss ‖ε - ε_θ‖² / d (Ho et al. 2020,
-        eq. 14) and an unbiased estimate of the bound, L_T + T · term_t (n,) each."""
-        n = x0.shape[0]
+        """One draw of (t, ε) per row: the training loss (n,), the simplified ‖ε - ε_θ‖² / d
+        (Ho et al. 2020, eq. 14), plus ``vlb_weight`` · T · term_t / d with the gradient stopped
+        at μ_θ when the variance is learned (Nichol & Dhariwal 2021, eq. 16); and an unbiased
+        estimate of the bound, L_T + T · term_t (n,)."""
+        n, d = x0.shape
         t = torch.randint(1, self.n_steps + 1, (n,), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        eps_hat = self.predict(self.q_sample(x0, t, eps), t)[0]
-        sq = (eps - eps_hat.to(x0.dtype)).square().sum(-1)  # (n,)
+        xt = self.q_sample(x0, t, eps)
+        pred = self.predict(xt, t)
+        sq = (eps - pred.eps).square().sum(-1)  # (n,)
         # ‖ε - ε_θ‖² = SNR_t ‖x_0 - x̂_0‖²: with either output, the ε-loss weights each t as
         # the bound does (up to a factor in t); an unweighted x_0-loss leaves small t inexact.
-        loss = sq
+        loss = sq / d
+        if self.variance == "learned":
+            mu = model_mean(xt, pred.eps.detach(), self.schedule, t)
+            vlb = reverse_term(x0, xt, t, mu, pred.log_var, self.schedule, self.n_levels)
+            loss = loss + (self.vlb_weight * self.n_steps / d) * vlb
+            term = vlb.detach()
+        else:
+            with torch.no_grad():
+                i = t - 1
+                term = self.kl_const[i].to(x0.dtype) + self.kl_weight[i].to(x0.dtype) * sq
+                first = t == 1
+                if bool(first.any()):
+                    sub = Prediction(pred.eps[first].detach(), pred.log_var[first])
+                    dec = self.term(x0[first], t[first], eps[first], sub)
+                    term = term.index_put((first,), dec.to(term.dtype))
         with torch.no_grad():
-            i = t - 1
-            term = self.kl_const[i].to(x0.dtype) + self.kl_weight[i].to(x0.dtype) * sq
-            first = t == 1
-            if bool(first.any()):
-                dec = self.term(x0[first], t[first], eps[first], eps_hat[first].detach())
-                term = term.index_put((first,), dec.to(term.dtype))
-            bound = prior_kl(x0, self.alpha_bar[-1]) + self.n_steps * term
-        return loss / x0.shape[-1], bound
+            bound = prior_kl(x0, self.alpha_bar[-1]) + self.n_steps * term.detach()
+        return loss, bound
 
     @torch.no_grad()
     def bound(self, x0: torch.Tensor, generator=None, n_timesteps: int | None = None) -> BoundTerms:
@@ -322,10 +379,11 @@ class DiffusionModule(nn.Module):
         x = torch.randn((n, self.dim), generator=generator, device=p.device, dtype=dtype)
         for t in range(self.n_steps, 0, -1):
             tt = torch.full((n,), t, dtype=torch.long, device=p.device)
-            mu = model_mean(x, self.predict(x, tt)[0], self.schedule, tt)
+            pred = self.predict(x, tt)
+            mu = model_mean(x, pred.eps, self.schedule, tt)
             if t > 1:
                 z = torch.randn(x.shape, generator=generator, device=p.device, dtype=dtype)
-                x = mu + self.sigma2[t - 1].to(dtype).sqrt() * z
+                x = mu + torch.exp(0.5 * pred.log_var) * z
             else:
                 x = mu
         if self.n_levels is None:
