@@ -18,7 +18,14 @@ from latentfit._validation import (
     resolve_device,
     resolve_dtype,
 )
-from latentfit.diffusion.process import BoundTerms, DiffusionModule, TimeMLP, make_schedule
+from latentfit.diffusion.process import (
+    BoundTerms,
+    DiffusionModule,
+    TimeMLP,
+    fit_gaussian,
+    gaussian_log_density,
+    make_schedule,
+)
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.flows.objectives import as_levels, level_scale
 from latentfit.io import save as _save
@@ -71,6 +78,8 @@ class DDPM(DensityMixin, BaseEstimator):
         variance: str = "small",
         prediction: str = "eps",
         vlb_weight: float = 0.001,
+        gaussian_skip: bool = False,
+        skip_floor: float | None = None,
         hidden: int = 512,
         n_hidden: int = 3,
         time_dim: int = 64,
@@ -98,6 +107,8 @@ class DDPM(DensityMixin, BaseEstimator):
         self.variance = variance
         self.prediction = prediction
         self.vlb_weight = vlb_weight
+        self.gaussian_skip = gaussian_skip
+        self.skip_floor = skip_floor
         self.hidden = hidden
         self.n_hidden = n_hidden
         self.time_dim = time_dim
@@ -132,6 +143,15 @@ class DDPM(DensityMixin, BaseEstimator):
         if self.variance not in ("small", "large", "learned"):
             raise ParameterError(
                 f"variance must be 'small', 'large' or 'learned', got {self.variance!r}"
+            )
+        if self.gaussian_skip and self.prediction != "eps":
+            raise ParameterError("gaussian_skip=True needs prediction='eps'")
+        if self.skip_floor is not None and not (
+            isinstance(self.skip_floor, (int, float)) and 0 < self.skip_floor < math.inf
+        ):
+            raise ParameterError(
+                f"skip_floor must be a positive number or None (chosen on held-out training "
+                f"rows), got {self.skip_floor!r}"
             )
         if not (isinstance(self.vlb_weight, (int, float)) and 0 <= self.vlb_weight < math.inf):
             raise ParameterError(
@@ -176,6 +196,7 @@ class DDPM(DensityMixin, BaseEstimator):
             self.n_levels if self.discrete else None,
             self.prediction,
             self.vlb_weight,
+            self.gaussian_skip,
         )
         return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
 
@@ -197,6 +218,9 @@ class DDPM(DensityMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self._build(X.shape[1])
+        if self.gaussian_skip:
+            self.skip_floor_ = self._choose_floor(X, gen)
+            module.set_gaussian(*fit_gaussian(self._dequantised(X, gen), self.skip_floor_))
         cfg = TrainConfig(
             epochs=self.epochs,
             batch_size=min(self.batch_size, X.shape[0]),
@@ -216,6 +240,34 @@ class DDPM(DensityMixin, BaseEstimator):
         self.history_ = result.history
         self.n_skipped_steps_ = result.n_skipped
         return self
+
+    def _dequantised(self, x: torch.Tensor, gen) -> torch.Tensor:
+        """8-bit data spread uniformly over their bins (the Gaussian of the skip path is a
+        density: on the bare levels a pixel constant in training gets variance 0)."""
+        if not self.discrete:
+            return x
+        u = torch.rand(x.shape, generator=gen, dtype=torch.float64).to(x.device)
+        return x.double() + (u - 0.5) * (2.0 / (self.n_levels - 1))
+
+    #: Candidates for the variance floor of the skip path's Gaussian, in the model's space.
+    _FLOORS: ClassVar[tuple[float, ...]] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+    def _choose_floor(self, X: torch.Tensor, gen) -> float:
+        """``skip_floor``, or the floor whose Gaussian, fitted on 90% of the training rows,
+        gives the other 10% the highest log-density (a pixel constant in training and not
+        in the held-out rows otherwise costs thousands of nats)."""
+        if self.skip_floor is not None:
+            return float(self.skip_floor)
+        if X.shape[0] < 20:
+            return 1e-2
+        perm = torch.randperm(X.shape[0], generator=gen).to(X.device)
+        n_held = max(1, X.shape[0] // 10)
+        held = self._dequantised(X[perm[:n_held]], gen)
+        rest = self._dequantised(X[perm[n_held:]], gen)
+        scores = {}
+        for floor in self._FLOORS:
+            scores[floor] = float(gaussian_log_density(held, *fit_gaussian(rest, floor)).mean())
+        return max(scores, key=scores.get)
 
     def _log_jacobian(self) -> float:
         """log|det| of the map from the user's scale to the model's space (real data)."""
@@ -278,6 +330,7 @@ class DDPM(DensityMixin, BaseEstimator):
         "n_skipped_steps_": "int",
         "history_": "list",
         "level_scale_": "float",
+        "skip_floor_": "float",
     }
 
     def _get_state(self):
@@ -291,6 +344,8 @@ class DDPM(DensityMixin, BaseEstimator):
             extra["level_scale_"] = float(self.level_scale_)
         else:
             tensors["shift_"], tensors["scale_"] = self.shift_, self.scale_
+        if self.gaussian_skip:
+            extra["skip_floor_"] = float(self.skip_floor_)
         if hasattr(self, "feature_names_in_"):
             extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         return tensors, extra

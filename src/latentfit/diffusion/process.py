@@ -32,7 +32,10 @@ __all__ = [
     "Schedule",
     "TimeMLP",
     "discretized_gaussian_log_likelihood",
+    "fit_gaussian",
+    "gaussian_eps",
     "gaussian_kl",
+    "gaussian_log_density",
     "make_schedule",
     "model_mean",
     "posterior_mean_var",
@@ -101,6 +104,31 @@ def model_mean(xt, eps_hat, sched: Schedule, t: torch.Tensor) -> torch.Tensor:
     i = t - 1
     b, a, ab = (v[i].to(xt.dtype).unsqueeze(-1) for v in sched[:3])
     return (xt - b / (1 - ab).sqrt() * eps_hat) / a.sqrt()
+
+
+def gaussian_eps(xt, alpha_bar_t, mean, basis, var) -> torch.Tensor:
+    """E[ε | x_t] when x_0 ~ N(m, U diag(var) Uᵀ): √(1-ᾱ) (ᾱΣ + (1-ᾱ)I)⁻¹ (x_t - √ᾱ m), the
+    posterior mean of the noise under a Gaussian fitted to the data (the Wiener filter; for
+    Σ = s² I it is the skip path of Karras et al. 2022). ``alpha_bar_t`` (n, 1); (n, d) → (n, d)."""
+    z = (xt - alpha_bar_t.sqrt() * mean) @ basis  # (n, d) in the eigenbasis
+    z = z * ((1 - alpha_bar_t).sqrt() / (alpha_bar_t * var + 1 - alpha_bar_t))
+    return z @ basis.T
+
+
+def fit_gaussian(x: torch.Tensor, floor: float):
+    """(mean (d,), eigenvectors U (d, d), eigenvalues + ``floor`` (d,)) of the rows of x, float64."""
+    x = x.double()
+    mean = x.mean(0)
+    xc = x - mean
+    cov = xc.T @ xc / max(x.shape[0] - 1, 1)
+    lam, basis = torch.linalg.eigh(cov)
+    return mean, basis, lam.clamp_min(0) + floor
+
+
+def gaussian_log_density(x, mean, basis, var) -> torch.Tensor:
+    """log N(x; m, U diag(var) Uᵀ) per row, (n, d) → (n,)."""
+    z = (x.double() - mean) @ basis
+    return -0.5 * (z.square() / var + torch.log(2 * math.pi * var)).sum(-1)
 
 
 def _log_normal_mass(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -227,7 +255,10 @@ class DiffusionModule(nn.Module):
     v = (output + 1) / 2 (Nichol & Dhariwal 2021, eq. 15), trained by L_hybrid = L_simple +
     ``vlb_weight`` · L_vlb with the gradient of L_vlb stopped at μ_θ (their eq. 16).
     ``n_levels``: the decoder is the discretised Gaussian over that many levels; None: a
-    Gaussian density (real data).
+    Gaussian density (real data). ``gaussian_skip``: ε_θ = E[ε | x_t] under a Gaussian fitted to
+    the data (buffers ``skip_mean``, ``skip_basis``, ``skip_var``, set by :meth:`set_gaussian`)
+    plus the network's output, so the network learns what the Gaussian misses (with
+    ``prediction="eps"`` only).
     """
 
     def __init__(
@@ -239,10 +270,20 @@ class DiffusionModule(nn.Module):
         n_levels: int | None = 256,
         prediction: str = "eps",
         vlb_weight: float = 0.001,
+        gaussian_skip: bool = False,
     ):
         super().__init__()
         if prediction not in ("eps", "x0"):
             raise ParameterError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
+        if gaussian_skip and prediction != "eps":
+            raise ParameterError(
+                "gaussian_skip adds E[ε | x_t] to the network's ε; it needs prediction='eps'"
+            )
+        self.gaussian_skip = gaussian_skip
+        if gaussian_skip:  # persistent: saved with the model; N(0, I) until set_gaussian
+            self.register_buffer("skip_mean", torch.zeros(dim, dtype=torch.float64))
+            self.register_buffer("skip_basis", torch.eye(dim, dtype=torch.float64))
+            self.register_buffer("skip_var", torch.ones(dim, dtype=torch.float64))
         self.dim, self.prediction = dim, prediction
         if variance not in ("small", "large", "learned"):
             raise ParameterError(
@@ -271,6 +312,13 @@ class DiffusionModule(nn.Module):
         self.register_buffer("kl_const", const, persistent=False)
         self.register_buffer("kl_weight", weight, persistent=False)
 
+    @torch.no_grad()
+    def set_gaussian(self, mean, basis, var) -> None:
+        """The Gaussian N(mean, basis diag(var) basisᵀ) of the skip path (see fit_gaussian)."""
+        for name, value in (("skip_mean", mean), ("skip_basis", basis), ("skip_var", var)):
+            buf = getattr(self, name)
+            buf.copy_(value.to(buf.device, buf.dtype))
+
     def predict(self, xt: torch.Tensor, t: torch.Tensor) -> Prediction:
         """ε_θ(x_t, t) and log σ_t². With ``prediction="x0"`` the network predicts x_0 (through
         tanh for 8-bit data, whose space is [-1, 1]) and ε_θ = (x_t - √ᾱ_t x̂_0) / √(1-ᾱ_t):
@@ -286,7 +334,15 @@ class DiffusionModule(nn.Module):
         else:
             log_var = self.sigma2[i].log().to(xt.dtype).unsqueeze(-1)  # (n, 1)
         if self.prediction == "eps":
-            return Prediction(out.to(xt.dtype), log_var)
+            eps = out.to(xt.dtype)
+            if self.gaussian_skip:
+                ab = self.alpha_bar[i].to(xt.dtype).unsqueeze(-1)
+                eps = eps + gaussian_eps(
+                    xt,
+                    ab,
+                    *(b.to(xt.dtype) for b in (self.skip_mean, self.skip_basis, self.skip_var)),
+                )
+            return Prediction(eps, log_var)
         x0_hat = torch.tanh(out) if self.n_levels is not None else out
         ab = self.alpha_bar[i].to(xt.dtype).unsqueeze(-1)
         return Prediction((xt - ab.sqrt() * x0_hat.to(xt.dtype)) / (1 - ab).sqrt(), log_var)
@@ -307,9 +363,7 @@ class DiffusionModule(nn.Module):
         if pred is None:
             pred = self.predict(xt, t)
         mu = model_mean(xt, pred.eps.to(x0.dtype), self.schedule, t)
-        return reverse_term(
-            x0, xt, t, mu, pred.log_var.to(x0.dtype), self.schedule, self.n_levels
-        )
+        return reverse_term(x0, xt, t, mu, pred.log_var.to(x0.dtype), self.schedule, self.n_levels)
 
     def forward(self, x0: torch.Tensor, generator=None):
         """One draw of (t, ε) per row: the training loss (n,), the simplified ‖ε - ε_θ‖² / d
