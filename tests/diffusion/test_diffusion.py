@@ -380,3 +380,26 @@ def test_learned_ddpm_with_skip_saves_loads_and_checks_settings(tmp_path):
     ):
         with pytest.raises(ParameterError, match=match):
             DDPM(**bad).fit(X)
+
+
+def test_clip_denoised_keeps_x0_in_range_and_never_raises_the_error(random_module):
+    """x̂_0 from the clipped ε_θ lies in [-1, 1] and equals the unclipped x̂_0 clamped there;
+    since x_0 itself lies in [-1, 1], each coordinate's |ε - ε_θ| can only shrink."""
+    m = random_module
+    with torch.no_grad():
+        m.denoiser.out.weight.normal_(0, 3.0)  # far enough off that many x̂_0 leave [-1, 1]
+    clipped = DiffusionModule(m.denoiser, m.schedule, 3, "small", 256, clip_denoised=True)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 256, (500, 3), generator=gen).double() / 127.5 - 1
+    t = torch.randint(1, 21, (500,), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+    with torch.no_grad():
+        xt = m.q_sample(x0, t, eps)
+        raw, cut = m.predict(xt, t).eps, clipped.predict(xt, t).eps
+    ab = m.alpha_bar[t - 1].unsqueeze(-1)
+    x0_raw = (xt - (1 - ab).sqrt() * raw) / ab.sqrt()
+    x0_cut = (xt - (1 - ab).sqrt() * cut) / ab.sqrt()
+    outside = (x0_raw.abs() > 1).float().mean()
+    assert 0.1 < float(outside) < 0.9  # the test exercises both branches
+    torch.testing.assert_close(x0_cut, x0_raw.clamp(-1, 1), rtol=1e-9, atol=1e-9)
+    assert bool(((eps - cut).abs() <= (eps - raw).abs() + 1e-9).all())

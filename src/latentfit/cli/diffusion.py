@@ -32,6 +32,11 @@ def fit_diffusion(
         "--gaussian-skip/--no-gaussian-skip",
         help="Add E[ε | x_t] under a Gaussian fitted to the data to the network's ε.",
     ),
+    clip_denoised: bool = typer.Option(
+        False,
+        "--clip-denoised/--no-clip-denoised",
+        help="Clip the predicted x_0 to the grey levels' range (discrete data).",
+    ),
     skip_floor: float | None = typer.Option(
         None,
         "--skip-floor",
@@ -75,6 +80,7 @@ def fit_diffusion(
             vlb_weight=vlb_weight,
             gaussian_skip=gaussian_skip,
             skip_floor=skip_floor,
+            clip_denoised=clip_denoised,
             hidden=hidden,
             n_hidden=n_hidden,
             discrete=disc,

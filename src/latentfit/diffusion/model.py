@@ -54,7 +54,10 @@ class DDPM(DensityMixin, BaseEstimator):
     ``n_steps`` T, ``schedule`` "linear" (``beta_1``..``beta_T``) or "cosine", ``variance``
     "small" (σ_t² = β̃_t), "large" (β_t) or "learned" (per dimension, between the two, as
     Nichol & Dhariwal 2021, trained with ``vlb_weight`` times the bound's term added to the
-    loss); ``prediction`` "eps" (the network predicts the
+    loss); ``gaussian_skip``: the network's ε is added to E[ε | x_t] under a Gaussian fitted to
+    the training rows (variance floor ``skip_floor``, or chosen on held-out training rows:
+    ``skip_floor_``); ``clip_denoised`` (8-bit data): x̂_0 is clipped to the levels' range;
+    ``prediction`` "eps" (the network predicts the
     noise) or "x0" (it predicts x_0 and ε_θ follows in closed form); both are trained by the
     simplified ε-loss; the denoiser is a :class:`TimeMLP` with ``n_hidden``
     layers of ``hidden`` units. ``discrete``: the data are 8-bit levels (integers
@@ -80,6 +83,7 @@ class DDPM(DensityMixin, BaseEstimator):
         vlb_weight: float = 0.001,
         gaussian_skip: bool = False,
         skip_floor: float | None = None,
+        clip_denoised: bool = False,
         hidden: int = 512,
         n_hidden: int = 3,
         time_dim: int = 64,
@@ -109,6 +113,7 @@ class DDPM(DensityMixin, BaseEstimator):
         self.vlb_weight = vlb_weight
         self.gaussian_skip = gaussian_skip
         self.skip_floor = skip_floor
+        self.clip_denoised = clip_denoised
         self.hidden = hidden
         self.n_hidden = n_hidden
         self.time_dim = time_dim
@@ -197,6 +202,7 @@ class DDPM(DensityMixin, BaseEstimator):
             self.prediction,
             self.vlb_weight,
             self.gaussian_skip,
+            self.clip_denoised,
         )
         return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
 

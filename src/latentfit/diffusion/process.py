@@ -258,7 +258,9 @@ class DiffusionModule(nn.Module):
     Gaussian density (real data). ``gaussian_skip``: ε_θ = E[ε | x_t] under a Gaussian fitted to
     the data (buffers ``skip_mean``, ``skip_basis``, ``skip_var``, set by :meth:`set_gaussian`)
     plus the network's output, so the network learns what the Gaussian misses (with
-    ``prediction="eps"`` only).
+    ``prediction="eps"`` only). ``clip_denoised`` (8-bit data): x̂_0 = (x_t - √(1-ᾱ_t) ε_θ)/√ᾱ_t
+    is clipped to [-1, 1], the data's range, and ε_θ recomputed from it, in training, in the
+    bound and in sampling alike (Ho et al. 2020's code clips x̂_0 when it evaluates the bound).
     """
 
     def __init__(
@@ -271,8 +273,10 @@ class DiffusionModule(nn.Module):
         prediction: str = "eps",
         vlb_weight: float = 0.001,
         gaussian_skip: bool = False,
+        clip_denoised: bool = False,
     ):
         super().__init__()
+        self.clip_denoised = clip_denoised
         if prediction not in ("eps", "x0"):
             raise ParameterError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
         if gaussian_skip and prediction != "eps":
@@ -342,6 +346,10 @@ class DiffusionModule(nn.Module):
                     ab,
                     *(b.to(xt.dtype) for b in (self.skip_mean, self.skip_basis, self.skip_var)),
                 )
+            if self.clip_denoised and self.n_levels is not None:
+                ab = self.alpha_bar[i].to(xt.dtype).unsqueeze(-1)
+                x0_hat = ((xt - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+                eps = (xt - ab.sqrt() * x0_hat) / (1 - ab).sqrt()
             return Prediction(eps, log_var)
         x0_hat = torch.tanh(out) if self.n_levels is not None else out
         ab = self.alpha_bar[i].to(xt.dtype).unsqueeze(-1)
