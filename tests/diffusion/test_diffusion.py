@@ -403,3 +403,28 @@ def test_clip_denoised_keeps_x0_in_range_and_never_raises_the_error(random_modul
     assert 0.1 < float(outside) < 0.9  # the test exercises both branches
     torch.testing.assert_close(x0_cut, x0_raw.clamp(-1, 1), rtol=1e-9, atol=1e-9)
     assert bool(((eps - cut).abs() <= (eps - raw).abs() + 1e-9).all())
+
+
+def test_decoder_fraction_keeps_the_training_estimate_of_the_bound_unbiased():
+    """With t = 1 drawn in a fraction q of the rows besides its 1/T share, the trainer's
+    estimate L_T + term_t / p(t) still averages to the exact bound (here closed-form Gaussian
+    terms, learned variance at the true reverse variance), and its rows at t = 1 are ≈ q."""
+    d, T, s, q = 2, 40, 1.5, 0.3
+    sched = make_schedule("linear", T)
+    module = DiffusionModule(
+        LearnedGaussianDenoiser(s, sched), sched, d, "learned", None, decoder_fraction=q
+    )
+    n = 40000
+    x0 = torch.tensor([[1.0, -2.0]], dtype=F64).repeat(n, 1)
+    with torch.no_grad():
+        _, est = module(x0, torch.Generator().manual_seed(0))
+        exact = module.bound(x0, torch.Generator().manual_seed(1)).total  # every t
+    se = (est.var() / n + exact.var() / n).sqrt()
+    assert abs(float(est.mean() - exact.mean())) < 4 * float(se), (est.mean(), exact.mean())
+    gen = torch.Generator().manual_seed(0)  # the same draws: the share of t = 1
+    t = torch.randint(1, T + 1, (n,), generator=gen)
+    t = torch.where(torch.rand(n, generator=gen) < q, 1, t)
+    share = float((t == 1).double().mean())
+    assert abs(share - (q + (1 - q) / T)) < 4 * math.sqrt(0.33 * 0.67 / n)
+    with pytest.raises(ParameterError, match="decoder_fraction"):
+        DDPM(decoder_fraction=1.0).fit(np.zeros((4, 2)))

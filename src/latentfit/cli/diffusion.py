@@ -37,6 +37,11 @@ def fit_diffusion(
         "--clip-denoised/--no-clip-denoised",
         help="Clip the predicted x_0 to the grey levels' range (discrete data).",
     ),
+    decoder_fraction: float = typer.Option(
+        0.0,
+        "--decoder-fraction",
+        help="Extra share of training rows drawn at t = 1 (terms weighted by 1/p(t)).",
+    ),
     skip_floor: float | None = typer.Option(
         None,
         "--skip-floor",
@@ -81,6 +86,7 @@ def fit_diffusion(
             gaussian_skip=gaussian_skip,
             skip_floor=skip_floor,
             clip_denoised=clip_denoised,
+            decoder_fraction=decoder_fraction,
             hidden=hidden,
             n_hidden=n_hidden,
             discrete=disc,

@@ -84,6 +84,7 @@ class DDPM(DensityMixin, BaseEstimator):
         gaussian_skip: bool = False,
         skip_floor: float | None = None,
         clip_denoised: bool = False,
+        decoder_fraction: float = 0.0,
         hidden: int = 512,
         n_hidden: int = 3,
         time_dim: int = 64,
@@ -114,6 +115,7 @@ class DDPM(DensityMixin, BaseEstimator):
         self.gaussian_skip = gaussian_skip
         self.skip_floor = skip_floor
         self.clip_denoised = clip_denoised
+        self.decoder_fraction = decoder_fraction
         self.hidden = hidden
         self.n_hidden = n_hidden
         self.time_dim = time_dim
@@ -157,6 +159,10 @@ class DDPM(DensityMixin, BaseEstimator):
             raise ParameterError(
                 f"skip_floor must be a positive number or None (chosen on held-out training "
                 f"rows), got {self.skip_floor!r}"
+            )
+        if not (isinstance(self.decoder_fraction, (int, float)) and 0 <= self.decoder_fraction < 1):
+            raise ParameterError(
+                f"decoder_fraction must lie in [0, 1), got {self.decoder_fraction!r}"
             )
         if not (isinstance(self.vlb_weight, (int, float)) and 0 <= self.vlb_weight < math.inf):
             raise ParameterError(
@@ -203,6 +209,7 @@ class DDPM(DensityMixin, BaseEstimator):
             self.vlb_weight,
             self.gaussian_skip,
             self.clip_denoised,
+            self.decoder_fraction,
         )
         return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
 

@@ -261,6 +261,10 @@ class DiffusionModule(nn.Module):
     ``prediction="eps"`` only). ``clip_denoised`` (8-bit data): x̂_0 = (x_t - √(1-ᾱ_t) ε_θ)/√ᾱ_t
     is clipped to [-1, 1], the data's range, and ε_θ recomputed from it, in training, in the
     bound and in sampling alike (Ho et al. 2020's code clips x̂_0 when it evaluates the bound).
+    ``decoder_fraction`` q: training draws t = 1 with probability q + (1-q)/T (otherwise t
+    uniform on 2..T), weighting the bound's terms by 1/p(t), so that the decoder's learned
+    variance sees more than one row in T; with a learned variance and 8-bit data the decoder's
+    σ_1 may then go down to a quarter of half a bin.
     """
 
     def __init__(
@@ -274,9 +278,10 @@ class DiffusionModule(nn.Module):
         vlb_weight: float = 0.001,
         gaussian_skip: bool = False,
         clip_denoised: bool = False,
+        decoder_fraction: float = 0.0,
     ):
         super().__init__()
-        self.clip_denoised = clip_denoised
+        self.clip_denoised, self.decoder_fraction = clip_denoised, decoder_fraction
         if prediction not in ("eps", "x0"):
             raise ParameterError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
         if gaussian_skip and prediction != "eps":
@@ -305,7 +310,11 @@ class DiffusionModule(nn.Module):
         self.register_buffer("sigma2", var, persistent=False)  # fixed σ_t²; learned: its floor
         # the two ends between which a learned log σ_t² interpolates
         self.register_buffer("log_beta", b.log(), persistent=False)
-        self.register_buffer("log_beta_tilde", small.log(), persistent=False)
+        low = small.log()
+        if n_levels is not None and decoder_fraction > 0:
+            # the decoder may learn a width far below a bin, where x̂_0 is sure of its level
+            low[0] = min(float(low[0]), 2 * math.log(0.25 / (n_levels - 1)))
+        self.register_buffer("log_beta_tilde", low, persistent=False)
         # L_{t-1} = const_t + weight_t ‖ε - ε_θ‖² for t ≥ 2 with a fixed σ_t², since
         # μ̃ - μ_θ = c_t (ε_θ - ε) with c_t = β_t / (√α_t √(1-ᾱ_t)) (Ho et al. 2020, eqs. 10-12):
         # the trainer's estimate of the bound then costs a lookup.
@@ -377,9 +386,16 @@ class DiffusionModule(nn.Module):
         """One draw of (t, ε) per row: the training loss (n,), the simplified ‖ε - ε_θ‖² / d
         (Ho et al. 2020, eq. 14), plus ``vlb_weight`` · T · term_t / d with the gradient stopped
         at μ_θ when the variance is learned (Nichol & Dhariwal 2021, eq. 16); and an unbiased
-        estimate of the bound, L_T + T · term_t (n,)."""
+        estimate of the bound, L_T + term_t / p(t) (n,), p(t) = 1/T unless ``decoder_fraction``."""
         n, d = x0.shape
-        t = torch.randint(1, self.n_steps + 1, (n,), generator=generator, device=x0.device)
+        T, q = self.n_steps, self.decoder_fraction
+        t = torch.randint(1, T + 1, (n,), generator=generator, device=x0.device)
+        weight = torch.full((n,), float(T), dtype=x0.dtype, device=x0.device)  # 1 / p(t)
+        if q > 0 and T > 1:
+            pick = torch.rand(n, generator=generator, device=x0.device) < q
+            t = torch.where(pick, torch.ones_like(t), t)
+            p1, pt = q + (1 - q) / T, (1 - q) / T
+            weight = torch.where(t == 1, 1 / p1, 1 / pt).to(x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         xt = self.q_sample(x0, t, eps)
         pred = self.predict(xt, t)
@@ -390,7 +406,7 @@ class DiffusionModule(nn.Module):
         if self.variance == "learned":
             mu = model_mean(xt, pred.eps.detach(), self.schedule, t)
             vlb = reverse_term(x0, xt, t, mu, pred.log_var, self.schedule, self.n_levels)
-            loss = loss + (self.vlb_weight * self.n_steps / d) * vlb
+            loss = loss + (self.vlb_weight / d) * weight * vlb
             term = vlb.detach()
         else:
             with torch.no_grad():
@@ -402,7 +418,7 @@ class DiffusionModule(nn.Module):
                     dec = self.term(x0[first], t[first], eps[first], sub)
                     term = term.index_put((first,), dec.to(term.dtype))
         with torch.no_grad():
-            bound = prior_kl(x0, self.alpha_bar[-1]) + self.n_steps * term.detach()
+            bound = prior_kl(x0, self.alpha_bar[-1]) + weight * term.detach()
         return loss, bound
 
     @torch.no_grad()
