@@ -260,7 +260,8 @@ class DiffusionModule(nn.Module):
     plus the network's output, so the network learns what the Gaussian misses (with
     ``prediction="eps"`` only). ``clip_denoised`` (8-bit data): x̂_0 = (x_t - √(1-ᾱ_t) ε_θ)/√ᾱ_t
     is clipped to [-1, 1], the data's range, and ε_θ recomputed from it, in training, in the
-    bound and in sampling alike (Ho et al. 2020's code clips x̂_0 when it evaluates the bound).
+    bound and in sampling alike (the ``clip_denoised`` option of Ho et al. 2020's and Nichol &
+    Dhariwal 2021's code).
     ``decoder_fraction`` q: training draws t = 1 with probability q + (1-q)/T (otherwise t
     uniform on 2..T), weighting the bound's terms by 1/p(t), so that the decoder's learned
     variance sees more than one row in T; with a learned variance and 8-bit data the decoder's
