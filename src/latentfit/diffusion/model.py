@@ -57,6 +57,8 @@ class DDPM(DensityMixin, BaseEstimator):
     loss); ``gaussian_skip``: the network's ε is added to E[ε | x_t] under a Gaussian fitted to
     the training rows (variance floor ``skip_floor``, or chosen on held-out training rows:
     ``skip_floor_``); ``clip_denoised`` (8-bit data): x̂_0 is clipped to the levels' range;
+    ``decoder_fraction``: an extra share of training rows drawn at t = 1, with every term
+    weighted by 1/p(t) (see :class:`DiffusionModule`);
     ``prediction`` "eps" (the network predicts the
     noise) or "x0" (it predicts x_0 and ε_θ follows in closed form); both are trained by the
     simplified ε-loss; the denoiser is a :class:`TimeMLP` with ``n_hidden``

@@ -308,7 +308,7 @@ class DiffusionModule(nn.Module):
         small = (1 - abp) / (1 - ab) * b
         small[0] = small[1] if self.n_steps > 1 else b[0]  # β̃_1 = 0: the decoder needs a width
         var = b.clone() if variance == "large" else small
-        self.register_buffer("sigma2", var, persistent=False)  # fixed σ_t²; learned: its floor
+        self.register_buffer("sigma2", var, persistent=False)  # fixed σ_t² (unused when learned)
         # the two ends between which a learned log σ_t² interpolates
         self.register_buffer("log_beta", b.log(), persistent=False)
         low = small.log()
