@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--ddpm-variance", default="learned", help="small, large or learned")
     p.add_argument("--ddpm-skip", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--ddpm-clip", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--ddpm-vlb-weight", type=float, default=0.001, help="λ of L_hybrid")
     p.add_argument("--ddpm-decoder-fraction", type=float, default=0.2, help="p(t = 1) - 1/T")
     p.add_argument("--skip", default="", help="comma-separated rows to skip, e.g. gmm-full,vae")
     p.add_argument("--only", default="", help="comma-separated rows to run, e.g. ddpm")
@@ -231,6 +232,7 @@ def main() -> None:
             gaussian_skip=args.ddpm_skip,
             clip_denoised=args.ddpm_clip,
             decoder_fraction=args.ddpm_decoder_fraction,
+            vlb_weight=args.ddpm_vlb_weight,
             hidden=args.ddpm_hidden,
             n_hidden=3,
             epochs=args.ddpm_epochs,
@@ -242,7 +244,10 @@ def main() -> None:
         parts = ", ".join(
             f"{k} {float(v.mean()) / (d * LOG2):.3f}" for k, v in terms._asdict().items()
         )
-        what = f"variance {args.ddpm_variance}" + ", Gaussian skip" * args.ddpm_skip
+        what = f"variance {args.ddpm_variance}"
+        if args.ddpm_variance == "learned":
+            what += f" (λ = {args.ddpm_vlb_weight:g})"
+        what += ", Gaussian skip" * args.ddpm_skip
         what += ", x0 clipped" * args.ddpm_clip
         if args.ddpm_decoder_fraction:
             what += f", t = 1 drawn {args.ddpm_decoder_fraction:g} extra"

@@ -428,3 +428,23 @@ def test_decoder_fraction_keeps_the_training_estimate_of_the_bound_unbiased():
     assert abs(share - (q + (1 - q) / T)) < 4 * math.sqrt(0.33 * 0.67 / n)
     with pytest.raises(ParameterError, match="decoder_fraction"):
         DDPM(decoder_fraction=1.0).fit(np.zeros((4, 2)))
+
+
+def test_samples_of_a_ddpm_with_learned_variances_match_the_data():
+    """Sampling draws x_{t-1} with the learned σ_t² per dimension (Nichol & Dhariwal 2021)."""
+    torch.set_num_threads(1)
+    X = make_moons(1500, noise=0.05, random_state=0)[0]
+    model = DDPM(
+        100,
+        variance="learned",
+        vlb_weight=0.01,
+        hidden=128,
+        n_hidden=3,
+        discrete=False,
+        epochs=40,
+        lr=2e-3,
+        patience=None,
+        random_state=0,
+    ).fit(X)
+    Xt = make_moons(500, noise=0.05, random_state=1)[0]
+    assert mmd_permutation_pvalue(model.sample(500, random_state=0), Xt) > 0.01
