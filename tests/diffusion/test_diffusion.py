@@ -19,7 +19,7 @@ from latentfit.diffusion import (
     discretized_gaussian_log_likelihood,
     make_schedule,
 )
-from latentfit.errors import DataError
+from latentfit.errors import DataError, ParameterError
 from tests.two_sample import mmd_permutation_pvalue
 
 F64 = torch.float64
@@ -233,3 +233,218 @@ def test_ddpm_save_load_and_errors(moons_ddpm, tmp_path):
         DDPM(epochs=1).fit(Xt)  # real values, discrete=True
     with pytest.raises(DataError, match="3 features"):
         model.score_samples(np.zeros((2, 3)))
+
+
+class LearnedGaussianDenoiser(GaussianDenoiser):
+    """E[ε | x_t] for data N(0, s² I) and, in the second half of the output, the v that puts
+    σ_t² at the true Var[x_{t-1} | x_t]: the reverse process is then the true reverse of the
+    forward chain, so the only gap of the bound is KL(q(x_T) ‖ p(x_T))."""
+
+    def __init__(self, s, sched: latentfit.diffusion.Schedule):
+        super().__init__(s, sched.alpha_bar)
+        b, _, ab, abp = sched
+        v_prev, v = abp * s**2 + 1 - abp, ab * s**2 + 1 - ab  # Var x_{t-1}, Var x_t
+        self.true_var = v_prev * b / v  # Var[x_{t-1} | x_t], (T,)
+        small = (1 - abp) / (1 - ab) * b
+        small[0] = small[1]
+        frac = (self.true_var.log() - small.log()) / (b.log() - small.log())
+        self.v = 2 * frac - 1
+
+    def forward(self, x, t):
+        return torch.cat([super().forward(x, t), self.v[t - 1].unsqueeze(-1).expand_as(x)], -1)
+
+
+@pytest.mark.parametrize("s", [0.6, 1.5])
+def test_learned_variance_at_the_true_reverse_variance_makes_the_bound_tight(s):
+    """With σ_t² = Var[x_{t-1} | x_t] each L_{t-1} averages to ½ d log(σ_t² / β̃_t), L_0 to
+    ½ d log(2πe σ_1²), and the whole bound over the data to the entropy of N(0, s² I) plus
+    d · KL(N(0, Var x_T) ‖ N(0, 1)): a closed form the fixed variances cannot reach."""
+    d, T = 2, 40
+    sched = make_schedule("linear", T)
+    den = LearnedGaussianDenoiser(s, sched)
+    module = DiffusionModule(den, sched, d, "learned", n_levels=None)
+    n = 20000
+    x0 = torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=F64) * s
+    gen = torch.Generator().manual_seed(1)
+    b, _, ab, abp = sched
+    small = (1 - abp) / (1 - ab) * b
+    with torch.no_grad():
+        for t in (1, 2, 7, 40):
+            eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+            term = module.term(x0, torch.full((n,), t), eps)
+            v = den.true_var[t - 1]
+            if t == 1:
+                ref = 0.5 * d * torch.log(2 * math.pi * math.e * v)
+            else:
+                ref = 0.5 * d * torch.log(v / small[t - 1])
+            se = term.std() / math.sqrt(n)
+            assert abs(float(term.mean() - ref)) < 4 * float(se) + 1e-12, (t, term.mean(), ref)
+        total = module.bound(x0, gen).total
+    v_T = ab[-1] * s**2 + 1 - ab[-1]
+    ref = d * (0.5 * math.log(2 * math.pi * math.e * s**2) + 0.5 * (v_T - 1 - torch.log(v_T)))
+    se = total.std() / math.sqrt(n)
+    assert abs(float(total.mean() - ref)) < 4 * float(se), (total.mean(), ref, se)
+    # the fixed small variance on the same means is a strictly looser bound
+    fixed = DiffusionModule(GaussianDenoiser(s, sched.alpha_bar), sched, d, "small", None)
+    assert float(_analytic(x0[:2000], s, fixed, fixed.denoiser, sched)[0].mean()) > ref + 0.01
+
+
+def test_hybrid_loss_trains_the_variance_by_the_bound_and_the_mean_by_the_simple_loss():
+    """L_hybrid = L_simple + λ T L_t / d with L_t's gradient stopped at μ_θ: the ε outputs get
+    the gradient of L_simple alone, the v outputs only λ T ∂L_t/∂v (Nichol & Dhariwal 2021)."""
+    d, T = 3, 20
+    sched = make_schedule("cosine", T)
+    x0 = torch.rand(64, d, generator=torch.Generator().manual_seed(3), dtype=F64) * 2 - 1
+
+    def grads(weight):
+        torch.manual_seed(0)  # the same network for both weights
+        net = TimeMLP(d, T, hidden=16, n_hidden=2, time_dim=8, out_dim=2 * d).double()
+        with torch.no_grad():
+            net.out.weight.normal_(0, 0.3)
+        m = DiffusionModule(net, sched, d, "learned", n_levels=256, vlb_weight=weight)
+        loss, bound = m(x0, torch.Generator().manual_seed(5))
+        loss.mean().backward()
+        return net.out.weight.grad, m, bound
+
+    g0, _, _ = grads(0.0)
+    g1, m, bound = grads(0.5)
+    torch.testing.assert_close(g1[:d], g0[:d], rtol=1e-12, atol=1e-12)  # ε rows: L_simple only
+    assert float(g0[d:].abs().max()) == 0 and float(g1[d:].abs().max()) > 0
+    # the bound estimate is L_T + T term_t at the same draws of t and ε
+    gen = torch.Generator().manual_seed(5)
+    t = torch.randint(1, T + 1, (64,), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+    with torch.no_grad():
+        ref = latentfit.diffusion.prior_kl(x0, m.alpha_bar[-1]) + T * m.term(x0, t, eps)
+    torch.testing.assert_close(bound, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_gaussian_skip_is_the_posterior_mean_of_the_noise():
+    """E[ε | x_t] by conditioning the joint Gaussian of (ε, x_t) directly (numpy), for a full
+    covariance; and a zero network on the skip reproduces the closed-form bound."""
+    rng = np.random.default_rng(0)
+    d = 4
+    A = rng.normal(size=(d, d))
+    cov, mean = A @ A.T + 0.1 * np.eye(d), rng.normal(size=d)
+    ab = 0.37
+    xt = rng.normal(size=(5, d))
+    # Cov(ε, x_t) = √(1-ᾱ) I, Var x_t = ᾱ Σ + (1-ᾱ) I, E x_t = √ᾱ m
+    ref = (xt - math.sqrt(ab) * mean) @ np.linalg.solve(
+        ab * cov + (1 - ab) * np.eye(d), math.sqrt(1 - ab) * np.eye(d)
+    )
+    lam, U = np.linalg.eigh(cov)
+    got = latentfit.diffusion.gaussian_eps(
+        torch.tensor(xt), torch.full((5, 1), ab, dtype=F64), *map(torch.tensor, (mean, U, lam))
+    )
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+    # a zero network plus the skip of N(0, s² I) is the model of GaussianDenoiser
+    s, T = 1.5, 40
+    sched = make_schedule("linear", T)
+    net = TimeMLP(2, T, hidden=8, n_hidden=1, time_dim=4).double()  # output layer starts at 0
+    module = DiffusionModule(net, sched, 2, "small", None, gaussian_skip=True)
+    module.set_gaussian(torch.zeros(2), torch.eye(2), torch.full((2,), s**2))
+    ref_module, den, _ = _gaussian_model(s, T)
+    x0 = torch.tensor([[1.0, -2.0]], dtype=F64).repeat(3000, 1)
+    terms = module.bound(x0, torch.Generator().manual_seed(0))
+    exact = _analytic(x0[:1], s, ref_module, den, sched)[0]
+    se = terms.total.std() / math.sqrt(3000)
+    assert abs(float(terms.total.mean() - exact)) < 4 * float(se)
+
+
+def test_learned_ddpm_with_skip_saves_loads_and_checks_settings(tmp_path):
+    X = make_moons(300, noise=0.05, random_state=0)[0]
+    model = DDPM(
+        20,
+        variance="learned",
+        gaussian_skip=True,
+        hidden=16,
+        n_hidden=1,
+        discrete=False,
+        epochs=2,
+        patience=None,
+        random_state=0,
+    ).fit(X)
+    assert model.skip_floor_ in DDPM._FLOORS
+    back = latentfit.load(model.save(tmp_path / "ddpm.safetensors"))
+    assert back.skip_floor_ == model.skip_floor_
+    torch.testing.assert_close(back.module_.skip_basis, model.module_.skip_basis)
+    a = model.bound_terms(X[:50], n_timesteps=5, random_state=1)
+    b = back.bound_terms(X[:50], n_timesteps=5, random_state=1)
+    torch.testing.assert_close(a.total, b.total, rtol=0, atol=0)
+    assert model.sample(5, random_state=0).shape == (5, 2)
+    for bad, match in (
+        ({"variance": "tiny"}, "variance must be"),
+        ({"vlb_weight": -1.0}, "vlb_weight"),
+        ({"skip_floor": 0.0}, "skip_floor"),
+        ({"gaussian_skip": True, "prediction": "x0"}, "prediction='eps'"),
+    ):
+        with pytest.raises(ParameterError, match=match):
+            DDPM(**bad).fit(X)
+
+
+def test_clip_denoised_keeps_x0_in_range_and_never_raises_the_error(random_module):
+    """x̂_0 from the clipped ε_θ lies in [-1, 1] and equals the unclipped x̂_0 clamped there;
+    since x_0 itself lies in [-1, 1], each coordinate's |ε - ε_θ| can only shrink."""
+    m = random_module
+    with torch.no_grad():
+        m.denoiser.out.weight.normal_(0, 3.0)  # far enough off that many x̂_0 leave [-1, 1]
+    clipped = DiffusionModule(m.denoiser, m.schedule, 3, "small", 256, clip_denoised=True)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 256, (500, 3), generator=gen).double() / 127.5 - 1
+    t = torch.randint(1, 21, (500,), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+    with torch.no_grad():
+        xt = m.q_sample(x0, t, eps)
+        raw, cut = m.predict(xt, t).eps, clipped.predict(xt, t).eps
+    ab = m.alpha_bar[t - 1].unsqueeze(-1)
+    x0_raw = (xt - (1 - ab).sqrt() * raw) / ab.sqrt()
+    x0_cut = (xt - (1 - ab).sqrt() * cut) / ab.sqrt()
+    outside = (x0_raw.abs() > 1).float().mean()
+    assert 0.1 < float(outside) < 0.9  # the test exercises both branches
+    torch.testing.assert_close(x0_cut, x0_raw.clamp(-1, 1), rtol=1e-9, atol=1e-9)
+    assert bool(((eps - cut).abs() <= (eps - raw).abs() + 1e-9).all())
+
+
+def test_decoder_fraction_keeps_the_training_estimate_of_the_bound_unbiased():
+    """With t = 1 drawn in a fraction q of the rows besides its 1/T share, the trainer's
+    estimate L_T + term_t / p(t) still averages to the exact bound (here closed-form Gaussian
+    terms, learned variance at the true reverse variance), and its rows at t = 1 are ≈ q."""
+    d, T, s, q = 2, 40, 1.5, 0.3
+    sched = make_schedule("linear", T)
+    module = DiffusionModule(
+        LearnedGaussianDenoiser(s, sched), sched, d, "learned", None, decoder_fraction=q
+    )
+    n = 40000
+    x0 = torch.tensor([[1.0, -2.0]], dtype=F64).repeat(n, 1)
+    with torch.no_grad():
+        _, est = module(x0, torch.Generator().manual_seed(0))
+        exact = module.bound(x0, torch.Generator().manual_seed(1)).total  # every t
+    se = (est.var() / n + exact.var() / n).sqrt()
+    assert abs(float(est.mean() - exact.mean())) < 4 * float(se), (est.mean(), exact.mean())
+    gen = torch.Generator().manual_seed(0)  # the same draws: the share of t = 1
+    t = torch.randint(1, T + 1, (n,), generator=gen)
+    t = torch.where(torch.rand(n, generator=gen) < q, 1, t)
+    share = float((t == 1).double().mean())
+    assert abs(share - (q + (1 - q) / T)) < 4 * math.sqrt(0.33 * 0.67 / n)
+    with pytest.raises(ParameterError, match="decoder_fraction"):
+        DDPM(decoder_fraction=1.0).fit(np.zeros((4, 2)))
+
+
+def test_samples_of_a_ddpm_with_learned_variances_match_the_data():
+    """Sampling draws x_{t-1} with the learned σ_t² per dimension (Nichol & Dhariwal 2021)."""
+    torch.set_num_threads(1)
+    X = make_moons(1500, noise=0.05, random_state=0)[0]
+    model = DDPM(
+        100,
+        variance="learned",
+        vlb_weight=0.01,
+        hidden=128,
+        n_hidden=3,
+        discrete=False,
+        epochs=40,
+        lr=2e-3,
+        patience=None,
+        random_state=0,
+    ).fit(X)
+    Xt = make_moons(500, noise=0.05, random_state=1)[0]
+    assert mmd_permutation_pvalue(model.sample(500, random_state=0), Xt) > 0.01

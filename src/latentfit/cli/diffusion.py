@@ -19,6 +19,34 @@ def fit_diffusion(
     delimiter: str = delimiter_option(),
     steps: int = typer.Option(1000, min=1, help="Diffusion steps T."),
     schedule: str = typer.Option("linear", help="linear or cosine."),
+    variance: str = typer.Option(
+        "small",
+        help="Reverse variance: small (β̃_t), large (β_t) or learned (per pixel, Nichol & "
+        "Dhariwal 2021).",
+    ),
+    vlb_weight: float = typer.Option(
+        0.001, "--vlb-weight", min=0.0, help="Weight of the bound in the loss (learned variance)."
+    ),
+    gaussian_skip: bool = typer.Option(
+        False,
+        "--gaussian-skip/--no-gaussian-skip",
+        help="Add E[ε | x_t] under a Gaussian fitted to the data to the network's ε.",
+    ),
+    clip_denoised: bool = typer.Option(
+        False,
+        "--clip-denoised/--no-clip-denoised",
+        help="Clip the predicted x_0 to the grey levels' range (discrete data).",
+    ),
+    decoder_fraction: float = typer.Option(
+        0.0,
+        "--decoder-fraction",
+        help="Extra share of training rows drawn at t = 1 (terms weighted by 1/p(t)).",
+    ),
+    skip_floor: float | None = typer.Option(
+        None,
+        "--skip-floor",
+        help="Variance floor of the skip's Gaussian (default: chosen on held-out training rows).",
+    ),
     hidden: int = typer.Option(512, min=1, help="Hidden units of the denoising MLP."),
     n_hidden: int = typer.Option(3, "--n-hidden", min=1, help="Hidden layers of the MLP."),
     discrete: bool | None = typer.Option(
@@ -53,6 +81,12 @@ def fit_diffusion(
         model = DDPM(
             steps,
             schedule=schedule,
+            variance=variance,
+            vlb_weight=vlb_weight,
+            gaussian_skip=gaussian_skip,
+            skip_floor=skip_floor,
+            clip_denoised=clip_denoised,
+            decoder_fraction=decoder_fraction,
             hidden=hidden,
             n_hidden=n_hidden,
             discrete=disc,

@@ -5,14 +5,19 @@ from latentfit.diffusion.model import DDPM, DiffusionLoss
 from latentfit.diffusion.process import (
     BoundTerms,
     DiffusionModule,
+    Prediction,
     Schedule,
     TimeMLP,
     discretized_gaussian_log_likelihood,
+    fit_gaussian,
+    gaussian_eps,
     gaussian_kl,
+    gaussian_log_density,
     make_schedule,
     model_mean,
     posterior_mean_var,
     prior_kl,
+    reverse_term,
 )
 
 __all__ = [
@@ -20,12 +25,17 @@ __all__ = [
     "BoundTerms",
     "DiffusionLoss",
     "DiffusionModule",
+    "Prediction",
     "Schedule",
     "TimeMLP",
     "discretized_gaussian_log_likelihood",
+    "fit_gaussian",
+    "gaussian_eps",
     "gaussian_kl",
+    "gaussian_log_density",
     "make_schedule",
     "model_mean",
     "posterior_mean_var",
     "prior_kl",
+    "reverse_term",
 ]

@@ -18,7 +18,14 @@ from latentfit._validation import (
     resolve_device,
     resolve_dtype,
 )
-from latentfit.diffusion.process import BoundTerms, DiffusionModule, TimeMLP, make_schedule
+from latentfit.diffusion.process import (
+    BoundTerms,
+    DiffusionModule,
+    TimeMLP,
+    fit_gaussian,
+    gaussian_log_density,
+    make_schedule,
+)
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.flows.objectives import as_levels, level_scale
 from latentfit.io import save as _save
@@ -29,7 +36,8 @@ __all__ = ["DDPM", "DiffusionLoss"]
 
 
 class DiffusionLoss:
-    """Trainer objective: ``loss`` the simplified ε-loss (Ho et al. 2020, eq. 14), ``bound``
+    """Trainer objective: ``loss`` the simplified ε-loss (Ho et al. 2020, eq. 14; plus the
+    weighted bound term for a learned variance, Nichol & Dhariwal 2021), ``bound``
     (n,) an unbiased one-draw estimate of minus the true bound (a lower bound on log p(x) in
     expectation), so the trainer's validation and early stopping watch the real bound."""
 
@@ -44,7 +52,14 @@ class DDPM(DensityMixin, BaseEstimator):
     """Denoising diffusion probabilistic model (Ho et al. 2020) with an MLP denoiser.
 
     ``n_steps`` T, ``schedule`` "linear" (``beta_1``..``beta_T``) or "cosine", ``variance``
-    "small" (σ_t² = β̃_t) or "large" (β_t); ``prediction`` "eps" (the network predicts the
+    "small" (σ_t² = β̃_t), "large" (β_t) or "learned" (per dimension, between the two, as
+    Nichol & Dhariwal 2021, trained with ``vlb_weight`` times the bound's term added to the
+    loss); ``gaussian_skip``: the network's ε is added to E[ε | x_t] under a Gaussian fitted to
+    the training rows (variance floor ``skip_floor``, or chosen on held-out training rows:
+    ``skip_floor_``); ``clip_denoised`` (8-bit data): x̂_0 is clipped to the levels' range;
+    ``decoder_fraction``: an extra share of training rows drawn at t = 1, with every term
+    weighted by 1/p(t) (see :class:`DiffusionModule`);
+    ``prediction`` "eps" (the network predicts the
     noise) or "x0" (it predicts x_0 and ε_θ follows in closed form); both are trained by the
     simplified ε-loss; the denoiser is a :class:`TimeMLP` with ``n_hidden``
     layers of ``hidden`` units. ``discrete``: the data are 8-bit levels (integers
@@ -67,6 +82,11 @@ class DDPM(DensityMixin, BaseEstimator):
         beta_T: float = 0.02,
         variance: str = "small",
         prediction: str = "eps",
+        vlb_weight: float = 0.001,
+        gaussian_skip: bool = False,
+        skip_floor: float | None = None,
+        clip_denoised: bool = False,
+        decoder_fraction: float = 0.0,
         hidden: int = 512,
         n_hidden: int = 3,
         time_dim: int = 64,
@@ -93,6 +113,11 @@ class DDPM(DensityMixin, BaseEstimator):
         self.beta_T = beta_T
         self.variance = variance
         self.prediction = prediction
+        self.vlb_weight = vlb_weight
+        self.gaussian_skip = gaussian_skip
+        self.skip_floor = skip_floor
+        self.clip_denoised = clip_denoised
+        self.decoder_fraction = decoder_fraction
         self.hidden = hidden
         self.n_hidden = n_hidden
         self.time_dim = time_dim
@@ -124,8 +149,28 @@ class DDPM(DensityMixin, BaseEstimator):
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if self.time_dim < 2:
             raise ParameterError(f"time_dim must be at least 2, got {self.time_dim}")
-        if self.variance not in ("small", "large"):
-            raise ParameterError(f"variance must be 'small' or 'large', got {self.variance!r}")
+        if self.variance not in ("small", "large", "learned"):
+            raise ParameterError(
+                f"variance must be 'small', 'large' or 'learned', got {self.variance!r}"
+            )
+        if self.gaussian_skip and self.prediction != "eps":
+            raise ParameterError("gaussian_skip=True needs prediction='eps'")
+        if self.skip_floor is not None and not (
+            isinstance(self.skip_floor, (int, float)) and 0 < self.skip_floor < math.inf
+        ):
+            raise ParameterError(
+                f"skip_floor must be a positive number or None (chosen on held-out training "
+                f"rows), got {self.skip_floor!r}"
+            )
+        if not (isinstance(self.decoder_fraction, (int, float)) and 0 <= self.decoder_fraction < 1):
+            raise ParameterError(
+                f"decoder_fraction must lie in [0, 1), got {self.decoder_fraction!r}"
+            )
+        if not (isinstance(self.vlb_weight, (int, float)) and 0 <= self.vlb_weight < math.inf):
+            raise ParameterError(
+                f"vlb_weight must be a finite number >= 0, got {self.vlb_weight!r}; "
+                "0.001 is the weight of Nichol & Dhariwal 2021"
+            )
         if self.discrete and self.n_levels < 2:
             raise ParameterError(f"n_levels must be at least 2, got {self.n_levels!r}")
         if not 0 <= self.validation_fraction < 1:
@@ -154,9 +199,19 @@ class DDPM(DensityMixin, BaseEstimator):
 
     def _build(self, d: int) -> DiffusionModule:
         sched = make_schedule(self.schedule, self.n_steps, self.beta_1, self.beta_T)
-        net = TimeMLP(d, self.n_steps, self.hidden, self.n_hidden, self.time_dim)
+        out_dim = 2 * d if self.variance == "learned" else d  # ε_θ, and v for σ_t²
+        net = TimeMLP(d, self.n_steps, self.hidden, self.n_hidden, self.time_dim, out_dim)
         module = DiffusionModule(
-            net, sched, d, self.variance, self.n_levels if self.discrete else None, self.prediction
+            net,
+            sched,
+            d,
+            self.variance,
+            self.n_levels if self.discrete else None,
+            self.prediction,
+            self.vlb_weight,
+            self.gaussian_skip,
+            self.clip_denoised,
+            self.decoder_fraction,
         )
         return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
 
@@ -178,6 +233,9 @@ class DDPM(DensityMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self._build(X.shape[1])
+        if self.gaussian_skip:
+            self.skip_floor_ = self._choose_floor(X, gen)
+            module.set_gaussian(*fit_gaussian(self._dequantised(X, gen), self.skip_floor_))
         cfg = TrainConfig(
             epochs=self.epochs,
             batch_size=min(self.batch_size, X.shape[0]),
@@ -197,6 +255,34 @@ class DDPM(DensityMixin, BaseEstimator):
         self.history_ = result.history
         self.n_skipped_steps_ = result.n_skipped
         return self
+
+    def _dequantised(self, x: torch.Tensor, gen) -> torch.Tensor:
+        """8-bit data spread uniformly over their bins (the Gaussian of the skip path is a
+        density: on the bare levels a pixel constant in training gets variance 0)."""
+        if not self.discrete:
+            return x
+        u = torch.rand(x.shape, generator=gen, dtype=torch.float64).to(x.device)
+        return x.double() + (u - 0.5) * (2.0 / (self.n_levels - 1))
+
+    #: Candidates for the variance floor of the skip path's Gaussian, in the model's space.
+    _FLOORS: ClassVar[tuple[float, ...]] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+    def _choose_floor(self, X: torch.Tensor, gen) -> float:
+        """``skip_floor``, or the floor whose Gaussian, fitted on 90% of the training rows,
+        gives the other 10% the highest log-density (a pixel constant in training and not
+        in the held-out rows otherwise costs thousands of nats)."""
+        if self.skip_floor is not None:
+            return float(self.skip_floor)
+        if X.shape[0] < 20:
+            return 1e-2
+        perm = torch.randperm(X.shape[0], generator=gen).to(X.device)
+        n_held = max(1, X.shape[0] // 10)
+        held = self._dequantised(X[perm[:n_held]], gen)
+        rest = self._dequantised(X[perm[n_held:]], gen)
+        scores = {}
+        for floor in self._FLOORS:
+            scores[floor] = float(gaussian_log_density(held, *fit_gaussian(rest, floor)).mean())
+        return max(scores, key=scores.get)
 
     def _log_jacobian(self) -> float:
         """log|det| of the map from the user's scale to the model's space (real data)."""
@@ -259,6 +345,7 @@ class DDPM(DensityMixin, BaseEstimator):
         "n_skipped_steps_": "int",
         "history_": "list",
         "level_scale_": "float",
+        "skip_floor_": "float",
     }
 
     def _get_state(self):
@@ -272,6 +359,8 @@ class DDPM(DensityMixin, BaseEstimator):
             extra["level_scale_"] = float(self.level_scale_)
         else:
             tensors["shift_"], tensors["scale_"] = self.shift_, self.scale_
+        if self.gaussian_skip:
+            extra["skip_floor_"] = float(self.skip_floor_)
         if hasattr(self, "feature_names_in_"):
             extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         return tensors, extra

@@ -1,0 +1,28 @@
+"""``latentfit fit diffusion`` with the learned variance and the Gaussian skip."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+import latentfit
+from latentfit.cli import app
+
+runner = CliRunner()
+
+
+def test_fit_diffusion_learned_variance_with_skip(tmp_path):
+    out = tmp_path / "ddpm.safetensors"
+    args = ["fit", "diffusion", "--dataset", "digits", "--steps", "10", "--hidden", "16"]
+    args += ["--n-hidden", "1", "--epochs", "1", "--eval-t", "3", "--out", str(out), "--quiet"]
+    args += ["--variance", "learned", "--vlb-weight", "0.01", "--gaussian-skip"]
+    args += ["--clip-denoised", "--decoder-fraction", "0.2"]
+    res = runner.invoke(app, [*args, "--skip-floor", "0.003"])
+    assert res.exit_code == 0, res.output
+    model = latentfit.load(out)
+    assert model.variance == "learned" and model.vlb_weight == 0.01
+    assert model.gaussian_skip and model.skip_floor_ == 0.003 and model.clip_denoised
+    assert model.decoder_fraction == 0.2
+    res = runner.invoke(app, [*args, "--variance", "wide", "--force"])
+    assert res.exit_code == 2 and "variance must be 'small', 'large' or 'learned'" in res.output
+    res = runner.invoke(app, [*args, "--skip-floor", "0", "--force"])
+    assert res.exit_code == 2 and "skip_floor must be a positive number" in res.output
