@@ -250,7 +250,7 @@ def test_the_nan_message_names_only_models_that_take_missing_values():
     from latentfit._validation import as_float_tensor
     from latentfit.errors import DataError
 
-    X = np.random.default_rng(0).normal(size=(60, 2))
+    X = np.random.default_rng(0).normal(size=(60, 3))  # q = 2 < d for the factor models
     X[3, 1] = np.nan
     with pytest.raises(DataError, match="row 3, column 1") as err:
         as_float_tensor(X)
