@@ -213,6 +213,8 @@ def run_numpyro(name, chains, warmup, draws, metric):
     logp, p = jax_potential(name)
     kernel = NUTS(potential_fn=lambda u: -logp(u), dense_mass=metric == "dense")
     init = jax.random.uniform(jax.random.PRNGKey(1), (chains, p), minval=-2, maxval=2)
+    if chains == 1:
+        init = init[0]  # NumPyro takes one chain's init without the chain dimension
     mcmc = MCMC(
         kernel,
         num_warmup=warmup,
