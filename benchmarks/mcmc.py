@@ -3,15 +3,18 @@
 The same posterior (tests/mcmc/posteriors.py; written here in JAX for NumPyro, and given to
 Pyro as the very same torch potential), the same chains, warm-up and draws, one process. The
 figure is min over parameters of ArviZ's bulk ESS divided by the wall time including warm-up
-(and NumPyro's compilation). Usage:
+(and NumPyro's compilation). latentfit runs twice: with autograd on the same torch log-density
+Pyro gets ("latentfit"), and with the posterior's hand-written gradient ("latentfit-hg",
+``value_and_grad=``). Usage:
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
-        [--warmup 500] [--draws 500] [--skip-pyro]
+        [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -49,12 +52,13 @@ def min_ess(draws: dict[str, np.ndarray]) -> float:
     )
 
 
-def run_latentfit(post, chains, warmup, draws, metric):
+def run_latentfit(post, chains, warmup, draws, metric, hand=False):
     target = Target(
         post.log_density,
         {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()},
         post.constraints,
         vectorized=True,
+        value_and_grad=post.value_and_grad if hand else None,
     )
     t = time.perf_counter()
     res = sample_target(
@@ -209,6 +213,8 @@ def run_numpyro(name, chains, warmup, draws, metric):
     logp, p = jax_potential(name)
     kernel = NUTS(potential_fn=lambda u: -logp(u), dense_mass=metric == "dense")
     init = jax.random.uniform(jax.random.PRNGKey(1), (chains, p), minval=-2, maxval=2)
+    if chains == 1:
+        init = init[0]  # NumPyro takes one chain's init without the chain dimension
     mcmc = MCMC(
         kernel,
         num_warmup=warmup,
@@ -234,28 +240,40 @@ def main():
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--skip-pyro", action="store_true")
+    ap.add_argument("--skip-hand", action="store_true")
     args = ap.parse_args()
     names = [args.posterior] if args.posterior else list(POSTERIORS)
     torch.set_num_threads(1)
+    print(f"chains {args.chains}, warm-up {args.warmup}, draws {args.draws}; {_load()}")
     print(
-        f"{'posterior':14s} {'library':10s} {'wall s':>8s} {'min ESS':>8s} {'ESS/s':>8s} {'ratio':>7s}"
+        f"{'posterior':14s} {'library':12s} {'wall s':>8s} {'min ESS':>8s} {'ESS/s':>8s} "
+        f"{'lf/lib':>7s} {'lf-hg/lib':>9s}"
     )
     for name in names:
         post = POSTERIORS[name]()
         metric = METRIC[name]
-        rows = {
-            "latentfit": run_latentfit(post, args.chains, args.warmup, args.draws, metric),
-            "numpyro": run_numpyro(name, args.chains, args.warmup, args.draws, metric),
-        }
+        rows = {"latentfit": run_latentfit(post, args.chains, args.warmup, args.draws, metric)}
+        if not args.skip_hand:
+            rows["latentfit-hg"] = run_latentfit(
+                post, args.chains, args.warmup, args.draws, metric, hand=True
+            )
+        rows["numpyro"] = run_numpyro(name, args.chains, args.warmup, args.draws, metric)
         if not args.skip_pyro:
             rows["pyro"] = run_pyro(post, args.chains, args.warmup, args.draws, metric)
-        ours = rows["latentfit"][1] / rows["latentfit"][0]
+        rate = {lib: ess / wall for lib, (wall, ess) in rows.items()}
         for lib, (wall, ess) in rows.items():
-            rate = ess / wall
+            hg = f"{rate['latentfit-hg'] / rate[lib]:9.2f}" if "latentfit-hg" in rate else ""
             print(
-                f"{name:14s} {lib:10s} {wall:8.1f} {ess:8.0f} {rate:8.1f} {ours / rate:7.2f}",
+                f"{name:14s} {lib:12s} {wall:8.1f} {ess:8.0f} {rate[lib]:8.1f} "
+                f"{rate['latentfit'] / rate[lib]:7.2f} {hg}",
                 flush=True,
             )
+    print(_load())
+
+
+def _load() -> str:
+    """The machine's load average: the runs share it, so absolute times move with it."""
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import torch
 import torch.distributions as D
 
 from latentfit.mcmc import sample
+from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.svgd import rbf_median_kernel, svgd, svgd_direction
 
 F64 = torch.float64
@@ -47,7 +48,7 @@ def test_svgd_matches_the_mvn_and_nuts():
     # particles still drift slowly; a sign or kernel-gradient error would put it off by ~1 sd)
     torch.testing.assert_close(x.mean(0), MEAN, atol=0.1, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), COV, atol=0.15, rtol=0.1)
-    nuts = sample(
+    draws = sample(
         _mvn,
         {"x": torch.zeros(2)},
         num_chains=4,
@@ -55,6 +56,15 @@ def test_svgd_matches_the_mvn_and_nuts():
         num_draws=300,
         generator=1,
         progress_bar=False,
-    )["x"].reshape(-1, 2)
-    torch.testing.assert_close(x.mean(0), nuts.mean(0), atol=0.12, rtol=0)
+    )["x"]
+    # the NUTS mean carries its own Monte-Carlo error (MCSE ~0.05-0.07 from ~1,000 effective
+    # draws): the two agree within SVGD's 0.1 plus 4 MCSE, and NUTS is within 4 MCSE of exact
+    az = import_arviz()
+    mcse = torch.tensor(
+        [float(az.mcse(az.convert_to_dataset({"v": draws[..., j].numpy()}))["v"]) for j in (0, 1)],
+        dtype=F64,
+    )
+    nuts = draws.reshape(-1, 2)
+    assert ((nuts.mean(0) - MEAN).abs() < 4 * mcse).all()
+    assert ((x.mean(0) - nuts.mean(0)).abs() < 0.1 + 4 * mcse).all()
     torch.testing.assert_close(torch.cov(x.T), torch.cov(nuts.T), atol=0.3, rtol=0.15)

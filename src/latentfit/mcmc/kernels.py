@@ -54,10 +54,12 @@ class Metric:
     (c, p, p) dense. Kinetic energy ``p' M⁻¹ p / 2``; momenta drawn from ``N(0, M)``."""
 
     def __init__(self, inv: torch.Tensor):
-        self.inv = inv
         self.dense = inv.dim() == 3
         if self.dense:
+            # exactly symmetric, so that p M^-1 is M^-1 p: a batched matmul, half an einsum's cost
+            inv = 0.5 * (inv + inv.transpose(-1, -2))
             self.chol = torch.linalg.cholesky(inv)  # inv = L L'
+        self.inv = inv
 
     def __getitem__(self, idx) -> Metric:
         return Metric(self.inv[idx])
@@ -66,7 +68,9 @@ class Metric:
         """``M⁻¹ p`` for p of shape (c, p) or (c, L, p)."""
         if not self.dense:
             return p * (self.inv if p.dim() == 2 else self.inv[:, None])
-        return torch.einsum("cij,c...j->c...i", self.inv, p)
+        if p.dim() == 2:
+            return torch.matmul(p.unsqueeze(1), self.inv).squeeze(1)
+        return torch.matmul(p, self.inv)
 
     def kinetic(self, p: torch.Tensor) -> torch.Tensor:
         return 0.5 * (p * self.velocity(p)).sum(-1)
@@ -84,16 +88,20 @@ class Metric:
 def leapfrog(target: Target, metric: Metric, state: State, p: torch.Tensor, eps: torch.Tensor):
     """One velocity-Verlet step of size ``eps`` (c,) (negative: backwards in time)."""
     e = eps[:, None]
-    p = p + 0.5 * e * state.grad
-    u = state.u + e * metric.velocity(p)
+    return _leapfrog(target, metric, state, p, e, 0.5 * e)
+
+
+def _leapfrog(target, metric, state, p, e, half):
+    """The step with ``e = eps[:, None]`` and ``half = e / 2`` made once per trajectory:
+    the integrator itself is three fused multiply-adds around the gradient."""
+    p = torch.addcmul(p, half, state.grad)
+    u = torch.addcmul(state.u, e, metric.velocity(p))
     lp, grad = target.log_prob_and_grad(u)
-    p = p + 0.5 * e * grad
-    return State(u, lp, grad), p
+    return State(u, lp, grad), torch.addcmul(p, half, grad)
 
 
 def _energy(lp: torch.Tensor, kinetic: torch.Tensor) -> torch.Tensor:
-    h = kinetic - lp
-    return torch.where(torch.isnan(h), torch.full_like(h, math.inf), h)
+    return torch.nan_to_num(kinetic - lp, nan=math.inf, posinf=math.inf, neginf=-math.inf)
 
 
 def _criterion(p_sharp_minus, p_sharp_plus, rho) -> torch.Tensor:
@@ -101,24 +109,56 @@ def _criterion(p_sharp_minus, p_sharp_plus, rho) -> torch.Tensor:
     return ((p_sharp_plus * rho).sum(-1) > 0) & ((p_sharp_minus * rho).sum(-1) > 0)
 
 
+_NODE_CHUNK = 1 << 22  # elements of one (a, nodes, 6, d) block of the subtree checks
+
+
+def _subtree_nodes(L: int, device) -> tuple[torch.Tensor, ...]:
+    """Every internal node of a subtree of ``L`` leaves (``L - 1`` of them, all levels): the
+    leaves whose p# enter its three checks (N, 6), the cumulative-sum rows bounding the
+    matching rho (N, 6) twice, and the leaf after which it is checked (N,)."""
+    key = (L, str(device))
+    if key not in _NODE_CACHE:
+        ps, hi, lo, last = [], [], [], []
+        s = 2
+        while s <= L:
+            h = s // 2
+            for b in range(0, L, s):
+                e = b + s - 1
+                # whole node; left half + first of right; last of left + right half
+                ps.append([b, e, b, b + h, b + h - 1, e])
+                hi.append([e + 1, e + 1, b + h + 1, b + h + 1, e + 1, e + 1])
+                lo.append([b, b, b, b, b + h - 1, b + h - 1])
+                last.append(e)
+            s *= 2
+        _NODE_CACHE[key] = tuple(
+            torch.tensor(v, dtype=torch.long, device=device) for v in (ps, hi, lo, last)
+        )
+    return _NODE_CACHE[key]
+
+
+_NODE_CACHE: dict = {}
+
+
 def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
     """For leaves in build order (a, L, p), the index of the leaf after which the recursive
     build first fails a U-turn check (L when none fails). A node covering leaves [b, b+s) is
-    checked once its last leaf is built, on the node and across the join of its two halves."""
+    checked once its last leaf is built, on the node and across the join of its two halves.
+
+    All nodes of all levels are checked at once: each rho is a difference of cumulative sums of
+    the momenta, so the whole subtree costs a dozen tensor operations whatever its depth."""
     a, L, d = P.shape
+    if L == 1:
+        return torch.full((a,), L, dtype=torch.long, device=P.device)
+    ps_i, hi, lo, last = _subtree_nodes(L, P.device)
+    C = torch.cat([P.new_zeros(a, 1, d), P.cumsum(1)], 1)  # (a, L + 1, p)
+    n = ps_i.shape[0]
+    step = max(1, _NODE_CHUNK // max(1, a * 6 * d))
     turn = torch.full((a,), L, dtype=torch.long, device=P.device)
-    s = 2
-    while s <= L:
-        n, h = L // s, s // 2
-        Pr, PSr = P.reshape(a, n, s, d), PS.reshape(a, n, s, d)
-        rho_i, rho_f = Pr[:, :, :h].sum(2), Pr[:, :, h:].sum(2)  # (a, n, d)
-        ok = _criterion(PSr[:, :, 0], PSr[:, :, -1], rho_i + rho_f)
-        ok &= _criterion(PSr[:, :, 0], PSr[:, :, h], rho_i + Pr[:, :, h])
-        ok &= _criterion(PSr[:, :, h - 1], PSr[:, :, -1], rho_f + Pr[:, :, h - 1])
-        end = torch.arange(n, device=P.device) * s + s - 1  # (n,)
-        first = torch.where(~ok, end, L).min(1).values  # (a,)
-        turn = torch.minimum(turn, first)
-        s *= 2
+    for k in range(0, n, step):
+        sl = slice(k, k + step)
+        rho = C[:, hi[sl]] - C[:, lo[sl]]  # (a, N, 6, p)
+        ok = ((PS[:, ps_i[sl]] * rho).sum(-1) > 0).all(-1)  # (a, N)
+        turn = torch.minimum(turn, torch.where(ok, L, last[sl]).min(1).values)
     return turn
 
 
@@ -130,118 +170,114 @@ def nuts_transition(
     gen: torch.Generator,
     max_depth: int = 10,
 ) -> tuple[State, TransitionStats]:
-    """One multinomial NUTS transition of every chain (Stan's ``base_nuts::transition``)."""
+    """One multinomial NUTS transition of every chain (Stan's ``base_nuts::transition``).
+
+    All chains step together: a chain whose trajectory has ended takes steps of size zero (it
+    stays at a point already evaluated) and its results are masked out, so a doubling costs the
+    same handful of tensor operations for 1 chain or 1,000 and asks the device one question
+    (is any chain still growing?)."""
     c, d = state.u.shape
     dev, dt = state.u.device, state.u.dtype
     p0 = metric.sample(gen)  # (c, p)
-    H0 = _energy(state.log_prob, metric.kinetic(p0))  # (c,)
     v0 = metric.velocity(p0)
-    # the two ends of the trajectory: (state, momentum, p#)
-    back, front = state, state
-    p_back, p_front, ps_back, ps_front = p0, p0, v0, v0
-    rho = p0.clone()
+    H0 = _energy(state.log_prob, 0.5 * (p0 * v0).sum(-1))  # (c,)
+    # the two ends of the trajectory: position, log-density, gradient, momentum, p#
+    fu, flp, fg, fp, fps = state.u, state.log_prob, state.grad, p0, v0
+    bu, blp, bg, bp, bps = fu, flp, fg, fp, fps
+    rho = p0
     log_w = torch.zeros(c, dtype=dt, device=dev)  # log of the summed weights exp(H0 - H)
-    sample, p_sample = state, p0
+    su, slp, sg, sp = fu, flp, fg, p0  # the current draw
     depth = torch.zeros(c, dtype=torch.long, device=dev)
     n_leap = torch.zeros(c, dtype=torch.long, device=dev)
     sum_metro = torch.zeros(c, dtype=dt, device=dev)
     diverging = torch.zeros(c, dtype=torch.bool, device=dev)
     div_u = torch.full((c, d), math.nan, dtype=dt, device=dev)
     active = torch.ones(c, dtype=torch.bool, device=dev)
+    rows = torch.arange(c, device=dev)
 
     for j in range(max_depth):
-        idx = active.nonzero().squeeze(1)
-        a = idx.numel()
-        if a == 0:
+        if j and not bool(active.any()):  # the one host sync of a doubling
             break
         L = 2**j
-        forward = torch.rand(a, generator=gen, dtype=dt, device=dev) > 0.5  # (a,)
+        forward = torch.rand(c, generator=gen, dtype=dt, device=dev) > 0.5  # (c,)
         f2 = forward[:, None]
+        near_p, near_ps = torch.where(f2, fp, bp), torch.where(f2, fps, bps)
+        far_ps = torch.where(f2, bps, fps)
         cur = State(
-            torch.where(f2, front.u[idx], back.u[idx]),
-            torch.where(forward, front.log_prob[idx], back.log_prob[idx]),
-            torch.where(f2, front.grad[idx], back.grad[idx]),
+            torch.where(f2, fu, bu), torch.where(forward, flp, blp), torch.where(f2, fg, bg)
         )
-        p = torch.where(f2, p_front[idx], p_back[idx])
-        eps = step_size[idx] * torch.where(forward, 1.0, -1.0).to(dt)
-        m = metric[idx]
+        e = (torch.where(forward, step_size, -step_size) * active)[:, None]  # (c, 1)
+        half = 0.5 * e
+        p = near_p
         Us, Ps, LPs, Gs = [], [], [], []
         for _ in range(L):
-            cur, p = leapfrog(target, m, cur, p, eps)
+            cur, p = _leapfrog(target, metric, cur, p, e, half)
             Us.append(cur.u)
             Ps.append(p)
             LPs.append(cur.log_prob)
             Gs.append(cur.grad)
-        U, P = torch.stack(Us, 1), torch.stack(Ps, 1)  # (a, L, p)
-        LP, G = torch.stack(LPs, 1), torch.stack(Gs, 1)  # (a, L), (a, L, p)
-        H = _energy(LP, m.kinetic(P))  # (a, L)
-        h0 = H0[idx]
+        U, P = torch.stack(Us, 1), torch.stack(Ps, 1)  # (c, L, p)
+        LP, G = torch.stack(LPs, 1), torch.stack(Gs, 1)  # (c, L), (c, L, p)
+        PS = metric.velocity(P)
+        logw = H0[:, None] - _energy(LP, 0.5 * (P * PS).sum(-1))  # (c, L): log exp(H0 - H)
         leaf = torch.arange(L, device=dev)
-        div_leaf = (H - h0[:, None]) > MAX_DELTA_H
-        first_div = torch.where(div_leaf, leaf, L).min(1).values  # (a,)
-        PS = m.velocity(P)
+        first_div = torch.where(logw < -MAX_DELTA_H, leaf, L).min(1).values  # (c,)
         # NaN momenta after a divergence must not hide a turn before it
         turn = _subtree_turn_time(torch.nan_to_num(P), torch.nan_to_num(PS))
         # a leaf's divergence is found before the checks of the nodes it closes
-        sub_div = (first_div < L) & (first_div <= turn)
-        n_built = torch.clamp(torch.minimum(first_div, turn) + 1, max=L)
-        valid = (first_div == L) & (turn == L)
-        built = leaf[None] < n_built[:, None]
-        n_leap[idx] += n_built
-        sum_metro[idx] += torch.where(
-            built, torch.exp(torch.clamp(h0[:, None] - H, max=0.0)), 0
-        ).sum(1)
-        newly = sub_div & ~diverging[idx]
-        if bool(newly.any()):
-            where = idx[newly]
-            div_u[where] = U[newly, first_div[newly]]
-        diverging[idx] |= sub_div
+        sub_div = active & (first_div < L) & (first_div <= turn)
+        stop = torch.minimum(first_div, turn)
+        valid = active & (stop == L)
+        n_built = torch.clamp(stop + 1, max=L) * active
+        n_leap += n_built
+        built = leaf < n_built[:, None]
+        sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), 0).sum(1)
+        newly = (sub_div & ~diverging)[:, None]
+        div_u = torch.where(newly, U[rows, first_div.clamp(max=L - 1)], div_u)
+        diverging |= sub_div
 
         # multinomial draw inside the subtree (Gumbel-max), then biased progressive sampling
-        logw = h0[:, None] - H  # (a, L)
-        log_w_sub = torch.logsumexp(logw, 1)
-        gumbel = -torch.log(-torch.log(torch.rand(a, L, generator=gen, dtype=dt, device=dev)))
-        pick = torch.argmax(logw + gumbel, 1)  # (a,)
-        accept = torch.exp(torch.clamp(log_w_sub - log_w[idx], max=0.0))
-        take = valid & (torch.rand(a, generator=gen, dtype=dt, device=dev) < accept)
-        if bool(take.any()):
-            ti, rows = idx[take], take.nonzero().squeeze(1)
-            k = pick[take]
-            sample = State(
-                _put(sample.u, ti, U[rows, k]),
-                _put(sample.log_prob, ti, LP[rows, k]),
-                _put(sample.grad, ti, G[rows, k]),
-            )
-            p_sample = _put(p_sample, ti, P[rows, k])
-        log_w[idx] = torch.where(valid, torch.logaddexp(log_w[idx], log_w_sub), log_w[idx])
+        if L == 1:
+            log_w_sub, pick = logw[:, 0], 0
+        else:
+            log_w_sub = torch.logsumexp(logw, 1)
+            gumbel = -torch.log(-torch.log(torch.rand(c, L, generator=gen, dtype=dt, device=dev)))
+            pick = torch.argmax(logw + gumbel, 1)  # (c,)
+        accept = torch.exp(torch.clamp(log_w_sub - log_w, max=0.0))
+        take = valid & (torch.rand(c, generator=gen, dtype=dt, device=dev) < accept)
+        t2 = take[:, None]
+        su, sg, sp = (
+            torch.where(t2, X[rows, pick] if L > 1 else X[:, 0], x)
+            for X, x in ((U, su), (G, sg), (P, sp))
+        )
+        slp = torch.where(take, LP[rows, pick] if L > 1 else LP[:, 0], slp)
+        log_w = torch.where(valid, torch.logaddexp(log_w, log_w_sub), log_w)
 
-        # merge: the criterion on the whole tree and across the join
+        # merge: the criterion on the whole tree and across the join, six dot products at once
         rho_sub = P.sum(1)
-        rho_old = rho[idx]
-        near_ps = torch.where(f2, ps_front[idx], ps_back[idx])
-        near_p = torch.where(f2, p_front[idx], p_back[idx])
-        far_ps = torch.where(f2, ps_back[idx], ps_front[idx])
+        rho_new = rho + rho_sub
         last_ps = PS[:, -1]
-        ok = _criterion(far_ps, last_ps, rho_old + rho_sub)
-        ok &= _criterion(far_ps, PS[:, 0], rho_old + P[:, 0])
-        ok &= _criterion(near_ps, last_ps, rho_sub + near_p)
-        depth[idx] += valid.long()
-        active[idx] = valid & ok
+        A = torch.stack([far_ps, last_ps, far_ps, PS[:, 0], near_ps, last_ps], 1)
+        R = torch.stack([rho_new, rho + P[:, 0], rho_sub + near_p], 1)  # (c, 3, p)
+        ok = ((A.view(c, 3, 2, d) * R[:, :, None]).sum(-1) > 0).all(-1).all(-1)
+        depth += valid
+        active = valid & ok
 
-        # the new end of the trajectory, for chains that keep their subtree
-        vi, rows = idx[valid], valid.nonzero().squeeze(1)
-        if vi.numel():
-            fw = forward[rows]
-            end = State(U[rows, -1], LP[rows, -1], G[rows, -1])
-            fi, bi = vi[fw], vi[~fw]
-            fr, br = rows[fw], rows[~fw]
-            front = State(*(_put(t, fi, e[fw]) for t, e in zip(front, end, strict=True)))
-            back = State(*(_put(t, bi, e[~fw]) for t, e in zip(back, end, strict=True)))
-            p_front, ps_front = _put(p_front, fi, P[fr, -1]), _put(ps_front, fi, PS[fr, -1])
-            p_back, ps_back = _put(p_back, bi, P[br, -1]), _put(ps_back, bi, PS[br, -1])
-            rho = _put(rho, vi, rho_old[valid] + rho_sub[valid])
+        # the new end of the trajectory (the subtree's last leaf) for chains that keep it
+        vf, vb = (valid & forward)[:, None], (valid & ~forward)[:, None]
+        fu, fg, fp, fps = (
+            torch.where(vf, x, y)
+            for x, y in zip((cur.u, cur.grad, p, last_ps), (fu, fg, fp, fps), strict=True)
+        )
+        bu, bg, bp, bps = (
+            torch.where(vb, x, y)
+            for x, y in zip((cur.u, cur.grad, p, last_ps), (bu, bg, bp, bps), strict=True)
+        )
+        flp = torch.where(vf[:, 0], cur.log_prob, flp)
+        blp = torch.where(vb[:, 0], cur.log_prob, blp)
+        rho = torch.where(valid[:, None], rho_new, rho)
 
-    energy = _energy(sample.log_prob, metric.kinetic(p_sample))
+    energy = _energy(slp, metric.kinetic(sp))
     stats = TransitionStats(
         accept_stat=sum_metro / n_leap.clamp(min=1).to(dt),
         n_leapfrog=n_leap,
@@ -250,13 +286,7 @@ def nuts_transition(
         energy=energy,
         divergence_u=div_u,
     )
-    return sample, stats
-
-
-def _put(t: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    out = t.clone()
-    out[idx] = values
-    return out
+    return State(su, slp, sg), stats
 
 
 def hmc_transition(
@@ -279,7 +309,7 @@ def hmc_transition(
         cur, p = leapfrog(target, metric, cur, p, step_size)
         H = _energy(cur.log_prob, metric.kinetic(p))
         newly = ((H - H0) > MAX_DELTA_H) & ~diverging
-        div_u[newly] = cur.u[newly]
+        div_u = torch.where(newly[:, None], cur.u, div_u)
         diverging |= newly
     H1 = _energy(cur.log_prob, metric.kinetic(p))
     accept = torch.exp(torch.clamp(H0 - H1, max=0.0))

@@ -76,6 +76,7 @@ def sample(
     target_accept: float = 0.8,
     init_strategy: str = "uniform",
     vectorized: bool = False,
+    value_and_grad: Callable | None = None,
     generator: torch.Generator | int | None = None,
     progress_bar: bool = True,
     dtype=None,
@@ -90,7 +91,9 @@ def sample(
     ``interval(a, b)``, ``simplex``, ``latentfit.mcmc.ordered_vector``, ...): each is sampled in
     unconstrained space through ``biject_to`` with its Jacobian added, as Stan does.
     ``init_strategy="uniform"`` starts each chain uniformly in (-2, 2) in unconstrained space
-    (Stan's default); ``"init"`` starts every chain at ``init``.
+    (Stan's default); ``"init"`` starts every chain at ``init``. ``value_and_grad``, optional,
+    returns ``(log_density, {name: gradient})`` for the same parameters, written by hand: the
+    sampler then runs without autograd (see ``Target``).
 
     ``metric`` is ``"diag"`` (Stan's default), ``"dense"`` or ``"unit"``; the warm-up of
     ``num_warmup`` iterations adapts each chain's step size (dual averaging to
@@ -101,7 +104,13 @@ def sample(
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     shapes, values = _shapes_from_init(init, dtype, device)
     target = Target(
-        log_density, shapes, constraints, vectorized=vectorized, dtype=dtype, device=device
+        log_density,
+        shapes,
+        constraints,
+        vectorized=vectorized,
+        dtype=dtype,
+        device=device,
+        value_and_grad=value_and_grad,
     )
     if init_strategy not in ("uniform", "init"):
         raise ParameterError(f"init_strategy must be 'uniform' or 'init', got {init_strategy!r}")

@@ -75,7 +75,7 @@ class _Slot:
     start: int
     size: int  # free (unconstrained) dimensions
     free_shape: tuple[int, ...]  # shape of the unconstrained value
-    kind: str  # "real", "positive", "unit" (fast paths) or "general" (biject_to)
+    kind: str  # "real", "positive", "unit", "ordered" (fast paths) or "general" (biject_to)
 
 
 def _kind(con) -> str:
@@ -87,6 +87,8 @@ def _kind(con) -> str:
         return "positive"
     if isinstance(con, type(constraints.unit_interval)):
         return "unit"
+    if isinstance(con, _OrderedVector):
+        return "ordered"
     return "general"
 
 
@@ -98,6 +100,13 @@ class Target:
     Cholesky-factor constraints are refused: ``biject_to`` maps them from a full square matrix
     whose redundant entries would be flat directions of the density (an improper target); give
     such a parameter as free entries and build the matrix inside ``log_density``.
+
+    ``value_and_grad``, optional, computes the log-density and its gradient by hand:
+    ``value_and_grad(**params) -> (log_density, {name: d log_density / d param})`` in the same
+    natural parameters and batching as ``log_density``. The sampler then skips autograd, whose
+    graph building and backward pass cost several times the arithmetic of a small model; the
+    transforms' chain rule and Jacobian terms are added here. ``check_gradient`` compares it
+    with autograd.
     """
 
     def __init__(
@@ -109,6 +118,7 @@ class Target:
         vectorized: bool = False,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
+        value_and_grad: Callable[..., tuple[torch.Tensor, dict]] | None = None,
     ):
         if not callable(log_density):
             raise ParameterError(
@@ -141,7 +151,10 @@ class Target:
             shape = tuple(int(s) for s in shape)
             free_shape = tuple(t.inverse_shape(torch.Size(shape)))
             size = int(torch.Size(free_shape).numel())
-            slots.append(_Slot(name, shape, con, t, start, size, free_shape, _kind(con)))
+            kind = _kind(con)
+            if kind == "ordered" and len(shape) != 1:
+                kind = "general"  # the fast path cumsums one vector per chain
+            slots.append(_Slot(name, shape, con, t, start, size, free_shape, kind))
             start += size
         self.slots: tuple[_Slot, ...] = tuple(slots)
         self.n_free = start
@@ -150,6 +163,16 @@ class Target:
         self.dtype = dtype
         self.device = torch.device(device)
         self._batched = log_density if vectorized else self._vmapped(log_density)
+        if value_and_grad is not None and not callable(value_and_grad):
+            raise ParameterError(
+                "value_and_grad must be a function of the named parameters returning "
+                f"(log_density, {{name: gradient}}), got {value_and_grad!r}"
+            )
+        self.value_and_grad = value_and_grad
+        self._batched_vg = None
+        if value_and_grad is not None:
+            self._batched_vg = value_and_grad if vectorized else self._vmapped(value_and_grad)
+        self._ones: dict = {}
 
     @property
     def names(self) -> list[str]:
@@ -171,27 +194,42 @@ class Target:
     # -- unconstrained <-> natural -------------------------------------------------------------
     def constrain(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Natural parameters ``{name: (c, *shape)}`` for ``u`` (c, p), and ``log|det J|`` (c,)."""
-        params, log_jac = {}, u.new_zeros(u.shape[:-1])
+        params, log_jac, _ = self._constrain(u)
+        return params, log_jac
+
+    def _constrain(self, u: torch.Tensor):
+        """``constrain`` and, per slot, the free block ``x`` (c, size) and its natural value
+        ``y`` flattened the same way (what the chain rule of ``value_and_grad`` needs)."""
+        batch = u.shape[:-1]
+        params, log_jac, blocks = {}, None, []
         for s in self.slots:
-            x = u[..., s.start : s.start + s.size]
+            if not s.shape:  # a scalar: one column, selected without a reshape
+                x = u[..., s.start]
+            else:
+                x = u[..., s.start : s.start + s.size]
             if s.kind == "real":
-                params[s.name] = x.reshape(*u.shape[:-1], *s.shape)
-                continue
-            if s.kind == "positive":
-                y = x.exp()
-                ladj = x.sum(-1)
+                y, ladj = x, None
+            elif s.kind == "positive":
+                y, ladj = x.exp(), x if not s.shape else x.sum(-1)
             elif s.kind == "unit":
                 y = torch.sigmoid(x)
-                ladj = (torch.nn.functional.logsigmoid(x) + torch.nn.functional.logsigmoid(-x)).sum(
-                    -1
-                )
+                ladj = torch.nn.functional.logsigmoid(x) + torch.nn.functional.logsigmoid(-x)
+                ladj = ladj if not s.shape else ladj.sum(-1)
+            elif s.kind == "ordered":
+                y = torch.cat([x[..., :1], x[..., 1:].exp()], -1).cumsum(-1)
+                ladj = x[..., 1:].sum(-1)
             else:
-                x = x.reshape(*u.shape[:-1], *s.free_shape)
-                y = s.transform(x)
-                ladj = s.transform.log_abs_det_jacobian(x, y).reshape(*u.shape[:-1], -1).sum(-1)
-            log_jac = log_jac + ladj
-            params[s.name] = y.reshape(*u.shape[:-1], *s.shape)
-        return params, log_jac
+                xs = x.reshape(*batch, *s.free_shape)
+                y = s.transform(xs)
+                ladj = s.transform.log_abs_det_jacobian(xs, y).reshape(*batch, -1).sum(-1)
+            if ladj is not None:
+                log_jac = ladj if log_jac is None else log_jac + ladj
+            value = y if y.shape[len(batch) :] == s.shape else y.reshape(*batch, *s.shape)
+            params[s.name] = value
+            blocks.append((x, y))
+        if log_jac is None:
+            log_jac = u.new_zeros(batch)
+        return params, log_jac, blocks
 
     def unconstrain(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """``u`` (c, p) for natural ``params`` each of shape (c, *shape)."""
@@ -206,7 +244,9 @@ class Target:
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """Log-density in unconstrained space (c,): ``log p(T(u)) + log|det J_T(u)|``."""
         params, log_jac = self.constrain(u)
-        lp = self._batched(**params)
+        return self._checked(self._batched(**params), u) + log_jac
+
+    def _checked(self, lp, u):
         if lp.shape != u.shape[:-1]:
             raise ParameterError(
                 f"log_density must return one value per chain, shape {tuple(u.shape[:-1])}; got "
@@ -217,13 +257,14 @@ class Target:
                     else " (sum the log-density over observations: a scalar per call)"
                 )
             )
-        return lp + log_jac
+        return lp
 
     def log_prob_and_grad(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-density (c,) and its gradient (c, p); chains are independent, so the gradient
         of the sum over chains is every chain's own gradient in one backward pass."""
+        vg = self._value_and_grad if self._batched_vg is None else self._given_value_and_grad
         try:
-            return self._value_and_grad(u)
+            return vg(u)
         except ParameterError:
             raise
         except (ValueError, RuntimeError):
@@ -233,7 +274,7 @@ class Target:
             lps, grads = [], []
             for i in range(u.shape[0]):
                 try:
-                    lp_i, g_i = self._value_and_grad(u[i : i + 1])
+                    lp_i, g_i = vg(u[i : i + 1])
                 except (ValueError, RuntimeError):
                     lp_i = u.new_full((1,), -math.inf)
                     g_i = torch.zeros_like(u[i : i + 1])
@@ -245,8 +286,69 @@ class Target:
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
             lp = self.log_prob(u)
-            (grad,) = torch.autograd.grad(lp.sum(), u)
+            ones = self._ones.get(lp.shape)
+            if ones is None or ones.dtype != lp.dtype or ones.device != lp.device:
+                ones = self._ones[lp.shape] = torch.ones_like(lp)
+            (grad,) = torch.autograd.grad(lp, u, ones)
         return lp.detach(), grad
+
+    def _given_value_and_grad(self, u):
+        """The user's value and natural-parameter gradient, carried to ``u`` by the chain rule
+        of each slot's transform, plus the gradient of ``log|det J|``."""
+        params, log_jac, blocks = self._constrain(u)
+        out = self._batched_vg(**params)
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+            raise ParameterError(
+                "value_and_grad must return (log_density, {name: gradient}), got "
+                f"{type(out).__name__}"
+            )
+        lp, grads = out
+        lp = self._checked(lp, u)
+        pieces = []
+        for s, (x, y) in zip(self.slots, blocks, strict=True):
+            g = grads.get(s.name)
+            if g is None or g.shape != u.shape[:-1] + s.shape:
+                raise ParameterError(
+                    f"value_and_grad: the gradient for {s.name!r} must have shape "
+                    f"{tuple(u.shape[:-1] + s.shape)} (the parameter's), got "
+                    f"{None if g is None else tuple(g.shape)}"
+                )
+            if s.shape and y.shape != g.shape:
+                g = g.reshape(y.shape)
+            if s.kind == "real":
+                gu = g
+            elif s.kind == "positive":  # y = exp(x), log|J| = x
+                gu = g * y + 1
+            elif s.kind == "unit":  # y = sigmoid(x), log|J| = log y + log(1 - y)
+                gu = g * y * (1 - y) + (1 - 2 * y)
+            elif s.kind == "ordered":  # y_i = x_0 + sum_{1 <= j <= i} exp(x_j), log|J| = sum x_j
+                tail = g.flip(-1).cumsum(-1).flip(-1)  # sum_{i >= j} dlp/dy_i
+                gu = tail * torch.cat([torch.ones_like(x[..., :1]), x[..., 1:].exp()], -1)
+                gu = gu + torch.cat([torch.zeros_like(x[..., :1]), torch.ones_like(x[..., 1:])], -1)
+            else:  # any other bijection: its vector-Jacobian product by autograd
+                with torch.enable_grad():
+                    xs = x.detach().requires_grad_(True)
+                    xf = xs.reshape(*u.shape[:-1], *s.free_shape)
+                    yy = s.transform(xf)
+                    ladj = s.transform.log_abs_det_jacobian(xf, yy).sum()
+                    (gu,) = torch.autograd.grad(
+                        [yy.reshape(g.shape), ladj], xs, [g, torch.ones_like(ladj)]
+                    )
+            pieces.append(gu if s.shape else gu[..., None])
+        grad = pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
+        if grad.requires_grad or lp.requires_grad:  # a value_and_grad that used autograd inside
+            lp, grad = lp.detach(), grad.detach()
+        return lp + log_jac, grad
+
+    def check_gradient(self, u: torch.Tensor) -> float:
+        """Largest absolute difference between ``value_and_grad``'s gradient (carried to
+        ``u``) and autograd's, relative to the largest autograd component, at ``u`` (c, p)."""
+        if self._batched_vg is None:
+            raise ParameterError("check_gradient needs a Target built with value_and_grad=")
+        lp_a, g_a = self._value_and_grad(u)
+        lp_h, g_h = self._given_value_and_grad(u)
+        scale = g_a.abs().max().clamp(min=1e-300)
+        return float(max((g_a - g_h).abs().max() / scale, (lp_a - lp_h).abs().max()))
 
     def flat_names(self) -> list[str]:
         """ArviZ-style names of every natural coordinate: ``mu``, ``theta[0]``, ``w[1, 2]``."""
