@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -19,18 +18,14 @@ from latentfit.cli import app
 from latentfit.cli.hmm import online_chunks
 from latentfit.select import COLUMNS, select_model
 
+from .test_sequences import _quiet, _run  # fit a model quietly; run a fit command, states kept
+
 runner = CliRunner()
 rng = np.random.default_rng(7)
 _z = np.repeat(rng.integers(0, 2, 25), 8)  # (200,) sticky states
 SERIES = rng.normal(0, 1, (len(_z), 2)) + 4.0 * _z[:, None]  # (t, 2)
 SYMBOLS = np.where(_z == 1, rng.integers(2, 4, len(_z)), rng.integers(0, 3, len(_z)))
 LENGTHS = [70, 90, 40]
-
-
-def _quiet(fn):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn()
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +37,6 @@ def files(tmp_path_factory):
     out["lengths"] = folder / "lengths.txt"
     out["lengths"].write_text("\n".join(map(str, LENGTHS)))
     return out
-
-
-def _run(args, tmp_path, *extra):
-    states = tmp_path / "states.csv"
-    res = runner.invoke(app, [*map(str, args), "--states", str(states), "--quiet", *extra])
-    assert res.exit_code == 0, res.output
-    return res, states
 
 
 # ---------------------------------------------------------------------- --variational
