@@ -189,7 +189,22 @@ def test_fit_hmm_online_in_one_chunk_is_one_partial_fit(files, tmp_path):
     args = ["fit", "hmm", files["real"], "-k", "2", "--online", "--json"]  # default chunk
     got = json.loads(_run(args, tmp_path)[0].stdout)
     assert got["n_chunks"] == 1 and got["n_updates"] == model.n_updates_
+    assert (got["burn_in"], got["mstep_every"], got["learning_decay"]) == (100, 50, 0.9)
     np.testing.assert_allclose(got["means"], model.means_, rtol=1e-12)
+
+
+def test_fit_hmm_online_passes_its_step_settings_to_partial_fit(files, tmp_path):
+    settings = {"burn_in": 20, "mstep_every": 7, "learning_decay": 0.75}
+    model = latentfit.GaussianHMM(2, random_state=1)
+    _quiet(lambda: model.partial_fit(SERIES[:64], **settings))
+    _quiet(lambda: model.partial_fit(SERIES[64:], new_sequence=False, **settings))
+    assert model.n_updates_ == 1 + (200 - 20) // 7  # M-steps at 20, 27, ..., 195
+    args = ["fit", "hmm", files["real"], "-k", "2", "--online", "--chunk-rows", "64", "--seed",
+            "1", "--burn-in", "20", "--mstep-every", "7", "--learning-decay", "0.75", "--json"]  # fmt: skip
+    got = json.loads(_run(args, tmp_path)[0].stdout)
+    assert got["n_updates"] == model.n_updates_ and got["learning_decay"] == 0.75
+    np.testing.assert_allclose(got["means"], model.means_, rtol=1e-8)
+    np.testing.assert_allclose(got["transmat"], model.transmat_, rtol=1e-8, atol=1e-12)
 
 
 # ---------------------------------------------------------------------- select hmm --model vhmm

@@ -41,6 +41,12 @@ MISSING = ("error", "marginalize")
 VARIATIONAL_EMISSIONS = ("gaussian", "categorical")
 #: Rows per ``partial_fit`` call of ``fit hmm --online`` when --chunk-rows is not given.
 DEFAULT_CHUNK_ROWS = 10_000
+#: ``fit hmm --online``'s settings of ``partial_fit``: option → (argument, its default there).
+ONLINE_SETTINGS = {
+    "--burn-in": ("burn_in", 100),
+    "--mstep-every": ("mstep_every", 50),
+    "--learning-decay": ("learning_decay", 0.9),
+}
 #: The hyperparameters of a variational HMM, each an estimator attribute ``<name>_prior_`` and
 #: ``<name>_posterior_``.
 HYPERPARAMETERS = ("startprob", "transmat", "means", "beta", "dof", "scale", "emissionprob")
@@ -512,9 +518,23 @@ def online_chunks(n_rows: int, lengths: list[int] | None, chunk_rows: int):
         yield a, b, np.diff(cuts).tolist(), a in bounds
 
 
-def online_fit(model, X, seq, chunk_rows: int) -> tuple[Callable[[], None], dict]:
-    """(the fit, the record of the run) of online EM over chunks of X; the record is filled in
-    when the fit has run."""
+def online_settings(given: dict[str, float | None]) -> dict:
+    """``partial_fit``'s keyword arguments from the options given (None: its default)."""
+    out = {}
+    for option, value in given.items():
+        name, default = ONLINE_SETTINGS[option]
+        out[name] = default if value is None else value
+    if not 0.5 < out["learning_decay"] <= 1:
+        fail(
+            f"--learning-decay must lie in (0.5, 1] for online EM to converge; got "
+            f"{out['learning_decay']!r}"
+        )
+    return out
+
+
+def online_fit(model, X, seq, chunk_rows: int, settings: dict) -> tuple[Callable[[], None], dict]:
+    """(the fit, the record of the run) of online EM over chunks of X with ``partial_fit``'s
+    ``settings``; the record is filled in when the fit has run."""
     from latentfit.em.hmm.sequences import check_lengths
 
     try:
@@ -526,9 +546,10 @@ def online_fit(model, X, seq, chunk_rows: int) -> tuple[Callable[[], None], dict
     def fit() -> None:
         chunks = list(online_chunks(X.shape[0], lengths, chunk_rows))
         for a, b, pieces, starts in chunks:
-            model.partial_fit(X[a:b], pieces, new_sequence=starts)
+            model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
         run.update(
             chunk_rows=chunk_rows,
+            **settings,
             n_chunks=len(chunks),
             n_steps=model.n_steps_,
             n_updates=model.n_updates_,
@@ -568,6 +589,29 @@ def fit_hmm(
         min=1,
         help=f"--online: rows per partial_fit call. Default: {DEFAULT_CHUNK_ROWS}. The first "
         "chunk initialises the model.",
+        show_default=False,
+    ),
+    burn_in: int | None = typer.Option(
+        None,
+        "--burn-in",
+        min=0,
+        help="--online: steps read before the first M-step. Default: "
+        f"{ONLINE_SETTINGS['--burn-in'][1]}.",
+        show_default=False,
+    ),
+    mstep_every: int | None = typer.Option(
+        None,
+        "--mstep-every",
+        min=1,
+        help="--online: steps between two M-steps. Default: "
+        f"{ONLINE_SETTINGS['--mstep-every'][1]}.",
+        show_default=False,
+    ),
+    learning_decay: float | None = typer.Option(
+        None,
+        "--learning-decay",
+        help="--online: step sizes t^-decay for step t, decay in (0.5, 1]. Default: "
+        f"{ONLINE_SETTINGS['--learning-decay'][1]}.",
         show_default=False,
     ),
     n_iter: int = n_iter_option(),
@@ -610,7 +654,10 @@ def fit_hmm(
     check_choice("--covariance", covariance, COVARIANCES)
     check_choice("--algorithm", algorithm, ALGORITHMS)
     check_missing(missing, emission)
-    _check_fit_kind(variational, online, chunk_rows, emission, missing, distributed, n_init)
+    given = {"--chunk-rows": chunk_rows, "--burn-in": burn_in, "--mstep-every": mstep_every,
+             "--learning-decay": learning_decay}  # fmt: skip
+    _check_fit_kind(variational, online, given, emission, missing, distributed, n_init)
+    settings_online = online_settings({k: v for k, v in given.items() if k in ONLINE_SETTINGS})
     data_source(data, dataset)
     target = None
     if not distributed:
@@ -652,7 +699,8 @@ def fit_hmm(
         X = read_series(data, cols, dataset, delimiter, emission, missing)
         fit, run = None, None
         if online:
-            fit, run = online_fit(model, X, seq, chunk_rows or DEFAULT_CHUNK_ROWS)
+            rows = chunk_rows or DEFAULT_CHUNK_ROWS
+            fit, run = online_fit(model, X, seq, rows, settings_online)
         fitted = fit_and_decode(model, X, seq, algorithm, fit)
         fitted["run"] = run
         n_rows, d = X.shape
@@ -703,7 +751,7 @@ def fit_hmm(
 def _check_fit_kind(
     variational: bool,
     online: bool,
-    chunk_rows: int | None,
+    online_options: dict[str, float | None],
     emission: str,
     missing: str,
     distributed: bool,
@@ -723,8 +771,9 @@ def _check_fit_kind(
                 "--online and --variational: online EM re-estimates point parameters; the "
                 "variational HMMs have no online update (choose one)"
             )
-    if chunk_rows is not None and not online:
-        fail("--chunk-rows sets the chunks of --online; add --online or drop --chunk-rows")
+    for option, value in online_options.items():
+        if value is not None and not online:
+            fail(f"{option} is a setting of --online; add --online or drop {option}")
     if distributed and (variational or online):
         which = "--variational" if variational else "--online"
         fail(f"--distributed fits by Baum-Welch; {which} fits in one process (drop one)")
