@@ -518,6 +518,15 @@ def online_chunks(n_rows: int, lengths: list[int] | None, chunk_rows: int):
         yield a, b, np.diff(cuts).tolist(), a in bounds
 
 
+def online_option(option: str, what: str, minimum: int | None = None):
+    """An option of ``--online`` that sets one argument of ``partial_fit`` (None: its default
+    there, see :data:`ONLINE_SETTINGS`)."""
+    default = ONLINE_SETTINGS[option][1]
+    return typer.Option(
+        None, option, min=minimum, help=f"--online: {what}. Default: {default}.", show_default=False
+    )
+
+
 def online_settings(given: dict[str, float | None]) -> dict:
     """``partial_fit``'s keyword arguments from the options given (None: its default)."""
     out = {}
@@ -591,28 +600,10 @@ def fit_hmm(
         "chunk initialises the model.",
         show_default=False,
     ),
-    burn_in: int | None = typer.Option(
-        None,
-        "--burn-in",
-        min=0,
-        help="--online: steps read before the first M-step. Default: "
-        f"{ONLINE_SETTINGS['--burn-in'][1]}.",
-        show_default=False,
-    ),
-    mstep_every: int | None = typer.Option(
-        None,
-        "--mstep-every",
-        min=1,
-        help="--online: steps between two M-steps. Default: "
-        f"{ONLINE_SETTINGS['--mstep-every'][1]}.",
-        show_default=False,
-    ),
-    learning_decay: float | None = typer.Option(
-        None,
-        "--learning-decay",
-        help="--online: step sizes t^-decay for step t, decay in (0.5, 1]. Default: "
-        f"{ONLINE_SETTINGS['--learning-decay'][1]}.",
-        show_default=False,
+    burn_in: int | None = online_option("--burn-in", "steps read before the first M-step", 0),
+    mstep_every: int | None = online_option("--mstep-every", "steps between two M-steps", 1),
+    learning_decay: float | None = online_option(
+        "--learning-decay", "step sizes t^-decay for step t, decay in (0.5, 1]"
     ),
     n_iter: int = n_iter_option(),
     tol: float = tol_option("log-likelihood (--variational: the lower bound)"),
