@@ -213,3 +213,53 @@ def test_fit_dist_bad_total_count_is_a_parameter_error(value, tmp_path):
         app, ["fit", "dist", str(d), "-f", "binomial", "--fixed", f"total_count={value}"]
     )
     _clean_error(res, "total_count", "integer >= 1")
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        (["--variational", "--emission", "gmm"], "--variational fits gaussian and categorical"),
+        (["--variational", "--emission", "poisson"], "--emission poisson has no variational"),
+        (["--variational", "--missing", "marginalize"], "--missing marginalize"),
+        (["--variational", "--online"], "--online and --variational"),
+        (["--variational", "--distributed"], "--distributed"),
+        (["--online", "--distributed"], "--distributed"),
+        (["--online", "--n-init", "3"], "--n-init"),
+        (["--chunk-rows", "10"], "--chunk-rows"),
+        (["--online", "--chunk-rows", "0"], "--chunk-rows"),
+        (["--online", "--chunk-rows", "-5"], "--chunk-rows"),
+        (["--burn-in", "5"], "--burn-in is a setting of --online"),
+        (["--mstep-every", "5"], "--mstep-every is a setting of --online"),
+        (["--learning-decay", "0.8"], "--learning-decay is a setting of --online"),
+        (["--online", "--burn-in", "-1"], "--burn-in"),
+        (["--online", "--mstep-every", "0"], "--mstep-every"),
+        (["--online", "--learning-decay", "0.5"], "--learning-decay must lie in (0.5, 1]"),
+        (["--online", "--learning-decay", "nan"], "--learning-decay must lie in (0.5, 1]"),
+        (["--online", "--learning-decay", "2"], "--learning-decay"),
+        (["--variational", "--tol", "nan"], "tol"),
+        (["--variational", "--covariance", "round"], "--covariance"),
+    ],
+)
+def test_fit_hmm_variational_and_online_refuse_what_they_do_not_take(option, needle, small_csv):
+    """Each refusal names the option at fault; nothing is written."""
+    states = small_csv.parent / "s.csv"
+    res = runner.invoke(
+        app, ["fit", "hmm", str(small_csv), "-k", "2", "--states", str(states), *option]
+    )
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert needle in res.output, res.output
+    assert not states.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        (["--model", "vhmm", "--emission", "poisson"], "--model vhmm takes --emission"),
+        (["--model", "vhmm", "--order", "2"], "--order"),
+        (["--model", "vhmm", "--covariance", "round"], "round"),
+    ],
+)
+def test_select_vhmm_refuses_what_it_does_not_take(option, needle, small_csv):
+    res = runner.invoke(app, ["select", "hmm", str(small_csv), "-k", "1-2", *option])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert needle in res.output, res.output

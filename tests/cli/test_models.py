@@ -74,6 +74,16 @@ MODELS = {
         lambda: latentfit.PoissonHMM(2, random_state=0).fit(COUNTS.astype(int), LENGTHS),
         COUNTS,
     ),
+    "VariationalGaussianHMM": (
+        lambda: latentfit.VariationalGaussianHMM(2, random_state=0).fit(X2, LENGTHS),
+        X2,
+    ),
+    "VariationalCategoricalHMM": (
+        lambda: latentfit.VariationalCategoricalHMM(2, random_state=0).fit(
+            SYMBOLS.astype(int), LENGTHS
+        ),
+        SYMBOLS,
+    ),
     "GaussianHSMM": (
         lambda: latentfit.GaussianHSMM(2, max_duration=8, random_state=0).fit(X2, LENGTHS),
         X2,
@@ -166,7 +176,8 @@ def _json(args):
 
 
 def _rows(model, X):
-    if type(model).__name__ in ("CategoricalHMM", "PoissonHMM", "CategoricalHSMM", "PoissonHSMM"):
+    symbols = ("CategoricalHMM", "VariationalCategoricalHMM", "CategoricalHSMM")
+    if type(model).__name__ in (*symbols, "PoissonHMM", "PoissonHSMM"):
         return X.astype(np.int64)
     if model_kind(model) == "vae":
         return torch.as_tensor(X, dtype=torch.float32)

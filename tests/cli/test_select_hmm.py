@@ -302,3 +302,17 @@ def test_the_model_settings_are_refused_for_other_models(series, extra, message)
     res = runner.invoke(app, ["select", "hmm", str(path), "-k", "2", *extra])
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("model", "covariance"), [("hmm", "round"), ("vhmm", "diag,round"), ("ssm", "spherical")]
+)
+def test_a_covariance_type_the_model_lacks_is_refused_by_name(series, model, covariance):
+    """Not a sweep of the default covariance labelled with the unknown name (the sweep builds
+    an estimator class with covariance_type only for the four known names)."""
+    path, _, _, _ = series
+    res = runner.invoke(
+        app, ["select", "hmm", str(path), "-k", "1", "--model", model, "--covariance", covariance]
+    )
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "--covariance" in res.output and repr(covariance.split(",")[-1]) in res.output

@@ -252,6 +252,16 @@ def _build(command: str, run: Run, data) -> None:
         data_path = run.input_file(kind)
         run.args = ["fit", name, str(data_path), "-k", draw(K_VALUES, label="-k")]
         run.args += ["--emission", emission, "--n-iter", "3", "--quiet"]
+        if name == "hmm":
+            # VB-EM (gaussian and categorical) or online EM; both, or --chunk-rows alone, refused
+            how = draw(st.sampled_from(["em", "em", "variational", "online", "both"]), label="fit")
+            run.args += {"em": [], "variational": ["--variational"], "online": ["--online"],
+                         "both": ["--variational", "--online"]}[how]  # fmt: skip
+            if how != "variational":
+                run.option("--chunk-rows", opt([None, "1", "7", "100000"], ["0", "-3", "x"]))
+                run.option("--burn-in", opt([None, "0", "5"], ["-1", "x"]))
+                run.option("--mstep-every", opt([None, "1", "3"], ["0", "x"]))
+                run.option("--learning-decay", opt([None, "0.7", "1"], ["0.5", "nan", "inf"]))
         if name == "hsmm":
             run.option("--duration", opt([None, "poisson", "negbin", "nonparametric"], ["bogus"]))
             run.option("--max-duration", opt([None, "1", "3"], ["0", "-2", "1000", "x"]))

@@ -36,6 +36,20 @@ EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
 ALGORITHMS = ("viterbi", "map")
 COVARIANCES = ("full", "tied", "diag", "spherical")
 MISSING = ("error", "marginalize")
+#: The emissions that ``fit hmm --variational`` fits (VariationalGaussianHMM,
+#: VariationalCategoricalHMM).
+VARIATIONAL_EMISSIONS = ("gaussian", "categorical")
+#: Rows per ``partial_fit`` call of ``fit hmm --online`` when --chunk-rows is not given.
+DEFAULT_CHUNK_ROWS = 10_000
+#: ``fit hmm --online``'s settings of ``partial_fit``: option → (argument, its default there).
+ONLINE_SETTINGS = {
+    "--burn-in": ("burn_in", 100),
+    "--mstep-every": ("mstep_every", 50),
+    "--learning-decay": ("learning_decay", 0.9),
+}
+#: The hyperparameters of a variational HMM, each an estimator attribute ``<name>_prior_`` and
+#: ``<name>_posterior_``.
+HYPERPARAMETERS = ("startprob", "transmat", "means", "beta", "dof", "scale", "emissionprob")
 
 
 # ---------------------------------------------------------------------- shared options
@@ -68,9 +82,9 @@ def n_iter_option(what: str = "Baum-Welch"):
     )
 
 
-def tol_option():
-    """``--tol``: the gain of log-likelihood below which EM stops."""
-    return typer.Option(1e-2, help="Stop when the log-likelihood gains less than this.")
+def tol_option(what: str = "log-likelihood"):
+    """``--tol``: the gain of log-likelihood (or of another objective) below which EM stops."""
+    return typer.Option(1e-2, help=f"Stop when the {what} gains less than this.")
 
 
 def n_init_option():
@@ -179,13 +193,16 @@ def read_series(data, columns, dataset, delimiter, emission: str, missing: str =
     return X
 
 
-def fit_and_decode(model, X, seq, algorithm: str) -> dict:
-    """Fit ``model`` to the sequences of X, decode their states and score them; estimator
-    errors become CLI errors."""
+def fit_and_decode(model, X, seq, algorithm: str, fit: Callable[[], None] | None = None) -> dict:
+    """Fit ``model`` to the sequences of X (by ``fit()`` when given, else ``model.fit``),
+    decode their states and score them; estimator errors become CLI errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
-            model.fit(X, seq)
+            if fit is None:
+                model.fit(X, seq)
+            else:
+                fit()
         logprob, path = model.decode(X, seq, algorithm=algorithm)
         return {
             "path": path,
@@ -213,10 +230,17 @@ def sequence_result(
     target,
 ) -> dict:
     """The result of a sequence model's fit: the entries every kind shares, the model's own
-    ``settings`` after its name and its own ``parameters`` after the transition matrix."""
+    ``settings`` after its name and its own ``parameters`` after the transition matrix. The
+    record of the run is the EM iterations, or ``fitted["run"]`` when the fit was another
+    kind of run (online EM)."""
     import numpy as np
 
     path = fitted["path"]
+    run = fitted.get("run") or {
+        "n_iter": model.n_iter_,
+        "converged": bool(model.converged_),
+        "n_init": n_init,
+    }
     head = {
         "model": type(model).__name__,
         **settings,
@@ -225,9 +249,7 @@ def sequence_result(
         "n_sequences": 1 if seq is None else len(seq),
         "n_features": d,
         "features": names,
-        "n_iter": model.n_iter_,
-        "converged": bool(model.converged_),
-        "n_init": n_init,
+        **run,
         "log_likelihood": fitted["ll"],
         "bic": fitted["bic"],
         "aic": fitted["aic"],
@@ -327,12 +349,25 @@ def read_lengths(path: Path) -> list[int]:
 
 
 # ---------------------------------------------------------------------- fit hmm
-def _model(emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, device, missing):
-    from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+def _model(
+    emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, device, missing, variational
+):
+    from latentfit import (
+        GMMHMM,
+        CategoricalHMM,
+        GaussianHMM,
+        PoissonHMM,
+        VariationalCategoricalHMM,
+        VariationalGaussianHMM,
+    )
 
     common = dict(
         n_iter=n_iter, tol=tol, n_init=n_init, random_state=seed, verbose=not quiet, device=device
     )
+    if variational and emission == "gaussian":
+        return VariationalGaussianHMM(k, covariance_type=covariance, **common)
+    if variational:
+        return VariationalCategoricalHMM(k, **common)
     if emission == "gaussian":
         return GaussianHMM(k, covariance_type=covariance, missing=missing, **common)
     if emission == "gmm":
@@ -400,6 +435,8 @@ def _csv_rows(model, r: dict) -> list[dict]:
         row = state_row(model, i)
         if r["emission"] != "gmm":
             rows.append(row | emission_cells(model, r, i))
+            if "posterior" in r:
+                rows[-1] |= posterior_cells(r, i)
             continue
         cov = np.asarray(model.covars_)[i]
         for m in range(model.n_mix):
@@ -407,6 +444,128 @@ def _csv_rows(model, r: dict) -> list[dict]:
             mix |= gaussian_columns(model.means_[i], cov, r["covariance_type"], r["features"], m)
             rows.append(row | mix)
     return rows
+
+
+# ---------------------------------------------------------------------- fit hmm --variational
+def hyperparameters(model) -> dict:
+    """The Dirichlet (and Normal-Wishart) hyperparameters of a variational HMM:
+    ``{"prior": {name: value}, "posterior": {name: value}}`` under the names of the estimator's
+    ``<name>_prior_`` / ``<name>_posterior_`` attributes."""
+    names = [n for n in HYPERPARAMETERS if hasattr(model, f"{n}_posterior_")]
+    return {
+        "prior": {n: getattr(model, f"{n}_prior_") for n in names},
+        "posterior": {n: getattr(model, f"{n}_posterior_") for n in names},
+    }
+
+
+def _posterior_columns(r: dict) -> tuple[list[str], list]:
+    """The per-state posterior hyperparameters as (names, (k,) columns): the Dirichlet counts of
+    the start and of every transition, then β and ν (gaussian) or the emission counts."""
+    import numpy as np
+
+    post, k = r["posterior"], r["n_components"]
+    names = ["startprob_posterior"] + [f"transmat_posterior_{j}" for j in range(k)]
+    cols = [post["startprob"], *np.asarray(post["transmat"]).T]
+    if "emissionprob" in post:
+        counts = np.asarray(post["emissionprob"])
+        names += [f"emissionprob_posterior_{s}" for s in range(counts.shape[1])]
+        cols += list(counts.T)
+    else:  # a tied model has one ν for every state
+        names += ["beta_posterior", "dof_posterior"]
+        cols += [post["beta"], np.broadcast_to(post["dof"], (k,))]
+    return names, cols
+
+
+def print_posterior(r: dict) -> None:
+    """The posterior hyperparameters of a variational fit, one row per state."""
+    import numpy as np
+
+    from latentfit.cli.output import format_table
+
+    names, cols = _posterior_columns(r)
+    short = [
+        n.replace("startprob_posterior", "start")
+        .replace("transmat_posterior_", "to ")
+        .replace("emissionprob_posterior_", "symbol ")
+        .replace("_posterior", "")
+        for n in names
+    ]
+    states = [f"state {i}" for i in range(r["n_components"])]
+    what = "counts" if "emissionprob" in r["posterior"] else "counts; beta, dof: Normal-Wishart"
+    typer.echo(f"posterior hyperparameters (Dirichlet {what}):")
+    typer.echo(format_table(np.column_stack(cols), short, states))
+    if "scale" in r["posterior"]:
+        typer.echo("(posterior means: the means above; Wishart scales: covariances x dof)")
+
+
+def posterior_cells(r: dict, i: int) -> dict:
+    """State ``i``'s posterior hyperparameters as named CSV cells."""
+    names, cols = _posterior_columns(r)
+    return {n: float(c[i]) for n, c in zip(names, cols, strict=True)}
+
+
+# ---------------------------------------------------------------------- fit hmm --online
+def online_chunks(n_rows: int, lengths: list[int] | None, chunk_rows: int):
+    """The ``partial_fit`` calls of ``fit hmm --online``: (first row, end row, the lengths of
+    the sequence pieces in the chunk, whether the chunk starts a sequence) for chunks of at
+    most ``chunk_rows`` rows; a chunk that does not start a sequence continues the one before."""
+    import numpy as np
+
+    bounds = set(np.cumsum([0, *(lengths or [n_rows])]).tolist())
+    for a in range(0, n_rows, chunk_rows):
+        b = min(a + chunk_rows, n_rows)
+        cuts = sorted({a, b} | {c for c in bounds if a < c < b})
+        yield a, b, np.diff(cuts).tolist(), a in bounds
+
+
+def online_option(option: str, what: str, minimum: int | None = None):
+    """An option of ``--online`` that sets one argument of ``partial_fit`` (None: its default
+    there, see :data:`ONLINE_SETTINGS`)."""
+    default = ONLINE_SETTINGS[option][1]
+    return typer.Option(
+        None, option, min=minimum, help=f"--online: {what}. Default: {default}.", show_default=False
+    )
+
+
+def online_settings(given: dict[str, float | None]) -> dict:
+    """``partial_fit``'s keyword arguments from the options given (None: its default)."""
+    out = {}
+    for option, value in given.items():
+        name, default = ONLINE_SETTINGS[option]
+        out[name] = default if value is None else value
+    if not 0.5 < out["learning_decay"] <= 1:
+        fail(
+            f"--learning-decay must lie in (0.5, 1] for online EM to converge; got "
+            f"{out['learning_decay']!r}"
+        )
+    return out
+
+
+def online_fit(model, X, seq, chunk_rows: int, settings: dict) -> tuple[Callable[[], None], dict]:
+    """(the fit, the record of the run) of online EM over chunks of X with ``partial_fit``'s
+    ``settings``; the record is filled in when the fit has run."""
+    from latentfit.em.hmm.sequences import check_lengths
+
+    try:
+        lengths = check_lengths(seq, X.shape[0])
+    except ValueError as err:
+        fail(str(err))
+    run: dict = {}
+
+    def fit() -> None:
+        chunks = list(online_chunks(X.shape[0], lengths, chunk_rows))
+        for a, b, pieces, starts in chunks:
+            model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
+        run.update(
+            chunk_rows=chunk_rows,
+            **settings,
+            n_chunks=len(chunks),
+            n_steps=model.n_steps_,
+            n_updates=model.n_updates_,
+            online_log_likelihood=model.online_log_likelihood_,
+        )
+
+    return fit, run
 
 
 @fit_app.command("hmm")
@@ -419,8 +578,35 @@ def fit_hmm(
     emission: str = emission_option(EMISSIONS),
     covariance: str = covariance_option(),
     n_mix: int = typer.Option(2, "--n-mix", min=1, help="Mixture components per state (gmm)."),
+    variational: bool = typer.Option(
+        False,
+        "--variational/--no-variational",
+        help="A Bayesian HMM by variational inference (VB-EM; gaussian and categorical "
+        "emissions): prints its lower bound and the posterior hyperparameters; the parameters "
+        "shown, scored and decoded are the posterior means.",
+    ),
+    online: bool = typer.Option(
+        False,
+        "--online/--no-online",
+        help="Fit by online EM (partial_fit, Cappé 2011) in one pass over chunks of "
+        "--chunk-rows rows, each continuing the series of the one before; DATA is still read "
+        "whole. --n-iter, --tol and --n-init do not apply.",
+    ),
+    chunk_rows: int | None = typer.Option(
+        None,
+        "--chunk-rows",
+        min=1,
+        help=f"--online: rows per partial_fit call. Default: {DEFAULT_CHUNK_ROWS}. The first "
+        "chunk initialises the model.",
+        show_default=False,
+    ),
+    burn_in: int | None = online_option("--burn-in", "steps read before the first M-step", 0),
+    mstep_every: int | None = online_option("--mstep-every", "steps between two M-steps", 1),
+    learning_decay: float | None = online_option(
+        "--learning-decay", "step sizes t^-decay for step t, decay in (0.5, 1]"
+    ),
     n_iter: int = n_iter_option(),
-    tol: float = tol_option(),
+    tol: float = tol_option("log-likelihood (--variational: the lower bound)"),
     n_init: int = n_init_option(),
     algorithm: str = algorithm_option(),
     missing: str = missing_option(),
@@ -459,6 +645,10 @@ def fit_hmm(
     check_choice("--covariance", covariance, COVARIANCES)
     check_choice("--algorithm", algorithm, ALGORITHMS)
     check_missing(missing, emission)
+    given = {"--chunk-rows": chunk_rows, "--burn-in": burn_in, "--mstep-every": mstep_every,
+             "--learning-decay": learning_decay}  # fmt: skip
+    _check_fit_kind(variational, online, given, emission, missing, distributed, n_init)
+    settings_online = online_settings({k: v for k, v in given.items() if k in ONLINE_SETTINGS})
     data_source(data, dataset)
     target = None
     if not distributed:
@@ -477,8 +667,9 @@ def fit_hmm(
     cols = split_columns(columns)
     seq = read_lengths(lengths) if lengths is not None else None
     model = _model(
-        emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, device, missing
-    )
+        emission, k, covariance, n_mix, n_iter, tol, n_init, seed, quiet, device, missing,
+        variational,
+    )  # fmt: skip
     X = None
     if distributed:
         if emission == "categorical":
@@ -497,19 +688,32 @@ def fit_hmm(
         fitted = {"path": None, "logprob": None, "ll": res.loglik, "bic": res.bic, "aic": res.aic}
     else:
         X = read_series(data, cols, dataset, delimiter, emission, missing)
-        fitted = fit_and_decode(model, X, seq, algorithm)
+        fit, run = None, None
+        if online:
+            rows = chunk_rows or DEFAULT_CHUNK_ROWS
+            fit, run = online_fit(model, X, seq, rows, settings_online)
+        fitted = fit_and_decode(model, X, seq, algorithm, fit)
+        fitted["run"] = run
         n_rows, d = X.shape
     record_columns(model, data, cols, delimiter, dataset)  # predict/score match them by name
     names = column_names(data, columns, d, model, delimiter)
     settings = {
         "emission": emission,
         "covariance_type": covariance if emission in ("gaussian", "gmm") else None,
+        "fit": "online" if online else "variational" if variational else "em",
     }
+    parameters = emission_parameters(model, emission)
+    print_parameters = print_emissions
+    if variational:
+        fitted["run"] = {"n_iter": model.n_iter_, "converged": bool(model.converged_),
+                         "n_init": n_init, "lower_bound": model.lower_bound_}  # fmt: skip
+        parameters |= hyperparameters(model)
+        print_parameters = lambda r: (print_emissions(r), print_posterior(r))
     result = sequence_result(
         model,
         fitted,
         settings,
-        emission_parameters(model, emission),
+        parameters,
         n_rows=n_rows,
         d=d,
         seq=seq,
@@ -527,12 +731,45 @@ def fit_hmm(
         as_json=as_json,
         as_csv=as_csv,
         csv_rows=lambda: _csv_rows(model, result),
-        print_parameters=print_emissions,
+        print_parameters=print_parameters,
         plot=plot,
         fmt=fmt,
         X=X,
         seq=seq,
     )
+
+
+def _check_fit_kind(
+    variational: bool,
+    online: bool,
+    online_options: dict[str, float | None],
+    emission: str,
+    missing: str,
+    distributed: bool,
+    n_init: int,
+) -> None:
+    """Refuse the combinations ``--variational`` and ``--online`` do not take, by name."""
+    if variational:
+        if emission not in VARIATIONAL_EMISSIONS:
+            fail(
+                f"--variational fits {' and '.join(VARIATIONAL_EMISSIONS)} emissions; "
+                f"--emission {emission} has no variational HMM (drop --variational)"
+            )
+        if missing != "error":
+            fail("--missing marginalize: the variational HMMs take no NaN; drop --variational")
+        if online:
+            fail(
+                "--online and --variational: online EM re-estimates point parameters; the "
+                "variational HMMs have no online update (choose one)"
+            )
+    for option, value in online_options.items():
+        if value is not None and not online:
+            fail(f"{option} is a setting of --online; add --online or drop {option}")
+    if distributed and (variational or online):
+        which = "--variational" if variational else "--online"
+        fail(f"--distributed fits by Baum-Welch; {which} fits in one process (drop one)")
+    if online and n_init != 1:
+        fail("--n-init: online EM reads the data once, from one start; drop --n-init")
 
 
 def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
@@ -543,8 +780,21 @@ def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
         f"{r['model']}: K={k}, n={r['n_samples']} steps in {r['n_sequences']} sequence(s), "
         f"d={r['n_features']}"
     )
-    state = "converged" if r["converged"] else "NOT converged (try --n-iter or --tol)"
-    echo(f"Baum-Welch iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    if "n_steps" in r:
+        echo(
+            f"online EM: {r['n_steps']} steps read once in {r['n_chunks']} chunk(s) of at most "
+            f"{r['chunk_rows']} rows; {r['n_updates']} M-step(s); running mean log p(x_t | "
+            f"earlier steps): {r['online_log_likelihood']:.6f}"
+        )
+    else:
+        state = "converged" if r["converged"] else "NOT converged (try --n-iter or --tol)"
+        method = "VB-EM" if "lower_bound" in r else "Baum-Welch"
+        echo(f"{method} iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    if "lower_bound" in r:
+        echo(
+            f"lower bound (ELBO): {r['lower_bound']:.6f} nats; the log-likelihood, BIC and AIC "
+            "below are those of the posterior means"
+        )
     echo(f"log-likelihood: {r['log_likelihood']:.6f}")
     echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}")
     echo(f"start probabilities:\n{_fmt(r['startprob'])}")

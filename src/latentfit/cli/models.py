@@ -39,8 +39,14 @@ _PREDICT = {
 
 #: Kinds whose rows are cut into sequences by ``--lengths``.
 SEQUENCE_KINDS = ("hmm", "ssm")
-#: Models that read one column of whole-number symbols (their n_features counts the symbols).
-_SYMBOL_MODELS = ("CategoricalHMM", "CategoricalHSMM")
+
+
+def reads_symbols(model) -> bool:
+    """Whether the model reads one column of whole-number symbols (its n_features counts the
+    symbols): the categorical HMMs and HSMMs, the variational one included."""
+    from latentfit import CategoricalHMM, CategoricalHSMM
+
+    return isinstance(model, CategoricalHMM | CategoricalHSMM)
 
 
 # ---------------------------------------------------------------------- models and data
@@ -76,7 +82,7 @@ def n_columns(model, kind: str) -> int | None:
 
     if kind == "vae":
         return int(model.spec.x_dim)
-    if type(model).__name__ in _SYMBOL_MODELS:
+    if reads_symbols(model):
         return 1  # one column of symbols (its n_features counts the symbols)
     for name in ("n_features_in_", "n_features"):
         value = getattr(model, name, None)
@@ -157,7 +163,7 @@ def read_model_data(model, kind: str, data: Path, columns: str):
             f"the model was fitted on {d} column(s){named}; {data} gives {X.shape[1]}: pick "
             "them with --columns"
         )
-    if type(model).__name__ in _SYMBOL_MODELS:
+    if reads_symbols(model):
         if not bool((X == X.round()).all()) or bool((X < 0).any()):
             fail(f"{data}: a {type(model).__name__} reads whole-number symbols 0, 1, 2, ...")
         return X.numpy().astype(np.int64)

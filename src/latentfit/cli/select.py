@@ -57,10 +57,14 @@ SEQUENCE_MODELS = {
     },
     "ssm": {"gaussian": "LinearGaussianSSM"},
     "arhmm": {"gaussian": "AutoregressiveHMM"},
+    "vhmm": {"gaussian": "VariationalGaussianHMM", "categorical": "VariationalCategoricalHMM"},
 }
+#: Models whose fits also carry a variational lower bound, printed as an extra column.
+BOUND_MODELS = ("vhmm",)
 #: The covariance types ``select hmm`` sweeps when ``--covariance`` is not given.
 SEQUENCE_COVARIANCES = {"hmm": "full,tied,diag,spherical", "hsmm": "full,tied,diag,spherical",
-                        "ssm": "full,diag", "arhmm": "full"}  # fmt: skip
+                        "ssm": "full,diag", "arhmm": "full",
+                        "vhmm": "full,tied,diag,spherical"}  # fmt: skip
 
 
 def _csv_cell(value) -> str:
@@ -75,17 +79,28 @@ def _csv_cell(value) -> str:
     return str(value)
 
 
-def print_csv(result) -> None:
-    """One CSV row per candidate, the columns of :data:`latentfit.select.COLUMNS`."""
+def print_csv(rows: list[dict]) -> None:
+    """One CSV row per candidate, the columns of :data:`latentfit.select.COLUMNS` and any
+    more that the rows carry (``lower_bound``)."""
     import csv
 
     from latentfit.select import COLUMNS
 
+    columns = list(COLUMNS) + [c for c in rows[0] if c not in COLUMNS] if rows else COLUMNS
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in result.to_dict()["rows"]:
-        writer.writerow([_csv_cell(row[c]) for c in COLUMNS])
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
     sys.stdout.flush()
+
+
+def _bound_lines(result, bounds: list) -> list[str]:
+    """The lower bound of every candidate, for the text after the summary."""
+    width = max([22] + [len(r["label"]) + 2 for r in result.rows])
+    lines = ["variational lower bound (ELBO, nats; not a criterion here, higher fits better):"]
+    for r, b in zip(result.rows, bounds, strict=True):
+        lines.append(f"{r['label']:<{width}}" + ("NA" if b is None else f"{b:>12.2f}"))
+    return lines
 
 
 def _sweep(
@@ -104,8 +119,10 @@ def _sweep(
     as_json: bool,
     as_csv: bool,
     desc: str,
+    bound: bool = False,
 ):
-    """Run the sweep with a progress bar and print the result as text, JSON or CSV."""
+    """Run the sweep with a progress bar and print the result as text, JSON or CSV; with
+    ``bound``, each fit's variational lower bound as one more column (``lower_bound``)."""
     from tqdm.auto import tqdm
 
     from latentfit.select import select_model
@@ -129,14 +146,21 @@ def _sweep(
         fail(str(err))
     finally:
         bar.close()
+    doc = result.to_dict()
+    if bound:
+        bounds = [None if m is None else float(m.lower_bound_) for m in result.models]
+        for row, b in zip(doc["rows"], bounds, strict=True):
+            row["lower_bound"] = b
     if as_json:
-        print_json(result.to_dict())
+        print_json(doc)
     elif as_csv:
-        print_csv(result)
+        print_csv(doc["rows"])
     else:
         typer.echo(result.table())
         typer.echo("")
         typer.echo(result.summary())
+        if bound:
+            typer.echo("\n".join(_bound_lines(result, bounds)))
     if plot is not None:
         from latentfit.plot import plot_selection
 
@@ -314,8 +338,9 @@ def select_hmm(
     emission: str = typer.Option("gaussian", help="gaussian, gmm, poisson or categorical."),
     model: str = typer.Option(
         "hmm",
-        help="hmm; hsmm (semi-Markov), arhmm (autoregressive) or ssm (linear-Gaussian) where "
-        "latentfit has them.",
+        help="hmm; hsmm (semi-Markov), arhmm (autoregressive), ssm (linear-Gaussian) or vhmm "
+        "(variational Bayesian HMM, gaussian or categorical: its lower bound is printed too) "
+        "where latentfit has them.",
     ),
     duration: str = duration_option(),
     max_duration: int | None = max_duration_option(),
@@ -390,6 +415,10 @@ def select_hmm(
     if covariance is None:
         covariance = SEQUENCE_COVARIANCES[model]
     covs = _covariances(covariance) if takes_cov else None
+    known = SEQUENCE_COVARIANCES[model].split(",")
+    for c in covs or []:
+        if c not in known:  # an estimator class would build its default covariance instead
+            fail(f"--covariance {c!r}: --model {model} sweeps {', '.join(known)}")
     _sweep(
         X,
         lengths=seq,
@@ -405,4 +434,5 @@ def select_hmm(
         as_json=as_json,
         as_csv=as_csv,
         desc=f"select {cls.__name__}",
+        bound=model in BOUND_MODELS,
     )
