@@ -39,7 +39,12 @@ from latentfit.em.base import EMFit
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.discrete import CategoricalHMM, _numpy_rng
-from latentfit.em.hmm.emissions import categorical_stats, gaussian_log_likelihood, gaussian_stats
+from latentfit.em.hmm.emissions import (
+    categorical_stats,
+    gaussian_log_likelihood,
+    gaussian_stats,
+    with_counts,
+)
 from latentfit.em.hmm.gaussian import GaussianHMM, _check_covariance_type, _data_cov
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels
@@ -88,11 +93,7 @@ class _VariationalHooks:
             overwrite=True,
             states=known[0] if known else None,
         )
-        stats = m._vb_emission_stats(params, X, post.posteriors)
-        stats["start"] = post.start_counts
-        stats["trans"] = post.transition_counts
-        stats["log_likelihood"] = post.log_likelihood.reshape(1)
-        return stats
+        return with_counts(m._vb_emission_stats(params, X, post.posteriors), post)
 
     def mstep(self, params, stats):
         m = self.model
@@ -291,25 +292,7 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.means_prior = means_prior
-        self.beta_prior = beta_prior
-        self.dof_prior = dof_prior
-        self.scale_prior = scale_prior
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     def _check_parameters(self):
         BaseHMM._check_parameters(self)
@@ -507,22 +490,7 @@ class VariationalCategoricalHMM(_VariationalHMM, CategoricalHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.emissionprob_prior = emissionprob_prior
-        self.n_features = n_features
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     def _fit_n_symbols(self, t: torch.Tensor) -> int:
         if self.n_features is not None:
