@@ -171,22 +171,23 @@ class _VariationalHMM:
                 f"{name} must be a number or an array that broadcasts to shape "
                 f"{tuple(shape)}, got {value!r:.80}"
             ) from None
-        if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
-            what = "finite, positive" if positive else "finite"
-            raise ParameterError(f"{name} must hold {what} numbers, got {value!r:.80}")
+        _check_values(arr, name, positive, f", got {value!r:.80}")
         return torch.as_tensor(arr.copy(), dtype=dtype or self._dtype, device=self._device)
 
     def _given(self, attribute: str, shape, *, positive: bool = True, dtype=None) -> torch.Tensor:
         """A posterior set by hand (its letter not in ``init_params``), checked."""
-        value = np.asarray(getattr(self, attribute), dtype=np.float64)
-        if value.shape != tuple(shape):
+        given = getattr(self, attribute)
+        try:
+            value = np.asarray(given, dtype=np.float64)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value.shape != tuple(shape):
+            got = f"{given!r:.80}" if value is None else value.shape
             raise ParameterError(
-                f"{attribute} must have shape {tuple(shape)}, got {value.shape}; set it with "
+                f"{attribute} must have shape {tuple(shape)}, got {got}; set it with "
                 f"that shape or put its letter in init_params"
             )
-        if not np.all(np.isfinite(value)) or (positive and not np.all(value > 0)):
-            what = "finite, positive" if positive else "finite"
-            raise ParameterError(f"{attribute} must hold {what} numbers")
+        _check_values(value, attribute, positive)
         return torch.as_tensor(value, dtype=dtype or self._dtype, device=self._device)
 
     def _initial_transitions(self, lengths, rng) -> dict[str, torch.Tensor]:
@@ -442,6 +443,14 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         ct = self.covariance_type
         covars = params["scale_posterior"] / _dof_as(params["dof_posterior"], ct)
         return {"means": params["means_posterior"], "covars": covars}
+
+
+def _check_values(arr: np.ndarray, name: str, positive: bool, got: str = "") -> None:
+    """ParameterError naming ``name`` unless every entry of ``arr`` is finite (and > 0 when
+    ``positive``); ``got`` ends the message (the value as given)."""
+    if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
+        what = "finite, positive" if positive else "finite"
+        raise ParameterError(f"{name} must hold {what} numbers{got}")
 
 
 def _dof_as(dof: torch.Tensor, covariance_type: str) -> torch.Tensor:
