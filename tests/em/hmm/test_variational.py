@@ -500,3 +500,15 @@ def test_bad_posteriors_and_data_name_the_problem():
     fitted = VariationalGaussianHMM(3, random_state=0, n_iter=3).fit(X, LENGTHS)
     with pytest.raises(DataError, match="X has 3 features but the model was fitted with 2"):
         fitted.score(np.zeros((4, 3)))
+
+
+def test_a_posterior_set_by_hand_that_is_not_numeric_names_itself():
+    """A posterior attribute that is not an array of numbers is a ParameterError naming it
+    (was numpy's raw 'could not convert string to float')."""
+    model = VariationalGaussianHMM(3, init_params="stc")
+    model.means_posterior_ = "abc"
+    model.beta_posterior_ = np.ones(3)
+    with pytest.raises(
+        ParameterError, match=r"means_posterior_ must have shape \(3, 2\), got 'abc'"
+    ):
+        model.fit(gaussian_data(), LENGTHS)

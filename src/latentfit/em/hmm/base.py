@@ -49,10 +49,10 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
-from latentfit.em.hmm.emissions import HMM_REMEDY, dirichlet_map
+from latentfit.em.hmm.emissions import HMM_REMEDY, map_transitions, with_counts
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels, check_labels_possible
-from latentfit.em.hmm.monitor import ConvergenceMonitor, warn_unvisited
+from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor, warn_unvisited
 from latentfit.em.hmm.sequences import (
     FEATURE_BYTES,
     MAX_BATCH_STEPS,
@@ -67,7 +67,6 @@ from latentfit.errors import (
     ModelFileError,
     ParameterError,
 )
-from latentfit.io import check_fields
 
 __all__ = ["BaseHMM"]
 
@@ -152,28 +151,14 @@ class _HMMHooks:
         if not bool(torch.isfinite(post.log_likelihood)):
             m._log_likelihoods(params, X)  # names a row no state can emit, if there is one
             m._check_labels_possible(params, X, lengths, states)
-        stats = stats_of(post.posteriors)
-        stats["start"] = post.start_counts
-        stats["trans"] = post.transition_counts
-        stats["log_likelihood"] = post.log_likelihood.reshape(1)
-        return stats
+        return with_counts(stats_of(post.posteriors), post)
 
     def mstep(self, params, stats):
         m = self.model
-        new = dict(params)
-        unvisited: list[int] = []
-        if "s" in m.params:
-            new["startprob"], _ = dirichlet_map(
-                stats["start"], m.startprob_prior, params["startprob"]
-            )
-        if "t" in m.params:
-            new["transmat"], rows = dirichlet_map(
-                stats["trans"], m.transmat_prior, params["transmat"]
-            )
-            unvisited += rows
+        new, rows = map_transitions(m, params, stats)
         emis, states = m._emission_mstep(params, stats)
         new.update(emis)
-        unvisited = sorted(set(unvisited) | set(states))
+        unvisited = sorted(set(rows) | set(states))
         warn_unvisited(
             m, unvisited, "no data is explained by them", "parameters and transition rows"
         )
@@ -183,7 +168,7 @@ class _HMMHooks:
         return float(stats["log_likelihood"].sum())
 
 
-class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
+class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
     """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends. The fitted
     parameters are hmmlearn's attributes (``startprob_``, ``transmat_`` and the emissions'),
     the iteration setting is ``n_iter`` and a fit stops when the log-likelihood gains less
@@ -238,7 +223,7 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
     def _given_params(self) -> dict[str, torch.Tensor]:
         """Current fitted/user-set attributes as tensors, checked (ParameterError naming the
         attribute whose shape or values are wrong)."""
-        names = ("startprob_", "transmat_", *self._emission_attributes)
+        names = self._state_attributes()
         missing = [n.lstrip("_") for n in names if not hasattr(self, n)]
         if missing:
             raise NotFittedError(
@@ -571,33 +556,8 @@ class BaseHMM(EMEstimator, CriteriaMixin, BaseEstimator):
         "feature_names_in_": "strs",
     }
 
-    def _get_state(self):
-        names = ("startprob_", "transmat_", *self._emission_attributes)
-        tensors = {n: torch.as_tensor(np.asarray(getattr(self, n))) for n in names}
-        extra = {
-            "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
-            "n_features": int(self.n_features) if getattr(self, "n_features", None) else None,
-        }
-        if hasattr(self, "feature_names_in_"):
-            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
-        return tensors, extra
-
-    def _set_state(self, tensors, extra):
-        names = ("startprob_", "transmat_", *self._emission_attributes)
-        if set(tensors) != set(names):
-            raise ModelFileError(
-                f"a {type(self).__name__} file holds the tensors {sorted(names)}; this one holds "
-                f"{sorted(tensors)}"
-            )
-        extra = check_fields(extra, type(self))
-        for name in names:
-            setattr(self, name, tensors[name].numpy())
-        if extra.get("n_features") is not None:
-            self.n_features = extra["n_features"]
-        if "feature_names_in_" in extra:
-            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
-        self.lower_bounds_ = extra.get("lower_bounds_", [])
-        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
+    def _state_attributes(self) -> tuple[str, ...]:
+        return ("startprob_", "transmat_", *self._emission_attributes)
 
     def _check_loaded(self) -> None:
         """After ``load``: the settings are valid and the tensors' shapes agree with

@@ -35,10 +35,12 @@ __all__ = [
     "gmm_log_likelihood",
     "gmm_mstep",
     "gmm_stats",
+    "map_transitions",
     "poisson_log_likelihood",
     "poisson_mstep",
     "poisson_stats",
     "quadratic_features",
+    "with_counts",
 ]
 
 _ROWS = 1 << 16  # rows per block for (t, k·d) temporaries
@@ -61,6 +63,35 @@ def dirichlet_map(counts: torch.Tensor, prior, old: torch.Tensor) -> tuple[torch
     new = torch.where(total > 0, new / torch.where(total > 0, total, 1.0), old)
     bad = empty.nonzero().flatten().tolist() if empty.dim() else ([0] if bool(empty) else [])
     return new, bad
+
+
+def with_counts(stats: dict, post) -> dict:
+    """The E-step's emission statistics ``stats`` completed with what every Markov model's
+    E-step returns from its posterior ``post``: the expected start and transition counts and
+    the log-likelihood (shape (1,), summed over batches by the driver)."""
+    stats["start"] = post.start_counts
+    stats["trans"] = post.transition_counts
+    stats["log_likelihood"] = post.log_likelihood.reshape(1)
+    return stats
+
+
+def map_transitions(model, params: dict, stats: dict) -> tuple[dict, list[int]]:
+    """The M-step of the start and transition probabilities whose letters ("s", "t") are in
+    ``model.params``: their Dirichlet MAP under ``model.startprob_prior`` /
+    ``model.transmat_prior`` (:func:`~latentfit.em.hmm.emissions.dirichlet_map`). Returns a
+    copy of ``params`` with them updated, and the transition rows that kept their old values
+    (states no transition leaves)."""
+    new = dict(params)
+    rows: list[int] = []
+    if "s" in model.params:
+        new["startprob"], _ = dirichlet_map(
+            stats["start"], model.startprob_prior, params["startprob"]
+        )
+    if "t" in model.params:
+        new["transmat"], rows = dirichlet_map(
+            stats["trans"], model.transmat_prior, params["transmat"]
+        )
+    return new, rows
 
 
 def fill_covars(covars: torch.Tensor, covariance_type: str, k: int, d: int) -> torch.Tensor:

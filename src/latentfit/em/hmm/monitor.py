@@ -1,14 +1,20 @@
-"""The record of an HMM fit as hmmlearn keeps it (:class:`ConvergenceMonitor`) and the
+"""The record of an HMM fit as hmmlearn keeps it (:class:`ConvergenceMonitor`), the save/load
+of the models that keep their fit in public attributes (:class:`AttributeStateMixin`) and the
 warning for states that no data visits (:class:`UnvisitedStateWarning`)."""
 
 from __future__ import annotations
 
 import warnings
 from collections import deque
+from typing import ClassVar
 
-from latentfit.errors import user_stacklevel
+import numpy as np
+import torch
 
-__all__ = ["ConvergenceMonitor", "UnvisitedStateWarning", "warn_unvisited"]
+from latentfit.errors import ModelFileError, user_stacklevel
+from latentfit.io import check_fields
+
+__all__ = ["AttributeStateMixin", "ConvergenceMonitor", "UnvisitedStateWarning", "warn_unvisited"]
 
 
 class UnvisitedStateWarning(RuntimeWarning):
@@ -36,6 +42,49 @@ class ConvergenceMonitor:
             f"ConvergenceMonitor(tol={self.tol}, n_iter={self.n_iter}, iter={self.iter}, "
             f"history={list(self.history)[-2:]})"
         )
+
+
+class AttributeStateMixin:
+    """save/load of an estimator whose fitted parameters are public attributes (hmmlearn's and
+    pykalman's style: the HMMs, the linear-Gaussian state-space model), mixed in before
+    :class:`~latentfit.em.base.EMEstimator`. A model file holds the attributes named by
+    ``_state_attributes()`` as tensors, and ``lower_bounds_``, ``n_features`` and
+    ``feature_names_in_``; loading sets them back and rebuilds ``monitor_`` from the bounds."""
+
+    #: the fields of ``extra`` that a model file must hold
+    _required_state_fields: ClassVar[tuple[str, ...]] = ()
+
+    def _state_attributes(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _get_state(self):
+        names = self._state_attributes()
+        tensors = {n: torch.as_tensor(np.asarray(getattr(self, n))) for n in names}
+        n_features = getattr(self, "n_features", None)
+        extra = {
+            "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
+            "n_features": None if n_features is None else int(n_features),
+        }
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+        return tensors, extra
+
+    def _set_state(self, tensors, extra):
+        names = self._state_attributes()
+        if set(tensors) != set(names):
+            raise ModelFileError(
+                f"a {type(self).__name__} file holds the tensors {sorted(names)}; this one holds "
+                f"{sorted(tensors)}"
+            )
+        extra = check_fields(extra, type(self), required=self._required_state_fields)
+        for name in names:
+            setattr(self, name, tensors[name].numpy())
+        if extra.get("n_features") is not None:
+            self.n_features = extra["n_features"]
+        if "feature_names_in_" in extra:
+            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
+        self.lower_bounds_ = extra.get("lower_bounds_", [])
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
 
 
 def warn_unvisited(model, states, why: str, kept: str) -> None:

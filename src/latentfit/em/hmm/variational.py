@@ -39,7 +39,12 @@ from latentfit.em.base import EMFit
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.discrete import CategoricalHMM, _numpy_rng
-from latentfit.em.hmm.emissions import categorical_stats, gaussian_log_likelihood, gaussian_stats
+from latentfit.em.hmm.emissions import (
+    categorical_stats,
+    gaussian_log_likelihood,
+    gaussian_stats,
+    with_counts,
+)
 from latentfit.em.hmm.gaussian import GaussianHMM, _check_covariance_type, _data_cov
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels
@@ -88,11 +93,7 @@ class _VariationalHooks:
             overwrite=True,
             states=known[0] if known else None,
         )
-        stats = m._vb_emission_stats(params, X, post.posteriors)
-        stats["start"] = post.start_counts
-        stats["trans"] = post.transition_counts
-        stats["log_likelihood"] = post.log_likelihood.reshape(1)
-        return stats
+        return with_counts(m._vb_emission_stats(params, X, post.posteriors), post)
 
     def mstep(self, params, stats):
         m = self.model
@@ -170,22 +171,23 @@ class _VariationalHMM:
                 f"{name} must be a number or an array that broadcasts to shape "
                 f"{tuple(shape)}, got {value!r:.80}"
             ) from None
-        if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
-            what = "finite, positive" if positive else "finite"
-            raise ParameterError(f"{name} must hold {what} numbers, got {value!r:.80}")
+        _check_values(arr, name, positive, f", got {value!r:.80}")
         return torch.as_tensor(arr.copy(), dtype=dtype or self._dtype, device=self._device)
 
     def _given(self, attribute: str, shape, *, positive: bool = True, dtype=None) -> torch.Tensor:
         """A posterior set by hand (its letter not in ``init_params``), checked."""
-        value = np.asarray(getattr(self, attribute), dtype=np.float64)
-        if value.shape != tuple(shape):
+        given = getattr(self, attribute)
+        try:
+            value = np.asarray(given, dtype=np.float64)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value.shape != tuple(shape):
+            got = f"{given!r:.80}" if value is None else value.shape
             raise ParameterError(
-                f"{attribute} must have shape {tuple(shape)}, got {value.shape}; set it with "
+                f"{attribute} must have shape {tuple(shape)}, got {got}; set it with "
                 f"that shape or put its letter in init_params"
             )
-        if not np.all(np.isfinite(value)) or (positive and not np.all(value > 0)):
-            what = "finite, positive" if positive else "finite"
-            raise ParameterError(f"{attribute} must hold {what} numbers")
+        _check_values(value, attribute, positive)
         return torch.as_tensor(value, dtype=dtype or self._dtype, device=self._device)
 
     def _initial_transitions(self, lengths, rng) -> dict[str, torch.Tensor]:
@@ -291,25 +293,7 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.means_prior = means_prior
-        self.beta_prior = beta_prior
-        self.dof_prior = dof_prior
-        self.scale_prior = scale_prior
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     def _check_parameters(self):
         BaseHMM._check_parameters(self)
@@ -461,6 +445,14 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         return {"means": params["means_posterior"], "covars": covars}
 
 
+def _check_values(arr: np.ndarray, name: str, positive: bool, got: str = "") -> None:
+    """ParameterError naming ``name`` unless every entry of ``arr`` is finite (and > 0 when
+    ``positive``); ``got`` ends the message (the value as given)."""
+    if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
+        what = "finite, positive" if positive else "finite"
+        raise ParameterError(f"{name} must hold {what} numbers{got}")
+
+
 def _dof_as(dof: torch.Tensor, covariance_type: str) -> torch.Tensor:
     """ν shaped to divide or multiply the compact scale of ``covariance_type``."""
     return {"full": dof.reshape(-1, 1, 1), "diag": dof.reshape(-1, 1)}.get(covariance_type, dof)
@@ -507,22 +499,7 @@ class VariationalCategoricalHMM(_VariationalHMM, CategoricalHMM):
         device=None,
         dtype="float64",
     ):
-        self.n_components = n_components
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.emissionprob_prior = emissionprob_prior
-        self.n_features = n_features
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.verbose = verbose
-        self.params = params
-        self.init_params = init_params
-        self.implementation = implementation
-        self.n_init = n_init
-        self.device = device
-        self.dtype = dtype
+        self._set_arguments(locals())
 
     def _fit_n_symbols(self, t: torch.Tensor) -> int:
         if self.n_features is not None:

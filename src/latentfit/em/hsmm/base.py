@@ -26,7 +26,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import EMFit
-from latentfit.em.hmm.emissions import dirichlet_map
+from latentfit.em.hmm.emissions import map_transitions, with_counts
 from latentfit.em.hmm.inference.posterior import condition_on_states
 from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.monitor import warn_unvisited
@@ -62,23 +62,14 @@ class _HSMMHooks:
         ll = m._emission_log_likelihood(params, X)  # (t, k)
         post = m._posterior(params, X, ll, lengths, self.labels)
         stats = m._emission_stats(params, X, post.posteriors)
-        stats["start"] = post.start_counts
-        stats["trans"] = post.transition_counts
         stats["durations"] = post.duration_counts
-        stats["log_likelihood"] = post.log_likelihood.reshape(1)
-        return stats
+        return with_counts(stats, post)
 
     def mstep(self, params, stats):
         m = self.model
-        new = dict(params)
-        if "s" in m.params:
-            new["startprob"], _ = dirichlet_map(
-                stats["start"], m.startprob_prior, params["startprob"]
-            )
-        if "t" in m.params:
-            # the zero diagonal is kept: dirichlet_map keeps structural zeros. A state that no
-            # segment leaves (seen only at the ends of sequences) keeps its row.
-            new["transmat"], _ = dirichlet_map(stats["trans"], m.transmat_prior, params["transmat"])
+        # the zero diagonal is kept: dirichlet_map keeps structural zeros. A state that no
+        # segment leaves (seen only at the ends of sequences) keeps its row, unreported.
+        new, _ = map_transitions(m, params, stats)
         unvisited: list[int] = []
         if "d" in m.params:
             durations, unvisited = m._duration_mstep(params, stats["durations"])

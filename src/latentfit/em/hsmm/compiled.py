@@ -30,6 +30,23 @@ def _logaddexp(a, b):
 
 
 @jit
+def _logsumexp_sum(x, y, n):
+    """log Σ_{i < n} exp(x[i] + y[i]), the largest term taken out first (−inf when every term
+    is): the sum over a state's elapsed times or over the states of every recursion below."""
+    m = -np.inf
+    for i in range(n):
+        v = x[i] + y[i]
+        if v > m:
+            m = v
+    if m == -np.inf:
+        return m
+    s = 0.0
+    for i in range(n):
+        s += math.exp(x[i] + y[i] - m)
+    return m + math.log(s)
+
+
+@jit
 def forward_kernel(ll, log_start, log_trans, log_h, log_stay, alpha, leave):
     """log α (t, k, dt) and the segment-end messages ``leave`` (t, k) of
     :func:`~latentfit.em.hsmm.inference.hsmm_forward`."""
@@ -40,33 +57,11 @@ def forward_kernel(ll, log_start, log_trans, log_h, log_stay, alpha, leave):
         alpha[0, j, 0] = log_start[j] + ll[0, j]
     for i in range(t):
         for j in range(k):  # leave[i, j] = logsumexp_e α_i(j, e) + log h_j(e)
-            m = -np.inf
-            for e in range(dt):
-                v = alpha[i, j, e] + log_h[j, e]
-                if v > m:
-                    m = v
-            if m == -np.inf:
-                leave[i, j] = m
-            else:
-                s = 0.0
-                for e in range(dt):
-                    s += math.exp(alpha[i, j, e] + log_h[j, e] - m)
-                leave[i, j] = m + math.log(s)
+            leave[i, j] = _logsumexp_sum(alpha[i, j], log_h[j], dt)
         if i + 1 == t:
             break
         for j in range(k):
-            m = -np.inf
-            for a in range(k):
-                v = leave[i, a] + log_trans[a, j]
-                if v > m:
-                    m = v
-            if m == -np.inf:
-                enter = m
-            else:
-                s = 0.0
-                for a in range(k):
-                    s += math.exp(leave[i, a] + log_trans[a, j] - m)
-                enter = m + math.log(s)
+            enter = _logsumexp_sum(leave[i], log_trans[:, j], k)
             x = ll[i + 1, j]
             alpha[i + 1, j, 0] = enter + x
             for e in range(1, dt):
@@ -87,18 +82,7 @@ def backward_kernel(ll, log_trans, log_h, log_stay, censored, beta, jump):
         for j in range(k):
             enter[j] = ll[i + 1, j] + beta[i + 1, j, 0]
         for a in range(k):
-            m = -np.inf
-            for j in range(k):
-                v = log_trans[a, j] + enter[j]
-                if v > m:
-                    m = v
-            if m == -np.inf:
-                jump[i, a] = m
-            else:
-                s = 0.0
-                for j in range(k):
-                    s += math.exp(log_trans[a, j] + enter[j] - m)
-                jump[i, a] = m + math.log(s)
+            jump[i, a] = _logsumexp_sum(log_trans[a], enter, k)
             x = ll[i + 1, a]
             for e in range(dt):
                 v = log_h[a, e] + jump[i, a]
@@ -176,17 +160,7 @@ def posterior_kernel(
         for j in range(k):
             enter[j] = ll[i + 1, j] + nxt[j, 0]
         for a in range(k):
-            m = -np.inf
-            for j in range(k):
-                v = log_trans[a, j] + enter[j]
-                if v > m:
-                    m = v
-            jump = m
-            if m > -np.inf:
-                s = 0.0
-                for j in range(k):
-                    s += math.exp(log_trans[a, j] + enter[j] - m)
-                jump = m + math.log(s)
+            jump = _logsumexp_sum(log_trans[a], enter, k)
             if leave[i, a] > -np.inf:
                 for j in range(k):
                     if log_trans[a, j] > -np.inf:
@@ -219,48 +193,18 @@ def log_likelihood_kernel(ll, log_start, log_trans, log_h, log_stay, censored, d
         prev[j, 0] = log_start[j] + ll[0, j]
     for i in range(1, t + 1):
         for j in range(k):
-            m = -np.inf
-            for e in range(dt):
-                v = prev[j, e] + log_h[j, e]
-                if v > m:
-                    m = v
-            if m == -np.inf:
-                leave[j] = m
-            else:
-                s = 0.0
-                for e in range(dt):
-                    s += math.exp(prev[j, e] + log_h[j, e] - m)
-                leave[j] = m + math.log(s)
+            leave[j] = _logsumexp_sum(prev[j], log_h[j], dt)
         if i == t:
             break
         for j in range(k):
-            m = -np.inf
-            for a in range(k):
-                v = leave[a] + log_trans[a, j]
-                if v > m:
-                    m = v
-            enter = m
-            if m > -np.inf:
-                s = 0.0
-                for a in range(k):
-                    s += math.exp(leave[a] + log_trans[a, j] - m)
-                enter = m + math.log(s)
+            enter = _logsumexp_sum(leave, log_trans[:, j], k)
             x = ll[i, j]
             cur[j, 0] = enter + x
             for e in range(1, dt):
                 cur[j, e] = prev[j, e - 1] + log_stay[j, e - 1] + x
         prev, cur = cur, prev
-    m = -np.inf
-    for j in range(k):
-        for e in range(dt):
-            v = prev[j, e] if censored else prev[j, e] + log_h[j, e]
-            if v > m:
-                m = v
-    if m == -np.inf:
-        return m
-    s = 0.0
-    for j in range(k):
-        for e in range(dt):
-            v = prev[j, e] if censored else prev[j, e] + log_h[j, e]
-            s += math.exp(v - m)
-    return m + math.log(s)
+    # log p(x) = logsumexp over (j, e) of the last messages (times h when the last segment
+    # must end), in the order of the rows of prev
+    if censored:
+        return _logsumexp_sum(prev.ravel(), np.zeros(k * dt), k * dt)
+    return _logsumexp_sum(prev.ravel(), np.ascontiguousarray(log_h[:, :dt]).ravel(), k * dt)

@@ -37,7 +37,14 @@ from latentfit.em.online import OnlineEMMixin
 from latentfit.em.sources.tensors import default_chunk_rows
 from latentfit.errors import DataError, ParameterError
 
-__all__ = ["BaseMixture", "LabelledChunks", "check_labels", "first_offending"]
+__all__ = [
+    "BaseMixture",
+    "LabelledChunks",
+    "check_labels",
+    "first_offending",
+    "fit_arrays",
+    "refuse_source_labels",
+]
 
 
 @dataclass
@@ -83,6 +90,26 @@ def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:
             f"y[{i}] = {int(t[i])} is not a component index in 0..{k - 1} nor -1 (unlabelled)"
         )
     return t if bool((t >= 0).any()) else None
+
+
+def fit_arrays(model, X, sample_weight, labels, k: int):
+    """The in-memory data of a mixture's fit, checked: X (n, d) (``model._validate_X``), at
+    least ``k`` samples, the sample weights (n,) and the component labels (n,) (None when all
+    are unknown); sets ``model.n_features_in_``. Returns (X, weights, labels)."""
+    X = model._validate_X(X, reset=True)
+    n, d = X.shape
+    check_n_samples(n, k)
+    w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+    labels = check_labels(labels, n, k, X.device)
+    model.n_features_in_ = d
+    return X, w, labels
+
+
+def refuse_source_labels(labels, name: str) -> None:
+    """Component labels go with an in-memory fit only: ParameterError when ``labels`` (the
+    fit's argument ``name``) come with a data source."""
+    if labels is not None:
+        raise ParameterError(f"{name} are not supported for streamed sources; fit in memory")
 
 
 class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, BaseEstimator):
@@ -218,20 +245,14 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return super().partial_fit(X, sample_weight=sample_weight)
 
     def _prepare_source_fit(self, source, y=None, sample_weight=None) -> EMFit:
-        if y is not None:
-            raise ParameterError("labels (y) are not supported for streamed sources; fit in memory")
+        refuse_source_labels(y, "labels (y)")
         return self._stream(source, sample_weight)
 
     def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
-        X = self._validate_X(X, reset=True)
-        n, d = X.shape
         k = self._n_components()
-        check_n_samples(n, k)
-        w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
-        labels = check_labels(y, n, k, X.device)
-        self.n_features_in_ = d
+        X, w, labels = fit_arrays(self, X, sample_weight, y, k)
         self._prepare_component_data(X)
-        rows = self.chunk_rows or default_chunk_rows(d, k)
+        rows = self.chunk_rows or default_chunk_rows(X.shape[1], k)
         return EMFit(self._hooks(), LabelledChunks(X, w, labels, rows), X=X)
 
     def _hooks(self) -> _MixtureHooks:

@@ -101,8 +101,17 @@ _COMMON_DOC = """
 
 
 class _DiscreteMixture(BaseMixture):
+    """The discrete mixtures: one component parameter ``_param_names[0]`` under the prior
+    ``_prior()`` (MAP-EM; the MLE at its default), from the per-component sums of X."""
+
     def _component_stats(self, X, resp):
         return {"S1": resp.T @ X}  # (k, d)
+
+    def _component_log_prior(self, params):
+        return self._prior().log_prob(params[self._param_names[0]])
+
+    def _component_n_parameters(self, d):
+        return len(self._params["weights"]) * d  # one free parameter per component and feature
 
 
 @serializable
@@ -140,14 +149,8 @@ class BernoulliMixture(_DiscreteMixture):
     def _component_mstep(self, stats, S0):
         return {"means": self._prior().map_means(S0, stats["S1"]).clamp(0, 1)}
 
-    def _component_log_prior(self, params):
-        return self._prior().log_prob(params["means"])
-
     def _sample_component(self, params, k, count, gen):
         return torch.bernoulli(params["means"][k].expand(count, -1), generator=gen)
-
-    def _component_n_parameters(self, d):
-        return len(self._params["weights"]) * d
 
 
 @serializable
@@ -179,14 +182,8 @@ class PoissonMixture(_DiscreteMixture):
     def _component_mstep(self, stats, S0):
         return {"rates": self._prior().map_rates(S0, stats["S1"])}
 
-    def _component_log_prior(self, params):
-        return self._prior().log_prob(params["rates"])
-
     def _sample_component(self, params, k, count, gen):
         return torch.poisson(params["rates"][k].expand(count, -1).contiguous(), generator=gen)
-
-    def _component_n_parameters(self, d):
-        return len(self._params["weights"]) * d
 
 
 @serializable
@@ -225,9 +222,6 @@ class MultinomialMixture(_DiscreteMixture):
 
     def _component_mstep(self, stats, S0):
         return {"probs": self._prior().map_probs(stats["S1"])}
-
-    def _component_log_prior(self, params):
-        return self._prior().log_prob(params["probs"])
 
     def _sample_component(self, params, k, count, gen):
         total = round(self.mean_total_count_)

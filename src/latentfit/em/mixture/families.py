@@ -71,9 +71,13 @@ class MixtureFamily:
         return None
 
     support = "real numbers"
+    #: free parameters per feature (the families of independent coordinates)
+    parameters_per_feature = 1
 
     def stats(self, X: torch.Tensor, r: torch.Tensor) -> dict:
-        raise NotImplementedError
+        """The weighted statistics (additive over chunks); by default the total weight and the
+        first moment, all that the one-parameter families' MLE needs."""
+        return {"s0": r.sum(), "s1": r @ X}
 
     def mle(self, st: dict, model) -> dict:
         raise NotImplementedError
@@ -82,7 +86,7 @@ class MixtureFamily:
         raise NotImplementedError
 
     def n_parameters(self, d: int) -> int:
-        raise NotImplementedError
+        return self.parameters_per_feature * d
 
 
 def _moments(X, r):
@@ -91,6 +95,7 @@ def _moments(X, r):
 
 class _Normal(MixtureFamily):
     name = "normal"
+    parameters_per_feature = 2
 
     def stats(self, X, r):
         return _moments(X, r)
@@ -112,9 +117,6 @@ class _Normal(MixtureFamily):
 
     def dist(self, p):
         return Independent(Normal(p["loc"], p["scale"]), 1)
-
-    def n_parameters(self, d):
-        return 2 * d
 
 
 class _MVN(MixtureFamily):
@@ -158,17 +160,11 @@ class _Poisson(MixtureFamily):
     def check(self, X):
         return (X < 0) | (X != X.round())
 
-    def stats(self, X, r):
-        return {"s0": r.sum(), "s1": r @ X}
-
     def mle(self, st, model):
         return {"rate": (st["s1"] / st["s0"]).clamp_min(torch.finfo(st["s1"].dtype).tiny)}
 
     def dist(self, p):
         return Independent(Poisson(p["rate"]), 1)
-
-    def n_parameters(self, d):
-        return d
 
 
 class _Bernoulli(MixtureFamily):
@@ -178,9 +174,6 @@ class _Bernoulli(MixtureFamily):
     def check(self, X):
         return (X != 0) & (X != 1)
 
-    def stats(self, X, r):
-        return {"s0": r.sum(), "s1": r @ X}
-
     def mle(self, st, model):
         eps = torch.finfo(st["s1"].dtype).eps
         # A mean of exactly 0 or 1 has an infinite logit; keep it a hair inside (0, 1).
@@ -188,9 +181,6 @@ class _Bernoulli(MixtureFamily):
 
     def dist(self, p):
         return Independent(Bernoulli(probs=p["probs"]), 1)
-
-    def n_parameters(self, d):
-        return d
 
 
 class _Exponential(MixtureFamily):
@@ -200,25 +190,25 @@ class _Exponential(MixtureFamily):
     def check(self, X):
         return X < 0
 
-    def stats(self, X, r):
-        return {"s0": r.sum(), "s1": r @ X}
-
     def mle(self, st, model):
         return {"rate": st["s0"] / st["s1"].clamp_min(torch.finfo(st["s1"].dtype).tiny)}
 
     def dist(self, p):
         return Independent(Exponential(p["rate"]), 1)
 
-    def n_parameters(self, d):
-        return d
 
+class _Positive(MixtureFamily):
+    """The two-parameter families on the positive numbers (gamma, log-normal)."""
 
-class _Gamma(MixtureFamily):
-    name = "gamma"
     support = "positive numbers"
+    parameters_per_feature = 2
 
     def check(self, X):
         return X <= 0
+
+
+class _Gamma(_Positive):
+    name = "gamma"
 
     def stats(self, X, r):
         return {"s0": r.sum(), "s1": r @ X, "slog": r @ X.log()}
@@ -230,16 +220,9 @@ class _Gamma(MixtureFamily):
     def dist(self, p):
         return Independent(Gamma(p["concentration"], p["rate"]), 1)
 
-    def n_parameters(self, d):
-        return 2 * d
 
-
-class _LogNormal(MixtureFamily):
+class _LogNormal(_Positive):
     name = "lognormal"
-    support = "positive numbers"
-
-    def check(self, X):
-        return X <= 0
 
     def stats(self, X, r):
         return _moments(X.log(), r)
@@ -250,9 +233,6 @@ class _LogNormal(MixtureFamily):
 
     def dist(self, p):
         return Independent(LogNormal(p["loc"], p["scale"]), 1)
-
-    def n_parameters(self, d):
-        return 2 * d
 
 
 FAMILIES: dict[str, MixtureFamily] = {

@@ -14,9 +14,7 @@ from latentfit._validation import (
     check_choice,
     check_em_counts,
     check_missing,
-    check_n_samples,
     check_non_negative,
-    check_sample_weight,
     check_tol,
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
@@ -44,7 +42,7 @@ from latentfit.em.missing import (
     impute_mean,
     log_gaussian_prob_missing,
 )
-from latentfit.em.mixture.base import check_labels, fix_labelled
+from latentfit.em.mixture.base import fit_arrays, fix_labelled, refuse_source_labels
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import DataError, ParameterError
@@ -182,23 +180,17 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return self._log_joint(fit.X).argmax(1).cpu().numpy()
 
     def _prepare_source_fit(self, source, sample_weight=None, labels=None) -> EMFit:
-        if labels is not None:
-            raise ParameterError("labels are not supported for streamed sources; fit in memory")
+        refuse_source_labels(labels, "labels")
         return self._stream(source, sample_weight)
 
     def _prepare_fit(self, X, sample_weight=None, labels=None) -> EMFit:
-        X = self._validate_X(X, reset=True)
-        n, d = X.shape
-        check_n_samples(n, self.n_components)
-        if n == 1:
+        X, w, y = fit_arrays(self, X, sample_weight, labels, self.n_components)
+        if X.shape[0] == 1:
             raise DataError(
                 "GaussianMixture needs at least 2 samples (rows of X), got n_samples=1: one row "
                 "gives no spread to estimate a covariance from; pass more rows"
             )
-        w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         check_overflow(X, w)
-        self.n_features_in_ = d
-        y = check_labels(labels, n, self.n_components, X.device)
         hooks = self._hooks(cache_features=self._cache_fits(X))
         return EMFit(hooks, self._chunks(X, w, y), X=X)
 

@@ -40,6 +40,18 @@ def _check_at_least_one(value: float, name: str) -> float:
     return float(value)
 
 
+def _sum_log_prob(
+    family, params: tuple[float, ...], x: torch.Tensor, *, flat: bool
+) -> torch.Tensor:
+    """Σ log p(x) under the torch distribution ``family(*params)`` (the parameters in the
+    dtype and on the device of ``x``); 0 for a flat prior, a constant left out so that the
+    MLE objectives are unchanged."""
+    if flat:
+        return x.new_zeros(())
+    args = (torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in params)
+    return family(*args).log_prob(x).sum()
+
+
 @dataclass(frozen=True)
 class DirichletPrior:
     """Symmetric Dirichlet(α) on a probability vector (mixture weights, category probabilities).
@@ -82,11 +94,7 @@ class BetaPrior:
         return (S1 + (self.a - 1.0)) / (S0.unsqueeze(1) + (self.a + self.b - 2.0))
 
     def log_prob(self, means: torch.Tensor) -> torch.Tensor:
-        if self.a == 1.0 and self.b == 1.0:
-            return means.new_zeros(())
-        a = torch.as_tensor(self.a, dtype=means.dtype, device=means.device)
-        b = torch.as_tensor(self.b, dtype=means.dtype, device=means.device)
-        return Beta(a, b).log_prob(means).sum()
+        return _sum_log_prob(Beta, (self.a, self.b), means, flat=self.a == self.b == 1.0)
 
 
 @dataclass(frozen=True)
@@ -105,11 +113,10 @@ class GammaPrior:
         return (S1 + (self.a - 1.0)) / (S0.unsqueeze(1) + self.b)
 
     def log_prob(self, rates: torch.Tensor) -> torch.Tensor:
-        if self.a == 1.0 and self.b == 0.0:  # improper flat prior
-            return rates.new_zeros(())
-        a = torch.as_tensor(self.a, dtype=rates.dtype, device=rates.device)
-        b = torch.as_tensor(max(self.b, 1e-300), dtype=rates.dtype, device=rates.device)
-        return Gamma(a, b).log_prob(rates).sum()
+        # a = 1, b = 0 is the improper flat prior; a rate b = 0 with a > 1 is taken as the
+        # smallest positive rate
+        flat = self.a == 1.0 and self.b == 0.0
+        return _sum_log_prob(Gamma, (self.a, max(self.b, 1e-300)), rates, flat=flat)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ def _chol_solve(L, B, X):
 
 @jit
 def _matmul(A, B, out):
+    """out = A B; A Bᵀ is ``_matmul(A, B.T, out)`` (a view, compiled for its layout)."""
     n, m = A.shape
     p = B.shape[1]
     for i in range(n):
@@ -80,19 +81,6 @@ def _matmul(A, B, out):
             s = 0.0
             for q in range(m):
                 s += A[i, q] * B[q, j]
-            out[i, j] = s
-
-
-@jit
-def _matmul_bt(A, B, out):
-    """out = A Bᵀ."""
-    n, m = A.shape
-    p = B.shape[0]
-    for i in range(n):
-        for j in range(p):
-            s = 0.0
-            for q in range(m):
-                s += A[i, q] * B[j, q]
             out[i, j] = s
 
 
@@ -200,7 +188,7 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
                         else:
                             Rm[r, c] = 1.0 if r == c else 0.0
                 _matmul(Cm, Pp[t], CP)
-                _matmul_bt(CP, Cm, S)
+                _matmul(CP, Cm.T, S)
                 for r in range(dim):
                     for c in range(dim):
                         S[r, c] += Rm[r, c]
@@ -209,26 +197,17 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
                     return t
                 _chol_solve(L, CP, Kt)  # S⁻¹ C P = Kᵀ
                 # Joseph: (I − K C) P (I − K C)ᵀ + K R Kᵀ
+                _matmul(Kt.T, Cm, IKC)  # K C
                 for i in range(k):
                     for j in range(k):
-                        v = 0.0
-                        for r in range(dim):
-                            v += Kt[r, i] * Cm[r, j]
-                        IKC[i, j] = (1.0 if i == j else 0.0) - v
+                        IKC[i, j] = (1.0 if i == j else 0.0) - IKC[i, j]
                 _matmul(IKC, Pp[t], T1)
-                _matmul_bt(T1, IKC, Pf[t])
-                for i in range(k):
-                    for c in range(dim):
-                        v = 0.0
-                        for r in range(dim):
-                            v += Kt[r, i] * Rm[r, c]
-                        KR[i, c] = v
+                _matmul(T1, IKC.T, Pf[t])
+                _matmul(Kt.T, Rm, KR)
+                _matmul(KR, Kt, T1)  # K R Kᵀ
                 for i in range(k):
                     for j in range(k):
-                        v = 0.0
-                        for r in range(dim):
-                            v += KR[i, r] * Kt[r, j]
-                        Pf[t, i, j] += v
+                        Pf[t, i, j] += T1[i, j]
                 _symmetrize(Pf[t])
                 ld = 0.0
                 for r in range(dim):
@@ -270,7 +249,7 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
                             Pp[t + 1, i, j] = Pp[same + 1, i, j]
                 else:
                     _matmul(A, Pf[t], AP)
-                    _matmul_bt(AP, A, Pp[t + 1])
+                    _matmul(AP, A.T, Pp[t + 1])
                     for i in range(k):
                         for j in range(k):
                             Pp[t + 1, i, j] += Q[i, j]
@@ -337,12 +316,7 @@ def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo, ulps)
                 for j in range(k):
                     D[i, j] = Vs[t + 1, i, j] - Pp[t + 1, i, j]
             # V_t = P_t + J D Jᵀ, J = Jtᵀ
-            for i in range(k):
-                for j in range(k):
-                    v = 0.0
-                    for q in range(k):
-                        v += Jt[q, i] * D[q, j]
-                    T1[i, j] = v
+            _matmul(Jt.T, D, T1)
             for i in range(k):
                 for j in range(k):
                     v = Pf[t, i, j]

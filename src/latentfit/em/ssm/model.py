@@ -25,7 +25,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
-from latentfit.em.hmm.monitor import ConvergenceMonitor
+from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.ssm import kalman
 from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
@@ -37,7 +37,7 @@ from latentfit.em.ssm.steps import (
     sufficient_statistics,
 )
 from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
-from latentfit.io import check_fields, serializable
+from latentfit.io import serializable
 
 __all__ = ["LinearGaussianSSM"]
 
@@ -126,7 +126,7 @@ class _SSMHooks:
 
 
 @serializable
-class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
+class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
     """Linear-Gaussian state-space model (linear dynamical system), fitted by EM.
 
     ``x_1 ~ N(mu0, V0)``, ``x_t = A x_{t-1} + w_t`` with ``w_t ~ N(0, Q)``, and
@@ -174,6 +174,7 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
         "n_features": "int",
         "feature_names_in_": "strs",
     }
+    _required_state_fields = ("n_features",)
 
     def __init__(
         self,
@@ -431,31 +432,8 @@ class LinearGaussianSSM(EMEstimator, CriteriaMixin, BaseEstimator):
         self._current_params()
         return save(self, path)
 
-    def _get_state(self):
-        tensors = {a: torch.as_tensor(np.asarray(getattr(self, a))) for a in ATTRIBUTES.values()}
-        extra = {
-            "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
-            "n_features": int(self.n_features),
-        }
-        if hasattr(self, "feature_names_in_"):
-            extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
-        return tensors, extra
-
-    def _set_state(self, tensors, extra):
-        names = sorted(ATTRIBUTES.values())
-        if sorted(tensors) != names:
-            raise ModelFileError(
-                f"a LinearGaussianSSM file holds the tensors {names}; this one holds "
-                f"{sorted(tensors)}"
-            )
-        extra = check_fields(extra, type(self), required=("n_features",))
-        for name in names:
-            setattr(self, name, tensors[name].numpy())
-        self.n_features = extra["n_features"]
-        if "feature_names_in_" in extra:
-            self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
-        self.lower_bounds_ = extra.get("lower_bounds_", [])
-        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
+    def _state_attributes(self) -> tuple[str, ...]:
+        return tuple(ATTRIBUTES.values())
 
     def _check_loaded(self) -> None:
         try:
