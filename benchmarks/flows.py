@@ -3,8 +3,10 @@ with the same network, and the DDPM against the same network trained with diffus
 DDPMScheduler (noise added by ``scheduler.add_noise``), side by side.
 
 Data: scikit-learn's 8×8 digits (1,797 × 64, 17 grey levels), batch 100. Every loop runs the
-same number of optimiser steps on the same module; loops are interleaved and the best of
---repeats is kept, so a burst of load hits all alike. The trainer adds per-step bookkeeping
+same number of optimiser steps on the same module; loops are interleaved (in reverse order on
+every other repeat) and the best of --repeats is kept, so a burst of load hits all alike; the
+last column is the median over repeats of the ratio within one repeat (a load that drifts
+between repeats cancels in it). The trainer adds per-step bookkeeping
 (bound sums, gradient norm, a NaN check, exact-resume random streams).
 
 Run: .venv/bin/python benchmarks/flows.py [--epochs 5] [--repeats 3] [--threads 1]
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
 
 import torch
@@ -118,20 +121,29 @@ def race(title, loops, X, epochs, repeats):
         fn(X[:300], 1)
     wall = dict.fromkeys(loops, math.inf)
     cpu = dict.fromkeys(loops, math.inf)
-    for _ in range(repeats):
-        for name, fn in loops.items():
+    paired = {name: [] for name in loops}
+    for r in range(repeats):
+        this = {}
+        for name in list(loops) if r % 2 == 0 else list(loops)[::-1]:
             t0, c0 = time.perf_counter(), time.process_time()
-            fn(X, epochs)
+            loops[name](X, epochs)
             wall[name] = min(wall[name], time.perf_counter() - t0)
-            cpu[name] = min(cpu[name], time.process_time() - c0)
+            this[name] = time.process_time() - c0
+            cpu[name] = min(cpu[name], this[name])
+        for name in loops:
+            paired[name].append(this[name] / this["latentfit trainer"])
     rw, rc = wall["latentfit trainer"], cpu["latentfit trainer"]
     rows = X.shape[0] * epochs
     print(f"{title}: {epochs} epochs of {X.shape[0]} rows, batch 100, best of {repeats}")
-    print(f"{'':<30}{'rows/s':>9}{'trainer vs this':>17}{'CPU rows/s':>12}{'trainer vs this':>17}")
+    print(
+        f"{'':<30}{'rows/s':>9}{'trainer vs this':>17}{'CPU rows/s':>12}{'trainer vs this':>17}"
+        f"{'median paired':>15}"
+    )
     for name in loops:
         print(
             f"{name:<30}{rows / wall[name]:>9.0f}{wall[name] / rw:>16.2f}x"
             f"{rows / cpu[name]:>12.0f}{cpu[name] / rc:>16.2f}x"
+            f"{statistics.median(paired[name]):>14.2f}x"
         )
 
 

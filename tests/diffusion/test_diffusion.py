@@ -448,3 +448,43 @@ def test_samples_of_a_ddpm_with_learned_variances_match_the_data():
     ).fit(X)
     Xt = make_moons(500, noise=0.05, random_state=1)[0]
     assert mmd_permutation_pvalue(model.sample(500, random_state=0), Xt) > 0.01
+
+
+def test_prior_term_is_the_kl_of_two_normals():
+    """L_T in closed form against torch.distributions' KL of N(√ᾱ_T x_0, 1-ᾱ_T) from N(0, 1),
+    summed over dimensions, for ᾱ_T from near 0 (a long schedule) to near 1; a tensor and a
+    number for ᾱ_T give the same."""
+    x0 = torch.rand(50, 4, generator=torch.Generator().manual_seed(0), dtype=F64) * 2 - 1
+    for ab in (4e-5, 0.3, 0.999):
+        a = torch.tensor(ab, dtype=F64)
+        q = torch.distributions.Normal(a.sqrt() * x0, (1 - a).sqrt())
+        p = torch.distributions.Normal(torch.zeros_like(x0), torch.ones_like(x0))
+        ref = torch.distributions.kl_divergence(q, p).sum(-1)
+        torch.testing.assert_close(
+            latentfit.diffusion.prior_kl(x0, ab), ref, rtol=1e-12, atol=1e-15
+        )
+        torch.testing.assert_close(latentfit.diffusion.prior_kl(x0, a), ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.3])
+def test_fixed_variance_training_estimate_is_the_bound_term_over_p_t(random_module, q):
+    """The training pass's lookup (1/p(t), L_T's constant and d folded into one table by t)
+    equals L_T + term_t / p(t) from the two Gaussians at the same draws of t and ε, with and
+    without the decoder fraction (p(1) = q + (1-q)/T, p(t) = (1-q)/T for t ≥ 2)."""
+    m0 = random_module
+    T = m0.n_steps
+    m = DiffusionModule(m0.denoiser, m0.schedule, 3, "small", n_levels=256, decoder_fraction=q)
+    x0 = torch.rand(300, 3, generator=torch.Generator().manual_seed(3), dtype=F64) * 2 - 1
+    loss, bound = m(x0, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)  # the same draws
+    t = torch.randint(1, T + 1, (300,), generator=gen)
+    if q > 0:
+        t = torch.where(torch.rand(300, generator=gen) < q, 1, t)
+    eps = torch.randn(x0.shape, generator=gen, dtype=F64)
+    assert bool((t == 1).any()) and bool((t > 1).any())
+    p = torch.where(t == 1, *torch.tensor([q + (1 - q) / T, (1 - q) / T], dtype=F64))
+    with torch.no_grad():
+        ref = latentfit.diffusion.prior_kl(x0, m.alpha_bar[-1]) + m.term(x0, t, eps) / p
+        e_hat = m.denoiser(m.q_sample(x0, t, eps), t)
+    torch.testing.assert_close(bound, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(loss.detach(), (eps - e_hat).square().mean(-1))

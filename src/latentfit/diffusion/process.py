@@ -86,9 +86,12 @@ def gaussian_kl(mu_q, var_q, mu_p, var_p) -> torch.Tensor:
 
 
 def prior_kl(x0: torch.Tensor, alpha_bar_T) -> torch.Tensor:
-    """L_T = KL(q(x_T | x_0) ‖ N(0, I)), summed over dimensions: (n, d) → (n,)."""
-    a = torch.as_tensor(alpha_bar_T, dtype=x0.dtype, device=x0.device)
-    return gaussian_kl(a.sqrt() * x0, 1 - a, torch.zeros_like(x0), torch.ones_like(x0)).sum(-1)
+    """L_T = KL(q(x_T | x_0) ‖ N(0, I)) = ½ Σ_i (ᾱ_T x_0i² - ᾱ_T - log(1 - ᾱ_T)), the KL of
+    N(√ᾱ_T x_0, (1-ᾱ_T) I) from N(0, I) summed over dimensions: (n, d) → (n,). ``alpha_bar_T``
+    a number or a one-element tensor."""
+    a = float(alpha_bar_T)
+    const = -0.5 * x0.shape[-1] * (a + math.log1p(-a)) if a < 1 else math.inf
+    return (0.5 * a) * x0.square().sum(-1) + const
 
 
 def posterior_mean_var(x0, xt, sched: Schedule, t: torch.Tensor):
@@ -309,6 +312,7 @@ class DiffusionModule(nn.Module):
         small[0] = small[1] if self.n_steps > 1 else b[0]  # β̃_1 = 0: the decoder needs a width
         var = b.clone() if variance == "large" else small
         self.register_buffer("sigma2", var, persistent=False)  # fixed σ_t² (unused when learned)
+        self.register_buffer("log_sigma2", var.log(), persistent=False)
         # the two ends between which a learned log σ_t² interpolates
         self.register_buffer("log_beta", b.log(), persistent=False)
         low = small.log()
@@ -325,6 +329,19 @@ class DiffusionModule(nn.Module):
         weight = b**2 / (schedule.alphas * (1 - ab)) / (2 * var)
         self.register_buffer("kl_const", const, persistent=False)
         self.register_buffer("kl_weight", weight, persistent=False)
+        # The training pass's bound estimate L_T + term_t / p(t) for t ≥ 2 as one lookup by t
+        # (index 0 unused): est_const[t] + est_weight[t] · ‖ε - ε_θ‖²/d + (ᾱ_T / 2) ‖x_0‖², with
+        # 1/p(t), L_T's constant and the factor d folded in (t = 1 rows take the decoder).
+        self.alpha_bar_T = float(ab[-1])  # a number: no device read per step
+        inv_p = float(self.n_steps)
+        if decoder_fraction > 0 and self.n_steps > 1:
+            inv_p = self.n_steps / (1 - decoder_fraction)
+        prior_const = float(prior_kl(torch.zeros(1, dim, dtype=torch.float64), self.alpha_bar_T))
+        pad = torch.zeros(1, dtype=torch.float64)
+        self.register_buffer(
+            "est_const", torch.cat([pad, inv_p * const + prior_const]), persistent=False
+        )
+        self.register_buffer("est_weight", torch.cat([pad, inv_p * dim * weight]), persistent=False)
 
     @torch.no_grad()
     def set_gaussian(self, mean, basis, var) -> None:
@@ -333,20 +350,23 @@ class DiffusionModule(nn.Module):
             buf = getattr(self, name)
             buf.copy_(value.to(buf.device, buf.dtype))
 
-    def predict(self, xt: torch.Tensor, t: torch.Tensor) -> Prediction:
+    def predict(self, xt: torch.Tensor, t: torch.Tensor, with_var: bool = True) -> Prediction:
         """ε_θ(x_t, t) and log σ_t². With ``prediction="x0"`` the network predicts x_0 (through
         tanh for 8-bit data, whose space is [-1, 1]) and ε_θ = (x_t - √ᾱ_t x̂_0) / √(1-ᾱ_t):
-        at small t the exact slope 1/√(1-ᾱ_t) is then analytic, not learned."""
+        at small t the exact slope 1/√(1-ᾱ_t) is then analytic, not learned. ``with_var=False``
+        leaves a fixed log σ_t² out (``log_var`` None): the training pass needs it on t = 1 only."""
         out = self.denoiser(xt, t)
         i = t - 1
-        if self.variance == "learned":
+        if self.variance != "learned" and not with_var:
+            log_var = None
+        elif self.variance == "learned":
             out, v = out[..., : self.dim], out[..., self.dim :]  # (n, d) each
             frac = (v.to(xt.dtype) + 1) / 2
             hi = self.log_beta[i].to(xt.dtype).unsqueeze(-1)
             lo = self.log_beta_tilde[i].to(xt.dtype).unsqueeze(-1)
             log_var = frac * hi + (1 - frac) * lo
         else:
-            log_var = self.sigma2[i].log().to(xt.dtype).unsqueeze(-1)  # (n, 1)
+            log_var = self.log_sigma2[i].to(xt.dtype).unsqueeze(-1)  # (n, 1)
         if self.prediction == "eps":
             eps = out.to(xt.dtype)
             if self.gaussian_skip:
@@ -391,7 +411,8 @@ class DiffusionModule(nn.Module):
         n, d = x0.shape
         T, q = self.n_steps, self.decoder_fraction
         t = torch.randint(1, T + 1, (n,), generator=generator, device=x0.device)
-        weight = torch.full((n,), float(T), dtype=x0.dtype, device=x0.device)  # 1 / p(t)
+        p1 = 1 / T  # p(t = 1)
+        weight = float(T)  # 1 / p(t)
         if q > 0 and T > 1:
             pick = torch.rand(n, generator=generator, device=x0.device) < q
             t = torch.where(pick, torch.ones_like(t), t)
@@ -399,27 +420,30 @@ class DiffusionModule(nn.Module):
             weight = torch.where(t == 1, 1 / p1, 1 / pt).to(x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         xt = self.q_sample(x0, t, eps)
-        pred = self.predict(xt, t)
-        sq = (eps - pred.eps).square().sum(-1)  # (n,)
+        learned = self.variance == "learned"
+        pred = self.predict(xt, t, with_var=learned)
         # ‖ε - ε_θ‖² = SNR_t ‖x_0 - x̂_0‖²: with either output, the ε-loss weights each t as
         # the bound does (up to a factor in t); an unweighted x_0-loss leaves small t inexact.
-        loss = sq / d
-        if self.variance == "learned":
+        loss = (eps - pred.eps).square().mean(-1)  # (n,) ‖ε - ε_θ‖² / d
+        if learned:
             mu = model_mean(xt, pred.eps.detach(), self.schedule, t)
             vlb = reverse_term(x0, xt, t, mu, pred.log_var, self.schedule, self.n_levels)
             loss = loss + (self.vlb_weight / d) * weight * vlb
-            term = vlb.detach()
-        else:
             with torch.no_grad():
-                i = t - 1
-                term = self.kl_const[i].to(x0.dtype) + self.kl_weight[i].to(x0.dtype) * sq
-                first = t == 1
-                if bool(first.any()):
-                    sub = Prediction(pred.eps[first].detach(), pred.log_var[first])
-                    dec = self.term(x0[first], t[first], eps[first], sub)
-                    term = term.index_put((first,), dec.to(term.dtype))
-        with torch.no_grad():
-            bound = prior_kl(x0, self.alpha_bar[-1]) + weight * term.detach()
+                bound = prior_kl(x0, self.alpha_bar_T) + weight * vlb
+            return loss, bound
+        with torch.no_grad():  # a lookup by t (the training pass's only extra cost)
+            bound = torch.addcmul(
+                self.est_const[t].to(x0.dtype), self.est_weight[t].to(x0.dtype), loss
+            )
+            bound = bound.add(torch.linalg.vecdot(x0, x0), alpha=0.5 * self.alpha_bar_T)
+            first = t == 1
+            if bool(first.any()):  # the decoder L_0, on the rows at t = 1 only
+                t1 = t[first]
+                log_var = self.log_sigma2[t1 - 1].to(x0.dtype).unsqueeze(-1)  # (n_1, 1)
+                dec = self.term(x0[first], t1, eps[first], Prediction(pred.eps[first], log_var))
+                dec = dec / p1
+                bound = bound.index_put((first,), prior_kl(x0[first], self.alpha_bar_T) + dec)
         return loss, bound
 
     @torch.no_grad()
@@ -433,7 +457,7 @@ class DiffusionModule(nn.Module):
             eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
             return self.term(x0, t, eps)
 
-        prior = prior_kl(x0, self.alpha_bar[-1])
+        prior = prior_kl(x0, self.alpha_bar_T)
         decoder = draw(torch.ones(n, dtype=torch.long, device=dev))
         diffusion = torch.zeros(n, dtype=x0.dtype, device=dev)
         if T > 1 and (n_timesteps is None or n_timesteps >= T - 1):

@@ -114,6 +114,17 @@ def _stream_seed(seed: int, step: int, j: int) -> int:
     return x % 2**63
 
 
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all gradients as one vector: one foreach kernel per device and dtype (what
+    ``torch.nn.utils.get_total_norm`` does, without its per-call grouping in Python)."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    first = grads[0].device
+    norms = [n.to(first) for group in groups.values() for n in torch._foreach_norm(group)]
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
 def _check_data(X, name: str, binarize: bool) -> torch.Tensor:
     X = torch.as_tensor(X)
     if X.ndim != 2 or X.shape[0] == 0:
@@ -291,7 +302,10 @@ def train(
     )
 
     perm_gen = torch.Generator().manual_seed(cfg.seed)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # this epoch's training sums
+    # This epoch's training sums (bound, kl, loss·n) on the device and the rows they cover:
+    # read on the host only at the epoch's end (the checkpoint stores them as one (4,) tensor).
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    count = 0
     res = TrainResult()
     epoch, batch, perm, best_state, bad_epochs = 0, 0, None, None, 0
     identity = None
@@ -317,7 +331,8 @@ def train(
                         f"{tuple(v.shape)}, the parameter {tuple(p.shape)}; the file is "
                         "damaged or was altered, delete it to start afresh"
                     )
-        sums = state["epoch_sums"].to(device, torch.float64)
+        sums = state["epoch_sums"][:3].to(device, torch.float64)
+        count = int(state["epoch_sums"][3])
         perm = state["perm"]
         epoch, batch, bad_epochs = state["epoch"], state["batch"], state["bad_epochs"]
         best_state = state["best_model"]
@@ -333,7 +348,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "perm_gen": perm_gen.get_state(),
-                "epoch_sums": sums,
+                "epoch_sums": torch.cat([sums, sums.new_tensor([count])]),
                 "perm": perm,
                 "epoch": epoch,
                 "batch": batch,
@@ -348,13 +363,16 @@ def train(
 
     writer = _tensorboard(cfg.tensorboard_dir)
     params = [p for p in model.parameters() if p.requires_grad]
+    # One generator per micro-batch slot, reseeded at every step: the streams are those of
+    # fresh generators seeded by (seed, t, j), without building one per micro-batch.
+    gens = [torch.Generator(device) for _ in range(cfg.grad_accum)]
     model.train()
     while epoch < cfg.epochs:
         if perm is None:
             perm = torch.randperm(n, generator=perm_gen)
         start_time = time.perf_counter()
         if batch == 0:
-            sums = torch.zeros(4, dtype=torch.float64, device=device)  # bound, kl, loss·n, n
+            sums, count = torch.zeros(3, dtype=torch.float64, device=device), 0
         bar = None
         if cfg.progress and dist_utils.is_main():
             from tqdm.auto import tqdm
@@ -366,10 +384,10 @@ def train(
             idx = perm[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             micro = idx.tensor_split(n_micro)[rank * cfg.grad_accum : (rank + 1) * cfg.grad_accum]
             kl_weight = float(schedule(res.steps))
-            step_sums = torch.zeros(4, dtype=torch.float64, device=device)
+            step_sums = None
             opt.zero_grad(set_to_none=True)
             for a, mb in enumerate(micro):
-                gen = torch.Generator(device).manual_seed(
+                gen = gens[a].manual_seed(
                     _stream_seed(cfg.seed, res.steps, rank * cfg.grad_accum + a)
                 )
                 x = X[mb.to(device)]
@@ -384,20 +402,22 @@ def train(
                     # averages over processes, hence the factor world.
                     share = world * x.shape[0] / idx.shape[0]
                     (out.loss if share == 1.0 else out.loss * share).backward()
-                step_sums[:3] += torch.stack(
+                part = torch.stack(
                     [out.bound.sum(), out.kl.sum(), out.loss.detach() * x.shape[0]]
                 ).double()
-                step_sums[3] += x.shape[0]
+                step_sums = part if step_sums is None else step_sums + part
             dist_utils.all_reduce_sum(step_sums)
             grads = [p.grad for p in params if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
-            # One host sync per step. All-reduced sums and gradients are equal on every
+            norm = _total_norm(grads) if grads else torch.zeros((), device=device)
+            # One host sync per step: a sum is finite iff every term is (float32 terms cannot
+            # overflow a float64 sum). All-reduced sums and gradients are equal on every
             # process, so every process takes the same decision.
-            if bool(torch.isfinite(step_sums[:3]).all() & torch.isfinite(norm)):
+            if math.isfinite(float(step_sums.sum() + norm)):
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, norm)
                 opt.step()
                 sums += step_sums
+                count += idx.shape[0]  # the micro-batches of all processes cover the batch
             else:
                 res.n_skipped += 1  # identical on every process: the sums were all-reduced
             res.steps += 1
@@ -405,9 +425,7 @@ def train(
             if bar is not None:
                 bar.update(1)
                 if batch % 20 == 0 or batch == n_batches:
-                    bar.set_postfix(
-                        bound=f"{float(sums[0] / sums[3].clamp_min(1)):.2f}", refresh=False
-                    )
+                    bar.set_postfix(bound=f"{float(sums[0]) / max(count, 1):.2f}", refresh=False)
             if cfg.checkpoint_every and res.steps % cfg.checkpoint_every == 0:
                 checkpoint()
             if cfg.max_steps is not None and res.steps >= cfg.max_steps:
@@ -421,14 +439,15 @@ def train(
 
         # End of epoch: validate, diagnose, early-stop, record, checkpoint.
         perm, batch = None, 0
-        count = float(sums[3]) or math.nan
+        totals = sums.tolist()  # the epoch's one read of the sums
+        rows = count or math.nan
         row = {
             "epoch": epoch + 1,
             "step": res.steps,
             "kl_weight": kl_weight,
-            "train_bound": float(sums[0]) / count,
-            "train_kl": float(sums[1]) / count,
-            "train_loss": float(sums[2]) / count,
+            "train_bound": totals[0] / rows,
+            "train_kl": totals[1] / rows,
+            "train_loss": totals[2] / rows,
             "n_skipped": res.n_skipped,
         }
         if Xv is not None:
