@@ -512,3 +512,12 @@ def test_a_posterior_set_by_hand_that_is_not_numeric_names_itself():
         ParameterError, match=r"means_posterior_ must have shape \(3, 2\), got 'abc'"
     ):
         model.fit(gaussian_data(), LENGTHS)
+
+
+@pytest.mark.parametrize("cls", [VariationalGaussianHMM, VariationalCategoricalHMM])
+def test_partial_fit_is_refused_by_name(cls):
+    """Inherited from the HMMs, online EM would run on point estimates and failed with a raw
+    AttributeError / TypeError; it is refused, naming what to use instead."""
+    X = np.random.default_rng(0).integers(0, 2, size=(50, 1))
+    with pytest.raises(ParameterError, match=r"has no partial_fit.*fit\(\)"):
+        cls(n_components=2).partial_fit(X)

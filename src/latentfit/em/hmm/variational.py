@@ -133,6 +133,15 @@ class _VariationalHMM:
         self._fit(X, lengths=lengths, y=y)
         return self
 
+    def partial_fit(self, X, lengths=None, **options):
+        """Not available: online EM (Cappé 2011) updates point estimates, and no online
+        variational update of the posteriors is implemented here."""
+        raise ParameterError(
+            f"{type(self).__name__} has no partial_fit: online EM updates point estimates, not "
+            "the variational posteriors; fit it on all the data with fit(), or use "
+            f"{type(self).__mro__[2].__name__}.partial_fit for an online maximum-likelihood fit"
+        )
+
     def _prepare_fit(self, X, lengths=None, y=None) -> EMFit:
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
