@@ -7,6 +7,7 @@ where the chains stopped, with the adapted step size and metric (no second warm-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ class SamplerConfig:
     num_steps: int = 10  # leapfrog steps of static HMC
     target_accept: float = 0.8
     init_radius: float = 2.0  # Stan: uniform(-2, 2) in unconstrained space
+    # move chains stranded far below the others at the end of the first warm-up buffer
+    # (a latentfit departure from Stan; see _Run._relocate_stranded)
+    relocate_stranded: bool = True
 
     def check(self) -> None:
         if self.kernel not in ("nuts", "hmc"):
@@ -234,11 +238,17 @@ class _Run:
         window: list[torch.Tensor] = []
         accept = []
         adapt_metric = self.config.metric != "unit"
+        lps: list[torch.Tensor] = []
+        relocated: list[int] = []
+        check_at = sched.init_buffer - 1 if sched.ends and self.config.relocate_stranded else -1
         bar = tqdm(range(num_warmup), desc="warm-up", disable=not progress_bar, leave=False)
         for it in bar:
             self.state, stats = self.transition()
             accept.append(stats.accept_stat)
             self.step = da.update(stats.accept_stat)
+            lps.append(self.state.log_prob)
+            if it == check_at:
+                relocated = self._relocate_stranded(torch.stack(lps[-25:], 1), da)
             if adapt_metric and sched.collects(it):
                 window.append(self.state.u)
             if adapt_metric and it in sched.ends and len(window) > 2:
@@ -255,7 +265,40 @@ class _Run:
         return {
             "accept_stat": torch.stack(accept, 1) if accept else None,
             "windows": list(sched.ends),
+            "relocated": relocated,
         }
+
+    def _relocate_stranded(self, lp: torch.Tensor, da: DualAveraging) -> list[int]:
+        """Move every chain stranded far below the others to another chain's position.
+
+        ``lp`` (c, k) holds the log-densities of the last k iterations of the initial warm-up
+        buffer. A chain is stranded when even its highest value stays below another chain's
+        lowest value by more than ``10 * sqrt(p)`` (the log-density of a p-dimensional typical
+        set spreads by about ``sqrt(p / 2)``, so chains in one mode overlap by far). Such a chain sits in a
+        minor mode: the first trajectories from a random start carry the start's excess
+        potential energy as kinetic energy and can land anywhere, e.g. in a mixture's mode with
+        both means on one cluster, 450 nats below the posterior's mode, which a chain never
+        leaves. Its warm-up draws are discarded anyway, so it restarts from the position, step
+        size and dual-averaging state of a chain drawn at random among the others (Stan
+        does not do this; ``SamplerConfig(relocate_stranded=False)`` keeps every chain where
+        it is, so that R-hat reports it). The chains' indices are returned."""
+        c = lp.shape[0]
+        if c < 2:
+            return []
+        margin = 10.0 * math.sqrt(self.target.n_free)
+        floor = lp.min(1).values.max()
+        stranded = lp.max(1).values < floor - margin  # (c,)
+        if not bool(stranded.any()):
+            return []
+        good = (~stranded).nonzero().squeeze(1)
+        pick = torch.randint(len(good), (c,), generator=self.gen, device=self.gen.device)
+        donor = torch.where(
+            stranded, good[pick.to(good.device)], torch.arange(c, device=good.device)
+        )
+        self.state = State(*(x[donor] for x in self.state))
+        self.step = self.step[donor]
+        da.mu, da.s_bar, da.x_bar = da.mu[donor], da.s_bar[donor], da.x_bar[donor]
+        return stranded.nonzero().squeeze(1).tolist()
 
     def draw(self, num_draws: int, progress_bar: bool) -> dict:
         """``num_draws`` transitions with the adaptation frozen: (c, n, ...) records."""
