@@ -274,14 +274,14 @@ class _Run:
         ``lp`` (c, k) holds the log-densities of the last k iterations of the initial warm-up
         buffer. A chain is stranded when even its highest value stays below another chain's
         lowest value by more than ``10 * sqrt(p)`` (the log-density of a p-dimensional typical
-        set spreads by about ``sqrt(p / 2)``, so chains in one mode overlap by far). Such a chain sits in a
-        minor mode: the first trajectories from a random start carry the start's excess
-        potential energy as kinetic energy and can land anywhere, e.g. in a mixture's mode with
-        both means on one cluster, 450 nats below the posterior's mode, which a chain never
-        leaves. Its warm-up draws are discarded anyway, so it restarts from the position, step
-        size and dual-averaging state of a chain drawn at random among the others (Stan
-        does not do this; ``SamplerConfig(relocate_stranded=False)`` keeps every chain where
-        it is, so that R-hat reports it). The chains' indices are returned."""
+        set spreads by about ``sqrt(p / 2)``, so chains in one mode overlap by far). Such a
+        chain sits in a minor mode: the first trajectories from a random start carry the
+        start's excess potential energy as kinetic energy and can land anywhere, e.g. in a
+        mixture's mode with both means on one cluster, 450 nats below the posterior's mode,
+        which a chain never leaves. Its warm-up draws are discarded anyway, so it restarts from
+        the position, step size and dual-averaging state of a chain drawn at random among the
+        others (Stan does not do this; ``SamplerConfig(relocate_stranded=False)`` keeps every
+        chain where it is, so that R-hat reports it). The chains' indices are returned."""
         c = lp.shape[0]
         if c < 2:
             return []
