@@ -26,6 +26,7 @@ __all__ = [
     "OutputError",
     "ParameterError",
     "ResourceLimitError",
+    "StrandedChainWarning",
     "user_stacklevel",
 ]
 
@@ -63,6 +64,10 @@ class ResourceLimitError(LatentfitError, MemoryError):
 class MissingDependencyError(LatentfitError, ImportError):
     """An optional dependency a feature needs is not installed (or this build of torch lacks
     the module); the message says what to install. Also an ``ImportError``, as Python raises."""
+
+
+class StrandedChainWarning(RuntimeWarning):
+    """A Markov chain was found far below the others in warm-up (a minor mode) and moved."""
 
 
 class DegenerateComponentWarning(RuntimeWarning):

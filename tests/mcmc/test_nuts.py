@@ -10,6 +10,7 @@ own relative error is about 1/sqrt(2 ESS) <= 4%, so 10% is 2.5 of its standard e
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -330,7 +331,10 @@ def _trap_run(relocate: bool):
 
 
 def test_warmup_moves_chains_stranded_in_a_minor_mode():
-    r = _trap_run(relocate=True)
+    from latentfit.errors import StrandedChainWarning
+
+    with pytest.warns(StrandedChainWarning, match=r"chain\(s\) \[1, 3\] were stranded"):
+        r = _trap_run(relocate=True)
     assert r.warmup_stats["relocated"] == [1, 3]
     # the minor mode holds e^-40 of the mass: the posterior is N(0, I) to any precision
     _check_moments(r["x"], [0.0, 0.0], [1.0, 1.0])
@@ -340,14 +344,16 @@ def test_warmup_moves_chains_stranded_in_a_minor_mode():
     assert torch.allclose(
         kept["x"][[1, 3]].mean((1, 2)), torch.full((2,), 30.0, dtype=F64), atol=0.1
     )
-    # chains in one mode are left where they are
-    healthy = sample(
-        lambda x: D.Normal(0.0, 1.0).log_prob(x).sum(),
-        {"x": torch.zeros(5)},
-        num_chains=8,
-        num_warmup=150,
-        num_draws=10,
-        generator=1,
-        progress_bar=False,
-    )
+    # chains in one mode are left where they are, and nothing is said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StrandedChainWarning)
+        healthy = sample(
+            lambda x: D.Normal(0.0, 1.0).log_prob(x).sum(),
+            {"x": torch.zeros(5)},
+            num_chains=8,
+            num_warmup=150,
+            num_draws=10,
+            generator=1,
+            progress_bar=False,
+        )
     assert healthy.warmup_stats["relocated"] == []

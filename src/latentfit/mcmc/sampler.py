@@ -8,6 +8,7 @@ where the chains stopped, with the adapted step size and metric (no second warm-
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latentfit._validation import make_generator, resolve_device, resolve_dtype
-from latentfit.errors import ParameterError
+from latentfit.errors import ParameterError, StrandedChainWarning, user_stacklevel
 from latentfit.mcmc.adaptation import (
     DualAveraging,
     WindowSchedule,
@@ -249,6 +250,16 @@ class _Run:
             lps.append(self.state.log_prob)
             if it == check_at:
                 relocated = self._relocate_stranded(torch.stack(lps[-25:], 1), da)
+                if relocated:  # said, not hidden: the posterior may have a minor mode there
+                    warnings.warn(
+                        f"chain(s) {relocated} were stranded far below the others' "
+                        "log-density at the end of the first warm-up window (a minor mode) and "
+                        "restart from other chains' positions; pass "
+                        "SamplerConfig(relocate_stranded=False) to keep them where they are "
+                        "(R-hat then reports them)",
+                        StrandedChainWarning,
+                        stacklevel=user_stacklevel(),
+                    )
             if adapt_metric and sched.collects(it):
                 window.append(self.state.u)
             if adapt_metric and it in sched.ends and len(window) > 2:
