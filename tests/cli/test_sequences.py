@@ -133,6 +133,7 @@ def test_fit_hsmm_csv_and_text_carry_the_same_numbers(files, tmp_path):
     assert f"log-likelihood: {got['log_likelihood']:.6f}" in res.output
     assert "durations (nonparametric, 1..10 steps" in res.output
     assert "duration probabilities:" in res.output
+    assert "EM (segment forward-backward) iterations:" in res.output  # not "Baum-Welch"
 
 
 @pytest.mark.parametrize("order", [1, 2])

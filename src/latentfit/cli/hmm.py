@@ -788,7 +788,14 @@ def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
         )
     else:
         state = "converged" if r["converged"] else "NOT converged (try --n-iter or --tol)"
-        method = "VB-EM" if "lower_bound" in r else "Baum-Welch"
+        # an HSMM's EM runs the forward-backward over segments, not Baum-Welch's over steps
+        method = (
+            "VB-EM"
+            if "lower_bound" in r
+            else "EM (segment forward-backward)"
+            if "HSMM" in r["model"]
+            else "Baum-Welch"
+        )
         echo(f"{method} iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
     if "lower_bound" in r:
         echo(
