@@ -70,6 +70,11 @@ class StrandedChainWarning(RuntimeWarning):
     """A Markov chain was found far below the others in warm-up (a minor mode) and moved."""
 
 
+class CompileFallbackWarning(RuntimeWarning):
+    """``compile=True`` was asked for but the step could not be compiled (or disagreed with
+    the eager one); the sampler ran eagerly, with the same draws. The message says why."""
+
+
 class DegenerateComponentWarning(RuntimeWarning):
     """A component sits on a handful of (near-)identical points with its variance at the
     regularisation floor: its likelihood is not a real fit (mclust reports such fits as NA)."""

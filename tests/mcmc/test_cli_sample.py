@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from latentfit.cli import app
@@ -11,7 +14,8 @@ from latentfit.estimate import GammaPoisson
 runner = CliRunner()
 
 
-def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled):
     x = np.array([3, 1, 4, 2, 5, 3, 2, 6, 1, 3], dtype=float)
     path = tmp_path / "counts.csv"
     path.write_text("x\n" + "\n".join(str(v) for v in x) + "\n")
@@ -31,8 +35,10 @@ def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path):
         "300",
         "--warmup",
         "200",
-    ]
-    res = runner.invoke(app, args)
+    ] + (["--compile"] if compiled else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to eager would be a CompileFallbackWarning
+        res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "MAP results" in res.output and "NUTS posterior" in res.output
     row = next(line for line in res.output.splitlines() if line.startswith("rate "))
@@ -52,3 +58,5 @@ def test_fit_dist_sample_errors_are_cli_errors(tmp_path):
         app, ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=nosuch:1"]
     )
     assert res.exit_code == 2 and "--prior takes" in res.output
+    res = runner.invoke(app, ["fit", "dist", str(path), "--family", "poisson", "--compile"])
+    assert res.exit_code == 2 and "--sample nuts" in res.output

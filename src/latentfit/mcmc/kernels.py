@@ -19,13 +19,14 @@ the subtree is rejected and the trajectory ends.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
 from latentfit.mcmc.target import Target
 
-__all__ = ["Metric", "State", "TransitionStats", "hmc_transition", "nuts_transition"]
+__all__ = ["Metric", "State", "TransitionStats", "hmc_transition", "nuts_transition", "velocity"]
 
 MAX_DELTA_H = 1000.0  # Stan's divergence threshold on the energy error
 
@@ -66,11 +67,7 @@ class Metric:
 
     def velocity(self, p: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ p`` for p of shape (c, p) or (c, L, p)."""
-        if not self.dense:
-            return p * (self.inv if p.dim() == 2 else self.inv[:, None])
-        if p.dim() == 2:
-            return torch.matmul(p.unsqueeze(1), self.inv).squeeze(1)
-        return torch.matmul(p, self.inv)
+        return velocity(self.inv, p, self.dense)
 
     def kinetic(self, p: torch.Tensor) -> torch.Tensor:
         return 0.5 * (p * self.velocity(p)).sum(-1)
@@ -83,6 +80,16 @@ class Metric:
         return torch.linalg.solve_triangular(self.chol.transpose(-1, -2), z[..., None], upper=True)[
             ..., 0
         ]
+
+
+def velocity(inv: torch.Tensor, p: torch.Tensor, dense: bool) -> torch.Tensor:
+    """``M⁻¹ p`` for the inverse metric ``inv`` (c, p) or, dense, (c, p, p) (exactly
+    symmetric), and momenta (c, p) or (c, L, p)."""
+    if not dense:
+        return p * (inv if p.dim() == 2 else inv[:, None])
+    if p.dim() == 2:
+        return torch.matmul(p.unsqueeze(1), inv).squeeze(1)
+    return torch.matmul(p, inv)
 
 
 def leapfrog(target: Target, metric: Metric, state: State, p: torch.Tensor, eps: torch.Tensor):
@@ -169,13 +176,16 @@ def nuts_transition(
     step_size: torch.Tensor,
     gen: torch.Generator,
     max_depth: int = 10,
+    leapfrog_step: Callable | None = None,
 ) -> tuple[State, TransitionStats]:
     """One multinomial NUTS transition of every chain (Stan's ``base_nuts::transition``).
 
     All chains step together: a chain whose trajectory has ended takes steps of size zero (it
     stays at a point already evaluated) and its results are masked out, so a doubling costs the
     same handful of tensor operations for 1 chain or 1,000 and asks the device one question
-    (is any chain still growing?)."""
+    (is any chain still growing?). ``leapfrog_step`` replaces ``_leapfrog`` (the compiled
+    step of mcmc/compiled.py)."""
+    step_fn = _leapfrog if leapfrog_step is None else leapfrog_step
     c, d = state.u.shape
     dev, dt = state.u.device, state.u.dtype
     p0 = metric.sample(gen)  # (c, p)
@@ -211,7 +221,7 @@ def nuts_transition(
         p = near_p
         Us, Ps, LPs, Gs = [], [], [], []
         for _ in range(L):
-            cur, p = _leapfrog(target, metric, cur, p, e, half)
+            cur, p = step_fn(target, metric, cur, p, e, half)
             Us.append(cur.u)
             Ps.append(p)
             LPs.append(cur.log_prob)
@@ -296,8 +306,12 @@ def hmc_transition(
     step_size: torch.Tensor,
     gen: torch.Generator,
     num_steps: int = 10,
+    leapfrog_step: Callable | None = None,
 ) -> tuple[State, TransitionStats]:
     """Static HMC: ``num_steps`` leapfrog steps and a Metropolis correction (Neal 2011)."""
+    step_fn = _leapfrog if leapfrog_step is None else leapfrog_step
+    e = step_size[:, None]
+    half = 0.5 * e
     c, d = state.u.shape
     dt, dev = state.u.dtype, state.u.device
     p0 = metric.sample(gen)
@@ -306,7 +320,7 @@ def hmc_transition(
     div_u = torch.full((c, d), math.nan, dtype=dt, device=dev)
     diverging = torch.zeros(c, dtype=torch.bool, device=dev)
     for _ in range(num_steps):
-        cur, p = leapfrog(target, metric, cur, p, step_size)
+        cur, p = step_fn(target, metric, cur, p, e, half)
         H = _energy(cur.log_prob, metric.kinetic(p))
         newly = ((H - H0) > MAX_DELTA_H) & ~diverging
         div_u = torch.where(newly[:, None], cur.u, div_u)
