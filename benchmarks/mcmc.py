@@ -5,10 +5,11 @@ Pyro as the very same torch potential), the same chains, warm-up and draws, one 
 figure is min over parameters of ArviZ's bulk ESS divided by the wall time including warm-up
 (and NumPyro's compilation). latentfit runs twice: with autograd on the same torch log-density
 Pyro gets ("latentfit"), and with the posterior's hand-written gradient ("latentfit-hg",
-``value_and_grad=``). Usage:
+``value_and_grad=``); with ``--compile`` a third time, "latentfit-c": the autograd density with
+``compile=True`` (the compiling counted in its wall time, as NumPyro's). Usage:
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
-        [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand]
+        [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand] [--compile] [--skip-eager]
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def min_ess(draws: dict[str, np.ndarray]) -> float:
     )
 
 
-def run_latentfit(post, chains, warmup, draws, metric, hand=False):
+def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False):
     target = Target(
         post.log_density,
         {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()},
@@ -66,7 +67,7 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False):
         num_chains=chains,
         num_warmup=warmup,
         num_draws=draws,
-        config=SamplerConfig(metric=metric),
+        config=SamplerConfig(metric=metric, compile=compile),
         generator=0,
         progress_bar=False,
     )
@@ -241,31 +242,44 @@ def main():
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--skip-pyro", action="store_true")
     ap.add_argument("--skip-hand", action="store_true")
+    ap.add_argument("--skip-eager", action="store_true", help="no eager autograd run")
+    ap.add_argument("--compile", action="store_true", help="add the compile=True run")
     args = ap.parse_args()
     names = [args.posterior] if args.posterior else list(POSTERIORS)
     torch.set_num_threads(1)
     print(f"chains {args.chains}, warm-up {args.warmup}, draws {args.draws}; {_load()}")
+    ours = [
+        lib
+        for lib, on in (
+            ("latentfit", not args.skip_eager),
+            ("latentfit-hg", not args.skip_hand),
+            ("latentfit-c", args.compile),
+        )
+        if on
+    ]
     print(
         f"{'posterior':14s} {'library':12s} {'wall s':>8s} {'min ESS':>8s} {'ESS/s':>8s} "
-        f"{'lf/lib':>7s} {'lf-hg/lib':>9s}"
+        + " ".join(f"{lib.replace('latentfit', 'lf') + '/lib':>9s}" for lib in ours)
     )
     for name in names:
         post = POSTERIORS[name]()
         metric = METRIC[name]
-        rows = {"latentfit": run_latentfit(post, args.chains, args.warmup, args.draws, metric)}
+        run = (args.chains, args.warmup, args.draws, metric)
+        rows = {}
+        if not args.skip_eager:
+            rows["latentfit"] = run_latentfit(post, *run)
         if not args.skip_hand:
-            rows["latentfit-hg"] = run_latentfit(
-                post, args.chains, args.warmup, args.draws, metric, hand=True
-            )
-        rows["numpyro"] = run_numpyro(name, args.chains, args.warmup, args.draws, metric)
+            rows["latentfit-hg"] = run_latentfit(post, *run, hand=True)
+        if args.compile:
+            rows["latentfit-c"] = run_latentfit(post, *run, compile=True)
+        rows["numpyro"] = run_numpyro(name, *run)
         if not args.skip_pyro:
-            rows["pyro"] = run_pyro(post, args.chains, args.warmup, args.draws, metric)
+            rows["pyro"] = run_pyro(post, *run)
         rate = {lib: ess / wall for lib, (wall, ess) in rows.items()}
         for lib, (wall, ess) in rows.items():
-            hg = f"{rate['latentfit-hg'] / rate[lib]:9.2f}" if "latentfit-hg" in rate else ""
+            ratios = " ".join(f"{rate[mine] / rate[lib]:9.2f}" for mine in ours)
             print(
-                f"{name:14s} {lib:12s} {wall:8.1f} {ess:8.0f} {rate[lib]:8.1f} "
-                f"{rate['latentfit'] / rate[lib]:7.2f} {hg}",
+                f"{name:14s} {lib:12s} {wall:8.1f} {ess:8.0f} {rate[lib]:8.1f} {ratios}",
                 flush=True,
             )
     print(_load())
