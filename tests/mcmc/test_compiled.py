@@ -193,3 +193,32 @@ def test_static_hmc_runs_the_compiled_step():
         mcse = float(az.mcse(az.convert_to_dataset({"v": x.numpy()}))["v"])
         assert abs(float(x.mean()) - mean) < 4 * mcse, (j, float(x.mean()), mcse)
         assert abs(float(x.std()) / sd - 1) < 0.2, (j, float(x.std()))
+
+
+def test_a_density_that_raises_at_some_points_is_sampled_with_the_compiled_step():
+    # log p(r) = log det([[1, r], [r, 1]]) / 2 through its Cholesky factor, which raises for
+    # |r| >= 1: the semicircle density sqrt(1 - r^2) on (-1, 1), mean 0 and sd 1/2
+    def log_density(r):
+        one = torch.ones_like(r)
+        m = torch.stack([torch.stack([one, r]), torch.stack([r, one])])
+        return torch.linalg.cholesky(m).diagonal().log().sum()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        res = sample(
+            log_density,
+            {"r": 0.0},
+            num_chains=4,
+            num_warmup=300,
+            num_draws=500,
+            generator=3,
+            progress_bar=False,
+            compile=True,
+        )
+    assert res.warmup_stats["compiled"]
+    r = res["r"]
+    assert bool((r.abs() < 1).all())
+    az = import_arviz()
+    mcse = float(az.mcse(az.convert_to_dataset({"v": r.numpy()}))["v"])
+    assert abs(float(r.mean())) < 4 * mcse
+    assert abs(float(r.std()) / 0.5 - 1) < 0.1, float(r.std())

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from latentfit.errors import CompileFallbackWarning, user_stacklevel
-from latentfit.mcmc.kernels import Metric, State, velocity
+from latentfit.mcmc.kernels import Metric, State, _leapfrog, velocity
 from latentfit.mcmc.target import Target
 
 __all__ = ["compile_leapfrog"]
@@ -100,14 +100,19 @@ def compile_leapfrog(
         return None, time.perf_counter() - t0
 
     def step(target_, metric_, cur: State, p_, e_, half_):
-        u, lp, grad, p_new = compiled(
-            cur.u.contiguous(),
-            cur.grad.contiguous(),
-            p_.contiguous(),
-            e_.contiguous(),
-            half_.contiguous(),
-            metric_.inv.contiguous(),
-        )
+        try:
+            u, lp, grad, p_new = compiled(
+                cur.u.contiguous(),
+                cur.grad.contiguous(),
+                p_.contiguous(),
+                e_.contiguous(),
+                half_.contiguous(),
+                metric_.inv.contiguous(),
+            )
+        except (RuntimeError, ValueError):
+            # the density raised at some chain's point (a Cholesky factor of a matrix that is
+            # not positive definite, say): the eager step rejects such chains one by one
+            return _leapfrog(target_, metric_, cur, p_, e_, half_)
         return State(u, lp, grad), p_new
 
     return step, time.perf_counter() - t0
