@@ -12,7 +12,10 @@ step costs 40-80 µs instead of 340-620 µs with autograd (benchmarks/README.md)
 The trace runs on fake tensors, so a log-density that branches in Python on a tensor's value
 (``if x > 0:``) cannot be traced rather than being frozen on one branch; it then samples
 eagerly, with a ``CompileFallbackWarning`` saying why. The compiled step is checked against
-the eager one at the chains' starting points before it is used.
+the eager one at the chains' starting points before it is used. The density runs once, at
+tracing: Python side effects in it (printing, counting calls) do not happen per step. Where the
+compiled step raises (a density that throws at some chain's point), that one step is taken
+eagerly, which rejects the offending chains as the eager sampler always does.
 
 Compiling takes seconds (5-25 s for a new model on a CPU; inductor caches its output on disk,
 so a second run of the same model is faster), which is why it is not the default: the first
