@@ -150,16 +150,34 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
     if L == 1:
         return torch.full((a,), L, dtype=torch.long, device=P.device)
     ps_i, hi, lo, last = _subtree_nodes(L, P.device)
-    C = torch.cat([P.new_zeros(a, 1, d), P.cumsum(1)], 1)  # (a, L + 1, p)
+    L_t = _leaf_consts(L, P.device)[1]
+    C = torch.nn.functional.pad(P.cumsum(1), (0, 0, 1, 0))  # (a, L + 1, p), row 0 zero
     n = ps_i.shape[0]
     step = max(1, _NODE_CHUNK // max(1, a * 6 * d))
+    if n <= step:  # the usual case: every node in one block
+        ok = ((PS[:, ps_i] * (C[:, hi] - C[:, lo])).sum(-1) > 0).all(-1)  # (a, N)
+        return torch.where(ok, L_t, last).amin(1)
     turn = torch.full((a,), L, dtype=torch.long, device=P.device)
     for k in range(0, n, step):
         sl = slice(k, k + step)
         rho = C[:, hi[sl]] - C[:, lo[sl]]  # (a, N, 6, p)
         ok = ((PS[:, ps_i[sl]] * rho).sum(-1) > 0).all(-1)  # (a, N)
-        turn = torch.minimum(turn, torch.where(ok, L, last[sl]).min(1).values)
+        turn = torch.minimum(turn, torch.where(ok, L_t, last[sl]).amin(1))
     return turn
+
+
+def _leaf_consts(L: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The leaf indices ``arange(L)`` and ``L`` itself as a tensor, made once per depth."""
+    key = (L, str(device))
+    if key not in _LEAF_CACHE:
+        _LEAF_CACHE[key] = (
+            torch.arange(L, device=device),
+            torch.tensor(L, dtype=torch.long, device=device),
+        )
+    return _LEAF_CACHE[key]
+
+
+_LEAF_CACHE: dict = {}
 
 
 def nuts_transition(
@@ -175,18 +193,28 @@ def nuts_transition(
     All chains step together: a chain whose trajectory has ended takes steps of size zero (it
     stays at a point already evaluated) and its results are masked out, so a doubling costs the
     same handful of tensor operations for 1 chain or 1,000 and asks the device one question
-    (is any chain still growing?)."""
+    (is any chain still growing?).
+
+    On a CPU a doubling's cost is the number of tensor operations launched, not their
+    arithmetic, so the state is kept packed: the trajectory's two ends as one (c, 2, 4p + 1)
+    tensor (position, gradient, momentum, p#, log-density), read and written at the chain's
+    direction with one index each; the subtree's leaves as one (c, 3, L, p) stack (position,
+    gradient, momentum) from which the multinomial draw takes one row; the current draw as
+    (c, 3, p)."""
     c, d = state.u.shape
     dev, dt = state.u.device, state.u.dtype
     p0 = metric.sample(gen)  # (c, p)
     v0 = metric.velocity(p0)
     H0 = _energy(state.log_prob, 0.5 * (p0 * v0).sum(-1))  # (c,)
-    # the two ends of the trajectory: position, log-density, gradient, momentum, p#
-    fu, flp, fg, fp, fps = state.u, state.log_prob, state.grad, p0, v0
-    bu, blp, bg, bp, bps = fu, flp, fg, fp, fps
+    H0c = H0[:, None]
+    # the ends of the trajectory, [backward, forward]: u, grad, momentum, p#, log-density
+    end0 = torch.cat([state.u, state.grad, p0, v0, state.log_prob[:, None]], 1)  # (c, 4p + 1)
+    ends = torch.stack([end0, end0], 1)  # (c, 2, 4p + 1)
+    split = [d, d, d, d, 1]
     rho = p0
     log_w = torch.zeros(c, dtype=dt, device=dev)  # log of the summed weights exp(H0 - H)
-    su, slp, sg, sp = fu, flp, fg, p0  # the current draw
+    draw = torch.stack([state.u, state.grad, p0], 1)  # (c, 3, p): the current draw
+    draw_lp = state.log_prob
     depth = torch.zeros(c, dtype=torch.long, device=dev)
     n_leap = torch.zeros(c, dtype=torch.long, device=dev)
     sum_metro = torch.zeros(c, dtype=dt, device=dev)
@@ -194,19 +222,20 @@ def nuts_transition(
     div_u = torch.full((c, d), math.nan, dtype=dt, device=dev)
     active = torch.ones(c, dtype=torch.bool, device=dev)
     rows = torch.arange(c, device=dev)
+    neg_step = -step_size
 
     for j in range(max_depth):
         if j and not bool(active.any()):  # the one host sync of a doubling
             break
         L = 2**j
+        leaf, L_t = _leaf_consts(L, dev)
         forward = torch.rand(c, generator=gen, dtype=dt, device=dev) > 0.5  # (c,)
-        f2 = forward[:, None]
-        near_p, near_ps = torch.where(f2, fp, bp), torch.where(f2, fps, bps)
-        far_ps = torch.where(f2, bps, fps)
-        cur = State(
-            torch.where(f2, fu, bu), torch.where(forward, flp, blp), torch.where(f2, fg, bg)
-        )
-        e = (torch.where(forward, step_size, -step_size) * active)[:, None]  # (c, 1)
+        side = forward.long()  # the end this doubling extends: 1 forward, 0 backward
+        near = ends[rows, side]  # (c, 4p + 1)
+        near_u, near_g, near_p, near_ps, _ = near.split(split, 1)
+        far_ps = ends[rows, 1 - side, 3 * d : 4 * d]
+        cur = State(near_u, near[:, 4 * d], near_g)
+        e = (torch.where(forward, step_size, neg_step) * active)[:, None]  # (c, 1)
         half = 0.5 * e
         p = near_p
         Us, Ps, LPs, Gs = [], [], [], []
@@ -216,15 +245,19 @@ def nuts_transition(
             Ps.append(p)
             LPs.append(cur.log_prob)
             Gs.append(cur.grad)
-        U, P = torch.stack(Us, 1), torch.stack(Ps, 1)  # (c, L, p)
-        LP, G = torch.stack(LPs, 1), torch.stack(Gs, 1)  # (c, L), (c, L, p)
+        leaves = torch.stack(Us + Gs + Ps, 1).view(c, 3, L, d)  # (c, 3, L, p): u, grad, p
+        U, _, P = leaves.unbind(1)  # (c, L, p)
+        LP = torch.stack(LPs, 1)  # (c, L)
         PS = metric.velocity(P)
-        logw = H0[:, None] - _energy(LP, 0.5 * (P * PS).sum(-1))  # (c, L): log exp(H0 - H)
-        leaf = torch.arange(L, device=dev)
-        first_div = torch.where(logw < -MAX_DELTA_H, leaf, L).min(1).values  # (c,)
+        # log exp(H0 - H) = H0 + (lp - K), with H's NaN read as +inf (a divergence)
+        logw = H0c + torch.nan_to_num(
+            torch.sub(LP, (P * PS).sum(-1), alpha=0.5), nan=-math.inf, posinf=math.inf
+        )  # (c, L)
+        first_div = torch.where(logw < -MAX_DELTA_H, leaf, L_t).amin(1)  # (c,)
         # NaN momenta after a divergence must not hide a turn before it
         turn = _subtree_turn_time(torch.nan_to_num(P), torch.nan_to_num(PS))
-        # a leaf's divergence is found before the checks of the nodes it closes
+        # a leaf's divergence is found before the checks of the nodes it closes; a chain
+        # diverges at most once a transition (a divergence ends its trajectory)
         sub_div = active & (first_div < L) & (first_div <= turn)
         stop = torch.minimum(first_div, turn)
         valid = active & (stop == L)
@@ -232,52 +265,44 @@ def nuts_transition(
         n_leap += n_built
         built = leaf < n_built[:, None]
         sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), 0).sum(1)
-        newly = (sub_div & ~diverging)[:, None]
-        div_u = torch.where(newly, U[rows, first_div.clamp(max=L - 1)], div_u)
+        div_u = torch.where(sub_div[:, None], U[rows, first_div.clamp(max=L - 1)], div_u)
         diverging |= sub_div
 
         # multinomial draw inside the subtree (Gumbel-max), then biased progressive sampling
         if L == 1:
-            log_w_sub, pick = logw[:, 0], 0
+            log_w_sub = logw[:, 0]
         else:
             log_w_sub = torch.logsumexp(logw, 1)
-            gumbel = -torch.log(-torch.log(torch.rand(c, L, generator=gen, dtype=dt, device=dev)))
-            pick = torch.argmax(logw + gumbel, 1)  # (c,)
+            u01 = torch.rand(c, L, generator=gen, dtype=dt, device=dev)
+            pick = torch.argmax(logw - u01.log().neg_().log_(), 1)  # (c,): + Gumbel noise
         accept = torch.exp(torch.clamp(log_w_sub - log_w, max=0.0))
         take = valid & (torch.rand(c, generator=gen, dtype=dt, device=dev) < accept)
-        t2 = take[:, None]
-        su, sg, sp = (
-            torch.where(t2, X[rows, pick] if L > 1 else X[:, 0], x)
-            for X, x in ((U, su), (G, sg), (P, sp))
-        )
-        slp = torch.where(take, LP[rows, pick] if L > 1 else LP[:, 0], slp)
+        if L == 1:
+            draw = torch.where(take[:, None, None], leaves[:, :, 0], draw)
+            draw_lp = torch.where(take, LP[:, 0], draw_lp)
+        else:
+            draw = torch.where(take[:, None, None], leaves[rows, :, pick], draw)
+            draw_lp = torch.where(take, LP[rows, pick], draw_lp)
         log_w = torch.where(valid, torch.logaddexp(log_w, log_w_sub), log_w)
 
         # merge: the criterion on the whole tree and across the join, six dot products at once
         rho_sub = P.sum(1)
         rho_new = rho + rho_sub
         last_ps = PS[:, -1]
-        A = torch.stack([far_ps, last_ps, far_ps, PS[:, 0], near_ps, last_ps], 1)
-        R = torch.stack([rho_new, rho + P[:, 0], rho_sub + near_p], 1)  # (c, 3, p)
-        ok = ((A.view(c, 3, 2, d) * R[:, :, None]).sum(-1) > 0).all(-1).all(-1)
+        A = torch.stack([far_ps, last_ps, far_ps, PS[:, 0], near_ps, last_ps], 1)  # (c, 6, p)
+        r_left, r_right = rho + P[:, 0], rho_sub + near_p
+        R = torch.stack([rho_new, rho_new, r_left, r_left, r_right, r_right], 1)  # (c, 6, p)
+        ok = ((A * R).sum(-1) > 0).all(1)
         depth += valid
         active = valid & ok
 
         # the new end of the trajectory (the subtree's last leaf) for chains that keep it
-        vf, vb = (valid & forward)[:, None], (valid & ~forward)[:, None]
-        fu, fg, fp, fps = (
-            torch.where(vf, x, y)
-            for x, y in zip((cur.u, cur.grad, p, last_ps), (fu, fg, fp, fps), strict=True)
-        )
-        bu, bg, bp, bps = (
-            torch.where(vb, x, y)
-            for x, y in zip((cur.u, cur.grad, p, last_ps), (bu, bg, bp, bps), strict=True)
-        )
-        flp = torch.where(vf[:, 0], cur.log_prob, flp)
-        blp = torch.where(vb[:, 0], cur.log_prob, blp)
+        end = torch.cat([cur.u, cur.grad, p, last_ps, cur.log_prob[:, None]], 1)
+        ends[rows, side] = torch.where(valid[:, None], end, near)
         rho = torch.where(valid[:, None], rho_new, rho)
 
-    energy = _energy(slp, metric.kinetic(sp))
+    su, sg, sp = draw.unbind(1)
+    energy = _energy(draw_lp, metric.kinetic(sp))
     stats = TransitionStats(
         accept_stat=sum_metro / n_leap.clamp(min=1).to(dt),
         n_leapfrog=n_leap,
@@ -286,7 +311,7 @@ def nuts_transition(
         energy=energy,
         divergence_u=div_u,
     )
-    return State(su, slp, sg), stats
+    return State(su, draw_lp, sg), stats
 
 
 def hmc_transition(
