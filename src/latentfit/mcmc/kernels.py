@@ -150,7 +150,7 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
     if L == 1:
         return torch.full((a,), L, dtype=torch.long, device=P.device)
     ps_i, hi, lo, last = _subtree_nodes(L, P.device)
-    L_t = _leaf_consts(L, P.device)[1]
+    L_t = _leaf_consts(L, P.device, P.dtype)[1]
     C = torch.nn.functional.pad(P.cumsum(1), (0, 0, 1, 0))  # (a, L + 1, p), row 0 zero
     n = ps_i.shape[0]
     step = max(1, _NODE_CHUNK // max(1, a * 6 * d))
@@ -166,13 +166,19 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
     return turn
 
 
-def _leaf_consts(L: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The leaf indices ``arange(L)`` and ``L`` itself as a tensor, made once per depth."""
-    key = (L, str(device))
+def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...]:
+    """Per-depth constants, made once: the leaf indices ``arange(L)``, ``L`` and ``L + 1``,
+    ``-1`` (long) and a zero of ``dtype`` (a Python scalar in ``torch.where`` would cost an
+    operation of its own every call)."""
+    key = (L, str(device), dtype)
     if key not in _LEAF_CACHE:
+        long = dict(dtype=torch.long, device=device)
         _LEAF_CACHE[key] = (
             torch.arange(L, device=device),
-            torch.tensor(L, dtype=torch.long, device=device),
+            torch.tensor(L, **long),
+            torch.tensor(L + 1, **long),
+            torch.tensor(-1, **long),
+            torch.tensor(0.0, dtype=dtype, device=device),
         )
     return _LEAF_CACHE[key]
 
@@ -228,14 +234,14 @@ def nuts_transition(
         if j and not bool(active.any()):  # the one host sync of a doubling
             break
         L = 2**j
-        leaf, L_t = _leaf_consts(L, dev)
+        leaf, L_t, no_div, no_stop, zero = _leaf_consts(L, dev, dt)
         forward = torch.rand(c, generator=gen, dtype=dt, device=dev) > 0.5  # (c,)
         side = forward.long()  # the end this doubling extends: 1 forward, 0 backward
         near = ends[rows, side]  # (c, 4p + 1)
         near_u, near_g, near_p, near_ps, _ = near.split(split, 1)
         far_ps = ends[rows, 1 - side, 3 * d : 4 * d]
         cur = State(near_u, near[:, 4 * d], near_g)
-        e = (torch.where(forward, step_size, neg_step) * active)[:, None]  # (c, 1)
+        e = (torch.where(forward, step_size, neg_step) * active).view(c, 1)
         half = 0.5 * e
         p = near_p
         Us, Ps, LPs, Gs = [], [], [], []
@@ -253,19 +259,19 @@ def nuts_transition(
         logw = H0c + torch.nan_to_num(
             torch.sub(LP, (P * PS).sum(-1), alpha=0.5), nan=-math.inf, posinf=math.inf
         )  # (c, L)
-        first_div = torch.where(logw < -MAX_DELTA_H, leaf, L_t).amin(1)  # (c,)
-        # NaN momenta after a divergence must not hide a turn before it
-        turn = _subtree_turn_time(torch.nan_to_num(P), torch.nan_to_num(PS))
-        # a leaf's divergence is found before the checks of the nodes it closes; a chain
-        # diverges at most once a transition (a divergence ends its trajectory)
-        sub_div = active & (first_div < L) & (first_div <= turn)
-        stop = torch.minimum(first_div, turn)
-        valid = active & (stop == L)
-        n_built = torch.clamp(stop + 1, max=L) * active
-        n_leap += n_built
-        built = leaf < n_built[:, None]
-        sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), 0).sum(1)
-        div_u = torch.where(sub_div[:, None], U[rows, first_div.clamp(max=L - 1)], div_u)
+        first_div = torch.where(logw < -MAX_DELTA_H, leaf, no_div).amin(1)  # (c,); L + 1: none
+        # A node holding a divergent (non-finite) leaf closes at or after the first divergence,
+        # so whatever its check says, the turn found before the divergence is the same.
+        turn = L_t if L == 1 else _subtree_turn_time(P, PS)
+        # a leaf's divergence is found before the checks of the nodes it closes
+        stop = torch.where(active, torch.minimum(first_div, turn), no_stop)  # (c,); -1: idle
+        sub_div = first_div == stop  # a chain diverges at most once: its trajectory ends
+        valid = stop == L_t
+        built = leaf <= stop.view(c, 1)  # (c, L)
+        n_leap += built.sum(1)
+        sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), zero).sum(1)
+        first_div_u = U[rows, first_div.clamp(max=L - 1)]
+        div_u = torch.where(sub_div.view(c, 1), first_div_u, div_u)
         diverging |= sub_div
 
         # multinomial draw inside the subtree (Gumbel-max), then biased progressive sampling
@@ -278,10 +284,10 @@ def nuts_transition(
         accept = torch.exp(torch.clamp(log_w_sub - log_w, max=0.0))
         take = valid & (torch.rand(c, generator=gen, dtype=dt, device=dev) < accept)
         if L == 1:
-            draw = torch.where(take[:, None, None], leaves[:, :, 0], draw)
+            draw = torch.where(take.view(c, 1, 1), leaves[:, :, 0], draw)
             draw_lp = torch.where(take, LP[:, 0], draw_lp)
         else:
-            draw = torch.where(take[:, None, None], leaves[rows, :, pick], draw)
+            draw = torch.where(take.view(c, 1, 1), leaves[rows, :, pick], draw)
             draw_lp = torch.where(take, LP[rows, pick], draw_lp)
         log_w = torch.where(valid, torch.logaddexp(log_w, log_w_sub), log_w)
 
@@ -297,9 +303,10 @@ def nuts_transition(
         active = valid & ok
 
         # the new end of the trajectory (the subtree's last leaf) for chains that keep it
-        end = torch.cat([cur.u, cur.grad, p, last_ps, cur.log_prob[:, None]], 1)
-        ends[rows, side] = torch.where(valid[:, None], end, near)
-        rho = torch.where(valid[:, None], rho_new, rho)
+        end = torch.cat([cur.u, cur.grad, p, last_ps, cur.log_prob.view(c, 1)], 1)
+        valid1 = valid.view(c, 1)
+        ends[rows, side] = torch.where(valid1, end, near)
+        rho = torch.where(valid1, rho_new, rho)
 
     su, sg, sp = draw.unbind(1)
     energy = _energy(draw_lp, metric.kinetic(sp))
