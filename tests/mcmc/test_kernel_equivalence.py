@@ -313,3 +313,18 @@ def test_new_kernel_matches_when_trees_saturate(metric_kind):
     seen = _run_both("gauss", metric_kind, 4, max_depth=3, seed=1)
     depth = torch.stack([s.tree_depth for s in seen])
     assert bool((depth == 3).any())
+
+
+@pytest.mark.parametrize("chunk", [1, 50, 1 << 22])
+def test_subtree_turn_time_matches_the_frozen_one_in_blocks(monkeypatch, chunk):
+    # the subtree's node checks are cut in blocks when they would not fit in one; the blocked
+    # and the one-block passes must find the same turn as the frozen copy
+    from latentfit.mcmc import kernels
+
+    monkeypatch.setattr(kernels, "_NODE_CHUNK", chunk)
+    g = torch.Generator().manual_seed(3)
+    for depth in range(1, 7):
+        L = 2**depth
+        P = torch.randn(16, L, 3, generator=g, dtype=F64) + torch.linspace(1, -1, L)[:, None]
+        PS = P * (torch.rand(16, 3, generator=g, dtype=F64) + 0.5)[:, None]
+        assert torch.equal(kernels._subtree_turn_time(P, PS), _ref_subtree_turn_time(P, PS))

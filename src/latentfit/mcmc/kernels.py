@@ -115,7 +115,7 @@ _NODE_CHUNK = 1 << 22  # elements of one (a, nodes, 6, d) block of the subtree c
 def _subtree_nodes(L: int, device) -> tuple[torch.Tensor, ...]:
     """Every internal node of a subtree of ``L`` leaves (``L - 1`` of them, all levels): the
     leaves whose p# enter its three checks (N, 6), the cumulative-sum rows bounding the
-    matching rho (N, 6) twice, and the leaf after which it is checked (N,)."""
+    matching rho (N, 6) twice, and the leaf after which it is checked, once per check (N, 6)."""
     key = (L, str(device))
     if key not in _NODE_CACHE:
         ps, hi, lo, last = [], [], [], []
@@ -128,7 +128,7 @@ def _subtree_nodes(L: int, device) -> tuple[torch.Tensor, ...]:
                 ps.append([b, e, b, b + h, b + h - 1, e])
                 hi.append([e + 1, e + 1, b + h + 1, b + h + 1, e + 1, e + 1])
                 lo.append([b, b, b, b, b + h - 1, b + h - 1])
-                last.append(e)
+                last.append([e] * 6)
             s *= 2
         _NODE_CACHE[key] = tuple(
             torch.tensor(v, dtype=torch.long, device=device) for v in (ps, hi, lo, last)
@@ -155,14 +155,14 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
     n = ps_i.shape[0]
     step = max(1, _NODE_CHUNK // max(1, a * 6 * d))
     if n <= step:  # the usual case: every node in one block
-        ok = ((PS[:, ps_i] * (C[:, hi] - C[:, lo])).sum(-1) > 0).all(-1)  # (a, N)
-        return torch.where(ok, L_t, last).amin(1)
+        ok = (PS[:, ps_i] * (C[:, hi] - C[:, lo])).sum(-1) > 0  # (a, N, 6)
+        return torch.where(ok, L_t, last).amin((1, 2))
     turn = torch.full((a,), L, dtype=torch.long, device=P.device)
     for k in range(0, n, step):
         sl = slice(k, k + step)
         rho = C[:, hi[sl]] - C[:, lo[sl]]  # (a, N, 6, p)
-        ok = ((PS[:, ps_i[sl]] * rho).sum(-1) > 0).all(-1)  # (a, N)
-        turn = torch.minimum(turn, torch.where(ok, L_t, last[sl]).amin(1))
+        ok = (PS[:, ps_i[sl]] * rho).sum(-1) > 0  # (a, N, 6)
+        turn = torch.minimum(turn, torch.where(ok, L_t, last[sl]).amin((1, 2)))
     return turn
 
 
@@ -226,8 +226,8 @@ def nuts_transition(
     sum_metro = torch.zeros(c, dtype=dt, device=dev)
     diverging = torch.zeros(c, dtype=torch.bool, device=dev)
     div_u = torch.full((c, d), math.nan, dtype=dt, device=dev)
-    active = torch.ones(c, dtype=torch.bool, device=dev)
-    rows = torch.arange(c, device=dev)
+    active = None  # every chain grows at depth 0
+    rows = _leaf_consts(c, dev, dt)[0]
     neg_step = -step_size
 
     for j in range(max_depth):
@@ -241,7 +241,8 @@ def nuts_transition(
         near_u, near_g, near_p, near_ps, _ = near.split(split, 1)
         far_ps = ends[rows, 1 - side, 3 * d : 4 * d]
         cur = State(near_u, near[:, 4 * d], near_g)
-        e = (torch.where(forward, step_size, neg_step) * active).view(c, 1)
+        e = torch.where(forward, step_size, neg_step)
+        e = (e if j == 0 else e * active).view(c, 1)  # (c, 1): idle chains stay put
         half = 0.5 * e
         p = near_p
         Us, Ps, LPs, Gs = [], [], [], []
@@ -264,7 +265,9 @@ def nuts_transition(
         # so whatever its check says, the turn found before the divergence is the same.
         turn = L_t if L == 1 else _subtree_turn_time(P, PS)
         # a leaf's divergence is found before the checks of the nodes it closes
-        stop = torch.where(active, torch.minimum(first_div, turn), no_stop)  # (c,); -1: idle
+        stop = torch.minimum(first_div, turn)  # (c,)
+        if j:
+            stop = torch.where(active, stop, no_stop)  # -1: an idle chain
         sub_div = first_div == stop  # a chain diverges at most once: its trajectory ends
         valid = stop == L_t
         built = leaf <= stop.view(c, 1)  # (c, L)
