@@ -60,6 +60,7 @@ class Metric:
             inv = 0.5 * (inv + inv.transpose(-1, -2))
             self.chol = torch.linalg.cholesky(inv)  # inv = L L'
         self.inv = inv
+        self._inv_leaves = None if self.dense else inv[:, None]  # (c, 1, p), for (c, L, p)
 
     def __getitem__(self, idx) -> Metric:
         return Metric(self.inv[idx])
@@ -67,7 +68,7 @@ class Metric:
     def velocity(self, p: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ p`` for p of shape (c, p) or (c, L, p)."""
         if not self.dense:
-            return p * (self.inv if p.dim() == 2 else self.inv[:, None])
+            return p * (self.inv if p.dim() == 2 else self._inv_leaves)
         if p.dim() == 2:
             return torch.matmul(p.unsqueeze(1), self.inv).squeeze(1)
         return torch.matmul(p, self.inv)
@@ -168,7 +169,7 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
 
 def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...]:
     """Per-depth constants, made once: the leaf indices ``arange(L)``, ``L`` and ``L + 1``,
-    ``-1`` (long) and a zero of ``dtype`` (a Python scalar in ``torch.where`` would cost an
+    ``-1`` and ``2`` (long) and a zero of ``dtype`` (a Python scalar in ``torch.where`` would cost an
     operation of its own every call)."""
     key = (L, str(device), dtype)
     if key not in _LEAF_CACHE:
@@ -179,6 +180,7 @@ def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...
             torch.tensor(L + 1, **long),
             torch.tensor(-1, **long),
             torch.tensor(0.0, dtype=dtype, device=device),
+            torch.tensor(2, **long),
         )
     return _LEAF_CACHE[key]
 
@@ -202,20 +204,22 @@ def nuts_transition(
     (is any chain still growing?).
 
     On a CPU a doubling's cost is the number of tensor operations launched, not their
-    arithmetic, so the state is kept packed: the trajectory's two ends as one (c, 2, 4p + 1)
-    tensor (position, gradient, momentum, p#, log-density), read and written at the chain's
-    direction with one index each; the subtree's leaves as one (c, 3, L, p) stack (position,
-    gradient, momentum) from which the multinomial draw takes one row; the current draw as
-    (c, 3, p)."""
+    arithmetic, so the state is kept packed: the trajectory's two ends (and a scratch row) as
+    one (c, 3, 4p + 1) tensor (position, gradient, momentum, p#, log-density), read and written
+    at the chain's direction with one index each; the subtree's leaves as one (c, 3, L, p)
+    stack (position, gradient, momentum) from which the multinomial draw takes one row; the
+    current draw as (c, 3, p). Every rewrite is exact: tests/mcmc/test_kernel_equivalence.py
+    holds the transition to the draws of the unpacked one bit for bit."""
     c, d = state.u.shape
     dev, dt = state.u.device, state.u.dtype
     p0 = metric.sample(gen)  # (c, p)
     v0 = metric.velocity(p0)
     H0 = _energy(state.log_prob, 0.5 * (p0 * v0).sum(-1))  # (c,)
     H0c = H0[:, None]
-    # the ends of the trajectory, [backward, forward]: u, grad, momentum, p#, log-density
+    # the ends of the trajectory, [backward, forward, scratch]: u, grad, momentum, p#,
+    # log-density; a chain whose subtree is rejected writes its new end to the scratch row
     end0 = torch.cat([state.u, state.grad, p0, v0, state.log_prob[:, None]], 1)  # (c, 4p + 1)
-    ends = torch.stack([end0, end0], 1)  # (c, 2, 4p + 1)
+    ends = torch.stack([end0, end0, end0], 1)  # (c, 3, 4p + 1)
     split = [d, d, d, d, 1]
     rho = p0
     log_w = torch.zeros(c, dtype=dt, device=dev)  # log of the summed weights exp(H0 - H)
@@ -234,7 +238,7 @@ def nuts_transition(
         if j and not bool(active.any()):  # the one host sync of a doubling
             break
         L = 2**j
-        leaf, L_t, no_div, no_stop, zero = _leaf_consts(L, dev, dt)
+        leaf, L_t, no_div, no_stop, zero, scratch = _leaf_consts(L, dev, dt)
         forward = torch.rand(c, generator=gen, dtype=dt, device=dev) > 0.5  # (c,)
         side = forward.long()  # the end this doubling extends: 1 forward, 0 backward
         near = ends[rows, side]  # (c, 4p + 1)
@@ -307,9 +311,8 @@ def nuts_transition(
 
         # the new end of the trajectory (the subtree's last leaf) for chains that keep it
         end = torch.cat([cur.u, cur.grad, p, last_ps, cur.log_prob.view(c, 1)], 1)
-        valid1 = valid.view(c, 1)
-        ends[rows, side] = torch.where(valid1, end, near)
-        rho = torch.where(valid1, rho_new, rho)
+        ends[rows, torch.where(valid, side, scratch)] = end
+        rho = torch.where(valid.view(c, 1), rho_new, rho)
 
     su, sg, sp = draw.unbind(1)
     energy = _energy(draw_lp, metric.kinetic(sp))
