@@ -308,6 +308,14 @@ def test_new_kernel_draws_exactly_what_the_old_one_drew(name, metric_kind, c):
 
 
 @pytest.mark.parametrize("metric_kind", ["diag", "dense"])
+def test_new_kernel_matches_when_trees_saturate_or_diverge_at_the_last_doubling(metric_kind):
+    # funnel, two doublings at most: divergences in the last doubling a transition may build
+    seen = _run_both("funnel", metric_kind, 7, max_depth=2, n_trans=20, seed=2)
+    last = torch.stack([s.diverging & (s.n_leapfrog > 1) for s in seen])
+    assert bool(last.any())
+
+
+@pytest.mark.parametrize("metric_kind", ["diag", "dense"])
 def test_new_kernel_matches_when_trees_saturate(metric_kind):
     # tiny steps on the Gaussian: no U-turn within three doublings, every tree saturates
     seen = _run_both("gauss", metric_kind, 4, max_depth=3, seed=1)

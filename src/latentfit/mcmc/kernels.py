@@ -188,6 +188,13 @@ def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...
 _LEAF_CACHE: dict = {}
 
 
+def _divergence_u(div_u, sub_div, U, rows, first_div):
+    """``div_u`` (c, p) with the position of the first divergent leaf ``first_div`` (c,) of
+    the subtree ``U`` (c, L, p) written in for the chains ``sub_div`` (c,) that diverged."""
+    leaf = first_div.clamp(max=U.shape[1] - 1)  # L (no divergence) is out of range
+    return torch.where(sub_div[:, None], U[rows, leaf], div_u)
+
+
 def nuts_transition(
     target: Target,
     metric: Metric,
@@ -234,9 +241,16 @@ def nuts_transition(
     rows = _leaf_consts(c, dev, dt)[0]
     neg_step = -step_size
 
+    pending = None  # the last doubling's divergences, recorded when the host next looks
     for j in range(max_depth):
-        if j and not bool(active.any()):  # the one host sync of a doubling
-            break
+        if j:
+            # the one host sync of a doubling: is any chain still growing, did any diverge?
+            grow, diverged = torch.stack([active, pending[0]]).any(1).tolist()
+            if diverged:  # rare: the divergent leaf's position, from the kept subtree
+                div_u = _divergence_u(div_u, *pending)
+            pending = None
+            if not grow:
+                break
         L = 2**j
         leaf, L_t, no_div, no_stop, zero, scratch = _leaf_consts(L, dev, dt)
         forward = torch.rand(c, generator=gen, dtype=dt, device=dev) > 0.5  # (c,)
@@ -277,8 +291,7 @@ def nuts_transition(
         built = leaf <= stop.view(c, 1)  # (c, L)
         n_leap += built.sum(1)
         sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), zero).sum(1)
-        first_div_u = U[rows, first_div.clamp(max=L - 1)]
-        div_u = torch.where(sub_div.view(c, 1), first_div_u, div_u)
+        pending = (sub_div, U, rows, first_div)
         diverging |= sub_div
 
         # multinomial draw inside the subtree (Gumbel-max), then biased progressive sampling
@@ -314,6 +327,8 @@ def nuts_transition(
         ends[rows, torch.where(valid, side, scratch)] = end
         rho = torch.where(valid.view(c, 1), rho_new, rho)
 
+    if pending is not None:  # the trajectories ran to max_depth: record the last doubling's
+        div_u = _divergence_u(div_u, *pending)
     su, sg, sp = draw.unbind(1)
     energy = _energy(draw_lp, metric.kinetic(sp))
     stats = TransitionStats(
