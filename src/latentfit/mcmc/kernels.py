@@ -168,9 +168,9 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
 
 
 def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...]:
-    """Per-depth constants, made once: the leaf indices ``arange(L)``, ``L`` and ``L + 1``,
-    ``-1`` and ``2`` (long) and a zero of ``dtype`` (a Python scalar in ``torch.where`` would cost an
-    operation of its own every call)."""
+    """Per-depth constants, made once: the leaf indices ``arange(L)``; ``L``, ``L + 1``, ``-1``
+    and ``2`` (long); a zero of ``dtype``. (A Python scalar in ``torch.where`` costs an
+    operation of its own every call.)"""
     key = (L, str(device), dtype)
     if key not in _LEAF_CACHE:
         long = dict(dtype=torch.long, device=device)
@@ -191,7 +191,7 @@ _LEAF_CACHE: dict = {}
 def _divergence_u(div_u, sub_div, U, rows, first_div):
     """``div_u`` (c, p) with the position of the first divergent leaf ``first_div`` (c,) of
     the subtree ``U`` (c, L, p) written in for the chains ``sub_div`` (c,) that diverged."""
-    leaf = first_div.clamp(max=U.shape[1] - 1)  # L (no divergence) is out of range
+    leaf = first_div.clamp(max=U.shape[1] - 1)  # L + 1 (no divergence) is out of range
     return torch.where(sub_div[:, None], U[rows, leaf], div_u)
 
 
@@ -208,7 +208,7 @@ def nuts_transition(
     All chains step together: a chain whose trajectory has ended takes steps of size zero (it
     stays at a point already evaluated) and its results are masked out, so a doubling costs the
     same handful of tensor operations for 1 chain or 1,000 and asks the device one question
-    (is any chain still growing?).
+    (is any chain still growing, and did any diverge?).
 
     On a CPU a doubling's cost is the number of tensor operations launched, not their
     arithmetic, so the state is kept packed: the trajectory's two ends (and a scratch row) as
@@ -238,7 +238,7 @@ def nuts_transition(
     diverging = torch.zeros(c, dtype=torch.bool, device=dev)
     div_u = torch.full((c, d), math.nan, dtype=dt, device=dev)
     active = None  # every chain grows at depth 0
-    rows = _leaf_consts(c, dev, dt)[0]
+    rows = _leaf_consts(c, dev, dt)[0]  # arange(c), cached
     neg_step = -step_size
 
     pending = None  # the last doubling's divergences, recorded when the host next looks
