@@ -61,12 +61,15 @@ class Metric:
             inv = 0.5 * (inv + inv.transpose(-1, -2))
             self.chol = torch.linalg.cholesky(inv)  # inv = L L'
         self.inv = inv
+        self._inv_leaves = None if self.dense else inv[:, None]  # (c, 1, p), for (c, L, p)
 
     def __getitem__(self, idx) -> Metric:
         return Metric(self.inv[idx])
 
     def velocity(self, p: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ p`` for p of shape (c, p) or (c, L, p)."""
+        if not self.dense and p.dim() == 3:
+            return p * self._inv_leaves
         return velocity(self.inv, p, self.dense)
 
     def kinetic(self, p: torch.Tensor) -> torch.Tensor:
@@ -122,7 +125,7 @@ _NODE_CHUNK = 1 << 22  # elements of one (a, nodes, 6, d) block of the subtree c
 def _subtree_nodes(L: int, device) -> tuple[torch.Tensor, ...]:
     """Every internal node of a subtree of ``L`` leaves (``L - 1`` of them, all levels): the
     leaves whose p# enter its three checks (N, 6), the cumulative-sum rows bounding the
-    matching rho (N, 6) twice, and the leaf after which it is checked (N,)."""
+    matching rho (N, 6) twice, and the leaf after which it is checked, once per check (N, 6)."""
     key = (L, str(device))
     if key not in _NODE_CACHE:
         ps, hi, lo, last = [], [], [], []
@@ -135,7 +138,7 @@ def _subtree_nodes(L: int, device) -> tuple[torch.Tensor, ...]:
                 ps.append([b, e, b, b + h, b + h - 1, e])
                 hi.append([e + 1, e + 1, b + h + 1, b + h + 1, e + 1, e + 1])
                 lo.append([b, b, b, b, b + h - 1, b + h - 1])
-                last.append(e)
+                last.append([e] * 6)
             s *= 2
         _NODE_CACHE[key] = tuple(
             torch.tensor(v, dtype=torch.long, device=device) for v in (ps, hi, lo, last)
@@ -157,16 +160,48 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
     if L == 1:
         return torch.full((a,), L, dtype=torch.long, device=P.device)
     ps_i, hi, lo, last = _subtree_nodes(L, P.device)
-    C = torch.cat([P.new_zeros(a, 1, d), P.cumsum(1)], 1)  # (a, L + 1, p)
+    L_t = _leaf_consts(L, P.device, P.dtype)[1]
+    C = torch.nn.functional.pad(P.cumsum(1), (0, 0, 1, 0))  # (a, L + 1, p), row 0 zero
     n = ps_i.shape[0]
     step = max(1, _NODE_CHUNK // max(1, a * 6 * d))
+    if n <= step:  # the usual case: every node in one block
+        ok = (PS[:, ps_i] * (C[:, hi] - C[:, lo])).sum(-1) > 0  # (a, N, 6)
+        return torch.where(ok, L_t, last).amin((1, 2))
     turn = torch.full((a,), L, dtype=torch.long, device=P.device)
     for k in range(0, n, step):
         sl = slice(k, k + step)
         rho = C[:, hi[sl]] - C[:, lo[sl]]  # (a, N, 6, p)
-        ok = ((PS[:, ps_i[sl]] * rho).sum(-1) > 0).all(-1)  # (a, N)
-        turn = torch.minimum(turn, torch.where(ok, L, last[sl]).min(1).values)
+        ok = (PS[:, ps_i[sl]] * rho).sum(-1) > 0  # (a, N, 6)
+        turn = torch.minimum(turn, torch.where(ok, L_t, last[sl]).amin((1, 2)))
     return turn
+
+
+def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...]:
+    """Per-depth constants, made once: the leaf indices ``arange(L)``; ``L``, ``L + 1``, ``-1``
+    and ``2`` (long); a zero of ``dtype``. (A Python scalar in ``torch.where`` costs an
+    operation of its own every call.)"""
+    key = (L, str(device), dtype)
+    if key not in _LEAF_CACHE:
+        long = dict(dtype=torch.long, device=device)
+        _LEAF_CACHE[key] = (
+            torch.arange(L, device=device),
+            torch.tensor(L, **long),
+            torch.tensor(L + 1, **long),
+            torch.tensor(-1, **long),
+            torch.tensor(0.0, dtype=dtype, device=device),
+            torch.tensor(2, **long),
+        )
+    return _LEAF_CACHE[key]
+
+
+_LEAF_CACHE: dict = {}
+
+
+def _divergence_u(div_u, sub_div, U, rows, first_div):
+    """``div_u`` (c, p) with the position of the first divergent leaf ``first_div`` (c,) of
+    the subtree ``U`` (c, L, p) written in for the chains ``sub_div`` (c,) that diverged."""
+    leaf = first_div.clamp(max=U.shape[1] - 1)  # L + 1 (no divergence) is out of range
+    return torch.where(sub_div[:, None], U[rows, leaf], div_u)
 
 
 def nuts_transition(
@@ -183,40 +218,61 @@ def nuts_transition(
     All chains step together: a chain whose trajectory has ended takes steps of size zero (it
     stays at a point already evaluated) and its results are masked out, so a doubling costs the
     same handful of tensor operations for 1 chain or 1,000 and asks the device one question
-    (is any chain still growing?). ``leapfrog_step`` replaces ``_leapfrog`` (the compiled
-    step of mcmc/compiled.py)."""
+    (is any chain still growing, and did any diverge?). ``leapfrog_step`` replaces
+    ``_leapfrog`` (the compiled step of mcmc/compiled.py).
+
+    On a CPU a doubling's cost is the number of tensor operations launched, not their
+    arithmetic, so the state is kept packed: the trajectory's two ends (and a scratch row) as
+    one (c, 3, 4p + 1) tensor (position, gradient, momentum, p#, log-density), read and written
+    at the chain's direction with one index each; the subtree's leaves as one (c, 3, L, p)
+    stack (position, gradient, momentum) from which the multinomial draw takes one row; the
+    current draw as (c, 3, p). Every rewrite is exact: tests/mcmc/test_kernel_equivalence.py
+    holds the transition to the draws of the unpacked one bit for bit."""
     step_fn = _leapfrog if leapfrog_step is None else leapfrog_step
     c, d = state.u.shape
     dev, dt = state.u.device, state.u.dtype
     p0 = metric.sample(gen)  # (c, p)
     v0 = metric.velocity(p0)
     H0 = _energy(state.log_prob, 0.5 * (p0 * v0).sum(-1))  # (c,)
-    # the two ends of the trajectory: position, log-density, gradient, momentum, p#
-    fu, flp, fg, fp, fps = state.u, state.log_prob, state.grad, p0, v0
-    bu, blp, bg, bp, bps = fu, flp, fg, fp, fps
+    H0c = H0[:, None]
+    # the ends of the trajectory, [backward, forward, scratch]: u, grad, momentum, p#,
+    # log-density; a chain whose subtree is rejected writes its new end to the scratch row
+    end0 = torch.cat([state.u, state.grad, p0, v0, state.log_prob[:, None]], 1)  # (c, 4p + 1)
+    ends = torch.stack([end0, end0, end0], 1)  # (c, 3, 4p + 1)
+    split = [d, d, d, d, 1]
     rho = p0
     log_w = torch.zeros(c, dtype=dt, device=dev)  # log of the summed weights exp(H0 - H)
-    su, slp, sg, sp = fu, flp, fg, p0  # the current draw
+    draw = torch.stack([state.u, state.grad, p0], 1)  # (c, 3, p): the current draw
+    draw_lp = state.log_prob
     depth = torch.zeros(c, dtype=torch.long, device=dev)
     n_leap = torch.zeros(c, dtype=torch.long, device=dev)
     sum_metro = torch.zeros(c, dtype=dt, device=dev)
     diverging = torch.zeros(c, dtype=torch.bool, device=dev)
     div_u = torch.full((c, d), math.nan, dtype=dt, device=dev)
-    active = torch.ones(c, dtype=torch.bool, device=dev)
-    rows = torch.arange(c, device=dev)
+    active = None  # every chain grows at depth 0
+    rows = _leaf_consts(c, dev, dt)[0]  # arange(c), cached
+    neg_step = -step_size
 
+    pending = None  # the last doubling's divergences, recorded when the host next looks
     for j in range(max_depth):
-        if j and not bool(active.any()):  # the one host sync of a doubling
-            break
+        if j:
+            # the one host sync of a doubling: is any chain still growing, did any diverge?
+            grow, diverged = torch.stack([active, pending[0]]).any(1).tolist()
+            if diverged:  # rare: the divergent leaf's position, from the kept subtree
+                div_u = _divergence_u(div_u, *pending)
+            pending = None
+            if not grow:
+                break
         L = 2**j
+        leaf, L_t, no_div, no_stop, zero, scratch = _leaf_consts(L, dev, dt)
         forward = torch.rand(c, generator=gen, dtype=dt, device=dev) > 0.5  # (c,)
-        f2 = forward[:, None]
-        near_p, near_ps = torch.where(f2, fp, bp), torch.where(f2, fps, bps)
-        far_ps = torch.where(f2, bps, fps)
-        cur = State(
-            torch.where(f2, fu, bu), torch.where(forward, flp, blp), torch.where(f2, fg, bg)
-        )
-        e = (torch.where(forward, step_size, -step_size) * active)[:, None]  # (c, 1)
+        side = forward.long()  # the end this doubling extends: 1 forward, 0 backward
+        near = ends[rows, side]  # (c, 4p + 1)
+        near_u, near_g, near_p, near_ps, _ = near.split(split, 1)
+        far_ps = ends[rows, 1 - side, 3 * d : 4 * d]
+        cur = State(near_u, near[:, 4 * d], near_g)
+        e = torch.where(forward, step_size, neg_step)
+        e = (e if j == 0 else e * active).view(c, 1)  # (c, 1): idle chains stay put
         half = 0.5 * e
         p = near_p
         Us, Ps, LPs, Gs = [], [], [], []
@@ -226,68 +282,67 @@ def nuts_transition(
             Ps.append(p)
             LPs.append(cur.log_prob)
             Gs.append(cur.grad)
-        U, P = torch.stack(Us, 1), torch.stack(Ps, 1)  # (c, L, p)
-        LP, G = torch.stack(LPs, 1), torch.stack(Gs, 1)  # (c, L), (c, L, p)
+        leaves = torch.stack(Us + Gs + Ps, 1).view(c, 3, L, d)  # (c, 3, L, p): u, grad, p
+        U, _, P = leaves.unbind(1)  # (c, L, p)
+        LP = torch.stack(LPs, 1)  # (c, L)
         PS = metric.velocity(P)
-        logw = H0[:, None] - _energy(LP, 0.5 * (P * PS).sum(-1))  # (c, L): log exp(H0 - H)
-        leaf = torch.arange(L, device=dev)
-        first_div = torch.where(logw < -MAX_DELTA_H, leaf, L).min(1).values  # (c,)
-        # NaN momenta after a divergence must not hide a turn before it
-        turn = _subtree_turn_time(torch.nan_to_num(P), torch.nan_to_num(PS))
+        # log exp(H0 - H) = H0 + (lp - K), with H's NaN read as +inf (a divergence)
+        logw = H0c + torch.nan_to_num(
+            torch.sub(LP, (P * PS).sum(-1), alpha=0.5), nan=-math.inf, posinf=math.inf
+        )  # (c, L)
+        first_div = torch.where(logw < -MAX_DELTA_H, leaf, no_div).amin(1)  # (c,); L + 1: none
+        # A node holding a divergent (non-finite) leaf closes at or after the first divergence,
+        # so whatever its check says, the turn found before the divergence is the same.
+        turn = L_t if L == 1 else _subtree_turn_time(P, PS)
         # a leaf's divergence is found before the checks of the nodes it closes
-        sub_div = active & (first_div < L) & (first_div <= turn)
-        stop = torch.minimum(first_div, turn)
-        valid = active & (stop == L)
-        n_built = torch.clamp(stop + 1, max=L) * active
-        n_leap += n_built
-        built = leaf < n_built[:, None]
-        sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), 0).sum(1)
-        newly = (sub_div & ~diverging)[:, None]
-        div_u = torch.where(newly, U[rows, first_div.clamp(max=L - 1)], div_u)
+        stop = torch.minimum(first_div, turn)  # (c,)
+        if j:
+            stop = torch.where(active, stop, no_stop)  # -1: an idle chain
+        sub_div = first_div == stop  # a chain diverges at most once: its trajectory ends
+        valid = stop == L_t
+        built = leaf <= stop.view(c, 1)  # (c, L)
+        n_leap += built.sum(1)
+        sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), zero).sum(1)
+        pending = (sub_div, U, rows, first_div)
         diverging |= sub_div
 
         # multinomial draw inside the subtree (Gumbel-max), then biased progressive sampling
         if L == 1:
-            log_w_sub, pick = logw[:, 0], 0
+            log_w_sub = logw[:, 0]
         else:
             log_w_sub = torch.logsumexp(logw, 1)
-            gumbel = -torch.log(-torch.log(torch.rand(c, L, generator=gen, dtype=dt, device=dev)))
-            pick = torch.argmax(logw + gumbel, 1)  # (c,)
+            u01 = torch.rand(c, L, generator=gen, dtype=dt, device=dev)
+            pick = torch.argmax(logw - u01.log().neg_().log_(), 1)  # (c,): + Gumbel noise
         accept = torch.exp(torch.clamp(log_w_sub - log_w, max=0.0))
         take = valid & (torch.rand(c, generator=gen, dtype=dt, device=dev) < accept)
-        t2 = take[:, None]
-        su, sg, sp = (
-            torch.where(t2, X[rows, pick] if L > 1 else X[:, 0], x)
-            for X, x in ((U, su), (G, sg), (P, sp))
-        )
-        slp = torch.where(take, LP[rows, pick] if L > 1 else LP[:, 0], slp)
+        if L == 1:
+            draw = torch.where(take.view(c, 1, 1), leaves[:, :, 0], draw)
+            draw_lp = torch.where(take, LP[:, 0], draw_lp)
+        else:
+            draw = torch.where(take.view(c, 1, 1), leaves[rows, :, pick], draw)
+            draw_lp = torch.where(take, LP[rows, pick], draw_lp)
         log_w = torch.where(valid, torch.logaddexp(log_w, log_w_sub), log_w)
 
         # merge: the criterion on the whole tree and across the join, six dot products at once
         rho_sub = P.sum(1)
         rho_new = rho + rho_sub
         last_ps = PS[:, -1]
-        A = torch.stack([far_ps, last_ps, far_ps, PS[:, 0], near_ps, last_ps], 1)
-        R = torch.stack([rho_new, rho + P[:, 0], rho_sub + near_p], 1)  # (c, 3, p)
-        ok = ((A.view(c, 3, 2, d) * R[:, :, None]).sum(-1) > 0).all(-1).all(-1)
+        A = torch.stack([far_ps, last_ps, far_ps, PS[:, 0], near_ps, last_ps], 1)  # (c, 6, p)
+        r_left, r_right = rho + P[:, 0], rho_sub + near_p
+        R = torch.stack([rho_new, rho_new, r_left, r_left, r_right, r_right], 1)  # (c, 6, p)
+        ok = ((A * R).sum(-1) > 0).all(1)
         depth += valid
         active = valid & ok
 
         # the new end of the trajectory (the subtree's last leaf) for chains that keep it
-        vf, vb = (valid & forward)[:, None], (valid & ~forward)[:, None]
-        fu, fg, fp, fps = (
-            torch.where(vf, x, y)
-            for x, y in zip((cur.u, cur.grad, p, last_ps), (fu, fg, fp, fps), strict=True)
-        )
-        bu, bg, bp, bps = (
-            torch.where(vb, x, y)
-            for x, y in zip((cur.u, cur.grad, p, last_ps), (bu, bg, bp, bps), strict=True)
-        )
-        flp = torch.where(vf[:, 0], cur.log_prob, flp)
-        blp = torch.where(vb[:, 0], cur.log_prob, blp)
-        rho = torch.where(valid[:, None], rho_new, rho)
+        end = torch.cat([cur.u, cur.grad, p, last_ps, cur.log_prob.view(c, 1)], 1)
+        ends[rows, torch.where(valid, side, scratch)] = end
+        rho = torch.where(valid.view(c, 1), rho_new, rho)
 
-    energy = _energy(slp, metric.kinetic(sp))
+    if pending is not None:  # the trajectories ran to max_depth: record the last doubling's
+        div_u = _divergence_u(div_u, *pending)
+    su, sg, sp = draw.unbind(1)
+    energy = _energy(draw_lp, metric.kinetic(sp))
     stats = TransitionStats(
         accept_stat=sum_metro / n_leap.clamp(min=1).to(dt),
         n_leapfrog=n_leap,
@@ -296,7 +351,7 @@ def nuts_transition(
         energy=energy,
         divergence_u=div_u,
     )
-    return State(su, slp, sg), stats
+    return State(su, draw_lp, sg), stats
 
 
 def hmc_transition(
