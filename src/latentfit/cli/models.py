@@ -186,7 +186,7 @@ def _lengths(model, kind: str, lengths: Path | None):
             "--lengths cuts the rows of a sequence model's data into sequences (HMMs, HSMMs, "
             f"AR-HMMs, state-space models); a {type(model).__name__} has no sequences"
         )
-    from latentfit.cli.hmm import read_lengths
+    from latentfit.cli.hmm_inputs import read_lengths
 
     return read_lengths(lengths)
 

@@ -1,6 +1,6 @@
 """``latentfit fit hsmm`` and ``latentfit fit arhmm``: the hidden semi-Markov models and the
 autoregressive HMM, fitted, printed and saved as ``fit hmm`` does (its options and its steps
-after the fit, :mod:`latentfit.cli.hmm`), with the parameters of their own: the state
+after the fit, :mod:`latentfit.cli.hmm_report`), with the parameters of their own: the state
 durations of an HSMM, the regressions on the previous rows of an AR-HMM."""
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from latentfit.cli.app import (
     split_columns,
 )
 from latentfit.cli.figures import figure_format
-from latentfit.cli.hmm import (
+from latentfit.cli.hmm_emissions import emission_cells, emission_parameters, print_emissions
+from latentfit.cli.hmm_inputs import read_lengths, read_series, states_target
+from latentfit.cli.hmm_options import (
     ALGORITHMS,
     COVARIANCES,
     algorithm_option,
@@ -33,28 +35,19 @@ from latentfit.cli.hmm import (
     components_option,
     covariance_option,
     device_option,
-    emission_cells,
     emission_option,
-    emission_parameters,
-    fit_and_decode,
     lengths_option,
     missing_option,
     n_init_option,
     n_iter_option,
     out_option,
-    print_emissions,
     quiet_option,
-    read_lengths,
-    read_series,
-    report,
     seed_option,
-    sequence_result,
-    state_row,
     states_option,
     states_plot_option,
-    states_target,
     tol_option,
 )
+from latentfit.cli.hmm_report import fit_and_decode, report, sequence_result, state_row
 from latentfit.cli.output import csv_option, json_option
 
 HSMM_EMISSIONS = ("gaussian", "poisson", "categorical")

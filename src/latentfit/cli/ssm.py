@@ -20,17 +20,16 @@ from latentfit.cli.app import (
     load_data,
     split_columns,
 )
-from latentfit.cli.hmm import (
+from latentfit.cli.hmm_inputs import read_lengths, states_target
+from latentfit.cli.hmm_options import (
     columns_option,
     lengths_option,
     n_init_option,
     n_iter_option,
     out_option,
     quiet_option,
-    read_lengths,
     seed_option,
     states_option,
-    states_target,
     tol_option,
 )
 from latentfit.cli.output import json_option
