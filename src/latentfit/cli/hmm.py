@@ -229,7 +229,7 @@ def fit_hmm(
 ):
     """Fit an HMM by Baum-Welch; print start/transition probabilities, emissions,
     log-likelihood and BIC/AIC; write the decoded state of every row."""
-    from latentfit.cli.models import record_columns
+    from latentfit.cli.model_data import record_columns
     from latentfit.cli.output import check_format, column_names
 
     check_format(as_json, as_csv)

@@ -158,7 +158,7 @@ class _Run:
 
     def finish(self, model, X, fitted, settings, parameters, csv_cells, print_parameters):
         """Record the column names, build the result and report it as ``fit hmm`` does."""
-        from latentfit.cli.models import record_columns
+        from latentfit.cli.model_data import record_columns
         from latentfit.cli.output import column_names
 
         cols = split_columns(self.columns)

@@ -74,7 +74,7 @@ def fit_ssm(
     log-likelihood and BIC/AIC; write the smoothed state of every row."""
     import numpy as np
 
-    from latentfit.cli.models import record_columns
+    from latentfit.cli.model_data import record_columns
     from latentfit.em.ssm import LinearGaussianSSM
     from latentfit.errors import LatentfitError
     from latentfit.io import atomic_path
