@@ -75,7 +75,13 @@ from latentfit.cli.hmm_posterior import (
     posterior_cells,
     print_posterior,
 )
-from latentfit.cli.hmm_report import fit_and_decode, report, sequence_result, state_row
+from latentfit.cli.hmm_report import (
+    SequenceRun,
+    fit_and_decode,
+    report,
+    sequence_result,
+    state_row,
+)
 from latentfit.cli.output import csv_option, json_option
 
 __all__ = [
@@ -229,8 +235,7 @@ def fit_hmm(
 ):
     """Fit an HMM by Baum-Welch; print start/transition probabilities, emissions,
     log-likelihood and BIC/AIC; write the decoded state of every row."""
-    from latentfit.cli.model_data import record_columns
-    from latentfit.cli.output import check_format, column_names
+    from latentfit.cli.output import check_format
 
     check_format(as_json, as_csv)
     check_choice("--emission", emission, EMISSIONS)
@@ -287,8 +292,6 @@ def fit_hmm(
         fitted = fit_and_decode(model, X, seq, algorithm, fit)
         fitted["run"] = run
         n_rows, d = X.shape
-    record_columns(model, data, cols, delimiter, dataset)  # predict/score match them by name
-    names = column_names(data, columns, d, model, delimiter)
     settings = {
         "emission": emission,
         "covariance_type": covariance if emission in ("gaussian", "gmm") else None,
@@ -301,33 +304,12 @@ def fit_hmm(
                          "n_init": n_init, "lower_bound": model.lower_bound_}  # fmt: skip
         parameters |= hyperparameters(model)
         print_parameters = lambda r: (print_emissions(r), print_posterior(r))
-    result = sequence_result(
-        model,
-        fitted,
-        settings,
-        parameters,
-        n_rows=n_rows,
-        d=d,
-        seq=seq,
-        names=names,
-        n_init=n_init,
-        algorithm=algorithm,
-        target=target,
-    )
-    report(
-        model,
-        result,
-        path=fitted["path"],
-        target=target,
-        out=out,
-        as_json=as_json,
-        as_csv=as_csv,
-        csv_rows=lambda: _csv_rows(model, result),
-        print_parameters=print_parameters,
-        plot=plot,
-        fmt=fmt,
-        X=X,
-        seq=seq,
+    invocation = SequenceRun(data, dataset, delimiter, columns, lengths, n_init, algorithm,
+                             states, out, plot, force, device, as_json, as_csv, target, fmt,
+                             seq)  # fmt: skip
+    csv_rows = lambda result: _csv_rows(model, result)
+    invocation.finish(
+        model, X, fitted, settings, parameters, csv_rows, print_parameters, shape=(n_rows, d)
     )
 
 

@@ -1,20 +1,125 @@
-"""The steps after the fit that every hidden-state sequence model shares (``fit hmm``, and
-``fit hsmm`` / ``fit arhmm`` of :mod:`latentfit.cli.sequences`): the model is fitted and
-decoded, its result built in one shape, printed as text, ``--json`` or ``--csv``, the decoded
+"""The steps around the fit that every hidden-state sequence model shares (``fit hmm``, and
+``fit hsmm`` / ``fit arhmm`` of :mod:`latentfit.cli.sequences`): its outputs and lengths are
+checked before, the model is fitted and decoded, its result built in one shape, printed as text, ``--json`` or ``--csv``, the decoded
 states written to ``--states``, the model to ``--out`` and the figure to ``--plot``."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import fail
-from latentfit.cli.figures import new_figure, save_figure
+from latentfit.cli.app import check_device, check_outputs, data_source, fail, split_columns
+from latentfit.cli.figures import figure_format, new_figure, save_figure
+from latentfit.cli.hmm_inputs import read_lengths, states_target
+from latentfit.cli.hmm_options import ALGORITHMS, check_choice
 
 
+# ---------------------------------------------------------------------- one run
+@dataclass
+class SequenceRun:
+    """What one ``fit hmm|hsmm|arhmm`` invocation reads and writes, checked before the fit
+    (by :meth:`check`, or by the command itself, which then gives ``target``, ``fmt`` and
+    ``seq``)."""
+
+    data: Path | None
+    dataset: str | None
+    delimiter: str
+    columns: str
+    lengths: Path | None
+    n_init: int
+    algorithm: str
+    states: Path | None
+    out: Path | None
+    plot: Path | None
+    force: bool
+    device: str
+    as_json: bool
+    as_csv: bool
+    target: Path | None = None
+    fmt: str | None = None
+    seq: list[int] | None = None
+
+    def check(self) -> None:
+        """The output format, the outputs (decoded states, model file, figure), the device
+        and the lengths, before any data is read; sets ``target``, ``fmt`` and ``seq``."""
+        from latentfit.cli.output import check_format
+
+        check_format(self.as_json, self.as_csv)
+        check_choice("--algorithm", self.algorithm, ALGORITHMS)
+        data_source(self.data, self.dataset)
+        self.target = states_target(self.states, self.data, self.dataset)
+        outputs = [(self.target, "--states"), (self.out, "--out"), (self.plot, "--plot")]
+        check_outputs(outputs, [self.data, self.lengths], force=self.force)
+        self.fmt = figure_format(self.plot)
+        check_device(self.device)
+        self.seq = read_lengths(self.lengths) if self.lengths is not None else None
+
+    def finish(
+        self,
+        model,
+        X,
+        fitted: dict,
+        settings: dict,
+        parameters: dict,
+        csv_rows: Callable[[dict], list[dict]],
+        print_parameters: Callable[[dict], None],
+        shape: tuple[int, int] | None = None,
+    ) -> None:
+        """Record the column names, build the result and report it: ``csv_rows(result)`` are
+        the rows of --csv; ``shape`` is (rows, columns) of data not read here (X is None)."""
+        from latentfit.cli.model_data import record_columns
+        from latentfit.cli.output import column_names
+
+        n_rows, d = X.shape if shape is None else shape
+        cols = split_columns(self.columns)
+        # predict/score match the columns by name
+        record_columns(model, self.data, cols, self.delimiter, self.dataset)
+        names = column_names(self.data, self.columns, d, model, self.delimiter)
+        result = sequence_result(
+            model,
+            fitted,
+            settings,
+            parameters,
+            n_rows=n_rows,
+            d=d,
+            seq=self.seq,
+            names=names,
+            n_init=self.n_init,
+            algorithm=self.algorithm,
+            target=self.target,
+        )
+        report(
+            model,
+            result,
+            path=fitted["path"],
+            target=self.target,
+            out=self.out,
+            as_json=self.as_json,
+            as_csv=self.as_csv,
+            csv_rows=lambda: csv_rows(result),
+            print_parameters=print_parameters,
+            plot=self.plot,
+            fmt=self.fmt,
+            X=X,
+            seq=self.seq,
+        )
+
+
+def per_state_rows(model, cells: Callable) -> Callable[[dict], list[dict]]:
+    """The --csv rows of a result with one row per state: :func:`state_row` and
+    ``cells(model, result, i)``."""
+
+    def rows(result: dict) -> list[dict]:
+        return [state_row(model, i) | cells(model, result, i) for i in range(model.n_components)]
+
+    return rows
+
+
+# ---------------------------------------------------------------------- fit, result, report
 def fit_and_decode(model, X, seq, algorithm: str, fit: Callable[[], None] | None = None) -> dict:
     """Fit ``model`` to the sequences of X (by ``fit()`` when given, else ``model.fit``),
     decode their states and score them; estimator errors become CLI errors."""
