@@ -128,8 +128,9 @@ def fit_gmm(
 ):
     """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC;
     write the label of every row with --labels."""
-    from latentfit.cli.models import record_columns, write_labels
+    from latentfit.cli.model_data import record_columns
     from latentfit.cli.output import check_format, column_names
+    from latentfit.cli.tables import write_labels
     from latentfit.em.mixture.gmm import GaussianMixture
 
     check_format(as_json, as_csv)

@@ -45,7 +45,7 @@ def _fit(model, data: Path | None, columns: str, dataset: str | None, delimiter:
     """Read DATA or --dataset, fit ``model`` and name its columns (stored with --out, matched
     by name in predict/score); (X, log-likelihood, BIC, AIC, column names)."""
     from latentfit.cli.gmm import read_data
-    from latentfit.cli.models import record_columns
+    from latentfit.cli.model_data import record_columns
     from latentfit.cli.output import column_names
 
     allow_nan = getattr(model, "missing", "error") == "marginalize"

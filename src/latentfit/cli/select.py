@@ -374,7 +374,8 @@ def select_hmm(
     log-likelihood over whole sequences."""
     import numpy as np
 
-    from latentfit.cli.hmm import check_choice, read_lengths
+    from latentfit.cli.hmm_inputs import read_lengths
+    from latentfit.cli.hmm_options import check_choice
     from latentfit.cli.sequences import DURATIONS, check_max_duration
 
     check_format(as_json, as_csv)

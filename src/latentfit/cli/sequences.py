@@ -1,30 +1,25 @@
 """``latentfit fit hsmm`` and ``latentfit fit arhmm``: the hidden semi-Markov models and the
 autoregressive HMM, fitted, printed and saved as ``fit hmm`` does (its options and its steps
-after the fit, :mod:`latentfit.cli.hmm`), with the parameters of their own: the state
+after the fit, :mod:`latentfit.cli.hmm_report`), with the parameters of their own: the state
 durations of an HSMM, the regressions on the previous rows of an AR-HMM."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from latentfit.cli.app import (
-    check_device,
-    check_outputs,
     data_argument,
-    data_source,
     dataset_option,
     delimiter_option,
     fail,
     fit_app,
     force_option,
-    split_columns,
 )
-from latentfit.cli.figures import figure_format
-from latentfit.cli.hmm import (
-    ALGORITHMS,
+from latentfit.cli.hmm_emissions import emission_cells, emission_parameters, print_emissions
+from latentfit.cli.hmm_inputs import read_series
+from latentfit.cli.hmm_options import (
     COVARIANCES,
     algorithm_option,
     check_choice,
@@ -33,28 +28,19 @@ from latentfit.cli.hmm import (
     components_option,
     covariance_option,
     device_option,
-    emission_cells,
     emission_option,
-    emission_parameters,
-    fit_and_decode,
     lengths_option,
     missing_option,
     n_init_option,
     n_iter_option,
     out_option,
-    print_emissions,
     quiet_option,
-    read_lengths,
-    read_series,
-    report,
     seed_option,
-    sequence_result,
-    state_row,
     states_option,
     states_plot_option,
-    states_target,
     tol_option,
 )
+from latentfit.cli.hmm_report import SequenceRun, fit_and_decode, per_state_rows
 from latentfit.cli.output import csv_option, json_option
 
 HSMM_EMISSIONS = ("gaussian", "poisson", "categorical")
@@ -127,84 +113,6 @@ def check_max_duration(given: int | None, n_rows: int, seq: list[int] | None) ->
             f"that long; give at most {longest}"
         )
     return given
-
-
-@dataclass
-class _Run:
-    """What one ``fit hsmm|arhmm`` invocation reads and writes, checked before the fit."""
-
-    data: Path | None
-    dataset: str | None
-    delimiter: str
-    columns: str
-    lengths: Path | None
-    n_init: int
-    algorithm: str
-    states: Path | None
-    out: Path | None
-    plot: Path | None
-    force: bool
-    device: str
-    as_json: bool
-    as_csv: bool
-
-    def check(self) -> None:
-        """The output format, the outputs (decoded states, model file, figure), the device
-        and the lengths, before any data is read; sets ``target``, ``fmt`` and ``seq``."""
-        from latentfit.cli.output import check_format
-
-        check_format(self.as_json, self.as_csv)
-        check_choice("--algorithm", self.algorithm, ALGORITHMS)
-        data_source(self.data, self.dataset)
-        self.target = states_target(self.states, self.data, self.dataset)
-        outputs = [(self.target, "--states"), (self.out, "--out"), (self.plot, "--plot")]
-        check_outputs(outputs, [self.data, self.lengths], force=self.force)
-        self.fmt = figure_format(self.plot)
-        check_device(self.device)
-        self.seq = read_lengths(self.lengths) if self.lengths is not None else None
-
-    def finish(self, model, X, fitted, settings, parameters, csv_cells, print_parameters):
-        """Record the column names, build the result and report it as ``fit hmm`` does."""
-        from latentfit.cli.models import record_columns
-        from latentfit.cli.output import column_names
-
-        cols = split_columns(self.columns)
-        record_columns(model, self.data, cols, self.delimiter, self.dataset)
-        names = column_names(self.data, self.columns, X.shape[1], model, self.delimiter)
-        result = sequence_result(
-            model,
-            fitted,
-            settings,
-            parameters,
-            n_rows=X.shape[0],
-            d=X.shape[1],
-            seq=self.seq,
-            names=names,
-            n_init=self.n_init,
-            algorithm=self.algorithm,
-            target=self.target,
-        )
-
-        def rows():
-            return [
-                state_row(model, i) | csv_cells(model, result, i) for i in range(model.n_components)
-            ]
-
-        report(
-            model,
-            result,
-            path=fitted["path"],
-            target=self.target,
-            out=self.out,
-            as_json=self.as_json,
-            as_csv=self.as_csv,
-            csv_rows=rows,
-            print_parameters=print_parameters,
-            plot=self.plot,
-            fmt=self.fmt,
-            X=X,
-            seq=self.seq,
-        )
 
 
 # ---------------------------------------------------------------------- fit hsmm
@@ -303,7 +211,7 @@ def fit_hsmm(
             f"-k {k}: a semi-Markov model needs at least 2 states (a segment is always followed "
             "by one of another state); use 'latentfit fit hmm' for one state"
         )
-    run = _Run(data, dataset, delimiter, columns, lengths, n_init, algorithm, states, out, plot,
+    run = SequenceRun(data, dataset, delimiter, columns, lengths, n_init, algorithm, states, out, plot,
                force, device, as_json, as_csv)  # fmt: skip
     run.check()
     X = read_series(data, columns, dataset, delimiter, emission, missing)
@@ -330,7 +238,8 @@ def fit_hsmm(
         "covariance_type": covariance if emission == "gaussian" else None,
     }
     parameters = emission_parameters(model, emission) | _hsmm_durations(model)
-    run.finish(model, X, fitted, settings, parameters, _hsmm_cells, _print_hsmm)
+    rows = per_state_rows(model, _hsmm_cells)
+    run.finish(model, X, fitted, settings, parameters, rows, _print_hsmm)
 
 
 # ---------------------------------------------------------------------- fit arhmm
@@ -397,7 +306,7 @@ def fit_arhmm(
 
     if not math.isfinite(ridge):
         fail(f"--ridge must be a finite number >= 0; got {ridge}")
-    run = _Run(data, dataset, delimiter, columns, lengths, n_init, algorithm, states, out, plot,
+    run = SequenceRun(data, dataset, delimiter, columns, lengths, n_init, algorithm, states, out, plot,
                force, device, as_json, as_csv)  # fmt: skip
     run.check()
     model = AutoregressiveHMM(
@@ -420,4 +329,5 @@ def fit_arhmm(
         "coefs": model.coefs_,
         "covariances": model.covars_,
     }
-    run.finish(model, X, fitted, {}, parameters, _arhmm_cells, _print_arhmm)
+    rows = per_state_rows(model, _arhmm_cells)
+    run.finish(model, X, fitted, {}, parameters, rows, _print_arhmm)

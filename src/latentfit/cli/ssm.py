@@ -20,17 +20,16 @@ from latentfit.cli.app import (
     load_data,
     split_columns,
 )
-from latentfit.cli.hmm import (
+from latentfit.cli.hmm_inputs import read_lengths, states_target
+from latentfit.cli.hmm_options import (
     columns_option,
     lengths_option,
     n_init_option,
     n_iter_option,
     out_option,
     quiet_option,
-    read_lengths,
     seed_option,
     states_option,
-    states_target,
     tol_option,
 )
 from latentfit.cli.output import json_option
@@ -75,7 +74,7 @@ def fit_ssm(
     log-likelihood and BIC/AIC; write the smoothed state of every row."""
     import numpy as np
 
-    from latentfit.cli.models import record_columns
+    from latentfit.cli.model_data import record_columns
     from latentfit.em.ssm import LinearGaussianSSM
     from latentfit.errors import LatentfitError
     from latentfit.io import atomic_path

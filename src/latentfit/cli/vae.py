@@ -1,5 +1,5 @@
 """``latentfit fit vae`` and ``latentfit eval``: VAEs from the command line (``latentfit sample``,
-which draws from every kind of saved model, VAEs included, lives in :mod:`latentfit.cli.models`)."""
+which draws from every kind of saved model, VAEs included, lives in :mod:`latentfit.cli.sample`)."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def fit_vae(
         )
     model.split = data.split  # saved with the model: eval scores exactly the test rows
     if dataset not in ("mnist", "digits", "mnist-idx"):
-        from latentfit.cli.models import header_names
+        from latentfit.cli.model_data import header_names
 
         names = header_names(Path(dataset))  # saved too: predict/score match them by name
         if names is not None and len(names) == data.train.shape[1]:

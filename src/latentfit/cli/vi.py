@@ -75,8 +75,9 @@ def fit_bgmm(
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
 
-    from latentfit.cli.models import record_columns, write_labels
+    from latentfit.cli.model_data import record_columns
     from latentfit.cli.output import check_format, column_names
+    from latentfit.cli.tables import write_labels
     from latentfit.errors import LatentfitError
     from latentfit.vi.bgmm import BayesianGaussianMixture
 

@@ -1,0 +1,83 @@
+"""``fit hmm --online``: online EM (``partial_fit``) over chunks of the rows, its options and
+their settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+from latentfit.cli.app import fail
+
+#: Rows per ``partial_fit`` call of ``fit hmm --online`` when --chunk-rows is not given.
+DEFAULT_CHUNK_ROWS = 10_000
+#: ``fit hmm --online``'s settings of ``partial_fit``: option → (argument, its default there).
+ONLINE_SETTINGS = {
+    "--burn-in": ("burn_in", 100),
+    "--mstep-every": ("mstep_every", 50),
+    "--learning-decay": ("learning_decay", 0.9),
+}
+
+
+# ---------------------------------------------------------------------- fit hmm --online
+def online_chunks(n_rows: int, lengths: list[int] | None, chunk_rows: int):
+    """The ``partial_fit`` calls of ``fit hmm --online``: (first row, end row, the lengths of
+    the sequence pieces in the chunk, whether the chunk starts a sequence) for chunks of at
+    most ``chunk_rows`` rows; a chunk that does not start a sequence continues the one before."""
+    import numpy as np
+
+    bounds = set(np.cumsum([0, *(lengths or [n_rows])]).tolist())
+    for a in range(0, n_rows, chunk_rows):
+        b = min(a + chunk_rows, n_rows)
+        cuts = sorted({a, b} | {c for c in bounds if a < c < b})
+        yield a, b, np.diff(cuts).tolist(), a in bounds
+
+
+def online_option(option: str, what: str, minimum: int | None = None):
+    """An option of ``--online`` that sets one argument of ``partial_fit`` (None: its default
+    there, see :data:`ONLINE_SETTINGS`)."""
+    default = ONLINE_SETTINGS[option][1]
+    return typer.Option(
+        None, option, min=minimum, help=f"--online: {what}. Default: {default}.", show_default=False
+    )
+
+
+def online_settings(given: dict[str, float | None]) -> dict:
+    """``partial_fit``'s keyword arguments from the options given (None: its default)."""
+    out = {}
+    for option, value in given.items():
+        name, default = ONLINE_SETTINGS[option]
+        out[name] = default if value is None else value
+    if not 0.5 < out["learning_decay"] <= 1:
+        fail(
+            f"--learning-decay must lie in (0.5, 1] for online EM to converge; got "
+            f"{out['learning_decay']!r}"
+        )
+    return out
+
+
+def online_fit(model, X, seq, chunk_rows: int, settings: dict) -> tuple[Callable[[], None], dict]:
+    """(the fit, the record of the run) of online EM over chunks of X with ``partial_fit``'s
+    ``settings``; the record is filled in when the fit has run."""
+    from latentfit.em.hmm.sequences import check_lengths
+
+    try:
+        lengths = check_lengths(seq, X.shape[0])
+    except ValueError as err:
+        fail(str(err))
+    run: dict = {}
+
+    def fit() -> None:
+        chunks = list(online_chunks(X.shape[0], lengths, chunk_rows))
+        for a, b, pieces, starts in chunks:
+            model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
+        run.update(
+            chunk_rows=chunk_rows,
+            **settings,
+            n_chunks=len(chunks),
+            n_steps=model.n_steps_,
+            n_updates=model.n_updates_,
+            online_log_likelihood=model.online_log_likelihood_,
+        )
+
+    return fit, run

@@ -1,0 +1,126 @@
+"""``latentfit predict MODEL DATA``: label rows with a saved model (components, states or
+latent means); registered as ``latentfit predict`` by :mod:`latentfit.cli.models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from latentfit.cli.app import check_outputs, fail, force_option
+from latentfit.cli.model_data import _lengths, load_model, read_model_data
+from latentfit.cli.output import json_option, print_json
+from latentfit.cli.tables import write_table
+
+#: What ``predict`` writes for each kind: (the column of ``predict``, the prefix of the
+#: ``--proba`` columns); None where the kind has no such output.
+_PREDICT = {
+    "mixture": ("label", "component_"),
+    "hmm": ("state", "state_"),
+    "ssm": (None, None),
+    "factor": (None, None),
+    "vae": (None, None),
+    "density": (None, None),
+}
+
+
+def _split_columns(a, prefix: str) -> tuple[list[str], list]:
+    import numpy as np
+
+    a = np.asarray(a)
+    a = a.reshape(len(a), -1)
+    return [f"{prefix}{j}" for j in range(a.shape[1])], [a[:, j] for j in range(a.shape[1])]
+
+
+# ---------------------------------------------------------------------- predict
+def predict(
+    model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
+    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of rows to label."),
+    proba: bool = typer.Option(
+        False,
+        "--proba/--no-proba",
+        help="Responsibilities (mixtures) or posterior state probabilities (HMMs) instead of "
+        "the most probable component or state.",
+    ),
+    lengths: Path | None = typer.Option(
+        None,
+        "--lengths",
+        help="HMMs and state-space models: text file of sequence lengths, as 'fit hmm' takes it.",
+    ),
+    algorithm: str | None = typer.Option(
+        None, help="HMMs: viterbi or map (default: the model's own setting)."
+    ),
+    columns: str = typer.Option(
+        "", help="Comma-separated columns to use (default: the model's columns by name, or all)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="CSV file to write (default: standard output)."
+    ),
+    force: bool = force_option(),
+    as_json: bool = json_option(),
+):
+    """Label rows with a saved model (components, states or latent means).
+
+    Mixtures give each row's most probable component, HMMs its state (--proba: their
+    probabilities); FA/PPCA and VAEs the posterior mean of their latent variables."""
+    import numpy as np
+
+    check_outputs([(out, "--out")], [model_path, data, lengths], force=force)
+    model, kind = load_model(model_path)
+    if kind == "density":
+        fail(
+            f"a {type(model).__name__} has no hidden variable to predict; use 'latentfit score' "
+            "for log p(x) or 'latentfit sample' to draw from it"
+        )
+    if algorithm is not None and (kind != "hmm" or algorithm not in ("viterbi", "map")):
+        fail(
+            "--algorithm takes viterbi or map, for HMMs"
+            + ("" if kind == "hmm" else f"; {model_path} holds a {type(model).__name__}")
+        )
+    seq = _lengths(model, kind, lengths)
+    X = read_model_data(model, kind, data, columns)
+    label, prefix = _PREDICT[kind]
+    try:
+        if kind in ("factor", "vae", "ssm"):
+            if proba:
+                fail(
+                    f"--proba gives component or state probabilities; a {type(model).__name__} "
+                    "has continuous latent variables (predict writes their posterior means)"
+                )
+            if kind == "factor":
+                values = model.transform(X)
+            elif kind == "ssm":
+                values = model.predict(X, seq)  # the smoothed state means
+            else:
+                import torch
+
+                with torch.no_grad():
+                    values = model.posterior_mean(X, generator=torch.Generator().manual_seed(0))
+                values = values.cpu().numpy()
+            header, cols = _split_columns(values, "z_")
+        elif proba:
+            values = model.predict_proba(X, seq) if kind == "hmm" else model.predict_proba(X)
+            header, cols = _split_columns(values, prefix)
+        else:
+            if kind == "hmm":
+                values = model.decode(X, seq, algorithm=algorithm)[1]
+            else:
+                values = model.predict(X)
+            header, cols = [label], [np.asarray(values)]
+    except (ValueError, FloatingPointError) as err:
+        fail(str(err))
+    if as_json:
+        print_json(
+            {
+                "model": str(model_path),
+                "class": type(model).__name__,
+                "kind": kind,
+                "columns": header,
+                "values": values,
+            }
+        )
+    if out is not None or not as_json:
+        write_table(out, header, cols)
+    if out is not None and not as_json:
+        typer.echo(f"{len(cols[0])} rows of {', '.join(header[:3])}{'...' * (len(header) > 3)} "
+                   f"written to {out}")  # fmt: skip

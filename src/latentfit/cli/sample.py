@@ -1,0 +1,141 @@
+"""``latentfit sample MODEL``: draw rows from a saved model of any kind, VAEs included;
+registered as ``latentfit sample`` by :mod:`latentfit.cli.models`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from latentfit.cli.app import check_outputs, fail, force_option
+from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
+from latentfit.cli.output import json_option, print_json
+from latentfit.cli.tables import write_table
+
+
+def _image_shape(model, text: str) -> tuple[int, ...]:
+    from latentfit.cli.vae import _sizes
+
+    d = model.spec.x_dim
+    if text:
+        shape = tuple(_sizes(text, "--image-shape", "28,28"))
+    elif model.spec.image_shape:
+        shape = tuple(model.spec.image_shape)
+    else:
+        side = math.isqrt(d)
+        shape = (side, side) if side * side == d else (1, d)
+    if math.prod(shape) != d:
+        fail(f"--image-shape {shape} does not hold the model's {d} values")
+    return shape
+
+
+def draw(model, kind: str, n: int, seed: int):
+    """(draws (n, d), labels (n,) or None, the labels' name): the draws of a saved model
+    with ``seed``, exactly as the same calls on the model in memory give them."""
+    import numpy as np
+    import torch
+
+    if kind == "vae":
+        from latentfit.vae.images import sample_images
+
+        return sample_images(model, n, torch.Generator().manual_seed(seed)).numpy(), None, None
+    if kind in SEQUENCE_KINDS:  # an SSM's states are vectors: (n, k)
+        X, states = model.sample(n, random_state=seed)
+        return np.asarray(X), np.asarray(states), "state"
+    if kind == "density":
+        return np.asarray(model.sample(n, random_state=seed)), None, None
+    model.set_params(random_state=seed)  # mixtures and FA/PPCA draw from their random_state
+    out = model.sample(n)
+    if isinstance(out, tuple):
+        return np.asarray(out[0]), np.asarray(out[1]), "component"
+    return np.asarray(out), None, None
+
+
+def sample(
+    model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
+    n: int = typer.Option(64, "-n", "--n", min=1, help="Number of draws."),
+    seed: int = typer.Option(0, help="Seed of the draws (the same seed gives the same draws)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help=".csv, .npy or (VAEs) .png image grid. Default: CSV on standard output; a VAE "
+        "writes samples.png.",
+    ),
+    image_shape: str = typer.Option(
+        "", "--image-shape", help="VAEs, .png: H,W (default: from the model, or square)."
+    ),
+    force: bool = force_option(),
+    as_json: bool = json_option(),
+):
+    """Draw rows from a saved model of any kind, VAEs included.
+
+    A mixture or HMM also gives each draw's component or state; a VAE the decoded means of
+    z ~ p(z), written as an image grid (samples.png) unless --out names a .csv or .npy."""
+    import numpy as np
+
+    from latentfit.errors import LatentfitError
+    from latentfit.io import read_header
+
+    check_outputs([(out, "--out")], [model_path], force=force)
+    if out is None and not as_json:
+        try:
+            is_vae = read_header(model_path).get("kind") == "vae"
+        except (LatentfitError, FileNotFoundError) as err:
+            fail(str(err))
+        if is_vae:
+            out = Path("samples.png")  # what 'latentfit sample' has always written for a VAE
+            check_outputs([(out, "--out")], [model_path], force=force)
+    if out is not None and out.suffix.lower() not in (".csv", ".npy", ".png"):
+        fail(f"--out {out}: write .csv, .npy or (VAEs) .png")
+    model, kind = load_model(model_path)
+    if out is not None and out.suffix.lower() == ".png" and kind != "vae":
+        fail(
+            f"--out {out}: a .png grid is drawn for VAEs; write .csv or .npy for a "
+            f"{type(model).__name__} (flows and DDPM: 'latentfit density sample')"
+        )
+    shape = _image_shape(model, image_shape) if kind == "vae" else None
+    try:
+        X, labels, label = draw(model, kind, n, seed)
+    except (ValueError, FloatingPointError) as err:
+        fail(str(err))
+    names = model_columns(model, kind)
+    X2 = X.reshape(len(X), -1)
+    if names is None or len(names) != X2.shape[1]:
+        names = [f"x{j}" for j in range(X2.shape[1])]
+    if as_json:
+        result = {"model": str(model_path), "class": type(model).__name__, "kind": kind}
+        result.update(columns=names, samples=X2)
+        if labels is not None:
+            result[f"{label}s"] = labels
+        print_json(result)
+    suffix = out.suffix.lower() if out is not None else ".csv"
+    if suffix == ".png":
+        import torch
+
+        from latentfit.vae.images import save_grid
+
+        try:
+            save_grid(out, torch.as_tensor(X2), shape, nrow=math.ceil(math.sqrt(n)))
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
+    elif suffix == ".npy":
+        from latentfit.io import atomic_path
+
+        try:
+            with atomic_path(out) as tmp, tmp.open("wb") as f:
+                np.save(f, X2)
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
+    elif out is not None or not as_json:
+        cols = [X2[:, j] for j in range(X2.shape[1])]
+        header = list(names)
+        if labels is not None and labels.ndim == 2:  # continuous states, one column each
+            cols += [labels[:, j] for j in range(labels.shape[1])]
+            header += [f"{label}_{j}" for j in range(labels.shape[1])]
+        elif labels is not None:
+            cols.append(labels)
+            header.append(label)
+        write_table(out, header, cols)
+    if out is not None and not as_json:
+        typer.echo(f"{n} samples written to {out}")

@@ -1,0 +1,133 @@
+"""``latentfit score MODEL DATA``: the log-likelihood of rows under a saved model, in total
+and per row (per step of a sequence model); registered as ``latentfit score`` by
+:mod:`latentfit.cli.models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from latentfit.cli.app import check_outputs, fail, force_option
+from latentfit.cli.model_data import _lengths, load_model, read_model_data
+from latentfit.cli.output import json_option, print_json
+from latentfit.cli.tables import write_table
+from latentfit.cli.vae import _NOT_K, _refuse_k
+
+
+def hmm_row_scores(model, X, lengths):
+    """log p(x_t | x_1..x_{t-1}) of every step (t,) and log p of every sequence: the forward
+    filter's normalisers, which sum to the model's ``score`` within each sequence."""
+    from latentfit.em.hmm.inference import posterior as inference
+    from latentfit.em.hsmm.base import HSMMMixin
+
+    if isinstance(model, HSMMMixin):
+        return hsmm_row_scores(model, X, lengths)
+    params, X, lengths, _ = model._prepare(X, lengths)
+    ll = model._emission_log_likelihood(params, X)
+    fwd = inference.forward_filter(ll, params["startprob"], params["transmat"], lengths)
+    return fwd.log_normalizers.cpu().numpy(), fwd.sequence_log_likelihoods.cpu().numpy()
+
+
+def hsmm_row_scores(model, X, lengths):
+    """:func:`hmm_row_scores` of a hidden semi-Markov model, from its forward messages over
+    (state, elapsed steps) (:func:`latentfit.em.hsmm.inference.hsmm_forward`): the prefix
+    likelihood log p(x_1..x_t) is their log-sum at t (the segment in progress counts with
+    its survival, as a censored last segment does), and every step scores the difference
+    of two prefixes. Without right-censoring the sequence must end with a segment: its last
+    step takes what that adds, so the steps still sum to the sequence's log-likelihood."""
+    import numpy as np
+    import torch
+
+    from latentfit.em.hsmm import inference
+
+    params, X, lengths, _ = model._prepare(X, lengths)
+    model._check_messages(lengths)  # refuses messages that do not fit in memory
+    ll, log_start, log_trans, terms = model._inference_args(
+        params, model._emission_log_likelihood(params, X)
+    )
+    rows, seqs, start = [], [], 0
+    for n in lengths:
+        alpha, leave = inference.hsmm_forward(ll[start : start + n], log_start, log_trans, terms)
+        prefix = torch.logsumexp(alpha.reshape(n, -1), 1)  # (n,) log p(x_1..x_t)
+        total = prefix[-1] if model.right_censoring else torch.logsumexp(leave[-1], 0)
+        seqs.append(total)
+        ends = torch.cat([prefix[:-1], total.reshape(1)])  # log p(x_1..x_t), the last as scored
+        rows.append(torch.diff(ends, prepend=ends.new_zeros(1)))
+        start += n
+    per_seq = torch.stack(seqs)
+    model._impossible(params, X, per_seq, lengths)  # a sequence of probability zero: named
+    return torch.cat(rows).cpu().numpy(), np.asarray(per_seq.cpu().numpy())
+
+
+def score(
+    model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
+    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of rows to score."),
+    lengths: Path | None = typer.Option(
+        None,
+        "--lengths",
+        help="HMMs and state-space models: text file of sequence lengths, as 'fit hmm' takes it.",
+    ),
+    columns: str = typer.Option(
+        "", help="Comma-separated columns to use (default: the model's columns by name, or all)."
+    ),
+    per_row: Path | None = typer.Option(
+        None, "--per-row", help="CSV file of the log-likelihood of every row."
+    ),
+    samples: int = typer.Option(
+        1000, "--samples", min=1, help="VAEs: importance samples per row for log p(x)."
+    ),
+    old_k: int | None = _refuse_k(),
+    seed: int = typer.Option(0, help="Seed of the VAE's importance samples."),
+    force: bool = force_option(),
+    as_json: bool = json_option(),
+):
+    """Log-likelihood of rows under a saved model, in total and per row.
+
+    Per row: log p(x); HMMs: log p(x_t | the earlier steps of its sequence), which sums to
+    the sequence's log-likelihood; VAEs: importance-sampled with --samples; DDPM: minus its
+    bound."""
+    import numpy as np
+
+    if old_k is not None:
+        fail(_NOT_K)
+    check_outputs([(per_row, "--per-row")], [model_path, data, lengths], force=force)
+    model, kind = load_model(model_path)
+    seq = _lengths(model, kind, lengths)
+    X = read_model_data(model, kind, data, columns)
+    result: dict = {"model": str(model_path), "class": type(model).__name__, "kind": kind}
+    try:
+        if kind == "hmm":
+            rows, seqs = hmm_row_scores(model, X, seq)
+            result["sequence_log_likelihoods"] = seqs
+        elif kind == "ssm":
+            rows = np.asarray(model.score_samples(X, seq), dtype=np.float64)
+            cuts = np.cumsum(seq if seq is not None else [len(rows)])[:-1]
+            result["sequence_log_likelihoods"] = [float(r.sum()) for r in np.split(rows, cuts)]
+        elif kind == "vae":
+            import torch
+
+            from latentfit.vae import marginal_log_likelihood
+
+            ll = marginal_log_likelihood(
+                model, X, k=samples, generator=torch.Generator().manual_seed(seed), progress=False
+            )
+            rows = ll.log_px.cpu().numpy()
+        else:
+            rows = np.asarray(model.score_samples(X), dtype=np.float64)
+    except (ValueError, FloatingPointError) as err:
+        fail(str(err))
+    total = float(np.sum(rows, dtype=np.float64))
+    result.update(n_rows=len(rows), total=total, mean=total / len(rows), per_row=rows)
+    if per_row is not None:
+        write_table(per_row, ["log_likelihood"], [rows])
+    if as_json:
+        print_json(result)
+        return
+    extra = f" in {len(seq)} sequences" if seq is not None else ""
+    typer.echo(
+        f"{type(model).__name__}: {len(rows)} rows{extra}: total log-likelihood {total:.6f}, "
+        f"mean per row {total / len(rows):.6f}"
+    )
+    if per_row is not None:
+        typer.echo(f"per-row log-likelihoods written to {per_row}")
