@@ -155,7 +155,7 @@ def fit_dist(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
     compile_: bool = typer.Option(
         False,
-        "--compile",
+        "--compile/--no-compile",
         help="Compile the sampler's leapfrog step first (seconds of compiling, faster steps).",
     ),
     as_json: bool = json_option(),
