@@ -81,11 +81,13 @@ def compile_leapfrog(
     ``step(target, metric, state, p, e, half) -> (State, p)``."""
     t0 = time.perf_counter()
     raw = _raw_step(target, metric.dense)
-    e = step_size[:, None] * 0.25
-    half = 0.5 * e
+    # The example is a step of size zero: the graph is the same for any step size (an input),
+    # and the check below then evaluates the density where the chains are, which is finite
+    # (a step away it might raise, and this would be no place for the user's error).
+    e = torch.zeros_like(step_size)[:, None]
     gen = torch.Generator(device=state.u.device).manual_seed(0)  # not the sampler's stream
     p = torch.randn(state.u.shape, generator=gen, dtype=state.u.dtype, device=state.u.device)
-    example = (state.u, state.grad, p, e, half, metric.inv.contiguous())
+    example = tuple(x.contiguous() for x in (state.u, state.grad, p, e, e.clone(), metric.inv))
     try:
         with warnings.catch_warnings():  # torch's notes to its own developers, not the user's
             warnings.simplefilter("ignore", FutureWarning)
