@@ -72,6 +72,8 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
         progress_bar=False,
     )
     wall = time.perf_counter() - t
+    if compile:  # what compiling cost (inductor's on-disk cache makes a second run cheaper)
+        print(f"  ({post.name}: compile {res.warmup_stats['compile_seconds']:.1f} s)", flush=True)
     return wall, min_ess({"u": res.unconstrained.numpy()})
 
 
