@@ -156,8 +156,10 @@ def test_a_density_branching_on_values_samples_eagerly_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         eager = sample(log_density, {"x": torch.zeros(2)}, **kwargs)
-    # the fallback is the eager sampler: the very same draws for the same seed
-    assert torch.equal(res["x"], eager["x"])
+    # the leapfrog fell back to the eager one and the tree bookkeeping is compiled (the same
+    # arithmetic, rounded its own way): the eager sampler's draws for the same seed
+    assert res.warmup_stats["compiled_merge"]
+    torch.testing.assert_close(res["x"], eager["x"], rtol=1e-9, atol=1e-9)
 
 
 def test_compile_must_be_a_bool():
@@ -222,3 +224,38 @@ def test_a_density_that_raises_at_some_points_is_sampled_with_the_compiled_step(
     mcse = float(az.mcse(az.convert_to_dataset({"v": r.numpy()}))["v"])
     assert abs(float(r.mean())) < 4 * mcse
     assert abs(float(r.std()) / 0.5 - 1) < 0.1, float(r.std())
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_compiled_tree_bookkeeping_gives_the_eager_transitions(dense):
+    # the same leapfrog (eager) and the same random numbers: NUTS transitions with the
+    # compiled merge of subtrees (one graph for every depth) equal the eager ones
+    from latentfit.mcmc.compiled import compile_merge
+    from latentfit.mcmc.kernels import nuts_transition
+
+    cov = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.0, 0.3], [0.0, 0.3, 4.0]], dtype=F64)
+
+    def log_density(x):  # (c, 3)
+        return D.MultivariateNormal(torch.zeros(3, dtype=F64), cov).log_prob(x)
+
+    target = Target(log_density, {"x": (3,)}, vectorized=True)
+    state = _state(target, 5)
+    inv = torch.eye(3, dtype=F64).expand(5, 3, 3).clone() if dense else torch.ones(5, 3, dtype=F64)
+    metric = Metric(inv * 0.7)
+    merge, seconds = compile_merge(metric, state)
+    assert merge is not None and seconds > 0
+    step = torch.tensor([0.05, 0.3, 0.6, 1.2, 2.5], dtype=F64)  # deep trees to divergences
+    a = b = state
+    ga, gb = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    depths = []
+    for _ in range(12):
+        a, sa = nuts_transition(target, metric, a, step, ga, max_depth=8)
+        b, sb = nuts_transition(target, metric, b, step, gb, max_depth=8, merge_step=merge)
+        for x, y in zip((*a, *sa), (*b, *sb), strict=True):
+            if x.is_floating_point():
+                torch.testing.assert_close(y, x, rtol=1e-10, atol=1e-10, equal_nan=True)
+            else:
+                assert torch.equal(x, y)
+        depths.append(sa.tree_depth)
+    depths = torch.stack(depths)
+    assert depths.max() >= 5 and depths.min() <= 1  # many depths went through the one graph

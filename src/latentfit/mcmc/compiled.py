@@ -31,10 +31,18 @@ from collections.abc import Callable
 import torch
 
 from latentfit.errors import CompileFallbackWarning, user_stacklevel
-from latentfit.mcmc.kernels import Metric, State, _leapfrog, velocity
+from latentfit.mcmc.kernels import (
+    Metric,
+    State,
+    _leaf_consts,
+    _leapfrog,
+    _subtree_nodes,
+    merge_subtree,
+    velocity,
+)
 from latentfit.mcmc.target import Target
 
-__all__ = ["compile_leapfrog"]
+__all__ = ["compile_leapfrog", "compile_merge"]
 
 
 def _raw_step(target: Target, dense: bool) -> Callable:
@@ -97,11 +105,11 @@ def compile_leapfrog(
             got = compiled(*example)
     except Exception as exc:  # any failure of tracing or compiling: sample eagerly instead
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-        _fallback(f"it could not be traced or compiled ({reason[:300]})")
+        _fallback(f"the leapfrog step could not be traced or compiled ({reason[:300]})")
         return None, time.perf_counter() - t0
     want = raw(*example)
     if not all(_close(a, b) for a, b in zip(got, want, strict=True)):
-        _fallback("the compiled step disagrees with the eager one at the chains' starts")
+        _fallback("the compiled leapfrog disagrees with the eager one at the chains' starts")
         return None, time.perf_counter() - t0
 
     def step(target_, metric_, cur: State, p_, e_, half_):
@@ -162,10 +170,99 @@ def _inductor(graph: torch.fx.GraphModule, fake: list) -> Callable:
     return compile_fx(graph, fake)
 
 
+def _merge_example(c: int, d: int, L: int, dense: bool, dt, dev, seed: int) -> tuple:
+    """Inputs of ``merge_subtree`` for a subtree of ``L`` leaves, drawn at random: a subtree
+    that may turn, diverge or be rejected, for checking the compiled merge against the eager
+    one."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+
+    def r(*shape, dtype=dt):
+        return torch.randn(*shape, generator=g, dtype=dtype, device=dev)
+
+    leaf, L_t, no_div, no_stop, zero, _ = _leaf_consts(L, dev, dt)
+    inv = r(c, d, d) if dense else r(c, d).exp()
+    if dense:
+        inv = inv @ inv.transpose(-1, -2) + torch.eye(d, dtype=dt, device=dev)
+    lp = r(c, L) * 3
+    lp[0, L // 2] = -5000.0  # a divergent leaf
+    return (
+        r(c, 3, L, d), lp, r(c, 1), inv, r(c), r(c, d), r(c, 3, d), r(c),
+        torch.randint(0, 50, (c,), generator=g, device=dev), r(c).abs(),
+        torch.rand(c, generator=g, device=dev) < 0.2,
+        torch.randint(0, 5, (c,), generator=g, device=dev),
+        torch.rand(c, generator=g, device=dev) < 0.8,
+        r(c, d), r(c, d), r(c, d),
+        torch.rand(c, L, generator=g, dtype=dt, device=dev),
+        torch.rand(c, generator=g, dtype=dt, device=dev),
+        leaf, L_t, no_div, no_stop, zero, *_subtree_nodes(L, dev),
+    )  # fmt: skip
+
+
+#: which dimension of each input of ``merge_subtree`` is the number of leaves (or nodes)
+_MERGE_DYNAMIC = {0: 2, 1: 1, 16: 1, 18: 0, 23: 0, 24: 0, 25: 0, 26: 0}
+
+
+def compile_merge(metric: Metric, state: State) -> tuple[Callable | None, float]:
+    """``merge_subtree`` (the tree bookkeeping of a NUTS doubling) traced once with the number
+    of leaves symbolic, so that one compiled graph serves every depth, and compiled; checked
+    against the eager function on random subtrees of 2, 8 and 64 leaves. ``(None, seconds)``
+    and a ``CompileFallbackWarning`` where that fails (the doublings then run eagerly)."""
+    t0 = time.perf_counter()
+    c, d = state.u.shape
+    dt, dev, dense = state.u.dtype, state.u.device, metric.dense
+
+    def fn(*args):
+        return merge_subtree(dense, *args)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch._subclasses.fake_tensor import FakeTensorMode
+            from torch.fx.experimental.proxy_tensor import make_fx
+            from torch.fx.experimental.symbolic_shapes import (
+                DimDynamic,
+                ShapeEnv,
+                StatelessSymbolicContext,
+            )
+
+            example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
+            mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+            fake = []
+            for i, x in enumerate(example):
+                sizes = [DimDynamic.STATIC] * x.dim()
+                if i in _MERGE_DYNAMIC:
+                    sizes[_MERGE_DYNAMIC[i]] = DimDynamic.DYNAMIC
+                ctx = StatelessSymbolicContext(dynamic_sizes=sizes)
+                fake.append(mode.from_tensor(x, symbolic_context=ctx))
+            with mode:
+                graph = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*fake)
+            compiled = _inductor(graph, fake)
+            for L, seed in ((2, 1), (8, 2), (64, 3)):
+                ex = _merge_example(c, d, L, dense, dt, dev, seed)
+                got, want = compiled(*ex), fn(*ex)
+                for a, b in zip(got, want, strict=True):
+                    same = torch.equal(a, b) if not a.is_floating_point() else _close(a, b)
+                    if not same:
+                        raise RuntimeError(f"the compiled merge disagrees at {L} leaves")
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        _fallback(f"the tree bookkeeping could not be compiled ({reason[:300]})")
+        return None, time.perf_counter() - t0
+
+    def merge(*args):
+        try:  # the compiled code checks every input's layout: views of packed state are copied
+            return compiled(*(x.contiguous() for x in args))
+        except Exception:  # never the user's code: any failure takes the eager bookkeeping
+            return fn(*args)
+
+    return merge, time.perf_counter() - t0
+
+
 def _fallback(why: str) -> None:
     warnings.warn(
-        f"compile=True: the leapfrog step is not compiled because {why}; sampling eagerly "
-        "(slower, and the draws of the eager run)",
+        f"compile=True: not compiled, because {why}; that part runs eagerly "
+        "(slower; the draws of an eager run where it is the leapfrog)",
         CompileFallbackWarning,
         stacklevel=user_stacklevel(),
     )

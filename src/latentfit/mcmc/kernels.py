@@ -165,8 +165,7 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
     n = ps_i.shape[0]
     step = max(1, _NODE_CHUNK // max(1, a * 6 * d))
     if n <= step:  # the usual case: every node in one block
-        ok = (PS[:, ps_i] * (C[:, hi] - C[:, lo])).sum(-1) > 0  # (a, N, 6)
-        return torch.where(ok, L_t, last).amin((1, 2))
+        return _turn_of_nodes(P, PS, ps_i, hi, lo, last, L_t, C)
     turn = torch.full((a,), L, dtype=torch.long, device=P.device)
     for k in range(0, n, step):
         sl = slice(k, k + step)
@@ -174,6 +173,14 @@ def _subtree_turn_time(P: torch.Tensor, PS: torch.Tensor) -> torch.Tensor:
         ok = (PS[:, ps_i[sl]] * rho).sum(-1) > 0  # (a, N, 6)
         turn = torch.minimum(turn, torch.where(ok, L_t, last[sl]).amin((1, 2)))
     return turn
+
+
+def _turn_of_nodes(P, PS, ps_i, hi, lo, last, L_t, C=None) -> torch.Tensor:
+    """``_subtree_turn_time`` in one block, from the node tables of ``_subtree_nodes``."""
+    if C is None:
+        C = torch.nn.functional.pad(P.cumsum(1), (0, 0, 1, 0))  # (a, L + 1, p), row 0 zero
+    ok = (PS[:, ps_i] * (C[:, hi] - C[:, lo])).sum(-1) > 0  # (a, N, 6)
+    return torch.where(ok, L_t, last).amin((1, 2))
 
 
 def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...]:
@@ -204,6 +211,83 @@ def _divergence_u(div_u, sub_div, U, rows, first_div):
     return torch.where(sub_div[:, None], U[rows, leaf], div_u)
 
 
+def merge_subtree(
+    dense: bool,
+    leaves, LP, H0c, inv, log_w, rho, draw, draw_lp, n_leap, sum_metro,
+    diverging, depth, active, near_p, near_ps, far_ps, u01, u_acc,
+    leaf, L_t, no_div, no_stop, zero,
+    ps_i=None, hi=None, lo=None, last=None, *, turn=None, PS=None,
+):  # fmt: skip
+    """A built subtree of ``L`` leaves (c, 3, L, p) and log-densities (c, L) merged into the
+    trajectory: its energies and divergences, its U-turn checks, the multinomial draw inside it
+    (Gumbel-max with the uniforms ``u01`` (c, L); none for ``L = 1``), biased progressive
+    sampling (``u_acc`` (c,)), the checks across the merge. A pure function of tensors, so
+    that ``compile=True`` can trace it once for every depth (``L`` symbolic); the subtree's
+    node tables ``ps_i, hi, lo, last`` (from ``_subtree_nodes``) are inputs when traced, and
+    ``turn`` and ``PS`` are given when called eagerly (the eager U-turn pass works in blocks).
+
+    Returns the new draw (c, 3, p) and its log-density, the summed log-weight, rho (kept only
+    where the subtree is), the leapfrog count, the summed acceptance, divergence flags, depth,
+    the chains still growing, and the subtree's validity, divergence, first divergent leaf and
+    last p#."""
+    c = leaves.shape[0]
+    P = leaves[:, 2]  # (c, L, p)
+    if PS is None:
+        PS = velocity(inv, P, dense)
+    # log exp(H0 - H) = H0 + (lp - K), with H's NaN read as +inf (a divergence)
+    logw = H0c + torch.nan_to_num(
+        torch.sub(LP, (P * PS).sum(-1), alpha=0.5), nan=-math.inf, posinf=math.inf
+    )  # (c, L)
+    first_div = torch.where(logw < -MAX_DELTA_H, leaf, no_div).amin(1)  # (c,); L + 1: none
+    # A node holding a divergent (non-finite) leaf closes at or after the first divergence,
+    # so whatever its check says, the turn found before the divergence is the same.
+    if turn is None:
+        turn = _turn_of_nodes(P, PS, ps_i, hi, lo, last, L_t)
+    # a leaf's divergence is found before the checks of the nodes it closes
+    stop = torch.minimum(first_div, turn)  # (c,)
+    if active is not None:
+        stop = torch.where(active, stop, no_stop)  # -1: an idle chain
+    sub_div = first_div == stop  # a chain diverges at most once: its trajectory ends
+    valid = stop == L_t
+    built = leaf <= stop.view(c, 1)  # (c, L)
+    n_leap = n_leap + built.sum(1)
+    sum_metro = sum_metro + torch.where(built, logw.clamp(max=0.0).exp(), zero).sum(1)
+    diverging = diverging | sub_div
+
+    # multinomial draw inside the subtree (Gumbel-max), then biased progressive sampling
+    if u01 is None:  # one leaf
+        log_w_sub = logw[:, 0]
+    else:
+        log_w_sub = torch.logsumexp(logw, 1)
+        pick = torch.argmax(logw - u01.log().neg_().log_(), 1)  # (c,): + Gumbel noise
+    accept = torch.exp(torch.clamp(log_w_sub - log_w, max=0.0))
+    take = valid & (u_acc < accept)
+    if u01 is None:
+        draw = torch.where(take.view(c, 1, 1), leaves[:, :, 0], draw)
+        draw_lp = torch.where(take, LP[:, 0], draw_lp)
+    else:
+        rows = torch.arange(c, device=leaves.device)
+        draw = torch.where(take.view(c, 1, 1), leaves[rows, :, pick], draw)
+        draw_lp = torch.where(take, LP[rows, pick], draw_lp)
+    log_w = torch.where(valid, torch.logaddexp(log_w, log_w_sub), log_w)
+
+    # merge: the criterion on the whole tree and across the join, six dot products at once
+    rho_sub = P.sum(1)
+    rho_new = rho + rho_sub
+    last_ps = PS[:, -1]
+    A = torch.stack([far_ps, last_ps, far_ps, PS[:, 0], near_ps, last_ps], 1)  # (c, 6, p)
+    r_left, r_right = rho + P[:, 0], rho_sub + near_p
+    R = torch.stack([rho_new, rho_new, r_left, r_left, r_right, r_right], 1)  # (c, 6, p)
+    ok = ((A * R).sum(-1) > 0).all(1)
+    depth = depth + valid
+    active = valid & ok
+    rho = torch.where(valid.view(c, 1), rho_new, rho)
+    return (
+        draw, draw_lp, log_w, rho, n_leap, sum_metro, diverging, depth, active,
+        valid, sub_div, first_div, last_ps,
+    )  # fmt: skip
+
+
 def nuts_transition(
     target: Target,
     metric: Metric,
@@ -212,6 +296,7 @@ def nuts_transition(
     gen: torch.Generator,
     max_depth: int = 10,
     leapfrog_step: Callable | None = None,
+    merge_step: Callable | None = None,
 ) -> tuple[State, TransitionStats]:
     """One multinomial NUTS transition of every chain (Stan's ``base_nuts::transition``).
 
@@ -283,61 +368,27 @@ def nuts_transition(
             LPs.append(cur.log_prob)
             Gs.append(cur.grad)
         leaves = torch.stack(Us + Gs + Ps, 1).view(c, 3, L, d)  # (c, 3, L, p): u, grad, p
-        U, _, P = leaves.unbind(1)  # (c, L, p)
         LP = torch.stack(LPs, 1)  # (c, L)
-        PS = metric.velocity(P)
-        # log exp(H0 - H) = H0 + (lp - K), with H's NaN read as +inf (a divergence)
-        logw = H0c + torch.nan_to_num(
-            torch.sub(LP, (P * PS).sum(-1), alpha=0.5), nan=-math.inf, posinf=math.inf
-        )  # (c, L)
-        first_div = torch.where(logw < -MAX_DELTA_H, leaf, no_div).amin(1)  # (c,); L + 1: none
-        # A node holding a divergent (non-finite) leaf closes at or after the first divergence,
-        # so whatever its check says, the turn found before the divergence is the same.
-        turn = L_t if L == 1 else _subtree_turn_time(P, PS)
-        # a leaf's divergence is found before the checks of the nodes it closes
-        stop = torch.minimum(first_div, turn)  # (c,)
-        if j:
-            stop = torch.where(active, stop, no_stop)  # -1: an idle chain
-        sub_div = first_div == stop  # a chain diverges at most once: its trajectory ends
-        valid = stop == L_t
-        built = leaf <= stop.view(c, 1)  # (c, L)
-        n_leap += built.sum(1)
-        sum_metro += torch.where(built, logw.clamp(max=0.0).exp(), zero).sum(1)
-        pending = (sub_div, U, rows, first_div)
-        diverging |= sub_div
-
-        # multinomial draw inside the subtree (Gumbel-max), then biased progressive sampling
-        if L == 1:
-            log_w_sub = logw[:, 0]
+        # the subtree's random numbers, in the order the generator has always given them
+        u01 = torch.rand(c, L, generator=gen, dtype=dt, device=dev) if L > 1 else None
+        u_acc = torch.rand(c, generator=gen, dtype=dt, device=dev)
+        args = (leaves, LP, H0c, metric.inv, log_w, rho, draw, draw_lp, n_leap, sum_metro)
+        args += (diverging, depth, active, near_p, near_ps, far_ps, u01, u_acc)
+        args += (leaf, L_t, no_div, no_stop, zero)
+        if L > 1 and merge_step is not None:
+            out = merge_step(*args, *_subtree_nodes(L, dev))
         else:
-            log_w_sub = torch.logsumexp(logw, 1)
-            u01 = torch.rand(c, L, generator=gen, dtype=dt, device=dev)
-            pick = torch.argmax(logw - u01.log().neg_().log_(), 1)  # (c,): + Gumbel noise
-        accept = torch.exp(torch.clamp(log_w_sub - log_w, max=0.0))
-        take = valid & (torch.rand(c, generator=gen, dtype=dt, device=dev) < accept)
-        if L == 1:
-            draw = torch.where(take.view(c, 1, 1), leaves[:, :, 0], draw)
-            draw_lp = torch.where(take, LP[:, 0], draw_lp)
-        else:
-            draw = torch.where(take.view(c, 1, 1), leaves[rows, :, pick], draw)
-            draw_lp = torch.where(take, LP[rows, pick], draw_lp)
-        log_w = torch.where(valid, torch.logaddexp(log_w, log_w_sub), log_w)
-
-        # merge: the criterion on the whole tree and across the join, six dot products at once
-        rho_sub = P.sum(1)
-        rho_new = rho + rho_sub
-        last_ps = PS[:, -1]
-        A = torch.stack([far_ps, last_ps, far_ps, PS[:, 0], near_ps, last_ps], 1)  # (c, 6, p)
-        r_left, r_right = rho + P[:, 0], rho_sub + near_p
-        R = torch.stack([rho_new, rho_new, r_left, r_left, r_right, r_right], 1)  # (c, 6, p)
-        ok = ((A * R).sum(-1) > 0).all(1)
-        depth += valid
-        active = valid & ok
+            P, PS = leaves[:, 2], metric.velocity(leaves[:, 2])
+            turn = L_t if L == 1 else _subtree_turn_time(P, PS)
+            out = merge_subtree(metric.dense, *args, turn=turn, PS=PS)
+        draw, draw_lp, log_w, rho_kept, n_leap, sum_metro, diverging, depth, active = out[:9]
+        valid, sub_div, first_div, last_ps = out[9:]
+        pending = (sub_div, leaves[:, 0], rows, first_div)
 
         # the new end of the trajectory (the subtree's last leaf) for chains that keep it
         end = torch.cat([cur.u, cur.grad, p, last_ps, cur.log_prob.view(c, 1)], 1)
         ends[rows, torch.where(valid, side, scratch)] = end
-        rho = torch.where(valid.view(c, 1), rho_new, rho)
+        rho = rho_kept
 
     if pending is not None:  # the trajectories ran to max_depth: record the last doubling's
         div_u = _divergence_u(div_u, *pending)

@@ -209,15 +209,19 @@ def sample_target(
     step = find_reasonable_step_size(
         target, metric, state, torch.ones(num_chains, dtype=dt, device=target.device), gen
     )
-    leapfrog_step, compile_seconds = None, None
+    leapfrog_step = merge_step = compile_seconds = None
     if config.compile:
-        from latentfit.mcmc.compiled import compile_leapfrog
+        from latentfit.mcmc.compiled import compile_leapfrog, compile_merge
 
         leapfrog_step, compile_seconds = compile_leapfrog(target, metric, state, step)
-    sampler = _Run(target, config, metric, step, state, gen, leapfrog_step)
+        if config.kernel == "nuts":
+            merge_step, seconds = compile_merge(metric, state)
+            compile_seconds += seconds
+    sampler = _Run(target, config, metric, step, state, gen, leapfrog_step, merge_step)
     warm = sampler.warmup(num_warmup, progress_bar)
     warm["compile_seconds"] = compile_seconds
     warm["compiled"] = leapfrog_step is not None
+    warm["compiled_merge"] = merge_step is not None
     draws = sampler.draw(num_draws, progress_bar)
     return MCMCResult(target=target, runner=sampler, draws=draws, warmup=warm)
 
@@ -236,10 +240,11 @@ def _generator(generator, device) -> torch.Generator:
 class _Run:
     """The kernel with its adapted step size and metric, and where the chains are."""
 
-    def __init__(self, target, config, metric, step, state, gen, leapfrog_step=None):
+    def __init__(self, target, config, metric, step, state, gen, leapfrog_step=None, merge=None):
         self.target, self.config, self.metric = target, config, metric
         self.step, self.state, self.gen = step, state, gen
         self.leapfrog_step = leapfrog_step  # the compiled step, or None (eager)
+        self.merge_step = merge  # the compiled tree bookkeeping of NUTS, or None (eager)
         self.n_done = 0
 
     def transition(self):
@@ -252,6 +257,7 @@ class _Run:
                 self.gen,
                 self.config.max_depth,
                 self.leapfrog_step,
+                self.merge_step,
             )
         return hmc_transition(
             self.target,
