@@ -1,25 +1,31 @@
-"""An opt-in compiled leapfrog step: traced once into a graph of tensor operations, compiled.
+"""Opt-in compiled sampling: the leapfrog step and NUTS's tree bookkeeping, each traced once
+into a graph of tensor operations and compiled.
 
 On a CPU a small model's leapfrog step is ~100 tensor operations launched from Python (the
 log-density, autograd's backward pass, the integrator), each costing a few microseconds, while
 its arithmetic is a few hundred flops; the sampler's time is that launch cost. With
 ``compile=True`` the whole step — momentum half-step, position update, log-density, its
 gradient, second half-step — is traced with ``torch.fx``'s ``make_fx`` (the backward pass
-becomes explicit operations) and the graph compiled by ``torch.compile`` (inductor: fused C++
-loops on a CPU, Triton kernels on a GPU). Measured on the posteriordb posteriors, 4 chains: one
-step costs 40-80 µs instead of 340-620 µs with autograd (benchmarks/README.md).
+becomes explicit operations) and the graph compiled by inductor (fused C++ loops on a CPU,
+Triton kernels on a GPU): one step costs 15-60 µs instead of 340-620 µs with autograd on the
+posteriordb posteriors. NUTS's bookkeeping of a doubling (``kernels.merge_subtree``: energies,
+divergences, U-turn checks, the multinomial draw, the merge) is traced too, with the number of
+leaves symbolic, so that one graph serves every depth: ~60-90 µs a doubling instead of
+~250-330 µs.
 
 The trace runs on fake tensors, so a log-density that branches in Python on a tensor's value
 (``if x > 0:``) cannot be traced rather than being frozen on one branch; it then samples
 eagerly, with a ``CompileFallbackWarning`` saying why. The compiled step is checked against
-the eager one at the chains' starting points before it is used. The density runs once, at
-tracing: Python side effects in it (printing, counting calls) do not happen per step. Where the
-compiled step raises (a density that throws at some chain's point), that one step is taken
-eagerly, which rejects the offending chains as the eager sampler always does.
+the eager one at the chains' starting points before it is used, the compiled bookkeeping on
+random subtrees of 2, 8 and 64 leaves. The density runs once, at tracing: Python side effects
+in it (printing, counting calls) do not happen per step. Where the compiled step raises (a
+density that throws at some chain's point), that one step is taken eagerly, which rejects the
+offending chains as the eager sampler always does.
 
-Compiling takes seconds (5-25 s for a new model on a CPU; inductor caches its output on disk,
-so a second run of the same model is faster), which is why it is not the default: the first
-call of a sampler must not wait on a compiler. It pays for itself on long runs and deep trees.
+Compiling takes seconds (4-6 s on a CPU once inductor's on-disk cache holds the graphs, 10-25 s
+the first time a model or number of chains is seen), which is why it is not the default: the
+first call of a sampler must not wait on a compiler. It pays for itself on long runs, many
+chains and deep trees (benchmarks/README.md).
 """
 
 from __future__ import annotations
