@@ -30,6 +30,7 @@ chains and deep trees (benchmarks/README.md).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable
@@ -103,18 +104,13 @@ def compile_leapfrog(
     p = torch.randn(state.u.shape, generator=gen, dtype=state.u.dtype, device=state.u.device)
     example = tuple(x.contiguous() for x in (state.u, state.grad, p, e, e.clone(), metric.inv))
     try:
-        with warnings.catch_warnings():  # torch's notes to its own developers, not the user's
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            graph, fake = _trace(raw, example)
-            compiled = _inductor(graph, fake)
-            got = compiled(*example)
+        with _quiet():
+            compiled = _inductor(*_trace(raw, example))
+            agree = _agree(compiled, raw, example)
     except Exception as exc:  # any failure of tracing or compiling: sample eagerly instead
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-        _fallback(f"the leapfrog step could not be traced or compiled ({reason[:300]})")
+        _fallback(f"the leapfrog step could not be traced or compiled ({_reason(exc)})")
         return None, time.perf_counter() - t0
-    want = raw(*example)
-    if not all(_close(a, b) for a, b in zip(got, want, strict=True)):
+    if not agree:
         _fallback("the compiled leapfrog disagrees with the eager one at the chains' starts")
         return None, time.perf_counter() - t0
 
@@ -137,30 +133,67 @@ def compile_leapfrog(
     return step, time.perf_counter() - t0
 
 
-def _trace(raw: Callable, example: tuple) -> tuple[torch.fx.GraphModule, list]:
+def _trace(
+    raw: Callable, example: tuple, dynamic: dict[int, int] | None = None
+) -> tuple[torch.fx.GraphModule, list]:
     """``raw`` as a graph of aten operations, traced on fake tensors, and those fake inputs.
 
-    The fake mode carries a (static) shape environment so that inductor can key its on-disk
-    cache on the graph: a second run of the same model loads the compiled code (~1.5 s on a
-    CPU) instead of generating it again. ``torch.distributions``' argument checks are off
-    while tracing: each is a Python branch on a value (raise if outside the support), which no
-    graph can hold; without them a value outside the support gives a NaN or infinite
-    log-density, which the sampler rejects as it rejects a raise."""
+    Every size is static, except, with ``dynamic`` ({input index: dimension}), those
+    dimensions, which stay symbolic (one graph for every subtree depth). The fake mode carries
+    a shape environment so that inductor can key its on-disk cache on the graph: a second run
+    of the same model loads the compiled code (~1.5 s on a CPU) instead of generating it
+    again. ``torch.distributions``' argument checks are off while tracing: each is a Python
+    branch on a value (raise if outside the support), which no graph can hold; without them a
+    value outside the support gives a NaN or infinite log-density, which the sampler rejects
+    as it rejects a raise."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributions import Distribution
     from torch.fx.experimental.proxy_tensor import make_fx
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    from torch.fx.experimental.symbolic_shapes import (
+        DimDynamic,
+        ShapeEnv,
+        StatelessSymbolicContext,
+    )
 
-    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True, static_shapes=True)
-    fake = [mode.from_tensor(x, static_shapes=True) for x in example]
+    if dynamic is None:
+        mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True, static_shapes=True)
+        fake = [mode.from_tensor(x, static_shapes=True) for x in example]
+    else:
+        mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+        fake = []
+        for i, x in enumerate(example):
+            sizes = [DimDynamic.STATIC] * x.dim()
+            if i in dynamic:
+                sizes[dynamic[i]] = DimDynamic.DYNAMIC
+            ctx = StatelessSymbolicContext(dynamic_sizes=sizes)
+            fake.append(mode.from_tensor(x, symbolic_context=ctx))
     validate = Distribution._validate_args
     Distribution.set_default_validate_args(False)
     try:
         with mode:
-            graph = make_fx(raw, tracing_mode="real", _allow_non_fake_inputs=True)(*fake)
+            graph = make_fx(
+                raw,
+                tracing_mode="real" if dynamic is None else "symbolic",
+                _allow_non_fake_inputs=True,
+            )(*fake)
     finally:
         Distribution.set_default_validate_args(validate)
     return graph, fake
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Torch's notes to its own developers while tracing and compiling, not the user's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of an exception, with its class, for a fallback warning."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 def _inductor(graph: torch.fx.GraphModule, fake: list) -> Callable:
@@ -231,37 +264,16 @@ def compile_merge(metric: Metric, state: State) -> tuple[Callable | None, float]
         return merge_subtree(dense, *args)
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from torch._subclasses.fake_tensor import FakeTensorMode
-            from torch.fx.experimental.proxy_tensor import make_fx
-            from torch.fx.experimental.symbolic_shapes import (
-                DimDynamic,
-                ShapeEnv,
-                StatelessSymbolicContext,
-            )
-
+        with _quiet():
             example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
-            mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
-            fake = []
-            for i, x in enumerate(example):
-                sizes = [DimDynamic.STATIC] * x.dim()
-                if i in _MERGE_DYNAMIC:
-                    sizes[_MERGE_DYNAMIC[i]] = DimDynamic.DYNAMIC
-                ctx = StatelessSymbolicContext(dynamic_sizes=sizes)
-                fake.append(mode.from_tensor(x, symbolic_context=ctx))
-            with mode:
-                graph = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*fake)
-            compiled = _inductor(graph, fake)
+            compiled = _inductor(*_trace(fn, example, _MERGE_DYNAMIC))
             wrong = [
                 L
                 for L, seed in ((2, 1), (8, 2), (64, 3))
                 if not _agree(compiled, fn, _merge_example(c, d, L, dense, dt, dev, seed))
             ]
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-        _fallback(f"the tree bookkeeping could not be compiled ({reason[:300]})")
+        _fallback(f"the tree bookkeeping could not be compiled ({_reason(exc)})")
         return None, time.perf_counter() - t0
     if wrong:
         _fallback(f"the compiled tree bookkeeping disagrees with the eager one at {wrong} leaves")
