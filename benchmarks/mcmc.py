@@ -10,6 +10,7 @@ Pyro gets ("latentfit"), and with the posterior's hand-written gradient ("latent
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
         [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand] [--compile] [--skip-eager]
+        [--jax-cache DIR]
 """
 
 from __future__ import annotations
@@ -207,10 +208,14 @@ def jax_potential(name):
     raise KeyError(name)
 
 
-def run_numpyro(name, chains, warmup, draws, metric):
+def run_numpyro(name, chains, warmup, draws, metric, cache=None):
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if cache:  # every compiled program kept, however quick its compiling was
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     from numpyro.infer import MCMC, NUTS
 
     logp, p = jax_potential(name)
@@ -246,6 +251,12 @@ def main():
     ap.add_argument("--skip-hand", action="store_true")
     ap.add_argument("--skip-eager", action="store_true", help="no eager autograd run")
     ap.add_argument("--compile", action="store_true", help="add the compile=True run")
+    ap.add_argument(
+        "--jax-cache",
+        default=None,
+        help="JAX's persistent compilation cache in this folder, for NumPyro (compile=True "
+        "keeps its packages on disk; this gives NumPyro the same on a second run)",
+    )
     args = ap.parse_args()
     names = [args.posterior] if args.posterior else list(POSTERIORS)
     torch.set_num_threads(1)
@@ -274,7 +285,7 @@ def main():
             rows["latentfit-hg"] = run_latentfit(post, *run, hand=True)
         if args.compile:
             rows["latentfit-c"] = run_latentfit(post, *run, compile=True)
-        rows["numpyro"] = run_numpyro(name, *run)
+        rows["numpyro"] = run_numpyro(name, *run, cache=args.jax_cache)
         if not args.skip_pyro:
             rows["pyro"] = run_pyro(post, *run)
         rate = {lib: ess / wall for lib, (wall, ess) in rows.items()}

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,20 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=2000, deadline=None, print_blob=True)
 settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_cache_dir(tmp_path_factory):
+    """compile=True keeps compiled packages on disk (mcmc/compiled_cache.py): in a folder of
+    the test session's, never the user's cache, unless LATENTFIT_CACHE_DIR is set already
+    (to rerun the suite with warm packages)."""
+    if os.environ.get("LATENTFIT_CACHE_DIR"):
+        yield Path(os.environ["LATENTFIT_CACHE_DIR"])
+        return
+    path = tmp_path_factory.mktemp("latentfit-cache")
+    os.environ["LATENTFIT_CACHE_DIR"] = str(path)
+    yield path
+    del os.environ["LATENTFIT_CACHE_DIR"]
 
 
 @pytest.fixture(params=DEVICES)

@@ -7,11 +7,11 @@ its arithmetic is a few hundred flops; the sampler's time is that launch cost. W
 ``compile=True`` the whole step — momentum half-step, position update, log-density, its
 gradient, second half-step — is traced with ``torch.fx``'s ``make_fx`` (the backward pass
 becomes explicit operations) and the graph compiled by inductor (fused C++ loops on a CPU,
-Triton kernels on a GPU): one step costs 15-60 µs instead of 340-620 µs with autograd on the
+Triton kernels on a GPU): one step costs 5-60 µs instead of 340-620 µs with autograd on the
 posteriordb posteriors. NUTS's bookkeeping of a doubling (``kernels.merge_subtree``: energies,
 divergences, U-turn checks, the multinomial draw, the merge) is traced too, with the number of
-leaves symbolic, so that one graph serves every depth: ~60-90 µs a doubling instead of
-~250-330 µs.
+leaves symbolic, so that one graph serves every depth: ~30-40 µs a doubling of up to 8
+leaves instead of ~250-330 µs.
 
 The trace runs on fake tensors, so a log-density that branches in Python on a tensor's value
 (``if x > 0:``) cannot be traced rather than being frozen on one branch; it then samples
@@ -22,9 +22,12 @@ in it (printing, counting calls) do not happen per step. Where the compiled step
 density that throws at some chain's point), that one step is taken eagerly, which rejects the
 offending chains as the eager sampler always does.
 
-Compiling takes seconds (4-6 s on a CPU once inductor's on-disk cache holds the graphs, 10-25 s
-the first time a model or number of chains is seen), which is why it is not the default: the
-first call of a sampler must not wait on a compiler. It pays for itself on long runs, many
+Compiled graphs are AOTInductor packages kept on disk (compiled_cache.py): the first run of a
+model, number of chains and dtype spends 10-30 s on a CPU compiling them, every later run loads
+them in milliseconds. Where a graph cannot be exported or compiled ahead of time, inductor
+compiles it in this process only (4-25 s, every run). That first-run cost is why compiling is
+not the default: the first call of a sampler must not wait on a compiler. It pays for itself on
+reruns, long runs, many chains and deep trees (benchmarks/README.md).
 chains and deep trees (benchmarks/README.md).
 """
 
@@ -38,6 +41,8 @@ from collections.abc import Callable
 import torch
 
 from latentfit.errors import CompileFallbackWarning, user_stacklevel
+from latentfit.mcmc import compiled_cache
+from latentfit.mcmc.compiled_cache import without_validation
 from latentfit.mcmc.kernels import (
     Metric,
     State,
@@ -105,12 +110,13 @@ def compile_leapfrog(
     example = tuple(x.contiguous() for x in (state.u, state.grad, p, e, e.clone(), metric.inv))
     try:
         with _quiet():
-            compiled = _inductor(*_trace(raw, example))
-            agree = _agree(compiled, raw, example)
+            compiled = _compiled(
+                raw, example, f"leapfrog:{metric.dense}", lambda f: _agree(f, raw, example)
+            )
     except Exception as exc:  # any failure of tracing or compiling: sample eagerly instead
         _fallback(f"the leapfrog step could not be traced or compiled ({_reason(exc)})")
         return None, time.perf_counter() - t0
-    if not agree:
+    if compiled is None:
         _fallback("the compiled leapfrog disagrees with the eager one at the chains' starts")
         return None, time.perf_counter() - t0
 
@@ -133,6 +139,60 @@ def compile_leapfrog(
     return step, time.perf_counter() - t0
 
 
+def _compiled(
+    fn: Callable,
+    example: tuple,
+    tag: str,
+    check: Callable[[Callable], bool],
+    dynamic: dict[int, int] | None = None,
+) -> Callable | None:
+    """``fn`` compiled for ``example``'s shapes (``dynamic`` as in ``_trace``), or None when
+    the compiled function fails ``check``.
+
+    From the on-disk cache when it holds this computation (compiled_cache.py: milliseconds);
+    otherwise compiled ahead of time into a package that is cached for the next run; where that
+    fails, compiled by inductor in this process only. A cached package that fails ``check`` is
+    removed and compiled afresh."""
+    key = compiled_cache.fingerprint(fn, example, tag)
+    if key is not None:
+        cached = compiled_cache.load(key, example[0].device)
+        if cached is not None:
+            if check(cached):
+                return cached
+            compiled_cache.discard(key)
+        try:
+            module = _AsModule(fn) if dynamic is not None else _static_graph(fn, example)
+            built = compiled_cache.build(key, module, example, dynamic)
+        except Exception:  # export or ahead-of-time compiling failed: inductor in-process
+            built = None
+        if built is not None:
+            return built if check(built) else None
+    compiled = _inductor(*_trace(fn, example, dynamic))
+    return compiled if check(compiled) else None
+
+
+class _AsModule(torch.nn.Module):
+    """A function of tensors as a module, which is what ``torch.export`` takes."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def _static_graph(fn: Callable, example: tuple) -> torch.fx.GraphModule:
+    """``fn`` traced with every size static, ready for ``torch.export``: the trace's fake
+    values are dropped (export fakes the inputs again, in a mode of its own). The leapfrog
+    goes through this trace because it calls autograd, which export cannot hold but the trace
+    writes out as the backward pass's operations."""
+    graph, _ = _trace(fn, example)
+    for node in graph.graph.nodes:
+        node.meta.pop("val", None)
+    return graph
+
+
 def _trace(
     raw: Callable, example: tuple, dynamic: dict[int, int] | None = None
 ) -> tuple[torch.fx.GraphModule, list]:
@@ -142,12 +202,9 @@ def _trace(
     dimensions, which stay symbolic (one graph for every subtree depth). The fake mode carries
     a shape environment so that inductor can key its on-disk cache on the graph: a second run
     of the same model loads the compiled code (~1.5 s on a CPU) instead of generating it
-    again. ``torch.distributions``' argument checks are off while tracing: each is a Python
-    branch on a value (raise if outside the support), which no graph can hold; without them a
-    value outside the support gives a NaN or infinite log-density, which the sampler rejects
-    as it rejects a raise."""
+    again. ``torch.distributions``' argument checks are off while tracing
+    (``compiled_cache.without_validation``)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributions import Distribution
     from torch.fx.experimental.proxy_tensor import make_fx
     from torch.fx.experimental.symbolic_shapes import (
         DimDynamic,
@@ -167,17 +224,12 @@ def _trace(
                 sizes[dynamic[i]] = DimDynamic.DYNAMIC
             ctx = StatelessSymbolicContext(dynamic_sizes=sizes)
             fake.append(mode.from_tensor(x, symbolic_context=ctx))
-    validate = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
-    try:
-        with mode:
-            graph = make_fx(
-                raw,
-                tracing_mode="real" if dynamic is None else "symbolic",
-                _allow_non_fake_inputs=True,
-            )(*fake)
-    finally:
-        Distribution.set_default_validate_args(validate)
+    with without_validation(), mode:
+        graph = make_fx(
+            raw,
+            tracing_mode="real" if dynamic is None else "symbolic",
+            _allow_non_fake_inputs=True,
+        )(*fake)
     return graph, fake
 
 
@@ -263,19 +315,27 @@ def compile_merge(metric: Metric, state: State) -> tuple[Callable | None, float]
     def fn(*args):
         return merge_subtree(dense, *args)
 
+    def agrees(compiled: Callable) -> list[int]:
+        return [
+            L
+            for L, seed in ((2, 1), (8, 2), (64, 3))
+            if not _agree(compiled, fn, _merge_example(c, d, L, dense, dt, dev, seed))
+        ]
+
+    wrong: list[int] = []
+
+    def check(compiled: Callable) -> bool:
+        wrong[:] = agrees(compiled)
+        return not wrong
+
     try:
         with _quiet():
             example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
-            compiled = _inductor(*_trace(fn, example, _MERGE_DYNAMIC))
-            wrong = [
-                L
-                for L, seed in ((2, 1), (8, 2), (64, 3))
-                if not _agree(compiled, fn, _merge_example(c, d, L, dense, dt, dev, seed))
-            ]
+            compiled = _compiled(fn, example, f"merge:{dense}", check, _MERGE_DYNAMIC)
     except Exception as exc:
         _fallback(f"the tree bookkeeping could not be compiled ({_reason(exc)})")
         return None, time.perf_counter() - t0
-    if wrong:
+    if compiled is None:
         _fallback(f"the compiled tree bookkeeping disagrees with the eager one at {wrong} leaves")
         return None, time.perf_counter() - t0
 

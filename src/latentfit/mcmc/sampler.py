@@ -42,8 +42,9 @@ class SamplerConfig:
     # move chains stranded far below the others at the end of the first warm-up buffer
     # (a latentfit departure from Stan; see _Run._relocate_stranded)
     relocate_stranded: bool = True
-    # trace and compile the leapfrog step (mcmc/compiled.py): seconds of compiling first,
-    # several times faster steps after; off by default so that no call waits on a compiler
+    # trace and compile the leapfrog step (mcmc/compiled.py): 10-30 s of compiling the first
+    # time a model is seen (kept on disk after), several times faster steps; off by default so
+    # that no first call waits on a compiler
     compile: bool = False
 
     def check(self) -> None:
@@ -113,9 +114,10 @@ def sample(
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
 
     ``compile=True`` traces and compiles the leapfrog step (log-density, gradient, integrator)
-    before sampling (see ``latentfit.mcmc.compiled``): seconds of compiling, then steps several
-    times faster; worth it for long runs and deep trees. A density that cannot be traced samples
-    eagerly with a ``CompileFallbackWarning``.
+    before sampling (see ``latentfit.mcmc.compiled``): 10-30 s of compiling the first time a
+    model is seen, milliseconds on every later run (the compiled code is kept on disk), then
+    steps several times faster. A density that cannot be traced samples eagerly with a
+    ``CompileFallbackWarning``.
     """
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     shapes, values = _shapes_from_init(init, dtype, device)
