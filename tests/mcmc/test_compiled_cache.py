@@ -70,6 +70,28 @@ def test_the_key_sees_the_data_the_prior_the_chains_and_nothing_else():
     assert _key(bad) is None
 
 
+def test_the_key_sees_every_input_size_layout_and_dtype():
+    """A package is compiled for its inputs' sizes and layouts: a computation whose operations
+    never name a size (elementwise arithmetic) must still get a key per size, or a package
+    would be called with inputs it was not compiled for."""
+
+    def fn(x, y):
+        return (x.exp() * y,)
+
+    x = torch.ones(4, 3, dtype=F64)
+    keys = {
+        compiled_cache.fingerprint(fn, example, "t")
+        for example in [
+            (x, x.clone()),
+            (torch.ones(32, 3, dtype=F64), torch.ones(32, 3, dtype=F64)),
+            (x, torch.ones(3, 4, dtype=F64).T),  # same sizes, transposed layout
+            (x.float(), x.float()),
+            (x.clone(), x.clone()),  # the same again: named by position, not identity
+        ]
+    }
+    assert None not in keys and len(keys) == 4
+
+
 def _check_step(fn, target, state):
     metric = Metric(torch.ones_like(state.u))
     p = torch.randn(state.u.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
@@ -152,3 +174,17 @@ def test_where_packages_go(tmp_path, monkeypatch, xdg):
     else:
         monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
         assert compiled_cache.cache_dir() == tmp_path / ".cache" / "latentfit" / "compiled"
+
+
+def test_pruning_removes_the_least_recently_used_packages_first(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    folder = compiled_cache.cache_dir()
+    folder.mkdir(parents=True)
+    for age, name in enumerate(["new", "mid", "old", "kept"]):
+        f = folder / f"{name}.pt2"
+        f.write_bytes(b"x" * 100)
+        os.utime(f, (1e9 - age * 100, 1e9 - age * 100))
+    compiled_cache.prune(limit=250, keep=folder / "kept.pt2")
+    assert sorted(f.stem for f in folder.glob("*.pt2")) == ["kept", "new"]

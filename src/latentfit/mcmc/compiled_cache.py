@@ -25,7 +25,8 @@ trying to save.
 Where: ``$LATENTFIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/latentfit``, else
 ``~/.cache/latentfit``; a ``compiled`` folder there. A package is written to a temporary file
 and renamed into place, so a crash, or two processes compiling the same graph, never leave a
-half-written one. Deleting the folder only costs the next run its compiling.
+half-written one. Past 2 GiB the least recently used packages are removed; deleting the folder
+only costs the next run its compiling.
 """
 
 from __future__ import annotations
@@ -40,10 +41,22 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["build", "cache_dir", "discard", "fingerprint", "load", "without_validation"]
+__all__ = [
+    "build",
+    "cache_dir",
+    "discard",
+    "fingerprint",
+    "load",
+    "prune",
+    "without_validation",
+]
 
-#: bumped when what a package holds, or how it is called, changes
-FORMAT = 1
+#: bumped when what a package holds, how it is called, or what its key covers changes
+FORMAT = 2
+
+#: the folder's size beyond which the least recently used packages are removed (a package is
+#: 1-5 MB, more where the density holds a large data set)
+LIMIT_BYTES = 2 * 1024**3
 
 
 def cache_dir() -> Path:
@@ -86,6 +99,8 @@ class _Recorder(TorchDispatchMode):
         self.index = {id(x): i for i, x in enumerate(inputs)}
         self.alive = list(inputs)  # held, so that no id is reused while recording
         self.hash = hashlib.sha256()
+        for x in inputs:  # a package is compiled for its inputs' sizes, layouts and dtypes
+            self.hash.update(f"in{_meta(x)}".encode())
 
     def _name(self, value):
         if not isinstance(value, torch.Tensor):
@@ -94,7 +109,7 @@ class _Recorder(TorchDispatchMode):
         if i is None:  # a tensor the function holds: its values are part of the computation
             i = self._keep(value)
             data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-            self.hash.update(f"c{i}{tuple(value.shape)}{value.dtype}{value.stride()}".encode())
+            self.hash.update(f"c{i}{_meta(value)}".encode())
             self.hash.update(data.numpy().tobytes())
         return f"%{i}"
 
@@ -111,6 +126,10 @@ class _Recorder(TorchDispatchMode):
             if isinstance(value, torch.Tensor):
                 self._keep(value)
         return out
+
+
+def _meta(x: torch.Tensor) -> str:
+    return f"{tuple(x.shape)}{x.stride()}{x.dtype}{x.device.type}"
 
 
 def fingerprint(fn: Callable, example: tuple[torch.Tensor, ...], tag: str) -> str | None:
@@ -139,9 +158,12 @@ def load(key: str, device: torch.device) -> Callable | None:
     if not path.is_file():
         return None
     try:
-        return _runner(path, device)
+        runner = _runner(path, device)
     except Exception:  # unreadable or built by another torch: compiled again and replaced
         return None
+    with contextlib.suppress(OSError):  # marks it used, for pruning (a read-only cache is fine)
+        os.utime(path)
+    return runner
 
 
 def _runner(path: Path, device: torch.device) -> Callable:
@@ -187,7 +209,22 @@ def build(
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    prune(keep=path)
     return _runner(path, example[0].device)
+
+
+def prune(limit: int = LIMIT_BYTES, keep: Path | None = None) -> None:
+    """Remove the least recently used packages until the folder holds at most ``limit``
+    bytes (never ``keep``, the package just written)."""
+    with contextlib.suppress(OSError):  # another process pruning at once: its removals win
+        packages = sorted(cache_dir().glob("*.pt2"), key=lambda f: f.stat().st_mtime)
+        total = sum(f.stat().st_size for f in packages)
+        for f in packages:
+            if total <= limit:
+                break
+            if f != keep:
+                total -= f.stat().st_size
+                f.unlink(missing_ok=True)
 
 
 def discard(key: str) -> None:
