@@ -188,3 +188,25 @@ def test_pruning_removes_the_least_recently_used_packages_first(tmp_path, monkey
         os.utime(f, (1e9 - age * 100, 1e9 - age * 100))
     compiled_cache.prune(limit=250, keep=folder / "kept.pt2")
     assert sorted(f.stem for f in folder.glob("*.pt2")) == ["kept", "new"]
+
+
+def test_the_tree_bookkeeping_compiles_in_a_child_process_and_is_loaded(tmp_path, monkeypatch):
+    """A first run compiles NUTS's bookkeeping in a child process while it compiles the
+    leapfrog itself; the package the child stores is what compile_merge then loads."""
+    from latentfit.mcmc.compiled import compile_merge, start_merge_build
+
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    state = _state(_target(), c=3)
+    metric = Metric(torch.ones_like(state.u))
+    child = start_merge_build(metric, state)
+    assert child is not None and child.wait(timeout=600) == 0
+    assert len(list((tmp_path / "compiled").glob("*.pt2"))) == 1
+    assert start_merge_build(metric, state) is None  # stored: no child to start
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("compiled again although the child stored the package")
+
+    monkeypatch.setattr(compiled_cache, "build", no_build)
+    monkeypatch.setattr("latentfit.mcmc.compiled._inductor", no_build)
+    merge, _ = compile_merge(metric, state)
+    assert merge is not None

@@ -34,9 +34,14 @@ chains and deep trees (benchmarks/README.md).
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -54,7 +59,7 @@ from latentfit.mcmc.kernels import (
 )
 from latentfit.mcmc.target import Target
 
-__all__ = ["compile_leapfrog", "compile_merge"]
+__all__ = ["compile_leapfrog", "compile_merge", "start_merge_build"]
 
 
 def _raw_step(target: Target, dense: bool) -> Callable:
@@ -303,17 +308,65 @@ def _merge_example(c: int, d: int, L: int, dense: bool, dt, dev, seed: int) -> t
 _MERGE_DYNAMIC = {0: 2, 1: 1, 16: 1, 18: 0, 23: 0, 24: 0, 25: 0, 26: 0}
 
 
-def compile_merge(metric: Metric, state: State) -> tuple[Callable | None, float]:
+def start_merge_build(metric: Metric, state: State) -> subprocess.Popen | None:
+    """Where the on-disk cache lacks the tree bookkeeping's package for these chains,
+    parameters and metric kind, start compiling it in a child process, so that it compiles
+    while this process compiles the leapfrog: each takes ~12 s on a CPU, half of it a C++
+    compiler on one core, so on two cores a first run waits for one instead of both. None when
+    the package is there or no child can start (``compile_merge`` then compiles it here)."""
+    c, d = state.u.shape
+    dt, dev, dense = state.u.dtype, state.u.device, metric.dense
+    example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
+    key = compiled_cache.fingerprint(functools.partial(merge_subtree, dense), example, _tag(dense))
+    if key is None or compiled_cache.exists(key):
+        return None
+    args = [str(c), str(d), str(int(dense)), str(dt).removeprefix("torch."), str(dev)]
+    src = str(Path(__file__).resolve().parents[2])  # the child imports this very latentfit
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "latentfit.mcmc.compiled", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    except OSError:
+        return None
+
+
+def _tag(dense: bool) -> str:
+    return f"merge:{dense}"
+
+
+def _build_merge(c: int, d: int, dense: bool, dtype: torch.dtype, device: str) -> None:
+    """What the child of ``start_merge_build`` does: compile and store the package, unless
+    another process stored it first."""
+    fn = functools.partial(merge_subtree, dense)
+    example = _merge_example(c, d, 8, dense, dtype, torch.device(device), seed=0)
+    key = compiled_cache.fingerprint(fn, example, _tag(dense))
+    if key is not None and not compiled_cache.exists(key):
+        with _quiet():
+            compiled_cache.build(key, _AsModule(fn), example, _MERGE_DYNAMIC)
+
+
+def compile_merge(
+    metric: Metric, state: State, child: subprocess.Popen | None = None
+) -> tuple[Callable | None, float]:
     """``merge_subtree`` (the tree bookkeeping of a NUTS doubling) traced once with the number
     of leaves symbolic, so that one compiled graph serves every depth, and compiled; checked
     against the eager function on random subtrees of 2, 8 and 64 leaves. ``(None, seconds)``
-    and a ``CompileFallbackWarning`` where that fails (the doublings then run eagerly)."""
+    and a ``CompileFallbackWarning`` where that fails (the doublings then run eagerly).
+    ``child``, from ``start_merge_build``, is waited for first: its package is then loaded."""
     t0 = time.perf_counter()
+    if child is not None:
+        try:
+            child.wait(timeout=900)
+        except subprocess.TimeoutExpired:  # stuck: compiled here instead
+            child.kill()
     c, d = state.u.shape
     dt, dev, dense = state.u.dtype, state.u.device, metric.dense
-
-    def fn(*args):
-        return merge_subtree(dense, *args)
+    fn = functools.partial(merge_subtree, dense)
 
     def agrees(compiled: Callable) -> list[int]:
         return [
@@ -331,7 +384,7 @@ def compile_merge(metric: Metric, state: State) -> tuple[Callable | None, float]
     try:
         with _quiet():
             example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
-            compiled = _compiled(fn, example, f"merge:{dense}", check, _MERGE_DYNAMIC)
+            compiled = _compiled(fn, example, _tag(dense), check, _MERGE_DYNAMIC)
     except Exception as exc:
         _fallback(f"the tree bookkeeping could not be compiled ({_reason(exc)})")
         return None, time.perf_counter() - t0
@@ -355,3 +408,8 @@ def _fallback(why: str) -> None:
         CompileFallbackWarning,
         stacklevel=user_stacklevel(),
     )
+
+
+if __name__ == "__main__":  # the child process of ``start_merge_build``
+    _c, _d, _dense, _dtype, _device = sys.argv[1:6]
+    _build_merge(int(_c), int(_d), _dense == "1", getattr(torch, _dtype), _device)

@@ -45,6 +45,7 @@ __all__ = [
     "build",
     "cache_dir",
     "discard",
+    "exists",
     "fingerprint",
     "load",
     "prune",
@@ -149,6 +150,11 @@ def fingerprint(fn: Callable, example: tuple[torch.Tensor, ...], tag: str) -> st
 
 def _path(key: str) -> Path:
     return cache_dir() / f"{key}.pt2"
+
+
+def exists(key: str) -> bool:
+    """Whether a package is stored under ``key``."""
+    return _path(key).is_file()
 
 
 def load(key: str, device: torch.device) -> Callable | None:

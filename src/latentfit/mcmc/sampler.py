@@ -8,6 +8,7 @@ where the chains stopped, with the adapted step size and metric (no second warm-
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,12 +214,15 @@ def sample_target(
     )
     leapfrog_step = merge_step = compile_seconds = None
     if config.compile:
-        from latentfit.mcmc.compiled import compile_leapfrog, compile_merge
+        from latentfit.mcmc.compiled import compile_leapfrog, compile_merge, start_merge_build
 
-        leapfrog_step, compile_seconds = compile_leapfrog(target, metric, state, step)
-        if config.kernel == "nuts":
-            merge_step, seconds = compile_merge(metric, state)
-            compile_seconds += seconds
+        nuts = config.kernel == "nuts"
+        t0 = time.perf_counter()
+        child = start_merge_build(metric, state) if nuts else None  # compiles alongside
+        leapfrog_step, _ = compile_leapfrog(target, metric, state, step)
+        if nuts:
+            merge_step, _ = compile_merge(metric, state, child)
+        compile_seconds = time.perf_counter() - t0
     sampler = _Run(target, config, metric, step, state, gen, leapfrog_step, merge_step)
     warm = sampler.warmup(num_warmup, progress_bar)
     warm["compile_seconds"] = compile_seconds
