@@ -156,7 +156,7 @@ def fit_dist(
     compile_: bool = typer.Option(
         False,
         "--compile/--no-compile",
-        help="Compile the sampler's leapfrog step first: faster steps, after 10-30 s of "
+        help="Compile the sampler's leapfrog step first: faster steps, after 25-35 s of "
         "compiling the first time a model is seen (kept on disk: milliseconds on reruns).",
     ),
     as_json: bool = json_option(),

@@ -23,7 +23,7 @@ density that throws at some chain's point), that one step is taken eagerly, whic
 offending chains as the eager sampler always does.
 
 Compiled graphs are AOTInductor packages kept on disk (compiled_cache.py): the first run of a
-model, number of chains and dtype spends 10-30 s on a CPU compiling them, every later run loads
+model, number of chains and dtype spends 25-35 s on a CPU compiling them, every later run loads
 them in milliseconds. Where a graph cannot be exported or compiled ahead of time, inductor
 compiles it in this process only (4-25 s, every run). That first-run cost is why compiling is
 not the default: the first call of a sampler must not wait on a compiler. It pays for itself on

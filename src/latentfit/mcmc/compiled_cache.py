@@ -5,8 +5,9 @@ A compiled graph is an AOTInductor package (``torch._inductor.aoti_compile_and_p
 graph exported with ``torch.export`` and compiled ahead of time into a shared library, which
 a C++ runner (``torch._C._aoti``) loads and calls. Loading needs neither dynamo nor inductor,
 whose imports alone take ~3 s, and a call costs ~5 µs beyond its arithmetic instead of ~15 µs
-through inductor's Python wrapper. Compiling a package takes 10-25 s on a CPU, once per model,
-number of chains and dtype (what a first run of ``compile=True`` costs).
+through inductor's Python wrapper. Compiling a package takes ~12 s on a CPU, once per model,
+number of chains and dtype; NUTS needs two (the leapfrog and the tree bookkeeping), 25-35 s of
+a first run of ``compile=True``.
 
 The key of a package is a fingerprint of the computation, not of the Python code that produced
 it: the function runs once eagerly on the example under a dispatch mode that records every

@@ -43,7 +43,7 @@ class SamplerConfig:
     # move chains stranded far below the others at the end of the first warm-up buffer
     # (a latentfit departure from Stan; see _Run._relocate_stranded)
     relocate_stranded: bool = True
-    # trace and compile the leapfrog step (mcmc/compiled.py): 10-30 s of compiling the first
+    # trace and compile the leapfrog step (mcmc/compiled.py): 25-35 s of compiling the first
     # time a model is seen (kept on disk after), several times faster steps; off by default so
     # that no first call waits on a compiler
     compile: bool = False
@@ -115,7 +115,7 @@ def sample(
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
 
     ``compile=True`` traces and compiles the leapfrog step (log-density, gradient, integrator)
-    before sampling (see ``latentfit.mcmc.compiled``): 10-30 s of compiling the first time a
+    before sampling (see ``latentfit.mcmc.compiled``): 25-35 s of compiling the first time a
     model is seen, milliseconds on every later run (the compiled code is kept on disk), then
     steps several times faster. A density that cannot be traced samples eagerly with a
     ``CompileFallbackWarning``.
