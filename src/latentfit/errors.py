@@ -75,6 +75,12 @@ class CompileFallbackWarning(RuntimeWarning):
     the eager one); the sampler ran eagerly, with the same draws. The message says why."""
 
 
+class CompileCacheWarning(RuntimeWarning):
+    """``compile=True`` compiled the sampler in this process only: the compiled code could
+    not be kept on disk (a folder not writable, a graph that cannot be compiled ahead of
+    time), so the next run compiles again. The message says why."""
+
+
 class DegenerateComponentWarning(RuntimeWarning):
     """A component sits on a handful of (near-)identical points with its variance at the
     regularisation floor: its likelihood is not a real fit (mclust reports such fits as NA)."""

@@ -11,6 +11,7 @@ import torch
 import torch.distributions as D
 from torch.distributions import constraints
 
+from latentfit.errors import CompileCacheWarning
 from latentfit.mcmc import Target, compiled_cache
 from latentfit.mcmc.compiled import compile_leapfrog
 from latentfit.mcmc.kernels import Metric, State, _leapfrog
@@ -135,7 +136,8 @@ def test_a_second_compile_loads_the_package_and_bad_packages_are_replaced(tmp_pa
     with monkeypatch.context() as m:
         m.setattr(compiled_cache, "load", lambda key, device: lambda *xs: [x * 0 for x in xs])
         m.setattr(compiled_cache, "build", _fails)
-        fn, _ = compile_leapfrog(target, metric, state, step)
+        with pytest.warns(CompileCacheWarning, match="ahead-of-time compiling failed"):
+            fn, _ = compile_leapfrog(target, metric, state, step)
     assert not packages[0].exists()  # discarded; the step came from inductor in-process
     assert fn is not None
     _check_step(fn, target, state)
@@ -156,9 +158,13 @@ def test_a_failed_build_leaves_no_partial_package(tmp_path, monkeypatch):
     monkeypatch.setattr("torch._inductor.aoti_compile_and_package", half_written)
     target = _target(scale=0.9)
     state = _state(target)
-    fn, _ = compile_leapfrog(
-        target, Metric(torch.ones_like(state.u)), state, torch.full((3,), 0.1, dtype=F64)
-    )
+    with pytest.warns(
+        CompileCacheWarning, match="not kept in .* because OSError: disk full"
+    ) as rec:
+        fn, _ = compile_leapfrog(
+            target, Metric(torch.ones_like(state.u)), state, torch.full((3,), 0.1, dtype=F64)
+        )
+    assert rec[0].filename == __file__  # the user's line, not latentfit's
     assert list(tmp_path.rglob("*")) == [tmp_path / "compiled"]  # nothing half-written
     assert fn is not None  # compiled by inductor in-process instead
     _check_step(fn, target, state)

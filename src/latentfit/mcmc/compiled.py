@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from latentfit.errors import CompileFallbackWarning, user_stacklevel
+from latentfit.errors import CompileCacheWarning, CompileFallbackWarning, user_stacklevel
 from latentfit.mcmc import compiled_cache
 from latentfit.mcmc.compiled_cache import without_validation
 from latentfit.mcmc.kernels import (
@@ -168,11 +168,18 @@ def _compiled(
         try:
             module = _AsModule(fn) if dynamic is not None else _static_graph(fn, example)
             built = compiled_cache.build(key, module, example, dynamic)
-        except Exception:  # export or ahead-of-time compiling failed: inductor in-process
-            built = None
-        if built is not None:
+        except Exception as exc:  # export or ahead-of-time compiling failed: in-process
+            not_kept = _reason(exc)
+        else:
             return built if check(built) else None
     compiled = _inductor(*_trace(fn, example, dynamic))
+    if key is not None:  # compiled after all, but the next run compiles again: say why
+        warnings.warn(
+            f"compile=True: compiled in this process only, not kept in "
+            f"{compiled_cache.cache_dir()} for the next run, because {not_kept}",
+            CompileCacheWarning,
+            stacklevel=user_stacklevel(),
+        )
     return compiled if check(compiled) else None
 
 
