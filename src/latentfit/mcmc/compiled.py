@@ -28,7 +28,6 @@ them in milliseconds. Where a graph cannot be exported or compiled ahead of time
 compiles it in this process only (4-25 s, every run). That first-run cost is why compiling is
 not the default: the first call of a sampler must not wait on a compiler. It pays for itself on
 reruns, long runs, many chains and deep trees (benchmarks/README.md).
-chains and deep trees (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -375,17 +374,14 @@ def compile_merge(
     dt, dev, dense = state.u.dtype, state.u.device, metric.dense
     fn = functools.partial(merge_subtree, dense)
 
-    def agrees(compiled: Callable) -> list[int]:
-        return [
+    wrong: list[int] = []  # the subtree sizes where the compiled merge disagrees
+
+    def check(compiled: Callable) -> bool:
+        wrong[:] = [
             L
             for L, seed in ((2, 1), (8, 2), (64, 3))
             if not _agree(compiled, fn, _merge_example(c, d, L, dense, dt, dev, seed))
         ]
-
-    wrong: list[int] = []
-
-    def check(compiled: Callable) -> bool:
-        wrong[:] = agrees(compiled)
         return not wrong
 
     try:
