@@ -24,6 +24,15 @@ settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+#: files that compile C++ on a fresh checkout (compile=True builds its packages, ~12 s each):
+#: scheduled first, so that under `-n 2 --dist loadfile` they do not run alone at the end
+SLOW_FILES = ("tests/mcmc/test_compiled.py", "tests/mcmc/test_compiled_cache.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FILES))  # stable: else as is
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compiled_cache_dir(tmp_path_factory):
     """compile=True keeps compiled packages on disk (mcmc/compiled_cache.py): in a folder of

@@ -147,8 +147,15 @@ def test_a_density_branching_on_values_samples_eagerly_with_a_warning():
             return -0.5 * (x**2).sum(-1)
         return -0.5 * (x**2).sum(-1) - 0.0
 
-    kwargs = dict(
-        num_chains=2, num_warmup=20, num_draws=20, generator=5, progress_bar=False, vectorized=True
+    kwargs = dict(  # 4 chains and a dense metric: the tree bookkeeping's package of the
+        # exact-posterior test above, not one more compiled for this test alone
+        num_chains=4,
+        num_warmup=20,
+        num_draws=20,
+        generator=5,
+        progress_bar=False,
+        vectorized=True,
+        metric="dense",
     )
     with pytest.warns(CompileFallbackWarning, match="could not be traced"):
         res = sample(log_density, {"x": torch.zeros(2)}, compile=True, **kwargs)
