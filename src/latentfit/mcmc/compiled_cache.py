@@ -195,6 +195,8 @@ def build(
     dimensions left free), compiled ahead of time, written atomically under ``key``, loaded."""
     from torch._inductor import aoti_compile_and_package
 
+    path = _path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)  # where it will write, before the work
     shapes = None
     if dynamic is not None:
         auto = torch.export.Dim.AUTO
@@ -202,8 +204,6 @@ def build(
         shapes = (free,)  # the module takes its inputs as *args
     with without_validation():
         program = torch.export.export(module, tuple(example), dynamic_shapes=shapes, strict=False)
-    path = _path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{key}.{os.getpid()}.partial.pt2")
     try:
         # a 0-dim constant (a prior's scale) kept as a tensor: inlined as a number, some
