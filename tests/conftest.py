@@ -26,7 +26,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: files that compile C++ on a fresh checkout (compile=True builds its packages, ~12 s each):
 #: scheduled first, so that under `-n 2 --dist loadfile` they do not run alone at the end
-SLOW_FILES = ("tests/mcmc/test_compiled.py", "tests/mcmc/test_compiled_cache.py")
+SLOW_FILES = (
+    "tests/mcmc/test_compiled.py",
+    "tests/mcmc/test_compiled_cache.py",
+    "tests/mcmc/test_background.py",
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -45,6 +49,9 @@ def compiled_cache_dir(tmp_path_factory):
     os.environ["LATENTFIT_CACHE_DIR"] = str(path)
     yield path
     del os.environ["LATENTFIT_CACHE_DIR"]
+    from latentfit.mcmc import builds
+
+    builds.wait(timeout=0)  # children still compiling for a test's run: not past the session
 
 
 @pytest.fixture(params=DEVICES)

@@ -76,9 +76,10 @@ class CompileFallbackWarning(RuntimeWarning):
 
 
 class CompileCacheWarning(RuntimeWarning):
-    """``compile=True`` compiled the sampler in this process only: the compiled code could
-    not be kept on disk (a folder not writable, a graph that cannot be compiled ahead of
-    time), so the next run compiles again. The message says why."""
+    """``compile=True`` compiled the sampler in this process only, waiting for it: the
+    compiled code could not be kept on disk (a folder not writable, a child process that could
+    not start, a graph that cannot be compiled ahead of time), so the next run compiles again.
+    The message says why."""
 
 
 class DegenerateComponentWarning(RuntimeWarning):

@@ -127,9 +127,10 @@ def test_sampling_compiled_matches_the_exact_posterior_and_resume_keeps_the_comp
         metric="dense",
         generator=0,
         progress_bar=False,
-        compile=True,
+        compile="wait",
     )
     assert res.warmup_stats["compiled"] and res.warmup_stats["compile_seconds"] > 0
+    assert res.warmup_stats["compiled_from"] == {"leapfrog": 0, "merge": 0}
     more = res.resume(200)
     assert more._runner.leapfrog_step is res._runner.leapfrog_step is not None
     x = torch.cat([res["x"], more["x"]], 1).reshape(-1, 2)
@@ -158,7 +159,7 @@ def test_a_density_branching_on_values_samples_eagerly_with_a_warning():
         metric="dense",
     )
     with pytest.warns(CompileFallbackWarning, match="could not be traced"):
-        res = sample(log_density, {"x": torch.zeros(2)}, compile=True, **kwargs)
+        res = sample(log_density, {"x": torch.zeros(2)}, compile="wait", **kwargs)
     assert res.warmup_stats["compiled"] is False
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -169,12 +170,13 @@ def test_a_density_branching_on_values_samples_eagerly_with_a_warning():
     torch.testing.assert_close(res["x"], eager["x"], rtol=1e-9, atol=1e-9)
 
 
-def test_compile_must_be_a_bool():
+def test_compile_must_be_true_false_or_wait():
     from latentfit.errors import ParameterError
     from latentfit.mcmc.sampler import SamplerConfig
 
-    with pytest.raises(ParameterError, match="compile must be True or False"):
-        SamplerConfig(compile="yes").check()
+    for bad in ("yes", 1, None):
+        with pytest.raises(ParameterError, match="compile must be True, False or 'wait'"):
+            SamplerConfig(compile=bad).check()
 
 
 def test_static_hmc_runs_the_compiled_step():
@@ -191,7 +193,7 @@ def test_static_hmc_runs_the_compiled_step():
         num_draws=400,
         generator=2,
         progress_bar=False,
-        compile=True,
+        compile="wait",
     )
     assert res.warmup_stats["compiled"]
     # static HMC mixes slowly here (bulk ESS ~50-400 of 1,600): each mean within 4 of its
@@ -222,7 +224,7 @@ def test_a_density_that_raises_at_some_points_is_sampled_with_the_compiled_step(
             num_draws=500,
             generator=3,
             progress_bar=False,
-            compile=True,
+            compile="wait",
         )
     assert res.warmup_stats["compiled"]
     r = res["r"]

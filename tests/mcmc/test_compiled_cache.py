@@ -205,7 +205,9 @@ def test_the_tree_bookkeeping_compiles_in_a_child_process_and_is_loaded(tmp_path
     state = _state(_target(), c=3)
     metric = Metric(torch.ones_like(state.u))
     child = start_merge_build(metric, state)
-    assert child is not None and child.wait(timeout=600) == 0
+    assert child is not None
+    child.wait(timeout=600)
+    assert child.done() and not list((tmp_path / "compiled" / "jobs").glob("*.job"))
     assert len(list((tmp_path / "compiled").glob("*.pt2"))) == 1
     assert start_merge_build(metric, state) is None  # stored: no child to start
 

@@ -156,8 +156,9 @@ def fit_dist(
     compile_: bool = typer.Option(
         False,
         "--compile/--no-compile",
-        help="Compile the sampler's leapfrog step first: faster steps, after 25-35 s of "
-        "compiling the first time a model is seen (kept on disk: milliseconds on reruns).",
+        help="Run the sampler's leapfrog step and tree bookkeeping compiled: faster steps. "
+        "The first time a model is seen they compile in a background process (25-35 s) while "
+        "the chains sample; later runs load them from disk in milliseconds.",
     ),
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),

@@ -23,29 +23,28 @@ density that throws at some chain's point), that one step is taken eagerly, whic
 offending chains as the eager sampler always does.
 
 Compiled graphs are AOTInductor packages kept on disk (compiled_cache.py): the first run of a
-model, number of chains and dtype spends 25-35 s on a CPU compiling them, every later run loads
+model, number of chains and dtype needs 25-35 s of a CPU to compile them, every later run loads
 them in milliseconds. Where a graph cannot be exported or compiled ahead of time, inductor
-compiles it in this process only (4-25 s, every run). That first-run cost is why compiling is
-not the default: the first call of a sampler must not wait on a compiler. It pays for itself on
-reruns, long runs, many chains and deep trees (benchmarks/README.md).
+compiles it in this process only (4-25 s, every run). This module compiles and waits
+(``compile="wait"``: ``compile_leapfrog``, ``compile_merge``); ``compile=True`` hands the
+compiling to child processes and samples meanwhile (background.py, builds.py), so that no
+first call waits on a compiler. It pays for itself on reruns, long runs, many chains and deep
+trees (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from latentfit.errors import CompileCacheWarning, CompileFallbackWarning, user_stacklevel
-from latentfit.mcmc import compiled_cache
+from latentfit.mcmc import builds, compiled_cache
+from latentfit.mcmc.builds import Build
 from latentfit.mcmc.compiled_cache import without_validation
 from latentfit.mcmc.kernels import (
     Metric,
@@ -93,17 +92,11 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(((x - y).abs() <= tol * (1 + y.abs())).all())
 
 
-def compile_leapfrog(
+def leapfrog_parts(
     target: Target, metric: Metric, state: State, step_size: torch.Tensor
-) -> tuple[Callable | None, float]:
-    """The compiled leapfrog for this target, metric kind and number of chains, and the
-    seconds spent compiling; ``(None, seconds)`` with a ``CompileFallbackWarning`` when the
-    log-density cannot be traced or compiled, or the compiled step disagrees with the eager
-    one at ``state``.
-
-    The returned function has the signature of ``kernels._leapfrog``:
-    ``step(target, metric, state, p, e, half) -> (State, p)``."""
-    t0 = time.perf_counter()
+) -> tuple[Callable, tuple, str, Callable[[Callable], bool]]:
+    """What compiling the leapfrog needs: the step as a function of tensors, the example it is
+    traced and checked on, its cache tag, and the check of a compiled version against it."""
     raw = _raw_step(target, metric.dense)
     # The example is a step of size zero: the graph is the same for any step size (an input),
     # and the check below then evaluates the density where the chains are, which is finite
@@ -112,17 +105,40 @@ def compile_leapfrog(
     gen = torch.Generator(device=state.u.device).manual_seed(0)  # not the sampler's stream
     p = torch.randn(state.u.shape, generator=gen, dtype=state.u.dtype, device=state.u.device)
     example = tuple(x.contiguous() for x in (state.u, state.grad, p, e, e.clone(), metric.inv))
+    return raw, example, f"leapfrog:{metric.dense}", lambda f: _agree(f, raw, example)
+
+
+def compile_leapfrog(
+    target: Target, metric: Metric, state: State, step_size: torch.Tensor
+) -> tuple[Callable | None, float]:
+    """The compiled leapfrog for this target, metric kind and number of chains, and the
+    seconds spent compiling; ``(None, seconds)`` with a ``CompileFallbackWarning`` when the
+    log-density cannot be traced or compiled, or the compiled step disagrees with the eager
+    one at ``state``. Compiled here, waiting for it (``compile="wait"``); background.py
+    compiles in child processes instead.
+
+    The returned function has the signature of ``kernels._leapfrog``:
+    ``step(target, metric, state, p, e, half) -> (State, p)``."""
+    t0 = time.perf_counter()
+    raw, example, tag, check = leapfrog_parts(target, metric, state, step_size)
     try:
-        with _quiet():
-            compiled = _compiled(
-                raw, example, f"leapfrog:{metric.dense}", lambda f: _agree(f, raw, example)
-            )
+        with quiet():
+            compiled = _compiled(raw, example, tag, check)
     except Exception as exc:  # any failure of tracing or compiling: sample eagerly instead
-        _fallback(f"the leapfrog step could not be traced or compiled ({_reason(exc)})")
+        fallback(f"the leapfrog step could not be traced or compiled ({reason(exc)})")
         return None, time.perf_counter() - t0
     if compiled is None:
-        _fallback("the compiled leapfrog disagrees with the eager one at the chains' starts")
+        fallback(LEAPFROG_DISAGREES)
         return None, time.perf_counter() - t0
+    return wrap_leapfrog(compiled), time.perf_counter() - t0
+
+
+LEAPFROG_DISAGREES = "the compiled leapfrog disagrees with the eager one at the chains' starts"
+
+
+def wrap_leapfrog(compiled: Callable) -> Callable:
+    """A compiled ``(u, grad, p, e, half, inv) -> (u, lp, grad, p)`` as the sampler calls a
+    leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``."""
 
     def step(target_, metric_, cur: State, p_, e_, half_):
         try:
@@ -140,7 +156,7 @@ def compile_leapfrog(
             return _leapfrog(target_, metric_, cur, p_, e_, half_)
         return State(u, lp, grad), p_new
 
-    return step, time.perf_counter() - t0
+    return step
 
 
 def _compiled(
@@ -165,14 +181,27 @@ def _compiled(
                 return cached
             compiled_cache.discard(key)
         try:
-            module = _AsModule(fn) if dynamic is not None else _static_graph(fn, example)
+            module = AsModule(fn) if dynamic is not None else static_graph(fn, example)
             built = compiled_cache.build(key, module, example, dynamic)
         except Exception as exc:  # export or ahead-of-time compiling failed: in-process
-            not_kept = _reason(exc)
+            not_kept = reason(exc)
         else:
             return built if check(built) else None
+    return in_process(fn, example, check, dynamic, not_kept if key is not None else None)
+
+
+def in_process(
+    fn: Callable,
+    example: tuple,
+    check: Callable[[Callable], bool],
+    dynamic: dict[int, int] | None = None,
+    not_kept: str | None = None,
+) -> Callable | None:
+    """``fn`` compiled by inductor in this process only, or None when it fails ``check``;
+    ``not_kept`` says why no package could be kept for the next run (a warning), where one
+    was tried."""
     compiled = _inductor(*_trace(fn, example, dynamic))
-    if key is not None:  # compiled after all, but the next run compiles again: say why
+    if not_kept is not None:  # compiled after all, but the next run compiles again: say why
         warnings.warn(
             f"compile=True: compiled in this process only, not kept in "
             f"{compiled_cache.cache_dir()} for the next run, because {not_kept}",
@@ -182,7 +211,7 @@ def _compiled(
     return compiled if check(compiled) else None
 
 
-class _AsModule(torch.nn.Module):
+class AsModule(torch.nn.Module):
     """A function of tensors as a module, which is what ``torch.export`` takes."""
 
     def __init__(self, fn: Callable):
@@ -193,7 +222,7 @@ class _AsModule(torch.nn.Module):
         return self.fn(*args)
 
 
-def _static_graph(fn: Callable, example: tuple) -> torch.fx.GraphModule:
+def static_graph(fn: Callable, example: tuple) -> torch.fx.GraphModule:
     """``fn`` traced with every size static, ready for ``torch.export``: the trace's fake
     values are dropped (export fakes the inputs again, in a mode of its own). The leapfrog
     goes through this trace because it calls autograd, which export cannot hold but the trace
@@ -245,7 +274,7 @@ def _trace(
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """Torch's notes to its own developers while tracing and compiling, not the user's."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -253,7 +282,7 @@ def _quiet():
         yield
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: Exception) -> str:
     """The first line of an exception, with its class, for a fallback warning."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
@@ -311,70 +340,37 @@ def _merge_example(c: int, d: int, L: int, dense: bool, dt, dev, seed: int) -> t
 
 
 #: which dimension of each input of ``merge_subtree`` is the number of leaves (or nodes)
-_MERGE_DYNAMIC = {0: 2, 1: 1, 16: 1, 18: 0, 23: 0, 24: 0, 25: 0, 26: 0}
+MERGE_DYNAMIC = {0: 2, 1: 1, 16: 1, 18: 0, 23: 0, 24: 0, 25: 0, 26: 0}
 
 
-def start_merge_build(metric: Metric, state: State) -> subprocess.Popen | None:
+def start_merge_build(metric: Metric, state: State) -> Build | None:
     """Where the on-disk cache lacks the tree bookkeeping's package for these chains,
-    parameters and metric kind, start compiling it in a child process, so that it compiles
-    while this process compiles the leapfrog: each takes ~12 s on a CPU, half of it a C++
-    compiler on one core, so on two cores a first run waits for one instead of both. None when
-    the package is there or no child can start (``compile_merge`` then compiles it here)."""
-    c, d = state.u.shape
-    dt, dev, dense = state.u.dtype, state.u.device, metric.dense
-    example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
-    key = compiled_cache.fingerprint(functools.partial(merge_subtree, dense), example, _tag(dense))
+    parameters and metric kind, start compiling it in a child process (builds.py), so that it
+    compiles while this process compiles the leapfrog: each takes ~12 s on a CPU, half of it a
+    C++ compiler on one core, so on two cores a first run waits for one instead of both. None
+    when the package is there or no child can start (``compile_merge`` then compiles it here)."""
+    fn, example, tag, _, _ = merge_parts(metric, state)
+    key = compiled_cache.fingerprint(fn, example, tag)
     if key is None or compiled_cache.exists(key):
         return None
-    args = [str(c), str(d), str(int(dense)), str(dt).removeprefix("torch."), str(dev)]
-    src = str(Path(__file__).resolve().parents[2])  # the child imports this very latentfit
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "latentfit.mcmc.compiled", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-    except OSError:
-        return None
+    return builds.spawn([(key, AsModule(fn), example, MERGE_DYNAMIC)])[0]
 
 
 def _tag(dense: bool) -> str:
     return f"merge:{dense}"
 
 
-def _build_merge(c: int, d: int, dense: bool, dtype: torch.dtype, device: str) -> None:
-    """What the child of ``start_merge_build`` does: compile and store the package, unless
-    another process stored it first."""
-    fn = functools.partial(merge_subtree, dense)
-    example = _merge_example(c, d, 8, dense, dtype, torch.device(device), seed=0)
-    key = compiled_cache.fingerprint(fn, example, _tag(dense))
-    if key is not None and not compiled_cache.exists(key):
-        with _quiet():
-            compiled_cache.build(key, _AsModule(fn), example, _MERGE_DYNAMIC)
-
-
-def compile_merge(
-    metric: Metric, state: State, child: subprocess.Popen | None = None
-) -> tuple[Callable | None, float]:
-    """``merge_subtree`` (the tree bookkeeping of a NUTS doubling) traced once with the number
-    of leaves symbolic, so that one compiled graph serves every depth, and compiled; checked
-    against the eager function on random subtrees of 2, 8 and 64 leaves. ``(None, seconds)``
-    and a ``CompileFallbackWarning`` where that fails (the doublings then run eagerly).
-    ``child``, from ``start_merge_build``, is waited for first: its package is then loaded."""
-    t0 = time.perf_counter()
-    if child is not None:
-        try:
-            child.wait(timeout=900)
-        except subprocess.TimeoutExpired:  # stuck: compiled here instead
-            child.kill()
+def merge_parts(
+    metric: Metric, state: State
+) -> tuple[Callable, tuple, str, Callable[[Callable], bool], list[int]]:
+    """What compiling the tree bookkeeping needs: ``merge_subtree`` for this metric kind, the
+    example subtree (8 leaves) it is traced on, its cache tag, the check of a compiled version
+    against it on subtrees of 2, 8 and 64 leaves, and the list that check fills with the sizes
+    where they disagree."""
     c, d = state.u.shape
     dt, dev, dense = state.u.dtype, state.u.device, metric.dense
     fn = functools.partial(merge_subtree, dense)
-
-    wrong: list[int] = []  # the subtree sizes where the compiled merge disagrees
+    wrong: list[int] = []
 
     def check(compiled: Callable) -> bool:
         wrong[:] = [
@@ -384,16 +380,37 @@ def compile_merge(
         ]
         return not wrong
 
+    example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
+    return fn, example, _tag(dense), check, wrong
+
+
+def compile_merge(
+    metric: Metric, state: State, child: Build | None = None
+) -> tuple[Callable | None, float]:
+    """``merge_subtree`` (the tree bookkeeping of a NUTS doubling) traced once with the number
+    of leaves symbolic, so that one compiled graph serves every depth, and compiled; checked
+    against the eager function on random subtrees of 2, 8 and 64 leaves. ``(None, seconds)``
+    and a ``CompileFallbackWarning`` where that fails (the doublings then run eagerly).
+    ``child``, from ``start_merge_build``, is waited for first: its package is then loaded."""
+    t0 = time.perf_counter()
+    if child is not None:
+        child.wait(timeout=900)
     try:
-        with _quiet():
-            example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
-            compiled = _compiled(fn, example, _tag(dense), check, _MERGE_DYNAMIC)
+        with quiet():
+            fn, example, tag, check, wrong = merge_parts(metric, state)
+            compiled = _compiled(fn, example, tag, check, MERGE_DYNAMIC)
     except Exception as exc:
-        _fallback(f"the tree bookkeeping could not be compiled ({_reason(exc)})")
+        fallback(f"the tree bookkeeping could not be compiled ({reason(exc)})")
         return None, time.perf_counter() - t0
     if compiled is None:
-        _fallback(f"the compiled tree bookkeeping disagrees with the eager one at {wrong} leaves")
+        fallback(f"the compiled tree bookkeeping disagrees with the eager one at {wrong} leaves")
         return None, time.perf_counter() - t0
+    return wrap_merge(compiled, fn), time.perf_counter() - t0
+
+
+def wrap_merge(compiled: Callable, fn: Callable) -> Callable:
+    """A compiled ``merge_subtree`` as the sampler calls it, with ``fn`` (the eager one) where
+    the compiled code fails."""
 
     def merge(*args):
         try:  # the compiled code checks every input's layout: views of packed state are copied
@@ -401,18 +418,13 @@ def compile_merge(
         except Exception:  # never the user's code: any failure takes the eager bookkeeping
             return fn(*args)
 
-    return merge, time.perf_counter() - t0
+    return merge
 
 
-def _fallback(why: str) -> None:
+def fallback(why: str) -> None:
     warnings.warn(
         f"compile=True: not compiled, because {why}; that part runs eagerly "
         "(slower; the draws of an eager run where it is the leapfrog)",
         CompileFallbackWarning,
         stacklevel=user_stacklevel(),
     )
-
-
-if __name__ == "__main__":  # the child process of ``start_merge_build``
-    _c, _d, _dense, _dtype, _device = sys.argv[1:6]
-    _build_merge(int(_c), int(_d), _dense == "1", getattr(torch, _dtype), _device)

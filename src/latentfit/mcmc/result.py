@@ -199,5 +199,6 @@ class MCMCResult:
         if int(num_draws) < 1:
             raise ParameterError(f"num_draws must be at least 1, got {num_draws}")
         more = self._runner.draw(int(num_draws), progress_bar)
+        self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
         return MCMCResult(self.target, self._runner, rec, self.warmup_stats)

@@ -43,10 +43,11 @@ class SamplerConfig:
     # move chains stranded far below the others at the end of the first warm-up buffer
     # (a latentfit departure from Stan; see _Run._relocate_stranded)
     relocate_stranded: bool = True
-    # trace and compile the leapfrog step (mcmc/compiled.py): 25-35 s of compiling the first
-    # time a model is seen (kept on disk after), several times faster steps; off by default so
-    # that no first call waits on a compiler
-    compile: bool = False
+    # compiled leapfrog step and tree bookkeeping (mcmc/compiled.py), several times faster
+    # steps: True starts eagerly and switches to them when child processes have built them
+    # (mcmc/background.py: 25-35 s the first time a model is seen, kept on disk after);
+    # "wait" compiles before the first transition instead; off by default
+    compile: bool | str = False
 
     def check(self) -> None:
         if self.kernel not in ("nuts", "hmc"):
@@ -59,8 +60,8 @@ class SamplerConfig:
             )
         if self.max_depth < 1 or self.num_steps < 1:
             raise ParameterError("max_depth and num_steps must be at least 1")
-        if not isinstance(self.compile, bool):
-            raise ParameterError(f"compile must be True or False, got {self.compile!r}")
+        if not (self.compile is True or self.compile is False or self.compile == "wait"):
+            raise ParameterError(f"compile must be True, False or 'wait', got {self.compile!r}")
 
 
 def _shapes_from_init(init: dict, dtype, device) -> tuple[dict, dict]:
@@ -93,7 +94,7 @@ def sample(
     progress_bar: bool = True,
     dtype=None,
     device=None,
-    compile: bool = False,
+    compile: bool | str = False,
 ):
     """Sample the posterior ``exp(log_density(**params))`` by NUTS or static HMC.
 
@@ -114,10 +115,14 @@ def sample(
     batched computation in ``dtype`` (float64 by default) on ``device``. Randomness comes only
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
 
-    ``compile=True`` traces and compiles the leapfrog step (log-density, gradient, integrator)
-    before sampling (see ``latentfit.mcmc.compiled``): 25-35 s of compiling the first time a
-    model is seen, milliseconds on every later run (the compiled code is kept on disk), then
-    steps several times faster. A density that cannot be traced samples eagerly with a
+    ``compile=True`` runs the leapfrog step (log-density, gradient, integrator) and NUTS's tree
+    bookkeeping compiled (see ``latentfit.mcmc.compiled``), several times faster. The first
+    time a model is seen they compile in child processes (25-35 s on a CPU) while the chains
+    sample eagerly, and take over when ready (``mcmc.background``); they are kept on disk, so
+    later runs load them in milliseconds and are compiled throughout. Compiled arithmetic
+    rounds differently, so a first run's draws depend on when the compiled code arrived
+    (``warmup_stats["compiled_from"]``); ``compile="wait"`` compiles before the first
+    transition instead. A density that cannot be traced samples eagerly with a
     ``CompileFallbackWarning``.
     """
     dtype, device = resolve_dtype(dtype), resolve_device(device)
@@ -212,23 +217,27 @@ def sample_target(
     step = find_reasonable_step_size(
         target, metric, state, torch.ones(num_chains, dtype=dt, device=target.device), gen
     )
-    leapfrog_step = merge_step = compile_seconds = None
-    if config.compile:
+    nuts = config.kernel == "nuts"
+    leapfrog_step = merge_step = background = None
+    t0 = time.perf_counter()
+    if config.compile == "wait":
         from latentfit.mcmc.compiled import compile_leapfrog, compile_merge, start_merge_build
 
-        nuts = config.kernel == "nuts"
-        t0 = time.perf_counter()
         child = start_merge_build(metric, state) if nuts else None  # compiles alongside
         leapfrog_step, _ = compile_leapfrog(target, metric, state, step)
         if nuts:
             merge_step, _ = compile_merge(metric, state, child)
-        compile_seconds = time.perf_counter() - t0
+    elif config.compile:
+        from latentfit.mcmc.background import BackgroundCompile
+
+        background = BackgroundCompile(target, metric, state, step, nuts)
+        leapfrog_step, merge_step = background.leapfrog, background.merge  # loaded from disk
+    waited = time.perf_counter() - t0 if config.compile else None
     sampler = _Run(target, config, metric, step, state, gen, leapfrog_step, merge_step)
+    sampler.background, sampler.compile_seconds = background, waited
     warm = sampler.warmup(num_warmup, progress_bar)
-    warm["compile_seconds"] = compile_seconds
-    warm["compiled"] = leapfrog_step is not None
-    warm["compiled_merge"] = merge_step is not None
     draws = sampler.draw(num_draws, progress_bar)
+    warm.update(sampler.compile_stats())
     return MCMCResult(target=target, runner=sampler, draws=draws, warmup=warm)
 
 
@@ -251,9 +260,34 @@ class _Run:
         self.step, self.state, self.gen = step, state, gen
         self.leapfrog_step = leapfrog_step  # the compiled step, or None (eager)
         self.merge_step = merge  # the compiled tree bookkeeping of NUTS, or None (eager)
-        self.n_done = 0
+        self.background = None  # a BackgroundCompile whose parts take over when ready
+        self.compile_seconds = None  # what this process spent compiling before it sampled
+        self.n_done = 0  # draws
+        self.n_transitions = 0  # warm-up and draws
+
+    def compile_stats(self) -> dict:
+        """Whether each compiled part runs, and from which transition (0: from the first)."""
+        bg = self.background
+        if bg is not None:
+            self.compile_seconds = bg.seconds
+            since = dict(bg.took_over)
+        else:
+            since = {"leapfrog": 0 if self.leapfrog_step is not None else None}
+            if self.config.kernel == "nuts":
+                since["merge"] = 0 if self.merge_step is not None else None
+        return {
+            "compile_seconds": self.compile_seconds,
+            "compiled": self.leapfrog_step is not None,
+            "compiled_merge": self.merge_step is not None,
+            "compiled_from": since if self.config.compile else None,
+        }
 
     def transition(self):
+        bg = self.background
+        if bg is not None and bg.pending:  # a part compiled in a child process may be ready
+            bg.poll(self.n_transitions)
+            self.leapfrog_step, self.merge_step = bg.leapfrog, bg.merge
+        self.n_transitions += 1
         if self.config.kernel == "nuts":
             return nuts_transition(
                 self.target,

@@ -1,0 +1,202 @@
+"""``compile=True``: the chains start sampling at once, eagerly, while the compiled code is built
+in child processes; each compiled part takes over from the next transition after it is ready.
+
+The sampler has two compiled parts (compiled.py): the leapfrog step and, for NUTS, the tree
+bookkeeping of a doubling. For each, at the start of a run:
+
+- its package is on disk (a model run before): loaded and checked against the eager function,
+  in milliseconds; the run is compiled from its first transition;
+- it is not: the graph is traced here (~1 s for the leapfrog, which needs the user's density;
+  nothing for the bookkeeping, which is latentfit's own code) and a child process compiles it
+  (builds.py, ~12 s of one core each on a CPU). The run samples eagerly meanwhile and polls the
+  child before every transition (a ``waitpid``, a microsecond); when the package is stored it is
+  loaded, checked and used from then on. The child outlives a run that ends first, so that the
+  next run finds the package.
+
+Where no child can start (the cache folder cannot be written) or a child stores no package,
+that part compiles in this process (``compiled.in_process``, waited for) with a
+``CompileCacheWarning`` naming the reason; where the graph cannot be traced or the compiled
+code disagrees with the eager one, it runs eagerly with a ``CompileFallbackWarning``, as with
+``compile="wait"``.
+
+So a first run of a model never waits for a compiler, and runs compiled from the transition its
+packages arrive; draws are the same for the same seed once the packages are on disk. The
+transition at which each part took over is recorded (``warmup_stats["compiled_from"]`` of the
+result) because compiled arithmetic rounds differently from eager arithmetic: a first run's
+draws depend on when its packages arrived, which ``compile="wait"`` (compiling before the
+first transition) avoids.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from latentfit.mcmc import builds, compiled_cache
+from latentfit.mcmc.compiled import (
+    LEAPFROG_DISAGREES,
+    MERGE_DYNAMIC,
+    AsModule,
+    fallback,
+    in_process,
+    leapfrog_parts,
+    merge_parts,
+    quiet,
+    reason,
+    static_graph,
+    wrap_leapfrog,
+    wrap_merge,
+)
+from latentfit.mcmc.kernels import Metric, State
+from latentfit.mcmc.target import Target
+
+__all__ = ["BackgroundCompile"]
+
+#: niceness added to a compiling child: the sampler's own transitions come first, the compiler
+#: takes the cores they leave idle
+CHILD_NICE = 10
+
+
+def _slots() -> int:
+    """How many children compile at once: one per core the sampler leaves (at least one). One
+    child compiles its packages in turn, the leapfrog's (which matters most) first."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass
+class _Part:
+    """One compiled part of the sampler and where its compiling stands."""
+
+    name: str  # "leapfrog" or "merge"
+    what: str  # for messages
+    fn: Callable
+    example: tuple
+    tag: str
+    check: Callable[[Callable], bool]
+    wrap: Callable[[Callable], Callable]
+    disagrees: Callable[[], str]
+    dynamic: dict[int, int] | None = None
+    key: str | None = None
+    module: torch.nn.Module | None = field(default=None, repr=False)  # what a child compiles
+    build: builds.Build | None = field(default=None, repr=False)  # its child's
+
+
+class BackgroundCompile:
+    """The compiled parts of one run: ``leapfrog`` and ``merge`` (None while, or where, they
+    run eagerly), ``took_over`` (the number of transitions before each part ran compiled, None
+    where it never did), ``seconds`` (the time this process spent on compiling: fingerprints,
+    loads, checks, traces, and any in-process compile), and ``pending`` (parts still
+    compiling in a child)."""
+
+    def __init__(
+        self, target: Target, metric: Metric, state: State, step_size: torch.Tensor, nuts: bool
+    ):
+        self.leapfrog: Callable | None = None
+        self.merge: Callable | None = None
+        self.took_over: dict[str, int | None] = {"leapfrog": None}
+        self.seconds = 0.0
+        self.pending: list[_Part] = []
+        raw, example, tag, check = leapfrog_parts(target, metric, state, step_size)
+        parts = [
+            _Part(
+                "leapfrog", "the leapfrog step", raw, example, tag, check,
+                wrap_leapfrog, lambda: LEAPFROG_DISAGREES,
+            )
+        ]  # fmt: skip
+        if nuts:
+            fn, example, tag, check, wrong = merge_parts(metric, state)
+            self.took_over["merge"] = None
+            parts.append(
+                _Part(
+                    "merge", "the tree bookkeeping", fn, example, tag, check,
+                    lambda c, fn=fn: wrap_merge(c, fn),
+                    lambda: f"the compiled tree bookkeeping disagrees with the eager one at "
+                    f"{wrong} leaves",
+                    MERGE_DYNAMIC,
+                )
+            )  # fmt: skip
+        for part in parts:
+            self._start(part)
+        t0 = time.perf_counter()
+        slots = _slots()
+        for group in [self.pending[i::slots] for i in range(slots)]:
+            if group:
+                self._spawn(group)
+        self.seconds += time.perf_counter() - t0
+
+    def _start(self, part: _Part) -> None:
+        t0 = time.perf_counter()
+        try:
+            with quiet():
+                part.key = compiled_cache.fingerprint(part.fn, part.example, part.tag)
+                if part.key is not None:
+                    cached = compiled_cache.load(part.key, part.example[0].device)
+                    if cached is not None and part.check(cached):
+                        return self._use(part, cached, 0)
+                    if cached is not None:
+                        compiled_cache.discard(part.key)
+                    part.module = (
+                        AsModule(part.fn)
+                        if part.dynamic is not None
+                        else static_graph(part.fn, part.example)
+                    )
+                    self.pending.append(part)  # to compile in a child
+                    return None
+                # no key (the function cannot be recorded): compiled here, every run
+                return self._use(
+                    part, in_process(part.fn, part.example, part.check, part.dynamic), 0
+                )
+        except Exception as exc:  # tracing or compiling failed: this part runs eagerly
+            fallback(f"{part.what} could not be traced or compiled ({reason(exc)})")
+            return None
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _spawn(self, parts: list[_Part]) -> None:
+        """Start one child compiling ``parts`` in turn; a part no child can take is compiled
+        here (waited for)."""
+        jobs = [(p.key, p.module, p.example, p.dynamic) for p in parts]
+        for part, build in zip(parts, builds.spawn(jobs, CHILD_NICE), strict=True):
+            part.build = build
+            if build is None:
+                self.pending.remove(part)
+                why = f"no process could be started to compile it in {builds.jobs_dir()}"
+                with quiet():
+                    self._use(part, self._here(part, why), 0)
+
+    def _here(self, part: _Part, why: str) -> Callable | None:
+        return in_process(part.fn, part.example, part.check, part.dynamic, why)
+
+    def _use(self, part: _Part, compiled: Callable | None, transition: int) -> None:
+        if compiled is None:
+            fallback(part.disagrees())
+            return
+        setattr(self, part.name, part.wrap(compiled))
+        self.took_over[part.name] = transition
+
+    def poll(self, transition: int) -> None:
+        """Take over every part whose compiling has ended; ``transition`` is the number of
+        transitions run so far."""
+        for part in list(self.pending):
+            if not part.build.done():
+                continue
+            self.pending.remove(part)
+            t0 = time.perf_counter()
+            try:
+                with quiet():
+                    compiled = compiled_cache.load(part.key, part.example[0].device)
+                    if compiled is not None and not part.check(compiled):
+                        compiled_cache.discard(part.key)
+                        fallback(part.disagrees())
+                        continue
+                    if compiled is None:  # the child stored nothing: compiled here instead
+                        compiled = self._here(part, part.build.why_not())
+                    self._use(part, compiled, transition)
+            except Exception as exc:
+                fallback(f"{part.what} could not be compiled ({reason(exc)})")
+            finally:
+                self.seconds += time.perf_counter() - t0
