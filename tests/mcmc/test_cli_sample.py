@@ -39,6 +39,10 @@ def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback to eager would be a CompileFallbackWarning
         res = runner.invoke(app, args)
+    if compiled:  # the packages' child compiles on after the command; not beside later tests
+        from latentfit.mcmc import builds
+
+        builds.wait(timeout=0)
     assert res.exit_code == 0, res.output
     assert "MAP results" in res.output and "NUTS posterior" in res.output
     row = next(line for line in res.output.splitlines() if line.startswith("rate "))
