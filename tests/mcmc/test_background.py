@@ -75,6 +75,20 @@ def test_where_no_child_can_start_the_leapfrog_compiles_here_and_says_why(tmp_pa
     assert res.warmup_stats["compiled"]
 
 
+def test_runs_while_children_are_busy_queue_instead_of_starting_more(tmp_path, monkeypatch):
+    # a loop sampling many data sets (each a new package) starts no child beyond the slots:
+    # a run whose parts found no free slot samples eagerly and compiles nothing
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(builds, "running", lambda: 99)
+    before = list(builds._CHILDREN)
+    res = _run(True, n=20)
+    assert res.warmup_stats["compiled_from"] == {"leapfrog": None, "merge": None}
+    assert not res.warmup_stats["compiled"]
+    assert builds._CHILDREN == before and not list(tmp_path.rglob("*.job"))
+    eager = _run(False, n=20)
+    torch.testing.assert_close(res["x"], eager["x"], rtol=0, atol=0)  # the eager draws
+
+
 def _job(key: str, fn=None):
     fn = fn or (lambda x: (x * 2,))
     return (key, AsModule(fn), (torch.ones(3, dtype=F64),), None)

@@ -11,7 +11,9 @@ bookkeeping of a doubling. For each, at the start of a run:
   (builds.py, ~12 s of one core each on a CPU). The run samples eagerly meanwhile and polls the
   child before every transition (a ``waitpid``, a microsecond); when the package is stored it is
   loaded, checked and used from then on. The child outlives a run that ends first, so that the
-  next run finds the package.
+  next run finds the package. A process keeps at most one child per spare core: a loop that
+  samples many data sets (each a new package) queues its parts behind the busy children, and
+  a run that ends before a child is free compiles nothing.
 
 Where no child can start (the cache folder cannot be written) or a child stores no package,
 that part compiles in this process (``compiled.in_process``, waited for) with a
@@ -62,8 +64,10 @@ CHILD_NICE = 10
 
 
 def _slots() -> int:
-    """How many children compile at once: one per core the sampler leaves (at least one). One
-    child compiles its packages in turn, the leapfrog's (which matters most) first."""
+    """How many children of this process compile at once: one per core the sampler leaves (at
+    least one). One child compiles its packages in turn, the leapfrog's (which matters most)
+    first; parts beyond the slots wait for one, and are not compiled where the run ends
+    first."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 
@@ -82,7 +86,7 @@ class _Part:
     dynamic: dict[int, int] | None = None
     key: str | None = None
     module: torch.nn.Module | None = field(default=None, repr=False)  # what a child compiles
-    build: builds.Build | None = field(default=None, repr=False)  # its child's
+    build: builds.Build | None = field(default=None, repr=False)  # None while queued
 
 
 class BackgroundCompile:
@@ -121,9 +125,18 @@ class BackgroundCompile:
             )  # fmt: skip
         for part in parts:
             self._start(part)
+        self._start_children()
+
+    def _start_children(self) -> None:
+        """Start children for the parts waiting for one, at most one per free slot: children
+        that earlier runs of this process started (a loop over many data sets, each a new
+        package) are counted, so that they queue instead of piling up."""
+        queued = [p for p in self.pending if p.build is None]
+        free = _slots() - builds.running()
+        if not queued or free <= 0:
+            return
         t0 = time.perf_counter()
-        slots = _slots()
-        for group in [self.pending[i::slots] for i in range(slots)]:
+        for group in [queued[i::free] for i in range(free)]:
             if group:
                 self._spawn(group)
         self.seconds += time.perf_counter() - t0
@@ -181,8 +194,9 @@ class BackgroundCompile:
     def poll(self, transition: int) -> None:
         """Take over every part whose compiling has ended; ``transition`` is the number of
         transitions run so far."""
+        self._start_children()
         for part in list(self.pending):
-            if not part.build.done():
+            if part.build is None or not part.build.done():
                 continue
             self.pending.remove(part)
             t0 = time.perf_counter()

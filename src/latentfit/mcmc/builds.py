@@ -35,7 +35,7 @@ import torch
 
 from latentfit.mcmc import compiled_cache
 
-__all__ = ["Build", "jobs_dir", "spawn", "wait"]
+__all__ = ["Build", "jobs_dir", "running", "spawn", "wait"]
 
 #: a job file older than this, whatever its process, belongs to a child that died
 STALE_SECONDS = 15 * 60
@@ -175,6 +175,15 @@ def _claim(job: Path) -> bool:
         job.unlink(missing_ok=True)
         os.close(os.open(job, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         return True
+
+
+def running() -> int:
+    """How many children this process started are still compiling."""
+    for child in list(_CHILDREN):
+        if child.poll() is not None:
+            with contextlib.suppress(ValueError):
+                _CHILDREN.remove(child)
+    return len(_CHILDREN)
 
 
 def wait(timeout: float = 900.0) -> None:
