@@ -164,17 +164,18 @@ def spawn(
 
 
 def _claim(job: Path) -> bool:
-    """Create ``job`` exclusively (taking over a stale one); False where another run's child
-    holds it."""
+    """Create ``job`` exclusively (taking over a stale one), naming this process until its
+    child names itself; False where another run's child holds it."""
     try:
-        os.close(os.open(job, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
+        fd = os.open(job, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         if not _stale(job):
             return False
         job.unlink(missing_ok=True)
-        os.close(os.open(job, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
+        fd = os.open(job, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w") as f:  # a process that dies before its child starts leaves a
+        f.write(f"{os.getpid()}\n")  # job that the next run sees is stale
+    return True
 
 
 def running() -> int:
