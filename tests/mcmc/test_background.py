@@ -120,6 +120,7 @@ def test_a_job_another_live_process_holds_is_waited_for_a_dead_ones_is_taken_ove
                           capture_output=True, text=True, check=True)  # fmt: skip
     (folder / "k-dead.job").write_text(dead.stdout)  # its process is gone
 
+    assert builds.held("k-live") is not None and builds.held("k-dead") is None
     live, taken = builds.spawn([_job("k-live"), _job("k-dead", _raises)])
     assert live is not None and live.child is None and not live.done()  # waits for the other
     assert taken is not None and taken.child is not None  # ours now

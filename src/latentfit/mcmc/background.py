@@ -152,6 +152,10 @@ class BackgroundCompile:
                         return self._use(part, cached, 0)
                     if cached is not None:
                         compiled_cache.discard(part.key)
+                    part.build = builds.held(part.key)  # a rerun while a child compiles it
+                    if part.build is not None:
+                        self.pending.append(part)
+                        return None
                     part.module = (
                         AsModule(part.fn)
                         if part.dynamic is not None

@@ -35,7 +35,7 @@ import torch
 
 from latentfit.mcmc import compiled_cache
 
-__all__ = ["Build", "jobs_dir", "running", "spawn", "wait"]
+__all__ = ["Build", "held", "jobs_dir", "running", "spawn", "wait"]
 
 #: a job file older than this, whatever its process, belongs to a child that died
 STALE_SECONDS = 15 * 60
@@ -161,6 +161,12 @@ def spawn(
     for i in mine:
         builds[i] = Build(jobs[i][0], child, log)
     return builds
+
+
+def held(key: str) -> Build | None:
+    """The build of ``key`` that another run's child has under way, or None."""
+    job = jobs_dir() / f"{key}.job"
+    return Build(key) if job.exists() and not _stale(job) else None
 
 
 def _claim(job: Path) -> bool:
