@@ -125,9 +125,9 @@ class BackgroundCompile:
             )  # fmt: skip
         for part in parts:
             self._start(part)
-        self._start_children()
+        self._start_children(0)
 
-    def _start_children(self) -> None:
+    def _start_children(self, transition: int) -> None:
         """Start children for the parts waiting for one, at most one per free slot: children
         that earlier runs of this process started (a loop over many data sets, each a new
         package) are counted, so that they queue instead of piling up."""
@@ -138,7 +138,7 @@ class BackgroundCompile:
         t0 = time.perf_counter()
         for group in [queued[i::free] for i in range(free)]:
             if group:
-                self._spawn(group)
+                self._spawn(group, transition)
         self.seconds += time.perf_counter() - t0
 
     def _start(self, part: _Part) -> None:
@@ -173,17 +173,20 @@ class BackgroundCompile:
         finally:
             self.seconds += time.perf_counter() - t0
 
-    def _spawn(self, parts: list[_Part]) -> None:
+    def _spawn(self, parts: list[_Part], transition: int) -> None:
         """Start one child compiling ``parts`` in turn; a part no child can take is compiled
-        here (waited for)."""
+        here (waited for), and takes over at ``transition``."""
         jobs = [(p.key, p.module, p.example, p.dynamic) for p in parts]
         for part, build in zip(parts, builds.spawn(jobs, CHILD_NICE), strict=True):
             part.build = build
             if build is None:
                 self.pending.remove(part)
                 why = f"no process could be started to compile it in {builds.jobs_dir()}"
-                with quiet():
-                    self._use(part, self._here(part, why), 0)
+                try:
+                    with quiet():
+                        self._use(part, self._here(part, why), transition)
+                except Exception as exc:  # inductor failed too: this part runs eagerly
+                    fallback(f"{part.what} could not be compiled ({reason(exc)})")
 
     def _here(self, part: _Part, why: str) -> Callable | None:
         return in_process(part.fn, part.example, part.check, part.dynamic, why)
@@ -198,7 +201,7 @@ class BackgroundCompile:
     def poll(self, transition: int) -> None:
         """Take over every part whose compiling has ended; ``transition`` is the number of
         transitions run so far."""
-        self._start_children()
+        self._start_children(transition)
         for part in list(self.pending):
             if part.build is None or not part.build.done():
                 continue
