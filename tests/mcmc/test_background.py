@@ -39,6 +39,7 @@ def test_a_first_run_samples_at_once_and_the_compiled_code_takes_over(tmp_path, 
     monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
     # at the usual nice +10 the child would wait for the other test worker's core
     monkeypatch.setattr("latentfit.mcmc.background.CHILD_NICE", 0)
+    builds.wait(timeout=600)  # an earlier test's child in this worker would hold the one slot
     hmc = dict(kernel="hmc", num_steps=4)
     res = _run(True, **hmc)
     stats = res.warmup_stats
@@ -91,7 +92,7 @@ def test_runs_while_children_are_busy_queue_instead_of_starting_more(tmp_path, m
 
 def _job(key: str, fn=None):
     fn = fn or (lambda x: (x * 2,))
-    return (key, AsModule(fn), (torch.ones(3, dtype=F64),), None)
+    return (key, AsModule(fn), (torch.ones(3, dtype=F64),), None, None)
 
 
 def _raises(x):

@@ -46,6 +46,7 @@ from latentfit.mcmc.compiled import (
     fallback,
     in_process,
     leapfrog_parts,
+    merge_options,
     merge_parts,
     quiet,
     reason,
@@ -84,6 +85,7 @@ class _Part:
     wrap: Callable[[Callable], Callable]
     disagrees: Callable[[], str]
     dynamic: dict[int, int] | None = None
+    options: dict | None = None  # inductor's settings (compiled_cache.build)
     key: str | None = None
     module: torch.nn.Module | None = field(default=None, repr=False)  # what a child compiles
     build: builds.Build | None = field(default=None, repr=False)  # None while queued
@@ -120,7 +122,7 @@ class BackgroundCompile:
                     lambda c, fn=fn: wrap_merge(c, fn),
                     lambda: f"the compiled tree bookkeeping disagrees with the eager one at "
                     f"{wrong} leaves",
-                    MERGE_DYNAMIC,
+                    MERGE_DYNAMIC, merge_options(state.u.device),
                 )
             )  # fmt: skip
         for part in parts:
@@ -165,7 +167,11 @@ class BackgroundCompile:
                     return None
                 # no key (the function cannot be recorded): compiled here, every run
                 return self._use(
-                    part, in_process(part.fn, part.example, part.check, part.dynamic), 0
+                    part,
+                    in_process(
+                        part.fn, part.example, part.check, part.dynamic, options=part.options
+                    ),
+                    0,
                 )
         except Exception as exc:  # tracing or compiling failed: this part runs eagerly
             fallback(f"{part.what} could not be traced or compiled ({reason(exc)})")
@@ -176,7 +182,7 @@ class BackgroundCompile:
     def _spawn(self, parts: list[_Part], transition: int) -> None:
         """Start one child compiling ``parts`` in turn; a part no child can take is compiled
         here (waited for), and takes over at ``transition``."""
-        jobs = [(p.key, p.module, p.example, p.dynamic) for p in parts]
+        jobs = [(p.key, p.module, p.example, p.dynamic, p.options) for p in parts]
         for part, build in zip(parts, builds.spawn(jobs, CHILD_NICE), strict=True):
             part.build = build
             if build is None:
@@ -189,7 +195,7 @@ class BackgroundCompile:
                     fallback(f"{part.what} could not be compiled ({reason(exc)})")
 
     def _here(self, part: _Part, why: str) -> Callable | None:
-        return in_process(part.fn, part.example, part.check, part.dynamic, why)
+        return in_process(part.fn, part.example, part.check, part.dynamic, why, part.options)
 
     def _use(self, part: _Part, compiled: Callable | None, transition: int) -> None:
         if compiled is None:

@@ -115,11 +115,11 @@ def _stale(job: Path) -> bool:
 
 
 def spawn(
-    jobs: list[tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], dict[int, int] | None]],
+    jobs: list[tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], dict | None, dict | None]],
     nice: int = 0,
 ) -> list[Build | None]:
     """Start one child process that compiles each job in turn, ``(key, module, example,
-    dynamic)`` as ``compiled_cache.build`` takes them, at ``nice`` more niceness than this
+    dynamic, options)`` as ``compiled_cache.build`` takes them, at ``nice`` more niceness than this
     process. Returns a ``Build`` for each job: the child's, or that of a child another run
     started for the same key; None where no child can start (the cache folder cannot be
     written, the graph cannot be pickled, no interpreter runs): the caller compiles it."""
@@ -128,13 +128,11 @@ def spawn(
     mine: list[int] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for i, (key, module, example, dynamic) in enumerate(jobs):
+        for i, (key, module, example, dynamic, options) in enumerate(jobs):
             if _claim(folder / f"{key}.job"):
                 mine.append(i)
-                torch.save(
-                    {"key": key, "module": module, "example": example, "dynamic": dynamic},
-                    folder / f"{key}.pt",
-                )
+                task = {"key": key, "module": module, "example": example, "dynamic": dynamic}
+                torch.save({**task, "options": options}, folder / f"{key}.pt")
             else:
                 builds[i] = Build(key)  # another run's child compiles it
         if not mine:
@@ -230,7 +228,11 @@ def _main(nice: int, specs: list[Path]) -> None:
             if not compiled_cache.exists(task["key"]):
                 with quiet():
                     compiled_cache.build(
-                        task["key"], task["module"], task["example"], task["dynamic"]
+                        task["key"],
+                        task["module"],
+                        task["example"],
+                        task["dynamic"],
+                        task["options"],
                     )
         except Exception as exc:
             failed = True

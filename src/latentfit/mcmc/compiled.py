@@ -165,9 +165,11 @@ def _compiled(
     tag: str,
     check: Callable[[Callable], bool],
     dynamic: dict[int, int] | None = None,
+    options: dict | None = None,
 ) -> Callable | None:
-    """``fn`` compiled for ``example``'s shapes (``dynamic`` as in ``_trace``), or None when
-    the compiled function fails ``check``.
+    """``fn`` compiled for ``example``'s shapes (``dynamic`` as in ``_trace``; ``options``,
+    inductor settings, as in ``compiled_cache.build``), or None when the compiled function
+    fails ``check``.
 
     From the on-disk cache when it holds this computation (compiled_cache.py: milliseconds);
     otherwise compiled ahead of time into a package that is cached for the next run; where that
@@ -182,12 +184,12 @@ def _compiled(
             compiled_cache.discard(key)
         try:
             module = AsModule(fn) if dynamic is not None else static_graph(fn, example)
-            built = compiled_cache.build(key, module, example, dynamic)
+            built = compiled_cache.build(key, module, example, dynamic, options)
         except Exception as exc:  # export or ahead-of-time compiling failed: in-process
             not_kept = reason(exc)
         else:
             return built if check(built) else None
-    return in_process(fn, example, check, dynamic, not_kept if key is not None else None)
+    return in_process(fn, example, check, dynamic, not_kept if key is not None else None, options)
 
 
 def in_process(
@@ -196,11 +198,12 @@ def in_process(
     check: Callable[[Callable], bool],
     dynamic: dict[int, int] | None = None,
     not_kept: str | None = None,
+    options: dict | None = None,
 ) -> Callable | None:
     """``fn`` compiled by inductor in this process only, or None when it fails ``check``;
     ``not_kept`` says why no package could be kept for the next run (a warning), where one
     was tried."""
-    compiled = _inductor(*_trace(fn, example, dynamic))
+    compiled = _inductor(*_trace(fn, example, dynamic), options)
     if not_kept is not None:  # compiled after all, but the next run compiles again: say why
         warnings.warn(
             f"compile=True: compiled in this process only, not kept in "
@@ -288,7 +291,7 @@ def reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
-def _inductor(graph: torch.fx.GraphModule, fake: list) -> Callable:
+def _inductor(graph: torch.fx.GraphModule, fake: list, options: dict | None = None) -> Callable:
     """The graph compiled by inductor. Called directly, the compiled function skips dynamo's
     frame evaluation and guards (14-23 µs per eight-schools step instead of 80 µs through
     ``torch.compile``): the graph is already traced, and the sampler only ever calls it with
@@ -297,8 +300,8 @@ def _inductor(graph: torch.fx.GraphModule, fake: list) -> Callable:
     try:
         from torch._inductor.compile_fx import compile_fx
     except ImportError:
-        return torch.compile(graph, dynamic=False, fullgraph=True)
-    return compile_fx(graph, fake)
+        return torch.compile(graph, dynamic=False, fullgraph=True, options=options)
+    return compile_fx(graph, fake, config_patches=options)
 
 
 def _agree(compiled: Callable, fn: Callable, example: tuple) -> bool:
@@ -353,11 +356,18 @@ def start_merge_build(metric: Metric, state: State) -> Build | None:
     key = compiled_cache.fingerprint(fn, example, tag)
     if key is None or compiled_cache.exists(key):
         return None
-    return builds.spawn([(key, AsModule(fn), example, MERGE_DYNAMIC)])[0]
+    options = merge_options(state.u.device)
+    return builds.spawn([(key, AsModule(fn), example, MERGE_DYNAMIC, options)])[0]
 
 
-def _tag(dense: bool) -> str:
-    return f"merge:{dense}"
+def merge_options(device: torch.device) -> dict:
+    """Inductor's settings for the tree bookkeeping: its loops run over the parameters and the
+    leaves, short ones (``compiled_cache.narrow_vectors``)."""
+    return compiled_cache.narrow_vectors(device)
+
+
+def _tag(dense: bool, device: torch.device) -> str:
+    return f"merge:{dense}:{sorted(merge_options(device).items())}"
 
 
 def merge_parts(
@@ -381,7 +391,7 @@ def merge_parts(
         return not wrong
 
     example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
-    return fn, example, _tag(dense), check, wrong
+    return fn, example, _tag(dense, dev), check, wrong
 
 
 def compile_merge(
@@ -398,7 +408,8 @@ def compile_merge(
     try:
         with quiet():
             fn, example, tag, check, wrong = merge_parts(metric, state)
-            compiled = _compiled(fn, example, tag, check, MERGE_DYNAMIC)
+            options = merge_options(state.u.device)
+            compiled = _compiled(fn, example, tag, check, MERGE_DYNAMIC, options)
     except Exception as exc:
         fallback(f"the tree bookkeeping could not be compiled ({reason(exc)})")
         return None, time.perf_counter() - t0
