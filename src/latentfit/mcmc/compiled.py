@@ -55,6 +55,7 @@ from latentfit.mcmc.kernels import (
     merge_subtree,
     velocity,
 )
+from latentfit.mcmc.short_lse import ShortLogSumExp
 from latentfit.mcmc.target import Target
 
 __all__ = ["compile_leapfrog", "compile_merge", "start_merge_build"]
@@ -246,7 +247,8 @@ def _trace(
     a shape environment so that inductor can key its on-disk cache on the graph: a second run
     of the same model loads the compiled code (~1.5 s on a CPU) instead of generating it
     again. ``torch.distributions``' argument checks are off while tracing
-    (``compiled_cache.without_validation``)."""
+    (``compiled_cache.without_validation``), and a log-sum-exp over 2-4 components is written
+    out as slices (short_lse.py)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
     from torch.fx.experimental.symbolic_shapes import (
@@ -267,7 +269,7 @@ def _trace(
                 sizes[dynamic[i]] = DimDynamic.DYNAMIC
             ctx = StatelessSymbolicContext(dynamic_sizes=sizes)
             fake.append(mode.from_tensor(x, symbolic_context=ctx))
-    with without_validation(), mode:
+    with without_validation(), mode, ShortLogSumExp():
         graph = make_fx(
             raw,
             tracing_mode="real" if dynamic is None else "symbolic",
