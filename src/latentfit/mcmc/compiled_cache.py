@@ -138,11 +138,12 @@ def narrow_vectors(device: torch.device) -> dict:
     Inductor sizes its vectors for 16 floats whatever the dtype, so with AVX-512 a float64
     loop works on two 512-bit registers at a time. A loop over 10 parameters then fills 10 of
     16 lanes, and each of its sums ends in a reduction across the lanes through the stack,
-    which costs more than the loop (2/3 of the bookkeeping's time at 32 chains, by ``perf``).
-    With 256-bit vectors the bookkeeping runs 1.7-2x faster (32 chains, 10 parameters:
-    49 µs against 70-78 µs at 2 leaves, 279 µs against 498-520 µs at 32). The leapfrog keeps
-    inductor's default: a density over a data set has long loops, where the wider vectors win
-    (gauss_mix's run at 32 chains took 8% longer with 256-bit ones)."""
+    which costs more than the loop (about three quarters of the bookkeeping's time at 32
+    chains, by ``perf``). With 256-bit vectors the bookkeeping runs 1.7-2x faster (32 chains,
+    10 parameters: 49 µs against 70-78 µs at 2 leaves, 279 µs against 498-520 µs at 32). The
+    leapfrog keeps inductor's default: a density over a data set has long loops, where the
+    wider vectors win (gauss_mix's run at 32 chains took 8% longer with both parts in 256-bit
+    vectors)."""
     if device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return {"cpp.simdlen": 256}
     return {}
