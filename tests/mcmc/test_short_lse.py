@@ -26,7 +26,7 @@ def _values(k: int, dim: int) -> torch.Tensor:
     return x.movedim(-1, dim)
 
 
-@pytest.mark.parametrize("k", range(2, SMALL + 1))
+@pytest.mark.parametrize("k", [2, 3, 4, 8, SMALL])
 @pytest.mark.parametrize("dim", [-1, 0, 1, 2])
 @pytest.mark.parametrize("keepdim", [False, True])
 def test_same_values_and_gradients_as_torch(k, dim, keepdim):

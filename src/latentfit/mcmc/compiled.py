@@ -247,8 +247,8 @@ def _trace(
     a shape environment so that inductor can key its on-disk cache on the graph: a second run
     of the same model loads the compiled code (~1.5 s on a CPU) instead of generating it
     again. ``torch.distributions``' argument checks are off while tracing
-    (``compiled_cache.without_validation``), and a log-sum-exp over 2-4 components is written
-    out as slices (short_lse.py)."""
+    (``compiled_cache.without_validation``), and a log-sum-exp over 2-32 components is
+    written out as slices (short_lse.py)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
     from torch.fx.experimental.symbolic_shapes import (

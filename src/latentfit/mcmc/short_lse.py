@@ -9,11 +9,14 @@ responsibilities) runs one vector per point holding 2 of its 16 lanes for two co
 more than half of a compiled leapfrog step on a two-component mixture of 1,000 points was
 Sleef's ``exp`` (benchmarks/README.md). Written as ``log(Σ_k exp(comp[..., k] - m)) + m``
 over the slices ``comp[..., k]`` before autograd sees it, the forward and backward passes run
-along the points instead: 472-484 µs a step at 32 chains against 822-940 µs.
+along the points instead: 472-484 µs a step at 32 chains against 822-940 µs. On a mixture of
+K one-dimensional normals over 1,000 points (32 chains), a step took 644 against 987 µs for
+K = 4, 917-1,047 against 5,135-5,266 µs for K = 8, 2,062 against 6,253 µs for K = 16 and
+4,741 against 8,494 µs for K = 32.
 
 The rewrite is the same function (the shift ``m`` is the largest term, taken as zero where it
 is infinite, as ``torch.logsumexp`` does; its gradient is the softmax either way) and applies
-only to a dimension of static size 2-4 (``SMALL``) while tracing; the eager sampler and every
+only to a dimension of static size 2 to 32 (``SMALL``) while tracing; the eager sampler and every
 other caller of ``torch.logsumexp`` are untouched.
 """
 
@@ -25,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 __all__ = ["SMALL", "ShortLogSumExp"]
 
 #: the largest dimension written out as slices
-SMALL = 4
+SMALL = 32
 
 _LOGSUMEXP = {torch.logsumexp, torch.Tensor.logsumexp, torch.special.logsumexp}
 
