@@ -16,8 +16,8 @@ K = 4, 917-1,047 against 5,135-5,266 µs for K = 8, 2,062 against 6,253 µs for 
 
 The rewrite is the same function (the shift ``m`` is the largest term, taken as zero where it
 is infinite, as ``torch.logsumexp`` does; its gradient is the softmax either way) and applies
-only to a dimension of static size 2 to 32 (``SMALL``) while tracing; the eager sampler and every
-other caller of ``torch.logsumexp`` are untouched.
+only to a dimension of static size 2 to 32 (``SMALL``) while tracing; the eager sampler and
+every other caller of ``torch.logsumexp`` are untouched.
 """
 
 from __future__ import annotations
