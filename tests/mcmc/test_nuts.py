@@ -70,10 +70,16 @@ def test_dense_metric_learns_the_covariance_and_samples_the_mvn():
         progress_bar=False,
     )
     _check_moments(r["x"], MEAN, COV.diagonal().sqrt())
+
     # the last window's regularised covariance estimate is the target covariance within the
-    # error of ~150 correlated draws (relative Frobenius error ~ 0.15)
-    for inv in r.inv_metric:
-        assert torch.linalg.matrix_norm(inv - COV) / torch.linalg.matrix_norm(COV) < 0.35
+    # error of its 100 correlated draws: relative Frobenius errors of 0.07-0.43 per chain and
+    # 0.10-0.26 for the mean of the 4 chains over seeds 0-11. A metric that learnt nothing
+    # (the identity) is 0.62 off, one that learnt only the variances 0.51.
+    def error(inv):
+        return float(torch.linalg.matrix_norm(inv - COV) / torch.linalg.matrix_norm(COV))
+
+    assert max(error(inv) for inv in r.inv_metric) < 0.5
+    assert error(r.inv_metric.mean(0)) < 0.3
     # with the covariance learnt, the trajectory is short: a diagonal metric cannot undo the
     # 0.95 correlation and needs longer trees
     diag = sample(

@@ -8,7 +8,8 @@ bookkeeping of a doubling. For each, at the start of a run:
   in milliseconds; the run is compiled from its first transition;
 - it is not: the graph is traced here (~1 s for the leapfrog, which needs the user's density;
   nothing for the bookkeeping, which is latentfit's own code) and a child process compiles it
-  (builds.py, ~12 s of one core each on a CPU). The run samples eagerly meanwhile and polls the
+  (builds.py, ~12 s of one core each on a CPU). The run samples meanwhile with the traced
+  graph replayed by TorchScript's interpreter (replay.py; eagerly where it cannot be) and polls the
   child before every transition (a ``waitpid``, a microsecond); when the package is stored it is
   loaded, checked and used from then on. The child outlives a run that ends first, so that the
   next run finds the package. A process keeps at most one child per spare core: a loop that
@@ -46,6 +47,7 @@ from latentfit.mcmc.compiled import (
     fallback,
     in_process,
     leapfrog_parts,
+    merge_agrees,
     merge_options,
     merge_parts,
     quiet,
@@ -55,6 +57,7 @@ from latentfit.mcmc.compiled import (
     wrap_merge,
 )
 from latentfit.mcmc.kernels import Metric, State
+from latentfit.mcmc.replay import ReplayedMerge, replay
 from latentfit.mcmc.target import Target
 
 __all__ = ["BackgroundCompile"]
@@ -93,10 +96,11 @@ class _Part:
 
 class BackgroundCompile:
     """The compiled parts of one run: ``leapfrog`` and ``merge`` (None while, or where, they
-    run eagerly), ``took_over`` (the number of transitions before each part ran compiled, None
-    where it never did), ``seconds`` (the time this process spent on compiling: fingerprints,
-    loads, checks, traces, and any in-process compile), and ``pending`` (parts still
-    compiling in a child)."""
+    run eagerly; replayed, replay.py, while their packages compile: the names in
+    ``replaying``, and in ``replayed`` once they were), ``took_over`` (the number of
+    transitions before each part ran compiled, None where it never did), ``seconds`` (the time
+    this process spent on compiling: fingerprints, loads, checks, traces, and any in-process
+    compile), and ``pending`` (parts still compiling in a child)."""
 
     def __init__(
         self, target: Target, metric: Metric, state: State, step_size: torch.Tensor, nuts: bool
@@ -106,6 +110,9 @@ class BackgroundCompile:
         self.took_over: dict[str, int | None] = {"leapfrog": None}
         self.seconds = 0.0
         self.pending: list[_Part] = []
+        self.replayed: list[str] = []  # the parts that ran replayed (replay.py) meanwhile
+        self.replaying: set[str] = set()  # those that still do
+        self.dense = metric.dense
         raw, example, tag, check = leapfrog_parts(target, metric, state, step_size)
         parts = [
             _Part(
@@ -115,6 +122,7 @@ class BackgroundCompile:
         ]  # fmt: skip
         if nuts:
             fn, example, tag, check, wrong = merge_parts(metric, state)
+            self._merge_agrees = merge_agrees(metric, state)
             self.took_over["merge"] = None
             parts.append(
                 _Part(
@@ -155,15 +163,14 @@ class BackgroundCompile:
                     if cached is not None:
                         compiled_cache.discard(part.key)
                     part.build = builds.held(part.key)  # a rerun while a child compiles it
-                    if part.build is not None:
-                        self.pending.append(part)
-                        return None
-                    part.module = (
-                        AsModule(part.fn)
-                        if part.dynamic is not None
-                        else static_graph(part.fn, part.example)
-                    )
-                    self.pending.append(part)  # to compile in a child
+                    if part.build is None:  # to compile in a child
+                        part.module = (
+                            AsModule(part.fn)
+                            if part.dynamic is not None
+                            else static_graph(part.fn, part.example)
+                        )
+                    self.pending.append(part)
+                    self._replay(part)
                     return None
                 # no key (the function cannot be recorded): compiled here, every run
                 return self._use(
@@ -179,6 +186,24 @@ class BackgroundCompile:
         finally:
             self.seconds += time.perf_counter() - t0
 
+    def _replay(self, part: _Part) -> None:
+        """Until its package arrives, the part runs replayed (replay.py) where it can."""
+        if part.name == "leapfrog":
+            try:
+                graph = part.module
+                if graph is None:  # a rerun while another process's child compiles it
+                    graph = static_graph(part.fn, part.example)
+                replayed = replay(graph, part.example)
+                if replayed is None or not part.check(replayed):
+                    return
+            except Exception:  # eagerly until the package arrives, as without the replay
+                return
+            self.leapfrog = wrap_leapfrog(replayed)
+        else:
+            self.merge = ReplayedMerge(self.dense, self._merge_agrees)
+        self.replayed.append(part.name)
+        self.replaying.add(part.name)
+
     def _spawn(self, parts: list[_Part], transition: int) -> None:
         """Start one child compiling ``parts`` in turn; a part no child can take is compiled
         here (waited for), and takes over at ``transition``."""
@@ -192,16 +217,22 @@ class BackgroundCompile:
                     with quiet():
                         self._use(part, self._here(part, why), transition)
                 except Exception as exc:  # inductor failed too: this part runs eagerly
-                    fallback(f"{part.what} could not be compiled ({reason(exc)})")
+                    self._eager(part, f"{part.what} could not be compiled ({reason(exc)})")
 
     def _here(self, part: _Part, why: str) -> Callable | None:
         return in_process(part.fn, part.example, part.check, part.dynamic, why, part.options)
 
+    def _eager(self, part: _Part, why: str) -> None:
+        fallback(why)
+        setattr(self, part.name, None)  # eagerly, as the warning says, not replayed
+        self.replaying.discard(part.name)
+
     def _use(self, part: _Part, compiled: Callable | None, transition: int) -> None:
         if compiled is None:
-            fallback(part.disagrees())
+            self._eager(part, part.disagrees())
             return
         setattr(self, part.name, part.wrap(compiled))
+        self.replaying.discard(part.name)
         self.took_over[part.name] = transition
 
     def poll(self, transition: int) -> None:
@@ -218,12 +249,12 @@ class BackgroundCompile:
                     compiled = compiled_cache.load(part.key, part.example[0].device)
                     if compiled is not None and not part.check(compiled):
                         compiled_cache.discard(part.key)
-                        fallback(part.disagrees())
+                        self._eager(part, part.disagrees())
                         continue
                     if compiled is None:  # the child stored nothing: compiled here instead
                         compiled = self._here(part, part.build.why_not())
                     self._use(part, compiled, transition)
             except Exception as exc:
-                fallback(f"{part.what} could not be compiled ({reason(exc)})")
+                self._eager(part, f"{part.what} could not be compiled ({reason(exc)})")
             finally:
                 self.seconds += time.perf_counter() - t0

@@ -381,20 +381,29 @@ def merge_parts(
     against it on subtrees of 2, 8 and 64 leaves, and the list that check fills with the sizes
     where they disagree."""
     c, d = state.u.shape
-    dt, dev, dense = state.u.dtype, state.u.device, metric.dense
-    fn = functools.partial(merge_subtree, dense)
+    fn = functools.partial(merge_subtree, metric.dense)
+    agrees = merge_agrees(metric, state)
     wrong: list[int] = []
 
     def check(compiled: Callable) -> bool:
-        wrong[:] = [
-            L
-            for L, seed in ((2, 1), (8, 2), (64, 3))
-            if not _agree(compiled, fn, _merge_example(c, d, L, dense, dt, dev, seed))
-        ]
+        wrong[:] = [L for L, seed in ((2, 1), (8, 2), (64, 3)) if not agrees(compiled, L, seed)]
         return not wrong
 
-    example = _merge_example(c, d, 8, dense, dt, dev, seed=0)
-    return fn, example, _tag(dense), check, wrong
+    example = _merge_example(c, d, 8, metric.dense, state.u.dtype, state.u.device, seed=0)
+    return fn, example, _tag(metric.dense), check, wrong
+
+
+def merge_agrees(metric: Metric, state: State) -> Callable[[Callable, int, int], bool]:
+    """``agrees(merge, L, seed)``: ``merge`` gives ``merge_subtree``'s outputs on a random
+    subtree of ``L`` leaves (``_merge_example``) for these chains, parameters and metric kind."""
+    c, d = state.u.shape
+    dt, dev, dense = state.u.dtype, state.u.device, metric.dense
+    fn = functools.partial(merge_subtree, dense)
+
+    def agrees(merge: Callable, L: int, seed: int) -> bool:
+        return _agree(merge, fn, _merge_example(c, d, L, dense, dt, dev, seed))
+
+    return agrees
 
 
 def compile_merge(

@@ -1,0 +1,165 @@
+"""mcmc/replay.py: while a package compiles, the traced leapfrog and the tree bookkeeping
+replayed by TorchScript's interpreter give the values of the graph they replay, bit for bit,
+and those of the eager functions; a bookkeeping trace that disagrees, a subtree too large for
+one block, and a torch without ``torch.jit.trace`` run eagerly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributions as D
+
+from latentfit.mcmc import Target, builds, replay, sample
+from latentfit.mcmc.compiled import leapfrog_parts, merge_agrees, static_graph, wrap_leapfrog
+from latentfit.mcmc.kernels import Metric, _leapfrog, nuts_transition
+from latentfit.mcmc.replay import ReplayedMerge
+from latentfit.mcmc.result import import_arviz
+from tests.mcmc.test_compiled import CONSTRAINTS, SHAPES, _per_chain, _state
+
+F64 = torch.float64
+COV = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.0, 0.3], [0.0, 0.3, 4.0]], dtype=F64)
+
+
+def _mvn(x):  # vectorized: (c, 3) -> (c,)
+    return D.MultivariateNormal(torch.zeros(3, dtype=F64), COV).log_prob(x)
+
+
+def _equal(x: torch.Tensor, y: torch.Tensor) -> bool:
+    return torch.equal(x, y) or bool(((x == y) | (x.isnan() & y.isnan())).all())
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_replayed_leapfrog_is_its_graph_bit_for_bit_and_the_eager_step(dense):
+    # every constraint kind, a density written per chain (vmapped)
+    target = Target(_per_chain, SHAPES, CONSTRAINTS)
+    c, d = 3, target.n_free
+    state = _state(target, c)
+    g = torch.Generator().manual_seed(2)
+    if dense:
+        a = 0.3 * torch.randn(c, d, d, generator=g, dtype=F64)
+        metric = Metric(a @ a.transpose(-1, -2) + torch.eye(d, dtype=F64))
+    else:
+        metric = Metric(torch.rand(c, d, generator=g, dtype=F64) + 0.5)
+    step_size = torch.full((c,), 0.1, dtype=F64)
+    raw, example, _, check = leapfrog_parts(target, metric, state, step_size)
+    graph = static_graph(raw, example)
+    replayed = replay.replay(graph, example)
+    assert replayed is not None and check(replayed)
+    by_graph, by_replay = wrap_leapfrog(graph), wrap_leapfrog(replayed)
+    p0 = torch.randn(c, d, generator=g, dtype=F64)
+    e = step_size[:, None]
+    half = 0.5 * e
+    a, pa, b, pb, x, px = state, p0, state, p0, state, p0
+    for _ in range(5):
+        a, pa = by_graph(target, metric, a, pa, e, half)
+        b, pb = by_replay(target, metric, b, pb, e, half)
+        x, px = _leapfrog(target, metric, x, px, e, half)
+    for want, got, eager in zip((*a, pa), (*b, pb), (*x, px), strict=True):
+        assert torch.equal(got, want)
+        torch.testing.assert_close(got, eager, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_replayed_tree_bookkeeping_gives_the_eager_transitions_bit_for_bit(dense):
+    # the compiled bookkeeping's test (test_compiled.py) with the replay: the same kernels in
+    # the same order, so the transitions are equal, not close
+    target = Target(_mvn, {"x": (3,)}, vectorized=True)
+    state = _state(target, 5)
+    inv = torch.eye(3, dtype=F64).expand(5, 3, 3).clone() if dense else torch.ones(5, 3, dtype=F64)
+    metric = Metric(inv * 0.7)
+    merge = ReplayedMerge(dense, merge_agrees(metric, state))
+    step = torch.tensor([0.05, 0.3, 0.6, 1.2, 2.5], dtype=F64)  # deep trees to divergences
+    a = b = state
+    ga, gb = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    diverged = 0
+    for _ in range(12):
+        a, sa = nuts_transition(target, metric, a, step, ga, max_depth=8)
+        b, sb = nuts_transition(target, metric, b, step, gb, max_depth=8, merge_step=merge)
+        for x, y in zip((*a, *sa), (*b, *sb), strict=True):
+            assert _equal(x, y)
+        diverged += int(sa.diverging.sum())
+    assert diverged > 0
+    traced = {L for L, fn in merge.by_leaves.items() if fn is not None}
+    assert len(traced) >= 4 and traced == set(merge.by_leaves)  # each depth met was replayed
+
+
+def test_a_disagreeing_trace_and_a_subtree_beyond_one_block_run_eagerly(monkeypatch):
+    target = Target(_mvn, {"x": (3,)}, vectorized=True)
+    state = _state(target, 4)
+    metric = Metric(torch.ones(4, 3, dtype=F64))
+    step = torch.full((4,), 0.05, dtype=F64)  # long trajectories: subtrees of 16-32 leaves
+    monkeypatch.setattr(replay, "_NODE_CHUNK", 4 * 7 * 6 * 3)  # up to 8 leaves in one block
+    never = ReplayedMerge(False, lambda *args: False)  # every trace disagrees
+    small = ReplayedMerge(False, merge_agrees(metric, state))
+    a = b = c = state
+    gens = [torch.Generator().manual_seed(5) for _ in range(3)]
+    for _ in range(6):
+        a, sa = nuts_transition(target, metric, a, step, gens[0], max_depth=6)
+        b, sb = nuts_transition(target, metric, b, step, gens[1], max_depth=6, merge_step=never)
+        c, sc = nuts_transition(target, metric, c, step, gens[2], max_depth=6, merge_step=small)
+        for x, y, z in zip((*a, *sa), (*b, *sb), (*c, *sc), strict=True):
+            assert _equal(x, y) and _equal(x, z)
+    assert set(never.by_leaves.values()) == {None}
+    assert max(small.by_leaves) > 8  # deep enough to pass the block
+    assert all((fn is None) == (L > 8) for L, fn in small.by_leaves.items())
+
+
+def _run(compile, n: int = 30, **kwargs):
+    options = dict(num_chains=3, num_warmup=n, num_draws=n, generator=1, progress_bar=False)
+    return sample(
+        _mvn, {"x": torch.zeros(3)}, vectorized=True, compile=compile, **options, **kwargs
+    )
+
+
+def test_a_first_run_samples_replayed_until_its_packages_arrive(tmp_path, monkeypatch):
+    # no child free (a loop's children busy): nothing compiles, and both parts run replayed
+    # for the whole run, with the draws of the eager run (this density's graph rounds as
+    # autograd does)
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(builds, "running", lambda: 99)
+    res = _run(True)
+    stats = res.warmup_stats
+    assert stats["replayed"] == ("leapfrog", "merge")
+    assert stats["compiled_from"] == {"leapfrog": None, "merge": None}
+    torch.testing.assert_close(res["x"], _run(False)["x"], rtol=0, atol=0)
+    assert _run(False).warmup_stats["replayed"] == ()
+
+
+def test_without_torch_jit_trace_a_first_run_samples_eagerly(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(builds, "running", lambda: 99)
+    monkeypatch.delattr(torch.jit, "trace")
+    assert replay.replay(lambda x: x * 2, (torch.ones(2),)) is None
+    res = _run(True, kernel="hmc", num_steps=3)
+    assert res.warmup_stats["replayed"] == ()
+    torch.testing.assert_close(res["x"], _run(False, kernel="hmc", num_steps=3)["x"])
+
+
+def test_a_replayed_step_where_the_density_raises_rejects_those_chains(tmp_path, monkeypatch):
+    # the semicircle density of test_compiled.py through a Cholesky factor that raises for
+    # |r| >= 1: a replayed step that raises is taken eagerly, which rejects those chains
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(builds, "running", lambda: 99)
+
+    def log_density(r):
+        one = torch.ones_like(r)
+        m = torch.stack([torch.stack([one, r]), torch.stack([r, one])])
+        return torch.linalg.cholesky(m).diagonal().log().sum()
+
+    res = sample(
+        log_density,
+        {"r": 0.0},
+        num_chains=4,
+        num_warmup=300,
+        num_draws=500,
+        generator=3,
+        progress_bar=False,
+        compile=True,
+    )
+    assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
+    r = res["r"]
+    assert bool((r.abs() < 1).all())
+    az = import_arviz()
+    mcse = float(az.mcse(az.convert_to_dataset({"v": r.numpy()}))["v"])
+    assert abs(float(r.mean())) < 4 * mcse
+    assert abs(float(r.std()) / 0.5 - 1) < 0.1, float(r.std())
