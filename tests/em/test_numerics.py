@@ -90,6 +90,26 @@ def _compare(make, offset):
     np.testing.assert_allclose(c32, c64, rtol=1e-2, atol=1e-6)
 
 
+def test_bgmm_float32_keeps_the_prior_mean_of_data_far_from_the_origin():
+    """The default prior mean is the data mean, which float32 cannot hold at 1e7 (1e7 + 1.468
+    rounds to 1e7 + 1): kept in float64, the float32 fit converges to the float64 one. Rounded,
+    it moved every component's covariance by up to 1% through beta0 (x_k - m0)(x_k - m0)' and
+    the float32 fit did not converge at tol=1e-6 in 2000 iterations."""
+    X = (_two_clusters() + 1e7).astype(np.float32)
+    fits = {
+        dt: BayesianGaussianMixture(
+            n_components=2, dtype=dt, random_state=0, tol=1e-6, max_iter=500
+        ).fit(X.astype(dt))
+        for dt in ("float64", "float32")
+    }
+    assert fits["float32"].converged_
+    np.testing.assert_allclose(
+        fits["float32"].mean_prior_, X.astype(np.float64).mean(0), rtol=1e-12
+    )
+    c64, c32 = (np.sort(np.ravel(f.covariances_)) for f in fits.values())
+    np.testing.assert_allclose(c32, c64, rtol=2e-3)  # float32 sums of 2000 terms
+
+
 def test_weighted_mean_keeps_float32_precision_far_from_the_origin():
     """A float32 dot product of 2000 values near 1e7 drifts by ~190; the float64-accumulated
     mean is within float32's spacing (1.0 at 1e7) of numpy's float64 mean of the same values."""

@@ -82,11 +82,13 @@ def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "
         )
 
 
-def weighted_mean(X: torch.Tensor, w: torch.Tensor | None = None, rows: int = 1 << 16):
-    """Σ w x / Σ w (d,) accumulated in float64, returned in X's dtype: the shift statistics are
-    centred on. A float32 dot product of n values near 1e7 drifts by hundreds (its running
-    sum rounds to the spacing of 1e10-sized totals); in float64 the mean keeps the precision
-    of the data. Chunks of ``rows`` bound the float64 copy."""
+def weighted_mean(
+    X: torch.Tensor, w: torch.Tensor | None = None, rows: int = 1 << 16, dtype=None
+) -> torch.Tensor:
+    """Σ w x / Σ w (d,) accumulated in float64, returned in X's dtype (or ``dtype``): the shift
+    statistics are centred on. A float32 dot product of n values near 1e7 drifts by hundreds
+    (its running sum rounds to the spacing of 1e10-sized totals); in float64 the mean keeps the
+    precision of the data. Chunks of ``rows`` bound the float64 copy."""
     n, d = X.shape
     total = torch.zeros(d, dtype=torch.float64, device=X.device)
     mass = torch.zeros((), dtype=torch.float64, device=X.device)
@@ -105,7 +107,7 @@ def weighted_mean(X: torch.Tensor, w: torch.Tensor | None = None, rows: int = 1 
         lo, hi = torch.minimum(lo, finite.amin(0)), torch.maximum(hi, finite.amax(0))
     # within the data's range: a constant column's mean is its value exactly (the rounding of
     # 20 · 1e300 / 20 would leave deviations of 1e284, whose squares overflow)
-    return torch.minimum(torch.maximum(total / mass, lo), hi).to(X.dtype)
+    return torch.minimum(torch.maximum(total / mass, lo), hi).to(dtype or X.dtype)
 
 
 def precision_cholesky(
