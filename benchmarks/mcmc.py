@@ -84,7 +84,8 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
         builds.wait()  # children still compiling: not beside the next library's run
         print(
             f"  ({post.name} compile={compile!r}: {stats['compile_seconds']:.1f} s waited for, "
-            f"compiled from transition {stats['compiled_from']}; children ran on for "
+            f"compiled from transition {stats['compiled_from']}, replayed before: "
+            f"{', '.join(stats['replayed']) or 'nothing'}; children ran on for "
             f"{time.perf_counter() - t:.1f} s)",
             flush=True,
         )
