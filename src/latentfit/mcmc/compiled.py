@@ -27,9 +27,10 @@ model, number of chains and dtype needs 25-35 s of a CPU to compile them, every 
 them in milliseconds. Where a graph cannot be exported or compiled ahead of time, inductor
 compiles it in this process only (4-25 s, every run). This module compiles and waits
 (``compile="wait"``: ``compile_leapfrog``, ``compile_merge``); ``compile=True`` hands the
-compiling to child processes and samples meanwhile (background.py, builds.py), so that no
-first call waits on a compiler. It pays for itself on reruns, long runs, many chains and deep
-trees (benchmarks/README.md).
+compiling to child processes and samples meanwhile (background.py, builds.py) with the traced
+graphs replayed by TorchScript's interpreter (replay.py), so that no first call waits on a
+compiler. It pays for itself on reruns, long runs, many chains and deep trees
+(benchmarks/README.md).
 """
 
 from __future__ import annotations
