@@ -22,6 +22,8 @@ every other caller of ``torch.logsumexp`` are untouched.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -38,7 +40,8 @@ def _short_logsumexp(x: torch.Tensor, dim: int, keepdim: bool) -> torch.Tensor:
     m = parts[0]
     for p in parts[1:]:
         m = torch.maximum(m, p)
-    m = torch.where(torch.isinf(m), 0.0, m).detach()  # all -inf: -inf; an inf term: inf
+    # all -inf: -inf; an inf term: inf (|m| == inf rather than isinf: inductor vectorises it)
+    m = torch.where(m.abs() == math.inf, 0.0, m).detach()
     s = torch.exp(parts[0] - m)
     for p in parts[1:]:
         s = s + torch.exp(p - m)
