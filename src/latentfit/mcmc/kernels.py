@@ -234,10 +234,13 @@ def merge_subtree(
     P = leaves[:, 2]  # (c, L, p)
     if PS is None:
         PS = velocity(inv, P, dense)
-    # log exp(H0 - H) = H0 + (lp - K), with H's NaN read as +inf (a divergence)
-    logw = H0c + torch.nan_to_num(
-        torch.sub(LP, (P * PS).sum(-1), alpha=0.5), nan=-math.inf, posinf=math.inf
-    )  # (c, L)
+    # log exp(H0 - H) = H0 + (lp - K), with H's NaN read as +inf (a divergence) and -inf as
+    # the lowest float (nan_to_num's rule); ``x != x`` for NaN, which inductor vectorises
+    lw = torch.sub(LP, (P * PS).sum(-1), alpha=0.5)
+    lw = torch.where(
+        lw != lw, -math.inf, torch.where(lw == -math.inf, torch.finfo(lw.dtype).min, lw)
+    )
+    logw = H0c + lw  # (c, L)
     first_div = torch.where(logw < -MAX_DELTA_H, leaf, no_div).amin(1)  # (c,); L + 1: none
     # A node holding a divergent (non-finite) leaf closes at or after the first divergence,
     # so whatever its check says, the turn found before the divergence is the same.
