@@ -163,3 +163,30 @@ def test_a_replayed_step_where_the_density_raises_rejects_those_chains(tmp_path,
     mcse = float(az.mcse(az.convert_to_dataset({"v": r.numpy()}))["v"])
     assert abs(float(r.mean())) < 4 * mcse
     assert abs(float(r.std()) / 0.5 - 1) < 0.1, float(r.std())
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_eager_stand_in_checks_in_blocks_and_equals_the_one_block_merge(dense, monkeypatch):
+    # what ReplayedMerge (and a failing compiled bookkeeping) runs instead: the U-turn checks in
+    # blocks of a few nodes, the same outputs as all nodes at once
+    from latentfit.mcmc import kernels
+    from latentfit.mcmc.compiled import _merge_example, wrap_merge
+
+    monkeypatch.setattr(kernels, "_NODE_CHUNK", 5 * 6 * 4 * 3)  # 3 nodes a block
+    blocks = []
+    turn_of_nodes = kernels._turn_of_nodes
+    monkeypatch.setattr(
+        kernels, "_turn_of_nodes", lambda *a, **k: blocks.append(1) or turn_of_nodes(*a, **k)
+    )
+
+    def fails(*args):
+        raise RuntimeError("no compiled code here")
+
+    for L in (2, 8, 64):
+        args = _merge_example(5, 4, L, dense, F64, torch.device("cpu"), seed=L)
+        want = kernels.merge_subtree(dense, *args)  # one block, from the node tables
+        blocks.clear()
+        for got in (kernels.merge_in_blocks(dense, *args), wrap_merge(fails, dense)(*args)):
+            assert all(_equal(x, y) for x, y in zip(want, got, strict=True))
+        if L - 1 > 3:  # more nodes than a block: the blocked pass, not all nodes at once
+            assert not blocks

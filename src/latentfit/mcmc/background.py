@@ -127,7 +127,7 @@ class BackgroundCompile:
             parts.append(
                 _Part(
                     "merge", "the tree bookkeeping", fn, example, tag, check,
-                    lambda c, fn=fn: wrap_merge(c, fn),
+                    lambda c: wrap_merge(c, metric.dense),
                     lambda: f"the compiled tree bookkeeping disagrees with the eager one at "
                     f"{wrong} leaves",
                     MERGE_DYNAMIC, merge_options(state.u.device),

@@ -53,6 +53,7 @@ from latentfit.mcmc.kernels import (
     _leaf_consts,
     _leapfrog,
     _subtree_nodes,
+    merge_in_blocks,
     merge_subtree,
     velocity,
 )
@@ -429,18 +430,18 @@ def compile_merge(
     if compiled is None:
         fallback(f"the compiled tree bookkeeping disagrees with the eager one at {wrong} leaves")
         return None, time.perf_counter() - t0
-    return wrap_merge(compiled, fn), time.perf_counter() - t0
+    return wrap_merge(compiled, metric.dense), time.perf_counter() - t0
 
 
-def wrap_merge(compiled: Callable, fn: Callable) -> Callable:
-    """A compiled ``merge_subtree`` as the sampler calls it, with ``fn`` (the eager one) where
-    the compiled code fails."""
+def wrap_merge(compiled: Callable, dense: bool) -> Callable:
+    """A compiled ``merge_subtree`` as the sampler calls it, with the eager one (in blocks,
+    ``kernels.merge_in_blocks``) where the compiled code fails."""
 
     def merge(*args):
         try:  # the compiled code checks every input's layout: views of packed state are copied
             return compiled(*(x.contiguous() for x in args))
         except Exception:  # never the user's code: any failure takes the eager bookkeeping
-            return fn(*args)
+            return merge_in_blocks(dense, *args)
 
     return merge
 

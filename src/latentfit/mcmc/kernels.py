@@ -291,6 +291,17 @@ def merge_subtree(
     )  # fmt: skip
 
 
+def merge_in_blocks(dense: bool, *args):
+    """``merge_subtree`` called as the compiled bookkeeping is, ``(*args, ps_i, hi, lo,
+    last)``, but evaluated as the eager sampler does: the node tables are not used, and the
+    U-turn checks run in blocks (``_subtree_turn_time``), so that a deep subtree of many chains
+    never holds all of its nodes' rows at once."""
+    args = args[:23]
+    P = args[0][:, 2]  # (c, L, p)
+    PS = velocity(args[3], P, dense)
+    return merge_subtree(dense, *args, turn=_subtree_turn_time(P, PS), PS=PS)
+
+
 def nuts_transition(
     target: Target,
     metric: Metric,

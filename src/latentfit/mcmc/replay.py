@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from latentfit.mcmc.kernels import _NODE_CHUNK, merge_subtree
+from latentfit.mcmc.kernels import _NODE_CHUNK, merge_in_blocks, merge_subtree
 
 __all__ = ["ReplayedMerge", "replay"]
 
@@ -62,7 +62,8 @@ class ReplayedMerge:
     checked the first time a subtree of ``L`` leaves is merged (``agrees(replayed, L, seed)``,
     ``compiled.merge_agrees``, on a random subtree of ``L`` leaves).
     Where a trace fails or disagrees, or where the U-turn checks of all nodes at once would
-    exceed the eager function's block (``kernels._NODE_CHUNK``), that ``L`` runs eagerly."""
+    exceed the eager function's block (``kernels._NODE_CHUNK``), that ``L`` runs eagerly, in
+    blocks (``kernels.merge_in_blocks``)."""
 
     def __init__(self, dense: bool, agrees: Callable[[Callable, int, int], bool]):
         self.dense, self.agrees = dense, agrees
@@ -74,7 +75,7 @@ class ReplayedMerge:
         if L not in self.by_leaves:
             self.by_leaves[L] = self._make(args) if c * (L - 1) * 6 * d <= _NODE_CHUNK else None
         fn = self.by_leaves[L]
-        return merge_subtree(self.dense, *args) if fn is None else fn(*args)
+        return merge_in_blocks(self.dense, *args) if fn is None else fn(*args)
 
     def _make(self, args: tuple) -> Callable | None:
         dense = self.dense
