@@ -108,6 +108,10 @@ def test_bgmm_float32_keeps_the_prior_mean_of_data_far_from_the_origin():
     )
     c64, c32 = (np.sort(np.ravel(f.covariances_)) for f in fits.values())
     np.testing.assert_allclose(c32, c64, rtol=2e-3)  # float32 sums of 2000 terms
+    # a mean_prior given by the user is kept as given too
+    given = [1e7 + 1.468]
+    m = BayesianGaussianMixture(n_components=2, dtype="float32", random_state=0, mean_prior=given)
+    assert m.fit(X).mean_prior_.tolist() == given
 
 
 def test_weighted_mean_keeps_float32_precision_far_from_the_origin():

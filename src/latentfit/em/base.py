@@ -107,9 +107,11 @@ class EMEstimator:
             )
         return X
 
-    def _user_tensor(self, value, name: str, shape) -> torch.Tensor:
-        """A user-given array argument (``weights_init``, ``mean_prior``...) of a fixed shape."""
-        t = as_float_tensor(value, name=name, dtype=self._dtype, device=self._device, ndim=None)
+    def _user_tensor(self, value, name: str, shape, dtype=None) -> torch.Tensor:
+        """A user-given array argument (``weights_init``, ``mean_prior``...) of a fixed shape,
+        in the model's dtype or ``dtype``."""
+        dtype = self._dtype if dtype is None else dtype
+        t = as_float_tensor(value, name=name, dtype=dtype, device=self._device, ndim=None)
         if tuple(t.shape) != tuple(shape):
             raise ParameterError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
         return t

@@ -129,15 +129,15 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         gamma0 = 1.0 / self.n_components if gamma0 is None else float(gamma0)
         beta0 = 1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior)
         wsum = w.sum()
-        # (d,) accumulated and kept in float64: float32 cannot hold the mean of data far from
-        # the origin (1e7 + 1.468 rounds to 1e7 + 1), and the prior's mean enters every
+        # the prior's mean (d,), the data's or the user's, is kept in float64: float32 cannot
+        # hold a mean far from the origin (1e7 + 1.468 rounds to 1e7 + 1), and it enters every
         # component's covariance through beta0 (x_k - m0)(x_k - m0)'
         m64 = weighted_mean(X, w, dtype=torch.float64)
         xbar = m64.to(X.dtype)
         if self.mean_prior is None:
             m0 = m64
         else:
-            m0 = self._user_tensor(self.mean_prior, "mean_prior", (d,))
+            m0 = self._user_tensor(self.mean_prior, "mean_prior", (d,), dtype=torch.float64)
         nu0 = self.degrees_of_freedom_prior
         if nu0 is None:
             nu0 = float(d)
