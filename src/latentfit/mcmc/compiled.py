@@ -57,6 +57,7 @@ from latentfit.mcmc.kernels import (
     merge_subtree,
     velocity,
 )
+from latentfit.mcmc.reciprocal import reciprocal_divisions
 from latentfit.mcmc.short_lse import ShortLogSumExp
 from latentfit.mcmc.target import Target
 
@@ -249,8 +250,9 @@ def _trace(
     a shape environment so that inductor can key its on-disk cache on the graph: a second run
     of the same model loads the compiled code (~1.5 s on a CPU) instead of generating it
     again. ``torch.distributions``' argument checks are off while tracing
-    (``compiled_cache.without_validation``), and a log-sum-exp over 2-32 components is
-    written out as slices (short_lse.py)."""
+    (``compiled_cache.without_validation``), a log-sum-exp over 2-32 components is
+    written out as slices (short_lse.py), and a division by a broadcast tensor becomes a
+    multiplication by its reciprocal (reciprocal.py)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
     from torch.fx.experimental.symbolic_shapes import (
@@ -277,6 +279,7 @@ def _trace(
             tracing_mode="real" if dynamic is None else "symbolic",
             _allow_non_fake_inputs=True,
         )(*fake)
+    reciprocal_divisions(graph)
     return graph, fake
 
 

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: bumped when what a package holds, how it is called, or what its key covers changes
-FORMAT = 3
+FORMAT = 4
 
 #: the folder's size beyond which the least recently used packages are removed (a package is
 #: 1-5 MB, more where the density holds a large data set)
