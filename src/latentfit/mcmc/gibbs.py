@@ -29,8 +29,9 @@ from typing import NamedTuple
 import torch
 from torch.distributions import constraints
 
-from latentfit._validation import make_generator
-from latentfit.errors import DataError, ParameterError, ResourceLimitError
+from latentfit._validation import check_positive_int, make_generator
+from latentfit.errors import DataError, ResourceLimitError
+from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
 from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.target import ordered_vector
 
@@ -204,12 +205,17 @@ def gibbs_gmm(
         x = x[:, None]
     if x.dim() != 2 or x.shape[0] < 2 or not bool(torch.isfinite(x).all()):
         raise DataError(f"x must be a finite (n, d) array with n >= 2; got shape {tuple(x.shape)}")
-    k = int(n_components)
-    if k < 1:
-        raise ParameterError(f"n_components must be at least 1, got {n_components}")
+    k = check_positive_int(n_components, "n_components")
+    c, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     n, d = x.shape
     dt, dev = x.dtype, x.device
     keep_co = check_co_assignment(co_assignment, n)
+    check_run(
+        f"Gibbs sampling {c:,} chains x {num_draws:,} draws of a {k}-component mixture of "
+        f"{n:,} rows",
+        gibbs_parts(c, num_draws, n, k, k + k * d + k * d * d, 8, co_assignment=keep_co),
+        hint="use fewer chains, draws or components",
+    )
     gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
     loc0 = x.mean(0) if prior_loc is None else torch.as_tensor(prior_loc, dtype=dt).reshape(d)
     df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
@@ -219,7 +225,6 @@ def gibbs_gmm(
     else:
         scale0 = torch.as_tensor(prior_scale, dtype=dt).reshape(d, d)
     kappa0 = torch.tensor(float(prior_kappa), dtype=dt)
-    c = num_chains
     # start: each chain labels the data at random
     z = torch.randint(0, k, (c, n), generator=gen, device=dev)
     keep_w, keep_mu, keep_cov = [], [], []

@@ -23,8 +23,9 @@ from typing import NamedTuple
 import torch
 from torch.distributions import constraints
 
-from latentfit._validation import make_generator
+from latentfit._validation import check_positive_int, make_generator
 from latentfit.errors import DataError, ParameterError
+from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
 from latentfit.mcmc.gibbs import (
     _gamma,
     _mvn_log_prob,
@@ -162,20 +163,19 @@ def gibbs_hmm(
     ``torch.Generator`` or a seed).
     """
     x, seqs = _sequences(x, lengths)
-    k = int(n_states)
-    if k < 1:
-        raise ParameterError(f"n_states must be at least 1, got {n_states}")
+    k = check_positive_int(n_states, "n_states")
     for name, val in (("alpha_start", alpha_start), ("alpha_trans", alpha_trans)):
         if not float(val) > 0:
             raise ParameterError(f"{name} must be positive, got {val}")
-    if int(num_chains) < 1 or int(num_draws) < 1 or int(num_warmup) < 0:
-        raise ParameterError(
-            "num_chains and num_draws must be at least 1 and num_warmup at least 0; got "
-            f"{num_chains}, {num_draws}, {num_warmup}"
-        )
+    c, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     n, d = x.shape
     dt = x.dtype
     keep_co = check_co_assignment(co_assignment, n)
+    check_run(
+        f"Gibbs sampling {c:,} chains x {num_draws:,} draws of a {k}-state HMM on {n:,} rows",
+        gibbs_parts(c, num_draws, n, k, k + k * k + k * d + k * d * d, 8, co_assignment=keep_co),
+        hint="use fewer chains, draws or states",
+    )
     gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
     loc0 = x.mean(0) if prior_loc is None else torch.as_tensor(prior_loc, dtype=dt).reshape(d)
     df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
@@ -187,7 +187,6 @@ def gibbs_hmm(
     else:
         scale0 = torch.as_tensor(prior_scale, dtype=dt).reshape(d, d)
     kappa0 = torch.tensor(float(prior_kappa), dtype=dt)
-    c = int(num_chains)
     if init_states is None:
         paths = [torch.randint(0, k, (c, s.shape[0]), generator=gen) for s in seqs]
     else:
@@ -202,7 +201,7 @@ def gibbs_hmm(
         ]
     keep = {"start": [], "transmat": [], "means": [], "covariances": []}
     co = torch.zeros(n, n, dtype=dt) if keep_co else None
-    for it in range(int(num_warmup) + int(num_draws)):
+    for it in range(num_warmup + num_draws):
         # params | states
         start, trans = sample_hmm_chain_params(paths, k, alpha_start, alpha_trans, gen)
         z = torch.cat(paths, 1)  # (c, n)
@@ -234,7 +233,7 @@ def gibbs_hmm(
         out["means"],
         out["covariances"],
         paths,
-        None if co is None else co / (c * int(num_draws)),
+        None if co is None else co / (c * num_draws),
     )
 
 

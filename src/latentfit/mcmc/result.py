@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 import torch
 
-from latentfit.errors import MissingDependencyError, ParameterError
+from latentfit._validation import check_positive_int
+from latentfit.errors import MissingDependencyError
 
 __all__ = ["MCMCResult", "import_arviz"]
 
@@ -196,9 +197,13 @@ class MCMCResult:
         """``num_draws`` more draws from where every chain stopped, with the adapted step size
         and metric and the same random stream (no second warm-up): returns the result holding
         all draws so far. The same seed with ``resume`` gives the same draws as one longer run."""
-        if int(num_draws) < 1:
-            raise ParameterError(f"num_draws must be at least 1, got {num_draws}")
-        more = self._runner.draw(int(num_draws), progress_bar)
+        from latentfit.mcmc.sampler import check_memory
+
+        num_draws = check_positive_int(num_draws, "num_draws")
+        runner = self._runner
+        # the draws so far, the new ones and their concatenation
+        check_memory(runner.target, runner.config, self.num_chains, 0, self.num_draws + num_draws)
+        more = runner.draw(num_draws, progress_bar)
         self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
         return MCMCResult(self.target, self._runner, rec, self.warmup_stats)

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from latentfit._validation import make_generator, resolve_device, resolve_dtype
+from latentfit._validation import (
+    _is_real,
+    check_positive_int,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
 from latentfit.errors import ParameterError, StrandedChainWarning, user_stacklevel
 from latentfit.mcmc.adaptation import (
     DualAveraging,
@@ -24,6 +30,7 @@ from latentfit.mcmc.adaptation import (
     find_reasonable_step_size,
     regularized_metric,
 )
+from latentfit.mcmc.budget import check_counts, check_run, nuts_parts
 from latentfit.mcmc.kernels import Metric, State, hmc_transition, nuts_transition
 from latentfit.mcmc.target import Target
 
@@ -54,12 +61,18 @@ class SamplerConfig:
             raise ParameterError(f"kernel must be 'nuts' or 'hmc', got {self.kernel!r}")
         if self.metric not in ("diag", "dense", "unit"):
             raise ParameterError(f"metric must be 'diag', 'dense' or 'unit', got {self.metric!r}")
-        if not 0 < self.target_accept < 1:
+        check_positive_int(self.max_depth, "max_depth")
+        check_positive_int(self.num_steps, "num_steps")
+        if not (_is_real(self.target_accept) and 0 < self.target_accept < 1):
             raise ParameterError(
-                f"target_accept must lie strictly between 0 and 1, got {self.target_accept}"
+                f"target_accept must lie strictly between 0 and 1, got {self.target_accept!r}"
             )
-        if self.max_depth < 1 or self.num_steps < 1:
-            raise ParameterError("max_depth and num_steps must be at least 1")
+        if not (
+            _is_real(self.init_radius) and math.isfinite(self.init_radius) and self.init_radius >= 0
+        ):
+            raise ParameterError(
+                f"init_radius must be a finite number >= 0, got {self.init_radius!r}"
+            )
         if not (self.compile is True or self.compile is False or self.compile == "wait"):
             raise ParameterError(f"compile must be True, False or 'wait', got {self.compile!r}")
 
@@ -140,6 +153,7 @@ def sample(
     )
     if init_strategy not in ("uniform", "init"):
         raise ParameterError(f"init_strategy must be 'uniform' or 'init', got {init_strategy!r}")
+    num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     start = None
     if init_strategy == "init":
         start = {k: v.expand(num_chains, *v.shape) for k, v in values.items()}
@@ -203,11 +217,8 @@ def sample_target(
 
     config = config or SamplerConfig()
     config.check()
-    for name, value in (("num_chains", num_chains), ("num_draws", num_draws)):
-        if int(value) < 1:
-            raise ParameterError(f"{name} must be at least 1, got {value}")
-    if int(num_warmup) < 0:
-        raise ParameterError(f"num_warmup must be >= 0, got {num_warmup}")
+    num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
+    check_memory(target, config, num_chains, num_warmup, num_draws)
     gen = _generator(generator, target.device)
     state = _initial_state(target, num_chains, start, config.init_radius, gen)
     p, dt = target.n_free, target.dtype
@@ -241,6 +252,27 @@ def sample_target(
     draws = sampler.draw(num_draws, progress_bar)
     warm.update(sampler.compile_stats())
     return MCMCResult(target=target, runner=sampler, draws=draws, warmup=warm)
+
+
+def check_memory(
+    target: Target, config: SamplerConfig, chains: int, warmup: int, draws: int
+) -> None:
+    """Refuse a run whose draws, warm-up records, deepest trajectory (NUTS: 2^(max_depth - 1)
+    states a chain) or dense metric would exceed the memory available (budget.py)."""
+    p = target.n_free
+    values = sum(math.prod(slot.shape) for slot in target.slots)
+    leaves = 2 ** min(config.max_depth - 1, 64) if config.kernel == "nuts" else 2
+    parts = nuts_parts(
+        chains, draws, warmup, p, values, target.dtype.itemsize,
+        leaves=leaves, dense=config.metric == "dense",
+    )  # fmt: skip
+    check_run(
+        f"sampling {chains:,} chains x {draws:,} draws of {p} parameters",
+        parts,
+        device=target.device,
+        hint="use fewer chains or draws"
+        + (", or a smaller max_depth" if parts["trajectory"] > parts["draws"] else ""),
+    )
 
 
 def _generator(generator, device) -> torch.Generator:
@@ -443,6 +475,10 @@ def sample_fit(
 
     shapes = {k: tuple(v.shape) for k, v in fit.params.items()}
     target = Target(log_density, shapes, family.constraints, dtype=x.dtype, device=x.device)
+    config = _config(options)
+    config.check()
+    num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
+    check_memory(target, config, num_chains, num_warmup, num_draws)  # before the starts
     gen = _generator(generator, x.device)
     u_map = target.unconstrain({k: v[None] for k, v in fit.params.items()})  # (1, p)
     if not bool(torch.isfinite(u_map).all()):
@@ -455,7 +491,7 @@ def sample_fit(
         num_chains=num_chains,
         num_warmup=num_warmup,
         num_draws=num_draws,
-        config=_config(options),
+        config=config,
         start=start,
         generator=gen,
         progress_bar=progress_bar,

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from latentfit._validation import make_generator, resolve_device, resolve_dtype
+from latentfit._validation import (
+    _is_real,
+    check_positive_int,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+)
 from latentfit.errors import ParameterError
+from latentfit.mcmc.budget import check_run, svgd_parts
 from latentfit.mcmc.target import Target
 
 __all__ = ["SVGDResult", "rbf_median_kernel", "svgd", "svgd_direction"]
@@ -82,11 +89,11 @@ def svgd(
     The interface is that of ``latentfit.mcmc.sample``; particles start at ``init`` (mapped to
     unconstrained space) plus ``Normal(0, init_scale)`` noise from ``generator``.
     """
-    if num_particles < 2 or num_iter < 1 or not step_size > 0:
-        raise ParameterError(
-            "svgd needs num_particles >= 2, num_iter >= 1 and step_size > 0; got "
-            f"{num_particles}, {num_iter}, {step_size}"
-        )
+    num_particles = check_positive_int(num_particles, "num_particles", 2)
+    num_iter = check_positive_int(num_iter, "num_iter")
+    for name, value in (("step_size", step_size), ("init_scale", init_scale)):
+        if not (_is_real(value) and math.isfinite(value) and value > 0):
+            raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     values = {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in init.items()}
     target = Target(
@@ -96,6 +103,12 @@ def svgd(
         vectorized=vectorized,
         dtype=dtype,
         device=device,
+    )
+    check_run(
+        f"SVGD with {num_particles:,} particles of {target.n_free} parameters",
+        svgd_parts(num_particles, target.n_free, dtype.itemsize),
+        device=device,
+        hint="use fewer particles",
     )
     gen = generator if isinstance(generator, torch.Generator) else make_generator(generator, device)
     u0 = target.unconstrain({k: v[None] for k, v in values.items()})  # (1, p)

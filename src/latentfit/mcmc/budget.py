@@ -1,0 +1,99 @@
+"""What a sampling run will hold in memory, checked before its first transition.
+
+Every tensor a sampler allocates is sized by its arguments: the chains, the draws kept, the
+parameters, NUTS's deepest tree, a Gibbs sampler's (chains, rows, states) responsibilities,
+SVGD's (particles, particles) kernel. A count mistyped by a few digits (``num_chains=10**8``,
+``num_draws=10**10``) would otherwise run for minutes and then exhaust the machine, or stop on
+torch's allocator error. Each sampler adds up what its arguments imply, from the formulas
+below, and refuses up front (``ResourceLimitError``, through ``check_allocation``) a run that
+needs more than the memory still available, naming the largest part and what to change.
+The formulas count the tensors a run keeps (the draws, their stacked copy, the constrained
+values) and its largest working tensors; they are an estimate of the peak, within a small
+factor, not an exact account.
+"""
+
+from __future__ import annotations
+
+from latentfit._validation import _fmt_bytes, check_allocation, check_positive_int
+
+__all__ = ["check_counts", "check_run", "gibbs_parts", "nuts_parts", "svgd_parts"]
+
+_LONG = 8  # bytes of an int64 (labels, tree depths, leapfrog counts)
+
+
+def check_counts(num_chains, num_warmup, num_draws) -> tuple[int, int, int]:
+    """The three counts of a run as ints: ``num_chains`` and ``num_draws`` at least 1,
+    ``num_warmup`` at least 0 (``ParameterError`` naming the argument otherwise)."""
+    return (
+        check_positive_int(num_chains, "num_chains"),
+        check_positive_int(num_warmup, "num_warmup", 0),
+        check_positive_int(num_draws, "num_draws"),
+    )
+
+
+def check_run(what: str, parts: dict[str, int], *, device=None, hint: str) -> None:
+    """Refuse ``what`` when the bytes of its ``parts`` ({what it is for: bytes}) together exceed
+    the memory available on ``device``; the message names the parts, largest first."""
+    shown = sorted(((n, k) for k, n in parts.items() if n > 0), reverse=True)
+    detail = ", ".join(f"{k} {_fmt_bytes(n)}" for n, k in shown)
+    check_allocation(sum(parts.values()), f"{what} ({detail})", device=device, hint=hint)
+
+
+def nuts_parts(
+    chains: int,
+    draws: int,
+    warmup: int,
+    n_free: int,
+    n_values: int,
+    itemsize: int,
+    *,
+    leaves: int,
+    dense: bool,
+) -> dict[str, int]:
+    """Bytes of a NUTS or HMC run: the draws' records (position, divergence position, log-density,
+    acceptance, energy, depth, leapfrog count, flag per chain and draw; kept as a list and
+    stacked, so twice) and their constrained values (``n_values`` numbers a draw); the warm-up's
+    records (log-density, acceptance and the metric window's positions); the trajectory's
+    ``leaves`` states (position, momentum, gradient: the deepest doubling's leaves); a dense
+    metric's (chains, n_free, n_free) estimates."""
+    per_draw = 2 * ((2 * n_free + 3) * itemsize + 2 * _LONG + 1) + n_values * itemsize
+    per_warm = 2 * (n_free + 2) * itemsize
+    return {
+        "draws": chains * draws * per_draw,
+        "warm-up": chains * warmup * per_warm,
+        "trajectory": chains * leaves * 3 * n_free * itemsize,
+        "dense metric": 4 * chains * n_free * n_free * itemsize if dense else 0,
+    }
+
+
+def gibbs_parts(
+    chains: int,
+    draws: int,
+    rows: int,
+    states: int,
+    per_draw_values: int,
+    itemsize: int,
+    *,
+    co_assignment: bool,
+) -> dict[str, int]:
+    """Bytes of a Gibbs run by data augmentation: the (chains, rows, states) one-hot labels,
+    log-likelihoods, forward messages and Gumbel noise of a sweep; the draws' parameters
+    (``per_draw_values`` numbers a chain and draw, kept as a list and stacked); the (rows, rows)
+    co-assignment and its per-chain comparison of labels, where kept."""
+    return {
+        "labels and responsibilities": 6 * chains * rows * states * itemsize
+        + chains * rows * _LONG,
+        "draws": 2 * chains * draws * per_draw_values * itemsize,
+        "co-assignment": rows * rows * itemsize + chains * rows * rows * (itemsize + 1)
+        if co_assignment
+        else 0,
+    }
+
+
+def svgd_parts(particles: int, n_free: int, itemsize: int) -> dict[str, int]:
+    """Bytes of an SVGD run: the (particles, particles) distances and kernel (four tensors of
+    that size at once) and the particles, scores, update and its running scale."""
+    return {
+        "kernel": 4 * particles * particles * itemsize,
+        "particles": 6 * particles * n_free * itemsize,
+    }

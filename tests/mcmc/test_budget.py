@@ -1,0 +1,191 @@
+"""Every sampler checks its counts and what they imply in memory before its first transition
+(mcmc/budget.py): a mistyped count is named (ParameterError), a run that cannot fit in memory
+is refused up front (ResourceLimitError) instead of running for minutes or stopping on torch's
+allocator, and ordinary runs are not refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import latentfit._validation as V
+from latentfit.cli import app
+from latentfit.errors import ParameterError, ResourceLimitError
+from latentfit.mcmc import gibbs_gmm, gibbs_hmm, sample
+from latentfit.mcmc.budget import check_counts, nuts_parts
+from latentfit.mcmc.svgd import svgd
+
+X = torch.randn(40, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+def _log_density(mu):
+    return -0.5 * (mu**2).sum()
+
+
+def _nuts(**kw):
+    args = {"init": {"mu": torch.zeros(2)}, "num_warmup": 20, "num_draws": 10}
+    return sample(_log_density, **{**args, "progress_bar": False, **kw})
+
+
+def _svgd(**kw):
+    args = {"num_particles": 10, "num_iter": 2, "progress_bar": False}
+    return svgd(_log_density, {"mu": torch.zeros(2)}, **{**args, **kw})
+
+
+RUNS = {
+    "nuts": _nuts,
+    "gibbs_gmm": lambda **kw: gibbs_gmm(X, 2, **{"num_warmup": 2, "num_draws": 3, **kw}),
+    "gibbs_hmm": lambda **kw: gibbs_hmm(X, 2, **{"num_warmup": 2, "num_draws": 3, **kw}),
+}
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("num_chains", 0),
+        ("num_chains", 2.5),
+        ("num_chains", "4"),
+        ("num_chains", True),
+        ("num_draws", 0),
+        ("num_draws", None),
+        ("num_warmup", -1),
+        ("num_warmup", 1.0),
+    ],
+)
+def test_a_bad_count_is_named(run, name, value):
+    with pytest.raises(ParameterError, match=name):
+        RUNS[run](**{name: value})
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"num_particles": 1}, "num_particles"),
+        ({"num_particles": "5"}, "num_particles"),
+        ({"num_iter": 1.5}, "num_iter"),
+        ({"step_size": 0.0}, "step_size"),
+        ({"step_size": "0.1"}, "step_size"),
+        ({"init_scale": float("nan")}, "init_scale"),
+    ],
+)
+def test_a_bad_svgd_setting_is_named(kw, name):
+    with pytest.raises(ParameterError, match=name):
+        _svgd(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"max_depth": 0}, "max_depth"),
+        ({"max_depth": "10"}, "max_depth"),
+        ({"num_steps": 2.5, "kernel": "hmc"}, "num_steps"),
+        ({"target_accept": "0.8"}, "target_accept"),
+    ],
+)
+def test_a_bad_sampler_setting_is_named(kw, name):
+    with pytest.raises(ParameterError, match=name):
+        _nuts(**kw)
+
+
+@pytest.mark.parametrize(
+    "run, kw, part",
+    [
+        ("nuts", {"num_chains": 10**9}, "trajectory"),
+        ("nuts", {"num_draws": 10**12}, "draws"),
+        ("nuts", {"max_depth": 100}, "max_depth"),
+        ("gibbs_gmm", {"num_chains": 10**9}, "co-assignment"),
+        ("gibbs_gmm", {"num_draws": 10**12}, "draws"),
+        ("gibbs_hmm", {"num_draws": 10**12}, "draws"),
+    ],
+)
+def test_a_run_beyond_the_machine_is_refused_before_it_starts(run, kw, part):
+    with pytest.raises(ResourceLimitError, match=part):
+        RUNS[run](**kw)
+
+
+def test_too_many_components_states_or_particles_are_refused():
+    with pytest.raises(ResourceLimitError, match="1000000000-component"):
+        gibbs_gmm(X, 10**9, num_draws=3)
+    with pytest.raises(ResourceLimitError, match="1000000000-state"):
+        gibbs_hmm(X, 10**9, num_draws=3)
+    with pytest.raises(ResourceLimitError, match="10,000,000 particles"):
+        _svgd(num_particles=10**7)
+
+
+def test_resume_checks_the_draws_it_adds():
+    res = _nuts(num_chains=2)
+    with pytest.raises(ResourceLimitError, match="draws"):
+        res.resume(10**12, progress_bar=False)
+    assert res.resume(5, progress_bar=False).num_draws == 15
+
+
+def test_the_check_follows_the_memory_available(monkeypatch):
+    # 4 chains x 1,000,000 draws of 2 parameters: ~270 MB of records, refused with 100 MB free
+    monkeypatch.setattr(V, "available_memory", lambda device=None: 100 * 10**6)
+    with pytest.raises(ResourceLimitError, match="100,000,000 bytes"):
+        _nuts(num_draws=10**6)
+    # a run of the usual size is not refused on a small machine
+    monkeypatch.setattr(V, "available_memory", lambda device=None: 50 * 10**6)
+    assert _nuts(num_chains=4, num_draws=1000).num_draws == 1000
+    assert gibbs_gmm(X, 3, num_draws=200).weights.shape[:2] == (4, 200)
+    assert _svgd(num_particles=200).u.shape == (200, 2)
+
+
+def test_the_estimate_covers_the_records_a_run_keeps():
+    # the stacked records of a run, measured, are within the estimate of its draws
+    res = _nuts(num_chains=3, num_draws=50)
+    kept = sum(t.numel() * t.element_size() for t in res._rec.values())
+    parts = nuts_parts(3, 50, 20, 2, 2, 8, leaves=512, dense=False)
+    assert kept <= parts["draws"] <= 4 * kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.integers(-3, 10**12),
+        st.floats(allow_nan=True),
+        st.text(max_size=3),
+        st.none(),
+        st.booleans(),
+        st.integers(0, 5).map(np.int64),
+    ),
+    st.sampled_from(["num_chains", "num_warmup", "num_draws"]),
+)
+def test_check_counts_returns_ints_or_names_the_argument(value, name):
+    counts = {"num_chains": 1, "num_warmup": 0, "num_draws": 1, name: value}
+    try:
+        got = check_counts(**counts)
+    except ParameterError as exc:
+        assert name in str(exc)
+        return
+    assert all(type(v) is int for v in got)
+    assert dict(zip(("num_chains", "num_warmup", "num_draws"), got, strict=True))[name] == value
+
+
+@pytest.mark.parametrize("option, value", [("--chains", "100000000"), ("--draws", "10000000000")])
+def test_the_cli_refuses_a_sampling_run_beyond_the_machine(tmp_path, option, value):
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    res = CliRunner().invoke(app, [*args, "--sample", "nuts", option, value])
+    assert res.exit_code == 2, res.output
+    assert "would need" in res.output and "use fewer chains or draws" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_a_bad_count_is_named_on_every_path_into_the_sampler():
+    from latentfit.estimate import fit_map
+
+    x = np.array([0.3, -1.2, 0.8, 1.9, -0.4])
+    fit = fit_map("normal", x, prior={"loc": torch.distributions.Normal(0.0, 10.0)})
+    with pytest.raises(ParameterError, match="num_chains"):
+        fit.sample_posterior(num_chains=2.5, progress_bar=False)
+    with pytest.raises(ResourceLimitError, match="chains"):
+        fit.sample_posterior(num_chains=10**9, num_draws=5, progress_bar=False)
+    with pytest.raises(ParameterError, match="num_chains"):
+        _nuts(num_chains=2.5, init_strategy="init")
