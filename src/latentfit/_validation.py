@@ -29,6 +29,7 @@ __all__ = [
     "check_n_samples",
     "check_non_negative",
     "check_positive_int",
+    "check_sample_count",
     "check_sample_weight",
     "check_state_index",
     "check_tol",
@@ -381,6 +382,22 @@ def check_allocation(n_bytes, what: str, *, device=None, hint: str = "") -> int:
             f"{free:,} bytes ({_fmt_bytes(free)}) are available" + (f"; {hint}" if hint else "")
         )
     return n_bytes
+
+
+def check_sample_count(n_samples, per_sample, *, device=None, name: str = "n_samples") -> int:
+    """``n_samples`` as an int >= 1 for a ``sample`` method, refused up front
+    (:class:`~latentfit.errors.ResourceLimitError`) where its draws would exceed the memory
+    available: ``per_sample`` numbers a draw and its label or state, counted three times (the
+    draws, their sampling noise, the copy the result is returned in), 8 bytes each."""
+    n = check_positive_int(n_samples, name)
+    per = max(1, int(per_sample)) + 1
+    check_allocation(
+        3 * 8 * n * per,
+        f"{name}={n:,} draws of {per - 1} values",
+        device=device,
+        hint=f"draw in batches of a smaller {name}",
+    )
+    return n
 
 
 def max_inferred_categories(n_samples: int) -> int:

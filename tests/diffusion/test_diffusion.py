@@ -213,6 +213,16 @@ def moons_ddpm():
     return model.fit(X), make_moons(500, noise=0.05, random_state=1)[0]
 
 
+def test_a_sample_count_beyond_the_machine_is_refused_before_drawing(moons_ddpm):
+    from latentfit.errors import ParameterError, ResourceLimitError
+
+    model, _ = moons_ddpm
+    with pytest.raises(ResourceLimitError, match=r"n_samples=1,000,000,000,000 draws of 2"):
+        model.sample(10**12)
+    with pytest.raises(ParameterError, match="n_samples"):
+        model.sample(0)
+
+
 def test_samples_of_a_ddpm_trained_on_moons_match_the_data(moons_ddpm):
     model, Xt = moons_ddpm
     draws = model.sample(500, random_state=0)

@@ -112,6 +112,37 @@ def test_sample_refuses_bad_counts(name, n_samples):
         _fitted(name).sample(n_samples)
 
 
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_sample_refuses_a_count_beyond_the_machine_before_drawing(name, monkeypatch):
+    model = _fitted(name)
+    with pytest.raises(ResourceLimitError, match=r"n_samples=1,000,000,000,000 draws"):
+        model.sample(10**12)
+    # the check follows the memory available, and an ordinary draw passes a small machine
+    monkeypatch.setattr(V, "available_memory", lambda device=None: 10**6)
+    with pytest.raises(ResourceLimitError, match="draw in batches"):
+        model.sample(10**5)
+    drawn = model.sample(500)
+    assert len(drawn[0] if isinstance(drawn, tuple) else drawn) == 500  # (X, labels) or X
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: lf.GaussianHSMM(2, max_duration=5, n_iter=2, random_state=0),
+        lambda: lf.AutoregressiveHMM(2, order=1, n_iter=2, random_state=0),
+        lambda: lf.LinearGaussianSSM(1, n_iter=2, random_state=0),
+    ],
+    ids=["GaussianHSMM", "AutoregressiveHMM", "LinearGaussianSSM"],
+)
+def test_sequence_models_refuse_a_sample_count_beyond_the_machine(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two iterations: not converged
+        model = make().fit(X_REAL)
+    with pytest.raises(ResourceLimitError, match=r"n_samples=1,000,000,000,000 draws"):
+        model.sample(10**12)
+    assert len(model.sample(50)[0]) == 50
+
+
 # ---------------------------------------------------------------------- column names
 @pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "CategoricalHMM"])
 def test_reordered_dataframe_columns_are_refused_naming_both_lists(name):

@@ -11,7 +11,7 @@ import torch
 from sklearn.datasets import make_moons
 
 import latentfit
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ParameterError, ResourceLimitError
 from latentfit.flows import MAF, FlowDensity, RealNVP, logit_transform
 from latentfit.flows.density import FlowModule
 from latentfit.flows.layers import (
@@ -152,6 +152,13 @@ def moons_flow(moons):
     return RealNVP(
         n_layers=6, hidden=64, epochs=30, lr=3e-3, batch_size=100, patience=None, random_state=0
     ).fit(moons[0])
+
+
+def test_a_sample_count_beyond_the_machine_is_refused_before_drawing(moons_flow):
+    with pytest.raises(ResourceLimitError, match=r"n_samples=1,000,000,000,000 draws of 2"):
+        moons_flow.sample(10**12)
+    with pytest.raises(ParameterError, match="n_samples"):
+        moons_flow.sample(2.5)
 
 
 def test_trained_flow_samples_match_the_data(moons, moons_flow):

@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
+    check_sample_count,
     make_generator,
     resolve_device,
     resolve_dtype,
@@ -324,8 +325,7 @@ class DDPM(DensityMixin, BaseEstimator):
     def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
         """Draws by ancestral sampling (T network calls), in the training data's scale."""
         check_is_fitted(self, "module_")
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ParameterError(f"n_samples must be a positive integer, got {n_samples!r}")
+        n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         x = self.module_.sample(int(n_samples), make_generator(random_state, self._dev))
         if self.discrete:
             x = x / self.level_scale_

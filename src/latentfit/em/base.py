@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
-    check_positive_int,
+    check_sample_count,
     check_sample_weight,
     make_generator,
     resolve_device,
@@ -413,7 +413,7 @@ class MixtureMixin(EMEstimator):
         """Draw ``n_samples`` from the fitted mixture: returns (X (n, d), labels (n,)), grouped
         by component."""
         check_is_fitted(self, "_params")
-        n_samples = check_positive_int(n_samples, "n_samples")
+        n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._device)
         gen = make_generator(self.random_state, self._device)
         p = self._params
         draws = torch.multinomial(

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from latentfit._validation import (
     check_missing,
     check_positive_int,
+    check_sample_count,
     check_sample_weight,
     check_tol,
     make_generator,
@@ -332,7 +333,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
     def sample(self, n_samples=1):
         """Draw x = W z + μ + ε: (n_samples, d)."""
         check_is_fitted(self, "_params")
-        n_samples = check_positive_int(n_samples, "n_samples")
+        n_samples = check_sample_count(n_samples, 2 * self.n_features_in_)  # x and z (q <= d)
         p = self._params
         gen = make_generator(self.random_state, p["W"].device)
         d, q = p["W"].shape

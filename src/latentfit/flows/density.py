@@ -23,6 +23,7 @@ from torch import nn
 from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
+    check_sample_count,
     make_generator,
     resolve_device,
     resolve_dtype,
@@ -289,8 +290,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
         """``n_samples`` draws (n, d) in the scale of the training data (levels for 8-bit)."""
         check_is_fitted(self, "module_")
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ParameterError(f"n_samples must be a positive integer, got {n_samples!r}")
+        n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         out = self.module_.sample(int(n_samples), make_generator(random_state, self._dev))
         if self.dequantize:
             out = out / self.level_scale_

@@ -304,6 +304,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         p = self._params
         wts = weights_from_concentration(p["wc"], self.weight_concentration_prior_type)
         gm._set_params_tensors({"weights": wts, "means": p["means"], "prec_chol": p["prec_chol"]})
+        gm.n_features_in_ = self.n_features_in_
         return gm.sample(n_samples)
 
     # ------------------------------------------------------------------ persistence

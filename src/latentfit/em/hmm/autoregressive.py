@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_is_fitted
 from latentfit._validation import (
     check_feature_names,
     check_positive_int,
+    check_sample_count,
     check_state_index,
     make_generator,
 )
@@ -481,7 +482,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         ``currstate``)."""
         check_is_fitted(self, "startprob_")
         params = self._given_params()
-        n_samples = check_positive_int(n_samples, "n_samples")
+        n_samples = check_sample_count(n_samples, getattr(self, "n_features", 1))
         k, p, d = self.n_components, int(self.order), self.n_features
         if history is None:
             hist = np.zeros((p, d))

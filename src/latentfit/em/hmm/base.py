@@ -44,6 +44,7 @@ from latentfit._validation import (
     check_distribution,
     check_feature_names,
     check_positive_int,
+    check_sample_count,
     check_state_index,
     check_tol,
     make_generator,
@@ -514,7 +515,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         """Draw ``n_samples`` steps of one sequence: (X (n, ...), states (n,))."""
         check_is_fitted(self, "startprob_")
         params = self._given_params()
-        n_samples = check_positive_int(n_samples, "n_samples")
+        n_samples = check_sample_count(n_samples, getattr(self, "n_features", 1))
         check_state_index(currstate, self.n_components)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")

@@ -21,7 +21,7 @@ from latentfit._validation import (
     check_allocation,
     check_distribution,
     check_feature_names,
-    check_positive_int,
+    check_sample_count,
     check_state_index,
     make_generator,
 )
@@ -395,7 +395,7 @@ class HSMMMixin:
         emissions); the last segment is cut at ``n_samples``: (X (n, ...), states (n,))."""
         check_is_fitted(self, "startprob_")
         params = self._given_params()
-        n_samples = check_positive_int(n_samples, "n_samples")
+        n_samples = check_sample_count(n_samples, getattr(self, "n_features", 1))
         k = self.n_components
         check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state

@@ -22,6 +22,7 @@ from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
     check_positive_int,
+    check_sample_count,
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
@@ -393,7 +394,7 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
         """Draw one sequence of ``n_samples`` steps: (observations (n, d), states (n, k))."""
         self._check_parameters()
         p = self._current_params()
-        n = check_positive_int(n_samples, "n_samples")
+        n = check_sample_count(n_samples, sum(v.shape[0] for v in p[:2]))
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         A, C, Q, R, d, mu0, V0 = (v.double().cpu() for v in p)
