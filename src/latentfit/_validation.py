@@ -26,6 +26,7 @@ __all__ = [
     "check_em_counts",
     "check_feature_names",
     "check_missing",
+    "check_module_memory",
     "check_n_samples",
     "check_non_negative",
     "check_positive_int",
@@ -382,6 +383,47 @@ def check_allocation(n_bytes, what: str, *, device=None, hint: str = "") -> int:
             f"{free:,} bytes ({_fmt_bytes(free)}) are available" + (f"; {hint}" if hint else "")
         )
     return n_bytes
+
+
+def check_module_memory(
+    build,
+    what: str,
+    *,
+    layers: int = 1,
+    depth: int = 1,
+    device=None,
+    dtype=torch.float32,
+    copies: int = 4,
+    hint: str = "",
+) -> None:
+    """Refuse a network whose weights cannot be held while it trains, before any is allocated.
+
+    ``build(layers, depth)`` constructs a network of ``layers`` blocks of ``depth`` hidden
+    layers each. It is built on torch's meta device (shapes only) at 1-2 blocks and 1-2 hidden
+    layers, and its size at ``layers`` x ``depth`` extrapolated as base + layers (u + v depth),
+    which holds for stacks of identical blocks, so that a count off by digits costs no time
+    either. Parameters are counted ``copies`` times (the weights, their gradients and Adam's two
+    moments), buffers once. A network that cannot be built on the meta device is not checked."""
+
+    def size(n_layers: int, n_depth: int) -> tuple[int, int]:
+        with torch.device("meta"):
+            module = build(n_layers, n_depth)
+        return (
+            sum(p.numel() for p in module.parameters()),
+            sum(b.numel() for b in module.buffers()),
+        )
+
+    try:
+        c11, c21, c12 = size(1, 1), size(2, 1), size(1, 2)
+    except Exception:  # construction that reads values (not shapes): left to the build itself
+        return
+    total = []
+    for a11, a21, a12 in zip(c11, c21, c12, strict=True):
+        v = a12 - a11
+        u = (a21 - a11) - v
+        total.append(max(0, (2 * a11 - a21) + layers * (u + v * depth)))
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    check_allocation((copies * total[0] + total[1]) * itemsize, what, device=device, hint=hint)
 
 
 def check_sample_count(n_samples, per_sample, *, device=None, name: str = "n_samples") -> int:

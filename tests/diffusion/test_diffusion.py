@@ -498,3 +498,20 @@ def test_fixed_variance_training_estimate_is_the_bound_term_over_p_t(random_modu
         e_hat = m.denoiser(m.q_sample(x0, t, eps), t)
     torch.testing.assert_close(bound, ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(loss.detach(), (eps - e_hat).square().mean(-1))
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"hidden": 10**7}, "hidden=10000000"),
+        ({"n_hidden": 10**6}, "n_hidden=1000000"),
+        ({"time_dim": 10**9}, "time_dim=1000000000"),
+        ({"n_steps": 10**10}, "n_steps=10,000,000,000"),
+    ],
+)
+def test_a_denoiser_beyond_the_machine_is_refused_before_it_is_built(kw, words):
+    from latentfit.errors import ResourceLimitError
+
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(ResourceLimitError, match=words):
+        DDPM(**{"epochs": 1, "discrete": False, **kw}).fit(X)

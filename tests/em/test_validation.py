@@ -357,3 +357,16 @@ def test_fewer_samples_than_components_is_a_data_error_saying_what_to_do(name):
     make, X = ESTIMATORS[name]
     with pytest.raises(DataError, match=r"n_samples = 3.*smaller n_components"):
         make().set_params(n_components=5).fit(X[:3])
+
+
+@pytest.mark.parametrize(
+    "make, X, words",
+    [
+        (lambda: lf.CategoricalHMM(10**5, n_iter=1), X_SYM, "100,000 states"),
+        (lambda: lf.LinearGaussianSSM(10**5, n_iter=1), X_REAL, "100,000 state dimensions"),
+    ],
+    ids=["CategoricalHMM", "LinearGaussianSSM"],
+)
+def test_a_state_count_beyond_the_machine_is_refused_before_the_fit(make, X, words):
+    with pytest.raises(ResourceLimitError, match=words):
+        make().fit(X)

@@ -255,3 +255,37 @@ def test_fit_resumes_exactly_from_the_trainers_checkpoint(tmp_path):
         resumed.module_.state_dict().items(), straight.module_.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: MAF(hidden=10**7, epochs=1), "hidden=10000000"),
+        (lambda: latentfit.NeuralSplineFlow(n_layers=10**6, epochs=1), "n_layers=1000000"),
+        (lambda: RealNVP(n_hidden=10**6, epochs=1), "n_hidden=1000000"),
+        (lambda: latentfit.NeuralSplineFlow(n_bins=10**8, epochs=1), "NeuralSplineFlow"),
+    ],
+)
+def test_a_network_beyond_the_machine_is_refused_before_it_is_built(make, words):
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(ResourceLimitError, match=words):
+        make().fit(X)
+
+
+@pytest.mark.parametrize("cls", [MAF, RealNVP, latentfit.NeuralSplineFlow])
+@pytest.mark.parametrize("n_layers, n_hidden", [(1, 1), (3, 2), (4, 5)])
+def test_the_size_check_counts_the_network_it_refuses(cls, n_layers, n_hidden, monkeypatch):
+    # the check extrapolates from networks of 1-2 blocks and hidden layers; at the exact size
+    # of the built network (weights x 4, buffers once) it refuses, one byte more and it passes
+    import latentfit._validation as V
+
+    model = cls(n_layers=n_layers, n_hidden=n_hidden, hidden=16)
+    module = model._build(3)
+    weights = sum(p.numel() for p in module.parameters())
+    buffers = sum(b.numel() for b in module.buffers())
+    need = (4 * weights + buffers) * 4  # float32
+    monkeypatch.setattr(V, "available_memory", lambda device=None: need - 1)
+    with pytest.raises(ResourceLimitError, match=f"{need:,} bytes"):
+        model._build(3)
+    monkeypatch.setattr(V, "available_memory", lambda device=None: need)
+    model._build(3)

@@ -13,7 +13,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
     as_float_tensor,
+    check_allocation,
     check_feature_names,
+    check_module_memory,
     check_sample_count,
     make_generator,
     resolve_device,
@@ -199,6 +201,31 @@ class DDPM(DensityMixin, BaseEstimator):
         return (t - self.shift_) / self.scale_
 
     def _build(self, d: int) -> DiffusionModule:
+        """The denoiser for ``d`` features, on the model's device and dtype; refused first where
+        its weights could not be held while training (a ``hidden`` or ``n_hidden`` off by
+        digits)."""
+        dtype = resolve_dtype(self.dtype)
+        check_allocation(  # the schedule's per-step arrays (betas, alpha-bars, their roots...)
+            12 * 8 * self.n_steps,
+            f"DDPM's noise schedule of n_steps={self.n_steps:,}",
+            device=self._dev,
+            hint="use fewer diffusion steps (n_steps; 1000 is usual)",
+        )
+        out_dim = 2 * d if self.variance == "learned" else d
+        check_module_memory(
+            lambda _, n_hidden: TimeMLP(
+                d, self.n_steps, self.hidden, n_hidden, self.time_dim, out_dim
+            ),
+            f"DDPM(hidden={self.hidden}, n_hidden={self.n_hidden}, time_dim={self.time_dim}) "
+            f"on {d} features",
+            depth=self.n_hidden,
+            device=self._dev,
+            dtype=dtype,
+            hint="use a narrower or shallower denoiser (hidden, n_hidden, time_dim)",
+        )
+        return self._module(d).to(device=self._dev, dtype=dtype)
+
+    def _module(self, d: int) -> DiffusionModule:
         sched = make_schedule(self.schedule, self.n_steps, self.beta_1, self.beta_T)
         out_dim = 2 * d if self.variance == "learned" else d  # ε_θ, and v for σ_t²
         net = TimeMLP(d, self.n_steps, self.hidden, self.n_hidden, self.time_dim, out_dim)
@@ -214,7 +241,7 @@ class DDPM(DensityMixin, BaseEstimator):
             self.clip_denoised,
             self.decoder_fraction,
         )
-        return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
+        return module
 
     def fit(self, X, y=None, X_val=None):
         """Train the denoiser with the simplified loss; validate on the true bound."""

@@ -23,6 +23,7 @@ from torch import nn
 from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
+    check_module_memory,
     check_sample_count,
     make_generator,
     resolve_device,
@@ -196,12 +197,29 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def _dev(self) -> torch.device:
         return resolve_device(self.device)
 
-    def _build(self, d: int) -> FlowModule:
+    def _module(self, d: int, n_layers: int | None = None, n_hidden: int | None = None):
+        n_layers = self.n_layers if n_layers is None else n_layers
+        n_hidden = self.n_hidden if n_hidden is None else n_hidden
         layers = make_density_layers(
-            self._kind, d, self.n_layers, self.hidden, self.n_hidden, self.n_bins, self.tail_bound
+            self._kind, d, n_layers, self.hidden, n_hidden, self.n_bins, self.tail_bound
         )
-        module = FlowModule(layers, d, self.n_levels if self.dequantize else None, self.alpha)
-        return module.to(device=self._dev, dtype=resolve_dtype(self.dtype))
+        return FlowModule(layers, d, self.n_levels if self.dequantize else None, self.alpha)
+
+    def _build(self, d: int) -> FlowModule:
+        """The flow for ``d`` features, on the model's device and dtype; refused first where its
+        weights could not be held while training (a ``hidden`` or ``n_layers`` off by digits)."""
+        dtype = resolve_dtype(self.dtype)
+        check_module_memory(
+            lambda n_layers, n_hidden: self._module(d, n_layers, n_hidden),
+            f"{type(self).__name__}(n_layers={self.n_layers}, hidden={self.hidden}, "
+            f"n_hidden={self.n_hidden}) on {d} features",
+            layers=self.n_layers,
+            depth=self.n_hidden,
+            device=self._dev,
+            dtype=dtype,
+            hint="use fewer or narrower layers (hidden, n_layers, n_hidden)",
+        )
+        return self._module(d).to(device=self._dev, dtype=dtype)
 
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, X, y=None, X_val=None):

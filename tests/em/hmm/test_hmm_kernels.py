@@ -300,3 +300,22 @@ def test_parallel_viterbi_float32_equals_sequential():
     v2 = K.parallel_viterbi(ll, pi, A, chunk=50)
     np.testing.assert_array_equal(v2.path, v1.path)
     assert float(v2.log_prob) == pytest.approx(float(v1.log_prob), rel=1e-5)
+
+
+def test_gmm_statistics_in_blocks_of_one_row_when_components_exceed_the_block(monkeypatch):
+    # more (state, component) pairs than rows per block: the rows go one at a time, and the
+    # statistics are those computed in one block
+    from latentfit.em.hmm import emissions as E
+
+    g = torch.Generator().manual_seed(0)
+    k, m, d, t = 2, 3, 2, 7
+    X = torch.randn(t, d, generator=g, dtype=torch.float64)
+    gamma = torch.softmax(torch.randn(t, k, generator=g, dtype=torch.float64), 1)
+    weights = torch.softmax(torch.randn(k, m, generator=g, dtype=torch.float64), 1)
+    means = torch.randn(k, m, d, generator=g, dtype=torch.float64)
+    covars = torch.rand(k, m, d, generator=g, dtype=torch.float64) + 0.5
+    whole = E.gmm_stats(X, gamma, weights, means, covars, "diag")
+    monkeypatch.setattr(E, "_ROWS", 4)  # k * m = 6 > 4
+    blocked = E.gmm_stats(X, gamma, weights, means, covars, "diag")
+    for name, value in whole.items():
+        torch.testing.assert_close(blocked[name], value, rtol=1e-12, atol=1e-12)

@@ -41,6 +41,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
+    check_allocation,
     check_distribution,
     check_feature_names,
     check_positive_int,
@@ -355,9 +356,22 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, X.shape[0])
+        self._check_state_memory(X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         batches = with_states(batch_sequences(X, lengths, batch_steps), labels)
         return EMFit(_HMMHooks(self, X, feature_bytes, labels), batches, X=X)
+
+    def _check_state_memory(self, n_rows: int) -> None:
+        """Refuse a number of states whose Baum-Welch tensors cannot be held: the (k, k)
+        transition matrix with its log, statistics and the M-step's copies (about eight), and
+        the forward, backward and posterior messages over the rows (about six (rows, k))."""
+        k = int(self.n_components)
+        check_allocation(
+            8 * (8 * k * k + 6 * n_rows * k),
+            f"{type(self).__name__} with n_components={k:,} states on {n_rows:,} rows",
+            device=self._device,
+            hint="use fewer states",
+        )
 
     def _prepare_source_fit(
         self, source, lengths=None, y=None, *, max_rows_in_memory=None, batch_steps, feature_bytes

@@ -323,8 +323,9 @@ def gmm_stats(X, gamma, weights, means, covars, covariance_type) -> dict[str, to
     type: (k, m, d, d) full/tied, (k, m, d) diag/spherical), ``post`` (k,) = Σ γ."""
     k, m, _d = means.shape
     out: dict[str, torch.Tensor] = {}
-    for i in range(0, X.shape[0], _ROWS // max(1, k * m)):
-        x = X[i : i + _ROWS // max(1, k * m)]
+    rows = max(1, _ROWS // max(1, k * m))  # at least a row a block, however many components
+    for i in range(0, X.shape[0], rows):
+        x = X[i : i + rows]
         lp = _mixture_log_prob(x, weights, means, covars, covariance_type)  # (r, k, m)
         r = torch.softmax(lp, 2) * gamma[i : i + len(x)].unsqueeze(2)  # (r, k, m)
         cen = x[:, None, None, :] - means  # (r, k, m, d)

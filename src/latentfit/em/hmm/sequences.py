@@ -217,6 +217,9 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
         raise DataError(
             f"the data has {sum(lengths)} rows, fewer than n_components={model.n_components}"
         )
+    check_states = getattr(model, "_check_state_memory", None)
+    if check_states is not None:  # one group of whole sequences is in memory at a time
+        check_states(lengths[longest])
     if distributed:  # re-shard by whole sequences
         if len(lengths) < source.world_size:
             raise DataError(

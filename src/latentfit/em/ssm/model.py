@@ -20,6 +20,7 @@ from sklearn.exceptions import NotFittedError
 from latentfit import _compiled
 from latentfit._validation import (
     as_float_tensor,
+    check_allocation,
     check_feature_names,
     check_positive_int,
     check_sample_count,
@@ -352,6 +353,13 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
         Y = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, Y.shape[0])
         self.n_features = int(Y.shape[1])
+        k, n, d = int(self.n_components), Y.shape[0], Y.shape[1]
+        check_allocation(  # filtered, predicted, smoothed and lag-one (n, k, k) moments
+            8 * (4 * n * k * k + 2 * n * (k + d) + 12 * (k + d) ** 2),
+            f"LinearGaussianSSM with n_components={k:,} state dimensions on {n:,} rows",
+            device=self._device,
+            hint="use a smaller state dimension",
+        )
         return EMFit(_SSMHooks(self, Y, lengths), [(Y, lengths)], X=Y)
 
     def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
