@@ -9,6 +9,7 @@ import torch
 from scipy.stats import multivariate_normal
 from torch import nn
 
+from latentfit.errors import ParameterError, ResourceLimitError
 from latentfit.vae import (
     ELBO,
     IWAE,
@@ -206,3 +207,30 @@ def test_bad_arguments():
     model = build_model(x_dim=10, z_dim=2, hidden=[6], flow="planar")
     with pytest.raises(ValueError, match="free bits"):
         ELBO(free_bits=0.5)(model, torch.rand(2, 10))
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda m, X: marginal_log_likelihood(m, X, k=2.5), "k"),
+        (lambda m, X: marginal_log_likelihood(m, X, k="5"), "k"),
+        (lambda m, X: marginal_log_likelihood(m, X, k=5, batch_size=0), "batch_size"),
+        (lambda m, X: marginal_log_likelihood(m, X, k=5, max_rows=-1), "max_rows"),
+        (lambda m, X: IWAE(2.5)(m, X), "k"),
+        (lambda m, X: ELBO(n_samples="3")(m, X), "n_samples"),
+        (lambda m, X: ELBO(free_bits_groups=0), "free_bits_groups"),
+    ],
+)
+def test_a_bad_sample_count_or_batch_is_named(call, name):
+    model = linear_gaussian_vae()[0]
+    X = torch.randn(7, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ParameterError, match=rf"^{name} must be an integer"):
+        call(model, X)
+
+
+@pytest.mark.parametrize("objective", [IWAE(10**9), ELBO(n_samples=10**10)])
+def test_a_pass_of_too_many_samples_is_refused_before_it_runs(objective):
+    model = linear_gaussian_vae()[0]
+    X = torch.randn(7, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ResourceLimitError, match="samples for each of 7 rows"):
+        objective(model, X)

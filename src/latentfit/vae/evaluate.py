@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit.errors import DataError, ParameterError
+from latentfit._validation import check_positive_int
+from latentfit.errors import DataError
 from latentfit.vae.diagnostics import _eval_mode
 from latentfit.vae.objectives import log_weights
 
@@ -45,8 +46,9 @@ def marginal_log_likelihood(
     of z per chunk (one decoder call of at most ``max_rows`` rows). Discrete models are
     evaluated at exact (unrelaxed) samples.
     """
-    if k < 1:
-        raise ParameterError(f"k must be at least 1, got {k}")
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    max_rows = check_positive_int(max_rows, "max_rows")
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"X must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")
     spec = getattr(getattr(model, "module", model), "spec", None)

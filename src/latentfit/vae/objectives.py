@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit._validation import check_allocation, check_positive_int
 from latentfit.errors import ParameterError
 from latentfit.vae.models import LatentPass
 from latentfit.vae.schedules import free_bits_kl
@@ -94,8 +95,8 @@ class ELBO:
         free_bits: float = 0.0,
         free_bits_groups: int = 1,
     ):
-        if n_samples < 1:
-            raise ParameterError(f"n_samples must be at least 1, got {n_samples}")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        free_bits_groups = check_positive_int(free_bits_groups, "free_bits_groups")
         if beta < 0 or free_bits < 0:
             raise ParameterError(
                 f"beta and free_bits must be non-negative, got {beta}, {free_bits}"
@@ -110,6 +111,7 @@ class ELBO:
         )
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        check_pass_memory(model, x, self.n_samples, "n_samples")
         p = model(x, self.n_samples, generator, weights=not self.analytic_kl)
         weight = self.beta * kl_weight
         recon = _wide(p.log_px_z).mean(0)  # (n,)
@@ -151,6 +153,33 @@ class ELBO:
         )
 
 
+#: below this many bytes a pass is not checked against the memory available (the check reads
+#: /proc/meminfo, ~50 µs, which a training step of a small model should not pay)
+_CHECKED_FROM = 1 << 28
+
+
+def check_pass_memory(model, x: torch.Tensor, k: int, name: str) -> None:
+    """Refuse a pass of ``k`` samples for each of the rows of ``x`` whose activations cannot be
+    held: k x n rows of latents, hidden layers and outputs (sizes from the model's spec where it
+    has one, else eight times the data's width), float64, kept for the backward pass."""
+    spec = getattr(getattr(model, "module", model), "spec", None)
+    n, width = (x.shape[0], math.prod(x.shape[1:])) if x.dim() > 1 else (1, x.numel())
+    per_row = 4 * width
+    if spec is not None:
+        hidden = getattr(spec, "hidden", None) or []
+        per_row += 2 * (int(getattr(spec, "z_dim", 0) or 0) + sum(int(h) for h in hidden))
+    else:
+        per_row *= 2
+    n_bytes = 8 * k * n * per_row
+    if n_bytes >= _CHECKED_FROM:
+        check_allocation(
+            n_bytes,
+            f"a pass of {name}={k:,} samples for each of {n:,} rows",
+            device=x.device,
+            hint=f"use a smaller {name} or fewer rows a batch",
+        )
+
+
 class BetaVAE(ELBO):
     """β-VAE (Higgins et al. 2017): the ELBO with the KL multiplied by ``beta`` in the loss."""
 
@@ -168,14 +197,13 @@ class IWAE:
     dreg = False
 
     def __init__(self, k: int = 5):
-        if k < 1:
-            raise ParameterError(f"k must be at least 1, got {k}")
-        self.k = k
+        self.k = check_positive_int(k, "k")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        check_pass_memory(model, x, self.k, "k")
         p = model(x, self.k, generator, stopped=self.dreg)
         log_w = log_weights(p)  # (k, n)
         bound = iwae_bound(log_w)
