@@ -112,6 +112,83 @@ CASES = {
         "np.savetxt('d.csv', np.random.default_rng(0).random(size=(20, 2)), delimiter=',')\n"
         "cli('eval', str(path), '--dataset', 'd.csv', '-k', '2')"
     ),
+    # sizes that a sampler's or a model's count implies (checked before the work starts)
+    "mcmc.sample num_chains=1e9": (
+        "from latentfit.mcmc import sample\n"
+        "sample(lambda mu: -0.5 * (mu**2).sum(), init={'mu': torch.zeros(2)}, "
+        "num_chains=10**9, num_draws=5, num_warmup=5, progress_bar=False)"
+    ),
+    "mcmc.sample num_draws=1e12": (
+        "from latentfit.mcmc import sample\n"
+        "sample(lambda mu: -0.5 * (mu**2).sum(), init={'mu': torch.zeros(2)}, "
+        "num_draws=10**12, num_warmup=5, progress_bar=False)"
+    ),
+    "mcmc.sample max_depth=100": (
+        "from latentfit.mcmc import sample\n"
+        "sample(lambda mu: -0.5 * (mu**2).sum(), init={'mu': torch.zeros(2)}, "
+        "max_depth=100, num_draws=5, num_warmup=5, progress_bar=False)"
+    ),
+    "fit_map(...).sample_posterior num_chains=1e9": (
+        "latentfit.fit_map('normal', [0.3, -1.2, 0.8], prior={'loc': "
+        "torch.distributions.Normal(0.0, 10.0)}).sample_posterior(num_chains=10**9, "
+        "progress_bar=False)"
+    ),
+    "gibbs_gmm num_chains=1e9": (
+        "from latentfit.mcmc import gibbs_gmm\n"
+        "gibbs_gmm(np.random.default_rng(0).normal(size=(40, 2)), 2, num_chains=10**9)"
+    ),
+    "gibbs_gmm K=1e9": (
+        "from latentfit.mcmc import gibbs_gmm\n"
+        "gibbs_gmm(np.random.default_rng(0).normal(size=(40, 2)), 10**9, num_draws=3)"
+    ),
+    "gibbs_hmm num_draws=1e12": (
+        "from latentfit.mcmc import gibbs_hmm\n"
+        "gibbs_hmm(np.random.default_rng(0).normal(size=(40, 2)), 2, num_draws=10**12)"
+    ),
+    "svgd num_particles=1e7": (
+        "from latentfit.mcmc.svgd import svgd\n"
+        "svgd(lambda mu: -0.5 * (mu**2).sum(), {'mu': torch.zeros(2)}, "
+        "num_particles=10**7, num_iter=2, progress_bar=False)"
+    ),
+    "GaussianMixture.sample(1e11)": (
+        "latentfit.GaussianMixture(2).fit(np.random.default_rng(0).normal(size=(40, 2)))"
+        ".sample(10**11)"
+    ),
+    "GaussianHMM.sample(1e11)": (
+        "latentfit.GaussianHMM(2, n_iter=2).fit(np.random.default_rng(0).normal(size=(40, 2)))"
+        ".sample(10**11)"
+    ),
+    "CategoricalHMM K=1e5": f"latentfit.CategoricalHMM(10**5, n_iter=1).fit({CODES} % 3)",
+    "LinearGaussianSSM K=1e5": (
+        "latentfit.LinearGaussianSSM(10**5, n_iter=1)"
+        ".fit(np.random.default_rng(0).normal(size=(40, 2)))"
+    ),
+    "MAF hidden=1e7": (
+        "latentfit.MAF(hidden=10**7, epochs=1).fit(np.random.default_rng(0).normal(size=(40, 2)))"
+    ),
+    "NeuralSplineFlow n_layers=1e6": (
+        "latentfit.NeuralSplineFlow(n_layers=10**6, epochs=1)"
+        ".fit(np.random.default_rng(0).normal(size=(40, 2)))"
+    ),
+    "DDPM n_steps=1e10": (
+        "latentfit.DDPM(10**10, epochs=1, discrete=False)"
+        ".fit(np.random.default_rng(0).normal(size=(40, 2)))"
+    ),
+    "IWAE k=1e9": (
+        "from tests.vae.test_objectives import linear_gaussian_vae\n"
+        "from latentfit.vae import IWAE\n"
+        "IWAE(10**9)(linear_gaussian_vae()[0], torch.randn(7, 4, dtype=torch.float64))"
+    ),
+    "fit dist --sample nuts --chains 1e8": (
+        "np.savetxt('c.csv', [3, 1, 4, 2, 5])\n"
+        "cli('fit', 'dist', 'c.csv', '-f', 'poisson', '--prior', 'rate=gamma:2,0.5', "
+        "'--sample', 'nuts', '--chains', '100000000')"
+    ),
+    "sample -n 1e11": (
+        "np.savetxt('d.csv', np.random.default_rng(0).normal(size=(40, 2)), delimiter=',')\n"
+        "cli('fit', 'gmm', 'd.csv', '-k', '2', '--out', 'm.lf', '--quiet', '--force')\n"
+        "cli('sample', 'm.lf', '-n', '100000000000', '--out', 's.npy')"
+    ),
 }
 
 
