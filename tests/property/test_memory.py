@@ -184,6 +184,12 @@ CASES = {
         "cli('fit', 'dist', 'c.csv', '-f', 'poisson', '--prior', 'rate=gamma:2,0.5', "
         "'--sample', 'nuts', '--chains', '100000000')"
     ),
+    "sample -n 1e11 from a VAE file": (
+        "from tests.property.test_cli import _vae_model\n"
+        "from pathlib import Path\n"
+        "path = _vae_model(Path('.'), 'gaussian', 2)\n"
+        "cli('sample', str(path), '-n', '100000000000', '--out', 'v.npy')"
+    ),
     "sample -n 1e11": (
         "np.savetxt('d.csv', np.random.default_rng(0).normal(size=(40, 2)), delimiter=',')\n"
         "cli('fit', 'gmm', 'd.csv', '-k', '2', '--out', 'm.lf', '--quiet', '--force')\n"

@@ -249,3 +249,17 @@ def test_init_decoder_bias_starts_at_the_mean_image():
             model.decoder.body[-1].weight.zero_()  # only the bias remains
             mean = model.decode(torch.zeros(1, 3, dtype=torch.float64))[0]
         torch.testing.assert_close(mean, X.mean(0), rtol=1e-12, atol=1e-12)
+
+
+def test_prior_draws_and_interpolations_check_their_count_first():
+    from latentfit.errors import ParameterError, ResourceLimitError
+
+    model = build_model(x_dim=16, z_dim=3, hidden=[8])
+    x = torch.rand(16)
+    with pytest.raises(ParameterError, match=r"^n must be an integer"):
+        sample_images(model, 2.5)
+    with pytest.raises(ResourceLimitError, match=r"n=100,000,000,000 draws of 27 values"):
+        sample_images(model, 10**11)
+    with pytest.raises(ResourceLimitError, match="n_steps=100,000,000,000"):
+        interpolate(model, x, x, n_steps=10**11)
+    assert interpolate(model, x, x, n_steps=3).shape == (3, 16)

@@ -11,14 +11,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentfit._validation import check_sample_count
 from latentfit.io import atomic_path
 from latentfit.vae.diagnostics import _eval_mode
 
 __all__ = ["image_grid", "interpolate", "reconstruct", "sample_images", "save_grid", "traverse"]
 
 
+def _row_width(model) -> int:
+    """Numbers a decoded row holds on its way: latents, hidden layers and the image, from the
+    model's spec (1 for a model without one: then only the count's type is checked)."""
+    spec = getattr(getattr(model, "module", model), "spec", None)
+    if spec is None:
+        return 1
+    hidden = getattr(spec, "hidden", None) or []
+    parts = (getattr(spec, "x_dim", 0), getattr(spec, "z_dim", 0), *hidden)
+    return sum(int(v or 0) for v in parts)
+
+
 def sample_images(model, n: int = 64, generator=None) -> torch.Tensor:
-    """Means of p(x | z) for n draws z ~ p(z): (n, d)."""
+    """Means of p(x | z) for n draws z ~ p(z): (n, d). ``n`` is refused up front where the
+    draws cannot be held (``check_sample_count``)."""
+    n = check_sample_count(n, _row_width(model), name="n")
     with _eval_mode(model):
         return model.decode(model.sample_prior(n, generator)).float().cpu()
 
@@ -31,6 +45,7 @@ def reconstruct(model, X: torch.Tensor, generator=None) -> torch.Tensor:
 
 def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, n_steps: int = 10, generator=None):
     """Decoded means along the straight line between E_q[z | x_a] and E_q[z | x_b]: (n_steps, d)."""
+    n_steps = check_sample_count(n_steps, _row_width(model), name="n_steps")
     with _eval_mode(model):
         z = model.posterior_mean(
             torch.stack([x_a.reshape(-1), x_b.reshape(-1)]), generator=generator
