@@ -189,3 +189,52 @@ def test_a_bad_count_is_named_on_every_path_into_the_sampler():
         fit.sample_posterior(num_chains=10**9, num_draws=5, progress_bar=False)
     with pytest.raises(ParameterError, match="num_chains"):
         _nuts(num_chains=2.5, init_strategy="init")
+
+
+VALUES = st.one_of(
+    st.integers(-3, 4),
+    st.integers(10**12, 10**15),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.sampled_from(["nuts", "hmc", "diag", "dense", "init", "uniform", 0.5, 0.99]),
+)
+SETTINGS = {
+    "nuts": (
+        _nuts,
+        [
+            "num_chains",
+            "num_warmup",
+            "num_draws",
+            "max_depth",
+            "num_steps",
+            "target_accept",
+            "kernel",
+            "metric",
+            "init_strategy",
+        ],
+    ),
+    "gibbs_gmm": (RUNS["gibbs_gmm"], ["num_chains", "num_warmup", "num_draws"]),
+    "svgd": (_svgd, ["num_particles", "num_iter", "step_size", "init_scale"]),
+}
+
+
+#: iterations that keep nothing: a huge count is a long run, not a memory request
+ONLY_TIME = {("svgd", "num_iter"), ("gibbs_gmm", "num_warmup")}
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(sorted(SETTINGS)), st.data())
+def test_any_setting_runs_or_is_refused_with_a_documented_error(run, data):
+    from latentfit.errors import DOCUMENTED_ERRORS
+
+    call, names = SETTINGS[run]
+    name = data.draw(st.sampled_from(names))
+    value = data.draw(VALUES)
+    if (run, name) in ONLY_TIME and isinstance(value, int) and value > 10**6:
+        value = 5  # a count that costs time, not memory: a long run is the user's to ask for
+    try:
+        call(**{name: value})
+    except DOCUMENTED_ERRORS as exc:
+        assert str(exc).strip(), f"{name}={value!r}: an empty message"
