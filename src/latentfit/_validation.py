@@ -14,7 +14,13 @@ from pathlib import PurePath
 import numpy as np
 import torch
 
-from latentfit.errors import DataError, DataTypeError, ParameterError, ResourceLimitError
+from latentfit._memory import (  # the memory checks, kept importable from here
+    available_memory,
+    check_allocation,
+    check_module_memory,
+    check_sample_count,
+)
+from latentfit.errors import DataError, DataTypeError, ParameterError
 
 __all__ = [
     "as_float_tensor",
@@ -336,110 +342,6 @@ def check_state_index(value, n_states: int, name: str = "currstate") -> None:
         or not 0 <= value < n_states
     ):
         raise ParameterError(f"{name} must be a state index 0..{n_states - 1}, got {value!r}")
-
-
-# ---------------------------------------------------------------------- memory
-def available_memory(device=None) -> int | None:
-    """Bytes that can still be allocated on ``device`` (None: the CPU): MemAvailable of
-    /proc/meminfo, else free pages by ``os.sysconf``; a CUDA device's free memory. None when
-    the platform does not say."""
-    dev = torch.device("cpu" if device is None else device)
-    if dev.type == "cuda":
-        try:
-            return int(torch.cuda.mem_get_info(dev)[0])
-        except (RuntimeError, AssertionError):
-            return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} bytes"  # pragma: no cover
-
-
-def check_allocation(n_bytes, what: str, *, device=None, hint: str = "") -> int:
-    """Refuse up front, with :class:`~latentfit.errors.ResourceLimitError`, a request whose
-    ``n_bytes`` exceed the memory still available on ``device`` (the CPU by default), so that
-    a bad argument or code is named instead of exhausting the machine. ``what`` says what the
-    memory is for; ``hint`` what to try. Returns ``n_bytes`` as an int."""
-    n_bytes = int(n_bytes)
-    free = available_memory(device)
-    if free is not None and n_bytes > free:
-        raise ResourceLimitError(
-            f"{what} would need {n_bytes:,} bytes ({_fmt_bytes(n_bytes)}) but only "
-            f"{free:,} bytes ({_fmt_bytes(free)}) are available" + (f"; {hint}" if hint else "")
-        )
-    return n_bytes
-
-
-def check_module_memory(
-    build,
-    what: str,
-    *,
-    layers: int = 1,
-    depth: int = 1,
-    device=None,
-    dtype=torch.float32,
-    copies: int = 4,
-    hint: str = "",
-) -> None:
-    """Refuse a network whose weights cannot be held while it trains, before any is allocated.
-
-    ``build(layers, depth)`` constructs a network of ``layers`` blocks of ``depth`` hidden
-    layers each. It is built on torch's meta device (shapes only) at 1-2 blocks and 1-2 hidden
-    layers, and its size at ``layers`` x ``depth`` extrapolated as base + layers (u + v depth),
-    which holds for stacks of identical blocks, so that a count off by digits costs no time
-    either. Parameters are counted ``copies`` times (the weights, their gradients and Adam's two
-    moments), buffers once. A network that cannot be built on the meta device is not checked."""
-
-    def size(n_layers: int, n_depth: int) -> tuple[int, int]:
-        with torch.device("meta"):
-            module = build(n_layers, n_depth)
-        return (
-            sum(p.numel() for p in module.parameters()),
-            sum(b.numel() for b in module.buffers()),
-        )
-
-    try:
-        c11, c21, c12 = size(1, 1), size(2, 1), size(1, 2)
-    except Exception:  # construction that reads values (not shapes): left to the build itself
-        return
-    total = []
-    for a11, a21, a12 in zip(c11, c21, c12, strict=True):
-        v = a12 - a11
-        u = (a21 - a11) - v
-        total.append(max(0, (2 * a11 - a21) + layers * (u + v * depth)))
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    check_allocation((copies * total[0] + total[1]) * itemsize, what, device=device, hint=hint)
-
-
-def check_sample_count(n_samples, per_sample, *, device=None, name: str = "n_samples") -> int:
-    """``n_samples`` as an int >= 1 for a ``sample`` method, refused up front
-    (:class:`~latentfit.errors.ResourceLimitError`) where its draws would exceed the memory
-    available: ``per_sample`` numbers a draw and its label or state, counted three times (the
-    draws, their sampling noise, the copy the result is returned in), 8 bytes each."""
-    n = check_positive_int(n_samples, name)
-    per = max(1, int(per_sample)) + 1
-    check_allocation(
-        3 * 8 * n * per,
-        f"{name}={n:,} draws of {per - 1} values",
-        device=device,
-        hint=f"draw in batches of a smaller {name}",
-    )
-    return n
 
 
 def max_inferred_categories(n_samples: int) -> int:

@@ -242,6 +242,6 @@ def test_a_compressed_file_that_expands_past_memory_is_refused_by_name(tmp_path,
     path = tmp_path / "big.csv.gz"
     path.write_bytes(gzip.compress(b"a,b\n" + b"1,2\n" * 100_000))  # 400 kB of text
     monkeypatch.setattr(_files, "_DECOMPRESS_BLOCK", 1 << 14)
-    monkeypatch.setattr("latentfit._validation.available_memory", lambda device=None: 100_000)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 100_000)
     with pytest.raises(ResourceLimitError, match=r"decompressing big\.csv\.gz"):
         load_array(path)

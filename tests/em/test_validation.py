@@ -10,7 +10,6 @@ import pytest
 from hmmlearn import hmm as hmmlearn_hmm
 
 import latentfit as lf
-import latentfit._validation as V
 from latentfit.errors import (
     DOCUMENTED_ERRORS,
     DataError,
@@ -118,7 +117,7 @@ def test_sample_refuses_a_count_beyond_the_machine_before_drawing(name, monkeypa
     with pytest.raises(ResourceLimitError, match=r"n_samples=1,000,000,000,000 draws"):
         model.sample(10**12)
     # the check follows the memory available, and an ordinary draw passes a small machine
-    monkeypatch.setattr(V, "available_memory", lambda device=None: 10**6)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**6)
     with pytest.raises(ResourceLimitError, match="draw in batches"):
         model.sample(10**5)
     drawn = model.sample(500)
@@ -186,7 +185,7 @@ def test_one_stray_symbol_does_not_size_a_categorical_hmm():
 
 
 def test_a_categorical_hmm_too_big_for_memory_is_refused_with_its_size(monkeypatch):
-    monkeypatch.setattr(V, "available_memory", lambda device=None: 10**9)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**9)
     X = np.array([[0], [1], [2]] * 10)
     with pytest.raises(ResourceLimitError, match=r"2 states x 100,000,000 symbols .*9,600,000,000"):
         lf.CategoricalHMM(2, n_features=10**8).fit(X)
@@ -209,7 +208,7 @@ def test_dense_symbols_are_still_inferred_and_fit_like_hmmlearn():
 
 @pytest.mark.parametrize("n_categories", [None, 10**9 + 1])
 def test_one_stray_code_does_not_size_a_categorical_mixture(monkeypatch, n_categories):
-    monkeypatch.setattr(V, "available_memory", lambda device=None: 10**9)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**9)
     X = np.array([[0, 0], [1, 1], [10**9, 2], [2, 0]] * 10)
     model = lf.CategoricalMixture(2, n_categories=n_categories)
     if n_categories is None:

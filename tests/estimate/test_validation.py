@@ -131,7 +131,7 @@ def test_a_stray_categorical_code_is_refused_before_any_allocation():
 
 
 def test_a_covariance_too_big_for_memory_is_refused_with_its_size(monkeypatch):
-    monkeypatch.setattr(V, "available_memory", lambda device=None: 10**9)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**9)
     with pytest.raises(ResourceLimitError, match=r"30000 x 30000 .*28,801,920,000 bytes"):
         fit_mle("categorical", [0, 1, 2, 30000], fixed={"num_categories": 30001})
 

@@ -277,15 +277,14 @@ def test_a_network_beyond_the_machine_is_refused_before_it_is_built(make, words)
 def test_the_size_check_counts_the_network_it_refuses(cls, n_layers, n_hidden, monkeypatch):
     # the check extrapolates from networks of 1-2 blocks and hidden layers; at the exact size
     # of the built network (weights x 4, buffers once) it refuses, one byte more and it passes
-    import latentfit._validation as V
 
     model = cls(n_layers=n_layers, n_hidden=n_hidden, hidden=16)
     module = model._build(3)
     weights = sum(p.numel() for p in module.parameters())
     buffers = sum(b.numel() for b in module.buffers())
     need = (4 * weights + buffers) * 4  # float32
-    monkeypatch.setattr(V, "available_memory", lambda device=None: need - 1)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: need - 1)
     with pytest.raises(ResourceLimitError, match=f"{need:,} bytes"):
         model._build(3)
-    monkeypatch.setattr(V, "available_memory", lambda device=None: need)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: need)
     model._build(3)

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import latentfit._validation as V
 from latentfit.cli import app
 from latentfit.errors import ParameterError, ResourceLimitError
 from latentfit.mcmc import gibbs_gmm, gibbs_hmm, sample
@@ -126,11 +125,11 @@ def test_resume_checks_the_draws_it_adds():
 
 def test_the_check_follows_the_memory_available(monkeypatch):
     # 4 chains x 1,000,000 draws of 2 parameters: ~270 MB of records, refused with 100 MB free
-    monkeypatch.setattr(V, "available_memory", lambda device=None: 100 * 10**6)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 100 * 10**6)
     with pytest.raises(ResourceLimitError, match="100,000,000 bytes"):
         _nuts(num_draws=10**6)
     # a run of the usual size is not refused on a small machine
-    monkeypatch.setattr(V, "available_memory", lambda device=None: 50 * 10**6)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 50 * 10**6)
     assert _nuts(num_chains=4, num_draws=1000).num_draws == 1000
     assert gibbs_gmm(X, 3, num_draws=200).weights.shape[:2] == (4, 200)
     assert _svgd(num_particles=200).u.shape == (200, 2)

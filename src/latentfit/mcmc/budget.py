@@ -14,7 +14,8 @@ factor, not an exact account.
 
 from __future__ import annotations
 
-from latentfit._validation import _fmt_bytes, check_allocation, check_positive_int
+from latentfit._memory import check_allocation, fmt_bytes
+from latentfit._validation import check_positive_int
 
 __all__ = ["check_counts", "check_run", "gibbs_parts", "nuts_parts", "svgd_parts"]
 
@@ -35,7 +36,7 @@ def check_run(what: str, parts: dict[str, int], *, device=None, hint: str) -> No
     """Refuse ``what`` when the bytes of its ``parts`` ({what it is for: bytes}) together exceed
     the memory available on ``device``; the message names the parts, largest first."""
     shown = sorted(((n, k) for k, n in parts.items() if n > 0), reverse=True)
-    detail = ", ".join(f"{k} {_fmt_bytes(n)}" for n, k in shown)
+    detail = ", ".join(f"{k} {fmt_bytes(n)}" for n, k in shown)
     check_allocation(sum(parts.values()), f"{what} ({detail})", device=device, hint=hint)
 
 
