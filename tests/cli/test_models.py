@@ -260,6 +260,15 @@ def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
     assert text.exit_code == 0 and f"{got['total']:.6f}" in text.output
 
 
+def test_sample_refuses_draws_beyond_the_machine_naming_the_option(saved, tmp_path):
+    _model, path, _data, _X, _lengths, kind = saved
+    res = _invoke(["sample", path, "-n", "100000000000", "--out", str(tmp_path / "s.npy")])
+    assert res.exit_code == 2, res.output
+    assert "draws of" in res.output and "would need" in res.output
+    assert ("-n=" if kind != "vae" else "n=") in res.output
+    assert not (tmp_path / "s.npy").exists()
+
+
 def test_sample_from_the_file_equals_the_model_in_memory(saved):
     model, path, _data, _X, _lengths, kind = saved
     got = _json(["sample", path, "-n", "6", "--seed", "11"])

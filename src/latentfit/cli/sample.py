@@ -74,6 +74,7 @@ def sample(
     z ~ p(z), written as an image grid (samples.png) unless --out names a .csv or .npy."""
     import numpy as np
 
+    from latentfit._validation import check_sample_count
     from latentfit.errors import LatentfitError
     from latentfit.io import read_header
 
@@ -95,6 +96,12 @@ def sample(
             f"{type(model).__name__} (flows and DDPM: 'latentfit density sample')"
         )
     shape = _image_shape(model, image_shape) if kind == "vae" else None
+    if kind != "vae":  # sized here to name the option; a VAE's draws are sized by its spec
+        width = getattr(model, "n_features_in_", None) or getattr(model, "n_features", None)
+        try:
+            check_sample_count(n, int(width or 1), name="-n")
+        except LatentfitError as err:
+            fail(str(err))
     try:
         X, labels, label = draw(model, kind, n, seed)
     except (ValueError, FloatingPointError) as err:
