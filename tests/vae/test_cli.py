@@ -123,3 +123,16 @@ def test_variants_train(tmp_path, extra):
         warnings.simplefilter("ignore", PosteriorCollapseWarning)
         res = runner.invoke(app, args + extra)
     assert res.exit_code == 0, res.output
+
+
+def test_a_pass_of_too_many_samples_is_refused_before_training_naming_the_option(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(60, 5)))
+    out = tmp_path / "g.safetensors"
+    args = ["fit", "vae", "--dataset", str(path), "--likelihood", "gaussian", "--no-binarize"]
+    res = runner.invoke(app, [*args, "--epochs", "1", "--samples", "1000000000", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "--samples=1,000,000,000 samples" in res.output and "would need" in res.output
+    assert "epoch" not in res.output and not out.exists()

@@ -153,6 +153,7 @@ def fit_vae(
         marginal_log_likelihood,
         save_model,
     )
+    from latentfit.vae.objectives import check_pass_memory
 
     if old_k is not None:
         fail(_NOT_K)
@@ -193,6 +194,9 @@ def fit_vae(
         )
         init_decoder_bias(model, data.train)
         obj = make_objective(objective, k=samples, beta=beta, free_bits=free_bits)
+        # a training batch's pass of --samples, sized before the first epoch starts
+        rows = min(batch_size, data.train.shape[0]) if batch_size > 0 else data.train.shape[0]
+        check_pass_memory(model, data.train[:rows], samples, "--samples")
         cfg = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
