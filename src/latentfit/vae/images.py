@@ -14,6 +14,7 @@ import torch
 from latentfit._validation import check_sample_count
 from latentfit.io import atomic_path
 from latentfit.vae.diagnostics import _eval_mode
+from latentfit.vae.objectives import hidden_width
 
 __all__ = ["image_grid", "interpolate", "reconstruct", "sample_images", "save_grid", "traverse"]
 
@@ -21,12 +22,10 @@ __all__ = ["image_grid", "interpolate", "reconstruct", "sample_images", "save_gr
 def _row_width(model) -> int:
     """Numbers a decoded row holds on its way: latents, hidden layers and the image, from the
     model's spec (1 for a model without one: then only the count's type is checked)."""
-    spec = getattr(getattr(model, "module", model), "spec", None)
-    if spec is None:
+    inner = hidden_width(model)
+    if inner is None:
         return 1
-    hidden = getattr(spec, "hidden", None) or []
-    parts = (getattr(spec, "x_dim", 0), getattr(spec, "z_dim", 0), *hidden)
-    return sum(int(v or 0) for v in parts)
+    return inner + int(getattr(getattr(model, "module", model).spec, "x_dim", 0) or 0)
 
 
 def sample_images(model, n: int = 64, generator=None) -> torch.Tensor:

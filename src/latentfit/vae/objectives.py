@@ -158,18 +158,23 @@ class ELBO:
 _CHECKED_FROM = 1 << 28
 
 
+def hidden_width(model) -> int | None:
+    """Numbers a row holds between the data and the output: the latents and every hidden
+    layer, from the model's spec; None for a model without one."""
+    spec = getattr(getattr(model, "module", model), "spec", None)
+    if spec is None:
+        return None
+    hidden = getattr(spec, "hidden", None) or []
+    return int(getattr(spec, "z_dim", 0) or 0) + sum(int(h) for h in hidden)
+
+
 def check_pass_memory(model, x: torch.Tensor, k: int, name: str) -> None:
     """Refuse a pass of ``k`` samples for each of the rows of ``x`` whose activations cannot be
     held: k x n rows of latents, hidden layers and outputs (sizes from the model's spec where it
     has one, else eight times the data's width), float64, kept for the backward pass."""
-    spec = getattr(getattr(model, "module", model), "spec", None)
     n, width = (x.shape[0], math.prod(x.shape[1:])) if x.dim() > 1 else (1, x.numel())
-    per_row = 4 * width
-    if spec is not None:
-        hidden = getattr(spec, "hidden", None) or []
-        per_row += 2 * (int(getattr(spec, "z_dim", 0) or 0) + sum(int(h) for h in hidden))
-    else:
-        per_row *= 2
+    inner = hidden_width(model)
+    per_row = 4 * width + 2 * inner if inner is not None else 8 * width
     n_bytes = 8 * k * n * per_row
     if n_bytes >= _CHECKED_FROM:
         check_allocation(
