@@ -57,7 +57,7 @@ from latentfit.mcmc.compiled import (
     wrap_merge,
 )
 from latentfit.mcmc.kernels import Metric, State
-from latentfit.mcmc.replay import ReplayedMerge, replay
+from latentfit.mcmc.replay import ReplayedMerge, replay_graph
 from latentfit.mcmc.target import Target
 
 __all__ = ["BackgroundCompile"]
@@ -193,7 +193,7 @@ class BackgroundCompile:
                 graph = part.module
                 if graph is None:  # a rerun while another process's child compiles it
                     graph = static_graph(part.fn, part.example)
-                replayed = replay(graph, part.example)
+                replayed = replay_graph(graph, part.example)
                 if replayed is None or not part.check(replayed):
                     return
             except Exception:  # eagerly until the package arrives, as without the replay

@@ -8,7 +8,8 @@ recorded by ``torch.jit.trace`` runs in TorchScript's C++ interpreter at ~0.9 µ
 (eight schools, 4 chains: 76 µs a step against 219 µs; diamonds 128 against 390 µs), after a
 ~10 ms trace and no compiler. Until its package is loaded, each part runs so:
 
-- the leapfrog: its static graph (``compiled.static_graph``, every size fixed) replayed;
+- the leapfrog: its static graph (``compiled.static_graph``, every size fixed) replayed, less
+  the operations that compute nothing new at run time (simplify.py);
 - the tree bookkeeping: ``kernels.merge_subtree`` traced once per number of leaves, as the
   sampler meets them (4-7 ms each), and replayed (25-30% cheaper than eager at 2-32 leaves);
   subtrees whose U-turn checks the eager function would do in blocks run eagerly.
@@ -30,8 +31,9 @@ from collections.abc import Callable
 import torch
 
 from latentfit.mcmc.kernels import _NODE_CHUNK, merge_in_blocks, merge_subtree
+from latentfit.mcmc.simplify import simplify
 
-__all__ = ["ReplayedMerge", "replay"]
+__all__ = ["ReplayedMerge", "replay", "replay_graph"]
 
 
 @contextlib.contextmanager
@@ -54,6 +56,18 @@ def replay(fn: Callable, example: tuple) -> Callable | None:
             return trace(fn, example, check_trace=False)
     except Exception:  # any failure of the tracer: the part runs eagerly until its package
         return None
+
+
+def replay_graph(graph: torch.fx.GraphModule, example: tuple) -> Callable | None:
+    """A static graph of aten operations (``compiled.static_graph``) replayed without the
+    operations that compute nothing new at run time (simplify.py: the leapfrog's 79 -> 57 on
+    eight schools, a step 69 -> 56 µs); the graph as traced where that simplification fails."""
+    try:
+        with torch.no_grad():
+            graph = simplify(graph, example)
+    except Exception:  # any failure of the rewrite: the graph runs as it was traced
+        pass
+    return replay(graph, example)
 
 
 class ReplayedMerge:
