@@ -15,8 +15,13 @@ import bz2
 import codecs
 import csv
 import gzip
+import math
 import os
 import re
+import tokenize
+import zipfile
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +29,13 @@ import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor, check_allocation
-from latentfit.errors import DataError, LatentfitError, MissingDependencyError, ParameterError
+from latentfit.errors import (
+    DataError,
+    DataTypeError,
+    LatentfitError,
+    MissingDependencyError,
+    ParameterError,
+)
 
 __all__ = [
     "DELIMITERS",
@@ -32,6 +43,8 @@ __all__ = [
     "column_names",
     "file_stem",
     "load_array",
+    "native_dtype",
+    "npy_header",
     "parse_delimiter",
 ]
 
@@ -79,6 +92,10 @@ def _cpus() -> int:
 
 
 _SNIFF_LINES = 50
+#: Line ends, as pyarrow's parser splits lines: "\n", "\r\n", or a lone "\r" (classic Mac OS).
+_NEWLINE = re.compile(rb"(\r\n|\r|\n)")
+#: Bytes read per block while a text file is scanned line by line for an error message.
+_LINE_BLOCK = 1 << 20
 
 
 def parse_delimiter(text: str | None) -> str | None:
@@ -120,7 +137,10 @@ def _numeric(cell: str) -> bool:
 def _split(line: str, delimiter: str) -> list[str]:
     if delimiter == _WHITESPACE:
         return line.split()
-    return next(csv.reader([line], delimiter=delimiter), [])
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:  # a field past csv's size limit: only fields are counted here
+        return line.split(delimiter)
 
 
 def _guess_delimiter(lines: list[str]) -> str:
@@ -187,7 +207,7 @@ def _decompressed(path: Path, offset: int) -> bytes:
                     hint="decompress it to disk first, or read it in parts",
                 )
                 out += block
-    except (OSError, EOFError, ValueError) as err:
+    except (OSError, EOFError, ValueError, zlib.error) as err:
         if isinstance(err, LatentfitError):
             raise
         raise DataError(f"{path} cannot be decompressed: {err}") from None
@@ -200,7 +220,7 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
         with _open(path) as f:
             raw = f.read(_SNIFF_BYTES)
             whole = not f.read(1)
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path} cannot be decompressed: {err}") from None
     try:
         codecs.getincrementaldecoder("utf-8")().decode(raw, final=whole)
@@ -210,7 +230,8 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
             f"{err.start} is not UTF-8 text; is it a binary file with a .csv name?"
         ) from None
     offset = 3 if raw.startswith(codecs.BOM_UTF8) else 0
-    pieces = raw[offset:].split(b"\n")
+    parts = _NEWLINE.split(raw[offset:])  # [line, end, line, end, ..., line]
+    pieces, ends = parts[0::2], [len(end) for end in parts[1::2]] + [0]
     if not whole:
         pieces = pieces[:-1]  # the last line may be cut off
     # Blank and '#' lines before the data are skipped (numpy.savetxt writes its header as
@@ -218,18 +239,19 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
     comment, lineno, start = None, 0, offset
     lines: list[str] = []
     first_piece = b""
-    for piece in pieces:
-        line = piece.decode("utf-8", errors="replace").rstrip("\r")
+    first_end = 0
+    for piece, end in zip(pieces, ends, strict=False):
+        line = piece.decode("utf-8", errors="replace")
         if not lines:
             if not line.strip() or line.lstrip().startswith("#"):
                 if line.lstrip().startswith("#"):
                     comment = line.lstrip()[1:].strip()
                 lineno += 1
-                start += len(piece) + 1
+                start += len(piece) + end
                 continue
         if line.strip():
             if not lines:
-                first_piece = piece
+                first_piece, first_end = piece, end
             lines.append(line)
             if len(lines) >= _SNIFF_LINES:
                 break
@@ -240,7 +262,7 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
     header = None
     if _is_header(rows[0], rows[1:]):
         header = [c.strip() for c in rows[0]]
-        start += len(first_piece) + 1
+        start += len(first_piece) + first_end
         lineno += 1
     elif comment is not None:
         names = _split(comment, delimiter)
@@ -252,12 +274,26 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
     return _Layout(delimiter, header, len(rows[0]), start, lineno + 1, squeeze)
 
 
+def _lines(f):
+    """The lines of the binary file ``f`` from where it stands, without their ends, split as
+    pyarrow splits them (see ``_NEWLINE``), read in blocks."""
+    carry = b""
+    while block := f.read(_LINE_BLOCK):
+        data = carry + block
+        cut = len(data) - 1 if data.endswith(b"\r") else len(data)  # "\r" + "\n" may follow
+        pieces = _NEWLINE.split(data[:cut])[0::2]
+        carry = pieces.pop() + data[cut:]
+        yield from pieces
+    if carry:
+        yield from _NEWLINE.split(carry)[0::2]
+
+
 def _line_of(path: Path, layout: _Layout, row: int) -> int:
     """The 1-based line number of data row ``row`` (blank lines skipped, as the parser does)."""
     with _open(path) as f:
         f.seek(layout.offset)
         seen = -1
-        for k, piece in enumerate(f):
+        for k, piece in enumerate(_lines(f)):
             if piece.strip():
                 seen += 1
                 if seen == row:
@@ -269,8 +305,8 @@ def _ragged(path: Path, layout: _Layout) -> tuple[int, int] | None:
     """The line number and field count of the first data row with a different width."""
     with _open(path) as f:
         f.seek(layout.offset)
-        for k, piece in enumerate(f):
-            line = piece.decode("utf-8", errors="replace").rstrip("\r\n")
+        for k, piece in enumerate(_lines(f)):
+            line = piece.decode("utf-8", errors="replace")
             if line.strip():
                 n = len(_split(line, layout.delimiter))
                 if n != layout.width:
@@ -304,9 +340,14 @@ def _parse_column(strings, pa, pc) -> tuple[np.ndarray, int | None]:
 
 def _squeeze(data: bytes) -> bytes:
     """Runs of spaces, tabs and carriage returns as one space, none at the start or end of a
-    line (vectorised: a Python loop over lines, or bytes.replace with millions of matches,
+    line, a lone carriage return read as a line end (vectorised: a Python loop over lines, or bytes.replace with millions of matches,
     costs seconds on a 50 MB file)."""
     a = np.frombuffer(data, dtype=np.uint8)
+    lone_cr = a == 13
+    lone_cr[:-1] &= a[1:] != 10
+    if lone_cr.any():  # classic Mac OS line ends ("\r" alone): make them "\n"
+        a = a.copy()
+        a[lone_cr] = 10
     blank = a == 32
     blank |= a == 9
     blank |= a == 13
@@ -352,7 +393,9 @@ def _read_text(path: Path, columns, delimiter: str | None):
     width = layout.width - skip
     shown = names if names is not None else [f"x{j}" for j in range(width)]  # x0, x1, ...
     keep = _resolve(shown, width, columns, path)
-    keep = list(range(width)) if keep is None else keep
+    if keep is None:
+        _check_unique(shown, path)
+        keep = list(range(width))
     raw_names = [f"c{j}" for j in range(layout.width)]  # unique, whatever the header says
     parsed = list(dict.fromkeys(keep))  # a column asked for twice is parsed once
     include = [raw_names[j + skip] for j in parsed]
@@ -449,8 +492,11 @@ def _resolve(header: list[str] | None, width: int, columns, path: Path) -> list[
     if not columns:
         return None
     idx = []
+    counts = Counter(header or ())
     for c in columns:
         if header is not None and isinstance(c, str) and c in header:
+            if counts[c] > 1:  # which one?
+                raise DataError(_same_name(header, c, path))
             idx.append(header.index(c))
             continue
         try:
@@ -477,6 +523,27 @@ def _resolve(header: list[str] | None, width: int, columns, path: Path) -> list[
     return idx
 
 
+def _same_name(header: list[str], name: str, path: Path) -> str:
+    """The message for ``name`` given to several columns of ``header``."""
+    same = [i for i, h in enumerate(header) if h == name]
+    what = f"named {name!r}" if name else "unnamed (an empty name)"
+    return (
+        f"{path}: columns {same} are all {what}; column names must be unique: rename them in "
+        f"the file, or pick columns by position with --columns (columns= in Python), e.g. "
+        f"--columns {same[0]}"
+    )
+
+
+def _check_unique(header: list[str], path: Path) -> None:
+    """Refuse a header that gives one name to several columns when every column is read: a
+    model records its columns by name (``predict`` and ``score`` pick them again by name), so
+    such a name is ambiguous. Columns picked by position are read whatever their names."""
+    counts = Counter(header)
+    for name in header:
+        if counts[name] > 1:
+            raise DataError(_same_name(header, name, path))
+
+
 def _select(header: list[str] | None, values: np.ndarray, columns, path: Path):
     """Keep ``columns`` of an array already in memory (see :func:`_resolve`)."""
     if not columns:
@@ -489,18 +556,211 @@ def _select(header: list[str] | None, values: np.ndarray, columns, path: Path):
     return (None if header is None else [header[i] for i in idx]), values[:, idx]
 
 
-def _load_numpy(path: Path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        import zipfile
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a member first, or an empty archive
+#: What goes wrong while a zip archive or its members are read.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError)
+_STREAM_HINT = (
+    "fit it chunk by chunk: --stream-above on the command line, latentfit.em.sources.NpySource "
+    "in Python"
+)
 
-        if isinstance(err, zipfile.BadZipFile) or "pickle" in str(err):
+
+def native_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype torch can take for values of ``dtype``: native byte order, and extended
+    precision floats (``float128``, ``longdouble``) as float64. Other dtypes are returned as
+    they are (the numeric checks name them)."""
+    dtype = np.dtype(dtype)
+    if dtype.fields is not None or dtype.kind not in "biufc":
+        return dtype
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        return np.dtype(np.float64)
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """``a`` in :func:`native_dtype` (a copy only when that differs). A long double too large
+    for float64 becomes inf, which the finite check then names by row and column."""
+    dtype = native_dtype(a.dtype)
+    if dtype == a.dtype:
+        return a
+    with np.errstate(over="ignore"):
+        return a.astype(dtype)
+
+
+def npy_header(f, what, size: int) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes of data) from the header of the .npy array that the binary stream
+    ``f`` starts with (left at the first byte of data), checked against the ``size`` of the
+    whole stream, so that nothing is allocated from a header that claims more than the file
+    holds. ``what`` names the file in a :class:`~latentfit.errors.DataError`."""
+    magic = f.read(len(_NPY_MAGIC) + 2)  # the magic string, then the format version
+    if magic.startswith(_ZIP_MAGICS):
+        raise DataError(f"{what} is a zip archive (an .npz file?), not a .npy array; name it .npz")
+    if len(magic) < len(_NPY_MAGIC) + 2 or not magic.startswith(_NPY_MAGIC):
+        raise DataError(
+            f"{what} is not a numeric .npy array file: it does not start as numpy.save writes "
+            "(damaged, or another kind of file named .npy)"
+        )
+    version = (magic[-2], magic[-1])
+    try:
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
             raise DataError(
-                f"{path} is not a numeric {path.suffix} array file: it is damaged, not written "
-                "by numpy, or holds pickled Python objects (which latentfit never loads)"
-            ) from None
-        raise DataError(f"{path} cannot be read as a {path.suffix} file: {err}") from None
+                f"{what} is a .npy file of format version {version[0]}.{version[1]}, which "
+                "numpy writes only for structured arrays (not a table of numbers); save a "
+                "plain numeric array with numpy.save"
+            )
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, zlib.error) as err:
+        if isinstance(err, LatentfitError):
+            raise
+        raise DataError(
+            f"{what} is not a readable .npy array: its header is damaged or it was not "
+            f"written by numpy.save ({err})"
+        ) from None
+    if dtype.hasobject:
+        raise DataTypeError(
+            f"{what} holds pickled Python objects (dtype {dtype}), which latentfit never loads; "
+            "save a numeric array"
+        )
+    if any(n < 0 for n in shape):
+        raise DataError(f"{what} is damaged: its header gives the negative shape {shape}")
+    need, have = math.prod(shape) * dtype.itemsize, size - f.tell()
+    if need > have:
+        raise DataError(
+            f"{what} is truncated or damaged: its header says shape {shape} of {dtype}, "
+            f"{need:,} bytes of data, but only {have:,} bytes follow the header; write the "
+            "file again (numpy.save)"
+        )
+    return shape, dtype, need
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array of a .npy file, its header checked against the file's size and the memory
+    available before anything is allocated."""
+    try:
+        with path.open("rb") as f:
+            shape, dtype, need = npy_header(f, path, path.stat().st_size)
+            check_allocation(
+                need + 8 * math.prod(shape),  # the file's values, then as float64
+                f"reading {path.name} (shape {shape}, {dtype})",
+                hint=_STREAM_HINT,
+            )
+            f.seek(0)
+            values = np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        if isinstance(err, LatentfitError):
+            raise
+        raise DataError(f"{path} cannot be read as a .npy array: {err}") from None
+    return _native(values)
+
+
+def _read_npz(path: Path, columns: list) -> np.ndarray:
+    """The array of a .npz archive that ``columns`` names first (then taken off the list), or
+    its only one; each member's header is checked as a .npy file's is."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+    except OSError as err:
+        raise DataError(f"{path} cannot be read: {err}") from None
+    if magic == _NPY_MAGIC:
+        raise DataError(f"{path} is a .npy array, not a .npz archive; name it .npy")
+    try:
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as err:
+        raise DataError(
+            f"{path} is not a numeric .npz array file: it is not a zip archive as numpy.savez "
+            f"writes ({err}); it is damaged, or another kind of file named .npz"
+        ) from None
+    with archive:
+        members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+        keys = list(members)
+        if not keys:
+            raise DataError(
+                f"{path} holds no arrays (an empty archive); save the data with "
+                "numpy.savez(path, X)"
+            )
+        if columns and columns[0] in keys:
+            key = columns.pop(0)
+        elif len(keys) == 1:
+            key = keys[0]
+        else:
+            raise DataError(
+                f"{path} holds arrays {keys}; name one first in columns (--columns "
+                f"{keys[0]}, or {keys[0]},0,2 for some of its columns)"
+            )
+        what = f"{path}: array {key!r}"
+        try:
+            info = archive.getinfo(members[key])
+            with archive.open(info) as f:
+                shape, dtype, need = npy_header(f, what, info.file_size)
+            check_allocation(
+                need + 8 * math.prod(shape), f"reading {what} (shape {shape}, {dtype})"
+            )
+            with archive.open(info) as f:
+                values = np.lib.format.read_array(f, allow_pickle=False)
+        except _ZIP_ERRORS as err:
+            if isinstance(err, LatentfitError):
+                raise
+            raise DataError(f"{what} cannot be read: {err}") from None
+    return _native(values)
+
+
+def _read_parquet(path: Path, columns) -> tuple[list[str], np.ndarray]:
+    """The names and float64 values (n, k) of the kept columns of a Parquet file; the schema
+    (names, types) and the row count are checked before any column is read."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise MissingDependencyError("reading Parquet needs pyarrow: pip install pyarrow") from err
+    try:
+        meta = pq.ParquetFile(path)
+        schema = meta.schema_arrow
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path} is not a readable Parquet file: {str(err).strip()}") from None
+    names = [str(c) for c in schema.names]
+    if not names:
+        raise DataError(f"{path} has no columns: the Parquet file holds a table without data")
+    keep = _resolve(names, len(names), columns, path)
+    if keep is None:
+        _check_unique(names, path)
+        keep = list(range(len(names)))
+    for j in keep:
+        t = schema.field(j).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+            raise DataTypeError(
+                f"{path}: column {j} ({names[j]!r}) has type {t}, which is not numeric; leave "
+                "it out with --columns (columns= in Python) or encode it as numbers"
+            )
+    parsed = list(dict.fromkeys(keep))  # a column asked for twice is read once
+    # A name the file repeats can only be told apart by position: then read every column.
+    counts = Counter(names)
+    by_position = any(counts[names[j]] > 1 for j in parsed)
+    n, width = meta.metadata.num_rows, len(names) if by_position else len(parsed)
+    check_allocation(
+        8 * n * (width + 2 * len(parsed)),  # the columns read, then float64 values twice
+        f"reading {width} column(s) of {n:,} rows from {path.name}",
+        hint="fit it chunk by chunk: --stream-above on the command line, "
+        "latentfit.em.sources.ParquetSource in Python",
+    )
+    try:
+        if by_position:
+            table = meta.read()
+            read = [table.column(j) for j in parsed]
+        else:
+            read = meta.read(columns=[names[j] for j in parsed]).columns
+        # bool and integer columns with nulls as float64 NaN (to_numpy would give objects)
+        cols = [pc.cast(c, pa.float64(), safe=False).to_numpy(zero_copy_only=False) for c in read]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path} is not a readable Parquet file: {str(err).strip()}") from None
+    values = np.column_stack(cols) if cols else np.empty((n, 0))
+    if len(parsed) != len(keep):
+        values = values[:, [parsed.index(j) for j in keep]]
+    return [names[j] for j in keep], values
 
 
 def column_names(path, delimiter=None) -> list[str] | None:
@@ -518,7 +778,7 @@ def column_names(path, delimiter=None) -> list[str] | None:
         if suffix not in TEXT_SUFFIXES or not path.is_file():
             return None
         layout = _sniff(path, parse_delimiter(delimiter))
-    except (OSError, ValueError, ImportError):  # DataError and ParameterError are ValueErrors
+    except (OSError, ValueError, ImportError, zlib.error):  # DataError is a ValueError
         return None
     if layout is None or layout.header is None:
         return None
@@ -559,52 +819,13 @@ def load_array(
     if suffix in TEXT_SUFFIXES:
         header, values = _read_text(path, columns, delimiter)
     elif suffix == ".npy":
-        header, values = _select(None, _load_numpy(path), columns, path)
+        header, values = _select(None, _read_npy(path), columns, path)
     elif suffix == ".npz":
         columns = list(columns or [])
-        with _load_numpy(path) as z:
-            keys = list(z.keys())
-            if columns and columns[0] in keys:
-                key = columns.pop(0)
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise DataError(
-                    f"{path} holds arrays {keys}; name one first in columns (--columns "
-                    f"{keys[0]}, or {keys[0]},0,2 for some of its columns)"
-                )
-            try:
-                values = z[key]
-            except (ValueError, OSError, EOFError) as err:
-                raise DataError(f"{path}: array {key!r} cannot be read: {err}") from None
+        values = _read_npz(path, columns)
         header, values = _select(None, values, columns, path)
     elif suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as err:
-            raise MissingDependencyError(
-                "reading Parquet needs pyarrow: pip install pyarrow"
-            ) from err
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(f"{path} is not a readable Parquet file: {err}") from None
-        header = table.column_names
-        if columns:
-            keep, _ = _select(header, np.empty((0, len(header))), columns, path)
-            table = table.select(keep)
-            header = keep
-        for j, col in enumerate(table.columns):
-            if not (
-                col.type.id in range(2, 13)
-                or str(col.type).startswith(("int", "uint", "float", "double", "bool"))
-            ):
-                raise DataError(
-                    f"{path}: column {j} ({header[j]!r}) has type {col.type}, which is not numeric"
-                )
-        values = np.column_stack(
-            [c.to_numpy(zero_copy_only=False).astype(np.float64) for c in table.columns]
-        )
+        header, values = _read_parquet(path, columns)
     else:
         raise DataError(
             f"{path}: unknown format {suffix!r}; use .csv (or .tsv, .txt, each may be .gz or "

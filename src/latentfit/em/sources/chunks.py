@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import first_nonfinite, resolve_device, resolve_dtype
+from latentfit.datasets._files import native_dtype, npy_header
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, DataTypeError, MissingDependencyError, ParameterError
 
@@ -234,8 +235,10 @@ class ChunkSource:
                 raise DataTypeError(
                     f"{self.name}: {what} of dtype {a.dtype} are not numeric; encode them as numbers"
                 )
-            # A copy of the (read-only, memory-mapped) rows: one chunk at a time.
-            a = torch.from_numpy(np.array(a, copy=True))
+            # A copy of the (read-only, memory-mapped) rows: one chunk at a time, in a dtype
+            # torch takes (native byte order; float128 as float64).
+            with np.errstate(over="ignore"):  # a long double past float64 is inf, then named
+                a = torch.from_numpy(np.array(a, dtype=native_dtype(a.dtype), copy=True))
         return a.to(device=self.device, dtype=self.dtype)
 
     def _row_offset(self) -> int:
@@ -308,14 +311,33 @@ class ParquetSource(ChunkSource):
         self.name = self.path.name
         if not self.path.exists():
             raise FileNotFoundError(f"no data file at {self.path}")
-        meta = pq.ParquetFile(self.path)
-        schema = meta.schema_arrow
+        if self.path.is_dir():
+            raise DataError(f"{self.path} is a folder; give the Parquet file inside it")
+        try:
+            meta = pq.ParquetFile(self.path)
+            schema = meta.schema_arrow
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(
+                f"{self.path} is not a readable Parquet file: {str(err).strip()}"
+            ) from None
         names = list(schema.names)
+        if not names:
+            raise DataError(
+                f"{self.path} has no columns: the Parquet file holds a table without data"
+            )
         if columns is None:
             columns = [c for c in names if c != weight_column]
         for c in [*columns, *([weight_column] if weight_column else [])]:
             if c not in names:
                 raise DataError(f"{self.path} has no column {c!r}; its columns are {names}")
+            if names.count(c) > 1:
+                same = [i for i, name in enumerate(names) if name == c]
+                what = f"named {c!r}" if c else "unnamed (an empty name)"
+                raise DataError(
+                    f"{self.path}: columns {same} are all {what}; column names must be "
+                    "unique: rename them in the file, or pick other columns by name with "
+                    "--columns (columns= in Python)"
+                )
             t = schema.field(c).type
             if not str(t).startswith(("int", "uint", "float", "double", "bool", "halffloat")):
                 raise DataTypeError(f"{self.path}: column {c!r} has type {t}, which is not numeric")
@@ -344,18 +366,35 @@ class ParquetSource(ChunkSource):
         return shard_range(sum(self._group_rows), self._rank, self._world)[0]
 
     def _blocks(self) -> Iterator[Block]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         start, stop = shard_range(sum(self._group_rows), self._rank, self._world)
-        f = pq.ParquetFile(self.path)
+        try:
+            f = pq.ParquetFile(self.path)
+        except (OSError, ValueError) as err:  # changed since the source was opened
+            raise DataError(
+                f"{self.path} is not a readable Parquet file: {str(err).strip()}"
+            ) from None
         wanted = self.columns + ([self.weight_column] if self.weight_column else [])
         first = 0
         for g, m in enumerate(self._group_rows):
             lo, hi = max(start, first), min(stop, first + m)
             if lo < hi:
-                table = f.read_row_group(g, columns=wanted).slice(lo - first, hi - lo)
-                cols = [c.to_numpy(zero_copy_only=False) for c in table.columns]
-                X = np.column_stack(cols[: len(self.columns)]).astype(np.float64, copy=False)
+                try:
+                    table = f.read_row_group(g, columns=wanted).slice(lo - first, hi - lo)
+                    # bool and integer columns with nulls as float64 NaN, not Python objects
+                    cols = [
+                        pc.cast(c, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+                        for c in table.columns
+                    ]
+                except (OSError, ValueError, KeyError) as err:
+                    raise DataError(
+                        f"{self.path}: row group {g} (rows {first} to {first + m - 1}) cannot be "
+                        f"read: {err}"
+                    ) from None
+                X = np.column_stack(cols[: len(self.columns)])
                 yield X, cols[-1] if self.weight_column else None
             first += m
 
@@ -467,6 +506,21 @@ class ArraySource(ChunkSource):
             yield self._X[i:j], None if self._w is None else self._w[i:j]
 
 
+def _map_npy(path: Path) -> np.ndarray:
+    """A read-only memory map of the .npy file ``path``, its header first checked against the
+    file's size (:func:`~latentfit.datasets._files.npy_header`)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no data file at {path}")
+    try:
+        with path.open("rb") as f:
+            npy_header(f, path, path.stat().st_size)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path} is not a readable .npy array: {err}") from None
+
+
 class NpySource(ArraySource):
     """A ``.npy`` file of shape (n, d), memory-mapped and read ``chunk_rows`` rows at a time.
 
@@ -476,12 +530,7 @@ class NpySource(ArraySource):
 
     def __init__(self, path, *, sample_weight=None, **options):
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no data file at {path}")
-        try:
-            X = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as err:
-            raise DataError(f"{path} is not a readable .npy array: {err}") from None
+        X = _map_npy(path)
         if X.ndim == 1:
             X = X.reshape(-1, 1)
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -489,7 +538,12 @@ class NpySource(ArraySource):
         if X.dtype.kind not in "biuf":
             raise DataTypeError(f"{path} holds {X.dtype} values, which are not numeric")
         if isinstance(sample_weight, str | Path):
-            sample_weight = np.load(sample_weight, mmap_mode="r", allow_pickle=False)
+            sample_weight = _map_npy(Path(sample_weight))
+            if sample_weight.dtype.kind not in "biuf":
+                raise DataTypeError(
+                    f"{sample_weight.filename} holds {sample_weight.dtype} values, which are "
+                    "not numeric sample weights"
+                )
         if sample_weight is not None and np.shape(sample_weight) != (X.shape[0],):
             raise DataError(
                 f"sample_weight must have shape ({X.shape[0]},) to match {path.name}, "
