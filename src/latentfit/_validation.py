@@ -121,6 +121,11 @@ def make_generator(random_state, device=None) -> torch.Generator:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     elif isinstance(random_state, numbers.Integral):
         seed = int(random_state)
+        if not -(2**63) <= seed < 2**64:  # the seeds torch.Generator takes
+            raise ParameterError(
+                f"random_state={seed} is out of range: a seed is an integer from 0 to "
+                "2**64 - 1 (any such number gives a reproducible stream)"
+            )
     elif isinstance(random_state, np.random.RandomState):
         seed = int(random_state.randint(0, 2**31 - 1))
     elif isinstance(random_state, np.random.Generator):

@@ -19,6 +19,7 @@ import re
 import socket
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -27,10 +28,15 @@ from safetensors.torch import load_file, save_file
 from latentfit.errors import ModelFileError, OutputError, ParameterError
 
 __all__ = [
+    "CONSTRAINTS",
     "FORMAT_VERSION",
     "MODEL_MODULES",
+    "Stored",
     "atomic_path",
     "check_fields",
+    "check_network_tensors",
+    "check_stored",
+    "check_stored_tensors",
     "declared_fields",
     "load",
     "model_class",
@@ -240,9 +246,20 @@ def _jsonable(value):
     return value
 
 
-def _from_json(value):
+def _from_json(value, name: str = "value", path=None):
+    """A constructor argument as :func:`save` wrote it (``{"__dtype__": "float64"}`` for a
+    torch dtype); a dtype name that is not one of torch's raises :class:`ModelFileError`."""
     if isinstance(value, dict) and "__dtype__" in value:
-        return getattr(torch, value["__dtype__"])
+        dtype = value["__dtype__"]
+        found = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+        if not isinstance(found, torch.dtype):
+            where = "" if path is None else f"{path}: "
+            raise ModelFileError(
+                f"{where}the model file's header field 'params.{name}' names the dtype "
+                f"{dtype!r:.80}, which is not a torch dtype; expected e.g. "
+                '{"__dtype__": "float64"} or "float32". The file was altered or is damaged'
+            )
+        return found
     return value
 
 
@@ -328,6 +345,7 @@ def save(model, path) -> Path:
         return save_model(model, path)
     if not hasattr(model, "_get_state"):
         raise ParameterError(f"{type(model).__name__} cannot be saved: it has no _get_state()")
+    _check_fitted(model)
     tensors, extra = model._get_state()
     params = {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
     header = file_header(
@@ -338,6 +356,202 @@ def save(model, path) -> Path:
         feature_names=getattr(model, "feature_names_in_", None),
     )
     return write_model_file(path, tensors, header)
+
+
+def _check_fitted(model) -> None:
+    """NotFittedError (scikit-learn's, as ``predict`` before ``fit`` raises) for a model that
+    has no fitted state to write: it lacks the attribute its class names in
+    ``_fitted_attribute``, or (without one) every fitted attribute (a name ending in ``_``)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    attr = getattr(model, "_fitted_attribute", None)
+    if attr is None:
+        check_is_fitted(model)
+    else:
+        check_is_fitted(model, attr)
+
+
+# ---------------------------------------------------------------------- stored tensors
+class Stored(NamedTuple):
+    """What a fitted tensor of a model file must be (see :func:`check_stored`): its ``shape``
+    (None: any), its ``constraint`` (a key of :data:`CONSTRAINTS`, None: finite only) and
+    whether the file must hold it."""
+
+    shape: tuple | None
+    constraint: str | None = None
+    required: bool = True
+
+
+#: The constraints :func:`check_stored` knows, in words for its messages.
+CONSTRAINTS = {
+    "simplex": "probabilities (finite, >= 0) summing to 1 along the last axis",
+    "positive": "finite numbers > 0",
+    "nonnegative": "finite numbers >= 0",
+    "probability": "numbers in [0, 1]",
+    "precision_cholesky": "upper-triangular Cholesky factors of precisions, their diagonal > 0",
+    "cholesky": "lower-triangular Cholesky factors, their diagonal > 0",
+    "pd": "symmetric positive-definite matrices",
+}
+
+
+def _simplex_tolerance(p: torch.Tensor) -> float:
+    # check_distribution's 1e-6, widened for float32 files of many components: the exact sum
+    # of n values each rounded to float32 may be off by up to n·eps/2
+    return max(1e-6, p.shape[-1] * torch.finfo(p.dtype).eps) if p.dim() else 1e-6
+
+
+def _first(mask: torch.Tensor) -> tuple:
+    return tuple(mask.nonzero()[0].tolist())
+
+
+def check_stored(t: torch.Tensor, name: str, spec: Stored) -> None:
+    """One fitted tensor read from a model file against its :class:`Stored` spec: a floating
+    dtype, the shape and the constraint (simplex, positive, Cholesky factor, positive
+    definite...). Raises :class:`ModelFileError` naming the tensor, what it holds and what was
+    expected. Finiteness is checked for every tensor by :func:`load` already."""
+    words = CONSTRAINTS.get(spec.constraint, "finite numbers")
+    shape = tuple(t.shape)
+
+    def refuse(what: str):
+        raise ModelFileError(
+            f"the tensor {name!r} {shape} {what}; it must hold {words}"
+            + (f" of shape {tuple(spec.shape)}" if spec.shape is not None else "")
+            + ". The file was altered or is damaged: refit the model"
+        )
+
+    if not t.is_floating_point():
+        refuse(f"has dtype {str(t.dtype).removeprefix('torch.')}, not a floating-point one")
+    if spec.shape is not None and shape != tuple(spec.shape):
+        refuse("has the wrong shape")
+    if not bool(torch.isfinite(t).all()):
+        refuse(
+            f"holds {t[_first(~torch.isfinite(t))].item()} at index {_first(~torch.isfinite(t))}"
+        )
+    c = spec.constraint
+    if c is None or t.numel() == 0:
+        return
+    if c in ("simplex", "nonnegative", "probability") and bool((t < 0).any()):
+        i = _first(t < 0)
+        refuse(f"holds {t[i].item():.6g} at index {i}")
+    if c == "positive" and bool((t <= 0).any()):
+        i = _first(t <= 0)
+        refuse(f"holds {t[i].item():.6g} at index {i}")
+    if c == "probability" and bool((t > 1).any()):
+        i = _first(t > 1)
+        refuse(f"holds {t[i].item():.6g} at index {i}")
+    if c == "simplex":
+        s = t.double().sum(-1)
+        bad = (s - 1).abs() > _simplex_tolerance(t)
+        if bool(bad.any()):
+            i = _first(bad) if bad.dim() else ()
+            where = f"row {i} sums" if i else "sums"
+            refuse(f"{where} to {s[i].item():.6g}")
+    if c in ("precision_cholesky", "cholesky", "pd"):
+        if t.dim() < 2 or t.shape[-1] != t.shape[-2]:
+            refuse("is not a (stack of) square matrices")
+        diag = t.diagonal(dim1=-2, dim2=-1)
+        if c == "pd":
+            if not bool(torch.allclose(t, t.mT, rtol=1e-6, atol=1e-12)):
+                refuse("is not symmetric")
+            info = torch.linalg.cholesky_ex(t.double()).info
+            if bool((info != 0).any()):
+                refuse(f"is not positive definite (matrix {_first(info != 0)})")
+            return
+        off = t.triu(1) if c == "cholesky" else t.tril(-1)
+        if bool((off != 0).any()):
+            side = "upper" if c == "cholesky" else "lower"
+            refuse(
+                f"has non-zero entries above the diagonal ({side} triangle) at {_first(off != 0)}"
+            )
+        if bool((diag <= 0).any()):
+            i = _first(diag <= 0)
+            refuse(f"has the diagonal entry {diag[i].item():.6g} at {i}")
+
+
+def check_stored_tensors(
+    tensors: dict, specs: dict[str, Stored], *, exact: bool = False, sizes: str = ""
+) -> None:
+    """Every spec of ``specs`` (name → :class:`Stored`) checked against ``tensors`` (the
+    tensors of a model file): a required one missing, one out of its shape or constraint, or
+    (``exact``: the specs list every tensor the model stores) one the model does not store,
+    raises :class:`ModelFileError` naming it. ``sizes`` names the settings the expected
+    shapes follow from (``"n_components = 2, n_features_in_ = 3"``), for the message."""
+    unknown = sorted(set(tensors) - set(specs)) if exact else []
+    if unknown:
+        raise ModelFileError(
+            f"the model file holds the tensor(s) {unknown}, which this model does not store (it "
+            f"stores {sorted(specs)}); the file was altered or is not from this latentfit"
+        )
+    missing = [n for n, s in specs.items() if s.required and n not in tensors]
+    if missing:
+        raise ModelFileError(
+            f"the model file lacks the tensor(s) {missing} (it holds {sorted(tensors)}); the "
+            "file was altered or is damaged"
+        )
+    for name, spec in specs.items():
+        t = tensors.get(name)
+        if t is not None and spec.shape is not None and tuple(t.shape) != tuple(spec.shape):
+            shapes = {k: tuple(v.shape) for k, v in sorted(tensors.items())}
+            raise ModelFileError(
+                f"the tensors' shapes {shapes} disagree with the model's settings: {name!r} has "
+                f"shape {tuple(t.shape)} but {sizes or 'the header'} make it "
+                f"{tuple(spec.shape)}. The file was altered or is damaged"
+            )
+    for name, spec in specs.items():
+        if name in tensors:
+            check_stored(tensors[name], name, spec)
+
+
+def check_network_tensors(
+    build, tensors: dict, what: str, *, layers: int = 1, depth: int = 1
+) -> None:
+    """The tensors a network built from a model file's header would have compared with the
+    stored ones, before the network is built for real, so that a header whose sizes
+    (features, widths, depths) disagree with the stored tensors raises
+    :class:`ModelFileError` naming the first tensor that differs instead of building a
+    network of the header's size first.
+
+    ``build(layers, depth)`` constructs the network with ``layers`` blocks of ``depth``
+    hidden layers (as for :func:`latentfit._memory.check_module_memory`); it is run on
+    torch's meta device (shapes only, nothing allocated): first at 1-2 blocks and 1-2 hidden
+    layers, to refuse a header whose counts would make more tensors than the file holds
+    without constructing them, then at the header's ``layers`` x ``depth``."""
+
+    def state(n_layers: int, n_depth: int) -> dict[str, tuple]:
+        with torch.device("meta"):
+            module = build(n_layers, n_depth)
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+    try:
+        c11, c21, c12 = (len(state(a, b)) for a, b in ((1, 1), (2, 1), (1, 2)))
+        per_depth = c12 - c11
+        per_layer = (c21 - c11) - per_depth
+        n = (2 * c11 - c21) + layers * (per_layer + per_depth * depth)
+        if n > len(tensors):
+            raise ModelFileError(
+                f"the model file's header describes {what} with {n:,} tensors, but the file "
+                f"holds {len(tensors)}: its sizes (params) disagree with the stored tensors. "
+                "The file was altered or is damaged"
+            )
+        expected = state(layers, depth)
+    except ModelFileError:
+        raise
+    except (RuntimeError, ValueError, TypeError, NotImplementedError):
+        return  # a construction that reads values: load_state_dict checks it after the build
+    stored = {k: tuple(v.shape) for k, v in tensors.items()}
+    for key in sorted(expected.keys() | stored.keys()):
+        if expected.get(key) != stored.get(key):
+            got = "lacks it" if key not in stored else f"holds it with shape {stored[key]}"
+            want = (
+                "has no such tensor"
+                if key not in expected
+                else f"has it with shape {expected[key]}"
+            )
+            raise ModelFileError(
+                f"the model file's header describes {what}, which {want} for {key!r}, but the "
+                f"file {got}: the header's sizes (extra.n_features_in_ or params) disagree with "
+                "the stored tensors. The file was altered or is damaged"
+            )
 
 
 # ---------------------------------------------------------------------- reading a header
@@ -521,6 +735,23 @@ def _check_tensors(tensors: dict, path: Path) -> None:
             )
 
 
+def _check_settings(model, path: Path) -> None:
+    """The constructor arguments read from a file, checked as ``fit`` checks them (the
+    model's ``_checked_parameters`` or ``_check_parameters``) before anything is built from
+    them; a setting ``fit`` would refuse raises :class:`ModelFileError`."""
+    check = getattr(model, "_checked_parameters", None) or getattr(model, "_check_parameters", None)
+    try:
+        if check is not None:
+            check()
+        for attr in ("_dtype", "_device", "_dev"):  # the dtype and device the file asks for
+            getattr(model, attr, None)
+    except (ValueError, TypeError) as err:  # ParameterError, or a comparison of a wrong type
+        raise ModelFileError(
+            f"{path}: the model file's header field 'params' holds a setting "
+            f"{type(model).__name__} refuses: {err}. The file was altered or is damaged"
+        ) from None
+
+
 def load(path, *, device=None):
     """Read a model written by :func:`save` (or ``model.save``); no code is executed.
 
@@ -556,7 +787,7 @@ def load(path, *, device=None):
     if cls is None:
         raise ModelFileError(f"{path} holds a {name!r}, which this latentfit does not know")
     raw = _header_field(header, "params", dict, path)
-    params = {k: _from_json(v) for k, v in raw.items()}
+    params = {k: _from_json(v, k, path) for k, v in raw.items()}
     if device is not None and "device" in params:
         params["device"] = device
     try:
@@ -565,6 +796,7 @@ def load(path, *, device=None):
         raise ModelFileError(
             f"{path}: the model file's header field 'params' does not fit {name} ({err})"
         ) from None
+    _check_settings(model, path)
     extra = check_fields(header.get("extra", {}), cls)
     try:
         tensors = load_file(str(path))

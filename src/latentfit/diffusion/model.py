@@ -30,12 +30,26 @@ from latentfit.diffusion.process import (
     make_schedule,
 )
 from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.flows.density import check_level_scale
 from latentfit.flows.objectives import as_levels, level_scale
+from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
-from latentfit.io import serializable
 from latentfit.vae.objectives import ObjectiveOutput
 
 __all__ = ["DDPM", "DiffusionLoss"]
+
+
+def check_timesteps(value, name: str) -> None:
+    """The draws of t per row of a bound estimate: None (every t, the exact sum) or an
+    integer >= 1 (one at least T - 1 also gives the exact sum). Zero or a negative count
+    would leave the sum over t out of the bound, so scores would be silently wrong."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+    ):
+        raise ParameterError(
+            f"{name} must be None (every t, exact) or an integer >= 1 (draws of t per row), "
+            f"got {value!r}"
+        )
 
 
 class DiffusionLoss:
@@ -176,6 +190,7 @@ class DDPM(DensityMixin, BaseEstimator):
             )
         if self.discrete and self.n_levels < 2:
             raise ParameterError(f"n_levels must be at least 2, got {self.n_levels!r}")
+        check_timesteps(self.eval_timesteps, "eval_timesteps")
         if not 0 <= self.validation_fraction < 1:
             raise ParameterError(
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
@@ -200,17 +215,20 @@ class DDPM(DensityMixin, BaseEstimator):
             self.scale_ = t.std(0).clamp_min(1e-6) if t.shape[0] > 1 else torch.ones_like(t[0])
         return (t - self.shift_) / self.scale_
 
-    def _build(self, d: int) -> DiffusionModule:
-        """The denoiser for ``d`` features, on the model's device and dtype; refused first where
-        its weights could not be held while training (a ``hidden`` or ``n_hidden`` off by
-        digits)."""
-        dtype = resolve_dtype(self.dtype)
+    def _check_schedule_memory(self) -> None:
         check_allocation(  # the schedule's per-step arrays (betas, alpha-bars, their roots...)
             12 * 8 * self.n_steps,
             f"DDPM's noise schedule of n_steps={self.n_steps:,}",
             device=self._dev,
             hint="use fewer diffusion steps (n_steps; 1000 is usual)",
         )
+
+    def _build(self, d: int) -> DiffusionModule:
+        """The denoiser for ``d`` features, on the model's device and dtype; refused first where
+        its weights could not be held while training (a ``hidden`` or ``n_hidden`` off by
+        digits)."""
+        dtype = resolve_dtype(self.dtype)
+        self._check_schedule_memory()
         out_dim = 2 * d if self.variance == "learned" else d
         check_module_memory(
             lambda _, n_hidden: TimeMLP(
@@ -225,10 +243,23 @@ class DDPM(DensityMixin, BaseEstimator):
         )
         return self._module(d).to(device=self._dev, dtype=dtype)
 
-    def _module(self, d: int) -> DiffusionModule:
+    def _stored_layout(self, d: int, n_hidden: int) -> torch.nn.Module:
+        """A module with the persistent tensors of :meth:`_module` (the denoiser, the Gaussian
+        skip's buffers), without the noise schedule, whose construction reads values: what a
+        model file's tensors are compared with on the meta device before anything is built."""
+        out_dim = 2 * d if self.variance == "learned" else d
+        layout = torch.nn.Module()
+        layout.denoiser = TimeMLP(d, self.n_steps, self.hidden, n_hidden, self.time_dim, out_dim)
+        if self.gaussian_skip:
+            for name, shape in (("skip_mean", (d,)), ("skip_basis", (d, d)), ("skip_var", (d,))):
+                layout.register_buffer(name, torch.empty(shape, dtype=torch.float64))
+        return layout
+
+    def _module(self, d: int, n_hidden: int | None = None) -> DiffusionModule:
+        n_hidden = self.n_hidden if n_hidden is None else n_hidden
         sched = make_schedule(self.schedule, self.n_steps, self.beta_1, self.beta_T)
         out_dim = 2 * d if self.variance == "learned" else d  # ε_θ, and v for σ_t²
-        net = TimeMLP(d, self.n_steps, self.hidden, self.n_hidden, self.time_dim, out_dim)
+        net = TimeMLP(d, self.n_steps, self.hidden, n_hidden, self.time_dim, out_dim)
         module = DiffusionModule(
             net,
             sched,
@@ -324,6 +355,7 @@ class DDPM(DensityMixin, BaseEstimator):
         upper bound on -log p(x) (8-bit: on -log P(x)). Real data include the Jacobian of the
         standardisation in ``decoder`` and ``total``."""
         check_is_fitted(self, "module_")
+        check_timesteps(n_timesteps, "n_timesteps")
         x0 = self._as_model_space(X)
         gen = make_generator(random_state, self._dev)
         parts = [
@@ -339,6 +371,7 @@ class DDPM(DensityMixin, BaseEstimator):
 
     def score_samples(self, X) -> np.ndarray:
         """Minus the bound per row (a lower bound on log p(x), nats), with ``eval_timesteps``."""
+        check_timesteps(self.eval_timesteps, "eval_timesteps")
         return -self.bound_terms(X, self.eval_timesteps).total.numpy()
 
     def score(self, X, y=None) -> float:
@@ -394,21 +427,43 @@ class DDPM(DensityMixin, BaseEstimator):
 
     def _set_state(self, tensors, extra):
         tensors = dict(tensors)
+        d = extra.get("n_features_in_")
+        if not isinstance(d, int) or d < 1:
+            raise ModelFileError(
+                f"the model file's field 'extra.n_features_in_' must be an integer >= 1, got {d!r}"
+            )
+        if self.discrete:
+            check_level_scale(extra, self.n_levels, "discrete")
+        else:
+            if "shift_" not in tensors or "scale_" not in tensors:
+                raise ModelFileError(
+                    "the model file lacks the tensors 'shift_' and 'scale_' that a continuous "
+                    "DDPM stores; the file was altered or is damaged"
+                )
+            # the standardisation's scale is a standard deviation floored at 1e-6 by fit
+            check_stored_tensors(
+                tensors,
+                {"shift_": Stored((d,)), "scale_": Stored((d,), "positive")},
+                sizes=f"extra.n_features_in_ = {d}",
+            )
         for k, v in extra.items():
             setattr(self, k, v)
         if "feature_names_in_" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
         dt = resolve_dtype(self.dtype)
         if not self.discrete:
-            if "shift_" not in tensors or "scale_" not in tensors:
-                raise ModelFileError(
-                    "the model file lacks the tensors 'shift_' and 'scale_' that a continuous "
-                    "DDPM stores; the file was altered or is damaged"
-                )
             self.shift_ = tensors.pop("shift_").to(self._dev, dt)
             self.scale_ = tensors.pop("scale_").to(self._dev, dt)
-        if self.n_features_in_ < 1:
-            raise ModelFileError("the model file's field 'extra.n_features_in_' must be >= 1")
+        # the header's sizes against the stored tensors' shapes before anything is built
+        self._check_schedule_memory()
+        check_network_tensors(
+            lambda _, n_hidden: self._stored_layout(d, n_hidden),
+            tensors,
+            f"a DDPM denoiser on {d} features",
+            depth=self.n_hidden,
+        )
+        # the Gaussian skip's variances (persistent buffers of the module) are variances
+        check_stored_tensors(tensors, {"skip_var": Stored((d,), "positive", required=False)})
         module = self._build(self.n_features_in_)
         try:
             module.load_state_dict(tensors)

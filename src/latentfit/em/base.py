@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
+    check_positive_int,
     check_sample_count,
     check_sample_weight,
     make_generator,
@@ -45,7 +46,7 @@ from latentfit.errors import (
     ParameterError,
     user_stacklevel,
 )
-from latentfit.io import check_fields
+from latentfit.io import Stored, check_fields, check_stored_tensors
 from latentfit.io import save as _save
 
 __all__ = ["CriteriaMixin", "EMEstimator", "EMFit", "MixtureMixin"]
@@ -185,6 +186,8 @@ class EMEstimator:
         as ParameterError."""
         try:
             self._check_parameters()
+            if getattr(self, "chunk_rows", None) is not None:  # every chunked model's setting
+                check_positive_int(self.chunk_rows, "chunk_rows")
         except LatentfitError:
             raise
         except (ValueError, TypeError) as err:
@@ -276,10 +279,30 @@ class EMEstimator:
         """Set the fitted tensors back (a subclass may take its own entries out of ``extra``)."""
         self._set_params_tensors(tensors)
 
+    #: whether ``_stored_specs`` names every tensor the model stores (then a file holding
+    #: another tensor is refused)
+    _stored_specs_exact = False
+
+    def _stored_specs(self, d: int) -> dict[str, Stored]:
+        """What each fitted tensor of a model file must be (shape and constraint, see
+        :func:`latentfit.io.check_stored`) for ``d`` features, checked before the tensors are
+        set; a model extends it. Here: the mixture weights, where the model has them, lie on
+        the simplex."""
+        k = self._n_components() if hasattr(self, "_n_components") else self.n_components
+        return {"weights": Stored((k,), "simplex", required=False)}
+
     def _set_state(self, tensors, extra):
         extra = check_fields(extra, type(self), required=("n_features_in_",))
         if extra["n_features_in_"] < 1:
             raise ModelFileError("the model file's field 'extra.n_features_in_' must be >= 1")
+        d = extra["n_features_in_"]
+        k = self._n_components() if hasattr(self, "_n_components") else self.n_components
+        check_stored_tensors(
+            tensors,
+            self._stored_specs(d),
+            exact=self._stored_specs_exact,
+            sizes=f"n_components = {k}, n_features_in_ = {d}",
+        )
         dev, dt = self._device, self._dtype
         self._restore_params({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()}, extra)
         for k, v in extra.items():
@@ -380,7 +403,7 @@ class MixtureMixin(EMEstimator):
             stacklevel=user_stacklevel(),
         )
 
-    def _log_joint_rows(self, X: torch.Tensor) -> torch.Tensor:
+    def _log_joint_chunks(self, X: torch.Tensor) -> torch.Tensor:
         """:meth:`_log_joint` over chunks of rows: (n, k). The densities build (rows, k, d)
         temporaries, which for all of X at once leave the cache (benchmarks/README.md)."""
         k = self._n_components() if hasattr(self, "_n_components") else self.n_components
@@ -388,6 +411,35 @@ class MixtureMixin(EMEstimator):
         if X.shape[0] <= rows:
             return self._log_joint(X)
         return torch.cat([self._log_joint(X[i : i + rows]) for i in range(0, X.shape[0], rows)])
+
+    def _log_joint_rows(self, X: torch.Tensor) -> torch.Tensor:
+        """:meth:`_log_joint_chunks`, where no sample's log-density may be NaN: (n, k)."""
+        out = self._log_joint_chunks(X)
+        bad = out.isnan().any(1).nonzero()
+        if len(bad):  # never from a valid sample and parameters: an overflow
+            i = int(bad[0])
+            raise DataError(
+                f"row {i} of X: its log-density under the fitted {type(self).__name__} is not a "
+                f"number: the sample lies so far from the components (largest |value| in the "
+                f"row: {float(X[i].abs().nan_to_num(nan=0.0).max()):.3g}) that the density's "
+                f"arithmetic overflows {str(out.dtype).removeprefix('torch.')}; rescale the data "
+                "(standardise the columns) and fit again, or fit in float64"
+            )
+        return out
+
+    def _log_joint_labelled(self, X: torch.Tensor) -> torch.Tensor:
+        """:meth:`_log_joint_rows` for the component of every sample: a sample of zero density
+        under every component has none."""
+        out = self._log_joint_rows(X)
+        none = (out == -math.inf).all(1).nonzero()
+        if len(none):
+            i = int(none[0])
+            raise DataError(
+                f"row {i} of X has zero density under every component of the fitted "
+                f"{type(self).__name__} (its log-density underflows to -inf), so it belongs to "
+                "none of them; check the row, or rescale the data and fit again"
+            )
+        return out
 
     def score_samples(self, X):
         """log p(x) of every sample: (n,)."""
@@ -403,11 +455,11 @@ class MixtureMixin(EMEstimator):
 
     def predict(self, X):
         """The most probable component of each sample: (n,) int."""
-        return self._log_joint_rows(self._check(X)).argmax(1).cpu().numpy()
+        return self._log_joint_labelled(self._check(X)).argmax(1).cpu().numpy()
 
     def predict_proba(self, X):
         """Responsibilities p(z = k | x): (n, k), rows sum to one."""
-        return torch.softmax(self._log_joint_rows(self._check(X)), 1).cpu().numpy()
+        return torch.softmax(self._log_joint_labelled(self._check(X)), 1).cpu().numpy()
 
     def sample(self, n_samples=1):
         """Draw ``n_samples`` from the fitted mixture: returns (X (n, d), labels (n,)), grouped

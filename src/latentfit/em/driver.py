@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from latentfit._validation import check_allocation
 from latentfit.errors import DataError, LatentfitError, ParameterError, user_stacklevel
 
 __all__ = [
@@ -149,6 +150,17 @@ def run_em(
         generator.manual_seed(0)
     reduce = reduce or (lambda s: s)
     runs = 1 if init_params is not None else n_init
+    # every run's lower bounds are kept (the fitted model's history): ~32 bytes an iteration
+    check_allocation(
+        32 * runs * (max_iter + 1),
+        f"{name}: the history of {runs:,} restarts (n_init) of up to {max_iter:,} iterations "
+        f"({max_iter_name}) each"
+        if runs > 1
+        else f"{name}: the history of up to {max_iter:,} iterations ({max_iter_name})",
+        hint=f"lower n_init (1-20 restarts is usual) or {max_iter_name}"
+        if runs > 1
+        else f"lower {max_iter_name}",
+    )
     best: EMResult | None = None
     all_bounds: list[list[float]] = []
     for run in range(runs):

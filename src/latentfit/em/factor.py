@@ -40,7 +40,7 @@ from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = [
     "PPCA",
@@ -292,6 +292,17 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
 
     def _extra_state(self) -> dict:
         return {"_min_noise": float(self._min_noise)}
+
+    _stored_specs_exact = True
+
+    def _stored_specs(self, d: int) -> dict[str, Stored]:
+        """A model file's tensors: loadings W (d, q), the mean (d,) and the noise variances
+        ψ, which must be positive (the posterior inverts W Wᵀ + diag ψ)."""
+        return {
+            "W": Stored(None),
+            "mu": Stored((d,)),
+            "psi": Stored(None, "positive"),
+        }
 
     def _set_params_tensors(self, params: dict) -> None:
         self._params = {k: v.detach() for k, v in params.items()}

@@ -32,12 +32,33 @@ from latentfit._validation import (
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.flows.layers import flow_forward, flow_inverse, make_density_layers
 from latentfit.flows.objectives import as_levels, dequantize, level_scale, logit_transform
+from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
-from latentfit.io import serializable
 
 __all__ = ["MAF", "FlowDensity", "FlowModule", "NeuralSplineFlow", "RealNVP"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def check_level_scale(extra: dict, n_levels: int, setting: str) -> float:
+    """``extra.level_scale_`` of a model file of 8-bit data (``setting`` names the option
+    that asks for it): the factor :func:`~latentfit.flows.objectives.level_scale` chose at
+    fit, 1 (integer levels) or n_levels - 1 (intensities in [0, 1]). Anything else (missing,
+    0, negative) would make every draw and score wrong: ModelFileError naming the field."""
+    value = extra.get("level_scale_")
+    if value is None:
+        raise ModelFileError(
+            f"the model file's header lacks the field 'extra.level_scale_' that a model fitted "
+            f"with {setting}=True stores; the file was altered or is damaged"
+        )
+    allowed = (1.0, float(n_levels - 1))
+    if value not in allowed:
+        raise ModelFileError(
+            f"the model file's header field 'extra.level_scale_' must be 1 (integer levels) or "
+            f"{n_levels - 1} (n_levels - 1: intensities in [0, 1]), got {value!r:.80}; the file "
+            "was altered or is damaged"
+        )
+    return float(value)
 
 
 class FlowModule(nn.Module):
@@ -345,12 +366,31 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return tensors, extra
 
     def _set_state(self, tensors, extra):
+        d = extra.get("n_features_in_")
+        if not isinstance(d, int) or d < 1:
+            raise ModelFileError(
+                f"the model file's field 'extra.n_features_in_' must be an integer >= 1, got {d!r}"
+            )
+        if self.dequantize:
+            check_level_scale(extra, self.n_levels, "dequantize")
+        # the standardisation first (its shape is the number of features), then every tensor
+        # of the network the header describes, before anything is built
+        check_stored_tensors(
+            tensors,
+            {"shift": Stored((d,)), "log_scale": Stored((d,))},
+            sizes=f"extra.n_features_in_ = {d}",
+        )
+        check_network_tensors(
+            lambda n_layers, n_hidden: self._module(d, n_layers, n_hidden),
+            tensors,
+            f"a {type(self).__name__} on {d} features",
+            layers=self.n_layers,
+            depth=self.n_hidden,
+        )
         for k, v in extra.items():
             setattr(self, k, v)
         if "feature_names_in_" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
-        if self.n_features_in_ < 1:
-            raise ModelFileError("the model file's field 'extra.n_features_in_' must be >= 1")
         module = self._build(self.n_features_in_)
         try:
             module.load_state_dict(tensors)

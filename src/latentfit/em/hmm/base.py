@@ -63,6 +63,7 @@ from latentfit.em.hmm.sequences import (
     prepare_sequences,
     with_states,
 )
+from latentfit.em.hmm.settings import check_letters, check_prior
 from latentfit.errors import (
     DataError,
     LatentfitError,
@@ -213,10 +214,9 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
             or not (0 < floor < float("inf"))
         ):
             raise ParameterError(f"min_covar must be a positive number, got {floor!r}")
-        for name in ("params", "init_params"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise ParameterError(f"{name} must be a string of letters, got {value!r}")
+        check_letters(self)
+        for name in ("startprob_prior", "transmat_prior"):  # Dirichlet concentrations
+            check_prior(getattr(self, name, None), name, positive=True)
 
     # ------------------------------------------------------------------ parameters
     def _needs_init(self, letter: str, name: str) -> bool:

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from latentfit._validation import as_float_tensor, check_distribution
+from latentfit._validation import as_float_tensor, check_allocation, check_distribution
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
@@ -20,6 +20,7 @@ from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
+from latentfit.em.hmm.settings import check_prior
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_hmm_stats,
@@ -99,6 +100,16 @@ class _ContinuousHMM(BaseHMM):
                 f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"
             )
         return X
+
+
+def _check_normal_priors(model) -> None:
+    """The Gaussian emissions' priors (None: the model's default): a mean and a variance
+    scale that are finite numbers, the variance scale and the means' weight at least 0, the
+    variances' weight finite (its meaning depends on the covariance type)."""
+    check_prior(model.means_prior, "means_prior", positive=False, sign=False)
+    check_prior(model.means_weight, "means_weight", positive=False)
+    check_prior(model.covars_prior, "covars_prior", positive=False)
+    check_prior(model.covars_weight, "covars_weight", positive=False, sign=False)
 
 
 def _check_positive_definite(covars: torch.Tensor, covariance_type: str) -> None:
@@ -188,6 +199,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
     def _check_parameters(self):
         super()._check_parameters()
         _check_covariance_type(self.covariance_type)
+        _check_normal_priors(self)
         if self.missing not in ("error", "marginalize"):
             raise ParameterError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
 
@@ -455,6 +467,7 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
     def _check_parameters(self):
         super()._check_parameters()
         _check_covariance_type(self.covariance_type)
+        _check_normal_priors(self)
         if not isinstance(self.n_mix, int | np.integer) or self.n_mix < 1:
             raise ParameterError(f"n_mix must be a positive integer, got {self.n_mix!r}")
 
@@ -483,6 +496,15 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
 
     def _init_emissions(self, X, gen):
         k, m, d = self.n_components, self.n_mix, X.shape[1]
+        # the parameters with their statistics and the M-step's copies (about six), and the
+        # (rows, k, m) responsibilities with their log-densities: refused before any is made
+        per = {"spherical": 1, "diag": d, "full": d * d, "tied": d * d / max(m, 1)}
+        check_allocation(
+            X.element_size() * 6 * k * m * (d + 1 + per[self.covariance_type] + X.shape[0]),
+            f"GMMHMM with {k:,} states x n_mix={m:,} components of {d:,} features",
+            device=X.device,
+            hint="use fewer mixture components per state (n_mix)",
+        )
         ones = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
         cv = _data_cov(X, self.min_covar)
         out = {}

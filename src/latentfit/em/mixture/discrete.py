@@ -23,7 +23,7 @@ from latentfit.em.initialize import cpu_generator
 from latentfit.em.mixture.base import BaseMixture, first_offending
 from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
 from latentfit.errors import DataError, ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = [
     "BernoulliMixture",
@@ -113,6 +113,22 @@ class _DiscreteMixture(BaseMixture):
     def _component_n_parameters(self, d):
         return len(self._params["weights"]) * d  # one free parameter per component and feature
 
+    #: what the component parameter of a model file must hold (see latentfit.io.check_stored)
+    _param_constraint: ClassVar[str] = "probability"
+
+    def _stored_specs(self, d: int) -> dict[str, Stored]:
+        """A model file's tensors: the weights on the simplex and the component parameter
+        within its support (probabilities, non-negative rates), one row per component."""
+        k = self._n_components()
+        shape = (k, d) if type(self)._param_shape_is_kd else None
+        return {
+            **super()._stored_specs(d),
+            "weights": Stored((k,), "simplex"),
+            self._param_names[0]: Stored(shape, self._param_constraint),
+        }
+
+    _param_shape_is_kd: ClassVar[bool] = True
+
 
 @serializable
 class BernoulliMixture(_DiscreteMixture):
@@ -165,6 +181,7 @@ class PoissonMixture(_DiscreteMixture):
     )
 
     _param_names = ("rates",)
+    _param_constraint = "nonnegative"
 
     def __init__(self, n_components=1, *, rate_prior=(1.0, 0.0), **kwargs):
         super().__init__(n_components, **kwargs)
@@ -199,6 +216,7 @@ class MultinomialMixture(_DiscreteMixture):
     )
 
     _param_names = ("probs",)
+    _param_constraint = "simplex"
 
     def __init__(self, n_components=1, *, prob_concentration=1.0, **kwargs):
         super().__init__(n_components, **kwargs)
@@ -258,6 +276,7 @@ class CategoricalMixture(_DiscreteMixture):
     )
 
     _param_names = ("probs",)
+    _param_shape_is_kd = False  # (k, d, c): c from n_categories_, checked by the probe
 
     def __init__(self, n_components=1, *, n_categories=None, prob_concentration=1.0, **kwargs):
         super().__init__(n_components, **kwargs)
@@ -345,7 +364,11 @@ class CategoricalMixture(_DiscreteMixture):
         valid = self._valid(stats["S1"])
         # Codes beyond a column's range get no pseudo-count, so their probability stays zero.
         counts = stats["S1"] + (self.prob_concentration - 1.0) * valid
-        return {"probs": counts / counts.sum(-1, keepdim=True)}
+        total = counts.sum(-1, keepdim=True)
+        # a column no sample of the component reached (no counts, flat prior): uniform over
+        # its codes, not 0 / 0
+        uniform = valid / valid.sum(-1, keepdim=True)
+        return {"probs": torch.where(total > 0, counts / total.where(total > 0, 1.0), uniform)}
 
     def _component_log_prior(self, params):
         if self.prob_concentration == 1.0:

@@ -46,7 +46,7 @@ from latentfit.em.mixture.base import fit_arrays, fix_labelled, refuse_source_la
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import DataError, ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = ["GaussianMixture"]
 
@@ -294,6 +294,23 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             self.covariance_type
         ]
 
+    _stored_specs_exact = True
+
+    def _stored_specs(self, d: int) -> dict[str, Stored]:
+        """A model file's tensors: weights on the simplex, finite means (and the fit's centre
+        and the means relative to it), and precision Cholesky factors of positive diagonal
+        (upper triangular for full/tied, positive standard-deviation inverses otherwise)."""
+        k = self.n_components
+        chol = "precision_cholesky" if self.covariance_type in ("full", "tied") else "positive"
+        return {
+            **super()._stored_specs(d),
+            "weights": Stored((k,), "simplex"),
+            "means": Stored((k, d)),
+            "prec_chol": Stored(self._cov_shape(d), chol),
+            "shift": Stored((d,), required=False),
+            "delta": Stored((k, d), required=False),
+        }
+
     def _set_params_tensors(self, params: dict) -> None:
         self._params = {k: v.detach() for k, v in params.items()}
         pc = self._params["prec_chol"]
@@ -327,7 +344,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return out.T.contiguous()
 
     _weighted_log_prob = _log_joint  # scikit-learn's name
-    _log_joint_rows = _log_joint  # it works through chunks of rows itself
+    _log_joint_chunks = _log_joint  # it works through chunks of rows itself
 
     def _sample_component(self, params, k, count, gen):
         means = params["means"]

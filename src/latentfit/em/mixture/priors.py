@@ -66,9 +66,12 @@ class DirichletPrior:
         _check_at_least_one(self.alpha, "the Dirichlet concentration alpha")
 
     def map_probs(self, counts: torch.Tensor) -> torch.Tensor:
-        """Mode of the posterior Dirichlet over the last axis: (..., c) → (..., c)."""
+        """Mode of the posterior Dirichlet over the last axis: (..., c) → (..., c). A
+        component without counts under a flat prior (its only members empty rows, which have
+        the same likelihood under any probabilities) is given the uniform ones, not 0 / 0."""
         a = counts + (self.alpha - 1.0)
-        return a / a.sum(-1, keepdim=True)
+        total = a.sum(-1, keepdim=True)
+        return torch.where(total > 0, a / total.where(total > 0, 1.0), 1.0 / a.shape[-1])
 
     def log_prob(self, probs: torch.Tensor) -> torch.Tensor:
         """Σ log Dir(p | α) over the leading axes of ``probs`` (..., c)."""
