@@ -37,7 +37,7 @@ from latentfit.em.initialize import INIT_PARAMS, initial_resp
 from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import DataError, ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
     BGMMPrior,
@@ -327,6 +327,32 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         pr = self._prior
         tensors.update(prior_mean=pr.mean, prior_covariance=pr.covariance)
         return tensors, extra
+
+    _stored_specs_exact = True
+
+    def _stored_specs(self, d: int) -> dict[str, Stored]:
+        """A model file's tensors: the weights' concentrations, the means' precision scales
+        ``beta`` and the degrees of freedom > 0, finite means (and the fit's centre and the
+        means about it), the Wishart scales ``cov`` and the prior's covariance positive
+        (definite) and ``prec_chol`` precision Cholesky factors of positive diagonal, all
+        shaped by ``covariance_type``."""
+        k, ct = self.n_components, self.covariance_type
+        matrix = ct in ("full", "tied")
+        cov = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+        wc = (2, k) if self.weight_concentration_prior_type == "dirichlet_process" else (k,)
+        prior_cov = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[ct]
+        return {
+            "wc": Stored(wc, "positive"),
+            "beta": Stored((k,), "positive"),
+            "means": Stored((k, d)),
+            "dof": Stored(() if ct == "tied" else (k,), "positive"),
+            "cov": Stored(cov, "pd" if matrix else "positive"),
+            "prec_chol": Stored(cov, "precision_cholesky" if matrix else "positive"),
+            "shift": Stored((d,), required=False),
+            "delta": Stored((k, d), required=False),
+            "prior_mean": Stored((d,)),
+            "prior_covariance": Stored(prior_cov, "pd" if matrix else "positive"),
+        }
 
     def _restore_params(self, tensors, extra):
         wtype, g0, b0, nu0 = extra.pop("prior")

@@ -61,7 +61,7 @@ from latentfit.em.hmm.sequences import (
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
 from latentfit.em.initialize import kmeans
 from latentfit.errors import DataError, ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = [
     "AutoregressiveHMM",
@@ -443,6 +443,17 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
     def _infer_n_features(self) -> None:
         if getattr(self, "n_features", None) is None:
             self.n_features = int(np.shape(self.covars_)[-1])
+
+    def _emission_specs(self, k, d):
+        """Finite coefficients (k, order, d, d) and intercepts (k, d), and one symmetric
+        positive-definite noise covariance (d, d) per state."""
+        if d is None:
+            return {"covars_": Stored(None, "pd")}
+        return {
+            "coefs_": Stored((k, int(self.order), d, d)),
+            "intercepts_": Stored((k, d)),
+            "covars_": Stored((k, d, d), "pd"),
+        }
 
     # ------------------------------------------------------------------ the emission hooks
     def _emission_log_likelihood(self, params, D, features=None):

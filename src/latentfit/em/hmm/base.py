@@ -70,6 +70,7 @@ from latentfit.errors import (
     ModelFileError,
     ParameterError,
 )
+from latentfit.io import Stored
 
 __all__ = ["BaseHMM"]
 
@@ -573,6 +574,35 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
 
     def _state_attributes(self) -> tuple[str, ...]:
         return ("startprob_", "transmat_", *self._emission_attributes)
+
+    def _stored_features(self, tensors: dict, extra: dict) -> int | None:
+        """The feature count a model file's shapes follow from: the header's ``n_features``
+        (``extra``, else ``params``), else the last axis of the first emission tensor."""
+        d = extra.get("n_features")
+        if d is None:
+            d = getattr(self, "n_features", None)
+        first = tensors.get(self._emission_attributes[0]) if self._emission_attributes else None
+        if d is None and first is not None and first.dim():
+            d = int(first.shape[-1])
+        return d
+
+    def _stored_attribute_specs(self, tensors: dict, extra: dict) -> tuple[dict[str, Stored], str]:
+        """A model file's start and transition probabilities on the simplex (one row per
+        state) and the emissions' tensors (:meth:`_emission_specs`), shaped by
+        ``n_components`` and the header's ``n_features``: a header field that disagrees
+        with the stored tensors is refused, not overridden by them."""
+        k, d = self.n_components, self._stored_features(tensors, extra)
+        specs = {
+            "startprob_": Stored((k,), "simplex"),
+            "transmat_": Stored((k, k), "simplex"),
+            **self._emission_specs(k, d),
+        }
+        return specs, f"n_components = {k}, n_features = {d}"
+
+    def _emission_specs(self, k: int, d: int | None) -> dict[str, Stored]:
+        """What each emission tensor of a model file must be for ``k`` states and ``d``
+        features (None: unknown); a model lists its own."""
+        return {}
 
     def _check_loaded(self) -> None:
         """After ``load``: the settings are valid and the tensors' shapes agree with

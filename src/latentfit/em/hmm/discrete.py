@@ -16,7 +16,7 @@ from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.errors import DataError, ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = ["CategoricalHMM", "PoissonHMM"]
 
@@ -254,6 +254,10 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
     def _set_emission_attributes(self, params):
         self.emissionprob_ = params["emissionprob"].cpu().numpy()
 
+    def _emission_specs(self, k, d):
+        """One distribution over the ``d`` symbols per state: rows on the simplex."""
+        return {"emissionprob_": Stored(None if d is None else (k, d), "simplex")}
+
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
         self.n_features_ = self.emissionprob_.shape[1]
@@ -374,6 +378,10 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
 
     def _set_emission_attributes(self, params):
         self.lambdas_ = params["lambdas"].cpu().numpy()
+
+    def _emission_specs(self, k, d):
+        """Poisson rates (k, d), positive as fit keeps them."""
+        return {"lambdas_": Stored(None if d is None else (k, d), "positive")}
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)

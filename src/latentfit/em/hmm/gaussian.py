@@ -21,6 +21,7 @@ from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import check_prior
+from latentfit.em.hmm.stored import covariance_stored
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
     gaussian_missing_hmm_stats,
@@ -30,7 +31,7 @@ from latentfit.em.missing import (
 )
 from latentfit.em.sources.chunks import is_source
 from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError, user_stacklevel
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = ["GMMHMM", "GaussianHMM"]
 
@@ -396,6 +397,14 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         self.degenerate_components_ = sorted(found)
         self._degenerate_found = found
 
+    def _emission_specs(self, k, d):
+        """Finite means (k, d) and the covariances of ``covariance_type``: variances > 0, or
+        symmetric positive-definite matrices."""
+        return {
+            "means_": Stored(None if d is None else (k, d)),
+            "_covars_": covariance_stored(self.covariance_type, k, d),
+        }
+
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
         self.n_features = self.means_.shape[1]
@@ -667,6 +676,16 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         self.means_ = params["means"].cpu().numpy()
         self.covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[2]
+
+    def _emission_specs(self, k, d):
+        """Mixture weights on the simplex (k, n_mix), finite means (k, n_mix, d) and the
+        covariances of ``covariance_type`` (tied: one matrix per state)."""
+        m = self.n_mix
+        return {
+            "weights_": Stored((k, m), "simplex"),
+            "means_": Stored(None if d is None else (k, m, d)),
+            "covars_": covariance_stored(self.covariance_type, k, d, per=(m,)),
+        }
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from latentfit.errors import ModelFileError, user_stacklevel
-from latentfit.io import check_fields
+from latentfit.io import Stored, check_fields, check_stored_tensors
 
 __all__ = ["AttributeStateMixin", "ConvergenceMonitor", "UnvisitedStateWarning", "warn_unvisited"]
 
@@ -57,6 +57,13 @@ class AttributeStateMixin:
     def _state_attributes(self) -> tuple[str, ...]:
         raise NotImplementedError
 
+    def _stored_attribute_specs(self, tensors: dict, extra: dict) -> tuple[dict[str, Stored], str]:
+        """What each stored attribute of a model file must be (name → shape and constraint,
+        see :func:`latentfit.io.check_stored`), checked before any is set, and the sizes the
+        shapes follow from (the header's ``n_features`` and the settings), for the message.
+        A model lists its own; here none."""
+        return {}, ""
+
     def _get_state(self):
         names = self._state_attributes()
         tensors = {n: torch.as_tensor(np.asarray(getattr(self, n))) for n in names}
@@ -77,6 +84,8 @@ class AttributeStateMixin:
                 f"{sorted(tensors)}"
             )
         extra = check_fields(extra, type(self), required=self._required_state_fields)
+        specs, sizes = self._stored_attribute_specs(tensors, extra)
+        check_stored_tensors(tensors, specs, sizes=sizes)
         for name in names:
             setattr(self, name, tensors[name].numpy())
         if extra.get("n_features") is not None:

@@ -49,6 +49,7 @@ from latentfit.em.hmm.gaussian import GaussianHMM, _check_covariance_type, _data
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.sequences import batch_sequences, check_lengths, with_states
+from latentfit.em.hmm.stored import covariance_stored
 from latentfit.em.hmm.variational_math import (
     dirichlet_expected_log,
     expected_gaussian_offset,
@@ -58,7 +59,7 @@ from latentfit.em.hmm.variational_math import (
 )
 from latentfit.em.initialize import kmeans
 from latentfit.errors import ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = ["VariationalCategoricalHMM", "VariationalGaussianHMM"]
 
@@ -237,6 +238,17 @@ class _VariationalHMM:
         centre during the fit adds it back)."""
         return params
 
+    def _emission_specs(self, k, d):
+        """The point estimates' (the HMM's own) and the Dirichlet priors and posteriors of
+        the start and transition probabilities: concentrations > 0."""
+        return {
+            **super()._emission_specs(k, d),
+            "startprob_prior_": Stored((k,), "positive"),
+            "startprob_posterior_": Stored((k,), "positive"),
+            "transmat_prior_": Stored((k, k), "positive"),
+            "transmat_posterior_": Stored((k, k), "positive"),
+        }
+
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
         self.lower_bound_ = self.lower_bounds_[-1] if self.lower_bounds_ else float("nan")
@@ -319,6 +331,20 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
 
     def _dof_shape(self) -> tuple[int, ...]:
         return () if self.covariance_type == "tied" else (self.n_components,)
+
+    def _emission_specs(self, k, d):
+        """The normal-Wishart priors and posteriors: finite means (k, d), precision scales
+        and degrees of freedom > 0, and Wishart scales of ``covariance_type`` (variances > 0
+        or symmetric positive-definite matrices)."""
+        means = Stored(None if d is None else (k, d))
+        scale = covariance_stored(self.covariance_type, k, d)
+        out = {}
+        for kind in ("prior", "posterior"):
+            out[f"means_{kind}_"] = means
+            out[f"beta_{kind}_"] = Stored((k,), "positive")
+            out[f"dof_{kind}_"] = Stored(self._dof_shape(), "positive")
+            out[f"scale_{kind}_"] = scale
+        return {**super()._emission_specs(k, d), **out}
 
     def _check_scale(self, scale: torch.Tensor, dof: torch.Tensor, name: str, d: int) -> None:
         """A Wishart needs ν > d − 1 and a positive-definite scale (ParameterError)."""
@@ -487,6 +513,16 @@ class VariationalCategoricalHMM(_VariationalHMM, CategoricalHMM):
         "emissionprob_",
         *(key + "_" for key in _TRANSITION_KEYS + _vb_emission_keys),
     )
+
+    def _emission_specs(self, k, d):
+        """The Dirichlet prior and posterior of every state's symbol probabilities (k, d):
+        concentrations > 0."""
+        shape = None if d is None else (k, d)
+        return {
+            **super()._emission_specs(k, d),
+            "emissionprob_prior_": Stored(shape, "positive"),
+            "emissionprob_posterior_": Stored(shape, "positive"),
+        }
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
 from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.io import Stored, check_stored_tensors
 
 __all__ = ["HSMMMixin"]
 
@@ -454,6 +455,23 @@ class HSMMMixin:
                 f"a {type(self).__name__} file with duration={self.duration!r} holds the "
                 f"tensors {list(names)}; this one lacks {missing}"
             )
+        check_stored_tensors(
+            tensors,
+            self._duration_specs(),
+            sizes=f"n_components = {self.n_components}, max_duration = {self.max_duration}",
+        )
         for name in names:
             setattr(self, name, tensors.pop(name).numpy())
         super()._set_state(tensors, extra)
+
+    def _duration_specs(self) -> dict[str, Stored]:
+        """What a model file's duration tensors must be: one distribution over 1..max_duration
+        per state (nonparametric), Poisson means > 0, or negative binomial counts > 0 and
+        probabilities in [0, 1] (their open interval is checked with the settings)."""
+        k = self.n_components
+        return {
+            "duration_probs_": Stored((k, int(self.max_duration)), "simplex", required=False),
+            "duration_lambdas_": Stored((k,), "positive", required=False),
+            "duration_r_": Stored((k,), "positive", required=False),
+            "duration_p_": Stored((k,), "probability", required=False),
+        }

@@ -39,7 +39,7 @@ from latentfit.em.ssm.steps import (
     sufficient_statistics,
 )
 from latentfit.errors import DataError, LatentfitError, ModelFileError, ParameterError
-from latentfit.io import serializable
+from latentfit.io import Stored, serializable
 
 __all__ = ["LinearGaussianSSM"]
 
@@ -443,6 +443,22 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
 
     def _state_attributes(self) -> tuple[str, ...]:
         return tuple(ATTRIBUTES.values())
+
+    def _stored_attribute_specs(self, tensors: dict, extra: dict) -> tuple[dict[str, Stored], str]:
+        """A model file's matrices shaped by ``n_components`` (the state dimension) and the
+        header's ``n_features``: finite transition and observation matrices and offsets,
+        and symmetric positive-definite covariances (the filter inverts and factors them)."""
+        s, d = self.n_components, extra["n_features"]
+        specs = {
+            "transition_matrix_": Stored((s, s)),
+            "observation_matrix_": Stored((d, s)),
+            "transition_covariance_": Stored((s, s), "pd"),
+            "observation_covariance_": Stored((d, d), "pd"),
+            "observation_offset_": Stored((d,)),
+            "initial_state_mean_": Stored((s,)),
+            "initial_state_covariance_": Stored((s, s), "pd"),
+        }
+        return specs, f"n_components = {s}, n_features = {d}"
 
     def _check_loaded(self) -> None:
         try:

@@ -1,0 +1,246 @@
+"""latentfit.load refuses crafted model files of the sequence models (HMMs, HSMMs, the
+linear-Gaussian state-space model) and of the Bayesian Gaussian mixture whose tensors are
+well-formed but hold values no fit could produce (covariances not positive definite, rows
+off the simplex, concentrations <= 0, integer tensors, a header ``n_features`` that
+disagrees with the tensors), with ModelFileError naming the file and the tensor; valid files
+of every kind still load."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import latentfit
+from latentfit import BayesianGaussianMixture
+from latentfit.em.hmm import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hmm.variational import VariationalCategoricalHMM, VariationalGaussianHMM
+from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
+from latentfit.em.ssm import LinearGaussianSSM
+from latentfit.errors import ModelFileError
+
+rng = np.random.default_rng(0)
+X = np.vstack([rng.normal(0, 1, (30, 2)), rng.normal(5, 1, (30, 2))])
+SYMBOLS = rng.integers(0, 3, (60, 1))
+COUNTS = rng.poisson(3.0, (60, 2)).astype(float)
+
+MODELS = {
+    "gaussian_full": (lambda **kw: GaussianHMM(2, covariance_type="full", **kw), X),
+    "gaussian_tied": (lambda **kw: GaussianHMM(2, covariance_type="tied", **kw), X),
+    "gaussian_diag": (lambda **kw: GaussianHMM(2, covariance_type="diag", **kw), X),
+    "gaussian_spherical": (lambda **kw: GaussianHMM(2, covariance_type="spherical", **kw), X),
+    "gmmhmm_full": (lambda **kw: GMMHMM(2, n_mix=2, covariance_type="full", **kw), X),
+    "gmmhmm_tied": (lambda **kw: GMMHMM(2, n_mix=2, covariance_type="tied", **kw), X),
+    "gmmhmm_diag": (lambda **kw: GMMHMM(2, n_mix=2, covariance_type="diag", **kw), X),
+    "gmmhmm_spherical": (lambda **kw: GMMHMM(2, n_mix=2, covariance_type="spherical", **kw), X),
+    "poisson": (lambda **kw: PoissonHMM(2, **kw), COUNTS),
+    "categorical": (lambda **kw: CategoricalHMM(2, **kw), SYMBOLS),
+    "autoregressive": (lambda **kw: AutoregressiveHMM(2, **kw), X),
+    "vgaussian_full": (lambda **kw: VariationalGaussianHMM(2, covariance_type="full", **kw), X),
+    "vgaussian_tied": (lambda **kw: VariationalGaussianHMM(2, covariance_type="tied", **kw), X),
+    "vgaussian_diag": (lambda **kw: VariationalGaussianHMM(2, covariance_type="diag", **kw), X),
+    "vgaussian_spherical": (
+        lambda **kw: VariationalGaussianHMM(2, covariance_type="spherical", **kw),
+        X,
+    ),
+    "vcategorical": (lambda **kw: VariationalCategoricalHMM(2, **kw), SYMBOLS),
+    "hsmm_gaussian": (lambda **kw: GaussianHSMM(2, **kw), X),
+    "hsmm_poisson": (lambda **kw: PoissonHSMM(2, **kw), COUNTS),
+    "hsmm_categorical": (lambda **kw: CategoricalHSMM(2, **kw), SYMBOLS),
+    "ssm_full": (lambda **kw: LinearGaussianSSM(2, covariance_type="full", **kw), X),
+    "ssm_diag": (lambda **kw: LinearGaussianSSM(2, covariance_type="diag", **kw), X),
+}
+
+
+def _fit(name, dtype="float64"):
+    make, data = MODELS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make(n_iter=3, random_state=0, dtype=dtype).fit(data), data
+
+
+def _read(path):
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = json.loads(f.metadata()["latentfit"])
+    return tensors, header
+
+
+def _tampered(src, dst, header=None, tensors=None):
+    t, h = _read(src)
+    if header:
+        header(h)
+    if tensors:
+        tensors(t)
+    save_file(t, str(dst), metadata={"latentfit": json.dumps(h)})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One saved file of every model kind (fitted once for the module), by name."""
+    root = tmp_path_factory.mktemp("sequences")
+    out = {}
+
+    def get(name):
+        if name not in out:
+            out[name] = _fit(name)[0].save(root / f"{name}.lf")
+        return out[name]
+
+    return get
+
+
+def _set(name, edit):
+    def apply(t):
+        t[name] = edit(t[name].clone())
+
+    return apply
+
+
+def _at(index, value):
+    def edit(t):
+        t[index] = value
+        return t
+
+    return edit
+
+
+def _asymmetric(t):
+    t[..., 0, 1] += 5.0
+    return t
+
+
+CASES = [
+    # model, tensor, edit, message
+    ("gaussian_full", "_covars_", _asymmetric, "not symmetric"),
+    ("gaussian_full", "_covars_", lambda t: -t, "not positive definite"),
+    ("gaussian_tied", "_covars_", _asymmetric, "not symmetric"),
+    ("gaussian_diag", "means_", lambda t: t.to(torch.int64), "not a floating-point"),
+    ("gaussian_spherical", "_covars_", lambda t: torch.cat([t, t]), "shape"),
+    ("gmmhmm_diag", "covars_", _at((0, 0, 0), -1.0), "'covars_'"),
+    ("gmmhmm_diag", "covars_", lambda t: torch.zeros_like(t), "'covars_'"),
+    ("gmmhmm_full", "covars_", _asymmetric, "not symmetric"),
+    ("gmmhmm_diag", "weights_", lambda t: t * 3, "sums to"),
+    ("gmmhmm_diag", "weights_", _at((0, 0), -0.5), "'weights_'"),
+    ("poisson", "lambdas_", lambda t: t.to(torch.int64), "not a floating-point"),
+    ("categorical", "emissionprob_", lambda t: t * 2, "sums to"),
+    ("categorical", "startprob_", lambda t: t.to(torch.int64), "not a floating-point"),
+    ("autoregressive", "covars_", _asymmetric, "not symmetric"),
+    ("autoregressive", "coefs_", lambda t: torch.cat([t, t], 1), "shape"),
+    ("vgaussian_full", "dof_posterior_", _at(0, 0.0), "'dof_posterior_'"),
+    ("vgaussian_full", "beta_prior_", _at(0, -1.0), "'beta_prior_'"),
+    ("vgaussian_full", "scale_posterior_", lambda t: -t, "not positive definite"),
+    ("vgaussian_diag", "scale_prior_", _at((0, 0), 0.0), "'scale_prior_'"),
+    ("vgaussian_full", "transmat_posterior_", _at((0, 0), -1.0), "'transmat_posterior_'"),
+    ("vgaussian_full", "startprob_prior_", lambda t: torch.cat([t, t]), "shape"),
+    ("vcategorical", "emissionprob_posterior_", _at((0, 0), 0.0), "'emissionprob_posterior_'"),
+    ("vcategorical", "emissionprob_prior_", lambda t: t[:, :2].contiguous(), "shape"),
+    ("hsmm_gaussian", "duration_lambdas_", lambda t: t.to(torch.int64), "not a floating-point"),
+    ("hsmm_poisson", "duration_lambdas_", lambda t: torch.cat([t, t]), "shape"),
+    ("hsmm_categorical", "emissionprob_", _at((0, 0), -0.1), "'emissionprob_'"),
+    ("ssm_full", "transition_covariance_", lambda t: torch.zeros_like(t), "not positive"),
+    ("ssm_full", "initial_state_covariance_", _asymmetric, "not symmetric"),
+    ("ssm_full", "observation_covariance_", lambda t: -t, "not positive definite"),
+    ("ssm_diag", "observation_matrix_", lambda t: t.to(torch.int64), "not a floating-point"),
+    ("ssm_full", "transition_matrix_", lambda t: torch.cat([t, t]), "shape"),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "edit", "match"), CASES, ids=[f"{c[0]}-{c[1]}-{c[3]}" for c in CASES]
+)
+def test_tensors_off_their_constraint_are_refused(files, tmp_path, model, name, edit, match):
+    bad = _tampered(files(model), tmp_path / "bad.lf", tensors=_set(name, edit))
+    with pytest.raises(ModelFileError, match=match) as err:
+        latentfit.load(bad)
+    assert str(bad) in str(err.value)
+    assert name in str(err.value)
+
+
+@pytest.mark.parametrize("model", ["gaussian_full", "poisson", "autoregressive", "ssm_full"])
+@pytest.mark.parametrize("value", [10**12, 3, 1])
+def test_a_header_n_features_that_disagrees_with_the_tensors_is_refused(
+    files, tmp_path, model, value
+):
+    bad = _tampered(
+        files(model), tmp_path / "bad.lf", header=lambda h: h["extra"].update(n_features=value)
+    )
+    with pytest.raises(ModelFileError, match=f"n_features = {value}"):
+        latentfit.load(bad)
+
+
+def test_a_categorical_header_n_features_that_disagrees_is_refused(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = CategoricalHMM(2, n_features=3, n_iter=2, random_state=0).fit(SYMBOLS)
+    path = model.save(tmp_path / "c.lf")
+    bad = _tampered(path, tmp_path / "bad.lf", header=lambda h: h["extra"].update(n_features=4))
+    with pytest.raises(ModelFileError, match="emissionprob_"):
+        latentfit.load(bad)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_valid_files_of_every_kind_still_load(tmp_path, model, dtype):
+    fitted, data = _fit(model, dtype)
+    loaded = latentfit.load(fitted.save(tmp_path / "m.lf"))
+    assert type(loaded) is type(fitted)
+    np.testing.assert_allclose(loaded.score(data), fitted.score(data), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- BayesianGaussianMixture
+def _bgmm(covariance_type="full", weights="dirichlet_process", dtype="float64"):
+    return BayesianGaussianMixture(
+        n_components=3,
+        covariance_type=covariance_type,
+        weight_concentration_prior_type=weights,
+        random_state=0,
+        dtype=dtype,
+    ).fit(X)
+
+
+@pytest.fixture(scope="module")
+def bgmm_file(tmp_path_factory):
+    return _bgmm().save(tmp_path_factory.mktemp("bgmm") / "bg.lf")
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "match"),
+    [
+        ("prec_chol", _at((0, 0, 0), -1.0), "diagonal entry"),
+        ("prec_chol", lambda t: t.mT.contiguous(), "above the diagonal"),
+        ("cov", _asymmetric, "not symmetric"),
+        ("cov", lambda t: -t, "not positive definite"),
+        ("dof", _at(0, 0.0), "'dof'"),
+        ("beta", _at(0, -1.0), "'beta'"),
+        ("wc", _at((0, 0), 0.0), "'wc'"),
+        ("prior_covariance", lambda t: -t, "not positive definite"),
+        ("means", lambda t: t.to(torch.int64), "not a floating-point"),
+        ("means", lambda t: torch.cat([t, t]), "shape"),
+    ],
+)
+def test_bgmm_tensors_off_their_constraint_are_refused(bgmm_file, tmp_path, name, edit, match):
+    bad = _tampered(bgmm_file, tmp_path / "bad.lf", tensors=_set(name, edit))
+    with pytest.raises(ModelFileError, match=match) as err:
+        latentfit.load(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_bgmm_unknown_tensors_are_refused(bgmm_file, tmp_path):
+    bad = _tampered(
+        bgmm_file, tmp_path / "bad.lf", tensors=lambda t: t.update(extra=torch.zeros(2))
+    )
+    with pytest.raises(ModelFileError, match="does not store"):
+        latentfit.load(bad)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("weights", ["dirichlet_process", "dirichlet_distribution"])
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_valid_bgmm_files_still_load(tmp_path, covariance_type, weights, dtype):
+    model = _bgmm(covariance_type, weights, dtype)
+    loaded = latentfit.load(model.save(tmp_path / "bg.lf"))
+    np.testing.assert_allclose(loaded.score(X), model.score(X), rtol=1e-5)
