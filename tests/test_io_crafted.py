@@ -270,3 +270,19 @@ def test_saving_an_unfitted_model_raises_not_fitted(tmp_path, model):
     with pytest.raises(NotFittedError, match="not fitted"):
         latentfit.save(model, tmp_path / "x.lf")
     assert not (tmp_path / "x.lf").exists()
+
+
+@pytest.mark.parametrize("name", ["c0.concentration", "c1.rate"])
+def test_a_family_parameter_outside_its_support_is_named(tmp_path, name):
+    from latentfit.em.mixture.families import MixtureModel
+
+    X = np.abs(np.random.default_rng(0).normal(size=(60, 1))) + 0.1
+    src = tmp_path / "gamma.lf"
+    MixtureModel("gamma", 2, random_state=0).fit(X).save(src)
+
+    def negative(t):
+        t[name] = -t[name].abs() - 1.0
+
+    bad = _tampered(src, tmp_path / "bad.lf", tensors=negative)
+    with pytest.raises(ModelFileError, match=r"do not make a MixtureModel.*(concentration|rate)"):
+        latentfit.load(bad)

@@ -347,7 +347,12 @@ class EMEstimator:
         except LatentfitError:
             pass  # a check of the probe's values, not of the shapes: nothing learnt
         except (ValueError, RuntimeError, IndexError, KeyError) as err:
-            raise ModelFileError(f"{why} ({type(err).__name__}: {err})") from None
+            # a shape that does not fit, or a value outside its parameter's support (a
+            # negative gamma rate): torch's message names the parameter and its constraint
+            raise ModelFileError(
+                f"the tensors (shapes {shapes}) do not make a {type(self).__name__} with "
+                f"n_features_in_ = {d}: {str(err).strip().splitlines()[0]}"
+            ) from None
 
 
 class CriteriaMixin:
