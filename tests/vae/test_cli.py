@@ -89,7 +89,7 @@ def test_user_array_and_errors(tmp_path):
     res = runner.invoke(
         app, ["fit", "vae", "--dataset", "digits", "--objective", "magic", "--quiet"]
     )
-    assert res.exit_code == 2 and "unknown objective" in res.output
+    assert res.exit_code == 2 and "--objective must be one of" in res.output
     res = runner.invoke(app, ["eval", str(tmp_path / "missing.safetensors")])
     assert res.exit_code == 2 and "no VAE model file" in res.output
 

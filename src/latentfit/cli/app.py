@@ -179,6 +179,7 @@ def stream_option():
         STREAM_ABOVE_MIB,
         "--stream-above",
         min=0,
+        callback=_not_nan,
         help="Fit .npy and Parquet DATA of at least this many MiB chunk by chunk from the file "
         "(out of core) instead of reading it into memory; 0 streams every such file.",
     )
@@ -194,11 +195,92 @@ def data_source(data: Path | None, dataset: str | None) -> str:
     return str(data) if data is not None else dataset
 
 
-def split_columns(columns) -> list | None:
-    """``"a,b"`` (a ``--columns`` value) or a list (repeated ``--column``) → list, or None."""
+def split_columns(columns, option: str = "--columns") -> list | None:
+    """``"a,b"`` (a ``--columns`` value) or a list (repeated ``--column``) → list, or None
+    when the option was not given (None, or an empty list of repeated ``--column``).
+
+    An empty name (``--columns ""``, ``a,,b``, a trailing comma) and a column named twice are
+    refused, naming ``option``: neither can mean what was typed."""
+    if columns is None:
+        return None
+    shown = columns if isinstance(columns, str) else ",".join(map(str, columns))
     if isinstance(columns, str):
         columns = columns.split(",")
-    return [c.strip() for c in columns or () if c.strip()] or None
+    names = [str(c).strip() for c in columns]
+    if not names:
+        return None
+    if any(not c for c in names):
+        fail(
+            f"{option} {shown!r} holds an empty column name; name each column once, separated "
+            "by commas (e.g. a,b), or leave the option out to use every column"
+        )
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        fail(
+            f"{option} {shown!r} names the column(s) {', '.join(twice)} more than once; "
+            "name each column once"
+        )
+    return names
+
+
+#: The largest ``--seed``: torch's generators take 64-bit seeds, and the seed of a split or a
+#: binarisation is ``seed + 1`` in places, so seeds run from 0 to 2**63 - 2.
+SEED_MAX = 2**63 - 2
+
+
+def seed_option(help: str = "Seed for the initialisation."):
+    """``--seed``: a whole number from 0 to :data:`SEED_MAX`, checked when the command line is
+    read (before any data are loaded)."""
+    return typer.Option(0, "--seed", callback=_check_seed, help=help)
+
+
+def _check_seed(value: int) -> int:
+    if value is not None and not 0 <= value <= SEED_MAX:
+        fail(
+            f"--seed {value} is out of range: a seed is a whole number from 0 to {SEED_MAX} "
+            "(any of them gives a reproducible run), e.g. --seed 0"
+        )
+    return value
+
+
+def finite_number(param: typer.CallbackParam, value):
+    """The callback of a number option: NaN and infinity are refused as the command line is
+    read, naming the option (click's ranges let NaN through: every comparison with it fails)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        fail(f"{param.opts[0]} must be a finite number; got {value}")
+    return value
+
+
+def _not_nan(value):
+    """The callback of ``--stream-above``: infinity means never stream; NaN means nothing."""
+    if value is not None and value != value:
+        fail("--stream-above takes a number of MiB such as 64 (0 streams every file); got nan")
+    return value
+
+
+def check_number(
+    option: str,
+    value: float,
+    *,
+    minimum: float | None = None,
+    above: bool = False,
+    maximum: float | None = None,
+    example: str = "",
+) -> None:
+    """Refuse a NaN or infinite float option, or one below ``minimum`` (``above``: at or below
+    it) or above ``maximum``, naming the option and the value."""
+    import math
+
+    hint = f" (e.g. {example})" if example else ""
+    if not math.isfinite(value):
+        fail(f"{option} must be a finite number{hint}; got {value}")
+    if minimum is not None and (value <= minimum if above else value < minimum):
+        bound = f"greater than {minimum:g}" if above else f"at least {minimum:g}"
+        fail(f"{option} must be {bound}{hint}; got {value:g}")
+    if maximum is not None and value > maximum:
+        fail(f"{option} must be at most {maximum:g}{hint}; got {value:g}")
 
 
 def load_data(

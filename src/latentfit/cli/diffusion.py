@@ -8,7 +8,16 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, delimiter_option, fail, fit_app, force_option
+from latentfit.cli.app import (
+    check_device,
+    check_number,
+    delimiter_option,
+    fail,
+    finite_number,
+    fit_app,
+    force_option,
+    seed_option,
+)
 from latentfit.cli.flows import check_out, history_rows, levels_of, load_split, report_history
 from latentfit.cli.output import json_option
 
@@ -25,7 +34,11 @@ def fit_diffusion(
         "Dhariwal 2021).",
     ),
     vlb_weight: float = typer.Option(
-        0.001, "--vlb-weight", min=0.0, help="Weight of the bound in the loss (learned variance)."
+        0.001,
+        "--vlb-weight",
+        min=0.0,
+        help="Weight of the bound in the loss (learned variance).",
+        callback=finite_number,
     ),
     gaussian_skip: bool = typer.Option(
         False,
@@ -41,11 +54,13 @@ def fit_diffusion(
         0.0,
         "--decoder-fraction",
         help="Extra share of training rows drawn at t = 1 (terms weighted by 1/p(t)).",
+        callback=finite_number,
     ),
     skip_floor: float | None = typer.Option(
         None,
         "--skip-floor",
         help="Variance floor of the skip's Gaussian (default: chosen on held-out training rows).",
+        callback=finite_number,
     ),
     hidden: int = typer.Option(512, min=1, help="Hidden units of the denoising MLP."),
     n_hidden: int = typer.Option(3, "--n-hidden", min=1, help="Hidden layers of the MLP."),
@@ -55,8 +70,10 @@ def fit_diffusion(
     levels: int = typer.Option(256, min=2, help="Grey levels of 8-bit data."),
     epochs: int = typer.Option(50, min=1, help="Passes over the training rows."),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    patience: int = typer.Option(0, help="Early-stopping patience in epochs (0: never stop)."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate.", callback=finite_number),
+    patience: int = typer.Option(
+        0, min=0, help="Early-stopping patience in epochs (0: never stop)."
+    ),
     eval_t: int = typer.Option(
         50, "--eval-t", min=0, help="Draws of t per test row for the bound (0: every t)."
     ),
@@ -65,7 +82,7 @@ def fit_diffusion(
     ),
     out: Path = typer.Option(Path("ddpm.safetensors"), "--out", help="Where to save the model."),
     force: bool = force_option(),
-    seed: int = typer.Option(0, help="Seed for the data split, the weights and the batches."),
+    seed: int = seed_option("Seed for the data split, the weights and the batches."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     as_json: bool = json_option(),
@@ -75,6 +92,7 @@ def fit_diffusion(
 
     check_out(out, force, [dataset], checkpoint_dir)
     check_device(device)
+    check_number("--lr", lr, minimum=0, above=True, example="1e-3")
     split = load_split(dataset, seed, delimiter)
     disc = split.image_shape is not None if discrete is None else discrete
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -13,24 +14,48 @@ from latentfit.cli.app import (
     dataset_option,
     delimiter_option,
     fail,
+    finite_number,
     fit_app,
     load_data,
+    seed_option,
+    split_columns,
 )
 from latentfit.cli.output import csv_option, json_option
 
 
-def _parse_fixed(items: list[str]) -> dict:
-    fixed = {}
+def _parse_fixed(items: list[str], fam) -> dict:
+    """``--fixed total_count=10`` -> {"total_count": 10}, each name a known argument that
+    ``fam`` holds fixed (not a parameter it estimates), named once."""
+    fixed, seen = {}, {}
+    takes = list(fam.fixed_names or ()) if fam.fixed_names is not None else None
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep:
+        name = name.strip()
+        if not sep or not name:
             fail(f"--fixed takes NAME=NUMBER (e.g. --fixed total_count=10), got {item!r}")
         try:
-            fixed[name.strip()] = (
-                int(value) if value.strip().lstrip("-").isdigit() else float(value)
-            )
+            number = int(value) if value.strip().lstrip("-").isdigit() else float(value)
         except ValueError:
-            fail(f"--fixed takes NAME=NUMBER (e.g. --fixed total_count=10), got {item!r}")
+            fail(f"--fixed {item}: {value!r} is not a number; --fixed takes NAME=NUMBER")
+        if name in seen:
+            fail(f"--fixed {item} and --fixed {seen[name]} both set {name}; give it once")
+        if name in fam.params:
+            fail(
+                f"--fixed {item}: {fam.name} estimates {name}, and --fixed holds only known "
+                "arguments that are not estimated (such as a Binomial's total_count); "
+                + (
+                    f"{fam.name} takes {', '.join(takes)} fixed"
+                    if takes
+                    else f"{fam.name} takes none, it estimates {', '.join(fam.params)}"
+                )
+            )
+        if takes is not None and name not in takes:
+            fail(
+                f"--fixed {item}: {fam.name} has no argument {name!r}; it takes "
+                + (f"{', '.join(takes)} fixed" if takes else "nothing fixed")
+                + f" and estimates {', '.join(fam.params)}"
+            )
+        fixed[name], seen[name] = number, item
     return fixed
 
 
@@ -51,45 +76,186 @@ def _check_finite(fit, data: Path) -> None:
         )
 
 
-def _parse_prior(items: list[str]) -> dict | None:
-    """``--prior rate=gamma:2,0.5`` -> {"rate": torch.distributions.Gamma(2., 0.5)}."""
+#: The priors ``--prior`` takes: name -> (torch.distributions class, its numbers in order, how
+#: many of them must be given; the others keep torch's defaults). Continuous families only: a
+#: prior is a density over the parameter's values.
+PRIORS = {
+    "normal": ("Normal", ("loc", "scale"), 2),
+    "lognormal": ("LogNormal", ("loc", "scale"), 2),
+    "halfnormal": ("HalfNormal", ("scale",), 1),
+    "cauchy": ("Cauchy", ("loc", "scale"), 2),
+    "halfcauchy": ("HalfCauchy", ("scale",), 1),
+    "laplace": ("Laplace", ("loc", "scale"), 2),
+    "studentt": ("StudentT", ("df", "loc", "scale"), 1),
+    "gumbel": ("Gumbel", ("loc", "scale"), 2),
+    "gamma": ("Gamma", ("concentration", "rate"), 2),
+    "inversegamma": ("InverseGamma", ("concentration", "rate"), 2),
+    "exponential": ("Exponential", ("rate",), 1),
+    "chi2": ("Chi2", ("df",), 1),
+    "weibull": ("Weibull", ("scale", "concentration"), 2),
+    "pareto": ("Pareto", ("scale", "alpha"), 2),
+    "beta": ("Beta", ("concentration1", "concentration0"), 2),
+    "uniform": ("Uniform", ("low", "high"), 2),
+}
+_PRIOR_USAGE = (
+    "--prior takes NAME=FAMILY:NUMBER,NUMBER (e.g. --prior rate=gamma:2,0.5 or "
+    "--prior loc=normal:0,10)"
+)
+
+
+def _prior_family_list() -> str:
+    return ", ".join(f"{k} ({','.join(v[1])})" for k, v in PRIORS.items())
+
+
+def _bounds(con) -> tuple[float, float] | None:
+    """The lowest and highest value a torch constraint allows (entrywise), or None when it
+    does not say (the check is then left to the fit)."""
+    from torch.distributions import constraints as C
+
+    inf = math.inf
+    if isinstance(con, C.independent):
+        return _bounds(con.base_constraint)
+    if isinstance(con, type(C.real)) or isinstance(
+        con, (type(C.positive_definite), type(C.lower_cholesky))
+    ):
+        return -inf, inf
+    if isinstance(con, type(C.simplex)):
+        return 0.0, 1.0
+    if isinstance(con, (C.greater_than, C.greater_than_eq)):
+        return float(con.lower_bound), inf
+    if isinstance(con, C.less_than):
+        return -inf, float(con.upper_bound)
+    if isinstance(con, (C.interval, C.half_open_interval)):
+        return float(con.lower_bound), float(con.upper_bound)
+    return None
+
+
+def _words(lo: float, hi: float) -> str:
+    if lo == -math.inf and hi == math.inf:
+        return "any real value"
+    if hi == math.inf:
+        return f"values from {lo:g} up"
+    if lo == -math.inf:
+        return f"values up to {hi:g}"
+    return f"values in [{lo:g}, {hi:g}]"
+
+
+def _parse_prior(items: list[str], fam) -> tuple[dict, dict] | None:
+    """``--prior rate=gamma:2,0.5`` -> ({"rate": Gamma(2., 0.5)}, {"rate": the item}).
+
+    Every entry is checked before data are read: a family of :data:`PRIORS`, one prior per
+    parameter of ``fam``, the family's numbers (how many, finite, inside their ranges) and a
+    support that covers every value the parameter may take."""
     import torch
     import torch.distributions as D
 
+    from latentfit.estimate.mle import describe_support
+
     if not items:
         return None
-    known = {n.lower(): getattr(D, n) for n in dir(D) if isinstance(getattr(D, n), type)}
-    prior = {}
+    prior, given = {}, {}
     for item in items:
         name, sep, spec = item.partition("=")
-        dist, _, args = spec.partition(":")
-        cls = known.get(dist.strip().lower())
-        try:
-            if not sep or cls is None or not issubclass(cls, D.Distribution):
-                cls = None
-            values = [torch.tensor(float(a), dtype=torch.float64) for a in args.split(",") if a]
-            if cls is not None:
-                prior[name.strip()] = cls(*values)
-        except (ValueError, TypeError):
-            cls = None
-        if cls is None:
+        name = name.strip()
+        family, _, args = spec.partition(":")
+        family = family.strip().lower()
+        if not sep or not name or not family:
+            fail(f"{_PRIOR_USAGE}; got {item!r}")
+        if name not in fam.params:
             fail(
-                "--prior takes NAME=DISTRIBUTION:ARG,ARG with a torch.distributions name, e.g. "
-                f"--prior rate=gamma:2,0.5 or --prior loc=normal:0,10; got {item!r}"
+                f"--prior {item}: {fam.name} has no parameter {name!r}; it estimates "
+                f"{', '.join(fam.params)}"
             )
-    return prior
+        if name in given:
+            fail(f"--prior {item} and --prior {given[name]} both set the prior of {name}; give one")
+        if family not in PRIORS:
+            cls = getattr(D, next((n for n in dir(D) if n.lower() == family), ""), None)
+            support = vars(cls).get("support") if isinstance(cls, type) else None
+            discrete = getattr(support, "is_discrete", False) or getattr(
+                cls, "has_enumerate_support", False
+            )
+            why = (
+                f"{family} is a distribution over whole numbers, not a density over "
+                f"{fam.name}'s {name}"
+                if discrete
+                else f"{family!r} is not a prior family latentfit takes"
+            )
+            fail(f"--prior {item}: {why}; --prior takes the families {_prior_family_list()}")
+        cls_name, names, required = PRIORS[family]
+        cls = getattr(D, cls_name)
+        texts = [a.strip() for a in args.split(",")] if args.strip() else []
+        count = f"{required}" if required == len(names) else f"{required} to {len(names)}"
+        if not required <= len(texts) <= len(names):
+            fail(
+                f"--prior {item}: {family} takes {count} number(s), {', '.join(names)}; "
+                f"got {len(texts)}"
+            )
+        values = []
+        for arg, text in zip(names, texts, strict=False):
+            try:
+                v = float(text)
+            except ValueError:
+                fail(f"--prior {item}: {family}'s {arg} must be a number, got {text!r}")
+            if not math.isfinite(v):
+                fail(f"--prior {item}: {family}'s {arg} must be a finite number, got {text}")
+            con = cls.arg_constraints.get(arg) if isinstance(cls.arg_constraints, dict) else None
+            t = torch.tensor(v, dtype=torch.float64)
+            if con is not None and not bool(con.check(t)):
+                fail(f"--prior {item}: {family}'s {arg} takes {describe_support(con)}; got {text}")
+            values.append(t)
+        if family == "uniform" and not values[0] < values[1]:
+            fail(
+                f"--prior {item}: uniform's low must be below its high; got {texts[0]}, {texts[1]}"
+            )
+        dist = cls(*values, validate_args=False)
+        have, need = _bounds(dist.support), _bounds(fam.constraints.get(name))
+        if have is not None and need is not None and (have[0] > need[0] or have[1] < need[1]):
+            fail(
+                f"--prior {item}: the prior covers {_words(*have)}, but {fam.name}'s {name} "
+                f"may take {_words(*need)}; a prior must give every such value a density "
+                f"(e.g. " + ("normal" if need[0] == -math.inf else "gamma") + " for "
+                f"{_words(*need)})"
+            )
+        prior[name], given[name] = dist, item
+    return prior, given
+
+
+def _check_prior_start(fam, x, fixed: dict, prior: dict, given: dict) -> None:
+    """Refuse a prior whose log-density is not finite at the starting values of the fit
+    (computed from the data), naming its ``--prior``: numbers so extreme that float64
+    arithmetic breaks (a scale of 1e-300, whose square is 0) would otherwise stop the fit with
+    a message about the starting values."""
+    import torch
+
+    from latentfit.estimate.map import prior_in_dtype
+    from latentfit.estimate.mle import prepare_fit
+
+    try:
+        fam, fixed, x, _ = prepare_fit(fam, x, fixed, None, None, None, None)
+        start = dict(fam.init(x, fixed)) if fam.init is not None else {}
+    except (ValueError, ArithmeticError):  # the fit itself reports bad data
+        return
+    for name, dist in prior.items():
+        if name not in start:
+            continue
+        value = torch.as_tensor(start[name], dtype=x.dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lp = prior_in_dtype(dist, x.dtype).log_prob(value).sum()
+        if not bool(torch.isfinite(lp)):
+            fail(
+                f"--prior {given[name]}: its log-density at the starting value {name} = "
+                f"{value.flatten()[0].item():.6g} (computed from the data) is "
+                f"{float(lp)}: its numbers are too extreme for float64 arithmetic (a scale "
+                "this small squares to 0); widen the prior (a larger scale)"
+            )
 
 
 def _posterior(
     fit, sampler: str, chains: int, draws: int, warmup: int, seed: int, compile_: bool = False
 ):
-    """The NUTS draws of the posterior and its table (a pandas frame) with the diagnostics."""
-    if sampler != "nuts":
-        fail(f"--sample takes 'nuts' (the sampler), got {sampler!r}")
-    if chains < 1 or draws < 1 or warmup < 0:
-        fail(
-            f"--chains and --draws must be at least 1 and --warmup >= 0; got {chains}, {draws}, {warmup}"
-        )
+    """The NUTS draws of the posterior and its table (a pandas frame) with the diagnostics
+    (the options were checked by :func:`fit_dist` before the data were read)."""
     res = fit.sample_posterior(
         num_chains=chains,
         num_warmup=warmup,
@@ -142,7 +308,9 @@ def fit_dist(
         [], "--fixed", help="A known parameter, NAME=NUMBER (e.g. total_count=10); repeatable."
     ),
     cov: str = typer.Option("observed", "--cov", help="observed, expected or sandwich."),
-    level: float = typer.Option(0.95, "--level", help="Confidence level of the Wald intervals."),
+    level: float = typer.Option(
+        0.95, "--level", help="Confidence level of the Wald intervals.", callback=finite_number
+    ),
     prior: list[str] = typer.Option(
         [], "--prior", help="A prior NAME=DIST:ARGS (e.g. rate=gamma:2,0.5); repeatable: MAP fit."
     ),
@@ -152,7 +320,7 @@ def fit_dist(
     chains: int = typer.Option(4, "--chains", help="Chains for --sample (batched)."),
     draws: int = typer.Option(1000, "--draws", help="Draws per chain for --sample."),
     warmup: int = typer.Option(1000, "--warmup", help="Warm-up iterations for --sample."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
+    seed: int = seed_option("Seed of the sampler."),
     compile_: bool = typer.Option(
         False,
         "--compile/--no-compile",
@@ -167,35 +335,50 @@ def fit_dist(
     and Wald confidence intervals."""
     from latentfit.cli.output import check_format
     from latentfit.estimate import fit_map, fit_mle, get_family
+    from latentfit.estimate.result import COV_TYPES
 
     check_format(as_json, as_csv)
     try:
         fam = get_family(family)
     except ValueError as err:
         fail(str(err))
+    # every option is checked before the data are read
     if not 0 < level < 1:
         fail(f"--level must lie strictly between 0 and 1, got {level}")
+    given = _parse_fixed(fixed, fam)
+    parsed = _parse_prior(prior, fam)
+    priors, prior_items = parsed if parsed is not None else (None, {})
+    if cov not in COV_TYPES:
+        fail(f"--cov must be one of {', '.join(COV_TYPES)}; got {cov!r}")
+    if priors is not None and cov != "observed":
+        fail(
+            f"--cov {cov}: a --prior (MAP) fit reports the Laplace approximation, the inverse "
+            "Hessian of the log-posterior; --cov applies to fits without --prior"
+        )
+    if sample is not None:
+        if sample != "nuts":
+            fail(f"--sample takes 'nuts' (the sampler), got {sample!r}")
+        if priors is None:
+            fail("--sample needs a prior for every parameter: add --prior NAME=DIST:ARGS")
+        if chains < 1 or draws < 1 or warmup < 0:
+            fail(
+                "--chains and --draws must be at least 1 and --warmup >= 0; got "
+                f"--chains {chains}, --draws {draws}, --warmup {warmup}"
+            )
+    elif compile_:
+        fail("--compile compiles the sampler of --sample nuts; add --sample nuts")
     name = data_source(data, dataset)
-    x = load_data(data, list(column), dataset=dataset, delimiter=delimiter)
+    x = load_data(
+        data, split_columns(list(column), "--column"), dataset=dataset, delimiter=delimiter
+    )
     if fam.event_dim == 0 and x.shape[1] > 1:
         fail(f"{fam.name} fits one column, but {name} has {x.shape[1]}; choose one with --column")
+    if priors is not None:
+        _check_prior_start(fam, x, given, priors, prior_items)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
-        given = _parse_fixed(fixed)
-        takes = set(fam.fixed_names or ()) if fam.fixed_names is not None else None
-        unknown = [k for k in given if takes is not None and k not in takes]
-        if unknown:
-            fail(
-                f"--fixed {', '.join(unknown)}: {fam.name} has no such parameter; its parameters "
-                f"are {', '.join(fam.params + fam.required_fixed)}"
-            )
         try:
-            priors = _parse_prior(prior)
-            if compile_ and sample is None:
-                fail("--compile compiles the sampler of --sample nuts; add --sample nuts")
-            if sample is not None and priors is None:
-                fail("--sample needs a prior for every parameter: add --prior NAME=DIST:ARGS")
             if priors is None:
                 fit = fit_mle(fam, x, fixed=given, cov_type=cov)
             else:
@@ -210,14 +393,6 @@ def fit_dist(
                 table += "\n\n" + text
         except ValueError as err:
             fail(str(err))
-        except TypeError:
-            if not given:
-                raise
-            # torch rejected a keyword: a fixed name the family's distribution does not take
-            fail(
-                f"--fixed {', '.join(given)}: {fam.name} has no such parameter; its parameters "
-                f"are {', '.join(fam.params + fam.required_fixed)}"
-            )
     if as_json:
         from latentfit.cli.output import print_json
 

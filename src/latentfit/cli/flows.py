@@ -11,13 +11,16 @@ import typer
 from latentfit.cli.app import (
     app,
     check_device,
+    check_number,
     check_outputs,
     data_source,
     dataset_option,
     delimiter_option,
     fail,
+    finite_number,
     fit_app,
     force_option,
+    seed_option,
 )
 from latentfit.cli.output import json_option
 
@@ -93,14 +96,16 @@ def fit_flow(
     levels: int = typer.Option(256, min=2, help="Grey levels of 8-bit data."),
     epochs: int = typer.Option(20, min=1, help="Passes over the training rows."),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    patience: int = typer.Option(5, help="Early-stopping patience in epochs (0: never stop)."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate.", callback=finite_number),
+    patience: int = typer.Option(
+        5, min=0, help="Early-stopping patience in epochs (0: never stop)."
+    ),
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Resume from / write last.pt in this folder."
     ),
     out: Path = typer.Option(Path("flow.safetensors"), "--out", help="Where to save the model."),
     force: bool = force_option(),
-    seed: int = typer.Option(0, help="Seed for the data split, the weights and the batches."),
+    seed: int = seed_option("Seed for the data split, the weights and the batches."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     as_json: bool = json_option(),
@@ -111,6 +116,7 @@ def fit_flow(
     data = data_source(data, dataset)
     check_out(out, force, [data], checkpoint_dir)
     check_device(device)
+    check_number("--lr", lr, minimum=0, above=True, example="1e-3")
     split = load_split(data, seed, delimiter)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, split, levels)
@@ -175,7 +181,7 @@ def score(
     out: Path | None = typer.Option(None, "--out", help="Write the per-row scores (one a line)."),
     delimiter: str = delimiter_option(),
     force: bool = force_option(),
-    seed: int = typer.Option(0, help="Seed of the split of mnist and digits into test rows."),
+    seed: int = seed_option("Seed of the split of mnist and digits into test rows."),
     as_json: bool = json_option(),
 ):
     """Held-out log p(x) per row (flows: exact or dequantisation bound; DDPM: minus its bound)."""
@@ -236,7 +242,7 @@ def sample(
         Path("samples.png"), "--out", help=".png (an image grid), .csv or .npy."
     ),
     force: bool = force_option(),
-    seed: int = typer.Option(0, help="Seed of the draws."),
+    seed: int = seed_option("Seed of the draws."),
     as_json: bool = json_option(),
 ):
     """Draw from the model; images (a square number of pixels) can be written as a PNG grid."""

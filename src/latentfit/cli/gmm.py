@@ -15,9 +15,11 @@ from latentfit.cli.app import (
     dataset_option,
     delimiter_option,
     fail,
+    finite_number,
     fit_app,
     force_option,
     load_data,
+    seed_option,
     split_columns,
     stream_option,
     stream_path,
@@ -91,17 +93,20 @@ def fit_gmm(
     covariance: str = typer.Option("full", help="full, tied, diag or spherical."),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
     max_iter: int = typer.Option(100, "--max-iter", min=1, help="Most EM iterations per restart."),
-    tol: float = typer.Option(1e-3, help="Stop when the mean log-likelihood changes less."),
+    tol: float = typer.Option(
+        1e-3, help="Stop when the mean log-likelihood changes less.", callback=finite_number
+    ),
     reg_covar: float = typer.Option(
         1e-6,
         "--reg-covar",
         min=0.0,
         help="Added to the diagonal of every covariance: keeps them positive definite.",
+        callback=finite_number,
     ),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     missing: str = typer.Option("error", help="error, or marginalize to fit rows with NaNs."),
-    columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
-    seed: int = typer.Option(0, help="Seed for the initialisation."),
+    columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
+    seed: int = seed_option("Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
     labels: Path | None = typer.Option(
         None, "--labels", help="CSV file of the most probable component of every row."
@@ -122,6 +127,7 @@ def fit_gmm(
         min=0.001,
         help="Seconds a --distributed process waits for the others in any one exchange before "
         "it stops with an error (a stopped or crashed process).",
+        callback=finite_number,
     ),
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
@@ -163,7 +169,7 @@ def fit_gmm(
         if data is None:
             fail("--distributed reads shards of a DATA file; save the data set to a file first")
         try:
-            cols = [c for c in columns.split(",") if c] or None
+            cols = split_columns(columns)
             res = fit_distributed(model, data, columns=cols, timeout=timeout)
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
             fail(str(err))

@@ -58,4 +58,15 @@ def read_lengths(path: Path) -> list[int]:
         fail(f"{path} must hold whole numbers (one sequence length each); got {tokens[:5]}")
     if not values:
         fail(f"{path} holds no sequence lengths")
+    huge = next((v for v in values if abs(v) > 2**63 - 1), None)
+    if huge is not None:  # numpy would hold it as an object, not a length
+        line = next(
+            i
+            for i, row in enumerate(text.splitlines(), 1)
+            if str(huge) in row.replace(",", " ").split()
+        )
+        fail(
+            f"--lengths {path}, line {line}: the length {huge} is too large (a sequence length "
+            "is a number of rows of DATA); check the file"
+        )
     return values

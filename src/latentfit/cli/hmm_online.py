@@ -38,7 +38,11 @@ def online_option(option: str, what: str, minimum: int | None = None):
     there, see :data:`ONLINE_SETTINGS`)."""
     default = ONLINE_SETTINGS[option][1]
     return typer.Option(
-        None, option, min=minimum, help=f"--online: {what}. Default: {default}.", show_default=False
+        None,
+        option,
+        min=minimum,
+        help=f"--online: {what}. Default: {default}.",
+        show_default=False,
     )
 
 
@@ -56,6 +60,29 @@ def online_settings(given: dict[str, float | None]) -> dict:
     return out
 
 
+def check_some_mstep(n_rows: int, settings: dict) -> None:
+    """Refuse --burn-in/--mstep-every that leave online EM no M-step over ``n_rows`` steps:
+    the fit would only save its initial model. M-steps run after the steps t >= burn_in with
+    (t - burn_in) % mstep_every == 0, steps counted from 1 (see ``partial_fit``)."""
+    burn_in, every = settings["burn_in"], settings["mstep_every"]
+    first = max(burn_in, 1)
+    first += (-(first - burn_in)) % every
+    if first <= n_rows:
+        return
+    default = " (its default)" if burn_in == ONLINE_SETTINGS["--burn-in"][1] else ""
+    if burn_in > n_rows:
+        fail(
+            f"--burn-in {burn_in}{default} reads {burn_in} steps before the first M-step, but "
+            f"the data have {n_rows} rows: online EM would make no M-step and save the initial "
+            f"model; pass a smaller --burn-in (e.g. --burn-in {max(n_rows // 10, 0)})"
+        )
+    fail(
+        f"--burn-in {burn_in} with --mstep-every {every} puts the first M-step after step "
+        f"{first}, but the data have {n_rows} rows: online EM would make no M-step; pass a "
+        "smaller --mstep-every or --burn-in"
+    )
+
+
 def online_fit(model, X, seq, chunk_rows: int, settings: dict) -> tuple[Callable[[], None], dict]:
     """(the fit, the record of the run) of online EM over chunks of X with ``partial_fit``'s
     ``settings``; the record is filled in when the fit has run."""
@@ -65,6 +92,7 @@ def online_fit(model, X, seq, chunk_rows: int, settings: dict) -> tuple[Callable
         lengths = check_lengths(seq, X.shape[0])
     except ValueError as err:
         fail(str(err))
+    check_some_mstep(X.shape[0], settings)
     run: dict = {}
 
     def fit() -> None:

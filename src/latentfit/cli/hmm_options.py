@@ -48,7 +48,11 @@ def n_iter_option(what: str = "Baum-Welch"):
 
 def tol_option(what: str = "log-likelihood"):
     """``--tol``: the gain of log-likelihood (or of another objective) below which EM stops."""
-    return typer.Option(1e-2, help=f"Stop when the {what} gains less than this.")
+    from latentfit.cli.app import finite_number
+
+    return typer.Option(
+        1e-2, callback=finite_number, help=f"Stop when the {what} gains less than this."
+    )
 
 
 def n_init_option():
@@ -71,12 +75,14 @@ def missing_option():
 
 def columns_option():
     """``--columns``: the columns of DATA to use."""
-    return typer.Option("", help="Comma-separated columns to use (default: all).")
+    return typer.Option(None, help="Comma-separated columns to use (default: all).")
 
 
 def seed_option():
-    """``--seed``: the seed of the initialisation."""
-    return typer.Option(0, help="Seed for the initialisation.")
+    """``--seed``: the seed of the initialisation (0 to 2**63 - 2, checked on reading)."""
+    from latentfit.cli.app import seed_option as option
+
+    return option("Seed for the initialisation.")
 
 
 def states_option(what: str = "decoded states"):

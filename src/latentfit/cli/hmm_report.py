@@ -28,7 +28,7 @@ class SequenceRun:
     data: Path | None
     dataset: str | None
     delimiter: str
-    columns: str
+    columns: str | None
     lengths: Path | None
     n_init: int
     algorithm: str

@@ -15,8 +15,10 @@ from latentfit.cli.app import (
     dataset_option,
     delimiter_option,
     fail,
+    finite_number,
     fit_app,
     force_option,
+    seed_option,
     split_columns,
 )
 from latentfit.cli.output import csv_option, json_option
@@ -75,10 +77,12 @@ def fit_mixture(
     ),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts; the best is kept."),
     max_iter: int = typer.Option(100, "--max-iter", min=1, help="Most EM iterations per restart."),
-    tol: float = typer.Option(1e-3, help="Stop when the mean log-likelihood changes less."),
+    tol: float = typer.Option(
+        1e-3, help="Stop when the mean log-likelihood changes less.", callback=finite_number
+    ),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
-    columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
-    seed: int = typer.Option(0, help="Seed for the initialisation."),
+    columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
+    seed: int = seed_option("Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
@@ -194,11 +198,15 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             help="Number of components: the factors (latent dimensions).",
         ),
         max_iter: int = typer.Option(1000, "--max-iter", min=1, help="Most EM iterations."),
-        tol: float = typer.Option(1e-6, help="Stop when the mean log-likelihood changes less."),
+        tol: float = typer.Option(
+            1e-6, help="Stop when the mean log-likelihood changes less.", callback=finite_number
+        ),
         init: str = typer.Option("pca", help="pca or random: where EM starts."),
         missing: str = typer.Option("error", help="error, or marginalize to fit rows with NaNs."),
-        columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
-        seed: int = typer.Option(0, help="Seed for a random start."),
+        columns: str | None = typer.Option(
+            None, help="Comma-separated columns to use (default: all)."
+        ),
+        seed: int = seed_option("Seed for a random start."),
         out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
         force: bool = force_option(),
         quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),

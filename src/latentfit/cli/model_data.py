@@ -107,14 +107,14 @@ def record_columns(
         model.feature_names_in_ = np.asarray(names, dtype=object)
 
 
-def read_model_data(model, kind: str, data: Path, columns: str):
+def read_model_data(model, kind: str, data: Path, columns: str | None):
     """The rows of ``data`` for ``model`` as a (n, d) tensor: ``--columns`` when given, else
     the model's own columns by name when both carry names, else every column."""
     import numpy as np
 
-    from latentfit.cli.app import load_data
+    from latentfit.cli.app import load_data, split_columns
 
-    cols = [c for c in columns.split(",") if c] or None
+    cols = split_columns(columns)
     fitted = model_columns(model, kind)
     if cols is None and fitted is not None:
         names = header_names(data)

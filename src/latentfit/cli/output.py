@@ -78,7 +78,9 @@ def column_names(
     if names is not None and len(names) == d:
         return [str(n) for n in names]
     if isinstance(columns, str):
-        columns = [c for c in columns.split(",") if c]
+        from latentfit.cli.app import split_columns
+
+        columns = split_columns(columns)
     header = None
     if path is not None:
         from latentfit.datasets import column_names as header_of

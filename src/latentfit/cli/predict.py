@@ -50,8 +50,8 @@ def predict(
     algorithm: str | None = typer.Option(
         None, help="HMMs: viterbi or map (default: the model's own setting)."
     ),
-    columns: str = typer.Option(
-        "", help="Comma-separated columns to use (default: the model's columns by name, or all)."
+    columns: str | None = typer.Option(
+        None, help="Comma-separated columns to use (default: the model's columns by name, or all)."
     ),
     out: Path | None = typer.Option(
         None, "--out", help="CSV file to write (default: standard output)."

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, fail, force_option
+from latentfit.cli.app import check_outputs, fail, force_option, seed_option
 from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
 from latentfit.cli.output import json_option, print_json
 from latentfit.cli.tables import write_table
@@ -55,7 +55,7 @@ def draw(model, kind: str, n: int, seed: int):
 def sample(
     model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
     n: int = typer.Option(64, "-n", "--n", min=1, help="Number of draws."),
-    seed: int = typer.Option(0, help="Seed of the draws (the same seed gives the same draws)."),
+    seed: int = seed_option("Seed of the draws (the same seed gives the same draws)."),
     out: Path | None = typer.Option(
         None,
         "--out",

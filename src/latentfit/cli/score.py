@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, fail, force_option
+from latentfit.cli.app import check_outputs, fail, force_option, seed_option
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import json_option, print_json
 from latentfit.cli.tables import write_table
@@ -68,8 +68,8 @@ def score(
         "--lengths",
         help="HMMs and state-space models: text file of sequence lengths, as 'fit hmm' takes it.",
     ),
-    columns: str = typer.Option(
-        "", help="Comma-separated columns to use (default: the model's columns by name, or all)."
+    columns: str | None = typer.Option(
+        None, help="Comma-separated columns to use (default: the model's columns by name, or all)."
     ),
     per_row: Path | None = typer.Option(
         None, "--per-row", help="CSV file of the log-likelihood of every row."
@@ -78,7 +78,7 @@ def score(
         1000, "--samples", min=1, help="VAEs: importance samples per row for log p(x)."
     ),
     old_k: int | None = _refuse_k(),
-    seed: int = typer.Option(0, help="Seed of the VAE's importance samples."),
+    seed: int = seed_option("Seed of the VAE's importance samples."),
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):

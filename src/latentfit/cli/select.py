@@ -19,8 +19,10 @@ from latentfit.cli.app import (
     dataset_option,
     delimiter_option,
     fail,
+    finite_number,
     force_option,
     parse_range,
+    seed_option,
     select_app,
 )
 from latentfit.cli.figures import figure_format, new_figure, save_figure
@@ -59,6 +61,8 @@ SEQUENCE_MODELS = {
     "arhmm": {"gaussian": "AutoregressiveHMM"},
     "vhmm": {"gaussian": "VariationalGaussianHMM", "categorical": "VariationalCategoricalHMM"},
 }
+#: The covariance types ``select gmm`` sweeps (those of :class:`latentfit.GaussianMixture`).
+GMM_COVARIANCES = ("full", "tied", "diag", "spherical")
 #: Models whose fits also carry a variational lower bound, printed as an extra column.
 BOUND_MODELS = ("vhmm",)
 #: The covariance types ``select hmm`` sweeps when ``--covariance`` is not given.
@@ -171,11 +175,38 @@ def _sweep(
         fail("every fit failed; see the errors above", code=1)
 
 
-def _covariances(text: str) -> list[str]:
-    covs = [c.strip() for c in text.split(",") if c.strip()]
-    if not covs:
+def _covariances(text: str, known: tuple[str, ...] | list[str], what: str = "") -> list[str]:
+    """The covariance types of ``--covariance``, each one of ``known`` and named once, refused
+    before any data are read (an unknown name would fail every fit of the sweep)."""
+    covs = [c.strip() for c in text.split(",")]
+    if not any(covs):
         fail(f"--covariance names no covariance type ({text!r}); give e.g. full,diag")
+    for c in covs:
+        if not c:
+            fail(f"--covariance {text!r} holds an empty name; give e.g. full,diag")
+        if c not in known:
+            fail(f"--covariance {c!r}: {what or 'gmm'} sweeps {', '.join(known)}; got {text!r}")
+    twice = sorted({c for c in covs if covs.count(c) > 1})
+    if twice:
+        fail(f"--covariance {text!r} names {', '.join(twice)} more than once; name each once")
     return covs
+
+
+#: ``--criterion``'s values: the criteria of :func:`latentfit.select.select_model`.
+CRITERIA = ("bic", "aic", "icl", "heldout", "cv_loglik")
+
+
+def _check_criterion(criterion: str, cv: int) -> None:
+    """Refuse a bad ``--criterion``/``--cv`` pair before any data are read."""
+    if criterion not in CRITERIA:
+        fail(f"--criterion must be one of bic, aic, icl or heldout (with --cv); got {criterion!r}")
+    if cv < 0 or cv == 1:
+        fail(f"--cv is the number of folds, at least 2 (0: no held-out score); got {cv}")
+    if criterion in ("heldout", "cv_loglik") and cv == 0:
+        fail(
+            f"--criterion {criterion} needs cv folds to rank by held-out log-likelihood: add "
+            "--cv N, the number of folds (e.g. --cv 5)"
+        )
 
 
 def _run(
@@ -199,6 +230,10 @@ def _run(
 ):
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
+    _check_criterion(criterion, cv)
+    covs = _covariances(covariance, GMM_COVARIANCES) if family == "gmm" else None
+    if missing not in ("error", "marginalize"):
+        fail(f"--missing must be error or marginalize; got {missing!r}")
     check_outputs([(plot, "--plot")], [data], force=force)
     fmt = figure_format(plot)
     marginalize = missing == "marginalize"
@@ -214,7 +249,6 @@ def _run(
             kwargs["missing"] = missing
         elif marginalize:
             fail(f"--missing marginalize is available for gmm, fa and ppca, not {family}")
-    covs = _covariances(covariance) if family == "gmm" else None
     _sweep(
         X,
         lengths=None,
@@ -257,8 +291,8 @@ def _register(family: str) -> None:
         max_iter: int = typer.Option(
             200, "--max-iter", min=1, help="Most EM iterations per restart."
         ),
-        seed: int = typer.Option(0, help="Seed for the initialisations and the folds."),
-        columns: str = typer.Option("", help="Comma-separated columns to use."),
+        seed: int = seed_option("Seed for the initialisations and the folds."),
+        columns: str | None = typer.Option(None, help="Comma-separated columns to use."),
         missing: str = typer.Option("error", help="error or marginalize (gmm, fa, ppca)."),
         plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
         force: bool = force_option(),
@@ -362,9 +396,11 @@ def select_hmm(
     n_iter: int = typer.Option(
         100, "--n-iter", "--max-iter", min=1, help="Most Baum-Welch (EM) iterations (n_iter)."
     ),
-    tol: float = typer.Option(1e-2, help="Stop when the log-likelihood gains less than this."),
-    seed: int = typer.Option(0, help="Seed for the initialisations and the folds."),
-    columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
+    tol: float = typer.Option(
+        1e-2, help="Stop when the log-likelihood gains less than this.", callback=finite_number
+    ),
+    seed: int = seed_option("Seed for the initialisations and the folds."),
+    columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
     plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
     force: bool = force_option(),
     as_json: bool = json_option(),
@@ -380,7 +416,15 @@ def select_hmm(
 
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
+    _check_criterion(criterion, cv)
     cls = _sequence_class(model, emission)
+    takes_cov = "covariance_type" in inspect.signature(cls).parameters
+    known = SEQUENCE_COVARIANCES[model].split(",")
+    covs = None
+    if takes_cov:
+        covs = _covariances(covariance or SEQUENCE_COVARIANCES[model], known, f"--model {model}")
+    elif covariance is not None:
+        fail(f"--covariance: --model {model} --emission {emission} has no covariance; drop it")
     check_choice("--duration", duration, tuple(DURATIONS))
     if model != "hsmm" and (duration != "poisson" or max_duration is not None):
         fail("--duration and --max-duration are settings of --model hsmm; drop them")
@@ -412,14 +456,6 @@ def select_hmm(
             )
         wanted["n_features"] = int(values.max()) + 1  # every fold can score every symbol
     kwargs = _constructor_kwargs(cls, wanted)
-    takes_cov = "covariance_type" in inspect.signature(cls).parameters
-    if covariance is None:
-        covariance = SEQUENCE_COVARIANCES[model]
-    covs = _covariances(covariance) if takes_cov else None
-    known = SEQUENCE_COVARIANCES[model].split(",")
-    for c in covs or []:
-        if c not in known:  # an estimator class would build its default covariance instead
-            fail(f"--covariance {c!r}: --model {model} sweeps {', '.join(known)}")
     _sweep(
         X,
         lengths=seq,

@@ -15,6 +15,7 @@ from latentfit.cli.app import (
     dataset_option,
     delimiter_option,
     fail,
+    finite_number,
     fit_app,
     force_option,
     load_data,
@@ -61,8 +62,10 @@ def fit_ssm(
     n_iter: int = n_iter_option("EM"),
     tol: float = tol_option(),
     n_init: int = n_init_option(),
-    ridge: float = typer.Option(0.0, min=0.0, help="Ridge (MAP) strength on A and C."),
-    columns: str = columns_option(),
+    ridge: float = typer.Option(
+        0.0, min=0.0, help="Ridge (MAP) strength on A and C.", callback=finite_number
+    ),
+    columns: str | None = columns_option(),
     seed: int = seed_option(),
     states: Path | None = states_option("smoothed state means"),
     out: Path | None = out_option(),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app, check_outputs, fail, force_option
+from latentfit.cli.app import app, check_outputs, fail, force_option, seed_option
 from latentfit.cli.output import json_option
 
 
@@ -14,7 +14,7 @@ from latentfit.cli.output import json_option
 def tour(
     out: Path = typer.Option(Path("report"), "--out", help="Folder for index.html and figures."),
     only: str = typer.Option("", help="Comma-separated section names to run (default: all)."),
-    seed: int = typer.Option(0, help="Seed for every random choice in the report."),
+    seed: int = seed_option("Seed for every random choice in the report."),
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):

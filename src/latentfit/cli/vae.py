@@ -13,8 +13,10 @@ from latentfit.cli.app import (
     check_outputs,
     delimiter_option,
     fail,
+    finite_number,
     fit_app,
     force_option,
+    seed_option,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import json_option
@@ -51,13 +53,64 @@ def _load(model_path: Path, device: str | None = None):
 
 
 def _sizes(text: str, name: str, example: str = "200,200") -> list[int]:
+    parts = [s.strip() for s in text.split(",")]
+    if any(not s for s in parts):
+        fail(
+            f"{name} {text!r} holds an empty size; give comma-separated positive whole numbers "
+            f"such as {example}"
+        )
     try:
-        sizes = [int(s) for s in text.split(",") if s]
+        sizes = [int(s) for s in parts]
     except ValueError:
         fail(f"{name} takes comma-separated positive whole numbers such as {example}; got {text!r}")
     if not sizes or min(sizes) < 1:
         fail(f"{name} needs at least one positive size; got {text!r}")
     return sizes
+
+
+#: ``fit vae``'s choices, checked before the data are read: option -> the values it takes.
+_CHOICES = {
+    "--objective": ("elbo", "beta", "iwae", "dreg"),
+    "--kind": ("gaussian", "discrete", "ladder"),
+    "--network": ("mlp", "conv"),
+    "--likelihood": ("bernoulli", "gaussian", "categorical"),
+    "--flow": ("none", "planar", "iaf"),
+    "--activation": ("tanh", "relu", "elu", "softplus"),
+    "--kl-schedule": ("none", "linear", "cyclical"),
+}
+
+
+def _check_fit_options(choices: dict, lr, beta, free_bits, warmup_epochs, kind, flow) -> None:
+    """Every ``fit vae`` option whose value alone can be wrong, refused before any data are
+    read or any network is built."""
+    from latentfit.cli.app import check_number
+
+    for option, value in choices.items():
+        if value not in _CHOICES[option]:
+            fail(f"{option} must be one of {', '.join(_CHOICES[option])}; got {value!r}")
+    if flow != "none" and kind != "gaussian":
+        fail(f"--flow {flow} is available for --kind gaussian only, not --kind {kind}")
+    check_number("--lr", lr, minimum=0, above=True, example="1e-3")
+    check_number("--beta", beta, minimum=0, example="1 or 4")
+    check_number("--free-bits", free_bits, minimum=0, example="0 or 0.5")
+    check_number("--warmup-epochs", warmup_epochs, minimum=0, example="10")
+
+
+def _check_network_memory(build, hidden: str, latent: int, device: str) -> None:
+    """Refuse, before a weight is allocated, a network whose weights (with their gradients and
+    Adam's moments) exceed the memory available: --hidden 1000000000 is a typo, not a VAE."""
+    from latentfit._memory import check_module_memory
+    from latentfit.errors import ResourceLimitError
+
+    try:
+        check_module_memory(
+            lambda _layers, _depth: build(),
+            f"--hidden {hidden} and --latent {latent} (weights, gradients and Adam's moments)",
+            device=device,
+            hint="use smaller --hidden or --latent",
+        )
+    except ResourceLimitError as err:
+        fail(f"the VAE does not fit in memory on {device}: {err}")
 
 
 def _rows(dataset: str, delimiter: str | None = None):
@@ -87,9 +140,13 @@ def fit_vae(
         1, "--samples", min=1, help="Samples of z per data point (the k of the iwae/dreg bounds)."
     ),
     old_k: int | None = _refuse_k(),
-    beta: float = typer.Option(1.0, help="KL multiplier for --objective beta."),
+    beta: float = typer.Option(
+        1.0, help="KL multiplier for --objective beta.", callback=finite_number
+    ),
     kind: str = typer.Option("gaussian", help="gaussian, discrete or ladder."),
-    latent: int = typer.Option(50, help="Latent dimension (discrete: number of categoricals)."),
+    latent: int = typer.Option(
+        50, min=1, help="Latent dimension (discrete: number of categoricals)."
+    ),
     hidden: str = typer.Option("200,200", help="Hidden layer sizes, comma-separated."),
     network: str = typer.Option("mlp", help="mlp or conv (image data)."),
     likelihood: str = typer.Option("bernoulli", help="bernoulli, gaussian or categorical."),
@@ -97,15 +154,20 @@ def fit_vae(
     activation: str = typer.Option("tanh", help="tanh, relu, elu or softplus."),
     epochs: int = typer.Option(20, min=1, help="Passes over the training rows."),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate.", callback=finite_number),
     kl_schedule: str = typer.Option("none", "--kl-schedule", help="none, linear or cyclical."),
     warmup_epochs: float = typer.Option(
-        10.0, "--warmup-epochs", help="Epochs of the KL warm-up (linear, cyclical)."
+        10.0,
+        "--warmup-epochs",
+        help="Epochs of the KL warm-up (linear, cyclical).",
+        callback=finite_number,
     ),
     free_bits: float = typer.Option(
-        0.0, "--free-bits", help="KL floor per latent dimension (nats)."
+        0.0, "--free-bits", help="KL floor per latent dimension (nats).", callback=finite_number
     ),
-    patience: int = typer.Option(10, help="Early-stopping patience in epochs (0: never stop)."),
+    patience: int = typer.Option(
+        10, min=0, help="Early-stopping patience in epochs (0: never stop)."
+    ),
     binarize: bool = typer.Option(True, help="Dynamic binarisation of [0, 1] data (Bernoulli)."),
     grad_accum: int = typer.Option(
         1, "--grad-accum", min=1, help="Batches whose gradients are summed per optimiser step."
@@ -127,7 +189,7 @@ def fit_vae(
         "the bound per epoch and validation rows above their reconstructions"
     ),
     force: bool = force_option(),
-    seed: int = typer.Option(0, help="Seed for the data split, the weights and the batches."),
+    seed: int = seed_option("Seed for the data split, the weights and the batches."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     as_json: bool = json_option(),
@@ -171,19 +233,28 @@ def fit_vae(
     )
     fmt = figure_format(plot)
     check_device(device)
-    if not lr > 0:
-        fail(f"--lr must be a positive learning rate such as 1e-3; got {lr}")
+    choices = {"--objective": objective, "--kind": kind, "--network": network,
+               "--likelihood": likelihood, "--flow": flow, "--activation": activation,
+               "--kl-schedule": kl_schedule}  # fmt: skip
+    _check_fit_options(choices, lr, beta, free_bits, warmup_epochs, kind, flow)
+    sizes = _sizes(hidden, "--hidden")
     dist_utils.init_from_env()
     data = _data(dataset, idx, seed, delimiter=delimiter)
     if binarize and likelihood == "bernoulli" and not data.intensities:
         fail(f"{data.name} is not in [0, 1]; pass --no-binarize or use --likelihood gaussian")
     bern = likelihood == "bernoulli" and binarize
     image = list(data.image_shape) if data.image_shape else None
-    try:
-        model = build_model(
+    if network == "conv" and image is None:
+        fail(
+            f"--network conv reads images (mnist, digits, mnist-idx); {data.name} is a table "
+            f"of {data.train.shape[1]} columns: use --network mlp"
+        )
+
+    def build():
+        return build_model(
             x_dim=data.train.shape[1],
             z_dim=latent,
-            hidden=_sizes(hidden, "--hidden"),
+            hidden=sizes,
             kind=kind,
             activation=activation,
             network=network,
@@ -192,6 +263,10 @@ def fit_vae(
             flow=None if flow == "none" else flow,
             seed=seed,
         )
+
+    _check_network_memory(build, hidden, latent, device)
+    try:
+        model = build()
         init_decoder_bias(model, data.train)
         obj = make_objective(objective, k=samples, beta=beta, free_bits=free_bits)
         # a training batch's pass of --samples, sized before the first epoch starts
@@ -341,7 +416,7 @@ def eval_vae(
         "the model recorded; needed for models saved without a split.",
     ),
     binarize: bool = typer.Option(True, help="Binarise [0, 1] test data once (seeded)."),
-    seed: int = typer.Option(0, help="Seed of the binarisation and the importance samples."),
+    seed: int = seed_option("Seed of the binarisation and the importance samples."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     as_json: bool = json_option(),
 ):

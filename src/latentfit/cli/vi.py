@@ -14,9 +14,11 @@ from latentfit.cli.app import (
     dataset_option,
     delimiter_option,
     fail,
+    finite_number,
     fit_app,
     force_option,
     load_data,
+    seed_option,
     split_columns,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
@@ -46,19 +48,27 @@ def fit_bgmm(
         "dirichlet_process", help="Weight prior: dirichlet_process or dirichlet_distribution."
     ),
     concentration: float | None = typer.Option(
-        None, help="Weight concentration prior γ₀ (default 1/k); smaller switches off more."
+        None,
+        help="Weight concentration prior γ₀ (default 1/k); smaller switches off more.",
+        callback=finite_number,
     ),
     n_init: int = typer.Option(1, "--n-init", min=1, help="CAVI restarts; the best ELBO is kept."),
     max_iter: int = typer.Option(
         500, "--max-iter", min=1, help="Most CAVI iterations per restart."
     ),
-    tol: float = typer.Option(1e-3, help="Stop when the lower bound changes less than this."),
+    tol: float = typer.Option(
+        1e-3, help="Stop when the lower bound changes less than this.", callback=finite_number
+    ),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     active: float = typer.Option(
-        0.01, min=0.0, max=1.0, help="Weight above which a component counts as used."
+        0.01,
+        min=0.0,
+        max=1.0,
+        help="Weight above which a component counts as used.",
+        callback=finite_number,
     ),
-    columns: str = typer.Option("", help="Comma-separated columns to use (default: all)."),
-    seed: int = typer.Option(0, help="Seed for the initialisation."),
+    columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
+    seed: int = seed_option("Seed for the initialisation."),
     out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
     labels: Path | None = typer.Option(
         None, "--labels", help="CSV file of the most probable component of every row."

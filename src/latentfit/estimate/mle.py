@@ -117,9 +117,26 @@ def _check_fixed(family: Family, fixed: dict | None) -> dict:
             f"{family.name} needs fixed={{{', '.join(repr(k) + ': ...' for k in missing)}}} "
             "(a known count is not estimated)"
         )
-    clash = set(fixed) & set(family.params)
+    clash = sorted(set(fixed) & set(family.params))
     if clash:
-        raise ParameterError(f"parameters {sorted(clash)} are both fixed and estimated")
+        name = clash[0]
+        takes = list(family.fixed_names or ())
+        why = (
+            f"{family.name} estimates {name!r}: fixed= holds only known arguments that are not "
+            f"estimated ({family.name} takes {takes or 'none'})"
+        )
+        con = family.constraints.get(name)
+        try:
+            value = torch.as_tensor(fixed[name], dtype=torch.float64)
+            inside = con is None or bool(con.check(value).all())
+        except (TypeError, ValueError, RuntimeError):  # not a number: named as it is
+            inside = True
+        if not inside:
+            raise ParameterError(
+                f"fixed[{name!r}] = {fixed[name]!r} is outside the support of {family.name}'s "
+                f"{name} ({describe_support(con)}); moreover {why}"
+            )
+        raise ParameterError(why)
     if family.fixed_names is not None:
         unknown = sorted(set(fixed) - set(family.fixed_names))
         if unknown:

@@ -1,0 +1,370 @@
+"""A bad option value ends in one error that names the option as typed and the value, before
+any data are read or any fit starts (exit 2), never a traceback, torch's text or a silent
+default."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+
+runner = CliRunner()
+
+
+def _flat(text: str) -> str:
+    """The output with rich's box drawing and line wrapping removed."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
+
+
+def _refused(args, *needles, code: int = 2):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == code, res.output
+    out = _flat(res.output)
+    assert "Traceback" not in out
+    for needle in needles:
+        assert _flat(needle) in out, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("opts")
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, size=(60, 2))
+    data = folder / "d.csv"
+    np.savetxt(data, x, delimiter=",", header="a,b", comments="")
+    model = folder / "g.lf"
+    res = runner.invoke(app, ["fit", "gmm", str(data), "-k", "2", "--out", str(model)])
+    assert res.exit_code == 0, res.output
+    lengths = folder / "len.txt"
+    lengths.write_text("30\n99999999999999999999999999\n")
+    # a path that does not exist: an option error must come before the data are read
+    return {"data": data, "model": model, "lengths": lengths, "missing": folder / "none.csv"}
+
+
+# ---------------------------------------------------------------------- fit dist --prior
+@pytest.mark.parametrize(
+    ("prior", "needles"),
+    [
+        ("loc=distribution:", ["'distribution' is not a prior family", "normal (loc,scale)"]),
+        ("loc=exponentialfamily:0,1", ["is not a prior family", "gamma (concentration,rate)"]),
+        ("loc=binomial:3,0.5", ["binomial is a distribution over whole numbers"]),
+        ("loc=geometric:0.5", ["geometric is a distribution over whole numbers"]),
+        ("loc=uniform:5,10", ["the prior covers values in [5, 10]", "any real value"]),
+        ("loc=normal:0,1,2", ["normal takes 2 number(s), loc, scale; got 3"]),
+        ("scale=gamma:-1,1,0", ["gamma takes 2 number(s)"]),
+        ("scale=gamma:-1,1", ["gamma's concentration takes values > 0"]),
+        ("scale=gamma:2,nan", ["gamma's rate must be a finite number"]),
+        ("loc=uniform:10,5", ["low must be below its high"]),
+        ("zz=normal:0,1", ["Normal has no parameter 'zz'"]),
+        ("loc", ["--prior takes NAME=FAMILY"]),
+    ],
+)
+def test_a_bad_prior_is_named_before_the_data_are_read(files, prior, needles):
+    _refused(
+        ["fit", "dist", files["missing"], "-f", "normal", "--prior", prior],
+        f"--prior {prior}" if "=" in prior else "--prior",
+        *needles,
+    )
+
+
+def test_a_prior_that_breaks_float64_names_its_option(files):
+    _refused(
+        ["fit", "dist", files["data"], "-f", "normal", "-c", "a", "--prior", "loc=normal:0,1e-300"],
+        "--prior loc=normal:0,1e-300",
+        "widen the prior",
+    )
+
+
+def test_a_prior_given_twice_is_refused(files):
+    out = _refused(
+        [
+            "fit",
+            "dist",
+            files["missing"],
+            "-f",
+            "normal",
+            "--prior",
+            "loc=normal:0,1",
+            "--prior",
+            "loc=normal:1,1",
+        ],
+        "both set the prior of loc",
+    )
+    assert "init=" not in out
+
+
+def test_good_priors_still_fit(files):
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "dist",
+            str(files["data"]),
+            "-f",
+            "normal",
+            "-c",
+            "a",
+            "--prior",
+            "loc=normal:0,10",
+            "--prior",
+            "scale=gamma:2,1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "MAP" in res.output or "loc" in res.output
+
+
+# ---------------------------------------------------------------------- fit dist --fixed, --cov
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--fixed", "loc=1"], ["--fixed loc=1", "Normal estimates loc"]),
+        (["--fixed", "foo=1"], ["--fixed foo=1", "no argument 'foo'"]),
+        (["--fixed", "scale=x"], ["--fixed scale=x", "is not a number"]),
+        (["--cov", "bogus"], ["--cov", "'bogus'", "observed, expected, sandwich"]),
+        (["--sample", "nuts", "--cov", "bogus", "--prior", "loc=normal:0,1"], ["--cov"]),
+        (["--sample", "hmc", "--prior", "loc=normal:0,1"], ["--sample", "'hmc'"]),
+        (["--sample", "nuts"], ["--sample needs a prior"]),
+        (["-c", "a", "-c", "a"], ["--column", "more than once"]),
+    ],
+)
+def test_fit_dist_options_are_checked_first(files, args, needles):
+    out = _refused(["fit", "dist", files["missing"], "-f", "normal", *args], *needles)
+    assert "its parameters are loc, scale" not in out
+
+
+def test_a_fixed_count_given_twice_is_refused(files):
+    _refused(
+        [
+            "fit",
+            "dist",
+            files["missing"],
+            "-f",
+            "binomial",
+            "--fixed",
+            "total_count=10",
+            "--fixed",
+            "total_count=3",
+        ],
+        "both set total_count",
+    )
+
+
+def test_fit_mle_names_a_fixed_value_outside_the_support():
+    import torch
+
+    from latentfit.errors import ParameterError
+    from latentfit.estimate import fit_mle
+
+    x = torch.randn(20, dtype=torch.float64)
+    with pytest.raises(ParameterError, match="outside the support of Normal's scale"):
+        fit_mle("normal", x, fixed={"scale": -1})
+    with pytest.raises(ParameterError, match="Normal estimates 'scale'"):
+        fit_mle("normal", x, fixed={"scale": 1.0})
+
+
+# ---------------------------------------------------------------------- --seed, every command
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fit", "gmm", "{missing}", "-k", "2"],
+        ["fit", "hmm", "{missing}", "-k", "2"],
+        ["fit", "dist", "{missing}", "-f", "normal"],
+        ["fit", "bgmm", "{missing}", "-k", "2"],
+        ["fit", "vae", "--dataset", "{missing}"],
+        ["select", "gmm", "{missing}", "-k", "1-2"],
+        ["select", "hmm", "{missing}", "-k", "1-2"],
+        ["sample", "{model}"],
+        ["score", "{model}", "{missing}"],
+    ],
+)
+@pytest.mark.parametrize("seed", ["100000000000000000000000", "-1"])
+def test_a_seed_out_of_range_is_named(files, command, seed):
+    args = [a.format(**files) for a in command]
+    _refused([*args, "--seed", seed], f"error: --seed {seed}", "out of range")
+
+
+# ---------------------------------------------------------------------- select
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--covariance", "full,bogus"], ["--covariance 'bogus'", "full, tied, diag, spherical"]),
+        (["--covariance", "FULL"], ["--covariance 'FULL'"]),
+        (["--covariance", "full,,diag"], ["--covariance", "empty name"]),
+        (["--covariance", "full,full"], ["--covariance", "more than once"]),
+        (["--criterion", "heldout"], ["--criterion heldout", "--cv"]),
+        (["--criterion", "bogus"], ["--criterion", "'bogus'"]),
+        (["--cv", "1"], ["--cv", "got 1"]),
+        (["--cv", "-3"], ["--cv", "got -3"]),
+    ],
+)
+def test_select_gmm_options_are_checked_before_the_sweep(files, args, needles):
+    out = _refused(["select", "gmm", files["missing"], "-k", "1-3", *args], *needles)
+    assert "cv_loglik" not in out and "cv=K" not in out
+
+
+def test_select_hmm_criterion_names_the_options(files):
+    _refused(
+        ["select", "hmm", files["missing"], "-k", "1-2", "--criterion", "heldout"],
+        "--criterion heldout",
+        "--cv",
+    )
+
+
+# ---------------------------------------------------------------------- --columns
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("a,a", "more than once"), ("", "empty column name"), (",", "empty column name")],
+)
+def test_columns_empty_or_twice_is_refused(files, value, needle):
+    _refused(["score", files["model"], files["data"], "--columns", value], "--columns", needle)
+    _refused(["fit", "gmm", files["data"], "-k", "2", "--columns", value], "--columns", needle)
+
+
+# ---------------------------------------------------------------------- fit vae
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--beta", "nan"], ["--beta", "nan"]),
+        (["--beta", "inf"], ["--beta", "inf"]),
+        (["--free-bits", "nan"], ["--free-bits", "nan"]),
+        (["--free-bits", "inf"], ["--free-bits", "inf"]),
+        (["--warmup-epochs", "nan"], ["--warmup-epochs", "nan"]),
+        (["--lr", "inf"], ["--lr", "inf"]),
+        (["--lr", "0"], ["--lr", "greater than 0"]),
+        (["--hidden", "8,,8"], ["--hidden '8,,8'", "empty size"]),
+        (["--latent", "0"], ["'--latent'"]),
+        (["--patience", "-1"], ["'--patience'"]),
+        (["--kl-schedule", "bogus"], ["--kl-schedule", "'bogus'"]),
+        (["--objective", "bogus"], ["--objective", "'bogus'"]),
+        (["--kind", "ladder", "--flow", "planar"], ["--flow planar", "--kind ladder"]),
+    ],
+)
+def test_fit_vae_options_are_named_before_the_data_are_read(files, tmp_path, args, needles):
+    out = _refused(
+        ["fit", "vae", "--dataset", files["missing"], "--out", tmp_path / "v.lf", *args],
+        *needles,
+    )
+    for internal in ("ModelSpec(", "TrainConfig", "image_shape="):
+        assert internal not in out
+    assert not (tmp_path / "v.lf").exists()
+
+
+def test_fit_vae_conv_on_a_table_names_the_option(files, tmp_path):
+    out = _refused(
+        [
+            "fit",
+            "vae",
+            "--dataset",
+            files["data"],
+            "--likelihood",
+            "gaussian",
+            "--network",
+            "conv",
+            "--out",
+            tmp_path / "v.lf",
+        ],
+        "--network conv",
+        "--network mlp",
+    )
+    assert "image_shape=" not in out
+
+
+def test_fit_vae_network_too_large_is_refused_before_it_is_built(files, tmp_path):
+    _refused(
+        [
+            "fit",
+            "vae",
+            "--dataset",
+            files["data"],
+            "--likelihood",
+            "gaussian",
+            "--hidden",
+            "1000000000",
+            "--out",
+            tmp_path / "v.lf",
+        ],
+        "--hidden 1000000000",
+        "would need",
+    )
+
+
+# ---------------------------------------------------------------------- other float options
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["fit", "gmm", "{missing}", "-k", "2"], "--tol"),
+        (["fit", "hmm", "{missing}", "-k", "2"], "--tol"),
+        (["fit", "hmm", "{missing}", "-k", "2", "--variational"], "--tol"),
+        (["fit", "bgmm", "{missing}", "-k", "2"], "--tol"),
+        (["select", "hmm", "{missing}", "-k", "1-2"], "--tol"),
+        (["fit", "dist", "{missing}", "-f", "normal"], "--level"),
+        (["fit", "flow", "--dataset", "{missing}"], "--lr"),
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_float_options_refuse_nan_and_inf(files, command, option, value):
+    args = [a.format(**files) for a in command]
+    _refused([*args, option, value], f"error: {option} must be a finite number; got {value}")
+
+
+# ---------------------------------------------------------------------- hmm inputs
+def test_a_huge_length_names_its_line(files):
+    _refused(
+        [
+            "fit",
+            "hmm",
+            files["data"],
+            "-k",
+            "2",
+            "--lengths",
+            files["lengths"],
+            "--states",
+            files["data"].with_name("s1.csv"),
+        ],
+        "--lengths",
+        "line 2",
+        "too large",
+    )
+
+
+def test_online_burn_in_that_leaves_no_m_step_is_refused(files):
+    out = _refused(
+        [
+            "fit",
+            "hmm",
+            files["data"],
+            "-k",
+            "2",
+            "--online",
+            "--quiet",
+            "--states",
+            files["data"].with_name("s2.csv"),
+        ],
+        "--burn-in 100",
+        "no M-step",
+    )
+    assert "saved" not in out
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "hmm",
+            str(files["data"]),
+            "-k",
+            "2",
+            "--online",
+            "--quiet",
+            "--burn-in",
+            "10",
+            "--states",
+            str(files["data"].with_name("s3.csv")),
+        ],
+    )
+    assert res.exit_code == 0, res.output
