@@ -1,0 +1,202 @@
+"""What the fitted tensors of a model file must be, checked before a model is built from them.
+
+Every model lists its tensors as :class:`Stored` (shape and constraint); :func:`check_stored`
+holds one tensor to its entry (a float dtype, the shape, finite values, and the constraint:
+a simplex, positive, non-negative, in [0, 1], a precision or lower Cholesky factor, symmetric
+positive definite), :func:`check_stored_tensors` a file's tensors to a model's list, and
+:func:`check_network_tensors` a network's tensors, as the header describes it, to the stored
+ones on torch's meta device, so that a crafted header is refused before anything is built.
+Each raises :class:`~latentfit.errors.ModelFileError` naming the tensor.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from latentfit.errors import ModelFileError
+
+__all__ = ["CONSTRAINTS", "Stored", "check_network_tensors", "check_stored", "check_stored_tensors"]
+
+
+class Stored(NamedTuple):
+    """What a fitted tensor of a model file must be (see :func:`check_stored`): its ``shape``
+    (None: any), its ``constraint`` (a key of :data:`CONSTRAINTS`, None: finite only) and
+    whether the file must hold it."""
+
+    shape: tuple | None
+    constraint: str | None = None
+    required: bool = True
+
+
+#: The constraints :func:`check_stored` knows, in words for its messages.
+CONSTRAINTS = {
+    "simplex": "probabilities (finite, >= 0) summing to 1 along the last axis",
+    "positive": "finite numbers > 0",
+    "nonnegative": "finite numbers >= 0",
+    "probability": "numbers in [0, 1]",
+    "precision_cholesky": "upper-triangular Cholesky factors of precisions, their diagonal > 0",
+    "cholesky": "lower-triangular Cholesky factors, their diagonal > 0",
+    "pd": "symmetric positive-definite matrices",
+}
+
+
+def _simplex_tolerance(p: torch.Tensor) -> float:
+    # check_distribution's 1e-6, widened for float32 files of many components: the exact sum
+    # of n values each rounded to float32 may be off by up to n·eps/2
+    return max(1e-6, p.shape[-1] * torch.finfo(p.dtype).eps) if p.dim() else 1e-6
+
+
+def _first(mask: torch.Tensor) -> tuple:
+    return tuple(mask.nonzero()[0].tolist())
+
+
+def check_stored(t: torch.Tensor, name: str, spec: Stored) -> None:
+    """One fitted tensor read from a model file against its :class:`Stored` spec: a floating
+    dtype, the shape and the constraint (simplex, positive, Cholesky factor, positive
+    definite...). Raises :class:`ModelFileError` naming the tensor, what it holds and what was
+    expected. Finiteness is checked for every tensor by :func:`load` already."""
+    words = CONSTRAINTS.get(spec.constraint, "finite numbers")
+    shape = tuple(t.shape)
+
+    def refuse(what: str):
+        raise ModelFileError(
+            f"the tensor {name!r} {shape} {what}; it must hold {words}"
+            + (f" of shape {tuple(spec.shape)}" if spec.shape is not None else "")
+            + ". The file was altered or is damaged: refit the model"
+        )
+
+    if not t.is_floating_point():
+        refuse(f"has dtype {str(t.dtype).removeprefix('torch.')}, not a floating-point one")
+    if spec.shape is not None and shape != tuple(spec.shape):
+        refuse("has the wrong shape")
+    if not bool(torch.isfinite(t).all()):
+        refuse(
+            f"holds {t[_first(~torch.isfinite(t))].item()} at index {_first(~torch.isfinite(t))}"
+        )
+    c = spec.constraint
+    if c is None or t.numel() == 0:
+        return
+    if c in ("simplex", "nonnegative", "probability") and bool((t < 0).any()):
+        i = _first(t < 0)
+        refuse(f"holds {t[i].item():.6g} at index {i}")
+    if c == "positive" and bool((t <= 0).any()):
+        i = _first(t <= 0)
+        refuse(f"holds {t[i].item():.6g} at index {i}")
+    if c == "probability" and bool((t > 1).any()):
+        i = _first(t > 1)
+        refuse(f"holds {t[i].item():.6g} at index {i}")
+    if c == "simplex":
+        s = t.double().sum(-1)
+        bad = (s - 1).abs() > _simplex_tolerance(t)
+        if bool(bad.any()):
+            i = _first(bad) if bad.dim() else ()
+            where = f"row {i} sums" if i else "sums"
+            refuse(f"{where} to {s[i].item():.6g}")
+    if c in ("precision_cholesky", "cholesky", "pd"):
+        if t.dim() < 2 or t.shape[-1] != t.shape[-2]:
+            refuse("is not a (stack of) square matrices")
+        diag = t.diagonal(dim1=-2, dim2=-1)
+        if c == "pd":
+            if not bool(torch.allclose(t, t.mT, rtol=1e-6, atol=1e-12)):
+                refuse("is not symmetric")
+            info = torch.linalg.cholesky_ex(t.double()).info
+            if bool((info != 0).any()):
+                refuse(f"is not positive definite (matrix {_first(info != 0)})")
+            return
+        off = t.triu(1) if c == "cholesky" else t.tril(-1)
+        if bool((off != 0).any()):
+            side = "upper" if c == "cholesky" else "lower"
+            refuse(
+                f"has non-zero entries above the diagonal ({side} triangle) at {_first(off != 0)}"
+            )
+        if bool((diag <= 0).any()):
+            i = _first(diag <= 0)
+            refuse(f"has the diagonal entry {diag[i].item():.6g} at {i}")
+
+
+def check_stored_tensors(
+    tensors: dict, specs: dict[str, Stored], *, exact: bool = False, sizes: str = ""
+) -> None:
+    """Every spec of ``specs`` (name → :class:`Stored`) checked against ``tensors`` (the
+    tensors of a model file): a required one missing, one out of its shape or constraint, or
+    (``exact``: the specs list every tensor the model stores) one the model does not store,
+    raises :class:`ModelFileError` naming it. ``sizes`` names the settings the expected
+    shapes follow from (``"n_components = 2, n_features_in_ = 3"``), for the message."""
+    unknown = sorted(set(tensors) - set(specs)) if exact else []
+    if unknown:
+        raise ModelFileError(
+            f"the model file holds the tensor(s) {unknown}, which this model does not store (it "
+            f"stores {sorted(specs)}); the file was altered or is not from this latentfit"
+        )
+    missing = [n for n, s in specs.items() if s.required and n not in tensors]
+    if missing:
+        raise ModelFileError(
+            f"the model file lacks the tensor(s) {missing} (it holds {sorted(tensors)}); the "
+            "file was altered or is damaged"
+        )
+    for name, spec in specs.items():
+        t = tensors.get(name)
+        if t is not None and spec.shape is not None and tuple(t.shape) != tuple(spec.shape):
+            shapes = {k: tuple(v.shape) for k, v in sorted(tensors.items())}
+            raise ModelFileError(
+                f"the tensors' shapes {shapes} disagree with the model's settings: {name!r} has "
+                f"shape {tuple(t.shape)} but {sizes or 'the header'} make it "
+                f"{tuple(spec.shape)}. The file was altered or is damaged"
+            )
+    for name, spec in specs.items():
+        if name in tensors:
+            check_stored(tensors[name], name, spec)
+
+
+def check_network_tensors(
+    build, tensors: dict, what: str, *, layers: int = 1, depth: int = 1
+) -> None:
+    """The tensors a network built from a model file's header would have compared with the
+    stored ones, before the network is built for real, so that a header whose sizes
+    (features, widths, depths) disagree with the stored tensors raises
+    :class:`ModelFileError` naming the first tensor that differs instead of building a
+    network of the header's size first.
+
+    ``build(layers, depth)`` constructs the network with ``layers`` blocks of ``depth``
+    hidden layers (as for :func:`latentfit._memory.check_module_memory`); it is run on
+    torch's meta device (shapes only, nothing allocated): first at 1-2 blocks and 1-2 hidden
+    layers, to refuse a header whose counts would make more tensors than the file holds
+    without constructing them, then at the header's ``layers`` x ``depth``."""
+
+    def state(n_layers: int, n_depth: int) -> dict[str, tuple]:
+        with torch.device("meta"):
+            module = build(n_layers, n_depth)
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+    try:
+        c11, c21, c12 = (len(state(a, b)) for a, b in ((1, 1), (2, 1), (1, 2)))
+        per_depth = c12 - c11
+        per_layer = (c21 - c11) - per_depth
+        n = (2 * c11 - c21) + layers * (per_layer + per_depth * depth)
+        if n > len(tensors):
+            raise ModelFileError(
+                f"the model file's header describes {what} with {n:,} tensors, but the file "
+                f"holds {len(tensors)}: its sizes (params) disagree with the stored tensors. "
+                "The file was altered or is damaged"
+            )
+        expected = state(layers, depth)
+    except ModelFileError:
+        raise
+    except (RuntimeError, ValueError, TypeError, NotImplementedError):
+        return  # a construction that reads values: load_state_dict checks it after the build
+    stored = {k: tuple(v.shape) for k, v in tensors.items()}
+    for key in sorted(expected.keys() | stored.keys()):
+        if expected.get(key) != stored.get(key):
+            got = "lacks it" if key not in stored else f"holds it with shape {stored[key]}"
+            want = (
+                "has no such tensor"
+                if key not in expected
+                else f"has it with shape {expected[key]}"
+            )
+            raise ModelFileError(
+                f"the model file's header describes {what}, which {want} for {key!r}, but the "
+                f"file {got}: the header's sizes (extra.n_features_in_ or params) disagree with "
+                "the stored tensors. The file was altered or is damaged"
+            )
