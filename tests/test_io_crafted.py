@@ -286,3 +286,24 @@ def test_a_family_parameter_outside_its_support_is_named(tmp_path, name):
     bad = _tampered(src, tmp_path / "bad.lf", tensors=negative)
     with pytest.raises(ModelFileError, match=r"do not make a MixtureModel.*(concentration|rate)"):
         latentfit.load(bad)
+
+
+def test_stored_values_that_derive_an_infinite_attribute_are_refused(gmm_file, tmp_path):
+    # each entry finite and the factor still triangular with a positive diagonal, but the
+    # precision it squares to overflows: the model would score NaN
+    def huge(t):
+        t["prec_chol"] = t["prec_chol"].clone()
+        t["prec_chol"][0, 0, 0] = 1e300
+
+    bad = _tampered(gmm_file, tmp_path / "huge.lf", tensors=huge)
+    with pytest.raises(ModelFileError, match="non-finite precisions_"):
+        latentfit.load(bad)
+
+
+def test_a_factor_model_names_the_row_its_density_overflows_on(tmp_path):
+    from latentfit.errors import DataError
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    fa = latentfit.FactorAnalysis(1).fit(X)
+    with pytest.raises(DataError, match="row 1 of X"):
+        fa.score_samples(np.vstack([X[:1], [[1e300, 0.0, 0.0]]]))

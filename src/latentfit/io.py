@@ -575,6 +575,46 @@ def _check_settings(model, path: Path) -> None:
         ) from None
 
 
+def _finite_arrays(value):
+    """The floating arrays inside a fitted attribute (a tensor, an array, a float, a list)."""
+    import numpy as np
+
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield value.detach()
+    elif isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            yield torch.from_numpy(value)
+    elif isinstance(value, float):
+        yield torch.tensor(value)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _finite_arrays(v)
+
+
+def _check_finite_attributes(model) -> None:
+    """Every fitted attribute of a loaded model (a public name ending in ``_``) holds finite
+    numbers, as after a fit: stored values each finite and within their constraint can still
+    derive one that is not (a precision Cholesky entry of 1e300 squares to an infinite
+    precision), and such a model would score NaN."""
+    if isinstance(model, torch.nn.Module):
+        return  # a network's weights are its tensors, checked as stored
+    for name in dir(model):
+        if name.startswith("_") or not name.endswith("_") or name.endswith("__"):
+            continue
+        try:
+            value = getattr(model, name)
+        except Exception:  # a property that needs what the model does not hold
+            continue
+        for arr in _finite_arrays(value):
+            if not bool(torch.isfinite(arr).all()):
+                raise ModelFileError(
+                    f"the stored tensors give the {type(model).__name__} a non-finite "
+                    f"{name} (values out of the range a fit produces); the file was altered "
+                    "or is damaged"
+                )
+
+
 def load(path, *, device=None):
     """Read a model written by :func:`save` (or ``model.save``); no code is executed.
 
@@ -630,6 +670,7 @@ def load(path, *, device=None):
         model._set_state(tensors, dict(extra))
         if hasattr(model, "_check_loaded"):
             model._check_loaded()
+        _check_finite_attributes(model)
     except ModelFileError as err:
         raise ModelFileError(f"{path}: {err}") from None
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:

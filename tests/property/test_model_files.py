@@ -34,6 +34,12 @@ def _fitted_bytes(name: str) -> bytes:
         "CategoricalHMM": (latentfit.CategoricalHMM(2, random_state=0, n_iter=3), X_CODES),
         "PPCA": (latentfit.PPCA(1), X_REAL),
         "PoissonMixture": (latentfit.PoissonMixture(2, random_state=0), np.abs(X_CODES)),
+        "GaussianHMM": (latentfit.GaussianHMM(2, random_state=0, n_iter=3), X_REAL),
+        "BayesianGaussianMixture": (
+            latentfit.BayesianGaussianMixture(n_components=2, random_state=0, max_iter=20),
+            X_REAL,
+        ),
+        "FactorAnalysis": (latentfit.FactorAnalysis(1), X_REAL),
     }[name]
     model.fit(X)
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +70,9 @@ TAMPER_FIELDS = {
 @st.composite
 def damaged(draw, raw: bytes) -> tuple[bytes, str]:
     how = draw(
-        st.sampled_from(["truncate", "flip", "tamper", "tamper", "drop_key", "nan", "shape"])
+        st.sampled_from(
+            ["truncate", "flip", "tamper", "tamper", "drop_key", "nan", "shape", "value"]
+        )
     )
     header, body = _split(raw)
     meta = json.loads(header["__metadata__"]["latentfit"])
@@ -92,9 +100,20 @@ def damaged(draw, raw: bytes) -> tuple[bytes, str]:
         tensors = load_file(str(path))
         floats = sorted(k for k, v in tensors.items() if v.is_floating_point())
         key = draw(st.sampled_from(floats))
-        if how == "nan":
+        if how in ("nan", "value"):
             t = tensors[key].clone()
-            t.view(-1)[0] = draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+            i = draw(st.integers(0, t.numel() - 1))
+            if how == "nan":
+                t.view(-1)[i] = draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+            else:  # a finite value the parameter may not take: its sign, zero, a huge scale
+                change = draw(st.sampled_from(["negate", "zero", "1e300", "-1e300"]))
+                t.view(-1)[i] = {
+                    "negate": -t.view(-1)[i] - 1.0,
+                    "zero": 0.0,
+                    "1e300": 1e300,
+                    "-1e300": -1e300,
+                }[change]
+                how = f"{change} element {i} of"
             tensors[key] = t
         else:
             tensors[key] = torch.cat(
@@ -106,7 +125,17 @@ def damaged(draw, raw: bytes) -> tuple[bytes, str]:
 
 @budget(100)
 @given(
-    name=st.sampled_from(["GaussianMixture", "CategoricalHMM", "PPCA", "PoissonMixture"]),
+    name=st.sampled_from(
+        [
+            "GaussianMixture",
+            "CategoricalHMM",
+            "PPCA",
+            "PoissonMixture",
+            "GaussianHMM",
+            "BayesianGaussianMixture",
+            "FactorAnalysis",
+        ]
+    ),
     data=st.data(),
 )
 def test_load_damaged_model_file(name, data):

@@ -355,6 +355,22 @@ class EMEstimator:
             ) from None
 
 
+def check_scored(log_density: torch.Tensor, X: torch.Tensor, model: str) -> None:
+    """Refuse a log-density (n,) or (n, k) that is NaN at some row: never from a valid sample
+    and finite parameters but by an overflow (a sample, or a parameter, so large that the
+    density's arithmetic leaves the dtype), which the user must hear of rather than score."""
+    bad = log_density.isnan().reshape(log_density.shape[0], -1).any(1).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"row {i} of X: its log-density under the fitted {model} is not a number: the "
+            f"sample lies so far from the model (largest |value| in the row: "
+            f"{float(X[i].abs().nan_to_num(nan=0.0).max()):.3g}) that the density's arithmetic "
+            f"overflows {str(log_density.dtype).removeprefix('torch.')}; rescale the data "
+            "(standardise the columns) and fit again, or fit in float64"
+        )
+
+
 class CriteriaMixin:
     """BIC and AIC (Schwarz 1978; Akaike 1974) from ``_total_log_likelihood`` (default: the
     mean log-likelihood ``score`` times the number of rows) and ``_n_parameters()``; extra
@@ -420,16 +436,7 @@ class MixtureMixin(EMEstimator):
     def _log_joint_rows(self, X: torch.Tensor) -> torch.Tensor:
         """:meth:`_log_joint_chunks`, where no sample's log-density may be NaN: (n, k)."""
         out = self._log_joint_chunks(X)
-        bad = out.isnan().any(1).nonzero()
-        if len(bad):  # never from a valid sample and parameters: an overflow
-            i = int(bad[0])
-            raise DataError(
-                f"row {i} of X: its log-density under the fitted {type(self).__name__} is not a "
-                f"number: the sample lies so far from the components (largest |value| in the "
-                f"row: {float(X[i].abs().nan_to_num(nan=0.0).max()):.3g}) that the density's "
-                f"arithmetic overflows {str(out.dtype).removeprefix('torch.')}; rescale the data "
-                "(standardise the columns) and fit again, or fit in float64"
-            )
+        check_scored(out, X, type(self).__name__)
         return out
 
     def _log_joint_labelled(self, X: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from latentfit._validation import (
     check_tol,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.gaussian import weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
@@ -326,7 +326,11 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
 
     def score_samples(self, X):
         """log p(x_o) of every row (observed coordinates only): (n,)."""
-        return self._posterior(X).loglik.cpu().numpy()
+        X = self._check(X)  # NotFittedError before fit, before _params is read
+        p = self._params
+        loglik = factor_posterior(X, p["W"], p["mu"], p["psi"]).loglik
+        check_scored(loglik, X, type(self).__name__)
+        return loglik.cpu().numpy()
 
     def score(self, X, y=None):
         """Mean log-likelihood per sample."""
