@@ -40,6 +40,18 @@ def _fitted_bytes(name: str) -> bytes:
             X_REAL,
         ),
         "FactorAnalysis": (latentfit.FactorAnalysis(1), X_REAL),
+        "GMMHMM": (latentfit.GMMHMM(2, n_mix=2, random_state=0, n_iter=3), X_REAL),
+        "PoissonHMM": (latentfit.PoissonHMM(2, random_state=0, n_iter=3), np.abs(X_CODES)),
+        "GaussianHSMM": (latentfit.GaussianHSMM(2, random_state=0, n_iter=3), X_REAL),
+        "LinearGaussianSSM": (latentfit.LinearGaussianSSM(1, n_iter=3), X_REAL),
+        "BernoulliMixture": (
+            latentfit.BernoulliMixture(2, random_state=0),
+            (X_CODES > 0).astype(float),
+        ),
+        "VariationalGaussianHMM": (
+            latentfit.VariationalGaussianHMM(2, random_state=0, n_iter=3),
+            X_REAL,
+        ),
     }[name]
     model.fit(X)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +146,12 @@ def damaged(draw, raw: bytes) -> tuple[bytes, str]:
             "GaussianHMM",
             "BayesianGaussianMixture",
             "FactorAnalysis",
+            "GMMHMM",
+            "PoissonHMM",
+            "GaussianHSMM",
+            "LinearGaussianSSM",
+            "BernoulliMixture",
+            "VariationalGaussianHMM",
         ]
     ),
     data=st.data(),
@@ -153,8 +171,10 @@ def test_load_damaged_model_file(name, data):
         return
     assert_finite_fitted(model, after=f"latentfit.load ({how})")
     X = X_CODES if name == "CategoricalHMM" else X_REAL
-    if name == "PoissonMixture":
+    if name in ("PoissonMixture", "PoissonHMM"):
         X = np.abs(X_CODES)
+    if name == "BernoulliMixture":
+        X = (X_CODES > 0).astype(float)
     try:
         scores = attempt(f"score_samples after load ({how})", model.score_samples, X)
         values = np.asarray(scores[0] if isinstance(scores, tuple) else scores)

@@ -50,7 +50,7 @@ from latentfit._validation import (
     check_tol,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.hmm.emissions import HMM_REMEDY, map_transitions, with_counts
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels, check_labels_possible
@@ -445,6 +445,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
 
     def _log_likelihoods(self, params, X) -> torch.Tensor:
         ll = self._emission_log_likelihood(params, X)  # (t, k)
+        check_scored(ll, X, type(self).__name__)  # NaN: an overflow, named by its row
         impossible = torch.isneginf(ll).all(1).nonzero()
         if len(impossible):
             i = int(impossible[0])
@@ -461,6 +462,12 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         if not bool(torch.isfinite(log_prob)):
             self._log_likelihoods(params, X)
             self._check_labels_possible(params, X, lengths, labels)
+            if bool(torch.isnan(log_prob).any()):  # no row's emission is NaN: the recursion's
+                raise DataError(
+                    f"the log-likelihood of X under the fitted {type(self).__name__} is not a "
+                    "number (an overflow in the forward recursion); rescale the data and fit "
+                    "again, or fit in float64"
+                )
 
     def _check_labels_possible(self, params, X, lengths, labels) -> None:
         """After a -inf likelihood with known states ``labels``: if the data alone are
