@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
-from latentfit._validation import as_float_tensor, max_inferred_categories
+from latentfit._validation import as_float_tensor
 from latentfit.em.hmm.sequences import check_lengths
-from latentfit.errors import DataError, ParameterError
+from latentfit.em.mixture.discrete import dense_codes
+from latentfit.errors import ParameterError
 from latentfit.select.candidates import (
     CRITERIA,
     CRITERION_ALIASES,
@@ -463,22 +464,10 @@ def select_model(
 
 def _dense_codes(X: torch.Tensor, option: str) -> torch.Tensor:
     """The largest code of every column (d,), where the codes are dense as the models require
-    when they infer their categories (``max_inferred_categories``): the sweep fixes the count
-    from the whole data set, so it checks what each model would have checked, before sizing
-    every candidate by a stray value (one code of 3,000,000 in 60 rows: 12 GB)."""
+    when they infer their categories: the sweep fixes the count from the whole data set, so it
+    checks what each model would have checked, before sizing every candidate by a stray value
+    (one code of 3,000,000 in 60 rows: 12 GB)."""
     finite = torch.nan_to_num(X, nan=0.0)
     if finite.numel() == 0:
         return torch.zeros(X.shape[1:], dtype=torch.long)
-    top = finite.max(0)
-    limit = max_inferred_categories(X.shape[0])
-    over = (top.values >= limit).nonzero()
-    if len(over):
-        j = int(over[0])
-        i = int(top.indices[j])
-        raise DataError(
-            f"row {i}, column {j} holds category {top.values[j].item():g}, far beyond the "
-            f"{X.shape[0]} samples: the codes are not dense, and every candidate would be sized "
-            f"by that value. Recode the column as 0..c-1 (numpy.unique(column, "
-            f"return_inverse=True)) or pass {option}"
-        )
-    return top.values.long()
+    return dense_codes(finite, sized="every candidate", option=option)

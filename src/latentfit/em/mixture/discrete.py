@@ -100,6 +100,28 @@ _COMMON_DOC = """
 """
 
 
+def dense_codes(
+    X: torch.Tensor, prefix: str = "", sized: str = "the model", option: str = "n_categories"
+) -> torch.Tensor:
+    """The largest code of every column of category codes X (n, d), as a long tensor (d,),
+    where the codes are dense enough to infer the number of categories from
+    (:func:`~latentfit._validation.max_inferred_categories`); else DataError naming the row
+    and column of the stray code, which would size ``sized`` by its value."""
+    top = X.max(0)  # (d,) the largest code of every column
+    limit = max_inferred_categories(X.shape[0])
+    over = (top.values >= limit).nonzero()
+    if len(over):
+        j = int(over[0])
+        i = int(top.indices[j])
+        raise DataError(
+            f"{prefix}row {i}, column {j} holds category {top.values[j].item():.10g}, far beyond "
+            f"the {X.shape[0]} samples: the codes are not dense, and inferring the categories "
+            f"from it would size {sized} by that value. Recode the column as 0..c-1 "
+            f"(numpy.unique(column, return_inverse=True)) or pass {option}"
+        )
+    return top.values.long()
+
+
 class _DiscreteMixture(BaseMixture):
     """The discrete mixtures: one component parameter ``_param_names[0]`` under the prior
     ``_prior()`` (MAP-EM; the MLE at its default), from the per-component sums of X."""
@@ -317,20 +339,8 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _prepare_component_data(self, X):
         if self.n_categories is None:
-            top = X.max(0)  # (d,) the largest code of every column
-            limit = max_inferred_categories(X.shape[0])
-            over = (top.values >= limit).nonzero()
-            if len(over):
-                j = int(over[0])
-                i = int(top.indices[j])
-                raise DataError(
-                    f"{type(self).__name__}: row {i}, column {j} holds category "
-                    f"{int(top.values[j])}, far beyond the {X.shape[0]} samples: the codes are "
-                    "not dense, and inferring the categories from it would size the model by "
-                    "that value. Recode the column as 0..c-1 (numpy.unique(column, "
-                    "return_inverse=True)) or pass n_categories"
-                )
-            self.n_categories_ = (top.values.long() + 1).cpu().numpy()
+            top = dense_codes(X, f"{type(self).__name__}: ", "the model")
+            self.n_categories_ = (top + 1).cpu().numpy()
         else:
             self.n_categories_ = self._limits(X, True).cpu().numpy()
         # One-hot codes of the data (n, d·c) for the initialisation, and the (k, d, c)
