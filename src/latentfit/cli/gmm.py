@@ -60,7 +60,7 @@ def _fit_streamed(model, data: Path, columns: str, missing: str):
     cols = split_columns(columns)
     if cols and data.suffix.lower() == ".npy":
         # a memory-mapped .npy has no column names; copy only the columns asked for
-        from latentfit.datasets._files import _resolve
+        from latentfit.datasets._columns import _resolve
         from latentfit.em.sources.chunks import NpySource
 
         mapped = NpySource(data)._X  # (n, d) memory map; refuses what is not a numeric 2-D array

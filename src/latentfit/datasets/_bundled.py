@@ -107,7 +107,7 @@ def load_dataset(name: str, *, columns=None) -> Dataset:
         return ds
     from dataclasses import replace
 
-    from latentfit.datasets._files import _resolve
+    from latentfit.datasets._columns import _resolve
 
     idx = _resolve(ds.feature_names, len(ds.feature_names), columns, name)
     return replace(ds, data=ds.data[:, idx], feature_names=[ds.feature_names[i] for i in idx])

@@ -15,13 +15,9 @@ import bz2
 import codecs
 import csv
 import gzip
-import math
 import os
 import re
-import tokenize
-import zipfile
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +25,14 @@ import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor, check_allocation
+from latentfit.datasets._binary import (
+    _read_npy,
+    _read_npz,
+    _read_parquet,
+)
+from latentfit.datasets._columns import _CANDIDATES, _check_unique, _resolve, _select
 from latentfit.errors import (
     DataError,
-    DataTypeError,
     LatentfitError,
     MissingDependencyError,
     ParameterError,
@@ -43,8 +44,6 @@ __all__ = [
     "column_names",
     "file_stem",
     "load_array",
-    "native_dtype",
-    "npy_header",
     "parse_delimiter",
 ]
 
@@ -56,7 +55,6 @@ _COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open}
 _DECOMPRESS_BLOCK = 1 << 24
 #: Delimiters tried in this order when none is given; whitespace (runs of spaces or tabs)
 #: comes after them. Semicolon before comma: a semicolon file often has decimal commas.
-_CANDIDATES = ("\t", ";", ",", "|")
 #: ``delimiter=`` / ``--delimiter`` names (besides any single character).
 DELIMITERS = {
     "comma": ",",
@@ -484,283 +482,6 @@ def _slow_values(path, layout, table, include, keep, shown, pa, pc) -> np.ndarra
         f"holds the non-numeric value {cell!r}; encode it as a number or leave the column out "
         f"with --columns (columns= in Python){hint}"
     )
-
-
-def _resolve(header: list[str] | None, width: int, columns, path: Path) -> list[int] | None:
-    """Positions of ``columns`` (names from the header, or 0-based positions as ints or digit
-    strings), in the order given; None when ``columns`` is empty."""
-    if not columns:
-        return None
-    idx = []
-    counts = Counter(header or ())
-    for c in columns:
-        if header is not None and isinstance(c, str) and c in header:
-            if counts[c] > 1:  # which one?
-                raise DataError(_same_name(header, c, path))
-            idx.append(header.index(c))
-            continue
-        try:
-            i = int(c) if isinstance(c, (int, np.integer, str)) else None
-        except ValueError:
-            i = None
-        if i is None:
-            if header is None:
-                raise DataError(
-                    f"{path} has no column names, so column {c!r} cannot be found; select "
-                    f"columns by position, 0 to {width - 1} (e.g. --columns 0,2)"
-                )
-            glued = [d for d in (*_CANDIDATES, " ") if len(header) == 1 and d in header[0]]
-            raise DataError(
-                f"{path} has no column {c!r}; its columns are {header}"
-                + (": is the delimiter right (--delimiter, delimiter=)?" if glued else "")
-            )
-        if not 0 <= i < width:
-            raise DataError(
-                f"{path} has {width} column(s), so there is no column {c!r}; positions run "
-                f"from 0 to {width - 1}"
-            )
-        idx.append(i)
-    return idx
-
-
-def _same_name(header: list[str], name: str, path: Path) -> str:
-    """The message for ``name`` given to several columns of ``header``."""
-    same = [i for i, h in enumerate(header) if h == name]
-    what = f"named {name!r}" if name else "unnamed (an empty name)"
-    return (
-        f"{path}: columns {same} are all {what}; column names must be unique: rename them in "
-        f"the file, or pick columns by position with --columns (columns= in Python), e.g. "
-        f"--columns {same[0]}"
-    )
-
-
-def _check_unique(header: list[str], path: Path) -> None:
-    """Refuse a header that gives one name to several columns when every column is read: a
-    model records its columns by name (``predict`` and ``score`` pick them again by name), so
-    such a name is ambiguous. Columns picked by position are read whatever their names."""
-    counts = Counter(header)
-    for name in header:
-        if counts[name] > 1:
-            raise DataError(_same_name(header, name, path))
-
-
-def _select(header: list[str] | None, values: np.ndarray, columns, path: Path):
-    """Keep ``columns`` of an array already in memory (see :func:`_resolve`)."""
-    if not columns:
-        return header, values
-    if values.ndim == 1:
-        values = values.reshape(-1, 1)
-    if values.ndim != 2:
-        raise DataError(f"{path} must be 2-D to select columns, got shape {values.shape}")
-    idx = _resolve(header, values.shape[1], columns, path)
-    return (None if header is None else [header[i] for i in idx]), values[:, idx]
-
-
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a member first, or an empty archive
-#: What goes wrong while a zip archive or its members are read.
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError)
-_STREAM_HINT = (
-    "fit it chunk by chunk: --stream-above on the command line, latentfit.em.sources.NpySource "
-    "in Python"
-)
-
-
-def native_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype torch can take for values of ``dtype``: native byte order, and extended
-    precision floats (``float128``, ``longdouble``) as float64. Other dtypes are returned as
-    they are (the numeric checks name them)."""
-    dtype = np.dtype(dtype)
-    if dtype.fields is not None or dtype.kind not in "biufc":
-        return dtype
-    if dtype.kind == "f" and dtype.itemsize > 8:
-        return np.dtype(np.float64)
-    return dtype if dtype.isnative else dtype.newbyteorder("=")
-
-
-def _native(a: np.ndarray) -> np.ndarray:
-    """``a`` in :func:`native_dtype` (a copy only when that differs). A long double too large
-    for float64 becomes inf, which the finite check then names by row and column."""
-    dtype = native_dtype(a.dtype)
-    if dtype == a.dtype:
-        return a
-    with np.errstate(over="ignore"):
-        return a.astype(dtype)
-
-
-def npy_header(f, what, size: int) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, bytes of data) from the header of the .npy array that the binary stream
-    ``f`` starts with (left at the first byte of data), checked against the ``size`` of the
-    whole stream, so that nothing is allocated from a header that claims more than the file
-    holds. ``what`` names the file in a :class:`~latentfit.errors.DataError`."""
-    magic = f.read(len(_NPY_MAGIC) + 2)  # the magic string, then the format version
-    if magic.startswith(_ZIP_MAGICS):
-        raise DataError(f"{what} is a zip archive (an .npz file?), not a .npy array; name it .npz")
-    if len(magic) < len(_NPY_MAGIC) + 2 or not magic.startswith(_NPY_MAGIC):
-        raise DataError(
-            f"{what} is not a numeric .npy array file: it does not start as numpy.save writes "
-            "(damaged, or another kind of file named .npy)"
-        )
-    version = (magic[-2], magic[-1])
-    try:
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise DataError(
-                f"{what} is a .npy file of format version {version[0]}.{version[1]}, which "
-                "numpy writes only for structured arrays (not a table of numbers); save a "
-                "plain numeric array with numpy.save"
-            )
-    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, zlib.error) as err:
-        if isinstance(err, LatentfitError):
-            raise
-        raise DataError(
-            f"{what} is not a readable .npy array: its header is damaged or it was not "
-            f"written by numpy.save ({err})"
-        ) from None
-    if dtype.hasobject:
-        raise DataTypeError(
-            f"{what} holds pickled Python objects (dtype {dtype}), which latentfit never loads; "
-            "save a numeric array"
-        )
-    if any(n < 0 for n in shape):
-        raise DataError(f"{what} is damaged: its header gives the negative shape {shape}")
-    need, have = math.prod(shape) * dtype.itemsize, size - f.tell()
-    if need > have:
-        raise DataError(
-            f"{what} is truncated or damaged: its header says shape {shape} of {dtype}, "
-            f"{need:,} bytes of data, but only {have:,} bytes follow the header; write the "
-            "file again (numpy.save)"
-        )
-    return shape, dtype, need
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    """The array of a .npy file, its header checked against the file's size and the memory
-    available before anything is allocated."""
-    try:
-        with path.open("rb") as f:
-            shape, dtype, need = npy_header(f, path, path.stat().st_size)
-            check_allocation(
-                need + 8 * math.prod(shape),  # the file's values, then as float64
-                f"reading {path.name} (shape {shape}, {dtype})",
-                hint=_STREAM_HINT,
-            )
-            f.seek(0)
-            values = np.lib.format.read_array(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        if isinstance(err, LatentfitError):
-            raise
-        raise DataError(f"{path} cannot be read as a .npy array: {err}") from None
-    return _native(values)
-
-
-def _read_npz(path: Path, columns: list) -> np.ndarray:
-    """The array of a .npz archive that ``columns`` names first (then taken off the list), or
-    its only one; each member's header is checked as a .npy file's is."""
-    try:
-        with path.open("rb") as f:
-            magic = f.read(len(_NPY_MAGIC))
-    except OSError as err:
-        raise DataError(f"{path} cannot be read: {err}") from None
-    if magic == _NPY_MAGIC:
-        raise DataError(f"{path} is a .npy array, not a .npz archive; name it .npy")
-    try:
-        archive = zipfile.ZipFile(path)
-    except _ZIP_ERRORS as err:
-        raise DataError(
-            f"{path} is not a numeric .npz array file: it is not a zip archive as numpy.savez "
-            f"writes ({err}); it is damaged, or another kind of file named .npz"
-        ) from None
-    with archive:
-        members = {name.removesuffix(".npy"): name for name in archive.namelist()}
-        keys = list(members)
-        if not keys:
-            raise DataError(
-                f"{path} holds no arrays (an empty archive); save the data with "
-                "numpy.savez(path, X)"
-            )
-        if columns and columns[0] in keys:
-            key = columns.pop(0)
-        elif len(keys) == 1:
-            key = keys[0]
-        else:
-            raise DataError(
-                f"{path} holds arrays {keys}; name one first in columns (--columns "
-                f"{keys[0]}, or {keys[0]},0,2 for some of its columns)"
-            )
-        what = f"{path}: array {key!r}"
-        try:
-            info = archive.getinfo(members[key])
-            with archive.open(info) as f:
-                shape, dtype, need = npy_header(f, what, info.file_size)
-            check_allocation(
-                need + 8 * math.prod(shape), f"reading {what} (shape {shape}, {dtype})"
-            )
-            with archive.open(info) as f:
-                values = np.lib.format.read_array(f, allow_pickle=False)
-        except _ZIP_ERRORS as err:
-            if isinstance(err, LatentfitError):
-                raise
-            raise DataError(f"{what} cannot be read: {err}") from None
-    return _native(values)
-
-
-def _read_parquet(path: Path, columns) -> tuple[list[str], np.ndarray]:
-    """The names and float64 values (n, k) of the kept columns of a Parquet file; the schema
-    (names, types) and the row count are checked before any column is read."""
-    try:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-    except ImportError as err:
-        raise MissingDependencyError("reading Parquet needs pyarrow: pip install pyarrow") from err
-    try:
-        meta = pq.ParquetFile(path)
-        schema = meta.schema_arrow
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{path} is not a readable Parquet file: {str(err).strip()}") from None
-    names = [str(c) for c in schema.names]
-    if not names:
-        raise DataError(f"{path} has no columns: the Parquet file holds a table without data")
-    keep = _resolve(names, len(names), columns, path)
-    if keep is None:
-        _check_unique(names, path)
-        keep = list(range(len(names)))
-    for j in keep:
-        t = schema.field(j).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-            raise DataTypeError(
-                f"{path}: column {j} ({names[j]!r}) has type {t}, which is not numeric; leave "
-                "it out with --columns (columns= in Python) or encode it as numbers"
-            )
-    parsed = list(dict.fromkeys(keep))  # a column asked for twice is read once
-    # A name the file repeats can only be told apart by position: then read every column.
-    counts = Counter(names)
-    by_position = any(counts[names[j]] > 1 for j in parsed)
-    n, width = meta.metadata.num_rows, len(names) if by_position else len(parsed)
-    check_allocation(
-        8 * n * (width + 2 * len(parsed)),  # the columns read, then float64 values twice
-        f"reading {width} column(s) of {n:,} rows from {path.name}",
-        hint="fit it chunk by chunk: --stream-above on the command line, "
-        "latentfit.em.sources.ParquetSource in Python",
-    )
-    try:
-        if by_position:
-            table = meta.read()
-            read = [table.column(j) for j in parsed]
-        else:
-            read = meta.read(columns=[names[j] for j in parsed]).columns
-        # bool and integer columns with nulls as float64 NaN (to_numpy would give objects)
-        cols = [pc.cast(c, pa.float64(), safe=False).to_numpy(zero_copy_only=False) for c in read]
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{path} is not a readable Parquet file: {str(err).strip()}") from None
-    values = np.column_stack(cols) if cols else np.empty((n, 0))
-    if len(parsed) != len(keep):
-        values = values[:, [parsed.index(j) for j in keep]]
-    return [names[j] for j in keep], values
 
 
 def column_names(path, delimiter=None) -> list[str] | None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import first_nonfinite, resolve_device, resolve_dtype
-from latentfit.datasets._files import native_dtype, npy_header
+from latentfit.datasets._binary import native_dtype, npy_header
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, DataTypeError, MissingDependencyError, ParameterError
 
@@ -508,7 +508,7 @@ class ArraySource(ChunkSource):
 
 def _map_npy(path: Path) -> np.ndarray:
     """A read-only memory map of the .npy file ``path``, its header first checked against the
-    file's size (:func:`~latentfit.datasets._files.npy_header`)."""
+    file's size (:func:`~latentfit.datasets._binary.npy_header`)."""
     if not path.exists():
         raise FileNotFoundError(f"no data file at {path}")
     try:
