@@ -307,3 +307,18 @@ def test_a_factor_model_names_the_row_its_density_overflows_on(tmp_path):
     fa = latentfit.FactorAnalysis(1).fit(X)
     with pytest.raises(DataError, match="row 1 of X"):
         fa.score_samples(np.vstack([X[:1], [[1e300, 0.0, 0.0]]]))
+
+
+@pytest.mark.parametrize("which", ["maf", "ddpm"])
+def test_network_weights_that_overflow_together_are_refused(which, maf_file, ddpm_file, tmp_path):
+    # every weight finite, every shape right: the density at the data's mean is not
+    src = maf_file if which == "maf" else ddpm_file
+    assert np.isfinite(latentfit.load(src).score_samples(X)).all()  # the intact file
+
+    def huge(t):
+        for key in [k for k, v in t.items() if v.dim() == 2 and "mask" not in k]:
+            t[key] = torch.full_like(t[key], 1e38)  # every weight matrix
+
+    bad = _tampered(src, tmp_path / "huge.lf", tensors=huge)
+    with pytest.raises(ModelFileError, match=r"log-density of .* at the training data's mean"):
+        latentfit.load(bad)

@@ -17,7 +17,14 @@ import torch
 
 from latentfit.errors import ModelFileError
 
-__all__ = ["CONSTRAINTS", "Stored", "check_network_tensors", "check_stored", "check_stored_tensors"]
+__all__ = [
+    "CONSTRAINTS",
+    "Stored",
+    "check_finite_density",
+    "check_network_tensors",
+    "check_stored",
+    "check_stored_tensors",
+]
 
 
 class Stored(NamedTuple):
@@ -200,3 +207,26 @@ def check_network_tensors(
                 f"file {got}: the header's sizes (extra.n_features_in_ or params) disagree with "
                 "the stored tensors. The file was altered or is damaged"
             )
+
+
+def check_finite_density(score, probe, what: str) -> None:
+    """A loaded density model scores ``probe`` (1, d), the training data's mean, finitely, as
+    every fitted one does: weights each finite can still overflow together (a layer's weights
+    of 1e38), and such a model would score every row NaN or infinite."""
+    import numpy as np
+
+    from latentfit.errors import LatentfitError
+
+    try:
+        values = np.asarray(score(probe), dtype=float)
+    except (LatentfitError, RuntimeError, ValueError) as err:
+        raise ModelFileError(
+            f"the stored tensors give {what} no log-density at the training data's mean "
+            f"({str(err).strip().splitlines()[0][:200]}); the file was altered or is damaged"
+        ) from None
+    if not np.isfinite(values).all():
+        raise ModelFileError(
+            f"the stored tensors give {what} a log-density of {values.ravel()[0]} at the "
+            "training data's mean, where a fit gives a finite one (values out of the range a "
+            "fit produces); the file was altered or is damaged"
+        )

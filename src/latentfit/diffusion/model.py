@@ -34,6 +34,7 @@ from latentfit.flows.density import check_level_scale
 from latentfit.flows.objectives import as_levels, level_scale
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
+from latentfit.model_tensors import check_finite_density
 from latentfit.vae.objectives import ObjectiveOutput
 
 __all__ = ["DDPM", "DiffusionLoss"]
@@ -473,3 +474,5 @@ class DDPM(DensityMixin, BaseEstimator):
                 f"settings: {str(err).splitlines()[0][:300]}"
             ) from None
         self.module_ = module.eval()
+        if not self.discrete:  # shift_ is the training data's mean, in the data's scale
+            check_finite_density(self.score_samples, self.shift_.cpu().numpy()[None], "the DDPM")

@@ -34,6 +34,7 @@ from latentfit.flows.layers import flow_forward, flow_inverse, make_density_laye
 from latentfit.flows.objectives import as_levels, dequantize, level_scale, logit_transform
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
+from latentfit.model_tensors import check_finite_density
 
 __all__ = ["MAF", "FlowDensity", "FlowModule", "NeuralSplineFlow", "RealNVP"]
 
@@ -400,6 +401,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"settings: {str(err).splitlines()[0][:300]}"
             ) from None
         self.module_ = module.eval()
+        if not self.dequantize:  # the shift is the training data's mean, in the data's scale
+            check_finite_density(
+                self.score_samples, module.shift.cpu().numpy()[None], f"the {type(self).__name__}"
+            )
 
 
 @serializable
