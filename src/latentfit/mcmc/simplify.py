@@ -37,20 +37,7 @@ _aten = torch.ops.aten
 _IDENTITIES = {_aten.detach.default, _aten.alias.default}
 #: operations with an exponent or factor argument that return their input's values when it is 1
 _UNIT = {_aten.pow.Tensor_Scalar, _aten.mul.Scalar}
-#: creation operations whose value follows from sizes alone (the graph's sizes are static)
-_CREATIONS = {
-    _aten.ones_like.default,
-    _aten.zeros_like.default,
-    _aten.full_like.default,
-    _aten.new_ones.default,
-    _aten.new_zeros.default,
-    _aten.new_full.default,
-    _aten.full.default,
-    _aten.ones.default,
-    _aten.zeros.default,
-    _aten.scalar_tensor.default,
-}
-#: the creation ops above whose tensor input gives only a size, dtype and device
+#: creation operations whose tensor input gives only a size, dtype and device
 _SIZED_BY_INPUT = {
     _aten.ones_like.default,
     _aten.zeros_like.default,
@@ -58,6 +45,13 @@ _SIZED_BY_INPUT = {
     _aten.new_ones.default,
     _aten.new_zeros.default,
     _aten.new_full.default,
+}
+#: creation operations whose value follows from sizes alone (the graph's sizes are static)
+_CREATIONS = _SIZED_BY_INPUT | {
+    _aten.full.default,
+    _aten.ones.default,
+    _aten.zeros.default,
+    _aten.scalar_tensor.default,
 }
 
 

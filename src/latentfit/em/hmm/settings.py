@@ -13,7 +13,7 @@ import numpy as np
 
 from latentfit.errors import ParameterError
 
-__all__ = ["check_letters", "check_prior"]
+__all__ = ["check_letters", "check_prior", "check_values"]
 
 
 def check_letters(model) -> None:
@@ -52,9 +52,25 @@ def check_prior(value, name: str, *, positive: bool, sign: bool = True) -> None:
         raise ParameterError(
             f"{name} must be a number or an array of numbers, got {value!r}"
         ) from None
-    what = "finite" if not sign else "finite, positive" if positive else "finite, >= 0"
-    bad = ~np.isfinite(a)
-    if sign:
-        bad |= (a <= 0) if positive else (a < 0)
+    check_values(
+        a,
+        name,
+        positive=sign and positive,
+        nonnegative=sign and not positive,
+        got=f", got {value!r}",
+    )
+
+
+def check_values(
+    arr: np.ndarray, name: str, *, positive: bool = False, nonnegative: bool = False, got=""
+) -> None:
+    """ParameterError naming ``name`` unless every entry of ``arr`` is finite (and > 0 when
+    ``positive``, >= 0 when ``nonnegative``); ``got`` ends the message (the value as given)."""
+    bad = ~np.isfinite(arr)
+    if positive:
+        bad |= ~(arr > 0)
+    elif nonnegative:
+        bad |= ~(arr >= 0)
     if bad.any():
-        raise ParameterError(f"{name} must hold {what} numbers, got {value!r}")
+        what = "finite, positive" if positive else "finite, >= 0" if nonnegative else "finite"
+        raise ParameterError(f"{name} must hold {what} numbers{got}")

@@ -49,6 +49,7 @@ from latentfit.em.hmm.gaussian import GaussianHMM, _check_covariance_type, _data
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.sequences import batch_sequences, check_lengths, with_states
+from latentfit.em.hmm.settings import check_values
 from latentfit.em.hmm.stored import covariance_stored
 from latentfit.em.hmm.variational_math import (
     dirichlet_expected_log,
@@ -181,7 +182,7 @@ class _VariationalHMM:
                 f"{name} must be a number or an array that broadcasts to shape "
                 f"{tuple(shape)}, got {value!r:.80}"
             ) from None
-        _check_values(arr, name, positive, f", got {value!r:.80}")
+        check_values(arr, name, positive=positive, got=f", got {value!r:.80}")
         return torch.as_tensor(arr.copy(), dtype=dtype or self._dtype, device=self._device)
 
     def _given(self, attribute: str, shape, *, positive: bool = True, dtype=None) -> torch.Tensor:
@@ -197,7 +198,7 @@ class _VariationalHMM:
                 f"{attribute} must have shape {tuple(shape)}, got {got}; set it with "
                 f"that shape or put its letter in init_params"
             )
-        _check_values(value, attribute, positive)
+        check_values(value, attribute, positive=positive)
         return torch.as_tensor(value, dtype=dtype or self._dtype, device=self._device)
 
     def _initial_transitions(self, lengths, rng) -> dict[str, torch.Tensor]:
@@ -478,14 +479,6 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         ct = self.covariance_type
         covars = params["scale_posterior"] / _dof_as(params["dof_posterior"], ct)
         return {"means": params["means_posterior"], "covars": covars}
-
-
-def _check_values(arr: np.ndarray, name: str, positive: bool, got: str = "") -> None:
-    """ParameterError naming ``name`` unless every entry of ``arr`` is finite (and > 0 when
-    ``positive``); ``got`` ends the message (the value as given)."""
-    if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
-        what = "finite, positive" if positive else "finite"
-        raise ParameterError(f"{name} must hold {what} numbers{got}")
 
 
 def _dof_as(dof: torch.Tensor, covariance_type: str) -> torch.Tensor:
