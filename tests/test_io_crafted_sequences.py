@@ -5,14 +5,11 @@ off the simplex, concentrations <= 0, integer tensors, a header ``n_features`` t
 disagrees with the tensors), with ModelFileError naming the file and the tensor; valid files
 of every kind still load."""
 
-import json
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 import latentfit
 from latentfit import BayesianGaussianMixture
@@ -21,6 +18,7 @@ from latentfit.em.hmm.variational import VariationalCategoricalHMM, VariationalG
 from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 from latentfit.em.ssm import LinearGaussianSSM
 from latentfit.errors import ModelFileError
+from tests.test_io_crafted import _tampered
 
 rng = np.random.default_rng(0)
 X = np.vstack([rng.normal(0, 1, (30, 2)), rng.normal(5, 1, (30, 2))])
@@ -60,23 +58,6 @@ def _fit(name, dtype="float64"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return make(n_iter=3, random_state=0, dtype=dtype).fit(data), data
-
-
-def _read(path):
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        header = json.loads(f.metadata()["latentfit"])
-    return tensors, header
-
-
-def _tampered(src, dst, header=None, tensors=None):
-    t, h = _read(src)
-    if header:
-        header(h)
-    if tensors:
-        tensors(t)
-    save_file(t, str(dst), metadata={"latentfit": json.dumps(h)})
-    return dst
 
 
 @pytest.fixture(scope="module")
