@@ -29,10 +29,13 @@ SRC = Path(latentfit.__file__).resolve().parents[1]
 
 
 def _script(*args: str) -> subprocess.CompletedProcess:
-    """Run the installed ``latentfit`` console script on this checkout's sources."""
+    """Run the installed ``latentfit`` console script on this checkout's sources, with as many
+    threads as this process, so that its sums round as the in-process reference's do (a
+    near-tie in the geyser's decoded path goes one way or the other with the thread count)."""
     script = Path(sys.executable).with_name("latentfit")
     assert script.exists(), f"the console script is not installed beside {sys.executable}"
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": threads}
     return subprocess.run(
         [str(script), *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )
