@@ -58,6 +58,7 @@ from latentfit.mcmc.kernels import (
     velocity,
 )
 from latentfit.mcmc.reciprocal import reciprocal_divisions
+from latentfit.mcmc.record import record_graph
 from latentfit.mcmc.short_lse import ShortLogSumExp
 from latentfit.mcmc.target import Target
 
@@ -233,8 +234,14 @@ def static_graph(fn: Callable, example: tuple) -> torch.fx.GraphModule:
     """``fn`` traced with every size static, ready for ``torch.export``: the trace's fake
     values are dropped (export fakes the inputs again, in a mode of its own). The leapfrog
     goes through this trace because it calls autograd, which export cannot hold but the trace
-    writes out as the backward pass's operations."""
-    graph, _ = _trace(fn, example)
+    writes out as the backward pass's operations. Recorded from one eager step where it can be
+    (record.py: no fake tensors, and so no dynamo import, ~0.55 s of a first run), else traced
+    by ``make_fx``."""
+    graph = record_graph(fn, example)
+    if graph is not None:
+        reciprocal_divisions(graph)
+    else:
+        graph, _ = _trace(fn, example)
     for node in graph.graph.nodes:
         node.meta.pop("val", None)
     return graph

@@ -54,7 +54,8 @@ def reciprocal_divisions(graph: torch.fx.GraphModule) -> int:
         with graph.graph.inserting_before(node):
             if b not in reciprocals:
                 reciprocals[b] = graph.graph.call_function(torch.ops.aten.reciprocal.default, (b,))
-                reciprocals[b].meta["val"] = b.meta["val"].reciprocal()
+                # its value's size and dtype, without running a meta kernel (which imports dynamo)
+                reciprocals[b].meta["val"] = torch.empty_like(b.meta["val"])
             product = graph.graph.call_function(torch.ops.aten.mul.Tensor, (a, reciprocals[b]))
         product.meta["val"] = node.meta["val"]
         node.replace_all_uses_with(product)
