@@ -4,6 +4,7 @@ simplex, a negative Cholesky diagonal, a zero scale, a header sized beyond its t
 ModelFileError naming the field or tensor, before anything is built or scored."""
 
 import json
+import re
 import time
 
 import numpy as np
@@ -17,10 +18,13 @@ from latentfit import (
     DDPM,
     MAF,
     BernoulliMixture,
+    CategoricalMixture,
     FactorAnalysis,
     GaussianMixture,
     MultinomialMixture,
+    NeuralSplineFlow,
     PoissonMixture,
+    RealNVP,
 )
 from latentfit.errors import ModelFileError, NotFittedError, ParameterError
 
@@ -172,6 +176,131 @@ def test_sibling_models_refuse_parameters_off_their_support(
         latentfit.load(_tampered(src, tmp_path / "x.lf", tensors=edit))
 
 
+# ---------------------------------------------------------------------- extra settings
+CODES = rng.integers(0, 3, (60, 2))
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "field", "value", "rule"),
+    [
+        (FactorAnalysis(1), X, "_min_noise", -1.0, "a finite number > 0"),
+        (FactorAnalysis(1), X, "_min_noise", 0.0, "a finite number > 0"),
+        (FactorAnalysis(1), X, "_min_noise", float("nan"), "a finite number > 0"),
+        (MultinomialMixture(2, random_state=0), COUNTS, "mean_total_count_", -5.0, ">= 0"),
+        (MultinomialMixture(2, random_state=0), COUNTS, "mean_total_count_", float("nan"), ">= 0"),
+        (GaussianMixture(2, random_state=0), X, "n_iter_", -3, "an integer >= 0"),
+        (CategoricalMixture(2, random_state=0), CODES, "n_categories_", [0, 3], ">= 1"),
+        (CategoricalMixture(2, random_state=0), CODES, "n_categories_", [3], "a list of 2"),
+        (CategoricalMixture(2, random_state=0), CODES, "n_categories_", [3, 3, 3], "a list of 2"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_extra_settings_out_of_the_range_fit_gives_are_refused(
+    tmp_path, model, data, field, value, rule
+):
+    # before, each loaded: a NaN noise floor then broke partial_fit with a raw torch error,
+    # a negative mean total or n_iter_ was reported, an n_categories_ of 0 refused every row
+    src = model.fit(data).save(tmp_path / "m.lf")
+    bad = _tampered(src, tmp_path / "x.lf", _extra(**{field: value}))
+    with pytest.raises(ModelFileError, match=rf"'extra\.{field}'.*{rule}"):
+        latentfit.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [("n_skipped_steps_", -4, ">= 0"), ("skip_floor_", -1.0, "> 0"), ("skip_floor_", 0.0, "> 0")],
+)
+def test_network_extra_settings_out_of_range_are_refused(tmp_path, field, value, rule):
+    model = DDPM(n_steps=10, hidden=8, n_hidden=1, epochs=1, discrete=False, gaussian_skip=True)
+    src = model.set_params(random_state=0).fit(X).save(tmp_path / "m.lf")
+    bad = _tampered(src, tmp_path / "x.lf", _extra(**{field: value}))
+    with pytest.raises(ModelFileError, match=rf"'extra\.{field}'.*{rule}"):
+        latentfit.load(bad)
+
+
+def test_flow_skipped_steps_must_be_a_count(maf_file, tmp_path):
+    with pytest.raises(ModelFileError, match=r"'extra\.n_skipped_steps_'.*an integer >= 0"):
+        latentfit.load(_tampered(maf_file, tmp_path / "x.lf", _extra(n_skipped_steps_=-1)))
+
+
+@pytest.fixture(scope="module")
+def categorical_file(tmp_path_factory):
+    """Column 0 has 2 codes, column 1 has 3: probs (2, 2, 3) is 0 at code 2 of column 0."""
+    model = CategoricalMixture(2, n_categories=[2, 3], random_state=0)
+    return _saved(tmp_path_factory, "c.lf", model.fit(np.minimum(CODES, [1, 2])))
+
+
+def _probs(edit):
+    def apply(t):
+        t["probs"] = t["probs"].clone()
+        edit(t["probs"])
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("header", "tensors", "match"),
+    [
+        (
+            _extra(n_categories_=[1, 3]),
+            None,
+            r"'probs' gives component \d the probability .* for code 1 of column 0, which "
+            r"has 1 categories \('extra\.n_categories_'\): a fit gives 0 there",
+        ),
+        (_extra(n_categories_=[2, 4]), None, r"'probs' has shape \(2, 2, 3\).*\(2, 2, 4\)"),
+        (_extra(n_categories_=[2, 2]), None, r"'probs' has shape \(2, 2, 3\).*\(2, 2, 2\)"),
+        (None, _probs(lambda p: p.__setitem__((0, 0, 2), 0.5)), "'probs'.*row .* sums to"),
+        (None, _probs(lambda p: p.mul_(0.5)), "'probs'.*sums to 0.5"),
+        (
+            None,
+            _probs(lambda p: (p[0, 0].fill_(0.25), p[0, 0, 2].fill_(0.5))),
+            "code 2 of column 0",
+        ),
+    ],
+    ids=[
+        "fewer codes in one column",
+        "more codes",
+        "fewer codes",
+        "off the simplex",
+        "halved",
+        "stray mass",
+    ],
+)
+def test_categorical_mixture_categories_must_match_the_probabilities(
+    categorical_file, tmp_path, header, tensors, match
+):
+    # before, every one of these loaded and scored: probs off the simplex gave log-densities
+    # of an unnormalised model, codes beyond a column's range were accepted
+    bad = _tampered(categorical_file, tmp_path / "x.lf", header, tensors)
+    with pytest.raises(ModelFileError, match=match):
+        latentfit.load(bad)
+
+
+def test_intact_categorical_and_multinomial_files_load_and_score_the_same(
+    categorical_file, tmp_path
+):
+    model = CategoricalMixture(2, n_categories=[2, 3], random_state=0)
+    data = np.minimum(CODES, [1, 2])
+    back = latentfit.load(categorical_file)
+    np.testing.assert_array_equal(back.score_samples(data), model.fit(data).score_samples(data))
+    np.testing.assert_array_equal(back.n_categories_, [2, 3])
+    # rows whose mean total rounds to 0: a fit of them loads (its sampling probe drew
+    # nothing and raised) and samples empty rows
+    sparse = (np.random.default_rng(1).random((60, 3)) < 0.1).astype(float)
+    mm = MultinomialMixture(2, random_state=0).fit(sparse)
+    assert mm.mean_total_count_ < 0.5
+    back = latentfit.load(mm.save(tmp_path / "m.lf"))
+    np.testing.assert_array_equal(back.score_samples(sparse), mm.score_samples(sparse))
+    np.testing.assert_array_equal(back.sample(3)[0], np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("value", [[3, 3, 3], [[3], [3]], 2.5, "x", True, 0])
+def test_categorical_n_categories_fit_refuses_is_named(value):
+    # before, a list of the wrong length or a string raised numpy's raw ValueError
+    with pytest.raises(ParameterError, match="n_categories must be an integer >= 1 or a list of 2"):
+        CategoricalMixture(2, n_categories=value).fit(CODES)
+
+
 # ---------------------------------------------------------------------- DDPM
 @pytest.mark.parametrize("value", [0.0, -1.0])
 def test_ddpm_scale_must_be_positive(ddpm_file, tmp_path, value):
@@ -252,6 +381,120 @@ def test_flow_header_sizes_beyond_the_tensors_are_refused_before_building(maf_fi
     with pytest.raises(ModelFileError, match="disagree"):
         latentfit.load(path)
     assert time.perf_counter() - start < 5
+
+
+# ---------------------------------------------------------------------- flow masks
+X3 = rng.normal(0, 1, (40, 3))  # 3 features: no MADE mask is all ones, couplings alternate
+FLOWS = {"maf": MAF, "realnvp": RealNVP, "spline": NeuralSplineFlow}
+
+
+@pytest.fixture(scope="module")
+def flow_files(tmp_path_factory):
+    """One saved file of each flow kind on 3 features (fitted once), by kind."""
+    root = tmp_path_factory.mktemp("flows")
+    out = {}
+
+    def get(kind, dtype="float32"):
+        if (kind, dtype) not in out:
+            model = FLOWS[kind](
+                n_layers=2, hidden=8, n_hidden=2, epochs=1, random_state=0, dtype=dtype
+            )
+            out[kind, dtype] = (model.fit(X3), model.save(root / f"{kind}-{dtype}.lf"))
+        return out[kind, dtype]
+
+    return get
+
+
+def _flip_first(t):
+    t = t.clone()
+    t.view(-1)[0] = 1 - t.view(-1)[0]
+    return t
+
+
+MASK_EDITS = {
+    "all ones": torch.ones_like,  # a MADE output then sees its own input
+    "all zeros": torch.zeros_like,
+    "one entry flipped": _flip_first,
+    "one entry 0.5": lambda t: t.clone().view(-1).index_fill(0, torch.tensor([0]), 0.5).view_as(t),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(MASK_EDITS))
+@pytest.mark.parametrize(
+    ("kind", "key"),
+    [
+        ("maf", "layers.0.l1.mask"),
+        ("maf", "layers.1.hidden_layers.0.mask"),
+        ("maf", "layers.1.l_s.mask"),
+        ("realnvp", "layers.0.mask"),
+        ("spline", "layers.1.mask"),
+    ],
+)
+def test_flow_masks_other_than_the_settings_build_are_refused(
+    flow_files, tmp_path, kind, key, edit
+):
+    # masks are no fitted values: before, any finite ones loaded and scored wrongly
+    _, src = flow_files(kind)
+    bad = _tampered(
+        src, tmp_path / "x.lf", tensors=_tensor(key, MASK_EDITS[edit](_read(src)[0][key]))
+    )
+    named = rf"'{re.escape(key)}' \(the mask of the \w+ '{re.escape(key[:-5])}'\)"
+    with pytest.raises(
+        ModelFileError, match=named + r" is not the mask that the settings of a \w+ on 3 features"
+    ) as err:
+        latentfit.load(bad)
+    assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "spline"])
+def test_coupling_masks_swapped_between_layers_are_refused(flow_files, tmp_path, kind):
+    # each a valid parity mask, but not the parity the layer's position gives it
+    _, src = flow_files(kind)
+    tensors = _read(src)[0]
+
+    def swap(t):
+        t["layers.0.mask"], t["layers.1.mask"] = tensors["layers.1.mask"], tensors["layers.0.mask"]
+
+    with pytest.raises(
+        ModelFileError, match=r"'layers\.0\.mask'.*holds 1 at index \(0,\) where they build 0"
+    ):
+        latentfit.load(_tampered(src, tmp_path / "x.lf", tensors=swap))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", sorted(FLOWS))
+def test_intact_flow_files_load_with_their_masks_and_score_the_same(flow_files, kind, dtype):
+    model, path = flow_files(kind, dtype)
+    back = latentfit.load(path)
+    np.testing.assert_array_equal(back.score_samples(X3), model.score_samples(X3))
+    for name, buffer in model.module_.named_buffers():
+        assert torch.equal(back.module_.get_buffer(name), buffer)
+
+
+def test_every_stored_buffer_of_a_network_is_fitted_or_fixed_by_the_settings():
+    """A buffer that a network stores is either fitted (listed here) or fixed by the settings
+    and listed in its layer's ``fixed_buffers``, so that load compares it with the one the
+    settings build: a new structural buffer cannot slip past that check unlisted."""
+    from latentfit.vae import build_model
+
+    fitted = {"shift", "log_scale", "skip_mean", "skip_basis", "skip_var"}
+    networks = [FLOWS[k](n_layers=2, hidden=4, n_hidden=2)._module(3) for k in sorted(FLOWS)]
+    ddpm = DDPM(n_steps=5, hidden=4, n_hidden=2, time_dim=4, gaussian_skip=True, variance="learned")
+    networks.append(ddpm._module(3))
+    networks += [build_model(x_dim=6, z_dim=3, hidden=[4], flow=f) for f in ("iaf", "planar")]
+    networks += [build_model(x_dim=6, z_dim=2, hidden=[4], kind=k) for k in ("discrete", "ladder")]
+    seen_fixed = 0
+    for net in networks:
+        stored = net.state_dict().keys()
+        for prefix, layer in net.named_modules():
+            for name, _ in layer.named_buffers(recurse=False):
+                key = f"{prefix}.{name}" if prefix else name
+                if key not in stored:
+                    continue  # not persistent: rebuilt from the settings, never read from a file
+                fixed = name in getattr(type(layer), "fixed_buffers", ())
+                seen_fixed += fixed
+                assert fixed or name in fitted, f"{type(net).__name__}: buffer {key!r} unlisted"
+    assert seen_fixed > 0
 
 
 def test_intact_network_files_still_load(ddpm_file, maf_file):

@@ -17,7 +17,7 @@ from latentfit.em.hmm import GMMHMM, AutoregressiveHMM, CategoricalHMM, Gaussian
 from latentfit.em.hmm.variational import VariationalCategoricalHMM, VariationalGaussianHMM
 from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 from latentfit.em.ssm import LinearGaussianSSM
-from latentfit.errors import ModelFileError
+from latentfit.errors import ModelFileError, ParameterError
 from tests.test_io_crafted import _tampered
 
 rng = np.random.default_rng(0)
@@ -208,6 +208,147 @@ def test_bgmm_tensors_off_their_constraint_are_refused(bgmm_file, tmp_path, name
     with pytest.raises(ModelFileError, match=match) as err:
         latentfit.load(bad)
     assert str(bad) in str(err.value)
+
+
+def _prior_entry(index, value):
+    def edit(h):
+        h["extra"]["prior"][index] = value
+
+    return edit
+
+
+# entries of extra.prior: [weight prior type, γ₀, β₀, ν₀]; X has d = 2 features, so ν₀ > 1
+@pytest.mark.parametrize(
+    ("index", "value", "setting"),
+    [
+        (1, -1.0, "weight_concentration_prior"),
+        (1, 0.0, "weight_concentration_prior"),
+        (1, float("inf"), "weight_concentration_prior"),
+        (1, "0.3", "weight_concentration_prior"),
+        (2, 0.0, "mean_precision_prior"),
+        (2, -2.0, "mean_precision_prior"),
+        (2, float("nan"), "mean_precision_prior"),
+        (3, -2.0, "degrees_of_freedom_prior"),
+        (3, 1.0, "degrees_of_freedom_prior"),
+        (3, float("nan"), "degrees_of_freedom_prior"),
+        (3, True, "degrees_of_freedom_prior"),
+        (0, "dirichlet", "weight_concentration_prior_type"),
+    ],
+)
+def test_bgmm_prior_numbers_fit_refuses_are_refused(bgmm_file, tmp_path, index, value, setting):
+    # before, every one of these loaded (NaN and inf with a message naming no setting)
+    bad = _tampered(bgmm_file, tmp_path / "bad.lf", header=_prior_entry(index, value))
+    with pytest.raises(
+        ModelFileError, match=rf"'extra\.prior'.*fit refuses: {setting} must"
+    ) as err:
+        latentfit.load(bad)
+    assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "index", "stored"),
+    [
+        ("weight_concentration_prior", -0.5, 1, -0.5),
+        ("mean_precision_prior", 0.0, 2, 0.0),
+        ("degrees_of_freedom_prior", 0.5, 3, 0.5),
+    ],
+)
+def test_bgmm_file_and_constructor_priors_meet_the_same_rule(
+    bgmm_file, tmp_path, setting, value, index, stored
+):
+    with pytest.raises(ParameterError, match=f"{setting} must") as given:
+        BayesianGaussianMixture(n_components=3, **{setting: value}).fit(X)
+    bad = _tampered(bgmm_file, tmp_path / "bad.lf", header=_prior_entry(index, stored))
+    with pytest.raises(ModelFileError) as loaded:
+        latentfit.load(bad)
+    assert str(given.value) in str(loaded.value)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: h["extra"].update(prior=["dirichlet_process", 0.3, 1.0]),
+        lambda h: h["extra"].update(prior="dirichlet_process"),
+        lambda h: h["extra"].pop("prior"),
+    ],
+    ids=["three entries", "a string", "missing"],
+)
+def test_bgmm_prior_that_is_no_list_of_four_is_refused(bgmm_file, tmp_path, edit):
+    bad = _tampered(bgmm_file, tmp_path / "bad.lf", header=edit)
+    with pytest.raises(ModelFileError, match=r"'extra\.prior' must be (a|the) list"):
+        latentfit.load(bad)
+
+
+def test_bgmm_prior_of_the_other_weight_type_is_refused(bgmm_file, tmp_path):
+    edit = _prior_entry(0, "dirichlet_distribution")  # a valid type, not the file's own
+    with pytest.raises(ModelFileError, match=r"'extra\.prior' names the weight prior"):
+        latentfit.load(_tampered(bgmm_file, tmp_path / "bad.lf", header=edit))
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "name", "edit", "match"),
+    [
+        ("full", "prior_mean", lambda t: torch.cat([t, t]), r"'prior_mean' has shape \(4,\)"),
+        ("full", "prior_mean", lambda t: t[:1].contiguous(), r"'prior_mean' has shape \(1,\)"),
+        ("full", "prior_covariance", _asymmetric, "'prior_covariance'.*not symmetric"),
+        ("tied", "prior_covariance", lambda t: -t, "'prior_covariance'.*not positive definite"),
+        ("diag", "prior_covariance", _at(0, -1.0), "'prior_covariance'.*-1"),
+        ("spherical", "prior_covariance", lambda t: t * 0, "'prior_covariance'.*0 at index"),
+    ],
+)
+def test_bgmm_prior_tensors_fit_refuses_are_refused(tmp_path, covariance_type, name, edit, match):
+    src = _bgmm(covariance_type).save(tmp_path / "bg.lf")
+    bad = _tampered(src, tmp_path / "bad.lf", tensors=_set(name, edit))
+    with pytest.raises(ModelFileError, match=match):
+        latentfit.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "match"),
+    [
+        ("degrees_of_freedom_prior", 0.5, "degrees_of_freedom_prior must"),
+        ("covariance_prior", [[1.0, 2.0], [2.0, 1.0]], "positive-definite"),
+        ("covariance_prior", [1.0, 1.0], "covariance_prior must have shape"),
+        ("mean_prior", [0.0], "mean_prior must have shape"),
+    ],
+)
+def test_bgmm_prior_arguments_fit_refuses_are_refused_at_load(
+    bgmm_file, tmp_path, setting, value, match
+):
+    # fit checks these only once it knows n_features; load knows it from the file
+    with pytest.raises(ParameterError, match=match):
+        BayesianGaussianMixture(n_components=3, **{setting: value}).fit(X)
+    edit = lambda h: h["params"].update({setting: value})
+    with pytest.raises(ModelFileError, match=rf"'params' holds a prior.*{match}"):
+        latentfit.load(_tampered(bgmm_file, tmp_path / "bad.lf", header=edit))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_bgmm_files_with_given_priors_load_and_score_the_same(tmp_path, covariance_type):
+    cov = [[2.0, 0.3], [0.3, 1.0]] if covariance_type == "full" else [2.0, 1.0]
+    model = BayesianGaussianMixture(
+        n_components=3,
+        covariance_type=covariance_type,
+        weight_concentration_prior=0.5,
+        mean_precision_prior=0.5,
+        mean_prior=[1.0, 2.0],
+        degrees_of_freedom_prior=3.5,
+        covariance_prior=cov,
+        random_state=0,
+    ).fit(X)
+    back = latentfit.load(model.save(tmp_path / "bg.lf"))
+    np.testing.assert_array_equal(back.score_samples(X), model.score_samples(X))
+    for name in ("weight_concentration_prior_", "mean_precision_prior_"):
+        assert getattr(back, name) == getattr(model, name)
+    assert back.degrees_of_freedom_prior_ == 3.5
+    np.testing.assert_array_equal(back.mean_prior_, [1.0, 2.0])
+    np.testing.assert_array_equal(back.covariance_prior_, model.covariance_prior_)
+
+
+def test_a_bgmm_prior_beyond_float32s_range_is_still_finite(bgmm_file, tmp_path):
+    # γ₀ = 1e39 meets fit's rule; the check of finite attributes once read it as float32's inf
+    path = _tampered(bgmm_file, tmp_path / "big.lf", header=_prior_entry(1, 1e39))
+    assert latentfit.load(path).weight_concentration_prior_ == 1e39
 
 
 def test_bgmm_unknown_tensors_are_refused(bgmm_file, tmp_path):

@@ -35,6 +35,7 @@ __all__ = [
     "check_module_memory",
     "check_n_samples",
     "check_non_negative",
+    "check_positive",
     "check_positive_int",
     "check_sample_count",
     "check_sample_weight",
@@ -42,6 +43,7 @@ __all__ = [
     "check_tol",
     "feature_names",
     "first_nonfinite",
+    "is_finite_above",
     "make_generator",
     "max_inferred_categories",
     "resolve_device",
@@ -415,10 +417,26 @@ def _is_real(value) -> bool:
     )
 
 
+def is_finite_above(value, bound: float, *, inclusive: bool = False) -> bool:
+    """Whether ``value`` is a plain finite number > ``bound`` (>= with ``inclusive``): the
+    rule of :func:`check_non_negative` and :func:`check_positive`, also the rule of the
+    model-file fields of those kinds (:func:`latentfit.io.check_fields`)."""
+    if not (_is_real(value) and math.isfinite(value)):
+        return False
+    return value >= bound if inclusive else value > bound
+
+
 def check_non_negative(value, name: str) -> None:
     """A finite number >= 0 (NaN and inf refused: neither is a setting EM can use)."""
-    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+    if not is_finite_above(value, 0.0, inclusive=True):
         raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive(value, name: str, *, above: float = 0.0, bound: str = "0") -> None:
+    """A finite number > ``above`` (0 unless given; ``bound`` says it in the message): a
+    concentration, a precision, a scale. NaN, inf and bools are refused."""
+    if not is_finite_above(value, above):
+        raise ParameterError(f"{name} must be a finite number > {bound}, got {value!r}")
 
 
 def check_tol(value, name: str = "tol", *, allow_negative: bool = False) -> None:

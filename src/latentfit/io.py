@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from latentfit._validation import is_finite_above
 from latentfit.errors import ModelFileError, OutputError, ParameterError
 from latentfit.model_tensors import (
     CONSTRAINTS,
@@ -382,8 +383,11 @@ def _check_fitted(model) -> None:
 _FIELD_CHECKS = {
     "bool": lambda v: isinstance(v, bool),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
     "int?": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "positive": lambda v: is_finite_above(v, 0.0),
+    "nonnegative": lambda v: is_finite_above(v, 0.0, inclusive=True),
     "str": lambda v: isinstance(v, str),
     "list": lambda v: isinstance(v, list),
     "floats": lambda v: (
@@ -398,8 +402,11 @@ _FIELD_CHECKS = {
 _FIELD_WORDS = {
     "bool": "true or false",
     "int": "an integer",
+    "count": "an integer >= 0",
     "int?": "an integer or null",
     "float": "a number",
+    "positive": "a finite number > 0",
+    "nonnegative": "a finite number >= 0",
     "str": "a string",
     "list": "a list",
     "floats": "a list of numbers",
@@ -586,7 +593,7 @@ def _finite_arrays(value):
         if value.dtype.kind == "f":
             yield torch.from_numpy(value)
     elif isinstance(value, float):
-        yield torch.tensor(value)
+        yield torch.tensor(value, dtype=torch.float64)  # 1e300 is finite, not float32's inf
     elif isinstance(value, list | tuple):
         for v in value:
             yield from _finite_arrays(v)

@@ -5,8 +5,10 @@ holds one tensor to its entry (a float dtype, the shape, finite values, and the 
 a simplex, positive, non-negative, in [0, 1], a precision or lower Cholesky factor, symmetric
 positive definite), :func:`check_stored_tensors` a file's tensors to a model's list, and
 :func:`check_network_tensors` a network's tensors, as the header describes it, to the stored
-ones on torch's meta device, so that a crafted header is refused before anything is built.
-Each raises :class:`~latentfit.errors.ModelFileError` naming the tensor.
+ones on torch's meta device, so that a crafted header is refused before anything is built, and
+:func:`check_fixed_buffers` the tensors a network's settings fix (the masks of MADE and
+coupling layers) to the ones those settings build. Each raises
+:class:`~latentfit.errors.ModelFileError` naming the tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "CONSTRAINTS",
     "Stored",
     "check_finite_density",
+    "check_fixed_buffers",
     "check_network_tensors",
     "check_stored",
     "check_stored_tensors",
@@ -207,6 +210,43 @@ def check_network_tensors(
                 f"file {got}: the header's sizes (extra.n_features_in_ or params) disagree with "
                 "the stored tensors. The file was altered or is damaged"
             )
+
+
+def check_fixed_buffers(module: torch.nn.Module, tensors: dict, what: str) -> None:
+    """The stored copies of the tensors a network's settings fix, compared with the ones
+    ``module``, freshly built from those settings, holds: the buffers each layer class lists
+    in its ``fixed_buffers`` (the 0/1 masks of MADE layers, set by the dimension, the hidden
+    sizes and the layer's order, and of coupling layers, set by the dimension and the layer's
+    parity). Such a tensor is no fitted value: another one, each entry finite, changes the
+    network's structure (an all-ones MADE mask lets an output see its own input, so the
+    density no longer normalises) and would give wrong but finite log-densities. A stored
+    copy that is missing or differs in any entry raises :class:`ModelFileError` naming the
+    tensor and its layer; ``what`` describes the network for the message. Call it after the
+    names and shapes are checked (:func:`check_network_tensors`), before the tensors are
+    loaded into ``module``."""
+    for prefix, layer in module.named_modules():
+        for name in getattr(type(layer), "fixed_buffers", ()):
+            key = f"{prefix}.{name}" if prefix else name
+            built = getattr(layer, name).detach().to("cpu", torch.float64)
+            stored = tensors.get(key)
+            where = f"the tensor {key!r} (the {name} of the {type(layer).__name__} {prefix!r})"
+            if stored is None or tuple(stored.shape) != tuple(built.shape):
+                got = "is missing" if stored is None else f"has shape {tuple(stored.shape)}"
+                raise ModelFileError(
+                    f"{where} {got}, but {what} has one of shape {tuple(built.shape)}; the file "
+                    "was altered or is damaged"
+                )
+            differ = stored.detach().to("cpu", torch.float64) != built  # NaN differs too
+            if bool(differ.any()):
+                i = _first(differ)
+                raise ModelFileError(
+                    f"{where} is not the {name} that the settings of {what} build: it holds "
+                    f"{stored[i].item():.6g} at index {i} where they build {built[i].item():.6g} "
+                    f"({int(differ.sum()):,} of {differ.numel():,} entries differ). The {name} "
+                    "fixes which inputs each output of the layer depends on; another one gives "
+                    "a different flow, in general one whose density no longer normalises. The "
+                    "file was altered or is damaged"
+                )
 
 
 def check_finite_density(score, probe, what: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
@@ -24,6 +24,10 @@ from .oracle import Documented, assert_finite_fitted, attempt, budget
 RNG = np.random.default_rng(0)
 X_REAL = np.concatenate([RNG.normal(0, 1, (20, 2)), RNG.normal(5, 1, (20, 2))])
 X_CODES = RNG.integers(0, 3, (40, 1))
+# flows on 3 features: no MADE mask is all ones, coupling masks alternate; in float64, as
+# the other models, so that a drawn value of 1e300 is a finite one there too
+X_FLOW = RNG.normal(0, 1, (40, 3))
+FLOW_SETTINGS = dict(n_layers=2, hidden=6, n_hidden=2, epochs=1, random_state=0, dtype="float64")
 
 
 @cache
@@ -52,6 +56,10 @@ def _fitted_bytes(name: str) -> bytes:
             latentfit.VariationalGaussianHMM(2, random_state=0, n_iter=3),
             X_REAL,
         ),
+        **{
+            flow: (getattr(latentfit, flow)(**FLOW_SETTINGS), X_FLOW)
+            for flow in ("MAF", "RealNVP", "NeuralSplineFlow")
+        },
     }[name]
     model.fit(X)
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,6 +160,8 @@ def damaged(draw, raw: bytes) -> tuple[bytes, str]:
             "LinearGaussianSSM",
             "BernoulliMixture",
             "VariationalGaussianHMM",
+            "MAF",
+            "RealNVP",
         ]
     ),
     data=st.data(),
@@ -175,9 +185,52 @@ def test_load_damaged_model_file(name, data):
         X = np.abs(X_CODES)
     if name == "BernoulliMixture":
         X = (X_CODES > 0).astype(float)
+    if name in ("MAF", "RealNVP"):
+        X = X_FLOW
     try:
         scores = attempt(f"score_samples after load ({how})", model.score_samples, X)
         values = np.asarray(scores[0] if isinstance(scores, tuple) else scores)
         assert not np.any(np.isnan(values)), f"NaN scores from a model loaded after {how}"
     except Documented:
         pass
+
+
+@st.composite
+def altered_mask(draw, mask: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """``mask`` changed to other finite values: some entries to any float32, every entry to
+    one value, or its rows in another order (each row a valid mask of another unit)."""
+    how = draw(st.sampled_from(["entries", "fill", "rows"]))
+    out = mask.clone()
+    if how == "entries":
+        for _ in range(draw(st.integers(1, 3))):
+            i = draw(st.integers(0, out.numel() - 1))
+            out.view(-1)[i] = draw(st.floats(allow_nan=False, allow_infinity=False, width=32))
+    elif how == "fill":
+        out.fill_(draw(st.sampled_from([0.0, 1.0, 0.5, -1.0, 3e38])))
+    else:
+        order = draw(st.permutations(range(out.shape[0])))
+        out = out[list(order)].contiguous()
+    return out, how
+
+
+@budget(60)
+@given(kind=st.sampled_from(["MAF", "RealNVP", "NeuralSplineFlow"]), data=st.data())
+def test_load_flow_with_altered_masks(kind, data):
+    """A flow's masks are fixed by its settings: a file whose masks hold any other finite
+    values (which load and score finitely, only wrongly) is refused, naming the mask."""
+    raw = _fitted_bytes(kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        path.write_bytes(raw)
+        tensors = load_file(str(path))
+        key = data.draw(st.sampled_from(sorted(k for k in tensors if k.endswith(".mask"))))
+        mask, how = data.draw(altered_mask(tensors[key]), label="mask")
+        assume(not torch.equal(mask, tensors[key]))
+        tensors[key] = mask
+        save_file(tensors, str(path), metadata=_split(raw)[0]["__metadata__"])
+        try:
+            attempt(f"latentfit.load ({how} of {key})", latentfit.load, path)
+        except Documented as err:
+            assert f"'{key}'" in str(err) and "is not the mask" in str(err), str(err)
+        else:
+            raise AssertionError(f"a {kind} file with an altered {key} ({how}) loaded")

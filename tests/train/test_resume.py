@@ -124,6 +124,8 @@ def _damage(path, how):
         elif how == "wrong tensor shape":
             key = next(iter(state["model"]))
             state["model"][key] = torch.zeros(2, 2)
+        elif how == "altered flow mask":  # right shape, finite, not the mask the spec builds
+            state["model"]["flow.0.l1.mask"] = torch.ones_like(state["model"]["flow.0.l1.mask"])
         torch.save(state, path)
 
 
@@ -141,14 +143,18 @@ def _damage(path, how):
         "wrong tensor shape",
         "wrong optimiser moment",
         "bad history",
+        "altered flow mask",
     ],
 )
 def test_damaged_checkpoints_raise_model_file_error(tmp_path, how):
     # an interrupted run (mid-epoch), so that a resume reads every field
-    train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, max_steps=5))
+    spec = {**SPEC, "flow": "iaf", "flow_steps": 2} if how == "altered flow mask" else SPEC
+    train(build_model(**spec), ELBO(), X, XV, cfg(tmp_path, max_steps=5))
     _damage(tmp_path / "last.pt", how)
-    with pytest.raises(ModelFileError, match=str(tmp_path / "last.pt")):
-        train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path))
+    with pytest.raises(ModelFileError, match=str(tmp_path / "last.pt")) as err:
+        train(build_model(**spec), ELBO(), X, XV, cfg(tmp_path))
+    if how == "altered flow mask":
+        assert "'flow.0.l1.mask'" in str(err.value) and "is not the mask" in str(err.value)
 
 
 def test_checkpoints_are_written_through_a_temporary_file(tmp_path, monkeypatch):

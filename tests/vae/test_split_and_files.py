@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
+import latentfit
 import latentfit.train
 import latentfit.vae
 from latentfit.cli import app
@@ -185,6 +186,31 @@ def test_damaged_model_files_raise_model_file_error(model_file, how, named):
     for command in (["eval", str(model_file), "--dataset", "digits"], ["sample", str(model_file)]):
         res = runner.invoke(app, command)
         assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("key", ["flow.0.l1.mask", "flow.1.l_m.mask"])
+def test_iaf_masks_other_than_the_spec_builds_are_refused(tmp_path, key):
+    # the IAF steps' masks follow from z_dim and the step's order: before, an all-ones mask
+    # (each z_j then depends on itself, so log q is no longer a density) loaded silently
+    model = build_model(x_dim=16, z_dim=3, hidden=[8], flow="iaf", flow_steps=2)
+    path = save_model(model, tmp_path / "iaf.safetensors")
+    _rewrite(path, tensors={key: torch.ones_like(model.state_dict()[key])})
+    for load in (load_model, latentfit.load):
+        with pytest.raises(ModelFileError, match=rf"'{key}' \(the mask of the MaskedLinear") as err:
+            load(path)
+        assert "is not the mask that the settings of the VAE of this spec" in str(err.value)
+        assert str(path) in str(err.value)
+
+
+def test_an_intact_iaf_file_loads_and_scores_the_same(tmp_path):
+    model = build_model(x_dim=16, z_dim=3, hidden=[8], flow="iaf", flow_steps=2)
+    back = latentfit.load(save_model(model, tmp_path / "iaf.safetensors"))
+    X = torch.rand(5, 16, generator=torch.Generator().manual_seed(0))
+    a, b = (
+        latentfit.vae.marginal_log_likelihood(m, X, k=8, generator=torch.Generator().manual_seed(1))
+        for m in (model, back)
+    )
+    assert torch.equal(a.log_px, b.log_px)
 
 
 def test_a_non_vae_latentfit_file_is_named(tmp_path):

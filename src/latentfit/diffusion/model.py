@@ -17,6 +17,7 @@ from latentfit._validation import (
     check_feature_names,
     check_module_memory,
     check_sample_count,
+    is_finite_above,
     make_generator,
     resolve_device,
     resolve_dtype,
@@ -173,9 +174,7 @@ class DDPM(DensityMixin, BaseEstimator):
             )
         if self.gaussian_skip and self.prediction != "eps":
             raise ParameterError("gaussian_skip=True needs prediction='eps'")
-        if self.skip_floor is not None and not (
-            isinstance(self.skip_floor, (int, float)) and 0 < self.skip_floor < math.inf
-        ):
+        if self.skip_floor is not None and not is_finite_above(self.skip_floor, 0.0):
             raise ParameterError(
                 f"skip_floor must be a positive number or None (chosen on held-out training "
                 f"rows), got {self.skip_floor!r}"
@@ -403,10 +402,10 @@ class DDPM(DensityMixin, BaseEstimator):
     _state_fields: ClassVar[dict[str, str]] = {
         "n_features_in_": "int",
         "feature_names_in_": "strs",
-        "n_skipped_steps_": "int",
+        "n_skipped_steps_": "count",
         "history_": "list",
         "level_scale_": "float",
-        "skip_floor_": "float",
+        "skip_floor_": "positive",  # the rule of skip_floor
     }
 
     def _get_state(self):

@@ -250,7 +250,7 @@ class EMEstimator:
     #: ``_extra_state`` entries here, and a model file can set nothing else.
     _state_fields: ClassVar[dict[str, str]] = {
         "converged_": "bool",
-        "n_iter_": "int",
+        "n_iter_": "count",
         "lower_bound_": "float",
         "lower_bounds_": "floats",
         "n_features_in_": "int",

@@ -281,7 +281,8 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         self._min_noise = _noise_floor(X, w)
         return TensorChunks(X, w, self.chunk_rows)
 
-    _state_fields: ClassVar[dict[str, str]] = {"_min_noise": "float"}
+    #: the noise floor, 1e-12 of the data's variance (> 0: Ψ must stay invertible)
+    _state_fields: ClassVar[dict[str, str]] = {"_min_noise": "positive"}
 
     def _online_hooks(self) -> _FactorHooks:
         # The moment form keeps a (d, d) matrix: beyond that size, the stepwise EM of the

@@ -34,7 +34,7 @@ from latentfit.flows.layers import flow_forward, flow_inverse, make_density_laye
 from latentfit.flows.objectives import as_levels, dequantize, level_scale, logit_transform
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
-from latentfit.model_tensors import check_finite_density
+from latentfit.model_tensors import check_finite_density, check_fixed_buffers
 
 __all__ = ["MAF", "FlowDensity", "FlowModule", "NeuralSplineFlow", "RealNVP"]
 
@@ -347,7 +347,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         "n_features_in_": "int",
         "feature_names_in_": "strs",
         "best_val_log_likelihood_": "float",
-        "n_skipped_steps_": "int",
+        "n_skipped_steps_": "count",
         "history_": "list",
         "level_scale_": "float",
     }
@@ -381,10 +381,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
             {"shift": Stored((d,)), "log_scale": Stored((d,))},
             sizes=f"extra.n_features_in_ = {d}",
         )
+        what = f"a {type(self).__name__} on {d} features"
         check_network_tensors(
             lambda n_layers, n_hidden: self._module(d, n_layers, n_hidden),
             tensors,
-            f"a {type(self).__name__} on {d} features",
+            what,
             layers=self.n_layers,
             depth=self.n_hidden,
         )
@@ -393,6 +394,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if "feature_names_in_" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
         module = self._build(self.n_features_in_)
+        # the masks follow from the settings: the stored ones must be those, not other values
+        check_fixed_buffers(
+            module,
+            tensors,
+            f"{what} (n_layers={self.n_layers}, hidden={self.hidden}, n_hidden={self.n_hidden})",
+        )
         try:
             module.load_state_dict(tensors)
         except (RuntimeError, KeyError) as err:  # missing, unexpected or mis-shaped tensors

@@ -21,6 +21,7 @@ Every layer is an ``nn.Module`` with
 from __future__ import annotations
 
 import itertools
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -109,6 +110,10 @@ class PlanarStep(nn.Module):
 
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask (MADE, Germain et al. 2015)."""
+
+    #: Buffers fixed by the constructor's arguments, not fitted: a model file's copy must be
+    #: the one the settings build (see :func:`latentfit.model_tensors.check_fixed_buffers`).
+    fixed_buffers: ClassVar[tuple[str, ...]] = ("mask",)
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor):
         super().__init__(in_features, out_features)
@@ -266,6 +271,10 @@ def _parity_mask(dim: int, parity: int) -> torch.Tensor:
 class _Coupling(nn.Module):
     """The coordinates where ``mask`` is 1 pass unchanged and condition an elementwise
     bijection of the others (Dinh et al. 2017): both directions take one pass."""
+
+    #: The parity mask is fixed by the dimension and the parity, not fitted (see
+    #: :func:`latentfit.model_tensors.check_fixed_buffers`).
+    fixed_buffers: ClassVar[tuple[str, ...]] = ("mask",)
 
     def __init__(self, dim, n_out, hidden, parity, context_dim, n_hidden, activation):
         super().__init__()

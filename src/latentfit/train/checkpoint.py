@@ -16,6 +16,7 @@ import torch
 
 from latentfit.errors import ModelFileError, ParameterError
 from latentfit.io import atomic_path
+from latentfit.model_tensors import check_fixed_buffers
 from latentfit.train import distributed as dist_utils
 
 
@@ -228,6 +229,12 @@ def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_
         got = {k: list(v.shape) for k, v in sd.items() if isinstance(v, torch.Tensor)}
         if got != identity["tensors"] or len(got) != len(sd):
             raise damaged(f"the tensors in {key!r} do not match the model")
+        try:  # the flow layers' masks follow from the architecture: the stored ones must too
+            check_fixed_buffers(model, sd, "the model being trained")
+        except ModelFileError as err:
+            raise ModelFileError(
+                f"checkpoint {ckpt}: in {key!r}, {err}; delete it to start afresh"
+            ) from None
 
 
 def _show(desc: dict | None) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
+from latentfit.model_tensors import check_fixed_buffers
 from latentfit.vae.data import SPLITS
 from latentfit.vae.flows import make_flow
 from latentfit.vae.likelihoods import make_likelihood
@@ -433,6 +434,12 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
             raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
     split = _read_split(path, split_info, f)
     model = build_model(spec)
+    try:  # the IAF steps' masks follow from the spec: the stored ones must be those
+        check_fixed_buffers(
+            model, state, f"the {built} of this spec (z_dim={spec.z_dim}, flow={spec.flow!r})"
+        )
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from None
     model.load_state_dict(state)
     model.split = split
     if columns is not None:

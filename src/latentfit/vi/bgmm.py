@@ -8,7 +8,6 @@ q(π) q(μ, Λ), and the monitored objective is the ELBO. The math lives in
 
 from __future__ import annotations
 
-import numbers
 from typing import ClassVar
 
 import torch
@@ -20,6 +19,7 @@ from latentfit._validation import (
     check_em_counts,
     check_n_samples,
     check_non_negative,
+    check_positive,
     check_sample_weight,
     check_tol,
 )
@@ -36,7 +36,7 @@ from latentfit.em.gaussian import (
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
 from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -51,12 +51,57 @@ from latentfit.vi.bgmm_math import (
     weights_from_concentration,
 )
 
-__all__ = ["BayesianGaussianMixture"]
+__all__ = [
+    "BayesianGaussianMixture",
+    "check_covariance_prior",
+    "check_degrees_of_freedom",
+    "check_prior",
+]
 
 _PARAM_KEYS = ("wc", "beta", "means", "dof", "cov", "prec_chol")
 # kept when present: the fit's fixed centre (the data mean) and the means about it, which in
 # float32 keep digits the absolute means lose far from the origin
 _CENTRE_KEYS = ("shift", "delta")
+
+
+def _covariance_prior_shape(covariance_type: str, d: int) -> tuple[int, ...]:
+    """The shape of W₀⁻¹ for ``d`` features: (d, d) full and tied, (d,) diag, () spherical."""
+    return {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
+
+
+def check_degrees_of_freedom(nu0, d: int) -> None:
+    """ν₀ of the Wishart prior: a finite number > d − 1, so that the Wishart is proper
+    (Bishop 2006, B.78). ParameterError naming ``degrees_of_freedom_prior``."""
+    check_positive(
+        nu0, "degrees_of_freedom_prior", above=d - 1.0, bound=f"n_features - 1 = {d - 1}"
+    )
+
+
+def check_covariance_prior(cov0: torch.Tensor, covariance_type: str) -> None:
+    """W₀⁻¹ (shaped by :func:`_covariance_prior_shape`): a symmetric positive-definite
+    matrix (full, tied; the Cholesky test in float64, where the updates use it) or positive
+    variances (diag, spherical). ParameterError naming ``covariance_prior``."""
+    if covariance_type in ("full", "tied"):
+        sym = torch.allclose(cov0, cov0.T)
+        if not sym or torch.linalg.cholesky_ex(cov0.double())[1] != 0:
+            raise ParameterError(
+                f"{covariance_type} covariance_prior must be a symmetric, positive-definite matrix"
+            )
+    elif bool((cov0 <= 0).any()):
+        raise ParameterError(f"{covariance_type} covariance_prior must be positive")
+
+
+def check_prior(prior: BGMMPrior, d: int, covariance_type: str) -> None:
+    """The hyper-parameters of ``prior`` for ``d`` features, each by the rule ``fit`` applies
+    to the constructor argument that sets it (ParameterError naming that argument): the
+    weight prior's type, γ₀ and β₀ finite and > 0, ν₀ finite and > d − 1 (a proper Wishart,
+    Bishop 2006 B.78), W₀⁻¹ by :func:`check_covariance_prior`. The shapes and the finiteness
+    of m₀ and W₀⁻¹ are their tensors' (``_user_tensor`` in fit, the stored specs at load)."""
+    check_choice(prior.weight_type, "weight_concentration_prior_type", WEIGHT_PRIOR_TYPES)
+    check_positive(prior.weight_concentration, "weight_concentration_prior")
+    check_positive(prior.mean_precision, "mean_precision_prior")
+    check_degrees_of_freedom(prior.dof, d)
+    check_covariance_prior(prior.covariance, covariance_type)
 
 
 @serializable
@@ -117,9 +162,25 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         check_tol(self.tol)
         check_non_negative(self.reg_covar, "reg_covar")
         for name in ("weight_concentration_prior", "mean_precision_prior"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, numbers.Real) and value > 0):
-                raise ParameterError(f"{name} must be a positive number or None, got {value!r}")
+            if getattr(self, name) is not None:
+                check_positive(getattr(self, name), name)
+
+    def _given_prior(self, d: int) -> tuple:
+        """The prior's settings given to the constructor for ``d`` features, as tensors and
+        checked as :func:`check_prior` checks them (ParameterError naming the argument):
+        (m₀ (d,) in float64, ν₀, W₀⁻¹), each None where the argument is (scikit-learn's
+        default is then taken from the data)."""
+        m0 = nu0 = cov0 = None
+        if self.mean_prior is not None:
+            m0 = self._user_tensor(self.mean_prior, "mean_prior", (d,), dtype=torch.float64)
+        if self.degrees_of_freedom_prior is not None:
+            nu0 = self.degrees_of_freedom_prior
+            check_degrees_of_freedom(nu0, d)
+        if self.covariance_prior is not None:
+            shape = _covariance_prior_shape(self.covariance_type, d)
+            cov0 = self._user_tensor(self.covariance_prior, "covariance_prior", shape)
+            check_covariance_prior(cov0, self.covariance_type)
+        return m0, nu0, cov0
 
     def _make_prior(self, X: torch.Tensor, w: torch.Tensor) -> BGMMPrior:
         """scikit-learn's defaults: γ₀ = 1/k, β₀ = 1, m₀ = mean of X, ν₀ = d, W₀⁻¹ = cov(X)."""
@@ -134,19 +195,10 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         # component's covariance through beta0 (x_k - m0)(x_k - m0)'
         m64 = weighted_mean(X, w, dtype=torch.float64)
         xbar = m64.to(X.dtype)
-        if self.mean_prior is None:
-            m0 = m64
-        else:
-            m0 = self._user_tensor(self.mean_prior, "mean_prior", (d,), dtype=torch.float64)
-        nu0 = self.degrees_of_freedom_prior
-        if nu0 is None:
-            nu0 = float(d)
-        elif not (isinstance(nu0, numbers.Real) and nu0 > d - 1.0):
-            raise ParameterError(
-                f"degrees_of_freedom_prior must be greater than n_features - 1 = {d - 1}, "
-                f"got {nu0!r}"
-            )
-        if self.covariance_prior is None:
+        m0, nu0, cov0 = self._given_prior(d)
+        m0 = m64 if m0 is None else m0
+        nu0 = float(d) if nu0 is None else nu0
+        if cov0 is None:
             if float(wsum) <= 1:
                 raise DataError(
                     "the default covariance_prior needs a total sample_weight above 1 (it is "
@@ -176,17 +228,6 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
                 "diag": emp.diagonal().clone(),
                 "spherical": emp.diagonal().mean(),
             }[ct]
-        else:
-            shape = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[ct]
-            cov0 = self._user_tensor(self.covariance_prior, "covariance_prior", shape)
-            if ct in ("full", "tied"):
-                sym = torch.allclose(cov0, cov0.T)
-                if not sym or torch.linalg.cholesky_ex(cov0)[1] != 0:
-                    raise ParameterError(
-                        f"{ct} covariance_prior must be a symmetric, positive-definite matrix"
-                    )
-            elif bool((cov0 <= 0).any()):
-                raise ParameterError(f"{ct} covariance_prior must be positive")
         return BGMMPrior(self.weight_concentration_prior_type, gamma0, beta0, m0, float(nu0), cov0)
 
     # ------------------------------------------------------------------ fitting
@@ -340,7 +381,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         matrix = ct in ("full", "tied")
         cov = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
         wc = (2, k) if self.weight_concentration_prior_type == "dirichlet_process" else (k,)
-        prior_cov = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[ct]
+        prior_cov = _covariance_prior_shape(ct, d)
         return {
             "wc": Stored(wc, "positive"),
             "beta": Stored((k,), "positive"),
@@ -355,9 +396,42 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         }
 
     def _restore_params(self, tensors, extra):
-        wtype, g0, b0, nu0 = extra.pop("prior")
-        mean0, cov0 = tensors["prior_mean"], tensors["prior_covariance"]
-        self._prior = BGMMPrior(wtype, g0, b0, mean0, nu0, cov0)
+        # The prior is held to the rules fit holds the constructor's arguments to: the
+        # arguments themselves (those fit checks only once it knows d), then the prior the
+        # file stores, whose numbers no other check reads (they are only reported, as the
+        # *_prior_ attributes, so out-of-range ones would load silently)
+        d, ct = extra["n_features_in_"], self.covariance_type
+        try:
+            self._given_prior(d)
+        except (ParameterError, DataError) as err:
+            raise ModelFileError(
+                f"the model file's header field 'params' holds a prior {type(self).__name__} "
+                f"refuses for n_features_in_ = {d}: {err}. The file was altered or is damaged"
+            ) from None
+        stored = extra.pop("prior", None)
+        if not isinstance(stored, list) or len(stored) != 4:
+            raise ModelFileError(
+                "the model file's header field 'extra.prior' must be the list [weight "
+                "concentration prior type, weight concentration, mean precision, degrees of "
+                f"freedom], got {stored!r:.80}; the file was altered or is damaged"
+            )
+        wtype, g0, b0, nu0 = stored
+        prior = BGMMPrior(wtype, g0, b0, tensors["prior_mean"], nu0, tensors["prior_covariance"])
+        try:
+            check_prior(prior, d, ct)
+        except ParameterError as err:
+            raise ModelFileError(
+                "the model file's prior (the header field 'extra.prior', the tensors "
+                f"'prior_mean' and 'prior_covariance') holds a value fit refuses: {err}. The "
+                "file was altered or is damaged"
+            ) from None
+        if wtype != self.weight_concentration_prior_type:
+            raise ModelFileError(
+                f"the model file's header field 'extra.prior' names the weight prior {wtype!r}, "
+                "but 'params.weight_concentration_prior_type' (which shapes the tensor 'wc') is "
+                f"{self.weight_concentration_prior_type!r}; the file was altered or is damaged"
+            )
+        self._prior = prior
         self._set_params_tensors(tensors)
 
 

@@ -18,11 +18,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from latentfit._validation import check_allocation, max_inferred_categories
+from latentfit._validation import check_allocation, is_finite_above, max_inferred_categories
 from latentfit.em.initialize import cpu_generator
 from latentfit.em.mixture.base import BaseMixture, first_offending
 from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = [
@@ -98,6 +98,25 @@ _COMMON_DOC = """
     Fitted: ``weights_`` (k,), the component parameters, ``converged_``, ``n_iter_``,
     ``lower_bound_`` (mean log-likelihood, plus log prior / n under a prior), ``lower_bounds_``.
 """
+
+
+def category_counts(value, d: int, name: str = "n_categories") -> np.ndarray:
+    """The number of categories of each of ``d`` columns (d,): ``value`` is one count for
+    every column or a list of ``d`` counts, each an integer >= 1 (the rule of
+    :class:`CategoricalMixture`'s ``n_categories``, and of the ``n_categories_`` a model file
+    stores); else ParameterError naming ``name``."""
+    if isinstance(value, list | tuple | np.ndarray):
+        counts = np.asarray(value, dtype=object)  # a ragged list stays one axis of lists
+    else:
+        counts = np.full(d, value, dtype=object)
+    if counts.shape != (d,) or not all(
+        is_finite_above(c, 1.0, inclusive=True) and float(c).is_integer() for c in counts
+    ):
+        raise ParameterError(
+            f"{name} must be an integer >= 1 or a list of {d} of them (one per column of X), "
+            f"got {value!r:.80}"
+        )
+    return counts.astype(np.int64)
 
 
 def dense_codes(
@@ -266,16 +285,19 @@ class MultinomialMixture(_DiscreteMixture):
     def _sample_component(self, params, k, count, gen):
         total = round(self.mean_total_count_)
         p = params["probs"][k].double().cpu()
+        out = torch.zeros(count, len(p), dtype=torch.float64)
+        if total == 0:  # rows of mean total below one half: torch draws no zero-length sample
+            return out.to(params["probs"])
         draws = torch.multinomial(p, count * total, replacement=True, generator=cpu_generator(gen))
         rows = torch.arange(count).repeat_interleave(total)
-        out = torch.zeros(count, len(p), dtype=torch.float64)
         out.index_put_((rows, draws), torch.ones_like(draws, dtype=out.dtype), accumulate=True)
         return out.to(params["probs"])
 
     def _component_n_parameters(self, d):
         return len(self._params["weights"]) * (d - 1)
 
-    _state_fields: ClassVar[dict[str, str]] = {"mean_total_count_": "float"}
+    #: the mean row total of counts (finite, >= 0), read by sample
+    _state_fields: ClassVar[dict[str, str]] = {"mean_total_count_": "nonnegative"}
 
     def _extra_state(self):
         return {"mean_total_count_": self.mean_total_count_}
@@ -298,7 +320,8 @@ class CategoricalMixture(_DiscreteMixture):
     )
 
     _param_names = ("probs",)
-    _param_shape_is_kd = False  # (k, d, c): c from n_categories_, checked by the probe
+    _param_constraint = "simplex"  # each column's probabilities over its codes
+    _param_shape_is_kd = False  # (k, d, c): c from n_categories_, checked at load
 
     def __init__(self, n_components=1, *, n_categories=None, prob_concentration=1.0, **kwargs):
         super().__init__(n_components, **kwargs)
@@ -332,10 +355,8 @@ class CategoricalMixture(_DiscreteMixture):
             return torch.as_tensor(self.n_categories_, device=X.device)
         if self.n_categories is None:
             return None
-        c = np.broadcast_to(np.asarray(self.n_categories, dtype=np.int64), (X.shape[1],))
-        if (c < 1).any():
-            raise ParameterError(f"n_categories must be >= 1, got {self.n_categories!r}")
-        return torch.as_tensor(c.copy(), device=X.device)
+        c = category_counts(self.n_categories, X.shape[1])
+        return torch.as_tensor(c, device=X.device)
 
     def _prepare_component_data(self, X):
         if self.n_categories is None:
@@ -404,6 +425,39 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _extra_state(self):
         return {"n_categories_": [int(c) for c in self.n_categories_]}
+
+    def _restore_params(self, tensors, extra):
+        # n_categories_ sizes the one-hot codes and bounds the codes of every column: d counts
+        # >= 1, as fit gives them, the largest the probabilities' last axis, and each
+        # column's probabilities zero beyond its own codes, as the M-step leaves them
+        d, k = extra["n_features_in_"], self._n_components()
+        try:
+            c = category_counts(extra.get("n_categories_"), d, "n_categories_")
+        except ParameterError as err:
+            raise ModelFileError(
+                f"the model file's header field 'extra.n_categories_' is not the number of "
+                f"categories of each of its n_features_in_ = {d} columns: {err}; the file was "
+                "altered or is damaged"
+            ) from None
+        probs = tensors["probs"]
+        shape = (k, d, int(c.max()))
+        if tuple(probs.shape) != shape:
+            raise ModelFileError(
+                f"the tensor 'probs' has shape {tuple(probs.shape)}, but n_components = {k} and "
+                f"'extra.n_categories_' = {c.tolist()} make it {shape}; the file was altered or "
+                "is damaged"
+            )
+        beyond = torch.arange(shape[2]) >= torch.as_tensor(c).unsqueeze(1)  # (d, c)
+        stray = (probs != 0) & beyond.to(probs.device)  # (k, d, c)
+        if bool(stray.any()):
+            i, j, code = (int(v) for v in stray.nonzero()[0])
+            raise ModelFileError(
+                f"the tensor 'probs' gives component {i} the probability "
+                f"{probs[i, j, code].item():.6g} for code {code} of column {j}, which has "
+                f"{c[j]} categories ('extra.n_categories_'): a fit gives 0 there. The file "
+                "was altered or is damaged"
+            )
+        super()._restore_params(tensors, extra)
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
