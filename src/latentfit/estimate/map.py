@@ -133,7 +133,16 @@ def _log_prior(prior, names) -> Callable[[dict], torch.Tensor]:
             )
         if not isinstance(dist, D.Distribution):
             raise ParameterError(f"prior[{name!r}] must be a torch distribution, got {dist!r}")
-    return lambda p: sum(dist.log_prob(p[name]).sum() for name, dist in prior.items())
+
+    def log_prior(p):
+        return sum(dist.log_prob(p[name]).sum() for name, dist in prior.items())
+
+    def per_chain(p):  # each p[name] (c, *shape): the prior of each of c points, (c,)
+        c = next(iter(p.values())).shape[0]
+        return sum(dist.log_prob(p[name]).reshape(c, -1).sum(1) for name, dist in prior.items())
+
+    log_prior.per_chain = per_chain  # mcmc/fit_posterior.py samples the chains at once with it
+    return log_prior
 
 
 def _laplace_solver(prior, layout: ParameterLayout, n: int):

@@ -31,6 +31,7 @@ from latentfit.mcmc.adaptation import (
     regularized_metric,
 )
 from latentfit.mcmc.budget import check_counts, check_run, nuts_parts
+from latentfit.mcmc.fit_posterior import fit_target
 from latentfit.mcmc.kernels import Metric, State, hmc_transition, nuts_transition
 from latentfit.mcmc.target import Target
 
@@ -462,19 +463,16 @@ def sample_fit(
     **options,
 ):
     """NUTS on the posterior of a ``fit_map`` result: ``log p(data | θ) + log p(θ)`` in the
-    family's parameters and constraints; the chains start within ±1 (unconstrained) of the MAP."""
+    family's parameters and constraints; the chains start within ±1 (unconstrained) of the MAP.
+    The chains' densities are computed at once where the family broadcasts over them
+    (fit_posterior.py), else one chain at a time through vmap."""
     if fit.log_prior_fn is None or fit.data is None:
         raise ParameterError(
             f"sample_posterior needs a prior: this is a{'n' if fit.method == 'MLE' else ''} "
             f"{fit.method} fit; use fit_map(family, data, prior={{...}}) first"
         )
-    family, x, fixed, log_prior = fit.family, fit.data, fit.fixed, fit.log_prior_fn
-
-    def log_density(**params):
-        return family.log_prob(params, x, fixed).sum() + log_prior(params)
-
-    shapes = {k: tuple(v.shape) for k, v in fit.params.items()}
-    target = Target(log_density, shapes, family.constraints, dtype=x.dtype, device=x.device)
+    x = fit.data
+    target = fit_target(fit)
     config = _config(options)
     config.check()
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
@@ -486,6 +484,7 @@ def sample_fit(
     jitter = torch.rand(num_chains, target.n_free, generator=gen, dtype=x.dtype, device=x.device)
     u0 = u_map + 2 * jitter - 1
     start = target.constrain(u0)[0]
+    target = fit_target(fit, u0)
     return sample_target(
         target,
         num_chains=num_chains,
