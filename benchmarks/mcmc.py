@@ -3,9 +3,10 @@
 The same posterior (tests/mcmc/posteriors.py; written here in JAX for NumPyro, and given to
 Pyro as the very same torch potential), the same chains, warm-up and draws, one process. The
 figure is min over parameters of ArviZ's bulk ESS divided by the wall time including warm-up
-(and NumPyro's compilation). latentfit runs twice: with autograd on the same torch log-density
-Pyro gets ("latentfit"), and with the posterior's hand-written gradient ("latentfit-hg",
-``value_and_grad=``); with ``--compile`` a third time, "latentfit-c": the autograd density with
+(and NumPyro's compilation). latentfit runs three times: eagerly with autograd on the same
+torch log-density Pyro gets ("latentfit", ``compile=False``), with its default, the same steps
+traced and replayed ("latentfit-r", ``compile="replay"``), and with the posterior's
+hand-written gradient ("latentfit-hg", ``value_and_grad=``); with ``--compile`` a fourth time, "latentfit-c": the autograd density with
 ``compile=True`` (sampling from the first transition while child processes compile what is
 not on disk yet; any compiling this process waited for is counted in its wall time, as
 NumPyro's), and with ``--compile-wait`` "latentfit-cw", ``compile="wait"`` (every compile waited
@@ -15,7 +16,7 @@ cores with them. A first run of ``compile=True`` needs an empty ``LATENTFIT_CACH
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
         [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand] [--compile] [--compile-wait]
-        [--skip-eager] [--jax-cache DIR]
+        [--skip-eager] [--skip-replay] [--jax-cache DIR]
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
         progress_bar=False,
     )
     wall = time.perf_counter() - t
-    if compile:  # what compiling cost this process, and from which transition it ran compiled
+    if compile in (True, "wait"):  # what compiling cost, and from which transition it ran
         stats = res.warmup_stats
         t = time.perf_counter()
         builds.wait()  # children still compiling: not beside the next library's run
@@ -264,6 +265,7 @@ def main():
     ap.add_argument("--skip-pyro", action="store_true")
     ap.add_argument("--skip-hand", action="store_true")
     ap.add_argument("--skip-eager", action="store_true", help="no eager autograd run")
+    ap.add_argument("--skip-replay", action="store_true", help='no compile="replay" run')
     ap.add_argument("--compile", action="store_true", help="add the compile=True run")
     ap.add_argument("--compile-wait", action="store_true", help='add the compile="wait" run')
     ap.add_argument(
@@ -280,6 +282,7 @@ def main():
         lib
         for lib, on in (
             ("latentfit", not args.skip_eager),
+            ("latentfit-r", not args.skip_replay),
             ("latentfit-hg", not args.skip_hand),
             ("latentfit-c", args.compile),
             ("latentfit-cw", args.compile_wait),
@@ -297,6 +300,8 @@ def main():
         rows = {}
         if not args.skip_eager:
             rows["latentfit"] = run_latentfit(post, *run)
+        if not args.skip_replay:
+            rows["latentfit-r"] = run_latentfit(post, *run, compile="replay")
         if not args.skip_hand:
             rows["latentfit-hg"] = run_latentfit(post, *run, hand=True)
         if args.compile:

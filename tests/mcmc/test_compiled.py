@@ -170,12 +170,12 @@ def test_a_density_branching_on_values_samples_eagerly_with_a_warning():
     torch.testing.assert_close(res["x"], eager["x"], rtol=1e-9, atol=1e-9)
 
 
-def test_compile_must_be_true_false_or_wait():
+def test_compile_must_be_true_false_replay_or_wait():
     from latentfit.errors import ParameterError
     from latentfit.mcmc.sampler import SamplerConfig
 
-    for bad in ("yes", 1, None):
-        with pytest.raises(ParameterError, match="compile must be True, False or 'wait'"):
+    for bad in ("yes", 1, None, "REPLAY"):
+        with pytest.raises(ParameterError, match="compile must be True, False, 'replay' or 'wait'"):
             SamplerConfig(compile=bad).check()
 
 

@@ -131,6 +131,40 @@ def test_a_first_run_samples_replayed_until_its_packages_arrive(tmp_path, monkey
     assert _run(False).warmup_stats["replayed"] == ()
 
 
+def test_by_default_both_parts_are_replayed_and_nothing_compiles(tmp_path, monkeypatch):
+    # compile="replay", the default: the traced graphs for the whole run, the eager draws
+    # (this density's graph rounds as autograd does), no child started, nothing written
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    spawned = []
+    monkeypatch.setattr(builds, "spawn", lambda *a, **k: spawned.append(a) or [None])
+    options = dict(num_chains=3, num_warmup=30, num_draws=30, generator=1, progress_bar=False)
+    res = sample(_mvn, {"x": torch.zeros(3)}, vectorized=True, **options)
+    stats = res.warmup_stats
+    assert stats["replayed"] == ("leapfrog", "merge") and stats["compiled_from"] is None
+    assert not stats["compiled"] and not stats["compiled_merge"]
+    torch.testing.assert_close(res["x"], _run(False)["x"], rtol=0, atol=0)
+    more = res.resume(20)  # the replayed parts carry on
+    torch.testing.assert_close(more["x"][:, :30], res["x"], rtol=0, atol=0)
+    assert not spawned and not any(tmp_path.rglob("*.pt2"))
+
+
+def test_a_density_the_replay_cannot_trace_samples_eagerly_without_a_warning(recwarn):
+    def branching(x):  # (c, 2) -> (c,), with a Python branch on a value: no fixed graph
+        return -0.5 * (x**2).sum(-1) if bool(x.sum() > -1e9) else x.sum(-1)
+
+    res = sample(
+        branching, {"x": torch.zeros(2)}, num_chains=2, num_warmup=30, num_draws=30,
+        generator=0, progress_bar=False, vectorized=True,
+    )  # fmt: skip
+    assert res.warmup_stats["replayed"] == ("merge",)  # latentfit's own bookkeeping still is
+    assert not [w for w in recwarn if "compil" in str(w.message).lower()]
+    eager = sample(
+        branching, {"x": torch.zeros(2)}, num_chains=2, num_warmup=30, num_draws=30,
+        generator=0, progress_bar=False, vectorized=True, compile=False,
+    )  # fmt: skip
+    torch.testing.assert_close(res["x"], eager["x"], rtol=0, atol=0)
+
+
 def test_without_torch_jit_trace_a_first_run_samples_eagerly(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(builds, "running", lambda: 99)

@@ -22,6 +22,10 @@ that part compiles in this process (``compiled.in_process``, waited for) with a
 code disagrees with the eager one, it runs eagerly with a ``CompileFallbackWarning``, as with
 ``compile="wait"``.
 
+``compile="replay"``, the sampler's default, is this without the children: both parts are
+traced and replayed for the whole run, with no package looked for or built and nothing left
+running after it; what cannot be traced runs eagerly, as the user asked for no compiling.
+
 So a first run of a model never waits for a compiler, and runs compiled from the transition its
 packages arrive; draws are the same for the same seed once the packages are on disk. The
 transition at which each part took over is recorded (``warmup_stats["compiled_from"]`` of the
@@ -100,11 +104,21 @@ class BackgroundCompile:
     ``replaying``, and in ``replayed`` once they were), ``took_over`` (the number of
     transitions before each part ran compiled, None where it never did), ``seconds`` (the time
     this process spent on compiling: fingerprints, loads, checks, traces, and any in-process
-    compile), and ``pending`` (parts still compiling in a child)."""
+    compile), and ``pending`` (parts still compiling in a child). With ``children=False``
+    (``compile="replay"``) the parts are only traced and replayed: no package is looked for
+    or built, and a part that cannot be traced runs eagerly without a warning."""
 
     def __init__(
-        self, target: Target, metric: Metric, state: State, step_size: torch.Tensor, nuts: bool
+        self,
+        target: Target,
+        metric: Metric,
+        state: State,
+        step_size: torch.Tensor,
+        nuts: bool,
+        *,
+        children: bool = True,
     ):
+        self.children = children  # False (``compile="replay"``): replayed, nothing compiled
         self.leapfrog: Callable | None = None
         self.merge: Callable | None = None
         self.took_over: dict[str, int | None] = {"leapfrog": None}
@@ -153,6 +167,16 @@ class BackgroundCompile:
 
     def _start(self, part: _Part) -> None:
         t0 = time.perf_counter()
+        if not self.children:
+            try:
+                with quiet():
+                    if part.dynamic is None:
+                        part.module = static_graph(part.fn, part.example)
+                    self._replay(part)
+            except Exception:  # the density cannot be traced: eagerly, as asked for nothing
+                pass
+            self.seconds += time.perf_counter() - t0
+            return None
         try:
             with quiet():
                 part.key = compiled_cache.fingerprint(part.fn, part.example, part.tag)

@@ -33,6 +33,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
+from latentfit.errors import LatentfitError
 from latentfit.mcmc.compiled_cache import without_validation
 from latentfit.mcmc.short_lse import ShortLogSumExp
 
@@ -49,7 +50,7 @@ def _is_mask(index) -> bool:
     return isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8)
 
 
-class _NotAGraph(Exception):
+class _NotAGraph(LatentfitError):  # caught here, never raised to the user
     """The step did something a fixed graph of its inputs cannot hold."""
 
 

@@ -38,6 +38,9 @@ from latentfit.mcmc.target import Target
 __all__ = ["SamplerConfig", "sample", "sample_target"]
 
 
+COMPILE_MODES = ("replay", "wait")  # besides True and False
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """How to sample: the kernel and its settings (Stan's defaults)."""
@@ -51,11 +54,12 @@ class SamplerConfig:
     # move chains stranded far below the others at the end of the first warm-up buffer
     # (a latentfit departure from Stan; see _Run._relocate_stranded)
     relocate_stranded: bool = True
-    # compiled leapfrog step and tree bookkeeping (mcmc/compiled.py), several times faster
-    # steps: True starts eagerly and switches to them when child processes have built them
-    # (mcmc/background.py: 25-35 s the first time a model is seen, kept on disk after);
-    # "wait" compiles before the first transition instead; off by default
-    compile: bool | str = False
+    # "replay" (the default): the leapfrog step and tree bookkeeping traced once and replayed
+    # by TorchScript's interpreter, no compiler (mcmc/replay.py; eager on other devices than
+    # the CPU); True: compiled (mcmc/compiled.py), several times faster steps, replayed until
+    # child processes have built them (mcmc/background.py: 15-25 s the first time a model is
+    # seen, kept on disk after); "wait" compiles before the first transition; False: eager
+    compile: bool | str = "replay"
 
     def check(self) -> None:
         if self.kernel not in ("nuts", "hmc"):
@@ -74,8 +78,10 @@ class SamplerConfig:
             raise ParameterError(
                 f"init_radius must be a finite number >= 0, got {self.init_radius!r}"
             )
-        if not (self.compile is True or self.compile is False or self.compile == "wait"):
-            raise ParameterError(f"compile must be True, False or 'wait', got {self.compile!r}")
+        if not (self.compile is True or self.compile is False or self.compile in COMPILE_MODES):
+            raise ParameterError(
+                f"compile must be True, False, 'replay' or 'wait', got {self.compile!r}"
+            )
 
 
 def _shapes_from_init(init: dict, dtype, device) -> tuple[dict, dict]:
@@ -108,7 +114,7 @@ def sample(
     progress_bar: bool = True,
     dtype=None,
     device=None,
-    compile: bool | str = False,
+    compile: bool | str = "replay",
 ):
     """Sample the posterior ``exp(log_density(**params))`` by NUTS or static HMC.
 
@@ -129,17 +135,20 @@ def sample(
     batched computation in ``dtype`` (float64 by default) on ``device``. Randomness comes only
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
 
-    ``compile=True`` runs the leapfrog step (log-density, gradient, integrator) and NUTS's tree
-    bookkeeping compiled (see ``latentfit.mcmc.compiled``), several times faster. The first
-    time a model is seen they compile in child processes (25-35 s on a CPU) while the chains
-    sample with the traced graphs replayed by TorchScript's interpreter (``mcmc.replay``,
-    2.4-3x the eager speed of a step, no compiler), and take over when ready
-    (``mcmc.background``); they are kept on disk, so
-    later runs load them in milliseconds and are compiled throughout. Compiled arithmetic
-    rounds differently, so a first run's draws depend on when the compiled code arrived
+    By default (``compile="replay"``) the leapfrog step (log-density, gradient, integrator)
+    and NUTS's tree bookkeeping are traced once, in milliseconds, and replayed by TorchScript's
+    interpreter (``mcmc.replay``: 2.4-3x the eager speed of a step, no compiler); each is
+    checked against the eager function first, and a density that cannot be traced runs
+    eagerly, silently. On other devices than the CPU the default runs eagerly.
+    ``compile=False`` always runs eagerly. ``compile=True`` runs both parts compiled (see
+    ``latentfit.mcmc.compiled``), several times faster still. The first time a model is seen
+    they compile in child processes (15-25 s of a CPU core) while the chains sample replayed,
+    and take over when ready (``mcmc.background``); they are kept on disk, so later runs load
+    them in milliseconds and are compiled throughout. Compiled arithmetic rounds differently,
+    so a first run's draws depend on when the compiled code arrived
     (``warmup_stats["compiled_from"]``); ``compile="wait"`` compiles before the first
-    transition instead. A density that cannot be traced samples eagerly with a
-    ``CompileFallbackWarning``.
+    transition instead. A density that cannot be traced for ``compile=True`` samples eagerly
+    with a ``CompileFallbackWarning``.
     """
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     shapes, values = _shapes_from_init(init, dtype, device)
@@ -241,12 +250,14 @@ def sample_target(
         leapfrog_step, _ = compile_leapfrog(target, metric, state, step)
         if nuts:
             merge_step, _ = compile_merge(metric, state, child)
-    elif config.compile:
+    elif config.compile is True or (config.compile == "replay" and target.device.type == "cpu"):
         from latentfit.mcmc.background import BackgroundCompile
 
-        background = BackgroundCompile(target, metric, state, step, nuts)
+        children = config.compile is True  # "replay": traced and replayed, nothing compiled
+        background = BackgroundCompile(target, metric, state, step, nuts, children=children)
         leapfrog_step, merge_step = background.leapfrog, background.merge  # loaded from disk
-    waited = time.perf_counter() - t0 if config.compile else None
+    tried = background is not None or config.compile == "wait"
+    waited = time.perf_counter() - t0 if tried else None
     sampler = _Run(target, config, metric, step, state, gen, leapfrog_step, merge_step)
     sampler.background, sampler.compile_seconds = background, waited
     warm = sampler.warmup(num_warmup, progress_bar)
@@ -318,7 +329,7 @@ class _Run:
             "compile_seconds": self.compile_seconds,
             "compiled": self.leapfrog_step is not None and "leapfrog" not in replaying,
             "compiled_merge": self.merge_step is not None and "merge" not in replaying,
-            "compiled_from": since if self.config.compile else None,
+            "compiled_from": since if self.config.compile in (True, "wait") else None,
             "replayed": replayed,
         }
 
