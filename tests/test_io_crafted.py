@@ -206,6 +206,14 @@ def test_extra_settings_out_of_the_range_fit_gives_are_refused(
         latentfit.load(bad)
 
 
+def test_a_multinomial_file_stating_a_huge_total_loads_without_drawing_each_count(tmp_path):
+    # load samples two rows to check the model; one draw per unit of the total made a stated
+    # total of 1e9 allocate 16 GB there. Rows are drawn by conditional binomials now.
+    src = MultinomialMixture(2, random_state=0).fit(COUNTS).save(tmp_path / "m.lf")
+    back = latentfit.load(_tampered(src, tmp_path / "x.lf", _extra(mean_total_count_=1e9)))
+    assert np.all(back.sample(2)[0].sum(1) == 1e9)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "rule"),
     [("n_skipped_steps_", -4, ">= 0"), ("skip_floor_", -1.0, "> 0"), ("skip_floor_", 0.0, "> 0")],

@@ -278,3 +278,22 @@ def test_em_never_lowers_the_objective_and_responsibilities_sum_to_one(seed, k, 
     bounds = np.asarray(m.lower_bounds_)
     assert np.all(np.diff(bounds) >= -1e-10 * np.abs(bounds[1:]))
     np.testing.assert_allclose(m.predict_proba(X).sum(1), 1, rtol=1e-12)
+
+
+def test_multinomial_mixture_samples_have_multinomial_moments_whatever_the_total():
+    """Rows drawn by conditional binomials: each row sums to the total, and a component's
+    counts have the multinomial's mean n p and covariance n (diag(p) - p p'); a total of 1e9
+    is drawn in O(d) memory (one draw per unit of the total used to need 24 GB here)."""
+    rng = np.random.default_rng(1)
+    C = rng.poisson([2.0, 5.0, 1.0, 8.0], (200, 4)).astype(float)
+    mm = MultinomialMixture(1, random_state=0).fit(C)
+    n, p = round(C.sum(1).mean()), mm.probs_[0]
+    S, _ = mm.sample(40000)
+    assert np.all(S.sum(1) == n) and np.all(S >= 0) and np.all(S == np.round(S))
+    cov = n * (np.diag(p) - np.outer(p, p))
+    se_mean = np.sqrt(np.diag(cov) / len(S))
+    assert np.all(np.abs(S.mean(0) - n * p) < 4 * se_mean)
+    np.testing.assert_allclose(np.cov(S.T), cov, atol=0.05 * np.abs(cov).max())
+    mm.mean_total_count_ = 1e9
+    S, _ = mm.sample(3)
+    assert np.all(S.sum(1) == 1e9)

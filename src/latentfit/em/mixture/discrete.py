@@ -283,14 +283,24 @@ class MultinomialMixture(_DiscreteMixture):
         return {"probs": self._prior().map_probs(stats["S1"])}
 
     def _sample_component(self, params, k, count, gen):
-        total = round(self.mean_total_count_)
-        p = params["probs"][k].double().cpu()
+        """``count`` rows of ``round(mean_total_count_)`` counts each, by conditional binomials:
+        the first category's count is Binomial(n, p_1), the next Binomial(n - n_1, p_2 / (1 -
+        p_1)), and so on (the multinomial's chain rule), so memory and time are O(count · d)
+        whatever the total. One category drawn at a time used count × total draws: a model
+        file stating a total of 1e9 made load's sampling check allocate gigabytes."""
+        total = float(round(self.mean_total_count_))
+        p = params["probs"][k].double().cpu().clamp(min=0.0)
+        g = cpu_generator(gen)
         out = torch.zeros(count, len(p), dtype=torch.float64)
-        if total == 0:  # rows of mean total below one half: torch draws no zero-length sample
-            return out.to(params["probs"])
-        draws = torch.multinomial(p, count * total, replacement=True, generator=cpu_generator(gen))
-        rows = torch.arange(count).repeat_interleave(total)
-        out.index_put_((rows, draws), torch.ones_like(draws, dtype=out.dtype), accumulate=True)
+        left = torch.full((count,), total, dtype=torch.float64)
+        rest = float(p.sum())
+        for j in range(len(p) - 1):
+            share = min(1.0, float(p[j]) / rest) if rest > 0 else 0.0
+            drawn = torch.binomial(left, torch.full_like(left, share), generator=g)
+            out[:, j] = drawn
+            left = left - drawn
+            rest -= float(p[j])
+        out[:, -1] = left
         return out.to(params["probs"])
 
     def _component_n_parameters(self, d):
