@@ -26,6 +26,7 @@ from latentfit import (
     PoissonMixture,
     RealNVP,
 )
+from latentfit.em.base import RUN_RECORD
 from latentfit.errors import ModelFileError, NotFittedError, ParameterError
 
 rng = np.random.default_rng(0)
@@ -573,3 +574,55 @@ def test_network_weights_that_overflow_together_are_refused(which, maf_file, ddp
     bad = _tampered(src, tmp_path / "huge.lf", tensors=huge)
     with pytest.raises(ModelFileError, match=r"log-density of .* at the training data's mean"):
         latentfit.load(bad)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (latentfit.GaussianMixture(2, max_iter=0, random_state=0), X),
+        lambda: (latentfit.CategoricalMixture(2, max_iter=0, random_state=0), CODES),
+        lambda: (latentfit.MultinomialMixture(2, max_iter=0, random_state=0), COUNTS),
+        lambda: (latentfit.FactorAnalysis(1, max_iter=0), X),
+        lambda: (latentfit.BayesianGaussianMixture(n_components=2, max_iter=0, random_state=0), X),
+        lambda: (latentfit.GaussianHMM(2, n_iter=0, random_state=0), X),
+        lambda: (latentfit.VariationalGaussianHMM(2, n_iter=0, random_state=0), X),
+    ],
+    ids=["gmm", "categorical", "multinomial", "fa", "bgmm", "hmm", "vhmm"],
+)
+def test_a_fit_that_ran_no_iteration_saves_a_file_that_loads(tmp_path, make):
+    # max_iter=0 (initialisation only, as scikit-learn allows) leaves the bound at -inf; the
+    # load-time check of finite fitted values refused such files, and the variational HMM
+    # came back with a NaN bound
+    model, data = make()
+    model.fit(data)
+    back = latentfit.load(model.save(tmp_path / "m.lf"))
+    assert back.lower_bound_ == -np.inf
+    if hasattr(model, "score"):
+        np.testing.assert_allclose(back.score(data), model.score(data), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (latentfit.GaussianMixture(2, n_init=3, max_iter=5, random_state=0), X),
+        lambda: (latentfit.PoissonMixture(2, n_init=2, max_iter=5, random_state=0), COUNTS),
+        lambda: (latentfit.FactorAnalysis(1, max_iter=5), X),
+        lambda: (latentfit.GaussianHMM(2, n_init=3, n_iter=5, random_state=0), X),
+        lambda: (latentfit.CategoricalHMM(2, n_init=2, n_iter=5, random_state=0), CODES[:, :1]),
+        lambda: (latentfit.VariationalGaussianHMM(2, n_init=2, n_iter=5, random_state=0), X),
+        lambda: (latentfit.LinearGaussianSSM(1, n_iter=5), X),
+    ],
+    ids=["gmm", "poisson", "fa", "hmm", "categorical_hmm", "vhmm", "ssm"],
+)
+def test_a_loaded_model_keeps_the_record_of_its_fit(tmp_path, make):
+    # the bound's history, its last value, whether it converged, every restart's history and
+    # which was kept: a loaded HMM had lost all but the kept history, a mixture the restarts
+    model, data = make()
+    model.fit(data)
+    back = latentfit.load(model.save(tmp_path / "m.lf"))
+    for name in RUN_RECORD:
+        if hasattr(model, name):
+            want = getattr(model, name)
+            got = getattr(back, name)
+            assert type(got) is type(want) or isinstance(want, np.ndarray), name
+            np.testing.assert_equal(got, want, err_msg=name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import re
 import socket
@@ -397,6 +398,7 @@ _FIELD_CHECKS = {
     "ints": lambda v: (
         isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
     ),
+    "float_lists": lambda v: isinstance(v, list) and all(_FIELD_CHECKS["floats"](x) for x in v),
     "strs": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
 _FIELD_WORDS = {
@@ -411,6 +413,7 @@ _FIELD_WORDS = {
     "list": "a list",
     "floats": "a list of numbers",
     "ints": "a list of integers",
+    "float_lists": "a list of lists of numbers",
     "strs": "a list of strings",
 }
 
@@ -606,6 +609,11 @@ def _check_finite_attributes(model) -> None:
     precision), and such a model would score NaN."""
     if isinstance(model, torch.nn.Module):
         return  # a network's weights are its tensors, checked as stored
+    # a fit of max_iter=0 (initialisation only, as scikit-learn allows) has run no E-step: its
+    # bound (lower_bound_, and a variational model's elbo_) is -inf, as scikit-learn's is, and
+    # its file must load
+    monitor = getattr(model, "monitor_", None)  # the HMMs count their iterations there
+    no_step = getattr(model, "n_iter_", getattr(monitor, "iter", None)) == 0
     for name in dir(model):
         if name.startswith("_") or not name.endswith("_") or name.endswith("__"):
             continue
@@ -614,6 +622,8 @@ def _check_finite_attributes(model) -> None:
         except Exception:  # a property that needs what the model does not hold
             continue
         for arr in _finite_arrays(value):
+            if no_step and name in ("lower_bound_", "elbo_"):
+                arr = torch.where(arr == -math.inf, 0.0, arr)
             if not bool(torch.isfinite(arr).all()):
                 raise ModelFileError(
                     f"the stored tensors give the {type(model).__name__} a non-finite "

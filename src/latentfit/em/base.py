@@ -49,7 +49,7 @@ from latentfit.errors import (
 from latentfit.io import Stored, check_fields, check_stored_tensors
 from latentfit.io import save as _save
 
-__all__ = ["CriteriaMixin", "EMEstimator", "EMFit", "MixtureMixin"]
+__all__ = ["RUN_RECORD", "CriteriaMixin", "EMEstimator", "EMFit", "MixtureMixin", "run_record"]
 
 
 class EMFit(NamedTuple):
@@ -63,6 +63,34 @@ class EMFit(NamedTuple):
 
 
 # ---------------------------------------------------------------------- estimators
+#: The record of a fit beyond its parameters that a model file keeps (name -> field kind, see
+#: :func:`latentfit.io.check_fields`): the bound's history and the last value, the restarts'
+#: histories and which one was kept, and the components found degenerate. A loaded model
+#: reports them as the fitted one did.
+RUN_RECORD: dict[str, str] = {
+    "converged_": "bool",
+    "n_iter_": "count",
+    "lower_bound_": "float",
+    "lower_bounds_": "floats",
+    "all_lower_bounds_": "float_lists",
+    "best_init_": "count",
+    "degenerate_components_": "ints",
+}
+
+
+def run_record(model, names) -> dict:
+    """The attributes ``names`` of :data:`RUN_RECORD` that ``model`` has, as JSON values."""
+    plain = {
+        "bool": bool,
+        "count": int,
+        "float": float,
+        "floats": lambda v: [float(x) for x in v],
+        "float_lists": lambda v: [[float(x) for x in row] for row in v],
+        "ints": lambda v: [int(x) for x in v],
+    }
+    return {n: plain[RUN_RECORD[n]](getattr(model, n)) for n in names if hasattr(model, n)}
+
+
 class EMEstimator:
     """dtype/device, checks of X, the one ``fit`` (see :meth:`_fit`: settings, the model's
     ``_prepare_fit``/``_prepare_source_fit``, the run of the EM driver, its record,
@@ -249,10 +277,7 @@ class EMEstimator:
     #: their kinds (see :func:`latentfit.io.check_fields`); a subclass declares its own
     #: ``_extra_state`` entries here, and a model file can set nothing else.
     _state_fields: ClassVar[dict[str, str]] = {
-        "converged_": "bool",
-        "n_iter_": "count",
-        "lower_bound_": "float",
-        "lower_bounds_": "floats",
+        **RUN_RECORD,
         "n_features_in_": "int",
         "feature_names_in_": "strs",
     }
@@ -269,6 +294,7 @@ class EMEstimator:
             "lower_bound_": float(getattr(self, "lower_bound_", math.nan)),
             "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
             "n_features_in_": int(self.n_features_in_),
+            **run_record(self, ("all_lower_bounds_", "best_init_", "degenerate_components_")),
             **self._extra_state(),
         }
         if hasattr(self, "feature_names_in_"):

@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from latentfit.em.base import RUN_RECORD, run_record
 from latentfit.errors import ModelFileError, user_stacklevel
 from latentfit.io import Stored, check_fields, check_stored_tensors
 
@@ -71,6 +72,7 @@ class AttributeStateMixin:
         extra = {
             "lower_bounds_": [float(v) for v in getattr(self, "lower_bounds_", [])],
             "n_features": None if n_features is None else int(n_features),
+            **run_record(self, [n for n in RUN_RECORD if n != "lower_bounds_"]),
         }
         if hasattr(self, "feature_names_in_"):
             extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
@@ -93,6 +95,9 @@ class AttributeStateMixin:
         if "feature_names_in_" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in_"], dtype=object)
         self.lower_bounds_ = extra.get("lower_bounds_", [])
+        for name in RUN_RECORD:  # the rest of the fit's record, as the fitted model had it
+            if name in extra and name != "lower_bounds_":
+                setattr(self, name, extra[name])
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, self.lower_bounds_)
 
 

@@ -31,6 +31,8 @@ the posterior-mean point estimates (hmmlearn's), and ``score``, ``score_samples`
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -252,7 +254,8 @@ class _VariationalHMM:
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
-        self.lower_bound_ = self.lower_bounds_[-1] if self.lower_bounds_ else float("nan")
+        # no VB step run (n_iter=0): -inf, as the fitted model has it
+        self.lower_bound_ = self.lower_bounds_[-1] if self.lower_bounds_ else -math.inf
 
 
 @serializable
