@@ -363,3 +363,33 @@ def test_warmup_moves_chains_stranded_in_a_minor_mode():
             progress_bar=False,
         )
     assert healthy.warmup_stats["relocated"] == []
+
+
+def test_a_density_that_raises_everywhere_is_named_with_what_it_raised():
+    # D.Multinomial's log_prob indexes with a boolean mask, which vmap cannot map: every start
+    # raised, and the error said only that no start was finite
+    counts = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    options = dict(num_chains=2, num_warmup=10, num_draws=10, progress_bar=False)
+    with pytest.raises(ParameterError, match=r"no finite log-density.*raised RuntimeError: vmap.*"
+                       r"pass vectorized=True"):  # fmt: skip
+        sample(
+            lambda p: D.Multinomial(6, probs=p).log_prob(counts),
+            {"p": torch.ones(3) / 3},
+            constraints={"p": constraints.simplex},
+            **options,
+        )
+
+    def broken(x):
+        raise ValueError("the model's own check failed")
+
+    with pytest.raises(ParameterError, match=r"not finite at init.*ValueError: the model's own"):
+        sample(broken, {"x": 0.0}, init_strategy="init", **options)
+    # written for all chains at once, the same density samples
+    res = sample(
+        lambda p: D.Multinomial(6, probs=p).log_prob(counts.expand(p.shape)),
+        {"p": torch.ones(3) / 3},
+        constraints={"p": constraints.simplex},
+        vectorized=True,
+        **options,
+    )
+    assert torch.isfinite(res["p"]).all()

@@ -194,6 +194,7 @@ def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -
             raise ParameterError(
                 "the log-density or its gradient is not finite at init "
                 f"(chains {bad.nonzero().squeeze(1).tolist()}); choose init inside the support"
+                + _raised(target)
             )
         return State(u, lp, grad)
     u = (torch.rand(num_chains, p, generator=gen, dtype=dt, device=dev) * 2 - 1) * radius
@@ -208,7 +209,25 @@ def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -
     raise ParameterError(
         f"no finite log-density in 100 random starts in (-{radius}, {radius}) (unconstrained) for "
         f"chains {bad.nonzero().squeeze(1).tolist()}; pass init= with init_strategy='init'"
+        + _raised(target)
     )
+
+
+def _raised(target: Target) -> str:
+    """What the log-density raised where it was rejected, for a message: a density that raises
+    at every point is a bug in it (or an operation vmap cannot map), not a bad start."""
+    exc = target.last_error
+    if exc is None:
+        return ""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    hint = ""
+    if not target.vectorized and "vmap" in text:
+        hint = (
+            " (the density is mapped over the chains with torch.func.vmap, which cannot map "
+            "this operation: write it for all chains at once, each parameter with a leading "
+            "chain dimension, and pass vectorized=True)"
+        )
+    return f". Where it was rejected the log-density raised {type(exc).__name__}: {text}{hint}"
 
 
 def sample_target(

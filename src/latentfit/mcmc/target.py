@@ -170,6 +170,7 @@ class Target:
             )
         self.value_and_grad = value_and_grad
         self._batched_vg = None
+        self.last_error: Exception | None = None  # the density's last error at a rejected point
         if value_and_grad is not None:
             self._batched_vg = value_and_grad if vectorized else self._vmapped(value_and_grad)
         self._ones: dict = {}
@@ -275,7 +276,8 @@ class Target:
             for i in range(u.shape[0]):
                 try:
                     lp_i, g_i = vg(u[i : i + 1])
-                except (ValueError, RuntimeError):
+                except (ValueError, RuntimeError) as exc:
+                    self.last_error = exc  # named if no start is found (sampler._initial_state)
                     lp_i = u.new_full((1,), -math.inf)
                     g_i = torch.zeros_like(u[i : i + 1])
                 lps.append(lp_i)
