@@ -528,3 +528,19 @@ def test_fit_vae_records_the_columns_and_predict_finds_them_by_name(tmp_path):
     got = _json(["predict", out, shuffled])
     want = model.posterior_mean(torch.as_tensor(U, dtype=torch.float32)).detach().numpy()
     np.testing.assert_allclose(got["values"], want, rtol=1e-6)
+
+
+def test_full_covariances_past_thirty_columns_print_their_variances(tmp_path):
+    # 3,000 columns printed 126 MB of covariance entries to the terminal
+    X = np.random.default_rng(0).normal(size=(40, 31))
+    data = tmp_path / "wide.csv"
+    np.savetxt(data, X, delimiter=",", header=",".join(f"c{j}" for j in range(31)), comments="")
+    res = runner.invoke(app, ["fit", "gmm", str(data), "-k", "2", "--quiet", "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    assert "31 x 31 covariance matrices are not printed" in res.output
+    text = res.output.split("covariances (full):")[1]
+    assert len(text.splitlines()) < 10  # a row of variances per component, not 62 rows
+    ref = latentfit.GaussianMixture(2, random_state=0).fit(X)
+    assert (
+        f"{ref.covariances_[0, 30, 30]:.6g}" in text or f"{ref.covariances_[1, 30, 30]:.6g}" in text
+    )

@@ -371,3 +371,18 @@ def test_labels_fix_responsibilities_and_equal_the_supervised_mle():
         np.testing.assert_array_equal(part.predict(Y), (cls + 1) % 3)
     with pytest.raises(ValueError):
         GaussianMixture(3).fit(X, labels=np.full(len(X), 3))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_no_more_rows_than_columns_warns_that_reg_covar_sets_the_likelihood(covariance_type):
+    # 3 rows in 10 columns: the data's own covariance is singular, so no component is flagged
+    # degenerate, but the likelihood is made by reg_covar
+    X = np.random.default_rng(0).normal(size=(3, 10))
+    with pytest.warns(DegenerateComponentWarning, match=r"3 rows for 10 columns.*reg_covar"):
+        GaussianMixture(1, covariance_type=covariance_type, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        GaussianMixture(1, covariance_type="diag", random_state=0).fit(X)  # no such warning
+        GaussianMixture(1, covariance_type=covariance_type, random_state=0).fit(
+            np.random.default_rng(1).normal(size=(11, 10))
+        )

@@ -155,6 +155,10 @@ def gaussian_columns(
     return row
 
 
+#: the most columns whose covariance matrices the text output prints in full
+MATRIX_COLUMNS = 30
+
+
 def format_covariances(
     covariances, covariance_type: str, names: list[str], labels: list[str] | None = None
 ) -> str:
@@ -164,6 +168,17 @@ def format_covariances(
     import numpy as np
 
     cov = np.asarray(covariances)
+    if covariance_type in ("full", "tied") and len(names) > MATRIX_COLUMNS:
+        # d x d numbers per component are no reading on a terminal (3,000 columns: 126 MB)
+        variances = np.diagonal(cov, axis1=-2, axis2=-1).reshape(-1, len(names))
+        rows = ["(all)"] if covariance_type == "tied" else None
+        head = (
+            f"(the {covariance_type} {len(names)} x {len(names)} covariance matrices are not "
+            f"printed past {MATRIX_COLUMNS} columns: their variances below; --json or --csv "
+            "print every entry, --out keeps the model)"
+        )
+        labels = labels if rows is None else rows
+        return head + "\n" + format_table(variances, names, labels, label="component")
     if covariance_type == "tied":
         return format_table(cov, names, names, label="(all)")
     labels = [str(i) for i in range(len(cov))] if labels is None else labels

@@ -7,6 +7,8 @@ in :mod:`latentfit.em.gaussian`; this class holds parameters and adapts.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
@@ -45,7 +47,12 @@ from latentfit.em.missing import (
 from latentfit.em.mixture.base import fit_arrays, fix_labelled, refuse_source_labels
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import (
+    DataError,
+    DegenerateComponentWarning,
+    ParameterError,
+    user_stacklevel,
+)
 from latentfit.io import Stored, serializable
 
 __all__ = ["GaussianMixture"]
@@ -219,6 +226,18 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             p["weights"].double(), _centred_means(p, shift).double(), scatter, ct
         )
         self._record_degenerate(degenerate_components(scatter, ct, total, self.reg_covar), X)
+        if X is not None and ct in ("full", "tied") and X.shape[0] <= X.shape[1]:
+            # the data's own covariance is singular: no component is to blame, so none is
+            # flagged above, but the likelihood is reg_covar's, not the data's
+            warnings.warn(
+                f"GaussianMixture: {X.shape[0]} rows for {X.shape[1]} columns: a {ct} "
+                "covariance estimated from no more rows than columns is singular, invertible "
+                f"only through reg_covar ({self.reg_covar:g}), so the log-likelihood and "
+                "BIC/AIC are set by reg_covar, not by the data. Use covariance_type='diag' or "
+                "'spherical', fewer columns, or a model of n < d (PPCA, FactorAnalysis).",
+                DegenerateComponentWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     # ------------------------------------------------------------------ parameters
     def _initial_params(self, data: TensorChunks, gen: torch.Generator) -> dict:
