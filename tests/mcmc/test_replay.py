@@ -219,3 +219,28 @@ def test_the_eager_stand_in_checks_in_blocks_and_equals_the_one_block_merge(dens
             assert all(_equal(x, y) for x, y in zip(want, got, strict=True))
         if L - 1 > 3:  # more nodes than a block: the blocked pass, not all nodes at once
             assert not blocks
+
+
+def test_the_replay_runs_in_static_runtime_with_the_trace_s_values(monkeypatch):
+    # Static Runtime: the trace's operations into planned buffers; its outputs are the trace's
+    # bit for bit, and a later call leaves an earlier call's outputs as they were
+    def f(x, y):
+        z = (x * y).exp() - y
+        return z.sum(1), z * x
+
+    x, y = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
+    runner = replay.replay(f, (x, y))
+    traced = torch.jit.trace(f, (x, y), check_trace=False)
+    assert not isinstance(runner, torch.jit.ScriptFunction)  # Static Runtime, not the trace
+    first = runner(x, y)
+    kept = [t.clone() for t in first]
+    for _ in range(3):
+        a, b = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
+        assert all(_equal(p, q) for p, q in zip(runner(a, b), traced(a, b), strict=True))
+    assert all(_equal(p, q) for p, q in zip(first, kept, strict=True))
+    # where this torch has no Static Runtime, or its outputs differ: the trace itself
+    monkeypatch.delattr(torch._C, "_jit_to_static_module")
+    assert isinstance(replay.replay(f, (x, y)), torch.jit.ScriptFunction)
+    monkeypatch.undo()
+    monkeypatch.setattr(replay, "_same", lambda a, b: False)
+    assert isinstance(replay.replay(f, (x, y)), torch.jit.ScriptFunction)

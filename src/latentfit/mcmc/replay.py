@@ -14,6 +14,11 @@ recorded by ``torch.jit.trace`` runs in TorchScript's C++ interpreter at ~0.9 µ
   sampler meets them (4-7 ms each), and replayed (25-30% cheaper than eager at 2-32 leaves);
   subtrees whose U-turn checks the eager function would do in blocks run eagerly.
 
+Where this torch has TorchScript's Static Runtime (``torch._C._jit_to_static_module``), the
+trace runs there: the same operations as out-variants into buffers planned once, instead of a
+tensor allocated per operation, 18-26% cheaper a call (``_static``; eight schools' first run
+2.43 -> 1.96 s with the same draws).
+
 The replay runs the aten operations of the graph the package is compiled from, in the same
 order: its values are those of that graph run eagerly, bit for bit, and are checked against the
 eager function before use (``compiled._agree``), as a package is. ``torch.jit.trace`` is
@@ -53,9 +58,56 @@ def replay(fn: Callable, example: tuple) -> Callable | None:
         return None
     try:
         with _tracing(), torch.no_grad():
-            return trace(fn, example, check_trace=False)
+            traced = trace(fn, example, check_trace=False)
     except Exception:  # any failure of the tracer: the part runs eagerly until its package
         return None
+    return _static(traced, example)
+
+
+def _same(a, b) -> bool:
+    a = a if isinstance(a, tuple | list) else (a,)
+    b = b if isinstance(b, tuple | list) else (b,)
+    return len(a) == len(b) and all(
+        isinstance(x, torch.Tensor)
+        and isinstance(y, torch.Tensor)
+        and x.shape == y.shape
+        and x.dtype == y.dtype
+        and bool(((x == y) | (x.isnan() & y.isnan())).all())
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _static(traced: Callable, example: tuple) -> Callable:
+    """``traced`` run by TorchScript's Static Runtime where this torch has it: the same
+    graph's aten operations, but out-variants writing into buffers planned once, not a
+    tensor allocated per operation (a leapfrog step 56 -> 41 µs on eight schools at 4 chains,
+    211 -> 169 µs on gauss_mix; the bookkeeping 150 -> 125 µs). Held to the trace's outputs
+    bit for bit on the example, to a second call leaving the first's outputs and the inputs
+    as they were; ``traced`` itself where any of that fails."""
+    to_static = getattr(torch._C, "_jit_to_static_module", None)
+    if to_static is None:
+        return traced
+    try:
+        with _tracing(), torch.no_grad():
+            if isinstance(traced, torch.jit.ScriptModule):
+                runner = to_static(torch.jit.freeze(traced.eval())._c)
+            else:
+                runner = to_static(traced.graph)
+            inputs = [x.clone() for x in example]
+            want = traced(*example)
+            first = runner(*example)
+            kept = [x.clone() for x in (first if isinstance(first, tuple) else (first,))]
+            second = runner(*[x.clone() for x in example])
+            if not (
+                _same(first, want)
+                and _same(second, want)
+                and _same(tuple(kept), first)
+                and _same(tuple(inputs), tuple(example))
+            ):
+                return traced
+    except Exception:  # no Static Runtime for this graph: TorchScript's interpreter
+        return traced
+    return runner
 
 
 def replay_graph(graph: torch.fx.GraphModule, example: tuple) -> Callable | None:
