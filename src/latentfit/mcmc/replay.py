@@ -83,10 +83,13 @@ def _static(traced: Callable, example: tuple) -> Callable:
     tensor allocated per operation (a leapfrog step 56 -> 41 µs on eight schools at 4 chains,
     211 -> 169 µs on gauss_mix; the bookkeeping 150 -> 125 µs). Held to the trace's outputs
     bit for bit on the example, to a second call leaving the first's outputs and the inputs
-    as they were; ``traced`` itself where any of that fails."""
+    as they were; ``traced`` itself where any of that fails, and on other devices than the
+    CPU."""
     to_static = getattr(torch._C, "_jit_to_static_module", None)
-    if to_static is None:
-        return traced
+    if to_static is None or any(
+        isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in example
+    ):
+        return traced  # Static Runtime is a CPU runtime; a GPU's launches are asynchronous
     try:
         with _tracing(), torch.no_grad():
             if isinstance(traced, torch.jit.ScriptModule):
