@@ -14,32 +14,15 @@ import pytest
 import torch
 
 from latentfit.mcmc import compiled, record
-from latentfit.mcmc.compiled import leapfrog_parts
-from latentfit.mcmc.kernels import Metric, State
 from latentfit.mcmc.reciprocal import reciprocal_divisions
-from latentfit.mcmc.target import Target
-from tests.mcmc.posteriors import POSTERIORS
 from tests.mcmc.test_replay import _equal
+from tests.mcmc.test_simplify import leapfrog_parts_of
 
 F64 = torch.float64
 
 
 def _leapfrog(name: str, c: int = 3):
-    post = POSTERIORS[name]()
-    shapes = {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()}
-    target = Target(post.log_density, shapes, post.constraints, vectorized=True)
-    d = target.n_free
-    g = torch.Generator().manual_seed(2)
-    u = 0.1 * torch.randn(c, d, generator=g, dtype=F64)
-    lp, grad = target.log_prob_and_grad(u)
-    if name == "diamonds":
-        a = 0.1 * torch.randn(c, d, d, generator=g, dtype=F64)
-        metric = Metric(a @ a.transpose(-1, -2) + torch.eye(d, dtype=F64))
-    else:
-        metric = Metric(torch.rand(c, d, generator=g, dtype=F64) + 0.5)
-    raw, example, _, _ = leapfrog_parts(
-        target, metric, State(u, lp, grad), torch.full((c,), 0.01, dtype=F64)
-    )
+    _, _, _, raw, example = leapfrog_parts_of(name, c, seed=2)
     return raw, example
 
 

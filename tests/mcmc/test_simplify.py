@@ -22,12 +22,14 @@ def _calls(graph: torch.fx.GraphModule) -> int:
     return sum(n.op == "call_function" for n in graph.graph.nodes)
 
 
-def _leapfrog_graph(name: str, c: int = 3):
+def leapfrog_parts_of(name: str, c: int = 3, seed: int = 1):
+    """A posteriordb posterior's leapfrog step at ``c`` chains, random state and metric (dense
+    for diamonds): (target, metric, state, the step as a function, its example inputs)."""
     post = POSTERIORS[name]()
     shapes = {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()}
     target = Target(post.log_density, shapes, post.constraints, vectorized=True)
     d = target.n_free
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     u = 0.1 * torch.randn(c, d, generator=g, dtype=F64)
     lp, grad = target.log_prob_and_grad(u)
     state = State(u, lp, grad)
@@ -38,6 +40,11 @@ def _leapfrog_graph(name: str, c: int = 3):
         metric = Metric(torch.rand(c, d, generator=g, dtype=F64) + 0.5)
     step = torch.full((c,), 0.01, dtype=F64)
     raw, example, _, _ = leapfrog_parts(target, metric, state, step)
+    return target, metric, state, raw, example
+
+
+def _leapfrog_graph(name: str, c: int = 3):
+    target, metric, state, raw, example = leapfrog_parts_of(name, c)
     return target, metric, state, static_graph(raw, example), example
 
 
