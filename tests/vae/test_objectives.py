@@ -234,3 +234,31 @@ def test_a_pass_of_too_many_samples_is_refused_before_it_runs(objective):
     X = torch.randn(7, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ResourceLimitError, match="samples for each of 7 rows"):
         objective(model, X)
+
+
+def test_the_progress_bar_counts_samples_of_z_per_decoder_call(monkeypatch):
+    # a bar counted in rows moved only when a row's k samples were done: with k = 10**8 it
+    # showed 0 rows and no rate for hours; counted in samples it moves every decoder call
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, **kwargs):
+            self.total, self.n, self.updates = total, 0, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+            self.updates += 1
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    model, *_ = linear_gaussian_vae()
+    X = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    marginal_log_likelihood(model, X, k=300, batch_size=2, max_rows=200, progress=True)
+    (bar,) = bars
+    assert bar.total == bar.n == 5 * 300
+    assert bar.updates == 3 * 3  # 3 batches of rows, each in 3 chunks of at most 100 samples

@@ -63,7 +63,11 @@ def marginal_log_likelihood(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=X.shape[0], desc=f"log p(x), k={k}", leave=False)
+        # counted in samples of z, updated per decoder call: with a large k (10**8 takes
+        # hours) the bar shows its rate and the time left from the first chunk, not the row
+        bar = tqdm(
+            total=X.shape[0] * k, desc=f"log p(x), k={k}", unit="z", unit_scale=True, leave=False
+        )
     with _eval_mode(model):
         for start in range(0, X.shape[0], batch_size):
             xb = X[start : start + batch_size]
@@ -74,9 +78,9 @@ def marginal_log_likelihood(
                 log_w = log_weights(model(xb, s, generator, relaxed=False))  # (s, b)
                 acc = torch.logaddexp(acc, torch.logsumexp(log_w.double(), 0))
                 done += s
+                if bar is not None:
+                    bar.update(xb.shape[0] * s)
             out.append((acc - math.log(k)).cpu())
-            if bar is not None:
-                bar.update(xb.shape[0])
     if bar is not None:
         bar.close()
     log_px = torch.cat(out)
