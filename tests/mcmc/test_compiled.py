@@ -53,6 +53,15 @@ def _state(target: Target, c: int, seed: int = 0) -> State:
     return State(u, lp, grad)
 
 
+def random_metric(c: int, d: int, dense: bool, g: torch.Generator, scale: float = 0.3) -> Metric:
+    """A metric per chain drawn from ``g``: dense ``a a' + I`` with ``a`` ~ ``scale`` N(0, 1)
+    entries, or a diagonal in (0.5, 1.5)."""
+    if dense:
+        a = scale * torch.randn(c, d, d, generator=g, dtype=F64)
+        return Metric(a @ a.transpose(-1, -2) + torch.eye(d, dtype=F64))
+    return Metric(torch.rand(c, d, generator=g, dtype=F64) + 0.5)
+
+
 def _steps_agree(target: Target, metric: Metric, state: State, n: int = 5):
     """n compiled steps from ``state`` equal n eager steps (positions, log-densities,
     gradients, momenta) to 1e-10 relative."""

@@ -19,6 +19,7 @@ from tests.mcmc.test_compiled import (
     _per_chain,
     _state,
     check_semicircle,
+    random_metric,
     semicircle,
 )
 
@@ -41,11 +42,7 @@ def test_the_replayed_leapfrog_is_its_graph_bit_for_bit_and_the_eager_step(dense
     c, d = 3, target.n_free
     state = _state(target, c)
     g = torch.Generator().manual_seed(2)
-    if dense:
-        a = 0.3 * torch.randn(c, d, d, generator=g, dtype=F64)
-        metric = Metric(a @ a.transpose(-1, -2) + torch.eye(d, dtype=F64))
-    else:
-        metric = Metric(torch.rand(c, d, generator=g, dtype=F64) + 0.5)
+    metric = random_metric(c, d, dense, g)
     step_size = torch.full((c,), 0.1, dtype=F64)
     raw, example, _, check = leapfrog_parts(target, metric, state, step_size)
     graph = static_graph(raw, example)

@@ -11,8 +11,9 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from latentfit.mcmc import Target, replay, simplify
 from latentfit.mcmc.compiled import leapfrog_parts, static_graph, wrap_leapfrog
-from latentfit.mcmc.kernels import Metric, State
+from latentfit.mcmc.kernels import State
 from tests.mcmc.posteriors import POSTERIORS
+from tests.mcmc.test_compiled import random_metric
 from tests.mcmc.test_replay import _equal
 
 F64 = torch.float64
@@ -33,11 +34,7 @@ def leapfrog_parts_of(name: str, c: int = 3, seed: int = 1):
     u = 0.1 * torch.randn(c, d, generator=g, dtype=F64)
     lp, grad = target.log_prob_and_grad(u)
     state = State(u, lp, grad)
-    if name == "diamonds":
-        a = 0.1 * torch.randn(c, d, d, generator=g, dtype=F64)
-        metric = Metric(a @ a.transpose(-1, -2) + torch.eye(d, dtype=F64))
-    else:
-        metric = Metric(torch.rand(c, d, generator=g, dtype=F64) + 0.5)
+    metric = random_metric(c, d, name == "diamonds", g, scale=0.1)
     step = torch.full((c,), 0.01, dtype=F64)
     raw, example, _, _ = leapfrog_parts(target, metric, state, step)
     return target, metric, state, raw, example

@@ -19,8 +19,9 @@ from torch.distributions import constraints
 
 from latentfit.mcmc import Target
 from latentfit.mcmc.compiled import leapfrog_parts, static_graph, wrap_leapfrog
-from latentfit.mcmc.kernels import Metric, State, _leapfrog
+from latentfit.mcmc.kernels import State, _leapfrog
 from latentfit.mcmc.replay import replay_graph
+from tests.mcmc.test_compiled import random_metric
 
 from .oracle import budget
 
@@ -94,11 +95,7 @@ def test_the_replayed_leapfrog_is_the_eager_one(model, vectorized, c, dense, see
     u = torch.randn(c, d, generator=g, dtype=F64)
     lp, grad = target.log_prob_and_grad(u)
     state = State(u, lp, grad)
-    if dense:
-        a = 0.3 * torch.randn(c, d, d, generator=g, dtype=F64)
-        metric = Metric(a @ a.transpose(-1, -2) + torch.eye(d, dtype=F64))
-    else:
-        metric = Metric(torch.rand(c, d, generator=g, dtype=F64) + 0.5)
+    metric = random_metric(c, d, dense, g)
     step = torch.full((c,), 0.05, dtype=F64)
     raw, example, _, check = leapfrog_parts(target, metric, state, step)
     graph = static_graph(raw, example)
