@@ -17,6 +17,7 @@ import latentfit
 from latentfit import (
     DDPM,
     MAF,
+    PPCA,
     BernoulliMixture,
     CategoricalMixture,
     FactorAnalysis,
@@ -204,6 +205,17 @@ def test_extra_settings_out_of_the_range_fit_gives_are_refused(
     src = model.fit(data).save(tmp_path / "m.lf")
     bad = _tampered(src, tmp_path / "x.lf", _extra(**{field: value}))
     with pytest.raises(ModelFileError, match=rf"'extra\.{field}'.*{rule}"):
+        latentfit.load(bad)
+
+
+@pytest.mark.parametrize("model", [FactorAnalysis(1), PPCA(1), FactorAnalysis(1, dtype="float32")])
+def test_a_noise_floor_above_the_stored_noise_is_refused(tmp_path, model):
+    # a fit clamps every noise variance at the floor; a file whose floor is above them loaded,
+    # and partial_fit then lifted every variance to it (1e300 here)
+    src = model.fit(X).save(tmp_path / "m.lf")
+    assert latentfit.load(src)._min_noise == model._min_noise  # the fit's own floor loads
+    bad = _tampered(src, tmp_path / "x.lf", _extra(_min_noise=1e300))
+    with pytest.raises(ModelFileError, match=r"'extra\._min_noise' = 1e\+300 is above"):
         latentfit.load(bad)
 
 

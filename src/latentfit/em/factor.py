@@ -39,7 +39,7 @@ from latentfit.em.gaussian import weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = [
@@ -293,6 +293,19 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
 
     def _extra_state(self) -> dict:
         return {"_min_noise": float(self._min_noise)}
+
+    def _check_loaded(self) -> None:
+        """After ``load``: the noise floor is one the fit could have kept. Every fit clamps ψ
+        at it, so a floor above the smallest stored ψ is not the fit's, and a later
+        ``partial_fit`` or warm start would lift every noise variance to it."""
+        super()._check_loaded()
+        psi_min = float(self._params["psi"].min())
+        if not self._min_noise <= psi_min * (1 + 1e-5):  # float32 ψ: its rounding
+            raise ModelFileError(
+                f"the model file's noise floor 'extra._min_noise' = {self._min_noise:g} is "
+                f"above its smallest noise variance psi = {psi_min:g}; a fit keeps every "
+                "noise variance at or above the floor, so the file was not written by a fit"
+            )
 
     _stored_specs_exact = True
 
