@@ -29,8 +29,14 @@ from typing import NamedTuple
 import torch
 from torch.distributions import constraints
 
-from latentfit._validation import check_positive_int, make_generator
-from latentfit.errors import DataError, ResourceLimitError
+from latentfit._validation import (
+    as_float_tensor,
+    check_positive,
+    check_positive_int,
+    make_generator,
+)
+from latentfit.em.gaussian import check_overflow
+from latentfit.errors import DataError, ParameterError, ResourceLimitError
 from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
 from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.target import ordered_vector
@@ -44,8 +50,11 @@ __all__ = [
     "gibbs_gmm",
     "gmm_log_density",
     "hmm_log_density",
+    "niw_prior",
     "niw_update_stats",
+    "observations",
     "sample_inverse_wishart",
+    "sample_niw",
     "state_statistics",
 ]
 
@@ -73,6 +82,78 @@ def niw_update_stats(loc, kappa, df, scale, n, xbar, scatter) -> NIWBatch:
     )
 
 
+def observations(x, min_rows: int = 1) -> torch.Tensor:
+    """``x`` (n, d) or (n,) as a float64 (n, d) tensor of finite numbers with at least
+    ``min_rows`` rows, whose Gaussian statistics do not overflow; bad input is named by row
+    and column (``latentfit._validation.as_float_tensor``)."""
+    x = as_float_tensor(x, name="x", ndim=None)
+    if x.dim() == 1:
+        x = x[:, None]
+    if x.dim() != 2 or x.shape[0] < min_rows or x.shape[1] == 0:
+        raise DataError(
+            f"x must be an (n, d) array (or (n,) for one column) with n >= {min_rows}; got "
+            f"shape {tuple(x.shape)}"
+        )
+    check_overflow(x, name="x")
+    return x
+
+
+def _constant_columns(x: torch.Tensor) -> list[int]:
+    return [j for j in range(x.shape[1]) if bool((x[:, j] == x[0, j]).all())]
+
+
+def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBatch:
+    """The Normal-inverse-Wishart prior shared by every component (or state) of ``gibbs_gmm``
+    and ``gibbs_hmm``, checked: ``prior_loc`` (d,) finite (default: the data mean),
+    ``prior_kappa`` > 0, ``prior_df`` > d - 1 (default d + 2), ``prior_scale`` a symmetric
+    positive-definite (d, d) matrix (default: the data covariance / k^(2/d), scaled so that
+    it is the prior mean of the covariance where df > d + 1). A default scale that is singular (a constant
+    column, or columns that are exact combinations of others) is refused by name."""
+    n, d = x.shape
+    dt = x.dtype
+    check_positive(prior_kappa, "prior_kappa")
+    if prior_df is not None:
+        check_positive(prior_df, "prior_df", above=d - 1.0, bound=f"d - 1 = {d - 1}")
+    df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
+    if prior_loc is None:
+        loc0 = x.mean(0)
+    else:
+        loc0 = as_float_tensor(prior_loc, name="prior_loc", ndim=None).reshape(-1)
+        if loc0.shape[0] != d:
+            raise ParameterError(
+                f"prior_loc must hold one value per column of x ({d}); got {loc0.shape[0]}"
+            )
+    if prior_scale is None:
+        cov_x = torch.atleast_2d(torch.cov(x.T)) if n > 1 else torch.eye(d, dtype=dt)
+        # the prior mean of a covariance, scale / (df - d - 1), is the data covariance / k^(2/d)
+        # where that mean exists (df > d + 1); below, the scale is the data covariance's
+        scale0 = cov_x * (df0 - d - 1 if float(df0) > d + 1 else 1.0) / k ** (2.0 / d)
+        if int(torch.linalg.cholesky_ex(scale0).info) != 0:
+            const = _constant_columns(x)
+            what = (
+                f"column(s) {const} of x are constant"
+                if const
+                else "the columns of x are linearly dependent (one is a combination of others)"
+            )
+            raise DataError(
+                f"{what}, so the default prior_scale (the data covariance) is singular; drop "
+                "those columns, or pass a positive-definite prior_scale (d, d)"
+            )
+    else:
+        scale0 = as_float_tensor(prior_scale, name="prior_scale", ndim=None)
+        if scale0.numel() == 1 and d == 1:
+            scale0 = scale0.reshape(1, 1)
+        ok = tuple(scale0.shape) == (d, d)
+        ok = ok and bool(torch.allclose(scale0, scale0.T, rtol=1e-10, atol=0.0))
+        if not ok or int(torch.linalg.cholesky_ex(scale0).info) != 0:
+            raise ParameterError(
+                f"prior_scale must be a symmetric positive-definite ({d}, {d}) matrix (the "
+                f"inverse-Wishart scale); got shape {tuple(scale0.shape)}"
+                + ("" if not ok else " that is not positive definite")
+            )
+    return NIWBatch(loc0, torch.tensor(float(prior_kappa), dtype=dt), df0, scale0)
+
+
 def _gamma(shape_param: torch.Tensor, gen) -> torch.Tensor:
     return torch._standard_gamma(shape_param, generator=gen)
 
@@ -91,6 +172,24 @@ def sample_inverse_wishart(df: torch.Tensor, scale: torch.Tensor, gen) -> torch.
     LA = L @ A
     prec = LA @ LA.transpose(-1, -2)
     return torch.cholesky_inverse(torch.linalg.cholesky(prec))
+
+
+def sample_niw(post: NIWBatch, gen, sweep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, Sigma) ~ NIW(post), batched: Sigma ~ InvWishart(df, scale), then mu | Sigma ~
+    N(loc, Sigma / kappa); means (..., d), covariances (..., d, d). A factorisation that fails
+    (a posterior scale no longer positive definite in float64) is said with what to change."""
+    try:
+        cov = sample_inverse_wishart(post.df, post.scale, gen)
+        chol = torch.linalg.cholesky(cov / post.kappa[..., None, None])
+    except torch.linalg.LinAlgError as err:
+        raise ParameterError(
+            f"Gibbs sweep {sweep}: a covariance draw was not positive definite in float64 "
+            f"({err}). The prior scale is too small for the data's spread: standardise the "
+            "columns of x or pass a larger prior_scale"
+        ) from None
+    loc = post.loc
+    eps = torch.randn(*loc.shape, 1, generator=gen, dtype=loc.dtype, device=loc.device)
+    return loc + (chol @ eps)[..., 0], cov
 
 
 def _gumbel_argmax(logits: torch.Tensor, gen) -> torch.Tensor:
@@ -200,12 +299,9 @@ def gibbs_gmm(
     ``co_assignment`` keeps the (n, n) fraction of draws with z_i == z_j (by default for up to
     :data:`CO_ASSIGNMENT_ROWS` rows; ``None`` in the result otherwise).
     """
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.dim() == 1:
-        x = x[:, None]
-    if x.dim() != 2 or x.shape[0] < 2 or not bool(torch.isfinite(x).all()):
-        raise DataError(f"x must be a finite (n, d) array with n >= 2; got shape {tuple(x.shape)}")
+    x = observations(x, min_rows=2)
     k = check_positive_int(n_components, "n_components")
+    check_positive(alpha, "alpha")
     c, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     n, d = x.shape
     dt, dev = x.dtype, x.device
@@ -216,15 +312,8 @@ def gibbs_gmm(
         gibbs_parts(c, num_draws, n, k, k + k * d + k * d * d, 8, co_assignment=keep_co),
         hint="use fewer chains, draws or components",
     )
+    prior = niw_prior(x, k, prior_loc, prior_kappa, prior_df, prior_scale)
     gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
-    loc0 = x.mean(0) if prior_loc is None else torch.as_tensor(prior_loc, dtype=dt).reshape(d)
-    df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
-    if prior_scale is None:
-        cov_x = torch.atleast_2d(torch.cov(x.T))
-        scale0 = cov_x * (df0 - d - 1) / k ** (2.0 / d)  # prior mean of cov: data cov / k^(2/d)
-    else:
-        scale0 = torch.as_tensor(prior_scale, dtype=dt).reshape(d, d)
-    kappa0 = torch.tensor(float(prior_kappa), dtype=dt)
     # start: each chain labels the data at random
     z = torch.randint(0, k, (c, n), generator=gen, device=dev)
     keep_w, keep_mu, keep_cov = [], [], []
@@ -233,10 +322,8 @@ def gibbs_gmm(
         # params | labels
         onehot = torch.nn.functional.one_hot(z, k).to(dt)  # (c, n, k)
         counts, xbar, scatter = state_statistics(onehot, x)
-        post = niw_update_stats(loc0, kappa0, df0, scale0, counts, xbar, scatter)
-        cov = sample_inverse_wishart(post.df, post.scale, gen)  # (c, k, d, d)
-        eps = torch.randn(c, k, d, 1, generator=gen, dtype=dt, device=dev)
-        mu = post.loc + (torch.linalg.cholesky(cov / post.kappa[..., None, None]) @ eps)[..., 0]
+        post = niw_update_stats(*prior, counts, xbar, scatter)
+        mu, cov = sample_niw(post, gen, it)  # (c, k, d), (c, k, d, d)
         g = _gamma(alpha + counts, gen)
         w = g / g.sum(-1, keepdim=True)  # (c, k) Dirichlet(alpha + counts)
         # labels | params
@@ -284,8 +371,11 @@ def hmm_log_density(x: torch.Tensor, n_states: int):
     algorithm: parameters ``start`` (simplex k), ``trans`` (k rows on the simplex, given as
     ``trans_rows`` (k, k)), ``means`` (ordered), ``scales`` (positive). Returns (log_density,
     init, constraints) for ``latentfit.mcmc.sample`` (one chain per call, vmapped)."""
-    x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
-    k = int(n_states)
+    x = observations(x)
+    if x.shape[1] != 1:
+        raise DataError(f"hmm_log_density is univariate; x has {x.shape[1]} columns")
+    x = x[:, 0]
+    k = check_positive_int(n_states, "n_states")
 
     def log_density(start, trans, means, scales):
         log_obs = torch.distributions.Normal(means, scales).log_prob(x[:, None])  # (t, k)
@@ -319,11 +409,10 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
     scales ~ HalfNormal(2 * data sd). The density takes every chain at once (a leading chain
     dimension on each parameter): pass ``vectorized=True`` to ``sample``. Returns
     (log_density, init, constraints)."""
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.dim() == 1:
-        x = x[:, None]
+    x = observations(x)
     d = x.shape[1]
-    k = int(n_components)
+    k = check_positive_int(n_components, "n_components")
+    check_positive(prior_scale, "prior_scale")
     m, s = x.mean(0), x.std(0)
     D = torch.distributions
 

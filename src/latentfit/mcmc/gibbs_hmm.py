@@ -18,12 +18,15 @@ region ``hmm_conjugate_log_density`` samples with ``ordered_vector``.
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.distributions import constraints
 
-from latentfit._validation import check_positive_int, make_generator
+from latentfit._validation import _is_real, check_positive, check_positive_int, make_generator
 from latentfit.errors import DataError, ParameterError
 from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
 from latentfit.mcmc.gibbs import (
@@ -32,8 +35,10 @@ from latentfit.mcmc.gibbs import (
     check_co_assignment,
     draws_to_arviz,
     ffbs,
+    niw_prior,
     niw_update_stats,
-    sample_inverse_wishart,
+    observations,
+    sample_niw,
     state_statistics,
 )
 from latentfit.mcmc.result import import_arviz
@@ -87,16 +92,15 @@ class GibbsHMMResult(NamedTuple):
 
 
 def _sequences(x, lengths) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.dim() == 1:
-        x = x[:, None]
-    if x.dim() != 2 or x.shape[0] < 1 or not bool(torch.isfinite(x).all()):
-        raise DataError(
-            f"x must be a finite (n, d) array of stacked sequences; got shape {tuple(x.shape)}"
-        )
+    x = observations(x)
     if lengths is None:
         lengths = [x.shape[0]]
-    lengths = [int(t) for t in lengths]
+    try:
+        lengths = [operator.index(t) for t in np.asarray(lengths).reshape(-1).tolist()]
+    except (TypeError, ValueError):
+        raise DataError(
+            f"lengths must be a list of positive integers; got {lengths!r:.80}"
+        ) from None
     if any(t < 1 for t in lengths) or sum(lengths) != x.shape[0]:
         raise DataError(
             f"lengths must be positive and sum to the number of rows of x ({x.shape[0]}); "
@@ -164,9 +168,8 @@ def gibbs_hmm(
     """
     x, seqs = _sequences(x, lengths)
     k = check_positive_int(n_states, "n_states")
-    for name, val in (("alpha_start", alpha_start), ("alpha_trans", alpha_trans)):
-        if not float(val) > 0:
-            raise ParameterError(f"{name} must be positive, got {val}")
+    check_positive(alpha_start, "alpha_start")
+    check_positive(alpha_trans, "alpha_trans")
     c, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     n, d = x.shape
     dt = x.dtype
@@ -176,28 +179,23 @@ def gibbs_hmm(
         gibbs_parts(c, num_draws, n, k, k + k * k + k * d + k * d * d, 8, co_assignment=keep_co),
         hint="use fewer chains, draws or states",
     )
+    prior = niw_prior(x, k, prior_loc, prior_kappa, prior_df, prior_scale)
     gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
-    loc0 = x.mean(0) if prior_loc is None else torch.as_tensor(prior_loc, dtype=dt).reshape(d)
-    df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
-    if not float(df0) > d - 1:
-        raise ParameterError(f"prior_df must exceed d - 1 = {d - 1}, got {float(df0)}")
-    if prior_scale is None:
-        cov_x = torch.atleast_2d(torch.cov(x.T)) if n > 1 else torch.eye(d, dtype=dt)
-        scale0 = cov_x * (df0 - d - 1).clamp(min=1.0) / k ** (2.0 / d)
-    else:
-        scale0 = torch.as_tensor(prior_scale, dtype=dt).reshape(d, d)
-    kappa0 = torch.tensor(float(prior_kappa), dtype=dt)
     if init_states is None:
         paths = [torch.randint(0, k, (c, s.shape[0]), generator=gen) for s in seqs]
     else:
-        z0 = torch.as_tensor(init_states).reshape(-1)
-        if z0.shape[0] != n or z0.is_floating_point() or z0.min() < 0 or z0.max() >= k:
+        try:
+            z0 = np.asarray(init_states).reshape(-1)
+        except (TypeError, ValueError):
+            z0 = np.zeros(0, dtype=object)  # ragged: refused below with the expected form
+        if z0.shape[0] != n or z0.dtype.kind not in "iu" or z0.min() < 0 or z0.max() >= k:
             raise DataError(
                 f"init_states must hold {n} integer states in 0..{k - 1}, one per row of x; "
                 f"got shape {tuple(z0.shape)}"
             )
         paths = [
-            p.to(torch.long).expand(c, -1).clone() for p in torch.split(z0, [len(s) for s in seqs])
+            p.expand(c, -1).clone()
+            for p in torch.split(torch.as_tensor(z0, dtype=torch.long), [len(s) for s in seqs])
         ]
     keep = {"start": [], "transmat": [], "means": [], "covariances": []}
     co = torch.zeros(n, n, dtype=dt) if keep_co else None
@@ -207,10 +205,8 @@ def gibbs_hmm(
         z = torch.cat(paths, 1)  # (c, n)
         onehot = torch.nn.functional.one_hot(z, k).to(dt)  # (c, n, k)
         counts, xbar, scatter = state_statistics(onehot, x)
-        post = niw_update_stats(loc0, kappa0, df0, scale0, counts, xbar, scatter)
-        cov = sample_inverse_wishart(post.df, post.scale, gen)  # (c, k, d, d)
-        eps = torch.randn(c, k, d, 1, generator=gen, dtype=dt)
-        mu = post.loc + (torch.linalg.cholesky(cov / post.kappa[..., None, None]) @ eps)[..., 0]
+        post = niw_update_stats(*prior, counts, xbar, scatter)
+        mu, cov = sample_niw(post, gen, it)  # (c, k, d), (c, k, d, d)
         # states | params
         log_start, log_trans = torch.log(start), torch.log(trans)
         paths = [ffbs(log_start, log_trans, _mvn_log_prob(s, mu, cov), gen) for s in seqs]
@@ -269,7 +265,17 @@ def hmm_conjugate_log_density(
     x, seqs = _sequences(x, lengths)
     if x.shape[1] != 1:
         raise DataError(f"hmm_conjugate_log_density is univariate; x has {x.shape[1]} columns")
-    k = int(n_states)
+    k = check_positive_int(n_states, "n_states")
+    for name, value in (
+        ("alpha_start", alpha_start),
+        ("alpha_trans", alpha_trans),
+        ("prior_kappa", prior_kappa),
+        ("prior_df", prior_df),
+        ("prior_scale", prior_scale),
+    ):
+        check_positive(value, name)
+    if not _is_real(prior_loc) or not math.isfinite(prior_loc):
+        raise ParameterError(f"prior_loc must be a finite number, got {prior_loc!r}")
     D = torch.distributions
     dir_start = D.Dirichlet(
         torch.full((k,), float(alpha_start), dtype=x.dtype), validate_args=False

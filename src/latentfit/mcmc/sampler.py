@@ -33,7 +33,7 @@ from latentfit.mcmc.adaptation import (
 from latentfit.mcmc.budget import check_counts, check_run, nuts_parts
 from latentfit.mcmc.fit_posterior import fit_target
 from latentfit.mcmc.kernels import Metric, State, hmc_transition, nuts_transition
-from latentfit.mcmc.target import Target
+from latentfit.mcmc.target import Target, init_values
 
 __all__ = ["SamplerConfig", "sample", "sample_target"]
 
@@ -82,16 +82,6 @@ class SamplerConfig:
             raise ParameterError(
                 f"compile must be True, False, 'replay' or 'wait', got {self.compile!r}"
             )
-
-
-def _shapes_from_init(init: dict, dtype, device) -> tuple[dict, dict]:
-    if not isinstance(init, dict) or not init:
-        raise ParameterError(
-            "init must name every parameter with a starting value (its shape is taken from it), "
-            "e.g. init={'mu': 0.0, 'tau': 1.0, 'theta': torch.zeros(8)}"
-        )
-    values = {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in init.items()}
-    return {k: tuple(v.shape) for k, v in values.items()}, values
 
 
 def sample(
@@ -151,7 +141,8 @@ def sample(
     with a ``CompileFallbackWarning``.
     """
     dtype, device = resolve_dtype(dtype), resolve_device(device)
-    shapes, values = _shapes_from_init(init, dtype, device)
+    values = init_values(init, dtype, device)
+    shapes = {k: tuple(v.shape) for k, v in values.items()}
     target = Target(
         log_density,
         shapes,

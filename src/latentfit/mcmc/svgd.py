@@ -29,7 +29,7 @@ from latentfit._validation import (
 )
 from latentfit.errors import ParameterError
 from latentfit.mcmc.budget import check_run, svgd_parts
-from latentfit.mcmc.target import Target
+from latentfit.mcmc.target import Target, init_values
 
 __all__ = ["SVGDResult", "rbf_median_kernel", "svgd", "svgd_direction"]
 
@@ -69,6 +69,21 @@ class SVGDResult:
         return self.particles[name]
 
 
+def _outside(target: Target, values: dict) -> str:
+    """The parameters whose starting value is outside their constraint's support."""
+    names = [
+        f"{s.name}={values[s.name].tolist()} is not {s.constraint}"
+        for s in target.slots
+        if not bool(torch.all(s.constraint.check(values[s.name])))
+    ]
+    return "; ".join(names) or "a parameter maps to NaN or inf"
+
+
+def _at(target: Target, u: torch.Tensor) -> dict:
+    """Natural parameter values of one particle ``u`` (p,), for a message."""
+    return {k: v[0].tolist() for k, v in target.constrain(u[None])[0].items()}
+
+
 def svgd(
     log_density,
     init: dict,
@@ -95,7 +110,7 @@ def svgd(
         if not (_is_real(value) and math.isfinite(value) and value > 0):
             raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
-    values = {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in init.items()}
+    values = init_values(init, dtype, device)
     target = Target(
         log_density,
         {k: tuple(v.shape) for k, v in values.items()},
@@ -112,13 +127,31 @@ def svgd(
     )
     gen = generator if isinstance(generator, torch.Generator) else make_generator(generator, device)
     u0 = target.unconstrain({k: v[None] for k, v in values.items()})  # (1, p)
+    if not bool(torch.isfinite(u0).all()):
+        raise ParameterError(
+            "init lies outside the support of the constraints (its unconstrained value is not "
+            f"finite: {_outside(target, values)}); choose init inside the support"
+        )
     u = u0 + init_scale * torch.randn(
         num_particles, target.n_free, generator=gen, dtype=dtype, device=device
     )
     hist = torch.zeros_like(u)
     alpha, fudge = 0.9, 1e-6
     for it in tqdm(range(num_iter), desc="SVGD", disable=not progress_bar, leave=False):
-        _, grad = target.log_prob_and_grad(u)
+        lp, grad = target.log_prob_and_grad(u)
+        bad = ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise ParameterError(
+                f"SVGD iteration {it}: the log-density or its gradient is not finite at particle "
+                f"{i} ({int(bad.sum())} of {num_particles} particles): {_at(target, u[i])}. "
+                + (
+                    "The particles start there: choose init where the density is finite, or a "
+                    "smaller init_scale"
+                    if it == 0
+                    else "Try a smaller step_size"
+                )
+            )
         phi = svgd_direction(u, grad)
         hist = phi.pow(2) if it == 0 else alpha * hist + (1 - alpha) * phi.pow(2)
         u = u + step_size * phi / (fudge + hist.sqrt())

@@ -15,12 +15,42 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.distributions import biject_to, constraints, transforms
 
+from latentfit._validation import as_float_tensor, first_nonfinite
 from latentfit.errors import ParameterError
 
-__all__ = ["Target", "ordered_vector"]
+__all__ = ["Target", "init_values", "ordered_vector"]
+
+
+def init_values(init, dtype, device) -> dict[str, torch.Tensor]:
+    """Each parameter's starting value in ``init`` as a finite tensor of ``dtype`` on
+    ``device`` (its shape is the parameter's): a value that is not numbers, or holds NaN or
+    inf, is refused by parameter name and entry."""
+    if not isinstance(init, dict) or not init:
+        raise ParameterError(
+            "init must name every parameter with a starting value (its shape is taken from it), "
+            "e.g. init={'mu': 0.0, 'tau': 1.0, 'theta': torch.zeros(8)}"
+        )
+    values = {}
+    for name, value in init.items():
+        label = f"init[{name!r}]"
+        t = as_float_tensor(
+            value, name=label, dtype=dtype, device=device, ndim=None, allow_nan=True, min_samples=0
+        )
+        if not isinstance(value, torch.Tensor) and np.ndim(value) == 0:
+            t = t.reshape(())  # a number is a scalar parameter (the array check makes it (1,))
+        bad = first_nonfinite(t)
+        if bad is not None:
+            where = f" at index {bad}" if bad else ""
+            raise ParameterError(
+                f"{label} is NaN{where}: every starting value must be a finite number inside "
+                "the parameter's support"
+            )
+        values[name] = t
+    return values
 
 
 class _OrderedVector(constraints.Constraint):

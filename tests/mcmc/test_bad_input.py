@@ -1,0 +1,209 @@
+"""Bad data, priors and starting values reach every sampler as a named LatentfitError before
+the first sweep, never as torch's or numpy's own exception halfway through, and never as
+NaN particles: gibbs_gmm and gibbs_hmm check x and the Normal-inverse-Wishart prior they share
+(mcmc/gibbs.py, ``observations`` and ``niw_prior``); sample and svgd check ``init``
+(mcmc/target.py, ``init_values``); svgd stops at a non-finite density or gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.distributions import constraints
+
+from latentfit.errors import DOCUMENTED_ERRORS, DataError, ParameterError
+from latentfit.mcmc import gibbs_gmm, gibbs_hmm, sample
+from latentfit.mcmc.svgd import svgd
+
+X = np.random.default_rng(0).normal(size=(30, 2))
+SHORT = {"num_warmup": 2, "num_draws": 2}
+GIBBS = {
+    "gibbs_gmm": lambda x=X, **kw: gibbs_gmm(x, 2, **SHORT, **kw),
+    "gibbs_hmm": lambda x=X, **kw: gibbs_hmm(x, 2, **SHORT, **kw),
+}
+
+
+def _normal(mu, sigma):
+    return torch.distributions.Normal(mu, sigma).log_prob(torch.tensor([0.1, 0.5, -0.3])).sum()
+
+
+@pytest.mark.parametrize("run", list(GIBBS))
+@pytest.mark.parametrize(
+    "kw, error, match",
+    [
+        ({"prior_scale": -np.eye(2)}, ParameterError, "positive-definite"),
+        ({"prior_scale": [[1.0, 0.9], [0.0, 1.0]]}, ParameterError, "symmetric"),
+        ({"prior_scale": np.eye(3)}, ParameterError, r"\(2, 2\)"),
+        ({"prior_scale": [[1.0, np.nan], [np.nan, 1.0]]}, DataError, "prior_scale"),
+        ({"prior_loc": [0.0, 0.0, 0.0]}, ParameterError, "prior_loc must hold one value"),
+        ({"prior_loc": ["a", "b"]}, DataError, "prior_loc"),
+        ({"prior_kappa": 0.0}, ParameterError, "prior_kappa"),
+        ({"prior_kappa": float("inf")}, ParameterError, "prior_kappa"),
+        ({"prior_df": 0.5}, ParameterError, "prior_df must be a finite number > d - 1 = 1"),
+        ({"prior_df": "3"}, ParameterError, "prior_df"),
+    ],
+)
+def test_a_bad_prior_is_named_before_the_first_sweep(run, kw, error, match):
+    with pytest.raises(error, match=match):
+        GIBBS[run](**kw)
+
+
+@pytest.mark.parametrize("run", list(GIBBS))
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (np.array([["a", "b"]] * 5), DataError, "non-numeric value .* row 0, column 0"),
+        (
+            np.where(np.arange(60).reshape(30, 2) == 7, np.nan, X),
+            DataError,
+            "NaN at row 3, column 1",
+        ),
+        (np.vstack([X, [[np.inf, 0.0]]]), DataError, "inf at row 30, column 0"),
+        (X * 1e300, DataError, "overflow"),
+        (np.c_[X[:, 0], np.full(30, 2.0)], DataError, r"column\(s\) \[1\] of x are constant"),
+        (np.c_[X[:, 0], 2 * X[:, 0]], DataError, "linearly dependent"),
+        (X[None], DataError, r"\(n, d\)"),
+        ("data.csv", DataError, "path or string"),
+    ],
+)
+def test_bad_data_is_named_by_row_and_column(run, x, error, match):
+    with pytest.raises(error, match=match):
+        GIBBS[run](x=x)
+
+
+def test_a_constant_column_samples_with_a_prior_scale_given():
+    x = np.c_[X[:, 0], np.full(30, 2.0)]
+    res = gibbs_gmm(x, 2, prior_scale=np.eye(2), **SHORT, generator=0)
+    assert bool(torch.isfinite(res.covariances).all())
+
+
+def test_a_prior_scale_too_small_for_the_data_is_said_as_such():
+    # the data's spread (1e8) swamps a 1e-300 prior scale: the posterior scale's Cholesky
+    # factor fails in float64 inside a sweep
+    x = np.c_[np.linspace(0, 1e8, 30), np.linspace(0, 1e8, 30) + 1e-300]
+    with pytest.raises(ParameterError, match="standardise the columns of x"):
+        gibbs_gmm(x, 2, prior_scale=1e-300 * np.eye(2), **SHORT, generator=0)
+
+
+def test_a_gibbs_alpha_and_the_hmm_init_states_are_checked():
+    with pytest.raises(ParameterError, match="alpha must be a finite number > 0"):
+        gibbs_gmm(X, 2, alpha=-1.0, **SHORT)
+    with pytest.raises(ParameterError, match="alpha_start"):
+        gibbs_hmm(X, 2, alpha_start=float("nan"), **SHORT)
+    with pytest.raises(DataError, match="init_states must hold 30 integer states"):
+        gibbs_hmm(X, 2, init_states=["a"] * 30, **SHORT)
+    with pytest.raises(DataError, match="init_states"):
+        gibbs_hmm(X, 2, init_states=[[0], [0, 1]], **SHORT)
+    with pytest.raises(DataError, match="lengths must be a list of positive integers"):
+        gibbs_hmm(X, 2, lengths=[10.5, 19.5], **SHORT)
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize(
+    "init, error, match",
+    [
+        ({"mu": "a", "sigma": 1.0}, DataError, r"init\['mu'\]"),
+        ({"mu": float("nan"), "sigma": 1.0}, ParameterError, r"init\['mu'\] is NaN"),
+        ({"mu": [0.0, float("nan")], "sigma": 1.0}, ParameterError, r"NaN at index \(1,\)"),
+        ({"mu": 0.0, "sigma": float("inf")}, DataError, r"init\['sigma'\] has an infinite"),
+        ({"mu": 0.0, "sigma": object()}, DataError, r"init\['sigma'\]"),
+        ({}, ParameterError, "init must name every parameter"),
+    ],
+)
+def test_a_bad_starting_value_is_named(run, init, error, match):
+    cons = {"sigma": constraints.positive}
+    with pytest.raises(error, match=match):
+        if run == "sample":
+            sample(_normal, init, constraints=cons, num_warmup=2, num_draws=2, progress_bar=False)
+        else:
+            svgd(_normal, init, constraints=cons, num_particles=4, num_iter=2, progress_bar=False)
+
+
+def test_a_scalar_starting_value_keeps_its_shape():
+    res = sample(
+        _normal,
+        {"mu": 0.0, "sigma": np.float64(1.0)},
+        constraints={"sigma": constraints.positive},
+        num_warmup=5,
+        num_draws=5,
+        progress_bar=False,
+    )
+    assert res.draws["mu"].shape == (4, 5) and res.draws["sigma"].shape == (4, 5)
+
+
+def test_svgd_refuses_a_start_outside_the_support():
+    with pytest.raises(ParameterError, match=r"sigma=-1\.0 is not"):
+        svgd(
+            _normal,
+            {"mu": 0.0, "sigma": -1.0},
+            constraints={"sigma": constraints.positive},
+            num_particles=4,
+            num_iter=2,
+            progress_bar=False,
+        )
+
+
+def test_svgd_stops_at_a_diverging_step_instead_of_returning_nan_particles():
+    # a step of 1e10 throws the particles to where sigma = exp(u) overflows
+    with pytest.raises(ParameterError, match=r"SVGD iteration 1: .* Try a smaller step_size"):
+        svgd(
+            _normal,
+            {"mu": 0.0, "sigma": 1.0},
+            constraints={"sigma": constraints.positive},
+            num_particles=10,
+            num_iter=50,
+            step_size=1e10,
+            generator=0,
+            progress_bar=False,
+        )
+    # a density that is NaN where the particles start is named at iteration 0
+    with pytest.raises(ParameterError, match=r"SVGD iteration 0: .* smaller init_scale"):
+        svgd(lambda mu: mu * float("nan"), {"mu": 0.0}, num_particles=4, progress_bar=False)
+
+
+PRIORS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-3, 5),
+    st.text(max_size=2),
+    st.none(),
+    st.lists(st.floats(-5, 5), max_size=3),
+    st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3), max_size=3),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(GIBBS)),
+    st.sampled_from(["prior_loc", "prior_kappa", "prior_df", "prior_scale"]),
+    PRIORS,
+)
+def test_any_prior_samples_or_is_refused_with_a_documented_error(run, name, value):
+    try:
+        res = GIBBS[run](**{name: value}, generator=0)
+    except DOCUMENTED_ERRORS as exc:
+        assert str(exc).strip()
+        return
+    for draws in res.draws.values():
+        assert bool(torch.isfinite(draws).all()), f"{name}={value!r}: non-finite draws"
+
+
+def test_the_summed_out_targets_check_their_data_and_priors():
+    from latentfit.mcmc.gibbs import gmm_log_density, hmm_log_density
+    from latentfit.mcmc.gibbs_hmm import hmm_conjugate_log_density
+
+    bad = np.r_[X[:, 0], np.nan]
+    for target in (gmm_log_density, hmm_log_density, hmm_conjugate_log_density):
+        with pytest.raises(DataError, match="NaN at entry 30"):
+            target(bad, 2)
+        with pytest.raises(ParameterError, match="n_"):
+            target(X[:, 0], 0)
+    with pytest.raises(DataError, match="univariate"):
+        hmm_log_density(X, 2)
+    with pytest.raises(ParameterError, match="prior_scale"):
+        gmm_log_density(X, 2, prior_scale=-1.0)
+    with pytest.raises(ParameterError, match="prior_df"):
+        hmm_conjugate_log_density(X[:, 0], 2, prior_df=float("nan"))
+    with pytest.raises(ParameterError, match="prior_loc"):
+        hmm_conjugate_log_density(X[:, 0], 2, prior_loc="0")
