@@ -207,3 +207,21 @@ def test_the_summed_out_targets_check_their_data_and_priors():
         hmm_conjugate_log_density(X[:, 0], 2, prior_df=float("nan"))
     with pytest.raises(ParameterError, match="prior_loc"):
         hmm_conjugate_log_density(X[:, 0], 2, prior_loc="0")
+
+
+def test_an_argument_arviz_refuses_is_named_on_every_result():
+    nuts = sample(
+        _normal,
+        {"mu": 0.0, "sigma": 1.0},
+        constraints={"sigma": constraints.positive},
+        num_warmup=5,
+        num_draws=5,
+        progress_bar=False,
+    )
+    for res in (nuts, GIBBS["gibbs_gmm"](), GIBBS["gibbs_hmm"]()):
+        with pytest.raises(ParameterError, match=r"summary\(hdi_prob=1.5\): ArviZ refused"):
+            res.summary(hdi_prob=1.5)
+        with pytest.raises(ParameterError, match="mcse method foo not found"):
+            res.mcse(method="foo")
+    with pytest.raises(ParameterError, match=r"ess\(method='nope'\)"):
+        nuts.ess(method="nope")

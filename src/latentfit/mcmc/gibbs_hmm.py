@@ -41,7 +41,7 @@ from latentfit.mcmc.gibbs import (
     sample_niw,
     state_statistics,
 )
-from latentfit.mcmc.result import import_arviz
+from latentfit.mcmc.result import arviz_call
 from latentfit.mcmc.target import ordered_vector
 
 __all__ = [
@@ -83,12 +83,12 @@ class GibbsHMMResult(NamedTuple):
 
     def mcse(self, method: str = "mean") -> dict:
         """Monte-Carlo standard error of each parameter's posterior mean, from ArviZ."""
-        ds = import_arviz().mcse(self.to_arviz(), method=method)
+        ds = arviz_call("mcse", self.to_arviz(), method=method)
         return {k: ds[k].values for k in self.draws}
 
     def summary(self, **kwargs):
         """``arviz.summary`` of the draws (mean, sd, HDI, MCSE, ESS, R-hat)."""
-        return import_arviz().summary(self.to_arviz(), **kwargs)
+        return arviz_call("summary", self.to_arviz(), **kwargs)
 
 
 def _sequences(x, lengths) -> tuple[torch.Tensor, list[torch.Tensor]]:

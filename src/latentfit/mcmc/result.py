@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from latentfit._validation import check_positive_int
-from latentfit.errors import MissingDependencyError
+from latentfit.errors import MissingDependencyError, ParameterError
 
-__all__ = ["MCMCResult", "import_arviz"]
+__all__ = ["MCMCResult", "arviz_call", "import_arviz"]
 
 
 def import_arviz():
@@ -25,6 +25,21 @@ def import_arviz():
             "latentfit.mcmc diagnostics need ArviZ: pip install arviz"
         ) from None
     return arviz
+
+
+def arviz_call(name: str, data, **kwargs):
+    """``arviz.<name>(data, **kwargs)`` (``summary``, ``ess``, ``rhat``, ``mcse``): an argument
+    ArviZ refuses (an unknown method or keyword, an ``hdi_prob`` outside (0, 1]) is said as a
+    ParameterError naming the call, not as ArviZ's TypeError or ValueError."""
+    fn = getattr(import_arviz(), name)
+    try:
+        return fn(data, **kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        text = " ".join(str(err).split())
+        raise ParameterError(
+            f"{name}({args}): ArviZ refused the arguments: {text}; see help(arviz.{name})"
+        ) from err
 
 
 class MCMCResult:
@@ -165,25 +180,25 @@ class MCMCResult:
             return az.from_dict({"posterior": posterior, "sample_stats": stats})
         return az.from_dict(posterior=posterior, sample_stats=stats)
 
-    def _stat(self, fn, **kwargs) -> dict[str, np.ndarray]:
-        ds = fn(self.to_arviz(), **kwargs)
+    def _stat(self, name: str, **kwargs) -> dict[str, np.ndarray]:
+        ds = arviz_call(name, self.to_arviz(), **kwargs)
         return {k: np.asarray(ds[k].values) for k in self.target.names}
 
     def rhat(self) -> dict[str, np.ndarray]:
         """Rank-normalised split R-hat (Vehtari et al. 2021) per parameter, from ArviZ."""
-        return self._stat(import_arviz().rhat, method="rank")
+        return self._stat("rhat", method="rank")
 
     def ess(self, method: str = "bulk") -> dict[str, np.ndarray]:
         """Effective sample size (``"bulk"`` or ``"tail"``) per parameter, from ArviZ."""
-        return self._stat(import_arviz().ess, method=method)
+        return self._stat("ess", method=method)
 
     def mcse(self, method: str = "mean") -> dict[str, np.ndarray]:
         """Monte-Carlo standard error of the posterior mean (or ``"sd"``), from ArviZ."""
-        return self._stat(import_arviz().mcse, method=method)
+        return self._stat("mcse", method=method)
 
     def summary(self, **kwargs):
         """``arviz.summary`` of the draws (a pandas DataFrame: mean, sd, HDI, MCSE, ESS, R-hat)."""
-        return import_arviz().summary(self.to_arviz(), **kwargs)
+        return arviz_call("summary", self.to_arviz(), **kwargs)
 
     def __repr__(self) -> str:
         return (
