@@ -225,3 +225,32 @@ def test_an_argument_arviz_refuses_is_named_on_every_result():
             res.mcse(method="foo")
     with pytest.raises(ParameterError, match=r"ess\(method='nope'\)"):
         nuts.ess(method="nope")
+
+
+def _short_run(**kw):
+    return sample(
+        _normal,
+        {"mu": 0.0, "sigma": 1.0},
+        constraints={"sigma": constraints.positive},
+        num_warmup=10,
+        progress_bar=False,
+        **kw,
+    )
+
+
+def test_diagnostics_never_say_no_problems_over_nan_r_hats():
+    # ArviZ gives NaN R-hat and ESS below 4 draws a chain: said, not "no problems found"
+    too_few = _short_run(num_draws=2, num_chains=2).diagnostics()
+    assert "need at least 4 draws per chain, got 2" in too_few
+    # a one-entry simplex is the constant 1: its R-hat is NaN and named
+    res = sample(
+        lambda mu, w: -0.5 * mu**2 + 0.0 * w.sum(),
+        {"mu": 0.0, "w": [1.0]},
+        constraints={"w": constraints.simplex},
+        num_warmup=20,
+        num_draws=20,
+        num_chains=2,
+        progress_bar=False,
+    )
+    assert bool((res.draws["w"] == 1.0).all())
+    assert "R-hat is NaN for ['w']" in res.diagnostics()

@@ -149,13 +149,23 @@ class MCMCResult:
         low = (self.e_bfmi < 0.3).nonzero().squeeze(1).tolist()
         if low:
             lines.append(f"E-BFMI below 0.3 in chains {low}: the posterior may have heavy tails")
-        if self.num_chains > 1 and self.num_draws >= 4:
+        if self.num_draws < 4:
+            lines.append(
+                f"R-hat, ESS and MCSE need at least 4 draws per chain, got {self.num_draws}: "
+                "they are not computed (NaN in the summary); draw more"
+            )
+        elif self.num_chains > 1:
             rhat = self.rhat()
-            worst = max(rhat, key=lambda k: float(np.nanmax(rhat[k])))
-            if float(np.nanmax(rhat[worst])) > 1.01:
+            unknown = [k for k, v in rhat.items() if np.isnan(v).any()]
+            known = {k: v[~np.isnan(v)] for k, v in rhat.items() if (~np.isnan(v)).any()}
+            if unknown:
                 lines.append(
-                    f"R-hat up to {float(np.nanmax(rhat[worst])):.3f} ({worst}): run longer"
+                    f"R-hat is NaN for {unknown}: their draws do not vary (a parameter fixed by "
+                    "its constraint, or chains that never moved); check the model and the chains"
                 )
+            worst = max(known, key=lambda k: float(known[k].max()), default=None)
+            if worst is not None and float(known[worst].max()) > 1.01:
+                lines.append(f"R-hat up to {float(known[worst].max()):.3f} ({worst}): run longer")
         return "\n".join(lines) if lines else "no problems found"
 
     # -- ArviZ ---------------------------------------------------------------------------------
