@@ -254,3 +254,24 @@ def test_diagnostics_never_say_no_problems_over_nan_r_hats():
     )
     assert bool((res.draws["w"] == 1.0).all())
     assert "R-hat is NaN for ['w']" in res.diagnostics()
+
+
+def test_arviz_shape_warning_does_not_reach_the_console():
+    import logging
+
+    from latentfit.mcmc.result import import_arviz
+
+    res = _short_run(num_draws=2, num_chains=2)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    log = import_arviz()._log
+    getattr(log, "cache", []).clear()  # ArviZ's logger says each message once a process
+    log.addHandler(handler)
+    try:
+        res.summary()
+        res.rhat()
+    finally:
+        log.removeHandler(handler)
+    assert not [m for m in seen if "Shape validation failed" in m]
+    assert "need at least 4 draws per chain" in res.diagnostics()

@@ -3,6 +3,7 @@ from ArviZ and a summary table like ``arviz.summary``."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -12,6 +13,12 @@ from latentfit._validation import check_positive_int
 from latentfit.errors import MissingDependencyError, ParameterError
 
 __all__ = ["MCMCResult", "arviz_call", "import_arviz"]
+
+
+def _not_shape_validation(record: logging.LogRecord) -> bool:
+    """Drop ArviZ's "Shape validation failed" log line (fewer than 4 draws a chain): it reaches
+    the console as a raw logger line, and ``MCMCResult.diagnostics`` says it in words."""
+    return "Shape validation failed" not in record.getMessage()
 
 
 def import_arviz():
@@ -24,6 +31,11 @@ def import_arviz():
         raise MissingDependencyError(
             "latentfit.mcmc diagnostics need ArviZ: pip install arviz"
         ) from None
+    log = getattr(arviz, "_log", None)  # ArviZ 0.x logs through its own Logger instance
+    if not isinstance(log, logging.Logger):
+        log = logging.getLogger("arviz")
+    if _not_shape_validation not in log.filters:
+        log.addFilter(_not_shape_validation)
     return arviz
 
 

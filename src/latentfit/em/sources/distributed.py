@@ -79,13 +79,18 @@ def is_distributed() -> bool:
     return in_process_group() and dist.get_world_size() > 1
 
 
+#: The longest timeout taken: far beyond any run, and inside what ``timedelta`` can hold
+#: (~8.6e13 s), which a larger number overflows.
+MAX_TIMEOUT_S = 1e9
+
+
 def check_timeout(timeout) -> timedelta:
     """``timeout`` (seconds, a positive finite number) as the timedelta torch.distributed takes."""
     ok = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-    if not ok or not math.isfinite(timeout) or timeout <= 0:
+    if not ok or not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT_S:
         raise ParameterError(
-            f"timeout must be a positive number of seconds, got {timeout!r} (the default is "
-            f"{DEFAULT_TIMEOUT_S:g})"
+            f"timeout must be a positive number of seconds up to {MAX_TIMEOUT_S:.0e} (about "
+            f"30 years), got {timeout!r} (the default is {DEFAULT_TIMEOUT_S:g})"
         )
     return timedelta(seconds=float(timeout))
 
