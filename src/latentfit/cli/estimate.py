@@ -107,39 +107,6 @@ def _prior_family_list() -> str:
     return ", ".join(f"{k} ({','.join(v[1])})" for k, v in PRIORS.items())
 
 
-def _bounds(con) -> tuple[float, float] | None:
-    """The lowest and highest value a torch constraint allows (entrywise), or None when it
-    does not say (the check is then left to the fit)."""
-    from torch.distributions import constraints as C
-
-    inf = math.inf
-    if isinstance(con, C.independent):
-        return _bounds(con.base_constraint)
-    if isinstance(con, type(C.real)) or isinstance(
-        con, (type(C.positive_definite), type(C.lower_cholesky))
-    ):
-        return -inf, inf
-    if isinstance(con, type(C.simplex)):
-        return 0.0, 1.0
-    if isinstance(con, (C.greater_than, C.greater_than_eq)):
-        return float(con.lower_bound), inf
-    if isinstance(con, C.less_than):
-        return -inf, float(con.upper_bound)
-    if isinstance(con, (C.interval, C.half_open_interval)):
-        return float(con.lower_bound), float(con.upper_bound)
-    return None
-
-
-def _words(lo: float, hi: float) -> str:
-    if lo == -math.inf and hi == math.inf:
-        return "any real value"
-    if hi == math.inf:
-        return f"values from {lo:g} up"
-    if lo == -math.inf:
-        return f"values up to {hi:g}"
-    return f"values in [{lo:g}, {hi:g}]"
-
-
 def _parse_prior(items: list[str], fam) -> tuple[dict, dict] | None:
     """``--prior rate=gamma:2,0.5`` -> ({"rate": Gamma(2., 0.5)}, {"rate": the item}).
 
@@ -149,6 +116,7 @@ def _parse_prior(items: list[str], fam) -> tuple[dict, dict] | None:
     import torch
     import torch.distributions as D
 
+    from latentfit.estimate.map import prior_support_problem
     from latentfit.estimate.mle import describe_support
 
     if not items:
@@ -208,14 +176,10 @@ def _parse_prior(items: list[str], fam) -> tuple[dict, dict] | None:
                 f"--prior {item}: uniform's low must be below its high; got {texts[0]}, {texts[1]}"
             )
         dist = cls(*values, validate_args=False)
-        have, need = _bounds(dist.support), _bounds(fam.constraints.get(name))
-        if have is not None and need is not None and (have[0] > need[0] or have[1] < need[1]):
-            fail(
-                f"--prior {item}: the prior covers {_words(*have)}, but {fam.name}'s {name} "
-                f"may take {_words(*need)}; a prior must give every such value a density "
-                f"(e.g. " + ("normal" if need[0] == -math.inf else "gamma") + " for "
-                f"{_words(*need)})"
-            )
+        # the support check of fit_map, said with the option's name
+        problem = prior_support_problem(dist, fam.constraints.get(name), fam.name, name)
+        if problem:
+            fail(f"--prior {item}: {problem}")
         prior[name], given[name] = dist, item
     return prior, given
 
@@ -359,8 +323,14 @@ def fit_dist(
     if sample is not None:
         if sample != "nuts":
             fail(f"--sample takes 'nuts' (the sampler), got {sample!r}")
-        if priors is None:
-            fail("--sample needs a prior for every parameter: add --prior NAME=DIST:ARGS")
+        # the posterior is proper only with a prior on every parameter (a flat one on a
+        # scale or a rate need not integrate)
+        without = [p for p in fam.params if p not in (priors or {})]
+        if without:
+            fail(
+                "--sample needs a prior for every parameter: add --prior NAME=DIST:ARGS"
+                + (f" (none for {', '.join(without)})" if priors else "")
+            )
         if chains < 1 or draws < 1 or warmup < 0:
             fail(
                 "--chains and --draws must be at least 1 and --warmup >= 0; got "

@@ -25,6 +25,7 @@ from latentfit.estimate.distributions import (
     quantile,
 )
 from latentfit.estimate.families import get_family
+from latentfit.estimate.inference import check_level
 from latentfit.estimate.mle import check_data
 
 __all__ = [
@@ -50,8 +51,7 @@ def _positive(value, name, dtype, device):
 
 def _interval(dist: D.Distribution, level: float) -> torch.Tensor:
     """Equal-tailed credible interval (..., 2) from the quantiles of ``dist``."""
-    if not 0 < level < 1:
-        raise ParameterError(f"level must lie strictly between 0 and 1, got {level}")
+    level = check_level(level)
     q = quantile(dist, [(1 - level) / 2, (1 + level) / 2])  # (2, ...)
     return torch.movedim(q, 0, -1)
 

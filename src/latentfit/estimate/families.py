@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributions as D
 from torch.distributions import constraints
 
+from latentfit._memory import check_allocation
 from latentfit.errors import DataError, ParameterError
 
 __all__ = ["FAMILIES", "Family", "get_family", "log_density_family", "register_family"]
@@ -68,14 +71,31 @@ class _MultinomialCounts(constraints.Constraint):
         return f"non-negative integer counts summing to {self.total_count}"
 
 
+#: The largest fixed count (``total_count``, ``num_categories``): 2**53, the last integer that
+#: float64 data hold exactly (a count of 1e300 cannot be compared with whole-number data).
+MAX_COUNT = 2**53
+
+
 def _whole(f: dict, name: str, minimum: int) -> int:
-    """A fixed count (``total_count``, ``num_categories``) as an int >= ``minimum``."""
+    """A fixed count (``total_count``, ``num_categories``) as an int in [``minimum``,
+    :data:`MAX_COUNT`]."""
     v = f[name]
     if isinstance(v, torch.Tensor) and v.numel() == 1:
         v = v.item()
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    if not ok or v != int(v) or v < minimum:  # NaN and inf refused before int(v)
+    real = isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+    # NaN and inf refused before int(v); an Integral is never converted to float (10**400)
+    whole = real and (
+        isinstance(v, numbers.Integral) or (math.isfinite(float(v)) and float(v).is_integer())
+    )
+    if not whole or v < minimum:
         raise ParameterError(f"fixed[{name!r}] must be an integer >= {minimum}, got {f[name]!r}")
+    if v > MAX_COUNT:
+        shown = repr(f[name]) if len(repr(f[name])) <= 30 else f"a {len(str(int(v)))}-digit integer"
+        raise ParameterError(
+            f"fixed[{name!r}] = {shown} is too large: a count must be at most 2**53 "
+            f"({MAX_COUNT:,}), the largest whole number float64 data hold exactly; pass the "
+            "count the data were drawn with"
+        )
     return int(v)
 
 
@@ -240,6 +260,13 @@ def categorical_size(x, fixed) -> int:
 
 def _categorical_mle(x, fixed):
     k = categorical_size(x, fixed)
+    # the counts, the probabilities and their gradient: refused before bincount allocates
+    check_allocation(
+        3 * k * x.element_size(),
+        f"a Categorical over {k:,} categories",
+        device=x.device,
+        hint="pass the number of categories the data have as fixed={'num_categories': K}",
+    )
     counts = torch.bincount(x.long(), minlength=k).to(x.dtype)  # (k,)
     return {"probs": counts / x.shape[0]}
 

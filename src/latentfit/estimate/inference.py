@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit._validation import is_finite_above
 from latentfit.errors import ParameterError
 
 __all__ = [
@@ -87,12 +88,22 @@ def _normal_quantile(q: float) -> float:
     return float(torch.special.ndtri(torch.tensor(q, dtype=torch.float64)))
 
 
+def check_level(level) -> float:
+    """A confidence or credible level: a number (or one-value tensor) strictly between 0 and
+    1, as a float; a :class:`ParameterError` otherwise (NaN, strings, bools included)."""
+    value = level
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if not is_finite_above(value, 0.0) or not value < 1:
+        raise ParameterError(f"level must lie strictly between 0 and 1 (e.g. 0.95), got {level!r}")
+    return float(value)
+
+
 def wald_interval(
     estimate: torch.Tensor, std_error: torch.Tensor, level: float = 0.95
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``θ̂ ± z_{1-α/2} · se``: the Wald interval with asymptotic coverage ``level``."""
-    if not 0 < level < 1:
-        raise ParameterError(f"level must lie strictly between 0 and 1, got {level}")
+    level = check_level(level)
     z = _normal_quantile(1 - (1 - level) / 2)
     return estimate - z * std_error, estimate + z * std_error
 

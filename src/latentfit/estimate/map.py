@@ -20,6 +20,9 @@ Laplace-approximation covariance does not exist at a kink.
 from __future__ import annotations
 
 import copy
+import inspect
+import math
+import numbers
 import warnings
 from collections.abc import Callable
 
@@ -31,7 +34,7 @@ from torch.distributions import constraints as C
 from latentfit._validation import as_float_tensor, resolve_device, resolve_dtype
 from latentfit.errors import ParameterError
 from latentfit.estimate.families import log_density_family
-from latentfit.estimate.mle import fit_family, prepare_fit
+from latentfit.estimate.mle import check_init, fit_family, prepare_fit
 from latentfit.estimate.optimize import minimize_l1
 from latentfit.estimate.parameters import ParameterLayout
 from latentfit.estimate.result import FitResult
@@ -116,11 +119,12 @@ def prior_in_dtype(dist: D.Distribution, dtype: torch.dtype, device=None) -> D.D
     return out
 
 
-def _log_prior(prior, names) -> Callable[[dict], torch.Tensor]:
+def _log_prior(prior, names, shapes=None, constraints_=None, family="the model"):
     """``prior`` as a function of the parameter dict: a dict of distributions (already in the
-    data's dtype, see :func:`_prior_dict`) or a callable."""
+    data's dtype, see :func:`_prior_dict`) or a callable. With ``shapes`` (each parameter's
+    shape) a dict prior is checked by :func:`check_prior` against them and ``constraints_``."""
     if callable(prior) and not isinstance(prior, dict):
-        return lambda p: prior(**p)
+        return _callable_prior(prior, names)
     if not isinstance(prior, dict) or not prior:
         raise ParameterError(
             "prior must be a dict {parameter: torch distribution} or a callable "
@@ -133,6 +137,10 @@ def _log_prior(prior, names) -> Callable[[dict], torch.Tensor]:
             )
         if not isinstance(dist, D.Distribution):
             raise ParameterError(f"prior[{name!r}] must be a torch distribution, got {dist!r}")
+        if shapes is not None and name in shapes:
+            problem = check_prior(dist, shapes[name], (constraints_ or {}).get(name), family, name)
+            if problem:
+                raise ParameterError(f"prior[{name!r}] = {type(dist).__name__}: {problem}")
 
     def log_prior(p):
         return sum(dist.log_prob(p[name]).sum() for name, dist in prior.items())
@@ -143,6 +151,135 @@ def _log_prior(prior, names) -> Callable[[dict], torch.Tensor]:
 
     log_prior.per_chain = per_chain  # mcmc/fit_posterior.py samples the chains at once with it
     return log_prior
+
+
+def _callable_prior(prior, names) -> Callable[[dict], torch.Tensor]:
+    """A callable ``log_prior(**params)``, its signature checked against the parameter names
+    and its value checked to be one number each time it is called."""
+    call = f"log_prior({', '.join(f'{n}=...' for n in names)})"
+    try:
+        sig = inspect.signature(prior)
+    except (TypeError, ValueError):  # a builtin without a signature: judged by its calls
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(**dict.fromkeys(names))
+        except TypeError as err:
+            raise ParameterError(
+                f"a callable prior is called as {call}, one keyword argument per parameter, "
+                f"and returns a scalar log-density; {getattr(prior, '__name__', 'it')}{sig} "
+                f"cannot be called so ({err}). Write it as def log_prior({', '.join(names)}): "
+                "... or def log_prior(**params): ..."
+            ) from None
+
+    def log_prior(p):
+        value = prior(**p)
+        if not isinstance(value, torch.Tensor):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ParameterError(
+                    f"the callable prior must return a number (a scalar tensor), got {value!r:.60}"
+                )
+            ref = next(iter(p.values()))
+            value = torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
+        if value.numel() != 1:
+            raise ParameterError(
+                f"the callable prior must return one number, the log-density of all "
+                f"parameters together; got shape {tuple(value.shape)} (sum it)"
+            )
+        return value.reshape(())
+
+    return log_prior
+
+
+def support_bounds(con) -> tuple[float, float] | None:
+    """The lowest and highest value a torch constraint allows, entrywise and common to every
+    entry (the tightest bounds of a batched one), or None when it does not say."""
+    inf = math.inf
+
+    def lowest(v):  # of a batched bound, the one that allows least
+        return float(torch.as_tensor(v, dtype=torch.float64).max())
+
+    def highest(v):
+        return float(torch.as_tensor(v, dtype=torch.float64).min())
+
+    if isinstance(con, C.independent):
+        return support_bounds(con.base_constraint)
+    if isinstance(con, type(C.real)) or isinstance(
+        con, (type(C.positive_definite), type(C.lower_cholesky))
+    ):
+        return -inf, inf
+    if isinstance(con, type(C.simplex)):
+        return 0.0, 1.0
+    if isinstance(con, (C.greater_than, C.greater_than_eq)):
+        return lowest(con.lower_bound), inf
+    if isinstance(con, C.less_than):
+        return -inf, highest(con.upper_bound)
+    if isinstance(con, (C.interval, C.half_open_interval)):
+        return lowest(con.lower_bound), highest(con.upper_bound)
+    return None
+
+
+def describe_bounds(lo: float, hi: float) -> str:
+    """Words for the values between ``lo`` and ``hi``: ``values from 0 up``."""
+    if lo == -math.inf and hi == math.inf:
+        return "any real value"
+    if hi == math.inf:
+        return f"values from {lo:g} up"
+    if lo == -math.inf:
+        return f"values up to {hi:g}"
+    return f"values in [{lo:g}, {hi:g}]"
+
+
+def prior_support_problem(dist: D.Distribution, constraint, family: str, name: str) -> str:
+    """Why ``dist`` cannot be the prior of ``family``'s parameter ``name`` (of ``constraint``)
+    by its support, or ``""``: a prior over whole numbers, or one that leaves out values the
+    parameter may take (the fit could start or move there, where the prior has no density)."""
+    try:
+        support = dist.support
+    except NotImplementedError:  # a distribution of your own that does not say
+        return ""
+    if getattr(support, "is_discrete", False):
+        return (
+            f"it is a distribution over whole numbers, not a density over {family}'s {name}; "
+            "use a continuous prior (e.g. Gamma for a positive parameter, Normal for a real one)"
+        )
+    have = support_bounds(support)
+    need = support_bounds(C.real if constraint is None else constraint)
+    if have is None or need is None or (have[0] <= need[0] and have[1] >= need[1]):
+        return ""
+    return (
+        f"the prior covers {describe_bounds(*have)}, but {family}'s {name} may take "
+        f"{describe_bounds(*need)}; a prior must give every such value a density (e.g. "
+        + ("normal" if need[0] == -math.inf else "gamma")
+        + f" for {describe_bounds(*need)})"
+    )
+
+
+def check_prior(dist: D.Distribution, shape: tuple, constraint, family: str, name: str) -> str:
+    """Why ``dist`` cannot be the prior of ``family``'s parameter ``name`` of ``shape``, or
+    ``""``: its event shape must end the parameter's shape and its batch shape broadcast to
+    the rest without enlarging it (a batch of 3 priors on one number is a mistake), and its
+    support (:func:`prior_support_problem`) must cover the parameter's."""
+    shape = tuple(shape)
+    event, batch = tuple(dist.event_shape), tuple(dist.batch_shape)
+    what = "a single number" if not shape else f"shape {shape}"
+    if len(event) > len(shape) or shape[len(shape) - len(event) :] != event:
+        return (
+            f"it is a distribution over values of shape {event} (its event_shape), but "
+            f"{family}'s {name} is {what}; use a prior over {what}"
+        )
+    rest = shape[: len(shape) - len(event)]
+    try:
+        fits = torch.broadcast_shapes(batch, rest) == torch.Size(rest)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        return (
+            f"its batch_shape {batch} does not match {family}'s {name} ({what}): it would "
+            f"give {name} several priors at once; use one prior of batch shape {rest} or one "
+            "that broadcasts to it (a scalar prior applies to every entry)"
+        )
+    return prior_support_problem(dist, constraint, family, name)
 
 
 def _laplace_solver(prior, layout: ParameterLayout, n: int):
@@ -199,7 +336,8 @@ def fit_map(
     """
     fam, fixed, x, init = prepare_fit(family, data, fixed, init, constraints, dtype, device)
     prior = _prior_dict(prior, x)
-    log_prior = _log_prior(prior, fam.params)
+    shapes = _start_shapes(fam, x, fixed, init)
+    log_prior = _log_prior(prior, fam.params, shapes, fam.constraints, fam.name)
     layout_solver = _solver_for(fam, x, fixed, prior, init)
     return fit_family(
         fam,
@@ -227,10 +365,16 @@ def _solver_for(fam, x, fixed, prior, init):
     """The Laplace solver for this fit's parameter layout (shapes come from the start values)."""
     if not isinstance(prior, dict) or not any(isinstance(v, D.Laplace) for v in prior.values()):
         return None
+    shapes = _start_shapes(fam, x, fixed, init)
+    return _laplace_solver(prior, ParameterLayout(shapes, fam.constraints), x.shape[0])
+
+
+def _start_shapes(fam, x, fixed, init) -> dict[str, tuple[int, ...]]:
+    """Each parameter's shape, from the starting values of the fit (``init`` over the
+    family's own)."""
     start = dict(fam.init(x, fixed)) if fam.init is not None else {}
     start.update(init or {})
-    shapes = {k: tuple(torch.as_tensor(start[k]).shape) for k in fam.params}
-    return _laplace_solver(prior, ParameterLayout(shapes, fam.constraints), x.shape[0])
+    return {k: tuple(torch.as_tensor(start[k]).shape) for k in fam.params if k in start}
 
 
 def fit_map_regression(
@@ -269,12 +413,14 @@ def fit_map_regression(
     def log_density(y_, X, **params):
         return D.Normal(h(X, **params), sigma).log_prob(y_)
 
+    init = check_init("the regression", None, None, init, {}, dtype=dtype, device=device)
     fam = log_density_family(log_density, init, name="Regression")
     fixed = {"X": X}
     if prior is None:
         return fit_family(fam, y, fixed, max_iter=max_iter)
     prior = _prior_dict(prior, y)
-    log_prior = _log_prior(prior, fam.params)
+    shapes = _start_shapes(fam, y, fixed, None)
+    log_prior = _log_prior(prior, fam.params, shapes, fam.constraints, "the regression")
     solver = _solver_for(fam, y, fixed, prior, None)
     return fit_family(
         fam,

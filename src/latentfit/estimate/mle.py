@@ -9,8 +9,9 @@ by the delta method with the Jacobian of the transform (Casella & Berger, §10.1
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from torch.autograd.functional import hessian, jacobian
 from torch.distributions import constraints as C
@@ -40,6 +41,9 @@ def check_data(family: Family, data, fixed: dict, *, dtype=None, device=None) ->
     outside the support is named with its index.
     """
     x = as_float_tensor(data, name="data", dtype=dtype, device=device, ndim=None)
+    if x.dim() == 0 and family.event_dim == 0:
+        # one observation, as a Python or numpy scalar is (numpy makes those 1-D)
+        x = x.reshape(1)
     if x.dim() == 0 or x.shape[0] == 0:
         raise DataError(f"data must hold at least one observation, got shape {tuple(x.shape)}")
     if family.event_dim == 0:
@@ -92,9 +96,17 @@ def prepare_fit(family, data, fixed, init, constraints, dtype, device):
     """Resolve ``family`` (a name, a Family or a log-density of your own, which needs ``init``),
     check ``fixed`` and the data against its support: returns (family, fixed, data, init); the
     ``init`` of a user log-density is consumed by the family it defines."""
+    if constraints is not None and not isinstance(constraints, Mapping):
+        raise ParameterError(
+            "constraints must be a dict {parameter: torch.distributions constraint}, got "
+            f"{type(constraints).__name__}"
+        )
     if callable(family) and not isinstance(family, (str, type, Family)):
         if init is None:
             raise ParameterError("a log-density of your own needs init={'name': start, ...}")
+        init = check_init(
+            "your log-density", None, constraints, init, {}, dtype=dtype, device=device
+        )
         family, init = log_density_family(family, init, constraints), None
     elif constraints is not None:
         raise ParameterError(
@@ -106,11 +118,26 @@ def prepare_fit(family, data, fixed, init, constraints, dtype, device):
     x = check_data(fam, data, fixed, dtype=dtype, device=device)
     if fam.check is not None:  # what the estimate needs beyond the support
         fam.check(x, fixed)
+    if init is not None:  # checked here too, as fit_map reads its shapes before fitting
+        start = dict(fam.init(x, fixed)) if fam.init is not None else {}
+        start = {k: torch.as_tensor(v) for k, v in start.items()}
+        init = check_init(
+            fam.name, fam.params, fam.constraints, init, start, dtype=x.dtype, device=x.device
+        )
     return fam, fixed, x, init
 
 
 def _check_fixed(family: Family, fixed: dict | None) -> dict:
-    fixed = dict(fixed or {})
+    if fixed is not None and not isinstance(fixed, Mapping):
+        raise ParameterError(
+            f"fixed must be a dict {{name: value}} of known arguments (e.g. "
+            f"fixed={{'total_count': 10}}), got {type(fixed).__name__} {fixed!r:.60}"
+        )
+    # numpy scalars as Python numbers: torch's distributions take only the latter
+    fixed = {k: v.item() if isinstance(v, np.generic) else v for k, v in (fixed or {}).items()}
+    bad = [k for k in fixed if not isinstance(k, str)]
+    if bad:
+        raise ParameterError(f"fixed names arguments by string, got the key {bad[0]!r}")
     missing = [k for k in family.required_fixed if k not in fixed]
     if missing:
         raise ParameterError(
@@ -180,11 +207,22 @@ def fit_family(
             + "; use method='optimize'"
         )
     start = dict(family.init(x, fixed)) if family.init is not None else {}
-    for k, v in (init or {}).items():
-        if k not in family.params:
-            raise ParameterError(f"init names {k!r}, which is not a parameter of {family.name}")
-        start[k] = torch.as_tensor(v, dtype=x.dtype, device=x.device)
-    start = {k: torch.as_tensor(start[k], dtype=x.dtype, device=x.device) for k in family.params}
+    start = {k: torch.as_tensor(v, dtype=x.dtype, device=x.device) for k, v in start.items()}
+    start.update(
+        check_init(
+            family.name,
+            family.params,
+            family.constraints,
+            init,
+            start,
+            dtype=x.dtype,
+            device=x.device,
+        )
+    )
+    missing = [k for k in family.params if k not in start]
+    if missing:
+        raise ParameterError(f"{family.name} needs init= values for {missing}")
+    start = {k: start[k] for k in family.params}
     layout = ParameterLayout({k: tuple(v.shape) for k, v in start.items()}, family.constraints)
 
     def loglik_obs(u):
@@ -271,6 +309,72 @@ def fit_family(
         data=x,
         log_prior_fn=log_prior,
     )
+
+
+def check_init(
+    name: str, params, constraints: dict, init, start: dict, *, dtype=None, device=None
+) -> dict:
+    """``init`` as a dict of tensors: each key a parameter of the family ``name`` (one of
+    ``params``; any string when ``params`` is None, a log-density of your own), each value a
+    finite number or array of the shape of its start in ``start`` (when there is one) and
+    inside the parameter's constraint; a :class:`ParameterError` naming the parameter
+    otherwise."""
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    if init is None:
+        return {}
+    if not isinstance(init, Mapping):
+        example = repr(params[0]) if params else "'name'"
+        raise ParameterError(
+            f"init must be a dict {{parameter: starting value}} (e.g. init={{{example}: 1.0}}), "
+            f"got {type(init).__name__} {init!r:.60}"
+        )
+    out = {}
+    for k, v in init.items():
+        if params is None and not isinstance(k, str):
+            raise ParameterError(f"init names parameters by string, got the key {k!r}")
+        if params is not None and k not in params:
+            raise ParameterError(
+                f"init names {k!r}, which is not a parameter of {name}; its parameters "
+                f"are {list(params)}"
+            )
+        if isinstance(v, str | bytes | dict | Mapping) or v is None:
+            raise ParameterError(
+                f"init[{k!r}] must be a number or an array of numbers, got {v!r:.60}"
+            )
+        try:
+            t = as_float_tensor(
+                v, name=f"init[{k!r}]", dtype=dtype, device=device, ndim=None, allow_nan=True
+            )
+        except DataError as err:
+            raise ParameterError(str(err)) from None
+        if bool(torch.isnan(t).any()):
+            raise ParameterError(
+                f"init[{k!r}] holds NaN: every starting value must be a finite number"
+            )
+        if not isinstance(v, torch.Tensor) and t.dim() == 1 and not np.ndim(v):
+            t = t.reshape(())  # a scalar (numpy makes it 1-D)
+        if k in start and tuple(t.shape) != tuple(start[k].shape):
+            raise ParameterError(
+                f"init[{k!r}] has shape {tuple(t.shape)}, but {name}'s {k} has shape "
+                f"{tuple(start[k].shape)}" + (" (a single number)" if start[k].dim() == 0 else "")
+            )
+        con = (constraints or {}).get(k)
+        if con is not None and not _inside(con, t):
+            raise ParameterError(
+                f"init {_fmt({k: t})} is outside the support of {name}'s {k} "
+                f"({describe_support(con)}), where the log-likelihood is non-finite; start inside it"
+            )
+        out[k] = t
+    return out
+
+
+def _inside(con, t: torch.Tensor) -> bool:
+    """Whether ``t`` satisfies ``con`` (a shape the constraint cannot judge is left to the
+    shape checks, and a constraint of your own that fails is not ours to judge)."""
+    try:
+        return bool(con.check(t).all())
+    except (RuntimeError, IndexError, TypeError, ValueError, NotImplementedError):
+        return True
 
 
 def _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior, n):

@@ -8,6 +8,9 @@ it through ``biject_to(support)`` (Kucukelbir et al. 2017, ADVI).
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import (
@@ -22,7 +25,15 @@ from torch.distributions import (
 from torch.distributions.transforms import AffineTransform, Transform
 from torch.nn.functional import softplus
 
-from latentfit.errors import ParameterError
+from latentfit._validation import (
+    as_float_tensor,
+    check_allocation,
+    check_positive,
+    check_positive_int,
+    resolve_device,
+    resolve_dtype,
+)
+from latentfit.errors import DataError, ParameterError
 from latentfit.flows.layers import AffineCoupling, LayerTransform
 
 __all__ = [
@@ -37,6 +48,74 @@ __all__ = [
 
 def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
+
+
+def _settings(dtype, device) -> dict:
+    """``dtype`` (torch's default when None) and ``device``, checked."""
+    dtype = torch.get_default_dtype() if dtype is None else resolve_dtype(dtype)
+    return {"dtype": dtype, "device": None if device is None else resolve_device(device)}
+
+
+def _check_dim(dim, name: str = "dim", minimum: int = 1) -> int:
+    return check_positive_int(dim, name, minimum=minimum)
+
+
+def _check_support(support):
+    """``support`` is None or a torch constraint that ``biject_to`` can map onto."""
+    if support is None:
+        return None
+    if not isinstance(support, constraints.Constraint):
+        raise ParameterError(
+            f"support must be a torch.distributions constraint (e.g. constraints.positive), "
+            f"got {support!r:.60}"
+        )
+    try:
+        biject_to(support)
+    except NotImplementedError:
+        raise ParameterError(
+            f"support {support!r} has no bijection from the real line (biject_to); use a "
+            "constraint such as constraints.positive, unit_interval or simplex"
+        ) from None
+    return support
+
+
+def _check_memory(n_values: int, what: str, kw: dict) -> None:
+    """Refuse guide parameters that cannot be held while they train (the values, their
+    gradients and an optimiser's two moments), before any is allocated."""
+    itemsize = torch.empty((), dtype=kw["dtype"]).element_size()
+    check_allocation(4 * n_values * itemsize, what, device=kw["device"], hint="use a smaller dim")
+
+
+def _raw_scale(scale, shape: tuple, kw: dict) -> torch.Tensor:
+    """The unconstrained (inverse-softplus) value of a positive, finite ``scale``."""
+    if isinstance(scale, torch.Tensor) and scale.numel() == 1 and not scale.is_complex():
+        scale = scale.item()
+    check_positive(scale, "scale")
+    raw = _inv_softplus(torch.full(shape, float(scale), **kw))
+    if not bool(torch.isfinite(raw).all()):
+        raise ParameterError(
+            f"scale={scale!r} is too small for {kw['dtype']} (it rounds to 0); use a larger "
+            "scale or float64"
+        )
+    return raw
+
+
+def _loc(loc, dim: int, kw: dict) -> torch.Tensor:
+    """The starting mean: zeros, or ``loc`` checked to be finite of shape (dim,)."""
+    if loc is None:
+        return torch.zeros(dim, **kw)
+    try:
+        t = as_float_tensor(loc, name="loc", dtype=kw["dtype"], device=kw["device"], ndim=None)
+    except DataError as err:
+        raise ParameterError(str(err)) from None
+    if not isinstance(loc, torch.Tensor) and np.ndim(loc) == 0:
+        t = t.reshape(())
+    if tuple(t.shape) != (dim,):
+        raise ParameterError(
+            f"loc must be a vector of length dim={dim}, got shape {tuple(t.shape)}; e.g. "
+            f"loc=torch.full(({dim},), value)"
+        )
+    return t.clone()
 
 
 def _to_support(base: Distribution, support) -> Distribution:
@@ -59,10 +138,13 @@ class MeanFieldGaussian(Guide):
         self, dim: int, *, loc=None, scale: float = 0.1, support=None, dtype=None, device=None
     ):
         super().__init__()
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        loc = torch.zeros(dim, **kw) if loc is None else torch.as_tensor(loc, **kw).clone()
+        kw = _settings(dtype, device)
+        dim = _check_dim(dim)
+        support = _check_support(support)
+        _check_memory(2 * dim, f"a MeanFieldGaussian guide of dim={dim:,}", kw)
+        loc = _loc(loc, dim, kw)
         self.loc = nn.Parameter(loc)  # (d,)
-        self.raw_scale = nn.Parameter(_inv_softplus(torch.full((dim,), float(scale), **kw)))
+        self.raw_scale = nn.Parameter(_raw_scale(scale, (dim,), kw))
         self.support = support
 
     @property
@@ -80,11 +162,15 @@ class FullRankGaussian(Guide):
         self, dim: int, *, loc=None, scale: float = 0.1, support=None, dtype=None, device=None
     ):
         super().__init__()
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        loc = torch.zeros(dim, **kw) if loc is None else torch.as_tensor(loc, **kw).clone()
-        self.loc = nn.Parameter(loc)
-        self.raw_diag = nn.Parameter(_inv_softplus(torch.full((dim,), float(scale), **kw)))
-        self.off_diag = nn.Parameter(torch.zeros(dim, dim, **kw))
+        kw = _settings(dtype, device)
+        dim = _check_dim(dim)
+        support = _check_support(support)
+        # the (d, d) factor, and the copies of it that scale_tril builds
+        _check_memory(dim * dim + 2 * dim, f"a FullRankGaussian guide of dim={dim:,}", kw)
+        loc = _loc(loc, dim, kw)
+        self.loc = nn.Parameter(loc)  # (d,)
+        self.raw_diag = nn.Parameter(_raw_scale(scale, (dim,), kw))
+        self.off_diag = nn.Parameter(torch.zeros(dim, dim, **kw))  # (d, d)
         self.support = support
 
     @property
@@ -151,21 +237,32 @@ class FlowGuide(Guide):
         device=None,
     ):
         super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+            raise ParameterError(f"dim must be an integer >= 2, got {dim!r}")
+        n_layers = check_positive_int(n_layers, "n_layers", minimum=0)
+        hidden = check_positive_int(hidden, "hidden")
         if dim < 2:
             raise ParameterError(
                 "FlowGuide needs dim >= 2 (a coupling layer splits the coordinates); use "
                 "MeanFieldGaussian or FullRankGaussian for a one-dimensional latent"
             )
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        dim = int(dim)
+        kw = _settings(dtype, device)
+        support = _check_support(support)
+        # each coupling's network: about (dim + hidden) * hidden + hidden * 2 * dim weights
+        _check_memory(
+            n_layers * (3 * dim * hidden + hidden * hidden + 3 * hidden) + 2 * dim,
+            f"a FlowGuide of dim={dim:,}, hidden={hidden:,} and {n_layers:,} layers",
+            kw,
+        )
         # Real NVP couplings from latentfit's flow-layer library, alternating masks; each
         # starts as the identity map.
         self.layers = nn.ModuleList(
             AffineCoupling(dim, hidden, parity=i % 2, n_hidden=1, activation="tanh").to(**kw)
             for i in range(n_layers)
         )
-        loc = torch.zeros(dim, **kw) if loc is None else torch.as_tensor(loc, **kw).clone()
-        self.loc = nn.Parameter(loc)
-        self.raw_scale = nn.Parameter(_inv_softplus(torch.full((dim,), float(scale), **kw)))
+        self.loc = nn.Parameter(_loc(loc, dim, kw))  # (d,)
+        self.raw_scale = nn.Parameter(_raw_scale(scale, (dim,), kw))
         self.support = support
 
     def forward(self) -> Distribution:
@@ -184,9 +281,11 @@ class LocalMeanFieldGaussian(nn.Module):
 
     def __init__(self, n: int, dim: int, *, scale: float = 0.1, dtype=None, device=None):
         super().__init__()
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        kw = _settings(dtype, device)
+        n, dim = check_positive_int(n, "n"), _check_dim(dim)
+        _check_memory(2 * n * dim, f"a LocalMeanFieldGaussian of n={n:,} x dim={dim:,}", kw)
         self.loc = nn.Parameter(torch.zeros(n, dim, **kw))  # (n, d)
-        self.raw_scale = nn.Parameter(_inv_softplus(torch.full((n, dim), float(scale), **kw)))
+        self.raw_scale = nn.Parameter(_raw_scale(scale, (n, dim), kw))
 
     def forward(self, index=None) -> Distribution:
         loc, raw = (

@@ -54,6 +54,29 @@ def svi(
     """Maximise ``objective(batch)`` by ``num_steps`` optimiser steps; returns the bound at
     every step. ``batches`` is re-iterated when exhausted (a new shuffle per pass)."""
     num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
+    if not callable(objective):
+        raise ParameterError(
+            f"objective must be a callable objective(batch) -> scalar bound, got {objective!r:.60}"
+        )
+    if isinstance(optimizer, type) or not all(
+        callable(getattr(optimizer, m, None)) for m in ("zero_grad", "step")
+    ):  # an instance: the class itself (torch.optim.Adam) holds no parameters
+        raise ParameterError(
+            "optimizer must be a torch optimiser over the guide's (and model's) parameters, "
+            f"e.g. torch.optim.Adam(guide.parameters(), lr=1e-2); got {optimizer!r:.60}"
+        )
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise ParameterError(
+            f"scheduler must be a torch learning-rate scheduler (with .step()), got {scheduler!r:.60}"
+        )
+    if callback is not None and not callable(callback):
+        raise ParameterError(
+            f"callback must be a callable callback(step, bound), got {callback!r:.60}"
+        )
+    if batches is not None and not isinstance(batches, Iterable):
+        raise ParameterError(
+            f"batches must be an iterable of mini-batches (e.g. MiniBatches), got {batches!r:.60}"
+        )
     history: list[float] = []
     it = iter(batches) if batches is not None else None
     for step in range(num_steps):
@@ -62,9 +85,16 @@ def svi(
             batch = next(it, None)
             if batch is None:
                 it = iter(batches)
-                batch = next(it)
+                batch = next(it, None)
+                if batch is None:
+                    raise DataError("batches yields no mini-batch: pass at least one row of data")
         optimizer.zero_grad(set_to_none=True)
         bound = objective(batch)
+        if not isinstance(bound, torch.Tensor) or bound.numel() != 1 or not bound.requires_grad:
+            raise ParameterError(
+                "objective(batch) must return a differentiable scalar tensor (the bound to "
+                f"maximise, computed from the guide's parameters); got {bound!r:.60}"
+            )
         if not torch.isfinite(bound):
             raise NonFiniteLowerBoundError(
                 f"the objective became {float(bound.detach())} at step {step}; try a smaller learning "

@@ -1,0 +1,186 @@
+"""Bad input to fit_mle / fit_map / summary and ``latentfit fit dist``: each is refused with a
+latentfit error that names the argument, never a raw torch/numpy/Python exception."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.distributions as D
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+from latentfit.errors import ParameterError, ResourceLimitError
+from latentfit.estimate import fit_map, fit_map_regression, fit_mle
+from latentfit.estimate.distributions import InverseWishart
+
+runner = CliRunner()
+
+X = torch.tensor([1.0, 2.0, 3.0, 1.5, 2.5], dtype=torch.float64)
+COUNTS = torch.tensor([1.0, 2.0, 0.0, 1.0], dtype=torch.float64)
+MVN = torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+def _t(v):
+    return torch.tensor(v, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------- fixed counts
+@pytest.mark.parametrize("count", [1e300, 10**400, 2**53 + 1])
+def test_a_count_beyond_float64_integers_is_refused(count):
+    with pytest.raises(ParameterError, match=r"total_count.*too large.*2\*\*53"):
+        fit_mle("binomial", COUNTS, fixed={"total_count": count})
+    with pytest.raises(ParameterError, match=r"total_count.*too large"):
+        fit_mle("multinomial", torch.tensor([[1.0, 2.0], [0.0, 3.0]]), fixed={"total_count": count})
+
+
+def test_a_numpy_count_is_a_count():
+    fit = fit_mle("binomial", COUNTS, fixed={"total_count": np.int64(5)})
+    assert float(fit.params["probs"]) == pytest.approx(1.0 / 5)
+
+
+def test_a_huge_number_of_categories_is_refused_before_allocating():
+    with pytest.raises(ResourceLimitError, match="Categorical over 10,000,000,000 categories"):
+        fit_mle("categorical", COUNTS, fixed={"num_categories": 10**10})
+
+
+def test_fixed_must_be_a_dict():
+    with pytest.raises(ParameterError, match="fixed must be a dict"):
+        fit_mle("gamma", X, fixed=[1])
+
+
+# ---------------------------------------------------------------------- init
+@pytest.mark.parametrize(
+    ("init", "needle"),
+    [
+        (5, "init must be a dict"),
+        ({"rate": "a"}, r"init\['rate'\] must be a number"),
+        ({"rate": torch.ones(3)}, r"init\['rate'\] has shape \(3,\).*single number"),
+        ({"rate": -1.0}, "outside the support of Gamma's rate"),
+        ({"rate": float("nan")}, r"init\['rate'\] holds NaN"),
+        ({"rate": float("inf")}, r"init\['rate'\]"),
+        ({"foo": 1.0}, "init names 'foo'"),
+    ],
+)
+def test_init_is_checked(init, needle):
+    with pytest.raises(ParameterError, match=needle):
+        fit_mle("gamma", X, init=init)
+
+
+def test_init_is_checked_for_map_and_a_log_density_of_your_own():
+    with pytest.raises(ParameterError, match=r"init\['loc'\] must be a number"):
+        fit_map("normal", X, {"loc": D.Laplace(_t(0.0), _t(1.0))}, init={"loc": "a"})
+    with pytest.raises(ParameterError, match="init must be a dict"):
+        fit_mle(lambda x, rate: D.Exponential(rate).log_prob(x), X, init=5)
+    with pytest.raises(ParameterError, match="outside the support"):
+        fit_mle(
+            lambda x, rate: D.Exponential(rate).log_prob(x),
+            X,
+            init={"rate": -1.0},
+            constraints={"rate": D.constraints.positive},
+        )
+    with pytest.raises(ParameterError, match="init must be a dict"):
+        fit_map_regression(lambda X, w: X @ w, MVN, MVN[:, 0], 5)
+
+
+def test_a_good_init_still_fits():
+    fit = fit_mle("gamma", X, init={"rate": 1.0, "concentration": np.float64(2.0)})
+    ref = fit_mle("gamma", X)
+    assert float(fit.params["rate"]) == pytest.approx(float(ref.params["rate"]), rel=1e-5)
+
+
+# ---------------------------------------------------------------------- priors
+@pytest.mark.parametrize(
+    ("family", "data", "prior", "needle"),
+    [
+        ("gamma", X, {"rate": D.Uniform(_t(5.0), _t(6.0))}, r"covers values in \[5, 6\]"),
+        ("gamma", X, {"rate": D.Poisson(_t(3.0))}, "whole numbers"),
+        (
+            "gamma",
+            X,
+            {"rate": D.MultivariateNormal(torch.zeros(2), torch.eye(2))},
+            r"shape \(2,\).*single number",
+        ),
+        ("gamma", X, {"rate": D.Gamma(torch.ones(3), torch.ones(3))}, r"batch_shape \(3,\)"),
+        ("mvn", MVN, {"covariance_matrix": D.Gamma(_t(1.0), _t(1.0))}, "any real value"),
+        (
+            "mvn",
+            MVN,
+            {"covariance_matrix": InverseWishart(_t(5.0), torch.eye(3, dtype=torch.float64))},
+            r"\(3, 3\).*\(2, 2\)",
+        ),
+        ("mvn", MVN, {"loc": D.Normal(torch.zeros(3), 1.0)}, r"batch_shape \(3,\)"),
+    ],
+)
+def test_a_prior_that_does_not_fit_its_parameter_is_refused(family, data, prior, needle):
+    with pytest.raises(ParameterError, match=needle):
+        fit_map(family, data, prior)
+
+
+def test_priors_that_fit_still_fit():
+    fit = fit_map(
+        "mvn",
+        MVN,
+        {"covariance_matrix": InverseWishart(_t(5.0), torch.eye(2, dtype=torch.float64))},
+    )
+    assert bool(torch.isfinite(fit.params["covariance_matrix"]).all())
+    fit = fit_map("mvn", MVN, {"loc": D.Normal(torch.zeros(2, dtype=torch.float64), _t(1.0))})
+    assert fit.params["loc"].shape == (2,)
+
+
+def test_a_callable_prior_of_the_wrong_signature_is_named():
+    with pytest.raises(ParameterError, match=r"log_prior\(concentration=\.\.\., rate=\.\.\.\)"):
+        fit_map("gamma", X, lambda p: 0.0)
+    with pytest.raises(ParameterError, match="must return a number"):
+        fit_map("gamma", X, lambda **p: "a")
+    with pytest.raises(ParameterError, match="one number"):
+        fit_map("gamma", X, lambda **p: torch.zeros(3))
+    # the right signatures fit; a flat callable prior gives the MLE
+    flat = fit_map("gamma", X, lambda **p: 0.0)
+    mle = fit_mle("gamma", X, method="optimize")
+    assert float(flat.params["rate"]) == pytest.approx(float(mle.params["rate"]), rel=1e-5)
+    fit_map("gamma", X, lambda concentration, rate: D.Gamma(_t(2.0), _t(1.0)).log_prob(rate))
+
+
+# ---------------------------------------------------------------------- level, scalars
+@pytest.mark.parametrize("level", ["a", float("nan"), 0, 1, True, None])
+def test_a_bad_level_is_named(level):
+    fit = fit_mle("normal", X)
+    with pytest.raises(ParameterError, match="level must lie strictly between 0 and 1"):
+        fit.summary(level=level)
+    with pytest.raises(ParameterError, match="level"):
+        fit.conf_int(level)
+
+
+def test_a_scalar_is_one_observation_whatever_its_type():
+    fits = [fit_mle("poisson", v) for v in (2.0, np.float64(2.0), torch.tensor(2.0))]
+    assert all(float(f.params["rate"]) == 2.0 and f.n_obs == 1 for f in fits)
+
+
+# ---------------------------------------------------------------------- the command line
+@pytest.fixture(scope="module")
+def ints_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bad") / "ints.csv"
+    path.write_text("n\n3\n3\n1\n2\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-f", "binomial", "--fixed", "total_count=1e300"], "too large"),
+        (["-f", "binomial", "--fixed", f"total_count={10**400}"], "too large"),
+        (["-f", "categorical", "--fixed", "num_categories=10000000000"], "would need"),
+        (
+            ["-f", "normal", "--prior", "loc=normal:0,10", "--sample", "nuts"],
+            "--sample needs a prior for every parameter.*none for scale",
+        ),
+    ],
+)
+def test_fit_dist_refuses(ints_csv, args, needle):
+    res = runner.invoke(app, ["fit", "dist", str(ints_csv), *args])
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert re.search(needle, " ".join(res.output.split())), res.output

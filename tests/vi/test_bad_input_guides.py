@@ -1,0 +1,113 @@
+"""Bad arguments to the VI guides and the SVI loop are refused by name before anything is
+allocated: no raw torch error, no silent NaN scale."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from latentfit.errors import ParameterError, ResourceLimitError
+from latentfit.vi import svi
+from latentfit.vi.guides import (
+    FlowGuide,
+    FullRankGaussian,
+    LocalMeanFieldGaussian,
+    MeanFieldGaussian,
+)
+
+GUIDES = [MeanFieldGaussian, FullRankGaussian]
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+@pytest.mark.parametrize("dim", [-1, 0, 2.5, "3", True, None])
+def test_a_bad_dim_is_named(guide, dim):
+    with pytest.raises(ParameterError, match="dim must be an integer >= 1"):
+        guide(dim)
+
+
+@pytest.mark.parametrize(("guide", "dim"), [(MeanFieldGaussian, 10**12), (FullRankGaussian, 10**6)])
+def test_a_guide_too_large_for_memory_is_refused_before_allocating(guide, dim):
+    with pytest.raises(ResourceLimitError, match="would need"):
+        guide(dim)
+
+
+def test_a_local_guide_too_large_is_refused():
+    with pytest.raises(ResourceLimitError, match="would need"):
+        LocalMeanFieldGaussian(10**7, 10**6)
+    with pytest.raises(ParameterError, match="n must be an integer"):
+        LocalMeanFieldGaussian(0, 2)
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+@pytest.mark.parametrize("scale", [-1.0, 0.0, math.nan, math.inf, "a", None])
+def test_a_bad_scale_is_named(guide, scale):
+    with pytest.raises(ParameterError, match="scale must be a finite number > 0"):
+        guide(2, scale=scale)
+
+
+def test_a_scale_that_rounds_to_zero_is_named():
+    with pytest.raises(ParameterError, match=r"too small for torch\.float32"):
+        MeanFieldGaussian(2, scale=1e-50, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("guide", [*GUIDES, FlowGuide])
+@pytest.mark.parametrize(
+    ("loc", "needle"),
+    [
+        ([0.0, 1.0, 2.0], r"length dim=2, got shape \(3,\)"),
+        (torch.zeros(2, 2), r"length dim=2, got shape \(2, 2\)"),
+        ([0.0, math.nan], "NaN"),
+        ([1.0, "b"], "non-numeric"),
+    ],
+)
+def test_a_bad_loc_is_named(guide, loc, needle):
+    with pytest.raises(ParameterError, match=needle):
+        guide(2, loc=loc)
+
+
+def test_good_guides_have_the_scale_they_were_given():
+    g = MeanFieldGaussian(3, loc=[1.0, 2.0, 3.0], scale=0.5, dtype=torch.float64)
+    assert torch.allclose(g.scale, torch.full((3,), 0.5, dtype=torch.float64))
+    assert torch.equal(g.loc.detach(), torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    f = FullRankGaussian(2, scale=torch.tensor(2.0), dtype=torch.float64)
+    assert torch.allclose(torch.diagonal(f.scale_tril), torch.full((2,), 2.0, dtype=torch.float64))
+
+
+def test_flow_guide_arguments_are_named():
+    with pytest.raises(ParameterError, match="dim must be an integer >= 2"):
+        FlowGuide(2.5)
+    with pytest.raises(ParameterError, match="hidden must be an integer"):
+        FlowGuide(2, hidden=0)
+    with pytest.raises(ResourceLimitError, match="would need"):
+        FlowGuide(2, hidden=10**7)
+    with pytest.raises(ParameterError, match=r"support must be a torch\.distributions constraint"):
+        MeanFieldGaussian(2, support="positive")
+
+
+def _objective(guide):
+    def objective(batch):
+        return -(guide.loc**2).sum()
+
+    return objective
+
+
+@pytest.mark.parametrize("optimizer", [None, 3, "adam", torch.optim.Adam])
+def test_svi_names_a_bad_optimizer(optimizer):
+    g = MeanFieldGaussian(2, dtype=torch.float64)
+    with pytest.raises(ParameterError, match="optimizer must be a torch optimiser"):
+        svi(_objective(g), optimizer, 2)
+
+
+def test_svi_names_a_bad_objective_and_callback():
+    g = MeanFieldGaussian(2, dtype=torch.float64)
+    opt = torch.optim.SGD(g.parameters(), lr=0.1)
+    with pytest.raises(ParameterError, match="objective must be a callable"):
+        svi(None, opt, 2)
+    with pytest.raises(ParameterError, match="differentiable scalar tensor"):
+        svi(lambda batch: 1.0, opt, 2)
+    with pytest.raises(ParameterError, match="callback must be a callable"):
+        svi(_objective(g), opt, 2, callback=3)
+    history = svi(_objective(g), opt, 2)  # the good call still runs
+    assert len(history) == 2
