@@ -93,7 +93,7 @@ def fit_diffusion(
     check_out(out, force, [dataset], checkpoint_dir)
     check_device(device)
     check_number("--lr", lr, minimum=0, above=True, example="1e-3")
-    split = load_split(dataset, seed, delimiter)
+    split = load_split(dataset, seed, delimiter, model="a DDPM")
     disc = split.image_shape is not None if discrete is None else discrete
     try:
         model = DDPM(

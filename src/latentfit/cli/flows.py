@@ -45,12 +45,13 @@ def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = N
     )
 
 
-def load_split(data: str, seed: int, delimiter: str | None = None):
-    """A named data set (mnist, digits) or a data file, split as for VAEs."""
+def load_split(data: str, seed: int, delimiter: str | None = None, model: str = "a flow"):
+    """A named data set (mnist, digits) or a data file, split as for VAEs; ``model`` names
+    the model in the error of a file too small to split."""
     from latentfit.vae.data import load_vae_data
 
     try:
-        return load_vae_data(data, seed=seed, delimiter=delimiter)
+        return load_vae_data(data, seed=seed, delimiter=delimiter, model=model)
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -250,6 +251,8 @@ def sample(
     import torch
 
     from latentfit import load
+    from latentfit._validation import check_sample_count
+    from latentfit.errors import LatentfitError
 
     check_out(out, force, [model_path])
     suffix = out.suffix.lower()
@@ -261,7 +264,11 @@ def sample(
         fail(str(err))
     if not hasattr(model, "sample") or not hasattr(model, "bits_per_dim"):
         fail(f"{model_path} holds a {type(model).__name__}; this command samples flows and DDPMs")
-    draws = model.sample(n, random_state=seed)
+    try:
+        check_sample_count(n, int(getattr(model, "n_features_in_", 1) or 1), name="-n")
+        draws = model.sample(n, random_state=seed)
+    except LatentfitError as err:  # ResourceLimitError for an -n off by digits, NaN draws
+        fail(str(err))
     from latentfit.io import atomic_path
 
     if suffix == ".png":

@@ -454,9 +454,16 @@ def eval_vae(
     intensities = bool((X.min() >= 0) & (X.max() <= 1))
     if binarize and model.spec.likelihood == "bernoulli" and intensities:
         X = torch.bernoulli(X, generator=torch.Generator(X.device).manual_seed(seed + 1))
-    ll = marginal_log_likelihood(
-        model, X, k=samples, generator=torch.Generator(X.device).manual_seed(seed), progress=True
-    )
+    try:
+        ll = marginal_log_likelihood(
+            model,
+            X,
+            k=samples,
+            generator=torch.Generator(X.device).manual_seed(seed),
+            progress=True,
+        )
+    except ValueError as err:  # DataError: data outside the likelihood's support, ...
+        fail(str(err))
     if as_json:
         from latentfit.cli.output import print_json
 

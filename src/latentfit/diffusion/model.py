@@ -31,11 +31,12 @@ from latentfit.diffusion.process import (
     make_schedule,
 )
 from latentfit.errors import DataError, ModelFileError, ParameterError
-from latentfit.flows.density import check_level_scale
-from latentfit.flows.objectives import as_levels, level_scale
+from latentfit.flows.density import check_finite_draws, check_level_scale
+from latentfit.flows.objectives import as_levels, check_n_levels, level_scale
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
 from latentfit.model_tensors import check_finite_density
+from latentfit.vae.networks import check_linear_memory
 from latentfit.vae.objectives import ObjectiveOutput
 
 __all__ = ["DDPM", "DiffusionLoss"]
@@ -188,8 +189,8 @@ class DDPM(DensityMixin, BaseEstimator):
                 f"vlb_weight must be a finite number >= 0, got {self.vlb_weight!r}; "
                 "0.001 is the weight of Nichol & Dhariwal 2021"
             )
-        if self.discrete and self.n_levels < 2:
-            raise ParameterError(f"n_levels must be at least 2, got {self.n_levels!r}")
+        if self.discrete:
+            check_n_levels(self.n_levels, resolve_dtype(self.dtype))
         check_timesteps(self.eval_timesteps, "eval_timesteps")
         if not 0 <= self.validation_fraction < 1:
             raise ParameterError(
@@ -230,16 +231,30 @@ class DDPM(DensityMixin, BaseEstimator):
         dtype = resolve_dtype(self.dtype)
         self._check_schedule_memory()
         out_dim = 2 * d if self.variance == "learned" else d
+        what = (
+            f"DDPM(hidden={self.hidden}, n_hidden={self.n_hidden}, time_dim={self.time_dim}) "
+            f"on {d} features"
+        )
+        hint = "use a narrower or shallower denoiser (hidden, n_hidden, time_dim)"
+        # First by arithmetic on the widths: a width off by digits (10**11) cannot even be
+        # sized on the meta device, where the exact check below gives up.
+        h, t = int(self.hidden), int(self.time_dim)
+        check_linear_memory(
+            [(d, h), (t, h), (h, h), *[(h, h)] * (int(self.n_hidden) - 1), (h, out_dim)],
+            what,
+            device=self._dev,
+            dtype=dtype,
+            hint=hint,
+        )
         check_module_memory(
             lambda _, n_hidden: TimeMLP(
                 d, self.n_steps, self.hidden, n_hidden, self.time_dim, out_dim
             ),
-            f"DDPM(hidden={self.hidden}, n_hidden={self.n_hidden}, time_dim={self.time_dim}) "
-            f"on {d} features",
+            what,
             depth=self.n_hidden,
             device=self._dev,
             dtype=dtype,
-            hint="use a narrower or shallower denoiser (hidden, n_hidden, time_dim)",
+            hint=hint,
         )
         return self._module(d).to(device=self._dev, dtype=dtype)
 
@@ -391,7 +406,7 @@ class DDPM(DensityMixin, BaseEstimator):
             x = x / self.level_scale_
         else:
             x = x * self.scale_ + self.shift_
-        return x.cpu().numpy()
+        return check_finite_draws(x, "the DDPM").cpu().numpy()
 
     def save(self, path):
         """Write the fitted model (safetensors + JSON header); read it with latentfit.load."""

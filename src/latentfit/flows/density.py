@@ -25,16 +25,30 @@ from latentfit._validation import (
     check_feature_names,
     check_module_memory,
     check_sample_count,
+    first_nonfinite,
+    is_finite_above,
     make_generator,
     resolve_device,
     resolve_dtype,
 )
 from latentfit.errors import DataError, ModelFileError, ParameterError
-from latentfit.flows.layers import flow_forward, flow_inverse, make_density_layers
-from latentfit.flows.objectives import as_levels, dequantize, level_scale, logit_transform
+from latentfit.flows.layers import (
+    check_tail_bound,
+    flow_forward,
+    flow_inverse,
+    make_density_layers,
+)
+from latentfit.flows.objectives import (
+    as_levels,
+    check_n_levels,
+    dequantize,
+    level_scale,
+    logit_transform,
+)
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
 from latentfit.model_tensors import check_finite_density, check_fixed_buffers
+from latentfit.vae.networks import check_linear_memory
 
 __all__ = ["MAF", "FlowDensity", "FlowModule", "NeuralSplineFlow", "RealNVP"]
 
@@ -60,6 +74,20 @@ def check_level_scale(extra: dict, n_levels: int, setting: str) -> float:
             "was altered or is damaged"
         )
     return float(value)
+
+
+def check_finite_draws(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x`` (n, d) draws of a fitted model, refused (ParameterError naming the first row and
+    column) where one is NaN or inf: the model's weights are not usable (the fit diverged, or
+    they were altered), and such draws must not be written as if they were samples."""
+    idx = first_nonfinite(x)
+    if idx is not None:
+        raise ParameterError(
+            f"{what} drew a non-finite value ({float(x[idx]):g}) at row {idx[0]}, column "
+            f"{idx[-1]}: its fitted weights are not usable (the fit diverged, or the model "
+            "file was altered); fit it again with a lower learning rate"
+        )
+    return x
 
 
 class FlowModule(nn.Module):
@@ -187,14 +215,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
-        if self.dequantize and (
-            not isinstance(self.n_levels, (int, np.integer)) or self.n_levels < 2
-        ):
-            raise ParameterError(
-                f"n_levels must be an integer of at least 2, got {self.n_levels!r}"
-            )
-        if not 0 < self.alpha < 0.5:
+        if self.dequantize:
+            check_n_levels(self.n_levels, resolve_dtype(self.dtype))
+        if not (is_finite_above(self.alpha, 0.0) and self.alpha < 0.5):
             raise ParameterError(f"alpha must lie in (0, 0.5), got {self.alpha!r}")
+        if self._kind == "spline":
+            check_tail_bound(self.tail_bound)
         if not 0 <= self.validation_fraction < 1:
             raise ParameterError(
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
@@ -231,15 +257,30 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """The flow for ``d`` features, on the model's device and dtype; refused first where its
         weights could not be held while training (a ``hidden`` or ``n_layers`` off by digits)."""
         dtype = resolve_dtype(self.dtype)
+        what = (
+            f"{type(self).__name__}(n_layers={self.n_layers}, hidden={self.hidden}, "
+            f"n_hidden={self.n_hidden}) on {d} features"
+        )
+        hint = "use fewer or narrower layers (hidden, n_layers, n_hidden)"
+        # First by arithmetic on the widths: a width off by digits (10**11) cannot even be
+        # sized on the meta device, where the exact check below gives up.
+        out = (3 * self.n_bins - 1) * d if self._kind == "spline" else 2 * d
+        h, n_hidden = int(self.hidden), int(self.n_hidden)
+        check_linear_memory(
+            [(d, h), *[(h, h)] * (n_hidden - 1), (h, out)] * int(self.n_layers),
+            what,
+            device=self._dev,
+            dtype=dtype,
+            hint=hint,
+        )
         check_module_memory(
             lambda n_layers, n_hidden: self._module(d, n_layers, n_hidden),
-            f"{type(self).__name__}(n_layers={self.n_layers}, hidden={self.hidden}, "
-            f"n_hidden={self.n_hidden}) on {d} features",
+            what,
             layers=self.n_layers,
             depth=self.n_hidden,
             device=self._dev,
             dtype=dtype,
-            hint="use fewer or narrower layers (hidden, n_layers, n_hidden)",
+            hint=hint,
         )
         return self._module(d).to(device=self._dev, dtype=dtype)
 
@@ -332,6 +373,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         out = self.module_.sample(int(n_samples), make_generator(random_state, self._dev))
+        check_finite_draws(out, f"the {type(self).__name__}")
         if self.dequantize:
             out = out / self.level_scale_
         return out.cpu().numpy()

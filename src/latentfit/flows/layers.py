@@ -28,6 +28,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
+from latentfit._validation import is_finite_above
 from latentfit.errors import ParameterError
 
 __all__ = [
@@ -52,6 +53,16 @@ def _activation(name: str) -> nn.Module:
     if name not in _ACTIVATIONS:
         raise ParameterError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return _ACTIVATIONS[name]()
+
+
+def check_tail_bound(value) -> None:
+    """A spline's interval [-B, B]: B a finite number > 0 (NaN or B <= 0 leaves no interval
+    for the bins, and every value would fall in the identity tails unnoticed)."""
+    if not is_finite_above(value, 0.0):
+        raise ParameterError(
+            f"tail_bound must be a finite number > 0 (the splines act on [-tail_bound, "
+            f"tail_bound]), got {value!r}; 5.0 suits standardised data"
+        )
 
 
 def flow_forward(layers, x: torch.Tensor, context: torch.Tensor | None = None):
@@ -396,6 +407,7 @@ class SplineCoupling(_Coupling):
         n_bins: int = 8,
         tail_bound: float = 5.0,
     ):
+        check_tail_bound(tail_bound)
         super().__init__(dim, 3 * n_bins - 1, hidden, parity, context_dim, n_hidden, activation)
         self.n_bins, self.tail_bound = n_bins, tail_bound
 

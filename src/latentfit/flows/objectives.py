@@ -9,13 +9,41 @@ quantity every continuous model of the likelihood table reports.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
-from latentfit.errors import DataError
+from latentfit._validation import is_finite_above
+from latentfit.errors import DataError, ParameterError
 from latentfit.vae.objectives import ObjectiveOutput
 
-__all__ = ["FlowNLL", "as_levels", "dequantize", "level_scale", "logit_transform"]
+__all__ = [
+    "FlowNLL",
+    "as_levels",
+    "check_n_levels",
+    "dequantize",
+    "level_scale",
+    "logit_transform",
+]
+
+
+def check_n_levels(n_levels, dtype=torch.float32, name: str = "n_levels") -> int:
+    """The number of grey levels of 8-bit data: an integer from 2 up to the count that
+    ``dtype`` tells apart (2**24 in float32, 2**53 in float64: beyond, neighbouring levels
+    round to the same number and the dequantisation bound is meaningless)."""
+    eps = torch.finfo(dtype if dtype.is_floating_point else torch.float32).eps  # 2**-mantissa
+    limit = 2 ** (1 - round(math.log2(eps)))
+    if (
+        not isinstance(n_levels, numbers.Integral)
+        or isinstance(n_levels, bool)
+        or not 2 <= n_levels <= limit
+    ):
+        raise ParameterError(
+            f"{name} must be an integer from 2 to {limit:,} (the levels "
+            f"{str(dtype).removeprefix('torch.')} tells apart), got {n_levels!r}; 256 for 8-bit "
+            "data"
+        )
+    return int(n_levels)
 
 
 def level_scale(X: torch.Tensor, n_levels: int) -> float:
@@ -46,6 +74,7 @@ def as_levels(X: torch.Tensor, n_levels: int, scale: float, name: str, setting: 
 
 def dequantize(levels: torch.Tensor, n_levels: int, generator=None) -> torch.Tensor:
     """y = (k + u) / L with u ~ U[0, 1): a point of [0, 1)^d inside the bin of level k."""
+    check_n_levels(n_levels, levels.dtype)
     u = torch.rand(levels.shape, generator=generator, device=levels.device, dtype=levels.dtype)
     return (levels + u) / n_levels
 
@@ -53,6 +82,10 @@ def dequantize(levels: torch.Tensor, n_levels: int, generator=None) -> torch.Ten
 def logit_transform(y: torch.Tensor, alpha: float):
     """w = logit(α + (1 - 2α) y) and log|det ∂w/∂y| (n,) (Dinh et al. 2017, Sec. 4.1):
     moves [0, 1] data to the real line, where a flow's Gaussian base lives."""
+    if not (is_finite_above(alpha, 0.0) and alpha < 0.5):
+        raise ParameterError(
+            f"alpha must be a number in (0, 0.5) (the logit's margin), got {alpha!r}; 1e-6 is usual"
+        )
     v = alpha + (1 - 2 * alpha) * y
     w = torch.log(v) - torch.log1p(-v)
     log_det = (math.log1p(-2 * alpha) - torch.log(v) - torch.log1p(-v)).sum(-1)

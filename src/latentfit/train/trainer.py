@@ -229,6 +229,27 @@ def _check_config(cfg) -> None:
         raise ParameterError(f"invalid TrainConfig: {'; '.join(bad)}")
 
 
+def _check_diverged(count: int, params: list[torch.Tensor], epoch: int, n_batches: int) -> None:
+    """Refuse to go on (and so to return a model that would be saved as fitted) when training
+    has diverged: every step of the epoch was skipped as non-finite (``count`` = 0 rows used),
+    or a weight is NaN or inf. An occasional skipped step is kept as before (counted in
+    ``n_skipped``)."""
+    hint = (
+        "lower the learning rate (lr, e.g. 1e-3), the KL weight (beta) or the free bits, set "
+        "max_grad_norm, or check the data for extreme values"
+    )
+    if count == 0:
+        raise ParameterError(
+            f"training diverged: all {n_batches} optimiser step(s) of epoch {epoch} gave a "
+            f"non-finite (NaN or inf) loss or gradient and were skipped, so the model did not "
+            f"train; {hint}"
+        )
+    if params and not math.isfinite(float(_total_norm([p.detach() for p in params]))):
+        raise ParameterError(
+            f"training diverged: the weights hold NaN or inf after epoch {epoch}; {hint}"
+        )
+
+
 def train(
     model: nn.Module,
     objective,
@@ -269,6 +290,11 @@ def train(
         Xv = _check_data(X_val, "X_val", cfg.binarize).to(device, dtype)
     if ckpt is not None:  # before binarisation: the data, not the noise
         data_ids = {"train": data_sha256(X), "val": None if Xv is None else data_sha256(Xv)}
+    likelihood = getattr(getattr(model, "decoder", None), "likelihood", None)
+    if hasattr(likelihood, "check_data"):  # a VAE's data must lie in its likelihood's support
+        likelihood.check_data(X, "X_train")
+        if Xv is not None:
+            likelihood.check_data(Xv, "X_val")
     if Xv is not None and cfg.binarize:
         Xv = torch.bernoulli(Xv, generator=torch.Generator(device).manual_seed(cfg.seed + 1))
     n = X.shape[0]
@@ -438,6 +464,7 @@ def train(
             break
 
         # End of epoch: validate, diagnose, early-stop, record, checkpoint.
+        _check_diverged(count, params, epoch + 1, n_batches)
         perm, batch = None, 0
         totals = sums.tolist()  # the epoch's one read of the sums
         rows = count or math.nan

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -23,7 +25,14 @@ from latentfit.vae.data import SPLITS
 from latentfit.vae.flows import make_flow
 from latentfit.vae.likelihoods import make_likelihood
 from latentfit.vae.models import VAE, DiscreteVAE, LadderVAE
-from latentfit.vae.networks import ConvDecoderBody, ConvEncoderBody, Decoder, GaussianEncoder, mlp
+from latentfit.vae.networks import (
+    ConvDecoderBody,
+    ConvEncoderBody,
+    Decoder,
+    GaussianEncoder,
+    check_linear_memory,
+    mlp,
+)
 
 __all__ = ["ModelSpec", "build_model", "init_decoder_bias", "load_model", "save_model"]
 
@@ -122,6 +131,39 @@ def _build(spec: ModelSpec) -> nn.Module:
     raise ParameterError(f"kind must be 'gaussian', 'discrete' or 'ladder', got {spec.kind!r}")
 
 
+def _check_spec_memory(spec: ModelSpec, device=None) -> None:
+    """Refuse (:class:`ResourceLimitError`), before a weight is allocated, a spec whose linear
+    layers alone cannot be held: a ``hidden`` or ``z_dim`` off by digits (10**11) is a typo,
+    not a VAE. Counted on Python integers from the sizes, so no size overflows."""
+    sizes = [spec.x_dim, spec.z_dim, spec.z2_dim, spec.n_categories, spec.n_levels, spec.flow_steps]
+
+    def count(v) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+    if not all(count(v) for v in sizes) or not (
+        isinstance(spec.hidden, (list, tuple)) and all(count(h) for h in spec.hidden)
+    ):
+        raise ParameterError(
+            f"x_dim, z_dim, z2_dim, n_categories, n_levels, flow_steps and every hidden size "
+            f"must be positive integers, got {spec}"
+        )
+    n_params = {"categorical": spec.n_levels, "gaussian": 2}.get(spec.likelihood, 1)
+    z_in = spec.z_dim * (spec.n_categories if spec.kind == "discrete" else 1)
+    h = spec.hidden[-1]
+    shapes = list(pairwise([spec.x_dim, *spec.hidden]))  # encoder body
+    shapes += [(h, 2 * z_in)]  # the encoder's heads
+    shapes += list(pairwise([z_in, *spec.hidden[::-1], spec.x_dim * n_params]))  # decoder
+    if spec.flow is not None:
+        shapes += [(spec.z_dim, 2 * spec.z_dim), (h, 2 * spec.z_dim)] * spec.flow_steps
+    check_linear_memory(
+        shapes,
+        f"a VAE with hidden={spec.hidden}, x_dim={spec.x_dim}, z_dim={spec.z_dim} (weights, "
+        "gradients and Adam's moments)",
+        device=device,
+        hint="use smaller hidden sizes or z_dim",
+    )
+
+
 def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.Module:
     """Build the VAE described by ``spec`` (fields may be overridden by keyword).
 
@@ -131,6 +173,8 @@ def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.M
     spec = ModelSpec(**{**asdict(spec or ModelSpec()), **overrides})
     if spec.x_dim < 1 or spec.z_dim < 1 or not spec.hidden:
         raise ParameterError(f"x_dim, z_dim and hidden must be positive, got {spec}")
+    if torch.empty(()).device.type != "meta":  # on meta a caller is sizing it: nothing is held
+        _check_spec_memory(spec, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = _build(spec)

@@ -147,6 +147,7 @@ def load_vae_data(
     idx_folder=None,
     split: DataSplit | None = None,
     delimiter: str | None = None,
+    model: str = "a VAE",
 ) -> VAEData:
     """Load a source and cut it into disjoint training, validation and test rows.
 
@@ -161,7 +162,8 @@ def load_vae_data(
     come from ``seed``. With ``split`` (a :class:`DataSplit`, e.g. ``model.split`` of a loaded
     model) its rows are used instead, after checking that the source holds the same data
     (:class:`~latentfit.errors.DataError` if not). ``delimiter`` names the delimiter of a text
-    file (default: sniffed; see :func:`latentfit.datasets.load_array`).
+    file (default: sniffed; see :func:`latentfit.datasets.load_array`). ``model`` names the
+    model the rows are for in the error of a source too small to split ("a VAE", "a flow").
     """
     if not 0 < test_fraction < 1:
         raise ParameterError(f"test_fraction must lie in (0, 1), got {test_fraction}")
@@ -174,7 +176,8 @@ def load_vae_data(
     n = X.shape[0]
     if n < 3:
         raise DataError(
-            f"{name} holds {n} row(s); a VAE needs a training, a validation and a test row"
+            f"{name} holds {n} row(s); {model} needs a training, a validation and a test row "
+            "(at least 3 rows); pass more rows"
         )
     sha = data_sha256(X)
     if split is not None:

@@ -57,6 +57,11 @@ def marginal_log_likelihood(
     if not bool(torch.isfinite(X).all()):
         r, c = (int(i) for i in (~torch.isfinite(X)).nonzero()[0])
         raise DataError(f"X holds a non-finite value at row {r}, column {c}; remove or impute it")
+    likelihood = getattr(
+        getattr(getattr(model, "module", model), "decoder", None), "likelihood", None
+    )
+    if hasattr(likelihood, "check_data"):  # the data must lie in the likelihood's support
+        likelihood.check_data(X)
     chunk = max(1, min(k, max_rows // batch_size))
     out = []
     bar = None

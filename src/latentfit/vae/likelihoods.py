@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Independent, Normal
 
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, ParameterError
 
 __all__ = [
     "BernoulliLikelihood",
@@ -33,10 +33,28 @@ def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return low + (high - low) * torch.sigmoid(x)
 
 
+def _check_range(x: torch.Tensor, low: float, high: float, name: str, rule: str) -> None:
+    """DataError naming the first row and column of ``x`` (n, d) outside [low, high]."""
+    bad = (x < low) | (x > high)
+    if bool(bad.any()):
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        where = f"row {idx[0]}, column {idx[-1]}" if len(idx) > 1 else f"entry {idx[0]}"
+        raise DataError(
+            f"{name} holds {float(x[idx]):.6g} at {where}: {rule}. Score data on the scale "
+            "the model was fitted to (e.g. divide 8-bit pixels by 255), or fit a model with "
+            "a Gaussian likelihood for other data"
+        )
+
+
 class BernoulliLikelihood(nn.Module):
     """p(x | z) = ∏_j Bernoulli(x_j; sigmoid(η_j)); the decoder emits logits η (n, d)."""
 
     n_params = 1
+
+    def check_data(self, x: torch.Tensor, name: str = "X") -> None:
+        """DataError unless every value of ``x`` lies in [0, 1] (binary pixels or their
+        intensities): outside it, -BCE is not a log-probability and scores would be wrong."""
+        _check_range(x, 0.0, 1.0, name, "a Bernoulli likelihood needs values in [0, 1]")
 
     def distribution(self, params: torch.Tensor) -> Independent:
         return Independent(Bernoulli(logits=params, validate_args=False), 1)
@@ -117,6 +135,17 @@ class CategoricalLikelihood(nn.Module):
         if n_levels < 2:
             raise ParameterError(f"n_levels must be at least 2, got {n_levels}")
         self.d, self.n_levels, self.n_params = d, n_levels, n_levels
+
+    def check_data(self, x: torch.Tensor, name: str = "X") -> None:
+        """DataError unless ``x`` holds levels 0..n_levels-1 or intensities in [0, 1]."""
+        _check_range(
+            x,
+            0.0,
+            float(self.n_levels - 1),
+            name,
+            f"a categorical likelihood of {self.n_levels} levels needs levels "
+            f"0..{self.n_levels - 1} or intensities in [0, 1]",
+        )
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point():

@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit._validation import check_allocation, check_positive_int
+from latentfit._validation import check_allocation, check_positive_int, is_finite_above
 from latentfit.errors import ParameterError
 from latentfit.vae.models import LatentPass
-from latentfit.vae.schedules import free_bits_kl
+from latentfit.vae.schedules import check_free_bits, free_bits_kl
 
 __all__ = [
     "ELBO",
@@ -97,10 +97,12 @@ class ELBO:
     ):
         n_samples = check_positive_int(n_samples, "n_samples")
         free_bits_groups = check_positive_int(free_bits_groups, "free_bits_groups")
-        if beta < 0 or free_bits < 0:
+        if not is_finite_above(beta, 0.0, inclusive=True):
             raise ParameterError(
-                f"beta and free_bits must be non-negative, got {beta}, {free_bits}"
+                f"beta must be a finite number >= 0, got {beta!r}; 1 is the ELBO, 4 a usual "
+                "beta-VAE"
             )
+        check_free_bits(free_bits)
         self.n_samples, self.analytic_kl, self.beta = n_samples, analytic_kl, beta
         self.free_bits, self.free_bits_groups = free_bits, free_bits_groups
 

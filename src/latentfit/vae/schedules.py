@@ -8,13 +8,22 @@ restoring the step counter.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 
+from latentfit._validation import is_finite_above
 from latentfit.errors import ParameterError
 
-__all__ = ["ConstantKL", "CyclicalWarmup", "LinearWarmup", "free_bits_kl", "make_schedule"]
+__all__ = [
+    "ConstantKL",
+    "CyclicalWarmup",
+    "LinearWarmup",
+    "check_free_bits",
+    "free_bits_kl",
+    "make_schedule",
+]
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,14 @@ class LinearWarmup:
     start: float = 0.0
 
     def __post_init__(self):
-        if self.n_steps < 1:
-            raise ParameterError(f"n_steps must be at least 1, got {self.n_steps}")
+        if (
+            not isinstance(self.n_steps, numbers.Integral)
+            or isinstance(self.n_steps, bool)
+            or self.n_steps < 1
+        ):
+            raise ParameterError(f"n_steps must be an integer >= 1, got {self.n_steps!r}")
+        if not is_finite_above(self.start, 0.0, inclusive=True) or self.start > 1:
+            raise ParameterError(f"start must lie in [0, 1], got {self.start!r}")
 
     def __call__(self, step: int) -> float:
         return min(1.0, self.start + (1.0 - self.start) * step / self.n_steps)
@@ -58,10 +73,14 @@ class CyclicalWarmup:
     ratio: float = 0.5
 
     def __post_init__(self):
-        if self.total_steps < 1 or self.n_cycles < 1:
-            raise ParameterError("total_steps and n_cycles must be at least 1")
-        if not 0 < self.ratio <= 1:
-            raise ParameterError(f"ratio must lie in (0, 1], got {self.ratio}")
+        for name in ("total_steps", "n_cycles"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ParameterError(
+                    f"{name} must be an integer >= 1, got {value!r}; e.g. CyclicalWarmup(1000)"
+                )
+        if not is_finite_above(self.ratio, 0.0) or self.ratio > 1:
+            raise ParameterError(f"ratio must lie in (0, 1], got {self.ratio!r}; 0.5 is usual")
 
     def __call__(self, step: int) -> float:
         if step >= self.total_steps:
@@ -82,6 +101,18 @@ def make_schedule(name: str, n_steps: int, n_cycles: int = 4):
     raise ParameterError(f"unknown KL schedule {name!r}; choose none, linear or cyclical")
 
 
+def check_free_bits(value, name: str = "free_bits", dtype=torch.float32) -> float:
+    """A free-bits floor λ: a finite number >= 0 (nats per latent group) that the model's
+    ``dtype`` can hold (1e308 overflows float32). ParameterError naming ``name`` otherwise."""
+    limit = torch.finfo(dtype).max if dtype.is_floating_point else torch.finfo(torch.float32).max
+    if not is_finite_above(value, 0.0, inclusive=True) or value > limit:
+        raise ParameterError(
+            f"{name} must be a finite number of nats >= 0 (and at most {limit:.3g}, the largest "
+            f"{str(dtype).removeprefix('torch.')}), got {value!r}; 0 (off) or 0.5 is usual"
+        )
+    return float(value)
+
+
 def free_bits_kl(kl_per_dim: torch.Tensor, floor: float, group_size: int = 1) -> torch.Tensor:
     """Σ_g max(λ, E_batch[KL_g]): the free-bits KL term (Kingma et al. 2016, App. C.8, eq. 15).
 
@@ -89,6 +120,7 @@ def free_bits_kl(kl_per_dim: torch.Tensor, floor: float, group_size: int = 1) ->
     group's minibatch-mean KL is floored at λ = ``floor`` nats, so the optimiser gains nothing by
     pushing a group's KL below λ, which keeps latent units from collapsing early.
     """
+    check_free_bits(floor, "floor", kl_per_dim.dtype)
     d = kl_per_dim.shape[1]
     if group_size < 1 or d % group_size:
         raise ParameterError(f"free-bits group size {group_size} must divide the latent size {d}")

@@ -1,0 +1,110 @@
+"""Bad input to `latentfit fit flow|diffusion|vae`, `density sample`, `score` and `eval`:
+a clean one-line error and exit code 1, never a traceback or a NaN model saved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def good(tmp_path):
+    path = tmp_path / "good.csv"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(40, 2)), delimiter=",")
+    return path
+
+
+@pytest.fixture
+def flow_file(tmp_path, good):
+    out = tmp_path / "f.st"
+    args = ["fit", "flow", str(good), "--epochs", "1", "--hidden", "4", "--layers", "1"]
+    res = runner.invoke(app, [*args, "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _fails(args, match):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 2, res.output  # fail(): a usage-style error, no traceback
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert match in res.output, res.output
+
+
+def test_fit_flow_huge_hidden(good, tmp_path):
+    out = tmp_path / "x.st"
+    args = ["fit", "flow", good, "--epochs", "1", "--hidden", "100000000000", "--layers", "1"]
+    _fails([*args, "--out", out, "--quiet"], "would need")
+    assert not out.exists()
+
+
+def test_fit_diffusion_huge_hidden(good, tmp_path):
+    args = ["fit", "diffusion", "--dataset", good, "--epochs", "1", "--steps", "10"]
+    _fails([*args, "--hidden", "100000000000", "--out", tmp_path / "x.st", "--quiet"], "would need")
+
+
+@pytest.mark.parametrize("cmd", ["flow", "diffusion"])
+def test_fit_that_diverges_saves_nothing(good, tmp_path, cmd):
+    out = tmp_path / "x.st"
+    args = ["fit", "flow", good] if cmd == "flow" else ["fit", "diffusion", "--dataset", good]
+    args += ["--epochs", "3", "--hidden", "8", "--lr", "1e10", "--out", out, "--quiet"]
+    args += ["--layers", "1"] if cmd == "flow" else ["--steps", "10"]
+    _fails(args, "diverged")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("cmd", ["flow", "diffusion"])
+def test_one_row_names_the_model(tmp_path, cmd):
+    one = tmp_path / "one.csv"
+    np.savetxt(one, [[1.0, 2.0]], delimiter=",")
+    args = ["fit", "flow", one] if cmd == "flow" else ["fit", "diffusion", "--dataset", one]
+    res = runner.invoke(app, [str(a) for a in [*args, "--out", tmp_path / "x.st"]])
+    assert res.exit_code == 2 and "VAE" not in res.output, res.output
+    assert ("a flow" if cmd == "flow" else "a DDPM") in res.output
+
+
+def test_fit_with_huge_levels(tmp_path):
+    img = tmp_path / "img.csv"
+    np.savetxt(img, np.random.default_rng(0).integers(0, 256, (20, 4)), delimiter=",")
+    args = ["fit", "flow", img, "--dequantize", "--levels", "100000000000000", "--epochs", "1"]
+    _fails([*args, "--out", tmp_path / "x.st", "--quiet"], "n_levels")
+
+
+def test_density_sample_too_many_draws(flow_file, tmp_path):
+    args = ["density", "sample", flow_file, "-n", "100000000000000"]
+    _fails([*args, "--out", tmp_path / "s.csv"], "would need")
+
+
+def _img01(tmp_path):
+    img = tmp_path / "img01.csv"
+    np.savetxt(img, np.random.default_rng(0).random((20, 4)), delimiter=",")
+    return img
+
+
+def test_fit_vae_huge_free_bits(tmp_path):
+    args = ["fit", "vae", "--dataset", _img01(tmp_path), "--epochs", "1", "--latent", "2"]
+    args += ["--hidden", "8", "--free-bits", "1e308", "--out", tmp_path / "v.st", "--quiet"]
+    _fails(args, "free_bits")
+
+
+def test_fit_vae_huge_beta_saves_nothing(tmp_path):
+    out = tmp_path / "v.st"
+    args = ["fit", "vae", "--dataset", _img01(tmp_path), "--epochs", "1", "--latent", "2"]
+    args += ["--hidden", "8", "--objective", "beta", "--beta", "1e308", "--out", out, "--quiet"]
+    _fails(args, "diverged")
+    assert not out.exists()
+
+
+def test_bernoulli_vae_scored_on_255_data(tmp_path):
+    model = tmp_path / "v.st"
+    args = ["fit", "vae", "--dataset", _img01(tmp_path), "--epochs", "1", "--latent", "2"]
+    res = runner.invoke(app, [str(a) for a in [*args, "--hidden", "8", "--out", model, "--quiet"]])
+    assert res.exit_code == 0, res.output
+    img255 = tmp_path / "img255.csv"
+    np.savetxt(img255, np.full((5, 4), 200.0), delimiter=",")
+    _fails(["score", model, img255, "--samples", "2"], "[0, 1]")
+    _fails(["eval", model, "--samples", "2", "--dataset", img255, "--all-rows"], "[0, 1]")

@@ -1,0 +1,75 @@
+"""Bad input to flows and DDPMs: refused with a LatentfitError before any work, never a raw
+torch error, a NaN model reported as fitted, or NaN draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentfit.diffusion import DDPM
+from latentfit.errors import LatentfitError, ParameterError, ResourceLimitError
+from latentfit.flows import MAF, NeuralSplineFlow, RealNVP
+from latentfit.flows.objectives import dequantize, logit_transform
+
+X = np.random.default_rng(0).normal(size=(30, 2))
+LEVELS = np.random.default_rng(0).integers(0, 256, size=(20, 2)).astype(float)
+
+
+@pytest.mark.parametrize("cls", [MAF, RealNVP, NeuralSplineFlow])
+def test_a_huge_hidden_width_is_refused_before_allocating(cls):
+    with pytest.raises(ResourceLimitError, match="hidden=100000000000"):
+        cls(hidden=10**11, n_layers=1, epochs=1).fit(X)
+
+
+def test_a_huge_ddpm_width_is_refused_before_allocating():
+    with pytest.raises(ResourceLimitError, match="hidden=100000000000"):
+        DDPM(10, hidden=10**11, discrete=False, epochs=1).fit(X)
+
+
+def test_a_diverging_flow_is_not_returned_as_fitted():
+    model = MAF(hidden=8, n_layers=1, epochs=3, lr=1e10, patience=None, random_state=0)
+    with pytest.raises(ParameterError, match=r"diverged.*learning rate"):
+        model.fit(X)
+    assert not hasattr(model, "module_")
+
+
+def test_a_diverging_ddpm_is_not_returned_as_fitted():
+    model = DDPM(10, hidden=8, discrete=False, epochs=2, lr=1e10, patience=None, random_state=0)
+    with pytest.raises(ParameterError, match="diverged"):
+        model.fit(X)
+
+
+def test_nan_weights_give_no_draws():
+    model = MAF(hidden=8, n_layers=1, epochs=1, random_state=0).fit(X)
+    with torch.no_grad():
+        next(model.module_.parameters()).fill_(float("nan"))
+    with pytest.raises(ParameterError, match="non-finite"):
+        model.sample(3, random_state=0)
+
+
+def test_dequantize_and_logit_refuse_bad_settings():
+    with pytest.raises(ParameterError, match="n_levels"):
+        dequantize(torch.zeros(2, 2), 0)
+    with pytest.raises(ParameterError, match="alpha"):
+        logit_transform(torch.zeros(2, 2), 1.0)
+    with pytest.raises(ParameterError, match="alpha"):
+        logit_transform(torch.zeros(2, 2), float("nan"))
+
+
+@pytest.mark.parametrize("bound", [-1.0, 0.0, float("nan"), float("inf")])
+def test_spline_tail_bound_must_be_finite_and_positive(bound):
+    with pytest.raises(ParameterError, match="tail_bound"):
+        NeuralSplineFlow(tail_bound=bound, n_layers=1, hidden=4, epochs=1).fit(X)
+
+
+def test_more_levels_than_the_dtype_tells_apart_are_refused():
+    with pytest.raises(ParameterError, match="n_levels"):
+        MAF(dequantize=True, n_levels=10**14, epochs=1).fit(LEVELS)
+    with pytest.raises(ParameterError, match="n_levels"):
+        DDPM(10, n_levels=10**14, epochs=1).fit(LEVELS)
+
+
+def test_errors_are_latentfit_errors():
+    assert issubclass(ResourceLimitError, LatentfitError)
+    assert issubclass(ParameterError, LatentfitError)

@@ -1,0 +1,86 @@
+"""Bad input to VAE pieces: settings, specs too large to build, data outside the
+likelihood's support, and training that diverges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from latentfit.errors import DataError, ParameterError, ResourceLimitError
+from latentfit.train import TrainConfig, train
+from latentfit.vae import BetaVAE, CyclicalWarmup, ModelSpec, build_model, marginal_log_likelihood
+from latentfit.vae.objectives import ELBO
+from latentfit.vae.schedules import LinearWarmup, free_bits_kl
+
+
+@pytest.mark.parametrize("floor", [-1.0, math.nan, math.inf, 1e308])
+def test_free_bits_floor_is_checked(floor):
+    with pytest.raises(ParameterError, match="floor"):
+        free_bits_kl(torch.ones(3, 2), floor)
+    with pytest.raises(ParameterError, match="free_bits"):
+        ELBO(free_bits=floor)
+
+
+@pytest.mark.parametrize("beta", [math.nan, math.inf, -1.0])
+def test_beta_must_be_finite_and_non_negative(beta):
+    with pytest.raises(ParameterError, match="beta"):
+        BetaVAE(beta=beta)
+
+
+def test_schedules_refuse_nan():
+    with pytest.raises(ParameterError):
+        CyclicalWarmup(math.nan)
+    with pytest.raises(ParameterError):
+        CyclicalWarmup(10, ratio=math.nan)
+    with pytest.raises(ParameterError):
+        LinearWarmup(math.nan)
+
+
+@pytest.mark.parametrize("spec", [dict(z_dim=10**11, hidden=[8]), dict(z_dim=2, hidden=[10**11])])
+def test_a_spec_too_large_is_refused_before_allocating(spec):
+    with pytest.raises(ResourceLimitError, match="hidden"):
+        build_model(ModelSpec(x_dim=4, **spec))
+
+
+def _model():
+    return build_model(ModelSpec(x_dim=4, z_dim=2, hidden=[8]))
+
+
+@pytest.mark.parametrize("value", [255.0, -1.0])
+def test_bernoulli_scores_refuse_data_outside_0_1(value):
+    X = torch.full((3, 4), 0.5)
+    X[1, 2] = value
+    with pytest.raises(DataError, match=r"row 1, column 2.*Bernoulli"):
+        marginal_log_likelihood(_model(), X, k=2)
+
+
+def test_bernoulli_training_refuses_data_outside_0_1():
+    cfg = TrainConfig(epochs=1, batch_size=3, diagnostics=False, progress=False)
+    with pytest.raises(DataError, match="Bernoulli"):
+        train(_model(), ELBO(), torch.full((3, 4), 255.0), None, cfg)
+
+
+def test_training_that_never_takes_a_finite_step_raises():
+    X = torch.rand(6, 4)
+    cfg = TrainConfig(epochs=2, batch_size=3, diagnostics=False, progress=False, patience=None)
+    with pytest.raises(ParameterError, match=r"diverged.*beta"):
+        train(_model(), BetaVAE(beta=1e308), X, None, cfg)
+
+
+def test_an_occasional_skipped_step_is_still_allowed():
+    X = torch.rand(6, 4)
+    calls = {"n": 0}
+    obj = ELBO()
+
+    def flaky(model, x, generator=None, kl_weight=1.0):
+        out = obj(model, x, generator, kl_weight)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first step only: skipped, the next ones train
+            return out._replace(loss=out.loss * math.nan)
+        return out
+
+    cfg = TrainConfig(epochs=1, batch_size=2, diagnostics=False, progress=False, patience=None)
+    res = train(_model(), flaky, X, None, cfg)
+    assert res.n_skipped == 1 and res.steps == 3
