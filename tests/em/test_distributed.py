@@ -156,7 +156,9 @@ def test_a_stopped_process_makes_the_others_fail_within_the_timeout(tmp_path):
     assert "raise the timeout" in msg and "--timeout SECONDS" in msg
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "60", True, None, 1e308, 10**20])
+@pytest.mark.parametrize(
+    "bad", [0, -1.0, float("nan"), float("inf"), "60", True, None, 1e308, 10**20]
+)
 def test_timeout_must_be_positive_seconds(bad):
     with pytest.raises(ParameterError, match="timeout must be a positive number of seconds"):
         check_timeout(bad)
