@@ -221,6 +221,20 @@ def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
     return arr
 
 
+def _check_overflow(src: torch.Tensor, idx: tuple[int, ...], dtype, name: str, columns) -> None:
+    """A value that is finite in the data but overflows ``dtype`` (1e300 read as float32) is
+    said as such, not as an infinite value in the data."""
+    value = float(src[idx])
+    if math.isfinite(value):
+        label = str(dtype).removeprefix("torch.")
+        raise DataError(
+            f"{name} holds {value:.3g} at {_describe_position(idx, columns)}, beyond the range "
+            f"of {label} (largest {torch.finfo(dtype).max:.3g}), in which this model computes: "
+            "rescale the data (e.g. standardise the columns)"
+            + (" or use dtype=float64" if dtype != torch.float64 else "")
+        )
+
+
 def as_float_tensor(
     X,
     *,
@@ -277,15 +291,17 @@ def as_float_tensor(
         raise DataError(
             f"{name} has 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is required."
         )
-    t = t.to(device=device, dtype=dtype)
+    src, t = t, t.to(device=device, dtype=dtype)
     if allow_nan:
         inf = torch.isinf(t)
         if bool(inf.any()):
             idx = tuple(int(i) for i in inf.nonzero()[0])
+            _check_overflow(src, idx, dtype, name, columns)
             raise DataError(f"{name} has an infinite value at {_describe_position(idx, columns)}")
     else:
         idx = first_nonfinite(t)
         if idx is not None:
+            _check_overflow(src, idx, dtype, name, columns)
             value = t[idx].item()
             what = "NaN" if value != value else ("inf" if value > 0 else "-inf")
             # Said for every model: only some take missing values (they have missing=).

@@ -1,5 +1,5 @@
 """Bad input to `latentfit fit flow|diffusion|vae`, `density sample`, `score` and `eval`:
-a clean one-line error and exit code 1, never a traceback or a NaN model saved."""
+a clean one-line error and exit code 2, never a traceback or a NaN model saved."""
 
 from __future__ import annotations
 
@@ -108,3 +108,14 @@ def test_bernoulli_vae_scored_on_255_data(tmp_path):
     np.savetxt(img255, np.full((5, 4), 200.0), delimiter=",")
     _fails(["score", model, img255, "--samples", "2"], "[0, 1]")
     _fails(["eval", model, "--samples", "2", "--dataset", img255, "--all-rows"], "[0, 1]")
+
+
+@pytest.mark.parametrize("command", [["fit", "flow"], ["fit", "diffusion", "--dataset"]])
+def test_a_value_beyond_float32_is_named_as_such(tmp_path, command):
+    data = tmp_path / "huge.csv"
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    x[3, 1] = 1e300  # finite in the file, inf in the float32 the networks compute in
+    np.savetxt(data, x, delimiter=",")
+    out = tmp_path / "x.st"
+    _fails([*command, data, "--epochs", "1", "--out", out], "holds 1e+300 at row 3, column 1")
+    assert not out.exists()

@@ -73,3 +73,17 @@ def test_more_levels_than_the_dtype_tells_apart_are_refused():
 def test_errors_are_latentfit_errors():
     assert issubclass(ResourceLimitError, LatentfitError)
     assert issubclass(ParameterError, LatentfitError)
+
+
+def test_a_value_beyond_float32_is_said_as_overflow_not_as_inf():
+    from latentfit._validation import as_float_tensor
+    from latentfit.errors import DataError
+
+    for allow_nan in (False, True):
+        with pytest.raises(DataError, match=r"holds 1e\+300 at row 1, column 0, beyond the range"):
+            as_float_tensor([[0.0, 1.0], [1e300, 1.0]], dtype=torch.float32, allow_nan=allow_nan)
+    with pytest.raises(DataError, match="contains inf at row 0"):
+        as_float_tensor([[float("inf"), 1.0]], dtype=torch.float32)
+    # the flow estimators compute in float32: the CLI and API say the same
+    with pytest.raises(DataError, match="beyond the range of float32"):
+        MAF(hidden=4, n_layers=1, epochs=1).fit([[1e300, 0.0], [0.0, 1.0], [1.0, 1.0]] * 4)

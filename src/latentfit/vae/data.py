@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit._validation import as_float_tensor
 from latentfit.errors import DataError, ParameterError
 
 __all__ = ["DataSplit", "VAEData", "load_vae_data"]
@@ -98,7 +99,10 @@ def source_rows(
     from latentfit.datasets import load_array
 
     X = load_array(path, delimiter=delimiter)
-    return torch.as_tensor(X).float(), None, str(path), None
+    # float32, as the networks compute: a value beyond its range is named, not made inf
+    # (NaN is left to the models' own checks)
+    X = as_float_tensor(X, name=str(path), dtype=torch.float32, ndim=None, allow_nan=True)
+    return X, None, str(path), None
 
 
 def _make_split(
