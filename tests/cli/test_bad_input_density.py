@@ -67,13 +67,6 @@ def test_one_row_names_the_model(tmp_path, cmd):
     assert ("a flow" if cmd == "flow" else "a DDPM") in res.output
 
 
-def test_fit_with_huge_levels(tmp_path):
-    img = tmp_path / "img.csv"
-    np.savetxt(img, np.random.default_rng(0).integers(0, 256, (20, 4)), delimiter=",")
-    args = ["fit", "flow", img, "--dequantize", "--levels", "100000000000000", "--epochs", "1"]
-    _fails([*args, "--out", tmp_path / "x.st", "--quiet"], "n_levels")
-
-
 def test_density_sample_too_many_draws(flow_file, tmp_path):
     args = ["density", "sample", flow_file, "-n", "100000000000000"]
     _fails([*args, "--out", tmp_path / "s.csv"], "would need")
@@ -119,3 +112,29 @@ def test_a_value_beyond_float32_is_named_as_such(tmp_path, command):
     out = tmp_path / "x.st"
     _fails([*command, data, "--epochs", "1", "--out", out], "holds 1e+300 at row 3, column 1")
     assert not out.exists()
+
+
+def test_options_that_would_be_ignored_are_refused(good, tmp_path):
+    out = tmp_path / "x.st"
+    args = ["fit", "diffusion", "--dataset", good, "--epochs", "1", "--skip-floor", "0.1"]
+    _fails([*args, "--out", out], "add --gaussian-skip, or drop --skip-floor")
+    gmm = tmp_path / "g.st"
+    res = runner.invoke(app, ["fit", "gmm", str(good), "-k", "2", "--out", str(gmm), "--quiet"])
+    assert res.exit_code == 0, res.output
+    _fails(
+        ["sample", gmm, "-n", "5", "--image-shape", "2,1", "--out", tmp_path / "s.csv"],
+        "drop --image-shape",
+    )
+    assert not out.exists() and not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["fit", "flow", "--dequantize"], ["fit", "diffusion", "--discrete", "--dataset"]]
+)
+def test_too_many_levels_name_the_option(good, tmp_path, command):
+    *cmd, last = command
+    args = [*cmd, last, good] if last == "--dataset" else [*command, good]
+    _fails(
+        [*args, "--epochs", "1", "--levels", "100000000000000", "--out", tmp_path / "x.st"],
+        "--levels must be an integer from 2 to 16,777,216",
+    )

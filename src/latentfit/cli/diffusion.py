@@ -93,6 +93,11 @@ def fit_diffusion(
     check_out(out, force, [dataset], checkpoint_dir)
     check_device(device)
     check_number("--lr", lr, minimum=0, above=True, example="1e-3")
+    if skip_floor is not None and not gaussian_skip:
+        fail(
+            "--skip-floor sets the variance floor of --gaussian-skip's Gaussian, which is off: "
+            "add --gaussian-skip, or drop --skip-floor"
+        )
     split = load_split(dataset, seed, delimiter, model="a DDPM")
     disc = split.image_shape is not None if discrete is None else discrete
     try:

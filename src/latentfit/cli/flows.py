@@ -57,8 +57,17 @@ def load_split(data: str, seed: int, delimiter: str | None = None, model: str = 
 
 
 def levels_of(name: str, data, levels: int) -> int:
-    """The number of grey levels: 17 for scikit-learn's digits (0..16), else ``levels``."""
-    return 17 if name == "digits" else levels
+    """The number of grey levels: 17 for scikit-learn's digits (0..16), else ``levels``
+    (checked here, so that its error names the option)."""
+    from latentfit.errors import LatentfitError
+    from latentfit.flows.objectives import check_n_levels
+
+    if name == "digits":
+        return 17
+    try:
+        return check_n_levels(levels, name="--levels")
+    except LatentfitError as err:
+        fail(str(err))
 
 
 def history_rows(history) -> list[dict]:

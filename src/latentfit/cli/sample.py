@@ -95,6 +95,11 @@ def sample(
             f"--out {out}: a .png grid is drawn for VAEs; write .csv or .npy for a "
             f"{type(model).__name__} (flows and DDPM: 'latentfit density sample')"
         )
+    if image_shape and kind != "vae":
+        fail(
+            f"--image-shape shapes a VAE's .png grid; a {type(model).__name__} writes rows "
+            "(.csv or .npy): drop --image-shape"
+        )
     shape = _image_shape(model, image_shape) if kind == "vae" else None
     if kind != "vae":  # sized here to name the option; a VAE's draws are sized by its spec
         width = getattr(model, "n_features_in_", None) or getattr(model, "n_features", None)
