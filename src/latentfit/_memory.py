@@ -89,7 +89,9 @@ def check_module_memory(
     layers, and its size at ``layers`` x ``depth`` extrapolated as base + layers (u + v depth),
     which holds for stacks of identical blocks, so that a count off by digits costs no time
     either. Parameters are counted ``copies`` times (the weights, their gradients and Adam's two
-    moments), buffers once. A network that cannot be built on the meta device is not checked."""
+    moments), buffers once. A network whose tensors torch cannot even size (a width off by
+    digits, 10**11: the storage size overflows) is refused; one that cannot be built on the
+    meta device for another reason is not checked."""
 
     def size(n_layers: int, n_depth: int) -> tuple[int, int]:
         with torch.device("meta"):
@@ -101,6 +103,13 @@ def check_module_memory(
 
     try:
         c11, c21, c12 = size(1, 1), size(2, 1), size(1, 2)
+    except RuntimeError as err:
+        if "overflow" not in str(err):  # construction that reads values: left to the build
+            return
+        raise ResourceLimitError(
+            f"{what} would need more than {2**63:,} bytes: torch cannot size its tensors "
+            f"({err})" + (f"; {hint}" if hint else "")
+        ) from None
     except Exception:  # construction that reads values (not shapes): left to the build itself
         return
     total = []

@@ -48,7 +48,6 @@ from latentfit.flows.objectives import (
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
 from latentfit.model_tensors import check_finite_density, check_fixed_buffers
-from latentfit.vae.networks import check_linear_memory
 
 __all__ = ["MAF", "FlowDensity", "FlowModule", "NeuralSplineFlow", "RealNVP"]
 
@@ -257,30 +256,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """The flow for ``d`` features, on the model's device and dtype; refused first where its
         weights could not be held while training (a ``hidden`` or ``n_layers`` off by digits)."""
         dtype = resolve_dtype(self.dtype)
-        what = (
-            f"{type(self).__name__}(n_layers={self.n_layers}, hidden={self.hidden}, "
-            f"n_hidden={self.n_hidden}) on {d} features"
-        )
-        hint = "use fewer or narrower layers (hidden, n_layers, n_hidden)"
-        # First by arithmetic on the widths: a width off by digits (10**11) cannot even be
-        # sized on the meta device, where the exact check below gives up.
-        out = (3 * self.n_bins - 1) * d if self._kind == "spline" else 2 * d
-        h, n_hidden = int(self.hidden), int(self.n_hidden)
-        check_linear_memory(
-            [(d, h), *[(h, h)] * (n_hidden - 1), (h, out)] * int(self.n_layers),
-            what,
-            device=self._dev,
-            dtype=dtype,
-            hint=hint,
-        )
         check_module_memory(
             lambda n_layers, n_hidden: self._module(d, n_layers, n_hidden),
-            what,
+            f"{type(self).__name__}(n_layers={self.n_layers}, hidden={self.hidden}, "
+            f"n_hidden={self.n_hidden}) on {d} features",
             layers=self.n_layers,
             depth=self.n_hidden,
             device=self._dev,
             dtype=dtype,
-            hint=hint,
+            hint="use fewer or narrower layers (hidden, n_layers, n_hidden)",
         )
         return self._module(d).to(device=self._dev, dtype=dtype)
 

@@ -13,12 +13,12 @@ import math
 import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields
-from itertools import pairwise
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from latentfit._memory import check_module_memory
 from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
 from latentfit.model_tensors import check_fixed_buffers
 from latentfit.vae.data import SPLITS
@@ -30,7 +30,6 @@ from latentfit.vae.networks import (
     ConvEncoderBody,
     Decoder,
     GaussianEncoder,
-    check_linear_memory,
     mlp,
 )
 
@@ -131,10 +130,11 @@ def _build(spec: ModelSpec) -> nn.Module:
     raise ParameterError(f"kind must be 'gaussian', 'discrete' or 'ladder', got {spec.kind!r}")
 
 
-def _check_spec_memory(spec: ModelSpec, device=None) -> None:
-    """Refuse (:class:`ResourceLimitError`), before a weight is allocated, a spec whose linear
-    layers alone cannot be held: a ``hidden`` or ``z_dim`` off by digits (10**11) is a typo,
-    not a VAE. Counted on Python integers from the sizes, so no size overflows."""
+def _check_spec(spec: ModelSpec, device=None) -> None:
+    """Every size of ``spec`` a positive integer, and the network it describes one whose
+    weights can be held while it trains (sized on the meta device by
+    :func:`latentfit._memory.check_module_memory`), before a weight is allocated: a ``hidden``
+    or ``z_dim`` off by digits (10**11) is a typo, not a VAE."""
     sizes = [spec.x_dim, spec.z_dim, spec.z2_dim, spec.n_categories, spec.n_levels, spec.flow_steps]
 
     def count(v) -> bool:
@@ -147,16 +147,8 @@ def _check_spec_memory(spec: ModelSpec, device=None) -> None:
             f"x_dim, z_dim, z2_dim, n_categories, n_levels, flow_steps and every hidden size "
             f"must be positive integers, got {spec}"
         )
-    n_params = {"categorical": spec.n_levels, "gaussian": 2}.get(spec.likelihood, 1)
-    z_in = spec.z_dim * (spec.n_categories if spec.kind == "discrete" else 1)
-    h = spec.hidden[-1]
-    shapes = list(pairwise([spec.x_dim, *spec.hidden]))  # encoder body
-    shapes += [(h, 2 * z_in)]  # the encoder's heads
-    shapes += list(pairwise([z_in, *spec.hidden[::-1], spec.x_dim * n_params]))  # decoder
-    if spec.flow is not None:
-        shapes += [(spec.z_dim, 2 * spec.z_dim), (h, 2 * spec.z_dim)] * spec.flow_steps
-    check_linear_memory(
-        shapes,
+    check_module_memory(
+        lambda _, __: _build(spec),
         f"a VAE with hidden={spec.hidden}, x_dim={spec.x_dim}, z_dim={spec.z_dim} (weights, "
         "gradients and Adam's moments)",
         device=device,
@@ -174,7 +166,7 @@ def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.M
     if spec.x_dim < 1 or spec.z_dim < 1 or not spec.hidden:
         raise ParameterError(f"x_dim, z_dim and hidden must be positive, got {spec}")
     if torch.empty(()).device.type != "meta":  # on meta a caller is sizing it: nothing is held
-        _check_spec_memory(spec, device)
+        _check_spec(spec, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = _build(spec)

@@ -22,7 +22,6 @@ __all__ = [
     "Decoder",
     "GaussianEncoder",
     "GaussianParams",
-    "check_linear_memory",
     "mlp",
 ]
 
@@ -33,22 +32,6 @@ def _activation(name: str) -> nn.Module:
     if name not in _ACTIVATIONS:
         raise ParameterError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]()
-
-
-def check_linear_memory(
-    shapes, what: str, *, device=None, dtype=torch.float32, copies: int = 4, hint: str = ""
-) -> None:
-    """Refuse, before anything is built, a network whose linear layers alone need more memory
-    than is available: ``shapes`` lists each layer's (in, out) sizes; its weights and biases
-    are counted ``copies`` times (the weights, their gradients and Adam's two moments). The
-    count is made on Python integers, so a width off by digits (10**11) is refused with
-    :class:`~latentfit.errors.ResourceLimitError` where the exact check on the meta device
-    (:func:`latentfit._memory.check_module_memory`) cannot even size the tensors."""
-    from latentfit._memory import check_allocation
-
-    n = sum(int(a) * int(b) + int(b) for a, b in shapes)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    check_allocation(copies * n * itemsize, what, device=device, hint=hint)
 
 
 def mlp(sizes: list[int], activation: str = "tanh", final_activation: bool = True) -> nn.Sequential:
