@@ -264,7 +264,8 @@ def as_float_tensor(
     else:
         if columns is None and hasattr(X, "columns") and hasattr(X, "iloc"):
             columns = list(X.columns)
-        arr = np.ascontiguousarray(as_numeric_array(X, name, columns))
+        arr = as_numeric_array(X, name, columns)
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)  # a 0-d value stays 0-d
         if not arr.flags.writeable:  # read-only memmaps: torch needs memory it may write
             arr = arr.copy()
         if arr.dtype.kind == "f" and arr.dtype.itemsize < 4:

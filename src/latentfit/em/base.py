@@ -141,6 +141,8 @@ class EMEstimator:
         in the model's dtype or ``dtype``."""
         dtype = self._dtype if dtype is None else dtype
         t = as_float_tensor(value, name=name, dtype=dtype, device=self._device, ndim=None)
+        if t.dim() == 0 and tuple(shape) == (1,):
+            t = t.reshape(1)  # one feature's value given as a number
         if tuple(t.shape) != tuple(shape):
             raise ParameterError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
         return t

@@ -338,7 +338,7 @@ def fit_map(
     prior = _prior_dict(prior, x)
     shapes = _start_shapes(fam, x, fixed, init)
     log_prior = _log_prior(prior, fam.params, shapes, fam.constraints, fam.name)
-    layout_solver = _solver_for(fam, x, fixed, prior, init)
+    layout_solver = _solver_for(fam, prior, shapes, x.shape[0])
     return fit_family(
         fam,
         x,
@@ -361,12 +361,12 @@ def _prior_dict(prior, x: torch.Tensor):
     }
 
 
-def _solver_for(fam, x, fixed, prior, init):
-    """The Laplace solver for this fit's parameter layout (shapes come from the start values)."""
+def _solver_for(fam, prior, shapes: dict, n: int):
+    """The Laplace solver for this fit's parameter layout (``shapes`` from the start values,
+    :func:`_start_shapes`) on ``n`` observations."""
     if not isinstance(prior, dict) or not any(isinstance(v, D.Laplace) for v in prior.values()):
         return None
-    shapes = _start_shapes(fam, x, fixed, init)
-    return _laplace_solver(prior, ParameterLayout(shapes, fam.constraints), x.shape[0])
+    return _laplace_solver(prior, ParameterLayout(shapes, fam.constraints), n)
 
 
 def _start_shapes(fam, x, fixed, init) -> dict[str, tuple[int, ...]]:
@@ -421,7 +421,7 @@ def fit_map_regression(
     prior = _prior_dict(prior, y)
     shapes = _start_shapes(fam, y, fixed, None)
     log_prior = _log_prior(prior, fam.params, shapes, fam.constraints, "the regression")
-    solver = _solver_for(fam, y, fixed, prior, None)
+    solver = _solver_for(fam, prior, shapes, y.shape[0])
     return fit_family(
         fam,
         y,

@@ -42,8 +42,7 @@ def check_data(family: Family, data, fixed: dict, *, dtype=None, device=None) ->
     """
     x = as_float_tensor(data, name="data", dtype=dtype, device=device, ndim=None)
     if x.dim() == 0 and family.event_dim == 0:
-        # one observation, as a Python or numpy scalar is (numpy makes those 1-D)
-        x = x.reshape(1)
+        x = x.reshape(1)  # a single number is one observation
     if x.dim() == 0 or x.shape[0] == 0:
         raise DataError(f"data must hold at least one observation, got shape {tuple(x.shape)}")
     if family.event_dim == 0:
@@ -351,8 +350,6 @@ def check_init(
             raise ParameterError(
                 f"init[{k!r}] holds NaN: every starting value must be a finite number"
             )
-        if not isinstance(v, torch.Tensor) and t.dim() == 1 and not np.ndim(v):
-            t = t.reshape(())  # a scalar (numpy makes it 1-D)
         if k in start and tuple(t.shape) != tuple(start[k].shape):
             raise ParameterError(
                 f"init[{k!r}] has shape {tuple(t.shape)}, but {name}'s {k} has shape "

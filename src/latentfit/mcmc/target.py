@@ -15,7 +15,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.distributions import biject_to, constraints, transforms
 
@@ -40,8 +39,6 @@ def init_values(init, dtype, device) -> dict[str, torch.Tensor]:
         t = as_float_tensor(
             value, name=label, dtype=dtype, device=device, ndim=None, allow_nan=True, min_samples=0
         )
-        if not isinstance(value, torch.Tensor) and np.ndim(value) == 0:
-            t = t.reshape(())  # a number is a scalar parameter (the array check makes it (1,))
         bad = first_nonfinite(t)
         if bad is not None:
             where = f" at index {bad}" if bad else ""
