@@ -56,6 +56,20 @@ def test_bernoulli_scores_refuse_data_outside_0_1(value):
         marginal_log_likelihood(_model(), X, k=2)
 
 
+def test_categorical_scores_read_floats_as_intensities_and_integers_as_levels():
+    model = build_model(
+        ModelSpec(x_dim=4, z_dim=2, hidden=[8], likelihood="categorical", n_levels=256)
+    )
+    # float pixels of 0..255 would be read as intensities and rounded to levels up to 65,025
+    with pytest.raises(DataError, match=r"row 0, column 1.*intensities in \[0, 1\]"):
+        marginal_log_likelihood(model, torch.tensor([[0.0, 255.0, 3.0, 1.0]] * 2), k=2)
+    likelihood = model.decoder.likelihood  # integer levels, as levels() reads them
+    with pytest.raises(DataError, match=r"needs levels 0..255"):
+        likelihood.check_data(torch.tensor([[0, 256, 3, 1]]))
+    likelihood.check_data(torch.tensor([[0, 255, 3, 1]]))
+    assert marginal_log_likelihood(model, torch.full((2, 4), 0.5), k=2).log_px.shape == (2,)
+
+
 def test_bernoulli_training_refuses_data_outside_0_1():
     cfg = TrainConfig(epochs=1, batch_size=3, diagnostics=False, progress=False)
     with pytest.raises(DataError, match="Bernoulli"):

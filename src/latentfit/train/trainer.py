@@ -39,6 +39,7 @@ from latentfit.train.checkpoint import (
 )
 from latentfit.vae.data import data_sha256
 from latentfit.vae.diagnostics import check_collapse, diagnose
+from latentfit.vae.likelihoods import check_model_data
 from latentfit.vae.schedules import make_schedule
 
 __all__ = ["TrainConfig", "TrainResult", "train", "validation_bound"]
@@ -290,11 +291,9 @@ def train(
         Xv = _check_data(X_val, "X_val", cfg.binarize).to(device, dtype)
     if ckpt is not None:  # before binarisation: the data, not the noise
         data_ids = {"train": data_sha256(X), "val": None if Xv is None else data_sha256(Xv)}
-    likelihood = getattr(getattr(model, "decoder", None), "likelihood", None)
-    if hasattr(likelihood, "check_data"):  # a VAE's data must lie in its likelihood's support
-        likelihood.check_data(X, "X_train")
-        if Xv is not None:
-            likelihood.check_data(Xv, "X_val")
+    check_model_data(model, X, "X_train")  # a VAE's data must lie in its likelihood's support
+    if Xv is not None:
+        check_model_data(model, Xv, "X_val")
     if Xv is not None and cfg.binarize:
         Xv = torch.bernoulli(Xv, generator=torch.Generator(device).manual_seed(cfg.seed + 1))
     n = X.shape[0]

@@ -16,6 +16,7 @@ import torch
 from latentfit._validation import check_positive_int
 from latentfit.errors import DataError
 from latentfit.vae.diagnostics import _eval_mode
+from latentfit.vae.likelihoods import check_model_data
 from latentfit.vae.objectives import log_weights
 
 __all__ = ["MarginalLikelihood", "marginal_log_likelihood"]
@@ -57,11 +58,7 @@ def marginal_log_likelihood(
     if not bool(torch.isfinite(X).all()):
         r, c = (int(i) for i in (~torch.isfinite(X)).nonzero()[0])
         raise DataError(f"X holds a non-finite value at row {r}, column {c}; remove or impute it")
-    likelihood = getattr(
-        getattr(getattr(model, "module", model), "decoder", None), "likelihood", None
-    )
-    if hasattr(likelihood, "check_data"):  # the data must lie in the likelihood's support
-        likelihood.check_data(X)
+    check_model_data(model, X)  # the data must lie in the likelihood's support
     chunk = max(1, min(k, max_rows // batch_size))
     out = []
     bar = None

@@ -19,6 +19,7 @@ __all__ = [
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "GaussianLikelihood",
+    "check_model_data",
     "make_likelihood",
     "soft_clamp",
 ]
@@ -31,6 +32,15 @@ def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     cause of NaN Gaussian VAE losses), while the gradient never vanishes at a hard clip.
     """
     return low + (high - low) * torch.sigmoid(x)
+
+
+def check_model_data(model, x: torch.Tensor, name: str = "X") -> None:
+    """``x`` checked against the support of ``model``'s decoder likelihood (a VAE, or an
+    estimator holding one as ``module``), where that likelihood says what it takes."""
+    net = getattr(model, "module", model)
+    likelihood = getattr(getattr(net, "decoder", None), "likelihood", None)
+    if hasattr(likelihood, "check_data"):
+        likelihood.check_data(x, name)
 
 
 def _check_range(x: torch.Tensor, low: float, high: float, name: str, rule: str) -> None:
@@ -137,15 +147,15 @@ class CategoricalLikelihood(nn.Module):
         self.d, self.n_levels, self.n_params = d, n_levels, n_levels
 
     def check_data(self, x: torch.Tensor, name: str = "X") -> None:
-        """DataError unless ``x`` holds levels 0..n_levels-1 or intensities in [0, 1]."""
-        _check_range(
-            x,
-            0.0,
-            float(self.n_levels - 1),
-            name,
-            f"a categorical likelihood of {self.n_levels} levels needs levels "
-            f"0..{self.n_levels - 1} or intensities in [0, 1]",
-        )
+        """DataError unless ``x`` holds what :meth:`levels` reads: intensities in [0, 1] (a
+        floating tensor) or integer levels 0..n_levels-1."""
+        what = f"a categorical likelihood of {self.n_levels} levels"
+        if x.is_floating_point():
+            rule = f"{what} reads floating values as intensities in [0, 1]"
+            _check_range(x, 0.0, 1.0, name, rule)
+        else:
+            rule = f"{what} needs levels 0..{self.n_levels - 1}"
+            _check_range(x, 0.0, float(self.n_levels - 1), name, rule)
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point():
