@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 import torch
 from torch import nn
 from torch.distributions import (
@@ -28,6 +27,7 @@ from torch.nn.functional import softplus
 from latentfit._validation import (
     as_float_tensor,
     check_allocation,
+    check_module_memory,
     check_positive,
     check_positive_int,
     resolve_device,
@@ -54,10 +54,6 @@ def _settings(dtype, device) -> dict:
     """``dtype`` (torch's default when None) and ``device``, checked."""
     dtype = torch.get_default_dtype() if dtype is None else resolve_dtype(dtype)
     return {"dtype": dtype, "device": None if device is None else resolve_device(device)}
-
-
-def _check_dim(dim, name: str = "dim", minimum: int = 1) -> int:
-    return check_positive_int(dim, name, minimum=minimum)
 
 
 def _check_support(support):
@@ -108,8 +104,6 @@ def _loc(loc, dim: int, kw: dict) -> torch.Tensor:
         t = as_float_tensor(loc, name="loc", dtype=kw["dtype"], device=kw["device"], ndim=None)
     except DataError as err:
         raise ParameterError(str(err)) from None
-    if not isinstance(loc, torch.Tensor) and np.ndim(loc) == 0:
-        t = t.reshape(())
     if tuple(t.shape) != (dim,):
         raise ParameterError(
             f"loc must be a vector of length dim={dim}, got shape {tuple(t.shape)}; e.g. "
@@ -139,7 +133,7 @@ class MeanFieldGaussian(Guide):
     ):
         super().__init__()
         kw = _settings(dtype, device)
-        dim = _check_dim(dim)
+        dim = check_positive_int(dim, "dim")
         support = _check_support(support)
         _check_memory(2 * dim, f"a MeanFieldGaussian guide of dim={dim:,}", kw)
         loc = _loc(loc, dim, kw)
@@ -163,7 +157,7 @@ class FullRankGaussian(Guide):
     ):
         super().__init__()
         kw = _settings(dtype, device)
-        dim = _check_dim(dim)
+        dim = check_positive_int(dim, "dim")
         support = _check_support(support)
         # the (d, d) factor, and the copies of it that scale_tril builds
         _check_memory(dim * dim + 2 * dim, f"a FullRankGaussian guide of dim={dim:,}", kw)
@@ -249,18 +243,24 @@ class FlowGuide(Guide):
         dim = int(dim)
         kw = _settings(dtype, device)
         support = _check_support(support)
-        # each coupling's network: about (dim + hidden) * hidden + hidden * 2 * dim weights
-        _check_memory(
-            n_layers * (3 * dim * hidden + hidden * hidden + 3 * hidden) + 2 * dim,
-            f"a FlowGuide of dim={dim:,}, hidden={hidden:,} and {n_layers:,} layers",
-            kw,
-        )
+
         # Real NVP couplings from latentfit's flow-layer library, alternating masks; each
-        # starts as the identity map.
-        self.layers = nn.ModuleList(
-            AffineCoupling(dim, hidden, parity=i % 2, n_hidden=1, activation="tanh").to(**kw)
-            for i in range(n_layers)
+        # starts as the identity map. Sized on the meta device before any is built.
+        def couplings(n: int, _=None) -> nn.ModuleList:
+            return nn.ModuleList(
+                AffineCoupling(dim, hidden, parity=i % 2, n_hidden=1, activation="tanh")
+                for i in range(n)
+            )
+
+        check_module_memory(
+            couplings,
+            f"a FlowGuide of dim={dim:,}, hidden={hidden:,} and {n_layers:,} layers",
+            layers=n_layers,
+            device=kw["device"],
+            dtype=kw["dtype"],
+            hint="use fewer or narrower layers (n_layers, hidden)",
         )
+        self.layers = couplings(n_layers).to(**kw)
         self.loc = nn.Parameter(_loc(loc, dim, kw))  # (d,)
         self.raw_scale = nn.Parameter(_raw_scale(scale, (dim,), kw))
         self.support = support
@@ -282,7 +282,7 @@ class LocalMeanFieldGaussian(nn.Module):
     def __init__(self, n: int, dim: int, *, scale: float = 0.1, dtype=None, device=None):
         super().__init__()
         kw = _settings(dtype, device)
-        n, dim = check_positive_int(n, "n"), _check_dim(dim)
+        n, dim = check_positive_int(n, "n"), check_positive_int(dim, "dim")
         _check_memory(2 * n * dim, f"a LocalMeanFieldGaussian of n={n:,} x dim={dim:,}", kw)
         self.loc = nn.Parameter(torch.zeros(n, dim, **kw))  # (n, d)
         self.raw_scale = nn.Parameter(_raw_scale(scale, (n, dim), kw))
