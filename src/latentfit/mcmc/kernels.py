@@ -90,9 +90,10 @@ def velocity(inv: torch.Tensor, p: torch.Tensor, dense: bool) -> torch.Tensor:
     symmetric), and momenta (c, p) or (c, L, p)."""
     if not dense:
         return p * (inv if p.dim() == 2 else inv[:, None])
+    # bmm, not matmul: matmul's expand/view wrapping costs a replayed graph five operations
     if p.dim() == 2:
-        return torch.matmul(p.unsqueeze(1), inv).squeeze(1)
-    return torch.matmul(p, inv)
+        return torch.bmm(p.unsqueeze(1), inv).squeeze(1)
+    return torch.bmm(p, inv)
 
 
 def leapfrog(target: Target, metric: Metric, state: State, p: torch.Tensor, eps: torch.Tensor):
