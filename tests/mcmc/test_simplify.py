@@ -101,6 +101,30 @@ def test_no_ops_and_input_free_values_go_and_the_values_stay():
         assert _equal(simple(z), graph(z))
 
 
+def test_subtracting_zero_negations_and_repeats_go_bit_for_bit():
+    k = torch.tensor([3.0, -0.5], dtype=F64)
+
+    def f(x):
+        a = (x - 0.0) / 1  # identities, signed zeros included
+        b = (-a) * 2.0 + k * (-a)  # a negation folded into each product with a constant
+        c = a.exp() * x.exp()  # exp(x) twice: once
+        return b + c, x + 0.0, a * k, x * k  # x + 0 is not x for x = -0.0; outputs kept apart
+
+    x = torch.tensor([[0.5, -0.0], [-2.0, 0.0]], dtype=F64)
+    graph = _graph(f, x)
+    simple = simplify.simplify(graph, (x,))
+    ops = [n.target for n in simple.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.neg.default not in ops and torch.ops.aten.div.Tensor not in ops
+    assert ops.count(torch.ops.aten.sub.Tensor) == 0 and ops.count(torch.ops.aten.exp.default) == 1
+    assert ops.count(torch.ops.aten.add.Tensor) == 3  # x + 0 stays
+    assert _calls(simple) == _calls(graph) - 5  # sub, div, two neg, an exp
+    for z in (x, torch.randn(2, 2, dtype=F64), torch.tensor([[-0.0, 0.0], [1e308, -1e308]])):
+        z = z.to(F64)
+        got, want = simple(z), graph(z)
+        assert all(simplify._bitwise(p, q) for p, q in zip(got, want, strict=True))
+        assert got[2] is not got[3]
+
+
 def test_random_draws_are_not_made_constants():
     def f(x):
         return x + torch.rand(3, dtype=F64)  # no input, but a new value each call
