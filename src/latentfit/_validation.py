@@ -221,9 +221,12 @@ def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
     return arr
 
 
-def _check_overflow(src: torch.Tensor, idx: tuple[int, ...], dtype, name: str, columns) -> None:
+def _check_overflow(
+    src: torch.Tensor, idx: tuple[int, ...], dtype, name: str, columns, float64_option
+) -> None:
     """A value that is finite in the data but overflows ``dtype`` (1e300 read as float32) is
-    said as such, not as an infinite value in the data."""
+    said as such, not as an infinite value in the data; ``float64_option`` (see
+    :func:`as_float_tensor`) is offered besides rescaling only where the caller has one."""
     value = float(src[idx])
     if math.isfinite(value):
         label = str(dtype).removeprefix("torch.")
@@ -231,7 +234,7 @@ def _check_overflow(src: torch.Tensor, idx: tuple[int, ...], dtype, name: str, c
             f"{name} holds {value:.3g} at {_describe_position(idx, columns)}, beyond the range "
             f"of {label} (largest {torch.finfo(dtype).max:.3g}), in which this model computes: "
             "rescale the data (e.g. standardise the columns)"
-            + (" or use dtype=float64" if dtype != torch.float64 else "")
+            + (f" or use {float64_option}" if float64_option and dtype != torch.float64 else "")
         )
 
 
@@ -245,13 +248,17 @@ def as_float_tensor(
     allow_nan: bool = False,
     min_samples: int = 1,
     columns=None,
+    float64_option: str | None = "dtype=float64",
 ) -> torch.Tensor:
     """Convert array-like ``X`` to a floating tensor and check it.
 
     Raises :class:`~latentfit.errors.DataError` naming the first offending row and column for
     NaN/inf values (unless ``allow_nan``: NaN is then kept as the missing-value marker, inf is
     still refused), for non-numeric values (strings, paths, ragged lists, objects), wrong
-    dimensionality and too few samples.
+    dimensionality and too few samples. A value finite in ``X`` but beyond a float32 ``dtype``
+    is said as such, with the advice to rescale or to use ``float64_option``: how the caller's
+    user asks for float64 (an estimator's ``dtype=float64``, a command-line option), or None
+    where the caller offers no way (a fixed float32, a command line without such an option).
     """
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
@@ -297,12 +304,12 @@ def as_float_tensor(
         inf = torch.isinf(t)
         if bool(inf.any()):
             idx = tuple(int(i) for i in inf.nonzero()[0])
-            _check_overflow(src, idx, dtype, name, columns)
+            _check_overflow(src, idx, dtype, name, columns, float64_option)
             raise DataError(f"{name} has an infinite value at {_describe_position(idx, columns)}")
     else:
         idx = first_nonfinite(t)
         if idx is not None:
-            _check_overflow(src, idx, dtype, name, columns)
+            _check_overflow(src, idx, dtype, name, columns, float64_option)
             value = t[idx].item()
             what = "NaN" if value != value else ("inf" if value > 0 else "-inf")
             # Said for every model: only some take missing values (they have missing=).

@@ -103,15 +103,58 @@ def test_bernoulli_vae_scored_on_255_data(tmp_path):
     _fails(["eval", model, "--samples", "2", "--dataset", img255, "--all-rows"], "[0, 1]")
 
 
-@pytest.mark.parametrize("command", [["fit", "flow"], ["fit", "diffusion", "--dataset"]])
-def test_a_value_beyond_float32_is_named_as_such(tmp_path, command):
+def _huge(tmp_path):
     data = tmp_path / "huge.csv"
     x = np.random.default_rng(0).normal(size=(40, 2))
     x[3, 1] = 1e300  # finite in the file, inf in the float32 the networks compute in
     np.savetxt(data, x, delimiter=",")
+    return data
+
+
+#: What a command line can do about a value beyond float32: it has no dtype option, so the
+#: advice is to rescale, and never the Python API's dtype=float64.
+_BEYOND = (
+    "huge.csv holds 1e+300 at row 3, column 1, beyond the range of float32 (largest 3.4e+38), "
+    "in which this model computes: rescale the data (e.g. standardise the columns)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fit", "flow"],
+        ["fit", "diffusion", "--dataset"],
+        ["fit", "vae", "--hidden", "4", "--latent", "2", "--likelihood", "gaussian", "--dataset"],
+    ],
+)
+def test_a_value_beyond_float32_is_named_as_such(tmp_path, command):
     out = tmp_path / "x.st"
-    _fails([*command, data, "--epochs", "1", "--out", out], "holds 1e+300 at row 3, column 1")
+    _fails([*command, _huge(tmp_path), "--epochs", "1", "--out", out], _BEYOND)
     assert not out.exists()
+
+
+def test_scoring_a_value_beyond_float32_advises_what_the_command_line_can_do(
+    tmp_path, flow_file, good
+):
+    from latentfit import GaussianMixture
+
+    huge = _huge(tmp_path)
+    vae = tmp_path / "v.st"
+    args = ["fit", "vae", "--dataset", good, "--epochs", "1", "--latent", "2", "--hidden", "4"]
+    res = runner.invoke(app, [*map(str, args), "--likelihood", "gaussian", "--out", str(vae)])
+    assert res.exit_code == 0, res.output
+    gmm32 = tmp_path / "g32.st"  # fitted in float32 from Python: the command line reads it so
+    x = np.loadtxt(good, delimiter=",")
+    GaussianMixture(2, dtype="float32", random_state=0).fit(x).save(gmm32)
+    for command in (
+        ["density", "score", flow_file, huge],
+        ["score", flow_file, huge],
+        ["score", vae, huge, "--samples", "2"],
+        ["eval", vae, "--samples", "2", "--dataset", huge, "--all-rows"],
+        ["score", gmm32, huge],
+        ["predict", gmm32, huge],
+    ):
+        _fails(command, _BEYOND)
 
 
 def test_options_that_would_be_ignored_are_refused(good, tmp_path):

@@ -84,6 +84,15 @@ def test_a_value_beyond_float32_is_said_as_overflow_not_as_inf():
             as_float_tensor([[0.0, 1.0], [1e300, 1.0]], dtype=torch.float32, allow_nan=allow_nan)
     with pytest.raises(DataError, match="contains inf at row 0"):
         as_float_tensor([[float("inf"), 1.0]], dtype=torch.float32)
-    # the flow estimators compute in float32: the CLI and API say the same
-    with pytest.raises(DataError, match="beyond the range of float32"):
-        MAF(hidden=4, n_layers=1, epochs=1).fit([[1e300, 0.0], [0.0, 1.0], [1.0, 1.0]] * 4)
+    # the flow estimators compute in float32 by default and take dtype=: the API offers it
+    huge = [[1e300, 0.0], [0.0, 1.0], [1.0, 1.0]] * 4
+    for model in (MAF(hidden=4, n_layers=1, epochs=1), DDPM(10, hidden=4, epochs=1)):
+        with pytest.raises(
+            DataError, match=r"float32 .* standardise the columns\) or use dtype=float64$"
+        ):
+            model.fit(huge)
+    # a caller without a dtype to choose (the command line, a fixed float32) offers only rescaling
+    with pytest.raises(DataError, match=r"standardise the columns\)$"):
+        as_float_tensor(huge, dtype=torch.float32, float64_option=None)
+    with pytest.raises(DataError, match=r"standardise the columns\) or use --float64$"):
+        as_float_tensor(huge, dtype=torch.float32, float64_option="--float64")

@@ -53,3 +53,15 @@ def test_user_array(tmp_path):
     assert not d.intensities
     with pytest.raises(FileNotFoundError, match="no data file"):
         load_vae_data(str(tmp_path / "missing.csv"))
+
+
+def test_a_value_beyond_float32_advises_rescaling_only(tmp_path):
+    from latentfit.errors import DataError
+
+    path = tmp_path / "huge.csv"
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    x[3, 1] = 1e300
+    np.savetxt(path, x, delimiter=",")
+    # VAEs compute in float32 and load_vae_data takes no dtype: dtype=float64 is no advice here
+    with pytest.raises(DataError, match=r"row 3, column 1, .*standardise the columns\)$"):
+        load_vae_data(str(path))

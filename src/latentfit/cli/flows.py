@@ -211,8 +211,10 @@ def score(
         X = load_split(data, seed).val
     else:
         from latentfit.cli.app import load_data
+        from latentfit.cli.model_data import in_model_dtype, model_dtype
 
         X = load_data(Path(data), delimiter=delimiter)
+        X = in_model_dtype(X, model_dtype(model, "density"), Path(data).name)
     X = X[: n or None]
     try:
         ll = model.score_samples(X)

@@ -138,9 +138,35 @@ def read_model_data(model, kind: str, data: Path, columns: str | None):
         if not bool((X == X.round()).all()) or bool((X < 0).any()):
             fail(f"{data}: a {type(model).__name__} reads whole-number symbols 0, 1, 2, ...")
         return X.numpy().astype(np.int64)
+    return in_model_dtype(X, model_dtype(model, kind), data.name, takes_nan(model, kind))
+
+
+def model_dtype(model, kind: str):
+    """The torch dtype the model computes in: a VAE's weights', else its ``dtype`` setting
+    (float64 where it has none)."""
+    from latentfit._validation import resolve_dtype
+
     if kind == "vae":
-        return X.to(next(model.parameters()).dtype)
-    return X
+        return next(model.parameters()).dtype
+    return resolve_dtype(getattr(model, "dtype", None))
+
+
+def in_model_dtype(X, dtype, name: str, allow_nan: bool = False):
+    """Rows read from a file (float64) in the model's ``dtype``. A value beyond a float32
+    model's range is named here, with the one advice a command line can follow: no command
+    sets a loaded model's dtype, so rescaling, not ``dtype=float64``."""
+    import torch
+
+    from latentfit._validation import as_float_tensor
+
+    if dtype == torch.float64:
+        return X
+    try:
+        return as_float_tensor(
+            X, name=name, dtype=dtype, ndim=None, allow_nan=allow_nan, float64_option=None
+        )
+    except ValueError as err:  # DataError
+        fail(str(err))
 
 
 def takes_nan(model, kind: str) -> bool:

@@ -100,8 +100,11 @@ def source_rows(
 
     X = load_array(path, delimiter=delimiter)
     # float32, as the networks compute: a value beyond its range is named, not made inf
-    # (NaN is left to the models' own checks)
-    X = as_float_tensor(X, name=str(path), dtype=torch.float32, ndim=None, allow_nan=True)
+    # (NaN is left to the models' own checks); no dtype can be chosen here, so rescaling is
+    # the only advice
+    X = as_float_tensor(
+        X, name=str(path), dtype=torch.float32, ndim=None, allow_nan=True, float64_option=None
+    )
     return X, None, str(path), None
 
 
