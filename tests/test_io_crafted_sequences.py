@@ -347,8 +347,126 @@ def test_bgmm_files_with_given_priors_load_and_score_the_same(tmp_path, covarian
 
 def test_a_bgmm_prior_beyond_float32s_range_is_still_finite(bgmm_file, tmp_path):
     # γ₀ = 1e39 meets fit's rule; the check of finite attributes once read it as float32's inf
-    path = _tampered(bgmm_file, tmp_path / "big.lf", header=_prior_entry(1, 1e39))
+    # (the argument it is made from is set with it: a file whose two disagree is refused)
+    def edit(h):
+        _prior_entry(1, 1e39)(h)
+        h["params"]["weight_concentration_prior"] = 1e39
+
+    path = _tampered(bgmm_file, tmp_path / "big.lf", header=edit)
     assert latentfit.load(path).weight_concentration_prior_ == 1e39
+
+
+def _given_bgmm_file(tmp_path):
+    model = BayesianGaussianMixture(
+        n_components=3,
+        weight_concentration_prior=0.5,
+        mean_precision_prior=0.5,
+        mean_prior=[1.0, 2.0],
+        degrees_of_freedom_prior=3.5,
+        covariance_prior=[[2.0, 0.3], [0.3, 1.0]],
+        random_state=0,
+    )
+    return model.fit(X).save(tmp_path / "given.lf")
+
+
+def _params(name, value):
+    return lambda h: h["params"].update({name: value})
+
+
+def _add(index, value):
+    def edit(t):
+        t[index] += value
+        return t
+
+    return edit
+
+
+# the prior a file stores is the one fit makes from the arguments the file also stores: a
+# file whose two disagree (each value valid on its own) was altered; fit's defaults for
+# arguments left None (γ₀ = 1/k, β₀ = 1, ν₀ = d) are compared as well
+@pytest.mark.parametrize(
+    ("given", "header", "tensors", "match"),
+    [
+        (
+            False,
+            _prior_entry(1, 0.7),
+            None,
+            "weight_concentration_prior = 0.7 .* is None "
+            r"\(default 1/n_components = 0.333",
+        ),
+        (
+            False,
+            _params("weight_concentration_prior", 0.7),
+            None,
+            r"weight_concentration_prior = 0.333.* is 0.7;",
+        ),
+        (
+            False,
+            _prior_entry(2, 2.0),
+            None,
+            r"mean_precision_prior = 2.0 .* is None \(default 1.0\)",
+        ),
+        (
+            False,
+            _prior_entry(3, 5.0),
+            None,
+            r"degrees_of_freedom_prior = 5.0 .* is None \(default n_features_in_ = 2.0\)",
+        ),
+        (True, _prior_entry(1, 0.25), None, r"weight_concentration_prior = 0.25 .* is 0.5;"),
+        (True, _prior_entry(2, 0.75), None, r"mean_precision_prior = 0.75 .* is 0.5;"),
+        (
+            True,
+            _params("degrees_of_freedom_prior", 5.0),
+            None,
+            r"degrees_of_freedom_prior = 3.5 .* is 5.0;",
+        ),
+        (
+            True,
+            None,
+            _set("prior_mean", _add(1, 0.5)),
+            r"tensor 'prior_mean' holds 2.5 at index 1, but 'params.mean_prior'.* gives 2 there",
+        ),
+        (
+            True,
+            _params("mean_prior", [1.0, 2.5]),
+            None,
+            r"tensor 'prior_mean' holds 2 at index 1, but 'params.mean_prior'.* gives 2.5 there",
+        ),
+        (
+            True,
+            None,
+            _set("prior_covariance", _add((0, 0), 1.0)),
+            r"'prior_covariance' holds 3 at index \(0, 0\), but 'params.covariance_prior'.* gives 2 ",
+        ),
+        (
+            True,
+            _params("covariance_prior", [[2.0, 0.3], [0.3, 1.5]]),
+            None,
+            r"'prior_covariance' holds 1 at index \(1, 1\), but 'params.covariance_prior'.* gives 1.5",
+        ),
+    ],
+    ids=[
+        "stored γ₀ vs default",
+        "γ₀ argument vs stored default",
+        "stored β₀ vs default",
+        "stored ν₀ vs default",
+        "stored γ₀ vs given",
+        "stored β₀ vs given",
+        "ν₀ argument vs stored",
+        "stored m₀ vs given",
+        "m₀ argument vs stored",
+        "stored W₀⁻¹ vs given",
+        "W₀⁻¹ argument vs stored",
+    ],
+)
+def test_bgmm_prior_that_disagrees_with_its_arguments_is_refused(
+    bgmm_file, tmp_path, given, header, tensors, match
+):
+    src = _given_bgmm_file(tmp_path) if given else bgmm_file
+    bad = _tampered(src, tmp_path / "bad.lf", header=header, tensors=tensors)
+    with pytest.raises(ModelFileError, match=match + ".*the file was altered or is damaged"):
+        latentfit.load(bad)
+    latentfit.load(src)  # the untouched file loads
 
 
 def test_bgmm_unknown_tensors_are_refused(bgmm_file, tmp_path):

@@ -166,38 +166,38 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
                 check_positive(getattr(self, name), name)
 
     def _given_prior(self, d: int) -> tuple:
-        """The prior's settings given to the constructor for ``d`` features, as tensors and
-        checked as :func:`check_prior` checks them (ParameterError naming the argument):
-        (m₀ (d,) in float64, ν₀, W₀⁻¹), each None where the argument is (scikit-learn's
-        default is then taken from the data)."""
-        m0 = nu0 = cov0 = None
+        """The prior the constructor's arguments make for ``d`` features, checked as
+        :func:`check_prior` checks it (ParameterError naming the argument): (γ₀, β₀, m₀ (d,)
+        in float64, ν₀, W₀⁻¹), with scikit-learn's defaults γ₀ = 1/k, β₀ = 1, ν₀ = d for
+        arguments left None, and m₀, W₀⁻¹ None where theirs are (taken from the data)."""
+        gamma0 = self.weight_concentration_prior
+        gamma0 = 1.0 / self.n_components if gamma0 is None else float(gamma0)
+        beta0 = 1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior)
+        m0 = cov0 = None
         if self.mean_prior is not None:
             m0 = self._user_tensor(self.mean_prior, "mean_prior", (d,), dtype=torch.float64)
+        nu0 = float(d)
         if self.degrees_of_freedom_prior is not None:
-            nu0 = self.degrees_of_freedom_prior
-            check_degrees_of_freedom(nu0, d)
+            check_degrees_of_freedom(self.degrees_of_freedom_prior, d)
+            nu0 = float(self.degrees_of_freedom_prior)
         if self.covariance_prior is not None:
             shape = _covariance_prior_shape(self.covariance_type, d)
             cov0 = self._user_tensor(self.covariance_prior, "covariance_prior", shape)
             check_covariance_prior(cov0, self.covariance_type)
-        return m0, nu0, cov0
+        return gamma0, beta0, m0, nu0, cov0
 
     def _make_prior(self, X: torch.Tensor, w: torch.Tensor) -> BGMMPrior:
         """scikit-learn's defaults: γ₀ = 1/k, β₀ = 1, m₀ = mean of X, ν₀ = d, W₀⁻¹ = cov(X)."""
         d = X.shape[1]
         ct = self.covariance_type
-        gamma0 = self.weight_concentration_prior
-        gamma0 = 1.0 / self.n_components if gamma0 is None else float(gamma0)
-        beta0 = 1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior)
         wsum = w.sum()
         # the prior's mean (d,), the data's or the user's, is kept in float64: float32 cannot
         # hold a mean far from the origin (1e7 + 1.468 rounds to 1e7 + 1), and it enters every
         # component's covariance through beta0 (x_k - m0)(x_k - m0)'
         m64 = weighted_mean(X, w, dtype=torch.float64)
         xbar = m64.to(X.dtype)
-        m0, nu0, cov0 = self._given_prior(d)
+        gamma0, beta0, m0, nu0, cov0 = self._given_prior(d)
         m0 = m64 if m0 is None else m0
-        nu0 = float(d) if nu0 is None else nu0
         if cov0 is None:
             if float(wsum) <= 1:
                 raise DataError(
@@ -228,7 +228,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
                 "diag": emp.diagonal().clone(),
                 "spherical": emp.diagonal().mean(),
             }[ct]
-        return BGMMPrior(self.weight_concentration_prior_type, gamma0, beta0, m0, float(nu0), cov0)
+        return BGMMPrior(self.weight_concentration_prior_type, gamma0, beta0, m0, nu0, cov0)
 
     # ------------------------------------------------------------------ fitting
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -402,7 +402,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         # *_prior_ attributes, so out-of-range ones would load silently)
         d, ct = extra["n_features_in_"], self.covariance_type
         try:
-            self._given_prior(d)
+            given = self._given_prior(d)
         except (ParameterError, DataError) as err:
             raise ModelFileError(
                 f"the model file's header field 'params' holds a prior {type(self).__name__} "
@@ -431,8 +431,50 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
                 "but 'params.weight_concentration_prior_type' (which shapes the tensor 'wc') is "
                 f"{self.weight_concentration_prior_type!r}; the file was altered or is damaged"
             )
+        _check_stored_prior(prior, given, self.get_params())
         self._prior = prior
         self._set_params_tensors(tensors)
+
+
+def _check_stored_prior(prior: BGMMPrior, given: tuple, params: dict) -> None:
+    """A model file's prior is the one fit makes from the constructor's arguments the file
+    also stores (``given``, from :meth:`BayesianGaussianMixture._given_prior`): each stored
+    value that disagrees with them is refused, naming both, as an altered or damaged file.
+    m₀ and W₀⁻¹ are compared only where their argument was given: else fit took them from the
+    data, which the file does not hold (they are checked by :func:`check_prior` alone)."""
+    gamma0, beta0, m0, nu0, cov0 = given
+    defaults = {  # how fit chooses each where its argument is None
+        "weight_concentration_prior": "1/n_components = ",
+        "mean_precision_prior": "",
+        "degrees_of_freedom_prior": "n_features_in_ = ",
+    }
+    stored_numbers = (prior.weight_concentration, prior.mean_precision, prior.dof)
+    for (name, default), entry, stored, want in zip(
+        defaults.items(), (1, 2, 3), stored_numbers, (gamma0, beta0, nu0), strict=True
+    ):
+        if stored != want:
+            arg = params[name]
+            said = repr(arg) if arg is not None else f"None (default {default}{want!r})"
+            raise ModelFileError(
+                f"the model file's header field 'extra.prior' holds {name} = {stored!r} (entry "
+                f"{entry}), but 'params.{name}', from which fit makes it, is {said}; the file "
+                "was altered or is damaged"
+            )
+    for name, tensor, stored, want in (
+        ("mean_prior", "prior_mean", prior.mean, m0),
+        ("covariance_prior", "prior_covariance", prior.covariance, cov0),
+    ):
+        if want is None:
+            continue
+        want = want.to(stored.dtype)  # as fit stored it, in the dtype load reads it in
+        if not torch.equal(stored, want):
+            index = tuple(int(i) for i in (stored != want).nonzero()[0])
+            at = f" at index {index[0] if len(index) == 1 else index}" if index else ""
+            raise ModelFileError(
+                f"the model file's tensor {tensor!r} holds {float(stored[index]):.6g}{at}, but "
+                f"'params.{name}', from which fit makes it, gives {float(want[index]):.6g} "
+                "there; the file was altered or is damaged"
+            )
 
 
 def _q_theta(params: dict) -> NormalWishart:
