@@ -124,7 +124,7 @@ def test_good_priors_still_fit(files):
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--fixed", "loc=1"], ["--fixed loc=1", "Normal estimates loc"]),
+        (["--fixed", "loc=1"], ["--fixed loc=1", "Normal estimates 'loc'"]),
         (["--fixed", "foo=1"], ["--fixed foo=1", "no argument 'foo'"]),
         (["--fixed", "scale=x"], ["--fixed scale=x", "is not a number"]),
         (["--cov", "bogus"], ["--cov", "'bogus'", "observed, expected, sandwich"]),
@@ -153,6 +153,33 @@ def test_a_fixed_count_given_twice_is_refused(files):
             "total_count=3",
         ],
         "both set total_count",
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "name", "required"),
+    [
+        ("normal", "loc", {}),
+        ("normal", "foo", {}),
+        ("binomial", "probs", {"total_count": 10}),
+        ("binomial", "n", {"total_count": 10}),
+        ("categorical", "total_count", {"num_categories": 3}),
+    ],
+)
+def test_fixed_names_are_judged_by_the_rule_of_fit_mle(files, family, name, required):
+    # one rule decides which names can be fixed: --fixed says what fit_mle's fixed= says,
+    # led by the item at fault instead of fixed[name]
+    from latentfit.errors import ParameterError
+    from latentfit.estimate import fit_mle
+
+    with pytest.raises(ParameterError) as err:
+        fit_mle(family, [0.0, 1.0, 2.0], fixed={**required, name: 1})
+    lead = f"fixed[{name!r}]: "
+    assert str(err.value).startswith(lead), err.value
+    why = str(err.value).removeprefix(lead)
+    _refused(
+        ["fit", "dist", files["missing"], "-f", family, "--fixed", f"{name}=1"],
+        f"--fixed {name}=1: {why}",
     )
 
 

@@ -24,10 +24,12 @@ from latentfit.cli.output import csv_option, json_option
 
 
 def _parse_fixed(items: list[str], fam) -> dict:
-    """``--fixed total_count=10`` -> {"total_count": 10}, each name a known argument that
-    ``fam`` holds fixed (not a parameter it estimates), named once."""
+    """``--fixed total_count=10`` -> {"total_count": 10}, each name named once and one that
+    ``fam`` can hold fixed (by the library's rule, :func:`latentfit.estimate.mle.why_not_fixed`,
+    its message led by the item at fault)."""
+    from latentfit.estimate.mle import why_not_fixed
+
     fixed, seen = {}, {}
-    takes = list(fam.fixed_names or ()) if fam.fixed_names is not None else None
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip()
@@ -39,22 +41,9 @@ def _parse_fixed(items: list[str], fam) -> dict:
             fail(f"--fixed {item}: {value!r} is not a number; --fixed takes NAME=NUMBER")
         if name in seen:
             fail(f"--fixed {item} and --fixed {seen[name]} both set {name}; give it once")
-        if name in fam.params:
-            fail(
-                f"--fixed {item}: {fam.name} estimates {name}, and --fixed holds only known "
-                "arguments that are not estimated (such as a Binomial's total_count); "
-                + (
-                    f"{fam.name} takes {', '.join(takes)} fixed"
-                    if takes
-                    else f"{fam.name} takes none, it estimates {', '.join(fam.params)}"
-                )
-            )
-        if takes is not None and name not in takes:
-            fail(
-                f"--fixed {item}: {fam.name} has no argument {name!r}; it takes "
-                + (f"{', '.join(takes)} fixed" if takes else "nothing fixed")
-                + f" and estimates {', '.join(fam.params)}"
-            )
+        why = why_not_fixed(fam, name)
+        if why is not None:
+            fail(f"--fixed {item}: {why}")
         fixed[name], seen[name] = number, item
     return fixed
 

@@ -143,14 +143,11 @@ def _check_fixed(family: Family, fixed: dict | None) -> dict:
             f"{family.name} needs fixed={{{', '.join(repr(k) + ': ...' for k in missing)}}} "
             "(a known count is not estimated)"
         )
-    clash = sorted(set(fixed) & set(family.params))
-    if clash:
-        name = clash[0]
-        takes = list(family.fixed_names or ())
-        why = (
-            f"{family.name} estimates {name!r}: fixed= holds only known arguments that are not "
-            f"estimated ({family.name} takes {takes or 'none'})"
-        )
+    # estimated parameters first (sorted, so the message does not depend on the dict's order)
+    for name in sorted(fixed, key=lambda k: (k not in family.params, k)):
+        why = why_not_fixed(family, name)
+        if why is None:
+            continue
         con = family.constraints.get(name)
         try:
             value = torch.as_tensor(fixed[name], dtype=torch.float64)
@@ -162,15 +159,29 @@ def _check_fixed(family: Family, fixed: dict | None) -> dict:
                 f"fixed[{name!r}] = {fixed[name]!r} is outside the support of {family.name}'s "
                 f"{name} ({describe_support(con)}); moreover {why}"
             )
-        raise ParameterError(why)
-    if family.fixed_names is not None:
-        unknown = sorted(set(fixed) - set(family.fixed_names))
-        if unknown:
-            raise ParameterError(
-                f"fixed names {unknown}, which {family.name} does not take; it takes "
-                f"{list(family.fixed_names) or 'nothing'} fixed and estimates {list(family.params)}"
-            )
+        raise ParameterError(f"fixed[{name!r}]: {why}")
     return fixed
+
+
+def why_not_fixed(family: Family, name: str) -> str | None:
+    """Why ``name`` cannot be a known (fixed) argument of ``family``, or None when it can: a
+    parameter the family estimates, or a name it does not take (a log-density of your own
+    takes any name). The one rule for ``fixed=`` of :func:`fit_mle` and :func:`fit_map` and
+    for the command line's ``--fixed``, each of which says where the name came from."""
+    takes = ", ".join(family.fixed_names or ())
+    if name in family.params:
+        return (
+            f"{family.name} estimates {name!r}, and only known arguments that are not estimated "
+            f"(such as a Binomial's total_count) can be fixed; {family.name} takes "
+            + (f"{takes} fixed" if takes else f"none, it estimates {', '.join(family.params)}")
+        )
+    if family.fixed_names is not None and name not in family.fixed_names:
+        return (
+            f"{family.name} has no argument {name!r}; it takes "
+            + (f"{takes} fixed" if takes else "nothing fixed")
+            + f" and estimates {', '.join(family.params)}"
+        )
+    return None
 
 
 def fit_family(
