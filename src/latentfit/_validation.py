@@ -249,6 +249,7 @@ def as_float_tensor(
     min_samples: int = 1,
     columns=None,
     float64_option: str | None = "dtype=float64",
+    missing_hint: bool = True,
 ) -> torch.Tensor:
     """Convert array-like ``X`` to a floating tensor and check it.
 
@@ -259,6 +260,8 @@ def as_float_tensor(
     is said as such, with the advice to rescale or to use ``float64_option``: how the caller's
     user asks for float64 (an estimator's ``dtype=float64``, a command-line option), or None
     where the caller offers no way (a fixed float32, a command line without such an option).
+    A NaN in data is said with the ways to handle missing values; ``missing_hint=False`` for
+    an argument that is not data (weights, parameters, priors), where none of them applies.
     """
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
@@ -317,7 +320,7 @@ def as_float_tensor(
                 "; drop or impute those rows, or use a model with a missing= argument "
                 "(GaussianMixture, GaussianHMM, GaussianHSMM, FactorAnalysis, PPCA) and pass "
                 "missing='marginalize'"
-                if what == "NaN"
+                if what == "NaN" and missing_hint
                 else ""
             )
             raise DataError(
@@ -328,10 +331,21 @@ def as_float_tensor(
 
 
 def check_sample_weight(sample_weight, n_samples: int, *, dtype, device) -> torch.Tensor:
-    """Non-negative, finite weights of shape (n,), not all zero; ``None`` means all ones."""
+    """Non-negative, finite weights of shape (n,), not all zero; ``None`` means all ones and a
+    number that weight for every sample (scikit-learn's ``_check_sample_weight``)."""
     if sample_weight is None:
         return torch.ones(n_samples, dtype=dtype, device=device)
-    w = as_float_tensor(sample_weight, name="sample_weight", dtype=dtype, device=device, ndim=None)
+    if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
+        # checked below as any weights (a float32 model's range included)
+        sample_weight = torch.full((n_samples,), float(sample_weight), dtype=torch.float64)
+    w = as_float_tensor(
+        sample_weight,
+        name="sample_weight",
+        dtype=dtype,
+        device=device,
+        ndim=None,
+        missing_hint=False,
+    )
     if w.dim() != 1 or w.shape[0] != n_samples:
         raise DataError(
             f"sample_weight must have shape ({n_samples},) to match X, got {tuple(w.shape)}"

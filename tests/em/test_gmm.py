@@ -195,6 +195,23 @@ def test_bad_input_gets_clear_errors():
         gm.predict(X[:, :2])
 
 
+def test_a_number_as_sample_weight_weights_every_sample_as_scikit_learn_does():
+    # scikit-learn's _check_sample_weight: a number is that weight for every sample, which
+    # for a mixture is the unweighted fit; NaN in weights is not missing data
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    want = GaussianMixture(2, random_state=0).fit(X)
+    for w in (2.0, np.float32(0.5), 3):
+        got = GaussianMixture(2, random_state=0).fit(X, sample_weight=w)
+        np.testing.assert_allclose(got.means_, want.means_, rtol=1e-10)
+    for w, match in ((0.0, "sums to zero"), (-1.0, "non-negative"), (True, r"shape \(60,\)")):
+        with pytest.raises(ValueError, match=match):
+            GaussianMixture(2).fit(X, sample_weight=w)
+    with pytest.raises(ValueError, match=r"NaN at entry 0: every value must be finite$"):
+        GaussianMixture(2).fit(X, sample_weight=np.full(60, np.nan))
+    with pytest.raises(ValueError, match=r"means_init contains NaN .* must be finite$"):
+        GaussianMixture(2, means_init=[[0.0, np.nan], [1.0, 1.0]]).fit(X)
+
+
 def test_collapsed_component_is_named_and_never_nan():
     X = np.vstack([np.random.default_rng(0).normal(size=(40, 2)), np.ones((5, 2)) * 10])
     means = np.array([[0.0, 0.0], [10.0, 10.0]])

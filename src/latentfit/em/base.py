@@ -140,7 +140,9 @@ class EMEstimator:
         """A user-given array argument (``weights_init``, ``mean_prior``...) of a fixed shape,
         in the model's dtype or ``dtype``."""
         dtype = self._dtype if dtype is None else dtype
-        t = as_float_tensor(value, name=name, dtype=dtype, device=self._device, ndim=None)
+        t = as_float_tensor(
+            value, name=name, dtype=dtype, device=self._device, ndim=None, missing_hint=False
+        )
         if t.dim() == 0 and tuple(shape) == (1,):
             t = t.reshape(1)  # one feature's value given as a number
         if tuple(t.shape) != tuple(shape):

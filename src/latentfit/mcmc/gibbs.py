@@ -118,7 +118,8 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
     if prior_loc is None:
         loc0 = x.mean(0)
     else:
-        loc0 = as_float_tensor(prior_loc, name="prior_loc", ndim=None).reshape(-1)
+        loc0 = as_float_tensor(prior_loc, name="prior_loc", ndim=None, missing_hint=False)
+        loc0 = loc0.reshape(-1)
         if loc0.shape[0] != d:
             raise ParameterError(
                 f"prior_loc must hold one value per column of x ({d}); got {loc0.shape[0]}"
@@ -140,7 +141,7 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
                 "those columns, or pass a positive-definite prior_scale (d, d)"
             )
     else:
-        scale0 = as_float_tensor(prior_scale, name="prior_scale", ndim=None)
+        scale0 = as_float_tensor(prior_scale, name="prior_scale", ndim=None, missing_hint=False)
         if scale0.numel() == 1 and d == 1:
             scale0 = scale0.reshape(1, 1)
         ok = tuple(scale0.shape) == (d, d)

@@ -101,7 +101,9 @@ def _loc(loc, dim: int, kw: dict) -> torch.Tensor:
     if loc is None:
         return torch.zeros(dim, **kw)
     try:
-        t = as_float_tensor(loc, name="loc", dtype=kw["dtype"], device=kw["device"], ndim=None)
+        t = as_float_tensor(
+            loc, name="loc", dtype=kw["dtype"], device=kw["device"], ndim=None, missing_hint=False
+        )
     except DataError as err:
         raise ParameterError(str(err)) from None
     if tuple(t.shape) != (dim,):
