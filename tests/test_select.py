@@ -7,6 +7,7 @@ import pytest
 
 from latentfit import BernoulliMixture, GaussianMixture, select_model
 from latentfit.datasets import load_faithful
+from latentfit.errors import DataError
 from latentfit.select import SelectionResult
 
 
@@ -55,8 +56,13 @@ def test_failed_fits_are_reported_and_never_abort(faithful):
 
 
 def test_all_failing_sweep_has_no_best():
-    res = select_model(np.zeros((3, 2)), n_components=[5], covariance_types=["full"])
+    # every fit collapses onto the four points (degenerate, shown as NA): a result, no best
+    data = np.r_[np.zeros((3, 2)), [[1.0, 1.0]]]
+    res = select_model(data, n_components=[3, 4], covariance_types=["full"])
     assert res.best_index() is None and res.best_model_ is None
+    # no fit can start (more components than rows): the model's own error, not a result
+    with pytest.raises(DataError, match="n_samples >= n_components"):
+        select_model(np.zeros((3, 2)), n_components=[5], covariance_types=["full"])
 
 
 def test_candidate_list_and_other_families():

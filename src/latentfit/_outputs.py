@@ -10,6 +10,7 @@ naming the option at fault. The writing itself goes through :class:`latentfit.io
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,18 +53,32 @@ def _writable_folder(folder: Path) -> str | None:
     return None
 
 
-def _nearest_existing(path: Path) -> Path:
+def _status(path: Path, opt: str):
+    """``os.stat`` of an output path or None when nothing is there; a name the file system
+    cannot take (too long, ...) is an OutputError naming ``opt``."""
+    from latentfit.io import file_status
+
+    try:
+        return file_status(path, OutputError)
+    except OutputError as err:
+        raise OutputError(f"{opt} {err}") from None
+
+
+def _nearest_existing(path: Path, opt: str) -> Path:
     path = path.absolute()
-    while not path.exists() and path != path.parent:
+    while _status(path, opt) is None and path != path.parent:
         path = path.parent
     return path
 
 
 def _check_file(out: Output, force: bool) -> None:
+    from latentfit.io import check_writable_target
+
     path, opt = out.path, out.option
-    if path.is_dir():
-        raise OutputError(f"{opt} {path} is a folder; give a file name inside it")
-    if path.exists() and not (force or out.may_exist):
+    # A folder, device, named pipe or socket is refused with or without --force: the rename
+    # that ends a write would replace it with a regular file.
+    check_writable_target(path, f"{opt} ")
+    if _status(path, opt) is not None and not (force or out.may_exist):
         raise OutputError(
             f"{opt} {path} already exists; pass --force to replace it, or choose another name"
         )
@@ -83,22 +98,25 @@ def _check_file(out: Output, force: bool) -> None:
 
 
 def _check_folder(out: Output, force: bool) -> None:
+    from latentfit.io import _kind, check_writable_target
+
     path, opt = out.path, out.option
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{opt} {path} is a file, not a folder; give a folder name")
-    if path.is_dir():
+    status = _status(path, opt)
+    if status is not None and not stat.S_ISDIR(status.st_mode):
+        what = "a file" if stat.S_ISREG(status.st_mode) else _kind(status.st_mode)
+        raise OutputError(f"{opt} {path} is {what}, not a folder; give a folder name")
+    if status is not None:
+        for name in out.replaces:
+            check_writable_target(path / name, f"{opt} ")
         clash = [name for name in out.replaces if (path / name).exists()]
         if clash and not force:
             raise OutputError(
                 f"{opt} {path} already holds {', '.join(clash)}; pass --force to replace "
                 "it, or choose another folder"
             )
-        for name in clash:
-            if (path / name).is_dir():
-                raise OutputError(f"{opt} {path / name} is a folder where a file is written")
         where = path
     else:
-        where = _nearest_existing(path)
+        where = _nearest_existing(path, opt)
         if not where.is_dir():
             raise OutputError(f"{opt} {path}: {where} is a file, so the folder cannot be made")
     why = _writable_folder(where)
@@ -115,7 +133,8 @@ def check_outputs(outputs, inputs=(), *, force: bool = False) -> None:
     ``inputs``: paths the command reads. Raises :class:`~latentfit.errors.OutputError` when an
     output is an input (whatever ``force`` says), two outputs are the same file, a file output
     exists and ``force`` is false, a file output is a folder (or a folder output a file), or
-    its folder is missing or cannot be written to.
+    its folder is missing or cannot be written to, or it exists and is not a regular file
+    (a device, named pipe or socket: the rename that ends a write would replace it).
     """
     outputs = [o for o in outputs if o is not None and o.path is not None]
     inputs = [Path(p) for p in inputs if p is not None]

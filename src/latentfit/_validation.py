@@ -205,8 +205,9 @@ def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
                     float(flat[idx])
                 except TypeError:
                     raise DataTypeError(
-                        f"{name} holds {flat[idx]!r:.60} at {_describe_position(idx, columns)}: "
-                        "every value's argument must be a string or a number"
+                        f"{name} holds {flat[idx]!r:.60} at {_describe_position(idx, columns)}, "
+                        "which is not a number: each value given as an argument must be a "
+                        "real number, or a string that holds a number"
                     ) from None
                 except ValueError:
                     raise DataError(
@@ -222,16 +223,19 @@ def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
 
 
 def _check_overflow(
-    src: torch.Tensor, idx: tuple[int, ...], dtype, name: str, columns, float64_option
+    src, idx: tuple[int, ...], dtype, name: str, columns, float64_option, row_offset: int = 0
 ) -> None:
     """A value that is finite in the data but overflows ``dtype`` (1e300 read as float32) is
     said as such, not as an infinite value in the data; ``float64_option`` (see
-    :func:`as_float_tensor`) is offered besides rescaling only where the caller has one."""
+    :func:`as_float_tensor`) is offered besides rescaling only where the caller has one.
+    ``src`` is the data before conversion (a tensor or array); ``row_offset`` is the row of
+    the whole data set at which it starts (a block of a streamed source)."""
     value = float(src[idx])
     if math.isfinite(value):
         label = str(dtype).removeprefix("torch.")
+        where = _describe_position((idx[0] + row_offset, *idx[1:]) if idx else idx, columns)
         raise DataError(
-            f"{name} holds {value:.3g} at {_describe_position(idx, columns)}, beyond the range "
+            f"{name} holds {value:.3g} at {where}, beyond the range "
             f"of {label} (largest {torch.finfo(dtype).max:.3g}), in which this model computes: "
             "rescale the data (e.g. standardise the columns)"
             + (f" or use {float64_option}" if float64_option and dtype != torch.float64 else "")

@@ -12,12 +12,15 @@ leaves a half-written model.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import importlib
 import json
 import math
 import os
 import re
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from latentfit._validation import is_finite_above
-from latentfit.errors import ModelFileError, OutputError, ParameterError
+from latentfit.errors import LatentfitError, ModelFileError, OutputError, ParameterError
 from latentfit.model_tensors import (
     CONSTRAINTS,
     Stored,
@@ -46,6 +49,7 @@ __all__ = [
     "check_stored",
     "check_stored_tensors",
     "declared_fields",
+    "file_status",
     "load",
     "model_class",
     "model_kind",
@@ -117,10 +121,78 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
+def _tmp_stem(name: str) -> str:
+    """The target's name as its temporary files carry it: a long name is cut and given a
+    digest, so that a name the file system takes (up to 255 bytes) still leaves room for the
+    temporary file's prefix and suffix."""
+    if len(name.encode()) <= 160:
+        return name
+    return name[:120] + "~" + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
 def _tmp_prefix(name: str) -> str:
     """Temporary files of a write to ``name`` are ``.NAME.HOST-PID-XXXXXXXX.lftmp``: hidden,
     beside the target, and naming the process that writes them (see :func:`_clean_stale`)."""
-    return f".{name}.{_host()}-{os.getpid()}-"
+    return f".{_tmp_stem(name)}.{_host()}-{os.getpid()}-"
+
+
+def _shown(path) -> str:
+    """``path`` for a message: a very long one cut, with its length."""
+    text = str(path)
+    return text if len(text) <= 100 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a message."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def file_status(path, error: type[LatentfitError] = ParameterError) -> os.stat_result | None:
+    """``os.stat(path)`` (links followed), or None when nothing is there. A path that cannot
+    be a file name (too long, a loop of links, not a str or os.PathLike, ...) raises ``error``
+    naming it: ParameterError for a file to read, OutputError for one to write."""
+    if not isinstance(path, str | os.PathLike):
+        raise error(
+            f"a file path must be a str or os.PathLike (e.g. pathlib.Path), got "
+            f"{type(path).__name__} {path!r:.60}"
+        )
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            raise error(
+                f"{_shown(path)}: the file name is too long for the file system (at most 255 "
+                "bytes per name); choose a shorter name"
+            ) from None
+        raise error(f"cannot use {_shown(path)}: {err.strerror or err}") from None
+
+
+def check_writable_target(path, where: str = "") -> None:
+    """Refuse a write to ``path`` that would replace something other than a regular file: a
+    folder, a device, a named pipe or a socket would be swapped for a regular file by the
+    rename that ends every write. ``where`` (e.g. ``"--labels "``) starts the message."""
+    try:
+        status = file_status(path, OutputError)
+    except OutputError as err:
+        raise OutputError(f"{where}{err}") from None
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        what = _kind(status.st_mode)
+        advice = (
+            "give a file name inside it"
+            if what == "a folder"
+            else "latentfit writes regular files only (by a rename that would replace it); "
+            "give the name of a file"
+        )
+        raise OutputError(f"{where}{_shown(path)} is {what}, not a regular file: {advice}")
 
 
 def _umask() -> int:
@@ -150,7 +222,7 @@ def _clean_stale(folder: Path, name: str) -> None:
     """Remove temporaries of an earlier write to ``folder/name`` whose writer (a process on
     this host) is gone, e.g. killed before it could rename or delete its file."""
     pattern = re.compile(
-        rf"^\.{re.escape(name)}\.{re.escape(_host())}-(\d+)-[A-Za-z0-9_]+{re.escape(_TMP_SUFFIX)}$"
+        rf"^\.{re.escape(_tmp_stem(name))}\.{re.escape(_host())}-(\d+)-[A-Za-z0-9_]+{re.escape(_TMP_SUFFIX)}$"
     )
     try:
         entries = list(os.scandir(folder))
@@ -203,7 +275,9 @@ class atomic_path:
     so a reader sees the old file or the new one, never a half-written one. On an error the
     temporary file is removed; one left by a killed writer is removed on the next write to the
     same target. Errors creating or renaming raise :class:`~latentfit.errors.OutputError`
-    naming the target, never the temporary name.
+    naming the target, never the temporary name; so does a target that exists and is not a
+    regular file (a folder, device, named pipe or socket, which the rename would replace),
+    checked before anything is written.
     """
 
     def __init__(self, path):
@@ -212,6 +286,7 @@ class atomic_path:
     def __enter__(self) -> Path:
         from latentfit.errors import OutputError
 
+        check_writable_target(self.path)
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -220,8 +295,13 @@ class atomic_path:
                 prefix=_tmp_prefix(self.path.name), suffix=_TMP_SUFFIX, dir=folder
             )
         except OSError as err:
+            advice = (
+                "choose a shorter name"
+                if err.errno == errno.ENAMETOOLONG
+                else "choose a folder you can write to"
+            )
             raise OutputError(
-                f"cannot write {self.path}: {err.strerror or err}; choose a folder you can write to"
+                f"cannot write {_shown(self.path)}: {err.strerror or err}; {advice}"
             ) from None
         os.close(fd)
         self.tmp = Path(tmp)
@@ -325,8 +405,7 @@ def file_header(
 def write_model_file(path, tensors: dict, header: dict) -> Path:
     """Write ``tensors`` and ``header`` atomically as a model file (the one writer of both
     :func:`save` and :func:`latentfit.vae.save_model`)."""
-    if Path(path).is_dir():
-        raise OutputError(f"{path} is a folder; pass the path of the model file to write")
+    check_writable_target(path)
     try:
         meta = {"latentfit": json.dumps(header)}
     except TypeError as err:
@@ -345,8 +424,7 @@ def save(model, path) -> Path:
 
     Estimators and the VAEs of :func:`latentfit.vae.build_model` alike; read it back with
     :func:`load`."""
-    if Path(path).is_dir():
-        raise OutputError(f"{path} is a folder; pass the path of the model file to write")
+    check_writable_target(path)
     if model_kind(model) == "vae":
         from latentfit.vae.build import save_model
 
@@ -470,6 +548,21 @@ def _header_field(header: dict, name: str, kind: type, path: Path):
     return value
 
 
+def _model_file(path) -> Path:
+    """``path`` of a model file to read: FileNotFoundError when nothing is there,
+    ModelFileError for a folder or another thing that is not a file, ParameterError for a
+    path that cannot be a file name (see :func:`file_status`)."""
+    status = file_status(path)
+    path = Path(path)
+    if status is None:
+        raise FileNotFoundError(f"no model file at {path}")
+    if not stat.S_ISREG(status.st_mode):
+        raise ModelFileError(
+            f"{path} is {_kind(status.st_mode)}, not a file; pass the path of a model file"
+        )
+    return path
+
+
 def _read_meta(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -545,11 +638,7 @@ def _legacy_vae_header(meta: dict) -> dict:
 def read_header(path) -> dict:
     """The JSON header of the model file at ``path`` (a VAE file of the earlier format
     ``latentfit-vae/1`` is described in today's shape), without loading its tensors."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no model file at {path}")
-    if not path.is_file():
-        raise ModelFileError(f"{path} is not a file (a folder?); pass the path of a model file")
+    path = _model_file(path)
     meta = _read_meta(path)
     if "latentfit" not in meta and meta.get("format") == _LEGACY_VAE_FORMAT:
         return _legacy_vae_header(meta)
@@ -640,11 +729,7 @@ def load(path, *, device=None):
     :class:`~latentfit.errors.ModelFileError` naming the field or tensor at fault; a path that
     does not exist raises ``FileNotFoundError``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no model file at {path}")
-    if not path.is_file():
-        raise ModelFileError(f"{path} is not a file (a folder?); pass the path of a model file")
+    path = _model_file(path)
     meta = _read_meta(path)
     if "latentfit" not in meta and meta.get("format") == _LEGACY_VAE_FORMAT:
         from latentfit.vae.build import load_model  # a VAE file of the earlier format

@@ -163,8 +163,10 @@ def test_bad_values_are_named_by_row_and_column(tmp_path, data):
         list(IterableSource([X[:10], X[:10, :2]]))
     neg = w.copy()
     neg[5] = -1
+    with pytest.raises(ValueError, match="sample_weight must be non-negative; sample 5 has"):
+        list(ArraySource(X, sample_weight=neg))  # the in-memory check, when the source is made
     with pytest.raises(ValueError, match="sample weight of row 5 is -1"):
-        list(ArraySource(X, sample_weight=neg))
+        list(IterableSource([(X[:3], w[:3]), (X[3:10], neg[3:10])]))
     with pytest.raises(FileNotFoundError, match="no data file"):
         NpySource(tmp_path / "nothing.npy")
     with pytest.raises(ValueError, match="carries its own sample weights"):

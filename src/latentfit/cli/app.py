@@ -9,8 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
+
+
+class _Commands(TyperGroup):
+    """The top command group. An OSError no command turned into a message of its own (a file
+    name too long for the file system, a file gone between the checks and the read, a full
+    disk) is printed as one line naming the file, never as a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OSError as err:
+            import errno
+
+            name = f"{err.filename}"
+            if len(name) > 100:
+                name = f"{name[:60]}... ({len(name)} characters)"
+            what = f"{name}: " if err.filename is not None else ""
+            advice = (
+                "; choose a shorter name (at most 255 bytes per name)"
+                if err.errno == errno.ENAMETOOLONG
+                else ""
+            )
+            fail(f"{what}{err.strerror or err}{advice}")
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="latentfit: fit models with hidden variables (MLE/MAP, EM, VI, VAEs).",
     no_args_is_help=True,
     add_completion=False,

@@ -147,6 +147,7 @@ def _sweep(
             **kwargs,
         )
     except ValueError as err:
+        bar.close()  # before the message, so that the bar does not overwrite it
         fail(str(err))
     finally:
         bar.close()

@@ -212,12 +212,42 @@ def _decompressed(path: Path, offset: int) -> bytes:
     return bytes(out)
 
 
+#: Control bytes that never occur in a text table (tab, line ends, form feed and vertical
+#: tab excepted): a file holding one is binary, whatever its name says.
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def _data_lines(raw: bytes) -> int:
+    """How many complete lines of ``raw`` hold data (not blank, not a ``#`` comment)."""
+    complete = _NEWLINE.split(raw)[0:-1:2]
+    return sum(1 for line in complete if line.strip() and not line.lstrip().startswith(b"#"))
+
+
+def _head(path: Path) -> tuple[bytes, bool]:
+    """The first bytes of the text of ``path`` and whether they are all of it: at least
+    64 KiB, and on until two data lines are complete, so that a wide table (a header of
+    50,000 names, rows of 20,000 values) is sniffed from whole lines. The memory still
+    available is checked as the head grows (a file without line ends is not read blind)."""
+    with _open(path) as f:
+        raw = f.read(_SNIFF_BYTES)
+        while _data_lines(raw) < 2:
+            block = f.read(max(_SNIFF_BYTES, len(raw)))
+            if not block:
+                return raw, True
+            check_allocation(
+                4 * (len(raw) + len(block)),
+                f"reading the first lines of {path.name}",
+                hint="its first lines are very long; check that it is a text table",
+            )
+            raw += block
+        return raw, not f.read(1)
+
+
 def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
-    """Read the layout from the first 64 KiB; None when the file holds no rows at all."""
+    """Read the layout from the first lines (64 KiB, or more until two data lines are
+    whole); None when the file holds no rows at all."""
     try:
-        with _open(path) as f:
-            raw = f.read(_SNIFF_BYTES)
-            whole = not f.read(1)
+        raw, whole = _head(path)
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path} cannot be decompressed: {err}") from None
     try:
@@ -227,6 +257,13 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
             f"{path} is not a text CSV file: byte {err.object[err.start]:#04x} at offset "
             f"{err.start} is not UTF-8 text; is it a binary file with a .csv name?"
         ) from None
+    binary = _BINARY.search(raw)
+    if binary is not None:
+        raise DataError(
+            f"{path} is not a text CSV file: byte {raw[binary.start()]:#04x} at offset "
+            f"{binary.start()} is a control character, which text never holds; is it a "
+            "binary file with a .csv name (or UTF-16 text: save it as UTF-8)?"
+        )
     offset = 3 if raw.startswith(codecs.BOM_UTF8) else 0
     parts = _NEWLINE.split(raw[offset:])  # [line, end, line, end, ..., line]
     pieces, ends = parts[0::2], [len(end) for end in parts[1::2]] + [0]
@@ -528,13 +565,16 @@ def load_array(
     and folders are refused with a DataError. Columns left out are never converted, so a text
     column can stay in the file.
     """
+    from latentfit.io import file_status
+
+    status = file_status(path)  # a name too long to be a file is said as such
     path = Path(path)
     delimiter = parse_delimiter(delimiter)
-    if not path.exists():
+    if status is None:
         raise FileNotFoundError(f"no data file at {path}")
     if path.is_dir():
         raise DataError(f"{path} is a folder; give the data file inside it")
-    if path.stat().st_size == 0:
+    if status.st_size == 0:
         raise DataError(f"{path} is empty")
     suffix = _text_suffix(path)
     if suffix in TEXT_SUFFIXES:

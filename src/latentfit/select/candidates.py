@@ -159,6 +159,19 @@ def _sweeps_covariance(family) -> bool:
     return family in ("gmm", "gaussian_hmm", "gmm_hmm")
 
 
+def _built(cls, what: str, *args, **kwargs):
+    """``cls(*args, **kwargs)``, a keyword argument the class does not take said as a
+    ParameterError naming it (a typo in select_model's model arguments)."""
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as err:
+        why = str(err).replace(f"{cls.__name__}.__init__() ", "")
+        raise ParameterError(
+            f"{what} builds {cls.__name__}({', '.join(kwargs)}), which {why}; pass only "
+            f"arguments {cls.__name__} takes"
+        ) from None
+
+
 def _family_factory(family, **kwargs) -> Callable[[int, str], Any]:
     if not isinstance(family, str):
         if not callable(family):
@@ -198,13 +211,15 @@ def _family_factory(family, **kwargs) -> Callable[[int, str], Any]:
 
         def make(k, variant):
             extra = {"covariance_type": variant} if family == "gmm" else {}
-            return cls(n_components=k, **extra, **kwargs)
+            return _built(cls, f"family={family!r}", n_components=k, **extra, **kwargs)
 
         return make
     from latentfit.em.mixture.families import FAMILIES, MixtureModel
 
     if family in FAMILIES:
-        return lambda k, variant: MixtureModel(family, k, **kwargs)
+        return lambda k, variant: _built(
+            MixtureModel, f"family={family!r}", family, n_components=k, **kwargs
+        )
     raise ParameterError(
         f"unknown family {family!r}; choose from {list(FAMILY_NAMES) + list(HMM_FAMILIES)}, a "
         f"MixtureModel family {list(FAMILIES)}, or pass an estimator class"

@@ -5,9 +5,11 @@ log-likelihood, and returns a :class:`SelectionResult` (see :mod:`latentfit.sele
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
+import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ from sklearn.base import clone
 from latentfit._validation import as_float_tensor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.mixture.discrete import dense_codes
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, ParameterError
 from latentfit.select.candidates import (
     CRITERIA,
     CRITERION_ALIASES,
@@ -308,6 +310,83 @@ def _heldout(est, X: torch.Tensor, folds: list[Fold], sequence: bool) -> float:
 
 
 _FIT_ERRORS = (ValueError, FloatingPointError, RuntimeError, torch.linalg.LinAlgError)
+#: Most sizes one sweep may name: each is at least one fit, so more is a typo, not a sweep
+#: (the command line's ``-k`` has the same cap).
+MAX_SIZES = 1000
+
+
+def _check_arguments(n_components, covariance_types, candidates, callback) -> Sequence[int]:
+    """Refuse, before any fit, what select_model cannot sweep: a string or a single number
+    where a list is wanted (a string would be swept one character at a time), sizes that are
+    not integers >= 1, more than :data:`MAX_SIZES` sizes, candidates that are not estimators,
+    a callback that cannot be called. Returns the sizes as a sequence (a generator read once,
+    a range kept as it is: its length is known without listing it)."""
+    for name, value in (("n_components", n_components), ("covariance_types", covariance_types)):
+        example = "[3] or range(1, 10)" if name == "n_components" else "['full', 'diag']"
+        if value is None and name == "covariance_types":
+            continue
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise ParameterError(
+                f"{name} must be a list, got {type(value).__name__} {value!r:.60}; "
+                f"e.g. {name}={example}"
+            )
+    if not isinstance(n_components, Sequence):  # a generator or a set: read once, in order
+        n_components = list(itertools.islice(n_components, MAX_SIZES + 1))
+    count = len(n_components)
+    if count > MAX_SIZES:
+        raise ParameterError(
+            f"n_components names {count} sizes; sweep at most {MAX_SIZES} (each is at least "
+            "one fit), e.g. n_components=range(1, 21)"
+        )
+    for k in n_components:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ParameterError(
+                f"n_components must hold integers >= 1, got {k!r:.60}; e.g. "
+                "n_components=range(1, 10)"
+            )
+    for v in covariance_types or ():
+        if not isinstance(v, str):
+            raise ParameterError(f"covariance_types must hold names such as 'full', got {v!r:.60}")
+    if candidates is not None:
+        if isinstance(candidates, str | bytes) or not isinstance(candidates, Iterable):
+            raise ParameterError(
+                f"candidates must be a list of unfitted estimators or (label, estimator) "
+                f"pairs, got {type(candidates).__name__} {candidates!r:.60}"
+            )
+    if callback is not None and not callable(callback):
+        raise ParameterError(
+            f"callback must be callable as callback(i, n_candidates, row), got "
+            f"{type(callback).__name__} {callback!r:.60}"
+        )
+    return n_components
+
+
+def _candidate(c) -> tuple[str | None, Any]:
+    """(label, estimator) of one entry of ``candidates``, refusing what is not an estimator
+    (something scikit-learn's ``clone`` can copy and that can be fitted)."""
+    label, est = c if isinstance(c, tuple) and len(c) == 2 else (None, c)
+    if label is not None and not isinstance(label, str):
+        raise ParameterError(f"a candidate's label must be a string, got {label!r:.60}")
+    if not (callable(getattr(est, "fit", None)) and callable(getattr(est, "get_params", None))):
+        raise ParameterError(
+            f"candidates must hold unfitted estimators (objects with fit and get_params, e.g. "
+            f"GaussianMixture(3)) or (label, estimator) pairs; got {type(est).__name__} "
+            f"{est!r:.60}"
+        )
+    return label, est
+
+
+def _every_fit_refused(rows: list[dict], errors: list[Exception]) -> Exception | None:
+    """The error to raise when no candidate could be fitted because each fit refused its
+    settings or the data (a ParameterError or DataError, e.g. max_iter=-1 or NaN in X): the
+    first one, as the model raises it on its own. ``errors`` holds the errors raised by the
+    fits themselves; a sweep in which some fits fail, or fail numerically (a collapsed
+    component), stays a result whose failed rows say why."""
+    if not rows or len(errors) != len(rows):
+        return None
+    if all(isinstance(e, ParameterError | DataError) for e in errors):
+        return errors[0]
+    return None
 
 
 def _describe(err: Exception) -> str:
@@ -355,6 +434,7 @@ def select_model(
         ``n_iter`` for HMMs, ...).
     callback : called as ``callback(i, n_candidates, row)`` after each fit (progress bars).
     """
+    n_components = _check_arguments(n_components, covariance_types, candidates, callback)
     criterion = _canonical(criterion)
     if criterion not in CRITERIA:
         raise ParameterError(
@@ -384,7 +464,7 @@ def select_model(
     else:
         entries = []
         for c in candidates:
-            label, est = c if isinstance(c, tuple) else (None, c)
+            label, est = _candidate(c)
             k = getattr(est, "n_components", None) or 0
             variant = getattr(est, "covariance_type", None) or type(est).__name__
             entries.append((label or f"{type(est).__name__} K={k}", est, k, variant))
@@ -403,7 +483,7 @@ def select_model(
             folds, scheme = sequence_folds(seq_lengths, cv, random_state)
         else:
             folds, scheme = _row_folds(n, cv, random_state), f"{cv} folds of rows (shuffled)"
-    rows, models = [], []
+    rows, models, errors = [], [], []
     for i, (label, est, k, variant) in enumerate(entries):
         row = {"label": label, "n_components": k, "variant": variant, "error": None}
         row["degenerate"] = []
@@ -435,11 +515,16 @@ def select_model(
                     row["cv_loglik"] = math.nan
         except _FIT_ERRORS as err:
             row["error"] = _describe(err)
+            if model is None:  # the fit itself refused (not the scoring of a fitted model)
+                errors.append(err)
             model = None
         rows.append(row)
         models.append(model)
         if callback is not None:
             callback(i, len(entries), row)
+    refused = _every_fit_refused(rows, errors)
+    if refused is not None:
+        raise refused
     result = SelectionResult(
         rows,
         models,

@@ -23,13 +23,22 @@ from __future__ import annotations
 
 import copy
 import itertools
+import numbers
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from latentfit._validation import first_nonfinite, resolve_device, resolve_dtype
+from latentfit._validation import (
+    _check_overflow,
+    as_numeric_array,
+    check_positive_int,
+    check_sample_weight,
+    first_nonfinite,
+    resolve_device,
+    resolve_dtype,
+)
 from latentfit.datasets._binary import native_dtype, npy_header
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, DataTypeError, MissingDependencyError, ParameterError
@@ -82,10 +91,9 @@ class ChunkSource:
         progress: bool = False,
         init_rows: int = 100_000,
     ):
-        if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
-            raise ParameterError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-        if not isinstance(init_rows, int) or init_rows < 1:
-            raise ParameterError(f"init_rows must be a positive integer, got {init_rows!r}")
+        if chunk_rows is not None:
+            chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+        init_rows = check_positive_int(init_rows, "init_rows")
         self.chunk_rows = chunk_rows
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
@@ -177,10 +185,12 @@ class ChunkSource:
                 bar.close()
 
     def _checked_blocks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        offset = self._row_offset()
+        offset = start = self._row_offset()
         d = self.n_features
-        for X, w in self._blocks():
-            X = self._to_tensor(X, "values")
+        mass = 0.0  # Σ w over the pass: all zero is refused, as check_sample_weight does
+        for raw, w in self._blocks():
+            raw = self._numeric(raw, "values", offset)
+            X = self._to_tensor(raw, "values", offset)
             if X.dim() == 1:
                 X = X.reshape(-1, 1) if d == 1 else X.reshape(1, -1)
             if X.dim() != 2 or X.shape[1] != d:
@@ -197,6 +207,16 @@ class ChunkSource:
                     X.nan_to_num(0.0, posinf=np.inf, neginf=-np.inf) if self.allow_nan else X
                 )
             if bad is not None:
+                # finite in the data but past the model's dtype (6e38 as float32): said so
+                _check_overflow(
+                    raw.reshape(tuple(X.shape)),
+                    bad,
+                    self.dtype,
+                    self.name,
+                    None,
+                    "dtype=float64",
+                    row_offset=offset,
+                )
                 raise DataError(
                     f"{self.name} contains {X[bad].item()} at row {offset + bad[0]}, column "
                     f"{bad[1]}: every value must be finite"
@@ -211,8 +231,11 @@ class ChunkSource:
                     ) from None
             if w is None:
                 w = torch.ones(X.shape[0], dtype=self.dtype, device=self.device)
+            elif isinstance(w, numbers.Real) and not isinstance(w, bool | np.bool_):
+                # one number: that weight for every row, as check_sample_weight takes it
+                w = torch.full((X.shape[0],), float(w), dtype=self.dtype, device=self.device)
             else:
-                w = self._to_tensor(w, "weights").reshape(-1)
+                w = self._to_tensor(w, "sample weights", offset).reshape(-1)
                 if w.shape[0] != X.shape[0]:
                     raise DataError(
                         f"{self.name}: the block starting at row {offset} has {X.shape[0]} rows "
@@ -225,12 +248,26 @@ class ChunkSource:
                         f"{self.name}: sample weight of row {offset + i} is {w[i].item()}; "
                         "weights must be finite and non-negative"
                     )
+            mass += float(w.double().sum())
             yield X, w
             offset += X.shape[0]
+        # A shard of a distributed fit may hold only zero weights; the other shards judge.
+        if self._world == 1 and offset > start and not mass > 0:
+            raise DataError(
+                f"{self.name}: the sample weights sum to zero: at least one sample needs a "
+                "positive weight"
+            )
 
-    def _to_tensor(self, a, what: str) -> torch.Tensor:
+    def _numeric(self, a, what: str, offset: int):
+        """A block as a tensor or numpy array; anything else (a list of rows) is read as the
+        in-memory path reads it, so ragged rows and objects are said by row."""
+        if isinstance(a, torch.Tensor | np.ndarray):
+            return a
+        return as_numeric_array(a, f"{self.name} ({what} of the block from row {offset})")
+
+    def _to_tensor(self, a, what: str, offset: int = 0) -> torch.Tensor:
         if not isinstance(a, torch.Tensor):
-            a = np.asarray(a)
+            a = self._numeric(a, what, offset)
             if a.dtype.kind not in "biuf":
                 raise DataTypeError(
                     f"{self.name}: {what} of dtype {a.dtype} are not numeric; encode them as numbers"
@@ -410,6 +447,20 @@ def _iterate(data, what: str) -> Iterator:
         ) from None
 
 
+def _stream_item(item: list, i: int) -> np.ndarray:
+    """Item ``i`` of an array stream given as a list of rows, as an array; a DataError when it
+    is not rectangular, with the hint that a pair ``(X, sample_weight)`` is a tuple when the
+    list has two parts."""
+    try:
+        return as_numeric_array(item, f"item {i} of the array stream")
+    except DataError as err:
+        if isinstance(item, list) and len(item) == 2:
+            raise DataError(
+                f"{err}. A pair (X, sample_weight) must be a tuple, not a list"
+            ) from None
+        raise
+
+
 class IterableSource(ChunkSource):
     """Arrays from ``data``: a callable returning a fresh iterator for every pass (re-iterable),
     a list/tuple of arrays, or a one-shot iterator (a single pass, e.g. for ``partial_fit``).
@@ -423,7 +474,7 @@ class IterableSource(ChunkSource):
         self._data = _iterate(data, "data") if self._one_shot else data
         self._head: list = []  # items read ahead from a one-shot iterator
         self._passes = [0]  # shared by configured copies: a one-shot iterator is consumed once
-        self._d = n_features
+        self._d = None if n_features is None else check_positive_int(n_features, "n_features")
         if self._d is None:
             if self._one_shot:
                 self._head = list(itertools.islice(self._data, 1))
@@ -433,6 +484,8 @@ class IterableSource(ChunkSource):
             if first is None:
                 raise DataError("the array stream is empty: there is nothing to fit")
             X = first[0] if isinstance(first, tuple) else first
+            if isinstance(X, list):
+                X = _stream_item(X, 0)
             if np.ndim(X) not in (1, 2):
                 raise DataError(
                     f"each item of the array stream must be an array (rows, d) or a pair "
@@ -466,6 +519,8 @@ class IterableSource(ChunkSource):
                 if len(item) != 2:
                     raise DataError("each item of the array stream must be X or (X, sample_weight)")
                 yield item[0], item[1]
+            elif isinstance(item, list):
+                yield _stream_item(item, i), None
             else:
                 yield item, None
 
@@ -476,15 +531,19 @@ class ArraySource(ChunkSource):
 
     def __init__(self, X, *, sample_weight=None, **options):
         super().__init__(**options)
-        self._X = X if isinstance(X, torch.Tensor) else np.asarray(X)
+        self._X = X if isinstance(X, torch.Tensor | np.ndarray) else as_numeric_array(X)
         if self._X.ndim != 2 or self._X.shape[0] == 0:
             raise DataError(f"X must be a non-empty 2-D array, got shape {tuple(self._X.shape)}")
+        n = self._X.shape[0]
+        if isinstance(sample_weight, np.memmap):  # read with the rows (a pass checks them)
+            if sample_weight.shape != (n,):
+                raise DataError(
+                    f"sample_weight must have shape ({n},) to match X, got {sample_weight.shape}"
+                )
+        elif sample_weight is not None:
+            # the in-memory rules: a number for every row, shape (n,), finite, >= 0, not all 0
+            sample_weight = check_sample_weight(sample_weight, n, dtype=torch.float64, device="cpu")
         self._w = sample_weight
-        if sample_weight is not None and len(sample_weight) != self._X.shape[0]:
-            raise DataError(
-                f"sample_weight must have shape ({self._X.shape[0]},) to match X, "
-                f"got {np.shape(sample_weight)}"
-            )
 
     @property
     def n_features(self) -> int:

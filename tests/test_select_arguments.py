@@ -1,0 +1,67 @@
+"""select_model's arguments: refused before any fit, and a sweep of which no fit could even
+start (every candidate refused its settings or the data) raises the model's own error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentfit import GaussianMixture, select_model
+from latentfit.errors import DataError, ParameterError
+
+X = np.random.default_rng(0).normal(size=(100, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"covariance_types": "full"}, "covariance_types must be a list, got str 'full'"),
+        ({"n_components": "3"}, "n_components must be a list, got str '3'"),
+        ({"n_components": 3}, r"n_components must be a list, got int 3; e.g. n_components=\[3\]"),
+        ({"n_components": [-1]}, "n_components must hold integers >= 1, got -1"),
+        ({"n_components": [1.5]}, "n_components must hold integers >= 1, got 1.5"),
+        ({"n_components": [True]}, "n_components must hold integers >= 1, got True"),
+        ({"n_components": range(1, 10**12)}, "names 999999999999 sizes; sweep at most 1000"),
+        ({"covariance_types": [1]}, "covariance_types must hold names"),
+        ({"foo": 1}, "GaussianMixture.*unexpected keyword argument 'foo'"),
+        ({"candidates": [1, 2]}, "candidates must hold unfitted estimators"),
+        ({"candidates": GaussianMixture(2)}, "candidates must be a list"),
+        ({"candidates": [(5, GaussianMixture(2))]}, "label must be a string"),
+        ({"callback": 5}, "callback must be callable"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_fit(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        select_model(X, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "data, kwargs, error, match",
+    [
+        (X, {"max_iter": -1}, ParameterError, "max_iter"),
+        (X, {"random_state": "x"}, ParameterError, "random_state"),
+        (X, {"covariance_types": ["fulll"]}, ParameterError, "covariance_type"),
+        (np.r_[X, [[np.nan, 0.0]]], {}, DataError, "NaN at row 100"),
+        (X[:1], {}, DataError, "at least 2 samples"),
+        (-np.ones((20, 2)), {"family": "poisson"}, DataError, "non-negative"),
+    ],
+    ids=["max_iter", "random_state", "covariance_type", "nan", "one-row", "poisson"],
+)
+def test_a_sweep_whose_every_fit_is_refused_raises_the_error(data, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        select_model(data, n_components=[1, 2], **kwargs)
+
+
+def test_a_sweep_with_some_failed_fits_is_still_a_result():
+    # K=5 on 4 rows fails, K=1..2 fit: the failures are rows of the table, not an error
+    data = np.random.default_rng(1).normal(size=(4, 1))
+    result = select_model(data, n_components=[1, 2, 5], covariance_types=["diag"])
+    errors = [r["error"] for r in result.rows]
+    assert errors[:2] == [None, None] and errors[2] is not None
+
+
+def test_sizes_from_a_generator_and_a_range_are_swept():
+    a = select_model(X, n_components=(k for k in (1, 2)), covariance_types=["diag"])
+    b = select_model(X, n_components=range(1, 3), covariance_types=["diag"])
+    assert [r["label"] for r in a.rows] == [r["label"] for r in b.rows] == ["diag K=1", "diag K=2"]
+    assert [r["bic"] for r in a.rows] == [r["bic"] for r in b.rows]
