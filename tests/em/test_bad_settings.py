@@ -13,9 +13,11 @@ import pytest
 
 from latentfit import (
     GMMHMM,
+    BernoulliMixture,
     GaussianHMM,
     GaussianMixture,
     MultinomialMixture,
+    PoissonMixture,
     select_model,
 )
 from latentfit.errors import DataError, ParameterError, ResourceLimitError
@@ -97,8 +99,10 @@ def test_hmm_priors_and_parameter_letters_are_checked(setting):
 
 def test_gmmhmm_takes_its_own_letter_and_priors_are_checked_there_too():
     GMMHMM(2, n_mix=2, n_iter=2, params="stmcw", random_state=0).fit(X)
-    with pytest.raises(ParameterError, match="covars_prior"):
-        GMMHMM(2, n_mix=2, covars_prior=-1.0).fit(X)
+    # diag: covars_weight is the inverse-gamma scale (>= 0); covars_prior is its shape, whose
+    # hmmlearn default is negative (-1.5), so -1.0 is a valid setting there
+    with pytest.raises(ParameterError, match="covars_weight"):
+        GMMHMM(2, n_mix=2, covars_weight=-1.0).fit(X)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -109,3 +113,16 @@ def test_a_multinomial_mixture_fits_count_rows_that_are_all_zero(seed):
         warnings.simplefilter("ignore")
         model = MultinomialMixture(2, random_state=seed).fit(C)
     assert np.isfinite(model.probs_).all() and np.isfinite(model.score(C))
+
+
+@pytest.mark.parametrize("value", [5, (1, 2, 3), "ab", (1.0, float("nan")), (float("inf"), 0.0)])
+@pytest.mark.parametrize(
+    ("cls", "name"), [(PoissonMixture, "rate_prior"), (BernoulliMixture, "mean_prior")]
+)
+def test_a_pair_prior_that_is_not_a_pair_of_finite_numbers_is_named(cls, name, value):
+    """Not Python's "GammaPrior() argument after * must be an iterable" or "takes from 1 to
+    3 positional arguments", and no inf shape reaching the fit."""
+    C = np.random.default_rng(0).poisson(3, size=(30, 2)).astype(float)
+    with pytest.raises(ParameterError, match=rf"^{name} must be a pair \(a, b\) of finite") as err:
+        cls(2, **{name: value}).fit(C if cls is PoissonMixture else (C > 2).astype(float))
+    assert "argument" not in str(err.value) and "Prior" not in str(err.value)

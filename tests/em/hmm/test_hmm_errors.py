@@ -1,10 +1,13 @@
 """Bad input gets a clear error naming the problem."""
 
+import warnings
+
 import numpy as np
 import pytest
 
 from latentfit import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
-from latentfit.errors import ParameterError
+from latentfit.em.hsmm.models import CategoricalHSMM, GaussianHSMM, PoissonHSMM
+from latentfit.errors import DataError, ParameterError
 
 X = np.random.default_rng(0).normal(size=(50, 2))
 
@@ -179,3 +182,137 @@ def test_a_collapse_in_the_fit_names_the_hmms_own_remedy():
     with pytest.raises(DegenerateComponentError, match="state") as err:
         m.fit(data)
     assert "min_covar" in str(err.value) and "reg_covar" not in str(err.value)
+
+
+# ---------------------------------------------------------------------- priors and hand-set
+# parameters: one check (latentfit.em.hmm.settings.check_priors) for every prior of every
+# HMM and HSMM, its values with the settings and its shape once the data give n_features
+
+
+def _fit_data(cls):
+    """Data each model takes: counts for Poisson, symbols 0..2 for categorical, else reals."""
+    rng = np.random.default_rng(0)
+    if "Poisson" in cls.__name__:
+        return rng.poisson(3, size=(60, 1)).astype(float)
+    if "Categorical" in cls.__name__:
+        return rng.integers(0, 3, size=(60, 1))
+    return X
+
+
+_HSMM = {"n_components": 2, "max_duration": 5}
+_BAD_PRIORS = [
+    # (model, constructor arguments, the argument the error names, what it says)
+    (PoissonHMM, {"lambdas_weight": np.nan}, "lambdas_weight", "finite numbers >= 0"),
+    (PoissonHSMM, {"lambdas_weight": np.nan, **_HSMM}, "lambdas_weight", "finite numbers >= 0"),
+    (PoissonHMM, {"lambdas_prior": -100.0, "lambdas_weight": 1.0}, "lambdas_prior", ">= 0"),
+    (PoissonHMM, {"lambdas_prior": np.nan}, "lambdas_prior", "holds nan"),
+    (PoissonHMM, {"lambdas_prior": np.ones((4, 4))}, "lambdas_prior", r"shape \(4, 4\)"),
+    (CategoricalHSMM, {"emissionprob_prior": np.nan, **_HSMM}, "emissionprob_prior", "nan"),
+    (CategoricalHMM, {"emissionprob_prior": np.nan}, "emissionprob_prior", "positive"),
+    (CategoricalHMM, {"emissionprob_prior": np.inf}, "emissionprob_prior", "holds inf"),
+    (CategoricalHMM, {"emissionprob_prior": 0.0}, "emissionprob_prior", "holds 0.0"),
+    (CategoricalHMM, {"emissionprob_prior": -3.0}, "emissionprob_prior", "holds -3.0"),
+    (
+        CategoricalHMM,
+        {"emissionprob_prior": np.ones((5, 5))},
+        "emissionprob_prior",
+        r"shape \(5, 5\), which does not broadcast to \(2, 3\)",
+    ),
+    (GMMHMM, {"n_mix": 2, "weights_prior": np.nan}, "weights_prior", "positive"),
+    (GMMHMM, {"n_mix": 2, "weights_prior": -1.0}, "weights_prior", "holds -1.0"),
+    (GMMHMM, {"n_mix": 2, "weights_prior": np.ones((5, 5))}, "weights_prior", r"\(2, 2\)"),
+    (GMMHMM, {"n_mix": 2, "means_prior": np.ones((5, 5))}, "means_prior", r"\(2, 2, 2\)"),
+    (GMMHMM, {"n_mix": 2, "covars_prior": np.ones((5, 5))}, "covars_prior", r"\(2, 2, 2\)"),
+    (GaussianHMM, {"transmat_prior": np.ones((3, 3))}, "transmat_prior", r"\(2, 2\)"),
+    (GaussianHMM, {"startprob_prior": np.ones(5)}, "startprob_prior", r"shape \(5,\)"),
+    (GaussianHMM, {"means_prior": np.ones((5, 5))}, "means_prior", r"\(2, 2\)"),
+    (GaussianHMM, {"covars_prior": np.ones((5, 5))}, "covars_prior", r"\(2, 2\)"),
+    (
+        GaussianHMM,
+        {"covariance_type": "full", "covars_prior": np.array([[1.0, 0.1], [0.1, -1.0]])},
+        "covars_prior",
+        r"holds -1.0 at index \(0, 1, 1\)",  # a scale matrix's diagonal must be >= 0
+    ),
+    (GaussianHSMM, {"transmat_prior": np.ones((3, 3)), **_HSMM}, "transmat_prior", r"\(2, 2\)"),
+    (GaussianHSMM, {"means_prior": np.ones((5, 5)), **_HSMM}, "means_prior", r"\(2, 2\)"),
+]
+
+
+@pytest.mark.parametrize(("cls", "settings", "name", "says"), _BAD_PRIORS)
+def test_every_prior_of_every_hmm_is_checked_for_values_and_shape(cls, settings, name, says):
+    """NaN, inf, out-of-range or wrongly shaped priors are a ParameterError naming the
+    argument, not silently wrong rates, emission probabilities stuck at 1, weights never
+    updated or a tensor error from the M-step."""
+    settings = {"n_components": 2, "n_iter": 3, "random_state": 0, **settings}
+    with pytest.raises(ParameterError, match=f"^{name} .*{says}"):
+        cls(**settings).fit(_fit_data(cls))
+
+
+@pytest.mark.parametrize(
+    ("cls", "settings"),
+    [
+        # hmmlearn's own defaults, written out: the inverse-gamma shape of a diagonal or
+        # spherical GMMHMM and the inverse-Wishart degrees of freedom of a full one are < 0
+        (GMMHMM, {"n_mix": 2, "covars_prior": -1.5, "covars_weight": 0.0}),
+        (GMMHMM, {"n_mix": 2, "covariance_type": "spherical", "covars_prior": -2.0}),
+        (GMMHMM, {"n_mix": 2, "covariance_type": "full", "covars_weight": -4.0}),
+        # a scale matrix with negative entries off its diagonal
+        (GaussianHMM, {"covariance_type": "full", "covars_prior": [[1.0, -0.1], [-0.1, 1.0]]}),
+        # Dirichlet concentrations below 1 (sparse rows), priors per state or broadcast
+        (GaussianHMM, {"transmat_prior": 0.5, "startprob_prior": [0.5, 2.0]}),
+        (GaussianHMM, {"means_weight": [1.0, 2.0], "means_prior": [0.0, 1.0]}),
+        (PoissonHMM, {"lambdas_prior": [[1.0], [2.0]], "lambdas_weight": [0.5, 1.0]}),
+        (CategoricalHMM, {"emissionprob_prior": [0.5, 1.0, 2.0]}),
+    ],
+)
+def test_valid_hmmlearn_prior_settings_stay_accepted(cls, settings):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence in 3 iterations is not the point
+        model = cls(2, n_iter=3, random_state=0, **settings).fit(_fit_data(cls))
+    assert np.isfinite(model.score(_fit_data(cls)))
+
+
+def test_a_prior_of_the_wrong_shape_is_named_before_partial_fit_goes_on():
+    model = CategoricalHMM(2, n_features=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(_fit_data(CategoricalHMM))
+    model.set_params(emissionprob_prior=np.ones((2, 4)))
+    with pytest.raises(ParameterError, match=r"emissionprob_prior has shape \(2, 4\)"):
+        model.partial_fit(_fit_data(CategoricalHMM))
+
+
+@pytest.mark.parametrize("name", ["transmat_", "startprob_"])
+def test_hand_set_start_and_transitions_of_the_wrong_shape_are_named_in_fit(name):
+    model = GaussianHMM(2, init_params="")
+    model.startprob_ = np.array([0.5, 0.5])
+    model.transmat_ = np.full((2, 2), 0.5)
+    model.means_ = np.zeros((2, 2))
+    model.covars_ = np.ones((2, 2))
+    setattr(model, name, np.eye(3) if name == "transmat_" else np.full(3, 1 / 3))
+    with pytest.raises(ParameterError, match=rf"{name} must have shape .* got \(3,"):
+        model.fit(X)
+
+
+@pytest.mark.parametrize("init_params", [None, "st"])
+def test_poisson_models_take_counts_up_to_the_float64_range(init_params):
+    """Counts of 1e155 and more overflowed the start's moments (OverflowError); they are
+    valid counts (PoissonMixture takes them). The HMM fits them; the HSMM's log-space
+    recursions cannot resolve such likelihoods and say so, rather than return NaN rates."""
+    counts = np.r_[_fit_data(PoissonHMM), [[1e300]]]
+    kw = {} if init_params is None else {"init_params": init_params}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PoissonHMM(2, n_iter=3, random_state=0, **kw).fit(counts)
+        assert np.isfinite(model.lambdas_).all() and model.lambdas_.max() > 1e297
+        for n_iter in (1, 3):
+            with pytest.raises(DataError, match="PoissonHSMM: the posteriors of X are not"):
+                PoissonHSMM(2, max_duration=5, n_iter=n_iter, random_state=0, **kw).fit(counts)
+
+
+def test_partial_fit_on_rows_far_from_every_state_gives_advice_for_this_model():
+    model = GaussianHMM(2, random_state=0).partial_fit(X)
+    with pytest.raises(DataError, match="row 0 of X has zero probability") as err:
+        model.partial_fit(X * 1e200, burn_in=0, mstep_every=1)
+    assert "Categorical" not in str(err.value) and "emissionprob_prior" not in str(err.value)
+    assert "scale" in str(err.value)

@@ -63,7 +63,7 @@ from latentfit.em.hmm.sequences import (
     prepare_sequences,
     with_states,
 )
-from latentfit.em.hmm.settings import check_letters, check_prior
+from latentfit.em.hmm.settings import Prior, check_letters, check_priors
 from latentfit.errors import (
     DataError,
     LatentfitError,
@@ -216,8 +216,26 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         ):
             raise ParameterError(f"min_covar must be a positive number, got {floor!r}")
         check_letters(self)
-        for name in ("startprob_prior", "transmat_prior"):  # Dirichlet concentrations
-            check_prior(getattr(self, name, None), name, positive=True)
+        check_priors(self)  # values; the shapes that need n_features once the data give it
+
+    def _prior_specs(self, d: int | None) -> dict[str, Prior]:
+        """Every prior setting and what it must be (:class:`~latentfit.em.hmm.settings.Prior`)
+        for ``d`` features (None: not known yet); a model adds its emissions' priors."""
+        k = self.n_components
+        dirichlet = "Dirichlet concentrations, {}; 1 = no prior, < 1 favours zeros"
+        return {
+            "startprob_prior": Prior("positive", ((k,),), dirichlet.format("one per state")),
+            "transmat_prior": Prior("positive", ((k, k),), dirichlet.format("a row per state")),
+        }
+
+    def _prior_features(self) -> int:
+        """The size of the emissions' last axis that the priors' shapes follow, once the
+        data have fixed it (the number of features; the symbols of a categorical model)."""
+        return self.n_features
+
+    def _check_prior_shapes(self) -> None:
+        """Every prior against the shapes the data fixed (see ``_prior_specs``)."""
+        check_priors(self, self._prior_features())
 
     # ------------------------------------------------------------------ parameters
     def _needs_init(self, letter: str, name: str) -> bool:
@@ -252,16 +270,23 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
             self.n_features = int(np.shape(getattr(self, self._emission_attributes[0]))[-1])
 
     def _checked_params(self) -> dict[str, torch.Tensor]:
-        k = self.n_components
-        sp = self._tensor(self.startprob_, "startprob_")
-        tm = self._tensor(self.transmat_, "transmat_")
-        if sp.shape != (k,):
-            raise ParameterError(f"startprob_ must have shape ({k},), got {tuple(sp.shape)}")
-        if tm.shape != (k, k):
-            raise ParameterError(f"transmat_ must have shape ({k}, {k}), got {tuple(tm.shape)}")
-        check_distribution(sp, "startprob_")
-        check_distribution(tm, "transmat_")
+        sp, tm = self._given_distribution("startprob_"), self._given_distribution("transmat_")
         return {"startprob": sp, "transmat": tm, **self._emission_params()}
+
+    def _given_distribution(self, name: str) -> torch.Tensor:
+        """``startprob_`` (k,) or ``transmat_`` (k, k) as set (by fit or by hand), checked:
+        ParameterError naming its shape or the row that is not a distribution."""
+        k = self.n_components
+        value = self._tensor(getattr(self, name), name)
+        shape = (k,) if name == "startprob_" else (k, k)
+        if tuple(value.shape) != shape:
+            raise ParameterError(
+                f"{name} must have shape {shape} (n_components = {k}), got "
+                f"{tuple(value.shape)}; set it with that shape, or put its letter "
+                f"({name[0]!r}) in init_params to let fit initialise it"
+            )
+        check_distribution(value, name)
+        return value
 
     def _initial_params(
         self, X: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None
@@ -272,16 +297,14 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         if self._needs_init("s", "startprob_"):
             params["startprob"] = torch.full((k,), 1.0 / k, dtype=dt, device=dev)
         else:
-            params["startprob"] = self._tensor(self.startprob_)
-            check_distribution(params["startprob"], "startprob_")
+            params["startprob"] = self._given_distribution("startprob_")
         if self._needs_init("t", "transmat_"):
             # Dirichlet(1) rows: normalised exponentials, drawn from the generator.
             u = torch.rand(k, k, generator=gen, dtype=torch.float64, device=gen.device)
             e = -torch.log1p(-u)
             params["transmat"] = (e / e.sum(1, keepdim=True)).to(device=dev, dtype=dt)
         else:
-            params["transmat"] = self._tensor(self.transmat_)
-            check_distribution(params["transmat"], "transmat_")
+            params["transmat"] = self._given_distribution("transmat_")
         params.update(self._init_emissions(X, gen))
         if labels is not None and self._labelled_states(labels) is not None:
             params.update(self._init_emissions_from_labels(params, X, labels, gen))
@@ -385,6 +408,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
                 "y (known states) is taken with in-memory X only; pass the data as an array"
             )
         data = prepare_sequences(self, source, lengths, max_rows_in_memory)
+        self._check_prior_shapes()  # the source has given the number of features
         return EMFit(_HMMHooks(self, None, feature_bytes), data, data.reduce)
 
     @property
@@ -422,11 +446,14 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         if X is None:
             raise DataError("X is None; pass an array of shape (n_samples, n_features)")
         try:
-            return self._validate_X(X, fitting=fitting)
+            X = self._validate_X(X, fitting=fitting)
         except LatentfitError:
             raise
         except (ValueError, TypeError) as err:
             raise DataError(str(err)) from None
+        if fitting:  # the data have fixed the number of features the priors' shapes follow
+            self._check_prior_shapes()
+        return X
 
     def _prepare(self, X, lengths, y=None):
         check_is_fitted(self, "startprob_")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -15,6 +17,7 @@ from latentfit._validation import (
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
+from latentfit.em.hmm.settings import Prior
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import Stored, serializable
 
@@ -211,6 +214,28 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
             self.n_features_ = n_sym
         return t
 
+    def _prior_specs(self, d):
+        k = self.n_components
+        return {
+            **super()._prior_specs(d),
+            "emissionprob_prior": Prior(
+                "positive",
+                None if d is None else ((k, d),),
+                "Dirichlet concentrations of every state's symbol probabilities, "
+                "(n_components, n_features); 1 = no prior, e.g. 2.0 adds one pseudo-count",
+            ),
+        }
+
+    def _prior_features(self) -> int:
+        return self._n_symbols()
+
+    def _online_impossible_row(self, x: torch.Tensor) -> str:
+        return (
+            f"no state gives its symbol {int(x)} any probability. Online, an M-step gives a "
+            "symbol it has not seen yet probability 0 unless a prior keeps it possible: pass "
+            f"pseudo-counts, e.g. {type(self).__name__}(emissionprob_prior=2.0)"
+        )
+
     def _emission_params(self):
         ep = self._tensor(self.emissionprob_)
         k, n_sym = self.n_components, self._n_symbols()
@@ -328,6 +353,24 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
             )
         return X
 
+    def _prior_specs(self, d):
+        """hmmlearn's Gamma(``lambdas_prior``, ``lambdas_weight``) prior on the rates: shape
+        and rate >= 0 (0, 0: none), per state and feature (k, d) and per state (k,)."""
+        k = self.n_components
+        return {
+            **super()._prior_specs(d),
+            "lambdas_prior": Prior(
+                "nonnegative",
+                None if d is None else ((k, d),),
+                "the Gamma prior's shape: pseudo-counts added to every state's total count",
+            ),
+            "lambdas_weight": Prior(
+                "nonnegative",
+                ((k,),),
+                "the Gamma prior's rate: pseudo-steps added to every state's time",
+            ),
+        }
+
     def _emission_params(self):
         lam = self._tensor(self.lambdas_)
         k = self.n_components
@@ -342,14 +385,19 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
     def _init_emissions(self, X, gen):
         if not self._needs_init("l", "lambdas_"):
             return self._emission_params()
-        mean, var = float(X.mean()), float(X.var()) if X.numel() > 1 else 0.0
+        # The moments of X / s, s a power of two: exact, and their squares cannot overflow
+        # (counts up to 1.8e308 are valid); s = 1 unless the counts pass 2^400.
+        s = math.ldexp(1.0, max(math.frexp(float(X.max()))[1] - 400, 0))
+        Xs = X if s == 1.0 else X / s
+        mean, var = float(Xs.mean()), float(Xs.var()) if X.numel() > 1 else 0.0
         k, d = self.n_components, X.shape[1]
         if mean <= 0:
             lam = np.full((k, d), 1e-3)
         elif var <= 0:
-            lam = np.full((k, d), mean)
+            lam = np.full((k, d), mean * s)
         else:
-            lam = _numpy_rng(gen).gamma(mean**2 / var, var / mean, size=(k, d))
+            lam = _numpy_rng(gen).gamma(mean**2 / var, s * (var / mean), size=(k, d))
+        mean *= s
         lam = np.maximum(lam, 1e-3 * max(mean, 1e-3))
         return {"lambdas": self._tensor(lam)}
 

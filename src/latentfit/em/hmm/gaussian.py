@@ -20,7 +20,7 @@ from latentfit.em.hmm import base as hmm_base
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
-from latentfit.em.hmm.settings import check_prior
+from latentfit.em.hmm.settings import Prior
 from latentfit.em.hmm.stored import covariance_stored
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.missing import (
@@ -103,14 +103,32 @@ class _ContinuousHMM(BaseHMM):
         return X
 
 
-def _check_normal_priors(model) -> None:
-    """The Gaussian emissions' priors (None: the model's default): a mean and a variance
-    scale that are finite numbers, the variance scale and the means' weight at least 0, the
-    variances' weight finite (its meaning depends on the covariance type)."""
-    check_prior(model.means_prior, "means_prior", positive=False, sign=False)
-    check_prior(model.means_weight, "means_weight", positive=False)
-    check_prior(model.covars_prior, "covars_prior", positive=False)
-    check_prior(model.covars_weight, "covars_weight", positive=False, sign=False)
+def _normal_prior_specs(model, d: int | None) -> dict[str, Prior]:
+    """GaussianHMM's emission priors (hmmlearn's): normal means of any sign (k, d) with a
+    weight >= 0 per state, and an inverse-gamma scale >= 0 of the variances (diag,
+    spherical; (k, d)) or an inverse-Wishart scale matrix (full (k, d, d), tied (d, d)) with
+    a weight of any sign (its meaning depends on the covariance type)."""
+    k, ct = model.n_components, model.covariance_type
+    known = d is not None and ct in COVARIANCE_TYPES
+    matrix = ct in ("full", "tied")
+    cov = {"spherical": (k, d), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}.get(ct)
+    weight = {"spherical": (k, d), "diag": (k, d), "full": (k, 1, 1), "tied": (d, d)}.get(ct)
+    return {
+        "means_prior": Prior("any", ((k, d),) if known else None, "the states' prior means"),
+        "means_weight": Prior(
+            "nonnegative", ((k,), (k, 1)), "the prior means' weight, one per state"
+        ),
+        "covars_prior": Prior(
+            "matrix" if matrix else "nonnegative",
+            (cov,) if known else None,
+            "the inverse-Wishart prior's scale matrix"
+            if matrix
+            else "the inverse-gamma prior's scale of every variance",
+        ),
+        "covars_weight": Prior(
+            "any", (weight,) if known else None, "the covariance prior's weight"
+        ),
+    }
 
 
 def _check_positive_definite(covars: torch.Tensor, covariance_type: str) -> None:
@@ -200,9 +218,11 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
     def _check_parameters(self):
         super()._check_parameters()
         _check_covariance_type(self.covariance_type)
-        _check_normal_priors(self)
         if self.missing not in ("error", "marginalize"):
             raise ParameterError(f"missing must be 'error' or 'marginalize', got {self.missing!r}")
+
+    def _prior_specs(self, d):
+        return {**super()._prior_specs(d), **_normal_prior_specs(self, d)}
 
     def _allow_nan(self) -> bool:
         return self.missing == "marginalize"
@@ -474,11 +494,49 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         self._set_arguments(locals())
 
     def _check_parameters(self):
-        super()._check_parameters()
-        _check_covariance_type(self.covariance_type)
-        _check_normal_priors(self)
         if not isinstance(self.n_mix, int | np.integer) or self.n_mix < 1:
             raise ParameterError(f"n_mix must be a positive integer, got {self.n_mix!r}")
+        super()._check_parameters()
+        _check_covariance_type(self.covariance_type)
+
+    def _prior_specs(self, d):
+        """hmmlearn's GMMHMM priors (None: its defaults, filled in by
+        :func:`~latentfit.em.hmm.emissions.gmm_priors`): Dirichlet weights > 0, normal means
+        with weights >= 0, and for the covariances (hmmlearn's parametrisation) an
+        inverse-Wishart scale matrix with degrees of freedom of any sign (full, tied: the
+        default is negative) or an inverse-gamma shape of any sign (its default is negative)
+        with a scale >= 0 (diag, spherical)."""
+        k, m, ct = self.n_components, self.n_mix, self.covariance_type
+        known = d is not None and ct in COVARIANCE_TYPES
+        matrix = ct in ("full", "tied")
+        cov = {"spherical": (k, m), "diag": (k, m, d), "full": (k, m, d, d), "tied": (k, d, d)}
+        weight = {"spherical": (k, m), "diag": (k, m, d), "full": (k, m), "tied": (k,)}
+        return {
+            **super()._prior_specs(d),
+            "weights_prior": Prior(
+                "positive", ((k, m),), "Dirichlet concentrations of every state's n_mix weights"
+            ),
+            "means_prior": Prior(
+                "any", ((k, m, d),) if known else None, "the components' prior means"
+            ),
+            "means_weight": Prior(
+                "nonnegative", ((k, m),), "the prior means' weight, one per component"
+            ),
+            "covars_prior": Prior(
+                "matrix" if matrix else "any",
+                (cov[ct],) if known else None,
+                "the inverse-Wishart prior's scale matrix"
+                if matrix
+                else "the inverse-gamma prior's shape",
+            ),
+            "covars_weight": Prior(
+                "any" if matrix else "nonnegative",
+                (weight[ct],) if known else None,
+                "the inverse-Wishart prior's degrees of freedom"
+                if matrix
+                else "the inverse-gamma prior's scale",
+            ),
+        }
 
     def _shapes(self, d):
         k, m = self.n_components, self.n_mix

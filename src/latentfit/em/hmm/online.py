@@ -296,11 +296,8 @@ class OnlineHMMMixin:
             i = int(bad[0])
             if bool(torch.isneginf(ll[i]).all()):
                 raise DataError(
-                    f"row {offset + i} of X has zero probability under every state: it cannot "
-                    "be emitted by this model (a symbol or value no state gives any "
-                    "probability). Online, an M-step gives a value it has not seen yet "
-                    "probability 0 unless a prior keeps it possible: pass pseudo-counts, e.g. "
-                    "CategoricalHMM(emissionprob_prior=2.0)"
+                    f"row {offset + i} of X has zero probability under every state: "
+                    + self._online_impossible_row(X[i])
                 )
             raise DataError(
                 f"row {offset + i} of X has zero probability given the rows before it: the "
@@ -309,6 +306,17 @@ class OnlineHMMMixin:
                 "transmat_, or pass new_sequence=True if the row starts a new series"
             )
         return new
+
+    def _online_impossible_row(self, x: torch.Tensor) -> str:
+        """Why a row ``x`` that no state can emit arose online, and what to try (the end of a
+        DataError; the categorical models say it in their terms)."""
+        top = float(x.double().abs().max()) if x.numel() else 0.0
+        return (
+            f"it lies so far from every state's emissions that its density is 0 in "
+            f"floating point (largest |value| in the row: {top:.3g}). Data on another scale "
+            "than the rows seen so far cannot be learnt online: scale it as those were, or "
+            "fit the model afresh (fit) on data like it"
+        )
 
     def _online_emission_stats(self, params, X, W) -> dict:
         """The emission statistics of rows X with the weights W (n, k, e) (see
@@ -359,7 +367,10 @@ class OnlineHMMMixin:
         if fitted:
             self._infer_n_features()  # parameters set by hand say how many
         check_feature_names(self, X, reset=fitting)
-        return self._checked_X(X, fitting=fitting)
+        X = self._checked_X(X, fitting=fitting)  # fitting: its priors' shapes checked there
+        if not fitting:  # a fitted model goes on: its priors against its features
+            self._check_prior_shapes()
+        return X
 
     def _online_rows(self, state, X: torch.Tensor, lengths: list[int], new_sequence: bool):
         """The rows the emission functions take for this call's X, and what the next call

@@ -129,6 +129,11 @@ class _VariationalHMM:
     def _vb_keys(self) -> tuple[str, ...]:
         return _TRANSITION_KEYS + self._vb_emission_keys
 
+    def _prior_specs(self, d):
+        """The start and transition priors only: the emissions' priors of the variational
+        models are their own (checked with their defaults in ``_prior``)."""
+        return BaseHMM._prior_specs(self, d)
+
     def fit(self, X, lengths=None, y=None):
         """Fit the posteriors by VB-EM (``n_init`` restarts, the one with the highest final
         lower bound kept). ``lengths`` (n_sequences,): rows of every sequence in ``X``.

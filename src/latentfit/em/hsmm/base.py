@@ -338,6 +338,16 @@ class HSMMMixin:
             bool(self.right_censoring),
         )
         self._impossible(params, X, per_seq, lengths, labels)
+        if not bool(torch.isfinite(post.posteriors).all()):
+            # the log-space recursions carry |log p(x_1..t)|: beyond ~1e300 (counts near the
+            # float64 range) their sums lose every digit, and the posteriors are NaN
+            raise DataError(
+                f"{type(self).__name__}: the posteriors of X are not numbers: its "
+                f"log-likelihood ({float(per_seq.min()):.3g}) is beyond what the semi-Markov "
+                "recursions resolve in float64 (largest |value| in X: "
+                f"{float(X.double().abs().max()):.3g}). Rescale the data, or use the HMM of "
+                "the same emissions, whose recursions rescale at every step"
+            )
         return inf.HSMMPosterior(*(v.to(ll.dtype) for v in post))
 
     @staticmethod

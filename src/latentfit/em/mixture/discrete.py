@@ -141,6 +141,22 @@ def dense_codes(
     return top.values.long()
 
 
+def _pair_prior(value, name: str, what: str) -> tuple[float, float]:
+    """A prior setting given as a pair of finite numbers ``(a, b)`` (``what`` says which and
+    their default), as floats; ParameterError naming the argument otherwise."""
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        pair = None
+    else:
+        pair = (a, b) if np.isfinite([a, b]).all() else None
+    if pair is None:
+        raise ParameterError(
+            f"{name} must be a pair (a, b) of finite numbers: {what}; got {value!r:.80}"
+        )
+    return pair
+
+
 class _DiscreteMixture(BaseMixture):
     """The discrete mixtures: one component parameter ``_param_names[0]`` under the prior
     ``_prior()`` (MAP-EM; the MLE at its default), from the per-component sums of X."""
@@ -190,7 +206,9 @@ class BernoulliMixture(_DiscreteMixture):
         self.mean_prior = mean_prior
 
     def _prior(self) -> BetaPrior:
-        return BetaPrior(*self.mean_prior)
+        return BetaPrior(
+            *_pair_prior(self.mean_prior, "mean_prior", "the Beta prior's a, b >= 1, e.g. (1, 1)")
+        )
 
     def _check_component_data(self, X, reset):
         bad = (X != 0) & (X != 1)
@@ -229,7 +247,13 @@ class PoissonMixture(_DiscreteMixture):
         self.rate_prior = rate_prior
 
     def _prior(self) -> GammaPrior:
-        return GammaPrior(*self.rate_prior)
+        return GammaPrior(
+            *_pair_prior(
+                self.rate_prior,
+                "rate_prior",
+                "the Gamma prior's shape a >= 1 and rate b >= 0, e.g. (1, 0)",
+            )
+        )
 
     def _check_component_data(self, X, reset):
         _check_counts(X, type(self).__name__)
