@@ -130,6 +130,24 @@ def test_gmm_tensors_off_their_constraint_are_refused(gmm_file, tmp_path, name, 
         latentfit.load(path)
 
 
+def test_gmm_means_that_disagree_with_the_stored_centre_are_refused(gmm_file, tmp_path):
+    """The densities use the fit's centre plus the means relative to it; a file whose 'means'
+    says otherwise (or holds one of the pair without the other) does not load."""
+    edit = _tensor("means", torch.tensor([[100.0, 100.0], [-100.0, -100.0]], dtype=torch.float64))
+    path = _tampered(gmm_file, tmp_path / "m.lf", tensors=edit)
+    with pytest.raises(ModelFileError, match=r"'means' disagrees with 'shift' \+ 'delta'"):
+        latentfit.load(path)
+    path = _tampered(gmm_file, tmp_path / "s.lf", tensors=lambda t: t.pop("delta"))
+    with pytest.raises(ModelFileError, match="holds the tensor 'shift' but not 'delta'"):
+        latentfit.load(path)
+    # without either, the means are the model's (as an older file)
+    path = _tampered(
+        gmm_file, tmp_path / "n.lf", tensors=lambda t: (t.pop("delta"), t.pop("shift"))
+    )
+    back = latentfit.load(path)
+    np.testing.assert_allclose(back.score_samples(X), latentfit.load(gmm_file).score_samples(X))
+
+
 def test_gmm_integer_weights_and_unknown_tensors_are_refused(gmm_file, tmp_path):
     path = _tampered(gmm_file, tmp_path / "i.lf", tensors=_tensor("weights", torch.tensor([1, 0])))
     with pytest.raises(ModelFileError, match=r"'weights'.*int64"):

@@ -9,6 +9,7 @@ from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
 
 import latentfit
 from latentfit import PPCA, FactorAnalysis
+from latentfit.em.driver import NonFiniteLowerBoundError
 from latentfit.em.factor import factor_estep_stats, factor_posterior
 
 
@@ -240,3 +241,80 @@ def test_partial_fit_with_missing_values_reaches_the_batch_optimum(cls):
     batch = cls(2, missing="marginalize", **kw).fit(X)
     n = len(X)
     assert online.score(X) * n > batch.score(X) * n - 1
+
+
+# ------------------------------------------------------------------ data the arithmetic cannot hold
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+@pytest.mark.parametrize(
+    ("dtype", "scale"), [("float64", 1e160), ("float64", 1e200), ("float32", 1e30)]
+)
+def test_partial_fit_refuses_data_that_overflows_and_keeps_the_model(cls, dtype, scale, tmp_path):
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    m = cls(2, dtype=dtype, random_state=0).fit(X)
+    before = {k: np.copy(v) for k, v in vars(m).items() if k.endswith("_")}
+    with pytest.raises(latentfit.errors.DataError, match=r"overflow.*standardise the columns"):
+        m.partial_fit(X * scale)
+    for k, v in before.items():  # nothing changed, nothing NaN
+        np.testing.assert_array_equal(getattr(m, k), v)
+    assert np.isfinite(m.score(X))
+    assert np.isfinite(m.sample(2)).all()
+    latentfit.load(m.save(tmp_path / "m.lfm"))
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_a_partial_fit_update_that_overflows_is_refused_and_leaves_the_model(cls):
+    """A batch of small spread far from the fitted mean passes the batch's own check; its
+    update overflows, is refused as the driver refuses such an iteration, and is not kept."""
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    m = cls(2, random_state=0).fit(X)
+    W, score = m.components_.copy(), m.score(X)
+    with pytest.raises(NonFiniteLowerBoundError, match="keeps its parameters"):
+        m.partial_fit(X + 1e155)
+    np.testing.assert_array_equal(m.components_, W)
+    assert m.score(X) == score
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_a_failed_first_partial_fit_leaves_the_model_unfitted(cls):
+    m = cls(2, random_state=0)
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    with pytest.raises(latentfit.errors.DataError, match="overflow"):
+        m.partial_fit(X * 1e200)
+    assert not hasattr(m, "components_") and not hasattr(m, "n_features_in_")
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_fit_refuses_data_too_large_for_the_dtype_naming_the_column(cls):
+    from latentfit.em.sources.chunks import ArraySource
+
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    with pytest.raises(latentfit.errors.DataError, match=r"column 1 of X spans.*standardise"):
+        cls(2).fit(X * 1e200)
+    with pytest.raises(latentfit.errors.DataError, match=r"column 0 of X spans.*standardise"):
+        cls(2).fit(ArraySource(np.r_[X, [[1e308, 0, 0]]]))
+    with pytest.raises(latentfit.errors.DataError, match=r"overflow float32.*or use float64"):
+        cls(2, dtype="float32").fit(X * 1e19)
+    # just inside what the dtype holds: a finite fit
+    m = cls(2, random_state=0).fit(X * 1e150)
+    assert np.isfinite(m.components_).all() and np.isfinite(m.lower_bound_)
+
+
+def test_the_factor_models_remedy_names_their_own_arguments():
+    from latentfit.em.factor import _FactorHooks
+
+    X = np.random.default_rng(0).normal(size=(10, 3))
+    for dtype in ("float64", "float32"):
+        m = FactorAnalysis(2, dtype=dtype).fit(X)
+        remedy = _FactorHooks(m).remedy
+        assert "reg_covar" not in remedy and "standardise" in remedy
+        assert ("float64" in remedy) == (dtype == "float32")
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+@pytest.mark.parametrize("offset", [np.inf, float("nan"), -1.0, "3"])
+def test_partial_fit_refuses_a_learning_offset_that_learns_nothing(cls, offset):
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    m = cls(2, random_state=0, learning_offset=offset)
+    with pytest.raises(latentfit.errors.ParameterError, match="learning_offset must be"):
+        m.partial_fit(X)
+    assert not hasattr(m, "components_")

@@ -403,3 +403,159 @@ def test_no_more_rows_than_columns_warns_that_reg_covar_sets_the_likelihood(cova
         GaussianMixture(1, covariance_type=covariance_type, random_state=0).fit(
             np.random.default_rng(1).normal(size=(11, 10))
         )
+
+
+# ------------------------------------------------------------------ warm starts and edited attributes
+def _two_blobs():
+    rng = np.random.default_rng(0)
+    return np.r_[rng.normal(size=(50, 2)), rng.normal(size=(50, 2)) + 10]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "match"),
+    [
+        ("n_components", 3, "n_components was set to 3 after the fit.*n_components = 2"),
+        ("covariance_type", "diag", "covariance_type was set to 'diag' after the fit"),
+    ],
+)
+def test_a_warm_start_refuses_settings_changed_since_the_fit(setting, value, match, tmp_path):
+    from latentfit.errors import ParameterError
+
+    X = _two_blobs()
+    m = GaussianMixture(2, warm_start=True, max_iter=5, random_state=0).fit(X)
+    means = m.means_.copy()
+    m.set_params(**{setting: value})
+    with pytest.raises(ParameterError, match=match):
+        m.fit(X)
+    with pytest.raises(ParameterError, match=match):  # nor used as if it had them
+        m.predict(X)
+    np.testing.assert_array_equal(m.means_, means)
+    m.set_params(warm_start=False).fit(X)  # a fresh fit takes the new setting
+    assert getattr(m, setting) == value and m.means_.shape[0] == m.n_components
+    back = latentfit.load(m.save(tmp_path / "w.lfm"))
+    np.testing.assert_allclose(back.score_samples(X), m.score_samples(X))
+
+
+def test_a_warm_start_refuses_data_of_another_width_and_keeps_the_model():
+    from latentfit.errors import DataError
+
+    X = _two_blobs()
+    m = GaussianMixture(2, warm_start=True, max_iter=5, random_state=0).fit(X)
+    with pytest.raises(DataError, match=r"X has 3 features, but warm_start=True.*has 2"):
+        m.fit(np.c_[X, X[:, :1]])
+    assert m.n_features_in_ == 2
+    m.predict(X)
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_parameters_set_by_hand_are_used_as_in_scikit_learn(ct):
+    """Setting a fitted model's public attributes (here: scikit-learn's fitted ones, with or
+    without its precisions) changes what it predicts and scores, and the other attributes
+    follow."""
+    X = blobs()
+    sk = SKGaussianMixture(3, covariance_type=ct, random_state=0).fit(X)
+    for names in (("covariances_",), ("covariances_", "precisions_", "precisions_cholesky_")):
+        m = GaussianMixture(3, covariance_type=ct, random_state=5, max_iter=2).fit(X[:100])
+        m.weights_, m.means_ = sk.weights_, sk.means_
+        for name in names:
+            setattr(m, name, getattr(sk, name))
+        np.testing.assert_allclose(m.score_samples(X), sk.score_samples(X), rtol=1e-10)
+        np.testing.assert_array_equal(m.predict(X), sk.predict(X))
+        np.testing.assert_allclose(m.precisions_cholesky_, sk.precisions_cholesky_, atol=1e-10)
+
+
+def test_swapped_means_swap_the_predictions_and_partial_fit_continues_from_them():
+    X = _two_blobs()
+    m = GaussianMixture(2, random_state=0).fit(X)
+    labels = m.predict(X)
+    m.means_ = m.means_[::-1]
+    np.testing.assert_array_equal(m.predict(X), 1 - labels)
+    means = m.means_.copy()
+    m.partial_fit(X)
+    np.testing.assert_allclose(m.means_, means, atol=0.5)  # moved from the edited means
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: setattr(m, "weights_", [np.nan, 1.0]), "weights_ contains NaN"),
+        (
+            lambda m: setattr(m, "weights_", [0.3, 0.3]),
+            "weights_ must be non-negative and sum to 1",
+        ),
+        (lambda m: setattr(m, "covariances_", np.nan), "covariances_ contains NaN"),
+        (lambda m: setattr(m, "covariances_", -m.covariances_), "covariances_ must be symmetric"),
+        (lambda m: setattr(m, "means_", np.ones((5, 2))), r"means_ must have shape \(2, 2\)"),
+        (lambda m: m.means_.__setitem__((0, 0), np.inf), "means_ contains inf"),
+        (lambda m: setattr(m, "precisions_", m.precisions_ * -1), "precisions_ must be symmetric"),
+        (
+            lambda m: setattr(m, "precisions_cholesky_", np.ones((2, 2, 2))),
+            "precisions_cholesky_ must be triangular",
+        ),
+        (
+            lambda m: (
+                setattr(m, "precisions_", m.precisions_ * 2),
+                setattr(m, "covariances_", m.covariances_),
+            ),
+            "never",  # covariances_ reassigned unchanged: not an edit, precisions_ is taken
+        ),
+        (
+            lambda m: (
+                setattr(m, "precisions_", m.precisions_ * 2),
+                setattr(m, "covariances_", m.covariances_ * 3),
+            ),
+            "precisions_ and covariances_ were both changed",
+        ),
+        (lambda m: delattr(m, "means_"), "means_ was deleted"),
+    ],
+)
+def test_a_bad_edit_of_a_fitted_attribute_is_refused_by_every_use(edit, match, tmp_path):
+    from latentfit.errors import ParameterError
+
+    X = _two_blobs()
+    m = GaussianMixture(2, random_state=0).fit(X)
+    edit(m)
+    if match == "never":
+        m.predict(X)
+        np.testing.assert_allclose(
+            m.covariances_, latentfit.load(m.save(tmp_path / "e.lfm")).covariances_
+        )
+        return
+    for use in (
+        m.predict,
+        m.score_samples,
+        lambda X: m.sample(2),
+        lambda X: m.save(tmp_path / "e.lfm"),
+    ):
+        with pytest.raises(ParameterError, match=match):
+            use(X)
+    assert not (tmp_path / "e.lfm").exists()
+
+
+def test_an_edited_model_saves_what_it_predicts_with(tmp_path):
+    X = _two_blobs()
+    m = GaussianMixture(2, random_state=0).fit(X)
+    m.means_ = m.means_ + 1.0
+    back = latentfit.load(m.save(tmp_path / "e.lfm"))
+    np.testing.assert_allclose(back.means_, m.means_)
+    np.testing.assert_allclose(back.score_samples(X), m.score_samples(X))
+
+
+def test_data_whose_moments_overflow_is_named_on_every_path_not_called_a_collapse():
+    # fit checks the data's second moments; a streamed source and partial_fit did not, and
+    # met the overflow as "the component has collapsed"
+    from latentfit.em.sources import ArraySource
+
+    X = np.random.default_rng(0).normal(size=(200, 2)) * 1e160
+    match = "column 1 of X spans .* overflow float64"
+    with pytest.raises(latentfit.errors.DataError, match=match):
+        GaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(latentfit.errors.DataError, match="block starting at row 0.*" + match):
+        GaussianMixture(2, random_state=0).fit(ArraySource(X))
+    with pytest.raises(latentfit.errors.DataError, match=match):
+        GaussianMixture(2, random_state=0).partial_fit(X)
+    fitted = GaussianMixture(2, random_state=0).partial_fit(X / 1e160)
+    means = fitted.means_.copy()
+    with pytest.raises(latentfit.errors.DataError, match=match):
+        fitted.partial_fit(X)
+    np.testing.assert_array_equal(fitted.means_, means)  # the model as it was

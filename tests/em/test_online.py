@@ -3,6 +3,7 @@ implementation of the same recursion on raw moments, against scikit-learn for a 
 batch, and against closed forms for a model without latent variables."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -159,6 +160,23 @@ def test_step_sizes():
         StepSize(decay=0.5)
     with pytest.raises(ValueError, match="learning_offset must be non-negative"):
         StepSize(offset=-1)
+    # an infinite offset makes every step after the first zero: nothing would be learnt
+    for bad in (math.inf, math.nan, "3", None):
+        with pytest.raises(ValueError, match="learning_offset must be non-negative and finite"):
+            StepSize(offset=bad)
+    for bad in (math.nan, "0.7", None):
+        with pytest.raises(ValueError, match="learning_decay must lie"):
+            StepSize(decay=bad)
+
+
+def test_a_failed_partial_fit_leaves_the_model_as_it_was(data):
+    X, _ = data
+    gm = GaussianMixture(2, random_state=0).partial_fit(X)
+    before = {k: v for k, v in vars(gm).items()}
+    with pytest.raises(ValueError):
+        gm.partial_fit(X * 1e160)
+    assert vars(gm).keys() == before.keys()
+    assert all(vars(gm)[k] is v for k, v in before.items())
 
 
 def test_stepwise_em_recovers_a_mixture_from_a_stream():

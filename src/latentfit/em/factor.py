@@ -35,7 +35,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
-from latentfit.em.gaussian import weighted_mean
+from latentfit.em.gaussian import check_overflow, weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks
@@ -256,7 +256,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
 
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=self.chunk_rows, min_rows=2,
-            init_data=init_data,
+            init_data=init_data, check=check_overflow,
         )  # fmt: skip
 
     def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
@@ -269,6 +269,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
                 "gives no covariance to factor; pass more rows"
             )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        check_overflow(X, w)  # the data's second moments must be representable
         self.n_features_in_ = d
         self._min_noise = _noise_floor(X, w)
         return EMFit(self._hooks(), TensorChunks(X, w, self.chunk_rows), X=X)
@@ -278,8 +279,13 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         return 2, "2 samples"
 
     def _online_init_data(self, X, w):
+        check_overflow(X, w)
         self._min_noise = _noise_floor(X, w)
         return TensorChunks(X, w, self.chunk_rows)
+
+    def _online_batch(self, X, w):
+        check_overflow(X, w)  # every batch's moments, as fit checks the data's
+        return (X, w)
 
     #: the noise floor, 1e-12 of the data's variance (> 0: Ψ must stay invertible)
     _state_fields: ClassVar[dict[str, str]] = {"_min_noise": "positive"}
@@ -422,6 +428,15 @@ class _FactorHooks:
     """
 
     weight_key = "Sw"
+
+    @property
+    def remedy(self) -> str:
+        """What the driver (and partial_fit) suggests when the likelihood stops being finite,
+        in the arguments these models have (they have no reg_covar)."""
+        tail = "" if self.model._dtype == torch.float64 else ", or dtype='float64'"
+        return (
+            f"Try scaling the data (standardise the columns) or fewer factors (n_components){tail}."
+        )
 
     def __init__(self, model: _LinearGaussian):
         self.model = model

@@ -29,8 +29,13 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit._validation import check_sample_weight, make_generator
-from latentfit.em.driver import Params, Stats
+from latentfit._validation import (
+    check_sample_weight,
+    first_nonfinite,
+    is_finite_above,
+    make_generator,
+)
+from latentfit.em.driver import _REMEDY, NonFiniteLowerBoundError, Params, Stats
 from latentfit.em.sources.chunks import is_source
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, ParameterError
@@ -54,12 +59,17 @@ class StepSize:
     offset: float = 0.0
 
     def __post_init__(self):
-        if not (0.5 < self.decay <= 1):
+        if not (is_finite_above(self.decay, 0.5) and self.decay <= 1):
             raise ParameterError(
                 f"learning_decay must lie in (0.5, 1] for stepwise EM to converge, got {self.decay!r}"
             )
-        if not (self.offset >= 0):
-            raise ParameterError(f"learning_offset must be non-negative, got {self.offset!r}")
+        if not is_finite_above(self.offset, 0.0, inclusive=True):
+            # an infinite offset makes every step after the first zero: nothing is learnt
+            raise ParameterError(
+                f"learning_offset must be non-negative and finite, got {self.offset!r}: the "
+                "steps are (t + learning_offset)^(-learning_decay), so an infinite offset "
+                "would make every step zero; e.g. learning_offset=10"
+            )
 
     def __call__(self, t: int) -> float:
         return 1.0 if t <= 1 else float((t + self.offset) ** -self.decay)
@@ -155,6 +165,18 @@ class OnlineEMMixin:
         approximation of the objective that batch EM reports.
         """
         step = StepSize(self.learning_decay, self.learning_offset)
+        # A failed update (bad data, an overflow) leaves the model as it was before the call:
+        # every update replaces attributes rather than changing them in place.
+        before = dict(self.__dict__)
+        try:
+            self._partial_fit(X, sample_weight, step)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        return self
+
+    def _partial_fit(self, X, sample_weight, step: StepSize) -> None:
         if is_source(X):
             if sample_weight is not None:
                 raise ParameterError(
@@ -170,9 +192,8 @@ class OnlineEMMixin:
             source = X.configured(device=self._device, dtype=self._dtype, allow_nan=allow_nan)
             for Xc, wc in source:
                 self._online_update(Xc, wc, step, source.reduce)
-            return self
+            return
         self._online_update(X, sample_weight, step, None)
-        return self
 
     def _online_update(self, X, sample_weight, step, reduce) -> None:
         first = not hasattr(self, "_params")
@@ -199,6 +220,7 @@ class OnlineEMMixin:
             # First update, or the model was (re)fitted by fit(): start the averages afresh.
             state = OnlineEMState(self._params, None, None, 0, 0.0)
         state = online_em_step(hooks, state, self._online_batch(X, w), step, reduce)
+        _check_finite_update(state, type(self).__name__, getattr(hooks, "remedy", _REMEDY))
         self._set_params_tensors(state.params)
         self._online_state = state._replace(params=self._params)
         self.n_steps_ = state.n_steps
@@ -222,3 +244,24 @@ class OnlineEMMixin:
     def _online_init_data(self, X: torch.Tensor, w: torch.Tensor):
         """The data the hooks' ``initialize`` takes, built from the first batch."""
         return TensorChunks(X, w, max(1, X.shape[0]))
+
+
+def _check_finite_update(state: OnlineEMState, name: str, remedy: str) -> None:
+    """Refuse an update whose parameters or running log-likelihood are not finite (a batch
+    whose arithmetic overflows), as the driver refuses such an iteration of ``fit``:
+    NonFiniteLowerBoundError naming the value, before the model takes the parameters."""
+    for key, value in state.params.items():
+        bad = first_nonfinite(value)
+        if bad is not None:
+            raise NonFiniteLowerBoundError(
+                f"{name}: the partial_fit update made the parameter {key!r} "
+                f"{float(value[bad])} (at index {bad}); the model keeps its parameters from "
+                "before the call. The batch's values are too large for the arithmetic of "
+                f"{str(value.dtype).removeprefix('torch.')}. " + remedy
+            )
+    loglik = state.stats.get("loglik") if state.stats is not None else None
+    if loglik is not None and not bool(torch.isfinite(loglik).all()):
+        raise NonFiniteLowerBoundError(
+            f"{name}: the log-likelihood became {float(loglik)} in the partial_fit update; "
+            "the model keeps its parameters from before the call. " + remedy
+        )

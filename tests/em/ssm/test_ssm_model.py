@@ -305,3 +305,32 @@ def test_torch_path_fits_as_the_compiled_kernel(monkeypatch):
     np.testing.assert_allclose(
         plain.smooth(Y, [50, 30])[1], compiled.smooth(Y, [50, 30])[1], rtol=1e-9, atol=1e-12
     )
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [("float32", 1e30), ("float32", 1e19)])
+def test_data_too_large_for_the_dtype_is_refused_naming_the_column(dtype, scale):
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    with pytest.raises(DataError, match=r"column 1 of X spans.*standardise the columns"):
+        LinearGaussianSSM(2, n_iter=3, dtype=dtype, random_state=0).fit(X * scale)
+    # just inside what float32 holds: a finite fit
+    m = quiet_fit(LinearGaussianSSM(2, n_iter=3, dtype=dtype, random_state=0), X * 1e15)
+    assert np.isfinite(m.transition_matrix_).all() and np.isfinite(m.lower_bounds_).all()
+
+
+def test_a_state_of_more_dimensions_than_rows_is_refused_before_any_work():
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(DataError, match="100 rows, fewer than n_components=1000"):
+        LinearGaussianSSM(1000, n_iter=1).fit(X)
+
+
+def test_filtering_with_a_state_too_large_for_memory_is_refused(monkeypatch):
+    """The moments of the filter and smoother are sized against the free memory before they
+    are allocated, for a model set by hand as for a fit (ResourceLimitError)."""
+    from latentfit import _memory
+    from latentfit.errors import ResourceLimitError
+
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    m = quiet_fit(LinearGaussianSSM(2, n_iter=2, random_state=0), X)
+    monkeypatch.setattr(_memory, "available_memory", lambda device=None: 10_000)
+    with pytest.raises(ResourceLimitError, match="n_components=2 state dimensions on 50 rows"):
+        m.smooth(X)

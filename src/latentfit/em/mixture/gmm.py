@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
@@ -50,12 +51,20 @@ from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import (
     DataError,
     DegenerateComponentWarning,
+    LatentfitError,
+    ModelFileError,
+    NotFittedError,
     ParameterError,
     user_stacklevel,
 )
 from latentfit.io import Stored, serializable
 
 __all__ = ["GaussianMixture"]
+
+#: The public fitted attributes that describe the parameters: an edit to one is taken up (see
+#: GaussianMixture._params); the covariance attributes in the order one edit is preferred.
+_PUBLIC = ("weights_", "means_", "precisions_cholesky_", "precisions_", "covariances_")
+_COVARIANCE_ATTRIBUTES = ("precisions_cholesky_", "precisions_", "covariances_")
 
 
 def _shift_of(params: dict) -> torch.Tensor:
@@ -191,7 +200,17 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return self._stream(source, sample_weight)
 
     def _prepare_fit(self, X, sample_weight=None, labels=None) -> EMFit:
+        kept = {
+            n: self.__dict__[n] for n in ("n_features_in_", "feature_names_in_") if n in vars(self)
+        }
         X, w, y = fit_arrays(self, X, sample_weight, labels, self.n_components)
+        try:
+            self._check_warm_start(X.shape[1])
+        except LatentfitError:
+            for name in ("n_features_in_", "feature_names_in_"):  # the fitted model, unchanged
+                self.__dict__.pop(name, None)
+            self.__dict__.update(kept)
+            raise
         if X.shape[0] == 1:
             raise DataError(
                 "GaussianMixture needs at least 2 samples (rows of X), got n_samples=1: one row "
@@ -201,13 +220,38 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         hooks = self._hooks(cache_features=self._cache_fits(X))
         return EMFit(hooks, self._chunks(X, w, y), X=X)
 
+    def _online_batch(self, X, w):
+        check_overflow(X, w)  # every batch's moments, as fit checks the data's
+        return (X, w)
+
+    def _online_init_data(self, X, w):
+        check_overflow(X, w)
+        return super()._online_init_data(X, w)
+
     def _stream(self, source, sample_weight) -> EMFit:
         """A source read chunk by chunk on this model's device (see em/sources/chunks.py)."""
+        self._check_warm_start(source.n_features)
         rows = self._chunk_rows(source.n_features)
         min_rows = max(2, self.n_components)
         return self._prepare_source(
-            source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows
-        )
+            source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows,
+            check=check_overflow,  # every block's moments, as fit checks the data's
+        )  # fmt: skip
+
+    def _check_warm_start(self, d: int) -> None:
+        """A warm start continues from the fitted parameters: the settings they were fitted
+        with (checked when ``_params`` is read) and the data's width must be theirs."""
+        fitted = vars(self).get("_fitted_params")
+        if not self.warm_start or fitted is None:
+            return
+        self._check_fitted_settings()
+        d_fit = fitted["means"].shape[1]
+        if d != d_fit:
+            raise DataError(
+                f"X has {d} features, but warm_start=True continues from the fitted "
+                f"GaussianMixture, which has {d_fit}: pass data of {d_fit} columns, or set "
+                "warm_start=False to fit afresh"
+            )
 
     def _after_fit(self, fit: EMFit, result, X, **args) -> None:
         self._check_degenerate(fit.X)
@@ -330,15 +374,151 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             "delta": Stored((k, d), required=False),
         }
 
+    def _restore_params(self, tensors: dict, extra: dict) -> None:
+        """A model file's tensors, whose redundant ones agree: the means are the fit's centre
+        plus the means relative to it (``shift`` + ``delta``), which the densities use."""
+        shift, delta = tensors.get("shift"), tensors.get("delta")
+        if (shift is None) != (delta is None):
+            has, lacks = ("shift", "delta") if delta is None else ("delta", "shift")
+            raise ModelFileError(
+                f"the model file holds the tensor {has!r} but not {lacks!r}; a fit stores both "
+                "or neither. The file was altered or is damaged"
+            )
+        if shift is not None:
+            means = tensors["means"].double()
+            rebuilt = shift.double() + delta.double()
+            # a fit stores means = shift + delta rounded once to its dtype
+            eps = torch.finfo(tensors["means"].dtype).eps
+            tol = 8 * eps * (shift.double().abs() + delta.double().abs() + means.abs())
+            off = (means - rebuilt).abs() > tol
+            if bool(off.any()):
+                i, j = (int(v) for v in off.nonzero()[0])
+                raise ModelFileError(
+                    f"the tensor 'means' disagrees with 'shift' + 'delta' (component {i}, "
+                    f"feature {j}: {float(means[i, j]):.6g} against "
+                    f"{float(rebuilt[i, j]):.6g}); a fit stores means = shift + delta. The file "
+                    "was altered or is damaged"
+                )
+        super()._restore_params(tensors, extra)
+
     def _set_params_tensors(self, params: dict) -> None:
-        self._params = {k: v.detach() for k, v in params.items()}
-        pc = self._params["prec_chol"]
+        params = {k: v.detach() for k, v in params.items()}
+        self._params = params
+        pc = params["prec_chol"]
         ct = self.covariance_type
-        self.weights_ = self._params["weights"].cpu().numpy()
-        self.means_ = self._params["means"].cpu().numpy()
+        self.weights_ = params["weights"].cpu().numpy()
+        self.means_ = params["means"].cpu().numpy()
         self.precisions_cholesky_ = pc.cpu().numpy()
         self.precisions_ = precisions_from_cholesky(pc, ct).cpu().numpy()
         self.covariances_ = covariances_from_precisions(pc, ct).cpu().numpy()
+        # what the attributes were set to, to find the user's edits (see _params)
+        self._published = {name: getattr(self, name).copy() for name in _PUBLIC}
+        self._fitted_settings = (ct, int(params["weights"].shape[0]))
+
+    # ------------------------------------------------------------------ fitted attributes
+    @property
+    def _params(self) -> dict:
+        """The fitted tensors. As the HMMs read their public attributes, an edit to
+        ``weights_``, ``means_``, ``covariances_``, ``precisions_`` or
+        ``precisions_cholesky_`` (scikit-learn users set ``means_`` and predict) is taken up
+        here, checked (ParameterError naming the attribute), and the other attributes follow
+        it; a change of ``covariance_type`` or ``n_components`` since the fit is refused."""
+        fitted = vars(self).get("_fitted_params")
+        if fitted is None:
+            # an AttributeError, so that hasattr says "not fitted" as for any fitted attribute
+            raise NotFittedError(
+                "This GaussianMixture instance is not fitted yet: call fit before using it"
+            )
+        self._check_fitted_settings()
+        published = vars(self).get("_published", {})
+        edited = [n for n in _PUBLIC if n in published and _edited(vars(self).get(n), published[n])]
+        if edited:
+            self._set_params_tensors(self._params_from_attributes(fitted, edited))
+        return vars(self)["_fitted_params"]
+
+    @_params.setter
+    def _params(self, params: dict) -> None:
+        vars(self)["_fitted_params"] = params
+
+    def _check_fitted_settings(self) -> None:
+        ct, k = vars(self).get("_fitted_settings", (self.covariance_type, self.n_components))
+        for name, now, then in (
+            ("covariance_type", self.covariance_type, ct),
+            ("n_components", self.n_components, k),
+        ):
+            if now != then:
+                raise ParameterError(
+                    f"{name} was set to {now!r} after the fit, whose parameters have "
+                    f"{name} = {then!r}: fit again (warm_start=False starts afresh; a warm "
+                    f"start continues from the fitted parameters), or set {name} back to "
+                    f"{then!r}"
+                )
+
+    def _params_from_attributes(self, fitted: dict, edited: list[str]) -> dict:
+        """The parameters described by the public attributes, checked; ``edited``: the
+        attributes changed since they were set. One covariance attribute is taken
+        (precisions_cholesky_, else precisions_, else covariances_); another edited one
+        must agree with it."""
+        ct = self.covariance_type
+        k, d = fitted["means"].shape
+        dt = fitted["means"].dtype
+
+        def given(name, shape):
+            value = vars(self).get(name)
+            if value is None:
+                raise ParameterError(
+                    f"{name} was deleted from the fitted GaussianMixture; fit again"
+                )
+            try:
+                t = self._user_tensor(value, name, shape, dtype=dt)
+            except DataError as err:  # NaN/inf, not numbers: a setting, not data
+                raise ParameterError(str(err)) from None
+            return t.to(fitted["means"].device)
+
+        new = {
+            "weights": given("weights_", (k,)),
+            "means": given("means_", (k, d)),
+        }
+        w = new["weights"]
+        if bool((w < 0).any()) or abs(float(w.double().sum()) - 1) > max(
+            1e-6, k * torch.finfo(dt).eps
+        ):
+            raise ParameterError(
+                f"weights_ must be non-negative and sum to 1, got {w.cpu().numpy()} (sum "
+                f"{float(w.double().sum()):.6g})"
+            )
+        shape = self._cov_shape(d)
+        chosen = next(n for n in (*_COVARIANCE_ATTRIBUTES, None) if n is None or n in edited)
+        if chosen is None:
+            pc = fitted["prec_chol"]
+        else:
+            value = given(chosen, shape)
+            pc = _prec_chol_from(chosen, value.double(), ct).to(dt)
+            for other in _COVARIANCE_ATTRIBUTES:
+                if other != chosen and other in edited:
+                    mine = given(other, shape).double()
+                    theirs = {
+                        "precisions_": precisions_from_cholesky(pc.double(), ct),
+                        "covariances_": covariances_from_precisions(pc.double(), ct),
+                        "precisions_cholesky_": pc.double(),
+                    }[other]
+                    if not torch.allclose(
+                        mine, theirs, rtol=1e-5, atol=1e-8 * float(theirs.abs().max())
+                    ):
+                        raise ParameterError(
+                            f"{chosen} and {other} were both changed and describe different "
+                            f"covariances; set one of them ({chosen} is taken first), the "
+                            "others follow it"
+                        )
+        new["prec_chol"] = pc
+        shift = fitted.get("shift")
+        if shift is not None:
+            new["shift"] = shift
+            if "means_" in edited or "delta" not in fitted:
+                new["delta"] = new["means"] - shift
+            else:  # the fit's own μ − c, which keeps float32 digits (see _centred_means)
+                new["delta"] = fitted["delta"]
+        return new
 
     # ------------------------------------------------------------------ inference
     def _log_joint(self, X: torch.Tensor) -> torch.Tensor:
@@ -380,6 +560,68 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
         return n_covariance_parameters(self.covariance_type, k, d) + k * d + k - 1
+
+
+def _edited(value, published: np.ndarray) -> bool:
+    """Whether a public attribute no longer holds what was published: replaced by an array of
+    other values or shape, changed in place, or deleted."""
+    if value is None:
+        return True
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return True
+    return arr.shape != published.shape or not np.array_equal(arr, published)
+
+
+def _prec_chol_from(name: str, value: torch.Tensor, ct: str) -> torch.Tensor:
+    """The precision Cholesky factor from an edited covariance attribute (float64), refusing
+    what is not one: a non-positive-definite matrix, a non-positive variance, a Cholesky factor
+    that is not triangular with a positive diagonal."""
+    if name == "covariances_":
+        if ct in ("full", "tied"):
+            cov = value if ct == "full" else value.unsqueeze(0)  # (k, d, d)
+            bad = (torch.linalg.cholesky_ex(cov).info != 0).nonzero().flatten().tolist()
+            if bad or not torch.allclose(cov, cov.mT, rtol=1e-6, atol=0):
+                which = f"; component(s) {bad} are not" if ct == "full" and bad else ""
+                raise ParameterError(
+                    f"covariances_ must be symmetric positive-definite matrices{which}"
+                )
+        else:
+            bad = (value.reshape(value.shape[0], -1) <= 0).any(1).nonzero().flatten().tolist()
+            if bad:
+                raise ParameterError(
+                    f"covariances_ must be positive variances; component(s) {bad} are not"
+                )
+        return precision_cholesky(value, ct)
+    if name == "precisions_":
+        if ct in ("full", "tied") and not torch.allclose(value, value.mT, rtol=1e-6, atol=0):
+            raise ParameterError("precisions_ must be symmetric positive-definite matrices")
+        try:
+            pc = precision_cholesky_from_precisions(value, ct)  # lower for full/tied
+        except ParameterError:
+            raise ParameterError(
+                "precisions_ must be symmetric positive-definite matrices"
+                if ct in ("full", "tied")
+                else "precisions_ must be positive"
+            ) from None
+    else:
+        pc = value
+        if ct in ("full", "tied"):
+            upper = bool((value.tril(-1) == 0).all())
+            triangular = upper or bool((value.triu(1) == 0).all())
+            if not triangular or bool((value.diagonal(dim1=-2, dim2=-1) <= 0).any()):
+                raise ParameterError(
+                    "precisions_cholesky_ must be triangular (upper, as scikit-learn's) with a "
+                    "positive diagonal: P with precision P Pᵀ"
+                )
+            if upper:
+                return value
+        elif bool((value <= 0).any()):
+            raise ParameterError("precisions_cholesky_ must be positive (1 / standard deviations)")
+    if ct in ("full", "tied"):  # the fit's upper-triangular factor, P = chol(Σ)⁻ᵀ
+        return precision_cholesky(torch.linalg.inv(pc @ pc.mT), ct)
+    return pc
 
 
 class _GMMHooks:

@@ -27,6 +27,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
+from latentfit.em.gaussian import check_overflow
 from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.ssm import kalman
@@ -332,6 +333,8 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
             )
         if float(top) > 1e150:
             raise DataError("X holds values above 1e150 in magnitude; scale the data first")
+        if fitting:  # the start's and the smoother's second moments, in X's dtype (float32)
+            check_overflow(Y)
         return Y
 
     def _prepare(self, X, lengths):
@@ -339,7 +342,21 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
         p = self._current_params()
         check_feature_names(self, X, reset=False)
         Y = self._checked_X(X, fitting=False)
-        return p, Y, check_lengths(lengths, Y.shape[0])
+        lengths = check_lengths(lengths, Y.shape[0])
+        self._check_state_memory(Y.shape[0], Y.shape[1])
+        return p, Y, lengths
+
+    def _check_state_memory(self, n: int, d: int) -> None:
+        """Refuse a state dimension whose filter and smoother moments cannot be held: the
+        filtered, predicted, smoothed and lag-one (n, k, k) covariances, the (n, k + d)
+        means and the (k + d, k + d) matrices of the M-step."""
+        k = int(self.n_components)
+        check_allocation(
+            8 * (4 * n * k * k + 2 * n * (k + d) + 12 * (k + d) ** 2),
+            f"LinearGaussianSSM with n_components={k:,} state dimensions on {n:,} rows",
+            device=self._device,
+            hint="use a smaller state dimension",
+        )
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, lengths=None):
@@ -353,13 +370,15 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
         Y = self._checked_X(X, fitting=True)
         lengths = check_lengths(lengths, Y.shape[0])
         self.n_features = int(Y.shape[1])
-        k, n, d = int(self.n_components), Y.shape[0], Y.shape[1]
-        check_allocation(  # filtered, predicted, smoothed and lag-one (n, k, k) moments
-            8 * (4 * n * k * k + 2 * n * (k + d) + 12 * (k + d) ** 2),
-            f"LinearGaussianSSM with n_components={k:,} state dimensions on {n:,} rows",
-            device=self._device,
-            hint="use a smaller state dimension",
-        )
+        k, n = int(self.n_components), Y.shape[0]
+        self._check_state_memory(n, Y.shape[1])  # first: a count beyond the machine
+        if k > n:
+            # as the HMMs: the k x k dynamics are estimated from the n - 1 transitions, so a
+            # state of more dimensions than there are rows is not identified by the data
+            raise DataError(
+                f"X has {n} rows, fewer than n_components={k}: a state of {k} dimensions "
+                f"cannot be estimated from {n} time steps; use a smaller n_components"
+            )
         return EMFit(_SSMHooks(self, Y, lengths), [(Y, lengths)], X=Y)
 
     def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
