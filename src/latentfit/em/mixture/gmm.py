@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 
@@ -46,6 +45,7 @@ from latentfit.em.missing import (
     log_gaussian_prob_missing,
 )
 from latentfit.em.mixture.base import fit_arrays, fix_labelled, refuse_source_labels
+from latentfit.em.mixture.edited import PUBLIC, is_edited, params_from_attributes
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import (
@@ -60,11 +60,6 @@ from latentfit.errors import (
 from latentfit.io import Stored, serializable
 
 __all__ = ["GaussianMixture"]
-
-#: The public fitted attributes that describe the parameters: an edit to one is taken up (see
-#: GaussianMixture._params); the covariance attributes in the order one edit is preferred.
-_PUBLIC = ("weights_", "means_", "precisions_cholesky_", "precisions_", "covariances_")
-_COVARIANCE_ATTRIBUTES = ("precisions_cholesky_", "precisions_", "covariances_")
 
 
 def _shift_of(params: dict) -> torch.Tensor:
@@ -412,7 +407,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         self.precisions_ = precisions_from_cholesky(pc, ct).cpu().numpy()
         self.covariances_ = covariances_from_precisions(pc, ct).cpu().numpy()
         # what the attributes were set to, to find the user's edits (see _params)
-        self._published = {name: getattr(self, name).copy() for name in _PUBLIC}
+        self._published = {name: getattr(self, name).copy() for name in PUBLIC}
         self._fitted_settings = (ct, int(params["weights"].shape[0]))
 
     # ------------------------------------------------------------------ fitted attributes
@@ -431,9 +426,11 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             )
         self._check_fitted_settings()
         published = vars(self).get("_published", {})
-        edited = [n for n in _PUBLIC if n in published and _edited(vars(self).get(n), published[n])]
+        edited = [
+            n for n in PUBLIC if n in published and is_edited(vars(self).get(n), published[n])
+        ]
         if edited:
-            self._set_params_tensors(self._params_from_attributes(fitted, edited))
+            self._set_params_tensors(params_from_attributes(self, fitted, edited))
         return vars(self)["_fitted_params"]
 
     @_params.setter
@@ -453,72 +450,6 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
                     f"start continues from the fitted parameters), or set {name} back to "
                     f"{then!r}"
                 )
-
-    def _params_from_attributes(self, fitted: dict, edited: list[str]) -> dict:
-        """The parameters described by the public attributes, checked; ``edited``: the
-        attributes changed since they were set. One covariance attribute is taken
-        (precisions_cholesky_, else precisions_, else covariances_); another edited one
-        must agree with it."""
-        ct = self.covariance_type
-        k, d = fitted["means"].shape
-        dt = fitted["means"].dtype
-
-        def given(name, shape):
-            value = vars(self).get(name)
-            if value is None:
-                raise ParameterError(
-                    f"{name} was deleted from the fitted GaussianMixture; fit again"
-                )
-            try:
-                t = self._user_tensor(value, name, shape, dtype=dt)
-            except DataError as err:  # NaN/inf, not numbers: a setting, not data
-                raise ParameterError(str(err)) from None
-            return t.to(fitted["means"].device)
-
-        new = {
-            "weights": given("weights_", (k,)),
-            "means": given("means_", (k, d)),
-        }
-        w = new["weights"]
-        if bool((w < 0).any()) or abs(float(w.double().sum()) - 1) > max(
-            1e-6, k * torch.finfo(dt).eps
-        ):
-            raise ParameterError(
-                f"weights_ must be non-negative and sum to 1, got {w.cpu().numpy()} (sum "
-                f"{float(w.double().sum()):.6g})"
-            )
-        shape = self._cov_shape(d)
-        chosen = next(n for n in (*_COVARIANCE_ATTRIBUTES, None) if n is None or n in edited)
-        if chosen is None:
-            pc = fitted["prec_chol"]
-        else:
-            value = given(chosen, shape)
-            pc = _prec_chol_from(chosen, value.double(), ct).to(dt)
-            for other in _COVARIANCE_ATTRIBUTES:
-                if other != chosen and other in edited:
-                    mine = given(other, shape).double()
-                    theirs = {
-                        "precisions_": precisions_from_cholesky(pc.double(), ct),
-                        "covariances_": covariances_from_precisions(pc.double(), ct),
-                        "precisions_cholesky_": pc.double(),
-                    }[other]
-                    if not torch.allclose(
-                        mine, theirs, rtol=1e-5, atol=1e-8 * float(theirs.abs().max())
-                    ):
-                        raise ParameterError(
-                            f"{chosen} and {other} were both changed and describe different "
-                            f"covariances; set one of them ({chosen} is taken first), the "
-                            "others follow it"
-                        )
-        new["prec_chol"] = pc
-        shift = fitted.get("shift")
-        if shift is not None:
-            new["shift"] = shift
-            if "means_" in edited or "delta" not in fitted:
-                new["delta"] = new["means"] - shift
-            else:  # the fit's own μ − c, which keeps float32 digits (see _centred_means)
-                new["delta"] = fitted["delta"]
-        return new
 
     # ------------------------------------------------------------------ inference
     def _log_joint(self, X: torch.Tensor) -> torch.Tensor:
@@ -560,68 +491,6 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
         return n_covariance_parameters(self.covariance_type, k, d) + k * d + k - 1
-
-
-def _edited(value, published: np.ndarray) -> bool:
-    """Whether a public attribute no longer holds what was published: replaced by an array of
-    other values or shape, changed in place, or deleted."""
-    if value is None:
-        return True
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        return True
-    return arr.shape != published.shape or not np.array_equal(arr, published)
-
-
-def _prec_chol_from(name: str, value: torch.Tensor, ct: str) -> torch.Tensor:
-    """The precision Cholesky factor from an edited covariance attribute (float64), refusing
-    what is not one: a non-positive-definite matrix, a non-positive variance, a Cholesky factor
-    that is not triangular with a positive diagonal."""
-    if name == "covariances_":
-        if ct in ("full", "tied"):
-            cov = value if ct == "full" else value.unsqueeze(0)  # (k, d, d)
-            bad = (torch.linalg.cholesky_ex(cov).info != 0).nonzero().flatten().tolist()
-            if bad or not torch.allclose(cov, cov.mT, rtol=1e-6, atol=0):
-                which = f"; component(s) {bad} are not" if ct == "full" and bad else ""
-                raise ParameterError(
-                    f"covariances_ must be symmetric positive-definite matrices{which}"
-                )
-        else:
-            bad = (value.reshape(value.shape[0], -1) <= 0).any(1).nonzero().flatten().tolist()
-            if bad:
-                raise ParameterError(
-                    f"covariances_ must be positive variances; component(s) {bad} are not"
-                )
-        return precision_cholesky(value, ct)
-    if name == "precisions_":
-        if ct in ("full", "tied") and not torch.allclose(value, value.mT, rtol=1e-6, atol=0):
-            raise ParameterError("precisions_ must be symmetric positive-definite matrices")
-        try:
-            pc = precision_cholesky_from_precisions(value, ct)  # lower for full/tied
-        except ParameterError:
-            raise ParameterError(
-                "precisions_ must be symmetric positive-definite matrices"
-                if ct in ("full", "tied")
-                else "precisions_ must be positive"
-            ) from None
-    else:
-        pc = value
-        if ct in ("full", "tied"):
-            upper = bool((value.tril(-1) == 0).all())
-            triangular = upper or bool((value.triu(1) == 0).all())
-            if not triangular or bool((value.diagonal(dim1=-2, dim2=-1) <= 0).any()):
-                raise ParameterError(
-                    "precisions_cholesky_ must be triangular (upper, as scikit-learn's) with a "
-                    "positive diagonal: P with precision P Pᵀ"
-                )
-            if upper:
-                return value
-        elif bool((value <= 0).any()):
-            raise ParameterError("precisions_cholesky_ must be positive (1 / standard deviations)")
-    if ct in ("full", "tied"):  # the fit's upper-triangular factor, P = chol(Σ)⁻ᵀ
-        return precision_cholesky(torch.linalg.inv(pc @ pc.mT), ct)
-    return pc
 
 
 class _GMMHooks:

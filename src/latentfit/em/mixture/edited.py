@@ -1,0 +1,153 @@
+"""A fitted GaussianMixture's public attributes edited by its user, checked and taken up.
+
+scikit-learn users set ``means_`` (or ``weights_``, ``covariances_``, ``precisions_``,
+``precisions_cholesky_``) on a fitted mixture and predict; the HMMs read their public
+attributes so, and ``GaussianMixture._params`` does the same through
+:func:`params_from_attributes`: an edit is validated (ParameterError naming the attribute),
+and the other attributes follow it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentfit.em.gaussian import (
+    covariances_from_precisions,
+    precision_cholesky,
+    precision_cholesky_from_precisions,
+    precisions_from_cholesky,
+)
+from latentfit.errors import DataError, ParameterError
+
+__all__ = ["PUBLIC", "is_edited", "params_from_attributes"]
+
+#: The public fitted attributes that describe the parameters: an edit to one is taken up (see
+#: GaussianMixture._params); the covariance attributes in the order one edit is preferred.
+PUBLIC = ("weights_", "means_", "precisions_cholesky_", "precisions_", "covariances_")
+_COVARIANCE_ATTRIBUTES = ("precisions_cholesky_", "precisions_", "covariances_")
+
+
+def params_from_attributes(model, fitted: dict, edited: list[str]) -> dict:
+    """The parameters described by the public attributes, checked; ``edited``: the
+    attributes changed since they were set. One covariance attribute is taken
+    (precisions_cholesky_, else precisions_, else covariances_); another edited one
+    must agree with it."""
+    ct = model.covariance_type
+    k, d = fitted["means"].shape
+    dt = fitted["means"].dtype
+
+    def given(name, shape):
+        value = vars(model).get(name)
+        if value is None:
+            raise ParameterError(f"{name} was deleted from the fitted GaussianMixture; fit again")
+        try:
+            t = model._user_tensor(value, name, shape, dtype=dt)
+        except DataError as err:  # NaN/inf, not numbers: a setting, not data
+            raise ParameterError(str(err)) from None
+        return t.to(fitted["means"].device)
+
+    new = {
+        "weights": given("weights_", (k,)),
+        "means": given("means_", (k, d)),
+    }
+    w = new["weights"]
+    if bool((w < 0).any()) or abs(float(w.double().sum()) - 1) > max(1e-6, k * torch.finfo(dt).eps):
+        raise ParameterError(
+            f"weights_ must be non-negative and sum to 1, got {w.cpu().numpy()} (sum "
+            f"{float(w.double().sum()):.6g})"
+        )
+    shape = model._cov_shape(d)
+    chosen = next(n for n in (*_COVARIANCE_ATTRIBUTES, None) if n is None or n in edited)
+    if chosen is None:
+        pc = fitted["prec_chol"]
+    else:
+        value = given(chosen, shape)
+        pc = _prec_chol_from(chosen, value.double(), ct).to(dt)
+        for other in _COVARIANCE_ATTRIBUTES:
+            if other != chosen and other in edited:
+                mine = given(other, shape).double()
+                theirs = {
+                    "precisions_": precisions_from_cholesky(pc.double(), ct),
+                    "covariances_": covariances_from_precisions(pc.double(), ct),
+                    "precisions_cholesky_": pc.double(),
+                }[other]
+                if not torch.allclose(
+                    mine, theirs, rtol=1e-5, atol=1e-8 * float(theirs.abs().max())
+                ):
+                    raise ParameterError(
+                        f"{chosen} and {other} were both changed and describe different "
+                        f"covariances; set one of them ({chosen} is taken first), the "
+                        "others follow it"
+                    )
+    new["prec_chol"] = pc
+    shift = fitted.get("shift")
+    if shift is not None:
+        new["shift"] = shift
+        if "means_" in edited or "delta" not in fitted:
+            new["delta"] = new["means"] - shift
+        else:  # the fit's own μ − c, which keeps float32 digits (see _centred_means)
+            new["delta"] = fitted["delta"]
+    return new
+
+
+def is_edited(value, published: np.ndarray) -> bool:
+    """Whether a public attribute no longer holds what was published: replaced by an array of
+    other values or shape, changed in place, or deleted."""
+    if value is None:
+        return True
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return True
+    return arr.shape != published.shape or not np.array_equal(arr, published)
+
+
+def _prec_chol_from(name: str, value: torch.Tensor, ct: str) -> torch.Tensor:
+    """The precision Cholesky factor from an edited covariance attribute (float64), refusing
+    what is not one: a non-positive-definite matrix, a non-positive variance, a Cholesky factor
+    that is not triangular with a positive diagonal."""
+    if name == "covariances_":
+        if ct in ("full", "tied"):
+            cov = value if ct == "full" else value.unsqueeze(0)  # (k, d, d)
+            bad = (torch.linalg.cholesky_ex(cov).info != 0).nonzero().flatten().tolist()
+            if bad or not torch.allclose(cov, cov.mT, rtol=1e-6, atol=0):
+                which = f"; component(s) {bad} are not" if ct == "full" and bad else ""
+                raise ParameterError(
+                    f"covariances_ must be symmetric positive-definite matrices{which}"
+                )
+        else:
+            bad = (value.reshape(value.shape[0], -1) <= 0).any(1).nonzero().flatten().tolist()
+            if bad:
+                raise ParameterError(
+                    f"covariances_ must be positive variances; component(s) {bad} are not"
+                )
+        return precision_cholesky(value, ct)
+    if name == "precisions_":
+        if ct in ("full", "tied") and not torch.allclose(value, value.mT, rtol=1e-6, atol=0):
+            raise ParameterError("precisions_ must be symmetric positive-definite matrices")
+        try:
+            pc = precision_cholesky_from_precisions(value, ct)  # lower for full/tied
+        except ParameterError:
+            raise ParameterError(
+                "precisions_ must be symmetric positive-definite matrices"
+                if ct in ("full", "tied")
+                else "precisions_ must be positive"
+            ) from None
+    else:
+        pc = value
+        if ct in ("full", "tied"):
+            upper = bool((value.tril(-1) == 0).all())
+            triangular = upper or bool((value.triu(1) == 0).all())
+            if not triangular or bool((value.diagonal(dim1=-2, dim2=-1) <= 0).any()):
+                raise ParameterError(
+                    "precisions_cholesky_ must be triangular (upper, as scikit-learn's) with a "
+                    "positive diagonal: P with precision P Pᵀ"
+                )
+            if upper:
+                return value
+        elif bool((value <= 0).any()):
+            raise ParameterError("precisions_cholesky_ must be positive (1 / standard deviations)")
+    if ct in ("full", "tied"):  # the fit's upper-triangular factor, P = chol(Σ)⁻ᵀ
+        return precision_cholesky(torch.linalg.inv(pc @ pc.mT), ct)
+    return pc
