@@ -316,3 +316,35 @@ def test_partial_fit_on_rows_far_from_every_state_gives_advice_for_this_model():
         model.partial_fit(X * 1e200, burn_in=0, mstep_every=1)
     assert "Categorical" not in str(err.value) and "emissionprob_prior" not in str(err.value)
     assert "scale" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        ({"means_": np.zeros((2, 3, 2))}, r"means_ must have shape \(2, 2, 2\), got \(2, 3, 2\)"),
+        ({"weights_": np.array([[0.5, 0.5], [np.nan, 1.0]])}, "weights_ must hold finite"),
+        ({"weights_": np.array([[0.5, 0.6], [0.5, 0.5]])}, "weights_ rows must sum to 1"),
+        ({"covars_": -np.ones((2, 2, 2))}, "variance <= 0"),
+        ({"means_": np.full((2, 2, 2), np.inf)}, "means_ must hold finite"),
+    ],
+)
+def test_gmmhmm_parameters_kept_by_fit_are_checked_before_any_e_step(edit, match):
+    # init_params without a letter keeps the parameter set by hand: a wrong shape reached
+    # torch's 'size of tensor a must match', a NaN weight was met as the data's overflow
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    m = GMMHMM(2, n_mix=2, init_params="", random_state=0)
+    m.startprob_, m.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    m.weights_, m.means_, m.covars_ = np.full((2, 2), 0.5), np.zeros((2, 2, 2)), np.ones((2, 2, 2))
+    for name, value in edit.items():
+        setattr(m, name, value)
+    with pytest.raises(ParameterError, match=match):
+        m.fit(X)
+
+
+def test_gaussianhmm_means_kept_by_fit_must_be_finite():
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    m = GaussianHMM(2, init_params="", random_state=0)
+    m.startprob_, m.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    m.means_, m.covars_ = np.array([[0.0, np.nan], [1.0, 1.0]]), np.ones((2, 2))
+    with pytest.raises(ParameterError, match="means_ must hold finite numbers"):
+        m.fit(X)

@@ -234,6 +234,8 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         shape = {"spherical": (k,), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}
         if means.shape != (k, d):
             raise ParameterError(f"means_ must have shape ({k}, {d}), got {tuple(means.shape)}")
+        if not bool(torch.isfinite(means).all()):
+            raise ParameterError("means_ must hold finite numbers (it holds NaN or inf)")
         if covars.shape != shape[self.covariance_type]:
             raise ParameterError(
                 f"{self.covariance_type!r} covars must have shape "
@@ -545,6 +547,20 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         ]
         return {"weights": (k, m), "means": (k, m, d), "covars": cov}
 
+    def _kept(self, name: str, d: int) -> torch.Tensor:
+        """A parameter set by hand that fit keeps (its letter not in ``init_params``), checked
+        for shape and finiteness before any E-step meets it."""
+        value = self._tensor(getattr(self, f"{name}_"), f"{name}_")
+        shape = self._shapes(d)[name]
+        if tuple(value.shape) != shape:
+            raise ParameterError(
+                f"{name}_ must have shape {shape}, got {tuple(value.shape)}; set it with that "
+                f"shape, or put its letter ({name[0]!r}) in init_params to let fit initialise it"
+            )
+        if not bool(torch.isfinite(value).all()):
+            raise ParameterError(f"{name}_ must hold finite numbers")
+        return value
+
     def _emission_params(self):
         out = {
             "weights": self._tensor(self.weights_),
@@ -579,11 +595,12 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             centers, labels = kmeans(X, k, ones, gen)
             out["means"] = self._mixture_means(X, centers, labels, cv, gen)
         else:
-            out["means"] = self._tensor(self.means_)
+            out["means"] = self._kept("means", d)
         if self._needs_init("w", "weights_"):
             out["weights"] = torch.full((k, m), 1.0 / m, dtype=X.dtype, device=X.device)
         else:
-            out["weights"] = self._tensor(self.weights_)
+            out["weights"] = self._kept("weights", d)
+            check_distribution(out["weights"], "weights_")
         if self._needs_init("c", "covars_"):
             out["covars"] = {
                 "spherical": cv.diagonal().mean().expand(k, m),
@@ -592,7 +609,11 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
                 "tied": cv.expand(k, d, d),
             }[self.covariance_type].clone()
         else:
-            out["covars"] = self._tensor(self.covars_)
+            out["covars"] = cov = self._kept("covars", d)
+            if self.covariance_type in ("full", "tied"):  # every (state, component) matrix
+                _check_positive_definite(cov.reshape(-1, d, d), "full")
+            else:  # variances
+                _check_positive_definite(cov, "diag")
         # The fit's fixed centre and the means about it: in float32 the absolute means of data
         # far from the origin round to the spacing of the offset (1.0 at 1e7), the
         # differences keep their digits; densities and statistics are taken about the centre.
