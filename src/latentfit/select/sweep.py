@@ -332,10 +332,14 @@ def _check_arguments(n_components, covariance_types, candidates, callback) -> Se
             )
     if not isinstance(n_components, Sequence):  # a generator or a set: read once, in order
         n_components = list(itertools.islice(n_components, MAX_SIZES + 1))
-    count = len(n_components)
+    try:
+        count = len(n_components)
+    except OverflowError:  # a range longer than the platform's size type, range(1, 10**20)
+        count = math.inf
     if count > MAX_SIZES:
         raise ParameterError(
-            f"n_components names {count} sizes; sweep at most {MAX_SIZES} (each is at least "
+            f"n_components names {'over 2**63' if count == math.inf else f'{count:,}'} sizes; "
+            f"sweep at most {MAX_SIZES} (each is at least "
             "one fit), e.g. n_components=range(1, 21)"
         )
     for k in n_components:
