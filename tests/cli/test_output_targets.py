@@ -12,7 +12,6 @@ import os
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -20,15 +19,6 @@ from latentfit.cli import app
 
 runner = CliRunner()
 LONG = "a" * 300
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(5, 1, (40, 2))]
-    path = tmp_path / "d.csv"
-    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
-    return path
 
 
 @pytest.fixture

@@ -34,15 +34,6 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".lftmp"))
 
 
-@pytest.fixture
-def data(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(5, 1, (40, 2))]
-    path = tmp_path / "d.csv"
-    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
-    return path
-
-
 @pytest.fixture(scope="module")
 def vae_file(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("vae")
