@@ -126,3 +126,17 @@ def test_a_pair_prior_that_is_not_a_pair_of_finite_numbers_is_named(cls, name, v
     with pytest.raises(ParameterError, match=rf"^{name} must be a pair \(a, b\) of finite") as err:
         cls(2, **{name: value}).fit(C if cls is PoissonMixture else (C > 2).astype(float))
     assert "argument" not in str(err.value) and "Prior" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "value", "why"),
+    [
+        (PoissonMixture, "rate_prior", (0.5, 1.0), "shape a must be >= 1"),
+        (PoissonMixture, "rate_prior", (1.0, -1.0), "rate b must be >= 0"),
+        (BernoulliMixture, "mean_prior", (1.0, 0.5), "b must be >= 1"),
+    ],
+)
+def test_a_pair_prior_out_of_range_is_named_by_its_argument(cls, name, value, why):
+    C = np.random.default_rng(0).poisson(3, size=(30, 2)).astype(float)
+    with pytest.raises(ParameterError, match=rf"^{name}=\({value[0]}, {value[1]}\): .*{why}"):
+        cls(2, **{name: value}).fit(C if cls is PoissonMixture else (C > 2).astype(float))

@@ -141,9 +141,10 @@ def dense_codes(
     return top.values.long()
 
 
-def _pair_prior(value, name: str, what: str) -> tuple[float, float]:
-    """A prior setting given as a pair of finite numbers ``(a, b)`` (``what`` says which and
-    their default), as floats; ParameterError naming the argument otherwise."""
+def _pair_prior(prior_cls, value, name: str, what: str):
+    """``prior_cls(a, b)`` from a prior setting given as a pair of finite numbers ``(a, b)``
+    (``what`` says which and their default); ParameterError naming the argument otherwise,
+    the prior's own refusal (a shape below 1, say) included."""
     try:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -154,7 +155,10 @@ def _pair_prior(value, name: str, what: str) -> tuple[float, float]:
         raise ParameterError(
             f"{name} must be a pair (a, b) of finite numbers: {what}; got {value!r:.80}"
         )
-    return pair
+    try:
+        return prior_cls(*pair)
+    except ParameterError as err:
+        raise ParameterError(f"{name}={pair}: {err}") from None
 
 
 class _DiscreteMixture(BaseMixture):
@@ -206,8 +210,8 @@ class BernoulliMixture(_DiscreteMixture):
         self.mean_prior = mean_prior
 
     def _prior(self) -> BetaPrior:
-        return BetaPrior(
-            *_pair_prior(self.mean_prior, "mean_prior", "the Beta prior's a, b >= 1, e.g. (1, 1)")
+        return _pair_prior(
+            BetaPrior, self.mean_prior, "mean_prior", "the Beta prior's a, b >= 1, e.g. (1, 1)"
         )
 
     def _check_component_data(self, X, reset):
@@ -247,12 +251,11 @@ class PoissonMixture(_DiscreteMixture):
         self.rate_prior = rate_prior
 
     def _prior(self) -> GammaPrior:
-        return GammaPrior(
-            *_pair_prior(
-                self.rate_prior,
-                "rate_prior",
-                "the Gamma prior's shape a >= 1 and rate b >= 0, e.g. (1, 0)",
-            )
+        return _pair_prior(
+            GammaPrior,
+            self.rate_prior,
+            "rate_prior",
+            "the Gamma prior's shape a >= 1 and rate b >= 0, e.g. (1, 0)",
         )
 
     def _check_component_data(self, X, reset):
