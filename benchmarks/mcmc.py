@@ -16,7 +16,7 @@ cores with them. A first run of ``compile=True`` needs an empty ``LATENTFIT_CACH
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
         [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand] [--compile] [--compile-wait]
-        [--skip-eager] [--skip-replay] [--jax-cache DIR]
+        [--skip-eager] [--skip-replay] [--jax-cache DIR] [--device cuda]
 """
 
 from __future__ import annotations
@@ -60,13 +60,14 @@ def min_ess(draws: dict[str, np.ndarray]) -> float:
     )
 
 
-def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False):
+def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False, device="cpu"):
     target = Target(
         post.log_density,
         {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()},
         post.constraints,
         vectorized=True,
         value_and_grad=post.value_and_grad if hand else None,
+        device=device,
     )
     t = time.perf_counter()
     res = sample_target(
@@ -78,6 +79,8 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
         generator=0,
         progress_bar=False,
     )
+    if target.device.type == "cuda":
+        torch.cuda.synchronize()
     wall = time.perf_counter() - t
     if compile in (True, "wait"):  # what compiling cost, and from which transition it ran
         stats = res.warmup_stats
@@ -90,7 +93,7 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
             f"{time.perf_counter() - t:.1f} s)",
             flush=True,
         )
-    return wall, min_ess({"u": res.unconstrained.numpy()})
+    return wall, min_ess({"u": res.unconstrained.cpu().numpy()})
 
 
 def run_pyro(post, chains, warmup, draws, metric):
@@ -274,6 +277,12 @@ def main():
         help="JAX's persistent compilation cache in this folder, for NumPyro (compile=True "
         "keeps its packages on disk; this gives NumPyro the same on a second run)",
     )
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="where latentfit's chains run (cuda: the posterior's data there too); NumPyro "
+        "runs where JAX puts it (JAX_PLATFORMS=cpu for the CPU), Pyro on the CPU",
+    )
     args = ap.parse_args()
     names = [args.posterior] if args.posterior else list(POSTERIORS)
     torch.set_num_threads(1)
@@ -294,20 +303,24 @@ def main():
         + " ".join(f"{lib.replace('latentfit', 'lf') + '/lib':>9s}" for lib in ours)
     )
     for name in names:
-        post = POSTERIORS[name]()
+        with torch.device(args.device):  # the posterior's data where latentfit's chains run
+            post = POSTERIORS[name]()
         metric = METRIC[name]
         run = (args.chains, args.warmup, args.draws, metric)
+        on = dict(device=args.device)
         rows = {}
         if not args.skip_eager:
-            rows["latentfit"] = run_latentfit(post, *run)
+            rows["latentfit"] = run_latentfit(post, *run, **on)
         if not args.skip_replay:
-            rows["latentfit-r"] = run_latentfit(post, *run, compile="replay")
+            rows["latentfit-r"] = run_latentfit(post, *run, compile="replay", **on)
         if not args.skip_hand:
-            rows["latentfit-hg"] = run_latentfit(post, *run, hand=True)
+            rows["latentfit-hg"] = run_latentfit(post, *run, hand=True, **on)
         if args.compile:
-            rows["latentfit-c"] = run_latentfit(post, *run, compile=True)
+            rows["latentfit-c"] = run_latentfit(post, *run, compile=True, **on)
         if args.compile_wait:
-            rows["latentfit-cw"] = run_latentfit(post, *run, compile="wait")
+            rows["latentfit-cw"] = run_latentfit(post, *run, compile="wait", **on)
+        if args.device != "cpu" and not args.skip_pyro:  # Pyro's potential on the CPU
+            post = POSTERIORS[name]()
         rows["numpyro"] = run_numpyro(name, *run, cache=args.jax_cache)
         if not args.skip_pyro:
             rows["pyro"] = run_pyro(post, *run)

@@ -7,6 +7,7 @@ import torch
 from hypothesis import settings
 
 from latentfit.datasets import load_faithful
+from tests.device_tags import DeviceTags, Simulated
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -56,8 +57,17 @@ def compiled_cache_dir(tmp_path_factory):
 
 @pytest.fixture(params=DEVICES)
 def device(request):
-    """Every device-aware test runs on the CPU and, when one is present, on CUDA."""
-    return request.param
+    """Every device-aware test runs on the CPU and, when one is present, on CUDA. On the CPU
+    it runs inside ``DeviceTags`` (tests/device_tags.py), which fails the test where latentfit
+    combines a tensor it made for ``device`` with one it made without ``device=``: the code
+    that a CUDA run would stop on with "Expected all tensors to be on the same device", caught
+    on machines that have no GPU."""
+    if request.param != "cpu":
+        yield request.param
+        return
+    with DeviceTags() as tags:
+        yield Simulated(request.param)
+    assert not tags.mixed, "tensors of two devices on CUDA:\n" + tags.report()
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ __all__ = [
     "check_sample_weight",
     "check_state_index",
     "check_tol",
+    "device_generator",
     "feature_names",
     "first_nonfinite",
     "is_finite_above",
@@ -140,6 +141,20 @@ def make_generator(random_state, device=None) -> torch.Generator:
         )
     gen.manual_seed(seed)
     return gen
+
+
+def device_generator(generator, device, what: str = "the sampler") -> torch.Generator:
+    """``generator`` itself when it is a ``torch.Generator`` on ``device``'s type (a CPU
+    generator cannot drive a CUDA sampler: refused by name), else a new one on ``device``
+    seeded from it (:func:`make_generator`)."""
+    if isinstance(generator, torch.Generator):
+        if generator.device.type != torch.device(device).type:
+            raise ParameterError(
+                f"generator is on {generator.device} but {what} runs on {device}; "
+                f"pass torch.Generator(device={str(device)!r}) or an int seed"
+            )
+        return generator
+    return make_generator(generator, device)
 
 
 def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:

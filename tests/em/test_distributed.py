@@ -286,7 +286,7 @@ def test_single_process_group_is_the_plain_fit(tmp_path, device):
         a = GaussianMixture(2, **kw).fit(src)
         b = GaussianMixture(2, **kw).fit(X)
         np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
-        stats = {"x": torch.ones(3, dtype=torch.float64)}
+        stats = {"x": torch.ones(3, dtype=torch.float64, device=device)}  # nccl: on the GPU
         assert torch.equal(all_reduce_stats(stats)["x"], stats["x"])
         assert src.configured(device=device).n_samples_total == 110
     finally:

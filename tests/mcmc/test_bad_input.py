@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import constraints
 
-from latentfit.errors import DOCUMENTED_ERRORS, DataError, ParameterError
+from latentfit.errors import DOCUMENTED_ERRORS, DataError, MissingDependencyError, ParameterError
 from latentfit.mcmc import gibbs_gmm, gibbs_hmm, sample
+from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.svgd import svgd
 
 X = np.random.default_rng(0).normal(size=(30, 2))
@@ -275,3 +276,24 @@ def test_arviz_shape_warning_does_not_reach_the_console():
         log.removeHandler(handler)
     assert not [m for m in seen if "Shape validation failed" in m]
     assert "need at least 4 draws per chain" in res.diagnostics()
+
+
+@pytest.mark.parametrize(
+    "missing, says",
+    [("arviz", "need ArviZ: pip install arviz"), ("platformdirs", "pip install platformdirs")],
+)
+def test_an_arviz_that_cannot_be_imported_is_named_with_what_is_missing(monkeypatch, missing, says):
+    """ArviZ installed without one of its own dependencies: the message names that one,
+    not "pip install arviz" (which would change nothing)."""
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name == "arviz":
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(MissingDependencyError, match=says):
+        import_arviz()

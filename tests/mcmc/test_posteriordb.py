@@ -3,13 +3,14 @@
 Each parameter's posterior mean must lie within 4 Monte-Carlo standard errors of the reference
 mean, the MCSE combining ours (ArviZ, from these draws) and the reference's (reference.json), and
 its sd within 10% of the reference sd (with bulk ESS >= 200 the sd's own relative error is at most
-about 5%). Chains and draws are as few as keep every ESS above that, so the file stays short.
+about 5%). On every device (tests/conftest.py): on CUDA the chains run eagerly there. Chains and draws are as few as keep every ESS above that, so the file stays short.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from latentfit.mcmc import sample
 from latentfit.mcmc.result import import_arviz
@@ -33,8 +34,9 @@ CASES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
-def test_nuts_matches_the_reference_posterior(name):
-    post = POSTERIORS[name]()
+def test_nuts_matches_the_reference_posterior(name, device):
+    with torch.device(device):  # the posterior's data tensors where the chains run
+        post = POSTERIORS[name]()
     metric, chains, warmup, draws = CASES[name]
     r = sample(
         post.log_density,
@@ -47,6 +49,7 @@ def test_nuts_matches_the_reference_posterior(name):
         metric=metric,
         generator=0,
         progress_bar=False,
+        device=device,
     )
     # a rare divergence in the posterior's tail is the model's (eight schools: the leapfrog
     # turns unstable in theta_trans where tau is large; seeds 0-3 of 8 x 400 draws give 0,0,1,1
@@ -55,7 +58,7 @@ def test_nuts_matches_the_reference_posterior(name):
     ref = post.reference()
     az = import_arviz()
     for k, v in post.reference_draws(r.draws).items():
-        x = v.detach().numpy()
+        x = v.detach().cpu().numpy()
         assert _stat(az.ess, x) >= 200, f"{name} {k}: ESS {_stat(az.ess, x):.0f}"
         se = np.hypot(_stat(az.mcse, x), ref["mcse_mean"][k])
         z = (x.mean() - ref["mean"][k]) / se

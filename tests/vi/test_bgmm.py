@@ -167,14 +167,22 @@ def test_cavi_never_lowers_the_bound(seed, cov, weight_type):
 
 
 def test_float32_and_device_agree_with_float64(faithful, device):
-    kw = dict(n_components=3, max_iter=300, random_state=0, tol=1e-6)
+    # A finite Dirichlet prior on the weights: with the stick-breaking (DP) default, the third
+    # component's weight creeps for 50-130 iterations and where a float32 run stops depends on
+    # its summation order: on the CPU, float32 fits of the same rows in six orders ended 1e-7
+    # to 4.7e-3 (relative) from the float64 ELBO, and CUDA's order 1.4e-3. With this prior
+    # the six agree with float64 within 6e-7.
+    kw = dict(
+        n_components=3, max_iter=300, random_state=0, tol=1e-6,
+        weight_concentration_prior_type="dirichlet_distribution",
+    )  # fmt: skip
     ref = BayesianGaussianMixture(**kw).fit(faithful)
     bg = BayesianGaussianMixture(dtype="float32", device=device, **kw).fit(faithful)
     assert bg.means_.dtype == np.float32
     order_a, order_b = np.argsort(ref.means_[:, 0]), np.argsort(bg.means_[:, 0])
     # float32 carries ~7 digits; after a few hundred iterations the means agree to ~1e-4.
     np.testing.assert_allclose(bg.means_[order_b], ref.means_[order_a], rtol=1e-3)
-    assert abs(bg.elbo_ - ref.elbo_) < 1e-3 * abs(ref.elbo_)
+    assert abs(bg.elbo_ - ref.elbo_) < 1e-5 * abs(ref.elbo_)
 
 
 def test_sample_weight_equals_repeated_rows(faithful):

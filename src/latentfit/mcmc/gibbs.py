@@ -33,7 +33,7 @@ from latentfit._validation import (
     as_float_tensor,
     check_positive,
     check_positive_int,
-    make_generator,
+    device_generator,
 )
 from latentfit.em.gaussian import check_overflow
 from latentfit.errors import DataError, ParameterError, ResourceLimitError
@@ -86,7 +86,8 @@ def observations(x, min_rows: int = 1) -> torch.Tensor:
     """``x`` (n, d) or (n,) as a float64 (n, d) tensor of finite numbers with at least
     ``min_rows`` rows, whose Gaussian statistics do not overflow; bad input is named by row
     and column (``latentfit._validation.as_float_tensor``)."""
-    x = as_float_tensor(x, name="x", ndim=None)
+    device = x.device if isinstance(x, torch.Tensor) else None  # a tensor stays where it is
+    x = as_float_tensor(x, name="x", ndim=None, device=device)
     if x.dim() == 1:
         x = x[:, None]
     if x.dim() != 2 or x.shape[0] < min_rows or x.shape[1] == 0:
@@ -110,22 +111,24 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
     it is the prior mean of the covariance where df > d + 1). A default scale that is singular (a constant
     column, or columns that are exact combinations of others) is refused by name."""
     n, d = x.shape
-    dt = x.dtype
     check_positive(prior_kappa, "prior_kappa")
     if prior_df is not None:
         check_positive(prior_df, "prior_df", above=d - 1.0, bound=f"d - 1 = {d - 1}")
-    df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt)
+    dt, dev = x.dtype, x.device
+    df0 = torch.tensor(d + 2.0 if prior_df is None else float(prior_df), dtype=dt, device=dev)
     if prior_loc is None:
         loc0 = x.mean(0)
     else:
-        loc0 = as_float_tensor(prior_loc, name="prior_loc", ndim=None, missing_hint=False)
+        loc0 = as_float_tensor(
+            prior_loc, name="prior_loc", ndim=None, missing_hint=False, device=dev
+        )
         loc0 = loc0.reshape(-1)
         if loc0.shape[0] != d:
             raise ParameterError(
                 f"prior_loc must hold one value per column of x ({d}); got {loc0.shape[0]}"
             )
     if prior_scale is None:
-        cov_x = torch.atleast_2d(torch.cov(x.T)) if n > 1 else torch.eye(d, dtype=dt)
+        cov_x = torch.atleast_2d(torch.cov(x.T)) if n > 1 else torch.eye(d, dtype=dt, device=dev)
         # the prior mean of a covariance, scale / (df - d - 1), is the data covariance / k^(2/d)
         # where that mean exists (df > d + 1); below, the scale is the data covariance's
         scale0 = cov_x * (df0 - d - 1 if float(df0) > d + 1 else 1.0) / k ** (2.0 / d)
@@ -141,7 +144,9 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
                 "those columns, or pass a positive-definite prior_scale (d, d)"
             )
     else:
-        scale0 = as_float_tensor(prior_scale, name="prior_scale", ndim=None, missing_hint=False)
+        scale0 = as_float_tensor(
+            prior_scale, name="prior_scale", ndim=None, missing_hint=False, device=dev
+        )
         if scale0.numel() == 1 and d == 1:
             scale0 = scale0.reshape(1, 1)
         ok = tuple(scale0.shape) == (d, d)
@@ -152,7 +157,7 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
                 f"inverse-Wishart scale); got shape {tuple(scale0.shape)}"
                 + ("" if not ok else " that is not positive definite")
             )
-    return NIWBatch(loc0, torch.tensor(float(prior_kappa), dtype=dt), df0, scale0)
+    return NIWBatch(loc0, torch.tensor(float(prior_kappa), dtype=dt, device=dev), df0, scale0)
 
 
 def _gamma(shape_param: torch.Tensor, gen) -> torch.Tensor:
@@ -314,11 +319,11 @@ def gibbs_gmm(
         hint="use fewer chains, draws or components",
     )
     prior = niw_prior(x, k, prior_loc, prior_kappa, prior_df, prior_scale)
-    gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
+    gen = device_generator(generator, dev, "Gibbs sampling")
     # start: each chain labels the data at random
     z = torch.randint(0, k, (c, n), generator=gen, device=dev)
     keep_w, keep_mu, keep_cov = [], [], []
-    co = torch.zeros(n, n, dtype=dt) if keep_co else None
+    co = torch.zeros(n, n, dtype=dt, device=dev) if keep_co else None
     for it in range(num_warmup + num_draws):
         # params | labels
         onehot = torch.nn.functional.one_hot(z, k).to(dt)  # (c, n, k)
@@ -387,11 +392,12 @@ def hmm_log_density(x: torch.Tensor, n_states: int):
         prior = prior + torch.distributions.HalfNormal(2 * x.std()).log_prob(scales).sum()
         return torch.logsumexp(a, 0) + prior
 
+    on = dict(dtype=x.dtype, device=x.device)
     init = {
-        "start": torch.full((k,), 1.0 / k),
-        "trans": torch.full((k, k), 1.0 / k),
-        "means": torch.linspace(-1, 1, k),
-        "scales": torch.ones(k),
+        "start": torch.full((k,), 1.0 / k, **on),
+        "trans": torch.full((k, k), 1.0 / k, **on),
+        "means": torch.linspace(-1, 1, k, **on),
+        "scales": torch.ones(k, **on),
     }
     cons = {
         "start": constraints.simplex,
@@ -429,9 +435,9 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
         prior = prior + D.HalfNormal(2 * s, validate_args=False).log_prob(scales).sum((-1, -2))
         return loglik + prior
 
-    q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, dtype=x.dtype))
+    q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, dtype=x.dtype, device=x.device))
     init = {
-        "weights": torch.full((k,), 1.0 / k),
+        "weights": torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device),
         "loc0": q,
         "loc_rest": m[1:].expand(k, d - 1).clone(),
         "scales": s.expand(k, d).clone(),

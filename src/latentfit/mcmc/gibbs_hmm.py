@@ -26,7 +26,12 @@ import numpy as np
 import torch
 from torch.distributions import constraints
 
-from latentfit._validation import _is_real, check_positive, check_positive_int, make_generator
+from latentfit._validation import (
+    _is_real,
+    check_positive,
+    check_positive_int,
+    device_generator,
+)
 from latentfit.errors import DataError, ParameterError
 from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
 from latentfit.mcmc.gibbs import (
@@ -112,9 +117,9 @@ def _sequences(x, lengths) -> tuple[torch.Tensor, list[torch.Tensor]]:
 def transition_counts(paths: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """First-state counts (c, k) and transition counts (c, k, k) (row: from) of state paths,
     one (c, t_i) tensor per sequence."""
-    c = paths[0].shape[0]
-    first = torch.zeros(c, k, dtype=torch.float64)
-    trans = torch.zeros(c, k * k, dtype=torch.float64)
+    c, dev = paths[0].shape[0], paths[0].device
+    first = torch.zeros(c, k, dtype=torch.float64, device=dev)
+    trans = torch.zeros(c, k * k, dtype=torch.float64, device=dev)
     for z in paths:
         first += torch.nn.functional.one_hot(z[:, 0], k).to(torch.float64)
         if z.shape[1] > 1:
@@ -172,7 +177,7 @@ def gibbs_hmm(
     check_positive(alpha_trans, "alpha_trans")
     c, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     n, d = x.shape
-    dt = x.dtype
+    dt, dev = x.dtype, x.device
     keep_co = check_co_assignment(co_assignment, n)
     check_run(
         f"Gibbs sampling {c:,} chains x {num_draws:,} draws of a {k}-state HMM on {n:,} rows",
@@ -180,9 +185,9 @@ def gibbs_hmm(
         hint="use fewer chains, draws or states",
     )
     prior = niw_prior(x, k, prior_loc, prior_kappa, prior_df, prior_scale)
-    gen = generator if isinstance(generator, torch.Generator) else make_generator(generator)
+    gen = device_generator(generator, dev, "Gibbs sampling")
     if init_states is None:
-        paths = [torch.randint(0, k, (c, s.shape[0]), generator=gen) for s in seqs]
+        paths = [torch.randint(0, k, (c, s.shape[0]), generator=gen, device=dev) for s in seqs]
     else:
         try:
             z0 = np.asarray(init_states).reshape(-1)
@@ -195,10 +200,12 @@ def gibbs_hmm(
             )
         paths = [
             p.expand(c, -1).clone()
-            for p in torch.split(torch.as_tensor(z0, dtype=torch.long), [len(s) for s in seqs])
+            for p in torch.split(
+                torch.as_tensor(z0, dtype=torch.long, device=dev), [len(s) for s in seqs]
+            )
         ]
     keep = {"start": [], "transmat": [], "means": [], "covariances": []}
-    co = torch.zeros(n, n, dtype=dt) if keep_co else None
+    co = torch.zeros(n, n, dtype=dt, device=dev) if keep_co else None
     for it in range(num_warmup + num_draws):
         # params | states
         start, trans = sample_hmm_chain_params(paths, k, alpha_start, alpha_trans, gen)
@@ -277,16 +284,11 @@ def hmm_conjugate_log_density(
     if not _is_real(prior_loc) or not math.isfinite(prior_loc):
         raise ParameterError(f"prior_loc must be a finite number, got {prior_loc!r}")
     D = torch.distributions
-    dir_start = D.Dirichlet(
-        torch.full((k,), float(alpha_start), dtype=x.dtype), validate_args=False
-    )
-    dir_trans = D.Dirichlet(
-        torch.full((k, k), float(alpha_trans), dtype=x.dtype), validate_args=False
-    )
+    on = dict(dtype=x.dtype, device=x.device)
+    dir_start = D.Dirichlet(torch.full((k,), float(alpha_start), **on), validate_args=False)
+    dir_trans = D.Dirichlet(torch.full((k, k), float(alpha_trans), **on), validate_args=False)
     inv_gamma = D.InverseGamma(
-        torch.tensor(prior_df / 2, dtype=x.dtype),
-        torch.tensor(prior_scale / 2, dtype=x.dtype),
-        validate_args=False,
+        torch.tensor(prior_df / 2, **on), torch.tensor(prior_scale / 2, **on), validate_args=False
     )
 
     def log_density(start, transmat, means, variances):  # (c, k), (c, k, k), (c, k), (c, k)
@@ -304,12 +306,12 @@ def hmm_conjugate_log_density(
         prior = prior + D.Normal(prior_loc, mean_sd, validate_args=False).log_prob(means).sum(-1)
         return loglik + prior
 
-    q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, dtype=x.dtype))
+    q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, **on))
     init = {
-        "start": torch.full((k,), 1.0 / k),
-        "transmat": torch.full((k, k), 1.0 / k),
+        "start": torch.full((k,), 1.0 / k, **on),
+        "transmat": torch.full((k, k), 1.0 / k, **on),
         "means": q,
-        "variances": torch.full((k,), float(x.var()) if x.shape[0] > 1 else 1.0),
+        "variances": torch.full((k,), float(x.var()) if x.shape[0] > 1 else 1.0, **on),
     }
     cons = {
         "start": constraints.simplex,

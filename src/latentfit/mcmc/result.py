@@ -27,10 +27,14 @@ def import_arviz():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # the 1.x refactor notice
             import arviz
-    except ImportError:  # pragma: no cover - arviz is a dependency
+    except ImportError as e:  # arviz is a dependency: only a broken install gets here
+        missing = getattr(e, "name", None)
         raise MissingDependencyError(
             "latentfit.mcmc diagnostics need ArviZ: pip install arviz"
-        ) from None
+            if missing in (None, "arviz")
+            else f"latentfit.mcmc diagnostics need ArviZ, which is installed but cannot be "
+            f"imported: {e}. Install what it names (pip install {missing})"
+        ) from e
     log = getattr(arviz, "_log", None)  # ArviZ 0.x logs through its own Logger instance
     if not isinstance(log, logging.Logger):
         log = logging.getLogger("arviz")

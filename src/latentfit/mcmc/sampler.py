@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from latentfit._validation import (
     _is_real,
     check_positive_int,
-    make_generator,
+    device_generator,
     resolve_device,
     resolve_dtype,
 )
@@ -239,7 +239,7 @@ def sample_target(
     config.check()
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)
-    gen = _generator(generator, target.device)
+    gen = device_generator(generator, target.device)
     state = _initial_state(target, num_chains, start, config.init_radius, gen)
     p, dt = target.n_free, target.dtype
     if config.metric == "dense":
@@ -295,17 +295,6 @@ def check_memory(
         hint="use fewer chains or draws"
         + (", or a smaller max_depth" if parts["trajectory"] > parts["draws"] else ""),
     )
-
-
-def _generator(generator, device) -> torch.Generator:
-    if isinstance(generator, torch.Generator):
-        if generator.device.type != torch.device(device).type:
-            raise ParameterError(
-                f"generator is on {generator.device} but the sampler runs on {device}; "
-                f"pass torch.Generator(device={str(device)!r})"
-            )
-        return generator
-    return make_generator(generator, device)
 
 
 class _Run:
@@ -498,7 +487,7 @@ def sample_fit(
     config.check()
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)  # before the starts
-    gen = _generator(generator, x.device)
+    gen = device_generator(generator, x.device)
     u_map = target.unconstrain({k: v[None] for k, v in fit.params.items()})  # (1, p)
     if not bool(torch.isfinite(u_map).all()):
         u_map = torch.zeros_like(u_map)  # a MAP on the boundary: start at the origin instead

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from latentfit._validation import (
     _is_real,
     check_positive_int,
-    make_generator,
+    device_generator,
     resolve_device,
     resolve_dtype,
 )
@@ -125,7 +125,7 @@ def svgd(
         device=device,
         hint="use fewer particles",
     )
-    gen = generator if isinstance(generator, torch.Generator) else make_generator(generator, device)
+    gen = device_generator(generator, device, "SVGD")
     u0 = target.unconstrain({k: v[None] for k, v in values.items()})  # (1, p)
     if not bool(torch.isfinite(u0).all()):
         raise ParameterError(

@@ -272,7 +272,9 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         ct = self.covariance_type
         cov = params["cov"].double()
         if ct in ("full", "tied"):
-            scatter = cov - self.reg_covar * torch.eye(cov.shape[-1], dtype=cov.dtype)
+            scatter = cov - self.reg_covar * torch.eye(
+                cov.shape[-1], dtype=cov.dtype, device=cov.device
+            )
         else:
             scatter = cov - self.reg_covar
         shift = params.get("shift", weighted_mean(X, w))

@@ -188,9 +188,10 @@ def hsmm_posterior(
     if _use_compiled(log_likelihoods, compiled) and bool(torch.isfinite(log_l)):
         from latentfit.em.hsmm.compiled import posterior_kernel  # imports numba
 
-        posteriors = torch.zeros(t, k, dtype=alpha.dtype)
+        on = dict(dtype=alpha.dtype, device=alpha.device)  # the CPU: numba writes them
+        posteriors = torch.zeros(t, k, **on)
         args = (log_likelihoods, log_trans, terms.log_hazard[:, :dt], terms.log_stay[:, : dt - 1])
-        dur_dt = torch.zeros(k, dt, dtype=alpha.dtype)
+        dur_dt = torch.zeros(k, dt, **on)
         posterior_kernel(
             *(_np(a) for a in args), bool(censored), alpha.numpy(), _np(leave), float(log_l),
             posteriors.numpy(), trans.numpy(), dur_dt.numpy(),

@@ -260,7 +260,9 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         cov = covariances_from_precisions(p["prec_chol"].double(), ct)
         scatter = cov - self.reg_covar  # what the data give, before reg_covar
         if ct in ("full", "tied"):
-            scatter = cov - self.reg_covar * torch.eye(cov.shape[-1], dtype=cov.dtype)
+            scatter = cov - self.reg_covar * torch.eye(
+                cov.shape[-1], dtype=cov.dtype, device=cov.device
+            )
         total = mixture_covariance(  # the data covariance, unregularised
             p["weights"].double(), _centred_means(p, shift).double(), scatter, ct
         )

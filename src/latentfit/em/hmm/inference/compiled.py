@@ -158,9 +158,9 @@ def _run(ll, startprob, transmat, lengths, overwrite, workers, smooth):
     n = len(lens)
     workers = max(1, min(workers, t))
     cuts = np.linspace(0, t, workers + 1).astype(np.int64)
-    shift = torch.empty(t, dtype=ll.dtype)
-    gamma = empty_large(t, k, dtype=ll.dtype, device="cpu")
-    lognorm = torch.empty(t, dtype=ll.dtype)
+    shift = torch.empty(t, dtype=ll.dtype, device=ll.device)  # the CPU: numba reads them
+    gamma = empty_large(t, k, dtype=ll.dtype, device=ll.device)
+    lognorm = torch.empty(t, dtype=ll.dtype, device=ll.device)
     e, sh, g, ln = ll.numpy(), shift.numpy(), gamma.numpy(), lognorm.numpy()
     seq = np.empty(n)
     start = startprob.detach().cpu().numpy()
