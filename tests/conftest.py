@@ -55,6 +55,18 @@ def compiled_cache_dir(tmp_path_factory):
     builds.wait(timeout=0)  # children still compiling for a test's run: not past the session
 
 
+@pytest.fixture(autouse=os.environ.get("LATENTFIT_DEVICE_TAGS") == "all")
+def device_tags_everywhere():
+    """``LATENTFIT_DEVICE_TAGS=all``: every test inside ``DeviceTags``, not only the
+    device-aware ones (a hunt: a model given ``device=None`` resolves it as the device, so any
+    test that fits one checks where its tensors would live; slower, not part of make test).
+    Its reports need reading: tests that hand latentfit's internals tensors of their own, and
+    a "cpu" typed on the command line, look like the host to it."""
+    with DeviceTags() as tags:
+        yield
+    assert not tags.mixed, "tensors of two devices on CUDA:\n" + tags.report()
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     """Every device-aware test runs on the CPU and, when one is present, on CUDA. On the CPU

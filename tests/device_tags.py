@@ -19,11 +19,14 @@ runs the model with ``device="cpu"`` inside the mode and asserts that nothing wa
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 import weakref
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+import latentfit
 
 FACTORIES = {
     "eye", "zeros", "ones", "full", "empty", "arange", "linspace", "logspace", "tensor",
@@ -113,7 +116,7 @@ class DeviceTags(TorchFunctionMode):
         made = [  # host tensors latentfit made (a test's own host tensors are references)
             self.origin.get(id(t), "")
             for t in on_host
-            if t.dim() > 0 and "latentfit/" in self.origin.get(id(t), "")
+            if t.dim() > 0 and " at latentfit/" in self.origin.get(id(t), "")
         ]
         if name not in MOVES and made and any(t.dim() > 0 for t in on_device):
             stack = traceback.extract_stack(limit=12)[:-1]  # without this frame
@@ -163,13 +166,17 @@ def paused():
             m.paused = p
 
 
+#: latentfit's own source folder: a frame there is the library's, any other (tests, torch) not
+LIBRARY = os.path.dirname(latentfit.__file__) + os.sep
+
+
 def _site(stack) -> str:
-    """file:line of the innermost frame in latentfit (else in the tests) of a stack."""
-    frames = stack[:-1]
-    for part in ("/latentfit/", "/tests/"):
-        for f in reversed(frames):
-            if part in f.filename and not f.filename.endswith("device_tags.py"):
-                return f"{f.filename.split('/src/')[-1]}:{f.lineno}"
+    """``latentfit/<file>:<line>`` of the innermost frame in latentfit, else the path and line
+    of the innermost frame elsewhere (a test's), in a stack."""
+    frames = [f for f in stack[:-1] if not f.filename.endswith("device_tags.py")]
+    for f in reversed(frames):
+        if f.filename.startswith(LIBRARY):
+            return f"latentfit/{f.filename[len(LIBRARY) :]}:{f.lineno}"
     return f"{frames[-1].filename}:{frames[-1].lineno}"
 
 

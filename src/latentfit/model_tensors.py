@@ -62,19 +62,29 @@ def _first(mask: torch.Tensor) -> tuple:
     return tuple(mask.nonzero()[0].tolist())
 
 
-def check_stored(t: torch.Tensor, name: str, spec: Stored) -> None:
+def check_stored(
+    t: torch.Tensor,
+    name: str,
+    spec: Stored,
+    *,
+    label: str | None = None,
+    error: type[Exception] = ModelFileError,
+    advice: str = "The file was altered or is damaged: refit the model",
+) -> None:
     """One fitted tensor read from a model file against its :class:`Stored` spec: a floating
     dtype, the shape and the constraint (simplex, positive, Cholesky factor, positive
     definite...). Raises :class:`ModelFileError` naming the tensor, what it holds and what was
-    expected. Finiteness is checked for every tensor by :func:`load` already."""
+    expected. Finiteness is checked for every tensor by :func:`load` already. A fitted
+    attribute set by the user is checked the same way, named by ``label`` and refused with
+    ``error`` and ``advice`` of its own."""
     words = CONSTRAINTS.get(spec.constraint, "finite numbers")
     shape = tuple(t.shape)
 
     def refuse(what: str):
-        raise ModelFileError(
-            f"the tensor {name!r} {shape} {what}; it must hold {words}"
+        raise error(
+            f"{label or f'the tensor {name!r}'} {shape} {what}; it must hold {words}"
             + (f" of shape {tuple(spec.shape)}" if spec.shape is not None else "")
-            + ". The file was altered or is damaged: refit the model"
+            + f". {advice}"
         )
 
     if not t.is_floating_point():

@@ -22,6 +22,7 @@ from latentfit.em.mixture.discrete import (
     one_hot_features,
     poisson_log_prob,
 )
+from latentfit.errors import ParameterError
 
 RTOL = 1e-10  # exact formulas in float64
 
@@ -297,3 +298,83 @@ def test_multinomial_mixture_samples_have_multinomial_moments_whatever_the_total
     mm.mean_total_count_ = 1e9
     S, _ = mm.sample(3)
     assert np.all(S.sum(1) == 1e9)
+
+
+def test_edits_to_fitted_attributes_are_taken_up_and_checked():
+    """As GaussianMixture and the HMMs: a user who sets ``rates_`` (``means_``, ``probs_``,
+    ``weights_``...) and predicts gets what they set, checked as a model file's tensor is;
+    before, predictions stayed those of the fit whatever was set."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.poisson(2, (100, 1)), rng.poisson(9, (100, 1))]
+    m = PoissonMixture(2, random_state=0).fit(X)
+    low = int(np.argmin(m.rates_[:, 0]))
+    assert m.predict(X[[0]])[0] == low
+    m.rates_ = m.rates_[::-1].copy()  # the components swapped
+    assert m.predict(X[[0]])[0] == 1 - low
+    want = PoissonMixture(2).fit(X)
+    want._set_params_tensors(
+        {"weights": torch.as_tensor(m.weights_), "rates": torch.as_tensor(m.rates_)}
+    )
+    np.testing.assert_array_equal(m.score_samples(X), want.score_samples(X))
+    m.weights_[:] = [0.9, 0.1]  # in place
+    np.testing.assert_allclose(m.predict_proba(X[:1]).sum(), 1)
+    assert m._params["weights"].tolist() == [0.9, 0.1]
+    for name, value, says in (
+        ("rates_", -m.rates_, r"rates_, set after the fit, \(2, 1\) holds -"),
+        ("weights_", np.array([0.3, 0.3]), "weights_, set after the fit, .* sums to 0.6"),
+        ("rates_", np.ones((3, 1)), r"rates_ must have shape \(2, 1\)"),
+        ("rates_", np.array([[np.nan], [1.0]]), "rates_"),
+        ("rates_", None, "rates_ was deleted"),
+    ):
+        bad = PoissonMixture(2, random_state=0).fit(X)
+        setattr(bad, name, value)
+        with pytest.raises(ParameterError, match=says):
+            bad.predict(X)
+    m.n_components = 3
+    with pytest.raises(ParameterError, match="n_components was set to 3 after the fit"):
+        m.score(X)
+    b = BernoulliMixture(2, random_state=0).fit(_binary(200)[0])
+    b.means_ = np.clip(b.means_ + 0.5, 0, 1.5)
+    with pytest.raises(ParameterError, match="means_, set after the fit"):
+        b.predict(_binary(200)[0])
+
+
+def test_a_mixture_model_refuses_edits_it_cannot_take_up():
+    """MixtureModel's components_ are per-component dicts copied from its parameters: an edit
+    is refused by name, not ignored (before, predictions stayed those of the fit)."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-3, 1, (100, 1)), rng.normal(3, 1, (100, 1))]
+    m = latentfit.MixtureModel("normal", 2, random_state=0).fit(X)
+    want = m.predict(X)
+    m.components_[0]["loc"] = np.array([0.0])  # in place, inside the list
+    with pytest.raises(ParameterError, match="components_ changed after the fit"):
+        m.predict(X)
+    m = latentfit.MixtureModel("normal", 2, random_state=0).fit(X)
+    m.weights_ = np.array([0.5, 0.5])
+    with pytest.raises(ParameterError, match="weights_ changed after the fit"):
+        m.score(X)
+    np.testing.assert_array_equal(
+        latentfit.MixtureModel("normal", 2, random_state=0).fit(X).predict(X), want
+    )
+
+
+@pytest.mark.parametrize("make", ["poisson", "model", "bgmm"])
+def test_a_refit_after_an_edit_or_a_new_size_starts_afresh_and_a_warm_start_says_why_not(make):
+    X = np.r_[np.full((60, 1), 2.0), np.full((60, 1), 9.0)] + np.arange(120)[:, None] % 3
+
+    def fresh(**kw):
+        if make == "poisson":
+            return PoissonMixture(2, random_state=0, **kw)
+        if make == "model":
+            return latentfit.MixtureModel("poisson", 2, random_state=0, **kw)
+        return latentfit.BayesianGaussianMixture(n_components=2, random_state=0, **kw)
+
+    m = fresh().fit(X)
+    m.weights_ = m.weights_[::-1].copy()
+    m.n_components = 3
+    m.fit(X)  # a cold fit: the edits and the old size are simply replaced
+    assert len(m.weights_) == 3
+    m = fresh(warm_start=True).fit(X)
+    m.n_components = 3
+    with pytest.raises(ParameterError, match="warm_start=True continues from the fitted"):
+        m.fit(X)

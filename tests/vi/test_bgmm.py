@@ -1,6 +1,7 @@
 """BayesianGaussianMixture against scikit-learn (per iteration, float64), the ELBO's constants
 against a Monte-Carlo ELBO written with torch.distributions, and the CAVI guarantees."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.mixture import BayesianGaussianMixture as SkBGMM
 import latentfit
 from latentfit.datasets import load_faithful
 from latentfit.em.driver import EMMonotonicityWarning
+from latentfit.errors import ParameterError
 from latentfit.vi import BayesianGaussianMixture
 
 from ._bgmm_mc import mc_elbo
@@ -246,3 +248,29 @@ def test_chunked_statistics_equal_one_pass(faithful, cov):
         chunked = BayesianGaussianMixture(chunk_rows=50, **kw).fit(faithful)
     np.testing.assert_allclose(chunked.lower_bounds_, whole.lower_bounds_, rtol=1e-10)
     np.testing.assert_allclose(chunked.means_, whole.means_, rtol=1e-9)
+
+
+def test_edits_to_fitted_attributes_or_settings_are_refused_not_ignored(faithful):
+    """scikit-learn users set ``means_`` and predict. The variational posterior has no single
+    value to replace, so the edit is refused by name rather than silently ignored (before,
+    predictions stayed those of the fit); so is a setting changed since the fit."""
+    bg = BayesianGaussianMixture(n_components=2, random_state=0).fit(faithful)
+    want = bg.predict(faithful)
+    for name, value in (
+        ("means_", bg.means_[::-1].copy()),
+        ("weights_", np.array([0.5, 0.5])),
+        ("covariances_", bg.covariances_ * 2),
+    ):
+        edited = copy.deepcopy(bg)
+        setattr(edited, name, value)
+        with pytest.raises(ParameterError, match=f"{name} changed after the fit"):
+            edited.predict(faithful)
+    edited = copy.deepcopy(bg)
+    edited.means_[0, 0] += 1.0  # in place
+    with pytest.raises(ParameterError, match="means_ changed"):
+        edited.score(faithful)
+    edited = copy.deepcopy(bg)
+    edited.covariance_type = "diag"
+    with pytest.raises(ParameterError, match="covariance_type was set to 'diag' after the fit"):
+        edited.sample(3)
+    np.testing.assert_array_equal(copy.deepcopy(bg).predict(faithful), want)  # untouched: as fit

@@ -211,7 +211,7 @@ def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_
     if perm is not None and (
         perm.dtype != torch.int64
         or perm.shape != (n,)
-        or not torch.equal(perm.sort().values, torch.arange(n))
+        or not torch.equal(perm.sort().values, torch.arange(n, device=perm.device))
     ):
         raise damaged(f"'perm' is not a permutation of the {n} training rows")
     if not 0 <= state["batch"] <= n_batches or (state["batch"] > 0 and perm is None):

@@ -34,9 +34,10 @@ from latentfit.em.gaussian import (
     weighted_mean,
 )
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
+from latentfit.em.mixture.edited import refuse_edits, snapshot, warm
 from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.errors import DataError, ModelFileError, NotFittedError, ParameterError
 from latentfit.io import Stored, serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -293,8 +294,8 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ parameters
     def _set_params_tensors(self, params: dict) -> None:
         keys = _PARAM_KEYS + tuple(k for k in _CENTRE_KEYS if k in params)
-        self._params = {k: params[k].detach() for k in keys}
-        p, ct = self._params, self.covariance_type
+        p, ct = {k: params[k].detach() for k in keys}, self.covariance_type
+        self._params = p
         np_ = lambda t: t.cpu().numpy()
         wtype = self.weight_concentration_prior_type
         self.weights_ = np_(weights_from_concentration(p["wc"], wtype))
@@ -315,6 +316,43 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         self.degrees_of_freedom_prior_ = pr.dof
         cov0 = np_(pr.covariance)
         self.covariance_prior_ = float(cov0) if ct == "spherical" else cov0
+        # what the attributes were set to, to find the user's edits (see _params)
+        self._published = {name: snapshot(getattr(self, name)) for name in _PUBLISHED}
+        self._fitted_settings = (ct, int(p["means"].shape[0]), wtype)
+
+    @property
+    def _params(self) -> dict:
+        """The fitted tensors of the variational posterior. Its public attributes summarise it
+        and are not read back: where one was changed since the fit (scikit-learn users set
+        ``means_`` and predict), or ``n_components``, ``covariance_type`` or the weight prior's
+        type, the model refuses to predict rather than ignore the change (GaussianMixture takes
+        such edits up)."""
+        fitted = vars(self).get("_fitted_params")
+        if fitted is None:  # an AttributeError too: hasattr says "not fitted"
+            raise NotFittedError(
+                "This BayesianGaussianMixture instance is not fitted yet: call fit before using it"
+            )
+        published = vars(self).get("_published", {})
+        settings = ("covariance_type", "n_components", "weight_concentration_prior_type")
+        then = vars(self).get("_fitted_settings")
+        for name, was in zip(settings, then or (), strict=False):
+            if getattr(self, name) != was:
+                raise ParameterError(
+                    f"{name} was set to {getattr(self, name)!r} after the fit, whose posterior "
+                    f"has {name}={was!r}; fit again{warm(self)}"
+                )
+        refuse_edits(
+            self,
+            published,
+            "a BayesianGaussianMixture's fitted attributes summarise its variational posterior "
+            "and are not read back. Fit again, or use GaussianMixture, which takes edited "
+            "parameters up",
+        )
+        return fitted
+
+    @_params.setter
+    def _params(self, params: dict) -> None:
+        vars(self)["_fitted_params"] = params
 
     # ------------------------------------------------------------------ inference
     def _log_joint(self, X: torch.Tensor) -> torch.Tensor:
@@ -477,6 +515,13 @@ def _check_stored_prior(prior: BGMMPrior, given: tuple, params: dict) -> None:
                 f"'params.{name}', from which fit makes it, gives {float(want[index]):.6g} "
                 "there; the file was altered or is damaged"
             )
+
+
+#: The fitted attributes that describe the posterior (edits to them are refused: _params).
+_PUBLISHED = (
+    "weights_", "weight_concentration_", "mean_precision_", "means_", "degrees_of_freedom_",
+    "covariances_", "precisions_cholesky_", "precisions_",
+)  # fmt: skip
 
 
 def _q_theta(params: dict) -> NormalWishart:

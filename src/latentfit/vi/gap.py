@@ -445,8 +445,9 @@ def bgmm_log_evidence(X, model) -> float:
     k = model.n_components
     if k**n > 300_000:
         raise ParameterError(f"{k}^{n} labelings are too many to enumerate; use at most ~12 points")
-    prior = model._make_prior(X, torch.ones(n, dtype=X.dtype))
-    digits = torch.arange(k**n).unsqueeze(1) // (k ** torch.arange(n)) % k  # (L, n)
+    prior = model._make_prior(X, torch.ones(n, dtype=X.dtype, device=X.device))
+    ar = dict(device=X.device)
+    digits = torch.arange(k**n, **ar).unsqueeze(1) // (k ** torch.arange(n, **ar)) % k  # (L, n)
     R = torch.nn.functional.one_hot(digits, k).to(X.dtype)  # (L, n, k)
     N = R.sum(1)  # (L, k)
     sx = torch.einsum("lnk,nd->lkd", R, X)  # (L, k, d)

@@ -32,10 +32,11 @@ from latentfit._validation import (
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
+from latentfit.em.mixture.edited import checked_edits, is_edited, refuse_edits, warm
 from latentfit.em.mixture.priors import DirichletPrior
 from latentfit.em.online import OnlineEMMixin
 from latentfit.em.sources.tensors import default_chunk_rows
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, NotFittedError, ParameterError
 
 __all__ = [
     "BaseMixture",
@@ -316,9 +317,46 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return params
 
     def _set_params_tensors(self, params: dict) -> None:
-        self._params = {k: v.detach() for k, v in params.items()}
-        for name, value in self._params.items():
+        params = {k: v.detach() for k, v in params.items()}
+        self._params = params
+        for name, value in params.items():
             setattr(self, name + "_", value.cpu().numpy())
+        # what the attributes were set to, to find the user's edits (see _params)
+        self._published = {name: getattr(self, name + "_").copy() for name in params}
+        self._fitted_k = int(params["weights"].shape[0])
+
+    @property
+    def _params(self) -> dict:
+        """The fitted tensors. As GaussianMixture and the HMMs do, an edit to a fitted
+        attribute (``weights_``, ``rates_``, ``means_``...: scikit-learn users set one and
+        predict) is taken up here, checked as a model file's tensor is (ParameterError naming
+        the attribute); a change of ``n_components`` since the fit is refused."""
+        fitted = vars(self).get("_fitted_params")
+        if fitted is None:  # an AttributeError too: hasattr says "not fitted"
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet: call fit before using it"
+            )
+        k = self._n_components()
+        if isinstance(k, int) and k != vars(self).get("_fitted_k", k):
+            raise ParameterError(
+                f"n_components was set to {k} after the fit, whose parameters have "
+                f"{self._fitted_k} components; fit again{warm(self)}"
+            )
+        published = vars(self).get("_published")
+        if not published:  # a model whose attributes are not read back (MixtureModel)
+            refuse_edits(self, vars(self).get("_snapshots", {}), self._not_read_back)
+            return fitted
+        edited = [n for n in published if is_edited(vars(self).get(n + "_"), published[n])]
+        if edited:
+            self._set_params_tensors(checked_edits(self, fitted, edited))
+        return vars(self)["_fitted_params"]
+
+    @_params.setter
+    def _params(self, params: dict) -> None:
+        vars(self)["_fitted_params"] = params
+
+    #: why a model whose fitted attributes are not read back refuses edits to them
+    _not_read_back = "they are not read back: fit again"
 
     # ------------------------------------------------------------ inference
     def _log_joint(self, X: torch.Tensor, params: dict | None = None) -> torch.Tensor:

@@ -19,8 +19,16 @@ from latentfit.em.gaussian import (
     precisions_from_cholesky,
 )
 from latentfit.errors import DataError, ParameterError
+from latentfit.io import check_stored
 
-__all__ = ["PUBLIC", "is_edited", "params_from_attributes"]
+__all__ = [
+    "PUBLIC",
+    "checked_edits",
+    "is_edited",
+    "params_from_attributes",
+    "refuse_edits",
+    "snapshot",
+]
 
 #: The public fitted attributes that describe the parameters: an edit to one is taken up (see
 #: GaussianMixture._params); the covariance attributes in the order one edit is preferred.
@@ -101,6 +109,63 @@ def is_edited(value, published: np.ndarray) -> bool:
     except (TypeError, ValueError):
         return True
     return arr.shape != published.shape or not np.array_equal(arr, published)
+
+
+def checked_edits(model, fitted: dict, edited: list[str]) -> dict:
+    """A one-family mixture's fitted tensors (``weights``, ``rates``, ``means``...) with the
+    user's edits to their attributes (``<name>_``), each checked as a model file's tensor is
+    (``model._stored_specs``): ParameterError naming the attribute."""
+    specs = model._stored_specs(model.n_features_in_)
+    new = dict(fitted)
+    for name in edited:
+        attr = name + "_"
+        value = vars(model).get(attr)
+        if value is None:
+            raise ParameterError(f"{attr} was deleted from the fitted model; fit again")
+        shape = tuple(fitted[name].shape)
+        try:
+            t = model._user_tensor(value, attr, shape, dtype=fitted[name].dtype)
+        except DataError as err:  # NaN/inf, not numbers: a setting, not data
+            raise ParameterError(str(err)) from None
+        spec = specs.get(name)
+        if spec is not None:
+            check_stored(
+                t, name, spec, label=f"{attr}, set after the fit,", error=ParameterError,
+                advice="Set it to such values, or fit again",
+            )  # fmt: skip
+        new[name] = t.to(fitted[name].device)
+    return new
+
+
+def snapshot(value):
+    """A comparable copy of a fitted attribute that is not read back (arrays, numbers, tuples,
+    lists of dicts of arrays as ``MixtureModel.components_``); see :func:`refuse_edits`."""
+    if isinstance(value, dict):
+        return tuple((k, snapshot(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(snapshot(v) for v in value))
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return repr(value)
+    return (arr.shape, arr.tobytes())
+
+
+def refuse_edits(model, snapshots: dict, why: str) -> None:
+    """ParameterError naming the fitted attributes changed since ``snapshots`` were taken, for
+    a model that cannot take them up (``why``: what they are and what to do instead)."""
+    edited = [n for n, was in snapshots.items() if snapshot(vars(model).get(n)) != was]
+    if edited:
+        raise ParameterError(f"{', '.join(edited)} changed after the fit; {why}{warm(model)}")
+
+
+def warm(model) -> str:
+    """What a refusal adds for a warm start, which continues from the fitted parameters."""
+    if getattr(model, "warm_start", False):
+        return (
+            " (warm_start=True continues from the fitted parameters: set it to False to fit afresh)"
+        )
+    return ""
 
 
 def _prec_chol_from(name: str, value: torch.Tensor, ct: str) -> torch.Tensor:

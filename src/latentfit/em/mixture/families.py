@@ -39,6 +39,7 @@ from latentfit.em.gaussian import (
     weighted_mean,
 )
 from latentfit.em.mixture.base import BaseMixture, first_offending
+from latentfit.em.mixture.edited import snapshot
 from latentfit.em.mixture.priors import NormalInverseWishartPrior
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
@@ -470,16 +471,26 @@ class MixtureModel(BaseMixture):
         return sum(FAMILIES[f].n_parameters(d) for f in self.families_)
 
     def _set_params_tensors(self, params):
-        self._params = {k: v.detach() for k, v in params.items()}
-        self.weights_ = self._params["weights"].cpu().numpy()
+        params = {k: v.detach() for k, v in params.items()}
+        self._params = params
+        self.weights_ = params["weights"].cpu().numpy()
         self.components_ = [
             {
                 n: v.cpu().numpy()
-                for n, v in self._component(self._params, k).items()
+                for n, v in self._component(params, k).items()
                 if n != "delta"  # the fit's own centred copy of loc
             }
             for k in range(len(self.weights_))
         ]
+        self._fitted_k = len(self.weights_)
+        self._snapshots = {n: snapshot(getattr(self, n)) for n in ("weights_", "components_")}
+
+    #: why edits to weights_ or components_ are refused (BaseMixture._params)
+    _not_read_back = (
+        "a MixtureModel's weights_ and components_ are copies of its fitted parameters, not "
+        "read back. Fit again, or use a one-family mixture (GaussianMixture, PoissonMixture, "
+        "...), which takes such edits up"
+    )
 
     def _extra_state(self):
         return {"families_": list(self.families_)}
