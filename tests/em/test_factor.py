@@ -11,6 +11,7 @@ import latentfit
 from latentfit import PPCA, FactorAnalysis
 from latentfit.em.driver import NonFiniteLowerBoundError
 from latentfit.em.factor import factor_estep_stats, factor_posterior
+from latentfit.errors import ParameterError
 
 
 def _data(n=500, d=6, q=2, seed=0):
@@ -318,3 +319,32 @@ def test_partial_fit_refuses_a_learning_offset_that_learns_nothing(cls, offset):
     with pytest.raises(latentfit.errors.ParameterError, match="learning_offset must be"):
         m.partial_fit(X)
     assert not hasattr(m, "components_")
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_edits_to_fitted_attributes_are_taken_up_and_checked(cls):
+    """As scikit-learn's FactorAnalysis reads them: transform and score use components_,
+    mean_ and noise_variance_ as they are now (before, an edit was ignored)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 1)) @ rng.normal(size=(1, 3)) + 0.3 * rng.normal(size=(200, 3))
+    m = cls(1, random_state=0).fit(X)
+    m.components_ = 2 * m.components_
+    m.mean_ = m.mean_ + 1.0
+    W, mu = m.components_.T, m.mean_
+    psi = np.broadcast_to(m.noise_variance_, (3,))
+    # E[z | x] = (I + Wᵀ Ψ⁻¹ W)⁻¹ Wᵀ Ψ⁻¹ (x − μ), from the edited values
+    A = W.T / psi
+    want = np.linalg.solve(np.eye(1) + A @ W, A @ (X - mu).T).T
+    np.testing.assert_allclose(m.transform(X), want, rtol=1e-10, atol=1e-12)
+    cov = W @ W.T + np.diag(psi)
+    np.testing.assert_allclose(
+        m.score(X), st.multivariate_normal(mu, cov).logpdf(X).mean(), rtol=1e-10
+    )
+    bad = cls(1, random_state=0).fit(X)
+    bad.noise_variance_ = -1.0 if cls is PPCA else -np.ones(3)
+    with pytest.raises(ParameterError, match="noise_variance_, set after the fit, holds -1"):
+        bad.transform(X)
+    bad = cls(1, random_state=0).fit(X)
+    bad.components_ = np.ones((2, 3))
+    with pytest.raises(ParameterError, match=r"components_ must have shape \(1, 3\)"):
+        bad.score(X)

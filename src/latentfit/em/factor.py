@@ -37,9 +37,10 @@ from latentfit._validation import (
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.gaussian import check_overflow, weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
+from latentfit.em.mixture.edited import is_edited
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.errors import DataError, ModelFileError, NotFittedError, ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = [
@@ -55,6 +56,10 @@ __all__ = [
 _LOG_2PI = math.log(2 * math.pi)
 _PCA_INIT_MAX_FEATURES = 4096  # above this the d × d eigendecomposition costs more than EM
 _ONLINE_MOMENTS_MAX_FEATURES = 4096  # partial_fit keeps a d × d moment matrix up to this d
+
+
+#: The fitted attributes an edit to which is taken up (``_LinearGaussian._params``).
+_PUBLIC = ("components_", "mean_", "noise_variance_")
 
 
 class FactorPosterior(NamedTuple):
@@ -325,12 +330,60 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         }
 
     def _set_params_tensors(self, params: dict) -> None:
-        self._params = {k: v.detach() for k, v in params.items()}
-        self.components_ = self._params["W"].T.cpu().numpy()  # (q, d), as scikit-learn
-        self.mean_ = self._params["mu"].cpu().numpy()
-        psi = self._params["psi"].cpu().numpy()
+        params = {k: v.detach() for k, v in params.items()}
+        self._params = params
+        self.components_ = params["W"].T.cpu().numpy()  # (q, d), as scikit-learn
+        self.mean_ = params["mu"].cpu().numpy()
+        psi = params["psi"].cpu().numpy()
         self.noise_variance_ = float(psi[0]) if self._isotropic else psi
         self.n_components_ = self.components_.shape[0]
+        # what the attributes were set to, to find the user's edits (see _params)
+        self._published = {n: np.array(getattr(self, n), dtype=float) for n in _PUBLIC}
+
+    @property
+    def _params(self) -> dict:
+        """The fitted tensors. As scikit-learn's FactorAnalysis reads them, an edit to
+        ``components_``, ``mean_`` or ``noise_variance_`` is taken up here (transform, score,
+        sample), checked: ParameterError naming the attribute."""
+        fitted = vars(self).get("_fitted_params")
+        if fitted is None:  # an AttributeError too: hasattr says "not fitted"
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet: call fit before using it"
+            )
+        published = vars(self).get("_published", {})
+        if any(is_edited(vars(self).get(n), published[n]) for n in published):
+            self._set_params_tensors(self._from_attributes(fitted))
+        return vars(self)["_fitted_params"]
+
+    @_params.setter
+    def _params(self, params: dict) -> None:
+        vars(self)["_fitted_params"] = params
+
+    def _from_attributes(self, fitted: dict) -> dict:
+        """W, mu, psi from the public attributes as they are now, checked."""
+        d, q = fitted["W"].shape
+        dt, dev = fitted["W"].dtype, fitted["W"].device
+
+        def given(name, shape):
+            value = vars(self).get(name)
+            if value is None:
+                raise ParameterError(f"{name} was deleted from the fitted model; fit again")
+            try:
+                return self._user_tensor(value, name, shape, dtype=dt).to(dev)
+            except DataError as err:  # NaN/inf, not numbers: a setting, not data
+                raise ParameterError(str(err)) from None
+
+        psi = given("noise_variance_", () if self._isotropic else (d,))
+        psi = psi.expand(d).clone() if self._isotropic else psi
+        if not bool((psi > 0).all()):
+            i = int((psi <= 0).nonzero()[0, 0])
+            raise ParameterError(
+                f"noise_variance_, set after the fit, holds {float(psi[i]):.6g}"
+                + ("" if self._isotropic else f" at index {i}")
+                + "; noise variances must be > 0 (the posterior inverts W Wᵀ + diag ψ)"
+            )
+        return {"W": given("components_", (q, d)).T.contiguous(), "mu": given("mean_", (d,)),
+                "psi": psi}  # fmt: skip
 
     def _posterior(self, X) -> FactorPosterior:
         X = self._check(X)  # NotFittedError before fit, before _params is read
