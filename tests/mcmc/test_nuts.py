@@ -307,6 +307,12 @@ def test_errors_name_the_argument():
     fit = fit_mle("poisson", torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ParameterError, match="fit_map"):
         fit.sample_posterior(progress_bar=False)
+    # a static HMC path longer than NUTS's deepest tree: refused at once, not run for ever
+    with pytest.raises(ParameterError, match="num_steps=1,000,000,000,000 leapfrog steps"):
+        sample(_mvn, {"x": torch.zeros(3)}, kernel="hmc", num_steps=10**12, progress_bar=False)
+    from latentfit.mcmc.sampler import MAX_NUM_STEPS, SamplerConfig
+
+    SamplerConfig(kernel="hmc", num_steps=MAX_NUM_STEPS).check()  # the longest allowed
 
 
 def _trap(x):  # (c, 2): N(0, I) plus a minor mode at (30, 30), sd 0.3, holding e^-40 of the mass

@@ -41,6 +41,11 @@ __all__ = ["SamplerConfig", "sample", "sample_target"]
 COMPILE_MODES = ("replay", "wait")  # besides True and False
 
 
+#: The most leapfrog steps a static HMC transition may take: NUTS's deepest tree at
+#: max_depth=20 (~1e6 gradient evaluations a chain and transition)
+MAX_NUM_STEPS = 2**20 - 1
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """How to sample: the kernel and its settings (Stan's defaults)."""
@@ -68,6 +73,13 @@ class SamplerConfig:
             raise ParameterError(f"metric must be 'diag', 'dense' or 'unit', got {self.metric!r}")
         check_positive_int(self.max_depth, "max_depth")
         check_positive_int(self.num_steps, "num_steps")
+        if self.num_steps > MAX_NUM_STEPS:
+            raise ParameterError(
+                f"num_steps={self.num_steps:,} leapfrog steps a transition is more than the "
+                f"{MAX_NUM_STEPS:,} of NUTS's deepest tree at max_depth=20 (a run would not "
+                "end in any useful time; static HMC takes tens to hundreds); kernel='nuts' "
+                "chooses the path length itself"
+            )
         if not (_is_real(self.target_accept) and 0 < self.target_accept < 1):
             raise ParameterError(
                 f"target_accept must lie strictly between 0 and 1, got {self.target_accept!r}"
