@@ -345,7 +345,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         """The fitted tensors. As scikit-learn's FactorAnalysis reads them, an edit to
         ``components_``, ``mean_`` or ``noise_variance_`` is taken up here (transform, score,
         sample), checked: ParameterError naming the attribute."""
-        fitted = vars(self).get("_fitted_params")
+        fitted = vars(self).get("_fitted_params", vars(self).get("_params"))  # or a pickle of 0.1
         if fitted is None:  # an AttributeError too: hasattr says "not fitted"
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet: call fit before using it"
@@ -353,7 +353,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         published = vars(self).get("_published", {})
         if any(is_edited(vars(self).get(n), published[n]) for n in published):
             self._set_params_tensors(self._from_attributes(fitted))
-        return vars(self)["_fitted_params"]
+        return vars(self).get("_fitted_params", fitted)
 
     @_params.setter
     def _params(self, params: dict) -> None:

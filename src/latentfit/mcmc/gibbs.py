@@ -297,7 +297,8 @@ def gibbs_gmm(
     co_assignment: bool | None = None,
     generator=None,
 ) -> GibbsGMMResult:
-    """Gibbs sampling of a Gaussian mixture by data augmentation (module docstring).
+    """Gibbs sampling of a Gaussian mixture by data augmentation (module docstring). The chains
+    run where ``x`` is (a CUDA tensor: on that GPU; ``generator`` a seed or a generator there).
 
     Priors (defaults follow the data, as scikit-learn's BayesianGaussianMixture does): weights
     ~ Dirichlet(alpha); mean | cov ~ N(prior_loc = data mean, cov / prior_kappa); cov ~

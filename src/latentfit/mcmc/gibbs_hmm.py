@@ -159,7 +159,8 @@ def gibbs_hmm(
     init_states=None,
     generator=None,
 ) -> GibbsHMMResult:
-    """Gibbs sampling of a Gaussian HMM by data augmentation (module docstring).
+    """Gibbs sampling of a Gaussian HMM by data augmentation (module docstring). The chains
+    run where ``x`` is (a CUDA tensor: on that GPU; ``generator`` a seed or a generator there).
 
     ``x`` (n, d) (or (n,)) stacks sequences of ``lengths`` (default: one sequence). Priors,
     the same for every state: start ~ Dirichlet(alpha_start), each transition row ~

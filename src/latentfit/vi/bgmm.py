@@ -327,7 +327,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         ``means_`` and predict), or ``n_components``, ``covariance_type`` or the weight prior's
         type, the model refuses to predict rather than ignore the change (GaussianMixture takes
         such edits up)."""
-        fitted = vars(self).get("_fitted_params")
+        fitted = vars(self).get("_fitted_params", vars(self).get("_params"))  # or a pickle of 0.1
         if fitted is None:  # an AttributeError too: hasattr says "not fitted"
             raise NotFittedError(
                 "This BayesianGaussianMixture instance is not fitted yet: call fit before using it"

@@ -331,7 +331,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         attribute (``weights_``, ``rates_``, ``means_``...: scikit-learn users set one and
         predict) is taken up here, checked as a model file's tensor is (ParameterError naming
         the attribute); a change of ``n_components`` since the fit is refused."""
-        fitted = vars(self).get("_fitted_params")
+        fitted = vars(self).get("_fitted_params", vars(self).get("_params"))  # or a pickle of 0.1
         if fitted is None:  # an AttributeError too: hasattr says "not fitted"
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet: call fit before using it"
@@ -349,7 +349,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         edited = [n for n in published if is_edited(vars(self).get(n + "_"), published[n])]
         if edited:
             self._set_params_tensors(checked_edits(self, fitted, edited))
-        return vars(self)["_fitted_params"]
+        return vars(self).get("_fitted_params", fitted)
 
     @_params.setter
     def _params(self, params: dict) -> None:
