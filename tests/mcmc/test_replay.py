@@ -241,3 +241,27 @@ def test_the_replay_runs_in_static_runtime_with_the_trace_s_values(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(replay, "_same", lambda a, b: False)
     assert isinstance(replay.replay(f, (x, y)), torch.jit.ScriptFunction)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_leapfrog_check_refuses_a_version_that_reads_any_input_stale(dense):
+    """The check runs a zero step, where the momentum, the metric and the step size change
+    nothing, and a second example with every input changed. A replayed or compiled step that
+    read one input stale (its value when it was recorded, baked in) gives the right values on
+    the first and is refused on the second."""
+    target = Target(_per_chain, SHAPES, CONSTRAINTS)
+    c, d = 3, target.n_free
+    state = _state(target, c)
+    metric = random_metric(c, d, dense, torch.Generator().manual_seed(2))
+    raw, example, _, check = leapfrog_parts(target, metric, state, torch.full((c,), 0.1))
+    assert check(raw)
+    names = ("position", "gradient", "momentum", "step", "half step", "metric")
+    for i, name in enumerate(names):
+
+        def stale(*args, i=i):
+            return raw(*(example[j] if j == i else a for j, a in enumerate(args)))
+
+        assert all(
+            torch.equal(a, b) for a, b in zip(stale(*example), raw(*example), strict=True)
+        ), name
+        assert not check(stale), name

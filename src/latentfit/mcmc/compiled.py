@@ -110,7 +110,40 @@ def leapfrog_parts(
     gen = torch.Generator(device=state.u.device).manual_seed(0)  # not the sampler's stream
     p = torch.randn(state.u.shape, generator=gen, dtype=state.u.dtype, device=state.u.device)
     example = tuple(x.contiguous() for x in (state.u, state.grad, p, e, e.clone(), metric.inv))
-    return raw, example, f"leapfrog:{metric.dense}", lambda f: _agree(f, raw, example)
+    # At a zero step the momentum, the metric and the step size change nothing, and a version
+    # that read any input stale (its value when it was recorded, baked in) would pass. It is
+    # checked on a second example too, every input other than the first and a small step
+    # taken, where the density is finite there (else on the zero step alone).
+    moving = _moving_example(raw, example, gen)
+    return (
+        raw,
+        example,
+        f"leapfrog:{metric.dense}",
+        lambda f: _agree(f, raw, example) and (moving is None or _agree(f, raw, moving)),
+    )
+
+
+def _moving_example(raw: Callable, example: tuple, gen: torch.Generator) -> tuple | None:
+    """``example`` with every input changed (the position moved by 1e-6, the gradient and
+    the metric scaled by 1.25, a new momentum, a step of 1e-3, else 1e-6) where the eager
+    step gives finite values there; None where it does not."""
+    u, grad, _, e, _, inv = example
+
+    def noise():
+        return torch.randn(u.shape, generator=gen, dtype=u.dtype, device=u.device)
+
+    u2, p2 = (u + 1e-6 * noise()).contiguous(), noise()
+    for size in (1e-3, 1e-6):
+        step = torch.full_like(e, size)
+        moved = (u2, (1.25 * grad).contiguous(), p2, step, 0.5 * step, (1.25 * inv).contiguous())
+        try:
+            with torch.no_grad():
+                out = raw(*moved)
+        except Exception:  # the density raised a step away: closer, else the zero step alone
+            continue
+        if all(bool(torch.isfinite(o).all()) for o in out if o.is_floating_point()):
+            return moved
+    return None
 
 
 def compile_leapfrog(
