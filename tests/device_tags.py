@@ -83,10 +83,15 @@ class DeviceTags(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.paused:
             return out
-        # x[index] = value: an index may stay on the host, the value may not
-        inputs = (
-            _tensors((args[0], args[2:])) if name == "__setitem__" else _tensors((args, kwargs))
-        )
+        if name == "_has_compatible_shallow_copy_type":  # nn.Module.to: param.data = moved
+            self._tag(args[0], self.tags.get(id(args[1])), self.origin.get(id(args[1])))
+            return out
+        if name == "__setitem__":
+            # x[index] = value: the index may stay on the host; so may a value put in by basic
+            # indexing (a copy_, which crosses devices), not one put in by advanced indexing
+            inputs = [] if not _tensors(args[1]) else _tensors((args[0], args[2:]))
+        else:
+            inputs = _tensors((args, kwargs))
         on_device = [t for t in inputs if self.tags.get(id(t)) == "device"]
         on_host = [t for t in inputs if self.tags.get(id(t)) == "host"]
         if isinstance(out, torch.device):  # x.device: remember where x lives

@@ -2,7 +2,8 @@
 known: the bug it exists for (a tensor latentfit makes without ``device=`` meeting the model's
 data), the code that is right (``device=x.device``, ``zeros_like``, ``.to(device)``, a
 module moved with ``.to``), and what torch allows across devices (0-dim tensors, basic-index
-assignment)."""
+assignment). Code "of latentfit's" runs from a file name inside the package
+(``_library_code``): the tool tells latentfit's frames from a test's by their file."""
 
 from __future__ import annotations
 
@@ -40,6 +41,28 @@ def test_a_library_host_tensor_meeting_device_data_is_reported_with_where_it_was
         X = _data(torch.device(Simulated("cpu")))
         _library_code("out = X - torch.eye(2, dtype=X.dtype, device=X.device)", X=X[:2])
     assert tags.mixed == []
+
+
+def test_what_torch_allows_across_devices_is_not_reported_and_advanced_indexing_is():
+    """Made in latentfit without device=: a 0-dim tensor, a value put in by basic indexing
+    (a copy across devices) and a module moved with .to are fine on a GPU; a value put in by
+    advanced indexing (index_put_) is not."""
+    with DeviceTags() as tags:
+        X = _data(torch.device(Simulated("cpu")))
+        _library_code(
+            "a = X.sum() * torch.tensor(2.0)\n"
+            "X[:2] = torch.zeros(2, 2, dtype=X.dtype)\n"
+            "net = torch.nn.Linear(2, 1).double().to(X.device)\n"
+            "y = net(X)\n",
+            X=X,
+        )
+    assert tags.mixed == []
+    with DeviceTags() as tags:
+        X = _data(torch.device(Simulated("cpu")))
+        _library_code(
+            "X[torch.tensor([0, 1]).to(X.device)] = torch.zeros(2, 2, dtype=X.dtype)", X=X
+        )
+    assert len(tags.mixed) == 1 and tags.mixed[0].startswith("__setitem__ at latentfit/")
 
 
 def test_code_that_keeps_to_the_device_is_not_reported():
