@@ -35,12 +35,12 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
+from latentfit.em.edited import fitted_params, is_edited
 from latentfit.em.gaussian import check_overflow, weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
-from latentfit.em.mixture.edited import is_edited
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError, ModelFileError, NotFittedError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = [
@@ -345,11 +345,7 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         """The fitted tensors. As scikit-learn's FactorAnalysis reads them, an edit to
         ``components_``, ``mean_`` or ``noise_variance_`` is taken up here (transform, score,
         sample), checked: ParameterError naming the attribute."""
-        fitted = vars(self).get("_fitted_params", vars(self).get("_params"))  # or a pickle of 0.1
-        if fitted is None:  # an AttributeError too: hasattr says "not fitted"
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet: call fit before using it"
-            )
+        fitted = fitted_params(self)
         published = vars(self).get("_published", {})
         if any(is_edited(vars(self).get(n), published[n]) for n in published):
             self._set_params_tensors(self._from_attributes(fitted))

@@ -24,6 +24,7 @@ from latentfit._validation import (
     check_tol,
 )
 from latentfit.em.base import EMFit, MixtureMixin
+from latentfit.em.edited import fitted_params, refuse_edits, snapshot, warm
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
@@ -34,10 +35,9 @@ from latentfit.em.gaussian import (
     weighted_mean,
 )
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
-from latentfit.em.mixture.edited import refuse_edits, snapshot, warm
 from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
-from latentfit.errors import DataError, ModelFileError, NotFittedError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
 from latentfit.vi.bgmm_math import (
     WEIGHT_PRIOR_TYPES,
@@ -327,11 +327,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         ``means_`` and predict), or ``n_components``, ``covariance_type`` or the weight prior's
         type, the model refuses to predict rather than ignore the change (GaussianMixture takes
         such edits up)."""
-        fitted = vars(self).get("_fitted_params", vars(self).get("_params"))  # or a pickle of 0.1
-        if fitted is None:  # an AttributeError too: hasattr says "not fitted"
-            raise NotFittedError(
-                "This BayesianGaussianMixture instance is not fitted yet: call fit before using it"
-            )
+        fitted = fitted_params(self)
         published = vars(self).get("_published", {})
         settings = ("covariance_type", "n_components", "weight_concentration_prior_type")
         then = vars(self).get("_fitted_settings")

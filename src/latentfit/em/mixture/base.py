@@ -31,12 +31,12 @@ from latentfit._validation import (
     check_tol,
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
+from latentfit.em.edited import checked_edits, fitted_params, is_edited, refuse_edits, warm
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
-from latentfit.em.mixture.edited import checked_edits, is_edited, refuse_edits, warm
 from latentfit.em.mixture.priors import DirichletPrior
 from latentfit.em.online import OnlineEMMixin
 from latentfit.em.sources.tensors import default_chunk_rows
-from latentfit.errors import DataError, NotFittedError, ParameterError
+from latentfit.errors import DataError, ParameterError
 
 __all__ = [
     "BaseMixture",
@@ -331,11 +331,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         attribute (``weights_``, ``rates_``, ``means_``...: scikit-learn users set one and
         predict) is taken up here, checked as a model file's tensor is (ParameterError naming
         the attribute); a change of ``n_components`` since the fit is refused."""
-        fitted = vars(self).get("_fitted_params", vars(self).get("_params"))  # or a pickle of 0.1
-        if fitted is None:  # an AttributeError too: hasattr says "not fitted"
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet: call fit before using it"
-            )
+        fitted = fitted_params(self)
         k = self._n_components()
         if isinstance(k, int) and k != vars(self).get("_fitted_k", k):
             raise ParameterError(

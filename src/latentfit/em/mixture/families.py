@@ -32,6 +32,7 @@ from torch.distributions import (
 )
 
 from latentfit._validation import check_non_negative
+from latentfit.em.edited import snapshot
 from latentfit.em.gaussian import (
     DegenerateComponentError,
     check_overflow,
@@ -39,7 +40,6 @@ from latentfit.em.gaussian import (
     weighted_mean,
 )
 from latentfit.em.mixture.base import BaseMixture, first_offending
-from latentfit.em.mixture.edited import snapshot
 from latentfit.em.mixture.priors import NormalInverseWishartPrior
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable

@@ -20,6 +20,7 @@ from latentfit._validation import (
     check_tol,
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
+from latentfit.em.edited import PUBLIC, fitted_params, is_edited, params_from_attributes
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
@@ -45,7 +46,6 @@ from latentfit.em.missing import (
     log_gaussian_prob_missing,
 )
 from latentfit.em.mixture.base import fit_arrays, fix_labelled, refuse_source_labels
-from latentfit.em.mixture.edited import PUBLIC, is_edited, params_from_attributes
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import (
@@ -53,7 +53,6 @@ from latentfit.errors import (
     DegenerateComponentWarning,
     LatentfitError,
     ModelFileError,
-    NotFittedError,
     ParameterError,
     user_stacklevel,
 )
@@ -420,12 +419,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         ``precisions_cholesky_`` (scikit-learn users set ``means_`` and predict) is taken up
         here, checked (ParameterError naming the attribute), and the other attributes follow
         it; a change of ``covariance_type`` or ``n_components`` since the fit is refused."""
-        fitted = vars(self).get("_fitted_params")
-        if fitted is None:
-            # an AttributeError, so that hasattr says "not fitted" as for any fitted attribute
-            raise NotFittedError(
-                "This GaussianMixture instance is not fitted yet: call fit before using it"
-            )
+        fitted = fitted_params(self)
         self._check_fitted_settings()
         published = vars(self).get("_published", {})
         edited = [
@@ -433,7 +427,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         ]
         if edited:
             self._set_params_tensors(params_from_attributes(self, fitted, edited))
-        return vars(self)["_fitted_params"]
+        return vars(self).get("_fitted_params", fitted)
 
     @_params.setter
     def _params(self, params: dict) -> None:

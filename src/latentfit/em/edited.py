@@ -1,10 +1,15 @@
-"""A fitted GaussianMixture's public attributes edited by its user, checked and taken up.
+"""A fitted model's public attributes edited by its user: read back, checked, or refused.
 
-scikit-learn users set ``means_`` (or ``weights_``, ``covariances_``, ``precisions_``,
-``precisions_cholesky_``) on a fitted mixture and predict; the HMMs read their public
-attributes so, and ``GaussianMixture._params`` does the same through
-:func:`params_from_attributes`: an edit is validated (ParameterError naming the attribute),
-and the other attributes follow it.
+scikit-learn users set ``means_`` (or ``weights_``, ``rates_``, ``components_``...) on a
+fitted model and predict. The HMMs read their public attributes so; the estimators in em/
+and vi/ keep their fitted tensors behind a ``_params`` property (:func:`fitted_params`) that
+compares the attributes with what was published (:func:`is_edited`) and
+- takes an edit up, checked: GaussianMixture (:func:`params_from_attributes`, the other
+  covariance attributes follow), the one-family mixtures (:func:`checked_edits`, as a model
+  file's tensors are checked), FactorAnalysis/PPCA;
+- or, where the attributes summarise parameters with no single value to replace
+  (BayesianGaussianMixture, MixtureModel), refuses it by name (:func:`refuse_edits`).
+An error names the attribute (ParameterError).
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from latentfit.em.gaussian import (
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
 )
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, NotFittedError, ParameterError
 from latentfit.io import check_stored
 
 __all__ = [
     "PUBLIC",
     "checked_edits",
+    "fitted_params",
     "is_edited",
     "params_from_attributes",
     "refuse_edits",
@@ -109,6 +115,19 @@ def is_edited(value, published: np.ndarray) -> bool:
     except (TypeError, ValueError):
         return True
     return arr.shape != published.shape or not np.array_equal(arr, published)
+
+
+def fitted_params(model) -> dict:
+    """The fitted tensors a ``_params`` property reads, or NotFittedError (an AttributeError
+    too, so that ``hasattr`` says "not fitted" as for any fitted attribute). A model pickled
+    by latentfit 0.1 holds them as ``_params`` in its instance dict."""
+    state = vars(model)
+    fitted = state.get("_fitted_params", state.get("_params"))
+    if fitted is None:
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet: call fit before using it"
+        )
+    return fitted
 
 
 def checked_edits(model, fitted: dict, edited: list[str]) -> dict:
