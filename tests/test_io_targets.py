@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import latentfit
+from latentfit._files import atomic_path
 from latentfit.errors import ModelFileError, OutputError, ParameterError
-from latentfit.io import atomic_path
 
 
 @pytest.fixture(scope="module")

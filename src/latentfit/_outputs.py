@@ -4,7 +4,7 @@ Every command-line command that writes calls :func:`check_outputs` with its inpu
 its output paths before it reads data or fits anything, so a mistake in a path costs nothing:
 an output that is one of the inputs, an existing file (without ``--force``), a folder where a
 file is wanted, or a missing or read-only folder is an :class:`~latentfit.errors.OutputError`
-naming the option at fault. The writing itself goes through :class:`latentfit.io.atomic_path`.
+naming the option at fault. The writing itself goes through :class:`latentfit._files.atomic_path`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _same(a: Path, b: Path) -> bool:
 
 def _writable_folder(folder: Path) -> str | None:
     """Why nothing can be written into an existing ``folder``, or None if a file can be."""
-    from latentfit.io import _probe_folder
+    from latentfit._files import _probe_folder
 
     try:
         _probe_folder(folder)
@@ -56,7 +56,7 @@ def _writable_folder(folder: Path) -> str | None:
 def _status(path: Path, opt: str):
     """``os.stat`` of an output path or None when nothing is there; a name the file system
     cannot take (too long, ...) is an OutputError naming ``opt``."""
-    from latentfit.io import file_status
+    from latentfit._files import file_status
 
     try:
         return file_status(path, OutputError)
@@ -72,7 +72,7 @@ def _nearest_existing(path: Path, opt: str) -> Path:
 
 
 def _check_file(out: Output, force: bool) -> None:
-    from latentfit.io import check_writable_target
+    from latentfit._files import check_writable_target
 
     path, opt = out.path, out.option
     # A folder, device, named pipe or socket is refused with or without --force: the rename
@@ -98,7 +98,7 @@ def _check_file(out: Output, force: bool) -> None:
 
 
 def _check_folder(out: Output, force: bool) -> None:
-    from latentfit.io import _kind, check_writable_target
+    from latentfit._files import _kind, check_writable_target
 
     path, opt = out.path, out.option
     status = _status(path, opt)

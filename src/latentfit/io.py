@@ -12,24 +12,19 @@ leaves a half-written model.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import importlib
 import json
 import math
-import os
-import re
-import socket
 import stat
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from latentfit._files import _kind, atomic_path, check_writable_target, file_status
 from latentfit._validation import is_finite_above
-from latentfit.errors import LatentfitError, ModelFileError, OutputError, ParameterError
+from latentfit.errors import ModelFileError, ParameterError
 from latentfit.model_tensors import (
     CONSTRAINTS,
     Stored,
@@ -74,7 +69,7 @@ MODEL_MODULES: dict[str, str] = {
     "DDPM": "latentfit.diffusion.model",
     "FactorAnalysis": "latentfit.em.factor",
     "FlowDensity": "latentfit.flows.density",
-    "GMMHMM": "latentfit.em.hmm.gaussian",
+    "GMMHMM": "latentfit.em.hmm.gmmhmm",
     "GaussianHMM": "latentfit.em.hmm.gaussian",
     "GaussianHSMM": "latentfit.em.hsmm.models",
     "GaussianMixture": "latentfit.em.mixture.gmm",
@@ -112,216 +107,6 @@ def model_class(name: str) -> type | None:
         importlib.import_module(MODEL_MODULES[name])
         cls = _REGISTRY.get(name)
     return cls
-
-
-_TMP_SUFFIX = ".lftmp"
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
-
-
-def _tmp_stem(name: str) -> str:
-    """The target's name as its temporary files carry it: a long name is cut and given a
-    digest, so that a name the file system takes (up to 255 bytes) still leaves room for the
-    temporary file's prefix and suffix."""
-    if len(name.encode()) <= 160:
-        return name
-    return name[:120] + "~" + hashlib.sha1(name.encode()).hexdigest()[:12]
-
-
-def _tmp_prefix(name: str) -> str:
-    """Temporary files of a write to ``name`` are ``.NAME.HOST-PID-XXXXXXXX.lftmp``: hidden,
-    beside the target, and naming the process that writes them (see :func:`_clean_stale`)."""
-    return f".{_tmp_stem(name)}.{_host()}-{os.getpid()}-"
-
-
-def _shown(path) -> str:
-    """``path`` for a message: a very long one cut, with its length."""
-    text = str(path)
-    return text if len(text) <= 100 else f"{text[:60]}... ({len(text)} characters)"
-
-
-def _kind(mode: int) -> str:
-    """What a file that is not a regular file is, for a message."""
-    kinds = (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((what for test, what in kinds if test(mode)), "not a regular file")
-
-
-def file_status(path, error: type[LatentfitError] = ParameterError) -> os.stat_result | None:
-    """``os.stat(path)`` (links followed), or None when nothing is there. A path that cannot
-    be a file name (too long, a loop of links, not a str or os.PathLike, ...) raises ``error``
-    naming it: ParameterError for a file to read, OutputError for one to write."""
-    if not isinstance(path, str | os.PathLike):
-        raise error(
-            f"a file path must be a str or os.PathLike (e.g. pathlib.Path), got "
-            f"{type(path).__name__} {path!r:.60}"
-        )
-    try:
-        return os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as err:
-        if err.errno == errno.ENAMETOOLONG:
-            raise error(
-                f"{_shown(path)}: the file name is too long for the file system (at most 255 "
-                "bytes per name); choose a shorter name"
-            ) from None
-        raise error(f"cannot use {_shown(path)}: {err.strerror or err}") from None
-
-
-def check_writable_target(path, where: str = "") -> None:
-    """Refuse a write to ``path`` that would replace something other than a regular file: a
-    folder, a device, a named pipe or a socket would be swapped for a regular file by the
-    rename that ends every write. ``where`` (e.g. ``"--labels "``) starts the message."""
-    try:
-        status = file_status(path, OutputError)
-    except OutputError as err:
-        raise OutputError(f"{where}{err}") from None
-    if status is not None and not stat.S_ISREG(status.st_mode):
-        what = _kind(status.st_mode)
-        advice = (
-            "give a file name inside it"
-            if what == "a folder"
-            else "latentfit writes regular files only (by a rename that would replace it); "
-            "give the name of a file"
-        )
-        raise OutputError(f"{where}{_shown(path)} is {what}, not a regular file: {advice}")
-
-
-def _umask() -> int:
-    try:  # Linux: read it without changing it (os.umask can only be read by setting it)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
-
-
-def _clean_stale(folder: Path, name: str) -> None:
-    """Remove temporaries of an earlier write to ``folder/name`` whose writer (a process on
-    this host) is gone, e.g. killed before it could rename or delete its file."""
-    pattern = re.compile(
-        rf"^\.{re.escape(_tmp_stem(name))}\.{re.escape(_host())}-(\d+)-[A-Za-z0-9_]+{re.escape(_TMP_SUFFIX)}$"
-    )
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        m = pattern.match(entry.name)
-        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
-            continue
-        try:
-            if entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
-        except OSError:
-            pass
-
-
-def _probe_folder(folder: Path) -> None:
-    """Create and remove a temporary file in ``folder``: raises OSError if nothing can be
-    written there (read-only folder or file system, no permission, ...)."""
-    _clean_stale(folder, "probe")
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix("probe"), suffix=_TMP_SUFFIX, dir=folder)
-    os.close(fd)
-    os.unlink(tmp)
-
-
-def _fsync(path, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:  # some systems cannot open a folder; the rename is still atomic
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
-
-
-class atomic_path:
-    """Context manager yielding a temporary path beside the target, renamed onto it on success.
-
-    Missing folders above the target are created (the command line refuses them instead,
-    before any work: see :mod:`latentfit._outputs`). The temporary file is ``.NAME.HOST-PID-XXXXXXXX.lftmp`` in the target's folder; on success
-    it is flushed to disk (fsync), given the mode a new file gets under the umask
-    (``0o666 & ~umask``), renamed over the target in one step and the folder is flushed too,
-    so a reader sees the old file or the new one, never a half-written one. On an error the
-    temporary file is removed; one left by a killed writer is removed on the next write to the
-    same target. Errors creating or renaming raise :class:`~latentfit.errors.OutputError`
-    naming the target, never the temporary name; so does a target that exists and is not a
-    regular file (a folder, device, named pipe or socket, which the rename would replace),
-    checked before anything is written.
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        from latentfit.errors import OutputError
-
-        check_writable_target(self.path)
-        folder = self.path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            _clean_stale(folder, self.path.name)
-            fd, tmp = tempfile.mkstemp(
-                prefix=_tmp_prefix(self.path.name), suffix=_TMP_SUFFIX, dir=folder
-            )
-        except OSError as err:
-            advice = (
-                "choose a shorter name"
-                if err.errno == errno.ENAMETOOLONG
-                else "choose a folder you can write to"
-            )
-            raise OutputError(
-                f"cannot write {_shown(self.path)}: {err.strerror or err}; {advice}"
-            ) from None
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        from latentfit.errors import OutputError
-
-        if exc_type is not None:
-            self.tmp.unlink(missing_ok=True)
-            return False
-        try:
-            _fsync(self.tmp)
-            os.chmod(self.tmp, 0o666 & ~_umask())
-            os.replace(self.tmp, self.path)
-        except OSError as err:
-            self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
-        _fsync(self.path.parent, directory=True)
-        return False
 
 
 def _jsonable(value):

@@ -22,8 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 import latentfit
+from latentfit._files import atomic_path
 from latentfit.cli import app
-from latentfit.io import atomic_path
 
 runner = CliRunner()
 SRC = Path(latentfit.__file__).resolve().parents[1]
@@ -353,7 +353,7 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "m.txt"
     code = (
         "import sys, time\n"
-        "from latentfit.io import atomic_path\n"
+        "from latentfit._files import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_text('half written')\n"
         "    print('ready', flush=True)\n"

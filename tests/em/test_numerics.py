@@ -9,7 +9,8 @@ import torch
 
 from latentfit.em.factor import PPCA, FactorAnalysis
 from latentfit.em.gaussian import degenerate_components, weighted_mean
-from latentfit.em.hmm.gaussian import GMMHMM, GaussianHMM
+from latentfit.em.hmm.gaussian import GaussianHMM
+from latentfit.em.hmm.gmmhmm import GMMHMM
 from latentfit.em.initialize import kmeans
 from latentfit.em.mixture.families import MixtureModel
 from latentfit.em.mixture.gmm import GaussianMixture

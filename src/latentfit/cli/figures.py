@@ -47,8 +47,8 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
 def save_figure(fig, path: Path, fmt: str, option: str = "--plot") -> None:
     """Write ``fig`` to ``path`` atomically (never a half-written file), or fail; the note
     that it was written goes to standard error."""
+    from latentfit._files import atomic_path
     from latentfit.errors import LatentfitError
-    from latentfit.io import atomic_path
 
     try:
         with atomic_path(path) as tmp:

@@ -223,7 +223,7 @@ def score(
     d = X.shape[1]
     mean = float(np.mean(ll))
     if out is not None:
-        from latentfit.io import atomic_path
+        from latentfit._files import atomic_path
 
         with atomic_path(out) as tmp:
             np.savetxt(tmp, ll, fmt="%.6f")
@@ -280,7 +280,7 @@ def sample(
         draws = model.sample(n, random_state=seed)
     except LatentfitError as err:  # ResourceLimitError for an -n off by digits, NaN draws
         fail(str(err))
-    from latentfit.io import atomic_path
+    from latentfit._files import atomic_path
 
     if suffix == ".png":
         d = draws.shape[1]

@@ -225,7 +225,7 @@ def report(
 
     try:
         if path is not None:
-            from latentfit.io import atomic_path
+            from latentfit._files import atomic_path
 
             with atomic_path(target) as tmp:
                 np.savetxt(tmp, path, fmt="%d", header="state", comments="")

@@ -132,7 +132,7 @@ def sample(
         except (LatentfitError, OSError) as err:
             fail(str(err))
     elif suffix == ".npy":
-        from latentfit.io import atomic_path
+        from latentfit._files import atomic_path
 
         try:
             with atomic_path(out) as tmp, tmp.open("wb") as f:

@@ -77,10 +77,10 @@ def fit_ssm(
     log-likelihood and BIC/AIC; write the smoothed state of every row."""
     import numpy as np
 
+    from latentfit._files import atomic_path
     from latentfit.cli.model_data import record_columns
     from latentfit.em.ssm import LinearGaussianSSM
     from latentfit.errors import LatentfitError
-    from latentfit.io import atomic_path
 
     if covariance not in ("full", "diag"):
         fail(f"--covariance must be full or diag; got {covariance!r}")

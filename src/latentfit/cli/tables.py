@@ -35,8 +35,8 @@ def write_table(out: Path | None, header: list[str], columns: list) -> None:
     if out is None:
         sys.stdout.write(text)
         return
+    from latentfit._files import atomic_path
     from latentfit.errors import LatentfitError
-    from latentfit.io import atomic_path
 
     try:
         with atomic_path(out) as tmp:

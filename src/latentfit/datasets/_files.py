@@ -565,7 +565,7 @@ def load_array(
     and folders are refused with a DataError. Columns left out are never converted, so a text
     column can stay in the file.
     """
-    from latentfit.io import file_status
+    from latentfit._files import file_status
 
     status = file_status(path)  # a name too long to be a file is said as such
     path = Path(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from latentfit.io import atomic_path
+from latentfit._files import atomic_path
 
 
 def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from latentfit._files import atomic_path
 from latentfit.errors import ModelFileError, ParameterError
-from latentfit.io import atomic_path
 from latentfit.model_tensors import check_fixed_buffers
 from latentfit.train import distributed as dist_utils
 

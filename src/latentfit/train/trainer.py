@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from latentfit._files import atomic_path
 from latentfit._validation import resolve_device
 from latentfit.errors import DataError, ModelFileError, ParameterError
-from latentfit.io import atomic_path
 from latentfit.train import distributed as dist_utils
 from latentfit.train.checkpoint import (
     CHECKPOINT_FORMAT,

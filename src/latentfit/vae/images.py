@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentfit._files import atomic_path
 from latentfit._validation import check_sample_count
-from latentfit.io import atomic_path
 from latentfit.vae.diagnostics import _eval_mode
 from latentfit.vae.objectives import hidden_width
 

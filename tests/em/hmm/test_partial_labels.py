@@ -11,7 +11,8 @@ import torch
 from scipy import stats
 
 from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
-from latentfit.em.hmm.gaussian import GMMHMM, GaussianHMM
+from latentfit.em.hmm.gaussian import GaussianHMM
+from latentfit.em.hmm.gmmhmm import GMMHMM
 from latentfit.em.hmm.inference import posterior as K
 from latentfit.em.sources.chunks import ArraySource
 from latentfit.errors import DataError, ParameterError

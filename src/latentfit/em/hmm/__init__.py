@@ -1,11 +1,13 @@
-"""Hidden Markov models: hmmlearn-compatible estimators (base.py, gaussian.py, discrete.py,
-autoregressive.py; their fit record and warnings in monitor.py, partial labels in labels.py),
-emission functions (:mod:`~latentfit.em.hmm.emissions`), sequences and sources
-(:mod:`~latentfit.em.hmm.sequences`) and the inference kernels (:mod:`latentfit.em.hmm.inference`)."""
+"""Hidden Markov models: hmmlearn-compatible estimators (base.py, gaussian.py, gmmhmm.py,
+discrete.py, autoregressive.py; their fit record and warnings in monitor.py,
+partial labels in labels.py), emission functions (:mod:`~latentfit.em.hmm.emissions`), sequences and
+sources (:mod:`~latentfit.em.hmm.sequences`) and the inference kernels
+(:mod:`latentfit.em.hmm.inference`)."""
 
 from latentfit.em.hmm.autoregressive import AutoregressiveHMM
 from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
-from latentfit.em.hmm.gaussian import GMMHMM, GaussianHMM
+from latentfit.em.hmm.gaussian import GaussianHMM
+from latentfit.em.hmm.gmmhmm import GMMHMM
 from latentfit.em.hmm.monitor import ConvergenceMonitor, UnvisitedStateWarning
 
 __all__ = [

@@ -1,0 +1,391 @@
+"""GMMHMM: a hidden Markov model whose state emissions are Gaussian mixtures of ``n_mix``
+components (hmmlearn's ``GMMHMM`` interface), fitted by Baum-Welch with the mixture
+responsibilities taken inside each state: the E-step gives each row's state posterior, and
+within a state its components' responsibilities, from which the M-step updates the mixture
+weights, means and covariances. The helpers it shares with GaussianHMM live in
+:mod:`latentfit.em.hmm.gaussian`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentfit._validation import check_allocation, check_distribution
+from latentfit.em.gaussian import COVARIANCE_TYPES, weighted_mean
+from latentfit.em.hmm import emissions as E
+from latentfit.em.hmm.gaussian import (
+    _check_covariance_type,
+    _check_positive_definite,
+    _ContinuousHMM,
+    _data_cov,
+)
+from latentfit.em.hmm.online import OnlineHMMMixin
+from latentfit.em.hmm.settings import Prior
+from latentfit.em.hmm.stored import covariance_stored
+from latentfit.em.initialize import kmeans, nearest_center
+from latentfit.errors import ParameterError
+from latentfit.io import Stored, serializable
+
+__all__ = ["GMMHMM"]
+
+
+def _lift_singular(cov: torch.Tensor, covariance_type: str, min_covar: float) -> torch.Tensor:
+    """GMMHMM covariances with ``min_covar`` in place of a zero variance (diag, spherical) or
+    added to a matrix that is not positive definite (full, tied): hmmlearn's update has no
+    floor, so a mixture component on identical values (constant data, duplicates, a single
+    row) would leave a singular covariance and the next E-step could not run."""
+    if covariance_type in ("diag", "spherical"):
+        # below 1e-12 of the largest variance a variance is rounding, not data (3e-20 on
+        # constant data)
+        tiny = 1e-12 * float(cov.max().clamp_min(0))
+        return torch.where(cov > tiny, cov, torch.full_like(cov, min_covar))
+    _, info = torch.linalg.cholesky_ex(cov)  # batch of (d, d)
+    bad = (info != 0).reshape(*info.shape, 1, 1)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return torch.where(bad, cov + min_covar * eye, cov)
+
+
+@serializable
+class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
+    """Hidden Markov model whose emissions are Gaussian mixtures of ``n_mix`` components.
+
+    hmmlearn's ``GMMHMM`` interface: ``weights_`` (k, n_mix), ``means_`` (k, n_mix, d),
+    ``covars_`` (spherical (k, n_mix), diag (k, n_mix, d), full (k, n_mix, d, d), tied
+    (k, d, d)), and its priors with their type-dependent defaults (the constructor arguments
+    are left as given; the defaults are filled in at fit time). The covariance update takes
+    the scatter about the *new* means (the exact M-step; hmmlearn uses the previous means).
+    """
+
+    _emission_letters = "mcw"
+    _emission_attributes = ("weights_", "means_", "covars_")
+
+    def __init__(
+        self,
+        n_components=1,
+        n_mix=1,
+        min_covar=1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        weights_prior=1.0,
+        means_prior=0.0,
+        means_weight=0.0,
+        covars_prior=None,
+        covars_weight=None,
+        algorithm="viterbi",
+        covariance_type="diag",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stmcw",
+        init_params="stmcw",
+        implementation="log",
+        n_init=1,
+        device=None,
+        dtype="float64",
+    ):
+        self._set_arguments(locals())
+
+    def _check_parameters(self):
+        if not isinstance(self.n_mix, int | np.integer) or self.n_mix < 1:
+            raise ParameterError(f"n_mix must be a positive integer, got {self.n_mix!r}")
+        super()._check_parameters()
+        _check_covariance_type(self.covariance_type)
+
+    def _prior_specs(self, d):
+        """hmmlearn's GMMHMM priors (None: its defaults, filled in by
+        :func:`~latentfit.em.hmm.emissions.gmm_priors`): Dirichlet weights > 0, normal means
+        with weights >= 0, and for the covariances (hmmlearn's parametrisation) an
+        inverse-Wishart scale matrix with degrees of freedom of any sign (full, tied: the
+        default is negative) or an inverse-gamma shape of any sign (its default is negative)
+        with a scale >= 0 (diag, spherical)."""
+        k, m, ct = self.n_components, self.n_mix, self.covariance_type
+        known = d is not None and ct in COVARIANCE_TYPES
+        matrix = ct in ("full", "tied")
+        cov = {"spherical": (k, m), "diag": (k, m, d), "full": (k, m, d, d), "tied": (k, d, d)}
+        weight = {"spherical": (k, m), "diag": (k, m, d), "full": (k, m), "tied": (k,)}
+        return {
+            **super()._prior_specs(d),
+            "weights_prior": Prior(
+                "positive", ((k, m),), "Dirichlet concentrations of every state's n_mix weights"
+            ),
+            "means_prior": Prior(
+                "any", ((k, m, d),) if known else None, "the components' prior means"
+            ),
+            "means_weight": Prior(
+                "nonnegative", ((k, m),), "the prior means' weight, one per component"
+            ),
+            "covars_prior": Prior(
+                "matrix" if matrix else "any",
+                (cov[ct],) if known else None,
+                "the inverse-Wishart prior's scale matrix"
+                if matrix
+                else "the inverse-gamma prior's shape",
+            ),
+            "covars_weight": Prior(
+                "any" if matrix else "nonnegative",
+                (weight[ct],) if known else None,
+                "the inverse-Wishart prior's degrees of freedom"
+                if matrix
+                else "the inverse-gamma prior's scale",
+            ),
+        }
+
+    def _shapes(self, d):
+        k, m = self.n_components, self.n_mix
+        cov = {"spherical": (k, m), "diag": (k, m, d), "full": (k, m, d, d), "tied": (k, d, d)}[
+            self.covariance_type
+        ]
+        return {"weights": (k, m), "means": (k, m, d), "covars": cov}
+
+    def _kept(self, name: str, d: int) -> torch.Tensor:
+        """A parameter set by hand that fit keeps (its letter not in ``init_params``), checked
+        for shape and finiteness before any E-step meets it."""
+        value = self._tensor(getattr(self, f"{name}_"), f"{name}_")
+        shape = self._shapes(d)[name]
+        if tuple(value.shape) != shape:
+            raise ParameterError(
+                f"{name}_ must have shape {shape}, got {tuple(value.shape)}; set it with that "
+                f"shape, or put its letter ({name[0]!r}) in init_params to let fit initialise it"
+            )
+        if not bool(torch.isfinite(value).all()):
+            raise ParameterError(f"{name}_ must hold finite numbers")
+        return value
+
+    def _emission_params(self):
+        out = {
+            "weights": self._tensor(self.weights_),
+            "means": self._tensor(self.means_),
+            "covars": self._tensor(self.covars_),
+        }
+        for name, shape in self._shapes(
+            getattr(self, "n_features", out["means"].shape[-1])
+        ).items():
+            if out[name].shape != shape:
+                raise ParameterError(
+                    f"{name}_ must have shape {shape}, got {tuple(out[name].shape)}"
+                )
+        check_distribution(out["weights"], "weights_")
+        return out
+
+    def _init_emissions(self, X, gen):
+        k, m, d = self.n_components, self.n_mix, X.shape[1]
+        # the parameters with their statistics and the M-step's copies (about six), and the
+        # (rows, k, m) responsibilities with their log-densities: refused before any is made
+        per = {"spherical": 1, "diag": d, "full": d * d, "tied": d * d / max(m, 1)}
+        check_allocation(
+            X.element_size() * 6 * k * m * (d + 1 + per[self.covariance_type] + X.shape[0]),
+            f"GMMHMM with {k:,} states x n_mix={m:,} components of {d:,} features",
+            device=X.device,
+            hint="use fewer mixture components per state (n_mix)",
+        )
+        ones = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+        cv = _data_cov(X, self.min_covar)
+        out = {}
+        if self._needs_init("m", "means_"):
+            centers, labels = kmeans(X, k, ones, gen)
+            out["means"] = self._mixture_means(X, centers, labels, cv, gen)
+        else:
+            out["means"] = self._kept("means", d)
+        if self._needs_init("w", "weights_"):
+            out["weights"] = torch.full((k, m), 1.0 / m, dtype=X.dtype, device=X.device)
+        else:
+            out["weights"] = self._kept("weights", d)
+            check_distribution(out["weights"], "weights_")
+        if self._needs_init("c", "covars_"):
+            out["covars"] = {
+                "spherical": cv.diagonal().mean().expand(k, m),
+                "diag": cv.diagonal().expand(k, m, d),
+                "full": cv.expand(k, m, d, d),
+                "tied": cv.expand(k, d, d),
+            }[self.covariance_type].clone()
+        else:
+            out["covars"] = cov = self._kept("covars", d)
+            if self.covariance_type in ("full", "tied"):  # every (state, component) matrix
+                _check_positive_definite(cov.reshape(-1, d, d), "full")
+            else:  # variances
+                _check_positive_definite(cov, "diag")
+        # The fit's fixed centre and the means about it: in float32 the absolute means of data
+        # far from the origin round to the spacing of the offset (1.0 at 1e7), the
+        # differences keep their digits; densities and statistics are taken about the centre.
+        out["shift"] = weighted_mean(X)
+        out["delta"] = out["means"] - out["shift"]
+        return out
+
+    def _mixture_means(self, X, centers, assign, cv, gen) -> torch.Tensor:
+        """Every state's ``n_mix`` component means (k, m, d): k-means of the rows ``assign``
+        gives the state, or, with fewer rows than components, draws around the centroid."""
+        k, m, d = self.n_components, self.n_mix, X.shape[1]
+        ones = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+        means = []
+        chol = torch.linalg.cholesky(cv)
+        for s in range(k):
+            Xs = X[assign == s]
+            if Xs.shape[0] >= m:
+                means.append(kmeans(Xs, m, ones[: Xs.shape[0]], gen)[0])
+            else:  # too few points: spread the mixture around the centroid
+                z = torch.randn(m, d, generator=gen, dtype=torch.float64, device=gen.device)
+                means.append(centers.mean(0) + z.to(X) @ chol.T)
+        return torch.stack(means)
+
+    def _init_emissions_from_labels(self, params, X, labels, gen):
+        """When ``init_params`` asks for means: the states' centres are the means of their
+        labelled rows, every other row goes to the nearest centre (Constrained k-means of
+        Basu, Banerjee & Mooney 2002, one assignment step: labelled rows stay with their
+        state), and each state's component means are k-means of its rows as in the
+        unlabelled start."""
+        if not self._needs_init("m", "means_"):
+            return {}
+        resp = self._labelled_states(labels)  # (n, k)
+        centers = (resp.T @ X) / resp.sum(0).unsqueeze(1)  # (k, d)
+        assign = nearest_center(X, centers)  # (n,)
+        known = labels >= 0
+        assign[known] = labels[known]
+        means = self._mixture_means(X, centers, assign, _data_cov(X, self.min_covar), gen)
+        return {"means": means, "delta": means - params["shift"]}
+
+    def _online_centre(self, params):
+        """A fitted model's statistics for ``partial_fit`` are taken about its mean of the
+        component means, fixed from then on (as ``fit`` fixes the data mean)."""
+        shift = params["means"].reshape(-1, params["means"].shape[-1]).mean(0)
+        return {**params, "shift": shift, "delta": params["means"] - shift}
+
+    def _online_emission_stats(self, params, X, W):
+        """Online statistics (see :mod:`latentfit.em.hmm.online`) about the fixed centre c,
+        not about the component means (which move between M-steps): ``n`` (k, m, e),
+        ``s1`` = Σ w r (x − c) (k, m, d, e), ``s2`` the second moments about c, ``post``
+        (k, e); :meth:`_online_mstep_stats` moves them to the means of the M-step."""
+        Xc = X - params["shift"]  # (n, d)
+        lp = E._mixture_log_prob(
+            Xc, params["weights"], params["delta"], params["covars"], self.covariance_type
+        )
+        r = torch.softmax(lp, 2)  # (n, k, m) the component within each state
+        out = {
+            "n": torch.einsum("tkm,tke->kme", r, W),
+            "s1": torch.einsum("tkm,tke,td->kmde", r, W, Xc),
+            "post": W.sum(0),
+        }
+        if self.covariance_type in ("full", "tied"):
+            out["s2"] = torch.einsum("tkm,tke,td,tf->kmdfe", r, W, Xc, Xc)
+        else:
+            out["s2"] = torch.einsum("tkm,tke,td->kmde", r, W, Xc * Xc)
+        return out
+
+    def _online_mstep_stats(self, params, stats):
+        """The moments about c re-expressed about the current component means μ = c + δ, as
+        :func:`~latentfit.em.hmm.emissions.gmm_mstep` takes them (x − μ = (x − c) − δ)."""
+        n, s1, s2 = stats["n"], stats["s1"], stats["s2"]
+        delta = params["delta"]  # (k, m, d)
+        out = dict(stats)
+        out["s1"] = s1 - n.unsqueeze(2) * delta
+        if self.covariance_type in ("full", "tied"):
+            cross = s1.unsqueeze(3) * delta.unsqueeze(2)  # (k, m, d, d)
+            outer = delta.unsqueeze(3) * delta.unsqueeze(2)
+            out["s2"] = s2 - cross - cross.mT + n[..., None, None] * outer
+        else:
+            out["s2"] = s2 - 2 * delta * s1 + n.unsqueeze(2) * delta * delta
+        return out
+
+    @staticmethod
+    def _centred(params, X):
+        """(X − c, μ − c) during a fit (params with a shift), (X, μ) otherwise."""
+        if "shift" in params:
+            return X - params["shift"], params["delta"]
+        return X, params["means"]
+
+    def _emission_log_likelihood(self, params, X):
+        Xc, mc = self._centred(params, X)
+        return E.gmm_log_likelihood(
+            Xc, params["weights"], mc, params["covars"], self.covariance_type
+        )
+
+    def _emission_stats(self, params, X, gamma):
+        Xc, mc = self._centred(params, X)
+        return E.gmm_stats(Xc, gamma, params["weights"], mc, params["covars"], self.covariance_type)
+
+    def _emission_mstep(self, params, stats):
+        k, m, d = params["means"].shape
+        dt = params["means"].dtype
+        priors = E.gmm_priors(
+            self.covariance_type,
+            k,
+            m,
+            d,
+            self.weights_prior,
+            self.means_prior,
+            self.means_weight,
+            self.covars_prior,
+            self.covars_weight,
+            torch.float64,
+            params["means"].device,
+        )
+        st = {key: v.double() for key, v in stats.items()}
+        shift = params["shift"].double() if "shift" in params else None
+        means = params["means"].double() if shift is None else params["delta"].double()
+        if shift is not None:  # the prior mean about the centre, as the statistics
+            priors = (priors[0], priors[1] - shift, *priors[2:])
+        w, mu, cov, empty = E.gmm_mstep(
+            st,
+            params["weights"].double(),
+            means,
+            params["covars"].double(),
+            self.covariance_type,
+            priors,
+            "".join(c for c in "wmc" if c in self.params),
+        )
+        cov = _lift_singular(cov, self.covariance_type, self.min_covar)
+        new = {"weights": w.to(dt), "covars": cov.to(dt)}
+        if shift is None:
+            new["means"] = mu.to(dt)
+        else:
+            new["means"], new["delta"] = (shift + mu).to(dt), mu.to(dt)
+        return new, empty
+
+    def _set_emission_attributes(self, params):
+        self.weights_ = params["weights"].cpu().numpy()
+        self.means_ = params["means"].cpu().numpy()
+        self.covars_ = params["covars"].cpu().numpy()
+        self.n_features = self.means_.shape[2]
+
+    def _emission_specs(self, k, d):
+        """Mixture weights on the simplex (k, n_mix), finite means (k, n_mix, d) and the
+        covariances of ``covariance_type`` (tied: one matrix per state)."""
+        m = self.n_mix
+        return {
+            "weights_": Stored((k, m), "simplex"),
+            "means_": Stored(None if d is None else (k, m, d)),
+            "covars_": covariance_stored(self.covariance_type, k, d, per=(m,)),
+        }
+
+    def _set_state(self, tensors, extra):
+        super()._set_state(tensors, extra)
+        self.n_features = self.means_.shape[2]
+
+    def _emission_n_params(self):
+        k, m, d = self.n_components, self.n_mix, self.n_features
+        cov = {
+            "spherical": k * m,
+            "diag": k * m * d,
+            "full": k * m * d * (d + 1) // 2,
+            "tied": k * d * (d + 1) // 2,
+        }[self.covariance_type]
+        return {"m": k * m * d, "c": cov, "w": k * (m - 1)}
+
+    def _sample_emissions(self, params, states, gen):
+        w = params["weights"].double().cpu()
+        means = params["means"].double().cpu()
+        k, m, d = means.shape
+        comp = torch.multinomial(w[states], 1, generator=gen).squeeze(1)  # (n,)
+        cov = params["covars"].double().cpu()
+        ct = self.covariance_type
+        if ct == "tied":
+            full = cov.unsqueeze(1).expand(k, m, d, d)
+        elif ct == "full":
+            full = cov
+        elif ct == "diag":
+            full = torch.diag_embed(cov)
+        else:
+            full = cov[..., None, None] * torch.eye(d, dtype=torch.float64)
+        L = torch.linalg.cholesky(full[states, comp])  # (n, d, d)
+        z = torch.randn(len(states), d, generator=gen, dtype=torch.float64)
+        return means[states, comp] + (L @ z.unsqueeze(2)).squeeze(2)
