@@ -297,3 +297,57 @@ def test_an_arviz_that_cannot_be_imported_is_named_with_what_is_missing(monkeypa
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(MissingDependencyError, match=says):
         import_arviz()
+
+
+def test_a_start_outside_the_support_is_named_by_nuts():
+    with pytest.raises(ParameterError, match=r"sigma=\[-1\.0, -1\.0, -1\.0, -1\.0\] is not"):
+        sample(
+            _normal,
+            {"mu": 0.0, "sigma": -1.0},
+            constraints={"sigma": constraints.positive},
+            init_strategy="init",
+            num_warmup=2,
+            num_draws=2,
+            progress_bar=False,
+        )
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize("vectorized", [False, True])
+@pytest.mark.parametrize(
+    "log_density, match",
+    [
+        # the arguments are not init's names
+        (lambda loc, sigma: _normal(loc, sigma), r"takes no argument named 'mu'.*\(loc, sigma\)"),
+        (lambda mu, sigma, nu: _normal(mu, sigma), r"requires 'nu', which init does not name"),
+        # a Python number, or a value cut off from the parameters' gradient
+        (
+            lambda mu, sigma: 1.0,
+            "must return a torch tensor computed from its arguments, got float",
+        ),
+        (
+            lambda mu, sigma: (mu > 0).double() + sigma.detach(),
+            "does not depend on its parameters through torch operations",
+        ),
+    ],
+)
+def test_a_log_density_that_cannot_be_sampled_says_why(run, vectorized, log_density, match):
+    init = {"mu": 0.0, "sigma": 1.0}
+    options = {"constraints": {"sigma": constraints.real}, "vectorized": vectorized}
+    with pytest.raises(ParameterError, match=match):
+        if run == "sample":
+            sample(log_density, init, num_warmup=2, num_draws=2, progress_bar=False, **options)
+        else:
+            svgd(log_density, init, num_particles=4, num_iter=2, progress_bar=False, **options)
+
+
+def test_a_log_density_rejecting_every_chain_without_a_gradient_is_a_rejection():
+    # a vectorized density may return a constant -inf where it rejects every chain at once:
+    # that is a rejection (no start is found), not a density cut off from its gradient
+    def log_density(mu):  # (c,)
+        return torch.where(mu > 100.0, -0.5 * mu**2, torch.full_like(mu, -torch.inf)).detach()
+
+    with pytest.raises(ParameterError, match="no finite log-density in 100 random starts"):
+        sample(
+            log_density, {"mu": 0.0}, vectorized=True, num_warmup=2, num_draws=2, progress_bar=False
+        )

@@ -188,9 +188,14 @@ def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -
     100 times) for chains whose log-density or gradient is not finite."""
     p, dt, dev = target.n_free, target.dtype, target.device
     if start is not None:
-        u = target.unconstrain(
-            {k: torch.as_tensor(v, dtype=dt, device=dev) for k, v in start.items()}
-        )
+        values = {k: torch.as_tensor(v, dtype=dt, device=dev) for k, v in start.items()}
+        outside = target.outside(values)
+        if outside:
+            raise ParameterError(
+                f"init lies outside the support of the constraints: {outside}; choose init "
+                "inside the support"
+            )
+        u = target.unconstrain(values)
         lp, grad = target.log_prob_and_grad(u)
         bad = ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1))
         if bool(bad.any()):

@@ -69,16 +69,6 @@ class SVGDResult:
         return self.particles[name]
 
 
-def _outside(target: Target, values: dict) -> str:
-    """The parameters whose starting value is outside their constraint's support."""
-    names = [
-        f"{s.name}={values[s.name].tolist()} is not {s.constraint}"
-        for s in target.slots
-        if not bool(torch.all(s.constraint.check(values[s.name])))
-    ]
-    return "; ".join(names) or "a parameter maps to NaN or inf"
-
-
 def _at(target: Target, u: torch.Tensor) -> dict:
     """Natural parameter values of one particle ``u`` (p,), for a message."""
     return {k: v[0].tolist() for k, v in target.constrain(u[None])[0].items()}
@@ -130,7 +120,8 @@ def svgd(
     if not bool(torch.isfinite(u0).all()):
         raise ParameterError(
             "init lies outside the support of the constraints (its unconstrained value is not "
-            f"finite: {_outside(target, values)}); choose init inside the support"
+            f"finite: {target.outside(values) or 'a parameter maps to NaN or inf'}); choose "
+            "init inside the support"
         )
     u = u0 + init_scale * torch.randn(
         num_particles, target.n_free, generator=gen, dtype=dtype, device=device

@@ -11,6 +11,7 @@ at once with a leading chain dimension on each parameter.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +120,48 @@ def _kind(con) -> str:
     return "general"
 
 
+def _check_arguments(fn: Callable, what: str, names: list[str]) -> None:
+    """A ParameterError when ``fn``, called with the parameters by name, could not take them:
+    a parameter it does not accept, or one it requires that is not sampled."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C function: nothing to read
+        return
+    params = sig.parameters.values()
+    if any(q.kind is q.VAR_KEYWORD for q in params):
+        return
+    named = {q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)}
+    required = {
+        q.name
+        for q in params
+        if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY) and q.default is q.empty
+    }
+    unknown = [n for n in names if n not in named]
+    missing = sorted(required - set(names))
+    if unknown or missing:
+        problem = (
+            f"it takes no argument named {', '.join(map(repr, unknown))}"
+            if unknown
+            else f"it requires {', '.join(map(repr, missing))}, which init does not name"
+        )
+        raise ParameterError(
+            f"{what} is called with the sampled parameters by name ({', '.join(names)}), but "
+            f"{problem}; its arguments are ({', '.join(sig.parameters)}): name init's entries "
+            "as the function's arguments"
+        )
+
+
+def _tensor_value(value):
+    """``value`` when it is a tensor; a ParameterError naming what the density returned."""
+    if not isinstance(value, torch.Tensor):
+        raise ParameterError(
+            f"log_density must return a torch tensor computed from its arguments, got "
+            f"{type(value).__name__}: write it with torch operations (not .item(), float() or "
+            "numpy, which cut the gradient off)"
+        )
+    return value
+
+
 class Target:
     """``log_density(**params)`` (a scalar per chain) on the unconstrained space, batched.
 
@@ -185,6 +228,9 @@ class Target:
             start += size
         self.slots: tuple[_Slot, ...] = tuple(slots)
         self.n_free = start
+        _check_arguments(log_density, "log_density", self.names)
+        if value_and_grad is not None and callable(value_and_grad):
+            _check_arguments(value_and_grad, "value_and_grad", self.names)
         self.log_density = log_density
         self.vectorized = vectorized
         self.dtype = dtype
@@ -199,18 +245,21 @@ class Target:
         self._batched_vg = None
         self.last_error: Exception | None = None  # the density's last error at a rejected point
         if value_and_grad is not None:
-            self._batched_vg = value_and_grad if vectorized else self._vmapped(value_and_grad)
+            self._batched_vg = (
+                value_and_grad if vectorized else self._vmapped(value_and_grad, False)
+            )
         self._ones: dict = {}
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.slots]
 
-    def _vmapped(self, fn):
+    def _vmapped(self, fn, returns_tensor: bool = True):
         names = self.names
 
         def one(*values):
-            return fn(**dict(zip(names, values, strict=True)))
+            out = fn(**dict(zip(names, values, strict=True)))
+            return _tensor_value(out) if returns_tensor else out
 
         mapped = torch.func.vmap(one)
 
@@ -218,6 +267,16 @@ class Target:
             return mapped(*(params[n] for n in names))
 
         return batched
+
+    def outside(self, values: dict) -> str:
+        """The parameters whose natural ``values`` lie outside their constraint's support, for
+        a message ("" when every one is inside)."""
+        names = [
+            f"{s.name}={values[s.name].tolist()} is not {s.constraint}"
+            for s in self.slots
+            if not bool(torch.all(s.constraint.check(values[s.name])))
+        ]
+        return "; ".join(names)
 
     # -- unconstrained <-> natural -------------------------------------------------------------
     def constrain(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -275,6 +334,7 @@ class Target:
         return self._checked(self._batched(**params), u) + log_jac
 
     def _checked(self, lp, u):
+        lp = _tensor_value(lp)
         if lp.shape != u.shape[:-1]:
             raise ParameterError(
                 f"log_density must return one value per chain, shape {tuple(u.shape[:-1])}; got "
@@ -315,6 +375,14 @@ class Target:
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
             lp = self.log_prob(u)
+            if not lp.requires_grad:
+                if not bool(torch.isfinite(lp).any()):  # a rejection of every chain
+                    return lp.detach(), torch.zeros_like(u)
+                raise ParameterError(
+                    "log_density's value does not depend on its parameters through torch "
+                    "operations, so it has no gradient: compute it from its arguments with torch "
+                    "functions (not .item(), float() or numpy, which cut the gradient off)"
+                )
             ones = self._ones.get(lp.shape)
             if ones is None or ones.dtype != lp.dtype or ones.device != lp.device:
                 ones = self._ones[lp.shape] = torch.ones_like(lp)
