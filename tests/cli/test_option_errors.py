@@ -81,6 +81,16 @@ def test_a_prior_that_breaks_float64_names_its_option(files):
     )
 
 
+def test_data_too_large_for_float64_are_blamed_not_the_prior(tmp_path):
+    # the starting values computed from such data are NaN: the data are at fault, and the
+    # message says so, not that the prior is too narrow
+    data = tmp_path / "big.csv"
+    np.savetxt(data, [1e300, 2e300, 3e300], header="x", comments="")
+    prior = ["--prior", "concentration=gamma:2,1", "--prior", "rate=gamma:2,1"]
+    out = _refused(["fit", "dist", data, "-f", "gamma", *prior], "too large", "rescale")
+    assert "widen the prior" not in out
+
+
 def test_a_prior_given_twice_is_refused(files):
     out = _refused(
         [

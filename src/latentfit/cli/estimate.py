@@ -192,6 +192,8 @@ def _check_prior_start(fam, x, fixed: dict, prior: dict, given: dict) -> None:
         if name not in start:
             continue
         value = torch.as_tensor(start[name], dtype=x.dtype)
+        if not bool(torch.isfinite(value).all()):  # the data's fault: the fit says so
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lp = prior_in_dtype(dist, x.dtype).log_prob(value).sum()
