@@ -23,7 +23,12 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    DensityMixin,
+    TransformerMixin,
+)
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
@@ -39,6 +44,7 @@ from latentfit.em.edited import fitted_params, is_edited
 from latentfit.em.gaussian import check_overflow, weighted_mean
 from latentfit.em.missing import has_missing, impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
+from latentfit.em.rotation import ROTATIONS, orthogonal_rotation
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
@@ -206,7 +212,15 @@ def factor_moment_em(
     return W_new, psi_new.clamp_min(min_noise)
 
 
-class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, BaseEstimator):
+class _LinearGaussian(
+    OnlineEMMixin,
+    EMEstimator,
+    CriteriaMixin,
+    DensityMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    BaseEstimator,
+):
     _isotropic = False
 
     def __init__(
@@ -241,6 +255,10 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         check_tol(self.tol)
         if self.init not in ("pca", "random"):
             raise ParameterError(f"init must be 'pca' or 'random', got {self.init!r}")
+
+    def _initial_noise(self, d: int, dtype, device) -> torch.Tensor | None:
+        """The noise variances (d,) the fit starts from when the user gives them."""
+        return None
 
     def _n_factors(self, d: int) -> int:
         q = d if self.n_components is None else self.n_components
@@ -386,6 +404,11 @@ class _LinearGaussian(OnlineEMMixin, EMEstimator, CriteriaMixin, DensityMixin, B
         p = self._params
         return factor_posterior(X, p["W"], p["mu"], p["psi"])
 
+    @property
+    def _n_features_out(self) -> int:
+        """The number of factors, for scikit-learn's ``get_feature_names_out``."""
+        return self.n_components_
+
     def transform(self, X):
         """Posterior mean E[z | x_o] of the latent factors: (n, q)."""
         return self._posterior(X).mean.cpu().numpy()
@@ -439,13 +462,89 @@ class FactorAnalysis(_LinearGaussian):
     ``noise_variance_`` (d,); plus ``lower_bounds_`` (mean log-likelihood per iteration).
     ``missing="marginalize"`` fits, transforms and scores rows with NaN entries exactly.
     ``init="pca"`` (default) starts from the PPCA closed form of the mean-imputed data,
-    ``"random"`` from a random W drawn with ``random_state``.
+    ``"random"`` from a random W drawn with ``random_state``; ``noise_variance_init`` (d,)
+    replaces the start's noise variances.
+    ``rotation="varimax"`` or ``"quartimax"`` rotates the fitted loadings (em/rotation.py), as
+    scikit-learn does: the likelihood is unchanged, ``components_`` and ``transform`` are
+    rotated.
     ``sample_weight`` weights each row's log-likelihood. ``fit`` also takes a source of
     :mod:`latentfit.em.sources.chunks` (memory-mapped .npy, Parquet, a stream of arrays, a
     :class:`~latentfit.em.sources.distributed.DistributedSource`), read ``chunk_rows`` rows at
     a time on every pass; the start (and the noise floor) then comes from its in-memory
     sample, which is all the data up to ``init_rows`` rows.
+
+    ``svd_method``, ``iterated_power`` and ``copy`` are scikit-learn's settings of its SVD
+    algorithm, accepted (and checked) so that its code runs unchanged; EM uses no SVD, and
+    never writes to ``X``.
     """
+
+    def __init__(
+        self,
+        n_components=None,
+        *,
+        tol=1e-6,
+        copy=True,
+        max_iter=1000,
+        noise_variance_init=None,
+        svd_method="randomized",
+        iterated_power=3,
+        rotation=None,
+        missing="error",
+        init="pca",
+        random_state=None,
+        verbose=0,
+        device=None,
+        dtype="float64",
+        chunk_rows=65536,
+        learning_decay=0.6,
+        learning_offset=0.0,
+    ):
+        self._set_arguments(locals())
+
+    def _check_parameters(self) -> None:
+        super()._check_parameters()
+        if self.rotation is not None and self.rotation not in ROTATIONS:
+            raise ParameterError(
+                f"rotation must be None, 'varimax' or 'quartimax', got {self.rotation!r}"
+            )
+        if self.svd_method not in ("lapack", "randomized"):
+            raise ParameterError(
+                f"svd_method must be 'lapack' or 'randomized', got {self.svd_method!r}"
+            )
+        check_positive_int(self.iterated_power, "iterated_power", minimum=0)
+        if not isinstance(self.copy, bool | np.bool_):
+            raise ParameterError(f"copy must be True or False, got {self.copy!r}")
+
+    def _initial_noise(self, d: int, dtype, device) -> torch.Tensor | None:
+        if self.noise_variance_init is None:
+            return None
+        try:
+            psi = self._user_tensor(self.noise_variance_init, "noise_variance_init", (d,), dtype)
+        except DataError as err:  # NaN/inf, not numbers: a setting, not data
+            raise ParameterError(str(err)) from None
+        if not bool((psi > 0).all()):
+            i = int((psi <= 0).nonzero()[0, 0])
+            raise ParameterError(
+                f"noise_variance_init holds {float(psi[i]):.6g} at index {i}; noise variances "
+                "must be > 0"
+            )
+        return psi.to(device)
+
+    def _rotate(self) -> None:
+        """The fitted loadings rotated by ``rotation`` (the likelihood is unchanged)."""
+        if self.rotation is not None:
+            p = self._params
+            W = orthogonal_rotation(p["W"], self.rotation)
+            self._set_params_tensors({**p, "W": W})
+
+    def _after_fit(self, fit, result, X, **args) -> None:
+        super()._after_fit(fit, result, X, **args)
+        self._rotate()
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        super().partial_fit(X, y=y, sample_weight=sample_weight)
+        self._rotate()
+        return self
 
 
 @serializable
@@ -523,6 +622,8 @@ class _FactorHooks:
             W = torch.randn(d, self.q, generator=generator, dtype=X.dtype, device=X.device)
             W = W * (var.sqrt().unsqueeze(1) / math.sqrt(self.q))
             psi = var.mean().expand_as(var).clone() if self.isotropic else var.clone()
+        given = self.model._initial_noise(d, X.dtype, X.device)
+        psi = psi if given is None else given
         return {"W": W, "mu": mu, "psi": psi.clamp_min(self.min_noise)}
 
     def estep(self, params, batch):
