@@ -414,3 +414,23 @@ def test_fit_factor_models_json_and_csv(kind, cls, tmp_path):
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, [*argv, "--csv"]).output)))
     assert [r["feature"] for r in rows] == ["a", "b", "c"]
     np.testing.assert_allclose([float(r["loading_0"]) for r in rows], ref.components_[0])
+
+
+@pytest.mark.parametrize("kind,cls", [("fa", "FactorAnalysis"), ("ppca", "PPCA")])
+def test_fit_factor_models_rotate_their_loadings_on_request(kind, cls, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 5)) + rng.normal(size=(300, 5)) * 0.4
+    data = tmp_path / "x.csv"
+    np.savetxt(data, X, delimiter=",", header="a,b,c,d,e", comments="")
+    argv = ["fit", kind, str(data), "-k", "2", "--quiet", "--rotation", "varimax"]
+    got = _json(runner.invoke(app, [*argv, "--json"]))
+    ref = getattr(latentfit, cls)(2, random_state=0, rotation="varimax").fit(X)
+    plain = getattr(latentfit, cls)(2, random_state=0).fit(X)
+    assert got["rotation"] == "varimax"
+    np.testing.assert_allclose(got["components"], ref.components_, rtol=1e-10)
+    assert not np.allclose(ref.components_, plain.components_)  # the rotation did something
+    np.testing.assert_allclose(got["log_likelihood"], plain.score(X) * len(X), rtol=1e-10)
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0 and "loadings rotated by varimax" in res.output
+    res = runner.invoke(app, [*argv[:-1], "promax"])
+    assert res.exit_code == 2 and "--rotation takes none, varimax or quartimax" in res.output

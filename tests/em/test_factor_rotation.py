@@ -11,7 +11,7 @@ import torch
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
 from sklearn.decomposition._factor_analysis import _ortho_rotation
 
-from latentfit import FactorAnalysis
+from latentfit import PPCA, FactorAnalysis
 from latentfit.em.rotation import orthogonal_rotation
 from latentfit.errors import ParameterError
 
@@ -32,11 +32,12 @@ def test_the_rotation_is_scikit_learns(method, seed):
     np.testing.assert_allclose(ours @ ours.T, W @ W.T, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
 @pytest.mark.parametrize("method", ["varimax", "quartimax"])
-def test_a_rotated_fit_rotates_the_loadings_and_the_posterior_only(method):
+def test_a_rotated_fit_rotates_the_loadings_and_the_posterior_only(cls, method):
     X = _data()
-    plain = FactorAnalysis(3, tol=1e-10, random_state=0).fit(X)
-    rotated = FactorAnalysis(3, tol=1e-10, random_state=0, rotation=method).fit(X)
+    plain = cls(3, tol=1e-10, random_state=0).fit(X)
+    rotated = cls(3, tol=1e-10, random_state=0, rotation=method).fit(X)
     W = torch.tensor(plain.components_.T)
     want = orthogonal_rotation(W, method).numpy().T
     np.testing.assert_allclose(rotated.components_, want, rtol=0, atol=1e-12)

@@ -202,6 +202,11 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             1e-6, help="Stop when the mean log-likelihood changes less.", callback=finite_number
         ),
         init: str = typer.Option("pca", help="pca or random: where EM starts."),
+        rotation: str = typer.Option(
+            "none",
+            help="none, varimax or quartimax: rotate the fitted loadings (the likelihood is "
+            "unchanged) so that each factor loads on few features.",
+        ),
         missing: str = typer.Option("error", help="error, or marginalize to fit rows with NaNs."),
         columns: str | None = typer.Option(
             None, help="Comma-separated columns to use (default: all)."
@@ -224,12 +229,15 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
         data_source(data, dataset)
         check_outputs([(out, "--out")], [data], force=force)
         check_device(device)
+        if rotation not in ("none", "varimax", "quartimax"):
+            fail(f"--rotation takes none, varimax or quartimax, got {rotation!r}")
         cls = getattr(importlib.import_module("latentfit"), cls_name)
         model = cls(
             k,
             max_iter=max_iter,
             tol=tol,
             init=init,
+            rotation=None if rotation == "none" else rotation,
             missing=missing,
             random_state=seed,
             verbose=0 if quiet else 1,
@@ -244,6 +252,7 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             "n_samples": n,
             "n_features": d,
             "features": names,
+            "rotation": rotation,
             "n_iter": model.n_iter_,
             "converged": bool(model.converged_),
             "log_likelihood": ll,
@@ -272,7 +281,8 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
         from latentfit.cli.output import format_table
 
         echo = typer.echo
-        echo(f"{cls_name}: {k} factor(s), n={n}, d={d}")
+        turned = "" if rotation == "none" else f", loadings rotated by {rotation}"
+        echo(f"{cls_name}: {k} factor(s), n={n}, d={d}{turned}")
         state = "converged" if model.converged_ else "NOT converged (try --max-iter or --tol)"
         echo(f"EM iterations: {model.n_iter_} ({state})")
         echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")

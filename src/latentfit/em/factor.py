@@ -96,6 +96,7 @@ class _LinearGaussian(
         max_iter=1000,
         missing="error",
         init="pca",
+        rotation=None,
         random_state=None,
         verbose=0,
         device=None,
@@ -120,6 +121,26 @@ class _LinearGaussian(
         check_tol(self.tol)
         if self.init not in ("pca", "random"):
             raise ParameterError(f"init must be 'pca' or 'random', got {self.init!r}")
+        if self.rotation is not None and self.rotation not in ROTATIONS:
+            raise ParameterError(
+                f"rotation must be None, 'varimax' or 'quartimax', got {self.rotation!r}"
+            )
+
+    def _rotate(self) -> None:
+        """The fitted loadings rotated by ``rotation`` (the likelihood is unchanged)."""
+        if self.rotation is not None:
+            p = self._params
+            W = orthogonal_rotation(p["W"], self.rotation)
+            self._set_params_tensors({**p, "W": W})
+
+    def _after_fit(self, fit, result, X, **args) -> None:
+        super()._after_fit(fit, result, X, **args)
+        self._rotate()
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        super().partial_fit(X, y=y, sample_weight=sample_weight)
+        self._rotate()
+        return self
 
     def _initial_noise(self, d: int, dtype, device) -> torch.Tensor | None:
         """The noise variances (d,) the fit starts from when the user gives them."""
@@ -368,10 +389,6 @@ class FactorAnalysis(_LinearGaussian):
 
     def _check_parameters(self) -> None:
         super()._check_parameters()
-        if self.rotation is not None and self.rotation not in ROTATIONS:
-            raise ParameterError(
-                f"rotation must be None, 'varimax' or 'quartimax', got {self.rotation!r}"
-            )
         if self.svd_method not in ("lapack", "randomized"):
             raise ParameterError(
                 f"svd_method must be 'lapack' or 'randomized', got {self.svd_method!r}"
@@ -395,22 +412,6 @@ class FactorAnalysis(_LinearGaussian):
             )
         return psi.to(device)
 
-    def _rotate(self) -> None:
-        """The fitted loadings rotated by ``rotation`` (the likelihood is unchanged)."""
-        if self.rotation is not None:
-            p = self._params
-            W = orthogonal_rotation(p["W"], self.rotation)
-            self._set_params_tensors({**p, "W": W})
-
-    def _after_fit(self, fit, result, X, **args) -> None:
-        super()._after_fit(fit, result, X, **args)
-        self._rotate()
-
-    def partial_fit(self, X, y=None, sample_weight=None):
-        super().partial_fit(X, y=y, sample_weight=sample_weight)
-        self._rotate()
-        return self
-
 
 @serializable
 class PPCA(_LinearGaussian):
@@ -418,7 +419,8 @@ class PPCA(_LinearGaussian):
 
     Converges to the closed-form maximum-likelihood solution W = U_q (Λ_q − σ² I)^½ R,
     σ² = mean of the discarded eigenvalues of the sample covariance, up to a rotation R.
-    ``noise_variance_`` is the scalar σ²; the rest as :class:`FactorAnalysis`.
+    ``noise_variance_`` is the scalar σ²; the rest as :class:`FactorAnalysis`, ``rotation``
+    included (``rotation="varimax"`` picks the R whose loadings are easiest to read).
     """
 
     _isotropic = True
