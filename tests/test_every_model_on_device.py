@@ -21,6 +21,14 @@ COUNTS = RNG.poisson(np.r_[np.full(60, 2.0), np.full(60, 9.0)])[:, None]
 SYMBOLS = RNG.integers(0, 3, (120, 1))
 BINARY = (RNG.random((120, 5)) < np.r_[np.full(60, 0.2), np.full(60, 0.8)][:, None]).astype(float)
 LENGTHS = [70, 50]
+# rows of six trials from two regimes (their own generator: the data above stay as they were)
+_TRIALS_RNG = np.random.default_rng(1)
+TRIALS = np.concatenate(
+    [
+        _TRIALS_RNG.multinomial(6, [0.7, 0.2, 0.1], 60),
+        _TRIALS_RNG.multinomial(6, [0.1, 0.2, 0.7], 60),
+    ]
+)
 
 # name: (model factory(device), data, lengths, what it must offer)
 SEQUENCE_MODELS = {
@@ -28,6 +36,7 @@ SEQUENCE_MODELS = {
     "GMMHMM": (lambda d: lf.GMMHMM(2, n_mix=2, n_iter=5, random_state=0, device=d), GAUSS),
     "PoissonHMM": (lambda d: lf.PoissonHMM(2, n_iter=5, random_state=0, device=d), COUNTS),
     "CategoricalHMM": (lambda d: lf.CategoricalHMM(2, n_iter=5, random_state=0, device=d), SYMBOLS),
+    "MultinomialHMM": (lambda d: lf.MultinomialHMM(2, n_iter=5, random_state=0, device=d), TRIALS),
     "AutoregressiveHMM": (
         lambda d: lf.AutoregressiveHMM(2, n_iter=5, random_state=0, device=d),
         GAUSS,

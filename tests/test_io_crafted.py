@@ -639,10 +639,11 @@ def test_a_fit_that_ran_no_iteration_saves_a_file_that_loads(tmp_path, make):
         lambda: (latentfit.FactorAnalysis(1, max_iter=5), X),
         lambda: (latentfit.GaussianHMM(2, n_init=3, n_iter=5, random_state=0), X),
         lambda: (latentfit.CategoricalHMM(2, n_init=2, n_iter=5, random_state=0), CODES[:, :1]),
+        lambda: (latentfit.MultinomialHMM(2, n_init=2, n_iter=5, random_state=0), COUNTS),
         lambda: (latentfit.VariationalGaussianHMM(2, n_init=2, n_iter=5, random_state=0), X),
         lambda: (latentfit.LinearGaussianSSM(1, n_iter=5), X),
     ],
-    ids=["gmm", "poisson", "fa", "hmm", "categorical_hmm", "vhmm", "ssm"],
+    ids=["gmm", "poisson", "fa", "hmm", "categorical_hmm", "multinomial_hmm", "vhmm", "ssm"],
 )
 def test_a_loaded_model_keeps_the_record_of_its_fit(tmp_path, make):
     # the bound's history, its last value, whether it converged, every restart's history and

@@ -13,7 +13,14 @@ import torch
 
 import latentfit
 from latentfit import BayesianGaussianMixture
-from latentfit.em.hmm import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hmm import (
+    GMMHMM,
+    AutoregressiveHMM,
+    CategoricalHMM,
+    GaussianHMM,
+    MultinomialHMM,
+    PoissonHMM,
+)
 from latentfit.em.hmm.variational import VariationalCategoricalHMM, VariationalGaussianHMM
 from latentfit.em.hsmm import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 from latentfit.em.ssm import LinearGaussianSSM
@@ -36,6 +43,7 @@ MODELS = {
     "gmmhmm_spherical": (lambda **kw: GMMHMM(2, n_mix=2, covariance_type="spherical", **kw), X),
     "poisson": (lambda **kw: PoissonHMM(2, **kw), COUNTS),
     "categorical": (lambda **kw: CategoricalHMM(2, **kw), SYMBOLS),
+    "multinomial": (lambda **kw: MultinomialHMM(2, **kw), COUNTS),
     "autoregressive": (lambda **kw: AutoregressiveHMM(2, **kw), X),
     "vgaussian_full": (lambda **kw: VariationalGaussianHMM(2, covariance_type="full", **kw), X),
     "vgaussian_tied": (lambda **kw: VariationalGaussianHMM(2, covariance_type="tied", **kw), X),
@@ -109,6 +117,8 @@ CASES = [
     ("poisson", "lambdas_", lambda t: t.to(torch.int64), "not a floating-point"),
     ("categorical", "emissionprob_", lambda t: t * 2, "sums to"),
     ("categorical", "startprob_", lambda t: t.to(torch.int64), "not a floating-point"),
+    ("multinomial", "emissionprob_", lambda t: t * 2, "sums to"),
+    ("multinomial", "emissionprob_", lambda t: torch.cat([t, t], 1), "shape"),
     ("autoregressive", "covars_", _asymmetric, "not symmetric"),
     ("autoregressive", "coefs_", lambda t: torch.cat([t, t], 1), "shape"),
     ("vgaussian_full", "dof_posterior_", _at(0, 0.0), "'dof_posterior_'"),
@@ -141,7 +151,9 @@ def test_tensors_off_their_constraint_are_refused(files, tmp_path, model, name, 
     assert name in str(err.value)
 
 
-@pytest.mark.parametrize("model", ["gaussian_full", "poisson", "autoregressive", "ssm_full"])
+@pytest.mark.parametrize(
+    "model", ["gaussian_full", "poisson", "multinomial", "autoregressive", "ssm_full"]
+)
 @pytest.mark.parametrize("value", [10**12, 3, 1])
 def test_a_header_n_features_that_disagrees_with_the_tensors_is_refused(
     files, tmp_path, model, value

@@ -27,6 +27,7 @@ _EXPORTS = {
     "AutoregressiveHMM": "latentfit.em.hmm",
     "CategoricalHMM": "latentfit.em.hmm",
     "GaussianHMM": "latentfit.em.hmm",
+    "MultinomialHMM": "latentfit.em.hmm",
     "PoissonHMM": "latentfit.em.hmm",
     "VariationalCategoricalHMM": "latentfit.em.hmm.variational",
     "VariationalGaussianHMM": "latentfit.em.hmm.variational",
@@ -83,6 +84,7 @@ __all__ = [
     "LadderVAE",
     "LinearGaussianSSM",
     "MixtureModel",
+    "MultinomialHMM",
     "MultinomialMixture",
     "NeuralSplineFlow",
     "NpySource",
@@ -127,6 +129,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; never run
         AutoregressiveHMM,
         CategoricalHMM,
         GaussianHMM,
+        MultinomialHMM,
         PoissonHMM,
     )
     from latentfit.em.hmm.variational import VariationalCategoricalHMM, VariationalGaussianHMM

@@ -76,6 +76,7 @@ MODEL_MODULES: dict[str, str] = {
     "LinearGaussianSSM": "latentfit.em.ssm.model",
     "MAF": "latentfit.flows.density",
     "MixtureModel": "latentfit.em.mixture.families",
+    "MultinomialHMM": "latentfit.em.hmm.multinomial",
     "MultinomialMixture": "latentfit.em.mixture.discrete",
     "NeuralSplineFlow": "latentfit.flows.density",
     "PPCA": "latentfit.em.factor",

@@ -156,10 +156,10 @@ def test_fit_hmm_json_through_the_console_script(geyser, tmp_path):
     np.testing.assert_array_equal(np.loadtxt(states, skiprows=1, dtype=int), path_)
 
 
-@pytest.mark.parametrize("emission", ["gmm", "poisson", "categorical"])
+@pytest.mark.parametrize("emission", ["gmm", "poisson", "categorical", "multinomial"])
 def test_fit_hmm_csv_for_other_emissions(emission, geyser, tmp_path):
     _, X, _, _ = geyser
-    if emission == "poisson":
+    if emission in ("poisson", "multinomial"):
         X = np.round(X)
     elif emission == "categorical":
         X = (X[:, :1] > 70).astype(float)
@@ -185,6 +185,11 @@ def test_fit_hmm_csv_for_other_emissions(emission, geyser, tmp_path):
         ref = latentfit.PoissonHMM(2, **kw).fit(X)
         np.testing.assert_allclose(
             [[float(r["rate_a"]), float(r["rate_b"])] for r in rows], ref.lambdas_, rtol=1e-8
+        )
+    elif emission == "multinomial":  # the columns count the categories: their names
+        ref = latentfit.MultinomialHMM(2, **kw).fit(X)
+        np.testing.assert_allclose(
+            [[float(r["prob_a"]), float(r["prob_b"])] for r in rows], ref.emissionprob_, rtol=1e-8
         )
     else:
         ref = latentfit.CategoricalHMM(2, **kw).fit(X.astype(np.int64))

@@ -103,13 +103,20 @@ def test_csv_and_heldout_on_one_long_series(series):
 
 
 @pytest.mark.parametrize(
-    ("emission", "family"), [("poisson", "poisson_hmm"), ("categorical", "categorical_hmm")]
+    ("emission", "family"),
+    [
+        ("poisson", "poisson_hmm"),
+        ("categorical", "categorical_hmm"),
+        ("multinomial", "multinomial_hmm"),
+    ],
 )
 def test_discrete_emissions(tmp_path, emission, family):
     rng = np.random.default_rng(5)
     z = np.repeat(rng.integers(0, 2, 40), 8)
     if emission == "poisson":
         X = rng.poisson(np.array([[1.0, 6.0], [6.0, 1.0]])[z]).astype(float)
+    elif emission == "multinomial":
+        X = np.stack([rng.multinomial(7, [[0.2, 0.8], [0.7, 0.3]][s]) for s in z])
     else:
         X = np.where(z == 0, rng.integers(0, 2, len(z)), rng.integers(2, 4, len(z)))[:, None]
     path = tmp_path / "d.npy"

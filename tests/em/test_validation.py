@@ -24,6 +24,8 @@ X_COUNT = rng.poisson(2.0, size=(60, 2)).astype(float)
 X_BIN = (rng.random((60, 2)) < 0.4).astype(float)
 X_CAT = rng.integers(0, 3, size=(60, 2)).astype(float)
 X_SYM = rng.integers(0, 3, size=(60, 1))
+# rows of eight trials (their own generator: the data above stay as they were)
+X_TRIALS = np.random.default_rng(1).multinomial(8, [0.4, 0.6], size=60)
 
 ESTIMATORS = {
     "GaussianMixture": (lambda: lf.GaussianMixture(2, max_iter=5, random_state=0), X_REAL),
@@ -42,6 +44,7 @@ ESTIMATORS = {
     "GMMHMM": (lambda: lf.GMMHMM(2, n_mix=2, n_iter=3, random_state=0), X_REAL),
     "PoissonHMM": (lambda: lf.PoissonHMM(2, n_iter=3, random_state=0), X_COUNT),
     "CategoricalHMM": (lambda: lf.CategoricalHMM(2, n_iter=3, random_state=0), X_SYM),
+    "MultinomialHMM": (lambda: lf.MultinomialHMM(2, n_iter=3, random_state=0), X_TRIALS),
 }
 
 # (bad X, words the message must contain)

@@ -83,6 +83,9 @@ def estimators(draw, name: str):
         )
     if name == "CategoricalHMM":
         return cls(k, **common), "codes"
+    if name == "MultinomialHMM":
+        n_trials = draw(st.sampled_from([None, None, 3, 0]))  # 0: refused; 3: rarely the rows'
+        return cls(k, n_trials=n_trials, **common), "counts"
     if name == "PoissonHMM":
         return cls(k, **common), "counts"
     if name == "VariationalGaussianHMM":
@@ -127,6 +130,7 @@ ESTIMATORS = [
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "MultinomialHMM",
     "VariationalGaussianHMM",
     "VariationalCategoricalHMM",
     "LinearGaussianSSM",
@@ -148,6 +152,7 @@ HMMS = {
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "MultinomialHMM",
     "VariationalGaussianHMM",
     "VariationalCategoricalHMM",
     "AutoregressiveHMM",

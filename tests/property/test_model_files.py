@@ -27,6 +27,8 @@ X_CODES = RNG.integers(0, 3, (40, 1))
 # flows on 3 features: no MADE mask is all ones, coupling masks alternate; in float64, as
 # the other models, so that a drawn value of 1e300 is a finite one there too
 X_FLOW = RNG.normal(0, 1, (40, 3))
+# rows of five trials (their own generator: the data above stay as they were)
+X_TRIALS = np.random.default_rng(1).multinomial(5, [0.2, 0.3, 0.5], size=40)
 FLOW_SETTINGS = dict(n_layers=2, hidden=6, n_hidden=2, epochs=1, random_state=0, dtype="float64")
 
 
@@ -46,6 +48,7 @@ def _fitted_bytes(name: str) -> bytes:
         "FactorAnalysis": (latentfit.FactorAnalysis(1), X_REAL),
         "GMMHMM": (latentfit.GMMHMM(2, n_mix=2, random_state=0, n_iter=3), X_REAL),
         "PoissonHMM": (latentfit.PoissonHMM(2, random_state=0, n_iter=3), np.abs(X_CODES)),
+        "MultinomialHMM": (latentfit.MultinomialHMM(2, random_state=0, n_iter=3), X_TRIALS),
         "GaussianHSMM": (latentfit.GaussianHSMM(2, random_state=0, n_iter=3), X_REAL),
         "LinearGaussianSSM": (latentfit.LinearGaussianSSM(1, n_iter=3), X_REAL),
         "BernoulliMixture": (
@@ -156,6 +159,7 @@ def damaged(draw, raw: bytes) -> tuple[bytes, str]:
             "FactorAnalysis",
             "GMMHMM",
             "PoissonHMM",
+            "MultinomialHMM",
             "GaussianHSMM",
             "LinearGaussianSSM",
             "BernoulliMixture",
@@ -187,6 +191,8 @@ def test_load_damaged_model_file(name, data):
         X = (X_CODES > 0).astype(float)
     if name in ("MAF", "RealNVP"):
         X = X_FLOW
+    if name == "MultinomialHMM":
+        X = X_TRIALS
     try:
         scores = attempt(f"score_samples after load ({how})", model.score_samples, X)
         values = np.asarray(scores[0] if isinstance(scores, tuple) else scores)

@@ -132,7 +132,7 @@ __all__ = [
     "tol_option",
 ]
 
-EMISSIONS = ("gaussian", "gmm", "categorical", "poisson")
+EMISSIONS = ("gaussian", "gmm", "categorical", "poisson", "multinomial")
 #: The emissions that ``fit hmm --variational`` fits (VariationalGaussianHMM,
 #: VariationalCategoricalHMM).
 VARIATIONAL_EMISSIONS = ("gaussian", "categorical")
@@ -146,6 +146,7 @@ def _model(
         GMMHMM,
         CategoricalHMM,
         GaussianHMM,
+        MultinomialHMM,
         PoissonHMM,
         VariationalCategoricalHMM,
         VariationalGaussianHMM,
@@ -164,6 +165,8 @@ def _model(
         return GMMHMM(k, n_mix=n_mix, covariance_type=covariance, **common)
     if emission == "categorical":
         return CategoricalHMM(k, **common)
+    if emission == "multinomial":
+        return MultinomialHMM(k, **common)
     return PoissonHMM(k, **common)
 
 
@@ -273,7 +276,8 @@ def fit_hmm(
     if distributed:
         if emission == "categorical":
             fail(
-                "--distributed fits gaussian, gmm and poisson emissions; categorical fits in memory"
+                "--distributed fits gaussian, gmm, poisson and multinomial emissions; "
+                "categorical fits in memory"
             )
         from latentfit.cli._hmm_distributed import fit_hmm_distributed
 

@@ -15,7 +15,7 @@ def emission_parameters(model, emission: str) -> dict:
         return {"means": model.means_, "covariances": model._covars_}
     if emission == "gmm":
         return {"weights": model.weights_, "means": model.means_, "covariances": model.covars_}
-    if emission == "categorical":
+    if emission in ("categorical", "multinomial"):
         return {"emissionprob": model.emissionprob_}
     return {"lambdas": model.lambdas_}
 
@@ -40,12 +40,16 @@ def print_emissions(r: dict) -> None:
     elif r["emission"] == "categorical":
         symbols = [str(s) for s in range(len(r["emissionprob"][0]))]
         echo(f"emission probabilities:\n{format_table(r['emissionprob'], symbols, states)}")
+    elif r["emission"] == "multinomial":
+        table = format_table(r["emissionprob"], names, states)
+        echo(f"category probabilities (of one trial):\n{table}")
     else:
         echo(f"Poisson rates:\n{format_table(r['lambdas'], names, states)}")
 
 
 def emission_cells(model, r: dict, i: int) -> dict:
-    """State ``i``'s emission parameters as named CSV cells (gaussian, categorical, poisson)."""
+    """State ``i``'s emission parameters as named CSV cells (gaussian, categorical, poisson,
+    multinomial)."""
     from latentfit.cli.output import gaussian_columns
 
     names = r["features"]
@@ -53,6 +57,8 @@ def emission_cells(model, r: dict, i: int) -> dict:
         return gaussian_columns(model.means_, model._covars_, r["covariance_type"], names, i)
     if r["emission"] == "categorical":
         return {f"prob_{s}": float(p) for s, p in enumerate(model.emissionprob_[i])}
+    if r["emission"] == "multinomial":
+        return {f"prob_{n}": float(p) for n, p in zip(names, model.emissionprob_[i], strict=True)}
     return {f"rate_{n}": float(v) for n, v in zip(names, model.lambdas_[i], strict=True)}
 
 

@@ -51,6 +51,7 @@ SEQUENCE_MODELS = {
         "gmm": "GMMHMM",
         "poisson": "PoissonHMM",
         "categorical": "CategoricalHMM",
+        "multinomial": "MultinomialHMM",
     },
     "hsmm": {
         "gaussian": "GaussianHSMM",
@@ -370,7 +371,9 @@ def select_hmm(
         "--lengths",
         help="Text file of sequence lengths (rows per sequence, in order); default: one sequence.",
     ),
-    emission: str = typer.Option("gaussian", help="gaussian, gmm, poisson or categorical."),
+    emission: str = typer.Option(
+        "gaussian", help="gaussian, gmm, poisson, categorical or multinomial (rows of counts)."
+    ),
     model: str = typer.Option(
         "hmm",
         help="hmm; hsmm (semi-Markov), arhmm (autoregressive), ssm (linear-Gaussian) or vhmm "

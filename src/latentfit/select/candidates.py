@@ -37,6 +37,7 @@ HMM_FAMILIES = {
     "gmm_hmm": "GMMHMM",
     "poisson_hmm": "PoissonHMM",
     "categorical_hmm": "CategoricalHMM",
+    "multinomial_hmm": "MultinomialHMM",
 }
 _COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from latentfit import CategoricalHMM, GaussianHMM
+from latentfit import CategoricalHMM, GaussianHMM, MultinomialHMM
 from latentfit.em.sources.chunks import NpySource
 from latentfit.em.sources.distributed import DistributedSource, init_distributed
 
@@ -40,6 +40,16 @@ def main(out: Path, data: str, lengths_path: str) -> None:
     for name in ("startprob_", "transmat_", "emissionprob_"):
         res[f"cat_{name}"] = getattr(cat, name)
     res["cat_bounds"] = np.array(cat.lower_bounds_)
+    # Counts (the data's absolute values, doubled and rounded), every row its own total.
+    counts = Path(data).with_name("counts.npy")
+    if rank == 0:
+        np.save(counts, np.abs(np.round(np.load(data) * 2)))
+    dist.barrier()
+    mult = MultinomialHMM(3, random_state=0, n_iter=25, tol=1e-12)
+    mult.fit(DistributedSource(NpySource(counts, chunk_rows=13)), lengths)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        res[f"mult_{name}"] = getattr(mult, name)
+    res["mult_bounds"] = np.array(mult.lower_bounds_)
     # Fewer sequences than processes: every process refuses, none waits on the others.
     try:
         GaussianHMM(3).fit(DistributedSource(NpySource(data)), [int(sum(lengths))])

@@ -5,7 +5,14 @@ import warnings
 import numpy as np
 import pytest
 
-from latentfit import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit import (
+    GMMHMM,
+    AutoregressiveHMM,
+    CategoricalHMM,
+    GaussianHMM,
+    MultinomialHMM,
+    PoissonHMM,
+)
 from latentfit.em.hsmm.models import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 from latentfit.errors import DataError, ParameterError
 
@@ -130,13 +137,15 @@ def test_convergence_warning_names_n_iter_not_max_iter():
 
 @pytest.mark.parametrize(
     "cls",
-    [GaussianHMM, GMMHMM, PoissonHMM, CategoricalHMM, AutoregressiveHMM],
+    [GaussianHMM, GMMHMM, PoissonHMM, CategoricalHMM, MultinomialHMM, AutoregressiveHMM],
     ids=lambda c: c.__name__,
 )
 def test_implementation_is_checked_and_selects_nothing(cls):
     # hmmlearn's argument, kept for drop-in use: only "log" and "scaling", and the same fit
     rng = np.random.default_rng(3)
     X = rng.poisson(2.0, size=(80, 1)) if cls in (PoissonHMM, CategoricalHMM) else None
+    if cls is MultinomialHMM:
+        X = rng.multinomial(6, [0.2, 0.3, 0.5], size=80)
     if X is None:
         X = rng.normal(size=(80, 2))
     with pytest.raises(ParameterError, match="implementation must be 'log' or 'scaling', got 'lg'"):
@@ -190,8 +199,11 @@ def test_a_collapse_in_the_fit_names_the_hmms_own_remedy():
 
 
 def _fit_data(cls):
-    """Data each model takes: counts for Poisson, symbols 0..2 for categorical, else reals."""
+    """Data each model takes: counts for Poisson, symbols 0..2 for categorical, rows of six
+    trials over three categories for multinomial, else reals."""
     rng = np.random.default_rng(0)
+    if "Multinomial" in cls.__name__:
+        return rng.multinomial(6, [0.2, 0.3, 0.5], size=60)
     if "Poisson" in cls.__name__:
         return rng.poisson(3, size=(60, 1)).astype(float)
     if "Categorical" in cls.__name__:
@@ -217,6 +229,13 @@ _BAD_PRIORS = [
         {"emissionprob_prior": np.ones((5, 5))},
         "emissionprob_prior",
         r"shape \(5, 5\), which does not broadcast to \(2, 3\)",
+    ),
+    (MultinomialHMM, {"emissionprob_prior": 0.0}, "emissionprob_prior", "holds 0.0"),
+    (
+        MultinomialHMM,
+        {"emissionprob_prior": np.ones((2, 4))},
+        "emissionprob_prior",
+        r"shape \(2, 4\), which does not broadcast to \(2, 3\)",
     ),
     (GMMHMM, {"n_mix": 2, "weights_prior": np.nan}, "weights_prior", "positive"),
     (GMMHMM, {"n_mix": 2, "weights_prior": -1.0}, "weights_prior", "holds -1.0"),
@@ -263,6 +282,7 @@ def test_every_prior_of_every_hmm_is_checked_for_values_and_shape(cls, settings,
         (GaussianHMM, {"means_weight": [1.0, 2.0], "means_prior": [0.0, 1.0]}),
         (PoissonHMM, {"lambdas_prior": [[1.0], [2.0]], "lambdas_weight": [0.5, 1.0]}),
         (CategoricalHMM, {"emissionprob_prior": [0.5, 1.0, 2.0]}),
+        (MultinomialHMM, {"emissionprob_prior": [0.5, 1.0, 2.0]}),
     ],
 )
 def test_valid_hmmlearn_prior_settings_stay_accepted(cls, settings):

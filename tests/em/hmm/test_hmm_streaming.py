@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, MultinomialHMM, PoissonHMM
 from latentfit.em.hmm.sequences import SequenceSource, sequence_windows
 from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
 
@@ -249,6 +249,13 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_allclose(ranks[0]["cat_bounds"], one.lower_bounds_, rtol=1e-10)
     for name in ("startprob_", "transmat_", "emissionprob_"):
         a, b = ranks[0][f"cat_{name}"], ranks[1][f"cat_{name}"]
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, getattr(one, name), rtol=1e-9, atol=1e-12)
+    counts = np.abs(np.round(X * 2))
+    one = MultinomialHMM(3, random_state=0, n_iter=25, tol=1e-12).fit(counts, LENGTHS)
+    np.testing.assert_allclose(ranks[0]["mult_bounds"], one.lower_bounds_, rtol=1e-10)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        a, b = ranks[0][f"mult_{name}"], ranks[1][f"mult_{name}"]
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, getattr(one, name), rtol=1e-9, atol=1e-12)
     for r in ranks:

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 import latentfit
-from latentfit.em.hmm import GMMHMM, AutoregressiveHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from latentfit.em.hmm import (
+    GMMHMM,
+    AutoregressiveHMM,
+    CategoricalHMM,
+    GaussianHMM,
+    MultinomialHMM,
+    PoissonHMM,
+)
 from latentfit.em.hmm.base import _HMMHooks
 from latentfit.em.hmm.online import expected_statistics
 from latentfit.errors import DataError, ParameterError
@@ -62,6 +69,11 @@ def _data(kind, n=600, seed=1):
         return CategoricalHMM(2, n_features=4, random_state=0), truth.sample(n, random_state=seed)[
             0
         ]
+    if kind == "multinomial":
+        truth = MultinomialHMM(2, n_trials=5)
+        truth.startprob_, truth.transmat_ = np.array([0.6, 0.4]), np.array([[0.9, 0.1], [0.2, 0.8]])
+        truth.emissionprob_ = np.array([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+        return MultinomialHMM(2, random_state=0), truth.sample(n, random_state=seed)[0]
     X = _gaussian_truth().sample(n, random_state=seed)[0]
     if kind.startswith("gmm-"):
         return GMMHMM(2, n_mix=2, covariance_type=kind[4:], random_state=0), X
@@ -71,7 +83,7 @@ def _data(kind, n=600, seed=1):
     return GaussianHMM(3, covariance_type=kind, random_state=0), X
 
 
-KINDS = ["spherical", "diag", "full", "tied", "missing", "categorical", "poisson"]
+KINDS = ["spherical", "diag", "full", "tied", "missing", "categorical", "poisson", "multinomial"]
 KINDS += ["gmm-spherical", "gmm-diag", "gmm-full", "gmm-tied", "ar"]
 
 
@@ -120,6 +132,7 @@ def _start(model, X, lengths):
         GaussianHMM(2, covariance_type="diag", params="tm", covars_prior=0.2, random_state=0),
         PoissonHMM(2, lambdas_prior=2.0, lambdas_weight=0.5, transmat_prior=1.5, random_state=0),
         CategoricalHMM(2, n_features=4, emissionprob_prior=1.5, params="se", random_state=0),
+        MultinomialHMM(2, emissionprob_prior=1.5, transmat_prior=2.0, random_state=0),
         GMMHMM(
             2,
             n_mix=2,
@@ -130,7 +143,15 @@ def _start(model, X, lengths):
         ),
         AutoregressiveHMM(2, order=2, ridge=0.5, transmat_prior=2.0, random_state=0),
     ],
-    ids=["gaussian-map", "gaussian-params", "poisson-map", "categorical-params", "gmm-map", "ar"],
+    ids=[
+        "gaussian-map",
+        "gaussian-params",
+        "poisson-map",
+        "categorical-params",
+        "multinomial-map",
+        "gmm-map",
+        "ar",
+    ],
 )
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_one_update_is_one_baum_welch_iteration(model):
@@ -140,6 +161,7 @@ def test_one_update_is_one_baum_welch_iteration(model):
         "GaussianHMM": "diag",
         "PoissonHMM": "poisson",
         "CategoricalHMM": "categorical",
+        "MultinomialHMM": "multinomial",
         "GMMHMM": "gmm-full",
         "AutoregressiveHMM": "ar",
     }
@@ -161,7 +183,7 @@ def test_one_update_is_one_baum_welch_iteration(model):
         np.testing.assert_array_equal(online.startprob_, start["startprob_"])
 
 
-@pytest.mark.parametrize("kind", ["diag", "tied", "categorical", "gmm-diag", "ar"])
+@pytest.mark.parametrize("kind", ["diag", "tied", "categorical", "multinomial", "gmm-diag", "ar"])
 def test_chunks_of_a_series_equal_the_whole(kind):
     """A long series fed in uneven chunks (new_sequence=False) gives the fit of the whole
     series fed at once, M-steps included (they fall on the same global steps)."""

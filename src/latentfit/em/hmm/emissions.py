@@ -36,6 +36,8 @@ __all__ = [
     "gmm_mstep",
     "gmm_stats",
     "map_transitions",
+    "multinomial_sample",
+    "multinomial_stats",
     "poisson_log_likelihood",
     "poisson_mstep",
     "poisson_stats",
@@ -453,6 +455,34 @@ def categorical_mstep(stats, emissionprob, prior):
     if bad:
         new[bad] = emissionprob[bad]
     return new, bad
+
+
+# ---------------------------------------------------------------------------- multinomial
+
+
+def multinomial_stats(X, gamma) -> dict[str, torch.Tensor]:
+    """``obs`` (k, d) = Σ_t γ_t x_t: every state's expected counts of the d categories (the
+    statistics of the categorical model summed over trials; :func:`categorical_mstep` is
+    their Dirichlet MAP)."""
+    return {"obs": gamma.T @ X}
+
+
+def multinomial_sample(n_trials: float, probs: torch.Tensor, generator) -> torch.Tensor:
+    """One draw of Mult(``n_trials``, p_i) for every row p_i of ``probs`` (n, d): counts
+    (n, d) by conditional binomials (the multinomial's chain rule), x_1 ~ Bin(N, p_1) and
+    x_j ~ Bin(N − Σ_{i<j} x_i, p_j / Σ_{i≥j} p_i), so that memory and time are O(n · d)
+    whatever the number of trials. ``probs`` and ``generator`` on the same device."""
+    n, d = probs.shape
+    tail = probs.flip(1).cumsum(1).flip(1)  # (n, d): Σ_{i≥j} p_i
+    out = torch.empty_like(probs)
+    left = torch.full((n,), float(n_trials), dtype=probs.dtype, device=probs.device)
+    for j in range(d - 1):
+        rest = tail[:, j]
+        share = torch.where(rest > 0, probs[:, j] / torch.where(rest > 0, rest, 1.0), 0.0)
+        out[:, j] = torch.binomial(left, share.clamp(0.0, 1.0), generator=generator)
+        left = left - out[:, j]
+    out[:, d - 1] = left
+    return out
 
 
 # ---------------------------------------------------------------------------- Poisson
