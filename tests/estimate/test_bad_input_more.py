@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 import torch.distributions as D
 from typer.testing import CliRunner
@@ -150,8 +151,29 @@ def test_a_bad_level_is_named(level):
     fit = fit_mle("normal", X)
     with pytest.raises(ParameterError, match="level must lie strictly between 0 and 1"):
         fit.summary(level=level)
-    with pytest.raises(ParameterError, match="level"):
-        fit.conf_int(level)
+    if level is not None:  # conf_int's None is its default (0.95), as statsmodels' alpha's
+        with pytest.raises(ParameterError, match="level"):
+            fit.conf_int(level)
+        with pytest.raises(ParameterError, match="level"):
+            fit.conf_int(alpha=level)
+
+
+def test_statsmodels_names_and_alpha_give_the_same_numbers():
+    fit = fit_mle("gamma", np.abs(X) + 0.1)
+    assert fit.llf == fit.log_likelihood and fit.nobs == fit.n_obs and fit.df_model == 2
+    z = fit.estimates / fit.std_errors()
+    torch.testing.assert_close(fit.tvalues, z)
+    # the two-sided normal p-value, against scipy
+    want = 2 * scipy.stats.norm.sf(np.abs(z.numpy()))
+    np.testing.assert_allclose(fit.pvalues.numpy(), want, rtol=1e-12)
+    torch.testing.assert_close(fit.conf_int(alpha=0.1), fit.conf_int(0.9))
+    torch.testing.assert_close(fit.conf_int(), fit.conf_int(alpha=0.05))
+    with pytest.raises(ParameterError, match="give level= or alpha=, not both"):
+        fit.conf_int(0.9, alpha=0.1)
+    # statsmodels' conf_int(0.05) means alpha: computed as asked, with a warning that says so
+    with pytest.warns(UserWarning, match=r"pass alpha=0.05 \(or level=0.95\)"):
+        narrow = fit.conf_int(0.05)
+    assert bool((narrow[:, 1] - narrow[:, 0] < fit.conf_int()[:, 1] - fit.conf_int()[:, 0]).all())
 
 
 def test_a_scalar_is_one_observation_whatever_its_type():

@@ -9,6 +9,7 @@ misspecified models", Econometrica 50(1) (the sandwich covariance ``H⁻¹ B H�
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -97,6 +98,30 @@ def check_level(level) -> float:
     if not is_finite_above(value, 0.0) or not value < 1:
         raise ParameterError(f"level must lie strictly between 0 and 1 (e.g. 0.95), got {level!r}")
     return float(value)
+
+
+def interval_level(level, alpha) -> float:
+    """The coverage of an interval asked for as ``level`` (latentfit's 0.95) or ``alpha``
+    (statsmodels' ``conf_int(alpha=0.05)``), checked. A ``level`` below 0.5 is almost always
+    an ``alpha`` given in its place (statsmodels' ``conf_int(0.05)``): it is computed as asked,
+    with a warning that says so."""
+    if alpha is not None:
+        if level is not None:
+            raise ParameterError(
+                f"give level= or alpha=, not both (level={level!r}, alpha={alpha!r}); "
+                "level = 1 - alpha"
+            )
+        return 1 - check_level(alpha)
+    level = check_level(0.95 if level is None else level)
+    if level < 0.5:
+        warnings.warn(
+            f"level={level:g} asks for a {100 * level:g}% interval. statsmodels' conf_int takes "
+            f"alpha, the level's complement: for its conf_int({level:g}) pass "
+            f"alpha={level:g} (or level={1 - level:g})",
+            UserWarning,
+            stacklevel=3,
+        )
+    return level
 
 
 def wald_interval(

@@ -15,6 +15,7 @@ from latentfit.estimate.families import Family
 from latentfit.estimate.inference import (
     InformationInverse,
     delta_method_covariance,
+    interval_level,
     wald_interval,
     z_test,
 )
@@ -40,8 +41,10 @@ class TransformedEstimate:
 
     bse = std_errors
 
-    def conf_int(self, level: float = 0.95) -> torch.Tensor:
-        """Wald intervals (m, 2): one row ``[lower, upper]`` per quantity."""
+    def conf_int(self, level: float | None = None, *, alpha: float | None = None) -> torch.Tensor:
+        """Wald intervals (m, 2): one row ``[lower, upper]`` per quantity, of coverage
+        ``level`` (default 0.95) or ``1 - alpha`` (statsmodels' argument)."""
+        level = interval_level(level, alpha)
         lo, hi = wald_interval(self.estimates, self.std_errors, level)
         return torch.stack([lo, hi], dim=-1)
 
@@ -132,10 +135,41 @@ class FitResult:
         """Standard errors (m,) under the default ``cov_type``, as statsmodels names them."""
         return self.std_errors()
 
-    def conf_int(self, level: float = 0.95, cov_type: str | None = None) -> torch.Tensor:
-        """Wald intervals (m, 2) for ``estimates``: one row ``[lower, upper]`` each."""
+    def conf_int(
+        self, level: float | None = None, cov_type: str | None = None, *, alpha=None
+    ) -> torch.Tensor:
+        """Wald intervals (m, 2) for ``estimates``: one row ``[lower, upper]`` each, of
+        coverage ``level`` (default 0.95) or ``1 - alpha`` (statsmodels' argument)."""
+        level = interval_level(level, alpha)
         lo, hi = wald_interval(self.estimates, self.std_errors(cov_type), level)
         return torch.stack([lo, hi], dim=-1)
+
+    # -- statsmodels' names -------------------------------------------------------------------
+    @property
+    def llf(self) -> float:
+        """The maximised log-likelihood, as statsmodels names it (``log_likelihood``)."""
+        return self.log_likelihood
+
+    @property
+    def nobs(self) -> int:
+        """The number of observations, as statsmodels names it (``n_obs``)."""
+        return self.n_obs
+
+    @property
+    def df_model(self) -> int:
+        """The number of free parameters, as statsmodels names it (``n_params``)."""
+        return self.n_params
+
+    @property
+    def tvalues(self) -> torch.Tensor:
+        """The Wald statistics θ̂ / se (m,) of H₀: θ = 0 (z, as statsmodels' MLE results name
+        them ``tvalues``), under the default ``cov_type``."""
+        return z_test(self.estimates, self.bse)[0]
+
+    @property
+    def pvalues(self) -> torch.Tensor:
+        """Their two-sided normal p-values (m,): the summary's ``P>|z|`` column."""
+        return z_test(self.estimates, self.bse)[1]
 
     def _inverse(self, cov_type: str | None) -> InformationInverse:
         cov_type = cov_type or self.cov_type
