@@ -1,0 +1,76 @@
+"""Switching to latentfit is a change of import: every class standing in for one of
+scikit-learn's or hmmlearn's takes all of that class's constructor arguments, by name and in
+the same positional order (a call ``GaussianHMM(3, "full", 1e-3)`` must mean what it meant), and
+has all of its public methods; a fitted HMM has all of hmmlearn's fitted attributes."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+import sklearn.decomposition as skd
+import sklearn.mixture as skm
+
+import latentfit
+
+hmm = pytest.importorskip("hmmlearn.hmm")
+vhmm = pytest.importorskip("hmmlearn.vhmm")
+
+PAIRS = [
+    (skm.GaussianMixture, "GaussianMixture"),
+    (skm.BayesianGaussianMixture, "BayesianGaussianMixture"),
+    (skd.FactorAnalysis, "FactorAnalysis"),
+    *[
+        (getattr(hmm, n), n)
+        for n in ("GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM", "MultinomialHMM")
+    ],
+    (vhmm.VariationalGaussianHMM, "VariationalGaussianHMM"),
+    (vhmm.VariationalCategoricalHMM, "VariationalCategoricalHMM"),
+]
+
+
+def _arguments(cls):
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    return positional, {p.name: p for p in params}
+
+
+@pytest.mark.parametrize("ref, name", PAIRS, ids=[n for _, n in PAIRS])
+def test_every_argument_of_the_reference_in_its_order(ref, name):
+    ours = getattr(latentfit, name)
+    ref_positional, ref_all = _arguments(ref)
+    our_positional, our_all = _arguments(ours)
+    assert set(ref_all) <= set(our_all), sorted(set(ref_all) - set(our_all))
+    # the reference's positional arguments come first, in its order; ours follow
+    assert our_positional[: len(ref_positional)] == ref_positional
+
+
+@pytest.mark.parametrize("ref, name", PAIRS, ids=[n for _, n in PAIRS])
+def test_every_public_method_of_the_reference(ref, name):
+    ours = getattr(latentfit, name)
+    methods = {m for m in dir(ref) if not m.startswith("_") and callable(getattr(ref, m))}
+    assert methods - set(dir(ours)) == set()
+
+
+@pytest.mark.parametrize(
+    "name", ["GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM", "MultinomialHMM"]
+)
+def test_a_fitted_hmm_has_every_fitted_attribute_of_hmmlearns(name):
+    rng = np.random.default_rng(0)
+    data = {
+        "GaussianHMM": rng.normal(size=(120, 2)),
+        "GMMHMM": rng.normal(size=(120, 2)),
+        "CategoricalHMM": rng.integers(0, 4, size=(120, 1)),
+        "PoissonHMM": rng.poisson(3, size=(120, 2)),
+        "MultinomialHMM": rng.multinomial(5, [0.2, 0.3, 0.5], size=120),
+    }[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = getattr(hmm, name)(2, random_state=0, n_iter=3).fit(data)
+        ours = getattr(latentfit, name)(2, random_state=0, n_iter=3).fit(data)
+    fitted = {k for k in vars(ref) if k.endswith("_") and not k.startswith("_")}
+    assert fitted - set(dir(ours)) == set()
+    for attribute in ("converged", "history", "iter"):
+        assert hasattr(ours.monitor_, attribute)
