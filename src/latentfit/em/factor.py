@@ -174,7 +174,7 @@ class _LinearGaussian(
         self._n_factors(d)
         if n < 2:
             raise DataError(
-                f"{type(self).__name__} needs at least 2 samples (rows of X), got {n}: one row "
+                f"{type(self).__name__} needs at least 2 samples (rows of X), got n_samples={n}: one row "
                 "gives no covariance to factor; pass more rows"
             )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)

@@ -241,7 +241,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         n, d = X.shape
         if n < 2:
             raise DataError(
-                f"{type(self).__name__} needs at least 2 samples (rows of X), got {n}: one row "
+                f"{type(self).__name__} needs at least 2 samples (rows of X), got n_samples={n}: one row "
                 "gives no spread to estimate a covariance from; pass more rows"
             )
         check_n_samples(n, self.n_components)
