@@ -74,3 +74,27 @@ def test_a_fitted_hmm_has_every_fitted_attribute_of_hmmlearns(name):
     assert fitted - set(dir(ours)) == set()
     for attribute in ("converged", "history", "iter"):
         assert hasattr(ours.monitor_, attribute)
+
+
+def _estimators():
+    """Every estimator class latentfit exports (scikit-learn's BaseEstimator)."""
+    from sklearn.base import BaseEstimator
+
+    out = []
+    for name in latentfit.__all__:
+        obj = getattr(latentfit, name)
+        if isinstance(obj, type) and issubclass(obj, BaseEstimator):
+            out.append(obj)
+    return out
+
+
+@pytest.mark.parametrize("cls", _estimators(), ids=lambda c: c.__name__)
+def test_every_setting_is_in_the_signature(cls):
+    # help(), editors and scikit-learn read the constructor's signature: it names every
+    # setting get_params reports, and hides none behind **kwargs
+    from sklearn.utils.estimator_checks import check_do_not_raise_errors_in_init_or_set_params
+
+    params = inspect.signature(cls).parameters
+    assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    assert set(cls._get_param_names()) == set(params)
+    check_do_not_raise_errors_in_init_or_set_params(cls.__name__, cls())

@@ -150,6 +150,23 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     ):
         self._set_arguments(locals())
 
+    def __init_subclass__(cls, **kwargs):
+        """A subclass whose ``__init__`` passes the shared arguments on as ``**kwargs`` shows
+        them in its signature all the same (``help``, editors, scikit-learn's checks): its
+        own parameters, then every keyword-only one of its parent's not among them."""
+        super().__init_subclass__(**kwargs)
+        init = vars(cls).get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if len(own) == len(sig.parameters):  # no **kwargs: the signature is already whole
+            return
+        names = {p.name for p in own}
+        parent = inspect.signature(cls.__mro__[1].__init__).parameters.values()
+        shared = [p for p in parent if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        init.__signature__ = sig.replace(parameters=own + shared)
+
     @classmethod
     def _get_param_names(cls):
         # Subclasses add their own arguments and pass the shared ones on as **kwargs; the
