@@ -84,6 +84,7 @@ def test_the_replayed_tree_bookkeeping_gives_the_eager_transitions_bit_for_bit(d
     assert diverged > 0
     traced = {L for L, fn in merge.by_leaves.items() if fn is not None}
     assert len(traced) >= 4 and traced == set(merge.by_leaves)  # each depth met was replayed
+    assert 1 in traced  # the first doubling's one-leaf merge too (merge_one_leaf)
 
 
 def test_a_disagreeing_trace_and_a_subtree_beyond_one_block_run_eagerly(monkeypatch):

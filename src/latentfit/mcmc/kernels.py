@@ -292,6 +292,22 @@ def merge_subtree(
     )  # fmt: skip
 
 
+#: the inputs of ``merge_subtree`` that are None for the first doubling's one-leaf subtree:
+#: ``active`` (every chain grows at depth 0) and ``u01`` (no draw inside one leaf)
+ONE_LEAF_NONE = (12, 16)
+
+
+def merge_one_leaf(dense: bool, *kept):
+    """``merge_subtree`` for the first doubling's subtree of one leaf, called with its inputs
+    less the None ones (``ONE_LEAF_NONE``) and less the node tables, so that it is a function
+    of tensors only and can be traced: a one-leaf subtree has no U-turn of its own
+    (``turn = L``)."""
+    args = list(kept)
+    for i in ONE_LEAF_NONE:
+        args.insert(i, None)
+    return merge_subtree(dense, *args, turn=args[19])
+
+
 def merge_in_blocks(dense: bool, *args):
     """``merge_subtree`` called as the compiled bookkeeping is, ``(*args, ps_i, hi, lo,
     last)``, but evaluated as the eager sampler does: the node tables are not used, and the
@@ -392,6 +408,8 @@ def nuts_transition(
         args += (leaf, L_t, no_div, no_stop, zero)
         if L > 1 and merge_step is not None:
             out = merge_step(*args, *_subtree_nodes(L, dev))
+        elif L == 1 and hasattr(merge_step, "one_leaf"):  # the replayed bookkeeping's
+            out = merge_step.one_leaf(*args)
         else:
             P, PS = leaves[:, 2], metric.velocity(leaves[:, 2])
             turn = L_t if L == 1 else _subtree_turn_time(P, PS)

@@ -12,7 +12,8 @@ recorded by ``torch.jit.trace`` runs in TorchScript's C++ interpreter at ~0.9 µ
   the operations that compute nothing new at run time (simplify.py);
 - the tree bookkeeping: ``kernels.merge_subtree`` traced once per number of leaves, as the
   sampler meets them (4-7 ms each), and replayed (25-30% cheaper than eager at 2-32 leaves);
-  subtrees whose U-turn checks the eager function would do in blocks run eagerly.
+  the first doubling's one-leaf subtree as ``kernels.merge_one_leaf`` (its None inputs left
+  out); subtrees whose U-turn checks the eager function would do in blocks run eagerly.
 
 Where this torch has TorchScript's Static Runtime (``torch._C._jit_to_static_module``), the
 trace runs there: the same operations as out-variants into buffers planned once, instead of a
@@ -35,7 +36,13 @@ from collections.abc import Callable
 
 import torch
 
-from latentfit.mcmc.kernels import _NODE_CHUNK, merge_in_blocks, merge_subtree
+from latentfit.mcmc.kernels import (
+    _NODE_CHUNK,
+    ONE_LEAF_NONE,
+    merge_in_blocks,
+    merge_one_leaf,
+    merge_subtree,
+)
 from latentfit.mcmc.simplify import simplify
 
 __all__ = ["ReplayedMerge", "replay", "replay_graph"]
@@ -139,6 +146,31 @@ class ReplayedMerge:
     def __init__(self, dense: bool, agrees: Callable[[Callable, int, int], bool]):
         self.dense, self.agrees = dense, agrees
         self.by_leaves: dict[int, Callable | None] = {}
+
+    def one_leaf(self, *args):
+        """The first doubling's merge (one leaf: ``active`` and ``u01`` None, no node tables),
+        replayed as ``kernels.merge_one_leaf``: traced the first time and checked on a random
+        one-leaf subtree (``agrees(replayed, 1, 1)``); eager where that fails."""
+        kept = tuple(a for i, a in enumerate(args) if i not in ONE_LEAF_NONE)
+        if 1 not in self.by_leaves:
+            self.by_leaves[1] = self._make_one(kept)
+        fn = self.by_leaves[1]
+        return merge_one_leaf(self.dense, *kept) if fn is None else fn(*kept)
+
+    def _make_one(self, kept: tuple) -> Callable | None:
+        dense = self.dense
+
+        def merge_first(*a):  # a plain function: the tracer names what it records
+            return merge_one_leaf(dense, *a)
+
+        fn = replay(merge_first, kept)
+        if fn is None:
+            return None
+        try:
+            ok = self.agrees(fn, 1, 1)
+        except Exception:  # the replay raised where the eager function did not
+            ok = False
+        return fn if ok else None
 
     def __call__(self, *args):
         leaves = args[0]  # (c, 3, L, p)
