@@ -402,6 +402,25 @@ def test_the_installed_script_refuses_to_write_over_its_input(data, tmp_path):
     assert data.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["show", "sample"])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(command, tmp_path):
+    # ``latentfit show m.lf | head -1``: the reader closes the pipe; the command stops without
+    # "error: Broken pipe" or a traceback. Closing the pipe before the process has started
+    # makes its first write meet it closed.
+    model = tmp_path / "m.lf"
+    latentfit.GaussianMixture(2, random_state=0).fit(
+        np.random.default_rng(0).normal(size=(50, 2))
+    ).save(model)
+    argv = [sys.executable, "-m", "latentfit", command, str(model)]
+    argv += ["-n", "20000"] if command == "sample" else []
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (0, 1), err
+    assert err.decode().strip() == ""
+
+
 def test_atomic_path_errors_name_the_target_never_the_temporary(tmp_path, readonly_dir):
     from latentfit.errors import OutputError
 

@@ -20,6 +20,16 @@ class _Commands(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # the reader of the output closed it (``latentfit show m.lf | head``): stop quietly,
+            # as a shell tool does, with the rest of the output sent nowhere so that Python's
+            # own flush at exit does not report the same closed pipe (Python's documented way)
+            import os
+            import sys
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(1) from None
         except OSError as err:
             import errno
 
