@@ -390,6 +390,11 @@ def test_the_vae_sample_options_keep_working(tmp_path, monkeypatch):
     assert res.exit_code == 0 and (tmp_path / "g.png").exists(), res.output
     res = _invoke(["sample", path, "--out", "h.png", "--image-shape", "3,3"])
     assert res.exit_code == 2 and "does not hold the model's 16 values" in res.output
+    # one size, or three whose first is not 1, 3 or 4 channels, is not an image's shape
+    for shape in ("16", "2,2,4", "1,1,4,4"):
+        res = _invoke(["sample", path, "--out", "i.png", "--image-shape", shape])
+        assert res.exit_code == 2 and "--image-shape takes H,W" in res.output, res.output
+        assert not (tmp_path / "i.png").exists()
     res = _invoke(["sample", path, "--n", "4"])
     assert res.exit_code == 2 and "--force" in res.output
 

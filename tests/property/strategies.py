@@ -140,7 +140,7 @@ def matrices(draw, kind: str = "real", min_rows: int = 0) -> Case:
     if shape == "1d":
         X = X[:, 0]
     elif shape == "3d":
-        X = X.reshape(n, d, 1)
+        X = X.reshape(*X.shape, 1)  # corruption may have changed its rows or columns
     container = draw(st.sampled_from(("numpy", "torch", "dataframe") if clean else CONTAINERS))
     desc = f"{kind} n={n} d={d} seed={seed} {done} {dtype} {shape} {container}"
     columns = None

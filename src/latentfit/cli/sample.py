@@ -20,6 +20,11 @@ def _image_shape(model, text: str) -> tuple[int, ...]:
     d = model.spec.x_dim
     if text:
         shape = tuple(_sizes(text, "--image-shape", "28,28"))
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[0] not in (1, 3, 4)):
+            fail(
+                f"--image-shape takes H,W (or C,H,W with 1, 3 or 4 channels), such as 28,28; "
+                f"got {text!r}"
+            )
     elif model.spec.image_shape:
         shape = tuple(model.spec.image_shape)
     else:

@@ -13,6 +13,7 @@ import torch
 
 from latentfit._files import atomic_path
 from latentfit._validation import check_sample_count
+from latentfit.errors import ParameterError
 from latentfit.vae.diagnostics import _eval_mode
 from latentfit.vae.objectives import hidden_width
 
@@ -76,6 +77,11 @@ def image_grid(
     """Tile (n, d) images into one (H, W) or (H, W, 3) array with values clipped to [0, 1]."""
     imgs = images.detach().float().cpu().clamp(0, 1).numpy()
     shape = tuple(image_shape)
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[0] not in (1, 3, 4)):
+        raise ParameterError(
+            f"image_shape must be (height, width) or (channels, height, width) with 1, 3 or 4 "
+            f"channels; got {shape}"
+        )
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
     imgs = imgs.reshape(-1, *shape)
