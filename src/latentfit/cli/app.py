@@ -29,7 +29,7 @@ class _Commands(TyperGroup):
 
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            raise SystemExit(1) from None
+            raise typer.Exit(1) from None
         except OSError as err:
             import errno
 
