@@ -337,6 +337,46 @@ def test_monotonicity_check_warns_on_a_decreasing_bound():
             run_em(Broken(), [None], max_iter=3, tol=0)
 
 
+def test_an_m_step_that_gives_non_finite_parameters_stops_the_fit_by_name():
+    from latentfit.em.driver import NonFiniteLowerBoundError, run_em
+
+    class Lost:
+        """An M-step that loses a component at its third iteration (0/0): no NaN parameter may
+        reach the model, even where every bound was finite."""
+
+        def initialize(self, data, generator):
+            return {"loc": torch.zeros(2, dtype=torch.float64), "n": torch.tensor(3)}
+
+        def estep(self, params, batch):
+            return {"mass": torch.tensor([1.0, 1.0 - float(params["n"] <= 1)], dtype=torch.float64)}
+
+        def mstep(self, params, stats):
+            return {"loc": params["loc"] + 1 / stats["mass"] - 1, "n": params["n"] - 1}
+
+        def lower_bound(self, params, stats):
+            return float(params["n"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the bound made up here goes down
+        with pytest.raises(NonFiniteLowerBoundError, match=r"iteration 3 .* non-finite loc"):
+            run_em(Lost(), [None], max_iter=10, tol=-1)
+
+
+def test_a_gmmhmm_whose_mixture_component_loses_its_rows_is_refused_not_stored():
+    # found by the property tests: 3 rows for 3 states of 2 components; the last M-step gave
+    # NaN covariances, which the model stored after a fit that raised nothing
+    from latentfit import GMMHMM
+    from latentfit.em.driver import NonFiniteLowerBoundError
+
+    X = np.array([[1.19096772, 4.68920882], [2.09249336, 4.40222321], [1.68060762, -5.96907317]])
+    model = GMMHMM(n_components=3, n_iter=5, n_mix=2, covariance_type="full", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(NonFiniteLowerBoundError, match="non-finite covars"):
+            model.fit(X)
+    assert not hasattr(model, "covars_")
+
+
 def test_passes_sklearn_check_estimator():
     from sklearn.utils.estimator_checks import check_estimator
 

@@ -109,6 +109,20 @@ def _decrease_tolerance(value: float, dtype: torch.dtype) -> float:
 _REMEDY = "Try a larger regularisation (reg_covar), fewer components, scaling the data, or float64."
 
 
+def _non_finite(params: Params) -> list[str]:
+    """The names of the floating-point tensors of ``params`` that hold NaN or inf (one
+    device-wide reduction and one sync for all of them). Only a model's dict of parameters is
+    read: a driver user's own structure (vi/gap.py passes log-responsibilities, where -inf is
+    a zero) is its own business."""
+    if not isinstance(params, Mapping):
+        return []
+    names = [k for k, v in params.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not names:
+        return []
+    ok = torch.stack([torch.isfinite(params[k]).all() for k in names]).tolist()
+    return [k for k, fine in zip(names, ok, strict=True) if not fine]
+
+
 def run_em(
     hooks: EMHooks,
     data: Iterable,
@@ -165,6 +179,13 @@ def run_em(
     all_bounds: list[list[float]] = []
     for run in range(runs):
         params = dict(init_params) if init_params is not None else hooks.initialize(data, generator)
+        bad = _non_finite(params)
+        if bad:
+            raise NonFiniteLowerBoundError(
+                f"{name}: the start of init {run + 1} has non-finite {', '.join(bad)} (too few "
+                "or too extreme rows for the dtype's arithmetic). "
+                + getattr(hooks, "remedy", _REMEDY)
+            )
         bounds: list[float] = []
         converged = False
         prev = -math.inf
@@ -198,6 +219,14 @@ def run_em(
                         stacklevel=user_stacklevel(),
                     )
                 params = hooks.mstep(params, stats)
+                bad = _non_finite(params)
+                if bad:
+                    raise NonFiniteLowerBoundError(
+                        f"{name}: the M-step of iteration {n_iter} (init {run + 1}) gave "
+                        f"non-finite {', '.join(bad)} (a component or state that lost its data, "
+                        "or a numerical problem); the parameters before it were kept out of "
+                        "the model. " + getattr(hooks, "remedy", _REMEDY)
+                    )
                 bounds.append(bound)
                 if callback is not None:
                     callback(n_iter, bound, params)
