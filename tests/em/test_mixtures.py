@@ -378,3 +378,24 @@ def test_a_refit_after_an_edit_or_a_new_size_starts_afresh_and_a_warm_start_says
     m.n_components = 3
     with pytest.raises(ParameterError, match="warm_start=True continues from the fitted"):
         m.fit(X)
+
+
+@pytest.mark.parametrize("cls", ["BernoulliMixture", "PoissonMixture", "MultinomialMixture"])
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_constant_rows_fit_with_their_exact_likelihood(cls, value):
+    # k-means on identical rows leaves a cluster empty; its start was 0/0 (NaN), and the fit
+    # failed at its first iteration. Such a component now starts from all the rows.
+    import scipy.stats
+
+    X = np.full((40, 3), value)
+    model = getattr(latentfit, cls)(2, random_state=0).fit(X)
+    assert np.isfinite(model.weights_).all()
+    row = X[0]
+    want = {
+        "BernoulliMixture": 0.0,  # every mean is the value itself: p(x) = 1
+        "PoissonMixture": scipy.stats.poisson.logpmf(row, value).sum(),
+        "MultinomialMixture": scipy.stats.multinomial.logpmf(row, row.sum(), [1 / 3] * 3)
+        if value
+        else 0.0,
+    }[cls]
+    np.testing.assert_allclose(model.score_samples(X), want, atol=1e-12)

@@ -330,6 +330,13 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         resp = self._initial_resp(data, gen) * data.weights.unsqueeze(1)  # (n, k)
         S0 = resp.sum(0)
         params = self._component_mstep(self._component_stats(data.X, resp), S0)
+        empty = S0 <= 0
+        if bool(empty.any()):
+            # a start with no rows (k-means on constant or duplicated rows leaves clusters
+            # empty) would be 0/0: such a component starts from all the rows instead
+            whole = data.weights.unsqueeze(1).expand_as(resp)
+            every = self._component_mstep(self._component_stats(data.X, whole), whole.sum(0))
+            params = self._keep_components(params, every, empty)
         params["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
         return params
 
@@ -409,6 +416,13 @@ class _MixtureHooks:
     def __init__(self, model: BaseMixture):
         self.model = model
         self.prior = model._weight_prior()
+
+    @property
+    def remedy(self) -> str:
+        """What the driver suggests when a fit stops being finite, in this model's arguments
+        (only some families have reg_covar)."""
+        reg = "a larger regularisation (reg_covar), " if hasattr(self.model, "reg_covar") else ""
+        return f"Try {reg}fewer components, scaling the data, or dtype='float64'."
 
     def initialize(self, data, generator):
         return self.model._initial_params(data, generator)
