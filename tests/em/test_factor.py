@@ -348,3 +348,17 @@ def test_edits_to_fitted_attributes_are_taken_up_and_checked(cls):
     bad.components_ = np.ones((2, 3))
     with pytest.raises(ParameterError, match=r"components_ must have shape \(1, 3\)"):
         bad.score(X)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_constant_data_fit_at_the_dtypes_noise_floor(cls, dtype):
+    # found by the property tests: in float32 the noise floor of constant data (1e-312) was 0,
+    # and the Cholesky factor of the posterior failed with torch's own error
+    X = np.full((5, 3), 7.0)
+    model = cls(dtype=dtype, max_iter=30, random_state=0).fit(X)
+    tiny = float(torch.finfo(getattr(torch, dtype)).tiny)
+    np.testing.assert_allclose(np.broadcast_to(model.noise_variance_, (3,)), tiny, rtol=1e-6)
+    # every row sits at the mean of a Gaussian of variance tiny in each of its 3 coordinates
+    want = -0.5 * 3 * (np.log(2 * np.pi) + np.log(tiny))
+    np.testing.assert_allclose(model.score(X), want, rtol=1e-5)

@@ -432,7 +432,9 @@ def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
     X = impute_mean(X, w)
     mu = weighted_mean(X, w)  # float64-accumulated: a float32 w @ X drifts far from the origin
     var = float((w @ (X - mu).square()).mean() / w.sum())
-    return 1e-12 * max(var, 1e-300)
+    # constant data: no variance to take a fraction of; the dtype's smallest normal number
+    # keeps Ψ invertible (1e-312 is 0 in float32, where the Cholesky factor then failed)
+    return max(1e-12 * var, torch.finfo(X.dtype).tiny)
 
 
 class _FactorHooks:
