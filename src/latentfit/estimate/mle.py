@@ -8,6 +8,7 @@ by the delta method with the Jacobian of the transform (Casella & Berger, §10.1
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 
@@ -283,6 +284,15 @@ def fit_family(
     params = {k: v.detach() for k, v in params.items()}
     u = u.detach()
     _check_finite_estimate(family, params, x)
+    loglik = float(family.log_prob(params, x, fixed).sum())
+    if not math.isfinite(loglik):  # e.g. a scale that underflowed to 0 from values near 1e-300
+        smallest = float(x[x != 0].abs().min()) if bool((x != 0).any()) else 0.0
+        raise DataError(
+            f"the {family.name} fit ended at {_fmt(params)}, where the log-likelihood of the "
+            f"data is {loglik}: the data (smallest nonzero |value| {smallest:.3g}, largest "
+            f"{float(x.abs().max()):.3g}) are too small or too large for {x.dtype} arithmetic; "
+            "rescale them (e.g. multiply or divide by a power of ten) and fit again"
+        )
 
     p = u.numel()
     # Every covariance path builds (p, p) matrices (the Hessian, its eigenvectors, the NaN
@@ -299,7 +309,6 @@ def fit_family(
     else:
         nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
         inverses = {"observed": invert_information(nan)}
-    loglik = float(family.log_prob(params, x, fixed).sum())
     prior = None if log_prior is None else float(log_prior(params))
     return FitResult(
         family=family,
