@@ -43,6 +43,7 @@ import torch
 from latentfit import _compiled
 from latentfit.em.hmm.inference.chunked import fused_posterior, parallel_forward_filter
 from latentfit.em.hmm.inference.chunked_viterbi import parallel_viterbi
+from latentfit.em.hmm.inference.log_space import redo_filter, redo_posterior, underflow_possible
 from latentfit.em.hmm.inference.messages import (
     HMMBackward,
     HMMFiltered,
@@ -141,6 +142,25 @@ def posterior(
     then lost); ``workers``: threads for the compiled kernel (default: torch's thread count);
     ``states`` (t,): known states, −1 where unknown (see :func:`condition_on_states`)."""
     log_likelihoods = condition_on_states(log_likelihoods, states, overwrite=overwrite)
+    options = dict(parallel=parallel, chunk=chunk, compiled=compiled, workers=workers)
+    # the sequences the scaled kernels lose to underflow are redone in log space
+    # (log_space.py), from the emissions themselves: copied first when the kernel may reuse
+    # their buffer and their spread allows a loss
+    if overwrite and not underflow_possible(log_likelihoods):
+        return _posterior(log_likelihoods, startprob, transmat, lengths, overwrite, **options)
+    kept = log_likelihoods.clone() if overwrite else log_likelihoods
+    post = _posterior(log_likelihoods, startprob, transmat, lengths, overwrite, **options)
+
+    def fast(ll, lens):
+        return _posterior(ll, startprob, transmat, lens, False, **options)
+
+    return redo_posterior(post, kept, startprob, transmat, lengths, fast)
+
+
+def _posterior(
+    log_likelihoods, startprob, transmat, lengths, overwrite, *, parallel, chunk, compiled, workers
+) -> HMMPosterior:
+    """:func:`posterior` by the kernel of this device and size (scaled recursions)."""
     t, k = log_likelihoods.shape
     if compiled is None:
         compiled = parallel and _use_compiled(log_likelihoods, t)
@@ -214,16 +234,21 @@ def log_likelihood(
     ``chunk`` steps. ``states`` (t,): known states, −1 where unknown (the result is then
     log p(x, z_known); see :func:`condition_on_states`)."""
     log_likelihoods = condition_on_states(log_likelihoods, states, overwrite=True)
+    # beyond the spread the scaled kernels resolve, the sequences they lose are redone in log
+    # space (log_space.py) from a copy (the compiled filter reuses the buffer)
+    kept = log_likelihoods.clone() if underflow_possible(log_likelihoods) else None
     if compiled is None:
         compiled = _use_compiled(log_likelihoods, log_likelihoods.shape[0])
     if compiled:
         from latentfit.em.hmm.inference.compiled import forward_filter_cpu  # imports numba
 
-        return forward_filter_cpu(
+        filt = forward_filter_cpu(
             log_likelihoods, startprob, transmat, lengths, overwrite=True,
             workers=compiled_workers(workers),
         )  # fmt: skip
-    return parallel_forward_filter(log_likelihoods, startprob, transmat, lengths, chunk=chunk)
+    else:
+        filt = parallel_forward_filter(log_likelihoods, startprob, transmat, lengths, chunk=chunk)
+    return filt if kept is None else redo_filter(filt, kept, startprob, transmat, lengths)
 
 
 def decode(
