@@ -1,6 +1,7 @@
 """Sequences the scaled forward-backward kernels lose to underflow are redone in log space
 (em/hmm/inference/log_space.py): against brute-force enumeration of the state paths, and
-against hmmlearn on the case the property tests found."""
+against hmmlearn on the case the property tests found; and, found by the same search, a float32
+tied covariance that rounding had left indefinite."""
 
 from __future__ import annotations
 
@@ -96,3 +97,17 @@ def test_score_and_predict_proba_far_from_every_state_are_hmmlearns():
         np.testing.assert_allclose(
             ours.predict_proba(far, lengths), ref.predict_proba(far, lengths), atol=1e-12
         )
+
+
+def test_a_float32_tied_covariance_stays_positive_definite_and_the_model_reloads(tmp_path):
+    # found by the property tests: the near-singular float64 update rounded to float32 had an
+    # eigenvalue of -3.4e-7; the fitted model could neither score nor be loaded from its file
+    X = np.array([[2.17862049, 1.00248306], [0.83705424, 3.07513629], [-4.98656613, 10.72274143]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = latentfit.GaussianHMM(
+            3, covariance_type="tied", dtype="float32", n_iter=5, random_state=0
+        ).fit(X)
+    assert np.linalg.eigvalsh(np.asarray(model._covars_, dtype=np.float64)).min() > 0
+    path = latentfit.save(model, tmp_path / "m.lf")
+    np.testing.assert_allclose(latentfit.load(path).score(X), model.score(X), rtol=1e-6)

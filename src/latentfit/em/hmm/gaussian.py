@@ -58,6 +58,23 @@ def _scatter(stats: dict, covariance_type: str) -> torch.Tensor:
     return stats["obsobs"].new_zeros(0)
 
 
+def _lift_singular(cov: torch.Tensor, covariance_type: str, min_covar: float) -> torch.Tensor:
+    """Covariances with ``min_covar`` in place of a zero variance (diag, spherical) or added
+    to a matrix that is not positive definite (full, tied): hmmlearn's update has no floor, so
+    a GMMHMM mixture component on identical values (constant data, duplicates, a single row)
+    would leave a singular covariance and the next E-step could not run; and a GaussianHMM's
+    near-singular float64 update rounded to float32 can lose its positive definiteness."""
+    if covariance_type in ("diag", "spherical"):
+        # below 1e-12 of the largest variance a variance is rounding, not data (3e-20 on
+        # constant data)
+        tiny = 1e-12 * float(cov.max().clamp_min(0))
+        return torch.where(cov > tiny, cov, torch.full_like(cov, min_covar))
+    _, info = torch.linalg.cholesky_ex(cov)  # batch of (d, d)
+    bad = (info != 0).reshape(*info.shape, 1, 1)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return torch.where(bad, cov + min_covar * eye, cov)
+
+
 def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
     """The data covariance (d, d) plus ``min_covar``, about the float64-accumulated mean (the
     deviations of data far from the origin keep their digits; constant columns give 0)."""
@@ -360,7 +377,10 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             update_means="m" in self.params,
             update_covars="c" in self.params,
         )
-        new = {"means": means.to(dt), "covars": covars.to(dt)}
+        covars = covars.to(dt)
+        if self.covariance_type in ("full", "tied"):  # positive definite in the model's dtype
+            covars = _lift_singular(covars, self.covariance_type, self.min_covar)
+        new = {"means": means.to(dt), "covars": covars}
         if "delta" in params:
             new["delta"] = (means - shift).to(dt)
         new["scatter"], new["post"] = _scatter(st, self.covariance_type), st["post"]

@@ -18,6 +18,7 @@ from latentfit.em.hmm.gaussian import (
     _check_positive_definite,
     _ContinuousHMM,
     _data_cov,
+    _lift_singular,
 )
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
@@ -27,22 +28,6 @@ from latentfit.errors import ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = ["GMMHMM"]
-
-
-def _lift_singular(cov: torch.Tensor, covariance_type: str, min_covar: float) -> torch.Tensor:
-    """GMMHMM covariances with ``min_covar`` in place of a zero variance (diag, spherical) or
-    added to a matrix that is not positive definite (full, tied): hmmlearn's update has no
-    floor, so a mixture component on identical values (constant data, duplicates, a single
-    row) would leave a singular covariance and the next E-step could not run."""
-    if covariance_type in ("diag", "spherical"):
-        # below 1e-12 of the largest variance a variance is rounding, not data (3e-20 on
-        # constant data)
-        tiny = 1e-12 * float(cov.max().clamp_min(0))
-        return torch.where(cov > tiny, cov, torch.full_like(cov, min_covar))
-    _, info = torch.linalg.cholesky_ex(cov)  # batch of (d, d)
-    bad = (info != 0).reshape(*info.shape, 1, 1)
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    return torch.where(bad, cov + min_covar * eye, cov)
 
 
 @serializable
