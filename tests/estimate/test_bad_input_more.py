@@ -223,3 +223,11 @@ def test_values_whose_squares_underflow_are_named_not_fitted_to_nan(family):
         assert "too small or too large" in str(err) or "rescale" in str(err)
     else:
         assert np.isfinite(fit.log_likelihood)
+
+
+def test_a_matrix_parameter_the_optimiser_breaks_is_named_not_torch_s_error():
+    # found by the property tests: MAP of an MVN on values near 1e7 with a N(0, 10) prior on
+    # the mean; a line-search step reached a covariance whose Cholesky factor failed
+    X = np.array([[10733551.22262001], [10092981.73230585]])
+    with pytest.raises(DataError, match="standardise the data"):
+        fit_map("mvn", X, {"loc": D.Normal(0.0, 10.0)})

@@ -262,12 +262,23 @@ def fit_family(
                 f"the starting values {_fmt(start)} give a non-finite {family.name} "
                 "log-likelihood; pass init= with values inside the parameter space"
             )
-        if solver is None:
-            res = minimize(lambda u: objective(u) / n, u0, max_iter=max_iter, gtol=gtol)
-            solver_name = "L-BFGS + Newton"
-        else:
-            res = solver(objective, u0)
-            solver_name = getattr(solver, "name", "custom")
+        try:
+            if solver is None:
+                res = minimize(lambda u: objective(u) / n, u0, max_iter=max_iter, gtol=gtol)
+                solver_name = "L-BFGS + Newton"
+            else:
+                res = solver(objective, u0)
+                solver_name = getattr(solver, "name", "custom")
+        except torch.linalg.LinAlgError:
+            # a line search stepped to a matrix parameter whose factorisation fails in this
+            # dtype (data of a scale far from 1 make the steps that long)
+            raise DataError(
+                f"the {family.name} fit stepped to a matrix parameter that is not positive "
+                f"definite in {x.dtype} arithmetic; the data's scale (largest |value| "
+                f"{float(x.abs().max()):.3g}) makes the optimiser's steps too long: "
+                "standardise the data (or rescale it by a power of ten), or pass init= close "
+                "to the estimate"
+            ) from None
         u, converged, n_iter = res.u, res.converged, res.n_iter
         if not converged:
             warnings.warn(
