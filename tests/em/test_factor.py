@@ -362,3 +362,13 @@ def test_constant_data_fit_at_the_dtypes_noise_floor(cls, dtype):
     # every row sits at the mean of a Gaussian of variance tiny in each of its 3 coordinates
     want = -0.5 * 3 * (np.log(2 * np.pi) + np.log(tiny))
     np.testing.assert_allclose(model.score(X), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_fewer_rows_than_features_in_float32_score_and_transform(cls):
+    # found by the property tests: at a noise floor of 1e-12 of the variance, W^T Psi^-1 W was
+    # ~1e12 and float32's Cholesky factor failed in score_samples with torch's own error
+    X = np.array([[-5.54116358, 0.84993782, -3.51776491], [-3.03386149, 7.80703725, -3.54775841]])
+    model = cls(dtype="float32", max_iter=30, n_components=2, random_state=0).fit(X)
+    assert np.isfinite(model.score_samples(X)).all() and np.isfinite(model.transform(X)).all()
+    assert np.all(model.noise_variance_ >= np.finfo(np.float32).eps * X.var(0).mean() * 0.99)

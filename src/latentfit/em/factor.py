@@ -432,9 +432,13 @@ def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
     X = impute_mean(X, w)
     mu = weighted_mean(X, w)  # float64-accumulated: a float32 w @ X drifts far from the origin
     var = float((w @ (X - mu).square()).mean() / w.sum())
-    # constant data: no variance to take a fraction of; the dtype's smallest normal number
-    # keeps Ψ invertible (1e-312 is 0 in float32, where the Cholesky factor then failed)
-    return max(1e-12 * var, torch.finfo(X.dtype).tiny)
+    # 1e-12 of the variance in float64 (scikit-learn's); in a lower precision its machine
+    # epsilon, since W^T Psi^-1 W must stay factorable there (at 1e-12 float32's Cholesky
+    # failed). Constant data have no variance to take a fraction of: the dtype's smallest
+    # normal number keeps Psi invertible (1e-312 is 0 in float32).
+    info = torch.finfo(X.dtype)
+    fraction = 1e-12 if X.dtype == torch.float64 else info.eps
+    return max(fraction * var, info.tiny)
 
 
 class _FactorHooks:
