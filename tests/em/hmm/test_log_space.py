@@ -111,3 +111,19 @@ def test_a_float32_tied_covariance_stays_positive_definite_and_the_model_reloads
     assert np.linalg.eigvalsh(np.asarray(model._covars_, dtype=np.float64)).min() > 0
     path = latentfit.save(model, tmp_path / "m.lf")
     np.testing.assert_allclose(latentfit.load(path).score(X), model.score(X), rtol=1e-6)
+
+
+def test_a_float32_full_covariance_singular_in_float32_is_lifted():
+    # found by the property tests: eigenvalues of 5e-9 and -1.6e-15 beside 0.02 passed
+    # float32's Cholesky factor; predict_proba then gave inf and load refused the file
+    X = np.array([[1.93265115, 0.28655665], [2.49837802, -0.74092089], [2.57883879, 0.56582657]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = latentfit.GaussianHMM(
+            3, covariance_type="full", dtype="float32", n_iter=5, random_state=0
+        ).fit(X)
+    for cov in np.asarray(model._covars_, dtype=np.float64):
+        lam = np.linalg.eigvalsh(cov)
+        assert lam[0] > np.finfo(np.float32).eps * 2 * lam[-1]
+    Y = np.array([[-0.60908705, -8.31087003], [6.7293568, 6.83920646], [6.84052294, 6.69187731]])
+    np.testing.assert_allclose(model.predict_proba(Y).sum(1), 1.0, rtol=1e-5)

@@ -69,9 +69,13 @@ def _lift_singular(cov: torch.Tensor, covariance_type: str, min_covar: float) ->
         # constant data)
         tiny = 1e-12 * float(cov.max().clamp_min(0))
         return torch.where(cov > tiny, cov, torch.full_like(cov, min_covar))
-    _, info = torch.linalg.cholesky_ex(cov)  # batch of (d, d)
-    bad = (info != 0).reshape(*info.shape, 1, 1)
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    # singular in the model's dtype: an eigenvalue within its epsilon of the largest (a
+    # Cholesky factor of such a float32 matrix may still succeed, and its inverse is noise)
+    d = cov.shape[-1]
+    lam = torch.linalg.eigvalsh(cov.double())  # (..., d), ascending
+    limit = torch.finfo(cov.dtype).eps * d * lam[..., -1].clamp_min(0)
+    bad = (lam[..., 0] <= limit).reshape(*lam.shape[:-1], 1, 1)
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
     return torch.where(bad, cov + min_covar * eye, cov)
 
 
