@@ -58,7 +58,9 @@ K_RANGES = opt(["1-3", "2", "1,2", "2-2"], ["0", "3-1", "a-b", "1-", "", "-3"])
 DEVICES = opt([None, "cpu"], ["tpu", "cuda:7", ""])
 COLUMNS = opt([None, "", "a", "a,b", "b,a"], ["zz", "0", "a,a"])
 USAGE_ERROR = re.compile(r"─ Error ─")
-ERROR_LINE = re.compile(r"^error: \S", re.M)
+# at the start of a line as a terminal shows it: after a newline, or after the carriage return
+# with which a closed progress bar hands its line back
+ERROR_LINE = re.compile(r"(?:^|\r)error: \S", re.M)
 
 
 def _digest(path: Path) -> str:
