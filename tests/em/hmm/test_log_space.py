@@ -127,3 +127,19 @@ def test_a_float32_full_covariance_singular_in_float32_is_lifted():
         assert lam[0] > np.finfo(np.float32).eps * 2 * lam[-1]
     Y = np.array([[-0.60908705, -8.31087003], [6.7293568, 6.83920646], [6.84052294, 6.69187731]])
     np.testing.assert_allclose(model.predict_proba(Y).sum(1), 1.0, rtol=1e-5)
+
+
+def test_posteriors_the_backward_pass_loses_are_redone_and_are_hmmlearns():
+    # found by the property tests' fourth run: a finite log-likelihood (~1e18 nats) whose
+    # first steps' posteriors summed to 1.6e-28; each step is now normalised by itself
+    hmm = pytest.importorskip("hmmlearn.hmm")
+    X = np.array([[1.93265115, 0.28655665], [2.49837802, -0.74092089], [2.57883879, 0.56582657]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = latentfit.GaussianHMM(3, covariance_type="full", n_iter=5, random_state=0).fit(X)
+    ref = hmm.GaussianHMM(3, covariance_type="full", init_params="")
+    ref.startprob_, ref.transmat_ = ours.startprob_, ours.transmat_
+    ref.means_, ref.covars_ = ours.means_, ours.covars_
+    Y = np.random.default_rng(0).normal(size=(6, 2)) * 5
+    np.testing.assert_allclose(ours.predict_proba(Y).sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(ours.predict_proba(Y), ref.predict_proba(Y), atol=1e-12)

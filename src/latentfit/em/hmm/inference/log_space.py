@@ -68,19 +68,28 @@ def _sequence_posterior(ll, startprob, transmat):
     for i in range(ll.shape[0] - 2, -1, -1):
         ahead = (ll[i + 1] + lb[i + 1]).unsqueeze(0)  # (1, k)
         lb[i] = torch.logsumexp(log_a + ahead, 1)
-        xi += (la[i].unsqueeze(1) + log_a + ahead - total).exp()
-    return total, (la + lb - total).exp(), xi
+        pair = la[i].unsqueeze(1) + log_a + ahead  # (k, k)
+        # every step normalised by itself, as hmmlearn does: at log-likelihoods of ~1e18
+        # nats, subtracting the total would leave errors of ~100 nats in the exponent
+        xi += (pair - torch.logsumexp(pair.flatten(), 0)).exp()
+    return total, torch.softmax(la + lb, 1), xi
 
 
 def redo_posterior(post: HMMPosterior, ll, startprob, transmat, lengths, fast) -> HMMPosterior:
-    """``post`` with every sequence whose log-likelihood is not finite redone in log space;
-    ``fast(ll, lengths)`` reruns the kernel on the other sequences for their transition and
-    start counts (the kernel's sums hold the lost sequences' NaN or zeros)."""
+    """``post`` with every sequence the kernel lost redone in log space: its log-likelihood
+    is not finite, or a step's posteriors do not sum to 1 (within the square root of the
+    dtype's epsilon: the backward pass underflowed there). ``fast(ll, lengths)`` reruns the
+    kernel on the other sequences for their transition and start counts (the kernel's sums
+    hold the lost sequences' errors)."""
     seq = post.sequence_log_likelihoods
-    bad = (~torch.isfinite(seq)).nonzero().flatten().tolist()
+    bounds = _bounds(lengths, ll.shape[0])
+    tol = torch.finfo(post.posteriors.dtype).eps ** 0.5
+    off = ~((post.posteriors.sum(1) - 1).abs() <= tol)  # (t,), NaN rows included
+    lens = torch.as_tensor([b - a for a, b in bounds], device=off.device)
+    off_seq = torch.segment_reduce(off.to(post.posteriors.dtype), "max", lengths=lens) > 0
+    bad = ((~torch.isfinite(seq)) | off_seq.to(seq.device)).nonzero().flatten().tolist()
     if not bad:
         return post
-    bounds = _bounds(lengths, ll.shape[0])
     redone = {s: _sequence_posterior(ll[slice(*bounds[s])], startprob, transmat) for s in bad}
     redone = {s: r for s, r in redone.items() if bool(torch.isfinite(r[0]))}
     if not redone:  # impossible in exact arithmetic too (a known state ruled out): as it was
