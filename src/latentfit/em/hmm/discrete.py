@@ -45,8 +45,39 @@ def _check_range(t: torch.Tensor, n_sym: int) -> None:
         )
 
 
+class EmissionProbabilities:
+    """The emissions of an HMM whose states each hold one distribution over ``d`` categories,
+    ``emissionprob_`` (k, d), with a Dirichlet(``emissionprob_prior``) prior: CategoricalHMM
+    (one symbol a step) and MultinomialHMM (counts of many trials). A model gives
+    ``_n_categories(X)`` (from the rows the fit starts from); the start, the M-step (the Dirichlet MAP of the expected counts) and
+    the stored attribute are shared."""
+
+    _emission_letters = "e"
+    _emission_attributes = ("emissionprob_",)
+
+    def _init_emissions(self, X, gen):
+        if not self._needs_init("e", "emissionprob_"):
+            return self._emission_params()
+        k, d = self.n_components, self._n_categories(X)
+        u = torch.rand(k, d, generator=gen, dtype=torch.float64, device=gen.device)
+        return {"emissionprob": (u / u.sum(1, keepdim=True)).to(self._device, self._dtype)}
+
+    def _emission_mstep(self, params, stats):
+        if "e" not in self.params:
+            return {}, []
+        ep, bad = E.categorical_mstep(stats, params["emissionprob"], self.emissionprob_prior)
+        return {"emissionprob": ep}, bad
+
+    def _set_emission_attributes(self, params):
+        self.emissionprob_ = params["emissionprob"].cpu().numpy()
+
+    def _emission_specs(self, k, d):
+        """One distribution over the ``d`` categories per state: rows on the simplex."""
+        return {"emissionprob_": Stored(None if d is None else (k, d), "simplex")}
+
+
 @serializable
-class CategoricalHMM(OnlineHMMMixin, BaseHMM):
+class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     """Hidden Markov model with categorical emissions (symbols 0..n_features-1).
 
     hmmlearn's ``CategoricalHMM``: X is (n, 1) of integer symbols; ``emissionprob_`` (k,
@@ -57,9 +88,6 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
     ``n_features`` then. A ``n_features`` whose parameters would not fit in memory is refused
     up front (ResourceLimitError).
     """
-
-    _emission_letters = "e"
-    _emission_attributes = ("emissionprob_",)
 
     def __init__(
         self,
@@ -246,12 +274,8 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
         check_distribution(ep, "emissionprob_")
         return {"emissionprob": ep}
 
-    def _init_emissions(self, X, gen):
-        if not self._needs_init("e", "emissionprob_"):
-            return self._emission_params()
-        k, n_sym = self.n_components, self.n_features_
-        u = torch.rand(k, n_sym, generator=gen, dtype=torch.float64, device=gen.device)
-        return {"emissionprob": (u / u.sum(1, keepdim=True)).to(self._device, self._dtype)}
+    def _n_categories(self, X) -> int:
+        return self.n_features_
 
     def _init_emissions_from_labels(self, params, X, labels, gen):
         """Every state's symbol frequencies in its labelled rows, with one pseudo-count per
@@ -269,19 +293,6 @@ class CategoricalHMM(OnlineHMMMixin, BaseHMM):
 
     def _emission_stats(self, params, X, gamma):
         return E.categorical_stats(X, gamma, params["emissionprob"].shape[1])
-
-    def _emission_mstep(self, params, stats):
-        if "e" not in self.params:
-            return {}, []
-        ep, bad = E.categorical_mstep(stats, params["emissionprob"], self.emissionprob_prior)
-        return {"emissionprob": ep}, bad
-
-    def _set_emission_attributes(self, params):
-        self.emissionprob_ = params["emissionprob"].cpu().numpy()
-
-    def _emission_specs(self, k, d):
-        """One distribution over the ``d`` symbols per state: rows on the simplex."""
-        return {"emissionprob_": Stored(None if d is None else (k, d), "simplex")}
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)

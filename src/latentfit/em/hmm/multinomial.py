@@ -22,12 +22,12 @@ from sklearn.utils.validation import check_is_fitted
 from latentfit._validation import as_float_tensor, check_distribution, check_sample_count
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
-from latentfit.em.hmm.discrete import _first_bad
+from latentfit.em.hmm.discrete import EmissionProbabilities, _first_bad
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
 from latentfit.em.mixture.discrete import multinomial_log_prob
 from latentfit.errors import DataError, ModelFileError, ParameterError
-from latentfit.io import Stored, serializable
+from latentfit.io import serializable
 
 __all__ = ["MultinomialHMM"]
 
@@ -44,7 +44,7 @@ def _common_total(X: torch.Tensor) -> int | None:
 
 
 @serializable
-class MultinomialHMM(OnlineHMMMixin, BaseHMM):
+class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     """Hidden Markov model with multinomial emissions: rows of counts over ``n_features``
     categories.
 
@@ -66,9 +66,6 @@ class MultinomialHMM(OnlineHMMMixin, BaseHMM):
     row of the fitted data had, or None when they differ (a data source: ``n_trials`` if an
     integer, else None).
     """
-
-    _emission_letters = "e"
-    _emission_attributes = ("emissionprob_",)
 
     def __init__(
         self,
@@ -266,12 +263,8 @@ class MultinomialHMM(OnlineHMMMixin, BaseHMM):
         check_distribution(ep, "emissionprob_")
         return {"emissionprob": ep}
 
-    def _init_emissions(self, X, gen):
-        if not self._needs_init("e", "emissionprob_"):
-            return self._emission_params()
-        k, d = self.n_components, X.shape[1]
-        u = torch.rand(k, d, generator=gen, dtype=torch.float64, device=gen.device)
-        return {"emissionprob": (u / u.sum(1, keepdim=True)).to(self._device, self._dtype)}
+    def _n_categories(self, X) -> int:
+        return X.shape[1]
 
     def _init_emissions_from_labels(self, params, X, labels, gen):
         """Every state's category frequencies in its labelled rows, with one pseudo-count per
@@ -288,16 +281,6 @@ class MultinomialHMM(OnlineHMMMixin, BaseHMM):
 
     def _emission_stats(self, params, X, gamma):
         return E.multinomial_stats(X, gamma)
-
-    def _emission_mstep(self, params, stats):
-        if "e" not in self.params:
-            return {}, []
-        # the Dirichlet MAP of expected counts: the categorical model's M-step
-        ep, bad = E.categorical_mstep(stats, params["emissionprob"], self.emissionprob_prior)
-        return {"emissionprob": ep}, bad
-
-    def _set_emission_attributes(self, params):
-        self.emissionprob_ = params["emissionprob"].cpu().numpy()
 
     def _emission_n_params(self):
         return {"e": self.n_components * (self.n_features - 1)}
@@ -318,10 +301,6 @@ class MultinomialHMM(OnlineHMMMixin, BaseHMM):
     # ------------------------------------------------------------------ persistence
     #: the one total of the fitted rows (None: they differ), read by sample
     _state_fields: ClassVar[dict[str, str]] = {"n_trials_": "int?"}
-
-    def _emission_specs(self, k, d):
-        """One distribution over the ``d`` categories per state: rows on the simplex."""
-        return {"emissionprob_": Stored(None if d is None else (k, d), "simplex")}
 
     def _get_state(self):
         tensors, extra = super()._get_state()
