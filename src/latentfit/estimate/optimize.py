@@ -32,6 +32,59 @@ def _value_and_grad(f, u):
     return val.detach(), g.detach()
 
 
+def _finite_at(f, u: torch.Tensor) -> bool:
+    if not bool(torch.isfinite(u).all()):
+        return False
+    try:
+        with torch.no_grad():
+            return bool(torch.isfinite(f(u)))
+    except ValueError:
+        return False
+
+
+_RESTARTS = 3  # L-BFGS runs at most, each from the best point of the one before
+
+
+def _lbfgs(f, best: dict, first: float, *, max_iter: int, gtol: float) -> int:
+    """One L-BFGS run from ``best["u"]``; ``best`` is updated to the lowest finite value seen.
+
+    Returns the iterations taken. A step where ``f`` overflows or leaves the support (a
+    torch.distributions argument check raises ValueError) is reported as a large value, far
+    above every value seen yet small enough that the strong-Wolfe line search's cubic
+    interpolation stays finite (1e300 made it NaN, and L-BFGS stopped there).
+    """
+    u = best["u"].clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [u],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=max_iter * 2,
+        tolerance_grad=gtol * 1e-3,
+        tolerance_change=1e-16,
+        history_size=30,
+        line_search_fn="strong_wolfe",
+    )
+    huge = torch.tensor(1e10 * (1.0 + abs(first)), dtype=u.dtype, device=u.device)
+
+    def closure():
+        opt.zero_grad()
+        if not bool(torch.isfinite(u).all()):
+            return huge
+        try:
+            val = f(u)
+        except ValueError:
+            return huge
+        if not torch.isfinite(val) or val > huge:
+            return huge
+        val.backward()
+        if float(val.detach()) < best["value"]:
+            best["u"], best["value"] = u.detach().clone(), float(val.detach())
+        return val
+
+    opt.step(closure)
+    return int(opt.state[opt._params[0]].get("n_iter", 0))
+
+
 def minimize(
     f: Callable[[torch.Tensor], torch.Tensor],
     u0: torch.Tensor,
@@ -45,36 +98,26 @@ def minimize(
     ``f`` should be scaled to O(1) (e.g. a mean negative log-likelihood) so that ``gtol`` means
     the same thing for every data size.
     """
-    u = u0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [u],
-        lr=1.0,
-        max_iter=max_iter,
-        max_eval=max_iter * 2,
-        tolerance_grad=gtol * 1e-3,
-        tolerance_change=1e-16,
-        history_size=30,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        opt.zero_grad()
-        val = f(u)
-        if not torch.isfinite(val):
-            # an overflowing step: report a huge value so the line search backs off
-            return torch.tensor(1e300, dtype=u.dtype, device=u.device)
-        val.backward()
-        return val
-
+    u = u0.detach().clone()
+    n_iter = 0
     if u.numel():
-        opt.step(closure)
-    n_iter = int(opt.state[opt._params[0]].get("n_iter", 0)) if u.numel() else 0
-    u = u.detach()
+        first = float(f(u).detach()) if _finite_at(f, u) else 1.0
+        best = {"u": u, "value": float("inf")}
+        for _ in range(_RESTARTS):
+            n_iter += _lbfgs(f, best, first, max_iter=max_iter - n_iter, gtol=gtol)
+            u = best["u"]
+            _, g = _value_and_grad(f, u)
+            if n_iter >= max_iter or float(g.abs().max()) < gtol:
+                break
+            # a line search that stalled on a steep or overflowing region: L-BFGS again from
+            # the best point, with its curvature history cleared
     val, g = _value_and_grad(f, u) if u.numel() else (f(u).detach(), u.clone())
     for _ in range(newton_steps if u.numel() else 0):
         if not bool(torch.isfinite(g).all()) or float(g.abs().max()) < 1e-14:
             break
         h = hessian(f, u)  # (p, p)
+        if not bool(torch.isfinite(h).all()):
+            break
         w, v = torch.linalg.eigh((h + h.T) / 2)  # (p,), (p, p)
         tol = 1e-9 * float(w.abs().max())
         if float(w.min()) < -tol:
@@ -82,6 +125,8 @@ def minimize(
         good = w > tol  # a flat direction (unidentified parameter) takes no step
         step = -v[:, good] @ ((v[:, good].T @ g) / w[good])
         cand = u + step
+        if not _finite_at(f, cand):
+            break
         cval, cg = _value_and_grad(f, cand)
         if not torch.isfinite(cval) or cval > val + 1e-12 * abs(float(val)):
             break
