@@ -496,3 +496,41 @@ def test_valid_bgmm_files_still_load(tmp_path, covariance_type, weights, dtype):
     model = _bgmm(covariance_type, weights, dtype)
     loaded = latentfit.load(model.save(tmp_path / "bg.lf"))
     np.testing.assert_allclose(loaded.score(X), model.score(X), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GaussianHMM(40, covariance_type="full", n_iter=5, dtype="float32", random_state=0),
+        lambda: GMMHMM(
+            40, n_mix=2, covariance_type="full", n_iter=5, dtype="float32", random_state=0
+        ),
+        lambda: GMMHMM(
+            40, n_mix=2, covariance_type="tied", n_iter=5, dtype="float32", random_state=0
+        ),
+    ],
+    ids=["gaussian_full", "gmmhmm_full", "gmmhmm_tied"],
+)
+def test_a_float32_fit_s_covariances_are_symmetric_and_its_file_loads(tmp_path, make):
+    # found by the property tests: 40 states in float32 left covariances asymmetric by
+    # rounding (9e-5 in entries of 8e5), and the loader refused the model's own file as
+    # "not symmetric" (an entry of 1e-6 was held to 1e-12 elementwise)
+    data = np.random.default_rng(0).normal(size=(300, 3)) * np.array([1e3, 1.0, 1e-3]) + 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make().fit(data)
+    cov = np.asarray(model.covars_)
+    assert np.array_equal(cov, np.swapaxes(cov, -1, -2))
+    model.save(tmp_path / "m.lf")
+    loaded = latentfit.load(tmp_path / "m.lf")
+    assert np.array_equal(np.asarray(loaded.covars_), cov)
+
+
+def test_a_variational_hmm_file_without_its_history_is_refused(tmp_path):
+    # found by the property tests: without 'extra.lower_bounds_' the file loaded with
+    # lower_bound_ = -inf, the value of a model no VB step has run on
+    src = tmp_path / "v.lf"
+    VariationalGaussianHMM(2, n_iter=3, random_state=0).fit(X).save(src)
+    dst = _tampered(src, tmp_path / "w.lf", header=lambda h: h["extra"].pop("lower_bounds_"))
+    with pytest.raises(ModelFileError, match="lower_bounds_"):
+        latentfit.load(dst)

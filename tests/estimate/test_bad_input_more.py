@@ -272,3 +272,14 @@ def test_a_student_t_whose_chi2_check_refused_a_nan_df_warns_instead():
     with pytest.warns(RuntimeWarning, match="did not converge"):
         res = fit_map("studentt", np.array([1.0, 1.0, 1.0, 5.0]), {"df": D.Normal(0.0, 1.0)})
     assert all(bool(torch.isfinite(v).all()) for v in res.params.values())
+
+
+def test_an_mvn_whose_covariance_overflows_names_the_column():
+    # found by the property tests: a value of 1e300 made the covariance inf, its correlation
+    # NaN, and torch's eigh raised _LinAlgError at the command line
+    data = np.array(
+        [[1e300, -3.3, 1.8], [-1.8, -2.9, 0.56], [-0.2, -3.2, 1.49], [0.93, -1.6, 1.67]]
+    )
+    data = np.vstack([data, [1.89, -3.34, 2.16]])
+    with pytest.raises(DataError, match=r"overflows.*column 0.*1e\+300.*rescale"):
+        fit_mle("mvn", data)

@@ -287,6 +287,13 @@ def _mvn_check(x, fixed):
             "MultivariateNormal MLE covariance is singular; drop the column"
         )
     cov = _mvn_mle(x, fixed)["covariance_matrix"]
+    if not bool(torch.isfinite(cov).all()):  # squares of values near 1e300 overflow
+        j = int((~torch.isfinite(cov)).nonzero()[0, 0])  # a row of (d, d) with an overflow
+        raise DataError(
+            f"the MultivariateNormal covariance of data overflows {x.dtype} arithmetic "
+            f"(column {j}: largest |value| {float(x[:, j].abs().max()):.3g}); rescale the "
+            "data (e.g. divide by a power of ten) and fit again"
+        )
     scale = cov.diagonal().sqrt()
     corr = cov / (scale[:, None] * scale[None, :])
     eig = torch.linalg.eigvalsh(corr)

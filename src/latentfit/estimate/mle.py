@@ -432,7 +432,11 @@ def _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior
     if log_prior is None:
         # forward mode costs p passes where reverse mode would cost n
         try:
-            scores = jacobian(loglik_obs, u, vectorize=True, strategy="forward-mode")  # (n, p)
+            with warnings.catch_warnings():
+                # torch's forward-mode set-up scripts its decompositions on first use and
+                # warns that torch.jit.script is deprecated: torch's own business, not the user's
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
+                scores = jacobian(loglik_obs, u, vectorize=True, strategy="forward-mode")  # (n, p)
         except (RuntimeError, NotImplementedError):
             scores = jacobian(loglik_obs, u)
         out["sandwich"] = sandwich_covariance(observed, scores.reshape(n, -1))

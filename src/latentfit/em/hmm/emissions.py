@@ -430,7 +430,9 @@ def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: st
             else:
                 c_n = lam * (cm**2).sum(2) + 2 * nu + sc.sum(2)
                 c_d = d * (n + 1) + 2 * (psi + 1)
-        new = c_n / c_d
+        # a mixture component with no mass (c_d = 0 under hmmlearn's default priors) keeps
+        # its covariance: 0/0 would store NaN although its state has data
+        new = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, 1.0), covars)
         keep = empty.reshape(-1, *([1] * (new.dim() - 1)))
         covars = torch.where(keep, covars, new)
     return weights, means, covars, empty.nonzero().flatten().tolist()

@@ -72,6 +72,7 @@ def _lift_singular(cov: torch.Tensor, covariance_type: str, min_covar: float) ->
     # singular in the model's dtype: an eigenvalue within its epsilon of the largest (a
     # Cholesky factor of such a float32 matrix may still succeed, and its inverse is noise)
     d = cov.shape[-1]
+    cov = (cov + cov.mT) / 2  # the update's rounding leaves it asymmetric by ~eps (float32)
     lam = torch.linalg.eigvalsh(cov.double())  # (..., d), ascending
     limit = torch.finfo(cov.dtype).eps * d * lam[..., -1].clamp_min(0)
     bad = (lam[..., 0] <= limit).reshape(*lam.shape[:-1], 1, 1)

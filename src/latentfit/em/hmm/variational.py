@@ -32,6 +32,7 @@ the posterior-mean point estimates (hmmlearn's), and ``score``, ``score_samples`
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -124,6 +125,9 @@ class _VariationalHMM:
     attributes. Mixed in before the HMM class whose emissions it borrows."""
 
     _vb_emission_keys: tuple[str, ...] = ()
+    # lower_bound_ is the history's last value; without the history a fitted model's file
+    # would load with -inf, the value of a model no VB step has run on
+    _required_state_fields: ClassVar[tuple[str, ...]] = ("lower_bounds_",)
 
     @property
     def _vb_keys(self) -> tuple[str, ...]:
