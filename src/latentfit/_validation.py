@@ -525,3 +525,27 @@ def check_n_samples(n: int, k: int) -> None:
             "every component needs a sample to start from; pass more rows or a smaller "
             "n_components"
         )
+
+
+def check_count_range(X: torch.Tensor, what: str = "X") -> None:
+    """Refuse whole counts at or beyond 2 / eps of ``X``'s dtype (2^53 in float64, 2^24 in
+    float32): above it the dtype does not hold every whole number (the data were already
+    rounded on the way in) and a Poisson or multinomial log-likelihood, k log λ − λ −
+    log Γ(k + 1), cancels terms of size k log k to nothing. Names the first entry beyond it."""
+    limit = 2.0 / torch.finfo(X.dtype).eps
+    big = X >= limit
+    if not bool(big.any()):
+        return
+    index = tuple(int(i) for i in big.nonzero()[0])
+    place = f"{what}[{', '.join(map(str, index))}]"
+    bits = round(math.log2(limit))
+    remedy = (
+        "fit with dtype='float64'"
+        if X.dtype != torch.float64
+        else "model a rescaled quantity (e.g. counts in thousands) instead"
+    )
+    raise DataError(
+        f"{place} = {X[index].item():.4g} is a count at or beyond 2^{bits} ({limit:.3g}), above "
+        f"which {str(X.dtype).replace('torch.', '')} holds neither every whole number nor the "
+        f"digits of a count model's log-likelihood; {remedy}"
+    )

@@ -372,3 +372,35 @@ def test_fewer_samples_than_components_is_a_data_error_saying_what_to_do(name):
 def test_a_state_count_beyond_the_machine_is_refused_before_the_fit(make, X, words):
     with pytest.raises(ResourceLimitError, match=words):
         make().fit(X)
+
+
+@pytest.mark.parametrize(
+    "make, dtype, limit",
+    [
+        (lambda dt: lf.PoissonHMM(2, dtype=dt), "float64", 2.0**53),
+        (lambda dt: lf.PoissonHMM(2, dtype=dt), "float32", 2.0**24),
+        (lambda dt: lf.PoissonHSMM(2, max_duration=3, dtype=dt), "float64", 2.0**53),
+        (lambda dt: lf.PoissonMixture(2, dtype=dt), "float64", 2.0**53),
+        (lambda dt: lf.MultinomialMixture(2, dtype=dt), "float64", 2.0**53),
+        (lambda dt: lf.MultinomialHMM(2, dtype=dt), "float32", 2.0**24),
+    ],
+    ids=[
+        "poisson_hmm",
+        "poisson_hmm_f32",
+        "poisson_hsmm",
+        "poisson_mix",
+        "multinomial_mix",
+        "mhmm_f32",
+    ],
+)
+def test_a_count_beyond_the_dtype_s_whole_numbers_is_named(make, dtype, limit):
+    # found by the property tests: a PoissonHSMM fitted counts of 1e300 and scored them at
+    # -11.3 (k log λ - λ - log Γ(k+1) cancelled terms of 7e302 to nothing; the exact value at
+    # k = λ = 1e300 is -346); float32 rounded counts from 2^24 on without a word
+    X = np.array([[1.0, 2.0], [2.0, 0.0], [limit, 1.0], [3.0, 4.0], [0.0, 1.0], [5.0, 2.0]])
+    with pytest.raises(DataError, match=r"X\[2, 0\] = .* at or beyond 2\^(53|24)"):
+        make(dtype).fit(X)
+    X[2, 0] = limit - 1 if dtype == "float64" else 1000.0  # the largest exact count passes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        make(dtype).fit(X)

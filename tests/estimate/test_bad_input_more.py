@@ -283,3 +283,9 @@ def test_an_mvn_whose_covariance_overflows_names_the_column():
     data = np.vstack([data, [1.89, -3.34, 2.16]])
     with pytest.raises(DataError, match=r"overflows.*column 0.*1e\+300.*rescale"):
         fit_mle("mvn", data)
+
+
+@pytest.mark.parametrize("family", ["poisson", "geometric", "negative_binomial"])
+def test_a_count_beyond_2_to_the_53_is_named(family):
+    with pytest.raises(DataError, match=r"data\[1\] = 1e\+300 is a count at or beyond 2\^53"):
+        fit_mle(family, np.array([1.0, 1e300, 3.0]))

@@ -20,6 +20,7 @@ from torch.distributions import constraints as C
 from latentfit._validation import (
     as_float_tensor,
     check_allocation,
+    check_count_range,
     check_positive_int,
     resolve_device,
     resolve_dtype,
@@ -70,6 +71,8 @@ def check_data(family: Family, data, fixed: dict, *, dtype=None, device=None) ->
                 f"{family.name} data must lie in its support ({describe_support(support)}); "
                 f"the first value outside it is {where}"
             )
+        if support.is_discrete:  # counts: every whole number held, the log-likelihood too
+            check_count_range(x, "data")
     return x
 
 

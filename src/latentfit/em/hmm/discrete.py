@@ -11,6 +11,7 @@ from latentfit._validation import (
     as_float_tensor,
     as_numeric_array,
     check_allocation,
+    check_count_range,
     check_distribution,
     max_inferred_categories,
 )
@@ -356,6 +357,7 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
             raise DataError(
                 f"counts must be whole numbers; X[{i}, {j}] = {X[i, j].item()} is fractional"
             )
+        check_count_range(X)
         if fitting:
             self.n_features = X.shape[1]
         elif X.shape[1] != self.n_features:

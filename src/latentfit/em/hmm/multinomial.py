@@ -19,7 +19,12 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._validation import as_float_tensor, check_distribution, check_sample_count
+from latentfit._validation import (
+    as_float_tensor,
+    check_count_range,
+    check_distribution,
+    check_sample_count,
+)
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.discrete import EmissionProbabilities, _first_bad
@@ -204,7 +209,18 @@ class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
                 "in the order the fit saw them"
             )
         self._check_trials(X64)
-        return X64.to(self._dtype)
+        X = X64.to(self._dtype)
+        check_count_range(X)  # float32 rounds counts from 2^24 on
+        limit = 2.0 / torch.finfo(X.dtype).eps
+        big = X64.sum(1) >= limit  # (n,); float64's 2^53 is refused above
+        if X.dtype != torch.float64 and bool(big.any()):
+            i = _first_bad(big)[0]
+            raise DataError(
+                f"row {i} of X counts {X64[i].sum().item():.4g} trials, at or beyond the "
+                f"{limit:.3g} up to which {str(X.dtype).replace('torch.', '')} holds every whole "
+                "number; fit with dtype='float64'"
+            )
+        return X
 
     # Streamed chunks are checked like arrays; a row's place in the data is not known there,
     # so per-row n_trials are refused for a data source.

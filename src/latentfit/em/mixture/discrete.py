@@ -18,7 +18,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from latentfit._validation import check_allocation, is_finite_above, max_inferred_categories
+from latentfit._validation import (
+    check_allocation,
+    check_count_range,
+    is_finite_above,
+    max_inferred_categories,
+)
 from latentfit.em.initialize import cpu_generator
 from latentfit.em.mixture.base import BaseMixture, first_offending
 from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
@@ -85,6 +90,7 @@ def _check_counts(X: torch.Tensor, name: str) -> None:
             f"{name} needs integer counts; the first fractional entry is "
             f"{first_offending(frac, X)}. Round the data or use a continuous family."
         )
+    check_count_range(X)
 
 
 _COMMON_DOC = """
