@@ -96,3 +96,16 @@ def test_a_value_beyond_float32_is_said_as_overflow_not_as_inf():
         as_float_tensor(huge, dtype=torch.float32, float64_option=None)
     with pytest.raises(DataError, match=r"standardise the columns\) or use --float64$"):
         as_float_tensor(huge, dtype=torch.float32, float64_option="--float64")
+
+
+def test_float64_data_near_1e300_are_standardised_to_finite_moments():
+    # found by the property tests: DDPM stored scale_ = inf (x.std squared 1e300) and scored
+    # every row -inf after a fit that raised nothing; MAF's standardisation did the same
+    X = np.array([[1e300, 1.0], [0.0929817323, 2.0]] * 4)
+    for model in (
+        MAF(n_layers=1, hidden=8, n_hidden=1, epochs=1, dtype="float64"),
+        DDPM(5, hidden=8, n_hidden=1, epochs=1, discrete=False, dtype="float64"),
+    ):
+        model.fit(X)
+        assert np.isfinite(model.score(X))
+    assert float(model.scale_[0]) == pytest.approx(np.std(X[:, 0] / 1e300, ddof=1) * 1e300)

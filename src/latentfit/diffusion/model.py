@@ -11,6 +11,7 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
+from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
     check_allocation,
@@ -211,8 +212,8 @@ class DDPM(DensityMixin, BaseEstimator):
             levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True")
             return levels * (2.0 / (self.n_levels - 1)) - 1.0
         if reset:
-            self.shift_ = t.mean(0)
-            self.scale_ = t.std(0).clamp_min(1e-6) if t.shape[0] > 1 else torch.ones_like(t[0])
+            self.shift_, sd = column_moments(t)  # (d,) each; finite for data near 1e300
+            self.scale_ = sd.clamp_min(1e-6) if t.shape[0] > 1 else torch.ones_like(t[0])
         return (t - self.shift_) / self.scale_
 
     def _check_schedule_memory(self) -> None:

@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
@@ -321,8 +322,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """Shift and scale every feature to mean 0, sd 1 (on the logit scale for 8-bit data)."""
         if module.n_levels is not None:
             X = module.to_real(X, torch.Generator(X.device).manual_seed(seed))[0]
-        module.shift.copy_(X.mean(0))
-        module.log_scale.copy_(torch.log(X.std(0).clamp_min(1e-3)) if X.shape[0] > 1 else 0.0)
+        mean, sd = column_moments(X)  # (d,) each; finite for data near 1e300
+        module.shift.copy_(mean)
+        module.log_scale.copy_(torch.log(sd.clamp_min(1e-3)) if X.shape[0] > 1 else 0.0)
 
     # ---- scoring and sampling -----------------------------------------------------------
     @torch.no_grad()

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 from torch.distributions import constraints
 
+from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
     check_positive,
@@ -421,7 +422,7 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
     d = x.shape[1]
     k = check_positive_int(n_components, "n_components")
     check_positive(prior_scale, "prior_scale")
-    m, s = x.mean(0), x.std(0)
+    m, s = column_moments(x)  # (d,) each; finite for data near 1e300
     D = torch.distributions
 
     def log_density(weights, loc0, loc_rest, scales):  # (c, k), (c, k), (c, k, d-1), (c, k, d)

@@ -318,8 +318,10 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             priors,
             "".join(c for c in "wmc" if c in self.params),
         )
-        cov = _lift_singular(cov, self.covariance_type, self.min_covar)
-        new = {"weights": w.to(dt), "covars": cov.to(dt)}
+        # positive definite in the model's dtype: the float64 update lifted by float64's
+        # epsilon could still round to a singular float32 matrix (the loader then refused it)
+        cov = _lift_singular(cov.to(dt), self.covariance_type, self.min_covar)
+        new = {"weights": w.to(dt), "covars": cov}
         if shift is None:
             new["means"] = mu.to(dt)
         else:
