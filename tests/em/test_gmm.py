@@ -600,3 +600,37 @@ def test_data_whose_moments_overflow_is_named_on_every_path_not_called_a_collaps
     with pytest.raises(latentfit.errors.DataError, match=match):
         fitted.partial_fit(X)
     np.testing.assert_array_equal(fitted.means_, means)  # the model as it was
+
+
+def test_sampling_a_float32_component_on_as_many_points_as_dimensions():
+    # found by the property tests: three points in three dimensions per component, float32;
+    # the covariance recomputed from the fitted precision factor had an eigenvalue of -8.5e-7
+    # and sample() ended in torch's _LinAlgError. It now samples with that factor itself.
+    X = np.array(
+        [
+            [-0.74092089, -3.30162133, 1.84930125],
+            [-1.80053019, -2.89713853, 0.56206433],
+            [-0.20776677, -3.22260585, 1.49167512],
+            [0.93613112, -1.6358335, 1.67944061],
+            [1.89096406, -3.34354154, 2.15948534],
+            [1.42797077, -2.58433457, 1.06447603],
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GaussianMixture(2, dtype="float32", max_iter=15, random_state=0).fit(X)
+    S, labels = model.sample(50)
+    assert S.shape == (50, 3) and np.isfinite(S).all() and set(labels) <= {0, 1}
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_samples_have_the_fitted_moments(covariance_type):
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(3, 3))
+    Y = rng.multivariate_normal([1.0, 2.0, 3.0], A @ A.T + np.eye(3), size=2000)
+    model = GaussianMixture(1, covariance_type=covariance_type, random_state=0).fit(Y)
+    S, _ = model.sample(200_000)
+    cov = np.asarray(model.covariances_).reshape(3, 3)
+    # Monte Carlo error of a covariance entry ~ sqrt(2 / n) x its scale: ~0.003 x 3 here
+    assert np.abs(np.cov(S.T) - cov).max() < 0.05
+    assert np.abs(S.mean(0) - model.means_[0]).max() < 0.02

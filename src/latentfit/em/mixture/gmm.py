@@ -477,10 +477,15 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         z = torch.randn(
             count, means.shape[1], generator=gen, dtype=means.dtype, device=means.device
         )
-        cov = covariances_from_precisions(params["prec_chol"], self.covariance_type)
+        P = params["prec_chol"]
         if self.covariance_type in ("full", "tied"):
-            L = torch.linalg.cholesky(cov[k] if self.covariance_type == "full" else cov)
-            return means[k] + z @ L.T
+            # Σ = P⁻ᵀ P⁻¹ (P upper, see gaussian.precision_cholesky): rows z P⁻¹ have covariance
+            # Σ. Solved with the fitted factor itself: the covariance recomputed from it can
+            # lose positive definiteness in float32 (eigenvalue -8.5e-7 on a component of
+            # three points in three dimensions), and its Cholesky factor then fails.
+            P = P[k] if self.covariance_type == "full" else P
+            return means[k] + torch.linalg.solve_triangular(P, z, upper=True, left=False)
+        cov = covariances_from_precisions(P, self.covariance_type)
         return means[k] + z * cov[k].sqrt()  # diag (d,) or spherical scalar standard deviations
 
     # ------------------------------------------------------------------ model selection
