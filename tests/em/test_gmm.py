@@ -634,3 +634,18 @@ def test_samples_have_the_fitted_moments(covariance_type):
     # Monte Carlo error of a covariance entry ~ sqrt(2 / n) x its scale: ~0.003 x 3 here
     assert np.abs(np.cov(S.T) - cov).max() < 0.05
     assert np.abs(S.mean(0) - model.means_[0]).max() < 0.02
+
+
+def test_a_gmmhmm_state_of_one_component_weighs_exactly_one(tmp_path):
+    # found by the property tests: twelve identical rows; a state's posterior mass fell to
+    # 1.4e-14, and (n + α) − 1 with α = 1 lost its digits: weight 0.9988, a file load refused
+    import latentfit
+    from latentfit import GMMHMM
+
+    X = np.tile([[5.31463543, -2.20868196]], (12, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GMMHMM(n_components=3, n_iter=5, random_state=0).fit(X)
+    assert np.array_equal(model.weights_, np.ones((3, 1)))
+    model.save(tmp_path / "m.lf")
+    latentfit.load(tmp_path / "m.lf")

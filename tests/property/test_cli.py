@@ -374,7 +374,9 @@ def _check(run: Run, result, before: dict[Path, str], cwd_before: set[Path]) -> 
         inside = any(path == o or o in path.parents for o in allowed)
         assert inside, f"left a file it was not asked to write: {path.name}{where}"
         assert not path.name.startswith("."), f"left a temporary file: {path.name}{where}"
-    stray = {p.name for p in set(Path.cwd().iterdir()) - cwd_before - allowed}
+    # a folder output in a missing folder is made with its parents (mkdir -p), by design
+    ancestors = {a for o in allowed for a in o.parents}
+    stray = {p.name for p in set(Path.cwd().iterdir()) - cwd_before - allowed - ancestors}
     assert not stray, f"wrote into the working folder: {stray}{where}"
 
 

@@ -391,7 +391,9 @@ def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: st
     _k, m, d = means.shape
     empty = _empty(post)
     if "w" in update:
-        num = n + alpha - 1
+        # n + (α − 1), not (n + α) − 1: a component of mass 1e-14 would lose its digits to the
+        # 1 (weight 0.9988 where the state's only component must weigh exactly 1)
+        num = n + (alpha - 1)
         den = (post + (alpha - 1).sum(1)).unsqueeze(1)
         new_w = num / torch.where(den > 0, den, 1.0)
         # a state with (rounding) mass but no component mass keeps its weights, never 0/x
