@@ -162,9 +162,18 @@ def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.M
     Initial weights are drawn from ``spec.seed`` inside a forked RNG, so building a model never
     changes torch's global random state and the same spec always gives the same weights.
     """
+    known = {f.name for f in fields(ModelSpec)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ParameterError(
+            f"build_model got unknown setting(s) {unknown}; the spec's fields are {sorted(known)}"
+        )
     spec = ModelSpec(**{**asdict(spec or ModelSpec()), **overrides})
-    if spec.x_dim < 1 or spec.z_dim < 1 or not spec.hidden:
-        raise ParameterError(f"x_dim, z_dim and hidden must be positive, got {spec}")
+    # the rules a saved spec is loaded by: a model that builds can be saved and loaded again
+    errs = _spec_errors(asdict(spec))
+    if errs:
+        raise ParameterError(f"invalid model spec: {'; '.join(errs)}")
+    spec = ModelSpec(**{k: _plain(v) for k, v in asdict(spec).items()})  # numpy ints saved too
     if torch.empty(()).device.type != "meta":  # on meta a caller is sizing it: nothing is held
         _check_spec(spec, device)
     with torch.random.fork_rng(devices=[]):
@@ -197,6 +206,15 @@ def init_decoder_bias(model: nn.Module, X: torch.Tensor) -> nn.Module:
     return model
 
 
+def _plain(value):
+    """A spec value as JSON holds it: numpy integers as int, a tuple of sizes as a list."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _spec_errors(raw) -> list[str]:
     """What is wrong with a spec read from a file: unknown fields, wrong types, out of range."""
     if not isinstance(raw, dict):
@@ -205,10 +223,14 @@ def _spec_errors(raw) -> list[str]:
     errs = [f"unknown field {k!r}" for k in raw if k not in known]
 
     def is_int(v, lo, hi):
-        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi
 
     def sizes(v, n):
-        return isinstance(v, list) and 1 <= len(v) <= n and all(is_int(s, 1, _MAX_SIZE) for s in v)
+        return (
+            isinstance(v, list | tuple)
+            and 1 <= len(v) <= n
+            and all(is_int(s, 1, _MAX_SIZE) for s in v)
+        )
 
     rules = {
         "x_dim": (lambda v: is_int(v, 1, _MAX_SIZE), f"an integer in [1, {_MAX_SIZE}]"),
@@ -230,7 +252,7 @@ def _spec_errors(raw) -> list[str]:
         "flow_steps": (lambda v: is_int(v, 1, 1000), "an integer in [1, 1000]"),
         "n_categories": (lambda v: is_int(v, 2, _MAX_SIZE), f"an integer in [2, {_MAX_SIZE}]"),
         "temperature": (
-            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf,
+            lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < math.inf,
             "a positive finite number",
         ),
         "straight_through": (lambda v: isinstance(v, bool), "true or false"),
