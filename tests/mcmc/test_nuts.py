@@ -290,6 +290,55 @@ def test_constraints_and_jacobian():
     assert t.n_free == 2
 
 
+@pytest.mark.parametrize(
+    "con, lo, hi",
+    [
+        (constraints.interval(2.0, 3.0), 2.0, 3.0),
+        (constraints.greater_than(2.5), 2.5, math.inf),
+        (constraints.interval(torch.tensor([2.0, 0.0]), torch.tensor([3.0, 1.0])), None, None),
+    ],
+    ids=["interval", "greater_than", "per_entry"],
+)
+def test_bounded_constraints_other_than_0_and_1_are_their_own(con, lo, hi):
+    """interval(a, b) and greater_than(a) are instances of unit_interval's and positive's
+    classes; every interval was once sampled as (0, 1), greater_than(a) as (0, inf). The
+    draws of a N(2.5, 1) truncated to the bounds agree with scipy's truncated normal."""
+    from scipy import stats
+
+    per_entry = lo is None
+    shape = (2,) if per_entry else ()
+    r = sample(
+        lambda x: D.Normal(torch.tensor(2.5, dtype=F64), 1.0).log_prob(x).sum(),
+        {"x": torch.full(shape, 2.6, dtype=F64) if not per_entry else torch.tensor([2.6, 0.5])},
+        constraints={"x": con},
+        num_chains=4,
+        num_warmup=200,
+        num_draws=400,
+        generator=3,
+        progress_bar=False,
+    )
+    draws = r["x"].reshape(-1, *shape)
+    bounds = [(2.0, 3.0), (0.0, 1.0)] if per_entry else [(lo, hi)]
+    for j, (a, b) in enumerate(bounds):
+        x = draws[:, j] if per_entry else draws
+        assert bool((x > a).all()) and bool((x < b).all())
+        ref = stats.truncnorm((a - 2.5), (b - 2.5), loc=2.5)
+        _check_moments(x.reshape(4, -1), ref.mean(), ref.std())
+
+
+@pytest.mark.parametrize(
+    "con, match",
+    [
+        (constraints.interval(0.0, math.inf), "upper_bound holds inf"),
+        (constraints.interval(2.0, 1.0), "lower bound 2.0 is not below its upper bound 1.0"),
+        (constraints.interval(math.nan, 1.0), "lower_bound holds nan"),
+    ],
+)
+def test_bounds_no_value_lies_within_are_refused(con, match):
+    with pytest.raises(ParameterError, match=match):
+        sample(lambda x: -(x**2), {"x": 0.5}, constraints={"x": con}, num_draws=2, num_warmup=2)
+
+
 def test_errors_name_the_argument():
     with pytest.raises(ParameterError, match="'cov'"):
         sample(
@@ -399,3 +448,27 @@ def test_a_density_that_raises_everywhere_is_named_with_what_it_raised():
         **options,
     )
     assert torch.isfinite(res["p"]).all()
+
+
+def test_a_parameter_named_like_another_s_dimension_keeps_its_draws_in_arviz():
+    # mu (2,) and mu_dim_0 (3,): ArviZ's default dimension name for mu is "mu_dim_0", which
+    # dropped the parameter and gave its R-hat as the coordinate values
+    r = sample(
+        lambda mu, mu_dim_0: -0.5 * (mu**2).sum() - 0.5 * (mu_dim_0**2).sum(),
+        {"mu": torch.zeros(2, dtype=F64), "mu_dim_0": torch.zeros(3, dtype=F64)},
+        num_chains=2,
+        num_warmup=50,
+        num_draws=50,
+        generator=0,
+        progress_bar=False,
+    )
+    assert set(r.to_arviz().posterior.data_vars) == {"mu", "mu_dim_0"}
+    rhat = r.rhat()["mu_dim_0"]
+    assert rhat.shape == (3,) and bool((rhat > 0.9).all()) and bool((rhat < 1.2).all())
+    assert len(r.summary()) == 5
+
+
+@pytest.mark.parametrize("name", ["chain", "draw"])
+def test_a_parameter_named_chain_or_draw_is_refused(name):
+    with pytest.raises(ParameterError, match=f"may not be named '{name}'"):
+        sample(eval(f"lambda {name}: -{name}**2"), {name: 0.0}, num_draws=2, num_warmup=2)

@@ -202,9 +202,10 @@ class MCMCResult:
             "step_size": self.step_size[:, None].expand_as(st["lp"]),
         }
         stats = {k: v.detach().cpu().numpy() for k, v in stats.items()}
+        dims = _dims(posterior)
         if int(az.__version__.split(".")[0]) >= 1:  # pragma: no cover - depends on the install
-            return az.from_dict({"posterior": posterior, "sample_stats": stats})
-        return az.from_dict(posterior=posterior, sample_stats=stats)
+            return az.from_dict({"posterior": posterior, "sample_stats": stats}, dims=dims)
+        return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
 
     def _stat(self, name: str, **kwargs) -> dict[str, np.ndarray]:
         ds = arviz_call(name, self.to_arviz(), **kwargs)
@@ -248,3 +249,21 @@ class MCMCResult:
         self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
         return MCMCResult(self.target, self._runner, rec, self.warmup_stats)
+
+
+def _dims(posterior: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """Each parameter's dimension names, ArviZ's ``NAME_dim_I`` unless that is another
+    parameter's name (then underscores are added until it is none): with ArviZ's own names,
+    parameters ``mu`` (2,) and ``mu_dim_0`` (3,) clashed, ``mu_dim_0`` was dropped and its
+    R-hat came back as the coordinate values."""
+    taken = set(posterior) | {"chain", "draw"}
+    dims = {}
+    for name, value in posterior.items():
+        names = []
+        for i in range(value.ndim - 2):
+            dim = f"{name}_dim_{i}"
+            while dim in taken:
+                dim = "_" + dim
+            names.append(dim)
+        dims[name] = names
+    return dims

@@ -106,18 +106,56 @@ class _Slot:
     kind: str  # "real", "positive", "unit", "ordered" (fast paths) or "general" (biject_to)
 
 
+def _is(bound, value: float) -> bool:
+    """Whether a constraint's bound is the single number ``value`` (a bound may be a tensor
+    of one bound per entry)."""
+    b = torch.as_tensor(bound)
+    return b.numel() == 1 and float(b) == value
+
+
 def _kind(con) -> str:
     # the common constraints skip biject_to's composed transforms (a measurable cost per
-    # leapfrog step); the maps are the same: identity, exp, sigmoid
+    # leapfrog step); the maps are the same: identity, exp, sigmoid. Only (0, ∞) and (0, 1)
+    # themselves: greater_than(a) and interval(a, b) are instances of the same classes.
     if isinstance(con, type(constraints.real)):
         return "real"
-    if type(con) is constraints.greater_than and float(con.lower_bound) == 0.0:
+    if type(con) is constraints.greater_than and _is(con.lower_bound, 0.0):
         return "positive"
-    if isinstance(con, type(constraints.unit_interval)):
+    if (
+        type(con) is constraints.interval
+        and _is(con.lower_bound, 0.0)
+        and _is(con.upper_bound, 1.0)
+    ):
         return "unit"
     if isinstance(con, _OrderedVector):
         return "ordered"
     return "general"
+
+
+def _check_bounds(name: str, con) -> None:
+    """A ParameterError for bounds no value can lie within: NaN, an infinite bound of an
+    interval (use greater_than / less_than), or a lower bound not below the upper one."""
+    bounds = {
+        k: torch.as_tensor(getattr(con, k), dtype=torch.float64)
+        for k in ("lower_bound", "upper_bound")
+        if hasattr(con, k)
+    }
+    for k, b in bounds.items():
+        if not bool(torch.isfinite(b).all()):
+            raise ParameterError(
+                f"parameter {name!r}: the {con!r} constraint's {k} holds "
+                f"{b[~torch.isfinite(b)].flatten()[0].item()}; bounds must be finite "
+                "(for a half-line use greater_than or less_than)"
+            )
+    if len(bounds) == 2:
+        lo, hi = bounds["lower_bound"], bounds["upper_bound"]
+        bad = ~(lo < hi)
+        if bool(bad.any()):
+            raise ParameterError(
+                f"parameter {name!r}: the {con!r} constraint's lower bound "
+                f"{torch.broadcast_to(lo, bad.shape)[bad].flatten()[0].item()} is not below "
+                f"its upper bound {torch.broadcast_to(hi, bad.shape)[bad].flatten()[0].item()}"
+            )
 
 
 def _check_arguments(fn: Callable, what: str, names: list[str]) -> None:
@@ -195,6 +233,12 @@ class Target:
                 f"log_density must be a function of the named parameters, got {log_density!r}"
             )
         constraints_ = dict(constraints_ or {})
+        reserved = sorted({"chain", "draw"} & set(shapes))
+        if reserved:
+            raise ParameterError(
+                f"a parameter may not be named {reserved[0]!r}: 'chain' and 'draw' are the "
+                "draws' own dimensions (ArviZ's names, in to_arviz and summary); rename it"
+            )
         extra = set(constraints_) - set(shapes)
         if extra:
             raise ParameterError(
@@ -210,6 +254,7 @@ class Target:
                     "sample the free entries (e.g. a real vector for the lower triangle with a "
                     "positive diagonal) and build the matrix inside log_density"
                 )
+            _check_bounds(name, con)
             try:
                 t = biject_to(con)
             except NotImplementedError:
