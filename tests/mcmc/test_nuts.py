@@ -213,6 +213,11 @@ def test_same_seed_same_draws_and_resume_continues_the_stream():
     assert torch.equal(resumed.sample_stats["n_leapfrog"], longer.sample_stats["n_leapfrog"])
     c = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=8, **kw)
     assert not torch.equal(a["x"], c["x"])
+    # a result already resumed: its chains moved on, so a second continuation of it would join
+    # draws that do not follow one another (found by hand; it did so silently)
+    with pytest.raises(ParameterError, match="resumed already"):
+        a.resume(5, progress_bar=False)
+    assert resumed.resume(5, progress_bar=False).num_draws == 55
 
 
 def test_arviz_export_and_energy_diagnostic():

@@ -72,6 +72,7 @@ class MCMCResult:
         self._runner = runner
         self._rec = draws
         self.warmup_stats = warmup
+        runner.latest_result = self  # the chains' state is where this result's draws end
 
     # -- draws ---------------------------------------------------------------------------------
     @property
@@ -243,6 +244,13 @@ class MCMCResult:
 
         num_draws = check_positive_int(num_draws, "num_draws")
         runner = self._runner
+        if getattr(runner, "latest_result", self) is not self:
+            # the chains have moved on past this result's last draw: its continuation would
+            # join draws that do not follow one another
+            raise ParameterError(
+                "this result has been resumed already, and its chains have moved on past its "
+                "last draw; call resume on the result the last resume returned"
+            )
         # the draws so far, the new ones and their concatenation
         check_memory(runner.target, runner.config, self.num_chains, 0, self.num_draws + num_draws)
         more = runner.draw(num_draws, progress_bar)
