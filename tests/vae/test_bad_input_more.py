@@ -132,3 +132,12 @@ def test_a_spec_of_numpy_integers_and_tuples_saves_and_loads(tmp_path):
     model = build_model(x_dim=np.int64(12), z_dim=3, hidden=(8,))
     save_model(model, tmp_path / "m.safetensors")
     assert load_model(tmp_path / "m.safetensors").spec == model.spec
+
+
+@pytest.mark.parametrize("weight", [-1.0, math.nan, math.inf, "a"])
+def test_a_constant_kl_weight_outside_0_to_inf_is_refused(weight):
+    # found by hand: -1 trained silently, rewarding a larger KL; NaN surfaced as "diverged"
+    from latentfit.vae.schedules import ConstantKL
+
+    with pytest.raises(ParameterError, match="weight must be a finite number >= 0"):
+        ConstantKL(weight)

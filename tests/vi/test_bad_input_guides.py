@@ -111,3 +111,48 @@ def test_svi_names_a_bad_objective_and_callback():
         svi(_objective(g), opt, 2, callback=3)
     history = svi(_objective(g), opt, 2)  # the good call still runs
     assert len(history) == 2
+
+
+def _bound_parts():
+    from torch.distributions import Normal
+
+    from latentfit.vi import MeanFieldGaussian
+
+    y = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    guide = MeanFieldGaussian(1, dtype=torch.float64)
+    prior = Normal(torch.zeros(1, dtype=torch.float64), 1.0)
+    return (lambda z, batch: Normal(z, 1.0).log_prob(y)), guide, prior  # (s, 2)
+
+
+@pytest.mark.parametrize("name", ["StochasticELBO", "ImportanceWeightedBound"])
+def test_bounds_refuse_draws_memory_cannot_hold_and_take_a_seed(name):
+    # found by hand (a helper's hunt): num_samples=10**12 reached torch's allocator; an
+    # integer generator raised AttributeError ('int' object has no attribute 'device')
+    import latentfit.vi as vi
+
+    cls = getattr(vi, name)
+    ll, guide, prior = _bound_parts()
+    with pytest.raises(ResourceLimitError, match="1,000,000,000,000 draws"):
+        cls(ll, guide, prior=prior, num_samples=10**12)()
+    a = cls(ll, guide, prior=prior, num_samples=4, generator=1)()
+    b = cls(ll, guide, prior=prior, num_samples=4, generator=1)()
+    assert a.shape == () and torch.equal(a, b)
+    with pytest.raises(ParameterError, match="generator must be None, an integer seed"):
+        cls(ll, guide, prior=prior, num_samples=4, generator="a")()
+
+
+@pytest.mark.parametrize("name", ["StochasticELBO", "ImportanceWeightedBound"])
+def test_bounds_refuse_a_density_of_another_shape(name):
+    # found by hand: a prior of shape (3,) on a 1-d latent broadcast, and the "bound" came
+    # back as a (num_samples,) or (3,) tensor without a word
+    from torch.distributions import Normal
+
+    import latentfit.vi as vi
+
+    cls = getattr(vi, name)
+    ll, guide, _ = _bound_parts()
+    wide = Normal(torch.zeros(3, dtype=torch.float64), 1.0)
+    with pytest.raises(ParameterError, match=r"prior's log-density returned shape \(4, 3\)"):
+        cls(ll, guide, prior=wide, num_samples=4)()
+    with pytest.raises(ParameterError, match="log_likelihood must return a tensor"):
+        cls(lambda z, b: 0.5, guide, prior=wide, num_samples=4)()

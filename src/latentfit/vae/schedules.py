@@ -32,6 +32,11 @@ class ConstantKL:
 
     weight: float = 1.0
 
+    def __post_init__(self):
+        # a negative weight rewards a larger KL; NaN surfaced only as "training diverged"
+        if not is_finite_above(self.weight, 0.0, inclusive=True):
+            raise ParameterError(f"weight must be a finite number >= 0, got {self.weight!r}")
+
     def __call__(self, step: int) -> float:
         return self.weight
 

@@ -29,6 +29,7 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
+from latentfit._validation import check_allocation, make_generator
 from latentfit.errors import ParameterError
 
 
@@ -49,6 +50,17 @@ __all__ = [
 ]
 
 
+def check_draws(q: Distribution, num_samples: int) -> None:
+    """Refuse (ResourceLimitError) ``num_samples`` draws from ``q`` that memory cannot hold:
+    the draws, their log-densities and their gradients, ~4 copies of (s, *batch, *event)."""
+    per_draw = max(1, (q.batch_shape + q.event_shape).numel())
+    check_allocation(
+        4 * num_samples * per_draw * 8,  # float64 (float32 needs half)
+        f"{num_samples:,} draws of {per_draw:,} latent values",
+        hint="use fewer samples (num_samples)",
+    )
+
+
 @contextlib.contextmanager
 def sampling_from(generator: torch.Generator | None):
     """Run torch.distributions sampling from ``generator`` without touching global RNG state:
@@ -56,6 +68,12 @@ def sampling_from(generator: torch.Generator | None):
     if generator is None:
         yield
         return
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        generator = make_generator(generator)  # a seed, as the samplers take it
+    if not isinstance(generator, torch.Generator):
+        raise ParameterError(
+            f"generator must be None, an integer seed or a torch.Generator, got {generator!r}"
+        )
     if generator.device.type == "cuda":
         default = torch.cuda.default_generators[generator.device.index or 0]
     else:
@@ -92,6 +110,7 @@ class Reparameterization(GradientEstimator):
                 f"{type(q).__name__} has no rsample(): it cannot be reparameterised. Use "
                 "ScoreFunction() for it, or GumbelSoftmax() for a categorical latent"
             )
+        check_draws(q, num_samples)
         with sampling_from(generator):
             return q.rsample((num_samples,))
 
@@ -118,6 +137,7 @@ class ScoreFunction(GradientEstimator):
         self.average: torch.Tensor | None = None
 
     def sample(self, q, num_samples, generator=None):
+        check_draws(q, num_samples)
         with sampling_from(generator), torch.no_grad():
             return q.sample((num_samples,))
 
@@ -168,6 +188,7 @@ class GumbelSoftmax(GradientEstimator):
                 f"GumbelSoftmax needs a Categorical or OneHotCategorical guide, got "
                 f"{type(q).__name__}"
             )
+        check_draws(q, num_samples)
         t = torch.tensor(self.temperature, dtype=q.logits.dtype, device=q.logits.device)
         with sampling_from(generator):
             soft = RelaxedOneHotCategorical(t, logits=q.logits).rsample((num_samples,))

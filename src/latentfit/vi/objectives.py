@@ -182,7 +182,7 @@ class StochasticELBO:
         prior = _like(self.prior, q, self._priors)
         kl_g = _closed_form_kl(q, prior, kl_mode_g, "global")
         if self.local_guide is None:
-            ll = self.log_likelihood(z, batch)  # (s, b) or (s,)
+            ll = _per_draw(self.log_likelihood(z, batch), z, "log_likelihood", data=True)
             scale = self._scale(batch, ll)
             data = scale * (ll.sum(-1) if ll.dim() == 2 else ll)  # (s,)
             kl_local = 0.0
@@ -192,9 +192,11 @@ class StochasticELBO:
             log_p = (
                 0.0
                 if prior is None
-                else log_prob_of(prior, z)
-                if isinstance(prior, Distribution)
-                else prior(z)
+                else _per_draw(
+                    log_prob_of(prior, z) if isinstance(prior, Distribution) else prior(z),
+                    z,
+                    "the prior's log-density",
+                )
             )
             f = data + log_p - log_prob_of(q, z)  # (s,)
             kl_g = 0.0
@@ -276,15 +278,17 @@ class ImportanceWeightedBound:
         if self.guide is not None:
             q = _as_dist(self.guide)
             z = self._est.sample(q, K, self.generator)  # (K, *event)
-            ll = self.log_likelihood(z, batch)
+            ll = _per_draw(self.log_likelihood(z, batch), z, "log_likelihood", data=True)
             ll = ll.sum(-1) if ll.dim() == 2 else ll  # (K,)
             prior = _like(self.prior, q, self._priors)
             log_p = (
                 0.0
                 if prior is None
-                else prior.log_prob(z)
-                if isinstance(prior, Distribution)
-                else prior(z)
+                else _per_draw(
+                    prior.log_prob(z) if isinstance(prior, Distribution) else prior(z),
+                    z,
+                    "the prior's log-density",
+                )
             )
             log_w = ll + log_p - q.log_prob(z)  # (K,)
             return torch.logsumexp(log_w, 0) - math.log(K)
@@ -305,3 +309,27 @@ class ImportanceWeightedBound:
 #: The former name, kept importable because README's stochastic-VI example and the tests of
 #: latentfit.vi use it; :class:`latentfit.vae.ELBO` is the VAE's bound, a different object.
 ELBO = StochasticELBO
+
+
+def _per_draw(value, z: torch.Tensor, what: str, *, data: bool = False) -> torch.Tensor:
+    """``value`` as one number per draw of the global latent ``z`` (s, *event): (s,) as it is;
+    (s, *event) (independent priors per coordinate) summed over the coordinates; for the
+    log-likelihood (``data``) also (s, b), one per data point. Any other shape is refused: it
+    broadcast silently (a prior of shape (3,) on a 1-d latent made the bound a (3,) tensor)."""
+    if not isinstance(value, torch.Tensor):
+        raise ParameterError(
+            f"{what} must return a tensor with one value per draw (num_samples,), got "
+            f"{type(value).__name__}"
+        )
+    s = z.shape[0]
+    if value.shape == (s,):
+        return value
+    if value.dim() > 1 and value.shape == z.shape:
+        return value.sum(tuple(range(1, value.dim())))
+    if data and value.dim() == 2 and value.shape[0] == s:
+        return value
+    raise ParameterError(
+        f"{what} returned shape {tuple(value.shape)} for {s} draws of a latent of shape "
+        f"{tuple(z.shape[1:])}: it must be (num_samples,)"
+        + (" or (num_samples, batch)" if data else f" or {tuple(z.shape)}")
+    )
