@@ -283,7 +283,9 @@ def test_flow_and_density_score_json(tmp_path):
     )  # fmt: skip
     model = latentfit.load(model_file)
     split = load_vae_data(str(tmp_path / "x.npy"), seed=0)
-    np.testing.assert_allclose(got["test_bits_per_dim"], model.bits_per_dim(split.val), rtol=1e-6)
+    # the test rows, not the validation rows that chose the epoch (which it once reported)
+    np.testing.assert_allclose(got["test_bits_per_dim"], model.bits_per_dim(split.test), rtol=1e-6)
+    assert got["n_test"] == split.test.shape[0] and got["n_val"] == split.val.shape[0]
     assert got["n_train"] == split.train.shape[0] and len(got["history"]) == 1
     score = _json(
         runner.invoke(app, ["density", "score", str(model_file), str(tmp_path / "x.npy"), "--json"])

@@ -152,12 +152,12 @@ def fit_flow(
             )
             .fit(split.train, X_val=split.val)
         )
-        bpd = model.bits_per_dim(split.val)
+        bpd = model.bits_per_dim(split.test)  # the validation rows chose the epoch
     except ValueError as err:
         fail(str(err))
     model.save(out)
     what = "dequantisation bound" if deq else "exact"
-    nats = -bpd * split.val.shape[1] * math.log(2)
+    nats = -bpd * split.test.shape[1] * math.log(2)
     if as_json:
         from latentfit.cli.output import print_json
 
@@ -167,7 +167,8 @@ def fit_flow(
                 "flow": flow,
                 "data": split.name,
                 "n_train": split.train.shape[0],
-                "n_test": split.val.shape[0],
+                "n_val": split.val.shape[0],
+                "n_test": split.test.shape[0],
                 "history": history_rows(model.history_),
                 "test_log_likelihood": nats,
                 "test_bits_per_dim": bpd,
@@ -175,7 +176,10 @@ def fit_flow(
                 "model_file": str(out),
             }
         )
-    typer.echo(f"{split.name}: {split.train.shape[0]} train / {split.val.shape[0]} test, {flow}")
+    typer.echo(
+        f"{split.name}: {split.train.shape[0]} train / {split.val.shape[0]} val / "
+        f"{split.test.shape[0]} test, {flow}"
+    )
     report_history(model.history_)
     typer.echo(f"test: {nats:.2f} nats, {bpd:.4f} bits/dim ({what})")
     typer.echo(f"model saved to {out}")
@@ -208,7 +212,7 @@ def score(
     if not hasattr(model, "bits_per_dim"):
         fail(f"{model_path} holds a {type(model).__name__}; this command scores flows and DDPMs")
     if data in ("mnist", "digits", "faithful", "geyser"):
-        X = load_split(data, seed).val
+        X = load_split(data, seed).test
     else:
         from latentfit.cli.app import load_data
         from latentfit.cli.model_data import in_model_dtype, model_dtype
