@@ -181,3 +181,10 @@ def test_too_many_levels_name_the_option(good, tmp_path, command):
         [*args, "--epochs", "1", "--levels", "100000000000000", "--out", tmp_path / "x.st"],
         "--levels must be an integer from 2 to 16,777,216",
     )
+
+
+def test_density_score_names_a_row_whose_log_density_overflows(flow_file, tmp_path):
+    # found by hand (a helper's hunt): such a value printed log p(x) = -inf and exited 0
+    data = tmp_path / "b18.csv"
+    data.write_text("a,b\n1e30,1\n2,3\n")
+    _fails(["density", "score", flow_file, data], "b18.csv has log p(x) = -inf")
