@@ -387,7 +387,11 @@ class DDPM(DensityMixin, BaseEstimator):
         """Draws by ancestral sampling (T network calls), in the training data's scale."""
         check_is_fitted(self, "module_")
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
-        x = self.module_.sample(int(n_samples), make_generator(random_state, self._dev))
+        x = self.module_.sample(
+            int(n_samples),
+            make_generator(random_state, self._dev),
+            chunk_rows=_chunk_rows(self.hidden),
+        )
         if self.discrete:
             x = x / self.level_scale_
         else:
@@ -476,3 +480,10 @@ class DDPM(DensityMixin, BaseEstimator):
         self.module_ = module.eval()
         if not self.discrete:  # shift_ is the training data's mean, in the data's scale
             check_finite_density(self.score_samples, self.shift_.cpu().numpy()[None], "the DDPM")
+
+
+def _chunk_rows(hidden) -> int:
+    """Rows of one sampling pass through a network of ``hidden`` units: ~64 MB of float32
+    activations a layer, so that n_samples is bounded by the draws' own memory (checked) and
+    not by n_samples x hidden (5e6 draws through 512 units tried to allocate 10 GB at once)."""
+    return max(1024, (64 << 20) // (4 * max(1, int(hidden))))

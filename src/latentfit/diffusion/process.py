@@ -474,15 +474,23 @@ class DiffusionModule(nn.Module):
         return BoundTerms(prior, diffusion, decoder, prior + diffusion + decoder)
 
     @torch.no_grad()
-    def sample(self, n: int, generator=None) -> torch.Tensor:
+    def sample(self, n: int, generator=None, chunk_rows: int | None = None) -> torch.Tensor:
         """Ancestral sampling from the learned reverse process; x_0 is the decoder's mean (then
-        rounded to a level for 8-bit data)."""
+        rounded to a level for 8-bit data). ``chunk_rows`` bounds the rows of one network call
+        (its activations are rows x hidden each); the draws do not depend on it."""
         p = self.betas
         dtype = next(self.denoiser.parameters()).dtype
         x = torch.randn((n, self.dim), generator=generator, device=p.device, dtype=dtype)
+        rows = n if chunk_rows is None else max(1, int(chunk_rows))
         for t in range(self.n_steps, 0, -1):
             tt = torch.full((n,), t, dtype=torch.long, device=p.device)
-            pred = self.predict(x, tt)
+            if rows >= n:
+                pred = self.predict(x, tt)
+            else:  # row by row the same network: the pieces are the whole call's rows
+                parts = [self.predict(x[i : i + rows], tt[i : i + rows]) for i in range(0, n, rows)]
+                pred = type(parts[0])(
+                    *(None if f[0] is None else torch.cat(f) for f in zip(*parts, strict=True))
+                )
             mu = model_mean(x, pred.eps, self.schedule, tt)
             if t > 1:
                 z = torch.randn(x.shape, generator=generator, device=p.device, dtype=dtype)

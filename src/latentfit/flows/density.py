@@ -123,11 +123,17 @@ class FlowModule(nn.Module):
         return self.log_prob_real(w) + log_det - self.dim * math.log(self.n_levels)
 
     @torch.no_grad()
-    def sample(self, n: int, generator=None) -> torch.Tensor:
-        """n draws (n, d): real values, or levels 0..L-1 (as floats) for 8-bit data."""
+    def sample(self, n: int, generator=None, chunk_rows: int | None = None) -> torch.Tensor:
+        """n draws (n, d): real values, or levels 0..L-1 (as floats) for 8-bit data.
+        ``chunk_rows`` bounds the rows of one pass through the layers (their activations are
+        rows x hidden each); the draws do not depend on it."""
         p = self.shift
         z = torch.randn((n, self.dim), generator=generator, device=p.device, dtype=p.dtype)
-        x = flow_inverse(self.layers, z) * torch.exp(self.log_scale) + self.shift
+        rows = n if chunk_rows is None else max(1, int(chunk_rows))
+        x = torch.cat(
+            [flow_inverse(self.layers, z[i : i + rows]) for i in range(0, max(n, 1), rows)]
+        )
+        x = x * torch.exp(self.log_scale) + self.shift
         if self.n_levels is None:
             return x
         v = torch.sigmoid(x)
@@ -358,7 +364,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """``n_samples`` draws (n, d) in the scale of the training data (levels for 8-bit)."""
         check_is_fitted(self, "module_")
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
-        out = self.module_.sample(int(n_samples), make_generator(random_state, self._dev))
+        # ~64 MB of float32 activations a layer per pass (5e6 draws through 256 units once
+        # tried to allocate 5 GB at once)
+        rows = max(1024, (64 << 20) // (4 * max(1, int(self.hidden))))
+        out = self.module_.sample(
+            int(n_samples), make_generator(random_state, self._dev), chunk_rows=rows
+        )
         check_finite_draws(out, f"the {type(self).__name__}")
         if self.dequantize:
             out = out / self.level_scale_
