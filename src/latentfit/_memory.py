@@ -35,16 +35,54 @@ def available_memory(device=None) -> int | None:
             return int(torch.cuda.mem_get_info(dev)[0])
         except (RuntimeError, AssertionError):
             return None
+    found = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    found = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
+    if found is None:
+        try:
+            found = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    # /proc/meminfo is the host's inside a container, and knows nothing of ulimit -v: what
+    # this process may still take is also bounded by its cgroup and its address-space limit
+    limits = [v for v in (_cgroup_room(), _address_space_room()) if v is not None]
+    if limits:
+        found = min(limits) if found is None else min(found, *limits)
+    return None if found is None else max(found, 0)
+
+
+def _cgroup_room() -> int | None:
+    """memory.max − memory.current of this process's cgroup (v2), else None."""
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current") as f:
+            return int(limit) - int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _address_space_room() -> int | None:
+    """The soft RLIMIT_AS (ulimit -v) less this process's virtual size, else None."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return soft - int(line.split()[1]) * 1024
+        return soft
+    except (ImportError, OSError, ValueError, IndexError, AttributeError):
         return None
 
 

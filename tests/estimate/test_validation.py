@@ -188,3 +188,19 @@ def test_a_bad_fixed_count_is_a_parameter_error(total_count):
 def test_max_iter_must_be_a_positive_integer(max_iter):
     with pytest.raises(ParameterError, match="max_iter"):
         fit_mle("gamma", np.array([1.0, 2.0, 3.0]), max_iter=max_iter)
+
+
+def test_available_memory_knows_an_address_space_limit():
+    # found by hand (a helper's hunt): under ulimit -v 4 GB a 7.2 GB sample passed the check
+    # (MemAvailable said 22 GB) and ended in torch's allocator error
+    import subprocess
+    import sys
+
+    code = "from latentfit._memory import available_memory; print(available_memory())"
+    out = subprocess.run(
+        ["bash", "-c", f"ulimit -v 4000000; {sys.executable} -c '{code}'"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert 0 <= int(out.stdout) < 4_096_000_000

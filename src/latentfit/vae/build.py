@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from latentfit._memory import check_module_memory
+from latentfit._memory import available_memory, check_module_memory
 from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
 from latentfit.model_tensors import check_fixed_buffers
 from latentfit.vae.data import SPLITS
@@ -264,33 +263,6 @@ def _spec_errors(raw) -> list[str]:
     return errs
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available now: /proc/meminfo MemAvailable (else the physical memory),
-    capped by this process's address-space limit (RLIMIT_AS) when one is set."""
-    found = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if found is None:
-        try:
-            found = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            pass
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            found = soft if found is None else min(found, soft)
-    except (ImportError, OSError, ValueError, AttributeError):
-        pass
-    return found
-
-
 def _expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Name → (shape, dtype) of every tensor of the model ``spec`` describes, found by building
     it on the meta device: nothing is allocated, however large the spec."""
@@ -462,7 +434,7 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
     n_bytes = sum(
         math.prod(s) * torch.empty((), dtype=t).element_size() for s, t in expected.values()
     )
-    available = _available_memory()
+    available = available_memory()  # latentfit._memory: meminfo, cgroup, ulimit -v
     # the file's tensors and the model's weights are both in memory while the weights are copied
     if available is not None and 2 * n_bytes > available:
         raise ResourceLimitError(
