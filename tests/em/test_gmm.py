@@ -649,3 +649,22 @@ def test_a_gmmhmm_state_of_one_component_weighs_exactly_one(tmp_path):
     assert np.array_equal(model.weights_, np.ones((3, 1)))
     model.save(tmp_path / "m.lf")
     latentfit.load(tmp_path / "m.lf")
+
+
+def test_a_component_too_far_from_the_centre_for_float64_is_warned_of():
+    # found by hand (a helper's hunt): rows 3, 5, 7 and two rows of 1e8 gave the small
+    # component variance 1e-6 (2.67 is right) and a log-likelihood of -4.9e6 (2.88), silently.
+    # The E-step's quadratic forms about the data's centre cannot resolve it; it is now named.
+    X = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]])
+    with pytest.warns(RuntimeWarning, match=r"component \d lies 6e\+07 from the data's centre"):
+        GaussianMixture(2, random_state=0).fit(X)
+    with warnings.catch_warnings():  # 1e3 apart: resolved (within 1e-4 of the exact 2.8845)
+        warnings.simplefilter("ignore")
+        near = GaussianMixture(2, random_state=0).fit(np.array([[1e3], [1e3], [3.0], [5.0], [7.0]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*reg_covar floor")
+        GaussianMixture(2, random_state=0).fit(np.array([[1e3], [1e3], [3.0], [5.0], [7.0]]))
+    assert near.score(np.array([[1e3], [1e3], [3.0], [5.0], [7.0]])) * 5 == pytest.approx(
+        2.8845, abs=1e-3
+    )
