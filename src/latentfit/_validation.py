@@ -143,6 +143,19 @@ def make_generator(random_state, device=None) -> torch.Generator:
     return gen
 
 
+def as_generator(generator, name: str = "generator") -> torch.Generator | None:
+    """``generator`` for torch's sampling calls: None and a ``torch.Generator`` as they are,
+    an integer seed as a generator seeded with it (as the samplers take it); else a
+    ParameterError (an int reached torch.randn as an invalid argument before)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return make_generator(generator)
+    raise ParameterError(
+        f"{name} must be None, an integer seed or a torch.Generator, got {generator!r}"
+    )
+
+
 def device_generator(generator, device, what: str = "the sampler") -> torch.Generator:
     """``generator`` itself when it is a ``torch.Generator`` on ``device``'s type (a CPU
     generator cannot drive a CUDA sampler: refused by name), else a new one on ``device``

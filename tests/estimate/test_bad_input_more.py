@@ -289,3 +289,9 @@ def test_an_mvn_whose_covariance_overflows_names_the_column():
 def test_a_count_beyond_2_to_the_53_is_named(family):
     with pytest.raises(DataError, match=r"data\[1\] = 1e\+300 is a count at or beyond 2\^53"):
         fit_mle(family, np.array([1.0, 1e300, 3.0]))
+
+
+def test_an_empty_prior_says_the_map_is_the_mle():
+    # found by hand (a helper's hunt): {} was refused as "prior must be a dict"
+    with pytest.raises(ParameterError, match=r"prior is empty.*use fit_mle"):
+        fit_map("normal", X, {})

@@ -141,3 +141,18 @@ def test_a_constant_kl_weight_outside_0_to_inf_is_refused(weight):
 
     with pytest.raises(ParameterError, match="weight must be a finite number >= 0"):
         ConstantKL(weight)
+
+
+def test_marginal_log_likelihood_takes_a_seed_numpy_rows_and_float64_rows():
+    # found by hand (a helper's hunt): generator=0 reached torch.randn (TypeError), numpy X
+    # reached torch.isfinite (TypeError), float64 X on a float32 model reached mm (RuntimeError)
+    model = build_model(x_dim=12, z_dim=3, hidden=[8])
+    X = torch.rand(5, 12, generator=torch.Generator().manual_seed(0))
+    a = marginal_log_likelihood(model, X, k=10, generator=0)
+    for same in (X.numpy(), X.double()):
+        assert torch.equal(
+            torch.as_tensor(a[0]),
+            torch.as_tensor(marginal_log_likelihood(model, same, k=10, generator=0)[0]),
+        )
+    with pytest.raises(ParameterError, match="generator must be None, an integer seed"):
+        marginal_log_likelihood(model, X, k=10, generator="a")

@@ -125,7 +125,12 @@ def _log_prior(prior, names, shapes=None, constraints_=None, family="the model")
     shape) a dict prior is checked by :func:`check_prior` against them and ``constraints_``."""
     if callable(prior) and not isinstance(prior, dict):
         return _callable_prior(prior, names)
-    if not isinstance(prior, dict) or not prior:
+    if isinstance(prior, dict) and not prior:
+        raise ParameterError(
+            "prior is empty: with a flat prior on every parameter the MAP is the MLE; use "
+            f"fit_mle, or give a distribution for at least one of {list(names)}"
+        )
+    if not isinstance(prior, dict):
         raise ParameterError(
             "prior must be a dict {parameter: torch distribution} or a callable "
             "log_prior(**params) -> scalar"

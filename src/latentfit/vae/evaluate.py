@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit._validation import check_positive_int
+from latentfit._validation import as_float_tensor, as_generator, check_positive_int
 from latentfit.errors import DataError
 from latentfit.vae.diagnostics import _eval_mode
 from latentfit.vae.likelihoods import check_model_data
@@ -50,6 +50,17 @@ def marginal_log_likelihood(
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
     max_rows = check_positive_int(max_rows, "max_rows")
+    generator = as_generator(generator)
+    weights = next(iter(getattr(model, "module", model).parameters()), None)
+    X = as_float_tensor(  # a numpy array, or float64 rows for a float32 model, as the model's
+        X,
+        dtype=torch.float64 if weights is None else weights.dtype,
+        ndim=None,
+        allow_nan=True,
+        min_samples=0,
+    )
+    if weights is not None:
+        X = X.to(weights.device)
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"X must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")
     spec = getattr(getattr(model, "module", model), "spec", None)

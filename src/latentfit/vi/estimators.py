@@ -29,7 +29,7 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
-from latentfit._validation import check_allocation, make_generator
+from latentfit._validation import as_generator, check_allocation
 from latentfit.errors import ParameterError
 
 
@@ -65,15 +65,10 @@ def check_draws(q: Distribution, num_samples: int) -> None:
 def sampling_from(generator: torch.Generator | None):
     """Run torch.distributions sampling from ``generator`` without touching global RNG state:
     the default generator of the same device is seeded from ``generator`` and restored after."""
+    generator = as_generator(generator)  # an integer seed too, as the samplers take it
     if generator is None:
         yield
         return
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        generator = make_generator(generator)  # a seed, as the samplers take it
-    if not isinstance(generator, torch.Generator):
-        raise ParameterError(
-            f"generator must be None, an integer seed or a torch.Generator, got {generator!r}"
-        )
     if generator.device.type == "cuda":
         default = torch.cuda.default_generators[generator.device.index or 0]
     else:

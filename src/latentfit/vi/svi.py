@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from latentfit._validation import check_positive_int
+from latentfit._validation import as_generator, check_positive_int
 from latentfit.em.driver import NonFiniteLowerBoundError
 from latentfit.errors import DataError, ParameterError
 
@@ -29,7 +29,8 @@ class MiniBatches:
         if any(t.shape[0] != n for t in tensors):
             raise DataError("all tensors must have the same number of rows")
         batch_size = check_positive_int(batch_size, "batch_size")
-        self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
+        self.tensors, self.batch_size = tensors, batch_size
+        self.generator = as_generator(generator)
 
     def __len__(self) -> int:
         return -(-self.tensors[0].shape[0] // self.batch_size)
