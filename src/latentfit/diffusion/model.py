@@ -32,7 +32,7 @@ from latentfit.diffusion.process import (
     make_schedule,
 )
 from latentfit.errors import DataError, ModelFileError, ParameterError
-from latentfit.flows.density import check_finite_draws, check_level_scale
+from latentfit.flows.density import check_finite_draws, check_level_scale, sampling_chunk_rows
 from latentfit.flows.objectives import as_levels, check_n_levels, level_scale
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
@@ -390,7 +390,7 @@ class DDPM(DensityMixin, BaseEstimator):
         x = self.module_.sample(
             int(n_samples),
             make_generator(random_state, self._dev),
-            chunk_rows=_chunk_rows(self.hidden),
+            chunk_rows=sampling_chunk_rows(self.hidden),
         )
         if self.discrete:
             x = x / self.level_scale_
@@ -480,10 +480,3 @@ class DDPM(DensityMixin, BaseEstimator):
         self.module_ = module.eval()
         if not self.discrete:  # shift_ is the training data's mean, in the data's scale
             check_finite_density(self.score_samples, self.shift_.cpu().numpy()[None], "the DDPM")
-
-
-def _chunk_rows(hidden) -> int:
-    """Rows of one sampling pass through a network of ``hidden`` units: ~64 MB of float32
-    activations a layer, so that n_samples is bounded by the draws' own memory (checked) and
-    not by n_samples x hidden (5e6 draws through 512 units tried to allocate 10 GB at once)."""
-    return max(1024, (64 << 20) // (4 * max(1, int(hidden))))

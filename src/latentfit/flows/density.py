@@ -364,11 +364,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """``n_samples`` draws (n, d) in the scale of the training data (levels for 8-bit)."""
         check_is_fitted(self, "module_")
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
-        # ~64 MB of float32 activations a layer per pass (5e6 draws through 256 units once
-        # tried to allocate 5 GB at once)
-        rows = max(1024, (64 << 20) // (4 * max(1, int(self.hidden))))
         out = self.module_.sample(
-            int(n_samples), make_generator(random_state, self._dev), chunk_rows=rows
+            int(n_samples),
+            make_generator(random_state, self._dev),
+            chunk_rows=sampling_chunk_rows(self.hidden),
         )
         check_finite_draws(out, f"the {type(self).__name__}")
         if self.dequantize:
@@ -476,3 +475,11 @@ class NeuralSplineFlow(FlowDensity):
 
 
 serializable(FlowDensity)
+
+
+def sampling_chunk_rows(hidden) -> int:
+    """Rows of one sampling pass through a network of ``hidden`` units (a flow's or a DDPM's):
+    ~64 MB of float32 activations a layer, so that n_samples is bounded by the draws' own
+    memory (checked) and not by n_samples x hidden (5e6 draws through 512 units once tried to
+    allocate 10 GB at once)."""
+    return max(1024, (64 << 20) // (4 * max(1, int(hidden))))
