@@ -525,3 +525,40 @@ def describe_degenerate(
         "more n_init, or jitter/remove the tied values. The fitted model lists them in "
         "degenerate_components_."
     )
+
+
+def unresolved_variances(
+    second: torch.Tensor, delta: torch.Tensor, floor: float, eps: float
+) -> torch.Tensor:
+    """(k, d) mask of the variances an update about one shift cannot resolve.
+
+    ``second`` (k, d) is each component's second moment about the shift and ``delta`` (k, d)
+    its mean minus the shift; the variance is their difference, whose rounding is
+    ~100·eps·``second``. Where that rounding exceeds ``floor`` (what the model adds to every
+    variance) and the variance is no larger than it, the component lies so far from the shift,
+    compared with its spread, that its variance is lost: rows 3, 5, 7 and two rows of 1e8 give
+    the far state a variance of −0.5 (0 is right)."""
+    noise = 100 * eps * second
+    return (second - delta.square() <= noise) & (noise > floor)
+
+
+def describe_unresolved(
+    model: str,
+    noun: str,
+    k: int,
+    j: int,
+    distance: float,
+    noise: float,
+    floor_name: str,
+    float32: bool = False,
+) -> str:
+    """The message for :func:`unresolved_variances`: which one, how far, what to try."""
+    return (
+        f"{model}: {noun} {k}'s variance in column {j} is below the rounding of its update "
+        f"(±{noise:.2g}, at {distance:.3g} from the data's centre), so it cannot be estimated: "
+        f"the {noun} sits on (nearly) identical values, or lies too far from the others for its "
+        f"spread. Try a {floor_name} above {noise:.2g}, {'float64, ' if float32 else ''}or, for "
+        "groups far apart, fit "
+        "them separately (split the rows by a threshold) or take logs of a column that spans "
+        "many orders of magnitude"
+    )

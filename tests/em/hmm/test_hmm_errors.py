@@ -379,3 +379,16 @@ def test_gaussianhmm_means_kept_by_fit_must_be_finite():
     m.means_, m.covars_ = np.array([[0.0, np.nan], [1.0, 1.0]]), np.ones((2, 2))
     with pytest.raises(ParameterError, match="means_ must hold finite numbers"):
         m.fit(X)
+
+
+@pytest.mark.parametrize("ct", ["spherical", "diag", "full", "tied"])
+def test_a_state_too_far_from_the_centre_for_its_variance_is_named(ct):
+    # found by hand: rows 3, 5, 7 and two rows of 1e8 gave a state the variance -0.499, and the
+    # error blamed min_covar alone; the variance about the data's centre rounds to ±36 there
+    from latentfit.em.gaussian import DegenerateComponentError
+
+    far = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]] * 4)
+    with pytest.raises(DegenerateComponentError, match=r"state \d's variance in column 0 .*far"):
+        GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=50).fit(far)
+    near = GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=50).fit(far / 1e5)
+    assert np.isfinite(near.score(far / 1e5))

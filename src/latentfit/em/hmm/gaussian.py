@@ -13,10 +13,13 @@ import torch
 from latentfit._validation import as_float_tensor
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
+    DegenerateComponentError,
     check_overflow,
     degenerate_components,
     describe_degenerate,
+    describe_unresolved,
     mixture_covariance,
+    unresolved_variances,
     weighted_mean,
 )
 from latentfit.em.hmm import base as hmm_base
@@ -366,6 +369,8 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         dt = params["means"].dtype
         st = {k: v.double() for k, v in stats.items()}
         shift = (params["shift"] if "shift" in params else params["means"].mean(0)).double()
+        if "c" in self.params:
+            self._check_resolved(st, torch.finfo(stats["obs"].dtype).eps)
         old = params["means"].double()
         if "delta" in params:  # the precise centred means (see _init_emissions)
             old = shift + params["delta"].double()
@@ -390,6 +395,31 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             new["delta"] = (means - shift).to(dt)
         new["scatter"], new["post"] = _scatter(st, self.covariance_type), st["post"]
         return new, empty
+
+    def _check_resolved(self, st: dict, eps: float) -> None:
+        """Refuse an update whose variance is lost to rounding about the shift
+        (:func:`~latentfit.em.gaussian.unresolved_variances`) rather than fit noise."""
+        post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
+        delta = st["obs"] / post  # (k, d)
+        if "obs2" in st:
+            second = st["obs2"] / post
+        elif st["obsobs"].dim() == 3:
+            second = st["obsobs"].diagonal(dim1=-2, dim2=-1) / post
+        else:  # tied: pooled over the states, as its update is
+            total = post.sum()
+            second = (st["obsobs"].diagonal() / total).unsqueeze(0)  # (1, d)
+            delta = ((post * delta.square()).sum(0) / total).sqrt().unsqueeze(0)  # (1, d)
+        bad = unresolved_variances(second, delta, self.min_covar, eps)
+        if bool(bad.any()):
+            k, j = (int(i) for i in bad.nonzero()[0])
+            if second.shape[0] == 1:  # tied: name the state farthest from the centre
+                k = int((st["obs"] / post)[:, j].abs().argmax())
+            dist = float((st["obs"][k, j] / post[k, 0]).abs())
+            noise = float(100 * eps * second[min(k, second.shape[0] - 1), j])
+            name = type(self).__name__
+            raise DegenerateComponentError(
+                describe_unresolved(name, "state", k, j, dist, noise, "min_covar", eps > 1e-10)
+            )
 
     def _set_emission_attributes(self, params):
         self.means_ = params["means"].cpu().numpy()
