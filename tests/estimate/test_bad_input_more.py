@@ -295,3 +295,84 @@ def test_an_empty_prior_says_the_map_is_the_mle():
     # found by hand (a helper's hunt): {} was refused as "prior must be a dict"
     with pytest.raises(ParameterError, match=r"prior is empty.*use fit_mle"):
         fit_map("normal", X, {})
+
+
+# ---------------------------------------------------------------------- data with no MLE
+@pytest.mark.parametrize(
+    "family, data, param",
+    [
+        ("normal", [1.5] * 4, "scale -> 0"),
+        ("lognormal", [1.5] * 4, "scale -> 0"),
+        ("gamma", [1.5] * 4, "concentration -> ∞"),
+        ("weibull", [1.5] * 4, "concentration -> ∞"),
+        ("studentt", [1.5] * 4, "scale -> 0"),
+        ("cauchy", [1.5] * 4, "scale -> 0"),
+        ("gumbel", [1.5] * 4, "scale -> 0"),
+        ("beta", [0.3] * 4, "concentration1 and concentration0 -> ∞"),
+        ("halfnormal", [0.0] * 4, "scale -> 0"),
+        ("exponential", [0.0] * 4, "rate -> ∞"),
+        ("dirichlet", [[0.2, 0.8]] * 3, "concentration -> ∞"),
+    ],
+)
+def test_data_that_do_not_vary_have_no_mle_and_say_so(family, data, param):
+    # found by hand: vonmises "converged" to a concentration of 2e16, normal said "rescale the
+    # data", gamma and weibull "pass init=", on four copies of 1.5
+    with pytest.raises(DataError, match=rf"every row of data is the same.*{re.escape(param)}"):
+        fit_mle(family, _t(data))
+
+
+def test_angles_the_same_on_the_circle_have_no_vonmises_mle():
+    with pytest.raises(DataError, match=r"same on the circle.*concentration -> ∞"):
+        fit_mle("vonmises", _t([1.5, 1.5 + 2 * np.pi, 1.5 - 2 * np.pi]))
+    fit_mle("vonmises", _t([1.5, 1.6, 1.4]))  # they vary: fitted
+
+
+def test_counts_that_are_not_overdispersed_have_no_negative_binomial_mle():
+    with pytest.raises(DataError, match=r"not overdispersed.*Poisson"):
+        fit_mle("negbin", _t([2.0, 3.0, 2.0, 3.0]))
+    fit = fit_mle("negbin", _t([0.0, 5.0, 1.0, 7.0]))  # overdispersed: fitted
+    assert np.isfinite(fit.params["total_count"].item())
+
+
+def test_a_map_on_constant_data_exists_where_the_prior_stops_the_scale():
+    # an inverse-gamma(a, b) prior on the scale of four copies of 1.5: the mode is b/(n+a+1)
+    fit = fit_map("normal", _t([1.5] * 4), {"scale": D.InverseGamma(_t(2.0), _t(1.0))})
+    assert fit.params["scale"].item() == pytest.approx(1 / 7, rel=1e-6)
+    assert fit.params["loc"].item() == pytest.approx(1.5)
+    # a half-normal or a gamma(2) does not vanish fast enough at 0: no MAP, said so
+    for prior in (D.HalfNormal(_t(1.0)), D.Gamma(_t(2.0), _t(1.0))):
+        with pytest.raises(DataError, match=r"MLE does not exist|no MAP exists"):
+            fit_map("normal", _t([1.5] * 4), {"scale": prior})
+
+
+def test_fit_dist_takes_init_and_max_iter_and_says_so_in_its_hints(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("x\n1.5\n1.5\n1.5\n1.5\n")
+    res = runner.invoke(app, ["fit", "dist", str(path), "--family", "normal"])
+    assert (
+        res.exit_code != 0 and "add a --prior on it" in res.output and "Traceback" not in res.output
+    )
+    res = runner.invoke(
+        app, ["fit", "dist", str(path), "-f", "normal", "--prior", "scale=inversegamma:2,1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert re.search(r"scale\s+0\.1429", res.output)
+    big = tmp_path / "big.csv"
+    big.write_text("x\n1e300\n2e300\n3e300\n")
+    res = runner.invoke(app, ["fit", "dist", str(big), "--family", "gamma"])
+    assert res.exit_code != 0 and "--init NAME=NUMBER" in res.output and "init=" not in res.output
+    faithful = ["fit", "dist", "--dataset", "faithful", "-c", "eruptions"]
+    res = runner.invoke(app, [*faithful, "-f", "studentt", "--max-iter", "2"])
+    assert "a larger --max-iter" in res.output and "max_iter" not in res.output
+    res = runner.invoke(app, [*faithful, "-f", "gamma", "--init", "concentration=3", "--json"])
+    assert res.exit_code == 0, res.output
+    for args, message in [
+        (["--init", "nu=2"], "Gamma has no parameter 'nu'"),
+        (["--init", "rate"], "--init takes NAME=NUMBER"),
+        (["--init", "rate=x"], "is not a number"),
+        (["--init", "rate=inf"], "finite"),
+        (["--init", "rate=1", "--init", "rate=2"], "both set rate"),
+        (["--init", "rate=-1"], "outside the support"),
+    ]:
+        res = runner.invoke(app, [*faithful, "-f", "gamma", *args])
+        assert res.exit_code != 0 and message in res.output, (args, res.output)

@@ -48,6 +48,47 @@ def _parse_fixed(items: list[str], fam) -> dict:
     return fixed
 
 
+def _parse_init(items: list[str], fam) -> dict | None:
+    """``--init scale=2 --init loc=0,1`` -> {"scale": 2.0, "loc": [0.0, 1.0]}: a starting value
+    (a number, or numbers separated by commas for a vector parameter) for parameters of ``fam``,
+    each named once; their shapes and ranges are checked by the fit, which names them."""
+    init, seen = {}, {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value.strip():
+            fail(
+                f"--init takes NAME=NUMBER or NAME=NUMBER,NUMBER,... (e.g. --init scale=2), got {item!r}"
+            )
+        if name not in fam.params:
+            fail(
+                f"--init {item}: {fam.name} has no parameter {name!r}; it estimates {', '.join(fam.params)}"
+            )
+        if name in seen:
+            fail(f"--init {item} and --init {seen[name]} both set {name}; give it once")
+        try:
+            numbers = [float(v) for v in value.split(",")]
+        except ValueError:
+            fail(f"--init {item}: {value!r} is not a number or a comma-separated list of numbers")
+        if not all(math.isfinite(v) for v in numbers):
+            fail(f"--init {item}: starting values must be finite numbers")
+        init[name], seen[name] = (numbers[0] if len(numbers) == 1 else numbers), item
+    return init or None
+
+
+def _cli_words(text: str) -> str:
+    """A library message in the command line's words: ``init=`` is ``--init``, ``max_iter``
+    is ``--max-iter``, ``fit_map`` is ``--prior``."""
+    return (
+        text.replace("pass init= with values", "pass --init NAME=NUMBER with values")
+        .replace("pass init= near", "pass --init NAME=NUMBER near")
+        .replace("try other init= values", "try other --init values")
+        .replace("a larger max_iter", "a larger --max-iter")
+        .replace("add a prior (fit_map)", "add a --prior")
+        .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
+    )
+
+
 def _check_finite(fit, data: Path) -> None:
     """A non-finite estimate (e.g. a scale of inf from values near 1e300, whose squares
     overflow float64) is an error, not a result to print."""
@@ -194,6 +235,10 @@ def _check_prior_start(fam, x, fixed: dict, prior: dict, given: dict) -> None:
         value = torch.as_tensor(start[name], dtype=x.dtype)
         if not bool(torch.isfinite(value).all()):  # the data's fault: the fit says so
             return
+        con = fam.constraints.get(name)
+        inside = torch.distributions.biject_to(con).inv(value) if con is not None else value
+        if not bool(torch.isfinite(inside).all()):  # on the edge (constant data): the MAP
+            continue  # starts elsewhere (see fit_family)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lp = prior_in_dtype(dist, x.dtype).log_prob(value).sum()
@@ -262,6 +307,13 @@ def fit_dist(
     fixed: list[str] = typer.Option(
         [], "--fixed", help="A known parameter, NAME=NUMBER (e.g. total_count=10); repeatable."
     ),
+    init: list[str] = typer.Option(
+        [],
+        "--init",
+        help="A starting value, NAME=NUMBER (NAME=N1,N2,... for a vector); repeatable. "
+        "Default: method-of-moments values from the data.",
+    ),
+    max_iter: int = typer.Option(500, "--max-iter", min=1, help="Most optimiser iterations."),
     cov: str = typer.Option("observed", "--cov", help="observed, expected or sandwich."),
     level: float = typer.Option(
         0.95, "--level", help="Confidence level of the Wald intervals.", callback=finite_number
@@ -302,6 +354,10 @@ def fit_dist(
     if not 0 < level < 1:
         fail(f"--level must lie strictly between 0 and 1, got {level}")
     given = _parse_fixed(fixed, fam)
+    start = _parse_init(init, fam)
+    both = sorted(set(start or {}) & set(given))
+    if both:
+        fail(f"--init and --fixed both name {', '.join(both)}: a fixed parameter is not fitted")
     parsed = _parse_prior(prior, fam)
     priors, prior_items = parsed if parsed is not None else (None, {})
     if cov not in COV_TYPES:
@@ -342,9 +398,9 @@ def fit_dist(
         warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
         try:
             if priors is None:
-                fit = fit_mle(fam, x, fixed=given, cov_type=cov)
+                fit = fit_mle(fam, x, fixed=given, init=start, cov_type=cov, max_iter=max_iter)
             else:
-                fit = fit_map(fam, x, priors, fixed=given)
+                fit = fit_map(fam, x, priors, fixed=given, init=start, max_iter=max_iter)
             _check_finite(fit, name)
             table = fit.summary(level=level)
             rows = _rows(fit, level)
@@ -354,7 +410,7 @@ def fit_dist(
                 text = _posterior_text(fit, *posterior, chains, draws, warmup, seed)
                 table += "\n\n" + text
         except ValueError as err:
-            fail(str(err))
+            fail(_cli_words(str(err)))
     if as_json:
         from latentfit.cli.output import print_json
 
@@ -396,4 +452,4 @@ def fit_dist(
         typer.echo(table)
     for w in caught:
         if issubclass(w.category, RuntimeWarning):
-            typer.secho(f"warning: {w.message}", err=True, fg=typer.colors.YELLOW)
+            typer.secho(f"warning: {_cli_words(str(w.message))}", err=True, fg=typer.colors.YELLOW)

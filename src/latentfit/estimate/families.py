@@ -125,6 +125,9 @@ class Family:
     fixed_names: tuple[str, ...] | None = None
     # Checks of the data beyond the support (raise DataError), e.g. a full-rank covariance.
     check: Callable[[torch.Tensor, dict], None] | None = None
+    # Why the MLE does not exist for these data, and what to do, e.g. data that do not vary:
+    # (reason, remedy) or None. fit_mle refuses such data; a MAP fit may still converge.
+    mle_check: Callable[[torch.Tensor, dict], tuple[str, str] | None] | None = None
 
 
 def _torch_family(cls, params, **kwargs) -> Family:
@@ -229,6 +232,57 @@ def _negbin_init(x, fixed):
     r = fixed.get("total_count", out.get("total_count"))
     out["probs"] = m / (m + r)
     return out
+
+
+_VARY = "Fit data that vary, or add a prior on it (fit_map; --prior on the command line)"
+
+
+def _needs_spread(family: str, param: str, limit: str, zero_only: bool = False):
+    """An ``mle_check``: data that are all one value (all 0 when ``zero_only``) have no MLE."""
+
+    def check(x, fixed):
+        if param in fixed or x.shape[0] == 0:
+            return None
+        first = x[0]
+        if not bool((x == first).all()) or (zero_only and not bool((first == 0).all())):
+            return None
+        value = ", ".join(f"{float(v):g}" for v in first.reshape(-1)[:6])
+        return (
+            f"every row of data is the same ({value}): the {family} MLE does not exist "
+            f"({param} -> {limit}, where the likelihood grows without bound)",
+            _VARY,
+        )
+
+    return check
+
+
+def _vonmises_check(x, fixed):
+    """All angles the same on the circle (mean resultant length 1): concentration -> ∞."""
+    if "concentration" in fixed or x.shape[0] == 0:
+        return None
+    r = float(torch.complex(x.cos().mean(), x.sin().mean()).abs())
+    if 1 - r > 100 * torch.finfo(x.dtype).eps:
+        return None
+    return (
+        f"every angle of data is the same on the circle ({float(x[0]):g} mod 2π): the VonMises "
+        "MLE does not exist (concentration -> ∞, where the likelihood grows without bound)",
+        _VARY,
+    )
+
+
+def _negbin_check(x, fixed):
+    """Counts whose variance is at most their mean: total_count -> ∞ (the Poisson limit)."""
+    if x.shape[0] == 0:
+        return None
+    m, v = _mean_var(x)
+    if float(v) > float(m):
+        return None
+    return (
+        f"the counts are not overdispersed (variance {float(v):.4g} <= mean {float(m):.4g}): "
+        "the NegativeBinomial MLE does not exist (total_count -> ∞: the likelihood rises "
+        "toward the Poisson's)",
+        "Fit the Poisson family, which is that limit",
+    )
 
 
 def _dirichlet_init(x, fixed):
@@ -369,6 +423,7 @@ for _fam in [
         init=_normal_mle,
         closed_form=_normal_mle,
         expected_information=_fisher_normal,
+        mle_check=_needs_spread("Normal", "scale", "0"),
         aliases=("gaussian",),
     ),
     _torch_family(
@@ -378,6 +433,7 @@ for _fam in [
         init=_lognormal_mle,
         closed_form=_lognormal_mle,
         expected_information=_fisher_normal,
+        mle_check=_needs_spread("LogNormal", "scale", "0"),
     ),
     _torch_family(
         D.Gamma,
@@ -385,6 +441,7 @@ for _fam in [
         support=_positive,
         init=_gamma_init,
         expected_information=_fisher_gamma,
+        mle_check=_needs_spread("Gamma", "concentration", "∞"),
     ),
     _torch_family(
         D.Beta,
@@ -392,6 +449,7 @@ for _fam in [
         support=lambda f: _OpenUnitInterval(),
         init=_beta_init,
         expected_information=_fisher_beta,
+        mle_check=_needs_spread("Beta", "concentration1 and concentration0", "∞"),
     ),
     _torch_family(
         D.Exponential,
@@ -399,18 +457,38 @@ for _fam in [
         support=_nonneg,
         init=lambda x, f: {"rate": 1 / x.mean()},
         closed_form=lambda x, f: {"rate": 1 / x.mean()},
+        mle_check=_needs_spread("Exponential", "rate", "∞", zero_only=True),
         expected_information=lambda p, f: _one(1 / p["rate"] ** 2),
     ),
-    _torch_family(D.Weibull, ["scale", "concentration"], support=_positive, init=_weibull_init),
+    _torch_family(
+        D.Weibull,
+        ["scale", "concentration"],
+        support=_positive,
+        init=_weibull_init,
+        mle_check=_needs_spread("Weibull", "concentration", "∞"),
+    ),
     _torch_family(
         D.StudentT,
         ["df", "loc", "scale"],
         support=_real,
         init=_studentt_init,
+        mle_check=_needs_spread("StudentT", "scale", "0"),
         aliases=("t", "student"),
     ),
-    _torch_family(D.Cauchy, ["loc", "scale"], support=_real, init=_location_scale_init),
-    _torch_family(D.Gumbel, ["loc", "scale"], support=_real, init=_gumbel_init),
+    _torch_family(
+        D.Cauchy,
+        ["loc", "scale"],
+        support=_real,
+        init=_location_scale_init,
+        mle_check=_needs_spread("Cauchy", "scale", "0"),
+    ),
+    _torch_family(
+        D.Gumbel,
+        ["loc", "scale"],
+        support=_real,
+        init=_gumbel_init,
+        mle_check=_needs_spread("Gumbel", "scale", "0"),
+    ),
     _torch_family(
         D.HalfNormal,
         ["scale"],
@@ -418,6 +496,7 @@ for _fam in [
         init=lambda x, f: {"scale": (x**2).mean().sqrt()},
         closed_form=lambda x, f: {"scale": (x**2).mean().sqrt()},
         expected_information=lambda p, f: _one(2 / p["scale"] ** 2),
+        mle_check=_needs_spread("HalfNormal", "scale", "0", zero_only=True),
     ),
     _torch_family(
         D.VonMises,
@@ -426,6 +505,7 @@ for _fam in [
         init=_vonmises_init,
         expected_information=_fisher_vonmises,
         finalize=_vonmises_finalize,
+        mle_check=_vonmises_check,
     ),
     _torch_family(
         D.Poisson,
@@ -464,6 +544,7 @@ for _fam in [
         discrete=True,
         constraints={"total_count": constraints.positive, "probs": constraints.unit_interval},
         init=_negbin_init,
+        mle_check=_negbin_check,
         aliases=("negbin", "nb"),
     ),
     _torch_family(
@@ -511,6 +592,7 @@ for _fam in [
         event_dim=1,
         support=lambda f: _OpenSimplex(),
         init=_dirichlet_init,
+        mle_check=_needs_spread("Dirichlet", "concentration", "∞"),
     ),
     _torch_family(
         D.MultivariateNormal,

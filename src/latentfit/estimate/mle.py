@@ -212,6 +212,9 @@ def fit_family(
     if cov_type not in COV_TYPES:
         raise ParameterError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
     check_positive_int(max_iter, "max_iter")
+    no_mle = family.mle_check(x, fixed) if family.mle_check is not None else None
+    if no_mle is not None and log_prior is None:
+        raise DataError(f"{no_mle[0]}. {no_mle[1]}")
     n = x.shape[0]
     closed = family.closed_form is not None and log_prior is None and init is None
     if method == "closed_form" and not closed:
@@ -254,6 +257,11 @@ def fit_family(
         converged, n_iter, solver_name = True, 0, "closed form"
     else:
         u0 = layout.to_unconstrained(start)
+        if no_mle is not None and init is None and not bool(torch.isfinite(u0).all()):
+            # the method-of-moments start fails where the MLE does not exist (constant data:
+            # a scale of 0), yet a prior may make the MAP proper (only a MAP gets here): such
+            # coordinates start at the constraint's origin instead (0, or 1 if positive)
+            u0 = torch.where(torch.isfinite(u0), u0, torch.zeros_like(u0))
         if not bool(torch.isfinite(u0).all()) or not bool(torch.isfinite(objective(u0))):
             if init is None:  # the method-of-moments start, computed from the data
                 raise DataError(
@@ -283,6 +291,29 @@ def fit_family(
                 "to the estimate"
             ) from None
         u, converged, n_iter = res.u, res.converged, res.n_iter
+        if not converged and not math.isfinite(res.grad_norm):
+            what = "log-posterior" if log_prior is not None else "log-likelihood"
+            raise DataError(
+                f"the {family.name} fit ran to {_fmt(layout.to_natural(u.detach()))}, where "
+                f"the gradient of the {what} is {res.grad_norm}: it heads for the edge of the "
+                "parameter space (a scale of 0, a concentration of inf), where the "
+                f"{what} grows without bound, so no {'MAP' if log_prior else 'MLE'} exists "
+                "there"
+                + (
+                    ". A prior whose density does not vanish at that edge (a half-normal on a "
+                    "scale, a gamma of small concentration) does not stop it: use one that vanishes "
+                    "there faster than the likelihood grows (an inverse-gamma on a scale)"
+                    if log_prior is not None
+                    else "; pass init= near a plausible estimate, or add a prior (fit_map)"
+                )
+            )
+        if not converged and no_mle is not None:
+            raise DataError(
+                f"{no_mle[0]}, and the MAP fit ran to {_fmt(layout.to_natural(u.detach()))} "
+                "without converging: the prior does not vanish there faster than the "
+                "likelihood grows. Use one that does (an inverse-gamma on a scale), or fit "
+                "data that vary"
+            )
         if not converged:
             warnings.warn(
                 f"{family.name} fit did not converge (max |gradient| {res.grad_norm:.3g} after "
