@@ -156,3 +156,148 @@ def test_marginal_log_likelihood_takes_a_seed_numpy_rows_and_float64_rows():
         )
     with pytest.raises(ParameterError, match="generator must be None, an integer seed"):
         marginal_log_likelihood(model, X, k=10, generator="a")
+
+
+def _all_rows_functions():
+    from latentfit.vae import (
+        IWAE,
+        active_units,
+        diagnose,
+        init_decoder_bias,
+        kl_per_dimension,
+        mutual_information,
+    )
+    from latentfit.vae.images import reconstruct
+
+    return {
+        "kl_per_dimension": kl_per_dimension,
+        "active_units": active_units,
+        "mutual_information": mutual_information,
+        "diagnose": diagnose,
+        "init_decoder_bias": init_decoder_bias,
+        "reconstruct": reconstruct,
+        "ELBO": lambda model, X: ELBO()(model, X),
+        "IWAE": lambda model, X: IWAE(2)(model, X),
+    }
+
+
+@pytest.mark.parametrize("name", list(_all_rows_functions()))
+def test_vae_functions_name_rows_with_the_wrong_columns(name):
+    # found by a bug hunt: each raised torch's "mat1 and mat2 shapes cannot be multiplied
+    # (5x3 and 4x8)"; init_decoder_bias "The size of tensor a (4) must match ..."
+    fn = _all_rows_functions()[name]
+    x = "x" if name in ("ELBO", "IWAE") else "X"
+    with pytest.raises(
+        DataError, match=rf"the model expects 4 columns, {x} has 3 \(shape \(5, 3\)\)"
+    ):
+        fn(_model(), torch.full((5, 3), 0.5))
+
+
+@pytest.mark.parametrize("name", ["kl_per_dimension", "diagnose", "init_decoder_bias"])
+def test_vae_functions_name_a_nan_and_leave_the_model_alone(name):
+    # found by a bug hunt: init_decoder_bias took NaN rows and set a NaN decoder bias, so that
+    # every later training step was skipped as non-finite ("training diverged")
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    X = torch.full((5, 4), 0.5)
+    X[1, 2] = math.nan
+    with pytest.raises(DataError, match="non-finite value at row 1, column 2"):
+        _all_rows_functions()[name](model, X)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_columns_are_told_for_a_model_built_by_hand():
+    from torch import nn
+
+    from latentfit.vae import VAE, kl_per_dimension
+    from latentfit.vae.likelihoods import BernoulliLikelihood, input_columns
+    from latentfit.vae.networks import Decoder, GaussianEncoder, mlp
+
+    dec = Decoder(mlp([2, 8, 4], final_activation=False), BernoulliLikelihood())
+    model = VAE(GaussianEncoder(mlp([4, 8]), 8, 2), dec)
+    with pytest.raises(DataError, match="expects 4 columns, X has 3"):
+        kl_per_dimension(model, torch.full((5, 3), 0.5))
+    assert kl_per_dimension(model, torch.full((5, 4), 0.5)).shape == (2,)
+    # a body it cannot read: no check, rather than a wrong one
+    assert input_columns(VAE(GaussianEncoder(nn.Identity(), 4, 2), dec)) is None
+
+
+@pytest.mark.parametrize("which", ["X_train", "X_val"])
+def test_training_names_data_with_the_wrong_columns(which):
+    # found by a bug hunt: RuntimeError "mat1 and mat2 shapes cannot be multiplied (3x3 and 4x8)"
+    good, bad = torch.full((5, 4), 0.5), torch.full((5, 3), 0.5)
+    data = (bad, None) if which == "X_train" else (good, bad)
+    cfg = TrainConfig(epochs=1, batch_size=3, diagnostics=False, progress=False)
+    with pytest.raises(DataError, match=rf"expects 4 columns, {which} has 3"):
+        train(_model(), ELBO(), *data, cfg)
+
+
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, -0.01, "0.01", None])
+def test_active_units_threshold_must_be_a_finite_variance(threshold):
+    # found by a bug hunt: threshold=nan counted no unit active, without a word
+    from latentfit.vae import active_units, diagnose
+
+    X = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
+    for fn in (active_units, diagnose):
+        with pytest.raises(ParameterError, match="threshold must be a finite number >= 0"):
+            fn(_model(), X, threshold=threshold)
+    assert active_units(_model(), X, threshold=0.0)[1].shape == (2,)
+
+
+def test_diagnostics_check_batch_size_and_generator():
+    from latentfit.vae import kl_per_dimension, mutual_information
+
+    X = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ParameterError, match="batch_size must be an integer >= 1"):
+        kl_per_dimension(_model(), X, batch_size=0)
+    with pytest.raises(ParameterError, match="generator must be None, an integer seed"):
+        mutual_information(_model(), X, generator="a")
+    assert mutual_information(_model(), X, generator=0) == mutual_information(
+        _model(), X.numpy(), generator=0
+    )
+
+
+@pytest.mark.parametrize(
+    "call, error, needle",
+    [
+        (lambda f: f(torch.empty(0)), DataError, r"x of shape \(0,\) holds no values"),
+        (lambda f: f(torch.empty(0, 3)), DataError, r"holds no values along dim=0"),
+        (lambda f: f(torch.tensor(1.0)), DataError, "0-D tensor"),
+        (lambda f: f(torch.ones(3), 2), ParameterError, r"dim=2 is out of range.*-1 to 0"),
+        (lambda f: f(torch.ones(3), 0.5), ParameterError, "dim must be an integer"),
+        (lambda f: f([1.0, 2.0]), DataError, "must be a torch.Tensor"),
+    ],
+)
+def test_log_mean_exp_names_what_it_cannot_average(call, error, needle):
+    # found by a bug hunt: an empty tensor gave "ValueError: math domain error" (log 0)
+    from latentfit.vae import log_mean_exp
+
+    with pytest.raises(error, match=needle):
+        call(log_mean_exp)
+
+
+def test_iwae_bound_names_no_samples():
+    from latentfit.vae import iwae_bound
+
+    with pytest.raises(DataError, match=r"log_w of shape \(0, 3\) holds no log-weights"):
+        iwae_bound(torch.empty(0, 3))
+    with pytest.raises(DataError, match="log_w is a 0-D tensor"):
+        iwae_bound(torch.tensor(0.5))  # was IndexError: tuple index out of range
+    log_w = torch.tensor([[0.0, 1.0], [2.0, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(iwae_bound(log_w), torch.logsumexp(log_w, 0) - math.log(2))
+
+
+@pytest.mark.parametrize(
+    "kl, group_size, error, needle",
+    [
+        (torch.ones(3), 1, DataError, r"\(n, d_z\) tensor.*shape \(3,\).*unsqueeze\(0\)"),
+        (torch.ones(3, 2, 2), 1, DataError, r"shape \(3, 2, 2\)"),
+        (torch.ones(0, 2), 1, DataError, "holds no rows"),
+        (torch.ones(3, 2), 1.5, ParameterError, "group_size must be an integer >= 1"),
+        (torch.ones(3, 2), 3, ParameterError, "must divide the latent size 2"),
+    ],
+)
+def test_free_bits_kl_names_a_bad_shape(kl, group_size, error, needle):
+    # found by a bug hunt: a 1-d input gave "IndexError: tuple index out of range"
+    with pytest.raises(error, match=needle):
+        free_bits_kl(kl, 0.5, group_size)

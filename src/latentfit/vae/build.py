@@ -21,6 +21,7 @@ from latentfit._memory import available_memory, check_module_memory
 from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
 from latentfit.model_tensors import check_fixed_buffers
 from latentfit.vae.data import SPLITS
+from latentfit.vae.diagnostics import model_rows
 from latentfit.vae.flows import make_flow
 from latentfit.vae.likelihoods import make_likelihood
 from latentfit.vae.models import VAE, DiscreteVAE, LadderVAE
@@ -189,12 +190,17 @@ def init_decoder_bias(model: nn.Module, X: torch.Tensor) -> nn.Module:
     Burda et al. (2016); Gaussian: the mean. It skips the long first phase in which the decoder
     learns the average image and the posterior collapses meanwhile. Other likelihoods and
     convolutional decoders are left unchanged. Returns the model.
+
+    ``X`` (n, d) is checked as every VAE function checks data
+    (:func:`~latentfit.vae.diagnostics.model_rows`): a NaN would become a NaN bias, and a
+    wrong number of columns a wrong one, both silently.
     """
+    X = model_rows(model, X)
     decoder = getattr(model, "module", model).decoder
     last = decoder.body[-1] if isinstance(decoder.body, nn.Sequential) else None
     if not isinstance(last, nn.Linear):
         return model
-    mean = torch.as_tensor(X).to(last.bias).mean(0)  # (d,)
+    mean = X.to(last.bias).mean(0)  # (d,)
     name = type(decoder.likelihood).__name__
     with torch.no_grad():
         if name == "BernoulliLikelihood":

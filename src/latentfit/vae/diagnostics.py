@@ -1,7 +1,8 @@
 """Posterior-collapse diagnostics: KL per latent dimension, active units, I(x; z), a warning.
 
 All functions take a model and data (n, d), run in evaluation mode without gradients, work in
-minibatches of ``batch_size`` and return tensors on the CPU.
+minibatches of ``batch_size`` and return tensors on the CPU. The data are checked first
+(:func:`model_rows`): the model's columns, finite values, its likelihood's support.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit.errors import ParameterError
+from latentfit._validation import (
+    as_float_tensor,
+    as_generator,
+    check_positive_int,
+    is_finite_above,
+)
+from latentfit.errors import DataError, ParameterError
+from latentfit.vae.likelihoods import check_model_columns, check_model_data
 from latentfit.vae.models import VAE, DiscreteVAE
 
 __all__ = [
@@ -23,6 +31,7 @@ __all__ = [
     "diagnose",
     "estimates_mutual_information",
     "kl_per_dimension",
+    "model_rows",
     "mutual_information",
 ]
 
@@ -37,6 +46,44 @@ class Diagnostics(NamedTuple):
     unit_variance: torch.Tensor  # (d_z,) Cov_x(E_q[z | x]) diagonal
     n_active: int  # units with variance above the threshold
     mutual_info: float | None  # nats
+
+
+def model_rows(model, X, name: str = "X") -> torch.Tensor:
+    """``X`` as ``model`` takes it: a non-empty (n, d) floating tensor in the dtype and on the
+    device of the model's weights (numpy rows, or float64 rows for a float32 model, are
+    converted), with the model's d columns, every value finite and in the support of its
+    likelihood. DataError naming the shape, row or column at fault otherwise: bad rows
+    never reach the encoder as a matrix-product error or a NaN bias."""
+    weights = next(iter(getattr(model, "module", model).parameters()), None)
+    X = as_float_tensor(  # NaN is refused below, with a hint that fits a VAE
+        X,
+        name=name,
+        dtype=torch.float64 if weights is None else weights.dtype,
+        device=None if weights is None else weights.device,
+        ndim=None,
+        allow_nan=True,
+        min_samples=0,
+    )
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise DataError(f"{name} must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")
+    check_model_columns(model, X, name)
+    if not bool(torch.isfinite(X).all()):
+        r, c = (int(i) for i in (~torch.isfinite(X)).nonzero()[0])
+        raise DataError(
+            f"{name} holds a non-finite value at row {r}, column {c}; remove or impute it"
+        )
+    check_model_data(model, X, name)  # the data must lie in the likelihood's support
+    return X
+
+
+def _check_threshold(threshold) -> None:
+    """The variance above which a unit counts as active: a finite number >= 0 (NaN would
+    count no unit active and say nothing)."""
+    if not is_finite_above(threshold, 0.0, inclusive=True):
+        raise ParameterError(
+            f"threshold must be a finite number >= 0 (the variance of E_q[z_j | x] over the "
+            f"data above which unit j is active), got {threshold!r}; 0.01 is Burda et al.'s"
+        )
 
 
 def _batches(X: torch.Tensor, batch_size: int):
@@ -65,6 +112,9 @@ class _eval_mode:
 def kl_per_dimension(model, X: torch.Tensor, batch_size: int = 500, generator=None):
     """Mean over the data of the closed-form KL(q(z_j | x) ‖ p(z_j)) per latent dimension (d_z,),
     or None when the model has no closed form (flow posteriors)."""
+    X = model_rows(model, X)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    generator = as_generator(generator)
     total, n = None, 0
     with _eval_mode(model):
         for xb in _batches(X, batch_size):
@@ -83,6 +133,10 @@ def active_units(
 
     Burda et al. (2016), Sec. 5.2, with their threshold 10⁻².
     """
+    X = model_rows(model, X)
+    _check_threshold(threshold)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    generator = as_generator(generator)
     with _eval_mode(model):
         means = torch.cat(
             [
@@ -122,6 +176,9 @@ def mutual_information(model, X: torch.Tensor, generator=None, batch_size: int =
     q(z) = 1/n Σ_j q(z | x_j) computed over all of X, one sample of z per data point. The
     estimate is at most log n.
     """
+    X = model_rows(model, X)
+    generator = as_generator(generator)
+    batch_size = check_positive_int(batch_size, "batch_size")
     n = X.shape[0]
     with _eval_mode(model):
         z = torch.cat(
@@ -141,6 +198,10 @@ def diagnose(
     model, X: torch.Tensor, generator=None, threshold: float = 0.01, batch_size: int = 500
 ):
     """KL per dimension, active units and (where it can be estimated) I(x; z) on X."""
+    X = model_rows(model, X)  # every argument checked before the first pass
+    _check_threshold(threshold)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    generator = as_generator(generator)
     kl = kl_per_dimension(model, X, batch_size, generator)
     n_active, var = active_units(model, X, threshold, batch_size, generator)
     mi = (

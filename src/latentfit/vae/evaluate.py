@@ -13,10 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit._validation import as_float_tensor, as_generator, check_positive_int
-from latentfit.errors import DataError
-from latentfit.vae.diagnostics import _eval_mode
-from latentfit.vae.likelihoods import check_model_data
+from latentfit._validation import as_generator, check_positive_int
+from latentfit.vae.diagnostics import _eval_mode, model_rows
 from latentfit.vae.objectives import log_weights
 
 __all__ = ["MarginalLikelihood", "marginal_log_likelihood"]
@@ -51,25 +49,7 @@ def marginal_log_likelihood(
     batch_size = check_positive_int(batch_size, "batch_size")
     max_rows = check_positive_int(max_rows, "max_rows")
     generator = as_generator(generator)
-    weights = next(iter(getattr(model, "module", model).parameters()), None)
-    X = as_float_tensor(  # a numpy array, or float64 rows for a float32 model, as the model's
-        X,
-        dtype=torch.float64 if weights is None else weights.dtype,
-        ndim=None,
-        allow_nan=True,
-        min_samples=0,
-    )
-    if weights is not None:
-        X = X.to(weights.device)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise DataError(f"X must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")
-    spec = getattr(getattr(model, "module", model), "spec", None)
-    if spec is not None and X.shape[1] != spec.x_dim:
-        raise DataError(f"the model expects {spec.x_dim} columns, X has {X.shape[1]}")
-    if not bool(torch.isfinite(X).all()):
-        r, c = (int(i) for i in (~torch.isfinite(X)).nonzero()[0])
-        raise DataError(f"X holds a non-finite value at row {r}, column {c}; remove or impute it")
-    check_model_data(model, X)  # the data must lie in the likelihood's support
+    X = model_rows(model, X)  # numpy or float64 rows as the model takes them, checked
     chunk = max(1, min(k, max_rows // batch_size))
     out = []
     bar = None

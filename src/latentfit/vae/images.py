@@ -14,7 +14,7 @@ import torch
 from latentfit._files import atomic_path
 from latentfit._validation import check_sample_count
 from latentfit.errors import ParameterError
-from latentfit.vae.diagnostics import _eval_mode
+from latentfit.vae.diagnostics import _eval_mode, model_rows
 from latentfit.vae.objectives import hidden_width
 
 __all__ = ["image_grid", "interpolate", "reconstruct", "sample_images", "save_grid", "traverse"]
@@ -39,6 +39,7 @@ def sample_images(model, n: int = 64, generator=None) -> torch.Tensor:
 
 def reconstruct(model, X: torch.Tensor, generator=None) -> torch.Tensor:
     """Means of p(x | z) at z = E_q[z | x] for each row of X: (n, d)."""
+    X = model_rows(model, X)
     with _eval_mode(model):
         return model.decode(model.posterior_mean(X, generator=generator)).float().cpu()
 

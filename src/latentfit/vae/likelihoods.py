@@ -14,12 +14,15 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Independent, Normal
 
 from latentfit.errors import DataError, ParameterError
+from latentfit.vae.networks import ConvEncoderBody
 
 __all__ = [
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "GaussianLikelihood",
+    "check_model_columns",
     "check_model_data",
+    "input_columns",
     "make_likelihood",
     "soft_clamp",
 ]
@@ -34,9 +37,41 @@ def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return low + (high - low) * torch.sigmoid(x)
 
 
+def input_columns(model) -> int | None:
+    """The number of columns of the rows ``model`` takes (a VAE, or an estimator holding one
+    as ``module``): its spec's ``x_dim`` for a model made by ``build_model``, else the input
+    width of an encoder body made by :func:`~latentfit.vae.networks.mlp` or a
+    :class:`~latentfit.vae.networks.ConvEncoderBody`; None where it cannot be told."""
+    net = getattr(model, "module", model)
+    spec = getattr(net, "spec", None)
+    if spec is not None:
+        return int(spec.x_dim)
+    encoder = getattr(net, "encoder", None)  # VAE; the ladder's bottom layer is up1
+    encoder = getattr(net, "up1", net) if encoder is None else encoder
+    body = getattr(encoder, "body", None)  # DiscreteVAE: the model's own body
+    if isinstance(body, ConvEncoderBody):
+        return math.prod(body.image_shape)
+    if isinstance(body, nn.Sequential) and len(body) and isinstance(body[0], nn.Linear):
+        return body[0].in_features
+    return None
+
+
+def check_model_columns(model, x: torch.Tensor, name: str = "X") -> None:
+    """DataError unless the rows of ``x`` (n, d) have the columns ``model`` takes
+    (:func:`input_columns`): caught here, not as a matrix-product error inside the encoder."""
+    d = input_columns(model)
+    if d is not None and x.dim() == 2 and x.shape[1] != d:
+        raise DataError(
+            f"the model expects {d} columns, {name} has {x.shape[1]} (shape "
+            f"{tuple(x.shape)}); pass rows of the data the model was built for, {d} values each"
+        )
+
+
 def check_model_data(model, x: torch.Tensor, name: str = "X") -> None:
-    """``x`` checked against the support of ``model``'s decoder likelihood (a VAE, or an
-    estimator holding one as ``module``), where that likelihood says what it takes."""
+    """``x`` checked against ``model`` (a VAE, or an estimator holding one as ``module``):
+    its columns (:func:`check_model_columns`), then its values against the support of the
+    decoder likelihood, where that likelihood says what it takes."""
+    check_model_columns(model, x, name)
     net = getattr(model, "module", model)
     likelihood = getattr(getattr(net, "decoder", None), "likelihood", None)
     if hasattr(likelihood, "check_data"):

@@ -9,12 +9,14 @@ never a surrogate that overstates it. Objectives know nothing of optimisers.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
 
 from latentfit._validation import check_allocation, check_positive_int, is_finite_above
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, DataTypeError, ParameterError
+from latentfit.vae.likelihoods import check_model_columns
 from latentfit.vae.models import LatentPass
 from latentfit.vae.schedules import check_free_bits, free_bits_kl
 
@@ -42,8 +44,36 @@ class ObjectiveOutput(NamedTuple):
     kl_per_dim: torch.Tensor | None
 
 
+def _check_values_along(x, dim, name: str, what: str) -> None:
+    """``x`` a tensor with at least one value along ``dim`` (an integer in range): the mean
+    of no values has no log (math.log(0) was a math domain error)."""
+    if not isinstance(x, torch.Tensor):
+        raise DataTypeError(
+            f"{name} must be a torch.Tensor of {what}, got {type(x).__name__}; wrap it with "
+            "torch.as_tensor"
+        )
+    if x.dim() == 0:
+        raise DataError(
+            f"{name} is a 0-D tensor (one number): it needs a dimension of {what} to average "
+            "over, e.g. shape (k, n) for k samples of each of n data points"
+        )
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise ParameterError(f"dim must be an integer, got {dim!r}")
+    if not -x.dim() <= dim < x.dim():
+        raise ParameterError(
+            f"dim={dim} is out of range for {name} of shape {tuple(x.shape)} ({x.dim()}-D); "
+            f"use a dimension from {-x.dim()} to {x.dim() - 1}"
+        )
+    if x.shape[dim] == 0:
+        raise DataError(
+            f"{name} of shape {tuple(x.shape)} holds no {what} along dim={dim}, and their "
+            "mean is undefined; pass at least one sample (k >= 1)"
+        )
+
+
 def log_mean_exp(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """log (1/k Σ_i exp x_i) along ``dim``, computed stably as logsumexp - log k."""
+    _check_values_along(x, dim, "x", "values")
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])
 
 
@@ -64,6 +94,7 @@ def log_weights(p: LatentPass, kl_weight: float = 1.0, stopped: bool = False) ->
 
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
     """L_k = log (1/k Σ_i w_i) over the sample dimension 0: (k, n) → (n,) (Burda et al. 2016)."""
+    _check_values_along(log_w, 0, "log_w", "log-weights")
     return log_mean_exp(log_w, 0)
 
 
@@ -113,6 +144,7 @@ class ELBO:
         )
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        check_model_columns(model, x, "x")  # a shape compare: cheap enough for every step
         check_pass_memory(model, x, self.n_samples, "n_samples")
         p = model(x, self.n_samples, generator, weights=not self.analytic_kl)
         weight = self.beta * kl_weight
@@ -210,6 +242,7 @@ class IWAE:
         return f"{type(self).__name__}(k={self.k})"
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        check_model_columns(model, x, "x")
         check_pass_memory(model, x, self.k, "k")
         p = model(x, self.k, generator, stopped=self.dreg)
         log_w = log_weights(p)  # (k, n)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from latentfit._validation import is_finite_above
-from latentfit.errors import ParameterError
+from latentfit._validation import check_positive_int, is_finite_above
+from latentfit.errors import DataError, ParameterError
 
 __all__ = [
     "ConstantKL",
@@ -125,9 +125,27 @@ def free_bits_kl(kl_per_dim: torch.Tensor, floor: float, group_size: int = 1) ->
     group's minibatch-mean KL is floored at λ = ``floor`` nats, so the optimiser gains nothing by
     pushing a group's KL below λ, which keeps latent units from collapsing early.
     """
+    if not isinstance(kl_per_dim, torch.Tensor) or kl_per_dim.dim() != 2:
+        tensor = isinstance(kl_per_dim, torch.Tensor)
+        got = f"shape {tuple(kl_per_dim.shape)}" if tensor else f"a {type(kl_per_dim).__name__}"
+        raise DataError(
+            f"kl_per_dim must be a (n, d_z) tensor, the KL of each latent dimension for each "
+            f"row of the minibatch, got {got}"
+            + (
+                "; for one row use kl_per_dim.unsqueeze(0)"
+                if tensor and kl_per_dim.dim() == 1
+                else ""
+            )
+        )
+    if kl_per_dim.shape[0] == 0:
+        raise DataError(
+            f"kl_per_dim of shape {tuple(kl_per_dim.shape)} holds no rows: the minibatch mean "
+            "of each dimension's KL needs at least one"
+        )
     check_free_bits(floor, "floor", kl_per_dim.dtype)
+    group_size = check_positive_int(group_size, "group_size")
     d = kl_per_dim.shape[1]
-    if group_size < 1 or d % group_size:
+    if d % group_size:
         raise ParameterError(f"free-bits group size {group_size} must divide the latent size {d}")
     per_group = kl_per_dim.mean(0).reshape(d // group_size, group_size).sum(-1)  # (groups,)
     return per_group.clamp_min(floor).sum()
