@@ -156,3 +156,96 @@ def test_bounds_refuse_a_density_of_another_shape(name):
         cls(ll, guide, prior=wide, num_samples=4)()
     with pytest.raises(ParameterError, match="log_likelihood must return a tensor"):
         cls(lambda z, b: 0.5, guide, prior=wide, num_samples=4)()
+
+
+@pytest.mark.parametrize(
+    "guide", [*GUIDES, FlowGuide, lambda *a, **k: LocalMeanFieldGaussian(3, *a, **k)]
+)
+def test_a_scale_beyond_the_dtype_is_named(guide):
+    # found by a bug hunt: MeanFieldGaussian(2, scale=1e300) in float32 raised torch's
+    # "RuntimeError: value cannot be converted to type float without overflow"
+    with pytest.raises(
+        ParameterError, match=r"scale=1e\+300 is beyond the range of torch\.float32"
+    ):
+        guide(2, scale=1e300, dtype=torch.float32)
+    assert guide(2, scale=1e300, dtype=torch.float64) is not None  # float64 holds it
+
+
+def test_a_local_guide_names_an_index_outside_its_rows():
+    g = LocalMeanFieldGaussian(3, 2, dtype=torch.float64)
+    for index in (torch.tensor([5]), torch.tensor([0.5]), 2.5):
+        with pytest.raises(ParameterError, match=r"n=3 data points.*row numbers 0\.\.2"):
+            g(index)
+    assert g(torch.tensor([0, 2])).batch_shape == (2,)
+
+
+def _distribution_guide(**kwargs):
+    from torch.distributions import Normal
+
+    from latentfit.vi import DistributionGuide
+
+    family = kwargs.pop("family", Normal)
+    return DistributionGuide(family, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"loc": 0.0, "scale": -1.0}, r"scale = -1 is outside the support of Normal's scale"),
+        ({"loc": 0.0, "scale": 0.0}, r"scale = 0 is outside the support"),
+        ({"loc": 0.0, "scale": [1.0, -2.0]}, r"scale\[1\] = -2 is outside the support"),
+        ({"loc": 0.0, "scale": math.nan}, "scale contains NaN"),
+        ({"loc": math.inf, "scale": 1.0}, "loc contains inf"),
+        ({"loc": "a", "scale": 1.0}, "loc must be a number or a tensor of numbers"),
+        (
+            {"loc": 0.0, "scale": 1e300, "dtype": torch.float32},
+            r"beyond the range of torch\.float32",
+        ),
+        ({"loc": 0.0}, r"Normal needs a starting value for scale"),
+        ({}, r"Normal needs a starting value for loc and scale"),
+        ({"loc": 0.0, "scale": 1.0, "rate": 1.0}, r"Normal has no parameter 'rate'"),
+        (
+            {"loc": [0.0, 1.0], "scale": [1.0, 1.0, 1.0]},
+            r"loc of shape \(2,\), scale of shape \(3,\)",
+        ),
+        ({"loc": [0.0], "scale": [1.0], "event_dims": 2}, r"event_dims=2.*batch shape \(1,\)"),
+        ({"loc": 0.0, "scale": 1.0, "event_dims": -1}, "event_dims must be an integer >= 0"),
+        ({"loc": 0.0, "scale": 1.0, "dtype": "int64"}, "dtype must be float64 or float32"),
+        ({"loc": 0.0, "scale": 1.0, "device": "nowhere"}, "device='nowhere' is not a torch device"),
+        ({"family": int, "rate": 1.0}, "family must be a torch.distributions class"),
+        ({"family": torch.distributions.Normal(0.0, 1.0), "loc": 1.0}, "not an instance"),
+        (
+            {"family": torch.distributions.Beta, "concentration1": 0.0, "concentration0": 1.0},
+            "concentration1 = 0",
+        ),
+        (
+            {"family": torch.distributions.Categorical, "probs": [0.2, 0.9]},
+            r"probs = \[0\.2, 0\.9\].*Simplex",
+        ),
+        ({"family": torch.distributions.Categorical, "probs": [0.0, 1.0]}, "edge of its support"),
+        (
+            {"family": torch.distributions.Categorical, "probs": [0.5, 0.5], "logits": [0.0, 0.0]},
+            "Categorical cannot be made from probs",
+        ),
+        (
+            {"family": torch.distributions.MultivariateNormal, "loc": [0.0], "scale_tril": [[1.0]]},
+            "no bijection from the real line",
+        ),
+    ],
+)
+def test_a_distribution_guide_names_a_bad_argument_when_made(kwargs, needle):
+    # found by a bug hunt: these reached torch (TypeError, RuntimeError, ValueError,
+    # NotImplementedError) or, for a negative or NaN scale, were stored and failed in the fit
+    with pytest.raises(ParameterError, match=needle):
+        _distribution_guide(**kwargs)
+
+
+def test_a_good_distribution_guide_starts_where_it_was_told():
+    from torch.distributions import Categorical
+
+    g = _distribution_guide(loc=[0.5, -1.0], scale=2.0, dtype="float64", event_dims=1)
+    q = g()
+    assert q.event_shape == (2,) and q.mean.dtype == torch.float64
+    torch.testing.assert_close(q.base_dist.scale, torch.full((2,), 2.0, dtype=torch.float64))
+    c = _distribution_guide(family=Categorical, probs=[0.25, 0.75], logits=None)
+    torch.testing.assert_close(c().probs.detach(), torch.tensor([0.25, 0.75]))

@@ -8,6 +8,7 @@ it through ``biject_to(support)`` (Kucukelbir et al. 2017, ADVI).
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import torch
@@ -87,6 +88,12 @@ def _raw_scale(scale, shape: tuple, kw: dict) -> torch.Tensor:
     if isinstance(scale, torch.Tensor) and scale.numel() == 1 and not scale.is_complex():
         scale = scale.item()
     check_positive(scale, "scale")
+    largest = torch.finfo(kw["dtype"]).max
+    if scale > largest:  # torch.full raised "cannot be converted to type float without overflow"
+        raise ParameterError(
+            f"scale={scale!r} is beyond the range of {kw['dtype']} (largest {largest:.3g}); use "
+            "a smaller scale or dtype=torch.float64"
+        )
     raw = _inv_softplus(torch.full(shape, float(scale), **kw))
     if not bool(torch.isfinite(raw).all()):
         raise ParameterError(
@@ -112,6 +119,69 @@ def _loc(loc, dim: int, kw: dict) -> torch.Tensor:
             f"loc=torch.full(({dim},), value)"
         )
     return t.clone()
+
+
+def _raw_param(family: type[Distribution], name: str, value, kw: dict) -> tuple:
+    """The unconstrained value of ``family``'s parameter ``name`` at ``value`` (a finite
+    tensor inside the parameter's constraint, mapped through the inverse of ``biject_to``)
+    and the shape of ``value``. ParameterError naming the parameter, the entry and the
+    constraint otherwise."""
+    cons = family.arg_constraints[name]
+    try:
+        bijection = biject_to(cons)
+    except NotImplementedError:
+        raise ParameterError(
+            f"{family.__name__}'s parameter {name!r} (constraint {cons}) has no bijection from "
+            "the real line (biject_to), so it cannot be learned unconstrained; use "
+            "FullRankGaussian for a Gaussian with correlations, or write a Guide subclass"
+        ) from None
+    if isinstance(value, str):
+        raise ParameterError(f"{name} must be a number or a tensor of numbers, got {value!r:.60}")
+    try:  # read in float64, so that a value beyond float32 is said as such below
+        t = as_float_tensor(value, name=name, device=kw["device"], ndim=None, missing_hint=False)
+    except DataError as err:
+        raise ParameterError(str(err)) from None
+    largest = torch.finfo(kw["dtype"]).max
+    if bool((t.abs() > largest).any()):
+        raise ParameterError(
+            f"{name} holds {float(t.abs().max()):.3g}, beyond the range of {kw['dtype']} "
+            f"(largest {largest:.3g}); start it smaller or use dtype=torch.float64"
+        )
+    ok = cons.check(t)  # the event dimensions of the constraint reduced
+    if not bool(ok.all()):
+        index = tuple(int(i) for i in (~ok).nonzero()[0]) if ok.dim() else ()
+        at = f"{name}[{', '.join(map(str, index))}]" if index else name
+        bad = t[index]
+        values = [f"{v:.6g}" for v in bad.flatten()[:8].tolist()]
+        shown = (
+            values[0] if bad.dim() == 0 else f"[{', '.join(values)}{', ...' * (bad.numel() > 8)}]"
+        )
+        raise ParameterError(
+            f"{at} = {shown} is outside the support of {family.__name__}'s {name}, {cons}; "
+            "start it inside (a scale or a concentration > 0, probabilities summing to 1)"
+        )
+    raw = bijection.inv(t.to(kw["dtype"]))
+    if not bool(torch.isfinite(raw).all()):
+        raise ParameterError(
+            f"{name} lies on the edge of its support {cons} in {kw['dtype']} (its "
+            "unconstrained value is infinite, so it could never move); start it further "
+            "inside, or use dtype=torch.float64"
+        )
+    return raw.clone(), tuple(t.shape)
+
+
+def _required(family: type[Distribution]) -> list[str]:
+    """The parameters ``family``'s constructor cannot do without."""
+    try:
+        sig = inspect.signature(family.__init__)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in kinds and p.default is inspect.Parameter.empty and p.name != "self"
+    ]
 
 
 def _to_support(base: Distribution, support) -> Distribution:
@@ -184,25 +254,58 @@ class DistributionGuide(Guide):
     Each parameter is stored unconstrained and mapped through ``biject_to`` of the family's
     ``arg_constraints``, so it stays valid during optimisation. Families with ``rsample``
     (Normal, Beta, Gamma, Dirichlet...) work with the reparameterisation estimator; the others
-    with :class:`~latentfit.vi.estimators.ScoreFunction`.
+    with :class:`~latentfit.vi.estimators.ScoreFunction`. Every argument is checked when the
+    guide is made (the family, each value finite and inside its constraint, the shapes,
+    ``event_dims``), so a bad one is a ParameterError here, not a torch error in a fit.
     """
 
     def __init__(
         self, family: type[Distribution], *, event_dims: int = 0, dtype=None, device=None, **init
     ):
         super().__init__()
+        if not (isinstance(family, type) and issubclass(family, Distribution)):
+            raise ParameterError(
+                f"family must be a torch.distributions class such as Normal or Beta, got "
+                f"{family!r:.60}"
+                + ("; pass the class, not an instance" if isinstance(family, Distribution) else "")
+            )
+        event_dims = check_positive_int(event_dims, "event_dims", minimum=0)
+        kw = _settings(dtype, device)
         self.family, self.event_dims = family, event_dims
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        self._names = list(init)
+        init = {k: v for k, v in init.items() if v is not None}  # None: not given, as in torch
+        unknown = [name for name in init if name not in family.arg_constraints]
+        if unknown:
+            raise ParameterError(
+                f"{family.__name__} has no parameter {unknown[0]!r}; "
+                f"its parameters are {sorted(family.arg_constraints)}"
+            )
+        missing = [p for p in _required(family) if p not in init]
+        if missing:
+            raise ParameterError(
+                f"{family.__name__} needs a starting value for {' and '.join(missing)}, e.g. "
+                f"DistributionGuide({family.__name__}, {', '.join(f'{p}=...' for p in missing)})"
+            )
+        self._names, shapes = list(init), {}
         for name, value in init.items():
-            cons = family.arg_constraints.get(name)
-            if cons is None:
-                raise ParameterError(
-                    f"{family.__name__} has no parameter {name!r}; "
-                    f"its parameters are {sorted(family.arg_constraints)}"
-                )
-            raw = biject_to(cons).inv(torch.as_tensor(value, **kw))
-            setattr(self, f"raw_{name}", nn.Parameter(raw.clone()))
+            raw, shapes[name] = _raw_param(family, name, value, kw)
+            setattr(self, f"raw_{name}", nn.Parameter(raw))
+        # made once here, so that shapes that do not broadcast (or probs and logits both
+        # given) are said now, not at the first step of a fit
+        try:
+            with torch.no_grad():
+                base = family(**self.params())
+        except (ValueError, RuntimeError, TypeError) as err:
+            given = ", ".join(f"{n} of shape {s}" for n, s in shapes.items())
+            raise ParameterError(
+                f"{family.__name__} cannot be made from {given or 'no parameters'}: "
+                f"{str(err).splitlines()[0]}"
+            ) from None
+        if event_dims > len(base.batch_shape):
+            raise ParameterError(
+                f"event_dims={event_dims}, but {family.__name__} with these parameters has batch "
+                f"shape {tuple(base.batch_shape)}: at most {len(base.batch_shape)} of its "
+                "dimensions can join the event"
+            )
 
     def params(self) -> dict[str, torch.Tensor]:
         return {
@@ -290,9 +393,18 @@ class LocalMeanFieldGaussian(nn.Module):
         self.raw_scale = nn.Parameter(_raw_scale(scale, (n, dim), kw))
 
     def forward(self, index=None) -> Distribution:
-        loc, raw = (
-            (self.loc, self.raw_scale)
-            if index is None
-            else (self.loc[index], self.raw_scale[index])
-        )
+        # a bad index is caught from torch's own indexing: the good path pays nothing
+        try:
+            loc, raw = (
+                (self.loc, self.raw_scale)
+                if index is None
+                else (self.loc[index], self.raw_scale[index])
+            )
+        except (IndexError, TypeError) as err:
+            n = self.loc.shape[0]
+            raise ParameterError(
+                f"index does not pick rows of this guide of n={n} data points "
+                f"({str(err).splitlines()[0]}); pass row numbers 0..{n - 1}, a slice or a "
+                "boolean mask"
+            ) from None
         return Independent(Normal(loc, softplus(raw)), 1)
