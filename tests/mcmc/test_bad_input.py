@@ -97,8 +97,14 @@ def test_a_gibbs_alpha_and_the_hmm_init_states_are_checked():
         gibbs_hmm(X, 2, init_states=["a"] * 30, **SHORT)
     with pytest.raises(DataError, match="init_states"):
         gibbs_hmm(X, 2, init_states=[[0], [0, 1]], **SHORT)
-    with pytest.raises(DataError, match="lengths must be a list of positive integers"):
+    with pytest.raises(DataError, match=r"lengths must be integers, got \[10.5, 19.5\]"):
         gibbs_hmm(X, 2, lengths=[10.5, 19.5], **SHORT)
+    # refused as the HMM estimators refuse them (em/hmm/sequences.py, check_lengths), not
+    # flattened into two sequences
+    with pytest.raises(DataError, match=r"1-D list of sequence lengths, got shape \(1, 2\)"):
+        gibbs_hmm(X, 2, lengths=[[10, 20]], **SHORT)
+    with pytest.raises(DataError, match="lengths must be integers, got dtype bool"):
+        gibbs_hmm(X[:2], 2, lengths=[True, True], **SHORT)
 
 
 @pytest.mark.parametrize("run", ["sample", "svgd"])

@@ -19,7 +19,6 @@ region ``hmm_conjugate_log_density`` samples with ``ordered_vector``.
 from __future__ import annotations
 
 import math
-import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +31,7 @@ from latentfit._validation import (
     check_positive_int,
     device_generator,
 )
+from latentfit.em.hmm.sequences import check_lengths
 from latentfit.errors import DataError, ParameterError
 from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
 from latentfit.mcmc.gibbs import (
@@ -98,19 +98,7 @@ class GibbsHMMResult(NamedTuple):
 
 def _sequences(x, lengths) -> tuple[torch.Tensor, list[torch.Tensor]]:
     x = observations(x)
-    if lengths is None:
-        lengths = [x.shape[0]]
-    try:
-        lengths = [operator.index(t) for t in np.asarray(lengths).reshape(-1).tolist()]
-    except (TypeError, ValueError):
-        raise DataError(
-            f"lengths must be a list of positive integers; got {lengths!r:.80}"
-        ) from None
-    if any(t < 1 for t in lengths) or sum(lengths) != x.shape[0]:
-        raise DataError(
-            f"lengths must be positive and sum to the number of rows of x ({x.shape[0]}); "
-            f"got {lengths}"
-        )
+    lengths = check_lengths(lengths, x.shape[0])  # as the HMM estimators check them
     return x, list(torch.split(x, lengths))
 
 
