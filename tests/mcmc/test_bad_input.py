@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch.distributions import constraints
 
 from latentfit.errors import DOCUMENTED_ERRORS, DataError, MissingDependencyError, ParameterError
-from latentfit.mcmc import gibbs_gmm, gibbs_hmm, sample
+from latentfit.mcmc import gibbs_gmm, gibbs_hmm, ordered_vector, sample
 from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.svgd import svgd
 
@@ -126,6 +126,67 @@ def test_a_bad_starting_value_is_named(run, init, error, match):
             sample(_normal, init, constraints=cons, num_warmup=2, num_draws=2, progress_bar=False)
         else:
             svgd(_normal, init, constraints=cons, num_particles=4, num_iter=2, progress_bar=False)
+
+
+def _run(run, log_density, init, **options):
+    if run == "sample":
+        short = {"num_warmup": 2, "num_draws": 2, "num_chains": 2, "progress_bar": False}
+        return sample(log_density, init, **short, **options)
+    return svgd(log_density, init, num_particles=4, num_iter=2, progress_bar=False, **options)
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize(
+    "cons, match",
+    [
+        ([constraints.positive], r"constraints must be a dict .* got a list.*parameters: \['mu', "),
+        ([("sigma", constraints.positive)], "constraints must be a dict from parameter name"),
+        ({"sigma": "positive"}, r"constraints\['sigma'\] must be a torch.distributions.constr"),
+    ],
+)
+def test_constraints_must_be_a_dict_of_constraint_objects(run, cons, match):
+    with pytest.raises(ParameterError, match=match):
+        _run(run, _normal, {"mu": 0.0, "sigma": 1.0}, constraints=cons)
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize(
+    "con, value, match",
+    [
+        # biject_to's transforms would read the chain dimension as the vector's entries
+        (constraints.simplex, 1.0, r"Simplex\(\) constraint needs a vector .* shape \(\) \(a"),
+        (ordered_vector, 0.5, r"ordered_vector constraint needs a vector .* has shape \(\)"),
+        (constraints.simplex, torch.zeros(0), r"at least one entry .* has shape \(0,\)"),
+        (
+            constraints.independent(constraints.simplex, 1),
+            [0.5, 0.5],
+            r"needs an array of 2 dimensions .* has shape \(2,\)",
+        ),
+    ],
+)
+def test_a_vector_constraint_on_a_parameter_without_entries_is_refused(run, con, value, match):
+    with pytest.raises(ParameterError, match=rf"parameter 'w': .*{match}"):
+        _run(run, lambda w: -(w**2).sum(), {"w": value}, constraints={"w": con})
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+def test_init_keys_that_are_not_names_are_refused_naming_the_arguments(run):
+    match = r"keys must be strings; got the key 1 \(int\); log_density's arguments are \(mu\)"
+    with pytest.raises(ParameterError, match=match):
+        _run(run, lambda mu: -(mu**2), {1: 0.0})
+    with pytest.raises(ParameterError, match=r"no argument named 'nu'; its arguments are \(mu\)"):
+        _run(run, lambda mu: -(mu**2), {"mu": 0.0, "nu": 0.0})
+
+
+def test_sample_target_names_a_start_that_is_not_one_value_per_chain_and_parameter():
+    from latentfit.mcmc import Target, sample_target
+
+    target = Target(lambda mu: -(mu**2), {"mu": ()})
+    short = {"num_chains": 2, "num_warmup": 2, "num_draws": 2, "progress_bar": False}
+    with pytest.raises(ParameterError, match=r"naming every parameter \(\['mu'\]\).*\['nu'\]"):
+        sample_target(target, start={"nu": torch.zeros(2)}, **short)
+    with pytest.raises(ParameterError, match=r"start\['mu'\] must have shape \(2,\).*got \(3,\)"):
+        sample_target(target, start={"mu": torch.zeros(3)}, **short)
 
 
 def test_a_scalar_starting_value_keeps_its_shape():
@@ -335,6 +396,15 @@ def test_a_start_outside_the_support_is_named_by_nuts():
             lambda mu, sigma: (mu > 0).double() + sigma.detach(),
             "does not depend on its parameters through torch operations",
         ),
+        # a value that is not a real number
+        (
+            lambda mu, sigma: (-0.5 * mu**2 + 0.0 * sigma).to(torch.complex128),
+            r"must return a real floating-point tensor, got torch.complex128: .* \(.real\)",
+        ),
+        (
+            lambda mu, sigma: (mu > sigma).long(),
+            "must return a real floating-point tensor, got torch.int64",
+        ),
     ],
 )
 def test_a_log_density_that_cannot_be_sampled_says_why(run, vectorized, log_density, match):
@@ -356,4 +426,18 @@ def test_a_log_density_rejecting_every_chain_without_a_gradient_is_a_rejection()
     with pytest.raises(ParameterError, match="no finite log-density in 100 random starts"):
         sample(
             log_density, {"mu": 0.0}, vectorized=True, num_warmup=2, num_draws=2, progress_bar=False
+        )
+
+
+def test_a_hand_written_gradient_that_is_not_a_tensor_is_named():
+    with pytest.raises(
+        ParameterError, match=r"gradient for 'mu' must be a tensor .* got float 1\.0"
+    ):
+        sample(
+            lambda mu: -0.5 * mu**2,
+            {"mu": 0.0},
+            value_and_grad=lambda mu: (-0.5 * mu**2, {"mu": 1.0}),
+            vectorized=True,
+            **SHORT,
+            progress_bar=False,
         )

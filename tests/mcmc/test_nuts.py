@@ -369,6 +369,50 @@ def test_errors_name_the_argument():
     SamplerConfig(kernel="hmc", num_steps=MAX_NUM_STEPS).check()  # the longest allowed
 
 
+def test_relocate_stranded_must_be_a_bool():
+    # a string is truthy: "no" would have relocated chains, the opposite of what it says
+    from latentfit.mcmc import sample_target
+    from latentfit.mcmc.sampler import SamplerConfig
+
+    target = Target(_mvn, {"x": (3,)})
+    with pytest.raises(ParameterError, match="relocate_stranded must be True or False, got 'no'"):
+        sample_target(target, config=SamplerConfig(relocate_stranded="no"), progress_bar=False)
+    prior = {"rate": D.Gamma(torch.tensor(2.0, dtype=F64), torch.tensor(1.0, dtype=F64))}
+    fit = fit_map("poisson", torch.tensor([1.0, 2.0, 3.0], dtype=F64), prior=prior)
+    with pytest.raises(ParameterError, match=r"relocate_stranded must be True or False, got 0\.5"):
+        fit.sample_posterior(relocate_stranded=0.5, progress_bar=False)
+
+
+@pytest.mark.parametrize("hand_written", [False, True])
+@pytest.mark.parametrize("compile", ["replay", False])
+def test_draws_are_in_the_dtype_asked_for_whatever_the_density_computes_in(hand_written, compile):
+    # _mvn holds float64 constants: with dtype=float32 its value is float64, which carried the
+    # energies and, through them, the positions and draws to float64
+    def value_and_grad(x):
+        return _mvn(x), {"x": -torch.linalg.solve(COV, x - MEAN)}
+
+    res = sample(
+        _mvn,
+        {"x": torch.zeros(3)},
+        value_and_grad=value_and_grad if hand_written else None,
+        dtype=torch.float32,
+        num_chains=2,
+        num_warmup=20,
+        num_draws=5,
+        generator=0,
+        progress_bar=False,
+        compile=compile,
+    )
+    assert res.draws["x"].dtype == torch.float32
+    assert res.unconstrained.dtype == torch.float32
+    assert {k: v.dtype for k, v in res.sample_stats.items() if v.is_floating_point()} == {
+        k: torch.float32 for k, v in res.sample_stats.items() if v.is_floating_point()
+    }
+    assert res.step_size.dtype == torch.float32 and res.inv_metric.dtype == torch.float32
+    more = res.resume(2, progress_bar=False)
+    assert more.draws["x"].dtype == torch.float32
+
+
 def _trap(x):  # (c, 2): N(0, I) plus a minor mode at (30, 30), sd 0.3, holding e^-40 of the mass
     major = D.Normal(0.0, 1.0).log_prob(x).sum(-1)
     minor = D.Normal(30.0, 0.3).log_prob(x).sum(-1) - 40.0

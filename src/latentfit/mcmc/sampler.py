@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -89,6 +90,10 @@ class SamplerConfig:
         ):
             raise ParameterError(
                 f"init_radius must be a finite number >= 0, got {self.init_radius!r}"
+            )
+        if not isinstance(self.relocate_stranded, bool | np.bool_):
+            raise ParameterError(
+                f"relocate_stranded must be True or False, got {self.relocate_stranded!r}"
             )
         if not (self.compile is True or self.compile is False or self.compile in COMPILE_MODES):
             raise ParameterError(
@@ -188,7 +193,19 @@ def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -
     100 times) for chains whose log-density or gradient is not finite."""
     p, dt, dev = target.n_free, target.dtype, target.device
     if start is not None:
+        if not isinstance(start, dict) or set(start) != set(target.names):
+            given = list(start) if isinstance(start, dict) else type(start).__name__
+            raise ParameterError(
+                f"start must be a dict naming every parameter ({target.names}) with a value per "
+                f"chain, shape (num_chains, *shape); got {given}"
+            )
         values = {k: torch.as_tensor(v, dtype=dt, device=dev) for k, v in start.items()}
+        for slot in target.slots:
+            if tuple(values[slot.name].shape) != (num_chains, *slot.shape):
+                raise ParameterError(
+                    f"start[{slot.name!r}] must have shape {(num_chains, *slot.shape)} (a value "
+                    f"per chain), got {tuple(values[slot.name].shape)}"
+                )
         outside = target.outside(values)
         if outside:
             raise ParameterError(

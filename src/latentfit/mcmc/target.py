@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -158,6 +158,36 @@ def _check_bounds(name: str, con) -> None:
             )
 
 
+def _check_event_dim(name: str, con, shape: tuple[int, ...]) -> None:
+    """A ParameterError for a constraint on whole vectors (``simplex``, ``ordered_vector``) or
+    matrices given a parameter with fewer dimensions, or with no entries along them: its
+    transform would read the chain dimension as the vector's entries."""
+    need = int(getattr(con, "event_dim", 0))
+    if len(shape) >= need and 0 not in shape[len(shape) - need :]:
+        return
+    if isinstance(con, type(constraints.simplex)):
+        example = "torch.full((k,), 1 / k) for k >= 2 categories"
+    elif isinstance(con, _OrderedVector):
+        example = "torch.linspace(-1.0, 1.0, k) for k >= 2 ordered values"
+    else:
+        example = f"an array of shape {(2,) * need}"
+    what = "a vector" if need == 1 else f"an array of {need} dimensions"
+    raise ParameterError(
+        f"parameter {name!r}: the {con!r} constraint needs {what} with at least one entry "
+        f"(its event dimension is {need}), but init[{name!r}] has shape {shape}"
+        + (" (a scalar)" if not shape else "")
+        + f"; start it as {what}, e.g. {example}"
+    )
+
+
+def _takes(fn: Callable) -> str:
+    """``fn``'s arguments for a message ("" when they cannot be read)."""
+    try:
+        return f"; log_density's arguments are ({', '.join(inspect.signature(fn).parameters)})"
+    except (TypeError, ValueError):
+        return ""
+
+
 def _check_arguments(fn: Callable, what: str, names: list[str]) -> None:
     """A ParameterError when ``fn``, called with the parameters by name, could not take them:
     a parameter it does not accept, or one it requires that is not sampled."""
@@ -232,7 +262,21 @@ class Target:
             raise ParameterError(
                 f"log_density must be a function of the named parameters, got {log_density!r}"
             )
+        if constraints_ is not None and not isinstance(constraints_, Mapping):
+            raise ParameterError(
+                "constraints must be a dict from parameter name to a "
+                "torch.distributions.constraints object, e.g. {'sigma': constraints.positive}; "
+                f"got a {type(constraints_).__name__}: {constraints_!r:.80}; parameters: "
+                f"{list(shapes)}"
+            )
         constraints_ = dict(constraints_ or {})
+        for name in shapes:
+            if not isinstance(name, str):
+                raise ParameterError(
+                    f"init names the parameters, passed to log_density by name, so its keys must "
+                    f"be strings; got the key {name!r} ({type(name).__name__})"
+                    + _takes(log_density)
+                )
         reserved = sorted({"chain", "draw"} & set(shapes))
         if reserved:
             raise ParameterError(
@@ -248,6 +292,11 @@ class Target:
         slots, start = [], 0
         for name, shape in shapes.items():
             con = constraints_.get(name, constraints.real)
+            if not isinstance(con, constraints.Constraint):
+                raise ParameterError(
+                    f"constraints[{name!r}] must be a torch.distributions.constraints object "
+                    f"(e.g. constraints.positive), got {type(con).__name__} {con!r:.60}"
+                )
             if isinstance(con, _UNSUPPORTED):
                 raise ParameterError(
                     f"parameter {name!r}: the {con!r} constraint is not supported by the samplers; "
@@ -264,6 +313,7 @@ class Target:
                     "latentfit.mcmc.ordered_vector"
                 ) from None
             shape = tuple(int(s) for s in shape)
+            _check_event_dim(name, con, shape)
             free_shape = tuple(t.inverse_shape(torch.Size(shape)))
             size = int(torch.Size(free_shape).numel())
             kind = _kind(con)
@@ -379,7 +429,20 @@ class Target:
         return self._checked(self._batched(**params), u) + log_jac
 
     def _checked(self, lp, u):
+        """``lp`` when it is one real value per chain, in the sampler's dtype; else a
+        ParameterError saying what the density returned."""
         lp = _tensor_value(lp)
+        if not lp.dtype.is_floating_point:
+            raise ParameterError(
+                f"log_density must return a real floating-point tensor, got {lp.dtype}"
+                + (
+                    ": a log-density is real; return its real part (.real) if the imaginary "
+                    "part is zero, or compute it without complex numbers"
+                    if lp.dtype.is_complex
+                    else ": compute it from its arguments with torch functions (an integer or "
+                    "boolean value has no gradient)"
+                )
+            )
         if lp.shape != u.shape[:-1]:
             raise ParameterError(
                 f"log_density must return one value per chain, shape {tuple(u.shape[:-1])}; got "
@@ -390,7 +453,9 @@ class Target:
                     else " (sum the log-density over observations: a scalar per call)"
                 )
             )
-        return lp
+        # a density computing in another dtype (a float64 constant under dtype=float32) would
+        # otherwise carry its dtype into the energies and, through them, into the draws
+        return lp if lp.dtype == u.dtype else lp.to(u.dtype)
 
     def log_prob_and_grad(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-density (c,) and its gradient (c, p); chains are independent, so the gradient
@@ -449,12 +514,23 @@ class Target:
         pieces = []
         for s, (x, y) in zip(self.slots, blocks, strict=True):
             g = grads.get(s.name)
-            if g is None or g.shape != u.shape[:-1] + s.shape:
+            if not isinstance(g, torch.Tensor) or g.shape != u.shape[:-1] + s.shape:
                 raise ParameterError(
-                    f"value_and_grad: the gradient for {s.name!r} must have shape "
+                    f"value_and_grad: the gradient for {s.name!r} must be a tensor of shape "
                     f"{tuple(u.shape[:-1] + s.shape)} (the parameter's), got "
-                    f"{None if g is None else tuple(g.shape)}"
+                    + (
+                        f"shape {tuple(g.shape)}"
+                        if isinstance(g, torch.Tensor)
+                        else f"{type(g).__name__} {g!r:.40}"
+                    )
                 )
+            if not g.dtype.is_floating_point:
+                raise ParameterError(
+                    f"value_and_grad: the gradient for {s.name!r} must be a real floating-point "
+                    f"tensor, got {g.dtype}"
+                )
+            if g.dtype != u.dtype:  # as the value in _checked: the sampler's dtype
+                g = g.to(u.dtype)
             if s.shape and y.shape != g.shape:
                 g = g.reshape(y.shape)
             if s.kind == "real":
