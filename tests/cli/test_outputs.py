@@ -292,6 +292,9 @@ def test_tour_refuses_an_existing_report_a_file_and_unknown_sections(tmp_path, n
     res = runner.invoke(app, ["tour", "--only", "foo", "--out", str(report)])
     assert res.exit_code == 2 and "unknown section(s) foo" in res.output
     assert "Traceback" not in res.output and not report.exists()
+    for empty in ("", " , "):  # found by hand: ran every section, minutes of work
+        res = runner.invoke(app, ["tour", "--only", empty, "--out", str(report)])
+        assert res.exit_code == 2 and "names no section" in res.output and not report.exists()
     a_file = tmp_path / "f.txt"
     a_file.write_text("x")
     res = runner.invoke(app, ["tour", "--out", str(a_file)])

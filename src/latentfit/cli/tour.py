@@ -13,7 +13,9 @@ from latentfit.cli.output import json_option
 @app.command()
 def tour(
     out: Path = typer.Option(Path("report"), "--out", help="Folder for index.html and figures."),
-    only: str = typer.Option("", help="Comma-separated section names to run (default: all)."),
+    only: str | None = typer.Option(
+        None, help="Comma-separated section names to run (default: all)."
+    ),
     seed: int = seed_option("Seed for every random choice in the report."),
     force: bool = force_option(),
     as_json: bool = json_option(),
@@ -26,8 +28,10 @@ def tour(
     from latentfit.errors import LatentfitError
     from latentfit.tour import SECTIONS, run_tour
 
-    names = [s.strip() for s in only.split(",") if s.strip()] or None
     known = [name for name, _ in SECTIONS]
+    names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
+    if names == []:  # --only "" would otherwise run every section, minutes of work
+        fail(f"--only {only!r} names no section; choose from {', '.join(known)}")
     unknown = [s for s in names or [] if s not in known]
     if unknown:
         fail(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
