@@ -651,20 +651,40 @@ def test_a_gmmhmm_state_of_one_component_weighs_exactly_one(tmp_path):
     latentfit.load(tmp_path / "m.lf")
 
 
-def test_a_component_too_far_from_the_centre_for_float64_is_warned_of():
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_a_component_far_from_the_centre_is_computed_about_its_own_mean(ct):
     # found by hand (a helper's hunt): rows 3, 5, 7 and two rows of 1e8 gave the small
-    # component variance 1e-6 (2.67 is right) and a log-likelihood of -4.9e6 (2.88), silently.
-    # The E-step's quadratic forms about the data's centre cannot resolve it; it is now named.
+    # component variance 1e-6 (2.67 is right) and a log-likelihood of -4.9e6 (2.88), because
+    # the E-step's quadratic forms about the data's centre round by ~8e5 nats there. Such
+    # components are now computed from x - mu_k, their moments about mu_k.
     X = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]])
-    with pytest.warns(RuntimeWarning, match=r"component \d lies 6e\+07 from the data's centre"):
-        GaussianMixture(2, random_state=0).fit(X)
-    with warnings.catch_warnings():  # 1e3 apart: resolved (within 1e-4 of the exact 2.8845)
-        warnings.simplefilter("ignore")
-        near = GaussianMixture(2, random_state=0).fit(np.array([[1e3], [1e3], [3.0], [5.0], [7.0]]))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        warnings.filterwarnings("ignore", message=".*reg_covar floor")
-        GaussianMixture(2, random_state=0).fit(np.array([[1e3], [1e3], [3.0], [5.0], [7.0]]))
-    assert near.score(np.array([[1e3], [1e3], [3.0], [5.0], [7.0]])) * 5 == pytest.approx(
-        2.8845, abs=1e-3
-    )
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the two rows of 1e8
+        m = GaussianMixture(2, covariance_type=ct, random_state=0).fit(X)
+    var = np.sort(np.ravel(m.covariances_))
+    assert var[1] == pytest.approx(8 / 3 + 1e-6, rel=1e-9)
+    assert m.score(X) * 5 == pytest.approx(2.8845157, abs=1e-6)
+
+
+def test_a_tied_component_too_far_from_the_centre_is_warned_of():
+    # tied statistics are pooled about the centre: not computed per component, still named
+    X = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]])
+    with pytest.warns(RuntimeWarning, match=r"component \d lies 6e\+07 from the data's centre"):
+        GaussianMixture(2, covariance_type="tied", random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("sep", [10.0, 100.0, 1e4])
+def test_float32_fits_a_tight_cluster_far_from_the_others_as_scikit_learn_does(sep):
+    # a cluster of sd 0.01 at 0 and one of sd 1 at sep: float32 gave the tight one the
+    # variance reg_covar and a score of -134 (sep 100; 1.14 is right), with a warning
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.01, (200, 2)), rng.normal(sep, 1, (200, 2))]
+    ref = SKGaussianMixture(2, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = GaussianMixture(2, dtype="float32", random_state=0).fit(X)
+    got = np.sort([c[0, 0] for c in m.covariances_])
+    want = np.sort([c[0, 0] for c in ref.covariances_])
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert m.score(X) == pytest.approx(ref.score(X), abs=1e-5)

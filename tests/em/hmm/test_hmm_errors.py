@@ -14,7 +14,7 @@ from latentfit import (
     PoissonHMM,
 )
 from latentfit.em.hsmm.models import CategoricalHSMM, GaussianHSMM, PoissonHSMM
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
 
 X = np.random.default_rng(0).normal(size=(50, 2))
 
@@ -182,15 +182,19 @@ def test_covariances_set_by_hand_are_checked_by_state(covariance_type, covars, m
 
 
 def test_a_collapse_in_the_fit_names_the_hmms_own_remedy():
-    """float32 with a variance floor below its precision: a state collapses onto the repeated
-    rows; the error suggests min_covar/covars_prior (the HMM's names), not reg_covar."""
-    from latentfit.em.gaussian import DegenerateComponentError
-
+    """float32 with a variance floor below its precision: a state collapses onto the 200
+    repeated rows. Its variance about the data's centre rounds to noise there, so it is
+    computed about its own mean (em.gaussian.far_components): the update gives exactly
+    covars_prior / 200, and the warning names the HMM's floors, not reg_covar. (It stopped
+    with DegenerateComponentError before that.)"""
     data = np.r_[X, np.zeros((200, 2))] + 1e4
     m = GaussianHMM(2, covariance_type="full", dtype="float32", min_covar=1e-30, random_state=0)
-    with pytest.raises(DegenerateComponentError, match="state") as err:
+    with pytest.warns(DegenerateComponentWarning, match=r"state \d \(on 200 row\(s\)") as rec:
         m.fit(data)
-    assert "min_covar" in str(err.value) and "reg_covar" not in str(err.value)
+    text = str(rec[0].message)
+    assert "covars_prior/min_covar" in text and "reg_covar" not in text
+    state = int(np.argmin(np.abs(m.means_ - 1e4).sum(1)))
+    np.testing.assert_allclose(np.diag(m.covars_[state]), [0.01 / 200] * 2, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------- priors and hand-set
@@ -381,14 +385,39 @@ def test_gaussianhmm_means_kept_by_fit_must_be_finite():
         m.fit(X)
 
 
-@pytest.mark.parametrize("ct", ["spherical", "diag", "full", "tied"])
-def test_a_state_too_far_from_the_centre_for_its_variance_is_named(ct):
-    # found by hand: rows 3, 5, 7 and two rows of 1e8 gave a state the variance -0.499, and the
-    # error blamed min_covar alone; the variance about the data's centre rounds to ±36 there
+@pytest.mark.parametrize("ct", ["spherical", "diag", "full"])
+def test_a_state_far_from_the_centre_is_computed_about_its_own_mean(ct):
+    # found by hand: rows 3, 5, 7 and two rows of 1e8 (x4) gave a state the variance -0.499
+    # (its update about the data's centre rounds to ±36 there) and a bare error; the state is
+    # now computed from x - mu_k, its moments about mu_k, and fitted as the update says:
+    # (covars_prior + sum (x - 5)^2) / n = (0.01 + 32) / 12 and 0.01 / 8 on the 1e8 rows
+    far = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the rows of 1e8
+        m = GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=50).fit(far)
+    order = np.argsort(m.means_[:, 0])
+    np.testing.assert_allclose(m.means_[order, 0], [5.0, 1e8], rtol=1e-12)
+    np.testing.assert_allclose(m.covars_[order, 0, 0], [32.01 / 12, 0.01 / 8], rtol=1e-9)
+
+
+def test_a_tied_state_too_far_from_the_centre_for_its_variance_is_named():
+    # tied statistics are pooled about the centre: the state is named, with what to try
     from latentfit.em.gaussian import DegenerateComponentError
 
     far = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]] * 4)
     with pytest.raises(DegenerateComponentError, match=r"state \d's variance in column 0 .*far"):
-        GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=50).fit(far)
-    near = GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=50).fit(far / 1e5)
-    assert np.isfinite(near.score(far / 1e5))
+        GaussianHMM(2, covariance_type="tied", random_state=0, n_iter=50).fit(far)
+
+
+@pytest.mark.parametrize("ct", ["diag", "full"])
+def test_float32_fits_a_tight_state_far_from_the_others_as_float64_does(ct):
+    # a cluster of sd 0.01 at 0 and one of sd 1 at 100: float32 stopped with "state 1's
+    # variance is below the rounding of its update"
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.01, (200, 2)), rng.normal(100, 1, (200, 2))]
+    ref = GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=30).fit(X)
+    m = GaussianHMM(2, covariance_type=ct, dtype="float32", random_state=0, n_iter=30).fit(X)
+    order, ref_order = np.argsort(m.means_[:, 0]), np.argsort(ref.means_[:, 0])
+    np.testing.assert_allclose(m.covars_[order, 0, 0], ref.covars_[ref_order, 0, 0], rtol=1e-4)
+    assert m.score(X) == pytest.approx(ref.score(X), rel=1e-5)

@@ -18,6 +18,9 @@ from latentfit.em.gaussian import (
     degenerate_components,
     describe_degenerate,
     describe_unresolved,
+    direct_log_prob,
+    direct_moments,
+    far_components,
     mixture_covariance,
     unresolved_variances,
     weighted_mean,
@@ -344,14 +347,53 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             mc = means - c if delta is None else delta
             return log_gaussian_prob_missing(X - c, mc, covars, ct)
         if features is not None:
-            return E.gaussian_log_likelihood(
+            ll = E.gaussian_log_likelihood(
                 X, means, covars, ct, shift=shift, features=features, delta=delta
             )
-        return E.gaussian_log_likelihood(X, means, covars, ct, shift=shift, delta=delta)
+        else:
+            ll = E.gaussian_log_likelihood(X, means, covars, ct, shift=shift, delta=delta)
+        far = self._far_states(params)
+        if far is not None:  # too far from the centre for that form: from x − μ_k
+            idx, centres, pc = far
+            ll[:, idx] = direct_log_prob(X, centres, pc, ct)
+        return ll
+
+    def _far_states(self, params):
+        """(indices (f,), their means μ_k (f, d), their precision factors) of the states
+        whose densities the affine form about the centre c cannot resolve
+        (:func:`~latentfit.em.gaussian.far_components`: a cluster of sd 0.01 a hundred from
+        the others in float32), or None. Tied covariances are pooled about c: never."""
+        ct = self.covariance_type
+        if ct == "tied":
+            return None
+        means = params["means"]
+        shift, delta = params.get("shift"), params.get("delta")
+        c = means.mean(0) if shift is None else shift
+        centred = means - c if delta is None or shift is None else delta
+        pc = E._state_precision(params["covars"], ct)
+        idx = far_components(centred, pc, ct)
+        return (idx, means[idx], pc[idx]) if len(idx) else None
+
+    def _direct_stats(self, params):
+        """The :meth:`_far_states` whose statistics a batch fit takes about their own means
+        (and its M-step adds back); None in stepwise EM (``partial_fit`` keeps its running
+        statistics about one centre) and with missing values (their moments are about it)."""
+        if "shift" not in params or self._allow_nan() or self.__dict__.get("_stepwise"):
+            return None
+        return self._far_states(params)
+
+    def partial_fit(self, *args, **kwargs):
+        self._stepwise = True  # see _direct_stats
+        try:
+            return super().partial_fit(*args, **kwargs)
+        finally:
+            del self._stepwise
+
+    partial_fit.__doc__ = OnlineHMMMixin.partial_fit.__doc__
 
     def _emission_rows(self, params):
         ct = self.covariance_type
-        if ct not in ("diag", "spherical") or self._allow_nan():
+        if ct not in ("diag", "spherical") or self._allow_nan() or self._far_states(params):
             return super()._emission_rows(params)
         means, covars = params["means"], params["covars"]
         terms = E.diag_gaussian_terms(means, covars, ct)
@@ -363,20 +405,33 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         if self._has_missing(X):  # conditional moments of the missing coordinates
             delta = params.get("delta") if "shift" in params else None
             return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct, delta)
-        return E.gaussian_stats(X, gamma, shift, ct, features)
+        stats = E.gaussian_stats(X, gamma, shift, ct, features)
+        far = self._direct_stats(params)
+        if far is not None:  # about their own means (the M-step adds them back)
+            idx, centres, _ = far
+            S1, S2 = direct_moments(X, gamma[:, idx].T, centres, ct)
+            stats["obs"][idx] = S1
+            stats["obs2" if ct != "full" else "obsobs"][idx] = S2
+        return stats
 
     def _emission_mstep(self, params, stats):
         dt = params["means"].dtype
         st = {k: v.double() for k, v in stats.items()}
         shift = (params["shift"] if "shift" in params else params["means"].mean(0)).double()
+        unresolved = None
         if "c" in self.params:
-            self._check_resolved(st, torch.finfo(stats["obs"].dtype).eps)
+            unresolved = self._check_resolved(st, torch.finfo(stats["obs"].dtype).eps, params)
         old = params["means"].double()
         if "delta" in params:  # the precise centred means (see _init_emissions)
             old = shift + params["delta"].double()
+        centres = shift  # (d,), or (k, d) where some states' statistics are about their means
+        far = self._direct_stats(params)
+        if far is not None:
+            centres = shift.expand_as(old).clone()
+            centres[far[0]] = far[1].double()
         means, covars, empty = E.gaussian_emission_mstep(
             st,
-            shift,
+            centres,
             old,
             params["covars"].double(),
             self.covariance_type,
@@ -387,6 +442,8 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             update_means="m" in self.params,
             update_covars="c" in self.params,
         )
+        if unresolved is not None:
+            covars = self._lift_unresolved(covars, unresolved)
         covars = covars.to(dt)
         if self.covariance_type in ("full", "tied"):  # positive definite in the model's dtype
             covars = _lift_singular(covars, self.covariance_type, self.min_covar)
@@ -396,9 +453,14 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         new["scatter"], new["post"] = _scatter(st, self.covariance_type), st["post"]
         return new, empty
 
-    def _check_resolved(self, st: dict, eps: float) -> None:
-        """Refuse an update whose variance is lost to rounding about the shift
-        (:func:`~latentfit.em.gaussian.unresolved_variances`) rather than fit noise."""
+    def _check_resolved(self, st: dict, eps: float, params: dict):
+        """The states whose variance update is lost to rounding about the shift
+        (:func:`~latentfit.em.gaussian.unresolved_variances`), as (mask (k, d), rounding
+        (k, d)): in a batch fit the M-step sets such a variance to that rounding, an upper
+        bound, and the next E-step takes the state's statistics about its own mean
+        (:meth:`_direct_stats`; the broad starting covariances hide it from the first). Where
+        that cannot happen (tied, missing values, partial_fit) a DegenerateComponentError
+        names the state rather than fit noise. None when every variance is resolved."""
         post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
         delta = st["obs"] / post  # (k, d)
         if "obs2" in st:
@@ -410,16 +472,45 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             second = (st["obsobs"].diagonal() / total).unsqueeze(0)  # (1, d)
             delta = ((post * delta.square()).sum(0) / total).sqrt().unsqueeze(0)  # (1, d)
         bad = unresolved_variances(second, delta, self.min_covar, eps)
-        if bool(bad.any()):
-            k, j = (int(i) for i in bad.nonzero()[0])
-            if second.shape[0] == 1:  # tied: name the state farthest from the centre
-                k = int((st["obs"] / post)[:, j].abs().argmax())
-            dist = float((st["obs"][k, j] / post[k, 0]).abs())
-            noise = float(100 * eps * second[min(k, second.shape[0] - 1), j])
-            name = type(self).__name__
-            raise DegenerateComponentError(
-                describe_unresolved(name, "state", k, j, dist, noise, "min_covar", eps > 1e-10)
-            )
+        if not bool(bad.any()):
+            return None
+        noise = 100 * eps * second
+        direct = self._direct_stats(params)
+        done = set() if direct is None else set(direct[0].tolist())
+        states = set(bad.any(1).nonzero().flatten().tolist())
+        if (
+            self.covariance_type != "tied"
+            and "shift" in params
+            and not self._allow_nan()
+            and not self.__dict__.get("_stepwise")
+            and not states & done
+        ):
+            return bad, noise
+        k, j = (int(i) for i in bad.nonzero()[0])
+        if second.shape[0] == 1:  # tied: name the state farthest from the centre
+            k = int((st["obs"] / post)[:, j].abs().argmax())
+        dist = float((st["obs"][k, j] / post[k, 0]).abs())
+        rounding = float(noise[min(k, second.shape[0] - 1), j])
+        name = type(self).__name__
+        raise DegenerateComponentError(
+            describe_unresolved(name, "state", k, j, dist, rounding, "min_covar", eps > 1e-10)
+        )
+
+    def _lift_unresolved(self, covars: torch.Tensor, unresolved) -> torch.Tensor:
+        """Covariances with each unresolved variance (see :meth:`_check_resolved`) raised to
+        its rounding: an upper bound the next iteration replaces by the state's own moments.
+        Full covariances of such states keep their diagonal alone (their off-diagonal terms
+        were lost as well)."""
+        bad, noise = unresolved
+        noise = noise.to(covars.dtype)
+        ct = self.covariance_type
+        if ct == "diag":
+            return torch.where(bad, torch.maximum(covars, noise), covars)
+        rows = bad.any(1)  # (k,)
+        if ct == "spherical":
+            return torch.where(rows, torch.maximum(covars, noise.amax(1)), covars)
+        lifted = torch.diag_embed(torch.maximum(covars.diagonal(dim1=-2, dim2=-1), noise))
+        return torch.where(rows.reshape(-1, 1, 1), lifted, covars)
 
     def _set_emission_attributes(self, params):
         self.means_ = params["means"].cpu().numpy()

@@ -26,6 +26,8 @@ from latentfit.em.gaussian import (
     check_overflow,
     covariances_from_precisions,
     degenerate_components,
+    direct_log_prob,
+    far_components,
     gaussian_estep_stats,
     gaussian_features,
     gaussian_mstep,
@@ -164,6 +166,11 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     # ------------------------------------------------------------------ EM hooks
     def _hooks(self, cache_features: bool = False) -> _GMMHooks:
         return _GMMHooks(self, cache_features)
+
+    def _online_hooks(self) -> _GMMHooks:
+        """Stepwise EM keeps every statistic about the shift (it moves them with recenter),
+        so no component's moments are taken about its own mean."""
+        return _GMMHooks(self, direct=False)
 
     def _cache_fits(self, X: torch.Tensor, budget_bytes: int = 1 << 30) -> bool:
         """Keep the E-step features of in-memory data when they take at most ``budget_bytes``."""
@@ -470,6 +477,11 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         for i in range(0, X.shape[0], rows):
             G = gaussian_features(X[i : i + rows] - shift, self.covariance_type)  # (m, r)
             torch.addmm(b, W, G, out=out[:, i : i + rows])
+        mc = _centred_means(p, shift)
+        far = far_components(mc, p["prec_chol"], self.covariance_type)
+        if len(far):  # too far from the shift for that form: from x − μ_k (as the E-step)
+            lp = direct_log_prob(X, p["means"][far], p["prec_chol"][far], self.covariance_type)
+            out[far] = lp.T + p["weights"].log()[far].unsqueeze(1)
         # (n, k) in memory order: reductions over components on the transposed view are slow
         return out.T.contiguous()
 
@@ -501,9 +513,14 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
 class _GMMHooks:
     """The EM hooks of a GaussianMixture: pure functions of (params, batch)."""
 
-    def __init__(self, model: GaussianMixture, cache_features: bool = False):
+    def __init__(self, model: GaussianMixture, cache_features: bool = False, direct: bool = True):
         self.model = model
         self.ct = model.covariance_type
+        # components too far from the shift for the affine E-step are computed from x − μ_k
+        # and their moments taken about μ_k (em.gaussian.far_components); stepwise EM keeps
+        # all of its statistics about the shift (it moves them with recenter)
+        self.direct = direct
+        self._far_key = None
         # T(x − shift) of in-memory chunks, kept across iterations: the shift is fixed for a fit,
         # so the features never change and the E-step is two matrix products per chunk.
         self._features: dict | None = {} if cache_features else None
@@ -526,7 +543,23 @@ class _GMMHooks:
             features=self._cached_features(X, shift),
             natural=self._natural(params, shift),
             labels=labels,
+            direct=self._far(params, shift),
         )
+
+    def _far(self, params, shift):
+        """(indices, means) of the components the E-step computes directly, or None;
+        found once per set of parameters (the M-step asks again with the same ones)."""
+        if not self.direct or self.model.missing == "marginalize":  # one rule for all chunks
+            return None
+        key = (params["means"], params["prec_chol"], shift)
+        if self._far_key is None or any(
+            a is not b for a, b in zip(key, self._far_key, strict=True)
+        ):
+            self._far_key = key
+            centred = _centred_means(params, shift)
+            idx = far_components(centred, params["prec_chol"], self.ct)
+            self._far_value = (idx, params["means"][idx]) if len(idx) else None
+        return self._far_value
 
     def _natural(self, params, shift):
         """Natural parameters of ``params``, computed once per E-step rather than per chunk."""
@@ -562,6 +595,9 @@ class _GMMHooks:
         stats = {k: v.double() for k, v in stats.items()}
         zero = torch.zeros_like(shift, dtype=torch.float64)
         weights, delta, cov = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
+        far = self._far(params, shift)
+        if far is not None:  # their moments were about their own means
+            delta[far[0]] += far[1].double() - shift.double()
         if bool(empty.any()):
             # Documented recovery: an unused component keeps its mean and covariance.
             delta[empty] = _centred_means(params, shift).double()[empty]
@@ -608,8 +644,8 @@ def _warn_precision_loss(model, params: dict, covariance_type: str) -> None:
     two rows of 1e8 gave a component of variance 1e-6 (reg_covar; 2.67 is right) and a
     log-likelihood of -4.9e6 (2.88 is right), without a word."""
     shift = params.get("shift")
-    if shift is None:
-        return
+    if shift is None or (covariance_type != "tied" and model.missing != "marginalize"):
+        return  # such fits compute far components from x − μ_k (em.gaussian.far_components)
     pc = params["prec_chol"].double()
     cov = covariances_from_precisions(pc, covariance_type)
     k = params["weights"].shape[0]
