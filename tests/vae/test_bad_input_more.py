@@ -301,3 +301,100 @@ def test_free_bits_kl_names_a_bad_shape(kl, group_size, error, needle):
     # found by a bug hunt: a 1-d input gave "IndexError: tuple index out of range"
     with pytest.raises(error, match=needle):
         free_bits_kl(kl, 0.5, group_size)
+
+
+@pytest.mark.parametrize("which", ["interpolate_a", "interpolate_b", "traverse"])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        (torch.full((3,), 0.5), r"the model expects 4 columns, {x} has 3 \(shape \(3,\)\)"),
+        (torch.full((1, 5), 0.5), r"the model expects 4 columns, {x} has 5 \(shape \(1, 5\)\)"),
+        (torch.full((2, 4), 0.5), r"{x} must be one row .* \(4,\) or \(1, 4\), got shape \(2, 4\)"),
+        (torch.full((2, 2, 1), 0.5), r"got shape \(2, 2, 1\); flatten an image first"),
+        (
+            torch.tensor([0.5, math.nan, 0.5, 0.5]),
+            "{x} holds a non-finite value at row 0, column 1",
+        ),
+        (torch.tensor([0.5, 255.0, 0.5, 0.5]), "{x} holds 255 at row 0, column 1.*Bernoulli"),
+    ],
+)
+def test_interpolate_and_traverse_name_a_bad_row(which, row, match):
+    # found by a bug hunt: a row of the wrong width reached the encoder as torch's "mat1 and
+    # mat2 shapes cannot be multiplied (1x5 and 4x8)", two rows as torch.stack's "stack expects
+    # each tensor to be equal size", and NaN or 255 (Bernoulli) rows were decoded silently
+    from latentfit.vae.images import interpolate, traverse
+
+    good = torch.full((4,), 0.5)
+    call, x = {
+        "interpolate_a": (lambda r: interpolate(_model(), r, good, 3), "x_a"),
+        "interpolate_b": (lambda r: interpolate(_model(), good, r, 3), "x_b"),
+        "traverse": (lambda r: traverse(_model(), r, [0]), "x"),
+    }[which]
+    with pytest.raises(DataError, match=match.format(x=x)):
+        call(row)
+
+
+def test_interpolate_and_traverse_take_a_row_as_d_or_1_by_d_numpy_or_float64():
+    from latentfit.vae.images import interpolate, traverse
+
+    model = _model()
+    row = np.full(4, 0.5)
+    same = interpolate(model, torch.full((4,), 0.5), torch.full((1, 4), 0.5), 3)
+    torch.testing.assert_close(interpolate(model, row, row[None].tolist(), 3), same)
+    assert same.shape == (3, 4)
+    assert traverse(model, torch.full((1, 4), 0.5, dtype=torch.float64), 1).shape == (7, 4)
+    assert traverse(model, row, torch.tensor([0, 1]), np.array([0.0, 1.0])).shape == (4, 4)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(dims=[2]), r"dims must be .* integers from 0 to 1 \(the model has 2 latent"),
+        (dict(dims="a"), "dims must be a non-empty list"),
+        (dict(dims=[]), "dims must be a non-empty list"),
+        (dict(dims=[True]), "dims must be a non-empty list"),
+        (dict(dims=[0], values=[math.nan]), "values must be a non-empty 1-D sequence of finite"),
+        (dict(dims=[0], values=[[1.0, 2.0]]), "values must be a non-empty 1-D sequence"),
+        (dict(dims=[0], values="ab"), "values must be a non-empty 1-D sequence"),
+        (dict(dims=[0], values=[]), "values must be a non-empty 1-D sequence"),
+        (dict(dims=[0], generator="a"), "generator must be None, an integer seed"),
+    ],
+)
+def test_traverse_names_bad_dims_values_and_generator(kw, match):
+    # found by a bug hunt: dims=[2] was torch's IndexError "index 2 is out of bounds", a string
+    # "new(): invalid data type 'str'", a NaN value decoded silently
+    from latentfit.vae.images import traverse
+
+    with pytest.raises(ParameterError, match=match):
+        traverse(_model(), torch.full((4,), 0.5), **kw)
+
+
+def test_traverse_refuses_more_rows_than_memory_holds(monkeypatch):
+    # 1 MB "available": 10 x 1000 rows of 14 values (latents, hidden, image) would need 3.6 MB
+    # (the rows are sized as sample_images sizes its draws), so no machine's memory is at risk
+    from latentfit.vae.images import traverse
+
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**6)
+    with pytest.raises(ResourceLimitError, match=r"len\(dims\) x len\(values\)=10,000 draws"):
+        traverse(_model(), torch.full((4,), 0.5), [0] * 10, values=torch.zeros(1000))
+
+
+def test_image_functions_take_a_seed_and_name_bad_grids():
+    # found by a bug hunt: sample_images(generator=0) raised torch's "randn() received an
+    # invalid combination of arguments", and image_grid numpy's "cannot reshape array of
+    # size 15 into shape (2,2)"
+    from latentfit.vae.images import image_grid, sample_images
+
+    torch.testing.assert_close(sample_images(_model(), 3, 0), sample_images(_model(), 3, 0))
+    with pytest.raises(DataError, match=r"images must be rows of 4 values .* got shape \(3, 5\)"):
+        image_grid(np.full((3, 5), 0.5), (2, 2))
+    with pytest.raises(DataError, match=r"images .*NaN at row 0, column 1"):
+        image_grid(torch.tensor([[0.0, math.nan, 0.0, 0.0]]), (2, 2))
+    with pytest.raises(ParameterError, match="nrow must be an integer >= 1"):
+        image_grid(torch.full((3, 4), 0.5), (2, 2), nrow=0)
+    with pytest.raises(ParameterError, match="image_shape must be"):
+        image_grid(torch.full((3, 4), 0.5), 4)
+    # rows, numpy rows and (n, h, w) images tile alike; ±inf are clipped to [0, 1]
+    grid = image_grid(torch.full((3, 4), 0.5), (2, 2))
+    np.testing.assert_array_equal(image_grid(np.full((3, 2, 2), 0.5), (2, 2)), grid)
+    assert image_grid(torch.tensor([[0.0, math.inf, -math.inf, 0.0]]), (2, 2)).max() == 1.0
