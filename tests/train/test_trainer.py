@@ -233,3 +233,38 @@ def test_a_non_finite_gradient_behind_a_finite_loss_is_skipped():
     assert all(torch.isfinite(p).all() for p in model.parameters())
     row = res.history[0]
     assert math.isfinite(row["train_bound"]) and math.isfinite(row["train_loss"])
+
+
+@pytest.mark.parametrize(
+    "kw, error, match",
+    [
+        (dict(X=torch.full((5, 3), 0.5)), "DataError", r"expects 16 columns, X has 3 \(shape"),
+        (dict(X=torch.full((0, 16), 0.5)), "DataError", r"non-empty \(n, d\).*\(0, 16\)"),
+        (dict(X=torch.full((2, 16), math.nan)), "DataError", "non-finite value at row 0"),
+        (dict(X=torch.full((2, 16), 255.0)), "DataError", "holds 255 at row 0, column 0"),
+        (dict(batch_size=0), "ParameterError", "batch_size must be an integer >= 1, got 0"),
+        (dict(seed="a"), "ParameterError", "seed must be an integer >= 0, got 'a'"),
+        (dict(seed=-1), "ParameterError", "seed must be an integer >= 0, got -1"),
+        (dict(objective="elbo"), "ParameterError", "objective must be an objective such as"),
+    ],
+)
+def test_validation_bound_checks_its_arguments(kw, error, match):
+    # found by a bug hunt: called directly, numpy rows raised AttributeError "'numpy.ndarray'
+    # object has no attribute 'dim'", batch_size=0 "range() arg 3 must not be zero", a string
+    # seed OverflowError, and no rows gave NaN
+    import latentfit.errors
+    from latentfit.train import validation_bound
+
+    model = build_model(x_dim=16, z_dim=3, hidden=[12])
+    args = dict(objective=ELBO(), X=small_data(8), seed=0) | kw
+    with pytest.raises(getattr(latentfit.errors, error), match=match):
+        validation_bound(model, **args)
+
+
+def test_validation_bound_takes_numpy_rows():
+    from latentfit.train import validation_bound
+
+    model, X = build_model(x_dim=16, z_dim=3, hidden=[12]), small_data(8)
+    bound = validation_bound(model, ELBO(), X, seed=0)
+    assert math.isfinite(bound)
+    assert validation_bound(model, ELBO(), X.numpy(), seed=0) == bound

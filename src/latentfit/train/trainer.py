@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from latentfit._files import atomic_path
-from latentfit._validation import resolve_device
+from latentfit._validation import check_positive_int, resolve_device
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.train import distributed as dist_utils
 from latentfit.train.checkpoint import (
@@ -38,7 +39,7 @@ from latentfit.train.checkpoint import (
     save_checkpoint,
 )
 from latentfit.vae.data import data_sha256
-from latentfit.vae.diagnostics import check_collapse, diagnose
+from latentfit.vae.diagnostics import check_collapse, diagnose, model_rows
 from latentfit.vae.likelihoods import check_model_data
 from latentfit.vae.schedules import make_schedule
 
@@ -150,8 +151,25 @@ def validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: i
     """Mean of the objective's bound over X, e.g. L_k for IWAE(k).
 
     Batch b of X uses noise seeded by (seed, b) and is evaluated by process b mod world, so the
-    value does not depend on the number of processes.
+    value does not depend on the number of processes. ``X`` is checked as every VAE function
+    checks its rows (``model_rows``: non-empty (n, d), the model's columns, finite, in the
+    likelihood's support), ``seed`` is an integer >= 0 and ``batch_size`` one >= 1.
     """
+    if not callable(objective):
+        raise ParameterError(
+            f"objective must be an objective such as ELBO() or IWAE(k), called as "
+            f"objective(model, x, generator); got {objective!r:.80}"
+        )
+    X = model_rows(model, X)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    return _validation_bound(model, objective, X, int(seed), batch_size)
+
+
+def _validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: int) -> float:
+    """:func:`validation_bound` on rows and settings already checked (the training loop's
+    call at every epoch's end)."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
     total = torch.zeros(2, dtype=torch.float64, device=X.device)
     was_training = model.training
@@ -477,7 +495,7 @@ def train(
             "n_skipped": res.n_skipped,
         }
         if Xv is not None:
-            row["val_bound"] = validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
+            row["val_bound"] = _validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
         if cfg.diagnostics:
             # at most 2,000 points: the I(x; z) estimate costs O(n²)
             diag = diagnose(
