@@ -441,3 +441,63 @@ def test_a_hand_written_gradient_that_is_not_a_tensor_is_named():
             **SHORT,
             progress_bar=False,
         )
+
+
+def test_the_summed_out_mixture_samples_one_column_data():
+    # found by a bug hunt: for one column init['loc_rest'] had shape (k, 0), which sample
+    # refused as "init['loc_rest'] has 0 feature(s)", a name the user never wrote
+    from latentfit.mcmc.gibbs import gmm_log_density
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(20, generator=g) - 3, torch.randn(20, generator=g) + 3])
+    for data in (x, x[:, None]):
+        log_density, init, cons = gmm_log_density(data, 2)
+        assert list(init) == ["weights", "loc0", "scales"]  # loc_rest: no other coordinates
+        res = sample(
+            log_density,
+            init,
+            constraints=cons,
+            vectorized=True,
+            num_chains=2,
+            num_warmup=30,
+            num_draws=30,
+            generator=0,
+            progress_bar=False,
+        )
+        shapes = {k: tuple(v.shape) for k, v in res.draws.items()}
+        assert shapes == {"weights": (2, 30, 2), "loc0": (2, 30, 2), "scales": (2, 30, 2, 1)}
+        assert all(bool(torch.isfinite(v).all()) for v in res.draws.values())
+        assert bool((res["loc0"][..., 1] > res["loc0"][..., 0]).all())  # ordered: labels fixed
+
+
+def test_the_summed_out_mixture_names_a_column_without_spread():
+    # a constant column scaled the priors by an sd of 0: every start had a NaN density and
+    # sample said "no finite log-density in 100 random starts"
+    from latentfit.mcmc.gibbs import gmm_log_density
+
+    with pytest.raises(DataError, match="x column 1 has no spread"):
+        gmm_log_density(np.c_[X[:, 0], np.ones(30)], 2)
+    with pytest.raises(DataError, match="x column 0 has no spread"):
+        gmm_log_density(np.ones((1, 1)), 2)
+
+
+def test_the_summed_out_mixture_starts_ordered_on_tied_data():
+    # tied quantiles made init['loc0'] not strictly increasing: init_strategy="init" refused
+    # the target's own init as "outside the support of the constraints"
+    from latentfit.mcmc.gibbs import gmm_log_density
+
+    log_density, init, cons = gmm_log_density(np.r_[np.zeros(10), np.ones(2)], 3)
+    assert bool((init["loc0"][1:] > init["loc0"][:-1]).all())
+    res = sample(
+        log_density,
+        init,
+        constraints=cons,
+        vectorized=True,
+        init_strategy="init",
+        num_chains=2,
+        num_warmup=5,
+        num_draws=5,
+        generator=0,
+        progress_bar=False,
+    )
+    assert res.num_draws == 5

@@ -413,7 +413,8 @@ def hmm_log_density(x: torch.Tensor, n_states: int):
 def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0):
     """A NUTS target for a Gaussian mixture with diagonal covariances and the labels summed
     out by log-sum-exp: ``weights`` (simplex), ``loc0`` (ordered first coordinates of the
-    means, which fixes the labelling), ``loc_rest`` (other coordinates), ``scales`` (k, d).
+    means, which fixes the labelling), ``loc_rest`` (the other coordinates, (k, d - 1); absent
+    for one-column data, whose means are ``loc0`` alone), ``scales`` (k, d).
     Priors: weights ~ Dirichlet(1), means ~ N(data mean, (prior_scale * data sd)^2),
     scales ~ HalfNormal(2 * data sd). The density takes every chain at once (a leading chain
     dimension on each parameter): pass ``vectorized=True`` to ``sample``. Returns
@@ -423,10 +424,16 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
     k = check_positive_int(n_components, "n_components")
     check_positive(prior_scale, "prior_scale")
     m, s = column_moments(x)  # (d,) each; finite for data near 1e300
+    constant = [j for j in range(d) if not float(s[j]) > 0]
+    if constant:
+        raise DataError(
+            f"x column {constant[0]} has no spread (a single row, or every value "
+            f"{float(x[0, constant[0]]):.6g}): the priors are scaled by each column's standard "
+            "deviation, which is 0 here; drop the column or pass more varied data"
+        )
     D = torch.distributions
 
-    def log_density(weights, loc0, loc_rest, scales):  # (c, k), (c, k), (c, k, d-1), (c, k, d)
-        means = torch.cat([loc0[..., None], loc_rest], -1)  # (c, k, d)
+    def mixture(weights, means, scales):  # (c, k), (c, k, d), (c, k, d)
         comp = (
             D.Normal(means[:, None], scales[:, None], validate_args=False)
             .log_prob(x[None, :, None])
@@ -437,12 +444,26 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
         prior = prior + D.HalfNormal(2 * s, validate_args=False).log_prob(scales).sum((-1, -2))
         return loglik + prior
 
+    if d == 1:  # no other coordinates: an empty loc_rest would be a parameter of no values
+
+        def log_density(weights, loc0, scales):  # (c, k), (c, k), (c, k, 1)
+            return mixture(weights, loc0[..., None], scales)
+
+    else:
+
+        def log_density(weights, loc0, loc_rest, scales):  # (c, k), (c, k), (c, k, d-1), (c, k, d)
+            return mixture(weights, torch.cat([loc0[..., None], loc_rest], -1), scales)
+
     q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, dtype=x.dtype, device=x.device))
+    if not bool((q[1:] > q[:-1]).all()):  # tied quantiles: init must be strictly ordered
+        q = m[0] + s[0] * torch.linspace(-1, 1, k, dtype=x.dtype, device=x.device)
     init = {
         "weights": torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device),
         "loc0": q,
         "loc_rest": m[1:].expand(k, d - 1).clone(),
         "scales": s.expand(k, d).clone(),
     }
+    if d == 1:
+        del init["loc_rest"]
     cons = {"weights": constraints.simplex, "loc0": ordered_vector, "scales": constraints.positive}
     return log_density, init, cons
