@@ -27,6 +27,7 @@ __all__ = [
     "as_numeric_array",
     "available_memory",
     "check_allocation",
+    "check_bool",
     "check_choice",
     "check_distribution",
     "check_em_counts",
@@ -473,6 +474,15 @@ def check_em_counts(n_components: int, n_init: int, max_iter: int) -> None:
     check_positive_int(n_components, "n_components")
     check_positive_int(n_init, "n_init")
     check_positive_int(max_iter, "max_iter", minimum=0)
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool when it is ``True`` or ``False`` (numpy's too); ParameterError
+    naming ``name`` otherwise: a string such as ``"no"`` or ``"False"``, a number or None would
+    otherwise count by its truth value, ``"no"`` as true."""
+    if not isinstance(value, bool | np.bool_):
+        raise ParameterError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_choice(value, name: str, choices: tuple) -> None:

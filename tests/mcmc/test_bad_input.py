@@ -443,6 +443,37 @@ def test_a_hand_written_gradient_that_is_not_a_tensor_is_named():
         )
 
 
+def _flag_calls():
+    from latentfit.mcmc import Target
+
+    short = dict(num_chains=2, num_warmup=2, num_draws=2)
+
+    def density(mu):
+        return -0.5 * mu**2
+
+    return {
+        "sample vectorized": lambda v: sample(density, {"mu": 0.0}, vectorized=v, **short),
+        "sample progress_bar": lambda v: sample(density, {"mu": 0.0}, progress_bar=v, **short),
+        "svgd vectorized": lambda v: svgd(density, {"mu": 0.0}, vectorized=v, num_iter=2),
+        "svgd progress_bar": lambda v: svgd(density, {"mu": 0.0}, progress_bar=v, num_iter=2),
+        "Target vectorized": lambda v: Target(density, {"mu": ()}, vectorized=v),
+        "resume progress_bar": lambda v: sample(
+            density, {"mu": 0.0}, progress_bar=False, **short
+        ).resume(2, progress_bar=v),
+        "gibbs co_assignment": lambda v: GIBBS["gibbs_gmm"](co_assignment=v),
+    }
+
+
+@pytest.mark.parametrize("call", list(_flag_calls()))
+@pytest.mark.parametrize("value", ["no", 1, 0.0])
+def test_flags_must_be_true_or_false(call, value):
+    # found by a bug hunt: vectorized="no" and progress_bar="no" counted as true (a string is
+    # truthy), as relocate_stranded did before it was checked
+    name = call.split()[1]
+    with pytest.raises(ParameterError, match=f"{name} must be (None .*)?True or False, got"):
+        _flag_calls()[call](value)
+
+
 def test_the_summed_out_mixture_samples_one_column_data():
     # found by a bug hunt: for one column init['loc_rest'] had shape (k, 0), which sample
     # refused as "init['loc_rest'] has 0 feature(s)", a name the user never wrote

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.distributions import constraints
 
@@ -223,6 +224,11 @@ def check_co_assignment(co_assignment: bool | None, n: int) -> bool:
     :data:`CO_ASSIGNMENT_ROWS` rows; asked for explicitly, refused above 16 times that."""
     if co_assignment is None:
         return n <= CO_ASSIGNMENT_ROWS
+    if not isinstance(co_assignment, bool | np.bool_):
+        raise ParameterError(
+            f"co_assignment must be None (keep it up to {CO_ASSIGNMENT_ROWS} rows), True or "
+            f"False, got {co_assignment!r}"
+        )
     if co_assignment and n > 16 * CO_ASSIGNMENT_ROWS:
         raise ResourceLimitError(
             f"co_assignment=True keeps an {n} x {n} matrix ({8 * n * n:,} bytes); "

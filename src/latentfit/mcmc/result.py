@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import torch
 
-from latentfit._validation import check_positive_int
+from latentfit._validation import check_bool, check_positive_int
 from latentfit.errors import MissingDependencyError, ParameterError
 
 __all__ = ["MCMCResult", "arviz_call", "import_arviz"]
@@ -243,6 +243,7 @@ class MCMCResult:
         from latentfit.mcmc.sampler import check_memory
 
         num_draws = check_positive_int(num_draws, "num_draws")
+        progress_bar = check_bool(progress_bar, "progress_bar")
         runner = self._runner
         if getattr(runner, "latest_result", self) is not self:
             # the chains have moved on past this result's last draw: its continuation would

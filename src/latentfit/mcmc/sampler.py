@@ -13,12 +13,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from latentfit._validation import (
     _is_real,
+    check_bool,
     check_positive_int,
     device_generator,
     resolve_device,
@@ -91,10 +91,7 @@ class SamplerConfig:
             raise ParameterError(
                 f"init_radius must be a finite number >= 0, got {self.init_radius!r}"
             )
-        if not isinstance(self.relocate_stranded, bool | np.bool_):
-            raise ParameterError(
-                f"relocate_stranded must be True or False, got {self.relocate_stranded!r}"
-            )
+        check_bool(self.relocate_stranded, "relocate_stranded")
         if not (self.compile is True or self.compile is False or self.compile in COMPILE_MODES):
             raise ParameterError(
                 f"compile must be True, False, 'replay' or 'wait', got {self.compile!r}"
@@ -157,6 +154,8 @@ def sample(
     transition instead. A density that cannot be traced for ``compile=True`` samples eagerly
     with a ``CompileFallbackWarning``.
     """
+    vectorized = check_bool(vectorized, "vectorized")
+    progress_bar = check_bool(progress_bar, "progress_bar")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     values = init_values(init, dtype, device)
     shapes = {k: tuple(v.shape) for k, v in values.items()}
@@ -271,6 +270,7 @@ def sample_target(
 
     config = config or SamplerConfig()
     config.check()
+    progress_bar = check_bool(progress_bar, "progress_bar")
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)
     gen = device_generator(generator, target.device)
@@ -519,6 +519,7 @@ def sample_fit(
     target = fit_target(fit)
     config = _config(options)
     config.check()
+    progress_bar = check_bool(progress_bar, "progress_bar")
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)  # before the starts
     gen = device_generator(generator, x.device)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from latentfit._validation import (
     _is_real,
+    check_bool,
     check_positive_int,
     device_generator,
     resolve_device,
@@ -94,6 +95,8 @@ def svgd(
     The interface is that of ``latentfit.mcmc.sample``; particles start at ``init`` (mapped to
     unconstrained space) plus ``Normal(0, init_scale)`` noise from ``generator``.
     """
+    vectorized = check_bool(vectorized, "vectorized")
+    progress_bar = check_bool(progress_bar, "progress_bar")
     num_particles = check_positive_int(num_particles, "num_particles", 2)
     num_iter = check_positive_int(num_iter, "num_iter")
     for name, value in (("step_size", step_size), ("init_scale", init_scale)):

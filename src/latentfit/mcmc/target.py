@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import biject_to, constraints, transforms
 
-from latentfit._validation import as_float_tensor, first_nonfinite
+from latentfit._validation import as_float_tensor, check_bool, first_nonfinite
 from latentfit.errors import ParameterError
 
 __all__ = ["Target", "init_values", "ordered_vector"]
@@ -262,6 +262,7 @@ class Target:
             raise ParameterError(
                 f"log_density must be a function of the named parameters, got {log_density!r}"
             )
+        vectorized = check_bool(vectorized, "vectorized")
         if constraints_ is not None and not isinstance(constraints_, Mapping):
             raise ParameterError(
                 "constraints must be a dict from parameter name to a "
