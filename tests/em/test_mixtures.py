@@ -22,7 +22,7 @@ from latentfit.em.mixture.discrete import (
     one_hot_features,
     poisson_log_prob,
 )
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, ParameterError
 
 RTOL = 1e-10  # exact formulas in float64
 
@@ -399,3 +399,46 @@ def test_constant_rows_fit_with_their_exact_likelihood(cls, value):
         else 0.0,
     }[cls]
     np.testing.assert_allclose(model.score_samples(X), want, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "cls", ["BernoulliMixture", "PoissonMixture", "CategoricalMixture", "model"]
+)
+def test_a_warm_start_on_data_of_another_width_is_refused_by_name(cls):
+    # Before, the warm start multiplied the new rows by the fitted parameters: a raw torch
+    # RuntimeError ("mat1 and mat2 shapes cannot be multiplied (30x3 and 4x2)").
+    X = (np.arange(120).reshape(30, 4) % 3 == 0).astype(float)
+    if cls == "model":
+        m = latentfit.MixtureModel("poisson", 2, warm_start=True, max_iter=3)
+    else:
+        m = getattr(latentfit, cls)(2, warm_start=True, max_iter=3)
+    m.fit(X)
+    fitted = m.weights_.copy()
+    with pytest.raises(DataError, match="X has 3 features, but warm_start=True continues"):
+        m.fit(X[:, :3])
+    assert m.n_features_in_ == 4  # the fitted model is left as it was
+    np.testing.assert_array_equal(m.weights_, fitted)
+    m.predict(X)
+
+
+def test_a_warm_start_keeps_the_settings_its_parameters_were_fitted_with():
+    # Before: a MixtureModel whose family changed continued with the old parameters in the new
+    # family's density (KeyError 'rate'); a CategoricalMixture warm-started on a code beyond
+    # its categories raised torch's "Class values must be smaller than num_classes", and one
+    # given new n_categories ignored them.
+    X = np.arange(90).reshape(30, 3) % 4 + 1.0
+    m = latentfit.MixtureModel("normal", 2, warm_start=True, max_iter=3).fit(X)
+    m.family = "poisson"
+    with pytest.raises(ParameterError, match=r"family was set to 'poisson' after the fit, whose"):
+        m.fit(X)
+    m.family = "normal"
+    m.fit(X)
+    codes = X % 3
+    m = CategoricalMixture(2, warm_start=True, max_iter=3).fit(codes)
+    with pytest.raises(DataError, match="column 0 holds category 3 but column 0 has 3 categories"):
+        m.fit(np.r_[codes, [[3.0, 0.0, 0.0]]])
+    m.fit(np.minimum(codes, 1))  # fewer codes: the probabilities stay over the fitted ones
+    assert m.probs_.shape == (2, 3, 3)
+    m.n_categories = 5
+    with pytest.raises(ParameterError, match=r"n_categories was set to 5 after the fit"):
+        m.fit(codes)

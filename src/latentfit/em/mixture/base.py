@@ -241,9 +241,36 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return self.n_components
 
     def _validate_X(self, X, *, reset: bool) -> torch.Tensor:
+        # A warm start continues from the fitted parameters: the data are checked against the
+        # settings they were fitted with (the categories...), not learnt afresh.
+        d_fit = self._warm_width() if reset else None
+        kept = {n: vars(self)[n] for n in ("feature_names_in_",) if n in vars(self)}
         X = super()._validate_X(X, reset=reset)
-        self._check_component_data(X, reset)
+        if d_fit is not None:
+            try:
+                self._check_warm_width(X.shape[1], d_fit)
+            except DataError:
+                vars(self).pop("feature_names_in_", None)  # the fitted model, unchanged
+                vars(self).update(kept)
+                raise
+        self._check_component_data(X, reset and d_fit is None)
         return X
+
+    def _warm_width(self) -> int | None:
+        """The number of features of the fitted parameters a warm start continues from, None
+        for a fit from scratch; ParameterError when a setting they were fitted with changed
+        (read from ``_params``)."""
+        if not (self.warm_start and hasattr(self, "_params")):
+            return None
+        return int(self.n_features_in_)
+
+    def _check_warm_width(self, d: int, d_fit: int) -> None:
+        if d != d_fit:
+            raise DataError(
+                f"X has {d} features, but warm_start=True continues from the fitted "
+                f"{type(self).__name__}, which has {d_fit}: pass data of {d_fit} columns, or set "
+                "warm_start=False to fit afresh"
+            )
 
     # ------------------------------------------------------------ fitting
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -283,7 +310,10 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         k = self._n_components()
         rows = self.chunk_rows or default_chunk_rows(source.n_features, k)
         # A warm start keeps the settings of the previous fit.
-        prepared = [bool(self.warm_start and hasattr(self, "_params"))]
+        d_fit = self._warm_width()
+        if d_fit is not None:
+            self._check_warm_width(source.n_features, d_fit)
+        prepared = [d_fit is not None]
 
         def check(X):
             self._check_component_data(X, not prepared[0])
@@ -362,6 +392,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
                 f"n_components was set to {k} after the fit, whose parameters have "
                 f"{self._fitted_k} components; fit again{warm(self)}"
             )
+        self._check_fitted_settings()
         published = vars(self).get("_published")
         if not published:  # a model whose attributes are not read back (MixtureModel)
             refuse_edits(self, vars(self).get("_snapshots", {}), self._not_read_back)
@@ -374,6 +405,10 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     @_params.setter
     def _params(self, params: dict) -> None:
         vars(self)["_fitted_params"] = params
+
+    def _check_fitted_settings(self) -> None:
+        """ParameterError when a setting the fitted parameters depend on (beyond
+        ``n_components``) was changed since the fit; a subclass names its own."""
 
     #: why a model whose fitted attributes are not read back refuses edits to them
     _not_read_back = "they are not read back: fit again"

@@ -24,6 +24,7 @@ from latentfit._validation import (
     is_finite_above,
     max_inferred_categories,
 )
+from latentfit.em.edited import warm
 from latentfit.em.initialize import cpu_generator
 from latentfit.em.mixture.base import BaseMixture, first_offending
 from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
@@ -387,11 +388,23 @@ class CategoricalMixture(_DiscreteMixture):
                     f"{int(limit[j]) - 1})"
                     + (
                         "; the categories were counted on the data the model started from: "
-                        "pass n_categories when fitting a stream or with partial_fit"
+                        "pass n_categories to the first fit when fitting a stream, with "
+                        "partial_fit or with warm_start=True"
                         if self.n_categories is None
                         else ""
                     )
                 )
+
+    def _check_fitted_settings(self) -> None:
+        fitted = vars(self).get("n_categories_")
+        if self.n_categories is None or fitted is None:
+            return
+        if category_counts(self.n_categories, len(fitted)).tolist() != list(fitted):
+            raise ParameterError(
+                f"n_categories was set to {self.n_categories!r} after the fit, whose "
+                f"probabilities are over n_categories_ = {[int(c) for c in fitted]}: fit "
+                f"again{warm(self)}, or set n_categories back"
+            )
 
     def _limits(self, X, reset: bool) -> torch.Tensor | None:
         if not reset:
@@ -402,6 +415,8 @@ class CategoricalMixture(_DiscreteMixture):
         return torch.as_tensor(c, device=X.device)
 
     def _prepare_component_data(self, X):
+        if self._warm_width() is not None:
+            return  # a warm start keeps the categories its probabilities are over
         if self.n_categories is None:
             top = dense_codes(X, f"{type(self).__name__}: ", "the model")
             self.n_categories_ = (top + 1).cpu().numpy()

@@ -32,7 +32,7 @@ from torch.distributions import (
 )
 
 from latentfit._validation import check_non_negative
-from latentfit.em.edited import snapshot
+from latentfit.em.edited import snapshot, warm
 from latentfit.em.gaussian import (
     DegenerateComponentError,
     check_overflow,
@@ -300,6 +300,14 @@ class MixtureModel(BaseMixture):
 
     def _n_components(self) -> int:
         return len(self._families())
+
+    def _check_fitted_settings(self) -> None:
+        fitted = vars(self).get("families_")
+        if fitted is not None and self._families() != list(fitted):
+            raise ParameterError(
+                f"family was set to {self.family!r} after the fit, whose components are "
+                f"{list(fitted)}: fit again{warm(self)}, or set family back"
+            )
 
     def _check_parameters(self):
         super()._check_parameters()
