@@ -100,6 +100,15 @@ def test_settings_are_checked_at_fit():
         GaussianHMM(2, n_init=0).fit(X)
     with pytest.raises(ValueError, match="Unknown decoder 'best'"):
         fitted().decode(X, algorithm="best")
+    # True is an int to Python: n_components=True sized the priors by it (numpy's bare
+    # "an integer is required"), n_init=True ran one restart
+    for cls in (GaussianHMM, GaussianHSMM):
+        with pytest.raises(
+            ParameterError, match="n_components must be a positive integer, got True"
+        ):
+            cls(True).fit(X)
+        with pytest.raises(ParameterError, match="n_init must be a positive integer, got True"):
+            cls(2, n_init=True).fit(X)
     with pytest.raises(ValueError, match="fewer than n_components"):
         GaussianHMM(5).fit(X[:3])
     with pytest.raises(ValueError, match="3 features but the model was fitted with 2"):

@@ -192,12 +192,10 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         return torch.as_tensor(arr, dtype=self._dtype, device=self._device)
 
     def _check_parameters(self):
-        if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
-            raise ParameterError(
-                f"n_components must be a positive integer, got {self.n_components!r}"
-            )
-        if not isinstance(self.n_init, int | np.integer) or self.n_init < 1:
-            raise ParameterError(f"n_init must be a positive integer, got {self.n_init!r}")
+        for name in ("n_components", "n_init"):  # True is an int, but not a count
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if self.algorithm not in ("viterbi", "map"):
             raise ParameterError(f"algorithm must be 'viterbi' or 'map', got {self.algorithm!r}")
         if self.implementation not in ("log", "scaling"):
