@@ -295,6 +295,26 @@ def test_parameters_changed_by_hand_restart_the_statistics():
     assert model.means_[0] == pytest.approx(model._online_state.params["means"][0].numpy())
 
 
+@pytest.mark.parametrize(
+    ("make", "setting", "value", "msg"),
+    [
+        (lambda: AutoregressiveHMM(2, order=2), "order", 1, "coefs_ must have shape"),
+        (lambda: GaussianHMM(2), "covariance_type", "full", "'full' covars must have shape"),
+    ],
+)
+def test_a_setting_changed_between_calls_is_checked_against_the_parameters(
+    make, setting, value, msg
+):
+    # Before, the running statistics of the old shapes went on: torch's RuntimeError
+    # "Expected size for first two dimensions of batch2 tensor to be: [2, 3] but got: [2, 5]"
+    # (order) or "permute(sparse_coo): number of dimensions ..." (covariance_type).
+    X = np.cumsum(np.random.default_rng(0).normal(size=(40, 2)), 0)
+    model = make().partial_fit(X[:20])
+    model.set_params(**{setting: value})
+    with pytest.raises(ParameterError, match=msg):
+        model.partial_fit(X[20:], new_sequence=False)
+
+
 def test_a_symbol_first_seen_after_the_m_steps():
     """Without pseudo-counts the M-steps give a symbol not seen yet probability 0, and a later
     row holding it is impossible (DataError naming the row and the remedy); with

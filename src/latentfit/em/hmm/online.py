@@ -342,20 +342,31 @@ class OnlineHMMMixin:
 
         return _HMMHooks(self, None)
 
+    #: the settings the parameters' shapes follow (the autoregressive ``order``...)
+    _online_settings = ("n_components", "covariance_type", "n_mix", "order", "n_features")
+
     def _online_attributes(self) -> tuple:
-        """Copies of the parameter attributes, to tell whether they were changed since."""
+        """Copies of the parameter attributes and of the settings their shapes follow, to
+        tell whether they were changed since."""
         names = ("startprob_", "transmat_", *self._emission_attributes)
-        return tuple(np.array(getattr(self, n, np.nan), dtype=float) for n in names)
+        settings = tuple(repr(getattr(self, n, None)) for n in self._online_settings)
+        return (settings, *(np.array(getattr(self, n, np.nan), dtype=float) for n in names))
 
     def _online_current_state(self) -> OnlineHMMState | None:
         """The running state, or None when there is none or the parameters were changed
-        since (by ``fit``, ``load`` or by hand): then the recursion restarts from them."""
+        since (by ``fit``, ``load`` or by hand), or a setting their shapes follow
+        (``covariance_type``, ``order``...): then the recursion restarts from them, checked
+        against the settings as they are now."""
         state = getattr(self, "_online_state", None)
         if state is None:
             return None
-        held, now = self._online_attrs, self._online_attributes()
-        same = len(held) == len(now) and all(
-            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(held, now, strict=True)
+        (held_settings, *held), (settings, *now) = self._online_attrs, self._online_attributes()
+        same = (
+            held_settings == settings
+            and len(held) == len(now)
+            and all(
+                a.shape == b.shape and np.array_equal(a, b) for a, b in zip(held, now, strict=True)
+            )
         )
         return state if same else None
 
