@@ -66,3 +66,14 @@ def test_sizes_from_a_generator_and_a_range_are_swept():
     b = select_model(X, n_components=range(1, 3), covariance_types=["diag"])
     assert [r["label"] for r in a.rows] == [r["label"] for r in b.rows] == ["diag K=1", "diag K=2"]
     assert [r["bic"] for r in a.rows] == [r["bic"] for r in b.rows]
+
+
+def test_cv_takes_a_numpy_integer_and_refuses_a_bool():
+    # Before, cv=np.int64(3) was refused as "cv must be an integer >= 2 (number of folds)",
+    # though n_components and every other count of the package take numpy integers.
+    kwargs = {"n_components": [1], "covariance_types": ["diag"], "max_iter": 5}
+    a = select_model(X, cv=np.int64(3), **kwargs)
+    b = select_model(X, cv=3, **kwargs)
+    assert a.rows[0]["cv_loglik"] == b.rows[0]["cv_loglik"]
+    with pytest.raises(ParameterError, match="cv must be an integer >= 2"):
+        select_model(X, cv=True, **kwargs)

@@ -446,8 +446,10 @@ def select_model(
         )
     if criterion == "cv_loglik" and not cv:
         raise ParameterError(f"criterion={criterion!r} needs cv=K folds (e.g. cv=5)")
-    if cv is not None and (isinstance(cv, bool) or not isinstance(cv, int) or cv < 2):
-        raise ParameterError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
+    if cv is not None:
+        if isinstance(cv, bool) or not isinstance(cv, numbers.Integral) or cv < 2:
+            raise ParameterError(f"cv must be an integer >= 2 (number of folds), got {cv!r}")
+        cv = int(cv)  # a numpy integer (len(groups) // 2...) is a count too
     # Checked here (NaN kept: models with missing="marginalize" take it; each model checks
     # the rest), so that strings or ragged rows are a DataError naming the row, not numpy's.
     Xt = X if isinstance(X, torch.Tensor) else as_float_tensor(X, allow_nan=True)
