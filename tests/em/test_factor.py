@@ -372,3 +372,25 @@ def test_fewer_rows_than_features_in_float32_score_and_transform(cls):
     model = cls(dtype="float32", max_iter=30, n_components=2, random_state=0).fit(X)
     assert np.isfinite(model.score_samples(X)).all() and np.isfinite(model.transform(X)).all()
     assert np.all(model.noise_variance_ >= np.finfo(np.float32).eps * X.var(0).mean() * 0.99)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_rows_of_weight_zero_add_nothing_and_one_weighted_row_is_refused(cls):
+    # Before: rows of weight 0 far from identical weighted rows had infinite terms at the
+    # noise floor, 0 * inf = NaN, and the fit failed with NonFiniteLowerBoundError ("Try
+    # scaling the data"); one row of positive weight failed the same way.
+    from latentfit.errors import DataError
+
+    X = np.random.default_rng(0).normal(size=(30, 4))
+    data = np.r_[np.ones((5, 4)), X]
+    w = np.r_[np.ones(5), np.zeros(30)]
+    for method in ("fit", "partial_fit"):
+        model = getattr(cls(2), method)(data, sample_weight=w)
+        alone = getattr(cls(2), method)(data[:5])  # the rows of positive weight only
+        np.testing.assert_allclose(model.noise_variance_, alone.noise_variance_)
+        np.testing.assert_allclose(model.mean_, 1.0)
+    one = np.r_[1.0, np.zeros(29)]
+    with pytest.raises(DataError, match="at least 2 samples of positive weight in X, but"):
+        cls(2).fit(X, sample_weight=one)
+    with pytest.raises(DataError, match="positive weight in the first batch of partial_fit"):
+        cls(2).partial_fit(X, sample_weight=one)

@@ -49,6 +49,7 @@ from latentfit.em.factor_math import (
     factor_moment_em,
     factor_mstep,
     factor_posterior,
+    positive_weight_rows,
     recenter_factor_stats,
 )
 from latentfit.em.gaussian import check_overflow, weighted_mean
@@ -178,6 +179,7 @@ class _LinearGaussian(
                 "gives no covariance to factor; pass more rows"
             )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+        _check_weighted_rows(self, w)
         check_overflow(X, w)  # the data's second moments must be representable
         self.n_features_in_ = d
         self._min_noise = _noise_floor(X, w)
@@ -188,6 +190,7 @@ class _LinearGaussian(
         return 2, "2 samples"
 
     def _online_init_data(self, X, w):
+        _check_weighted_rows(self, w, "the first batch of partial_fit")
         check_overflow(X, w)
         self._min_noise = _noise_floor(X, w)
         return TensorChunks(X, w, self.chunk_rows)
@@ -426,6 +429,18 @@ class PPCA(_LinearGaussian):
     _isotropic = True
 
 
+def _check_weighted_rows(model, w: torch.Tensor, where: str = "X") -> None:
+    """DataError unless at least 2 rows have a positive weight: one row (the others weighted
+    0) gives no covariance to factor, as a single row does not."""
+    n = int((w > 0).sum())
+    if n < 2:
+        raise DataError(
+            f"{type(model).__name__} needs at least 2 samples of positive weight in {where}, "
+            f"but sample_weight gives {n}: one row gives no covariance to factor; give more "
+            "rows a positive weight"
+        )
+
+
 def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
     """Smallest noise variance allowed (as scikit-learn's FactorAnalysis): a tiny fraction of
     the data variance, so a coordinate explained exactly by the factors keeps Ψ invertible."""
@@ -540,7 +555,7 @@ class _FactorMomentHooks(_FactorHooks):
     weight_key = "S0"
 
     def estep(self, params, batch):
-        X, w = batch
+        X, w = positive_weight_rows(*batch)
         W, mu, psi = params["W"], params["mu"], params["psi"]
         post = factor_posterior(X, W, mu, psi)
         if post.cov.dim() == 2:  # complete rows: the moments need no parameter

@@ -72,6 +72,14 @@ def factor_posterior(
     return FactorPosterior(Ez, torch.cholesky_inverse(L), ll)
 
 
+def positive_weight_rows(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows (n', d) of X of positive weight, and their weights (n',). A row of weight 0
+    adds nothing to the statistics, but its terms can be infinite (Ψ at the noise floor of
+    data whose weighted rows are all alike, and the row far from them): 0 · inf is NaN."""
+    keep = w > 0
+    return (X, w) if bool(keep.all()) else (X[keep], w[keep])
+
+
 def factor_estep_stats(
     X: torch.Tensor, w: torch.Tensor, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor
 ) -> dict[str, torch.Tensor]:
@@ -82,6 +90,7 @@ def factor_estep_stats(
     ``loglik`` = Σ w log p(x_o). Missing coordinates enter through E[x_m − μ_m | x_o] = W_m E[z]
     and their conditional second moments W_m E[z zᵀ] W_mᵀ + Ψ_m.
     """
+    X, w = positive_weight_rows(X, w)
     post = factor_posterior(X, W, mu, psi)
     Ez = post.mean  # (n, q)
     wEz = w.unsqueeze(1) * Ez  # (n, q)
