@@ -394,3 +394,23 @@ def test_rows_of_weight_zero_add_nothing_and_one_weighted_row_is_refused(cls):
         cls(2).fit(X, sample_weight=one)
     with pytest.raises(DataError, match="positive weight in the first batch of partial_fit"):
         cls(2).partial_fit(X, sample_weight=one)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_data_too_small_for_their_squares_are_refused_by_name(cls):
+    # found by a helper's hunt: X * 1e-200 underflowed every squared deviation to 0, the
+    # model fitted the columns as constant (components all 0) and scored 1766 (2290 is right)
+    import math
+
+    from latentfit.errors import DataError
+
+    X = np.random.default_rng(0).normal(size=(40, 4))
+    with pytest.raises(
+        DataError, match=r"column 0 of X spans only 4.13e-200.*multiply it by 1e200"
+    ):
+        cls(2, random_state=0).fit(X * 1e-200)
+    with pytest.raises(DataError, match="spans only"):
+        cls(2, random_state=0).partial_fit(X * 1e-200)
+    ref = cls(2, random_state=0).fit(X).score(X)  # 1e-150 keeps its digits: fitted exactly
+    small = cls(2, random_state=0).fit(X * 1e-150).score(X * 1e-150)
+    assert small == pytest.approx(ref - 4 * math.log(1e-150), abs=1e-9)

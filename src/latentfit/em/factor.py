@@ -52,7 +52,7 @@ from latentfit.em.factor_math import (
     positive_weight_rows,
     recenter_factor_stats,
 )
-from latentfit.em.gaussian import check_overflow, weighted_mean
+from latentfit.em.gaussian import check_overflow, check_underflow, weighted_mean
 from latentfit.em.missing import impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.rotation import ROTATIONS, orthogonal_rotation
@@ -166,7 +166,7 @@ class _LinearGaussian(
 
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=self.chunk_rows, min_rows=2,
-            init_data=init_data, check=check_overflow,
+            init_data=init_data, check=_check_scale,
         )  # fmt: skip
 
     def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
@@ -180,7 +180,7 @@ class _LinearGaussian(
             )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         _check_weighted_rows(self, w)
-        check_overflow(X, w)  # the data's second moments must be representable
+        _check_scale(X, w)  # the data's second moments must be representable
         self.n_features_in_ = d
         self._min_noise = _noise_floor(X, w)
         return EMFit(self._hooks(), TensorChunks(X, w, self.chunk_rows), X=X)
@@ -191,12 +191,12 @@ class _LinearGaussian(
 
     def _online_init_data(self, X, w):
         _check_weighted_rows(self, w, "the first batch of partial_fit")
-        check_overflow(X, w)
+        _check_scale(X, w)
         self._min_noise = _noise_floor(X, w)
         return TensorChunks(X, w, self.chunk_rows)
 
     def _online_batch(self, X, w):
-        check_overflow(X, w)  # every batch's moments, as fit checks the data's
+        _check_scale(X, w)  # every batch's moments, as fit checks the data's
         return (X, w)
 
     #: the noise floor, 1e-12 of the data's variance (> 0: Ψ must stay invertible)
@@ -586,3 +586,10 @@ class _FactorMomentHooks(_FactorHooks):
 
     def recenter(self, stats, old, new):
         return translate_moment_stats(stats, old["mu"] - new["mu"], "full")
+
+
+def _check_scale(X: torch.Tensor, w: torch.Tensor | None = None) -> None:
+    """The data's second moments must be representable: neither overflow nor underflow (a
+    factor model has no variance floor that would hide the second)."""
+    check_overflow(X, w)
+    check_underflow(X, w)
