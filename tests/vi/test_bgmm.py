@@ -187,6 +187,39 @@ def test_float32_and_device_agree_with_float64(faithful, device):
     assert abs(bg.elbo_ - ref.elbo_) < 1e-5 * abs(ref.elbo_)
 
 
+@pytest.mark.parametrize(
+    ("sep", "prior", "rtol"),
+    [
+        # 10 apart: every component resolved, float32 agrees to ~1e-5 (before: 5e-3)
+        (10.0, None, 1e-4),
+        # 100 apart, sd 0.01 with a small Wishart scale (before: 0.27, 7.7e-3 without it).
+        # The sd-1 cluster stays in the fast form about the centre (its log-densities round by
+        # eps * 50**2 / 1 = 3e-4 nats, below far_components' 1e-3), and its posterior
+        # Wishart, of nu = 202, turns that rounding into ~0.1 nats of the bound.
+        (100.0, 1e-4, 1e-3),
+        (100.0, None, 1e-3),
+    ],
+)
+def test_float32_resolves_a_tight_cluster_far_from_the_others(sep, prior, rtol):
+    """Moments and log-densities about the data mean round by eps ||m_k - c||^2 / sigma_k^2:
+    a cluster of sd 0.01 at 50 from the mean lost its spread in float32 (as GaussianMixture's
+    did); such components are computed from x - m_k (em.gaussian.far_components)."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.01, (200, 2)), rng.normal(sep, 1, (200, 2))]
+    kw = dict(n_components=2, random_state=0, max_iter=200)
+    if prior is not None:
+        kw["covariance_prior"] = prior * np.eye(2)
+    ref = BayesianGaussianMixture(**kw).fit(X)
+    sk = SkBGMM(**kw).fit(X)
+    # the same iterations from the same start in float64 (before: 3e-9 apart with the prior)
+    assert ref.n_iter_ == sk.n_iter_
+    np.testing.assert_allclose(ref.lower_bound_, sk.lower_bound_, rtol=1e-10)
+    bg = BayesianGaussianMixture(dtype="float32", **kw).fit(X)
+    np.testing.assert_allclose(bg.lower_bound_, ref.lower_bound_, rtol=rtol)
+    np.testing.assert_allclose(bg.means_, ref.means_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bg.score_samples(X), ref.score_samples(X), rtol=rtol, atol=1e-3)
+
+
 def test_sample_weight_equals_repeated_rows(faithful):
     X = faithful[:60]
     w = np.arange(60) % 3 + 1

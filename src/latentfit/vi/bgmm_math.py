@@ -30,6 +30,7 @@ __all__ = [
     "NormalWishart",
     "elbo_constant",
     "expected_log_gaussian",
+    "expected_log_gaussian_offset",
     "expected_log_weights",
     "log_dirichlet_norm",
     "log_wishart_norm",
@@ -136,12 +137,17 @@ def _sum_digamma_half(dof: torch.Tensor, d: int) -> torch.Tensor:
 
 def expected_log_gaussian(X: torch.Tensor, q: NormalWishart, covariance_type: str) -> torch.Tensor:
     """E_q[log N(x_n | μ_k, Λ_k⁻¹)] for every sample and component (n, d) → (n, k)
-    (Bishop 10.64–10.65), in scikit-learn's normalised-precision form."""
-    d = X.shape[1]
+    (Bishop 10.64–10.65), in scikit-learn's normalised-precision form: log N(x | m_k, (ν_k
+    W_k)⁻¹) plus :func:`expected_log_gaussian_offset`."""
     log_gauss = log_gaussian_prob(X, q.means, q.prec_chol, covariance_type)  # (n, k)
-    log_gauss = log_gauss - 0.5 * d * q.dof.log()
+    return log_gauss + expected_log_gaussian_offset(q, X.shape[1])
+
+
+def expected_log_gaussian_offset(q: NormalWishart, d: int) -> torch.Tensor:
+    """E_q[log N(x | μ_k, Λ_k⁻¹)] − log N(x | m_k, (ν_k W_k)⁻¹), the same for every x (k,) or
+    0-d (tied): ½ (E[log |Λ_k|] − d log ν_k − log |W_k| − d / β_k) (Bishop 10.64–10.65)."""
     log_lambda = d * math.log(2.0) + _sum_digamma_half(q.dof, d)  # (k,) or 0-d
-    return log_gauss + 0.5 * (log_lambda - d / q.mean_precision)
+    return 0.5 * (log_lambda - d / q.mean_precision - d * q.dof.log())
 
 
 def log_wishart_norm(dof: torch.Tensor, log_det_chol: torch.Tensor, d: int) -> torch.Tensor:
