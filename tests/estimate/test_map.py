@@ -3,6 +3,7 @@ lasso from scikit-learn on the same data."""
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
 import torch
 from scipy.optimize import curve_fit
 from sklearn.linear_model import Lasso, LinearRegression, Ridge
@@ -147,3 +148,48 @@ def test_map_errors():
         fit_map("poisson", x, {"rate": Laplace(_t(0.0), _t(1.0))})
     with pytest.raises(ValueError, match="one value per row of X"):
         fit_map_regression(_linear, np.ones((3, 2)), [1.0, 2.0], _init(2))
+
+
+@pytest.mark.parametrize(("x_scale", "y_scale"), [(1e-5, 1.0), (1.0, 1e-5), (1e-10, 1e-10)])
+def test_least_squares_whatever_the_units(regression, x_scale, y_scale):
+    """Columns of X in small units beside the intercept, or y far below noise_scale, give a
+    Hessian whose curvatures differ by 1e10: flatness is judged on it scaled to unit
+    diagonal (inference.equilibrated_eigh). Before, X * 1e-5 gave NaN standard errors (the
+    slopes "not identified") and y * 1e-5 with noise_scale=1 stopped at w ~ 1e-10 (least
+    squares: 2.0, -1.0, ...) with converged=True."""
+    X, y = regression
+    X, y = X * x_scale, y * y_scale
+    sigma = 1.0 if x_scale == 1 else 0.7 * y_scale
+    fit = fit_map_regression(_linear, X, y, _init(X.shape[1]), noise_scale=sigma)
+    ref = sm.OLS(y, sm.add_constant(X)).fit()
+    np.testing.assert_allclose(fit.params["w"], ref.params[1:], rtol=1e-8)
+    assert float(fit.params["b"]) == pytest.approx(ref.params[0], rel=1e-8)
+    # σ known: the covariance of least squares is σ² (AᵀA)⁻¹, statsmodels' normalized_cov_params
+    order = [*range(1, X.shape[1] + 1), 0]  # statsmodels puts the constant first
+    cov = sigma**2 * ref.normalized_cov_params[np.ix_(order, order)]
+    np.testing.assert_allclose(fit.cov, cov, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda X, y: fit_map_regression(_linear, X, y, _init(8), noise_scale="1"), "noise_scale"),
+        (
+            lambda X, y: fit_map_regression(_linear, X, y, _init(8), noise_scale=np.inf),
+            "noise_scale",
+        ),
+        (
+            lambda X, y: fit_map_regression(_linear, X, y, _init(8), noise_scale=np.ones(3)),
+            "noise_scale",
+        ),
+        (lambda X, y: ridge_prior_scale(0.0), "alpha must be a finite number > 0"),
+        (lambda X, y: ridge_prior_scale(-1.0), "alpha must be a finite number > 0"),
+        (lambda X, y: lasso_prior_scale(1.0, 0), "n_samples must be an integer >= 1"),
+        (lambda X, y: lasso_prior_scale(0.0, 10), "alpha must be a finite number > 0"),
+    ],
+)
+def test_bad_scales_are_named(regression, call, message):
+    """Before: TypeError, ValueError (an array's truth value), ZeroDivisionError, a complex
+    number's TypeError, and for noise_scale=inf a DataError blaming the starting values."""
+    with pytest.raises(ParameterError, match=message):
+        call(*regression)

@@ -20,6 +20,7 @@ from latentfit.errors import ParameterError
 __all__ = [
     "InformationInverse",
     "delta_method_covariance",
+    "equilibrated_eigh",
     "invert_information",
     "sandwich_covariance",
     "wald_interval",
@@ -45,23 +46,38 @@ class InformationInverse(NamedTuple):
 _NULL_TOL = 1e-6
 
 
+def equilibrated_eigh(sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eigen-decomposition of a symmetric (p, p) matrix scaled to unit diagonal (Jacobi
+    equilibration, Golub & Van Loan §3.5.2): returns ``w`` (p,), ``v`` (p, p) and ``scale``
+    (p,) with ``scale · sym · scale = v diag(w) vᵀ``. Its eigenvalues judge which directions
+    are flat whatever the units of each coordinate: unscaled, a regression column of scale
+    1e-5 beside an intercept has curvature 1e-10 of the intercept's and was taken for an
+    unidentified one. A coordinate of no (or negative) curvature keeps the scale 1."""
+    d = sym.diagonal()
+    scale = torch.where(d > 0, d.clamp_min(torch.finfo(d.dtype).tiny).rsqrt(), torch.ones_like(d))
+    w, v = torch.linalg.eigh(sym * scale.unsqueeze(1) * scale.unsqueeze(0))
+    return w, v, scale
+
+
 def invert_information(info: torch.Tensor, rtol: float = 1e-9) -> InformationInverse:
     """Invert a symmetric information matrix (p, p), tolerating a singular one.
 
-    Eigenvalues below ``rtol · max|λ|`` (and negative ones, which mean the point is not a
-    maximum) are treated as zero and their eigenvectors form the null space; the inverse on
-    the other directions is the pseudo-inverse, exact for every identified combination.
+    Eigenvalues of the information scaled to unit diagonal (:func:`equilibrated_eigh`) below
+    ``rtol · max|λ|`` (and negative ones, which mean the point is not a maximum) are treated
+    as zero and their directions form the null space; the inverse on the others is a
+    generalised inverse, exact for every identified combination.
     """
     p = info.shape[-1]
     sym = (info + info.T) / 2
     if p == 0 or not bool(torch.isfinite(sym).all()):
         eye = torch.eye(p, dtype=info.dtype, device=info.device)
         return InformationInverse(torch.zeros_like(eye), eye)
-    w, v = torch.linalg.eigh(sym)  # (p,), (p, p)
+    w, v, scale = equilibrated_eigh(sym)  # (p,), (p, p), (p,)
     good = w > rtol * w.abs().max()
-    vg = v[:, good]
+    vg = v[:, good] * scale.unsqueeze(1)  # back to the original coordinates
     cov = (vg / w[good]) @ vg.T  # (p, p)
-    return InformationInverse(cov, v[:, ~good])
+    null = torch.linalg.qr(v[:, ~good] * scale.unsqueeze(1))[0]  # (p, r) orthonormal
+    return InformationInverse(cov, null)
 
 
 def sandwich_covariance(inverse: InformationInverse, scores: torch.Tensor) -> InformationInverse:

@@ -31,7 +31,13 @@ import torch
 import torch.distributions as D
 from torch.distributions import constraints as C
 
-from latentfit._validation import as_float_tensor, resolve_device, resolve_dtype
+from latentfit._validation import (
+    as_float_tensor,
+    check_positive,
+    check_positive_int,
+    resolve_device,
+    resolve_dtype,
+)
 from latentfit.errors import ParameterError
 from latentfit.estimate.families import log_density_family
 from latentfit.estimate.mle import check_init, fit_family, prepare_fit
@@ -53,12 +59,17 @@ def ridge_prior_scale(alpha: float, noise_scale: float = 1.0) -> torch.Tensor:
 
     A float64 0-d tensor, so that ``Normal(0.0, ridge_prior_scale(alpha))`` keeps every digit
     (torch stores a Python float as float32)."""
+    check_positive(alpha, "alpha")
+    check_positive(noise_scale, "noise_scale")
     return torch.tensor(noise_scale / alpha**0.5, dtype=torch.float64)
 
 
 def lasso_prior_scale(alpha: float, n_samples: int, noise_scale: float = 1.0) -> torch.Tensor:
     """The Laplace prior scale b whose MAP is scikit-learn's ``Lasso(alpha)``: b = σ²/(n alpha);
     a float64 0-d tensor, as :func:`ridge_prior_scale`."""
+    check_positive(alpha, "alpha")
+    check_positive_int(n_samples, "n_samples")
+    check_positive(noise_scale, "noise_scale")
     return torch.tensor(noise_scale**2 / (n_samples * alpha), dtype=torch.float64)
 
 
@@ -411,8 +422,7 @@ def fit_map_regression(
         raise ParameterError(
             f"y must be 1-D with one value per row of X; got X {tuple(X.shape)}, y {tuple(y.shape)}"
         )
-    if not noise_scale > 0:
-        raise ParameterError(f"noise_scale must be positive, got {noise_scale}")
+    check_positive(noise_scale, "noise_scale")
     sigma = torch.tensor(noise_scale, dtype=dtype, device=device)
 
     def log_density(y_, X, **params):

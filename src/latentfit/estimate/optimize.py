@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch
 from torch.autograd.functional import hessian
 
+from latentfit.estimate.inference import equilibrated_eigh
+
 __all__ = ["OptimizeResult", "minimize"]
 
 
@@ -118,12 +120,15 @@ def minimize(
         h = hessian(f, u)  # (p, p)
         if not bool(torch.isfinite(h).all()):
             break
-        w, v = torch.linalg.eigh((h + h.T) / 2)  # (p,), (p, p)
+        # judged on the Hessian scaled to unit diagonal, so that flatness does not depend
+        # on each coordinate's units
+        w, v, s = equilibrated_eigh((h + h.T) / 2)  # (p,), (p, p), (p,)
         tol = 1e-9 * float(w.abs().max())
         if float(w.min()) < -tol:
             break  # not locally convex: keep the L-BFGS point
         good = w > tol  # a flat direction (unidentified parameter) takes no step
-        step = -v[:, good] @ ((v[:, good].T @ g) / w[good])
+        vg = v[:, good] * s.unsqueeze(1)  # (p, r) in the original coordinates
+        step = -vg @ ((vg.T @ g) / w[good])
         cand = u + step
         if not _finite_at(f, cand):
             break
