@@ -235,6 +235,42 @@ def test_bad_input(make, data, match):
         model.update(data)
 
 
+@pytest.mark.parametrize(
+    ("make", "data", "match"),
+    [
+        # before: accepted and truncated to 2, or a torch constraint's ValueError
+        (lambda: BetaBinomial(total_count=2.5), None, "total_count must be a whole number"),
+        (lambda: DirichletMultinomial([1, 1], total_count=-1), None, "total_count must be"),
+        (lambda: BetaBinomial(total_count=3).posterior_predictive(-1), None, "total_count"),
+        # before: torch's ValueError, a LinAlgError, or a posterior at inf
+        (lambda: NormalKnownVariance(float("nan")), [1.0], "loc must be finite"),
+        (lambda: NormalInverseGamma(float("inf")), [1.0], "loc must be finite"),
+        (lambda: NormalInverseWishart([np.nan, 0.0]), [[1.0, 2.0]], "loc must be finite"),
+        (lambda: NormalInverseWishart([0.0, 0.0], df=np.inf), None, "df must exceed"),
+        # before: read as the identity (Cholesky reads the lower triangle only)
+        (lambda: NormalInverseWishart([0.0, 0.0], scale=[[1, 0.5], [0, 1]]), None, "symmetric"),
+        # before: posteriors with scale inf / loc inf, silently
+        (lambda: NormalInverseGamma(0, 1, 2, 2), [1e200, -1e200], "beta overflowed"),
+        (lambda: NormalKnownVariance(), [1e308, 1e308], "loc overflowed"),
+        (lambda: NormalInverseWishart([0, 0]), [[1e200, 0], [-1e200, 1]], "scale overflowed"),
+        # before: LinAlgError from the posterior predictive (singular by rounding in float32)
+        (
+            lambda: NormalInverseWishart(np.zeros(2), 1.0, 4.0, np.eye(2), dtype="float32"),
+            np.full((3, 2), 1e4),
+            "not positive definite in torch.float32",
+        ),
+    ],
+)
+def test_bad_hyperparameters_and_overflow_are_named(make, data, match):
+    with pytest.raises(ValueError, match=match):
+        model = make()
+        model.update(data).posterior_predictive()
+
+
+def test_whole_float_total_count_is_accepted():
+    assert BetaBinomial(total_count=10.0).total_count == 10
+
+
 def test_models_stay_on_their_device(device):
     rng = np.random.default_rng(5)
     gp = GammaPoisson(2.0, 1.0, device=device).update(rng.poisson(2.0, 20))

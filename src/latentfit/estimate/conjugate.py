@@ -12,13 +12,14 @@ Learning: a Probabilistic Perspective*, §3.3–3.5.
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
 import torch.distributions as D
 
 from latentfit._validation import resolve_device, resolve_dtype
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, ParameterError
 from latentfit.estimate.distributions import (
     BetaBinomialDistribution,
     DirichletMultinomialDistribution,
@@ -49,6 +50,29 @@ def _positive(value, name, dtype, device):
     return t
 
 
+def _finite(value, name, dtype, device):
+    t = torch.as_tensor(value, dtype=dtype, device=device)
+    if not bool(torch.isfinite(t).all()):
+        raise ParameterError(f"{name} must be finite, got {t.tolist()}")
+    return t
+
+
+def _total_count(value, name: str = "total_count") -> int:
+    """A number of trials: a whole number >= 1 (10.0 is 10); 2.5, 0, -1, inf, NaN, a bool or
+    a string are refused by name (they reached torch's constraint checks, or were truncated)."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and float(value).is_integer()
+        and value >= 1
+    )
+    if not ok:
+        raise ParameterError(
+            f"{name} must be a whole number of trials >= 1 (e.g. 10), got {value!r:.60}"
+        )
+    return int(value)
+
+
 def _interval(dist: D.Distribution, level: float) -> torch.Tensor:
     """Equal-tailed credible interval (..., 2) from the quantiles of ``dist``."""
     level = check_level(level)
@@ -74,6 +98,13 @@ class ConjugateModel:
         return {}
 
     def _replace(self, n_new: int, **hyper):
+        bad = [k for k, v in hyper.items() if not bool(torch.isfinite(v).all())]
+        if bad:  # e.g. a sum of squares of values near 1e200
+            raise DataError(
+                f"the posterior's {bad[0]} overflowed to {hyper[bad[0]].tolist()}: the data are "
+                f"too large for {self.dtype} arithmetic; rescale them (e.g. divide by a power "
+                "of ten)" + (" or use dtype='float64'" if self.dtype != torch.float64 else "")
+            )
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.__dict__.update(hyper)
@@ -120,9 +151,7 @@ class BetaBinomial(ConjugateModel):
         self._setup(dtype, device)
         self.alpha = _positive(alpha, "alpha", self.dtype, self.device)
         self.beta = _positive(beta, "beta", self.dtype, self.device)
-        if int(total_count) < 1:
-            raise ParameterError(f"total_count must be a positive integer, got {total_count}")
-        self.total_count = int(total_count)
+        self.total_count = _total_count(total_count)
 
     def _fixed_args(self):
         return {"total_count": self.total_count}
@@ -142,7 +171,7 @@ class BetaBinomial(ConjugateModel):
 
     def posterior_predictive(self, total_count: int | None = None) -> D.Distribution:
         """Successes in ``total_count`` new trials (default: the model's)."""
-        m = self.total_count if total_count is None else int(total_count)
+        m = self.total_count if total_count is None else _total_count(total_count)
         if m == 1:
             return D.Bernoulli(probs=self.alpha / (self.alpha + self.beta))
         return BetaBinomialDistribution(self.alpha, self.beta, m)
@@ -190,7 +219,7 @@ class DirichletMultinomial(ConjugateModel):
             raise ParameterError(
                 f"alpha must have shape (k,) with k >= 2, got {tuple(self.alpha.shape)}"
             )
-        self.total_count = int(total_count)
+        self.total_count = _total_count(total_count)
 
     def _fixed_args(self):
         return {"total_count": self.total_count}
@@ -220,7 +249,7 @@ class DirichletMultinomial(ConjugateModel):
         return _interval(D.Beta(self.alpha, self.alpha.sum() - self.alpha), level)
 
     def posterior_predictive(self, total_count: int | None = None) -> D.Distribution:
-        m = self.total_count if total_count is None else int(total_count)
+        m = self.total_count if total_count is None else _total_count(total_count)
         return DirichletMultinomialDistribution(self.alpha, m)
 
     def log_evidence(self, x) -> torch.Tensor:

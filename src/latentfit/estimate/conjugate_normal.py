@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 import torch.distributions as D
 
-from latentfit.errors import ParameterError
-from latentfit.estimate.conjugate import ConjugateModel, _interval, _positive
+from latentfit.errors import DataError, ParameterError
+from latentfit.estimate.conjugate import ConjugateModel, _finite, _interval, _positive
 from latentfit.estimate.distributions import InverseWishart, MultivariateStudentT
 
 __all__ = ["NormalInverseGamma", "NormalInverseWishart", "NormalKnownVariance"]
@@ -55,7 +55,7 @@ class NormalKnownVariance(ConjugateModel):
 
     def __init__(self, loc=0.0, scale=1.0, noise_scale=1.0, *, dtype=None, device=None):
         self._setup(dtype, device)
-        self.loc = torch.as_tensor(loc, dtype=self.dtype, device=self.device)
+        self.loc = _finite(loc, "loc", self.dtype, self.device)
         self.scale = _positive(scale, "scale", self.dtype, self.device)
         self.noise_scale = _positive(noise_scale, "noise_scale", self.dtype, self.device)
 
@@ -122,7 +122,7 @@ class NormalInverseGamma(ConjugateModel):
 
     def __init__(self, loc=0.0, kappa=1.0, alpha=1.0, beta=1.0, *, dtype=None, device=None):
         self._setup(dtype, device)
-        self.loc = torch.as_tensor(loc, dtype=self.dtype, device=self.device)
+        self.loc = _finite(loc, "loc", self.dtype, self.device)
         self.kappa = _positive(kappa, "kappa", self.dtype, self.device)
         self.alpha = _positive(alpha, "alpha", self.dtype, self.device)
         self.beta = _positive(beta, "beta", self.dtype, self.device)
@@ -213,6 +213,18 @@ def normal_inverse_wishart_log_evidence(loc, kappa, df, scale, x) -> torch.Tenso
     )
 
 
+def _resolved(scale: torch.Tensor) -> bool:
+    """Whether the (d, d) ``scale`` is positive definite beyond its dtype's rounding: its
+    Cholesky factor exists and no pivot² is below d·eps of the largest variance (3 equal rows
+    of 1e4 in float32 left [[7.5e7, 7.5e7], [7.5e7, 7.5e7]], whose factor exists by rounding
+    while that of the predictive's rescaled copy does not)."""
+    L, info = torch.linalg.cholesky_ex(scale)
+    if int(info):
+        return False
+    eps = torch.finfo(scale.dtype).eps
+    return float(L.diagonal().square().min()) > scale.shape[0] * eps * float(scale.diagonal().max())
+
+
 class NormalInverseWishart(ConjugateModel):
     """Σ ~ InverseWishart(df, scale), μ | Σ ~ MultivariateNormal(loc, Σ/kappa); observations
     are rows (d,) from MultivariateNormal(μ, Σ)."""
@@ -221,7 +233,7 @@ class NormalInverseWishart(ConjugateModel):
 
     def __init__(self, loc, kappa=1.0, df=None, scale=None, *, dtype=None, device=None):
         self._setup(dtype, device)
-        self.loc = torch.as_tensor(loc, dtype=self.dtype, device=self.device)
+        self.loc = _finite(loc, "loc", self.dtype, self.device)
         if self.loc.dim() != 1:
             raise ParameterError(f"loc must have shape (d,), got {tuple(self.loc.shape)}")
         d = self.loc.shape[0]
@@ -229,14 +241,20 @@ class NormalInverseWishart(ConjugateModel):
         self.df = torch.as_tensor(
             d + 2.0 if df is None else df, dtype=self.dtype, device=self.device
         )
-        if not float(self.df) > d - 1:
-            raise ParameterError(f"df must exceed d - 1 = {d - 1}, got {float(self.df)}")
+        if self.df.dim() or not (d - 1 < float(self.df) < math.inf):
+            raise ParameterError(
+                f"df must exceed d - 1 = {d - 1} and be finite, got {self.df.tolist()}"
+            )
         eye = torch.eye(d, dtype=self.dtype, device=self.device)
         self.scale = (
             eye if scale is None else torch.as_tensor(scale, dtype=self.dtype, device=self.device)
         )
-        if self.scale.shape != (d, d) or int(torch.linalg.cholesky_ex(self.scale)[1]) != 0:
-            raise ParameterError(f"scale must be a positive definite ({d}, {d}) matrix")
+        if (
+            self.scale.shape != (d, d)
+            or not torch.allclose(self.scale, self.scale.T)
+            or int(torch.linalg.cholesky_ex(self.scale)[1]) != 0
+        ):
+            raise ParameterError(f"scale must be a symmetric positive definite ({d}, {d}) matrix")
 
     def hyperparameters(self):
         return {"loc": self.loc, "kappa": self.kappa, "df": self.df, "scale": self.scale}
@@ -246,6 +264,13 @@ class NormalInverseWishart(ConjugateModel):
         if x.shape[1] != self.loc.shape[0]:
             raise ParameterError(f"rows must have {self.loc.shape[0]} columns, got {x.shape[1]}")
         new = normal_inverse_wishart_update(self.loc, self.kappa, self.df, self.scale, x)
+        if bool(torch.isfinite(new.scale).all()) and not _resolved(new.scale):
+            raise DataError(
+                "the posterior scale matrix is not positive definite in "
+                f"{self.dtype} arithmetic: the data (largest |value| {float(x.abs().max()):.3g}) "
+                "spread far more along some directions than along others for it; standardise "
+                "the columns" + (" or use dtype='float64'" if self.dtype != torch.float64 else "")
+            )
         return self._replace(x.shape[0], **new._asdict())
 
     @property
