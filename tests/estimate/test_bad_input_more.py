@@ -376,3 +376,23 @@ def test_fit_dist_takes_init_and_max_iter_and_says_so_in_its_hints(tmp_path):
     ]:
         res = runner.invoke(app, [*faithful, "-f", "gamma", *args])
         assert res.exit_code != 0 and message in res.output, (args, res.output)
+
+
+@pytest.mark.parametrize(
+    "prior, message",
+    [
+        (D.HalfNormal(torch.tensor(float("nan")), validate_args=False), r"its scale is not finite"),
+        (
+            D.HalfNormal(torch.tensor(-1.0), validate_args=False),
+            r"its scale \(\[-1.0\]\) lies outside",
+        ),
+        (
+            D.Gamma(torch.tensor(2.0), torch.tensor(-1.0), validate_args=False),
+            r"its rate .* outside",
+        ),
+    ],
+)
+def test_a_prior_made_without_validation_is_checked_by_its_numbers(prior, message):
+    # found by a helper's hunt: the fit blamed "the starting values computed from the data"
+    with pytest.raises(ParameterError, match=r"prior\['scale'\] = \w+: " + message):
+        fit_map("normal", X, {"scale": prior})

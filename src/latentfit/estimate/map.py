@@ -271,11 +271,38 @@ def prior_support_problem(dist: D.Distribution, constraint, family: str, name: s
     )
 
 
+def _argument_problem(dist: D.Distribution) -> str:
+    """Why the numbers ``dist`` was made with cannot be a prior's, or ``""``: one that is not
+    finite, or outside its range (``validate_args=False`` lets torch build such a prior; its
+    density is then NaN everywhere and the fit blamed its starting values)."""
+    for arg, con in (getattr(dist, "arg_constraints", None) or {}).items():
+        if arg in vars(dist):  # the numbers given, not a lazily derived form (probs/logits)
+            value = vars(dist)[arg]
+        elif isinstance(getattr(type(dist), arg, None), property):  # HalfNormal's scale
+            value = getattr(dist, arg)
+        else:
+            continue
+        if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:
+            continue
+        if not bool(torch.isfinite(value).all()):
+            return f"its {arg} is not finite ({value.flatten()[:4].tolist()})"
+        try:
+            inside = bool(con.check(value).all())
+        except (TypeError, ValueError, RuntimeError, NotImplementedError):
+            continue
+        if not inside:
+            return f"its {arg} ({value.flatten()[:4].tolist()}) lies outside {con}"
+    return ""
+
+
 def check_prior(dist: D.Distribution, shape: tuple, constraint, family: str, name: str) -> str:
     """Why ``dist`` cannot be the prior of ``family``'s parameter ``name`` of ``shape``, or
     ``""``: its event shape must end the parameter's shape and its batch shape broadcast to
     the rest without enlarging it (a batch of 3 priors on one number is a mistake), and its
     support (:func:`prior_support_problem`) must cover the parameter's."""
+    bad = _argument_problem(dist)
+    if bad:
+        return bad
     shape = tuple(shape)
     event, batch = tuple(dist.event_shape), tuple(dist.batch_shape)
     what = "a single number" if not shape else f"shape {shape}"
