@@ -77,3 +77,12 @@ def test_cv_takes_a_numpy_integer_and_refuses_a_bool():
     assert a.rows[0]["cv_loglik"] == b.rows[0]["cv_loglik"]
     with pytest.raises(ParameterError, match="cv must be an integer >= 2"):
         select_model(X, cv=True, **kwargs)
+
+
+def test_icl_is_refused_for_a_model_without_classes():
+    # found by the property tests: `select fa --criterion icl` fitted every size, found every
+    # ICL NA (a factor model has no assignments) and said "every fit failed"
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    with pytest.raises(ParameterError, match=r"criterion='icl' needs a model of discrete.*bic"):
+        select_model(X, family="fa", n_components=[1, 2], criterion="icl")
+    assert select_model(X, family="fa", n_components=[1], criterion="bic").best_model_ is not None

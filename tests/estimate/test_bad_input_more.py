@@ -396,3 +396,10 @@ def test_a_prior_made_without_validation_is_checked_by_its_numbers(prior, messag
     # found by a helper's hunt: the fit blamed "the starting values computed from the data"
     with pytest.raises(ParameterError, match=r"prior\['scale'\] = \w+: " + message):
         fit_map("normal", X, {"scale": prior})
+
+
+def test_mvn_data_too_small_for_their_squares_are_refused_by_name():
+    # found by the property tests: rows 7.3e-301 and 9.3e-302 raised torch's LinAlgError
+    X = np.array([[7.33551223e-301, 1.0], [9.29817323e-302, 2.0], [1e-301, 0.5]])
+    with pytest.raises(DataError, match=r"column 0 of data spans only 6.41e-301.*multiply"):
+        fit_mle("mvn", X)

@@ -340,6 +340,15 @@ def _mvn_check(x, fixed):
             f"column {j} of data is constant ({x[0, j].item():g}): its variance is 0 and the "
             "MultivariateNormal MLE covariance is singular; drop the column"
         )
+    small = spread * spread < 1e6 * torch.finfo(x.dtype).tiny  # (d,) squares lose digits
+    if bool(small.any()):  # found by the property tests: rows 7e-301, 9e-302 -> LinAlgError
+        j = int(small.nonzero()[0])
+        raise DataError(
+            f"column {j} of data spans only {float(spread[j]):.3g}: its squared deviations "
+            f"underflow {x.dtype} arithmetic and the MultivariateNormal covariance would be "
+            f"singular; rescale the data (e.g. multiply by 1e{-math.floor(math.log10(float(spread[j])))}) "
+            "and fit again"
+        )
     cov = _mvn_mle(x, fixed)["covariance_matrix"]
     if not bool(torch.isfinite(cov).all()):  # squares of values near 1e300 overflow
         j = int((~torch.isfinite(cov)).nonzero()[0, 0])  # a row of (d, d) with an overflow

@@ -480,6 +480,14 @@ def select_model(
             "least one size (and covariance type)"
         )
     sequential = [is_sequence_model(est) for _, est, _, _ in entries]
+    if criterion == "icl":  # its entropy term needs classes: without, every ICL would be NA
+        for (label, est, _, _), seq in zip(entries, sequential, strict=True):
+            if not callable(getattr(est, "decode" if seq else "predict_proba", None)):
+                raise ParameterError(
+                    f"criterion='icl' needs a model of discrete latent classes (the entropy of "
+                    f"its {'state paths' if seq else 'assignments'}), but {label} "
+                    f"({type(est).__name__}) has none; rank it by 'bic' or 'aic'"
+                )
     any_sequence = seq_lengths is not None or any(sequential)
     if any_sequence and seq_lengths is None:
         seq_lengths = [n]
