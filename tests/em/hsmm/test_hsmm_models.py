@@ -380,3 +380,19 @@ def test_fit_with_known_states_keeps_them():
     assert np.all(np.diff(m.lower_bounds_) > -1e-6)
     with pytest.raises(DataError, match="y has 3 entries"):
         m.fit(X, y=[0, 1, 2])
+
+
+def test_a_max_duration_far_beyond_the_data_starts_from_the_data_durations():
+    # found by a helper's hunt: max_duration=10**6 on 30 rows spread the starting smoothing
+    # count over a million durations, started the mean duration at 5e4 and ended at
+    # lambda 5556 / 6251 with a lower score (-36.22 against -35.82), after 16 s of bisection
+    # over every duration; it now starts, and ends, where max_duration=30 does
+    import warnings
+
+    X = np.random.default_rng(0).normal(size=(30, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wide = GaussianHSMM(2, max_duration=10**6, random_state=0, n_iter=5).fit(X)
+        fit = GaussianHSMM(2, max_duration=30, random_state=0, n_iter=5).fit(X)
+    np.testing.assert_allclose(wide.duration_lambdas_, fit.duration_lambdas_, rtol=1e-9)
+    assert wide.score(X) == pytest.approx(fit.score(X), abs=1e-9)

@@ -231,8 +231,8 @@ class HSMMMixin:
     def _durations_of_runs(self, params, X) -> dict[str, torch.Tensor]:
         """Starting durations from the data: the run lengths of the most likely state of
         every row under the starting emissions (k-means for Gaussians), one M-step of the
-        durations on them, smoothed by one count at every duration so that no duration starts
-        impossible. Without it EM starting from long segments stays there on series whose
+        durations on them, smoothed by one count spread over the durations (for a parametric
+        family, those up to the data's length) so that no duration starts impossible. Without it EM starting from long segments stays there on series whose
         state changes at nearly every step (the geyser's eruptions alternate)."""
         labels = self._emission_log_likelihood(params, X).argmax(1)  # (t,)
         change = torch.ones(labels.shape[0] + 1, dtype=torch.bool, device=labels.device)
@@ -241,7 +241,12 @@ class HSMMMixin:
         runs = (edges[1:] - edges[:-1]).clamp_max(int(self.max_duration))  # (n_runs,)
         states = labels[edges[:-1]]
         k, d = self.n_components, int(self.max_duration)
-        counts = torch.ones(k, d, dtype=params["startprob"].dtype, device=labels.device) / d
+        # a parametric family's smoothing count spreads over the durations the data could
+        # show (up to their length): spread over 1..1e6 on 30 rows it set the starting mean
+        # duration to 5e4; a nonparametric one keeps every duration possible
+        seen = d if self.duration == "nonparametric" else min(d, labels.shape[0])
+        counts = torch.zeros(k, d, dtype=params["startprob"].dtype, device=labels.device)
+        counts[:, :seen] = 1.0 / seen
         counts.index_put_((states, runs - 1), torch.ones_like(runs, dtype=counts.dtype), True)
         return self._duration_mstep(params, counts)[0]
 

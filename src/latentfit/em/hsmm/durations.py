@@ -97,7 +97,12 @@ def poisson_mstep(counts: torch.Tensor, old: torch.Tensor, n_bisect: int = 80):
     hi = torch.full_like(target, math.log(_MAX_RATE))
     for _ in range(n_bisect):
         mid = (lo + hi) / 2
-        mean = (poisson_log_pmf(mid.exp(), big_d).exp() * x).sum(1)
+        # a Poisson of rate at most `top` has no mass a double can hold beyond
+        # top + 40 sqrt(top) + 50: the truncated mean needs no more durations than that (a
+        # max_duration of 1e6 on 30 rows took 16 s, 80 passes over every duration)
+        top = float(hi.exp().max())
+        size = min(big_d, int(top + 40 * math.sqrt(top) + 50))
+        mean = (poisson_log_pmf(mid.exp(), size).exp() * x[:size]).sum(1)
         low = mean < target
         lo = torch.where(low, mid, lo)
         hi = torch.where(low, hi, mid)
