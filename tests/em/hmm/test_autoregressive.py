@@ -371,3 +371,15 @@ def test_partial_labels_condition_on_the_known_states():
     assert m.score(x, y=np.full(7, -1)) == m.score(x)
     fitted = AutoregressiveHMM(2, order=1, n_iter=5, random_state=0).fit(x, y=y)
     assert list(fitted.predict(x, y=y)[[1, 4]]) == [1, 0]
+
+
+def test_data_far_from_the_origin_keep_every_noise_covariance_positive_definite():
+    # found by the property tests: rows near 1.4e13 with 20 states on 60 rows floored a
+    # near-singular residual covariance at min_covar = 1e-3 beside eigenvalues of 1e25, and
+    # the next E-step's Cholesky raised torch's LinAlgError
+    X = 1.4e13 + 2e12 * np.random.default_rng(153).normal(size=(60, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = AutoregressiveHMM(n_components=20, n_iter=5, random_state=0).fit(X)
+    assert np.isfinite(m.score(X))
+    assert (np.linalg.eigvalsh(m.covars_) > 0).all()

@@ -47,8 +47,9 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import EMFit
-from latentfit.em.gaussian import weighted_mean
+from latentfit.em.gaussian import DegenerateComponentError, weighted_mean
 from latentfit.em.hmm.base import _HMMHooks
+from latentfit.em.hmm.emissions import HMM_REMEDY
 from latentfit.em.hmm.gaussian import _ContinuousHMM
 from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.online import OnlineHMMMixin, OnlineHMMState
@@ -104,7 +105,13 @@ def ar_log_likelihood(
     conditioning rows. ``weights`` (k, d, p d + 1) are ``[A_{k,1} .. A_{k,p}, b_k]``,
     ``covars`` (k, d, d)."""
     k, d, _ = weights.shape
-    L = torch.linalg.cholesky(covars)  # (k, d, d)
+    L, info = torch.linalg.cholesky_ex(covars)  # (k, d, d)
+    if bool((info != 0).any()):
+        bad = (info != 0).nonzero().flatten().tolist()
+        raise DegenerateComponentError(
+            f"the noise covariance of state(s) {bad} is not positive definite in "
+            f"{covars.dtype} arithmetic. {HMM_REMEDY}"
+        )
     half_logdet = torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)  # (k,)
     const = -0.5 * d * _LOG_2PI - half_logdet  # (k,)
     out = D.new_empty(D.shape[0], k)
@@ -137,6 +144,7 @@ def ar_mstep(
     ridge: float,
     min_covar: float,
     weights: torch.Tensor | None = None,
+    eps: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The weighted least squares M-step: (weights (k, d, m), covars (k, d, d)).
 
@@ -145,8 +153,10 @@ def ar_mstep(
     ``Sigma_k = (xx_k − W C^T − C W^T + W (G + R) W^T) / N_k`` (the weighted residual scatter
     plus ``ridge A_k A_k^T``, over N_k) with its eigenvalues raised to at least ``min_covar``:
     the maximiser of the expected penalised log-likelihood over covariances with eigenvalues
-    >= ``min_covar``. A singular Gram matrix (a state with fewer rows than regressors) takes
-    the minimum-norm solution."""
+    >= ``min_covar``, and at least ``100 d eps`` of the largest (``eps`` of the model's
+    dtype): a floor far below the data's scale (1e-3 beside 1e26 for data near 1e13) left a
+    matrix the next Cholesky could not factor. A singular Gram matrix (a state with fewer
+    rows than regressors) takes the minimum-norm solution."""
     G, C, xx, N = stats["zz"], stats["xz"], stats["xx"], stats["post"]
     m = G.shape[-1]
     R = torch.full((m,), float(ridge), dtype=G.dtype, device=G.device)
@@ -164,7 +174,9 @@ def ar_mstep(
     S = xx - WC - WC.transpose(1, 2) + W @ A @ W.transpose(1, 2)
     S = 0.5 * (S + S.transpose(1, 2)) / N.clamp_min(torch.finfo(N.dtype).tiny).reshape(-1, 1, 1)
     vals, vecs = torch.linalg.eigh(S)
-    covars = (vecs * vals.clamp_min(min_covar).unsqueeze(1)) @ vecs.transpose(1, 2)
+    eps = torch.finfo(S.dtype).eps if eps is None else eps
+    floor = (100 * S.shape[-1] * eps * vals[:, -1:].clamp_min(0)).clamp_min(min_covar)  # (k, 1)
+    covars = (vecs * torch.maximum(vals, floor).unsqueeze(1)) @ vecs.transpose(1, 2)
     return W, 0.5 * (covars + covars.transpose(1, 2))
 
 
@@ -466,7 +478,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         dt = params["weights"].dtype
         st = {key: stats[key].double() for key in ("post", "zz", "xz", "xx")}
         fixed = None if "a" in self.params else params["weights"].double()
-        W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed)
+        W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed, torch.finfo(dt).eps)
         empty = (st["post"] <= 1e-10 * max(float(st["post"].sum()), 1.0)).nonzero().flatten()
         W, cov = W.to(dt), cov.to(dt)
         # a state no data visits keeps its parameters (see BaseHMM)
