@@ -435,3 +435,27 @@ def test_atomic_path_errors_name_the_target_never_the_temporary(tmp_path, readon
     with pytest.raises(OutputError, match="a-folder") as info:
         latentfit.GaussianMixture(1).fit(np.eye(3)).save(tmp_path / "a-folder")
     assert ".lftmp" not in str(info.value) and _leftovers(tmp_path) == []
+
+
+def test_a_long_table_is_written_in_chunks_not_held_as_one_text(tmp_path):
+    """``sample -n N`` passes its memory check on the draws (24 bytes a value); the CSV text of
+    them, as Python strings and lists, is several times that, so it must never be held whole:
+    ``sample g.lf -n 20000000 --out big.csv`` under ``ulimit -v 3500000`` ended in a
+    MemoryError traceback from ``table_text``. Writing it costs about one chunk."""
+    import tracemalloc
+
+    from latentfit.cli.tables import table_text, write_table
+
+    n = 200_000
+    columns = [np.arange(n) / 7.0, np.arange(n) % 3]
+    text = table_text(["x", "label"], columns)
+    tracemalloc.start()
+    try:
+        write_table(tmp_path / "t.csv", ["x", "label"], columns)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "t.csv").read_text() == text
+    assert text.splitlines()[1] == "0.0,0" and len(text.splitlines()) == n + 1
+    # held whole, the lists, lines and text peak at ~8x the text (30 MB); chunked, ~0.4x
+    assert peak < len(text) / 2, (peak, len(text))

@@ -18,29 +18,43 @@ def _cell(v) -> str:
     return str(v)
 
 
-def table_text(header: list[str], columns: list) -> str:
-    """CSV text of the given columns (1-D arrays of equal length); floats are written in
-    full (the shortest text that reads back as the same number)."""
+#: Rows formatted at a time: the text of a table is written chunk by chunk, so that writing
+#: it costs a few MB whatever its length (the whole text can be many times the array's size).
+CHUNK_ROWS = 10_000
+
+
+def table_chunks(header: list[str], columns: list):
+    """CSV text of the given columns (1-D arrays of equal length), :data:`CHUNK_ROWS` rows
+    at a time after the header line; floats are written in full (the shortest text that
+    reads back as the same number)."""
     import numpy as np
 
-    lists = [np.asarray(c).tolist() for c in columns]
-    lines = [",".join(header)]
-    lines += [",".join(_cell(v) for v in row) for row in zip(*lists, strict=True)]
-    return "\n".join(lines) + "\n"
+    arrays = [np.asarray(c) for c in columns]
+    yield ",".join(header) + "\n"
+    n = len(arrays[0]) if arrays else 0
+    for start in range(0, n, CHUNK_ROWS):
+        lists = [a[start : start + CHUNK_ROWS].tolist() for a in arrays]
+        yield "".join(",".join(_cell(v) for v in row) + "\n" for row in zip(*lists, strict=True))
+
+
+def table_text(header: list[str], columns: list) -> str:
+    """CSV text of the given columns (see :func:`table_chunks`)."""
+    return "".join(table_chunks(header, columns))
 
 
 def write_table(out: Path | None, header: list[str], columns: list) -> None:
-    """The table to ``out`` (atomically) or to standard output."""
-    text = table_text(header, columns)
+    """The table to ``out`` (atomically) or to standard output, chunk by chunk."""
     if out is None:
-        sys.stdout.write(text)
+        for text in table_chunks(header, columns):
+            sys.stdout.write(text)
         return
     from latentfit._files import atomic_path
     from latentfit.errors import LatentfitError
 
     try:
-        with atomic_path(out) as tmp:
-            tmp.write_text(text)
+        with atomic_path(out) as tmp, tmp.open("w") as f:
+            for text in table_chunks(header, columns):
+                f.write(text)
     except (LatentfitError, OSError) as err:
         fail(str(err))
 
