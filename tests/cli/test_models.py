@@ -549,3 +549,19 @@ def test_full_covariances_past_thirty_columns_print_their_variances(tmp_path):
     assert (
         f"{ref.covariances_[0, 30, 30]:.6g}" in text or f"{ref.covariances_[1, 30, 30]:.6g}" in text
     )
+
+
+def test_sample_json_too_large_for_memory_is_refused_before_drawing(tmp_path, monkeypatch):
+    """-n is sized by the draws (24 bytes a value), but --json holds every number as a
+    Python float and text (~180 bytes): a -n the draw check allowed ran out of memory while
+    printing. With 10 MB free, 100,000 draws of 2 columns pass the draw check (7.2 MB) and
+    not the JSON one."""
+    import latentfit._memory as memory
+
+    path = latentfit.save(latentfit.GaussianMixture(2, random_state=0).fit(X2), tmp_path / "m.lf")
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 10_000_000)
+    res = _invoke(["sample", path, "-n", 100_000, "--json"])
+    assert res.exit_code == 2, res.output
+    assert "--json of 100,000 draws" in res.stderr and "--out FILE.npy" in res.stderr
+    assert "Traceback" not in res.output
+    assert _invoke(["sample", path, "-n", 100_000, "--out", tmp_path / "s.npy"]).exit_code == 0

@@ -51,6 +51,26 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+#: Bytes ``--json`` takes per number of a result while it is built and printed: the nested
+#: lists, a Python float for each number and the encoder's text (~180 measured for a table
+#: of floats, against the 24 a drawn value is sized by).
+JSON_BYTES_PER_VALUE = 200
+
+
+def check_json_size(n_values: int, what: str, hint: str) -> None:
+    """Refuse, before any work, a ``--json`` result of ``n_values`` numbers that the memory
+    available cannot hold while it is printed."""
+    from latentfit._memory import check_allocation
+    from latentfit.errors import ResourceLimitError
+
+    try:
+        check_allocation(JSON_BYTES_PER_VALUE * n_values, f"--json of {what}", hint=hint)
+    except ResourceLimitError as err:
+        from latentfit.cli.app import fail
+
+        fail(str(err))
+
+
 def csv_option(
     help: str = "Print the parameters as CSV, one row per component (or state), for a spreadsheet.",
 ):

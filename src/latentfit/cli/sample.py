@@ -10,7 +10,7 @@ import typer
 
 from latentfit.cli.app import check_outputs, fail, force_option, seed_option
 from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
-from latentfit.cli.output import json_option, print_json
+from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 
 
@@ -112,6 +112,11 @@ def sample(
             check_sample_count(n, int(width or 1), name="-n")
         except LatentfitError as err:
             fail(str(err))
+    if as_json:  # a number is held as text and objects, not 8 bytes: sized apart
+        d = model.spec.x_dim if kind == "vae" else int(width or 1)
+        check_json_size(
+            n * (d + 1), f"{n:,} draws", "write them with --out FILE.npy or .csv, or a smaller -n"
+        )
     try:
         X, labels, label = draw(model, kind, n, seed)
     except (ValueError, FloatingPointError) as err:
