@@ -71,3 +71,15 @@ def test_select_other_families(tmp_path):
     assert res.exit_code == 2 and "needs binary data" in res.output
     res = runner.invoke(app, ["select", "poisson", str(path), "-k", "0-2"])
     assert res.exit_code == 2 and "at least 1" in res.output
+
+
+def test_select_says_the_criterion_is_na_not_that_every_fit_failed(tmp_path):
+    # found by a helper's hunt: -k 40 --cv 2 on 40 rows fitted K=40 (the held-out folds of
+    # 20 rows failed) and said "every fit failed"
+    path = tmp_path / "g.csv"
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
+    args = ["select", "gmm", str(path), "-k", "40", "--cv", "2", "--criterion", "heldout"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "no fit has a heldout score" in res.output
+    assert "every fit failed" not in res.output and "Traceback" not in res.output

@@ -105,12 +105,19 @@ def score(
             cuts = np.cumsum(seq if seq is not None else [len(rows)])[:-1]
             result["sequence_log_likelihoods"] = [float(r.sum()) for r in np.split(rows, cuts)]
         elif kind == "vae":
+            import sys
+
             import torch
 
             from latentfit.vae import marginal_log_likelihood
 
+            # a bar on a terminal: --samples sets the work (1e12 ran for hours without a word)
             ll = marginal_log_likelihood(
-                model, X, k=samples, generator=torch.Generator().manual_seed(seed), progress=False
+                model,
+                X,
+                k=samples,
+                generator=torch.Generator().manual_seed(seed),
+                progress=sys.stderr.isatty(),
             )
             rows = ll.log_px.cpu().numpy()
         else:

@@ -174,7 +174,16 @@ def _sweep(
         plot_selection(result, ax=ax)
         save_figure(fig, plot, fmt)
     if result.best_index() is None:
-        fail("every fit failed; see the errors above", code=1)
+        import math
+
+        fitted = [r for r in result.rows if not r.get("error") and math.isfinite(r["loglik"])]
+        if fitted:  # the fits stand; only the criterion is NA (held-out folds that failed)
+            fail(
+                f"no fit has a {criterion} score (NA for every size: see the errors above); "
+                "the fits themselves succeeded: rank them by another --criterion, or fewer "
+                "--cv folds"
+            )
+        fail("every fit failed; see the errors above")
 
 
 def _covariances(text: str, known: tuple[str, ...] | list[str], what: str = "") -> list[str]:
