@@ -565,3 +565,20 @@ def test_sample_json_too_large_for_memory_is_refused_before_drawing(tmp_path, mo
     assert "--json of 100,000 draws" in res.stderr and "--out FILE.npy" in res.stderr
     assert "Traceback" not in res.output
     assert _invoke(["sample", path, "-n", 100_000, "--out", tmp_path / "s.npy"]).exit_code == 0
+
+
+def test_predict_and_score_json_too_large_for_memory_are_refused(tmp_path, monkeypatch):
+    """As sample --json: about 180 bytes a value, which nothing checked for predict and score
+    (a helper's hunt). With 1 MB free, 20,000 rows' JSON is refused; --out / --per-row not."""
+    import latentfit._memory as memory
+
+    path = latentfit.save(latentfit.GaussianMixture(2, random_state=0).fit(X2), tmp_path / "m.lf")
+    data = tmp_path / "d.csv"
+    rows = np.random.default_rng(0).normal(size=(20_000, X2.shape[1]))
+    np.savetxt(data, rows, delimiter=",")
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 1_000_000)
+    res = _invoke(["predict", path, data, "--proba", "--json"])
+    assert res.exit_code == 2 and "--json of 20,000 rows of 2 column(s)" in res.stderr
+    res = _invoke(["score", path, data, "--json"])
+    assert res.exit_code == 2 and "--per-row FILE.csv" in res.stderr
+    assert _invoke(["score", path, data, "--per-row", tmp_path / "r.csv"]).exit_code == 0

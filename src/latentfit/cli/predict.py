@@ -9,7 +9,7 @@ import typer
 
 from latentfit.cli.app import check_outputs, fail, force_option
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
-from latentfit.cli.output import json_option, print_json
+from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 
 #: What ``predict`` writes for each kind: (the column of ``predict``, the prefix of the
@@ -110,6 +110,11 @@ def predict(
     except (ValueError, FloatingPointError) as err:
         fail(str(err))
     if as_json:
+        check_json_size(
+            int(np.asarray(values).size),
+            f"{len(cols[0]):,} rows of {len(header)} column(s)",
+            hint="write them with --out FILE.csv instead of --json",
+        )
         print_json(
             {
                 "model": str(model_path),

@@ -10,7 +10,7 @@ import typer
 
 from latentfit.cli.app import check_outputs, fail, force_option, seed_option
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
-from latentfit.cli.output import json_option, print_json
+from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 from latentfit.cli.vae import _NOT_K, _refuse_k
 
@@ -129,6 +129,11 @@ def score(
     if per_row is not None:
         write_table(per_row, ["log_likelihood"], [rows])
     if as_json:
+        check_json_size(
+            len(rows),
+            f"{len(rows):,} per-row log-likelihoods",
+            hint="write them with --per-row FILE.csv and print the totals without --json",
+        )
         print_json(result)
         return
     extra = f" in {len(seq)} sequences" if seq is not None else ""
