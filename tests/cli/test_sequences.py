@@ -277,3 +277,15 @@ def test_a_saved_model_that_reads_missing_values_scores_and_predicts_rows_with_n
     res = runner.invoke(app, ["predict", str(path), str(data), "--lengths", str(lengths), "--json"])
     assert res.exit_code == 0, res.output
     np.testing.assert_allclose(json.loads(res.stdout)["values"], model.predict(X, LENGTHS))
+
+
+def test_fit_hmm_plot_draws_at_most_twelve_columns(tmp_path):
+    # found by a helper's hunt: 300 columns drew a 944 x 66,186 pixel image in 53 s
+    data = tmp_path / "w.csv"
+    np.savetxt(data, np.random.default_rng(0).normal(size=(40, 20)), delimiter=",")
+    plot = tmp_path / "w.png"
+    res = runner.invoke(
+        app, ["fit", "hmm", str(data), "-k", "2", "--n-iter", "2", "--plot", str(plot), "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "--plot draws the first 12 of the 20 columns" in res.output and plot.exists()

@@ -17,6 +17,9 @@ from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.hmm_inputs import read_lengths, states_target
 from latentfit.cli.hmm_options import ALGORITHMS, check_choice
 
+#: The most columns ``--plot`` draws (one panel each).
+PLOT_COLUMNS = 12
+
 
 # ---------------------------------------------------------------------- one run
 @dataclass
@@ -246,9 +249,18 @@ def report(
     if plot is not None:
         from latentfit.plot import plot_states
 
-        fig, axes = new_figure(X.shape[1], 1, figsize=(10, 2.6 * X.shape[1] + 0.6), sharex=True)
-        plot_states(model, X, seq, states=path, ax=axes)
+        # one panel a column, at most PLOT_COLUMNS of them: 300 columns drew a 944 x 66,186
+        # pixel image in 53 s (a helper's hunt), and width is unbounded
+        drawn = min(X.shape[1], PLOT_COLUMNS)
+        fig, axes = new_figure(drawn, 1, figsize=(10, 2.6 * drawn + 0.6), sharex=True)
+        plot_states(model, X, seq, states=path, ax=axes, features=list(range(drawn)))
         save_figure(fig, plot, fmt)
+        if drawn < X.shape[1]:
+            typer.secho(
+                f"note: --plot draws the first {drawn} of the {X.shape[1]} columns",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
 
 
 def _fmt(a) -> str:
