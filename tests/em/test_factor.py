@@ -414,3 +414,19 @@ def test_data_too_small_for_their_squares_are_refused_by_name(cls):
     ref = cls(2, random_state=0).fit(X).score(X)  # 1e-150 keeps its digits: fitted exactly
     small = cls(2, random_state=0).fit(X * 1e-150).score(X * 1e-150)
     assert small == pytest.approx(ref - 4 * math.log(1e-150), abs=1e-9)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_transform_names_a_row_whose_posterior_mean_overflows(cls):
+    # found by the property tests: float32, a row holding 1e38 gave a posterior mean of NaN
+    import warnings
+
+    from latentfit.errors import DataError
+
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = cls(1, dtype="float32", random_state=0).fit(X)
+    with pytest.raises(DataError, match=r"row 1 of X: its posterior mean .* overflows float32"):
+        m.transform(np.array([[0.5, 1.0], [3e38, -3e38]]))
+    assert np.isfinite(m.transform(X)).all()

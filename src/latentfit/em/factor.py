@@ -299,8 +299,21 @@ class _LinearGaussian(
         return self.n_components_
 
     def transform(self, X):
-        """Posterior mean E[z | x_o] of the latent factors: (n, q)."""
-        return self._posterior(X).mean.cpu().numpy()
+        """Posterior mean E[z | x_o] of the latent factors: (n, q). A row whose mean leaves
+        the dtype (1e38 in float32) is a DataError naming it, not a row of NaN."""
+        X = self._check(X)  # NotFittedError before fit, before _params is read
+        p = self._params
+        mean = factor_posterior(X, p["W"], p["mu"], p["psi"]).mean  # (n, q)
+        bad = (~torch.isfinite(mean)).any(1).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"row {i} of X: its posterior mean under the fitted {type(self).__name__} "
+                f"overflows {str(mean.dtype).removeprefix('torch.')} (largest |value| in the "
+                f"row: {float(X[i].abs().nan_to_num(nan=0.0).max()):.3g}); rescale the data as "
+                "the training rows were, or fit in float64"
+            )
+        return mean.cpu().numpy()
 
     def fit_transform(self, X, y=None, sample_weight=None):
         return self.fit(X, sample_weight=sample_weight).transform(X)
