@@ -385,18 +385,23 @@ class EMEstimator:
             ) from None
 
 
-def check_scored(log_density: torch.Tensor, X: torch.Tensor, model: str) -> None:
+def check_scored(
+    values: torch.Tensor, X: torch.Tensor, model: str, what: str = "log-density"
+) -> None:
     """Refuse a log-density (n,) or (n, k) that is NaN at some row: never from a valid sample
     and finite parameters but by an overflow (a sample, or a parameter, so large that the
-    density's arithmetic leaves the dtype), which the user must hear of rather than score."""
-    bad = log_density.isnan().reshape(log_density.shape[0], -1).any(1).nonzero()
+    density's arithmetic leaves the dtype), which the user must hear of rather than score.
+    Any other ``what`` (a posterior mean) must be finite as well."""
+    bad = values.isnan() if what == "log-density" else ~torch.isfinite(values)
+    bad = bad.reshape(values.shape[0], -1).any(1).nonzero()
     if len(bad):
         i = int(bad[0])
         raise DataError(
-            f"row {i} of X: its log-density under the fitted {model} is not a number: the "
-            f"sample lies so far from the model (largest |value| in the row: "
-            f"{float(X[i].abs().nan_to_num(nan=0.0).max()):.3g}) that the density's arithmetic "
-            f"overflows {str(log_density.dtype).removeprefix('torch.')}; rescale the data "
+            f"row {i} of X: its {what} under the fitted {model} is not "
+            f"{'a number' if what == 'log-density' else 'finite'}: the sample lies so far from "
+            f"the model (largest |value| in the row: "
+            f"{float(X[i].abs().nan_to_num(nan=0.0).max()):.3g}) that the arithmetic "
+            f"overflows {str(values.dtype).removeprefix('torch.')}; rescale the data "
             "(standardise the columns) and fit again, or fit in float64"
         )
 

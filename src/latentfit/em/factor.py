@@ -304,15 +304,7 @@ class _LinearGaussian(
         X = self._check(X)  # NotFittedError before fit, before _params is read
         p = self._params
         mean = factor_posterior(X, p["W"], p["mu"], p["psi"]).mean  # (n, q)
-        bad = (~torch.isfinite(mean)).any(1).nonzero()
-        if len(bad):
-            i = int(bad[0])
-            raise DataError(
-                f"row {i} of X: its posterior mean under the fitted {type(self).__name__} "
-                f"overflows {str(mean.dtype).removeprefix('torch.')} (largest |value| in the "
-                f"row: {float(X[i].abs().nan_to_num(nan=0.0).max()):.3g}); rescale the data as "
-                "the training rows were, or fit in float64"
-            )
+        check_scored(mean, X, type(self).__name__, "posterior mean")
         return mean.cpu().numpy()
 
     def fit_transform(self, X, y=None, sample_weight=None):
