@@ -279,8 +279,9 @@ def test_a_saved_model_that_reads_missing_values_scores_and_predicts_rows_with_n
     np.testing.assert_allclose(json.loads(res.stdout)["values"], model.predict(X, LENGTHS))
 
 
-def test_fit_hmm_plot_draws_at_most_twelve_columns(tmp_path):
+def test_fit_hmm_plot_draws_at_most_twelve_columns(tmp_path, monkeypatch):
     # found by a helper's hunt: 300 columns drew a 944 x 66,186 pixel image in 53 s
+    monkeypatch.chdir(tmp_path)  # the default --states file is written beside the command
     data = tmp_path / "w.csv"
     np.savetxt(data, np.random.default_rng(0).normal(size=(40, 20)), delimiter=",")
     plot = tmp_path / "w.png"
