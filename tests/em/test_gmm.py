@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy import stats
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
@@ -667,11 +668,36 @@ def test_a_component_far_from_the_centre_is_computed_about_its_own_mean(ct):
     assert m.score(X) * 5 == pytest.approx(2.8845157, abs=1e-6)
 
 
-def test_a_tied_component_too_far_from_the_centre_is_warned_of():
-    # tied statistics are pooled about the centre: not computed per component, still named
+def test_a_tied_covariance_with_a_component_far_from_the_centre_is_pooled_about_each_mean():
+    # found by hand: the tied covariance was pooled about the data's centre, which rounds by
+    # ~2 there: variance 1e-6 (reg_covar) and a warning; now every component is taken about
+    # its own mean once one is too far: (sum over 3, 5, 7 of (x - 5)^2) / 5, exactly
     X = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]])
-    with pytest.warns(RuntimeWarning, match=r"component \d lies 6e\+07 from the data's centre"):
-        GaussianMixture(2, covariance_type="tied", random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = GaussianMixture(2, covariance_type="tied", random_state=0).fit(X)
+    var = 1.6 + 1e-6
+    assert m.covariances_[0, 0] == pytest.approx(var, rel=1e-12)
+    order = np.argsort(m.means_[:, 0])
+    w = m.weights_[order]
+    want = 2 * np.log(w[1] * stats.norm.pdf(0, scale=np.sqrt(var))) + sum(
+        np.log(w[0] * stats.norm.pdf(x, 5, np.sqrt(var))) for x in (3, 5, 7)
+    )
+    assert m.score(X) * 5 == pytest.approx(want, abs=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_tied_covariance_of_tight_clusters_far_apart_matches_the_pooled_scatter(dtype):
+    # two clusters of sd 0.01 at 0 and 100: float32 gave the pooled variance reg_covar
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.01, (200, 2)), rng.normal(100, 0.01, (200, 2))]
+    a, b = X[:200] - X[:200].mean(0), X[200:] - X[200:].mean(0)
+    want = (a.T @ a + b.T @ b) / 400 + 1e-6 * np.eye(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = GaussianMixture(2, covariance_type="tied", dtype=dtype, random_state=0).fit(X)
+    tol = 1e-9 if dtype == "float64" else 2e-3
+    np.testing.assert_allclose(m.covariances_, want, rtol=tol, atol=tol * want.max())
 
 
 @pytest.mark.parametrize("sep", [10.0, 100.0, 1e4])

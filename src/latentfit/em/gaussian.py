@@ -347,7 +347,9 @@ def gaussian_estep_stats(
     logp = torch.addmm((b + log_weights).unsqueeze(1), W, G)  # (k, n)
     if direct is not None:
         idx, centres = direct
-        lp = direct_log_prob(X, centres, prec_chol[idx], covariance_type)  # (n, f)
+        lp = direct_log_prob(
+            X, centres, far_factors(prec_chol, idx, covariance_type), covariance_type
+        )  # (n, f)
         logp[idx] = lp.T + log_weights[idx].unsqueeze(1)
     known = None if labels is None else (labels >= 0).nonzero().squeeze(1)  # labelled samples
     if known is not None and len(known):
@@ -360,7 +362,7 @@ def gaussian_estep_stats(
     stats = feature_stats(G, w, resp, covariance_type, X.shape[1])
     if direct is not None:
         S1, S2 = direct_moments(X, resp[idx], centres, covariance_type)
-        stats["S1"][idx], stats["S2"][idx] = S1, S2
+        put_direct_moments(stats, idx, S1, S2, covariance_type)
     stats["loglik"] = (w * lse).sum()
     stats["weight"] = w.sum()
     return stats
@@ -377,18 +379,21 @@ def far_components(
     quadratic terms of size ‖μ_k − c‖² λ_max(Λ_k), so it rounds by eps times that. Rows
     3, 5, 7 and two rows of 1e8 (float64), or a cluster of sd 0.01 a hundred from the others
     in float32, gave such a component the variance reg_covar and log-likelihoods off by
-    1e2-1e6 nats. None for tied covariances (one matrix for all: their statistics are pooled
-    about the shift). ``limit`` defaults to 1e-9 nats in float64, near the EM driver's
+    1e2-1e6 nats. A tied covariance is one matrix pooled over the components, so either all
+    of them are taken from x − μ_k or none (two clusters of sd 1 at 0 and 1e8 gave the pooled
+    variance reg_covar and a score of -9.6e5 per row). ``limit`` defaults to 1e-9 nats in float64, near the EM driver's
     tolerance for a decrease of the bound, and to 1e-3 otherwise: float32's own rounding of
     a log-density is 1e-5-1e-4 nats on ordinary data (the benchmark's 16 clusters in 16
     dimensions), whose components stay in the fast form."""
-    if covariance_type == "tied":
-        return centred_means.new_zeros(0, dtype=torch.long)
     pc = prec_chol.double()
     eps = torch.finfo(centred_means.dtype).eps
     if limit is None:
         limit = 1e-9 if centred_means.dtype == torch.float64 else 1e-3
     dist2 = centred_means.double().square().sum(-1)  # (k,)
+    if covariance_type == "tied":
+        far = eps * dist2 * torch.linalg.matrix_norm(pc, ord=2).square() > limit  # (k,)
+        k = centred_means.shape[0]
+        return torch.arange(k if bool(far.any()) else 0, device=centred_means.device)
     if covariance_type == "full":
         lam = pc.square().sum((-2, -1))  # (k,) tr Λ_k, at least its largest eigenvalue
         maybe = eps * dist2 * lam > limit
@@ -406,15 +411,19 @@ def direct_log_prob(
 ) -> torch.Tensor:
     """log N(x | μ_k, Σ_k) (n, f) from the differences x − μ_k, for the few components of
     :func:`far_components`: ``X`` (n, d), their ``means`` (f, d) and precision factors
-    ((f, d, d) full, (f, d) diag, (f,) spherical). The differences are taken from the data
-    themselves, not from x − c: in float32, x − c rounds a cluster of sd 0.01 at 50 from c
-    by 3e-4 of its spread."""
+    ((f, d, d) full, (d, d) tied, (f, d) diag, (f,) spherical; see :func:`far_factors`).
+    The differences are taken from the data themselves, not from x − c: in float32, x − c
+    rounds a cluster of sd 0.01 at 50 from c by 3e-4 of its spread."""
     d = X.shape[1]
-    log_det = log_det_cholesky(prec_chol, covariance_type, d)  # (f,)
+    log_det = log_det_cholesky(prec_chol, covariance_type, d)  # (f,), 0-d tied
+    if covariance_type == "tied":
+        log_det = log_det.expand(means.shape[0])
     cols = []
     for j in range(means.shape[0]):
         diff = X - means[j]  # (n, d)
-        if covariance_type == "full":
+        if covariance_type == "tied":
+            maha = (diff @ prec_chol).square().sum(1)
+        elif covariance_type == "full":
             maha = (diff @ prec_chol[j]).square().sum(1)
         elif covariance_type == "diag":
             maha = (diff * prec_chol[j]).square().sum(1)
@@ -427,19 +436,36 @@ def direct_log_prob(
 def direct_moments(
     X: torch.Tensor, resp: torch.Tensor, means: torch.Tensor, covariance_type: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """S1 (f, d) and S2 ((f, d, d) full, (f, d) diag/spherical) of the components of
-    :func:`far_components` about their ``means`` (f, d): ``resp`` (f, n) holds their
-    responsibilities with the sample weights."""
+    """S1 (f, d) and S2 ((f, d, d) full, (f, d) diag/spherical, (d, d) tied: pooled over
+    the components, all of them) of the components of :func:`far_components` about their
+    ``means`` (f, d): ``resp`` (f, n) holds their responsibilities with the sample weights."""
     S1, S2 = [], []
     for j in range(means.shape[0]):
         diff = X - means[j]  # (n, d)
         r = resp[j]  # (n,)
         S1.append(r @ diff)
-        if covariance_type == "full":
+        if covariance_type in ("full", "tied"):
             S2.append((diff * r.unsqueeze(1)).T @ diff)
         else:
             S2.append(r @ diff.square())
-    return torch.stack(S1), torch.stack(S2)
+    S2 = torch.stack(S2)
+    return torch.stack(S1), S2.sum(0) if covariance_type == "tied" else S2
+
+
+def far_factors(prec_chol: torch.Tensor, idx: torch.Tensor, covariance_type: str):
+    """The precision factors of the components ``idx`` for :func:`direct_log_prob`: the
+    one tied matrix (d, d) itself, else ``prec_chol[idx]``."""
+    return prec_chol if covariance_type == "tied" else prec_chol[idx]
+
+
+def put_direct_moments(stats: dict, idx: torch.Tensor, S1, S2, covariance_type: str) -> None:
+    """Write the moments of :func:`direct_moments` over ``stats["S1"]``, ``stats["S2"]``
+    (in place): rows ``idx``, or the whole pooled S2 of a tied covariance."""
+    stats["S1"][idx] = S1
+    if covariance_type == "tied":
+        stats["S2"] = S2
+    else:
+        stats["S2"][idx] = S2
 
 
 def normalize_log_prob_(logp: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,9 +32,11 @@ from latentfit.em.gaussian import (
     direct_log_prob,
     direct_moments,
     far_components,
+    far_factors,
     gaussian_mstep,
     moment_stats,
     precisions_from_cholesky,
+    put_direct_moments,
     weighted_mean,
 )
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
@@ -552,7 +554,8 @@ def _expected_log_joint(
     elw = expected_log_weights(params["wc"], weight_type)  # (k,)
     out = expected_log_gaussian(Xc, qc, covariance_type) + elw  # (n, k)
     if far is not None and len(far):
-        lp = direct_log_prob(X, q.means[far], q.prec_chol[far], covariance_type)  # (n, f)
+        pc = far_factors(q.prec_chol, far, covariance_type)
+        lp = direct_log_prob(X, q.means[far], pc, covariance_type)  # (n, f)
         out[:, far] = lp + (expected_log_gaussian_offset(q, X.shape[1]) + elw)[far]
     return out
 
@@ -592,7 +595,8 @@ class _BGMMHooks:
         rw = resp * w.unsqueeze(1)  # (n, k)
         stats = moment_stats(X - shift, w, rw, self.ct)
         if far is not None:  # their moments about their own means (the M-step moves them back)
-            stats["S1"][idx], stats["S2"][idx] = direct_moments(X, rw[:, idx].T, far[1], self.ct)
+            S1, S2 = direct_moments(X, rw[:, idx].T, far[1], self.ct)
+            put_direct_moments(stats, idx, S1, S2, self.ct)
         stats["neg_entropy"] = (w * (resp * log_resp).sum(1)).sum()
         stats["loglik"] = (w * lse).sum()
         stats["weight"] = w.sum()

@@ -21,6 +21,7 @@ from latentfit.em.gaussian import (
     direct_log_prob,
     direct_moments,
     far_components,
+    far_factors,
     mixture_covariance,
     unresolved_variances,
     weighted_mean,
@@ -362,17 +363,16 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         """(indices (f,), their means μ_k (f, d), their precision factors) of the states
         whose densities the affine form about the centre c cannot resolve
         (:func:`~latentfit.em.gaussian.far_components`: a cluster of sd 0.01 a hundred from
-        the others in float32), or None. Tied covariances are pooled about c: never."""
+        the others in float32), or None. A tied covariance is pooled over the states: all
+        of them or none."""
         ct = self.covariance_type
-        if ct == "tied":
-            return None
         means = params["means"]
         shift, delta = params.get("shift"), params.get("delta")
         c = means.mean(0) if shift is None else shift
         centred = means - c if delta is None or shift is None else delta
         pc = E._state_precision(params["covars"], ct)
         idx = far_components(centred, pc, ct)
-        return (idx, means[idx], pc[idx]) if len(idx) else None
+        return (idx, means[idx], far_factors(pc, idx, ct)) if len(idx) else None
 
     def _direct_stats(self, params):
         """The :meth:`_far_states` whose statistics a batch fit takes about their own means
@@ -411,7 +411,10 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             idx, centres, _ = far
             S1, S2 = direct_moments(X, gamma[:, idx].T, centres, ct)
             stats["obs"][idx] = S1
-            stats["obs2" if ct != "full" else "obsobs"][idx] = S2
+            if ct == "tied":  # pooled over all the states, each about its own mean
+                stats["obsobs"] = S2
+            else:
+                stats["obs2" if ct != "full" else "obsobs"][idx] = S2
         return stats
 
     def _emission_mstep(self, params, stats):
@@ -459,7 +462,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         (k, d)): in a batch fit the M-step sets such a variance to that rounding, an upper
         bound, and the next E-step takes the state's statistics about its own mean
         (:meth:`_direct_stats`; the broad starting covariances hide it from the first). Where
-        that cannot happen (tied, missing values, partial_fit) a DegenerateComponentError
+        that cannot happen (missing values, partial_fit) a DegenerateComponentError
         names the state rather than fit noise. None when every variance is resolved."""
         post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
         delta = st["obs"] / post  # (k, d)
@@ -479,8 +482,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         done = set() if direct is None else set(direct[0].tolist())
         states = set(bad.any(1).nonzero().flatten().tolist())
         if (
-            self.covariance_type != "tied"
-            and "shift" in params
+            "shift" in params
             and not self._allow_nan()
             and not self.__dict__.get("_stepwise")
             and not states & done
@@ -506,6 +508,8 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         ct = self.covariance_type
         if ct == "diag":
             return torch.where(bad, torch.maximum(covars, noise), covars)
+        if ct == "tied":  # one pooled matrix: bad and noise are (1, d)
+            return torch.diag_embed(torch.maximum(covars.diagonal(), noise[0]))
         rows = bad.any(1)  # (k,)
         if ct == "spherical":
             return torch.where(rows, torch.maximum(covars, noise.amax(1)), covars)

@@ -28,6 +28,7 @@ from latentfit.em.gaussian import (
     degenerate_components,
     direct_log_prob,
     far_components,
+    far_factors,
     gaussian_estep_stats,
     gaussian_features,
     gaussian_mstep,
@@ -480,7 +481,8 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         mc = _centred_means(p, shift)
         far = far_components(mc, p["prec_chol"], self.covariance_type)
         if len(far):  # too far from the shift for that form: from x − μ_k (as the E-step)
-            lp = direct_log_prob(X, p["means"][far], p["prec_chol"][far], self.covariance_type)
+            pc = far_factors(p["prec_chol"], far, self.covariance_type)
+            lp = direct_log_prob(X, p["means"][far], pc, self.covariance_type)
             out[far] = lp.T + p["weights"].log()[far].unsqueeze(1)
         # (n, k) in memory order: reductions over components on the transposed view are slow
         return out.T.contiguous()
@@ -644,7 +646,7 @@ def _warn_precision_loss(model, params: dict, covariance_type: str) -> None:
     two rows of 1e8 gave a component of variance 1e-6 (reg_covar; 2.67 is right) and a
     log-likelihood of -4.9e6 (2.88 is right), without a word."""
     shift = params.get("shift")
-    if shift is None or (covariance_type != "tied" and model.missing != "marginalize"):
+    if shift is None or model.missing != "marginalize":
         return  # such fits compute far components from x − μ_k (em.gaussian.far_components)
     pc = params["prec_chol"].double()
     cov = covariances_from_precisions(pc, covariance_type)
