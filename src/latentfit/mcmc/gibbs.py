@@ -40,7 +40,7 @@ from latentfit._validation import (
 from latentfit.em.gaussian import check_overflow
 from latentfit.errors import DataError, ParameterError, ResourceLimitError
 from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
-from latentfit.mcmc.result import arviz_call, import_arviz
+from latentfit.mcmc.result import arviz_call, arviz_mcse, import_arviz
 from latentfit.mcmc.target import ordered_vector
 
 __all__ = [
@@ -281,7 +281,7 @@ class GibbsGMMResult(NamedTuple):
 
     def mcse(self, method: str = "mean") -> dict:
         """Monte-Carlo standard error of each parameter's posterior mean, from ArviZ."""
-        ds = arviz_call("mcse", self.to_arviz(), method=method)
+        ds = arviz_mcse(self.to_arviz(), method)
         return {k: ds[k].values for k in self.draws}
 
     def summary(self, **kwargs):

@@ -46,7 +46,7 @@ from latentfit.mcmc.gibbs import (
     sample_niw,
     state_statistics,
 )
-from latentfit.mcmc.result import arviz_call
+from latentfit.mcmc.result import arviz_call, arviz_mcse
 from latentfit.mcmc.target import ordered_vector
 
 __all__ = [
@@ -88,7 +88,7 @@ class GibbsHMMResult(NamedTuple):
 
     def mcse(self, method: str = "mean") -> dict:
         """Monte-Carlo standard error of each parameter's posterior mean, from ArviZ."""
-        ds = arviz_call("mcse", self.to_arviz(), method=method)
+        ds = arviz_mcse(self.to_arviz(), method)
         return {k: ds[k].values for k in self.draws}
 
     def summary(self, **kwargs):

@@ -12,7 +12,7 @@ import torch
 from latentfit._validation import check_bool, check_positive_int
 from latentfit.errors import MissingDependencyError, ParameterError
 
-__all__ = ["MCMCResult", "arviz_call", "import_arviz"]
+__all__ = ["MCMCResult", "arviz_call", "arviz_mcse", "import_arviz"]
 
 
 def _not_shape_validation(record: logging.LogRecord) -> bool:
@@ -56,6 +56,23 @@ def arviz_call(name: str, data, **kwargs):
         raise ParameterError(
             f"{name}({args}): ArviZ refused the arguments: {text}; see help(arviz.{name})"
         ) from err
+
+
+def arviz_mcse(data, method: str = "mean"):
+    """``arviz.mcse(data, method=method)``, except ``method="sd"``: ArviZ 0.x's own calls
+    ``float()`` on a one-element array wherever numba is installed, which numpy 2 refuses
+    (TypeError, said as a refused argument), so the same estimate is computed here from ArviZ's
+    mean-ESS (Vehtari et al. 2021, section 4.4: the MCSE of the variance from the ESS of the
+    squared deviations, carried to the sd by the delta method); it equals ``summary``'s
+    ``mcse_sd``."""
+    if method != "sd":
+        return arviz_call("mcse", data, method=method)
+    ds = import_arviz().convert_to_dataset(data)
+    c2 = (ds - ds.mean(("chain", "draw"))) ** 2
+    ess = arviz_call("ess", c2, method="mean")
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant draws: NaN, as ArviZ gives
+        evar = c2.mean(("chain", "draw"))
+        return (((c2**2).mean(("chain", "draw")) - evar**2) / ess / evar / 4) ** 0.5
 
 
 class MCMCResult:
@@ -209,7 +226,8 @@ class MCMCResult:
         return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
 
     def _stat(self, name: str, **kwargs) -> dict[str, np.ndarray]:
-        ds = arviz_call(name, self.to_arviz(), **kwargs)
+        data = self.to_arviz()
+        ds = arviz_mcse(data, **kwargs) if name == "mcse" else arviz_call(name, data, **kwargs)
         return {k: np.asarray(ds[k].values) for k in self.target.names}
 
     def rhat(self) -> dict[str, np.ndarray]:
