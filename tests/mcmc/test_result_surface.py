@@ -49,3 +49,24 @@ def test_mcse_of_the_sd_equals_the_summary_column(run):
         rows = [r for r in table.index if r == name or r.startswith(f"{name}[")]
         np.testing.assert_allclose(flat, table[rows].to_numpy(), rtol=1e-10)
     assert all(np.isfinite(np.asarray(v)).any() for v in got.values())
+
+
+SHORT = {
+    "nuts": lambda: _nuts(num_draws=1, num_chains=2),
+    "nuts_one_chain": lambda: _nuts(num_draws=1, num_chains=1),
+    "gibbs_gmm": lambda: gibbs_gmm(X, 2, num_warmup=2, num_draws=1, num_chains=3, generator=0),
+    "gibbs_hmm": lambda: gibbs_hmm(X, 2, num_warmup=2, num_draws=1, num_chains=3, generator=0),
+}
+
+
+@pytest.mark.parametrize("run", list(SHORT))
+def test_a_one_draw_run_converts_and_summarises_without_warnings(run, recwarn):
+    # ArviZ took (chains=2, draws=1) for a transposed array and warned 8 times a call "Passed
+    # array should have shape (chains, draws, *shape)"; one draw's sd warned numpy's
+    # "Degrees of freedom <= 0": the table's NaN says it, and diagnostics() says why
+    res = SHORT[run]()
+    res.to_arviz()
+    table = res.summary()
+    assert [str(w.message) for w in recwarn] == []
+    assert table["r_hat"].isna().all()
+    assert np.isfinite(table["mean"]).all()

@@ -40,7 +40,7 @@ from latentfit._validation import (
 from latentfit.em.gaussian import check_overflow
 from latentfit.errors import DataError, ParameterError, ResourceLimitError
 from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
-from latentfit.mcmc.result import arviz_call, arviz_mcse, import_arviz
+from latentfit.mcmc.result import arviz_call, arviz_from_dict, arviz_mcse
 from latentfit.mcmc.target import ordered_vector
 
 __all__ = [
@@ -253,11 +253,7 @@ def state_statistics(onehot: torch.Tensor, x: torch.Tensor):
 def draws_to_arviz(draws: dict):
     """Draws (chains, draws, ...) as ArviZ data with a ``posterior`` group: ``InferenceData``
     (ArviZ 0.x) or a ``DataTree`` (ArviZ 1.x)."""
-    az = import_arviz()
-    posterior = {k: v.detach().cpu().numpy() for k, v in draws.items()}
-    if int(az.__version__.split(".")[0]) >= 1:  # pragma: no cover - depends on the install
-        return az.from_dict({"posterior": posterior})
-    return az.from_dict(posterior=posterior)
+    return arviz_from_dict({"posterior": {k: v.detach().cpu().numpy() for k, v in draws.items()}})
 
 
 class GibbsGMMResult(NamedTuple):

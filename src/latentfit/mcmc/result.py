@@ -12,7 +12,7 @@ import torch
 from latentfit._validation import check_bool, check_positive_int
 from latentfit.errors import MissingDependencyError, ParameterError
 
-__all__ = ["MCMCResult", "arviz_call", "arviz_mcse", "import_arviz"]
+__all__ = ["MCMCResult", "arviz_call", "arviz_from_dict", "arviz_mcse", "import_arviz"]
 
 
 def _not_shape_validation(record: logging.LogRecord) -> bool:
@@ -49,13 +49,32 @@ def arviz_call(name: str, data, **kwargs):
     ParameterError naming the call, not as ArviZ's TypeError or ValueError."""
     fn = getattr(import_arviz(), name)
     try:
-        return fn(data, **kwargs)
+        with warnings.catch_warnings():
+            # numpy's words for a statistic of one draw a chain (the sd of one value): the
+            # table shows NaN there and ``MCMCResult.diagnostics`` says why
+            warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
+            warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            return fn(data, **kwargs)
     except (TypeError, ValueError, KeyError) as err:
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         text = " ".join(str(err).split())
         raise ParameterError(
             f"{name}({args}): ArviZ refused the arguments: {text}; see help(arviz.{name})"
         ) from err
+
+
+def arviz_from_dict(groups: dict[str, dict[str, np.ndarray]], dims=None):
+    """``arviz.from_dict`` of arrays (chain, draw, *shape): ``InferenceData`` (ArviZ 0.x) or a
+    ``DataTree`` (ArviZ 1.x). ArviZ warns "More chains than draws. Passed array should have
+    shape (chains, draws, *shape)" whenever there are fewer draws than chains, guessing at a
+    transposed array: latentfit builds these arrays in that order, so the warning would only
+    blame the user for a short run, and is dropped."""
+    az = import_arviz()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"More chains \(\d+\) than draws", UserWarning)
+        if int(az.__version__.split(".")[0]) >= 1:  # pragma: no cover - depends on the install
+            return az.from_dict(groups, dims=dims)
+        return az.from_dict(**groups, dims=dims)
 
 
 def arviz_mcse(data, method: str = "mean"):
@@ -207,7 +226,6 @@ class MCMCResult:
         """The draws as ArviZ data: ``InferenceData`` (ArviZ 0.x) or a ``DataTree`` (ArviZ 1.x),
         with groups ``posterior`` and ``sample_stats`` (ArviZ's names: ``lp``, ``acceptance_rate``,
         ``n_steps``, ``tree_depth``, ``diverging``, ``energy``, ``step_size``)."""
-        az = import_arviz()
         posterior = {k: v.detach().cpu().numpy() for k, v in self.draws.items()}
         st = self.sample_stats
         stats = {
@@ -220,10 +238,7 @@ class MCMCResult:
             "step_size": self.step_size[:, None].expand_as(st["lp"]),
         }
         stats = {k: v.detach().cpu().numpy() for k, v in stats.items()}
-        dims = _dims(posterior)
-        if int(az.__version__.split(".")[0]) >= 1:  # pragma: no cover - depends on the install
-            return az.from_dict({"posterior": posterior, "sample_stats": stats}, dims=dims)
-        return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
+        return arviz_from_dict({"posterior": posterior, "sample_stats": stats}, _dims(posterior))
 
     def _stat(self, name: str, **kwargs) -> dict[str, np.ndarray]:
         data = self.to_arviz()
