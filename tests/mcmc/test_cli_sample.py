@@ -64,3 +64,15 @@ def test_fit_dist_sample_errors_are_cli_errors(tmp_path):
     assert res.exit_code == 2 and "--prior takes" in res.output
     res = runner.invoke(app, ["fit", "dist", str(path), "--family", "poisson", "--compile"])
     assert res.exit_code == 2 and "--sample nuts" in res.output
+
+
+def test_one_chain_says_in_cli_words_that_r_hat_is_not_computed(tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n3\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    res = runner.invoke(
+        app, [*args, "--sample", "nuts", "--chains", "1", "--draws", "30", "--warmup", "30"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "R-hat needs at least 2 chains, got 1" in res.output
+    assert "run --chains 2 or more" in res.output and "num_chains" not in res.output

@@ -70,3 +70,12 @@ def test_a_one_draw_run_converts_and_summarises_without_warnings(run, recwarn):
     assert [str(w.message) for w in recwarn] == []
     assert table["r_hat"].isna().all()
     assert np.isfinite(table["mean"]).all()
+
+
+def test_diagnostics_of_one_chain_say_r_hat_is_not_computed():
+    # ArviZ's rank R-hat needs 2 chains: one chain's R-hat is NaN in the summary, while
+    # diagnostics() said "no problems found"
+    res = _nuts(num_draws=40, num_chains=1)
+    assert np.isnan(res.rhat()["mu"])
+    assert "R-hat needs at least 2 chains, got 1" in res.diagnostics()
+    assert "R-hat needs" not in _nuts(num_draws=40, num_chains=2).diagnostics()

@@ -86,6 +86,7 @@ def _cli_words(text: str) -> str:
         .replace("a larger max_iter", "a larger --max-iter")
         .replace("add a prior (fit_map)", "add a --prior")
         .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
+        .replace("run num_chains >= 2", "run --chains 2 or more")
     )
 
 
@@ -267,7 +268,7 @@ def _posterior(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = res.summary()
-    return table, res.diagnostics()
+    return table, _cli_words(res.diagnostics())
 
 
 def _posterior_text(fit, table, diagnostics, chains, draws, warmup, seed) -> str:

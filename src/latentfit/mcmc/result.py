@@ -207,7 +207,12 @@ class MCMCResult:
                 f"R-hat, ESS and MCSE need at least 4 draws per chain, got {self.num_draws}: "
                 "they are not computed (NaN in the summary); draw more"
             )
-        elif self.num_chains > 1:
+        elif self.num_chains == 1:
+            lines.append(
+                "R-hat needs at least 2 chains, got 1: it is not computed (NaN in the summary), "
+                "so nothing here checks that the chain converged; run num_chains >= 2"
+            )
+        else:
             rhat = self.rhat()
             unknown = [k for k, v in rhat.items() if np.isnan(v).any()]
             known = {k: v[~np.isnan(v)] for k, v in rhat.items() if (~np.isnan(v)).any()}
