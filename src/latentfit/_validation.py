@@ -115,8 +115,10 @@ def resolve_device(device) -> torch.device:
     raise ParameterError(f"device={device!r} is not supported; use 'cpu' or 'cuda'")
 
 
-def make_generator(random_state, device=None) -> torch.Generator:
-    """A ``torch.Generator`` seeded from ``random_state`` (int, None, numpy RandomState/Generator).
+def make_generator(random_state, device=None, name: str = "random_state") -> torch.Generator:
+    """A ``torch.Generator`` seeded from ``random_state`` (int, None, numpy RandomState/Generator,
+    torch.Generator); ``name`` is the argument's name in a message (the samplers' is
+    ``generator``).
 
     Randomness is always passed explicitly: no estimator touches torch's global RNG.
     """
@@ -127,7 +129,7 @@ def make_generator(random_state, device=None) -> torch.Generator:
         seed = int(random_state)
         if not -(2**63) <= seed < 2**64:  # the seeds torch.Generator takes
             raise ParameterError(
-                f"random_state={seed} is out of range: a seed is an integer from 0 to "
+                f"{name}={seed} is out of range: a seed is an integer from 0 to "
                 "2**64 - 1 (any such number gives a reproducible stream)"
             )
     elif isinstance(random_state, np.random.RandomState):
@@ -138,7 +140,8 @@ def make_generator(random_state, device=None) -> torch.Generator:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=random_state).item())
     else:
         raise ParameterError(
-            f"random_state must be None, an int or a numpy RandomState, got {random_state!r}"
+            f"{name} must be None, an int seed, a numpy RandomState or Generator, or a "
+            f"torch.Generator, got {random_state!r}"
         )
     gen.manual_seed(seed)
     return gen
@@ -151,7 +154,7 @@ def as_generator(generator, name: str = "generator") -> torch.Generator | None:
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return make_generator(generator)
+        return make_generator(generator, name=name)
     raise ParameterError(
         f"{name} must be None, an integer seed or a torch.Generator, got {generator!r}"
     )
@@ -168,7 +171,7 @@ def device_generator(generator, device, what: str = "the sampler") -> torch.Gene
                 f"pass torch.Generator(device={str(device)!r}) or an int seed"
             )
         return generator
-    return make_generator(generator, device)
+    return make_generator(generator, device, name="generator")
 
 
 def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.distributions import constraints
 
+from latentfit.errors import ParameterError
 from latentfit.mcmc import gibbs_gmm, gibbs_hmm, sample
 
 X = np.random.default_rng(0).normal(size=(30, 2))
@@ -19,14 +20,9 @@ def _normal(mu, sigma):
 
 
 def _nuts(**kw):
+    kw = {"num_warmup": 20, "progress_bar": False, "generator": 0, **kw}
     return sample(
-        _normal,
-        {"mu": 0.0, "sigma": 1.0},
-        constraints={"sigma": constraints.positive},
-        num_warmup=20,
-        progress_bar=False,
-        generator=0,
-        **kw,
+        _normal, {"mu": 0.0, "sigma": 1.0}, constraints={"sigma": constraints.positive}, **kw
     )
 
 
@@ -79,3 +75,22 @@ def test_diagnostics_of_one_chain_say_r_hat_is_not_computed():
     assert np.isnan(res.rhat()["mu"])
     assert "R-hat needs at least 2 chains, got 1" in res.diagnostics()
     assert "R-hat needs" not in _nuts(num_draws=40, num_chains=2).diagnostics()
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda g: _nuts(num_draws=2, generator=g),
+        lambda g: gibbs_gmm(X, 2, num_warmup=1, num_draws=2, generator=g),
+        lambda g: gibbs_hmm(X, 2, num_warmup=1, num_draws=2, generator=g),
+    ],
+)
+@pytest.mark.parametrize(
+    "generator, match",
+    [("abc", "generator must be None, an int seed"), (2**70, r"generator=\d+ is out of range")],
+)
+def test_a_bad_generator_is_named_by_its_argument(run, generator, match):
+    # the samplers take generator=; their messages named random_state, which they do not take
+    with pytest.raises(ParameterError, match=match) as err:
+        run(generator)
+    assert "random_state" not in str(err.value)
