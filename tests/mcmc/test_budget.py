@@ -237,3 +237,28 @@ def test_any_setting_runs_or_is_refused_with_a_documented_error(run, data):
         call(**{name: value})
     except DOCUMENTED_ERRORS as exc:
         assert str(exc).strip(), f"{name}={value!r}: an empty message"
+
+
+@pytest.mark.parametrize(
+    "kw, says",
+    [
+        ({"num_draws": 10**12}, "use fewer chains or draws"),
+        ({"num_warmup": 10**12, "num_draws": 1}, r"use fewer warm-up iterations \(num_warmup\)"),
+        ({"max_depth": 40, "num_draws": 1}, "use a smaller max_depth"),
+    ],
+)
+def test_a_run_beyond_the_machine_is_told_what_shrinks_its_largest_part(kw, says):
+    # a warm-up of 10**12 iterations was told "use fewer chains or draws, or a smaller
+    # max_depth", none of which shrinks it
+    with pytest.raises(ResourceLimitError, match=says) as err:
+        _nuts(**kw)
+    assert ("draws" in says) == ("fewer chains or draws" in str(err.value))
+
+
+def test_the_cli_names_warmup_when_the_warm_up_is_too_large(tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    res = CliRunner().invoke(app, [*args, "--sample", "nuts", "--warmup", "10000000000000"])
+    assert res.exit_code == 2, res.output
+    assert "warm-up" in res.output and "use a smaller --warmup" in res.output

@@ -87,6 +87,7 @@ def _cli_words(text: str) -> str:
         .replace("add a prior (fit_map)", "add a --prior")
         .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
         .replace("run num_chains >= 2", "run --chains 2 or more")
+        .replace("fewer warm-up iterations (num_warmup) or chains", "a smaller --warmup")
     )
 
 

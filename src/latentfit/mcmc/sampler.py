@@ -326,9 +326,18 @@ def check_memory(
         f"sampling {chains:,} chains x {draws:,} draws of {p} parameters",
         parts,
         device=target.device,
-        hint="use fewer chains or draws"
-        + (", or a smaller max_depth" if parts["trajectory"] > parts["draws"] else ""),
+        hint=_MEMORY_REMEDY[max(parts, key=parts.get)],
     )
+
+
+#: What shrinks each part of ``nuts_parts``, for the message of a run refused by its size
+_MEMORY_REMEDY = {
+    "draws": "use fewer chains or draws",
+    "warm-up": "use fewer warm-up iterations (num_warmup) or chains",
+    "trajectory": "use a smaller max_depth (NUTS's deepest tree keeps 2^(max_depth - 1) states "
+    "a chain) or fewer chains",
+    "dense metric": "use metric='diag' or fewer chains",
+}
 
 
 class _Run:
