@@ -76,3 +76,21 @@ def test_one_chain_says_in_cli_words_that_r_hat_is_not_computed(tmp_path):
     assert res.exit_code == 0, res.output
     assert "R-hat needs at least 2 chains, got 1" in res.output
     assert "run --chains 2 or more" in res.output and "num_chains" not in res.output
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--chains", "2"], "--chains sets the sampler"),
+        (["--draws", "50", "--warmup", "10"], "--draws, --warmup set the sampler"),
+        (["--compile"], "--compile sets the sampler"),
+    ],
+)
+def test_sampler_options_without_sample_nuts_are_refused_not_ignored(tmp_path, options, says):
+    # --chains 2 without --sample nuts printed the MAP table and drew nothing, silently
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n3\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    res = runner.invoke(app, [*args, *options])
+    assert res.exit_code == 2, res.output
+    assert says in res.output and "add --sample nuts" in res.output

@@ -326,9 +326,18 @@ def fit_dist(
     sample: str = typer.Option(
         None, "--sample", help="'nuts': sample the posterior (needs --prior) and print its table."
     ),
-    chains: int = typer.Option(4, "--chains", help="Chains for --sample (batched)."),
-    draws: int = typer.Option(1000, "--draws", help="Draws per chain for --sample."),
-    warmup: int = typer.Option(1000, "--warmup", help="Warm-up iterations for --sample."),
+    chains: int | None = typer.Option(
+        None, "--chains", help="Chains for --sample (batched).  [default: 4]", show_default=False
+    ),
+    draws: int | None = typer.Option(
+        None, "--draws", help="Draws per chain for --sample.  [default: 1000]", show_default=False
+    ),
+    warmup: int | None = typer.Option(
+        None,
+        "--warmup",
+        help="Warm-up iterations for --sample.  [default: 1000]",
+        show_default=False,
+    ),
     seed: int = seed_option("Seed of the sampler."),
     compile_: bool = typer.Option(
         False,
@@ -370,6 +379,9 @@ def fit_dist(
             "Hessian of the log-posterior; --cov applies to fits without --prior"
         )
     if sample is not None:
+        chains = 4 if chains is None else chains
+        draws = 1000 if draws is None else draws
+        warmup = 1000 if warmup is None else warmup
         if sample != "nuts":
             fail(f"--sample takes 'nuts' (the sampler), got {sample!r}")
         # the posterior is proper only with a prior on every parameter (a flat one on a
@@ -385,8 +397,18 @@ def fit_dist(
                 "--chains and --draws must be at least 1 and --warmup >= 0; got "
                 f"--chains {chains}, --draws {draws}, --warmup {warmup}"
             )
-    elif compile_:
-        fail("--compile compiles the sampler of --sample nuts; add --sample nuts")
+    else:
+        # the sampler's options alone would be read and ignored: the user meant to sample
+        named = [
+            f"--{n}"
+            for n, v in (("chains", chains), ("draws", draws), ("warmup", warmup))
+            if v is not None
+        ]
+        if compile_:
+            named.append("--compile")
+        if named:
+            verb = "sets" if len(named) == 1 else "set"
+            fail(f"{', '.join(named)} {verb} the sampler of --sample nuts; add --sample nuts")
     name = data_source(data, dataset)
     x = load_data(
         data, split_columns(list(column), "--column"), dataset=dataset, delimiter=delimiter
