@@ -417,6 +417,27 @@ def test_a_log_density_that_cannot_be_sampled_says_why(run, vectorized, log_dens
             svgd(log_density, init, num_particles=4, num_iter=2, progress_bar=False, **options)
 
 
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_a_density_cut_off_from_its_gradient_is_refused_under_a_constraint(run, vectorized):
+    # log|det J| of sigma's positive constraint depends on u whatever the density does: with
+    # it added first, a detached density passed the check and sampled the Jacobian's gradient
+    y = torch.tensor([0.1, 0.5, -0.3])
+
+    def log_density(mu, sigma):
+        at = (mu[..., None], sigma[..., None]) if vectorized else (mu, sigma)
+        return torch.distributions.Normal(*at).log_prob(y).sum(-1).detach()
+
+    with pytest.raises(ParameterError, match="does not depend on its parameters"):
+        _run(
+            run,
+            log_density,
+            {"mu": 0.0, "sigma": 1.0},
+            constraints={"sigma": constraints.positive},
+            vectorized=vectorized,
+        )
+
+
 def test_a_log_density_rejecting_every_chain_without_a_gradient_is_a_rejection():
     # a vectorized density may return a constant -inf where it rejects every chain at once:
     # that is a rejection (no start is found), not a density cut off from its gradient

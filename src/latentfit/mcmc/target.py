@@ -485,15 +485,19 @@ class Target:
     def _value_and_grad(self, u):
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
-            lp = self.log_prob(u)
+            params, log_jac = self.constrain(u)
+            lp = self._checked(self._batched(**params), u)
+            # the density's own value, before log|det J| (which depends on u whatever the
+            # density does) is added: a density whose gradient was cut is refused either way
             if not lp.requires_grad:
                 if not bool(torch.isfinite(lp).any()):  # a rejection of every chain
-                    return lp.detach(), torch.zeros_like(u)
+                    return lp.detach() + log_jac.detach(), torch.zeros_like(u)
                 raise ParameterError(
                     "log_density's value does not depend on its parameters through torch "
                     "operations, so it has no gradient: compute it from its arguments with torch "
                     "functions (not .item(), float() or numpy, which cut the gradient off)"
                 )
+            lp = lp + log_jac
             ones = self._ones.get(lp.shape)
             if ones is None or ones.dtype != lp.dtype or ones.device != lp.device:
                 ones = self._ones[lp.shape] = torch.ones_like(lp)
