@@ -94,3 +94,15 @@ def test_sampler_options_without_sample_nuts_are_refused_not_ignored(tmp_path, o
     res = runner.invoke(app, [*args, *options])
     assert res.exit_code == 2, res.output
     assert says in res.output and "add --sample nuts" in res.output
+
+
+def test_csv_with_sample_nuts_is_refused_before_sampling(tmp_path):
+    # --csv printed the MAP rows only: the posterior was drawn and dropped without a word
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n3\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    res = runner.invoke(
+        app, [*args, "--sample", "nuts", "--draws", "20", "--warmup", "20", "--csv"]
+    )
+    assert res.exit_code == 2, res.output
+    assert "--csv" in res.output and "use --json" in res.output

@@ -392,6 +392,11 @@ def fit_dist(
                 "--sample needs a prior for every parameter: add --prior NAME=DIST:ARGS"
                 + (f" (none for {', '.join(without)})" if priors else "")
             )
+        if as_csv:  # its rows are the MAP table's: the posterior would be drawn and dropped
+            fail(
+                "--csv writes the MAP estimates' rows, not the posterior of --sample nuts; "
+                "use --json for both, or the text table"
+            )
         if chains < 1 or draws < 1 or warmup < 0:
             fail(
                 "--chains and --draws must be at least 1 and --warmup >= 0; got "
