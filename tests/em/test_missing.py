@@ -1,6 +1,8 @@
 """Exact EM with NaN entries: marginal densities against scipy, conditional moments against a
 row-by-row numpy computation, the complete-data path unchanged, parameter recovery."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.stats as st
@@ -10,6 +12,7 @@ from latentfit import GaussianMixture
 from latentfit.em import missing
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
+    DegenerateComponentError,
     gaussian_estep_stats,
     precision_cholesky,
 )
@@ -20,6 +23,7 @@ from latentfit.em.missing import (
     impute_mean,
     log_gaussian_prob_missing,
 )
+from latentfit.errors import DegenerateComponentWarning
 
 
 def _params(ct, d=4, k=3, seed=0):
@@ -261,3 +265,34 @@ def test_the_nan_message_names_only_models_that_take_missing_values():
         model = getattr(latentfit, name)(n_components=2, missing="marginalize")
         model.fit(X)  # the refused row is fitted
         assert np.isfinite(model.score(X)), name
+
+
+def test_a_covariance_held_up_by_reg_covar_stays_positive_definite_with_missing_values():
+    # found by the property tests: three rows in three columns of scale 1e6, one value
+    # missing. covariances_ was inv(P P^T), which squares the condition number (1e17 here):
+    # an eigenvalue of -503 and an asymmetry of 2e3, so score_samples failed in a Cholesky
+    # factorisation, and the fit itself lowered its log-likelihood
+    X = np.array(
+        [
+            [np.nan, 6056231.663148392, 11184700.812010072],
+            [10565826.565112442, 4996622.35955561, 11589183.610614877],
+            [9278589.638512133, 6589385.779490993, 11263716.291690115],
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a lowered log-likelihood among them
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # three rows, three columns
+        m = GaussianMixture(max_iter=15, missing="marginalize", random_state=0).fit(X)
+    cov = m.covariances_[0]
+    np.testing.assert_array_equal(cov, cov.T)
+    assert np.linalg.eigvalsh(cov).min() > 0
+    assert np.isfinite(m.score_samples(X)).all()
+
+
+def test_a_covariance_singular_in_working_precision_is_named():
+    from latentfit.em.missing import log_gaussian_prob_missing
+
+    cov = torch.tensor([[[1.0, 1.0], [1.0, 1.0]]], dtype=torch.float64)  # rank one
+    X = torch.tensor([[0.5, 1.0], [np.nan, 2.0]], dtype=torch.float64)
+    with pytest.raises(DegenerateComponentError, match=r"component 0 .* reg_covar"):
+        log_gaussian_prob_missing(X, torch.zeros(1, 2, dtype=torch.float64), cov, "full")

@@ -193,9 +193,17 @@ def precisions_from_cholesky(prec_chol: torch.Tensor, covariance_type: str) -> t
 
 
 def covariances_from_precisions(prec_chol: torch.Tensor, covariance_type: str) -> torch.Tensor:
-    """Σ = (P Pᵀ)⁻¹ (full, tied) or 1/P² (diag, spherical)."""
+    """Σ = (P Pᵀ)⁻¹ = P⁻ᵀ P⁻¹ (full, tied) or 1/P² (diag, spherical).
+
+    Formed as the Gram matrix Aᵀ A of A = P⁻¹, which is symmetric positive semi-definite in
+    floating point as well: inverting the product P Pᵀ squares its condition number, and a
+    covariance of condition 1e17 (three rows in three columns of scale 1e6, held up by
+    reg_covar) came back with an eigenvalue of -2e11 and asymmetric by 2e3."""
     if covariance_type in ("full", "tied"):
-        return torch.linalg.inv(prec_chol @ prec_chol.mT)
+        A = torch.linalg.inv(prec_chol)  # P is triangular (upper from the M-step, lower from
+        # user-given precisions): its inverse is a triangular solve's accuracy either way
+        cov = A.mT @ A
+        return 0.5 * (cov + cov.mT)
     return prec_chol.square().reciprocal()
 
 

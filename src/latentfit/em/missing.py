@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit.em.gaussian import covariances_from_precisions
+from latentfit.em.gaussian import DegenerateComponentError, covariances_from_precisions
 from latentfit.errors import DataError, ParameterError
 
 __all__ = [
@@ -107,6 +107,25 @@ def _patterns(nan: torch.Tensor):
         yield uniq[p], (inverse == p).nonzero().flatten()
 
 
+def _cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """Cholesky factors of covariances of the observed coordinates (..., k, p, p), or a
+    DegenerateComponentError naming the first component that is not positive definite in
+    working precision (a covariance held up only by reg_covar, far below the data's
+    scale)."""
+    L, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        k = int((info != 0).nonzero()[0][-1])
+        big = float(cov[..., k, :, :].diagonal(dim1=-2, dim2=-1).abs().max())
+        raise DegenerateComponentError(
+            f"the covariance of component {k} over the observed columns is singular in "
+            f"{str(cov.dtype).removeprefix('torch.')} (variances up to {big:.3g}): the "
+            f"component sits on fewer distinct points than columns, held up only by the "
+            f"regularisation. Raise reg_covar towards {big * 1e-12:.3g} (or scale the columns), "
+            f"use covariance_type='diag', or fewer components."
+        )
+    return L
+
+
 def _pattern_conditionals(
     Xc: torch.Tensor, mc: torch.Tensor, cov: torch.Tensor, miss: torch.Tensor
 ):
@@ -122,7 +141,7 @@ def _pattern_conditionals(
         Ex[:] = mc
         return Xc.new_zeros(n_p, k), Ex, cov.clone()
     Soo = cov[:, o][:, :, o]  # (k, p, p)
-    L = torch.linalg.cholesky(Soo)
+    L = _cholesky(Soo)
     diff = Xc[:, o].unsqueeze(1) - mc[:, o]  # (n_p, k, p)
     y = torch.linalg.solve_triangular(L, diff.permute(1, 2, 0), upper=False)  # (k, p, n_p)
     maha = y.square().sum(1).T  # (n_p, k)
@@ -150,7 +169,7 @@ def _row_conditionals(
     O = (~nan).to(Xc.dtype)  # (n, d)
     mask = (O.unsqueeze(2) * O.unsqueeze(1)).unsqueeze(1)  # (n, 1, d, d)
     eye = torch.diag_embed(1 - O).unsqueeze(1)  # (n, 1, d, d)
-    L = torch.linalg.cholesky(cov * mask + eye)  # (n, k, d, d)
+    L = _cholesky(cov * mask + eye)  # (n, k, d, d)
     diff = (torch.where(nan, 0, Xc).unsqueeze(1) - mc) * O.unsqueeze(1)  # (n, k, d)
     y = torch.linalg.solve_triangular(L, diff.unsqueeze(3), upper=False)  # (n, k, d, 1)
     maha = y.square().sum((2, 3))  # (n, k)
