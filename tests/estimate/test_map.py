@@ -1,6 +1,8 @@
 """MAP: closed-form posterior modes, and regression MAP reproducing least squares, ridge and
 lasso from scikit-learn on the same data."""
 
+import warnings
+
 import numpy as np
 import pytest
 import statsmodels.api as sm
@@ -193,3 +195,71 @@ def test_bad_scales_are_named(regression, call, message):
     number's TypeError, and for noise_scale=inf a DataError blaming the starting values."""
     with pytest.raises(ParameterError, match=message):
         call(*regression)
+
+
+@pytest.mark.parametrize("y_scale", [1e-5, 1e5, 1e9])
+@pytest.mark.parametrize("kind", ["least squares", "ridge", "lasso"])
+def test_map_regression_converges_whatever_the_scale_of_y(regression, kind, y_scale):
+    """y in units of 1e5 with noise_scale=1 makes the negative log-posterior 1e10 larger, and
+    its gradient's rounding floor (1e-9) rose above the absolute gtol: a lasso with X in units
+    of 10 warned "did not converge" at the right answer, least squares and ridge did from y in
+    units of 1e9. Convergence is now judged on the gradient relative to the objective's size
+    and curvature (optimize.relative_gradient). The answers are the closed-form ridge and
+    least-squares solutions and scikit-learn's lasso on y / y_scale, scaled back."""
+    X, y = regression
+    X, y = 10 * X, y_scale * y
+    n, d = X.shape
+    alpha = {"least squares": 0.0, "ridge": 50.0, "lasso": 2.0 * y_scale}[kind]
+    prior = None
+    if kind == "ridge":
+        prior = {"w": Normal(_t(0.0), ridge_prior_scale(alpha))}
+    elif kind == "lasso":
+        prior = {"w": Laplace(_t(0.0), lasso_prior_scale(alpha, n))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "did not converge"
+        fit = fit_map_regression(_linear, X, y, _init(d), prior=prior)
+    assert fit.converged
+    if kind == "lasso":  # coordinate descent to a duality gap of 1e-15, on y of unit scale
+        ref = Lasso(alpha=alpha / y_scale, tol=1e-15, max_iter=1_000_000).fit(X, y / y_scale)
+        assert (ref.coef_ == 0).any()  # the kink is exercised
+        w, b = y_scale * ref.coef_, y_scale * ref.intercept_
+    else:  # on centred data, the intercept unpenalised: (XcᵀXc + αI) w = Xcᵀyc
+        xc, yc = X - X.mean(0), y - y.mean()
+        w = np.linalg.solve(xc.T @ xc + alpha * np.eye(d), xc.T @ yc)
+        b = y.mean() - X.mean(0) @ w
+    np.testing.assert_allclose(fit.params["w"], w, rtol=1e-8, atol=1e-10 * y_scale)
+    assert float(fit.params["b"]) == pytest.approx(b, rel=1e-8, abs=1e-10 * y_scale)
+
+
+@pytest.mark.parametrize("scale", [1e5, 1e30])
+def test_mvn_map_with_a_column_in_large_units(scale):
+    """A N(0, 10) prior on the mean of an MVN whose second column is in units of 1e5: the
+    line search stepped to a covariance whose Cholesky factor failed and the fit raised a
+    DataError. L-BFGS now works on the objective over its size in units of unit curvature,
+    where its first step is a diagonal Newton step; the mode is checked against the fixed
+    point of its two conditions: loc = (nΣ⁻¹ + I/100)⁻¹ nΣ⁻¹ x̄, Σ = mean((x - loc)(x - loc)ᵀ)."""
+    rng = np.random.default_rng(0)
+    n = 200
+    x = rng.normal(size=(n, 2)) @ np.array([[1.0, 0.0], [0.5, 1.0]]) * np.array([1.0, scale])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_map("mvn", x, {"loc": Normal(_t(0.0), _t(10.0))})
+    assert fit.converged
+    loc = x.mean(0)
+    for _ in range(200):
+        cov = (x - loc).T @ (x - loc) / n
+        prec = np.linalg.inv(cov)
+        loc = np.linalg.solve(n * prec + np.eye(2) / 100, n * prec @ x.mean(0))
+    # the prior's sd (10) is the scale of loc[1]'s posterior: its mode is 0 to 1e-20 of it
+    np.testing.assert_allclose(fit.params["loc"], loc, rtol=1e-8, atol=1e-19)
+    np.testing.assert_allclose(fit.params["covariance_matrix"], cov, rtol=1e-8)
+
+
+def test_a_fit_that_stalls_on_data_of_extreme_magnitude_says_to_standardise():
+    """The same MAP in units of 1e150 (curvatures of 1e-300) does not converge; the warning
+    says what the DataError of the Cholesky failure said: standardise the data."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)) * np.array([1.0, 1e150])
+    with pytest.warns(RuntimeWarning, match=r"did not converge.*e\+150\).*standardise the data"):
+        fit = fit_map("mvn", x, {"loc": Normal(_t(0.0), _t(10.0))})
+    assert not fit.converged

@@ -259,3 +259,45 @@ def test_float32_and_family_aliases():
         a = fit_mle("Gaussian", x, dtype="float32")
     assert a.estimates.dtype == torch.float32
     assert fit_mle(torch.distributions.Normal, x).family is get_family("normal")
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e5, 1e8])
+def test_a_start_far_off_in_large_units_reaches_the_closed_form(scale):
+    """From loc = 3 scale, scale = 5 scale (1.5 sd off), data in units of 1e8 give a gradient
+    in the location of 1e-9, below the absolute gtol of 1e-8: L-BFGS moved only the scale and
+    the fit stopped at loc = 3e8 (the mean is 9.3e7) with converged=True and a "singular
+    Hessian" warning. L-BFGS now works in units of unit curvature and convergence is judged
+    relative to the objective's size and curvature (optimize.relative_gradient)."""
+    x = np.random.default_rng(0).normal(1.0, 2.0, 300) * scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle("normal", x, init={"loc": 3 * scale, "scale": 5 * scale})
+    assert fit.converged
+    assert float(fit.params["loc"]) == pytest.approx(x.mean(), rel=RTOL)
+    assert float(fit.params["scale"]) == pytest.approx(x.std(), rel=RTOL)
+    # σ/√n and σ/√(2n): the closed-form standard errors of the Normal MLE
+    np.testing.assert_allclose(fit.bse, [x.std() / 300**0.5, x.std() / 600**0.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e5])
+def test_student_t_in_small_or_large_units_matches_scipy(scale):
+    """From a start 1.5 sd off in units of 1e5, L-BFGS ran the StudentT df to 1.4e16 and
+    warned "did not converge". Compared with scipy's BFGS on the data in unit scale, whose
+    answer scales with the data (df unchanged)."""
+    from scipy import optimize, stats
+
+    x = np.random.default_rng(1).standard_t(5, 300) + 1.0
+
+    def nll(v):  # (log df, loc, log scale) on the unit-scale data
+        return -stats.t.logpdf(x, np.exp(v[0]), v[1], np.exp(v[2])).sum()
+
+    ref = optimize.minimize(nll, [np.log(3.0), 0.0, 0.0], method="BFGS", options={"gtol": 1e-9})
+    df, loc, s = np.exp(ref.x[0]), ref.x[1], np.exp(ref.x[2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle("studentt", x * scale, init={"df": 3.0, "loc": 3 * scale, "scale": 5 * scale})
+    assert fit.converged
+    # scipy's BFGS stops at a gradient of 1e-9 on a sum of 300 terms: about 1e-7 relative
+    assert float(fit.params["df"]) == pytest.approx(df, rel=1e-6)
+    assert float(fit.params["loc"]) == pytest.approx(loc * scale, rel=1e-6)
+    assert float(fit.params["scale"]) == pytest.approx(s * scale, rel=1e-6)

@@ -346,13 +346,13 @@ def _laplace_solver(prior, layout: ParameterLayout, n: int):
         weight[s.start : s.start + s.size] = (1 / dist.scale).expand(s.shape).reshape(-1)
         center[s.start : s.start + s.size] = dist.loc.expand(s.shape).reshape(-1)
 
-    def solver(objective, u0):
+    def solver(objective, u0, size=None):
         w, c = weight.to(u0), center.to(u0)
 
         def smooth(u):  # the objective less the Laplace kinks (its constant log 2b stays)
             return (objective(u) - (w * (u - c).abs()).sum()) / n
 
-        return minimize_l1(smooth, u0, w / n, c)
+        return minimize_l1(smooth, u0, w / n, c, size=size)
 
     solver.name = "proximal gradient + active-set Newton"
     return solver

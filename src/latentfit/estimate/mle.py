@@ -204,7 +204,8 @@ def fit_family(
 ) -> FitResult:
     """The shared engine of ``fit_mle`` and ``fit_map`` on validated data ``x``.
 
-    ``solver(objective, u0) -> OptimizeResult`` replaces L-BFGS (the lasso's proximal solver);
+    ``solver(objective, u0, size) -> OptimizeResult`` replaces L-BFGS (the lasso's proximal
+    solver; ``size(u)`` is the magnitude of the mean objective's terms, see ``minimize``);
     ``uncertainty=False`` reports NaN covariances where no asymptotic one applies.
     """
     if method not in ("auto", "closed_form", "optimize"):
@@ -251,6 +252,13 @@ def fit_family(
             value = value - log_prior(layout.to_natural(u))
         return value
 
+    def size(u):  # mean |log p(xᵢ)| (+ |log prior| / n): what the gradient is relative to
+        with torch.no_grad():
+            value = loglik_obs(u).abs().mean()
+            if log_prior is not None:
+                value = value + log_prior(layout.to_natural(u)).abs() / n
+        return float(value)
+
     if closed and method != "optimize":
         params = {k: v.detach() for k, v in family.closed_form(x, fixed).items()}
         u = layout.to_unconstrained(params)
@@ -275,10 +283,12 @@ def fit_family(
             )
         try:
             if solver is None:
-                res = minimize(lambda u: objective(u) / n, u0, max_iter=max_iter, gtol=gtol)
+                res = minimize(
+                    lambda u: objective(u) / n, u0, max_iter=max_iter, gtol=gtol, size=size
+                )
                 solver_name = "L-BFGS + Newton"
             else:
-                res = solver(objective, u0)
+                res = solver(objective, u0, size)
                 solver_name = getattr(solver, "name", "custom")
         except torch.linalg.LinAlgError:
             # a line search stepped to a matrix parameter whose factorisation fails in this
@@ -316,8 +326,10 @@ def fit_family(
             )
         if not converged:
             warnings.warn(
-                f"{family.name} fit did not converge (max |gradient| {res.grad_norm:.3g} after "
-                f"{res.n_iter} iterations); try other init= values or a larger max_iter",
+                f"{family.name} fit did not converge after {res.n_iter} iterations (gradient "
+                f"{res.rel_grad:.3g} relative to the objective's size and curvature, max "
+                f"|gradient| {res.grad_norm:.3g}); try other init= values or a larger max_iter"
+                + _far_from_one_hint(x),
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -510,6 +522,22 @@ def _overflow_hint(x: torch.Tensor) -> str:
             "(their squares overflow); rescale them (e.g. divide by a power of ten)"
         )
     return ""
+
+
+def _far_from_one_hint(x: torch.Tensor) -> str:
+    """For data of magnitudes beyond 1e±50, where a fit's curvatures (squares and fourth
+    powers of the data's units) leave the dtype's range: what to do. Empty otherwise."""
+    nonzero = x.detach()[x.detach() != 0].abs()
+    if not nonzero.numel():
+        return ""
+    lo, hi = float(nonzero.min()), float(nonzero.max())
+    if 1e-50 <= lo and hi <= 1e50:
+        return ""
+    return (
+        f"; the data's magnitudes ({lo:.3g} to {hi:.3g}) are far from 1, where the fit's "
+        f"curvatures leave {x.dtype} arithmetic: standardise the data (or rescale them by a "
+        "power of ten)"
+    )
 
 
 def _check_finite_estimate(family: Family, params: dict, x: torch.Tensor) -> None:

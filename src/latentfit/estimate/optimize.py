@@ -4,6 +4,9 @@ The objective knows nothing about the optimiser (it maps ``u`` (p,) to a scalar 
 with a strong-Wolfe line search (Nocedal & Wright, *Numerical Optimization*, Alg. 7.5 and 3.5)
 gets close; a few Newton steps with the exact autograd Hessian (pseudo-inverted, so that flat
 directions take no step) then take the gradient to rounding level, so that an optimised fit agrees with a closed form to ~1e-10.
+
+Convergence is judged on the gradient made free of units (:func:`relative_gradient`), not on
+max |gradient|, whose size follows the units of the data and of each parameter.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch.autograd.functional import hessian
 
 from latentfit.estimate.inference import equilibrated_eigh
 
-__all__ = ["OptimizeResult", "minimize"]
+__all__ = ["OptimizeResult", "minimize", "minimize_l1", "relative_gradient"]
 
 
 class OptimizeResult(NamedTuple):
@@ -25,6 +28,33 @@ class OptimizeResult(NamedTuple):
     grad_norm: float  # max |∂f/∂u| at u
     n_iter: int
     converged: bool
+    rel_grad: float  # relative_gradient at u, what converged was judged on (< gtol)
+
+
+def relative_gradient(g: torch.Tensor, curvature: torch.Tensor, size: float) -> float:
+    """``max_j |g_j| / sqrt(|H_jj| · F)``: the gradient ``g`` (p,) of an objective of size
+    ``F`` (the magnitude of its terms) whose Hessian has diagonal ``curvature`` (p,), in units
+    free of both the objective's and each coordinate's.
+
+    ``g_j / sqrt(|H_jj|)`` is the gradient with ``u_j`` rescaled to unit curvature (a Newton
+    step along ``u_j`` lowers the objective by about ``g_j² / (2 H_jj)``), so a value ``r``
+    means no single coordinate can lower the objective by more than about ``r² F / 2``: the
+    relative-function-value test of Nocedal & Wright §3.5 in gradient form (MATLAB's
+    ``fminunc`` likewise judges a relative first-order optimality). max |g| is not: least
+    squares with y in units of 1e5 has a gradient 1e10 larger, whose rounding floor (1e-9)
+    stayed above an absolute 1e-8, and a location in units of 1e8 has a gradient 1e16
+    smaller, so a point 1.5 sd off looked stationary. inf when not finite."""
+    if not g.numel():
+        return 0.0
+    denom = (curvature.abs() * abs(size)).sqrt().clamp_min(torch.finfo(g.dtype).tiny)
+    out = float((g.abs() / denom).max())
+    return out if out == out else float("inf")  # NaN (a non-finite Hessian): not judged stationary
+
+
+def _stationary(rel: float, g: torch.Tensor, gtol: float) -> bool:
+    # or a gradient at rounding level outright: an objective whose minimum is 0 (an exact fit
+    # of a log-density with no constant term) has no size to be relative to
+    return rel < gtol or float(g.abs().max()) <= 1e-6 * gtol
 
 
 def _value_and_grad(f, u):
@@ -40,47 +70,64 @@ def _finite_at(f, u: torch.Tensor) -> bool:
     try:
         with torch.no_grad():
             return bool(torch.isfinite(f(u)))
-    except ValueError:
+    except (ValueError, torch.linalg.LinAlgError):
         return False
 
 
 _RESTARTS = 3  # L-BFGS runs at most, each from the best point of the one before
 
 
-def _lbfgs(f, best: dict, first: float, *, max_iter: int, gtol: float) -> int:
+def _lbfgs(
+    f,
+    best: dict,
+    first: float,
+    *,
+    max_iter: int,
+    tolerance_grad: float,
+    unit: torch.Tensor,
+    norm: float,
+) -> int:
     """One L-BFGS run from ``best["u"]``; ``best`` is updated to the lowest finite value seen.
 
-    Returns the iterations taken. A step where ``f`` overflows or leaves the support (a
-    torch.distributions argument check raises ValueError) is reported as a large value, far
-    above every value seen yet small enough that the strong-Wolfe line search's cubic
-    interpolation stays finite (1e300 made it NaN, and L-BFGS stopped there).
+    L-BFGS works on ``f(v · unit) / norm`` (``unit`` (p,) > 0, ``norm`` > 0: Jacobi
+    preconditioning, each coordinate in units of unit curvature of the objective over its
+    size), so that its first step (at most 1 long), line searches and ``tolerance_change``
+    do not depend on the units of the objective or of each parameter; it stops when
+    max |∂/∂v| falls below ``tolerance_grad`` (or it stalls). Returns the iterations taken.
+
+    A step where ``f`` overflows or leaves the support (a torch.distributions argument check
+    raises ValueError, or a matrix parameter's Cholesky factorisation fails) is reported as a
+    large value, far above every value seen yet small enough that the strong-Wolfe line
+    search's cubic interpolation stays finite (1e300 made it NaN, and L-BFGS stopped there).
     """
-    u = best["u"].clone().requires_grad_(True)
+    v = (best["u"] / unit).clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
-        [u],
+        [v],
         lr=1.0,
         max_iter=max_iter,
         max_eval=max_iter * 2,
-        tolerance_grad=gtol * 1e-3,
+        tolerance_grad=tolerance_grad,
         tolerance_change=1e-16,
         history_size=30,
         line_search_fn="strong_wolfe",
     )
-    huge = torch.tensor(1e10 * (1.0 + abs(first)), dtype=u.dtype, device=u.device)
+    huge = torch.tensor(1e10 * (1.0 + abs(first) / norm), dtype=v.dtype, device=v.device)
 
     def closure():
         opt.zero_grad()
+        u = v * unit
         if not bool(torch.isfinite(u).all()):
             return huge
         try:
-            val = f(u)
-        except ValueError:
+            raw = f(u)
+        except (ValueError, torch.linalg.LinAlgError):
             return huge
+        val = raw / norm
         if not torch.isfinite(val) or val > huge:
             return huge
         val.backward()
-        if float(val.detach()) < best["value"]:
-            best["u"], best["value"] = u.detach().clone(), float(val.detach())
+        if float(raw.detach()) < best["value"]:
+            best["u"], best["value"] = u.detach().clone(), float(raw.detach())
         return val
 
     opt.step(closure)
@@ -94,32 +141,57 @@ def minimize(
     max_iter: int = 500,
     gtol: float = 1e-8,
     newton_steps: int = 8,
+    size: Callable[[torch.Tensor], float] | None = None,
 ) -> OptimizeResult:
-    """Minimise ``f`` from ``u0``; ``gtol`` bounds max |gradient| for convergence.
+    """Minimise ``f`` from ``u0``; converged when :func:`relative_gradient` < ``gtol``.
 
-    ``f`` should be scaled to O(1) (e.g. a mean negative log-likelihood) so that ``gtol`` means
-    the same thing for every data size.
+    ``size(u)`` is the magnitude of the objective's terms at ``u`` (for a mean negative
+    log-likelihood, the mean of |log p(xᵢ)|), by default |f(u)|: with the Hessian's diagonal
+    it makes ``gtol`` mean the same whatever the units of the data and of the parameters.
     """
+    size = size if size is not None else (lambda v: abs(float(f(v).detach())))
+
     u = u0.detach().clone()
+    if not u.numel():
+        return OptimizeResult(u, float(f(u).detach()), 0.0, 0, True, 0.0)
     n_iter = 0
-    if u.numel():
-        first = float(f(u).detach()) if _finite_at(f, u) else 1.0
-        best = {"u": u, "value": float("inf")}
-        for _ in range(_RESTARTS):
-            n_iter += _lbfgs(f, best, first, max_iter=max_iter - n_iter, gtol=gtol)
-            u = best["u"]
-            _, g = _value_and_grad(f, u)
-            if n_iter >= max_iter or float(g.abs().max()) < gtol:
-                break
-            # a line search that stalled on a steep or overflowing region: L-BFGS again from
-            # the best point, with its curvature history cleared
-    val, g = _value_and_grad(f, u) if u.numel() else (f(u).detach(), u.clone())
-    for _ in range(newton_steps if u.numel() else 0):
-        if not bool(torch.isfinite(g).all()) or float(g.abs().max()) < 1e-14:
+    finite = _finite_at(f, u)
+    first = float(f(u).detach()) if finite else 1.0
+    best = {"u": u, "value": float("inf")}
+    h = hessian(f, u) if finite else None  # (p, p), the Hessian at u
+    for _ in range(_RESTARTS):
+        # L-BFGS on f / F in units of its unit curvature at the start (1 where there is none,
+        # or it is not finite): there max |∂/∂v| is relative_gradient, stopped at gtol/1000
+        norm = abs(size(u)) if finite else 1.0
+        norm = norm if 0 < norm < float("inf") else 1.0
+        unit, tol = torch.ones_like(u), 0.0  # 0: run until it stalls
+        if h is not None and bool(torch.isfinite(h.diagonal()).all()):
+            curv = h.diagonal().abs() / norm  # (p,)
+            curved = curv > 0
+            unit = torch.where(curved, curv.clamp_min(torch.finfo(u.dtype).tiny).rsqrt(), unit)
+            tol = 1e-3 * gtol if bool(curved.all()) else 0.0
+        n_iter += _lbfgs(
+            f, best, first, max_iter=max_iter - n_iter, tolerance_grad=tol, unit=unit, norm=norm
+        )
+        finite = True  # best["u"], where f is finite
+        u = best["u"]
+        _, g = _value_and_grad(f, u)
+        h = hessian(f, u)
+        rel = relative_gradient(g, h.diagonal(), size(u))
+        if n_iter >= max_iter or _stationary(rel, g, gtol):
             break
-        h = hessian(f, u)  # (p, p)
+        # a line search that stalled on a steep or overflowing region: L-BFGS again from
+        # the best point, with its curvature history cleared
+    val, g = _value_and_grad(f, u)
+    for _ in range(newton_steps):
+        if not bool(torch.isfinite(g).all()):
+            break
+        h = hessian(f, u) if h is None else h  # (p, p)
         if not bool(torch.isfinite(h).all()):
             break
+        rel = relative_gradient(g, h.diagonal(), size(u))
+        if rel < 1e-6 * gtol:
+            break  # at rounding level already
         # judged on the Hessian scaled to unit diagonal, so that flatness does not depend
         # on each coordinate's units
         w, v, s = equilibrated_eigh((h + h.T) / 2)  # (p,), (p, p), (p,)
@@ -136,11 +208,14 @@ def minimize(
         if not torch.isfinite(cval) or cval > val + 1e-12 * abs(float(val)):
             break
         u, val, g = cand, cval, cg
+        h = rel = None  # judged again at the new point
         n_iter += 1
         if float(step.abs().max()) < 1e-13 * (1 + float(u.abs().max())):
             break
-    grad_norm = float(g.abs().max()) if u.numel() else 0.0
-    return OptimizeResult(u, float(val), grad_norm, n_iter, bool(grad_norm < gtol))
+    if rel is None:
+        rel = relative_gradient(g, hessian(f, u).diagonal(), size(u))
+    grad_norm = float(g.abs().max())
+    return OptimizeResult(u, float(val), grad_norm, n_iter, _stationary(rel, g, gtol), rel)
 
 
 def _soft_threshold(v, threshold, center):
@@ -156,6 +231,7 @@ def minimize_l1(
     *,
     max_iter: int = 20000,
     gtol: float = 1e-10,
+    size: Callable[[torch.Tensor], float] | None = None,
 ) -> OptimizeResult:
     """Minimise ``f(u) + Σⱼ weightⱼ |uⱼ − centerⱼ|`` for smooth ``f`` (weight 0: no penalty).
 
@@ -163,8 +239,10 @@ def minimize_l1(
     Teboulle 2009, FISTA; O'Donoghue & Candès 2015), then Newton steps on the active set with
     the signs held fixed, accepted only when they keep the signs and the KKT conditions
     ``|∂f/∂uⱼ| ≤ weightⱼ`` on the zero set: the exact solution, not just a tolerance away.
-    ``value``/``grad_norm`` report the composite objective and the norm of the proximal-gradient
-    step (zero exactly at a minimiser).
+    ``value``/``grad_norm`` report the composite objective and max |g| of its minimal-norm
+    subgradient ``g`` (zero exactly at a minimiser), ``converged`` whether
+    ``relative_gradient(g, ∂²f/∂u², size(u)) < gtol``, ``size`` as for :func:`minimize`
+    (by default |f(u) + Σⱼ weightⱼ |uⱼ − centerⱼ||).
     """
 
     def total(u, fu):
@@ -193,10 +271,19 @@ def minimize_l1(
             break
     u = _active_set_newton(f, u, weight, center)
     fu, gu = _value_and_grad(f, u)
-    lip = max(lip, 1.0)
-    step = u - _soft_threshold(u - gu / lip, weight / lip, center)
-    grad_norm = float(step.abs().max() * lip) if u.numel() else 0.0
-    return OptimizeResult(u, float(total(u, fu)), grad_norm, n_iter, grad_norm < gtol)
+    value = float(total(u, fu))
+    if not u.numel():
+        return OptimizeResult(u, value, 0.0, n_iter, True, 0.0)
+    # the subgradient of least norm: ∂f/∂uⱼ + weightⱼ sign(uⱼ − centerⱼ) off the kink, and at it
+    # what |∂f/∂uⱼ| exceeds weightⱼ by (0 where the kink absorbs it)
+    diff = u - center
+    kink = (weight != 0) & (diff == 0)  # (p,)
+    sub = torch.where(kink, (gu.abs() - weight).clamp_min(0.0), gu + weight * torch.sign(diff))
+    fsize = size(u) if size is not None else abs(value)
+    rel = relative_gradient(sub, hessian(f, u).diagonal(), fsize)
+    return OptimizeResult(
+        u, value, float(sub.abs().max()), n_iter, _stationary(rel, sub, gtol), rel
+    )
 
 
 def _active_set_newton(f, u, weight, center, steps: int = 10):
