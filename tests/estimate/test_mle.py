@@ -301,3 +301,57 @@ def test_student_t_in_small_or_large_units_matches_scipy(scale):
     assert float(fit.params["df"]) == pytest.approx(df, rel=1e-6)
     assert float(fit.params["loc"]) == pytest.approx(loc * scale, rel=1e-6)
     assert float(fit.params["scale"]) == pytest.approx(s * scale, rel=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-5, 1e150])
+def test_mvn_standard_errors_whatever_the_units_of_a_column(scale):
+    """A column of scale 1e-150 beside one of scale 1: the Hessian's entries span 1e302,
+    autograd's intermediate terms overflowed to inf and NaN, and every standard error was
+    NaN with a warning that nothing was identified. It is now computed on the columns over
+    their standard deviations (Family.standardize) and carried back exactly; the standard
+    error of the variance of that column, 1e-301, is right although its square (1e-602) is
+    0 in float64, and at scale 1e150 (1e299, whose square overflows) it was NaN silently.
+    Compared with the closed forms at the MLE, where the observed information is the
+    expected one: Var(μ̂ᵢ) = Σᵢᵢ / n, Var(Σ̂ᵢⱼ) = (ΣᵢᵢΣⱼⱼ + Σᵢⱼ²) / n."""
+    rng = np.random.default_rng(0)
+    n = 200
+    x = rng.normal(size=(n, 2)) @ np.array([[1.0, 0.0], [0.5, 1.0]]) * np.array([1.0, scale])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle("mvn", x)
+    cov = np.cov(x.T, bias=True)
+    se = dict(zip(fit.param_names, fit.bse.tolist(), strict=True))
+    sd = x.std(0)
+    assert [se["loc[0]"], se["loc[1]"]] == pytest.approx(sd / np.sqrt(n), rel=1e-12)
+    for i, j in [(0, 0), (1, 0), (1, 1)]:
+        # Σᵢᵢ Σⱼⱼ / n as (sdᵢ sdⱼ)² / n: its square root without squaring 1e300
+        closed = sd[i] * sd[j] * np.sqrt((1 + (cov[i, j] / (sd[i] * sd[j])) ** 2) / n)
+        assert se[f"covariance_matrix[{i},{j}]"] == pytest.approx(closed, rel=1e-10)
+    lo, hi = fit.conf_int()[1].tolist()  # loc[1]: x̄ ± 1.96 sd / √n
+    assert (hi - lo) / 2 == pytest.approx(1.959963984540054 * sd[1] / np.sqrt(n), rel=1e-10)
+    cov_params = fit.cov_params().numpy()
+    # the variance of Σ̂₁₁ is out of float64's range at 1e±150: NaN there, not 0 or inf
+    assert np.isnan(cov_params[4, 4]) == (scale != 1e-5)
+    assert cov_params[1, 1] == pytest.approx(cov[1, 1] / n, rel=1e-12)
+
+
+@pytest.mark.parametrize("family", ["normal", "halfnormal"])
+@pytest.mark.parametrize("scale", [1e-100, 1e100])
+def test_normal_standard_errors_whatever_the_units(family, scale):
+    """Data of scale 1e-100 put scale⁴ = 1e-400 in the Normal's second derivatives, which
+    autograd's Hessian underflowed: NaN standard errors and a warning that loc and scale were
+    not identified. At 1e100 the Normal scale's standard error came out 5.6e106 instead of
+    7.1e98, silently. Closed forms: σ/√n, σ/√(2n)."""
+    x = np.random.default_rng(2).normal(1.0, 2.0, 400) * scale
+    if family == "halfnormal":
+        x = np.abs(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle(family, x)
+    n, sd = len(x), float(fit.params["scale"])
+    expected = (
+        [sd / math.sqrt(2 * n)]
+        if family == "halfnormal"
+        else [sd / math.sqrt(n), sd / math.sqrt(2 * n)]
+    )
+    np.testing.assert_allclose(fit.bse, expected, rtol=1e-12)

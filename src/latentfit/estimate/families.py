@@ -128,6 +128,12 @@ class Family:
     # Why the MLE does not exist for these data, and what to do, e.g. data that do not vary:
     # (reason, remedy) or None. fit_mle refuses such data; a MAP fit may still converge.
     mle_check: Callable[[torch.Tensor, dict], tuple[str, str] | None] | None = None
+    # The fit in units of the data's spread: standardize(params, x) -> (the parameters for
+    # the data divided by their spread, those data, {name: factor}), each unconstrained
+    # coordinate of name being factor · its standardised value + a constant. The information
+    # is computed there (mle._inverses): in the data's own units the Hessian of a Normal of
+    # scale 1e-100 holds scale⁻⁴ = 1e400, and autograd's overflowed to NaN.
+    standardize: Callable[[Params, torch.Tensor], tuple[Params, torch.Tensor, Params]] | None = None
 
 
 def _torch_family(cls, params, **kwargs) -> Family:
@@ -169,6 +175,19 @@ def _mean_var(x):
 def _normal_mle(x, fixed):
     m, v = _mean_var(x)
     return {"loc": m, "scale": v.sqrt()}
+
+
+def _normal_standardize(p, x):
+    """Normal data over their scale: loc / scale and a scale of 1; the coordinates are loc
+    (times the scale) and log scale (shifted)."""
+    s = p["scale"]
+    one = torch.ones_like(s)
+    return {"loc": p["loc"] / s, "scale": one}, x / s, {"loc": s, "scale": one}
+
+
+def _halfnormal_standardize(p, x):
+    s = p["scale"]
+    return {"scale": torch.ones_like(s)}, x / s, {"scale": torch.ones_like(s)}
 
 
 def _lognormal_mle(x, fixed):
@@ -374,6 +393,24 @@ def _mvn_mle(x, fixed):
     return {"loc": m, "covariance_matrix": r.T @ r / x.shape[0]}
 
 
+def _mvn_standardize(p, x):
+    """MVN data with each column over its standard deviation s: loc / s and the correlation
+    matrix D⁻¹ Σ D⁻¹ (D = diag s). The Cholesky factor L = D L' scales row i by sᵢ, so an
+    entry below the diagonal is sᵢ times its standardised value and a log-diagonal one is
+    shifted by log sᵢ."""
+    cov = p["covariance_matrix"]  # (d, d)
+    s = cov.diagonal().sqrt()  # (d,)
+    d = s.shape[0]
+    corr = cov / s[:, None] / s[None, :]  # (d, d); s sᵀ would overflow for s of 1e160
+    rows, cols = torch.tril_indices(d, d, device=s.device)
+    tril = torch.where(rows == cols, torch.ones_like(s[rows]), s[rows])  # (d(d+1)/2,)
+    return (
+        {"loc": p["loc"] / s, "covariance_matrix": corr},
+        x / s,
+        {"loc": s, "covariance_matrix": tril},
+    )
+
+
 # -- expected Fisher information per observation, natural coordinates --------------------------
 def _fisher_normal(p, fixed):
     s2 = p["scale"] ** 2
@@ -433,6 +470,7 @@ for _fam in [
         closed_form=_normal_mle,
         expected_information=_fisher_normal,
         mle_check=_needs_spread("Normal", "scale", "0"),
+        standardize=_normal_standardize,
         aliases=("gaussian",),
     ),
     _torch_family(
@@ -506,6 +544,7 @@ for _fam in [
         closed_form=lambda x, f: {"scale": (x**2).mean().sqrt()},
         expected_information=lambda p, f: _one(2 / p["scale"] ** 2),
         mle_check=_needs_spread("HalfNormal", "scale", "0", zero_only=True),
+        standardize=_halfnormal_standardize,
     ),
     _torch_family(
         D.VonMises,
@@ -611,6 +650,7 @@ for _fam in [
         init=_mvn_mle,
         closed_form=_mvn_mle,
         check=_mvn_check,
+        standardize=_mvn_standardize,
         aliases=("mvn", "multivariategaussian"),
     ),
 ]:

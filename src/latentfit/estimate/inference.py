@@ -18,10 +18,13 @@ from latentfit._validation import is_finite_above
 from latentfit.errors import ParameterError
 
 __all__ = [
+    "DeltaMethod",
     "InformationInverse",
+    "delta_method",
     "delta_method_covariance",
     "equilibrated_eigh",
     "invert_information",
+    "rescale_inverse",
     "sandwich_covariance",
     "wald_interval",
     "z_test",
@@ -80,6 +83,17 @@ def invert_information(info: torch.Tensor, rtol: float = 1e-9) -> InformationInv
     return InformationInverse(cov, null)
 
 
+def rescale_inverse(inverse: InformationInverse, factor: torch.Tensor) -> InformationInverse:
+    """The inverse in coordinates ``u = factor · v + shift`` (``factor`` (p,) > 0) of one in
+    ``v``: covariance ``diag(factor) Σᵥ diag(factor)``, null directions ``factor · n``
+    (orthonormalised again)."""
+    cov = inverse.covariance * factor.unsqueeze(1) * factor.unsqueeze(0)  # (p, p)
+    null = inverse.null_space
+    if null.shape[1]:
+        null = torch.linalg.qr(null * factor.unsqueeze(1))[0]  # (p, r) orthonormal
+    return InformationInverse(cov, null)
+
+
 def sandwich_covariance(inverse: InformationInverse, scores: torch.Tensor) -> InformationInverse:
     """The robust covariance ``H⁻¹ (Σᵢ sᵢ sᵢᵀ) H⁻¹`` from per-observation scores (n, p)."""
     meat = scores.T @ scores  # (p, p)
@@ -87,18 +101,55 @@ def sandwich_covariance(inverse: InformationInverse, scores: torch.Tensor) -> In
     return InformationInverse(cov, inverse.null_space)
 
 
-def delta_method_covariance(jacobian: torch.Tensor, inverse: InformationInverse) -> torch.Tensor:
-    """Covariance ``J Σ Jᵀ`` (m, m) of ``g(u)`` with ``J = ∂g/∂u`` (m, p).
+class DeltaMethod(NamedTuple):
+    """The delta-method covariance (m, m) of ``g(u)`` and its standard errors (m,)."""
+
+    covariance: torch.Tensor
+    std_errors: torch.Tensor
+
+
+def delta_method(jacobian: torch.Tensor, inverse: InformationInverse) -> DeltaMethod:
+    """Covariance ``J Σ Jᵀ`` (m, m) of ``g(u)`` with ``J = ∂g/∂u`` (m, p), and its standard
+    errors, computed equilibrated: with ``c`` the standard deviations of ``u`` and ``rₖ`` the
+    largest ``|Jₖₗ cₗ|``, ``V = (J c / r) R (J c / r)ᵀ`` (``R`` the correlation of ``u``) has
+    entries of order one, the covariance is ``rₖ rₗ Vₖₗ`` and the standard error
+    ``rₖ √Vₖₖ``. So a standard error float64 holds comes out right even where its square
+    does not: the variance of the estimated variance of a column of scale 1e-150 is 1e-602,
+    which is 0 in float64 (a standard error of 0), and of one of scale 1e150 is inf. Such a
+    variance, and any entry that overflows, is NaN in the covariance, not 0 or inf.
 
     Outputs whose gradient has a component along the null space get NaN rows and columns; the
     others (identified combinations such as ``a + b`` when only the sum is identified) keep
     their finite covariance.
     """
-    cov = jacobian @ inverse.covariance @ jacobian.T  # (m, m)
+    cov_u = inverse.covariance
+    c = cov_u.diagonal().abs().sqrt()  # (p,)
+    c = torch.where((c > 0) & torch.isfinite(c), c, torch.ones_like(c))
+    corr = cov_u / c.unsqueeze(1) / c.unsqueeze(0)  # (p, p)
+    jc = jacobian * c  # (m, p)
+    r = jc.abs().amax(dim=1) if jc.shape[1] else jc.new_ones(jc.shape[0])  # (m,)
+    r = torch.where((r > 0) & torch.isfinite(r), r, torch.ones_like(r))
+    jn = jc / r.unsqueeze(1)  # (m, p), entries at most 1
+    v = jn @ corr @ jn.T  # (m, m)
+    cov = v * r.unsqueeze(1) * r.unsqueeze(0)
+    # out of the dtype's range: an overflow, or a variance that underflows (a covariance that
+    # does is within 1e-308 of its value, and stays)
+    small = torch.eye(v.shape[0], dtype=torch.bool, device=v.device)
+    small &= (cov.abs() < torch.finfo(cov.dtype).tiny) & (v != 0)
+    cov = cov.masked_fill(torch.isinf(cov) | small, float("nan"))
+    se = r * v.diagonal().sqrt()  # (m,)
     proj = jacobian @ inverse.null_space  # (m, r)
     along_null = proj.abs().amax(dim=1) if proj.shape[1] else proj.new_zeros(proj.shape[0])
     bad = (along_null > _NULL_TOL * jacobian.norm(dim=1)) | ~torch.isfinite(jacobian).all(1)
-    return cov.masked_fill(bad[:, None] | bad[None, :], float("nan"))
+    return DeltaMethod(
+        cov.masked_fill(bad[:, None] | bad[None, :], float("nan")),
+        se.masked_fill(bad | ~torch.isfinite(v.diagonal()), float("nan")),
+    )
+
+
+def delta_method_covariance(jacobian: torch.Tensor, inverse: InformationInverse) -> torch.Tensor:
+    """The covariance of :func:`delta_method`."""
+    return delta_method(jacobian, inverse).covariance
 
 
 def _normal_quantile(q: float) -> float:

@@ -27,7 +27,11 @@ from latentfit._validation import (
 )
 from latentfit.errors import DataError, ParameterError
 from latentfit.estimate.families import Family, get_family, log_density_family
-from latentfit.estimate.inference import invert_information, sandwich_covariance
+from latentfit.estimate.inference import (
+    invert_information,
+    rescale_inverse,
+    sandwich_covariance,
+)
 from latentfit.estimate.optimize import minimize
 from latentfit.estimate.parameters import ParameterLayout
 from latentfit.estimate.result import COV_TYPES, FitResult
@@ -362,7 +366,7 @@ def fit_family(
         hint="fewer parameters (categories, dimensions) are needed",
     )
     if uncertainty:
-        inverses = _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior, n)
+        inverses = _inverses(family, layout, u, params, x, fixed, log_prior)
     else:
         nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
         inverses = {"observed": invert_information(nan)}
@@ -451,8 +455,14 @@ def _inside(con, t: torch.Tensor) -> bool:
         return True
 
 
-def _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior, n):
-    """Observed, expected and sandwich covariances in unconstrained coordinates."""
+def _inverses(family, layout, u, params, x, fixed, log_prior):
+    """Observed, expected and sandwich covariances in unconstrained coordinates.
+
+    Computed in the coordinates ``v`` of the data in units of their spread where the family
+    says how (``Family.standardize``; ``u = factor · v + shift``), and carried back:
+    Cov(u) = diag(factor) Cov(v) diag(factor), exactly, with no entry out of range on the
+    way.
+    """
     edge = layout.on_boundary(params)
     if edge or not bool(torch.isfinite(u).all()):
         warnings.warn(
@@ -463,6 +473,31 @@ def _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior
         )
         nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
         return {"observed": invert_information(nan)}
+    x_v, params_v, factor, v = x, params, torch.ones_like(u), u
+    if family.standardize is not None:
+        params_s, x_s, factors = family.standardize(params, x)
+        f = torch.cat([factors[s.name].reshape(-1) for s in layout.slots]).to(u)  # (p,)
+        if bool(torch.isfinite(f).all() & (f > 0).all()):
+            x_v, params_v, factor = x_s, params_s, f
+            v = layout.to_unconstrained(params_v)  # (p,)
+    shift = u - factor * v
+
+    def loglik_obs(v):  # (n,)
+        return family.log_prob(layout.to_natural(v), x_v, fixed)
+
+    def objective(v):  # the negative log-likelihood (or log-posterior) up to a constant
+        value = -loglik_obs(v).sum()
+        if log_prior is not None:  # the prior is on the parameters in the data's own units
+            value = value - log_prior(layout.to_natural(shift + factor * v))
+        return value
+
+    inverses = _inverses_at(family, layout, v, params_v, fixed, objective, loglik_obs, log_prior)
+    return {k: rescale_inverse(inv, factor) for k, inv in inverses.items()}
+
+
+def _inverses_at(family, layout, u, params, fixed, objective, loglik_obs, log_prior):
+    """:func:`_inverses` at ``u``, in the coordinates of ``objective`` and ``loglik_obs``."""
+    n = loglik_obs(u).shape[0]
     observed = invert_information(hessian(objective, u))  # (p, p)
     if bool(observed.unidentified.any()):
         names = [
@@ -472,7 +507,7 @@ def _inverses(family, layout, u, params, fixed, objective, loglik_obs, log_prior
             f"the {family.name} Hessian is singular at the optimum: {names} not identified "
             "by the data; their standard errors are NaN",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     out = {"observed": observed}
     if log_prior is None:

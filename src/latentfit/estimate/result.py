@@ -14,7 +14,7 @@ from latentfit.errors import ParameterError
 from latentfit.estimate.families import Family
 from latentfit.estimate.inference import (
     InformationInverse,
-    delta_method_covariance,
+    delta_method,
     interval_level,
     wald_interval,
     z_test,
@@ -34,10 +34,13 @@ class TransformedEstimate:
     estimates: torch.Tensor  # (m,)
     cov: torch.Tensor  # (m, m)
     title: str = "Transformed estimates"
+    # (m,) where computed apart from cov (inference.delta_method): right even where cov's
+    # diagonal, their squares, is out of float64's range (NaN there)
+    se: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def std_errors(self) -> torch.Tensor:
-        return self.cov.diagonal().sqrt()
+        return self.cov.diagonal().sqrt() if self.se is None else self.se
 
     bse = std_errors
 
@@ -116,19 +119,26 @@ class FitResult:
         return math.log(self.n_obs) * self.n_params - 2 * self.log_likelihood
 
     # -- uncertainty --------------------------------------------------------------------------
-    def cov_params(self, cov_type: str | None = None) -> torch.Tensor:
-        """Covariance (m, m) of ``estimates``: ``J Σᵤ Jᵀ`` with ``J`` the Jacobian of the
-        transform from the unconstrained optimum to the natural parameters."""
+    def _natural(self, cov_type: str | None) -> TransformedEstimate:
         return self.transform(
             lambda **p: self.layout.flat_natural(p), names=self.param_names, cov_type=cov_type
-        ).cov
+        )
+
+    def cov_params(self, cov_type: str | None = None) -> torch.Tensor:
+        """Covariance (m, m) of ``estimates``: ``J Σᵤ Jᵀ`` with ``J`` the Jacobian of the
+        transform from the unconstrained optimum to the natural parameters (NaN where an
+        entry is out of float64's range)."""
+        return self._natural(cov_type).cov
 
     @property
     def cov(self) -> torch.Tensor:
         return self.cov_params()
 
     def std_errors(self, cov_type: str | None = None) -> torch.Tensor:
-        return self.cov_params(cov_type).diagonal().sqrt()
+        """Standard errors (m,) of ``estimates``: the square roots of ``cov_params``'s
+        diagonal, computed so that they are right even where that diagonal is out of range
+        (the variance of a variance of 1e-300 is 1e-602)."""
+        return self._natural(cov_type).std_errors
 
     @property
     def bse(self) -> torch.Tensor:
@@ -213,7 +223,7 @@ class FitResult:
             )
         else:
             jac = jacobian(flat, self.u).reshape(value.numel(), self.u.numel())  # (m, p)
-        cov = delta_method_covariance(jac, inverse)
+        cov, se = delta_method(jac, inverse)
         if names is None:
             sample = g(**self.params)
             names = (
@@ -231,7 +241,8 @@ class FitResult:
             names = [names]
         if len(names) != value.numel():
             raise ParameterError(f"{len(names)} names given for {value.numel()} transformed values")
-        return TransformedEstimate(list(names), value, cov, f"{self.method} of g(θ), delta method")
+        title = f"{self.method} of g(θ), delta method"
+        return TransformedEstimate(list(names), value, cov, title, se)
 
     # -- the full posterior ---------------------------------------------------------------------
     def sample_posterior(
