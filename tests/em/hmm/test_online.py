@@ -331,3 +331,42 @@ def test_a_symbol_first_seen_after_the_m_steps():
     prior.partial_fit(S[:300], burn_in=50, mstep_every=10)
     prior.partial_fit(S[300:], new_sequence=False)
     assert prior.n_steps_ == 400 and np.all(prior.emissionprob_[:, 2] > 0)
+
+
+def test_autoregressive_sequences_shorter_than_the_order():
+    """fit refuses a sequence of at most ``order`` rows (it has nothing to score); partial_fit
+    refuses the sequences a call completes that short, and a chunk of any length that
+    continues a sequence (new_sequence=False) takes its lags from the calls before, so that
+    one-row chunks give the fit of the whole series."""
+    # Before, partial_fit took X of 300 rows with lengths [100, 1, 199] (fit: "sequence 1 has
+    # 1 row(s)"), and a 2-row call followed by a new sequence, both with order=2.
+    model, X = _data("ar", n=300)
+    opts = dict(learning_decay=0.7, burn_in=30, mstep_every=10)
+    start = _start(model, X, None)
+
+    def make():
+        m = type(model)(**model.get_params())
+        for name, value in start.items():
+            setattr(m, name, value)
+        return m
+
+    whole = make().partial_fit(X, **opts)
+    chunked = make()
+    for a, b in itertools.pairwise([0, 1, 2, 3, 4, 50, 51, 300]):
+        chunked.partial_fit(X[a:b], new_sequence=a == 0, **opts)
+    for name in ("transmat_", *model._emission_attributes):
+        np.testing.assert_allclose(
+            getattr(chunked, name), getattr(whole, name), rtol=1e-8, atol=1e-10
+        )
+    for lengths, bad in (([100, 1, 199], 1), ([2, 298], 0)):
+        with pytest.raises(DataError, match=rf"sequence {bad} of this partial_fit call has"):
+            make().partial_fit(X, lengths, **opts)
+    short = make().partial_fit(X[:1], **opts)
+    with pytest.raises(DataError, match=r"2 row\(s\) \(1 of them from the previous call\)"):
+        short.partial_fit(X[1:10], [1, 8], new_sequence=False, **opts)
+    short.partial_fit(X[1:2], new_sequence=False, **opts)  # 2 rows so far: may go on
+    with pytest.raises(DataError, match=r"previous partial_fit call has 2 row\(s\).*at least 3"):
+        short.partial_fit(X[2:10], **opts)
+    assert short.n_steps_ == 2  # refused before reading: new_sequence=False continues it
+    short.partial_fit(X[2:10], new_sequence=False, **opts)
+    assert short.n_steps_ == 10

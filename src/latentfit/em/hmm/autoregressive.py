@@ -230,7 +230,8 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
     ``[x_t, x_{t-1}, .., x_{t-p}]``, then each cluster's least squares regression.
 
     Every method takes ``lengths`` as the other HMMs do; each sequence needs more than
-    ``order`` rows. Fitting from a data source is not supported (pass the array).
+    ``order`` rows (a ``partial_fit`` call may hold fewer of one that the next call continues
+    with ``new_sequence=False``). Fitting from a data source is not supported (pass the array).
     """
 
     _emission_letters = "ac"
@@ -362,15 +363,45 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                 del self._fit_shift
         return OnlineHMMState(params, None, None, None, None, 0.0, 0, 0)
 
+    def _online_check_sequences(self, lengths, carry, new_sequence):
+        """As ``fit``, every sequence needs more than ``order`` rows; a call may end in the
+        middle of one (a chunk of any length continues it with ``new_sequence=False``), so
+        the sequences checked are those this call completes: all but its last, the first
+        counted with the rows carried from the previous call, and the previous call's last
+        when this call starts a new one (refused before this call reads a row, so that
+        calling again with ``new_sequence=False`` continues it)."""
+        p = int(self.order)
+        if new_sequence and carry is not None and len(carry) <= p:
+            raise DataError(
+                f"the last sequence of the previous partial_fit call has {len(carry)} row(s), "
+                f"and this call starts a new one (new_sequence=True); AutoregressiveHMM(order="
+                f"{p}) needs at least {p + 1} rows per sequence (the first {p} are the "
+                "conditioning values of the lags). Pass new_sequence=False to continue that "
+                "sequence with these rows"
+            )
+        before = 0 if new_sequence else len(carry)
+        complete = [before + lengths[0], *lengths[1:]][:-1]  # the last may go on next call
+        short = [i for i, m in enumerate(complete) if m <= p]
+        if short:
+            i = short[0]
+            carried = f" ({before} of them from the previous call)" if i == 0 and before else ""
+            raise DataError(
+                f"sequence {i} of this partial_fit call has {complete[i]} row(s){carried}; "
+                f"AutoregressiveHMM(order={p}) needs at least {p + 1} per sequence (the first "
+                f"{p} are the conditioning values of the lags). Join or drop the short "
+                "sequences, or lower order"
+            )
+
     def _online_rows(self, state, X, lengths, new_sequence):
         """The design rows of X about the run's centre; a continued sequence takes its lags
-        from the last rows of the previous call (kept, at most ``order``, in ``carry``), so
-        that its rows are those of the whole series."""
+        from the last rows of the previous call (kept in ``carry``: ``order + 1`` of them, or
+        the whole sequence when it is shorter, so that the next call can tell a sequence too
+        short to stand alone), so that its rows are those of the whole series."""
         p, shift = int(self.order), state.params["shift"]
         before = X[:0] if new_sequence else self._online_carry
         D = self._design(torch.cat([before, X]) - shift, [len(before) + lengths[0], *lengths[1:]])
         last = lengths[-1] + (len(before) if len(lengths) == 1 else 0)
-        return D[len(before) :], torch.cat([before, X])[-min(p, last) :]
+        return D[len(before) :], torch.cat([before, X])[-min(p + 1, last) :]
 
     # ------------------------------------------------------------------ parameters
     def _given_weights(self) -> torch.Tensor:

@@ -252,6 +252,10 @@ class OnlineHMMMixin:
         state = self._online_current_state()
         X = self._online_X(X, first=state is None)
         lengths = check_lengths(lengths, X.shape[0])
+        # before anything is read: the sequences this call completes, with what the last left
+        self._online_check_sequences(
+            lengths, None if state is None else self._online_carry, new_sequence or state is None
+        )
         if state is None:
             state = self._online_start(X, lengths)
             new_sequence = True
@@ -382,6 +386,12 @@ class OnlineHMMMixin:
         if not fitting:  # a fitted model goes on: its priors against its features
             self._check_prior_shapes()
         return X
+
+    def _online_check_sequences(self, lengths: list[int], carry, new_sequence: bool) -> None:
+        """DataError for a sequence the model cannot take, checked before a call reads
+        anything: ``lengths`` of this call, ``carry`` what the previous call of the running
+        state left (None on a fresh start), ``new_sequence`` whether this call's first
+        sequence is a new one (default: every length is fine)."""
 
     def _online_rows(self, state, X: torch.Tensor, lengths: list[int], new_sequence: bool):
         """The rows the emission functions take for this call's X, and what the next call
