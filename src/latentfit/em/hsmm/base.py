@@ -289,6 +289,16 @@ class HSMMMixin:
         self._fit(X, lengths=lengths, y=y)
         return self
 
+    def partial_fit(self, X, lengths=None, **options):
+        """Not available: the HMM's online EM (Cappé 2011), which the emissions' class
+        offers, has no duration statistics; run on a semi-Markov model it would treat the
+        zero-diagonal ``transmat_`` as a chain that changes state at every step."""
+        raise ParameterError(
+            f"{type(self).__name__} has no partial_fit: online EM is implemented for the HMMs "
+            "only, without the durations of a semi-Markov model; fit it on all the data with "
+            f"fit(), or use {type(self).__mro__[2].__name__}.partial_fit for an online HMM fit"
+        )
+
     def _prepare_source_fit(self, source, lengths=None, y=None) -> EMFit:
         raise ParameterError(
             f"{type(self).__name__} fits arrays held in memory; read the data source into "
