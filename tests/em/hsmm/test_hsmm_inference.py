@@ -158,3 +158,46 @@ def test_count_invariants(t, k, big_d, censored, seed):
         float(post.duration_counts.sum()), float(post.transition_counts.sum()) + 1, rtol=1e-10
     )
     np.testing.assert_allclose(float(post.start_counts.sum()), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("lam", "width", "big_d"),
+    [
+        (6.0, 30, 10**12),
+        (0.3, 200, 5000),
+        (400.0, 30, 5000),
+        (4990.0, 30, 5000),
+        (1e-8, 1, 10**6),
+        (40.0, 80, 81),
+    ],
+)
+def test_poisson_pmf_over_its_support_is_the_pmf_over_d(lam, width, big_d):
+    """The pmf over duration_support's W columns: the full one's first W columns (normalised
+    over 1..D), the rest 0 to double precision, and the survival P(d ≥ e) the sequences of
+    at most ``width`` steps read (e ≤ width) to 1e-13 even where it is tiny."""
+    params = {"duration_lambdas": torch.tensor([lam, lam / 3], dtype=torch.float64)}
+    part = dur.duration_log_pmf("poisson", params, big_d, width)
+    w = part.shape[1]
+    assert min(width, big_d) <= w <= big_d
+    full_d = min(big_d, w + 20_000)  # a D of 1e12 read as 20,000 durations past W
+    full = dur.duration_log_pmf("poisson", params, full_d)
+    torch.testing.assert_close(part, full[:, :w], rtol=1e-13, atol=0)
+    # what W leaves out, against the smallest tail the sequences read, P(d ≥ min(width, W))
+    read = full[:, min(width, w) - 1 :].exp().sum(1)
+    assert bool((full[:, w:].exp().sum(1) <= 1e-20 * read).all())
+    ours = inf.duration_terms(part).log_survival[:, : min(width, w)]
+    ref = inf.duration_terms(full).log_survival[:, : min(width, w)]
+    torch.testing.assert_close(ours, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_poisson_mstep_far_from_d_is_the_observed_mean():
+    """Counts that end far below D: λ is their mean of d − 1 (the truncated mean is the mean),
+    as the bisection over D = 400 finds it, and D = 1e15 costs no more than the counts."""
+    counts = torch.as_tensor(np.random.default_rng(0).gamma(2.0, size=(2, 12)))
+    old = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    far, _ = dur.poisson_mstep(counts, old, max_duration=10**15)
+    padded = torch.cat([counts, counts.new_zeros(2, 388)], 1)
+    near, _ = dur.poisson_mstep(padded, old)  # the bisection, D = 400
+    mean = (counts * torch.arange(12.0, dtype=torch.float64)).sum(1) / counts.sum(1)
+    torch.testing.assert_close(far, mean, rtol=1e-15, atol=0)
+    torch.testing.assert_close(near, far, rtol=1e-13, atol=0)

@@ -216,11 +216,12 @@ def test_bad_settings_name_the_argument():
 
 
 def test_memory_is_checked_before_allocating():
-    """A max_duration whose durations cannot be held, and messages T·K·min(D, T) beyond the
-    memory: ResourceLimitError giving the bytes, raised before anything that size exists."""
+    """A max_duration whose durations cannot be held (a nonparametric pmf is a (k, D)
+    parameter), and messages T·K·min(D, T) beyond the memory: ResourceLimitError giving the
+    bytes, raised before anything that size exists."""
     X = np.zeros((20, 1))
     with pytest.raises(ResourceLimitError, match=r"max_duration=1,000,000,000,000.*bytes"):
-        GaussianHSMM(max_duration=10**12).fit(X)
+        GaussianHSMM(max_duration=10**12, duration="nonparametric").fit(X)
     long = np.zeros((2_000_000, 1))
     m = _gaussian_hsmm(k=2, big_d=1_000_000, lambdas=(5.0, 5.0))
     with pytest.raises(ResourceLimitError, match=r"2,000,000 steps.*bytes"):
@@ -410,3 +411,43 @@ def test_partial_fit_is_refused(make):
     fitted = m.fit(X)
     with pytest.raises(ParameterError, match="has no partial_fit"):
         fitted.partial_fit(X)
+
+
+def test_a_huge_max_duration_costs_what_the_data_need():
+    """Durations past the longest sequence reach a fit only through the survival of its
+    censored last segments. A nonparametric pmf gives them no probability (its smoothing
+    count spreads over 1..min(D, longest sequence)), so any max_duration at or past the
+    longest sequence gives the fit of max_duration = that length, with zeros past it. A
+    Poisson pmf is computed over the durations its mass reaches, not D of them: D = 1e15
+    fits as D = 1e4 does. The negative binomial's M-step needs all D durations: a D whose
+    work is too large is refused by name."""
+    # Before: a nonparametric max_duration of 1e7 on 30 rows took 43 s and 2.3 GB (the fit
+    # differing from D = 30: score -33.98237 against -33.98084); Poisson 1e7 ran past 120 s;
+    # negative binomial 1e6 took 68 s, 1e7 past 120 s and 1e8 could pass the memory check
+    # with a 1.6 GB pmf and then need some 100 GB for its gradient.
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (12, 1)), rng.normal(4, 1, (8, 1)), rng.normal(0, 1, (10, 1))]
+    X = np.r_[X, X[:17] + 0.1]
+    lengths = [30, 17]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kw = dict(n_components=2, random_state=0, n_iter=5)
+        for censored in (True, False):
+            opts = dict(kw, duration="nonparametric", right_censoring=censored)
+            wide = GaussianHSMM(max_duration=10**6, **opts).fit(X, lengths)
+            fit = GaussianHSMM(max_duration=30, **opts).fit(X, lengths)
+            np.testing.assert_allclose(wide.duration_probs_[:, :30], fit.duration_probs_)
+            assert not wide.duration_probs_[:, 30:].any()
+            np.testing.assert_allclose(wide.means_, fit.means_, rtol=1e-12)
+            assert wide.score(X, lengths) == pytest.approx(fit.score(X, lengths), abs=1e-12)
+        wide = GaussianHSMM(max_duration=10**15, **kw).fit(X, lengths)
+        fit = GaussianHSMM(max_duration=10**4, **kw).fit(X, lengths)
+    np.testing.assert_allclose(wide.duration_lambdas_, fit.duration_lambdas_, rtol=1e-12)
+    assert wide.score(X, lengths) == pytest.approx(fit.score(X, lengths), abs=1e-10)
+    assert wide.sample(5, random_state=0)[0].shape == (5, 1)
+    with pytest.raises(ResourceLimitError, match=r"duration_pmf_ .*max_duration="):
+        wide.duration_pmf_  # noqa: B018 (the (k, D) array itself)
+    with pytest.raises(ParameterError, match=r"negative_binomial.*at most 1,048,576 with 2"):
+        GaussianHSMM(2, duration="negative_binomial", max_duration=10**7).fit(X, lengths)

@@ -38,6 +38,10 @@ from latentfit.io import Stored, check_stored_tensors
 
 __all__ = ["HSMMMixin"]
 
+#: the most states x durations the negative binomial's M-step is allowed: about 64 float64
+#: values each for its gradient (1 GiB) and, measured, some 14 s per EM iteration
+_NB_WORK = 1 << 21
+
 _DURATION_ATTRIBUTES = {
     "poisson": ("duration_lambdas_",),
     "negative_binomial": ("duration_r_", "duration_p_"),
@@ -49,13 +53,18 @@ class _HSMMHooks:
     """EM for an HSMM as the driver's hooks; the one batch is the whole data (all sequences),
     with its known states ``labels`` (t,) (−1 where unknown) or None."""
 
-    def __init__(self, model: HSMMMixin, X: torch.Tensor, labels: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model: HSMMMixin,
+        X: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        lengths: list[int] | None = None,
+    ):
         self.model, self.X, self.labels = model, X, labels
+        self.lengths = [X.shape[0]] if lengths is None else lengths
 
     def initialize(self, data, generator):
-        if self.labels is None:
-            return self.model._initial_params(self.X, generator)
-        return self.model._initial_params(self.X, generator, self.labels)
+        return self.model._initial_params(self.X, generator, self.labels, lengths=self.lengths)
 
     def estep(self, params, batch):
         X, lengths = batch
@@ -126,13 +135,45 @@ class HSMMMixin:
             raise ParameterError(
                 f"right_censoring must be True or False, got {self.right_censoring!r}"
             )
-        itemsize = torch.finfo(self._dtype).bits // 8
-        check_allocation(
-            8 * k * int(d) * itemsize,
-            f"{type(self).__name__} durations of {k} states x max_duration={int(d):,}",
-            device=self._device,
-            hint="choose max_duration near the longest segment you expect",
-        )
+        self._check_duration_work(k, int(d))
+
+    def _check_duration_work(self, k: int, d: int) -> None:
+        """Refuse, before anything is allocated, durations whose work grows with D beyond what
+        can be held or done. A Poisson pmf is computed over the durations the data and its
+        mass reach, never D of them (:func:`~latentfit.em.hsmm.durations.duration_support`):
+        nothing to check. A nonparametric pmf is a (k, D) parameter, held in a few copies
+        (ResourceLimitError giving the bytes). The negative binomial's M-step runs an
+        optimiser over the pmf of all D durations, about 64 float64 values per state and
+        duration held for its gradient and some 100 passes per EM iteration: refused beyond
+        ``_NB_WORK`` (ParameterError), and against the memory."""
+        name = type(self).__name__
+        if self.duration == "nonparametric":
+            itemsize = torch.finfo(self._dtype).bits // 8
+            check_allocation(
+                4 * k * d * itemsize,
+                f"{name} nonparametric durations of {k} states x max_duration={d:,}",
+                device=self._device,
+                hint="choose max_duration near the longest segment you expect: with a "
+                "nonparametric pmf no duration past the longest sequence gets probability, "
+                "and max_duration = that length gives the same fit",
+            )
+        elif self.duration == "negative_binomial":
+            if k * d > _NB_WORK:
+                raise ParameterError(
+                    f"{name}(duration='negative_binomial', max_duration={d:,}) with {k} "
+                    f"states: its M-step fits the pmf truncated at max_duration over all "
+                    f"n_components x max_duration = {k * d:,} durations on every EM "
+                    f"iteration, more than the {_NB_WORK:,} it is allowed. Choose "
+                    f"max_duration near the longest segment you expect (at most "
+                    f"{_NB_WORK // k:,} with {k} states), or duration='poisson' or "
+                    "'nonparametric', whose work does not grow with max_duration past the data"
+                )
+            check_allocation(
+                64 * 8 * k * d,
+                f"{name} negative binomial durations of {k} states x max_duration={d:,}",
+                device=self._device,  # in float64 whatever the dtype
+                hint="choose max_duration near the longest segment you expect",
+            )
 
     def _check_messages(self, lengths: list[int]) -> None:
         """Refuse, before allocating them, forward-backward messages (T, K, min(D, T)) that
@@ -211,7 +252,12 @@ class HSMMMixin:
         return {"duration_probs": torch.full((k, d), 1.0 / d, dtype=dt, device=dev)}
 
     def _initial_params(
-        self, X: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None
+        self,
+        X: torch.Tensor,
+        gen: torch.Generator,
+        labels: torch.Tensor | None = None,
+        *,
+        lengths: list[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         params = super()._initial_params(X, gen, labels)
         if self._needs_init("t", "transmat_"):
@@ -223,30 +269,34 @@ class HSMMMixin:
             self._check_zero_diagonal(params["transmat"])
         if any(not hasattr(self, n) for n in self._duration_attributes) or "d" in self.init_params:
             params.update(self._initial_durations())
-            params.update(self._durations_of_runs(params, X))
+            params.update(self._durations_of_runs(params, X, lengths or [X.shape[0]]))
         else:
             params.update(self._duration_params())
         return params
 
-    def _durations_of_runs(self, params, X) -> dict[str, torch.Tensor]:
+    def _durations_of_runs(self, params, X, lengths: list[int]) -> dict[str, torch.Tensor]:
         """Starting durations from the data: the run lengths of the most likely state of
-        every row under the starting emissions (k-means for Gaussians), one M-step of the
-        durations on them, smoothed by one count spread over the durations (for a parametric
-        family, those up to the data's length) so that no duration starts impossible. Without it EM starting from long segments stays there on series whose
-        state changes at nearly every step (the geyser's eruptions alternate)."""
+        every row under the starting emissions (k-means for Gaussians), cut at the ends of
+        the sequences, then one M-step of the durations on them, smoothed by one count spread
+        over the durations the data could show (1..min(D, longest sequence)) so that none of
+        those starts impossible. Without it EM starting from long segments stays there on
+        series whose state changes at nearly every step (the geyser's eruptions alternate).
+        Spread over 1..1e6 on 30 rows the count set the starting mean duration to 5e4; spread
+        over a nonparametric pmf's D durations it gave the durations no sequence can show
+        most of the starting mass, and cost O(k D) per iteration. With it, any max_duration
+        at or past the longest sequence starts (and, nonparametric, ends) where that length
+        does."""
         labels = self._emission_log_likelihood(params, X).argmax(1)  # (t,)
         change = torch.ones(labels.shape[0] + 1, dtype=torch.bool, device=labels.device)
         change[1:-1] = labels[1:] != labels[:-1]
+        bounds = torch.as_tensor(np.cumsum(lengths)[:-1], dtype=torch.int64)
+        change[bounds.to(labels.device)] = True  # a run ends with its sequence
         edges = change.nonzero().flatten()
-        runs = (edges[1:] - edges[:-1]).clamp_max(int(self.max_duration))  # (n_runs,)
+        k, seen = self.n_components, min(int(self.max_duration), max(lengths))
+        runs = (edges[1:] - edges[:-1]).clamp_max(seen)  # (n_runs,)
         states = labels[edges[:-1]]
-        k, d = self.n_components, int(self.max_duration)
-        # a parametric family's smoothing count spreads over the durations the data could
-        # show (up to their length): spread over 1..1e6 on 30 rows it set the starting mean
-        # duration to 5e4; a nonparametric one keeps every duration possible
-        seen = d if self.duration == "nonparametric" else min(d, labels.shape[0])
-        counts = torch.zeros(k, d, dtype=params["startprob"].dtype, device=labels.device)
-        counts[:, :seen] = 1.0 / seen
+        counts = torch.zeros(k, seen, dtype=params["startprob"].dtype, device=labels.device)
+        counts += 1.0 / seen
         counts.index_put_((states, runs - 1), torch.ones_like(runs, dtype=counts.dtype), True)
         return self._duration_mstep(params, counts)[0]
 
@@ -255,18 +305,25 @@ class HSMMMixin:
         for name in self._duration_attributes:
             setattr(self, name, params[name.rstrip("_")].cpu().numpy())
 
-    def _duration_terms(self, params) -> inf.DurationTerms:
-        log_pmf = dur.duration_log_pmf(self.duration, params, int(self.max_duration))
+    def _duration_terms(self, params, width: int) -> inf.DurationTerms:
+        """The recursions' duration terms for sequences of at most ``width`` steps, over the
+        durations the data and the pmf's mass reach (not D of them when D is larger; see
+        :func:`~latentfit.em.hsmm.durations.duration_support`)."""
+        log_pmf = dur.duration_log_pmf(self.duration, params, int(self.max_duration), width)
         return inf.duration_terms(log_pmf)
 
     def _duration_mstep(self, params, counts):
+        """The durations' M-step on expected counts (k, W) of the durations 1..W ≤ D."""
+        big_d = int(self.max_duration)
         if self.duration == "nonparametric":
             probs, bad = dur.nonparametric_mstep(counts, params["duration_probs"])
             return {"duration_probs": probs}, bad
         if self.duration == "poisson":
-            lam, bad = dur.poisson_mstep(counts, params["duration_lambdas"])
+            lam, bad = dur.poisson_mstep(counts, params["duration_lambdas"], max_duration=big_d)
             return {"duration_lambdas": lam}, bad
-        r, p, bad = dur.negative_binomial_mstep(counts, params["duration_r"], params["duration_p"])
+        r, p, bad = dur.negative_binomial_mstep(
+            counts, params["duration_r"], params["duration_p"], max_duration=big_d
+        )
         return {"duration_r": r, "duration_p": p}, bad
 
     @property
@@ -274,9 +331,21 @@ class HSMMMixin:
         """p_k(d) (k, max_duration): the probability that a segment of state k lasts d steps."""
         check_is_fitted(self, "startprob_")
         params = self._duration_params()
-        return (
-            dur.duration_log_pmf(self.duration, params, int(self.max_duration)).exp().cpu().numpy()
+        k, d = self.n_components, int(self.max_duration)
+        check_allocation(
+            3 * k * d * 8,
+            f"{type(self).__name__}.duration_pmf_ of {k} states x max_duration={d:,}",
+            hint="the parameters (duration_lambdas_, ...) give it; or choose max_duration "
+            "near the longest segment you expect",
         )
+        return dur.duration_log_pmf(self.duration, params, d).exp().cpu().numpy()
+
+    def _duration_pmf(self) -> np.ndarray:
+        """p_k(d) (k, W) over the durations 1..W ≤ D past which the pmf is 0 to double
+        precision: ``duration_pmf_`` without those zeros, at a cost that does not grow with
+        D beyond the pmf's mass (negative binomial: W = D)."""
+        params = self._duration_params()
+        return dur.duration_log_pmf(self.duration, params, int(self.max_duration), 1).exp()
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, lengths=None, y=None):
@@ -311,7 +380,7 @@ class HSMMMixin:
         lengths = check_lengths(lengths, X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         self._check_messages(lengths)
-        return EMFit(_HSMMHooks(self, X, labels), [(X, lengths)], X=X)
+        return EMFit(_HSMMHooks(self, X, labels, lengths), [(X, lengths)], X=X)
 
     # ------------------------------------------------------------------ inference
     def _impossible(self, params, X, per_seq: torch.Tensor, lengths, labels=None) -> None:
@@ -333,7 +402,7 @@ class HSMMMixin:
             + ("" if labels is None else ", or check the labels (y) of that sequence")
         )
 
-    def _inference_args(self, params, ll):
+    def _inference_args(self, params, ll, lengths: list[int] | None = None):
         """The recursions' inputs, in float64 whatever the model's dtype: float32 messages
         in log space carry magnitudes of |log p(x_1..t)| and lose about 1e-3 of the
         posteriors over a few hundred steps (the HMMs rescale every step instead)."""
@@ -342,13 +411,13 @@ class HSMMMixin:
             ll.double(),
             self._log(p64["startprob"]),
             self._log(p64["transmat"]),
-            self._duration_terms(p64),
+            self._duration_terms(p64, ll.shape[0] if lengths is None else max(lengths)),
         )
 
     def _posterior(self, params, X, ll, lengths, labels=None) -> inf.HSMMPosterior:
         ll = condition_on_states(ll, labels, overwrite=True)
         post, per_seq = inf.posterior_sequences(
-            *self._inference_args(params, ll),
+            *self._inference_args(params, ll, lengths),
             lengths,
             bool(self.right_censoring),
         )
@@ -388,7 +457,7 @@ class HSMMMixin:
         ll = self._emission_log_likelihood(params, X)
         ll = condition_on_states(ll, labels, overwrite=True)
         per_seq = inf.log_likelihood_sequences(
-            *self._inference_args(params, ll),
+            *self._inference_args(params, ll, lengths),
             lengths,
             bool(self.right_censoring),
         )
@@ -409,7 +478,7 @@ class HSMMMixin:
         params, X, lengths, labels = self._prepare(X, lengths, y)
         ll = condition_on_states(self._emission_log_likelihood(params, X), labels, overwrite=True)
         per_seq, path = inf.viterbi_sequences(
-            *self._inference_args(params, ll),
+            *self._inference_args(params, ll, lengths),
             lengths,
             bool(self.right_censoring),
         )
@@ -427,7 +496,7 @@ class HSMMMixin:
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         trans = params["transmat"].double().cpu()
-        pmf = self._duration_terms(params).log_pmf.double().cpu().exp()
+        pmf = self._duration_pmf().double().cpu()  # (k, W): 0 past W
         if currstate is None:
             s = int(torch.multinomial(params["startprob"].double().cpu(), 1, generator=gen))
         else:
@@ -449,7 +518,7 @@ class HSMMMixin:
         vals, vecs = np.linalg.eig(np.asarray(self.transmat_).T)
         nu = np.real_if_close(vecs[:, np.argmax(vals.real)])
         nu = nu / nu.sum()
-        pmf = self.duration_pmf_
+        pmf = self._duration_pmf().cpu().numpy()  # (k, W): 0 past W
         w = nu * (pmf * np.arange(1, pmf.shape[1] + 1)).sum(1)
         return w / w.sum()
 

@@ -24,7 +24,10 @@ _DOC = """
     makes every sequence end with a segment. Letter ``d`` in ``params``/``init_params``: the
     durations. Inference costs O(T·K·min(D, T)) time and memory per sequence of T steps; a
     fit or score whose messages would not fit in memory is refused first
-    (ResourceLimitError).
+    (ResourceLimitError). A D past the longest sequence costs what the data need: the pmf is
+    computed over the durations the data and its mass reach (a nonparametric pmf starts, and
+    stays, at 0 past the longest sequence, so any larger D fits as D = that length does);
+    the negative binomial's M-step works on all D and refuses n_components × D > 2**21.
 """
 
 
