@@ -521,3 +521,68 @@ def test_partial_fit_is_refused_by_name(cls):
     X = np.random.default_rng(0).integers(0, 2, size=(50, 1))
     with pytest.raises(ParameterError, match=r"has no partial_fit.*fit\(\)"):
         cls(n_components=2).partial_fit(X)
+
+
+def _direct_score(model, X) -> float:
+    """log p(X) of one sequence under the point estimates, in float64 from x − μ_k (scipy's
+    densities, the forward recursion in log space): the reference for the far-state rule."""
+    from scipy.stats import multivariate_normal
+
+    X = np.asarray(X, dtype=np.float64)
+    means, covars = model.means_.astype(np.float64), model.covars_.astype(np.float64)
+    ll = np.stack(
+        [multivariate_normal(means[k], covars[k]).logpdf(X).reshape(-1) for k in range(len(means))],
+        1,
+    )
+    with np.errstate(divide="ignore"):
+        log_a = np.log(model.transmat_.astype(np.float64))
+        alpha = np.log(model.startprob_.astype(np.float64)) + ll[0]
+    for row in ll[1:]:
+        alpha = special.logsumexp(alpha[:, None] + log_a, 0) + row
+    return float(special.logsumexp(alpha))
+
+
+@pytest.mark.parametrize("ct", ["spherical", "diag", "full"])
+def test_a_state_far_from_the_centre_is_computed_about_its_own_mean(ct):
+    # found by hand: rows 3, 5, 7 and two rows of 1e8 (x4), with a prior too weak to pull
+    # the means (beta_prior=1e-30): float64 stopped with "state 1 has a non-positive variance
+    # (-0.444)", the update about the data's centre rounding by ~0.4 there. The state is now
+    # computed from x - m_k, its moments about m_k, and fitted as the update says:
+    # (S0 + sum (x - 5)^2) / (nu0 + 12) = (1e-3 + 32) / 13, and 1e-3 / 9 on the rows of 1e8
+    far = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        m = VariationalGaussianHMM(
+            2, covariance_type=ct, beta_prior=1e-30, random_state=0, n_iter=50
+        ).fit(far)
+    order = np.argsort(m.means_[:, 0])
+    np.testing.assert_allclose(m.means_[order, 0], [5.0, 1e8], rtol=1e-12)
+    np.testing.assert_allclose(m.covars_[order, 0, 0], [32.001 / 13, 1e-3 / 9], rtol=1e-9)
+    assert m.score(far) == pytest.approx(_direct_score(m, far), abs=1e-9)
+
+
+@pytest.mark.parametrize("ct", ["spherical", "diag", "full"])
+def test_float32_fits_a_tight_state_far_from_the_others_as_float64_does(ct):
+    # a cluster of sd 0.01 at 0 and one of sd 1 at 100 (beta_prior=1e-6: the default 1 pulls
+    # both means towards the data mean, hmmlearn's model): float32 stopped with "state 1 has a
+    # non-positive variance (-0.000447)" (diag, full), or gave the tight state a variance of
+    # 1.7e-5 (1.15e-4 is right), a score of 109.5 (698.2) and a bound of 1125 (600.1)
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.01, (200, 2)), rng.normal(100, 1, (200, 2))]
+    kw = dict(n_components=2, covariance_type=ct, beta_prior=1e-6, random_state=0, n_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        ref = VariationalGaussianHMM(**kw).fit(X)
+        m = VariationalGaussianHMM(**kw, dtype="float32").fit(X)
+    order, ref_order = np.argsort(m.means_[:, 0]), np.argsort(ref.means_[:, 0])
+    var, ref_var = m.covars_[order, 0, 0], ref.covars_[ref_order, 0, 0]
+    # the tight state to float32's rounding; the wide one stays in the fast form, whose
+    # float32 statistics about the centre (50 away) round its variance by ~1e-3
+    np.testing.assert_allclose(var[0], ref_var[0], rtol=1e-5)
+    np.testing.assert_allclose(var[1], ref_var[1], rtol=2e-3)
+    assert ref.score(X) == pytest.approx(_direct_score(ref, X), abs=1e-8)
+    # float32 densities: far_components leaves a state in the fast form up to 1e-3 nats of
+    # rounding per log-density (the wide one: ~1e-4 here), 400 rows
+    assert m.score(X) == pytest.approx(_direct_score(m, X), abs=400 * 1e-3)
+    assert m.score(X) == pytest.approx(ref.score(X), rel=1e-4)
+    assert m.lower_bound_ == pytest.approx(ref.lower_bound_, rel=2e-4)

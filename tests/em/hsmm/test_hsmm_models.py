@@ -451,3 +451,32 @@ def test_a_huge_max_duration_costs_what_the_data_need():
         wide.duration_pmf_  # noqa: B018 (the (k, D) array itself)
     with pytest.raises(ParameterError, match=r"negative_binomial.*at most 1,048,576 with 2"):
         GaussianHSMM(2, duration="negative_binomial", max_duration=10**7).fit(X, lengths)
+
+
+def test_a_state_far_from_the_centre_is_computed_about_its_own_mean():
+    # GaussianHSMM takes GaussianHMM's emission functions, with their rule for states far
+    # from the fit's centre (em.gaussian.far_components): checked here because its E-step is
+    # its own. Rows 3, 5, 7 and two rows of 1e8 (float64), and a cluster of sd 0.01 a
+    # hundred from one of sd 1 (float32 against float64), fit as GaussianHMM's do.
+    import warnings
+
+    from latentfit.errors import DegenerateComponentWarning
+
+    far = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]] * 4)
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.01, (200, 2)), rng.normal(100, 1, (200, 2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the rows of 1e8
+        m = GaussianHSMM(2, max_duration=20, random_state=0, n_iter=50).fit(far)
+        kw = dict(n_components=2, max_duration=400, random_state=0, n_iter=30)
+        ref = GaussianHSMM(**kw).fit(X)
+        m32 = GaussianHSMM(**kw, dtype="float32").fit(X)
+    order = np.argsort(m.means_[:, 0])
+    np.testing.assert_allclose(m.means_[order, 0], [5.0, 1e8], rtol=1e-12)
+    np.testing.assert_allclose(m.covars_[order, 0, 0], [32.01 / 12, 0.01 / 8], rtol=1e-9)
+    order, ref_order = np.argsort(m32.means_[:, 0]), np.argsort(ref.means_[:, 0])
+    var, ref_var = m32.covars_[order, 0, 0], ref.covars_[ref_order, 0, 0]
+    np.testing.assert_allclose(var[0], ref_var[0], rtol=1e-5)  # the tight state
+    np.testing.assert_allclose(var[1], ref_var[1], rtol=2e-3)  # float32 statistics about 50
+    assert m32.score(X) == pytest.approx(ref.score(X), rel=1e-4)

@@ -39,7 +39,16 @@ import torch
 
 from latentfit._validation import check_feature_names
 from latentfit.em.base import EMFit
-from latentfit.em.gaussian import weighted_mean
+from latentfit.em.gaussian import (
+    DegenerateComponentError,
+    describe_unresolved,
+    direct_log_prob,
+    direct_moments,
+    far_components,
+    unresolved_variances,
+    weighted_mean,
+)
+from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.discrete import CategoricalHMM, _numpy_rng
 from latentfit.em.hmm.emissions import (
@@ -434,38 +443,140 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
     # ------------------------------------------------------------------ VB steps
     def _expected_emission_log_likelihood(self, params, X) -> torch.Tensor:
         """E_q[log N(x_t | μ_k, Λ_k⁻¹)] (t, k): the Gaussian log-density at the point
-        estimates (the fast emission kernels) plus a per-state offset."""
+        estimates (the fast emission kernels; a state of :meth:`_vb_far` from x − m_k) plus a
+        per-state offset."""
         ct, shift = self.covariance_type, params["shift"]
         dof, scale = params["dof_posterior"], params["scale_posterior"]
         covars = scale / _dof_as(dof, ct)
         delta = params["means_posterior"]  # (k, d) about the shift
         ll = gaussian_log_likelihood(X, shift + delta, covars, ct, shift=shift, delta=delta)
+        far = self._vb_far(params)
+        if far is not None:  # too far from the centre for that form: from x − m_k
+            idx, centres, pc = far
+            ll[:, idx] = direct_log_prob(X, centres, pc, ct)
         return ll + expected_gaussian_offset(dof, params["beta_posterior"], X.shape[1])
 
+    def _vb_far(self, params):
+        """(indices (f,), their means m_k (f, d), their precision factors) of the states
+        whose point-estimate densities and moments the affine form about the fit's centre
+        cannot resolve (:func:`~latentfit.em.gaussian.far_components`, as GaussianHMM's
+        ``_far_states``: a cluster of sd 0.01 a hundred from the others in float32, or rows
+        3, 5, 7 beside two rows of 1e8 in float64), or None. Their log-densities are taken
+        from x − m_k and their statistics about m_k (the M-step moves them back). Tied
+        scales are pooled about the centre: never."""
+        ct = self.covariance_type
+        if ct == "tied":
+            return None
+        covars = params["scale_posterior"] / _dof_as(params["dof_posterior"], ct)
+        pc = E._state_precision(covars, ct)
+        delta = params["means_posterior"]  # (k, d) about the shift
+        idx = far_components(delta, pc, ct)
+        if not len(idx):
+            return None
+        return idx, params["shift"] + delta[idx], pc[idx]
+
     def _vb_emission_stats(self, params, X, gamma):
-        return gaussian_stats(X, gamma, params["shift"], self.covariance_type)
+        ct = self.covariance_type
+        stats = gaussian_stats(X, gamma, params["shift"], ct)
+        far = self._vb_far(params)
+        if far is not None:  # about their own means (the M-step moves them back)
+            idx, centres, _ = far
+            S1, S2 = direct_moments(X, gamma[:, idx].T, centres, ct)
+            stats["obs"][idx] = S1
+            stats["obs2" if ct != "full" else "obsobs"][idx] = S2
+        return stats
 
     def _vb_emission_mstep(self, params, stats):
+        """:func:`~latentfit.em.hmm.variational_math.normal_wishart_update` in float64 (as
+        GaussianHMM's M-step), each state about the centre of its statistics: the fit's
+        centre, or its own mean for a state of :meth:`_vb_far`; then every update the
+        statistics about the fit's centre could not resolve is raised to its rounding (see
+        :meth:`_check_vb_resolved`)."""
+        dt, ct = params["means_posterior"].dtype, self.covariance_type
+        keys = ("means_prior", "beta_prior", "dof_prior", "scale_prior")
+        keys += ("means_posterior", "beta_posterior", "dof_posterior", "scale_posterior")
+        p64 = {key: params[key].double() for key in keys}
+        st = {key: v.double() for key, v in stats.items()}
+        offset = torch.zeros_like(p64["means_posterior"])  # (k, d): centre − fit's centre
+        far = self._vb_far(params)
+        if far is not None:
+            offset[far[0]] = far[1].double() - params["shift"].double()
         means, beta, dof, scale = normal_wishart_update(
-            stats,
-            params["means_prior"],
-            params["beta_prior"],
-            params["dof_prior"],
-            params["scale_prior"],
-            params["means_posterior"],
-            params["beta_posterior"],
-            params["dof_posterior"],
-            params["scale_posterior"],
-            self.covariance_type,
+            st,
+            p64["means_prior"] - offset,
+            p64["beta_prior"],
+            p64["dof_prior"],
+            p64["scale_prior"],
+            p64["means_posterior"] - offset,
+            p64["beta_posterior"],
+            p64["dof_posterior"],
+            p64["scale_posterior"],
+            ct,
             update_means="m" in self.params,
             update_covars="c" in self.params,
         )
+        means = means + offset
+        if "c" in self.params:
+            scale = self._check_vb_resolved(st, p64, dof, scale, torch.finfo(dt).eps, far)
         return {
-            "means_posterior": means,
-            "beta_posterior": beta,
-            "dof_posterior": dof,
-            "scale_posterior": scale,
+            "means_posterior": means.to(dt),
+            "beta_posterior": beta.to(dt),
+            "dof_posterior": dof.to(dt),
+            "scale_posterior": scale.to(dt),
         }
+
+    def _check_vb_resolved(self, st, p64, dof, scale, eps: float, far) -> torch.Tensor:
+        """The scales with every variance the statistics about the fit's centre could not
+        resolve (:func:`~latentfit.em.gaussian.unresolved_variances`, as GaussianHMM's
+        ``_check_resolved``) raised to ν_k times its rounding: an upper bound that makes the
+        state narrow against its distance from the centre, so that the next E-step takes its
+        statistics about its own mean (:meth:`_vb_far`) and the next update is exact. Where a
+        variance's rounding is below what the prior scale adds to it (S₀ / (ν₀ + N)) it is
+        left as it is. Tied scales, pooled about the centre, name the state instead
+        (DegenerateComponentError)."""
+        ct = self.covariance_type
+        post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
+        delta = st["obs"] / post  # (k, d) about each state's centre
+        S0 = p64["scale_prior"]
+        if ct == "tied":
+            total = post.sum()
+            second = (st["obsobs"].diagonal() / total).unsqueeze(0)  # (1, d)
+            delta = ((post * delta.square()).sum(0) / total).sqrt().unsqueeze(0)  # (1, d)
+            floor = S0.diagonal().unsqueeze(0) / (p64["dof_prior"] + total)
+        else:
+            if "obs2" in st:
+                second = st["obs2"] / post
+            else:
+                second = st["obsobs"].diagonal(dim1=-2, dim2=-1) / post
+            if ct == "full":
+                prior = S0.diagonal(dim1=-2, dim2=-1)  # (k, d)
+            else:
+                prior = S0 if ct == "diag" else S0.unsqueeze(1)  # (k, d), spherical (k, 1)
+            floor = prior / (p64["dof_prior"].reshape(-1, 1) + post)  # (k, d) or (k, 1)
+        bad = unresolved_variances(second, delta, floor, eps)
+        if far is not None:
+            bad[far[0]] = False  # about their own means: resolved
+        if not bool(bad.any()):
+            return scale
+        noise = 100 * eps * second
+        if ct == "tied":
+            j = int(bad.nonzero()[0][1])
+            k = int((st["obs"] / post)[:, j].abs().argmax())
+            dist = float((st["obs"][k, j] / post[k, 0]).abs())
+            raise DegenerateComponentError(
+                describe_unresolved(
+                    type(self).__name__, "state", k, j, dist, float(noise[0, j]),
+                    "scale_prior", eps > 1e-10,
+                )
+            )  # fmt: skip
+        lifted = noise * _dof_as(dof, "diag")  # (k, d): ν_k × the rounding of the variance
+        if ct == "diag":
+            return torch.where(bad, torch.maximum(scale, lifted), scale)
+        rows = bad.any(1)  # (k,)
+        if ct == "spherical":
+            return torch.where(rows, torch.maximum(scale, lifted.amax(1)), scale)
+        diag = torch.diag_embed(torch.maximum(scale.diagonal(dim1=-2, dim2=-1), lifted))
+        return torch.where(rows.reshape(-1, 1, 1), diag, scale)
 
     def _emission_kl(self, params) -> torch.Tensor:
         return kl_normal_wishart(
