@@ -433,3 +433,52 @@ def test_float32_fits_a_tight_state_far_from_the_others_as_float64_does(ct):
     order, ref_order = np.argsort(m.means_[:, 0]), np.argsort(ref.means_[:, 0])
     np.testing.assert_allclose(m.covars_[order, 0, 0], ref.covars_[ref_order, 0, 0], rtol=2e-3)
     assert m.score(X) == pytest.approx(ref.score(X), rel=1e-4)
+
+
+def _gmmhmm_direct_score(m, X) -> float:
+    """log p(X) of one sequence under a GMMHMM's parameters, in float64 from x − μ_km
+    (scipy's densities, the forward recursion in log space)."""
+    from scipy import special
+    from scipy.stats import multivariate_normal
+
+    X = np.asarray(X, dtype=np.float64)
+    k, n_mix, d = m.means_.shape
+    cv, ct = np.asarray(m.covars_, dtype=np.float64), m.covariance_type
+    ll = np.zeros((len(X), k))
+    for s in range(k):
+        comps = []
+        for j in range(n_mix):
+            if ct in ("full", "tied"):
+                cov = cv[s, j] if ct == "full" else cv[s]
+            else:
+                cov = np.diag(cv[s, j]) if ct == "diag" else np.eye(d) * cv[s, j]
+            dens = multivariate_normal(m.means_[s, j].astype(np.float64), cov).logpdf(X)
+            comps.append(np.log(m.weights_[s, j]) + dens.reshape(-1))
+        ll[:, s] = special.logsumexp(np.stack(comps, 1), 1)
+    with np.errstate(divide="ignore"):
+        log_a = np.log(m.transmat_.astype(np.float64))
+        alpha = np.log(m.startprob_.astype(np.float64)) + ll[0]
+    for row in ll[1:]:
+        alpha = special.logsumexp(alpha[:, None] + log_a, 0) + row
+    return float(special.logsumexp(alpha))
+
+
+@pytest.mark.parametrize("ct", ["spherical", "diag", "full", "tied"])
+def test_a_gmmhmm_component_far_from_the_centre_is_computed_from_x_minus_its_mean(ct):
+    # GMMHMM's log-densities were the affine form about the mean of the component means for
+    # every component: float32 scored a cluster of sd 0.01 a hundred from one of sd 1 at 751.6
+    # (diag) and 343.6 (spherical) where 701.6 and 701.4 are right, and float64 scored rows
+    # 3, 5, 7 beside two rows of 1e8 (n_mix=2, diag) at -14.028 where -14.624 is right (its
+    # fit following those densities). Such components are now computed from x - mu_km.
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.01, (200, 2)), rng.normal(100, 1, (200, 2))]
+    far = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]] * 4)
+    kw = dict(n_components=2, covariance_type=ct, random_state=0, n_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m64 = GMMHMM(n_mix=2, **kw).fit(far)
+        m32 = GMMHMM(n_mix=1, dtype="float32", **kw).fit(X)
+    assert m64.score(far) == pytest.approx(_gmmhmm_direct_score(m64, far), abs=1e-9)
+    # float32 densities of the wide state, still in the fast form: up to 1e-3 nats each
+    # (far_components' limit), 400 rows
+    assert m32.score(X) == pytest.approx(_gmmhmm_direct_score(m32, X), abs=400 * 1e-3)

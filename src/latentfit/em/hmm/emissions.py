@@ -17,7 +17,12 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit.em.gaussian import log_gaussian_prob, precision_cholesky
+from latentfit.em.gaussian import (
+    direct_log_prob,
+    far_components,
+    log_gaussian_prob,
+    precision_cholesky,
+)
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.inference.runtime import empty_large
 
@@ -299,36 +304,56 @@ def gaussian_emission_mstep(
 # ---------------------------------------------------------------------------- GMM emissions
 
 
-def _mixture_log_prob(X, weights, means, covars, covariance_type):
-    """log w_km + log N(x | μ_km, Σ_km): (t, k, m)."""
+def _mixture_log_prob(X, weights, means, covars, covariance_type, direct=None):
+    """log w_km + log N(x | μ_km, Σ_km): (t, k, m), in the affine form about the mean c of
+    the component means, except for the components that form cannot resolve
+    (:func:`~latentfit.em.gaussian.far_components`: a component of sd 0.01 a hundred from
+    the others in float32, or rows 3, 5, 7 beside two rows of 1e8 in float64 gave
+    log-likelihoods 50-360 nats and 0.6 nat off), which are computed from x − μ_km
+    (:func:`~latentfit.em.gaussian.direct_log_prob`). ``direct`` = (X, means) uncentred,
+    when ``X`` and ``means`` are taken about a centre (during a fit): their differences keep
+    the digits that x − c rounds away in float32."""
     k, m, d = means.shape
     c = means.reshape(-1, d).mean(0)
+    X_abs, means_abs = (X, means) if direct is None else direct
     parts = []
     for s in range(k):
         cov = covars[s]
         ct = covariance_type
         if ct == "tied":  # one matrix per state, shared by its mixture components
             cov, ct = cov.expand(m, d, d), "full"
-        parts.append(log_gaussian_prob(X - c, means[s] - c, _state_precision(cov, ct), ct))
+        pc = _state_precision(cov, ct)
+        lp = log_gaussian_prob(X - c, means[s] - c, pc, ct)  # (t, m)
+        far = far_components(means[s] - c, pc, ct)
+        if len(far):  # too far from c for that form: from x − μ_km
+            lp[:, far] = direct_log_prob(X_abs, means_abs[s][far], pc[far], ct)
+        parts.append(lp)
     return torch.stack(parts, 1) + weights.log()  # (t, k, m)
 
 
-def gmm_log_likelihood(X, weights, means, covars, covariance_type) -> torch.Tensor:
+def gmm_log_likelihood(X, weights, means, covars, covariance_type, direct=None) -> torch.Tensor:
     """log Σ_m w_km N(x_t | μ_km, Σ_km): (t, k). Covars as hmmlearn's GMMHMM: spherical
-    (k, m), diag (k, m, d), full (k, m, d, d), tied (k, d, d)."""
-    return torch.logsumexp(_mixture_log_prob(X, weights, means, covars, covariance_type), 2)
+    (k, m), diag (k, m, d), full (k, m, d, d), tied (k, d, d). ``direct``: (X, means)
+    uncentred when ``X`` and ``means`` are centred (see :func:`_mixture_log_prob`)."""
+    lp = _mixture_log_prob(X, weights, means, covars, covariance_type, direct)
+    return torch.logsumexp(lp, 2)
 
 
-def gmm_stats(X, gamma, weights, means, covars, covariance_type) -> dict[str, torch.Tensor]:
+def gmm_stats(
+    X, gamma, weights, means, covars, covariance_type, direct=None
+) -> dict[str, torch.Tensor]:
     """Statistics of the GMM-HMM about the current component means μ_km: ``n`` (k, m) = Σ γ r,
     ``s1`` (k, m, d) = Σ γ r (x − μ_km), ``s2`` = Σ γ r (x − μ_km)(x − μ_km)ᵀ (per covariance
-    type: (k, m, d, d) full/tied, (k, m, d) diag/spherical), ``post`` (k,) = Σ γ."""
+    type: (k, m, d, d) full/tied, (k, m, d) diag/spherical), ``post`` (k,) = Σ γ.
+    ``direct``: (X, means) uncentred when ``X`` and ``means`` are centred (see
+    :func:`_mixture_log_prob`)."""
     k, m, _d = means.shape
     out: dict[str, torch.Tensor] = {}
     rows = max(1, _ROWS // max(1, k * m))  # at least a row a block, however many components
     for i in range(0, X.shape[0], rows):
         x = X[i : i + rows]
-        lp = _mixture_log_prob(x, weights, means, covars, covariance_type)  # (r, k, m)
+        part_direct = None if direct is None else (direct[0][i : i + rows], direct[1])
+        lp = _mixture_log_prob(x, weights, means, covars, covariance_type, part_direct)
         r = torch.softmax(lp, 2) * gamma[i : i + len(x)].unsqueeze(2)  # (r, k, m)
         cen = x[:, None, None, :] - means  # (r, k, m, d)
         part = {"n": r.sum(0), "s1": torch.einsum("rkm,rkmd->kmd", r, cen)}

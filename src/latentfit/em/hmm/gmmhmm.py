@@ -242,7 +242,12 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         (k, e); :meth:`_online_mstep_stats` moves them to the means of the M-step."""
         Xc = X - params["shift"]  # (n, d)
         lp = E._mixture_log_prob(
-            Xc, params["weights"], params["delta"], params["covars"], self.covariance_type
+            Xc,
+            params["weights"],
+            params["delta"],
+            params["covars"],
+            self.covariance_type,
+            (X, params["means"]),
         )
         r = torch.softmax(lp, 2)  # (n, k, m) the component within each state
         out = {
@@ -273,20 +278,23 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
 
     @staticmethod
     def _centred(params, X):
-        """(X − c, μ − c) during a fit (params with a shift), (X, μ) otherwise."""
+        """(X − c, μ − c, (X, μ)) during a fit (params with a shift), (X, μ, None) otherwise:
+        the uncentred pair is for the components computed from x − μ (see
+        :func:`~latentfit.em.hmm.emissions.gmm_log_likelihood`)."""
         if "shift" in params:
-            return X - params["shift"], params["delta"]
-        return X, params["means"]
+            return X - params["shift"], params["delta"], (X, params["means"])
+        return X, params["means"], None
 
     def _emission_log_likelihood(self, params, X):
-        Xc, mc = self._centred(params, X)
+        Xc, mc, direct = self._centred(params, X)
         return E.gmm_log_likelihood(
-            Xc, params["weights"], mc, params["covars"], self.covariance_type
+            Xc, params["weights"], mc, params["covars"], self.covariance_type, direct
         )
 
     def _emission_stats(self, params, X, gamma):
-        Xc, mc = self._centred(params, X)
-        return E.gmm_stats(Xc, gamma, params["weights"], mc, params["covars"], self.covariance_type)
+        Xc, mc, direct = self._centred(params, X)
+        w, cov = params["weights"], params["covars"]
+        return E.gmm_stats(Xc, gamma, w, mc, cov, self.covariance_type, direct)
 
     def _emission_mstep(self, params, stats):
         k, m, d = params["means"].shape
