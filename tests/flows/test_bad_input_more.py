@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latentfit.diffusion import DDPM
-from latentfit.errors import LatentfitError, ParameterError, ResourceLimitError
+from latentfit.errors import DataError, LatentfitError, ParameterError, ResourceLimitError
 from latentfit.flows import MAF, NeuralSplineFlow, RealNVP
 from latentfit.flows.objectives import dequantize, logit_transform
 
@@ -138,3 +138,28 @@ def test_a_constant_column_is_warned_of_before_the_likelihood_climbs_without_bou
         MAF(epochs=1, hidden=8, random_state=0).fit(
             X + np.random.default_rng(1).normal(size=X.shape)
         )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: MAF(hidden=4, n_layers=1, epochs=1, random_state=0, **kw),
+        lambda **kw: DDPM(5, hidden=4, n_hidden=1, discrete=False, epochs=1, random_state=0, **kw),
+    ],
+)
+def test_one_row_cannot_be_split_into_training_and_validation_rows(make):
+    with pytest.raises(DataError, match=r"1 row.*validation_fraction=0"):
+        make().fit(X[:1])
+    make(validation_fraction=0).fit(X[:1])  # no held-out rows: the one row trains
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: MAF(hidden=4, n_layers=1, epochs=1, random_state=0, **kw),
+        lambda **kw: DDPM(5, hidden=4, n_hidden=1, discrete=False, epochs=1, random_state=0, **kw),
+    ],
+)
+def test_a_large_validation_fraction_leaves_a_training_row(make):
+    model = make(validation_fraction=0.9).fit(X[:2])
+    assert len(model.history_) == 1

@@ -32,7 +32,12 @@ from latentfit.diffusion.process import (
     make_schedule,
 )
 from latentfit.errors import DataError, ModelFileError, ParameterError
-from latentfit.flows.density import check_finite_draws, check_level_scale, sampling_chunk_rows
+from latentfit.flows.density import (
+    check_finite_draws,
+    check_level_scale,
+    holdout_split,
+    sampling_chunk_rows,
+)
 from latentfit.flows.objectives import as_levels, check_n_levels, level_scale
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
@@ -285,9 +290,7 @@ class DDPM(DensityMixin, BaseEstimator):
         gen = make_generator(self.random_state)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         if X_val is None and self.validation_fraction > 0 and self.patience is not None:
-            perm = torch.randperm(X.shape[0], generator=gen).to(X.device)
-            n_val = max(1, round(self.validation_fraction * X.shape[0]))
-            X_val, X = X[perm[:n_val]], X[perm[n_val:]]
+            X, X_val = holdout_split(X, self.validation_fraction, gen)
         elif X_val is not None:
             X_val = self._as_model_space(X_val, "X_val")
         with torch.random.fork_rng(devices=[]):

@@ -294,9 +294,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         gen = make_generator(self.random_state)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         if X_val is None and self.validation_fraction > 0 and self.patience is not None:
-            perm = torch.randperm(X.shape[0], generator=gen).to(X.device)
-            n_val = max(1, round(self.validation_fraction * X.shape[0]))
-            X_val, X = X[perm[:n_val]], X[perm[n_val:]]
+            X, X_val = holdout_split(X, self.validation_fraction, gen)
         elif X_val is not None:
             X_val = self._as_input(X_val, "X_val")
         with torch.random.fork_rng(devices=[]):
@@ -478,6 +476,24 @@ class NeuralSplineFlow(FlowDensity):
 
 
 serializable(FlowDensity)
+
+
+def holdout_split(X: torch.Tensor, fraction: float, gen: torch.Generator):
+    """(training rows, validation rows) of X (n, d): a random ``fraction`` of the rows, rounded,
+    held out for early stopping, with at least one row on each side. One row cannot be split:
+    DataError naming the ways out (found by hand: ``MAF().fit(X[:1])`` raised torch's
+    IndexError from the standardisation of zero training rows, and ``validation_fraction=0.9``
+    on two rows a TrainConfig error about batch_size=0)."""
+    n = X.shape[0]
+    if n < 2:
+        raise DataError(
+            f"X has {n} row: holding out validation_fraction={fraction!r} of the rows for early "
+            "stopping would leave none to train on; pass more rows, pass X_val, or set "
+            "validation_fraction=0 (or patience=None) to train on every row"
+        )
+    perm = torch.randperm(n, generator=gen).to(X.device)
+    n_val = min(n - 1, max(1, round(fraction * n)))
+    return X[perm[n_val:]], X[perm[:n_val]]
 
 
 def sampling_chunk_rows(hidden) -> int:
