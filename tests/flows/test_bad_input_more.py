@@ -163,3 +163,9 @@ def test_one_row_cannot_be_split_into_training_and_validation_rows(make):
 def test_a_large_validation_fraction_leaves_a_training_row(make):
     model = make(validation_fraction=0.9).fit(X[:2])
     assert len(model.history_) == 1
+
+
+def test_numpy_scalars_are_taken_as_training_settings():
+    settings = dict(epochs=np.int64(1), batch_size=np.int64(10), lr=np.float32(1e-3))
+    model = MAF(hidden=4, n_layers=1, random_state=0, **settings).fit(X)
+    assert len(model.history_) == 1

@@ -115,6 +115,25 @@ def test_resume_refuses_a_different_batch_size(tmp_path):
         )
 
 
+def test_numpy_counts_and_numbers_train_and_resume(tmp_path):
+    # np.int64 batch sizes come from min(batch_size, len(X)) and np.float32 rates from arrays;
+    # the checkpoint holding them must read back with weights_only=True
+    import numpy as np
+
+    X = small_data()
+    kw = dict(batch_size=np.int64(32), lr=np.float32(3e-3), seed=np.int64(1))
+    first = cfg(checkpoint_dir=str(tmp_path), max_steps=np.int64(2), **kw)
+    assert train(build_model(x_dim=16, z_dim=3, hidden=[12]), ELBO(), X, None, first).steps == 2
+    res = train(
+        build_model(x_dim=16, z_dim=3, hidden=[12]),
+        ELBO(),
+        X,
+        None,
+        cfg(checkpoint_dir=str(tmp_path), epochs=np.int64(2), **kw),
+    )
+    assert res.epochs == 2 and res.steps == 8
+
+
 def test_non_finite_losses_are_skipped_and_counted():
     X = small_data()
     model = build_model(x_dim=16, z_dim=3, hidden=[12])

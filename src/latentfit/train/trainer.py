@@ -19,7 +19,7 @@ import csv
 import math
 import numbers
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -207,15 +207,33 @@ def _tensorboard(logdir):
     return SummaryWriter(logdir)
 
 
-def _check_config(cfg) -> None:
-    """ParameterError naming each TrainConfig field outside its range."""
+#: The fields of TrainConfig that are counts and numbers: stored as plain int and float.
+_COUNTS = (
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "n_cycles",
+    "patience",
+    "checkpoint_every",
+    "max_steps",
+    "val_batch_size",
+    "seed",
+)
+_NUMBERS = ("lr", "adam_eps", "weight_decay", "max_grad_norm", "warmup_epochs", "min_delta")
+
+
+def _check_config(cfg) -> TrainConfig:
+    """ParameterError naming each TrainConfig field outside its range; else a copy of ``cfg``
+    with numpy integers and floats (``np.int64(100)`` as batch_size, ``np.float32(1e-3)`` as
+    lr) as plain int and float, as every estimator takes them and as the checkpoint, read
+    back with ``weights_only=True``, must hold them."""
 
     def number(v, lo, hi=math.inf, lo_open=False):
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
         return ok and (v > lo if lo_open else v >= lo) and v <= hi
 
     def count(v, lo):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo
 
     rules = [
         ("epochs", count(cfg.epochs, 0), "an integer >= 0"),
@@ -246,6 +264,9 @@ def _check_config(cfg) -> None:
     bad = [f"{name}={getattr(cfg, name)!r} (must be {what})" for name, ok, what in rules if not ok]
     if bad:
         raise ParameterError(f"invalid TrainConfig: {'; '.join(bad)}")
+    plain = {k: None if getattr(cfg, k) is None else int(getattr(cfg, k)) for k in _COUNTS}
+    plain |= {k: None if getattr(cfg, k) is None else float(getattr(cfg, k)) for k in _NUMBERS}
+    return replace(cfg, **plain, adam_betas=tuple(float(b) for b in cfg.adam_betas))
 
 
 def _check_diverged(count: int, params: list[torch.Tensor], epoch: int, n_batches: int) -> None:
@@ -285,8 +306,7 @@ def train(
     global batch. The model is trained in place; the returned :class:`TrainResult` holds the
     per-epoch history.
     """
-    cfg = config or TrainConfig()
-    _check_config(cfg)
+    cfg = _check_config(config or TrainConfig())
     try:
         device = resolve_device(cfg.device)
     except (RuntimeError, ValueError) as err:
