@@ -84,6 +84,12 @@ def test_another_architecture_is_a_model_file_error(ck):
         train(build_model(**{**SPEC, "hidden": [8]}), ELBO(), X, XV, cfg(ck, epochs=3))
 
 
+def test_another_precision_is_refused(ck):
+    # before: the float32 checkpoint was loaded into the float64 model and the run went on
+    with pytest.raises(ParameterError, match="model dtype: float32 in the checkpoint, float64 now"):
+        train(build_model(**SPEC).double(), ELBO(), X.double(), XV.double(), cfg(ck, epochs=3))
+
+
 def test_more_epochs_continue_the_run_exactly(ck, tmp_path_factory):
     resumed = build_model(**SPEC)
     res = train(resumed, ELBO(), X, XV, cfg(ck, epochs=3))

@@ -170,6 +170,12 @@ def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_
             )
         )
 
+    # the precision is a setting too: float32 weights resumed in float64 (or the reverse) would
+    # continue as a run that never was, so neither matches an uninterrupted one
+    old_dt, new_dt = _float_dtypes(state["model"]), _float_dtypes(model.state_dict())
+    if old_dt != new_dt:
+        diffs.append(f"model dtype: {old_dt} in the checkpoint, {new_dt} now")
+
     old_cfg, new_cfg = _plain(state["config"]), _plain(asdict(cfg))
     for key in sorted(set(old_cfg) | set(new_cfg)):
         if key in _FREE_SETTINGS or old_cfg.get(key) == new_cfg.get(key):
@@ -235,6 +241,17 @@ def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_
             raise ModelFileError(
                 f"checkpoint {ckpt}: in {key!r}, {err}; delete it to start afresh"
             ) from None
+
+
+def _float_dtypes(state_dict: dict) -> str:
+    """The floating-point dtypes of a state dict's tensors, e.g. 'float32' or 'float32,
+    float64' (a DDPM keeps its Gaussian skip in float64 whatever the network's dtype)."""
+    found = {
+        str(v.dtype).removeprefix("torch.")
+        for v in state_dict.values()
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+    }
+    return ", ".join(sorted(found))
 
 
 def _show(desc: dict | None) -> str:
