@@ -169,3 +169,30 @@ def test_numpy_scalars_are_taken_as_training_settings():
     settings = dict(epochs=np.int64(1), batch_size=np.int64(10), lr=np.float32(1e-3))
     model = MAF(hidden=4, n_layers=1, random_state=0, **settings).fit(X)
     assert len(model.history_) == 1
+
+
+@pytest.mark.parametrize("n_samples", [0, -1, 2.5, None, True])
+def test_dequantisation_draws_must_be_a_positive_count(n_samples):
+    model = MAF(hidden=4, n_layers=1, epochs=1, dequantize=True, random_state=0).fit(LEVELS)
+    with pytest.raises(ParameterError, match="n_samples must be an integer >= 1"):
+        model.score_samples(LEVELS, n_samples=n_samples)
+    with pytest.raises(ParameterError, match="n_samples"):
+        model.bits_per_dim(LEVELS, n_samples=n_samples)
+
+
+def test_the_dequantisation_bound_with_several_draws_is_their_log_mean_exp():
+    model = MAF(hidden=4, n_layers=1, epochs=1, dequantize=True, random_state=0).fit(LEVELS)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.as_tensor(LEVELS, dtype=torch.float32)
+    with torch.no_grad():
+        draws = torch.stack([model.module_(x, gen) for _ in range(4)]).double()  # (4, n)
+    expected = torch.logsumexp(draws, 0) - np.log(4)
+    got = model.score_samples(LEVELS, n_samples=4, random_state=3)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0])
+def test_ddpm_bound_batch_size_must_be_a_positive_count(batch_size):
+    model = DDPM(5, hidden=4, n_hidden=1, discrete=False, epochs=1, random_state=0).fit(X)
+    with pytest.raises(ParameterError, match="batch_size must be an integer >= 1"):
+        model.bound_terms(X, batch_size=batch_size)

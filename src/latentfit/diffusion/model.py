@@ -17,6 +17,7 @@ from latentfit._validation import (
     check_allocation,
     check_feature_names,
     check_module_memory,
+    check_positive_int,
     check_sample_count,
     is_finite_above,
     make_generator,
@@ -360,6 +361,7 @@ class DDPM(DensityMixin, BaseEstimator):
         standardisation in ``decoder`` and ``total``."""
         check_is_fitted(self, "module_")
         check_timesteps(n_timesteps, "n_timesteps")
+        batch_size = check_positive_int(batch_size, "batch_size")
         x0 = self._as_model_space(X)
         gen = make_generator(random_state, self._dev)
         parts = [

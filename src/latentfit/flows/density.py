@@ -26,6 +26,7 @@ from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
     check_module_memory,
+    check_positive_int,
     check_sample_count,
     first_nonfinite,
     is_finite_above,
@@ -340,14 +341,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
         on log P(x) with ``n_samples`` draws of u, log (1/S Σ_s p(y_s)) - d log L, a lower bound
         in expectation that tightens with S (Ho et al. 2019, eq. 11)."""
         check_is_fitted(self, "module_")
+        n_samples = check_positive_int(n_samples, "n_samples")
         X = self._as_input(X)
         if not self.dequantize:
             return self._batched(lambda xb: self.module_(xb), X).cpu().numpy()
         gen = make_generator(random_state, self._dev)
-        draws = torch.stack(
-            [self._batched(lambda xb: self.module_(xb, gen), X) for _ in range(n_samples)]
-        )  # (S, n)
-        return (torch.logsumexp(draws.double(), 0) - math.log(n_samples)).cpu().numpy()
+        # log Σ_s p(y_s) accumulated draw by draw: memory (n,) whatever S
+        total = self._batched(lambda xb: self.module_(xb, gen), X).double()  # (n,)
+        for _ in range(n_samples - 1):
+            total = torch.logaddexp(total, self._batched(lambda xb: self.module_(xb, gen), X))
+        return (total - math.log(n_samples)).cpu().numpy()
 
     def _batched(self, fn, X: torch.Tensor, batch: int = 1000) -> torch.Tensor:
         return torch.cat([fn(X[i : i + batch]) for i in range(0, X.shape[0], batch)])
