@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from latentfit.errors import DataError, ParameterError
 from latentfit.train import TrainConfig, train
 from latentfit.vae import ELBO, IWAE, VAE, PosteriorCollapseWarning, build_model
 from latentfit.vae.likelihoods import BernoulliLikelihood
@@ -221,6 +222,35 @@ def test_bad_input_is_named():
         train(model, ELBO(), small_data() * 3, None, cfg())
     with pytest.raises(ValueError, match="batch_size"):
         train(model, ELBO(), small_data(), None, cfg(batch_size=1, grad_accum=2))
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (dict(model=nn.Identity()), ParameterError, "nn.Module with parameters"),
+        (dict(objective=None), ParameterError, "objective must be an objective"),
+        (dict(objective="elbo"), ParameterError, "objective must be an objective"),
+        (dict(X="train.csv"), DataError, "X_train is the path or string"),
+        (dict(X=[[1.0, 2.0], [3.0]]), DataError, "X_train cannot be read"),
+        (dict(X=torch.ones(4, 16, dtype=torch.complex64)), DataError, "complex"),
+        (dict(config={"epochs": 1}), ParameterError, "config must be a TrainConfig"),
+        (dict(config=cfg(adam_betas=None)), ParameterError, "adam_betas=None"),
+        (dict(config=cfg(bf16="no")), ParameterError, "bf16='no'"),
+        (dict(config=cfg(collapse_min_kl=float("nan"))), ParameterError, "collapse_min_kl"),
+        (dict(config=cfg(device="cuda:99")), ParameterError, r"^device='cuda:99' was requested"),
+    ],
+)
+def test_bad_arguments_are_named_not_raised_by_torch(args, error, match):
+    # before: StopIteration, TypeError, AttributeError or torch's own message
+    call = dict(
+        model=build_model(x_dim=16, z_dim=3, hidden=[12]),
+        objective=ELBO(),
+        X=small_data(),
+        config=cfg(),
+    )
+    call.update(args)
+    with pytest.raises(error, match=match):
+        train(call["model"], call["objective"], call["X"], None, call["config"])
 
 
 def test_trains_on_device(device):

@@ -22,11 +22,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from latentfit._files import atomic_path
-from latentfit._validation import check_positive_int, resolve_device
+from latentfit._validation import as_numeric_array, check_positive_int, resolve_device
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.train import distributed as dist_utils
 from latentfit.train.checkpoint import (
@@ -128,7 +129,11 @@ def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _check_data(X, name: str, binarize: bool) -> torch.Tensor:
-    X = torch.as_tensor(X)
+    if isinstance(X, torch.Tensor):
+        if X.is_complex():
+            raise DataError(f"{name} is complex: Complex data not supported, fit real values")
+    else:  # text, None, objects and ragged rows refused by name, not by torch's TypeError
+        X = torch.from_numpy(np.ascontiguousarray(as_numeric_array(X, name)))
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"{name} must be a non-empty (n, d) array, got shape {tuple(X.shape)}")
     X = X.float() if not X.is_floating_point() else X
@@ -147,6 +152,14 @@ def _check_data(X, name: str, binarize: bool) -> torch.Tensor:
     return X
 
 
+def _check_objective(objective) -> None:
+    if not callable(objective):
+        raise ParameterError(
+            f"objective must be an objective such as ELBO() or IWAE(k), called as "
+            f"objective(model, x, generator); got {objective!r:.80}"
+        )
+
+
 def validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: int = 500) -> float:
     """Mean of the objective's bound over X, e.g. L_k for IWAE(k).
 
@@ -155,11 +168,7 @@ def validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: i
     checks its rows (``model_rows``: non-empty (n, d), the model's columns, finite, in the
     likelihood's support), ``seed`` is an integer >= 0 and ``batch_size`` one >= 1.
     """
-    if not callable(objective):
-        raise ParameterError(
-            f"objective must be an objective such as ELBO() or IWAE(k), called as "
-            f"objective(model, x, generator); got {objective!r:.80}"
-        )
+    _check_objective(objective)
     X = model_rows(model, X)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
@@ -219,7 +228,15 @@ _COUNTS = (
     "val_batch_size",
     "seed",
 )
-_NUMBERS = ("lr", "adam_eps", "weight_decay", "max_grad_norm", "warmup_epochs", "min_delta")
+_NUMBERS = (
+    "lr",
+    "adam_eps",
+    "weight_decay",
+    "max_grad_norm",
+    "warmup_epochs",
+    "min_delta",
+    "collapse_min_kl",
+)
 
 
 def _check_config(cfg) -> TrainConfig:
@@ -244,7 +261,9 @@ def _check_config(cfg) -> TrainConfig:
         ("weight_decay", number(cfg.weight_decay, 0), "a finite number >= 0"),
         (
             "adam_betas",
-            len(cfg.adam_betas) == 2 and all(number(b, 0, 1) and b < 1 for b in cfg.adam_betas),
+            isinstance(cfg.adam_betas, (tuple, list))
+            and len(cfg.adam_betas) == 2
+            and all(number(b, 0, 1) and b < 1 for b in cfg.adam_betas),
             "two numbers in [0, 1)",
         ),
         (
@@ -260,7 +279,10 @@ def _check_config(cfg) -> TrainConfig:
         ("max_steps", cfg.max_steps is None or count(cfg.max_steps, 1), "None or an integer >= 1"),
         ("val_batch_size", count(cfg.val_batch_size, 1), "an integer >= 1"),
         ("seed", count(cfg.seed, 0), "an integer >= 0"),
+        ("collapse_min_kl", number(cfg.collapse_min_kl, 0), "a finite number >= 0"),
     ]
+    flags = ("restore_best", "binarize", "bf16", "resume", "diagnostics", "progress")
+    rules += [(name, isinstance(getattr(cfg, name), bool), "True or False") for name in flags]
     bad = [f"{name}={getattr(cfg, name)!r} (must be {what})" for name, ok, what in rules if not ok]
     if bad:
         raise ParameterError(f"invalid TrainConfig: {'; '.join(bad)}")
@@ -306,9 +328,22 @@ def train(
     global batch. The model is trained in place; the returned :class:`TrainResult` holds the
     per-epoch history.
     """
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ParameterError(
+            f"config must be a TrainConfig (or None for the defaults), got "
+            f"{type(config).__name__}; build one with TrainConfig(epochs=..., ...)"
+        )
     cfg = _check_config(config or TrainConfig())
+    _check_objective(objective)
+    if not isinstance(model, nn.Module) or not any(p.requires_grad for p in model.parameters()):
+        raise ParameterError(
+            f"model must be a torch.nn.Module with parameters to train, got "
+            f"{type(model).__name__}{'' if isinstance(model, nn.Module) else ' (not a Module)'}"
+        )
     try:
         device = resolve_device(cfg.device)
+    except ParameterError:  # names the device and what to use instead
+        raise
     except (RuntimeError, ValueError) as err:
         raise ParameterError(
             f"device={cfg.device!r} cannot be used: {str(err).splitlines()[0]}; try 'cpu'"
