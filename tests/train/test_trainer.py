@@ -317,3 +317,15 @@ def test_validation_bound_takes_numpy_rows():
     bound = validation_bound(model, ELBO(), X, seed=0)
     assert math.isfinite(bound)
     assert validation_bound(model, ELBO(), X.numpy(), seed=0) == bound
+
+
+def test_a_validation_row_with_a_non_finite_bound_is_named():
+    # before: every epoch's validation bound was -inf, so training stopped after `patience`
+    # epochs and returned the first epoch's weights as the best, without a word
+    from latentfit.flows import MAF
+
+    g = torch.Generator().manual_seed(0)
+    X, X_val = torch.randn(200, 2, generator=g), torch.randn(20, 2, generator=g)
+    X_val[3] = 1e30  # finite in float32; its log-density overflows
+    with pytest.raises(DataError, match=r"is -inf after epoch 1: row 3 of them has -inf"):
+        MAF(hidden=4, n_layers=1, epochs=4, patience=2, random_state=0).fit(X, X_val=X_val)

@@ -196,6 +196,36 @@ def _validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: 
     return float(total[0] / total[1])
 
 
+def _check_finite_validation(model, objective, X, seed, batch_size, value, epoch) -> None:
+    """Refuse a non-finite validation bound (DataError naming the first row that makes it so):
+    early stopping and the best epoch would be chosen on a number that cannot improve, and
+    the model of the first epoch returned as the best. Found by hand: one validation row at
+    1e30 made every epoch's bound -inf, so training stopped after ``patience`` epochs with the
+    first epoch's weights, silently. The rows are scored again only on this failure path, with
+    the seeds of :func:`_validation_bound`."""
+    if math.isfinite(value):
+        return
+    where = ""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for b, start in enumerate(range(0, X.shape[0], batch_size)):
+            gen = torch.Generator(X.device).manual_seed(_stream_seed(seed, 2**40 + b, 0))
+            bound = objective(model, X[start : start + batch_size], gen).bound
+            bad = (~torch.isfinite(bound)).nonzero()
+            if len(bad):
+                i = int(bad[0, 0])
+                where = f": row {start + i} of them has {float(bound[i])}"
+                break
+    model.train(was_training)
+    raise DataError(
+        f"the bound on the validation rows (X_val, or those held out of X) is {value} after "
+        f"epoch {epoch}{where}, so no epoch could be chosen as the best. Such a row lies where "
+        "the model's arithmetic overflows (values far outside the training rows): remove or "
+        "rescale it"
+    )
+
+
 def _write_csv(path: Path, history: list[dict]) -> None:
     if not history or not dist_utils.is_main():
         return
@@ -550,7 +580,11 @@ def train(
             "n_skipped": res.n_skipped,
         }
         if Xv is not None:
-            row["val_bound"] = _validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
+            val = _validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
+            _check_finite_validation(
+                model, objective, Xv, cfg.seed, cfg.val_batch_size, val, epoch + 1
+            )
+            row["val_bound"] = val
         if cfg.diagnostics:
             # at most 2,000 points: the I(x; z) estimate costs O(n²)
             diag = diagnose(
