@@ -38,6 +38,7 @@ from latentfit.flows.density import (
     check_level_scale,
     holdout_split,
     sampling_chunk_rows,
+    warn_constant_columns,
 )
 from latentfit.flows.objectives import as_levels, check_n_levels, level_scale
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
@@ -218,6 +219,8 @@ class DDPM(DensityMixin, BaseEstimator):
             levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True")
             return levels * (2.0 / (self.n_levels - 1)) - 1.0
         if reset:
+            # the scale's floor of 1e-6 would add 13.8 nats a row for each constant column
+            warn_constant_columns(t, "discrete=True (--discrete)")
             self.shift_, sd = column_moments(t)  # (d,) each; finite for data near 1e300
             self.scale_ = sd.clamp_min(1e-6) if t.shape[0] > 1 else torch.ones_like(t[0])
         return (t - self.shift_) / self.scale_

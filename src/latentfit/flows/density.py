@@ -291,7 +291,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 "Fit a one-dimensional density with latentfit.fit_mle or a GaussianMixture"
             )
         if not self.dequantize:
-            _warn_constant_columns(X)
+            warn_constant_columns(X)
         gen = make_generator(self.random_state)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         if X_val is None and self.validation_fraction > 0 and self.patience is not None:
@@ -507,11 +507,14 @@ def sampling_chunk_rows(hidden) -> int:
     return max(1024, (64 << 20) // (4 * max(1, int(hidden))))
 
 
-def _warn_constant_columns(X: torch.Tensor) -> None:
+def warn_constant_columns(
+    X: torch.Tensor, eight_bit: str = "dequantize=True (--dequantize)"
+) -> None:
     """Warn of columns that hold one value in every training row: a density on continuous data
-    is unbounded along such a column (it narrows onto the value), so the log-likelihood rises
-    every epoch and measures nothing. Found by hand: a CSV whose first column was all 1 trained
-    to 7.6 nats a row and climbing, with no word."""
+    is unbounded along such a column (it narrows onto the value, or onto the floor of its
+    scale), so the log-likelihood rises every epoch and measures nothing. Found by hand: a CSV
+    whose first column was all 1 trained to 7.6 nats a row and climbing, with no word.
+    ``eight_bit`` names the option for 8-bit data of the model that warns."""
     if X.shape[0] < 2:
         return
     same = (X == X[0]).all(0)  # (d,)
@@ -522,7 +525,7 @@ def _warn_constant_columns(X: torch.Tensor) -> None:
             f"column(s) {shown}{', ...' if len(cols) > 10 else ''} hold one value in every row "
             "of X: a density of continuous data is unbounded along such a column, so the "
             "log-likelihood rises every epoch and measures nothing. Drop the column(s), or pass "
-            "dequantize=True (--dequantize) if the data are 8-bit levels",
+            f"{eight_bit} if the data are 8-bit levels",
             RuntimeWarning,
             stacklevel=user_stacklevel(),
         )
