@@ -84,6 +84,8 @@ def test_one_chain_says_in_cli_words_that_r_hat_is_not_computed(tmp_path):
         (["--chains", "2"], "--chains sets the sampler"),
         (["--draws", "50", "--warmup", "10"], "--draws, --warmup set the sampler"),
         (["--compile"], "--compile sets the sampler"),
+        (["--target-accept", "0.9"], "--target-accept sets the sampler"),
+        (["--max-depth", "5"], "--max-depth sets the sampler"),
     ],
 )
 def test_sampler_options_without_sample_nuts_are_refused_not_ignored(tmp_path, options, says):
@@ -106,3 +108,68 @@ def test_csv_with_sample_nuts_is_refused_before_sampling(tmp_path):
     )
     assert res.exit_code == 2, res.output
     assert "--csv" in res.output and "use --json" in res.output
+
+
+def _counts(tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n3\n")
+    return ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+
+
+def test_tree_depth_advice_names_the_max_depth_option(tmp_path):
+    # the advice said "raise max_depth", an option fit dist did not have
+    short = ["--sample", "nuts", "--chains", "2", "--draws", "20", "--warmup", "20"]
+    res = runner.invoke(app, [*_counts(tmp_path), *short, "--max-depth", "1"])
+    assert res.exit_code == 0, res.output
+    assert "hit max_depth=1" in res.output or "hit --max-depth 1" in res.output
+    assert "raise --max-depth" in res.output and "raise max_depth" not in res.output
+
+
+def test_divergence_advice_names_the_target_accept_option(tmp_path, monkeypatch):
+    # the advice said "raise target_accept ... (see divergences())": neither is at the CLI
+    import torch
+
+    from latentfit.mcmc.result import MCMCResult
+
+    monkeypatch.setattr(MCMCResult, "num_divergent", property(lambda self: torch.tensor([3, 0])))
+    short = ["--sample", "nuts", "--chains", "2", "--draws", "20", "--warmup", "20"]
+    res = runner.invoke(app, [*_counts(tmp_path), *short])
+    assert res.exit_code == 0, res.output
+    assert "3 of 40 transitions diverged" in res.output
+    assert "raise --target-accept" in res.output
+    assert "divergences()" not in res.output and "target_accept" not in res.output
+
+
+def test_target_accept_and_max_depth_reach_the_sampler(tmp_path, monkeypatch):
+    from latentfit.mcmc import sampler
+
+    seen = {}
+    real = sampler.sample_target
+
+    def spy(target, **kwargs):
+        seen["config"] = kwargs["config"]
+        return real(target, **kwargs)
+
+    monkeypatch.setattr(sampler, "sample_target", spy)
+    short = ["--sample", "nuts", "--chains", "2", "--draws", "10", "--warmup", "10"]
+    res = runner.invoke(
+        app, [*_counts(tmp_path), *short, "--target-accept", "0.95", "--max-depth", "6"]
+    )
+    assert res.exit_code == 0, res.output
+    assert seen["config"].target_accept == 0.95 and seen["config"].max_depth == 6
+
+
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("--target-accept", "1", "--target-accept must lie strictly between 0 and 1"),
+        ("--target-accept", "0", "--target-accept must lie strictly between 0 and 1"),
+        ("--target-accept", "nan", "--target-accept must be a finite number"),
+        ("--max-depth", "0", "--max-depth must be"),
+        ("--max-depth", "40", "--max-depth must be"),
+    ],
+)
+def test_bad_target_accept_and_max_depth_are_refused(tmp_path, option, value, says):
+    res = runner.invoke(app, [*_counts(tmp_path), "--sample", "nuts", option, value])
+    assert res.exit_code == 2, res.output
+    assert says in res.output and "Traceback" not in res.output

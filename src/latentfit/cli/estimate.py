@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -78,7 +79,9 @@ def _parse_init(items: list[str], fam) -> dict | None:
 
 def _cli_words(text: str) -> str:
     """A library message in the command line's words: ``init=`` is ``--init``, ``max_iter``
-    is ``--max-iter``, ``fit_map`` is ``--prior``."""
+    is ``--max-iter``, ``fit_map`` is ``--prior``, ``target_accept`` is ``--target-accept``;
+    advice that only Python can follow (``divergences()``, ``SamplerConfig``) is left out."""
+    text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
     return (
         text.replace("pass init= with values", "pass --init NAME=NUMBER with values")
         .replace("pass init= near", "pass --init NAME=NUMBER near")
@@ -88,7 +91,26 @@ def _cli_words(text: str) -> str:
         .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
         .replace("run num_chains >= 2", "run --chains 2 or more")
         .replace("fewer warm-up iterations (num_warmup) or chains", "a smaller --warmup")
+        .replace(
+            "raise target_accept or reparametrise (see divergences())",
+            "raise --target-accept (e.g. 0.95; the default is 0.8), which takes smaller steps",
+        )
+        .replace("raise max_depth", f"raise --max-depth (at most {MAX_CLI_DEPTH})")
+        .replace("a smaller max_depth", "a smaller --max-depth")
+        .replace("2^(max_depth - 1)", "2^(depth - 1)")
+        .replace("draw more", "draw more (a larger --draws)")
+        .replace("run longer", "run longer (larger --draws and --warmup)")
+        .replace(
+            "; pass SamplerConfig(relocate_stranded=False) to keep them where they are "
+            "(R-hat then reports them)",
+            "",
+        )
     )
+
+
+#: The deepest NUTS tree ``--max-depth`` takes: 2^20 leapfrog steps a transition (the
+#: library's ``MAX_NUM_STEPS``), past which a run would not end in any useful time
+MAX_CLI_DEPTH = 20
 
 
 def _check_finite(fit, data: Path) -> None:
@@ -254,7 +276,15 @@ def _check_prior_start(fam, x, fixed: dict, prior: dict, given: dict) -> None:
 
 
 def _posterior(
-    fit, sampler: str, chains: int, draws: int, warmup: int, seed: int, compile_: bool = False
+    fit,
+    sampler: str,
+    chains: int,
+    draws: int,
+    warmup: int,
+    seed: int,
+    compile_: bool = False,
+    target_accept: float = 0.8,
+    max_depth: int = 10,
 ):
     """The NUTS draws of the posterior and its table (a pandas frame) with the diagnostics
     (the options were checked by :func:`fit_dist` before the data were read)."""
@@ -265,6 +295,8 @@ def _posterior(
         generator=seed,
         progress_bar=False,
         compile=True if compile_ else "replay",
+        target_accept=target_accept,
+        max_depth=max_depth,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -338,6 +370,21 @@ def fit_dist(
         help="Warm-up iterations for --sample.  [default: 1000]",
         show_default=False,
     ),
+    target_accept: float | None = typer.Option(
+        None,
+        "--target-accept",
+        help="Acceptance rate the warm-up tunes the step size to, in (0, 1); raise it "
+        "(e.g. 0.95) when transitions diverge.  [default: 0.8]",
+        show_default=False,
+        callback=finite_number,
+    ),
+    max_depth: int | None = typer.Option(
+        None,
+        "--max-depth",
+        help=f"Deepest NUTS tree (2^depth - 1 leapfrog steps), 1 to {MAX_CLI_DEPTH}; raise it "
+        "when transitions hit it.  [default: 10]",
+        show_default=False,
+    ),
     seed: int = seed_option("Seed of the sampler."),
     compile_: bool = typer.Option(
         False,
@@ -402,11 +449,29 @@ def fit_dist(
                 "--chains and --draws must be at least 1 and --warmup >= 0; got "
                 f"--chains {chains}, --draws {draws}, --warmup {warmup}"
             )
+        target_accept = 0.8 if target_accept is None else target_accept
+        max_depth = 10 if max_depth is None else max_depth
+        if not 0 < target_accept < 1:
+            fail(
+                f"--target-accept must lie strictly between 0 and 1, got {target_accept}; "
+                "0.8 is the default, 0.95 or 0.99 for a posterior whose transitions diverge"
+            )
+        if not 1 <= max_depth <= MAX_CLI_DEPTH:
+            fail(
+                f"--max-depth must be 1 to {MAX_CLI_DEPTH}, got {max_depth}: a tree of depth d "
+                "takes up to 2^d - 1 leapfrog steps a transition (10 is the default)"
+            )
     else:
         # the sampler's options alone would be read and ignored: the user meant to sample
         named = [
             f"--{n}"
-            for n, v in (("chains", chains), ("draws", draws), ("warmup", warmup))
+            for n, v in (
+                ("chains", chains),
+                ("draws", draws),
+                ("warmup", warmup),
+                ("target-accept", target_accept),
+                ("max-depth", max_depth),
+            )
             if v is not None
         ]
         if compile_:
@@ -435,7 +500,9 @@ def fit_dist(
             rows = _rows(fit, level)
             posterior = None
             if sample is not None:
-                posterior = _posterior(fit, sample, chains, draws, warmup, seed, compile_)
+                posterior = _posterior(
+                    fit, sample, chains, draws, warmup, seed, compile_, target_accept, max_depth
+                )
                 text = _posterior_text(fit, *posterior, chains, draws, warmup, seed)
                 table += "\n\n" + text
         except ValueError as err:
