@@ -27,6 +27,7 @@ __all__ = [
     "ParameterError",
     "ResourceLimitError",
     "StrandedChainWarning",
+    "UnknownNameError",
     "user_stacklevel",
 ]
 
@@ -46,6 +47,14 @@ class DataTypeError(DataError, TypeError):
 
 class ParameterError(LatentfitError):
     """A constructor argument, option or hand-set parameter is invalid."""
+
+
+class UnknownNameError(ParameterError, KeyError):
+    """A name looked up in a result (``result["nope"]``) that it does not hold; the message
+    lists the names it does. Also a ``KeyError``, as a dict raises."""
+
+    def __str__(self) -> str:  # KeyError's str() would quote the whole message
+        return str(self.args[0]) if self.args else ""
 
 
 class ModelFileError(LatentfitError):

@@ -94,3 +94,29 @@ def test_a_bad_generator_is_named_by_its_argument(run, generator, match):
     with pytest.raises(ParameterError, match=match) as err:
         run(generator)
     assert "random_state" not in str(err.value)
+
+
+def _svgd():
+    from latentfit.mcmc.svgd import svgd
+
+    return svgd(_normal, {"mu": 0.0, "sigma": 1.0}, constraints={"sigma": constraints.positive},
+                num_particles=5, num_iter=2, generator=0, progress_bar=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("run", [*RESULTS, "svgd"])
+def test_an_unknown_name_is_a_key_error_listing_the_parameters(run):
+    # result["nope"] raised a bare KeyError: 'nope' (a tuple's TypeError for the Gibbs results)
+    from latentfit.errors import LatentfitError
+
+    res = _svgd() if run == "svgd" else RESULTS[run]()
+    with pytest.raises(KeyError) as info:
+        res["nope"]
+    assert isinstance(info.value, LatentfitError)
+    names = {"gibbs_gmm": ("weights", "means", "covariances")}.get(run, ("mu", "sigma"))
+    if run == "gibbs_hmm":
+        names = ("start", "transmat", "means", "covariances")
+    text = str(info.value)
+    assert "'nope'" in text and all(n in text for n in names), text
+    assert not text.startswith('"'), text  # KeyError's repr-quoting of its message
+    first = names[0]
+    assert torch.equal(res[first], (res.particles if run == "svgd" else res.draws)[first])

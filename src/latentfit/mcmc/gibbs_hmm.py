@@ -46,7 +46,7 @@ from latentfit.mcmc.gibbs import (
     sample_niw,
     state_statistics,
 )
-from latentfit.mcmc.result import arviz_call, arviz_mcse
+from latentfit.mcmc.result import arviz_call, arviz_mcse, check_name
 from latentfit.mcmc.target import ordered_vector
 
 __all__ = [
@@ -81,6 +81,14 @@ class GibbsHMMResult(NamedTuple):
             "means": self.means,
             "covariances": self.covariances,
         }
+
+    def __getitem__(self, key):
+        """``result["means"]``: a parameter's draws by name, as the other sampling results
+        give them; an index or slice is the tuple's."""
+        if isinstance(key, str):
+            check_name(self, key, tuple(self.draws))
+            return self.draws[key]
+        return tuple.__getitem__(self, key)
 
     def to_arviz(self):
         """The draws as ArviZ data with a ``posterior`` group (chain, draw, ...)."""

@@ -10,9 +10,26 @@ import numpy as np
 import torch
 
 from latentfit._validation import check_bool, check_positive_int
-from latentfit.errors import MissingDependencyError, ParameterError
+from latentfit.errors import MissingDependencyError, ParameterError, UnknownNameError
 
-__all__ = ["MCMCResult", "arviz_call", "arviz_from_dict", "arviz_mcse", "import_arviz"]
+__all__ = [
+    "MCMCResult",
+    "arviz_call",
+    "arviz_from_dict",
+    "arviz_mcse",
+    "check_name",
+    "import_arviz",
+]
+
+
+def check_name(result, name, names) -> None:
+    """Refuse ``result[name]`` for a ``name`` not among the result's parameters ``names``,
+    listing them (a bare ``KeyError: 'nope'`` said neither)."""
+    if not (isinstance(name, str) and name in names):
+        raise UnknownNameError(
+            f"{type(result).__name__} has no parameter {name!r}; its parameters are "
+            f"{', '.join(map(repr, names))} (result[NAME] for one of them)"
+        )
 
 
 def _not_shape_validation(record: logging.LogRecord) -> bool:
@@ -131,6 +148,7 @@ class MCMCResult:
         return {k: v.reshape(c, n, *v.shape[1:]) for k, v in params.items()}
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        check_name(self, name, self.target.names)
         return self.draws[name]
 
     @property

@@ -30,6 +30,7 @@ from latentfit._validation import (
 )
 from latentfit.errors import ParameterError
 from latentfit.mcmc.budget import check_run, svgd_parts
+from latentfit.mcmc.result import check_name
 from latentfit.mcmc.target import Target, init_values
 
 __all__ = ["SVGDResult", "rbf_median_kernel", "svgd", "svgd_direction"]
@@ -67,6 +68,7 @@ class SVGDResult:
         return self.target.constrain(self.u)[0]
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        check_name(self, name, self.target.names)
         return self.particles[name]
 
 
