@@ -530,6 +530,8 @@ def test_the_summed_out_mixture_names_a_column_without_spread():
     with pytest.raises(DataError, match="x column 1 has no spread"):
         gmm_log_density(np.c_[X[:, 0], np.ones(30)], 2)
     with pytest.raises(DataError, match="x column 0 has no spread"):
+        gmm_log_density(np.ones((3, 1)), 2)
+    with pytest.raises(DataError, match=r"x has 1 sample.*at least 2 are needed"):
         gmm_log_density(np.ones((1, 1)), 2)
 
 
@@ -553,3 +555,21 @@ def test_the_summed_out_mixture_starts_ordered_on_tied_data():
         progress_bar=False,
     )
     assert res.num_draws == 5
+
+
+def test_too_few_rows_say_how_many_each_sampler_needs():
+    # gibbs_gmm on 0 rows said "at least 1 are needed" though it needs 2 (1 row is refused
+    # too); hmm_log_density on 1 row (or constant data) scaled its priors by an sd of NaN (0)
+    # and sample said "no finite log-density in 100 random starts"
+    from latentfit.mcmc.gibbs import gmm_log_density, hmm_log_density
+
+    for n in (0, 1):
+        with pytest.raises(DataError, match=rf"x has {n} sample.*at least 2 are needed"):
+            gibbs_gmm(np.zeros((n, 2)), 2)
+        for target in (gmm_log_density, hmm_log_density):
+            with pytest.raises(DataError, match=rf"x has {n} sample.*at least 2 are needed"):
+                target(np.zeros(n), 2)
+    with pytest.raises(DataError, match=r"x has 0 sample.*at least 1 are needed"):
+        gibbs_hmm(np.zeros((0, 2)), 2)  # one row is an HMM posterior gibbs_hmm samples
+    with pytest.raises(DataError, match="x column 0 has no spread"):
+        hmm_log_density(np.ones(5), 2)

@@ -89,13 +89,19 @@ def observations(x, min_rows: int = 1) -> torch.Tensor:
     ``min_rows`` rows, whose Gaussian statistics do not overflow; bad input is named by row
     and column (``latentfit._validation.as_float_tensor``)."""
     device = x.device if isinstance(x, torch.Tensor) else None  # a tensor stays where it is
-    x = as_float_tensor(x, name="x", ndim=None, device=device)
+    # the rows are counted here, after the shape, against what the caller needs (not 1)
+    x = as_float_tensor(x, name="x", ndim=None, device=device, min_samples=0)
+    given = tuple(x.shape)
     if x.dim() == 1:
         x = x[:, None]
-    if x.dim() != 2 or x.shape[0] < min_rows or x.shape[1] == 0:
+    if x.dim() != 2 or x.shape[1] == 0:
         raise DataError(
             f"x must be an (n, d) array (or (n,) for one column) with n >= {min_rows}; got "
-            f"shape {tuple(x.shape)}"
+            f"shape {given}"
+        )
+    if x.shape[0] < min_rows:
+        raise DataError(
+            f"x has {x.shape[0]} sample(s) (shape {given}); at least {min_rows} are needed"
         )
     check_overflow(x, name="x")
     return x
@@ -103,6 +109,21 @@ def observations(x, min_rows: int = 1) -> torch.Tensor:
 
 def _constant_columns(x: torch.Tensor) -> list[int]:
     return [j for j in range(x.shape[1]) if bool((x[:, j] == x[0, j]).all())]
+
+
+def check_spread(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The column means and standard deviations (d,) of ``x`` (n, d), refusing a column
+    without spread: the summed-out targets scale their priors by each column's sd, and an
+    sd of 0 gave every start a NaN density ("no finite log-density in 100 random starts")."""
+    m, s = column_moments(x)  # (d,) each; finite for data near 1e300
+    constant = [j for j in range(x.shape[1]) if not float(s[j]) > 0]
+    if constant:
+        raise DataError(
+            f"x column {constant[0]} has no spread (every value "
+            f"{float(x[0, constant[0]]):.6g}): the priors are scaled by each column's standard "
+            "deviation, which is 0 here; drop the column or pass more varied data"
+        )
+    return m, s
 
 
 def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBatch:
@@ -389,9 +410,10 @@ def hmm_log_density(x: torch.Tensor, n_states: int):
     algorithm: parameters ``start`` (simplex k), ``trans`` (k rows on the simplex, given as
     ``trans_rows`` (k, k)), ``means`` (ordered), ``scales`` (positive). Returns (log_density,
     init, constraints) for ``latentfit.mcmc.sample`` (one chain per call, vmapped)."""
-    x = observations(x)
+    x = observations(x, min_rows=2)  # its priors are scaled by the data's sd
     if x.shape[1] != 1:
         raise DataError(f"hmm_log_density is univariate; x has {x.shape[1]} columns")
+    check_spread(x)
     x = x[:, 0]
     k = check_positive_int(n_states, "n_states")
 
@@ -429,18 +451,11 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
     scales ~ HalfNormal(2 * data sd). The density takes every chain at once (a leading chain
     dimension on each parameter): pass ``vectorized=True`` to ``sample``. Returns
     (log_density, init, constraints)."""
-    x = observations(x)
+    x = observations(x, min_rows=2)  # its priors are scaled by the data's sd
     d = x.shape[1]
     k = check_positive_int(n_components, "n_components")
     check_positive(prior_scale, "prior_scale")
-    m, s = column_moments(x)  # (d,) each; finite for data near 1e300
-    constant = [j for j in range(d) if not float(s[j]) > 0]
-    if constant:
-        raise DataError(
-            f"x column {constant[0]} has no spread (a single row, or every value "
-            f"{float(x[0, constant[0]]):.6g}): the priors are scaled by each column's standard "
-            "deviation, which is 0 here; drop the column or pass more varied data"
-        )
+    m, s = check_spread(x)
     D = torch.distributions
 
     def mixture(weights, means, scales):  # (c, k), (c, k, d), (c, k, d)
