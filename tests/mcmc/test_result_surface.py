@@ -120,3 +120,22 @@ def test_an_unknown_name_is_a_key_error_listing_the_parameters(run):
     assert not text.startswith('"'), text  # KeyError's repr-quoting of its message
     first = names[0]
     assert torch.equal(res[first], (res.particles if run == "svgd" else res.draws)[first])
+
+
+@pytest.mark.parametrize(
+    "keyword", ["seed", "generator", "num_chains", "chains", "num_warmup", "target_accept"]
+)
+def test_resume_refuses_a_new_seed_or_chains_saying_it_continues_the_run(keyword):
+    # resume(10, seed=1) raised Python's "got an unexpected keyword argument 'seed'"
+    res = _nuts(num_draws=5, num_chains=2)
+    with pytest.raises(ParameterError) as info:
+        res.resume(5, progress_bar=False, **{keyword: 1})
+    text = str(info.value)
+    assert f"{keyword}=" in text and "continues" in text and "sample(" in text, text
+    assert res.resume(5, progress_bar=False).num_draws == 10  # the refusal moved nothing
+
+
+def test_resume_names_an_unknown_keyword_and_what_it_takes():
+    res = _nuts(num_draws=5, num_chains=2)
+    with pytest.raises(ParameterError, match=r"nope=.*num_draws and progress_bar"):
+        res.resume(5, nope=True)

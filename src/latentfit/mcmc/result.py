@@ -292,12 +292,17 @@ class MCMCResult:
         )
 
     # -- more draws ----------------------------------------------------------------------------
-    def resume(self, num_draws: int, progress_bar: bool = True) -> MCMCResult:
+    def resume(self, num_draws: int, progress_bar: bool = True, **settings) -> MCMCResult:
         """``num_draws`` more draws from where every chain stopped, with the adapted step size
         and metric and the same random stream (no second warm-up): returns the result holding
-        all draws so far. The same seed with ``resume`` gives the same draws as one longer run."""
+        all draws so far. The same seed with ``resume`` gives the same draws as one longer run.
+
+        A resume continues this run, so it takes no seed, generator, chains or sampler
+        settings (a ParameterError says so): for those, call ``sample`` again."""
         from latentfit.mcmc.sampler import check_memory
 
+        if settings:
+            _refuse_resume_settings(settings, self.num_chains)
         num_draws = check_positive_int(num_draws, "num_draws")
         progress_bar = check_bool(progress_bar, "progress_bar")
         runner = self._runner
@@ -314,6 +319,27 @@ class MCMCResult:
         self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
         return MCMCResult(self.target, self._runner, rec, self.warmup_stats)
+
+
+def _refuse_resume_settings(settings: dict, chains: int) -> None:
+    """Refuse keywords ``resume`` does not take (it raised Python's "unexpected keyword
+    argument"): a new seed, chain count or sampler setting cannot apply to a run that goes on
+    with its own chains, random stream, step size and metric."""
+    import inspect
+
+    from latentfit.mcmc.sampler import sample
+
+    run = set(inspect.signature(sample).parameters) | {"seed", "random_state", "chains"}
+    given = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    why = (
+        f"resume continues this run's own {chains} chain(s) and random stream, with the step "
+        "size and metric its warm-up adapted, so it takes no new seed, chains or sampler "
+        "settings; for those, sample again (sample(...) or fit.sample_posterior(...): a new "
+        "warm-up). "
+        if set(settings) & run
+        else ""
+    )
+    raise ParameterError(f"resume({given}): {why}resume takes num_draws and progress_bar")
 
 
 def _dims(posterior: dict[str, np.ndarray]) -> dict[str, list[str]]:
