@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "DataTypeError",
     "DegenerateComponentWarning",
+    "DivergedParticlesWarning",
     "LatentfitError",
     "MissingDependencyError",
     "ModelFileError",
@@ -77,6 +78,11 @@ class MissingDependencyError(LatentfitError, ImportError):
 
 class StrandedChainWarning(RuntimeWarning):
     """A Markov chain was found far below the others in warm-up (a minor mode) and moved."""
+
+
+class DivergedParticlesWarning(RuntimeWarning):
+    """SVGD's particles ended far less probable than they started: the step size threw them
+    away from the density instead of moving them toward it. The message says by how much."""
 
 
 class CompileFallbackWarning(RuntimeWarning):

@@ -68,3 +68,50 @@ def test_svgd_matches_the_mvn_and_nuts():
     assert ((nuts.mean(0) - MEAN).abs() < 4 * mcse).all()
     assert ((x.mean(0) - nuts.mean(0)).abs() < 0.1 + 4 * mcse).all()
     torch.testing.assert_close(torch.cov(x.T), torch.cov(nuts.T), atol=0.3, rtol=0.15)
+
+
+def _std_normal(x):
+    return D.Normal(0.0, 1.0).log_prob(x).sum()
+
+
+def test_a_step_size_that_throws_the_particles_away_is_said():
+    # step_size=1e10 returned particles around 6e9 (log-density ~ -1e19) without a word
+    import pytest
+
+    from latentfit.errors import DivergedParticlesWarning
+
+    with pytest.warns(DivergedParticlesWarning, match="step_size=1e\\+10") as caught:
+        res = svgd(
+            _std_normal, {"x": torch.zeros(1)}, num_particles=50, num_iter=50,
+            step_size=1e10, generator=0, progress_bar=False,
+        )  # fmt: skip
+    assert float(res["x"].abs().median()) > 1e6  # the particles did diverge
+    assert "smaller step_size" in str(caught[0].message)
+
+
+def test_ordinary_runs_at_the_default_step_stay_quiet():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for start, scale in ((0.0, 1.0), (50.0, 1.0), (0.0, 0.01)):  # from far: lp rises
+            svgd(
+                _std_normal, {"x": torch.full((3,), start)}, num_particles=50, num_iter=200,
+                init_scale=scale, generator=0, progress_bar=False,
+            )  # fmt: skip
+        svgd(_mvn, {"x": torch.zeros(2)}, num_particles=50, num_iter=200, generator=0,
+             progress_bar=False)  # fmt: skip
+
+
+def test_particles_made_non_finite_by_the_last_step_are_refused():
+    # the loop checked the particles before each step, never after the last: a last step to
+    # inf was returned
+    import pytest
+
+    from latentfit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="smaller step_size"):
+        svgd(
+            _std_normal, {"x": torch.zeros(1)}, num_particles=10, num_iter=1,
+            step_size=1e308, generator=0, progress_bar=False,
+        )  # fmt: skip

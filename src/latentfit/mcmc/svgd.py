@@ -15,6 +15,7 @@ evaluation of the ``Target`` per iteration.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ from latentfit._validation import (
     resolve_device,
     resolve_dtype,
 )
-from latentfit.errors import ParameterError
+from latentfit.errors import DivergedParticlesWarning, ParameterError, user_stacklevel
 from latentfit.mcmc.budget import check_run, svgd_parts
 from latentfit.mcmc.result import check_name
 from latentfit.mcmc.target import Target, init_values
@@ -133,22 +134,53 @@ def svgd(
     )
     hist = torch.zeros_like(u)
     alpha, fudge = 0.9, 1e-6
+    lp0 = None
     for it in tqdm(range(num_iter), desc="SVGD", disable=not progress_bar, leave=False):
         lp, grad = target.log_prob_and_grad(u)
-        bad = ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1))
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            raise ParameterError(
-                f"SVGD iteration {it}: the log-density or its gradient is not finite at particle "
-                f"{i} ({int(bad.sum())} of {num_particles} particles): {_at(target, u[i])}. "
-                + (
-                    "The particles start there: choose init where the density is finite, or a "
-                    "smaller init_scale"
-                    if it == 0
-                    else "Try a smaller step_size"
-                )
-            )
+        _check_finite(target, u, ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1)), it)
+        lp0 = lp if lp0 is None else lp0
         phi = svgd_direction(u, grad)
         hist = phi.pow(2) if it == 0 else alpha * hist + (1 - alpha) * phi.pow(2)
         u = u + step_size * phi / (fudge + hist.sqrt())
+    lp = target.log_prob(u).detach()  # where the last step put them: (s,)
+    _check_finite(target, u, ~torch.isfinite(lp), num_iter)
+    _check_diverged(lp0.detach(), lp, target.n_free, step_size)
     return SVGDResult(target, u.detach(), num_iter)
+
+
+def _check_finite(target: Target, u: torch.Tensor, bad: torch.Tensor, it: int) -> None:
+    """Refuse particles ``u`` (s, p) where ``bad`` (s,): their log-density or gradient is not
+    finite, at iteration ``it`` (the start, or where a step put them)."""
+    if not bool(bad.any()):
+        return
+    i = int(bad.nonzero()[0])
+    raise ParameterError(
+        f"SVGD iteration {it}: the log-density or its gradient is not finite at particle "
+        f"{i} ({int(bad.sum())} of {u.shape[0]} particles): {_at(target, u[i])}. "
+        + (
+            "The particles start there: choose init where the density is finite, or a "
+            "smaller init_scale"
+            if it == 0
+            else "Try a smaller step_size"
+        )
+    )
+
+
+def _check_diverged(lp0: torch.Tensor, lp: torch.Tensor, p: int, step_size: float) -> None:
+    """Warn when the particles' median log-density ``lp`` (s,) ends far below where it
+    started, ``lp0`` (s,). SVGD's drive term moves particles toward higher density, so they
+    end no worse than a posterior draw: for a near-Gaussian posterior in p dimensions a draw
+    lies chi2_p / 2 (mean p/2) below the mode, at most a few nats more than where a start at
+    the mode lies. A fall of more than 50 + 5p nats (e^50 times less probable) is a step that
+    overshoots and grows each iteration (step_size=1e10 on a standard normal: particles at
+    6e9, a fall of 1e19), not a posterior's spread; a start far from the mass only rises."""
+    start, end = float(lp0.median()), float(lp.median())
+    if start - end > 50 + 5 * p:
+        warnings.warn(
+            f"SVGD diverged: the particles' median log-density fell from {start:.4g} at the "
+            f"start to {end:.4g}, so the particles are spread far past the density's mass "
+            f"(step_size={step_size:g} throws them further each iteration); use a smaller "
+            "step_size (the default is 0.1)",
+            DivergedParticlesWarning,
+            stacklevel=user_stacklevel(),
+        )
