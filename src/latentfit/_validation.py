@@ -31,6 +31,7 @@ __all__ = [
     "check_choice",
     "check_distribution",
     "check_em_counts",
+    "check_exact_integers",
     "check_feature_names",
     "check_missing",
     "check_module_memory",
@@ -44,6 +45,7 @@ __all__ = [
     "check_tol",
     "device_generator",
     "feature_names",
+    "first_inexact_integer",
     "first_nonfinite",
     "is_finite_above",
     "make_generator",
@@ -184,6 +186,65 @@ def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:
     return tuple(int(i) for i in bad.nonzero()[0])
 
 
+#: Every whole number up to 2**53 in magnitude is a float64; past it float64 steps by 2 or more,
+#: so most larger integers (identifiers, counts) would be read as a different integer.
+EXACT_INTEGER = 2**53
+
+
+def first_inexact_integer(a: np.ndarray) -> tuple[int, ...] | None:
+    """Index (row-major) of the first entry of the integer array ``a`` that float64 does not
+    hold exactly (it would become another integer), or None. Integers of 32 bits or fewer, and
+    arrays of other kinds, are always None."""
+    if a.dtype.kind not in "iu" or a.dtype.itemsize < 8 or a.size == 0:
+        return None
+    flat = a.reshape(-1)
+    if flat.max() <= EXACT_INTEGER and flat.min() >= -EXACT_INTEGER:
+        return None
+    where = np.flatnonzero((flat > EXACT_INTEGER) | (flat < -EXACT_INTEGER))
+    ints = flat[where]
+    floats = ints.astype(np.float64)
+    info = np.iinfo(a.dtype)
+    # floats past the integer type's range (2**63 for int64) cannot be converted back
+    over = (floats >= float(info.max) + 1) | (floats < float(info.min))
+    bad = over | (np.where(over, 0.0, floats).astype(a.dtype) != ints)
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(where[np.argmax(bad)], a.shape))
+
+
+def inexact_integer_words(value: int, read_as: float) -> str:
+    """What is wrong with the integer ``value``, which float64 holds as ``read_as``."""
+    if not math.isfinite(read_as):
+        return f"the integer {value}, beyond the range of float64 (it would be read as inf)"
+    return (
+        f"the integer {value}, which float64 cannot hold exactly: it would be read as "
+        f"{int(read_as)}, a different number (whole numbers are exact only up to 2**53 = "
+        f"{EXACT_INTEGER:,})"
+    )
+
+
+def check_exact_integers(t: torch.Tensor, name: str, columns=None, row_offset: int = 0) -> None:
+    """Refuse a 64-bit integer tensor holding a value that would become another integer in
+    float64 (an identifier column of 17 digits, say), naming where it is; ``row_offset`` is
+    the row of the whole data set at which ``t`` starts (a block of a streamed source)."""
+    if t.dtype not in (torch.int64, torch.uint64):
+        return
+    if t.dtype == torch.int64 and t.numel():
+        lo, hi = t.aminmax()  # on the tensor's device: the common case copies nothing
+        if int(hi) <= EXACT_INTEGER and int(lo) >= -EXACT_INTEGER:
+            return
+    a = t.cpu().numpy()
+    idx = first_inexact_integer(a)
+    if idx is not None:
+        value = int(a[idx])
+        where = _describe_position((idx[0] + row_offset, *idx[1:]) if idx else idx, columns)
+        raise DataError(
+            f"{name} holds, at {where}, "
+            f"{inexact_integer_words(value, float(value))}: leave an identifier column out of the data, "
+            "or convert the array to float first (e.g. X.astype(float)) to accept the rounding"
+        )
+
+
 def _describe_position(index: tuple[int, ...], columns=None) -> str:
     if len(index) == 0:
         return "its only value"
@@ -292,7 +353,9 @@ def as_float_tensor(
     Raises :class:`~latentfit.errors.DataError` naming the first offending row and column for
     NaN/inf values (unless ``allow_nan``: NaN is then kept as the missing-value marker, inf is
     still refused), for non-numeric values (strings, paths, ragged lists, objects), wrong
-    dimensionality and too few samples. A value finite in ``X`` but beyond a float32 ``dtype``
+    dimensionality and too few samples, and for a 64-bit integer that float64 cannot hold
+    exactly (past 2**53 most become another integer: an identifier column, say; a float32
+    ``dtype`` then rounds as the caller chose). A value finite in ``X`` but beyond a float32 ``dtype``
     is said as such, with the advice to rescale or to use ``float64_option``: how the caller's
     user asks for float64 (an estimator's ``dtype=float64``, a command-line option), or None
     where the caller offers no way (a fixed float32, a command line without such an option).
@@ -338,6 +401,7 @@ def as_float_tensor(
         raise DataError(
             f"{name} has 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is required."
         )
+    check_exact_integers(t, name, columns)
     src, t = t, t.to(device=device, dtype=dtype)
     if allow_nan:
         inf = torch.isinf(t)

@@ -289,3 +289,61 @@ def test_parquet_bool_and_int_columns_with_nulls_become_nan(tmp_path):
     source = open_source(path).configured(allow_nan=True)
     streamed = np.concatenate([x.numpy() for x, _ in source])
     np.testing.assert_array_equal(streamed, got)
+
+
+# ---------------------------------------------------------------------- integers past 2**53
+IDS = "id,x\n12345678901234567,1.5\n12345678901234568,2.5\n"  # both read as ...568 in float64
+
+
+def test_an_integer_that_float64_would_change_is_refused_by_row_and_column(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text(IDS)
+    with pytest.raises(DataError) as info:
+        load_array(path)
+    message = str(info.value)
+    for needle in ("ids.csv: row 0 (line 2), column 0 ('id')", "12345678901234567", "--columns"):
+        assert needle in message, message
+    assert "read as 12345678901234568" in message
+    np.testing.assert_array_equal(load_array(path, columns=["x"]).numpy(), [[1.5], [2.5]])
+
+
+def test_a_text_column_beside_a_long_integer_still_names_the_integer(tmp_path):
+    # the slow path (a text cell refused by the fast parse, then left out) checks it too
+    path = tmp_path / "mixed.csv"
+    path.write_text("name,a,b\nx,1,2\ny,3,123456789012345678901\n")
+    with pytest.raises(DataError, match=re.escape("row 1 (line 3), column 2 ('b')")):
+        load_array(path, columns=["a", "b"])
+
+
+def test_integers_float64_holds_exactly_and_decimals_are_read(tmp_path):
+    path = tmp_path / "exact.csv"
+    path.write_text(f"a,b,c\n{2**60},1e300,-{2**53}\n12345678901234567.0,1.5e17,7\n")
+    got = load_array(path).numpy()
+    np.testing.assert_array_equal(
+        got, [[2.0**60, 1e300, -(2.0**53)], [12345678901234568.0, 1.5e17, 7]]
+    )
+
+
+def test_the_command_line_refuses_an_identifier_column(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.csv").write_text(IDS + "3,0.5\n")
+    _cli_error(["fit", "gmm", "ids.csv", "-k", "1"], "ids.csv: row 0 (line 2), column 0 ('id')")
+
+
+def test_64_bit_integer_arrays_float64_would_change_are_refused(tmp_path):
+    a = np.array([[1, 2], [3, 2**53 + 1]], dtype=np.int64)
+    np.save(tmp_path / "i.npy", a)
+    for read in (load_array, _streamed):
+        with pytest.raises(
+            DataError, match=re.escape("row 1, column 1, the integer 9007199254740993")
+        ):
+            read(tmp_path / "i.npy")
+    ids = pa.array([1, None, 2**60 + 1], pa.int64())
+    path = _parquet(tmp_path / "i.parquet", ["x", "id"], [pa.array([1.0, 2.0, 3.0]), ids])
+    for read in (load_array, _streamed):
+        with pytest.raises(DataError, match=re.escape("row 2, column")) as info:
+            read(path)
+        assert "'id'" in str(info.value) and "1152921504606846977" in str(info.value)
+    exact = np.array([[2**60, -(2**63)], [2**63 - 2**10, 5]], dtype=np.int64)
+    np.save(tmp_path / "exact.npy", exact)
+    np.testing.assert_array_equal(load_array(tmp_path / "exact.npy").numpy(), exact.astype(float))

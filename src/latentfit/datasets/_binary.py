@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentfit._validation import check_allocation
+from latentfit._validation import check_allocation, first_inexact_integer, inexact_integer_words
 from latentfit.errors import (
     DataError,
     DataTypeError,
@@ -20,7 +20,7 @@ from latentfit.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["native_dtype", "npy_header"]
+__all__ = ["arrow_floats", "native_dtype", "npy_header"]
 
 #: Suffixes read as delimited text.
 from latentfit.datasets._columns import _check_unique, _resolve
@@ -177,6 +177,20 @@ def _read_npz(path: Path, columns: list) -> np.ndarray:
     return _native(values)
 
 
+def arrow_floats(column, pa, pc) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """The float64 values of a pyarrow numeric column (nulls as NaN), and the row and words of
+    its first 64-bit integer that float64 would read as another integer (or None)."""
+    values = pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+    if not (pa.types.is_int64(column.type) or pa.types.is_uint64(column.type)):
+        return values, None
+    ints = pc.fill_null(column, 0).to_numpy()  # (n,)
+    bad = first_inexact_integer(ints)
+    if bad is None:
+        return values, None
+    i = bad[0]
+    return values, (i, inexact_integer_words(int(ints[i]), float(values[i])))
+
+
 def _read_parquet(path: Path, columns) -> tuple[list[str], np.ndarray]:
     """The names and float64 values (n, k) of the kept columns of a Parquet file; the schema
     (names, types) and the row count are checked before any column is read."""
@@ -223,9 +237,21 @@ def _read_parquet(path: Path, columns) -> tuple[list[str], np.ndarray]:
         else:
             read = meta.read(columns=[names[j] for j in parsed]).columns
         # bool and integer columns with nulls as float64 NaN (to_numpy would give objects)
-        cols = [pc.cast(c, pa.float64(), safe=False).to_numpy(zero_copy_only=False) for c in read]
+        converted = [arrow_floats(c, pa, pc) for c in read]
     except (OSError, ValueError, KeyError) as err:
         raise DataError(f"{path} is not a readable Parquet file: {str(err).strip()}") from None
+    cols = [values for values, _ in converted]
+    inexact = [
+        (bad[0], j, bad[1])
+        for j, (_, bad) in zip(parsed, converted, strict=True)
+        if bad is not None
+    ]
+    if inexact:
+        i, j, words = min(inexact)
+        raise DataError(
+            f"{path}: row {i}, column {j} ({names[j]!r}) holds {words}; if the column is an "
+            "identifier, leave it out with --columns (columns= in Python)"
+        )
     values = np.column_stack(cols) if cols else np.empty((n, 0))
     if len(parsed) != len(keep):
         values = values[:, [parsed.index(j) for j in keep]]

@@ -15,6 +15,7 @@ import bz2
 import codecs
 import csv
 import gzip
+import math
 import os
 import re
 import zlib
@@ -24,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentfit._validation import as_float_tensor, check_allocation
+from latentfit._validation import (
+    EXACT_INTEGER,
+    as_float_tensor,
+    check_allocation,
+    inexact_integer_words,
+)
 from latentfit.datasets._binary import (
     _read_npy,
     _read_npz,
@@ -449,15 +455,15 @@ def _read_text(path: Path, columns, delimiter: str | None):
     # than they save (benchmarks/README.md), so small files and small machines read in one.
     threads = path.stat().st_size > _THREADED_BYTES and _cpus() > 2
 
-    def read(column_type, nulls):
+    def read(column_type, nulls, columns=include):
         source.seek(0 if layout.squeeze or compressed else layout.offset)
         return pacsv.read_csv(
             source,
             read_options=pacsv.ReadOptions(column_names=raw_names, use_threads=threads),
             parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(include, column_type),
-                include_columns=include,
+                column_types=dict.fromkeys(columns, column_type),
+                include_columns=columns,
                 null_values=nulls,
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=True,
@@ -465,6 +471,7 @@ def _read_text(path: Path, columns, delimiter: str | None):
         )
 
     with source:
+        strings = None  # the selected columns as text, read only when needed
         try:
             table = read(pa.float64(), _NULLS)
             values = _to_numpy(table, include)
@@ -486,11 +493,71 @@ def _read_text(path: Path, columns, delimiter: str | None):
             except pa.ArrowInvalid as err:  # e.g. bytes that are not UTF-8 past the sniffed part
                 raise DataError(f"{path} is not a readable text file: {err}") from None
             values = _slow_values(path, layout, strings, include, parsed, shown, pa, pc)
+        big = _past_exact(values)
+        if big:  # only there can an integer have become another one
+            if strings is None:
+                strings = read(pa.string(), [], [include[p] for p in big])
+            _check_integers(path, layout, values, strings, include, big, parsed, shown)
     if values.shape[0] == 0:
         raise DataError(f"{path} has a header but no data rows")
     if len(parsed) != len(keep):
         values = values[:, [parsed.index(j) for j in keep]]
     return [shown[j] for j in keep], values
+
+
+#: A cell written as a whole number (the cells float64 must hold exactly).
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+
+
+def _past_exact(values: np.ndarray) -> list[int]:
+    """The columns of ``values`` holding a number of magnitude 2**53 or more (NaN ignored),
+    found without a copy of the table."""
+    if values.shape[0] == 0:
+        return []
+    hi, lo = np.fmax.reduce(values, axis=0), np.fmin.reduce(values, axis=0)
+    return np.flatnonzero((hi >= EXACT_INTEGER) | (lo <= -EXACT_INTEGER)).tolist()
+
+
+def _check_integers(path, layout, values, strings, include, big, keep, shown) -> None:
+    """A DataError at the first cell (row first, then the leftmost column) written as a whole
+    number that float64 would read as another one: past 2**53 (9,007,199,254,740,992) a
+    17-digit identifier such as 12345678901234567 becomes 12345678901234568. A number written
+    with a decimal point or an exponent is a measurement, whose rounding is expected."""
+    first = None  # (row, position in include, cell, value read)
+    for j in big:
+        rows = np.flatnonzero(np.abs(values[:, j]) >= EXACT_INTEGER)
+        if first is not None:
+            rows = rows[rows < first[0]]
+        cells = strings.column(include[j]).take(rows).to_pylist()
+        for i, cell in zip(rows.tolist(), cells, strict=True):
+            cell = cell.strip()
+            if not _INTEGER.fullmatch(cell):
+                continue
+            read_as = float(values[i, j])
+            try:
+                exact = math.isfinite(read_as) and int(cell) == int(read_as)
+            except ValueError:  # more digits than Python converts (thousands): not exact
+                exact = False
+            if not exact:
+                first = (i, j, cell, read_as)
+                break
+    if first is None:
+        return
+    i, j, cell, read_as = first
+    col = keep[j]
+    short = len(cell) <= 40
+    shown_cell = cell if short else f"{cell[:20]}...{cell[-10:]} ({len(cell)} digits)"
+    advice = (
+        "leave it out with --columns (columns= in Python); if rounding is acceptable, write its "
+        f"values with a decimal point or an exponent (e.g. {cell}.0)"
+        if short and math.isfinite(read_as)
+        else "leave it out with --columns (columns= in Python)"
+    )
+    raise DataError(
+        f"{path}: row {i} (line {_line_of(path, layout, i)}), column {col} ({shown[col]!r}) "
+        f"holds {inexact_integer_words(shown_cell, read_as)}. If the column is an identifier, "
+        f"{advice}"
+    )
 
 
 def _slow_values(path, layout, table, include, keep, shown, pa, pc) -> np.ndarray:
@@ -561,7 +628,9 @@ def load_array(
     some columns, in the order given: names from a CSV header or Parquet schema, or 0-based
     positions (ints or digit strings) in every format; a name where a file has none, or a
     position past the last column, is a :class:`~latentfit.errors.DataError`. Errors name the
-    row and column of non-numeric, NaN or infinite values; empty, damaged and binary files
+    row and column of non-numeric, NaN or infinite values, and of whole numbers that float64
+    would read as other whole numbers (past 2**53: a 17-digit identifier column, say; a value
+    written with a decimal point or an exponent is rounded as usual); empty, damaged and binary files
     and folders are refused with a DataError. Columns left out are never converted, so a text
     column can stay in the file.
     """

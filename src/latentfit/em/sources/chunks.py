@@ -33,13 +33,14 @@ import torch
 from latentfit._validation import (
     _check_overflow,
     as_numeric_array,
+    check_exact_integers,
     check_positive_int,
     check_sample_weight,
     first_nonfinite,
     resolve_device,
     resolve_dtype,
 )
-from latentfit.datasets._binary import native_dtype, npy_header
+from latentfit.datasets._binary import arrow_floats, native_dtype, npy_header
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import DataError, DataTypeError, MissingDependencyError, ParameterError
 
@@ -276,6 +277,7 @@ class ChunkSource:
             # torch takes (native byte order; float128 as float64).
             with np.errstate(over="ignore"):  # a long double past float64 is inf, then named
                 a = torch.from_numpy(np.array(a, dtype=native_dtype(a.dtype), copy=True))
+        check_exact_integers(a, f"{self.name} ({what})", row_offset=offset)
         return a.to(device=self.device, dtype=self.dtype)
 
     def _row_offset(self) -> int:
@@ -422,15 +424,20 @@ class ParquetSource(ChunkSource):
                 try:
                     table = f.read_row_group(g, columns=wanted).slice(lo - first, hi - lo)
                     # bool and integer columns with nulls as float64 NaN, not Python objects
-                    cols = [
-                        pc.cast(c, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-                        for c in table.columns
-                    ]
+                    converted = [arrow_floats(c, pa, pc) for c in table.columns]
                 except (OSError, ValueError, KeyError) as err:
                     raise DataError(
                         f"{self.path}: row group {g} (rows {first} to {first + m - 1}) cannot be "
                         f"read: {err}"
                     ) from None
+                cols = [values for values, _ in converted]
+                inexact = [(b[0], j, b[1]) for j, (_, b) in enumerate(converted) if b is not None]
+                if inexact:
+                    i, j, words = min(inexact)
+                    raise DataError(
+                        f"{self.path}: row {lo + i}, column {wanted[j]!r} holds {words}; if the "
+                        "column is an identifier, leave it out of the columns read"
+                    )
                 X = np.column_stack(cols[: len(self.columns)])
                 yield X, cols[-1] if self.weight_column else None
             first += m
