@@ -263,3 +263,77 @@ def test_select_vhmm_refuses_what_it_does_not_take(option, needle, small_csv):
     res = runner.invoke(app, ["select", "hmm", str(small_csv), "-k", "1-2", *option])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert needle in res.output, res.output
+
+
+# ------------------------------------------------ a model's words about X, said of DATA
+@pytest.mark.parametrize(
+    "argv, file, rows, needle",
+    [
+        (
+            ["fit", "gmm", "two.csv", "-k", "3"],
+            "two.csv",
+            "1,2\n3,4\n",
+            "two.csv has 2 rows, fewer than -k 3",
+        ),
+        (
+            ["fit", "bgmm", "two.csv", "-k", "3"],
+            "two.csv",
+            "1,2\n3,4\n",
+            "two.csv has 2 rows, fewer than -k 3",
+        ),
+        (
+            ["fit", "hmm", "two.csv", "-k", "3"],
+            "two.csv",
+            "1,2\n3,4\n",
+            "two.csv has 2 rows, fewer than -k 3",
+        ),
+        (
+            ["fit", "ssm", "two.csv", "-k", "3"],
+            "two.csv",
+            "1,2\n3,4\n",
+            "two.csv has 2 rows, fewer than -k 3",
+        ),
+        (
+            ["fit", "fa", "two.csv", "-k", "3"],
+            "two.csv",
+            "1,2\n3,4\n",
+            "-k 3 must be at most the 2 column(s) of two.csv",
+        ),
+        (
+            ["fit", "hmm", "frac.csv", "-k", "1", "--emission", "multinomial"],
+            "frac.csv",
+            "1,2\n1.5,3\n",
+            "the value 1.5 at row 1, column 0 of frac.csv is fractional",
+        ),
+        (
+            ["fit", "hmm", "two.csv", "-k", "1", "--lengths", "lengths.txt"],
+            "two.csv",
+            "1,2\n3,4\n",
+            "lengths sum to 3 but two.csv has 2 rows",
+        ),
+    ],
+)
+def test_model_errors_name_the_data_file_and_the_option(
+    tmp_path, monkeypatch, argv, file, rows, needle
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / file).write_text("a,b\n" + rows)
+    (tmp_path / "lengths.txt").write_text("3\n")
+    res = runner.invoke(app, [*argv, "--quiet"] if argv[1] != "fa" else argv)
+    _clean_error(res, needle)
+    error = res.output[res.output.index("error:") :]
+    assert not re.search(r"\bX\b|n_components|n_samples", error), error
+
+
+def test_cli_words_change_only_the_words_about_the_data():
+    from latentfit.cli.app import cli_words
+
+    said = cli_words(
+        "X has 2 rows, fewer than n_components=3; e.g. X > 0.5 or X.reshape(-1, 1)", "a.csv", "-k"
+    )
+    assert said == "a.csv has 2 rows, fewer than -k 3; e.g. X > 0.5 or X.reshape(-1, 1)"
+    assert (
+        cli_words("row 4 of X has zero density", r"C:\d\1.csv")
+        == r"row 4 of C:\d\1.csv has zero density"
+    )
+    assert cli_words("fewer than n_components=3", "a.csv") == "fewer than n_components=3"  # no -k

@@ -187,7 +187,7 @@ def test_bad_lengths_and_symbols_are_clear_errors(series, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("100 100\n")
     res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--lengths", str(bad)])
-    assert res.exit_code == 2 and f"but X has {len(X)} rows" in res.output
+    assert res.exit_code == 2 and f"but {path} has {len(X)} rows" in res.output
     res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--emission", "categorical"])
     assert res.exit_code == 2 and "one column of symbols" in res.output
     frac = tmp_path / "frac.csv"

@@ -96,6 +96,82 @@ def fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def data_name(data: Path | str | None, dataset: str | None = None) -> str:
+    """DATA or ``--dataset`` as a message names it: the file as given, or the bundled set."""
+    return str(data) if data is not None else f"the {dataset} data set"
+
+
+#: A model's message about its data argument ``X`` in the command line's words (see
+#: :func:`cli_words`); ``{data}`` is the DATA file. The value of ``X[i, j] = v`` is said first.
+_DATA_WORDS = (
+    (
+        r"Expected n_samples >= n_components but got n_components = (\d+), n_samples = (\d+)",
+        r"{data} has \2 rows, fewer than n_components=\1",
+    ),
+    (
+        r"\bX\[(\d+), (\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
+        r"the value \3 at row \1, column \2 of {data}",
+    ),
+    (r"\bX\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
+    (r"\b(of|in|but|from) X\b(?![\[.(_])", r"\1 {data}"),
+    (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
+    (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
+)
+#: The same for ``n_components``, where the command's option ``-k`` set it (after the above).
+_COMPONENT_WORDS = (
+    (r"\bn_components\s?=\s?(\d+)", r"{k} \1"),
+    (r"\bn_components\b", r"{k}"),
+)
+
+
+def cli_words(text: str, data: str | None = None, k: str | None = None) -> str:
+    """A library message in the command line's words: the estimator's argument ``X`` is the
+    DATA file ``data`` (see :func:`data_name`), and where the command set ``n_components`` by
+    an option ``k`` (``-k``), that option; ``init=`` is ``--init``, ``max_iter`` is
+    ``--max-iter``, ``fit_map`` is ``--prior``, the sampler's ``target_accept`` and
+    ``max_depth`` are ``--target-accept`` and ``--max-depth``, and advice only Python can
+    follow (``divergences()``, ``SamplerConfig``) is left out. Only these phrases are changed, so that a
+    Python expression in a hint (``X > 0.5``, ``X.reshape(-1, 1)``) is left as it is."""
+    import re
+
+    words = (_DATA_WORDS if data is not None else ()) + (_COMPONENT_WORDS if k else ())
+    names = {"{data}": data or "", "{k}": k or ""}
+    for pattern, replacement in words:
+        for field, name in names.items():  # a backslash in a file name is no group reference
+            replacement = replacement.replace(field, name.replace("\\", "\\\\"))
+        text = re.sub(pattern, replacement, text)
+    text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
+    return (
+        text.replace("pass init= with values", "pass --init NAME=NUMBER with values")
+        .replace("pass init= near", "pass --init NAME=NUMBER near")
+        .replace("try other init= values", "try other --init values")
+        .replace("a larger max_iter", "a larger --max-iter")
+        .replace("add a prior (fit_map)", "add a --prior")
+        .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
+        .replace("run num_chains >= 2", "run --chains 2 or more")
+        .replace("fewer warm-up iterations (num_warmup) or chains", "a smaller --warmup")
+        .replace(
+            "raise target_accept or reparametrise (see divergences())",
+            "raise --target-accept (e.g. 0.95; the default is 0.8), which takes smaller steps",
+        )
+        .replace("raise max_depth", f"raise --max-depth (at most {MAX_CLI_DEPTH})")
+        .replace("a smaller max_depth", "a smaller --max-depth")
+        .replace("2^(max_depth - 1)", "2^(depth - 1)")
+        .replace("draw more", "draw more (a larger --draws)")
+        .replace("run longer", "run longer (larger --draws and --warmup)")
+        .replace(
+            "; pass SamplerConfig(relocate_stranded=False) to keep them where they are "
+            "(R-hat then reports them)",
+            "",
+        )
+    )
+
+
+#: The deepest NUTS tree ``--max-depth`` takes: 2^20 leapfrog steps a transition (the
+#: library's ``MAX_NUM_STEPS``), past which a run would not end in any useful time
+MAX_CLI_DEPTH = 20
+
+
 #: Most sizes one ``-k`` may name: each is at least one fit, so more is a typo, not a sweep.
 MAX_SIZES = 1000
 

@@ -11,6 +11,7 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_number,
+    cli_words,
     delimiter_option,
     fail,
     finite_number,
@@ -127,7 +128,7 @@ def fit_diffusion(
         # the validation rows chose the epoch: the bound is reported on the test rows
         terms = model.bound_terms(split.test, eval_t or None, random_state=seed)
     except ValueError as err:
-        fail(str(err))
+        fail(cli_words(str(err), dataset))
     d = split.test.shape[1]
     bits = {k: float(v.mean()) / (d * math.log(2)) for k, v in terms._asdict().items()}
     model.save(out)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from pathlib import Path
 
 import typer
 
 from latentfit.cli.app import (
+    MAX_CLI_DEPTH,
+    cli_words,
     data_argument,
     data_source,
     dataset_option,
@@ -75,42 +76,6 @@ def _parse_init(items: list[str], fam) -> dict | None:
             fail(f"--init {item}: starting values must be finite numbers")
         init[name], seen[name] = (numbers[0] if len(numbers) == 1 else numbers), item
     return init or None
-
-
-def _cli_words(text: str) -> str:
-    """A library message in the command line's words: ``init=`` is ``--init``, ``max_iter``
-    is ``--max-iter``, ``fit_map`` is ``--prior``, ``target_accept`` is ``--target-accept``;
-    advice that only Python can follow (``divergences()``, ``SamplerConfig``) is left out."""
-    text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
-    return (
-        text.replace("pass init= with values", "pass --init NAME=NUMBER with values")
-        .replace("pass init= near", "pass --init NAME=NUMBER near")
-        .replace("try other init= values", "try other --init values")
-        .replace("a larger max_iter", "a larger --max-iter")
-        .replace("add a prior (fit_map)", "add a --prior")
-        .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
-        .replace("run num_chains >= 2", "run --chains 2 or more")
-        .replace("fewer warm-up iterations (num_warmup) or chains", "a smaller --warmup")
-        .replace(
-            "raise target_accept or reparametrise (see divergences())",
-            "raise --target-accept (e.g. 0.95; the default is 0.8), which takes smaller steps",
-        )
-        .replace("raise max_depth", f"raise --max-depth (at most {MAX_CLI_DEPTH})")
-        .replace("a smaller max_depth", "a smaller --max-depth")
-        .replace("2^(max_depth - 1)", "2^(depth - 1)")
-        .replace("draw more", "draw more (a larger --draws)")
-        .replace("run longer", "run longer (larger --draws and --warmup)")
-        .replace(
-            "; pass SamplerConfig(relocate_stranded=False) to keep them where they are "
-            "(R-hat then reports them)",
-            "",
-        )
-    )
-
-
-#: The deepest NUTS tree ``--max-depth`` takes: 2^20 leapfrog steps a transition (the
-#: library's ``MAX_NUM_STEPS``), past which a run would not end in any useful time
-MAX_CLI_DEPTH = 20
 
 
 def _check_finite(fit, data: Path) -> None:
@@ -301,7 +266,7 @@ def _posterior(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = res.summary()
-    return table, _cli_words(res.diagnostics())
+    return table, cli_words(res.diagnostics())
 
 
 def _posterior_text(fit, table, diagnostics, chains, draws, warmup, seed) -> str:
@@ -506,7 +471,7 @@ def fit_dist(
                 text = _posterior_text(fit, *posterior, chains, draws, warmup, seed)
                 table += "\n\n" + text
         except ValueError as err:
-            fail(_cli_words(str(err)))
+            fail(cli_words(str(err), name))
     if as_json:
         from latentfit.cli.output import print_json
 
@@ -548,4 +513,6 @@ def fit_dist(
         typer.echo(table)
     for w in caught:
         if issubclass(w.category, RuntimeWarning):
-            typer.secho(f"warning: {_cli_words(str(w.message))}", err=True, fg=typer.colors.YELLOW)
+            typer.secho(
+                f"warning: {cli_words(str(w.message), name)}", err=True, fg=typer.colors.YELLOW
+            )

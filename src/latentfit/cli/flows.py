@@ -13,6 +13,7 @@ from latentfit.cli.app import (
     check_device,
     check_number,
     check_outputs,
+    cli_words,
     data_source,
     dataset_option,
     delimiter_option,
@@ -154,7 +155,7 @@ def fit_flow(
         )
         bpd = model.bits_per_dim(split.test)  # the validation rows chose the epoch
     except ValueError as err:
-        fail(str(err))
+        fail(cli_words(str(err), data))
     model.save(out)
     what = "dequantisation bound" if deq else "exact"
     nats = -bpd * split.test.shape[1] * math.log(2)
@@ -223,7 +224,7 @@ def score(
     try:
         ll = model.score_samples(X)
     except ValueError as err:
-        fail(str(err))
+        fail(cli_words(str(err), data))
     bad = np.flatnonzero(~np.isfinite(ll))
     if bad.size:  # e.g. a value of 1e18 overflows the float32 layers: no number to report
         i = int(bad[0])

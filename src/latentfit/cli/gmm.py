@@ -10,7 +10,9 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_outputs,
+    cli_words,
     data_argument,
+    data_name,
     data_source,
     dataset_option,
     delimiter_option,
@@ -172,7 +174,7 @@ def fit_gmm(
             cols = split_columns(columns)
             res = fit_distributed(model, data, columns=cols, timeout=timeout)
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
-            fail(str(err))
+            fail(cli_words(str(err), data_name(data), "-k"))
         if res.rank != 0:
             return
         n, d, ll = res.n_samples, res.n_features, res.loglik
@@ -189,13 +191,13 @@ def fit_gmm(
         try:
             n, d, ll = _fit_streamed(model, data, columns, missing)
         except (ValueError, FloatingPointError, FileNotFoundError) as err:
-            fail(str(err))
+            fail(cli_words(str(err), data_name(data), "-k"))
     else:
         X = read_data(data, columns, missing == "marginalize", dataset, delimiter)
         try:
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
-            fail(str(err))
+            fail(cli_words(str(err), data_name(data, dataset), "-k"))
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
     record_columns(model, data, split_columns(columns), delimiter, dataset)
     names = column_names(data, columns, d, model, delimiter)

@@ -21,6 +21,7 @@ from latentfit.cli.app import (
     check_device,
     check_outputs,
     data_argument,
+    data_name,
     data_source,
     dataset_option,
     delimiter_option,
@@ -294,8 +295,8 @@ def fit_hmm(
         fit, run = None, None
         if online:
             rows = chunk_rows or DEFAULT_CHUNK_ROWS
-            fit, run = online_fit(model, X, seq, rows, settings_online)
-        fitted = fit_and_decode(model, X, seq, algorithm, fit)
+            fit, run = online_fit(model, X, seq, rows, settings_online, data_name(data, dataset))
+        fitted = fit_and_decode(model, X, seq, algorithm, data_name(data, dataset), fit)
         fitted["run"] = run
         n_rows, d = X.shape
     settings = {

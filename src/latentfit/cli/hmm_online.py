@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import typer
 
-from latentfit.cli.app import fail
+from latentfit.cli.app import cli_words, fail
 
 #: Rows per ``partial_fit`` call of ``fit hmm --online`` when --chunk-rows is not given.
 DEFAULT_CHUNK_ROWS = 10_000
@@ -83,15 +83,18 @@ def check_some_mstep(n_rows: int, settings: dict) -> None:
     )
 
 
-def online_fit(model, X, seq, chunk_rows: int, settings: dict) -> tuple[Callable[[], None], dict]:
+def online_fit(
+    model, X, seq, chunk_rows: int, settings: dict, data: str
+) -> tuple[Callable[[], None], dict]:
     """(the fit, the record of the run) of online EM over chunks of X with ``partial_fit``'s
-    ``settings``; the record is filled in when the fit has run."""
+    ``settings``; the record is filled in when the fit has run. Errors name ``data`` (see
+    :func:`~latentfit.cli.app.data_name`)."""
     from latentfit.em.hmm.sequences import check_lengths
 
     try:
         lengths = check_lengths(seq, X.shape[0])
     except ValueError as err:
-        fail(str(err))
+        fail(cli_words(str(err), data))
     check_some_mstep(X.shape[0], settings)
     run: dict = {}
 

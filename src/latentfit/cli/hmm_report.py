@@ -12,7 +12,14 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_device, check_outputs, data_source, fail, split_columns
+from latentfit.cli.app import (
+    check_device,
+    check_outputs,
+    cli_words,
+    data_source,
+    fail,
+    split_columns,
+)
 from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.hmm_inputs import read_lengths, states_target
 from latentfit.cli.hmm_options import ALGORITHMS, check_choice
@@ -123,9 +130,12 @@ def per_state_rows(model, cells: Callable) -> Callable[[dict], list[dict]]:
 
 
 # ---------------------------------------------------------------------- fit, result, report
-def fit_and_decode(model, X, seq, algorithm: str, fit: Callable[[], None] | None = None) -> dict:
+def fit_and_decode(
+    model, X, seq, algorithm: str, data: str, fit: Callable[[], None] | None = None
+) -> dict:
     """Fit ``model`` to the sequences of X (by ``fit()`` when given, else ``model.fit``),
-    decode their states and score them; estimator errors become CLI errors."""
+    decode their states and score them; estimator errors become CLI errors naming ``data``
+    (see :func:`~latentfit.cli.app.data_name`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
@@ -142,7 +152,7 @@ def fit_and_decode(model, X, seq, algorithm: str, fit: Callable[[], None] | None
             "aic": model.aic(X, seq),
         }
     except (ValueError, FloatingPointError) as err:
-        fail(str(err))
+        fail(cli_words(str(err), data, "-k"))
 
 
 def sequence_result(

@@ -10,7 +10,9 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_outputs,
+    cli_words,
     data_argument,
+    data_name,
     data_source,
     dataset_option,
     delimiter_option,
@@ -57,7 +59,7 @@ def _fit(model, data: Path | None, columns: str, dataset: str | None, delimiter:
         ll = model.score(X) * X.shape[0]
         bic, aic = model.bic(X), model.aic(X)
     except (ValueError, FloatingPointError) as err:
-        fail(str(err))
+        fail(cli_words(str(err), data_name(data, dataset), "-k"))
     record_columns(model, data, split_columns(columns), delimiter, dataset)
     return X, ll, bic, aic, column_names(data, columns, X.shape[1], model, delimiter)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, fail, force_option
+from latentfit.cli.app import check_outputs, cli_words, fail, force_option
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
@@ -108,7 +108,7 @@ def predict(
                 values = model.predict(X)
             header, cols = [label], [np.asarray(values)]
     except (ValueError, FloatingPointError) as err:
-        fail(str(err))
+        fail(cli_words(str(err), str(data)))
     if as_json:
         check_json_size(
             int(np.asarray(values).size),

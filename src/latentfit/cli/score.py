@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, fail, force_option, seed_option
+from latentfit.cli.app import check_outputs, cli_words, fail, force_option, seed_option
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
@@ -123,7 +123,7 @@ def score(
         else:
             rows = np.asarray(model.score_samples(X), dtype=np.float64)
     except (ValueError, FloatingPointError) as err:
-        fail(str(err))
+        fail(cli_words(str(err), str(data)))
     total = float(np.sum(rows, dtype=np.float64))
     result.update(n_rows=len(rows), total=total, mean=total / len(rows), per_row=rows)
     if per_row is not None:

@@ -14,7 +14,9 @@ import typer
 
 from latentfit.cli.app import (
     check_outputs,
+    cli_words,
     data_argument,
+    data_name,
     data_source,
     dataset_option,
     delimiter_option,
@@ -124,10 +126,12 @@ def _sweep(
     as_json: bool,
     as_csv: bool,
     desc: str,
+    data: str,
     bound: bool = False,
 ):
     """Run the sweep with a progress bar and print the result as text, JSON or CSV; with
-    ``bound``, each fit's variational lower bound as one more column (``lower_bound``)."""
+    ``bound``, each fit's variational lower bound as one more column (``lower_bound``).
+    Errors name ``data`` (see :func:`~latentfit.cli.app.data_name`)."""
     from tqdm.auto import tqdm
 
     from latentfit.select import select_model
@@ -149,7 +153,7 @@ def _sweep(
         )
     except ValueError as err:
         bar.close()  # before the message, so that the bar does not overwrite it
-        fail(str(err))
+        fail(cli_words(str(err), data, "-k"))
     finally:
         bar.close()
     doc = result.to_dict()
@@ -275,6 +279,7 @@ def _run(
         as_json=as_json,
         as_csv=as_csv,
         desc=f"select {family}",
+        data=data_name(data, dataset),
     )
 
 
@@ -484,5 +489,6 @@ def select_hmm(
         as_json=as_json,
         as_csv=as_csv,
         desc=f"select {cls.__name__}",
+        data=data_name(data, dataset),
         bound=model in BOUND_MODELS,
     )

@@ -11,6 +11,7 @@ import typer
 
 from latentfit.cli.app import (
     data_argument,
+    data_name,
     dataset_option,
     delimiter_option,
     fail,
@@ -233,7 +234,7 @@ def fit_hsmm(
         model = PoissonHSMM(k, **common)
     else:
         model = CategoricalHSMM(k, **common)
-    fitted = fit_and_decode(model, X, run.seq, algorithm)
+    fitted = fit_and_decode(model, X, run.seq, algorithm, data_name(data, dataset))
     settings = {
         "emission": emission,
         "covariance_type": covariance if emission == "gaussian" else None,
@@ -325,7 +326,7 @@ def fit_arhmm(
         device=device,
     )
     X = read_series(data, columns, dataset, delimiter, "gaussian")
-    fitted = fit_and_decode(model, X, run.seq, algorithm)
+    fitted = fit_and_decode(model, X, run.seq, algorithm, data_name(data, dataset))
     parameters = {
         "order": order,
         "ridge": ridge,

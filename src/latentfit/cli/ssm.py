@@ -10,7 +10,9 @@ import typer
 
 from latentfit.cli.app import (
     check_outputs,
+    cli_words,
     data_argument,
+    data_name,
     data_source,
     dataset_option,
     delimiter_option,
@@ -107,7 +109,7 @@ def fit_ssm(
         ll = model.score(X, seq)
         bic, aic = model.bic(X, seq), model.aic(X, seq)
     except (ValueError, FloatingPointError) as err:
-        fail(str(err))
+        fail(cli_words(str(err), data_name(data, dataset), "-k"))
     record_columns(model, data, split_columns(columns), delimiter, dataset)  # predict by name
     result = {
         "model": "LinearGaussianSSM",

@@ -11,6 +11,7 @@ from latentfit.cli.app import (
     app,
     check_device,
     check_outputs,
+    cli_words,
     delimiter_option,
     fail,
     finite_number,
@@ -289,7 +290,7 @@ def fit_vae(
         )
         res = train(model, obj, data.train, data.val, cfg)
     except (ValueError, TypeError) as err:
-        fail(str(err))
+        fail(cli_words(str(err), dataset))
     except (MemoryError, RuntimeError) as err:
         text = str(err)
         if not isinstance(err, MemoryError) and "alloc" not in text and "out of memory" not in text:
@@ -463,7 +464,7 @@ def eval_vae(
             progress=True,
         )
     except ValueError as err:  # DataError: data outside the likelihood's support, ...
-        fail(str(err))
+        fail(cli_words(str(err), name))
     if as_json:
         from latentfit.cli.output import print_json
 

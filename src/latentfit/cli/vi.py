@@ -10,7 +10,9 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_outputs,
+    cli_words,
     data_argument,
+    data_name,
     dataset_option,
     delimiter_option,
     fail,
@@ -114,7 +116,7 @@ def fit_bgmm(
         try:
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
-            fail(str(err))
+            fail(cli_words(str(err), data_name(data, dataset), "-k"))
     record_columns(model, data, split_columns(columns), delimiter, dataset)
     n, d = X.shape
     names = column_names(data, columns, d, model, delimiter)

@@ -42,7 +42,7 @@ def test_fit_hmm_errors(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("10\n10\n")
     result = CliRunner().invoke(app, ["fit", "hmm", str(data), "-k", "2", "--lengths", str(bad)])
-    assert result.exit_code == 2 and "lengths sum to 20 but X has 30 rows" in result.output
+    assert result.exit_code == 2 and f"lengths sum to 20 but {data} has 30 rows" in result.output
     bad.write_text("10\nten\n")
     result = CliRunner().invoke(app, ["fit", "hmm", str(data), "-k", "2", "--lengths", str(bad)])
     assert result.exit_code == 2 and "whole numbers" in result.output

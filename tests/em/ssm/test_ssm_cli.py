@@ -39,7 +39,7 @@ def test_fit_ssm_errors(tmp_path):
     bad.write_text("10\n10\n")
     runner = CliRunner()
     result = runner.invoke(app, ["fit", "ssm", str(data), "-k", "2", "--lengths", str(bad)])
-    assert result.exit_code == 2 and "lengths sum to 20 but X has 30 rows" in result.output
+    assert result.exit_code == 2 and f"lengths sum to 20 but {data} has 30 rows" in result.output
     result = runner.invoke(app, ["fit", "ssm", str(data), "-k", "1", "--covariance", "tied"])
     assert result.exit_code == 2 and "--covariance must be full or diag" in result.output
     nan = tmp_path / "nan.csv"
