@@ -337,3 +337,15 @@ def test_cli_words_change_only_the_words_about_the_data():
         == r"row 4 of C:\d\1.csv has zero density"
     )
     assert cli_words("fewer than n_components=3", "a.csv") == "fewer than n_components=3"  # no -k
+
+
+def test_cli_words_say_the_option_that_set_the_number_of_draws():
+    from latentfit.cli.app import cli_words
+
+    text = "n=5,000 draws of 3 values would need 9 bytes; draw in batches of a smaller n"
+    assert cli_words(text, count="-n") == (
+        "-n 5,000 draws of 3 values would need 9 bytes; draw in batches of a smaller -n"
+    )
+    assert cli_words(
+        text.replace("n=", "n_samples=").replace("smaller n", "smaller n_samples"), count="-n"
+    ) == ("-n 5,000 draws of 3 values would need 9 bytes; draw in batches of a smaller -n")

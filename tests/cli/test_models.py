@@ -261,12 +261,27 @@ def test_score_from_the_file_equals_the_model_in_memory(saved, tmp_path):
 
 
 def test_sample_refuses_draws_beyond_the_machine_naming_the_option(saved, tmp_path):
-    _model, path, _data, _X, _lengths, kind = saved
+    _model, path, _data, _X, _lengths, _kind = saved
     res = _invoke(["sample", path, "-n", "100000000000", "--out", str(tmp_path / "s.npy")])
     assert res.exit_code == 2, res.output
-    assert "draws of" in res.output and "would need" in res.output
-    assert ("-n=" if kind != "vae" else "n=") in res.output
+    assert "-n 100,000,000,000 draws of" in res.output and "would need" in res.output
+    assert (
+        "a smaller -n" in res.output and "n_samples" not in res.output and " n=" not in res.output
+    )
     assert not (tmp_path / "s.npy").exists()
+
+
+def test_sample_names_the_option_where_the_model_sizes_its_own_draws(tmp_path, monkeypatch):
+    # FactorAnalysis sizes a draw as x and z (2 d numbers), more than the d the command checks
+    # first: its own refusal must name -n too, not its argument n_samples
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    path = latentfit.save(latentfit.FactorAnalysis(n_components=1).fit(X), tmp_path / "fa.lf")
+    free = 100_000  # bytes: 1,000 draws of d + 1 = 3 numbers pass (72,000), of 5 do not
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: free)
+    res = _invoke(["sample", path, "-n", "1000", "--out", str(tmp_path / "s.npy")])
+    assert res.exit_code == 2, res.output
+    assert "-n 1,000 draws of 4 values" in res.output and "a smaller -n" in res.output
+    assert "n_samples" not in res.output
 
 
 def test_sample_from_the_file_equals_the_model_in_memory(saved):

@@ -122,20 +122,34 @@ _COMPONENT_WORDS = (
     (r"\bn_components\s?=\s?(\d+)", r"{k} \1"),
     (r"\bn_components\b", r"{k}"),
 )
+#: The same for the number of draws (``check_sample_count``'s words), where the command's
+#: option (``-n``) set it.
+_COUNT_WORDS = (
+    (r"\b(?:n_samples|n)=([\d,]+) draws\b", r"{count} \1 draws"),
+    (r"\ba smaller (?:n_samples|n)\b", r"a smaller {count}"),
+)
 
 
-def cli_words(text: str, data: str | None = None, k: str | None = None) -> str:
+def cli_words(
+    text: str, data: str | None = None, k: str | None = None, count: str | None = None
+) -> str:
     """A library message in the command line's words: the estimator's argument ``X`` is the
     DATA file ``data`` (see :func:`data_name`), and where the command set ``n_components`` by
-    an option ``k`` (``-k``), that option; ``init=`` is ``--init``, ``max_iter`` is
-    ``--max-iter``, ``fit_map`` is ``--prior``, the sampler's ``target_accept`` and
-    ``max_depth`` are ``--target-accept`` and ``--max-depth``, and advice only Python can
-    follow (``divergences()``, ``SamplerConfig``) is left out. Only these phrases are changed, so that a
+    an option ``k`` (``-k``), that option; where it set the number of draws (``n_samples``,
+    ``n``) by an option ``count`` (``-n``), that option; ``init=`` is ``--init``,
+    ``max_iter`` is ``--max-iter``, ``fit_map`` is ``--prior``, the sampler's
+    ``target_accept`` and ``max_depth`` are ``--target-accept`` and ``--max-depth``, and
+    advice only Python can follow (``divergences()``, ``SamplerConfig``) is left out. Only
+    these phrases are changed, so that a
     Python expression in a hint (``X > 0.5``, ``X.reshape(-1, 1)``) is left as it is."""
     import re
 
-    words = (_DATA_WORDS if data is not None else ()) + (_COMPONENT_WORDS if k else ())
-    names = {"{data}": data or "", "{k}": k or ""}
+    words = (
+        (_DATA_WORDS if data is not None else ())
+        + (_COMPONENT_WORDS if k else ())
+        + (_COUNT_WORDS if count else ())
+    )
+    names = {"{data}": data or "", "{k}": k or "", "{count}": count or ""}
     for pattern, replacement in words:
         for field, name in names.items():  # a backslash in a file name is no group reference
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))

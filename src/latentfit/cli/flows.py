@@ -289,10 +289,10 @@ def sample(
     if not hasattr(model, "sample") or not hasattr(model, "bits_per_dim"):
         fail(f"{model_path} holds a {type(model).__name__}; this command samples flows and DDPMs")
     try:
-        check_sample_count(n, int(getattr(model, "n_features_in_", 1) or 1), name="-n")
+        check_sample_count(n, int(getattr(model, "n_features_in_", 1) or 1))
         draws = model.sample(n, random_state=seed)
     except LatentfitError as err:  # ResourceLimitError for an -n off by digits, NaN draws
-        fail(str(err))
+        fail(cli_words(str(err), count="-n"))
     from latentfit._files import atomic_path
 
     if suffix == ".png":

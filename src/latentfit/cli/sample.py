@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, fail, force_option, seed_option
+from latentfit.cli.app import check_outputs, cli_words, fail, force_option, seed_option
 from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
@@ -109,9 +109,9 @@ def sample(
     if kind != "vae":  # sized here to name the option; a VAE's draws are sized by its spec
         width = getattr(model, "n_features_in_", None) or getattr(model, "n_features", None)
         try:
-            check_sample_count(n, int(width or 1), name="-n")
+            check_sample_count(n, int(width or 1))
         except LatentfitError as err:
-            fail(str(err))
+            fail(cli_words(str(err), count="-n"))
     if as_json:  # a number is held as text and objects, not 8 bytes: sized apart
         d = model.spec.x_dim if kind == "vae" else int(width or 1)
         check_json_size(
@@ -120,7 +120,8 @@ def sample(
     try:
         X, labels, label = draw(model, kind, n, seed)
     except (ValueError, FloatingPointError) as err:
-        fail(str(err))
+        # a model sizes its draws itself (a VAE by its layers, FA with its latents): -n
+        fail(cli_words(str(err), count="-n"))
     names = model_columns(model, kind)
     X2 = X.reshape(len(X), -1)
     if names is None or len(names) != X2.shape[1]:
