@@ -53,13 +53,16 @@ def test_k_always_names_components_or_states(path, cmd):
 
 
 def test_every_fit_and_select_command_reads_data_or_a_bundled_set():
-    """DATA or --dataset, and --delimiter, on every command that fits a table of rows."""
+    """DATA or --dataset, and --delimiter and --header/--no-header, on every command that
+    fits a table of rows; --delimiter and --header wherever a text file's layout is read."""
     for path, cmd in COMMANDS:
+        opts = {o for p in _options(cmd) for o in (*p.opts, *p.secondary_opts)}
         if path[0] == "select" or (
             path[0] == "fit" and path[1] not in ("vae", "flow", "diffusion")
         ):
-            opts = {o for p in _options(cmd) for o in p.opts}
             assert {"--dataset", "--delimiter"} <= opts, " ".join(path)
+        if "--delimiter" in opts:
+            assert {"--header", "--no-header"} <= opts, " ".join(path)
 
 
 def test_score_refuses_k_and_names_samples(tmp_path):
@@ -114,3 +117,30 @@ def test_a_warning_on_the_command_line_is_one_line_for_a_person(tmp_path):
     lines = [line for line in res.output.splitlines() if "did not converge" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: GaussianMixture")
     assert ".py:" not in res.output  # no source file and line of latentfit's own code
+
+
+def test_header_is_sniffed_with_a_warning_or_set_by_the_option(tmp_path, monkeypatch):
+    """A first line of column numbers (pandas' names for unnamed columns) is data by default,
+    with a warning naming the line and --header; --header makes it the names, --no-header
+    keeps it as data without the warning."""
+    import json
+
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "n.csv").write_text("0,1\n1.5,2.5\n3.5,4.5\n2,3\n")
+    argv = ["fit", "gmm", "n.csv", "-k", "1", "--quiet", "--json"]
+    runner = CliRunner()
+    for extra, rows, names, warned in [
+        ([], 4, ["x0", "x1"], True),
+        (["--header"], 3, ["0", "1"], False),
+        (["--no-header"], 4, ["x0", "x1"], False),
+    ]:
+        res = runner.invoke(app, [*argv, *extra])
+        assert res.exit_code == 0, res.output
+        warning = "warning: n.csv: line 1 ('0,1') is read as the first row of data"
+        assert (warning in res.output) == warned, res.output
+        if warned:
+            assert "pass --header" in res.output
+        got = json.loads(res.output[res.output.index("{") :])
+        assert got["n_samples"] == rows and got["features"] == names

@@ -3,6 +3,7 @@ and pandas.read_csv on the same file."""
 
 import bz2
 import gzip
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -245,3 +246,66 @@ def test_a_compressed_file_that_expands_past_memory_is_refused_by_name(tmp_path,
     monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 100_000)
     with pytest.raises(ResourceLimitError, match=r"decompressing big\.csv\.gz"):
         load_array(path)
+
+
+# ---------------------------------------------------------------------- header or data
+COLUMN_NUMBERS = "0,1\n1.5,2.5\n3.5,4.5\n"  # pandas' header for unnamed columns, or a row?
+
+
+def test_a_first_line_of_column_numbers_is_data_with_a_warning_naming_the_override(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text(COLUMN_NUMBERS)
+    with pytest.warns(UserWarning, match=r"n\.csv: line 1 \('0,1'\) is read as the first row") as w:
+        got = load_array(path).numpy()
+    assert "--header (header=True in Python)" in str(w[0].message)
+    np.testing.assert_array_equal(got, [[0, 1], [1.5, 2.5], [3.5, 4.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said either way: no warning
+        np.testing.assert_array_equal(load_array(path, header=True).numpy(), got[1:])
+        np.testing.assert_array_equal(load_array(path, header=False).numpy(), got)
+        assert column_names(path, header=True) == ["0", "1"]
+        assert column_names(path) is None and column_names(path, header=False) is None
+        np.testing.assert_array_equal(
+            load_array(path, header=True, columns=["1"]).numpy(), got[1:, 1:]
+        )
+
+
+def test_a_first_line_of_names_holding_numbers_is_names_with_a_warning(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("1,?\n2,3\n4,5\n")  # '?' over numbers makes it names; 1 is a number
+    with pytest.warns(UserWarning, match=r"line 1 \('1,\?'\) is read as column names.*--no-header"):
+        np.testing.assert_array_equal(load_array(path).numpy(), [[2, 3], [4, 5]])
+    with pytest.raises(DataError, match=r"row 0 \(line 1\), column 1 .*'\?'"):
+        load_array(path, header=False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0,1\n1,0\n0,1\n",  # binary data whose first row recurs
+        "a,b\n1,2\n3,4\n",  # names
+        '"","a","b"\n"1",1,2\n',  # R's row index
+        "3,1\n1.5,2.5\n",  # numbers that are not column numbers
+    ],
+)
+def test_clear_first_lines_are_read_without_a_warning(tmp_path, text):
+    path = tmp_path / "c.csv"
+    path.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_array(path)
+
+
+def test_header_takes_none_true_or_false(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text(COLUMN_NUMBERS)
+    with pytest.raises(ParameterError, match="header must be None"):
+        load_array(path, header="yes")
+
+
+def test_column_numbers_under_a_comment_naming_the_columns_are_data(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("# a b\n0 1\n1.5 2.5\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(load_array(path, columns=["b"]).numpy(), [[1], [2.5]])

@@ -266,7 +266,8 @@ def check_device(device: str, option: str = "--device") -> None:
 
 #: What DATA may be, for the help of every command that reads a table.
 DATA_HELP = (
-    "Data file: delimited text (.csv, .tsv, .txt; delimiter and header sniffed), .npy, .npz or "
+    "Data file: delimited text (.csv, .tsv, .txt; delimiter and header sniffed, or set by "
+    "--delimiter and --header/--no-header), .npy, .npz or "
     "Parquet, one row per sample. Leave it out to use --dataset."
 )
 #: Files at least this large (.npy, Parquet) are streamed by commands whose model can fit
@@ -296,6 +297,19 @@ def delimiter_option():
         "--delimiter",
         help="Field delimiter of a text DATA file: auto (sniffed), comma, tab, semicolon, pipe, "
         "whitespace (runs of spaces, as numpy.savetxt writes) or any one character.",
+    )
+
+
+def header_option():
+    """``--header/--no-header``: whether the first line of a text DATA file names the columns
+    (None when neither is given: sniffed)."""
+    return typer.Option(
+        None,
+        "--header/--no-header",
+        help="Whether the first line of a text DATA file names the columns. Default: sniffed "
+        "(names when it holds text over columns of numbers), with a warning where that line "
+        "could be either.",
+        show_default=False,
     )
 
 
@@ -417,10 +431,12 @@ def load_data(
     delimiter: str | None = None,
     allow_nan: bool = False,
     hint: str = "",
+    header: bool | None = None,
 ):
     """Read DATA (a file) or ``--dataset`` (a bundled set; exactly one of the two) into a
-    float64 tensor, keeping ``columns`` (names or positions); loader errors become CLI errors,
-    with ``hint`` added to a message about NaN."""
+    float64 tensor, keeping ``columns`` (names or positions), with the ``--delimiter`` and
+    ``--header`` given (None: sniffed); loader errors become CLI errors, with ``hint`` added
+    to a message about NaN."""
     import latentfit.datasets as datasets
 
     data_source(path, dataset)
@@ -428,7 +444,9 @@ def load_data(
     try:
         if dataset is not None:
             return datasets.load_dataset(dataset, columns=cols).data
-        return datasets.load_array(path, columns=cols, allow_nan=allow_nan, delimiter=delimiter)
+        return datasets.load_array(
+            path, columns=cols, allow_nan=allow_nan, delimiter=delimiter, header=header
+        )
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err) + (hint if "nan" in str(err).lower() else ""))
 

@@ -17,6 +17,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     seed_option,
 )
 from latentfit.cli.flows import check_out, history_rows, levels_of, load_split, report_history
@@ -27,6 +28,7 @@ from latentfit.cli.output import json_option
 def fit_diffusion(
     dataset: str = typer.Option("mnist", help="mnist, digits, faithful, geyser or a data file."),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     steps: int = typer.Option(1000, min=1, help="Diffusion steps T."),
     schedule: str = typer.Option("linear", help="linear or cosine."),
     variance: str = typer.Option(
@@ -99,7 +101,7 @@ def fit_diffusion(
             "--skip-floor sets the variance floor of --gaussian-skip's Gaussian, which is off: "
             "add --gaussian-skip, or drop --skip-floor"
         )
-    split = load_split(dataset, seed, delimiter, model="a DDPM")
+    split = load_split(dataset, seed, delimiter, model="a DDPM", header=header)
     disc = split.image_shape is not None if discrete is None else discrete
     try:
         model = DDPM(

@@ -18,6 +18,7 @@ from latentfit.cli.app import (
     fail,
     finite_number,
     fit_app,
+    header_option,
     load_data,
     seed_option,
     split_columns,
@@ -297,6 +298,7 @@ def fit_dist(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     family: str = typer.Option(
         ..., "--family", "-f", help="gamma, normal, poisson, beta, weibull, mvn, dirichlet, ..."
     ),
@@ -446,7 +448,11 @@ def fit_dist(
             fail(f"{', '.join(named)} {verb} the sampler of --sample nuts; add --sample nuts")
     name = data_source(data, dataset)
     x = load_data(
-        data, split_columns(list(column), "--column"), dataset=dataset, delimiter=delimiter
+        data,
+        split_columns(list(column), "--column"),
+        dataset=dataset,
+        delimiter=delimiter,
+        header=header,
     )
     if fam.event_dim == 0 and x.shape[1] > 1:
         fail(f"{fam.name} fits one column, but {name} has {x.shape[1]}; choose one with --column")

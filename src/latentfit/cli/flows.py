@@ -21,6 +21,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     seed_option,
 )
 from latentfit.cli.output import json_option
@@ -46,13 +47,19 @@ def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = N
     )
 
 
-def load_split(data: str, seed: int, delimiter: str | None = None, model: str = "a flow"):
+def load_split(
+    data: str,
+    seed: int,
+    delimiter: str | None = None,
+    model: str = "a flow",
+    header: bool | None = None,
+):
     """A named data set (mnist, digits) or a data file, split as for VAEs; ``model`` names
     the model in the error of a file too small to split."""
     from latentfit.vae.data import load_vae_data
 
     try:
-        return load_vae_data(data, seed=seed, delimiter=delimiter, model=model)
+        return load_vae_data(data, seed=seed, delimiter=delimiter, model=model, header=header)
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -95,6 +102,7 @@ def fit_flow(
     ),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     flow: str = typer.Option("maf", help="maf, realnvp or spline."),
     layers: int = typer.Option(5, min=1, help="Number of flow layers."),
     hidden: int = typer.Option(256, min=1, help="Hidden units of each layer's network."),
@@ -128,7 +136,7 @@ def fit_flow(
     check_out(out, force, [data], checkpoint_dir)
     check_device(device)
     check_number("--lr", lr, minimum=0, above=True, example="1e-3")
-    split = load_split(data, seed, delimiter)
+    split = load_split(data, seed, delimiter, header=header)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, split, levels)
     try:
@@ -195,6 +203,7 @@ def score(
     n: int = typer.Option(0, min=0, help="Score the first N rows (0: all)."),
     out: Path | None = typer.Option(None, "--out", help="Write the per-row scores (one a line)."),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     force: bool = force_option(),
     seed: int = seed_option("Seed of the split of mnist and digits into test rows."),
     as_json: bool = json_option(),
@@ -218,7 +227,7 @@ def score(
         from latentfit.cli.app import load_data
         from latentfit.cli.model_data import in_model_dtype, model_dtype
 
-        X = load_data(Path(data), delimiter=delimiter)
+        X = load_data(Path(data), delimiter=delimiter, header=header)
         X = in_model_dtype(X, model_dtype(model, "density"), Path(data).name)
     X = X[: n or None]
     try:

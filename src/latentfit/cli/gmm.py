@@ -20,6 +20,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     load_data,
     seed_option,
     split_columns,
@@ -40,6 +41,7 @@ def read_data(
     allow_nan: bool,
     dataset: str | None = None,
     delimiter: str | None = None,
+    header: bool | None = None,
 ):
     """Read DATA or --dataset (NaN allowed when the model marginalises missing values)."""
     return load_data(
@@ -47,6 +49,7 @@ def read_data(
         columns,
         dataset=dataset,
         delimiter=delimiter,
+        header=header,
         allow_nan=allow_nan,
         hint=" (pass --missing marginalize)",
     )
@@ -90,6 +93,7 @@ def fit_gmm(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     stream_above: float = stream_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of components."),
     covariance: str = typer.Option("full", help="full, tied, diag or spherical."),
@@ -193,14 +197,14 @@ def fit_gmm(
         except (ValueError, FloatingPointError, FileNotFoundError) as err:
             fail(cli_words(str(err), data_name(data), "-k"))
     else:
-        X = read_data(data, columns, missing == "marginalize", dataset, delimiter)
+        X = read_data(data, columns, missing == "marginalize", dataset, delimiter, header)
         try:
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(cli_words(str(err), data_name(data, dataset), "-k"))
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
-    record_columns(model, data, split_columns(columns), delimiter, dataset)
-    names = column_names(data, columns, d, model, delimiter)
+    record_columns(model, data, split_columns(columns), delimiter, dataset, header)
+    names = column_names(data, columns, d, model, delimiter, header)
     saved = _save(model, out)
     p = model._n_parameters()
     result = {

@@ -29,6 +29,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     split_columns,
 )
 from latentfit.cli.figures import figure_format
@@ -176,6 +177,7 @@ def fit_hmm(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     k: int = components_option(),
     lengths: Path | None = lengths_option(),
     emission: str = emission_option(EMISSIONS),
@@ -291,7 +293,7 @@ def fit_hmm(
         n_rows, d = res.n_samples, res.n_features
         fitted = {"path": None, "logprob": None, "ll": res.loglik, "bic": res.bic, "aic": res.aic}
     else:
-        X = read_series(data, cols, dataset, delimiter, emission, missing)
+        X = read_series(data, cols, dataset, delimiter, emission, missing, header)
         fit, run = None, None
         if online:
             rows = chunk_rows or DEFAULT_CHUNK_ROWS
@@ -313,7 +315,7 @@ def fit_hmm(
         print_parameters = lambda r: (print_emissions(r), print_posterior(r))
     invocation = SequenceRun(data, dataset, delimiter, columns, lengths, n_init, algorithm,
                              states, out, plot, force, device, as_json, as_csv, target, fmt,
-                             seq)  # fmt: skip
+                             seq, header)  # fmt: skip
     csv_rows = lambda result: _csv_rows(model, result)
     invocation.finish(
         model, X, fitted, settings, parameters, csv_rows, print_parameters, shape=(n_rows, d)

@@ -16,7 +16,9 @@ def states_target(states: Path | None, data: Path | None, dataset: str | None) -
     return states if states is not None else Path(f"{stem}_states.csv")
 
 
-def read_series(data, columns, dataset, delimiter, emission: str, missing: str = "error"):
+def read_series(
+    data, columns, dataset, delimiter, emission: str, missing: str = "error", header=None
+):
     """The rows of DATA or --dataset as a (n, d) array; whole-number symbols (int64) in one
     column for categorical emissions."""
     import numpy as np
@@ -27,6 +29,7 @@ def read_series(data, columns, dataset, delimiter, emission: str, missing: str =
         columns,
         dataset=dataset,
         delimiter=delimiter,
+        header=header,
         allow_nan=missing == "marginalize",
         hint=" (pass --missing marginalize)",
     ).numpy()

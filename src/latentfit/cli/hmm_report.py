@@ -52,6 +52,7 @@ class SequenceRun:
     target: Path | None = None
     fmt: str | None = None
     seq: list[int] | None = None
+    header: bool | None = None  # --header/--no-header (None: sniffed)
 
     def check(self) -> None:
         """The output format, the outputs (decoded states, model file, figure), the device
@@ -87,8 +88,8 @@ class SequenceRun:
         n_rows, d = X.shape if shape is None else shape
         cols = split_columns(self.columns)
         # predict/score match the columns by name
-        record_columns(model, self.data, cols, self.delimiter, self.dataset)
-        names = column_names(self.data, self.columns, d, model, self.delimiter)
+        record_columns(model, self.data, cols, self.delimiter, self.dataset, self.header)
+        names = column_names(self.data, self.columns, d, model, self.delimiter, self.header)
         result = sequence_result(
             model,
             fitted,

@@ -20,6 +20,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     seed_option,
     split_columns,
 )
@@ -45,7 +46,14 @@ def _save(model, out: Path | None) -> str | None:
         fail(str(err))
 
 
-def _fit(model, data: Path | None, columns: str, dataset: str | None, delimiter: str):
+def _fit(
+    model,
+    data: Path | None,
+    columns: str,
+    dataset: str | None,
+    delimiter: str,
+    header: bool | None = None,
+):
     """Read DATA or --dataset, fit ``model`` and name its columns (stored with --out, matched
     by name in predict/score); (X, log-likelihood, BIC, AIC, column names)."""
     from latentfit.cli.gmm import read_data
@@ -53,15 +61,15 @@ def _fit(model, data: Path | None, columns: str, dataset: str | None, delimiter:
     from latentfit.cli.output import column_names
 
     allow_nan = getattr(model, "missing", "error") == "marginalize"
-    X = read_data(data, columns, allow_nan, dataset, delimiter)
+    X = read_data(data, columns, allow_nan, dataset, delimiter, header)
     try:
         model.fit(X)
         ll = model.score(X) * X.shape[0]
         bic, aic = model.bic(X), model.aic(X)
     except (ValueError, FloatingPointError) as err:
         fail(cli_words(str(err), data_name(data, dataset), "-k"))
-    record_columns(model, data, split_columns(columns), delimiter, dataset)
-    return X, ll, bic, aic, column_names(data, columns, X.shape[1], model, delimiter)
+    record_columns(model, data, split_columns(columns), delimiter, dataset, header)
+    return X, ll, bic, aic, column_names(data, columns, X.shape[1], model, delimiter, header)
 
 
 @fit_app.command("mixture")
@@ -69,6 +77,7 @@ def fit_mixture(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     k: int = typer.Option(..., "-k", "--components", min=1, help="Number of components."),
     family: str = typer.Option(
         ...,
@@ -116,7 +125,7 @@ def fit_mixture(
         verbose=0 if quiet else 1,
         device=device,
     )
-    X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter)
+    X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter, header)
     n, d = X.shape
     result = {
         "model": name,
@@ -192,6 +201,7 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
         data: Path | None = data_argument(),
         dataset: str | None = dataset_option(),
         delimiter: str = delimiter_option(),
+        header: bool | None = header_option(),
         k: int = typer.Option(
             ...,
             "-k",
@@ -245,7 +255,7 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             verbose=0 if quiet else 1,
             device=device,
         )
-        X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter)
+        X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter, header)
         n, d = X.shape
         noise = np.broadcast_to(np.asarray(model.noise_variance_, dtype=float), (d,))
         result = {

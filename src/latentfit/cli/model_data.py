@@ -62,13 +62,15 @@ def n_columns(model, kind: str) -> int | None:
     return None
 
 
-def header_names(path: Path, delimiter: str | None = None) -> list[str] | None:
+def header_names(
+    path: Path, delimiter: str | None = None, header: bool | None = None
+) -> list[str] | None:
     """The column names of a data file as the reader sees them (a header, a ``#`` comment
     line or a Parquet schema), or None when it names none; see
     :func:`latentfit.datasets.column_names`."""
     from latentfit.datasets import column_names
 
-    return column_names(path, delimiter)
+    return column_names(path, delimiter, header)
 
 
 def record_columns(
@@ -77,6 +79,7 @@ def record_columns(
     columns: list[str] | None,
     delimiter: str | None = None,
     dataset: str | None = None,
+    header: bool | None = None,
 ) -> None:
     """Give a model fitted from the command line the names of its data columns (stored in its
     file, shown by ``latentfit show`` and matched by ``predict``/``score``): the file's
@@ -84,7 +87,7 @@ def record_columns(
     import numpy as np
 
     if data is not None:
-        names = header_names(data, delimiter)
+        names = header_names(data, delimiter, header)
     elif dataset is not None:
         from latentfit.datasets import load_dataset
 

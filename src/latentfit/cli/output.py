@@ -88,12 +88,18 @@ def check_format(as_json: bool, as_csv: bool) -> None:
 
 
 def column_names(
-    path, columns: list[str] | str | None, d: int, model=None, delimiter: str | None = None
+    path,
+    columns: list[str] | str | None,
+    d: int,
+    model=None,
+    delimiter: str | None = None,
+    header: bool | None = None,
 ) -> list[str]:
     """The names of the ``d`` columns a command read from ``path``, for printed parameters:
     the model's ``feature_names_in_``, else the columns chosen by ``--columns`` (named, or by
     position in the header), else the file's header, else ``x0 .. x{d-1}``. The header is
-    the data reader's own (:func:`latentfit.datasets.column_names`)."""
+    the data reader's own (:func:`latentfit.datasets.column_names`), with the ``--delimiter``
+    and ``--header`` given."""
     names = getattr(model, "feature_names_in_", None)
     if names is not None and len(names) == d:
         return [str(n) for n in names]
@@ -101,27 +107,27 @@ def column_names(
         from latentfit.cli.app import split_columns
 
         columns = split_columns(columns)
-    header = None
+    read = None  # the names the reader found in the file
     if path is not None:
         from latentfit.datasets import column_names as header_of
 
-        header = header_of(path, delimiter)
+        read = header_of(path, delimiter, header)
     if columns:
         out = []
         for c in columns:
             c = str(c)
-            if c.isdigit() and (header is None or c not in header):
+            if c.isdigit() and (read is None or c not in read):
                 i = int(c)
-                out.append(header[i] if header is not None and i < len(header) else f"x{i}")
+                out.append(read[i] if read is not None and i < len(read) else f"x{i}")
             else:
                 out.append(c)
         if len(out) == d:
             return out
-    if header is not None:
-        if len(header) == d + 1 and header[0] in ("", '""'):  # a written row index
-            header = header[1:]
-        if len(header) == d:
-            return header
+    if read is not None:
+        if len(read) == d + 1 and read[0] in ("", '""'):  # a written row index
+            read = read[1:]
+        if len(read) == d:
+            return read
     return [f"x{j}" for j in range(d)]
 
 

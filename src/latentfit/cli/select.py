@@ -23,6 +23,7 @@ from latentfit.cli.app import (
     fail,
     finite_number,
     force_option,
+    header_option,
     parse_range,
     seed_option,
     select_app,
@@ -242,6 +243,7 @@ def _run(
     as_csv: bool = False,
     dataset: str | None = None,
     delimiter: str | None = None,
+    header: bool | None = None,
 ):
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
@@ -252,7 +254,7 @@ def _run(
     check_outputs([(plot, "--plot")], [data], force=force)
     fmt = figure_format(plot)
     marginalize = missing == "marginalize"
-    X = read_data(data, columns, marginalize, dataset, delimiter)
+    X = read_data(data, columns, marginalize, dataset, delimiter, header)
     sizes = parse_range(k, most=X.shape[0])
     kwargs = {"max_iter": max_iter}
     if family in ("fa", "ppca"):
@@ -288,6 +290,7 @@ def _register(family: str) -> None:
         data: Path | None = data_argument(),
         dataset: str | None = dataset_option(),
         delimiter: str = delimiter_option(),
+        header: bool | None = header_option(),
         k: str = typer.Option(
             "1-8",
             "-k",
@@ -333,6 +336,7 @@ def _register(family: str) -> None:
             as_csv,
             dataset,
             delimiter,
+            header,
         )
 
     command.__doc__ = _HELP[family]
@@ -379,6 +383,7 @@ def select_hmm(
     ),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     k: str = typer.Option("1-6", "-k", help="Numbers of hidden states: 3, 1-6 or 2,4,8."),
     lengths: Path | None = typer.Option(
         None,
@@ -451,7 +456,7 @@ def select_hmm(
     check_outputs([(plot, "--plot")], [data, lengths], force=force)
     fmt = figure_format(plot)
     name = data_source(data, dataset)
-    X = read_data(data, columns, False, dataset, delimiter)
+    X = read_data(data, columns, False, dataset, delimiter, header)
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])
     wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init}  # random_state: select_model's

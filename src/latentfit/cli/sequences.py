@@ -18,6 +18,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
 )
 from latentfit.cli.hmm_emissions import emission_cells, emission_parameters, print_emissions
 from latentfit.cli.hmm_inputs import read_series
@@ -171,6 +172,7 @@ def fit_hsmm(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     k: int = components_option(),
     lengths: Path | None = lengths_option(),
     duration: str = duration_option(),
@@ -214,9 +216,9 @@ def fit_hsmm(
             "by one of another state); use 'latentfit fit hmm' for one state"
         )
     run = SequenceRun(data, dataset, delimiter, columns, lengths, n_init, algorithm, states, out, plot,
-               force, device, as_json, as_csv)  # fmt: skip
+               force, device, as_json, as_csv, header=header)  # fmt: skip
     run.check()
-    X = read_series(data, columns, dataset, delimiter, emission, missing)
+    X = read_series(data, columns, dataset, delimiter, emission, missing, header)
     common = dict(
         max_duration=check_max_duration(max_duration, X.shape[0], run.seq),
         duration=DURATIONS[duration],
@@ -277,6 +279,7 @@ def fit_arhmm(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     k: int = components_option(),
     lengths: Path | None = lengths_option(),
     order: int = order_option(),
@@ -312,7 +315,7 @@ def fit_arhmm(
     if not math.isfinite(ridge):
         fail(f"--ridge must be a finite number >= 0; got {ridge}")
     run = SequenceRun(data, dataset, delimiter, columns, lengths, n_init, algorithm, states, out, plot,
-               force, device, as_json, as_csv)  # fmt: skip
+               force, device, as_json, as_csv, header=header)  # fmt: skip
     run.check()
     model = AutoregressiveHMM(
         k,
@@ -325,7 +328,7 @@ def fit_arhmm(
         verbose=not quiet,
         device=device,
     )
-    X = read_series(data, columns, dataset, delimiter, "gaussian")
+    X = read_series(data, columns, dataset, delimiter, "gaussian", header=header)
     fitted = fit_and_decode(model, X, run.seq, algorithm, data_name(data, dataset))
     parameters = {
         "order": order,

@@ -20,6 +20,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     load_data,
     split_columns,
 )
@@ -52,6 +53,7 @@ def fit_ssm(
     ),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     k: int = typer.Option(
         ...,
         "-k",
@@ -89,7 +91,9 @@ def fit_ssm(
     data_source(data, dataset)
     target = states_target(states, data, dataset)
     check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
-    X = load_data(data, columns, dataset=dataset, delimiter=delimiter, allow_nan=True).numpy()
+    X = load_data(
+        data, columns, dataset=dataset, delimiter=delimiter, header=header, allow_nan=True
+    ).numpy()
     seq = read_lengths(lengths) if lengths is not None else None
     model = LinearGaussianSSM(
         k,
@@ -110,7 +114,7 @@ def fit_ssm(
         bic, aic = model.bic(X, seq), model.aic(X, seq)
     except (ValueError, FloatingPointError) as err:
         fail(cli_words(str(err), data_name(data, dataset), "-k"))
-    record_columns(model, data, split_columns(columns), delimiter, dataset)  # predict by name
+    record_columns(model, data, split_columns(columns), delimiter, dataset, header)  # by name
     result = {
         "model": "LinearGaussianSSM",
         "state_dim": k,
@@ -135,8 +139,8 @@ def fit_ssm(
     }
     try:
         with atomic_path(target) as tmp:
-            header = ",".join(f"x{i}" for i in range(k))
-            np.savetxt(tmp, means, delimiter=",", header=header, comments="")
+            names = ",".join(f"x{i}" for i in range(k))
+            np.savetxt(tmp, means, delimiter=",", header=names, comments="")
         if out is not None:
             result["model_file"] = str(model.save(out))
     except (LatentfitError, OSError) as err:

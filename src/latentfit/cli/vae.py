@@ -17,6 +17,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     seed_option,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
@@ -35,11 +36,20 @@ def _refuse_k():
     return typer.Option(None, "-k", hidden=True, help=_NOT_K)
 
 
-def _data(dataset: str, idx: Path | None, seed: int, split=None, delimiter: str | None = None):
+def _data(
+    dataset: str,
+    idx: Path | None,
+    seed: int,
+    split=None,
+    delimiter: str | None = None,
+    header: bool | None = None,
+):
     from latentfit.vae.data import load_vae_data
 
     try:
-        return load_vae_data(dataset, seed=seed, idx_folder=idx, split=split, delimiter=delimiter)
+        return load_vae_data(
+            dataset, seed=seed, idx_folder=idx, split=split, delimiter=delimiter, header=header
+        )
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -114,7 +124,7 @@ def _check_network_memory(build, hidden: str, latent: int, device: str) -> None:
         fail(f"the VAE does not fit in memory on {device}: {err}")
 
 
-def _rows(dataset: str, delimiter: str | None = None):
+def _rows(dataset: str, delimiter: str | None = None, header: bool | None = None):
     """Every row of a data source, in its order (eval --all-rows)."""
     from latentfit.vae.data import source_rows
 
@@ -124,7 +134,7 @@ def _rows(dataset: str, delimiter: str | None = None):
             "rows may include the model's training rows"
         )
     try:
-        return source_rows(dataset, None, delimiter)[0]
+        return source_rows(dataset, None, delimiter, header)[0]
     except (ValueError, FileNotFoundError, ImportError) as err:
         fail(str(err))
 
@@ -136,6 +146,7 @@ def fit_vae(
     ),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     objective: str = typer.Option("elbo", help="elbo, beta, iwae or dreg."),
     samples: int = typer.Option(
         1, "--samples", min=1, help="Samples of z per data point (the k of the iwae/dreg bounds)."
@@ -240,7 +251,7 @@ def fit_vae(
     _check_fit_options(choices, lr, beta, free_bits, warmup_epochs, kind, flow)
     sizes = _sizes(hidden, "--hidden")
     dist_utils.init_from_env()
-    data = _data(dataset, idx, seed, delimiter=delimiter)
+    data = _data(dataset, idx, seed, delimiter=delimiter, header=header)
     if binarize and likelihood == "bernoulli" and not data.intensities:
         fail(f"{data.name} is not in [0, 1]; pass --no-binarize or use --likelihood gaussian")
     bern = likelihood == "bernoulli" and binarize
@@ -303,7 +314,7 @@ def fit_vae(
     if dataset not in ("mnist", "digits", "mnist-idx"):
         from latentfit.cli.model_data import header_names
 
-        names = header_names(Path(dataset))  # saved too: predict/score match them by name
+        names = header_names(Path(dataset), delimiter, header)  # saved: predict/score match them
         if names is not None and len(names) == data.train.shape[1]:
             model.feature_names = names
     if not dist_utils.is_main():
@@ -405,6 +416,7 @@ def eval_vae(
     ),
     idx: Path | None = typer.Option(None, help="Folder of the MNIST IDX files for mnist-idx."),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     samples: int = typer.Option(
         5000, "--samples", min=1, help="Importance samples per data point."
     ),
@@ -437,7 +449,7 @@ def eval_vae(
     if all_rows:
         if dataset is None:
             fail("--all-rows needs --dataset, the file of held-out rows to score")
-        X = _rows(dataset, delimiter)
+        X = _rows(dataset, delimiter, header)
         name = dataset
     else:
         if model.split is None:
@@ -447,7 +459,7 @@ def eval_vae(
                 "--dataset a file of rows the model was not fitted to"
             )
         source = model.split.source if dataset is None else dataset
-        data = _data(source, idx, seed, split=model.split, delimiter=delimiter)
+        data = _data(source, idx, seed, split=model.split, delimiter=delimiter, header=header)
         X, name = data.test, data.name
     X = X[: n or None].to(device)
     if X.shape[1] != model.spec.x_dim:

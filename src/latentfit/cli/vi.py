@@ -19,6 +19,7 @@ from latentfit.cli.app import (
     finite_number,
     fit_app,
     force_option,
+    header_option,
     load_data,
     seed_option,
     split_columns,
@@ -38,6 +39,7 @@ def fit_bgmm(
     data: Path | None = data_argument(),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     k: int = typer.Option(
         ...,
         "-k",
@@ -97,7 +99,7 @@ def fit_bgmm(
     check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
     fmt = figure_format(plot)
     check_device(device)
-    X = load_data(data, columns, dataset=dataset, delimiter=delimiter)
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter, header=header)
     model = BayesianGaussianMixture(
         n_components=k,
         covariance_type=covariance,
@@ -117,9 +119,9 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(cli_words(str(err), data_name(data, dataset), "-k"))
-    record_columns(model, data, split_columns(columns), delimiter, dataset)
+    record_columns(model, data, split_columns(columns), delimiter, dataset, header)
     n, d = X.shape
-    names = column_names(data, columns, d, model, delimiter)
+    names = column_names(data, columns, d, model, delimiter, header)
     used = np.flatnonzero(model.weights_ > active)
     saved = None
     if out is not None:

@@ -84,6 +84,8 @@ def _case_variants(word: str) -> set[str]:
 
 
 _NULLS = sorted(set().union(*(_case_variants(w) for w in _NA)))
+#: A cell written as a whole number (the cells float64 must hold exactly).
+_INTEGER = re.compile(r"[-+]?[0-9]+")
 _SNIFF_BYTES = 1 << 16
 _THREADED_BYTES = 16 << 20
 
@@ -125,6 +127,7 @@ class _Layout:
     offset: int  # byte offset of the first data row
     first_line: int  # 1-based line number of the first data row
     squeeze: bool  # whitespace runs, leading or trailing blanks: normalise before parsing
+    doubt: str | None = None  # a first line that could be names or data: what was decided
 
 
 def _numeric(cell: str) -> bool:
@@ -156,6 +159,56 @@ def _guess_delimiter(lines: list[str]) -> str:
         if counts[0] > 1 and 4 * counts.count(counts[0]) >= 3 * len(counts):
             return d
     return ","
+
+
+def check_header(header) -> bool | None:
+    """``header=`` as the reader takes it: None (sniff the first line), True (the first line
+    names the columns) or False (the first line is data)."""
+    if header is None or isinstance(header, bool):
+        return header
+    if isinstance(header, np.bool_):
+        return bool(header)
+    raise ParameterError(
+        f"header must be None (sniffed), True (the first line names the columns) or False "
+        f"(the first line is data), got {header!r:.60}"
+    )
+
+
+def _number(cell: str) -> bool:
+    """A cell that is a number (not one of the cells read as missing)."""
+    return cell.strip().lower() not in _NA and _numeric(cell)
+
+
+def _header_doubt(first: list[str], rest: list[list[str]], is_header: bool) -> str | None:
+    """Why the sniffed decision on the first line could be wrong, or None when it is clear:
+    names that include numbers (then it might be data), or data that are the column numbers
+    0..d-1 or 1..d (after a blank, with a row index), as pandas writes for unnamed columns,
+    not repeated below (then it might be names). Said with the option that settles it."""
+    cells = [c.strip() for c in first]
+    if is_header:
+        numbers = [c for c in cells if _number(c)]
+        if not numbers:
+            return None
+        shown = ", ".join(numbers[:3]) + (", ..." if len(numbers) > 3 else "")
+        return (
+            "read as column names (it holds text over columns of numbers), but it also holds "
+            f"the number(s) {shown}: if it is a row of data, pass --no-header (header=False "
+            "in Python); --header (header=True) keeps it as names without this warning"
+        )
+    numbered = cells[1:] if cells[0] in ("", '""') else cells  # after a row index's blank
+    if len(numbered) < 2 or not all(_INTEGER.fullmatch(c) for c in numbered):
+        return None
+    values = [int(c) for c in numbered]
+    if values not in (list(range(len(values))), list(range(1, len(values) + 1))):
+        return None
+    if any([c.strip() for c in row] == cells for row in rest):
+        return None  # the same numbers recur below: data (e.g. 0/1 values)
+    return (
+        "read as the first row of data, as it holds only numbers, but they are the column "
+        "numbers pandas writes as names for unnamed columns: if they name the columns, pass "
+        "--header (header=True in Python); --no-header (header=False) keeps it as data "
+        "without this warning"
+    )
 
 
 def _is_header(first: list[str], rest: list[list[str]]) -> bool:
@@ -249,9 +302,11 @@ def _head(path: Path) -> tuple[bytes, bool]:
         return raw, not f.read(1)
 
 
-def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
+def _sniff(path: Path, delimiter: str | None, header: bool | None = None) -> _Layout | None:
     """Read the layout from the first lines (64 KiB, or more until two data lines are
-    whole); None when the file holds no rows at all."""
+    whole); None when the file holds no rows at all. ``header``: whether the first line
+    names the columns (None: sniffed, with a doubt noted where the first line could be
+    either; see :func:`_header_doubt`)."""
     try:
         raw, whole = _head(path)
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
@@ -300,8 +355,14 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
         return None
     delimiter = delimiter if delimiter is not None else _guess_delimiter(lines)
     rows = [_split(line, delimiter) for line in lines]
+    names_line = _is_header(rows[0], rows[1:]) if header is None else header
+    doubt = None
+    if header is None:
+        why = _header_doubt(rows[0], rows[1:], names_line)
+        if why is not None:
+            doubt = f"{path}: line {lineno + 1} ({lines[0].strip()[:60]!r}) is {why}"
     header = None
-    if _is_header(rows[0], rows[1:]):
+    if names_line:
         header = [c.strip() for c in rows[0]]
         start += len(first_piece) + first_end
         lineno += 1
@@ -309,10 +370,11 @@ def _sniff(path: Path, delimiter: str | None) -> _Layout | None:
         names = _split(comment, delimiter)
         if len(names) == len(rows[0]) and not any(_numeric(c) for c in names):
             header = [c.strip() for c in names]
+            doubt = None  # a '#' line names the columns: the first line is data
     squeeze = delimiter == _WHITESPACE and any(
         "  " in line or "\t" in line or line != line.strip() for line in lines
     )
-    return _Layout(delimiter, header, len(rows[0]), start, lineno + 1, squeeze)
+    return _Layout(delimiter, header, len(rows[0]), start, lineno + 1, squeeze, doubt)
 
 
 def _lines(f):
@@ -416,7 +478,7 @@ def _to_numpy(table, include: list[str]) -> np.ndarray:
     return np.ascontiguousarray(values)
 
 
-def _read_text(path: Path, columns, delimiter: str | None):
+def _read_text(path: Path, columns, delimiter: str | None, header: bool | None = None):
     try:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -425,9 +487,13 @@ def _read_text(path: Path, columns, delimiter: str | None):
         raise MissingDependencyError(
             "reading delimited text needs pyarrow: pip install pyarrow"
         ) from err
-    layout = _sniff(path, delimiter)
+    layout = _sniff(path, delimiter, header)
     if layout is None:
         raise DataError(f"{path} is empty: no header and no rows")
+    if layout.doubt is not None:
+        import warnings
+
+        warnings.warn(layout.doubt, UserWarning, stacklevel=3)
     # R's write.csv puts an unnamed row index first: drop it.
     skip = 1 if layout.header is not None and layout.header[0] in ("", '""') else 0
     names = None if layout.header is None else layout.header[skip:]
@@ -503,10 +569,6 @@ def _read_text(path: Path, columns, delimiter: str | None):
     if len(parsed) != len(keep):
         values = values[:, [parsed.index(j) for j in keep]]
     return [shown[j] for j in keep], values
-
-
-#: A cell written as a whole number (the cells float64 must hold exactly).
-_INTEGER = re.compile(r"[-+]?[0-9]+")
 
 
 def _past_exact(values: np.ndarray) -> list[int]:
@@ -588,12 +650,14 @@ def _slow_values(path, layout, table, include, keep, shown, pa, pc) -> np.ndarra
     )
 
 
-def column_names(path, delimiter=None) -> list[str] | None:
+def column_names(path, delimiter=None, header=None) -> list[str] | None:
     """The column names :func:`load_array` reads from ``path`` (a delimited text header or
     ``#`` comment line, sniffed as it sniffs them, or a Parquet schema), or None when the file
-    names no columns (no header, .npy, .npz) or cannot be read. The one place the package
-    learns a file's column names: the command line prints and stores these."""
+    names no columns (no header, .npy, .npz) or cannot be read. ``delimiter`` and ``header``
+    as :func:`load_array` takes them. The one place the package learns a file's column
+    names: the command line prints and stores these."""
     path = Path(path)
+    header = check_header(header)
     suffix = _text_suffix(path)
     try:
         if suffix in (".parquet", ".pq"):
@@ -602,7 +666,7 @@ def column_names(path, delimiter=None) -> list[str] | None:
             return [str(c) for c in pq.read_schema(path).names]
         if suffix not in TEXT_SUFFIXES or not path.is_file():
             return None
-        layout = _sniff(path, parse_delimiter(delimiter))
+        layout = _sniff(path, parse_delimiter(delimiter), header)
     except (OSError, ValueError, ImportError, zlib.error):  # DataError is a ValueError
         return None
     if layout is None or layout.header is None:
@@ -612,7 +676,13 @@ def column_names(path, delimiter=None) -> list[str] | None:
 
 
 def load_array(
-    path, *, columns=None, allow_nan: bool = False, dtype=torch.float64, delimiter=None
+    path,
+    *,
+    columns=None,
+    allow_nan: bool = False,
+    dtype=torch.float64,
+    delimiter=None,
+    header: bool | None = None,
 ) -> torch.Tensor:
     """Read ``path`` into a (n, d) float tensor.
 
@@ -622,7 +692,11 @@ def load_array(
     Text is UTF-8 (a byte-order mark is ignored); its delimiter (tab, semicolon, comma, pipe,
     or runs of spaces as ``numpy.savetxt`` writes) is sniffed unless ``delimiter`` names it
     (see :func:`parse_delimiter`), and its first row is taken as column names only when it
-    holds text above numbers: a headerless file keeps its first row. ``#`` lines before the
+    holds text above numbers: a headerless file keeps its first row. ``header=True`` or
+    ``False`` says so instead of sniffing; a sniffed first line that could be either (names
+    that include numbers, or data that are the column numbers 0..d-1 or 1..d, as pandas
+    writes for unnamed columns) is read as decided above with a UserWarning naming the line
+    and the ``header=`` that settles it. ``#`` lines before the
     data are skipped (the last names the columns when it has one name per column, as
     ``numpy.savetxt(header=...)`` writes); ``""``, ``nan`` and ``na`` cells are NaN. ``columns`` keeps
     some columns, in the order given: names from a CSV header or Parquet schema, or 0-based
@@ -639,6 +713,7 @@ def load_array(
     status = file_status(path)  # a name too long to be a file is said as such
     path = Path(path)
     delimiter = parse_delimiter(delimiter)
+    header = check_header(header)
     if status is None:
         raise FileNotFoundError(f"no data file at {path}")
     if path.is_dir():
@@ -647,7 +722,7 @@ def load_array(
         raise DataError(f"{path} is empty")
     suffix = _text_suffix(path)
     if suffix in TEXT_SUFFIXES:
-        header, values = _read_text(path, columns, delimiter)
+        header, values = _read_text(path, columns, delimiter, header)
     elif suffix == ".npy":
         header, values = _select(None, _read_npy(path), columns, path)
     elif suffix == ".npz":

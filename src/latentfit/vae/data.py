@@ -62,7 +62,7 @@ def data_sha256(X: torch.Tensor) -> str:
 
 
 def source_rows(
-    source: str, idx_folder, delimiter: str | None = None
+    source: str, idx_folder, delimiter: str | None = None, header: bool | None = None
 ) -> tuple[torch.Tensor, tuple | None, str, int | None]:
     """All rows of a source, the image shape, a name and the number of rows fixed as test rows
     at the end (the MNIST test file) or None."""
@@ -98,7 +98,7 @@ def source_rows(
         )
     from latentfit.datasets import load_array
 
-    X = load_array(path, delimiter=delimiter)
+    X = load_array(path, delimiter=delimiter, header=header)
     # float32, as the networks compute: a value beyond its range is named, not made inf
     # (NaN is left to the models' own checks); no dtype can be chosen here, so rescaling is
     # the only advice
@@ -155,6 +155,7 @@ def load_vae_data(
     split: DataSplit | None = None,
     delimiter: str | None = None,
     model: str = "a VAE",
+    header: bool | None = None,
 ) -> VAEData:
     """Load a source and cut it into disjoint training, validation and test rows.
 
@@ -169,14 +170,15 @@ def load_vae_data(
     come from ``seed``. With ``split`` (a :class:`DataSplit`, e.g. ``model.split`` of a loaded
     model) its rows are used instead, after checking that the source holds the same data
     (:class:`~latentfit.errors.DataError` if not). ``delimiter`` names the delimiter of a text
-    file (default: sniffed; see :func:`latentfit.datasets.load_array`). ``model`` names the
+    file and ``header`` whether its first line names the columns (default: both sniffed; see
+    :func:`latentfit.datasets.load_array`). ``model`` names the
     model the rows are for in the error of a source too small to split ("a VAE", "a flow").
     """
     if not 0 < test_fraction < 1:
         raise ParameterError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     if not 0 < val_fraction < 1:
         raise ParameterError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-    X, image_shape, name, n_fixed = source_rows(source, idx_folder, delimiter)
+    X, image_shape, name, n_fixed = source_rows(source, idx_folder, delimiter, header)
     if source == "mnist":
         n_fixed = None
         test_fraction = 1000 / X.shape[0]
