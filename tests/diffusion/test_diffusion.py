@@ -527,3 +527,28 @@ def test_a_constant_column_of_real_data_is_warned_of_as_for_flows():
     with warnings.catch_warnings():  # 8-bit levels may be constant: no warning there
         warnings.simplefilter("error", RuntimeWarning)
         DDPM(5, hidden=4, n_hidden=1, epochs=1, random_state=0).fit(np.c_[X[:, :1] * 0, X[:, 1:]])
+
+
+def test_the_linear_schedule_keeps_its_end_for_few_steps_and_is_ho_et_al_at_1000():
+    """Each of T steps is 1000 / T steps of Ho et al.'s chain: β_t < 1 and ᾱ_T within a few
+    per cent of its T = 1000 value for every T (before: β scaled by 1000 / T and clipped at
+    0.999 gave ᾱ_T = 1e-17 at T = 10, and sampling overflowed)."""
+    ref = make_schedule("linear", 1000)
+    np.testing.assert_allclose(ref.betas, torch.linspace(1e-4, 0.02, 1000, dtype=F64), rtol=1e-12)
+    for T in (3, 5, 10, 20, 40, 4000):
+        sched = make_schedule("linear", T)
+        assert bool((sched.betas < 0.999).all()) and bool(
+            (sched.betas[1:] > sched.betas[:-1]).all()
+        )
+        # the ends differ only as Σ log(1 - β) over T points of the line differs from 1000 points
+        np.testing.assert_allclose(sched.alpha_bar[-1], ref.alpha_bar[-1], rtol=0.05)
+
+
+@pytest.mark.parametrize("T", [5, 10, 20])
+def test_a_ddpm_with_few_steps_draws_finite_values(T):
+    # before: DDPM(10, discrete=False, variance="learned", epochs=1).fit(X).sample(4) drew NaN
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    model = DDPM(T, discrete=False, variance="learned", hidden=16, epochs=1, random_state=0)
+    draws = model.fit(X).sample(200, random_state=0)
+    # an untrained denoiser still leaves draws within 1/√ᾱ_T ≈ 160 of the prior's scale
+    assert np.isfinite(draws).all() and np.abs(draws).max() < 1e4

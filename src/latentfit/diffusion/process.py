@@ -56,17 +56,21 @@ class Schedule(NamedTuple):
 
 
 def make_schedule(kind: str, n_steps: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> Schedule:
-    """``"linear"``: β from ``beta_1`` to ``beta_T`` at T = 1000 (Ho et al. 2020, Sec. 4), both
-    multiplied by 1000 / T for other T so that ᾱ_T stays near 0 (the rule of Nichol & Dhariwal
-    2021's code), β clipped at 0.999; or ``"cosine"`` (Nichol & Dhariwal 2021, eq. 17)."""
+    """``"linear"``: β from ``beta_1`` to ``beta_T`` at T = 1000 (Ho et al. 2020, Sec. 4); for
+    other T each step is 1000 / T steps of that chain at the same β, α_t = (1 - β_t)^(1000/T),
+    so ᾱ_T stays near its T = 1000 value (≈ 4e-5) for every T; or ``"cosine"`` (Nichol &
+    Dhariwal 2021, eq. 17), β clipped at 0.999 as in their code."""
     if n_steps < 1:
         raise ParameterError(f"n_steps must be at least 1, got {n_steps}")
     if kind == "linear":
         if not 0 < beta_1 <= beta_T < 1:
             raise ParameterError(f"need 0 < beta_1 <= beta_T < 1, got {beta_1} and {beta_T}")
-        scale = 1000.0 / n_steps
-        betas = torch.linspace(beta_1 * scale, beta_T * scale, n_steps, dtype=torch.float64)
-        betas = betas.clamp(max=0.999)
+        # Nichol & Dhariwal's code multiplies β by 1000 / T instead, which matches this for
+        # large T but passes 1 below T = 20 and was clipped at 0.999: ᾱ_T then fell to 1e-17 at
+        # T = 10 and sampling, which divides by √α_t at every step, overflowed. Compounding keeps
+        # every β_t in (0, 1) and equals Ho et al.'s schedule exactly at T = 1000.
+        rates = torch.linspace(beta_1, beta_T, n_steps, dtype=torch.float64)
+        betas = -torch.expm1((1000.0 / n_steps) * torch.log1p(-rates))
     elif kind == "cosine":
         s = 0.008
         t = torch.arange(n_steps + 1, dtype=torch.float64) / n_steps
