@@ -188,3 +188,27 @@ def test_density_score_names_a_row_whose_log_density_overflows(flow_file, tmp_pa
     data = tmp_path / "b18.csv"
     data.write_text("a,b\n1e30,1\n2,3\n")
     _fails(["density", "score", flow_file, data], "b18.csv has log p(x) = -inf")
+
+
+@pytest.mark.parametrize("cmd", ["flow", "diffusion", "vae"])
+def test_a_checkpoint_that_cannot_resume_names_the_command_lines_way_out(good, tmp_path, cmd):
+    # before: "use another checkpoint_dir (or with resume=False)", a setting and an argument
+    # the command line does not have (it has --checkpoint-dir and always resumes)
+    args = {
+        "flow": ["fit", "flow", good, "--layers", "1"],
+        "diffusion": ["fit", "diffusion", "--dataset", good, "--steps", "10"],
+        "vae": ["fit", "vae", "--dataset", good, "--latent", "1", "--likelihood", "gaussian"],
+    }[cmd]
+    ckpt = tmp_path / "ckpt"
+    args = [*args, "--hidden", "4", "--epochs", "1", "--checkpoint-dir", ckpt, "--quiet"]
+    res = runner.invoke(app, [str(a) for a in [*args, "--out", tmp_path / "a.st"]])
+    assert res.exit_code == 0, res.output
+    # a different run in the same folder
+    _fails([*args, "--hidden", "5", "--out", tmp_path / "b.st"], "another --checkpoint-dir")
+    res = runner.invoke(app, [str(a) for a in [*args, "--hidden", "5", "--out", tmp_path / "b.st"]])
+    assert "(or delete that checkpoint)" in res.output, res.output
+    assert "resume=" not in res.output and "checkpoint_dir" not in res.output
+    (ckpt / "last.pt").write_bytes(b"not a checkpoint")  # a damaged file
+    res = runner.invoke(app, [str(a) for a in [*args, "--out", tmp_path / "c.st"]])
+    assert res.exit_code == 2 and "another --checkpoint-dir" in res.output, res.output
+    assert "checkpoint_dir" not in res.output

@@ -138,7 +138,9 @@ def cli_words(
     an option ``k`` (``-k``), that option; where it set the number of draws (``n_samples``,
     ``n``) by an option ``count`` (``-n``), that option; ``init=`` is ``--init``,
     ``max_iter`` is ``--max-iter``, ``fit_map`` is ``--prior``, the sampler's
-    ``target_accept`` and ``max_depth`` are ``--target-accept`` and ``--max-depth``, and
+    ``target_accept`` and ``max_depth`` are ``--target-accept`` and ``--max-depth``, a
+    training checkpoint's ``checkpoint_dir`` is ``--checkpoint-dir`` (the command line always
+    resumes: ``resume=False`` becomes deleting the checkpoint), and
     advice only Python can follow (``divergences()``, ``SamplerConfig``) is left out. Only
     these phrases are changed, so that a
     Python expression in a hint (``X > 0.5``, ``X.reshape(-1, 1)``) is left as it is."""
@@ -171,6 +173,11 @@ def cli_words(
         .replace("raise max_depth", f"raise --max-depth (at most {MAX_CLI_DEPTH})")
         .replace("a smaller max_depth", "a smaller --max-depth")
         .replace("2^(max_depth - 1)", "2^(depth - 1)")
+        .replace(
+            "another checkpoint_dir (or with resume=False)",
+            "another --checkpoint-dir (or delete that checkpoint)",
+        )
+        .replace("another checkpoint_dir", "another --checkpoint-dir")
         .replace("draw more", "draw more (a larger --draws)")
         .replace("run longer", "run longer (larger --draws and --warmup)")
         .replace(
