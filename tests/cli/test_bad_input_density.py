@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import latentfit
 from latentfit.cli import app
 
 runner = CliRunner()
@@ -212,3 +213,21 @@ def test_a_checkpoint_that_cannot_resume_names_the_command_lines_way_out(good, t
     res = runner.invoke(app, [str(a) for a in [*args, "--out", tmp_path / "c.st"]])
     assert res.exit_code == 2 and "another --checkpoint-dir" in res.output, res.output
     assert "checkpoint_dir" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("command", "switch"),
+    [(["fit", "flow"], "--dequantize"), (["fit", "diffusion", "--dataset"], "--discrete")],
+)
+def test_levels_that_would_be_ignored_are_refused(good, tmp_path, command, switch):
+    # before: digits always used 17 levels, and real-valued data none, whatever --levels said
+    out = tmp_path / "x.st"
+    args = ["--epochs", "1", "--hidden", "4", "--out", out, "--quiet"]
+    _fails([*command, "digits", "--levels", "4", *args], "digits hold 17 grey levels")
+    _fails([*command, good, "--levels", "4", *args], f"add {switch}, or drop --levels")
+    assert not out.exists()
+    levels = tmp_path / "levels.csv"  # grey levels 0..3 where --levels 4 is honoured
+    np.savetxt(levels, np.random.default_rng(0).integers(0, 4, size=(40, 2)), delimiter=",")
+    res = runner.invoke(app, [str(a) for a in [*command, levels, switch, "--levels", "4", *args]])
+    assert res.exit_code == 0, res.output
+    assert latentfit.load(out).n_levels == 4

@@ -70,7 +70,9 @@ def fit_diffusion(
     discrete: bool | None = typer.Option(
         None, help="Grey-level data with the discretised decoder. Default: on for mnist, digits."
     ),
-    levels: int = typer.Option(256, min=2, help="Grey levels of 8-bit data."),
+    levels: int | None = typer.Option(
+        None, min=2, help="Grey levels of --discrete data. Default: 256, or 17 for digits."
+    ),
     epochs: int = typer.Option(50, min=1, help="Passes over the training rows."),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate.", callback=finite_number),
@@ -116,7 +118,7 @@ def fit_diffusion(
             hidden=hidden,
             n_hidden=n_hidden,
             discrete=disc,
-            n_levels=levels_of(dataset, split, levels),
+            n_levels=levels_of(dataset, levels, disc, "--discrete"),
             eval_timesteps=eval_t or None,
             epochs=epochs,
             batch_size=batch_size,

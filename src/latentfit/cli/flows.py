@@ -64,16 +64,28 @@ def load_split(
         fail(str(err))
 
 
-def levels_of(name: str, data, levels: int) -> int:
+def levels_of(name: str, levels: int | None, on: bool, switch: str) -> int:
     """The number of grey levels: 17 for scikit-learn's digits (0..16), else ``levels``
-    (checked here, so that its error names the option)."""
+    (default 256; checked here, so that its error names the option). ``--levels`` is refused
+    where it would be ignored: on digits at any other count, and where the data are not
+    treated as grey levels (``on`` false: ``switch``, e.g. ``--dequantize``, is off)."""
     from latentfit.errors import LatentfitError
     from latentfit.flows.objectives import check_n_levels
 
+    if levels is not None and not on:
+        fail(
+            f"--levels sets the grey levels of {switch} data, which is off here: add {switch}, "
+            "or drop --levels"
+        )
     if name == "digits":
+        if levels not in (None, 17):
+            fail(
+                f"digits hold 17 grey levels (0..16), so --levels {levels} does not fit them: "
+                "drop --levels (or pass --levels 17)"
+            )
         return 17
     try:
-        return check_n_levels(levels, name="--levels")
+        return check_n_levels(256 if levels is None else levels, name="--levels")
     except LatentfitError as err:
         fail(str(err))
 
@@ -112,7 +124,9 @@ def fit_flow(
         help="Treat the data as grey levels (uniform dequantisation). Default: on for mnist and "
         "digits, off for files.",
     ),
-    levels: int = typer.Option(256, min=2, help="Grey levels of 8-bit data."),
+    levels: int | None = typer.Option(
+        None, min=2, help="Grey levels of --dequantize data. Default: 256, or 17 for digits."
+    ),
     epochs: int = typer.Option(20, min=1, help="Passes over the training rows."),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate.", callback=finite_number),
@@ -138,7 +152,7 @@ def fit_flow(
     check_number("--lr", lr, minimum=0, above=True, example="1e-3")
     split = load_split(data, seed, delimiter, header=header)
     deq = split.image_shape is not None if dequantize is None else dequantize
-    L = levels_of(data, split, levels)
+    L = levels_of(data, levels, deq, "--dequantize")
     try:
         classes = {"maf": MAF, "realnvp": RealNVP, "spline": NeuralSplineFlow}
         cls = classes.get(flow)
