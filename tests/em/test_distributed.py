@@ -375,3 +375,42 @@ def test_local_device_refuses_what_is_not_a_device(device):
     # torch's own RuntimeError/TypeError used to reach the caller
     with pytest.raises(ParameterError, match="not a torch device"):
         local_device(device)
+
+
+@pytest.mark.parametrize(
+    ("text", "options"),
+    [
+        ("0,1\n{rows}", ["--header"]),  # a first line of numbers that names the columns
+        ("{rows}", ["--delimiter", ":"]),  # a delimiter the sniffer does not try
+    ],
+)
+@pytest.mark.parametrize("command", ["gmm", "hmm"])
+def test_cli_distributed_reads_a_text_file_with_the_delimiter_and_header(
+    tmp_path, monkeypatch, text, options, command
+):
+    """A world of one process fits the rows the in-memory fit reads (before: --delimiter and
+    --header were dropped on the way to the file, so the names row was fitted as data)."""
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(30, 2)), rng.normal(size=(30, 2)) + 4])
+    sep = ":" if "--delimiter" in options else ","
+    rows = "\n".join(sep.join(f"{v:.6f}" for v in row) for row in X) + "\n"
+    (tmp_path / "x.csv").write_text(text.format(rows=rows))
+    args = ["fit", command, "x.csv", "-k", "2", "--quiet", "--json", *options]
+    if command == "hmm":
+        (tmp_path / "len.csv").write_text("20\n40\n")
+        args += ["--lengths", "len.csv"]
+    plain = CliRunner().invoke(app, [*args, "--out", "a.st"])
+    assert plain.exit_code == 0, plain.output
+    env = dict(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    res = CliRunner().invoke(app, [*args, "--distributed", "--out", "b.st"])
+    assert res.exit_code == 0, res.output
+    got, ref = json.loads(res.output), json.loads(plain.output)
+    assert got["n_samples"] == ref["n_samples"] == 60
+    np.testing.assert_allclose(got["means"], ref["means"], rtol=1e-8)

@@ -19,9 +19,12 @@ class DistributedHMMFit(NamedTuple):
     aic: float
 
 
-def fit_hmm_distributed(model, path, columns, lengths, timeout: float) -> DistributedHMMFit:
+def fit_hmm_distributed(
+    model, path, columns, lengths, timeout: float, delimiter=None, header=None
+) -> DistributedHMMFit:
     """Fit ``model`` (an HMM) on this process's share of the sequences of the data file
-    ``path`` cut by ``lengths``, as ``fit_distributed`` does for mixtures."""
+    ``path`` (a text file read with ``delimiter`` and ``header``) cut by ``lengths``, as
+    ``fit_distributed`` does for mixtures."""
     import math
 
     import torch
@@ -45,7 +48,9 @@ def fit_hmm_distributed(model, path, columns, lengths, timeout: float) -> Distri
     if rank != 0:
         model.set_params(verbose=False)
     try:
-        source = open_source(path, columns=columns, progress=False)
+        source = open_source(
+            path, columns=columns, delimiter=delimiter, header=header, progress=False
+        )
         model.fit(DistributedSource(source), lengths)
         if lengths is None:
             lengths = [source.n_samples]

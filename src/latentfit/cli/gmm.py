@@ -176,7 +176,9 @@ def fit_gmm(
             fail("--distributed reads shards of a DATA file; save the data set to a file first")
         try:
             cols = split_columns(columns)
-            res = fit_distributed(model, data, columns=cols, timeout=timeout)
+            res = fit_distributed(
+                model, data, columns=cols, delimiter=delimiter, header=header, timeout=timeout
+            )
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
             fail(cli_words(str(err), data_name(data), "-k"))
         if res.rank != 0:

@@ -285,7 +285,7 @@ def fit_hmm(
         from latentfit.cli._hmm_distributed import fit_hmm_distributed
 
         try:
-            res = fit_hmm_distributed(model, data, cols, seq, timeout)
+            res = fit_hmm_distributed(model, data, cols, seq, timeout, delimiter, header)
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
             fail(str(err))
         if res.rank != 0:

@@ -620,9 +620,12 @@ class NpySource(ArraySource):
         self.name = path.name
 
 
-def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSource:
+def open_source(
+    path, *, columns=None, weight_column=None, delimiter=None, header=None, **options
+) -> ChunkSource:
     """A source for a data file by suffix: ``.npy`` memory-mapped, ``.parquet`` by row group;
-    other formats (CSV, ``.npz``) are read into memory by :func:`latentfit.datasets.load_array`."""
+    other formats (CSV, ``.npz``) are read into memory by :func:`latentfit.datasets.load_array`,
+    with its ``delimiter`` and ``header`` (text files only, as there)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -634,6 +637,7 @@ def open_source(path, *, columns=None, weight_column=None, **options) -> ChunkSo
     from latentfit.datasets import load_array
 
     # NaN is kept here; the source refuses it unless the model marginalises missing values.
-    source = ArraySource(load_array(path, columns=columns, allow_nan=True), **options)
+    X = load_array(path, columns=columns, allow_nan=True, delimiter=delimiter, header=header)
+    source = ArraySource(X, **options)
     source.name = path.name
     return source

@@ -386,14 +386,22 @@ class DistributedFit(NamedTuple):
 
 
 def fit_distributed(
-    model, path, *, columns=None, weight_column=None, timeout: float = DEFAULT_TIMEOUT_S
+    model,
+    path,
+    *,
+    columns=None,
+    weight_column=None,
+    delimiter=None,
+    header=None,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> DistributedFit:
     """Fit ``model`` on this process's shard of the data file ``path`` (the body of
     ``latentfit fit gmm DATA --distributed`` under torchrun).
 
     Joins the process group from the launcher's environment (nccl for a CUDA model, which is
     placed on ``cuda:LOCAL_RANK``), reads rows ``shard_range(n, rank, world_size)`` of the file
-    (memory-mapped .npy, Parquet by row group; CSV is read whole and sliced), fits with the
+    (memory-mapped .npy, Parquet by row group; CSV is read whole, with ``delimiter`` and
+    ``header`` as :func:`~latentfit.datasets.load_array` takes them, and sliced), fits with the
     statistics all-reduced, then scores the data in one more pass. Only rank 0 shows progress.
     ``timeout`` (seconds) bounds the wait for the other processes in any one collective.
     """
@@ -405,7 +413,14 @@ def fit_distributed(
     if rank != 0:
         model.set_params(verbose=0)
     source = DistributedSource(
-        open_source(path, columns=columns, weight_column=weight_column, progress=False)
+        open_source(
+            path,
+            columns=columns,
+            weight_column=weight_column,
+            delimiter=delimiter,
+            header=header,
+            progress=False,
+        )
     )
     model.fit(source)
     missing = model.get_params().get("missing") == "marginalize"
