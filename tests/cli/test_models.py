@@ -597,3 +597,24 @@ def test_predict_and_score_json_too_large_for_memory_are_refused(tmp_path, monke
     res = _invoke(["score", path, data, "--json"])
     assert res.exit_code == 2 and "--per-row FILE.csv" in res.stderr
     assert _invoke(["score", path, data, "--per-row", tmp_path / "r.csv"]).exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["predict", "score"])
+def test_predict_and_score_read_text_with_the_delimiter_and_header_fit_takes(
+    tmp_path, monkeypatch, command
+):
+    # before: neither command had --delimiter or --header, so a file the fit read with them
+    # could not be read back (a ':' file was "non-numeric"; names of numbers were a row)
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("x.csv", X2, delimiter=",")
+    res = _invoke(["fit", "gmm", "x.csv", "-k", "2", "--quiet", "--out", "g.st"])
+    assert res.exit_code == 0, res.output
+    ref = _invoke([command, "g.st", "x.csv", "--json"])
+    assert ref.exit_code == 0, ref.output
+    np.savetxt("colon.txt", X2, delimiter=":")
+    np.savetxt("named.csv", X2, delimiter=",", header="0,1", comments="")
+    for data, options in (("colon.txt", ["--delimiter", ":"]), ("named.csv", ["--header"])):
+        res = _invoke([command, "g.st", data, *options, "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output) == json.loads(ref.output)
+    assert "--delimiter" in _invoke([command, "--help"]).output

@@ -110,9 +110,17 @@ def record_columns(
         model.feature_names_in_ = np.asarray(names, dtype=object)
 
 
-def read_model_data(model, kind: str, data: Path, columns: str | None):
+def read_model_data(
+    model,
+    kind: str,
+    data: Path,
+    columns: str | None,
+    delimiter: str | None = None,
+    header: bool | None = None,
+):
     """The rows of ``data`` for ``model`` as a (n, d) tensor: ``--columns`` when given, else
-    the model's own columns by name when both carry names, else every column."""
+    the model's own columns by name when both carry names, else every column; a text file is
+    read with ``--delimiter`` and ``--header`` (None: sniffed)."""
     import numpy as np
 
     from latentfit.cli.app import load_data, split_columns
@@ -120,7 +128,7 @@ def read_model_data(model, kind: str, data: Path, columns: str | None):
     cols = split_columns(columns)
     fitted = model_columns(model, kind)
     if cols is None and fitted is not None:
-        names = header_names(data)
+        names = header_names(data, delimiter, header)
         if names is not None:
             missing = [c for c in fitted if c not in names]
             if missing:
@@ -129,7 +137,7 @@ def read_model_data(model, kind: str, data: Path, columns: str | None):
                     f"{names}); rename them or pick the columns with --columns"
                 )
             cols = fitted
-    X = load_data(data, cols, allow_nan=takes_nan(model, kind))
+    X = load_data(data, cols, allow_nan=takes_nan(model, kind), delimiter=delimiter, header=header)
     d = n_columns(model, kind)
     if d is not None and X.shape[1] != d:
         named = f" ({', '.join(fitted)})" if fitted else ""

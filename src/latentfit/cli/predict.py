@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, cli_words, fail, force_option
+from latentfit.cli.app import (
+    check_outputs,
+    cli_words,
+    delimiter_option,
+    fail,
+    force_option,
+    header_option,
+)
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
@@ -53,6 +60,8 @@ def predict(
     columns: str | None = typer.Option(
         None, help="Comma-separated columns to use (default: the model's columns by name, or all)."
     ),
+    delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     out: Path | None = typer.Option(
         None, "--out", help="CSV file to write (default: standard output)."
     ),
@@ -78,7 +87,7 @@ def predict(
             + ("" if kind == "hmm" else f"; {model_path} holds a {type(model).__name__}")
         )
     seq = _lengths(model, kind, lengths)
-    X = read_model_data(model, kind, data, columns)
+    X = read_model_data(model, kind, data, columns, delimiter, header)
     label, prefix = _PREDICT[kind]
     try:
         if kind in ("factor", "vae", "ssm"):

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, cli_words, fail, force_option, seed_option
+from latentfit.cli.app import (
+    check_outputs,
+    cli_words,
+    delimiter_option,
+    fail,
+    force_option,
+    header_option,
+    seed_option,
+)
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
@@ -71,6 +79,8 @@ def score(
     columns: str | None = typer.Option(
         None, help="Comma-separated columns to use (default: the model's columns by name, or all)."
     ),
+    delimiter: str = delimiter_option(),
+    header: bool | None = header_option(),
     per_row: Path | None = typer.Option(
         None, "--per-row", help="CSV file of the log-likelihood of every row."
     ),
@@ -94,7 +104,7 @@ def score(
     check_outputs([(per_row, "--per-row")], [model_path, data, lengths], force=force)
     model, kind = load_model(model_path)
     seq = _lengths(model, kind, lengths)
-    X = read_model_data(model, kind, data, columns)
+    X = read_model_data(model, kind, data, columns, delimiter, header)
     result: dict = {"model": str(model_path), "class": type(model).__name__, "kind": kind}
     try:
         if kind == "hmm":
