@@ -129,3 +129,27 @@ def test_a_job_another_live_process_holds_is_waited_for_a_dead_ones_is_taken_ove
     (folder / "k-live.job").unlink()  # the other process finished
     assert live.done()
     assert not (folder / "k-dead.job").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_a_job_held_by_a_child_that_ended_unreaped_is_taken_over(tmp_path, monkeypatch):
+    # found in a full test run: a worker's compiling child died holding its job and was never
+    # waited for; os.kill(pid, 0) succeeds on such a zombie, so a later run of the same key
+    # waited its whole 15-minute timeout for it
+    import time
+
+    monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
+    folder = builds.jobs_dir()
+    folder.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # until it has ended, without waiting for it (which reaps it)
+            with open(f"/proc/{child.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        (folder / "k.job").write_text(f"{child.pid}\n")
+        assert builds.held("k") is None
+        assert builds.Build("k").done()
+    finally:
+        child.wait()

@@ -111,7 +111,20 @@ def _stale(job: Path) -> bool:
         return True
     except OSError:
         return False
-    return False
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended and only waits to be reaped: ``os.kill(pid, 0)`` succeeds on
+    such a process. A child of this very process that died holding its job (killed, out of
+    memory) stays one until this process waits for it, and ``Build.wait`` then waited its
+    whole timeout (15 minutes of a test run) for a job no one would finish."""
+    running()  # reaps the children this process started that have ended
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS): a dead child is then seen by its age
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def spawn(
