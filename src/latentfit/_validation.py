@@ -335,6 +335,30 @@ def _check_overflow(
         )
 
 
+def _check_underflow(src, dtype, name: str, columns, float64_option) -> None:
+    """A column whose every value lies below the smallest normal number of ``dtype`` (data of
+    1e-300 read as float32) would be read as zeros or as numbers with few digits left: said
+    by column, with the advice to rescale it or use ``float64_option``. A few tiny values
+    beside ordinary ones lose nothing that matters and pass."""
+    if not src.is_floating_point() or src.dim() != 2 or src.numel() == 0:
+        return
+    tiny = torch.finfo(dtype).tiny
+    if torch.finfo(src.dtype).tiny >= tiny:
+        return  # the data's own type reaches no lower
+    big = torch.nan_to_num(src.abs(), nan=0.0, posinf=0.0).amax(0)  # (d,)
+    lost = ((big > 0) & (big < tiny)).nonzero()
+    if len(lost):
+        j = int(lost[0])
+        colname = f" ({columns[j]!r})" if columns is not None and j < len(columns) else ""
+        label = str(dtype).removeprefix("torch.")
+        raise DataError(
+            f"{name}'s column {j}{colname} holds values no larger than {float(big[j]):.3g}, "
+            f"below the smallest normal number of {label} ({tiny:.3g}), in which this model "
+            "computes: they would be read as zeros or lose their digits. Rescale the column "
+            "(e.g. standardise it)" + (f" or use {float64_option}" if float64_option else "")
+        )
+
+
 def as_float_tensor(
     X,
     *,
@@ -403,6 +427,7 @@ def as_float_tensor(
         )
     check_exact_integers(t, name, columns)
     src, t = t, t.to(device=device, dtype=dtype)
+    _check_underflow(src, dtype, name, columns, float64_option)
     if allow_nan:
         inf = torch.isinf(t)
         if bool(inf.any()):
