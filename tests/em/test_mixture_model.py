@@ -149,3 +149,26 @@ def test_a_start_float32_cannot_resolve_is_named_not_torch_s_error():
     model = latentfit.MixtureModel("gamma", 1, dtype="float32", max_iter=15, random_state=0)
     with pytest.raises(NonFiniteLowerBoundError, match="the start of init 1 has non-finite"):
         model.fit(np.array([[3.35146044]]))
+
+
+@pytest.mark.parametrize(
+    ("family", "k", "match"),
+    [
+        ("normal", -1, r"n_components must be an integer >= 1, got -1"),
+        ("normal", 2.5, r"n_components must be an integer >= 1, got 2.5"),
+        (None, 2, r"family must be a family name or a list of names.*got None"),
+        ({"gamma": 1}, None, r"family must be a family name or a list of names"),
+    ],
+)
+def test_family_and_n_components_are_checked_before_they_are_used(family, k, match):
+    # n_components=-1 was reported as "got 0" (["normal"] * -1 is empty), 2.5 and None
+    # reached the user as Python's "can't multiply sequence..." / "not iterable", and a
+    # dict was fitted as the list of its keys
+    with pytest.raises(latentfit.errors.ParameterError, match=match):
+        MixtureModel(family, k).fit(np.ones((5, 1)))
+
+
+def test_a_huge_n_components_is_refused_by_the_sample_count_not_a_memory_error():
+    # ["normal"] * n_components was built before any check: 1e12 was a MemoryError
+    with pytest.raises(latentfit.errors.DataError, match="n_components = 1000000000000"):
+        MixtureModel("normal", 10**12).fit(np.ones((5, 1)))

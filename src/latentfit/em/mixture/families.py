@@ -18,6 +18,7 @@ import itertools
 import math
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch.distributions import (
     Bernoulli,
@@ -31,7 +32,7 @@ from torch.distributions import (
     Poisson,
 )
 
-from latentfit._validation import check_non_negative
+from latentfit._validation import check_non_negative, check_positive_int
 from latentfit.em.edited import snapshot, warm
 from latentfit.em.gaussian import (
     DegenerateComponentError,
@@ -284,22 +285,47 @@ class MixtureModel(BaseMixture):
     ):
         self._set_arguments(locals())
 
-    def _families(self) -> list[str]:
-        names = [self.family] if isinstance(self.family, str) else list(self.family)
+    def _family_spec(self) -> tuple[list[str], int]:
+        """The family names as given (one name, or one per component) and the number of
+        components, both checked. The list of k names is built from these only after the data
+        are checked: ``["normal"] * n_components`` for an unchecked n_components of 1e12
+        was a MemoryError before the sample count could refuse it."""
+        family = self.family
+        if isinstance(family, str):
+            names = [family]
+        elif isinstance(family, list | tuple | np.ndarray) and all(
+            isinstance(f, str) for f in family
+        ):
+            names = [str(f) for f in family]
+        else:
+            raise ParameterError(
+                f"family must be a family name or a list of names, one per component; got "
+                f"{family!r:.80}. Names: {list(FAMILIES)}"
+            )
         unknown = [f for f in names if f not in FAMILIES]
         if unknown or not names:
             raise ParameterError(f"unknown family {unknown or names}; choose from {list(FAMILIES)}")
-        if isinstance(self.family, str):
-            return names * (1 if self.n_components is None else self.n_components)
-        if self.n_components is not None and self.n_components != len(names):
+        k = (
+            None
+            if self.n_components is None
+            else check_positive_int(self.n_components, "n_components")
+        )
+        if isinstance(family, str):
+            return names, 1 if k is None else k
+        if k is not None and k != len(names):
             raise ParameterError(
-                f"n_components={self.n_components} but {len(names)} families were given; give "
+                f"n_components={k} but {len(names)} families were given; give "
                 "one family per component or a single family name"
             )
-        return names
+        return names, len(names)
+
+    def _families(self) -> list[str]:
+        """The family of every component (k names)."""
+        names, k = self._family_spec()
+        return names * k if isinstance(self.family, str) else names
 
     def _n_components(self) -> int:
-        return len(self._families())
+        return self._family_spec()[1]
 
     def _check_fitted_settings(self) -> None:
         fitted = vars(self).get("families_")
@@ -314,7 +340,7 @@ class MixtureModel(BaseMixture):
         check_non_negative(self.reg_covar, "reg_covar")
 
     def _check_component_data(self, X, reset):
-        for name in dict.fromkeys(self._families()):
+        for name in dict.fromkeys(self._family_spec()[0]):
             fam = FAMILIES[name]
             bad = fam.check(X)
             if bad is not None and bool(bad.any()):
