@@ -172,3 +172,15 @@ def test_a_huge_n_components_is_refused_by_the_sample_count_not_a_memory_error()
     # ["normal"] * n_components was built before any check: 1e12 was a MemoryError
     with pytest.raises(latentfit.errors.DataError, match="n_components = 1000000000000"):
         MixtureModel("normal", 10**12).fit(np.ones((5, 1)))
+
+
+def test_an_exponential_component_on_a_column_of_zeros_is_named_not_given_a_huge_rate():
+    # the rate MLE 1 / mean is infinite on a column of zeros: clamping the mean gave a rate of
+    # 4.5e307 (score 705 nats a row) with small weights, else "non-finite c0.rate" unnamed
+    E = np.random.default_rng(0).exponential(2, (100, 2))
+    X = np.c_[E, np.zeros(100)]
+    model = MixtureModel("exponential", 1, random_state=0)
+    with pytest.raises(DegenerateComponentError, match=r"component 0: .* all 0 in column 2"):
+        model.fit(X, sample_weight=np.full(100, 0.01))
+    with pytest.raises(DegenerateComponentError, match=r"all 0 in column 2"):
+        MixtureModel("exponential", 2, random_state=0).fit(X)

@@ -193,6 +193,17 @@ class _Exponential(MixtureFamily):
         return X < 0
 
     def mle(self, st, model):
+        # A column whose rows in the component are all 0 has the rate MLE 1 / 0: its
+        # density there is unbounded, as a normal's on identical values. Clamping the mean
+        # gave rates of 1e308 or inf, met only as "non-finite c0.rate" with no column named.
+        zero = (st["s1"] <= 0) & (st["s0"] > 0)
+        if bool(zero.any()):
+            j = int(zero.nonzero()[0, 0])
+            raise DegenerateComponentError(
+                f"an exponential component's rows are all 0 in column {j}, so its rate's "
+                "maximum-likelihood estimate is infinite (the density at 0 is unbounded). Drop "
+                "or shift that column, or use fewer components"
+            )
         return {"rate": st["s0"] / st["s1"].clamp_min(torch.finfo(st["s1"].dtype).tiny)}
 
     def dist(self, p):
