@@ -442,3 +442,24 @@ def test_a_warm_start_keeps_the_settings_its_parameters_were_fitted_with():
     m.n_categories = 5
     with pytest.raises(ParameterError, match=r"n_categories was set to 5 after the fit"):
         m.fit(codes)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PoissonMixture(2, random_state=0),
+        lambda: CategoricalMixture(2, random_state=0),
+        lambda: latentfit.MixtureModel("poisson", 2, random_state=0),
+        lambda: latentfit.GaussianMixture(2, random_state=0),
+    ],
+)
+def test_fewer_weighted_rows_than_components_are_refused_as_fewer_rows_are(make):
+    # rows of weight 0 add nothing, but only the rows were counted: one weighted row and
+    # n_components=2 fitted two copies of that row ([2, 0, 7] twice), silently
+    X = np.random.default_rng(0).poisson(3, (50, 3)).astype(float)
+    w = np.r_[1.0, np.zeros(49)]
+    for method in ("fit", "partial_fit"):
+        with pytest.raises(DataError, match=r"only 1 of the 50 samples .* n_components = 2"):
+            getattr(make(), method)(X, sample_weight=w)
+    two = make().fit(X, sample_weight=np.r_[1.0, 1.0, np.zeros(48)])
+    np.testing.assert_allclose(np.sort(two.weights_), 0.5, atol=1e-4)

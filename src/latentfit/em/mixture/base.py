@@ -42,6 +42,7 @@ __all__ = [
     "BaseMixture",
     "LabelledChunks",
     "check_labels",
+    "check_weighted_rows",
     "first_offending",
     "fit_arrays",
     "refuse_source_labels",
@@ -101,9 +102,25 @@ def fit_arrays(model, X, sample_weight, labels, k: int):
     n, d = X.shape
     check_n_samples(n, k)
     w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
+    check_weighted_rows(w, k)
     labels = check_labels(labels, n, k, X.device)
     model.n_features_in_ = d
     return X, w, labels
+
+
+def check_weighted_rows(w: torch.Tensor, k: int, where: str = "X") -> None:
+    """DataError unless at least ``k`` rows have a positive weight ``w`` (n,): a row of weight
+    0 adds nothing, so with fewer weighted rows than components some components would start
+    from the same row (or from none) and stay copies of each other, as ``n_samples <
+    n_components`` is refused for."""
+    positive = int((w > 0).sum())
+    if positive < k:
+        raise DataError(
+            f"only {positive} of the {len(w)} samples in {where} have a positive sample_weight, "
+            f"but n_components = {k}: every component needs a sample of positive weight to "
+            "start from (rows of weight 0 add nothing); give more rows a positive weight or "
+            "use a smaller n_components"
+        )
 
 
 def refuse_source_labels(labels, name: str) -> None:
@@ -339,6 +356,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return _unlabelled(X, w)
 
     def _online_init_data(self, X, w):
+        check_weighted_rows(w, self._n_components(), "the first batch of partial_fit")
         self._prepare_component_data(X)
         rows = self.chunk_rows or default_chunk_rows(X.shape[1], self._n_components())
         return LabelledChunks(X, w, None, rows)

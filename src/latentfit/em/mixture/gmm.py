@@ -48,7 +48,12 @@ from latentfit.em.missing import (
     impute_mean,
     log_gaussian_prob_missing,
 )
-from latentfit.em.mixture.base import fit_arrays, fix_labelled, refuse_source_labels
+from latentfit.em.mixture.base import (
+    check_weighted_rows,
+    fit_arrays,
+    fix_labelled,
+    refuse_source_labels,
+)
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.sources.tensors import TensorChunks, default_chunk_rows
 from latentfit.errors import (
@@ -227,6 +232,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return (X, w)
 
     def _online_init_data(self, X, w):
+        check_weighted_rows(w, self.n_components, "the first batch of partial_fit")
         check_overflow(X, w)
         return super()._online_init_data(X, w)
 
