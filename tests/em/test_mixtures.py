@@ -463,3 +463,52 @@ def test_fewer_weighted_rows_than_components_are_refused_as_fewer_rows_are(make)
             getattr(make(), method)(X, sample_weight=w)
     two = make().fit(X, sample_weight=np.r_[1.0, 1.0, np.zeros(48)])
     np.testing.assert_allclose(np.sort(two.weights_), 0.5, atol=1e-4)
+
+
+def test_an_outcome_a_component_gives_probability_zero_is_impossible_there():
+    # found by a helper's hunt: log 0 was clamped to about -708, so a row [300, 300, 1]
+    # under a Poisson component of rates (300, 300, 0) scored about -720 (-2178 is right,
+    # from the other component) and was put in that impossible component with probability 1
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    A = np.c_[rng.poisson(300, (100, 2)), np.zeros(100)]
+    X = np.r_[A, rng.poisson(3, (100, 3))]
+    m = latentfit.PoissonMixture(2, random_state=0).fit(X)
+    assert (m.rates_ == 0).sum() == 1  # the first cluster's third rate
+    rows = np.array([[300, 300, 1], [300, 300, 0]])
+    want = [
+        np.logaddexp.reduce(
+            [
+                np.log(w) + stats.poisson.logpmf(x, r).sum()
+                for w, r in zip(m.weights_, m.rates_, strict=True)
+            ]
+        )
+        for x in rows
+    ]
+    np.testing.assert_allclose(m.score_samples(rows), want, rtol=1e-12)
+    busy = int(np.argmax(m.rates_[:, 2]))
+    assert m.predict_proba(rows[:1])[0, busy] == 1.0
+    assert want[0] < -2000
+    # Bernoulli: a column every row of a cluster holds at 1
+    B = np.r_[np.c_[rng.integers(0, 2, (50, 2)), np.ones(50)], rng.integers(0, 2, (50, 3))]
+    b = latentfit.BernoulliMixture(2, random_state=0).fit(B)
+    mu = b.means_
+    row = np.array([[1, 0, 0]])
+    want = np.logaddexp.reduce(
+        [
+            np.log(w) + stats.bernoulli.logpmf(row[0], p).sum()
+            for w, p in zip(b.weights_, mu, strict=True)
+        ]
+    )
+    assert b.score_samples(row)[0] == pytest.approx(want, rel=1e-12)
+
+
+def test_a_zero_weight_row_impossible_under_every_component_adds_nothing():
+    # a row of weight 0 is left out of the fit, even where no component can produce it
+    X = np.r_[np.c_[np.arange(20) % 4, np.zeros(20)], [[1, 5]]]
+    w = np.r_[np.ones(20), 0.0]
+    a = latentfit.PoissonMixture(1, random_state=0).fit(X, sample_weight=w)
+    b = latentfit.PoissonMixture(1, random_state=0).fit(X[:20])
+    np.testing.assert_allclose(a.rates_, b.rates_, rtol=1e-12)
+    assert np.isfinite(a.lower_bound_)
