@@ -223,3 +223,108 @@ def test_the_two_elbos_have_distinct_names():
     assert latentfit.vi.StochasticELBO is StochasticELBO is ELBO
     assert StochasticELBO.__name__ == "StochasticELBO"
     assert latentfit.vae.ELBO is not StochasticELBO and latentfit.vae.ELBO.__name__ == "ELBO"
+
+
+@pytest.mark.parametrize("kl", ["auto", "mc"])
+def test_per_coordinate_guides_and_priors_give_the_bound_of_their_independent_form(kl):
+    # Normal(0., 1.) as the prior of a vector latent, or a Normal(loc, scale) guide over a
+    # vector, hold one log-density per coordinate. The local ones broadcast against the
+    # (s, b) log-likelihood into torch's "size of tensor a (4) must match ... b (3)", and a
+    # per-coordinate global guide made the ELBO a (d,) vector (auto) or the same shape error
+    # (mc): they must give the bound of the Independent(..., 1) form, from the same draws.
+    from latentfit.vi.estimators import ScoreFunction
+
+    b, d = 4, 3
+    data = torch.linspace(-1, 2, b * d, dtype=F64).reshape(b, d)
+    loc = torch.linspace(-0.5, 0.5, b * d, dtype=F64).reshape(b, d)
+    scale = torch.full((b, d), 0.8, dtype=F64)
+    one = Normal(torch.tensor(0.0, dtype=F64), torch.tensor(1.0, dtype=F64))  # per coordinate
+
+    def local_ll(_z, zl, batch):
+        return Normal(zl, 1.0).log_prob(batch).sum(-1)  # (s, b)
+
+    def global_ll(z, batch):
+        return Normal(z.unsqueeze(-2), 1.0).log_prob(batch).sum(-1)  # (s, b)
+
+    def bounds(independent_guide, prior, kl):
+        def gen():
+            return torch.Generator().manual_seed(3)
+
+        def q(lo, sc):
+            return Independent(Normal(lo, sc), 1) if independent_guide else Normal(lo, sc)
+
+        local = dict(local_guide=lambda _b: q(loc, scale), num_samples=5, generator=gen())
+        return {
+            "elbo": ELBO(local_ll, None, local_prior=prior(b), kl=kl, **local)(data),
+            "iw": ImportanceWeightedBound(local_ll, local_prior=prior(b), **local)(data),
+            "global": ELBO(
+                global_ll, q(loc[0], scale[0]), prior(None), num_samples=5, kl=kl,
+                generator=gen(),
+            )(data),
+            "score": ELBO(
+                global_ll, q(loc[0], scale[0]), prior(None), num_samples=5, kl=kl,
+                estimator=ScoreFunction(), generator=gen(),
+            )(data),
+            "global_iw": ImportanceWeightedBound(
+                global_ll, q(loc[0], scale[0]), prior(None), num_samples=5, generator=gen()
+            )(data),
+        }  # fmt: skip
+
+    def independent(n):
+        shape = (d,) if n is None else (n, d)
+        return Independent(Normal(torch.zeros(shape, dtype=F64), torch.ones(shape, dtype=F64)), 1)
+
+    ref = bounds(True, independent, kl)
+    # a Normal guide over the vector: closed-form KL per coordinate, as the Independent's
+    got = bounds(False, lambda _n: one, kl)
+    # an Independent guide with the per-coordinate prior: torch has no closed form for the
+    # pair, so the bound falls back to Monte Carlo even under kl="auto"
+    mixed, mc_ref = bounds(True, lambda _n: one, kl), bounds(True, independent, "mc")
+    for name in ref:
+        assert got[name].shape == mixed[name].shape == ()
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-12, atol=0, msg=name)
+        torch.testing.assert_close(mixed[name], mc_ref[name], rtol=1e-12, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("kl", ["auto", "mc"])
+def test_several_categorical_latents_give_one_bound(kl):
+    # d Categoricals of k classes (batch shape (d,)), the usual Gumbel-softmax latent: the
+    # closed-form KL is one per latent and the one-hot draws (s, d, k) have one log q per
+    # latent. The ELBO came back as a (d,) vector (kl="auto"), refused the prior's (s, d)
+    # log-density (kl="mc"), or, with ScoreFunction, raised torch's shape error.
+    from torch.distributions import Categorical, kl_divergence
+
+    from latentfit.vi.estimators import GumbelSoftmax, ScoreFunction
+
+    logits = torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]], dtype=F64)
+    prior = Categorical(logits=torch.zeros(2, 3, dtype=F64))
+    kl_total = float(kl_divergence(Categorical(logits=logits), prior).sum())
+
+    def zero_ll(z, batch):
+        return torch.zeros(z.shape[0], dtype=F64)
+
+    for est in (GumbelSoftmax(0.5, hard=True), GumbelSoftmax(0.5), ScoreFunction()):
+        if kl == "mc" and est.needs_analytic_kl:
+            continue
+        value = ELBO(
+            zero_ll, Categorical(logits=logits), prior, num_samples=20_000, kl=kl,
+            estimator=est, generator=torch.Generator().manual_seed(0),
+        )()  # fmt: skip
+        assert value.shape == ()
+        if kl == "auto":
+            assert float(value) == pytest.approx(-kl_total, rel=1e-12)
+        else:  # mean of log p(z) - log q(z) over 20,000 exact draws: SE ≈ 0.005 nats
+            assert float(value) == pytest.approx(-kl_total, abs=0.03)
+
+
+def test_a_prior_of_another_shape_than_the_guide_is_named():
+    from latentfit.errors import ParameterError
+
+    q = Normal(torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64))
+    prior = Normal(torch.zeros(2, 3, dtype=F64), torch.ones(2, 3, dtype=F64))
+
+    def ll(z, batch):
+        return torch.zeros(z.shape[0], dtype=F64)
+
+    with pytest.raises(ParameterError, match="another shape"):
+        ELBO(ll, q, prior)()

@@ -181,6 +181,7 @@ class StochasticELBO:
         kl_mode_g = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
         prior = _like(self.prior, q, self._priors)
         kl_g = _closed_form_kl(q, prior, kl_mode_g, "global")
+        kl_g = None if kl_g is None else _total_kl(kl_g, q, "global")
         if self.local_guide is None:
             ll = _per_draw(self.log_likelihood(z, batch), z, "log_likelihood", data=True)
             scale = self._scale(batch, ll)
@@ -198,11 +199,13 @@ class StochasticELBO:
                     "the prior's log-density",
                 )
             )
-            f = data + log_p - log_prob_of(q, z)  # (s,)
+            f = data + log_p - _per_draw(log_prob_of(q, z), z, "the guide's log-density")  # (s,)
             kl_g = 0.0
         else:
             f = data
-        log_q = log_prob_of(q, z) if est.needs_log_q else None
+        log_q = (
+            _per_draw(log_prob_of(q, z), z, "the guide's log-density") if est.needs_log_q else None
+        )
         return est.surrogate(f, log_q).mean(0) - kl_g - scale * kl_local
 
     def _local_terms(self, z, batch):
@@ -228,11 +231,16 @@ class StochasticELBO:
                 if mode == "analytic":
                     raise ParameterError("kl='analytic' needs local_prior as a torch Distribution")
                 pl = _like(self.local_prior(z, batch), ql)
-            f = ll + log_prob_of(pl, zl) - log_prob_of(ql, zl)  # (s, b)
+            log_p = _per_point(log_prob_of(pl, zl), zl, "the local prior's log-density")
+            f = ll + log_p - _per_point(log_prob_of(ql, zl), zl, "the local guide's log-density")
             kl_sum = 0.0
         else:
             f, kl_sum = ll, kl_l.sum()
-        log_q = log_prob_of(ql, zl) if est.needs_log_q else None
+        log_q = (
+            _per_point(log_prob_of(ql, zl), zl, "the local guide's log-density")
+            if est.needs_log_q
+            else None
+        )
         return scale * est.surrogate(f, log_q).sum(-1), kl_sum, scale
 
 
@@ -290,7 +298,7 @@ class ImportanceWeightedBound:
                     "the prior's log-density",
                 )
             )
-            log_w = ll + log_p - q.log_prob(z)  # (K,)
+            log_w = ll + log_p - _per_draw(q.log_prob(z), z, "the guide's log-density")  # (K,)
             return torch.logsumexp(log_w, 0) - math.log(K)
         ql = _as_dist(self.local_guide, batch)
         zl = self._est.sample(ql, K, self.generator)  # (K, b, *event)
@@ -300,7 +308,8 @@ class ImportanceWeightedBound:
             if isinstance(self.local_prior, Distribution)
             else _like(self.local_prior(None, batch), ql)
         )
-        log_w = ll + pl.log_prob(zl) - ql.log_prob(zl)  # (K, b)
+        log_p = _per_point(pl.log_prob(zl), zl, "the local prior's log-density")
+        log_w = ll + log_p - _per_point(ql.log_prob(zl), zl, "the local guide's log-density")
         per_point = torch.logsumexp(log_w, 0) - math.log(K)  # (b,)
         scale = 1.0 if self.n_data is None else self.n_data / per_point.shape[0]
         return scale * per_point.sum()
@@ -324,12 +333,44 @@ def _per_draw(value, z: torch.Tensor, what: str, *, data: bool = False) -> torch
     s = z.shape[0]
     if value.shape == (s,):
         return value
-    if value.dim() > 1 and value.shape == z.shape:
-        return value.sum(tuple(range(1, value.dim())))
     if data and value.dim() == 2 and value.shape[0] == s:
         return value
+    if value.dim() > 1 and value.shape == z.shape[: value.dim()]:
+        # one term per coordinate (a Normal over a vector, d Categoricals drawn as one-hot
+        # (s, d, k)): independent coordinates, whose log-densities add up
+        return value.sum(tuple(range(1, value.dim())))
     raise ParameterError(
         f"{what} returned shape {tuple(value.shape)} for {s} draws of a latent of shape "
         f"{tuple(z.shape[1:])}: it must be (num_samples,)"
         + (" or (num_samples, batch)" if data else f" or {tuple(z.shape)}")
     )
+
+
+def _per_point(value: torch.Tensor, zl: torch.Tensor, what: str) -> torch.Tensor:
+    """A log-density of the local latents ``zl`` (s, b, *event) as one number per draw and
+    data point, (s, b): summed over the coordinates where it holds one per coordinate (a
+    ``Normal(0, 1)`` prior on a vector latent gives (s, b, d)), as :func:`_per_draw` does
+    for a global latent. Added to the log-likelihood (s, b) unsummed, it broadcast into a
+    torch shape error, or, where the sizes happened to agree, into a wrong bound."""
+    if value.dim() >= 2 and value.shape == zl.shape[: value.dim()]:
+        return value.sum(tuple(range(2, value.dim()))) if value.dim() > 2 else value
+    raise ParameterError(
+        f"{what} returned shape {tuple(value.shape)} for {zl.shape[0]} draws of local latents "
+        f"of shape {tuple(zl.shape[1:])}: it must be (num_samples, batch) or "
+        f"{tuple(zl.shape)}; give the local guide and prior batch shape (batch,) or "
+        "(batch, *event)"
+    )
+
+
+def _total_kl(kl: torch.Tensor, q: Distribution, what: str) -> torch.Tensor:
+    """A closed-form KL(q ‖ p) as one number: summed over q's batch dimensions (independent
+    coordinates, e.g. a ``Normal`` guide over a vector or d ``Categorical`` latents), which
+    was returned as a vector "bound". A prior whose batch shape broadcasts q's to a larger
+    one is refused: it describes a different latent."""
+    if kl.shape != q.batch_shape:
+        raise ParameterError(
+            f"KL(q ‖ p) of the {what} latent has shape {tuple(kl.shape)}, the guide's batch "
+            f"shape is {tuple(q.batch_shape)}: the prior describes a latent of another shape; "
+            "give it the guide's batch and event shapes"
+        )
+    return kl.sum()
