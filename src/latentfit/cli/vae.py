@@ -325,10 +325,18 @@ def fit_vae(
     if bern:
         val = torch.bernoulli(val, generator=torch.Generator(val.device).manual_seed(seed + 1))
         test = torch.bernoulli(test, generator=torch.Generator(test.device).manual_seed(seed + 1))
-    diag = diagnose(model, val, generator=None)
+    # seeded as the trainer's per-epoch diagnostics and as 'latentfit eval --seed' (which then
+    # reports the same test log-likelihood): the global generator made every run differ
+    diag = diagnose(model, val, generator=torch.Generator(val.device).manual_seed(seed + 2))
     ll = None
     if eval_samples:
-        ll = marginal_log_likelihood(model, test, k=eval_samples, progress=not quiet)
+        ll = marginal_log_likelihood(
+            model,
+            test,
+            k=eval_samples,
+            generator=torch.Generator(test.device).manual_seed(seed),
+            progress=not quiet,
+        )
     try:
         save_model(model, out)
     except (LatentfitError, OSError) as err:
