@@ -166,3 +166,16 @@ def test_a_seeded_fit_reports_the_same_diagnostics_and_test_likelihood_as_eval(
     assert json.loads(res.stdout)["log_likelihood_mean"] == pytest.approx(
         results[0]["test_log_likelihood"], rel=1e-12
     )
+
+
+@pytest.mark.parametrize("objective", ["iwae", "dreg"])
+def test_a_beta_or_free_bits_the_objective_ignores_is_refused_before_the_data(
+    tmp_path, monkeypatch, objective
+):
+    # --objective iwae --beta 4 --free-bits 0.5 trained a plain IWAE and said nothing
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "vae", "--dataset", "missing.csv", "--objective", objective, "--quiet"]
+    for extra, named in ((["--beta", "4"], "--beta 4"), (["--free-bits", "0.5"], "--free-bits")):
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 2, res.output
+        assert "error:" in res.output and named in res.output and "would be ignored" in res.output

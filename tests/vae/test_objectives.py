@@ -262,3 +262,16 @@ def test_the_progress_bar_counts_samples_of_z_per_decoder_call(monkeypatch):
     (bar,) = bars
     assert bar.total == bar.n == 5 * 300
     assert bar.updates == 3 * 3  # 3 batches of rows, each in 3 chunks of at most 100 samples
+
+
+@pytest.mark.parametrize("name", ["iwae", "dreg"])
+@pytest.mark.parametrize("setting", [{"beta": 4.0}, {"free_bits": 0.5}])
+def test_importance_weighted_objectives_refuse_a_beta_or_free_bits(name, setting):
+    # make_objective("iwae", beta=4, free_bits=0.5) returned IWAE(k) and dropped both:
+    # training ran as a plain IWAE and reported nothing
+    from latentfit.vae import make_objective
+
+    key = next(iter(setting))
+    with pytest.raises(ParameterError, match=rf"{name} objective .*{key}="):
+        make_objective(name, k=3, **setting)
+    assert isinstance(make_objective(name, k=3), IWAE)  # the defaults are the bound itself

@@ -105,6 +105,14 @@ def _check_fit_options(choices: dict, lr, beta, free_bits, warmup_epochs, kind, 
     check_number("--beta", beta, minimum=0, example="1 or 4")
     check_number("--free-bits", free_bits, minimum=0, example="0 or 0.5")
     check_number("--warmup-epochs", warmup_epochs, minimum=0, example="10")
+    ignored = [f"{o} {v:g}" for o, v, off in (("--beta", beta, 1.0), ("--free-bits", free_bits, 0.0))
+               if v != off]  # fmt: skip
+    if choices["--objective"] in ("iwae", "dreg") and ignored:
+        fail(
+            f"--objective {choices['--objective']} has no KL term to weight or floor, so "
+            f"{' and '.join(ignored)} would be ignored; use --objective elbo or beta for them "
+            "(--kl-schedule linear warms up the iwae bound's KL part)"
+        )
 
 
 def _check_network_memory(build, hidden: str, latent: int, device: str) -> None:

@@ -287,7 +287,21 @@ class DReG(IWAE):
 
 
 def make_objective(name: str, k: int = 1, beta: float = 1.0, free_bits: float = 0.0):
-    """``"elbo"``, ``"beta"`` (β-VAE), ``"iwae"`` or ``"dreg"`` with k samples."""
+    """``"elbo"``, ``"beta"`` (β-VAE), ``"iwae"`` or ``"dreg"`` with k samples.
+
+    ``beta`` and ``free_bits`` shape the ELBO's KL term; the importance-weighted bounds have
+    no separate KL term to scale or floor, so they refuse a ``beta`` other than 1 and
+    ``free_bits`` other than 0 rather than train without them."""
+    if name in ("iwae", "dreg") and (beta != 1.0 or free_bits != 0.0):
+        given = ", ".join(
+            f"{n}={v!r}" for n, v, off in (("beta", beta, 1.0), ("free_bits", free_bits, 0.0))
+            if v != off
+        )  # fmt: skip
+        raise ParameterError(
+            f"the {name} objective has no KL term to weight or floor, so {given} would be "
+            "ignored; use name='elbo' or 'beta' for a beta or free bits, or a KL warm-up "
+            "(kl_weight) with iwae"
+        )
     if name == "elbo":
         return ELBO(n_samples=k, free_bits=free_bits, beta=beta)
     if name == "beta":
