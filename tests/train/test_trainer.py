@@ -329,3 +329,26 @@ def test_a_validation_row_with_a_non_finite_bound_is_named():
     X_val[3] = 1e30  # finite in float32; its log-density overflows
     with pytest.raises(DataError, match=r"is -inf after epoch 1: row 3 of them has -inf"):
         MAF(hidden=4, n_layers=1, epochs=4, patience=2, random_state=0).fit(X, X_val=X_val)
+
+
+def test_a_warmup_that_never_reaches_weight_one_is_warned_about():
+    # warmup_epochs=50 with epochs=2 trained every step at a KL weight of at most 0.04 and
+    # said nothing: the model returned (and saved by 'fit vae') was fitted to a surrogate
+    # with a down-weighted KL, not to the bound it reports
+    X, Xv = small_data(), small_data(40, seed=1)
+    spec = dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
+    with pytest.warns(UserWarning, match=r"KL weight of only 0\.0.*warmup_epochs") as seen:
+        train(
+            build_model(**spec),
+            ELBO(),
+            X,
+            Xv,
+            cfg(epochs=2, kl_schedule="linear", warmup_epochs=50),
+        )
+    assert seen[0].filename == __file__  # it points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warm-up that finishes, or none, warns nothing
+        train(
+            build_model(**spec), ELBO(), X, Xv, cfg(epochs=2, kl_schedule="linear", warmup_epochs=1)
+        )
+        train(build_model(**spec), ELBO(), X, Xv, cfg(epochs=2, warmup_epochs=50))

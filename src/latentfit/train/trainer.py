@@ -19,6 +19,7 @@ import csv
 import math
 import numbers
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -342,6 +343,28 @@ def _check_diverged(count: int, params: list[torch.Tensor], epoch: int, n_batche
         )
 
 
+def _check_warmup_finished(cfg: TrainConfig, schedule, custom: bool, res: TrainResult) -> None:
+    """Warn when a KL warm-up of the config had not reached weight 1 by the last optimiser
+    step of a finished run: the model was then trained on a down-weighted KL throughout,
+    not on the bound it reports (``warmup_epochs`` longer than ``epochs``, or early stopping
+    inside the warm-up). A custom schedule is the caller's own choice, and a run stopped by
+    ``max_steps`` is to be resumed, so neither is warned about."""
+    if custom or cfg.kl_schedule == "none" or res.steps == 0 or res.interrupted:
+        return
+    last = float(schedule(res.steps - 1))
+    if last >= 1.0:
+        return
+    warnings.warn(
+        f"the {cfg.kl_schedule} KL warm-up over warmup_epochs={cfg.warmup_epochs:g} epochs "
+        f"had reached a KL weight of only {last:.3g} at the last step (epoch {res.epochs}"
+        f"{', stopped early' if res.stopped_early else ''}): the model was trained on a "
+        "down-weighted KL, not on the bound it reports; use warmup_epochs well below epochs "
+        "(e.g. half of them) or train for more epochs",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def train(
     model: nn.Module,
     objective,
@@ -626,6 +649,7 @@ def train(
     if writer is not None:
         writer.close()
     res.epochs = epoch
+    _check_warmup_finished(cfg, schedule, custom_schedule, res)
     if cfg.restore_best and best_state is not None and not res.interrupted:
         model.load_state_dict(best_state)
     return res
