@@ -320,3 +320,35 @@ def test_fit_and_eval_take_the_delimiter_of_a_text_file(tmp_path):
     assert outs[".txt"]["nll"] == outs[".npy"]["nll"]
     res = runner.invoke(app, [*FIT[:2], "--dataset", str(txt), "--delimiter", "ab"])
     assert res.exit_code == 2 and "not one character" in res.output
+
+
+def test_eval_reads_the_test_rows_as_the_fit_did(tmp_path, monkeypatch):
+    # found by a helper's hunt: eval binarised the test rows of a model fitted with
+    # --no-binarize (the file did not say), so fit and eval reported different test
+    # log-likelihoods for the same model
+    seen = []
+    real_ll = latentfit.vae.marginal_log_likelihood
+
+    def spy_ll(model, X, **kw):
+        seen.append(X)
+        return real_ll(model, X, **kw)
+
+    monkeypatch.setattr(latentfit.vae, "marginal_log_likelihood", spy_ll)
+    out = tmp_path / "m.safetensors"
+    res = runner.invoke(app, [*FIT, "--no-binarize", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert load_model(out).split.binarized is False
+    res = runner.invoke(app, ["eval", str(out), "--samples", "2"])
+    assert res.exit_code == 0, res.output
+    X = digits()[load_model(out).split.test]
+    assert torch.equal(seen[-1], X)  # the intensities, as trained
+    res = runner.invoke(app, ["eval", str(out), "--samples", "2", "--binarize"])  # asked for
+    assert res.exit_code == 0, res.output
+    assert set(seen[-1].unique().tolist()) <= {0.0, 1.0}
+    # a model fitted with binarisation is evaluated on binarised rows, as before
+    res = runner.invoke(app, [*FIT, "--quiet", "--out", str(tmp_path / "b.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert load_model(tmp_path / "b.safetensors").split.binarized is True
+    res = runner.invoke(app, ["eval", str(tmp_path / "b.safetensors"), "--samples", "2"])
+    assert res.exit_code == 0, res.output
+    assert set(seen[-1].unique().tolist()) <= {0.0, 1.0}

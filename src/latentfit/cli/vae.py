@@ -3,6 +3,7 @@ which draws from every kind of saved model, VAEs included, lives in :mod:`latent
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -318,7 +319,8 @@ def fit_vae(
             f"the VAE does not fit in memory on {device} ({text.splitlines()[0][:160]}); "
             "use smaller --hidden, --latent or --batch-size"
         )
-    model.split = data.split  # saved with the model: eval scores exactly the test rows
+    # saved with the model: eval scores exactly the test rows, binarised as in training
+    model.split = dataclasses.replace(data.split, binarized=bern)
     if dataset not in ("mnist", "digits", "mnist-idx"):
         from latentfit.cli.model_data import header_names
 
@@ -444,7 +446,12 @@ def eval_vae(
         help="Score every row of --dataset (a file of held-out rows) instead of the test rows "
         "the model recorded; needed for models saved without a split.",
     ),
-    binarize: bool = typer.Option(True, help="Binarise [0, 1] test data once (seeded)."),
+    binarize: bool | None = typer.Option(
+        None,
+        "--binarize/--no-binarize",
+        help="Binarise [0, 1] test data once (seeded). Default: as the model was fitted "
+        "(binarised where its file does not say).",
+    ),
     seed: int = seed_option("Seed of the binarisation and the importance samples."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     as_json: bool = json_option(),
@@ -481,6 +488,9 @@ def eval_vae(
     if X.shape[1] != model.spec.x_dim:
         fail(f"the model expects {model.spec.x_dim} columns, {name} has {X.shape[1]}")
     intensities = bool((X.min() >= 0) & (X.max() <= 1))
+    if binarize is None:  # as in training: fit vae records it with the split
+        said = None if model.split is None else model.split.binarized
+        binarize = True if said is None else said
     if binarize and model.spec.likelihood == "bernoulli" and intensities:
         X = torch.bernoulli(X, generator=torch.Generator(X.device).manual_seed(seed + 1))
     try:

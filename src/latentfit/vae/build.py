@@ -302,6 +302,8 @@ def save_model(model: nn.Module, path, split=None) -> Path:
             "data_sha256": split.data_sha256,
             "seed": split.seed,
         }
+        if split.binarized is not None:
+            split_info["binarized"] = bool(split.binarized)
         for part in SPLITS:
             tensors[f"{_SPLIT_PREFIX}{part}"] = getattr(split, part).to("cpu", torch.int64)
     header = file_header(type(model).__name__, "vae", asdict(spec), {}, names, split_info)
@@ -317,7 +319,9 @@ def _read_split(path: Path, info, f):
         return None
     try:
         source, n, sha, seed = (info[k] for k in ("source", "n_rows", "data_sha256", "seed"))
+        binarized = info.get("binarized")
         assert isinstance(n, int) and isinstance(sha, str) and isinstance(seed, int)
+        assert binarized is None or isinstance(binarized, bool)
         parts = {s: f.get_tensor(f"{_SPLIT_PREFIX}{s}") for s in SPLITS}
     except Exception as err:
         raise ModelFileError(
@@ -340,7 +344,7 @@ def _read_split(path: Path, info, f):
             f"{path}: the stored training, validation and test rows overlap; the file was "
             "altered, fit the model again"
         )
-    return DataSplit(str(source), n, sha, seed, **parts)
+    return DataSplit(str(source), n, sha, seed, **parts, binarized=binarized)
 
 
 def load_model(path, device=None) -> nn.Module:

@@ -30,6 +30,8 @@ class DataSplit:
     ``train``, ``val``, ``test``: sorted int64 row indices into the source's rows (for
     ``"mnist-idx"`` the training file's rows followed by the test file's). ``n_rows`` and
     ``data_sha256`` (of the rows as float32) identify the data the indices refer to.
+    ``binarized``: whether the model was trained on dynamically binarised rows (None where
+    the file does not say), so that evaluation reads the test rows the same way.
     """
 
     source: str
@@ -39,6 +41,7 @@ class DataSplit:
     train: torch.Tensor  # (n_train,) int64
     val: torch.Tensor  # (n_val,) int64
     test: torch.Tensor  # (n_test,) int64
+    binarized: bool | None = None
 
 
 SPLITS = ("train", "val", "test")
