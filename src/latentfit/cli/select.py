@@ -24,6 +24,7 @@ from latentfit.cli.app import (
     finite_number,
     force_option,
     header_option,
+    load_data,
     parse_range,
     seed_option,
     select_app,
@@ -456,7 +457,18 @@ def select_hmm(
     check_outputs([(plot, "--plot")], [data, lengths], force=force)
     fmt = figure_format(plot)
     name = data_source(data, dataset)
-    X = read_data(data, columns, False, dataset, delimiter, header)
+    # the state-space model takes a NaN as a missing value (as `fit ssm` does); the others
+    # read complete rows, and this command has no --missing to say otherwise
+    X = load_data(
+        data,
+        columns,
+        dataset=dataset,
+        delimiter=delimiter,
+        header=header,
+        allow_nan=model == "ssm",
+        hint=" (select hmm takes missing values with --model ssm only; for the other models, "
+        "drop or impute those rows)",
+    )
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])
     wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init}  # random_state: select_model's
