@@ -334,3 +334,28 @@ def test_filtering_with_a_state_too_large_for_memory_is_refused(monkeypatch):
     monkeypatch.setattr(_memory, "available_memory", lambda device=None: 10_000)
     with pytest.raises(ResourceLimitError, match="n_components=2 state dimensions on 50 rows"):
         m.smooth(X)
+
+
+def test_a_float32_overflow_is_refused_not_scored_minus_inf():
+    """A float32 model scoring data far off its scale overflowed the innovation's square:
+    score and score_samples returned -inf (float64 gives a finite number) without a word."""
+    params = random_params(seed=0, k=2, d=3)
+    m32 = model_from(params, dtype="float32")
+    Y, _ = model_from(params).sample(50, random_state=1)
+    for method in (m32.score, m32.score_samples):
+        with pytest.raises(DataError, match=r"not finite.*overflows float32.*float64"):
+            method(Y * 1e20)
+    m32.filter(Y * 1e20)  # the states themselves stay finite: they are returned
+
+
+def test_a_float32_score_adds_its_steps_in_float64():
+    """Every step of a float32 model can be finite while their total is beyond float32's
+    range: the total was summed in float32 and came back -inf."""
+    params = random_params(seed=0, k=2, d=3)
+    Y, _ = model_from(params).sample(200, random_state=1)
+    m32 = model_from(params, dtype="float32")
+    steps = m32.score_samples(Y * 1e18)
+    assert np.isfinite(steps).all()
+    total = m32.score(Y * 1e18)
+    assert np.isfinite(total)
+    assert total == pytest.approx(model_from(params).score(Y * 1e18), rel=1e-4)  # float32 steps

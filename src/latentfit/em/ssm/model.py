@@ -26,7 +26,7 @@ from latentfit._validation import (
     check_sample_count,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.gaussian import check_overflow
 from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
@@ -389,19 +389,30 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, result.lower_bounds)
 
     # ------------------------------------------------------------------ inference
-    def _filter(self, X, lengths, smooth: bool) -> tuple[FilterResult, SmootherResult | None]:
+    def _filter(
+        self, X, lengths, smooth: bool
+    ) -> tuple[FilterResult, SmootherResult | None, torch.Tensor]:
         p, Y, lengths = self._prepare(X, lengths)
-        return infer(p, Y, lengths, smooth=smooth)
+        return (*infer(p, Y, lengths, smooth=smooth), Y)
+
+    def _checked(self, values: torch.Tensor, Y: torch.Tensor, what: str) -> np.ndarray:
+        """``values`` (n, ...) as numpy, refused when not finite at some row: a Gaussian model
+        gives every step a finite log-likelihood and state, so a non-finite one is an overflow
+        (data far off the model's scale, in float32), not a score."""
+        check_scored(values, Y, type(self).__name__, what=what)
+        return values.cpu().numpy()
 
     def filter(self, X, lengths=None):
         """Filtered state means (n, k) and covariances (n, k, k): p(x_t | y_1..y_t)."""
-        f, _ = self._filter(X, lengths, smooth=False)
-        return f.filtered_means.cpu().numpy(), f.filtered_covariances.cpu().numpy()
+        f, _, Y = self._filter(X, lengths, smooth=False)
+        means = self._checked(f.filtered_means, Y, "filtered state mean")
+        return means, f.filtered_covariances.cpu().numpy()
 
     def smooth(self, X, lengths=None):
         """Smoothed state means (n, k) and covariances (n, k, k): p(x_t | y_1..y_T)."""
-        _, s = self._filter(X, lengths, smooth=True)
-        return s.smoothed_means.cpu().numpy(), s.smoothed_covariances.cpu().numpy()
+        _, s, Y = self._filter(X, lengths, smooth=True)
+        means = self._checked(s.smoothed_means, Y, "smoothed state mean")
+        return means, s.smoothed_covariances.cpu().numpy()
 
     def predict(self, X, lengths=None):
         """Smoothed state means (n, k)."""
@@ -409,13 +420,13 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
 
     def score_samples(self, X, lengths=None):
         """log p(y_t | y_1..y_{t-1}) of every step (n,), from the filter (0 for a NaN row)."""
-        f, _ = self._filter(X, lengths, smooth=False)
-        return f.step_log_likelihoods.cpu().numpy()
+        f, _, Y = self._filter(X, lengths, smooth=False)
+        return self._checked(f.step_log_likelihoods, Y, "log-likelihood")
 
     def score(self, X, lengths=None):
         """Total log-likelihood log p(X) summed over the sequences."""
-        f, _ = self._filter(X, lengths, smooth=False)
-        return float(f.log_likelihood)
+        # summed in float64: the steps of a float32 model can add up beyond float32's range
+        return float(self.score_samples(X, lengths).sum(dtype=np.float64))
 
     def sample(self, n_samples=1, random_state=None):
         """Draw one sequence of ``n_samples`` steps: (observations (n, d), states (n, k))."""
