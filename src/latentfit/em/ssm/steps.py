@@ -36,9 +36,27 @@ LETTERS = {
 }
 
 
+#: Most entries of one (r, d, d) temporary of :func:`_observation_moments` (8 MB in float64):
+#: the rows with a NaN are reduced this many d x d blocks at a time, so that the statistics of
+#: many incomplete rows cost the memory of a few, not a dozen (r, d, d) arrays at once.
+MOMENT_BLOCK = 2**20
+
+
 def _observation_moments(p: SSMParams, Y, m, V):
     """E[y], E[y xᵀ], E[y yᵀ] summed over steps whose rows of ``Y`` (r, d) have a NaN, given
-    the smoothed moments ``m`` (r, k), ``V`` (r, k, k) of their states."""
+    the smoothed moments ``m`` (r, k), ``V`` (r, k, k) of their states; in blocks of rows
+    (:data:`MOMENT_BLOCK`), the sums being the same."""
+    dim = Y.shape[1]
+    step = max(1, MOMENT_BLOCK // (dim * dim))
+    Ey, Eyx, Eyy = _block_moments(p, Y[:step], m[:step], V[:step])
+    for a in range(step, Y.shape[0], step):
+        more = _block_moments(p, Y[a : a + step], m[a : a + step], V[a : a + step])
+        Ey, Eyx, Eyy = Ey + more[0], Eyx + more[1], Eyy + more[2]
+    return Ey, Eyx, Eyy
+
+
+def _block_moments(p: SSMParams, Y, m, V):
+    """:func:`_observation_moments` of one block of rows."""
     obs = ~torch.isnan(Y)  # (r, d)
     o, mis = obs.to(Y.dtype), (~obs).to(Y.dtype)
     oo = o.unsqueeze(-1) * o.unsqueeze(-2)  # (r, d, d)
