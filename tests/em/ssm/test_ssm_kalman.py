@@ -215,3 +215,30 @@ def test_statistics_equal_the_dense_gaussian_posterior():
     }
     for name, value in expected.items():
         close(st[name], value, rtol=1e-10)
+
+
+def test_the_torch_filter_holds_the_rows_not_sequences_padded_to_the_longest(monkeypatch):
+    """The torch filter (any device; the CPU without numba) padded every sequence to the
+    longest: b x t_max rows of (k, k) moments, so 20,000 single steps beside one series of
+    20,000 (n = 40,000) asked for 4e8 rows, past any memory check of n. No tensor it makes
+    now is larger than the n rows' own moments."""
+    params = random_params(seed=7, k=3, d=2)
+    lengths = [1] * 60 + [60]
+    Y = with_missing(sample(params, sum(lengths), seed=8), seed=9)
+    p = SSMParams(*(torch.tensor(v) for v in params))
+    sizes = []
+    for name in ("new_empty", "new_full", "new_zeros"):
+        made = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _made=made, **kwargs):
+            out = _made(self, *args, **kwargs)
+            sizes.append(out.numel())
+            return out
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    f = kalman_filter(p, torch.tensor(Y), lengths)
+    monkeypatch.undo()
+    assert max(sizes) <= len(Y) * 3 * 3  # an (n, k, k) array
+    _, _, fc, _ = both(params, Y, lengths)
+    for a, b in zip(f, fc, strict=True):
+        close(a, b, rtol=1e-12)

@@ -35,7 +35,6 @@ __all__ = [
     "SmootherResult",
     "kalman_filter",
     "rts_smoother",
-    "split_sequences",
 ]
 
 
@@ -71,20 +70,6 @@ class SmootherResult(NamedTuple):
     cross_covariances: torch.Tensor  # (n, k, k) Cov[x_t, x_{t-1} | y]; zero at a sequence start
 
 
-def split_sequences(Y: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad the sequences of ``Y`` (n, d) into (b, t_max, d) (padding NaN) and give the mask of
-    real steps (b, t_max)."""
-    b, t_max = len(lengths), max(lengths)
-    out = Y.new_full((b, t_max, Y.shape[1]), math.nan)
-    real = torch.zeros(b, t_max, dtype=torch.bool, device=Y.device)
-    start = 0
-    for i, n in enumerate(lengths):
-        out[i, :n] = Y[start : start + n]
-        real[i, :n] = True
-        start += n
-    return out, real
-
-
 def _masked_observation(p: SSMParams, obs: torch.Tensor):
     """``C``, ``R`` and the count of observed coordinates for a batch of observation masks
     (b, d): missing rows of C zero, R's observed block plus the identity on the missing ones."""
@@ -100,56 +85,52 @@ def _sym(P: torch.Tensor) -> torch.Tensor:
 
 def kalman_filter(p: SSMParams, Y: torch.Tensor, lengths: list[int]) -> FilterResult:
     """The Kalman filter (Kalman 1960) with Joseph's covariance update, over the sequences of
-    ``Y`` (n, d) cut by ``lengths``; NaN entries are missing. All sequences advance together;
-    a finished one is frozen."""
-    Yp, real = split_sequences(Y, lengths)  # (b, t, d), (b, t)
-    b, t_max, _ = Yp.shape
-    k = p.A.shape[0]
+    ``Y`` (n, d) cut by ``lengths``; NaN entries are missing. All sequences advance together,
+    step t of every sequence that has one at once; the moments are written to their rows, so
+    memory is that of the n rows, whatever the spread of the lengths (sequences padded to the
+    longest would take b x t_max rows: 20,000 single steps beside one of 20,000 steps, 4e8)."""
+    n, k = Y.shape[0], p.A.shape[0]
     dt, dev = Y.dtype, Y.device
     eye_k = torch.eye(k, dtype=dt, device=dev)
     log2pi = math.log(2 * math.pi)
-    m_pred_all = Yp.new_empty(b, t_max, k)
-    P_pred_all = Yp.new_empty(b, t_max, k, k)
-    m_filt_all = Yp.new_empty(b, t_max, k)
-    P_filt_all = Yp.new_empty(b, t_max, k, k)
-    ll_all = Yp.new_zeros(b, t_max)
-    m_pred = p.mu0.expand(b, k).clone()  # (b, k)
-    P_pred = p.V0.expand(b, k, k).clone()  # (b, k, k)
-    for t in range(t_max):
-        y = Yp[:, t]  # (b, d)
-        obs = ~torch.isnan(y) & real[:, t : t + 1]
+    # the sequences longest first, so that those with a step t are a leading slice
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    desc = [lengths[i] for i in order]
+    starts = [0]
+    for m in lengths[:-1]:
+        starts.append(starts[-1] + m)
+    first = torch.tensor([starts[i] for i in order], device=dev)  # (b,) first rows
+    m_pred_all, m_filt_all = Y.new_empty(n, k), Y.new_empty(n, k)
+    P_pred_all, P_filt_all = Y.new_empty(n, k, k), Y.new_empty(n, k, k)
+    ll_all = Y.new_empty(n)
+    m_pred = p.mu0.expand(len(lengths), k).clone()  # (b, k)
+    P_pred = p.V0.expand(len(lengths), k, k).clone()  # (b, k, k)
+    n_active = len(lengths)
+    for t in range(desc[0]):
+        while desc[n_active - 1] <= t:  # the sequences that have ended drop off the end
+            n_active -= 1
+        rows = first[:n_active] + t  # (a,) rows of step t
+        mp, Pp = m_pred[:n_active], P_pred[:n_active]
+        y = Y[rows]  # (a, d)
+        obs = ~torch.isnan(y)
         Cm, Rm, n_obs = _masked_observation(p, obs)
-        e = torch.where(obs, y - m_pred @ p.C.T - p.d, 0.0)  # (b, d) innovation
-        CP = Cm @ P_pred  # (b, d, k)
-        S = _sym(CP @ Cm.transpose(-1, -2) + Rm)  # (b, d, d)
+        e = torch.where(obs, y - mp @ p.C.T - p.d, 0.0)  # (a, d) innovation
+        CP = Cm @ Pp  # (a, d, k)
+        S = _sym(CP @ Cm.transpose(-1, -2) + Rm)  # (a, d, d)
         L = torch.linalg.cholesky(S)
-        Kt = torch.cholesky_solve(CP, L)  # (b, d, k) = S⁻¹ C P, the transposed gain
-        K = Kt.transpose(-1, -2)  # (b, k, d)
-        m_filt = m_pred + (K @ e.unsqueeze(-1)).squeeze(-1)
-        IKC = eye_k - K @ Cm  # (b, k, k)
-        P_filt = _sym(IKC @ P_pred @ IKC.transpose(-1, -2) + K @ Rm @ Kt)
+        Kt = torch.cholesky_solve(CP, L)  # (a, d, k) = S⁻¹ C P, the transposed gain
+        K = Kt.transpose(-1, -2)  # (a, k, d)
+        m_filt = mp + (K @ e.unsqueeze(-1)).squeeze(-1)
+        IKC = eye_k - K @ Cm  # (a, k, k)
+        P_filt = _sym(IKC @ Pp @ IKC.transpose(-1, -2) + K @ Rm @ Kt)
         z = torch.linalg.solve_triangular(L, e.unsqueeze(-1), upper=False).squeeze(-1)
         logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        ll_all[:, t] = torch.where(
-            real[:, t], -0.5 * (n_obs * log2pi + logdet + z.square().sum(-1)), 0.0
-        )
-        m_pred_all[:, t], P_pred_all[:, t] = m_pred, P_pred
-        m_filt_all[:, t], P_filt_all[:, t] = m_filt, P_filt
+        ll_all[rows] = -0.5 * (n_obs * log2pi + logdet + z.square().sum(-1))
+        m_pred_all[rows], P_pred_all[rows] = mp, Pp
+        m_filt_all[rows], P_filt_all[rows] = m_filt, P_filt
         m_pred = m_filt @ p.A.T
         P_pred = _sym(p.A @ P_filt @ p.A.T + p.Q)
-    r = real.reshape(-1)
-
-    def flat(x):
-        return x.reshape(b * t_max, *x.shape[2:])[r]
-
-    return FilterResult(
-        ll_all.sum(),
-        flat(ll_all),
-        flat(m_pred_all),
-        flat(P_pred_all),
-        flat(m_filt_all),
-        flat(P_filt_all),
-    )
+    return FilterResult(ll_all.sum(), ll_all, m_pred_all, P_pred_all, m_filt_all, P_filt_all)
 
 
 def rts_smoother(p: SSMParams, f: FilterResult, lengths: list[int]) -> SmootherResult:
