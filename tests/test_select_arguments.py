@@ -53,6 +53,16 @@ def test_a_sweep_whose_every_fit_is_refused_raises_the_error(data, kwargs, error
         select_model(data, n_components=[1, 2], **kwargs)
 
 
+def test_a_sweep_whose_every_fit_is_too_large_raises_the_size_error():
+    # found by a helper's hunt: each fit refused its size, and select_model returned a
+    # table of failures instead of the error the model gives on its own
+    from latentfit import LinearGaussianSSM
+    from latentfit.errors import ResourceLimitError
+
+    with pytest.raises(ResourceLimitError, match="state dim"):
+        select_model(X, family=LinearGaussianSSM, n_components=[10**6])
+
+
 def test_a_sweep_with_some_failed_fits_is_still_a_result():
     # K=5 on 4 rows fails, K=1..2 fit: the failures are rows of the table, not an error
     data = np.random.default_rng(1).normal(size=(4, 1))

@@ -20,7 +20,7 @@ from sklearn.base import clone
 from latentfit._validation import as_float_tensor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.mixture.discrete import dense_codes
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ParameterError, ResourceLimitError
 from latentfit.select.candidates import (
     CRITERIA,
     CRITERION_ALIASES,
@@ -382,13 +382,14 @@ def _candidate(c) -> tuple[str | None, Any]:
 
 def _every_fit_refused(rows: list[dict], errors: list[Exception]) -> Exception | None:
     """The error to raise when no candidate could be fitted because each fit refused its
-    settings or the data (a ParameterError or DataError, e.g. max_iter=-1 or NaN in X): the
-    first one, as the model raises it on its own. ``errors`` holds the errors raised by the
+    settings or the data (a ParameterError or DataError, e.g. max_iter=-1 or NaN in X), or
+    was refused for its size before it started (a ResourceLimitError: an SSM of 10**6
+    states): the first one, as the model raises it on its own. ``errors`` holds the errors raised by the
     fits themselves; a sweep in which some fits fail, or fail numerically (a collapsed
     component), stays a result whose failed rows say why."""
     if not rows or len(errors) != len(rows):
         return None
-    if all(isinstance(e, ParameterError | DataError) for e in errors):
+    if all(isinstance(e, ParameterError | DataError | ResourceLimitError) for e in errors):
         return errors[0]
     return None
 
