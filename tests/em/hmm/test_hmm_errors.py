@@ -32,6 +32,10 @@ def fitted():
         ([60, -10], r"lengths\[1\] = -10"),
         ([25.5, 24.5], "lengths must be integers"),
         ([[25, 25]], "1-D"),
+        # past int64: said as too long, not as "must be integers, got dtype object"
+        ([10**20], r"lengths\[0\] = 1e\+20 is more than the 50 rows"),
+        ([1e20], r"lengths\[0\] = 1e\+20 is more than the 50 rows"),
+        ([10, -(10**20)], r"at least one step; lengths\[1\] = -1e\+20"),
     ],
 )
 def test_bad_lengths(lengths, match):

@@ -261,6 +261,20 @@ def check_lengths(lengths, n: int) -> list[int]:
         raise DataError(f"lengths must be a 1-D list of sequence lengths, got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
         raise DataError(f"lengths must be integers, got {arr.tolist()[:10]}")
+    if arr.dtype.kind in "fO":  # whole numbers past int64 (10**20) are objects or floats
+        values = arr.tolist()
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            i = next((i for i, v in enumerate(values) if v > n or v < 1), None)
+            if i is not None and values[i] < 1:
+                raise DataError(
+                    f"every sequence needs at least one step; lengths[{i}] = {values[i]:.6g}"
+                )
+            if i is not None:
+                raise DataError(
+                    f"lengths[{i}] = {values[i]:.6g} is more than the {n} rows of X: lengths "
+                    "must give the number of rows of every sequence in X, in order"
+                )
+            arr = np.asarray(values, dtype=np.float64)
     if arr.dtype.kind not in "iuf":
         raise DataError(f"lengths must be integers, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
