@@ -419,7 +419,10 @@ def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: st
         # n + (α − 1), not (n + α) − 1: a component of mass 1e-14 would lose its digits to the
         # 1 (weight 0.9988 where the state's only component must weigh exactly 1)
         num = n + (alpha - 1)
-        den = (post + (alpha - 1).sum(1)).unsqueeze(1)
+        # normalised by its own sum, post + Σ(α − 1) in exact arithmetic: a float32 E-step's
+        # Σ_j n_j differs from post by its rounding (1e-3 on a state of little mass), and
+        # weights (0.50048, 0.50048) were saved that the loader refused as no distribution
+        den = num.sum(1, keepdim=True)
         new_w = num / torch.where(den > 0, den, 1.0)
         # a state with (rounding) mass but no component mass keeps its weights, never 0/x
         ok = (den > 0).squeeze(1) & (num >= 0).all(1) & (num.sum(1) > 0)
