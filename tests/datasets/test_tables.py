@@ -291,9 +291,11 @@ def test_a_first_line_of_names_holding_numbers_is_names_with_a_warning(tmp_path)
 def test_clear_first_lines_are_read_without_a_warning(tmp_path, text):
     path = tmp_path / "c.csv"
     path.write_text(text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        load_array(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        X = load_array(path)
+    assert caught == []
+    assert X.shape[0] >= 1
 
 
 def test_header_takes_none_true_or_false(tmp_path):
