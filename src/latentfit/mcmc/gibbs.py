@@ -40,7 +40,7 @@ from latentfit._validation import (
 from latentfit.em.gaussian import check_overflow
 from latentfit.errors import DataError, ParameterError, ResourceLimitError
 from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
-from latentfit.mcmc.result import arviz_call, arviz_from_dict, arviz_mcse, check_name
+from latentfit.mcmc.result import arviz_call, arviz_from_dict, arviz_mcse, draw_or_item
 from latentfit.mcmc.target import ordered_vector
 
 __all__ = [
@@ -292,13 +292,7 @@ class GibbsGMMResult(NamedTuple):
     def draws(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weights, "means": self.means, "covariances": self.covariances}
 
-    def __getitem__(self, key):
-        """``result["means"]``: a parameter's draws by name, as the other sampling results
-        give them; an index or slice is the tuple's."""
-        if isinstance(key, str):
-            check_name(self, key, tuple(self.draws))
-            return self.draws[key]
-        return tuple.__getitem__(self, key)
+    __getitem__ = draw_or_item
 
     def to_arviz(self):
         """The draws as ArviZ data with a ``posterior`` group (chain, draw, ...)."""

@@ -18,6 +18,7 @@ __all__ = [
     "arviz_from_dict",
     "arviz_mcse",
     "check_name",
+    "draw_or_item",
     "import_arviz",
 ]
 
@@ -30,6 +31,16 @@ def check_name(result, name, names) -> None:
             f"{type(result).__name__} has no parameter {name!r}; its parameters are "
             f"{', '.join(map(repr, names))} (result[NAME] for one of them)"
         )
+
+
+def draw_or_item(result, key):
+    """``result["means"]``: a Gibbs result's draws by name (its ``draws`` dict), as the other
+    sampling results give them; an index or slice is the tuple's. The results are
+    NamedTuples, which take no mixin: each sets ``__getitem__ = draw_or_item``."""
+    if isinstance(key, str):
+        check_name(result, key, tuple(result.draws))
+        return result.draws[key]
+    return tuple.__getitem__(result, key)
 
 
 def _not_shape_validation(record: logging.LogRecord) -> bool:
