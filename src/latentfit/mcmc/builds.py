@@ -103,7 +103,14 @@ def _stale(job: Path) -> bool:
         return False  # being written this moment
     if age > STALE_SECONDS:
         return True
-    if pid is None or os.name != "posix":
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        # claimed here for a child that was to name itself in it: with no child of this
+        # process still running, none ever will (it died first), and waiting on it would
+        # wait on ourselves for Build.wait's whole timeout
+        return running() == 0
+    if os.name != "posix":
         return False
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
