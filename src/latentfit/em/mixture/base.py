@@ -16,7 +16,6 @@ Nigam et al. 2000).
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -433,11 +432,10 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     _not_read_back = "they are not read back: fit again"
 
     # ------------------------------------------------------------ inference
-    def _log_joint(self, X: torch.Tensor, params: dict | None = None, **kw) -> torch.Tensor:
-        """log π_k + log p(x_n | θ_k): (n, k). The discrete families take ``exact=False`` for
-        log 0 clamped to about -708 (see :func:`~latentfit.em.mixture.discrete.impossible_rows`)."""
+    def _log_joint(self, X: torch.Tensor, params: dict | None = None) -> torch.Tensor:
+        """log π_k + log p(x_n | θ_k): (n, k)."""
         p = self._params if params is None else params
-        return self._component_log_prob(p, X, **kw) + p["weights"].log()
+        return self._component_log_prob(p, X) + p["weights"].log()
 
     # ------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
@@ -486,9 +484,6 @@ class _MixtureHooks:
         X, w, labels = batch
         logp = self.model._log_joint(X, params)  # (n, k)
         lse = torch.logsumexp(logp, 1)  # (n,)
-        none = lse == -math.inf  # (n,) rows impossible under every component (see below)
-        if bool(none.any()):
-            logp, lse = self._impossible(X, params, logp, lse, none, w)
         resp = torch.exp(logp - lse.unsqueeze(1))
         if labels is not None:
             known = labels >= 0
@@ -501,29 +496,6 @@ class _MixtureHooks:
         stats["loglik"] = (w * lse).sum()
         stats["weight"] = w.sum()
         return stats
-
-    def _impossible(self, X, params, logp, lse, none, w):
-        """(logp, lse) where rows ``none`` have probability 0 under every component (an
-        outcome each gives probability 0). A row of weight 0 adds nothing (0 · -inf would be
-        NaN). A row of positive weight (a warm start on data with a category the previous
-        fit never saw) is weighed with log 0 clamped, as the E-step did before exact zeros:
-        its outcomes are then shared out by the others, and the M-step gives them mass. A
-        family without that clamp names the row."""
-        live = none & (w > 0)
-        if bool(live.any()):
-            if not getattr(self.model, "_exact_zeros", False):
-                i = int(live.nonzero()[0])
-                raise DataError(
-                    f"row {i} of X has zero density under every component of the "
-                    f"{type(self.model).__name__}'s current parameters; check the row, or "
-                    "start from other parameters (warm_start=False, or other init values)"
-                )
-            idx = live.nonzero().flatten()
-            logp = logp.clone()
-            logp[idx] = self.model._log_joint(X[idx], params, exact=False)
-            lse = lse.clone()
-            lse[idx] = torch.logsumexp(logp[idx], 1)
-        return logp, torch.where(none & (w <= 0), torch.zeros_like(lse), lse)
 
     def mstep(self, params, stats):
         S0 = stats["S0"]

@@ -13,7 +13,6 @@ against ``torch.distributions``. The estimators share :class:`~latentfit.em.mixt
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
@@ -48,23 +47,6 @@ __all__ = [
 def _safe_log(p: torch.Tensor) -> torch.Tensor:
     # An MLE probability of exactly 0 meets only zero counts; the clamp keeps 0 · log 0 = 0.
     return p.clamp_min(torch.finfo(p.dtype).tiny).log()
-
-
-def impossible_rows(
-    logp: torch.Tensor, features: torch.Tensor, probs: torch.Tensor
-) -> torch.Tensor:
-    """``logp`` (n, k) with -inf where a row has an outcome its component gives probability 0:
-    ``features`` (n, m) ≥ 0 count the outcomes, ``probs`` (k, m) their probabilities or rates.
-    The log-probability functions clamp log 0 to about -708 so that 0 · log 0 = 0 (an MLE
-    probability of 0 meets only zero counts); a new row with such an outcome is impossible
-    under that component, not 708 nats unlikely: a row [300, 300, 1] under a Poisson
-    component whose third rate is 0 scored -716.7 (-865.1 is right) and was put in that
-    component with probability 1. One product, only when some probability is exactly 0."""
-    zero = probs <= 0  # (k, m)
-    if not bool(zero.any()):
-        return logp
-    hit = (features > 0).to(logp.dtype) @ zero.to(logp.dtype).T  # (n, k)
-    return logp.masked_fill(hit > 0, -math.inf)
 
 
 # ---------------------------------------------------------------- pure functions
@@ -190,9 +172,6 @@ class _DiscreteMixture(BaseMixture):
     """The discrete mixtures: one component parameter ``_param_names[0]`` under the prior
     ``_prior()`` (MAP-EM; the MLE at its default), from the per-component sums of X."""
 
-    #: the log-densities give an outcome of probability 0 -inf (``exact=False``: clamped)
-    _exact_zeros = True
-
     def _component_stats(self, X, resp):
         return {"S1": resp.T @ X}  # (k, d)
 
@@ -250,11 +229,8 @@ class BernoulliMixture(_DiscreteMixture):
                 f"{first_offending(bad, X)}. Binarise first, e.g. X > 0.5."
             )
 
-    def _component_log_prob(self, params, X, exact=True):
-        mu = params["means"]
-        logp = bernoulli_log_prob(X, mu)
-        both = torch.cat([X, 1 - X], 1)  # (n, 2d): the ones, then the zeros
-        return impossible_rows(logp, both, torch.cat([mu, 1 - mu], 1)) if exact else logp
+    def _component_log_prob(self, params, X):
+        return bernoulli_log_prob(X, params["means"])
 
     def _component_mstep(self, stats, S0):
         return {"means": self._prior().map_means(S0, stats["S1"]).clamp(0, 1)}
@@ -292,10 +268,8 @@ class PoissonMixture(_DiscreteMixture):
     def _check_component_data(self, X, reset):
         _check_counts(X, type(self).__name__)
 
-    def _component_log_prob(self, params, X, exact=True):
-        rates = params["rates"]
-        logp = poisson_log_prob(X, rates)
-        return impossible_rows(logp, X, rates) if exact else logp
+    def _component_log_prob(self, params, X):
+        return poisson_log_prob(X, params["rates"])
 
     def _component_mstep(self, stats, S0):
         return {"rates": self._prior().map_rates(S0, stats["S1"])}
@@ -336,10 +310,8 @@ class MultinomialMixture(_DiscreteMixture):
         # Cluster the word frequencies, not the raw counts, so long documents do not dominate.
         return X / X.sum(1, keepdim=True).clamp_min(1)
 
-    def _component_log_prob(self, params, X, exact=True):
-        probs = params["probs"]
-        logp = multinomial_log_prob(X, probs)
-        return impossible_rows(logp, X, probs) if exact else logp
+    def _component_log_prob(self, params, X):
+        return multinomial_log_prob(X, params["probs"])
 
     def _component_mstep(self, stats, S0):
         return {"probs": self._prior().map_probs(stats["S1"])}
@@ -468,13 +440,9 @@ class CategoricalMixture(_DiscreteMixture):
     def _component_init_features(self, X):
         return one_hot_features(X, int(self.n_categories_.max()))
 
-    def _component_log_prob(self, params, X, exact=True):
+    def _component_log_prob(self, params, X):
         onehot = one_hot_features(X, params["probs"].shape[2])
-        probs = params["probs"]
-        logp = categorical_log_prob(onehot, probs)
-        if not exact:
-            return logp
-        return impossible_rows(logp, onehot, probs.reshape(probs.shape[0], -1))
+        return categorical_log_prob(onehot, params["probs"])
 
     def _component_stats(self, X, resp):
         c = int(self.n_categories_.max())
