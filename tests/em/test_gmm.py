@@ -338,6 +338,44 @@ def test_monotonicity_check_warns_on_a_decreasing_bound():
             run_em(Broken(), [None], max_iter=3, tol=0)
 
 
+def test_a_bound_cycling_at_the_rounding_of_float32_is_converged_not_run_to_max_iter():
+    # a float32 CAVI fit of 2000 rows near 1e7 (tests/em/test_numerics.py) cycled with
+    # period 5 at ~700 ulps of its bound for all of its 500 iterations on one CPU, and
+    # reported converged_=False with a warning to raise max_iter, which could not help
+    from latentfit.em.driver import run_em
+
+    cycle = [-1736.3921, -1736.4749, -1736.3865, -1736.3965, -1736.3958]
+
+    class Cycling:
+        def initialize(self, data, generator):
+            return {"t": torch.tensor(0, dtype=torch.float32)}
+
+        def estep(self, params, batch):
+            return {"t": params["t"].clone()}
+
+        def mstep(self, params, stats):
+            return {"t": params["t"] + 1}
+
+        def lower_bound(self, params, stats):
+            t = int(stats["t"])
+            return -1800.0 + 10 * t if t < 6 else cycle[t % 5]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning
+        result = run_em(Cycling(), [None], max_iter=500, tol=1e-6)
+    assert result.converged and result.n_iter == 12  # the first repeat, five after t = 6
+
+    class Climbing(Cycling):  # repeats a value but still moving by more than rounding
+        def lower_bound(self, params, stats):
+            t = int(stats["t"])
+            return [-100.0, -50.0][t % 2] if t < 40 else 0.0
+
+    with pytest.warns(ConvergenceWarning):
+        assert not run_em(Climbing(), [None], max_iter=30, tol=1e-6).converged
+    with pytest.warns(ConvergenceWarning):  # tol=0 asks for every iteration
+        assert run_em(Cycling(), [None], max_iter=30, tol=0).n_iter == 30
+
+
 def test_an_m_step_that_gives_non_finite_parameters_stops_the_fit_by_name():
     from latentfit.em.driver import NonFiniteLowerBoundError, run_em
 

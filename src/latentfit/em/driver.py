@@ -105,6 +105,22 @@ def _decrease_tolerance(value: float, dtype: torch.dtype) -> float:
     return rtol * max(1.0, abs(value))
 
 
+def _in_rounding_cycle(bounds: list[float], slack: float, window: int = 12) -> bool:
+    """True when the last bound repeats one of the ``window`` before it exactly and every
+    change since then lies within the dtype's rounding ``slack``: the iteration, a
+    deterministic map, has entered a cycle at the rounding level of its arithmetic and can
+    make no further progress. A float32 CAVI fit of 2000 rows near 1e7 cycled with period
+    5 and an amplitude of 0.09 nats (of 1736, ~700 ulps) for all of its 500 iterations,
+    where tol=1e-6 asked for less than one ulp."""
+    last = bounds[-1]
+    earlier = bounds[-window - 1 : -1]
+    if last not in earlier:
+        return False
+    start = len(bounds) - 1 - (len(earlier) - earlier.index(last))
+    steps = [b - a for a, b in zip(bounds[start:-1], bounds[start + 1 :], strict=True)]
+    return all(abs(x) <= slack for x in steps)
+
+
 #: What to try when the bound stops being finite; hooks may give their own as ``remedy``.
 _REMEDY = "Try a larger regularisation (reg_covar), fewer components, scaling the data, or float64."
 
@@ -235,6 +251,11 @@ def run_em(
                     bar.update(1)
                     bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}")
                 if (abs(change) if convergence == "abs" else change) < tol:
+                    converged = True
+                    break
+                if tol > 0 and _in_rounding_cycle(bounds, slack):
+                    # as far as the dtype's arithmetic can take it (tol <= 0 asks for every
+                    # one of max_iter iterations)
                     converged = True
                     break
                 prev = bound
