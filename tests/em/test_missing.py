@@ -296,3 +296,103 @@ def test_a_covariance_singular_in_working_precision_is_named():
     X = torch.tensor([[0.5, 1.0], [np.nan, 2.0]], dtype=torch.float64)
     with pytest.raises(DegenerateComponentError, match=r"component 0 .* reg_covar"):
         log_gaussian_prob_missing(X, torch.zeros(1, 2, dtype=torch.float64), cov, "full")
+
+
+def _far_rows(missing: bool) -> np.ndarray:
+    """Three rows near the origin and a tight group of three at 1e8: the group's variances
+    (1e-6) lie ~1e22 below its squared distance from the data's centre."""
+    X = np.array(
+        [
+            [3.0, 1.0],
+            [5.0, 2.0],
+            [7.0, 1.5],
+            [1e8, 1e8],
+            [1e8 + 1e-3, 1e8 - 1e-3],
+            [1e8 - 1e-3, 1e8 + 2e-3],
+        ]
+    )
+    if missing:
+        X[2, 1] = np.nan
+    return X
+
+
+def _brute_mean_log_likelihood(m, X) -> float:
+    """Σ_n log Σ_k π_k N(x_n,o | μ_k,o, Σ_k,oo) / n with scipy, row by row."""
+    cov = np.asarray(m.covariances_)
+    total = 0.0
+    for x in X:
+        o = ~np.isnan(x)
+        terms = []
+        for k in range(m.n_components):
+            ct = m.covariance_type
+            C = cov if ct == "tied" else cov[k]
+            C = np.diag(C) if ct == "diag" else C * np.eye(X.shape[1]) if ct == "spherical" else C
+            lp = st.multivariate_normal(m.means_[k][o], C[np.ix_(o, o)]).logpdf(x[o])
+            terms.append(np.log(m.weights_[k]) + lp)
+        total += np.logaddexp.reduce(terms)
+    return total / len(X)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_a_tight_group_far_from_the_centre_keeps_its_variance_with_missing_values(ct):
+    # missing="marginalize" took every moment about the data's centre: on complete rows it
+    # scored -7.1e8 a row where the ordinary fit scores 4.47 (full), all variances 0, with a
+    # warning; with one value missing the same, and spherical fits started on one row
+    X = _far_rows(missing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateComponentWarning)
+        a = GaussianMixture(2, covariance_type=ct, random_state=0, reg_covar=1e-9).fit(X)
+        b = GaussianMixture(
+            2, covariance_type=ct, random_state=0, reg_covar=1e-9, missing="marginalize"
+        ).fit(X)
+        Xm = _far_rows(missing=True)
+        c = GaussianMixture(
+            2,
+            covariance_type=ct,
+            random_state=0,
+            reg_covar=1e-9,
+            missing="marginalize",
+            max_iter=500,
+        ).fit(Xm)
+    np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=1e-9, atol=0)
+    assert b.score(X) == pytest.approx(a.score(X), rel=1e-12)
+    assert c.score(Xm) == pytest.approx(_brute_mean_log_likelihood(c, Xm), rel=1e-8)
+    far = int(np.argmax(c.means_[:, 0]))
+    group = X[3:]
+    if ct in ("diag", "full"):  # the group is complete: its own moments, plus reg_covar
+        var = group.var(0) + 1e-9
+        got = c.covariances_[far] if ct == "diag" else np.diag(c.covariances_[far])
+        np.testing.assert_allclose(got, var, rtol=1e-6)
+    if ct == "spherical":
+        assert c.covariances_[far] == pytest.approx(group.var(0).mean() + 1e-9, rel=1e-6)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_hmm_states_far_from_the_centre_fit_with_missing_values(ct):
+    # GaussianHMM(missing="marginalize") refused such data ("variance below the rounding of
+    # its update"); it now fits them, on complete rows exactly as missing="error" does
+    from latentfit import GaussianHMM
+
+    rng = np.random.default_rng(0)
+    z = np.repeat([0, 1, 0, 1], 10)
+    X = np.where(z[:, None] == 0, rng.normal(0, 1, (40, 2)), 1e8 + rng.normal(0, 0.1, (40, 2)))
+    Xm = X.copy()
+    Xm[3, 1] = Xm[15, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateComponentWarning)
+        a = GaussianHMM(2, covariance_type=ct, random_state=0).fit(X)
+        b = GaussianHMM(2, covariance_type=ct, random_state=0, missing="marginalize").fit(X)
+        c = GaussianHMM(
+            2, covariance_type=ct, random_state=0, missing="marginalize", n_iter=200
+        ).fit(Xm)
+    np.testing.assert_allclose(b.covars_, a.covars_, rtol=1e-9)
+    assert b.score(X) == pytest.approx(a.score(X), rel=1e-12)
+    np.testing.assert_array_equal(c.predict(Xm), z if c.means_[1, 0] > 1 else 1 - z)
+    # the far state's variances are those of its rows (hmmlearn's update: covars_prior 1e-2)
+    far = int(np.argmax(c.means_[:, 0]))
+    rows = X[z == 1]
+    if ct == "diag":
+        n_obs = (~np.isnan(Xm[z == 1])).sum(0)
+        expected = (0.01 + rows.var(0) * 20) / 20
+        np.testing.assert_allclose(np.diag(c.covars_[far]), expected, rtol=0.1)
+        assert n_obs.tolist() == [19, 20]

@@ -28,11 +28,17 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit.em.gaussian import DegenerateComponentError, covariances_from_precisions
+from latentfit.em.gaussian import (
+    DegenerateComponentError,
+    covariances_from_precisions,
+    put_direct_moments,
+)
 from latentfit.errors import DataError, ParameterError
 
 __all__ = [
     "MissingMoments",
+    "direct_missing_log_prob",
+    "direct_missing_moments",
     "gaussian_missing_estep_stats",
     "gaussian_missing_hmm_stats",
     "gaussian_missing_moments",
@@ -285,6 +291,55 @@ def gaussian_missing_moments(
     return MissingMoments(S0, S1, S2)
 
 
+def _one_component(covariances: torch.Tensor, covariance_type: str, j: int) -> torch.Tensor:
+    """The covariance of component ``j`` in the shapes of a one-component model."""
+    return covariances if covariance_type == "tied" else covariances[j : j + 1]
+
+
+def direct_missing_log_prob(
+    X: torch.Tensor, centres: torch.Tensor, covariances: torch.Tensor, covariance_type: str
+) -> torch.Tensor:
+    """log N(x_o | μ_j,o, Σ_j,oo) (n, f) of the components too far from the shift for the
+    centred form (:func:`~latentfit.em.gaussian.far_components`), computed from x − μ_j:
+    ``centres`` (f, d) are their means, ``covariances`` theirs ((f, ...) or the tied (d, d)).
+    About the shift, the diagonal form's squares lose ~eps ‖μ_j − c‖² / σ_j² nats."""
+    f, d = centres.shape
+    zero = centres.new_zeros(1, d)
+    out = X.new_empty(X.shape[0], f)
+    for j in range(f):
+        cov = _one_component(covariances, covariance_type, j)
+        out[:, j] = log_gaussian_prob_missing(X - centres[j], zero, cov, covariance_type)[:, 0]
+    return out
+
+
+def direct_missing_moments(
+    X: torch.Tensor,
+    resp: torch.Tensor,
+    centres: torch.Tensor,
+    covariances: torch.Tensor,
+    covariance_type: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """S1 (f, d) and S2 of :func:`gaussian_missing_moments` for the components of
+    :func:`direct_missing_log_prob`, each about its own mean μ_j rather than the shift:
+    ``resp`` (n, f) holds their responsibilities with the sample weights. S2 is (f, d, d)
+    full, (f, d) diag/spherical, and for tied the (d, d) sum over the components (a tied fit
+    takes every component about its own mean, as em.gaussian.direct_moments does). About
+    one centre c, Σ r E[(x − c)(x − c)ᵀ] / Σ r − (μ − c)(μ − c)ᵀ cancels ‖μ − c‖² / σ² of
+    the variance's digits."""
+    f, d = centres.shape
+    zero = centres.new_zeros(1, d)
+    S1, S2 = [], []
+    for j in range(f):
+        cov = _one_component(covariances, covariance_type, j)
+        mom = gaussian_missing_moments(
+            X, resp[:, j : j + 1], centres[j : j + 1], cov, covariance_type, centres[j], zero
+        )
+        S1.append(mom.S1[0])
+        S2.append(mom.S2[0])
+    S2 = torch.stack(S2)
+    return torch.stack(S1), S2.sum(0) if covariance_type == "tied" else S2
+
+
 def gaussian_missing_estep_stats(
     X: torch.Tensor,
     w: torch.Tensor,
@@ -294,27 +349,39 @@ def gaussian_missing_estep_stats(
     covariance_type: str,
     shift: torch.Tensor,
     delta: torch.Tensor | None = None,
+    direct: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The GaussianMixture E-step on a chunk with NaNs: the same statistics, in the same shapes,
     as :func:`~latentfit.em.gaussian.gaussian_estep_stats` (Ghahramani & Jordan 1994).
-    ``delta`` (k, d): μ − c, if known more precisely than ``means − shift``.
+    ``delta`` (k, d): μ − c, if known more precisely than ``means − shift``. ``direct`` =
+    (indices (f,), their means (f, d)), as there: those components' log-densities come from
+    x − μ_k and their S1, S2 are about μ_k (:func:`direct_missing_moments`).
 
     ``loglik`` is Σ w log p(x_o), the observed-data log-likelihood EM increases.
     """
     cov = covariances_from_precisions(prec_chol, covariance_type)
     mc = means - shift if delta is None else delta
-    logp = log_gaussian_prob_missing(X - shift, mc, cov, covariance_type) + log_weights
+    logp = log_gaussian_prob_missing(X - shift, mc, cov, covariance_type)  # (n, k)
+    if direct is not None:
+        idx, centres = direct
+        cov_far = cov if covariance_type == "tied" else cov[idx]
+        logp[:, idx] = direct_missing_log_prob(X, centres, cov_far, covariance_type)
+    logp = logp + log_weights
     lse = torch.logsumexp(logp, 1)  # (n,)
     resp = torch.exp(logp - lse.unsqueeze(1)) * w.unsqueeze(1)  # (n, k)
     mom = gaussian_missing_moments(X, resp, means, cov, covariance_type, shift, delta)
     S2 = mom.S2.sum(0) if covariance_type == "tied" else mom.S2
-    return {
+    stats = {
         "S0": mom.S0,
         "S1": mom.S1,
         "S2": S2,
         "loglik": (w * lse).sum(),
         "weight": w.sum(),
     }
+    if direct is not None:
+        S1f, S2f = direct_missing_moments(X, resp[:, idx], centres, cov_far, covariance_type)
+        put_direct_moments(stats, idx, S1f, S2f, covariance_type)
+    return stats
 
 
 def gaussian_missing_hmm_stats(
@@ -325,15 +392,22 @@ def gaussian_missing_hmm_stats(
     covars: torch.Tensor,
     covariance_type: str,
     delta: torch.Tensor | None = None,
+    direct: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """A Gaussian HMM's emission statistics with missing coordinates, under the keys of
     hmmlearn's ``GaussianHMM``: ``post`` (k,) = Σ γ, ``obs`` (k, d) = Σ γ E[x − c], and
     ``obs2`` (k, d) for spherical/diag or ``obsobs`` ((k, d, d) full, (d, d) tied) =
     Σ γ E[(x − c)(x − c)ᵀ]. ``gamma`` (t, k) are the state posteriors; ``means``/``covars``
     are the current parameters (the conditional expectations depend on them). On complete
-    data these are the ordinary statistics."""
+    data these are the ordinary statistics. ``direct`` = (indices (f,), their means (f, d)):
+    those states' moments are about their own means (:func:`direct_missing_moments`)."""
     mom = gaussian_missing_moments(X, gamma, means, covars, covariance_type, shift, delta)
-    if covariance_type in ("spherical", "diag"):
-        return {"post": mom.S0, "obs": mom.S1, "obs2": mom.S2}
     S2 = mom.S2.sum(0) if covariance_type == "tied" else mom.S2
-    return {"post": mom.S0, "obs": mom.S1, "obsobs": S2}
+    stats = {"S0": mom.S0, "S1": mom.S1, "S2": S2}
+    if direct is not None:
+        idx, centres = direct
+        cov_far = covars if covariance_type == "tied" else covars[idx]
+        S1f, S2f = direct_missing_moments(X, gamma[:, idx], centres, cov_far, covariance_type)
+        put_direct_moments(stats, idx, S1f, S2f, covariance_type)
+    second = "obs2" if covariance_type in ("spherical", "diag") else "obsobs"
+    return {"post": stats["S0"], "obs": stats["S1"], second: stats["S2"]}

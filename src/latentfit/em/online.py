@@ -126,19 +126,19 @@ def online_em_step(
 def translate_moment_stats(stats: Stats, delta: torch.Tensor, covariance_type: str) -> Stats:
     """Moments taken around ``c`` re-expressed around ``c' = c − delta`` (x − c' = (x − c) + δ):
 
-    S1' = S1 + S0 δ;  S2' = S2 + S1 δᵀ + δ S1ᵀ + S0 δ δᵀ (full, per component; tied with the
-    totals Σ_k S1, Σ w), and S2' = S2 + 2 δ ⊙ S1 + S0 δ² (diag, spherical). Other keys unchanged.
+    S1' = S1 + S0 δ;  S2' = S2 + S1 δᵀ + δ S1ᵀ + S0 δ δᵀ (full, per component; tied summed
+    over the components), and S2' = S2 + 2 δ ⊙ S1 + S0 δ² (diag, spherical). ``delta`` is one
+    offset (d,) for every component or one per component (k, d) (moments each about its own
+    centre). Other keys unchanged.
     """
     S0, S1, S2 = stats["S0"], stats["S1"], stats["S2"]  # (k,), (k, d), by type
+    delta = delta.expand_as(S1)  # (k, d)
     out = dict(stats)
     out["S1"] = S1 + S0.unsqueeze(1) * delta  # (k, d)
-    if covariance_type == "full":
-        cross = S1.unsqueeze(2) * delta.view(1, 1, -1)  # (k, d, d)
-        out["S2"] = S2 + cross + cross.mT + S0.view(-1, 1, 1) * torch.outer(delta, delta)
-    elif covariance_type == "tied":
-        t1 = S1.sum(0)  # (d,) = Σ w (x − c)
-        cross = torch.outer(t1, delta)
-        out["S2"] = S2 + cross + cross.T + S0.sum() * torch.outer(delta, delta)
+    if covariance_type in ("full", "tied"):
+        cross = S1.unsqueeze(2) * delta.unsqueeze(1)  # (k, d, d)
+        shift = cross + cross.mT + S0.view(-1, 1, 1) * delta.unsqueeze(2) * delta.unsqueeze(1)
+        out["S2"] = S2 + (shift.sum(0) if covariance_type == "tied" else shift)
     else:
         out["S2"] = S2 + 2 * delta * S1 + S0.unsqueeze(1) * delta.square()
     return out

@@ -34,6 +34,7 @@ from latentfit.em.hmm.settings import Prior
 from latentfit.em.hmm.stored import covariance_stored
 from latentfit.em.initialize import kmeans
 from latentfit.em.missing import (
+    direct_missing_log_prob,
     gaussian_missing_hmm_stats,
     has_missing,
     impute_mean,
@@ -84,7 +85,11 @@ def _lift_singular(cov: torch.Tensor, covariance_type: str, min_covar: float) ->
     limit = torch.finfo(cov.dtype).eps * d * lam[..., -1].clamp_min(0)
     bad = (lam[..., 0] <= limit).reshape(*lam.shape[:-1], 1, 1)
     eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
-    return torch.where(bad, cov + min_covar * eye, cov)
+    # min_covar is lost in the rounding of a matrix whose largest eigenvalue is past
+    # min_covar / eps (a first iteration's broad covariance of rows near 0 and 1e8, rank one
+    # in float64): the lift is at least ten times that rounding
+    lift = (10 * limit).clamp_min(min_covar).to(cov.dtype)  # (...,)
+    return torch.where(bad, cov + lift[..., None, None] * eye, cov)
 
 
 def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
@@ -346,7 +351,13 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         if self._has_missing(X):  # marginal density of the observed coordinates
             c = means.mean(0) if shift is None else shift  # centred, for precision
             mc = means - c if delta is None else delta
-            return log_gaussian_prob_missing(X - c, mc, covars, ct)
+            ll = log_gaussian_prob_missing(X - c, mc, covars, ct)
+            far = self._far_states(params)
+            if far is not None:  # too far from the centre for that form: from x − μ_k
+                idx, centres, _ = far
+                cov_far = covars if ct == "tied" else covars[idx]
+                ll[:, idx] = direct_missing_log_prob(X, centres, cov_far, ct)
+            return ll
         if features is not None:
             ll = E.gaussian_log_likelihood(
                 X, means, covars, ct, shift=shift, features=features, delta=delta
@@ -376,9 +387,9 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
 
     def _direct_stats(self, params):
         """The :meth:`_far_states` whose statistics a batch fit takes about their own means
-        (and its M-step adds back); None in stepwise EM (``partial_fit`` keeps its running
-        statistics about one centre) and with missing values (their moments are about it)."""
-        if "shift" not in params or self._allow_nan() or self.__dict__.get("_stepwise"):
+        (and its M-step adds back), with missing values or without; None in stepwise EM
+        (``partial_fit`` keeps its running statistics about one centre)."""
+        if "shift" not in params or self.__dict__.get("_stepwise"):
             return None
         return self._far_states(params)
 
@@ -404,7 +415,9 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         shift = params["shift"] if "shift" in params else means.mean(0)
         if self._has_missing(X):  # conditional moments of the missing coordinates
             delta = params.get("delta") if "shift" in params else None
-            return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct, delta)
+            far = self._direct_stats(params)
+            direct = None if far is None else far[:2]
+            return gaussian_missing_hmm_stats(X, gamma, shift, means, covars, ct, delta, direct)
         stats = E.gaussian_stats(X, gamma, shift, ct, features)
         far = self._direct_stats(params)
         if far is not None:  # about their own means (the M-step adds them back)
@@ -462,7 +475,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         (k, d)): in a batch fit the M-step sets such a variance to that rounding, an upper
         bound, and the next E-step takes the state's statistics about its own mean
         (:meth:`_direct_stats`; the broad starting covariances hide it from the first). Where
-        that cannot happen (missing values, partial_fit) a DegenerateComponentError
+        that cannot happen (partial_fit) a DegenerateComponentError
         names the state rather than fit noise. None when every variance is resolved."""
         post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
         delta = st["obs"] / post  # (k, d)
@@ -481,12 +494,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         direct = self._direct_stats(params)
         done = set() if direct is None else set(direct[0].tolist())
         states = set(bad.any(1).nonzero().flatten().tolist())
-        if (
-            "shift" in params
-            and not self._allow_nan()
-            and not self.__dict__.get("_stepwise")
-            and not states & done
-        ):
+        if "shift" in params and not self.__dict__.get("_stepwise") and not states & done:
             return bad, noise
         k, j = (int(i) for i in bad.nonzero()[0])
         if second.shape[0] == 1:  # tied: name the state farthest from the centre

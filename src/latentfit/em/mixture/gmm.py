@@ -27,6 +27,7 @@ from latentfit.em.gaussian import (
     covariances_from_precisions,
     degenerate_components,
     direct_log_prob,
+    direct_moments,
     far_components,
     far_factors,
     gaussian_estep_stats,
@@ -39,10 +40,12 @@ from latentfit.em.gaussian import (
     precision_cholesky,
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
+    put_direct_moments,
     weighted_mean,
 )
 from latentfit.em.initialize import INIT_PARAMS, initial_resp, kmeans_plusplus, nearest_center
 from latentfit.em.missing import (
+    direct_missing_log_prob,
     gaussian_missing_estep_stats,
     has_missing,
     impute_mean,
@@ -174,9 +177,9 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         return _GMMHooks(self, cache_features)
 
     def _online_hooks(self) -> _GMMHooks:
-        """Stepwise EM keeps every statistic about the shift (it moves them with recenter),
-        so no component's moments are taken about its own mean."""
-        return _GMMHooks(self, direct=False)
+        """Stepwise EM keeps every component's statistics about its own mean (it moves them
+        with recenter as the means move)."""
+        return _OnlineGMMHooks(self)
 
     def _cache_fits(self, X: torch.Tensor, budget_bytes: int = 1 << 30) -> bool:
         """Keep the E-step features of in-memory data when they take at most ``budget_bytes``."""
@@ -318,9 +321,19 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             resp = fix_labelled(self._resp_from_labels(X, w, labels, gen), labels)
         if resp is None:  # every parameter is given: nothing to estimate
             return self._given_params(X.shape[1])
-        stats = moment_stats(X, w, resp * w.unsqueeze(1), self.covariance_type)
+        ct = self.covariance_type
+        rw = resp * w.unsqueeze(1)  # (n, k)
+        stats = moment_stats(X, w, rw, ct)
         zero = torch.zeros_like(shift)
-        weights, delta, cov = gaussian_mstep(stats, zero, self.reg_covar, self.covariance_type)
+        weights, delta, cov = gaussian_mstep(stats, zero, self.reg_covar, ct)
+        far = far_components(delta, precision_cholesky(cov, ct), ct)
+        if len(far):
+            # about the shift a tight group far from it keeps no digits of its variance (a
+            # start at reg_covar, which the E-step then empties into a broad neighbour):
+            # its moments are taken about its own mean, as the E-step's are
+            S1, S2 = direct_moments(X, rw[:, far].T, delta[far], ct)
+            put_direct_moments(stats, far, S1, S2, ct)
+            cov = gaussian_mstep(stats, zero, self.reg_covar, ct)[2]
         given = self._given_params(X.shape[1])
         if "prec_chol" in given:
             pc = given["prec_chol"]
@@ -411,10 +424,6 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
                 )
         super()._restore_params(tensors, extra)
 
-    def _store_result(self, result, *, restarts: bool = True) -> None:
-        super()._store_result(result, restarts=restarts)
-        _warn_precision_loss(self, result.params, self.covariance_type)
-
     def _set_params_tensors(self, params: dict) -> None:
         params = {k: v.detach() for k, v in params.items()}
         self._params = params
@@ -471,9 +480,14 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         p = self._params
         shift = _shift_of(p)
         if has_missing(X):
-            cov = covariances_from_precisions(p["prec_chol"], self.covariance_type)
+            ct = self.covariance_type
+            cov = covariances_from_precisions(p["prec_chol"], ct)
             mc = _centred_means(p, shift)
-            lp = log_gaussian_prob_missing(X - shift, mc, cov, self.covariance_type)
+            lp = log_gaussian_prob_missing(X - shift, mc, cov, ct)  # (n, k)
+            far = far_components(mc, p["prec_chol"], ct)
+            if len(far):  # too far from the shift for that form: from x − μ_k (as the E-step)
+                cov_far = cov if ct == "tied" else cov[far]
+                lp[:, far] = direct_missing_log_prob(X, p["means"][far], cov_far, ct)
             return lp + p["weights"].log()
         # as the E-step computes them: log π_k + W_k · T(x − c) + b_k, one product per chunk of
         # rows (4-5x faster than the (n, k·d) Mahalanobis form for the whole of X at once)
@@ -545,7 +559,9 @@ class _GMMHooks:
         if self.model.missing == "marginalize" and has_missing(X):
             if labels is not None:
                 raise ParameterError("labels and missing values cannot be combined yet")
-            return gaussian_missing_estep_stats(*args, delta=_centred_means(params, shift))
+            return gaussian_missing_estep_stats(
+                *args, delta=_centred_means(params, shift), direct=self._far(params, shift)
+            )
         return gaussian_estep_stats(
             *args,
             features=self._cached_features(X, shift),
@@ -557,7 +573,7 @@ class _GMMHooks:
     def _far(self, params, shift):
         """(indices, means) of the components the E-step computes directly, or None;
         found once per set of parameters (the M-step asks again with the same ones)."""
-        if not self.direct or self.model.missing == "marginalize":  # one rule for all chunks
+        if not self.direct:
             return None
         key = (params["means"], params["prec_chol"], shift)
         if self._far_key is None or any(
@@ -603,9 +619,9 @@ class _GMMHooks:
         stats = {k: v.double() for k, v in stats.items()}
         zero = torch.zeros_like(shift, dtype=torch.float64)
         weights, delta, cov = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
-        far = self._far(params, shift)
-        if far is not None:  # their moments were about their own means
-            delta[far[0]] += far[1].double() - shift.double()
+        own = self._about_own_means(params, shift)
+        if own is not None:  # their moments were about their own means
+            delta[own[0]] += own[1]
         if bool(empty.any()):
             # Documented recovery: an unused component keeps its mean and covariance.
             delta[empty] = _centred_means(params, shift).double()[empty]
@@ -622,6 +638,12 @@ class _GMMHooks:
             new["shift"] = params["shift"]
             new["delta"] = delta.to(dt)
         return new
+
+    def _about_own_means(self, params, shift):
+        """(indices, μ_k − c in float64) of the components whose statistics the E-step took
+        about their own means μ_k, or None."""
+        far = self._far(params, shift)
+        return None if far is None else (far[0], far[1].double() - shift.double())
 
     def lower_bound(self, params, stats):
         return float(stats["loglik"].double() / stats["weight"].double())
@@ -645,34 +667,39 @@ class _GMMHooks:
         return translate_moment_stats(stats, delta, self.ct)
 
 
-def _warn_precision_loss(model, params: dict, covariance_type: str) -> None:
-    """Warn when a component lies so far from the fit's centre, compared with its spread,
-    that the E-step cannot resolve its log-densities: they are quadratic forms of the data
-    about the centre, whose rounding is ~eps ‖μ_k − centre‖² / σ²_k nats. Rows 3, 5, 7 with
-    two rows of 1e8 gave a component of variance 1e-6 (reg_covar; 2.67 is right) and a
-    log-likelihood of -4.9e6 (2.88 is right), without a word."""
-    shift = params.get("shift")
-    if shift is None or model.missing != "marginalize":
-        return  # such fits compute far components from x − μ_k (em.gaussian.far_components)
-    pc = params["prec_chol"].double()
-    cov = covariances_from_precisions(pc, covariance_type)
-    k = params["weights"].shape[0]
-    if covariance_type in ("full", "tied"):
-        var = torch.linalg.eigvalsh(cov).amin(-1).expand(k)  # (k,) the narrowest direction
-    else:
-        var = cov.reshape(k, -1).amin(-1)  # (k,)
-    dist2 = (params["means"].double() - shift.double()).square().sum(-1)  # (k,)
-    eps = torch.finfo(params["means"].dtype).eps
-    lost = eps * dist2 / var.clamp_min(torch.finfo(torch.float64).tiny)  # (k,) nats
-    worst = int(lost.argmax())
-    if float(lost[worst]) > 1e-3:
-        warnings.warn(
-            f"{type(model).__name__}: component {worst} lies "
-            f"{float(dist2[worst].sqrt()):.3g} from the data's centre with a spread (sd) of "
-            f"{float(var[worst].sqrt()):.3g}; the E-step's {params['means'].dtype} arithmetic "
-            f"resolves its log-densities only to ~{float(lost[worst]):.2g} nats, so its "
-            "covariance and the log-likelihood are not reliable. The data hold groups too far "
-            "apart for one fit: fit them separately (split the rows by a threshold)",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+class _OnlineGMMHooks(_GMMHooks):
+    """Stepwise EM's hooks: every component's statistics are about its own mean μ_k.
+
+    The running average mixes statistics of many E-steps, so they must share their centres;
+    about the fit's shift c, a component far from it (a cluster of sd 1e-3 at 1e8) keeps no
+    digit of its variance (~eps ‖μ_k − c‖² / σ_k² of it is rounding). The E-step computes as
+    the batch one does (far components directly), then moves the others' moments from c to
+    μ_k, which costs them nothing (they are near c by definition); recenter moves every
+    component's moments from its old mean to its new one, a step of the order of σ_k.
+    """
+
+    def __init__(self, model: GaussianMixture):
+        super().__init__(model, direct=True)
+
+    def estep(self, params, batch):
+        stats = super().estep(params, batch)
+        shift = _shift_of(params)
+        delta = -_centred_means(params, shift).to(stats["S1"].dtype)  # (k, d): c − μ_k
+        far = self._far(params, shift)
+        if far is not None:
+            delta[far[0]] = 0  # already about μ_k
+        return translate_moment_stats(stats, delta, self.ct)
+
+    def recenter(self, stats, old, new):
+        """Statistics about the means of ``old`` moved to the means of ``new``."""
+        c_old, c_new = _shift_of(old), _shift_of(new)
+        delta = (
+            (c_old.double() - c_new.double())
+            + _centred_means(old, c_old).double()
+            - _centred_means(new, c_new).double()
+        )  # (k, d): μ_k(old) − μ_k(new)
+        return translate_moment_stats(stats, delta.to(stats["S1"].dtype), self.ct)
+
+    def _about_own_means(self, params, shift):
+        k = params["weights"].shape[0]
+        return torch.arange(k, device=shift.device), _centred_means(params, shift).double()
