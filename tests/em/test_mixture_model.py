@@ -143,11 +143,10 @@ def test_bad_families_and_support():
 
 def test_a_start_float32_cannot_resolve_is_named_not_torch_s_error():
     # found by the property tests: one row of a gamma family in float32 gave a NaN start, and
-    # torch.distributions' argument check reached the user as a raw ValueError
-    from latentfit.em.driver import NonFiniteLowerBoundError
-
+    # torch.distributions' argument check reached the user as a raw ValueError; one row is a
+    # point mass, named by the gamma M-step
     model = latentfit.MixtureModel("gamma", 1, dtype="float32", max_iter=15, random_state=0)
-    with pytest.raises(NonFiniteLowerBoundError, match="the start of init 1 has non-finite"):
+    with pytest.raises(DegenerateComponentError, match=r"all equal in column 0"):
         model.fit(np.array([[3.35146044]]))
 
 
@@ -184,3 +183,19 @@ def test_an_exponential_component_on_a_column_of_zeros_is_named_not_given_a_huge
         model.fit(X, sample_weight=np.full(100, 0.01))
     with pytest.raises(DegenerateComponentError, match=r"all 0 in column 2"):
         MixtureModel("exponential", 2, random_state=0).fit(X)
+
+
+def test_a_gamma_component_on_a_constant_column_is_named_not_given_a_huge_shape():
+    # log x̄ − mean(log x) is 0 on equal values and the shape's MLE infinite: the clamped gap
+    # gave a shape of 5.0e11 and a score of 8.4 nats a row, silently
+    rng = np.random.default_rng(0)
+    G = rng.gamma(2.0, 1.0, (100, 2))
+    for column in (np.full(100, 3.0), 3.0 * (1 + rng.integers(-3, 4, 100) * 2.2e-16)):
+        X = np.c_[G, column]
+        for k in (1, 2):
+            with pytest.raises(DegenerateComponentError, match=r"component \d: .* in column 2"):
+                MixtureModel("gamma", k, random_state=0).fit(X)
+    # a tight but resolved shape (CV 0.01%) still fits, to scipy's MLE
+    x = rng.gamma(1e8, 1e-8, 200)
+    fitted = MixtureModel("gamma", 1).fit(x[:, None]).components_[0]["concentration"][0]
+    assert fitted == pytest.approx(st.gamma.fit(x, floc=0)[0], rel=1e-4)

@@ -227,6 +227,21 @@ class _Gamma(_Positive):
         return {"s0": r.sum(), "s1": r @ X, "slog": r @ X.log()}
 
     def mle(self, st, model):
+        # On rows all equal in a column, log x̄ − mean(log x) is 0 (to its rounding) and the
+        # shape's MLE infinite: a point mass. gamma_mle's clamp of that gap gave a shape of
+        # 5e11 and an unbounded score, silently.
+        mean_log = st["slog"] / st["s0"]
+        gap = (st["s1"] / st["s0"]).log() - mean_log
+        flat = gap <= 64 * torch.finfo(gap.dtype).eps * (1 + mean_log.abs())
+        if bool(flat.any()):
+            j = int(flat.nonzero()[0, 0])
+            raise DegenerateComponentError(
+                f"a gamma component's rows are all equal in column {j} (to the dtype's "
+                "rounding), so its shape's maximum-likelihood estimate is infinite (a point "
+                "mass). Drop that column or jitter its tied values, fit it with family "
+                "'lognormal' (reg_covar bounds its variance), use fewer components or another "
+                "random_state, or dtype='float64' if the values do differ"
+            )
         a, b = gamma_mle(st["s0"], st["s1"], st["slog"])
         return {"concentration": a, "rate": b}
 
