@@ -199,3 +199,21 @@ def test_a_gamma_component_on_a_constant_column_is_named_not_given_a_huge_shape(
     x = rng.gamma(1e8, 1e-8, 200)
     fitted = MixtureModel("gamma", 1).fit(x[:, None]).components_[0]["concentration"][0]
     assert fitted == pytest.approx(st.gamma.fit(x, floc=0)[0], rel=1e-4)
+
+
+def test_a_lognormal_component_on_tied_values_is_flagged_as_a_normal_one_on_their_logs():
+    # 20 rows of 5.0 in column 0: the lognormal fit put a component on them with scale at the
+    # sqrt(reg_covar) floor and said nothing, where the normal fit of log x warns
+    rng = np.random.default_rng(0)
+    spread = rng.lognormal(1, 0.5, (80, 2))
+    X = np.r_[spread, np.c_[np.full(20, 5.0), rng.lognormal(1, 0.5, 20)]]
+    with pytest.warns(latentfit.errors.DegenerateComponentWarning, match="feature 0") as normal:
+        ref = MixtureModel("normal", 2, random_state=0).fit(np.log(X))
+    with pytest.warns(latentfit.errors.DegenerateComponentWarning, match="feature 0") as ours:
+        model = MixtureModel("lognormal", 2, random_state=0).fit(X)
+    assert model.degenerate_components_ == ref.degenerate_components_ == [0]
+    assert str(ours[0].message) == str(normal[0].message)
+    # with reg_covar=0 the refusal names the family and the column, not "a normal component"
+    X = np.c_[X[:, 1], np.full(100, 2.0)]
+    with pytest.raises(DegenerateComponentError, match=r"lognormal .* log x in column 1"):
+        MixtureModel("lognormal", 1, reg_covar=0).fit(X)

@@ -98,6 +98,7 @@ def _moments(X, r):
 class _Normal(MixtureFamily):
     name = "normal"
     parameters_per_feature = 2
+    of = ""  # what the variance is of, in messages
 
     def stats(self, X, r):
         return _moments(X, r)
@@ -111,9 +112,11 @@ class _Normal(MixtureFamily):
         var = torch.where(var > 100 * torch.finfo(var.dtype).eps * raw, var, 0.0)
         var = var + model.reg_covar
         if bool((var <= 0).any()):
+            j = int((var <= 0).nonzero()[0, 0])
             raise DegenerateComponentError(
-                "a normal component has a zero variance (it sits on identical values) and "
-                "reg_covar is 0; set reg_covar > 0, use fewer components or jitter tied values"
+                f"a {self.name} component has a zero variance{self.of} in column {j} (it sits "
+                "on identical values) and reg_covar is 0; set reg_covar > 0, use fewer "
+                "components or jitter tied values"
             )
         return {"loc": mean, "scale": var.sqrt()}
 
@@ -251,12 +254,13 @@ class _Gamma(_Positive):
 
 class _LogNormal(_Positive):
     name = "lognormal"
+    of = " of log x"
 
     def stats(self, X, r):
         return _moments(X.log(), r)
 
     def mle(self, st, model):
-        p = _Normal().mle(st, model)
+        p = _Normal.mle(self, st, model)
         return {"loc": p["loc"], "scale": p["scale"]}
 
     def dist(self, p):
@@ -268,6 +272,7 @@ FAMILIES: dict[str, MixtureFamily] = {
     for f in (_Normal(), _MVN(), _Poisson(), _Bernoulli(), _Exponential(), _Gamma(), _LogNormal())
 }
 _GAUSSIAN = {"normal", "mvn"}  # families whose statistics are centred on the data mean
+_FLOORED = _GAUSSIAN | {"lognormal"}  # families whose variances reg_covar keeps off zero
 
 
 @serializable
@@ -437,22 +442,32 @@ class MixtureModel(BaseMixture):
         self._check_degenerate(fit.X)
 
     def _check_degenerate(self, X: torch.Tensor | None) -> None:
-        """``degenerate_components_``: normal/mvn components whose variance sits at the
-        reg_covar floor on (near-)identical points (see
+        """``degenerate_components_``: normal/mvn/log-normal components whose variance (of
+        log x for log-normal) sits at the reg_covar floor on (near-)identical points (see
         :func:`~latentfit.em.gaussian.degenerate_components`); warns naming them and their
         rows. Judged against the variance of the data, so on in-memory data only."""
         self.degenerate_components_ = []
-        if X is None or not _GAUSSIAN & set(self.families_):
+        if X is None or not _FLOORED & set(self.families_):
             return
-        Xd = X.double()
-        Xc = Xd - weighted_mean(Xd)
-        data_cov = Xc.T @ Xc / max(X.shape[0] - 1, 1)  # (d, d)
+
+        def covariance(Xd):  # (d, d)
+            Xc = Xd - weighted_mean(Xd)
+            return Xc.T @ Xc / max(X.shape[0] - 1, 1)
+
+        data_cov = covariance(X.double())
+        log_cov = covariance(X.double().log()) if "lognormal" in self.families_ else None
         eye = torch.eye(X.shape[1], dtype=torch.float64, device=X.device)
         found: dict[int, int | None] = {}
         for k, f in enumerate(self.families_):
-            if f not in _GAUSSIAN:
+            if f not in _FLOORED:
                 continue
             p = {n: v.double() for n, v in self._component(self._params, k).items()}
+            if f == "lognormal":
+                scatter = (p["scale"].square() - self.reg_covar).unsqueeze(0)
+                hit = degenerate_components(scatter, "diag", log_cov, self.reg_covar)
+                if hit:
+                    found[k] = hit[0]
+                continue
             if f == "normal":
                 scatter, ct = (p["scale"].square() - self.reg_covar).unsqueeze(0), "diag"
             else:
