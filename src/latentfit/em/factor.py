@@ -180,6 +180,7 @@ class _LinearGaussian(
             )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         _check_weighted_rows(self, w)
+        _check_observed_columns(self, X, w)
         _check_scale(X, w)  # the data's second moments must be representable
         self.n_features_in_ = d
         self._min_noise = _noise_floor(X, w)
@@ -443,6 +444,24 @@ def _check_weighted_rows(model, w: torch.Tensor, where: str = "X") -> None:
             f"{type(model).__name__} needs at least 2 samples of positive weight in {where}, "
             f"but sample_weight gives {n}: one row gives no covariance to factor; give more "
             "rows a positive weight"
+        )
+
+
+def _check_observed_columns(model, X: torch.Tensor, w: torch.Tensor) -> None:
+    """DataError unless every column is observed (not NaN) in at least 2 rows of positive
+    weight: one value of a column gives it no variance or covariance to factor, and its noise
+    variance went to the floor, the likelihood growing without bound (as a single row)."""
+    seen = (~torch.isnan(X) & (w > 0).unsqueeze(1)).sum(0)  # (d,)
+    few = (seen < 2).nonzero().flatten()
+    if len(few):
+        j = int(few[0])
+        rows = (~torch.isnan(X[:, j]) & (w > 0)).nonzero().flatten().tolist()
+        where = f" (row {rows[0]})" if rows else ""
+        raise DataError(
+            f"{type(model).__name__} needs every column observed in at least 2 rows of positive "
+            f"weight, but column {j} is observed in {len(rows)}{where}: one value gives it no "
+            "variance to factor (its noise variance goes to the floor, the likelihood without "
+            "bound). Drop the column or give it more observed rows"
         )
 
 
