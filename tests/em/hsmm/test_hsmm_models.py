@@ -480,3 +480,26 @@ def test_a_state_far_from_the_centre_is_computed_about_its_own_mean():
     np.testing.assert_allclose(var[0], ref_var[0], rtol=1e-5)  # the tight state
     np.testing.assert_allclose(var[1], ref_var[1], rtol=2e-3)  # float32 statistics about 50
     assert m32.score(X) == pytest.approx(ref.score(X), rel=1e-4)
+
+
+def test_bic_counts_the_nonparametric_durations_the_fit_estimated(tmp_path):
+    # Two sequences, the longest 7 steps: a nonparametric pmf is fitted over durations 1..7
+    # (0 past them whatever max_duration is). BIC counted k (D - 1) = 1998 duration
+    # probabilities for D = 1000, and gave 4.9e3 where D = 7 gives 9.6e1 for the same fit.
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, 3), rng.normal(5, 1, 4), rng.normal(0, 1, 2), rng.normal(5, 1, 3)]
+    X, lengths = X[:, None], [7, 5]
+    kw = dict(n_components=2, duration="nonparametric", random_state=0, n_iter=20)
+    wide = GaussianHSMM(max_duration=1000, **kw).fit(X, lengths)
+    # by hand: start 1, transitions 2 x (2 - 2) = 0 (zero diagonal), durations 2 x (7 - 1),
+    # means 2, diagonal variances 2
+    log_l = wide.score(X, lengths)
+    assert wide.bic(X, lengths) == pytest.approx(-2 * log_l + 17 * np.log(12), rel=1e-12)
+    assert wide.aic(X, lengths) == pytest.approx(-2 * log_l + 2 * 17, rel=1e-12)
+    assert wide.n_durations_ == 7
+    fit = GaussianHSMM(max_duration=7, **kw).fit(X, lengths)
+    assert fit.bic(X, lengths) == pytest.approx(wide.bic(X, lengths), rel=1e-10)
+    short = GaussianHSMM(max_duration=4, **kw).fit(X, lengths)  # D below the longest: D
+    assert short.n_durations_ == 4 and short._n_parameters() == 1 + 2 * 3 + 4
+    back = latentfit.load(wide.save(tmp_path / "m.lf"))
+    assert back.n_durations_ == 7 and back.bic(X, lengths) == wide.bic(X, lengths)

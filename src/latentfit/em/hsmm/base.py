@@ -12,6 +12,8 @@ its result) with the hooks below, whose E-step is the forward-backward recursion
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
@@ -358,6 +360,16 @@ class HSMMMixin:
         self._fit(X, lengths=lengths, y=y)
         return self
 
+    def _after_fit(self, fit, result, X, **args) -> None:
+        super()._after_fit(fit, result, X, **args)
+        self.__dict__.pop("n_durations_", None)
+        if self.duration == "nonparametric":
+            # EM keeps a zero probability at zero, and the pmf starts at 0 past the longest
+            # sequence: the durations the fit estimated are those of duration_support
+            probs = {"duration_probs": torch.as_tensor(self.duration_probs_)}
+            width = max(fit.hooks.lengths)
+            self.n_durations_ = dur.duration_support(self.duration, probs, self.max_duration, width)
+
     def partial_fit(self, X, lengths=None, **options):
         """Not available: the HMM's online EM (Cappé 2011), which the emissions' class
         offers, has no duration statistics; run on a semi-Markov model it would treat the
@@ -524,7 +536,9 @@ class HSMMMixin:
 
     # ------------------------------------------------------------------ model selection
     def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
-        k, d = self.n_components, int(self.max_duration)
+        # nonparametric: the probabilities of the durations the fit estimated (n_durations_),
+        # not of all D: past the longest sequence they stay 0 whatever D is
+        k, d = self.n_components, int(getattr(self, "n_durations_", self.max_duration))
         n_dur = {"poisson": k, "negative_binomial": 2 * k, "nonparametric": k * (d - 1)}
         return {
             "s": k - 1,
@@ -534,10 +548,14 @@ class HSMMMixin:
         }
 
     # ------------------------------------------------------------------ persistence
+    _state_fields: ClassVar[dict[str, str]] = {"n_durations_": "int?"}
+
     def _get_state(self):
         tensors, extra = super()._get_state()
         for name in self._duration_attributes:
             tensors[name] = torch.as_tensor(np.asarray(getattr(self, name)))
+        if hasattr(self, "n_durations_"):
+            extra["n_durations_"] = int(self.n_durations_)
         return tensors, extra
 
     def _set_state(self, tensors, extra):
@@ -556,7 +574,15 @@ class HSMMMixin:
         )
         for name in names:
             setattr(self, name, tensors.pop(name).numpy())
+        n_durations = extra.get("n_durations_")
+        if n_durations is not None and not 1 <= n_durations <= int(self.max_duration):
+            raise ModelFileError(
+                f"the model file's 'extra.n_durations_' = {n_durations} must lie in "
+                f"1..max_duration = {self.max_duration}"
+            )
         super()._set_state(tensors, extra)
+        if n_durations is not None:
+            self.n_durations_ = n_durations
 
     def _duration_specs(self) -> dict[str, Stored]:
         """What a model file's duration tensors must be: one distribution over 1..max_duration

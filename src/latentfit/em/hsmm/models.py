@@ -26,7 +26,9 @@ _DOC = """
     fit or score whose messages would not fit in memory is refused first
     (ResourceLimitError). A D past the longest sequence costs what the data need: the pmf is
     computed over the durations the data and its mass reach (a nonparametric pmf starts, and
-    stays, at 0 past the longest sequence, so any larger D fits as D = that length does);
+    stays, at 0 past the longest sequence, so any larger D fits as D = that length does, and
+    ``n_durations_``, min(D, longest sequence), is the number of durations whose probabilities
+    ``bic``/``aic`` count);
     the negative binomial's M-step works on all D and refuses n_components × D > 2**21.
 """
 
