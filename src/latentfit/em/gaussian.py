@@ -155,9 +155,13 @@ def precision_cholesky(
         L, info = torch.linalg.cholesky_ex(cov)
         bad = (info != 0).nonzero().flatten().tolist()
         if bad:
-            which = "the tied covariance" if covariance_type == "tied" else f"{unit}(s) {bad}"
+            what = (
+                "the tied covariance"  # not "the covariance of the tied covariance"
+                if covariance_type == "tied"
+                else f"the covariance of {unit}(s) {bad}"
+            )
             raise DegenerateComponentError(
-                f"the covariance of {which} is not positive definite: the {unit} has "
+                f"{what} is not positive definite: the {unit} has "
                 f"collapsed onto too few distinct points (a singleton, duplicated points or a "
                 f"constant column). {remedy}"
             )

@@ -586,3 +586,23 @@ def test_float32_fits_a_tight_state_far_from_the_others_as_float64_does(ct):
     assert m.score(X) == pytest.approx(_direct_score(m, X), abs=400 * 1e-3)
     assert m.score(X) == pytest.approx(ref.score(X), rel=1e-4)
     assert m.lower_bound_ == pytest.approx(ref.lower_bound_, rel=2e-4)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied"])
+def test_a_collapsed_covariance_names_scale_prior_which_the_model_has(ct):
+    # two identical columns and a scale prior of 1e-30: the states' covariances are singular.
+    # The advice was "a larger min_covar ... or covars_prior", arguments this class lacks
+    # (a TypeError when tried); its floor is the Wishart's scale_prior
+    x = np.random.default_rng(0).normal(size=60)
+    X = np.c_[x, x]
+    kw = dict(covariance_type=ct, random_state=0, n_iter=20)
+    model = VariationalGaussianHMM(2, scale_prior=np.eye(2) * 1e-30, **kw)
+    with pytest.raises(latentfit.errors.LatentfitError, match="not positive definite") as err:
+        model.fit(X)
+    assert "larger scale_prior" in str(err.value) and "min_covar" not in str(err.value)
+    assert "covariance of the tied" not in str(err.value)
+    with pytest.raises(TypeError):
+        VariationalGaussianHMM(2, min_covar=1e-3)
+    assert np.isfinite(
+        VariationalGaussianHMM(2, scale_prior=np.eye(2) * 1e-3, **kw).fit(X).score(X)
+    )

@@ -132,20 +132,21 @@ HMM_REMEDY = (
 )
 
 
-def _state_precision(covars, covariance_type: str) -> torch.Tensor:
-    """:func:`precision_cholesky` of state covariances, its error naming states and min_covar."""
-    return precision_cholesky(covars, covariance_type, unit="state", remedy=HMM_REMEDY)
+def _state_precision(covars, covariance_type: str, remedy: str = HMM_REMEDY) -> torch.Tensor:
+    """:func:`precision_cholesky` of state covariances, its error naming states and what to
+    try (``remedy``: min_covar, or the model's own floor)."""
+    return precision_cholesky(covars, covariance_type, unit="state", remedy=remedy)
 
 
 def diag_gaussian_terms(
-    means, covars, covariance_type: str, shift=None, delta=None
+    means, covars, covariance_type: str, shift=None, delta=None, remedy: str = HMM_REMEDY
 ) -> DiagGaussianTerms:
     """:class:`DiagGaussianTerms` of diagonal or spherical Gaussians (Bishop 2006, eq. 2.43
     expanded), centred on ``shift`` (by default the mean of the means). ``delta`` (k, d) may
     give μ − c when it is known more precisely than ``means − shift`` (float32 far from 0)."""
     c = means.mean(0) if shift is None else shift
     k, d = means.shape
-    prec = _state_precision(covars, covariance_type).square()  # (k,) or (k, d)
+    prec = _state_precision(covars, covariance_type, remedy).square()  # (k,) or (k, d)
     prec = prec.unsqueeze(1).expand(k, d) if covariance_type == "spherical" else prec
     mu = means - c if delta is None else delta
     W = torch.cat([-0.5 * prec, mu * prec], 1).T.contiguous()  # (2d, k)
@@ -154,7 +155,16 @@ def diag_gaussian_terms(
 
 
 def gaussian_log_likelihood(
-    X, means, covars, covariance_type: str, *, shift=None, features=None, terms=None, delta=None
+    X,
+    means,
+    covars,
+    covariance_type: str,
+    *,
+    shift=None,
+    features=None,
+    terms=None,
+    delta=None,
+    remedy: str = HMM_REMEDY,
 ) -> torch.Tensor:
     """log N(x_t | μ_k, Σ_k): (t, d) → (t, k); ``covars`` in hmmlearn's compact storage
     (spherical (k,), diag (k, d), full (k, d, d), tied (d, d)). Centred on ``shift`` (by
@@ -164,16 +174,18 @@ def gaussian_log_likelihood(
     eq. 2.43 expanded), the cheapest form for long sequences of few features; ``features``
     (t, 2d), the :func:`quadratic_features` of ``X`` about ``shift``, spares computing them,
     and ``terms``, the :func:`diag_gaussian_terms` of the parameters, spares deriving them.
-    ``delta`` (k, d): μ − ``shift``, when known more precisely than ``means − shift``."""
+    ``delta`` (k, d): μ − ``shift``, when known more precisely than ``means − shift``.
+    ``remedy``: what a covariance that is not positive definite says to try."""
     if covariance_type not in ("diag", "spherical"):
         c = means.mean(0) if shift is None else shift
         return log_gaussian_prob(
             X - c,
             means - c if delta is None else delta,
-            _state_precision(covars, covariance_type),
+            _state_precision(covars, covariance_type, remedy),
             covariance_type,
         )
-    c, W, const = terms or diag_gaussian_terms(means, covars, covariance_type, shift, delta)
+    terms = terms or diag_gaussian_terms(means, covars, covariance_type, shift, delta, remedy)
+    c, W, const = terms
     out = empty_large(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
     if features is not None:
         return torch.addmm(const, features, W, out=out)

@@ -83,6 +83,15 @@ _TRANSITION_KEYS = (
     "transmat_posterior",
 )
 
+#: What to try when a state's covariance (scale / dof) is not positive definite, in this
+#: model's names: it has no min_covar or covars_prior; scale_prior is added to every
+#: state's scatter in the posterior scale, so it bounds the covariances away from 0
+VB_REMEDY = (
+    "Try a larger scale_prior (the Wishart's inverse scale, added to every state's scatter; "
+    "by default 1e-3 x identity), fewer states, scaling the data (e.g. StandardScaler), "
+    "float64, or removing constant/duplicated columns."
+)
+
 
 class _VariationalHooks:
     """VB-EM as the EM driver's hooks: the E-step on the sub-normalised parameters, the
@@ -449,7 +458,9 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         dof, scale = params["dof_posterior"], params["scale_posterior"]
         covars = scale / _dof_as(dof, ct)
         delta = params["means_posterior"]  # (k, d) about the shift
-        ll = gaussian_log_likelihood(X, shift + delta, covars, ct, shift=shift, delta=delta)
+        ll = gaussian_log_likelihood(
+            X, shift + delta, covars, ct, shift=shift, delta=delta, remedy=VB_REMEDY
+        )
         far = self._vb_far(params)
         if far is not None:  # too far from the centre for that form: from x − m_k
             idx, centres, pc = far
@@ -468,7 +479,7 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         if ct == "tied":
             return None
         covars = params["scale_posterior"] / _dof_as(params["dof_posterior"], ct)
-        pc = E._state_precision(covars, ct)
+        pc = E._state_precision(covars, ct, VB_REMEDY)
         delta = params["means_posterior"]  # (k, d) about the shift
         idx = far_components(delta, pc, ct)
         if not len(idx):
