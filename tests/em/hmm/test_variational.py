@@ -606,3 +606,16 @@ def test_a_collapsed_covariance_names_scale_prior_which_the_model_has(ct):
     assert np.isfinite(
         VariationalGaussianHMM(2, scale_prior=np.eye(2) * 1e-3, **kw).fit(X).score(X)
     )
+
+
+def test_a_scale_singular_to_working_precision_is_named_not_torch_s_linalg_error():
+    # x and x + 1e8: Cholesky passed the state's scale (rounding made it barely positive
+    # definite) and the bound's solve raised torch's "_LinAlgError: ... singular" unnamed
+    x = np.random.default_rng(0).normal(size=60)
+    X = np.c_[x, x + 1e8]
+    kw = dict(covariance_type="full", random_state=0, n_iter=20)
+    model = VariationalGaussianHMM(2, scale_prior=np.eye(2) * 1e-30, **kw)
+    match = r"state\(s\) \[0\]'s Wishart scale posterior is singular.*larger scale_prior"
+    with pytest.raises(latentfit.errors.LatentfitError, match=match):
+        model.fit(X)
+    assert np.isfinite(VariationalGaussianHMM(2, **kw).fit(X).score(X))

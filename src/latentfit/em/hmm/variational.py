@@ -590,17 +590,30 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         return torch.where(rows.reshape(-1, 1, 1), diag, scale)
 
     def _emission_kl(self, params) -> torch.Tensor:
-        return kl_normal_wishart(
-            params["means_posterior"],
-            params["beta_posterior"],
-            params["dof_posterior"],
-            params["scale_posterior"],
-            params["means_prior"],
-            params["beta_prior"],
-            params["dof_prior"],
-            params["scale_prior"],
-            self.covariance_type,
-        )
+        try:
+            return kl_normal_wishart(
+                params["means_posterior"],
+                params["beta_posterior"],
+                params["dof_posterior"],
+                params["scale_posterior"],
+                params["means_prior"],
+                params["beta_prior"],
+                params["dof_prior"],
+                params["scale_prior"],
+                self.covariance_type,
+            )
+        except torch.linalg.LinAlgError:
+            # Cholesky let the scales pass but the KL's solve finds one exactly singular:
+            # columns equal up to a shift (x and x + 1e8), correlated to working precision
+            ct, (k, d) = self.covariance_type, params["means_posterior"].shape
+            S = E.fill_covars(params["scale_posterior"], ct, k, d)  # (k, d, d)
+            bad = (torch.linalg.lu_factor_ex(S).info != 0).nonzero().flatten().tolist()
+            which = "the tied" if ct == "tied" else f"state(s) {bad}'s"
+            raise DegenerateComponentError(
+                f"{which} Wishart scale posterior is singular to working precision: the "
+                "states' columns are (nearly) perfectly correlated, as for duplicated columns "
+                f"or a column that is another plus a constant. {VB_REMEDY}"
+            ) from None
 
     def _absolute(self, params):
         shift = params["shift"].double()
