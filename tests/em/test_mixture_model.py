@@ -217,3 +217,13 @@ def test_a_lognormal_component_on_tied_values_is_flagged_as_a_normal_one_on_thei
     X = np.c_[X[:, 1], np.full(100, 2.0)]
     with pytest.raises(DegenerateComponentError, match=r"lognormal .* log x in column 1"):
         MixtureModel("lognormal", 1, reg_covar=0).fit(X)
+
+
+def test_mixed_families_that_all_refuse_the_start_say_why():
+    # every assignment of clusters to ["gamma", "lognormal"] fails on the constant column 2;
+    # the refusal said only "each family refused its cluster's data", not which or why
+    G = np.random.default_rng(0).gamma(2.0, 1.0, (100, 2))
+    X = np.c_[G, np.full(100, 3.0)]
+    match = r"no initial assignment .* last refusal: component \d: a gamma .* column 2"
+    with pytest.raises(latentfit.errors.DataError, match=match):
+        MixtureModel(["gamma", "lognormal"], random_state=0).fit(X)

@@ -402,13 +402,14 @@ class MixtureModel(BaseMixture):
         # Which initial cluster suits which family is arbitrary: with mixed families, try every
         # assignment of clusters to components and keep the most likely start.
         resp = self._initial_resp(data, gen) * data.weights.unsqueeze(1)  # (n, k)
-        best, best_ll = None, -math.inf
+        best, best_ll, refusal = None, -math.inf, None
         for perm in itertools.permutations(range(len(fams))):
             r = resp[:, list(perm)]
             S0 = r.sum(0)
             try:
                 cand = self._component_mstep(self._component_stats(data.X, r), S0)
-            except (ValueError, RuntimeError):  # a family cannot fit that cluster
+            except (ValueError, RuntimeError) as err:  # a family cannot fit that cluster
+                refusal = err
                 continue
             cand["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
             ll = float(torch.logsumexp(self._log_joint(data.X, cand), 1) @ data.weights)
@@ -418,7 +419,8 @@ class MixtureModel(BaseMixture):
             raise DataError(
                 "no initial assignment of the k-means clusters to the component families fits "
                 "(each family refused its cluster's data): check that the data lie in the "
-                "families' supports, or try other families or another random_state"
+                "families' supports, or try other families or another random_state. The last "
+                f"refusal: {refusal}"
             )
         return best
 
