@@ -113,10 +113,36 @@ def test_categorical_sweep_with_a_rare_category_cross_validates():
     rng = np.random.default_rng(0)
     X = rng.integers(0, 3, (120, 4)).astype(float)
     X[7, 2] = 5  # a code seen once: some training folds never see it
-    res = select_model(X, family="categorical", n_components=[1, 2], cv=3)
+    # its maximum-likelihood probability is 0 in the fold that holds it out; each
+    # candidate's held-out log-likelihood was finite (log 0 clamped to -708), and is -inf
+    with pytest.raises(
+        DataError, match=r"fold 1 of 3: row 7 of X holds 5 in column 2.*never show.*'bic'"
+    ):
+        select_model(X, family="categorical", n_components=[1, 2], cv=3)
+    res = select_model(X, family="categorical", n_components=[1, 2], cv=3, prob_concentration=2)
     assert all(r["error"] is None and "cv_error" not in r for r in res.rows)
     assert all(np.isfinite(r["cv_loglik"]) for r in res.rows)
     assert list(res.models[0].n_categories_) == [3, 3, 6, 3]
+    # by an in-sample criterion, the fits stand
+    res = select_model(X, family="categorical", n_components=[1, 2])
+    assert res.best_index() is not None
+
+
+@pytest.mark.parametrize(
+    ("family", "X", "lengths", "match"),
+    [
+        ("poisson", np.c_[np.arange(60) % 5, np.zeros(60)], None, r"holds 3 in column 1"),
+        ("bernoulli", np.c_[np.arange(60) % 2, np.zeros(60)], None, r"holds 1 in column 1"),
+        ("multinomial", np.c_[np.arange(60) % 5 + 1, np.zeros(60)], None, r"holds 3 in column 1"),
+        ("categorical_hmm", (np.arange(60) % 3)[:, None], [15] * 4, r"holds 3 in column 0"),
+    ],
+)
+def test_a_held_out_value_the_training_folds_never_show_is_named(family, X, lengths, match):
+    X = np.asarray(X, dtype=float)
+    X[[17], -1] = 3 if family != "bernoulli" else 1
+    with pytest.raises(DataError, match=r"row 17 of X " + match + r".*criterion='bic'"):
+        kw = {"n_iter": 5} if family.endswith("hmm") else {"max_iter": 5}
+        select_model(X, lengths, family=family, n_components=[1, 2], cv=3, **kw)
 
 
 def test_degenerate_fit_is_na_and_never_best(faithful):

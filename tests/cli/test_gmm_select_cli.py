@@ -83,3 +83,20 @@ def test_select_says_the_criterion_is_na_not_that_every_fit_failed(tmp_path):
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "no fit has a heldout score" in res.output
     assert "every fit failed" not in res.output and "Traceback" not in res.output
+
+
+def test_select_cv_with_a_code_a_training_fold_never_shows_is_refused(tmp_path, monkeypatch):
+    # each candidate's held-out log-likelihood was finite (log 0 clamped to about -708)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, (120, 4)).astype(float)
+    X[7, 2] = 5
+    np.savetxt("codes.csv", X, delimiter=",", fmt="%d")
+    res = runner.invoke(app, ["select", "categorical", "codes.csv", "-k", "1-2", "--cv", "3"])
+    assert res.exit_code == 2, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("error:"))
+    assert "row 7 of codes.csv holds 5 in column 2" in line
+    assert "fold 1 of 3" in line and "(--criterion bic, aic or icl)" in line
+    assert "prob_concentration" not in res.output  # not an option of the command
+    res = runner.invoke(app, ["select", "categorical", "codes.csv", "-k", "1-2"])
+    assert res.exit_code == 0, res.output

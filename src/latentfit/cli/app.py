@@ -157,6 +157,11 @@ def cli_words(
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
+    # select's held-out folds: the criterion is an option; the models' priors are not
+    text = text.replace("(criterion='bic', 'aic' or 'icl')", "(--criterion bic, aic or icl)")
+    text = re.sub(
+        r", or give the models a prior that keeps every outcome possible \(.*\)$", "", text
+    )
     return (
         text.replace("pass init= with values", "pass --init NAME=NUMBER with values")
         .replace("pass init= near", "pass --init NAME=NUMBER near")

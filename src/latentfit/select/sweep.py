@@ -294,19 +294,51 @@ def _sequence_criteria(model, X: torch.Tensor, lengths: list[int]) -> dict:
     return {"loglik": loglik, "n_parameters": p, "bic": bic, "aic": -2 * loglik + 2 * p, "icl": icl}
 
 
+class _UnseenOutcome(DataError):
+    """A held-out outcome that the training folds never show: select_model raises it for the
+    whole sweep, as it is the data's and the folds', not one candidate's."""
+
+
 def _heldout(est, X: torch.Tensor, folds: list[Fold], sequence: bool) -> float:
     """Mean held-out log-likelihood per row: each fold's model fitted on its training rows (and
     sequences) scores the held-out ones; every row is held out once."""
     total = 0.0
-    for fold in folds:
+    for f, fold in enumerate(folds):
         train, test = X[torch.as_tensor(fold.train)], X[torch.as_tensor(fold.test)]
         if sequence:
             m = clone(est).fit(train, fold.train_lengths)
+            _check_seen(m, test, fold, f, len(folds))
             total += float(m.score(test, fold.test_lengths))
         else:
             m = clone(est).fit(train)
+            _check_seen(m, test, fold, f, len(folds))
             total += float(np.sum(m.score_samples(test)))
     return total / X.shape[0]
+
+
+def _check_seen(model, test: torch.Tensor, fold: Fold, f: int, n_folds: int) -> None:
+    """_UnseenOutcome (a DataError) when a held-out row of fold ``f`` holds an outcome (a code
+    of a column, a count where every rate is 0) to which the model fitted on the other folds
+    gives probability 0 in every component: a discrete model's maximum-likelihood estimate
+    for an outcome those folds never show. Its held-out log-likelihood would be -inf (or,
+    clamped, an arbitrary -708 nats) whichever candidate, so no candidate can be ranked by it."""
+    find = getattr(model, "_impossible_outcomes", None)
+    never = None if find is None else find(test)  # (n_test, d)
+    if never is None or not bool(never.any()):
+        return
+    i, j = (int(v) for v in never.nonzero()[0])
+    hint = getattr(model, "_prior_hint", None)
+    prior = (
+        f", or give the models a prior that keeps every outcome possible ({hint})" if hint else ""
+    )
+    raise _UnseenOutcome(
+        f"held-out fold {f + 1} of {n_folds}: row {int(fold.test[i])} of X holds "
+        f"{test[i, j].item():g} in column {j}, an outcome the other folds never show, so the "
+        f"{type(model).__name__} fitted on them gives it probability 0 and the held-out "
+        f"log-likelihood is -inf for every candidate. Rank by an in-sample criterion "
+        f"(criterion='bic', 'aic' or 'icl'), or merge the rare values of column {j} into a "
+        f"common one{prior}"
+    )
 
 
 _FIT_ERRORS = (ValueError, FloatingPointError, RuntimeError, torch.linalg.LinAlgError)
@@ -518,6 +550,8 @@ def select_model(
                 if cv:
                     try:
                         row["cv_loglik"] = _heldout(est, Xt, folds, sequential[i])
+                    except _UnseenOutcome:
+                        raise
                     except _FIT_ERRORS as err:  # the full-data fit stands; only CV is missing
                         row["cv_error"] = _describe(err)
             row["converged"] = bool(getattr(model, "converged_", True))
@@ -528,6 +562,8 @@ def select_model(
                 row.update(bic=math.nan, aic=math.nan, icl=math.nan)
                 if cv:
                     row["cv_loglik"] = math.nan
+        except _UnseenOutcome as err:
+            raise DataError(str(err)) from None
         except _FIT_ERRORS as err:
             row["error"] = _describe(err)
             if model is None:  # the fit itself refused (not the scoring of a fitted model)

@@ -55,6 +55,8 @@ class EmissionProbabilities:
 
     _emission_letters = "e"
     _emission_attributes = ("emissionprob_",)
+    #: the prior that keeps every category possible, for the messages that name one
+    _prior_hint = "emissionprob_prior=2.0"
 
     def _init_emissions(self, X, gen):
         if not self._needs_init("e", "emissionprob_"):
@@ -291,6 +293,11 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
 
     def _emission_log_likelihood(self, params, X):
         return E.categorical_log_likelihood(X, params["emissionprob"])
+
+    def _impossible_outcomes(self, X) -> torch.Tensor:
+        """(n, 1) True where the symbol of row n has probability 0 under every state."""
+        never = (self._emission_params()["emissionprob"] == 0).all(0)  # (n_symbols,)
+        return never[self._checked_X(X, fitting=False)].unsqueeze(1)
 
     def _emission_stats(self, params, X, gamma):
         return E.categorical_stats(X, gamma, params["emissionprob"].shape[1])

@@ -298,6 +298,11 @@ class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     def _emission_stats(self, params, X, gamma):
         return E.multinomial_stats(X, gamma)
 
+    def _impossible_outcomes(self, X) -> torch.Tensor:
+        """(n, d) True where row n counts category j, which every state gives probability 0."""
+        never = (self._emission_params()["emissionprob"] == 0).all(0)  # (d,)
+        return (self._checked_X(X, fitting=False) > 0) & never
+
     def _emission_n_params(self):
         return {"e": self.n_components * (self.n_features - 1)}
 

@@ -210,6 +210,22 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         """log p(x_n | θ_k): (n, k)."""
         raise NotImplementedError
 
+    def _zero_cells(self, params: dict, X: torch.Tensor) -> torch.Tensor | None:
+        """(n, k, d) True where column j of row n is an outcome that component k gives
+        probability exactly 0 (a discrete family's MLE for an outcome the fitted rows never
+        show); None when there is none."""
+        return None
+
+    #: the prior argument that keeps every outcome possible, for the messages that name one
+    _prior_hint: str | None = None
+
+    def _impossible_outcomes(self, X) -> torch.Tensor | None:
+        """(n, d) True where column j of row n of X is an outcome every component of the
+        fitted model gives probability 0; None when no parameter is 0."""
+        X = self._check(X)
+        zero = self._zero_cells(self._params, X)  # (n, k, d)
+        return None if zero is None else zero.all(1)
+
     def _component_stats(self, X: torch.Tensor, resp: torch.Tensor) -> dict:
         """Additive statistics Σ_n r_nk T(x_n) of one chunk (``resp`` includes sample weights)."""
         raise NotImplementedError

@@ -41,6 +41,9 @@ __all__ = [
     "multinomial_log_prob",
     "one_hot_features",
     "poisson_log_prob",
+    "zero_bernoulli_cells",
+    "zero_categorical_cells",
+    "zero_count_cells",
 ]
 
 
@@ -77,6 +80,26 @@ def categorical_log_prob(onehot: torch.Tensor, probs: torch.Tensor) -> torch.Ten
     """Σ_j log p_kj[x_j] from one-hot rows: (n, d·c), probs (k, d, c) → (n, k)."""
     k = probs.shape[0]
     return onehot @ _safe_log(probs).reshape(k, -1).T
+
+
+def zero_count_cells(X: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Where a count x_nj > 0 meets a rate or probability p_kj = 0, the outcome that component
+    k cannot produce (Poisson, multinomial): (n, d), (k, d) → (n, k, d) bool."""
+    return (X > 0).unsqueeze(1) & (probs == 0).unsqueeze(0)
+
+
+def zero_bernoulli_cells(X: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Where x_nj = 1 meets μ_kj = 0, or x_nj = 0 meets μ_kj = 1: (n, d), (k, d) → (n, k, d)."""
+    ones = X.unsqueeze(1) == 1  # (n, 1, d)
+    mu = means.unsqueeze(0)  # (1, k, d)
+    return torch.where(ones, mu == 0, mu == 1)
+
+
+def zero_categorical_cells(X: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Where code x_nj has p_kj[x_nj] = 0: codes (n, d), probs (k, d, c) → (n, k, d)."""
+    d = X.shape[1]
+    picked = probs[:, torch.arange(d, device=X.device), X.long()]  # (k, n, d)
+    return (picked == 0).permute(1, 0, 2)
 
 
 def _check_counts(X: torch.Tensor, name: str) -> None:
@@ -172,6 +195,8 @@ class _DiscreteMixture(BaseMixture):
     """The discrete mixtures: one component parameter ``_param_names[0]`` under the prior
     ``_prior()`` (MAP-EM; the MLE at its default), from the per-component sums of X."""
 
+    _prior_hint = "prob_concentration=2"
+
     def _component_stats(self, X, resp):
         return {"S1": resp.T @ X}  # (k, d)
 
@@ -232,6 +257,12 @@ class BernoulliMixture(_DiscreteMixture):
     def _component_log_prob(self, params, X):
         return bernoulli_log_prob(X, params["means"])
 
+    def _zero_cells(self, params, X):
+        mu = params["means"]
+        return zero_bernoulli_cells(X, mu) if bool(((mu == 0) | (mu == 1)).any()) else None
+
+    _prior_hint = "mean_prior=(2, 2)"
+
     def _component_mstep(self, stats, S0):
         return {"means": self._prior().map_means(S0, stats["S1"]).clamp(0, 1)}
 
@@ -270,6 +301,12 @@ class PoissonMixture(_DiscreteMixture):
 
     def _component_log_prob(self, params, X):
         return poisson_log_prob(X, params["rates"])
+
+    def _zero_cells(self, params, X):
+        rates = params["rates"]
+        return zero_count_cells(X, rates) if bool((rates == 0).any()) else None
+
+    _prior_hint = "rate_prior=(2, 1)"
 
     def _component_mstep(self, stats, S0):
         return {"rates": self._prior().map_rates(S0, stats["S1"])}
@@ -312,6 +349,10 @@ class MultinomialMixture(_DiscreteMixture):
 
     def _component_log_prob(self, params, X):
         return multinomial_log_prob(X, params["probs"])
+
+    def _zero_cells(self, params, X):
+        probs = params["probs"]
+        return zero_count_cells(X, probs) if bool((probs == 0).any()) else None
 
     def _component_mstep(self, stats, S0):
         return {"probs": self._prior().map_probs(stats["S1"])}
@@ -443,6 +484,12 @@ class CategoricalMixture(_DiscreteMixture):
     def _component_log_prob(self, params, X):
         onehot = one_hot_features(X, params["probs"].shape[2])
         return categorical_log_prob(onehot, params["probs"])
+
+    def _zero_cells(self, params, X):
+        probs = params["probs"]  # (k, d, c): zero beyond each column's codes, never met
+        if not bool(((probs == 0) & self._valid(probs)).any()):
+            return None
+        return zero_categorical_cells(X, probs)
 
     def _component_stats(self, X, resp):
         c = int(self.n_categories_.max())
