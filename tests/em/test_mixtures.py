@@ -463,3 +463,166 @@ def test_fewer_weighted_rows_than_components_are_refused_as_fewer_rows_are(make)
             getattr(make(), method)(X, sample_weight=w)
     two = make().fit(X, sample_weight=np.r_[1.0, 1.0, np.zeros(48)])
     np.testing.assert_allclose(np.sort(two.weights_), 0.5, atol=1e-4)
+
+
+def _scipy_score(weights, logpmfs):
+    """log Σ_k π_k p_k(x) from each component's scipy log-pmf of the row (k,)."""
+    return np.logaddexp.reduce(np.log(weights) + np.asarray(logpmfs))
+
+
+def _poisson_with_a_zero_rate(make):
+    # the first cluster never counts anything in column 2: its MLE rate there is 0
+    rng = np.random.default_rng(0)
+    X = np.r_[np.c_[rng.poisson(300, (100, 2)), np.zeros(100)], rng.poisson(3, (100, 3))]
+    return make().fit(X)
+
+
+@pytest.mark.parametrize(
+    "make, rates",
+    [
+        (lambda: PoissonMixture(2, random_state=0), lambda m: m.rates_),
+        (
+            lambda: latentfit.MixtureModel("poisson", 2, random_state=0),
+            lambda m: np.array([c["rate"] for c in m.components_]),
+        ),
+    ],
+)
+def test_a_count_where_a_poisson_rate_is_zero_is_impossible_there(make, rates):
+    # log 0 was clamped to about -708 (PoissonMixture) or the rate to the smallest normal
+    # number (MixtureModel): [300, 300, 1] scored about -720, put in the component that
+    # cannot count 1 in column 2, with probability 1; scipy gives -2188.7, from the other
+    from scipy import stats
+
+    m = _poisson_with_a_zero_rate(make)
+    lam = rates(m)
+    busy = int(np.argmax(lam[:, 2]))
+    assert lam[1 - busy, 2] == 0.0
+    rows = np.array([[300, 300, 1], [300, 300, 0], [2, 3, 0]])
+    want = [_scipy_score(m.weights_, [stats.poisson.logpmf(x, r).sum() for r in lam]) for x in rows]
+    assert want[0] < -2000
+    np.testing.assert_allclose(m.score_samples(rows), want, rtol=1e-12)
+    assert m.predict_proba(rows[:1])[0, busy] == 1.0
+    assert m.predict(rows[:1])[0] == busy
+    assert m.score(rows) == pytest.approx(np.mean(want), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make, means",
+    [
+        (lambda: BernoulliMixture(2, random_state=0), lambda m: m.means_),
+        (
+            lambda: latentfit.MixtureModel("bernoulli", 2, random_state=0),
+            lambda m: np.array([c["probs"] for c in m.components_]),
+        ),
+    ],
+)
+def test_a_bit_against_a_bernoulli_mean_of_zero_or_one_is_impossible_there(make, means):
+    # a cluster whose column 4 is always 1 (mean 1): a 0 there was -708 (BernoulliMixture)
+    # or -36 (MixtureModel, whose mean was kept inside [eps, 1 - eps]) unlikely, not impossible
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    X = np.r_[
+        np.c_[rng.random((50, 4)) < 0.9, np.ones(50)],
+        np.c_[rng.random((50, 4)) < 0.1, rng.random(50) < 0.5],
+    ].astype(float)
+    m = make().fit(X)
+    mu = means(m)
+    ones = int(np.argmax(mu[:, 4]))
+    assert mu[ones, 4] == 1.0
+    rows = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    want = [
+        _scipy_score(m.weights_, [stats.bernoulli.logpmf(x, p).sum() for p in mu]) for x in rows
+    ]
+    np.testing.assert_allclose(m.score_samples(rows), want, rtol=1e-12)
+    assert m.predict_proba(rows[:1])[0, 1 - ones] == 1.0
+    # a row no component can produce: -inf, and no component to put it in
+    one = make().fit(X[:50])  # one component, mean 1 in column 4
+    assert one.score_samples(rows[:1])[0] == -np.inf
+    with pytest.raises(DataError, match=r"row 0 .*column 4 holds 0, an outcome every component"):
+        one.predict_proba(rows[:1])
+
+
+def test_a_code_a_categorical_component_gives_probability_zero_is_impossible_there():
+    # a code of probability 0 was scored with log 0 clamped to about -708: possible in the
+    # component that never has it (responsibility e^-706 there), never -inf
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    A = np.c_[rng.integers(0, 2, (80, 2)), np.zeros(80)]  # column 2 always code 0
+    B = np.c_[rng.integers(0, 4, (80, 2)), rng.integers(1, 3, 80)]  # column 2 never 0
+    X = np.r_[A, B]
+
+    def scipy_score(m, x):
+        c = m.probs_.shape[2]
+        return _scipy_score(
+            m.weights_,
+            [
+                sum(stats.multinomial.logpmf(np.eye(c)[int(v)], 1, p[j]) for j, v in enumerate(x))
+                for p in m.probs_
+            ],
+        )
+
+    m = CategoricalMixture(2, random_state=0).fit(X)
+    a = int(np.argmax(m.probs_[:, 2, 0]))
+    assert (m.probs_[a, 2, 1:] == 0).all() and m.probs_[1 - a, 2, 0] == 0
+    rows = np.array([[0, 1, 1], [0, 1, 0], [3, 3, 2]])
+    np.testing.assert_allclose(m.score_samples(rows), [scipy_score(m, x) for x in rows], rtol=1e-12)
+    assert m.predict_proba(rows[:1])[0, a] == 0.0
+    # a code that no component gives: -inf, and predict names the column and the code
+    m4 = CategoricalMixture(2, n_categories=[4, 4, 4], random_state=0).fit(X)
+    assert m4.probs_[:, 2, 3].max() == 0.0
+    assert scipy_score(m4, [0, 1, 3]) == m4.score_samples([[0, 1, 3]])[0] == -np.inf
+    with pytest.raises(DataError, match=r"column 2 holds 3, an outcome every component gives"):
+        m4.predict([[0, 1, 3]])
+
+
+def test_a_zero_weight_row_impossible_under_every_component_adds_nothing():
+    # a row of weight 0 is left out of the fit, even where no component can produce it
+    X = np.r_[np.c_[np.arange(20) % 4, np.zeros(20)], [[1, 5]]]
+    w = np.r_[np.ones(20), 0.0]
+    a = PoissonMixture(1, random_state=0).fit(X, sample_weight=w)
+    b = PoissonMixture(1, random_state=0).fit(X[:20])
+    np.testing.assert_allclose(a.rates_, b.rates_, rtol=1e-12)
+    assert np.isfinite(a.lower_bound_)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PoissonMixture(2, random_state=0, warm_start=True),
+        lambda: latentfit.MixtureModel("poisson", 2, random_state=0, warm_start=True),
+    ],
+)
+def test_a_warm_start_and_partial_fit_learn_a_count_no_component_gave_probability(make):
+    rng = np.random.default_rng(1)
+    X = np.c_[rng.poisson(4, (60, 2)), np.zeros(60)]
+    new = np.c_[rng.poisson(4, (60, 2)), rng.poisson(2, 60)]
+    m = make().fit(X)
+    counted = new[:, 2] > 0
+    assert counted.any() and np.isneginf(m.score_samples(new)[counted]).all()
+    m.fit(new)  # warm: the rows no component can produce are shared out, and learnt
+    assert np.isfinite(m.lower_bound_)
+    assert np.isfinite(m.score_samples(new)).all()
+    o = make().set_params(warm_start=False)
+    o.partial_fit(X)
+    o.partial_fit(new)
+    assert np.isfinite(o.score_samples(new)).all()
+
+
+def test_a_count_a_multinomial_component_gives_probability_zero_is_impossible_there():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    A = np.c_[rng.multinomial(40, [0.5, 0.5], 60), np.zeros(60)]  # never counts column 2
+    B = rng.multinomial(40, [0.1, 0.1, 0.8], 60)
+    m = MultinomialMixture(2, random_state=0).fit(np.r_[A, B])
+    a = int(np.argmax(m.probs_[:, 0]))
+    assert m.probs_[a, 2] == 0.0
+    rows = np.array([[20, 19, 1], [4, 4, 32]])
+    want = [
+        _scipy_score(m.weights_, [stats.multinomial.logpmf(x, 40, p) for p in m.probs_])
+        for x in rows
+    ]
+    np.testing.assert_allclose(m.score_samples(rows), want, rtol=1e-12)
+    assert m.predict_proba(rows[:1])[0, a] == 0.0

@@ -483,10 +483,16 @@ class MixtureMixin(EMEstimator):
             i = int(none[0])
             raise DataError(
                 f"row {i} of X has zero density under every component of the fitted "
-                f"{type(self).__name__} (its log-density underflows to -inf), so it belongs to "
-                "none of them; check the row, or rescale the data and fit again"
+                f"{type(self).__name__}: {self._why_impossible(X, i)}"
             )
         return out
+
+    def _why_impossible(self, X: torch.Tensor, i: int) -> str:
+        """Why row ``i`` of X has zero density under every component, and what to try."""
+        return (
+            "its log-density underflows to -inf, so it belongs to none of them; check the "
+            "row, or rescale the data and fit again"
+        )
 
     def score_samples(self, X):
         """log p(x) of every sample: (n,)."""

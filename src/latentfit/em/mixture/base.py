@@ -16,6 +16,7 @@ Nigam et al. 2000).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -213,7 +214,8 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def _zero_cells(self, params: dict, X: torch.Tensor) -> torch.Tensor | None:
         """(n, k, d) True where column j of row n is an outcome that component k gives
         probability exactly 0 (a discrete family's MLE for an outcome the fitted rows never
-        show); None when there is none."""
+        show); None when there is none. ``_component_log_prob`` clamps log 0 so that the
+        statistics keep 0 · log 0 = 0; :meth:`_log_joint` makes such rows -inf there."""
         return None
 
     #: the prior argument that keeps every outcome possible, for the messages that name one
@@ -448,10 +450,43 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     _not_read_back = "they are not read back: fit again"
 
     # ------------------------------------------------------------ inference
-    def _log_joint(self, X: torch.Tensor, params: dict | None = None) -> torch.Tensor:
-        """log π_k + log p(x_n | θ_k): (n, k)."""
+    def _log_joint(
+        self, X: torch.Tensor, params: dict | None = None, exact: bool = True
+    ) -> torch.Tensor:
+        """log π_k + log p(x_n | θ_k): (n, k); -inf where row n has an outcome component k
+        gives probability 0 (``exact=False``: log 0 clamped to about -708 instead, see
+        :meth:`_zero_cells`)."""
         p = self._params if params is None else params
-        return self._component_log_prob(p, X) + p["weights"].log()
+        logp = self._component_log_prob(p, X) + p["weights"].log()
+        zero = self._zero_cells(p, X) if exact else None  # (n, k, d)
+        return logp if zero is None else logp.masked_fill(zero.any(2), -math.inf)
+
+    def _why_impossible(self, X: torch.Tensor, i: int) -> str:
+        """Why row ``i`` of X has probability 0 under every component, and what to try (the
+        end of a DataError): the outcomes the components give probability 0, when that is
+        the reason, else an underflow."""
+        zero = self._zero_cells(self._params, X[i : i + 1])  # (1, k, d)
+        if zero is None or not bool(zero.any(2).all()):
+            return super()._why_impossible(X, i)
+        zero = zero[0]  # (k, d)
+        prior = f", or fit with a prior that keeps every outcome possible ({self._prior_hint})"
+        prior = prior if self._prior_hint else ""
+        every = zero.all(0).nonzero()
+        if len(every):
+            j = int(every[0])
+            return (
+                f"column {j} holds {X[i, j].item():g}, an outcome every component gives "
+                f"probability 0 (the rows it was fitted on never show it). Fit on data that "
+                f"show it (warm_start=True continues from this fit){prior}"
+            )
+        first = [int(z.nonzero()[0]) for z in zero]  # a column of every component
+        cols = ", ".join(
+            f"component {k}: column {j} ({X[i, j].item():g})" for k, j in enumerate(first)
+        )
+        return (
+            f"each component gives one of its outcomes probability 0 ({cols}). Fit on data "
+            f"that show such rows{prior}"
+        )
 
     # ------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
@@ -460,7 +495,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def icl(self, X):
         """Integrated completed likelihood (Biernacki, Celeux & Govaert 2000) as mclust
         computes it: BIC − 2 Σ_n log p(ẑ_n | x_n) with ẑ the MAP component (lower is better)."""
-        lp = torch.log_softmax(self._log_joint(self._check(X)), 1)
+        lp = torch.log_softmax(self._log_joint_labelled(self._check(X)), 1)
         return self.bic(X) - 2 * float(lp.max(1).values.sum())
 
 
@@ -500,6 +535,9 @@ class _MixtureHooks:
         X, w, labels = batch
         logp = self.model._log_joint(X, params)  # (n, k)
         lse = torch.logsumexp(logp, 1)  # (n,)
+        none = lse == -math.inf  # (n,) rows impossible under every component (see below)
+        if bool(none.any()):
+            logp, lse = self._impossible(X, params, logp, lse, none, w)
         resp = torch.exp(logp - lse.unsqueeze(1))
         if labels is not None:
             known = labels >= 0
@@ -512,6 +550,29 @@ class _MixtureHooks:
         stats["loglik"] = (w * lse).sum()
         stats["weight"] = w.sum()
         return stats
+
+    def _impossible(self, X, params, logp, lse, none, w):
+        """(logp, lse) where rows ``none`` have probability 0 under every component. A row of
+        weight 0 adds nothing (0 · -inf would be NaN). A row of positive weight (a warm start
+        or partial_fit on data with an outcome the previous fit never saw) is weighed with log
+        0 clamped (``exact=False``): the components share it out by their other outcomes, and
+        the M-step gives its outcome mass. A row that is -inf even so is named."""
+        live = none & (w > 0)
+        if bool(live.any()):
+            idx = live.nonzero().flatten()
+            logp = logp.clone()
+            logp[idx] = self.model._log_joint(X[idx], params, exact=False)
+            lse = lse.clone()
+            lse[idx] = torch.logsumexp(logp[idx], 1)
+            still = (lse == -math.inf) & live
+            if bool(still.any()):
+                i = int(still.nonzero()[0])
+                raise DataError(
+                    f"row {i} of X has zero density under every component of the "
+                    f"{type(self.model).__name__}'s current parameters; check the row, or "
+                    "start from other parameters (warm_start=False, or other init values)"
+                )
+        return logp, torch.where(none & (w <= 0), torch.zeros_like(lse), lse)
 
     def mstep(self, params, stats):
         S0 = stats["S0"]

@@ -48,7 +48,9 @@ __all__ = [
 
 
 def _safe_log(p: torch.Tensor) -> torch.Tensor:
-    # An MLE probability of exactly 0 meets only zero counts; the clamp keeps 0 · log 0 = 0.
+    # An MLE probability of exactly 0 meets only zero counts in the fitted data; the clamp
+    # keeps 0 · log 0 = 0 there. A new count of such an outcome is impossible, not 708 nats
+    # unlikely: the estimators mark it -inf by the zero_* functions below.
     return p.clamp_min(torch.finfo(p.dtype).tiny).log()
 
 

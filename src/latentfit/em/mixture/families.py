@@ -41,6 +41,7 @@ from latentfit.em.gaussian import (
     weighted_mean,
 )
 from latentfit.em.mixture.base import BaseMixture, first_offending
+from latentfit.em.mixture.discrete import zero_bernoulli_cells, zero_count_cells
 from latentfit.em.mixture.priors import NormalInverseWishartPrior
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import serializable
@@ -86,6 +87,11 @@ class MixtureFamily:
 
     def dist(self, p: dict) -> Distribution:
         raise NotImplementedError
+
+    def zero_cells(self, p: dict, X: torch.Tensor) -> torch.Tensor | None:
+        """(n, d) True where x_nj is an outcome of probability exactly 0 under ``p``, which
+        ``dist`` scores with log 0 clamped (the discrete families); None for the others."""
+        return None
 
     def n_parameters(self, d: int) -> int:
         return self.parameters_per_feature * d
@@ -166,10 +172,15 @@ class _Poisson(MixtureFamily):
         return (X < 0) | (X != X.round())
 
     def mle(self, st, model):
-        return {"rate": (st["s1"] / st["s0"]).clamp_min(torch.finfo(st["s1"].dtype).tiny)}
+        return {"rate": st["s1"] / st["s0"]}  # 0 for a column of zeros: see zero_cells
 
     def dist(self, p):
-        return Independent(Poisson(p["rate"]), 1)
+        # log 0 clamped, so that 0 · log 0 = 0 and a count there is finite: see zero_cells
+        return Independent(Poisson(p["rate"].clamp_min(torch.finfo(p["rate"].dtype).tiny)), 1)
+
+    def zero_cells(self, p, X):
+        rate = p["rate"]
+        return zero_count_cells(X, rate.unsqueeze(0))[:, 0] if bool((rate == 0).any()) else None
 
 
 class _Bernoulli(MixtureFamily):
@@ -180,12 +191,18 @@ class _Bernoulli(MixtureFamily):
         return (X != 0) & (X != 1)
 
     def mle(self, st, model):
-        eps = torch.finfo(st["s1"].dtype).eps
-        # A mean of exactly 0 or 1 has an infinite logit; keep it a hair inside (0, 1).
-        return {"probs": (st["s1"] / st["s0"]).clamp(eps, 1 - eps)}
+        # 0 or 1 for a constant column (see zero_cells); the two sums may round apart by an ulp
+        return {"probs": (st["s1"] / st["s0"]).clamp(0, 1)}
 
     def dist(self, p):
+        # torch clamps a mean of 0 or 1 a hair inside (0, 1), so that the logit is finite
         return Independent(Bernoulli(probs=p["probs"]), 1)
+
+    def zero_cells(self, p, X):
+        mu = p["probs"]
+        if not bool(((mu == 0) | (mu == 1)).any()):
+            return None
+        return zero_bernoulli_cells(X, mu.unsqueeze(0))[:, 0]
 
 
 class _Exponential(MixtureFamily):
@@ -412,7 +429,9 @@ class MixtureModel(BaseMixture):
                 refusal = err
                 continue
             cand["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
-            ll = float(torch.logsumexp(self._log_joint(data.X, cand), 1) @ data.weights)
+            lse = torch.logsumexp(self._log_joint(data.X, cand), 1)  # (n,) -inf: impossible
+            kept = data.weights > 0  # a row of weight 0 adds nothing, not 0 · -inf
+            ll = float(lse[kept] @ data.weights[kept])
             if best is None or ll > best_ll:
                 best, best_ll = cand, ll
         if best is None:
@@ -439,6 +458,16 @@ class MixtureModel(BaseMixture):
             else:
                 cols.append(FAMILIES[f].dist(p).log_prob(X))
         return torch.stack(cols, 1)  # (n, k)
+
+    def _zero_cells(self, params, X):
+        cells = [
+            FAMILIES[f].zero_cells(self._component(params, k), X)
+            for k, f in enumerate(self.families_)
+        ]
+        if all(c is None for c in cells):
+            return None
+        none = torch.zeros(X.shape, dtype=torch.bool, device=X.device)
+        return torch.stack([none if c is None else c for c in cells], 1)  # (n, k, d)
 
     def _after_fit(self, fit, result, X, **args) -> None:
         self._check_degenerate(fit.X)
