@@ -96,6 +96,29 @@ def test_posterior_equals_brute_force(method, lengths):
     np.testing.assert_allclose(post.start_counts.numpy(), ref_start, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=needs_numba) if m == "compiled" else m for m in METHODS]
+)
+@pytest.mark.parametrize("lengths", [[6], [2, 1, 3]])
+def test_impossible_emissions_equal_brute_force_without_nan(method, lengths):
+    # an emission of probability 0 (a category a state never emits) is -inf in ll
+    ll, pi, A = random_model(3, sum(lengths), seed=1)
+    ll[0, 0] = ll[2, 1] = ll[2, 2] = -math.inf
+    ll[4, :2] = -math.inf
+    ref_ll, ref_g, ref_xi, ref_start, best_lp, best_path = brute_force(ll, pi, A, lengths)
+    post = K.posterior(ll.clone(), pi, A, lengths, chunk=2, **METHODS[method])
+    assert not bool(torch.isnan(post.posteriors).any())
+    assert float(post.log_likelihood) == pytest.approx(ref_ll, rel=1e-12)
+    np.testing.assert_allclose(post.posteriors.numpy(), ref_g, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(post.transition_counts.numpy(), ref_xi, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(post.start_counts.numpy(), ref_start, rtol=1e-10, atol=1e-13)
+    assert post.posteriors[0, 0] == 0 and (post.posteriors[2, 1:] == 0).all()
+    for kernel in (K.viterbi, lambda *a: K.parallel_viterbi(*a, chunk=2)):
+        v = kernel(ll, pi, A, lengths)
+        assert float(v.log_prob) == pytest.approx(best_lp, rel=1e-12)
+        np.testing.assert_array_equal(v.path.numpy(), best_path)
+
+
 @pytest.mark.parametrize("kernel", [K.viterbi, lambda *a: K.parallel_viterbi(*a, chunk=2)])
 def test_viterbi_equals_brute_force(kernel):
     lengths = [3, 1, 4]

@@ -384,3 +384,97 @@ def test_float32_and_device(fixed, device):
     assert m32.emissionprob_.dtype == np.float32
     dev = quiet_fit(set_params(MultinomialHMM(K, device=device, **kw), start_params()), X, lengths)
     np.testing.assert_allclose(dev.lower_bounds_, m64.lower_bounds_, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------- zero probabilities
+def _zero_model():
+    model = MultinomialHMM(2)
+    model.startprob_ = np.array([0.3, 0.7])
+    model.transmat_ = np.array([[0.8, 0.2], [0.35, 0.65]])
+    model.emissionprob_ = np.array([[0.7, 0.3, 0.0], [0.001, 0.001, 0.998]])
+    return model
+
+
+def test_a_category_a_state_gives_probability_zero_is_impossible_there():
+    """Enumeration of the 2^4 paths with scipy's multinomial, which gives a count of a
+    category of probability 0 log-probability -inf. Row 1 counts category 2 once: log 0 was
+    clamped to about -708, so state 0 (p = 0 there) took the row with probability 1 and
+    the score was -774.6 (-3744.9 is right)."""
+    X = np.array([[3, 1, 0], [300, 300, 1], [4, 0, 0], [1, 1, 2]])
+    model = _zero_model()
+    emit = np.array([[multinomial.logpmf(x, x.sum(), p) for p in model.emissionprob_] for x in X])
+    assert np.isneginf(emit[1, 0]) and np.isneginf(emit[3, 0])
+    paths = list(itertools.product(range(2), repeat=len(X)))
+    with np.errstate(divide="ignore"):
+        joint = np.array(
+            [
+                np.log(model.startprob_[z[0]])
+                + sum(np.log(model.transmat_[a, b]) for a, b in itertools.pairwise(z))
+                + sum(emit[t, s] for t, s in enumerate(z))
+                for z in paths
+            ]
+        )
+    total = logsumexp(joint)
+    assert total < -3000
+    assert model.score(X) == pytest.approx(total, rel=1e-12)
+    weights = np.exp(joint - total)
+    states = np.array(paths)
+    post = np.stack([weights @ (states == k) for k in range(2)], 1)
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba, post, rtol=1e-10, atol=1e-300)
+    assert proba[1, 0] == 0.0 and proba[3, 0] == 0.0 and not np.isnan(proba).any()
+    lp, path = model.decode(X)
+    assert tuple(path) == paths[int(np.argmax(joint))]
+    assert lp == pytest.approx(joint.max(), rel=1e-12)
+
+
+def test_a_row_no_state_can_emit_names_its_category():
+    model = _zero_model()
+    model.emissionprob_ = np.array([[0.7, 0.3, 0.0], [0.5, 0.5, 0.0]])
+    X = np.array([[3, 1, 0], [2, 1, 1]])
+    for call in (model.score, model.predict_proba, model.decode):
+        with pytest.raises(DataError, match=r"row 1 of X .* counts 1 in category 2 \(column 2\)"):
+            call(X)
+
+
+def test_fit_and_partial_fit_learn_a_category_no_state_gave_probability():
+    rng = np.random.default_rng(0)
+    old = np.c_[rng.multinomial(10, [0.5, 0.5], 100), np.zeros(100)]
+    new = rng.multinomial(10, [0.4, 0.4, 0.2], 100)
+    model = quiet_fit(MultinomialHMM(2, n_iter=5, random_state=0), old)
+    assert (model.emissionprob_[:, 2] == 0).all()
+    model.init_params = ""  # go on from the fitted parameters
+    quiet_fit(model, new)
+    assert (model.emissionprob_[:, 2] > 0.1).all() and np.isfinite(model.score(new))
+    online = quiet_fit(MultinomialHMM(2, n_iter=5, random_state=0), old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        online.partial_fit(old)
+        online.partial_fit(new)
+    assert (online.emissionprob_[:, 2] > 0).all() and np.isfinite(online.score(new))
+
+
+def test_categorical_hmm_with_a_symbol_of_probability_zero_equals_enumeration():
+    # the one-trial case: symbol 2 is impossible in state 0
+    model = CategoricalHMM(2)
+    model.startprob_ = np.array([0.3, 0.7])
+    model.transmat_ = np.array([[0.8, 0.2], [0.35, 0.65]])
+    model.emissionprob_ = np.array([[0.7, 0.3, 0.0], [0.2, 0.1, 0.7]])
+    x = np.array([0, 2, 1, 2, 0])
+    with np.errstate(divide="ignore"):
+        log_b = np.log(model.emissionprob_)
+        joint = np.array(
+            [
+                np.log(model.startprob_[z[0]])
+                + sum(np.log(model.transmat_[a, b]) for a, b in itertools.pairwise(z))
+                + sum(log_b[s, x[t]] for t, s in enumerate(z))
+                for z in itertools.product(range(2), repeat=len(x))
+            ]
+        )
+    total = logsumexp(joint)
+    X = x[:, None]
+    assert model.score(X) == pytest.approx(total, rel=1e-12)
+    states = np.array(list(itertools.product(range(2), repeat=len(x))))
+    post = np.stack([np.exp(joint - total) @ (states == k) for k in range(2)], 1)
+    np.testing.assert_allclose(model.predict_proba(X), post, rtol=1e-10, atol=1e-300)
+    assert model.decode(X)[0] == pytest.approx(joint.max(), rel=1e-12)

@@ -143,7 +143,7 @@ class _HMMHooks:
             X = m._stream_batch(X)
         features = self._batch_features(params, X)
         if features is None:
-            ll = m._emission_log_likelihood(params, X)
+            ll = m._fit_emissions(params, X, m._emission_log_likelihood(params, X))
             stats_of = functools.partial(m._emission_stats, params, X)
         else:
             ll = m._emission_log_likelihood(params, X, features)
@@ -468,6 +468,18 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         derived once, here, by the models that can)."""
         return lambda X: self._emission_log_likelihood(params, X)
 
+    def _fit_emissions(self, params, X, ll: torch.Tensor) -> torch.Tensor:
+        """The emission log-likelihoods (t, k) a fit's E-step takes: ``ll``, except where a
+        model whose zero probabilities make a row impossible under every state weighs that
+        row otherwise (see :class:`~latentfit.MultinomialHMM`)."""
+        return ll
+
+    def _why_impossible(self, params, X, i: int) -> str:
+        """Why row ``i`` of X has zero probability under every state (a DataError's end)."""
+        return (
+            "it cannot be emitted by this model (a symbol or value no state gives any probability)"
+        )
+
     def _log_likelihoods(self, params, X) -> torch.Tensor:
         ll = self._emission_log_likelihood(params, X)  # (t, k)
         check_scored(ll, X, type(self).__name__)  # NaN: an overflow, named by its row
@@ -475,8 +487,8 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         if len(impossible):
             i = int(impossible[0])
             raise DataError(
-                f"row {i} of X has zero probability under every state: it cannot be emitted "
-                "by this model (a symbol or value no state gives any probability)"
+                f"row {i} of X has zero probability under every state: "
+                + self._why_impossible(params, X, i)
             )
         return ll
 

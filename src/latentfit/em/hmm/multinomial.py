@@ -13,6 +13,7 @@ one of one trial).
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -30,7 +31,7 @@ from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.discrete import EmissionProbabilities, _first_bad
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
-from latentfit.em.mixture.discrete import multinomial_log_prob
+from latentfit.em.mixture.discrete import multinomial_log_prob, zero_count_cells
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import serializable
 
@@ -57,10 +58,11 @@ class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     the outcomes of n_t trials; ``emissionprob_`` (k, d) the category probabilities of every
     state, here with a Dirichlet(``emissionprob_prior``) prior as :class:`CategoricalHMM`'s
     (1: none, hmmlearn's model). The density of a row is Multinomial(n_t, p_k) with n_t the
-    row's total (see the module docstring); a probability of exactly 0 enters its log as the
-    smallest positive number, as in :class:`~latentfit.MultinomialMixture`, so that a row
-    counting a category no state emits is very unlikely (hmmlearn: impossible) and a fit or
-    ``partial_fit`` goes on.
+    row's total (see the module docstring); a row counting a category of probability exactly
+    0 is impossible in that state (log-likelihood -inf, as hmmlearn), as in
+    :class:`~latentfit.MultinomialMixture`. A fit or ``partial_fit`` that meets a row no state
+    can emit (a category the previous fit never saw) weighs it with log 0 clamped to about
+    -708, so that it goes on and learns the category.
 
     ``n_trials``: the number of trials of every row (an integer), of each row (an array, one
     per row of the X passed), or None (each row's own total, the default). When given, the
@@ -292,8 +294,37 @@ class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
         counts = E.multinomial_stats(X, resp)["obs"] + 1.0  # (k, d)
         return {"emissionprob": counts / counts.sum(1, keepdim=True)}
 
-    def _emission_log_likelihood(self, params, X):
-        return multinomial_log_prob(X, params["emissionprob"])  # (t, k)
+    def _emission_log_likelihood(self, params, X, exact=True):
+        """log Mult(x_t | n_t, p_k) (t, k): -inf where x_t counts a category p_k gives
+        probability 0 (``exact=False``: log 0 clamped to about -708, which keeps 0 · log 0 =
+        0)."""
+        ep = params["emissionprob"]
+        ll = multinomial_log_prob(X, ep)  # (t, k)
+        if exact and bool((ep == 0).any()):
+            ll = ll.masked_fill(zero_count_cells(X, ep).any(2), -math.inf)
+        return ll
+
+    def _why_impossible(self, params, X, i):
+        never = ((X[i] > 0) & (params["emissionprob"] == 0).all(0)).nonzero()
+        if not len(never):
+            return (
+                "each state gives one of the categories it counts probability 0 (zero entries "
+                "of emissionprob_); fit on data that show such rows, or with "
+                "emissionprob_prior=2.0 to keep every category possible"
+            )
+        j = int(never[0])
+        return (
+            f"it counts {X[i, j].item():g} in category {j} (column {j}), which every state gives "
+            "probability 0 (as a fit does for a category its rows never count). Fit on data "
+            "that count it, or with emissionprob_prior=2.0 to keep every category possible"
+        )
+
+    def _fit_emissions(self, params, X, ll):
+        # a row no state can emit: weighed by the clamped log, so that its category is learnt
+        none = torch.isneginf(ll).all(1)  # (t,)
+        if bool(none.any()):
+            ll[none] = self._emission_log_likelihood(params, X[none], exact=False)
+        return ll
 
     def _emission_stats(self, params, X, gamma):
         return E.multinomial_stats(X, gamma)

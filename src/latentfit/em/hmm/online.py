@@ -291,7 +291,7 @@ class OnlineHMMMixin:
         emission functions; DataError naming the row that no state can emit, or that the
         transitions make impossible."""
         params = state.params
-        ll = self._emission_log_likelihood(params, X)  # (n, k)
+        ll = self._fit_emissions(params, X, self._emission_log_likelihood(params, X))  # (n, k)
         new, log_norm = online_block(
             state, ll, lambda W: self._online_emission_stats(params, X, W), starts, step
         )
