@@ -135,6 +135,7 @@ def test_categorical_sweep_with_a_rare_category_cross_validates():
         ("bernoulli", np.c_[np.arange(60) % 2, np.zeros(60)], None, r"holds 1 in column 1"),
         ("multinomial", np.c_[np.arange(60) % 5 + 1, np.zeros(60)], None, r"holds 3 in column 1"),
         ("categorical_hmm", (np.arange(60) % 3)[:, None], [15] * 4, r"holds 3 in column 0"),
+        ("poisson_hmm", np.c_[np.arange(60) % 5, np.zeros(60)], [15] * 4, r"holds 3 in column 1"),
     ],
 )
 def test_a_held_out_value_the_training_folds_never_show_is_named(family, X, lengths, match):

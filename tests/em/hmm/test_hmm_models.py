@@ -14,6 +14,7 @@ import latentfit
 from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from latentfit.em.driver import EMMonotonicityWarning
 from latentfit.em.hmm import UnvisitedStateWarning
+from latentfit.errors import DataError
 
 COVARS = {
     "diag": lambda k, d: np.linspace(0.8, 1.6, k * d).reshape(k, d),
@@ -361,3 +362,34 @@ def test_gmmhmm_float32_weights_sum_to_one_and_the_model_file_loads(tmp_path):
     np.testing.assert_allclose(m.weights_.sum(1), 1.0, atol=1e-6)
     m.save(tmp_path / "m.lf")
     latentfit.load(tmp_path / "m.lf")
+
+
+def test_a_count_where_a_poisson_rate_is_zero_is_impossible_in_that_state(tmp_path):
+    # a state whose rows never count feature 2 has the MLE rate 0 there; the rate was
+    # floored at the smallest normal number, so [300, 300, 1] scored -716.65 in that state
+    # with probability 1 (scipy, from the other state: -2188.74)
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    X = np.r_[np.c_[rng.poisson(300, (100, 2)), np.zeros(100)], rng.poisson(3, (100, 3))]
+    m = quiet_fit(PoissonHMM(2, n_iter=50, random_state=0), X, [100, 100])
+    lam = m.lambdas_
+    busy = int(np.argmax(lam[:, 2]))
+    assert lam[1 - busy, 2] == 0.0
+    row = np.array([[300, 300, 1]])
+    want = np.logaddexp.reduce(
+        [np.log(m.startprob_[k]) + stats.poisson.logpmf(row[0], lam[k]).sum() for k in range(2)]
+    )
+    assert m.score(row) == pytest.approx(want, rel=1e-12) and want < -2000
+    assert m.predict_proba(row)[0, busy] == 1.0
+    # the model file keeps the zero rate
+    m.save(tmp_path / "p.lf")
+    assert latentfit.load(tmp_path / "p.lf").score(row) == pytest.approx(want, rel=1e-12)
+    # a count no state can produce is named
+    one = quiet_fit(PoissonHMM(1, n_iter=5, random_state=0), X[:100])
+    with pytest.raises(DataError, match=r"row 0 of X .* counts 1 in feature 2 \(column 2\)"):
+        one.score(row)
+    # and a fit that goes on from there learns it
+    one.init_params = ""
+    quiet_fit(one, X[100:])
+    assert one.lambdas_[0, 2] > 1 and np.isfinite(one.score(row))

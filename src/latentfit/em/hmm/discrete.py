@@ -19,10 +19,11 @@ from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
+from latentfit.em.mixture.discrete import zero_count_cells
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import Stored, serializable
 
-__all__ = ["CategoricalHMM", "PoissonHMM"]
+__all__ = ["CategoricalHMM", "PoissonHMM", "ZeroCountEmissions"]
 
 
 def _numpy_rng(gen: torch.Generator) -> np.random.Generator:
@@ -43,6 +44,54 @@ def _check_range(t: torch.Tensor, n_sym: int) -> None:
         raise DataError(
             f"row {i} of X holds symbol {int(t[i])} but the model emits symbols "
             f"0..{n_sym - 1} (n_features={n_sym})"
+        )
+
+
+class ZeroCountEmissions:
+    """Count emissions whose parameter ``_zero_param`` (k, d) may be exactly 0, the MLE for
+    a feature a state's rows never count (MultinomialHMM's categories, PoissonHMM's rates).
+    A row counting such a feature is impossible in that state (log-likelihood -inf); the
+    log-density clamps log 0 to about -708 only so that 0 · log 0 = 0. A fit's E-step and
+    partial_fit weigh a row that no state can emit (a feature the previous fit never saw)
+    with the clamped log instead, so that they go on and learn the feature."""
+
+    _zero_param = ""
+    #: what a feature is called in the messages (the prior that keeps every one possible
+    #: is the model's ``_prior_hint``)
+    _feature_word = "category"
+
+    def _exact_zeros(self, params, X, ll):
+        """``ll`` (t, k) with -inf where row t counts a feature state k gives probability 0."""
+        p = params[self._zero_param]  # (k, d)
+        if not bool((p == 0).any()):
+            return ll
+        return ll.masked_fill(zero_count_cells(X, p).any(2), -math.inf)
+
+    def _fit_emissions(self, params, X, ll):
+        none = torch.isneginf(ll).all(1)  # (t,) rows no state can emit
+        if bool(none.any()):
+            ll[none] = self._emission_log_likelihood(params, X[none], exact=False)
+        return ll
+
+    def _impossible_outcomes(self, X) -> torch.Tensor:
+        """(n, d) True where row n counts feature j, which every state gives probability 0."""
+        never = (self._emission_params()[self._zero_param] == 0).all(0)  # (d,)
+        return (self._checked_X(X, fitting=False) > 0) & never
+
+    def _why_impossible(self, params, X, i):
+        what, hint = self._feature_word, self._prior_hint
+        never = ((X[i] > 0) & (params[self._zero_param] == 0).all(0)).nonzero()
+        if not len(never):
+            return (
+                f"each state gives one of the {what}s it counts probability 0 (zero entries of "
+                f"{self._zero_param}_); fit on data that show such rows, or with {hint} to keep "
+                f"every {what} possible"
+            )
+        j = int(never[0])
+        return (
+            f"it counts {X[i, j].item():g} in {what} {j} (column {j}), which every state gives "
+            f"probability 0 (as a fit does for a {what} its rows never count). Fit on data "
+            f"that count it, or with {hint} to keep every {what} possible"
         )
 
 
@@ -315,13 +364,18 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
 
 
 @serializable
-class PoissonHMM(OnlineHMMMixin, BaseHMM):
+class PoissonHMM(ZeroCountEmissions, OnlineHMMMixin, BaseHMM):
     """Hidden Markov model with independent Poisson counts per feature.
 
     hmmlearn's ``PoissonHMM``: ``lambdas_`` (k, d) with a Gamma(``lambdas_prior``,
     ``lambdas_weight``) prior. Initial rates are drawn as hmmlearn's, from a gamma
-    distribution matching the mean and variance of the counts.
+    distribution matching the mean and variance of the counts. A rate of 0 (the MLE for a
+    feature a state's rows never count) makes a count there impossible in that state.
     """
+
+    _zero_param = "lambdas"
+    _feature_word = "feature"
+    _prior_hint = "lambdas_prior=1.0"
 
     _emission_letters = "l"
     _emission_attributes = ("lambdas_",)
@@ -398,8 +452,8 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
             raise ParameterError(
                 f"lambdas_ must have shape ({k}, {self.n_features}), got {tuple(lam.shape)}"
             )
-        if bool((lam <= 0).any()) or not bool(torch.isfinite(lam).all()):
-            raise ParameterError("lambdas_ must be positive and finite")
+        if bool((lam < 0).any()) or not bool(torch.isfinite(lam).all()):
+            raise ParameterError("lambdas_ must be non-negative and finite")
         return {"lambdas": lam}
 
     def _init_emissions(self, X, gen):
@@ -430,8 +484,9 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
         lam = (resp.T @ X) / resp.sum(0).unsqueeze(1)  # (k, d)
         return {"lambdas": lam.clamp_min(1e-3 * max(float(X.mean()), 1e-3))}
 
-    def _emission_log_likelihood(self, params, X):
-        return E.poisson_log_likelihood(X, params["lambdas"])
+    def _emission_log_likelihood(self, params, X, exact=True):
+        ll = E.poisson_log_likelihood(X, params["lambdas"])  # (t, k)
+        return self._exact_zeros(params, X, ll) if exact else ll
 
     def _emission_stats(self, params, X, gamma):
         return E.poisson_stats(X, gamma)
@@ -448,8 +503,8 @@ class PoissonHMM(OnlineHMMMixin, BaseHMM):
         self.lambdas_ = params["lambdas"].cpu().numpy()
 
     def _emission_specs(self, k, d):
-        """Poisson rates (k, d), positive as fit keeps them."""
-        return {"lambdas_": Stored(None if d is None else (k, d), "positive")}
+        """Poisson rates (k, d), non-negative (0: a feature the state never counts)."""
+        return {"lambdas_": Stored(None if d is None else (k, d), "nonnegative")}
 
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)

@@ -533,9 +533,12 @@ def multinomial_sample(n_trials: float, probs: torch.Tensor, generator) -> torch
 
 
 def poisson_log_likelihood(X, lambdas) -> torch.Tensor:
-    """Σ_d log Poisson(x_td | λ_kd): (t, d) → (t, k)."""
+    """Σ_d log Poisson(x_td | λ_kd): (t, d) → (t, k). A rate of 0 enters its log as the
+    smallest normal number, so that 0 · log 0 = 0; a count there is impossible, which the
+    model marks -inf (see :class:`~latentfit.em.hmm.discrete.ZeroCountEmissions`)."""
     lgam = torch.lgamma(X + 1).sum(1, keepdim=True)  # (t, 1)
-    return X @ lambdas.log().T - lambdas.sum(1) - lgam
+    log_lam = lambdas.clamp_min(torch.finfo(lambdas.dtype).tiny).log()  # (k, d)
+    return X @ log_lam.T - lambdas.sum(1) - lgam
 
 
 def poisson_stats(X, gamma) -> dict[str, torch.Tensor]:
@@ -546,13 +549,13 @@ def poisson_mstep(stats, lambdas, prior, weight):
     """Gamma(``prior``, ``weight``)-posterior mean per state, ``(a + Σ γ x) / (b + Σ γ)``.
 
     hmmlearn 0.3 writes the total count of all states in place of the state's own ``Σ γ``;
-    the two agree without a prior. A state without data keeps its rates; rates are floored
-    at the smallest normal number so that ``0 · log λ`` stays 0."""
+    the two agree without a prior. A state without data keeps its rates; a rate is 0 where
+    the state's rows never count the feature (the MLE; see :func:`poisson_log_likelihood`)."""
     post, obs = stats["post"], stats["obs"]
     dt, dev = obs.dtype, obs.device
     den = torch.as_tensor(weight, dtype=dt, device=dev) + post  # (k,)
     num = torch.as_tensor(prior, dtype=dt, device=dev) + obs  # (k, d)
     empty = _empty(post)
     new = num / torch.where(den > 0, den, 1.0).unsqueeze(1)
-    new = torch.where(empty.unsqueeze(1), lambdas, new).clamp_min(torch.finfo(dt).tiny)
+    new = torch.where(empty.unsqueeze(1), lambdas, new)
     return new, empty.nonzero().flatten().tolist()

@@ -13,7 +13,6 @@ one of one trial).
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
@@ -28,10 +27,10 @@ from latentfit._validation import (
 )
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.base import BaseHMM
-from latentfit.em.hmm.discrete import EmissionProbabilities, _first_bad
+from latentfit.em.hmm.discrete import EmissionProbabilities, ZeroCountEmissions, _first_bad
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
-from latentfit.em.mixture.discrete import multinomial_log_prob, zero_count_cells
+from latentfit.em.mixture.discrete import multinomial_log_prob
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import serializable
 
@@ -50,7 +49,7 @@ def _common_total(X: torch.Tensor) -> int | None:
 
 
 @serializable
-class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
+class MultinomialHMM(ZeroCountEmissions, EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     """Hidden Markov model with multinomial emissions: rows of counts over ``n_features``
     categories.
 
@@ -73,6 +72,8 @@ class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     row of the fitted data had, or None when they differ (a data source: ``n_trials`` if an
     integer, else None).
     """
+
+    _zero_param = "emissionprob"
 
     def __init__(
         self,
@@ -296,43 +297,12 @@ class MultinomialHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
 
     def _emission_log_likelihood(self, params, X, exact=True):
         """log Mult(x_t | n_t, p_k) (t, k): -inf where x_t counts a category p_k gives
-        probability 0 (``exact=False``: log 0 clamped to about -708, which keeps 0 · log 0 =
-        0)."""
-        ep = params["emissionprob"]
-        ll = multinomial_log_prob(X, ep)  # (t, k)
-        if exact and bool((ep == 0).any()):
-            ll = ll.masked_fill(zero_count_cells(X, ep).any(2), -math.inf)
-        return ll
-
-    def _why_impossible(self, params, X, i):
-        never = ((X[i] > 0) & (params["emissionprob"] == 0).all(0)).nonzero()
-        if not len(never):
-            return (
-                "each state gives one of the categories it counts probability 0 (zero entries "
-                "of emissionprob_); fit on data that show such rows, or with "
-                "emissionprob_prior=2.0 to keep every category possible"
-            )
-        j = int(never[0])
-        return (
-            f"it counts {X[i, j].item():g} in category {j} (column {j}), which every state gives "
-            "probability 0 (as a fit does for a category its rows never count). Fit on data "
-            "that count it, or with emissionprob_prior=2.0 to keep every category possible"
-        )
-
-    def _fit_emissions(self, params, X, ll):
-        # a row no state can emit: weighed by the clamped log, so that its category is learnt
-        none = torch.isneginf(ll).all(1)  # (t,)
-        if bool(none.any()):
-            ll[none] = self._emission_log_likelihood(params, X[none], exact=False)
-        return ll
+        probability 0 (``exact=False``: log 0 clamped, see :class:`ZeroCountEmissions`)."""
+        ll = multinomial_log_prob(X, params["emissionprob"])  # (t, k)
+        return self._exact_zeros(params, X, ll) if exact else ll
 
     def _emission_stats(self, params, X, gamma):
         return E.multinomial_stats(X, gamma)
-
-    def _impossible_outcomes(self, X) -> torch.Tensor:
-        """(n, d) True where row n counts category j, which every state gives probability 0."""
-        never = (self._emission_params()["emissionprob"] == 0).all(0)  # (d,)
-        return (self._checked_X(X, fitting=False) > 0) & never
 
     def _emission_n_params(self):
         return {"e": self.n_components * (self.n_features - 1)}

@@ -71,7 +71,7 @@ class _HSMMHooks:
     def estep(self, params, batch):
         X, lengths = batch
         m = self.model
-        ll = m._emission_log_likelihood(params, X)  # (t, k)
+        ll = m._fit_emissions(params, X, m._emission_log_likelihood(params, X))  # (t, k)
         post = m._posterior(params, X, ll, lengths, self.labels)
         stats = m._emission_stats(params, X, post.posteriors)
         stats["durations"] = post.duration_counts
