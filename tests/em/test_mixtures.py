@@ -626,3 +626,28 @@ def test_a_count_a_multinomial_component_gives_probability_zero_is_impossible_th
     ]
     np.testing.assert_allclose(m.score_samples(rows), want, rtol=1e-12)
     assert m.predict_proba(rows[:1])[0, a] == 0.0
+
+
+@pytest.mark.parametrize(
+    "make, X, impossible",
+    [
+        (
+            lambda: PoissonMixture(1, random_state=0),
+            np.c_[np.arange(20) % 4, np.zeros(20)],
+            [1, 5],  # a count where the only rate is 0
+        ),
+        (
+            lambda: latentfit.GaussianMixture(1, random_state=0),
+            np.random.default_rng(0).normal(size=(20, 2)),
+            [1e200, 0.0],  # a density that underflows to 0
+        ),
+    ],
+)
+def test_a_row_of_weight_zero_and_score_minus_inf_counts_for_nothing_in_score(make, X, impossible):
+    # score(X, sample_weight) was NaN (0 · -inf)
+    m = make().fit(X)
+    rows = np.array([X[3], impossible])
+    assert m.score_samples(rows)[1] == -np.inf
+    want = m.score_samples(rows[:1])[0]
+    assert m.score(rows, sample_weight=[2.0, 0.0]) == pytest.approx(want, rel=1e-12)
+    assert m.score(rows) == -np.inf

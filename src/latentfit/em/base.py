@@ -504,7 +504,8 @@ class MixtureMixin(EMEstimator):
         if sample_weight is None:
             return float(ll.mean())
         w = check_sample_weight(sample_weight, len(ll), dtype=ll.dtype, device="cpu")
-        return float((w * ll).sum() / w.sum())
+        # a row of weight 0 counts for nothing, even one of log-likelihood -inf (0 · -inf: NaN)
+        return float(torch.where(w > 0, w * ll, 0.0).sum() / w.sum())
 
     def predict(self, X):
         """The most probable component of each sample: (n,) int."""
