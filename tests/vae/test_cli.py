@@ -179,3 +179,37 @@ def test_a_beta_or_free_bits_the_objective_ignores_is_refused_before_the_data(
         res = runner.invoke(app, [*args, *extra])
         assert res.exit_code == 2, res.output
         assert "error:" in res.output and named in res.output and "would be ignored" in res.output
+
+
+def test_samples_off_by_digits_are_refused_naming_the_option_and_the_largest_that_fits(
+    tmp_path, monkeypatch
+):
+    # score, eval and fit --eval-samples with 10**12 samples ran for months without a word
+    import numpy as np
+
+    import latentfit.vae.evaluate
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("x.csv", np.random.default_rng(0).normal(size=(60, 3)), delimiter=",")
+    fit = ["fit", "vae", "--dataset", "x.csv", "--likelihood", "gaussian", "--no-binarize",
+           "--latent", "2", "--hidden", "8", "--quiet"]  # fmt: skip
+    res = runner.invoke(app, [*fit, "--epochs", "1", "--out", "v.safetensors"])
+    assert res.exit_code == 0, res.output
+
+    def refuse(*_):
+        raise AssertionError("a sample was drawn before --samples was refused")
+
+    monkeypatch.setattr(latentfit.vae.evaluate, "log_weights", refuse)
+    # 146 weights and 4,096 multiply-adds a sample: 10**15 // (rows x 4,242) samples fit
+    for args, rows, option in (
+        (["score", "v.safetensors", "x.csv", "--samples", "1000000000000"], 60, "--samples"),
+        (["eval", "v.safetensors", "--samples", "1000000000000"], 12, "--samples"),
+        ([*fit, "--eval-samples", "1000000000000", "--out", "w.safetensors"], 12, "--eval-samples"),
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith("error: ") and "epoch" not in res.output
+        text = " ".join(res.output.split())
+        assert f"{option} 1,000,000,000,000 importance samples" in text
+        assert f"use {option} <= {10**15 // (rows * 4242):,}" in text
+        assert "k=" not in text and "max_work" not in text

@@ -20,7 +20,7 @@ from latentfit.cli.app import (
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
-from latentfit.cli.vae import _NOT_K, _refuse_k
+from latentfit.cli.vae import _NOT_K, _refuse_k, samples_words
 
 
 def hmm_row_scores(model, X, lengths):
@@ -133,7 +133,8 @@ def score(
         else:
             rows = np.asarray(model.score_samples(X), dtype=np.float64)
     except (ValueError, FloatingPointError) as err:
-        fail(cli_words(str(err), str(data)))
+        text = cli_words(str(err), str(data))
+        fail(samples_words(text) if kind == "vae" else text)  # a VAE's k is --samples
     total = float(np.sum(rows, dtype=np.float64))
     result.update(n_rows=len(rows), total=total, mean=total / len(rows), per_row=rows)
     if per_row is not None:

@@ -32,6 +32,16 @@ _NOT_K = (
 )
 
 
+def samples_words(text: str, option: str = "--samples") -> str:
+    """:func:`~latentfit.vae.marginal_log_likelihood`'s words for its ``k`` in the command
+    line's: the option that set it, and no ``max_work`` (no option sets it)."""
+    import re
+
+    text = re.sub(r"\bk=([\d,]+)", rf"{option} \1", text)
+    text = re.sub(r"\bk <= ([\d,]+)", rf"{option} <= \1", text)
+    return text.replace(", or pass max_work=None to run it anyway", "")
+
+
 def _refuse_k():
     """A hidden ``-k`` that says which option to use instead of click's 'No such option'."""
     return typer.Option(None, "-k", hidden=True, help=_NOT_K)
@@ -225,7 +235,7 @@ def fit_vae(
     (DistributedDataParallel); rank 0 prints and saves.
     """
     from latentfit._outputs import Output
-    from latentfit.errors import LatentfitError
+    from latentfit.errors import LatentfitError, ResourceLimitError
     from latentfit.train import TrainConfig, train
     from latentfit.train import distributed as dist_utils
     from latentfit.vae import (
@@ -236,6 +246,7 @@ def fit_vae(
         marginal_log_likelihood,
         save_model,
     )
+    from latentfit.vae.evaluate import check_work
     from latentfit.vae.objectives import check_pass_memory
 
     if old_k is not None:
@@ -293,6 +304,11 @@ def fit_vae(
         # a training batch's pass of --samples, sized before the first epoch starts
         rows = min(batch_size, data.train.shape[0]) if batch_size > 0 else data.train.shape[0]
         check_pass_memory(model, data.train[:rows], samples, "--samples")
+        if eval_samples:  # the test rows' log p(x), refused before the training it would end
+            try:
+                check_work(model, data.test.shape[0], eval_samples)
+            except ResourceLimitError as err:
+                fail(samples_words(str(err), "--eval-samples"))
         cfg = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -502,7 +518,7 @@ def eval_vae(
             progress=True,
         )
     except ValueError as err:  # DataError: data outside the likelihood's support, ...
-        fail(cli_words(str(err), name))
+        fail(samples_words(cli_words(str(err), name)))  # ResourceLimitError: --samples
     if as_json:
         from latentfit.cli.output import print_json
 
