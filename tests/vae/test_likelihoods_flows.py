@@ -65,6 +65,38 @@ def test_categorical_matches_brute_force():
     assert mean.shape == (2, d) and (mean >= 0).all() and (mean <= 1).all()
 
 
+def test_a_categorical_vae_takes_integer_levels_as_its_docstring_says():
+    # integer levels were refused as "floating values" read as intensities (the data were
+    # made floats first), and ELBO()(model, levels) stopped on torch's Long-by-Float matmul
+    from latentfit.errors import DataError
+    from latentfit.train import TrainConfig, train
+    from latentfit.vae import ELBO, build_model, marginal_log_likelihood
+
+    model = build_model(x_dim=3, z_dim=2, hidden=[8], likelihood="categorical", n_levels=4)
+    levels = torch.tensor([[0, 1, 2], [3, 3, 0]])
+    intensities = levels / 3.0  # the documented float form of the same data
+    for X in (levels, levels.numpy(), levels.numpy().astype(np.uint8)):
+        got = marginal_log_likelihood(model, X, k=50, generator=0).log_px
+        want = marginal_log_likelihood(model, intensities, k=50, generator=0).log_px
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    g = torch.Generator().manual_seed(1)
+    got = ELBO()(model, levels, torch.Generator().manual_seed(1)).bound
+    torch.testing.assert_close(got, ELBO()(model, intensities, g).bound, rtol=0, atol=0)
+    cfg = TrainConfig(epochs=1, batch_size=2, diagnostics=False, progress=False)
+    assert len(train(model, ELBO(), levels.repeat(3, 1), levels, cfg).history) == 1
+    # a code outside 0..3 is named by row and column (-1 and 4 were clamped to 0 and 3)
+    for value in (4, -1):
+        bad = levels.clone()
+        bad[1, 2] = value
+        match = rf"level {value} at row 1, column 2.*0\.\.3"
+        with pytest.raises(DataError, match=match):
+            marginal_log_likelihood(model, bad, k=2)
+        with pytest.raises(DataError, match=match):
+            train(model, ELBO(), bad, None, cfg)
+        with pytest.raises(DataError, match=match):
+            model.decoder.likelihood.log_prob(torch.zeros(2, 12), bad)
+
+
 def test_soft_clamp_and_errors():
     assert float(soft_clamp(torch.tensor(-1e9), -2.0, 3.0)) == -2.0
     assert float(soft_clamp(torch.tensor(0.0), -2.0, 3.0)) == 0.5

@@ -42,7 +42,7 @@ from latentfit.train.checkpoint import (
 )
 from latentfit.vae.data import data_sha256
 from latentfit.vae.diagnostics import check_collapse, diagnose, model_rows
-from latentfit.vae.likelihoods import check_model_data
+from latentfit.vae.likelihoods import check_model_data, integer_levels
 from latentfit.vae.schedules import make_schedule
 
 __all__ = ["TrainConfig", "TrainResult", "train", "validation_bound"]
@@ -409,6 +409,9 @@ def train(
             f"{cfg.grad_accum} accumulation steps; raise batch_size"
         )
     dtype = next(model.parameters()).dtype
+    # integer level codes of a categorical likelihood, read as its intensities
+    X_train = integer_levels(model, X_train, "X_train")
+    X_val = None if X_val is None else integer_levels(model, X_val, "X_val")
     X = _check_data(X_train, "X_train", cfg.binarize).to(device, dtype)
     Xv = None
     ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None

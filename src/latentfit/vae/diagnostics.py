@@ -20,7 +20,7 @@ from latentfit._validation import (
     is_finite_above,
 )
 from latentfit.errors import DataError, ParameterError
-from latentfit.vae.likelihoods import check_model_columns, check_model_data
+from latentfit.vae.likelihoods import check_model_columns, check_model_data, integer_levels
 from latentfit.vae.models import VAE, DiscreteVAE
 
 __all__ = [
@@ -53,7 +53,9 @@ def model_rows(model, X, name: str = "X") -> torch.Tensor:
     device of the model's weights (numpy rows, or float64 rows for a float32 model, are
     converted), with the model's d columns, every value finite and in the support of its
     likelihood. DataError naming the shape, row or column at fault otherwise: bad rows
-    never reach the encoder as a matrix-product error or a NaN bias."""
+    never reach the encoder as a matrix-product error or a NaN bias. Integer level codes of
+    a categorical likelihood are read as its intensities (:func:`integer_levels`)."""
+    X = integer_levels(model, X, name)
     weights = next(iter(getattr(model, "module", model).parameters()), None)
     X = as_float_tensor(  # NaN is refused below, with a hint that fits a VAE
         X,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Independent, Normal
@@ -23,6 +24,7 @@ __all__ = [
     "check_model_columns",
     "check_model_data",
     "input_columns",
+    "integer_levels",
     "make_likelihood",
     "soft_clamp",
 ]
@@ -76,6 +78,27 @@ def check_model_data(model, x: torch.Tensor, name: str = "X") -> None:
     likelihood = getattr(getattr(net, "decoder", None), "likelihood", None)
     if hasattr(likelihood, "check_data"):
         likelihood.check_data(x, name)
+
+
+def integer_levels(model, X, name: str = "X"):
+    """``X`` as ``model`` (a VAE, or an estimator holding one as ``module``) reads it: integer
+    level codes (a torch or numpy integer array) of a model with a categorical likelihood
+    become the intensities level / (n_levels - 1) its encoder was trained on, in the dtype of
+    its weights, after a DataError naming the row and column of a code outside
+    0..n_levels-1; anything else is returned as it is."""
+    net = getattr(model, "module", model)
+    likelihood = getattr(getattr(net, "decoder", None), "likelihood", None)
+    if not isinstance(likelihood, CategoricalLikelihood):
+        return X
+    if isinstance(X, torch.Tensor):
+        integer = not (X.is_floating_point() or X.is_complex() or X.dtype == torch.bool)
+    else:
+        integer = isinstance(X, np.ndarray) and X.dtype.kind in "iu"
+    if not integer:
+        return X
+    weights = next(iter(net.parameters()), None)
+    dtype = torch.float64 if weights is None else weights.dtype
+    return likelihood.intensities(torch.as_tensor(X), name).to(dtype)
 
 
 def _check_range(x: torch.Tensor, low: float, high: float, name: str, rule: str) -> None:
@@ -170,8 +193,10 @@ class GaussianLikelihood(nn.Module):
 class CategoricalLikelihood(nn.Module):
     """p(x | z) = ∏_j Categorical(x_j; softmax(η_j)) over ``n_levels`` grey levels (default 256).
 
-    Data are given either as integer levels 0..n_levels-1 or as floats in [0, 1], which are
-    mapped to ``round(x * (n_levels - 1))``. The decoder emits (n, n_levels * d) logits laid out
+    Data are given either as integer levels 0..n_levels-1 (a torch or numpy integer array;
+    the encoder reads them as the intensities level / (n_levels - 1), see
+    :func:`integer_levels`) or as floats in [0, 1], which are mapped to
+    ``round(x * (n_levels - 1))``. The decoder emits (n, n_levels * d) logits laid out
     level-major (all pixels' level-0 logits first), the layout a convolutional decoder produces.
     """
 
@@ -189,13 +214,32 @@ class CategoricalLikelihood(nn.Module):
             rule = f"{what} reads floating values as intensities in [0, 1]"
             _check_range(x, 0.0, 1.0, name, rule)
         else:
-            rule = f"{what} needs levels 0..{self.n_levels - 1}"
-            _check_range(x, 0.0, float(self.n_levels - 1), name, rule)
+            self._check_levels(x, name)
+
+    def _check_levels(self, x: torch.Tensor, name: str) -> None:
+        """DataError naming the first row and column of integer ``x`` outside 0..n_levels-1."""
+        bad = (x < 0) | (x > self.n_levels - 1)
+        if bool(bad.any()):
+            idx = tuple(int(i) for i in bad.nonzero()[0])
+            where = f"row {idx[0]}, column {idx[-1]}" if len(idx) > 1 else f"entry {idx[0]}"
+            raise DataError(
+                f"{name} holds the level {int(x[idx])} at {where}: a categorical likelihood "
+                f"of {self.n_levels} levels takes integer levels 0..{self.n_levels - 1}; "
+                f"recode the column, or build the model with n_levels above the largest "
+                f"level ({int(x.max()) + 1} or more)"
+            )
+
+    def intensities(self, x: torch.Tensor, name: str = "X") -> torch.Tensor:
+        """Integer levels ``x`` (n, d), checked, as intensities level / (n_levels - 1) in
+        [0, 1] (float64), which :meth:`levels` maps back to the same levels."""
+        self._check_levels(x, name)
+        return x.double() / (self.n_levels - 1)
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_floating_point():
-            x = torch.round(x * (self.n_levels - 1))
-        return x.long().clamp_(0, self.n_levels - 1)
+        if not x.is_floating_point():
+            self._check_levels(x, "x")  # not clamped: a level past the last is named
+            return x.long()
+        return torch.round(x * (self.n_levels - 1)).long().clamp_(0, self.n_levels - 1)
 
     def _logits(self, params: torch.Tensor) -> torch.Tensor:
         return params.unflatten(-1, (self.n_levels, self.d)).transpose(

@@ -16,7 +16,7 @@ import torch
 
 from latentfit._validation import check_allocation, check_positive_int, is_finite_above
 from latentfit.errors import DataError, DataTypeError, ParameterError
-from latentfit.vae.likelihoods import check_model_columns
+from latentfit.vae.likelihoods import check_model_columns, integer_levels
 from latentfit.vae.models import LatentPass
 from latentfit.vae.schedules import check_free_bits, free_bits_kl
 
@@ -144,6 +144,7 @@ class ELBO:
         )
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        x = integer_levels(model, x, "x")  # a dtype test unless x holds level codes
         check_model_columns(model, x, "x")  # a shape compare: cheap enough for every step
         check_pass_memory(model, x, self.n_samples, "n_samples")
         p = model(x, self.n_samples, generator, weights=not self.analytic_kl)
@@ -242,6 +243,7 @@ class IWAE:
         return f"{type(self).__name__}(k={self.k})"
 
     def __call__(self, model, x, generator=None, kl_weight: float = 1.0) -> ObjectiveOutput:
+        x = integer_levels(model, x, "x")
         check_model_columns(model, x, "x")
         check_pass_memory(model, x, self.k, "k")
         p = model(x, self.k, generator, stopped=self.dreg)
