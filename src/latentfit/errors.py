@@ -16,6 +16,7 @@ from sklearn.exceptions import NotFittedError
 
 __all__ = [
     "DOCUMENTED_ERRORS",
+    "CoarseScheduleWarning",
     "DataError",
     "DataTypeError",
     "DegenerateComponentWarning",
@@ -83,6 +84,13 @@ class StrandedChainWarning(RuntimeWarning):
 class DivergedParticlesWarning(RuntimeWarning):
     """SVGD's particles ended far less probable than they started: the step size threw them
     away from the density instead of moving them toward it. The message says by how much."""
+
+
+class CoarseScheduleWarning(UserWarning):
+    """A diffusion model's noise schedule cannot be reversed well by Gaussian steps: one step
+    turns what is still mostly data into mostly fresh noise (too few steps), or the last step
+    leaves x_T far from the N(0, I) that sampling starts from. Its bound and samples are then
+    poor; the message names the step and what to try."""
 
 
 class CompileFallbackWarning(RuntimeWarning):

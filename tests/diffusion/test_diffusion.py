@@ -4,6 +4,7 @@ marginal on Gaussian data, persistence, and sampling from a model trained on two
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -552,3 +553,45 @@ def test_a_ddpm_with_few_steps_draws_finite_values(T):
     draws = model.fit(X).sample(200, random_state=0)
     # an untrained denoiser still leaves draws within 1/√ᾱ_T ≈ 160 of the prior's scale
     assert np.isfinite(draws).all() and np.abs(draws).max() < 1e4
+
+
+def _alpha_bars(T, beta_1=1e-4, beta_T=0.02):
+    """ᾱ_t of the linear schedule, t = 0..T, from its definition: each of the T steps is
+    1000 / T steps of Ho et al.'s chain at the rate of its point on the line."""
+    rates = np.linspace(beta_1, beta_T, T)
+    return np.concatenate([[1.0], np.cumprod((1 - rates) ** (1000 / T))])
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 5, 10, 20, 100, 1000])
+def test_a_schedule_is_coarse_where_one_step_replaces_a_quarter_of_the_data(T):
+    # Old Faithful, 300 epochs: T = 3, 5, 10 drew covariances 175%, 57%, 33% off (T = 1000:
+    # 13%); the step that does it replaces most of the data's share of the variance at once
+    ab = _alpha_bars(T)
+    drop = ab[:-1] - ab[1:]
+    found = latentfit.diffusion.coarse_steps(make_schedule("linear", T))
+    if drop.max() > 0.25:
+        assert found.t == int(drop.argmax()) + 1
+        assert found.alpha_bar_prev == pytest.approx(ab[found.t - 1], rel=1e-12)
+        assert found.alpha_bar == pytest.approx(ab[found.t], rel=1e-12)
+    else:
+        assert found.t is None
+    assert (found.alpha_bar_T is None) == (ab[-1] <= 0.01)
+    assert (found.t is not None) == (2 <= T <= 10)  # the figures above: T = 20 is not coarse
+    assert (found.alpha_bar_T is not None) == (T == 1)  # ᾱ_1 = 0.9999^1000 = 0.905
+
+
+def test_a_coarse_schedule_warns_when_fitted_naming_the_step_and_what_to_try():
+    from latentfit.errors import CoarseScheduleWarning
+
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    fit = dict(hidden=4, n_hidden=1, discrete=False, epochs=1, random_state=0)
+    with pytest.warns(CoarseScheduleWarning, match=r"n_steps=5.*step t=2.*n_steps=12 or more"):
+        DDPM(5, **fit).fit(X)
+    # beta_T = 1e-3: ᾱ_T = Π(1 - β) = 0.577 at every T, so more steps would not help
+    ab = _alpha_bars(1000, beta_T=1e-3)[-1]
+    with pytest.warns(CoarseScheduleWarning, match=rf"alpha_bar_T = {ab:.3g}.*a larger beta_T"):
+        DDPM(1000, beta_T=1e-3, **fit).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoarseScheduleWarning)
+        DDPM(20, **fit).fit(X)
+        DDPM(10, schedule="cosine", **fit).fit(X)

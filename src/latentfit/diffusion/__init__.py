@@ -4,10 +4,12 @@ evaluated by its full variational bound (Ho et al. 2020)."""
 from latentfit.diffusion.model import DDPM, DiffusionLoss
 from latentfit.diffusion.process import (
     BoundTerms,
+    CoarseStep,
     DiffusionModule,
     Prediction,
     Schedule,
     TimeMLP,
+    coarse_steps,
     discretized_gaussian_log_likelihood,
     fit_gaussian,
     gaussian_eps,
@@ -23,11 +25,13 @@ from latentfit.diffusion.process import (
 __all__ = [
     "DDPM",
     "BoundTerms",
+    "CoarseStep",
     "DiffusionLoss",
     "DiffusionModule",
     "Prediction",
     "Schedule",
     "TimeMLP",
+    "coarse_steps",
     "discretized_gaussian_log_likelihood",
     "fit_gaussian",
     "gaussian_eps",
