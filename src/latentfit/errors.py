@@ -82,8 +82,9 @@ class StrandedChainWarning(RuntimeWarning):
 
 
 class DivergedParticlesWarning(RuntimeWarning):
-    """SVGD's particles ended far less probable than they started: the step size threw them
-    away from the density instead of moving them toward it. The message says by how much."""
+    """SVGD's particles ended far less probable than they started, or still jump by about
+    their own spread every iteration: the step size threw them away from the density, or
+    across it, instead of moving them onto it. The message says by how much."""
 
 
 class CoarseScheduleWarning(UserWarning):
