@@ -347,3 +347,17 @@ def test_model_ssm_takes_missing_values_as_fit_ssm_does(series, tmp_path, monkey
     res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1"])
     assert res.exit_code == 2 and "NaN at row 3" in res.output
     assert "--missing" not in res.output and "--model ssm" in res.output
+
+
+def test_model_ssm_on_too_few_rows_is_refused_not_ranked_best(tmp_path, monkeypatch):
+    """A one-row file printed a K=1 state-space model as the best by BIC (-23.96, from a
+    log-likelihood of +12 with 11 parameters on 2 values); it is refused, naming the file, the
+    counts and -k."""
+    monkeypatch.chdir(tmp_path)
+    Path("one.csv").write_text("a,b\n0.3,1.2\n")
+    res = runner.invoke(app, ["select", "hmm", "one.csv", "--model", "ssm", "-k", "1"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "error: one.csv has 1 row(s) of 2 column(s), 2 observed value(s)" in text
+    assert "the 11 parameters LinearGaussianSSM with -k 1 estimates" in text
+    assert "best by BIC" not in text

@@ -388,3 +388,26 @@ def test_the_statistics_of_incomplete_rows_are_reduced_in_bounded_blocks(monkeyp
     blocks = sufficient_statistics(p, Y, s, [3000])
     for name in ("y", "yx", "yy"):
         torch.testing.assert_close(blocks[name], st[name], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "covariance_type", "n_params"), [(1, "full", 11), (5, "full", 11), (4, "diag", 10)]
+)
+def test_no_more_values_than_parameters_is_refused_not_scored(n_rows, covariance_type, n_params):
+    """A one-row series fitted with a log-likelihood of +12 and a BIC of -24 that beat every
+    real fit in select_model: with no more observed values than parameters (here k = 1, d = 2:
+    A 1, C 2, Q 1, R 3 or 2, d 2, mu0 1, V0 1) the noise shrinks to zero and the likelihood
+    has no maximum."""
+    X = np.random.default_rng(0).normal(size=(n_rows, 2))
+    needle = rf"{n_rows} row\(s\) of 2 column\(s\), {2 * n_rows} observed value\(s\), no more than the {n_params} parameters"
+    with pytest.raises(DataError, match=needle):
+        LinearGaussianSSM(1, n_iter=2, covariance_type=covariance_type).fit(X)
+    with pytest.raises(DataError, match=needle):
+        latentfit.select_model(
+            X, family=LinearGaussianSSM, n_components=[1], covariance_type=covariance_type, n_iter=2
+        )
+    # one value more than parameters: fitted (the smallest data the rule lets through)
+    more = np.random.default_rng(1).normal(size=(n_params // 2 + 1, 2))
+    assert np.isfinite(
+        quiet_fit(LinearGaussianSSM(1, n_iter=2, covariance_type=covariance_type), more).score(more)
+    )

@@ -379,6 +379,18 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
                 f"X has {n} rows, fewer than n_components={k}: a state of {k} dimensions "
                 f"cannot be estimated from {n} time steps; use a smaller n_components"
             )
+        observed, p = int(torch.isfinite(Y).sum()), self._n_parameters()
+        if observed <= p:
+            # with no more values than parameters the noise covariances can shrink to zero
+            # while the states pass through every value: the likelihood has no maximum, and a
+            # BIC from it would beat every real fit
+            rows = (p - observed) // max(Y.shape[1], 1) + 1
+            raise DataError(
+                f"X has {n} row(s) of {Y.shape[1]} column(s), {observed} observed value(s), "
+                f"no more than the {p} parameters LinearGaussianSSM with n_components={k} "
+                f"estimates: its likelihood grows without bound as the noise shrinks to zero; "
+                f"give at least {n + rows} rows" + (", or a smaller n_components" if k > 1 else "")
+            )
         return EMFit(_SSMHooks(self, Y, lengths), [(Y, lengths)], X=Y)
 
     def _set_params_tensors(self, params: dict[str, torch.Tensor]) -> None:
