@@ -193,6 +193,31 @@ def cli_words(
     )
 
 
+def split_words(text: str, split, part: str, data: str) -> str:
+    """A library message about the rows of one part (``part``: ``"train"``, ``"val"`` or
+    ``"test"``) of a training/validation/test ``split`` (a :class:`latentfit.vae.data.DataSplit`)
+    in the command line's words (:func:`cli_words`, ``data`` the DATA file), each ``row i``
+    (``X[i, j]``) being the row of ``data`` it came from, counted as the file's reader counts
+    them: the split shuffles the rows, so the i-th training row is not the file's i-th. A
+    message naming ``X_val`` is about the validation rows (``fit(X, X_val=...)``)."""
+    import re
+
+    rows = getattr(split, "val" if re.search(r"\bX_val\b", text) else part)
+
+    def source_row(match: re.Match) -> str:
+        i = int(match.group(2))
+        return match.group(1) + (str(int(rows[i])) if i < len(rows) else match.group(2))
+
+    text = re.sub(r"(\brow |\bX(?:_train|_val)?\[)(\d+)", source_row, text)
+    text = re.sub(r"\bX_(?:train|val)\[", "X[", text)
+    # the library's names of the parts (X, X_train, X_val) are all DATA on the command line
+    subject = r"(?<![\w.])X(?:_train|_val)?(?= (?:as|has|holds|contains|must|is|cannot) )"
+    text = re.sub(subject, data.replace("\\", "\\\\"), text)
+    for option in ("dequantize", "discrete"):  # the 8-bit switches of fit flow / diffusion
+        text = text.replace(f"{option}=True needs", f"--{option} needs")
+    return cli_words(text, data)
+
+
 #: The deepest NUTS tree ``--max-depth`` takes: 2^20 leapfrog steps a transition (the
 #: library's ``MAX_NUM_STEPS``), past which a run would not end in any useful time
 MAX_CLI_DEPTH = 20

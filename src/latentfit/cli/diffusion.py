@@ -11,7 +11,6 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_number,
-    cli_words,
     delimiter_option,
     fail,
     finite_number,
@@ -19,6 +18,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     seed_option,
+    split_words,
 )
 from latentfit.cli.flows import check_out, history_rows, levels_of, load_split, report_history
 from latentfit.cli.output import json_option
@@ -129,10 +129,12 @@ def fit_diffusion(
             device=device,
             verbose=not quiet,
         ).fit(split.train, X_val=split.val)
-        # the validation rows chose the epoch: the bound is reported on the test rows
+    except ValueError as err:
+        fail(split_words(str(err), split.split, "train", dataset))
+    try:  # the validation rows chose the epoch: the bound is reported on the test rows
         terms = model.bound_terms(split.test, eval_t or None, random_state=seed)
     except ValueError as err:
-        fail(cli_words(str(err), dataset))
+        fail(split_words(str(err), split.split, "test", dataset))
     d = split.test.shape[1]
     bits = {k: float(v.mean()) / (d * math.log(2)) for k, v in terms._asdict().items()}
     model.save(out)

@@ -23,6 +23,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     seed_option,
+    split_words,
 )
 from latentfit.cli.output import json_option
 
@@ -175,9 +176,12 @@ def fit_flow(
             )
             .fit(split.train, X_val=split.val)
         )
+    except ValueError as err:
+        fail(split_words(str(err), split.split, "train", data))
+    try:
         bpd = model.bits_per_dim(split.test)  # the validation rows chose the epoch
     except ValueError as err:
-        fail(cli_words(str(err), data))
+        fail(split_words(str(err), split.split, "test", data))
     model.save(out)
     what = "dequantisation bound" if deq else "exact"
     nats = -bpd * split.test.shape[1] * math.log(2)

@@ -20,6 +20,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     seed_option,
+    split_words,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import json_option
@@ -326,7 +327,7 @@ def fit_vae(
         )
         res = train(model, obj, data.train, data.val, cfg)
     except (ValueError, TypeError) as err:
-        fail(cli_words(str(err), dataset))
+        fail(split_words(str(err), data.split, "train", dataset))
     except (MemoryError, RuntimeError) as err:
         text = str(err)
         if not isinstance(err, MemoryError) and "alloc" not in text and "out of memory" not in text:
@@ -518,7 +519,12 @@ def eval_vae(
             progress=True,
         )
     except ValueError as err:  # DataError: data outside the likelihood's support, ...
-        fail(samples_words(cli_words(str(err), name)))  # ResourceLimitError: --samples
+        words = (
+            cli_words(str(err), name)
+            if all_rows
+            else split_words(str(err), data.split, "test", source)
+        )
+        fail(samples_words(words))  # ResourceLimitError: --samples
     if as_json:
         from latentfit.cli.output import print_json
 
