@@ -405,3 +405,20 @@ def test_online_burn_in_that_leaves_no_m_step_is_refused(files):
         ],
     )
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("stream", ["64", "0"], ids=["read", "streamed"])
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_delimiter_for_a_binary_data_file_is_refused(tmp_path, monkeypatch, suffix, stream):
+    """`fit gmm data.npy --delimiter ';'` fitted the file as if the option were not there."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    if suffix == ".npy":
+        np.save("data.npy", X)
+    else:
+        pd.DataFrame(X, columns=["a", "b"]).to_parquet("data.parquet")
+    args = ["fit", "gmm", f"data{suffix}", "-k", "1", "--stream-above", stream]
+    _refused([*args, "--delimiter", ";"], f"data{suffix} is a {suffix} file", "--delimiter")
+    _refused([*args, "--header"], f"data{suffix} is a {suffix} file", "--header")

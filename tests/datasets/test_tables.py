@@ -311,3 +311,22 @@ def test_column_numbers_under_a_comment_naming_the_columns_are_data(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(load_array(path, columns=["b"]).numpy(), [[1], [2.5]])
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".parquet"])
+def test_a_delimiter_or_header_for_a_file_that_is_not_text_is_refused(tmp_path, suffix):
+    """delimiter= and header=True were read and ignored for .npy, .npz and Parquet files: a
+    user who meant another file (or believed the first row to be names) got no word of it."""
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".npy":
+        np.save(path, X)
+    elif suffix == ".npz":
+        np.savez(path, X=X)
+    else:
+        pd.DataFrame(X, columns=["a", "b", "c"]).to_parquet(path)
+    for kwargs, name in (({"delimiter": ";"}, "delimiter=';'"), ({"header": True}, "header=True")):
+        with pytest.raises(ParameterError, match=rf"d{suffix} is a \{suffix} file.*{name}"):
+            load_array(path, **kwargs)
+    # the defaults, "auto" and a headerless file said as such read the values
+    for kwargs in ({}, {"delimiter": "auto"}, {"header": False}):
+        np.testing.assert_array_equal(load_array(path, **kwargs).numpy(), X)

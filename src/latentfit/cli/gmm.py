@@ -191,6 +191,12 @@ def fit_gmm(
                 f"(over --stream-above {stream_above:g} MiB); raise --stream-above, or save "
                 "the model with --out and run 'latentfit predict MODEL DATA --out FILE'"
             )
+        from latentfit.datasets._files import check_text_options, parse_delimiter
+
+        try:  # a .npy or Parquet file: a --delimiter or --header would be ignored
+            check_text_options(data, parse_delimiter(delimiter), header)
+        except ValueError as err:
+            fail(str(err))
         typer.echo(
             f"{data} is streamed from the file (--stream-above {stream_above:g} MiB)", err=True
         )

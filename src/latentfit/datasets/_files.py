@@ -236,6 +236,28 @@ def _text_suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def check_text_options(path: Path, delimiter: str | None, header: bool | None) -> None:
+    """Refuse a ``delimiter`` (as :func:`parse_delimiter` returns it) or ``header=True`` for a
+    file that is not text (.npy, .npz, Parquet), where either would be read and ignored."""
+    suffix = _text_suffix(Path(path))
+    if suffix in TEXT_SUFFIXES:
+        return
+    given = [
+        f"{name} ({option} on the command line)"
+        for name, option, on in (
+            (f"delimiter={delimiter!r}", "--delimiter", delimiter is not None),
+            ("header=True", "--header", header is True),
+        )
+        if on
+    ]
+    if given:
+        raise ParameterError(
+            f"{Path(path).name} is a {suffix or 'binary'} file, whose columns need no field "
+            f"delimiter and have no header line: {' and '.join(given)} applies to delimited "
+            "text files (.csv, .tsv, .txt) only; leave it out"
+        )
+
+
 def file_stem(path) -> str:
     """The name of a data file without its format and compression suffixes (``s.csv.gz``:
     ``s``), for the names of the files a command writes beside it."""
@@ -721,6 +743,7 @@ def load_array(
     if status.st_size == 0:
         raise DataError(f"{path} is empty")
     suffix = _text_suffix(path)
+    check_text_options(path, delimiter, header)
     if suffix in TEXT_SUFFIXES:
         header, values = _read_text(path, columns, delimiter, header)
     elif suffix == ".npy":

@@ -626,8 +626,11 @@ def open_source(
     """A source for a data file by suffix: ``.npy`` memory-mapped, ``.parquet`` by row group;
     other formats (CSV, ``.npz``) are read into memory by :func:`latentfit.datasets.load_array`,
     with its ``delimiter`` and ``header`` (text files only, as there)."""
+    from latentfit.datasets._files import check_text_options, parse_delimiter
+
     path = Path(path)
     suffix = path.suffix.lower()
+    check_text_options(path, parse_delimiter(delimiter), header)
     if suffix == ".npy":
         if columns:
             raise ParameterError(".npy files have no column names; select columns before saving")
