@@ -83,3 +83,44 @@ def test_errors_are_reported_without_traceback(data_csv, args, message):
     assert res.exit_code == 2
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_prior_on_some_parameters_samples_as_the_api_does(tmp_path, monkeypatch):
+    """`--sample nuts` refused a --prior on only some parameters, while
+    fit_map(...).sample_posterior() samples such a posterior with a flat prior on the others.
+    Both now draw the same chains, and match the posterior computed by quadrature."""
+    import json
+
+    import torch.distributions as D
+    from scipy import integrate
+
+    from latentfit import fit_map
+
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(1).normal(2.0, 1.5, size=20)
+    np.savetxt("x.csv", x, header="x", comments="")
+    opts = ["--sample", "nuts", "--chains", "2", "--draws", "300", "--warmup", "200"]
+    res = runner.invoke(
+        app, ["fit", "dist", "x.csv", "-f", "normal", "--prior", "scale=gamma:2,1", *opts, "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    post = json.loads(res.stdout)["posterior"]
+    assert post["flat_prior"] == ["loc"]
+    fit = fit_map("normal", x, {"scale": D.Gamma(2.0, 1.0)})
+    api = fit.sample_posterior(2, 200, 300, generator=0, progress_bar=False, compile="replay")
+    want = api.summary()
+    for name in ("loc", "scale"):
+        assert post["summary"][name]["mean"] == pytest.approx(want.loc[name, "mean"], rel=1e-12)
+    # the posterior with a flat prior on loc, integrated over loc in closed form:
+    # p(scale | x) ∝ Gamma(scale; 2, 1) scale^-(n-1) exp(-S / (2 scale²)), E[loc | x] = mean(x)
+    n, S = x.size, float(((x - x.mean()) ** 2).sum())
+
+    def moment(k):
+        f = lambda s: s**k * s * np.exp(-s) * s ** -(n - 1) * np.exp(-S / (2 * s * s))
+        return integrate.quad(f, 0, np.inf)[0]
+
+    exact = {"loc": x.mean(), "scale": moment(1) / moment(0)}
+    for name in ("loc", "scale"):
+        got = post["summary"][name]
+        # Monte Carlo error: within 4 of the chains' own standard errors of the mean
+        assert abs(got["mean"] - exact[name]) < 4 * got["mcse_mean"] + 1e-3, (name, got, exact)

@@ -117,6 +117,12 @@ PRIORS = {
     "beta": ("Beta", ("concentration1", "concentration0"), 2),
     "uniform": ("Uniform", ("low", "high"), 2),
 }
+#: What a parameter without a ``--prior`` gets, as ``fit_map`` gives it (said in the help).
+FLAT_PRIOR = (
+    "a parameter without a --prior has a flat prior (a constant density over its values), as "
+    "fit_map gives it; with few rows such a posterior may not integrate (a scale's can grow "
+    "without bound), so give a prior to each parameter the data say little about"
+)
 _PRIOR_USAGE = (
     "--prior takes NAME=FAMILY:NUMBER,NUMBER (e.g. --prior rate=gamma:2,0.5 or "
     "--prior loc=normal:0,10)"
@@ -270,11 +276,19 @@ def _posterior(
     return table, cli_words(res.diagnostics())
 
 
-def _posterior_text(fit, table, diagnostics, chains, draws, warmup, seed) -> str:
+def _flat(fit, prior: dict) -> list[str]:
+    """The fitted parameters of ``fit`` without a ``--prior``: their prior is flat."""
+    return [p for p in fit.params if p not in prior]
+
+
+def _posterior_text(fit, prior, table, diagnostics, chains, draws, warmup, seed) -> str:
     head = (
         f"NUTS posterior: {fit.family.name}, {chains} chains x {draws} draws "
         f"(warm-up {warmup}), seed {seed}"
     )
+    flat = _flat(fit, prior)
+    if flat:
+        head += f"\nflat prior (no --prior) on {', '.join(flat)}"
     return f"{head}\n{table.to_string()}\n{diagnostics}"
 
 
@@ -320,10 +334,16 @@ def fit_dist(
         0.95, "--level", help="Confidence level of the Wald intervals.", callback=finite_number
     ),
     prior: list[str] = typer.Option(
-        [], "--prior", help="A prior NAME=DIST:ARGS (e.g. rate=gamma:2,0.5); repeatable: MAP fit."
+        [],
+        "--prior",
+        help="A prior NAME=DIST:ARGS (e.g. rate=gamma:2,0.5); repeatable: MAP fit. A parameter "
+        "without one has a flat prior (a constant density over its values).",
     ),
     sample: str = typer.Option(
-        None, "--sample", help="'nuts': sample the posterior (needs --prior) and print its table."
+        None,
+        "--sample",
+        help="'nuts': sample the posterior (needs a --prior; parameters without one have a "
+        "flat prior, as fit_map(...).sample_posterior() gives them) and print its table.",
     ),
     chains: int | None = typer.Option(
         None, "--chains", help="Chains for --sample (batched).  [default: 4]", show_default=False
@@ -398,13 +418,11 @@ def fit_dist(
         warmup = 1000 if warmup is None else warmup
         if sample != "nuts":
             fail(f"--sample takes 'nuts' (the sampler), got {sample!r}")
-        # the posterior is proper only with a prior on every parameter (a flat one on a
-        # scale or a rate need not integrate)
-        without = [p for p in fam.params if p not in (priors or {})]
-        if without:
+        # as fit_map(...).sample_posterior(): a parameter without a --prior has a flat one
+        if priors is None:
             fail(
-                "--sample needs a prior for every parameter: add --prior NAME=DIST:ARGS"
-                + (f" (none for {', '.join(without)})" if priors else "")
+                "--sample needs a prior: add --prior NAME=DIST:ARGS for at least one of "
+                f"{', '.join(fam.params)} (e.g. --prior rate=gamma:2,0.5 for a rate); {FLAT_PRIOR}"
             )
         if as_csv:  # its rows are the MAP table's: the posterior would be drawn and dropped
             fail(
@@ -474,7 +492,7 @@ def fit_dist(
                 posterior = _posterior(
                     fit, sample, chains, draws, warmup, seed, compile_, target_accept, max_depth
                 )
-                text = _posterior_text(fit, *posterior, chains, draws, warmup, seed)
+                text = _posterior_text(fit, priors, *posterior, chains, draws, warmup, seed)
                 table += "\n\n" + text
         except ValueError as err:
             fail(cli_words(str(err), name))
@@ -506,6 +524,7 @@ def fit_dist(
                     "draws": draws,
                     "warmup": warmup,
                     "seed": seed,
+                    "flat_prior": _flat(fit, priors),
                     "summary": posterior[0].to_dict(orient="index"),
                     "diagnostics": posterior[1],
                 },
