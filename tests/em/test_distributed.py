@@ -414,3 +414,36 @@ def test_cli_distributed_reads_a_text_file_with_the_delimiter_and_header(
     got, ref = json.loads(res.output), json.loads(plain.output)
     assert got["n_samples"] == ref["n_samples"] == 60
     np.testing.assert_allclose(got["means"], ref["means"], rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("args", "row", "needles"),
+    [
+        (["-k", "50"], None, ["x.csv has 10 rows, fewer than -k 50"]),
+        (["-k", "2"], 4, ["x.csv contains", "row 4, column 1", "--missing marginalize"]),
+    ],
+)
+def test_fit_hmm_distributed_errors_speak_as_the_fit_in_one_process(
+    tmp_path, monkeypatch, args, row, needles
+):
+    """A --distributed fit said "the data has 10 rows, fewer than n_components=50" where the
+    fit in one process says "x.csv has 10 rows, fewer than -k 50", and left out the hint of
+    --missing marginalize for a NaN."""
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    if row is not None:
+        X[row, 1] = np.nan
+    np.savetxt("x.csv", X, delimiter=",", header="a,b", comments="")
+    env = dict(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    for mode in ("--no-distributed", "--distributed"):
+        res = CliRunner().invoke(app, ["fit", "hmm", "x.csv", *args, mode, "--quiet"])
+        assert res.exit_code == 2, res.output
+        text = " ".join(res.output.split())
+        assert all(n in text for n in needles), (mode, text)
+        assert "n_components" not in text and "the data has" not in text, (mode, text)

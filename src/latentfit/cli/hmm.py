@@ -20,6 +20,7 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_outputs,
+    cli_words,
     data_argument,
     data_name,
     data_source,
@@ -287,7 +288,9 @@ def fit_hmm(
         try:
             res = fit_hmm_distributed(model, data, cols, seq, timeout, delimiter, header)
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
-            fail(str(err))
+            text = cli_words(str(err), data_name(data), "-k")  # as the fit in one process
+            hint = " (pass --missing marginalize)" if missing != "marginalize" else ""
+            fail(text + (hint if "nan" in text.lower() and hint not in text else ""))
         if res.rank != 0:
             return
         n_rows, d = res.n_samples, res.n_features

@@ -214,9 +214,7 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
             "into shorter sequences or raise max_rows_in_memory"
         )
     if sum(lengths) < model.n_components:
-        raise DataError(
-            f"the data has {sum(lengths)} rows, fewer than n_components={model.n_components}"
-        )
+        raise DataError(f"X has {sum(lengths)} rows, fewer than n_components={model.n_components}")
     check_states = getattr(model, "_check_state_memory", None)
     if check_states is not None:  # one group of whole sequences is in memory at a time
         check_states(lengths[longest])
