@@ -401,3 +401,29 @@ def test_mvn_data_too_small_for_their_squares_are_refused_by_name():
     X = np.array([[7.33551223e-301, 1.0], [9.29817323e-302, 2.0], [1e-301, 0.5]])
     with pytest.raises(DataError, match=r"column 0 of data spans only 6.41e-301.*multiply"):
         fit_mle("mvn", X)
+
+
+def test_a_result_looked_up_by_an_unknown_name_lists_the_names_it_holds():
+    """fit["nope"] raised Python's own TypeError (not subscriptable) and a transform's
+    ["nope"] a bare ValueError from list.index; both now raise UnknownNameError (a KeyError)
+    listing their names, as the MCMC results do, and a known name gives its estimate."""
+    from latentfit.errors import UnknownNameError
+
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=50)
+    fit = fit_mle("normal", x)
+    assert float(fit["loc"]) == pytest.approx(x.mean(), rel=1e-8)  # the closed-form MLE
+    assert float(fit["scale"]) == pytest.approx(x.std(), rel=1e-6)
+    for key in ("nope", 0):
+        with pytest.raises(
+            UnknownNameError, match=r"no parameter .*its parameters are 'loc', 'scale'"
+        ):
+            fit[key]
+    with pytest.raises(KeyError):
+        fit["nope"]
+    cv = fit.transform(lambda loc, scale: scale / loc, "cv")
+    assert cv["cv"] == pytest.approx(x.std() / x.mean(), rel=1e-6)
+    with pytest.raises(UnknownNameError, match=r"no quantity 'nope'; its quantities are 'cv'"):
+        cv["nope"]
+    binomial = fit_mle("binomial", np.array([3, 4, 5]), fixed={"total_count": 10})
+    with pytest.raises(UnknownNameError, match=r"'total_count' is fixed at 10"):
+        binomial["total_count"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.functional import jacobian
 
-from latentfit.errors import ParameterError
+from latentfit.errors import ParameterError, UnknownNameError
 from latentfit.estimate.families import Family
 from latentfit.estimate.inference import (
     InformationInverse,
@@ -55,7 +55,25 @@ class TransformedEstimate:
         return format_summary(self.title, [], self.names, self.estimates, self.std_errors, level)
 
     def __getitem__(self, name: str) -> float:
+        """The estimate of the quantity ``name`` (one of ``names``)."""
+        _check_name(self, name, self.names, "quantity", "quantities")
         return float(self.estimates[self.names.index(name)])
+
+
+def _check_name(result, name, names, what: str = "parameter", whats: str = "parameters") -> None:
+    """Refuse ``result[name]`` for a ``name`` not among ``names``, listing them (as the MCMC
+    results do: ``latentfit.mcmc.result.check_name``) rather than a bare ``KeyError``."""
+    if not (isinstance(name, str) and name in names):
+        fixed = getattr(result, "fixed", None) or {}
+        held = (
+            f"; {name!r} is fixed at {fixed[name]!r} (result.fixed)"
+            if isinstance(name, str) and name in fixed
+            else ""
+        )
+        raise UnknownNameError(
+            f"{type(result).__name__} has no {what} {name!r}; its {whats} are "
+            f"{', '.join(map(repr, names))} (result[NAME] for one of them){held}"
+        )
 
 
 @dataclass
@@ -193,6 +211,12 @@ class FitResult:
             )
             raise ParameterError(f"cov_type={cov_type!r} is not available: {why}")
         return self.inverses[cov_type]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The estimate of the parameter ``name`` (``params[name]``), as the sampling results
+        give their draws by name."""
+        _check_name(self, name, tuple(self.params))
+        return self.params[name]
 
     def transform(
         self,
