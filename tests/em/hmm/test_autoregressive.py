@@ -383,3 +383,23 @@ def test_data_far_from_the_origin_keep_every_noise_covariance_positive_definite(
         m = AutoregressiveHMM(n_components=20, n_iter=5, random_state=0).fit(X)
     assert np.isfinite(m.score(X))
     assert (np.linalg.eigvalsh(m.covars_) > 0).all()
+
+
+@pytest.mark.parametrize("how", ["fit", "partial_fit"])
+def test_too_few_scored_rows_are_refused_before_the_centre_and_design_are_made(monkeypatch, how):
+    """The refusal of fewer scored rows than states came only after the fit's centre (the
+    start's shift) and the whole lagged design were computed; it is now made from the
+    lengths, before either. Sequences of 4 and 3 rows at order 2 score 2 + 1 rows."""
+    from latentfit.em.hmm import autoregressive
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the data were read before the refusal")
+
+    monkeypatch.setattr(autoregressive, "weighted_mean", no_work)
+    monkeypatch.setattr(autoregressive, "lagged_design", no_work)
+    X = np.random.default_rng(0).normal(size=(7, 2))
+    m = AutoregressiveHMM(4, order=2)
+    with pytest.raises(
+        DataError, match="has 3 rows after the first 2 of each sequence, fewer than n_components=4"
+    ):
+        getattr(m, how)(X, [4, 3])

@@ -284,6 +284,19 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
             )
         return lengths
 
+    def _check_scored_rows(self, lengths: list[int], name: str) -> None:
+        """DataError when the rows after the first ``order`` of each sequence (those the
+        emissions score: the design rows of :func:`lagged_design` marked scored) are fewer
+        than the states; a last sequence of ``order`` rows or fewer (a ``partial_fit`` call
+        may end in one) scores none."""
+        p = int(self.order)
+        scored = sum(max(m - p, 0) for m in lengths)
+        if scored < self.n_components:
+            raise DataError(
+                f"{name} has {scored} rows after the first {p} of each sequence, fewer "
+                f"than n_components={self.n_components}"
+            )
+
     def _design(self, X: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """The design rows (t, (p + 1) d + 1) of X (see :func:`lagged_design`)."""
         return lagged_design(X, lengths, int(self.order))
@@ -327,15 +340,11 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = self._lengths(lengths, X.shape[0])
+        # refused from the lengths alone, before the centre and the design rows are made
+        self._check_scored_rows(lengths, "X")
+        labels = check_labels(y, X.shape[0], self.n_components, X.device)
         shift = weighted_mean(X)  # (d,) the fit's centre (see the module docstring)
         D = self._design(X - shift, lengths)
-        scored = X.shape[0] - self.order * len(lengths)
-        if scored < self.n_components:
-            raise DataError(
-                f"X has {scored} rows after the first {self.order} of each sequence, fewer "
-                f"than n_components={self.n_components}"
-            )
-        labels = check_labels(y, X.shape[0], self.n_components, X.device)
         batches = with_states(batch_sequences(D, lengths, batch_steps), labels)
         return EMFit(_ARHooks(self, D, feature_bytes, labels, shift), batches, X=X)
 
@@ -348,14 +357,9 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
             params = self._given_params()
             params["shift"] = params["weights"].new_zeros(params["covars"].shape[-1])
         except NotFittedError:
+            self._check_scored_rows(lengths, "the first X of partial_fit")
             shift = weighted_mean(X)  # (d,)
             D = self._design(X - shift, lengths)
-            if int((D[:, -1] > 0).sum()) < self.n_components:
-                raise DataError(
-                    f"the first X of partial_fit has {int((D[:, -1] > 0).sum())} rows after the "
-                    f"first {self.order} of each sequence, fewer than "
-                    f"n_components={self.n_components}"
-                ) from None
             self._fit_shift = shift  # read by _init_emissions
             try:
                 params = self._initial_params(D, make_generator(self.random_state, X.device))
