@@ -262,3 +262,40 @@ def test_a_value_off_the_grid_is_named_by_the_files_row(tmp_path, monkeypatch, c
     text = " ".join(res.output.split())
     assert f"row {row}, column 1" in text and "data.csv" in text, text
     assert f"{X[row, 1]:g}" in text and "=True" not in text and "X_" not in text, text
+
+
+@pytest.mark.parametrize("cmd", ["flow", "diffusion", "vae"])
+def test_a_resume_with_other_options_names_the_options_and_their_values(good, tmp_path, cmd):
+    """A resume with other settings said "written by a different run: model hidden: [4] in
+    the checkpoint, [5] now; lr: 0.001 ...; seed: 818069386 ..." in the library's names (the
+    flow's seed one derived from --seed); it names the command line's options, the values
+    given then and now, and the epochs done."""
+    args = {
+        "flow": ["fit", "flow", good, "--layers", "1"],
+        "diffusion": ["fit", "diffusion", "--dataset", good, "--steps", "10"],
+        "vae": ["fit", "vae", "--dataset", good, "--latent", "1", "--likelihood", "gaussian"],
+    }[cmd]
+    ckpt = tmp_path / "ckpt"
+    args = [*args, "--checkpoint-dir", ckpt, "--quiet"]
+    res = runner.invoke(
+        app, [str(a) for a in [*args, "--hidden", "4", "--epochs", "2", "--out", tmp_path / "a.st"]]
+    )
+    assert res.exit_code == 0, res.output
+    again = [*args, "--hidden", "5", "--lr", "0.01", "--seed", "3", "--epochs", "1"]
+    res = runner.invoke(app, [str(a) for a in [*again, "--out", tmp_path / "b.st"]])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    for said in (
+        "--hidden 4 in the checkpoint, --hidden 5 now",
+        "--lr 0.001 in the checkpoint, --lr 0.01 now",
+        "--seed 0 in the checkpoint, --seed 3 now",
+        "--epochs 1: the checkpoint has done 2 epochs",
+        "another --checkpoint-dir",
+    ):
+        assert said in text, text
+    assert "different run" not in text and "lr:" not in text and "model " not in text, text
+    # the same options (more epochs) resume the run
+    res = runner.invoke(
+        app, [str(a) for a in [*args, "--hidden", "4", "--epochs", "3", "--out", tmp_path / "c.st"]]
+    )
+    assert res.exit_code == 0, res.output

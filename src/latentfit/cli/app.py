@@ -495,3 +495,93 @@ def stream_path(path: Path | None, stream_above: float) -> bool:
     if path.suffix.lower() not in (".npy", ".parquet", ".pq"):
         return False
     return path.stat().st_size >= stream_above * 2**20
+
+
+#: The file in a ``--checkpoint-dir`` that records the options of the run that wrote it, so
+#: that a resume with other settings is refused in the command line's words.
+RUN_OPTIONS_FILE = "options.json"
+#: Options a resumed training run may change: how the data are read (the trainer checks the
+#: rows themselves), where and how it reports, and more epochs (the trainer's free settings).
+_FREE_OPTIONS = frozenset(
+    {"data", "dataset", "idx", "delimiter", "header", "old_k", "epochs", "checkpoint_dir",
+     "metrics_csv", "eval_samples", "out", "plot", "force", "device", "quiet", "as_json"}
+)  # fmt: skip
+
+
+def _run_options(ctx: typer.Context) -> dict:
+    """The options of the command being run (``ctx``) that define its training run (every
+    parameter but :data:`_FREE_OPTIONS`), by parameter name, as JSON values."""
+    import json
+
+    run = {k: v for k, v in ctx.params.items() if k not in _FREE_OPTIONS}
+    return json.loads(json.dumps(run, default=str))
+
+
+def record_run_options(ctx: typer.Context, checkpoint_dir: Path | None) -> None:
+    """Write the run's options into a fresh ``--checkpoint-dir`` (one without ``last.pt``),
+    for :func:`resume_words` to compare a later run against; only the first process of a
+    ``torchrun`` writes."""
+    import json
+    import os
+
+    if checkpoint_dir is None or (checkpoint_dir / "last.pt").exists():
+        return
+    if os.environ.get("RANK", "0") != "0":
+        return
+    checkpoint_dir.mkdir(exist_ok=True)
+    (checkpoint_dir / RUN_OPTIONS_FILE).write_text(json.dumps(_run_options(ctx), indent=1) + "\n")
+
+
+def _shown_option(param, value) -> str:
+    """``--lr 0.001``; a switch as the flag that gives its value (``--no-binarize``)."""
+    if isinstance(value, bool) and param.secondary_opts:
+        return param.opts[0] if value else param.secondary_opts[0]
+    shown = ",".join(map(str, value)) if isinstance(value, list) else value
+    return f"{param.opts[0]} {'(not given)' if value is None else shown}"
+
+
+def resume_words(
+    ctx: typer.Context, text: str, checkpoint_dir: Path | None, data: str
+) -> str | None:
+    """The trainer's refusal to resume a checkpoint written by a different run (``text``) in
+    the command line's words: the options that differ from those the checkpoint's run
+    recorded (:func:`record_run_options`), with their values then and now, and what the
+    trainer says of ``--epochs`` and of the rows of DATA (``data``). None when ``text`` is
+    not that refusal, or says nothing of these (a checkpoint written from Python, which
+    recorded no options): the trainer's own words are then the message."""
+    import json
+    import re
+
+    found = re.match(r"checkpoint (.*) was written by a different run: (.*?)\. Resume with", text)
+    if checkpoint_dir is None or found is None:
+        return None
+    try:
+        then = json.loads((checkpoint_dir / RUN_OPTIONS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    now = _run_options(ctx)
+    params = {p.name: p for p in ctx.command.params}
+    changed = [
+        f"{_shown_option(params[k], then.get(k))} in the checkpoint, "
+        f"{_shown_option(params[k], now.get(k))} now"
+        for k in now
+        if k in params and k in then and then[k] != now[k]
+    ]
+    # what no option says: the epochs done, and rows other than the checkpoint's
+    epochs = re.search(r"has done (\d+) epochs, this run asks for (\d+)", found.group(2))
+    if epochs:
+        changed.append(
+            f"--epochs {epochs.group(2)}: the checkpoint has done {epochs.group(1)} epochs"
+        )
+    if re.search(r"(training|validation) data: not the rows", found.group(2)):
+        changed.append(
+            f"{data}: not the rows the checkpoint was trained on (DATA and --seed choose them)"
+        )
+    if not changed:
+        return None
+    return (
+        f"checkpoint {found.group(1)} was written by a run with other options: "
+        + "; ".join(changed)
+        + ". Resume with the checkpoint's options (a larger --epochs continues its run), or "
+        "start afresh in another --checkpoint-dir (or delete that checkpoint)"
+    )

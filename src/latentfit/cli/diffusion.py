@@ -17,6 +17,8 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     header_option,
+    record_run_options,
+    resume_words,
     seed_option,
     split_words,
 )
@@ -26,6 +28,7 @@ from latentfit.cli.output import json_option
 
 @fit_app.command("diffusion")
 def fit_diffusion(
+    ctx: typer.Context,
     dataset: str = typer.Option("mnist", help="mnist, digits, faithful, geyser or a data file."),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
@@ -105,6 +108,7 @@ def fit_diffusion(
         )
     split = load_split(dataset, seed, delimiter, model="a DDPM", header=header)
     disc = split.image_shape is not None if discrete is None else discrete
+    record_run_options(ctx, checkpoint_dir)
     try:
         model = DDPM(
             steps,
@@ -130,7 +134,8 @@ def fit_diffusion(
             verbose=not quiet,
         ).fit(split.train, X_val=split.val)
     except ValueError as err:
-        fail(split_words(str(err), split.split, "train", dataset))
+        words = resume_words(ctx, str(err), checkpoint_dir, dataset)
+        fail(words or split_words(str(err), split.split, "train", dataset))
     try:  # the validation rows chose the epoch: the bound is reported on the test rows
         terms = model.bound_terms(split.test, eval_t or None, random_state=seed)
     except ValueError as err:

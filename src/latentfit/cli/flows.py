@@ -22,6 +22,8 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     header_option,
+    record_run_options,
+    resume_words,
     seed_option,
     split_words,
 )
@@ -110,6 +112,7 @@ def report_history(history) -> None:
 
 @fit_app.command("flow")
 def fit_flow(
+    ctx: typer.Context,
     data: str | None = typer.Argument(
         None, help="mnist, digits or a data file (CSV, .npy, .npz, Parquet).", show_default=False
     ),
@@ -154,6 +157,7 @@ def fit_flow(
     split = load_split(data, seed, delimiter, header=header)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, levels, deq, "--dequantize")
+    record_run_options(ctx, checkpoint_dir)
     try:
         classes = {"maf": MAF, "realnvp": RealNVP, "spline": NeuralSplineFlow}
         cls = classes.get(flow)
@@ -177,7 +181,8 @@ def fit_flow(
             .fit(split.train, X_val=split.val)
         )
     except ValueError as err:
-        fail(split_words(str(err), split.split, "train", data))
+        words = resume_words(ctx, str(err), checkpoint_dir, data)
+        fail(words or split_words(str(err), split.split, "train", data))
     try:
         bpd = model.bits_per_dim(split.test)  # the validation rows chose the epoch
     except ValueError as err:

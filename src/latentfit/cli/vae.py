@@ -19,6 +19,8 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     header_option,
+    record_run_options,
+    resume_words,
     seed_option,
     split_words,
 )
@@ -161,6 +163,7 @@ def _rows(dataset: str, delimiter: str | None = None, header: bool | None = None
 
 @fit_app.command("vae")
 def fit_vae(
+    ctx: typer.Context,
     dataset: str = typer.Option(
         "mnist", help="mnist, digits, mnist-idx (with --idx) or a data file."
     ),
@@ -298,6 +301,7 @@ def fit_vae(
         )
 
     _check_network_memory(build, hidden, latent, device)
+    record_run_options(ctx, checkpoint_dir)
     try:
         model = build()
         init_decoder_bias(model, data.train)
@@ -327,7 +331,8 @@ def fit_vae(
         )
         res = train(model, obj, data.train, data.val, cfg)
     except (ValueError, TypeError) as err:
-        fail(split_words(str(err), data.split, "train", dataset))
+        words = resume_words(ctx, str(err), checkpoint_dir, dataset)
+        fail(words or split_words(str(err), data.split, "train", dataset))
     except (MemoryError, RuntimeError) as err:
         text = str(err)
         if not isinstance(err, MemoryError) and "alloc" not in text and "out of memory" not in text:
