@@ -13,6 +13,7 @@ from torch.distributions import Beta, Gamma, Laplace, Normal
 
 from latentfit.errors import ParameterError
 from latentfit.estimate import (
+    NormalKnownVariance,
     fit_map,
     fit_map_regression,
     lasso_prior_scale,
@@ -231,7 +232,7 @@ def test_map_regression_converges_whatever_the_scale_of_y(regression, kind, y_sc
     assert float(fit.params["b"]) == pytest.approx(b, rel=1e-8, abs=1e-10 * y_scale)
 
 
-@pytest.mark.parametrize("scale", [1e5, 1e30])
+@pytest.mark.parametrize("scale", [1e5, 1e30, 1e150, 1e-150])
 def test_mvn_map_with_a_column_in_large_units(scale):
     """A N(0, 10) prior on the mean of an MVN whose second column is in units of 1e5: the
     line search stepped to a covariance whose Cholesky factor failed and the fit raised a
@@ -256,10 +257,34 @@ def test_mvn_map_with_a_column_in_large_units(scale):
 
 
 def test_a_fit_that_stalls_on_data_of_extreme_magnitude_says_to_standardise():
-    """The same MAP in units of 1e150 (curvatures of 1e-300) does not converge; the warning
-    says what the DataError of the Cholesky failure said: standardise the data."""
+    """A StudentT MAP in units of 1e150 (curvatures of 1e-300; the family has no standardised
+    coordinates to be fitted in) does not converge; the warning says what the DataError of
+    the Cholesky failure said: standardise the data."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 2)) * np.array([1.0, 1e150])
+    x = rng.standard_t(5, size=200) * 1e150
     with pytest.warns(RuntimeWarning, match=r"did not converge.*e\+150\).*standardise the data"):
-        fit = fit_map("mvn", x, {"loc": Normal(_t(0.0), _t(10.0))})
+        fit = fit_map("studentt", x, {"loc": Normal(_t(0.0), _t(10.0))})
     assert not fit.converged
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e150, 1e-150])
+def test_normal_map_whatever_the_units(scale):
+    """A Normal prior on the mean of Normal data in units of 1e150: the fit stopped where it
+    started with "did not converge" (1e-150: likewise). In the data's units autograd's
+    Hessian of the log-scale coordinate holds scale⁻⁴ and came out 0 (NaN at 1e-150), so
+    L-BFGS and the convergence test saw no curvature there; the fit now runs on the data in
+    units of their spread (Family.standardize). The mode is the fixed point of its two
+    conditions: loc the conjugate posterior mean of NormalKnownVariance at the fitted scale,
+    scale² = mean((x - loc)²)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, size=50) * scale
+    prior = Normal(_t(0.5 * scale), _t(1.0 * scale))  # as strong as 1 observation of sd 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_map("normal", x, {"loc": prior})
+    assert fit.converged
+    loc, sd = fit.params["loc"], fit.params["scale"]
+    post = NormalKnownVariance(prior.loc, prior.scale, sd).update(x)
+    assert float(loc) == pytest.approx(float(post.loc), rel=1e-8)
+    assert float(sd) == pytest.approx(float(((x - float(loc)) ** 2).mean() ** 0.5), rel=1e-8)
+    assert abs(float(loc) - x.mean()) > 1e-3 * scale  # the prior moved it off the mean

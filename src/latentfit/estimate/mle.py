@@ -287,9 +287,32 @@ def fit_family(
             )
         try:
             if solver is None:
+                # in the units of the data's spread at the start (Family.standardize): in the
+                # data's own units the curvature of a Normal scale in units of 1e150 holds
+                # scale⁻⁴, which autograd's Hessian took to 0 (NaN at 1e-150), so no step
+                # and no convergence test saw that coordinate's curvature
+                x_v, factor, v0 = _standardized(family, layout, u0, x)
+                shift = u0 - factor * v0
+
+                def objective_v(v):
+                    value = -family.log_prob(layout.to_natural(v), x_v, fixed).sum()
+                    if log_prior is not None:  # on the parameters in the data's own units
+                        value = value - log_prior(layout.to_natural(shift + factor * v))
+                    return value
+
+                def size_v(v):
+                    with torch.no_grad():
+                        value = family.log_prob(layout.to_natural(v), x_v, fixed).abs().mean()
+                        if log_prior is not None:
+                            value = (
+                                value + log_prior(layout.to_natural(shift + factor * v)).abs() / n
+                            )
+                    return float(value)
+
                 res = minimize(
-                    lambda u: objective(u) / n, u0, max_iter=max_iter, gtol=gtol, size=size
+                    lambda v: objective_v(v) / n, v0, max_iter=max_iter, gtol=gtol, size=size_v
                 )
+                res = res._replace(u=shift + factor * res.u)
                 solver_name = "L-BFGS + Newton"
             else:
                 res = solver(objective, u0, size)
@@ -455,6 +478,21 @@ def _inside(con, t: torch.Tensor) -> bool:
         return True
 
 
+def _standardized(family, layout, u, x):
+    """The data ``x`` in units of their spread at ``u`` (``Family.standardize``), each
+    unconstrained coordinate's factor (p,) and ``u`` there (p,): ``u = factor · v + shift``,
+    and the log-likelihood of those data at ``v`` is that of ``x`` at ``u`` less a constant.
+    ``x``, ones and ``u`` itself where the family does not say how, or the factors are not
+    finite and positive."""
+    if family.standardize is None or not bool(torch.isfinite(u).all()):
+        return x, torch.ones_like(u), u
+    params_s, x_s, factors = family.standardize(layout.to_natural(u), x)
+    f = torch.cat([factors[s.name].reshape(-1) for s in layout.slots]).to(u)  # (p,)
+    if not bool(torch.isfinite(f).all() & (f > 0).all()):
+        return x, torch.ones_like(u), u
+    return x_s, f, layout.to_unconstrained(params_s)
+
+
 def _inverses(family, layout, u, params, x, fixed, log_prior):
     """Observed, expected and sandwich covariances in unconstrained coordinates.
 
@@ -473,13 +511,8 @@ def _inverses(family, layout, u, params, x, fixed, log_prior):
         )
         nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
         return {"observed": invert_information(nan)}
-    x_v, params_v, factor, v = x, params, torch.ones_like(u), u
-    if family.standardize is not None:
-        params_s, x_s, factors = family.standardize(params, x)
-        f = torch.cat([factors[s.name].reshape(-1) for s in layout.slots]).to(u)  # (p,)
-        if bool(torch.isfinite(f).all() & (f > 0).all()):
-            x_v, params_v, factor = x_s, params_s, f
-            v = layout.to_unconstrained(params_v)  # (p,)
+    x_v, factor, v = _standardized(family, layout, u, x)
+    params_v = layout.to_natural(v)
     shift = u - factor * v
 
     def loglik_obs(v):  # (n,)
