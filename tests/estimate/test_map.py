@@ -232,6 +232,33 @@ def test_map_regression_converges_whatever_the_scale_of_y(regression, kind, y_sc
     assert float(fit.params["b"]) == pytest.approx(b, rel=1e-8, abs=1e-10 * y_scale)
 
 
+@pytest.mark.parametrize("y_scale", [1e-9, 1e-5, 1e5, 1e9])
+def test_lasso_with_slopes_and_intercept_in_different_units(regression, y_scale):
+    """X in units of 100 beside an intercept in units of 1: curvatures 1e4 apart. The
+    proximal gradient solver took one step size for every coordinate and stopped on a move
+    below 1e-13 (1 + max |u|): with y in units of 1e-9 it stopped at once, far off, and
+    reported converged=True 7.5e-3 from scikit-learn's answer; at 1e-5, 1e5 and 1e9 it ran
+    to its cap of 20,000 iterations. It now works in units of unit curvature (Jacobi
+    preconditioning, as the L-BFGS does) and stops on its gradient mapping there."""
+    X, y = regression
+    X, y = 100 * X, y_scale * y
+    n, d = X.shape
+    alpha = 0.05 * 100 * y_scale
+    prior = {"w": Laplace(_t(0.0), lasso_prior_scale(alpha, n))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_map_regression(_linear, X, y, _init(d), prior=prior)
+    assert fit.converged
+    ref = Lasso(alpha=alpha / y_scale, tol=1e-15, max_iter=1_000_000).fit(X, y / y_scale)
+    assert (ref.coef_ == 0).any()  # the kink is exercised
+    np.testing.assert_allclose(
+        fit.params["w"], y_scale * ref.coef_, rtol=1e-8, atol=1e-10 * y_scale
+    )
+    b = y_scale * ref.intercept_
+    assert float(fit.params["b"]) == pytest.approx(b, rel=1e-8, abs=1e-10 * y_scale)
+    assert fit.n_iter < 1000  # proximal steps: 20,000 (the cap) in u's own units
+
+
 @pytest.mark.parametrize("scale", [1e5, 1e30, 1e150, 1e-150])
 def test_mvn_map_with_a_column_in_large_units(scale):
     """A N(0, 10) prior on the mean of an MVN whose second column is in units of 1e5: the

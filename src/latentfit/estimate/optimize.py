@@ -51,6 +51,18 @@ def relative_gradient(g: torch.Tensor, curvature: torch.Tensor, size: float) -> 
     return out if out == out else float("inf")  # NaN (a non-finite Hessian): not judged stationary
 
 
+def _unit_curvature(curvature: torch.Tensor, size: float) -> torch.Tensor:
+    """Each coordinate's length in units of unit curvature of the objective over its size
+    ``F``: ``1 / sqrt(|H_jj| / F)`` (p,), 1 where there is no curvature or it (or ``F``) is
+    not finite. A step of ``unit_j`` along ``u_j`` changes the objective by about ``F / 2``,
+    so distances divided by it mean the same whatever the units of ``u_j`` and of the data."""
+    size = abs(size) if 0 < abs(size) < float("inf") else 1.0
+    curv = curvature.abs() / size  # (p,)
+    curved = torch.isfinite(curv) & (curv > 0)
+    tiny = torch.finfo(curvature.dtype).tiny
+    return torch.where(curved, curv.clamp_min(tiny).rsqrt(), torch.ones_like(curv))
+
+
 def _stationary(rel: float, g: torch.Tensor, gtol: float) -> bool:
     # or a gradient at rounding level outright: an objective whose minimum is 0 (an exact fit
     # of a log-density with no constant term) has no size to be relative to
@@ -207,10 +219,13 @@ def minimize(
         cval, cg = _value_and_grad(f, cand)
         if not torch.isfinite(cval) or cval > val + 1e-12 * abs(float(val)):
             break
+        # a step at rounding level, in units of unit curvature (in u's own units a step of
+        # 1e-13 is no step for u ~ 1, and the whole answer for u ~ 1e-20)
+        unit = _unit_curvature(h.diagonal(), size(u))  # (p,)
         u, val, g = cand, cval, cg
         h = rel = None  # judged again at the new point
         n_iter += 1
-        if float(step.abs().max()) < 1e-13 * (1 + float(u.abs().max())):
+        if float((step / unit).abs().max()) < 1e-13 * (1 + float((u / unit).abs().max())):
             break
     if rel is None:
         rel = relative_gradient(g, hessian(f, u).diagonal(), size(u))
@@ -249,31 +264,49 @@ def minimize_l1(
         return fu + (weight * (u - center).abs()).sum()
 
     u = u0.detach().clone()
-    y, t, lip = u.clone(), 1.0, 1.0
+    if not u.numel():
+        return OptimizeResult(u, float(f(u).detach()), 0.0, 0, True, 0.0)
+    # FISTA on f / F in units of unit curvature at the start (Jacobi preconditioning, as
+    # minimize's L-BFGS): with u = unit · v the penalty is Σⱼ weightⱼ unitⱼ |vⱼ − centerⱼ/unitⱼ|.
+    # In u's own units one step size served every coordinate, so a slope in units of 1e3
+    # beside an intercept in units of 1 (curvatures 1e6 apart) took 1e6 iterations, and the
+    # stop (a move below 1e-13 (1 + max |u|)) meant another thing for each scale of u.
+    norm = size(u) if size is not None else abs(float(total(u, f(u).detach())))
+    norm = norm if 0 < norm < float("inf") else 1.0
+    h0 = hessian(f, u).diagonal()  # (p,)
+    unit = _unit_curvature(h0, norm) if bool(torch.isfinite(h0).all()) else torch.ones_like(u)
+    w_v, c_v = weight * unit / norm, center / unit  # (p,), (p,)
+
+    def f_v(v):
+        return f(v * unit) / norm
+
+    v = u / unit
+    y, t, lip = v.clone(), 1.0, 1.0
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007  (n_iter is reported)
-        fy, gy = _value_and_grad(f, y)
+        fy, gy = _value_and_grad(f_v, y)
         while True:
-            z = _soft_threshold(y - gy / lip, weight / lip, center)
-            fz = f(z).detach()
+            z = _soft_threshold(y - gy / lip, w_v / lip, c_v)
+            fz = f_v(z).detach()
             d = z - y
             if fz <= fy + gy @ d + 0.5 * lip * (d @ d) + 1e-14 * abs(float(fy)):
                 break
             lip *= 2.0
-        if float((y - z) @ (z - u)) > 0:  # momentum points uphill: restart
+        if float((y - z) @ (z - v)) > 0:  # momentum points uphill: restart
             t = 1.0
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
-        moved = float((z - u).abs().max())
-        y = z + ((t - 1) / t_next) * (z - u)
-        u, t = z, t_next
+        moved = float((z - v).abs().max())
+        y = z + ((t - 1) / t_next) * (z - v)
+        v, t = z, t_next
         lip *= 0.95  # let the step grow back after a backtrack
-        if moved < 1e-13 * (1 + float(u.abs().max())):
+        # the gradient mapping lip (y - z) is the prox-gradient step's subgradient: below
+        # gtol / 1000 in these units the relative gradient is too (or the moves are at
+        # rounding level)
+        if moved * lip < 1e-3 * gtol or moved < 1e-13 * (1 + float(v.abs().max())):
             break
-    u = _active_set_newton(f, u, weight, center)
+    u = _active_set_newton(f, v * unit, weight, center, unit, norm)
     fu, gu = _value_and_grad(f, u)
     value = float(total(u, fu))
-    if not u.numel():
-        return OptimizeResult(u, value, 0.0, n_iter, True, 0.0)
     # the subgradient of least norm: ∂f/∂uⱼ + weightⱼ sign(uⱼ − centerⱼ) off the kink, and at it
     # what |∂f/∂uⱼ| exceeds weightⱼ by (0 where the kink absorbs it)
     diff = u - center
@@ -286,7 +319,11 @@ def minimize_l1(
     )
 
 
-def _active_set_newton(f, u, weight, center, steps: int = 10):
+def _active_set_newton(f, u, weight, center, unit, norm, steps: int = 10):
+    """Newton steps on the active set of ``u`` with the signs held fixed; ``unit`` (p,) each
+    coordinate's length in units of unit curvature of ``f`` over its size ``norm``
+    (:func:`_unit_curvature`), in which the tolerances on the KKT conditions and on the step
+    are judged."""
     for _ in range(steps):
         diff = u - center
         active = (weight == 0) | (diff != 0)  # (p,)
@@ -307,13 +344,17 @@ def _active_set_newton(f, u, weight, center, steps: int = 10):
             ).all()
         )
         fc, gc = _value_and_grad(f, cand)
-        kkt = bool((gc.abs()[~active] <= weight[~active] * (1 + 1e-9) + 1e-15).all())
+        # |∂f/∂uⱼ| ≤ weightⱼ on the zero set, up to rounding: 1e-9 of the weight, and a
+        # relative gradient (|∂f/∂uⱼ| unitⱼ / norm) of 1e-13
+        slack = weight * 1e-9 + 1e-13 * norm / unit  # (p,)
+        kkt = bool((gc.abs()[~active] <= weight[~active] + slack[~active]).all())
         better = float(fc + (weight * (cand - center).abs()).sum()) <= float(
             fu + (weight * diff.abs()).sum()
         ) + 1e-13 * abs(float(fu))
         if not (keeps_signs and kkt and better):
             return u
-        done = float((cand - u).abs().max()) < 1e-14 * (1 + float(u.abs().max()))
+        step, v = (cand - u) / unit, u / unit  # in units of unit curvature
+        done = float(step.abs().max()) < 1e-14 * (1 + float(v.abs().max()))
         u = cand
         if done:
             return u
