@@ -30,6 +30,7 @@ __all__ = [
     "ResourceLimitError",
     "StrandedChainWarning",
     "UnknownNameError",
+    "VarianceFloorWarning",
     "user_stacklevel",
 ]
 
@@ -109,6 +110,13 @@ class CompileCacheWarning(RuntimeWarning):
 class DegenerateComponentWarning(RuntimeWarning):
     """A component sits on a handful of (near-)identical points with its variance at the
     regularisation floor: its likelihood is not a real fit (mclust reports such fits as NA)."""
+
+
+class VarianceFloorWarning(RuntimeWarning):
+    """An absolute variance floor (``reg_covar``, ``min_covar``) is large against the spread
+    of a column of the data (data in units of 1e-80 against a floor of 1e-6): the fitted
+    variances there are the floor's, not the data's. The message names the column, its
+    variance, the argument and its value, and what to try."""
 
 
 #: What a test of the public surface accepts as a clean failure.

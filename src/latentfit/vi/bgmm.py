@@ -28,6 +28,7 @@ from latentfit.em.edited import fitted_params, refuse_edits, snapshot, warm
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
+    check_variance_floor,
     degenerate_components,
     direct_log_prob,
     direct_moments,
@@ -253,6 +254,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         check_n_samples(n, self.n_components)
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         check_overflow(X, w)
+        check_variance_floor(X, w, self.reg_covar, "reg_covar", type(self).__name__)
         prior = self._make_prior(X, w)
         self.n_features_in_ = d
         self._prior = prior  # read when the result is stored

@@ -15,6 +15,7 @@ from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     DegenerateComponentError,
     check_overflow,
+    check_variance_floor,
     degenerate_components,
     describe_degenerate,
     describe_unresolved,
@@ -117,6 +118,8 @@ class _ContinuousHMM(BaseHMM):
                 )
             self.n_features = X.shape[1]
             check_overflow(X)
+            if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar
+                check_variance_floor(X, None, self.min_covar, "min_covar", type(self).__name__)
         elif X.shape[1] != self.n_features:
             raise DataError(
                 f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"

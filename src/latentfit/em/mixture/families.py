@@ -37,6 +37,7 @@ from latentfit.em.edited import snapshot, warm
 from latentfit.em.gaussian import (
     DegenerateComponentError,
     check_overflow,
+    check_variance_floor,
     degenerate_components,
     weighted_mean,
 )
@@ -406,6 +407,7 @@ class MixtureModel(BaseMixture):
         self._shift = None
         if _GAUSSIAN & set(self.families_):
             check_overflow(X)
+            check_variance_floor(X, None, self.reg_covar, "reg_covar", type(self).__name__)
             self._shift = weighted_mean(X)
         if self.niw_shrinkage is not None and "mvn" in self.families_:
             self._niw = NormalInverseWishartPrior.default(

@@ -24,6 +24,7 @@ from latentfit.em.edited import PUBLIC, fitted_params, is_edited, params_from_at
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     check_overflow,
+    check_variance_floor,
     covariances_from_precisions,
     degenerate_components,
     direct_log_prob,
@@ -227,6 +228,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
                 "gives no spread to estimate a covariance from; pass more rows"
             )
         check_overflow(X, w)
+        check_variance_floor(X, w, self.reg_covar, "reg_covar", type(self).__name__)
         hooks = self._hooks(cache_features=self._cache_fits(X))
         return EMFit(hooks, self._chunks(X, w, y), X=X)
 

@@ -27,7 +27,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
-from latentfit.em.gaussian import check_overflow
+from latentfit.em.gaussian import check_overflow, check_variance_floor
 from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.ssm import kalman
@@ -335,6 +335,8 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
             raise DataError("X holds values above 1e150 in magnitude; scale the data first")
         if fitting:  # the start's and the smoother's second moments, in X's dtype (float32)
             check_overflow(Y)
+            # added to the diagonal of every re-estimated Q, R and V0
+            check_variance_floor(Y, None, self.min_covar, "min_covar", type(self).__name__)
         return Y
 
     def _prepare(self, X, lengths):

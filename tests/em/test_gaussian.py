@@ -1,0 +1,99 @@
+"""em.gaussian.check_variance_floor: an absolute variance floor (reg_covar, min_covar) large
+against a column's variance is said once, by name, for every Gaussian-emission model."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from latentfit.em.gaussian import FLOOR_FRACTION
+from latentfit.em.hmm.gaussian import GaussianHMM
+from latentfit.em.hmm.gmmhmm import GMMHMM
+from latentfit.em.mixture.families import MixtureModel
+from latentfit.em.mixture.gmm import GaussianMixture
+from latentfit.em.ssm.model import LinearGaussianSSM
+from latentfit.errors import VarianceFloorWarning
+from latentfit.vi.bgmm import BayesianGaussianMixture
+
+MODELS = {  # name: (model with its default floor, the floor's argument, its default value)
+    "GaussianMixture": (lambda: GaussianMixture(2, random_state=0), "reg_covar", 1e-6),
+    "BayesianGaussianMixture": (
+        lambda: BayesianGaussianMixture(n_components=2, random_state=0),
+        "reg_covar",
+        1e-6,
+    ),
+    "MixtureModel": (lambda: MixtureModel("normal", 2, random_state=0), "reg_covar", 1e-6),
+    "GaussianHMM": (lambda: GaussianHMM(2, random_state=0), "min_covar", 1e-3),
+    "GMMHMM": (lambda: GMMHMM(2, 1, random_state=0, n_iter=5), "min_covar", 1e-3),
+    "LinearGaussianSSM": (lambda: LinearGaussianSSM(1, random_state=0), "min_covar", 1e-6),
+}
+
+
+def _data(d=2):
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.normal(0, 1, (100, d)), rng.normal(5, 0.5, (100, d))])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_floor_that_swamps_data_in_small_units_is_named(name):
+    """X * 1e-80: GaussianMixture's covariances came out 1e-6 (reg_covar's, the data's are
+    1e-160) and GaussianHMM started from min_covar's 1e-3, with nothing said. Now one
+    warning names the column, its variance, the argument and its value, and what to try."""
+    make, argument, value = MODELS[name]
+    X = _data() * 1e-80
+    X[:, 0] *= 10  # column 1 is the one of least variance
+    var = X[:, 1].var()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        make().fit(X[:, :1] if name == "MixtureModel" else X)
+    floor = [w for w in seen if issubclass(w.category, VarianceFloorWarning)]
+    assert len(floor) == 1  # once per fit, for the worst column
+    message = str(floor[0].message)
+    column = 0 if name == "MixtureModel" else 1
+    assert f"{argument}={value:g}" in message
+    assert f"column {column} of X" in message
+    assert f"({(X[:, column].var() if column == 0 else var):.3g})" in message
+    assert "Rescale X" in message and f"smaller {argument}" in message
+    if name != "MixtureModel":
+        assert "and 1 other column" in message  # column 0 is swamped too
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_ordinary_data_with_the_default_floor_say_nothing(name):
+    """Columns of standard deviation 0.5 to 2.6: no floor is large against them."""
+    make, _, _ = MODELS[name]
+    X = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VarianceFloorWarning)
+        make().fit(X[:, :1] if name == "MixtureModel" else X)
+
+
+def test_the_threshold_is_a_fraction_of_the_column_variance():
+    """Just below FLOOR_FRACTION of the variance nothing is said; just above, it is. A
+    constant column (variance 0) is what a floor is for and is left out."""
+    X = _data()
+    var = X.var(0).min()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VarianceFloorWarning)
+        GaussianMixture(2, reg_covar=0.99 * FLOOR_FRACTION * var, random_state=0).fit(X)
+        constant = np.column_stack([X, np.full(len(X), 3.0)])
+        GaussianMixture(2, covariance_type="diag", random_state=0).fit(constant)
+    with pytest.warns(VarianceFloorWarning, match=r"reg_covar=.* times the variance"):
+        GaussianMixture(2, reg_covar=1.01 * FLOOR_FRACTION * var, random_state=0).fit(X)
+
+
+def test_a_smaller_reg_covar_as_the_warning_says_fits_the_data():
+    """What the warning says to try works: with reg_covar scaled as the data (1e-6 · 1e-160)
+    the fit of X * 1e-80 is the unit-scale fit scaled, variances 1e-160 times its own (with
+    the default every variance was reg_covar = 1e-6), and nothing is said."""
+    X = _data()
+    ref = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)  # reg_covar 1e-6
+    with pytest.warns(VarianceFloorWarning, match=r"below (\d\.\d+)?e-16\d"):
+        swamped = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X * 1e-80)
+    assert np.allclose(swamped.covariances_, 1e-6)  # the floor's, not the data's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VarianceFloorWarning)
+        fit = GaussianMixture(2, covariance_type="diag", reg_covar=1e-166, random_state=0)
+        fit.fit(X * 1e-80)
+    np.testing.assert_allclose(fit.covariances_, ref.covariances_ * 1e-160, rtol=1e-8)
+    np.testing.assert_allclose(fit.means_, ref.means_ * 1e-80, rtol=1e-8)
