@@ -16,6 +16,7 @@ from latentfit.estimate import (
     NormalKnownVariance,
     fit_map,
     fit_map_regression,
+    fit_mle,
     lasso_prior_scale,
     ridge_prior_scale,
 )
@@ -284,14 +285,56 @@ def test_mvn_map_with_a_column_in_large_units(scale):
 
 
 def test_a_fit_that_stalls_on_data_of_extreme_magnitude_says_to_standardise():
-    """A StudentT MAP in units of 1e150 (curvatures of 1e-300; the family has no standardised
-    coordinates to be fitted in) does not converge; the warning says what the DataError of
-    the Cholesky failure said: standardise the data."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_t(5, size=200) * 1e150
+    """A MAP in units of 1e150 (curvatures of 1e-300) of a log-density of your own, which has
+    no standardised coordinates to be fitted in, does not converge; the warning says what the
+    DataError of the Cholesky failure said: standardise the data."""
+    from torch.distributions import constraints
+
+    from latentfit.estimate import log_density_family
+
+    def log_density(x, loc, scale):
+        return Normal(loc, scale).log_prob(x)
+
+    family = log_density_family(
+        log_density, {"loc": 0.0, "scale": 1e150}, {"scale": constraints.positive}
+    )
+    x = np.random.default_rng(0).normal(size=200) * 1e150
     with pytest.warns(RuntimeWarning, match=r"did not converge.*e\+150\).*standardise the data"):
-        fit = fit_map("studentt", x, {"loc": Normal(_t(0.0), _t(10.0))})
+        fit = fit_map(family, x, {"loc": Normal(_t(0.0), _t(10.0))})
     assert not fit.converged
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150])
+@pytest.mark.parametrize("family", ["studentt", "cauchy", "gumbel"])
+def test_location_scale_maps_in_extreme_units(family, scale):
+    """A N(0, 10) prior on the location of StudentT data in units of 1e150: "did not
+    converge" (gradient 1.41 relative), as the Normal's did. Location-scale families now run
+    on the data over their scale too (Family.standardize). At 1e-150 the prior is flat
+    against the data: the MAP is the unit-scale MLE times 1e-150. At 1e150 it pins the
+    location at 0 (to 1e-147 of a prior sd of 10): the StudentT's df and scale are then
+    scipy's with loc = 0 (to its BFGS's 1e-5)."""
+    from scipy import optimize, stats
+
+    x = np.random.default_rng(0).standard_t(5, size=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_map(family, x * scale, {"loc": Normal(_t(0.0), _t(10.0))})
+    assert fit.converged
+    if scale < 1:
+        ref = fit_mle(family, x)
+        for k, v in ref.params.items():
+            unit = 1.0 if k == "df" else scale
+            assert float(fit.params[k]) == pytest.approx(float(v) * unit, rel=1e-8)
+    else:
+        assert abs(float(fit.params["loc"])) < 1e-140
+        if family == "studentt":
+
+            def nll(v):  # (log df, log scale) at loc = 0, on the unit-scale data
+                return -stats.t.logpdf(x, np.exp(v[0]), 0.0, np.exp(v[1])).sum()
+
+            df, s = np.exp(optimize.minimize(nll, [np.log(5.0), 0.0], method="BFGS").x)
+            assert float(fit.params["df"]) == pytest.approx(df, rel=1e-5)
+            assert float(fit.params["scale"]) == pytest.approx(s * scale, rel=1e-5)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e150, 1e-150])

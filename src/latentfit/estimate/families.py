@@ -185,6 +185,19 @@ def _normal_standardize(p, x):
     return {"loc": p["loc"] / s, "scale": one}, x / s, {"loc": s, "scale": one}
 
 
+def _location_scale_standardize(p, x):
+    """Data of a location-scale family over its scale: loc / scale and a scale of 1, other
+    parameters (a StudentT's df) unchanged; log p(x | loc, scale) = log p(x / s | loc / s,
+    scale / s) − log s, so the fit there is the fit in the data's units."""
+    s = p["scale"]
+    one = torch.ones_like(s)
+    out = {k: v for k, v in p.items() if k not in ("loc", "scale")}
+    factors = {k: torch.ones_like(v) for k, v in out.items()}
+    out.update(loc=p["loc"] / s, scale=one)
+    factors.update(loc=s, scale=one)
+    return out, x / s, factors
+
+
 def _halfnormal_standardize(p, x):
     s = p["scale"]
     return {"scale": torch.ones_like(s)}, x / s, {"scale": torch.ones_like(s)}
@@ -520,6 +533,7 @@ for _fam in [
         support=_real,
         init=_studentt_init,
         mle_check=_needs_spread("StudentT", "scale", "0"),
+        standardize=_location_scale_standardize,
         aliases=("t", "student"),
     ),
     _torch_family(
@@ -528,6 +542,7 @@ for _fam in [
         support=_real,
         init=_location_scale_init,
         mle_check=_needs_spread("Cauchy", "scale", "0"),
+        standardize=_location_scale_standardize,
     ),
     _torch_family(
         D.Gumbel,
@@ -535,6 +550,7 @@ for _fam in [
         support=_real,
         init=_gumbel_init,
         mle_check=_needs_spread("Gumbel", "scale", "0"),
+        standardize=_location_scale_standardize,
     ),
     _torch_family(
         D.HalfNormal,

@@ -291,8 +291,7 @@ def fit_family(
                 # data's own units the curvature of a Normal scale in units of 1e150 holds
                 # scale⁻⁴, which autograd's Hessian took to 0 (NaN at 1e-150), so no step
                 # and no convergence test saw that coordinate's curvature
-                x_v, factor, v0 = _standardized(family, layout, u0, x)
-                shift = u0 - factor * v0
+                x_v, factor, v0, shift = _standardized(family, layout, u0, x)
 
                 def objective_v(v):
                     value = -family.log_prob(layout.to_natural(v), x_v, fixed).sum()
@@ -480,17 +479,21 @@ def _inside(con, t: torch.Tensor) -> bool:
 
 def _standardized(family, layout, u, x):
     """The data ``x`` in units of their spread at ``u`` (``Family.standardize``), each
-    unconstrained coordinate's factor (p,) and ``u`` there (p,): ``u = factor · v + shift``,
-    and the log-likelihood of those data at ``v`` is that of ``x`` at ``u`` less a constant.
-    ``x``, ones and ``u`` itself where the family does not say how, or the factors are not
-    finite and positive."""
-    if family.standardize is None or not bool(torch.isfinite(u).all()):
-        return x, torch.ones_like(u), u
-    params_s, x_s, factors = family.standardize(layout.to_natural(u), x)
-    f = torch.cat([factors[s.name].reshape(-1) for s in layout.slots]).to(u)  # (p,)
-    if not bool(torch.isfinite(f).all() & (f > 0).all()):
-        return x, torch.ones_like(u), u
-    return x_s, f, layout.to_unconstrained(params_s)
+    unconstrained coordinate's factor (p,), ``u`` there (p,) and the shift (p,):
+    ``u = factor · v + shift``, and the log-likelihood of those data at ``v`` is that of ``x``
+    at ``u`` less a constant. ``x``, ones, ``u`` itself and zeros where the family does not say
+    how, or the factors are not finite and positive."""
+    if family.standardize is not None and bool(torch.isfinite(u).all()):
+        params_s, x_s, factors = family.standardize(layout.to_natural(u), x)
+        f = torch.cat([factors[s.name].reshape(-1) for s in layout.slots]).to(u)  # (p,)
+        if bool(torch.isfinite(f).all() & (f > 0).all()):
+            v = layout.to_unconstrained(params_s)  # (p,)
+            shift = u - f * v
+            # a location is scaled, not shifted: its shift is u's rounding (1e133 for a
+            # location of 1e149), which would hold it that far from a prior's mode at 0
+            shift = torch.where(shift.abs() <= 4 * torch.finfo(u.dtype).eps * u.abs(), 0, shift)
+            return x_s, f, v, shift
+    return x, torch.ones_like(u), u, torch.zeros_like(u)
 
 
 def _inverses(family, layout, u, params, x, fixed, log_prior):
@@ -511,9 +514,8 @@ def _inverses(family, layout, u, params, x, fixed, log_prior):
         )
         nan = torch.full((u.numel(), u.numel()), float("nan"), dtype=u.dtype, device=u.device)
         return {"observed": invert_information(nan)}
-    x_v, factor, v = _standardized(family, layout, u, x)
+    x_v, factor, v, shift = _standardized(family, layout, u, x)
     params_v = layout.to_natural(v)
-    shift = u - factor * v
 
     def loglik_obs(v):  # (n,)
         return family.log_prob(layout.to_natural(v), x_v, fixed)

@@ -46,7 +46,9 @@ def relative_gradient(g: torch.Tensor, curvature: torch.Tensor, size: float) -> 
     smaller, so a point 1.5 sd off looked stationary. inf when not finite."""
     if not g.numel():
         return 0.0
-    denom = (curvature.abs() * abs(size)).sqrt().clamp_min(torch.finfo(g.dtype).tiny)
+    # the square roots apart: a curvature of 1e296 times a size of 1e262 overflows to inf,
+    # which made any gradient look stationary
+    denom = (curvature.abs().sqrt() * abs(size) ** 0.5).clamp_min(torch.finfo(g.dtype).tiny)
     out = float((g.abs() / denom).max())
     return out if out == out else float("inf")  # NaN (a non-finite Hessian): not judged stationary
 
