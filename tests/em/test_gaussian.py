@@ -97,3 +97,16 @@ def test_a_smaller_reg_covar_as_the_warning_says_fits_the_data():
         fit.fit(X * 1e-80)
     np.testing.assert_allclose(fit.covariances_, ref.covariances_ * 1e-160, rtol=1e-8)
     np.testing.assert_allclose(fit.means_, ref.means_ * 1e-80, rtol=1e-8)
+
+
+def test_an_hmm_warns_only_where_min_covar_exceeds_the_whole_variance():
+    """min_covar enters a GaussianHMM's start and the lift of a singular matrix, not every
+    M-step: X * 0.1 (column variances ~0.07; min_covar 1e-3 is 1.5% of them, where the
+    mixtures' threshold is 1%) says nothing; X * 0.005 (variances ~1.8e-4, below min_covar) is
+    named."""
+    X = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VarianceFloorWarning)
+        GaussianHMM(2, random_state=0).fit(X * 0.1)
+    with pytest.warns(VarianceFloorWarning, match=r"min_covar=0.001 .* column 1 of X"):
+        GaussianHMM(2, random_state=0).fit(X * 0.005)

@@ -118,16 +118,19 @@ def check_variance_floor(
     argument: str,
     model: str,
     name: str = "X",
+    fraction: float = FLOOR_FRACTION,
 ) -> None:
     """Warn (:class:`VarianceFloorWarning`, once) when the absolute variance ``floor`` that
     ``model``'s ``argument`` sets exceeds :data:`FLOOR_FRACTION` of the variance of a column
     of ``X`` (n, d) under weights ``w`` (n,): X * 1e-80 fitted with reg_covar=1e-6 gets
     variances of 1e-6, the floor's, with nothing said. Columns that do not vary are left out:
-    holding them off zero is what the floor is for."""
+    holding them off zero is what the floor is for. ``fraction`` replaces
+    :data:`FLOOR_FRACTION` for a floor that enters fewer variances than every M-step's (the
+    HMMs' min_covar: the start and the lift of a singular matrix)."""
     if not floor > 0 or X.dim() != 2 or not X.numel():
         return
     var = column_variances(X, w)  # (d,)
-    swamped = (var > 0) & (floor > FLOOR_FRACTION * var)  # (d,)
+    swamped = (var > 0) & (floor > fraction * var)  # (d,)
     if not bool(swamped.any()):
         return
     j = int(torch.where(swamped, var, torch.full_like(var, math.inf)).argmin())
@@ -138,7 +141,7 @@ def check_variance_floor(
         f"column {j} of {name} ({float(var[j]):.3g}){others}, so the variances fitted there "
         f"are {argument}'s, not the data's. Rescale {name} (e.g. standardise the columns, or "
         f"multiply by 1e{-math.floor(math.log10(float(var[j])) / 2)}), or pass a smaller "
-        f"{argument} (below {FLOOR_FRACTION * float(var[j]):.3g})",
+        f"{argument} (below {fraction * float(var[j]):.3g})",
         VarianceFloorWarning,
         stacklevel=user_stacklevel(),
     )

@@ -119,7 +119,12 @@ class _ContinuousHMM(BaseHMM):
             self.n_features = X.shape[1]
             check_overflow(X)
             if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar
-                check_variance_floor(X, None, self.min_covar, "min_covar", type(self).__name__)
+                # min_covar enters the start and the lift of a singular matrix, not every
+                # M-step (hmmlearn's update has covars_prior instead): a floor above the
+                # column's whole variance swamps it (X * 1e-80), one of 10% does not (a
+                # column of sd 0.1 with the default 1e-3)
+                name = type(self).__name__
+                check_variance_floor(X, None, self.min_covar, "min_covar", name, fraction=1.0)
         elif X.shape[1] != self.n_features:
             raise DataError(
                 f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"
