@@ -318,7 +318,10 @@ def test_bounded_constraints_other_than_0_and_1_are_their_own(con, lo, hi):
         constraints={"x": con},
         num_chains=4,
         num_warmup=200,
-        num_draws=400,
+        # greater_than(2.5) puts the mode on the bound: 4 x 400 draws gave a bulk ESS of
+        # 189-446 over seeds 0-5 (this seed's 189 on one CPU, above 300 on another), 4 x
+        # 1000 give 669-981, clear of _check_moments' 300
+        num_draws=1000,
         generator=3,
         progress_bar=False,
     )
