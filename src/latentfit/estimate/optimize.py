@@ -65,6 +65,17 @@ def _unit_curvature(curvature: torch.Tensor, size: float) -> torch.Tensor:
     return torch.where(curved, curv.clamp_min(tiny).rsqrt(), torch.ones_like(curv))
 
 
+def _attainable(gtol: float, dtype: torch.dtype) -> float:
+    """``gtol``, or the smallest relative gradient the dtype resolves where that is larger: a
+    value ``r`` bounds the objective's possible descent by ``r² F / 2``, and the objective
+    itself is known to ~eps F, so below r = sqrt(2 eps) the gradient is rounding (4.9e-4 in
+    float32: a float32 Normal fit stopped at 7e-8 and warned "did not converge"; float64's
+    2.1e-8 is at the default gtol, which it keeps)."""
+    if dtype == torch.float64:
+        return gtol
+    return max(gtol, (2 * torch.finfo(dtype).eps) ** 0.5)
+
+
 def _stationary(rel: float, g: torch.Tensor, gtol: float) -> bool:
     # or a gradient at rounding level outright: an objective whose minimum is 0 (an exact fit
     # of a log-density with no constant term) has no size to be relative to
@@ -166,6 +177,7 @@ def minimize(
     size = size if size is not None else (lambda v: abs(float(f(v).detach())))
 
     u = u0.detach().clone()
+    gtol = _attainable(gtol, u.dtype)
     if not u.numel():
         return OptimizeResult(u, float(f(u).detach()), 0.0, 0, True, 0.0)
     n_iter = 0
@@ -266,6 +278,7 @@ def minimize_l1(
         return fu + (weight * (u - center).abs()).sum()
 
     u = u0.detach().clone()
+    gtol = _attainable(gtol, u.dtype)
     if not u.numel():
         return OptimizeResult(u, float(f(u).detach()), 0.0, 0, True, 0.0)
     # FISTA on f / F in units of unit curvature at the start (Jacobi preconditioning, as
