@@ -121,6 +121,33 @@ def test_categorical_baum_welch_equals_hmmlearn():
     assert lp == pytest.approx(ref_lp, rel=1e-10)
 
 
+def test_categorical_scoring_leaves_n_features_and_a_refit_takes_new_symbols():
+    """Scoring read the symbol count into the constructor's n_features, so a refit on data
+    with more symbols was refused (DataError: the model emits symbols 0..3)."""
+    rng = np.random.default_rng(5)
+    X4 = rng.integers(0, 4, (120, 1))
+    X6 = np.concatenate([rng.integers(0, 3, 100), rng.integers(2, 6, 100)])[:, None]
+    model = quiet_fit(CategoricalHMM(2, n_iter=3, random_state=0), X4)
+    params = model.get_params()
+    model.score(X4)
+    model.predict(X4)
+    assert model.get_params() == params and clone(model).n_features is None
+    # the hmmlearn habit: a start set by hand, then fit with init_params=""
+    start = dict(
+        startprob_=rng.dirichlet(np.ones(2)),
+        transmat_=rng.dirichlet(np.ones(2), 2),
+        emissionprob_=rng.dirichlet(np.ones(6), 2),
+    )
+    model.set_params(init_params="", n_iter=5, tol=-np.inf)
+    ours = quiet_fit(set_params(model, start), X6)
+    ref = quiet_fit(
+        set_params(hl.CategoricalHMM(2, init_params="", n_iter=5, tol=-np.inf), start), X6
+    )
+    assert ours.n_features_ == 6 and ours.n_features is None
+    np.testing.assert_allclose(ours.lower_bounds_, list(ref.monitor_.history), rtol=1e-8)
+    np.testing.assert_allclose(ours.emissionprob_, ref.emissionprob_, rtol=1e-7, atol=1e-12)
+
+
 def test_poisson_baum_welch_equals_hmmlearn_without_prior():
     rng = np.random.default_rng(4)
     X = np.concatenate([rng.poisson([1, 6], (150, 2)), rng.poisson([7, 2], (150, 2))])

@@ -574,7 +574,8 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         """Draw ``n_samples`` steps of one sequence: (X (n, ...), states (n,))."""
         check_is_fitted(self, "startprob_")
         params = self._given_params()
-        n_samples = check_sample_count(n_samples, getattr(self, "n_features", 1))
+        # a CategoricalHMM draws one symbol a step; its n_features (symbols) may be None
+        n_samples = check_sample_count(n_samples, getattr(self, "n_features", None) or 1)
         check_state_index(currstate, self.n_components)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")

@@ -172,6 +172,12 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
             return int(np.asarray(self.emissionprob_).shape[1])
         return None
 
+    def _infer_n_features(self) -> None:
+        # Parameters set by hand give the symbol count through emissionprob_ (_n_symbols):
+        # writing it into n_features would change the constructor's argument, and a later
+        # fit on more symbols would be refused.
+        pass
+
     def _given_n_symbols(self) -> int:
         """The constructor's ``n_features``, checked."""
         K = self.n_features

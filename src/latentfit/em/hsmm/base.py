@@ -502,7 +502,8 @@ class HSMMMixin:
         emissions); the last segment is cut at ``n_samples``: (X (n, ...), states (n,))."""
         check_is_fitted(self, "startprob_")
         params = self._given_params()
-        n_samples = check_sample_count(n_samples, getattr(self, "n_features", 1))
+        # a CategoricalHSMM draws one symbol a step; its n_features (symbols) may be None
+        n_samples = check_sample_count(n_samples, getattr(self, "n_features", None) or 1)
         k = self.n_components
         check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state
