@@ -161,6 +161,12 @@ def test_poisson_baum_welch_equals_hmmlearn_without_prior():
     ours = quiet_fit(set_params(PoissonHMM(2, **kw), start), X)
     np.testing.assert_allclose(ours.lower_bounds_, list(ref.monitor_.history), rtol=1e-8)
     np.testing.assert_allclose(ours.lambdas_, ref.lambdas_, rtol=1e-7)
+    # draws are counts, as hmmlearn's: integers that np.bincount and CategoricalHMM take
+    draws, states = ours.sample(4000, random_state=0)
+    assert draws.dtype.kind == ref.sample(5, random_state=0)[0].dtype.kind == "i"
+    for s in range(2):  # per-state means within ~5 standard errors (sqrt(λ/n) <= 0.05)
+        np.testing.assert_allclose(draws[states == s].mean(0), ours.lambdas_[s], atol=0.25)
+    assert np.bincount(draws[:, 0]).sum() == 4000
 
 
 @pytest.mark.parametrize("ct", ["diag", "spherical", "full", "tied"])

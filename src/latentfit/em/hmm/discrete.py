@@ -521,4 +521,5 @@ class PoissonHMM(ZeroCountEmissions, OnlineHMMMixin, BaseHMM):
 
     def _sample_emissions(self, params, states, gen):
         rates = params["lambdas"].double().cpu()[states]
-        return torch.poisson(rates, generator=gen)
+        # counts, as hmmlearn's and the multinomial's draws (torch.poisson returns floats)
+        return torch.poisson(rates, generator=gen).to(torch.int64)
