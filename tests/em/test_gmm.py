@@ -170,6 +170,31 @@ def test_same_random_state_gives_the_same_fit_and_warm_start_continues():
     assert c.lower_bounds_[0] >= first[-1] - 1e-12  # continues where it stopped
 
 
+@pytest.mark.parametrize("ct", ["full", "diag"])
+def test_a_warm_start_driven_one_iteration_at_a_time_converges_as_sklearn(ct):
+    """scikit-learn measures a warm start's first change from the previous fit's
+    lower_bound_: fit(max_iter=1) in a loop stops once converged_. The change used to be
+    measured from -inf, so converged_ stayed False and every call warned."""
+    X = blobs(300, seed=6)
+    init = start_from(X, ct)
+    kw = dict(covariance_type=ct, max_iter=1, warm_start=True, tol=1e-4, **init)
+    ref, ours = SKGaussianMixture(3, **kw), GaussianMixture(3, **kw)
+    seen = {"ref": [], "ours": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(200):
+            for name, m in (("ref", ref), ("ours", ours)):
+                m.fit(X)
+                seen[name].append((m.converged_, m.n_iter_, m.lower_bound_))
+            if ref.converged_:
+                break
+    assert ref.converged_ and ours.converged_ and len(seen["ref"]) > 3
+    assert [s[:2] for s in seen["ours"]] == [s[:2] for s in seen["ref"]]
+    ref_bounds, our_bounds = ([s[2] for s in seen[n]] for n in ("ref", "ours"))
+    np.testing.assert_allclose(our_bounds, ref_bounds, rtol=1e-8)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-8, atol=1e-8)
+
+
 def test_bad_input_gets_clear_errors():
     X = blobs(30)
     bad = X.copy()

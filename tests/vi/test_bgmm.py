@@ -88,6 +88,30 @@ def test_lower_bound_equals_sklearn_every_iteration(faithful, cov, weight_type):
     assert ours.n_iter_ == ref.n_iter_ and ours.converged_ == ref.converged_
 
 
+def test_a_warm_start_driven_one_iteration_at_a_time_converges_as_sklearn(faithful):
+    """fit(max_iter=1) with warm_start in a loop, scikit-learn's way of watching a fit: the
+    first change of every call is measured from the previous call's lower_bound_, so the loop
+    ends with converged_ on the call scikit-learn's does (it never converged before)."""
+    X, k = faithful, 3
+    Sk, Lf = _pair(_start(X, k, seed=2))
+    kw = dict(n_components=k, max_iter=1, warm_start=True, tol=1e-3)
+    ref, ours = Sk(**kw), Lf(**kw)
+    seen = {"ref": [], "ours": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(300):
+            for name, m in (("ref", ref), ("ours", ours)):
+                m.fit(X)
+                seen[name].append((m.converged_, float(m.lower_bound_)))
+            if ref.converged_:
+                break
+    assert ref.converged_ and ours.converged_ and len(seen["ref"]) > 5
+    assert [s[0] for s in seen["ours"]] == [s[0] for s in seen["ref"]]
+    np.testing.assert_allclose(
+        [s[1] for s in seen["ours"]], [s[1] for s in seen["ref"]], rtol=1e-10
+    )
+
+
 def test_convergence_and_priors_match_sklearn(faithful):
     """Explicit priors and the stopping rule |Δ| < tol give the same run length."""
     X = faithful

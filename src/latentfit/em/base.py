@@ -245,6 +245,9 @@ class EMEstimator:
         a previous fit) continues from the fitted parameters with a single run."""
         warm = getattr(self, "warm_start", False) and hasattr(self, "_params")
         verbose = self.verbose
+        # the previous fit's bound, which a warm start's first change is measured from
+        # (scikit-learn's); a model fitted only by partial_fit has none
+        bound = float(getattr(self, "lower_bound_", -math.inf)) if warm else -math.inf
         return run_em(
             hooks,
             data,
@@ -254,6 +257,7 @@ class EMEstimator:
             max_iter_name=self._max_iter_name,
             tol=self.tol,
             init_params=self._params if warm else None,
+            init_bound=bound if math.isfinite(bound) else -math.inf,
             generator=make_generator(self.random_state, self._device),
             convergence=self._convergence,
             verbose=int(verbose) if isinstance(verbose, bool) else verbose,

@@ -147,6 +147,7 @@ def run_em(
     max_iter: int = 100,
     tol: float = 1e-3,
     init_params: Params | None = None,
+    init_bound: float = -math.inf,
     generator: torch.Generator | None = None,
     reduce: Callable[[Stats], Stats] | None = None,
     convergence: str = "abs",
@@ -164,6 +165,9 @@ def run_em(
     data : a re-iterable of batches; each pass over it is one E-step.
     init_params : start from these parameters (warm start) instead of calling ``initialize``;
         only one run is made.
+    init_bound : with ``init_params``, the lower bound the previous fit ended with: the first
+        iteration's change is measured from it, as scikit-learn's warm start does, so that a
+        fit driven one iteration at a time (``max_iter=1``) can converge.
     reduce : applied to the summed statistics before every M-step (distributed all-reduce).
     convergence : ``"abs"`` stops when ``|Δ| < tol`` (scikit-learn), ``"delta"`` when
         ``Δ < tol`` (hmmlearn).
@@ -204,7 +208,7 @@ def run_em(
             )
         bounds: list[float] = []
         converged = False
-        prev = -math.inf
+        prev = init_bound if init_params is not None else -math.inf
         n_iter = 0
         bar = None
         if verbose:
