@@ -132,6 +132,41 @@ def test_a_row_no_state_can_emit_is_named():
         m.fit(X)
 
 
+def test_a_step_no_path_reaches_is_named_not_given_zero_posteriors():
+    """A left-right model (structural zeros in transmat_, hmmlearn's classic example) and a
+    sequence every row of which some state can emit, but no path can: hmmlearn's posteriors
+    are NaN; ours were rows of zeros and a Viterbi path of log-probability -inf."""
+    hl = pytest.importorskip("hmmlearn.hmm")
+    start = dict(
+        startprob_=np.array([1.0, 0.0, 0.0]),
+        transmat_=np.array([[0.4, 0.3, 0.3], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]),
+        emissionprob_=np.array([[0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+    )
+    ours, ref = CategoricalHMM(3, init_params=""), hl.CategoricalHMM(3, init_params="")
+    for m in (ours, ref):
+        for name, value in start.items():
+            setattr(m, name, value)
+    ok = np.array([[0], [1], [2]])
+    X = np.array([[0], [1], [2], [0], [2], [1]])  # row 5: symbol 1 after state 2
+    np.testing.assert_allclose(ours.predict_proba(ok), ref.predict_proba(ok), atol=1e-12)
+    assert ours.score(X, [3, 3]) == ref.score(X, [3, 3]) == -np.inf  # score's answer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # hmmlearn's 0/0
+        assert np.isnan(ref.predict_proba(X, [3, 3])[3:]).all()  # the second sequence
+    calls = (
+        ours.predict_proba,
+        ours.score_samples,
+        ours.decode,
+        ours.predict,
+        lambda X, lengths: ours.decode(X, lengths, algorithm="map"),
+    )
+    for call in calls:
+        with pytest.raises(DataError, match=r"row 5 of X \(step 2 of sequence 1\) is impossible"):
+            call(X, [3, 3])
+    with pytest.raises(DataError, match=r"row 0 of X \(step 0 of sequence 0\).*startprob_ 0"):
+        ours.predict_proba(np.array([[2], [2]]))
+
+
 def test_convergence_warning_names_n_iter_not_max_iter():
     """An HMM's argument is n_iter (hmmlearn's name): the warning must advise that one."""
     import warnings

@@ -53,7 +53,7 @@ from latentfit._validation import (
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.hmm.emissions import HMM_REMEDY, map_transitions, with_counts
 from latentfit.em.hmm.inference import posterior as inference
-from latentfit.em.hmm.labels import check_labels, check_labels_possible
+from latentfit.em.hmm.labels import check_labels, check_labels_possible, check_reachable
 from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor, warn_unvisited
 from latentfit.em.hmm.sequences import (
     FEATURE_BYTES,
@@ -492,12 +492,16 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
             )
         return ll
 
-    def _check_possible(self, params, X, log_prob: torch.Tensor, lengths=None, labels=None):
+    def _check_possible(
+        self, params, X, log_prob: torch.Tensor, lengths=None, labels=None, *, states=True
+    ):
         """A -inf result: name the row no state can emit, if there is one, else the step whose
         known state (``labels``) the model makes impossible (checked only then, to spare a
-        pass over the (t, k) log-likelihoods in the common case)."""
+        pass over the (t, k) log-likelihoods in the common case). With ``states`` (posteriors
+        and paths, undefined then; not ``score``, whose answer -inf is) also the step that
+        startprob_ and transmat_ alone leave no path to."""
         if not bool(torch.isfinite(log_prob)):
-            self._log_likelihoods(params, X)
+            ll = self._log_likelihoods(params, X)
             self._check_labels_possible(params, X, lengths, labels)
             if bool(torch.isnan(log_prob).any()):  # no row's emission is NaN: the recursion's
                 raise DataError(
@@ -505,6 +509,8 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
                     "number (an overflow in the forward recursion); rescale the data and fit "
                     "again, or fit in float64"
                 )
+            if states:
+                check_reachable(ll, params["startprob"], params["transmat"], lengths)
 
     def _check_labels_possible(self, params, X, lengths, labels) -> None:
         """After a -inf likelihood with known states ``labels``: if the data alone are
@@ -533,7 +539,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         fwd = inference.log_likelihood(
             ll, params["startprob"], params["transmat"], lengths, states=labels
         )
-        self._check_possible(params, X, fwd.log_likelihood, lengths, labels)
+        self._check_possible(params, X, fwd.log_likelihood, lengths, labels, states=False)
         return float(fwd.log_likelihood)
 
     def predict_proba(self, X, lengths=None, y=None):

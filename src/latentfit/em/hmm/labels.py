@@ -9,7 +9,7 @@ import torch
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.errors import DataError
 
-__all__ = ["check_labels", "check_labels_possible"]
+__all__ = ["check_labels", "check_labels_possible", "check_reachable"]
 
 
 def check_labels(y, n_samples: int, n_components: int, device) -> torch.Tensor | None:
@@ -65,11 +65,8 @@ def check_labels_possible(ll, sp, tm, lengths, labels) -> None:
     if not len(dead):
         return
     i = int(dead[0])
-    lens = np.asarray([ll.shape[0]] if lengths is None else lengths, dtype=np.int64)
-    seq = int(np.searchsorted(np.cumsum(lens), i, side="right"))
-    step = i - int(np.cumsum(lens)[seq] - lens[seq])
+    where, step = _where(i, ll.shape[0], lengths)
     j = int(labels[i])
-    where = f"row {i} of X (step {step} of sequence {seq})"
     if j < 0:
         raise DataError(
             f"{where}, whose state is unknown, has no path left through the known states "
@@ -88,4 +85,36 @@ def check_labels_possible(ll, sp, tm, lengths, labels) -> None:
     raise DataError(
         f"y[{i}] = {j}, the known state of {where}, is impossible under the model: "
         f"{reason}. Check the label, or let the model give that state probability"
+    )
+
+
+def _where(i: int, n: int, lengths) -> tuple[str, int]:
+    """Row ``i`` of X (n rows cut by ``lengths``) in words, and its step in its sequence."""
+    lens = np.asarray([n] if lengths is None else lengths, dtype=np.int64)
+    seq = int(np.searchsorted(np.cumsum(lens), i, side="right"))
+    step = i - int(np.cumsum(lens)[seq] - lens[seq])
+    return f"row {i} of X (step {step} of sequence {seq})", step
+
+
+def check_reachable(ll, sp, tm, lengths) -> None:
+    """After a -inf likelihood of data whose every row some state can emit (emission
+    log-likelihoods ``ll`` (n, k)): the start ``sp`` (k,) and transitions ``tm`` (k, k) leave
+    no path. Posteriors and paths are then undefined (0/0); DataError naming the first step
+    no path reaches."""
+    fwd = inference.log_likelihood(ll.clone(), sp, tm, lengths)
+    dead = (~torch.isfinite(fwd.log_normalizers)).nonzero()
+    if not len(dead):
+        return
+    i = int(dead[0])
+    where, step = _where(i, ll.shape[0], lengths)
+    reason = (
+        "every state that can emit it has startprob_ 0"
+        if step == 0
+        else "every state that can emit it has zero transition probability (transmat_) from "
+        "the states that can emit the steps before it"
+    )
+    raise DataError(
+        f"{where} is impossible under the model: {reason}, so X has probability 0 and its "
+        "state posteriors and most likely path are undefined. Check that sequence and "
+        "lengths, or give those transitions some probability"
     )

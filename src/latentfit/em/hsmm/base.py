@@ -473,7 +473,7 @@ class HSMMMixin:
             lengths,
             bool(self.right_censoring),
         )
-        self._check_possible(params, X, per_seq.sum())
+        self._check_possible(params, X, per_seq.sum(), states=False)
         return float(per_seq.sum())
 
     def decode(self, X, lengths=None, algorithm=None, y=None):
