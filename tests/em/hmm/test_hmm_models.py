@@ -148,6 +148,32 @@ def test_categorical_scoring_leaves_n_features_and_a_refit_takes_new_symbols():
     np.testing.assert_allclose(ours.emissionprob_, ref.emissionprob_, rtol=1e-7, atol=1e-12)
 
 
+def test_a_parameter_set_by_hand_that_init_params_overwrites_is_said(caplog):
+    """hmmlearn's habit: set startprob_ by hand and fit. With 's' still in init_params the fit
+    starts elsewhere; hmmlearn says so in its log, latentfit said nothing."""
+    from latentfit.em.hmm import OverwrittenParameterWarning
+
+    X, lengths = gaussian_data(seed=2, n=120)
+    start = start_params(3, 2, "diag")
+    ours = set_params(GaussianHMM(3, n_iter=2, random_state=0), {"startprob_": start["startprob_"]})
+    ref = set_params(
+        hl.GaussianHMM(3, n_iter=2, random_state=0), {"startprob_": start["startprob_"]}
+    )
+    with caplog.at_level("WARNING", logger="hmmlearn"):
+        quiet_fit(ref, X, lengths)
+    assert "'startprob_' attribute is set, it will be overwritten" in caplog.text
+    with pytest.warns(OverwrittenParameterWarning, match=r"startprob_ was set by hand.*'tmc'"):
+        ours.fit(X, lengths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OverwrittenParameterWarning)
+        quiet_fit(ours, X, lengths)  # a refit starts afresh, as asked: nothing to say
+        # the start set by hand, kept as the warning advises, equals hmmlearn's fit from it
+        kw = dict(init_params="", n_iter=3, tol=-np.inf)
+        mine = set_params(GaussianHMM(3, **kw), start).fit(X, lengths)
+    theirs = quiet_fit(set_params(hl.GaussianHMM(3, **kw), start), X, lengths)
+    np.testing.assert_allclose(mine.lower_bounds_, list(theirs.monitor_.history), rtol=1e-8)
+
+
 def test_poisson_baum_welch_equals_hmmlearn_without_prior():
     rng = np.random.default_rng(4)
     X = np.concatenate([rng.poisson([1, 6], (150, 2)), rng.poisson([7, 2], (150, 2))])

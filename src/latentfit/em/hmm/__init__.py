@@ -8,7 +8,11 @@ from latentfit.em.hmm.autoregressive import AutoregressiveHMM
 from latentfit.em.hmm.discrete import CategoricalHMM, PoissonHMM
 from latentfit.em.hmm.gaussian import GaussianHMM
 from latentfit.em.hmm.gmmhmm import GMMHMM
-from latentfit.em.hmm.monitor import ConvergenceMonitor, UnvisitedStateWarning
+from latentfit.em.hmm.monitor import (
+    ConvergenceMonitor,
+    OverwrittenParameterWarning,
+    UnvisitedStateWarning,
+)
 from latentfit.em.hmm.multinomial import MultinomialHMM
 
 __all__ = [
@@ -18,6 +22,7 @@ __all__ = [
     "ConvergenceMonitor",
     "GaussianHMM",
     "MultinomialHMM",
+    "OverwrittenParameterWarning",
     "PoissonHMM",
     "UnvisitedStateWarning",
 ]

@@ -470,11 +470,10 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         out["shift"] = self._fit_shift
         return out
 
-    def _needs_init(self, letter, name):
-        if name in ("coefs_", "covars_"):
-            names = ("coefs_", "intercepts_") if letter == "a" else ("covars_",)
-            return letter in self.init_params or not all(hasattr(self, n) for n in names)
-        return super()._needs_init(letter, name)
+    def _is_set(self, name):
+        if name == "coefs_":
+            return all(hasattr(self, n) for n in ("coefs_", "intercepts_"))
+        return super()._is_set(name)
 
     def _set_emission_attributes(self, params):
         d = params["covars"].shape[-1]

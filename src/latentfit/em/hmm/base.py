@@ -32,6 +32,7 @@ arguments and hmmlearn code passes it.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -54,7 +55,12 @@ from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.hmm.emissions import HMM_REMEDY, map_transitions, with_counts
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels, check_labels_possible, check_reachable
-from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor, warn_unvisited
+from latentfit.em.hmm.monitor import (
+    AttributeStateMixin,
+    ConvergenceMonitor,
+    OverwrittenParameterWarning,
+    warn_unvisited,
+)
 from latentfit.em.hmm.sequences import (
     FEATURE_BYTES,
     MAX_BATCH_STEPS,
@@ -69,6 +75,7 @@ from latentfit.errors import (
     LatentfitError,
     ModelFileError,
     ParameterError,
+    user_stacklevel,
 )
 from latentfit.io import Stored
 
@@ -237,7 +244,26 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
     def _needs_init(self, letter: str, name: str) -> bool:
-        return letter in self.init_params or not hasattr(self, name)
+        """Whether fit initialises parameter ``name``: its letter is in ``init_params``, or
+        it is not set. One set by hand on a model not fitted yet is then overwritten: said
+        by an OverwrittenParameterWarning (hmmlearn logs it; a refit's own are not said)."""
+        given = self._is_set(name)
+        if letter not in self.init_params:
+            return not given
+        if given and not hasattr(self, "monitor_"):
+            rest = self.init_params.replace(letter, "")
+            warnings.warn(
+                f"{name} was set by hand, but fit initialises it afresh because "
+                f"init_params={self.init_params!r} holds {letter!r}; to start from the value "
+                f"set, take {letter!r} out: init_params={rest!r}",
+                OverwrittenParameterWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return True
+
+    def _is_set(self, name: str) -> bool:
+        """Whether parameter ``name`` has a value (fitted or set by hand)."""
+        return hasattr(self, name)
 
     def _given_params(self) -> dict[str, torch.Tensor]:
         """Current fitted/user-set attributes as tensors, checked (ParameterError naming the

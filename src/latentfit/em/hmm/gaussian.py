@@ -335,10 +335,8 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         delta = (resp.T @ (X - params["shift"])) / resp.sum(0).unsqueeze(1)  # (k, d)
         return {"means": params["shift"] + delta, "delta": delta}
 
-    def _needs_init(self, letter, name):
-        if name == "covars_":
-            return letter in self.init_params or not hasattr(self, "_covars_")
-        return super()._needs_init(letter, name)
+    def _is_set(self, name):
+        return hasattr(self, "_covars_") if name == "covars_" else super()._is_set(name)
 
     def _has_missing(self, X) -> bool:
         return self._allow_nan() and has_missing(X)

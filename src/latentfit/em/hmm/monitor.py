@@ -1,6 +1,7 @@
 """The record of an HMM fit as hmmlearn keeps it (:class:`ConvergenceMonitor`), the save/load
 of the models that keep their fit in public attributes (:class:`AttributeStateMixin`) and the
-warning for states that no data visits (:class:`UnvisitedStateWarning`)."""
+warnings for states that no data visits (:class:`UnvisitedStateWarning`) and for parameters set
+by hand that ``init_params`` overwrites (:class:`OverwrittenParameterWarning`)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,22 @@ from latentfit.em.base import RUN_RECORD, run_record
 from latentfit.errors import ModelFileError, user_stacklevel
 from latentfit.io import Stored, check_fields, check_stored_tensors
 
-__all__ = ["AttributeStateMixin", "ConvergenceMonitor", "UnvisitedStateWarning", "warn_unvisited"]
+__all__ = [
+    "AttributeStateMixin",
+    "ConvergenceMonitor",
+    "OverwrittenParameterWarning",
+    "UnvisitedStateWarning",
+    "warn_unvisited",
+]
 
 
 class UnvisitedStateWarning(RuntimeWarning):
     """A state received no posterior mass: its parameters were kept instead of re-estimated."""
+
+
+class OverwrittenParameterWarning(UserWarning):
+    """A parameter set by hand on an unfitted model is initialised afresh by fit, because its
+    letter is in ``init_params`` (hmmlearn's rule, which hmmlearn reports in its log)."""
 
 
 class ConvergenceMonitor:
