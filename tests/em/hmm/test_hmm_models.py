@@ -174,6 +174,21 @@ def test_a_parameter_set_by_hand_that_init_params_overwrites_is_said(caplog):
     np.testing.assert_allclose(mine.lower_bounds_, list(theirs.monitor_.history), rtol=1e-8)
 
 
+@pytest.mark.parametrize("ct", ["diag", "spherical"])  # hmmlearn's full M-step: not PD here
+def test_a_start_set_by_hand_fits_fewer_rows_than_states_as_hmmlearn(ct):
+    """Fewer rows than states were refused ("X has 3 rows, fewer than n_components=4") even
+    with every parameter set by hand and kept (init_params=""), where nothing needs k-means;
+    hmmlearn fits them (a short new sequence for a fitted model)."""
+    X = np.array([[0.1, 0.2], [1.0, 1.1], [2.0, 1.9]])
+    start = start_params(4, 2, ct, seed=3)
+    kw = dict(covariance_type=ct, init_params="", n_iter=4, tol=-np.inf)
+    ref = quiet_fit(set_params(hl.GaussianHMM(4, **kw), start), X, [2, 1])
+    ours = quiet_fit(set_params(GaussianHMM(4, **kw), start), X, [2, 1])
+    np.testing.assert_allclose(ours.lower_bounds_, list(ref.monitor_.history), rtol=1e-8)
+    with pytest.raises(DataError, match="fewer than n_components=4: k-means needs a row"):
+        GaussianHMM(4, covariance_type=ct, init_params="m").fit(X)
+
+
 def test_poisson_baum_welch_equals_hmmlearn_without_prior():
     rng = np.random.default_rng(4)
     X = np.concatenate([rng.poisson([1, 6], (150, 2)), rng.poisson([7, 2], (150, 2))])

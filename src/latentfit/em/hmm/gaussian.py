@@ -112,9 +112,15 @@ class _ContinuousHMM(BaseHMM):
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
         X = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=self._allow_nan())
         if fitting:
-            if X.shape[0] < self.n_components:
+            # k-means needs a row per state; means set by hand and kept (init_params without
+            # 'm') fit any number of rows, as in hmmlearn
+            kmeans = "m" in self.init_params or not self._is_set("means_")
+            if kmeans and X.shape[0] < self.n_components:
                 raise DataError(
-                    f"X has {X.shape[0]} rows, fewer than n_components={self.n_components}"
+                    f"X has {X.shape[0]} rows, fewer than n_components={self.n_components}: "
+                    "k-means needs a row per state to start the means from; pass more rows, "
+                    "a smaller n_components, or set means_ by hand and leave 'm' out of "
+                    "init_params"
                 )
             self.n_features = X.shape[1]
             check_overflow(X)
