@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from pathlib import PurePath
 
 import numpy as np
@@ -255,6 +256,21 @@ def _describe_position(index: tuple[int, ...], columns=None) -> str:
     return f"row {row}, column {col}{colname}"
 
 
+def _pandas_na_as_nan(arr: np.ndarray) -> np.ndarray:
+    """pandas' missing value ``pd.NA`` (of nullable Int64/Float64/boolean columns, which
+    numpy reads as objects) as NaN, as scikit-learn reads it: a missing value, then refused
+    or marginalised by name like any NaN, not "not a number"."""
+    pd = sys.modules.get("pandas")  # pd.NA only comes from pandas, imported by its user
+    if pd is None or arr.size == 0:
+        return arr
+    na = np.asarray(np.frompyfunc(lambda v: v is pd.NA, 1, 1)(arr), dtype=bool)
+    if not na.any():
+        return arr
+    arr = arr.copy()
+    arr[na] = np.nan
+    return arr
+
+
 def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
     """``X`` as a numeric numpy array, refusing what is not a table of numbers by name."""
     if X is None:
@@ -288,6 +304,8 @@ def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
         raise DataError(f"{name} is complex: Complex data not supported, fit real values")
     if arr.dtype.kind == "M" or arr.dtype.kind == "m":
         raise DataError(f"{name} holds dates or times ({arr.dtype}); convert them to numbers first")
+    if arr.dtype.kind == "O":
+        arr = _pandas_na_as_nan(arr)
     if arr.dtype.kind in "OUSV":
         try:
             arr = arr.astype(np.float64)

@@ -404,3 +404,27 @@ def test_a_count_beyond_the_dtype_s_whole_numbers_is_named(make, dtype, limit):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         make(dtype).fit(X)
+
+
+def test_a_pandas_na_is_a_missing_value_as_in_scikit_learn():
+    """Nullable columns (Int64, Float64: read_csv(dtype_backend="numpy_nullable"),
+    convert_dtypes()) hold pd.NA where a value is missing. scikit-learn reads it as NaN;
+    latentfit refused it as "not a number", even with missing='marginalize'."""
+    from sklearn.utils import check_array
+
+    with_na = pd.DataFrame(X_REAL, columns=["a", "b"]).astype("Float64")
+    with_na.loc[4, "b"] = pd.NA
+    with_nan = pd.DataFrame(X_REAL, columns=["a", "b"])
+    with_nan.loc[4, "b"] = np.nan
+    read = check_array(with_na, ensure_all_finite="allow-nan")  # scikit-learn's reading
+    np.testing.assert_array_equal(np.isnan(read), np.isnan(with_nan.to_numpy()))
+    for cls in (lf.GaussianMixture, lf.GaussianHMM):
+        ours = cls(2, random_state=0, missing="marginalize").fit(with_na)
+        ref = cls(2, random_state=0, missing="marginalize").fit(with_nan)
+        assert ours.score(with_na) == ref.score(with_nan)
+        with pytest.raises(DataError, match=r"NaN at row 4, column 1 \('b'\)"):
+            cls(2).fit(with_na)
+    counts = pd.DataFrame(X_SYM, columns=["s"]).astype("Int64")
+    counts.loc[7, "s"] = pd.NA
+    with pytest.raises(DataError, match=r"NaN at row 7, column 0"):
+        lf.PoissonHMM(2).fit(counts)
