@@ -227,3 +227,20 @@ def test_mixed_families_that_all_refuse_the_start_say_why():
     match = r"no initial assignment .* last refusal: component \d: a gamma .* column 2"
     with pytest.raises(latentfit.errors.DataError, match=match):
         MixtureModel(["gamma", "lognormal"], random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("source", [False, True])
+def test_a_warm_start_names_the_impossible_row_of_x_not_of_its_chunk(source):
+    from latentfit.em.sources.chunks import ArraySource
+    from latentfit.errors import DataError
+
+    X = np.random.default_rng(0).normal(0, 0.01, size=(30, 1))
+    m = MixtureModel("normal", 2, random_state=0, warm_start=True, chunk_rows=10).fit(X)
+    Y = X.copy()
+    # (1e153 - μ)² / σ² overflows (σ² ~ 1e-4), so the row's density is 0 under both
+    # components; the squared deviations themselves (1e306) do not, so the data pass the
+    # overflow check and reach the E-step
+    Y[25, 0] = 1e153
+    data = ArraySource(Y, chunk_rows=10) if source else Y
+    with pytest.raises(DataError, match=r"^row 25 of X has zero density"):
+        m.fit(data)

@@ -41,6 +41,7 @@ from latentfit._validation import check_allocation
 from latentfit.errors import DataError, LatentfitError, ParameterError, user_stacklevel
 
 __all__ = [
+    "BatchRowError",
     "EMHooks",
     "EMMonotonicityWarning",
     "EMResult",
@@ -61,6 +62,16 @@ class EMMonotonicityWarning(RuntimeWarning):
 class NonFiniteLowerBoundError(FloatingPointError, LatentfitError):
     """The objective (EM's log-likelihood or a variational bound) became NaN or infinite; also
     a ``FloatingPointError``, as it was before it joined the documented errors."""
+
+
+class BatchRowError(DataError):
+    """An E-step's DataError about row ``row`` of its batch: ``message`` holds ``{row}``, which
+    :func:`accumulate_stats` fills with the row counted from the start of the data, since a
+    batch does not know where it starts."""
+
+    def __init__(self, row: int, message: str):
+        super().__init__(message.format(row=row))
+        self.row, self.message = row, message
 
 
 class EMHooks(Protocol):
@@ -88,10 +99,23 @@ class EMResult:
 
 def accumulate_stats(hooks: EMHooks, params: Params, data: Iterable) -> Stats:
     """Sum the E-step statistics over every batch of ``data`` (bounded memory: one batch at a time)."""
-    total = sum_stats(hooks.estep(params, batch) for batch in data)
+    total = sum_stats(_batch_stats(hooks, params, data))
     if not total:
         raise DataError("the data yielded no batch: there is nothing to fit")
     return total
+
+
+def _batch_stats(hooks: EMHooks, params: Params, data: Iterable) -> Iterable[Stats]:
+    """The E-step of every batch, with a :class:`BatchRowError` re-raised naming the row of
+    the data (of this process's shard: a source starts at its ``_row_offset()``)."""
+    offset = data._row_offset() if hasattr(data, "_row_offset") else 0
+    for batch in data:
+        try:
+            yield hooks.estep(params, batch)
+        except BatchRowError as err:
+            raise DataError(err.message.format(row=offset + err.row)) from None
+        first = batch[0] if isinstance(batch, tuple) and batch else None
+        offset += first.shape[0] if isinstance(first, torch.Tensor) else 0
 
 
 def _decrease_tolerance(value: float, dtype: torch.dtype) -> float:

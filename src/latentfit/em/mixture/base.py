@@ -32,6 +32,7 @@ from latentfit._validation import (
     check_tol,
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
+from latentfit.em.driver import BatchRowError
 from latentfit.em.edited import checked_edits, fitted_params, is_edited, refuse_edits, warm
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
 from latentfit.em.mixture.priors import DirichletPrior
@@ -566,11 +567,11 @@ class _MixtureHooks:
             lse[idx] = torch.logsumexp(logp[idx], 1)
             still = (lse == -math.inf) & live
             if bool(still.any()):
-                i = int(still.nonzero()[0])
-                raise DataError(
-                    f"row {i} of X has zero density under every component of the "
+                raise BatchRowError(
+                    int(still.nonzero()[0]),
+                    "row {row} of X has zero density under every component of the "
                     f"{type(self.model).__name__}'s current parameters; check the row, or "
-                    "start from other parameters (warm_start=False, or other init values)"
+                    "start from other parameters (warm_start=False, or other init values)",
                 )
         return logp, torch.where(none & (w <= 0), torch.zeros_like(lse), lse)
 
