@@ -230,6 +230,8 @@ def test_fit_hmm_distributed_needs_the_launcher_and_no_states(geyser, tmp_path, 
     args = ["fit", "hmm", str(path), "-k", "2", "--lengths", str(lengths), "--distributed"]
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "torchrun" in res.output
+    # the launch it advises is of the command that was run
+    assert "-m latentfit fit hmm DATA" in res.output and "fit gmm" not in res.output
     res = runner.invoke(app, [*args, "--states", str(tmp_path / "s.csv")])
     assert res.exit_code == 2 and "--states" in res.output
     res = runner.invoke(app, [*args, "--timeout", "0"])

@@ -42,7 +42,9 @@ def fit_hmm_distributed(
 
     device = local_device(model.device)
     started_here = not in_process_group()
-    rank, world = init_distributed(device, timeout=timeout)
+    rank, world = init_distributed(
+        device, timeout=timeout, command="fit hmm DATA -k 4 --distributed"
+    )
     if str(device) != str(model.device):
         model.set_params(device=str(device))
     if rank != 0:

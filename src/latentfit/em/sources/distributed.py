@@ -61,11 +61,17 @@ __all__ = [
 #: a stopped process does not hold the others for half an hour.
 DEFAULT_TIMEOUT_S = 300.0
 
-_LAUNCH_HINT = (
-    "start every process with the standard launcher, e.g. "
-    "`torchrun --nproc-per-node 2 -m latentfit fit gmm DATA -k 8 --distributed` (it sets RANK, "
-    "WORLD_SIZE, MASTER_ADDR and MASTER_PORT), or call torch.distributed.init_process_group first"
-)
+#: The command line the launch hint shows by default (``init_distributed``'s ``command``).
+_GMM_COMMAND = "fit gmm DATA -k 8 --distributed"
+
+
+def _launch_hint(command: str = _GMM_COMMAND) -> str:
+    """How to start the processes of a distributed fit, for ``latentfit command``."""
+    return (
+        "start every process with the standard launcher, e.g. "
+        f"`torchrun --nproc-per-node 2 -m latentfit {command}` (it sets RANK, WORLD_SIZE, "
+        "MASTER_ADDR and MASTER_PORT), or call torch.distributed.init_process_group first"
+    )
 
 
 def in_process_group() -> bool:
@@ -148,13 +154,18 @@ def local_device(device=None) -> torch.device:
 
 
 def init_distributed(
-    device=None, backend: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
+    device=None,
+    backend: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    command: str = _GMM_COMMAND,
 ) -> tuple[int, int]:
     """Join the process group the launcher describes in the environment; returns (rank, world_size).
 
     The backend is nccl for CUDA devices and gloo otherwise. ``timeout`` (seconds) bounds how
     long a process waits for the others in any one collective before it raises. Already
-    initialised: nothing to do (the group keeps the timeout it was created with).
+    initialised: nothing to do (the group keeps the timeout it was created with). ``command``:
+    the ``latentfit`` command line the error shows how to launch when the launcher's variables
+    are missing.
     """
     if not dist.is_available():
         raise MissingDependencyError("this build of torch has no torch.distributed")
@@ -166,7 +177,8 @@ def init_distributed(
     ]
     if missing:
         raise ParameterError(
-            f"distributed EM needs {', '.join(missing)} in the environment: {_LAUNCH_HINT}"
+            f"distributed EM needs {', '.join(missing)} in the environment: "
+            + _launch_hint(command)
         )
     dev = resolve_device(local_device(device))  # a ParameterError if this machine lacks it
     if backend is None:
@@ -229,7 +241,9 @@ class DistributedSource(ChunkSource):
 
     def __init__(self, source: ChunkSource, group=None):
         if not in_process_group():
-            raise ParameterError(f"DistributedSource needs a running process group: {_LAUNCH_HINT}")
+            raise ParameterError(
+                f"DistributedSource needs a running process group: {_launch_hint()}"
+            )
         self.group = group
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         self.source = source.shard(rank, world)
