@@ -239,7 +239,7 @@ def fit_vae(
     (DistributedDataParallel); rank 0 prints and saves.
     """
     from latentfit._outputs import Output
-    from latentfit.errors import LatentfitError, ResourceLimitError
+    from latentfit.errors import DataError, LatentfitError, ResourceLimitError
     from latentfit.train import TrainConfig, train
     from latentfit.train import distributed as dist_utils
     from latentfit.vae import (
@@ -250,7 +250,9 @@ def fit_vae(
         marginal_log_likelihood,
         save_model,
     )
+    from latentfit.vae.data import SPLITS
     from latentfit.vae.evaluate import check_work
+    from latentfit.vae.likelihoods import check_model_data
     from latentfit.vae.objectives import check_pass_memory
 
     if old_k is not None:
@@ -304,6 +306,13 @@ def fit_vae(
     record_run_options(ctx, checkpoint_dir)
     try:
         model = build()
+        # every row against the likelihood's support, the test rows too: only eval would
+        # read them, after the training and the save
+        for part in SPLITS:
+            try:
+                check_model_data(model, getattr(data, part))
+            except DataError as err:
+                fail(split_words(str(err), data.split, part, dataset))
         init_decoder_bias(model, data.train)
         obj = make_objective(objective, k=samples, beta=beta, free_bits=free_bits)
         # a training batch's pass of --samples, sized before the first epoch starts
