@@ -110,3 +110,29 @@ def test_an_hmm_warns_only_where_min_covar_exceeds_the_whole_variance():
         GaussianHMM(2, random_state=0).fit(X * 0.1)
     with pytest.warns(VarianceFloorWarning, match=r"min_covar=0.001 .* column 1 of X"):
         GaussianHMM(2, random_state=0).fit(X * 0.005)
+
+
+@pytest.mark.parametrize("how", ["source", "source, n_init=3", "partial_fit"])
+def test_gaussian_mixture_names_the_floor_on_a_source_and_in_partial_fit(how):
+    """GaussianMixture fitted on a source (em/sources) or by partial_fit on X * 1e-80 got
+    reg_covar's variances (1e-6) with nothing said, where fit on the array warns. Now the
+    same single warning: from the initialisation sample (here every row, so the same
+    variance as the array's) once per fit however many inits read it, and from the first
+    partial_fit batch only."""
+    from latentfit.em.sources.chunks import ArraySource
+
+    X = _data() * 1e-80
+    X[:, 0] *= 10
+    var = X[:, 1].var()
+    gm = GaussianMixture(2, covariance_type="diag", random_state=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        if how == "partial_fit":
+            gm.partial_fit(X)
+            gm.partial_fit(X[::2])
+        else:
+            gm.set_params(n_init=3 if "n_init" in how else 1).fit(ArraySource(X, chunk_rows=50))
+    floor = [w for w in seen if issubclass(w.category, VarianceFloorWarning)]
+    assert len(floor) == 1
+    assert f"column 1 of X ({var:.3g}) (and 1 other column)" in str(floor[0].message)
+    assert np.allclose(gm.covariances_, 1e-6)  # what the warning is about: the floor's

@@ -239,15 +239,29 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     def _online_init_data(self, X, w):
         check_weighted_rows(w, self.n_components, "the first batch of partial_fit")
         check_overflow(X, w)
+        check_variance_floor(X, w, self.reg_covar, "reg_covar", type(self).__name__)
         return super()._online_init_data(X, w)
 
     def _stream(self, source, sample_weight) -> EMFit:
-        """A source read chunk by chunk on this model's device (see em/sources/chunks.py)."""
+        """A source read chunk by chunk on this model's device (see em/sources/chunks.py). The
+        variance floor is judged on the in-memory initialisation sample (all rows up to
+        ``init_rows``), once however many inits read it, as MixtureModel learns its settings."""
         self._check_warm_start(source.n_features)
         rows = self._chunk_rows(source.n_features)
         min_rows = max(2, self.n_components)
+        judged = []
+
+        def init_data(sample):
+            if not judged:
+                judged.append(True)
+                check_variance_floor(
+                    sample.X, sample.weights, self.reg_covar, "reg_covar", type(self).__name__
+                )
+            return sample
+
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows,
+            init_data=init_data,
             check=check_overflow,  # every block's moments, as fit checks the data's
         )  # fmt: skip
 
