@@ -454,6 +454,46 @@ def test_fit_and_partial_fit_learn_a_category_no_state_gave_probability():
     assert (online.emissionprob_[:, 2] > 0).all() and np.isfinite(online.score(new))
 
 
+def test_categorical_hmm_learns_a_symbol_no_state_gave_probability_as_one_trial_counts():
+    """CategoricalHMM(n_features=4) fitted on symbols 0..2 and continued (init_params="") or
+    updated (partial_fit) on rows showing symbol 3 refused with "row 150 of X has zero
+    probability under every state", where MultinomialHMM on the same one-hot rows learns the
+    category. It learns the symbol now, exactly as the one-trial MultinomialHMM does; a symbol
+    beyond n_features is still refused, by name."""
+    rng = np.random.default_rng(0)
+    old = rng.integers(0, 3, size=(200, 1))
+    new = old.copy()
+    new[150, 0] = 3
+    onehot = np.eye(4, dtype=np.int64)
+
+    def both(update):
+        cat = quiet_fit(CategoricalHMM(2, n_features=4, random_state=0, n_iter=20), old)
+        mult = quiet_fit(
+            MultinomialHMM(2, n_trials=1, random_state=0, n_iter=20), onehot[old[:, 0]]
+        )
+        assert (cat.emissionprob_[:, 3] == 0).all()
+        np.testing.assert_allclose(cat.emissionprob_, mult.emissionprob_, rtol=1e-10, atol=1e-14)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            update(cat, new)
+            update(mult, onehot[new[:, 0]])
+        return cat, mult
+
+    def go_on(model, X):
+        model.set_params(init_params="").fit(X)
+
+    for update in (go_on, lambda model, X: model.partial_fit(X)):
+        cat, mult = both(update)
+        assert (cat.emissionprob_[:, 3] > 0).all()
+        np.testing.assert_allclose(cat.emissionprob_, mult.emissionprob_, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(cat.transmat_, mult.transmat_, rtol=1e-8)
+        assert cat.score(new) == pytest.approx(mult.score(onehot[new[:, 0]]), rel=1e-10)
+    inferred = quiet_fit(CategoricalHMM(2, random_state=0, n_iter=5), old)  # symbols 0..2
+    for update in (go_on, lambda model, X: model.partial_fit(X)):
+        with pytest.raises(DataError, match=r"row 150 of X holds symbol 3 .* n_features=4 or"):
+            update(inferred, new)
+
+
 def test_categorical_hmm_with_a_symbol_of_probability_zero_equals_enumeration():
     # the one-trial case: symbol 2 is impossible in state 0
     model = CategoricalHMM(2)

@@ -277,10 +277,11 @@ def test_bad_input_names_the_problem():
     cat.partial_fit(S[:100])
     with pytest.raises(DataError, match="symbol 7"):
         cat.partial_fit(np.array([[0], [7]]))
-    # a symbol no state emits: named by its row
+    # a symbol no state emits (within n_features) is learnt, as MultinomialHMM learns a
+    # category (test_multinomial_hmm.py), not refused
     cat.emissionprob_ = np.array([[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
-    with pytest.raises(DataError, match="row 1"):
-        cat.partial_fit(np.array([[0], [3], [1]]))
+    cat.partial_fit(np.array([[0], [3], [1]]), burn_in=0, mstep_every=1)
+    assert (cat.emissionprob_[:, 3] > 0).any() and np.isfinite(cat.emissionprob_).all()
 
 
 def test_parameters_changed_by_hand_restart_the_statistics():
@@ -316,17 +317,23 @@ def test_a_setting_changed_between_calls_is_checked_against_the_parameters(
 
 
 def test_a_symbol_first_seen_after_the_m_steps():
-    """Without pseudo-counts the M-steps give a symbol not seen yet probability 0, and a later
-    row holding it is impossible (DataError naming the row and the remedy); with
-    emissionprob_prior > 1 every symbol stays possible."""
+    """Without pseudo-counts the M-steps give a symbol not seen yet probability 0; a later row
+    holding it is learnt, as the one-trial MultinomialHMM learns the category (it was refused
+    with a DataError); with emissionprob_prior > 1 every symbol stays possible."""
+    from latentfit import MultinomialHMM
+
     S = np.zeros((400, 1), dtype=int)
     S[::3] = 1
     S[350] = 2
     plain = CategoricalHMM(2, n_features=3, random_state=0)
     plain.partial_fit(S[:300], burn_in=50, mstep_every=10)
     assert np.all(plain.emissionprob_[:, 2] == 0)
-    with pytest.raises(DataError, match=r"row 50 of X .*emissionprob_prior"):
-        plain.partial_fit(S[300:], new_sequence=False)
+    counts = MultinomialHMM(2, n_trials=1, random_state=0)
+    counts.partial_fit(np.eye(3, dtype=int)[S[:300, 0]], burn_in=50, mstep_every=10)
+    plain.partial_fit(S[300:], new_sequence=False)
+    counts.partial_fit(np.eye(3, dtype=int)[S[300:, 0]], new_sequence=False)
+    assert np.all(plain.emissionprob_[:, 2] > 0)
+    np.testing.assert_allclose(plain.emissionprob_, counts.emissionprob_, rtol=1e-8, atol=1e-14)
     prior = CategoricalHMM(2, n_features=3, emissionprob_prior=2.0, random_state=0)
     prior.partial_fit(S[:300], burn_in=50, mstep_every=10)
     prior.partial_fit(S[300:], new_sequence=False)

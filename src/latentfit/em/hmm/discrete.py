@@ -43,7 +43,8 @@ def _check_range(t: torch.Tensor, n_sym: int) -> None:
         i = _first_bad(big)[0]
         raise DataError(
             f"row {i} of X holds symbol {int(t[i])} but the model emits symbols "
-            f"0..{n_sym - 1} (n_features={n_sym})"
+            f"0..{n_sym - 1} (n_features={n_sym}); for more symbols fit afresh with "
+            f"n_features={int(t.max()) + 1} or more"
         )
 
 
@@ -138,7 +139,11 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     argument is left as given) — when the symbols are dense: a largest symbol beyond
     max(n_samples, 1024) is refused (DataError) rather than sizing the model by it; pass
     ``n_features`` then. A ``n_features`` whose parameters would not fit in memory is refused
-    up front (ResourceLimitError).
+    up front (ResourceLimitError). A continued fit (``init_params`` without "e") or
+    ``partial_fit`` that meets a symbol no state gives any probability (one the previous fit
+    never saw, below ``n_features``) learns it, as :class:`MultinomialHMM` learns a category
+    (hmmlearn's fit turns such a row into NaN); a symbol at or beyond ``n_features`` is
+    refused, by row and symbol: pass a larger ``n_features`` and fit afresh.
     """
 
     def __init__(
@@ -315,13 +320,6 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     def _prior_features(self) -> int:
         return self._n_symbols()
 
-    def _online_impossible_row(self, x: torch.Tensor) -> str:
-        return (
-            f"no state gives its symbol {int(x)} any probability. Online, an M-step gives a "
-            "symbol it has not seen yet probability 0 unless a prior keeps it possible: pass "
-            f"pseudo-counts, e.g. {type(self).__name__}(emissionprob_prior=2.0)"
-        )
-
     def _emission_params(self):
         ep = self._tensor(self.emissionprob_)
         k, n_sym = self.n_components, self._n_symbols()
@@ -346,8 +344,18 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
         counts = E.categorical_stats(X, resp, self.n_features_)["obs"] + 1.0  # (k, n_sym)
         return {"emissionprob": counts / counts.sum(1, keepdim=True)}
 
-    def _emission_log_likelihood(self, params, X):
-        return E.categorical_log_likelihood(X, params["emissionprob"])
+    def _emission_log_likelihood(self, params, X, exact=True):
+        """log B[k, x_t] (t, k): -inf for a symbol state k gives probability 0 (``exact=False``:
+        log 0 clamped to the log of the smallest normal number, about -708)."""
+        ep = params["emissionprob"]  # (k, n_symbols)
+        if not exact:
+            ep = ep.clamp_min(torch.finfo(ep.dtype).tiny)
+        return E.categorical_log_likelihood(X, ep)
+
+    # A continued fit or partial_fit that meets a symbol no state emits (one the previous fit
+    # never saw, within n_features) weighs its rows with the clamped log and learns the
+    # symbol, as MultinomialHMM and PoissonHMM learn a new category or feature.
+    _fit_emissions = ZeroCountEmissions._fit_emissions
 
     def _impossible_outcomes(self, X) -> torch.Tensor:
         """(n, 1) True where the symbol of row n has probability 0 under every state."""
