@@ -43,7 +43,7 @@ def test_gmm_sweep_table_and_criteria(faithful):
 
 
 def test_failed_fits_are_reported_and_never_abort(faithful):
-    X = faithful[:5]
+    X = faithful[:6]
     res = select_model(X, n_components=[1, 2, 8], covariance_types=["full"])
     failed = [r for r in res.rows if r["error"]]
     assert [r["n_components"] for r in failed] == [8]  # more components than samples
@@ -56,8 +56,9 @@ def test_failed_fits_are_reported_and_never_abort(faithful):
 
 
 def test_all_failing_sweep_has_no_best():
-    # every fit collapses onto the four points (degenerate, shown as NA): a result, no best
-    data = np.r_[np.zeros((3, 2)), [[1.0, 1.0]]]
+    # every fit collapses onto the two distinct points (degenerate, shown as NA): a result,
+    # no best
+    data = np.r_[np.zeros((30, 2)), [[1.0, 1.0]]]
     res = select_model(data, n_components=[3, 4], covariance_types=["full"])
     assert res.best_index() is None and res.best_model_ is None
     # no fit can start (more components than rows): the model's own error, not a result
@@ -193,3 +194,27 @@ def test_select_is_a_package_of_candidates_and_the_loop_with_the_old_names():
     for name in ("CRITERIA", "FAMILY_NAMES", "HMM_FAMILIES", "make_candidates", "sequence_folds"):
         assert getattr(sel, name) is getattr(candidates, name)
     assert set(sel.__all__) <= set(vars(sel))
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "full"])
+def test_a_gmm_of_no_fewer_parameters_than_values_is_na_not_best(covariance_type):
+    """10 rows of 2 columns (20 values): tied K=10 (each mean on one point, 32 parameters)
+    scored a log-likelihood of +96.8 and won BIC with -119.8 against K=1's 55.1, as did
+    K=9 (29 parameters); no degenerate component was flagged for them. A candidate of at
+    least as many parameters as observed values is now refused (NA, its error naming the
+    counts), as LinearGaussianSSM refuses such data. Counts by hand: tied K components in
+    d = 2 have 2K means + 3 covariance entries + K - 1 weights; full 2K + 3K + K - 1."""
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    res = select_model(X, n_components=range(1, 11), covariance_types=[covariance_type])
+    params = {"tied": lambda k: 3 * k + 2, "full": lambda k: 6 * k - 1}[covariance_type]
+    for r in res.rows:
+        k = r["n_components"]
+        assert r["n_parameters"] == params(k)  # kept for inspection when refused
+        if params(k) >= 20:
+            assert (
+                r["error"] and f"20 observed value(s), no more than the {params(k)}" in r["error"]
+            )
+            assert math.isnan(r["bic"]) and res.models[k - 1] is None
+    assert res.best_row_["n_components"] == 1
+    with pytest.raises(DataError, match=r"no more than the 29 parameters .* at least 15 rows"):
+        select_model(X, n_components=[9, 10], covariance_types=["tied"])

@@ -74,12 +74,14 @@ def test_select_other_families(tmp_path):
 
 
 def test_select_says_the_criterion_is_na_not_that_every_fit_failed(tmp_path):
-    # found by a helper's hunt: -k 40 --cv 2 on 40 rows fitted K=40 (the held-out folds of
-    # 20 rows failed) and said "every fit failed"
+    # -k 40 --cv 2 on 40 rows fitted K=40 (the held-out folds of 20 rows failed) and said
+    # "every fit failed"; here K=21 spherical on 40 rows of 3 columns (104 parameters for
+    # 120 values: ranked, where K=40 of 2 columns is refused for its parameters)
     path = tmp_path / "g.csv"
-    X = np.random.default_rng(0).normal(size=(40, 2))
-    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
-    args = ["select", "gmm", str(path), "-k", "40", "--cv", "2", "--criterion", "heldout"]
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    np.savetxt(path, X, delimiter=",", header="a,b,c", comments="")
+    args = ["select", "gmm", str(path), "-k", "21", "--covariance", "spherical", "--cv", "2"]
+    args += ["--criterion", "heldout"]
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "no fit has a heldout score" in res.output
     assert "every fit failed" not in res.output and "Traceback" not in res.output

@@ -294,6 +294,30 @@ def _sequence_criteria(model, X: torch.Tensor, lengths: list[int]) -> dict:
     return {"loglik": loglik, "n_parameters": p, "bic": bic, "aic": -2 * loglik + 2 * p, "icl": icl}
 
 
+def _unidentified(model, p: int, X: torch.Tensor) -> str | None:
+    """Why the fitted GaussianMixture ``model`` of ``p`` parameters is not ranked: it estimates
+    no fewer parameters than ``X`` holds observed values (None when it is ranked). Its
+    components can then pass through every point (tied covariances are not flagged as
+    degenerate for it): the likelihood is the variance floor's, growing without bound as
+    reg_covar shrinks, and its BIC beats every real fit. LinearGaussianSSM refuses such data
+    in fit; a mixture's fit stands (as scikit-learn's), only its ranking is refused."""
+    from latentfit.em.mixture.gmm import GaussianMixture
+
+    observed = int(torch.isfinite(X).sum())
+    if not isinstance(model, GaussianMixture) or observed > p:
+        return None
+    n, d = X.shape
+    k = model.n_components
+    return (
+        f"X has {n} row(s) of {d} column(s), {observed} observed value(s), no more than the "
+        f"{p} parameters {type(model).__name__} with n_components={k} "
+        f"(covariance_type={model.covariance_type!r}) estimates: its components can pass "
+        "through every point, so its likelihood is reg_covar's, not the data's, and its BIC "
+        f"would beat every real fit; give at least {n + (p - observed) // d + 1} rows, or try "
+        "fewer components"
+    )
+
+
 class _UnseenOutcome(DataError):
     """A held-out outcome that the training folds never show: select_model raises it for the
     whole sweep, as it is the data's and the folds', not one candidate's."""
@@ -547,6 +571,10 @@ def select_model(
                 else:
                     model = clone(est).fit(Xt)
                     row.update(_criteria(model, Xt))
+                    unidentified = _unidentified(model, row["n_parameters"], Xt)
+                    if unidentified:  # refused, as a fit that refuses the data
+                        model = None
+                        raise DataError(unidentified)
                 if cv:
                     try:
                         row["cv_loglik"] = _heldout(est, Xt, folds, sequential[i])
@@ -568,6 +596,7 @@ def select_model(
             row["error"] = _describe(err)
             if model is None:  # the fit itself refused (not the scoring of a fitted model)
                 errors.append(err)
+                row.update(bic=math.nan, aic=math.nan, icl=math.nan)
             model = None
         rows.append(row)
         models.append(model)
