@@ -31,6 +31,15 @@ class Output:
     replaces: tuple[str, ...] = ()
     #: The file may exist without ``force`` (e.g. a metrics log that a resumed run continues).
     may_exist: bool = False
+    #: For a folder: files inside it that the command writes and may keep (e.g. a checkpoint a
+    #: later run resumes from); no other output may name them.
+    holds: tuple[str, ...] = ()
+
+    def files(self) -> list[Path]:
+        """The files this output writes: its path, or for a folder the files named inside it."""
+        if not self.folder:
+            return [self.path]
+        return [self.path / name for name in (*self.replaces, *self.holds)]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -131,7 +140,8 @@ def check_outputs(outputs, inputs=(), *, force: bool = False) -> None:
 
     ``outputs``: :class:`Output` entries (``None`` entries and ``None`` paths are skipped);
     ``inputs``: paths the command reads. Raises :class:`~latentfit.errors.OutputError` when an
-    output is an input (whatever ``force`` says), two outputs are the same file, a file output
+    output is an input (whatever ``force`` says), two outputs are the same file (a folder's
+    ``replaces`` and ``holds`` count as its files) or one's file is another's folder, a file output
     exists and ``force`` is false, a file output is a folder (or a folder output a file), or
     its folder is missing or cannot be written to, or it exists and is not a regular file
     (a device, named pipe or socket: the rename that ends a write would replace it).
@@ -140,8 +150,7 @@ def check_outputs(outputs, inputs=(), *, force: bool = False) -> None:
     inputs = [Path(p) for p in inputs if p is not None]
     for out in outputs:
         for src in inputs:
-            targets = [out.path] if not out.folder else [out.path / n for n in out.replaces]
-            for target in targets:
+            for target in out.files():
                 if _same(target, src):
                     raise OutputError(
                         f"{out.option} {out.path} is the input {src}: writing it would destroy "
@@ -149,9 +158,15 @@ def check_outputs(outputs, inputs=(), *, force: bool = False) -> None:
                     )
     for i, a in enumerate(outputs):
         for b in outputs[i + 1 :]:
-            if not a.folder and not b.folder and _same(a.path, b.path):
+            if a.folder != b.folder and _same(a.path, b.path):
                 raise OutputError(
-                    f"{a.option} and {b.option} both name {a.path}; give them different files"
+                    f"{a.option} and {b.option} both name {a.path}, one as a file and one as "
+                    "a folder; give them different paths"
                 )
+            for path in a.files():
+                if any(_same(path, other) for other in b.files()):
+                    raise OutputError(
+                        f"{a.option} and {b.option} both name {path}; give them different files"
+                    )
     for out in outputs:
         (_check_folder if out.folder else _check_file)(out, force)

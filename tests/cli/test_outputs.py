@@ -271,6 +271,51 @@ def test_two_outputs_naming_one_file_are_refused(data, tmp_path, no_work):
     assert res.exit_code == 2 and "both name" in res.output
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fit", "flow", "{data}", *FLOW_FAST],
+        ["fit", "diffusion", "--dataset", "{data}", *DDPM_FAST],
+        ["fit", "vae", "--dataset", "{data}", *VAE_FAST],
+    ],
+    ids=["flow", "diffusion", "vae"],
+)
+@pytest.mark.parametrize(
+    "clash",
+    [
+        (["--out", "{ckpt}"], "one as a file and one as a folder"),
+        (["--out", "{ckpt}/last.pt"], "both name"),
+        (["--out", "{ckpt}/options.json"], "both name"),
+    ],
+    ids=["out-is-the-folder", "out-is-last.pt", "out-is-options.json"],
+)
+def test_an_output_naming_the_checkpoint_or_its_folder_is_refused_before_any_work(
+    command, clash, data, tmp_path, no_work
+):
+    # Found by hand: --out CKPT --checkpoint-dir CKPT trained, then failed with a traceback
+    # ("CKPT is a folder"); --out CKPT/last.pt wrote the model over the checkpoint.
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    argv, words = clash
+    args = [a.format(data=data, ckpt=ckpt) for a in [*command, *argv]]
+    res = runner.invoke(app, [*args, "--checkpoint-dir", str(ckpt)])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert "--out and --checkpoint-dir" in res.output and words in res.output
+    assert os.listdir(ckpt) == []
+
+
+def test_vae_metrics_or_plot_naming_the_checkpoint_is_refused(data, tmp_path, no_work):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    args = ["fit", "vae", "--dataset", str(data), *VAE_FAST, "--out", str(tmp_path / "v.st")]
+    for option in ("--metrics-csv", "--plot"):
+        res = runner.invoke(
+            app, [*args, option, str(ckpt / "last.pt"), "--checkpoint-dir", str(ckpt)]
+        )
+        assert res.exit_code == 2, (res.output, res.exception)
+        assert f"--checkpoint-dir and {option} both name" in res.output
+
+
 def test_vae_checkpoint_dir_and_resumed_metrics(data, tmp_path, no_work):
     args = ["fit", "vae", "--dataset", str(data), "--out", str(tmp_path / "v.safetensors")]
     res = runner.invoke(app, [*args, "--checkpoint-dir", str(data)])

@@ -500,6 +500,9 @@ def stream_path(path: Path | None, stream_above: float) -> bool:
 #: The file in a ``--checkpoint-dir`` that records the options of the run that wrote it, so
 #: that a resume with other settings is refused in the command line's words.
 RUN_OPTIONS_FILE = "options.json"
+#: The files a training run writes into its ``--checkpoint-dir``: the checkpoint it resumes
+#: from and the options file above. No other output of the command may name them.
+CHECKPOINT_FILES = ("last.pt", RUN_OPTIONS_FILE)
 #: Options a resumed training run may change: how the data are read (the trainer checks the
 #: rows themselves), where and how it reports, and more epochs (the trainer's free settings).
 _FREE_OPTIONS = frozenset(

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import (
+    CHECKPOINT_FILES,
     app,
     check_device,
     check_number,
@@ -44,7 +45,10 @@ def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = N
     named = ("mnist", "digits", "faithful", "geyser")
     files = [None if str(p) in named else Path(p) for p in inputs if p is not None]
     check_outputs(
-        [Output(Path(out), "--out"), Output(checkpoint_dir, "--checkpoint-dir", folder=True)],
+        [
+            Output(Path(out), "--out"),
+            Output(checkpoint_dir, "--checkpoint-dir", folder=True, holds=CHECKPOINT_FILES),
+        ],
         files,
         force=force,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import (
+    CHECKPOINT_FILES,
     app,
     check_device,
     check_outputs,
@@ -262,7 +263,7 @@ def fit_vae(
     check_outputs(
         [
             Output(out, "--out"),
-            Output(checkpoint_dir, "--checkpoint-dir", folder=True),
+            Output(checkpoint_dir, "--checkpoint-dir", folder=True, holds=CHECKPOINT_FILES),
             Output(metrics_csv, "--metrics-csv", may_exist=resuming),
             Output(plot, "--plot"),
         ],
