@@ -20,6 +20,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import socket
 import stat
 import tempfile
@@ -132,8 +133,9 @@ def _alive(pid: int) -> bool:
 
 
 def _clean_stale(folder: Path, name: str) -> None:
-    """Remove temporaries of an earlier write to ``folder/name`` whose writer (a process on
-    this host) is gone, e.g. killed before it could rename or delete its file."""
+    """Remove temporaries (files, or staging folders) of an earlier write to ``folder/name``
+    whose writer (a process on this host) is gone, e.g. killed before it could rename or delete
+    them."""
     pattern = re.compile(
         rf"^\.{re.escape(_tmp_stem(name))}\.{re.escape(_host())}-(\d+)-[A-Za-z0-9_]+{re.escape(_TMP_SUFFIX)}$"
     )
@@ -148,6 +150,8 @@ def _clean_stale(folder: Path, name: str) -> None:
         try:
             if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
+            elif entry.is_dir(follow_symlinks=False):  # a staging folder (see latentfit.tour)
+                shutil.rmtree(entry.path, ignore_errors=True)
         except OSError:
             pass
 

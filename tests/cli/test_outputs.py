@@ -366,6 +366,73 @@ def test_tour_force_replaces_the_report(tmp_path, monkeypatch, umask):
     assert _leftovers(tmp_path) == []
 
 
+def _fake_sections(monkeypatch, fail_second: type[BaseException] | None):
+    """Two tour sections: the first saves gmm_faithful.png, the second fails (when asked)."""
+    import types
+
+    from latentfit.tour.report import Section, subplots
+
+    def first(ctx):
+        fig, ax = subplots()
+        ax.plot([0, 1])
+        return Section("first", figures=[(ctx.save_figure(fig, "gmm_faithful.png"), "new")])
+
+    def second(ctx):
+        if fail_second is not None:
+            raise fail_second("section two failed")
+        return Section("second")
+
+    for name, build in (("first", first), ("second", second)):
+        monkeypatch.setitem(sys.modules, f"_tour_{name}", types.SimpleNamespace(build=build))
+    monkeypatch.setattr(
+        latentfit.tour, "SECTIONS", [(n, f"_tour_{n}") for n in ("first", "second")]
+    )
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
+def test_a_tour_that_fails_midway_leaves_the_old_report_whole(tmp_path, monkeypatch, failure):
+    # Found by hand: with --force, the figures of the sections built before a failure (or a
+    # Ctrl-C) replaced the old report's, under the old index.html.
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").write_text("old report")
+    (report / "gmm_faithful.png").write_bytes(b"old figure")
+    _fake_sections(monkeypatch, failure)
+    runner.invoke(app, ["tour", "--out", str(report), "--force"])
+    assert (report / "index.html").read_text() == "old report"
+    assert (report / "gmm_faithful.png").read_bytes() == b"old figure"
+    assert sorted(os.listdir(report)) == ["gmm_faithful.png", "index.html"]
+
+
+def test_a_tour_replaces_the_figures_and_leaves_no_staging_behind(tmp_path, monkeypatch):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").write_text("old report")
+    (report / "gmm_faithful.png").write_bytes(b"old figure")
+    _fake_sections(monkeypatch, None)
+    res = runner.invoke(app, ["tour", "--out", str(report), "--force"])
+    assert res.exit_code == 0, res.output
+    assert "gmm_faithful.png" in (report / "index.html").read_text()
+    _is_png(report / "gmm_faithful.png")
+    assert sorted(os.listdir(report)) == ["gmm_faithful.png", "index.html"]
+
+
+def test_a_killed_tours_staging_folder_is_removed_by_the_next_tour(tmp_path, monkeypatch):
+    from latentfit._files import _TMP_SUFFIX, _tmp_prefix
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that is gone, as a tour killed by SIGKILL would be
+    report = tmp_path / "report"
+    stage = report / _tmp_prefix("tour").replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    stage = stage.with_name(stage.name + "x1" + _TMP_SUFFIX)
+    stage.mkdir(parents=True)
+    (stage / "gmm_faithful.png").write_bytes(b"half written")
+    _fake_sections(monkeypatch, None)
+    res = runner.invoke(app, ["tour", "--out", str(report)])
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(report)) == ["gmm_faithful.png", "index.html"]
+
+
 # ---- atomic_path itself ---------------------------------------------------------------
 
 

@@ -7,9 +7,13 @@ lists them in the order of the chain.
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+from latentfit._files import _TMP_SUFFIX, _clean_stale, _fsync, _tmp_prefix
 from latentfit.errors import ParameterError
 from latentfit.tour.report import Section, TourContext, write_report
 
@@ -38,12 +42,23 @@ def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) 
     unknown = [s for s in chosen if s not in known]
     if unknown:
         raise ParameterError(f"unknown tour section(s) {unknown}; choose from {list(known)}")
-    ctx = TourContext(out=out, seed=seed)
-    built: list[Section] = []
-    for name in chosen:
-        start = time.perf_counter()
-        echo(f"tour: {name} ...")
-        section = importlib.import_module(known[name]).build(ctx)
-        section.seconds = time.perf_counter() - start
-        built.append(section)
+    # The sections save their figures into a hidden folder inside ``out``, moved into place
+    # only once every section is built: a failure or Ctrl-C midway leaves an old report (its
+    # index.html and figures) as it was, and no partial figures behind.
+    _clean_stale(out, "tour")
+    stage = Path(tempfile.mkdtemp(prefix=_tmp_prefix("tour"), suffix=_TMP_SUFFIX, dir=out))
+    try:
+        ctx = TourContext(out=stage, seed=seed)
+        built: list[Section] = []
+        for name in chosen:
+            start = time.perf_counter()
+            echo(f"tour: {name} ...")
+            section = importlib.import_module(known[name]).build(ctx)
+            section.seconds = time.perf_counter() - start
+            built.append(section)
+        for entry in sorted(os.listdir(stage)):
+            os.replace(stage / entry, out / entry)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    _fsync(out, directory=True)
     return write_report(out, built)
