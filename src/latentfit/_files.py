@@ -191,8 +191,9 @@ class atomic_path:
     (``0o666 & ~umask``), renamed over the target in one step and the folder is flushed too,
     so a reader sees the old file or the new one, never a half-written one. On an error the
     temporary file is removed; one left by a killed writer is removed on the next write to the
-    same target. Errors creating or renaming raise :class:`~latentfit.errors.OutputError`
-    naming the target, never the temporary name; so does a target that exists and is not a
+    same target. Errors creating, writing (an OSError in the body, e.g. a full disk) or
+    renaming raise :class:`~latentfit.errors.OutputError` naming the target, never the
+    temporary name; so does a target that exists and is not a
     regular file (a folder, device, named pipe or socket, which the rename would replace),
     checked before anything is written.
     """
@@ -229,6 +230,8 @@ class atomic_path:
 
         if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
+            if issubclass(exc_type, OSError):  # e.g. a full disk midway through the write
+                raise OutputError(_write_failed(self.path, exc)) from None
             return False
         try:
             _fsync(self.tmp)
@@ -236,6 +239,18 @@ class atomic_path:
             os.replace(self.tmp, self.path)
         except OSError as err:
             self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
+            raise OutputError(_write_failed(self.path, err)) from None
         _fsync(self.path.parent, directory=True)
         return False
+
+
+def _write_failed(path: Path, err: OSError) -> str:
+    """The message of a write to ``path`` that failed after it started: it names the target
+    (never the temporary file) and says that a file already there is unchanged."""
+    advice = (
+        "free some space on its disk or choose another folder"
+        if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        else "choose a folder you can write to"
+    )
+    kept = " (the file already there is unchanged)" if path.exists() else ""
+    return f"cannot write {_shown(path)}: {err.strerror or err}{kept}; {advice}"

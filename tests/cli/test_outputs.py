@@ -9,6 +9,7 @@ up as "work started" instead of the expected message.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 import latentfit
 from latentfit._files import atomic_path
 from latentfit.cli import app
+from latentfit.errors import OutputError
 
 runner = CliRunner()
 SRC = Path(latentfit.__file__).resolve().parents[1]
@@ -462,6 +464,60 @@ def test_atomic_path_removes_its_temporary_on_error(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("writer failed")
     assert (tmp_path / "m.txt").read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_write_that_fails_midway_names_the_target_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "m.txt"
+    target.write_text("old")
+    with pytest.raises(OutputError) as err, atomic_path(target) as tmp, tmp.open("w") as f:
+        f.write("half writ")
+        f.flush()
+        _disk_full()
+    # found by hand: the bare OSError ("No space left on device") named no file
+    assert str(err.value) == (
+        f"cannot write {target}: No space left on device (the file already there is "
+        "unchanged); free some space on its disk or choose another folder"
+    )
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_while_writing_states_is_one_line_naming_the_file(data, tmp_path, monkeypatch):
+    states = tmp_path / "states.csv"
+    states.write_text("old states")
+
+    def half_then_full(fname, *args, **kwargs):
+        Path(fname).write_text("state\n0\n")
+        _disk_full()
+
+    monkeypatch.setattr(np, "savetxt", half_then_full)
+    res = runner.invoke(
+        app, ["fit", "hmm", str(data), "-k", "2", "--quiet", "--states", str(states), "--force"]
+    )
+    assert res.exit_code == 2, res.output
+    assert f"error: cannot write {states}: No space left on device" in res.output
+    assert ".lftmp" not in res.output
+    assert states.read_text() == "old states" and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_while_saving_a_flow_is_one_line_naming_the_file(data, tmp_path, monkeypatch):
+    import latentfit.io
+
+    out = tmp_path / "f.safetensors"
+    out.write_bytes(b"old model")
+
+    def half_then_full(tensors, fname, **kwargs):
+        Path(fname).write_bytes(b"half a model")
+        _disk_full()
+
+    monkeypatch.setattr(latentfit.io, "save_file", half_then_full)
+    res = runner.invoke(app, ["fit", "flow", str(data), *FLOW_FAST, "--out", str(out), "--force"])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"error: cannot write {out}: No space left on device" in res.output
+    assert out.read_bytes() == b"old model" and _leftovers(tmp_path) == []
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):

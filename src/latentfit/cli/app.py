@@ -15,11 +15,16 @@ from typer.core import TyperGroup
 class _Commands(TyperGroup):
     """The top command group. An OSError no command turned into a message of its own (a file
     name too long for the file system, a file gone between the checks and the read, a full
-    disk) is printed as one line naming the file, never as a traceback."""
+    disk) is printed as one line naming the file, never as a traceback; so is an OutputError
+    (a write that failed midway, see :class:`latentfit._files.atomic_path`)."""
 
     def invoke(self, ctx):
+        from latentfit.errors import OutputError
+
         try:
             return super().invoke(ctx)
+        except OutputError as err:
+            fail(str(err))
         except BrokenPipeError:
             # the reader of the output closed it (``latentfit show m.lf | head``): stop quietly,
             # as a shell tool does, with the rest of the output sent nowhere so that Python's
