@@ -520,6 +520,41 @@ def test_a_full_disk_while_saving_a_flow_is_one_line_naming_the_file(data, tmp_p
     assert out.read_bytes() == b"old model" and _leftovers(tmp_path) == []
 
 
+def _run_on_a_small_disk(args: list[str], limit: int, cwd: Path):
+    """Run ``latentfit ARGS`` in a process that can write no file past ``limit`` bytes
+    (RLIMIT_FSIZE, SIGXFSZ ignored): every write past it fails as on a full disk, whatever
+    library writes (Python, torch's C++ or safetensors' Rust)."""
+    import resource
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "latentfit", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        preexec_fn=limited,
+        timeout=300,
+    )
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_naming_the_checkpoint(data, tmp_path):
+    # Found by hand: "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected
+    # pos 704 vs 598" from torch.save, after an epoch of training.
+    ckpt = tmp_path / "ckpt"
+    args = ["fit", "vae", "--dataset", str(data), *VAE_FAST, "--out", str(tmp_path / "v.st"),
+            "--checkpoint-dir", str(ckpt)]  # fmt: skip
+    res = _run_on_a_small_disk(args, 4000, tmp_path)  # its last.pt takes ~20,000
+    assert res.returncode == 2, res.stderr
+    assert f"error: cannot write {ckpt / 'last.pt'}: File too large" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert sorted(os.listdir(ckpt)) == ["options.json"]
+
+
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "m.txt"
     code = (

@@ -22,8 +22,11 @@ from latentfit.train import distributed as dist_utils
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     if dist_utils.is_main():
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        # Through a Python file: a full disk is then an OSError (which atomic_path words as
+        # "cannot write last.pt: No space left on device"); torch.save to a path says only
+        # "[enforce fail at inline_container.cc] unexpected pos ...".
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            torch.save(payload, f)
     dist_utils.barrier()
 
 
