@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 
 from latentfit._files import _kind, atomic_path, check_writable_target, file_status
 from latentfit._validation import is_finite_above
@@ -200,8 +201,12 @@ def write_model_file(path, tensors: dict, header: dict) -> Path:
             f"JSON-serialisable ({err}); pass plain numbers, strings or lists"
         ) from err
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    # Serialised here and written by Python: a write that fails (a full disk) is then an
+    # OSError, which atomic_path words naming the file; safetensors' own writer raises
+    # "SafetensorError: Error while serializing: I/O error ...".
+    data = save_bytes(tensors, metadata=meta)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(data)
     return Path(path)
 
 
