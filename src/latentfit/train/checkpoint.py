@@ -9,6 +9,7 @@ and tensor shapes, and the SHA-256 of the training and validation data; only the
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,11 +23,14 @@ from latentfit.train import distributed as dist_utils
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     if dist_utils.is_main():
-        # Through a Python file: a full disk is then an OSError (which atomic_path words as
-        # "cannot write last.pt: No space left on device"); torch.save to a path says only
-        # "[enforce fail at inline_container.cc] unexpected pos ...".
-        with atomic_path(path) as tmp, tmp.open("wb") as f:
-            torch.save(payload, f)
+        # Serialised in memory and written by Python: a full disk is then an OSError (which
+        # atomic_path words as "cannot write last.pt: No space left on device"). torch.save
+        # writing a path or a file itself says "[enforce fail at inline_container.cc]
+        # unexpected pos ..." wherever its zip writer notices the failed write.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
     dist_utils.barrier()
 
 
