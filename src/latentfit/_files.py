@@ -198,8 +198,11 @@ class atomic_path:
     checked before anything is written.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, shown=None):
         self.path = Path(path)
+        #: The name messages give the file: ``path`` itself, or where a file written into a
+        #: staging folder ends up (see :func:`latentfit.tour.run_tour`).
+        self.shown = self.path if shown is None else Path(shown)
 
     def __enter__(self) -> Path:
         from latentfit.errors import OutputError
@@ -219,7 +222,7 @@ class atomic_path:
                 else "choose a folder you can write to"
             )
             raise OutputError(
-                f"cannot write {_shown(self.path)}: {err.strerror or err}; {advice}"
+                f"cannot write {_shown(self.shown)}: {err.strerror or err}; {advice}"
             ) from None
         os.close(fd)
         self.tmp = Path(tmp)
@@ -231,7 +234,7 @@ class atomic_path:
         if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
             if issubclass(exc_type, OSError):  # e.g. a full disk midway through the write
-                raise OutputError(_write_failed(self.path, exc)) from None
+                raise OutputError(_write_failed(self.shown, exc)) from None
             return False
         try:
             _fsync(self.tmp)
@@ -239,7 +242,7 @@ class atomic_path:
             os.replace(self.tmp, self.path)
         except OSError as err:
             self.tmp.unlink(missing_ok=True)
-            raise OutputError(_write_failed(self.path, err)) from None
+            raise OutputError(_write_failed(self.shown, err)) from None
         _fsync(self.path.parent, directory=True)
         return False
 

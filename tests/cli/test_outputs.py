@@ -419,6 +419,23 @@ def test_a_tour_replaces_the_figures_and_leaves_no_staging_behind(tmp_path, monk
     assert sorted(os.listdir(report)) == ["gmm_faithful.png", "index.html"]
 
 
+def test_a_tour_figure_that_cannot_be_written_is_named_in_the_report_folder(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def disk_full(self, fname, **kwargs):
+        Path(fname).write_bytes(b"half a png")
+        _disk_full()
+
+    _fake_sections(monkeypatch, None)
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    monkeypatch.chdir(tmp_path)  # a short path, shown whole in the message
+    res = runner.invoke(app, ["tour", "--out", "report"])
+    assert res.exit_code == 2, res.output
+    # found by hand: the message named report/.tour.HOST-PID-XXXX.lftmp/gmm_faithful.png
+    assert "error: cannot write report/gmm_faithful.png: No space left" in res.output
+    assert ".lftmp" not in res.output and os.listdir(tmp_path / "report") == []
+
+
 def test_a_killed_tours_staging_folder_is_removed_by_the_next_tour(tmp_path, monkeypatch):
     from latentfit._files import _TMP_SUFFIX, _tmp_prefix
 

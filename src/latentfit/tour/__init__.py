@@ -48,7 +48,7 @@ def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) 
     _clean_stale(out, "tour")
     stage = Path(tempfile.mkdtemp(prefix=_tmp_prefix("tour"), suffix=_TMP_SUFFIX, dir=out))
     try:
-        ctx = TourContext(out=stage, seed=seed)
+        ctx = TourContext(out=stage, seed=seed, report=out)
         built: list[Section] = []
         for name in chosen:
             start = time.perf_counter()

@@ -39,10 +39,12 @@ class TourContext:
 
     out: Path
     seed: int = 0
+    #: Where the figures end up when ``out`` is a staging folder (named in error messages).
+    report: Path | None = None
 
     def save_figure(self, fig, name: str) -> str:
         path = self.out / name
-        with atomic_path(path) as tmp:
+        with atomic_path(path, shown=(self.report or self.out) / name) as tmp:
             fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
         return name
 
