@@ -584,6 +584,17 @@ def test_a_full_disk_while_checkpointing_is_one_line_naming_the_checkpoint(data,
     assert sorted(os.listdir(ckpt)) == ["options.json"]
 
 
+def test_a_full_disk_while_recording_the_run_options_leaves_no_half_file(data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    args = ["fit", "vae", "--dataset", str(data), *VAE_FAST, "--out", str(tmp_path / "v.st"),
+            "--checkpoint-dir", str(ckpt)]  # fmt: skip
+    res = _run_on_a_small_disk(args, 100, tmp_path)  # its options.json takes ~360
+    assert res.returncode == 2, res.stderr
+    # found by hand: "error: File too large", and 100 bytes of options.json left behind
+    assert f"error: cannot write {ckpt / 'options.json'}: File too large" in res.stderr
+    assert os.listdir(ckpt) == []
+
+
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "m.txt"
     code = (

@@ -536,8 +536,11 @@ def record_run_options(ctx: typer.Context, checkpoint_dir: Path | None) -> None:
         return
     if os.environ.get("RANK", "0") != "0":
         return
+    from latentfit._files import atomic_path
+
     checkpoint_dir.mkdir(exist_ok=True)
-    (checkpoint_dir / RUN_OPTIONS_FILE).write_text(json.dumps(_run_options(ctx), indent=1) + "\n")
+    with atomic_path(checkpoint_dir / RUN_OPTIONS_FILE) as tmp:
+        tmp.write_text(json.dumps(_run_options(ctx), indent=1) + "\n")
 
 
 def _shown_option(param, value) -> str:
