@@ -353,6 +353,34 @@ def test_tour_refuses_an_existing_report_a_file_and_unknown_sections(tmp_path, n
     assert (report / "index.html").read_text() == "old report"
 
 
+def test_tour_refuses_a_folder_holding_one_of_its_figures(tmp_path, no_work):
+    # Found by hand: only index.html was checked; a folder holding the user's own
+    # gmm_faithful.png (and no index.html) had it replaced without --force.
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "gmm_faithful.png").write_bytes(b"mine")
+    res = runner.invoke(app, ["tour", "--only", "gmm", "--out", str(report)])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"--out {report} already holds gmm_faithful.png; pass --force" in res.output
+    assert (report / "gmm_faithful.png").read_bytes() == b"mine"
+    # a section that does not write that figure may share the folder
+    res = runner.invoke(app, ["tour", "--only", "estimate", "--out", str(report)])
+    assert isinstance(res.exception, AssertionError) and "work started" in str(res.exception)
+
+
+def test_the_tours_figures_are_the_ones_its_sections_save():
+    import importlib
+    import inspect
+    import re
+
+    from latentfit.tour import FIGURES, SECTIONS
+
+    for name, module in SECTIONS:
+        source = inspect.getsource(importlib.import_module(module))
+        saved = re.findall(r"save_figure\(\s*\w+,\s*\"([^\"]+)\"", source)
+        assert sorted(saved) == sorted(FIGURES[name]), name
+
+
 def test_tour_force_replaces_the_report(tmp_path, monkeypatch, umask):
     from latentfit.tour import write_report
 

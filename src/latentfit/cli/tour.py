@@ -22,11 +22,12 @@ def tour(
 ):
     """Walk MLE → MAP → ELBO → EM → VI → VAE on the bundled data and write DIR/index.html.
 
-    A folder that already holds a report (index.html) is refused unless --force is given.
+    A folder that already holds a report (index.html) or any of its figures is refused unless
+    --force is given.
     """
     from latentfit._outputs import Output
     from latentfit.errors import LatentfitError
-    from latentfit.tour import SECTIONS, run_tour
+    from latentfit.tour import FIGURES, SECTIONS, run_tour
 
     known = [name for name, _ in SECTIONS]
     names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
@@ -35,7 +36,9 @@ def tour(
     unknown = [s for s in names or [] if s not in known]
     if unknown:
         fail(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    check_outputs([Output(out, "--out", folder=True, replaces=("index.html",))], force=force)
+    figures = [f for name in names or known for f in FIGURES.get(name, ())]
+    report = Output(out, "--out", folder=True, replaces=("index.html", *figures))
+    check_outputs([report], force=force)
     try:
         index = run_tour(out, sections=names, seed=seed)
     except (LatentfitError, OSError) as err:

@@ -17,7 +17,7 @@ from latentfit._files import _TMP_SUFFIX, _clean_stale, _fsync, _tmp_prefix
 from latentfit.errors import ParameterError
 from latentfit.tour.report import Section, TourContext, write_report
 
-__all__ = ["SECTIONS", "Section", "TourContext", "run_tour"]
+__all__ = ["FIGURES", "SECTIONS", "Section", "TourContext", "run_tour"]
 
 # (name, module) in the order of the chain.
 SECTIONS: list[tuple[str, str]] = [
@@ -31,6 +31,19 @@ SECTIONS: list[tuple[str, str]] = [
     ("vae", "latentfit.tour.vae"),
     ("density", "latentfit.tour.density"),
 ]
+#: The figures each section writes into the report folder: ``latentfit tour`` refuses a folder
+#: that holds any of them (or index.html) without --force, before any work.
+FIGURES: dict[str, tuple[str, ...]] = {
+    "estimate": ("estimate_mle.png", "estimate_map.png", "estimate_conjugate.png"),
+    "gmm": ("gmm_faithful.png", "gmm_history.png"),
+    "mixtures": ("mixtures_bernoulli_means.png", "mixtures_ppca_latent.png", "mixtures_bic.png"),
+    "hmm": ("hmm_geyser_states.png",),
+    "sequences": ("hsmm_geyser_durations.png", "ssm_tracking.png"),
+    "mcmc": ("mcmc_trace.png", "mcmc_pairs.png"),
+    "vi": ("vi_em_gap.png", "vi_cavi_gap.png", "vi_dp_faithful.png"),
+    "vae": ("vae_samples.png", "vae_kl.png"),
+    "density": ("density_samples.png",),
+}
 
 
 def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) -> Path:
