@@ -342,19 +342,19 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         stats = moment_stats(X, w, rw, ct)
         zero = torch.zeros_like(shift)
         weights, delta, cov = gaussian_mstep(stats, zero, self.reg_covar, ct)
-        far = far_components(delta, precision_cholesky(cov, ct), ct)
-        if len(far):
-            # about the shift a tight group far from it keeps no digits of its variance (a
-            # start at reg_covar, which the E-step then empties into a broad neighbour):
-            # its moments are taken about its own mean, as the E-step's are
-            S1, S2 = direct_moments(X, rw[:, far].T, delta[far], ct)
-            put_direct_moments(stats, far, S1, S2, ct)
-            cov = gaussian_mstep(stats, zero, self.reg_covar, ct)[2]
         given = self._given_params(X.shape[1])
         if "prec_chol" in given:
             pc = given["prec_chol"]
         else:
-            pc = precision_cholesky(cov, self.covariance_type)
+            pc = precision_cholesky(cov, ct)
+            far = far_components(delta, pc, ct)
+            if len(far):
+                # about the shift a tight group far from it keeps no digits of its variance
+                # (a start at reg_covar, which the E-step then empties into a broad
+                # neighbour): its moments are taken about its own mean, as the E-step's are
+                S1, S2 = direct_moments(X, rw[:, far].T, delta[far], ct)
+                put_direct_moments(stats, far, S1, S2, ct)
+                pc = precision_cholesky(gaussian_mstep(stats, zero, self.reg_covar, ct)[2], ct)
         out = {"weights": given.get("weights", weights), "prec_chol": pc}
         if "means" in given:
             out["means"] = given["means"]
