@@ -16,7 +16,13 @@ import torch
 
 from latentfit.errors import ResourceLimitError
 
+#: The arithmetic one call may take, in multiply-adds, before a count that sets it is refused:
+#: about a day of one CPU core (Burda et al.'s 784-200-200-50 network ran 1.3e10 multiply-adds
+#: a second on one core), so that a count off by digits is named instead of running for days.
+MAX_WORK = 10**15
+
 __all__ = [
+    "MAX_WORK",
     "available_memory",
     "check_allocation",
     "check_module_memory",

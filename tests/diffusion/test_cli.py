@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 import latentfit
@@ -26,3 +27,17 @@ def test_fit_diffusion_learned_variance_with_skip(tmp_path):
     assert res.exit_code == 2 and "variance must be 'small', 'large' or 'learned'" in res.output
     res = runner.invoke(app, [*args, "--skip-floor", "0", "--force"])
     assert res.exit_code == 2 and "skip_floor must be a positive number" in res.output
+
+
+def test_density_sample_refuses_a_count_that_would_run_for_days(tmp_path, monkeypatch):
+    from latentfit.diffusion.process import DiffusionModule
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "diffusion", "--dataset", "faithful", "--steps", "1000", "--epochs", "1"]
+    assert runner.invoke(app, [*args, "--out", "d.safetensors", "--quiet"]).exit_code == 0
+    monkeypatch.setattr(DiffusionModule, "sample", lambda *a, **k: pytest.fail("drew"))
+    for cmd in (["density", "sample"], ["sample"]):
+        res = runner.invoke(app, [*cmd, "d.safetensors", "-n", "10000000", "--out", "x.npy"])
+        assert res.exit_code == 2, res.output
+        assert "error: -n 10,000,000 draws through 1,000 denoising steps" in res.output
+        assert "use -n <= 1,213,869" in res.output and "max_work" not in res.output

@@ -595,3 +595,29 @@ def test_a_coarse_schedule_warns_when_fitted_naming_the_step_and_what_to_try():
         warnings.simplefilter("error", CoarseScheduleWarning)
         DDPM(20, **fit).fit(X)
         DDPM(10, schedule="cosine", **fit).fit(X)
+
+
+def test_a_sample_count_that_would_run_for_days_is_refused_before_drawing(monkeypatch):
+    # 10**7 draws of 2 values fit in memory (720 MB) but take 10**7 x 1000 network calls
+    from latentfit.diffusion.process import DiffusionModule
+    from latentfit.errors import ResourceLimitError
+
+    torch.set_num_threads(1)
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    model = DDPM(1000, discrete=False, epochs=1, random_state=0).fit(X)
+    # TimeMLP(2 -> 512, time 64 -> 512 -> 512, 2 x 512 -> 512, 512 -> 2), counted by hand
+    weights = (2 * 512 + 512) + (64 * 512 + 512) + 3 * (512 * 512 + 512) + (512 * 2 + 2)
+    per_draw = 1000 * (weights + 2)
+    largest = 10**15 // per_draw
+    with monkeypatch.context() as m:
+        m.setattr(DiffusionModule, "sample", lambda *a, **k: pytest.fail("drew"))
+        with pytest.raises(
+            ResourceLimitError,
+            match=rf"n_samples=10,000,000 draws through 1,000 .* {weights:,} weights"
+            rf".* n_samples <= {largest:,}\b",
+        ):
+            model.sample(10**7)
+        with pytest.raises(ResourceLimitError, match=r"n_samples <= 3\b"):
+            model.sample(4, max_work=3 * per_draw)
+    assert model.sample(3, max_work=3 * per_draw).shape == (3, 2)
+    assert model.sample(4, max_work=None).shape == (4, 2)

@@ -132,6 +132,8 @@ _COMPONENT_WORDS = (
 _COUNT_WORDS = (
     (r"\b(?:n_samples|n)=([\d,]+) draws\b", r"{count} \1 draws"),
     (r"\ba smaller (?:n_samples|n)\b", r"a smaller {count}"),
+    (r"\bn_samples <= ([\d,]+)", r"{count} <= \1"),
+    (r", or pass max_work=None to run it anyway", ""),  # no option sets it
 )
 
 

@@ -12,6 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
+from latentfit._memory import MAX_WORK
 from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
@@ -40,6 +41,7 @@ from latentfit.errors import (
     DataError,
     ModelFileError,
     ParameterError,
+    ResourceLimitError,
     user_stacklevel,
 )
 from latentfit.flows.density import (
@@ -69,6 +71,27 @@ def check_timesteps(value, name: str) -> None:
             f"{name} must be None (every t, exact) or an integer >= 1 (draws of t per row), "
             f"got {value!r}"
         )
+
+
+def check_sampling_work(n_samples: int, n_steps: int, weights: int, dim: int, max_work) -> None:
+    """Refuse (ResourceLimitError) ``n_samples`` draws by ancestral sampling whose arithmetic,
+    ``n_steps`` passes of every draw through a denoiser of ``weights`` weights (and its ``dim``
+    values' noise and posterior mean), exceeds ``max_work`` multiply-adds, naming the largest
+    n_samples that fits; None: no limit. The draws' memory is checked apart
+    (:func:`~latentfit._memory.check_sample_count`): 10**8 draws of 2 values fit in 8 GB but
+    would take 10**8 x 1000 network calls, weeks of one CPU core."""
+    if max_work is None:
+        return
+    per_draw = n_steps * (weights + dim)
+    work = n_samples * per_draw
+    if work <= max_work:
+        return
+    raise ResourceLimitError(
+        f"n_samples={n_samples:,} draws through {n_steps:,} denoising steps of a network of "
+        f"{weights:,} weights would take about {work:.2g} multiply-adds, more than the "
+        f"{max_work:.2g} allowed (about a day of one CPU core); use n_samples <= "
+        f"{max_work // per_draw:,}, or pass max_work=None to run it anyway"
+    )
 
 
 class DiffusionLoss:
@@ -439,10 +462,14 @@ class DDPM(DensityMixin, BaseEstimator):
         total = self.bound_terms(X, n_timesteps, random_state).total
         return float(total.mean() / (self.n_features_in_ * math.log(2)))
 
-    def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
-        """Draws by ancestral sampling (T network calls), in the training data's scale."""
+    def sample(self, n_samples: int = 1, random_state=None, max_work=MAX_WORK) -> np.ndarray:
+        """Draws by ancestral sampling (T network calls), in the training data's scale.
+        ``max_work``: the most multiply-adds the draws may take (:func:`check_sampling_work`;
+        None: no limit), refused before the first step."""
         check_is_fitted(self, "module_")
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
+        weights = sum(p.numel() for p in self.module_.denoiser.parameters())
+        check_sampling_work(n_samples, self.module_.n_steps, weights, self.n_features_in_, max_work)
         x = self.module_.sample(
             int(n_samples),
             make_generator(random_state, self._dev),

@@ -30,9 +30,9 @@ __all__ = [
 ]
 
 #: The arithmetic one estimate may take, in multiply-adds (:func:`estimate_work`): about a
-#: day of one CPU core (Burda et al.'s 784-200-200-50 network ran 1.3e10 multiply-adds a
-#: second on one core) and 50 times their k = 5000 on MNIST's 10,000 test rows (2e13).
-MAX_WORK = 10**15
+#: day of one CPU core (:data:`latentfit._memory.MAX_WORK`) and 50 times Burda et al.'s
+#: k = 5000 on MNIST's 10,000 test rows (2e13).
+MAX_WORK = _memory.MAX_WORK
 #: Multiply-adds a sample of z costs besides the network's weights (the noise, the
 #: log-densities, the log-sum-exp): a network of 146 weights ran 2.2e6 samples a second on
 #: the core where the 425,284 weights of Burda et al.'s ran 3.0e4.
