@@ -288,3 +288,28 @@ def test_the_size_check_counts_the_network_it_refuses(cls, n_layers, n_hidden, m
         model._build(3)
     monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: need)
     model._build(3)
+
+
+def test_a_sample_count_that_would_run_for_days_is_refused_before_drawing(monkeypatch):
+    # a MAF inverts one coordinate a pass: a draw is d passes through every layer's MADE
+    torch.set_num_threads(1)
+    X = np.random.default_rng(0).normal(size=(200, 8))
+    model = MAF(n_layers=2, hidden=16, n_hidden=1, epochs=1, random_state=0).fit(X)
+    # MADE(8 -> 16 -> 2 x 8): weights and biases, counted by hand; 8 passes, 2 layers
+    per_draw = 2 * 8 * ((8 * 16 + 16) + 2 * (16 * 8 + 8))
+    with monkeypatch.context() as m:
+        m.setattr(FlowModule, "sample", lambda *a, **k: pytest.fail("drew"))
+        with pytest.raises(
+            ResourceLimitError,
+            match=rf"n_samples=4 draws .* \({per_draw:,} multiply-adds a draw\)"
+            r".* n_samples <= 3\b",
+        ):
+            model.sample(4, max_work=3 * per_draw + 1)
+    assert model.sample(3, max_work=3 * per_draw + 1).shape == (3, 8)
+    assert model.sample(4, max_work=None).shape == (4, 8)
+    # Real NVP inverts a coupling layer in one pass: a draw is one pass through its weights
+    nvp = RealNVP(n_layers=2, hidden=8, epochs=1, random_state=0).fit(X)
+    weights = sum(p.numel() for p in nvp.module_.layers.parameters())
+    assert nvp.sample(10, max_work=10 * weights).shape == (10, 8)
+    with pytest.raises(ResourceLimitError, match=r"n_samples <= 10\b"):
+        nvp.sample(11, max_work=10 * weights)
