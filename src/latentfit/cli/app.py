@@ -6,6 +6,7 @@ Each family's commands live in their own module of this package and register the
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -19,18 +20,20 @@ class _Commands(TyperGroup):
     (a write that failed midway, see :class:`latentfit._files.atomic_path`)."""
 
     def invoke(self, ctx):
-        from latentfit.errors import OutputError
-
         try:
             return super().invoke(ctx)
-        except OutputError as err:
-            fail(str(err))
+        except ValueError as err:
+            # an OutputError can only come from a command that loaded latentfit.errors, which
+            # imports scikit-learn: looked up, not imported, so that --help stays light
+            errors = sys.modules.get("latentfit.errors")
+            if errors is not None and isinstance(err, errors.OutputError):
+                fail(str(err))
+            raise
         except BrokenPipeError:
             # the reader of the output closed it (``latentfit show m.lf | head``): stop quietly,
             # as a shell tool does, with the rest of the output sent nowhere so that Python's
             # own flush at exit does not report the same closed pipe (Python's documented way)
             import os
-            import sys
 
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
