@@ -290,3 +290,13 @@ def test_fit_hmm_plot_draws_at_most_twelve_columns(tmp_path, monkeypatch):
     )
     assert res.exit_code == 0, res.output
     assert "--plot draws the first 12 of the 20 columns" in res.output and plot.exists()
+
+
+def test_a_symbol_far_beyond_the_rows_is_named_as_a_symbol_count(tmp_path):
+    # the error said "inferring the 1000000001 column(s) of cat.csv": the command line's
+    # words for n_features, which here counts symbols, not columns
+    data = tmp_path / "cat.csv"
+    data.write_text("0\n1\n1000000000\n")
+    res = runner.invoke(app, ["fit", "hmm", str(data), "--emission", "categorical", "-k", "2"])
+    assert res.exit_code == 2
+    assert "inferring 1,000,000,001 symbols" in res.output and "column(s)" not in res.output

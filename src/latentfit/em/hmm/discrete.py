@@ -213,7 +213,7 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
             i = int(t.argmax())
             raise DataError(
                 f"row {i} of X holds symbol {top}, far beyond the {t.shape[0]} samples: the "
-                f"symbols are not dense, and inferring n_features = {top + 1} from it would "
+                f"symbols are not dense, and inferring {top + 1:,} symbols from it would "
                 "size the model by that value. Recode the symbols as 0..K-1 "
                 "(numpy.unique(X, return_inverse=True)) or pass n_features=K"
             )
