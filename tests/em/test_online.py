@@ -17,6 +17,7 @@ from latentfit import GaussianMixture
 from latentfit.em.gaussian import moment_stats
 from latentfit.em.online import OnlineEMState, StepSize, online_em_step, translate_moment_stats
 from latentfit.em.sources.chunks import ArraySource
+from tests.em.test_missing import _far_rows
 
 
 @pytest.fixture(scope="module")
@@ -246,16 +247,7 @@ def test_partial_fit_keeps_the_variance_of_a_tight_group_far_from_the_centre(ct)
     # three within 1e-3 of 1e8 scored -7.1e8 a row after 30 partial_fit calls where the batch
     # fit scores 3.57 (diag), every variance 0, without a word; with a value missing, a
     # partial_fit after a converged fit threw that fit away the same way
-    X = np.array(
-        [
-            [3.0, 1.0],
-            [5.0, 2.0],
-            [7.0, 1.5],
-            [1e8, 1e8],
-            [1e8 + 1e-3, 1e8 - 1e-3],
-            [1e8 - 1e-3, 1e8 + 2e-3],
-        ]
-    )
+    X = _far_rows(missing=False)
     batch = GaussianMixture(2, covariance_type=ct, random_state=0, reg_covar=1e-9).fit(X)
     online = GaussianMixture(2, covariance_type=ct, random_state=0, reg_covar=1e-9)
     for _ in range(20):
@@ -263,8 +255,7 @@ def test_partial_fit_keeps_the_variance_of_a_tight_group_far_from_the_centre(ct)
     assert online.score(X) == pytest.approx(batch.score(X), rel=1e-9)
     np.testing.assert_allclose(online.covariances_, batch.covariances_, rtol=1e-6)
 
-    Xm = X.copy()
-    Xm[2, 1] = np.nan
+    Xm = _far_rows(missing=True)
     m = GaussianMixture(
         2, covariance_type=ct, random_state=0, reg_covar=1e-9, missing="marginalize", tol=1e-12
     )
