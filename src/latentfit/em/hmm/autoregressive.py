@@ -61,6 +61,7 @@ from latentfit.em.hmm.sequences import (
 )
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
 from latentfit.em.initialize import kmeans
+from latentfit.em.paths import ar_path, markov_chain
 from latentfit.errors import DataError, ParameterError
 from latentfit.io import Stored, serializable
 
@@ -557,21 +558,18 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
         start = params["startprob"].double().cpu()
-        trans = params["transmat"].double().cpu()
+        trans_cdf = params["transmat"].double().cpu().cumsum(1).numpy()
         W = params["weights"].double().cpu()  # (k, d, p d + 1)
         L = torch.linalg.cholesky(params["covars"].double().cpu())  # (k, d, d)
         s = int(torch.multinomial(start, 1, generator=gen)) if currstate is None else currstate
         noise = torch.randn(n_samples, d, generator=gen, dtype=torch.float64)
-        buf = torch.cat([torch.from_numpy(hist), torch.zeros(n_samples, d, dtype=torch.float64)])
-        states = np.empty(n_samples, dtype=np.int64)
-        for i in range(n_samples):
-            if i:
-                s = int(torch.multinomial(trans[s], 1, generator=gen))
-            states[i] = s
-            lags = buf[i : i + p].flip(0).reshape(-1)  # [x_{t-1}, .., x_{t-p}]
-            z = torch.cat([lags, lags.new_ones(1)])
-            buf[p + i] = W[s] @ z + L[s] @ noise[i]
-        return buf[p:].numpy(), states
+        u = torch.rand(n_samples, generator=gen, dtype=torch.float64).numpy()
+        states = markov_chain(trans_cdf, u, s)
+        eps = torch.empty_like(noise)  # (n, d): L_s noise, state by state
+        for j in range(k):
+            rows = torch.from_numpy(states == j)
+            eps[rows] = noise[rows] @ L[j].T
+        return ar_path(W.numpy(), states, eps.numpy(), hist), states
 
 
 def _pack(coefs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,7 @@ from latentfit.em.hmm.sequences import (
     with_states,
 )
 from latentfit.em.hmm.settings import Prior, check_letters, check_priors
+from latentfit.em.paths import markov_chain
 from latentfit.errors import (
     DataError,
     LatentfitError,
@@ -614,12 +615,8 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         start = params["startprob"].double().cpu()
         trans_cdf = params["transmat"].double().cpu().cumsum(1).numpy()
         u = torch.rand(n_samples, generator=gen, dtype=torch.float64).numpy()
-        states = np.empty(n_samples, dtype=np.int64)
         s = int(torch.multinomial(start, 1, generator=gen)) if currstate is None else int(currstate)
-        states[0] = s
-        for i in range(1, n_samples):
-            s = min(int(np.searchsorted(trans_cdf[s], u[i], side="right")), self.n_components - 1)
-            states[i] = s
+        states = markov_chain(trans_cdf, u, s)
         X = self._sample_emissions(params, torch.from_numpy(states), gen)
         return X.cpu().numpy(), states
 

@@ -35,6 +35,7 @@ from latentfit.em.hmm.monitor import warn_unvisited
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.hsmm import durations as dur
 from latentfit.em.hsmm import inference as inf
+from latentfit.em.paths import segment_chain
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, check_stored_tensors
 
@@ -43,6 +44,9 @@ __all__ = ["HSMMMixin"]
 #: the most states x durations the negative binomial's M-step is allowed: about 64 float64
 #: values each for its gradient (1 GiB) and, measured, some 14 s per EM iteration
 _NB_WORK = 1 << 21
+
+#: segments drawn a batch by ``sample`` (two uniforms each, 1 MB)
+_SEGMENT_BATCH = 1 << 16
 
 _DURATION_ATTRIBUTES = {
     "poisson": ("duration_lambdas_",),
@@ -508,19 +512,18 @@ class HSMMMixin:
         check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, "cpu")
-        trans = params["transmat"].double().cpu()
-        pmf = self._duration_pmf().double().cpu()  # (k, W): 0 past W
+        trans_cdf = params["transmat"].double().cpu().cumsum(1).numpy()
+        dur_cdf = self._duration_pmf().double().cpu().cumsum(1).numpy()  # (k, W): 0 past W
         if currstate is None:
             s = int(torch.multinomial(params["startprob"].double().cpu(), 1, generator=gen))
         else:
             s = int(currstate)
         states = np.empty(n_samples, dtype=np.int64)
         pos = 0
-        while pos < n_samples:
-            d = int(torch.multinomial(pmf[s], 1, generator=gen)) + 1
-            states[pos : pos + d] = s
-            pos += d
-            s = int(torch.multinomial(trans[s], 1, generator=gen))
+        while pos < n_samples:  # a segment takes one step at least: n - pos segments suffice
+            m = min(n_samples - pos, _SEGMENT_BATCH)
+            u = torch.rand(2, m, generator=gen, dtype=torch.float64).numpy()
+            pos, s = segment_chain(dur_cdf, trans_cdf, u[0], u[1], s, pos, states)
         X = self._sample_emissions(params, torch.from_numpy(states), gen)
         return X.cpu().numpy(), states
 

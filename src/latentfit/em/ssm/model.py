@@ -30,6 +30,7 @@ from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.gaussian import check_overflow, check_variance_floor
 from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
+from latentfit.em.paths import linear_path
 from latentfit.em.ssm import kalman
 from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
 from latentfit.em.ssm.steps import (
@@ -458,10 +459,8 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
 
         w = torch.randn(n, k, generator=gen, dtype=torch.float64) @ root(Q).T
         v = torch.randn(n, dim, generator=gen, dtype=torch.float64) @ root(R).T
-        x = torch.empty(n, k, dtype=torch.float64)
-        x[0] = mu0 + root(V0) @ torch.randn(k, generator=gen, dtype=torch.float64)
-        for t in range(1, n):
-            x[t] = A @ x[t - 1] + w[t]
+        x0 = mu0 + root(V0) @ torch.randn(k, generator=gen, dtype=torch.float64)
+        x = torch.from_numpy(linear_path(A.numpy(), x0.numpy(), w.numpy()))  # (n, k)
         y = x @ C.T + d + v
         dt = self._dtype
         return y.to(dt).numpy(), x.to(dt).numpy()
