@@ -467,3 +467,45 @@ def test_a_count_where_a_poisson_rate_is_zero_is_impossible_in_that_state(tmp_pa
     one.init_params = ""
     quiet_fit(one, X[100:])
     assert one.lambdas_[0, 2] > 1 and np.isfinite(one.score(row))
+
+
+def test_gaussian_sample_matches_a_root_gathered_per_row():
+    from latentfit.em.hmm.emissions import gaussian_sample
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    roots = torch.randn(4, 3, 3, generator=g, dtype=torch.float64)
+    labels = torch.tensor([3, 0, 0, 2, 3, 3, 0])  # state 1 drawn by no row
+    z = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    want = means[labels] + (roots[labels] @ z.unsqueeze(2)).squeeze(2)
+    torch.testing.assert_close(gaussian_sample(means, roots, labels, z), want, rtol=1e-12, atol=0)
+
+
+def test_sampling_many_wide_rows_takes_memory_for_the_rows_not_a_root_per_row():
+    import subprocess
+    import sys
+
+    # 10**5 draws of 30 features: the draws are 24 MB; a 30 x 30 root gathered for every row
+    # (as sampling once did) is 720 MB more at its peak
+    script = """
+import resource
+import numpy as np
+from latentfit import GMMHMM, GaussianHMM
+m = GaussianHMM(2, covariance_type="full")
+m.startprob_, m.transmat_ = np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.1, 0.9]])
+m.means_, m.covars_, m.n_features = np.zeros((2, 30)), np.stack([np.eye(30)] * 2), 30
+g = GMMHMM(2, n_mix=2, covariance_type="diag")
+g.startprob_, g.transmat_ = m.startprob_, m.transmat_
+g.weights_, g.means_, g.covars_ = np.full((2, 2), 0.5), np.zeros((2, 2, 30)), np.ones((2, 2, 30))
+g.n_features = 30
+m.sample(10, random_state=0), g.sample(10, random_state=0)  # imports and compiles
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+X, _ = m.sample(100_000, random_state=0)
+Y, _ = g.sample(100_000, random_state=0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, X.std(), Y.std())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    grown_kb, sx, sy = proc.stdout.split()
+    assert float(sx) == pytest.approx(1.0, abs=0.01) and float(sy) == pytest.approx(1.0, abs=0.01)
+    assert int(grown_kb) < 300_000  # kilobytes (Linux): the old peak grew by 720 MB or more

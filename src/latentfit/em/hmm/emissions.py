@@ -113,6 +113,19 @@ def fill_covars(covars: torch.Tensor, covariance_type: str, k: int, d: int) -> t
     return covars.reshape(-1, 1, 1) * eye
 
 
+def gaussian_sample(
+    means: torch.Tensor, roots: torch.Tensor, labels: torch.Tensor, z: torch.Tensor
+) -> torch.Tensor:
+    """x_i = μ_{l_i} + R_{l_i} z_i for ``means`` (k, d), ``roots`` (k, d, d) with R Rᵀ the
+    covariances, ``labels`` (n,) and standard normal ``z`` (n, d): component by component, so
+    that memory is O(n d), not the (n, d, d) of a root gathered for every row."""
+    x = means[labels]  # (n, d)
+    for j in torch.unique(labels).tolist():
+        rows = labels == j
+        x[rows] += z[rows] @ roots[j].T
+    return x
+
+
 # ---------------------------------------------------------------------------- Gaussian
 
 

@@ -608,7 +608,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         lam, vec = torch.linalg.eigh(full)  # (k, d), (k, d, d)
         L = vec * lam.clamp(min=0).sqrt().unsqueeze(-2)  # L L^T = the covariance
         z = torch.randn(len(states), means.shape[1], generator=gen, dtype=torch.float64)
-        return means[states] + (L[states] @ z.unsqueeze(2)).squeeze(2)
+        return E.gaussian_sample(means, L, states, z)
 
 
 # GMMHMM lived in this module until it moved to gmmhmm.py; it is kept importable from here so

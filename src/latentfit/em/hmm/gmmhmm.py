@@ -381,6 +381,6 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             full = torch.diag_embed(cov)
         else:
             full = cov[..., None, None] * torch.eye(d, dtype=torch.float64)
-        L = torch.linalg.cholesky(full[states, comp])  # (n, d, d)
+        L = torch.linalg.cholesky(full.reshape(k * m, d, d))  # (k m, d, d)
         z = torch.randn(len(states), d, generator=gen, dtype=torch.float64)
-        return means[states, comp] + (L @ z.unsqueeze(2)).squeeze(2)
+        return E.gaussian_sample(means.reshape(k * m, d), L, states * m + comp, z)
