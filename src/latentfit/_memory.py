@@ -23,12 +23,19 @@ MAX_WORK = 10**15
 
 __all__ = [
     "MAX_WORK",
+    "allowed_work",
     "available_memory",
     "check_allocation",
     "check_module_memory",
     "check_sample_count",
     "fmt_bytes",
 ]
+
+
+def allowed_work(max_work) -> str:
+    """How a refusal names the cap ``max_work``: with its meaning where it is the default."""
+    day = " (about a day of one CPU core)" if max_work == MAX_WORK else ""
+    return f"the {max_work:.2g} allowed{day}"
 
 
 def available_memory(device=None) -> int | None:

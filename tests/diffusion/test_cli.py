@@ -41,3 +41,30 @@ def test_density_sample_refuses_a_count_that_would_run_for_days(tmp_path, monkey
         assert res.exit_code == 2, res.output
         assert "error: -n 10,000,000 draws through 1,000 denoising steps" in res.output
         assert "use -n <= 1,213,869" in res.output and "max_work" not in res.output
+
+
+def test_max_work_sets_the_sampling_cap_and_the_refusal_names_it(tmp_path, monkeypatch):
+    # the 10**15 cap had no option: a command line told "too much work" could not go on
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "diffusion", "--dataset", "faithful", "--steps", "1000", "--epochs", "1"]
+    assert runner.invoke(app, [*args, "--out", "d.safetensors", "--quiet"]).exit_code == 0
+    res = runner.invoke(app, ["sample", "d.safetensors", "-n", "10000000", "--out", "x.npy"])
+    assert res.exit_code == 2 and "raise the limit with --max-work" in res.output, res.output
+    per_draw = 10**15 // 1_213_869  # the default cap's largest -n (test above): ~8.2e8 a draw
+    for cmd in (["density", "sample"], ["sample"]):
+        res = runner.invoke(
+            app, [*cmd, "d.safetensors", "-n", "3", "--out", "x.npy", "--max-work", "1e9"]
+        )
+        assert res.exit_code == 2, res.output
+        assert "more than the 1e+09 allowed;" in res.output and "use -n <= 1," in res.output
+        for cap in (f"{2 * per_draw + per_draw // 2}", "inf"):
+            out = f"y{len(cmd)}{cap}.npy"
+            res = runner.invoke(
+                app, [*cmd, "d.safetensors", "-n", "2", "--out", out, "--max-work", cap]
+            )
+            assert res.exit_code == 0, res.output
+        for bad in ("0", "nan"):
+            res = runner.invoke(
+                app, [*cmd, "d.safetensors", "-n", "2", "--out", "z.npy", "--max-work", bad]
+            )
+            assert res.exit_code == 2 and "error: --max-work takes" in res.output, res.output

@@ -213,3 +213,38 @@ def test_samples_off_by_digits_are_refused_naming_the_option_and_the_largest_tha
         assert f"{option} 1,000,000,000,000 importance samples" in text
         assert f"use {option} <= {10**15 // (rows * 4242):,}" in text
         assert "k=" not in text and "max_work" not in text
+
+
+def test_max_work_sets_the_importance_sampling_cap_and_the_refusal_names_it(tmp_path, monkeypatch):
+    # the 10**15 cap had no option: a command line told "too much work" could not go on
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("x.csv", np.random.default_rng(0).normal(size=(60, 3)), delimiter=",")
+    fit = ["fit", "vae", "--dataset", "x.csv", "--likelihood", "gaussian", "--no-binarize",
+           "--latent", "2", "--hidden", "8", "--quiet"]  # fmt: skip
+    res = runner.invoke(app, [*fit, "--epochs", "1", "--out", "v.safetensors"])
+    assert res.exit_code == 0, res.output
+    # 4,242 multiply-adds a row and sample (test above): 10 samples of 12 test rows 509,040
+    for args, option in (
+        (["score", "v.safetensors", "x.csv", "--samples", "10"], "--samples"),
+        (["eval", "v.safetensors", "--samples", "10"], "--samples"),
+        ([*fit, "--eval-samples", "10", "--out", "w.safetensors"], "--eval-samples"),
+    ):
+        res = runner.invoke(app, [*args, "--max-work", "400000"])
+        assert res.exit_code == 2, res.output
+        text = " ".join(res.output.split())
+        assert "more than the 4e+05 allowed;" in text and f"use {option} <= " in text
+        assert "raise the limit with --max-work" in text and "max_work" not in text
+    res = runner.invoke(app, ["eval", "v.safetensors", "--samples", "10", "--max-work", "6e5"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", "v.safetensors", "--samples", "10", "--max-work", "inf"])
+    assert res.exit_code == 0, res.output
+
+
+def test_max_work_defaults_to_the_libraries_cap():
+    from latentfit._memory import MAX_WORK
+    from latentfit.cli.app import max_work_option, work_limit
+
+    assert max_work_option("the draws").default == MAX_WORK
+    assert work_limit(float("inf")) is None and work_limit(1e16) == 10**16

@@ -136,8 +136,10 @@ _COUNT_WORDS = (
     (r"\b(?:n_samples|n)=([\d,]+) draws\b", r"{count} \1 draws"),
     (r"\ba smaller (?:n_samples|n)\b", r"a smaller {count}"),
     (r"\bn_samples <= ([\d,]+)", r"{count} <= \1"),
-    (r", or pass max_work=None to run it anyway", ""),  # no option sets it
 )
+#: The library's way past its work cap (``max_work=None``) in the command line's words.
+MAX_WORK_WORDS = ", or pass max_work=None to run it anyway"
+RAISE_MAX_WORK = ", or raise the limit with --max-work (such as --max-work 1e16; inf: none)"
 
 
 def cli_words(
@@ -167,6 +169,7 @@ def cli_words(
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
+    text = text.replace(MAX_WORK_WORDS, RAISE_MAX_WORK)
     # select's held-out folds: the criterion is an option; the models' priors are not
     text = text.replace("(criterion='bic', 'aic' or 'icl')", "(--criterion bic, aic or icl)")
     text = re.sub(
@@ -270,6 +273,33 @@ def parse_range(text: str, name: str = "-k", most: int | None = None) -> list[in
             "(e.g. -k 1-20 or -k 2,4,8,16)"
         )
     return [k for lo, hi in parts for k in range(lo, hi + 1)]
+
+
+def max_work_option(what: str):
+    """``--max-work``, the command line's ``max_work=``: the most multiply-adds ``what`` may
+    take before it is refused (the library's default, :data:`latentfit._memory.MAX_WORK`,
+    about a day of one CPU core; written out here so that ``--help`` imports no torch).
+    ``inf`` lifts the limit; read it with :func:`work_limit`."""
+    return typer.Option(
+        1e15,
+        "--max-work",
+        help=f"The most multiply-adds {what} may take before it is refused (about a day of "
+        "one CPU core by default; inf: no limit).",
+        callback=_positive_or_inf,
+    )
+
+
+def _positive_or_inf(param: typer.CallbackParam, value):
+    if value is not None and not value >= 1:  # NaN too
+        fail(f"{param.opts[0]} takes a number of multiply-adds >= 1, such as 1e16; got {value}")
+    return value
+
+
+def work_limit(value: float) -> int | None:
+    """``--max-work`` as the library's ``max_work``: an int, or None (no limit) for inf."""
+    import math
+
+    return None if math.isinf(value) else int(value)
 
 
 def force_option():

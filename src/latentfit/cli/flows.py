@@ -23,10 +23,12 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     header_option,
+    max_work_option,
     record_run_options,
     resume_words,
     seed_option,
     split_words,
+    work_limit,
 )
 from latentfit.cli.output import json_option
 
@@ -304,6 +306,7 @@ def sample(
     ),
     force: bool = force_option(),
     seed: int = seed_option("Seed of the draws."),
+    max_work: float = max_work_option("the draws"),
     as_json: bool = json_option(),
 ):
     """Draw from the model; images (a square number of pixels) can be written as a PNG grid."""
@@ -326,7 +329,7 @@ def sample(
         fail(f"{model_path} holds a {type(model).__name__}; this command samples flows and DDPMs")
     try:
         check_sample_count(n, int(getattr(model, "n_features_in_", 1) or 1))
-        draws = model.sample(n, random_state=seed)
+        draws = model.sample(n, random_state=seed, max_work=work_limit(max_work))
     except LatentfitError as err:  # ResourceLimitError for an -n off by digits, NaN draws
         fail(cli_words(str(err), count="-n"))
     from latentfit._files import atomic_path

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import check_outputs, cli_words, fail, force_option, seed_option
+from latentfit.cli.app import (
+    check_outputs,
+    cli_words,
+    fail,
+    force_option,
+    max_work_option,
+    seed_option,
+    work_limit,
+)
 from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
@@ -35,9 +43,10 @@ def _image_shape(model, text: str) -> tuple[int, ...]:
     return shape
 
 
-def draw(model, kind: str, n: int, seed: int):
+def draw(model, kind: str, n: int, seed: int, max_work=1e15):
     """(draws (n, d), labels (n,) or None, the labels' name): the draws of a saved model
-    with ``seed``, exactly as the same calls on the model in memory give them."""
+    with ``seed``, exactly as the same calls on the model in memory give them; ``max_work``
+    (``--max-work``) caps a flow's or DDPM's arithmetic."""
     import numpy as np
     import torch
 
@@ -49,7 +58,11 @@ def draw(model, kind: str, n: int, seed: int):
         X, states = model.sample(n, random_state=seed)
         return np.asarray(X), np.asarray(states), "state"
     if kind == "density":
-        return np.asarray(model.sample(n, random_state=seed)), None, None
+        return (
+            np.asarray(model.sample(n, random_state=seed, max_work=work_limit(max_work))),
+            None,
+            None,
+        )
     model.set_params(random_state=seed)  # mixtures and FA/PPCA draw from their random_state
     out = model.sample(n)
     if isinstance(out, tuple):
@@ -71,6 +84,7 @@ def sample(
         "", "--image-shape", help="VAEs, .png: H,W (default: from the model, or square)."
     ),
     force: bool = force_option(),
+    max_work: float = max_work_option("a flow's or DDPM's draws"),
     as_json: bool = json_option(),
 ):
     """Draw rows from a saved model of any kind, VAEs included.
@@ -118,7 +132,7 @@ def sample(
             n * (d + 1), f"{n:,} draws", "write them with --out FILE.npy or .csv, or a smaller -n"
         )
     try:
-        X, labels, label = draw(model, kind, n, seed)
+        X, labels, label = draw(model, kind, n, seed, max_work)
     except (ValueError, FloatingPointError) as err:
         # a model sizes its draws itself (a VAE by its layers, FA with its latents): -n
         fail(cli_words(str(err), count="-n"))

@@ -15,7 +15,9 @@ from latentfit.cli.app import (
     fail,
     force_option,
     header_option,
+    max_work_option,
     seed_option,
+    work_limit,
 )
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
@@ -89,6 +91,7 @@ def score(
     ),
     old_k: int | None = _refuse_k(),
     seed: int = seed_option("Seed of the VAE's importance samples."),
+    max_work: float = max_work_option("a VAE's importance samples"),
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):
@@ -128,6 +131,7 @@ def score(
                 k=samples,
                 generator=torch.Generator().manual_seed(seed),
                 progress=sys.stderr.isatty(),
+                max_work=work_limit(max_work),
             )
             rows = ll.log_px.cpu().numpy()
         else:

@@ -10,6 +10,8 @@ import typer
 
 from latentfit.cli.app import (
     CHECKPOINT_FILES,
+    MAX_WORK_WORDS,
+    RAISE_MAX_WORK,
     app,
     check_device,
     check_outputs,
@@ -20,10 +22,12 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     header_option,
+    max_work_option,
     record_run_options,
     resume_words,
     seed_option,
     split_words,
+    work_limit,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import json_option
@@ -38,12 +42,12 @@ _NOT_K = (
 
 def samples_words(text: str, option: str = "--samples") -> str:
     """:func:`~latentfit.vae.marginal_log_likelihood`'s words for its ``k`` in the command
-    line's: the option that set it, and no ``max_work`` (no option sets it)."""
+    line's: the option that set it, and ``--max-work`` for ``max_work``."""
     import re
 
     text = re.sub(r"\bk=([\d,]+)", rf"{option} \1", text)
     text = re.sub(r"\bk <= ([\d,]+)", rf"{option} <= \1", text)
-    return text.replace(", or pass max_work=None to run it anyway", "")
+    return text.replace(MAX_WORK_WORDS, RAISE_MAX_WORK)
 
 
 def _refuse_k():
@@ -220,6 +224,7 @@ def fit_vae(
         min=0,
         help="Report log p(x) on the test rows with this many importance samples (0: not).",
     ),
+    max_work: float = max_work_option("the --eval-samples log p(x)"),
     out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
     plot: Path | None = plot_option(
         "the bound per epoch and validation rows above their reconstructions"
@@ -321,7 +326,7 @@ def fit_vae(
         check_pass_memory(model, data.train[:rows], samples, "--samples")
         if eval_samples:  # the test rows' log p(x), refused before the training it would end
             try:
-                check_work(model, data.test.shape[0], eval_samples)
+                check_work(model, data.test.shape[0], eval_samples, work_limit(max_work))
             except ResourceLimitError as err:
                 fail(samples_words(str(err), "--eval-samples"))
         cfg = TrainConfig(
@@ -378,6 +383,7 @@ def fit_vae(
             k=eval_samples,
             generator=torch.Generator(test.device).manual_seed(seed),
             progress=not quiet,
+            max_work=work_limit(max_work),
         )
     try:
         save_model(model, out)
@@ -485,6 +491,7 @@ def eval_vae(
         "(binarised where its file does not say).",
     ),
     seed: int = seed_option("Seed of the binarisation and the importance samples."),
+    max_work: float = max_work_option("the importance samples"),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
     as_json: bool = json_option(),
 ):
@@ -532,6 +539,7 @@ def eval_vae(
             k=samples,
             generator=torch.Generator(X.device).manual_seed(seed),
             progress=True,
+            max_work=work_limit(max_work),
         )
     except ValueError as err:  # DataError: data outside the likelihood's support, ...
         words = (

@@ -12,7 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._memory import MAX_WORK
+from latentfit._memory import MAX_WORK, allowed_work
 from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
@@ -88,8 +88,8 @@ def check_sampling_work(n_samples: int, n_steps: int, weights: int, dim: int, ma
         return
     raise ResourceLimitError(
         f"n_samples={n_samples:,} draws through {n_steps:,} denoising steps of a network of "
-        f"{weights:,} weights would take about {work:.2g} multiply-adds, more than the "
-        f"{max_work:.2g} allowed (about a day of one CPU core); use n_samples <= "
+        f"{weights:,} weights would take about {work:.2g} multiply-adds, more than "
+        f"{allowed_work(max_work)}; use n_samples <= "
         f"{max_work // per_draw:,}, or pass max_work=None to run it anyway"
     )
 

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from latentfit._memory import MAX_WORK
+from latentfit._memory import MAX_WORK, allowed_work
 from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
@@ -531,8 +531,8 @@ def check_sampling_work(n_samples: int, layers, kind: str, max_work) -> None:
     raise ResourceLimitError(
         f"n_samples={n_samples:,} draws through the inverse of a {kind} flow of "
         f"{len(layers)} layers ({per_draw:,} multiply-adds a draw) would take about "
-        f"{work:.2g} multiply-adds, more than the {max_work:.2g} allowed (about a day of one "
-        f"CPU core); use n_samples <= {max_work // per_draw:,}, or pass max_work=None to run "
+        f"{work:.2g} multiply-adds, more than {allowed_work(max_work)}; use n_samples <= "
+        f"{max_work // per_draw:,}, or pass max_work=None to run "
         "it anyway"
     )
 

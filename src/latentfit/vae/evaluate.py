@@ -79,7 +79,7 @@ def check_work(model, n: int, k: int, max_work: int | None = MAX_WORK) -> None:
     raise ResourceLimitError(
         f"log p(x) of {n:,} rows with k={k:,} importance samples each would take about "
         f"{work:.2g} multiply-adds ({n * k:,} samples through a network of {weights:,} "
-        f"weights), more than the {max_work:.2g} allowed (about a day of one CPU core); "
+        f"weights), more than {_memory.allowed_work(max_work)}; "
         f"{fits}, or pass max_work=None to run it anyway"
     )
 
