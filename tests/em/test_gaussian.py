@@ -137,3 +137,75 @@ def test_gaussian_mixture_names_the_floor_on_a_source_and_in_partial_fit(how):
     assert len(floor) == 1
     assert f"column 1 of X ({var:.3g}) (and 1 other column)" in str(floor[0].message)
     assert np.allclose(gm.covariances_, 1e-6)  # what the warning is about: the floor's
+
+
+def _floor_warnings(fn):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fn()
+    return [str(w.message) for w in seen if issubclass(w.category, VarianceFloorWarning)]
+
+
+CONTINUED = {  # name: a model continuing on rows it was not started from
+    "GaussianMixture": lambda: GaussianMixture(2, covariance_type="diag", random_state=0),
+    "MixtureModel": lambda: MixtureModel("normal", 2, random_state=0),
+}
+
+
+@pytest.mark.parametrize("name", CONTINUED)
+@pytest.mark.parametrize("how", ["warm source", "partial_fit", "partial_fit source"])
+def test_a_fit_that_continues_on_new_data_names_the_floor(name, how):
+    """A warm-started fit on a source, or partial_fit on a fitted model, reads no start
+    sample: on X * 1e-80 they got reg_covar's variances (1e-6) with nothing said, where fit
+    on the array warns. Now once (from the first block or batch), and nothing on data in
+    ordinary units."""
+    from latentfit.em.sources.chunks import ArraySource
+
+    X = _data()
+    tiny = X * 1e-80
+    tiny[:, 0] *= 10
+    if name == "MixtureModel":
+        X, tiny = X[:, 1:], tiny[:, 1:]
+
+    def continued(rows):
+        model = CONTINUED[name]().set_params(warm_start=how == "warm source")
+        assert not _floor_warnings(lambda: model.fit(X))
+        if how == "warm source":
+            go = lambda: model.fit(ArraySource(rows, chunk_rows=50))
+        elif how == "partial_fit source":
+            go = lambda: model.partial_fit(ArraySource(rows, chunk_rows=50))
+        else:
+            go = lambda: [model.partial_fit(rows), model.partial_fit(rows[::2])]
+        return _floor_warnings(go), model
+
+    assert not continued(X * 3)[0]
+    floor, model = continued(tiny)
+    assert len(floor) == 1
+    if name == "GaussianMixture":
+        assert np.allclose(model.covariances_, 1e-6)  # the floor's, as the warning says
+    column = 0 if name == "MixtureModel" else 1
+    assert "reg_covar=1e-06" in floor[0] and f"column {column} of X" in floor[0]
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_an_hmm_fitted_on_a_source_names_min_covar(n_init):
+    """GaussianHMM on a source starts from its in-memory sample + min_covar as fit on the
+    array does, but said nothing on X * 0.005 (variances below min_covar = 1e-3)."""
+    from latentfit.em.sources.chunks import ArraySource
+
+    model = GaussianHMM(2, random_state=0, n_init=n_init, n_iter=5)
+    assert not _floor_warnings(lambda: model.fit(ArraySource(_data() * 0.1, chunk_rows=50)))
+    floor = _floor_warnings(lambda: model.fit(ArraySource(_data() * 0.005, chunk_rows=50)))
+    assert len(floor) == 1 and "min_covar=0.001" in floor[0] and "column 1 of X" in floor[0]
+
+
+@pytest.mark.parametrize("trace", ["em_gap_trace", "hmm_gap_trace"])
+def test_the_gap_traces_name_reg_covar(trace):
+    """vi.gap's EM traces add reg_covar to every M-step's variances: on X * 1e-80 the traced
+    fit was reg_covar's, with nothing said."""
+    from latentfit.vi import gap
+
+    run = getattr(gap, trace)
+    assert not _floor_warnings(lambda: run(_data(), 2, n_iter=3))
+    floor = _floor_warnings(lambda: run(_data() * 1e-80, 2, n_iter=3))
+    assert len(floor) == 1 and f"{trace}: reg_covar=1e-06" in floor[0]

@@ -219,6 +219,8 @@ class OnlineEMMixin:
         if state is None or state.params is not self._params:
             # First update, or the model was (re)fitted by fit(): start the averages afresh.
             state = OnlineEMState(self._params, None, None, 0, 0.0)
+            if not first:  # a first batch is judged where it initialises (_online_init_data)
+                self._check_floor(X, w)
         state = online_em_step(hooks, state, self._online_batch(X, w), step, reduce)
         _check_finite_update(state, type(self).__name__, getattr(hooks, "remedy", _REMEDY))
         self._set_params_tensors(state.params)
@@ -244,6 +246,11 @@ class OnlineEMMixin:
     def _online_init_data(self, X: torch.Tensor, w: torch.Tensor):
         """The data the hooks' ``initialize`` takes, built from the first batch."""
         return TensorChunks(X, w, max(1, X.shape[0]))
+
+    def _check_floor(self, X: torch.Tensor, w: torch.Tensor | None) -> None:
+        """Warn (VarianceFloorWarning) where a variance floor of the model's swamps the
+        variance of a column of the rows X (n, d) it continues on, as ``fit`` judges its data
+        (:func:`~latentfit.em.gaussian.check_variance_floor`); models without one: nothing."""
 
 
 def _check_finite_update(state: OnlineEMState, name: str, remedy: str) -> None:

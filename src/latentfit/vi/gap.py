@@ -21,6 +21,7 @@ from latentfit._validation import as_float_tensor, make_generator
 from latentfit.em.driver import run_em
 from latentfit.em.factor import factor_mstep, factor_posterior
 from latentfit.em.gaussian import (
+    check_variance_floor,
     gaussian_mstep,
     log_gaussian_prob,
     moment_stats,
@@ -306,6 +307,7 @@ def hmm_gap_trace(
     X = as_float_tensor(X, device=device, min_samples=2)
     if not 1 <= n_states <= len(X):
         raise ParameterError(f"n_states must be between 1 and the {len(X)} steps, got {n_states}")
+    check_variance_floor(X, None, reg_covar, "reg_covar", "hmm_gap_trace")  # every M-step's
     labels = kmeans(
         X.cpu(), n_states, torch.ones(len(X), dtype=X.dtype), make_generator(random_state)
     )[1].to(X.device)
@@ -359,6 +361,7 @@ def em_gap_trace(
     sets q = p(z | x, θ) and the gap returns to 0 (Neal & Hinton 1998)."""
     X = as_float_tensor(X)
     n, d = X.shape
+    check_variance_floor(X, None, reg_covar, "reg_covar", "em_gap_trace")  # every M-step's
     w = torch.ones(n, dtype=X.dtype)
     zero = torch.zeros(d, dtype=X.dtype)
 

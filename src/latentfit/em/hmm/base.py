@@ -141,6 +141,9 @@ class _HMMHooks:
         # the in-memory fit's), the same parameters on every process.
         sample = data.init_chunks(generator)
         X = self.model._stream_batch(sample.X)
+        if not getattr(self, "_floor_judged", False):  # once, however many inits read it
+            self._floor_judged = True
+            self.model._check_floor(X)
         return data.sync_params(self.model._initial_params(X, generator))
 
     def estep(self, params, batch):
@@ -449,6 +452,10 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
     def _stream_batch(self, X: torch.Tensor) -> torch.Tensor:
         """A streamed group of sequences (t, d), checked, as the E-step takes it."""
         return X
+
+    def _check_floor(self, X: torch.Tensor) -> None:
+        """Warn (VarianceFloorWarning) where a variance floor that enters the start swamps
+        the variance of a column of the rows X (t, d) it starts from; none by default."""
 
     def _allow_nan(self) -> bool:
         return False

@@ -109,6 +109,15 @@ class _ContinuousHMM(BaseHMM):
     def _allow_nan(self) -> bool:
         return False
 
+    def _check_floor(self, X):
+        if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar
+            # min_covar enters the start and the lift of a singular matrix, not every
+            # M-step (hmmlearn's update has covars_prior instead): a floor above the
+            # column's whole variance swamps it (X * 1e-80), one of 10% does not (a
+            # column of sd 0.1 with the default 1e-3)
+            name = type(self).__name__
+            check_variance_floor(X, None, self.min_covar, "min_covar", name, fraction=1.0)
+
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
         X = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=self._allow_nan())
         if fitting:
@@ -124,13 +133,7 @@ class _ContinuousHMM(BaseHMM):
                 )
             self.n_features = X.shape[1]
             check_overflow(X)
-            if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar
-                # min_covar enters the start and the lift of a singular matrix, not every
-                # M-step (hmmlearn's update has covars_prior instead): a floor above the
-                # column's whole variance swamps it (X * 1e-80), one of 10% does not (a
-                # column of sd 0.1 with the default 1e-3)
-                name = type(self).__name__
-                check_variance_floor(X, None, self.min_covar, "min_covar", name, fraction=1.0)
+            self._check_floor(X)
         elif X.shape[1] != self.n_features:
             raise DataError(
                 f"X has {X.shape[1]} features but the model was fitted with {self.n_features}"

@@ -350,9 +350,13 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         if d_fit is not None:
             self._check_warm_width(source.n_features, d_fit)
         prepared = [d_fit is not None]
+        judged = [d_fit is None]  # a warm start reads no initialisation sample
 
         def check(X):
             self._check_component_data(X, not prepared[0])
+            if not judged[0] and X.shape[0]:  # its variance floor judged on the first block
+                judged[0] = True
+                self._check_floor(X, None)
 
         def init_data(sample):
             self._prepare_component_data(sample.X)

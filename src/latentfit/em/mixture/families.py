@@ -407,12 +407,16 @@ class MixtureModel(BaseMixture):
         self._shift = None
         if _GAUSSIAN & set(self.families_):
             check_overflow(X)
-            check_variance_floor(X, None, self.reg_covar, "reg_covar", type(self).__name__)
+            self._check_floor(X, None)
             self._shift = weighted_mean(X)
         if self.niw_shrinkage is not None and "mvn" in self.families_:
             self._niw = NormalInverseWishartPrior.default(
                 X, len(self.families_), self.niw_shrinkage
             )
+
+    def _check_floor(self, X, w):
+        if _GAUSSIAN & set(getattr(self, "families_", ())):  # reg_covar enters their variances
+            check_variance_floor(X, None, self.reg_covar, "reg_covar", type(self).__name__)
 
     def _initial_params(self, data, gen):
         fams = self.families_

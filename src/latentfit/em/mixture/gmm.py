@@ -239,30 +239,38 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     def _online_init_data(self, X, w):
         check_weighted_rows(w, self.n_components, "the first batch of partial_fit")
         check_overflow(X, w)
-        check_variance_floor(X, w, self.reg_covar, "reg_covar", type(self).__name__)
+        self._check_floor(X, w)
         return super()._online_init_data(X, w)
+
+    def _check_floor(self, X, w):
+        check_variance_floor(X, w, self.reg_covar, "reg_covar", type(self).__name__)
 
     def _stream(self, source, sample_weight) -> EMFit:
         """A source read chunk by chunk on this model's device (see em/sources/chunks.py). The
         variance floor is judged on the in-memory initialisation sample (all rows up to
-        ``init_rows``), once however many inits read it, as MixtureModel learns its settings."""
+        ``init_rows``), once however many inits read it, as MixtureModel learns its settings;
+        a warm start, which reads no such sample, judges the first block it reads."""
         self._check_warm_start(source.n_features)
         rows = self._chunk_rows(source.n_features)
         min_rows = max(2, self.n_components)
-        judged = []
+        warm = bool(self.warm_start) and hasattr(self, "_params")  # the driver's test
+        judged = [False]
 
         def init_data(sample):
-            if not judged:
-                judged.append(True)
-                check_variance_floor(
-                    sample.X, sample.weights, self.reg_covar, "reg_covar", type(self).__name__
-                )
+            if not judged[0]:
+                judged[0] = True
+                self._check_floor(sample.X, sample.weights)
             return sample
+
+        def check(X):
+            check_overflow(X)  # every block's moments, as fit checks the data's
+            if warm and not judged[0] and X.shape[0]:
+                judged[0] = True
+                self._check_floor(X, None)
 
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows,
-            init_data=init_data,
-            check=check_overflow,  # every block's moments, as fit checks the data's
+            init_data=init_data, check=check,
         )  # fmt: skip
 
     def _check_warm_start(self, d: int) -> None:
