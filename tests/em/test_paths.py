@@ -120,8 +120,37 @@ def test_sample_draws_the_same_compiled_or_not(name, monkeypatch):
     m = getattr(latentfit, name)(n_components=2, n_iter=3, random_state=0, **kw)
     with pytest.warns(ConvergenceWarning):
         m.fit(X)
+    from latentfit.em import paths
+
+    monkeypatch.setattr(paths, "COMPILE_FROM", 0)  # compiled from the first step
     fast = m.sample(2000, random_state=1)
     monkeypatch.setattr(_compiled, "available", lambda: False)
     slow = m.sample(2000, random_state=1)
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "name", ["GaussianHMM", "GaussianHSMM", "AutoregressiveHMM", "LinearGaussianSSM"]
+)
+def test_a_short_path_does_not_wait_on_the_compiled_kernels(name, monkeypatch):
+    """Loading numba and the kernels costs ~1 s: sample(100) must not pay it (cold start)."""
+    import latentfit
+    from latentfit.em import paths
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 2))
+    X[100:] += 3
+    kw = {"max_duration": 8} if name == "GaussianHSMM" else {}
+    m = getattr(latentfit, name)(n_components=2, n_iter=3, random_state=0, **kw)
+    with pytest.warns(ConvergenceWarning):
+        m.fit(X)
+
+    def refused():
+        raise AssertionError("a short path loaded the compiled kernels")
+
+    monkeypatch.setattr(paths, "_kernels", refused)
+    m.sample(paths.COMPILE_FROM - 1, random_state=1)
+    monkeypatch.setattr(paths, "COMPILE_FROM", 10)
+    with pytest.raises(AssertionError, match="short path"):
+        m.sample(100, random_state=1)

@@ -4,9 +4,12 @@ linear recursions x_t = A x_{t-1} + w_t (linear-Gaussian state-space models) and
 x_t = W_{s_t} [x_{t-1} .. x_{t-p}, 1] + e_t (autoregressive HMMs).
 
 Each step depends on the one before, so a path is a loop over steps: a compiled kernel
-(:mod:`latentfit.em.paths_compiled`, numba) where :func:`latentfit._compiled.available`, the
-plain loops here otherwise (the same numbers, tested against the kernels). A Python step costs
-microseconds, so that 10**8 steps took 30 to 60 minutes; compiled, they take seconds.
+(:mod:`latentfit.em.paths_compiled`, numba) for a path of at least :data:`COMPILE_FROM` steps
+where :func:`latentfit._compiled.available`, the plain loops here otherwise (the same numbers,
+tested against the kernels). A Python step costs microseconds, so that 10**8 steps took 30 to
+60 minutes; compiled, they take seconds. A short path keeps the plain loop: loading numba and
+its cached kernels costs ~1 s (more on the first run, which compiles them), which a path of a
+few thousand steps would wait on for nothing.
 
 A discrete draw is by inverse CDF, ``u`` scaled by the row's total so that rounding in the
 cumulative sums never picks a state (or duration) of probability 0.
@@ -19,6 +22,17 @@ import numpy as np
 from latentfit import _compiled
 
 __all__ = ["ar_path", "linear_path", "markov_chain", "segment_chain"]
+
+
+#: Steps from which a path runs compiled (``compiled=None``): the plain loops take ~4-10 µs a
+#: step, so 50,000 steps cost ~0.2-0.5 s, about what loading the kernels costs.
+COMPILE_FROM = 50_000
+
+
+def _use_kernels(n: int, compiled) -> bool:
+    if compiled is not None:
+        return bool(compiled)
+    return n >= COMPILE_FROM and _compiled.available()
 
 
 def _kernels():
@@ -38,7 +52,7 @@ def markov_chain(trans_cdf: np.ndarray, u: np.ndarray, first: int, *, compiled=N
     trans_cdf = np.ascontiguousarray(trans_cdf, dtype=np.float64)
     u = np.ascontiguousarray(u, dtype=np.float64)
     states = np.empty(len(u), dtype=np.int64)
-    if compiled if compiled is not None else _compiled.available():
+    if _use_kernels(len(u), compiled):
         _kernels().markov_chain_kernel(trans_cdf, u, int(first), states)
         return states
     s = int(first)
@@ -67,7 +81,7 @@ def segment_chain(
     full, so that the uniforms can be drawn in batches."""
     dur_cdf = np.ascontiguousarray(dur_cdf, dtype=np.float64)
     trans_cdf = np.ascontiguousarray(trans_cdf, dtype=np.float64)
-    if compiled if compiled is not None else _compiled.available():
+    if _use_kernels(len(states) - int(pos), compiled):
         u_dur = np.ascontiguousarray(u_dur, dtype=np.float64)
         u_trans = np.ascontiguousarray(u_trans, dtype=np.float64)
         out = _kernels().segment_chain_kernel(
@@ -90,7 +104,7 @@ def linear_path(A: np.ndarray, x0: np.ndarray, w: np.ndarray, *, compiled=None) 
     A = np.ascontiguousarray(A, dtype=np.float64)
     x = np.array(w, dtype=np.float64, order="C")  # (n, k)
     x[0] = x0
-    if compiled if compiled is not None else _compiled.available():
+    if _use_kernels(len(x), compiled):
         _kernels().linear_path_kernel(A, x)
         return x
     for t in range(1, len(x)):
@@ -108,7 +122,7 @@ def ar_path(
     p = history.shape[0]
     buf = np.concatenate([np.asarray(history, dtype=np.float64), eps])  # (p + n, d)
     states = np.ascontiguousarray(states, dtype=np.int64)
-    if compiled if compiled is not None else _compiled.available():
+    if _use_kernels(len(states), compiled):
         _kernels().ar_path_kernel(W, states, p, buf)
         return buf[p:]
     for t in range(len(states)):
