@@ -16,6 +16,7 @@ from sklearn.exceptions import NotFittedError
 
 __all__ = [
     "DOCUMENTED_ERRORS",
+    "BatchRowError",
     "CoarseScheduleWarning",
     "DataError",
     "DataTypeError",
@@ -41,6 +42,23 @@ class LatentfitError(ValueError):
 
 class DataError(LatentfitError):
     """The data are not what the model accepts (shape, type, support, NaN/inf, names)."""
+
+
+class BatchRowError(DataError):
+    """A DataError about row ``row`` of the rows a function was given: ``message`` holds
+    ``{row}`` (its text says ``row``). Code that gave those rows as a chunk of larger data
+    (a data source read in chunks, an E-step batch, ``partial_fit`` over a file) re-raises it
+    with :meth:`shifted`, so that the message names the row of the whole data."""
+
+    def __init__(self, row: int, message: str):
+        super().__init__(message.format(row=row))
+        self.row, self.message = row, message
+
+    def shifted(self, offset: int, prefix: str = "") -> BatchRowError:
+        """The same error about row ``offset + row`` (the rows began at row ``offset``)."""
+        return BatchRowError(
+            offset + self.row, prefix.replace("{", "{{").replace("}", "}}") + self.message
+        )
 
 
 class DataTypeError(DataError, TypeError):

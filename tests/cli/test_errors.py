@@ -349,3 +349,20 @@ def test_cli_words_say_the_option_that_set_the_number_of_draws():
     assert cli_words(
         text.replace("n=", "n_samples=").replace("smaller n", "smaller n_samples"), count="-n"
     ) == ("-n 5,000 draws of 3 values would need 9 bytes; draw in batches of a smaller -n")
+
+
+@pytest.mark.parametrize("online", [[], ["--online", "--chunk-rows", "10", "--burn-in", "2"]])
+def test_fit_hmm_online_names_a_bad_row_of_a_later_chunk_by_its_row_of_the_file(
+    tmp_path, monkeypatch, online
+):
+    # fit hmm --online reads DATA in chunks of --chunk-rows: a negative count in the third
+    # chunk was named by its row there (3), not by its row of the file (23) as without --online.
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).poisson(3, size=(40, 2)).astype(float)
+    X[23, 1] = -1
+    np.savetxt("counts.csv", X, delimiter=",", fmt="%g")
+    res = runner.invoke(
+        app,
+        ["fit", "hmm", "counts.csv", "-k", "2", "--emission", "poisson", "--no-header", *online],
+    )
+    _clean_error(res, "row 23, column 1 of counts.csv")

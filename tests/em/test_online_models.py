@@ -20,7 +20,7 @@ from latentfit import (
     MultinomialMixture,
     PoissonMixture,
 )
-from latentfit.em.sources.chunks import ArraySource
+from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource
 from tests.em.test_streaming_models import DATA, MODELS, WEIGHTS, _fitted
 
 # The reference fits are capped at one iteration on purpose.
@@ -247,3 +247,39 @@ def test_partial_fit_errors():
     assert not hasattr(MixtureModel("normal", 2), "_params")
     with pytest.raises(ValueError, match="one per component"):
         MixtureModel(["normal", "gamma"]).partial_fit(DATA["gamma-lognormal"][:1])
+
+
+@pytest.mark.parametrize(
+    ("family", "value", "needle"),
+    [
+        ("bernoulli", 0.5, "binary data"),
+        ("poisson", -1.0, "non-negative counts"),
+        ("categorical", 1.5, "integer counts"),
+        ("gamma-lognormal", -2.0, "a gamma component needs"),
+    ],
+)
+def test_partial_fit_on_a_source_names_the_row_of_the_file(tmp_path, family, value, needle):
+    # A bad value in the fourth chunk of 100 rows was named by its row in the chunk (33),
+    # not in the file (333): the user looked at the wrong row.
+    X = DATA[family].copy()
+    X[333, 0] = value
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(ValueError, match=f"{needle}.* is row 333, column 0 "):
+        MODELS[family](random_state=0).fit(X)  # in memory: the reference wording
+    source = NpySource(tmp_path / "x.npy", chunk_rows=100)
+    with pytest.raises(ValueError, match=f"^x.npy: .*{needle}.* is row 333, column 0 "):
+        MODELS[family](random_state=0).partial_fit(source)
+    chunks = IterableSource([X[i : i + 100] for i in range(0, len(X), 100)])
+    with pytest.raises(ValueError, match=f"{needle}.* is row 333, column 0 "):
+        MODELS[family](random_state=0).partial_fit(chunks)
+
+
+def test_partial_fit_on_a_source_names_a_row_beyond_the_first_chunks_categories():
+    # The categories are counted on the first chunk; a code beyond them three chunks on was
+    # named as row 33 of its chunk.
+    X = DATA["categorical"].copy()
+    X[:300, 1] = X[:300, 1] % 2
+    X[300:, 1] = 0
+    X[333, 1] = 3
+    with pytest.raises(ValueError, match=r"row 333, column 1 holds category 3 but column 1"):
+        CategoricalMixture(2, random_state=0).partial_fit(ArraySource(X, chunk_rows=100))

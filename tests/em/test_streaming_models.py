@@ -132,7 +132,7 @@ def test_factor_models_stream_like_in_memory_with_missing_values(tmp_path, cls):
 def test_every_block_is_checked_against_the_family():
     X = DATA["bernoulli"].copy()
     X[333, 2] = 0.5
-    with pytest.raises(ValueError, match=r"block starting at row 300 .*row 33, column 2"):
+    with pytest.raises(ValueError, match=r"^data: .*row 333, column 2"):
         BernoulliMixture(2).fit(ArraySource(X, chunk_rows=100))
     with pytest.raises(ValueError, match="negative"):
         PoissonMixture(2).fit(ArraySource(-DATA["poisson"], chunk_rows=100))
@@ -142,9 +142,7 @@ def test_categories_learnt_from_a_sample_are_enforced_on_the_stream():
     X = DATA["categorical"].copy()
     X[-1, 0] = 7  # a code the initialisation sample of 50 rows drawn with seed 2 misses
     src = ArraySource(X, chunk_rows=100, init_rows=50)
-    with pytest.raises(
-        ValueError, match=r"row 500 .*row 99, column 0 holds category 7.*n_categories"
-    ):
+    with pytest.raises(ValueError, match=r"row 599, column 0 holds category 7.*n_categories"):
         CategoricalMixture(2, random_state=2).fit(src)
     fitted = CategoricalMixture(2, n_categories=8, random_state=2, max_iter=5, tol=1e-3)
     fitted.fit(src)

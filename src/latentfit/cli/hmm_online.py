@@ -99,9 +99,14 @@ def online_fit(
     run: dict = {}
 
     def fit() -> None:
+        from latentfit.errors import BatchRowError
+
         chunks = list(online_chunks(X.shape[0], lengths, chunk_rows))
         for a, b, pieces, starts in chunks:
-            model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
+            try:
+                model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
+            except BatchRowError as err:  # about a row of the chunk: name its row of DATA
+                raise err.shifted(a) from None
         run.update(
             chunk_rows=chunk_rows,
             **settings,

@@ -38,7 +38,13 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from latentfit._validation import check_allocation
-from latentfit.errors import DataError, LatentfitError, ParameterError, user_stacklevel
+from latentfit.errors import (
+    BatchRowError,
+    DataError,
+    LatentfitError,
+    ParameterError,
+    user_stacklevel,
+)
 
 __all__ = [
     "BatchRowError",
@@ -62,16 +68,6 @@ class EMMonotonicityWarning(RuntimeWarning):
 class NonFiniteLowerBoundError(FloatingPointError, LatentfitError):
     """The objective (EM's log-likelihood or a variational bound) became NaN or infinite; also
     a ``FloatingPointError``, as it was before it joined the documented errors."""
-
-
-class BatchRowError(DataError):
-    """An E-step's DataError about row ``row`` of its batch: ``message`` holds ``{row}``, which
-    :func:`accumulate_stats` fills with the row counted from the start of the data, since a
-    batch does not know where it starts."""
-
-    def __init__(self, row: int, message: str):
-        super().__init__(message.format(row=row))
-        self.row, self.message = row, message
 
 
 class EMHooks(Protocol):
@@ -113,7 +109,7 @@ def _batch_stats(hooks: EMHooks, params: Params, data: Iterable) -> Iterable[Sta
         try:
             yield hooks.estep(params, batch)
         except BatchRowError as err:
-            raise DataError(err.message.format(row=offset + err.row)) from None
+            raise err.shifted(offset) from None
         first = batch[0] if isinstance(batch, tuple) and batch else None
         offset += first.shape[0] if isinstance(first, torch.Tensor) else 0
 

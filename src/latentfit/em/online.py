@@ -38,7 +38,7 @@ from latentfit._validation import (
 from latentfit.em.driver import _REMEDY, NonFiniteLowerBoundError, Params, Stats
 from latentfit.em.sources.chunks import is_source
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import BatchRowError, DataError, ParameterError
 
 __all__ = [
     "OnlineEMMixin",
@@ -190,8 +190,13 @@ class OnlineEMMixin:
                 )
             allow_nan = getattr(self, "missing", "error") == "marginalize"
             source = X.configured(device=self._device, dtype=self._dtype, allow_nan=allow_nan)
+            row = 0  # errors about a chunk's row name its row of the source
             for Xc, wc in source:
-                self._online_update(Xc, wc, step, source.reduce)
+                try:
+                    self._online_update(Xc, wc, step, source.reduce)
+                except BatchRowError as err:
+                    raise err.shifted(row, f"{source.name}: ") from None
+                row += Xc.shape[0]
             return
         self._online_update(X, sample_weight, step, None)
 

@@ -149,18 +149,18 @@ def test_categorical_hmm_streams_with_n_features(tmp_path, device):
 def test_categorical_hmm_stream_errors(tmp_path):
     X = _symbols()
     bad = X.copy()
-    bad[150, 0] = 4  # in the block of rows 132..164: its row 18
+    bad[150, 0] = 4  # in the block of rows 132..164: the error names its row of the data
     msg = (
-        r"in the block starting at row 132 \(rows counted from there\): row 18 of X holds "
-        r"symbol 4 but the model emits symbols 0\.\.3 \(n_features=4\)"
+        r"the array stream: row 150 of X holds symbol 4 but the model emits symbols 0\.\.3 "
+        r"\(n_features=4\)"
     )
     with pytest.raises(ValueError, match=msg):
         _categorical(4).fit(IterableSource(_chunks(bad, 33)), LENGTHS)
     bad[150, 0] = 2.5
-    with pytest.raises(ValueError, match=r"symbols must be integers; row 18 of X holds 2\.5"):
+    with pytest.raises(ValueError, match=r"symbols must be integers; row 150 of X holds 2\.5"):
         _categorical(4).fit(IterableSource(_chunks(bad, 33)), LENGTHS)
     bad[150, 0] = -1
-    with pytest.raises(ValueError, match="non-negative; row 18 of X holds -1"):
+    with pytest.raises(ValueError, match="non-negative; row 150 of X holds -1"):
         _categorical(4).fit(IterableSource(_chunks(bad, 33)), LENGTHS)
     with pytest.raises(ValueError, match="pass n_features=K"):
         CategoricalHMM(2).fit(ArraySource(X), LENGTHS)

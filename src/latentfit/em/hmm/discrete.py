@@ -20,7 +20,7 @@ from latentfit.em.hmm.base import BaseHMM
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
 from latentfit.em.mixture.discrete import zero_count_cells
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import BatchRowError, DataError, ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = ["CategoricalHMM", "PoissonHMM", "ZeroCountEmissions"]
@@ -41,10 +41,11 @@ def _check_range(t: torch.Tensor, n_sym: int) -> None:
     big = t >= n_sym
     if bool(big.any()):
         i = _first_bad(big)[0]
-        raise DataError(
-            f"row {i} of X holds symbol {int(t[i])} but the model emits symbols "
+        raise BatchRowError(
+            i,
+            f"row {{row}} of X holds symbol {int(t[i])} but the model emits symbols "
             f"0..{n_sym - 1} (n_features={n_sym}); for more symbols fit afresh with "
-            f"n_features={int(t.max()) + 1} or more"
+            f"n_features={int(t.max()) + 1} or more",
         )
 
 
@@ -285,15 +286,18 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
             frac = x != torch.round(x)
             if bool(frac.any()):
                 i = _first_bad(frac)[0]
-                raise DataError(
-                    f"symbols must be integers; row {i} of X holds {x[i].item()!r}. Encode the "
-                    "categories as 0..n_features-1"
+                raise BatchRowError(
+                    i,
+                    f"symbols must be integers; row {{row}} of X holds {x[i].item()!r}. Encode the "
+                    "categories as 0..n_features-1",
                 )
         t = t.to(torch.int64)
         neg = t < 0
         if bool(neg.any()):
             i = _first_bad(neg)[0]
-            raise DataError(f"symbols must be non-negative; row {i} of X holds {int(t[i])}")
+            raise BatchRowError(
+                i, f"symbols must be non-negative; row {{row}} of X holds {int(t[i])}"
+            )
         return t
 
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
@@ -425,12 +429,14 @@ class PoissonHMM(ZeroCountEmissions, OnlineHMMMixin, BaseHMM):
         neg = X < 0
         if bool(neg.any()):
             i, j = _first_bad(neg)
-            raise DataError(f"counts must be non-negative; X[{i}, {j}] = {X[i, j].item()}")
+            raise BatchRowError(
+                i, f"counts must be non-negative; X[{{row}}, {j}] = {X[i, j].item()}"
+            )
         frac = X != torch.round(X)
         if bool(frac.any()):
             i, j = _first_bad(frac)
-            raise DataError(
-                f"counts must be whole numbers; X[{i}, {j}] = {X[i, j].item()} is fractional"
+            raise BatchRowError(
+                i, f"counts must be whole numbers; X[{{row}}, {j}] = {X[i, j].item()} is fractional"
             )
         check_count_range(X)
         if fitting:

@@ -31,7 +31,7 @@ from latentfit.em.hmm.discrete import EmissionProbabilities, ZeroCountEmissions,
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
 from latentfit.em.mixture.discrete import multinomial_log_prob
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.errors import BatchRowError, DataError, ModelFileError, ParameterError
 from latentfit.io import serializable
 
 __all__ = ["MultinomialHMM"]
@@ -145,11 +145,12 @@ class MultinomialHMM(ZeroCountEmissions, EmissionProbabilities, OnlineHMMMixin, 
         off = totals != want
         if bool(off.any()):
             i = _first_bad(off)[0]
-            raise DataError(
-                f"row {i} of X counts {int(totals[i])} trials (its counts add up to that) but "
+            raise BatchRowError(
+                i,
+                f"row {{row}} of X counts {int(totals[i])} trials (its counts add up to that) but "
                 f"n_trials says {int(want[i])}: every row's counts must add up to its number of "
                 "trials. Check that row, or pass n_trials=None to take every row's total from "
-                "the data"
+                "the data",
             )
 
     def _sampling_trials(self) -> int:
@@ -183,24 +184,27 @@ class MultinomialHMM(ZeroCountEmissions, EmissionProbabilities, OnlineHMMMixin, 
         neg = X64 < 0
         if bool(neg.any()):
             i, j = _first_bad(neg)
-            raise DataError(
-                f"counts must be non-negative; X[{i}, {j}] = {X64[i, j].item()!r}. Every row of "
-                "a MultinomialHMM counts the outcomes of its trials in each category"
+            raise BatchRowError(
+                i,
+                f"counts must be non-negative; X[{{row}}, {j}] = {X64[i, j].item()!r}. Every row of "
+                "a MultinomialHMM counts the outcomes of its trials in each category",
             )
         frac = X64 != torch.round(X64)
         if bool(frac.any()):
             i, j = _first_bad(frac)
-            raise DataError(
-                f"counts must be whole numbers; X[{i}, {j}] = {X64[i, j].item()!r} is fractional. "
-                "Pass the counts themselves, not frequencies or proportions"
+            raise BatchRowError(
+                i,
+                f"counts must be whole numbers; X[{{row}}, {j}] = {X64[i, j].item()!r} is fractional. "
+                "Pass the counts themselves, not frequencies or proportions",
             )
         big = X64.sum(1) > MAX_TRIALS  # (n,); no partial sum of a smaller total exceeds it
         if bool(big.any()):
             i = _first_bad(big)[0]
-            raise DataError(
-                f"row {i} of X counts {X64[i].sum().item():.4g} trials, beyond the 2^53 whose "
+            raise BatchRowError(
+                i,
+                f"row {{row}} of X counts {X64[i].sum().item():.4g} trials, beyond the 2^53 whose "
                 "totals add up exactly; a multinomial model of so many trials is not resolved "
-                "in floating point (model the rates instead, e.g. with PoissonHMM)"
+                "in floating point (model the rates instead, e.g. with PoissonHMM)",
             )
         d = X64.shape[1]
         if fitting:
@@ -218,10 +222,11 @@ class MultinomialHMM(ZeroCountEmissions, EmissionProbabilities, OnlineHMMMixin, 
         big = X64.sum(1) >= limit  # (n,); float64's 2^53 is refused above
         if X.dtype != torch.float64 and bool(big.any()):
             i = _first_bad(big)[0]
-            raise DataError(
-                f"row {i} of X counts {X64[i].sum().item():.4g} trials, at or beyond the "
+            raise BatchRowError(
+                i,
+                f"row {{row}} of X counts {X64[i].sum().item():.4g} trials, at or beyond the "
                 f"{limit:.3g} up to which {str(X.dtype).replace('torch.', '')} holds every whole "
-                "number; fit with dtype='float64'"
+                "number; fit with dtype='float64'",
             )
         return X
 

@@ -47,7 +47,7 @@ from latentfit._validation import check_feature_names, check_positive_int, make_
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.online import StepSize
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import BatchRowError, ParameterError
 
 __all__ = [
     "OnlineHMMMixin",
@@ -299,15 +299,17 @@ class OnlineHMMMixin:
         if len(bad):
             i = int(bad[0])
             if bool(torch.isneginf(ll[i]).all()):
-                raise DataError(
-                    f"row {offset + i} of X has zero probability under every state: "
-                    + self._online_impossible_row(X[i])
+                raise BatchRowError(
+                    offset + i,
+                    "row {row} of X has zero probability under every state: "
+                    + self._online_impossible_row(X[i]).replace("{", "{{").replace("}", "}}"),
                 )
-            raise DataError(
-                f"row {offset + i} of X has zero probability given the rows before it: the "
+            raise BatchRowError(
+                offset + i,
+                "row {row} of X has zero probability given the rows before it: the "
                 "states that can emit it are out of reach of the filter (zero transition "
                 "probabilities, or a likelihood below the floating-point range); check "
-                "transmat_, or pass new_sequence=True if the row starts a new series"
+                "transmat_, or pass new_sequence=True if the row starts a new series",
             )
         return new
 

@@ -32,13 +32,12 @@ from latentfit._validation import (
     check_tol,
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
-from latentfit.em.driver import BatchRowError
 from latentfit.em.edited import checked_edits, fitted_params, is_edited, refuse_edits, warm
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
 from latentfit.em.mixture.priors import DirichletPrior
 from latentfit.em.online import OnlineEMMixin
 from latentfit.em.sources.tensors import default_chunk_rows
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import BatchRowError, DataError, ParameterError
 
 __all__ = [
     "BaseMixture",
@@ -68,10 +67,20 @@ class LabelledChunks:
             yield self.X[i:j], self.weights[i:j], y
 
 
-def first_offending(bad: torch.Tensor, X: torch.Tensor) -> str:
-    """'row i, column j (value v)' for the first True of a (n, d) mask."""
+def first_offending(
+    bad: torch.Tensor, X: torch.Tensor, before: str, after: str = ""
+) -> BatchRowError:
+    """The error 'before row i, column j (value v) after' for the first True of a (n, d)
+    mask, as a :class:`BatchRowError` (a chunk of a data source re-raises it naming the row of
+    the source)."""
     i, j = (int(v) for v in bad.nonzero()[0])
-    return f"row {i}, column {j} (value {X[i, j].item():g})"
+    text = f"row {{row}}, column {j} (value {X[i, j].item():g})"
+    return BatchRowError(i, _braced(before) + text + _braced(after))
+
+
+def _braced(text: str) -> str:
+    """``text`` as literal text of a ``str.format`` template."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:

@@ -28,7 +28,7 @@ from latentfit.em.edited import warm
 from latentfit.em.initialize import cpu_generator
 from latentfit.em.mixture.base import BaseMixture, first_offending
 from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.errors import BatchRowError, DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = [
@@ -107,14 +107,16 @@ def zero_categorical_cells(X: torch.Tensor, probs: torch.Tensor) -> torch.Tensor
 def _check_counts(X: torch.Tensor, name: str) -> None:
     neg = X < 0
     if bool(neg.any()):
-        raise DataError(
-            f"{name} needs non-negative counts; the first negative entry is {first_offending(neg, X)}"
+        raise first_offending(
+            neg, X, f"{name} needs non-negative counts; the first negative entry is "
         )
     frac = X != X.round()
     if bool(frac.any()):
-        raise DataError(
-            f"{name} needs integer counts; the first fractional entry is "
-            f"{first_offending(frac, X)}. Round the data or use a continuous family."
+        raise first_offending(
+            frac,
+            X,
+            f"{name} needs integer counts; the first fractional entry is ",
+            ". Round the data or use a continuous family.",
         )
     check_count_range(X)
 
@@ -251,9 +253,11 @@ class BernoulliMixture(_DiscreteMixture):
     def _check_component_data(self, X, reset):
         bad = (X != 0) & (X != 1)
         if bool(bad.any()):
-            raise DataError(
-                f"{type(self).__name__} needs binary data (0 or 1); the first other entry is "
-                f"{first_offending(bad, X)}. Binarise first, e.g. X > 0.5."
+            raise first_offending(
+                bad,
+                X,
+                f"{type(self).__name__} needs binary data (0 or 1); the first other entry is ",
+                ". Binarise first, e.g. X > 0.5.",
             )
 
     def _component_log_prob(self, params, X):
@@ -425,8 +429,9 @@ class CategoricalMixture(_DiscreteMixture):
             over = X >= limit.to(X)
             if bool(over.any()):
                 i, j = (int(v) for v in over.nonzero()[0])
-                raise DataError(
-                    f"{type(self).__name__}: row {i}, column {j} holds category "
+                raise BatchRowError(
+                    i,
+                    f"{type(self).__name__}: row {{row}}, column {j} holds category "
                     f"{int(X[i, j])} but column {j} has {int(limit[j])} categories (0.."
                     f"{int(limit[j]) - 1})"
                     + (
@@ -435,7 +440,7 @@ class CategoricalMixture(_DiscreteMixture):
                         "partial_fit or with warm_start=True"
                         if self.n_categories is None
                         else ""
-                    )
+                    ),
                 )
 
     def _check_fitted_settings(self) -> None:

@@ -393,9 +393,8 @@ class MixtureModel(BaseMixture):
             fam = FAMILIES[name]
             bad = fam.check(X)
             if bad is not None and bool(bad.any()):
-                raise DataError(
-                    f"a {name} component needs {fam.support}; the first other entry is "
-                    f"{first_offending(bad, X)}"
+                raise first_offending(
+                    bad, X, f"a {name} component needs {fam.support}; the first other entry is "
                 )
 
     def _prepare_component_data(self, X):

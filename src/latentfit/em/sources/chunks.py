@@ -42,7 +42,13 @@ from latentfit._validation import (
 )
 from latentfit.datasets._binary import arrow_floats, native_dtype, npy_header
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError, DataTypeError, MissingDependencyError, ParameterError
+from latentfit.errors import (
+    BatchRowError,
+    DataError,
+    DataTypeError,
+    MissingDependencyError,
+    ParameterError,
+)
 
 __all__ = [
     "ArraySource",
@@ -225,6 +231,8 @@ class ChunkSource:
             if self._check is not None:
                 try:
                     self._check(X)
+                except BatchRowError as err:  # its row counted from the start of the data
+                    raise err.shifted(offset, f"{self.name}: ") from None
                 except ValueError as err:
                     raise DataError(
                         f"{self.name}, in the block starting at row {offset} (rows counted "
