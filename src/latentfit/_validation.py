@@ -6,6 +6,8 @@ bad input never reaches a torch kernel and never becomes a silent NaN.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
@@ -21,7 +23,7 @@ from latentfit._memory import (  # the memory checks, kept importable from here
     check_module_memory,
     check_sample_count,
 )
-from latentfit.errors import DataError, DataTypeError, ParameterError
+from latentfit.errors import ArgumentError, DataError, DataTypeError, ParameterError
 
 __all__ = [
     "as_float_tensor",
@@ -44,6 +46,7 @@ __all__ = [
     "check_sample_weight",
     "check_state_index",
     "check_tol",
+    "checked_call",
     "device_generator",
     "feature_names",
     "first_inexact_integer",
@@ -682,3 +685,49 @@ def check_count_range(X: torch.Tensor, what: str = "X") -> None:
         f"which {str(X.dtype).replace('torch.', '')} holds neither every whole number nor the "
         f"digits of a count model's log-likelihood; {remedy}"
     )
+
+
+def checked_call(example: str):
+    """Decorate a public function so that a call whose arguments do not fit its signature (its
+    arguments swapped, ``fit_mle(data, family="gamma")``; one missing or unknown) raises an
+    :class:`~latentfit.errors.ArgumentError` saying the order it takes them in, with
+    ``example``, instead of Python's bare ``TypeError``."""
+
+    def decorate(func):
+        sig = inspect.signature(func)
+        params = list(sig.parameters.values())
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        usage = f"{func.__name__}({', '.join(positional)}, ...)"
+
+        @functools.wraps(func)
+        def call(*args, **kwargs):
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as err:
+                twice = [n for n in positional[: len(args)] if n in kwargs]
+                missing = [
+                    p.name
+                    for p in params
+                    if p.default is p.empty
+                    and p.name not in kwargs
+                    and p.kind is p.POSITIONAL_OR_KEYWORD
+                    and positional.index(p.name) >= len(args)
+                ]
+                if twice:
+                    i = positional.index(twice[0])
+                    what = (
+                        f"got {twice[0]} twice: as argument {i + 1} (of type "
+                        f"{type(args[i]).__name__}) and as {twice[0]}="
+                    )
+                elif missing:
+                    what = "needs " + " and ".join(missing)
+                else:  # an unknown keyword, too many arguments: Python's words
+                    what = str(err).split("() ", 1)[-1]
+                raise ArgumentError(
+                    f"{func.__name__}() {what}: it takes {usage} in that order, e.g. {example}"
+                ) from None
+            return func(*args, **kwargs)
+
+        return call
+
+    return decorate

@@ -16,6 +16,7 @@ from sklearn.exceptions import NotFittedError
 
 __all__ = [
     "DOCUMENTED_ERRORS",
+    "ArgumentError",
     "BatchRowError",
     "CoarseScheduleWarning",
     "DataError",
@@ -68,6 +69,12 @@ class DataTypeError(DataError, TypeError):
 
 class ParameterError(LatentfitError):
     """A constructor argument, option or hand-set parameter is invalid."""
+
+
+class ArgumentError(ParameterError, TypeError):
+    """A public function called with arguments that do not fit its signature (one missing, one
+    given twice, as when the order is swapped, or one it does not take); the message says the
+    order it takes them in, with an example. Also a ``TypeError``, as Python raises."""
 
 
 class UnknownNameError(ParameterError, KeyError):

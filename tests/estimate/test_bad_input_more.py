@@ -10,10 +10,12 @@ import pytest
 import scipy.stats
 import torch
 import torch.distributions as D
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from latentfit.cli import app
-from latentfit.errors import DataError, ParameterError, ResourceLimitError
+from latentfit.errors import ArgumentError, DataError, ParameterError, ResourceLimitError
 from latentfit.estimate import fit_map, fit_map_regression, fit_mle
 from latentfit.estimate.distributions import InverseWishart
 
@@ -427,3 +429,62 @@ def test_a_result_looked_up_by_an_unknown_name_lists_the_names_it_holds():
     binomial = fit_mle("binomial", np.array([3, 4, 5]), fixed={"total_count": 10})
     with pytest.raises(UnknownNameError, match=r"'total_count' is fixed at 10"):
         binomial["total_count"]
+
+
+# ---------------------------------------------------------------------- argument order
+def test_swapped_or_missing_arguments_say_the_order_the_function_takes():
+    # fit_mle(data, family="gamma") was Python's "got multiple values for argument 'family'".
+    with pytest.raises(ArgumentError, match=r"fit_mle\(\) got family twice: as argument 1 "):
+        fit_mle(X, family="gamma")
+    with pytest.raises(TypeError, match=r"fit_mle\(family, data, \.\.\.\) in that order"):
+        fit_mle(X, family="gamma")  # still a TypeError for code that catches one
+    with pytest.raises(ArgumentError, match=r"fit_mle\(\) needs data: .*fit_mle\('gamma', data\)"):
+        fit_mle("gamma")
+    with pytest.raises(ArgumentError, match=r"fit_map\(\) needs prior: it takes fit_map\(family, "):
+        fit_map("gamma", X)
+    with pytest.raises(ArgumentError, match=r"fit_map\(\) got family twice"):
+        fit_map(X, {"rate": D.Gamma(2.0, 1.0)}, family="gamma")
+    with pytest.raises(ArgumentError, match="unexpected keyword argument 'fixd'"):
+        fit_mle("binomial", COUNTS, fixd={"total_count": 3})
+    with pytest.raises(ArgumentError, match=r"fit_map_regression\(\) needs init"):
+        fit_map_regression(lambda X, w: X * w, X, X)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.permutations(["family", "data", "prior"]),
+    n_positional=st.integers(0, 3),
+    keyword=st.sets(st.sampled_from(["family", "data", "prior"])),
+)
+def test_any_way_of_passing_the_arguments_binds_or_is_an_argument_error(
+    order, n_positional, keyword
+):
+    """fit_map with its three arguments given in any order, positionally or by keyword, some
+    twice or not at all: either the call binds as Python would bind it, or ArgumentError says
+    the order; never Python's bare TypeError (oracle: inspect.Signature.bind)."""
+    import inspect
+
+    values = {"family": "normal", "data": X, "prior": {"loc": D.Normal(0.0, 10.0)}}
+    args = [values[name] for name in order[:n_positional]]
+    kwargs = {name: values[name] for name in keyword}
+    try:
+        inspect.signature(fit_map).bind(*args, **kwargs)
+        binds = True
+    except TypeError:
+        binds = False
+    try:
+        fit_map(*args, **kwargs)
+    except ArgumentError as err:
+        assert not binds, err
+        assert "it takes fit_map(family, data, prior, ...) in that order" in str(err)
+    except (DataError, ParameterError):
+        assert binds  # the arguments bound but in the wrong places: said by the checks
+
+
+def test_transform_of_something_not_a_function_is_refused():
+    # fit.transform(3) was Python's "'int' object is not callable" from inside the delta method.
+    fit = fit_mle("normal", X)
+    with pytest.raises(ParameterError, match=r"g must be a function of the parameters \(loc, sc"):
+        fit.transform(3)
+    se = fit.transform(lambda loc, scale: loc, "mean").std_errors  # a function still works
+    np.testing.assert_allclose(se, fit.std_errors()[:1], rtol=1e-12)

@@ -35,6 +35,7 @@ from latentfit._validation import (
     as_float_tensor,
     check_positive,
     check_positive_int,
+    checked_call,
     resolve_device,
     resolve_dtype,
 )
@@ -358,6 +359,7 @@ def _laplace_solver(prior, layout: ParameterLayout, n: int):
     return solver
 
 
+@checked_call("fit_map('gamma', data, prior={'rate': torch.distributions.Gamma(2.0, 1.0)})")
 def fit_map(
     family,
     data,
@@ -420,6 +422,7 @@ def _start_shapes(fam, x, fixed, init) -> dict[str, tuple[int, ...]]:
     return {k: tuple(torch.as_tensor(start[k]).shape) for k in fam.params if k in start}
 
 
+@checked_call("fit_map_regression(h, X, y, init={'w': torch.zeros(d), 'b': 0.0})")
 def fit_map_regression(
     h: Callable[..., torch.Tensor],
     X,

@@ -22,6 +22,7 @@ from latentfit._validation import (
     check_allocation,
     check_count_range,
     check_positive_int,
+    checked_call,
     resolve_device,
     resolve_dtype,
 )
@@ -624,6 +625,7 @@ def _check_finite_estimate(family: Family, params: dict, x: torch.Tensor) -> Non
         )
 
 
+@checked_call("fit_mle('gamma', data)")
 def fit_mle(
     family,
     data,

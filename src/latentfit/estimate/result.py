@@ -229,6 +229,12 @@ class FitResult:
         ``g(**params)`` returns a tensor (named by ``names``) or a dict of named tensors, e.g.
         ``fit.transform(lambda concentration, rate: concentration / rate, "mean")``.
         """
+        if not callable(g):
+            raise ParameterError(
+                f"g must be a function of the parameters ({', '.join(self.params)}) returning "
+                f"a tensor or a dict of tensors, got {type(g).__name__} {g!r:.60}; e.g. "
+                f"fit.transform(lambda {', '.join(self.params)}: ..., 'name')"
+            )
 
         def flat(u):
             out = g(**self.layout.to_natural(u))
