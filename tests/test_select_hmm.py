@@ -14,7 +14,7 @@ from scipy.stats import norm
 from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import KFold
 
-from latentfit import GaussianHMM, GaussianMixture
+from latentfit import GMMHMM, AutoregressiveHMM, GaussianHMM, GaussianMixture
 from latentfit.errors import DataError, ParameterError
 from latentfit.select import COLUMNS, n_free_parameters, select_model, sequence_folds
 
@@ -369,3 +369,48 @@ def test_bad_lengths_and_folds_are_errors_naming_the_problem(sequences):
         select_model(X, lengths, family="gaussian_hmm", covariance_types=[])
     with pytest.raises(ParameterError, match="unknown family 'hmm'"):
         select_model(X, family="hmm")
+
+
+# Free parameters of K states on d = 2 columns, counted by hand: start K - 1, transitions
+# K (K - 1), plus the emissions: GaussianHMM diag 2K means + 2K variances; GMMHMM (n_mix=2,
+# diag) K weights + 4K means + 4K variances; AutoregressiveHMM (order 1) K (4 + 2)
+# coefficients + 3K covariance entries, and its first row of each sequence is a lag only.
+@pytest.mark.parametrize(
+    ("family", "options", "params", "lags"),
+    [
+        (GaussianHMM, {}, lambda k: k * k + 4 * k - 1, 0),
+        (GMMHMM, {"n_mix": 2}, lambda k: k * k + 9 * k - 1, 0),
+        (AutoregressiveHMM, {}, lambda k: k * k + 9 * k - 1, 1),
+    ],
+)
+def test_an_hmm_of_no_fewer_parameters_than_values_is_na_not_best(family, options, params, lags):
+    """12 rows of 2 columns: an AutoregressiveHMM with K=3 (35 parameters on 22 scored
+    values) scored a log-likelihood the variance floor made (BIC 33.4) and was ranked best
+    over K=1 (71.6) and K=2 (61.6); GMMHMM K=3, 4 were ranked too. As for GaussianMixture, a
+    candidate of at least as many parameters as observed values is NA, its error naming the
+    counts; the fit itself stands, as in hmmlearn."""
+    X = np.random.default_rng(0).normal(size=(12, 2))
+    values = 2 * (12 - lags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny fits: convergence and degenerate-state warnings
+        res = select_model(X, family=family, n_components=[1, 2, 3, 4], random_state=0, **options)
+    for r in res.rows:
+        k = r["n_components"]
+        assert r["n_parameters"] == params(k)
+        refused = r["error"] is not None and f"{values} observed value(s)" in r["error"]
+        assert refused == (params(k) >= values), r
+        if refused:
+            assert f"no more than the {params(k)} parameters {family.__name__}" in r["error"]
+            assert math.isnan(r["bic"]) and res.models[k - 1] is None
+    assert params(res.best_row_["n_components"]) < values
+
+
+def test_the_rule_leaves_bounded_models_ranked():
+    # a variational HMM's priors keep its variances off zero: its K=4 is ranked on 12 rows
+    from latentfit import VariationalGaussianHMM
+
+    X = np.random.default_rng(0).normal(size=(12, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = select_model(X, candidates=[VariationalGaussianHMM(4, random_state=0, n_iter=5)])
+    assert res.rows[0]["error"] is None and np.isfinite(res.rows[0]["bic"])

@@ -8,9 +8,10 @@ covariance types of a family, or any list of estimators — and returns a
 marked. A candidate whose fit fails is reported with its error and never stops the sweep; one
 whose fit has a degenerate component (its variance at the regularisation floor on a handful of
 tied points, see :func:`latentfit.em.gaussian.degenerate_components`) is reported as NA, as
-mclust does, since its likelihood is not that of a real fit. A GaussianMixture of no fewer
-parameters than the data hold observed values is refused likewise (its error names the counts):
-its components pass through every point, tied covariances included, which no component flags.
+mclust does, since its likelihood is not that of a real fit. A GaussianMixture, or an HMM or
+HSMM of Gaussian or autoregressive emissions, of no fewer parameters than the data hold
+observed values is refused likewise (its error names the counts): its components or states
+pass through every point, tied covariances included, which no component flags.
 
 Criteria follow scikit-learn's sign (lower is better): BIC = −2 log L + p log n (Schwarz 1978),
 AIC = −2 log L + 2p (Akaike 1974), ICL = BIC − 2 Σ_n log p(ẑ_n | x_n) (Biernacki, Celeux &

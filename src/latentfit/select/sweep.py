@@ -294,27 +294,42 @@ def _sequence_criteria(model, X: torch.Tensor, lengths: list[int]) -> dict:
     return {"loglik": loglik, "n_parameters": p, "bic": bic, "aic": -2 * loglik + 2 * p, "icl": icl}
 
 
-def _unidentified(model, p: int, X: torch.Tensor) -> str | None:
-    """Why the fitted GaussianMixture ``model`` of ``p`` parameters is not ranked: it estimates
-    no fewer parameters than ``X`` holds observed values (None when it is ranked). Its
-    components can then pass through every point (tied covariances are not flagged as
-    degenerate for it): the likelihood is the variance floor's, growing without bound as
-    reg_covar shrinks, and its BIC beats every real fit. LinearGaussianSSM refuses such data
-    in fit; a mixture's fit stands (as scikit-learn's), only its ranking is refused."""
+def _unidentified(model, p: int, X: torch.Tensor, lengths: list[int] | None = None) -> str | None:
+    """Why the fitted ``model`` of ``p`` parameters is not ranked: a model of Gaussian
+    densities (GaussianMixture; the HMMs and HSMM with Gaussian or autoregressive emissions)
+    that estimates no fewer parameters than ``X`` holds observed values (None when it is
+    ranked). Its components or states can then pass through every point (tied covariances
+    are not flagged as degenerate for it): the likelihood is the variance floor's, growing
+    without bound as the floor shrinks, and its BIC beats every real fit. LinearGaussianSSM
+    refuses such data in fit; a mixture's or an HMM's fit stands (as scikit-learn's and
+    hmmlearn's), only its ranking is refused. An autoregressive HMM scores the rows after the
+    first ``order`` of each sequence: only their values count."""
+    from latentfit.em.hmm.gaussian import _ContinuousHMM
+    from latentfit.em.hmm.variational import _VariationalHMM
     from latentfit.em.mixture.gmm import GaussianMixture
 
-    observed = int(torch.isfinite(X).sum())
-    if not isinstance(model, GaussianMixture) or observed > p:
+    if isinstance(model, GaussianMixture):
+        parts, floor = "components", "reg_covar"
+    elif isinstance(model, _ContinuousHMM) and not isinstance(model, _VariationalHMM):
+        # (a variational HMM's priors keep its variances off zero)
+        parts, floor = "states", "min_covar"
+    else:
         return None
     n, d = X.shape
+    lags = int(getattr(model, "order", 0)) * len(lengths or [n])
+    observed = int(torch.isfinite(X).sum()) - min(lags, n) * d
+    if observed > p:
+        return None
     k = model.n_components
+    variant = getattr(model, "covariance_type", None)
+    setting = f" (covariance_type={variant!r})" if variant is not None else ""
+    counted = f" after the first {int(model.order)} of each sequence" if lags else ""
     return (
-        f"X has {n} row(s) of {d} column(s), {observed} observed value(s), no more than the "
-        f"{p} parameters {type(model).__name__} with n_components={k} "
-        f"(covariance_type={model.covariance_type!r}) estimates: its components can pass "
-        "through every point, so its likelihood is reg_covar's, not the data's, and its BIC "
-        f"would beat every real fit; give at least {n + (p - observed) // d + 1} rows, or try "
-        "fewer components"
+        f"X has {n} row(s) of {d} column(s), {observed} observed value(s){counted}, no more "
+        f"than the {p} parameters {type(model).__name__} with n_components={k}{setting} "
+        f"estimates: its {parts} can pass through every point, so its likelihood is "
+        f"{floor}'s, not the data's, and its BIC would beat every real fit; give at least "
+        f"{n + (p - observed) // d + 1} rows, or try fewer components"
     )
 
 
@@ -571,10 +586,12 @@ def select_model(
                 else:
                     model = clone(est).fit(Xt)
                     row.update(_criteria(model, Xt))
-                    unidentified = _unidentified(model, row["n_parameters"], Xt)
-                    if unidentified:  # refused, as a fit that refuses the data
-                        model = None
-                        raise DataError(unidentified)
+                unidentified = _unidentified(
+                    model, row["n_parameters"], Xt, seq_lengths if sequential[i] else None
+                )
+                if unidentified:  # refused, as a fit that refuses the data
+                    model = None
+                    raise DataError(unidentified)
                 if cv:
                     try:
                         row["cv_loglik"] = _heldout(est, Xt, folds, sequential[i])
