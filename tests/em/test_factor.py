@@ -385,9 +385,15 @@ def test_constant_data_fit_at_the_dtypes_noise_floor(cls, dtype):
 @pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
 def test_fewer_rows_than_features_in_float32_score_and_transform(cls):
     # found by the property tests: at a noise floor of 1e-12 of the variance, W^T Psi^-1 W was
-    # ~1e12 and float32's Cholesky factor failed in score_samples with torch's own error
+    # ~1e12 and float32's Cholesky factor failed in score_samples with torch's own error.
+    # fit refuses 2 rows for 2 factors (they pass through both); stepwise EM still reaches the
+    # floor on them.
     X = np.array([[-5.54116358, 0.84993782, -3.51776491], [-3.03386149, 7.80703725, -3.54775841]])
-    model = cls(dtype="float32", max_iter=30, n_components=2, random_state=0).fit(X)
+    model = cls(dtype="float32", n_components=2, random_state=0)
+    with pytest.raises(latentfit.errors.DataError, match="span at most 1 dimension"):
+        model.fit(X)
+    for _ in range(30):
+        model.partial_fit(X)
     assert np.isfinite(model.score_samples(X)).all() and np.isfinite(model.transform(X)).all()
     assert np.all(model.noise_variance_ >= np.finfo(np.float32).eps * X.var(0).mean() * 0.99)
 
@@ -450,3 +456,25 @@ def test_transform_names_a_row_whose_posterior_mean_overflows(cls):
     ):
         m.transform(np.array([[0.5, 1.0], [3e38, -3e38]]))
     assert np.isfinite(m.transform(X)).all()
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+@pytest.mark.parametrize(("n", "d", "q"), [(3, 5, 2), (4, 6, 3), (5, 5, 4)])
+def test_rows_spanning_no_more_than_the_factors_are_refused(cls, n, d, q):
+    """3 rows of 5 columns with 2 factors fitted a log-likelihood of +36.5 per row with every
+    noise variance at the floor (0): centred, n rows span n - 1 <= q dimensions, which the
+    loadings pass through exactly. scikit-learn's FactorAnalysis meets the same collapse."""
+    X = np.random.default_rng(0).normal(size=(n, d))
+    sk = SkFactorAnalysis(q, random_state=0).fit(X)
+    assert sk.noise_variance_.max() < 1e-6 * X.var(0).min()  # the degenerate fit, independently
+    with pytest.raises(latentfit.errors.DataError, match=rf"X has {n} row\(s\) of {d} column") as e:
+        cls(q, random_state=0).fit(X)
+    assert f"span at most {n - 1} dimension(s), no more than the n_components={q}" in str(e.value)
+    assert f"give at least {q + 2} rows, or a smaller n_components" in str(e.value)
+    # the rows it asks for: fitted
+    more = np.random.default_rng(1).normal(size=(q + 2, d))
+    assert np.isfinite(cls(q, random_state=0, max_iter=2000).fit(more).score(more))
+    # rows of weight 0 do not count
+    weights = np.r_[np.ones(q + 1), 0.0]
+    with pytest.raises(latentfit.errors.DataError, match="row\\(s\\) of positive weight"):
+        cls(q, random_state=0).fit(more, sample_weight=weights)

@@ -180,6 +180,7 @@ class _LinearGaussian(
             )
         w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
         _check_weighted_rows(self, w)
+        _check_rows_beyond_factors(self, w, d)
         _check_observed_columns(self, X, w)
         _check_scale(X, w)  # the data's second moments must be representable
         self.n_features_in_ = d
@@ -433,6 +434,24 @@ class PPCA(_LinearGaussian):
     """
 
     _isotropic = True
+
+
+def _check_rows_beyond_factors(model, w: torch.Tensor, d: int) -> None:
+    """DataError when the rows (of positive weight), centred, span no more dimensions than
+    the factors: the loadings then pass through every row and the noise variances shrink to
+    their floor, so the likelihood grows without bound (as for a Gaussian mixture or HMM of no
+    fewer parameters than values, and LinearGaussianSSM's refusal)."""
+    n, q = int((w > 0).sum()), model._n_factors(d)
+    if n > q + 1:
+        return
+    weighted = " of positive weight" if n < w.shape[0] else ""
+    raise DataError(
+        f"X has {n} row(s){weighted} of {d} column(s): centred, they span at most {n - 1} "
+        f"dimension(s), no more than the n_components={q} factors {type(model).__name__} "
+        "estimates: its likelihood grows without bound as the noise variance shrinks to zero "
+        f"while the factors pass through every row; give at least {q + 2} rows, or a smaller "
+        "n_components"
+    )
 
 
 def _check_weighted_rows(model, w: torch.Tensor, where: str = "X") -> None:
