@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from latentfit import GaussianMixture, select_model
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import ArgumentError, DataError, ParameterError
 
 X = np.random.default_rng(0).normal(size=(100, 2))
 
@@ -96,3 +96,25 @@ def test_icl_is_refused_for_a_model_without_classes():
     with pytest.raises(ParameterError, match=r"criterion='icl' needs a model of discrete.*bic"):
         select_model(X, family="fa", n_components=[1, 2], criterion="icl")
     assert select_model(X, family="fa", n_components=[1], criterion="bic").best_model_ is not None
+
+
+@pytest.mark.parametrize(
+    ("second", "what"),
+    [
+        ([GaussianMixture(2)], r"models \(GaussianMixture\(n_components=2\)\)"),
+        ([("two", GaussianMixture(2))], r"models \(.*\)"),
+        ("gmm", r"a family \('gmm'\)"),
+        (GaussianMixture, r"a family \(<class .*GaussianMixture.>\)"),
+    ],
+)
+def test_models_given_as_the_second_argument_say_where_they_go(second, what):
+    # select_model(X, [GaussianMixture(2), ...]) put the models in lengths, the second
+    # argument, and was refused as lengths "of dtype object".
+    with pytest.raises(
+        ArgumentError, match=f"select_model\\(\\) got {what} as its second argument"
+    ):
+        select_model(X, second)
+    with pytest.raises(TypeError, match=r"candidates=\[\.\.\.\], e\.g\. select_model\(X, cand"):
+        select_model(X, second)
+    best = select_model(X, candidates=[GaussianMixture(1), GaussianMixture(2)]).best_row_
+    assert best["error"] is None  # given by keyword, as the message says: fitted

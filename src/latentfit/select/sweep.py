@@ -20,7 +20,7 @@ from sklearn.base import clone
 from latentfit._validation import as_float_tensor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.mixture.discrete import dense_codes
-from latentfit.errors import DataError, ParameterError, ResourceLimitError
+from latentfit.errors import ArgumentError, DataError, ParameterError, ResourceLimitError
 from latentfit.select.candidates import (
     CRITERIA,
     CRITERION_ALIASES,
@@ -294,6 +294,27 @@ def _sequence_criteria(model, X: torch.Tensor, lengths: list[int]) -> dict:
     return {"loglik": loglik, "n_parameters": p, "bic": bic, "aic": -2 * loglik + 2 * p, "icl": icl}
 
 
+def _check_not_models(lengths) -> None:
+    """ArgumentError when select_model's second argument, ``lengths``, holds what
+    ``family=`` or ``candidates=`` take (a family name or class, estimators): a call written
+    ``select_model(X, [GaussianMixture(2), ...])`` was refused as lengths "of dtype object"."""
+    items = list(lengths) if isinstance(lengths, list | tuple) else [lengths]
+    models = [
+        c
+        for c in items
+        if isinstance(c, str | type) or hasattr(c[-1] if isinstance(c, tuple) else c, "fit")
+    ]
+    if lengths is None or not models:
+        return
+    what = "a family" if isinstance(models[0], str | type) else "models"
+    raise ArgumentError(
+        f"select_model() got {what} ({models[0]!r:.60}) as its second argument, lengths (the "
+        "rows of each sequence): it takes select_model(X, lengths=None, *, family=..., "
+        "candidates=...); pass a family as family=..., e.g. select_model(X, family='gmm'), and "
+        "estimators as candidates=[...], e.g. select_model(X, candidates=[GaussianMixture(2)])"
+    )
+
+
 def _unidentified(model, p: int, X: torch.Tensor, lengths: list[int] | None = None) -> str | None:
     """Why the fitted ``model`` of ``p`` parameters is not ranked: a model of Gaussian
     densities (GaussianMixture; the HMMs and HSMM with Gaussian or autoregressive emissions)
@@ -526,6 +547,7 @@ def select_model(
     # the rest), so that strings or ragged rows are a DataError naming the row, not numpy's.
     Xt = X if isinstance(X, torch.Tensor) else as_float_tensor(X, allow_nan=True)
     n = int(Xt.shape[0])
+    _check_not_models(lengths)
     seq_lengths = None if lengths is None else check_lengths(lengths, n)
     if candidates is None:
         if _takes(family, "random_state"):
