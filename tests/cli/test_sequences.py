@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import warnings
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 import latentfit
 from latentfit.cli import app
+from latentfit.errors import DataError
 
 runner = CliRunner()
 rng = np.random.default_rng(3)
@@ -300,3 +302,38 @@ def test_a_symbol_far_beyond_the_rows_is_named_as_a_symbol_count(tmp_path):
     res = runner.invoke(app, ["fit", "hmm", str(data), "--emission", "categorical", "-k", "2"])
     assert res.exit_code == 2
     assert "inferring 1,000,000,001 symbols" in res.output and "column(s)" not in res.output
+
+
+@pytest.mark.parametrize("name", ["CategoricalHMM", "CategoricalHSMM", "GaussianHMM"])
+def test_score_of_a_row_no_state_can_emit(name, tmp_path, monkeypatch):
+    """A symbol every state gives probability 0 scores -inf (null in JSON), as the model's
+    score gives it, where the HSMM's refused it; a Gaussian row whose density underflowed
+    scored -inf, where the model's score refuses it by name."""
+    monkeypatch.chdir(tmp_path)
+    if name == "GaussianHMM":
+        model = _quiet(lambda: latentfit.GaussianHMM(2, n_iter=3, random_state=0).fit(SERIES))
+        X = SERIES[:6].copy()
+        X[4] = 1e200
+    else:
+        fit_on = np.array([[0], [1], [1], [0]] * 5)
+        model = getattr(latentfit, name)(2, n_features=3, n_iter=3, random_state=0)
+        _quiet(lambda: model.fit(fit_on))
+        model.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])  # symbol 2: never
+        X = np.array([[0], [1], [1], [0], [2], [1]])
+    model.save("m.lf")
+    np.savetxt("x.csv", X, delimiter=",")
+    Path("lengths.txt").write_text("3\n3\n")
+    result = runner.invoke(app, ["score", "m.lf", "x.csv", "--lengths", "lengths.txt", "--json"])
+    if name == "GaussianHMM":
+        with pytest.raises(DataError, match="underflows"):
+            model.score(X, [3, 3])
+        assert result.exit_code == 2
+        assert "error: row 4 of x.csv (step 1 of sequence 1)" in result.output
+        assert "underflows" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert model.score(X, [3, 3]) == -np.inf
+    assert out["total"] is None and out["sequence_log_likelihoods"][1] is None
+    assert out["sequence_log_likelihoods"][0] == pytest.approx(model.score(X[:3]), rel=1e-10)
+    assert out["per_row"][4] is None

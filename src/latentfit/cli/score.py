@@ -36,7 +36,10 @@ def hmm_row_scores(model, X, lengths):
     params, X, lengths, _ = model._prepare(X, lengths)
     ll = model._emission_log_likelihood(params, X)
     fwd = inference.forward_filter(ll, params["startprob"], params["transmat"], lengths)
-    return fwd.log_normalizers.cpu().numpy(), fwd.sequence_log_likelihoods.cpu().numpy()
+    seqs = fwd.sequence_log_likelihoods
+    # -inf as score gives it (a row no state can emit); refused where score refuses it
+    model._check_possible(params, X, seqs.sum(), lengths, states=False)
+    return fwd.log_normalizers.cpu().numpy(), seqs.cpu().numpy()
 
 
 def hsmm_row_scores(model, X, lengths):
@@ -63,10 +66,14 @@ def hsmm_row_scores(model, X, lengths):
         total = prefix[-1] if model.right_censoring else torch.logsumexp(leave[-1], 0)
         seqs.append(total)
         ends = torch.cat([prefix[:-1], total.reshape(1)])  # log p(x_1..x_t), the last as scored
-        rows.append(torch.diff(ends, prepend=ends.new_zeros(1)))
+        step = torch.diff(ends, prepend=ends.new_zeros(1))
+        # after a prefix of probability 0 (-inf - -inf): -inf, as the HMMs' filter gives it
+        rows.append(torch.where(step.isnan(), -np.inf, step))
         start += n
     per_seq = torch.stack(seqs)
-    model._impossible(params, X, per_seq, lengths)  # a sequence of probability zero: named
+    # a sequence of probability zero scores -inf, as score gives it; refused where score
+    # refuses it (a density that underflowed)
+    model._check_possible(params, X, per_seq.sum(), lengths, states=False)
     return torch.cat(rows).cpu().numpy(), np.asarray(per_seq.cpu().numpy())
 
 

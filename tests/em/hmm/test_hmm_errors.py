@@ -119,15 +119,61 @@ def test_settings_are_checked_at_fit():
         fitted().score(np.zeros((4, 3)))
 
 
-def test_a_row_no_state_can_emit_is_named():
-    m = CategoricalHMM(2, n_features=3, init_params="", n_iter=2)
-    m.startprob_ = np.array([0.5, 0.5])
-    m.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
-    m.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])  # symbol 2: impossible
-    X = np.array([[0], [1], [1], [0], [2], [1]])
-    for call in (m.score, m.decode, m.predict_proba, lambda X: m.decode(X, algorithm="map")):
-        with pytest.raises(ValueError, match="row 4 of X has zero probability under every state"):
-            call(X)
+_START = dict(startprob_=np.array([0.5, 0.5]), transmat_=np.array([[0.9, 0.1], [0.2, 0.8]]))
+# a row no state can emit (a symbol, category or count of probability 0 in every state) in the
+# second sequence, row 4 = its step 1; the first sequence is possible
+_IMPOSSIBLE = {
+    "CategoricalHMM": (
+        {"n_features": 3},
+        {"emissionprob_": np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])},
+        np.array([[0], [1], [1], [0], [2], [1]]),
+    ),
+    "MultinomialHMM": (
+        {"n_trials": 3},
+        {"emissionprob_": np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])},
+        np.array([[3, 0, 0], [1, 2, 0], [2, 1, 0], [0, 3, 0], [1, 1, 1], [2, 1, 0]]),
+    ),
+    "PoissonHMM": (
+        {},
+        {"lambdas_": np.array([[1.0, 0.0], [3.0, 0.0]])},
+        np.array([[1, 0], [0, 0], [4, 0], [2, 0], [1, 2], [0, 0]]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_IMPOSSIBLE))
+def test_a_row_no_state_can_emit_scores_minus_inf_and_has_no_posteriors(name):
+    """score gives -inf for a sequence with a row no state can emit, as hmmlearn does on the
+    same parameters (and the mixtures for an outcome of probability 0); it raised a DataError.
+    Posteriors and paths of that sequence are undefined (hmmlearn's are NaN): refused, naming
+    the row and its sequence."""
+    import latentfit
+
+    hl = pytest.importorskip("hmmlearn.hmm")
+    options, emissions, X = _IMPOSSIBLE[name]
+    ours = getattr(latentfit, name)(2, init_params="", **options)
+    ref = getattr(hl, name)(2, init_params="", **options)
+    for m in (ours, ref):
+        for attr, value in {**_START, **emissions}.items():
+            setattr(m, attr, value)
+    lengths = [3, 3]
+    assert ours.score(X[:3]) == pytest.approx(ref.score(X[:3]), rel=1e-12)
+    assert np.isfinite(ours.score(X[:3]))
+    assert ours.score(X, lengths) == ref.score(X, lengths) == -np.inf
+    assert ours.score(X) == ref.score(X) == -np.inf
+    calls = (
+        ours.score_samples,
+        ours.predict_proba,
+        ours.predict,
+        ours.decode,
+        lambda X, lengths: ours.decode(X, lengths, algorithm="map"),
+    )
+    for call in calls:
+        with pytest.raises(
+            DataError,
+            match=r"row 4 of X \(step 1 of sequence 1\) has zero probability under every state",
+        ):
+            call(X, lengths)
 
 
 def test_a_step_no_path_reaches_is_named_not_given_zero_posteriors():

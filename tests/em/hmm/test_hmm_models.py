@@ -459,10 +459,11 @@ def test_a_count_where_a_poisson_rate_is_zero_is_impossible_in_that_state(tmp_pa
     # the model file keeps the zero rate
     m.save(tmp_path / "p.lf")
     assert latentfit.load(tmp_path / "p.lf").score(row) == pytest.approx(want, rel=1e-12)
-    # a count no state can produce is named
+    # a count no state can produce scores -inf; its posteriors are undefined and named
     one = quiet_fit(PoissonHMM(1, n_iter=5, random_state=0), X[:100])
+    assert one.score(row) == -np.inf
     with pytest.raises(DataError, match=r"row 0 of X .* counts 1 in feature 2 \(column 2\)"):
-        one.score(row)
+        one.predict_proba(row)
     # and a fit that goes on from there learns it
     one.init_params = ""
     quiet_fit(one, X[100:])

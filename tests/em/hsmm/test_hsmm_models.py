@@ -1,6 +1,8 @@
 """The HSMM estimators: the HMM they contain, EM's monotonicity, duration recovery, several
 sequences, save/load, and errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -503,3 +505,25 @@ def test_bic_counts_the_nonparametric_durations_the_fit_estimated(tmp_path):
     assert short.n_durations_ == 4 and short._n_parameters() == 1 + 2 * 3 + 4
     back = latentfit.load(wide.save(tmp_path / "m.lf"))
     assert back.n_durations_ == 7 and back.bic(X, lengths) == wide.bic(X, lengths)
+
+
+@pytest.mark.parametrize("name", ["CategoricalHSMM", "PoissonHSMM"])
+def test_a_row_no_state_can_emit_scores_minus_inf(name):
+    """As the HMMs: score gives -inf for a sequence holding a symbol or count every state
+    gives probability 0 (it raised); its posteriors and segmentation are refused by name."""
+    if name == "CategoricalHSMM":
+        fit_on, X = np.array([[0], [1], [1], [0]] * 5), np.array([[0], [1], [1], [0], [2], [1]])
+        m = latentfit.CategoricalHSMM(2, n_features=3, max_duration=4, n_iter=2, random_state=0)
+    else:
+        fit_on = np.c_[np.arange(20) % 3, np.zeros(20)]
+        X = np.array([[1, 0], [0, 0], [2, 0], [1, 0], [1, 2], [0, 0]])
+        m = latentfit.PoissonHSMM(2, max_duration=4, n_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(fit_on)
+    if name == "CategoricalHSMM":
+        m.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])
+    assert np.isfinite(m.score(X[:3])) and m.score(X, [3, 3]) == -np.inf
+    for call in (m.predict_proba, m.predict, m.score_samples):
+        with pytest.raises(DataError, match=r"row 4 of X \(step 1 of sequence 1\) has zero"):
+            call(X, [3, 3])

@@ -54,7 +54,12 @@ from latentfit._validation import (
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.hmm.emissions import HMM_REMEDY, map_transitions, with_counts
 from latentfit.em.hmm.inference import posterior as inference
-from latentfit.em.hmm.labels import check_labels, check_labels_possible, check_reachable
+from latentfit.em.hmm.labels import (
+    check_labels,
+    check_labels_possible,
+    check_reachable,
+    where_row,
+)
 from latentfit.em.hmm.monitor import (
     AttributeStateMixin,
     ConvergenceMonitor,
@@ -194,6 +199,9 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
     _fitted_attribute = "startprob_"
     _max_iter_name = "n_iter"
     _convergence = "delta"
+    #: whether an emission probability of 0 is exact (a symbol, category or count a state
+    #: never emits): score then gives -inf for a row no state can emit
+    _exact_zeros = True
 
     def _tensor(self, value, name: str = "a parameter") -> torch.Tensor:
         try:
@@ -514,14 +522,19 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
             "it cannot be emitted by this model (a symbol or value no state gives any probability)"
         )
 
-    def _log_likelihoods(self, params, X) -> torch.Tensor:
+    def _log_likelihoods(self, params, X, lengths=None, *, emittable=True) -> torch.Tensor:
+        """The emission log-likelihoods (t, k), refusing a NaN (an overflow) and, with
+        ``emittable``, a row no state can emit: DataError naming the row and, given
+        ``lengths``, its sequence (score's answer is then -inf; posteriors and paths of
+        that sequence are undefined)."""
         ll = self._emission_log_likelihood(params, X)  # (t, k)
         check_scored(ll, X, type(self).__name__)  # NaN: an overflow, named by its row
-        impossible = torch.isneginf(ll).all(1).nonzero()
+        impossible = torch.isneginf(ll).all(1).nonzero() if emittable else ()
         if len(impossible):
             i = int(impossible[0])
+            where = f"row {i} of X" if lengths is None else where_row(i, len(X), lengths)[0]
             raise DataError(
-                f"row {i} of X has zero probability under every state: "
+                f"{where} has zero probability under every state: "
                 + self._why_impossible(params, X, i)
             )
         return ll
@@ -535,7 +548,11 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         and paths, undefined then; not ``score``, whose answer -inf is) also the step that
         startprob_ and transmat_ alone leave no path to."""
         if not bool(torch.isfinite(log_prob)):
-            ll = self._log_likelihoods(params, X)
+            # a row no state can emit: score's answer is -inf (as hmmlearn's, and the
+            # mixtures' for an outcome of probability 0) where that probability is exact;
+            # posteriors and paths are undefined
+            emittable = states or not self._exact_zeros
+            ll = self._log_likelihoods(params, X, lengths, emittable=emittable)
             self._check_labels_possible(params, X, lengths, labels)
             if bool(torch.isnan(log_prob).any()):  # no row's emission is NaN: the recursion's
                 raise DataError(
@@ -566,8 +583,9 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         return float(post.log_likelihood), post.posteriors.cpu().numpy()
 
     def score(self, X, lengths=None, y=None):
-        """Total log-likelihood log p(X) summed over the sequences; with known states ``y``
-        (−1 where unknown) log p(X, z_known)."""
+        """Total log-likelihood log p(X) summed over the sequences (-inf where a row holds a
+        symbol, category or count that every state gives probability 0, as hmmlearn's); with
+        known states ``y`` (−1 where unknown) log p(X, z_known)."""
         params, X, lengths, labels = self._prepare(X, lengths, y)
         ll = self._emission_log_likelihood(params, X)
         fwd = inference.log_likelihood(

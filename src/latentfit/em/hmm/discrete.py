@@ -361,6 +361,14 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
     # symbol, as MultinomialHMM and PoissonHMM learn a new category or feature.
     _fit_emissions = ZeroCountEmissions._fit_emissions
 
+    def _why_impossible(self, params, X, i):
+        s = int(X[i])
+        return (
+            f"it holds symbol {s}, which every state gives probability 0 (column {s} of "
+            "emissionprob_, as a fit makes it for a symbol its rows never show). Fit on data "
+            f"that show it, or with {self._prior_hint} to keep every symbol possible"
+        )
+
     def _impossible_outcomes(self, X) -> torch.Tensor:
         """(n, 1) True where the symbol of row n has probability 0 under every state."""
         never = (self._emission_params()["emissionprob"] == 0).all(0)  # (n_symbols,)

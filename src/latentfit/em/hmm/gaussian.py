@@ -106,6 +106,9 @@ def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
 
 
 class _ContinuousHMM(BaseHMM):
+    #: a density of 0 is an underflow far from every state, not an answer score may give
+    _exact_zeros = False
+
     def _allow_nan(self) -> bool:
         return False
 
@@ -117,6 +120,15 @@ class _ContinuousHMM(BaseHMM):
             # column of sd 0.1 with the default 1e-3)
             name = type(self).__name__
             check_variance_floor(X, None, self.min_covar, "min_covar", name, fraction=1.0)
+
+    def _why_impossible(self, params, X, i: int) -> str:
+        """A density is never 0: it underflowed, far from every state."""
+        top = float(X[i].double().abs().nan_to_num(nan=0.0).max())
+        return (
+            "its density underflows to 0 under every state (largest |value| in the row: "
+            f"{top:.3g}): it lies too far from every state's emissions. Check the row, or "
+            "rescale the data and fit again"
+        )
 
     def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
         X = as_float_tensor(X, dtype=self._dtype, device=self._device, allow_nan=self._allow_nan())

@@ -65,7 +65,7 @@ def check_labels_possible(ll, sp, tm, lengths, labels) -> None:
     if not len(dead):
         return
     i = int(dead[0])
-    where, step = _where(i, ll.shape[0], lengths)
+    where, step = where_row(i, ll.shape[0], lengths)
     j = int(labels[i])
     if j < 0:
         raise DataError(
@@ -88,7 +88,7 @@ def check_labels_possible(ll, sp, tm, lengths, labels) -> None:
     )
 
 
-def _where(i: int, n: int, lengths) -> tuple[str, int]:
+def where_row(i: int, n: int, lengths) -> tuple[str, int]:
     """Row ``i`` of X (n rows cut by ``lengths``) in words, and its step in its sequence."""
     lens = np.asarray([n] if lengths is None else lengths, dtype=np.int64)
     seq = int(np.searchsorted(np.cumsum(lens), i, side="right"))
@@ -106,7 +106,7 @@ def check_reachable(ll, sp, tm, lengths) -> None:
     if not len(dead):
         return
     i = int(dead[0])
-    where, step = _where(i, ll.shape[0], lengths)
+    where, step = where_row(i, ll.shape[0], lengths)
     reason = (
         "every state that can emit it has startprob_ 0"
         if step == 0

@@ -405,7 +405,7 @@ class HSMMMixin:
         bad = (~torch.isfinite(per_seq)).nonzero().flatten()
         if not len(bad):
             return
-        self._log_likelihoods(params, X)  # names an impossible row, if any
+        self._log_likelihoods(params, X, lengths)  # names an impossible row, if any
         i = int(bad[0])
         start = int(np.sum(lengths[:i]))
         raise DataError(
@@ -465,8 +465,8 @@ class HSMMMixin:
 
     def score(self, X, lengths=None, y=None):
         """Total log-likelihood log p(X) summed over the sequences (-inf for a sequence the
-        durations cannot produce); with known states ``y`` (−1 where unknown) log p(X,
-        z_known)."""
+        durations cannot produce, or with a symbol or count every state gives probability
+        0); with known states ``y`` (−1 where unknown) log p(X, z_known)."""
         params, X, lengths, labels = self._prepare(X, lengths, y)
         if not inf._use_compiled(X, None):  # the compiled forward keeps one step
             self._check_messages(lengths)
