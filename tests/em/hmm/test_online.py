@@ -377,3 +377,62 @@ def test_autoregressive_sequences_shorter_than_the_order():
     assert short.n_steps_ == 2  # refused before reading: new_sequence=False continues it
     short.partial_fit(X[2:10], new_sequence=False, **opts)
     assert short.n_steps_ == 10
+
+
+def _far_start(covariance_type, **options):
+    """A two-state GaussianHMM started with one state on each group of ``_far_rows``, the
+    covariance prior off, so that the batch and the online fit find the same optimum."""
+    model = GaussianHMM(
+        2, covariance_type=covariance_type, covars_prior=0, min_covar=1e-9, init_params="",
+        **options,
+    )  # fmt: skip
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    model.means_ = np.array([[4.0, 1.0], [1e8, 1e8]])
+    ones = {"full": np.array([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2))}
+    model.covars_ = ones.get(covariance_type, np.ones(2))
+    return model
+
+
+# every update after a whole pass, steps 1/t: the running statistics are the batch E-step's
+ONE_PASS = dict(learning_decay=1.0, burn_in=6, mstep_every=6)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_partial_fit_keeps_the_variance_of_a_tight_group_far_from_the_centre(ct):
+    """Three rows near the origin and three within 1e-3 of 1e8: the running statistics were
+    all about the data's centre (5e7), where the tight group's variances (1e-6) are lost to
+    rounding (±56), and the first update raised a DegenerateComponentError; each state's
+    statistics are now about its own mean, as the batch fit takes a far state's."""
+    from tests.em.test_missing import _far_rows
+
+    X = _far_rows(missing=False)
+    batch = _far_start(ct, n_iter=100, tol=1e-12).fit(X)
+    online = _far_start(ct)
+    for _ in range(20):
+        online.partial_fit(X, **ONE_PASS)
+    assert online.score(X) == pytest.approx(batch.score(X), rel=1e-9)
+    np.testing.assert_allclose(online.covars_, batch.covars_, rtol=1e-6)
+    np.testing.assert_allclose(online.transmat_, batch.transmat_, rtol=1e-9)
+    # the group's own maximum-likelihood covariance (its deviations from 1e8 are exact)
+    group = np.cov((X[3:] - 1e8).T, bias=True)
+    if ct == "full":
+        np.testing.assert_allclose(online.covars_[1], group, rtol=1e-6)
+    elif ct == "diag":
+        np.testing.assert_allclose(online.covars_[1], np.diag(np.diag(group)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("ct", ["tied", "diag", "spherical"])
+def test_partial_fit_after_a_fit_with_missing_values_keeps_a_far_group(ct):
+    """The same rows with a value missing near the origin: a partial_fit after a converged
+    fit raised the DegenerateComponentError; it keeps the fit now. (Full covariances have no
+    optimum here: the near group's two complete rows and the third's free value lie on a
+    line, and the likelihood grows as its covariance collapses.)"""
+    from tests.em.test_missing import _far_rows
+
+    X = _far_rows(missing=True)
+    model = _far_start(ct, missing="marginalize", n_iter=1000, tol=1e-13).fit(X)
+    before, score = model.covars_.copy(), model.score(X)
+    for _ in range(5):
+        model.partial_fit(X, **ONE_PASS)
+    assert model.score(X) == pytest.approx(score, rel=1e-9)
+    np.testing.assert_allclose(model.covars_, before, rtol=1e-6)

@@ -41,6 +41,7 @@ from latentfit.em.missing import (
     impute_mean,
     log_gaussian_prob_missing,
 )
+from latentfit.em.online import translate_moment_stats
 from latentfit.em.sources.chunks import is_source
 from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError, user_stacklevel
 from latentfit.io import Stored, serializable
@@ -179,6 +180,27 @@ def _normal_prior_specs(model, d: int | None) -> dict[str, Prior]:
             "any", (weight,) if known else None, "the covariance prior's weight"
         ),
     }
+
+
+def translate_hmm_stats(stats: dict, delta: torch.Tensor, covariance_type: str) -> dict:
+    """A Gaussian HMM's emission statistics (``post``, ``obs`` and ``obs2`` or ``obsobs``, as
+    the batch E-step gives them, or Cappé's running ones with a last axis (e,) of end states)
+    moved from each state's centre to that centre minus ``delta`` (k, d):
+    :func:`~latentfit.em.online.translate_moment_stats` under the HMM's names."""
+    second = "obs2" if covariance_type in ("diag", "spherical") else "obsobs"
+    post, obs, S2 = stats["post"], stats["obs"], stats[second]
+    delta = delta.to(obs.dtype)
+
+    def move(s0, s1, s2):
+        out = translate_moment_stats({"S0": s0, "S1": s1, "S2": s2}, delta, covariance_type)
+        return out["S1"], out["S2"]
+
+    if post.dim() == 1:
+        obs, S2 = move(post, obs, S2)
+    else:  # one end state at a time
+        moved = [move(post[:, e], obs[..., e], S2[..., e]) for e in range(post.shape[1])]
+        obs, S2 = (torch.stack(m, -1) for m in zip(*moved, strict=True))
+    return {**stats, "obs": obs, second: S2}
 
 
 def _check_positive_definite(covars: torch.Tensor, covariance_type: str) -> None:
@@ -329,19 +351,60 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         return {**params, "shift": shift, "delta": params["means"] - shift}
 
     def _online_emission_stats(self, params, X, W):
-        """Online statistics (see :mod:`latentfit.em.hmm.online`): missing coordinates take
-        one E-step per end state (their moments depend on the state); the tied second moment
-        is weighted by each step's total weight, which sums to 1 only in a batch E-step."""
-        if self._has_missing(X):
-            return self._online_emission_stats_each(params, X, W)
-        if self.covariance_type != "tied":
-            return super()._online_emission_stats(params, X, W)
-        Xc = X - params["shift"]  # (n, d)
+        """Online statistics (see :mod:`latentfit.em.hmm.online`), every state's moments about
+        its own mean μ_k, as stepwise EM keeps them (Cappé's running averages mix the steps
+        of many M-steps; about one centre c, a state far from it keeps no digit of its
+        variance): ``post`` (k, e), ``obs`` (k, d, e) and ``obs2`` (k, d, e) / ``obsobs``
+        ((k, d, d, e) full, (d, d, e) tied, pooled) for the weights W (n, k, e). Missing
+        coordinates take one E-step per end state (their moments depend on the state)."""
+        ct, shift = self.covariance_type, params["shift"]
+        if self._has_missing(X):  # the batch form (far states about μ_k, the others about c)
+            stats = self._online_emission_stats_each(params, X, W)
+            return translate_hmm_stats(stats, -self._near_offsets(params), ct)
+        far = self._far_states(params)
+        far = set() if far is None else set(far[0].tolist())
+        Xc = X - shift  # (n, d)
+        _, k_states, e = W.shape  # (n, k, e)
+        d = X.shape[1]
+        obs, second = [], []
+        for k in range(k_states):
+            # far states from x − μ_k (exact near μ_k), the others from (x − c) − (μ_k − c)
+            diff = X - params["means"][k] if k in far else Xc - params["delta"][k]  # (n, d)
+            w = W[:, k]  # (n, e)
+            obs.append(w.T @ diff)  # (e, d)
+            if ct in ("diag", "spherical"):
+                second.append(w.T @ diff.square())  # (e, d)
+            else:
+                outer = (w.unsqueeze(2) * diff.unsqueeze(1)).flatten(1).T @ diff  # (e·d, d)
+                second.append(outer.view(e, d, d))
+        second = torch.stack(second).movedim(1, -1)  # (k, d, e) or (k, d, d, e)
         return {
             "post": W.sum(0),  # (k, e)
-            "obs": torch.einsum("tke,td->kde", W, Xc),  # (k, d, e)
-            "obsobs": torch.einsum("te,td,tf->dfe", W.sum(1), Xc, Xc),  # (d, d, e)
+            "obs": torch.stack(obs).movedim(1, -1),  # (k, d, e)
+            ("obs2" if ct in ("diag", "spherical") else "obsobs"): (
+                second.sum(0) if ct == "tied" else second
+            ),
         }
+
+    def _near_offsets(self, params) -> torch.Tensor:
+        """μ_k − c (k, d) of the states whose batch statistics are about the centre c, 0 for
+        those about their own means (:meth:`_direct_stats`)."""
+        delta = params["delta"].clone()
+        far = self._direct_stats(params)
+        if far is not None:
+            delta[far[0]] = 0
+        return delta
+
+    def _online_mstep_stats(self, params, stats):
+        """The averaged statistics (about every state's own mean) in the form of the batch
+        E-step, which the M-step takes: the states not far from c moved to it."""
+        return translate_hmm_stats(stats, self._near_offsets(params), self.covariance_type)
+
+    def _online_moved(self, rho: dict, old: dict, new: dict) -> dict:
+        """The running statistics about the means of ``old`` moved to those of ``new``: a
+        step of the order of each state's spread, which costs them no digit."""
+        delta = old["delta"] - new["delta"]  # (k, d) μ_k(old) − μ_k(new), c fixed
+        return translate_hmm_stats(rho, delta, self.covariance_type)
 
     def _init_emissions_from_labels(self, params, X, labels, gen):
         """The means of the labelled rows of every state (Seeded k-means of Basu, Banerjee &
@@ -413,21 +476,11 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         return (idx, means[idx], far_factors(pc, idx, ct)) if len(idx) else None
 
     def _direct_stats(self, params):
-        """The :meth:`_far_states` whose statistics a batch fit takes about their own means
-        (and its M-step adds back), with missing values or without; None in stepwise EM
-        (``partial_fit`` keeps its running statistics about one centre)."""
-        if "shift" not in params or self.__dict__.get("_stepwise"):
+        """The :meth:`_far_states` whose statistics a fit (batch or stepwise) takes about
+        their own means (and its M-step adds back), with missing values or without."""
+        if "shift" not in params:
             return None
         return self._far_states(params)
-
-    def partial_fit(self, *args, **kwargs):
-        self._stepwise = True  # see _direct_stats
-        try:
-            return super().partial_fit(*args, **kwargs)
-        finally:
-            del self._stepwise
-
-    partial_fit.__doc__ = OnlineHMMMixin.partial_fit.__doc__
 
     def _emission_rows(self, params):
         ct = self.covariance_type
@@ -502,8 +555,9 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         (k, d)): in a batch fit the M-step sets such a variance to that rounding, an upper
         bound, and the next E-step takes the state's statistics about its own mean
         (:meth:`_direct_stats`; the broad starting covariances hide it from the first). Where
-        that cannot happen (partial_fit) a DegenerateComponentError
-        names the state rather than fit noise. None when every variance is resolved."""
+        that cannot happen (a state already about its own mean, or a model without a fit's
+        centre) a DegenerateComponentError names the state rather than fit noise. None when
+        every variance is resolved."""
         post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
         delta = st["obs"] / post  # (k, d)
         if "obs2" in st:
@@ -521,7 +575,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         direct = self._direct_stats(params)
         done = set() if direct is None else set(direct[0].tolist())
         states = set(bad.any(1).nonzero().flatten().tolist())
-        if "shift" in params and not self.__dict__.get("_stepwise") and not states & done:
+        if "shift" in params and not states & done:
             return bad, noise
         k, j = (int(i) for i in bad.nonzero()[0])
         if second.shape[0] == 1:  # tied: name the state farthest from the centre

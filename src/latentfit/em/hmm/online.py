@@ -276,7 +276,10 @@ class OnlineHMMMixin:
             if end in ends:
                 stats = expected_statistics(state, float(state.n_steps))
                 params = hooks.mstep(state.params, self._online_mstep_stats(state.params, stats))
-                state = state._replace(params=params, n_updates=state.n_updates + 1)
+                rho = self._online_moved(state.rho_emission, state.params, params)
+                state = state._replace(
+                    params=params, rho_emission=rho, n_updates=state.n_updates + 1
+                )
         self._set_attributes(state.params)
         self._online_state = state
         self._online_attrs = self._online_attributes()
@@ -342,6 +345,12 @@ class OnlineHMMMixin:
         """The averaged statistics as the model's M-step takes them (default: as they are; a
         model whose batch statistics are taken about moving parameters converts here)."""
         return stats
+
+    def _online_moved(self, rho: dict, old: dict, new: dict) -> dict:
+        """The running emission statistics ``rho``, taken under the parameters ``old``, as the
+        blocks after an M-step to ``new`` take theirs (default: unchanged; a model whose
+        statistics are about moving parameters moves them here)."""
+        return rho
 
     def _online_hooks(self):
         from latentfit.em.hmm.base import _HMMHooks
