@@ -96,7 +96,7 @@ def test_statistics_equal_forward_backward(kind):
         model.partial_fit(X[a:b], lengths, new_sequence=new, learning_decay=1.0, burn_in=10**9)
     state = model._online_state
     assert model.n_steps_ == len(X) and model.n_updates_ == 0
-    # (GMMHMM's moments are averaged about a fixed centre and moved to the means here)
+    # (GaussianHMM's are averaged about each state's mean and given to the M-step as batch)
     online = model._online_mstep_stats(state.params, expected_statistics(state, len(X)))
     X_t = model._checked_X(X, fitting=False)
     if kind == "ar":  # the design rows (lags) of the whole data, about the run's centre
@@ -436,3 +436,35 @@ def test_partial_fit_after_a_fit_with_missing_values_keeps_a_far_group(ct):
         model.partial_fit(X, **ONE_PASS)
     assert model.score(X) == pytest.approx(score, rel=1e-9)
     np.testing.assert_allclose(model.covars_, before, rtol=1e-6)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_gmmhmm_partial_fit_keeps_the_variance_of_a_tight_group_far_from_the_centre(ct):
+    """GMMHMM kept its running moments about the data's centre and moved them to the
+    component means at every M-step: the tight group at 1e8 lost its variances, and
+    partial_fit raised a DegenerateComponentError (full, tied) or scored -2.5e8 where the fit
+    scores 21.8 (diag). Twenty passes equal the batch fit of twenty copies of the rows (the
+    same weight against the priors, hmmlearn's GMMHMM defaults)."""
+    from tests.em.test_missing import _far_rows
+
+    def start(**options):
+        model = GMMHMM(2, n_mix=1, covariance_type=ct, min_covar=1e-9, init_params="", **options)
+        model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+        model.means_, model.weights_ = np.array([[[4.0, 1.0]], [[1e8, 1e8]]]), np.ones((2, 1))
+        eye = np.array([[np.eye(2)]] * 2)
+        model.covars_ = {"full": eye, "tied": eye[:, 0], "diag": np.ones((2, 1, 2))}.get(
+            ct, np.ones((2, 1))
+        )
+        model.n_features = 2
+        return model
+
+    X = _far_rows(missing=False)
+    batch = start(n_iter=100, tol=1e-12).fit(np.tile(X, (20, 1)), [6] * 20)
+    online = start()
+    for _ in range(20):
+        online.partial_fit(X, **ONE_PASS)
+    assert online.score(X) == pytest.approx(batch.score(X), rel=1e-9)
+    np.testing.assert_allclose(online.covars_, batch.covars_, rtol=1e-6)
+    if ct == "full":  # the group's own covariance (its deviations from 1e8 are exact)
+        group = np.cov((X[3:] - 1e8).T, bias=True)
+        np.testing.assert_allclose(online.covars_[1, 0], group, rtol=1e-6)

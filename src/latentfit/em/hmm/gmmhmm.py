@@ -24,6 +24,7 @@ from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
 from latentfit.em.hmm.stored import covariance_stored
 from latentfit.em.initialize import kmeans, nearest_center
+from latentfit.em.online import translate_moment_stats
 from latentfit.errors import ParameterError
 from latentfit.io import Stored, serializable
 
@@ -236,10 +237,11 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         return {**params, "shift": shift, "delta": params["means"] - shift}
 
     def _online_emission_stats(self, params, X, W):
-        """Online statistics (see :mod:`latentfit.em.hmm.online`) about the fixed centre c,
-        not about the component means (which move between M-steps): ``n`` (k, m, e),
-        ``s1`` = Σ w r (x − c) (k, m, d, e), ``s2`` the second moments about c, ``post``
-        (k, e); :meth:`_online_mstep_stats` moves them to the means of the M-step."""
+        """Online statistics (see :mod:`latentfit.em.hmm.online`) about the component means
+        μ_km of the parameters in force, as the batch E-step takes them (about a fixed
+        centre c, a component far from it keeps no digit of its variance): ``n`` (k, m, e),
+        ``s1`` = Σ w r (x − μ) (k, m, d, e), ``s2`` the second moments about μ, ``post``
+        (k, e); :meth:`_online_moved` moves them to the means of each M-step."""
         Xc = X - params["shift"]  # (n, d)
         lp = E._mixture_log_prob(
             Xc,
@@ -250,31 +252,35 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             (X, params["means"]),
         )
         r = torch.softmax(lp, 2)  # (n, k, m) the component within each state
+        cen = Xc[:, None, None, :] - params["delta"]  # (n, k, m, d) x − μ_km
         out = {
             "n": torch.einsum("tkm,tke->kme", r, W),
-            "s1": torch.einsum("tkm,tke,td->kmde", r, W, Xc),
+            "s1": torch.einsum("tkm,tke,tkmd->kmde", r, W, cen),
             "post": W.sum(0),
         }
         if self.covariance_type in ("full", "tied"):
-            out["s2"] = torch.einsum("tkm,tke,td,tf->kmdfe", r, W, Xc, Xc)
+            out["s2"] = torch.einsum("tkm,tke,tkmd,tkmf->kmdfe", r, W, cen, cen)
         else:
-            out["s2"] = torch.einsum("tkm,tke,td->kmde", r, W, Xc * Xc)
+            out["s2"] = torch.einsum("tkm,tke,tkmd->kmde", r, W, cen * cen)
         return out
 
-    def _online_mstep_stats(self, params, stats):
-        """The moments about c re-expressed about the current component means μ = c + δ, as
-        :func:`~latentfit.em.hmm.emissions.gmm_mstep` takes them (x − μ = (x − c) − δ)."""
-        n, s1, s2 = stats["n"], stats["s1"], stats["s2"]
-        delta = params["delta"]  # (k, m, d)
-        out = dict(stats)
-        out["s1"] = s1 - n.unsqueeze(2) * delta
-        if self.covariance_type in ("full", "tied"):
-            cross = s1.unsqueeze(3) * delta.unsqueeze(2)  # (k, m, d, d)
-            outer = delta.unsqueeze(3) * delta.unsqueeze(2)
-            out["s2"] = s2 - cross - cross.mT + n[..., None, None] * outer
-        else:
-            out["s2"] = s2 - 2 * delta * s1 + n.unsqueeze(2) * delta * delta
-        return out
+    def _online_moved(self, rho, old, new):
+        """The running moments about the component means of ``old`` moved to those of
+        ``new`` (:func:`~latentfit.em.online.translate_moment_stats`, every (state,
+        component) its own centre): a step of the order of each component's spread."""
+        delta = (old["delta"] - new["delta"]).flatten(0, 1)  # (k·m, d) μ(old) − μ(new)
+        ct = "full" if self.covariance_type in ("full", "tied") else "diag"
+        n, s1, s2 = rho["n"], rho["s1"], rho["s2"]
+        moved = []
+        for e in range(n.shape[-1]):
+            one = {"S0": n[..., e].flatten(), "S1": s1[..., e].flatten(0, 1)}
+            one["S2"] = s2[..., e].flatten(0, 1)
+            moved.append(translate_moment_stats(one, delta, ct))
+        return {
+            **rho,
+            "s1": torch.stack([m["S1"] for m in moved], -1).view_as(s1),
+            "s2": torch.stack([m["S2"] for m in moved], -1).view_as(s2),
+        }
 
     @staticmethod
     def _centred(params, X):
