@@ -499,6 +499,8 @@ g = GMMHMM(2, n_mix=2, covariance_type="diag")
 g.startprob_, g.transmat_ = m.startprob_, m.transmat_
 g.weights_, g.means_, g.covars_ = np.full((2, 2), 0.5), np.zeros((2, 2, 30)), np.ones((2, 2, 30))
 g.n_features = 30
+from latentfit.em import paths
+paths.COMPILE_FROM = 0  # the kernels loaded below, not while measured
 m.sample(10, random_state=0), g.sample(10, random_state=0)  # imports and compiles
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 X, _ = m.sample(100_000, random_state=0)
@@ -510,3 +512,26 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, X.std(), Y.st
     grown_kb, sx, sy = proc.stdout.split()
     assert float(sx) == pytest.approx(1.0, abs=0.01) and float(sy) == pytest.approx(1.0, abs=0.01)
     assert int(grown_kb) < 300_000  # kilobytes (Linux): the old peak grew by 720 MB or more
+
+
+@pytest.mark.parametrize("n_mix", [1, 3])
+def test_gmmhmm_with_parameters_set_by_hand_scores_as_hmmlearn(n_mix):
+    """A GMMHMM whose parameters were set by hand took n_features from weights_ (k, n_mix):
+    score and predict refused "means_ must have shape (2, 3, 3), got (2, 3, 2)", and
+    partial_fit "X has 2 features but the model was fitted with 3". hmmlearn reads them from
+    means_."""
+    rng = np.random.default_rng(0)
+    start = dict(
+        startprob_=np.array([0.6, 0.4]),
+        transmat_=np.array([[0.8, 0.2], [0.3, 0.7]]),
+        weights_=np.full((2, n_mix), 1.0 / n_mix),
+        means_=rng.normal(size=(2, n_mix, 2)),
+        covars_=np.full((2, n_mix, 2), 0.5),
+    )
+    X = rng.normal(size=(20, 2))
+    ours = set_params(GMMHMM(2, n_mix=n_mix, init_params=""), start)
+    ref = set_params(hl.GMMHMM(2, n_mix=n_mix, init_params=""), start)
+    assert ours.score(X) == pytest.approx(ref.score(X), rel=1e-12)
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+    ours.partial_fit(X)
+    assert ours.n_features == 2 and ours.n_steps_ == 20

@@ -455,7 +455,6 @@ def test_gmmhmm_partial_fit_keeps_the_variance_of_a_tight_group_far_from_the_cen
         model.covars_ = {"full": eye, "tied": eye[:, 0], "diag": np.ones((2, 1, 2))}.get(
             ct, np.ones((2, 1))
         )
-        model.n_features = 2
         return model
 
     X = _far_rows(missing=False)

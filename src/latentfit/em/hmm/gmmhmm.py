@@ -342,6 +342,12 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             new["means"], new["delta"] = (shift + mu).to(dt), mu.to(dt)
         return new, empty
 
+    def _infer_n_features(self) -> None:
+        """Parameters set by hand: the features are the last axis of ``means_`` (k, m, d), as
+        hmmlearn takes them (``weights_``, the first emission attribute, ends in n_mix)."""
+        if getattr(self, "n_features", None) is None:
+            self.n_features = int(np.shape(self.means_)[-1])
+
     def _set_emission_attributes(self, params):
         self.weights_ = params["weights"].cpu().numpy()
         self.means_ = params["means"].cpu().numpy()
