@@ -176,6 +176,37 @@ def test_a_row_no_state_can_emit_scores_minus_inf_and_has_no_posteriors(name):
             call(X, lengths)
 
 
+@pytest.mark.parametrize("name", sorted(_IMPOSSIBLE))
+def test_a_fit_that_keeps_its_emissions_names_a_row_no_state_can_emit(name):
+    """fit and partial_fit weighed such a row with log 0 clamped to about -708 and went on:
+    with the emissions kept (params without their letter) the fit reported a log-likelihood
+    of -711.9 for data of probability 0 and learnt its transitions from them. They name the
+    row (of the user's X, whatever the E-step's groups of sequences) and say what to change;
+    a fit that re-estimates the emissions still learns the value."""
+    import latentfit
+
+    options, emissions, X = _IMPOSSIBLE[name]
+    cls = getattr(latentfit, name)
+    letter = cls._emission_letters
+
+    def model(params):
+        m = cls(2, init_params="", params=params, n_iter=3, **options)
+        for attr, value in {**_START, **emissions}.items():
+            setattr(m, attr, value)
+        return m
+
+    where = r"row 4 of X \(step 1 of sequence 1\) has zero probability under every state"
+    for batch_steps in (3, 100):  # one group of sequences, or one per sequence
+        with pytest.raises(DataError, match=rf"{where}.*add '{letter}' to params"):
+            model("st").fit(X, [3, 3], batch_steps=batch_steps)
+    with pytest.raises(DataError, match=rf"row 4 of X has zero .*add '{letter}' to params"):
+        model("st").partial_fit(X, [3, 3], burn_in=0, mstep_every=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learnt = model("st" + letter).fit(X, [3, 3])
+    assert np.isfinite(learnt.score(X, [3, 3]))
+
+
 def test_a_step_no_path_reaches_is_named_not_given_zero_posteriors():
     """A left-right model (structural zeros in transmat_, hmmlearn's classic example) and a
     sequence every row of which some state can emit, but no path can: hmmlearn's posteriors

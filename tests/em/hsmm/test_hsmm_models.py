@@ -527,3 +527,13 @@ def test_a_row_no_state_can_emit_scores_minus_inf(name):
     for call in (m.predict_proba, m.predict, m.score_samples):
         with pytest.raises(DataError, match=r"row 4 of X \(step 1 of sequence 1\) has zero"):
             call(X, [3, 3])
+
+
+def test_a_fit_that_keeps_its_emissions_names_a_row_no_state_can_emit():
+    """It went on over data of probability 0 (log 0 clamped to about -708), score -inf after."""
+    m = CategoricalHSMM(2, n_features=3, init_params="", params="st", n_iter=3, max_duration=3)
+    m.startprob_, m.transmat_ = np.array([0.5, 0.5]), np.array([[0.0, 1.0], [1.0, 0.0]])
+    m.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])
+    X = np.array([[0], [1], [1], [0], [1], [1], [0], [0], [2], [1]])
+    with pytest.raises(DataError, match=r"row 8 of X \(step 2 of sequence 2\).*add 'e' to params"):
+        m.fit(X, [3, 3, 4])

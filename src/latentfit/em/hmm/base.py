@@ -101,9 +101,11 @@ class _HMMHooks:
         X: torch.Tensor | None,
         feature_bytes: int = FEATURE_BYTES,
         labels: torch.Tensor | None = None,
+        lengths: list[int] | None = None,
     ):
         self.model, self.X, self.feature_bytes = model, X, feature_bytes
         self.labels = labels  # (n,) known states of the in-memory X, or None
+        self.lengths = lengths  # the sequences of the in-memory X, to name a row in errors
         # per in-memory batch: (shift, features) that stay fixed through the fit
         self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._feature_bytes = 0
@@ -169,9 +171,19 @@ class _HMMHooks:
             ll, params["startprob"], params["transmat"], lengths, overwrite=True, states=states
         )
         if not bool(torch.isfinite(post.log_likelihood)):
-            m._log_likelihoods(params, X)  # names a row no state can emit, if there is one
+            # a row no state can emit (one a fit that keeps its emissions cannot learn):
+            # named as a row of the fit's X
+            m._log_likelihoods(params, X, *self._place(X, lengths))
             m._check_labels_possible(params, X, lengths, states)
         return with_counts(stats_of(post.posteriors), post)
+
+    def _place(self, X, lengths) -> tuple[list[int], int]:
+        """The sequences and the first row of a batch ``X`` (whole sequences of the
+        in-memory X: a view of its rows), as the user's X numbers them."""
+        if self.X is None or self.lengths is None:
+            return lengths, 0
+        step = self.X.stride(0) * self.X.element_size()
+        return self.lengths, (X.data_ptr() - self.X.data_ptr()) // step
 
     def mstep(self, params, stats):
         m = self.model
@@ -419,7 +431,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         self._check_state_memory(X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         batches = with_states(batch_sequences(X, lengths, batch_steps), labels)
-        return EMFit(_HMMHooks(self, X, feature_bytes, labels), batches, X=X)
+        return EMFit(_HMMHooks(self, X, feature_bytes, labels, lengths), batches, X=X)
 
     def _check_state_memory(self, n_rows: int) -> None:
         """Refuse a number of states whose Baum-Welch tensors cannot be held: the (k, k)
@@ -522,17 +534,20 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
             "it cannot be emitted by this model (a symbol or value no state gives any probability)"
         )
 
-    def _log_likelihoods(self, params, X, lengths=None, *, emittable=True) -> torch.Tensor:
+    def _log_likelihoods(
+        self, params, X, lengths=None, offset: int = 0, *, emittable=True
+    ) -> torch.Tensor:
         """The emission log-likelihoods (t, k), refusing a NaN (an overflow) and, with
         ``emittable``, a row no state can emit: DataError naming the row and, given
         ``lengths``, its sequence (score's answer is then -inf; posteriors and paths of
-        that sequence are undefined)."""
+        that sequence are undefined). ``offset``: the row of the user's X (cut by
+        ``lengths``) that X starts at."""
         ll = self._emission_log_likelihood(params, X)  # (t, k)
         check_scored(ll, X, type(self).__name__)  # NaN: an overflow, named by its row
         impossible = torch.isneginf(ll).all(1).nonzero() if emittable else ()
         if len(impossible):
             i = int(impossible[0])
-            where = f"row {i} of X" if lengths is None else where_row(i, len(X), lengths)[0]
+            where = f"row {i} of X" if lengths is None else where_row(offset + i, 0, lengths)[0]
             raise DataError(
                 f"{where} has zero probability under every state: "
                 + self._why_impossible(params, X, i)

@@ -70,10 +70,22 @@ class ZeroCountEmissions:
         return ll.masked_fill(zero_count_cells(X, p).any(2), -math.inf)
 
     def _fit_emissions(self, params, X, ll):
+        if not set(self._emission_letters) & set(self.params):
+            return ll  # a fit that keeps the emissions cannot learn it: -inf, named
         none = torch.isneginf(ll).all(1)  # (t,) rows no state can emit
         if bool(none.any()):
             ll[none] = self._emission_log_likelihood(params, X[none], exact=False)
         return ll
+
+    def _kept_emissions(self) -> str:
+        """The end of a message about an impossible row when the fit keeps the emissions."""
+        letters = self._emission_letters
+        if set(letters) & set(self.params):
+            return ""
+        return (
+            f"; fit and partial_fit keep the emission parameters (params={self.params!r} has "
+            f"no {letters!r}): add {letters!r} to params to learn it"
+        )
 
     def _impossible_outcomes(self, X) -> torch.Tensor:
         """(n, d) True where row n counts feature j, which every state gives probability 0."""
@@ -93,7 +105,7 @@ class ZeroCountEmissions:
         return (
             f"it counts {X[i, j].item():g} in {what} {j} (column {j}), which every state gives "
             f"probability 0 (as a fit does for a {what} its rows never count). Fit on data "
-            f"that count it, or with {hint} to keep every {what} possible"
+            f"that count it, or with {hint} to keep every {what} possible" + self._kept_emissions()
         )
 
 
@@ -367,6 +379,7 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
             f"it holds symbol {s}, which every state gives probability 0 (column {s} of "
             "emissionprob_, as a fit makes it for a symbol its rows never show). Fit on data "
             f"that show it, or with {self._prior_hint} to keep every symbol possible"
+            + ZeroCountEmissions._kept_emissions(self)
         )
 
     def _impossible_outcomes(self, X) -> torch.Tensor:

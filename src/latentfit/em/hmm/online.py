@@ -302,10 +302,15 @@ class OnlineHMMMixin:
         if len(bad):
             i = int(bad[0])
             if bool(torch.isneginf(ll[i]).all()):
+                why = (
+                    self._why_impossible(params, X, i)
+                    if self._exact_zeros  # a value of probability 0 (emissions kept by params)
+                    else self._online_impossible_row(X[i])
+                )
                 raise BatchRowError(
                     offset + i,
                     "row {row} of X has zero probability under every state: "
-                    + self._online_impossible_row(X[i]).replace("{", "{{").replace("}", "}}"),
+                    + why.replace("{", "{{").replace("}", "}}"),
                 )
             raise BatchRowError(
                 offset + i,
