@@ -273,6 +273,58 @@ def test_two_outputs_naming_one_file_are_refused(data, tmp_path, no_work):
     assert res.exit_code == 2 and "both name" in res.output
 
 
+def _file_options() -> list[tuple[list[str], str]]:
+    """(command words, option) for every option of every command that names a file to write
+    (tour --out and --checkpoint-dir name folders)."""
+    import typer.main
+
+    def walk(cmd, words):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*words, name])
+            return
+        for param in cmd.params:
+            names = set(getattr(param, "opts", ()))
+            if names & {"--out", "--labels", "--plot", "--states", "--per-row", "--metrics-csv"}:
+                if words != ["tour"]:
+                    yield words, param.opts[0]
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+FILE_OPTIONS = _file_options()
+
+
+@pytest.mark.parametrize("ending", ["/", "/."])
+@pytest.mark.parametrize(
+    ("words", "option"), FILE_OPTIONS, ids=[f"{' '.join(w)} {o}" for w, o in FILE_OPTIONS]
+)
+def test_a_file_output_ending_in_a_slash_is_refused(words, option, ending, tmp_path, no_work):
+    # Found by hand: pathlib drops a trailing slash, so 'fit gmm d.csv --out newdir/' wrote a
+    # file named newdir. The refusal comes as the option is read, before any other check.
+    res = runner.invoke(app, [*words, option, f"{tmp_path / 'newdir'}{ending}"])
+    assert res.exit_code == 2, res.output
+    assert f"{option} {tmp_path / 'newdir'}{ending} names a folder" in res.output, res.output
+    assert f"e.g. {tmp_path / 'newdir'}/NAME" in res.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_fit_out_newdir_slash_writes_no_file_named_newdir(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in ("newdir/", f"{tmp_path}/"):
+        res = runner.invoke(app, ["fit", "gmm", str(data), "-k", "2", "--quiet", "--out", out])
+        assert res.exit_code == 2 and "names a folder" in res.output, res.output
+    assert os.listdir(tmp_path) == ["d.csv"]
+
+
+def test_a_folder_output_may_end_in_a_slash(data, tmp_path, no_work):
+    res = runner.invoke(app, ["tour", "--out", f"{tmp_path / 'report'}/"])
+    assert isinstance(res.exception, AssertionError) and "work started" in str(res.exception)
+    args = ["fit", "vae", "--dataset", str(data), *VAE_FAST, "--out", str(tmp_path / "v.st")]
+    res = runner.invoke(app, [*args, "--checkpoint-dir", f"{tmp_path / 'ckpt'}/"])
+    assert isinstance(res.exception, AssertionError) and "work started" in str(res.exception)
+
+
 @pytest.mark.parametrize(
     "command",
     [

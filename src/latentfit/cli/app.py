@@ -6,6 +6,7 @@ Each family's commands live in their own module of this package and register the
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -310,6 +311,38 @@ def force_option():
         "--overwrite",
         help="Replace output files that already exist.",
     )
+
+
+def output_option(default, name: str, help: str):
+    """A ``Path`` option naming a file the command writes (``--out``, ``--labels``, ``--plot``,
+    ...), read by :func:`output_file`."""
+    return typer.Option(default, name, parser=output_file(name), metavar="<path>", help=help)
+
+
+def output_file(option: str):
+    """The parser of ``option``, a file to write: the value as a ``Path``, refusing a name that
+    ends in a slash (or in ``/.`` or ``/..``), or an empty one. Such a name means a folder, and
+    ``Path`` drops a trailing slash (``Path("new/")`` is ``new``): ``--out new/`` wrote a
+    file named ``new``."""
+
+    def parse(value) -> Path:
+        text = os.fspath(value)
+        if not text:
+            fail(f"{option} is empty: give the name of a file to write")
+        seps = os.sep + (os.altsep or "")
+        last = text.rstrip(seps).rsplit(os.sep, 1)[-1]
+        if text[-1] in seps or last in (".", ".."):
+            if text[-1] in seps:
+                inside = text
+            else:  # x/. -> x/, . -> (the current folder), x/.. -> x/../
+                inside = text[:-1] if last == "." else text + os.sep
+            fail(
+                f"{option} {text} names a folder, and {option} is a file to write: give the "
+                f"file's name, e.g. {inside}NAME"
+            )
+        return Path(value)
+
+    return parse
 
 
 def check_outputs(outputs, inputs=(), force: bool = False) -> None:

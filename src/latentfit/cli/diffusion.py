@@ -17,6 +17,7 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     header_option,
+    output_option,
     record_run_options,
     resume_words,
     seed_option,
@@ -88,7 +89,7 @@ def fit_diffusion(
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Resume from / write last.pt in this folder."
     ),
-    out: Path = typer.Option(Path("ddpm.safetensors"), "--out", help="Where to save the model."),
+    out: Path = output_option(Path("ddpm.safetensors"), "--out", help="Where to save the model."),
     force: bool = force_option(),
     seed: int = seed_option("Seed for the data split, the weights and the batches."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),

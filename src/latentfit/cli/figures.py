@@ -10,12 +10,12 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import fail
+from latentfit.cli.app import fail, output_option
 
 
 def plot_option(what: str):
     """The ``--plot FILE`` option of a command whose figure shows ``what``."""
-    return typer.Option(
+    return output_option(
         None, "--plot", help=f"Write {what} to this image file (.png, .pdf, .svg, ...)."
     )
 

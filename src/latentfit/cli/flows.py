@@ -24,6 +24,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     max_work_option,
+    output_option,
     record_run_options,
     resume_words,
     seed_option,
@@ -146,7 +147,7 @@ def fit_flow(
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Resume from / write last.pt in this folder."
     ),
-    out: Path = typer.Option(Path("flow.safetensors"), "--out", help="Where to save the model."),
+    out: Path = output_option(Path("flow.safetensors"), "--out", help="Where to save the model."),
     force: bool = force_option(),
     seed: int = seed_option("Seed for the data split, the weights and the batches."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -230,7 +231,7 @@ def score(
         "mnist", help="mnist, digits, faithful or geyser (their test split) or a data file."
     ),
     n: int = typer.Option(0, min=0, help="Score the first N rows (0: all)."),
-    out: Path | None = typer.Option(None, "--out", help="Write the per-row scores (one a line)."),
+    out: Path | None = output_option(None, "--out", help="Write the per-row scores (one a line)."),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
     force: bool = force_option(),
@@ -301,7 +302,7 @@ def score(
 def sample(
     model_path: Path = typer.Argument(..., help="A model saved by 'latentfit fit flow|diffusion'."),
     n: int = typer.Option(64, "-n", "--n", min=1, help="Number of draws."),
-    out: Path = typer.Option(
+    out: Path = output_option(
         Path("samples.png"), "--out", help=".png (an image grid), .csv or .npy."
     ),
     force: bool = force_option(),

@@ -22,6 +22,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     load_data,
+    output_option,
     seed_option,
     split_columns,
     stream_option,
@@ -113,8 +114,8 @@ def fit_gmm(
     missing: str = typer.Option("error", help="error, or marginalize to fit rows with NaNs."),
     columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
     seed: int = seed_option("Seed for the initialisation."),
-    out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
-    labels: Path | None = typer.Option(
+    out: Path | None = output_option(None, "--out", help="Save the fitted model to this file."),
+    labels: Path | None = output_option(
         None, "--labels", help="CSV file of the most probable component of every row."
     ),
     plot: Path | None = plot_option("the components' 1σ/2σ ellipses over the first two columns"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from latentfit.cli.app import fail
+from latentfit.cli.app import fail, output_option
 from latentfit.cli.figures import plot_option
 
 ALGORITHMS = ("viterbi", "map")
@@ -87,7 +87,7 @@ def seed_option():
 
 def states_option(what: str = "decoded states"):
     """``--states FILE``: where the per-row states go."""
-    return typer.Option(
+    return output_option(
         None,
         "--states",
         help=f"Where to write the {what} (default: DATA_states.csv in the current folder, "
@@ -97,7 +97,7 @@ def states_option(what: str = "decoded states"):
 
 def out_option():
     """``--out FILE``: the model file to write."""
-    return typer.Option(None, "--out", help="Save the fitted model to this file.")
+    return output_option(None, "--out", help="Save the fitted model to this file.")
 
 
 def quiet_option():

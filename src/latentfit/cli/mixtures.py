@@ -21,6 +21,7 @@ from latentfit.cli.app import (
     fit_app,
     force_option,
     header_option,
+    output_option,
     seed_option,
     split_columns,
 )
@@ -94,7 +95,7 @@ def fit_mixture(
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
     seed: int = seed_option("Seed for the initialisation."),
-    out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+    out: Path | None = output_option(None, "--out", help="Save the fitted model to this file."),
     force: bool = force_option(),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
@@ -224,7 +225,7 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             None, help="Comma-separated columns to use (default: all)."
         ),
         seed: int = seed_option("Seed for a random start."),
-        out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
+        out: Path | None = output_option(None, "--out", help="Save the fitted model to this file."),
         force: bool = force_option(),
         quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
         device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),

@@ -14,6 +14,7 @@ from latentfit.cli.app import (
     fail,
     force_option,
     header_option,
+    output_option,
 )
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
@@ -62,7 +63,7 @@ def predict(
     ),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
-    out: Path | None = typer.Option(
+    out: Path | None = output_option(
         None, "--out", help="CSV file to write (default: standard output)."
     ),
     force: bool = force_option(),

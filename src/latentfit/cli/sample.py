@@ -14,6 +14,7 @@ from latentfit.cli.app import (
     fail,
     force_option,
     max_work_option,
+    output_option,
     seed_option,
     work_limit,
 )
@@ -74,7 +75,7 @@ def sample(
     model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
     n: int = typer.Option(64, "-n", "--n", min=1, help="Number of draws."),
     seed: int = seed_option("Seed of the draws (the same seed gives the same draws)."),
-    out: Path | None = typer.Option(
+    out: Path | None = output_option(
         None,
         "--out",
         help=".csv, .npy or (VAEs) .png image grid. Default: CSV on standard output; a VAE "

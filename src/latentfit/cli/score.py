@@ -16,6 +16,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     max_work_option,
+    output_option,
     seed_option,
     work_limit,
 )
@@ -90,7 +91,7 @@ def score(
     ),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
-    per_row: Path | None = typer.Option(
+    per_row: Path | None = output_option(
         None, "--per-row", help="CSV file of the log-likelihood of every row."
     ),
     samples: int = typer.Option(

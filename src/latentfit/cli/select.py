@@ -25,6 +25,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     load_data,
+    output_option,
     parse_range,
     seed_option,
     select_app,
@@ -314,7 +315,9 @@ def _register(family: str) -> None:
         seed: int = seed_option("Seed for the initialisations and the folds."),
         columns: str | None = typer.Option(None, help="Comma-separated columns to use."),
         missing: str = typer.Option("error", help="error or marginalize (gmm, fa, ppca)."),
-        plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
+        plot: Path | None = output_option(
+            None, "--plot", help="Write the criterion-over-K figure here."
+        ),
         force: bool = force_option(),
         as_json: bool = json_option(),
         as_csv: bool = csv_option(_CSV_HELP),
@@ -425,7 +428,9 @@ def select_hmm(
     ),
     seed: int = seed_option("Seed for the initialisations and the folds."),
     columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
-    plot: Path | None = typer.Option(None, help="Write the criterion-over-K figure here."),
+    plot: Path | None = output_option(
+        None, "--plot", help="Write the criterion-over-K figure here."
+    ),
     force: bool = force_option(),
     as_json: bool = json_option(),
     as_csv: bool = csv_option(_CSV_HELP),

@@ -23,6 +23,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     max_work_option,
+    output_option,
     record_run_options,
     resume_words,
     seed_option,
@@ -215,7 +216,7 @@ def fit_vae(
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Resume from/write last.pt."
     ),
-    metrics_csv: Path | None = typer.Option(
+    metrics_csv: Path | None = output_option(
         None, "--metrics-csv", help="Write the per-epoch metrics to this CSV file."
     ),
     eval_samples: int = typer.Option(
@@ -225,7 +226,7 @@ def fit_vae(
         help="Report log p(x) on the test rows with this many importance samples (0: not).",
     ),
     max_work: float = max_work_option("the --eval-samples log p(x)"),
-    out: Path = typer.Option(Path("vae.safetensors"), "--out", help="Where to save the model."),
+    out: Path = output_option(Path("vae.safetensors"), "--out", help="Where to save the model."),
     plot: Path | None = plot_option(
         "the bound per epoch and validation rows above their reconstructions"
     ),

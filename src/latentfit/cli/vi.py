@@ -21,6 +21,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     load_data,
+    output_option,
     seed_option,
     split_columns,
 )
@@ -73,8 +74,8 @@ def fit_bgmm(
     ),
     columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
     seed: int = seed_option("Seed for the initialisation."),
-    out: Path | None = typer.Option(None, "--out", help="Save the fitted model to this file."),
-    labels: Path | None = typer.Option(
+    out: Path | None = output_option(None, "--out", help="Save the fitted model to this file."),
+    labels: Path | None = output_option(
         None, "--labels", help="CSV file of the most probable component of every row."
     ),
     plot: Path | None = plot_option("the used components' ellipses over the first two columns"),
