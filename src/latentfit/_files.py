@@ -90,6 +90,14 @@ def file_status(path, error: type[LatentfitError] = ParameterError) -> os.stat_r
         raise error(f"cannot use {_shown(path)}: {err.strerror or err}") from None
 
 
+def write_target(path) -> Path:
+    """The file a write to ``path`` replaces: ``path`` with its symbolic links followed, so
+    that writing through a link replaces the file it points to and keeps the link (as a shell's
+    ``>`` or ``cp`` does), and a dangling link's target is created. The rename that ends a
+    write would otherwise replace the link itself with a regular file."""
+    return Path(os.path.realpath(path))
+
+
 def check_writable_target(path, where: str = "") -> None:
     """Refuse a write to ``path`` that would replace something other than a regular file: a
     folder, a device, a named pipe or a socket would be swapped for a regular file by the
@@ -185,8 +193,10 @@ def _fsync(path, directory: bool = False) -> None:
 class atomic_path:
     """Context manager yielding a temporary path beside the target, renamed onto it on success.
 
-    Missing folders above the target are created (the command line refuses them instead,
-    before any work: see :mod:`latentfit._outputs`). The temporary file is ``.NAME.HOST-PID-XXXXXXXX.lftmp`` in the target's folder; on success
+    A symbolic link is written through: the file it points to is replaced (created, for a
+    dangling link) and the link kept. Missing folders above the target are created (the
+    command line refuses them instead, before any work: see :mod:`latentfit._outputs`). The
+    temporary file is ``.NAME.HOST-PID-XXXXXXXX.lftmp`` in the target's folder; on success
     it is flushed to disk (fsync), given the mode a new file gets under the umask
     (``0o666 & ~umask``), renamed over the target in one step and the folder is flushed too,
     so a reader sees the old file or the new one, never a half-written one. On an error the
@@ -199,15 +209,17 @@ class atomic_path:
     """
 
     def __init__(self, path, shown=None):
-        self.path = Path(path)
-        #: The name messages give the file: ``path`` itself, or where a file written into a
+        self.given = Path(path)
+        #: The file replaced: ``path`` with its links followed (see :func:`write_target`).
+        self.path = write_target(path)
+        #: The name messages give the file: ``path`` as given, or where a file written into a
         #: staging folder ends up (see :func:`latentfit.tour.run_tour`).
-        self.shown = self.path if shown is None else Path(shown)
+        self.shown = self.given if shown is None else Path(shown)
 
     def __enter__(self) -> Path:
         from latentfit.errors import OutputError
 
-        check_writable_target(self.path)
+        check_writable_target(self.given)  # as given: a message names it, links followed alike
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)

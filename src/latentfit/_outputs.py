@@ -80,8 +80,17 @@ def _nearest_existing(path: Path, opt: str) -> Path:
     return path
 
 
+def _named(path: Path) -> str:
+    """``path`` for a message, with the file it is a symbolic link to (which is written)."""
+    if not path.is_symlink():
+        return str(path)
+    from latentfit._files import write_target
+
+    return f"{path} (a link to {write_target(path)})"
+
+
 def _check_file(out: Output, force: bool) -> None:
-    from latentfit._files import check_writable_target
+    from latentfit._files import check_writable_target, write_target
 
     path, opt = out.path, out.option
     # A folder, device, named pipe or socket is refused with or without --force: the rename
@@ -89,19 +98,23 @@ def _check_file(out: Output, force: bool) -> None:
     check_writable_target(path, f"{opt} ")
     if _status(path, opt) is not None and not (force or out.may_exist):
         raise OutputError(
-            f"{opt} {path} already exists; pass --force to replace it, or choose another name"
+            f"{opt} {_named(path)} already exists; pass --force to replace it, or choose "
+            "another name"
         )
-    parent = path.absolute().parent
+    # A link is written through (see latentfit._files.write_target): its target's folder
+    # is the one written to, and a dangling link's target is created there.
+    parent = write_target(path).parent
     if not parent.exists():
         raise OutputError(
-            f"{opt} {path}: the folder {parent} does not exist; create it first (mkdir -p {parent})"
+            f"{opt} {_named(path)}: the folder {parent} does not exist; create it first "
+            f"(mkdir -p {parent})"
         )
     if not parent.is_dir():
-        raise OutputError(f"{opt} {path}: {parent} is not a folder")
+        raise OutputError(f"{opt} {_named(path)}: {parent} is not a folder")
     why = _writable_folder(parent)
     if why is not None:
         raise OutputError(
-            f"{opt} {path}: cannot write into the folder {parent} ({why}); "
+            f"{opt} {_named(path)}: cannot write into the folder {parent} ({why}); "
             "choose a folder you can write to"
         )
 
@@ -124,8 +137,10 @@ def _check_folder(out: Output, force: bool) -> None:
                 "it, or choose another folder"
             )
         where = path
-    else:
-        where = _nearest_existing(path, opt)
+    else:  # made when written, through a dangling link to where it points
+        from latentfit._files import write_target
+
+        where = _nearest_existing(write_target(path), opt)
         if not where.is_dir():
             raise OutputError(f"{opt} {path}: {where} is a file, so the folder cannot be made")
     why = _writable_folder(where)

@@ -196,7 +196,7 @@ def _inputs(case, data, vae_file, tmp_path):
     return (data if case.input == "data" else model), model
 
 
-@pytest.mark.parametrize("spelling", ["same", "dotdot"])
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "dot-slash", "symlink", "hardlink"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_an_output_that_is_an_input_is_refused_and_the_input_kept(
     case, spelling, data, vae_file, tmp_path, no_work
@@ -204,7 +204,15 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(
     src, model = _inputs(case, data, vae_file, tmp_path)
     before = src.read_bytes()
     (tmp_path / "sub").mkdir()
-    out = src if spelling == "same" else tmp_path / "sub" / ".." / src.name
+    out = {
+        "same": src,
+        "dotdot": tmp_path / "sub" / ".." / src.name,
+        "dot-slash": f"./{os.path.relpath(src)}",
+        "symlink": tmp_path / "link",
+        "hardlink": tmp_path / "hard",
+    }[spelling]
+    (tmp_path / "link").symlink_to(src)
+    os.link(src, tmp_path / "hard")
     for force in ([], ["--force"]):  # --force never allows writing over an input
         res = runner.invoke(app, case.args(data, model, out, tmp_path) + force)
         assert res.exit_code == 2, res.output
@@ -251,6 +259,68 @@ def test_an_unwritable_output_is_refused_before_any_work(
     assert message in res.output and case.option in res.output, res.output
     assert "Traceback" not in res.output and ".lftmp" not in res.output
     assert not (tmp_path / "nowhere").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_an_output_that_is_a_link_is_written_through_and_the_link_kept(
+    case, data, vae_file, tmp_path
+):
+    # Found by hand: the rename that ends a write replaced the link itself with a regular
+    # file, and the file it pointed to kept the old content.
+    _, model = _inputs(case, data, vae_file, tmp_path)
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / f"result{case.suffix}"
+    link = tmp_path / f"link{case.suffix}"
+    link.symlink_to(target)  # dangling: the write creates the file it points to
+    res = runner.invoke(app, case.args(data, model, link, tmp_path))
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    case.valid(target)
+    target.write_bytes(b"old results")  # now the link points to a file: --force replaces it
+    for other in ("other_states.csv", "other.safetensors"):  # the command's other outputs
+        (tmp_path / other).unlink(missing_ok=True)
+    res = runner.invoke(app, case.args(data, model, link, tmp_path))
+    assert res.exit_code == 2 and f"{link} (a link to {target}) already exists" in res.output
+    assert target.read_bytes() == b"old results"
+    res = runner.invoke(app, case.args(data, model, link, tmp_path) + ["--force"])
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    case.valid(target)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "readonly-folder"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_link_into_an_unwritable_folder_is_refused_before_any_work(
+    case, where, data, vae_file, tmp_path, readonly_dir, no_work
+):
+    _, model = _inputs(case, data, vae_file, tmp_path)
+    target, message = {
+        "missing-folder": (tmp_path / "nowhere" / f"r{case.suffix}", "does not exist"),
+        "readonly-folder": (readonly_dir / f"r{case.suffix}", "cannot write into"),
+    }[where]
+    link = tmp_path / f"link{case.suffix}"
+    link.symlink_to(target)
+    res = runner.invoke(app, case.args(data, model, link, tmp_path))
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"{case.option} {link} (a link to {target})" in res.output and message in res.output
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_folder_outputs_are_made_through_a_dangling_link(data, tmp_path, monkeypatch):
+    # Found by hand: 'tour --out LINK' and '--checkpoint-dir LINK' (LINK -> a folder not yet
+    # made) passed the checks, then ended in "error: [Errno 17] File exists: 'LINK'".
+    (tmp_path / "report").symlink_to(tmp_path / "made" / "report")
+    _fake_sections(monkeypatch, None)
+    res = runner.invoke(app, ["tour", "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(tmp_path / "made" / "report")) == ["gmm_faithful.png", "index.html"]
+    ckpt = tmp_path / "ckpt"
+    ckpt.symlink_to(tmp_path / "made" / "ckpt")
+    args = ["fit", "vae", "--dataset", str(data), *VAE_FAST, "--out", str(tmp_path / "v.st")]
+    res = runner.invoke(app, [*args, "--checkpoint-dir", str(ckpt)])
+    assert res.exit_code == 0, res.output
+    assert ckpt.is_symlink() and {"last.pt", "options.json"} <= set(os.listdir(ckpt))
 
 
 def test_hmm_default_states_file_is_not_overwritten_without_force(data, tmp_path, monkeypatch):

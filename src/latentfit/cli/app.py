@@ -604,9 +604,9 @@ def record_run_options(ctx: typer.Context, checkpoint_dir: Path | None) -> None:
         return
     if os.environ.get("RANK", "0") != "0":
         return
-    from latentfit._files import atomic_path
+    from latentfit._files import atomic_path, write_target
 
-    checkpoint_dir.mkdir(exist_ok=True)
+    write_target(checkpoint_dir).mkdir(parents=True, exist_ok=True)  # through a dangling link
     with atomic_path(checkpoint_dir / RUN_OPTIONS_FILE) as tmp:
         tmp.write_text(json.dumps(_run_options(ctx), indent=1) + "\n")
 

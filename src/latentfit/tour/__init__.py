@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from latentfit._files import _TMP_SUFFIX, _clean_stale, _fsync, _tmp_prefix
+from latentfit._files import _TMP_SUFFIX, _clean_stale, _fsync, _tmp_prefix, write_target
 from latentfit.errors import ParameterError
 from latentfit.tour.report import Section, TourContext, write_report
 
@@ -49,7 +49,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
 def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) -> Path:
     """Build the chosen sections (all by default) and write ``out/index.html``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    write_target(out).mkdir(parents=True, exist_ok=True)  # through a dangling link too
     known = dict(SECTIONS)
     chosen = sections or [name for name, _ in SECTIONS]
     unknown = [s for s in chosen if s not in known]
