@@ -259,6 +259,92 @@ class atomic_path:
         return False
 
 
+class all_or_none:
+    """Context manager over files written together (a model, its labels, its figure): when
+    the block ends in an error, each is put back as it was before it, so that a failure part
+    way (the second file on a full disk, a Ctrl-C) leaves none of them new.
+
+    Each file's own write goes through :class:`atomic_path` as usual. On entry a file that
+    exists is kept by a hard link beside it (``.NAME.HOST-PID-XXXXXXXX.lftmp``; a copy where
+    the file system has no hard links); on an error it is renamed back over the file, and a
+    file that was not there is removed. ``undone`` lists, after an error, the paths (as given)
+    that a write had replaced or created, each with what was done: "restored" or "removed". Links are followed (see :func:`write_target`).
+    """
+
+    def __init__(self, paths):
+        self.paths = [Path(p) for p in paths if p is not None]
+        self.undone: list[tuple[Path, str]] = []
+
+    def __enter__(self) -> all_or_none:
+        from latentfit.errors import OutputError
+
+        self._kept: list[tuple[Path, Path, Path | None, os.stat_result | None]] = []
+        for given in self.paths:
+            target = write_target(given)
+            before = file_status(target, OutputError)
+            backup = None
+            if before is not None:
+                try:
+                    backup = _keep(target)
+                except OSError as err:
+                    self._drop()
+                    raise OutputError(
+                        f"cannot keep {_shown(given)} while it is replaced: "
+                        f"{err.strerror or err}; free some space or choose another folder"
+                    ) from None
+            self._kept.append((given, target, backup, before))
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._drop()
+            return False
+        for given, target, backup, before in reversed(self._kept):
+            try:
+                now = os.stat(target)
+            except OSError:
+                now = None
+            try:
+                if backup is not None and now is not None and os.path.samestat(now, before):
+                    backup.unlink()  # not written (a rename onto a hard link of itself is a no-op)
+                elif backup is not None:
+                    os.replace(backup, target)
+                    self.undone.append((given, "restored"))
+                elif now is not None:
+                    os.unlink(target)
+                    self.undone.append((given, "removed"))
+            except OSError:
+                pass  # the error that ended the block is the one to report
+        self.undone.reverse()
+        return False
+
+    def _drop(self) -> None:
+        for _, _, backup, _ in self._kept:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+
+
+def _keep(target: Path) -> Path:
+    """A hard link to ``target`` beside it under a temporary name (a copy where hard links
+    cannot be made), which a later rename puts back."""
+    import secrets
+
+    _clean_stale(target.parent, target.name)
+    prefix = _tmp_prefix(target.name)
+    while True:
+        backup = target.with_name(f"{prefix}{secrets.token_hex(4)}{_TMP_SUFFIX}")
+        try:
+            os.link(target, backup)
+            return backup
+        except FileExistsError:
+            continue
+        except OSError:
+            if backup.exists():
+                continue
+            shutil.copy2(target, backup)
+            return backup
+
+
 def _write_failed(path: Path, err: OSError) -> str:
     """The message of a write to ``path`` that failed after it started: it names the target
     (never the temporary file) and says that a file already there is unchanged."""

@@ -670,6 +670,90 @@ def test_a_full_disk_while_writing_states_is_one_line_naming_the_file(data, tmp_
     assert states.read_text() == "old states" and _leftovers(tmp_path) == []
 
 
+# Commands that write several files after their work: (argv, the files written before
+# --plot, the last). A figure that cannot be written must leave none of them new.
+SEVERAL = {
+    "fit-gmm": (lambda d, t: ["fit", "gmm", d, "-k", "2", "--quiet", "--out", t / "m.lf",
+                              "--labels", t / "l.csv", "--plot", t / "p.png"], ["m.lf", "l.csv"]),
+    "fit-bgmm": (lambda d, t: ["fit", "bgmm", d, "-k", "2", "--quiet", "--out", t / "m.lf",
+                               "--labels", t / "l.csv", "--plot", t / "p.png"], ["m.lf", "l.csv"]),
+    "fit-hmm": (lambda d, t: ["fit", "hmm", d, "-k", "2", "--quiet", "--states", t / "s.csv",
+                              "--out", t / "m.lf", "--plot", t / "p.png"], ["s.csv", "m.lf"]),
+    "fit-arhmm": (lambda d, t: ["fit", "arhmm", d, "-k", "2", "--quiet", "--states",
+                                t / "s.csv", "--out", t / "m.lf", "--plot", t / "p.png"],
+                  ["s.csv", "m.lf"]),
+    "fit-vae": (lambda d, t: ["fit", "vae", "--dataset", d, *VAE_FAST, "--out", t / "v.st",
+                              "--plot", t / "p.png"], ["v.st"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["new-files", "old-files"])
+@pytest.mark.parametrize("command", list(SEVERAL), ids=list(SEVERAL))
+def test_a_write_that_fails_part_way_leaves_no_output_new(
+    command, old, data, tmp_path, monkeypatch
+):
+    # Found by hand: 'fit gmm --out m.lf --labels l.csv --plot p.png' on a disk that filled
+    # up at the figure exited 2 with m.lf and l.csv written (and, with --force, the old ones
+    # gone), and the result printed as if all had been saved.
+    from matplotlib.figure import Figure
+
+    def disk_full(self, fname, **kwargs):
+        Path(fname).write_bytes(b"half a png")
+        _disk_full()
+
+    argv, before = SEVERAL[command]
+    names = [*before, "p.png"]
+    if old:
+        for name in names:
+            (tmp_path / name).write_bytes(b"old " + name.encode())
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    res = runner.invoke(app, [str(a) for a in argv(data, tmp_path)] + ["--force"] * old)
+    assert res.exit_code == 2, res.output
+    assert f"cannot write {tmp_path / 'p.png'}: No space left on device" in res.output
+    undone = ", ".join(f"{tmp_path / n} {'restored' if old else 'removed'}" for n in before)
+    assert f"note: {undone}: a command writes its outputs all or none" in res.output
+    assert "model saved to" not in res.output  # nothing printed as saved
+    if old:
+        assert all((tmp_path / n).read_bytes() == b"old " + n.encode() for n in names)
+    assert sorted(os.listdir(tmp_path)) == sorted(["d.csv", *names * old])
+
+
+def test_ssm_states_are_put_back_when_the_model_cannot_be_saved(data, tmp_path, monkeypatch):
+    import latentfit.io
+
+    states = tmp_path / "s.csv"
+    states.write_text("old states")
+    monkeypatch.setattr(latentfit.io, "save_bytes", _disk_full)
+    args = ["fit", "ssm", str(data), "-k", "1", "--n-iter", "2", "--quiet", "--states",
+            str(states), "--out", str(tmp_path / "m.lf"), "--force"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "No space left on device" in res.output, res.output
+    assert f"note: {states} restored" in res.output
+    assert states.read_text() == "old states"
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "s.csv"]
+
+
+def test_an_output_made_while_the_command_worked_is_not_replaced(data, tmp_path, monkeypatch):
+    # The checks before the work found no l.csv; one made during the fit (by another program)
+    # is refused as any existing file is, before anything is written.
+    from latentfit.em.mixture.gmm import GaussianMixture
+
+    labels = tmp_path / "l.csv"
+    fit = GaussianMixture.fit
+
+    def fit_then_someone_writes(self, *args, **kwargs):
+        labels.write_text("written meanwhile")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fit_then_someone_writes)
+    args = ["fit", "gmm", str(data), "-k", "2", "--quiet", "--out", str(tmp_path / "m.lf"),
+            "--labels", str(labels)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and f"--labels {labels} already exists" in res.output
+    assert labels.read_text() == "written meanwhile"
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "l.csv"]
+
+
 def test_a_full_disk_while_saving_a_flow_is_one_line_naming_the_file(data, tmp_path):
     # fit flow saves its model outside any try: the command group words the OutputError
     out = tmp_path / "f.safetensors"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -361,6 +362,41 @@ def check_outputs(outputs, inputs=(), force: bool = False) -> None:
         check(entries, inputs, force=force)
     except OutputError as err:
         fail(str(err))
+
+
+@contextmanager
+def written_together(outputs, inputs=(), force: bool = False):
+    """The writes that end a command, all or none: ``outputs`` (as for :func:`check_outputs`)
+    are checked again first (a file made, or a folder made read-only, while the command worked
+    is refused before anything is written); if a write in the block then fails (a full disk, a
+    figure that cannot be drawn), the outputs written before it are put back as they were
+    (:class:`latentfit._files.all_or_none`) and a note names them after the error."""
+    from latentfit._files import all_or_none
+    from latentfit._outputs import Output
+    from latentfit.errors import OutputError
+
+    check_outputs(outputs, inputs, force)
+    together = all_or_none(o.path if isinstance(o, Output) else o[0] for o in outputs)
+    try:
+        with together:
+            yield
+    except OutputError as err:  # a write that failed midway, not worded by the command
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        _note_undone(together.undone)
+        raise typer.Exit(2) from None
+    except BaseException:
+        _note_undone(together.undone)
+        raise
+
+
+def _note_undone(undone) -> None:
+    if undone:
+        typer.secho(
+            f"note: {', '.join(f'{path} {what}' for path, what in undone)}: a command writes "
+            "its outputs all or none",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
 
 def check_device(device: str, option: str = "--device") -> None:

@@ -27,6 +27,7 @@ from latentfit.cli.app import (
     split_columns,
     stream_option,
     stream_path,
+    written_together,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import csv_option, json_option
@@ -214,7 +215,18 @@ def fit_gmm(
         n, d, ll = X.shape[0], X.shape[1], model.score(X) * X.shape[0]
     record_columns(model, data, split_columns(columns), delimiter, dataset, header)
     names = column_names(data, columns, d, model, delimiter, header)
-    saved = _save(model, out)
+    with written_together(
+        [(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force
+    ):
+        saved = _save(model, out)
+        if labels is not None:
+            write_labels(labels, model.predict(X))
+        if plot is not None:
+            from latentfit.plot import plot_mixture
+
+            fig, ax = new_figure(figsize=(6, 4.5))
+            plot_mixture(model, None if X is None else X.cpu(), ax=ax)  # --distributed: no rows
+            save_figure(fig, plot, fmt)
     p = model._n_parameters()
     result = {
         "model": "GaussianMixture",
@@ -252,14 +264,6 @@ def fit_gmm(
         )
     else:
         _print_text(result)
-    if labels is not None:
-        write_labels(labels, model.predict(X))
-    if plot is not None:
-        from latentfit.plot import plot_mixture
-
-        fig, ax = new_figure(figsize=(6, 4.5))
-        plot_mixture(model, None if X is None else X.cpu(), ax=ax)  # --distributed: no rows here
-        save_figure(fig, plot, fmt)
 
 
 def _save(model, out: Path | None) -> str | None:

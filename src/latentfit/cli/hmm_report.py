@@ -19,6 +19,7 @@ from latentfit.cli.app import (
     data_source,
     fail,
     split_columns,
+    written_together,
 )
 from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.hmm_inputs import read_lengths, states_target
@@ -117,6 +118,8 @@ class SequenceRun:
             fmt=self.fmt,
             X=X,
             seq=self.seq,
+            inputs=[self.data, self.lengths],
+            force=self.force,
         )
 
 
@@ -230,23 +233,46 @@ def report(
     fmt: str | None = None,
     X=None,
     seq=None,
+    inputs=(),
+    force: bool = False,
 ) -> None:
-    """Write the decoded states and the model file, print the result (text, --json or --csv)
-    and draw --plot: what every ``fit`` of a hidden-state sequence model does after the fit."""
+    """Write the decoded states, the model file and --plot, all or none (checked again against
+    ``inputs`` and ``force``), then print the result (text, --json or --csv): what every
+    ``fit`` of a hidden-state sequence model does after the fit."""
     import numpy as np
 
     from latentfit.errors import LatentfitError
 
-    try:
-        if path is not None:
-            from latentfit._files import atomic_path
+    with written_together(
+        [(target if path is not None else None, "--states"), (out, "--out"), (plot, "--plot")],
+        inputs,
+        force,
+    ):
+        try:
+            if path is not None:
+                from latentfit._files import atomic_path
 
-            with atomic_path(target) as tmp:
-                np.savetxt(tmp, path, fmt="%d", header="state", comments="")
-        if out is not None:
-            result["model_file"] = str(model.save(out))
-    except (LatentfitError, OSError) as err:
-        fail(str(err))
+                with atomic_path(target) as tmp:
+                    np.savetxt(tmp, path, fmt="%d", header="state", comments="")
+            if out is not None:
+                result["model_file"] = str(model.save(out))
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
+        if plot is not None:
+            from latentfit.plot import plot_states
+
+            # one panel a column, at most PLOT_COLUMNS of them: 300 columns drew a 944 x
+            # 66,186 pixel image in 53 s (a helper's hunt), and width is unbounded
+            drawn = min(X.shape[1], PLOT_COLUMNS)
+            fig, axes = new_figure(drawn, 1, figsize=(10, 2.6 * drawn + 0.6), sharex=True)
+            plot_states(model, X, seq, states=path, ax=axes, features=list(range(drawn)))
+            save_figure(fig, plot, fmt)
+            if drawn < X.shape[1]:
+                typer.secho(
+                    f"note: --plot draws the first {drawn} of the {X.shape[1]} columns",
+                    err=True,
+                    fg=typer.colors.YELLOW,
+                )
     if as_json:
         from latentfit.cli.output import print_json
 
@@ -257,21 +283,6 @@ def report(
         print_csv(csv_rows())
     else:
         _print_text(result, print_parameters)
-    if plot is not None:
-        from latentfit.plot import plot_states
-
-        # one panel a column, at most PLOT_COLUMNS of them: 300 columns drew a 944 x 66,186
-        # pixel image in 53 s (a helper's hunt), and width is unbounded
-        drawn = min(X.shape[1], PLOT_COLUMNS)
-        fig, axes = new_figure(drawn, 1, figsize=(10, 2.6 * drawn + 0.6), sharex=True)
-        plot_states(model, X, seq, states=path, ax=axes, features=list(range(drawn)))
-        save_figure(fig, plot, fmt)
-        if drawn < X.shape[1]:
-            typer.secho(
-                f"note: --plot draws the first {drawn} of the {X.shape[1]} columns",
-                err=True,
-                fg=typer.colors.YELLOW,
-            )
 
 
 def _fmt(a) -> str:

@@ -23,6 +23,7 @@ from latentfit.cli.app import (
     header_option,
     load_data,
     split_columns,
+    written_together,
 )
 from latentfit.cli.hmm_inputs import read_lengths, states_target
 from latentfit.cli.hmm_options import (
@@ -137,14 +138,16 @@ def fit_ssm(
         "states_file": str(target),
         "model_file": None,
     }
-    try:
-        with atomic_path(target) as tmp:
-            names = ",".join(f"x{i}" for i in range(k))
-            np.savetxt(tmp, means, delimiter=",", header=names, comments="")
-        if out is not None:
-            result["model_file"] = str(model.save(out))
-    except (LatentfitError, OSError) as err:
-        fail(str(err))
+    outputs = [(target, "--states"), (out, "--out")]
+    with written_together(outputs, [data, lengths], force=force):
+        try:
+            with atomic_path(target) as tmp:
+                names = ",".join(f"x{i}" for i in range(k))
+                np.savetxt(tmp, means, delimiter=",", header=names, comments="")
+            if out is not None:
+                result["model_file"] = str(model.save(out))
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
     if as_json:
         from latentfit.cli.output import print_json
 

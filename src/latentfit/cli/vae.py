@@ -29,6 +29,7 @@ from latentfit.cli.app import (
     seed_option,
     split_words,
     work_limit,
+    written_together,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import json_option
@@ -266,6 +267,7 @@ def fit_vae(
         fail(_NOT_K)
     # A resumed run (last.pt in --checkpoint-dir) continues its own metrics file.
     resuming = checkpoint_dir is not None and (checkpoint_dir / "last.pt").is_file()
+    named = ("mnist", "digits", "mnist-idx")  # bundled data sets, not files
     check_outputs(
         [
             Output(out, "--out"),
@@ -273,7 +275,7 @@ def fit_vae(
             Output(metrics_csv, "--metrics-csv", may_exist=resuming),
             Output(plot, "--plot"),
         ],
-        [None if dataset in ("mnist", "digits", "mnist-idx") else Path(dataset), idx],
+        [None if dataset in named else Path(dataset), idx],
         force=force,
     )
     fmt = figure_format(plot)
@@ -386,10 +388,22 @@ def fit_vae(
             progress=not quiet,
             max_work=work_limit(max_work),
         )
-    try:
-        save_model(model, out)
-    except (LatentfitError, OSError) as err:
-        fail(str(err))
+    with written_together(
+        [(out, "--out"), (plot, "--plot")],
+        [None if dataset in named else Path(dataset), idx],
+        force,
+    ):
+        try:
+            save_model(model, out)
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
+        if plot is not None:
+            from latentfit.plot import plot_convergence, plot_reconstructions
+
+            fig, axes = new_figure(1, 2, figsize=(11, 4.5))
+            plot_convergence(res, ax=axes[0])
+            plot_reconstructions(model, val, n=32, image_shape=image, ax=axes[1])
+            save_figure(fig, plot, fmt)
     result = {
         "data": data.name,
         "objective": repr(obj),
@@ -422,13 +436,6 @@ def fit_vae(
         print_json(result)
     else:
         _print_fit(result)
-    if plot is not None:
-        from latentfit.plot import plot_convergence, plot_reconstructions
-
-        fig, axes = new_figure(1, 2, figsize=(11, 4.5))
-        plot_convergence(res, ax=axes[0])
-        plot_reconstructions(model, val, n=32, image_shape=image, ax=axes[1])
-        save_figure(fig, plot, fmt)
     dist_utils.cleanup()
 
 

@@ -24,6 +24,7 @@ from latentfit.cli.app import (
     output_option,
     seed_option,
     split_columns,
+    written_together,
 )
 from latentfit.cli.figures import figure_format, new_figure, plot_option, save_figure
 from latentfit.cli.output import csv_option, json_option
@@ -125,11 +126,22 @@ def fit_bgmm(
     names = column_names(data, columns, d, model, delimiter, header)
     used = np.flatnonzero(model.weights_ > active)
     saved = None
-    if out is not None:
-        try:
-            saved = str(model.save(out))
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
+    with written_together(
+        [(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force
+    ):
+        if out is not None:
+            try:
+                saved = str(model.save(out))
+            except (LatentfitError, OSError) as err:
+                fail(str(err))
+        if labels is not None:
+            write_labels(labels, model.predict(X))
+        if plot is not None:
+            from latentfit.plot import plot_mixture
+
+            fig, ax = new_figure(figsize=(6, 4.5))
+            plot_mixture(model, X, min_weight=active, ax=ax)
+            save_figure(fig, plot, fmt)
     if as_csv:
         from latentfit.cli.output import gaussian_columns, print_csv
 
@@ -169,14 +181,6 @@ def fit_bgmm(
         print_json(result)
     elif not as_csv:
         _print_text(result, model)
-    if labels is not None:
-        write_labels(labels, model.predict(X))
-    if plot is not None:
-        from latentfit.plot import plot_mixture
-
-        fig, ax = new_figure(figsize=(6, 4.5))
-        plot_mixture(model, X, min_weight=active, ax=ax)
-        save_figure(fig, plot, fmt)
 
 
 def _print_text(r: dict, model) -> None:
