@@ -87,6 +87,11 @@ def file_status(path, error: type[LatentfitError] = ParameterError) -> os.stat_r
                 f"{_shown(path)}: the file name is too long for the file system (at most 255 "
                 "bytes per name); choose a shorter name"
             ) from None
+        if err.errno == errno.ELOOP:
+            raise error(
+                f"{_shown(path)} is a loop of symbolic links (it points, through them, back to "
+                "itself); point the link elsewhere, or give another name"
+            ) from None
         raise error(f"cannot use {_shown(path)}: {err.strerror or err}") from None
 
 

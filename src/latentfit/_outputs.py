@@ -43,12 +43,16 @@ class Output:
 
 
 def _same(a: Path, b: Path) -> bool:
+    from latentfit._files import write_target
+
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
     except OSError:
         pass
-    return a.resolve() == b.resolve()
+    # realpath, not Path.resolve: that raises RuntimeError on a loop of links, which the
+    # checks that follow refuse by name
+    return write_target(a) == write_target(b)
 
 
 def _writable_folder(folder: Path) -> str | None:

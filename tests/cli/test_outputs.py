@@ -307,6 +307,27 @@ def test_a_link_into_an_unwritable_folder_is_refused_before_any_work(
     assert link.is_symlink() and not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_loop_of_links_is_refused_by_name_before_any_work(
+    case, data, vae_file, tmp_path, no_work
+):
+    # Found by hand: 'fit gmm d.csv --out loop' (ln -s loop loop) ended in a traceback,
+    # "RuntimeError: Symlink loop from 'loop'", from the check against the inputs.
+    _, model = _inputs(case, data, vae_file, tmp_path)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    res = runner.invoke(app, case.args(data, model, tmp_path / "a", tmp_path))
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"{case.option} {tmp_path / 'a'} is a loop of symbolic links" in res.output
+
+
+def test_a_folder_output_that_is_a_loop_of_links_is_refused(tmp_path, no_work):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    res = runner.invoke(app, ["tour", "--out", str(tmp_path / "loop")])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"--out {tmp_path / 'loop'} is a loop of symbolic links" in res.output
+
+
 def test_folder_outputs_are_made_through_a_dangling_link(data, tmp_path, monkeypatch):
     # Found by hand: 'tour --out LINK' and '--checkpoint-dir LINK' (LINK -> a folder not yet
     # made) passed the checks, then ended in "error: [Errno 17] File exists: 'LINK'".
