@@ -344,6 +344,25 @@ def test_folder_outputs_are_made_through_a_dangling_link(data, tmp_path, monkeyp
     assert ckpt.is_symlink() and {"last.pt", "options.json"} <= set(os.listdir(ckpt))
 
 
+@pytest.mark.parametrize("option", ["--out", "--plot", "--metrics-csv"])
+def test_an_output_naming_a_file_read_from_the_idx_folder_is_refused(tmp_path, option, no_work):
+    # Found by hand: --dataset mnist-idx --idx D --out D/train-images-idx3-ubyte --force
+    # passed the checks (only the folder D was an input) and would have written the model
+    # over the training images after the fit.
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images.idx3-ubyte.gz", "t10k-labels-idx1-ubyte"):  # fmt: skip
+        (idx / name).write_bytes(b"digits")
+    args = ["fit", "vae", "--dataset", "mnist-idx", "--idx", str(idx), "--force"]
+    for name in ("train-images-idx3-ubyte", "t10k-images.idx3-ubyte.gz"):
+        outs = {"--out": str(tmp_path / "v.st"), option: str(idx / name)}
+        res = runner.invoke(app, [*args, *(a for kv in outs.items() for a in kv)])
+        assert res.exit_code == 2, (res.output, res.exception)
+        assert f"{option} {idx / name} is the input" in res.output
+        assert (idx / name).read_bytes() == b"digits"
+
+
 def test_hmm_default_states_file_is_not_overwritten_without_force(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "d_states.csv"  # DATA_states.csv in the current folder

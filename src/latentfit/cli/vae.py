@@ -268,6 +268,11 @@ def fit_vae(
     # A resumed run (last.pt in --checkpoint-dir) continues its own metrics file.
     resuming = checkpoint_dir is not None and (checkpoint_dir / "last.pt").is_file()
     named = ("mnist", "digits", "mnist-idx")  # bundled data sets, not files
+    inputs = [None if dataset in named else Path(dataset), idx]
+    if dataset == "mnist-idx" and idx is not None:
+        from latentfit.datasets._idx import idx_files
+
+        inputs += idx_files(idx)  # the files read from the folder, each an input
     check_outputs(
         [
             Output(out, "--out"),
@@ -275,7 +280,7 @@ def fit_vae(
             Output(metrics_csv, "--metrics-csv", may_exist=resuming),
             Output(plot, "--plot"),
         ],
-        [None if dataset in named else Path(dataset), idx],
+        inputs,
         force=force,
     )
     fmt = figure_format(plot)
@@ -390,7 +395,7 @@ def fit_vae(
         )
     with written_together(
         [(out, "--out"), (plot, "--plot")],
-        [None if dataset in named else Path(dataset), idx],
+        inputs,
         force,
     ):
         try:

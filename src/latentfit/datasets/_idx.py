@@ -58,6 +58,18 @@ def _find(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{folder} has no {stem} (or {stem}.gz)")
 
 
+def idx_files(folder) -> list[Path]:
+    """The files in ``folder`` that :func:`load_mnist_idx` reads for either split (those
+    present): inputs that no output may name."""
+    found = []
+    for stem in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
+        try:
+            found.append(_find(Path(folder), f"{stem}-ubyte"))
+        except FileNotFoundError:
+            pass
+    return found
+
+
 def load_mnist_idx(folder, split: str = "train", *, scale: bool = True):
     """Load ``train`` (60,000) or ``t10k``/``test`` (10,000) MNIST from the standard IDX files.
 
