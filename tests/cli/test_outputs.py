@@ -419,6 +419,19 @@ def test_a_file_output_ending_in_a_slash_is_refused(words, option, ending, tmp_p
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("words", "option"), FILE_OPTIONS, ids=[f"{' '.join(w)} {o}" for w, o in FILE_OPTIONS]
+)
+def test_a_file_output_named_dash_is_refused(words, option, tmp_path, monkeypatch, no_work):
+    # Found by hand: 'predict m.lf d.csv --out -' said "80 rows of label written to -" and
+    # left a file named '-' instead of printing the labels.
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, [*words, option, "-"])
+    assert res.exit_code == 2, res.output
+    assert f"{option} - would write a file named '-', not standard output" in res.output
+    assert os.listdir(tmp_path) == []
+
+
 def test_fit_out_newdir_slash_writes_no_file_named_newdir(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for out in ("newdir/", f"{tmp_path}/"):

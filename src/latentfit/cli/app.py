@@ -324,12 +324,18 @@ def output_file(option: str):
     """The parser of ``option``, a file to write: the value as a ``Path``, refusing a name that
     ends in a slash (or in ``/.`` or ``/..``), or an empty one. Such a name means a folder, and
     ``Path`` drops a trailing slash (``Path("new/")`` is ``new``): ``--out new/`` wrote a
-    file named ``new``."""
+    file named ``new``. ``-`` (standard output, to most tools) is refused too: it wrote a file
+    named ``-``."""
 
     def parse(value) -> Path:
         text = os.fspath(value)
         if not text:
             fail(f"{option} is empty: give the name of a file to write")
+        if text == "-":  # the usual name of standard output, which a file named - is not
+            fail(
+                f"{option} - would write a file named '-', not standard output: leave "
+                f"{option} out where the command prints its result, or name the file ./-"
+            )
         seps = os.sep + (os.altsep or "")
         last = text.rstrip(seps).rsplit(os.sep, 1)[-1]
         if text[-1] in seps or last in (".", ".."):
