@@ -95,6 +95,17 @@ def file_status(path, error: type[LatentfitError] = ParameterError) -> os.stat_r
         raise error(f"cannot use {_shown(path)}: {err.strerror or err}") from None
 
 
+def names_a_folder(path) -> bool:
+    """Whether ``path``, as written, names a folder: it ends in a slash (or in ``/.`` or
+    ``/..``, or is ``.`` or ``..``). ``Path`` drops a trailing slash and ``.``
+    (``Path("new/")`` is ``new``), so a file written there would take the folder's name."""
+    if not isinstance(path, str):  # a Path has no trailing slash left to see
+        return False
+    seps = os.sep + (os.altsep or "")
+    last = path.rstrip(seps).rsplit(os.sep, 1)[-1]
+    return bool(path) and (path[-1] in seps or last in (".", ".."))
+
+
 def write_target(path) -> Path:
     """The file a write to ``path`` replaces: ``path`` with its symbolic links followed, so
     that writing through a link replaces the file it points to and keeps the link (as a shell's
@@ -214,6 +225,11 @@ class atomic_path:
     """
 
     def __init__(self, path, shown=None):
+        if names_a_folder(path):
+            raise OutputError(
+                f"{_shown(path)} names a folder (it ends in {os.sep}); give the name of a file "
+                "to write"
+            )
         self.given = Path(path)
         #: The file replaced: ``path`` with its links followed (see :func:`write_target`).
         self.path = write_target(path)

@@ -678,6 +678,18 @@ def test_atomic_path_fsyncs_before_the_rename_and_follows_the_umask(tmp_path, mo
     assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o664
 
 
+@pytest.mark.parametrize("ending", ["/", "/.", "/.."])
+def test_a_file_path_naming_a_folder_is_refused_by_the_library_too(tmp_path, ending):
+    # Found by hand: GaussianMixture.save("newdir/") wrote a file named newdir.
+    model = latentfit.GaussianMixture(1).fit(np.random.default_rng(0).normal(size=(20, 2)))
+    name = f"{tmp_path / 'newdir'}{ending}"
+    with pytest.raises(OutputError, match="names a folder"):
+        model.save(name)
+    with pytest.raises(OutputError, match="names a folder"), atomic_path(name) as tmp:
+        tmp.write_text("x")
+    assert os.listdir(tmp_path) == []
+
+
 def test_atomic_path_removes_its_temporary_on_error(tmp_path):
     (tmp_path / "m.txt").write_text("old")
     with pytest.raises(RuntimeError), atomic_path(tmp_path / "m.txt") as tmp:

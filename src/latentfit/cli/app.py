@@ -328,6 +328,8 @@ def output_file(option: str):
     named ``-``."""
 
     def parse(value) -> Path:
+        from latentfit._files import names_a_folder
+
         text = os.fspath(value)
         if not text:
             fail(f"{option} is empty: give the name of a file to write")
@@ -336,9 +338,9 @@ def output_file(option: str):
                 f"{option} - would write a file named '-', not standard output: leave "
                 f"{option} out where the command prints its result, or name the file ./-"
             )
-        seps = os.sep + (os.altsep or "")
-        last = text.rstrip(seps).rsplit(os.sep, 1)[-1]
-        if text[-1] in seps or last in (".", ".."):
+        if names_a_folder(text):
+            seps = os.sep + (os.altsep or "")
+            last = text.rstrip(seps).rsplit(os.sep, 1)[-1]
             if text[-1] in seps:
                 inside = text
             else:  # x/. -> x/, . -> (the current folder), x/.. -> x/../
