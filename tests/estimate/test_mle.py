@@ -281,6 +281,37 @@ def test_a_start_far_off_in_large_units_reaches_the_closed_form(scale):
     np.testing.assert_allclose(fit.bse, [x.std() / 300**0.5, x.std() / 600**0.5], rtol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e60, 1e150])
+def test_a_location_in_large_units_is_not_stationary_until_it_is(scale):
+    """A Cauchy location of your own with the scale fixed, in units of 1e60: after one
+    iteration the fit stood at loc = -3.7 units (the MLE is 0.975) and said converged, with
+    no warning, where the same fit in units of 1 warns. max |gradient| <= 1e-14 counted as
+    stationary whatever the distance, and the gradient of a location in units of 1e60 is
+    1e-60 per unit. Run to the end, the fit is the root of the score equation (scipy's brentq
+    on the unit-scale data, times the units)."""
+    from scipy import optimize
+    from torch.distributions import Cauchy
+
+    x = 1 + 2 * np.random.default_rng(0).standard_cauchy(200)
+    family = log_density_family(
+        lambda x, loc, scale: Cauchy(loc, scale).log_prob(x), {"loc": -30.0}
+    )
+    kw = {"init": {"loc": -30 * scale}, "fixed": {"scale": 2 * scale}}
+    with pytest.warns(RuntimeWarning, match="did not converge after 1 iterations"):
+        early = fit_mle(family, x * scale, max_iter=1, **kw)
+    assert not early.converged
+    assert float(early.params["loc"]) / scale == pytest.approx(-3.676, rel=1e-3)
+
+    def score(loc):  # d/dloc of the Cauchy log-likelihood, scale 2
+        r = x - loc
+        return (2 * r / (4 + r * r)).sum()
+
+    root = optimize.brentq(score, 0.5, 1.5, xtol=1e-15, rtol=1e-15)
+    fit = fit_mle(family, x * scale, **kw)
+    assert fit.converged
+    assert float(fit.params["loc"]) == pytest.approx(root * scale, rel=RTOL)
+
+
 @pytest.mark.parametrize("scale", [1e-5, 1e5])
 def test_student_t_in_small_or_large_units_matches_scipy(scale):
     """From a start 1.5 sd off in units of 1e5, L-BFGS ran the StudentT df to 1.4e16 and

@@ -28,7 +28,7 @@ class OptimizeResult(NamedTuple):
     grad_norm: float  # max |∂f/∂u| at u
     n_iter: int
     converged: bool
-    rel_grad: float  # relative_gradient at u, what converged was judged on (< gtol)
+    rel_grad: float  # relative_gradient at u (converged: < gtol, or the step at rounding)
 
 
 def relative_gradient(g: torch.Tensor, curvature: torch.Tensor, size: float) -> float:
@@ -76,10 +76,27 @@ def _attainable(gtol: float, dtype: torch.dtype) -> float:
     return max(gtol, (2 * torch.finfo(dtype).eps) ** 0.5)
 
 
-def _stationary(rel: float, g: torch.Tensor, gtol: float) -> bool:
-    # or a gradient at rounding level outright: an objective whose minimum is 0 (an exact fit
-    # of a log-density with no constant term) has no size to be relative to
-    return rel < gtol or float(g.abs().max()) <= 1e-6 * gtol
+def _stationary(
+    g: torch.Tensor, curvature: torch.Tensor, size: float, u: torch.Tensor, gtol: float
+) -> bool:
+    """Whether ``u`` (p,) is stationary: along every coordinate, either the relative gradient
+    ``|g_j| / sqrt(|H_jj| F)`` is below ``gtol`` (:func:`relative_gradient`), or the Newton
+    step ``|g_j / H_jj|`` is within the rounding of ``u_j`` (4 eps |u_j|), where no float
+    along ``u_j`` is lower: a location of 1e10 in units of 1 is known to 2e-6, and its
+    gradient there is rounding, not distance. Both are free of the units of the objective
+    and of ``u_j``. (An absolute max |g| <= 1e-14 used to count too, for an objective whose
+    minimum is 0; it called any location of data in units of 1e60 stationary, whose gradient
+    is 1e-60 per unit of its own, and an exact fit's rounding passes the step test.)"""
+    if not g.numel():
+        return True
+    if not bool(torch.isfinite(g).all()):
+        return False
+    tiny = torch.finfo(g.dtype).tiny
+    # the square roots apart, as in relative_gradient
+    rel = g.abs() / (curvature.abs().sqrt() * abs(size) ** 0.5).clamp_min(tiny)  # (p,)
+    step = g.abs() / curvature.abs()  # (p,) the Newton step; inf, or NaN at 0/0, where flat
+    rounding = 4 * torch.finfo(u.dtype).eps * u.abs()  # (p,)
+    return bool(((rel < gtol) | (step <= rounding)).all())
 
 
 def _value_and_grad(f, u):
@@ -168,7 +185,8 @@ def minimize(
     newton_steps: int = 8,
     size: Callable[[torch.Tensor], float] | None = None,
 ) -> OptimizeResult:
-    """Minimise ``f`` from ``u0``; converged when :func:`relative_gradient` < ``gtol``.
+    """Minimise ``f`` from ``u0``; converged when :func:`relative_gradient` < ``gtol`` along
+    each coordinate, or its Newton step is within the coordinate's rounding.
 
     ``size(u)`` is the magnitude of the objective's terms at ``u`` (for a mean negative
     log-likelihood, the mean of |log p(xᵢ)|), by default |f(u)|: with the Hessian's diagonal
@@ -203,8 +221,7 @@ def minimize(
         u = best["u"]
         _, g = _value_and_grad(f, u)
         h = hessian(f, u)
-        rel = relative_gradient(g, h.diagonal(), size(u))
-        if n_iter >= max_iter or _stationary(rel, g, gtol):
+        if n_iter >= max_iter or _stationary(g, h.diagonal(), size(u), u, gtol):
             break
         # a line search that stalled on a steep or overflowing region: L-BFGS again from
         # the best point, with its curvature history cleared
@@ -241,10 +258,12 @@ def minimize(
         n_iter += 1
         if float((step / unit).abs().max()) < 1e-13 * (1 + float((u / unit).abs().max())):
             break
-    if rel is None:
-        rel = relative_gradient(g, hessian(f, u).diagonal(), size(u))
+    curv = (hessian(f, u) if h is None else h).diagonal()  # (p,)
+    fsize = size(u)
+    rel = relative_gradient(g, curv, fsize)
     grad_norm = float(g.abs().max())
-    return OptimizeResult(u, float(val), grad_norm, n_iter, _stationary(rel, g, gtol), rel)
+    converged = _stationary(g, curv, fsize, u, gtol)
+    return OptimizeResult(u, float(val), grad_norm, n_iter, converged, rel)
 
 
 def _soft_threshold(v, threshold, center):
@@ -270,7 +289,8 @@ def minimize_l1(
     ``|∂f/∂uⱼ| ≤ weightⱼ`` on the zero set: the exact solution, not just a tolerance away.
     ``value``/``grad_norm`` report the composite objective and max |g| of its minimal-norm
     subgradient ``g`` (zero exactly at a minimiser), ``converged`` whether
-    ``relative_gradient(g, ∂²f/∂u², size(u)) < gtol``, ``size`` as for :func:`minimize`
+    ``relative_gradient(g, ∂²f/∂u², size(u)) < gtol`` (or the step is at rounding, as for
+    :func:`minimize`), ``size`` as for :func:`minimize`
     (by default |f(u) + Σⱼ weightⱼ |uⱼ − centerⱼ||).
     """
 
@@ -328,10 +348,10 @@ def minimize_l1(
     kink = (weight != 0) & (diff == 0)  # (p,)
     sub = torch.where(kink, (gu.abs() - weight).clamp_min(0.0), gu + weight * torch.sign(diff))
     fsize = size(u) if size is not None else abs(value)
-    rel = relative_gradient(sub, hessian(f, u).diagonal(), fsize)
-    return OptimizeResult(
-        u, value, float(sub.abs().max()), n_iter, _stationary(rel, sub, gtol), rel
-    )
+    curv = hessian(f, u).diagonal()  # (p,)
+    rel = relative_gradient(sub, curv, fsize)
+    converged = _stationary(sub, curv, fsize, u, gtol)
+    return OptimizeResult(u, value, float(sub.abs().max()), n_iter, converged, rel)
 
 
 def _active_set_newton(f, u, weight, center, unit, norm, steps: int = 10):
