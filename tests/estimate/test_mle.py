@@ -312,6 +312,77 @@ def test_a_location_in_large_units_is_not_stationary_until_it_is(scale):
     assert float(fit.params["loc"]) == pytest.approx(root * scale, rel=RTOL)
 
 
+@pytest.mark.parametrize("shift", [1e10, -1e12])
+@pytest.mark.parametrize("family", ["normal", "studentt", "cauchy", "gumbel"])
+def test_location_scale_data_far_from_zero(family, shift):
+    """Data of spread 2 around 1e10 warned "did not converge" (relative gradient 1e-7 to
+    3e-7; 1e-4 around 1e13) at the answer: over their spread they are 5e9 + N(0, 1), whose
+    deviations keep 6 digits, and the gradient's rounding stayed above gtol. They are now
+    centred at the start's location first, and from a start at 0 (not centred, 5e9 spreads
+    off: "did not converge" after 78 iterations) standardised again where the first pass
+    stopped. Compared with scipy's BFGS on the deviations
+    (exact: x + shift - shift is x's rounding to the grid of the shift), the location to the
+    rounding of the shift, and the standard errors with the fit of those deviations."""
+    from scipy import optimize, stats
+
+    rng = np.random.default_rng(0)
+    x = {
+        "normal": rng.normal(1.0, 2.0, 200),
+        "studentt": 1.0 + 2.0 * rng.standard_t(5, 200),
+        "cauchy": 1.0 + 2.0 * rng.standard_cauchy(200),
+        "gumbel": rng.gumbel(1.0, 2.0, 200),
+    }[family]
+    dist = {"normal": stats.norm, "studentt": stats.t, "cauchy": stats.cauchy}
+    dist = dist.get(family, stats.gumbel_r)
+    xs = x + shift
+    dev = xs - shift
+    k = int(family == "studentt")  # a shape (df) first
+
+    def nll(v):  # ([log df], loc, log scale) on the deviations
+        return -dist.logpdf(dev, *np.exp(v[:k]), v[k], np.exp(v[k + 1])).sum()
+
+    v = optimize.minimize(nll, [np.log(5.0)] * k + [0.0, 0.0], method="BFGS").x
+    ref = [*np.exp(v[:k]), v[k] + shift, np.exp(v[k + 1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle(family, xs, method="optimize")
+        unshifted = fit_mle(family, dev, method="optimize")
+    assert fit.converged
+    est = [float(p) for p in fit.params.values()]
+    # scipy's BFGS stops at a gradient of 1e-5 on a sum of 200 terms: about 1e-7 relative
+    np.testing.assert_allclose(est[:k] + est[k + 1 :], ref[:k] + ref[k + 1 :], rtol=1e-6)
+    grid = abs(np.spacing(shift))  # 1.9e-6 and 1.2e-4: the data's own rounding
+    assert est[k] == pytest.approx(ref[k], abs=4 * grid)
+    # the observed information at a location a grid step (up to 6e-5 scales) away
+    np.testing.assert_allclose(fit.bse, unshifted.bse, rtol=1e-5)
+    if shift < 0:
+        return  # a Gumbel density at 5e11 spreads below its location overflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        far = fit_mle(family, xs, init={"loc": 0.0})  # 5e9 spreads off: centred at 0
+    assert far.converged
+    np.testing.assert_allclose(far.estimates, fit.estimates, rtol=1e-7, atol=4 * grid)
+
+
+@pytest.mark.parametrize("shift", [1e10, -1e12])
+def test_mvn_data_far_from_zero_reach_the_closed_form(shift):
+    """MVN columns around 1e10 and -1e12 with spreads of 1 stopped 'did not converge'
+    (relative gradient 1e-5) when optimised; centred first, the fit is the closed form to
+    the data's rounding."""
+    x = np.random.default_rng(0).normal(size=(200, 2)) @ np.array([[1.0, 0.0], [0.5, 1.0]])
+    xs = x + np.array([shift, -shift])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle("mvn", xs, method="optimize")
+    assert fit.converged
+    grid = abs(np.spacing(shift))  # the data's own rounding; xs.mean(0) holds some too
+    np.testing.assert_allclose(fit.params["loc"], xs.mean(0), rtol=0, atol=4 * grid)
+    # at the fitted loc, a few grid steps (1e-4) from the mean: Σ = mean((x - loc)(x - loc)ᵀ),
+    # which differs from the closed form's by that offset squared (1e-7 relative)
+    dev = xs - fit.params["loc"].numpy()
+    np.testing.assert_allclose(fit.params["covariance_matrix"], dev.T @ dev / 200, rtol=1e-8)
+
+
 @pytest.mark.parametrize("scale", [1e-5, 1e5])
 def test_student_t_in_small_or_large_units_matches_scipy(scale):
     """From a start 1.5 sd off in units of 1e5, L-BFGS ran the StudentT df to 1.4e16 and
@@ -406,4 +477,7 @@ def test_float32_optimised_fits_converge_at_the_float64_answer(family):
         r32 = fit_mle(family, x.astype(np.float32), dtype="float32", method="optimize")
     se = r64.std_errors().numpy()
     off = np.abs(r32.estimates.double().numpy() - r64.estimates.numpy()) / se
-    assert r32.converged and off.max() < 2e-3
+    # a relative gradient r leaves a coordinate up to about r sqrt(n F) standard errors from
+    # the optimum: 4.9e-4 sqrt(500 x 2) = 0.015 in float32, which the StudentT's flat df
+    # direction reaches (1.2e-2 here; 3e-4 to 1.2e-2 over seeds 0-11, where 2e-3 held by luck)
+    assert r32.converged and off.max() < 2e-2

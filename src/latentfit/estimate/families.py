@@ -177,25 +177,40 @@ def _normal_mle(x, fixed):
     return {"loc": m, "scale": v.sqrt()}
 
 
+def _centre(loc, s):
+    """Where to centre data of location ``loc`` and spread ``s`` (both (d,) or scalars): at
+    ``loc`` where it lies further from 0 than a spread, else at 0. Data of 1e10 + N(0, 2²)
+    over their spread are 5e9 + N(0, 1), whose deviations keep only 6 of float64's 16 digits:
+    the gradient's rounding (1e-6 relative) stayed above gtol and the fit warned "did not
+    converge". Centred, ``x - loc`` is exact. A location within a spread of 0 is not centred:
+    a prior may pin it at 0 (to 1e-147 for data in units of 1e150), which ``loc + s v`` could
+    not resolve below the rounding of ``loc``."""
+    return torch.where(loc.abs() > s, loc, torch.zeros_like(loc))
+
+
 def _normal_standardize(p, x):
-    """Normal data over their scale: loc / scale and a scale of 1; the coordinates are loc
-    (times the scale) and log scale (shifted)."""
+    """Normal data less their centre (:func:`_centre`) over their scale: (loc - c) / scale
+    and a scale of 1; the coordinates are loc (times the scale, shifted) and log scale
+    (shifted)."""
     s = p["scale"]
+    c = _centre(p["loc"], s)
     one = torch.ones_like(s)
-    return {"loc": p["loc"] / s, "scale": one}, x / s, {"loc": s, "scale": one}
+    return {"loc": (p["loc"] - c) / s, "scale": one}, (x - c) / s, {"loc": s, "scale": one}
 
 
 def _location_scale_standardize(p, x):
-    """Data of a location-scale family over its scale: loc / scale and a scale of 1, other
-    parameters (a StudentT's df) unchanged; log p(x | loc, scale) = log p(x / s | loc / s,
-    scale / s) − log s, so the fit there is the fit in the data's units."""
+    """Data of a location-scale family less their centre (:func:`_centre`) over its scale:
+    (loc - c) / scale and a scale of 1, other parameters (a StudentT's df) unchanged;
+    log p(x | loc, scale) = log p((x - c) / s | (loc - c) / s, scale / s) − log s, so the fit
+    there is the fit in the data's units."""
     s = p["scale"]
+    c = _centre(p["loc"], s)
     one = torch.ones_like(s)
     out = {k: v for k, v in p.items() if k not in ("loc", "scale")}
     factors = {k: torch.ones_like(v) for k, v in out.items()}
-    out.update(loc=p["loc"] / s, scale=one)
+    out.update(loc=(p["loc"] - c) / s, scale=one)
     factors.update(loc=s, scale=one)
-    return out, x / s, factors
+    return out, (x - c) / s, factors
 
 
 def _halfnormal_standardize(p, x):
@@ -407,19 +422,20 @@ def _mvn_mle(x, fixed):
 
 
 def _mvn_standardize(p, x):
-    """MVN data with each column over its standard deviation s: loc / s and the correlation
-    matrix D⁻¹ Σ D⁻¹ (D = diag s). The Cholesky factor L = D L' scales row i by sᵢ, so an
-    entry below the diagonal is sᵢ times its standardised value and a log-diagonal one is
-    shifted by log sᵢ."""
+    """MVN data with each column less its centre c (:func:`_centre`) over its standard
+    deviation s: (loc - c) / s and the correlation matrix D⁻¹ Σ D⁻¹ (D = diag s). The
+    Cholesky factor L = D L' scales row i by sᵢ, so an entry below the diagonal is sᵢ times
+    its standardised value and a log-diagonal one is shifted by log sᵢ."""
     cov = p["covariance_matrix"]  # (d, d)
     s = cov.diagonal().sqrt()  # (d,)
+    c = _centre(p["loc"], s)  # (d,)
     d = s.shape[0]
     corr = cov / s[:, None] / s[None, :]  # (d, d); s sᵀ would overflow for s of 1e160
     rows, cols = torch.tril_indices(d, d, device=s.device)
     tril = torch.where(rows == cols, torch.ones_like(s[rows]), s[rows])  # (d(d+1)/2,)
     return (
-        {"loc": p["loc"] / s, "covariance_matrix": corr},
-        x / s,
+        {"loc": (p["loc"] - c) / s, "covariance_matrix": corr},
+        (x - c) / s,
         {"loc": s, "covariance_matrix": tril},
     )
 

@@ -292,27 +292,19 @@ def fit_family(
                 # data's own units the curvature of a Normal scale in units of 1e150 holds
                 # scale⁻⁴, which autograd's Hessian took to 0 (NaN at 1e-150), so no step
                 # and no convergence test saw that coordinate's curvature
-                x_v, factor, v0, shift = _standardized(family, layout, u0, x)
+                def run(u_start, iters):
+                    return _minimize_standardized(
+                        family, layout, u_start, x, fixed, log_prior, max_iter=iters, gtol=gtol
+                    )
 
-                def objective_v(v):
-                    value = -family.log_prob(layout.to_natural(v), x_v, fixed).sum()
-                    if log_prior is not None:  # on the parameters in the data's own units
-                        value = value - log_prior(layout.to_natural(shift + factor * v))
-                    return value
-
-                def size_v(v):
-                    with torch.no_grad():
-                        value = family.log_prob(layout.to_natural(v), x_v, fixed).abs().mean()
-                        if log_prior is not None:
-                            value = (
-                                value + log_prior(layout.to_natural(shift + factor * v)).abs() / n
-                            )
-                    return float(value)
-
-                res = minimize(
-                    lambda v: objective_v(v) / n, v0, max_iter=max_iter, gtol=gtol, size=size_v
-                )
-                res = res._replace(u=shift + factor * res.u)
+                res, shift = run(u0, max_iter)
+                if res.n_iter < max_iter and bool(torch.isfinite(res.u).all()):
+                    # standardised again where the fit stopped when that is far from the
+                    # start: a centre more than a spread away, a scale a factor e off
+                    _, factor, _, moved = _standardized(family, layout, res.u, x)
+                    if bool(((moved - shift).abs() > factor).any()):
+                        again, _ = run(res.u, max_iter - res.n_iter)
+                        res = again._replace(n_iter=res.n_iter + again.n_iter)
                 solver_name = "L-BFGS + Newton"
             else:
                 res = solver(objective, u0, size)
@@ -476,6 +468,31 @@ def _inside(con, t: torch.Tensor) -> bool:
         return bool(con.check(t).all())
     except (RuntimeError, IndexError, TypeError, ValueError, NotImplementedError):
         return True
+
+
+def _minimize_standardized(family, layout, u0, x, fixed, log_prior, *, max_iter, gtol):
+    """:func:`minimize` of the mean negative log-likelihood (or log-posterior) from ``u0``,
+    on the data in units of their spread there (:func:`_standardized`; the prior stays on the
+    parameters in the data's own units): the result in ``u``'s coordinates and the shift of
+    those units (p,)."""
+    n = x.shape[0]
+    x_v, factor, v0, shift = _standardized(family, layout, u0, x)
+
+    def objective_v(v):
+        value = -family.log_prob(layout.to_natural(v), x_v, fixed).sum()
+        if log_prior is not None:  # on the parameters in the data's own units
+            value = value - log_prior(layout.to_natural(shift + factor * v))
+        return value
+
+    def size_v(v):
+        with torch.no_grad():
+            value = family.log_prob(layout.to_natural(v), x_v, fixed).abs().mean()
+            if log_prior is not None:
+                value = value + log_prior(layout.to_natural(shift + factor * v)).abs() / n
+        return float(value)
+
+    res = minimize(lambda v: objective_v(v) / n, v0, max_iter=max_iter, gtol=gtol, size=size_v)
+    return res._replace(u=shift + factor * res.u), shift
 
 
 def _standardized(family, layout, u, x):
