@@ -407,6 +407,37 @@ def test_student_t_in_small_or_large_units_matches_scipy(scale):
     assert float(fit.params["scale"]) == pytest.approx(s * scale, rel=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e200, 1e300])
+@pytest.mark.parametrize("family", ["studentt", "cauchy"])
+def test_standard_errors_whose_squares_leave_float64(family, scale):
+    """StudentT and Cauchy data in units of 1e-200 got a standard error of 0 for loc and
+    scale, and in units of 1e200 NaN, silently: the fit and its information are computed on
+    the data over their spread, and carried back as diag(s) Σ diag(s), whose entries (1e-400,
+    1e400) leave float64. The covariance now keeps s apart and the delta method takes
+    standard deviations, never their squares: the standard errors are the unit-scale fit's
+    times s (and df's unchanged)."""
+    rng = np.random.default_rng(0)
+    x = 1.0 + 2.0 * (rng.standard_t(5, 200) if family == "studentt" else rng.standard_cauchy(200))
+    ref = fit_mle(family, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle(family, x * scale)
+    units = np.array([1.0, scale, scale] if family == "studentt" else [scale, scale])
+    np.testing.assert_allclose(fit.estimates.numpy() / units, ref.estimates, rtol=1e-12)
+    np.testing.assert_allclose(fit.bse.numpy() / units, ref.bse, rtol=1e-12)
+    # a variance beyond float64's range is NaN in the covariance, not 0 or inf
+    assert bool(torch.isnan(fit.cov_params().diagonal()[-1]))
+
+
+def test_normal_standard_errors_in_units_of_1e_minus_160():
+    """Normal data in units of 1e-160 have variances of 1e-320, subnormal in float64 (5
+    digits): the standard errors were 5e-3 off σ/√n and σ/√(2n). Now exact."""
+    x = np.random.default_rng(0).normal(1.0, 2.0, 200) * 1e-160
+    fit = fit_mle("normal", x, method="optimize")
+    sd = (x * 1e160).std() * 1e-160  # numpy's x.std() squares subnormals too (2e-5 off)
+    np.testing.assert_allclose(fit.bse, [sd / 200**0.5, sd / 400**0.5], rtol=1e-12)
+
+
 @pytest.mark.parametrize("scale", [1e-150, 1e-5, 1e150])
 def test_mvn_standard_errors_whatever_the_units_of_a_column(scale):
     """A column of scale 1e-150 beside one of scale 1: the Hessian's entries span 1e302,

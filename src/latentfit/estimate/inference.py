@@ -35,10 +35,14 @@ class InformationInverse(NamedTuple):
     """``covariance`` (p, p) is the inverse of the information on the identified directions
     (the pseudo-inverse); ``null_space`` (p, r) spans the directions the data do not identify
     (r = 0 for a regular fit). A quantity whose gradient has a component along the null space
-    has no finite variance: it gets NaN downstream."""
+    has no finite variance: it gets NaN downstream. ``scale`` (p,), where given, is the
+    coordinates' units: the covariance of ``u`` is ``diag(scale) covariance diag(scale)``,
+    kept apart because that product may leave the dtype's range (the variance of a location
+    in units of 1e-200 is 1e-400, 0 in float64) where its standard errors do not."""
 
     covariance: torch.Tensor
     null_space: torch.Tensor
+    scale: torch.Tensor | None = None
 
     @property
     def unidentified(self) -> torch.Tensor:
@@ -85,13 +89,13 @@ def invert_information(info: torch.Tensor, rtol: float = 1e-9) -> InformationInv
 
 def rescale_inverse(inverse: InformationInverse, factor: torch.Tensor) -> InformationInverse:
     """The inverse in coordinates ``u = factor · v + shift`` (``factor`` (p,) > 0) of one in
-    ``v``: covariance ``diag(factor) Σᵥ diag(factor)``, null directions ``factor · n``
-    (orthonormalised again)."""
-    cov = inverse.covariance * factor.unsqueeze(1) * factor.unsqueeze(0)  # (p, p)
+    ``v``: covariance ``diag(factor) Σᵥ diag(factor)``, held as ``Σᵥ`` in units of
+    ``factor`` (``scale``), null directions ``factor · n`` (orthonormalised again)."""
+    scale = factor if inverse.scale is None else factor * inverse.scale  # (p,)
     null = inverse.null_space
     if null.shape[1]:
         null = torch.linalg.qr(null * factor.unsqueeze(1))[0]  # (p, r) orthonormal
-    return InformationInverse(cov, null)
+    return InformationInverse(inverse.covariance, null, scale)
 
 
 def sandwich_covariance(inverse: InformationInverse, scores: torch.Tensor) -> InformationInverse:
@@ -122,10 +126,12 @@ def delta_method(jacobian: torch.Tensor, inverse: InformationInverse) -> DeltaMe
     others (identified combinations such as ``a + b`` when only the sum is identified) keep
     their finite covariance.
     """
-    cov_u = inverse.covariance
+    cov_u = inverse.covariance  # in units of inverse.scale
     c = cov_u.diagonal().abs().sqrt()  # (p,)
     c = torch.where((c > 0) & torch.isfinite(c), c, torch.ones_like(c))
     corr = cov_u / c.unsqueeze(1) / c.unsqueeze(0)  # (p, p)
+    if inverse.scale is not None:  # u's standard deviations, never squared
+        c = c * inverse.scale
     jc = jacobian * c  # (m, p)
     r = jc.abs().amax(dim=1) if jc.shape[1] else jc.new_ones(jc.shape[0])  # (m,)
     r = torch.where((r > 0) & torch.isfinite(r), r, torch.ones_like(r))
