@@ -429,6 +429,47 @@ def test_standard_errors_whose_squares_leave_float64(family, scale):
     assert bool(torch.isnan(fit.cov_params().diagonal()[-1]))
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e160, 1e300])
+@pytest.mark.parametrize("family", ["exponential", "gamma", "weibull"])
+def test_rate_and_scale_families_in_extreme_units(family, scale):
+    """Exponential data in units of 1e160 had NaN standard errors with a warning that the
+    rate was "not identified" (1e-250: 7e6 times too large, silently), Weibull data in
+    units of 1e-160 "did not converge" (gradient inf), and Gamma data in units of 1e±300
+    were refused (their method-of-moments start was NaN): in the data's units autograd's
+    Hessian passes through 1 / rate² or 1 / scale², out of float64's range. They are now
+    fitted on the data times the rate (over the scale), and the Gamma's start uses moments
+    of the data over their mean. Compared with scipy at unit scale (the Exponential's
+    closed form 1 / mean), times the units; standard errors with the unit-scale fit's."""
+    from scipy import optimize, stats
+
+    rng = np.random.default_rng(0)
+    x = {
+        "exponential": rng.exponential(0.7, 200),
+        "gamma": rng.gamma(2.5, 1 / 1.7, 200),
+        "weibull": 1.3 * rng.weibull(1.8, 200),
+    }[family]
+    if family == "exponential":
+        ref, units = [1 / x.mean()], [1 / scale]
+    elif family == "gamma":
+        a, _, b = stats.gamma.fit(x, floc=0)
+        ref, units = [a, 1 / b], [1.0, 1 / scale]
+    else:  # the profile score of k, solved by brentq (weibull_min.fit stops 2e-5 off)
+
+        def score(k):
+            w = x**k
+            return 1 / k + np.log(x).mean() - (w * np.log(x)).sum() / w.sum()
+
+        k = optimize.brentq(score, 0.5, 5.0, xtol=1e-15, rtol=1e-15)
+        ref, units = [(x**k).mean() ** (1 / k), k], [scale, 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_mle(family, x * scale)
+    assert fit.converged
+    # scipy's Gamma fit solves log a - digamma(a) = log mean - mean log to about 1e-8
+    np.testing.assert_allclose(fit.estimates.numpy() / units, ref, rtol=1e-7)
+    np.testing.assert_allclose(fit.bse.numpy() / units, fit_mle(family, x).bse, rtol=1e-10)
+
+
 def test_normal_standard_errors_in_units_of_1e_minus_160():
     """Normal data in units of 1e-160 have variances of 1e-320, subnormal in float64 (5
     digits): the standard errors were 5e-3 off σ/√n and σ/√(2n). Now exact."""

@@ -213,6 +213,24 @@ def _location_scale_standardize(p, x):
     return out, (x - c) / s, factors
 
 
+def _rate_standardize(p, x):
+    """Data of a rate family (Exponential, Gamma) times the rate r: a rate of 1, other
+    parameters unchanged; log p(x | r) = log p(r x | 1) + log r, so the fit there is the fit
+    in the data's units, and the log-rate coordinate is shifted by log r. In the data's units
+    autograd's Hessian passes through 1 / r² (1e320 for data in units of 1e160: inf, and a
+    NaN information)."""
+    r = p["rate"]
+    out = {**p, "rate": torch.ones_like(r)}
+    return out, x * r, {k: torch.ones_like(v) for k, v in p.items()}
+
+
+def _weibull_standardize(p, x):
+    """Weibull data over their scale: a scale of 1, the concentration unchanged."""
+    s = p["scale"]
+    out = {**p, "scale": torch.ones_like(s)}
+    return out, x / s, {k: torch.ones_like(v) for k, v in p.items()}
+
+
 def _halfnormal_standardize(p, x):
     s = p["scale"]
     return {"scale": torch.ones_like(s)}, x / s, {"scale": torch.ones_like(s)}
@@ -223,8 +241,10 @@ def _lognormal_mle(x, fixed):
 
 
 def _gamma_init(x, fixed):
-    m, v = _mean_var(x)
-    return {"concentration": m**2 / v, "rate": m / v}
+    # moments of x over its mean: m² and v underflow (NaN) for data in units of 1e-160
+    m = x.mean()
+    _, v = _mean_var(x / m)
+    return {"concentration": 1 / v, "rate": 1 / (v * m)}
 
 
 def _beta_init(x, fixed):
@@ -518,6 +538,7 @@ for _fam in [
         init=_gamma_init,
         expected_information=_fisher_gamma,
         mle_check=_needs_spread("Gamma", "concentration", "∞"),
+        standardize=_rate_standardize,
     ),
     _torch_family(
         D.Beta,
@@ -535,6 +556,7 @@ for _fam in [
         closed_form=lambda x, f: {"rate": 1 / x.mean()},
         mle_check=_needs_spread("Exponential", "rate", "∞", zero_only=True),
         expected_information=lambda p, f: _one(1 / p["rate"] ** 2),
+        standardize=_rate_standardize,
     ),
     _torch_family(
         D.Weibull,
@@ -542,6 +564,7 @@ for _fam in [
         support=_positive,
         init=_weibull_init,
         mle_check=_needs_spread("Weibull", "concentration", "∞"),
+        standardize=_weibull_standardize,
     ),
     _torch_family(
         D.StudentT,
