@@ -470,6 +470,18 @@ def test_rate_and_scale_families_in_extreme_units(family, scale):
     np.testing.assert_allclose(fit.bse.numpy() / units, fit_mle(family, x).bse, rtol=1e-10)
 
 
+@pytest.mark.parametrize("scale", [1e-150, 1.0, 1e150])
+def test_a_standardised_fit_that_does_not_converge_does_not_blame_the_units(scale):
+    """A StudentT fitted to Normal data runs df toward infinity and does not converge, in
+    any units. In units of 1e150 the warning added "the data's magnitudes are far from 1,
+    where the fit's curvatures leave float64: standardise the data", which is not why: the
+    StudentT is fitted on the data over their spread already."""
+    x = np.random.default_rng(0).normal(1.0, 2.0, 200) * scale
+    with pytest.warns(RuntimeWarning, match="did not converge") as record:
+        fit_mle("studentt", x)
+    assert not any("standardise" in str(w.message) for w in record)
+
+
 def test_normal_standard_errors_in_units_of_1e_minus_160():
     """Normal data in units of 1e-160 have variances of 1e-320, subnormal in float64 (5
     digits): the standard errors were 5e-3 off σ/√n and σ/√(2n). Now exact."""

@@ -348,7 +348,8 @@ def fit_family(
                 f"{family.name} fit did not converge after {res.n_iter} iterations (gradient "
                 f"{res.rel_grad:.3g} relative to the objective's size and curvature, max "
                 f"|gradient| {res.grad_norm:.3g}); try other init= values or a larger max_iter"
-                + _far_from_one_hint(x),
+                # a family fitted on its data over their spread has no such curvatures
+                + (_far_from_one_hint(x) if family.standardize is None or solver else ""),
                 RuntimeWarning,
                 stacklevel=3,
             )
