@@ -86,8 +86,8 @@ def test_data_too_large_for_float64_are_blamed_not_the_prior(tmp_path):
     # message says so, not that the prior is too narrow
     data = tmp_path / "big.csv"
     np.savetxt(data, [1e300, 2e300, 3e300], header="x", comments="")
-    prior = ["--prior", "concentration=gamma:2,1", "--prior", "rate=gamma:2,1"]
-    out = _refused(["fit", "dist", data, "-f", "gamma", *prior], "too large", "rescale")
+    prior = ["--prior", "loc=normal:0,1", "--prior", "scale=gamma:2,1"]
+    out = _refused(["fit", "dist", data, "-f", "gumbel", *prior], "too large", "rescale")
     assert "widen the prior" not in out
 
 

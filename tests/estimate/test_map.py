@@ -358,3 +358,30 @@ def test_normal_map_whatever_the_units(scale):
     assert float(loc) == pytest.approx(float(post.loc), rel=1e-8)
     assert float(sd) == pytest.approx(float(((x - float(loc)) ** 2).mean() ** 0.5), rel=1e-8)
     assert abs(float(loc) - x.mean()) > 1e-3 * scale  # the prior moved it off the mean
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e300])
+def test_a_prior_whose_curvature_leaves_float64_is_named(scale):
+    """A Gamma(2, 1) prior on the rate of Gamma data in units of 1e200: the fit runs on the
+    data times the rate, but autograd's Hessian of the prior passes through 1 / rate²
+    (1e400). Its infinite diagonal made the rate's relative gradient and Newton step 0, so
+    the fit said converged (4.8e-8 short of the mode), and its NaN standard errors came with
+    a warning that the parameters were "not identified by the data". Now the fit says it
+    did not converge and why the Hessian failed; the estimates are still those at 1e100
+    times the units, to the 1e-7 it reached."""
+    x = np.array([1.0, 2.0, 3.0])
+    prior = {"concentration": Gamma(_t(2.0), _t(1.0)), "rate": Gamma(_t(2.0), _t(1.0))}
+    ref = fit_map("gamma", x * 1e100, prior)
+    with pytest.warns(RuntimeWarning) as record:
+        fit = fit_map("gamma", x * scale, prior)
+    messages = " ".join(str(w.message) for w in record)
+    assert "did not converge" in messages and "not identified" not in messages
+    assert "Hessian at the optimum is not finite" in messages
+    assert not fit.converged
+    assert float(fit.params["concentration"]) == pytest.approx(
+        float(ref.params["concentration"]), rel=1e-7
+    )
+    assert float(fit.params["rate"]) * scale == pytest.approx(
+        float(ref.params["rate"]) * 1e100, rel=1e-7
+    )
+    assert bool(torch.isnan(fit.bse).all())

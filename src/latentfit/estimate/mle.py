@@ -552,8 +552,21 @@ def _inverses(family, layout, u, params, x, fixed, log_prior):
 def _inverses_at(family, layout, u, params, fixed, objective, loglik_obs, log_prior):
     """:func:`_inverses` at ``u``, in the coordinates of ``objective`` and ``loglik_obs``."""
     n = loglik_obs(u).shape[0]
-    observed = invert_information(hessian(objective, u))  # (p, p)
-    if bool(observed.unidentified.any()):
+    h = hessian(objective, u)  # (p, p)
+    observed = invert_information(h)
+    if not bool(torch.isfinite(h).all()):
+        # not flatness: autograd's second derivatives passed through a value out of range,
+        # e.g. a Gamma(2, 1) prior on a rate of 1e-200 (1 / rate² = inf)
+        warnings.warn(
+            f"the {family.name} Hessian at the optimum is not finite in {u.dtype} arithmetic "
+            "(a curvature of the log-likelihood"
+            + (" or of the prior" if log_prior is not None else "")
+            + " leaves its range); the standard errors are NaN. Rescale the data (e.g. by a "
+            "power of ten)" + (" and the prior with them" if log_prior is not None else ""),
+            RuntimeWarning,
+            stacklevel=5,
+        )
+    elif bool(observed.unidentified.any()):
         names = [
             n_ for n_, b in zip(_u_names(layout), observed.unidentified.tolist(), strict=True) if b
         ]

@@ -49,6 +49,9 @@ def relative_gradient(g: torch.Tensor, curvature: torch.Tensor, size: float) -> 
     # the square roots apart: a curvature of 1e296 times a size of 1e262 overflows to inf,
     # which made any gradient look stationary
     denom = (curvature.abs().sqrt() * abs(size) ** 0.5).clamp_min(torch.finfo(g.dtype).tiny)
+    # an infinite curvature is an overflow (1 / rate² for a rate of 1e-200), not a coordinate
+    # so curved that its gradient is nothing: it is not judged stationary
+    denom = torch.where(torch.isinf(curvature), torch.nan, denom)
     out = float((g.abs() / denom).max())
     return out if out == out else float("inf")  # NaN (a non-finite Hessian): not judged stationary
 
@@ -95,6 +98,8 @@ def _stationary(
     # the square roots apart, as in relative_gradient
     rel = g.abs() / (curvature.abs().sqrt() * abs(size) ** 0.5).clamp_min(tiny)  # (p,)
     step = g.abs() / curvature.abs()  # (p,) the Newton step; inf, or NaN at 0/0, where flat
+    # an infinite curvature is an overflow, as in relative_gradient: not a step of 0
+    rel, step = (torch.where(torch.isinf(curvature), torch.nan, t) for t in (rel, step))
     rounding = 4 * torch.finfo(u.dtype).eps * u.abs()  # (p,)
     return bool(((rel < gtol) | (step <= rounding)).all())
 
