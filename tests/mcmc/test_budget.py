@@ -5,6 +5,8 @@ allocator, and ordinary runs are not refused."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -219,10 +221,6 @@ SETTINGS = {
 }
 
 
-#: iterations that keep nothing: a huge count is a long run, not a memory request
-ONLY_TIME = {("svgd", "num_iter"), ("gibbs_gmm", "num_warmup")}
-
-
 @settings(max_examples=120, deadline=None)
 @given(st.sampled_from(sorted(SETTINGS)), st.data())
 def test_any_setting_runs_or_is_refused_with_a_documented_error(run, data):
@@ -231,8 +229,6 @@ def test_any_setting_runs_or_is_refused_with_a_documented_error(run, data):
     call, names = SETTINGS[run]
     name = data.draw(st.sampled_from(names))
     value = data.draw(VALUES)
-    if (run, name) in ONLY_TIME and isinstance(value, int) and value > 10**6:
-        value = 5  # a count that costs time, not memory: a long run is the user's to ask for
     try:
         call(**{name: value})
     except DOCUMENTED_ERRORS as exc:
@@ -262,3 +258,80 @@ def test_the_cli_names_warmup_when_the_warm_up_is_too_large(tmp_path):
     res = CliRunner().invoke(app, [*args, "--sample", "nuts", "--warmup", "10000000000000"])
     assert res.exit_code == 2, res.output
     assert "warm-up" in res.output and "use a smaller --warmup" in res.output
+
+
+def _never_sampled(*args, **kwargs):
+    raise AssertionError("the run started: its iterations were not refused up front")
+
+
+@pytest.mark.parametrize(
+    "run, kw, option",
+    [
+        ("svgd", {"num_iter": 10**12}, "num_iter"),
+        ("nuts", {"num_warmup": 10**12, "num_chains": 1}, r"num_warmup \+ num_draws"),
+        ("nuts", {"num_draws": 10**9, "num_chains": 1}, r"num_warmup \+ num_draws"),
+        ("gibbs_gmm", {"num_warmup": 10**12}, r"num_warmup \+ num_draws"),
+        ("gibbs_hmm", {"num_warmup": 10**12}, r"num_warmup \+ num_draws"),
+    ],
+)
+def test_iterations_that_would_run_for_days_are_refused_before_the_first(
+    monkeypatch, run, kw, option
+):
+    # warm-up iterations keep no records, so no memory check saw them: num_warmup=10**12 ran
+    # for ever (gibbs_gmm, svgd's num_iter; NUTS on a machine with memory for its warm-up
+    # statistics); with ample memory, only the arithmetic can refuse these
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**18)
+    for module in ("latentfit.mcmc.gibbs", "latentfit.mcmc.gibbs_hmm"):  # its first sweep
+        monkeypatch.setattr(importlib.import_module(module), "state_statistics", _never_sampled)
+    calls = {"svgd": lambda **k: svgd(_never_sampled, {"mu": torch.zeros(2)}, **k)}
+    calls["nuts"] = lambda **k: sample(_never_sampled, {"mu": torch.zeros(2)}, **k)
+    call = calls.get(run, RUNS.get(run))
+    with pytest.raises(
+        ResourceLimitError, match=rf"about a day of one CPU core\); use {option} <="
+    ):
+        call(progress_bar=False, **kw) if run in calls else call(**kw)
+
+
+def test_resume_refuses_draws_that_would_run_for_days(monkeypatch):
+    started = []
+
+    def log_density(mu):  # eager (compile=False): called on every leapfrog step
+        if started:
+            _never_sampled()
+        return _log_density(mu)
+
+    res = sample(log_density, {"mu": torch.zeros(2)}, num_chains=2, num_warmup=20,
+                 num_draws=10, compile=False, progress_bar=False)  # fmt: skip
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**18)
+    started.append(True)
+    with pytest.raises(ResourceLimitError, match="use num_draws <= "):
+        res.resume(10**12, progress_bar=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 10**16), st.integers(0, 10**12))
+def test_the_iterations_named_as_the_limit_are_the_most_that_fit(iterations, per):
+    # the count the message names runs; one more is refused with the same count named
+    from latentfit.mcmc.budget import check_iterations
+
+    try:
+        check_iterations("a run", iterations, per, option="n")
+    except ResourceLimitError as exc:
+        most = int(str(exc).split("use n <= ")[1].replace(",", ""))
+        assert most < iterations
+        if most * (10**7 + per) <= 10**15:  # one iteration at least is always named
+            check_iterations("a run", most, per, option="n")
+        with pytest.raises(ResourceLimitError, match=f"use n <= {most:,}$"):
+            check_iterations("a run", most + 1, per, option="n")
+
+
+def test_the_cli_names_warmup_and_draws_when_the_run_would_take_days(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**18)
+    monkeypatch.setattr("latentfit.mcmc.sampler.sample_target", _never_sampled)
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    res = CliRunner().invoke(app, [*args, "--sample", "nuts", "--warmup", "10000000000000"])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and "use --warmup + --draws <= 99,999,960" in res.output

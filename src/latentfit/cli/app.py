@@ -186,6 +186,7 @@ def cli_words(
         .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
         .replace("run num_chains >= 2", "run --chains 2 or more")
         .replace("fewer warm-up iterations (num_warmup) or chains", "a smaller --warmup")
+        .replace("use num_warmup + num_draws <=", "use --warmup + --draws <=")
         .replace(
             "raise target_accept or reparametrise (see divergences())",
             "raise --target-accept (e.g. 0.95; the default is 0.8), which takes smaller steps",

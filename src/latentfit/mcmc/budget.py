@@ -14,12 +14,28 @@ factor, not an exact account.
 
 from __future__ import annotations
 
-from latentfit._memory import check_allocation, fmt_bytes
+from latentfit._memory import MAX_WORK, check_allocation, fmt_bytes
 from latentfit._validation import check_positive_int
+from latentfit.errors import ResourceLimitError
 
-__all__ = ["check_counts", "check_run", "gibbs_parts", "nuts_parts", "svgd_parts"]
+__all__ = [
+    "ITERATION_WORK",
+    "check_counts",
+    "check_iterations",
+    "check_run",
+    "gibbs_parts",
+    "nuts_parts",
+    "svgd_parts",
+]
 
 _LONG = 8  # bytes of an int64 (labels, tree depths, leapfrog counts)
+
+#: What one iteration (a NUTS transition, a Gibbs sweep, an SVGD step) costs however small the
+#: model, in multiply-adds at the 1.3e10 a second of ``MAX_WORK``: the tens of tensor
+#: operations it launches took 1-5 ms on one core for one chain of one parameter (NUTS eager
+#: and replayed, Gibbs of a mixture and of an HMM, SVGD of two particles), so that
+#: ``MAX_WORK / ITERATION_WORK`` = 10**8 iterations are about a day or more.
+ITERATION_WORK = 10**7
 
 
 def check_counts(num_chains, num_warmup, num_draws) -> tuple[int, int, int]:
@@ -29,6 +45,24 @@ def check_counts(num_chains, num_warmup, num_draws) -> tuple[int, int, int]:
         check_positive_int(num_chains, "num_chains"),
         check_positive_int(num_warmup, "num_warmup", 0),
         check_positive_int(num_draws, "num_draws"),
+    )
+
+
+def check_iterations(
+    what: str, iterations: int, per_iteration: int, *, option: str, max_work: int = MAX_WORK
+) -> None:
+    """Refuse (``ResourceLimitError``) ``iterations`` of ``what`` whose arithmetic,
+    ``per_iteration`` multiply-adds besides ``ITERATION_WORK`` each, exceeds ``max_work``
+    (about a day of one core), naming the most iterations that fit as ``option <= N``. Warm-up
+    iterations keep nothing, so no memory check sees them: ``num_warmup=10**12`` ran for ever."""
+    per = ITERATION_WORK + per_iteration
+    work = iterations * per
+    if work <= max_work:
+        return
+    raise ResourceLimitError(
+        f"{what}: {iterations:,} iterations of at least {per:.2g} multiply-adds each are more "
+        f"than the {max_work:.2g} allowed (about a day of one CPU core); use {option} <= "
+        f"{max(max_work // per, 1):,}"
     )
 
 

@@ -39,7 +39,7 @@ from latentfit._validation import (
 )
 from latentfit.em.gaussian import check_overflow
 from latentfit.errors import DataError, ParameterError, ResourceLimitError
-from latentfit.mcmc.budget import check_counts, check_run, gibbs_parts
+from latentfit.mcmc.budget import check_counts, check_iterations, check_run, gibbs_parts
 from latentfit.mcmc.result import arviz_call, arviz_from_dict, arviz_mcse, draw_or_item
 from latentfit.mcmc.target import ordered_vector
 
@@ -344,6 +344,14 @@ def gibbs_gmm(
         f"{n:,} rows",
         gibbs_parts(c, num_draws, n, k, k + k * d + k * d * d, 8, co_assignment=keep_co),
         hint="use fewer chains, draws or components",
+    )
+    # a sweep: each row's Gaussian log-density under every component (a triangular solve,
+    # d^2 / 2) and each component's inverse-Wishart draw (factorisations, d^3)
+    check_iterations(
+        f"Gibbs sampling {c:,} chains of a {k}-component mixture of {n:,} rows",
+        num_warmup + num_draws,
+        c * k * (n * (d * d + d) + d**3),
+        option="num_warmup + num_draws",
     )
     prior = niw_prior(x, k, prior_loc, prior_kappa, prior_df, prior_scale)
     gen = device_generator(generator, dev, "Gibbs sampling")

@@ -310,7 +310,7 @@ class MCMCResult:
 
         A resume continues this run, so it takes no seed, generator, chains or sampler
         settings (a ParameterError says so): for those, call ``sample`` again."""
-        from latentfit.mcmc.sampler import check_memory
+        from latentfit.mcmc.sampler import check_memory, check_work
 
         if settings:
             _refuse_resume_settings(settings, self.num_chains)
@@ -326,6 +326,7 @@ class MCMCResult:
             )
         # the draws so far, the new ones and their concatenation
         check_memory(runner.target, runner.config, self.num_chains, 0, self.num_draws + num_draws)
+        check_work(runner.target, self.num_chains, num_draws, option="num_draws")
         more = runner.draw(num_draws, progress_bar)
         self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}

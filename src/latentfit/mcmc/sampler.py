@@ -31,7 +31,7 @@ from latentfit.mcmc.adaptation import (
     find_reasonable_step_size,
     regularized_metric,
 )
-from latentfit.mcmc.budget import check_counts, check_run, nuts_parts
+from latentfit.mcmc.budget import check_counts, check_iterations, check_run, nuts_parts
 from latentfit.mcmc.fit_posterior import fit_target
 from latentfit.mcmc.kernels import Metric, State, hmc_transition, nuts_transition
 from latentfit.mcmc.target import Target, init_values
@@ -273,6 +273,7 @@ def sample_target(
     progress_bar = check_bool(progress_bar, "progress_bar")
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)
+    check_work(target, num_chains, num_warmup + num_draws)
     gen = device_generator(generator, target.device)
     state = _initial_state(target, num_chains, start, config.init_radius, gen)
     p, dt = target.n_free, target.dtype
@@ -327,6 +328,21 @@ def check_memory(
         parts,
         device=target.device,
         hint=_MEMORY_REMEDY[max(parts, key=parts.get)],
+    )
+
+
+def check_work(
+    target: Target, chains: int, iterations: int, option: str = "num_warmup + num_draws"
+) -> None:
+    """Refuse ``iterations`` transitions that would take more than a day of one core
+    (budget.check_iterations). A transition takes at least one leapfrog step of every chain
+    and a density's cost is unknown, so only the least is counted: what a count off by digits
+    (``num_warmup=10**12``, which keeps no records for the memory check to see) would take."""
+    check_iterations(
+        f"sampling {chains:,} chains of {target.n_free} parameters",
+        iterations,
+        chains * target.n_free,
+        option=option,
     )
 
 
@@ -531,6 +547,7 @@ def sample_fit(
     progress_bar = check_bool(progress_bar, "progress_bar")
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)  # before the starts
+    check_work(target, num_chains, num_warmup + num_draws)
     gen = device_generator(generator, x.device)
     u_map = target.unconstrain({k: v[None] for k, v in fit.params.items()})  # (1, p)
     if not bool(torch.isfinite(u_map).all()):

@@ -30,7 +30,7 @@ from latentfit._validation import (
     resolve_dtype,
 )
 from latentfit.errors import DivergedParticlesWarning, ParameterError, user_stacklevel
-from latentfit.mcmc.budget import check_run, svgd_parts
+from latentfit.mcmc.budget import check_iterations, check_run, svgd_parts
 from latentfit.mcmc.result import check_name
 from latentfit.mcmc.target import Target, init_values
 
@@ -132,6 +132,13 @@ def svgd(
         device=device,
         hint="use fewer particles",
     )
+    # an iteration: the kernel's distances and two products with it, (s, s) x (s, p) each
+    check_iterations(
+        f"SVGD with {num_particles:,} particles of {target.n_free} parameters",
+        num_iter,
+        num_particles**2 * (3 * target.n_free + 4),
+        option="num_iter",
+    )
     gen = device_generator(generator, device, "SVGD")
     u0 = target.unconstrain({k: v[None] for k, v in values.items()})  # (1, p)
     if not bool(torch.isfinite(u0).all()):
@@ -147,7 +154,7 @@ def svgd(
     alpha, fudge = 0.9, 1e-6
     lp0 = None
     last = max(1, num_iter // 10)  # the iterations whose moves tell whether the set settled
-    moves = []
+    moved = torch.zeros((), dtype=dtype, device=device)  # summed over the last iterations
     for it in tqdm(range(num_iter), desc="SVGD", disable=not progress_bar, leave=False):
         lp, grad = target.log_prob_and_grad(u)
         _check_finite(target, u, ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1)), it)
@@ -156,12 +163,12 @@ def svgd(
         hist = phi.pow(2) if it == 0 else alpha * hist + (1 - alpha) * phi.pow(2)
         step = step_size * phi / (fudge + hist.sqrt())
         if it >= num_iter - last:
-            moves.append(step_to_spread(u.detach(), step.detach()))
+            moved = moved + step_to_spread(u.detach(), step.detach())
         u = u + step
     lp = target.log_prob(u).detach()  # where the last step put them: (s,)
     _check_finite(target, u, ~torch.isfinite(lp), num_iter)
     if not _check_diverged(lp0.detach(), lp, target.n_free, step_size):
-        _check_settled(float(torch.stack(moves).mean()), last, step_size)
+        _check_settled(float(moved) / last, last, step_size)
     return SVGDResult(target, u.detach(), num_iter)
 
 
