@@ -6,6 +6,8 @@ NaN particles: gibbs_gmm and gibbs_hmm check x and the Normal-inverse-Wishart pr
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import pytest
 import torch
@@ -573,3 +575,47 @@ def test_too_few_rows_say_how_many_each_sampler_needs():
         gibbs_hmm(np.zeros((0, 2)), 2)  # one row is an HMM posterior gibbs_hmm samples
     with pytest.raises(DataError, match="x column 0 has no spread"):
         hmm_log_density(np.ones(5), 2)
+
+
+def _plus_inf_beyond_one(mu):
+    # +inf where mu[0] > 1: an unbounded density, which no sampler can draw from
+    inf = torch.tensor(float("inf"), dtype=mu.dtype)
+    return torch.where(mu[..., 0] > 1.0, inf, -0.5 * (mu**2).sum(-1))
+
+
+@pytest.mark.parametrize("compile_", [False, "replay"])
+@pytest.mark.parametrize("vectorized", [False, True])
+@pytest.mark.parametrize("num_warmup, stage", [(50, "warm-up iteration"), (0, "draw")])
+def test_a_log_density_of_plus_inf_is_refused_not_sampled(compile_, vectorized, num_warmup, stage):
+    # a chain that reached +inf stayed there (every trajectory from an energy of -inf
+    # diverged): 40 of 40 transitions diverged and the draws came back with lp = +inf
+    with pytest.raises(ParameterError, match=rf"\(chain \d, first at {stage} \d+\)") as err:
+        sample(
+            _plus_inf_beyond_one,
+            {"mu": torch.zeros(2)},
+            num_chains=2,
+            num_warmup=num_warmup,
+            num_draws=20,
+            vectorized=vectorized,
+            compile=compile_,
+            generator=0,
+            progress_bar=False,
+        )
+    text = str(err.value)
+    assert text.startswith("the log-density is +inf at {'mu': [")
+    at = ast.literal_eval(text.split(" at ", 1)[1].split(" (chain")[0])  # the point named
+    assert at["mu"][0] > 1.0  # where the density is +inf
+
+
+def test_resume_refuses_draws_that_reach_plus_inf():
+    bounded = [True]
+
+    def log_density(mu):  # eager (compile=False): called at every leapfrog step
+        return -0.5 * (mu**2).sum() if bounded else _plus_inf_beyond_one(mu)
+
+    res = sample(log_density, {"mu": torch.zeros(2)}, num_chains=2, num_warmup=20,
+                 num_draws=5, compile=False, generator=0, progress_bar=False)  # fmt: skip
+    bounded.clear()
+    with pytest.raises(ParameterError, match=r"\+inf .*first at draw (\d+)") as err:
+        res.resume(50, progress_bar=False)
+    assert int(err.value.args[0].split("first at draw ")[1].split(")")[0]) >= 5  # resumed draws

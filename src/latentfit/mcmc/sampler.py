@@ -459,6 +459,7 @@ class _Run:
                 da.restart(self.step)
         if num_warmup > 0:
             self.step = da.final()
+            check_bounded(self.target, torch.stack(lps, 1), self.state.u, "warm-up iteration")
         return {
             "accept_stat": torch.stack(accept, 1) if accept else None,
             "windows": list(sched.ends),
@@ -509,8 +510,33 @@ class _Run:
             for k in keys[2:]:
                 rec[k].append(getattr(stats, k))
             rec["divergence_u"].append(stats.divergence_u)
+        out = {k: torch.stack(v, 1) for k, v in rec.items()}
+        check_bounded(self.target, out["lp"], self.state.u, "draw", self.n_done)
         self.n_done += num_draws
-        return {k: torch.stack(v, 1) for k, v in rec.items()}
+        return out
+
+
+def check_bounded(target: Target, lp: torch.Tensor, u: torch.Tensor, what: str, first=0) -> None:
+    """Refuse (ParameterError) a run whose log-densities ``lp`` (c, n) reached +inf: a density
+    unbounded there (a singularity) puts all its mass at such points, and a chain that reaches
+    one does not leave, since from an energy of -inf no leaf of a trajectory has a finite
+    weight. ``u`` (c, p) is where the chains are now, named where its log-density is still
+    +inf; ``first`` numbers the first of the n iterations."""
+    hit = lp == math.inf  # (c, n)
+    if not bool(hit.any()):
+        return
+    now = hit[:, -1]  # (c,): the chains at such a point now
+    chain = int((now if bool(now.any()) else hit.any(1)).nonzero()[0])
+    at = ""
+    if bool(now[chain]):
+        at = f" at { ({k: v[0].tolist() for k, v in target.constrain(u[chain : chain + 1])[0].items()}) }"
+    raise ParameterError(
+        f"the log-density is +inf{at} (chain {chain}, first at {what} "
+        f"{first + int(hit[chain].nonzero()[0])}): it is unbounded there, so the draws would "
+        "sit at such points. A proper density is finite everywhere: check the model there "
+        "(a Gamma or Beta density with a shape below 1 at its boundary, a scale reaching 0), "
+        "or constrain the parameter away from it"
+    )
 
 
 def _config(options: dict) -> SamplerConfig:
