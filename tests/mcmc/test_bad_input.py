@@ -619,3 +619,21 @@ def test_resume_refuses_draws_that_reach_plus_inf():
     with pytest.raises(ParameterError, match=r"\+inf .*first at draw (\d+)") as err:
         res.resume(50, progress_bar=False)
     assert int(err.value.args[0].split("first at draw ")[1].split(")")[0]) >= 5  # resumed draws
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize(
+    "init, cons, shown",
+    [
+        ({"mu": torch.zeros(0)}, None, r"mu \(0,\)"),
+        ({"mu": torch.ones(1)}, {"mu": constraints.simplex}, r"mu \(1,\)"),  # fixed at [1.0]
+    ],
+)
+def test_a_run_with_nothing_to_sample_is_refused(run, init, cons, shown):
+    # no free value: the sampler moved nothing, returned draws of shape (chains, draws, 0)
+    # and diagnostics() said "no problems found"
+    def log_density(mu):
+        return -0.5 * (mu**2).sum()
+
+    with pytest.raises(ParameterError, match=rf"nothing to sample: no parameter .*\({shown};"):
+        _run(run, log_density, init, constraints=cons)

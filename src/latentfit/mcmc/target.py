@@ -324,6 +324,13 @@ class Target:
             start += size
         self.slots: tuple[_Slot, ...] = tuple(slots)
         self.n_free = start
+        if start == 0:  # a sampler would move nothing and report "no problems found"
+            given = ", ".join(f"{s.name} {s.shape}" for s in slots)
+            raise ParameterError(
+                f"there is nothing to sample: no parameter has a free value ({given}; a "
+                "parameter of no entries, or a simplex of one category, is fixed); give init "
+                "at least one value the log-density varies with"
+            )
         _check_arguments(log_density, "log_density", self.names)
         if value_and_grad is not None and callable(value_and_grad):
             _check_arguments(value_and_grad, "value_and_grad", self.names)
