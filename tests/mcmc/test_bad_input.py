@@ -637,3 +637,25 @@ def test_a_run_with_nothing_to_sample_is_refused(run, init, cons, shown):
 
     with pytest.raises(ParameterError, match=rf"nothing to sample: no parameter .*\({shown};"):
         _run(run, log_density, init, constraints=cons)
+
+
+@pytest.mark.parametrize("run", list(GIBBS))
+@pytest.mark.parametrize(
+    "x, says",
+    [
+        # both were said as "the columns of x are linearly dependent", which they are not
+        (X[:2], r"x has 2 rows for 2 columns .*; pass more rows than columns"),
+        (
+            X * 1e-200,
+            r"column\(s\) \[0, 1\] of x vary so little .* underflows float64.*; rescale x",
+        ),
+        # the covariance of these is singular in exact arithmetic too
+        (np.c_[X[:, 0], 2 * X[:, 0]], r"the columns of x are linearly dependent.*; drop those"),
+    ],
+)
+def test_a_singular_default_prior_scale_is_said_with_its_cause(run, x, says):
+    # the default prior scale is the data covariance, singular here: its Cholesky factor fails
+    cov = np.atleast_2d(np.cov(x.T))
+    assert np.linalg.eigvalsh(cov).min() <= 1e-12 * max(np.abs(cov).max(), 1e-300)
+    with pytest.raises(DataError, match=says):
+        GIBBS[run](x)

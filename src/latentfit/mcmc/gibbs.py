@@ -157,14 +157,25 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
         scale0 = cov_x * (df0 - d - 1 if float(df0) > d + 1 else 1.0) / k ** (2.0 / d)
         if int(torch.linalg.cholesky_ex(scale0).info) != 0:
             const = _constant_columns(x)
-            what = (
-                f"column(s) {const} of x are constant"
-                if const
-                else "the columns of x are linearly dependent (one is a combination of others)"
-            )
+            tiny = [j for j in range(d) if j not in const and not float(cov_x[j, j]) > 0]
+            fix = "drop those columns"
+            if const:
+                what = f"column(s) {const} of x are constant"
+            elif tiny:  # the spread is there, its square is not: below float64's 1e-308
+                what = (
+                    f"column(s) {tiny} of x vary so little (column {tiny[0]} spans "
+                    f"{float(x[:, tiny[0]].max() - x[:, tiny[0]].min()):.3g}) that their "
+                    "variance underflows float64"
+                )
+                fix = "rescale x (e.g. standardise its columns)"
+            elif n <= d:
+                what = f"x has {n} rows for {d} columns (the covariance of n <= d rows)"
+                fix = "pass more rows than columns"
+            else:
+                what = "the columns of x are linearly dependent (one is a combination of others)"
             raise DataError(
-                f"{what}, so the default prior_scale (the data covariance) is singular; drop "
-                "those columns, or pass a positive-definite prior_scale (d, d)"
+                f"{what}, so the default prior_scale (the data covariance) is singular; {fix}, "
+                "or pass a positive-definite prior_scale (d, d)"
             )
     else:
         scale0 = as_float_tensor(
