@@ -139,3 +139,19 @@ def test_resume_names_an_unknown_keyword_and_what_it_takes():
     res = _nuts(num_draws=5, num_chains=2)
     with pytest.raises(ParameterError, match=r"nope=.*num_draws and progress_bar"):
         res.resume(5, nope=True)
+
+
+def test_chains_whose_halves_never_move_summarise_without_warnings(recwarn):
+    # split R-hat of chains [0, 0, 1, 1]: each half holds one value, so the within-chain
+    # variance is 0 and the between-half variance is not; numpy warned "divide by zero
+    # encountered in scalar divide" from inside ArviZ, at the console
+    from latentfit.mcmc.gibbs import GibbsGMMResult
+
+    c, n = 2, 4
+    means = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64).expand(c, n)[..., None, None]
+    ones = torch.ones(c, n, 1, dtype=torch.float64)
+    res = GibbsGMMResult(ones, means, ones[..., None, None], torch.zeros(c, 3).long(), None)
+    table = res.summary()
+    assert [str(w.message) for w in recwarn] == []
+    assert table.loc["means[0, 0]", "r_hat"] > 1e6  # inf or as good as: never converged
+    assert table.loc["means[0, 0]", "mean"] == 0.5

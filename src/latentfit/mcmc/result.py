@@ -82,6 +82,10 @@ def arviz_call(name: str, data, **kwargs):
             # table shows NaN there and ``MCMCResult.diagnostics`` says why
             warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
             warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            # R-hat of split chains that each hold one value (within-chain variance 0, between
+            # chains not): a huge or inf R-hat in the table says it (and
+            # MCMCResult.diagnostics() "R-hat up to ...: run longer")
+            warnings.filterwarnings("ignore", "divide by zero encountered", RuntimeWarning)
             return fn(data, **kwargs)
     except (TypeError, ValueError, KeyError) as err:
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
