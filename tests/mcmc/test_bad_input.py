@@ -7,6 +7,7 @@ NaN particles: gibbs_gmm and gibbs_hmm check x and the Normal-inverse-Wishart pr
 from __future__ import annotations
 
 import ast
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import constraints
 
-from latentfit.errors import DOCUMENTED_ERRORS, DataError, MissingDependencyError, ParameterError
+from latentfit.errors import (
+    DOCUMENTED_ERRORS,
+    DataError,
+    MissingDependencyError,
+    ParameterError,
+    ResourceLimitError,
+)
 from latentfit.mcmc import gibbs_gmm, gibbs_hmm, ordered_vector, sample
 from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.svgd import svgd
@@ -659,3 +666,27 @@ def test_a_singular_default_prior_scale_is_said_with_its_cause(run, x, says):
     assert np.linalg.eigvalsh(cov).min() <= 1e-12 * max(np.abs(cov).max(), 1e-300)
     with pytest.raises(DataError, match=says):
         GIBBS[run](x)
+
+
+@pytest.mark.parametrize(
+    "name, k, says",
+    [
+        ("gmm_log_density", 10**5, "gmm_log_density with 100,000 components of 1 columns"),
+        ("hmm_log_density", 2000, "hmm_log_density with 2,000 states on 30 rows"),
+        ("hmm_conjugate_log_density", 2000, "hmm_conjugate_log_density with 2,000 states"),
+    ],
+)
+def test_a_summed_out_target_beyond_the_memory_is_refused_before_its_init(
+    monkeypatch, name, k, says
+):
+    # n_components / n_states sized init's tensors unchecked: hmm_log_density(x, 10**5) built
+    # a 10**5 x 10**5 transition matrix (80 GB). With 1 MB "available", these few MB show it.
+    import latentfit.mcmc.gibbs
+    import latentfit.mcmc.gibbs_hmm  # noqa: F401 (the module; latentfit.mcmc names the function)
+
+    modules = [sys.modules["latentfit.mcmc.gibbs"], sys.modules["latentfit.mcmc.gibbs_hmm"]]
+    target = next(getattr(m, name) for m in modules if hasattr(m, name))
+    monkeypatch.setattr("latentfit._memory.available_memory", lambda device=None: 10**6)
+    with pytest.raises(ResourceLimitError, match=rf"{says}.*; use fewer (components|states)"):
+        target(X[:, 0], k)
+    assert len(target(X[:, 0], 2)) == 3  # a target of the usual size is built

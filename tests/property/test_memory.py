@@ -150,6 +150,18 @@ CASES = {
         "svgd(lambda mu: -0.5 * (mu**2).sum(), {'mu': torch.zeros(2)}, "
         "num_particles=10**7, num_iter=2, progress_bar=False)"
     ),
+    "gmm_log_density K=1e9": (
+        "from latentfit.mcmc.gibbs import gmm_log_density\n"
+        "gmm_log_density(np.random.default_rng(0).normal(size=(40, 2)), 10**9)"
+    ),
+    "hmm_log_density K=1e5": (
+        "from latentfit.mcmc.gibbs import hmm_log_density\n"
+        "hmm_log_density(np.random.default_rng(0).normal(size=40), 10**5)"
+    ),
+    "hmm_conjugate_log_density K=1e5": (
+        "from latentfit.mcmc.gibbs_hmm import hmm_conjugate_log_density\n"
+        "hmm_conjugate_log_density(np.random.default_rng(0).normal(size=40), 10**5)"
+    ),
     "GaussianMixture.sample(1e11)": (
         "latentfit.GaussianMixture(2).fit(np.random.default_rng(0).normal(size=(40, 2)))"
         ".sample(10**11)"

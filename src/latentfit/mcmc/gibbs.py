@@ -33,6 +33,7 @@ from torch.distributions import constraints
 from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
+    check_allocation,
     check_positive,
     check_positive_int,
     device_generator,
@@ -47,6 +48,7 @@ __all__ = [
     "CO_ASSIGNMENT_ROWS",
     "GibbsGMMResult",
     "check_co_assignment",
+    "check_hmm_density",
     "draws_to_arviz",
     "ffbs",
     "gibbs_gmm",
@@ -418,6 +420,18 @@ def ffbs(log_start, log_trans, log_obs, gen) -> torch.Tensor:
     return path
 
 
+def check_hmm_density(k: int, t: int, device, name: str) -> None:
+    """Refuse (ResourceLimitError) an HMM target of ``k`` states on ``t`` rows whose init's
+    (k, k) transitions and one chain's forward pass, (t, k) emissions and (k, k) steps, would
+    not fit in memory: ``n_states=10**5`` asked for 80 GB (k x k) before any check."""
+    check_allocation(
+        8 * (3 * k * k + t * k + 4 * k),
+        f"{name} with {k:,} states on {t:,} rows",
+        device=device,
+        hint="use fewer states (n_states)",
+    )
+
+
 def hmm_log_density(x: torch.Tensor, n_states: int):
     """A NUTS target for a univariate Gaussian HMM with the states summed out by the forward
     algorithm: parameters ``start`` (simplex k), ``trans`` (k rows on the simplex, given as
@@ -429,6 +443,7 @@ def hmm_log_density(x: torch.Tensor, n_states: int):
     check_spread(x)
     x = x[:, 0]
     k = check_positive_int(n_states, "n_states")
+    check_hmm_density(k, x.shape[0], x.device, "hmm_log_density")
 
     def log_density(start, trans, means, scales):
         log_obs = torch.distributions.Normal(means, scales).log_prob(x[:, None])  # (t, k)
@@ -468,6 +483,14 @@ def gmm_log_density(x: torch.Tensor, n_components: int, prior_scale: float = 3.0
     d = x.shape[1]
     k = check_positive_int(n_components, "n_components")
     check_positive(prior_scale, "prior_scale")
+    n = x.shape[0]
+    # init's (k, d) values and a chain's (n, k, d) component log-densities, several at once
+    check_allocation(
+        8 * k * (4 * n * d + 3 * d + 2),
+        f"gmm_log_density with {k:,} components of {d} columns on {n:,} rows",
+        device=x.device,
+        hint="use fewer components (n_components)",
+    )
     m, s = check_spread(x)
     D = torch.distributions
 

@@ -44,6 +44,7 @@ from latentfit.mcmc.gibbs import (
     _gamma,
     _mvn_log_prob,
     check_co_assignment,
+    check_hmm_density,
     draws_to_arviz,
     ffbs,
     niw_prior,
@@ -279,6 +280,7 @@ def hmm_conjugate_log_density(
     if x.shape[1] != 1:
         raise DataError(f"hmm_conjugate_log_density is univariate; x has {x.shape[1]} columns")
     k = check_positive_int(n_states, "n_states")
+    check_hmm_density(k, x.shape[0], x.device, "hmm_conjugate_log_density")
     for name, value in (
         ("alpha_start", alpha_start),
         ("alpha_trans", alpha_trans),
