@@ -130,6 +130,19 @@ def _damage(path, how):
         elif how == "wrong tensor shape":
             key = next(iter(state["model"]))
             state["model"][key] = torch.zeros(2, 2)
+        elif how == "NaN weight":  # before: "training diverged ... lower the learning rate"
+            next(iter(state["model"].values())).view(-1)[0] = float("nan")
+        elif how == "infinite optimiser moment":  # before: resumed, that weight frozen
+            moments = next(iter(state["optimizer"]["state"].values()))
+            moments["exp_avg_sq"].view(-1)[0] = float("inf")
+        elif how == "optimiser lr":  # before: resumed at lr=100 while the config said 3e-3
+            state["optimizer"]["param_groups"][0]["lr"] = 100.0
+        elif how == "NaN epoch sums":  # before: the epoch's train_bound came out NaN
+            state["epoch_sums"][0] = float("nan")
+        elif how == "row count":  # before: the epoch's train_bound came out as -0.0
+            state["epoch_sums"][3] = 1e30
+        elif how == "NaN best bound":  # before: no later epoch counted as better
+            state["best_val_bound"] = float("nan")
         elif how == "altered flow mask":  # right shape, finite, not the mask the spec builds
             state["model"]["flow.0.l1.mask"] = torch.ones_like(state["model"]["flow.0.l1.mask"])
         torch.save(state, path)
@@ -150,6 +163,12 @@ def _damage(path, how):
         "wrong optimiser moment",
         "bad history",
         "altered flow mask",
+        "NaN weight",
+        "infinite optimiser moment",
+        "optimiser lr",
+        "NaN epoch sums",
+        "row count",
+        "NaN best bound",
     ],
 )
 def test_damaged_checkpoints_raise_model_file_error(tmp_path, how):
@@ -161,6 +180,15 @@ def test_damaged_checkpoints_raise_model_file_error(tmp_path, how):
         train(build_model(**spec), ELBO(), X, XV, cfg(tmp_path))
     if how == "altered flow mask":
         assert "'flow.0.l1.mask'" in str(err.value) and "is not the mask" in str(err.value)
+    named = {
+        "NaN weight": "holds nan at index (0, 0)",
+        "infinite optimiser moment": "'exp_avg_sq' for encoder.body.0.weight holds inf",
+        "optimiser lr": "the optimiser's lr is 100.0, but the run's settings",
+        "NaN epoch sums": "'epoch_sums' [nan,",
+        "row count": "a count of 0 to 32 rows",
+        "NaN best bound": "'best_val_bound' is nan",
+    }
+    assert named.get(how, "") in str(err.value)
 
 
 def test_checkpoints_are_written_through_a_temporary_file(tmp_path, monkeypatch):

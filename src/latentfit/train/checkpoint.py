@@ -10,6 +10,7 @@ and tensor shapes, and the SHA-256 of the training and validation data; only the
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -231,8 +232,21 @@ def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_
         raise damaged(f"'batch' is {state['batch']}, outside [0, {n_batches}]")
     if state["epoch_sums"].shape != (4,):
         raise damaged(f"'epoch_sums' has shape {tuple(state['epoch_sums'].shape)}, not (4,)")
+    if state["batch"] > 0:
+        # the sums of the epoch's finished steps (only finite steps are added) and the rows
+        # they cover: the epoch's reported bound is the one divided by the other
+        sums, rows = state["epoch_sums"][:3], float(state["epoch_sums"][3])
+        most = min(n, state["batch"] * cfg.batch_size)
+        if not bool(torch.isfinite(sums).all()) or not (0 <= rows <= most and rows == int(rows)):
+            raise damaged(
+                f"'epoch_sums' {state['epoch_sums'].tolist()} are not the sums of the epoch's "
+                f"first {state['batch']} batch(es): finite sums and a count of 0 to {most} rows"
+            )
     if state["epoch"] < 0 or state["steps"] < 0 or state["bad_epochs"] < 0:
         raise damaged("'epoch', 'steps' or 'bad_epochs' is negative")
+    if math.isnan(state["best_val_bound"]) or state["best_val_bound"] == math.inf:
+        # no later bound would compare better: early stopping would keep a stale best model
+        raise damaged(f"'best_val_bound' is {state['best_val_bound']}, not a bound a run reaches")
     if not all(isinstance(row, dict) for row in state["history"]):
         raise damaged("'history' holds something other than one dict per epoch")
     for key in ("model", "best_model"):
@@ -242,12 +256,65 @@ def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_
         got = {k: list(v.shape) for k, v in sd.items() if isinstance(v, torch.Tensor)}
         if got != identity["tensors"] or len(got) != len(sd):
             raise damaged(f"the tensors in {key!r} do not match the model")
+        for name, t in sd.items():  # a NaN weight would read as a diverged run
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                i = tuple((~torch.isfinite(t)).nonzero()[0].tolist())
+                raise damaged(
+                    f"the tensor {name!r} of {key!r} holds {t[i].item()} at index {i}, where "
+                    "training keeps every weight finite"
+                )
         try:  # the flow layers' masks follow from the architecture: the stored ones must too
             check_fixed_buffers(model, sd, "the model being trained")
         except ModelFileError as err:
             raise ModelFileError(
                 f"checkpoint {ckpt}: in {key!r}, {err}; delete it to start afresh"
             ) from None
+
+
+def check_optimizer_state(ckpt: Path, opt, model, cfg) -> None:
+    """The optimiser state read from a checkpoint, once loaded into ``opt``: its settings
+    (lr, betas, eps, weight decay) are the config's, which the resume was checked against
+    (the state's own would silently replace them), and Adam's moments match their
+    parameter in shape and hold finite values (the second moment >= 0), as a run leaves
+    them. Anything else raises :class:`ModelFileError`."""
+
+    def damaged(what: str):
+        return ModelFileError(
+            f"checkpoint {ckpt}: {what}; the file is damaged or was altered, delete it to "
+            "start afresh"
+        )
+
+    want = {
+        "lr": cfg.lr,
+        "betas": tuple(cfg.adam_betas),
+        "eps": cfg.adam_eps,
+        "weight_decay": cfg.weight_decay,
+    }
+    for group in opt.param_groups:
+        for key, value in want.items():
+            got = tuple(group.get(key)) if key == "betas" else group.get(key)
+            if got != value:
+                raise damaged(
+                    f"the optimiser's {key} is {got!r}, but the run's settings (the same in "
+                    f"the checkpoint's config) give {value!r}"
+                )
+    for name, p in model.named_parameters():
+        for key, v in opt.state.get(p, {}).items():
+            if not isinstance(v, torch.Tensor):
+                continue
+            if v.ndim > 0 and v.shape != p.shape:
+                raise damaged(
+                    f"the optimiser's {key!r} for {name} has shape {tuple(v.shape)}, the "
+                    f"parameter {tuple(p.shape)}"
+                )
+            low = 0.0 if key in ("step", "exp_avg_sq", "max_exp_avg_sq") else -math.inf
+            bad = ~torch.isfinite(v) | (v < low)
+            if bool(bad.any()):
+                i = tuple(bad.nonzero()[0].tolist())
+                raise damaged(
+                    f"the optimiser's {key!r} for {name} holds {v[i].item()} at index {i}, "
+                    f"where a run leaves {'finite numbers >= 0' if low == 0 else 'finite numbers'}"
+                )
 
 
 def _float_dtypes(state_dict: dict) -> str:

@@ -34,6 +34,7 @@ from latentfit.train import distributed as dist_utils
 from latentfit.train.checkpoint import (
     CHECKPOINT_FORMAT,
     RESULT_KEYS,
+    check_optimizer_state,
     check_resume,
     first_line,
     read_checkpoint,
@@ -477,14 +478,7 @@ def train(
                 f"checkpoint {ckpt} does not fit this run: {first_line(err)}; delete it to "
                 "start afresh"
             ) from err
-        for name, p in model.named_parameters():  # Adam's moments must match their parameter
-            for key, v in opt.state.get(p, {}).items():
-                if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape != p.shape:
-                    raise ModelFileError(
-                        f"checkpoint {ckpt}: the optimiser's {key!r} for {name} has shape "
-                        f"{tuple(v.shape)}, the parameter {tuple(p.shape)}; the file is "
-                        "damaged or was altered, delete it to start afresh"
-                    )
+        check_optimizer_state(ckpt, opt, model, cfg)
         sums = state["epoch_sums"][:3].to(device, torch.float64)
         count = int(state["epoch_sums"][3])
         perm = state["perm"]
