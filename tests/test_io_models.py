@@ -119,3 +119,53 @@ def test_a_legacy_vae_file_with_a_split_is_read_with_its_split(tmp_path):
     back = latentfit.load(tmp_path / "old.lf")
     assert torch.equal(back.split.test, split.test) and back.split.seed == 2
     assert read_header(tmp_path / "old.lf")["split"] == info
+
+
+def _flip(path, dst, edit):
+    raw = bytearray(path.read_bytes())
+    edit(raw, 8 + int.from_bytes(raw[:8], "little"))  # the offset of the tensors' bytes
+    dst.write_bytes(raw)
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["mixture", "hmm", "factor", "density", "vae"])
+def test_a_bit_flipped_in_the_tensors_is_refused(files, tmp_path, kind):
+    # before: the file loaded, its first parameter one unit in the last place away from the
+    # saved one (and any bit of any tensor alike: the exponent's too)
+    def edit(raw, start):
+        raw[start] ^= 1
+
+    path = _flip(files[kind], tmp_path / "x.lf", edit)
+    for load in (latentfit.load, read_header) + ((latentfit.vae.load_model,) * (kind == "vae")):
+        with pytest.raises(ModelFileError, match="do not match the SHA-256 checksum") as err:
+            load(path)
+        assert str(path) in str(err.value)
+
+
+def test_swapped_column_names_in_the_header_are_refused(files, tmp_path):
+    # before: the model loaded with feature_names_in_ ['b', 'a'] (extra's copy of the names),
+    # and `latentfit predict` took a file's columns in that order: rows labelled by the
+    # swapped columns, without a word
+    def edit(raw, start):
+        i = raw.rindex(b'[\\"a\\", \\"b\\"]')
+        raw[i : i + 14] = b'[\\"b\\", \\"a\\"]'
+
+    path = _flip(files["mixture"], tmp_path / "x.lf", edit)
+    with pytest.raises(ModelFileError, match="its tensors or header changed after it was"):
+        latentfit.load(path)
+
+
+def test_a_file_without_a_checksum_loads_and_one_with_unknown_metadata_is_refused(files, tmp_path):
+    # files written before latentfit stored the checksum have none: still read
+    with safe_open(str(files["mixture"]), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    assert set(meta) == {"latentfit", "sha256"}
+    save_file(tensors, str(tmp_path / "old.lf"), metadata={"latentfit": meta["latentfit"]})
+    saved, old = latentfit.load(files["mixture"]), latentfit.load(tmp_path / "old.lf")
+    np.testing.assert_array_equal(saved.predict_proba(FRAME), old.predict_proba(FRAME))
+    # the checksum's key altered (a flipped byte of its name) is not taken for an old file
+    meta["sha257"] = meta.pop("sha256")
+    save_file(tensors, str(tmp_path / "renamed.lf"), metadata=meta)
+    with pytest.raises(ModelFileError, match=r"metadata holds \['sha257'\]"):
+        latentfit.load(tmp_path / "renamed.lf")

@@ -7,12 +7,17 @@ it, the names of the columns it was fitted on, the data split where there is one
 constructor arguments (``params``) and the fitted settings (``extra``). Every model kind, the
 VAEs included, uses this one format and is read back by :func:`load`. Loading never unpickles
 anything. Files are written to a temporary name and renamed, so an interrupted save never
-leaves a half-written model.
+leaves a half-written model. The SHA-256 of the header and the tensors' bytes is stored next
+to the header (metadata key ``sha256``) and checked on reading, so that a file damaged after
+it was written (a bad disk or copy, a flipped byte) is refused rather than read as other
+numbers; files written before it was stored are read without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import io
 import json
 import math
 import stat
@@ -203,8 +208,12 @@ def write_model_file(path, tensors: dict, header: dict) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     # Serialised here and written by Python: a write that fails (a full disk) is then an
     # OSError, which atomic_path words naming the file; safetensors' own writer raises
-    # "SafetensorError: Error while serializing: I/O error ...".
+    # "SafetensorError: Error while serializing: I/O error ...". Serialised twice: the
+    # checksum covers the tensors' entries and bytes, which the metadata holding it does
+    # not change.
     data = save_bytes(tensors, metadata=meta)
+    digest = _contents_digest(io.BytesIO(data), meta["latentfit"])
+    data = save_bytes(tensors, metadata={**meta, "sha256": digest})
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -354,6 +363,47 @@ def _model_file(path) -> Path:
     return path
 
 
+#: The safetensors metadata keys of a model file: its JSON header and the checksum of its
+#: contents (:func:`write_model_file`).
+_META_KEYS = ("latentfit", "sha256")
+
+
+def _contents_digest(f, header_json: str) -> str:
+    """SHA-256 of a model file's contents, read from ``f`` at its start: the JSON header
+    ``header_json``, every tensor's entry of the safetensors header (dtype, shape, offsets)
+    and the tensors' bytes, the last read in pieces."""
+    size = int.from_bytes(f.read(8), "little")
+    index = json.loads(f.read(size))
+    index.pop("__metadata__", None)  # where the checksum itself is kept
+    digest = hashlib.sha256()
+    for part in (header_json, json.dumps(index, sort_keys=True)):
+        digest.update(part.encode() + b"\0")
+    for piece in iter(lambda: f.read(1 << 20), b""):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def _check_digest(meta: dict, path: Path) -> None:
+    """A model file's contents against the checksum written with them (files written before
+    latentfit stored one have none and are read as they are)."""
+    unknown = sorted(set(meta) - set(_META_KEYS))
+    if unknown:
+        raise ModelFileError(
+            f"{path}: the model file's metadata holds {unknown}, which latentfit does not write "
+            f"(it writes {list(_META_KEYS)}); the file was altered or is damaged"
+        )
+    if "sha256" not in meta:
+        return
+    with open(path, "rb") as f:
+        digest = _contents_digest(f, meta["latentfit"])
+    if meta["sha256"] != digest:
+        raise ModelFileError(
+            f"{path}: the model file's contents do not match the SHA-256 checksum written with "
+            "them: its tensors or header changed after it was written (a damaged disk or "
+            "copy, or an edit). Copy the file again from where it was saved, or refit the model"
+        )
+
+
 def _read_meta(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -370,6 +420,7 @@ def parse_header(meta: dict, path: Path) -> dict:
     descriptive fields (kind, version, column names, split) are checked for type."""
     if "latentfit" not in meta:
         raise ModelFileError(f"{path} is a safetensors file but not a latentfit model")
+    _check_digest(meta, path)
     try:
         header = json.loads(meta["latentfit"])
     except (TypeError, ValueError) as err:
