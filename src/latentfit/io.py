@@ -563,6 +563,27 @@ def _check_finite_attributes(model) -> None:
                 )
 
 
+def _check_stored_dtypes(tensors: dict, model) -> None:
+    """Every floating tensor of a file in a dtype a save writes: an estimator's ``dtype``, or
+    float64 (where it keeps a prior or a sum in float64), and for a flow or DDPM the one its
+    network keeps the tensor in. An HMM or an SSM would otherwise keep a float16 copy of its
+    float64 parameters and compute in float16, a network cast float16 weights on loading:
+    either way the model would score other numbers than the one that was saved."""
+    kept, _ = model._get_state()
+    dtype = getattr(model, "_dtype", None)
+    for name, t in sorted(tensors.items()):
+        if name not in kept or not t.is_floating_point():
+            continue
+        allowed = (dtype, torch.float64) if isinstance(dtype, torch.dtype) else (kept[name].dtype,)
+        if t.dtype not in allowed:
+            words = [str(d).removeprefix("torch.") for d in (t.dtype, allowed[0])]
+            raise ModelFileError(
+                f"the tensor {name!r} is stored as {words[0]}, but a {type(model).__name__} "
+                f"of the file's settings saves it as {words[1]}; the file was altered or is "
+                "not from this latentfit"
+            )
+
+
 def load(path, *, device=None):
     """Read a model written by :func:`save` (or ``model.save``); no code is executed.
 
@@ -615,6 +636,7 @@ def load(path, *, device=None):
         if hasattr(model, "_check_loaded"):
             model._check_loaded()
         _check_finite_attributes(model)
+        _check_stored_dtypes(tensors, model)
     except ModelFileError as err:
         raise ModelFileError(f"{path}: {err}") from None
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:
