@@ -570,6 +570,23 @@ def test_a_family_parameter_outside_its_support_is_named(tmp_path, name):
         latentfit.load(bad)
 
 
+def test_a_family_mixture_with_more_features_than_its_tensors_is_refused(tmp_path):
+    # before: its (1,) parameters broadcast to any n_features_in_, the probe draw of 10**9
+    # values ran out of memory (a ResourceLimitError, taken as "nothing learnt"), the file
+    # loaded, and score_samples then said "X has 1 features, but MixtureModel is expecting
+    # 1000000000 features as input", blaming the data
+    from latentfit.em.mixture.families import MixtureModel
+
+    X = np.abs(np.random.default_rng(0).normal(size=(60, 1))) + 0.1
+    src = MixtureModel("gamma", 2, random_state=0).fit(X).save(tmp_path / "gamma.lf")
+    bad = _tampered(src, tmp_path / "bad.lf", header=_extra(n_features_in_=10**9))
+    with pytest.raises(
+        ModelFileError,
+        match=r"'c0.concentration' has shape \(1,\), but 'extra.n_features_in_' is 1000000000",
+    ):
+        latentfit.load(bad)
+
+
 def test_stored_values_that_derive_an_infinite_attribute_are_refused(gmm_file, tmp_path):
     # each entry finite and the factor still triangular with a positive diagonal, but the
     # precision it squares to overflows: the model would score NaN

@@ -44,7 +44,7 @@ from latentfit.em.gaussian import (
 from latentfit.em.mixture.base import BaseMixture, first_offending
 from latentfit.em.mixture.discrete import zero_bernoulli_cells, zero_count_cells
 from latentfit.em.mixture.priors import NormalInverseWishartPrior
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.io import serializable
 
 __all__ = ["FAMILIES", "MixtureFamily", "MixtureModel", "gamma_mle"]
@@ -611,3 +611,17 @@ class MixtureModel(BaseMixture):
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
         self._niw = None
+
+    def _check_loaded(self) -> None:
+        # Each parameter of every family holds one entry per feature ((d,), or (d, d) for an
+        # mvn's scale_tril), and so does 'shift': a (1,) one would broadcast to any d, which
+        # the probe of BaseMixture._check_loaded cannot tell from an intact file
+        d = self.n_features_in_
+        for name, t in self._params.items():
+            if name != "weights" and (t.dim() == 0 or t.shape[0] != d):
+                raise ModelFileError(
+                    f"the tensor {name!r} has shape {tuple(t.shape)}, but 'extra.n_features_in_' "
+                    f"is {d}: a MixtureModel's parameters hold one entry per feature. The file "
+                    "was altered or is damaged"
+                )
+        super()._check_loaded()
