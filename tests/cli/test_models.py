@@ -618,3 +618,23 @@ def test_predict_and_score_read_text_with_the_delimiter_and_header_fit_takes(
         assert res.exit_code == 0, res.output
         assert json.loads(res.output) == json.loads(ref.output)
     assert "--delimiter" in _invoke([command, "--help"]).output
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "discrete", "ladder"])
+def test_predict_refuses_rows_off_a_bernoulli_vae_s_support_as_score_does(tmp_path, kind):
+    # before: predict wrote latent means for raw Gaussian values (the encoder maps any row)
+    # while score of the same file and rows refused them
+    extra = {"n_categories": 3} if kind == "discrete" else {}
+    model = latentfit.vae.build_model(x_dim=5, z_dim=2, hidden=[6], kind=kind, seed=1, **extra)
+    path = latentfit.save(model, tmp_path / "v.lf")
+    data = tmp_path / "raw.csv"
+    np.savetxt(data, np.random.default_rng(0).normal(size=(8, 5)), delimiter=",")
+    for command in ("predict", "score"):
+        res = _invoke([command, path, data])
+        assert res.exit_code == 2, res.output
+        assert (
+            "error: " in res.output
+            and "a Bernoulli likelihood needs values in [0, 1]" in res.output
+        )
+    np.savetxt(data, BINARY[:8], delimiter=",")
+    assert _invoke(["predict", path, data]).exit_code == 0

@@ -104,6 +104,11 @@ def predict(
             else:
                 import torch
 
+                from latentfit.vae.likelihoods import check_model_data
+
+                # rows off the likelihood's support (a Bernoulli VAE given raw values) have
+                # no posterior under it, though the encoder maps them: 'score' refuses them too
+                check_model_data(model, X, str(data))
                 with torch.no_grad():
                     values = model.posterior_mean(X, generator=torch.Generator().manual_seed(0))
                 values = values.cpu().numpy()
