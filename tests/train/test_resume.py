@@ -1,6 +1,8 @@
 """Resuming from a checkpoint: changed settings are refused by name, more epochs continue the
 run exactly, damaged or foreign checkpoints raise ModelFileError naming the file."""
 
+import math
+
 import pytest
 import torch
 
@@ -111,6 +113,8 @@ def _damage(path, how):
         path.write_bytes(b"")
     else:
         state = torch.load(path, weights_only=True)
+        # altered as a crafted file would be, without the checksum: the checks behind it
+        state.pop("sha256")
         if how == "not a checkpoint":
             state = {"weights": torch.zeros(3)}
         elif how == "missing field":
@@ -216,3 +220,35 @@ def test_invalid_settings_are_named(tmp_path):
     with pytest.raises(ParameterError, match="device='nonsense'"):
         train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, device="nonsense"))
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_checkpoint_changed_after_it_was_written_is_refused(tmp_path):
+    # before: a weight one unit in the last place off (a flipped low bit) resumed silently
+    train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path, max_steps=5))
+    ckpt = tmp_path / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    weight = next(iter(state["model"].values())).view(-1)
+    weight[0] = torch.nextafter(weight[0], torch.tensor(math.inf))
+    torch.save(state, ckpt)
+    with pytest.raises(ModelFileError, match="do not match the SHA-256 checksum") as err:
+        train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path))
+    assert str(ckpt) in str(err.value)
+    # a field of another name (the checksum's own, by a flipped bit) is not taken for none
+    state["sha257"] = state.pop("sha256")
+    torch.save(state, ckpt)
+    with pytest.raises(ModelFileError, match=r"holds the field\(s\) \['sha257'\]"):
+        train(build_model(**SPEC), ELBO(), X, XV, cfg(tmp_path))
+
+
+def test_a_checkpoint_without_a_checksum_still_resumes_exactly(tmp_path_factory):
+    # written before the checksum was stored: resumed as before, to the same weights
+    a, b = (tmp_path_factory.mktemp(n) for n in "ab")
+    whole = build_model(**SPEC)
+    train(whole, ELBO(), X, XV, cfg(a))
+    train(build_model(**SPEC), ELBO(), X, XV, cfg(b, max_steps=5))
+    state = torch.load(b / "last.pt", weights_only=True)
+    del state["sha256"]
+    torch.save(state, b / "last.pt")
+    resumed = build_model(**SPEC)
+    train(resumed, ELBO(), X, XV, cfg(b))
+    assert all(torch.equal(p, q) for p, q in zip(params(whole), params(resumed), strict=True))

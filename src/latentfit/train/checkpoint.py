@@ -4,11 +4,14 @@ model or data differ from the checkpoint's (each difference named).
 
 A checkpoint records the config, the objective and schedule as plain values, the model spec
 and tensor shapes, and the SHA-256 of the training and validation data; only the settings in
-``_FREE_SETTINGS`` (where and how a run reports, and more epochs) may change on resume.
+``_FREE_SETTINGS`` (where and how a run reports, and more epochs) may change on resume. It
+also holds the SHA-256 of its own contents (``sha256``), checked on reading, so that a
+checkpoint damaged after it was written is refused rather than resumed from other weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import asdict
@@ -29,10 +32,39 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         # writing a path or a file itself says "[enforce fail at inline_container.cc]
         # unexpected pos ..." wherever its zip writer notices the failed write.
         buffer = io.BytesIO()
-        torch.save(payload, buffer)
+        torch.save({**payload, "sha256": contents_digest(payload)}, buffer)
         with atomic_path(path) as tmp:
             tmp.write_bytes(buffer.getbuffer())
     dist_utils.barrier()
+
+
+def _feed(digest, value) -> None:
+    # every value with its type, containers item by item (a dict's in sorted order), a
+    # tensor by its dtype, shape and bytes: what torch.load gives back from a checkpoint
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"tensor {t.dtype} {tuple(value.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(b"{")
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[" if isinstance(value, list) else b"(")
+        for item in value:
+            _feed(digest, item)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(value).__name__} {value!r};".encode())
+
+
+def contents_digest(payload: dict) -> str:
+    """SHA-256 of a checkpoint's contents (every field but ``sha256`` itself)."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in payload.items() if k != "sha256"})
+    return digest.hexdigest()
 
 
 CHECKPOINT_FORMAT = "latentfit-checkpoint/2"
@@ -141,6 +173,19 @@ def read_checkpoint(ckpt: Path) -> dict:
                 f"({type(state.get(key)).__name__}); the file is damaged or was altered, "
                 "delete it to start afresh"
             )
+    unknown = sorted(str(k) for k in set(state) - set(types) - {"format", "sha256"})
+    if unknown:
+        raise ModelFileError(
+            f"checkpoint {ckpt} holds the field(s) {unknown}, which latentfit does not write; "
+            "the file is damaged or was altered, delete it to start afresh"
+        )
+    # checkpoints written before the checksum was stored have none: read as they are
+    if "sha256" in state and state["sha256"] != contents_digest(state):
+        raise ModelFileError(
+            f"checkpoint {ckpt}: its contents do not match the SHA-256 checksum written with "
+            "them: it changed after it was written (a damaged disk or copy, or an edit). Delete "
+            "it (or use another checkpoint_dir) to start afresh"
+        )
     return state
 
 
