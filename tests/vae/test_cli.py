@@ -248,3 +248,19 @@ def test_max_work_defaults_to_the_libraries_cap():
 
     assert max_work_option("the draws").default == MAX_WORK
     assert work_limit(float("inf")) is None and work_limit(1e16) == 10**16
+
+
+def test_eval_of_another_kind_of_model_names_the_command_that_scores_it(tmp_path):
+    # before: "gmm.lf is not a latentfit VAE file: it holds a GaussianMixture, load it with
+    # latentfit.load" - Python advice on the command line
+    import numpy as np
+
+    import latentfit
+
+    rows = np.random.default_rng(0).normal(size=(40, 2))
+    path = latentfit.GaussianMixture(2, random_state=0).fit(rows).save(tmp_path / "gmm.lf")
+    res = runner.invoke(app, ["eval", str(path)])
+    assert res.exit_code == 2
+    assert "holds a GaussianMixture, not a VAE" in res.output
+    assert f"use 'latentfit score {path} DATA'" in res.output
+    assert "latentfit.load" not in res.output

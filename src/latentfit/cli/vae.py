@@ -76,9 +76,16 @@ def _data(
 
 
 def _load(model_path: Path, device: str | None = None):
+    from latentfit.io import read_header
     from latentfit.vae import load_model
 
     try:
+        header = read_header(model_path) if model_path.is_file() else {}
+        if header.get("kind", "vae") != "vae":  # the Python advice of load_model, in CLI words
+            fail(
+                f"{model_path} holds a {header.get('class')}, not a VAE; 'latentfit eval' "
+                f"scores VAEs: use 'latentfit score {model_path} DATA' for its log-likelihood"
+            )
         return load_model(model_path, device=device)
     except (ValueError, FileNotFoundError) as err:  # ModelFileError, ResourceLimitError
         fail(str(err))
