@@ -72,6 +72,7 @@ def _rewrite(src, dst, edit):
         ("hmm", lambda h: h.update(feature_names=[1, 2]), "'feature_names' must be a list"),
         ("factor", lambda h: h.update(latentfit_version=3), "'latentfit_version' must be a str"),
         ("vae", lambda h: h.update(extra={"x": 1}), "'extra' of a VAE must be empty"),
+        ("vae", lambda h: h.update(extra={"level_scale_": 1.0}), "bernoulli likelihood has no"),
         ("vae", lambda h: h.update(feature_names=["a"]), "names 1 columns"),
         ("vae", lambda h: h.update(split=[1]), "'split' must be an object"),
         ("vae", lambda h: h.update(format_version=7), "format version 7"),

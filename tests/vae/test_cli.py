@@ -264,3 +264,152 @@ def test_eval_of_another_kind_of_model_names_the_command_that_scores_it(tmp_path
     assert "holds a GaussianMixture, not a VAE" in res.output
     assert f"use 'latentfit score {path} DATA'" in res.output
     assert "latentfit.load" not in res.output
+
+
+def _digit_codes(n: int = 150):
+    """The first ``n`` of scikit-learn's 8×8 digits as their integer grey levels 0..16."""
+    from sklearn.datasets import load_digits
+
+    return load_digits().data[:n].astype("int64")  # (n, 64)
+
+
+def _fit_codes(tmp_path, data, *extra):
+    out = tmp_path / "codes.safetensors"
+    args = ["fit", "vae", "--dataset", str(data), "--likelihood", "categorical", "--epochs",
+            "2", "--latent", "2", "--hidden", "16", "--quiet", "--out", str(out), *extra]  # fmt: skip
+    return runner.invoke(app, args), out
+
+
+def test_a_file_of_integer_grey_levels_fits_a_categorical_vae_scored_and_sampled_as_codes(
+    tmp_path, monkeypatch
+):
+    # before: "d.csv holds 5 at row 0, column 2: a categorical likelihood of 256 levels reads
+    # floating values as intensities in [0, 1]", and no --levels to say there are 17
+    import json
+
+    import numpy as np
+    import torch
+
+    from latentfit.vae import marginal_log_likelihood
+    from latentfit.vae.images import sample_images
+
+    monkeypatch.chdir(tmp_path)
+    codes = _digit_codes()
+    np.savetxt("d.csv", codes, fmt="%d", delimiter=",")
+    res, out = _fit_codes(tmp_path, "d.csv", "--levels", "17")
+    assert res.exit_code == 0, res.output
+    assert "categorical likelihood of 17 levels; the data read as integer codes 0..16" in (
+        res.output
+    )
+    model = load_model(out)
+    assert model.spec.n_levels == 17 and model.level_scale_ == 1.0
+
+    # score: the Python API's importance-sampled log p(x) of the same integer array
+    res = runner.invoke(app, ["score", str(out), "d.csv", "--samples", "8", "--seed", "3",
+                              "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    got = np.asarray(json.loads(res.stdout)["per_row"])
+    want = marginal_log_likelihood(
+        model, torch.as_tensor(codes), k=8, generator=torch.Generator().manual_seed(3)
+    ).log_px.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    # a categorical log-probability of 64 pixels lies below 0, above 64 log(1/17) by far
+    assert np.all(got < 0)
+
+    # eval: the test rows the model recorded, as codes
+    res = runner.invoke(app, ["eval", str(out), "--samples", "8", "--seed", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    test = torch.as_tensor(codes)[model.split.test]
+    want = marginal_log_likelihood(model, test, k=8, generator=torch.Generator().manual_seed(3))
+    assert json.loads(res.stdout)["log_likelihood_mean"] == pytest.approx(want.mean, rel=1e-12)
+
+    # predict: the posterior means of the codes' intensities code / 16
+    res = runner.invoke(app, ["predict", str(out), "d.csv", "--json"])
+    assert res.exit_code == 0, res.output
+    with torch.no_grad():
+        z = model.posterior_mean(torch.as_tensor(codes / 16, dtype=torch.float32))
+    np.testing.assert_allclose(json.loads(res.stdout)["values"], z.numpy(), rtol=1e-6)
+
+    # sample: written as codes (each mean's nearest code), a file score reads back
+    res = runner.invoke(app, ["sample", str(out), "-n", "6", "--seed", "2", "--out", "s.csv"])
+    assert res.exit_code == 0, res.output
+    drawn = np.loadtxt("s.csv", delimiter=",", skiprows=1)
+    means = sample_images(model, 6, torch.Generator().manual_seed(2)).numpy()
+    assert drawn.shape == (6, 64) and np.array_equal(drawn, np.round(means * 16))
+    assert drawn.min() >= 0 and drawn.max() <= 16
+    res = runner.invoke(app, ["score", str(out), "s.csv", "--samples", "4"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["sample", str(out), "-n", "4", "--out", "s.png"])
+    assert res.exit_code == 0, res.output
+
+
+def test_digits_take_17_levels_and_a_model_file_without_a_scale_reads_intensities(tmp_path):
+    import numpy as np
+
+    from latentfit.vae import build_model, save_model
+
+    out = tmp_path / "digits.safetensors"
+    res = runner.invoke(app, ["fit", "vae", "--dataset", "digits", "--likelihood",
+                              "categorical", "--epochs", "1", "--latent", "2", "--hidden", "8",
+                              "--quiet", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    model = load_model(out)  # digits are intensities k / 16: level k of 17
+    assert model.spec.n_levels == 17 and model.level_scale_ == 16.0
+    # a file written before the scale was recorded holds intensities
+    old = save_model(build_model(x_dim=3, z_dim=1, hidden=[4], likelihood="categorical"),
+                     tmp_path / "old.safetensors")  # fmt: skip
+    assert getattr(load_model(old), "level_scale_", None) is None
+    np.savetxt(tmp_path / "x.csv", [[0.0, 0.5, 1.0]], delimiter=",")
+    res = runner.invoke(app, ["score", str(old), str(tmp_path / "x.csv"), "--samples", "2"])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_value_that_is_no_level_code_is_refused_naming_the_files_row(tmp_path, monkeypatch):
+    import numpy as np
+
+    from latentfit.vae.data import load_vae_data
+
+    monkeypatch.chdir(tmp_path)
+    codes = _digit_codes().astype(float)
+    np.savetxt("d.csv", codes, fmt="%g", delimiter=",")
+    row = int(load_vae_data("d.csv", seed=0).split.test[3])  # the split depends on n and seed
+    assert row != 3  # the file's row, not the test row's position
+    bad = codes.copy()
+    bad[row, 4] = 2.5
+    np.savetxt("bad.csv", bad, fmt="%g", delimiter=",")
+    res, out = _fit_codes(tmp_path, "bad.csv", "--levels", "17")
+    assert res.exit_code == 2
+    assert f"bad.csv holds 2.5 at row {row}, column 4" in res.output
+    assert "integer level codes here, whole numbers 0..16; recode the column" in res.output
+    bad[row, 4] = 30
+    np.savetxt("bad.csv", bad, fmt="%g", delimiter=",")
+    res, out = _fit_codes(tmp_path, "bad.csv", "--levels", "17")
+    assert res.exit_code == 2
+    assert f"bad.csv holds 30 at row {row}, column 4" in res.output
+    assert "pass --levels above the largest level (31 or more)" in res.output
+    # scoring reads codes on the model's scale: a fraction is named by the file's row
+    res, out = _fit_codes(tmp_path, "d.csv", "--levels", "17")
+    assert res.exit_code == 0, res.output
+    bad[row, 4] = 2.5
+    np.savetxt("bad.csv", bad, fmt="%g", delimiter=",")
+    for command in (["score", str(out), "bad.csv"], ["predict", str(out), "bad.csv"]):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2
+        assert f"error: bad.csv holds 2.5 at row {row}, column 4" in res.output
+
+
+_NO_LEVELS = "--levels sets the levels of --likelihood categorical; --likelihood bernoulli"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--levels", "17"], _NO_LEVELS),
+        (["--likelihood", "categorical", "--levels", "100000"], "--levels takes 2 to 65,536"),
+    ],
+)
+def test_levels_are_refused_where_they_would_be_ignored_or_cannot_be_built(tmp_path, extra, words):
+    out = tmp_path / "v.safetensors"
+    res = runner.invoke(app, ["fit", "vae", "--dataset", "digits", *extra, "--out", str(out)])
+    assert res.exit_code == 2
+    assert words in res.output and not out.exists()

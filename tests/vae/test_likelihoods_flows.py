@@ -1,5 +1,7 @@
 """Likelihoods against scipy, flows' log-determinants against autograd Jacobians."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from latentfit.vae.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
     GaussianLikelihood,
+    level_codes,
     make_likelihood,
     soft_clamp,
 )
@@ -95,6 +98,28 @@ def test_a_categorical_vae_takes_integer_levels_as_its_docstring_says():
             train(model, ELBO(), bad, None, cfg)
         with pytest.raises(DataError, match=match):
             model.decoder.likelihood.log_prob(torch.zeros(2, 12), bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "advice"),
+    [
+        (2.5, "recode the column"),
+        (-1.0, "recode the column"),
+        (float("nan"), "recode the column"),
+        (float("inf"), "recode the column"),  # was an OverflowError from round(inf)
+        (40.0, "n_levels above the largest level (41 or more)"),
+    ],
+)
+def test_level_codes_are_whole_numbers_in_range_or_the_first_other_value_is_named(value, advice):
+    from latentfit.errors import DataError
+
+    x = torch.tensor([[0.0, 16.0], [3.0, value]], dtype=torch.float64)  # (n, d)
+    with pytest.raises(
+        DataError, match=rf"holds {value:g} at row 1, column 1: .*{re.escape(advice)}"
+    ):
+        level_codes(x, 17)
+    got = level_codes(x[:1], 17)
+    assert got.dtype == torch.int64 and got.tolist() == [[0, 16]]
 
 
 def test_soft_clamp_and_errors():

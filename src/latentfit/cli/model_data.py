@@ -149,6 +149,11 @@ def read_model_data(
         if not bool((X == X.round()).all()) or bool((X < 0).any()):
             fail(f"{data}: a {type(model).__name__} reads whole-number symbols 0, 1, 2, ...")
         return X.numpy().astype(np.int64)
+    if kind == "vae":  # a categorical VAE fitted to integer codes reads codes
+        from latentfit.cli.app import cli_words
+        from latentfit.cli.vae import from_codes
+
+        X = from_codes(model, X, lambda text: cli_words(text, str(data)))
     return in_model_dtype(X, model_dtype(model, kind), data.name, takes_nan(model, kind))
 
 

@@ -21,6 +21,7 @@ from latentfit.cli.app import (
 from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
+from latentfit.cli.vae import reads_codes
 
 
 def _image_shape(model, text: str) -> tuple[int, ...]:
@@ -91,7 +92,8 @@ def sample(
     """Draw rows from a saved model of any kind, VAEs included.
 
     A mixture or HMM also gives each draw's component or state; a VAE the decoded means of
-    z ~ p(z), written as an image grid (samples.png) unless --out names a .csv or .npy."""
+    z ~ p(z), written as an image grid (samples.png) unless --out names a .csv or .npy (a
+    categorical VAE fitted to integer codes writes each mean as its nearest code)."""
     import numpy as np
 
     from latentfit._validation import check_sample_count
@@ -137,6 +139,13 @@ def sample(
     except (ValueError, FloatingPointError) as err:
         # a model sizes its draws itself (a VAE by its layers, FA with its latents): -n
         fail(cli_words(str(err), count="-n"))
+    suffix = out.suffix.lower() if out is not None else ".csv"
+    if kind == "vae" and suffix != ".png" and reads_codes(model):
+        import torch
+
+        # fitted to integer codes: each mean written as its nearest code, on the data's
+        # scale (a .png grid shows the means themselves)
+        X = model.decoder.likelihood.levels(torch.as_tensor(X)).numpy()
     names = model_columns(model, kind)
     X2 = X.reshape(len(X), -1)
     if names is None or len(names) != X2.shape[1]:
@@ -147,7 +156,6 @@ def sample(
         if labels is not None:
             result[f"{label}s"] = labels
         print_json(result)
-    suffix = out.suffix.lower() if out is not None else ".csv"
     if suffix == ".png":
         import torch
 

@@ -91,6 +91,55 @@ def _load(model_path: Path, device: str | None = None):
         fail(str(err))
 
 
+#: The most levels ``--levels`` takes: the most a saved model's spec holds (``n_levels``).
+MAX_LEVELS = 65536
+
+
+def reads_codes(model) -> bool:
+    """Whether ``model`` (a VAE) was fitted to integer level codes 0..N-1 (``fit vae
+    --likelihood categorical`` on a file whose values exceed 1): its files are read and
+    written as codes. A model file that does not say holds intensities."""
+    return getattr(model, "level_scale_", None) == 1.0
+
+
+def from_codes(model, X, words, more: str = "fit the model with --levels"):
+    """The rows ``X`` (n, d) of a file as ``model`` reads them: for a VAE fitted to integer
+    codes (:func:`reads_codes`), the codes as the intensities code / (N - 1) its encoder reads
+    (as the Python functions read an integer array, :func:`~latentfit.vae.likelihoods.
+    integer_levels`), after an error naming the first value that is no code (``words`` turns
+    the library's message into the command line's, ``more`` says how to get more levels);
+    anything else as it is."""
+    from latentfit.errors import DataError
+    from latentfit.vae.likelihoods import integer_levels, level_codes
+
+    if not reads_codes(model):
+        return X
+    try:
+        return integer_levels(model, level_codes(X, model.spec.n_levels, "X", more))
+    except DataError as err:
+        fail(words(str(err)))
+
+
+def _levels(dataset: str, levels: int | None, likelihood: str) -> int:
+    """The levels of ``--likelihood categorical`` (256; 17 for digits, as ``fit flow``
+    counts them), with ``--levels`` refused where it would be ignored or not fit a spec."""
+    from latentfit.cli.flows import levels_of
+
+    if likelihood != "categorical":
+        if levels is not None:
+            fail(
+                f"--levels sets the levels of --likelihood categorical; --likelihood "
+                f"{likelihood} has none: add --likelihood categorical, or drop --levels"
+            )
+        return 256  # the spec's default, unused by other likelihoods
+    if levels is not None and levels > MAX_LEVELS:
+        fail(
+            f"--levels takes 2 to {MAX_LEVELS:,} levels (the decoder emits a logit per level "
+            f"and column); got {levels:,}"
+        )
+    return levels_of(dataset, levels, True, "--likelihood categorical")
+
+
 def _sizes(text: str, name: str, example: str = "200,200") -> list[int]:
     parts = [s.strip() for s in text.split(",")]
     if any(not s for s in parts):
@@ -199,6 +248,13 @@ def fit_vae(
     hidden: str = typer.Option("200,200", help="Hidden layer sizes, comma-separated."),
     network: str = typer.Option("mlp", help="mlp or conv (image data)."),
     likelihood: str = typer.Option("bernoulli", help="bernoulli, gaussian or categorical."),
+    levels: int | None = typer.Option(
+        None,
+        "--levels",
+        min=2,
+        help="Levels of --likelihood categorical (default: 256, or 17 for digits). A file "
+        "whose values exceed 1 holds integer codes 0..N-1; else intensities in [0, 1].",
+    ),
     flow: str = typer.Option("none", help="none, planar or iaf (gaussian kind)."),
     activation: str = typer.Option("tanh", help="tanh, relu, elu or softplus."),
     epochs: int = typer.Option(20, min=1, help="Passes over the training rows."),
@@ -296,6 +352,7 @@ def fit_vae(
                "--likelihood": likelihood, "--flow": flow, "--activation": activation,
                "--kl-schedule": kl_schedule}  # fmt: skip
     _check_fit_options(choices, lr, beta, free_bits, warmup_epochs, kind, flow)
+    n_levels = _levels(dataset, levels, likelihood)
     sizes = _sizes(hidden, "--hidden")
     dist_utils.init_from_env()
     data = _data(dataset, idx, seed, delimiter=delimiter, header=header)
@@ -319,6 +376,7 @@ def fit_vae(
             network=network,
             image_shape=image,
             likelihood=likelihood,
+            n_levels=n_levels,
             flow=None if flow == "none" else flow,
             seed=seed,
         )
@@ -327,6 +385,19 @@ def fit_vae(
     record_run_options(ctx, checkpoint_dir)
     try:
         model = build()
+        if likelihood == "categorical":  # saved: score, eval, predict, sample read it so
+            codes = max(float(getattr(data, part).max()) for part in SPLITS) > 1
+            model.level_scale_ = 1.0 if codes else float(n_levels - 1)
+            parts = {
+                part: from_codes(
+                    model,
+                    getattr(data, part),
+                    lambda text, part=part: split_words(text, data.split, part, dataset),
+                    more="pass --levels",
+                )
+                for part in SPLITS
+            }
+            data = data._replace(**parts)
         # every row against the likelihood's support, the test rows too: only eval would
         # read them, after the training and the save
         for part in SPLITS:
@@ -442,6 +513,8 @@ def fit_vae(
         "eval_samples": eval_samples or None,
         "model_file": str(out),
     }
+    if likelihood == "categorical":
+        result.update(levels=n_levels, level_codes=reads_codes(model))
     if as_json:
         from latentfit.cli.output import print_json
 
@@ -454,6 +527,10 @@ def fit_vae(
 def _print_fit(r: dict) -> None:
     echo = typer.echo
     echo(f"{r['data']}, {r['objective']}")
+    if r.get("levels"):
+        L = r["levels"]
+        scale = f"integer codes 0..{L - 1}" if r["level_codes"] else "intensities in [0, 1]"
+        echo(f"categorical likelihood of {L} levels; the data read as {scale}")
     echo(f"{'epoch':>5} {'train bound':>12} {'val bound':>10} {'active':>6} {'KL':>7}")
     for h in r["history"]:
         kl, active = h["kl_total"], h["active_units"]
@@ -546,6 +623,13 @@ def eval_vae(
     X = X[: n or None].to(device)
     if X.shape[1] != model.spec.x_dim:
         fail(f"the model expects {model.spec.x_dim} columns, {name} has {X.shape[1]}")
+    X = from_codes(
+        model,
+        X,
+        (lambda text: cli_words(text, name))
+        if all_rows
+        else (lambda text: split_words(text, data.split, "test", source)),
+    )
     intensities = bool((X.min() >= 0) & (X.max() <= 1))
     if binarize is None:  # as in training: fit vae records it with the split
         said = None if model.split is None else model.split.binarized

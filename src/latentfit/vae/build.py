@@ -284,6 +284,9 @@ def save_model(model: nn.Module, path, split=None) -> Path:
 
     ``split``: the :class:`~latentfit.vae.data.DataSplit` of the data the model was fitted to
     (default: ``model.split`` when set), stored so that evaluation uses exactly its test rows.
+    ``model.level_scale_`` (a categorical likelihood's, when set): the scale its data came
+    in, 1 for integer level codes and n_levels - 1 for intensities in [0, 1], stored so that
+    the command line reads and writes files on that scale (a file without it: intensities).
     """
     from latentfit.io import file_header, write_model_file
 
@@ -292,6 +295,8 @@ def save_model(model: nn.Module, path, split=None) -> Path:
         raise ParameterError("save_model needs a model made by build_model (it carries its spec)")
     split = split if split is not None else getattr(model, "split", None)
     names = getattr(model, "feature_names", None)
+    scale = getattr(model, "level_scale_", None)
+    extra = {} if scale is None else {"level_scale_": _level_scale(spec, scale, ParameterError)}
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     split_info = None
@@ -306,8 +311,22 @@ def save_model(model: nn.Module, path, split=None) -> Path:
             split_info["binarized"] = bool(split.binarized)
         for part in SPLITS:
             tensors[f"{_SPLIT_PREFIX}{part}"] = getattr(split, part).to("cpu", torch.int64)
-    header = file_header(type(model).__name__, "vae", asdict(spec), {}, names, split_info)
+    header = file_header(type(model).__name__, "vae", asdict(spec), extra, names, split_info)
     return write_model_file(path, tensors, header)
+
+
+def _level_scale(spec: ModelSpec, value, error=ModelFileError) -> float:
+    """``level_scale_`` of a model of this ``spec``: 1 (integer level codes) or n_levels - 1
+    (intensities in [0, 1]) of a categorical likelihood; ``error`` (raised) otherwise."""
+    allowed = (1.0, float(spec.n_levels - 1))
+    if spec.likelihood != "categorical" or isinstance(value, bool) or value not in allowed:
+        what = (
+            f"1 (integer level codes) or {spec.n_levels - 1} (n_levels - 1: intensities in [0, 1])"
+            if spec.likelihood == "categorical"
+            else f"absent: a {spec.likelihood} likelihood has no levels"
+        )
+        raise error(f"level_scale_ must be {what}, got {value!r:.80}")
+    return float(value)
 
 
 def _read_split(path: Path, info, f):
@@ -386,7 +405,7 @@ def load_model(path, device=None) -> nn.Module:
 def _read_model(path: Path, f, meta: dict) -> nn.Module:
     from latentfit.io import FORMAT_VERSION, parse_header
 
-    columns, cls = None, None
+    columns, cls, scale = None, None, None
     if "latentfit" in meta:  # today's format, shared with every latentfit model
         header = parse_header(meta, path)
         cls = header.get("class")
@@ -406,11 +425,13 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
             )
         raw, split_info = header.get("params"), header.get("split")
         columns = header.get("feature_names")
-        if not isinstance(header.get("extra", {}), dict) or header.get("extra"):
+        extra = header.get("extra", {})
+        if not isinstance(extra, dict) or set(extra) - {"level_scale_"}:
             raise ModelFileError(
-                f"{path}: the model file's header field 'extra' of a VAE must be empty; the "
-                "file was altered"
+                f"{path}: the model file's header field 'extra' of a VAE must be empty (or "
+                "hold 'level_scale_' alone, of a categorical likelihood); the file was altered"
             )
+        scale = extra.get("level_scale_")
     elif meta.get("format") == FORMAT:  # the earlier VAE-only format
         try:
             raw = json.loads(meta.get("spec", ""))
@@ -431,6 +452,13 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
     if errs:
         raise ModelFileError(f"{path}: invalid model spec: {'; '.join(errs)}")
     spec = ModelSpec(**raw)
+    if scale is not None:
+        try:
+            scale = _level_scale(spec, scale)
+        except ModelFileError as err:
+            raise ModelFileError(
+                f"{path}: in the model file's header field 'extra', {err}; the file was altered"
+            ) from None
     built = {"gaussian": "VAE", "discrete": "DiscreteVAE", "ladder": "LadderVAE"}[spec.kind]
     if cls is not None and cls != built:
         raise ModelFileError(
@@ -482,6 +510,8 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
         raise ModelFileError(f"{path}: {err}") from None
     model.load_state_dict(state)
     model.split = split
+    if scale is not None:
+        model.level_scale_ = scale
     if columns is not None:
         if len(columns) != spec.x_dim:
             raise ModelFileError(

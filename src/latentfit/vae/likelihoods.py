@@ -25,6 +25,7 @@ __all__ = [
     "check_model_data",
     "input_columns",
     "integer_levels",
+    "level_codes",
     "make_likelihood",
     "soft_clamp",
 ]
@@ -99,6 +100,30 @@ def integer_levels(model, X, name: str = "X"):
     weights = next(iter(net.parameters()), None)
     dtype = torch.float64 if weights is None else weights.dtype
     return likelihood.intensities(torch.as_tensor(X), name).to(dtype)
+
+
+def level_codes(
+    x: torch.Tensor, n_levels: int, name: str = "X", more: str = "build the model with n_levels"
+) -> torch.Tensor:
+    """``x`` (n, d) of floats that hold integer level codes 0..n_levels-1 (a table read from
+    a text file) as an int64 tensor (n, d); a DataError naming the first row and column that
+    holds anything else (a fraction, a value out of range, NaN). ``more`` says how to get
+    more levels, the advice for a code past the last."""
+    bad = ~((x >= 0) & (x <= n_levels - 1) & (x == x.round()))  # NaN included
+    if bool(bad.any()):
+        r, c = (int(i) for i in bad.nonzero()[0])
+        value = float(x[r, c])
+        if math.isfinite(value) and value > n_levels - 1 and value == round(value):
+            largest = int(x[x.isfinite() & (x == x.round())].max())
+            hint = f"{more} above the largest level ({largest + 1} or more)"
+        else:
+            hint = "recode the column"
+        raise DataError(
+            f"{name} holds {value:.6g} at row {r}, column {c}: a categorical likelihood of "
+            f"{n_levels} levels reads integer level codes here, whole numbers "
+            f"0..{n_levels - 1}; {hint}"
+        )
+    return x.long()  # (n, d)
 
 
 def _check_range(x: torch.Tensor, low: float, high: float, name: str, rule: str) -> None:
