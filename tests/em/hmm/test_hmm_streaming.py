@@ -170,6 +170,28 @@ def test_categorical_hmm_stream_errors(tmp_path):
         _categorical(0).fit(ArraySource(X), LENGTHS)
 
 
+def test_an_impossible_row_in_a_later_chunk_is_named_by_its_row_of_the_file(tmp_path):
+    # Found by hand: a fit that keeps its emissions (params without "e") on a source named
+    # the row a symbol of probability 0 sat in counted from the start of its group of
+    # sequences: "row 3 of X (step 3 of sequence 0)" for row 13 of the file.
+    X = np.zeros((20, 1))
+    X[::2] = 1
+    X[13] = 2  # in the third group of whole sequences (rows 10..14)
+    np.save(tmp_path / "x.npy", X)
+
+    def kept():
+        m = CategoricalHMM(2, n_features=3, init_params="st", params="st", random_state=0)
+        m.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]])  # symbol 2: never
+        return m
+
+    msg = r"row 13 of X \(step 3 of sequence 2\) has zero probability under every state"
+    for data in (X, NpySource(tmp_path / "x.npy", chunk_rows=5), ArraySource(X, chunk_rows=5)):
+        with pytest.raises(ValueError, match=msg):
+            kept().fit(data, [5, 5, 5, 5])
+    with pytest.raises(ValueError, match=msg):  # in memory, in batches of whole sequences
+        kept().fit(X, [5, 5, 5, 5], batch_steps=5)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # n_iter=5
 def test_bad_lengths_and_guards(tmp_path):
     X = _data()

@@ -55,10 +55,10 @@ from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.hmm.emissions import HMM_REMEDY, map_transitions, with_counts
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import (
+    SequenceRowError,
     check_labels,
     check_labels_possible,
     check_reachable,
-    where_row,
 )
 from latentfit.em.hmm.monitor import (
     AttributeStateMixin,
@@ -77,6 +77,7 @@ from latentfit.em.hmm.sequences import (
 from latentfit.em.hmm.settings import Prior, check_letters, check_priors
 from latentfit.em.paths import markov_chain
 from latentfit.errors import (
+    BatchRowError,
     DataError,
     LatentfitError,
     ModelFileError,
@@ -105,7 +106,7 @@ class _HMMHooks:
     ):
         self.model, self.X, self.feature_bytes = model, X, feature_bytes
         self.labels = labels  # (n,) known states of the in-memory X, or None
-        self.lengths = lengths  # the sequences of the in-memory X, to name a row in errors
+        self.lengths = lengths  # the sequences of the whole data (X or a source's), to name a row
         # per in-memory batch: (shift, features) that stay fixed through the fit
         self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._feature_bytes = 0
@@ -172,18 +173,10 @@ class _HMMHooks:
         )
         if not bool(torch.isfinite(post.log_likelihood)):
             # a row no state can emit (one a fit that keeps its emissions cannot learn):
-            # named as a row of the fit's X
-            m._log_likelihoods(params, X, *self._place(X, lengths))
+            # named in the batch, and by the EM driver as a row of the fit's data
+            m._log_likelihoods(params, X, lengths, self.lengths)
             m._check_labels_possible(params, X, lengths, states)
         return with_counts(stats_of(post.posteriors), post)
-
-    def _place(self, X, lengths) -> tuple[list[int], int]:
-        """The sequences and the first row of a batch ``X`` (whole sequences of the
-        in-memory X: a view of its rows), as the user's X numbers them."""
-        if self.X is None or self.lengths is None:
-            return lengths, 0
-        step = self.X.stride(0) * self.X.element_size()
-        return self.lengths, (X.data_ptr() - self.X.data_ptr()) // step
 
     def mstep(self, params, stats):
         m = self.model
@@ -457,7 +450,8 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
             )
         data = prepare_sequences(self, source, lengths, max_rows_in_memory)
         self._check_prior_shapes()  # the source has given the number of features
-        return EMFit(_HMMHooks(self, None, feature_bytes), data, data.reduce)
+        hooks = _HMMHooks(self, None, feature_bytes, lengths=data.all_lengths)
+        return EMFit(hooks, data, data.reduce)
 
     @property
     def _stream_check(self):
@@ -535,22 +529,26 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         )
 
     def _log_likelihoods(
-        self, params, X, lengths=None, offset: int = 0, *, emittable=True
+        self, params, X, lengths=None, whole=None, *, emittable=True
     ) -> torch.Tensor:
         """The emission log-likelihoods (t, k), refusing a NaN (an overflow) and, with
-        ``emittable``, a row no state can emit: DataError naming the row and, given
-        ``lengths``, its sequence (score's answer is then -inf; posteriors and paths of
-        that sequence are undefined). ``offset``: the row of the user's X (cut by
-        ``lengths``) that X starts at."""
+        ``emittable``, a row no state can emit: a BatchRowError naming the row and, given
+        ``lengths`` (the sequences of X), its step and sequence (score's answer is then -inf;
+        posteriors and paths of that sequence are undefined). ``whole``: the sequences of the
+        whole data when X is a group of them (an E-step batch), which the EM driver names the
+        row in (see :class:`~latentfit.em.hmm.labels.SequenceRowError`)."""
         ll = self._emission_log_likelihood(params, X)  # (t, k)
         check_scored(ll, X, type(self).__name__)  # NaN: an overflow, named by its row
         impossible = torch.isneginf(ll).all(1).nonzero() if emittable else ()
         if len(impossible):
             i = int(impossible[0])
-            where = f"row {i} of X" if lengths is None else where_row(offset + i, 0, lengths)[0]
-            raise DataError(
-                f"{where} has zero probability under every state: "
-                + self._why_impossible(params, X, i)
+            why = self._why_impossible(params, X, i).replace("{", "{{").replace("}", "}}")
+            if lengths is None:
+                raise BatchRowError(
+                    i, "row {row} of X has zero probability under every state: " + why
+                )
+            raise SequenceRowError(
+                i, "{where} has zero probability under every state: " + why, lengths, whole
             )
         return ll
 

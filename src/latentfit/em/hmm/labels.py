@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from latentfit.em.hmm.inference import posterior as inference
-from latentfit.errors import DataError
+from latentfit.errors import BatchRowError, DataError
 
-__all__ = ["check_labels", "check_labels_possible", "check_reachable"]
+__all__ = ["SequenceRowError", "check_labels", "check_labels_possible", "check_reachable"]
 
 
 def check_labels(y, n_samples: int, n_components: int, device) -> torch.Tensor | None:
@@ -94,6 +94,24 @@ def where_row(i: int, n: int, lengths) -> tuple[str, int]:
     seq = int(np.searchsorted(np.cumsum(lens), i, side="right"))
     step = i - int(np.cumsum(lens)[seq] - lens[seq])
     return f"row {i} of X (step {step} of sequence {seq})", step
+
+
+class SequenceRowError(BatchRowError):
+    """A :class:`~latentfit.errors.BatchRowError` naming its row with the row's step and
+    sequence: ``{where}`` in ``message`` becomes ``row i of X (step s of sequence q)``, counted
+    in ``lengths``, the sequences of the rows given. ``whole`` (default ``lengths``) holds the
+    sequences of the whole data, which :meth:`shifted` names the row in (a group of whole
+    sequences of a source, or an E-step batch, knows neither where it starts nor which
+    sequence comes first)."""
+
+    def __init__(self, row: int, message: str, lengths, whole=None):
+        DataError.__init__(self, message.format(where=where_row(row, 0, lengths)[0]))
+        self.row, self.message = row, message
+        self.whole = list(lengths if whole is None else whole)
+
+    def shifted(self, offset: int, prefix: str = "") -> SequenceRowError:
+        braced = prefix.replace("{", "{{").replace("}", "}}")
+        return SequenceRowError(offset + self.row, braced + self.message, self.whole)
 
 
 def check_reachable(ll, sp, tm, lengths) -> None:

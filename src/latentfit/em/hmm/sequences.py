@@ -141,8 +141,10 @@ class SequenceBatches:
     ``DistributedSource``), each of at least ``batch_rows`` rows unless it holds the last
     sequence. Delegates ``init_chunks``/``sync_params``/``reduce`` to ``data``."""
 
-    def __init__(self, data: ChunkSource, lengths: list[int], batch_rows: int):
+    def __init__(self, data: ChunkSource, lengths: list[int], batch_rows: int, all_lengths=None):
         self.data, self.lengths, self.batch_rows = data, list(lengths), batch_rows
+        # the sequences of the whole data (``lengths``: this process's block of them)
+        self.all_lengths = self.lengths if all_lengths is None else list(all_lengths)
         self._ends = np.cumsum(self.lengths, dtype=np.int64)
 
     def __getattr__(self, name):  # init_chunks, sync_params, reduce, name...
@@ -238,7 +240,7 @@ def prepare_sequences(model, source: ChunkSource, lengths, max_rows_in_memory=No
         data = data.with_check(model._stream_check)
     model._set_stream_features(data)
     seq = data.source if distributed else data
-    return SequenceBatches(data, seq.lengths, data.chunk_rows)
+    return SequenceBatches(data, seq.lengths, data.chunk_rows, seq.all_lengths)
 
 
 MAX_BATCH_STEPS = 1 << 22  # steps of data per E-step batch (sequences are never split)
