@@ -819,6 +819,122 @@ def test_an_output_made_while_the_command_worked_is_not_replaced(data, tmp_path,
     assert sorted(os.listdir(tmp_path)) == ["d.csv", "l.csv"]
 
 
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory) -> dict[str, Path]:
+    """A GMM and a flow fitted on two clusters (the models of predict, score, sample and
+    density), and a table of counts (fit mixture)."""
+    folder = tmp_path_factory.mktemp("models")
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(5, 1, (40, 2))]
+    np.savetxt(folder / "d.csv", X, delimiter=",", header="a,b", comments="")
+    counts = folder / "counts.csv"
+    np.savetxt(counts, rng.poisson(3, (60, 2)), delimiter=",", header="a,b", comments="", fmt="%d")
+    gmm, flow = folder / "m.lf", folder / "f.safetensors"
+    for args in (["fit", "gmm", "-k", "2", "--quiet", "--out", gmm],
+                 ["fit", "flow", *FLOW_FAST, "--out", flow]):  # fmt: skip
+        res = runner.invoke(app, [str(a) for a in [*args[:2], folder / "d.csv", *args[2:]]])
+        assert res.exit_code == 0, res.output
+    return {"gmm": gmm, "flow": flow, "counts": counts}
+
+
+# Commands that write one output: argv(data, models, out) and the option naming out.
+ONE_OUTPUT = {
+    "fit-flow": (lambda d, m, o: ["fit", "flow", d, *FLOW_FAST, "--out", o], "--out"),
+    "fit-diffusion": (lambda d, m, o: ["fit", "diffusion", "--dataset", d, *DDPM_FAST,
+                                       "--out", o], "--out"),
+    "fit-mixture": (lambda d, m, o: ["fit", "mixture", m["counts"], "-k", "2", "--family",
+                                     "poisson", "--quiet", "--out", o], "--out"),
+    "fit-fa": (lambda d, m, o: ["fit", "fa", d, "-k", "1", "--quiet", "--out", o], "--out"),
+    "fit-ppca": (lambda d, m, o: ["fit", "ppca", d, "-k", "1", "--quiet", "--out", o], "--out"),
+    "select-gmm": (lambda d, m, o: ["select", "gmm", d, "-k", "1-2", "--covariance", "full",
+                                    "--plot", o], "--plot"),
+    "select-hmm": (lambda d, m, o: ["select", "hmm", d, "-k", "1-2", "--covariance", "diag",
+                                    "--plot", o], "--plot"),
+    "predict": (lambda d, m, o: ["predict", m["gmm"], d, "--out", o], "--out"),
+    "score": (lambda d, m, o: ["score", m["gmm"], d, "--per-row", o], "--per-row"),
+    "sample": (lambda d, m, o: ["sample", m["gmm"], "-n", "4", "--out", o], "--out"),
+    "density-score": (lambda d, m, o: ["density", "score", m["flow"], d, "--out", o], "--out"),
+    "density-sample": (lambda d, m, o: ["density", "sample", m["flow"], "-n", "4", "--out", o],
+                       "--out"),
+}  # fmt: skip
+
+
+def _made_after_the_first_check(monkeypatch, path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` just after the first check of the outputs that looks at
+    it, as another program might while the command reads data and fits: only a check made
+    again before the write can see it."""
+    import latentfit._outputs
+
+    check = latentfit._outputs.check_outputs
+
+    def check_then_someone_writes(outputs, *args, **kwargs):
+        check(outputs, *args, **kwargs)
+        named = [f for o in outputs if o is not None and o.path is not None for f in o.files()]
+        if path in named and not path.exists():
+            path.write_text(text)
+
+    monkeypatch.setattr(latentfit._outputs, "check_outputs", check_then_someone_writes)
+
+
+@pytest.mark.parametrize("command", list(ONE_OUTPUT), ids=list(ONE_OUTPUT))
+def test_a_single_output_made_while_the_command_worked_is_not_replaced(
+    command, data, saved_models, tmp_path, monkeypatch
+):
+    # Found by hand: 'fit flow d.csv --out f.safetensors' replaced, without --force, a
+    # f.safetensors made while it trained (the commands that write several outputs already
+    # checked them again before writing).
+    argv, option = ONE_OUTPUT[command]
+    out = tmp_path / ("o.png" if option == "--plot" else "o.csv")
+    _made_after_the_first_check(monkeypatch, out, "written meanwhile")
+    res = runner.invoke(app, [str(a) for a in argv(data, saved_models, out)])
+    assert res.exit_code == 2, res.output
+    assert f"error: {option} {out} already exists; pass --force" in res.output
+    assert out.read_text() == "written meanwhile"
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", out.name]
+
+
+def test_a_tour_report_made_while_the_tour_worked_is_not_replaced(tmp_path, monkeypatch):
+    report = tmp_path / "report"
+    report.mkdir()
+    _fake_sections(monkeypatch, None)
+    _made_after_the_first_check(monkeypatch, report / "index.html", "written meanwhile")
+    res = runner.invoke(app, ["tour", "--out", str(report)])
+    assert res.exit_code == 2, res.output
+    assert f"--out {report} already holds index.html; pass --force" in res.output
+    assert (report / "index.html").read_text() == "written meanwhile"
+    assert sorted(os.listdir(report)) == ["index.html"]  # no figure moved in, no staging left
+
+
+def test_a_tour_whose_index_cannot_be_written_puts_the_old_figures_back(tmp_path, monkeypatch):
+    # Found by hand: with --force on a full disk, the new figures had replaced the old
+    # report's when its index.html could not be written.
+    report = tmp_path / "report"
+    report.mkdir()
+    for name in ("index.html", "gmm_faithful.png"):
+        (report / name).write_text(f"old {name}")
+    _fake_sections(monkeypatch, None)
+    monkeypatch.setattr(latentfit.tour, "FIGURES", {"first": ("gmm_faithful.png",)})
+    monkeypatch.setattr(Path, "write_text", _disk_full)  # the index, written last
+    res = runner.invoke(app, ["tour", "--out", str(report), "--force"])
+    assert res.exit_code == 2, res.output
+    assert f"error: cannot write {report / 'index.html'}: No space left on device" in res.output
+    assert f"note: {report / 'gmm_faithful.png'} restored: a command writes" in res.output
+    for name in ("index.html", "gmm_faithful.png"):
+        assert (report / name).read_bytes() == f"old {name}".encode()
+    assert sorted(os.listdir(report)) == ["gmm_faithful.png", "index.html"]
+
+
+def test_a_vae_sample_made_at_the_default_samples_png_meanwhile_is_not_replaced(
+    vae_file, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # 'latentfit sample v.safetensors' writes ./samples.png
+    _made_after_the_first_check(monkeypatch, Path("samples.png"), "written meanwhile")
+    res = runner.invoke(app, ["sample", str(vae_file), "-n", "4"])
+    assert res.exit_code == 2, res.output
+    assert "error: --out samples.png already exists; pass --force" in res.output
+    assert Path("samples.png").read_text() == "written meanwhile"
+
+
 def test_a_full_disk_while_saving_a_flow_is_one_line_naming_the_file(data, tmp_path):
     # fit flow saves its model outside any try: the command group words the OutputError
     out = tmp_path / "f.safetensors"

@@ -385,7 +385,10 @@ def written_together(outputs, inputs=(), force: bool = False):
     from latentfit.errors import OutputError
 
     check_outputs(outputs, inputs, force)
-    together = all_or_none(o.path if isinstance(o, Output) else o[0] for o in outputs)
+    # a folder output (the tour's report) is written as the files it names
+    together = all_or_none(
+        path for o in outputs for path in (o.files() if isinstance(o, Output) else [o[0]])
+    )
     try:
         with together:
             yield

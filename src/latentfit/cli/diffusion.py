@@ -23,7 +23,14 @@ from latentfit.cli.app import (
     seed_option,
     split_words,
 )
-from latentfit.cli.flows import check_out, history_rows, levels_of, load_split, report_history
+from latentfit.cli.flows import (
+    check_out,
+    history_rows,
+    levels_of,
+    load_split,
+    report_history,
+    written_out,
+)
 from latentfit.cli.output import json_option
 
 
@@ -143,7 +150,8 @@ def fit_diffusion(
         fail(split_words(str(err), split.split, "test", dataset))
     d = split.test.shape[1]
     bits = {k: float(v.mean()) / (d * math.log(2)) for k, v in terms._asdict().items()}
-    model.save(out)
+    with written_out(out, force, [dataset]):
+        model.save(out)
     if as_json:
         from latentfit.cli.output import print_json
 

@@ -30,6 +30,7 @@ from latentfit.cli.app import (
     seed_option,
     split_words,
     work_limit,
+    written_together,
 )
 from latentfit.cli.output import json_option
 
@@ -40,21 +41,31 @@ density_app = typer.Typer(
 app.add_typer(density_app, name="density")
 
 
+def _input_files(inputs) -> list[Path | None]:
+    """The inputs that are files: named data sets (mnist, digits) cannot be overwritten."""
+    named = ("mnist", "digits", "faithful", "geyser")
+    return [None if str(p) in named else Path(p) for p in inputs if p is not None]
+
+
 def check_out(out: Path, force: bool, inputs=(), checkpoint_dir: Path | None = None) -> None:
-    """The shared output checks (before any work) for --out and --checkpoint-dir; named data
-    sets (mnist, digits) are not files and so cannot be overwritten."""
+    """The shared output checks (before any work) for --out and --checkpoint-dir."""
     from latentfit._outputs import Output
 
-    named = ("mnist", "digits", "faithful", "geyser")
-    files = [None if str(p) in named else Path(p) for p in inputs if p is not None]
     check_outputs(
         [
             Output(Path(out), "--out"),
             Output(checkpoint_dir, "--checkpoint-dir", folder=True, holds=CHECKPOINT_FILES),
         ],
-        files,
+        _input_files(inputs),
         force=force,
     )
+
+
+def written_out(out: Path | None, force: bool, inputs=()):
+    """The block that writes --out at the end of the command (:func:`written_together`):
+    --out is checked again first, so that a file made there while the command worked is
+    refused without --force."""
+    return written_together([(out, "--out")], _input_files(inputs), force)
 
 
 def load_split(
@@ -194,7 +205,8 @@ def fit_flow(
         bpd = model.bits_per_dim(split.test)  # the validation rows chose the epoch
     except ValueError as err:
         fail(split_words(str(err), split.split, "test", data))
-    model.save(out)
+    with written_out(out, force, [data]):
+        model.save(out)
     what = "dequantisation bound" if deq else "exact"
     nats = -bpd * split.test.shape[1] * math.log(2)
     if as_json:
@@ -277,7 +289,7 @@ def score(
     if out is not None:
         from latentfit._files import atomic_path
 
-        with atomic_path(out) as tmp:
+        with written_out(out, force, [model_path, data]), atomic_path(out) as tmp:
             np.savetxt(tmp, ll, fmt="%.6f")
     if as_json:
         from latentfit.cli.output import print_json
@@ -340,18 +352,20 @@ def sample(
         side = math.isqrt(d)
         if side * side != d:
             fail(f"the model's {d} values are not a square image; write .csv or .npy instead")
-        from latentfit.vae.images import save_grid
+    with written_out(out, force, [model_path]):
+        if suffix == ".png":
+            from latentfit.vae.images import save_grid
 
-        imgs = torch.as_tensor(draws).float()
-        if getattr(model, "level_scale_", None) == 1.0:  # trained on integer levels
-            imgs = imgs / (model.n_levels - 1)
-        save_grid(out, imgs, (side, side), nrow=math.ceil(math.sqrt(n)))
-    elif suffix == ".csv":
-        with atomic_path(out) as tmp:
-            np.savetxt(tmp, draws, delimiter=",", fmt="%.6g")
-    else:
-        with atomic_path(out) as tmp, tmp.open("wb") as f:
-            np.save(f, draws)
+            imgs = torch.as_tensor(draws).float()
+            if getattr(model, "level_scale_", None) == 1.0:  # trained on integer levels
+                imgs = imgs / (model.n_levels - 1)
+            save_grid(out, imgs, (side, side), nrow=math.ceil(math.sqrt(n)))
+        elif suffix == ".csv":
+            with atomic_path(out) as tmp:
+                np.savetxt(tmp, draws, delimiter=",", fmt="%.6g")
+        else:
+            with atomic_path(out) as tmp, tmp.open("wb") as f:
+                np.save(f, draws)
     if as_json:
         from latentfit.cli.output import print_json
 

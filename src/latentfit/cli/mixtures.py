@@ -24,6 +24,7 @@ from latentfit.cli.app import (
     output_option,
     seed_option,
     split_columns,
+    written_together,
 )
 from latentfit.cli.output import csv_option, json_option
 
@@ -36,15 +37,18 @@ FAMILIES = {
 }
 
 
-def _save(model, out: Path | None) -> str | None:
+def _save(model, out: Path | None, data: Path | None, force: bool) -> str | None:
+    """Save ``model`` to --out (checked again first: a file made there while the model was
+    fitted is refused without --force); the path written, or None without --out."""
     if out is None:
         return None
     from latentfit.errors import LatentfitError
 
-    try:
-        return str(model.save(out))
-    except (LatentfitError, OSError) as err:
-        fail(str(err))
+    with written_together([(out, "--out")], [data], force):
+        try:
+            return str(model.save(out))
+        except (LatentfitError, OSError) as err:
+            fail(str(err))
 
 
 def _fit(
@@ -144,7 +148,7 @@ def fit_mixture(
         "aic": aic,
         "weights": model.weights_,
         attr.rstrip("_"): getattr(model, attr),
-        "model_file": _save(model, out),
+        "model_file": _save(model, out, data, force),
     }
     if as_json:
         from latentfit.cli.output import print_json
@@ -275,7 +279,7 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             "mean": model.mean_,
             "components": model.components_,
             "noise_variance": model.noise_variance_,
-            "model_file": _save(model, out),
+            "model_file": _save(model, out, data, force),
         }
         if as_json:
             from latentfit.cli.output import print_json

@@ -15,6 +15,7 @@ from latentfit.cli.app import (
     force_option,
     header_option,
     output_option,
+    written_together,
 )
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
@@ -140,7 +141,8 @@ def predict(
             }
         )
     if out is not None or not as_json:
-        write_table(out, header, cols)
+        with written_together([(out, "--out")], [model_path, data, lengths], force):
+            write_table(out, header, cols)
     if out is not None and not as_json:
         typer.echo(f"{len(cols[0])} rows of {', '.join(header[:3])}{'...' * (len(header) > 3)} "
                    f"written to {out}")  # fmt: skip

@@ -17,6 +17,7 @@ from latentfit.cli.app import (
     output_option,
     seed_option,
     work_limit,
+    written_together,
 )
 from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
 from latentfit.cli.output import check_json_size, json_option, print_json
@@ -156,32 +157,33 @@ def sample(
         if labels is not None:
             result[f"{label}s"] = labels
         print_json(result)
-    if suffix == ".png":
-        import torch
+    with written_together([(out, "--out")], [model_path], force):
+        if suffix == ".png":
+            import torch
 
-        from latentfit.vae.images import save_grid
+            from latentfit.vae.images import save_grid
 
-        try:
-            save_grid(out, torch.as_tensor(X2), shape, nrow=math.ceil(math.sqrt(n)))
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
-    elif suffix == ".npy":
-        from latentfit._files import atomic_path
+            try:
+                save_grid(out, torch.as_tensor(X2), shape, nrow=math.ceil(math.sqrt(n)))
+            except (LatentfitError, OSError) as err:
+                fail(str(err))
+        elif suffix == ".npy":
+            from latentfit._files import atomic_path
 
-        try:
-            with atomic_path(out) as tmp, tmp.open("wb") as f:
-                np.save(f, X2)
-        except (LatentfitError, OSError) as err:
-            fail(str(err))
-    elif out is not None or not as_json:
-        cols = [X2[:, j] for j in range(X2.shape[1])]
-        header = list(names)
-        if labels is not None and labels.ndim == 2:  # continuous states, one column each
-            cols += [labels[:, j] for j in range(labels.shape[1])]
-            header += [f"{label}_{j}" for j in range(labels.shape[1])]
-        elif labels is not None:
-            cols.append(labels)
-            header.append(label)
-        write_table(out, header, cols)
+            try:
+                with atomic_path(out) as tmp, tmp.open("wb") as f:
+                    np.save(f, X2)
+            except (LatentfitError, OSError) as err:
+                fail(str(err))
+        elif out is not None or not as_json:
+            cols = [X2[:, j] for j in range(X2.shape[1])]
+            header = list(names)
+            if labels is not None and labels.ndim == 2:  # continuous states, one column each
+                cols += [labels[:, j] for j in range(labels.shape[1])]
+                header += [f"{label}_{j}" for j in range(labels.shape[1])]
+            elif labels is not None:
+                cols.append(labels)
+                header.append(label)
+            write_table(out, header, cols)
     if out is not None and not as_json:
         typer.echo(f"{n} samples written to {out}")

@@ -19,6 +19,7 @@ from latentfit.cli.app import (
     output_option,
     seed_option,
     work_limit,
+    written_together,
 )
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
 from latentfit.cli.output import check_json_size, json_option, print_json
@@ -150,7 +151,8 @@ def score(
     total = float(np.sum(rows, dtype=np.float64))
     result.update(n_rows=len(rows), total=total, mean=total / len(rows), per_row=rows)
     if per_row is not None:
-        write_table(per_row, ["log_likelihood"], [rows])
+        with written_together([(per_row, "--per-row")], [model_path, data, lengths], force):
+            write_table(per_row, ["log_likelihood"], [rows])
     if as_json:
         check_json_size(
             len(rows),

@@ -29,6 +29,7 @@ from latentfit.cli.app import (
     parse_range,
     seed_option,
     select_app,
+    written_together,
 )
 from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
@@ -130,11 +131,14 @@ def _sweep(
     as_csv: bool,
     desc: str,
     data: str,
+    inputs: list,
+    force: bool,
     bound: bool = False,
 ):
     """Run the sweep with a progress bar and print the result as text, JSON or CSV; with
     ``bound``, each fit's variational lower bound as one more column (``lower_bound``).
-    Errors name ``data`` (see :func:`~latentfit.cli.app.data_name`)."""
+    Errors name ``data`` (see :func:`~latentfit.cli.app.data_name`); ``--plot`` is checked
+    again against ``inputs`` (and ``force``) just before it is written."""
     from tqdm.auto import tqdm
 
     from latentfit.select import select_model
@@ -179,7 +183,8 @@ def _sweep(
 
         fig, ax = new_figure(figsize=(6, 4))
         plot_selection(result, ax=ax)
-        save_figure(fig, plot, fmt)
+        with written_together([(plot, "--plot")], inputs, force):
+            save_figure(fig, plot, fmt)
     if result.best_index() is None:
         import math
 
@@ -284,6 +289,8 @@ def _run(
         as_csv=as_csv,
         desc=f"select {family}",
         data=data_name(data, dataset),
+        inputs=[data],
+        force=force,
     )
 
 
@@ -512,5 +519,7 @@ def select_hmm(
         as_csv=as_csv,
         desc=f"select {cls.__name__}",
         data=data_name(data, dataset),
+        inputs=[data, lengths],
+        force=force,
         bound=model in BOUND_MODELS,
     )

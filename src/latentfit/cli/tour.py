@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from latentfit.cli.app import app, check_outputs, fail, force_option, seed_option
+from latentfit.cli.app import (
+    app,
+    check_outputs,
+    fail,
+    force_option,
+    seed_option,
+    written_together,
+)
 from latentfit.cli.output import json_option
 
 
@@ -40,7 +47,9 @@ def tour(
     report = Output(out, "--out", folder=True, replaces=("index.html", *figures))
     check_outputs([report], force=force)
     try:
-        index = run_tour(out, sections=names, seed=seed)
+        # checked again before the first write: a report made meanwhile is refused
+        publish = written_together([report], force=force)
+        index = run_tour(out, sections=names, seed=seed, publish=publish)
     except (LatentfitError, OSError) as err:
         fail(str(err))
     if as_json:

@@ -6,6 +6,7 @@ lists them in the order of the chain.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -46,8 +47,13 @@ FIGURES: dict[str, tuple[str, ...]] = {
 }
 
 
-def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) -> Path:
-    """Build the chosen sections (all by default) and write ``out/index.html``."""
+def run_tour(
+    out, sections: list[str] | None = None, seed: int = 0, echo=print, publish=None
+) -> Path:
+    """Build the chosen sections (all by default) and write ``out/index.html``. ``publish``:
+    a context manager that the figures and the index are written in once every section is
+    built (the command line's checks the folder again and puts an old report back if a write
+    fails)."""
     out = Path(out)
     write_target(out).mkdir(parents=True, exist_ok=True)  # through a dangling link too
     known = dict(SECTIONS)
@@ -69,9 +75,11 @@ def run_tour(out, sections: list[str] | None = None, seed: int = 0, echo=print) 
             section = importlib.import_module(known[name]).build(ctx)
             section.seconds = time.perf_counter() - start
             built.append(section)
-        for entry in sorted(os.listdir(stage)):
-            os.replace(stage / entry, out / entry)
+        with publish or contextlib.nullcontext():
+            for entry in sorted(os.listdir(stage)):
+                os.replace(stage / entry, out / entry)
+            _fsync(out, directory=True)
+            index = write_report(out, built)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    _fsync(out, directory=True)
-    return write_report(out, built)
+    return index
