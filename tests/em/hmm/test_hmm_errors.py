@@ -596,3 +596,20 @@ def test_a_gmmhmm_component_far_from_the_centre_is_computed_from_x_minus_its_mea
     # float32 densities of the wide state, still in the fast form: up to 1e-3 nats each
     # (far_components' limit), 400 rows
     assert m32.score(X) == pytest.approx(_gmmhmm_direct_score(m32, X), abs=400 * 1e-3)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_gmmhmm_start_on_rows_far_apart_is_refused_by_name(covariance_type):
+    # two rows of three features, one at -2**63: the data covariance (entries 4e37) is
+    # singular once min_covar is lost in its rounding, and the start's Cholesky factor of it
+    # raised torch's _LinAlgError; GaussianHMM refuses the same rows by name
+    from latentfit import GMMHMM, GaussianHMM
+    from latentfit.em.gaussian import DegenerateComponentError
+
+    X = np.array([[1, -(2**63), -(2**63)], [0, -2, 0]])
+    for model in (
+        GMMHMM(covariance_type=covariance_type, n_iter=5, random_state=0),
+        GaussianHMM(covariance_type=covariance_type, n_iter=5, random_state=0),
+    ):
+        with pytest.raises(DegenerateComponentError, match="not positive definite"):
+            model.fit(X)

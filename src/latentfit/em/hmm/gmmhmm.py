@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import check_allocation, check_distribution
-from latentfit.em.gaussian import COVARIANCE_TYPES, weighted_mean
+from latentfit.em.gaussian import COVARIANCE_TYPES, DegenerateComponentError, weighted_mean
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.gaussian import (
     _check_covariance_type,
@@ -204,7 +204,17 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         k, m, d = self.n_components, self.n_mix, X.shape[1]
         ones = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
         means = []
-        chol = torch.linalg.cholesky(cv)
+        # the spread of the draws: a data covariance of rows far from the origin (entries of
+        # 4e37 on two rows of three features) is singular once min_covar is lost in its
+        # rounding; lifted as a singular update is, and refused by name if still singular
+        chol, info = torch.linalg.cholesky_ex(_lift_singular(cv, "full", self.min_covar))
+        if int(info):
+            raise DegenerateComponentError(
+                f"the data covariance ({d} features, largest variance "
+                f"{float(cv.diagonal().max()):.3g}) is not positive definite even lifted "
+                "by min_covar, so the mixture components cannot be spread around the data; "
+                "rescale the data (or drop a constant column), or try a larger min_covar"
+            )
         for s in range(k):
             Xs = X[assign == s]
             if Xs.shape[0] >= m:
