@@ -36,6 +36,7 @@ from latentfit.errors import DataError, LatentfitError, ParameterError
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 CHECK_WORKER = Path(__file__).with_name("dist_check_worker.py")
+ESTEP_WORKER = Path(__file__).with_name("dist_estep_worker.py")
 
 
 def _free_port() -> int:
@@ -154,6 +155,34 @@ def test_a_stopped_process_makes_the_others_fail_within_the_timeout(tmp_path):
     msg = json.loads((tmp_path / "rank0.json").read_text())["timeout"]
     assert msg.startswith("latentfit.errors.LatentfitError: rank 0 waited longer than timeout=2 s")
     assert "raise the timeout" in msg and "--timeout SECONDS" in msg
+
+
+ESTEP_ERRORS = {  # case of dist_estep_worker.py: the error of the row rank 1's E-step refuses
+    "mixture": "BatchRowError: row 33 of X is beyond 100",
+    "hmm": "SequenceRowError: row 13 of X (step 3 of sequence 2) has zero probability under "
+    "every state",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("case", list(ESTEP_ERRORS))
+def test_an_estep_error_names_the_row_of_the_whole_data(tmp_path, case):
+    """Rank 1's E-step refuses a row of its shard. It named the row counted from the start
+    of its shard: row 13 for row 33 of the mixture's 40 rows, and "row 3 of X (step 3 of
+    sequence 0)" for row 13 of the HMM's four sequences of 5 rows."""
+    if case == "mixture":
+        X = np.random.default_rng(0).normal(size=(40, 2))
+        X[33, 1] = 1e3  # the worker's mixture refuses it in its E-step
+    else:
+        X = np.zeros((20, 1))
+        X[::2] = 1
+        X[13] = 2  # a symbol no state emits
+    np.save(tmp_path / "x.npy", X)
+    proc = _torchrun([ESTEP_WORKER, tmp_path, case, tmp_path / "x.npy"], timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert said[1].startswith(ESTEP_ERRORS[case]), said[1]
 
 
 @pytest.mark.parametrize(

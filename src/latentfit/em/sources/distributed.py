@@ -283,6 +283,10 @@ class DistributedSource(ChunkSource):
     def column_names(self) -> list[str] | None:
         return self.source.column_names
 
+    def _row_offset(self) -> int:
+        # the row of the whole data this process's shard starts at, for the errors naming a row
+        return self.source._row_offset()
+
     @property
     def n_samples_total(self) -> int:
         n = torch.tensor([self.source.n_samples or 0], dtype=torch.int64, device=self.device)
