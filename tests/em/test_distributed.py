@@ -170,7 +170,11 @@ ESTEP_ERRORS = {  # case of dist_estep_worker.py: the error of the row rank 1's 
 def test_an_estep_error_names_the_row_of_the_whole_data(tmp_path, case):
     """Rank 1's E-step refuses a row of its shard. It named the row counted from the start
     of its shard: row 13 for row 33 of the mixture's 40 rows, and "row 3 of X (step 3 of
-    sequence 0)" for row 13 of the HMM's four sequences of 5 rows."""
+    sequence 0)" for row 13 of the HMM's four sequences of 5 rows. Rank 0 waited for its
+    statistics until rank 1 went away ("rank 0: the all-reduce of the EM statistics failed
+    (... Connection reset by peer)") or, where rank 1 went on running, until the timeout (10 s
+    here, 300 s by default): an error about the collective, not the row. Now every process
+    stops at once with rank 1's error."""
     if case == "mixture":
         X = np.random.default_rng(0).normal(size=(40, 2))
         X[33, 1] = 1e3  # the worker's mixture refuses it in its E-step
@@ -183,6 +187,12 @@ def test_an_estep_error_names_the_row_of_the_whole_data(tmp_path, case):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert said[1].startswith(ESTEP_ERRORS[case]), said[1]
+    # rank 0 stops at once with the same error (a BatchRowError naming the same row)
+    words = ESTEP_ERRORS[case].split(": ", 1)[1]
+    assert said[0].startswith(f"BatchRowError: {words}"), said[0]
+    assert said[0] == said[1].replace("SequenceRowError", "BatchRowError") + (
+        " (found by rank 1; this is rank 0)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,21 @@ def accumulate_stats(hooks: EMHooks, params: Params, data: Iterable) -> Stats:
     return total
 
 
+def _reduced_stats(hooks: EMHooks, params: Params, data: Iterable, reduce) -> Stats:
+    """The statistics of a pass over ``data``, reduced. An error in this process's pass (an
+    E-step that refuses a row) is first told to the other processes of a distributed source
+    (``data.stop_together``), which would otherwise wait for its statistics until the
+    timeout: every process raises it."""
+    try:
+        stats = accumulate_stats(hooks, params, data)
+    except Exception as err:
+        stop = getattr(data, "stop_together", None)
+        if stop is not None:
+            stop(err)
+        raise
+    return reduce(stats)
+
+
 def _batch_stats(hooks: EMHooks, params: Params, data: Iterable) -> Iterable[Stats]:
     """The E-step of every batch, with a :class:`BatchRowError` re-raised naming the row of
     the data (of this process's shard: a source starts at its ``_row_offset()``)."""
@@ -238,7 +253,7 @@ def run_em(
             bar = tqdm(total=max_iter, desc=desc, leave=verbose > 1)
         try:
             for n_iter in range(1, max_iter + 1):
-                stats = reduce(accumulate_stats(hooks, params, data))
+                stats = _reduced_stats(hooks, params, data, reduce)
                 bound = float(hooks.lower_bound(params, stats))
                 if not math.isfinite(bound):
                     raise NonFiniteLowerBoundError(

@@ -335,6 +335,11 @@ class ChunkSource:
         """Make every process hold the same parameters (the identity for one process)."""
         return params
 
+    def stop_together(self, err: BaseException | None) -> None:
+        """Where this process's pass failed with ``err``, make every process stop with it
+        before they wait for its statistics (nothing to tell for one process; the caller
+        raises ``err``)."""
+
 
 def _uniform(m: int, generator: torch.Generator, device) -> torch.Tensor:
     return torch.rand(m, generator=generator, device=generator.device, dtype=torch.float64).to(

@@ -40,7 +40,15 @@ from latentfit._validation import resolve_device
 from latentfit.em.sources.chunks import ChunkSource, open_source
 from latentfit.em.sources.stream import stream_loglik
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError, LatentfitError, MissingDependencyError, ParameterError
+from latentfit.errors import (
+    BatchRowError,
+    DataError,
+    DataTypeError,
+    LatentfitError,
+    MissingDependencyError,
+    ParameterError,
+    ResourceLimitError,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -222,6 +230,28 @@ def broadcast_params(params: dict[str, torch.Tensor], src: int = 0, group=None) 
     return {k: out[k] for k in params}
 
 
+#: The errors another process's failure is raised as (the first its error is an instance of).
+_SHARED_ERRORS = (
+    BatchRowError,
+    DataTypeError,
+    DataError,
+    ResourceLimitError,
+    ParameterError,
+    LatentfitError,
+)
+
+
+def _error_words(err: BaseException | None) -> tuple[int, int, str] | None:
+    """What the other processes need to raise ``err`` again: its kind (an index of
+    _SHARED_ERRORS), its row (a BatchRowError's, else -1) and its message."""
+    if err is None:
+        return None
+    kind = next((i for i, c in enumerate(_SHARED_ERRORS) if isinstance(err, c)), None)
+    if kind is None:  # not one of latentfit's errors: said with its type
+        return len(_SHARED_ERRORS) - 1, -1, f"{type(err).__name__}: {err}"
+    return kind, getattr(err, "row", -1), str(err)
+
+
 class DistributedSource(ChunkSource):
     """This process's shard of ``source``, with the collectives distributed EM needs.
 
@@ -229,6 +259,8 @@ class DistributedSource(ChunkSource):
       be read still takes part in the collectives (with no rows) so the other processes never
       hang, and every process then raises;
     - :meth:`reduce` all-reduces the statistics; :meth:`sync_params` broadcasts rank 0's;
+    - a process whose pass fails (its E-step refuses a row) calls :meth:`stop_together` where
+      the others call :meth:`reduce`: every process then raises that error;
     - :meth:`init_chunks` gathers every shard's initialisation sample in rank order;
     - :meth:`agree` checks, before any statistic is exchanged, that every process fits the same
       model on the same kind of data (models call it when they adopt the source).
@@ -341,6 +373,28 @@ class DistributedSource(ChunkSource):
             X = torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
             yield X, X.new_empty(0)
 
+    def stop_together(self, err: BaseException | None) -> None:
+        """Tell every process whether this one failed (``err``, or an error reading its
+        shard), in one all-reduce of a flag that every process makes before it waits for the
+        others' statistics; where any failed, raise on every process the error of the first
+        that did, its message gathered from it (a process that failed raises its own)."""
+        err = self._error[0] or err
+        flag = torch.tensor([float(err is not None)], device=self.device)
+        with collective_errors("the check that every process finished its pass", self.group):
+            dist.all_reduce(flag, group=self.group)
+        if not flag.item():
+            return
+        said: list[tuple[int, int, str] | None] = [None] * self.world_size
+        with collective_errors("the exchange of the errors that stopped the fit", self.group):
+            dist.all_gather_object(said, _error_words(err), group=self.group)
+        if err is not None:
+            raise err
+        r, (kind, row, text) = next((r, s) for r, s in enumerate(said) if s is not None)
+        text += f" (found by rank {r}; this is rank {self.rank})"
+        if _SHARED_ERRORS[kind] is BatchRowError:
+            raise BatchRowError(row, text.replace("{", "{{").replace("}", "}}"))
+        raise _SHARED_ERRORS[kind](text)
+
     def _raise_if_failed(self, failed: float) -> None:
         if failed > 0:
             if self._error[0] is not None:
@@ -351,11 +405,9 @@ class DistributedSource(ChunkSource):
             )
 
     def reduce(self, stats: dict) -> dict:
-        flag = torch.tensor([float(self._error[0] is not None)], device=self.device)
+        self.stop_together(None)  # the processes that failed in their pass call it with why
         with collective_errors("the all-reduce of the EM statistics", self.group):
-            out = all_reduce_stats({**stats, "\0failed": flag.to(torch.float64)}, self.group)
-        self._raise_if_failed(float(out.pop("\0failed")))
-        return out
+            return all_reduce_stats(stats, self.group)
 
     def sync_params(self, params: dict) -> dict:
         src = dist.get_global_rank(self.group, 0) if self.group else 0
