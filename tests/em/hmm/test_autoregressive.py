@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
@@ -403,3 +404,83 @@ def test_too_few_scored_rows_are_refused_before_the_centre_and_design_are_made(m
         DataError, match="has 3 rows after the first 2 of each sequence, fewer than n_components=4"
     ):
         getattr(m, how)(X, [4, 3])
+
+
+def _two_groups(offset):
+    """Two AR(1) sequences of 60 rows, the second moved by ``offset``: (X, lengths, the
+    unmoved sequences)."""
+    rng = np.random.default_rng(0)
+    seqs = []
+    for a, sd in ((0.5, 0.1), (-0.3, 0.2)):
+        x = [0.0]
+        for _ in range(59):
+            x.append(a * x[-1] + sd * rng.standard_normal())
+        seqs.append(np.array(x)[:, None])
+    return np.vstack([seqs[0], seqs[1] + offset]), [60, 60], seqs
+
+
+def test_states_far_apart_keep_their_noise_variances():
+    """Two groups of rows 1e8 apart (noise sd 0.1 and 0.2): the sums of z z^T, z x^T, x x^T
+    about the data's mean lost every digit of each state's variance (fit scored -1201 with
+    both variances at min_covar, instead of 70.46). Each state's statistics are now taken
+    about its own centre. With the groups ~1e9 noise sds apart the posteriors are one state
+    per sequence, so the fit is each sequence's least squares (numpy on the unmoved data):
+    the score is 2 log(1/2) (each sequence starts in its own state and stays there) plus
+    the Gaussian log-likelihood of each sequence's residuals at their mean square."""
+    X, lengths, seqs = _two_groups(1e8)
+    want, coefs, icpt, var = 2 * np.log(0.5), [], [], []
+    for x in seqs:
+        Z = np.c_[x[:-1], np.ones(59)]
+        w = np.linalg.lstsq(Z, x[1:, 0], rcond=None)[0]
+        s2 = np.mean((x[1:, 0] - Z @ w) ** 2)
+        want += -59 / 2 * (np.log(2 * np.pi * s2) + 1)
+        coefs.append(w[0])
+        icpt.append(w[1])
+        var.append(s2)
+    icpt[1] += (1 - coefs[1]) * 1e8  # the move's exact effect on the intercept
+    m = AutoregressiveHMM(2, order=1, n_iter=50, tol=1e-8, random_state=0).fit(X, lengths)
+    order = np.argsort(m.intercepts_[:, 0])  # the state of the first sequence first
+    # 1e-6: the rows near 1e8 are held to ~1.5e-8, a 1e-7 part of the noise sd 0.1
+    assert m.score(X, lengths) == pytest.approx(want, rel=1e-6)
+    np.testing.assert_allclose(m.coefs_[order, 0, 0, 0], coefs, rtol=1e-6)
+    np.testing.assert_allclose(m.intercepts_[order, 0], icpt, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(m.covars_[order, 0, 0], var, rtol=1e-6)
+
+    # online EM: as on the same sequences 100 apart (where the statistics keep their digits)
+    near, _, _ = _two_groups(100.0)
+    runs = []
+    for data in (X, near):
+        o = AutoregressiveHMM(2, order=1, random_state=0)
+        for _ in range(10):
+            o.partial_fit(data, lengths)
+        runs.append(o)
+    far, ref = runs
+    assert far.score(X, lengths) == pytest.approx(ref.score(near, lengths), rel=1e-6)
+    np.testing.assert_allclose(far.coefs_, ref.coefs_, rtol=1e-6)
+    np.testing.assert_allclose(far.covars_, ref.covars_, rtol=1e-6)
+    # online EM's averaged steps stop short of the batch fit: within 1% of its variances
+    np.testing.assert_allclose(np.sort(far.covars_.ravel()), np.sort(var), rtol=1e-2)
+
+
+def test_statistics_moved_to_other_centres_equal_those_taken_there():
+    """translate_ar_stats against ar_stats taken directly about the new centres, with the
+    end-state axis of online EM (k = 2 states × e = 3 end states, p = 2, d = 2)."""
+    from latentfit.em.hmm.autoregressive import ar_stats, lagged_design, translate_ar_stats
+
+    rng = np.random.default_rng(3)
+    X = torch.as_tensor(rng.normal(size=(30, 2)), dtype=torch.float64)
+    D = lagged_design(X, [12, 18], 2)
+    W = torch.as_tensor(rng.uniform(size=(30, 2, 3)), dtype=torch.float64)  # (t, k, e)
+    old = torch.as_tensor(rng.normal(size=(2, 2)), dtype=torch.float64)
+    new = torch.as_tensor(rng.normal(size=(2, 2)), dtype=torch.float64)
+
+    def online(centres):  # (k, ..., e) as online EM keeps them
+        s = ar_stats(D, W.reshape(30, 6), 2, centres.repeat_interleave(3, 0))
+        return {key: v.view(2, 3, *v.shape[1:]).movedim(1, -1) for key, v in s.items()}
+
+    moved = translate_ar_stats(online(old), old - new)
+    for key, v in online(new).items():
+        torch.testing.assert_close(moved[key], v, rtol=1e-12, atol=1e-12)
+    batch = translate_ar_stats(ar_stats(D, W[:, :, 0], 2, old), old - new)
+    for key, v in ar_stats(D, W[:, :, 0], 2, new).items():
+        torch.testing.assert_close(batch[key], v, rtol=1e-12, atol=1e-12)

@@ -26,8 +26,10 @@ A_k^T) / N_k`` with its eigenvalues floored at ``min_covar``. Both are the exact
 the expected complete-data log-likelihood minus the penalty ``ridge/2 tr(A_k^T Sigma_k^{-1}
 A_k)`` (a matrix-normal prior on A_k whose row covariance is Sigma_k) over the covariances
 with eigenvalues >= ``min_covar``; so the penalised log-likelihood that ``lower_bounds_``
-records never decreases. The data are centred on their mean during a fit (the statistics keep
-their digits for data far from the origin).
+records never decreases. The data are centred on their mean during a fit, and every state's
+statistics are taken about its own centre (its weighted mean of x_t, from the M-step before):
+about one centre, the variance of a state whose rows lie far from it (two groups of rows
+1e8 apart, with a noise sd of 0.1) rounds away in ``xx − W C^T − C W^T + W G W^T``.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ from latentfit.io import Stored, serializable
 
 __all__ = [
     "AutoregressiveHMM",
+    "ar_centres",
     "ar_log_likelihood",
     "ar_mstep",
     "ar_stats",
     "lagged_design",
+    "translate_ar_stats",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -125,19 +129,70 @@ def ar_log_likelihood(
     return out
 
 
-def ar_stats(D: torch.Tensor, gamma: torch.Tensor, d: int) -> dict[str, torch.Tensor]:
+def ar_stats(
+    D: torch.Tensor, gamma: torch.Tensor, d: int, centres: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Posterior-weighted sums of the regression: ``post`` (k,), ``zz`` (k, m, m), ``xz``
-    (k, d, m), ``xx`` (k, d, d) with m = p d + 1, over the scored rows (Hamilton 1990, eqs. 4.9-4.10)."""
+    (k, d, m), ``xx`` (k, d, d) with m = p d + 1, over the scored rows (Hamilton 1990, eqs. 4.9-4.10).
+
+    ``centres`` (k, d): the sums of state k are taken about its own centre c_k, of
+    ``x_t − c_k`` and ``z = [x_{t-1} − c_k, .., x_{t-p} − c_k, 1]`` (0: about the origin of D).
+    About one centre, a state whose rows lie far from it (|x − c| of 1e8 beside a spread of
+    0.1) keeps no digit of its noise variance in ``xx − W C^T − ..`` (:func:`ar_mstep`)."""
     Y, Z, scored = _regressors(D, d)
     g = gamma * scored.unsqueeze(1)  # (t, k): the conditioning rows add nothing
     k, m = g.shape[1], Z.shape[1]
+    p = (m - 1) // d
     zz, xz, xx = D.new_empty(k, m, m), D.new_empty(k, d, m), D.new_empty(k, d, d)
     for s in range(k):  # one (t, m) temporary at a time, not (k, t, m)
-        gY = g[:, s : s + 1] * Y  # (t, d)
-        torch.mm((g[:, s : s + 1] * Z).T, Z, out=zz[s])
-        torch.mm(gY.T, Z, out=xz[s])
-        torch.mm(gY.T, Y, out=xx[s])
+        Ys, Zs = Y, Z
+        if centres is not None:
+            c = centres[s].to(D.dtype)  # (d,)
+            Ys, Zs = Y - c, Z - torch.cat([c.repeat(p), c.new_zeros(1)])
+        gY = g[:, s : s + 1] * Ys  # (t, d)
+        torch.mm((g[:, s : s + 1] * Zs).T, Zs, out=zz[s])
+        torch.mm(gY.T, Zs, out=xz[s])
+        torch.mm(gY.T, Ys, out=xx[s])
     return {"post": g.sum(0), "zz": zz, "xz": xz, "xx": xx}
+
+
+def ar_centres(stats: dict[str, torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
+    """Every state's weighted mean of its responses x_t (k, d), from statistics taken about
+    ``centres`` (k, d) (:func:`ar_stats`): ``c_k + sum_t gamma (x_t − c_k) / N_k``; a state
+    with no weight keeps its centre."""
+    N = stats["post"].to(centres.dtype)  # (k,)
+    mean = stats["xz"][:, :, -1].to(centres.dtype) / N.clamp_min(torch.finfo(N.dtype).tiny)[:, None]
+    return torch.where((N > 0)[:, None], centres + mean, centres)
+
+
+def translate_ar_stats(stats: dict[str, torch.Tensor], delta: torch.Tensor) -> dict:
+    """Statistics of :func:`ar_stats` about centres c_k moved to ``c_k − delta_k`` (delta
+    (k, d)): with ``x − c'  = (x − c) + delta`` and ``z' = z + e``, ``e = [delta, .., delta, 0]``,
+    ``zz' = zz + s e^T + e s^T + N e e^T``, ``xz' = xz + s_x e^T + delta s^T + N delta e^T``
+    and ``xx' = xx + s_x delta^T + delta s_x^T + N delta delta^T`` (``s``, ``s_x`` the
+    weighted sums of z and x − c: the last columns of zz and xz). A trailing axis (e,) (the
+    end states of online EM) is kept."""
+    post, zz, xz, xx = stats["post"], stats["zz"], stats["xz"], stats["xx"]
+    online = post.dim() == 2
+    if online:  # (k, ..., e) -> (k e, ...)
+        e = post.shape[1]
+        post, zz, xz, xx = (v.movedim(-1, 1).flatten(0, 1) for v in (post, zz, xz, xx))
+        delta = delta.repeat_interleave(e, 0)
+    d, m = xz.shape[1], xz.shape[2]
+    delta = delta.to(zz.dtype)  # (K, d)
+    ev = torch.cat([delta.repeat(1, (m - 1) // d), delta.new_zeros(delta.shape[0], 1)], 1)
+    s, sx, N = zz[:, :, -1], xz[:, :, -1], post.reshape(-1, 1, 1)  # (K, m), (K, d)
+
+    def outer(a, b):
+        return a.unsqueeze(2) * b.unsqueeze(1)
+
+    zz = zz + outer(s, ev) + outer(ev, s) + N * outer(ev, ev)
+    xz = xz + outer(sx, ev) + outer(delta, s) + N * outer(delta, ev)
+    xx = xx + outer(sx, delta) + outer(delta, sx) + N * outer(delta, delta)
+    out = {"zz": zz, "xz": xz, "xx": xx}
+    if online:
+        out = {key: v.unflatten(0, (-1, e)).movedim(1, -1) for key, v in out.items()}
+    return {**stats, **out}
 
 
 def ar_mstep(
@@ -146,6 +201,7 @@ def ar_mstep(
     min_covar: float,
     weights: torch.Tensor | None = None,
     eps: float | None = None,
+    centres: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The weighted least squares M-step: (weights (k, d, m), covars (k, d, d)).
 
@@ -157,7 +213,11 @@ def ar_mstep(
     >= ``min_covar``, and at least ``100 d eps`` of the largest (``eps`` of the model's
     dtype): a floor far below the data's scale (1e-3 beside 1e26 for data near 1e13) left a
     matrix the next Cholesky could not factor. A singular Gram matrix (a state with fewer
-    rows than regressors) takes the minimum-norm solution."""
+    rows than regressors) takes the minimum-norm solution.
+
+    ``centres`` (k, d): those the statistics were taken about (:func:`ar_stats`); the
+    weights, given and returned, are about the origin of the data all the same (the ridge
+    leaves the intercept free, so centring changes the intercept only)."""
     G, C, xx, N = stats["zz"], stats["xz"], stats["xx"], stats["post"]
     m = G.shape[-1]
     R = torch.full((m,), float(ridge), dtype=G.dtype, device=G.device)
@@ -171,6 +231,8 @@ def ar_mstep(
             W[bad] = C[bad] @ torch.linalg.pinv(A[bad], hermitian=True)
     else:
         W = weights.to(G.dtype)
+        if centres is not None:
+            W = _recentre(W, centres.to(G.dtype), C.shape[1])
     WC = W @ C.transpose(1, 2)  # (k, d, d)
     S = xx - WC - WC.transpose(1, 2) + W @ A @ W.transpose(1, 2)
     S = 0.5 * (S + S.transpose(1, 2)) / N.clamp_min(torch.finfo(N.dtype).tiny).reshape(-1, 1, 1)
@@ -178,6 +240,8 @@ def ar_mstep(
     eps = torch.finfo(S.dtype).eps if eps is None else eps
     floor = (100 * S.shape[-1] * eps * vals[:, -1:].clamp_min(0)).clamp_min(min_covar)  # (k, 1)
     covars = (vecs * torch.maximum(vals, floor).unsqueeze(1)) @ vecs.transpose(1, 2)
+    if centres is not None:
+        W = _recentre(W, -centres.to(G.dtype), C.shape[1])
     return W, 0.5 * (covars + covars.transpose(1, 2))
 
 
@@ -357,6 +421,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
             check_is_fitted(self, "startprob_")
             params = self._given_params()
             params["shift"] = params["weights"].new_zeros(params["covars"].shape[-1])
+            params["centres"] = self._state_centres(self._design(X, lengths), params)
         except NotFittedError:
             self._check_scored_rows(lengths, "the first X of partial_fit")
             shift = weighted_mean(X)  # (d,)
@@ -396,6 +461,17 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                 f"{p} are the conditioning values of the lags). Join or drop the short "
                 "sequences, or lower order"
             )
+
+    def _online_emission_stats(self, params, X, W):
+        """Every state's statistics about its own centre, for each end state (the k·e
+        columns that the default takes as states, state by state, take their state's)."""
+        centres = params["centres"].repeat_interleave(W.shape[2], 0)  # (k e, d)
+        return super()._online_emission_stats({**params, "centres": centres}, X, W)
+
+    def _online_moved(self, rho, old, new):
+        """The running statistics about the centres of ``old`` moved to those of ``new``
+        (:func:`translate_ar_stats`): a step of the order of a state's spread."""
+        return translate_ar_stats(rho, old["centres"] - new["centres"])
 
     def _online_rows(self, state, X, lengths, new_sequence):
         """The design rows of X about the run's centre; a continued sequence takes its lags
@@ -447,29 +523,42 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
 
     def _init_emissions(self, D, gen):
         """k-means on the design rows, then the least squares regression of every cluster
-        (the M-step with hard responsibilities)."""
+        (the M-step with hard responsibilities), each about its cluster's mean. ``centres``
+        (k, d): the points (about the fit's centre) each state's statistics are taken about,
+        its weighted mean of x_t, updated by every M-step (see :func:`ar_stats`)."""
         k, d = self.n_components, self.n_features
         out = {}
+        D = D[D[:, -1] > 0]  # the scored rows
         if self._needs_init("a", "coefs_") or self._needs_init("c", "covars_"):
-            D = D[D[:, -1] > 0]  # the scored rows
             w = torch.ones(D.shape[0], dtype=D.dtype, device=D.device)
             _, labels = kmeans(D[:, :-1], k, w, gen)
             gamma = torch.nn.functional.one_hot(labels, k).to(D.dtype)  # (t, k)
-            stats = {key: v.double() for key, v in ar_stats(D, gamma, d).items()}
+            centres = _state_means(D, gamma, d)  # (k, d)
+            stats = {key: v.double() for key, v in ar_stats(D, gamma, d, centres).items()}
             empty = stats["post"] == 0
             if bool(empty.any()):  # an empty cluster: all rows, so that its start is defined
-                whole = ar_stats(D, torch.ones_like(gamma[:, :1]), d)
+                whole = ar_stats(D, torch.ones_like(gamma[:, :1]), d, centres[empty][:1])
                 for key, v in whole.items():
                     stats[key][empty] = v.double()[0]
-            W, cov = ar_mstep(stats, self.ridge, self.min_covar)
+            W, cov = ar_mstep(stats, self.ridge, self.min_covar, centres=centres.double())
             out["weights"], out["covars"] = W.to(D.dtype), cov.to(D.dtype)
+            out["centres"] = centres
         if not self._needs_init("a", "coefs_"):
             # the user's intercepts about the fit's centre c: b' = b − (I − sum_l A_l) c
             out["weights"] = _recentre(self._given_weights(), self._fit_shift, d)
         if not self._needs_init("c", "covars_"):
             out["covars"] = self._given_covars()
+        if not self._needs_init("a", "coefs_"):  # the user's states, not the clusters
+            out["centres"] = self._state_centres(D, out)
         out["shift"] = self._fit_shift
         return out
+
+    def _state_centres(self, D, params) -> torch.Tensor:
+        """The centres (k, d) of given parameters: every state's mean of the responses of the
+        design rows D that it explains best."""
+        ll = ar_log_likelihood(D, params["weights"], params["covars"])  # (t, k)
+        gamma = torch.nn.functional.one_hot(ll.argmax(1), self.n_components).to(D.dtype)
+        return _state_means(D, gamma, params["covars"].shape[-1])
 
     def _is_set(self, name):
         if name == "coefs_":
@@ -507,18 +596,23 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         return ar_log_likelihood(D, params["weights"], params["covars"])
 
     def _emission_stats(self, params, D, gamma, features=None):
-        return ar_stats(D, gamma, params["covars"].shape[-1])
+        return ar_stats(D, gamma, params["covars"].shape[-1], params.get("centres"))
 
     def _emission_mstep(self, params, stats):
         dt = params["weights"].dtype
         st = {key: stats[key].double() for key in ("post", "zz", "xz", "xx")}
         fixed = None if "a" in self.params else params["weights"].double()
-        W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed, torch.finfo(dt).eps)
+        centres = params.get("centres")
+        centres = None if centres is None else centres.double()
+        W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed, torch.finfo(dt).eps, centres)
         empty = (st["post"] <= 1e-10 * max(float(st["post"].sum()), 1.0)).nonzero().flatten()
         W, cov = W.to(dt), cov.to(dt)
         # a state no data visits keeps its parameters (see BaseHMM)
         W[empty], cov[empty] = params["weights"][empty], params["covars"][empty]
         new = {}
+        if centres is not None:
+            new["centres"] = ar_centres(st, centres).to(dt)
+            new["centres"][empty] = params["centres"][empty]
         if "a" in self.params:
             new["weights"] = W
         if "c" in self.params:
@@ -572,6 +666,17 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         return ar_path(W.numpy(), states, eps.numpy(), hist), states
 
 
+def _state_means(D: torch.Tensor, gamma: torch.Tensor, d: int) -> torch.Tensor:
+    """Every state's gamma-weighted mean of the responses x_t of the design rows D (k, d)
+    over the scored rows; the mean of all of them for a state with no weight."""
+    Y, _, scored = _regressors(D, d)
+    g = gamma * scored.unsqueeze(1)  # (t, k)
+    N = g.sum(0)  # (k,)
+    whole = (scored @ Y) / scored.sum().clamp_min(1)  # (d,)
+    means = (g.T @ Y) / N.clamp_min(torch.finfo(N.dtype).tiny).unsqueeze(1)  # (k, d)
+    return torch.where((N > 0).unsqueeze(1), means, whole)
+
+
 def _pack(coefs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(k, p, d, d) A and (k, d) b as the regression weights [A_1 .. A_p, b] (k, d, p d + 1)."""
     k, p, d, _ = coefs.shape
@@ -585,11 +690,12 @@ def _unpack(W: torch.Tensor, p: int, d: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _recentre(W: torch.Tensor, c: torch.Tensor, d: int) -> torch.Tensor:
-    """The weights for data centred on c: x − c = sum_l A_l (x_{t-l} − c) + b', with
-    b' = b − (I − sum_l A_l) c."""
+    """The weights for data centred on c ((d,), or (k, d): one centre per state):
+    x − c = sum_l A_l (x_{t-l} − c) + b', with b' = b − (I − sum_l A_l) c."""
     k = W.shape[0]
     p = (W.shape[2] - 1) // d
     A_sum = W[:, :, :-1].reshape(k, d, p, d).sum(2)  # (k, d, d)
+    c = c.to(W.dtype).expand(k, d)
     out = W.clone()
-    out[:, :, -1] = W[:, :, -1] - c + (A_sum @ c.to(W.dtype))
+    out[:, :, -1] = W[:, :, -1] - c + (A_sum @ c.unsqueeze(2)).squeeze(2)
     return out
