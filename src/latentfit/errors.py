@@ -29,6 +29,7 @@ __all__ = [
     "NotFittedError",
     "OutputError",
     "ParameterError",
+    "PrecisionLossWarning",
     "ResourceLimitError",
     "StrandedChainWarning",
     "UnknownNameError",
@@ -142,6 +143,13 @@ class VarianceFloorWarning(RuntimeWarning):
     of a column of the data (data in units of 1e-80 against a floor of 1e-6): the fitted
     variances there are the floor's, not the data's. The message names the column, its
     variance, the argument and its value, and what to try."""
+
+
+class PrecisionLossWarning(RuntimeWarning):
+    """A fitted variance keeps few or no digits: it is not far above the rounding error of
+    the sums it was computed from (rows spread far beyond it about the point the sums were
+    taken about), so its value is partly or wholly rounding's or the floor's, not the data's.
+    The message names the component, the variance, the rounding level and what to try."""
 
 
 #: What a test of the public surface accepts as a clean failure.

@@ -484,3 +484,34 @@ def test_statistics_moved_to_other_centres_equal_those_taken_there():
     batch = translate_ar_stats(ar_stats(D, W[:, :, 0], 2, old), old - new)
     for key, v in ar_stats(D, W[:, :, 0], 2, new).items():
         torch.testing.assert_close(batch[key], v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["fit", "partial_fit"])
+def test_one_state_over_rows_too_far_apart_warns_that_its_variance_is_lost(how):
+    """One state over two sequences 1e8 apart: its regression (a ~ 1 to reach both levels)
+    cancels terms of 1e16 against a residual variance of 0.073 (numpy's least squares on the
+    lagged rows), and fit returned 2.71, partial_fit min_covar, without a word. It is now a
+    PrecisionLossWarning naming the state; 100 apart, the variance is numpy's and nothing
+    is said."""
+    from latentfit.errors import PrecisionLossWarning
+
+    def run(X, lengths):
+        m = AutoregressiveHMM(1, order=1, n_iter=5, random_state=0)
+        if how == "fit":
+            return m.fit(X, lengths)
+        for _ in range(3):
+            m.partial_fit(X, lengths)
+        return m
+
+    X, lengths, _ = _two_groups(1e8)
+    with pytest.warns(PrecisionLossWarning, match=r"state\(s\) \[0\] keeps fewer than 3 digits"):
+        run(X, lengths)
+    X, lengths, _ = _two_groups(100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionLossWarning)
+        m = run(X, lengths)
+    if how == "fit":
+        Z = np.c_[np.r_[X[:59], X[60:119]], np.ones(118)]
+        y = np.r_[X[1:60, 0], X[61:, 0]]
+        r = y - Z @ np.linalg.lstsq(Z, y, rcond=None)[0]
+        assert m.covars_[0, 0, 0] == pytest.approx(np.mean(r**2), rel=1e-8)

@@ -35,6 +35,7 @@ about one centre, the variance of a state whose rows lie far from it (two groups
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ from latentfit.em.hmm.sequences import (
 from latentfit.em.hmm.sequences import check_lengths as _check_lengths
 from latentfit.em.initialize import kmeans
 from latentfit.em.paths import ar_path, markov_chain
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, ParameterError, PrecisionLossWarning, user_stacklevel
 from latentfit.io import Stored, serializable
 
 __all__ = [
@@ -243,6 +244,23 @@ def ar_mstep(
     if centres is not None:
         W = _recentre(W, -centres.to(G.dtype), C.shape[1])
     return W, 0.5 * (covars + covars.transpose(1, 2))
+
+
+def ar_rounding(
+    stats: dict[str, torch.Tensor], weights: torch.Tensor, ridge: float, eps: float
+) -> torch.Tensor:
+    """The rounding level (k,) of the residual covariances of :func:`ar_mstep` from the
+    statistics ``stats`` and the weights ``weights`` (k, d, m) about the same centres:
+    ``16 m eps (tr xx_k + tr W_k (G_k + R) W_k^T) / N_k``, the size of the terms that cancel
+    in ``xx − W C^T − C W^T + W (G + R) W^T`` times the relative error of their sums. An
+    eigenvalue below it is not resolved by the statistics."""
+    G, xx, N = stats["zz"], stats["xx"], stats["post"]
+    m = G.shape[-1]
+    R = torch.full((m,), float(ridge), dtype=G.dtype, device=G.device)
+    R[-1] = 0.0
+    W = weights.to(G.dtype)
+    big = xx.diagonal(dim1=1, dim2=2).sum(1) + ((W @ (G + torch.diag(R))) * W).sum((1, 2))
+    return 16 * m * eps * big / N.clamp_min(torch.finfo(N.dtype).tiny)
 
 
 def ridge_penalty(weights: torch.Tensor, covars: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -609,6 +627,8 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         W, cov = W.to(dt), cov.to(dt)
         # a state no data visits keeps its parameters (see BaseHMM)
         W[empty], cov[empty] = params["weights"][empty], params["covars"][empty]
+        if "c" in self.params:
+            self._warn_unresolved(st, W, cov, centres, empty, torch.finfo(dt).eps)
         new = {}
         if centres is not None:
             new["centres"] = ar_centres(st, centres).to(dt)
@@ -618,6 +638,32 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         if "c" in self.params:
             new["covars"] = cov
         return new, empty.tolist()
+
+    def _warn_unresolved(self, stats, W, cov, centres, empty, eps) -> None:
+        """PrecisionLossWarning for the visited states whose new noise covariance keeps fewer
+        than 3 digits: its smallest eigenvalue under 1000 times the rounding level of their
+        statistics (:func:`ar_rounding`). A state whose rows (lags included) lie far apart,
+        beyond what its statistics about one centre can resolve (one state over two groups
+        of rows 1e8 apart with a noise sd of 0.1: a variance of 0.07 came out as 2.7)."""
+        d = cov.shape[-1]
+        Wc = W.double() if centres is None else _recentre(W.double(), centres, d)
+        level = ar_rounding(stats, Wc, self.ridge, eps)  # (k,)
+        smallest = torch.linalg.eigvalsh(cov.double())[:, 0]  # (k,)
+        lost = 1e3 * level > smallest
+        lost[empty] = False
+        if bool(lost.any()):
+            i = int(lost.nonzero()[0])
+            warnings.warn(
+                f"{type(self).__name__}: the noise covariance of state(s) "
+                f"{lost.nonzero().flatten().tolist()} keeps fewer than 3 digits (state {i}: "
+                f"smallest variance {float(smallest[i]):.3g}, rounding error of its statistics "
+                f"about {float(level[i]):.1g}): its rows lie too far apart (groups of rows far "
+                "from each other) for the variance to be resolved. Centre each group of "
+                "sequences on its own mean, fit far groups separately, or try more states or "
+                "another random_state.",
+                PrecisionLossWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     def _emission_n_params(self):
         k, p, d = self.n_components, int(self.order), self.n_features
