@@ -374,7 +374,10 @@ def load_model(path, device=None) -> nn.Module:
     Everything read from the file is checked before the weights are allocated: the spec's
     fields (types and ranges), the memory the weights need (:class:`ResourceLimitError` when it
     exceeds the memory available) and each tensor's name, shape and dtype against the spec.
-    A file that is not a latentfit VAE, or is damaged, raises :class:`ModelFileError`.
+    The model is built in the dtype of the file's weights, float32 or float64 (one for all of
+    them), so that a model saved in float64 is loaded unchanged. A file that is not a
+    latentfit VAE, is damaged, or holds weights in another dtype or in several raises
+    :class:`ModelFileError`.
     """
     from safetensors import safe_open
 
@@ -400,6 +403,35 @@ def load_model(path, device=None) -> nn.Module:
     with handle as f:
         model = _read_model(path, f, meta)
     return model.to(device) if device is not None else model
+
+
+def _weights_dtype(path: Path, f, expected) -> torch.dtype:
+    """The one dtype of the weights the file holds (of the ``expected`` names it has):
+    float32 or float64, as :func:`save_model` writes a model built by :func:`build_model` or
+    turned to float64 by ``model.double()``. Half precision, integers or a mix are refused
+    (ModelFileError naming the tensor): loading them in another dtype would change every
+    score the model gives."""
+    dtypes = {"F32": torch.float32, "F64": torch.float64}
+    first, stored = None, set(f.keys())
+    for name in expected:
+        if name not in stored:
+            continue  # named as missing once the names are checked
+        code = f.get_slice(name).get_dtype()
+        if code not in dtypes:
+            raise ModelFileError(
+                f"{path}: tensor {name!r} is {code}; a VAE's weights are float32 (F32) or "
+                "float64 (F64): convert the model with model.float() or model.double() "
+                "before save_model"
+            )
+        if first is None:
+            first = (name, code)
+        elif code != first[1]:
+            raise ModelFileError(
+                f"{path}: tensor {name!r} is {code} and tensor {first[0]!r} is {first[1]}; "
+                "the weights of a VAE share one dtype: convert the model with model.float() "
+                "or model.double() before save_model"
+            )
+    return dtypes[first[1]] if first is not None else torch.float32
 
 
 def _read_model(path: Path, f, meta: dict) -> nn.Module:
@@ -469,9 +501,8 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
         expected = _expected_tensors(spec)
     except Exception as err:
         raise ModelFileError(f"{path}: the model spec cannot be built: {err}") from err
-    n_bytes = sum(
-        math.prod(s) * torch.empty((), dtype=t).element_size() for s, t in expected.values()
-    )
+    dtype = _weights_dtype(path, f, expected)
+    n_bytes = sum(math.prod(s) for s, _ in expected.values()) * dtype.itemsize
     available = available_memory()  # latentfit._memory: meminfo, cgroup, ulimit -v
     # the file's tensors and the model's weights are both in memory while the weights are copied
     if available is not None and 2 * n_bytes > available:
@@ -489,19 +520,18 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
             f"{extra}); the file is damaged or was altered"
         )
     for name, (shape, _dtype) in expected.items():
-        sl = f.get_slice(name)
-        got = tuple(sl.get_shape())
-        if got != shape or sl.get_dtype() not in ("F32", "F64", "F16", "BF16"):
+        got = tuple(f.get_slice(name).get_shape())
+        if got != shape:
             raise ModelFileError(
-                f"{path}: tensor {name!r} has shape {got} ({sl.get_dtype()}), the model spec "
-                f"needs {shape} (floating point); the file is damaged or was altered"
+                f"{path}: tensor {name!r} has shape {got}, the model spec needs {shape}; the "
+                "file is damaged or was altered"
             )
     state = {name: f.get_tensor(name) for name in expected}
     for name, t in state.items():
         if not bool(torch.isfinite(t).all()):
             raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
     split = _read_split(path, split_info, f)
-    model = build_model(spec)
+    model = build_model(spec).to(dtype)  # a model saved in float64 is loaded in float64
     try:  # the IAF steps' masks follow from the spec: the stored ones must be those
         check_fixed_buffers(
             model, state, f"the {built} of this spec (z_dim={spec.z_dim}, flow={spec.flow!r})"
