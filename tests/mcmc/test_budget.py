@@ -6,6 +6,8 @@ allocator, and ordinary runs are not refused."""
 from __future__ import annotations
 
 import importlib
+import math
+import re
 
 import numpy as np
 import pytest
@@ -317,11 +319,11 @@ def test_the_iterations_named_as_the_limit_are_the_most_that_fit(iterations, per
     try:
         check_iterations("a run", iterations, per, option="n")
     except ResourceLimitError as exc:
-        most = int(str(exc).split("use n <= ")[1].replace(",", ""))
+        most = int(str(exc).split("use n <= ")[1].split(", or")[0].replace(",", ""))
         assert most < iterations
         if most * (10**7 + per) <= 10**15:  # one iteration at least is always named
             check_iterations("a run", most, per, option="n")
-        with pytest.raises(ResourceLimitError, match=f"use n <= {most:,}$"):
+        with pytest.raises(ResourceLimitError, match=f"use n <= {most:,}, or pass max_work="):
             check_iterations("a run", most + 1, per, option="n")
 
 
@@ -335,3 +337,81 @@ def test_the_cli_names_warmup_and_draws_when_the_run_would_take_days(tmp_path, m
     res = CliRunner().invoke(app, [*args, "--sample", "nuts", "--warmup", "10000000000000"])
     assert res.exit_code == 2, res.output
     assert "error:" in res.output and "use --warmup + --draws <= 99,999,960" in res.output
+
+
+def _fit_map(**kw):
+    from latentfit.estimate import fit_map, get_family
+
+    counts = torch.tensor([3.0, 1.0, 4.0, 2.0, 5.0, 3.0], dtype=torch.float64)
+    prior = {"rate": torch.distributions.Gamma(torch.tensor(2.0), torch.tensor(0.5))}
+    fit = fit_map(get_family("poisson"), counts, prior=prior)
+    args = {"num_chains": 2, "num_warmup": 20, "num_draws": 10, "progress_bar": False}
+    return fit.sample_posterior(**{**args, "compile": False, **kw})
+
+
+CAPPED = {
+    **RUNS,
+    "nuts": lambda **kw: _nuts(num_chains=2, compile=False, **kw),
+    "svgd": lambda **kw: _svgd(num_iter=5, **kw),
+    "sample_posterior": _fit_map,
+}
+
+
+@pytest.mark.parametrize("run", list(CAPPED))
+def test_a_run_over_max_work_is_refused_naming_it_and_runs_once_it_is_raised(run):
+    # the 1e15 cap (about a day of one core) had no knob: a run refused by it could not be
+    # made at all, while flows, DDPMs and VAEs took max_work=. These small runs of 5 to 30
+    # iterations take at least 1e7 multiply-adds an iteration (a Gibbs sweep of the HMM's 40
+    # rows 5e7): a cap of 2.5 iterations refuses them, naming 2 iterations as the most
+    cap = 12 * 10**7 if run == "gibbs_hmm" else 3 * 10**7
+    with pytest.raises(
+        ResourceLimitError, match=re.escape(f"more than the {cap:.2g} allowed; use ")
+    ) as err:
+        CAPPED[run](max_work=cap)
+    assert str(err.value).endswith(" <= 2, or pass max_work=None to run it anyway")
+    for raised in (None, math.inf, 1e16):  # the same call runs
+        CAPPED[run](max_work=raised)
+
+
+@pytest.mark.parametrize("value", [0, -1, 0.5, math.nan, -math.inf, "1e16", True])
+def test_a_max_work_that_is_no_cap_is_named(value):
+    with pytest.raises(ParameterError, match=r"max_work must be a number of multiply-adds"):
+        _svgd(max_work=value)
+
+
+def test_a_cap_below_one_iteration_names_the_cap_that_fits_one():
+    from latentfit.mcmc.budget import check_iterations
+
+    with pytest.raises(
+        ResourceLimitError, match=r"not one iteration fits: pass max_work >= "
+    ) as err:
+        check_iterations("a run", 3, 5, option="n", max_work=1000)
+    need = int(str(err.value).split(">= ")[1].split(" ")[0])
+    assert need == 10**7 + 5
+    check_iterations("a run", 1, 5, option="n", max_work=need)  # that cap runs one
+
+
+def test_resume_takes_its_own_max_work():
+    res = sample(_log_density, {"mu": torch.zeros(2)}, num_chains=2, num_warmup=20,
+                 num_draws=10, compile=False, progress_bar=False)  # fmt: skip
+    with pytest.raises(ResourceLimitError, match="use num_draws <= 1, or pass max_work=None"):
+        res.resume(5, progress_bar=False, max_work=2 * 10**7)
+    assert res.resume(5, progress_bar=False, max_work=None).num_draws == 15
+
+
+def test_the_cli_takes_max_work_and_names_it_when_a_run_is_over_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    args += ["--sample", "nuts", "--chains", "1", "--warmup", "20", "--draws", "10"]
+    res = CliRunner().invoke(app, [*args, "--max-work", "1e8"])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and "use --warmup + --draws <= 9," in res.output
+    assert "raise the limit with --max-work" in res.output
+    res = CliRunner().invoke(app, [*args, "--max-work", "1e4"])
+    assert res.exit_code == 2 and "raise --max-work to 10000001 or more" in res.output
+    for raised in ("1e9", "inf"):
+        res = CliRunner().invoke(app, [*args, "--max-work", raised])
+        assert res.exit_code == 0, res.output
+        assert "NUTS posterior" in res.output

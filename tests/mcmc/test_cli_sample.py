@@ -86,6 +86,7 @@ def test_one_chain_says_in_cli_words_that_r_hat_is_not_computed(tmp_path):
         (["--compile"], "--compile sets the sampler"),
         (["--target-accept", "0.9"], "--target-accept sets the sampler"),
         (["--max-depth", "5"], "--max-depth sets the sampler"),
+        (["--max-work", "1e16"], "--max-work sets the sampler"),
     ],
 )
 def test_sampler_options_without_sample_nuts_are_refused_not_ignored(tmp_path, options, says):

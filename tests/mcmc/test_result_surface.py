@@ -137,7 +137,7 @@ def test_resume_refuses_a_new_seed_or_chains_saying_it_continues_the_run(keyword
 
 def test_resume_names_an_unknown_keyword_and_what_it_takes():
     res = _nuts(num_draws=5, num_chains=2)
-    with pytest.raises(ParameterError, match=r"nope=.*num_draws and progress_bar"):
+    with pytest.raises(ParameterError, match=r"nope=.*num_draws, progress_bar and max_work"):
         res.resume(5, nope=True)
 
 

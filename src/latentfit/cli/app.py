@@ -151,7 +151,8 @@ def cli_words(
     DATA file ``data`` (see :func:`data_name`), and where the command set ``n_components`` by
     an option ``k`` (``-k``), that option; where it set the number of draws (``n_samples``,
     ``n``) by an option ``count`` (``-n``), that option; ``init=`` is ``--init``,
-    ``max_iter`` is ``--max-iter``, ``fit_map`` is ``--prior``, the sampler's
+    ``max_iter`` is ``--max-iter``, ``max_work`` is ``--max-work``, ``fit_map`` is
+    ``--prior``, the sampler's
     ``target_accept`` and ``max_depth`` are ``--target-accept`` and ``--max-depth``, a
     training checkpoint's ``checkpoint_dir`` is ``--checkpoint-dir`` (the command line always
     resumes: ``resume=False`` becomes deleting the checkpoint), and
@@ -172,6 +173,11 @@ def cli_words(
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
     text = text.replace(MAX_WORK_WORDS, RAISE_MAX_WORK)
+    text = re.sub(
+        r"pass max_work >= (\d+) \(or None: no limit\)",
+        r"raise --max-work to \1 or more (inf: none)",
+        text,
+    )
     # select's held-out folds: the criterion is an option; the models' priors are not
     text = text.replace("(criterion='bic', 'aic' or 'icl')", "(--criterion bic, aic or icl)")
     text = re.sub(
@@ -278,17 +284,19 @@ def parse_range(text: str, name: str = "-k", most: int | None = None) -> list[in
     return [k for lo, hi in parts for k in range(lo, hi + 1)]
 
 
-def max_work_option(what: str):
+def max_work_option(what: str, default: float | None = 1e15):
     """``--max-work``, the command line's ``max_work=``: the most multiply-adds ``what`` may
     take before it is refused (the library's default, :data:`latentfit._memory.MAX_WORK`,
     about a day of one CPU core; written out here so that ``--help`` imports no torch).
-    ``inf`` lifts the limit; read it with :func:`work_limit`."""
+    ``inf`` lifts the limit; read it with :func:`work_limit`. ``default=None``: a command that
+    refuses the option where it would be ignored sees whether it was given."""
     return typer.Option(
-        1e15,
+        default,
         "--max-work",
         help=f"The most multiply-adds {what} may take before it is refused (about a day of "
         "one CPU core by default; inf: no limit).",
         callback=_positive_or_inf,
+        show_default=default is not None,
     )
 
 

@@ -20,8 +20,10 @@ from latentfit.cli.app import (
     fit_app,
     header_option,
     load_data,
+    max_work_option,
     seed_option,
     split_columns,
+    work_limit,
 )
 from latentfit.cli.output import csv_option, json_option
 
@@ -257,6 +259,7 @@ def _posterior(
     compile_: bool = False,
     target_accept: float = 0.8,
     max_depth: int = 10,
+    max_work: float = 1e15,
 ):
     """The NUTS draws of the posterior and its table (a pandas frame) with the diagnostics
     (the options were checked by :func:`fit_dist` before the data were read)."""
@@ -269,6 +272,7 @@ def _posterior(
         compile=True if compile_ else "replay",
         target_accept=target_accept,
         max_depth=max_depth,
+        max_work=work_limit(max_work),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -372,6 +376,9 @@ def fit_dist(
         "when transitions hit it.  [default: 10]",
         show_default=False,
     ),
+    max_work: float | None = max_work_option(
+        "the warm-up and draws of --sample (counted at their least)", default=None
+    ),
     seed: int = seed_option("Seed of the sampler."),
     compile_: bool = typer.Option(
         False,
@@ -436,6 +443,7 @@ def fit_dist(
             )
         target_accept = 0.8 if target_accept is None else target_accept
         max_depth = 10 if max_depth is None else max_depth
+        max_work = 1e15 if max_work is None else max_work
         if not 0 < target_accept < 1:
             fail(
                 f"--target-accept must lie strictly between 0 and 1, got {target_accept}; "
@@ -456,6 +464,7 @@ def fit_dist(
                 ("warmup", warmup),
                 ("target-accept", target_accept),
                 ("max-depth", max_depth),
+                ("max-work", max_work),
             )
             if v is not None
         ]
@@ -490,7 +499,16 @@ def fit_dist(
             posterior = None
             if sample is not None:
                 posterior = _posterior(
-                    fit, sample, chains, draws, warmup, seed, compile_, target_accept, max_depth
+                    fit,
+                    sample,
+                    chains,
+                    draws,
+                    warmup,
+                    seed,
+                    compile_,
+                    target_accept,
+                    max_depth,
+                    max_work,
                 )
                 text = _posterior_text(fit, priors, *posterior, chains, draws, warmup, seed)
                 table += "\n\n" + text

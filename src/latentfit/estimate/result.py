@@ -288,7 +288,8 @@ class FitResult:
         """Draws from the posterior of this MAP fit (its family, data and prior) by NUTS, the
         chains starting near the MAP: a ``latentfit.mcmc.MCMCResult`` (``summary()``,
         ``to_arviz()``). ``sampler_options`` go to ``latentfit.mcmc.SamplerConfig`` (``metric``,
-        ``max_depth``, ``target_accept``, ``kernel``)."""
+        ``max_depth``, ``target_accept``, ``kernel``); ``max_work=`` caps the run's work as in
+        ``latentfit.mcmc.sample`` (None: no limit)."""
         from latentfit.mcmc.sampler import sample_fit
 
         return sample_fit(

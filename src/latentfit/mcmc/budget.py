@@ -14,14 +14,18 @@ factor, not an exact account.
 
 from __future__ import annotations
 
-from latentfit._memory import MAX_WORK, check_allocation, fmt_bytes
+import math
+import numbers
+
+from latentfit._memory import MAX_WORK, allowed_work, check_allocation, fmt_bytes
 from latentfit._validation import check_positive_int
-from latentfit.errors import ResourceLimitError
+from latentfit.errors import ParameterError, ResourceLimitError
 
 __all__ = [
     "ITERATION_WORK",
     "check_counts",
     "check_iterations",
+    "check_max_work",
     "check_run",
     "gibbs_parts",
     "nuts_parts",
@@ -48,21 +52,50 @@ def check_counts(num_chains, num_warmup, num_draws) -> tuple[int, int, int]:
     )
 
 
+def check_max_work(max_work) -> int | None:
+    """A sampler's ``max_work=`` as :func:`check_iterations` takes it: None (no limit) for None
+    or ``math.inf``, else the number of multiply-adds as an int >= 1 (``1e16`` too);
+    ParameterError naming ``max_work`` otherwise."""
+    if max_work is None or (isinstance(max_work, numbers.Real) and max_work == math.inf):
+        return None
+    if isinstance(max_work, bool) or not isinstance(max_work, numbers.Real) or not max_work >= 1:
+        raise ParameterError(
+            f"max_work must be a number of multiply-adds >= 1 (such as 1e16), or None or "
+            f"math.inf for no limit, got {max_work!r}"
+        )
+    return int(max_work)
+
+
 def check_iterations(
-    what: str, iterations: int, per_iteration: int, *, option: str, max_work: int = MAX_WORK
+    what: str,
+    iterations: int,
+    per_iteration: int,
+    *,
+    option: str,
+    max_work: int | float | None = MAX_WORK,
 ) -> None:
     """Refuse (``ResourceLimitError``) ``iterations`` of ``what`` whose arithmetic,
     ``per_iteration`` multiply-adds besides ``ITERATION_WORK`` each, exceeds ``max_work``
-    (about a day of one core), naming the most iterations that fit as ``option <= N``. Warm-up
-    iterations keep nothing, so no memory check sees them: ``num_warmup=10**12`` ran for ever."""
+    (by default about a day of one core; None or inf: no limit, see :func:`check_max_work`),
+    naming the most iterations that fit as ``option <= N`` and ``max_work=None`` as the way
+    past the cap. Warm-up iterations keep nothing, so no memory check sees them:
+    ``num_warmup=10**12`` ran for ever."""
+    max_work = check_max_work(max_work)
+    if max_work is None:
+        return
     per = ITERATION_WORK + per_iteration
     work = iterations * per
     if work <= max_work:
         return
+    most = max_work // per
+    fix = (
+        f"use {option} <= {most:,}, or pass max_work=None to run it anyway"
+        if most >= 1  # a cap below one iteration is a user's: it names no count that runs
+        else f"not one iteration fits: pass max_work >= {per} (or None: no limit)"
+    )
     raise ResourceLimitError(
         f"{what}: {iterations:,} iterations of at least {per:.2g} multiply-adds each are more "
-        f"than the {max_work:.2g} allowed (about a day of one CPU core); use {option} <= "
-        f"{max(max_work // per, 1):,}"
+        f"than {allowed_work(max_work)}; {fix}"
     )
 
 

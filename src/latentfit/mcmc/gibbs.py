@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.distributions import constraints
 
+from latentfit._memory import MAX_WORK
 from latentfit._moments import column_moments
 from latentfit._validation import (
     as_float_tensor,
@@ -335,6 +336,7 @@ def gibbs_gmm(
     prior_scale=None,
     co_assignment: bool | None = None,
     generator=None,
+    max_work: int | float | None = MAX_WORK,
 ) -> GibbsGMMResult:
     """Gibbs sampling of a Gaussian mixture by data augmentation (module docstring). The chains
     run where ``x`` is (a CUDA tensor: on that GPU; ``generator`` a seed or a generator there).
@@ -343,7 +345,9 @@ def gibbs_gmm(
     ~ Dirichlet(alpha); mean | cov ~ N(prior_loc = data mean, cov / prior_kappa); cov ~
     InvWishart(prior_df = d + 2, prior_scale = data covariance / k^(2/d) scaled to df).
     ``co_assignment`` keeps the (n, n) fraction of draws with z_i == z_j (by default for up to
-    :data:`CO_ASSIGNMENT_ROWS` rows; ``None`` in the result otherwise).
+    :data:`CO_ASSIGNMENT_ROWS` rows; ``None`` in the result otherwise). ``max_work``: the most
+    multiply-adds the ``num_warmup + num_draws`` sweeps may take (by default about a day of one
+    CPU core); None or ``math.inf``: no limit.
     """
     x = observations(x, min_rows=2)
     k = check_positive_int(n_components, "n_components")
@@ -365,6 +369,7 @@ def gibbs_gmm(
         num_warmup + num_draws,
         c * k * (n * (d * d + d) + d**3),
         option="num_warmup + num_draws",
+        max_work=max_work,
     )
     prior = niw_prior(x, k, prior_loc, prior_kappa, prior_df, prior_scale)
     gen = device_generator(generator, dev, "Gibbs sampling")

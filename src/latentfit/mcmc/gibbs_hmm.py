@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.distributions import constraints
 
+from latentfit._memory import MAX_WORK
 from latentfit._validation import (
     _is_real,
     check_positive,
@@ -155,6 +156,7 @@ def gibbs_hmm(
     co_assignment: bool | None = None,
     init_states=None,
     generator=None,
+    max_work: int | float | None = MAX_WORK,
 ) -> GibbsHMMResult:
     """Gibbs sampling of a Gaussian HMM by data augmentation (module docstring). The chains
     run where ``x`` is (a CUDA tensor: on that GPU; ``generator`` a seed or a generator there).
@@ -167,7 +169,7 @@ def gibbs_hmm(
     path ``init_states`` (n,) (for example an EM fit's Viterbi path: the HMM likelihood has
     several modes, and chains started from random paths can settle in different ones), or from
     random paths when it is None. Randomness comes only from ``generator`` (a
-    ``torch.Generator`` or a seed).
+    ``torch.Generator`` or a seed). ``max_work`` as in ``gibbs_gmm``.
     """
     x, seqs = _sequences(x, lengths)
     k = check_positive_int(n_states, "n_states")
@@ -190,6 +192,7 @@ def gibbs_hmm(
         num_warmup + num_draws,
         n * ITERATION_WORK // 10 + c * k * (n * (k + d * d + d) + d**3),
         option="num_warmup + num_draws",
+        max_work=max_work,
     )
     prior = niw_prior(x, k, prior_loc, prior_kappa, prior_df, prior_scale)
     gen = device_generator(generator, dev, "Gibbs sampling")

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import torch
 
+from latentfit._memory import MAX_WORK
 from latentfit._validation import check_bool, check_positive_int
 from latentfit.errors import MissingDependencyError, ParameterError, UnknownNameError
 
@@ -307,10 +308,13 @@ class MCMCResult:
         )
 
     # -- more draws ----------------------------------------------------------------------------
-    def resume(self, num_draws: int, progress_bar: bool = True, **settings) -> MCMCResult:
+    def resume(
+        self, num_draws: int, progress_bar: bool = True, max_work=MAX_WORK, **settings
+    ) -> MCMCResult:
         """``num_draws`` more draws from where every chain stopped, with the adapted step size
         and metric and the same random stream (no second warm-up): returns the result holding
         all draws so far. The same seed with ``resume`` gives the same draws as one longer run.
+        ``max_work`` caps the new draws' work as ``sample``'s caps a run's (None: no limit).
 
         A resume continues this run, so it takes no seed, generator, chains or sampler
         settings (a ParameterError says so): for those, call ``sample`` again."""
@@ -330,7 +334,7 @@ class MCMCResult:
             )
         # the draws so far, the new ones and their concatenation
         check_memory(runner.target, runner.config, self.num_chains, 0, self.num_draws + num_draws)
-        check_work(runner.target, self.num_chains, num_draws, option="num_draws")
+        check_work(runner.target, self.num_chains, num_draws, option="num_draws", max_work=max_work)
         more = runner.draw(num_draws, progress_bar)
         self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
@@ -355,7 +359,7 @@ def _refuse_resume_settings(settings: dict, chains: int) -> None:
         if set(settings) & run
         else ""
     )
-    raise ParameterError(f"resume({given}): {why}resume takes num_draws and progress_bar")
+    raise ParameterError(f"resume({given}): {why}resume takes num_draws, progress_bar and max_work")
 
 
 def _dims(posterior: dict[str, np.ndarray]) -> dict[str, list[str]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from latentfit._memory import MAX_WORK
 from latentfit._validation import (
     _is_real,
     check_bool,
@@ -31,7 +32,12 @@ from latentfit.mcmc.adaptation import (
     find_reasonable_step_size,
     regularized_metric,
 )
-from latentfit.mcmc.budget import check_counts, check_iterations, check_run, nuts_parts
+from latentfit.mcmc.budget import (
+    check_counts,
+    check_iterations,
+    check_run,
+    nuts_parts,
+)
 from latentfit.mcmc.fit_posterior import fit_target
 from latentfit.mcmc.kernels import Metric, State, hmc_transition, nuts_transition
 from latentfit.mcmc.target import Target, init_values
@@ -119,6 +125,7 @@ def sample(
     dtype=None,
     device=None,
     compile: bool | str = "replay",
+    max_work: int | float | None = MAX_WORK,
 ):
     """Sample the posterior ``exp(log_density(**params))`` by NUTS or static HMC.
 
@@ -153,6 +160,10 @@ def sample(
     (``warmup_stats["compiled_from"]``); ``compile="wait"`` compiles before the first
     transition instead. A density that cannot be traced for ``compile=True`` samples eagerly
     with a ``CompileFallbackWarning``.
+
+    ``max_work``: the most multiply-adds the ``num_warmup + num_draws`` transitions may take
+    by the least count of their work (:func:`check_work`; by default about a day of one CPU
+    core, a count off by digits); None or ``math.inf``: no limit.
     """
     vectorized = check_bool(vectorized, "vectorized")
     progress_bar = check_bool(progress_bar, "progress_bar")
@@ -184,6 +195,7 @@ def sample(
         start=start,
         generator=generator,
         progress_bar=progress_bar,
+        max_work=max_work,
     )
 
 
@@ -264,6 +276,7 @@ def sample_target(
     start: dict | None = None,
     generator: torch.Generator | int | None = None,
     progress_bar: bool = True,
+    max_work: int | float | None = MAX_WORK,
 ):
     """``sample`` on a ``Target`` already built (the fit_map path and the tests use it)."""
     from latentfit.mcmc.result import MCMCResult
@@ -273,7 +286,7 @@ def sample_target(
     progress_bar = check_bool(progress_bar, "progress_bar")
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)
-    check_work(target, num_chains, num_warmup + num_draws)
+    check_work(target, num_chains, num_warmup + num_draws, max_work=max_work)
     gen = device_generator(generator, target.device)
     state = _initial_state(target, num_chains, start, config.init_radius, gen)
     p, dt = target.n_free, target.dtype
@@ -332,17 +345,24 @@ def check_memory(
 
 
 def check_work(
-    target: Target, chains: int, iterations: int, option: str = "num_warmup + num_draws"
+    target: Target,
+    chains: int,
+    iterations: int,
+    option: str = "num_warmup + num_draws",
+    *,
+    max_work: int | float | None = MAX_WORK,
 ) -> None:
-    """Refuse ``iterations`` transitions that would take more than a day of one core
-    (budget.check_iterations). A transition takes at least one leapfrog step of every chain
-    and a density's cost is unknown, so only the least is counted: what a count off by digits
-    (``num_warmup=10**12``, which keeps no records for the memory check to see) would take."""
+    """Refuse ``iterations`` transitions that would take more than ``max_work`` multiply-adds,
+    by default about a day of one core (budget.check_iterations; None: no limit). A transition
+    takes at least one leapfrog step of every chain and a density's cost is unknown, so only
+    the least is counted: what a count off by digits (``num_warmup=10**12``, which keeps no
+    records for the memory check to see) would take."""
     check_iterations(
         f"sampling {chains:,} chains of {target.n_free} parameters",
         iterations,
         chains * target.n_free,
         option=option,
+        max_work=max_work,
     )
 
 
@@ -555,12 +575,14 @@ def sample_fit(
     num_draws: int = 1000,
     generator=None,
     progress_bar: bool = True,
+    max_work: int | float | None = MAX_WORK,
     **options,
 ):
     """NUTS on the posterior of a ``fit_map`` result: ``log p(data | θ) + log p(θ)`` in the
     family's parameters and constraints; the chains start within ±1 (unconstrained) of the MAP.
     The chains' densities are computed at once where the family broadcasts over them
-    (fit_posterior.py), else one chain at a time through vmap."""
+    (fit_posterior.py), else one chain at a time through vmap. ``max_work`` as in
+    :func:`sample`."""
     if fit.log_prior_fn is None or fit.data is None:
         raise ParameterError(
             f"sample_posterior needs a prior: this is a{'n' if fit.method == 'MLE' else ''} "
@@ -573,7 +595,7 @@ def sample_fit(
     progress_bar = check_bool(progress_bar, "progress_bar")
     num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
     check_memory(target, config, num_chains, num_warmup, num_draws)  # before the starts
-    check_work(target, num_chains, num_warmup + num_draws)
+    check_work(target, num_chains, num_warmup + num_draws, max_work=max_work)
     gen = device_generator(generator, x.device)
     u_map = target.unconstrain({k: v[None] for k, v in fit.params.items()})  # (1, p)
     if not bool(torch.isfinite(u_map).all()):
@@ -591,4 +613,5 @@ def sample_fit(
         start=start,
         generator=gen,
         progress_bar=progress_bar,
+        max_work=max_work,
     )

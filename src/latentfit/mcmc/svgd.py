@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from latentfit._memory import MAX_WORK
 from latentfit._validation import (
     _is_real,
     check_bool,
@@ -103,11 +104,14 @@ def svgd(
     progress_bar: bool = True,
     dtype=None,
     device=None,
+    max_work: int | float | None = MAX_WORK,
 ) -> SVGDResult:
     """Approximate the posterior ``exp(log_density(**params))`` by ``num_particles`` particles.
 
     The interface is that of ``latentfit.mcmc.sample``; particles start at ``init`` (mapped to
     unconstrained space) plus ``Normal(0, init_scale)`` noise from ``generator``.
+    ``max_work``: the most multiply-adds the ``num_iter`` steps may take (by default about a
+    day of one CPU core); None or ``math.inf``: no limit.
     """
     vectorized = check_bool(vectorized, "vectorized")
     progress_bar = check_bool(progress_bar, "progress_bar")
@@ -138,6 +142,7 @@ def svgd(
         num_iter,
         num_particles**2 * (3 * target.n_free + 4),
         option="num_iter",
+        max_work=max_work,
     )
     gen = device_generator(generator, device, "SVGD")
     u0 = target.unconstrain({k: v[None] for k, v in values.items()})  # (1, p)
