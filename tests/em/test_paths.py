@@ -8,6 +8,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from latentfit import _compiled
+from latentfit.em import paths
 from latentfit.em.paths import ar_path, linear_path, markov_chain, segment_chain
 
 needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="no numba")
@@ -106,11 +107,8 @@ def test_ar_path_kernel_matches_the_regression():
         np.testing.assert_allclose(x[t], W[states[t]] @ z + eps[t], rtol=1e-12)
 
 
-@needs_numba
-@pytest.mark.parametrize(
-    "name", ["GaussianHMM", "GaussianHSMM", "AutoregressiveHMM", "LinearGaussianSSM"]
-)
-def test_sample_draws_the_same_compiled_or_not(name, monkeypatch):
+def _two_regimes(name: str):
+    """The sequence model ``name`` fitted (3 iterations) to 200 rows in two regimes."""
     import latentfit
 
     rng = np.random.default_rng(6)
@@ -120,8 +118,16 @@ def test_sample_draws_the_same_compiled_or_not(name, monkeypatch):
     m = getattr(latentfit, name)(n_components=2, n_iter=3, random_state=0, **kw)
     with pytest.warns(ConvergenceWarning):
         m.fit(X)
-    from latentfit.em import paths
+    return m
 
+
+SEQUENCE_MODELS = ["GaussianHMM", "GaussianHSMM", "AutoregressiveHMM", "LinearGaussianSSM"]
+
+
+@needs_numba
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
+def test_sample_draws_the_same_compiled_or_not(name, monkeypatch):
+    m = _two_regimes(name)
     monkeypatch.setattr(paths, "COMPILE_FROM", 0)  # compiled from the first step
     fast = m.sample(2000, random_state=1)
     monkeypatch.setattr(_compiled, "available", lambda: False)
@@ -130,21 +136,10 @@ def test_sample_draws_the_same_compiled_or_not(name, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize(
-    "name", ["GaussianHMM", "GaussianHSMM", "AutoregressiveHMM", "LinearGaussianSSM"]
-)
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
 def test_a_short_path_does_not_wait_on_the_compiled_kernels(name, monkeypatch):
     """Loading numba and the kernels costs ~1 s: sample(100) must not pay it (cold start)."""
-    import latentfit
-    from latentfit.em import paths
-
-    rng = np.random.default_rng(6)
-    X = rng.normal(size=(200, 2))
-    X[100:] += 3
-    kw = {"max_duration": 8} if name == "GaussianHSMM" else {}
-    m = getattr(latentfit, name)(n_components=2, n_iter=3, random_state=0, **kw)
-    with pytest.warns(ConvergenceWarning):
-        m.fit(X)
+    m = _two_regimes(name)
 
     def refused():
         raise AssertionError("a short path loaded the compiled kernels")
