@@ -181,13 +181,11 @@ def test_a_beta_or_free_bits_the_objective_ignores_is_refused_before_the_data(
         assert "error:" in res.output and named in res.output and "would be ignored" in res.output
 
 
-def test_samples_off_by_digits_are_refused_naming_the_option_and_the_largest_that_fits(
-    tmp_path, monkeypatch
-):
-    # score, eval and fit --eval-samples with 10**12 samples ran for months without a word
+def _small_vae_file(tmp_path, monkeypatch) -> list[str]:
+    """In ``tmp_path`` (made the working folder): x.csv (60 x 3 normal rows) and v.safetensors,
+    a Gaussian VAE (latent 2, hidden 8) fitted to it for one epoch. Returns the ``fit vae``
+    arguments it was fitted with, less --epochs and --out."""
     import numpy as np
-
-    import latentfit.vae.evaluate
 
     monkeypatch.chdir(tmp_path)
     np.savetxt("x.csv", np.random.default_rng(0).normal(size=(60, 3)), delimiter=",")
@@ -195,6 +193,16 @@ def test_samples_off_by_digits_are_refused_naming_the_option_and_the_largest_tha
            "--latent", "2", "--hidden", "8", "--quiet"]  # fmt: skip
     res = runner.invoke(app, [*fit, "--epochs", "1", "--out", "v.safetensors"])
     assert res.exit_code == 0, res.output
+    return fit
+
+
+def test_samples_off_by_digits_are_refused_naming_the_option_and_the_largest_that_fits(
+    tmp_path, monkeypatch
+):
+    # score, eval and fit --eval-samples with 10**12 samples ran for months without a word
+    import latentfit.vae.evaluate
+
+    fit = _small_vae_file(tmp_path, monkeypatch)
 
     def refuse(*_):
         raise AssertionError("a sample was drawn before --samples was refused")
@@ -217,14 +225,7 @@ def test_samples_off_by_digits_are_refused_naming_the_option_and_the_largest_tha
 
 def test_max_work_sets_the_importance_sampling_cap_and_the_refusal_names_it(tmp_path, monkeypatch):
     # the 10**15 cap had no option: a command line told "too much work" could not go on
-    import numpy as np
-
-    monkeypatch.chdir(tmp_path)
-    np.savetxt("x.csv", np.random.default_rng(0).normal(size=(60, 3)), delimiter=",")
-    fit = ["fit", "vae", "--dataset", "x.csv", "--likelihood", "gaussian", "--no-binarize",
-           "--latent", "2", "--hidden", "8", "--quiet"]  # fmt: skip
-    res = runner.invoke(app, [*fit, "--epochs", "1", "--out", "v.safetensors"])
-    assert res.exit_code == 0, res.output
+    fit = _small_vae_file(tmp_path, monkeypatch)
     # 4,242 multiply-adds a row and sample (test above): 10 samples of 12 test rows 509,040
     for args, option in (
         (["score", "v.safetensors", "x.csv", "--samples", "10"], "--samples"),
