@@ -141,6 +141,36 @@ def test_kmeans_float32_far_from_the_origin_finds_the_float64_centres():
     np.testing.assert_allclose(out[torch.float32], out[torch.float64], atol=0.0625 + 1e-3)
 
 
+def _groups_far_apart(gap=1e10):
+    """Two groups ``gap`` apart, each two tight clusters at -1 and +1: rows 0-49, 50-99 near
+    0, rows 100-149, 150-199 near ``gap`` (the same offsets)."""
+    rng = np.random.default_rng(0)
+    near = [rng.normal(m, 0.1, (50, 2)) for m in (-1.0, 1.0)]
+    return np.concatenate([*near, *(g + gap for g in near)])
+
+
+def test_kmeans_tells_clusters_apart_inside_groups_far_apart():
+    X = torch.tensor(_groups_far_apart())
+    C, labels = kmeans(X, 4, torch.ones(len(X), dtype=X.dtype), torch.Generator().manual_seed(0))
+    truth = torch.arange(4).repeat_interleave(50)
+    # every true cluster is one k-means cluster (before: counts 78, 48, 52, 22)
+    assert all(len(torch.unique(labels[truth == j])) == 1 for j in range(4))
+    assert len(torch.unique(labels)) == 4
+    want = X.reshape(4, 50, 2).mean(1)[torch.argsort(labels[::50])]  # (4, 2), k-means' order
+    torch.testing.assert_close(C, want, rtol=0, atol=1e-4)  # the spacing at 5e9: 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gaussian_mixture_from_kmeans_finds_clusters_inside_groups_far_apart(seed):
+    X = _groups_far_apart()
+    m = GaussianMixture(4, covariance_type="diag", random_state=seed).fit(X)
+    # the clusters are far apart against their spread: each mean is its rows' mean; before,
+    # seeds 0 and 2 started across the groups and ended with score -3.54 instead of 0.43
+    want = X.reshape(4, 50, 2).mean(1)
+    got = m.means_[np.argsort(m.means_[:, 0])]
+    np.testing.assert_allclose(got, want[np.argsort(want[:, 0])], rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------- degenerate components
 
 

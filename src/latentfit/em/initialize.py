@@ -7,7 +7,12 @@ pass over the data per iteration, so it runs on the same data sources as EM.
 Distances are expanded as ``‖x‖² − 2 x·c + ‖c‖²`` (a matrix product), which loses every digit
 of data far from the origin (float32 at 1e6: the terms are 1e12, their rounding 1e5). Each
 function therefore works on the data relative to a point among them (the centres' or the
-data's mean), where the expansion keeps the precision of the data.
+data's mean), where the expansion keeps the precision of the data. Groups far apart from one
+another still leave some rows far from that point (two groups 1e10 apart, float64: the terms
+are 1e20, their rounding 1e4, where the centres inside a group are 1 apart), so
+:func:`nearest_center` computes ``‖x − c‖²`` term by term for the rows whose nearest two
+centres the expansion cannot tell apart, and the k-means++ distances are computed that way
+throughout.
 """
 
 from __future__ import annotations
@@ -32,15 +37,48 @@ INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 def nearest_center(X: torch.Tensor, C: torch.Tensor, chunk_rows: int = 65536) -> torch.Tensor:
     """Index of the nearest center for every row: (n,). ``‖x‖²`` is the same for every
     center, so the argmin is that of ``‖c‖² − 2 x·c``: one product per chunk of rows, taken
-    about the centres' mean so that data far from the origin keeps its precision."""
+    about the centres' mean so that data far from the origin keeps its precision. Rows whose
+    two smallest values differ by less than the product's rounding error bound get their
+    distances term by term (:func:`_exact_nearest`)."""
     c0 = C.mean(0)  # (d,)
     C = C - c0
     cc = (C * C).sum(1)  # (k,)
+    k, d = C.shape
     out = torch.empty(X.shape[0], dtype=torch.int64, device=X.device)
+    if k == 1:
+        return out.zero_()
+    # |fl(c·c − 2 x·c) − (c·c − 2 x·c)| <= (d + 2) eps (‖c‖² + 2 ‖x‖ ‖c‖) (Higham 2002, 3.1)
+    slack = 2 * (d + 2) * torch.finfo(C.dtype).eps
+    c_max = cc.max().sqrt()
     for i in range(0, X.shape[0], chunk_rows):
-        d = torch.addmm(cc, X[i : i + chunk_rows] - c0, C.T, alpha=-2)  # (r, k)
-        torch.argmin(d, 1, out=out[i : i + chunk_rows])
+        x = X[i : i + chunk_rows] - c0  # (r, d)
+        dist = torch.addmm(cc, x, C.T, alpha=-2)  # (r, k)
+        two = torch.topk(dist, 2, dim=1, largest=False)
+        out[i : i + chunk_rows] = two.indices[:, 0]
+        bound = slack * (c_max * c_max + 2 * x.norm(dim=1) * c_max)  # (r,)
+        close = torch.nonzero(two.values[:, 1] - two.values[:, 0] <= bound).flatten()
+        if close.numel():
+            out[i + close] = _exact_nearest(x[close], C)
     return out
+
+
+def _exact_nearest(x: torch.Tensor, C: torch.Tensor, elements: int = 1 << 22) -> torch.Tensor:
+    """Nearest center (m,) of rows x (m, d) from ``‖x − c‖²`` term by term, in blocks of
+    about ``elements`` differences (m_block, k, d)."""
+    step = max(1, elements // max(1, C.numel()))
+    return torch.cat(
+        [
+            (x[j : j + step, None, :] - C).square().sum(-1).argmin(1)
+            for j in range(0, x.shape[0], step)
+        ]
+    )
+
+
+def _sq_dist(X: torch.Tensor, c: torch.Tensor, chunk_rows: int = 65536) -> torch.Tensor:
+    """``‖x − c‖²`` (n,) term by term, a chunk of rows at a time."""
+    return torch.cat(
+        [(X[i : i + chunk_rows] - c).square().sum(1) for i in range(0, X.shape[0], chunk_rows)]
+    )
 
 
 def _draw(p: torch.Tensor, generator: torch.Generator) -> int:
@@ -60,12 +98,9 @@ def kmeans_plusplus(
 ) -> torch.Tensor:
     """Indices (k,) of k-means++ seeds: each next seed drawn ∝ w · D(x)²."""
     n = X.shape[0]
-    X = X - weighted_mean(X, weights)  # about the data mean: distances keep their digits
-    xx = (X * X).sum(1)  # (n,) once, not per seed
 
-    def sq_dist_to(i: int) -> torch.Tensor:  # (n,) squared distances to row i
-        c = X[i]
-        return torch.addmv(xx + (c * c).sum(), X, c, alpha=-2).clamp_min_(0)
+    def sq_dist_to(i: int) -> torch.Tensor:  # (n,) squared distances to row i, term by term
+        return _sq_dist(X, X[i])
 
     idx = [_draw(weights, generator)]
     d2 = sq_dist_to(idx[-1])
