@@ -277,9 +277,15 @@ def test_tracking_example_smooths_below_the_reading_noise():
     assert abs(summary["obs_std_fitted"] - 1.0) < 0.15
 
 
-def test_degenerate_covariances_name_the_row():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_degenerate_covariances_name_the_row(compiled, monkeypatch):
     """No noise and a known start: the predicted covariances are all zero, and the smoother
-    (which inverts them, last row first) refuses with the row, not a raw linear-algebra error."""
+    (which inverts them, last row first) refuses with the row, not a raw linear-algebra error;
+    the torch functions (off the CPU, or without numba) name the same row."""
+    from latentfit import _compiled
+
+    if not compiled:
+        monkeypatch.setattr(_compiled, "available", lambda: False)
     params = list(random_params(seed=21, k=2, d=3))
     params[2] = np.zeros((2, 2))  # Q
     params[6] = np.zeros((2, 2))  # V0

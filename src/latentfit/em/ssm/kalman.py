@@ -20,6 +20,11 @@ symmetric positive semi-definite under rounding (Bucy & Joseph 1968).
 
 :mod:`latentfit.em.ssm.kalman_cpu` computes the same quantities with a compiled kernel for
 CPU tensors; the two are tested against each other.
+
+Neither function waits on the device inside its loop over steps: the Cholesky factorisations
+are ``cholesky_ex``, whose failures are gathered per row and checked once at the end
+(:class:`NotPositiveDefinite` names the first row met), and the sequences with a step t are
+a leading slice of the sequences sorted by length, found on the host.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 
 __all__ = [
     "FilterResult",
+    "NotPositiveDefinite",
     "SSMParams",
     "SmootherResult",
     "kalman_filter",
@@ -70,6 +76,41 @@ class SmootherResult(NamedTuple):
     cross_covariances: torch.Tensor  # (n, k, k) Cov[x_t, x_{t-1} | y]; zero at a sequence start
 
 
+class NotPositiveDefinite(torch.linalg.LinAlgError):
+    """A covariance to factorise was not positive definite; ``row`` is the data row of the
+    first step (in the order the filter or smoother met them) where it happened."""
+
+    def __init__(self, row: int):
+        super().__init__(f"a covariance is not positive definite at row {row}")
+        self.row = row
+
+
+def _check_factorised(failed: torch.Tensor, step: torch.Tensor, backward: bool) -> None:
+    """Raise :class:`NotPositiveDefinite` for the first failed row: ``failed`` (n,) bool per
+    row, ``step`` (n,) each row's step in its sequence; the filter meets the steps forward,
+    the smoother backward (and, at one step, the rows in order)."""
+    if not bool(failed.any()):  # the one wait on the device
+        return
+    rows = failed.nonzero().squeeze(1)
+    t = step[rows]
+    first = t.max() if backward else t.min()
+    raise NotPositiveDefinite(int(rows[t == first].min()))
+
+
+def _descending(lengths: list[int], device) -> tuple[list[int], torch.Tensor]:
+    """The lengths longest first and the first row of each of those sequences (b,)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    starts = [0]
+    for m in lengths[:-1]:
+        starts.append(starts[-1] + m)
+    return [lengths[i] for i in order], torch.tensor([starts[i] for i in order], device=device)
+
+
+def _steps(lengths: list[int], device) -> torch.Tensor:
+    """Each row's step in its sequence (n,)."""
+    return torch.cat([torch.arange(m, device=device) for m in lengths])
+
+
 def _masked_observation(p: SSMParams, obs: torch.Tensor):
     """``C``, ``R`` and the count of observed coordinates for a batch of observation masks
     (b, d): missing rows of C zero, R's observed block plus the identity on the missing ones."""
@@ -94,12 +135,8 @@ def kalman_filter(p: SSMParams, Y: torch.Tensor, lengths: list[int]) -> FilterRe
     eye_k = torch.eye(k, dtype=dt, device=dev)
     log2pi = math.log(2 * math.pi)
     # the sequences longest first, so that those with a step t are a leading slice
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    desc = [lengths[i] for i in order]
-    starts = [0]
-    for m in lengths[:-1]:
-        starts.append(starts[-1] + m)
-    first = torch.tensor([starts[i] for i in order], device=dev)  # (b,) first rows
+    desc, first = _descending(lengths, dev)  # first: (b,) first rows
+    failed = torch.zeros(n, dtype=torch.bool, device=dev)
     m_pred_all, m_filt_all = Y.new_empty(n, k), Y.new_empty(n, k)
     P_pred_all, P_filt_all = Y.new_empty(n, k, k), Y.new_empty(n, k, k)
     ll_all = Y.new_empty(n)
@@ -117,7 +154,8 @@ def kalman_filter(p: SSMParams, Y: torch.Tensor, lengths: list[int]) -> FilterRe
         e = torch.where(obs, y - mp @ p.C.T - p.d, 0.0)  # (a, d) innovation
         CP = Cm @ Pp  # (a, d, k)
         S = _sym(CP @ Cm.transpose(-1, -2) + Rm)  # (a, d, d)
-        L = torch.linalg.cholesky(S)
+        L, info = torch.linalg.cholesky_ex(S)
+        failed[rows] = info != 0
         Kt = torch.cholesky_solve(CP, L)  # (a, d, k) = S⁻¹ C P, the transposed gain
         K = Kt.transpose(-1, -2)  # (a, k, d)
         m_filt = mp + (K @ e.unsqueeze(-1)).squeeze(-1)
@@ -130,6 +168,7 @@ def kalman_filter(p: SSMParams, Y: torch.Tensor, lengths: list[int]) -> FilterRe
         m_filt_all[rows], P_filt_all[rows] = m_filt, P_filt
         m_pred = m_filt @ p.A.T
         P_pred = _sym(p.A @ P_filt @ p.A.T + p.Q)
+    _check_factorised(failed, _steps(lengths, dev), backward=False)
     return FilterResult(ll_all.sum(), ll_all, m_pred_all, P_pred_all, m_filt_all, P_filt_all)
 
 
@@ -139,25 +178,28 @@ def rts_smoother(p: SSMParams, f: FilterResult, lengths: list[int]) -> SmootherR
     that EM needs; all sequences go backward together."""
     n, k = f.filtered_means.shape
     dev = f.filtered_means.device
-    t_max = max(lengths)
-    starts = torch.tensor([0, *lengths[:-1]], device=dev).cumsum(0)  # (b,)
-    lens = torch.tensor(lengths, device=dev)
+    desc, first = _descending(lengths, dev)  # first: (b,) first rows, longest first
     m_s = f.filtered_means.new_empty(n, k)
     V_s = f.filtered_means.new_empty(n, k, k)
     cross = f.filtered_means.new_zeros(n, k, k)
-    last = starts + lens - 1
+    failed = torch.zeros(n, dtype=torch.bool, device=dev)
+    last = first + torch.tensor(desc, device=dev) - 1
     m_s[last], V_s[last] = f.filtered_means[last], f.filtered_covariances[last]
-    for t in range(t_max - 2, -1, -1):
-        active = (lens - 1 > t).nonzero().squeeze(1)  # sequences with a step t + 1
-        if len(active) == 0:
+    n_active = 0  # the sequences with a step t + 1: a leading slice, growing as t falls
+    for t in range(desc[0] - 2, -1, -1):
+        while n_active < len(desc) and desc[n_active] - 1 > t:
+            n_active += 1
+        if n_active == 0:
             continue
-        i = starts[active] + t  # (a,) rows of step t
+        i = first[:n_active] + t  # (a,) rows of step t
         P_f, P_next = f.filtered_covariances[i], f.predicted_covariances[i + 1]  # (a, k, k)
         # J = P_f Aᵀ P⁻_{t+1}⁻¹, through the Cholesky factor of the predicted covariance
-        Lp = torch.linalg.cholesky(P_next)
+        Lp, info = torch.linalg.cholesky_ex(P_next)
+        failed[i + 1] = info != 0
         J = torch.cholesky_solve(p.A @ P_f, Lp).transpose(-1, -2)  # (a, k, k)
         dm = m_s[i + 1] - f.predicted_means[i + 1]
         m_s[i] = f.filtered_means[i] + (J @ dm.unsqueeze(-1)).squeeze(-1)
         V_s[i] = _sym(P_f + J @ (V_s[i + 1] - P_next) @ J.transpose(-1, -2))
         cross[i + 1] = V_s[i + 1] @ J.transpose(-1, -2)
+    _check_factorised(failed, _steps(lengths, dev), backward=True)
     return SmootherResult(f.log_likelihood, m_s, V_s, cross)

@@ -78,8 +78,8 @@ def infer(
     try:
         f = kalman.kalman_filter(p, Y, lengths)
         s = kalman.rts_smoother(p, f, lengths) if smooth else None
-    except torch.linalg.LinAlgError:
-        _not_positive_definite(None)
+    except kalman.NotPositiveDefinite as e:
+        _not_positive_definite(e.row)
     return f, s
 
 
