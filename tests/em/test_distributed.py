@@ -37,6 +37,7 @@ from latentfit.errors import DataError, LatentfitError, ParameterError
 WORKER = Path(__file__).with_name("dist_worker.py")
 CHECK_WORKER = Path(__file__).with_name("dist_check_worker.py")
 ESTEP_WORKER = Path(__file__).with_name("dist_estep_worker.py")
+SCORE_WORKER = Path(__file__).with_name("dist_score_worker.py")
 
 
 def _free_port() -> int:
@@ -193,6 +194,35 @@ def test_an_estep_error_names_the_row_of_the_whole_data(tmp_path, case):
     assert said[0] == said[1].replace("SequenceRowError", "BatchRowError") + (
         " (found by rank 1; this is rank 0)"
     )
+
+
+SCORE_ERRORS = {  # case of dist_score_worker.py: the error of the row rank 1's scoring refuses
+    "mixture": "BatchRowError: row 33 of X is beyond 100",
+    "hmm": "SequenceRowError: row 33 of X (step 3 of sequence 3) is beyond 100",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("case", list(SCORE_ERRORS))
+def test_an_error_in_the_final_scoring_stops_every_process(tmp_path, case):
+    """After the fit, the scoring of rank 1 refuses row 33 of 40, in its share. Rank 1 named
+    it by the row of its share ("row 13 of X", and "row 13 of X (step 3 of sequence 1)" for
+    the HMM) and left, while rank 0 waited in the sum of the log-likelihood until rank 1 was
+    gone ("rank 0: the check that every process finished its pass failed (... Connection
+    closed by peer ...)", "rank 0: summing the log-likelihood failed (...)") or, where rank 1
+    went on running, until the timeout: the fit's E-step told the other processes, the
+    scoring did not. Now every process stops at once with rank 1's error, naming the row of
+    the whole data."""
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    X[33, 1] = 1e3  # the fit takes it, the worker's scoring refuses it
+    np.save(tmp_path / "x.npy", X)
+    proc = _torchrun([SCORE_WORKER, tmp_path, case, tmp_path / "x.npy"], timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert said[1] == SCORE_ERRORS[case], said[1]
+    words = SCORE_ERRORS[case].split(": ", 1)[1]
+    assert said[0] == f"BatchRowError: {words} (found by rank 1; this is rank 0)", said[0]
 
 
 @pytest.mark.parametrize(

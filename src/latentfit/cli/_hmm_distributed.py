@@ -30,6 +30,7 @@ def fit_hmm_distributed(
     import torch
     import torch.distributed as dist
 
+    from latentfit.em.hmm.labels import SequenceRowError
     from latentfit.em.hmm.sequences import SequenceSource
     from latentfit.em.sources.chunks import open_source
     from latentfit.em.sources.distributed import (
@@ -39,6 +40,7 @@ def fit_hmm_distributed(
         init_distributed,
         local_device,
     )
+    from latentfit.errors import BatchRowError
 
     device = local_device(model.device)
     started_here = not in_process_group()
@@ -53,19 +55,29 @@ def fit_hmm_distributed(
         source = open_source(
             path, columns=columns, delimiter=delimiter, header=header, progress=False
         )
-        model.fit(DistributedSource(source), lengths)
+        shared = DistributedSource(source)
+        model.fit(shared, lengths)
         if lengths is None:
             lengths = [source.n_samples]
         # Score this process's block of whole sequences at the fitted parameters.
         block = SequenceSource(source, lengths).shard(rank, world)
-        data = block.configured(
-            device=model._device, dtype=model._dtype, allow_nan=model._allow_nan()
-        )
-        rows = [X for X, _ in data]
-        local = 0.0
-        if block.lengths:
-            X = torch.cat(rows).cpu().numpy()
-            local = model.score(X, block.lengths)
+        local, failed = 0.0, None
+        try:
+            data = block.configured(
+                device=model._device, dtype=model._dtype, allow_nan=model._allow_nan()
+            )
+            rows = [X for X, _ in data]
+            if block.lengths:
+                X = torch.cat(rows).cpu().numpy()
+                local = model.score(X, block.lengths)
+        except SequenceRowError as err:  # named in the block: name it in the whole data
+            failed = SequenceRowError(block._row_offset() + err.row, err.message, lengths)
+        except BatchRowError as err:
+            failed = err.shifted(block._row_offset())
+        except Exception as err:
+            failed = err
+        # the others would wait for this process's sum until the timeout: all stop with it
+        shared.stop_together(failed)
         total = torch.tensor([local], dtype=torch.float64, device=device)
         with collective_errors("summing the log-likelihood", timeout=timeout):
             dist.all_reduce(total)

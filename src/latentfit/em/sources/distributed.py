@@ -482,19 +482,21 @@ def fit_distributed(
         model.set_params(device=str(device))
     if rank != 0:
         model.set_params(verbose=0)
-    source = DistributedSource(
-        open_source(
-            path,
-            columns=columns,
-            weight_column=weight_column,
-            delimiter=delimiter,
-            header=header,
-            progress=False,
+    try:
+        source = DistributedSource(
+            open_source(
+                path,
+                columns=columns,
+                weight_column=weight_column,
+                delimiter=delimiter,
+                header=header,
+                progress=False,
+            )
         )
-    )
-    model.fit(source)
-    missing = model.get_params().get("missing") == "marginalize"
-    loglik, _, rows = stream_loglik(model, source, allow_nan=missing)
-    if started_here:  # leave no process group behind that this call created
-        dist.destroy_process_group()
+        model.fit(source)
+        missing = model.get_params().get("missing") == "marginalize"
+        loglik, _, rows = stream_loglik(model, source, allow_nan=missing)
+    finally:
+        if started_here and dist.is_initialized():  # leave no process group behind
+            dist.destroy_process_group()
     return DistributedFit(rank, world, rows, source.n_features, loglik)

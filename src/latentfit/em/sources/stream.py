@@ -19,7 +19,7 @@ import torch
 
 from latentfit.em.sources.chunks import ChunkSource
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError
+from latentfit.errors import BatchRowError, DataError
 
 __all__ = ["EMStream", "StreamHooks", "describe_fit", "prepare_stream", "stream_loglik"]
 
@@ -133,7 +133,10 @@ def prepare_stream(
 
 def stream_loglik(model, source: ChunkSource, allow_nan: bool = False) -> tuple[float, float, int]:
     """Σ w log p(x), Σ w and the row count of a fitted model over a source, one chunk at a time
-    (over every process for a distributed source): what BIC, AIC and ``score`` need."""
+    (over every process for a distributed source): what BIC, AIC and ``score`` need. A row the
+    model refuses is named by its row of the whole data; as in the fit's E-step, an error in
+    this process's pass is told to the other processes (``stop_together``), which would
+    otherwise wait for its sums until the timeout: every process raises it."""
     data = source.configured(device=model._device, dtype=model._dtype, allow_nan=allow_nan)
     dev = data.device
     total = {
@@ -141,11 +144,20 @@ def stream_loglik(model, source: ChunkSource, allow_nan: bool = False) -> tuple[
         "weight": torch.zeros((), dtype=torch.float64, device=dev),
         "rows": torch.zeros((), dtype=torch.float64, device=dev),
     }
-    for X, w in data:
-        if X.shape[0]:
-            ll = torch.as_tensor(model.score_samples(X), dtype=torch.float64, device=dev)
-            total["loglik"] += (w.double() * ll).sum()
-        total["weight"] += w.double().sum()
-        total["rows"] += X.shape[0]
+    offset = data._row_offset()
+    try:
+        for X, w in data:
+            if X.shape[0]:
+                try:
+                    ll = torch.as_tensor(model.score_samples(X), dtype=torch.float64, device=dev)
+                except BatchRowError as err:  # its row counted from the start of the data
+                    raise err.shifted(offset) from None
+                total["loglik"] += (w.double() * ll).sum()
+            total["weight"] += w.double().sum()
+            total["rows"] += X.shape[0]
+            offset += X.shape[0]
+    except Exception as err:
+        data.stop_together(err)
+        raise
     total = data.reduce(total)
     return float(total["loglik"]), float(total["weight"]), int(total["rows"])
