@@ -1117,3 +1117,59 @@ def test_a_long_table_is_written_in_chunks_not_held_as_one_text(tmp_path):
     assert text.splitlines()[1] == "0.0,0" and len(text.splitlines()) == n + 1
     # held whole, the lists, lines and text peak at ~8x the text (30 MB); chunked, ~0.4x
     assert peak < len(text) / 2, (peak, len(text))
+
+
+def _full_disk_at_the_flush(path, directory=False):
+    if not directory:  # a file's own flush, where a full disk shows up at the latest
+        _disk_full()
+
+
+@pytest.mark.parametrize("command", list(ONE_OUTPUT), ids=list(ONE_OUTPUT))
+def test_json_is_printed_only_once_the_output_is_written(
+    command, data, saved_models, tmp_path, monkeypatch
+):
+    # Found by hand: 'predict m.lf d.csv --out o.csv --json' on a full disk printed the JSON
+    # of the labels on standard output, then "error: cannot write o.csv" and exit 2: a
+    # script reading the JSON took it for a success ('sample' and 'select --plot' alike).
+    import latentfit._files
+
+    monkeypatch.chdir(tmp_path)
+    argv, option = ONE_OUTPUT[command]
+    out = tmp_path / ("o.png" if option == "--plot" else "o.csv")
+    if command.startswith("fit-"):
+        out = tmp_path / "o.lf"
+    monkeypatch.setattr(latentfit._files, "_fsync", _full_disk_at_the_flush)
+    res = runner.invoke(app, [str(a) for a in argv(data, saved_models, out)] + ["--json"])
+    assert res.exit_code == 2, res.output
+    assert f"cannot write {out}: No space left on device" in res.stderr, res.stderr
+    assert res.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == ["d.csv"]
+
+
+# Commands that write several outputs, with --json: argv(data, folder).
+JSON_SEVERAL = {
+    "fit-gmm": lambda d, t: ["fit", "gmm", d, "-k", "2", "--quiet", "--out", t / "m.lf",
+                             "--labels", t / "l.csv"],
+    "fit-bgmm": lambda d, t: ["fit", "bgmm", d, "-k", "2", "--quiet", "--out", t / "m.lf",
+                              "--labels", t / "l.csv"],
+    "fit-hmm": lambda d, t: ["fit", "hmm", d, "-k", "2", "--quiet", "--states", t / "s.csv",
+                             "--out", t / "m.lf"],
+    "fit-ssm": lambda d, t: ["fit", "ssm", d, "-k", "1", "--n-iter", "2", "--quiet",
+                             "--states", t / "s.csv", "--out", t / "m.lf"],
+    "fit-vae": lambda d, t: ["fit", "vae", "--dataset", d, *VAE_FAST, "--out", t / "v.st"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(JSON_SEVERAL), ids=list(JSON_SEVERAL))
+def test_json_of_a_command_writing_several_outputs_comes_after_them(
+    command, data, tmp_path, monkeypatch
+):
+    import latentfit._files
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(latentfit._files, "_fsync", _full_disk_at_the_flush)
+    res = runner.invoke(app, [str(a) for a in JSON_SEVERAL[command](data, tmp_path)] + ["--json"])
+    assert res.exit_code == 2, res.output
+    assert "No space left on device" in res.stderr, res.stderr
+    assert res.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == ["d.csv"]

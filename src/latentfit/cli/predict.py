@@ -131,6 +131,10 @@ def predict(
             f"{len(cols[0]):,} rows of {len(header)} column(s)",
             hint="write them with --out FILE.csv instead of --json",
         )
+    if out is not None or not as_json:
+        with written_together([(out, "--out")], [model_path, data, lengths], force):
+            write_table(out, header, cols)
+    if as_json:  # once --out is written: a summary on stdout says the command succeeded
         print_json(
             {
                 "model": str(model_path),
@@ -140,9 +144,6 @@ def predict(
                 "values": values,
             }
         )
-    if out is not None or not as_json:
-        with written_together([(out, "--out")], [model_path, data, lengths], force):
-            write_table(out, header, cols)
     if out is not None and not as_json:
         typer.echo(f"{len(cols[0])} rows of {', '.join(header[:3])}{'...' * (len(header) > 3)} "
                    f"written to {out}")  # fmt: skip

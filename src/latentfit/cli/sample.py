@@ -151,12 +151,6 @@ def sample(
     X2 = X.reshape(len(X), -1)
     if names is None or len(names) != X2.shape[1]:
         names = [f"x{j}" for j in range(X2.shape[1])]
-    if as_json:
-        result = {"model": str(model_path), "class": type(model).__name__, "kind": kind}
-        result.update(columns=names, samples=X2)
-        if labels is not None:
-            result[f"{label}s"] = labels
-        print_json(result)
     with written_together([(out, "--out")], [model_path], force):
         if suffix == ".png":
             import torch
@@ -185,5 +179,11 @@ def sample(
                 cols.append(labels)
                 header.append(label)
             write_table(out, header, cols)
+    if as_json:  # once --out is written: a summary on stdout says the command succeeded
+        result = {"model": str(model_path), "class": type(model).__name__, "kind": kind}
+        result.update(columns=names, samples=X2)
+        if labels is not None:
+            result[f"{label}s"] = labels
+        print_json(result)
     if out is not None and not as_json:
         typer.echo(f"{n} samples written to {out}")

@@ -168,6 +168,13 @@ def _sweep(
         bounds = [None if m is None else float(m.lower_bound_) for m in result.models]
         for row, b in zip(doc["rows"], bounds, strict=True):
             row["lower_bound"] = b
+    if plot is not None:  # before the result: printed, it says the command succeeded
+        from latentfit.plot import plot_selection
+
+        fig, ax = new_figure(figsize=(6, 4))
+        plot_selection(result, ax=ax)
+        with written_together([(plot, "--plot")], inputs, force):
+            save_figure(fig, plot, fmt)
     if as_json:
         print_json(doc)
     elif as_csv:
@@ -178,13 +185,6 @@ def _sweep(
         typer.echo(result.summary())
         if bound:
             typer.echo("\n".join(_bound_lines(result, bounds)))
-    if plot is not None:
-        from latentfit.plot import plot_selection
-
-        fig, ax = new_figure(figsize=(6, 4))
-        plot_selection(result, ax=ax)
-        with written_together([(plot, "--plot")], inputs, force):
-            save_figure(fig, plot, fmt)
     if result.best_index() is None:
         import math
 
