@@ -360,7 +360,7 @@ def test_digits_take_17_levels_and_a_model_file_without_a_scale_reads_intensitie
     old = save_model(build_model(x_dim=3, z_dim=1, hidden=[4], likelihood="categorical"),
                      tmp_path / "old.safetensors")  # fmt: skip
     assert getattr(load_model(old), "level_scale_", None) is None
-    np.savetxt(tmp_path / "x.csv", [[0.0, 0.5, 1.0]], delimiter=",")
+    np.savetxt(tmp_path / "x.csv", [[0.0, 0.6, 1.0]], delimiter=",")  # 0.6 is level 153 of 256
     res = runner.invoke(app, ["score", str(old), str(tmp_path / "x.csv"), "--samples", "2"])
     assert res.exit_code == 0, res.output
 
@@ -414,3 +414,34 @@ def test_levels_are_refused_where_they_would_be_ignored_or_cannot_be_built(tmp_p
     res = runner.invoke(app, ["fit", "vae", "--dataset", "digits", *extra, "--out", str(out)])
     assert res.exit_code == 2
     assert words in res.output and not out.exists()
+
+
+def test_an_intensity_between_two_levels_is_refused_by_fit_score_predict_and_eval(
+    tmp_path, monkeypatch
+):
+    # 0.3 of a --levels 5 file was fitted and scored as the level 1 (0.25) without a word
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    grid = np.random.default_rng(0).integers(0, 5, size=(60, 3)) / 4  # intensities k/4
+    np.savetxt("ok.csv", grid, delimiter=",", fmt="%g")
+    off = grid.copy()
+    off[7, 1] = 0.3
+    np.savetxt("off.csv", off, delimiter=",", fmt="%g")
+    words = (
+        "off.csv holds 0.3 at row 7, column 1, between two of the 5 levels of a categorical "
+        "likelihood: it reads intensities as multiples of 1/4 (level k is k/4) and would "
+        "round 0.3 to 1/4. Round the data to k/4 first (round(x * 4) / 4)"
+    )
+    res, out = _fit_codes(tmp_path, "off.csv", "--levels", "5")
+    assert res.exit_code == 2 and words in res.output and not out.exists()
+    res, out = _fit_codes(tmp_path, "ok.csv", "--levels", "5")
+    assert res.exit_code == 0, res.output
+    for command in (
+        ["score", str(out), "off.csv", "--samples", "2"],
+        ["predict", str(out), "off.csv"],
+        ["eval", str(out), "--all-rows", "--dataset", "off.csv", "--samples", "2"],
+    ):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2, (command, res.output)
+        assert f"error: {words}" in " ".join(res.output.split())

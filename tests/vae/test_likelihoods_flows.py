@@ -100,6 +100,30 @@ def test_a_categorical_vae_takes_integer_levels_as_its_docstring_says():
             model.decoder.likelihood.log_prob(torch.zeros(2, 12), bad)
 
 
+def test_an_intensity_between_two_levels_is_refused_not_rounded_to_the_nearest():
+    # 0.3 was read as the level round(0.3 * 4) = 1, i.e. as 0.25: the data changed unsaid
+    from latentfit.errors import DataError
+    from latentfit.train import TrainConfig, train
+    from latentfit.vae import ELBO, build_model, diagnose, marginal_log_likelihood
+
+    model = build_model(x_dim=3, z_dim=2, hidden=[8], likelihood="categorical", n_levels=5)
+    X = torch.tensor([[0.0, 0.25, 1.0], [0.5, 0.3, 0.75]], dtype=torch.float64)
+    match = r"X holds 0\.3 at row 1, column 1, between two of the 5 levels.*round\(x \* 4\) / 4"
+    with pytest.raises(DataError, match=match):
+        marginal_log_likelihood(model, X, k=2)
+    with pytest.raises(DataError, match=match):
+        diagnose(model, X)
+    cfg = TrainConfig(epochs=1, batch_size=2, diagnostics=False, progress=False)
+    with pytest.raises(DataError, match=match.replace("X holds", "X_train holds")):
+        train(model, ELBO(), X, None, cfg)
+    # on the grid k/(L-1), float32 rounding included, the intensities are the codes' levels
+    model = build_model(x_dim=4, z_dim=2, hidden=[8], likelihood="categorical", n_levels=256)
+    codes = torch.tensor([[0, 1, 128, 255], [3, 77, 154, 254]])
+    got = marginal_log_likelihood(model, (codes / 255).float(), k=20, generator=0).log_px
+    want = marginal_log_likelihood(model, codes, k=20, generator=0).log_px
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("value", "advice"),
     [

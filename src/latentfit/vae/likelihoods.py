@@ -220,8 +220,9 @@ class CategoricalLikelihood(nn.Module):
 
     Data are given either as integer levels 0..n_levels-1 (a torch or numpy integer array;
     the encoder reads them as the intensities level / (n_levels - 1), see
-    :func:`integer_levels`) or as floats in [0, 1], which are mapped to
-    ``round(x * (n_levels - 1))``. The decoder emits (n, n_levels * d) logits laid out
+    :func:`integer_levels`) or as floats in [0, 1] on the grid k / (n_levels - 1), which are
+    mapped to the level ``round(x * (n_levels - 1))`` (:meth:`check_data` refuses a value off
+    the grid rather than round it). The decoder emits (n, n_levels * d) logits laid out
     level-major (all pixels' level-0 logits first), the layout a convolutional decoder produces.
     """
 
@@ -232,14 +233,36 @@ class CategoricalLikelihood(nn.Module):
         self.d, self.n_levels, self.n_params = d, n_levels, n_levels
 
     def check_data(self, x: torch.Tensor, name: str = "X") -> None:
-        """DataError unless ``x`` holds what :meth:`levels` reads: intensities in [0, 1] (a
-        floating tensor) or integer levels 0..n_levels-1."""
+        """DataError unless ``x`` holds what :meth:`levels` reads: intensities in [0, 1] on
+        the grid k / (n_levels - 1) (a floating tensor) or integer levels 0..n_levels-1."""
         what = f"a categorical likelihood of {self.n_levels} levels"
         if x.is_floating_point():
             rule = f"{what} reads floating values as intensities in [0, 1]"
             _check_range(x, 0.0, 1.0, name, rule)
+            self._check_grid(x, name)
         else:
             self._check_levels(x, name)
+
+    def _check_grid(self, x: torch.Tensor, name: str) -> None:
+        """DataError naming the first row and column of intensities ``x`` (n, d) in [0, 1]
+        off the grid k / (n_levels - 1): :meth:`levels` would round it to another value."""
+        top = self.n_levels - 1
+        # k / top stored in x's dtype is off by a few ulps once scaled back by top
+        tol = max(1e-4, 4 * top * torch.finfo(x.dtype).eps)
+        scaled = x * top
+        bad = (scaled - scaled.round()).abs() > tol
+        if bool(bad.any()):
+            idx = tuple(int(i) for i in bad.nonzero()[0])
+            where = f"row {idx[0]}, column {idx[-1]}" if len(idx) > 1 else f"entry {idx[0]}"
+            value = float(x[idx])
+            raise DataError(
+                f"{name} holds {value:.6g} at {where}, between two of the {self.n_levels} "
+                f"levels of a categorical likelihood: it reads intensities as multiples of "
+                f"1/{top} (level k is k/{top}) and would round {value:.6g} to "
+                f"{round(value * top)}/{top}. Round the data to k/{top} first "
+                f"(round(x * {top}) / {top}), give the integer level codes 0..{top}, or fit a "
+                "Gaussian likelihood for continuous values"
+            )
 
     def _check_levels(self, x: torch.Tensor, name: str) -> None:
         """DataError naming the first row and column of integer ``x`` outside 0..n_levels-1."""
