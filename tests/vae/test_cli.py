@@ -445,3 +445,43 @@ def test_an_intensity_between_two_levels_is_refused_by_fit_score_predict_and_eva
         res = runner.invoke(app, command)
         assert res.exit_code == 2, (command, res.output)
         assert f"error: {words}" in " ".join(res.output.split())
+
+
+def test_show_says_how_many_levels_a_categorical_vae_has_and_how_it_reads_files(
+    tmp_path, monkeypatch
+):
+    # show printed level_scale_ = 1.0 among the fit record, and nothing said what it meant
+    import json
+
+    import numpy as np
+
+    from latentfit.vae import build_model, save_model
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("d.csv", _digit_codes(60), fmt="%d", delimiter=",")
+    np.savetxt("i.csv", _digit_codes(60) / 16, fmt="%g", delimiter=",")
+    old = save_model(build_model(x_dim=3, z_dim=1, hidden=[4], likelihood="categorical",
+                                 n_levels=4), tmp_path / "old.safetensors")  # fmt: skip
+    cases = [
+        ("d.csv", 1.0, "integer level codes 0..16"),
+        ("i.csv", 16.0, "intensities in [0, 1], level k as k/16"),
+    ]
+    for data, scale, reads in cases:
+        res, out = _fit_codes(tmp_path, data, "--levels", "17", "--force")
+        assert res.exit_code == 0, res.output
+        assert load_model(out).level_scale_ == scale  # what show reports, from the file
+        text = runner.invoke(app, ["show", str(out)])
+        assert text.exit_code == 0, text.output
+        line = f"levels: 17 (categorical likelihood); data files are read as {reads}"
+        assert line in text.output.splitlines()
+        got = json.loads(runner.invoke(app, ["show", str(out), "--json"]).stdout)
+        assert got["levels"] == {"n_levels": 17, "level_scale": scale, "reads": reads}
+        assert "level_scale_" not in got["fit"]  # a reading, not a fit record
+    text = runner.invoke(app, ["show", str(old)]).output
+    assert "levels: 4 (categorical likelihood); data files are read as intensities in " in text
+    assert "level k as k/3; the file records no scale" in text
+    got = json.loads(runner.invoke(app, ["show", str(old), "--json"]).stdout)
+    assert got["levels"]["level_scale"] is None
+    plain = save_model(build_model(x_dim=3, z_dim=1, hidden=[4]), tmp_path / "b.safetensors")
+    assert "levels" not in json.loads(runner.invoke(app, ["show", str(plain), "--json"]).stdout)
+    assert "levels:" not in runner.invoke(app, ["show", str(plain)]).output

@@ -119,6 +119,24 @@ def _settings(model, kind: str, header: dict) -> dict:
     return {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
 
 
+def vae_levels(model) -> dict | None:
+    """The levels of a VAE with a categorical likelihood and the scale its files are read
+    and written in (``level_scale_``: 1 for integer codes, n_levels - 1 for intensities,
+    absent from a file written before it was recorded: intensities); None for another
+    likelihood."""
+    spec = model.spec
+    if spec.likelihood != "categorical":
+        return None
+    scale = getattr(model, "level_scale_", None)
+    top = spec.n_levels - 1
+    reads = (
+        f"integer level codes 0..{top}"
+        if scale == 1.0
+        else f"intensities in [0, 1], level k as k/{top}"
+    )
+    return {"n_levels": spec.n_levels, "level_scale": scale, "reads": reads}
+
+
 def show(
     model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
     as_json: bool = json_option(),
@@ -139,7 +157,10 @@ def show(
     model, kind = load_model(model_path)
     columns = model_columns(model, kind)
     extra = dict(header.get("extra") or {})
-    fit = {k: v for k, v in extra.items() if k != "feature_names_in_"}
+    levels = vae_levels(model) if kind == "vae" else None
+    # a VAE's level_scale_ says how its files are read (shown under "levels"), not how it fitted
+    hidden = ("feature_names_in_", "level_scale_") if kind == "vae" else ("feature_names_in_",)
+    fit = {k: v for k, v in extra.items() if k not in hidden}
     for name in _RUN:
         if name not in fit and hasattr(model, name) and not callable(getattr(model, name)):
             value = getattr(model, name)
@@ -160,6 +181,8 @@ def show(
         "split": header.get("split"),
         ("tensor_shapes" if networks else "parameters"): params,
     }
+    if levels is not None:
+        result["levels"] = levels
     if networks:
         result["n_parameters"] = int(sum(math.prod(s) for s in params.values()))
     if as_json:
@@ -178,6 +201,12 @@ def show(
     if result["split"]:
         s = result["split"]
         echo(f"data split: {s.get('source')}, {s.get('n_rows')} rows, seed {s.get('seed')}")
+    if levels is not None:
+        unsaid = "; the file records no scale" if levels["level_scale"] is None else ""
+        echo(
+            f"levels: {levels['n_levels']} (categorical likelihood); data files are read as "
+            f"{levels['reads']}{unsaid}"
+        )
     echo("settings:")
     for key, value in (result["settings"] or {}).items():
         echo(f"  {key} = {value}")
