@@ -485,3 +485,40 @@ def test_show_says_how_many_levels_a_categorical_vae_has_and_how_it_reads_files(
     plain = save_model(build_model(x_dim=3, z_dim=1, hidden=[4]), tmp_path / "b.safetensors")
     assert "levels" not in json.loads(runner.invoke(app, ["show", str(plain), "--json"]).stdout)
     assert "levels:" not in runner.invoke(app, ["show", str(plain)]).output
+
+
+def test_a_file_of_0s_and_1s_must_say_whether_it_holds_codes_or_intensities(tmp_path, monkeypatch):
+    # fit vae --levels 5 read a file of 0s and 1s as the intensities 0 and 1 (levels 0 and 4)
+    # without a word, though they may as well be the codes 0 and 1
+    import json
+
+    import numpy as np
+    import torch
+
+    from latentfit.vae import marginal_log_likelihood
+
+    monkeypatch.chdir(tmp_path)
+    binary = np.random.default_rng(0).integers(0, 2, size=(60, 3))
+    np.savetxt("b.csv", binary, delimiter=",", fmt="%d")
+    res, out = _fit_codes(tmp_path, "b.csv", "--levels", "5")
+    assert res.exit_code == 2 and not out.exists()
+    assert "holds only 0s and 1s, which a categorical likelihood of 5 levels reads two ways" in (
+        res.output
+    )
+    assert "say which with --read-as codes or --read-as intensities" in res.output
+    for read_as, scale, pixels in (("codes", 1.0, binary), ("intensities", 4.0, binary * 4)):
+        res, out = _fit_codes(tmp_path, "b.csv", "--levels", "5", "--read-as", read_as, "--force")
+        assert res.exit_code == 0, res.output
+        model = load_model(out)
+        assert model.level_scale_ == scale
+        # score reads the file as the model file says: the same log p(x) as the level codes
+        res = runner.invoke(app, ["score", str(out), "b.csv", "--samples", "4", "--json"])
+        assert res.exit_code == 0, res.output
+        want = marginal_log_likelihood(
+            model, torch.as_tensor(pixels), k=4, generator=torch.Generator().manual_seed(0)
+        ).log_px.numpy()
+        np.testing.assert_allclose(json.loads(res.stdout)["per_row"], want, rtol=1e-12)
+    res, out = _fit_codes(tmp_path, "b.csv", "--levels", "2", "--force")  # one reading
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["fit", "vae", "--dataset", "b.csv", "--read-as", "codes"])
+    assert res.exit_code == 2 and "--likelihood bernoulli has no levels" in res.output

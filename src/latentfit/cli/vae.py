@@ -140,6 +140,28 @@ def _levels(dataset: str, levels: int | None, likelihood: str) -> int:
     return levels_of(dataset, levels, True, "--likelihood categorical")
 
 
+def _read_codes(data, n_levels: int, read_as: str | None) -> bool:
+    """Whether ``fit vae --likelihood categorical`` reads ``data`` (a VAEData) as integer
+    level codes 0..N-1 (else intensities k/(N-1) in [0, 1]): ``--read-as`` where given, else
+    codes where a value exceeds 1. A file of 0s and 1s alone is either (the codes 0 and 1, or
+    the levels 0 and N-1), and is refused unless ``--read-as`` says which."""
+    from latentfit.vae.data import SPLITS
+
+    if read_as is not None:
+        return read_as == "codes"
+    parts = [getattr(data, part) for part in SPLITS]
+    if max(float(x.max()) for x in parts if x.numel()) > 1:
+        return True
+    if n_levels > 2 and all(bool(((x == 0) | (x == 1)).all()) for x in parts):
+        fail(
+            f"{data.name} holds only 0s and 1s, which a categorical likelihood of {n_levels} "
+            f"levels reads two ways: the level codes 0 and 1, or the intensities 0 and 1 (the "
+            f"levels 0 and {n_levels - 1}); say which with --read-as codes or --read-as "
+            "intensities (binary data: --levels 2, or --likelihood bernoulli)"
+        )
+    return False
+
+
 def _sizes(text: str, name: str, example: str = "200,200") -> list[int]:
     parts = [s.strip() for s in text.split(",")]
     if any(not s for s in parts):
@@ -162,6 +184,7 @@ _CHOICES = {
     "--kind": ("gaussian", "discrete", "ladder"),
     "--network": ("mlp", "conv"),
     "--likelihood": ("bernoulli", "gaussian", "categorical"),
+    "--read-as": (None, "codes", "intensities"),
     "--flow": ("none", "planar", "iaf"),
     "--activation": ("tanh", "relu", "elu", "softplus"),
     "--kl-schedule": ("none", "linear", "cyclical"),
@@ -175,7 +198,9 @@ def _check_fit_options(choices: dict, lr, beta, free_bits, warmup_epochs, kind, 
 
     for option, value in choices.items():
         if value not in _CHOICES[option]:
-            fail(f"{option} must be one of {', '.join(_CHOICES[option])}; got {value!r}")
+            fail(
+                f"{option} must be one of {', '.join(filter(None, _CHOICES[option]))}; got {value!r}"
+            )
     if flow != "none" and kind != "gaussian":
         fail(f"--flow {flow} is available for --kind gaussian only, not --kind {kind}")
     check_number("--lr", lr, minimum=0, above=True, example="1e-3")
@@ -254,6 +279,13 @@ def fit_vae(
         min=2,
         help="Levels of --likelihood categorical (default: 256, or 17 for digits). A file "
         "whose values exceed 1 holds integer codes 0..N-1; else intensities in [0, 1].",
+    ),
+    read_as: str | None = typer.Option(
+        None,
+        "--read-as",
+        help="codes or intensities: how --likelihood categorical reads the data, integer "
+        "level codes 0..N-1 or intensities k/(N-1) in [0, 1] (default: codes where a value "
+        "exceeds 1; a file of 0s and 1s alone must say). The model file records it.",
     ),
     flow: str = typer.Option("none", help="none, planar or iaf (gaussian kind)."),
     activation: str = typer.Option("tanh", help="tanh, relu, elu or softplus."),
@@ -350,8 +382,13 @@ def fit_vae(
     check_device(device)
     choices = {"--objective": objective, "--kind": kind, "--network": network,
                "--likelihood": likelihood, "--flow": flow, "--activation": activation,
-               "--kl-schedule": kl_schedule}  # fmt: skip
+               "--kl-schedule": kl_schedule, "--read-as": read_as}  # fmt: skip
     _check_fit_options(choices, lr, beta, free_bits, warmup_epochs, kind, flow)
+    if read_as is not None and likelihood != "categorical":
+        fail(
+            f"--read-as says how --likelihood categorical reads level data; --likelihood "
+            f"{likelihood} has no levels: add --likelihood categorical, or drop --read-as"
+        )
     n_levels = _levels(dataset, levels, likelihood)
     sizes = _sizes(hidden, "--hidden")
     dist_utils.init_from_env()
@@ -386,7 +423,7 @@ def fit_vae(
     try:
         model = build()
         if likelihood == "categorical":  # saved: score, eval, predict, sample read it so
-            codes = max(float(getattr(data, part).max()) for part in SPLITS) > 1
+            codes = _read_codes(data, n_levels, read_as)
             model.level_scale_ = 1.0 if codes else float(n_levels - 1)
             parts = {
                 part: from_codes(
