@@ -124,6 +124,34 @@ def test_an_intensity_between_two_levels_is_refused_not_rounded_to_the_nearest()
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+def test_integer_0s_and_1s_for_a_model_fitted_to_intensities_are_refused_as_ambiguous(
+    tmp_path,
+):
+    # a model whose file says it was fitted to intensities read integer 0/1 pixels as the
+    # codes 0 and 1 (intensities 0 and 1/4), where the user meant off and on (0 and 1)
+    from latentfit.errors import DataError
+    from latentfit.vae import build_model, load_model, marginal_log_likelihood, save_model
+
+    model = build_model(x_dim=3, z_dim=2, hidden=[8], likelihood="categorical", n_levels=5)
+    model.level_scale_ = 4.0  # as fit vae records a file of intensities
+    model = load_model(save_model(model, tmp_path / "v.safetensors"))
+    binary = np.array([[0, 1, 1], [1, 0, 0]])
+    for X in (binary, torch.as_tensor(binary), binary.astype(np.uint8)):
+        with pytest.raises(DataError, match=r"X holds only the integers 0 and 1.*1 is the level 4"):
+            marginal_log_likelihood(model, X, k=2)
+
+    def score(X):
+        return marginal_log_likelihood(model, X, k=20, generator=0).log_px
+
+    # either reading said with floats is taken: off/on are the codes 0 and 4, not 0 and 1
+    torch.testing.assert_close(score(binary.astype(float)), score(binary * 4), rtol=0, atol=0)
+    assert not torch.equal(score(binary.astype(float)), score(binary / 4.0))
+    codes = np.array([[0, 1, 4], [3, 0, 2]])
+    torch.testing.assert_close(score(codes), score(codes / 4.0), rtol=0, atol=0)
+    model.level_scale_ = 1.0  # fitted to codes: 0s and 1s are codes, as for the file
+    torch.testing.assert_close(score(binary), score(binary / 4.0), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("value", "advice"),
     [

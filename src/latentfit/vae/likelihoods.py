@@ -86,7 +86,9 @@ def integer_levels(model, X, name: str = "X"):
     level codes (a torch or numpy integer array) of a model with a categorical likelihood
     become the intensities level / (n_levels - 1) its encoder was trained on, in the dtype of
     its weights, after a DataError naming the row and column of a code outside
-    0..n_levels-1; anything else is returned as it is."""
+    0..n_levels-1; anything else is returned as it is. Integers that are all 0 or 1 are
+    refused for a model whose ``level_scale_`` says it was fitted to intensities (more than
+    two levels): they may be pixels off and on, the intensities 0 and 1, as well as codes."""
     net = getattr(model, "module", model)
     likelihood = getattr(getattr(net, "decoder", None), "likelihood", None)
     if not isinstance(likelihood, CategoricalLikelihood):
@@ -99,7 +101,20 @@ def integer_levels(model, X, name: str = "X"):
         return X
     weights = next(iter(net.parameters()), None)
     dtype = torch.float64 if weights is None else weights.dtype
-    return likelihood.intensities(torch.as_tensor(X), name).to(dtype)
+    codes = torch.as_tensor(X)
+    x = likelihood.intensities(codes, name)  # (n, d), the codes checked
+    top = likelihood.n_levels - 1
+    scale = getattr(model, "level_scale_", getattr(net, "level_scale_", None))
+    if scale == top and top > 1 and codes.numel() and bool((codes <= 1).all()):
+        # a model fitted to intensities (its file says so) whose 1 is the level top, given
+        # integer 0s and 1s: pixels on and off, or the two lowest codes?
+        raise DataError(
+            f"{name} holds only the integers 0 and 1, read as the level codes 0 and 1 (the "
+            f"intensities 0 and 1/{top}), but the model was fitted to intensities in [0, 1] "
+            f"(level_scale_ = {top:g}), where 1 is the level {top}: pass intensities as a "
+            f"floating array, or the codes 0 and 1 as the floats {name} / {top}"
+        )
+    return x.to(dtype)
 
 
 def level_codes(
