@@ -281,6 +281,29 @@ def _fit_codes(tmp_path, data, *extra):
     return runner.invoke(app, args), out
 
 
+def test_a_categorical_vae_of_intensities_writes_samples_on_its_levels_that_score_reads(
+    tmp_path, monkeypatch
+):
+    # before: sample wrote the decoder's means (0.478792, ...) and score refused its own
+    # model's draws: "s.csv holds 0.478792 at row 0, column 0, between two of the 17 levels"
+    import numpy as np
+    import torch
+
+    from latentfit.vae.images import sample_images
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("i.csv", _digit_codes() / 16, fmt="%.6f", delimiter=",")
+    res, out = _fit_codes(tmp_path, "i.csv", "--levels", "17")
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["sample", str(out), "-n", "6", "--seed", "2", "--out", "s.csv"])
+    assert res.exit_code == 0, res.output
+    drawn = np.loadtxt("s.csv", delimiter=",", skiprows=1)
+    means = sample_images(load_model(out), 6, torch.Generator().manual_seed(2)).numpy()
+    np.testing.assert_array_equal(drawn, np.round(means * 16) / 16)
+    res = runner.invoke(app, ["score", str(out), "s.csv", "--samples", "4"])
+    assert res.exit_code == 0, res.output
+
+
 def test_a_file_of_integer_grey_levels_fits_a_categorical_vae_scored_and_sampled_as_codes(
     tmp_path, monkeypatch
 ):

@@ -141,12 +141,16 @@ def sample(
         # a model sizes its draws itself (a VAE by its layers, FA with its latents): -n
         fail(cli_words(str(err), count="-n"))
     suffix = out.suffix.lower() if out is not None else ".csv"
-    if kind == "vae" and suffix != ".png" and reads_codes(model):
+    likelihood = model.decoder.likelihood if kind == "vae" else None
+    if suffix != ".png" and hasattr(likelihood, "n_levels"):
         import torch
 
-        # fitted to integer codes: each mean written as its nearest code, on the data's
-        # scale (a .png grid shows the means themselves)
-        X = model.decoder.likelihood.levels(torch.as_tensor(X)).numpy()
+        # a categorical likelihood: each mean written as its nearest level on the data's scale,
+        # the integer code (fitted to codes) or code / (N - 1), so that score reads the file
+        # back (a .png grid shows the means themselves)
+        X = likelihood.levels(torch.as_tensor(X)).numpy()
+        if not reads_codes(model):
+            X = X / (likelihood.n_levels - 1)
     names = model_columns(model, kind)
     X2 = X.reshape(len(X), -1)
     if names is None or len(names) != X2.shape[1]:
