@@ -22,9 +22,9 @@ through their own methods, never through a list of classes. A candidate is a seq
 when its ``fit`` takes ``lengths`` (hmmlearn's convention), and then it needs:
 
 - ``fit(X, lengths)`` and ``score(X, lengths)``: the total log-likelihood of all sequences;
-- its number of free parameters, read in this order: an ``n_parameters_`` attribute, a
-  ``_n_parameters()`` method, or hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over
-  the letters of ``params`` (a parameter held fixed is not free);
+- its number of free parameters, read in this order: an ``n_parameters_`` attribute,
+  hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over the letters of ``params`` (a
+  parameter held fixed is not free), or a ``_n_parameters()`` method;
 - optionally ``decode(X, lengths)`` returning ``(log p(X, ẑ), ẑ)`` for the most probable path
   ẑ, which gives ICL = BIC − 2 log p(ẑ | X) (the sequence form of Biernacki et al.'s ICL, as
   Celeux & Durand 2008 use it for HMMs).

@@ -60,9 +60,9 @@ def n_free_parameters(model) -> int:
     hmmlearn's ``_get_n_fit_scalars_per_param()`` summed over the letters of ``params`` (those
     are the parameters the fit estimates; one held fixed is not free), or its
     ``_n_parameters()``. For an HMM with K states: K − 1 start probabilities, K(K − 1)
-    transitions and the emission parameters. (The per-letter counts come before
-    ``_n_parameters()``, which the HMMs also have for their ``bic``/``aic`` and which counts
-    every letter, as hmmlearn's ``bic`` does.)"""
+    transitions and the emission parameters, of the letters in ``params`` (the count of
+    latentfit's HMMs' own ``bic``/``aic``; hmmlearn's ``bic`` counts every letter, which is
+    why the per-letter counts come before ``_n_parameters()``)."""
     value = getattr(model, "n_parameters_", None)
     if value is not None:
         return int(value)

@@ -15,6 +15,7 @@ from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from latentfit.em.driver import EMMonotonicityWarning
 from latentfit.em.hmm import UnvisitedStateWarning
 from latentfit.errors import DataError
+from latentfit.select import n_free_parameters
 
 COVARS = {
     "diag": lambda k, d: np.linspace(0.8, 1.6, k * d).reshape(k, d),
@@ -535,3 +536,86 @@ def test_gmmhmm_with_parameters_set_by_hand_scores_as_hmmlearn(n_mix):
     np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
     ours.partial_fit(X)
     assert ours.n_features == 2 and ours.n_steps_ == 20
+
+
+def _fixed_letter_cases():
+    """(model, hmmlearn twin or None, X, lengths, free parameters counted by hand)."""
+    rng = np.random.default_rng(11)
+    X, lengths = gaussian_data(seed=2, n=120)
+    k, d, chain = 3, 2, dict(startprob_=np.full(3, 1 / 3), transmat_=np.full((3, 3), 1 / 3))
+    for ct, letters, count in [
+        ("diag", "mc", k * d + k * d),
+        ("full", "st", (k - 1) + k * (k - 1)),
+        ("tied", "tc", k * (k - 1) + d * (d + 1) // 2),
+        ("spherical", "sm", (k - 1) + k * d),
+    ]:
+        start = {**start_params(k, d, ct), "covars_": COVARS[ct](k, d)}
+        kw = dict(covariance_type=ct, params=letters, init_params="")
+        yield GaussianHMM(k, **kw), hl.GaussianHMM(k, **kw), start, X, lengths, count
+    symbols = np.concatenate([rng.integers(0, 3, 60), rng.integers(2, 5, 60)])[:, None]
+    start = {**chain, "emissionprob_": rng.dirichlet(np.ones(5), k)}
+    kw = dict(params="te", init_params="")
+    count = k * (k - 1) + k * 4
+    yield CategoricalHMM(k, **kw), hl.CategoricalHMM(k, **kw), start, symbols, [60, 60], count
+    counts = rng.poisson([1.0, 5.0], (120, 2))
+    start = {**chain, "lambdas_": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 1.0]])}
+    kw = dict(params="sl", init_params="")
+    yield PoissonHMM(k, **kw), hl.PoissonHMM(k, **kw), start, counts, None, (k - 1) + k * d
+    trials = rng.multinomial(6, [0.2, 0.3, 0.5], 120)
+    start = {**chain, "emissionprob_": rng.dirichlet(np.ones(3), k)}
+    kw = dict(n_trials=6, params="e", init_params="")
+    model = latentfit.MultinomialHMM(k, **kw)
+    yield model, hl.MultinomialHMM(k, **kw), start, trials, None, k * 2
+    # no hmmlearn twin (hmmlearn's GMMHMM counts n_mix - 1 weights for all states together)
+    m = 2
+    start = {
+        **chain,
+        "weights_": np.full((k, m), 1 / m),
+        "means_": rng.normal(size=(k, m, d)),
+        "covars_": np.full((k, m, d), 0.8),
+    }
+    gmm = GMMHMM(k, n_mix=m, params="tw", init_params="")
+    yield gmm, None, start, X, lengths, k * (k - 1) + k * (m - 1)
+    ar = latentfit.AutoregressiveHMM(k, order=1, params="sa", init_params="")
+    start = {
+        **chain,
+        "coefs_": np.zeros((k, 1, d, d)) + 0.1,
+        "intercepts_": rng.normal(size=(k, d)),
+        "covars_": np.stack([np.eye(d)] * k),
+    }
+    yield ar, None, start, X, [60, 60], (k - 1) + k * (d * d + d)
+    hsmm = latentfit.GaussianHSMM(k, max_duration=5, duration="poisson", params="tm")
+    hsmm.init_params = ""
+    start = {
+        **start_params(k, d, "diag"),
+        "transmat_": np.full((k, k), 0.5) - 0.5 * np.eye(k),
+        "duration_lambdas_": np.array([1.0, 2.0, 3.0]),
+    }
+    # a zero diagonal: k - 2 free transitions a row
+    yield hsmm, None, start, X, lengths, k * (k - 2) + k * d
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_bic_and_aic_do_not_charge_for_parameters_held_fixed(case):
+    """bic/aic charged every parameter, those left out of ``params`` (kept fixed, not
+    estimated) too: GaussianHMM(3, params="mc") on 2-d data counted 20 (2 + 6 + 6 + 6), not
+    its 12 free ones, and disagreed with select_model. The reference: hmmlearn's score and its
+    per-letter counts over ``params`` (those its degenerate-fit check counts), else a count by
+    hand."""
+    ours, ref, start, X, lengths, count = list(_fixed_letter_cases())[case]
+    quiet_fit(set_params(ours.set_params(n_iter=3), start), X, lengths)
+    n = len(X)
+    if ref is not None:
+        fitted = {name: getattr(ours, name) for name in start}
+        if "covars_" in fitted:  # hmmlearn's setter takes the compact storage
+            fitted["covars_"] = ours._covars_
+        set_params(ref, fitted)
+        ref.n_features = getattr(ours, "n_features_", None) or ours.n_features
+        per_letter = ref._get_n_fit_scalars_per_param()
+        assert count == sum(per_letter[letter] for letter in ref.params)
+        loglik = ref.score(X, lengths)
+    else:
+        loglik = ours.score(X, lengths)
+    assert ours._n_parameters() == count == n_free_parameters(ours)
+    assert ours.bic(X, lengths) == pytest.approx(-2 * loglik + count * np.log(n), rel=1e-10)
+    assert ours.aic(X, lengths) == pytest.approx(-2 * loglik + 2 * count, rel=1e-10)

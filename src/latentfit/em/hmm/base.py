@@ -671,7 +671,14 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         return {"s": k - 1, "t": k * (k - 1), **self._emission_n_params()}
 
     def _n_parameters(self) -> int:
-        return sum(self._get_n_fit_scalars_per_param().values())
+        """The free parameters ``bic``/``aic`` charge for: those of the letters in
+        ``params``. A parameter the fit keeps fixed is not estimated (hmmlearn's ``bic``
+        counts every letter; its check for a degenerate fit counts those of ``params``, as
+        here). Transition probabilities that start at 0 stay 0 (structural zeros) but are
+        counted, as hmmlearn counts them: hold ``transmat_`` fixed, or compare models of the
+        same zeros."""
+        counts = self._get_n_fit_scalars_per_param()
+        return sum(n for letter, n in counts.items() if letter in self.params)
 
     def _total_log_likelihood(self, X, lengths=None) -> float:
         return self.score(X, lengths)
