@@ -23,6 +23,7 @@ __all__ = [
     "DataTypeError",
     "DegenerateComponentWarning",
     "DivergedParticlesWarning",
+    "HeywoodCaseWarning",
     "LatentfitError",
     "MissingDependencyError",
     "ModelFileError",
@@ -136,6 +137,14 @@ class CompileCacheWarning(RuntimeWarning):
 class DegenerateComponentWarning(RuntimeWarning):
     """A component sits on a handful of (near-)identical points with its variance at the
     regularisation floor: its likelihood is not a real fit (mclust reports such fits as NA)."""
+
+
+class HeywoodCaseWarning(RuntimeWarning):
+    """A factor model's fitted noise variance ended at its floor (a Heywood case): the factors
+    explain that column entirely (an exact linear function of other columns, or a constant
+    column), so its noise variance, and the likelihood, are the floor's, not the data's.
+    scikit-learn clamps such a variance silently. The message names the columns and what to
+    try (fewer factors, dropping the column)."""
 
 
 class VarianceFloorWarning(RuntimeWarning):

@@ -1,6 +1,8 @@
 """FactorAnalysis and PPCA by EM: the Tipping & Bishop closed form, scikit-learn's
 FactorAnalysis likelihood, exact posteriors, missing values."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.stats as st
@@ -11,7 +13,7 @@ import latentfit
 from latentfit import PPCA, FactorAnalysis
 from latentfit.em.driver import NonFiniteLowerBoundError
 from latentfit.em.factor import factor_estep_stats, factor_posterior
-from latentfit.errors import ParameterError
+from latentfit.errors import HeywoodCaseWarning, ParameterError
 
 
 def _data(n=500, d=6, q=2, seed=0):
@@ -478,3 +480,34 @@ def test_rows_spanning_no_more_than_the_factors_are_refused(cls, n, d, q):
     weights = np.r_[np.ones(q + 1), 0.0]
     with pytest.raises(latentfit.errors.DataError, match="row\\(s\\) of positive weight"):
         cls(q, random_state=0).fit(more, sample_weight=weights)
+
+
+def test_noise_variances_at_the_floor_are_named_as_a_heywood_case():
+    """Column 3 = column 0 + 2 column 1, and a constant column 5: the fit put the noise
+    variances of columns 0, 1, 3 and 5 at the floor (4e-12) without a word, as scikit-learn
+    does (at its own floor, 1e-12). The warning names the columns scikit-learn clamps too."""
+    X, _, _ = _data(n=300, d=5)
+    X[:, 3] = X[:, 0] + 2 * X[:, 1]
+    X = np.c_[X, np.full(300, 3.0)]
+    ref = SkFactorAnalysis(2).fit(X)
+    clamped = np.flatnonzero(ref.noise_variance_ <= 1e-12)
+    assert clamped.tolist() == [0, 1, 3, 5]
+    with pytest.warns(HeywoodCaseWarning) as record:
+        model = FactorAnalysis(2).fit(X)
+    (message,) = [str(w.message) for w in record if w.category is HeywoodCaseWarning]
+    assert "Heywood case) for columns 0, 1, 3: the factors explain them entirely" in message
+    assert "and for column 5, which is constant" in message
+    assert "fewer factors (n_components)" in message
+    np.testing.assert_array_equal(np.flatnonzero(model.noise_variance_ <= 1e-11), clamped)
+
+
+def test_ppca_at_the_noise_floor_warns_and_a_healthy_fit_does_not():
+    X, W, _ = _data(n=200, d=5)
+    rng = np.random.default_rng(1)
+    exact = rng.normal(size=(200, 2)) @ W.T  # rows in a plane: sigma^2 goes to the floor
+    with pytest.warns(HeywoodCaseWarning, match=r"PPCA: the noise variance ended at its floor"):
+        PPCA(2, max_iter=20).fit(exact)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeywoodCaseWarning)
+        FactorAnalysis(2).fit(X)
+        PPCA(2).fit(X)

@@ -21,6 +21,7 @@ estimators and their EM hooks.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -49,6 +50,7 @@ from latentfit.em.factor_math import (
     factor_moment_em,
     factor_mstep,
     factor_posterior,
+    floored_noise,
     positive_weight_rows,
     recenter_factor_stats,
 )
@@ -57,7 +59,13 @@ from latentfit.em.missing import impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.rotation import ROTATIONS, orthogonal_rotation
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import DataError, ModelFileError, ParameterError
+from latentfit.errors import (
+    DataError,
+    HeywoodCaseWarning,
+    ModelFileError,
+    ParameterError,
+    user_stacklevel,
+)
 from latentfit.io import Stored, serializable
 
 __all__ = [
@@ -137,6 +145,53 @@ class _LinearGaussian(
     def _after_fit(self, fit, result, X, **args) -> None:
         super()._after_fit(fit, result, X, **args)
         self._rotate()
+        self._warn_floored_noise()
+
+    def _warn_floored_noise(self) -> None:
+        """HeywoodCaseWarning naming the columns whose noise variance ended at the floor
+        (scikit-learn clamps them silently): their fit is the floor's, not the data's."""
+        p = self._params
+        explained, constant = floored_noise(p["W"], p["psi"], self._min_noise)
+        if not bool(explained.any() or constant.any()):
+            return
+        name = type(self).__name__
+        if self._isotropic:
+            text = (
+                f"{name}: the noise variance ended at its floor {self._min_noise:.3g} (a "
+                f"Heywood case): the {self.n_components_} factors explain every column "
+                "entirely (the rows lie in a subspace of that many dimensions), so the noise "
+                "variance and the likelihood are the floor's, not the data's. Consider fewer "
+                "factors (n_components)"
+            )
+        else:
+            parts = []
+            if bool(explained.any()):
+                them = "it" if int(explained.sum()) == 1 else "them"
+                parts.append(
+                    f"{self._columns(explained)}: the factors explain {them} entirely (as when "
+                    "a column is an exact linear function of others), so the noise variance "
+                    "and the likelihood are the floor's, not the data's. Consider fewer "
+                    "factors (n_components), or dropping one column of each exact linear "
+                    "relation"
+                )
+            if bool(constant.any()):
+                one = int(constant.sum()) == 1
+                parts.append(
+                    f"{self._columns(constant)}, which {'is' if one else 'are'} constant (no "
+                    f"variance to factor): drop {'it' if one else 'them'}"
+                )
+            text = (
+                f"{name}: the noise variance ended at its floor {self._min_noise:.3g} (a "
+                f"Heywood case) for {'; and for '.join(parts)}"
+            )
+        warnings.warn(text, HeywoodCaseWarning, stacklevel=user_stacklevel())
+
+    def _columns(self, mask: torch.Tensor) -> str:
+        """'column(s) 0, 3' (their names, when fit was given them) of the columns in mask."""
+        index = mask.nonzero().flatten().tolist()
+        names = getattr(self, "feature_names_in_", None)
+        words = [f"{j} ({names[j]!r})" if names is not None else str(j) for j in index]
+        return ("column " if len(index) == 1 else "columns ") + ", ".join(words)
 
     def partial_fit(self, X, y=None, sample_weight=None):
         super().partial_fit(X, y=y, sample_weight=sample_weight)

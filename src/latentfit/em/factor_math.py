@@ -23,6 +23,7 @@ __all__ = [
     "factor_moment_em",
     "factor_mstep",
     "factor_posterior",
+    "floored_noise",
     "recenter_factor_stats",
 ]
 
@@ -180,3 +181,15 @@ def factor_moment_em(
     if isotropic:
         psi_new = psi_new.mean().expand_as(psi_new).clone()
     return W_new, psi_new.clamp_min(min_noise)
+
+
+def floored_noise(
+    W: torch.Tensor, psi: torch.Tensor, min_noise: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns whose fitted noise variance ψ_j ended at the floor ``min_noise`` (a Heywood
+    case: W_j W_jᵀ is the column's whole variance), as (explained, constant) boolean masks
+    (d,): ``constant`` where the loadings are zero too (the column has no variance at all).
+    The floor is a clamp, so ψ_j equals it; 1e-5 relative allows a float32 ψ's rounding."""
+    at_floor = psi <= min_noise * (1 + 1e-5)  # (d,)
+    constant = at_floor & (W.square().sum(1) <= min_noise)  # (d,)
+    return at_floor & ~constant, constant
