@@ -19,7 +19,9 @@ Hooks (Dempster, Laird & Rubin 1977, in the additive-statistics form of Neal & H
     ELBO when the E-step is exact), per sample or in total as the model prefers.
 ``decrease_slack(params) -> float`` (optional)
     How far the bound may legitimately fall in one iteration, for M-steps that are only
-    near-maximisers (a regularisation term added to the closed form).
+    near-maximisers (a regularisation term added to the closed form, an update whose
+    rounding is large against what it estimates). Such a decrease is not warned of, and
+    with ``convergence="delta"`` stops the fit only when it is smaller than ``tol``.
 
 The hooks take and return parameters instead of mutating the estimator, so a failed fit never
 leaves a half-updated model behind.
@@ -205,7 +207,8 @@ def run_em(
         fit driven one iteration at a time (``max_iter=1``) can converge.
     reduce : applied to the summed statistics before every M-step (distributed all-reduce).
     convergence : ``"abs"`` stops when ``|Δ| < tol`` (scikit-learn), ``"delta"`` when
-        ``Δ < tol`` (hmmlearn).
+        ``Δ < tol`` (hmmlearn), except after a decrease the hooks' ``decrease_slack``
+        excuses (past the bound's rounding), which stops it when ``|Δ| < tol``.
     max_iter_name : what the model calls ``max_iter`` (``"n_iter"`` for HMMs, as hmmlearn),
         so that the convergence warning advises the argument that exists on that model.
     callback : called as ``callback(iteration, lower_bound, params)`` after every iteration.
@@ -263,9 +266,10 @@ def run_em(
                     )
                 dtype = next(iter(stats.values())).dtype
                 slack = _decrease_tolerance(prev, dtype)
-                if hasattr(hooks, "decrease_slack"):
-                    slack += float(hooks.decrease_slack(params))
-                if bounds and bound < prev - slack:
+                excuse = (
+                    float(hooks.decrease_slack(params)) if hasattr(hooks, "decrease_slack") else 0.0
+                )
+                if bounds and bound < prev - slack - excuse:
                     warnings.warn(
                         f"{name}: the log-likelihood decreased at iteration {n_iter} "
                         f"(init {run + 1}) from {prev:.10g} to {bound:.10g}; EM never lowers it, "
@@ -289,10 +293,14 @@ def run_em(
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}")
-                if (abs(change) if convergence == "abs" else change) < tol:
+                # a decrease past the bound's rounding that the model's slack excuses came from
+                # an M-step that was no maximiser (regularisation, or an update lost to
+                # rounding), not from a maximum reached: "delta" then stops only within tol
+                excused = -slack - excuse <= change < -slack
+                if (abs(change) if convergence == "abs" or excused else change) < tol:
                     converged = True
                     break
-                if tol > 0 and _in_rounding_cycle(bounds, slack):
+                if tol > 0 and _in_rounding_cycle(bounds, slack + excuse):
                     # as far as the dtype's arithmetic can take it (tol <= 0 asks for every
                     # one of max_iter iterations)
                     converged = True

@@ -8,6 +8,7 @@ import torch
 from hmmlearn import hmm as hl
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import multivariate_normal
 from sklearn.base import clone
 
 import latentfit
@@ -619,3 +620,66 @@ def test_bic_and_aic_do_not_charge_for_parameters_held_fixed(case):
     assert ours._n_parameters() == count == n_free_parameters(ours)
     assert ours.bic(X, lengths) == pytest.approx(-2 * loglik + count * np.log(n), rel=1e-10)
     assert ours.aic(X, lengths) == pytest.approx(-2 * loglik + 2 * count, rel=1e-10)
+
+
+def _regimes_1e8_apart(n=200, seed=0):
+    """Two regimes of unit noise at 0 and (1e8, 1e8), switching at random: (X, states)."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 2, n)
+    return z[:, None] * np.array([1e8, 1e8]) + rng.normal(size=(n, 2)), z
+
+
+def _labelled_mle(X, z, covars_prior=1e-2):
+    """The fixed point of Baum-Welch when every posterior is 0 or 1 (regimes 1e8 noise
+    sd apart): each state's mean and (prior-smoothed, as hmmlearn's M-step) covariance of its
+    own rows, the transitions' relative counts."""
+    means = np.stack([X[z == k].mean(0) for k in (0, 1)])
+    covs = []
+    for k in (0, 1):
+        R = X[z == k] - means[k]
+        covs.append((covars_prior + R.T @ R) / (z == k).sum())
+    counts = np.zeros((2, 2))
+    np.add.at(counts, (z[:-1], z[1:]), 1)
+    return means, np.stack(covs), counts / counts.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied"])
+def test_states_1e8_apart_fit_from_the_default_start(ct):
+    """From the default start (the data covariance, of condition ~1e15 here) the first
+    M-step's covariance keeps no digit of its smallest eigenvalue (11.9 computed, 1.1 exact),
+    and the log-likelihood fell by ~110 nats at iteration 2 (hmmlearn's, from the same start,
+    fell too): an EMMonotonicityWarning, and the fit stopped there as converged, covariances
+    ~1e15 and a score of -4208 where -709 is reached. The decrease lies within the rounding of
+    that covariance update: no warning, and the fit goes on to the labelled rows' maximum."""
+    X, z = _regimes_1e8_apart()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        model = GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=50).fit(X)
+    assert model.converged_ and model.n_iter_ > 2
+    order = np.argsort(model.means_[:, 0])  # state 0 at the origin
+    means, covs, transmat = _labelled_mle(X, z)
+    if ct == "tied":  # the rows' scatter about their own state's mean, pooled; one prior
+        pooled = (covs * np.bincount(z)[:, None, None] - 1e-2).sum(0) + 1e-2
+        covs = np.stack([pooled / len(z)] * 2)
+    # every posterior is 0 or 1 to rounding: the fixed point is exact (the means to the
+    # rounding of the data's centre, eps * 5e7 ~ 1e-8)
+    np.testing.assert_allclose(model.means_[order], means, rtol=1e-12, atol=1e-7)
+    np.testing.assert_allclose(model.covars_[order], covs, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(model.transmat_[np.ix_(order, order)], transmat, rtol=1e-8)
+    # the complete-data log-likelihood of the labelled rows (the posterior is certain)
+    want = np.log(transmat[z[:-1], z[1:]]).sum() + sum(
+        multivariate_normal(means[k], covs[k]).logpdf(X[z == k]).sum() for k in (0, 1)
+    )
+    assert model.score(X) == pytest.approx(want, rel=1e-9)
+    # the same data centred and in units of 1e7 (the floors scaled with them): the same fit
+    scale = 1e7
+    shifted = GaussianHMM(
+        2,
+        covariance_type=ct,
+        random_state=0,
+        n_iter=50,
+        min_covar=1e-3 / scale**2,
+        covars_prior=1e-2 / scale**2,
+    ).fit((X - 5e7) / scale)
+    np.testing.assert_allclose(shifted.means_[order] * scale + 5e7, means, rtol=1e-12, atol=1e-7)
+    np.testing.assert_allclose(shifted.covars_[order] * scale**2, covs, rtol=1e-6)

@@ -192,6 +192,14 @@ class _HMMHooks:
     def lower_bound(self, params, stats):
         return float(stats["log_likelihood"].sum())
 
+    def decrease_slack(self, params):
+        """How far the log-likelihood of ``params`` may lie below the previous one because
+        their M-step's covariance update rounds (``params["rounding"]``, set by the Gaussian
+        models' full and tied updates, see
+        :func:`~latentfit.em.hmm.emissions.covariance_rounding`); 0 for the others."""
+        rounding = params.get("rounding")
+        return 0.0 if rounding is None else float(rounding)
+
 
 class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
     """Shared machinery of the HMM classes; use :class:`GaussianHMM` and friends. The fitted

@@ -31,6 +31,7 @@ __all__ = [
     "categorical_log_likelihood",
     "categorical_mstep",
     "categorical_stats",
+    "covariance_rounding",
     "diag_gaussian_terms",
     "dirichlet_map",
     "fill_covars",
@@ -324,6 +325,33 @@ def gaussian_emission_mstep(
             cov = torch.where(empty.reshape(-1, *([1] * (cov.dim() - 1))), covars, cov)
         new_covars = cov
     return new_c + shift, new_covars, empty.nonzero().flatten().tolist()
+
+
+def covariance_rounding(
+    stats, covars: torch.Tensor, covariance_type: str, eps: float
+) -> torch.Tensor:
+    """How far the total log-likelihood may fall because the full or tied covariance update
+    ``covars`` ((k, d, d) or (d, d)) from ``stats`` rounds.
+
+    The update subtracts outer products from the second moments about the statistics'
+    centre, so every entry of Σ_k rounds by up to ρ_k ≈ 100·eps·(its largest second moment
+    about that centre), as :func:`~latentfit.em.gaussian.unresolved_variances` takes it; a
+    perturbation δ of Σ_k with entries of that size moves Σ_t γ_tk log N(x_t | μ_k, Σ_k) by
+    ½ N_k tr(Λ_k δ) through the log-determinant and as much through the quadratic terms, at
+    most about N_k ρ_k tr(Λ_k) nats. On ordinary data that is ~1e-13 N d; where the states
+    lie far apart for their spread it is not: the first iterations from a broad start mix
+    rows 1e8 apart, whose covariance of condition ~1e15 keeps no digit of its smallest
+    eigenvalue (1.1 computed as 11.9), and the next E-step's log-likelihood falls by ~100
+    nats before the states' own moments resolve it. Returns the bound (1,) in float64."""
+    tiny = torch.finfo(torch.float64).tiny
+    second = stats["obsobs"].double().diagonal(dim1=-2, dim2=-1)  # (k, d) or (d,)
+    lam = torch.linalg.eigvalsh(covars.double())  # (k, d) or (d,)
+    trace = (1 / lam.clamp_min(tiny)).sum(-1)  # tr Λ
+    if covariance_type == "tied":  # Σ_k N_k ρ tr Λ, ρ from the pooled second moments
+        slack = 100 * eps * second.amax() * trace
+    else:  # N_k ρ_k = 100 eps (Σ_t γ_tk, its largest second moment)
+        slack = (100 * eps * second.amax(-1) * trace).sum()
+    return slack.nan_to_num(posinf=torch.finfo(torch.float64).max).reshape(1)
 
 
 # ---------------------------------------------------------------------------- GMM emissions

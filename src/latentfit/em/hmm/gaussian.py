@@ -547,6 +547,9 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         if "delta" in params:
             new["delta"] = (means - shift).to(dt)
         new["scatter"], new["post"] = _scatter(st, self.covariance_type), st["post"]
+        if "c" in self.params and self.covariance_type in ("full", "tied"):
+            eps = torch.finfo(stats["obs"].dtype).eps
+            new["rounding"] = E.covariance_rounding(st, covars, self.covariance_type, eps)
         return new, empty
 
     def _check_resolved(self, st: dict, eps: float, params: dict):
