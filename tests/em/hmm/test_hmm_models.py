@@ -683,3 +683,32 @@ def test_states_1e8_apart_fit_from_the_default_start(ct):
     ).fit((X - 5e7) / scale)
     np.testing.assert_allclose(shifted.means_[order] * scale + 5e7, means, rtol=1e-12, atol=1e-7)
     np.testing.assert_allclose(shifted.covars_[order] * scale**2, covs, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("make", "prior"),  # prior: the covariance prior's default (GMMHMM's adds none)
+    [
+        (lambda: GaussianHMM(2, covariance_type="full", random_state=0, n_iter=50), 1e-2),
+        (lambda: GaussianHMM(2, covariance_type="tied", random_state=0, n_iter=50), 1e-2),
+        (lambda: GMMHMM(2, n_mix=1, covariance_type="full", random_state=0, n_iter=50), 0.0),
+    ],
+    ids=["GaussianHMM-full", "GaussianHMM-tied", "GMMHMM-full"],
+)
+def test_a_start_covariance_singular_in_float64_is_lifted(make, prior):
+    """1000 rows of the regimes 1e8 apart: their data covariance (entries 2.5e15, exact
+    smallest eigenvalue ~1) is -3.25 in float64 once min_covar = 1e-3 is lost in its
+    rounding, and the first E-step refused the default start ("the covariance of state(s)
+    [0, 1] is not positive definite: the state has collapsed onto too few distinct points").
+    Lifted as a singular update is, the fit reaches the labelled rows' maximum."""
+    X, z = _regimes_1e8_apart(n=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        model = make().fit(X)
+    means, covs, _ = _labelled_mle(X, z, prior)
+    if model.covariance_type == "tied":
+        pooled = (covs * np.bincount(z)[:, None, None] - prior).sum(0) + prior
+        covs = np.stack([pooled / len(z)] * 2)
+    order = np.argsort(model.means_.reshape(2, -1)[:, 0])
+    fitted = np.asarray(model.covars_).reshape(2, 2, 2)[order]
+    np.testing.assert_allclose(model.means_.reshape(2, 2)[order], means, rtol=1e-12, atol=1e-7)
+    np.testing.assert_allclose(fitted, covs, rtol=1e-8, atol=1e-8)

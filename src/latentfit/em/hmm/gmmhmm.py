@@ -19,6 +19,7 @@ from latentfit.em.hmm.gaussian import (
     _ContinuousHMM,
     _data_cov,
     _lift_singular,
+    _lift_start,
 )
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
@@ -179,6 +180,8 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             out["weights"] = self._kept("weights", d)
             check_distribution(out["weights"], "weights_")
         if self._needs_init("c", "covars_"):
+            if self.covariance_type in ("full", "tied"):  # positive definite in the dtype
+                cv = _lift_start(cv, X, self.min_covar)
             out["covars"] = {
                 "spherical": cv.diagonal().mean().expand(k, m),
                 "diag": cv.diagonal().expand(k, m, d),
