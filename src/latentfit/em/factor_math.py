@@ -55,7 +55,11 @@ def factor_posterior(
         L = torch.linalg.cholesky(eye + W.T @ PW)  # (q, q)
         B = R @ PW  # (n, q)
         Ez = torch.cholesky_solve(B.T, L).T  # (n, q)
-        quad = (R.square() / psi).sum(1) - (B * Ez).sum(1)
+        # (x − μ)ᵀ C⁻¹ (x − μ) = ‖x − μ − W E[z]‖²_Ψ⁻¹ + ‖E[z]‖², a sum of non-negative
+        # terms: Woodbury's ‖x − μ‖²_Ψ⁻¹ − Bᵀ E[z] cancels two terms of size ‖x − μ‖²/ψ,
+        # which leave nothing of the difference once a ψ sits at the noise floor (1e-12
+        # of the variance: rounding of ~1e-3 nats a row, and EM's bound jittered by it)
+        quad = ((R - Ez @ W.T).square() / psi).sum(1) + Ez.square().sum(1)
         log_det = 2 * L.diagonal().log().sum() + psi.log().sum()
         ll = -0.5 * (d * _LOG_2PI + log_det + quad)
         return FactorPosterior(Ez, torch.cholesky_inverse(L), ll)
@@ -67,7 +71,7 @@ def factor_posterior(
     L = torch.linalg.cholesky(M)
     B = (R * Pinv) @ W  # (n, q)
     Ez = torch.cholesky_solve(B.unsqueeze(2), L).squeeze(2)  # (n, q)
-    quad = (R.square() * Pinv).sum(1) - (B * Ez).sum(1)
+    quad = ((R - Ez @ W.T).square() * Pinv).sum(1) + Ez.square().sum(1)  # as above
     log_det = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(1) + O @ psi.log()
     ll = -0.5 * (O.sum(1) * _LOG_2PI + log_det + quad)
     return FactorPosterior(Ez, torch.cholesky_inverse(L), ll)
