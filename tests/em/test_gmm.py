@@ -777,3 +777,54 @@ def test_float32_fits_a_tight_cluster_far_from_the_others_as_scikit_learn_does(s
     want = np.sort([c[0, 0] for c in ref.covariances_])
     np.testing.assert_allclose(got, want, rtol=2e-3)  # float32 rounds the wide one
     assert m.score(X) == pytest.approx(ref.score(X), abs=1e-4)
+
+
+def _one_row_far_away(d, far=1e17):
+    """59 rows near 2.4 and one row at ``far``: the data's centre is far from both groups."""
+    rng = np.random.default_rng(0)
+    return np.r_[rng.normal(2.4, 1, (59, d)), np.full((1, d), far)]
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("d", [1, 2])
+def test_a_group_far_from_the_data_centre_keeps_the_digits_of_its_mean(
+    ct, d, tmp_path, monkeypatch
+):
+    # the means were kept as c + (mu_k - c) with c the data's mean (1.7e15), so every mean
+    # rounded to the spacing of c, 0.25: the group near 2.4 got the mean 2.5 (2.4898 is
+    # right; 4.0 with the far row at 2e18) and a score 0.2 nats a row off
+    monkeypatch.chdir(tmp_path)
+    X = _one_row_far_away(d)
+    prec = {"full": np.tile(np.eye(d), (2, 1, 1)), "diag": np.ones((2, d)), "spherical": [1, 1]}
+    init = dict(weights_init=[0.5, 0.5], means_init=[[0] * d, [1e17] * d])
+    init["precisions_init"] = np.asarray(prec[ct], dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the one far row
+        m = GaussianMixture(2, covariance_type=ct, tol=1e-10, **init).fit(X)
+    ref = SKGaussianMixture(2, covariance_type=ct, tol=1e-10, **init).fit(X)
+    # the near group against scikit-learn; scikit-learn's own far component is off (its
+    # mean is the row / (1 + 10 eps), 222 below it), so that one against its closed form:
+    # the row itself, with the variance reg_covar
+    np.testing.assert_allclose(m.means_[0], ref.means_[0], rtol=1e-9)
+    np.testing.assert_allclose(m.means_[0], X[:59].mean(0), rtol=1e-9)
+    np.testing.assert_allclose(m.covariances_[0], ref.covariances_[0], rtol=1e-9)
+    np.testing.assert_allclose(m.weights_, ref.weights_, rtol=1e-9)
+    np.testing.assert_array_equal(m.means_[1], X[59])
+
+    def cov(c):  # (d, d) from any type's storage
+        return {"full": c, "diag": np.diag(np.atleast_1d(c)), "spherical": c * np.eye(d)}[ct]
+
+    np.testing.assert_allclose(cov(m.covariances_[1]), 1e-6 * np.eye(d), rtol=1e-9)
+    near = stats.multivariate_normal(ref.means_[0], cov(ref.covariances_[0]))
+    far = stats.multivariate_normal(X[59], 1e-6 * np.eye(d))
+    want = np.logaddexp(
+        np.log(ref.weights_[0]) + near.logpdf(X), np.log(ref.weights_[1]) + far.logpdf(X)
+    )
+    np.testing.assert_allclose(m.score_samples(X), want, rtol=1e-9)
+    np.testing.assert_allclose(m.predict_proba(X), np.eye(2)[[0] * 59 + [1]], atol=1e-12)
+    S, labels = m.sample(4000)
+    assert abs(S[labels == 0].mean() - X[:59].mean()) < 0.1  # the draws of the near group
+
+    loaded = latentfit.load(m.save("m.lf"))  # the saved file keeps the digits
+    np.testing.assert_array_equal(loaded.means_, m.means_)
+    np.testing.assert_allclose(loaded.score_samples(X), want, rtol=1e-9)

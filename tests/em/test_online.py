@@ -266,3 +266,18 @@ def test_partial_fit_keeps_the_variance_of_a_tight_group_far_from_the_centre(ct)
     # (the full fit's near group holds the row with a value missing: it converges slowly)
     assert m.score(Xm) == pytest.approx(score, rel=1e-7)
     np.testing.assert_allclose(m.covariances_, before, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_partial_fit_keeps_the_digits_of_a_mean_far_from_the_data_centre(ct):
+    # 59 rows near 2.4 and one at 1e17: the means were kept about the data's centre (1.7e15),
+    # spaced by 0.25, and moved between batches by the difference of two such values, so
+    # the near group's mean stayed at 2.5 (2.4898 is right)
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(2.4, 1, (59, 1)), [[1e17]]]
+    m = GaussianMixture(2, covariance_type=ct, random_state=0)
+    for _ in range(30):
+        m.partial_fit(X[rng.permutation(60)])
+    near = int(np.argmin(m.means_[:, 0]))
+    np.testing.assert_allclose(m.means_[near], X[:59].mean(0), rtol=1e-9)
+    np.testing.assert_array_equal(m.means_[1 - near], X[59])

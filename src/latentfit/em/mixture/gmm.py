@@ -642,20 +642,30 @@ class _GMMHooks:
         )
         stats = {k: v.double() for k, v in stats.items()}
         zero = torch.zeros_like(shift, dtype=torch.float64)
-        weights, delta, cov = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
+        weights, step, cov = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
+        delta = step.clone()  # (k, d) μ_k − c
         own = self._about_own_means(params, shift)
         if own is not None:  # their moments were about their own means
             delta[own[0]] += own[1]
+        means = shift.double() + delta  # (k, d)
+        far = self._far(params, shift)
+        if far is not None:
+            # moments about the stored μ_k themselves: the new mean is μ_k + step, kept
+            # absolute. Through μ_k − c it would round to the spacing of c (rows near 2.4
+            # with one row at 1e17 fitted a mean of 2.5: c is 1.7e15, spaced by 0.25)
+            means[far[0]] = far[1].double() + step[far[0]]
+            delta[far[0]] = means[far[0]] - shift.double()
         if bool(empty.any()):
             # Documented recovery: an unused component keeps its mean and covariance.
             delta[empty] = _centred_means(params, shift).double()[empty]
+            means[empty] = params["means"].double()[empty]
             old_cov = covariances_from_precisions(params["prec_chol"].double(), self.ct)
             if self.ct != "tied":
                 cov[empty] = old_cov[empty]
         dt = params["means"].dtype
         new = {
             "weights": weights.to(dt),
-            "means": (shift.double() + delta).to(dt),
+            "means": means.to(dt),
             "prec_chol": precision_cholesky(cov, self.ct).to(dt),
         }
         if "shift" in params:
@@ -717,11 +727,15 @@ class _OnlineGMMHooks(_GMMHooks):
     def recenter(self, stats, old, new):
         """Statistics about the means of ``old`` moved to the means of ``new``."""
         c_old, c_new = _shift_of(old), _shift_of(new)
-        delta = (
-            (c_old.double() - c_new.double())
-            + _centred_means(old, c_old).double()
-            - _centred_means(new, c_new).double()
-        )  # (k, d): μ_k(old) − μ_k(new)
+        d_old, d_new = _centred_means(old, c_old).double(), _centred_means(new, c_new).double()
+        m_old, m_new = old["means"].double(), new["means"].double()
+        step = c_old.double() - c_new.double()
+        # (k, d): μ_k(old) − μ_k(new) from the smaller of the two forms, each exact to the
+        # rounding of what it differences: the means relative to c keep the digits of
+        # components near c (float32 data at 1e7), the absolute ones those of components
+        # far from it (the M-step keeps those absolute)
+        absolute = m_old.abs() + m_new.abs() < d_old.abs() + d_new.abs() + step.abs()
+        delta = torch.where(absolute, m_old - m_new, step + d_old - d_new)
         return translate_moment_stats(stats, delta.to(stats["S1"].dtype), self.ct)
 
     def _about_own_means(self, params, shift):
