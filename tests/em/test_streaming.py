@@ -5,6 +5,8 @@ order of the additions: with the same chunk size it is identical, otherwise equa
 rounding (1e-10 relative after tens of iterations).
 """
 
+import warnings
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +23,7 @@ from latentfit.em.sources.chunks import (
     open_source,
     shard_range,
 )
-from latentfit.errors import DataError, ParameterError
+from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +307,30 @@ def test_an_array_stream_of_what_is_not_arrays_says_what_it_takes(data, error, m
     # Python's TypeError ('int' object is not iterable) and IndexError used to reach the caller
     with pytest.raises(error, match=match):
         GaussianMixture(2, max_iter=2).fit(IterableSource(data))
+
+
+@pytest.mark.parametrize("rows", [10, 200])
+def test_a_float32_source_overflowing_over_its_blocks_is_refused_as_in_memory(tmp_path, rows):
+    # 3e18 among small values: 10 rows of it square to 9e37, below float32's 3.4e38, but 200
+    # do not; the source was checked block by block and fitted where the array is refused
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    X[150, 1] = 3e18
+    np.save(tmp_path / "x.npy", X)
+    said = r"column 1 of X spans 3e\+18 \(row 150 holds 3e\+18\).*overflow float32"
+    with pytest.raises(DataError, match=said):
+        GaussianMixture(2, dtype="float32").fit(X)
+    for source in (
+        NpySource(tmp_path / "x.npy", chunk_rows=rows),
+        IterableSource([X[i : i + rows] for i in range(0, 200, rows)]),
+    ):
+        with pytest.raises(DataError, match=said):
+            GaussianMixture(2, dtype="float32", random_state=0).fit(source)
+    # the check is of one pass: 200 rows spanning 1e18 (2e38 in all) fit over many passes
+    X[150, 1] = 1e18
+    m = GaussianMixture(2, dtype="float32", random_state=0, max_iter=5, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed number of iterations
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the one far row
+        m.fit(ArraySource(X, chunk_rows=rows))
+    assert m.n_iter_ == 5

@@ -18,6 +18,7 @@ import warnings
 import torch
 
 from latentfit.errors import (
+    BatchRowError,
     DataError,
     LatentfitError,
     ParameterError,
@@ -28,6 +29,7 @@ from latentfit.errors import (
 __all__ = [
     "COVARIANCE_TYPES",
     "DegenerateComponentError",
+    "PassOverflowCheck",
     "check_overflow",
     "check_variance_floor",
     "covariances_from_precisions",
@@ -63,7 +65,9 @@ _REMEDY = (
 def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "X") -> None:
     """Raise DataError when the Gaussian statistics of ``X`` (n, d) under weights ``w`` (n,)
     would overflow X's dtype: Σ w, or Σ w (x − c)² ≤ Σ w · (max x − min x)² per column. Said as
-    overflow (with what to rescale), not left to surface later as a collapsed component."""
+    overflow (with what to rescale, and the row whose value is farthest out), not left to
+    surface later as a collapsed component. A :class:`~latentfit.errors.BatchRowError`, so
+    that rows given as part of larger data are named as rows of that data."""
     dt = X.dtype
     big = torch.finfo(dt).max
     label = str(dt).removeprefix("torch.")
@@ -81,13 +85,73 @@ def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "
     j = int(span.argmax())
     worst = float(span[j])
     if not worst * worst * max(total, 1.0) <= big:
-        exponent = math.floor(math.log10(worst if math.isfinite(worst) else big))
-        raise DataError(
-            f"column {j} of {name} spans {worst:.3g}: its squared deviations (summed over the "
-            f"weighted rows) overflow {label}, whose largest number is {big:.3g}. The values "
-            f"overflow {label}: rescale {name} (e.g. divide it by 1e{exponent} or standardise "
-            "the columns)" + (", or use float64." if dt != torch.float64 else ".")
-        )
+        col = finite[:, j]
+        i = int((col - col.mean()).abs().argmax())  # the value farthest out
+        raise BatchRowError(i, _overflow_message(j, worst, float(col[i]), dt, name))
+
+
+def _overflow_message(j: int, worst: float, value: float, dtype: torch.dtype, name: str) -> str:
+    """check_overflow's words about column ``j`` of span ``worst``, whose value farthest out,
+    ``value``, is in row ``{row}`` (a BatchRowError's message)."""
+    big = torch.finfo(dtype).max
+    label = str(dtype).removeprefix("torch.")
+    exponent = math.floor(math.log10(worst if math.isfinite(worst) else big))
+    return (
+        f"column {j} of {name} spans {worst:.3g} (row {{row}} holds {value:.3g}): its squared "
+        f"deviations (summed over the weighted rows) overflow {label}, whose largest number "
+        f"is {big:.3g}. The values overflow {label}: rescale {name} (e.g. divide it by "
+        f"1e{exponent} or standardise the columns)"
+        + (", or use float64." if dtype != torch.float64 else ".")
+    )
+
+
+class PassOverflowCheck:
+    """:func:`check_overflow` of data read in blocks (a source's ``check``): each column's
+    extremes and the count of rows add up over the blocks of one pass, so that the check is
+    the one of the data in memory. Block by block, 3e18 among small values passed in blocks
+    of 10 rows (10 · 9e36 is below float32's 3.4e38) and the fit overflowed. The source
+    calls :meth:`start_pass` as it starts reading the data again."""
+
+    def __init__(self, name: str = "X"):
+        self.name = name
+        self.start_pass()
+
+    def start_pass(self) -> None:
+        self.rows = 0  # rows read in this pass
+        self.lo = self.hi = self.sum = None  # (d,) float64: extremes and sum so far
+        self.lo_row = self.hi_row = None  # (d,) the rows of this pass holding the extremes
+
+    def __call__(self, X: torch.Tensor) -> None:
+        n, before = X.shape[0], self.rows
+        self.rows += n
+        if X.numel() == 0:
+            return
+        x = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
+        (lo, lo_row), (hi, hi_row) = x.min(0), x.max(0)  # (d,)
+        lo_row, hi_row = lo_row + before, hi_row + before
+        if self.lo is None:
+            self.lo, self.hi, self.sum = lo, hi, x.sum(0)
+            self.lo_row, self.hi_row = lo_row, hi_row
+        else:
+            lower, higher = lo < self.lo, hi > self.hi
+            self.lo, self.lo_row = (
+                torch.where(lower, lo, self.lo),
+                torch.where(lower, lo_row, self.lo_row),
+            )
+            self.hi, self.hi_row = (
+                torch.where(higher, hi, self.hi),
+                torch.where(higher, hi_row, self.hi_row),
+            )
+            self.sum = self.sum + x.sum(0)
+        span = self.hi - self.lo  # (d,)
+        j = int(span.argmax())
+        worst = float(span[j])
+        if not worst * worst * self.rows <= torch.finfo(X.dtype).max:
+            mean = float(self.sum[j]) / self.rows
+            up = float(self.hi[j]) - mean >= mean - float(self.lo[j])
+            value, row = (self.hi[j], self.hi_row[j]) if up else (self.lo[j], self.lo_row[j])
+            message = _overflow_message(j, worst, float(value), X.dtype, self.name)
+            raise BatchRowError(int(row) - before, message)  # row counted from this block
 
 
 #: A floor above this fraction of a column's variance is said to swamp it. A floor adds to

@@ -23,6 +23,7 @@ from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
 from latentfit.em.edited import PUBLIC, fitted_params, is_edited, params_from_attributes
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
+    PassOverflowCheck,
     check_overflow,
     check_variance_floor,
     covariances_from_precisions,
@@ -262,11 +263,15 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
                 self._check_floor(sample.X, sample.weights)
             return sample
 
+        overflow = PassOverflowCheck()  # the moments of a whole pass, as fit checks the data's
+
         def check(X):
-            check_overflow(X)  # every block's moments, as fit checks the data's
+            overflow(X)
             if warm and not judged[0] and X.shape[0]:
                 judged[0] = True
                 self._check_floor(X, None)
+
+        check.start_pass = overflow.start_pass
 
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows,

@@ -151,7 +151,9 @@ class ChunkSource:
 
     def with_check(self, check: Callable[[torch.Tensor], None]) -> ChunkSource:
         """A copy that also passes every block to ``check(X)`` (a model's own rule, e.g. binary
-        values); a ValueError it raises is re-raised naming the block's first row. A wrapper
+        values); a ValueError it raises is re-raised naming the block's first row. A check with
+        a ``start_pass()`` method is told when a pass over the data begins (one that judges
+        the whole pass, such as :class:`~latentfit.em.gaussian.PassOverflowCheck`). A wrapper
         around another source (one with a ``source`` attribute) hands the check to it, so that
         its own error handling (e.g. over processes) applies."""
         out = copy.copy(self)
@@ -193,6 +195,8 @@ class ChunkSource:
 
     def _checked_blocks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         offset = start = self._row_offset()
+        if hasattr(self._check, "start_pass"):  # a check of the whole pass starts over
+            self._check.start_pass()
         d = self.n_features
         mass = 0.0  # Σ w over the pass: all zero is refused, as check_sample_weight does
         for raw, w in self._blocks():
