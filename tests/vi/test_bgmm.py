@@ -331,3 +331,33 @@ def test_edits_to_fitted_attributes_or_settings_are_refused_not_ignored(faithful
     with pytest.raises(ParameterError, match="covariance_type was set to 'diag' after the fit"):
         edited.sample(3)
     np.testing.assert_array_equal(copy.deepcopy(bg).predict(faithful), want)  # untouched: as fit
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("d", [1, 2])
+def test_a_group_far_from_the_data_centre_keeps_the_digits_of_its_mean(
+    ct, d, tmp_path, monkeypatch
+):
+    # 59 rows near 2.4 and one at 1e17 under a weak prior on the means: q(mu)'s means were
+    # kept as c + (m_k - c), c the data's mean (1.7e15, spaced by 0.25), and the group's
+    # came out 2.5 (scikit-learn: 2.4898212741, the rows' mean)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(2.4, 1, (59, d)), np.full((1, d), 1e17)]
+    cov0 = {"full": np.eye(d), "diag": np.ones(d), "spherical": 1.0}[ct]
+    kw = dict(n_components=2, covariance_type=ct, random_state=0, max_iter=500)
+    kw.update(mean_precision_prior=1e-30, covariance_prior=cov0)
+    m = BayesianGaussianMixture(**kw).fit(X)
+    ref = SkBGMM(**kw).fit(X)
+    near = int(np.argmin(m.means_[:, 0]))
+    assert near == int(np.argmin(ref.means_[:, 0]))
+    np.testing.assert_allclose(m.means_[near], ref.means_[near], rtol=1e-9)
+    np.testing.assert_allclose(m.means_[near], X[:59].mean(0), rtol=1e-9)
+    np.testing.assert_allclose(m.covariances_[near], ref.covariances_[near], rtol=1e-9)
+    np.testing.assert_allclose(m.weights_, ref.weights_, rtol=1e-9)
+    # scikit-learn's far mean is the row / (1 + 10 eps), 222 below it: that one is the row
+    np.testing.assert_array_equal(m.means_[1 - near], X[59])
+    np.testing.assert_allclose(m.score_samples(X[:59]), ref.score_samples(X[:59]), rtol=1e-9)
+    loaded = latentfit.load(m.save("m.lf"))
+    np.testing.assert_array_equal(loaded.means_, m.means_)
+    np.testing.assert_allclose(loaded.score_samples(X), m.score_samples(X), rtol=1e-12)

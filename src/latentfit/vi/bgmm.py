@@ -576,6 +576,7 @@ class _BGMMHooks:
         self.prior_c = prior._replace(
             mean=(prior.mean - shift).double(), covariance=prior.covariance.double()
         )
+        self.prior_mean = prior.mean.double()  # (d,) m₀ itself, for components far from c
         self._far_key = None
 
     def initialize(self, data, generator):
@@ -629,17 +630,31 @@ class _BGMMHooks:
         nk = stats["S0"] + 10 * eps  # (k,) as scikit-learn
         zero = torch.zeros_like(self.prior_c.mean)
         _, xk, sk = gaussian_mstep(stats, zero, self.model.reg_covar, self.ct)
+        step = xk.clone()  # (k, d) x̄_k − the point the moments are about
         if far is not None:
             xk[far[0]] += far[1].double() - self.shift.double()
         q = normal_wishart_update(nk, xk, sk, self.prior_c, self.ct)
+        means, delta = self.shift.double() + q.means, q.means  # (k, d)
+        if far is not None:
+            # moments about m_k itself: its update (β₀ m₀ + N_k x̄_k) / β_k kept absolute.
+            # Through m_k − c it would round to the spacing of c (rows near 2.4 with one
+            # row at 1e17 and a weak prior fitted a mean of 2.5: c is 1.7e15)
+            i = far[0]
+            x_abs = far[1].double() + step[i]  # (f, d)
+            b0 = self.prior_c.mean_precision
+            means[i] = (b0 * self.prior_mean + nk[i].unsqueeze(1) * x_abs) / q.mean_precision[
+                i
+            ].unsqueeze(1)
+            delta = delta.clone()
+            delta[i] = means[i] - self.shift.double()
         out = {
             "wc": weight_concentration_update(nk, self.prior_c),
             "beta": q.mean_precision,
-            "means": self.shift.double() + q.means,
+            "means": means,
             "dof": q.dof,
             "cov": q.covariances,
             "prec_chol": q.prec_chol,
-            "delta": q.means,
+            "delta": delta,
         }
         out = {k: v.to(dt) for k, v in out.items()}
         out["shift"] = self.shift
