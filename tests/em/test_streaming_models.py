@@ -129,6 +129,20 @@ def test_factor_models_stream_like_in_memory_with_missing_values(tmp_path, cls):
         cls(n_components=2).fit(NpySource(tmp_path / "x.npy"))
 
 
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_factor_models_refuse_a_source_that_overflows_over_its_blocks(cls):
+    # 3e18 among small values in float32: blocks of 10 rows square to 9e37 (below 3.4e38),
+    # so the source was checked block by block and fitted, where the array is refused
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    X[150, 1] = 3e18
+    said = r"column 1 of X spans 3e\+18 \(row 150 holds 3e\+18\).*overflow float32"
+    with pytest.raises(ValueError, match=said):
+        cls(n_components=1, dtype="float32").fit(X)
+    with pytest.raises(ValueError, match="^data: " + said):
+        cls(n_components=1, dtype="float32").fit(ArraySource(X, chunk_rows=10))
+
+
 def test_every_block_is_checked_against_the_family():
     X = DATA["bernoulli"].copy()
     X[333, 2] = 0.5

@@ -54,7 +54,12 @@ from latentfit.em.factor_math import (
     positive_weight_rows,
     recenter_factor_stats,
 )
-from latentfit.em.gaussian import check_overflow, check_underflow, weighted_mean
+from latentfit.em.gaussian import (
+    PassOverflowCheck,
+    check_overflow,
+    check_underflow,
+    weighted_mean,
+)
 from latentfit.em.missing import impute_mean
 from latentfit.em.online import OnlineEMMixin, translate_moment_stats
 from latentfit.em.rotation import ROTATIONS, orthogonal_rotation
@@ -219,9 +224,16 @@ class _LinearGaussian(
             self._min_noise = _noise_floor(sample.X, sample.weights)
             return sample
 
+        overflow = PassOverflowCheck()  # the moments of a whole pass, as fit checks the data's
+
+        def check(X):
+            overflow(X)
+            check_underflow(X)
+
+        check.start_pass = overflow.start_pass
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=self.chunk_rows, min_rows=2,
-            init_data=init_data, check=_check_scale,
+            init_data=init_data, check=check,
         )  # fmt: skip
 
     def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
