@@ -712,3 +712,37 @@ def test_a_start_covariance_singular_in_float64_is_lifted(make, prior):
     fitted = np.asarray(model.covars_).reshape(2, 2, 2)[order]
     np.testing.assert_allclose(model.means_.reshape(2, 2)[order], means, rtol=1e-12, atol=1e-7)
     np.testing.assert_allclose(fitted, covs, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("ct", ["diag", "spherical", "full", "tied"])
+@pytest.mark.parametrize("d", [1, 2])
+def test_gmmhmm_a_group_far_from_the_data_centre_keeps_its_digits_as_hmmlearn(ct, d):
+    # rows near 2.4 and one at 1e17: the component means were kept as c + (mu - c) and
+    # their moments taken from x - c, c the data's mean (1.7e15, spaced by 0.25), so the
+    # group's mean came out 2.5 and its variance 0.7913 (hmmlearn: 2.4957, 0.7987)
+    rng = np.random.default_rng(0)
+    X = rng.normal(2.4, 1, (60, d))
+    X[30] = 1e17
+    covars = {
+        "spherical": np.ones((2, 1)),
+        "diag": np.ones((2, 1, d)),
+        "full": np.tile(np.eye(d), (2, 1, 1, 1)),
+        "tied": np.tile(np.eye(d), (2, 1, 1)),
+    }[ct]
+    start = dict(
+        startprob_=np.array([0.5, 0.5]),
+        transmat_=np.array([[0.9, 0.1], [0.5, 0.5]]),
+        weights_=np.ones((2, 1)),
+        means_=np.array([[[0.0] * d], [[1e17] * d]]),
+        covars_=covars,
+    )
+    kw = dict(n_mix=1, covariance_type=ct, n_iter=10, tol=-np.inf, init_params="")
+    ours = quiet_fit(set_params(GMMHMM(2, **kw), start), X)
+    ref = quiet_fit(set_params(hl.GMMHMM(2, **kw), start), X)
+    np.testing.assert_allclose(ours.means_[0], ref.means_[0], rtol=1e-9)
+    np.testing.assert_allclose(ours.covars_[0], ref.covars_[0], rtol=1e-9)
+    np.testing.assert_allclose(ours.transmat_, ref.transmat_, rtol=1e-9)
+    # hmmlearn's far component sits on its one row with variance 0, ours at min_covar
+    np.testing.assert_array_equal(ours.means_[1, 0], X[30])
+    fitted = {n: getattr(ours, n) for n in start}
+    assert ours.score(X) == pytest.approx(set_params(ref, fitted).score(X), rel=1e-10)

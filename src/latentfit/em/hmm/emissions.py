@@ -38,6 +38,7 @@ __all__ = [
     "gaussian_emission_mstep",
     "gaussian_log_likelihood",
     "gaussian_stats",
+    "gmm_far",
     "gmm_log_likelihood",
     "gmm_mstep",
     "gmm_stats",
@@ -384,6 +385,21 @@ def _mixture_log_prob(X, weights, means, covars, covariance_type, direct=None):
     return torch.stack(parts, 1) + weights.log()  # (t, k, m)
 
 
+def gmm_far(means, covars, covariance_type) -> torch.Tensor:
+    """(k, m) mask of the mixture components :func:`_mixture_log_prob` computes from
+    x − μ_km: those the affine form about the mean of the component means cannot resolve
+    (:func:`~latentfit.em.gaussian.far_components`, state by state)."""
+    k, m, d = means.shape
+    c = means.reshape(-1, d).mean(0)
+    out = torch.zeros(k, m, dtype=torch.bool, device=means.device)
+    for s in range(k):
+        cov, ct = covars[s], covariance_type
+        if ct == "tied":
+            cov, ct = cov.expand(m, d, d), "full"
+        out[s, far_components(means[s] - c, _state_precision(cov, ct), ct)] = True
+    return out
+
+
 def gmm_log_likelihood(X, weights, means, covars, covariance_type, direct=None) -> torch.Tensor:
     """log Σ_m w_km N(x_t | μ_km, Σ_km): (t, k). Covars as hmmlearn's GMMHMM: spherical
     (k, m), diag (k, m, d), full (k, m, d, d), tied (k, d, d). ``direct``: (X, means)
@@ -399,9 +415,12 @@ def gmm_stats(
     ``s1`` (k, m, d) = Σ γ r (x − μ_km), ``s2`` = Σ γ r (x − μ_km)(x − μ_km)ᵀ (per covariance
     type: (k, m, d, d) full/tied, (k, m, d) diag/spherical), ``post`` (k,) = Σ γ.
     ``direct``: (X, means) uncentred when ``X`` and ``means`` are centred (see
-    :func:`_mixture_log_prob`)."""
+    :func:`_mixture_log_prob`); the components of :func:`gmm_far` then take their moments
+    from those."""
     k, m, _d = means.shape
     out: dict[str, torch.Tensor] = {}
+    far = None if direct is None else gmm_far(means, covars, covariance_type)  # (k, m)
+    far = far if far is not None and bool(far.any()) else None
     rows = max(1, _ROWS // max(1, k * m))  # at least a row a block, however many components
     for i in range(0, X.shape[0], rows):
         x = X[i : i + rows]
@@ -409,6 +428,8 @@ def gmm_stats(
         lp = _mixture_log_prob(x, weights, means, covars, covariance_type, part_direct)
         r = torch.softmax(lp, 2) * gamma[i : i + len(x)].unsqueeze(2)  # (r, k, m)
         cen = x[:, None, None, :] - means  # (r, k, m, d)
+        if far is not None:  # as their log-densities: x − c rounds to the spacing of c
+            cen[:, far] = part_direct[0][:, None, :] - direct[1][far]  # (r, f, d)
         part = {"n": r.sum(0), "s1": torch.einsum("rkm,rkmd->kmd", r, cen)}
         if covariance_type in ("full", "tied"):
             part["s2"] = torch.einsum("rkm,rkmd,rkme->kmde", r, cen, cen)

@@ -334,8 +334,17 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         st = {key: v.double() for key, v in stats.items()}
         shift = params["shift"].double() if "shift" in params else None
         means = params["means"].double() if shift is None else params["delta"].double()
+        far = None
         if shift is not None:  # the prior mean about the centre, as the statistics
-            priors = (priors[0], priors[1] - shift, *priors[2:])
+            mu0 = priors[1] - shift
+            far = E.gmm_far(params["delta"], params["covars"], self.covariance_type)
+            if bool(far.any()):
+                # statistics about μ_km itself (gmm_stats): the update is kept absolute;
+                # through μ_km − c it would round to the spacing of c (rows near 2.4 with
+                # one row at 1e17 fitted a mean of 2.5: c is 1.7e15)
+                means = torch.where(far.unsqueeze(2), params["means"].double(), means)
+                mu0 = torch.where(far.unsqueeze(2), priors[1], mu0)
+            priors = (priors[0], mu0, *priors[2:])
         w, mu, cov, empty = E.gmm_mstep(
             st,
             params["weights"].double(),
@@ -352,7 +361,9 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         if shift is None:
             new["means"] = mu.to(dt)
         else:
-            new["means"], new["delta"] = (shift + mu).to(dt), mu.to(dt)
+            far = far.unsqueeze(2)  # (k, m, 1): mu is absolute there, about c elsewhere
+            new["means"] = torch.where(far, mu, shift + mu).to(dt)
+            new["delta"] = torch.where(far, mu - shift, mu).to(dt)
         return new, empty
 
     def _infer_n_features(self) -> None:
