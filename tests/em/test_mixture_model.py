@@ -244,3 +244,37 @@ def test_a_warm_start_names_the_impossible_row_of_x_not_of_its_chunk(source):
     data = ArraySource(Y, chunk_rows=10) if source else Y
     with pytest.raises(DataError, match=r"^row 25 of X has zero density"):
         m.fit(data)
+
+
+@pytest.mark.parametrize(("family", "d"), [("normal", 1), ("normal", 2), ("mvn", 2)])
+@pytest.mark.parametrize("far", [1e12, 1e17])
+def test_a_gaussian_group_far_from_the_data_centre_keeps_its_spread(family, d, far, tmp_path):
+    # rows near 2.4 and one far row: every moment was taken about the data's centre c (1.7e10
+    # or 1.7e15), whose differencing lost the group's variance: scale 0.001 (reg_covar's;
+    # 0.9 is right) and a score of -4e5 per row (-1.28) with the row at 1e12, its location
+    # 1.75 (2.49) at 1e17, and mvn refused the start as a collapsed component
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(2.4, 1, (59, d)), np.full((1, d), far)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", latentfit.errors.DegenerateComponentWarning)
+        m = MixtureModel(family, n_components=2, random_state=0).fit(X)
+    near = int(np.argmin([c["loc"][0] for c in m.components_]))
+    rows = X[:59]
+    cov = np.cov(rows.T, bias=True).reshape(d, d) + 1e-6 * np.eye(d)  # the closed form
+    if family == "normal":
+        cov = np.diag(np.diag(cov))
+    p = m.components_[near]
+    got = np.diag(p["scale"] ** 2) if family == "normal" else p["scale_tril"] @ p["scale_tril"].T
+    np.testing.assert_allclose(p["loc"], rows.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(got, cov, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(m.components_[1 - near]["loc"], X[59])
+    np.testing.assert_allclose(m.weights_[near], 59 / 60, rtol=1e-9)
+    want = np.logaddexp(
+        np.log(m.weights_[near]) + st.multivariate_normal(rows.mean(0), cov).logpdf(X),
+        np.log(m.weights_[1 - near]) + st.multivariate_normal(X[59], 1e-6 * np.eye(d)).logpdf(X),
+    )
+    np.testing.assert_allclose(m.score_samples(X), want, rtol=1e-9)
+    loaded = latentfit.load(m.save(tmp_path / "m.lf"))
+    np.testing.assert_allclose(loaded.score_samples(X), want, rtol=1e-9)

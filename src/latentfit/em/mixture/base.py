@@ -246,6 +246,19 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         """Component parameters from the summed statistics (MAP when a prior is set)."""
         raise NotImplementedError
 
+    def _stats_centres(self, params: dict | None, X=None, resp=None) -> dict | None:
+        """{component: point (d,)} of components whose statistics are taken about a point of
+        their own (passed as ``centres`` to ``_component_stats`` and ``_component_mstep``),
+        from ``params``, or at the start (``params`` None) from the data ``X`` and starting
+        responsibilities ``resp``; None for none (the default)."""
+        return None
+
+    def _stats_mstep(self, X, resp, S0, centres=None) -> dict:
+        """``_component_mstep`` of ``_component_stats``, about ``centres`` where given."""
+        if centres is None:
+            return self._component_mstep(self._component_stats(X, resp), S0)
+        return self._component_mstep(self._component_stats(X, resp, centres), S0, centres)
+
     def _prior(self):
         """The prior of the component parameters (MAP-EM), None for maximum likelihood; built,
         and so checked, by ``_check_parameters``."""
@@ -348,6 +361,9 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def _hooks(self) -> _MixtureHooks:
         return _MixtureHooks(self)
 
+    def _online_hooks(self) -> _MixtureHooks:
+        return _MixtureHooks(self, centred=False)
+
     def _stream(self, source, sample_weight) -> EMFit:
         """A source read chunk by chunk (see em/sources/chunks.py). Every block is checked against the
         family's support; data-dependent settings (``_prepare_component_data``) are learnt from the in-memory
@@ -409,13 +425,14 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def _initial_params(self, data: LabelledChunks, gen: torch.Generator) -> dict:
         resp = self._initial_resp(data, gen) * data.weights.unsqueeze(1)  # (n, k)
         S0 = resp.sum(0)
-        params = self._component_mstep(self._component_stats(data.X, resp), S0)
+        params = self._stats_mstep(data.X, resp, S0, self._stats_centres(None, data.X, resp))
         empty = S0 <= 0
         if bool(empty.any()):
             # a start with no rows (k-means on constant or duplicated rows leaves clusters
             # empty) would be 0/0: such a component starts from all the rows instead
             whole = data.weights.unsqueeze(1).expand_as(resp)
-            every = self._component_mstep(self._component_stats(data.X, whole), whole.sum(0))
+            centres = self._stats_centres(None, data.X, whole)
+            every = self._stats_mstep(data.X, whole, whole.sum(0), centres)
             params = self._keep_components(params, every, empty)
         params["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
         return params
@@ -531,9 +548,13 @@ def fix_labelled(resp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class _MixtureHooks:
     """EM hooks of a :class:`BaseMixture`: pure functions of (params, batch)."""
 
-    def __init__(self, model: BaseMixture):
+    def __init__(self, model: BaseMixture, centred: bool = True):
         self.model = model
         self.prior = model._weight_prior()
+        # statistics about the components' own points (BaseMixture._stats_centres); stepwise
+        # EM averages statistics of many E-steps, which must share one point, so it keeps all
+        # of them about the fit's
+        self.centred = centred
 
     @property
     def remedy(self) -> str:
@@ -559,7 +580,11 @@ class _MixtureHooks:
             lse = torch.where(known, logp.gather(1, labels.clamp_min(0).unsqueeze(1))[:, 0], lse)
             resp = fix_labelled(resp, labels)
         resp = resp * w.unsqueeze(1)
-        stats = self.model._component_stats(X, resp)
+        centres = self._centres(params)
+        if centres is None:
+            stats = self.model._component_stats(X, resp)
+        else:
+            stats = self.model._component_stats(X, resp, centres)
         stats["S0"] = resp.sum(0)
         stats["loglik"] = (w * lse).sum()
         stats["weight"] = w.sum()
@@ -588,9 +613,16 @@ class _MixtureHooks:
                 )
         return logp, torch.where(none & (w <= 0), torch.zeros_like(lse), lse)
 
+    def _centres(self, params) -> dict | None:
+        return self.model._stats_centres(params) if self.centred else None
+
     def mstep(self, params, stats):
         S0 = stats["S0"]
-        new = self.model._component_mstep(stats, S0)
+        centres = self._centres(params)
+        if centres is None:
+            new = self.model._component_mstep(stats, S0)
+        else:
+            new = self.model._component_mstep(stats, S0, centres)
         empty = S0 <= 0
         if bool(empty.any()):
             # An unused component keeps its parameters; its weight goes to zero.
