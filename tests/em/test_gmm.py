@@ -828,3 +828,20 @@ def test_a_group_far_from_the_data_centre_keeps_the_digits_of_its_mean(
     loaded = latentfit.load(m.save("m.lf"))  # the saved file keeps the digits
     np.testing.assert_array_equal(loaded.means_, m.means_)
     np.testing.assert_allclose(loaded.score_samples(X), want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_float32_gives_a_row_far_away_none_of_a_group_near_the_origin(ct):
+    # float32 responsibilities below e^-80 were raised to e^-80 (for speed: their exp is
+    # subnormal): the row at 1e17 then weighed 1.8e-35 * (1e17 - 2.5)^2 into the group near
+    # 2.4 and the group as much into the row's component, whose variance came out 10.6
+    # (reg_covar, 1e-6, is right) and the group's 0.8127 (0.8097)
+    X = _one_row_far_away(1)
+    ref = SKGaussianMixture(2, covariance_type=ct, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the one far row
+        m = GaussianMixture(2, covariance_type=ct, dtype="float32", random_state=0).fit(X)
+    var = np.ravel(m.covariances_)
+    assert var[1] == pytest.approx(1e-6, rel=1e-5)
+    assert var[0] == pytest.approx(float(np.ravel(ref.covariances_)[0]), rel=1e-5)
+    np.testing.assert_allclose(m.means_[0], ref.means_[0], rtol=1e-6)
