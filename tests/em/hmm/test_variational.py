@@ -619,3 +619,28 @@ def test_a_scale_singular_to_working_precision_is_named_not_torch_s_linalg_error
     with pytest.raises(latentfit.errors.LatentfitError, match=match):
         model.fit(X)
     assert np.isfinite(VariationalGaussianHMM(2, **kw).fit(X).score(X))
+
+
+@pytest.mark.parametrize("ct", ["spherical", "diag", "full"])
+def test_a_state_far_from_the_data_centre_keeps_the_digits_of_its_mean(ct):
+    # rows near 2.4 and one at 1e17 under a weak prior on the means: the means were kept as
+    # c + (m_k - c) through the fit, c the data's mean (1.7e15, spaced by 0.25), and the
+    # group's came out 2.5 (the rows' mean is 2.4957)
+    rng = np.random.default_rng(0)
+    X = rng.normal(2.4, 1, (60, 1))
+    X[30] = 1e17
+    ref = vhmm.VariationalGaussianHMM(
+        2, covariance_type=ct, n_iter=50, random_state=1, beta_prior=np.full(2, 1e-30)
+    )
+    ref._init(X, [60])
+    ours = from_start(ref, GAUSSIAN_NAMES, VariationalGaussianHMM(2, ct, n_iter=50))
+    ours.fit(X)
+    near = int(np.argmin(ours.means_[:, 0]))
+    # beta_prior 1e-30 moves the mean by 1e-30 of the prior's distance: the rows' mean
+    np.testing.assert_allclose(ours.means_[near], np.delete(X, 30, 0).mean(0), rtol=1e-9)
+    np.testing.assert_array_equal(ours.means_[1 - near], X[30])
+    if ct == "spherical":  # hmmlearn's own diag and full updates fail on these rows
+        ref.init_params = ""
+        ref.fit(X, [60])
+        np.testing.assert_allclose(ours.means_[near], ref.means_[near], rtol=1e-9)
+        np.testing.assert_allclose(ours.covars_[near], ref.covars_[near], rtol=1e-9)

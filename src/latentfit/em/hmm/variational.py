@@ -484,7 +484,8 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         idx = far_components(delta, pc, ct)
         if not len(idx):
             return None
-        return idx, params["shift"] + delta[idx], pc[idx]
+        means = params["means_abs"] if "means_abs" in params else params["shift"] + delta
+        return idx, means[idx], pc[idx]
 
     def _vb_emission_stats(self, params, X, gamma):
         ct = self.covariance_type
@@ -526,11 +527,23 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             update_means="m" in self.params,
             update_covars="c" in self.params,
         )
+        shift = params["shift"].double()
+        absolute = shift + means + offset  # (k, d)
+        if far is not None and "m" in self.params:
+            # about m_k itself: the update kept absolute; through m_k − c it would round to
+            # the spacing of c (rows near 2.4 with one row at 1e17 and a weak prior on the
+            # means fitted a mean of 2.5: c is 1.7e15)
+            absolute[far[0]] = far[1].double() + means[far[0]]
+        elif far is not None:  # the means as they were
+            absolute[far[0]] = far[1].double()
         means = means + offset
+        if far is not None:
+            means[far[0]] = absolute[far[0]] - shift
         if "c" in self.params:
             scale = self._check_vb_resolved(st, p64, dof, scale, torch.finfo(dt).eps, far)
         return {
             "means_posterior": means.to(dt),
+            "means_abs": absolute.to(dt),  # the fit's own absolute copy (see _vb_far)
             "beta_posterior": beta.to(dt),
             "dof_posterior": dof.to(dt),
             "scale_posterior": scale.to(dt),
@@ -620,6 +633,8 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         out = dict(params)
         for key in ("means_prior", "means_posterior"):
             out[key] = (shift + params[key].double()).to(params[key].dtype)
+        if "means_abs" in out:  # exact where the fit kept them absolute
+            out["means_posterior"] = out.pop("means_abs")
         return out
 
     def _point_emissions(self, params):
