@@ -34,6 +34,8 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit.errors import ParameterError
+
 __all__ = [
     "FilterResult",
     "NotPositiveDefinite",
@@ -76,7 +78,7 @@ class SmootherResult(NamedTuple):
     cross_covariances: torch.Tensor  # (n, k, k) Cov[x_t, x_{t-1} | y]; zero at a sequence start
 
 
-class NotPositiveDefinite(torch.linalg.LinAlgError):
+class NotPositiveDefinite(ParameterError):
     """A covariance to factorise was not positive definite; ``row`` is the data row of the
     first step (in the order the filter or smoother met them) where it happened."""
 
