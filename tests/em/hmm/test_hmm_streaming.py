@@ -18,6 +18,7 @@ import pytest
 from latentfit import GMMHMM, CategoricalHMM, GaussianHMM, MultinomialHMM, PoissonHMM
 from latentfit.em.hmm.sequences import SequenceSource, sequence_windows
 from latentfit.em.sources.chunks import ArraySource, IterableSource, NpySource, ParquetSource
+from latentfit.errors import DataError
 
 LENGTHS = [37, 120, 5, 1, 80, 57]  # 300 rows; one sequence of a single step
 WORKER = Path(__file__).with_name("dist_hmm_worker.py")
@@ -292,3 +293,36 @@ def test_missing_values_stream_like_in_memory():
     _assert_same(ref, got)
     with pytest.raises(ValueError, match="row 3, column 0"):
         _model("full").fit(ArraySource(X, chunk_rows=19), LENGTHS)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # n_iter=8
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: GaussianHMM(3, dtype="float32", random_state=0, **kw),
+        lambda **kw: GMMHMM(2, n_mix=2, dtype="float32", random_state=0, **kw),
+    ],
+    ids=["GaussianHMM", "GMMHMM"],
+)
+def test_a_float32_source_overflowing_over_its_blocks_is_refused_as_in_memory(tmp_path, make):
+    # 3e18 among small values: 10 rows of it square to 9e37, below float32's 3.4e38, but 300
+    # do not. A source had no such check: GaussianHMM refused it as a state's variance "below
+    # the rounding of its update", GMMHMM fitted it (means 2.3e16 and 1.4e18 in column 1)
+    X = _data()
+    X[150, 1] = 3e18
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(DataError) as in_memory:
+        make().fit(X, LENGTHS)
+    said = str(in_memory.value)
+    assert said.startswith("column 1 of X spans 3e+18 (row 150 holds 3e+18)")
+    for source in (NpySource(tmp_path / "x.npy", chunk_rows=10), IterableSource(_chunks(X, 10))):
+        with pytest.raises(DataError) as streamed:
+            make().fit(source, LENGTHS)
+        assert str(streamed.value) == f"{source.name}: {said}"
+    # the check is of one pass: 300 rows spanning 5.8e17 (1e38 in all) fit over 8 passes,
+    # as in memory (float32 sums in another order: 1e-5 of the data's scale, 5e16)
+    X = _data() * 5e16
+    ref = make(n_iter=8, tol=0).fit(X, LENGTHS)
+    got = make(n_iter=8, tol=0).fit(ArraySource(X, chunk_rows=10), LENGTHS)
+    assert got.monitor_.iter == 8
+    np.testing.assert_allclose(got.means_ / 5e16, ref.means_ / 5e16, rtol=1e-5, atol=1e-5)

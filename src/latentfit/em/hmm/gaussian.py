@@ -14,6 +14,7 @@ from latentfit._validation import as_float_tensor
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     DegenerateComponentError,
+    PassOverflowCheck,
     check_overflow,
     check_variance_floor,
     degenerate_components,
@@ -135,6 +136,13 @@ class _ContinuousHMM(BaseHMM):
 
     def _allow_nan(self) -> bool:
         return False
+
+    @property
+    def _stream_check(self):
+        """A source's blocks: a fresh check of the moments of every whole pass, as
+        ``_validate_X`` checks an array's (block by block, 3e18 among small values in float32
+        passed and surfaced as a state's variance lost in rounding, or fitted)."""
+        return PassOverflowCheck()
 
     def _check_floor(self, X):
         if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar
