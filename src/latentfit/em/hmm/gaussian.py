@@ -107,16 +107,17 @@ def _data_cov(X: torch.Tensor, min_covar: float) -> torch.Tensor:
     return torch.nan_to_num(cv) + min_covar * eye
 
 
-def _lift_start(cv: torch.Tensor, X: torch.Tensor, min_covar: float) -> torch.Tensor:
-    """The data covariance ``cv`` (d, d) that starts a full or tied fit on the rows X (n, d),
-    lifted as a singular update is (:func:`_lift_singular`) where its rounding loses a
-    direction the rows do spread along: 1000 rows of two regimes at 0 and (1e8, 1e8) with
+def _lift_lost(cv: torch.Tensor, X: torch.Tensor, min_covar: float) -> torch.Tensor:
+    """A matrix ``cv`` (d, d) of the covariance's scale estimated from the rows X (n, d) (the
+    data covariance that starts a full or tied fit; a VariationalGaussianHMM's Wishart scale
+    update), lifted as a singular update is (:func:`_lift_singular`) where its rounding loses
+    a direction the rows do spread along: 1000 rows of two regimes at 0 and (1e8, 1e8) with
     unit noise have a data covariance of entries 2.5e15, whose smallest eigenvalue (1, along
     (1, -1)) and min_covar are lost in their rounding (-3.25 computed), and the first E-step
     refused it as a collapsed state. A direction along which the rows' own spread (measured
-    from the rows, without that rounding) is no more than the rounding of the centred rows
-    is a real degeneracy (two rows of three features): ``cv`` then stays as it is, for the
-    E-step to refuse by name."""
+    from the rows, without that rounding) is no more than the rounding of the rows is a real
+    degeneracy (two rows of three features, columns x and x + 1e8): ``cv`` then stays as it
+    is, for the E-step to refuse by name."""
     lifted = _lift_singular(cv, "tied", min_covar)
     if torch.equal(lifted, cv):
         return cv
@@ -126,7 +127,8 @@ def _lift_start(cv: torch.Tensor, X: torch.Tensor, min_covar: float) -> torch.Te
     lost = V[:, lam <= eps * d * lam[-1].clamp_min(0)]  # (d, l): the directions lost
     Xc = (X - weighted_mean(X)).double()  # (n, d)
     spread = (Xc @ lost).square().mean(0)  # (l,): the rows' variance along them
-    rounding = 100 * d * (eps * float(Xc.abs().max())) ** 2
+    # the rows' own rounding, as stored: x and x + 1e8 differ by ~1e-8 along (1, -1)
+    rounding = 100 * d * (eps * float(X.double().abs().max())) ** 2
     return lifted if bool((spread > rounding).all()) else cv
 
 
@@ -359,8 +361,8 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             out["means"] = self._emission_params()["means"]
         if self._needs_init("c", "covars_"):
             cv = _data_cov(X, self.min_covar)
-            if ct in ("full", "tied"):  # positive definite in the dtype (see _lift_start)
-                cv = _lift_start(cv, X, self.min_covar)
+            if ct in ("full", "tied"):  # positive definite in the dtype (see _lift_lost)
+                cv = _lift_lost(cv, X, self.min_covar)
             out["covars"] = {
                 "spherical": cv.diagonal().mean().expand(k),
                 "diag": cv.diagonal().expand(k, -1),

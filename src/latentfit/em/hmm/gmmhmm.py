@@ -18,8 +18,8 @@ from latentfit.em.hmm.gaussian import (
     _check_positive_definite,
     _ContinuousHMM,
     _data_cov,
+    _lift_lost,
     _lift_singular,
-    _lift_start,
 )
 from latentfit.em.hmm.online import OnlineHMMMixin
 from latentfit.em.hmm.settings import Prior
@@ -181,7 +181,7 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             check_distribution(out["weights"], "weights_")
         if self._needs_init("c", "covars_"):
             if self.covariance_type in ("full", "tied"):  # positive definite in the dtype
-                cv = _lift_start(cv, X, self.min_covar)
+                cv = _lift_lost(cv, X, self.min_covar)
             out["covars"] = {
                 "spherical": cv.diagonal().mean().expand(k, m),
                 "diag": cv.diagonal().expand(k, m, d),

@@ -57,7 +57,12 @@ from latentfit.em.hmm.emissions import (
     gaussian_stats,
     with_counts,
 )
-from latentfit.em.hmm.gaussian import GaussianHMM, _check_covariance_type, _data_cov
+from latentfit.em.hmm.gaussian import (
+    GaussianHMM,
+    _check_covariance_type,
+    _data_cov,
+    _lift_lost,
+)
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.sequences import batch_sequences, check_lengths, with_states
@@ -69,6 +74,7 @@ from latentfit.em.hmm.variational_math import (
     kl_dirichlet,
     kl_normal_wishart,
     normal_wishart_update,
+    scale_rounding,
 )
 from latentfit.em.initialize import kmeans
 from latentfit.errors import ParameterError
@@ -125,7 +131,7 @@ class _VariationalHooks:
             new["startprob_posterior"] = params["startprob_prior"] + stats["start"]
         if "t" in m.params:
             new["transmat_posterior"] = params["transmat_prior"] + stats["trans"]
-        new.update(m._vb_emission_mstep(params, stats))
+        new.update(m._vb_emission_mstep(params, stats, self.X))
         return new
 
     def lower_bound(self, params, stats):
@@ -135,6 +141,13 @@ class _VariationalHooks:
             + self.model._emission_kl(params)
         )
         return float(stats["log_likelihood"].sum() - kl)
+
+    def decrease_slack(self, params):
+        """How far the bound may fall through the rounding of the M-step's full or tied
+        scale update (``params["rounding"]``, see
+        :func:`~latentfit.em.hmm.variational_math.scale_rounding`); 0 for the others."""
+        rounding = params.get("rounding")
+        return 0.0 if rounding is None else float(rounding)
 
 
 class _VariationalHMM:
@@ -432,6 +445,8 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         if init_c:
             dof = out["dof_prior"] + (counts.sum() if ct == "tied" else counts)
             cv = _data_cov(X, 1e-3)  # hmmlearn's start: the data covariance + 1e-3
+            if ct in ("full", "tied"):  # positive definite in the dtype (see _lift_lost)
+                cv = _lift_lost(cv, X, 1e-3)
             covars = {
                 "spherical": cv.diagonal().mean().expand(k),
                 "diag": cv.diagonal().expand(k, d),
@@ -498,7 +513,7 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             stats["obs2" if ct != "full" else "obsobs"][idx] = S2
         return stats
 
-    def _vb_emission_mstep(self, params, stats):
+    def _vb_emission_mstep(self, params, stats, X):
         """:func:`~latentfit.em.hmm.variational_math.normal_wishart_update` in float64 (as
         GaussianHMM's M-step), each state about the centre of its statistics: the fit's
         centre, or its own mean for a state of :meth:`_vb_far`; then every update the
@@ -541,13 +556,20 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             means[far[0]] = absolute[far[0]] - shift
         if "c" in self.params:
             scale = self._check_vb_resolved(st, p64, dof, scale, torch.finfo(dt).eps, far)
-        return {
+            if ct in ("full", "tied"):  # positive definite where the rows spread (_lift_lost)
+                d = scale.shape[-1]
+                lifted = [_lift_lost(s, X, 0.0) for s in scale.to(dt).reshape(-1, d, d)]
+                scale = torch.stack(lifted).reshape(scale.shape)
+        out = {
             "means_posterior": means.to(dt),
             "means_abs": absolute.to(dt),  # the fit's own absolute copy (see _vb_far)
             "beta_posterior": beta.to(dt),
             "dof_posterior": dof.to(dt),
             "scale_posterior": scale.to(dt),
         }
+        if "c" in self.params and ct in ("full", "tied"):
+            out["rounding"] = scale_rounding(dof, scale, torch.finfo(dt).eps)
+        return out
 
     def _check_vb_resolved(self, st, p64, dof, scale, eps: float, far) -> torch.Tensor:
         """The scales with every variance the statistics about the fit's centre could not
@@ -729,7 +751,7 @@ class VariationalCategoricalHMM(_VariationalHMM, CategoricalHMM):
     def _vb_emission_stats(self, params, X, gamma):
         return categorical_stats(X, gamma, params["emissionprob_posterior"].shape[1])
 
-    def _vb_emission_mstep(self, params, stats):
+    def _vb_emission_mstep(self, params, stats, X):
         if "e" not in self.params:
             return {}
         return {"emissionprob_posterior": params["emissionprob_prior"] + stats["obs"]}
