@@ -646,51 +646,56 @@ def test_a_state_far_from_the_data_centre_keeps_the_digits_of_its_mean(ct):
         np.testing.assert_allclose(ours.covars_[near], ref.covars_[near], rtol=1e-9)
 
 
-def _vb_labelled(X, z, scale_prior):
+def _vb_labelled(X, z, scale_prior, tied=False):
     """The VB fixed point when every posterior is 0 or 1 (regimes 1e8 noise sd apart), with
     the default priors (m₀ the data mean, β₀ = 1, ν₀ = d): each state's posterior mean and
-    point covariance S_k / ν_k from its own rows (Bishop 2006, eqs. 10.60-10.63), and the
-    variance along (1, -1)/√2 taken from the rows along it (exact where S_k's entries of
-    ~4e15 round by ~1)."""
+    point covariance S_k / ν_k from its own rows (Bishop 2006, eqs. 10.60-10.63; tied: S₀
+    plus the states' terms, over ν₀ + N), and the variance along (1, -1)/√2 taken from the
+    rows along it (exact where S_k's entries of ~4e15 round by ~1)."""
     m0, v = X.mean(0), np.array([1.0, -1.0]) / np.sqrt(2)
-    means, covs, along = [], [], []
+    means, terms, across = [], [], []  # terms: S_k − S₀; across: v (S_k − S₀) v
     for k in (0, 1):
         R = X[z == k]
         n, xb = len(R), R.mean(0)
         pull = n / (1 + n)  # β₀ N / (β₀ + N)
-        S = scale_prior * np.eye(2) + (R - xb).T @ (R - xb) + pull * np.outer(xb - m0, xb - m0)
         means.append((m0 + n * xb) / (1 + n))
-        covs.append(S / (2 + n))
-        across = scale_prior + ((R - xb) @ v) @ ((R - xb) @ v) + pull * ((xb - m0) @ v) ** 2
-        along.append(across / (2 + n))
-    return np.array(means), np.array(covs), np.array(along)
+        terms.append((R - xb).T @ (R - xb) + pull * np.outer(xb - m0, xb - m0))
+        across.append(((R - xb) @ v) @ ((R - xb) @ v) + pull * ((xb - m0) @ v) ** 2)
+    terms, across, dof = np.array(terms), np.array(across), 2 + np.bincount(z)
+    if tied:
+        terms, across, dof = terms.sum(0, keepdims=True), across.sum(keepdims=True), 2 + len(z)
+    covs = (scale_prior * np.eye(2) + terms) / np.reshape(dof, (-1, 1, 1))
+    along = (scale_prior + across) / dof
+    return np.array(means), np.broadcast_to(covs, (2, 2, 2)), np.broadcast_to(along, 2)
 
 
-def test_states_1e8_apart_fit_from_the_default_start():
+@pytest.mark.parametrize("ct", ["full", "tied"])
+def test_states_1e8_apart_fit_from_the_default_start(ct):
     """Two regimes at 0 and (1e8, 1e8) with unit noise: the default start, the data
     covariance + 1e-3 (entries 2.5e15), loses its smallest eigenvalue (~1, along (1, -1))
     in its rounding, and the fit was refused at once ("scale_posterior_ must be symmetric
     positive definite", an attribute never set); its first updates, of rows of both regimes,
-    lose it as well ("collapsed onto too few distinct points"). hmmlearn stops at iteration
-    2 on a decrease, its means 1.9e7 and 8.3e7. Lifted as GaussianHMM's, the fit reaches the
+    lose it as well ("collapsed onto too few distinct points"), and a tied scale, pooled
+    about the data's centre, never resolved it. hmmlearn stops at iteration 2 on a decrease,
+    its means 1.9e7 and 8.3e7 (tied: NaN). Lifted as GaussianHMM's, the fit reaches the
     labelled rows' posteriors, and the data centred and in units of 1e7 (the scale prior
     scaled) give the same fit."""
     rng = np.random.default_rng(0)
     z = rng.integers(0, 2, 1000)
     X = z[:, None] * np.array([1e8, 1e8]) + rng.normal(size=(1000, 2))
-    means, covs, along = _vb_labelled(X, z, 1e-3)
+    means, covs, along = _vb_labelled(X, z, 1e-3, tied=ct == "tied")
     v = np.array([1.0, -1.0]) / np.sqrt(2)
     fits = []
     for scale, shift, prior in ((1.0, 0.0, 1e-3), (1e-7, 5e7, 1e-3 * 1e-14)):
         with warnings.catch_warnings():
             warnings.simplefilter("error", EMMonotonicityWarning)
             model = VariationalGaussianHMM(
-                2, "full", n_iter=50, random_state=0, scale_prior=np.stack([np.eye(2)] * 2) * prior
+                2, ct, n_iter=50, random_state=0, scale_prior=np.eye(2) * prior
             ).fit((X - shift) * scale)
         assert model.converged_
         order = np.argsort(model.means_[:, 0])
         fits.append(model.means_[order] / scale + shift)
-        fits.append(model.covars_[order] / scale**2)
+        fits.append(np.asarray(model.covars_)[order] / scale**2)
     for got_means, got_covs in (fits[:2], fits[2:]):
         np.testing.assert_allclose(got_means, means, rtol=1e-12)
         np.testing.assert_allclose(got_covs, covs, rtol=1e-10)

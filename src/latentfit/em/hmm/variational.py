@@ -41,10 +41,10 @@ from latentfit._validation import check_feature_names
 from latentfit.em.base import EMFit
 from latentfit.em.gaussian import (
     DegenerateComponentError,
-    describe_unresolved,
     direct_log_prob,
     direct_moments,
     far_components,
+    far_factors,
     unresolved_variances,
     weighted_mean,
 )
@@ -488,11 +488,9 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         cannot resolve (:func:`~latentfit.em.gaussian.far_components`, as GaussianHMM's
         ``_far_states``: a cluster of sd 0.01 a hundred from the others in float32, or rows
         3, 5, 7 beside two rows of 1e8 in float64), or None. Their log-densities are taken
-        from x − m_k and their statistics about m_k (the M-step moves them back). Tied
-        scales are pooled about the centre: never."""
+        from x − m_k and their statistics about m_k (the M-step moves them back). A tied
+        scale is pooled over the states: all of them or none."""
         ct = self.covariance_type
-        if ct == "tied":
-            return None
         covars = params["scale_posterior"] / _dof_as(params["dof_posterior"], ct)
         pc = E._state_precision(covars, ct, VB_REMEDY)
         delta = params["means_posterior"]  # (k, d) about the shift
@@ -500,7 +498,7 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         if not len(idx):
             return None
         means = params["means_abs"] if "means_abs" in params else params["shift"] + delta
-        return idx, means[idx], pc[idx]
+        return idx, means[idx], far_factors(pc, idx, ct)
 
     def _vb_emission_stats(self, params, X, gamma):
         ct = self.covariance_type
@@ -510,7 +508,10 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             idx, centres, _ = far
             S1, S2 = direct_moments(X, gamma[:, idx].T, centres, ct)
             stats["obs"][idx] = S1
-            stats["obs2" if ct != "full" else "obsobs"][idx] = S2
+            if ct == "tied":  # pooled over all the states, each about its own mean
+                stats["obsobs"] = S2
+            else:
+                stats["obs2" if ct != "full" else "obsobs"][idx] = S2
         return stats
 
     def _vb_emission_mstep(self, params, stats, X):
@@ -578,8 +579,8 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
         state narrow against its distance from the centre, so that the next E-step takes its
         statistics about its own mean (:meth:`_vb_far`) and the next update is exact. Where a
         variance's rounding is below what the prior scale adds to it (S₀ / (ν₀ + N)) it is
-        left as it is. Tied scales, pooled about the centre, name the state instead
-        (DegenerateComponentError)."""
+        left as it is. A tied scale, pooled over the states, keeps its diagonal alone, raised
+        so (all the states' statistics are then taken about their own means)."""
         ct = self.covariance_type
         post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
         delta = st["obs"] / post  # (k, d) about each state's centre
@@ -600,21 +601,13 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
                 prior = S0 if ct == "diag" else S0.unsqueeze(1)  # (k, d), spherical (k, 1)
             floor = prior / (p64["dof_prior"].reshape(-1, 1) + post)  # (k, d) or (k, 1)
         bad = unresolved_variances(second, delta, floor, eps)
-        if far is not None:
-            bad[far[0]] = False  # about their own means: resolved
+        if far is not None:  # about their own means: resolved (tied: all of them)
+            bad[far[0] if ct != "tied" else slice(None)] = False
         if not bool(bad.any()):
             return scale
         noise = 100 * eps * second
-        if ct == "tied":
-            j = int(bad.nonzero()[0][1])
-            k = int((st["obs"] / post)[:, j].abs().argmax())
-            dist = float((st["obs"][k, j] / post[k, 0]).abs())
-            raise DegenerateComponentError(
-                describe_unresolved(
-                    type(self).__name__, "state", k, j, dist, float(noise[0, j]),
-                    "scale_prior", eps > 1e-10,
-                )
-            )  # fmt: skip
+        if ct == "tied":  # ν × the rounding of the pooled variances (1, d)
+            return torch.diag_embed(torch.maximum(scale.diagonal(), noise[0] * dof))
         lifted = noise * _dof_as(dof, "diag")  # (k, d): ν_k × the rounding of the variance
         if ct == "diag":
             return torch.where(bad, torch.maximum(scale, lifted), scale)
