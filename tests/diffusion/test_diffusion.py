@@ -621,3 +621,22 @@ def test_a_sample_count_that_would_run_for_days_is_refused_before_drawing(monkey
             model.sample(4, max_work=3 * per_draw)
     assert model.sample(3, max_work=3 * per_draw).shape == (3, 2)
     assert model.sample(4, max_work=None).shape == (4, 2)
+
+
+def test_data_of_0s_and_1s_say_whether_they_are_codes_or_intensities():
+    """0s and 1s of 5 levels are the codes 0 and 1 or the levels 0 and 4: refused unless
+    level_scale says which, then bounded as those levels (x_0 = 2 k / 4 - 1)."""
+    binary = np.random.default_rng(0).integers(0, 2, (60, 3)).astype(float)
+    fit = {"n_levels": 5, "hidden": 8, "n_hidden": 1, "epochs": 1, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", latentfit.errors.CoarseScheduleWarning)
+        with pytest.raises(DataError, match=r"only 0s and 1s.*level_scale=4 \(intensities\)"):
+            DDPM(5, **fit).fit(binary)
+        for scale in (1, 4):
+            model = DDPM(5, level_scale=scale, **fit).fit(binary)
+            assert model.level_scale_ == scale
+            x0 = torch.as_tensor(binary * scale * 2 / 4 - 1, dtype=torch.float32)
+            with torch.no_grad():
+                bound = model.module_.bound(x0, torch.Generator().manual_seed(0), 3).total
+            got = model.bound_terms(binary, 3).total
+            np.testing.assert_allclose(got.numpy(), bound.double().numpy(), rtol=1e-6)

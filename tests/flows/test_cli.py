@@ -57,3 +57,42 @@ def test_cli_errors_are_one_line(tmp_path):
     assert res.exit_code == 2 and "error:" in res.output
     res = runner.invoke(app, ["fit", "flow", "mnist", "--flow", "glow", "--epochs", "1", "--quiet"])
     assert res.exit_code == 2 and "flow must be" in res.output
+
+
+def test_fit_flow_and_diffusion_ask_how_to_read_a_file_of_0s_and_1s(tmp_path, monkeypatch):
+    """A file of 0s and 1s with --levels 5 holds the codes 0 and 1 or the levels 0 and 4:
+    refused until --read-as says which; the model file records it, and score reads the file
+    as those levels (against the network given the levels themselves)."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    binary = np.random.default_rng(0).integers(0, 2, (60, 3))
+    np.savetxt("b.csv", binary, delimiter=",", fmt="%d")
+    fits = {
+        "flow": ["fit", "flow", "b.csv", "--dequantize", "--layers", "1", "--hidden", "8"],
+        "diffusion": ["fit", "diffusion", "--dataset", "b.csv", "--discrete", "--steps", "5"]
+        + ["--hidden", "8", "--n-hidden", "1", "--eval-t", "3"],
+    }
+    for kind, args in fits.items():
+        args = [*args, "--levels", "5", "--epochs", "1", "--out", "m.lf", "--force", "--quiet"]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "error: b.csv" in res.output, res.output
+        assert "holds only 0s and 1s" in res.output and "--read-as codes" in res.output
+        for read_as, scale in (("codes", 1), ("intensities", 4)):
+            res = runner.invoke(app, [*args, "--read-as", read_as])
+            assert res.exit_code == 0, res.output
+            model = latentfit.load("m.lf")
+            assert model.level_scale_ == scale
+            res = runner.invoke(app, ["density", "score", "m.lf", "b.csv", "--out", "s.txt"])
+            assert res.exit_code == 0, res.output
+            levels = torch.as_tensor(binary * scale, dtype=torch.float32)
+            gen = torch.Generator().manual_seed(0)  # the draws of score's random_state=0
+            with torch.no_grad():
+                if kind == "flow":
+                    expected = model.module_(levels, gen).numpy()
+                else:
+                    expected = -model.module_.bound(levels / 2 - 1, gen, 3).total.numpy()
+            np.testing.assert_allclose(np.loadtxt("s.txt"), expected, atol=1e-5)
+            (tmp_path / "s.txt").unlink()
+    res = runner.invoke(app, ["fit", "flow", "b.csv", "--read-as", "codes", "--quiet"])
+    assert res.exit_code == 2 and "add --dequantize, or drop --read-as" in res.output

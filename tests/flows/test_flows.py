@@ -313,3 +313,29 @@ def test_a_sample_count_that_would_run_for_days_is_refused_before_drawing(monkey
     assert nvp.sample(10, max_work=10 * weights).shape == (10, 8)
     with pytest.raises(ResourceLimitError, match=r"n_samples <= 10\b"):
         nvp.sample(11, max_work=10 * weights)
+
+
+def _flow_score_of_levels(model, levels: np.ndarray) -> np.ndarray:
+    """The dequantisation bound of ``levels`` (n, d) given to the network as they are, with
+    the draws of u that score_samples(random_state=0) takes: no reading of the user's scale."""
+    with torch.no_grad():
+        x = torch.as_tensor(levels, dtype=torch.float32)
+        return model.module_(x, torch.Generator().manual_seed(0)).numpy()
+
+
+def test_data_of_0s_and_1s_say_whether_they_are_codes_or_intensities():
+    """0s and 1s of 5 levels are the codes 0 and 1 or the levels 0 and 4: refused unless
+    level_scale says which, then scored as those levels (and so recorded for later data)."""
+    binary = np.random.default_rng(0).integers(0, 2, (60, 3)).astype(float)
+    fit = {"n_layers": 1, "hidden": 8, "epochs": 1, "random_state": 0, "dequantize": True}
+    with pytest.raises(DataError, match=r"only 0s and 1s.*level_scale=1 \(codes\)"):
+        RealNVP(n_levels=5, **fit).fit(binary)
+    for scale in (1, 4):
+        model = RealNVP(n_levels=5, level_scale=scale, **fit).fit(binary)
+        assert model.level_scale_ == scale
+        expected = _flow_score_of_levels(model, binary * scale)
+        np.testing.assert_allclose(model.score_samples(binary), expected, rtol=1e-6)
+    with pytest.raises(ParameterError, match="level_scale must be None"):
+        RealNVP(n_levels=5, level_scale=2, **fit).fit(binary)
+    # two levels: the codes 0 and 1 are the levels 0 and 1, nothing to ask
+    assert RealNVP(n_levels=2, **fit).fit(binary).level_scale_ == 1.0

@@ -26,8 +26,10 @@ from latentfit.cli.app import (
 from latentfit.cli.flows import (
     check_out,
     history_rows,
+    level_scale_of,
     levels_of,
     load_split,
+    read_as_option,
     report_history,
     written_out,
 )
@@ -84,6 +86,7 @@ def fit_diffusion(
     levels: int | None = typer.Option(
         None, min=2, help="Grey levels of --discrete data. Default: 256, or 17 for digits."
     ),
+    read_as: str | None = read_as_option(),
     epochs: int = typer.Option(50, min=1, help="Passes over the training rows."),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate.", callback=finite_number),
@@ -116,6 +119,8 @@ def fit_diffusion(
         )
     split = load_split(dataset, seed, delimiter, model="a DDPM", header=header)
     disc = split.image_shape is not None if discrete is None else discrete
+    n_levels = levels_of(dataset, levels, disc, "--discrete")
+    scale = level_scale_of(split, n_levels, read_as, "--discrete", disc)
     record_run_options(ctx, checkpoint_dir)
     try:
         model = DDPM(
@@ -130,7 +135,8 @@ def fit_diffusion(
             hidden=hidden,
             n_hidden=n_hidden,
             discrete=disc,
-            n_levels=levels_of(dataset, levels, disc, "--discrete"),
+            n_levels=n_levels,
+            level_scale=scale,
             eval_timesteps=eval_t or None,
             epochs=epochs,
             batch_size=batch_size,

@@ -111,6 +111,58 @@ def levels_of(name: str, levels: int | None, on: bool, switch: str) -> int:
         fail(str(err))
 
 
+def read_codes(data, n_levels: int, read_as: str | None, what: str, binary: str) -> bool:
+    """Whether level data ``data`` (a VAEData) are read as integer level codes 0..N-1 (else
+    intensities k/(N-1) in [0, 1]): ``--read-as`` where given, else codes where a value
+    exceeds 1. A file of 0s and 1s alone is either (the codes 0 and 1, or the levels 0 and
+    N-1), and is refused unless ``--read-as`` says which; ``what`` names the reader (``a
+    categorical likelihood of 5 levels``), ``binary`` the options for binary data."""
+    from latentfit.vae.data import SPLITS
+
+    if read_as is not None:
+        return read_as == "codes"
+    parts = [getattr(data, part) for part in SPLITS]
+    if max(float(x.max()) for x in parts if x.numel()) > 1:
+        return True
+    if n_levels > 2 and all(bool(((x == 0) | (x == 1)).all()) for x in parts):
+        fail(
+            f"{data.name} holds only 0s and 1s, which {what} reads two ways: the level codes 0 "
+            f"and 1, or the intensities 0 and 1 (the levels 0 and {n_levels - 1}); say which "
+            f"with --read-as codes or --read-as intensities (binary data: {binary})"
+        )
+    return False
+
+
+def read_as_option():
+    """``--read-as`` of the commands that fit level data."""
+    return typer.Option(
+        None,
+        "--read-as",
+        help="codes or intensities: how level data are read, integer level codes 0..N-1 or "
+        "intensities k/(N-1) in [0, 1] (default: codes where a value exceeds 1; a file of 0s "
+        "and 1s alone must say). The model file records it.",
+    )
+
+
+def level_scale_of(split, n_levels: int, read_as: str | None, switch: str, on: bool):
+    """The ``level_scale`` of a flow or DDPM fitted to ``split`` by ``fit flow|diffusion``:
+    1 (integer codes) or n_levels - 1 (intensities) where ``switch`` (``--dequantize``,
+    ``--discrete``) is ``on``, from ``--read-as`` or the data (:func:`read_codes`); None
+    (real data) otherwise, where ``--read-as`` is refused."""
+    if read_as not in (None, "codes", "intensities"):
+        fail(f"--read-as must be one of codes, intensities; got {read_as!r}")
+    if not on:
+        if read_as is not None:
+            fail(
+                f"--read-as says how {switch} data are read as levels, which is off here: add "
+                f"{switch}, or drop --read-as"
+            )
+        return None
+    what = f"{switch} with {n_levels} levels"
+    codes = read_codes(split, n_levels, read_as, what, "--levels 2")
+    return 1.0 if codes else float(n_levels - 1)
+
+
 def history_rows(history) -> list[dict]:
     """The per-epoch bounds (nats per row) as plain records for --json."""
     return [
@@ -149,6 +201,7 @@ def fit_flow(
     levels: int | None = typer.Option(
         None, min=2, help="Grey levels of --dequantize data. Default: 256, or 17 for digits."
     ),
+    read_as: str | None = read_as_option(),
     epochs: int = typer.Option(20, min=1, help="Passes over the training rows."),
     batch_size: int = typer.Option(100, "--batch-size", min=1, help="Rows per gradient step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate.", callback=finite_number),
@@ -175,6 +228,7 @@ def fit_flow(
     split = load_split(data, seed, delimiter, header=header)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, levels, deq, "--dequantize")
+    scale = level_scale_of(split, L, read_as, "--dequantize", deq)
     record_run_options(ctx, checkpoint_dir)
     try:
         classes = {"maf": MAF, "realnvp": RealNVP, "spline": NeuralSplineFlow}
@@ -187,6 +241,7 @@ def fit_flow(
                 n_hidden=n_hidden,
                 dequantize=deq,
                 n_levels=L,
+                level_scale=scale,
                 epochs=epochs,
                 batch_size=batch_size,
                 lr=lr,

@@ -140,28 +140,6 @@ def _levels(dataset: str, levels: int | None, likelihood: str) -> int:
     return levels_of(dataset, levels, True, "--likelihood categorical")
 
 
-def _read_codes(data, n_levels: int, read_as: str | None) -> bool:
-    """Whether ``fit vae --likelihood categorical`` reads ``data`` (a VAEData) as integer
-    level codes 0..N-1 (else intensities k/(N-1) in [0, 1]): ``--read-as`` where given, else
-    codes where a value exceeds 1. A file of 0s and 1s alone is either (the codes 0 and 1, or
-    the levels 0 and N-1), and is refused unless ``--read-as`` says which."""
-    from latentfit.vae.data import SPLITS
-
-    if read_as is not None:
-        return read_as == "codes"
-    parts = [getattr(data, part) for part in SPLITS]
-    if max(float(x.max()) for x in parts if x.numel()) > 1:
-        return True
-    if n_levels > 2 and all(bool(((x == 0) | (x == 1)).all()) for x in parts):
-        fail(
-            f"{data.name} holds only 0s and 1s, which a categorical likelihood of {n_levels} "
-            f"levels reads two ways: the level codes 0 and 1, or the intensities 0 and 1 (the "
-            f"levels 0 and {n_levels - 1}); say which with --read-as codes or --read-as "
-            "intensities (binary data: --levels 2, or --likelihood bernoulli)"
-        )
-    return False
-
-
 def _sizes(text: str, name: str, example: str = "200,200") -> list[int]:
     parts = [s.strip() for s in text.split(",")]
     if any(not s for s in parts):
@@ -342,6 +320,7 @@ def fit_vae(
     (DistributedDataParallel); rank 0 prints and saves.
     """
     from latentfit._outputs import Output
+    from latentfit.cli.flows import read_codes
     from latentfit.errors import DataError, LatentfitError, ResourceLimitError
     from latentfit.train import TrainConfig, train
     from latentfit.train import distributed as dist_utils
@@ -423,7 +402,13 @@ def fit_vae(
     try:
         model = build()
         if likelihood == "categorical":  # saved: score, eval, predict, sample read it so
-            codes = _read_codes(data, n_levels, read_as)
+            codes = read_codes(
+                data,
+                n_levels,
+                read_as,
+                f"a categorical likelihood of {n_levels} levels",
+                "--levels 2, or --likelihood bernoulli",
+            )
             model.level_scale_ = 1.0 if codes else float(n_levels - 1)
             parts = {
                 part: from_codes(

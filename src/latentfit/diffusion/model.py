@@ -51,7 +51,12 @@ from latentfit.flows.density import (
     sampling_chunk_rows,
     warn_constant_columns,
 )
-from latentfit.flows.objectives import as_levels, check_n_levels, level_scale
+from latentfit.flows.objectives import (
+    as_levels,
+    check_level_scale_option,
+    check_n_levels,
+    level_scale,
+)
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
 from latentfit.model_tensors import check_finite_density
@@ -125,6 +130,9 @@ class DDPM(DensityMixin, BaseEstimator):
     0..n_levels-1 or floats in [0, 1] on the grid k/(n_levels-1)) and the decoder is the
     discretised Gaussian, so the bound is on the discrete -log P(x); otherwise real data are
     standardised per feature (the Jacobian is counted) and the decoder is a Gaussian density.
+    ``level_scale``: how 8-bit data are read, 1 as integer level codes 0..n_levels-1,
+    n_levels - 1 as intensities in [0, 1]; None: codes where a value exceeds 1, else
+    intensities (data of 0s and 1s alone are either, and say it here).
     ``eval_timesteps``: draws of t per row for :meth:`score_samples` (None: every t, exact
     sum). Training settings as in :class:`latentfit.flows.FlowDensity`.
 
@@ -151,6 +159,7 @@ class DDPM(DensityMixin, BaseEstimator):
         time_dim: int = 64,
         discrete: bool = True,
         n_levels: int = 256,
+        level_scale: float | None = None,
         eval_timesteps: int | None = 100,
         epochs: int = 50,
         batch_size: int = 100,
@@ -182,6 +191,7 @@ class DDPM(DensityMixin, BaseEstimator):
         self.time_dim = time_dim
         self.discrete = discrete
         self.n_levels = n_levels
+        self.level_scale = level_scale
         self.eval_timesteps = eval_timesteps
         self.epochs = epochs
         self.batch_size = batch_size
@@ -230,6 +240,7 @@ class DDPM(DensityMixin, BaseEstimator):
             )
         if self.discrete:
             check_n_levels(self.n_levels, resolve_dtype(self.dtype))
+            check_level_scale_option(self.level_scale, self.n_levels)
         check_timesteps(self.eval_timesteps, "eval_timesteps")
         if not 0 <= self.validation_fraction < 1:
             raise ParameterError(
@@ -247,7 +258,7 @@ class DDPM(DensityMixin, BaseEstimator):
             )
         if self.discrete:
             if reset:
-                self.level_scale_ = level_scale(t, self.n_levels)
+                self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
             levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True")
             return levels * (2.0 / (self.n_levels - 1)) - 1.0
         if reset:

@@ -51,6 +51,7 @@ from latentfit.flows.layers import (
 )
 from latentfit.flows.objectives import (
     as_levels,
+    check_level_scale_option,
     check_n_levels,
     dequantize,
     level_scale,
@@ -158,7 +159,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
     networks with ``n_hidden`` hidden layers of ``hidden`` units (``n_bins`` and ``tail_bound``
     for splines). ``dequantize``: the data are 8-bit levels (integers 0..n_levels-1, or floats
     in [0, 1] on the grid k / (n_levels - 1)); scores and bits/dim are then bounds on the
-    discrete log-likelihood. ``alpha``: the logit's margin for 8-bit data. Training: Adam
+    discrete log-likelihood. ``level_scale``: how 8-bit data are read, 1 as integer level codes
+    0..n_levels-1, n_levels - 1 as intensities k / (n_levels - 1) in [0, 1]; None: codes where
+    a value exceeds 1, else intensities (data of 0s and 1s alone are either, and say it here).
+    ``alpha``: the logit's margin for 8-bit data. Training: Adam
     (``lr``, ``weight_decay``) for ``epochs`` epochs of ``batch_size`` rows, early stopping
     after ``patience`` epochs without progress on a ``validation_fraction`` of the rows (or on
     ``X_val`` given to ``fit``), ``grad_accum``, ``max_grad_norm``, ``checkpoint_dir`` (resumed
@@ -181,6 +185,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         tail_bound: float = 5.0,
         dequantize: bool = False,
         n_levels: int = 256,
+        level_scale: float | None = None,
         alpha: float = 1e-6,
         epochs: int = 50,
         batch_size: int = 100,
@@ -204,6 +209,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.tail_bound = tail_bound
         self.dequantize = dequantize
         self.n_levels = n_levels
+        self.level_scale = level_scale
         self.alpha = alpha
         self.epochs = epochs
         self.batch_size = batch_size
@@ -233,6 +239,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if self.dequantize:
             check_n_levels(self.n_levels, resolve_dtype(self.dtype))
+            check_level_scale_option(self.level_scale, self.n_levels)
         if not (is_finite_above(self.alpha, 0.0) and self.alpha < 0.5):
             raise ParameterError(f"alpha must lie in (0, 0.5), got {self.alpha!r}")
         if self._kind == "spline":
@@ -254,7 +261,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if not self.dequantize:
             return t
         if reset:
-            self.level_scale_ = level_scale(t, self.n_levels)
+            self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
         return as_levels(t, self.n_levels, self.level_scale_, name, "dequantize=True")
 
     @property

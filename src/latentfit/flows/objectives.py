@@ -20,6 +20,7 @@ from latentfit.vae.objectives import ObjectiveOutput
 __all__ = [
     "FlowNLL",
     "as_levels",
+    "check_level_scale_option",
     "check_n_levels",
     "dequantize",
     "level_scale",
@@ -46,10 +47,41 @@ def check_n_levels(n_levels, dtype=torch.float32, name: str = "n_levels") -> int
     return int(n_levels)
 
 
-def level_scale(X: torch.Tensor, n_levels: int) -> float:
+def level_scale(X: torch.Tensor, n_levels: int, given: float | None = None) -> float:
     """The factor from the user's scale to levels: 1 for integer levels 0..L-1, L - 1 for
-    intensities in [0, 1] (the convention of the VAE's categorical likelihood)."""
-    return 1.0 if float(X.max()) > 1 else float(n_levels - 1)
+    intensities in [0, 1] (the convention of the VAE's categorical likelihood). ``given``
+    (a model's ``level_scale``) where set, else 1 where a value of X exceeds 1. X of 0s and 1s
+    alone is either, the codes 0 and 1 or the levels 0 and L-1: DataError unless ``given``
+    says which (or L = 2, where the two are one)."""
+    if given is not None:
+        return float(given)
+    if float(X.max()) > 1:
+        return 1.0
+    if n_levels > 2 and X.numel() and bool(((X == 0) | (X == 1)).all()):
+        top = n_levels - 1
+        raise DataError(
+            f"X holds only 0s and 1s, which {n_levels} levels read two ways: the level codes 0 "
+            f"and 1, or the intensities 0 and 1 (the levels 0 and {top}); say which with "
+            f"level_scale=1 (codes) or level_scale={top} (intensities), or set n_levels=2 for "
+            "binary data"
+        )
+    return float(n_levels - 1)
+
+
+def check_level_scale_option(value, n_levels: int) -> None:
+    """ParameterError unless ``value`` (a model's ``level_scale``) is None, 1 (integer level
+    codes) or n_levels - 1 (intensities in [0, 1])."""
+    if value is None or (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and value in (1, n_levels - 1)
+    ):
+        return
+    raise ParameterError(
+        f"level_scale must be None (chosen from the data), 1 (integer level codes "
+        f"0..{n_levels - 1}) or {n_levels - 1} (n_levels - 1: intensities in [0, 1]), got "
+        f"{value!r}"
+    )
 
 
 def as_levels(X: torch.Tensor, n_levels: int, scale: float, name: str, setting: str):
