@@ -96,3 +96,31 @@ def test_fit_flow_and_diffusion_ask_how_to_read_a_file_of_0s_and_1s(tmp_path, mo
             (tmp_path / "s.txt").unlink()
     res = runner.invoke(app, ["fit", "flow", "b.csv", "--read-as", "codes", "--quiet"])
     assert res.exit_code == 2 and "add --dequantize, or drop --read-as" in res.output
+
+
+def test_density_sample_csv_of_8_bit_intensities_scores_back(tmp_path, monkeypatch):
+    """Draws of a flow and a DDPM fitted to intensities k/255 written as .csv read back on the
+    grid: density score gives them the scores of the same draws written as .npy."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savetxt("i.csv", rng.integers(0, 256, (80, 4)) / 255, delimiter=",")
+    fits = {
+        "flow": ["fit", "flow", "i.csv", "--dequantize", "--layers", "1", "--hidden", "8"],
+        "diffusion": ["fit", "diffusion", "--dataset", "i.csv", "--discrete", "--steps", "5"]
+        + ["--hidden", "8", "--n-hidden", "1", "--eval-t", "3"],
+    }
+    for args in fits.values():
+        res = runner.invoke(app, [*args, "--epochs", "1", "--out", "m.lf", "--force", "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert latentfit.load("m.lf").level_scale_ == 255
+        for out in ("d.csv", "d.npy"):
+            res = runner.invoke(app, ["density", "sample", "m.lf", "-n", "50", "--out", out])
+            assert res.exit_code == 0, res.output
+        draws = np.load("d.npy")
+        assert np.array_equal(np.loadtxt("d.csv", delimiter=",", dtype=np.float32), draws)
+        for data in ("d.csv", "d.npy"):
+            res = runner.invoke(app, ["density", "score", "m.lf", data, "--out", data + ".txt"])
+            assert res.exit_code == 0, res.output
+        np.testing.assert_array_equal(np.loadtxt("d.csv.txt"), np.loadtxt("d.npy.txt"))
+        for name in ("d.csv", "d.npy", "d.csv.txt", "d.npy.txt"):
+            (tmp_path / name).unlink()

@@ -416,8 +416,11 @@ def sample(
                 imgs = imgs / (model.n_levels - 1)
             save_grid(out, imgs, (side, side), nrow=math.ceil(math.sqrt(n)))
         elif suffix == ".csv":
+            # every digit the draws' dtype holds: levels k/(N-1) of 8-bit data must read back
+            # on their grid (6 digits put 254/255 at 0.996078, off it by 1.1e-4 of a level)
+            fmt = "%.9g" if draws.dtype == np.float32 else "%.17g"
             with atomic_path(out) as tmp:
-                np.savetxt(tmp, draws, delimiter=",", fmt="%.6g")
+                np.savetxt(tmp, draws, delimiter=",", fmt=fmt)
         else:
             with atomic_path(out) as tmp, tmp.open("wb") as f:
                 np.save(f, draws)
