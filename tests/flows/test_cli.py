@@ -124,3 +124,33 @@ def test_density_sample_csv_of_8_bit_intensities_scores_back(tmp_path, monkeypat
         np.testing.assert_array_equal(np.loadtxt("d.csv.txt"), np.loadtxt("d.npy.txt"))
         for name in ("d.csv", "d.npy", "d.csv.txt", "d.npy.txt"):
             (tmp_path / name).unlink()
+
+
+def test_show_says_how_many_levels_a_flow_or_ddpm_has_and_how_it_reads_files(tmp_path, monkeypatch):
+    """show explains level_scale_ of 8-bit models (codes 0..4 or intensities k/4) under
+    "levels", not as an unexplained number under "fit"; models of real data show no levels."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    codes = np.random.default_rng(0).integers(0, 5, (60, 3))
+    np.savetxt("c.csv", codes, delimiter=",", fmt="%d")
+    np.savetxt("i.csv", codes / 4, delimiter=",")
+    flow = ["fit", "flow", "--dequantize", "--layers", "1", "--hidden", "8"]
+    ddpm = ["fit", "diffusion", "--discrete", "--steps", "5", "--hidden", "8", "--n-hidden", "1"]
+    ddpm += ["--eval-t", "3", "--dataset"]
+    cases = [
+        (flow, "c.csv", 1.0, "uniform dequantisation", "integer level codes 0..4"),
+        (ddpm, "i.csv", 4.0, "discrete decoder", "intensities in [0, 1], level k as k/4"),
+    ]
+    for args, data, scale, reader, reads in cases:
+        cmd = [*args, data, "--levels", "5", "--epochs", "1", "--out", "m.lf", "--force"]
+        assert runner.invoke(app, [*cmd, "--quiet"]).exit_code == 0
+        text = runner.invoke(app, ["show", "m.lf"]).output
+        assert f"levels: 5 ({reader}); data files are read as {reads}\n" in text, text
+        assert "level_scale_" not in text
+        got = json.loads(runner.invoke(app, ["show", "m.lf", "--json"]).stdout)
+        assert got["levels"] == {"n_levels": 5, "level_scale": scale, "reads": reads}
+        assert "level_scale_" not in got["fit"]
+    real = ["fit", "flow", "i.csv", "--layers", "1", "--hidden", "8", "--epochs", "1"]
+    assert runner.invoke(app, [*real, "--out", "r.lf", "--quiet"]).exit_code == 0
+    assert "levels:" not in runner.invoke(app, ["show", "r.lf"]).output

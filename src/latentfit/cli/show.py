@@ -119,22 +119,41 @@ def _settings(model, kind: str, header: dict) -> dict:
     return {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
 
 
-def vae_levels(model) -> dict | None:
-    """The levels of a VAE with a categorical likelihood and the scale its files are read
-    and written in (``level_scale_``: 1 for integer codes, n_levels - 1 for intensities,
-    absent from a file written before it was recorded: intensities); None for another
-    likelihood."""
-    spec = model.spec
-    if spec.likelihood != "categorical":
-        return None
-    scale = getattr(model, "level_scale_", None)
-    top = spec.n_levels - 1
+def level_reading(n_levels: int, scale) -> dict:
+    """How files of level data are read and written by a model of ``n_levels`` levels, from
+    its ``level_scale_`` (1: integer codes; n_levels - 1 or None, a file written before the
+    scale was recorded: intensities)."""
+    top = n_levels - 1
     reads = (
         f"integer level codes 0..{top}"
         if scale == 1.0
         else f"intensities in [0, 1], level k as k/{top}"
     )
-    return {"n_levels": spec.n_levels, "level_scale": scale, "reads": reads}
+    return {"n_levels": n_levels, "level_scale": scale, "reads": reads}
+
+
+def vae_levels(model) -> dict | None:
+    """The levels of a VAE with a categorical likelihood and the scale its files are read
+    and written in (:func:`level_reading`); None for another likelihood."""
+    spec = model.spec
+    if spec.likelihood != "categorical":
+        return None
+    return level_reading(spec.n_levels, getattr(model, "level_scale_", None))
+
+
+def model_levels(model, kind: str) -> tuple[dict, str] | None:
+    """The levels of a model of level data and what reads them: a categorical VAE, a flow
+    with ``dequantize`` or a DDPM with ``discrete`` (:func:`level_reading`); None for others."""
+    if kind == "vae":
+        levels = vae_levels(model)
+        return None if levels is None else (levels, "categorical likelihood")
+    for switch, what in (
+        ("dequantize", "uniform dequantisation"),
+        ("discrete", "discrete decoder"),
+    ):
+        if getattr(model, switch, False) is True and hasattr(model, "n_levels"):
+            return level_reading(model.n_levels, getattr(model, "level_scale_", None)), what
+    return None
 
 
 def show(
@@ -157,9 +176,10 @@ def show(
     model, kind = load_model(model_path)
     columns = model_columns(model, kind)
     extra = dict(header.get("extra") or {})
-    levels = vae_levels(model) if kind == "vae" else None
-    # a VAE's level_scale_ says how its files are read (shown under "levels"), not how it fitted
-    hidden = ("feature_names_in_", "level_scale_") if kind == "vae" else ("feature_names_in_",)
+    found = model_levels(model, kind)
+    levels, reader = found if found is not None else (None, None)
+    # level_scale_ says how the model's files are read (shown under "levels"), not how it fitted
+    hidden = ("feature_names_in_", "level_scale_")
     fit = {k: v for k, v in extra.items() if k not in hidden}
     for name in _RUN:
         if name not in fit and hasattr(model, name) and not callable(getattr(model, name)):
@@ -204,7 +224,7 @@ def show(
     if levels is not None:
         unsaid = "; the file records no scale" if levels["level_scale"] is None else ""
         echo(
-            f"levels: {levels['n_levels']} (categorical likelihood); data files are read as "
+            f"levels: {levels['n_levels']} ({reader}); data files are read as "
             f"{levels['reads']}{unsaid}"
         )
     echo("settings:")
