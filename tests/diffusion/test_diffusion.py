@@ -640,3 +640,20 @@ def test_data_of_0s_and_1s_say_whether_they_are_codes_or_intensities():
                 bound = model.module_.bound(x0, torch.Generator().manual_seed(0), 3).total
             got = model.bound_terms(binary, 3).total
             np.testing.assert_allclose(got.numpy(), bound.double().numpy(), rtol=1e-6)
+
+
+def test_intensities_of_many_levels_held_in_float32_read_as_their_levels():
+    """k / 4999 cast to float32 is read as level k (x_0 = 2 k / 4999 - 1), not refused as
+    off the grid; half a level off is still refused."""
+    codes = np.random.default_rng(0).integers(0, 5000, (60, 3))
+    fit = {"n_levels": 5000, "hidden": 8, "n_hidden": 1, "epochs": 1, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", latentfit.errors.CoarseScheduleWarning)
+        model = DDPM(5, **fit).fit(codes / 4999)
+    x0 = torch.as_tensor(codes * 2 / 4999 - 1, dtype=torch.float32)
+    with torch.no_grad():
+        bound = model.module_.bound(x0, torch.Generator().manual_seed(0), 3).total
+    got = model.bound_terms(codes / 4999, 3).total
+    np.testing.assert_allclose(got.numpy(), bound.double().numpy(), rtol=1e-6)
+    with pytest.raises(DataError, match="row 0, column 0"):
+        model.bound_terms((codes + 0.5) / 4999, 3)

@@ -339,3 +339,17 @@ def test_data_of_0s_and_1s_say_whether_they_are_codes_or_intensities():
         RealNVP(n_levels=5, level_scale=2, **fit).fit(binary)
     # two levels: the codes 0 and 1 are the levels 0 and 1, nothing to ask
     assert RealNVP(n_levels=2, **fit).fit(binary).level_scale_ == 1.0
+
+
+def test_intensities_of_many_levels_held_in_float32_read_as_their_levels():
+    """k / 4999 cast to float32 is off by up to 3e-4 of a level once scaled back by 4999: read
+    as level k (the VAE's tolerance, grid_tolerance), scored as the codes k themselves, while
+    half a level off is still refused."""
+    codes = np.random.default_rng(0).integers(0, 5000, (60, 3))
+    X = codes / 4999  # float64, on the grid
+    fit = {"n_layers": 1, "hidden": 8, "epochs": 1, "random_state": 0, "dequantize": True}
+    model = RealNVP(n_levels=5000, **fit).fit(X)
+    assert model.level_scale_ == 4999
+    np.testing.assert_allclose(model.score_samples(X), _flow_score_of_levels(model, codes))
+    with pytest.raises(DataError, match="row 0, column 0"):
+        model.score_samples((codes + 0.5) / 4999)

@@ -15,6 +15,7 @@ import torch
 
 from latentfit._validation import is_finite_above
 from latentfit.errors import DataError, ParameterError
+from latentfit.vae.likelihoods import grid_tolerance
 from latentfit.vae.objectives import ObjectiveOutput
 
 __all__ = [
@@ -88,8 +89,10 @@ def as_levels(X: torch.Tensor, n_levels: int, scale: float, name: str, setting: 
     """X (n, d) in the user's scale → levels 0..L-1 (floats); a DataError naming the first
     row and column off the grid. ``setting`` names the option that asked for 8-bit data."""
     levels = X * scale
-    bad = (levels < -1e-4) | (levels > n_levels - 1 + 1e-4)
-    bad |= (levels - levels.round()).abs() > 1e-4
+    # codes are whole numbers in X's dtype; intensities k / (L-1) are off by a few ulps
+    tol = 1e-4 if scale == 1 else grid_tolerance(n_levels - 1, X.dtype)
+    bad = (levels < -tol) | (levels > n_levels - 1 + tol)
+    bad |= (levels - levels.round()).abs() > tol
     if bool(bad.any()):
         r, c = (int(i) for i in bad.nonzero()[0])
         grid = (

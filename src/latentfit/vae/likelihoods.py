@@ -141,6 +141,14 @@ def level_codes(
     return x.long()  # (n, d)
 
 
+def grid_tolerance(top: int, dtype: torch.dtype) -> float:
+    """How far ``x * top`` of an intensity x on the grid k / top, held in ``dtype``, may lie
+    from the level k and still read as k: 1e-4 of a level, or 4 top ulps of ``dtype`` where
+    that is larger (k / top stored in the dtype is off by a few ulps once scaled back by top:
+    k / 4999 in float32 by up to 3e-4 of a level)."""
+    return max(1e-4, 4 * top * torch.finfo(dtype).eps)
+
+
 def _check_range(x: torch.Tensor, low: float, high: float, name: str, rule: str) -> None:
     """DataError naming the first row and column of ``x`` (n, d) outside [low, high]."""
     bad = (x < low) | (x > high)
@@ -262,8 +270,7 @@ class CategoricalLikelihood(nn.Module):
         """DataError naming the first row and column of intensities ``x`` (n, d) in [0, 1]
         off the grid k / (n_levels - 1): :meth:`levels` would round it to another value."""
         top = self.n_levels - 1
-        # k / top stored in x's dtype is off by a few ulps once scaled back by top
-        tol = max(1e-4, 4 * top * torch.finfo(x.dtype).eps)
+        tol = grid_tolerance(top, x.dtype)
         scaled = x * top
         bad = (scaled - scaled.round()).abs() > tol
         if bool(bad.any()):
