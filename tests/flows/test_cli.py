@@ -154,3 +154,20 @@ def test_show_says_how_many_levels_a_flow_or_ddpm_has_and_how_it_reads_files(tmp
     real = ["fit", "flow", "i.csv", "--layers", "1", "--hidden", "8", "--epochs", "1"]
     assert runner.invoke(app, [*real, "--out", "r.lf", "--quiet"]).exit_code == 0
     assert "levels:" not in runner.invoke(app, ["show", "r.lf"]).output
+
+
+def test_density_score_names_the_file_whose_value_is_off_the_levels(tmp_path, monkeypatch):
+    """A value between two levels in the file given to density score: the error names the
+    file, its row and column (not the library's X)."""
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).integers(0, 5, (60, 3)) / 4
+    np.savetxt("i.csv", X, delimiter=",")
+    args = ["fit", "flow", "i.csv", "--dequantize", "--levels", "5", "--layers", "1"]
+    assert runner.invoke(app, [*args, "--hidden", "8", "--epochs", "1", "--quiet"]).exit_code == 0
+    X[2, 1] = 0.3
+    np.savetxt("off.csv", X, delimiter=",")
+    res = runner.invoke(app, ["density", "score", "flow.safetensors", "off.csv"])
+    assert res.exit_code == 2, res.output
+    assert "needs off.csv as 5 levels (multiples of 1/4 in [0, 1]); row 2, column 1 holds 0.3" in (
+        res.output
+    )

@@ -123,7 +123,7 @@ _DATA_WORDS = (
         r"the value \3 at row \1, column \2 of {data}",
     ),
     (r"\bX\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
-    (r"\b(of|in|but|from) X\b(?![\[.(_])", r"\1 {data}"),
+    (r"\b(of|in|but|from|needs) X\b(?![\[.(_])", r"\1 {data}"),
     (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
     (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
 )
