@@ -657,3 +657,16 @@ def test_intensities_of_many_levels_held_in_float32_read_as_their_levels():
     np.testing.assert_allclose(got.numpy(), bound.double().numpy(), rtol=1e-6)
     with pytest.raises(DataError, match="row 0, column 0"):
         model.bound_terms((codes + 0.5) / 4999, 3)
+
+
+def test_whole_numbers_of_real_data_are_warned_of_as_for_flows():
+    """Codes 0..4 given as real data (discrete=False): a Gaussian decoder narrows onto the five
+    values without bound; warned, naming discrete=True, which takes them without a word."""
+    codes = np.random.default_rng(0).integers(0, 5, (300, 3)).astype(float)
+    fit = {"hidden": 4, "n_hidden": 1, "epochs": 1, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", latentfit.errors.CoarseScheduleWarning)
+        with pytest.warns(RuntimeWarning, match=r"only whole numbers.*pass discrete=True"):
+            DDPM(5, discrete=False, **fit).fit(codes)
+        warnings.simplefilter("error", RuntimeWarning)
+        DDPM(5, n_levels=5, **fit).fit(codes)

@@ -213,3 +213,24 @@ def test_a_column_below_float32s_range_is_said_not_read_as_zeros():
     ok = np.ones((3, 2))
     ok[0, 0] = 1e-300
     assert as_float_tensor(ok, dtype=torch.float32)[0, 0] == 0
+
+
+def test_whole_numbers_with_ties_are_warned_of_as_discrete_data():
+    """Codes 0..4 fitted as continuous data: the density narrows onto the five values, and
+    log p(x) climbs past what any distribution of discrete data can give; warned, while the
+    same codes spread over their bins, whole numbers without ties and the codes with
+    dequantize=True are not."""
+    import warnings
+
+    codes = np.random.default_rng(0).integers(0, 5, (300, 3)).astype(float)
+    fit = {"n_layers": 1, "hidden": 8, "epochs": 1, "random_state": 0}
+    words = r"only whole numbers, and column 0 only 5 distinct values \(0\.\.4\) in 300 rows"
+    with pytest.warns(RuntimeWarning, match=words + r".*pass dequantize=True"):
+        MAF(**fit).fit(codes)
+    spread = codes + np.random.default_rng(1).uniform(size=codes.shape)
+    distinct = np.stack([np.random.default_rng(j).permutation(300) for j in range(3)], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        MAF(**fit).fit(spread)
+        MAF(**fit).fit(distinct.astype(float))
+        MAF(dequantize=True, n_levels=5, **fit).fit(codes)

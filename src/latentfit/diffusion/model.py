@@ -50,6 +50,7 @@ from latentfit.flows.density import (
     holdout_split,
     sampling_chunk_rows,
     warn_constant_columns,
+    warn_whole_numbers,
 )
 from latentfit.flows.objectives import (
     as_levels,
@@ -264,6 +265,7 @@ class DDPM(DensityMixin, BaseEstimator):
         if reset:
             # the scale's floor of 1e-6 would add 13.8 nats a row for each constant column
             warn_constant_columns(t, "discrete=True (--discrete)")
+            warn_whole_numbers(t, "discrete=True (--discrete)")
             self.shift_, sd = column_moments(t)  # (d,) each; finite for data near 1e300
             self.scale_ = sd.clamp_min(1e-6) if t.shape[0] > 1 else torch.ones_like(t[0])
         return (t - self.shift_) / self.scale_
