@@ -467,3 +467,29 @@ def test_gmmhmm_partial_fit_keeps_the_variance_of_a_tight_group_far_from_the_cen
     if ct == "full":  # the group's own covariance (its deviations from 1e8 are exact)
         group = np.cov((X[3:] - 1e8).T, bias=True)
         np.testing.assert_allclose(online.covars_[1, 0], group, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GaussianHMM(2, dtype="float32", random_state=0),
+        lambda: GMMHMM(2, n_mix=2, dtype="float32", random_state=0),
+        lambda: AutoregressiveHMM(2, dtype="float32", random_state=0),
+    ],
+    ids=["gaussian", "gmmhmm", "autoregressive"],
+)
+def test_partial_fit_of_a_fitted_float32_model_refuses_a_batch_that_overflows_as_fit_does(make):
+    # before: the batch was taken without a word, and a state's variance became 1.4e35
+    X = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
+    batch = X[:100].copy()
+    batch[40, 1] = 3e18
+    with pytest.raises(DataError) as from_fit:
+        make().fit(batch)
+    model = make().fit(X)
+    before = {k: np.array(v) for k, v in vars(model).items() if k.endswith("_")}
+    with pytest.raises(DataError) as from_partial:
+        model.partial_fit(batch)
+    assert str(from_partial.value) == str(from_fit.value)
+    assert "column 1 of X spans 3e+18 (row 40 holds 3e+18)" in str(from_partial.value)
+    for k, v in before.items():  # nothing of the batch was taken in
+        np.testing.assert_array_equal(np.array(getattr(model, k)), v)

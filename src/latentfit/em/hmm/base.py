@@ -263,6 +263,10 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         data have fixed it (the number of features; the symbols of a categorical model)."""
         return self.n_features
 
+    def _check_batch(self, X: torch.Tensor) -> None:
+        """Checks of a batch of rows that ``partial_fit`` adds to a fitted model's statistics,
+        beyond those of scoring (default: none)."""
+
     def _check_prior_shapes(self) -> None:
         """Every prior against the shapes the data fixed (see ``_prior_specs``)."""
         check_priors(self, self._prior_features())

@@ -146,6 +146,9 @@ class _ContinuousHMM(BaseHMM):
         passed and surfaced as a state's variance lost in rounding, or fitted)."""
         return PassOverflowCheck()
 
+    def _check_batch(self, X):
+        check_overflow(X)  # a batch's moments, as fit checks the data's
+
     def _check_floor(self, X):
         if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar
             # min_covar enters the start and the lift of a singular matrix, not every

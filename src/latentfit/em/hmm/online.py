@@ -401,6 +401,7 @@ class OnlineHMMMixin:
         X = self._checked_X(X, fitting=fitting)  # fitting: its priors' shapes checked there
         if not fitting:  # a fitted model goes on: its priors against its features
             self._check_prior_shapes()
+            self._check_batch(X)  # what fit checks of its data, checked of every batch
         return X
 
     def _online_check_sequences(self, lengths: list[int], carry, new_sequence: bool) -> None:
