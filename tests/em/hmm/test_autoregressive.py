@@ -281,7 +281,7 @@ def test_float32_fit_agrees_with_float64():
         warnings.simplefilter("ignore")
         m64 = AutoregressiveHMM(**kw).fit(X)
         m32 = AutoregressiveHMM(**kw, dtype="float32").fit(X)
-    # the fit is centred on the data mean: float32 keeps ~1e-4 relative on the scores
+    # the fit is centred on the data median: float32 keeps ~1e-4 relative on the scores
     assert m32.score(X) == pytest.approx(m64.score(X), rel=1e-3)
 
 
@@ -396,7 +396,7 @@ def test_too_few_scored_rows_are_refused_before_the_centre_and_design_are_made(m
     def no_work(*args, **kwargs):
         raise AssertionError("the data were read before the refusal")
 
-    monkeypatch.setattr(autoregressive, "weighted_mean", no_work)
+    monkeypatch.setattr(autoregressive, "design_centre", no_work)
     monkeypatch.setattr(autoregressive, "lagged_design", no_work)
     X = np.random.default_rng(0).normal(size=(7, 2))
     m = AutoregressiveHMM(4, order=2)
@@ -515,3 +515,66 @@ def test_one_state_over_rows_too_far_apart_warns_that_its_variance_is_lost(how):
         y = np.r_[X[1:60, 0], X[61:, 0]]
         r = y - Z @ np.linalg.lstsq(Z, y, rcond=None)[0]
         assert m.covars_[0, 0, 0] == pytest.approx(np.mean(r**2), rel=1e-8)
+
+
+def _exact_wls(Z, y, w):
+    """The weighted least squares weights and residual variance of y (t, d) on Z (t, m) with
+    weights w (t,), in exact rational arithmetic (the normal equations solved by fractions)."""
+    from fractions import Fraction
+
+    Z, y, w = (
+        [[Fraction(float(v)) for v in np.atleast_1d(r)] for r in a] for a in (Z, y, w[:, None])
+    )
+    m, d = len(Z[0]), len(y[0])
+    out = []
+    for j in range(d):
+        A = [
+            [sum(wi[0] * zi[a] * zi[b] for wi, zi in zip(w, Z, strict=True)) for b in range(m)]
+            + [sum(wi[0] * zi[a] * yi[j] for wi, zi, yi in zip(w, Z, y, strict=True))]
+            for a in range(m)
+        ]
+        for c in range(m):  # Gauss-Jordan elimination
+            A[c] = [v / A[c][c] for v in A[c]]
+            for r in range(m):
+                if r != c:
+                    A[r] = [v - A[r][c] * u for v, u in zip(A[r], A[c], strict=True)]
+        beta = [A[r][m] for r in range(m)]
+        rss = sum(
+            wi[0] * (yi[j] - sum(b * z for b, z in zip(beta, zi, strict=True))) ** 2
+            for wi, zi, yi in zip(w, Z, y, strict=True)
+        )
+        out.append(([float(b) for b in beta], float(rss / sum(wi[0] for wi in w))))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("d", "dtype", "far"), [(1, "float64", 1e17), (2, "float64", 1e17), (1, "float32", 1e7)]
+)
+def test_rows_near_one_value_keep_their_digits_beside_one_far_row(d, dtype, far):
+    """59 rows of normal(2.4, 1) and one row at 1e17: the design rows were taken about the
+    data's mean (1.7e15, spaced by 0.25), so every row near 2.4 was rounded to a multiple of
+    0.25 and the state over them fitted the intercept 2.5042 and variance 0.80388 (2.5005
+    and 0.81084 are right). Its regression now equals the exact weighted least squares on the
+    rows it takes (posteriors 0 or 1 here), float32 with its far row at 1e7 likewise."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(2.4, 1, (60, d))
+    X[30, 0] = far  # in column 0 only: a far row along (1, 1) leaves G_k too ill-conditioned
+    X = X.astype(dtype)
+    m = AutoregressiveHMM(2, order=1, n_iter=20, init_params="", dtype=dtype)
+    # the start: one state per group, no dynamics
+    m.startprob_, m.transmat_ = np.full(2, 0.5), np.full((2, 2), 0.5)
+    m.coefs_, m.covars_ = np.zeros((2, 1, d, d)), np.stack([np.eye(d)] * 2)
+    m.intercepts_ = np.array([[2.4] * d, [far] + [2.4] * (d - 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the far state's single row: its variance is floored
+        m.fit(X)
+    s = 0  # the state of the rows near 2.4
+    g = m.predict_proba(X)[1:, s]
+    assert np.all((g < 1e-6) | (g > 1 - 1e-6)) and round(g.sum()) == 58  # row 30: the other
+    X64 = X.astype(np.float64)
+    exact = _exact_wls(np.c_[X64[:-1], np.ones(59)], X64[1:], np.round(g))
+    tol = 1e-9 if dtype == "float64" else 1e-5  # float32: the data's own rounding
+    for j, (beta, var) in enumerate(exact):
+        assert m.intercepts_[s, j] == pytest.approx(beta[-1], rel=tol)
+        np.testing.assert_allclose(m.coefs_[s, 0, j], beta[:-1], rtol=tol, atol=tol / far)
+        assert m.covars_[s, j, j] == pytest.approx(var, rel=tol)
