@@ -617,3 +617,35 @@ def test_gmmhmm_start_on_rows_far_apart_is_refused_by_name(covariance_type):
     ):
         with pytest.raises(DegenerateComponentError, match="not positive definite"):
             model.fit(X)
+
+
+@pytest.mark.parametrize("ct", ["spherical", "diag", "full"])
+@pytest.mark.parametrize(
+    ("model", "d", "far"),
+    [(GaussianHMM, 1, 3e17), (GaussianHMM, 2, 3e17), (GaussianHSMM, 1, 1e17)],
+)
+def test_a_far_state_whose_mean_moved_far_in_one_step_is_fitted_not_refused(model, d, far, ct):
+    # 59 rows of normal(2.4, 1) and one row far away: from the broad start the far state's
+    # mean moved by 3e5 and more in one step, its moments (about the old mean) could not
+    # resolve its variance, and the fit stopped with "state 1's variance is below the
+    # rounding of its update" although the next E-step takes them about the new mean. The
+    # fit is the update's closed form: the rows' mean and (covars_prior + S) / n
+    rng = np.random.default_rng(0)
+    X = rng.normal(2.4, 1, (60, d))
+    X[30, 0] = far
+    near = np.delete(X, 30, 0)
+    kw = {"max_duration": 60} if model is GaussianHSMM else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the far state's one row
+        m = model(2, covariance_type=ct, random_state=0, n_iter=30, **kw).fit(X)
+    order = np.argsort(m.means_[:, 0])
+    np.testing.assert_allclose(m.means_[order[0]], near.mean(0), rtol=1e-12)
+    np.testing.assert_array_equal(m.means_[order[1]], X[30])
+    var = (0.01 + ((near - near.mean(0)) ** 2).sum(0)) / 59  # (d,)
+    if ct == "spherical":
+        var = np.full(d, var.mean())
+    np.testing.assert_allclose(np.diagonal(m.covars_[order[0]]), var, rtol=1e-9)
+    # the far state's one row: covars_prior / 1, lifted by min_covar where a full
+    # covariance is singular without it
+    v = np.diagonal(m.covars_[order[1]])
+    assert np.all((v > 0.01 * (1 - 1e-9)) & (v < 0.011 * (1 + 1e-9)))

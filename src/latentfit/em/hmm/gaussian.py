@@ -595,8 +595,9 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         (:func:`~latentfit.em.gaussian.unresolved_variances`), as (mask (k, d), rounding
         (k, d)): in a batch fit the M-step sets such a variance to that rounding, an upper
         bound, and the next E-step takes the state's statistics about its own mean
-        (:meth:`_direct_stats`; the broad starting covariances hide it from the first). Where
-        that cannot happen (a state already about its own mean, or a model without a fit's
+        (:meth:`_direct_stats`; the broad starting covariances hide it from the first), as
+        it does for a state about its own mean that moved by more than that rounding. Where
+        that cannot help (a state about its own mean that stayed, or a model without a fit's
         centre) a DegenerateComponentError names the state rather than fit noise. None when
         every variance is resolved."""
         post = st["post"].clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # (k, 1)
@@ -616,7 +617,15 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         direct = self._direct_stats(params)
         done = set() if direct is None else set(direct[0].tolist())
         states = set(bad.any(1).nonzero().flatten().tolist())
-        if "shift" in params and not states & done:
+        stuck = states & done
+        if second.shape[0] > 1:
+            # a state about its own mean whose mean moved by more than the rounding: its
+            # moments were about the old mean, the next E-step takes them about the new one
+            # (a row at 3e17 beside rows near 2.4: the far state's mean moved 2.2e5 in one
+            # step, and its variance was refused as lost)
+            moved = (delta.square() > noise).any(1)  # (k,)
+            stuck = {k for k in stuck if not bool(moved[k])}
+        if "shift" in params and not stuck:
             return bad, noise
         k, j = (int(i) for i in bad.nonzero()[0])
         if second.shape[0] == 1:  # tied: name the state farthest from the centre
