@@ -334,3 +334,19 @@ def test_a_float32_source_overflowing_over_its_blocks_is_refused_as_in_memory(tm
         warnings.simplefilter("ignore", DegenerateComponentWarning)  # the one far row
         m.fit(ArraySource(X, chunk_rows=rows))
     assert m.n_iter_ == 5
+
+
+def test_a_float32_source_is_judged_for_overflow_by_its_weights_as_in_memory():
+    # row 150 at 1e16 spans 1e32 squared: 200 rows weighted 1e6 (2e8 in all) sum to 2e40,
+    # past float32's 3.4e38, which the array refuses; the source counted rows (2e34) and fitted
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    X[150, 1] = 1e16
+    w = np.full(200, 1e6)
+    said = r"column 1 of X spans 1e\+16 \(row 150 holds 1e\+16\).*overflow float32"
+    with pytest.raises(DataError, match=said):
+        GaussianMixture(2, dtype="float32", random_state=0).fit(X, sample_weight=w)
+    for rows in (10, 200):
+        source = ArraySource(X, sample_weight=w, chunk_rows=rows)
+        with pytest.raises(DataError, match="^data: " + said):
+            GaussianMixture(2, dtype="float32", random_state=0).fit(source)

@@ -224,13 +224,8 @@ class _LinearGaussian(
             self._min_noise = _noise_floor(sample.X, sample.weights)
             return sample
 
-        overflow = PassOverflowCheck()  # the moments of a whole pass, as fit checks the data's
-
-        def check(X):
-            overflow(X)
-            check_underflow(X)
-
-        check.start_pass = overflow.start_pass
+        # the moments of a whole pass, as fit checks the data's
+        check = PassOverflowCheck(then=check_underflow)
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=self.chunk_rows, min_rows=2,
             init_data=init_data, check=check,

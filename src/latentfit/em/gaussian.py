@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -107,23 +108,30 @@ def _overflow_message(j: int, worst: float, value: float, dtype: torch.dtype, na
 
 class PassOverflowCheck:
     """:func:`check_overflow` of data read in blocks (a source's ``check``): each column's
-    extremes and the count of rows add up over the blocks of one pass, so that the check is
-    the one of the data in memory. Block by block, 3e18 among small values passed in blocks
-    of 10 rows (10 · 9e36 is below float32's 3.4e38) and the fit overflowed. The source
-    calls :meth:`start_pass` as it starts reading the data again."""
+    extremes, the count of rows and the sum of the sample weights add up over the blocks of
+    one pass, so that the check is the one of the data in memory. Block by block, 3e18 among
+    small values passed in blocks of 10 rows (10 · 9e36 is below float32's 3.4e38) and the
+    fit overflowed. The source calls :meth:`start_pass` as it starts reading the data again,
+    and passes every block's sample weights (``weighted``). ``then(X)``: another check of
+    every block, run after this one (a model's own rule)."""
 
-    def __init__(self, name: str = "X"):
-        self.name = name
+    #: a source passes every block's sample weights: ``check(X, w)``
+    weighted = True
+
+    def __init__(self, name: str = "X", then: Callable[[torch.Tensor], None] | None = None):
+        self.name, self.then = name, then
         self.start_pass()
 
     def start_pass(self) -> None:
         self.rows = 0  # rows read in this pass
+        self.mass = 0.0  # Σ w over this pass, as check_overflow weighs the rows
         self.lo = self.hi = self.sum = None  # (d,) float64: extremes and sum so far
         self.lo_row = self.hi_row = None  # (d,) the rows of this pass holding the extremes
 
-    def __call__(self, X: torch.Tensor) -> None:
+    def __call__(self, X: torch.Tensor, w: torch.Tensor | None = None) -> None:
         n, before = X.shape[0], self.rows
         self.rows += n
+        self.mass += float(w.double().sum()) if w is not None else n
         if X.numel() == 0:
             return
         x = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
@@ -146,12 +154,14 @@ class PassOverflowCheck:
         span = self.hi - self.lo  # (d,)
         j = int(span.argmax())
         worst = float(span[j])
-        if not worst * worst * self.rows <= torch.finfo(X.dtype).max:
+        if not worst * worst * max(self.mass, 1.0) <= torch.finfo(X.dtype).max:
             mean = float(self.sum[j]) / self.rows
             up = float(self.hi[j]) - mean >= mean - float(self.lo[j])
             value, row = (self.hi[j], self.hi_row[j]) if up else (self.lo[j], self.lo_row[j])
             message = _overflow_message(j, worst, float(value), X.dtype, self.name)
             raise BatchRowError(int(row) - before, message)  # row counted from this block
+        if self.then is not None:
+            self.then(X)
 
 
 #: A floor above this fraction of a column's variance is said to swamp it. A floor adds to

@@ -263,15 +263,13 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
                 self._check_floor(sample.X, sample.weights)
             return sample
 
-        overflow = PassOverflowCheck()  # the moments of a whole pass, as fit checks the data's
-
-        def check(X):
-            overflow(X)
+        def floor(X):
             if warm and not judged[0] and X.shape[0]:
                 judged[0] = True
                 self._check_floor(X, None)
 
-        check.start_pass = overflow.start_pass
+        # the moments of a whole pass, as fit checks the data's
+        check = PassOverflowCheck(then=floor)
 
         return self._prepare_source(
             source, sample_weight, self._hooks(), chunk_rows=rows, min_rows=min_rows,

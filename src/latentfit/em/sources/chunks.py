@@ -153,7 +153,8 @@ class ChunkSource:
         """A copy that also passes every block to ``check(X)`` (a model's own rule, e.g. binary
         values); a ValueError it raises is re-raised naming the block's first row. A check with
         a ``start_pass()`` method is told when a pass over the data begins (one that judges
-        the whole pass, such as :class:`~latentfit.em.gaussian.PassOverflowCheck`). A wrapper
+        the whole pass, such as :class:`~latentfit.em.gaussian.PassOverflowCheck`); one whose
+        ``weighted`` is true is passed the block's sample weights as well, ``check(X, w)``. A wrapper
         around another source (one with a ``source`` attribute) hands the check to it, so that
         its own error handling (e.g. over processes) applies."""
         out = copy.copy(self)
@@ -232,16 +233,6 @@ class ChunkSource:
                     f"{self.name} contains {X[bad].item()} at row {offset + bad[0]}, column "
                     f"{bad[1]}: every value must be finite"
                 )
-            if self._check is not None:
-                try:
-                    self._check(X)
-                except BatchRowError as err:  # its row counted from the start of the data
-                    raise err.shifted(offset, f"{self.name}: ") from None
-                except ValueError as err:
-                    raise DataError(
-                        f"{self.name}, in the block starting at row {offset} (rows counted "
-                        f"from there): {err}"
-                    ) from None
             if w is None:
                 w = torch.ones(X.shape[0], dtype=self.dtype, device=self.device)
             elif isinstance(w, numbers.Real) and not isinstance(w, bool | np.bool_):
@@ -261,6 +252,19 @@ class ChunkSource:
                         f"{self.name}: sample weight of row {offset + i} is {w[i].item()}; "
                         "weights must be finite and non-negative"
                     )
+            if self._check is not None:
+                try:
+                    if getattr(self._check, "weighted", False):  # weighs the rows by w
+                        self._check(X, w)
+                    else:
+                        self._check(X)
+                except BatchRowError as err:  # its row counted from the start of the data
+                    raise err.shifted(offset, f"{self.name}: ") from None
+                except ValueError as err:
+                    raise DataError(
+                        f"{self.name}, in the block starting at row {offset} (rows counted "
+                        f"from there): {err}"
+                    ) from None
             mass += float(w.double().sum())
             yield X, w
             offset += X.shape[0]
