@@ -10,6 +10,7 @@ timeout.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -516,3 +517,43 @@ def test_fit_hmm_distributed_errors_speak_as_the_fit_in_one_process(
         text = " ".join(res.output.split())
         assert all(n in text for n in needles), (mode, text)
         assert "n_components" not in text and "the data has" not in text, (mode, text)
+
+
+OVERFLOW_WORKER = Path(__file__).with_name("dist_overflow_worker.py")
+
+
+@pytest.mark.slow
+def test_moments_that_overflow_only_summed_over_the_processes_are_refused_on_every_one(
+    tmp_path,
+):
+    """Each process checked only its own rows for float32 overflow, while the M-step takes the
+    sums of all of them: row 150 at 1.5e18 among 200 small rows spans 2.25e36 squared, 2.25e38
+    over rank 1's 100 rows (below float32's 3.4e38) but 4.5e38 over the 200, which the fit in
+    one process refuses; and 1.5e16 weighted 1e4 in every row, 2.25e38 per process but 4.5e38
+    in all. Both fitted without a word. Now every process stops with the error of the fit in
+    one process, naming the row and column of the whole data."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    X[150, 1] = 1.5e18
+    Xw = rng.normal(size=(200, 2))
+    Xw[150, 1] = 1.5e16
+    w = np.full(200, 1e4)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "xw.npy", Xw)
+    np.save(tmp_path / "w.npy", w)
+    said = {
+        "gmm": r"column 1 of X spans 1.5e\+18 \(row 150 holds 1.5e\+18\).*overflow float32",
+        "gmm_weights": r"column 1 of X spans 1.5e\+16 \(row 150 holds 1.5e\+16\).*overflow float32",
+    }
+    for case, data, weights in (("gmm", X, None), ("gmm_weights", Xw, w)):  # in one process
+        with pytest.raises(DataError, match=said[case]):
+            GaussianMixture(2, dtype="float32").fit(data, sample_weight=weights)
+    said |= {"ppca": said["gmm"], "hmm": said["gmm"]}
+    args = [OVERFLOW_WORKER, tmp_path, *(tmp_path / f for f in ("x.npy", "xw.npy", "w.npy"))]
+    proc = _torchrun([*args, *said], timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for case, match in said.items():
+        assert got[0][case] == got[1][case], case  # every process says the same
+        assert got[0][case].startswith("BatchRowError: "), (case, got[0][case])
+        assert re.search(match, got[0][case]), (case, got[0][case])

@@ -136,32 +136,74 @@ class PassOverflowCheck:
             return
         x = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
         (lo, lo_row), (hi, hi_row) = x.min(0), x.max(0)  # (d,)
-        lo_row, hi_row = lo_row + before, hi_row + before
+        self._add(lo, lo_row + before, hi, hi_row + before, x.sum(0))
+        said = self._overflow(X.dtype)
+        if said is not None:
+            raise BatchRowError(said[0] - before, said[1])  # row counted from this block
+        if self.then is not None:
+            self.then(X)
+
+    def _add(self, lo, lo_row, hi, hi_row, total) -> None:
+        """Take in the extremes (d,), the rows holding them and the column sums of more rows
+        (later rows: an extreme already held keeps its earlier row)."""
         if self.lo is None:
-            self.lo, self.hi, self.sum = lo, hi, x.sum(0)
+            self.lo, self.hi, self.sum = lo, hi, total
             self.lo_row, self.hi_row = lo_row, hi_row
-        else:
-            lower, higher = lo < self.lo, hi > self.hi
-            self.lo, self.lo_row = (
-                torch.where(lower, lo, self.lo),
-                torch.where(lower, lo_row, self.lo_row),
-            )
-            self.hi, self.hi_row = (
-                torch.where(higher, hi, self.hi),
-                torch.where(higher, hi_row, self.hi_row),
-            )
-            self.sum = self.sum + x.sum(0)
+            return
+        lower, higher = lo < self.lo, hi > self.hi
+        self.lo, self.lo_row = (
+            torch.where(lower, lo, self.lo),
+            torch.where(lower, lo_row, self.lo_row),
+        )
+        self.hi, self.hi_row = (
+            torch.where(higher, hi, self.hi),
+            torch.where(higher, hi_row, self.hi_row),
+        )
+        self.sum = self.sum + total
+
+    def _overflow(self, dtype: torch.dtype) -> tuple[int, str] | None:
+        """Where the rows so far overflow ``dtype``: the row (of this pass) whose value is
+        farthest out in the widest column, and check_overflow's message; else None."""
+        if self.lo is None:
+            return None
         span = self.hi - self.lo  # (d,)
         j = int(span.argmax())
         worst = float(span[j])
-        if not worst * worst * max(self.mass, 1.0) <= torch.finfo(X.dtype).max:
-            mean = float(self.sum[j]) / self.rows
-            up = float(self.hi[j]) - mean >= mean - float(self.lo[j])
-            value, row = (self.hi[j], self.hi_row[j]) if up else (self.lo[j], self.lo_row[j])
-            message = _overflow_message(j, worst, float(value), X.dtype, self.name)
-            raise BatchRowError(int(row) - before, message)  # row counted from this block
-        if self.then is not None:
-            self.then(X)
+        if worst * worst * max(self.mass, 1.0) <= torch.finfo(dtype).max:
+            return None
+        mean = float(self.sum[j]) / self.rows
+        up = float(self.hi[j]) - mean >= mean - float(self.lo[j])
+        value, row = (self.hi[j], self.hi_row[j]) if up else (self.lo[j], self.lo_row[j])
+        return int(row), _overflow_message(j, worst, float(value), dtype, self.name)
+
+    def totals(self, offset: int, d: int) -> torch.Tensor:
+        """This pass's extremes, their rows (``offset`` + row of the pass), column sums, Σ w
+        and row count packed in one float64 tensor (5 d + 2,), for :meth:`check_totals`
+        (rows count exactly in float64 up to 2^53). No rows: +inf and -inf as extremes."""
+        if self.lo is None:
+            inf, zero = torch.full((d,), math.inf, dtype=torch.float64), torch.zeros(d).double()
+            parts = [inf, zero, -inf, zero, zero]
+        else:
+            parts = [self.lo, self.lo_row + offset, self.hi, self.hi_row + offset, self.sum]
+            parts = [p.to(device="cpu", dtype=torch.float64) for p in parts]
+        return torch.cat([*parts, torch.tensor([self.mass, float(self.rows)], dtype=torch.float64)])
+
+    def check_totals(self, gathered: torch.Tensor, dtype: torch.dtype) -> None:
+        """:func:`check_overflow` of the rows of every process of a distributed pass, whose
+        sums the M-step takes: ``gathered`` (p, 5 d + 2) holds every process's
+        :meth:`totals` in rank order. Raises a BatchRowError naming the row of the whole
+        data, the same on every process that gathered the same totals."""
+        whole = PassOverflowCheck(self.name)
+        d = (gathered.shape[1] - 2) // 5
+        for t in gathered.double().cpu():
+            lo, lo_row, hi, hi_row, total = t[: 5 * d].view(5, d)
+            whole.mass += float(t[5 * d])
+            whole.rows += int(t[5 * d + 1])
+            if int(t[5 * d + 1]):
+                whole._add(lo, lo_row, hi, hi_row, total)
+        said = whole._overflow(dtype)
+        if said is not None:
+            raise BatchRowError(*said)
 
 
 #: A floor above this fraction of a column's variance is said to swamp it. A floor adds to

@@ -282,6 +282,7 @@ class DistributedSource(ChunkSource):
         self.rank, self.world_size = rank, world
         self.name = f"{source.name} (rank {rank} of {world})"
         self._error: list[BaseException | None] = [None]
+        self._pass_check = None  # the model's check of every block (with_check)
 
     # Options live on the wrapped source.
     def __getattr__(self, name):
@@ -298,6 +299,11 @@ class DistributedSource(ChunkSource):
             device=device, dtype=dtype, chunk_rows=chunk_rows, allow_nan=allow_nan
         )
         out._error = [None]
+        return out
+
+    def with_check(self, check) -> DistributedSource:
+        out = super().with_check(check)  # the shard's source runs it on this process's rows
+        out._pass_check = check
         return out
 
     def shard(self, rank, world_size):
@@ -406,8 +412,28 @@ class DistributedSource(ChunkSource):
 
     def reduce(self, stats: dict) -> dict:
         self.stop_together(None)  # the processes that failed in their pass call it with why
+        self._check_totals()
         with collective_errors("the all-reduce of the EM statistics", self.group):
             return all_reduce_stats(stats, self.group)
+
+    def _check_totals(self) -> None:
+        """A check of the whole pass (one with ``totals``/``check_totals``, such as
+        :class:`~latentfit.em.gaussian.PassOverflowCheck`) saw only this process's rows,
+        while the M-step takes the sums over every process: 3e18 among small values passed
+        on each half of the rows and overflowed once summed. Every process gathers the
+        totals of all and judges them alike, so that all raise the same error, naming the
+        row of the whole data."""
+        check = self._pass_check
+        if not hasattr(check, "check_totals"):
+            return
+        mine = check.totals(self._row_offset(), self.n_features).to(self.device)
+        parts = [torch.empty_like(mine) for _ in range(self.world_size)]
+        with collective_errors("the exchange of the totals of every process's pass", self.group):
+            dist.all_gather(parts, mine, group=self.group)
+        try:
+            check.check_totals(torch.stack(parts), self.dtype)
+        except BatchRowError as err:  # its row counted from the start of the whole data
+            raise err.shifted(0, f"{self.source.name}: ") from None
 
     def sync_params(self, params: dict) -> dict:
         src = dist.get_global_rank(self.group, 0) if self.group else 0
