@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import typer
 
@@ -117,6 +119,49 @@ def test_a_warning_on_the_command_line_is_one_line_for_a_person(tmp_path):
     lines = [line for line in res.output.splitlines() if "did not converge" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: GaussianMixture")
     assert ".py:" not in res.output  # no source file and line of latentfit's own code
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["fit", "gmm", "x.csv", "-k", "2", "--max-iter", "2"],
+            [
+                "warning: GaussianMixture: reg_covar=1e-06 is 95.1 times the variance of "
+                "column 1 of x.csv (1.05e-08)",
+                "Rescale x.csv (e.g. standardise the columns",
+                "Try a larger --max-iter or tol",
+            ],
+        ),
+        (
+            ["fit", "flow", "z.csv", "--epochs", "1"],
+            [
+                "warning: z.csv holds only whole numbers, and column 0 only 3 distinct values",
+                "If the data are levels, pass --dequantize (with --levels above 2)",
+            ],
+        ),
+    ],
+)
+def test_a_warning_names_the_data_file_and_the_options_as_errors_do(
+    tmp_path, monkeypatch, argv, said
+):
+    """Warnings printed the library's words as they are ("column 1 of X", "X holds only
+    whole numbers", "pass dequantize=True (--dequantize) (with n_levels above 2)", "a larger
+    max_iter") where the errors of the same command name DATA and the options."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=200), rng.normal(size=200) * 1e-4]  # column 1: under reg_covar
+    np.savetxt("x.csv", X, delimiter=",")
+    np.savetxt("z.csv", rng.integers(0, 3, size=(100, 2)), delimiter=",", fmt="%d")
+    res = CliRunner().invoke(app, [*argv, "--quiet", "--out", "m.lf"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for words in said:
+        assert words in text, (words, text)
+    assert not re.search(r"\bX\b|n_levels|max_iter|dequantize=", text), text
 
 
 def test_header_is_sniffed_with_a_warning_or_set_by_the_option(tmp_path, monkeypatch):

@@ -72,8 +72,37 @@ app.add_typer(select_app, name="select")
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings on the command line read as one line for a person, like errors: the file and
-    line of latentfit's source that raised them mean nothing to someone running a command."""
-    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+    line of latentfit's source that raised them mean nothing to someone running a command,
+    and the data are the command's DATA, not ``X`` (:func:`warning_words`)."""
+    typer.secho(f"warning: {warning_words(str(message))}", err=True, fg=typer.colors.YELLOW)
+
+
+def warning_words(text: str) -> str:
+    """A warning in the words of the command that is running, as :func:`cli_words` makes its
+    errors: ``X`` is its DATA file (or ``--dataset``), ``n_components`` its ``-k`` and the
+    number of draws its ``-n``, where the command has them, and the library's settings the
+    options (``max_iter`` is ``--max-iter``, ...). The command is click's current
+    context (the one being invoked), whose parameters say what DATA it reads."""
+    ctx = _current_context()
+    if ctx is None:
+        return cli_words(text)
+    params = ctx.params
+    given = params.get("data") is not None or params.get("dataset") is not None
+    data = data_name(params.get("data"), params.get("dataset")) if given else None
+    opts = {o for p in ctx.command.params for o in p.opts}
+    k = "-k" if "-k" in opts else None
+    count = "-n" if "-n" in opts else None
+    return cli_words(text, data, k, count)
+
+
+def _current_context():
+    """The context of the command being run, None outside one. Typer 0.20 and later run on
+    their own copy of click, whose contexts the click package does not see."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # a typer that runs on the click package
+        from click import get_current_context
+    return get_current_context(silent=True)
 
 
 def _print_version(value: bool) -> None:
@@ -123,7 +152,7 @@ _DATA_WORDS = (
         r"the value \3 at row \1, column \2 of {data}",
     ),
     (r"\bX\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
-    (r"\b(of|in|but|from|needs) X\b(?![\[.(_])", r"\1 {data}"),
+    (r"\b(of|in|but|from|needs|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
     (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
     (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
 )
@@ -172,6 +201,9 @@ def cli_words(
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
+    # the 8-bit switches of fit flow / diffusion, which the library names both ways
+    text = re.sub(r"\b(dequantize|discrete)=True \(--\1\)", r"--\1", text)
+    text = re.sub(r"\(with n_levels above ", "(with --levels above ", text)
     text = text.replace(MAX_WORK_WORDS, RAISE_MAX_WORK)
     text = re.sub(
         r"pass max_work >= (\d+) \(or None: no limit\)",
