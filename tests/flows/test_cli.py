@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.datasets import make_moons
 from typer.testing import CliRunner
 
@@ -156,18 +157,36 @@ def test_show_says_how_many_levels_a_flow_or_ddpm_has_and_how_it_reads_files(tmp
     assert "levels:" not in runner.invoke(app, ["show", "r.lf"]).output
 
 
-def test_density_score_names_the_file_whose_value_is_off_the_levels(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("fit", "switch", "codes", "said"),
+    [
+        ("flow", "--dequantize", False, "for integer level codes 0..4, divide them by 4 first"),
+        ("diffusion", "--discrete", False, "for integer level codes 0..4, divide them by 4 first"),
+        ("flow", "--dequantize", True, "for intensities k/4 in [0, 1], multiply them by 4 first"),
+    ],
+)
+def test_density_score_names_the_file_whose_value_is_off_the_levels(
+    tmp_path, monkeypatch, fit, switch, codes, said
+):
     """A value between two levels in the file given to density score: the error names the
-    file, its row and column (not the library's X)."""
+    file, its row and column (not the library's X), and says what applies to scoring. It
+    said "Pass 8-bit data, or real-valued data with the 8-bit option off", which is advice
+    for a fit: the model's levels are fixed once fitted."""
     monkeypatch.chdir(tmp_path)
-    X = np.random.default_rng(0).integers(0, 5, (60, 3)) / 4
+    X = np.random.default_rng(0).integers(0, 5, (60, 3)) / (1 if codes else 4)
     np.savetxt("i.csv", X, delimiter=",")
-    args = ["fit", "flow", "i.csv", "--dequantize", "--levels", "5", "--layers", "1"]
-    assert runner.invoke(app, [*args, "--hidden", "8", "--epochs", "1", "--quiet"]).exit_code == 0
-    X[2, 1] = 0.3
+    data = ["i.csv"] if fit == "flow" else ["--dataset", "i.csv"]  # diffusion: a file too
+    args = ["fit", fit, *data, switch, "--levels", "5", "--epochs", "1", "--out", "m.lf"]
+    args += ["--layers", "1", "--hidden", "8"] if fit == "flow" else ["--steps", "10"]
+    res = runner.invoke(app, [*args, "--quiet"])
+    assert res.exit_code == 0, res.output
+    X[2, 1] = 0.3 * (4 if codes else 1)
     np.savetxt("off.csv", X, delimiter=",")
-    res = runner.invoke(app, ["density", "score", "flow.safetensors", "off.csv"])
+    res = runner.invoke(app, ["density", "score", "m.lf", "off.csv"])
     assert res.exit_code == 2, res.output
-    assert "needs off.csv as 5 levels (multiples of 1/4 in [0, 1]); row 2, column 1 holds 0.3" in (
-        res.output
+    grid = "integers 0..4" if codes else "multiples of 1/4 in [0, 1]"
+    held = "1.2" if codes else "0.3"
+    assert " ".join(res.output.split()) == (
+        f"error: this model was fitted with {switch} and reads off.csv as 5 levels ({grid}); "
+        f"row 2, column 1 holds {held}. Round every value to the nearest level ({said})"
     )

@@ -152,7 +152,7 @@ _DATA_WORDS = (
         r"the value \3 at row \1, column \2 of {data}",
     ),
     (r"\bX\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
-    (r"\b(of|in|but|from|needs|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
+    (r"\b(of|in|but|from|needs|reads|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
     (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
     (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
 )
@@ -202,7 +202,7 @@ def cli_words(
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
     # the 8-bit switches of fit flow / diffusion, which the library names both ways
-    text = re.sub(r"\b(dequantize|discrete)=True \(--\1\)", r"--\1", text)
+    text = re.sub(r"\b(dequantize|discrete)=True(?: \(--\1\))?", r"--\1", text)
     text = re.sub(r"\(with n_levels above ", "(with --levels above ", text)
     text = text.replace(MAX_WORK_WORDS, RAISE_MAX_WORK)
     text = re.sub(

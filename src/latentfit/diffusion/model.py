@@ -248,8 +248,11 @@ class DDPM(DensityMixin, BaseEstimator):
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
             )
 
-    def _as_model_space(self, X, name: str = "X", reset: bool = False) -> torch.Tensor:
-        """X → the model's space: levels mapped to [-1, 1], or standardised real data."""
+    def _as_model_space(
+        self, X, name: str = "X", reset: bool = False, scoring: bool = False
+    ) -> torch.Tensor:
+        """X → the model's space: levels mapped to [-1, 1], or standardised real data
+        (``scoring``: by the fitted model, whose levels the data must be on)."""
         check_feature_names(self, X, reset=reset)  # DataFrame columns by name, as scikit-learn
         t = as_float_tensor(X, name=name, dtype=resolve_dtype(self.dtype), device=self._dev)
         if not reset and t.shape[1] != self.n_features_in_:
@@ -260,7 +263,7 @@ class DDPM(DensityMixin, BaseEstimator):
         if self.discrete:
             if reset:
                 self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
-            levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True")
+            levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True", scoring)
             return levels * (2.0 / (self.n_levels - 1)) - 1.0
         if reset:
             # the scale's floor of 1e-6 would add 13.8 nats a row for each constant column
@@ -449,7 +452,7 @@ class DDPM(DensityMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         check_timesteps(n_timesteps, "n_timesteps")
         batch_size = check_positive_int(batch_size, "batch_size")
-        x0 = self._as_model_space(X)
+        x0 = self._as_model_space(X, scoring=True)
         gen = make_generator(random_state, self._dev)
         parts = [
             self.module_.bound(x0[i : i + batch_size], gen, n_timesteps)

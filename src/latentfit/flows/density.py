@@ -249,8 +249,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
             )
 
-    def _as_input(self, X, name: str = "X", reset: bool = False) -> torch.Tensor:
-        """X as a tensor of the model's dtype; 8-bit data as levels 0..L-1."""
+    def _as_input(
+        self, X, name: str = "X", reset: bool = False, scoring: bool = False
+    ) -> torch.Tensor:
+        """X as a tensor of the model's dtype; 8-bit data as levels 0..L-1 (``scoring``: by
+        the fitted model, whose levels the data must be on)."""
         check_feature_names(self, X, reset=reset)  # DataFrame columns by name, as scikit-learn
         t = as_float_tensor(X, name=name, dtype=resolve_dtype(self.dtype), device=self._dev)
         if not reset and t.shape[1] != self.n_features_in_:
@@ -262,7 +265,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             return t
         if reset:
             self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
-        return as_levels(t, self.n_levels, self.level_scale_, name, "dequantize=True")
+        return as_levels(t, self.n_levels, self.level_scale_, name, "dequantize=True", scoring)
 
     @property
     def _dev(self) -> torch.device:
@@ -358,7 +361,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         in expectation that tightens with S (Ho et al. 2019, eq. 11)."""
         check_is_fitted(self, "module_")
         n_samples = check_positive_int(n_samples, "n_samples")
-        X = self._as_input(X)
+        X = self._as_input(X, scoring=True)
         if not self.dequantize:
             return self._batched(lambda xb: self.module_(xb), X).cpu().numpy()
         gen = make_generator(random_state, self._dev)

@@ -85,9 +85,12 @@ def check_level_scale_option(value, n_levels: int) -> None:
     )
 
 
-def as_levels(X: torch.Tensor, n_levels: int, scale: float, name: str, setting: str):
+def as_levels(
+    X: torch.Tensor, n_levels: int, scale: float, name: str, setting: str, fitted: bool = False
+):
     """X (n, d) in the user's scale → levels 0..L-1 (floats); a DataError naming the first
-    row and column off the grid. ``setting`` names the option that asked for 8-bit data."""
+    row and column off the grid. ``setting`` names the option that asked for 8-bit data;
+    ``fitted``: X is scored by a fitted model, whose reading of the levels is fixed."""
     levels = X * scale
     # codes are whole numbers in X's dtype; intensities k / (L-1) are off by a few ulps
     tol = 1e-4 if scale == 1 else grid_tolerance(n_levels - 1, X.dtype)
@@ -100,9 +103,22 @@ def as_levels(X: torch.Tensor, n_levels: int, scale: float, name: str, setting: 
             if scale == 1
             else f"multiples of 1/{n_levels - 1} in [0, 1]"
         )
+        value = f"row {r}, column {c} holds {float(X[r, c]):.6g}"
+        if not fitted:
+            raise DataError(
+                f"{setting} needs {name} as {n_levels} levels ({grid}); {value}. Pass 8-bit "
+                "data, or real-valued data with the 8-bit option off"
+            )
+        # the fitted model's levels are fixed: the data must be brought onto them
+        top = n_levels - 1
+        other = (
+            f"intensities k/{top} in [0, 1], multiply them by {top}"
+            if scale == 1
+            else f"integer level codes 0..{top}, divide them by {top}"
+        )
         raise DataError(
-            f"{setting} needs {name} as {n_levels} levels ({grid}); row {r}, column {c} holds "
-            f"{float(X[r, c]):.6g}. Pass 8-bit data, or real-valued data with the 8-bit option off"
+            f"this model was fitted with {setting} and reads {name} as {n_levels} levels "
+            f"({grid}); {value}. Round every value to the nearest level (for {other} first)"
         )
     return levels.round()
 
