@@ -206,6 +206,8 @@ CODES = rng.integers(0, 3, (60, 2))
         (FactorAnalysis(1), X, "_min_noise", -1.0, "a finite number > 0"),
         (FactorAnalysis(1), X, "_min_noise", 0.0, "a finite number > 0"),
         (FactorAnalysis(1), X, "_min_noise", float("nan"), "a finite number > 0"),
+        (FactorAnalysis(1), X, "_min_noise", [1e-12, -1.0], "a finite number > 0"),
+        (FactorAnalysis(1), X, "_min_noise", [], "a finite number > 0"),
         (MultinomialMixture(2, random_state=0), COUNTS, "mean_total_count_", -5.0, ">= 0"),
         (MultinomialMixture(2, random_state=0), COUNTS, "mean_total_count_", float("nan"), ">= 0"),
         (GaussianMixture(2, random_state=0), X, "n_iter_", -3, "an integer >= 0"),
@@ -231,10 +233,27 @@ def test_a_noise_floor_above_the_stored_noise_is_refused(tmp_path, model):
     # a fit clamps every noise variance at the floor; a file whose floor is above them loaded,
     # and partial_fit then lifted every variance to it (1e300 here)
     src = model.fit(X).save(tmp_path / "m.lf")
-    assert latentfit.load(src)._min_noise == model._min_noise  # the fit's own floor loads
+    assert torch.equal(latentfit.load(src)._min_noise, model._min_noise)  # the fit's own floor
     bad = _tampered(src, tmp_path / "x.lf", _extra(_min_noise=1e300))
     with pytest.raises(ModelFileError, match=r"'extra\._min_noise' = 1e\+300 is above"):
         latentfit.load(bad)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+def test_a_file_with_one_noise_floor_for_every_column_loads_and_scores_the_same(tmp_path, cls):
+    # files written when the floor was one number (1e-12 of the mean column variance) must
+    # load as before; a new file records each column's floor, 1e-12 of its own variance
+    model = cls(1).fit(X)
+    src = model.save(tmp_path / "m.lf")
+    floor = _read(src)[1]["extra"]["_min_noise"]
+    np.testing.assert_allclose(floor, 1e-12 * X.var(0), rtol=1e-10)
+    old = latentfit.load(_tampered(src, tmp_path / "old.lf", _extra(_min_noise=3.1e-12)))
+    assert old.score(X) == model.score(X)
+    np.testing.assert_array_equal(old._min_noise, [3.1e-12, 3.1e-12])
+    old.partial_fit(X)  # clamps at the file's floor
+    assert np.isfinite(old.score(X))
+    with pytest.raises(ModelFileError, match=r"holds 3 numbers, but .* n_features_in_ = 2"):
+        latentfit.load(_tampered(src, tmp_path / "x.lf", _extra(_min_noise=[1e-12] * 3)))
 
 
 def test_a_multinomial_file_stating_a_huge_total_loads_without_drawing_each_count(tmp_path):

@@ -267,6 +267,10 @@ _FIELD_CHECKS = {
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "positive": lambda v: is_finite_above(v, 0.0),
     "nonnegative": lambda v: is_finite_above(v, 0.0, inclusive=True),
+    "positive(s)": lambda v: (
+        is_finite_above(v, 0.0)
+        or (isinstance(v, list) and len(v) > 0 and all(is_finite_above(x, 0.0) for x in v))
+    ),
     "str": lambda v: isinstance(v, str),
     "list": lambda v: isinstance(v, list),
     "floats": lambda v: (
@@ -287,6 +291,7 @@ _FIELD_WORDS = {
     "float": "a number",
     "positive": "a finite number > 0",
     "nonnegative": "a finite number >= 0",
+    "positive(s)": "a finite number > 0 or a list of them",
     "str": "a string",
     "list": "a list",
     "floats": "a list of numbers",

@@ -397,7 +397,10 @@ def test_fewer_rows_than_features_in_float32_score_and_transform(cls):
     for _ in range(30):
         model.partial_fit(X)
     assert np.isfinite(model.score_samples(X)).all() and np.isfinite(model.transform(X)).all()
-    assert np.all(model.noise_variance_ >= np.finfo(np.float32).eps * X.var(0).mean() * 0.99)
+    # each column's floor is float32's epsilon of its own variance (PPCA's one σ², of the
+    # smallest): W^T Psi^-1 W then stays within d / eps, as at a floor of the mean variance
+    floor = np.finfo(np.float32).eps * X.var(0) * 0.99
+    assert np.all(model.noise_variance_ >= (floor.min() if cls is PPCA else floor))
 
 
 @pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
@@ -547,3 +550,31 @@ def test_a_heywood_fit_keeps_its_likelihood_exact_and_converges():
     want = [_exact_log_density(x[:5], W[:5], mu[:5], psi[:5]) for x in gaps]
     model.missing = "marginalize"
     np.testing.assert_allclose(model.score_samples(gaps), want, rtol=1e-9)
+
+
+def _far_row(far):
+    """60 rows near 2.4 and one row at ``far`` in column 0, and the residual variances of
+    columns 1 and 2 regressed on column 0: one factor on 3 columns fits these (S01 S02 / S12
+    < 0 leaves no interior solution; the supremum has ψ_0 → 0, the factor column 0 itself)."""
+    X = np.r_[np.random.default_rng(0).normal(2.4, 1, (60, 3)), [[far, 2.4, 2.4]]]
+    S = np.cov(X.T, bias=True)
+    return X, np.diag(S)[1:] - S[0, 1:] ** 2 / S[0, 0]
+
+
+@pytest.mark.parametrize("far", [1e8, 1e17])
+def test_a_column_of_large_variance_sets_no_noise_floor_for_the_others(far):
+    # the floor was 1e-12 of the mean column variance (53.7 here, 5.37e19 at 1e17): columns
+    # 1 and 2 ended at it, 81 and 8e19 times their noise, and HeywoodCaseWarning called them
+    # constant. Each column's floor is now 1e-12 of its own variance.
+    X, residual = _far_row(far)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeywoodCaseWarning)  # no column reaches its floor
+        model = FactorAnalysis(1).fit(X)
+    # EM leaves ψ_0 at ~1e-3 of its variance (the start; the likelihood is flat towards 0),
+    # which moves ψ_1, ψ_2 by a few 1e-7 of the supremum's
+    np.testing.assert_allclose(model.noise_variance_[1:], residual, rtol=1e-6)
+    if far == 1e8:  # at 1e17 scikit-learn's own fit loses these digits (0.66029 for 0.66020)
+        ref = SkFactorAnalysis(1, tol=1e-12, max_iter=10000).fit(X)
+        np.testing.assert_allclose(model.noise_variance_[1:], ref.noise_variance_[1:], rtol=1e-6)
+    floor = model._min_noise.numpy()
+    np.testing.assert_allclose(floor, 1e-12 * X.var(0), rtol=1e-10)  # each column's own

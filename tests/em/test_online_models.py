@@ -203,6 +203,8 @@ def test_partial_fit_on_a_source_steps_once_per_chunk(device):
 
 
 def test_partial_fit_continues_a_fit_and_a_loaded_model(tmp_path):
+    import torch
+
     import latentfit
 
     X = DATA["bernoulli"]
@@ -217,7 +219,7 @@ def test_partial_fit_continues_a_fit_and_a_loaded_model(tmp_path):
     fa = FactorAnalysis(2).partial_fit(Xf)
     fa.save(tmp_path / "fa.safetensors")
     loaded = latentfit.load(tmp_path / "fa.safetensors")
-    assert loaded._min_noise == fa._min_noise  # the noise floor is part of the saved model
+    assert torch.equal(loaded._min_noise, fa._min_noise)  # the noise floor is saved with it
     before = loaded.score(Xf)
     loaded.partial_fit(Xf)
     # After loading the running averages start afresh (ρ_1 = 1), so a batch of all the data

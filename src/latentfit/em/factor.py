@@ -156,13 +156,14 @@ class _LinearGaussian(
         """HeywoodCaseWarning naming the columns whose noise variance ended at the floor
         (scikit-learn clamps them silently): their fit is the floor's, not the data's."""
         p = self._params
-        explained, constant = floored_noise(p["W"], p["psi"], self._min_noise)
+        floor = self._floor
+        explained, constant = floored_noise(p["W"], p["psi"], floor)
         if not bool(explained.any() or constant.any()):
             return
         name = type(self).__name__
         if self._isotropic:
             text = (
-                f"{name}: the noise variance ended at its floor {self._min_noise:.3g} (a "
+                f"{name}: the noise variance ended at its floor {float(floor[0]):.3g} (a "
                 f"Heywood case): the {self.n_components_} factors explain every column "
                 "entirely (the rows lie in a subspace of that many dimensions), so the noise "
                 "variance and the likelihood are the floor's, not the data's. Consider fewer "
@@ -185,11 +186,21 @@ class _LinearGaussian(
                     f"{self._columns(constant)}, which {'is' if one else 'are'} constant (no "
                     f"variance to factor): drop {'it' if one else 'them'}"
                 )
+            fraction = _floor_fraction(p["psi"].dtype)
             text = (
-                f"{name}: the noise variance ended at its floor {self._min_noise:.3g} (a "
-                f"Heywood case) for {'; and for '.join(parts)}"
+                f"{name}: the noise variance ended at its floor ({fraction:.3g} of the "
+                f"column's own variance, a Heywood case) for {'; and for '.join(parts)}"
             )
         warnings.warn(text, HeywoodCaseWarning, stacklevel=user_stacklevel())
+
+    @property
+    def _floor(self) -> torch.Tensor:
+        """The floor (d,) the fit clamps Ψ at: each column's own (``_min_noise``, set by the
+        fit from its data); PPCA's single σ² has one, their mean."""
+        return self._floor_of(self._min_noise.to(dtype=self._dtype, device=self._device))
+
+    def _floor_of(self, floor: torch.Tensor) -> torch.Tensor:
+        return floor.mean().expand_as(floor) if self._isotropic else floor  # (d,)
 
     def _columns(self, mask: torch.Tensor) -> str:
         """'column(s) 0, 3' (their names, when fit was given them) of the columns in mask."""
@@ -263,8 +274,9 @@ class _LinearGaussian(
         _check_scale(X, w)  # every batch's moments, as fit checks the data's
         return (X, w)
 
-    #: the noise floor, 1e-12 of the data's variance (> 0: Ψ must stay invertible)
-    _state_fields: ClassVar[dict[str, str]] = {"_min_noise": "positive"}
+    #: the noise floor of each column, 1e-12 of its variance (> 0: Ψ must stay invertible);
+    #: one number in a file written when the floor was one for all the columns
+    _state_fields: ClassVar[dict[str, str]] = {"_min_noise": "positive(s)"}
 
     def _online_hooks(self) -> _FactorHooks:
         # The moment form keeps a (d, d) matrix: beyond that size, the stepwise EM of the
@@ -274,20 +286,37 @@ class _LinearGaussian(
         return _FactorMomentHooks(self)
 
     def _extra_state(self) -> dict:
-        return {"_min_noise": float(self._min_noise)}
+        return {"_min_noise": self._min_noise.tolist()}
 
-    def _check_loaded(self) -> None:
-        """After ``load``: the noise floor is one the fit could have kept. Every fit clamps ψ
-        at it, so a floor above the smallest stored ψ is not the fit's, and a later
-        ``partial_fit`` or warm start would lift every noise variance to it."""
-        super()._check_loaded()
-        psi_min = float(self._params["psi"].min())
-        if not self._min_noise <= psi_min * (1 + 1e-5):  # float32 ψ: its rounding
+    def _set_state(self, tensors, extra):
+        """After the tensors, the noise floor of each column, checked: one the fit could have
+        kept. Every fit clamps ψ at it, so a floor above a stored ψ is not the fit's, and a
+        later ``partial_fit`` or warm start would lift the noise variance to it."""
+        super()._set_state(tensors, extra)
+        if "_min_noise" not in extra:
+            return
+        # float64 until checked against ψ: a floor beyond float32 is the file's, not a fit's
+        floor = torch.as_tensor(extra["_min_noise"], dtype=torch.float64)
+        d = self.n_features_in_
+        if floor.dim() == 0:  # a file written when the floor was one number for every column
+            floor = floor.expand(d).clone()
+        if floor.shape != (d,):
             raise ModelFileError(
-                f"the model file's noise floor 'extra._min_noise' = {self._min_noise:g} is "
-                f"above its smallest noise variance psi = {psi_min:g}; a fit keeps every "
+                f"the model file's noise floor 'extra._min_noise' holds {floor.numel()} "
+                f"numbers, but the model has n_features_in_ = {d} columns (one floor each)"
+            )
+        kept = self._floor_of(floor)  # (d,)
+        psi = self._params["psi"].double().cpu()  # (d,)
+        above = (kept > psi * (1 + 1e-5)).nonzero().flatten()  # float32 ψ: its rounding
+        if len(above):
+            j = int(above[0])
+            column = "" if self._isotropic else f" of column {j}"
+            raise ModelFileError(
+                f"the model file's noise floor 'extra._min_noise' = {float(kept[j]):g} is "
+                f"above its noise variance psi = {float(psi[j]):g}{column}; a fit keeps every "
                 "noise variance at or above the floor, so the file was not written by a fit"
             )
+        self._min_noise = floor.to(dtype=self._dtype, device=self._device)
 
     _stored_specs_exact = True
 
@@ -546,19 +575,25 @@ def _check_observed_columns(model, X: torch.Tensor, w: torch.Tensor) -> None:
         )
 
 
-def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> float:
-    """Smallest noise variance allowed (as scikit-learn's FactorAnalysis): a tiny fraction of
-    the data variance, so a coordinate explained exactly by the factors keeps Ψ invertible."""
+def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Smallest noise variance allowed in each column (d,) (as scikit-learn's FactorAnalysis):
+    a tiny fraction of that column's variance, so a coordinate explained exactly by the factors
+    keeps Ψ invertible. Each column's own: a fraction of the mean variance let one column of
+    large variance (a far row) set a floor above the noise of all the others."""
     X = impute_mean(X, w)
     mu = weighted_mean(X, w)  # float64-accumulated: a float32 w @ X drifts far from the origin
-    var = float((w @ (X - mu).square()).mean() / w.sum())
+    var = (w @ (X - mu).square()) / w.sum()  # (d,)
     # 1e-12 of the variance in float64 (scikit-learn's); in a lower precision its machine
-    # epsilon, since W^T Psi^-1 W must stay factorable there (at 1e-12 float32's Cholesky
-    # failed). Constant data have no variance to take a fraction of: the dtype's smallest
-    # normal number keeps Psi invertible (1e-312 is 0 in float32).
-    info = torch.finfo(X.dtype)
-    fraction = 1e-12 if X.dtype == torch.float64 else info.eps
-    return max(fraction * var, info.tiny)
+    # epsilon, since W^T Psi^-1 W (of entries up to Σ_j var_j / floor_j) must stay factorable
+    # there (at 1e-12 float32's Cholesky failed). A constant column has no variance to take a
+    # fraction of: the dtype's smallest normal number keeps Psi invertible (1e-312 is 0 in
+    # float32).
+    return (_floor_fraction(X.dtype) * var).clamp_min(torch.finfo(X.dtype).tiny)
+
+
+def _floor_fraction(dtype: torch.dtype) -> float:
+    """The fraction of a column's variance below which its noise variance may not go."""
+    return 1e-12 if dtype == torch.float64 else torch.finfo(dtype).eps
 
 
 class _FactorHooks:
@@ -586,9 +621,9 @@ class _FactorHooks:
         self.init = model.init
 
     @property
-    def min_noise(self) -> float:
-        # Learnt from the data the fit starts from, so read when the hooks run.
-        return self.model._min_noise
+    def min_noise(self) -> torch.Tensor:
+        # (d,) Learnt from the data the fit starts from, so read when the hooks run.
+        return self.model._floor
 
     def initialize(self, data, generator):
         X = impute_mean(data.X, data.weights)  # only to start; the fit itself never imputes

@@ -142,10 +142,14 @@ def recenter_factor_stats(stats: dict[str, torch.Tensor], delta: torch.Tensor) -
 
 
 def factor_mstep(
-    stats: dict[str, torch.Tensor], mu: torch.Tensor, isotropic: bool, min_noise: float
+    stats: dict[str, torch.Tensor],
+    mu: torch.Tensor,
+    isotropic: bool,
+    min_noise: torch.Tensor | float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Regress every coordinate on [z, 1] with the expected moments: returns W (d, q),
-    μ (d,), Ψ (d,) (a constant vector σ² when ``isotropic``)."""
+    μ (d,), Ψ (d,) (a constant vector σ² when ``isotropic``), Ψ clamped at ``min_noise``
+    (the floor of each column, (d,), constant when ``isotropic``)."""
     q = stats["Szz"].shape[0]
     A = torch.empty(q + 1, q + 1, dtype=mu.dtype, device=mu.device)
     A[:q, :q] = stats["Szz"]
@@ -160,13 +164,18 @@ def factor_mstep(
 
 
 def factor_moment_em(
-    C: torch.Tensor, W: torch.Tensor, psi: torch.Tensor, isotropic: bool, min_noise: float
+    C: torch.Tensor,
+    W: torch.Tensor,
+    psi: torch.Tensor,
+    isotropic: bool,
+    min_noise: torch.Tensor | float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One EM iteration for W (d, q) and Ψ (d,) from the covariance ``C`` (d, d) of complete
     rows around μ (Rubin & Thayer 1982 eq. 5-6; Tipping & Bishop 1999 eq. 29-30 for σ² I):
 
     β = M⁻¹ Wᵀ Ψ⁻¹ with M = I + Wᵀ Ψ⁻¹ W;  W' = C βᵀ (M⁻¹ + β C βᵀ)⁻¹;
-    Ψ' = diag(C − W' β C) (their mean for PPCA).
+    Ψ' = diag(C − W' β C) (their mean for PPCA), clamped at ``min_noise`` as in
+    :func:`factor_mstep`.
 
     The E-step statistics of complete rows are linear in their moments, so this is the same
     iteration as :func:`factor_mstep` after :func:`factor_estep_stats` on those rows when μ is
@@ -188,11 +197,11 @@ def factor_moment_em(
 
 
 def floored_noise(
-    W: torch.Tensor, psi: torch.Tensor, min_noise: float
+    W: torch.Tensor, psi: torch.Tensor, min_noise: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The columns whose fitted noise variance ψ_j ended at the floor ``min_noise`` (a Heywood
-    case: W_j W_jᵀ is the column's whole variance), as (explained, constant) boolean masks
-    (d,): ``constant`` where the loadings are zero too (the column has no variance at all).
+    """The columns whose fitted noise variance ψ_j ended at its floor ``min_noise`` (d,) (a
+    Heywood case: W_j W_jᵀ is the column's whole variance), as (explained, constant) boolean
+    masks (d,): ``constant`` where the loadings are zero too (the column has no variance).
     The floor is a clamp, so ψ_j equals it; 1e-5 relative allows a float32 ψ's rounding."""
     at_floor = psi <= min_noise * (1 + 1e-5)  # (d,)
     constant = at_floor & (W.square().sum(1) <= min_noise)  # (d,)
