@@ -578,3 +578,26 @@ def test_a_column_of_large_variance_sets_no_noise_floor_for_the_others(far):
         np.testing.assert_allclose(model.noise_variance_[1:], ref.noise_variance_[1:], rtol=1e-6)
     floor = model._min_noise.numpy()
     np.testing.assert_allclose(floor, 1e-12 * X.var(0), rtol=1e-10)  # each column's own
+
+
+@pytest.mark.parametrize("far", [1e8, 1e17])
+def test_ppca_at_a_floor_set_by_one_far_column_says_so_and_what_to_do(far):
+    """PPCA's one σ² keeps the floor of the mean column variance (53.7 here): its M-step
+    rounds σ² by ~eps of column 0's variance (0.02 at 1e8; a floor of the smallest column's
+    gave 0.7765 for the 0.7549 of the closed form, and 6.6e-13 after 500
+    EMMonotonicityWarnings at 1e17). The
+    warning said the rows lie in a 1-dimensional subspace; it now names the column that sets
+    the floor, the columns it swamps, and the remedy, which fits them."""
+    X, _ = _far_row(far)
+    with pytest.warns(HeywoodCaseWarning) as record:
+        PPCA(1).fit(X)
+    (message,) = [str(w.message) for w in record if w.category is HeywoodCaseWarning]
+    assert "1e-12 of the mean column variance (a Heywood case), which column 0 sets" in message
+    assert "columns 1, 2 vary less than a millionth as much" in message
+    assert "Standardise the columns" in message and "subspace" not in message
+    Z = (X - X.mean(0)) / X.std(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeywoodCaseWarning)
+        model = PPCA(1).fit(Z)
+    s2, _ = _ppca_closed_form(Z, 1)
+    np.testing.assert_allclose(model.noise_variance_, s2, rtol=1e-6)

@@ -161,7 +161,25 @@ class _LinearGaussian(
         if not bool(explained.any() or constant.any()):
             return
         name = type(self).__name__
-        if self._isotropic:
+        fraction = _floor_fraction(p["psi"].dtype)
+        var = self._min_noise / fraction  # (d,): each column's variance (its floor's)
+        small = var < 1e-6 * var.mean()  # (d,)
+        if self._isotropic and bool(small.any()):
+            # σ²'s floor stays that of the mean column variance: the M-step rounds σ² by
+            # ~eps of the largest column variance, so a floor of the smallest column's let
+            # σ² end silently wrong (3% at 1e8 beside ~1) or at rounding noise
+            big = int(var.argmax())
+            text = (
+                f"{name}: the noise variance ended at its floor {float(floor[0]):.3g}, "
+                f"{fraction:.3g} of the mean column variance (a Heywood case), which "
+                f"{self._columns(var == var[big])} sets with a variance of "
+                f"{float(var[big]):.3g}; {self._columns(small)} vary less than a millionth as "
+                "much, so one noise variance for every column cannot be theirs: the noise "
+                "variance and the likelihood are the floor's, not the data's. Standardise the "
+                "columns (divide each by its standard deviation, dropping a constant one), or "
+                "use FactorAnalysis, which gives each column its own noise variance"
+            )
+        elif self._isotropic:
             text = (
                 f"{name}: the noise variance ended at its floor {float(floor[0]):.3g} (a "
                 f"Heywood case): the {self.n_components_} factors explain every column "
@@ -186,7 +204,6 @@ class _LinearGaussian(
                     f"{self._columns(constant)}, which {'is' if one else 'are'} constant (no "
                     f"variance to factor): drop {'it' if one else 'them'}"
                 )
-            fraction = _floor_fraction(p["psi"].dtype)
             text = (
                 f"{name}: the noise variance ended at its floor ({fraction:.3g} of the "
                 f"column's own variance, a Heywood case) for {'; and for '.join(parts)}"
