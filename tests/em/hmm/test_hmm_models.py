@@ -746,3 +746,36 @@ def test_gmmhmm_a_group_far_from_the_data_centre_keeps_its_digits_as_hmmlearn(ct
     np.testing.assert_array_equal(ours.means_[1, 0], X[30])
     fitted = {n: getattr(ours, n) for n in start}
     assert ours.score(X) == pytest.approx(set_params(ref, fitted).score(X), rel=1e-10)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical", "GMMHMM-full"])
+def test_rows_near_2_4_beside_one_row_at_1e17_in_every_column_fit_the_closed_form(ct):
+    """59 rows of normal(2.4, 1) in 2-d and one row at (1e17, 1e17) among them: the data
+    covariance (entries 1.6e32) loses its spread along (1, -1) (about 1) in its rounding, and
+    the lift of the start measured that spread against the rounding of the far row (22):
+    the default full start was refused as "not positive definite" (hmmlearn refuses the same
+    start). Each state is then its rows' closed form (hmmlearn's update)."""
+    rng = np.random.default_rng(0)
+    X = np.insert(rng.normal(2.4, 1, (59, 2)), 30, [1e17, 1e17], axis=0)
+    z = (X[:, 0] > 1e16).astype(int)
+    if ct == "GMMHMM-full":  # no covariance prior by default
+        model, prior = GMMHMM(2, n_mix=1, covariance_type="full", random_state=0), 0.0
+    else:
+        model, prior = GaussianHMM(2, covariance_type=ct, random_state=0, n_iter=50), 1e-2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", latentfit.errors.DegenerateComponentWarning)
+        model.fit(X)
+    means, covs, _ = _labelled_mle(X, z, prior)
+    order = np.argsort(model.means_.reshape(2, -1)[:, 0])
+    np.testing.assert_allclose(model.means_.reshape(2, 2)[order], means, rtol=1e-12)
+    fitted = np.asarray(model.covars_).reshape(2, 2, 2)[order]
+    if ct == "tied":  # pooled over the states, one prior
+        pooled = ((covs * np.bincount(z)[:, None, None] - prior).sum(0) + prior) / len(z)
+        np.testing.assert_allclose(fitted, np.stack([pooled] * 2), rtol=1e-10)
+        return
+    near = covs[0]
+    if ct == "diag":
+        near = np.diag(np.diag(near))
+    elif ct == "spherical":
+        near = np.eye(2) * np.diag(near).mean()
+    np.testing.assert_allclose(fitted[0], near, rtol=1e-10, atol=1e-14)

@@ -117,7 +117,10 @@ def _lift_lost(cv: torch.Tensor, X: torch.Tensor, min_covar: float) -> torch.Ten
     refused it as a collapsed state. A direction along which the rows' own spread (measured
     from the rows, without that rounding) is no more than the rounding of the rows is a real
     degeneracy (two rows of three features, columns x and x + 1e8): ``cv`` then stays as it
-    is, for the E-step to refuse by name."""
+    is, for the E-step to refuse by name. The rows' rounding is each row's own: 59 rows near
+    2.4 and one at (1e17, 1e17) spread along (1, -1) by about 1, far below the rounding of
+    the far row (22), and a spread measured against the largest row's rounding left that
+    start unlifted (refused as collapsed)."""
     lifted = _lift_singular(cv, "tied", min_covar)
     if torch.equal(lifted, cv):
         return cv
@@ -125,11 +128,13 @@ def _lift_lost(cv: torch.Tensor, X: torch.Tensor, min_covar: float) -> torch.Ten
     eps = torch.finfo(cv.dtype).eps
     lam, V = torch.linalg.eigh(cv.double())  # ascending
     lost = V[:, lam <= eps * d * lam[-1].clamp_min(0)]  # (d, l): the directions lost
-    Xc = (X - weighted_mean(X)).double()  # (n, d)
-    spread = (Xc @ lost).square().mean(0)  # (l,): the rows' variance along them
-    # the rows' own rounding, as stored: x and x + 1e8 differ by ~1e-8 along (1, -1)
-    rounding = 100 * d * (eps * float(X.double().abs().max())) ** 2
-    return lifted if bool((spread > rounding).all()) else cv
+    Xd = X.double()
+    p = Xd @ lost  # (n, l): the rows along them, uncentred (a centre adds its own rounding)
+    r = 10 * d * eps * Xd.abs().amax(1, keepdim=True)  # (n, 1): each row's rounding there
+    # the rows spread along a direction where two of them differ by more than their
+    # rounding: p_i ± r_i do not all share a point (intervals that meet pairwise share one)
+    spread = (p - r).amax(0) > (p + r).amin(0)  # (l,)
+    return lifted if bool(spread.all()) else cv
 
 
 class _ContinuousHMM(BaseHMM):
