@@ -385,3 +385,40 @@ def test_a_prior_whose_curvature_leaves_float64_is_named(scale):
         float(ref.params["rate"]) * 1e100, rel=1e-7
     )
     assert bool(torch.isnan(fit.bse).all())
+
+
+def _normal_map_with_a_prior_on_loc(x, mu0, tau):
+    """The exact mode of Normal data x under a Normal(mu0, tau) prior on loc (flat on the
+    scale): loc given s is the precision-weighted average, and s solves the 1-d equation
+    s² = mean((x - loc(s))²), by scipy's brentq on log s."""
+    from scipy import optimize
+
+    n = len(x)
+
+    def loc(s):
+        w = (n / s**2) / (n / s**2 + 1 / tau**2)  # the data's share of the precision
+        return mu0 + w * (x.mean() - mu0)
+
+    def g(log_s):
+        s = np.exp(log_s)
+        return np.log(np.mean((x - loc(s)) ** 2)) / 2 - log_s
+
+    log_s = optimize.brentq(g, np.log(x.std()) - 5, np.log(np.abs(x).max()) + 5, xtol=1e-15)
+    return loc(np.exp(log_s)), np.exp(log_s)
+
+
+@pytest.mark.parametrize(("seed", "tau"), [(0, 1e3), (19, 1e-3), (19, 1e-9), (11, 1e6)])
+def test_normal_map_with_a_prior_far_from_the_data(seed, tau):
+    """Data near 1e15 (sd 1e13) under a Normal(2.4, tau) prior on loc: the posterior is
+    proper, yet the fit from the data's estimate stopped with "no MAP exists" (seed 19, tau
+    1e-3), an overflow (seed 11, tau 1e6) or a scale of 1.3e284 (seed 0, tau 1e3) and 2.1e13
+    (seed 19, tau 1e-9) that "did not converge". Now it starts again from the prior's mean
+    and reaches the exact mode."""
+    x = np.random.default_rng(seed).normal(1e15, 1e13, 50)
+    loc, scale = _normal_map_with_a_prior_on_loc(x, 2.4, tau)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_map("normal", x, {"loc": Normal(_t(2.4), _t(tau))})
+    assert fit.converged
+    assert float(fit.params["loc"]) == pytest.approx(loc, rel=1e-12)
+    assert float(fit.params["scale"]) == pytest.approx(scale, rel=1e-12)

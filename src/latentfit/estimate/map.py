@@ -393,7 +393,30 @@ def fit_map(
         max_iter=max_iter,
         solver=layout_solver,
         uncertainty=layout_solver is None,
+        restart=_prior_means(prior, shapes, fam.constraints, init, fixed),
     )
+
+
+def _prior_means(prior, shapes: dict, constraints_: dict, init, fixed) -> dict:
+    """Each parameter's prior mean, in its shape, where it is finite and inside the
+    parameter's support and the user gave no start (``init``) or value (``fixed``) for it:
+    the start a MAP fit tries again from where the fit from the data's estimate does not
+    converge."""
+    if not isinstance(prior, dict):
+        return {}
+    out = {}
+    for name, dist in prior.items():
+        if name in (init or {}) or name in fixed or name not in shapes:
+            continue
+        try:
+            mean = dist.mean.expand(shapes[name]).clone()
+        except (NotImplementedError, RuntimeError):  # no mean, or not of the parameter's shape
+            continue
+        cons = constraints_.get(name)
+        inside = bool(cons.check(mean).all()) if cons is not None else True
+        if bool(torch.isfinite(mean).all()) and inside:
+            out[name] = mean
+    return out
 
 
 def _prior_dict(prior, x: torch.Tensor):

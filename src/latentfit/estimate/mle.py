@@ -206,12 +206,15 @@ def fit_family(
     gtol: float = 1e-8,
     solver: Callable | None = None,
     uncertainty: bool = True,
+    restart: dict | None = None,
 ) -> FitResult:
     """The shared engine of ``fit_mle`` and ``fit_map`` on validated data ``x``.
 
     ``solver(objective, u0, size) -> OptimizeResult`` replaces L-BFGS (the lasso's proximal
     solver; ``size(u)`` is the magnitude of the mean objective's terms, see ``minimize``);
-    ``uncertainty=False`` reports NaN covariances where no asymptotic one applies.
+    ``uncertainty=False`` reports NaN covariances where no asymptotic one applies;
+    ``restart`` holds start values (a MAP's prior means) the fit starts from again, with the
+    other parameters' starts, where the fit from ``start`` does not converge.
     """
     if method not in ("auto", "closed_form", "optimize"):
         raise ParameterError(f"method must be 'auto', 'closed_form' or 'optimize', got {method!r}")
@@ -297,14 +300,27 @@ def fit_family(
                         family, layout, u_start, x, fixed, log_prior, max_iter=iters, gtol=gtol
                     )
 
-                res, shift = run(u0, max_iter)
-                if res.n_iter < max_iter and bool(torch.isfinite(res.u).all()):
-                    # standardised again where the fit stopped when that is far from the
-                    # start: a centre more than a spread away, a scale a factor e off
-                    _, factor, _, moved = _standardized(family, layout, res.u, x)
-                    if bool(((moved - shift).abs() > factor).any()):
-                        again, _ = run(res.u, max_iter - res.n_iter)
-                        res = again._replace(n_iter=res.n_iter + again.n_iter)
+                def run_from(u_start, iters):
+                    res, shift = run(u_start, iters)
+                    if res.n_iter < iters and bool(torch.isfinite(res.u).all()):
+                        # standardised again where the fit stopped when that is far from the
+                        # start: a centre more than a spread away, a scale a factor e off
+                        _, factor, _, moved = _standardized(family, layout, res.u, x)
+                        if bool(((moved - shift).abs() > factor).any()):
+                            again, _ = run(res.u, iters - res.n_iter)
+                            res = again._replace(n_iter=res.n_iter + again.n_iter)
+                    return res
+
+                res = run_from(u0, max_iter)
+                if not res.converged and restart:
+                    # a prior far from the data (Normal(2.4, 1e3) on the loc of data near
+                    # 1e15): from the data's estimate its curvature, 1e20 times the data's,
+                    # threw the scale to 1e284; from the prior's mean the fit converges
+                    u1 = layout.to_unconstrained({**start, **restart})
+                    if bool(torch.isfinite(u1).all()) and bool(torch.isfinite(objective(u1))):
+                        again = run_from(u1, max_iter)  # max_iter for each start
+                        if again.converged:
+                            res = again._replace(n_iter=res.n_iter + again.n_iter)
                 solver_name = "L-BFGS + Newton"
             else:
                 res = solver(objective, u0, size)
