@@ -338,6 +338,19 @@ def fit_family(
         u, converged, n_iter = res.u, res.converged, res.n_iter
         if not converged and not math.isfinite(res.grad_norm):
             what = "log-posterior" if log_prior is not None else "log-likelihood"
+            with torch.no_grad():
+                end, begin = float(objective(u.detach())), float(objective(u0))
+            if log_prior is not None and not (math.isfinite(end) and end < begin):
+                # no growth to show for it: a step out of range (a scale of inf, where the
+                # log-posterior is -inf), not an edge where the posterior is unbounded
+                raise DataError(
+                    f"the {family.name} MAP fit did not converge: its steps ran to "
+                    f"{_fmt(layout.to_natural(u.detach()))}, where the log-posterior is "
+                    f"{-end:.4g} (at the start {-begin:.4g}) and its gradient {res.grad_norm}, "
+                    f"out of {x.dtype}'s range. This does not say that no MAP exists; pass "
+                    "init= near the mode you expect (with a prior far from the data, its "
+                    "parameters at the prior's mode), or rescale the data and the prior"
+                )
             raise DataError(
                 f"the {family.name} fit ran to {_fmt(layout.to_natural(u.detach()))}, where "
                 f"the gradient of the {what} is {res.grad_norm}: it heads for the edge of the "
