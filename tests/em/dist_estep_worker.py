@@ -51,16 +51,22 @@ def _fit(case: str, data: str) -> None:
         raise AssertionError(case)
 
 
-def main(out: Path, case: str, data: str) -> None:
+def record(fit, out: Path, case: str, data: str) -> None:
+    """Run ``fit(case, data)`` in a process group of timeout 10 s and write the error it
+    raised (or "") to OUT/rank{r}.json; the distributed scoring worker shares it."""
     rank, _ = init_distributed(timeout=10)
     torch.set_num_threads(1)
     try:
-        _fit(case, data)
+        fit(case, data)
         said = ""
     except Exception as err:  # what reached the user, whatever it is
         said = f"{type(err).__name__}: {err}"
     (out / f"rank{rank}.json").write_text(json.dumps(said))
     dist.destroy_process_group()
+
+
+def main(out: Path, case: str, data: str) -> None:
+    record(_fit, out, case, data)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,17 @@ group's timeout is 10 s, so that a process left waiting for the others fails the
 of holding it.
 """
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from dist_estep_worker import record  # a sibling: the script's folder is on sys.path
 
 from latentfit import GaussianHMM, GaussianMixture
 from latentfit.cli._hmm_distributed import fit_hmm_distributed
 from latentfit.em.hmm.labels import SequenceRowError
-from latentfit.em.sources.distributed import fit_distributed, init_distributed
+from latentfit.em.sources.distributed import fit_distributed
 from latentfit.errors import BatchRowError
 
 
@@ -56,15 +55,7 @@ def _fit(case: str, data: str) -> None:
 
 
 def main(out: Path, case: str, data: str) -> None:
-    rank, _ = init_distributed(timeout=10)
-    torch.set_num_threads(1)
-    try:
-        _fit(case, data)
-        said = ""
-    except Exception as err:  # what reached the user, whatever it is
-        said = f"{type(err).__name__}: {err}"
-    (out / f"rank{rank}.json").write_text(json.dumps(said))
-    dist.destroy_process_group()
+    record(_fit, out, case, data)
 
 
 if __name__ == "__main__":
