@@ -845,3 +845,36 @@ def test_float32_gives_a_row_far_away_none_of_a_group_near_the_origin(ct):
     assert var[1] == pytest.approx(1e-6, rel=1e-5)
     assert var[0] == pytest.approx(float(np.ravel(ref.covariances_)[0]), rel=1e-5)
     np.testing.assert_allclose(m.means_[0], ref.means_[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("source", [False, True])
+@pytest.mark.parametrize("ct", TYPES)
+def test_float32_starts_a_group_far_from_the_data_centre_at_its_own_mean(ct, source):
+    # 199 rows near 0 and one row at 2e18, all of weight 0.1 (the sums stay below float32's
+    # largest number): the start took the group's mean from x - c, c = 1e16, which float32
+    # rounds to its spacing there (1e9): the group started at -6.4e9 with the variance
+    # reg_covar, and EM gave it no row (a mean of -6.4e9, weight 1e-16). The group is now
+    # started, as the E-step computes it, from the rows themselves
+    from latentfit.em.sources import ArraySource
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (200, 2))
+    X[7, 1] = 2e18
+    w = np.full(200, 0.1)
+    near = np.delete(X, 7, 0)
+    cov = np.cov(near.T, bias=True) + 1e-6 * np.eye(2)  # its closed form
+    want = {"full": cov, "diag": np.diag(cov), "spherical": np.diag(cov).mean()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateComponentWarning)  # the one far row
+        m = GaussianMixture(2, covariance_type=ct, dtype="float32", random_state=0)
+        m.fit(ArraySource(X, sample_weight=w)) if source else m.fit(X, sample_weight=w)
+    i = int(np.argmin(np.abs(m.means_[:, 1])))
+    np.testing.assert_allclose(m.means_[i], near.mean(0), atol=1e-6)  # float32's rounding
+    np.testing.assert_array_equal(m.means_[1 - i], X[7].astype(np.float32))
+    np.testing.assert_allclose(m.weights_[i], 199 / 200, rtol=1e-6)
+    if ct == "tied":  # pooled over both groups, the far row adding nothing
+        np.testing.assert_allclose(
+            m.covariances_, (cov - 1e-6 * np.eye(2)) * 0.995 + 1e-6 * np.eye(2), rtol=1e-5
+        )
+    else:
+        np.testing.assert_allclose(m.covariances_[i], want[ct], rtol=1e-5)

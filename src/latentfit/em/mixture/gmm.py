@@ -332,28 +332,31 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         """
         X, w = impute_mean(data.X, data.weights), data.weights  # NaNs only to start EM
         shift = weighted_mean(X, w)  # (d,) accumulated in float64
-        params = self._initial_estimates(X - shift, w, shift, gen, getattr(data, "labels", None))
+        params = self._initial_estimates(X, w, shift, gen, getattr(data, "labels", None))
         params["shift"] = shift
         if "delta" not in params:  # means given by the user
             params["delta"] = params["means"] - shift
         return params
 
     def _initial_estimates(self, X, w, shift, gen: torch.Generator, labels=None) -> dict:
+        """Starting parameters from the data ``X`` (n, d), worked on about ``shift`` (d,)."""
         given = (self.weights_init, self.means_init, self.precisions_init)
+        Xc = X - shift  # (n, d)
         if all(v is not None for v in given):
             resp = None
         else:
-            resp = initial_resp(self.init_params, X, w, self.n_components, gen)
+            resp = initial_resp(self.init_params, Xc, w, self.n_components, gen)
         if resp is not None and labels is not None and bool((labels >= 0).any()):
-            resp = fix_labelled(self._resp_from_labels(X, w, labels, gen), labels)
+            resp = fix_labelled(self._resp_from_labels(Xc, w, labels, gen), labels)
         if resp is None:  # every parameter is given: nothing to estimate
             return self._given_params(X.shape[1])
-        ct = self.covariance_type
+        ct, dt = self.covariance_type, X.dtype
         rw = resp * w.unsqueeze(1)  # (n, k)
-        stats = moment_stats(X, w, rw, ct)
+        stats = moment_stats(Xc, w, rw, ct)
         zero = torch.zeros_like(shift)
         weights, delta, cov = gaussian_mstep(stats, zero, self.reg_covar, ct)
         given = self._given_params(X.shape[1])
+        means = shift + delta  # (k, d)
         if "prec_chol" in given:
             pc = given["prec_chol"]
         else:
@@ -362,15 +365,21 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
             if len(far):
                 # about the shift a tight group far from it keeps no digits of its variance
                 # (a start at reg_covar, which the E-step then empties into a broad
-                # neighbour): its moments are taken about its own mean, as the E-step's are
-                S1, S2 = direct_moments(X, rw[:, far].T, delta[far], ct)
+                # neighbour), nor in float32 of its mean: x − c rounds to the spacing of c
+                # (rows near 0 beside one row at 2e18 with weights 0.1: c is 1e16, spaced by
+                # 1e9, and the group started at -6.4e9, where EM never found it again). Its
+                # mean and moments are taken from the data themselves, as the E-step's are.
+                mu = torch.stack([weighted_mean(X, rw[:, j], dtype=torch.float64) for j in far])
+                S1, S2 = direct_moments(X, rw[:, far].T, mu.to(dt), ct)
                 put_direct_moments(stats, far, S1, S2, ct)
                 pc = precision_cholesky(gaussian_mstep(stats, zero, self.reg_covar, ct)[2], ct)
+                means[far] = mu.to(dt)
+                delta[far] = (mu - shift.double()).to(dt)
         out = {"weights": given.get("weights", weights), "prec_chol": pc}
         if "means" in given:
             out["means"] = given["means"]
         else:  # centred means kept as they are (see _centred_means)
-            out["means"], out["delta"] = shift + delta, delta
+            out["means"], out["delta"] = means, delta
         return out
 
     def _resp_from_labels(self, X, w, labels, gen) -> torch.Tensor:
