@@ -158,7 +158,9 @@ class PrecisionLossWarning(RuntimeWarning):
     """A fitted variance keeps few or no digits: it is not far above the rounding error of
     the sums it was computed from (rows spread far beyond it about the point the sums were
     taken about), so its value is partly or wholly rounding's or the floor's, not the data's.
-    The message names the component, the variance, the rounding level and what to try."""
+    The message names the component, the variance, the rounding level and what to try. Also
+    said when float64 data read into a float32 model lose their spread to the cast (the
+    column, the row of its largest value, and the spacing float32 holds there)."""
 
 
 #: What a test of the public surface accepts as a clean failure.

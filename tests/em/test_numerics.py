@@ -141,6 +141,26 @@ def test_kmeans_float32_far_from_the_origin_finds_the_float64_centres():
     np.testing.assert_allclose(out[torch.float32], out[torch.float64], atol=0.0625 + 1e-3)
 
 
+@pytest.mark.parametrize("offset", [1e7, 1e9])
+def test_float64_data_that_float32_cannot_hold_is_warned_of_naming_the_column(offset):
+    # before: no word, and a variance 5.6% off about 1e7 (at the floor, 1e-6, about 1e9)
+    from latentfit.errors import PrecisionLossWarning
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (200, 3)) + [0.0, offset, 0.0]
+    X[:, 2] = offset  # a constant column loses nothing: not named
+    top = int(np.argmax(np.abs(X[:, 1])))
+    with pytest.warns(PrecisionLossWarning, match=rf"X's column 1 .* \(row {top}\)") as seen:
+        GaussianMixture(1, dtype="float32").fit(X)
+    assert "dtype=float64" in str(seen[0].message)
+    assert len([w for w in seen if w.category is PrecisionLossWarning]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionLossWarning)
+        GaussianMixture(1, dtype="float32").fit(X - X.mean(0))  # centred: nothing lost
+        GaussianMixture(1, dtype="float32").fit(X.astype(np.float32))  # the user's own float32
+        GaussianMixture(1).fit(X)  # float64
+
+
 def _groups_far_apart(gap=1e10):
     """Two groups ``gap`` apart, each two tight clusters at -1 and +1: rows 0-49, 50-99 near
     0, rows 100-149, 150-199 near ``gap`` (the same offsets)."""
