@@ -256,6 +256,28 @@ def test_a_file_with_one_noise_floor_for_every_column_loads_and_scores_the_same(
         latentfit.load(_tampered(src, tmp_path / "x.lf", _extra(_min_noise=[1e-12] * 3)))
 
 
+def _dropped(name):
+    return lambda h: h["extra"].pop(name)
+
+
+@pytest.mark.parametrize("model", [FactorAnalysis(1), PPCA(1), FactorAnalysis(1, dtype="float32")])
+def test_a_file_without_a_noise_floor_loads_with_the_floor_a_fit_would_set(tmp_path, model):
+    # files written before the floor was stored lack 'extra._min_noise': load refused them
+    # ("inconsistent: AttributeError"), and partial_fit needs the floor
+    src = model.fit(X).save(tmp_path / "m.lf")
+    old = latentfit.load(_tampered(src, tmp_path / "old.lf", _dropped("_min_noise")))
+    # the floor of the column variances the fit implies, diag(W Wᵀ + Ψ), which equal the
+    # data's at the maximum likelihood (1e-3: EM stopped at tol, not at the maximum)
+    fraction = 1e-12 if model.dtype == "float64" else np.finfo(np.float32).eps
+    floor = fraction * (X.var(0) if isinstance(model, FactorAnalysis) else X.var(0).mean())
+    np.testing.assert_allclose(old._floor.double(), floor, rtol=1e-3)
+    assert old.score(X) == model.score(X)
+    old.partial_fit(X)
+    model.partial_fit(X)
+    np.testing.assert_allclose(old.components_, model.components_, rtol=1e-6)
+    np.testing.assert_allclose(old.noise_variance_, model.noise_variance_, rtol=1e-6)
+
+
 def test_a_multinomial_file_stating_a_huge_total_loads_without_drawing_each_count(tmp_path):
     # load samples two rows to check the model; one draw per unit of the total made a stated
     # total of 1e9 allocate 16 GB there. Rows are drawn by conditional binomials now.

@@ -310,7 +310,9 @@ class _LinearGaussian(
         kept. Every fit clamps ψ at it, so a floor above a stored ψ is not the fit's, and a
         later ``partial_fit`` or warm start would lift the noise variance to it."""
         super()._set_state(tensors, extra)
-        if "_min_noise" not in extra:
+        if "_min_noise" not in extra:  # a file written before the floor was stored
+            params = self._params
+            self._min_noise = _implied_noise_floor(params["W"], params["psi"])
             return
         # float64 until checked against ψ: a floor beyond float32 is the file's, not a fit's
         floor = torch.as_tensor(extra["_min_noise"], dtype=torch.float64)
@@ -606,6 +608,16 @@ def _noise_floor(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     # fraction of: the dtype's smallest normal number keeps Psi invertible (1e-312 is 0 in
     # float32).
     return (_floor_fraction(X.dtype) * var).clamp_min(torch.finfo(X.dtype).tiny)
+
+
+def _implied_noise_floor(W: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """The noise floor (d,) of a fitted model whose data are gone: :func:`_noise_floor` of the
+    column variances the model implies, diag(W Wᵀ + Ψ), which at the maximum-likelihood fit equal
+    the data's (FA's diagonal; PPCA's trace). Never above ψ: the fit kept ψ at or above its
+    floor, and a floor above it would lift ψ at the next ``partial_fit`` or warm start."""
+    var = W.square().sum(1) + psi  # (d,)
+    floor = (_floor_fraction(W.dtype) * var).clamp_min(torch.finfo(W.dtype).tiny)
+    return torch.minimum(floor, psi)
 
 
 def _floor_fraction(dtype: torch.dtype) -> float:
