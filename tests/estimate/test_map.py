@@ -424,14 +424,16 @@ def test_normal_map_with_a_prior_far_from_the_data(seed, tau):
     assert float(fit.params["scale"]) == pytest.approx(scale, rel=1e-12)
 
 
-def test_a_map_fit_that_steps_out_of_range_does_not_say_no_map_exists():
+@pytest.mark.parametrize(("seed", "tau"), [(19, 1e-3), (11, 1e6)])
+def test_a_map_fit_that_steps_out_of_range_does_not_say_no_map_exists(seed, tau):
     """The same proper posterior through a callable prior (no prior mean to start from): the
     fit's steps ran to a scale of inf, where the log-posterior is -inf, and the error said it
-    "heads for the edge of the parameter space ... so no MAP exists there". It now says the
-    steps left float64's range, and init= at the prior's mode, as it advises, reaches the
-    exact mode."""
-    x = np.random.default_rng(19).normal(1e15, 1e13, 50)
-    prior = Normal(_t(2.4), _t(1e-3))
+    "heads for the edge of the parameter space ... so no MAP exists there" (seed 19, tau
+    1e-3) or, where the gradient stayed finite, "overflowed ... the data are too large"
+    (seed 11, tau 1e6). It now says the steps left float64's range, and init= at the
+    prior's mode, as it advises, reaches the exact mode."""
+    x = np.random.default_rng(seed).normal(1e15, 1e13, 50)
+    prior = Normal(_t(2.4), _t(tau))
 
     def log_prior(loc, scale):
         return prior.log_prob(loc)
@@ -440,8 +442,9 @@ def test_a_map_fit_that_steps_out_of_range_does_not_say_no_map_exists():
         fit_map("normal", x, log_prior)
     assert "does not say that no MAP exists" in str(err.value)
     assert "grows without bound" not in str(err.value)
+    assert "too large" not in str(err.value)
     fit = fit_map("normal", x, log_prior, init={"loc": 2.4})
-    loc, scale = _normal_map_with_a_prior_on_loc(x, 2.4, 1e-3)
+    loc, scale = _normal_map_with_a_prior_on_loc(x, 2.4, tau)
     assert fit.converged
     assert float(fit.params["loc"]) == pytest.approx(loc, rel=1e-12)
     assert float(fit.params["scale"]) == pytest.approx(scale, rel=1e-12)

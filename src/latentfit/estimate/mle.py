@@ -343,13 +343,9 @@ def fit_family(
             if log_prior is not None and not (math.isfinite(end) and end < begin):
                 # no growth to show for it: a step out of range (a scale of inf, where the
                 # log-posterior is -inf), not an edge where the posterior is unbounded
-                raise DataError(
-                    f"the {family.name} MAP fit did not converge: its steps ran to "
-                    f"{_fmt(layout.to_natural(u.detach()))}, where the log-posterior is "
-                    f"{-end:.4g} (at the start {-begin:.4g}) and its gradient {res.grad_norm}, "
-                    f"out of {x.dtype}'s range. This does not say that no MAP exists; pass "
-                    "init= near the mode you expect (with a prior far from the data, its "
-                    "parameters at the prior's mode), or rescale the data and the prior"
+                grad = f" and its gradient {res.grad_norm}"
+                raise _steps_out_of_range(
+                    family, layout.to_natural(u.detach()), x, end, begin, grad
                 )
             raise DataError(
                 f"the {family.name} fit ran to {_fmt(layout.to_natural(u.detach()))}, where "
@@ -372,6 +368,14 @@ def fit_family(
                 "likelihood grows. Use one that does (an inverse-gamma on a scale), or fit "
                 "data that vary"
             )
+        natural = layout.to_natural(u.detach())
+        if not converged and log_prior is not None and not _overflow_hint(x):
+            if not all(bool(torch.isfinite(v).all()) for v in natural.values()):
+                # a step past the dtype's range (a prior's curvature far beyond the data's
+                # threw the scale to inf), not data too large for it (their squares are not)
+                with torch.no_grad():
+                    end, begin = float(objective(u.detach())), float(objective(u0))
+                raise _steps_out_of_range(family, natural, x, end, begin)
         if not converged:
             warnings.warn(
                 f"{family.name} fit did not converge after {res.n_iter} iterations (gradient "
@@ -642,6 +646,21 @@ def _fmt(params: dict, most: int = 6) -> str:
         return f"[{head}, ...] ({flat.numel()} values)"
 
     return "{" + ", ".join(f"{k}: {one(v)}" for k, v in params.items()) + "}"
+
+
+def _steps_out_of_range(
+    family: Family, params: dict, x: torch.Tensor, end: float, begin: float, more: str = ""
+) -> DataError:
+    """The error of a MAP fit whose steps left the dtype's range (``end`` and ``begin``: the
+    negative log-posterior there and at the start): no edge where the posterior is unbounded,
+    and not data too large, so what to try instead."""
+    return DataError(
+        f"the {family.name} MAP fit did not converge: its steps ran to {_fmt(params)}, where "
+        f"the log-posterior is {-end:.4g} (at the start {-begin:.4g}){more}, out of "
+        f"{x.dtype}'s range. This does not say that no MAP exists; pass init= near the mode "
+        "you expect (with a prior far from the data, its parameters at the prior's mode), or "
+        "rescale the data and the prior"
+    )
 
 
 def _overflow_hint(x: torch.Tensor) -> str:
