@@ -278,6 +278,25 @@ def test_a_file_without_a_noise_floor_loads_with_the_floor_a_fit_would_set(tmp_p
     np.testing.assert_allclose(old.noise_variance_, model.noise_variance_, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("model", "data", "field"),
+    [
+        (MultinomialMixture(2, random_state=0), COUNTS, "mean_total_count_"),
+        (latentfit.BayesianGaussianMixture(n_components=2, random_state=0), X, "elbo_"),
+        (MAF(n_layers=2, hidden=8, n_hidden=1, epochs=1, random_state=0), X, "n_skipped_steps_"),
+        (MAF(n_layers=2, hidden=8, n_hidden=1, epochs=1, random_state=0), X, "history_"),
+    ],
+)
+def test_a_file_without_a_stored_setting_is_refused_naming_the_field(tmp_path, model, data, field):
+    # the file lacked a setting its class stores; load said "the stored ... is inconsistent:
+    # AttributeError: ... has no attribute" instead of naming the field the file lacks
+    src = model.fit(data).save(tmp_path / "m.lf")
+    bad = _tampered(src, tmp_path / "x.lf", _dropped(field))
+    with pytest.raises(ModelFileError, match=rf"lacks the field 'extra\.{field}'") as err:
+        latentfit.load(bad)
+    assert "AttributeError" not in str(err.value)
+
+
 def test_a_multinomial_file_stating_a_huge_total_loads_without_drawing_each_count(tmp_path):
     # load samples two rows to check the model; one draw per unit of the total made a stated
     # total of 1e9 allocate 16 GB there. Rows are drawn by conditional binomials now.

@@ -644,7 +644,19 @@ def load(path, *, device=None):
         _check_stored_dtypes(tensors, model)
     except ModelFileError as err:
         raise ModelFileError(f"{path}: {err}") from None
-    except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:
+    except AttributeError as err:
+        if err.name in declared_fields(cls) and err.name not in extra:
+            # a setting the file should hold, absent (a file written before latentfit stored
+            # it, or an edited header): name it, not the attribute the model then lacked
+            raise ModelFileError(
+                f"{path}: the model file's header lacks the field 'extra.{err.name}' that "
+                f"{name} needs; the file was altered, or written by a latentfit that did not "
+                "store it: fit the model again and save it"
+            ) from None
+        raise ModelFileError(
+            f"{path}: the stored {name} is inconsistent: {type(err).__name__}: {err}"
+        ) from None
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
         raise ModelFileError(
             f"{path}: the stored {name} is inconsistent: {type(err).__name__}: {err}"
         ) from None
