@@ -399,18 +399,16 @@ def test_a_value_that_is_no_level_code_is_refused_naming_the_files_row(tmp_path,
     row = int(load_vae_data("d.csv", seed=0).split.test[3])  # the split depends on n and seed
     assert row != 3  # the file's row, not the test row's position
     bad = codes.copy()
-    bad[row, 4] = 2.5
-    np.savetxt("bad.csv", bad, fmt="%g", delimiter=",")
-    res, out = _fit_codes(tmp_path, "bad.csv", "--levels", "17")
-    assert res.exit_code == 2
-    assert f"bad.csv holds 2.5 at row {row}, column 4" in res.output
-    assert "integer level codes here, whole numbers 0..16; recode the column" in res.output
-    bad[row, 4] = 30
-    np.savetxt("bad.csv", bad, fmt="%g", delimiter=",")
-    res, out = _fit_codes(tmp_path, "bad.csv", "--levels", "17")
-    assert res.exit_code == 2
-    assert f"bad.csv holds 30 at row {row}, column 4" in res.output
-    assert "pass --levels above the largest level (31 or more)" in res.output
+    for value, advice in [
+        (2.5, "integer level codes here, whole numbers 0..16; recode the column"),
+        (30, "pass --levels above the largest level (31 or more)"),
+    ]:
+        bad[row, 4] = value
+        np.savetxt("bad.csv", bad, fmt="%g", delimiter=",")
+        res, out = _fit_codes(tmp_path, "bad.csv", "--levels", "17")
+        assert res.exit_code == 2
+        assert f"bad.csv holds {value:g} at row {row}, column 4" in res.output
+        assert advice in res.output
     # scoring reads codes on the model's scale: a fraction is named by the file's row
     res, out = _fit_codes(tmp_path, "d.csv", "--levels", "17")
     assert res.exit_code == 0, res.output
