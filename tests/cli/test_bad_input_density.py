@@ -180,7 +180,7 @@ def test_too_many_levels_name_the_option(good, tmp_path, command):
     args = [*cmd, last, good] if last == "--dataset" else [*command, good]
     _fails(
         [*args, "--epochs", "1", "--levels", "100000000000000", "--out", tmp_path / "x.st"],
-        "--levels must be an integer from 2 to 16,777,216",
+        "--levels must be an integer from 2 to 1,048,576",
     )
 
 

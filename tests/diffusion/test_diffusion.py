@@ -670,3 +670,19 @@ def test_whole_numbers_of_real_data_are_warned_of_as_for_flows():
             DDPM(5, discrete=False, **fit).fit(codes)
         warnings.simplefilter("error", RuntimeWarning)
         DDPM(5, n_levels=5, **fit).fit(codes)
+
+
+def test_ddpm_levels_float32_cannot_tell_apart_are_refused_naming_float64():
+    """The codes 2**24 - 2 and 2**24 - 1 of 2**24 levels (the old float32 limit) both became
+    x_0 = 1.0 in float32: two levels scored as one. float32 now stops at 2**20 levels, naming
+    float64, where the same codes stay apart."""
+    n = 2**24
+    codes = np.array([[n - 2.0], [n - 1.0], [0.0]])
+    fit = {"hidden": 4, "n_hidden": 1, "epochs": 1, "random_state": 0, "level_scale": 1}
+    with pytest.raises(ParameterError, match=r"2 to 1,048,576.*got 16777216.*dtype='float64'"):
+        DDPM(5, n_levels=n, **fit).fit(codes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", latentfit.errors.CoarseScheduleWarning)
+        model = DDPM(5, n_levels=n, dtype="float64", **fit).fit(codes)
+    x0 = model._as_model_space(codes, scoring=True)[:, 0]
+    assert x0.tolist() == [1 - 2 / (n - 1), 1.0, -1.0]

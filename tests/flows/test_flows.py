@@ -353,3 +353,25 @@ def test_intensities_of_many_levels_held_in_float32_read_as_their_levels():
     np.testing.assert_allclose(model.score_samples(X), _flow_score_of_levels(model, codes))
     with pytest.raises(DataError, match="row 0, column 0"):
         model.score_samples((codes + 0.5) / 4999)
+
+
+def test_more_intensity_levels_than_float32_reads_are_refused_naming_float64():
+    """An intensity is read as the level within grid_tolerance = 4 (L-1) eps of it: half a
+    level at L = 2**20 + 1 in float32, where (k + 1/2) / 2**20, halfway between two levels,
+    was fitted as one of them (float64 refuses it). float32 stops at 2**20 levels, where every
+    halfway value is still refused; float64 takes 2**20 + 1 and reads its grid exactly."""
+    top = 2**20
+    codes = np.array([[3, 5], [top // 2, 7], [top - 1, 9], [0, 0]])
+    fit = {"n_layers": 1, "hidden": 4, "epochs": 1, "random_state": 0, "dequantize": True}
+    with pytest.raises(ParameterError, match=r"2 to 1,048,576.*got 1048577.*dtype='float64'"):
+        MAF(n_levels=top + 1, level_scale=top, **fit).fit((codes + 0.5) / top)
+    wide = MAF(n_levels=top + 1, level_scale=top, dtype="float64", **fit)
+    with pytest.raises(DataError, match=r"row 0, column 0 holds 3\.3"):
+        wide.fit((codes + 0.5) / top)
+    wide.fit(codes / top)
+    with torch.no_grad():
+        x = torch.as_tensor(codes, dtype=torch.float64)
+        levels = wide.module_(x, torch.Generator().manual_seed(0)).numpy()
+    np.testing.assert_allclose(wide.score_samples(codes / top), levels, rtol=1e-12)
+    with pytest.raises(DataError, match=r"row 0, column 0 holds 3\.3"):
+        MAF(n_levels=top, level_scale=top - 1, **fit).fit((codes + 0.5) / (top - 1))

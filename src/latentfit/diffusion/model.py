@@ -240,7 +240,9 @@ class DDPM(DensityMixin, BaseEstimator):
                 "0.001 is the weight of Nichol & Dhariwal 2021"
             )
         if self.discrete:
-            check_n_levels(self.n_levels, resolve_dtype(self.dtype))
+            check_n_levels(
+                self.n_levels, resolve_dtype(self.dtype), float64_option="dtype='float64'"
+            )
             check_level_scale_option(self.level_scale, self.n_levels)
         check_timesteps(self.eval_timesteps, "eval_timesteps")
         if not 0 <= self.validation_fraction < 1:

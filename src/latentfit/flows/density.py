@@ -238,7 +238,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if self.dequantize:
-            check_n_levels(self.n_levels, resolve_dtype(self.dtype))
+            check_n_levels(
+                self.n_levels, resolve_dtype(self.dtype), float64_option="dtype='float64'"
+            )
             check_level_scale_option(self.level_scale, self.n_levels)
         if not (is_finite_above(self.alpha, 0.0) and self.alpha < 0.5):
             raise ParameterError(f"alpha must lie in (0, 0.5), got {self.alpha!r}")

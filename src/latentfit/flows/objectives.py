@@ -29,21 +29,35 @@ __all__ = [
 ]
 
 
-def check_n_levels(n_levels, dtype=torch.float32, name: str = "n_levels") -> int:
-    """The number of grey levels of 8-bit data: an integer from 2 up to the count that
-    ``dtype`` tells apart (2**24 in float32, 2**53 in float64: beyond, neighbouring levels
-    round to the same number and the dequantisation bound is meaningless)."""
-    eps = torch.finfo(dtype if dtype.is_floating_point else torch.float32).eps  # 2**-mantissa
-    limit = 2 ** (1 - round(math.log2(eps)))
+def check_n_levels(
+    n_levels, dtype=torch.float32, name: str = "n_levels", float64_option: str | None = None
+) -> int:
+    """The number of grey levels of 8-bit data: an integer from 2 up to 1 / (8 eps) of
+    ``dtype`` (2**20 in float32, 2**49 in float64). An intensity is read as the level k/(L-1)
+    within grid_tolerance = 4 (L-1) eps of it, which reaches half a level past the limit: a
+    value halfway between two levels is then read as one of them, not refused. Codes fare no
+    better once a model puts them on its interval of length 1 or 2: at 2**24 float32 levels a
+    DDPM maps the codes 2**24 - 2 and 2**24 - 1 to the same point, and half the dequantised
+    draws (k + u)/L of a flow land in the next level's bin. ``float64_option``: how the
+    caller's user asks for float64, said for a float32 ``dtype`` (None: there is no way)."""
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    # the largest L whose grid_tolerance(L - 1, dtype) = 4 (L - 1) eps stays below 1/2
+    limit = round(1 / (8 * torch.finfo(dtype).eps))
     if (
         not isinstance(n_levels, numbers.Integral)
         or isinstance(n_levels, bool)
         or not 2 <= n_levels <= limit
     ):
+        label = str(dtype).removeprefix("torch.")
+        wider = (
+            f", or use {float64_option} (up to 2**49 levels)"
+            if float64_option is not None and dtype != torch.float64
+            else ""
+        )
         raise ParameterError(
-            f"{name} must be an integer from 2 to {limit:,} (the levels "
-            f"{str(dtype).removeprefix('torch.')} tells apart), got {n_levels!r}; 256 for 8-bit "
-            "data"
+            f"{name} must be an integer from 2 to {limit:,} (the levels {label} tells apart: "
+            f"past it, a value halfway between two levels is read as one of them), got "
+            f"{n_levels!r}; 256 for 8-bit data{wider}"
         )
     return int(n_levels)
 
