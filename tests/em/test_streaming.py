@@ -14,7 +14,8 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from latentfit import GaussianMixture
+from latentfit import PPCA, FactorAnalysis, GaussianMixture
+from latentfit.em.gaussian import PassOverflowCheck
 from latentfit.em.sources.chunks import (
     ArraySource,
     IterableSource,
@@ -23,7 +24,13 @@ from latentfit.em.sources.chunks import (
     open_source,
     shard_range,
 )
-from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
+from latentfit.errors import (
+    DataError,
+    DegenerateComponentWarning,
+    HeywoodCaseWarning,
+    ParameterError,
+    VarianceFloorWarning,
+)
 
 
 @pytest.fixture(scope="module")
@@ -350,3 +357,49 @@ def test_a_float32_source_is_judged_for_overflow_by_its_weights_as_in_memory():
         source = ArraySource(X, sample_weight=w, chunk_rows=rows)
         with pytest.raises(DataError, match="^data: " + said):
             GaussianMixture(2, dtype="float32", random_state=0).fit(source)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dt: GaussianMixture(1, dtype=dt, random_state=0),
+        lambda dt: FactorAnalysis(1, dtype=dt, random_state=0),
+        lambda dt: PPCA(1, dtype=dt, random_state=0),
+    ],
+)
+def test_float32_sample_weights_summing_past_float32_are_refused_from_a_source(make):
+    """Constant columns span 0, so no span overflows; the weights (1e37 a row, 4e39 in all)
+    do, past float32's 3.4e38. The array is refused; the source failed with NaN ("non-finite
+    weights" at the start, or "log-likelihood became nan"), naming reg_covar and scaling X.
+    The advice holds: the weights divided by their maximum fit as float64 fits the 1e37s."""
+    X = np.tile([2.0, 3.0, -1.0], (400, 1))
+    w = np.full(400, 1e37)
+    with pytest.raises(DataError, match=r"sample_weight sums to 4e\+39, which overflows float32"):
+        make("float32").fit(X, sample_weight=w)
+    said = r"data: sample_weight sums to 3\.5e\+38 by row 34, .*or use float64"
+    with pytest.raises(DataError, match=said):
+        make("float32").fit(ArraySource(X, sample_weight=w, chunk_rows=50))
+    with warnings.catch_warnings():
+        for floors in (HeywoodCaseWarning, VarianceFloorWarning):  # of constant columns
+            warnings.simplefilter("ignore", floors)
+        want = make("float64").fit(ArraySource(X, sample_weight=w, chunk_rows=50))
+        got = make("float32").fit(ArraySource(X, sample_weight=w / w.max(), chunk_rows=50))
+    mean = (lambda m: m.means_[0]) if hasattr(want, "means_") else (lambda m: m.mean_)
+    np.testing.assert_array_equal(mean(want), [2.0, 3.0, -1.0])
+    np.testing.assert_allclose(mean(got), mean(want), rtol=1e-6)
+
+
+def test_sample_weights_overflowing_only_summed_over_the_processes_are_refused():
+    """Each of two processes holds constant rows weighted 2e36 (2e38 apiece, below float32's
+    3.4e38; no span to overflow): the M-step divides by the weights all-reduced, 4e38, which
+    the pass's totals gathered over the processes took without a word."""
+    X = torch.full((100, 2), 3.0)
+    w = torch.full((100,), 2e36)
+    shares = []
+    for rank in range(2):
+        check = PassOverflowCheck()
+        check(X, w)  # one process alone is within float32
+        shares.append(check.totals(100 * rank, 2))
+    with pytest.raises(DataError, match=r"sums to 4e\+38 over the processes.*or use float64"):
+        PassOverflowCheck().check_totals(torch.stack(shares), torch.float32)
+    PassOverflowCheck().check_totals(torch.stack(shares), torch.float64)  # 4e38 is float64's

@@ -71,14 +71,9 @@ def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "
     that rows given as part of larger data are named as rows of that data."""
     dt = X.dtype
     big = torch.finfo(dt).max
-    label = str(dt).removeprefix("torch.")
     total = float(w.double().sum()) if w is not None else float(X.shape[0])
     if w is not None and not total <= big:
-        raise DataError(
-            f"sample_weight sums to {total:.3g}, which overflows {label} (largest number "
-            f"{big:.3g}): the weights overflow {label}. Rescale sample_weight (e.g. divide it by "
-            "its maximum; the fitted parameters depend only on the ratios of the weights)."
-        )
+        raise DataError(_weight_overflow_message(total, dt))
     if X.numel() == 0:
         return
     finite = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
@@ -89,6 +84,19 @@ def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "
         col = finite[:, j]
         i = int((col - col.mean()).abs().argmax())  # the value farthest out
         raise BatchRowError(i, _overflow_message(j, worst, float(col[i]), dt, name))
+
+
+def _weight_overflow_message(total: float, dtype: torch.dtype, where: str = "") -> str:
+    """check_overflow's words about sample weights summing to ``total`` (``where``: the row
+    by which they do, for weights read in blocks), past ``dtype``'s largest number."""
+    big = torch.finfo(dtype).max
+    label = str(dtype).removeprefix("torch.")
+    return (
+        f"sample_weight sums to {total:.3g}{where}, which overflows {label} (largest number "
+        f"{big:.3g}): the weights overflow {label}. Rescale sample_weight (e.g. divide it by "
+        "its maximum; the fitted parameters depend only on the ratios of the weights)"
+        + (", or use float64." if dtype != torch.float64 else ".")
+    )
 
 
 def _overflow_message(j: int, worst: float, value: float, dtype: torch.dtype, name: str) -> str:
@@ -129,9 +137,16 @@ class PassOverflowCheck:
         self.lo_row = self.hi_row = None  # (d,) the rows of this pass holding the extremes
 
     def __call__(self, X: torch.Tensor, w: torch.Tensor | None = None) -> None:
-        n, before = X.shape[0], self.rows
+        n, before, mass = X.shape[0], self.rows, self.mass
         self.rows += n
         self.mass += float(w.double().sum()) if w is not None else n
+        big = torch.finfo(X.dtype).max
+        if w is not None and not self.mass <= big:
+            # Σ w is what the M-step divides by: with constant columns no span says it
+            running = mass + w.double().cumsum(0)  # (n,) Σ w of the pass up to each row
+            i = int((running > big).nonzero()[0])
+            where = " by row {row}"  # a BatchRowError's row, of the whole data
+            raise BatchRowError(i, _weight_overflow_message(float(running[i]), X.dtype, where))
         if X.numel() == 0:
             return
         x = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
@@ -201,6 +216,8 @@ class PassOverflowCheck:
             whole.rows += int(t[5 * d + 1])
             if int(t[5 * d + 1]):
                 whole._add(lo, lo_row, hi, hi_row, total)
+        if not whole.mass <= torch.finfo(dtype).max:
+            raise DataError(_weight_overflow_message(whole.mass, dtype, " over the processes"))
         said = whole._overflow(dtype)
         if said is not None:
             raise BatchRowError(*said)
