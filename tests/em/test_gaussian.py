@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from latentfit.em.gaussian import FLOOR_FRACTION
 from latentfit.em.hmm.gaussian import GaussianHMM
@@ -12,7 +13,7 @@ from latentfit.em.hmm.gmmhmm import GMMHMM
 from latentfit.em.mixture.families import MixtureModel
 from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.em.ssm.model import LinearGaussianSSM
-from latentfit.errors import VarianceFloorWarning
+from latentfit.errors import DataError, VarianceFloorWarning
 from latentfit.vi.bgmm import BayesianGaussianMixture
 
 MODELS = {  # name: (model with its default floor, the floor's argument, its default value)
@@ -209,3 +210,31 @@ def test_the_gap_traces_name_reg_covar(trace):
     assert not _floor_warnings(lambda: run(_data(), 2, n_iter=3))
     floor = _floor_warnings(lambda: run(_data() * 1e-80, 2, n_iter=3))
     assert len(floor) == 1 and f"{trace}: reg_covar=1e-06" in floor[0]
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if m != "MixtureModel"])  # d = 1
+def test_a_constant_column_whose_mean_rounds_is_left_out(name):
+    """200 rows of 0.1 sum (in torch's order) to an average of 0.1 plus an ulp: a variance of
+    2e-34 that no row has, which a floor was said to swamp ("reg_covar=1e-06 is 5.2e+27 times
+    the variance of column 2"); the column is constant, what the floor is for."""
+    X = np.column_stack([_data(), np.full(200, 0.1)])
+    assert float(torch.as_tensor(X[:, 2]).sum() / 200) != 0.1  # the rounding taken for variance
+    make, _, _ = MODELS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VarianceFloorWarning)
+        if name != "BayesianGaussianMixture":
+            make().fit(X)
+            return
+        # its default covariance_prior is singular: refused, after the floor's warning before
+        with pytest.raises(DataError, match="column 2 of X is constant"):
+            make().fit(X)
+
+
+def test_a_constant_column_is_left_out_under_any_weights():
+    """Weights of 1e37 (or any not summing exactly) put the mean of a column of 3.0 an ulp
+    off: 2e-30 of variance, said to be swamped 6e+23 times by reg_covar in float64."""
+    X = np.column_stack([_data(), np.full(200, 3.0)])
+    for w in (np.full(200, 1e37), np.random.default_rng(1).uniform(0.1, 2, 200)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", VarianceFloorWarning)
+            GaussianMixture(2, random_state=0).fit(X, sample_weight=w)

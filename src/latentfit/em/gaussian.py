@@ -234,14 +234,22 @@ FLOOR_FRACTION = 0.01
 
 def column_variances(X: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     """Each column's weighted variance (d,) in float64, missing values (NaN) left out, about
-    the float64-accumulated mean (data far from the origin keep their digits)."""
+    the float64-accumulated mean (data far from the origin keep their digits); exactly 0 for
+    a column of one value among its weighted rows."""
     x = X.double()
     seen = ~torch.isnan(x)  # (n, d)
     weight = seen.double() if w is None else seen * w.double().unsqueeze(1)  # (n, d)
     total = weight.sum(0).clamp_min(torch.finfo(torch.float64).tiny)  # (d,)
     x = torch.nan_to_num(x, nan=0.0)
     mean = (weight * x).sum(0) / total  # (d,)
-    return (weight * (x - mean).square()).sum(0) / total
+    var = (weight * (x - mean).square()).sum(0) / total  # (d,)
+    if not x.shape[0]:
+        return var
+    # 400 rows of 0.1 average to 0.1 + 1 ulp: a variance of 2e-34 that no row has
+    counted = weight > 0  # (n, d)
+    lo = torch.where(counted, x, math.inf).amin(0)  # (d,)
+    hi = torch.where(counted, x, -math.inf).amax(0)  # (d,)
+    return torch.where(hi > lo, var, 0.0)
 
 
 def check_variance_floor(
