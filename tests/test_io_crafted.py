@@ -224,8 +224,9 @@ def test_extra_settings_out_of_the_range_fit_gives_are_refused(
     # a negative mean total or n_iter_ was reported, an n_categories_ of 0 refused every row
     src = model.fit(data).save(tmp_path / "m.lf")
     bad = _tampered(src, tmp_path / "x.lf", _extra(**{field: value}))
-    with pytest.raises(ModelFileError, match=rf"'extra\.{field}'.*{rule}"):
+    with pytest.raises(ModelFileError, match=rf"'extra\.{field}'.*{rule}") as err:
         latentfit.load(bad)
+    assert str(err.value).startswith(f"{bad}: ")  # which file (the CLI's words had none)
 
 
 @pytest.mark.parametrize("model", [FactorAnalysis(1), PPCA(1), FactorAnalysis(1, dtype="float32")])
@@ -313,8 +314,9 @@ def test_network_extra_settings_out_of_range_are_refused(tmp_path, field, value,
     model = DDPM(n_steps=10, hidden=8, n_hidden=1, epochs=1, discrete=False, gaussian_skip=True)
     src = model.set_params(random_state=0).fit(X).save(tmp_path / "m.lf")
     bad = _tampered(src, tmp_path / "x.lf", _extra(**{field: value}))
-    with pytest.raises(ModelFileError, match=rf"'extra\.{field}'.*{rule}"):
+    with pytest.raises(ModelFileError, match=rf"'extra\.{field}'.*{rule}") as err:
         latentfit.load(bad)
+    assert str(err.value).startswith(f"{bad}: ")  # which file (the CLI's words had none)
 
 
 def test_flow_skipped_steps_must_be_a_count(maf_file, tmp_path):

@@ -630,7 +630,10 @@ def load(path, *, device=None):
             f"{path}: the model file's header field 'params' does not fit {name} ({err})"
         ) from None
     _check_settings(model, path)
-    extra = check_fields(header.get("extra", {}), cls)
+    try:
+        extra = check_fields(header.get("extra", {}), cls)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from None
     try:
         tensors = load_file(str(path))
     except Exception as err:  # safetensors' own error types
