@@ -286,6 +286,11 @@ def test_a_file_without_a_noise_floor_loads_with_the_floor_a_fit_would_set(tmp_p
         (latentfit.BayesianGaussianMixture(n_components=2, random_state=0), X, "elbo_"),
         (MAF(n_layers=2, hidden=8, n_hidden=1, epochs=1, random_state=0), X, "n_skipped_steps_"),
         (MAF(n_layers=2, hidden=8, n_hidden=1, epochs=1, random_state=0), X, "history_"),
+        # these said "must be ..., got None" of the field they lacked
+        (MAF(n_layers=2, hidden=8, n_hidden=1, epochs=1, random_state=0), X, "n_features_in_"),
+        (DDPM(n_steps=10, hidden=8, n_hidden=1, epochs=1, discrete=False), X, "n_features_in_"),
+        (latentfit.BayesianGaussianMixture(n_components=2, random_state=0), X, "prior"),
+        (CategoricalMixture(2, random_state=0), CODES, "n_categories_"),
     ],
 )
 def test_a_file_without_a_stored_setting_is_refused_naming_the_field(tmp_path, model, data, field):
@@ -295,7 +300,8 @@ def test_a_file_without_a_stored_setting_is_refused_naming_the_field(tmp_path, m
     bad = _tampered(src, tmp_path / "x.lf", _dropped(field))
     with pytest.raises(ModelFileError, match=rf"lacks the field 'extra\.{field}'") as err:
         latentfit.load(bad)
-    assert "AttributeError" not in str(err.value)
+    assert str(err.value).startswith(f"{bad}: ") and "fit the model again" in str(err.value)
+    assert "AttributeError" not in str(err.value) and "got None" not in str(err.value)
 
 
 def test_a_multinomial_file_stating_a_huge_total_loads_without_drawing_each_count(tmp_path):

@@ -332,11 +332,12 @@ def check_fields(extra, cls, *, required=()) -> dict:
                 f"the model file's header field 'extra.{name}' must be {_FIELD_WORDS[kind]}, got "
                 f"{value!r:.80}"
             )
-    missing = [name for name in required if name not in extra]
+    missing = [f"'extra.{name}'" for name in required if name not in extra]
     if missing:
         raise ModelFileError(
-            f"the model file's header lacks the field(s) {['extra.' + m for m in missing]} that "
-            f"{cls.__name__} needs; the file was altered or is damaged"
+            f"the model file's header lacks the field{'s' * (len(missing) > 1)} "
+            f"{', '.join(missing)} that {cls.__name__} needs; the file was altered, or written "
+            "by a latentfit that did not store it: fit the model again and save it"
         )
     return extra
 
@@ -631,7 +632,10 @@ def load(path, *, device=None):
         ) from None
     _check_settings(model, path)
     try:
-        extra = check_fields(header.get("extra", {}), cls)
+        # the settings a file of the class always holds (``_required_state_fields``): one
+        # missing is named, not met later as the None its check then reads
+        required = getattr(cls, "_required_state_fields", ())
+        extra = check_fields(header.get("extra", {}), cls, required=required)
     except ModelFileError as err:
         raise ModelFileError(f"{path}: {err}") from None
     try:

@@ -513,6 +513,8 @@ class DDPM(DensityMixin, BaseEstimator):
         "level_scale_": "float",
         "skip_floor_": "positive",  # the rule of skip_floor
     }
+    #: What every model file of a DDPM holds (load refuses one without it, naming it).
+    _required_state_fields: ClassVar[tuple[str, ...]] = ("n_features_in_",)
 
     def _get_state(self):
         tensors = dict(self.module_.state_dict())

@@ -289,6 +289,8 @@ class EMEstimator:
         "n_features_in_": "int",
         "feature_names_in_": "strs",
     }
+    #: The settings every model file of the class holds (checked by latentfit.load).
+    _required_state_fields: ClassVar[tuple[str, ...]] = ("n_features_in_",)
 
     def _extra_state(self) -> dict:
         """JSON-able settings beyond the run record that ``load`` must restore."""
@@ -326,7 +328,7 @@ class EMEstimator:
         return {"weights": Stored((k,), "simplex", required=False)}
 
     def _set_state(self, tensors, extra):
-        extra = check_fields(extra, type(self), required=("n_features_in_",))
+        extra = check_fields(extra, type(self), required=self._required_state_fields)
         if extra["n_features_in_"] < 1:
             raise ModelFileError("the model file's field 'extra.n_features_in_' must be >= 1")
         d = extra["n_features_in_"]

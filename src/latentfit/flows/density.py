@@ -417,6 +417,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         "history_": "list",
         "level_scale_": "float",
     }
+    #: What every model file of a flow holds (load refuses one without it, naming it).
+    _required_state_fields: ClassVar[tuple[str, ...]] = ("n_features_in_",)
 
     def _get_state(self):
         tensors = dict(self.module_.state_dict())

@@ -399,6 +399,8 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         "elbo_": "float",
         "elbos_": "floats",
     }
+    # the prior fit derived from X, beside the number of features
+    _required_state_fields: ClassVar[tuple[str, ...]] = ("n_features_in_", "prior")
 
     def _extra_state(self) -> dict:
         pr = self._prior

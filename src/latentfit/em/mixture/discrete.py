@@ -534,6 +534,7 @@ class CategoricalMixture(_DiscreteMixture):
         return len(self._params["weights"]) * int((self.n_categories_ - 1).sum())
 
     _state_fields: ClassVar[dict[str, str]] = {"n_categories_": "ints"}
+    _required_state_fields: ClassVar[tuple[str, ...]] = ("n_features_in_", "n_categories_")
 
     def _extra_state(self):
         return {"n_categories_": [int(c) for c in self.n_categories_]}
