@@ -419,3 +419,31 @@ def test_eval_reads_the_test_rows_as_the_fit_did(tmp_path, monkeypatch):
     res = runner.invoke(app, ["eval", str(tmp_path / "b.safetensors"), "--samples", "2"])
     assert res.exit_code == 0, res.output
     assert set(seen[-1].unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (dict(activation="relu"), "activation"),  # was rebuilt as tanh: other scores
+        (dict(likelihood="gaussian", gaussian_variance="fixed"), "likelihood"),  # as Bernoulli
+        (dict(kind="discrete", n_categories=3, temperature=0.5), "temperature"),
+        (dict(), "seed"),
+    ],
+)
+@pytest.mark.parametrize("legacy", [False, True], ids=["file", "latentfit-vae/1 file"])
+def test_a_spec_lacking_a_setting_is_refused_naming_it(tmp_path, spec, field, legacy):
+    # every field of the spec is written since the first format; one missing was rebuilt at
+    # its default beside the stored weights, and the VAE loaded silently as another model
+    model = build_model(x_dim=4, z_dim=2, hidden=[3], **spec)
+    path = save_model(model, tmp_path / "m.lf")
+    stored = _spec(path)
+    del stored[field]
+    if legacy:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        save_file(tensors, str(path), {"format": "latentfit-vae/1", "spec": json.dumps(stored)})
+    else:
+        _rewrite(path, {"spec": json.dumps(stored)})
+    with pytest.raises(ModelFileError, match=rf"lacks the VAE setting\(s\) \['{field}'\]") as err:
+        latentfit.load(path)
+    assert str(err.value).startswith(f"{path}: ")

@@ -483,6 +483,17 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
     errs = _spec_errors(raw)
     if errs:
         raise ModelFileError(f"{path}: invalid model spec: {'; '.join(errs)}")
+    # every field has been written since the first format: one missing would be rebuilt at its
+    # default (a relu network as tanh, a Gaussian likelihood as Bernoulli) beside the weights
+    # the file holds, and score other numbers than the model that was saved
+    where = "header field 'params'" if "latentfit" in meta else "spec"
+    missing = [f.name for f in fields(ModelSpec) if f.name not in raw]
+    if missing:
+        raise ModelFileError(
+            f"{path}: the model file's {where} lacks the VAE setting(s) {missing}; a VAE "
+            "rebuilt with the defaults in their place need not be the one whose weights the "
+            "file holds. The file was altered or is damaged: fit the model again and save it"
+        )
     spec = ModelSpec(**raw)
     if scale is not None:
         try:
