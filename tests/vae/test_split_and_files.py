@@ -447,3 +447,44 @@ def test_a_spec_lacking_a_setting_is_refused_naming_it(tmp_path, spec, field, le
     with pytest.raises(ModelFileError, match=rf"lacks the VAE setting\(s\) \['{field}'\]") as err:
         latentfit.load(path)
     assert str(err.value).startswith(f"{path}: ")
+
+
+def _edit_split(path, edit_record=None, edit_tensors=None):
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = json.loads(f.metadata()["latentfit"])
+    if edit_record:
+        edit_record(header)
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, str(path), {"latentfit": json.dumps(header)})
+
+
+@pytest.mark.parametrize(
+    ("record", "tensors", "named"),
+    [
+        *[
+            (lambda h, k=k: h["split"].pop(k), None, rf"lacks 'split\.{k}'")
+            for k in ("source", "n_rows", "data_sha256", "seed")
+        ],
+        (lambda h: h["split"].update(n_rows="30"), None, r"'split\.n_rows' must be an integer"),
+        (lambda h: h["split"].update(seed=1.5), None, r"'split\.seed' must be an integer"),
+        (lambda h: h["split"].update(source=None), None, r"'split\.source' must be a string"),
+        (lambda h: h["split"].update(data_sha256=3), None, r"'split\.data_sha256' must be a"),
+        (lambda h: h["split"].update(binarized="yes"), None, r"'split\.binarized' must be true"),
+        (lambda h: h["split"].update(rows=[1]), None, r"holds \['rows'\]"),
+        (None, lambda t: t.pop("split/val"), r"lacks its tensor 'split/val'"),
+        (None, lambda t: t.update({"split/all": t["split/val"].clone()}), r"holds \['split/all'\]"),
+        (lambda h: h.pop("split"), None, r"has no 'split' record"),
+    ],
+)
+def test_a_split_record_lacking_a_field_or_of_the_wrong_type_is_refused_naming_it(
+    model_file, record, tensors, named
+):
+    # before: "the stored train/validation/test split is damaged (KeyError('source'))" or
+    # "(AssertionError())"; run with python -O the checks were gone: a raw TypeError, or a
+    # split of source "None" loaded. Rows without a record of their data loaded ignored.
+    _edit_split(model_file, record, tensors)
+    with pytest.raises(ModelFileError, match=named) as err:
+        latentfit.load(model_file)
+    assert str(err.value).startswith(f"{model_file}: ") and "Error(" not in str(err.value)

@@ -329,24 +329,68 @@ def _level_scale(spec: ModelSpec, value, error=ModelFileError) -> float:
     return float(value)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: The fields of a model file's split record (:func:`save_model`): what each must be, in words.
+_SPLIT_FIELDS = {
+    "source": (lambda v: isinstance(v, str), "a string (the data's file or name)"),
+    "n_rows": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "data_sha256": (lambda v: isinstance(v, str), "a string (the data's SHA-256)"),
+    "seed": (_is_int, "an integer"),
+    "binarized": (lambda v: v is None or isinstance(v, bool), "true, false or absent"),
+}
+
+
 def _read_split(path: Path, info, f):
     """The DataSplit stored in a model file (``info``: the header's split record), or None;
-    ModelFileError if it is damaged."""
+    ModelFileError naming the field or tensor if it is damaged."""
     from latentfit.vae.data import DataSplit
 
+    stored = sorted(k for k in f.keys() if k.startswith(_SPLIT_PREFIX))
     if info is None:
+        if stored:  # rows whose data the header does not name: which rows are the test rows?
+            raise ModelFileError(
+                f"{path}: the model file holds the split's rows {stored} but its header has no "
+                "'split' record of the data they index; the file was altered, fit the model again"
+            )
         return None
-    try:
-        source, n, sha, seed = (info[k] for k in ("source", "n_rows", "data_sha256", "seed"))
-        binarized = info.get("binarized")
-        assert isinstance(n, int) and isinstance(sha, str) and isinstance(seed, int)
-        assert binarized is None or isinstance(binarized, bool)
-        parts = {s: f.get_tensor(f"{_SPLIT_PREFIX}{s}") for s in SPLITS}
-    except Exception as err:
+    if not isinstance(info, dict):
         raise ModelFileError(
-            f"{path}: the stored train/validation/test split is damaged ({err!r}); "
-            "fit the model again"
-        ) from err
+            f"{path}: the model file's split record must be an object, got {info!r:.80}; the "
+            "file was altered or is damaged, fit the model again"
+        )
+    for name, (ok, what) in _SPLIT_FIELDS.items():
+        if name not in info and name != "binarized":
+            raise ModelFileError(
+                f"{path}: the model file's header field 'split' lacks 'split.{name}' (it must "
+                f"be {what}); the file was altered or is damaged, fit the model again"
+            )
+        if not ok(info.get(name)):
+            raise ModelFileError(
+                f"{path}: the model file's header field 'split.{name}' must be {what}, got "
+                f"{info[name]!r:.80}; the file was altered or is damaged, fit the model again"
+            )
+    unknown = sorted(set(info) - set(_SPLIT_FIELDS))
+    unknown += sorted(set(stored) - {f"{_SPLIT_PREFIX}{s}" for s in SPLITS})
+    if unknown:
+        raise ModelFileError(
+            f"{path}: the model file's split holds {unknown}, which latentfit does not write "
+            f"(it writes the fields {list(_SPLIT_FIELDS)} and the tensors "
+            f"{[_SPLIT_PREFIX + s for s in SPLITS]}); the file was altered"
+        )
+    source, n, sha, seed = (info[k] for k in ("source", "n_rows", "data_sha256", "seed"))
+    binarized = info.get("binarized")
+    parts = {}
+    for s in SPLITS:
+        if f"{_SPLIT_PREFIX}{s}" not in stored:
+            raise ModelFileError(
+                f"{path}: the model file's header records a split but the file lacks its "
+                f"tensor '{_SPLIT_PREFIX}{s}'; the file was altered or is damaged, fit the "
+                "model again"
+            )
+        parts[s] = f.get_tensor(f"{_SPLIT_PREFIX}{s}")
     for s, idx in parts.items():
         if (
             idx.dtype != torch.int64
@@ -363,7 +407,7 @@ def _read_split(path: Path, info, f):
             f"{path}: the stored training, validation and test rows overlap; the file was "
             "altered, fit the model again"
         )
-    return DataSplit(str(source), n, sha, seed, **parts, binarized=binarized)
+    return DataSplit(source, n, sha, seed, **parts, binarized=binarized)
 
 
 def load_model(path, device=None) -> nn.Module:
