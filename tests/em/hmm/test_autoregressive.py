@@ -387,16 +387,15 @@ def test_data_far_from_the_origin_keep_every_noise_covariance_positive_definite(
 
 
 @pytest.mark.parametrize("how", ["fit", "partial_fit"])
-def test_too_few_scored_rows_are_refused_before_the_centre_and_design_are_made(monkeypatch, how):
-    """The refusal of fewer scored rows than states came only after the fit's centre (the
-    start's shift) and the whole lagged design were computed; it is now made from the
-    lengths, before either. Sequences of 4 and 3 rows at order 2 score 2 + 1 rows."""
+def test_too_few_scored_rows_are_refused_before_the_design_is_made(monkeypatch, how):
+    """The refusal of fewer scored rows than states came only after the whole lagged design
+    was computed; it is now made from the lengths, before it. Sequences of 4 and 3 rows at
+    order 2 score 2 + 1 rows."""
     from latentfit.em.hmm import autoregressive
 
     def no_work(*args, **kwargs):
         raise AssertionError("the data were read before the refusal")
 
-    monkeypatch.setattr(autoregressive, "design_centre", no_work)
     monkeypatch.setattr(autoregressive, "lagged_design", no_work)
     X = np.random.default_rng(0).normal(size=(7, 2))
     m = AutoregressiveHMM(4, order=2)
@@ -578,3 +577,49 @@ def test_rows_near_one_value_keep_their_digits_beside_one_far_row(d, dtype, far)
         assert m.intercepts_[s, j] == pytest.approx(beta[-1], rel=tol)
         np.testing.assert_allclose(m.coefs_[s, 0, j], beta[:-1], rtol=tol, atol=tol / far)
         assert m.covars_[s, j, j] == pytest.approx(var, rel=tol)
+
+
+@pytest.mark.parametrize(
+    ("n_near", "lengths", "d", "dtype", "far"),
+    [
+        (29, [60], 1, "float64", 1e17),  # the median in the far group
+        (29, [29, 15, 16], 1, "float64", 1e17),  # the far group as two sequences
+        (29, [60], 2, "float64", 1e17),  # far in column 0 only
+        (29, [60], 1, "float32", 1e7),
+        (31, [60], 1, "float64", 1e17),  # the median in the near group
+    ],
+)
+def test_every_state_keeps_its_digits_beside_a_group_far_from_the_median(
+    n_near, lengths, d, dtype, far
+):
+    """29 rows near 2.4 and 31 rows near 1e17 (spread 2^20), each group its own state: the
+    design rows were taken about every column's median, a value near 1e17, so every row
+    near 2.4 became -1e17 and its state fitted the intercept 0, coefficient 0 and variance
+    min_covar (1e-3) instead of 1.778, 0.2255 and 0.3231. Every state's regression is now
+    held about its own centre: both equal the exact weighted least squares on their rows
+    (the states known, so that the posteriors are 0 or 1), whichever group is the larger
+    and however the far group is cut into sequences."""
+    rng = np.random.default_rng(0)
+    X = 2.4 + 0.7 * rng.standard_normal((60, d))
+    X[n_near:, 0] = far + (2.0**20 if dtype == "float64" else 16.0) * rng.standard_normal(
+        60 - n_near
+    )
+    X = X.astype(dtype)
+    y = (np.arange(60) >= n_near).astype(int)
+    m = AutoregressiveHMM(2, order=1, n_iter=20, init_params="", dtype=dtype)
+    m.startprob_, m.transmat_ = np.full(2, 0.5), np.full((2, 2), 0.5)
+    m.coefs_ = np.zeros((2, 1, d, d))
+    m.covars_ = np.stack([np.eye(d), np.diag([(far * 1e-10) ** 2] + [1.0] * (d - 1))])
+    m.intercepts_ = np.array([[2.4] * d, [far] + [2.4] * (d - 1)])
+    m.fit(X, lengths, y=y)
+    X64 = X.astype(np.float64)
+    scored = np.ones(60, bool)
+    scored[np.cumsum([0, *lengths[:-1]])] = False  # the first row of every sequence
+    lag = np.r_[np.zeros((1, d)), X64[:-1]][scored]
+    tol = 1e-9 if dtype == "float64" else 1e-5  # float32: its sums' rounding
+    for s in range(2):
+        exact = _exact_wls(np.c_[lag, np.ones(len(lag))], X64[scored], (y[scored] == s) * 1.0)
+        for j, (beta, var) in enumerate(exact):
+            assert m.intercepts_[s, j] == pytest.approx(beta[-1], rel=tol)
+            np.testing.assert_allclose(m.coefs_[s, 0, j], beta[:-1], rtol=tol)
+            assert m.covars_[s, j, j] == pytest.approx(var, rel=tol)

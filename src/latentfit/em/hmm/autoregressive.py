@@ -26,11 +26,13 @@ A_k^T) / N_k`` with its eigenvalues floored at ``min_covar``. Both are the exact
 the expected complete-data log-likelihood minus the penalty ``ridge/2 tr(A_k^T Sigma_k^{-1}
 A_k)`` (a matrix-normal prior on A_k whose row covariance is Sigma_k) over the covariances
 with eigenvalues >= ``min_covar``; so the penalised log-likelihood that ``lower_bounds_``
-records never decreases. The data are centred on every column's median during a fit
-(:func:`design_centre`), and every state's statistics are taken about its own centre (its
-weighted mean of x_t, from the M-step before): about one centre, the variance of a state whose
-rows lie far from it (two groups of rows 1e8 apart, with a noise sd of 0.1) rounds away in
-``xx − W C^T − C W^T + W G W^T``.
+records never decreases. During a fit every state's regression is held about its own centre
+c_k (its weighted mean of x_t, from the M-step before): its statistics, its weights and its
+densities are those of ``x − c_k``, differenced from the data as they are. About one centre
+for all states, the rows of a state far from it lose their digits: the variance of a state
+rounds away in ``xx − W C^T − C W^T + W G W^T`` (two groups of rows 1e8 apart, with a noise
+sd of 0.1), and the rows themselves round to the centre's spacing (29 rows near 2.4 beside
+31 near 1e17, centred on a value near 1e17, all became −1e17).
 """
 
 from __future__ import annotations
@@ -75,7 +77,6 @@ __all__ = [
     "ar_log_likelihood",
     "ar_mstep",
     "ar_stats",
-    "design_centre",
     "lagged_design",
     "translate_ar_stats",
 ]
@@ -100,15 +101,6 @@ def lagged_design(X: torch.Tensor, lengths: list[int], order: int) -> torch.Tens
     return D
 
 
-def design_centre(X: torch.Tensor) -> torch.Tensor:
-    """The point (d,) a fit takes the design rows about: every column's (lower) median, a
-    value of the data. Rows near it are differenced exactly (float32 data at 1e7 keep their
-    digits); a row far from it keeps the spacing of its own value. About the mean, which one
-    far row moves, every other row rounded to the mean's spacing: 59 rows near 2.4 with one
-    row at 1e17 (mean 1.7e15, spaced by 0.25) fitted the intercept 2.5042 (2.5005 is right)."""
-    return X.median(0).values
-
-
 def _regressors(D: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(responses (t, d), regressors [lags, 1] (t, p d + 1), scored (t,)) of design rows D."""
     ones = D.new_ones(D.shape[0], 1)
@@ -116,12 +108,20 @@ def _regressors(D: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 def ar_log_likelihood(
-    D: torch.Tensor, weights: torch.Tensor, covars: torch.Tensor, *, rows: int = 1 << 15
+    D: torch.Tensor,
+    weights: torch.Tensor,
+    covars: torch.Tensor,
+    centres: torch.Tensor | None = None,
+    *,
+    rows: int = 1 << 15,
 ) -> torch.Tensor:
     """log N(x_t; W_k z_t, Sigma_k) for design rows D (t, (p + 1) d + 1): (t, k), 0 at the
     conditioning rows. ``weights`` (k, d, p d + 1) are ``[A_{k,1} .. A_{k,p}, b_k]``,
-    ``covars`` (k, d, d)."""
-    k, d, _ = weights.shape
+    ``covars`` (k, d, d). ``centres`` (k, d): the weights of state k are those about c_k
+    (of ``x_t − c_k`` on ``[x_{t-1} − c_k, .., 1]``, as :func:`ar_mstep` returns them), and
+    its residuals are taken about c_k, so that they keep the digits of rows far from the
+    origin."""
+    k, d, m = weights.shape
     L, info = torch.linalg.cholesky_ex(covars)  # (k, d, d)
     if bool((info != 0).any()):
         bad = (info != 0).nonzero().flatten().tolist()
@@ -134,7 +134,12 @@ def ar_log_likelihood(
     out = D.new_empty(D.shape[0], k)
     for i in range(0, D.shape[0], rows):  # blocks: the (k, r, d) residuals stay small
         Y, Z, scored = _regressors(D[i : i + rows], d)
-        resid = Y.unsqueeze(0) - Z.unsqueeze(0) @ weights.transpose(1, 2)  # (k, r, d)
+        if centres is None:
+            resid = Y.unsqueeze(0) - Z.unsqueeze(0) @ weights.transpose(1, 2)  # (k, r, d)
+        else:  # one (r, m) temporary at a time, not (k, r, m)
+            resid = Y.new_empty(k, Y.shape[0], d)
+            for s, e in enumerate(_lag_centres(centres, m)):
+                torch.addmm(Y - centres[s], Z - e, weights[s].T, alpha=-1, out=resid[s])
         white = torch.linalg.solve_triangular(L, resid.transpose(1, 2), upper=False)  # (k, d, r)
         ll = (const.unsqueeze(1) - 0.5 * white.square().sum(1)).T  # (r, k)
         out[i : i + rows] = torch.where(scored.unsqueeze(1) > 0, ll, 0.0)
@@ -154,13 +159,12 @@ def ar_stats(
     Y, Z, scored = _regressors(D, d)
     g = gamma * scored.unsqueeze(1)  # (t, k): the conditioning rows add nothing
     k, m = g.shape[1], Z.shape[1]
-    p = (m - 1) // d
     zz, xz, xx = D.new_empty(k, m, m), D.new_empty(k, d, m), D.new_empty(k, d, d)
     for s in range(k):  # one (t, m) temporary at a time, not (k, t, m)
         Ys, Zs = Y, Z
         if centres is not None:
-            c = centres[s].to(D.dtype)  # (d,)
-            Ys, Zs = Y - c, Z - torch.cat([c.repeat(p), c.new_zeros(1)])
+            c = centres[s : s + 1].to(D.dtype)  # (1, d)
+            Ys, Zs = Y - c, Z - _lag_centres(c, m)
         gY = g[:, s : s + 1] * Ys  # (t, d)
         torch.mm((g[:, s : s + 1] * Zs).T, Zs, out=zz[s])
         torch.mm(gY.T, Zs, out=xz[s])
@@ -213,7 +217,6 @@ def ar_mstep(
     min_covar: float,
     weights: torch.Tensor | None = None,
     eps: float | None = None,
-    centres: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The weighted least squares M-step: (weights (k, d, m), covars (k, d, d)).
 
@@ -227,9 +230,9 @@ def ar_mstep(
     matrix the next Cholesky could not factor. A singular Gram matrix (a state with fewer
     rows than regressors) takes the minimum-norm solution.
 
-    ``centres`` (k, d): those the statistics were taken about (:func:`ar_stats`); the
-    weights, given and returned, are about the origin of the data all the same (the ridge
-    leaves the intercept free, so centring changes the intercept only)."""
+    The weights, given and returned, are about the centres the statistics were taken about
+    (:func:`ar_stats`; :func:`ar_log_likelihood` takes them so). The ridge leaves the
+    intercept free, so centring changes the intercept only."""
     G, C, xx, N = stats["zz"], stats["xz"], stats["xx"], stats["post"]
     m = G.shape[-1]
     R = torch.full((m,), float(ridge), dtype=G.dtype, device=G.device)
@@ -243,8 +246,6 @@ def ar_mstep(
             W[bad] = C[bad] @ torch.linalg.pinv(A[bad], hermitian=True)
     else:
         W = weights.to(G.dtype)
-        if centres is not None:
-            W = _recentre(W, centres.to(G.dtype), C.shape[1])
     WC = W @ C.transpose(1, 2)  # (k, d, d)
     S = xx - WC - WC.transpose(1, 2) + W @ A @ W.transpose(1, 2)
     S = 0.5 * (S + S.transpose(1, 2)) / N.clamp_min(torch.finfo(N.dtype).tiny).reshape(-1, 1, 1)
@@ -252,8 +253,6 @@ def ar_mstep(
     eps = torch.finfo(S.dtype).eps if eps is None else eps
     floor = (100 * S.shape[-1] * eps * vals[:, -1:].clamp_min(0)).clamp_min(min_covar)  # (k, 1)
     covars = (vecs * torch.maximum(vals, floor).unsqueeze(1)) @ vecs.transpose(1, 2)
-    if centres is not None:
-        W = _recentre(W, -centres.to(G.dtype), C.shape[1])
     return W, 0.5 * (covars + covars.transpose(1, 2))
 
 
@@ -286,19 +285,7 @@ def ridge_penalty(weights: torch.Tensor, covars: torch.Tensor, ridge: float) -> 
 # ---------------------------------------------------------------------- the estimator
 class _ARHooks(_HMMHooks):
     """Baum-Welch hooks whose bound is the penalised log-likelihood that the ridge M-step
-    maximises (the plain log-likelihood when ``ridge`` is 0). ``shift`` (d,) is the fit's
-    centre (see the module docstring), which the start reads."""
-
-    def __init__(self, model, X, feature_bytes, labels, shift: torch.Tensor):
-        super().__init__(model, X, feature_bytes, labels)
-        self.shift = shift
-
-    def initialize(self, data, generator):
-        self.model._fit_shift = self.shift  # read by _init_emissions during the start only
-        try:
-            return super().initialize(data, generator)
-        finally:
-            del self.model._fit_shift
+    maximises (the plain log-likelihood when ``ridge`` is 0)."""
 
     def lower_bound(self, params, stats):
         pen = ridge_penalty(params["weights"], params["covars"], self.model.ridge)
@@ -434,32 +421,27 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
         lengths = self._lengths(lengths, X.shape[0])
-        # refused from the lengths alone, before the centre and the design rows are made
+        # refused from the lengths alone, before the design rows are made
         self._check_scored_rows(lengths, "X")
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
-        shift = design_centre(X)  # (d,) the fit's centre (see the module docstring)
-        D = self._design(X - shift, lengths)
+        # the data as they are: every state takes its rows about its own centre
+        D = self._design(X, lengths)
         batches = with_states(batch_sequences(D, lengths, batch_steps), labels)
-        return EMFit(_ARHooks(self, D, feature_bytes, labels, shift), batches, X=X)
+        return EMFit(_ARHooks(self, D, feature_bytes, labels), batches, X=X)
 
     # ------------------------------------------------------------------ online EM
     def _online_start(self, X, lengths) -> OnlineHMMState:
-        """``partial_fit``'s start: a fitted model's parameters about the origin, else
-        ``fit``'s initialisation on the design rows of the first X about its mean."""
+        """``partial_fit``'s start: a fitted model's parameters about every state's centre in
+        the first X, else ``fit``'s initialisation on the design rows of the first X."""
         try:
             check_is_fitted(self, "startprob_")
             params = self._given_params()
-            params["shift"] = params["weights"].new_zeros(params["covars"].shape[-1])
             params["centres"] = self._state_centres(self._design(X, lengths), params)
+            params["weights"] = _recentre(params["weights"], params["centres"], X.shape[1])
         except NotFittedError:
             self._check_scored_rows(lengths, "the first X of partial_fit")
-            shift = design_centre(X)  # (d,)
-            D = self._design(X - shift, lengths)
-            self._fit_shift = shift  # read by _init_emissions
-            try:
-                params = self._initial_params(D, make_generator(self.random_state, X.device))
-            finally:
-                del self._fit_shift
+            D = self._design(X, lengths)
+            params = self._initial_params(D, make_generator(self.random_state, X.device))
         return OnlineHMMState(params, None, None, None, None, 0.0, 0, 0)
 
     def _online_check_sequences(self, lengths, carry, new_sequence):
@@ -503,13 +485,13 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         return translate_ar_stats(rho, old["centres"] - new["centres"])
 
     def _online_rows(self, state, X, lengths, new_sequence):
-        """The design rows of X about the run's centre; a continued sequence takes its lags
+        """The design rows of X; a continued sequence takes its lags
         from the last rows of the previous call (kept in ``carry``: ``order + 1`` of them, or
         the whole sequence when it is shorter, so that the next call can tell a sequence too
         short to stand alone), so that its rows are those of the whole series."""
-        p, shift = int(self.order), state.params["shift"]
+        p = int(self.order)
         before = X[:0] if new_sequence else self._online_carry
-        D = self._design(torch.cat([before, X]) - shift, [len(before) + lengths[0], *lengths[1:]])
+        D = self._design(torch.cat([before, X]), [len(before) + lengths[0], *lengths[1:]])
         last = lengths[-1] + (len(before) if len(lengths) == 1 else 0)
         return D[len(before) :], torch.cat([before, X])[-min(p + 1, last) :]
 
@@ -553,8 +535,9 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
     def _init_emissions(self, D, gen):
         """k-means on the design rows, then the least squares regression of every cluster
         (the M-step with hard responsibilities), each about its cluster's mean. ``centres``
-        (k, d): the points (about the fit's centre) each state's statistics are taken about,
-        its weighted mean of x_t, updated by every M-step (see :func:`ar_stats`)."""
+        (k, d): the points each state's regression is held about (its statistics, weights
+        and densities), its weighted mean of x_t, updated by every M-step (see
+        :func:`ar_stats`)."""
         k, d = self.n_components, self.n_features
         out = {}
         D = D[D[:, -1] > 0]  # the scored rows
@@ -569,17 +552,16 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                 whole = ar_stats(D, torch.ones_like(gamma[:, :1]), d, centres[empty][:1])
                 for key, v in whole.items():
                     stats[key][empty] = v.double()[0]
-            W, cov = ar_mstep(stats, self.ridge, self.min_covar, centres=centres.double())
+            W, cov = ar_mstep(stats, self.ridge, self.min_covar)
             out["weights"], out["covars"] = W.to(D.dtype), cov.to(D.dtype)
             out["centres"] = centres
-        if not self._needs_init("a", "coefs_"):
-            # the user's intercepts about the fit's centre c: b' = b − (I − sum_l A_l) c
-            out["weights"] = _recentre(self._given_weights(), self._fit_shift, d)
         if not self._needs_init("c", "covars_"):
             out["covars"] = self._given_covars()
         if not self._needs_init("a", "coefs_"):  # the user's states, not the clusters
-            out["centres"] = self._state_centres(D, out)
-        out["shift"] = self._fit_shift
+            given = {"weights": self._given_weights(), "covars": out["covars"]}
+            out["centres"] = self._state_centres(D, given)
+            # the user's intercepts about every state's centre c: b' = b − (I − sum_l A_l) c
+            out["weights"] = _recentre(given["weights"], out["centres"], d)
         return out
 
     def _state_centres(self, D, params) -> torch.Tensor:
@@ -597,8 +579,8 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
     def _set_emission_attributes(self, params):
         d = params["covars"].shape[-1]
         W = params["weights"]
-        if "shift" in params:  # back from the fit's centre
-            W = _recentre(W, -params["shift"], d)
+        if "centres" in params:  # back from every state's centre to the origin
+            W = _recentre(W, -params["centres"], d)
         coefs, b = _unpack(W, int(self.order), d)
         self.coefs_ = coefs.cpu().numpy()
         self.intercepts_ = b.cpu().numpy()
@@ -622,7 +604,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
 
     # ------------------------------------------------------------------ the emission hooks
     def _emission_log_likelihood(self, params, D, features=None):
-        return ar_log_likelihood(D, params["weights"], params["covars"])
+        return ar_log_likelihood(D, params["weights"], params["covars"], params.get("centres"))
 
     def _emission_stats(self, params, D, gamma, features=None):
         return ar_stats(D, gamma, params["covars"].shape[-1], params.get("centres"))
@@ -631,34 +613,34 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         dt = params["weights"].dtype
         st = {key: stats[key].double() for key in ("post", "zz", "xz", "xx")}
         fixed = None if "a" in self.params else params["weights"].double()
-        centres = params.get("centres")
-        centres = None if centres is None else centres.double()
-        W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed, torch.finfo(dt).eps, centres)
+        W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed, torch.finfo(dt).eps)
         empty = (st["post"] <= 1e-10 * max(float(st["post"].sum()), 1.0)).nonzero().flatten()
         W, cov = W.to(dt), cov.to(dt)
         # a state no data visits keeps its parameters (see BaseHMM)
         W[empty], cov[empty] = params["weights"][empty], params["covars"][empty]
         if "c" in self.params:
-            self._warn_unresolved(st, W, cov, centres, empty, torch.finfo(dt).eps)
+            self._warn_unresolved(st, W, cov, empty, torch.finfo(dt).eps)
         new = {}
-        if centres is not None:
-            new["centres"] = ar_centres(st, centres).to(dt)
-            new["centres"][empty] = params["centres"][empty]
-        if "a" in self.params:
+        if "centres" in params:  # the weights move with the centres, kept or re-estimated
+            old = params["centres"]
+            new["centres"] = ar_centres(st, old.double()).to(dt)
+            new["centres"][empty] = old[empty]
+            # a step of the order of a state's spread: the weights keep their digits
+            delta = new["centres"].double() - old.double()  # (k, d)
+            W = _recentre(W.double(), delta, cov.shape[-1]).to(dt)
+        if "a" in self.params or "centres" in params:
             new["weights"] = W
         if "c" in self.params:
             new["covars"] = cov
         return new, empty.tolist()
 
-    def _warn_unresolved(self, stats, W, cov, centres, empty, eps) -> None:
+    def _warn_unresolved(self, stats, W, cov, empty, eps) -> None:
         """PrecisionLossWarning for the visited states whose new noise covariance keeps fewer
         than 3 digits: its smallest eigenvalue under 1000 times the rounding level of their
         statistics (:func:`ar_rounding`). A state whose rows (lags included) lie far apart,
         beyond what its statistics about one centre can resolve (one state over two groups
         of rows 1e8 apart with a noise sd of 0.1: a variance of 0.07 came out as 2.7)."""
-        d = cov.shape[-1]
-        Wc = W.double() if centres is None else _recentre(W.double(), centres, d)
-        level = ar_rounding(stats, Wc, self.ridge, eps)  # (k,)
+        level = ar_rounding(stats, W.double(), self.ridge, eps)  # (k,)
         smallest = torch.linalg.eigvalsh(cov.double())[:, 0]  # (k,)
         lost = 1e3 * level > smallest
         lost[empty] = False
@@ -744,6 +726,13 @@ def _unpack(W: torch.Tensor, p: int, d: int) -> tuple[torch.Tensor, torch.Tensor
     k = W.shape[0]
     coefs = W[:, :, :-1].reshape(k, d, p, d).permute(0, 2, 1, 3).contiguous()
     return coefs, W[:, :, -1].contiguous()
+
+
+def _lag_centres(centres: torch.Tensor, m: int) -> torch.Tensor:
+    """The centres (k, d) of the regressors [x_{t-1}, .., x_{t-p}, 1] (k, m): each lag about
+    its state's centre, the constant not moved."""
+    k, d = centres.shape
+    return torch.cat([centres.repeat(1, (m - 1) // d), centres.new_zeros(k, 1)], 1)
 
 
 def _recentre(W: torch.Tensor, c: torch.Tensor, d: int) -> torch.Tensor:
