@@ -623,3 +623,26 @@ def test_every_state_keeps_its_digits_beside_a_group_far_from_the_median(
             assert m.intercepts_[s, j] == pytest.approx(beta[-1], rel=tol)
             np.testing.assert_allclose(m.coefs_[s, 0, j], beta[:-1], rtol=tol)
             assert m.covars_[s, j, j] == pytest.approx(var, rel=tol)
+
+
+def test_columns_on_different_scales_are_not_taken_for_lost_digits():
+    """Two columns of sd 1e6 and 0.7 (white noise, one state): the rounding level of the
+    covariance was the trace of the statistics over all columns (~0.01 here), so the
+    variance 0.49 of the second column was called unresolved and fit warned
+    PrecisionLossWarning at every iteration, while it equals numpy's least squares
+    residual variance. Each column is now measured against its own rounding. One state
+    over two groups 1e8 apart in the first column (sd 0.1 beside them) still warns."""
+    from latentfit.errors import PrecisionLossWarning
+
+    X = np.random.default_rng(0).normal(size=(300, 2)) * [1e6, 0.7]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionLossWarning)
+        m = AutoregressiveHMM(1, order=1, n_iter=5).fit(X)
+    Z = np.c_[X[:-1], np.ones(299)]
+    r = X[1:] - Z @ np.linalg.lstsq(Z, X[1:], rcond=None)[0]
+    np.testing.assert_allclose(np.diag(m.covars_[0]), np.mean(r**2, 0), rtol=1e-9)
+
+    far, lengths, _ = _two_groups(1e8)
+    far = np.c_[far, 0.7 * np.random.default_rng(1).normal(size=len(far))]
+    with pytest.warns(PrecisionLossWarning, match=r"state\(s\) \[0\] keeps fewer than 3 digits"):
+        AutoregressiveHMM(1, order=1, n_iter=5, random_state=0).fit(far, lengths)

@@ -259,18 +259,19 @@ def ar_mstep(
 def ar_rounding(
     stats: dict[str, torch.Tensor], weights: torch.Tensor, ridge: float, eps: float
 ) -> torch.Tensor:
-    """The rounding level (k,) of the residual covariances of :func:`ar_mstep` from the
-    statistics ``stats`` and the weights ``weights`` (k, d, m) about the same centres:
-    ``16 m eps (tr xx_k + tr W_k (G_k + R) W_k^T) / N_k``, the size of the terms that cancel
-    in ``xx − W C^T − C W^T + W (G + R) W^T`` times the relative error of their sums. An
-    eigenvalue below it is not resolved by the statistics."""
+    """The rounding level (k, d) of every column of the residual covariances of
+    :func:`ar_mstep` from the statistics ``stats`` and the weights ``weights`` (k, d, m)
+    about the same centres: ``16 m eps (xx_k + W_k (G_k + R) W_k^T)_jj / N_k``, the size of
+    the terms that cancel in ``xx − W C^T − C W^T + W (G + R) W^T`` times the relative error
+    of their sums. Entry (i, j) of the covariance rounds by about the geometric mean of the
+    levels of columns i and j."""
     G, xx, N = stats["zz"], stats["xx"], stats["post"]
     m = G.shape[-1]
     R = torch.full((m,), float(ridge), dtype=G.dtype, device=G.device)
     R[-1] = 0.0
     W = weights.to(G.dtype)
-    big = xx.diagonal(dim1=1, dim2=2).sum(1) + ((W @ (G + torch.diag(R))) * W).sum((1, 2))
-    return 16 * m * eps * big / N.clamp_min(torch.finfo(N.dtype).tiny)
+    big = xx.diagonal(dim1=1, dim2=2) + ((W @ (G + torch.diag(R))) * W).sum(2)  # (k, d)
+    return 16 * m * eps * big / N.clamp_min(torch.finfo(N.dtype).tiny).unsqueeze(1)
 
 
 def ridge_penalty(weights: torch.Tensor, covars: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -636,24 +637,30 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
 
     def _warn_unresolved(self, stats, W, cov, empty, eps) -> None:
         """PrecisionLossWarning for the visited states whose new noise covariance keeps fewer
-        than 3 digits: its smallest eigenvalue under 1000 times the rounding level of their
-        statistics (:func:`ar_rounding`). A state whose rows (lags included) lie far apart,
-        beyond what its statistics about one centre can resolve (one state over two groups
-        of rows 1e8 apart with a noise sd of 0.1: a variance of 0.07 came out as 2.7)."""
-        level = ar_rounding(stats, W.double(), self.ridge, eps)  # (k,)
-        smallest = torch.linalg.eigvalsh(cov.double())[:, 0]  # (k,)
-        lost = 1e3 * level > smallest
+        than 3 digits: the smallest eigenvalue of Sigma_ij / (d sqrt(l_i l_j)) under 1000,
+        with l the rounding levels of its columns (:func:`ar_rounding`; d sqrt(l_i l_j) is
+        their sum when the columns share a scale). Each column is measured in its own units,
+        as the densities are (their Cholesky factor scales with the columns): against the
+        levels summed, columns of sd 1e6 and 0.7 warned at every iteration of an ordinary
+        fit. A state whose rows (lags included) lie far apart, beyond what its statistics
+        about one centre can resolve (one state over two groups of rows 1e8 apart with a
+        noise sd of 0.1: a variance of 0.07 came out as 2.7)."""
+        level = ar_rounding(stats, W.double(), self.ridge, eps)  # (k, d)
+        scale = level.clamp_min(torch.finfo(level.dtype).tiny).sqrt()  # (k, d)
+        units = cov.shape[-1] * scale.unsqueeze(2) * scale.unsqueeze(1)  # (k, d, d)
+        smallest = torch.linalg.eigvalsh(cov.double() / units)[:, 0]  # (k,)
+        lost = smallest < 1e3
         lost[empty] = False
         if bool(lost.any()):
             i = int(lost.nonzero()[0])
             warnings.warn(
                 f"{type(self).__name__}: the noise covariance of state(s) "
                 f"{lost.nonzero().flatten().tolist()} keeps fewer than 3 digits (state {i}: "
-                f"smallest variance {float(smallest[i]):.3g}, rounding error of its statistics "
-                f"about {float(level[i]):.1g}): its rows lie too far apart (groups of rows far "
-                "from each other) for the variance to be resolved. Centre each group of "
-                "sequences on its own mean, fit far groups separately, or try more states or "
-                "another random_state.",
+                f"smallest variance {float(smallest[i]):.3g} times the rounding error of its "
+                "statistics, each column in its own units): its rows lie too far apart (groups "
+                "of rows far from each other) for the variance to be resolved. Centre each "
+                "group of sequences on its own mean, fit far groups separately, or try more "
+                "states or another random_state.",
                 PrecisionLossWarning,
                 stacklevel=user_stacklevel(),
             )
