@@ -456,10 +456,22 @@ def test_transform_names_a_row_whose_posterior_mean_overflows(cls):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = cls(1, dtype="float32", random_state=0).fit(X)
+    # that row's posterior mean, -5.1e37, is within float32: E[z] = β (x − μ) with β taken
+    # from Ψ^-½ W's SVD, not (x − μ)ᵀ Ψ⁻¹ W, which overflowed first
+    W, mu, psi = (np.float64(a) for a in (m.components_.T, m.mean_, m.noise_variance_))
+    psi = np.broadcast_to(psi, (2,))
+    beta = np.linalg.solve(np.eye(1) + W.T @ (W / psi[:, None]), (W / psi[:, None]).T)  # (1, 2)
+    far = np.array([3e38, -3e38])
+    np.testing.assert_allclose(m.transform(far[None])[0], beta @ (far - mu), rtol=1e-5)
+    # a row whose posterior mean is beyond float32 is named
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = cls(1, dtype="float32", random_state=0).fit(X * 1e-3)
+    row = 3e38 * np.sign(m.components_[0])  # along β, whose entries are ~1e3 here
     with pytest.raises(
         DataError, match=r"row 1 of X: its posterior mean .* not finite.* overflows float32"
     ):
-        m.transform(np.array([[0.5, 1.0], [3e38, -3e38]]))
+        m.transform(np.array([[0.5, 1.0], row]))
     assert np.isfinite(m.transform(X)).all()
 
 
@@ -601,3 +613,25 @@ def test_ppca_at_a_floor_set_by_one_far_column_says_so_and_what_to_do(far):
         model = PPCA(1).fit(Z)
     s2, _ = _ppca_closed_form(Z, 1)
     np.testing.assert_allclose(model.noise_variance_, s2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
+@pytest.mark.parametrize(("q", "seed"), [(2, 2), (3, 0), (3, 1)])
+def test_rank_one_rows_from_a_random_start_in_float32_fit_with_exact_posteriors(cls, q, seed):
+    """Rows on a line, 2 or 3 factors, a random start, float32: EM failed with torch's own
+    "linalg.cholesky: ... not positive-definite" once the loadings lay along each other and
+    M = I + Wᵀ Ψ⁻¹ W (condition ~2e7 here, beyond float32's 1 / eps), rounded by ~eps of its
+    largest entry, lost its eigenvalue of 1. From the SVD of Ψ^-½ W it keeps it: the
+    posterior means are those of the fitted parameters computed in float64 (3e-7 apart, the
+    float32 rounding of the inputs)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 1)) @ rng.normal(size=(1, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the noise at its floor (HeywoodCaseWarning)
+        model = cls(q, dtype="float32", init="random", random_state=seed).fit(X)
+    W, mu = model.components_.T.astype(float), model.mean_.astype(float)
+    psi = np.broadcast_to(np.float64(model.noise_variance_), (4,))
+    PW = W / psi[:, None]
+    Ez = np.linalg.solve(np.eye(q) + W.T @ PW, PW.T @ (X - mu).T).T  # M⁻¹ Wᵀ Ψ⁻¹ (x − μ)
+    np.testing.assert_allclose(model.transform(X), Ez, atol=1e-5 * np.abs(Ez).max())
+    assert np.isfinite(model.score(X))

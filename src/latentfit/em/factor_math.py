@@ -39,6 +39,21 @@ class FactorPosterior(NamedTuple):
     loglik: torch.Tensor
 
 
+def _shared_posterior(
+    W: torch.Tensor, psi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """βᵀ = Ψ⁻¹ W M⁻¹ (d, q), M⁻¹ (q, q) and log det M for M = I + Wᵀ Ψ⁻¹ W, from the SVD
+    Ψ^-½ W = U S Vᵀ: M = V (I + S²) Vᵀ, whose eigenvalues are at least 1 whatever the rounding
+    of S. Forming Wᵀ Ψ⁻¹ W rounds it by ~eps of its largest entry, which left M no longer
+    positive definite (Cholesky failed) once loadings far above the noise variance lay
+    nearly along each other."""
+    root = psi.sqrt().unsqueeze(1)  # (d, 1)
+    U, S, Vh = torch.linalg.svd(W / root, full_matrices=False)  # (d, q), (q,), (q, q)
+    grow = 1 + S.square()  # (q,): the eigenvalues of M
+    beta_t = ((U / root) * (S / grow)) @ Vh  # (d, q)
+    return beta_t, (Vh.T / grow) @ Vh, torch.log1p(S.square()).sum()
+
+
 def factor_posterior(
     X: torch.Tensor, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor
 ) -> FactorPosterior:
@@ -51,18 +66,16 @@ def factor_posterior(
     eye = torch.eye(q, dtype=X.dtype, device=X.device)
     if not has_missing(X):
         R = X - mu  # (n, d)
-        PW = W / psi.unsqueeze(1)  # (d, q): Ψ⁻¹ W
-        L = torch.linalg.cholesky(eye + W.T @ PW)  # (q, q)
-        B = R @ PW  # (n, q)
-        Ez = torch.cholesky_solve(B.T, L).T  # (n, q)
+        beta_t, cov, log_det_M = _shared_posterior(W, psi)
+        Ez = R @ beta_t  # (n, q)
         # (x − μ)ᵀ C⁻¹ (x − μ) = ‖x − μ − W E[z]‖²_Ψ⁻¹ + ‖E[z]‖², a sum of non-negative
-        # terms: Woodbury's ‖x − μ‖²_Ψ⁻¹ − Bᵀ E[z] cancels two terms of size ‖x − μ‖²/ψ,
+        # terms: Woodbury's ‖x − μ‖²_Ψ⁻¹ − (x − μ)ᵀ Ψ⁻¹ W E[z] cancels two of ‖x − μ‖²/ψ,
         # which leave nothing of the difference once a ψ sits at the noise floor (1e-12
         # of the variance: rounding of ~1e-3 nats a row, and EM's bound jittered by it)
         quad = ((R - Ez @ W.T).square() / psi).sum(1) + Ez.square().sum(1)
-        log_det = 2 * L.diagonal().log().sum() + psi.log().sum()
+        log_det = log_det_M + psi.log().sum()
         ll = -0.5 * (d * _LOG_2PI + log_det + quad)
-        return FactorPosterior(Ez, torch.cholesky_inverse(L), ll)
+        return FactorPosterior(Ez, cov, ll)
     obs = ~torch.isnan(X)
     O = obs.to(X.dtype)  # (n, d)
     R = torch.where(obs, X - mu, 0)  # (n, d)
@@ -181,12 +194,7 @@ def factor_moment_em(
     iteration as :func:`factor_mstep` after :func:`factor_estep_stats` on those rows when μ is
     their mean; it costs O(d² q) whatever the number of rows.
     """
-    q = W.shape[1]
-    eye = torch.eye(q, dtype=W.dtype, device=W.device)
-    PW = W / psi.unsqueeze(1)  # (d, q): Ψ⁻¹ W
-    L = torch.linalg.cholesky(eye + W.T @ PW)  # (q, q)
-    beta_t = torch.cholesky_solve(PW.T, L).T  # (d, q): βᵀ
-    Minv = torch.cholesky_inverse(L)  # (q, q)
+    beta_t, Minv, _ = _shared_posterior(W, psi)  # (d, q): βᵀ; (q, q)
     CB = C @ beta_t  # (d, q): the expected Σ (x − μ) E[z]ᵀ per unit weight
     Ezz = Minv + beta_t.T @ CB  # (q, q): the expected Σ E[z zᵀ] per unit weight
     W_new = torch.linalg.solve(Ezz, CB.T).T  # (d, q)
