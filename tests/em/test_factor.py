@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats as st
 import torch
+from sklearn.decomposition import PCA as SkPCA
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
 
 import latentfit
@@ -103,8 +104,9 @@ def test_missing_path_equals_complete_path_on_complete_data_and_brute_force_with
     d, q = W.shape
     J = np.block([[W @ W.T + np.diag(noise), W], [W.T, np.eye(q)]])  # Cov of (x, z)
     ref = dict(
-        Sx=np.zeros(d), Sxx=np.zeros(d), Sxz=np.zeros((d, q)), Szz=np.zeros((q, q)), loglik=0.0
+        Se=np.zeros(d), See=np.zeros(d), Sez=np.zeros((d, q)), Szz=np.zeros((q, q)), loglik=0.0
     )
+    A = np.c_[np.eye(d), -W]  # u = x − μ − W z = A (x − μ, z)
     for i, x in enumerate(Xg):
         o = np.r_[~np.isnan(x), np.zeros(q, bool)]
         u = ~o
@@ -117,9 +119,9 @@ def test_missing_path_equals_complete_path_on_complete_data_and_brute_force_with
         cov[np.ix_(u, u)] = J[np.ix_(u, u)] - G @ J[np.ix_(o, u)]
         E2 = np.outer(mean, mean) + cov  # E[(x − μ, z)(x − μ, z)ᵀ | x_o]
         wi = float(w[i])
-        ref["Sx"] += wi * mean[:d]
-        ref["Sxx"] += wi * np.diag(E2)[:d]
-        ref["Sxz"] += wi * E2[:d, d:]
+        ref["Se"] += wi * A @ mean
+        ref["See"] += wi * np.diag(A @ E2 @ A.T)
+        ref["Sez"] += wi * A @ E2[:, d:]
         ref["Szz"] += wi * E2[d:, d:]
         ref["loglik"] += wi * st.multivariate_normal(np.zeros(o.sum()), J[np.ix_(o, o)]).logpdf(r)
     for key, val in ref.items():
@@ -203,7 +205,7 @@ def test_moment_em_is_one_em_iteration_of_the_rows(isotropic):
     W = torch.as_tensor(rng.normal(size=(5, 2)))
     psi = torch.as_tensor(rng.uniform(0.5, 1.5, 5))
     stats = factor_estep_stats(Xt, w, W, mu, psi)
-    W_ref, mu_ref, psi_ref = factor_mstep(stats, mu, isotropic, 0.0)
+    W_ref, mu_ref, psi_ref = factor_mstep(stats, W, mu, isotropic, 0.0)
     R = Xt - mu
     C = (R.T * w) @ R / w.sum()
     W_new, psi_new = factor_moment_em(C, W, psi, isotropic, 0.0)
@@ -592,29 +594,6 @@ def test_a_column_of_large_variance_sets_no_noise_floor_for_the_others(far):
     np.testing.assert_allclose(floor, 1e-12 * X.var(0), rtol=1e-10)  # each column's own
 
 
-@pytest.mark.parametrize("far", [1e8, 1e17])
-def test_ppca_at_a_floor_set_by_one_far_column_says_so_and_what_to_do(far):
-    """PPCA's one σ² keeps the floor of the mean column variance (53.7 here): its M-step
-    rounds σ² by ~eps of column 0's variance (0.02 at 1e8; a floor of the smallest column's
-    gave 0.7765 for the 0.7549 of the closed form, and 6.6e-13 after 500
-    EMMonotonicityWarnings at 1e17). The
-    warning said the rows lie in a 1-dimensional subspace; it now names the column that sets
-    the floor, the columns it swamps, and the remedy, which fits them."""
-    X, _ = _far_row(far)
-    with pytest.warns(HeywoodCaseWarning) as record:
-        PPCA(1).fit(X)
-    (message,) = [str(w.message) for w in record if w.category is HeywoodCaseWarning]
-    assert "1e-12 of the mean column variance (a Heywood case), which column 0 sets" in message
-    assert "columns 1, 2 vary less than a millionth as much" in message
-    assert "Standardise the columns" in message and "subspace" not in message
-    Z = (X - X.mean(0)) / X.std(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", HeywoodCaseWarning)
-        model = PPCA(1).fit(Z)
-    s2, _ = _ppca_closed_form(Z, 1)
-    np.testing.assert_allclose(model.noise_variance_, s2, rtol=1e-6)
-
-
 @pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
 @pytest.mark.parametrize(("q", "seed"), [(2, 2), (3, 0), (3, 1)])
 def test_rank_one_rows_from_a_random_start_in_float32_fit_with_exact_posteriors(cls, q, seed):
@@ -626,12 +605,111 @@ def test_rank_one_rows_from_a_random_start_in_float32_fit_with_exact_posteriors(
     float32 rounding of the inputs)."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 1)) @ rng.normal(size=(1, 4))
+    # the M-step's noise at the floor, a difference of the columns' variances, lost the
+    # likelihood (EMMonotonicityWarning in 5 of these 6); from the residuals it does not
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the noise at its floor (HeywoodCaseWarning)
-        model = cls(q, dtype="float32", init="random", random_state=seed).fit(X)
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        with pytest.warns(HeywoodCaseWarning):  # the noise at its floor
+            model = cls(q, dtype="float32", init="random", random_state=seed).fit(X)
     W, mu = model.components_.T.astype(float), model.mean_.astype(float)
     psi = np.broadcast_to(np.float64(model.noise_variance_), (4,))
     PW = W / psi[:, None]
     Ez = np.linalg.solve(np.eye(q) + W.T @ PW, PW.T @ (X - mu).T).T  # M⁻¹ Wᵀ Ψ⁻¹ (x − μ)
     np.testing.assert_allclose(model.transform(X), Ez, atol=1e-5 * np.abs(Ez).max())
     assert np.isfinite(model.score(X))
+
+
+@pytest.mark.parametrize("far", [1e9, 1e17])
+def test_ppca_at_a_floor_set_by_one_far_column_says_so_and_what_to_do(far):
+    """PPCA's one σ² has the floor of the dtype's epsilon of the mean column variance (1.19
+    at 1e9): below it M = I + Wᵀ W / σ² would not stay factorable. The warning said the rows
+    lie in a 1-dimensional subspace; it names the column that sets the floor, the columns it
+    swamps, and the remedy, which fits them."""
+    X, _ = _far_row(far)
+    with pytest.warns(HeywoodCaseWarning) as record:
+        model = PPCA(1).fit(X)
+    np.testing.assert_allclose(model.noise_variance_, np.finfo(np.float64).eps * X.var(0).mean())
+    (message,) = [str(w.message) for w in record if w.category is HeywoodCaseWarning]
+    assert (
+        "2.22e-16 (the dtype's epsilon) of the mean column variance (a Heywood case), which "
+        "column 0 sets" in message
+    )
+    assert "columns 1, 2 vary less than a million times that floor" in message
+    assert "Standardise the columns" in message and "subspace" not in message
+    Z = (X - X.mean(0)) / X.std(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeywoodCaseWarning)
+        model = PPCA(1).fit(Z)
+    s2, _ = _ppca_closed_form(Z, 1)
+    np.testing.assert_allclose(model.noise_variance_, s2, rtol=1e-6)
+
+
+def _svd_noise(X, q):
+    """Tipping & Bishop's σ², the mean discarded eigenvalue of the sample covariance, from the
+    singular values of the centred rows: they keep the small eigenvalues to their own
+    precision beside a large one, which an eigendecomposition of the covariance rounds by
+    ~eps of the largest (0.005 off here for the second data of the test below)."""
+    s = np.linalg.svd((X - X.mean(0)) / np.sqrt(len(X)), compute_uv=False)
+    return (s[q:] ** 2).mean()
+
+
+def _one_factor_loglik(X, w, mu, s2):
+    """Σ log N(x_o; μ_o, w_o w_oᵀ + σ² I) over the rows' observed coordinates, by hand for one
+    factor: the part of r = x_o − μ_o across w_o has variance σ², the part along it
+    σ² + ‖w_o‖² (no eigendecomposition of a covariance whose eigenvalues are 1e14 apart)."""
+    total = 0.0
+    for x in X:
+        o = ~np.isnan(x)
+        r, v = x[o] - mu[o], w[o]
+        vv = v @ v
+        along = v @ r
+        across = r - v * along / vv
+        quad = across @ across / s2 + along**2 / (vv * (s2 + vv))
+        log_det = (o.sum() - 1) * np.log(s2) + np.log(s2 + vv)
+        total += -0.5 * (o.sum() * np.log(2 * np.pi) + log_det + quad)
+    return total
+
+
+@pytest.mark.parametrize("path", ["fit", "chunks", "partial_fit", "statistics"])
+def test_ppca_beside_one_far_row_fits_the_closed_form_noise(path, monkeypatch):
+    """The M-step's σ² was Σ w ‖x − μ‖² less the part the factors explain, two numbers of
+    column 0's variance (1.6e14) whose difference rounds by ~0.04; the floor above that
+    rounding (1e-12 of the mean column variance) held σ² at 53.7 for the 0.7549 of the closed
+    form, with a HeywoodCaseWarning. σ² now comes from the residuals x − μ − W z about the
+    current loadings, on every path: one chunk, statistics summed over chunks, partial_fit's
+    moments, and partial_fit's stepwise statistics (d above 4096)."""
+    import latentfit.em.factor as factor_module
+
+    X, _ = _far_row(1e8)
+    s2 = _svd_noise(X, 1)
+    sk = SkPCA(1, svd_solver="full").fit(X).noise_variance_ * (len(X) - 1) / len(X)
+    np.testing.assert_allclose(sk, s2, rtol=1e-12)  # scikit-learn divides by n - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if path in ("fit", "chunks"):
+            model = PPCA(1, chunk_rows=16 if path == "chunks" else 65536).fit(X)
+        else:
+            if path == "statistics":
+                monkeypatch.setattr(factor_module, "_ONLINE_MOMENTS_MAX_FEATURES", 0)
+            model = PPCA(1)
+            for _ in range(5):
+                model.partial_fit(X)
+    np.testing.assert_allclose(model.noise_variance_, s2, rtol=1e-9)
+
+
+def test_ppca_with_gaps_beside_one_far_row_maximises_the_likelihood_in_the_noise():
+    """With missing values the σ² of the M-step took the same difference (52.9 at the floor,
+    for ~0.78): the fitted σ² must maximise the exact log-likelihood of the observed
+    coordinates in σ² at the fitted loadings and mean, which the vertex of a parabola through
+    three points 1e-4 apart finds (its error ~1e-8, of the order of the step squared)."""
+    X, _ = _far_row(1e8)
+    X[3, 1] = X[10, 2] = X[60, 1] = np.nan  # row 60 is the far row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = PPCA(1, missing="marginalize", tol=1e-12).fit(X)
+    w, mu, s2 = model.components_[0], model.mean_, model.noise_variance_
+    h = 1e-4 * s2
+    lo, mid, hi = (_one_factor_loglik(X, w, mu, s2 + k * h) for k in (-1, 0, 1))
+    vertex = s2 - h * (hi - lo) / (2 * (hi - 2 * mid + lo))
+    np.testing.assert_allclose(s2, vertex, rtol=1e-7)
+    np.testing.assert_allclose(model.score(X) * len(X), mid, rtol=1e-10)

@@ -174,8 +174,9 @@ def test_source_arguments_that_make_no_sense_are_refused():
 
 
 def test_recentred_factor_statistics_equal_direct_moments():
-    """Moments around a new μ from the recentring formulas against the definition
-    E[(x − c)…] computed row by row from the posterior, with missing coordinates."""
+    """Moments of the residual about a new prediction c + V z from the recentring formulas
+    against the definition E[(x − c − V z)…] computed row by row from the posterior, with
+    missing coordinates."""
     rng = np.random.default_rng(2)
     d, q, n = 4, 2, 30
     W, mu, psi = rng.normal(size=(d, q)), rng.normal(size=d), rng.uniform(0.3, 1.0, d)
@@ -183,29 +184,30 @@ def test_recentred_factor_statistics_equal_direct_moments():
     X[rng.uniform(size=X.shape) < 0.25] = np.nan
     w = rng.uniform(0.5, 2.0, n)
     c = mu + rng.normal(size=d)  # the new centre
+    V = W + rng.normal(size=(d, q))  # the new loadings
     t = {k: torch.from_numpy(v) for k, v in dict(X=X, w=w, W=W, mu=mu, psi=psi).items()}
     stats = factor_estep_stats(t["X"], t["w"], t["W"], t["mu"], t["psi"])
-    moved = recenter_factor_stats(stats, torch.from_numpy(mu - c))
+    moved = recenter_factor_stats(stats, torch.from_numpy(mu - c), torch.from_numpy(W - V))
     post = factor_posterior(t["X"], t["W"], t["mu"], t["psi"])
     Ez, cov = post.mean.numpy(), post.cov.numpy()
-    Sx, Sxx, Sxz = np.zeros(d), np.zeros(d), np.zeros((d, q))
+    Se, See, Sez = np.zeros(d), np.zeros(d), np.zeros((d, q))
     for i in range(n):
         Ezz = cov[i] + np.outer(Ez[i], Ez[i])
         for j in range(d):
             if np.isnan(X[i, j]):  # x_j = W_j z + μ_j + ε_j, ε_j independent of z
-                m = W[j] @ Ez[i] + mu[j] - c[j]
-                var = W[j] @ cov[i] @ W[j] + psi[j]
-                Sx[j] += w[i] * m
-                Sxx[j] += w[i] * (m**2 + var)
-                Sxz[j] += w[i] * (W[j] @ Ezz + (mu[j] - c[j]) * Ez[i])
-            else:
+                D = W[j] - V[j]  # u = D z + μ_j − c_j + ε_j
+                m = D @ Ez[i] + mu[j] - c[j]
+                Se[j] += w[i] * m
+                See[j] += w[i] * (m**2 + D @ cov[i] @ D + psi[j])
+                Sez[j] += w[i] * (D @ Ezz + (mu[j] - c[j]) * Ez[i])
+            else:  # u = r − V_j z
                 r = X[i, j] - c[j]
-                Sx[j] += w[i] * r
-                Sxx[j] += w[i] * r**2
-                Sxz[j] += w[i] * r * Ez[i]
-    np.testing.assert_allclose(moved["Sx"].numpy(), Sx, rtol=1e-10)
-    np.testing.assert_allclose(moved["Sxx"].numpy(), Sxx, rtol=1e-10)
-    np.testing.assert_allclose(moved["Sxz"].numpy(), Sxz, rtol=1e-10)
+                Se[j] += w[i] * (r - V[j] @ Ez[i])
+                See[j] += w[i] * (r**2 - 2 * r * V[j] @ Ez[i] + V[j] @ Ezz @ V[j])
+                Sez[j] += w[i] * (r * Ez[i] - V[j] @ Ezz)
+    np.testing.assert_allclose(moved["Se"].numpy(), Se, rtol=1e-10)
+    np.testing.assert_allclose(moved["See"].numpy(), See, rtol=1e-10)
+    np.testing.assert_allclose(moved["Sez"].numpy(), Sez, rtol=1e-10)
     for key in ("Sw", "Sz", "Szz", "loglik"):
         assert torch.equal(moved[key], stats[key])
 
@@ -226,6 +228,9 @@ def test_two_processes_equal_one_process(tmp_path):
     gauss = rng.normal(size=(301, 2)) @ rng.normal(size=(2, 4)) + rng.normal(size=(301, 4))
     np.save(tmp_path / "counts.npy", counts)
     np.save(tmp_path / "gauss.npy", gauss)
+    # one far row (1e8 in column 0): PPCA's σ² from the statistics summed over the processes
+    far = np.r_[np.random.default_rng(0).normal(2.4, 1, (60, 3)), [[1e8, 2.4, 2.4]]]
+    np.save(tmp_path / "far.npy", far)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -234,6 +239,7 @@ def test_two_processes_equal_one_process(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(port),
         str(worker), str(tmp_path), str(tmp_path / "counts.npy"), str(tmp_path / "gauss.npy"),
+        str(tmp_path / "far.npy"),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
@@ -248,6 +254,11 @@ def test_two_processes_equal_one_process(tmp_path):
         "components": fa.components_,
         "noise": fa.noise_variance_,
         "fa_bounds": fa.lower_bounds_,
+        # Tipping & Bishop's σ², from the singular values of the centred rows (the M-step's
+        # difference of column 0's moments held it at the floor, 53.7 for 0.7549)
+        "far_noise": (
+            np.linalg.svd((far - far.mean(0)) / np.sqrt(61), compute_uv=False)[1:] ** 2
+        ).mean(),
     }
     for key, value in expected.items():
         np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # the same on every process

@@ -163,21 +163,19 @@ class _LinearGaussian(
         name = type(self).__name__
         fraction = _floor_fraction(p["psi"].dtype)
         var = self._min_noise / fraction  # (d,): each column's variance (its floor's)
-        small = var < 1e-6 * var.mean()  # (d,)
+        small = floor > 1e-6 * var  # (d,): the columns whose variance the floor is not small in
         if self._isotropic and bool(small.any()):
-            # σ²'s floor stays that of the mean column variance: the M-step rounds σ² by
-            # ~eps of the largest column variance, so a floor of the smallest column's let
-            # σ² end silently wrong (3% at 1e8 beside ~1) or at rounding noise
             big = int(var.argmax())
             text = (
                 f"{name}: the noise variance ended at its floor {float(floor[0]):.3g}, "
-                f"{fraction:.3g} of the mean column variance (a Heywood case), which "
-                f"{self._columns(var == var[big])} sets with a variance of "
-                f"{float(var[big]):.3g}; {self._columns(small)} vary less than a millionth as "
-                "much, so one noise variance for every column cannot be theirs: the noise "
-                "variance and the likelihood are the floor's, not the data's. Standardise the "
-                "columns (divide each by its standard deviation, dropping a constant one), or "
-                "use FactorAnalysis, which gives each column its own noise variance"
+                f"{torch.finfo(p['psi'].dtype).eps:.3g} (the dtype's epsilon) of the mean "
+                f"column variance (a Heywood case), which {self._columns(var == var[big])} "
+                f"sets with a variance of {float(var[big]):.3g}; {self._columns(small)} vary "
+                "less than a million times that floor, so one noise variance for every column "
+                "cannot be theirs: the noise variance and the likelihood are the floor's, not "
+                "the data's. Standardise the columns (divide each by its standard deviation, "
+                "dropping a constant one), or use FactorAnalysis, which gives each column its "
+                "own noise variance"
             )
         elif self._isotropic:
             text = (
@@ -217,7 +215,15 @@ class _LinearGaussian(
         return self._floor_of(self._min_noise.to(dtype=self._dtype, device=self._device))
 
     def _floor_of(self, floor: torch.Tensor) -> torch.Tensor:
-        return floor.mean().expand_as(floor) if self._isotropic else floor  # (d,)
+        if not self._isotropic:
+            return floor  # (d,)
+        # σ²'s: the dtype's epsilon of the mean column variance. M = I + Wᵀ W / σ² (entries up
+        # to d times that variance over σ²) stays factorable down to it, and the M-step's σ²,
+        # taken from the residuals, resolves it: 1e-12 of the mean variance put σ² above the
+        # noise of every column next to one far row (53.7 for 0.7549 beside 1e8)
+        eps = torch.finfo(self._dtype).eps
+        kept = floor.mean() * (eps / _floor_fraction(self._dtype))
+        return kept.clamp_min(torch.finfo(self._dtype).tiny).expand_as(floor)
 
     def _columns(self, mask: torch.Tensor) -> str:
         """'column(s) 0, 3' (their names, when fit was given them) of the columns in mask."""
@@ -329,11 +335,18 @@ class _LinearGaussian(
         above = (kept > psi * (1 + 1e-5)).nonzero().flatten()  # float32 ψ: its rounding
         if len(above):
             j = int(above[0])
+            if self._isotropic:  # σ²'s floor is not the file's numbers themselves
+                what = (
+                    f"'extra._min_noise' (mean {float(floor.mean()):g}) puts the floor of the "
+                    f"one noise variance at {float(kept[j]):g}, which is"
+                )
+            else:
+                what = f"'extra._min_noise' = {float(kept[j]):g} is"
             column = "" if self._isotropic else f" of column {j}"
             raise ModelFileError(
-                f"the model file's noise floor 'extra._min_noise' = {float(kept[j]):g} is "
-                f"above its noise variance psi = {float(psi[j]):g}{column}; a fit keeps every "
-                "noise variance at or above the floor, so the file was not written by a fit"
+                f"the model file's noise floor {what} above its noise variance psi = "
+                f"{float(psi[j]):g}{column}; a fit keeps every noise variance at or above the "
+                "floor, so the file was not written by a fit"
             )
         self._min_noise = floor.to(dtype=self._dtype, device=self._device)
 
@@ -688,15 +701,16 @@ class _FactorHooks:
         return factor_estep_stats(X, w, params["W"], params["mu"], params["psi"])
 
     def mstep(self, params, stats):
-        W, mu, psi = factor_mstep(stats, params["mu"], self.isotropic, self.min_noise)
+        W, mu, psi = factor_mstep(stats, params["W"], params["mu"], self.isotropic, self.min_noise)
         return {"W": W, "mu": mu, "psi": psi}
 
     def lower_bound(self, params, stats):
         return float(stats["loglik"] / stats["Sw"])
 
     def recenter(self, stats, old, new):
-        """Statistics centred on the μ of ``old`` moved to that of ``new`` (online EM)."""
-        return recenter_factor_stats(stats, old["mu"] - new["mu"])
+        """Statistics taken around the prediction of ``old`` moved to that of ``new`` (online
+        EM)."""
+        return recenter_factor_stats(stats, old["mu"] - new["mu"], old["W"] - new["W"])
 
 
 class _FactorMomentHooks(_FactorHooks):

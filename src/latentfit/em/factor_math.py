@@ -19,6 +19,7 @@ from latentfit.em.missing import has_missing
 
 __all__ = [
     "FactorPosterior",
+    "complete_row_stats",
     "factor_estep_stats",
     "factor_moment_em",
     "factor_mstep",
@@ -39,6 +40,16 @@ class FactorPosterior(NamedTuple):
     loglik: torch.Tensor
 
 
+def factor_posterior(
+    X: torch.Tensor, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor
+) -> FactorPosterior:
+    """p(z | x_o) and log p(x_o) by the Woodbury identity (cost O(n d q + q³) on complete data).
+
+    ``X`` (n, d) may hold NaN for missing coordinates; ``W`` (d, q), ``mu`` (d,), ``psi`` (d,).
+    """
+    return _posterior_and_residual(X, W, mu, psi)[0]
+
+
 def _shared_posterior(
     W: torch.Tensor, psi: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,13 +65,12 @@ def _shared_posterior(
     return beta_t, (Vh.T / grow) @ Vh, torch.log1p(S.square()).sum()
 
 
-def factor_posterior(
+def _posterior_and_residual(
     X: torch.Tensor, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor
-) -> FactorPosterior:
-    """p(z | x_o) and log p(x_o) by the Woodbury identity (cost O(n d q + q³) on complete data).
-
-    ``X`` (n, d) may hold NaN for missing coordinates; ``W`` (d, q), ``mu`` (d,), ``psi`` (d,).
-    """
+) -> tuple[FactorPosterior, torch.Tensor]:
+    """:func:`factor_posterior` and the residual (n, d) E[x − μ − W z | x_o] of every observed
+    coordinate about the current loadings (zero at the missing ones), which the log-density
+    needs too and the E-step statistics are taken around."""
     d = X.shape[1]
     q = W.shape[1]
     eye = torch.eye(q, dtype=X.dtype, device=X.device)
@@ -68,14 +78,15 @@ def factor_posterior(
         R = X - mu  # (n, d)
         beta_t, cov, log_det_M = _shared_posterior(W, psi)
         Ez = R @ beta_t  # (n, q)
+        E = R - Ez @ W.T  # (n, d)
         # (x − μ)ᵀ C⁻¹ (x − μ) = ‖x − μ − W E[z]‖²_Ψ⁻¹ + ‖E[z]‖², a sum of non-negative
         # terms: Woodbury's ‖x − μ‖²_Ψ⁻¹ − (x − μ)ᵀ Ψ⁻¹ W E[z] cancels two of ‖x − μ‖²/ψ,
         # which leave nothing of the difference once a ψ sits at the noise floor (1e-12
         # of the variance: rounding of ~1e-3 nats a row, and EM's bound jittered by it)
-        quad = ((R - Ez @ W.T).square() / psi).sum(1) + Ez.square().sum(1)
+        quad = (E.square() / psi).sum(1) + Ez.square().sum(1)
         log_det = log_det_M + psi.log().sum()
         ll = -0.5 * (d * _LOG_2PI + log_det + quad)
-        return FactorPosterior(Ez, cov, ll)
+        return FactorPosterior(Ez, cov, ll), E
     obs = ~torch.isnan(X)
     O = obs.to(X.dtype)  # (n, d)
     R = torch.where(obs, X - mu, 0)  # (n, d)
@@ -84,10 +95,11 @@ def factor_posterior(
     L = torch.linalg.cholesky(M)
     B = (R * Pinv) @ W  # (n, q)
     Ez = torch.cholesky_solve(B.unsqueeze(2), L).squeeze(2)  # (n, q)
-    quad = ((R - Ez @ W.T).square() * Pinv).sum(1) + Ez.square().sum(1)  # as above
+    E = (R - Ez @ W.T) * O  # (n, d)
+    quad = (E.square() * Pinv).sum(1) + Ez.square().sum(1)  # as above
     log_det = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(1) + O @ psi.log()
     ll = -0.5 * (O.sum(1) * _LOG_2PI + log_det + quad)
-    return FactorPosterior(Ez, torch.cholesky_inverse(L), ll)
+    return FactorPosterior(Ez, torch.cholesky_inverse(L), ll), E
 
 
 def positive_weight_rows(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,82 +110,118 @@ def positive_weight_rows(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor
     return (X, w) if bool(keep.all()) else (X[keep], w[keep])
 
 
+def complete_row_stats(
+    E: torch.Tensor, Ez: torch.Tensor, w: torch.Tensor, C: torch.Tensor, W: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The statistics of :func:`factor_estep_stats` of complete rows from their residuals
+    ``E`` (n, d) = x − μ − W E[z] about the current loadings ``W`` (d, q), posterior means
+    ``Ez`` (n, q), weights ``w`` (n,) and ``C`` (q, q) = Σ w Cov[z]: with u = x − μ − W z,
+    E[u] = E, E[u zᵀ] = E E[z]ᵀ − W Cov[z] and E[u²] = E² + diag(W Cov[z] Wᵀ)."""
+    wE = w.unsqueeze(1) * E  # (n, d)
+    wEz = w.unsqueeze(1) * Ez  # (n, q)
+    WC = W @ C  # (d, q)
+    return {
+        "Sw": w.sum(),
+        "Se": wE.sum(0),
+        "See": (wE * E).sum(0) + (WC * W).sum(1),
+        "Sez": wE.T @ Ez - WC,
+        "Sz": wEz.sum(0),
+        "Szz": C + Ez.T @ wEz,
+    }
+
+
 def factor_estep_stats(
     X: torch.Tensor, w: torch.Tensor, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Expected sufficient statistics of one chunk, centred on the current μ (additive):
+    """Expected sufficient statistics of one chunk (additive), taken around the current
+    prediction μ + W z: with the residual u = x − μ − W z,
 
-    ``Sw`` = Σ w, ``Sx`` (d,) = Σ w E[x − μ], ``Sz`` (q,) = Σ w E[z], ``Sxx`` (d,) =
-    Σ w E[(x − μ)²], ``Sxz`` (d, q) = Σ w E[(x − μ) zᵀ], ``Szz`` (q, q) = Σ w E[z zᵀ],
-    ``loglik`` = Σ w log p(x_o). Missing coordinates enter through E[x_m − μ_m | x_o] = W_m E[z]
-    and their conditional second moments W_m E[z zᵀ] W_mᵀ + Ψ_m.
+    ``Sw`` = Σ w, ``Se`` (d,) = Σ w E[u], ``See`` (d,) = Σ w E[u²], ``Sez`` (d, q) =
+    Σ w E[u zᵀ], ``Sz`` (q,) = Σ w E[z], ``Szz`` (q, q) = Σ w E[z zᵀ], ``loglik`` =
+    Σ w log p(x_o). A missing coordinate's residual is its noise ε_m, independent of x_o and
+    z: E[u_m] = 0, E[u_m z] = 0, E[u_m²] = ψ_m (Ghahramani & Hinton 1996).
+
+    Around μ + W z rather than μ: the M-step's Ψ is then a difference of numbers of the
+    residuals' size, where Σ w (x − μ)² minus the part the factors explain cancelled two
+    numbers of the largest column variance's size, and lost the noise to their rounding.
     """
     X, w = positive_weight_rows(X, w)
-    post = factor_posterior(X, W, mu, psi)
+    post, E = _posterior_and_residual(X, W, mu, psi)
     Ez = post.mean  # (n, q)
-    wEz = w.unsqueeze(1) * Ez  # (n, q)
-    Sw = w.sum()
     if post.cov.dim() == 2:  # complete data: one posterior covariance for every row
-        R = X - mu
-        Szz = Sw * post.cov + Ez.T @ wEz
-        stats = {
-            "Sx": w @ R,
-            "Sxx": w @ R.square(),
-            "Sxz": R.T @ wEz,
-        }
+        stats = complete_row_stats(E, Ez, w, w.sum() * post.cov, W)
     else:
-        obs = ~torch.isnan(X)
-        O = obs.to(X.dtype)
-        R = torch.where(obs, X - mu, 0)  # (n, d)
-        wR = w.unsqueeze(1) * R
-        Pz = post.cov + Ez.unsqueeze(2) * Ez.unsqueeze(1)  # (n, q, q): E[z zᵀ | x_o]
-        Szz = torch.einsum("n,nqr->qr", w, Pz)
-        wM = w.unsqueeze(1) * (1 - O)  # (n, d): weight of the missing coordinates
-        T = torch.einsum("nd,nqr->dqr", wM, Pz)  # (d, q, q)
+        O = (~torch.isnan(X)).to(X.dtype)  # (n, d)
+        wE = w.unsqueeze(1) * E  # (n, d), zero at missing coordinates
+        wEz = w.unsqueeze(1) * Ez  # (n, q)
+        T = torch.einsum("nd,nqr->dqr", w.unsqueeze(1) * O, post.cov)  # (d, q, q)
+        WT = torch.einsum("dqr,dr->dq", T, W)  # (d, q): Σ_n w O_nd (W Cov_n)_d
         stats = {
-            "Sx": wR.sum(0) + ((wM.T @ Ez) * W).sum(1),
-            "Sxx": (wR * R).sum(0) + torch.einsum("dq,dqr,dr->d", W, T, W) + psi * wM.sum(0),
-            "Sxz": wR.T @ Ez + torch.einsum("dq,dqr->dr", W, T),
+            "Sw": w.sum(),
+            "Se": wE.sum(0),
+            "See": (wE * E).sum(0) + (WT * W).sum(1) + psi * (w @ (1 - O)),
+            "Sez": wE.T @ Ez - WT,
+            "Sz": wEz.sum(0),
+            "Szz": torch.einsum("n,nqr->qr", w, post.cov) + Ez.T @ wEz,
         }
-    stats.update(Sw=Sw, Sz=wEz.sum(0), Szz=Szz, loglik=(w * post.loglik).sum())
+    stats["loglik"] = (w * post.loglik).sum()
     return stats
 
 
-def recenter_factor_stats(stats: dict[str, torch.Tensor], delta: torch.Tensor) -> dict:
-    """Statistics centred on μ re-expressed around μ' = μ − δ (x − μ' = (x − μ) + δ):
+def recenter_factor_stats(
+    stats: dict[str, torch.Tensor], delta: torch.Tensor, D: torch.Tensor
+) -> dict:
+    """Statistics taken around μ + W z re-expressed around μ' + W' z, with δ = μ − μ' and
+    D = W − W' (u' = u + δ + D z):
 
-    Sx' = Sx + Sw δ;  Sxx' = Sxx + 2 δ ⊙ Sx + Sw δ²;  Sxz' = Sxz + δ Szᵀ; Sw, Sz, Szz and the
-    log-likelihood unchanged. Stepwise EM needs it to average statistics taken under
-    different parameters (:mod:`latentfit.em.online`).
+    Se' = Se + Sw δ + D Sz;  Sez' = Sez + δ Szᵀ + D Szz;  See' = See + 2 δ ⊙ Se
+    + 2 diag(D Sezᵀ) + Sw δ² + 2 δ ⊙ D Sz + diag(D Szz Dᵀ); Sw, Sz, Szz and the log-likelihood
+    unchanged. Stepwise EM needs it to average statistics taken under different parameters
+    (:mod:`latentfit.em.online`).
     """
     out = dict(stats)
-    Sw, Sx = stats["Sw"], stats["Sx"]
-    out["Sx"] = Sx + Sw * delta  # (d,)
-    out["Sxx"] = stats["Sxx"] + 2 * delta * Sx + Sw * delta.square()  # (d,)
-    out["Sxz"] = stats["Sxz"] + torch.outer(delta, stats["Sz"])  # (d, q)
+    Sw, Se, Sez, Sz, Szz = (stats[k] for k in ("Sw", "Se", "Sez", "Sz", "Szz"))
+    DSz = D @ Sz  # (d,)
+    out["Se"] = Se + Sw * delta + DSz  # (d,)
+    out["Sez"] = Sez + torch.outer(delta, Sz) + D @ Szz  # (d, q)
+    out["See"] = (
+        stats["See"]
+        + 2 * delta * Se
+        + 2 * (D * Sez).sum(1)
+        + Sw * delta.square()
+        + 2 * delta * DSz
+        + ((D @ Szz) * D).sum(1)
+    )  # (d,)
     return out
 
 
 def factor_mstep(
     stats: dict[str, torch.Tensor],
+    W: torch.Tensor,
     mu: torch.Tensor,
     isotropic: bool,
     min_noise: torch.Tensor | float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Regress every coordinate on [z, 1] with the expected moments: returns W (d, q),
     μ (d,), Ψ (d,) (a constant vector σ² when ``isotropic``), Ψ clamped at ``min_noise``
-    (the floor of each column, (d,), constant when ``isotropic``)."""
+    (the floor of each column, (d,), constant when ``isotropic``).
+
+    The statistics are those of the residual u = x − μ − W z about the current ``W`` and
+    ``mu`` (:func:`factor_estep_stats`): regressing u on [z, 1] gives the moves W' − W and
+    μ' − μ, and Ψ is the expected residual variance See − (moves)·[Sez, Se], whose second
+    term is of second order in the moves and vanishes at a fixed point (Bishop 2006
+    eq. 12.57 with x − μ − W' E[z] in place of its expanded square)."""
     q = stats["Szz"].shape[0]
     A = torch.empty(q + 1, q + 1, dtype=mu.dtype, device=mu.device)
     A[:q, :q] = stats["Szz"]
     A[:q, q] = A[q, :q] = stats["Sz"]
     A[q, q] = stats["Sw"]
-    Bm = torch.cat([stats["Sxz"], stats["Sx"].unsqueeze(1)], 1)  # (d, q + 1)
-    sol = torch.linalg.solve(A, Bm.T).T  # (d, q + 1) = [W, μ_new − μ]
-    psi = (stats["Sxx"] - (sol * Bm).sum(1)) / stats["Sw"]  # (d,)
+    Bm = torch.cat([stats["Sez"], stats["Se"].unsqueeze(1)], 1)  # (d, q + 1)
+    sol = torch.linalg.solve(A, Bm.T).T  # (d, q + 1) = [W' − W, μ' − μ]
+    psi = (stats["See"] - (sol * Bm).sum(1)) / stats["Sw"]  # (d,)
     if isotropic:
         psi = psi.mean().expand_as(psi).clone()
-    return sol[:, :q].contiguous(), mu + sol[:, q], psi.clamp_min(min_noise)
+    return W + sol[:, :q], mu + sol[:, q], psi.clamp_min(min_noise)
 
 
 def factor_moment_em(
@@ -190,6 +238,11 @@ def factor_moment_em(
     Ψ' = diag(C − W' β C) (their mean for PPCA), clamped at ``min_noise`` as in
     :func:`factor_mstep`.
 
+    Taken, as :func:`factor_estep_stats`, around the current prediction W z: with
+    P = I − W β the residual's moments are P C βᵀ − W M⁻¹ (with z) and
+    diag(P C Pᵀ + W M⁻¹ Wᵀ), so Ψ' is a sum of residual-sized terms, where
+    diag(C − W' β C) cancelled numbers of the largest column variance's size.
+
     The E-step statistics of complete rows are linear in their moments, so this is the same
     iteration as :func:`factor_mstep` after :func:`factor_estep_stats` on those rows when μ is
     their mean; it costs O(d² q) whatever the number of rows.
@@ -197,11 +250,16 @@ def factor_moment_em(
     beta_t, Minv, _ = _shared_posterior(W, psi)  # (d, q): βᵀ; (q, q)
     CB = C @ beta_t  # (d, q): the expected Σ (x − μ) E[z]ᵀ per unit weight
     Ezz = Minv + beta_t.T @ CB  # (q, q): the expected Σ E[z zᵀ] per unit weight
-    W_new = torch.linalg.solve(Ezz, CB.T).T  # (d, q)
-    psi_new = C.diagonal() - (W_new * CB).sum(1)  # (d,)
+    P = torch.eye(W.shape[0], dtype=W.dtype, device=W.device) - W @ beta_t.T  # (d, d)
+    PC = C - W @ CB.T  # (d, d): P C, as β C = (C βᵀ)ᵀ
+    WM = W @ Minv  # (d, q)
+    Sez = PC @ beta_t - WM  # (d, q): E[u zᵀ] per unit weight, u = x − μ − W z
+    See = (PC * P).sum(1) + (WM * W).sum(1)  # (d,): E[u²] per unit weight
+    dW = torch.linalg.solve(Ezz, Sez.T).T  # (d, q): W' − W
+    psi_new = See - (dW * Sez).sum(1)  # (d,)
     if isotropic:
         psi_new = psi_new.mean().expand_as(psi_new).clone()
-    return W_new, psi_new.clamp_min(min_noise)
+    return W + dW, psi_new.clamp_min(min_noise)
 
 
 def floored_noise(

@@ -19,7 +19,7 @@ import torch
 
 from latentfit._validation import as_float_tensor, make_generator
 from latentfit.em.driver import run_em
-from latentfit.em.factor import factor_mstep, factor_posterior
+from latentfit.em.factor_math import complete_row_stats, factor_mstep, factor_posterior
 from latentfit.em.gaussian import (
     check_variance_floor,
     gaussian_mstep,
@@ -409,17 +409,11 @@ def linear_gaussian_gap_trace(
         return post.mean, cov
 
     def mstep(theta, q):
-        (_, mu, _), (m, S) = theta, q
-        R = X - mu  # M-step from the expected moments under q, centred on the current μ
-        stats = {
-            "Sw": torch.tensor(float(n), dtype=X.dtype),
-            "Sx": R.sum(0),
-            "Sxx": R.square().sum(0),
-            "Sxz": R.T @ m,
-            "Sz": m.sum(0),
-            "Szz": n * S + m.T @ m,
-        }
-        return factor_mstep(stats, mu, isotropic, 1e-9)
+        (W, mu, _), (m, S) = theta, q
+        # M-step from the expected moments under q, about the current prediction μ + W z
+        E = X - mu - m @ W.T  # (n, d)
+        stats = complete_row_stats(E, m, torch.ones(n, dtype=X.dtype), n * S, W)
+        return factor_mstep(stats, W, mu, isotropic, 1e-9)
 
     def elbo(theta, q):
         return linear_gaussian_elbo(X, *theta, *q)
