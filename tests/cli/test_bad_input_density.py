@@ -82,7 +82,7 @@ def _img01(tmp_path):
 def test_fit_vae_huge_free_bits(tmp_path):
     args = ["fit", "vae", "--dataset", _img01(tmp_path), "--epochs", "1", "--latent", "2"]
     args += ["--hidden", "8", "--free-bits", "1e308", "--out", tmp_path / "v.st", "--quiet"]
-    _fails(args, "free_bits")
+    _fails(args, "error: --free-bits must be a finite number")
 
 
 def test_fit_vae_huge_beta_saves_nothing(tmp_path):

@@ -40,7 +40,7 @@ def test_fit_gmm_with_missing_values(tmp_path, faithful_csv):
 def test_fit_gmm_bad_options(faithful_csv):
     path, _ = faithful_csv
     res = runner.invoke(app, ["fit", "gmm", str(path), "-k", "2", "--covariance", "round"])
-    assert res.exit_code == 2 and "covariance_type must be one of" in res.output
+    assert res.exit_code == 2 and "--covariance must be one of" in res.output
     res = runner.invoke(app, ["fit", "gmm", str(path) + ".missing", "-k", "2"])
     assert res.exit_code == 2 and "no data file" in res.output
 

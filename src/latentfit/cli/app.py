@@ -185,8 +185,9 @@ def cli_words(
     ``target_accept`` and ``max_depth`` are ``--target-accept`` and ``--max-depth``, a
     training checkpoint's ``checkpoint_dir`` is ``--checkpoint-dir`` (the command line always
     resumes: ``resume=False`` becomes deleting the checkpoint), and
-    advice only Python can follow (``divergences()``, ``SamplerConfig``) is left out. Only
-    these phrases are changed, so that a
+    advice only Python can follow (``divergences()``, ``SamplerConfig``) is left out; the
+    other settings are the options of the command being run (``reg_covar`` is
+    ``--reg-covar``, see :func:`setting_words`). Only these phrases are changed, so that a
     Python expression in a hint (``X > 0.5``, ``X.reshape(-1, 1)``) is left as it is."""
     import re
 
@@ -215,7 +216,7 @@ def cli_words(
     text = re.sub(
         r", or give the models a prior that keeps every outcome possible \(.*\)$", "", text
     )
-    return (
+    return setting_words(
         text.replace("pass init= with values", "pass --init NAME=NUMBER with values")
         .replace("pass init= near", "pass --init NAME=NUMBER near")
         .replace("try other init= values", "try other --init values")
@@ -243,8 +244,150 @@ def cli_words(
             "; pass SamplerConfig(relocate_stranded=False) to keep them where they are "
             "(R-hat then reports them)",
             "",
-        )
+        ),
+        _command_params(),
     )
+
+
+#: The library's settings (keyword arguments) that a command may set by an option, each with
+#: the names of the command parameters that set it (the first the command has is used; none:
+#: no command sets it). :func:`setting_words` puts a command's option in their place.
+_SETTING_PARAMS = {
+    "reg_covar": ("reg_covar",),
+    "max_iter": ("max_iter", "n_iter"),
+    "n_iter": ("n_iter", "max_iter"),
+    "tol": ("tol",),
+    "n_init": ("n_init",),
+    "random_state": ("seed",),
+    "covariance_type": ("covariance",),
+    "lengths": ("lengths",),
+    "n_mix": ("n_mix",),
+    "max_duration": ("max_duration",),
+    "right_censoring": ("right_censoring",),
+    "chunk_rows": ("chunk_rows",),
+    "burn_in": ("burn_in",),
+    "mstep_every": ("mstep_every",),
+    "learning_decay": ("learning_decay",),
+    "n_levels": ("levels",),
+    "batch_size": ("batch_size",),
+    "warmup_epochs": ("warmup_epochs",),
+    "free_bits": ("free_bits",),
+    "kl_schedule": ("kl_schedule",),
+    "n_hidden": ("n_hidden",),
+    "vlb_weight": ("vlb_weight",),
+    "min_covar": (),
+    "covars_prior": (),
+    "scale_prior": (),
+    "covariance_prior": (),
+    "init_params": (),
+    "sample_weight": (),
+    "validation_fraction": (),
+    "warm_start": (),
+}
+#: Settings whose names are also words of a sentence ("in order", "over 5 epochs"): only
+#: ``name=value``, and ``lower name`` and the like, are the setting.
+_WORD_SETTING_PARAMS = {
+    "order": ("order",),
+    "ridge": ("ridge",),
+    "epochs": ("epochs",),
+    "patience": ("patience",),
+    "beta": ("beta",),
+    "duration": ("duration",),
+    "rotation": ("rotation",),
+    "algorithm": ("algorithm",),
+    "schedule": ("schedule",),
+    "n_steps": ("steps",),
+    "lr": ("lr",),
+}
+#: What comes before a setting's name: not part of a longer name (``kl_schedule``,
+#: ``model.n_iter``, ``--n-iter``), nor a quoted name (a file's field ``'reg_covar'``).
+_BEFORE = r"(?<![\w.\-'])"
+#: The words before which such a word is the setting ("lower order", "well below epochs").
+_AS_SETTING = "lower|raise|below|above"
+#: A value as a message writes it after ``name=``: a number or word, or quoted names
+#: (``'diag' or 'spherical'``).
+_VALUE = r"('[^']*'(?:(?:,| or) '[^']*')*|[^\s,;:)]+)"
+
+
+def _command_params() -> dict | None:
+    """The parameters of the command being run, by name (None outside a command)."""
+    ctx = _current_context()
+    return None if ctx is None else {p.name: p for p in ctx.command.params}
+
+
+def setting_words(text: str, params: dict | None) -> str:
+    """``text`` with the library's settings (:data:`_SETTING_PARAMS`) in the words of the
+    command whose parameters are ``params``: ``reg_covar=1e-3`` is ``--reg-covar 1e-3``,
+    ``covariance_type='diag' or 'spherical'`` is ``--covariance diag or spherical``,
+    ``right_censoring=True`` is ``--right-censoring``, ``DDPM(n_steps=2, schedule='linear')``
+    is ``--steps 2 --schedule linear``; a setting the command has no option for is left as it
+    is, and a note says that it is set in Python only. Nothing is changed outside a command
+    (``params`` None)."""
+    import re
+
+    if params is None:
+        return text
+    settings = _SETTING_PARAMS | _WORD_SETTING_PARAMS
+
+    def param(name: str):
+        return next((params[c] for c in settings.get(name, ()) if c in params), None)
+
+    def options(match: re.Match) -> str:  # Model(a=1, b='x') -> --a 1 --b x, where it can
+        said = [re.fullmatch(rf"(\w+)={_VALUE}", arg) for arg in match.group(1).split(", ")]
+        if not all(m and param(m.group(1)) for m in said):
+            return match.group(0)
+        return " ".join(_option_value(param(m.group(1)), m.group(2)) for m in said)
+
+    text = re.sub(r"(?<![\w.])[A-Z]\w*\(((?:\w+=[^,()]+)(?:, \w+=[^,()]+)*)\)", options, text)
+    python_only = []
+    for name in settings:
+        said = (
+            rf"{_BEFORE}{name}\b"
+            if name in _SETTING_PARAMS
+            else rf"{_BEFORE}{name}(?==)|\b(?:{_AS_SETTING}) {name}\b"
+        )
+        if not re.search(said, text):
+            continue
+        if param(name) is None:
+            python_only.append(name)
+        else:
+            text = _put_option(text, name, param(name), bare=name in _SETTING_PARAMS)
+    if python_only:
+        *rest, last = python_only
+        names = f"{', '.join(rest)} and {last}" if rest else last
+        one = not rest
+        text += (
+            f" ({names} {'is a setting' if one else 'are settings'} of the Python API: this "
+            f"command has no option for {'it' if one else 'them'})"
+        )
+    return text
+
+
+def _option_value(param, value: str) -> str:
+    """``--option value`` for the setting ``name=value`` set by the parameter ``param``: the
+    switch for True and False, names unquoted."""
+    if value == "True":
+        return param.opts[0]
+    if value == "False":
+        return param.secondary_opts[0] if param.secondary_opts else f"without {param.opts[0]}"
+    return f"{param.opts[0]} {value.replace(chr(39), '')}"
+
+
+def _put_option(text: str, name: str, param, bare: bool) -> str:
+    """``text`` with the setting ``name`` in the words of the command's parameter ``param``:
+    ``name=value`` the option and the value (:func:`_option_value`), and the name alone the
+    option where ``bare`` (else only after lower, raise, below or above)."""
+    import re
+
+    option = param.opts[0]
+    said = rf"{_BEFORE}{name}={_VALUE}"
+    for match in reversed(list(re.finditer(said, text))):
+        shown = _option_value(param, match.group(1))
+        text = text[: match.start()] + shown + text[match.end() :]
+    if bare:
+        return re.sub(rf"{_BEFORE}(?<!sequence ){name}\b", option, text)
+    # "lower order", "well below epochs": the setting, not the word
+    return re.sub(rf"\b({_AS_SETTING}) {name}\b", rf"\1 {option}", text)
 
 
 def split_words(text: str, split, part: str, data: str) -> str:

@@ -1,0 +1,162 @@
+"""The library's messages name its settings by their Python names (``reg_covar``,
+``covariance_type='diag'``, ``AutoregressiveHMM(order=3)``); on the command line an error or
+warning names the command's option for each (``--reg-covar``, ``--covariance diag``,
+``--order 3``), and says of a setting that the command has no option for that it is set in
+Python only."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+
+runner = CliRunner()
+
+#: Python names of settings that commands set by an option: none may reach a command's user.
+_PYTHON_NAMES = re.compile(
+    r"(?<![\w.\-])(reg_covar|max_iter|n_iter|tol|n_init|random_state|covariance_type|"
+    r"warmup_epochs|batch_size|n_steps|lengths)\b|\b(order|epochs|schedule)="
+)
+
+
+def _said(args, code: int = 0) -> str:
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == code, res.output
+    return " ".join(res.output.split())
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    two = np.r_[rng.normal(0, 1, (60, 2)), rng.normal(5, 1, (60, 2))]
+    np.savetxt("two.csv", two, delimiter=",")
+    np.savetxt("tied.csv", np.r_[rng.normal(0, 1, (30, 2)), np.full((5, 2), 9.0)], delimiter=",")
+    np.savetxt("square.csv", rng.normal(size=(3, 3)), delimiter=",")
+    np.savetxt("seq.csv", two[:, :1], delimiter=",")
+    (tmp_path / "short.txt").write_text("2\n118\n")
+    (tmp_path / "long.txt").write_text("60\n61\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (  # ConvergenceWarning: "last change above tol=0.001). Try a larger max_iter or tol"
+            ["fit", "gmm", "two.csv", "-k", "2", "--max-iter", "1"],
+            0,
+            ["above --tol 0.001). Try a larger --max-iter or --tol,"],
+        ),
+        (  # DegenerateComponentWarning: "the reg_covar floor ... another random_state"
+            ["fit", "gmm", "tied.csv", "-k", "2"],
+            0,
+            ["at the --reg-covar floor", "another --seed or more --n-init"],
+        ),
+        (  # fewer rows than columns: "Use covariance_type='diag' or 'spherical'"
+            ["fit", "gmm", "square.csv", "-k", "1"],
+            0,
+            ["invertible only through --reg-covar (1e-06)", "Use --covariance diag or spherical,"],
+        ),
+        (  # "covariance_type must be one of ..."
+            ["fit", "gmm", "two.csv", "-k", "2", "--covariance", "round"],
+            2,
+            ["error: --covariance must be one of ('full', 'tied', 'diag', 'spherical')"],
+        ),
+        (  # "AutoregressiveHMM(order=3) needs at least 4 per sequence ... or lower order"
+            ["fit", "arhmm", "seq.csv", "-k", "2", "--order", "3", "--lengths", "short.txt"],
+            2,
+            ["has 2 row(s); --order 3 needs at least 4 per sequence", "or lower --order"],
+        ),
+        (  # "lengths sum to 121 but X has 120 rows: lengths must give ..."
+            ["fit", "hmm", "seq.csv", "-k", "2", "--lengths", "long.txt"],
+            2,
+            ["error: --lengths sum to 121 but seq.csv has 120 rows: --lengths must give"],
+        ),
+    ],
+)
+def test_a_message_names_the_option_that_sets_the_setting(files, args, code, said):
+    text = _said([*args, "--quiet"], code)
+    for words in said:
+        assert words in text, (words, text)
+    assert not _PYTHON_NAMES.search(text), text
+    assert "Python API" not in text  # every setting named has an option here
+
+
+def test_a_setting_the_command_has_no_option_for_is_said_to_be_set_in_python(files):
+    """fit hmm has no option for the floor of the variances (min_covar, covars_prior): the
+    warning keeps their names and says so; the settings it has options for are options."""
+    text = _said(["fit", "hmm", "tied.csv", "-k", "3", "--quiet"])
+    assert "at the covars_prior/min_covar floor" in text, text
+    assert "another --seed or more --n-init" in text, text
+    assert (
+        "degenerate_components_. (min_covar and covars_prior are settings of the Python API: "
+        "this command has no option for them)"
+    ) in text, text
+    assert not _PYTHON_NAMES.search(text), text
+
+
+def test_bgmm_names_its_options_and_its_python_only_settings(files):
+    text = _said(["fit", "bgmm", "square.csv", "-k", "1", "--quiet"], code=2)
+    assert "is singular for --covariance full; pass covariance_prior, use --covariance diag" in (
+        text
+    ), text
+    assert "(covariance_prior and sample_weight are settings of the Python API" in text, text
+    assert not _PYTHON_NAMES.search(text), text
+
+
+def test_training_settings_are_the_training_options(files):
+    """The trainer's words for fit vae (batch_size=, warmup_epochs= ... below epochs) and the
+    DDPM's for fit diffusion (DDPM(n_steps=2, schedule='linear'), use n_steps=12)."""
+    rng = np.random.default_rng(1)
+    np.savetxt("bits.csv", (rng.random((64, 6)) < 0.5).astype(int), delimiter=",", fmt="%d")
+    vae = ["fit", "vae", "--dataset", "bits.csv", "--hidden", "8", "--out", "v.lf", "--quiet"]
+    text = _said([*vae, "--batch-size", "16", "--grad-accum", "32"], code=2)
+    assert "error: --batch-size 16 cannot be cut into 1 processes × 32 accumulation steps; " in (
+        text
+    ), text
+    assert "accumulation steps; raise --batch-size" in text, text
+    text = _said([*vae, "--epochs", "3", "--warmup-epochs", "10", "--kl-schedule", "linear"])
+    assert "KL warm-up over --warmup-epochs 10 epochs" in text, text
+    assert "use --warmup-epochs well below --epochs (e.g. half of them)" in text, text
+    assert not _PYTHON_NAMES.search(text), text
+    text = _said(
+        ["fit", "diffusion", "--dataset", "two.csv", "--steps", "2", "--epochs", "1"]
+        + ["--hidden", "8", "--out", "d.lf", "--quiet"]
+    )
+    assert "warning: --steps 2 --schedule linear: step t=2 takes alpha_bar" in text, text
+    assert "use --steps 12 or more (Ho et al. use 1000)" in text, text
+    assert not _PYTHON_NAMES.search(text), text
+
+
+def test_switches_and_names_that_are_also_words():
+    """``name=True`` / ``name=False`` are the switch's two flags; ``order`` and ``epochs`` are
+    settings only as ``name=value`` or after lower/raise/below/above; a quoted name is a
+    file's field; outside a command nothing changes."""
+    import click
+
+    from latentfit.cli.app import setting_words
+
+    params = {
+        "right_censoring": click.Option(["--right-censoring/--no-right-censoring"]),
+        "max_duration": click.Option(["--max-duration"]),
+        "order": click.Option(["--order"]),
+    }
+    assert setting_words(
+        "Try right_censoring=True, a larger max_duration, or right_censoring=False", params
+    ) == ("Try --right-censoring, a larger --max-duration, or --no-right-censoring")
+    assert setting_words("in the order the fit saw them; lower order", params) == (
+        "in the order the fit saw them; lower --order"
+    )
+    assert setting_words("over 5 epochs; lower order", {}) == (
+        "over 5 epochs; lower order (order is a setting of the Python API: this command has "
+        "no option for it)"
+    )
+    # a file's field by name, and the name inside a longer one, are no settings
+    said = "the field 'reg_covar' of model.reg_covar and of reg_covar_"
+    assert setting_words(said, {"reg_covar": click.Option(["--reg-covar"])}) == said
+    assert setting_words("a larger max_iter", None) == "a larger max_iter"
