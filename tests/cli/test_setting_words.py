@@ -160,3 +160,25 @@ def test_switches_and_names_that_are_also_words():
     said = "the field 'reg_covar' of model.reg_covar and of reg_covar_"
     assert setting_words(said, {"reg_covar": click.Option(["--reg-covar"])}) == said
     assert setting_words("a larger max_iter", None) == "a larger max_iter"
+
+
+def test_a_failed_fit_of_select_is_said_in_the_words_of_its_errors(files):
+    """select prints each failed fit's error in its table (and --json); it names DATA and -k
+    as the error of fit fa would, not the library's X and n_components=2."""
+    args = ["select", "fa", "square.csv", "-k", "1-3"]
+    text = _said(args)
+    for k in (2, 3):
+        assert (
+            f"fa K={k} failed: DataError: square.csv has 3 row(s) of 3 column(s): centred, they "
+            f"span at most 2 dimension(s), no more than the -k {k} factors"
+        ) in text, text
+    assert not re.search(r"\bX\b|n_components", text), text
+    import json
+
+    rows = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["rows"]
+    errors = [r["error"] or "" for r in rows]
+    assert [e.startswith("DataError: square.csv has 3 row(s)") for e in errors] == [
+        False,
+        True,
+        True,
+    ], rows

@@ -163,6 +163,10 @@ def _sweep(
         fail(cli_words(str(err), data, "-k"))
     finally:
         bar.close()
+    for row in result.rows:  # a failed fit's error, printed in the table, in the same words
+        for key in ("error", "cv_error"):
+            if row.get(key):
+                row[key] = cli_words(row[key], data, "-k")
     doc = result.to_dict()
     if bound:
         bounds = [None if m is None else float(m.lower_bound_) for m in result.models]
