@@ -164,6 +164,30 @@ def test_a_warning_names_the_data_file_and_the_options_as_errors_do(
     assert not re.search(r"\bX\b|n_levels|max_iter|reg_covar|(?<!-)\btol\b|dequantize=", text), text
 
 
+def test_fit_bgmm_shows_the_warnings_of_its_fit(tmp_path, monkeypatch):
+    """fit bgmm records the fit's warnings to tell restarts that did not converge; the others
+    (here: a column whose variance is below reg_covar, which fit bgmm has no option for) are
+    shown as every command shows them, not dropped with the record."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=200), rng.normal(size=200) * 1e-4]  # column 1: under reg_covar
+    np.savetxt("x.csv", X, delimiter=",")
+    res = CliRunner().invoke(app, ["fit", "bgmm", "x.csv", "-k", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert (
+        "warning: BayesianGaussianMixture: reg_covar=1e-06 is 95.1 times the variance of "
+        "column 1 of x.csv (1.05e-08)"
+    ) in text, text
+    assert "(reg_covar is a setting of the Python API: this command has no option for it)" in (
+        text
+    ), text
+    assert "did not converge" not in text  # the restarts' record, said as "NOT converged"
+
+
 def test_header_is_sniffed_with_a_warning_or_set_by_the_option(tmp_path, monkeypatch):
     """A first line of column numbers (pandas' names for unnamed columns) is data by default,
     with a warning naming the line and --header; --header makes it the names, --no-header

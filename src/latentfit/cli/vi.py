@@ -121,6 +121,9 @@ def fit_bgmm(
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
             fail(cli_words(str(err), data_name(data, dataset), "-k"))
+    for w in caught:  # recorded to tell restarts that did not converge; the rest are shown
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     record_columns(model, data, split_columns(columns), delimiter, dataset, header)
     n, d = X.shape
     names = column_names(data, columns, d, model, delimiter, header)
