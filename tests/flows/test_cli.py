@@ -190,3 +190,16 @@ def test_density_score_names_the_file_whose_value_is_off_the_levels(
         f"error: this model was fitted with {switch} and reads off.csv as 5 levels ({grid}); "
         f"row 2, column 1 holds {held}. Round every value to the nearest level ({said})"
     )
+
+
+def test_fit_flow_of_one_column_points_at_the_commands_for_it(tmp_path, monkeypatch):
+    """A flow needs 2 features; the library points a Python caller at latentfit.fit_mle or a
+    GaussianMixture, the command line at the commands that fit those."""
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("one.csv", np.random.default_rng(0).normal(size=(50, 1)), delimiter=",")
+    res = runner.invoke(app, ["fit", "flow", "one.csv", "--epochs", "1", "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert (
+        "error: one.csv has 1 feature; a flow's layers split or order at least 2 features. Fit "
+        "a one-dimensional density with 'latentfit fit dist' or 'latentfit fit gmm'"
+    ) in " ".join(res.output.split()), res.output

@@ -232,6 +232,10 @@ def cli_words(
         )
         .replace("raise max_depth", f"raise --max-depth (at most {MAX_CLI_DEPTH})")
         .replace("a smaller max_depth", "a smaller --max-depth")
+        .replace(
+            "with latentfit.fit_mle or a GaussianMixture",
+            "with 'latentfit fit dist' or 'latentfit fit gmm'",
+        )
         .replace("2^(max_depth - 1)", "2^(depth - 1)")
         .replace(
             "another checkpoint_dir (or with resume=False)",
