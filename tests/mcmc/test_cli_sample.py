@@ -174,3 +174,25 @@ def test_bad_target_accept_and_max_depth_are_refused(tmp_path, option, value, sa
     res = runner.invoke(app, [*_counts(tmp_path), "--sample", "nuts", option, value])
     assert res.exit_code == 2, res.output
     assert says in res.output and "Traceback" not in res.output
+
+
+def test_fit_dist_samples_a_multivariate_normal_covariance(tmp_path):
+    # refused after the MAP fit: "the PositiveDefinite() constraint is not supported by the
+    # samplers; ... build the matrix inside log_density", which a CLI user cannot do
+    x = np.random.default_rng(0).normal(size=(30, 2)) @ np.array([[1.0, 0.0], [0.5, 0.8]])
+    path = tmp_path / "xy.csv"
+    np.savetxt(path, x, delimiter=",")
+    args = ["fit", "dist", str(path), "--family", "mvn", "--prior", "loc=normal:0,1000"]
+    args += ["--sample", "nuts", "--chains", "4", "--draws", "500", "--warmup", "300"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    # a flat prior on the covariance's free entries and a near-flat one on the mean: the
+    # covariance's marginal posterior is inverse-Wishart(n - d - 2, S), of mean S / (n - 2d - 3)
+    n, d = x.shape
+    xc = x - x.mean(0)
+    exact = xc.T @ xc / (n - 2 * d - 3)
+    table = res.output.split("NUTS posterior")[1]
+    for i, j in ((0, 0), (1, 0), (1, 1)):
+        row = next(r for r in table.splitlines() if r.startswith(f"covariance_matrix[{i}, {j}]"))
+        mean, mcse = float(row.split()[2]), float(row.split()[6])
+        assert abs(mean - exact[i, j]) < 4 * mcse, row

@@ -347,12 +347,54 @@ def test_bounds_no_value_lies_within_are_refused(con, match):
         sample(lambda x: -(x**2), {"x": 0.5}, constraints={"x": con}, num_draws=2, num_warmup=2)
 
 
+def test_a_covariance_matrix_maps_from_its_free_cholesky_entries_with_its_jacobian():
+    # Stan's covariance transform: d(d + 1) / 2 free values to L L^T; its log|det J| against
+    # the matrix's lower triangle is the log-determinant of autograd's Jacobian
+    target = Target(lambda cov: cov.sum(), {"cov": (3, 3)}, {"cov": constraints.positive_definite})
+    assert target.n_free == 6
+    rows, cols = torch.tril_indices(3, 3)
+    u = torch.randn(2, 6, dtype=F64, generator=torch.Generator().manual_seed(0))
+    params, log_jac = target.constrain(u)
+    for c in range(2):
+        jac = torch.autograd.functional.jacobian(
+            lambda v: target.constrain(v[None])[0]["cov"][0][rows, cols], u[c]
+        )
+        assert float(log_jac[c]) == pytest.approx(float(torch.linalg.slogdet(jac)[1]), rel=1e-10)
+        assert torch.equal(params["cov"][c], params["cov"][c].T)
+    assert torch.allclose(target.unconstrain(params), u, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ParameterError, match="square"):
+        Target(lambda cov: cov.sum(), {"cov": (2, 3)}, {"cov": constraints.positive_definite})
+
+
+def test_a_positive_definite_parameter_samples_a_wishart():
+    # was refused ("not supported by the samplers"), and so was fit_map("mvn", ...)'s
+    # sample_posterior; the draws of Wishart(6, S) have mean 6 S and var 6 (S_ij^2 + S_ii S_jj)
+    S = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=F64)
+    r = sample(
+        lambda cov: D.Wishart(6.0, S).log_prob(cov),
+        {"cov": torch.eye(2)},
+        constraints={"cov": constraints.positive_definite},
+        vectorized=True,
+        num_chains=4,
+        num_warmup=300,
+        num_draws=500,
+        generator=0,
+        progress_bar=False,
+    )
+    cov = r["cov"]  # (4, 500, 2, 2)
+    mcse = torch.from_numpy(r.mcse()["cov"])
+    assert bool((r.ess()["cov"] > 300).all())
+    assert bool(((cov.mean((0, 1)) - 6 * S).abs() < 4 * mcse).all())
+    sd = (6 * (S**2 + torch.outer(S.diag(), S.diag()))).sqrt()
+    assert bool(((cov.reshape(-1, 2, 2).std(0) / sd - 1).abs() < 0.1).all())
+
+
 def test_errors_name_the_argument():
-    with pytest.raises(ParameterError, match="'cov'"):
+    with pytest.raises(ParameterError, match="'chol'"):
         sample(
-            lambda cov: cov.sum(),
-            {"cov": torch.eye(2)},
-            constraints={"cov": constraints.positive_definite},
+            lambda chol: chol.sum(),
+            {"chol": torch.eye(2)},
+            constraints={"chol": constraints.lower_cholesky},
             progress_bar=False,
         )
     with pytest.raises(ParameterError, match="one value per chain"):

@@ -91,7 +91,77 @@ def _ordered_bijection(constraint):
     return _OrderedTransform()
 
 
-_UNSUPPORTED = (type(constraints.positive_definite), type(constraints.lower_cholesky))
+class _CovarianceTransform(transforms.Transform):
+    """A vector of ``d(d + 1) / 2`` free values to a (d, d) covariance matrix ``L L^T``: the
+    values fill the lower triangle of ``L`` row by row, its diagonal through ``exp``. Stan's
+    ``cov_matrix`` transform (Stan reference manual, "Covariance matrices"), with
+    ``log |det J| = d log 2 + sum_i (d - i + 1) x_ii`` (i from 0) against the matrix's lower
+    triangle. ``biject_to(positive_definite)`` is not used: torch has none, and its
+    ``transform_to`` starts from a full square matrix whose upper triangle would be flat
+    directions of the density (an improper target)."""
+
+    domain = constraints.independent(constraints.real, 1)
+    codomain = constraints.positive_definite
+    bijective = True
+
+    def __init__(self, d: int, cache_size: int = 0):
+        super().__init__(cache_size=cache_size)
+        self.d = d
+        rows, cols = torch.tril_indices(d, d)
+        self._rows, self._cols = rows, cols
+        # where each entry of the (d, d) factor is found in the free values; m: a zero
+        m = d * (d + 1) // 2
+        where = torch.full((d * d,), m, dtype=torch.long)
+        where[rows * d + cols] = torch.arange(m)
+        self._where = where
+        self._diag = rows == cols  # (m,): the free values on the diagonal of L
+        # (m,): d - i + 1 at the diagonal entry of row i, 0 elsewhere
+        self._weights = torch.where(self._diag, d - rows + 1.0, torch.zeros(m))
+
+    def __eq__(self, other):
+        return isinstance(other, _CovarianceTransform) and other.d == self.d
+
+    def with_cache(self, cache_size=1):
+        return self if self._cache_size == cache_size else _CovarianceTransform(self.d, cache_size)
+
+    def forward_shape(self, shape):
+        return torch.Size((*shape[:-1], self.d, self.d))
+
+    def inverse_shape(self, shape):
+        return torch.Size((*shape[:-2], self.d * (self.d + 1) // 2))
+
+    def _factor(self, x):  # (..., m) -> (..., d, d), built without writing into a tensor
+        diag = self._diag.to(x.device)
+        x = torch.where(diag, torch.where(diag, x, 0.0).exp(), x)  # no exp of off-diagonals
+        padded = torch.cat([x, x.new_zeros(*x.shape[:-1], 1)], -1)
+        return padded[..., self._where.to(x.device)].reshape(*x.shape[:-1], self.d, self.d)
+
+    def _call(self, x):
+        L = self._factor(x)
+        return L @ L.transpose(-1, -2)
+
+    def _inverse(self, y):
+        L, info = torch.linalg.cholesky_ex(y)
+        rows, cols = self._rows.to(y.device), self._cols.to(y.device)
+        x = L[..., rows, cols]
+        x = torch.where(self._diag.to(y.device), x.log(), x)
+        ok = (info == 0) & constraints.positive_definite.check(y)  # (...,)
+        return torch.where(ok[..., None], x, math.nan)  # outside the support: NaN
+
+    def log_abs_det_jacobian(self, x, y):
+        w = self._weights.to(dtype=x.dtype, device=x.device)
+        return self.d * math.log(2.0) + (x * w).sum(-1)
+
+
+def _transform(con, shape: tuple[int, ...]) -> transforms.Transform:
+    """The map from unconstrained values to the support of ``con`` (``biject_to``'s, except
+    for covariance matrices)."""
+    if isinstance(con, type(constraints.positive_definite)):
+        return _CovarianceTransform(shape[-1])
+    return biject_to(con)
+
+
+_UNSUPPORTED = (type(constraints.lower_cholesky),)
 
 
 @dataclass(frozen=True)
@@ -234,10 +304,12 @@ class Target:
     """``log_density(**params)`` (a scalar per chain) on the unconstrained space, batched.
 
     ``shapes`` gives each parameter's natural shape, ``constraints`` its
-    ``torch.distributions.constraints`` object (``real`` when missing). Covariance and
-    Cholesky-factor constraints are refused: ``biject_to`` maps them from a full square matrix
-    whose redundant entries would be flat directions of the density (an improper target); give
-    such a parameter as free entries and build the matrix inside ``log_density``.
+    ``torch.distributions.constraints`` object (``real`` when missing). A
+    ``positive_definite`` (d, d) matrix is sampled as its d(d + 1) / 2 free Cholesky entries
+    (Stan's covariance transform). Cholesky-factor constraints are refused: ``biject_to`` maps
+    them from a full square matrix whose redundant entries would be flat directions of the
+    density (an improper target); give such a parameter as free entries and build the matrix
+    inside ``log_density``.
 
     ``value_and_grad``, optional, computes the log-density and its gradient by hand:
     ``value_and_grad(**params) -> (log_density, {name: d log_density / d param})`` in the same
@@ -305,16 +377,22 @@ class Target:
                     "positive diagonal) and build the matrix inside log_density"
                 )
             _check_bounds(name, con)
+            shape = tuple(int(s) for s in shape)
+            _check_event_dim(name, con, shape)
+            if isinstance(con, type(constraints.positive_definite)) and shape[-1] != shape[-2]:
+                raise ParameterError(
+                    f"parameter {name!r}: a positive-definite matrix is square, but "
+                    f"init[{name!r}] has shape {shape}; start it as a (d, d) matrix, e.g. "
+                    "torch.eye(d)"
+                )
             try:
-                t = biject_to(con)
+                t = _transform(con, shape)
             except NotImplementedError:
                 raise ParameterError(
                     f"parameter {name!r}: no bijection to the constraint {con!r} is known; "
-                    "use real, positive, greater_than, interval, unit_interval, simplex or "
-                    "latentfit.mcmc.ordered_vector"
+                    "use real, positive, greater_than, interval, unit_interval, simplex, "
+                    "positive_definite or latentfit.mcmc.ordered_vector"
                 ) from None
-            shape = tuple(int(s) for s in shape)
-            _check_event_dim(name, con, shape)
             free_shape = tuple(t.inverse_shape(torch.Size(shape)))
             size = int(torch.Size(free_shape).numel())
             kind = _kind(con)
