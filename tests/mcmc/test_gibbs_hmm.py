@@ -204,6 +204,39 @@ def test_summed_out_density_is_the_sum_over_paths_plus_the_gibbs_priors():
     assert abs(float(ld(start, trans, means, var)[0]) - total) < 1e-10
 
 
+@pytest.mark.parametrize(
+    "x",
+    [
+        [0.0] * 7 + [1.0] + [0.0] * 4 + [5.0, 5.0] + [0.0] * 6,  # most values tied
+        [2.0] * 10,  # constant: a variance of 0
+    ],
+)
+def test_the_summed_out_target_starts_inside_its_support_on_tied_data(x):
+    # its init's means were the data's 20-80% quantiles, tied here: [0.0, 0.0, 0.0] is not
+    # an ordered vector, and sample(..., init_strategy="init") said "init lies outside the
+    # support of the constraints: means=[...]; choose init inside the support", of the init
+    # latentfit had made; constant data also gave variances of 0
+    from latentfit.mcmc import sample
+    from latentfit.mcmc.gibbs_hmm import hmm_conjugate_log_density
+
+    ld, init, cons = hmm_conjugate_log_density(torch.tensor(x, dtype=F64), 3)
+    assert bool((init["means"][1:] > init["means"][:-1]).all())
+    assert bool((init["variances"] > 0).all())
+    res = sample(
+        ld,
+        init,
+        constraints=cons,
+        vectorized=True,
+        init_strategy="init",
+        num_chains=2,
+        num_warmup=2,
+        num_draws=2,
+        generator=0,
+        progress_bar=False,
+    )
+    assert bool(torch.isfinite(res.sample_stats["lp"]).all())
+
+
 def test_chains_start_from_the_given_state_path():
     x = _series(12, 5)
     z0 = (x > 0.25).to(torch.long)

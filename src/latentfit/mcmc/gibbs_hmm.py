@@ -317,12 +317,17 @@ def hmm_conjugate_log_density(
         prior = prior + D.Normal(prior_loc, mean_sd, validate_args=False).log_prob(means).sum(-1)
         return loglik + prior
 
+    var = float(x.var()) if x.shape[0] > 1 else 0.0
+    var = var if var > 0 else 1.0  # one row, or constant data: init must be positive
     q = torch.quantile(x[:, 0], torch.linspace(0.2, 0.8, k, **on))
+    if not bool((q[1:] > q[:-1]).all()):  # tied quantiles: init must be strictly ordered
+        m = float(x.mean())
+        q = m + max(var**0.5, 1e-6 * (1 + abs(m))) * torch.linspace(-1, 1, k, **on)
     init = {
         "start": torch.full((k,), 1.0 / k, **on),
         "transmat": torch.full((k, k), 1.0 / k, **on),
         "means": q,
-        "variances": torch.full((k,), float(x.var()) if x.shape[0] > 1 else 1.0, **on),
+        "variances": torch.full((k,), var, **on),
     }
     cons = {
         "start": constraints.simplex,
