@@ -345,6 +345,37 @@ def test_a_map_on_constant_data_exists_where_the_prior_stops_the_scale():
             fit_map("normal", _t([1.5] * 4), {"scale": prior})
 
 
+@pytest.mark.parametrize(
+    "family, data, prior, mode",
+    [
+        # Beta(a, b) prior, k ones in n: the posterior's mode is (a - 1 + k) / (a + b - 2 + n)
+        ("bernoulli", [0.0] * 10, {"probs": D.Beta(_t(2.0), _t(2.0))}, 1 / 12),
+        ("bernoulli", [1.0] * 10, {"probs": D.Beta(_t(2.0), _t(2.0))}, 11 / 12),
+        # Gamma(a, b) prior, counts summing to s: the mode is (a - 1 + s) / (b + n)
+        ("poisson", [0.0] * 10, {"rate": D.Gamma(_t(2.0), _t(1.0))}, 1 / 11),
+    ],
+)
+def test_a_map_from_data_on_the_edge_of_the_support_finds_the_prior_mode(family, data, prior, mode):
+    # the data's estimate, a probability of 0 (a logit of -708, where the gradient vanishes),
+    # took one step to +590 and "converged" at probs=1; a rate of 0 was refused as "starting
+    # values ... not finite"
+    fit = fit_map(family, _t(data), prior)
+    assert fit.converged
+    assert fit.params[next(iter(prior))].item() == pytest.approx(mode, rel=1e-6)
+
+
+def test_fit_dist_with_a_prior_on_data_on_the_edge_of_the_support(tmp_path):
+    # said "--prior probs=beta:2,2: its log-density at the starting value probs = 0 ... is
+    # -inf: its numbers are too extreme for float64 arithmetic"
+    path = tmp_path / "b.csv"
+    path.write_text("x\n" + "0\n" * 10)
+    res = runner.invoke(
+        app, ["fit", "dist", str(path), "-f", "bernoulli", "--prior", "probs=beta:2,2"]
+    )
+    assert res.exit_code == 0, res.output
+    assert re.search(r"probs\s+0\.0833", res.output)
+
+
 def test_fit_dist_takes_init_and_max_iter_and_says_so_in_its_hints(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("x\n1.5\n1.5\n1.5\n1.5\n")

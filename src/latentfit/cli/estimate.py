@@ -221,6 +221,7 @@ def _check_prior_start(fam, x, fixed: dict, prior: dict, given: dict) -> None:
 
     from latentfit.estimate.map import prior_in_dtype
     from latentfit.estimate.mle import prepare_fit
+    from latentfit.estimate.parameters import ParameterLayout
 
     try:
         fam, fixed, x, _ = prepare_fit(fam, x, fixed, None, None, None, None)
@@ -234,9 +235,10 @@ def _check_prior_start(fam, x, fixed: dict, prior: dict, given: dict) -> None:
         if not bool(torch.isfinite(value).all()):  # the data's fault: the fit says so
             return
         con = fam.constraints.get(name)
-        inside = torch.distributions.biject_to(con).inv(value) if con is not None else value
-        if not bool(torch.isfinite(inside).all()):  # on the edge (constant data): the MAP
-            continue  # starts elsewhere (see fit_family)
+        if con is not None and ParameterLayout({name: value.shape}, {name: con}).on_boundary(
+            {name: value}
+        ):  # on the edge (constant data, a probability of 0): the MAP starts elsewhere
+            continue  # (see fit_family)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lp = prior_in_dtype(dist, x.dtype).log_prob(value).sum()

@@ -278,6 +278,12 @@ def fit_family(
             # a scale of 0), yet a prior may make the MAP proper (only a MAP gets here): such
             # coordinates start at the constraint's origin instead (0, or 1 if positive)
             u0 = torch.where(torch.isfinite(u0), u0, torch.zeros_like(u0))
+        if log_prior is not None and init is None:
+            # so do those on the edge where the MLE lies there (a probability of 0 from data
+            # of zeros, a rate of 0): a probability of 0 maps to a finite logit of -708,
+            # where the gradient vanishes, and from there one step went to +590 and
+            # "converged" at a probability of 1
+            u0 = _off_the_edge(layout, start, u0)
         if not bool(torch.isfinite(u0).all()) or not bool(torch.isfinite(objective(u0))):
             if init is None:  # the method-of-moments start, computed from the data
                 raise DataError(
@@ -502,6 +508,18 @@ def _inside(con, t: torch.Tensor) -> bool:
         return bool(con.check(t).all())
     except (RuntimeError, IndexError, TypeError, ValueError, NotImplementedError):
         return True
+
+
+def _off_the_edge(layout, start: dict, u0: torch.Tensor) -> torch.Tensor:
+    """``u0`` (p,) with the coordinates of every parameter whose ``start``, finite, lies on
+    the edge of its support (``ParameterLayout.on_boundary``) set to 0: the origin of the
+    constraint's map. A start that is not finite (data that overflow) is left to be refused."""
+    edge = set(layout.on_boundary(start))
+    off = torch.zeros_like(u0, dtype=torch.bool)  # (p,)
+    for s in layout.slots:
+        if s.name in edge and bool(torch.isfinite(start[s.name]).all()):
+            off[s.start : s.start + s.size] = True
+    return torch.where(off, torch.zeros_like(u0), u0)
 
 
 def _minimize_standardized(family, layout, u0, x, fixed, log_prior, *, max_iter, gtol):
