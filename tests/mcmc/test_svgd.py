@@ -148,3 +148,26 @@ def test_a_step_size_that_overshoots_mildly_is_said():
             x = run(step_size)
             # settled: the 100 particles' mean and sd within 0.05 of N(0, 1)'s
             assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
+
+
+def test_a_density_that_raises_is_named_with_what_it_raised():
+    # D.Multinomial's log_prob indexes with a boolean mask, which vmap cannot map: every
+    # particle was rejected, and the error said "choose init where the density is finite, or a
+    # smaller init_scale", which no init or scale could fix
+    import pytest
+    from torch.distributions import constraints
+
+    from latentfit.errors import ParameterError
+
+    counts = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    options = dict(num_particles=4, num_iter=5, progress_bar=False, generator=0)
+    with pytest.raises(ParameterError, match=r"raised RuntimeError: vmap.*vectorized=True"):
+        svgd(
+            lambda p: D.Multinomial(6, probs=p).log_prob(counts),
+            {"p": torch.ones(3) / 3},
+            constraints={"p": constraints.simplex},
+            **options,
+        )
+    # a density that is -inf without raising keeps the advice about init
+    with pytest.raises(ParameterError, match=r"choose init where the density is finite"):
+        svgd(lambda x: x * -torch.inf, {"x": 1.0}, **options)

@@ -33,6 +33,7 @@ from latentfit._validation import (
 from latentfit.errors import DivergedParticlesWarning, ParameterError, user_stacklevel
 from latentfit.mcmc.budget import check_iterations, check_run, svgd_parts
 from latentfit.mcmc.result import check_name
+from latentfit.mcmc.sampler import _raised
 from latentfit.mcmc.target import Target, init_values
 
 __all__ = ["SVGDResult", "rbf_median_kernel", "step_to_spread", "svgd", "svgd_direction"]
@@ -183,14 +184,19 @@ def _check_finite(target: Target, u: torch.Tensor, bad: torch.Tensor, it: int) -
     if not bool(bad.any()):
         return
     i = int(bad.nonzero()[0])
+    # a density that raised (an operation vmap cannot map, say) is named with what it raised,
+    # as the sampler names it: "choose init where the density is finite" alone misled there
+    raised = _raised(target)
     raise ParameterError(
         f"SVGD iteration {it}: the log-density or its gradient is not finite at particle "
-        f"{i} ({int(bad.sum())} of {u.shape[0]} particles): {_at(target, u[i])}. "
+        f"{i} ({int(bad.sum())} of {u.shape[0]} particles): {_at(target, u[i])}"
         + (
-            "The particles start there: choose init where the density is finite, or a "
-            "smaller init_scale"
+            raised
+            if raised
+            else ". The particles start there: choose init where the density is finite, or "
+            "a smaller init_scale"
             if it == 0
-            else "Try a smaller step_size"
+            else ". Try a smaller step_size"
         )
     )
 
