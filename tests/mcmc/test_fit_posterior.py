@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributions as D
 
+from latentfit.errors import ParameterError
 from latentfit.estimate import fit_map
 from latentfit.estimate.conjugate import GammaPoisson
 from latentfit.estimate.families import log_density_family
@@ -129,3 +130,20 @@ def test_a_callable_prior_of_bounded_support_samples_from_the_map():
     exact = integrate.quad(lambda v: v * g.pdf(v), lo, hi)[0] / (g.cdf(hi) - g.cdf(lo))
     assert float(r["rate"].min()) > lo and float(r["rate"].max()) < hi
     assert abs(float(r["rate"].mean()) - exact) < 4 * float(r.mcse()["rate"])
+
+
+def test_a_callable_prior_that_vmap_cannot_map_is_said_in_sample_posterior_words():
+    # an `if` on the parameter's value runs in fit_map but not under vmap: the error said
+    # "choose init inside the support" and "pass vectorized=True", neither of which
+    # sample_posterior takes
+    def log_prior(rate):
+        return -rate if rate > 1 else 0 * rate
+
+    x = torch.poisson(torch.full((20,), 3.0, dtype=F64), generator=_gen(3))
+    fit = fit_map("poisson", x, log_prior)
+    with pytest.raises(ParameterError, match=r"raised RuntimeError: vmap.*torch\.where") as err:
+        fit.sample_posterior(num_chains=2, num_warmup=2, num_draws=2, progress_bar=False)
+    assert "vectorized" not in str(err.value) and "init" not in str(err.value)
+    # written with torch.where, the same prior samples
+    fit = fit_map("poisson", x, lambda rate: torch.where(rate > 1, -rate, 0 * rate))
+    fit.sample_posterior(num_chains=2, num_warmup=2, num_draws=2, progress_bar=False)

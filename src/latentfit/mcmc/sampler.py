@@ -579,7 +579,23 @@ def _finite_starts(target: Target, u_map: torch.Tensor, u0: torch.Tensor) -> tor
         if not bool(bad.any()):
             return u0
         u0 = torch.where(bad[:, None], (u0 + u_map) / 2, u0)
-    return torch.where(bad[:, None], u_map, u0)
+    u0 = torch.where(bad[:, None], u_map, u0)
+    if target.last_error is not None and not bool(
+        torch.isfinite(target.log_prob_and_grad(u_map)[0]).all()
+    ):
+        # the density raised even at the MAP, where fit_map evaluated it: it fails where the
+        # chains are mapped with vmap. sample()'s words ("choose init", "pass
+        # vectorized=True") name options sample_posterior does not take
+        exc = target.last_error
+        text = " ".join(str(exc).split())[:300].rstrip(" .")
+        raise ParameterError(
+            f"sample_posterior maps the posterior over the chains with torch.func.vmap, where "
+            f"it raised {type(exc).__name__}: {text}. Write the log-density of the family and "
+            "of a callable prior with torch operations only (torch.where rather than an if on "
+            "a parameter's value; no .item(), float() or numpy), or give the prior as torch "
+            "distributions, {name: distribution}"
+        )
+    return u0
 
 
 def sample_fit(
