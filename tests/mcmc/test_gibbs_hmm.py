@@ -246,3 +246,20 @@ def test_chains_start_from_the_given_state_path():
         gibbs_hmm(x, 2, num_draws=1, num_warmup=0, init_states=z0[:5])
     with pytest.raises(DataError, match="init_states"):
         gibbs_hmm(x, 2, num_draws=1, num_warmup=0, init_states=z0 + 2)
+
+
+@pytest.mark.parametrize(
+    "z0, match",
+    [
+        (lambda z: z.double(), r"got float64 values.*astype\(int\)"),
+        (lambda z: z.bool().numpy(), r"got bool values"),
+        (lambda z: torch.cat([z[:3], torch.tensor([5]), z[4:]]), r"got state 5 at row 3"),
+        (lambda z: z[:5], r"got shape \(5,\)"),
+    ],
+)
+def test_init_states_that_are_refused_say_what_is_wrong_with_them(z0, match):
+    # every refusal said "got shape (12,)", also where the shape was right: float or bool
+    # states, or a state out of range
+    x = _series(12, 5)
+    with pytest.raises(DataError, match=match):
+        gibbs_hmm(x, 2, num_draws=1, num_warmup=0, init_states=z0((x > 0.25).to(torch.long)))

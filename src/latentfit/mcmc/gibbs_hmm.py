@@ -204,9 +204,17 @@ def gibbs_hmm(
         except (TypeError, ValueError):
             z0 = np.zeros(0, dtype=object)  # ragged: refused below with the expected form
         if z0.shape[0] != n or z0.dtype.kind not in "iu" or z0.min() < 0 or z0.max() >= k:
+            # the shape alone was named, also where it was right and the values were not
+            if z0.shape[0] != n:
+                got = f"shape {tuple(z0.shape)}"
+            elif z0.dtype.kind not in "iu":
+                got = f"{z0.dtype} values (pass them as integers, e.g. .astype(int))"
+            else:
+                bad = int(np.flatnonzero((z0 < 0) | (z0 >= k))[0])
+                got = f"state {int(z0[bad])} at row {bad}"
             raise DataError(
                 f"init_states must hold {n} integer states in 0..{k - 1}, one per row of x; "
-                f"got shape {tuple(z0.shape)}"
+                f"got {got}"
             )
         paths = [
             p.expand(c, -1).clone()
