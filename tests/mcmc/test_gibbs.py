@@ -173,3 +173,22 @@ def test_forward_algorithm_density_equals_the_sum_over_paths():
         rtol=1e-12,
         atol=1e-12,
     )
+
+
+def test_the_forward_algorithm_target_starts_in_the_data_units():
+    # init put the means at -1, 1 and the scales at 1 whatever the data: on two regimes near
+    # 1000 and 1010, chains started there (init_strategy="init") ended their warm-up with a
+    # state's mean at 170. The posterior means sit at the regimes' sample means (12 rows of
+    # sd 1 each: standard errors 0.29, so within 1.5 is 5 of them)
+    from latentfit.mcmc import sample
+    from latentfit.mcmc.gibbs import hmm_log_density
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([1000 + torch.randn(12, generator=g), 1010 + torch.randn(12, generator=g)])
+    logp, init, cons = hmm_log_density(x.to(F64), 2)
+    assert float(x.min()) < float(init["means"][0]) < float(init["means"][1]) < float(x.max())
+    res = sample(logp, init, constraints=cons, init_strategy="init", num_chains=2, max_depth=6,
+                 num_warmup=60, num_draws=20, generator=0, progress_bar=False)  # fmt: skip
+    got = res["means"].mean((0, 1))
+    want = torch.stack([x[:12].mean(), x[12:].mean()]).to(F64)
+    assert bool(((got - want).abs() < 1.5).all()), (got, want)

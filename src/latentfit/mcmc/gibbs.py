@@ -445,7 +445,7 @@ def hmm_log_density(x: torch.Tensor, n_states: int):
     x = observations(x, min_rows=2)  # its priors are scaled by the data's sd
     if x.shape[1] != 1:
         raise DataError(f"hmm_log_density is univariate; x has {x.shape[1]} columns")
-    check_spread(x)
+    m, s = check_spread(x)
     x = x[:, 0]
     k = check_positive_int(n_states, "n_states")
     check_hmm_density(k, x.shape[0], x.device, "hmm_log_density")
@@ -460,11 +460,16 @@ def hmm_log_density(x: torch.Tensor, n_states: int):
         return torch.logsumexp(a, 0) + prior
 
     on = dict(dtype=x.dtype, device=x.device)
+    # in the data's units, as gmm_log_density's: means at -1..1 and scales of 1 left chains
+    # started there on data near 1000 with a state's mean at 170 after the warm-up
+    q = torch.quantile(x, torch.linspace(0.2, 0.8, k, **on))
+    if not bool((q[1:] > q[:-1]).all()):  # tied quantiles: init must be strictly ordered
+        q = m[0] + s[0] * torch.linspace(-1, 1, k, **on)
     init = {
         "start": torch.full((k,), 1.0 / k, **on),
         "trans": torch.full((k, k), 1.0 / k, **on),
-        "means": torch.linspace(-1, 1, k, **on),
-        "scales": torch.ones(k, **on),
+        "means": q,
+        "scales": s.expand(k).clone(),
     }
     cons = {
         "start": constraints.simplex,
