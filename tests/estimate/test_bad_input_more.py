@@ -364,6 +364,21 @@ def test_a_map_from_data_on_the_edge_of_the_support_finds_the_prior_mode(family,
     assert fit.params[next(iter(prior))].item() == pytest.approx(mode, rel=1e-6)
 
 
+def test_a_start_outside_a_callable_prior_support_blames_the_prior():
+    # the data's mean, 2.25, lies outside Uniform(2.9, 3.6): said "the Poisson starting values
+    # {rate: 2.25} computed from the data are not finite", and with init={"rate": 1.0} "give
+    # a non-finite Poisson log-likelihood"; both are finite, the prior is 0 there
+    x = torch.poisson(
+        torch.full((20,), 3.0, dtype=torch.float64), generator=torch.Generator().manual_seed(3)
+    )
+    prior = lambda rate: D.Uniform(2.9, 3.6, validate_args=False).log_prob(rate)
+    for init in (None, {"rate": 1.0}):
+        with pytest.raises(ParameterError, match=r"prior's log-density .* is -inf.*support"):
+            fit_map("poisson", x, prior, init=init)
+    fit = fit_map("poisson", x, prior, init={"rate": 3.0})
+    assert 2.9 < fit.params["rate"].item() < 3.6
+
+
 def test_fit_dist_with_a_prior_on_data_on_the_edge_of_the_support(tmp_path):
     # said "--prior probs=beta:2,2: its log-density at the starting value probs = 0 ... is
     # -inf: its numbers are too extreme for float64 arithmetic"

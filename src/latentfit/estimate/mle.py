@@ -285,6 +285,21 @@ def fit_family(
             # "converged" at a probability of 1
             u0 = _off_the_edge(layout, start, u0)
         if not bool(torch.isfinite(u0).all()) or not bool(torch.isfinite(objective(u0))):
+            if (
+                log_prior is not None
+                and bool(torch.isfinite(u0).all())
+                and bool(torch.isfinite(loglik_obs(u0).sum()))
+            ):
+                # finite values of a finite likelihood: the prior gives them no density (a
+                # callable prior of bounded support), which "are not finite" did not say
+                with torch.no_grad():
+                    lp = float(log_prior(layout.to_natural(u0)))
+                where = "computed from the data" if init is None else "given"
+                raise ParameterError(
+                    f"the prior's log-density at the {family.name} starting values "
+                    f"{_fmt(layout.to_natural(u0))} ({where}) is {lp}: the prior gives them no "
+                    "density; pass init= with values inside the prior's support"
+                )
             if init is None:  # the method-of-moments start, computed from the data
                 raise DataError(
                     f"the {family.name} starting values {_fmt(start)} computed from the data "
