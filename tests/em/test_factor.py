@@ -9,6 +9,7 @@ import scipy.stats as st
 import torch
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
+from sklearn.exceptions import ConvergenceWarning
 
 import latentfit
 from latentfit import PPCA, FactorAnalysis
@@ -713,3 +714,74 @@ def test_ppca_with_gaps_beside_one_far_row_maximises_the_likelihood_in_the_noise
     vertex = s2 - h * (hi - lo) / (2 * (hi - 2 * mid + lo))
     np.testing.assert_allclose(s2, vertex, rtol=1e-7)
     np.testing.assert_allclose(model.score(X) * len(X), mid, rtol=1e-10)
+
+
+def _rank_deficient(n=200):
+    """Columns [a 1e8, b, a + b]: the covariance's eigenvalues 9.2e15, 2.09 and 0 (to
+    rounding), so PPCA(2)'s closed-form σ², the third, is below any floor."""
+    a, b = np.random.default_rng(0).normal(size=(2, n))
+    return np.c_[a * 1e8, b, a + b]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_fit_stopped_on_a_saddle_says_so(seed):
+    """From a random start at the mean column variance (3e15), the noise variance stays far
+    above the second eigenvalue (2.09) long enough to shrink the second factor to ~1e-16 of
+    the noise's scale; it then grows back about 2-fold an iteration, moving the
+    log-likelihood by less than tol, and EM reported convergence at σ² = 1.08 (seed 0) and
+    0.99 (seed 1), the 1-factor saddle point ((2.09 + 0) / 2), without a word, 0.37 and 0.45
+    nats a row below the closed-form start's fit, which ends at the floor."""
+    X = _rank_deficient()
+    assert _svd_noise(X, 2) < 1e-20  # the closed form: at the floor
+    with pytest.warns(HeywoodCaseWarning):
+        best = PPCA(2).fit(X)  # the closed-form start
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EMMonotonicityWarning)
+        with pytest.warns(ConvergenceWarning) as record:
+            model = PPCA(2, init="random", random_state=seed).fit(X)
+    (message,) = [str(w.message) for w in record if w.category is ConvergenceWarning]
+    assert "PPCA: EM stopped on a plateau of the likelihood (a saddle point)" in message
+    assert "one of the 2 factors carries almost no variance" in message
+    assert "from 1.05 in column 1 to 9.24e+15 in column 0" in message
+    assert "Use init='pca'" in message
+    assert not model.converged_
+    assert model.score(X) < best.score(X) - 0.3
+
+
+def test_factor_analysis_stopped_on_a_saddle_says_so():
+    """A start whose noise variance (1e6) lies far above the data's shrinks both factors to
+    ~1e-4 and ~1e-6 of the noise's scale: EM stopped after 3 iterations at -11.12 nats a
+    row, 1.47 below scikit-learn's fit, without a word."""
+    X, _, _ = _data(n=300)
+    ref = SkFactorAnalysis(2).fit(X).score(X)
+    with pytest.warns(ConvergenceWarning, match=r"2 of the 2 factors carry almost no variance"):
+        model = FactorAnalysis(2, init="random", random_state=0, noise_variance_init=[1e6] * 6)
+        model.fit(X)
+    assert not model.converged_ and model.score(X) < ref - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = FactorAnalysis(2, init="random", random_state=0).fit(X)
+    assert model.converged_ and model.score(X) > ref - 1e-3
+
+
+@pytest.mark.parametrize("cls", [PPCA, FactorAnalysis])
+def test_a_factor_of_zero_at_the_maximum_is_no_saddle(cls):
+    """Four factors on iris's four columns from a random start end with one of ~1e-13 of the
+    noise's scale at a maximum (PPCA: the model covariance is the data's along a flat ridge;
+    factor analysis: the factor is zero at its maximum). Neither is a plateau (a 1e-3 factor
+    grows no more than 1.0x an iteration; the factor of ~1e-15 itself "grew" 1.07 times, by
+    rounding): no warning, and the likelihood is that of the sample covariance. A saddle is 0.3 nats a row
+    or more below."""
+    from sklearn.datasets import load_iris
+
+    X = load_iris().data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = cls(4, init="random", random_state=0).fit(X)
+    p = model._params
+    assert float(torch.linalg.svdvals(p["W"] / p["psi"].sqrt()[:, None])[-1]) < 1e-9
+    assert model.converged_
+    # four factors can take any covariance: the maximum is that of the sample covariance (EM
+    # creeps along the ridge and stops 4e-5 nats a row short of it at tol)
+    want = st.multivariate_normal(X.mean(0), np.cov(X.T, bias=True)).logpdf(X).mean()
+    np.testing.assert_allclose(model.score(X), want, atol=1e-4)

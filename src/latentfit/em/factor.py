@@ -32,6 +32,7 @@ from sklearn.base import (
     DensityMixin,
     TransformerMixin,
 )
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
@@ -43,6 +44,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
+from latentfit.em.driver import accumulate_stats
 from latentfit.em.edited import fitted_params, is_edited
 from latentfit.em.factor_math import (
     FactorPosterior,
@@ -53,6 +55,8 @@ from latentfit.em.factor_math import (
     floored_noise,
     positive_weight_rows,
     recenter_factor_stats,
+    whitened_loadings,
+    with_weak_factors_at,
 )
 from latentfit.em.gaussian import (
     PassOverflowCheck,
@@ -149,8 +153,60 @@ class _LinearGaussian(
 
     def _after_fit(self, fit, result, X, **args) -> None:
         super()._after_fit(fit, result, X, **args)
+        self._warn_stalled_factor(fit)
         self._rotate()
         self._warn_floored_noise()
+
+    def _warn_stalled_factor(self, fit) -> None:
+        """ConvergenceWarning (and ``converged_`` False) when EM stopped on a plateau of the
+        likelihood, not at its maximum: a factor carries almost nothing (its loadings, scaled
+        by the noise, below 1e-2) although the likelihood grows with it. Such a factor shrinks
+        while the noise variance is above the data's variance along its direction (as from a
+        random start at the mean column variance, far above it when the columns differ by
+        orders of magnitude), then grows back by a constant factor an iteration, changing the
+        log-likelihood by less than ``tol`` until it matters: Tipping & Bishop (1999, §3.2)'s
+        saddle points. One EM iteration from such factors set to 1e-3 along their directions
+        tells them apart: it grows where the data vary more than the noise across the other
+        factors, and stays or shrinks at a maximum (a factor analysis factor of zero, PPCA
+        with as many factors as columns). The set value keeps the ratio clear of the rounding
+        of a factor of ~1e-15 (PPCA's fourth factor on iris from a random start "grew" 1.07
+        times there, where the likelihood is flat)."""
+        p = self._params
+        weak = int((whitened_loadings(p["W"], p["psi"]) < 1e-2).sum())
+        if not weak:
+            return
+        probe = {**p, "W": with_weak_factors_at(p["W"], p["psi"], 1e-3)}
+        stats = (fit.reduce or (lambda s: s))(accumulate_stats(fit.hooks, probe, fit.data))
+        step = fit.hooks.mstep(probe, stats)
+        # the largest of the weak factors after the iteration (descending singular values)
+        growth = float(whitened_loadings(step["W"], step["psi"])[-weak]) / 1e-3
+        if growth < 1.01:
+            return
+        self.converged_ = False
+        var = self._min_noise / _floor_fraction(p["psi"].dtype)  # (d,): the columns' variances
+        which, them = ("one", "it") if weak == 1 else (f"{weak}", "them")
+        lo, hi = var.min(), var.max()
+        spread = (
+            f" (here from {float(lo):.3g} in {self._columns(var == lo)} to {float(hi):.3g} in "
+            f"{self._columns(var == hi)})"
+            if bool(hi > 1e6 * lo)
+            else ""
+        )
+        warnings.warn(
+            f"{type(self).__name__}: EM stopped on a plateau of the likelihood (a saddle "
+            f"point), not at its maximum: {which} of the {self.n_components_} factors "
+            f"carr{'ies' if weak == 1 else 'y'} almost no variance (loadings below 1e-2 of the "
+            "noise's scale), though the data vary more than the noise where "
+            f"{'it points' if weak == 1 else 'they point'}: an iteration makes {them} "
+            f"{growth:.3g} times larger, while the log-likelihood changes by less than tol. A "
+            "start whose noise variance lies far above the data's variance along a factor "
+            "does this: a random start when the columns' variances differ by orders of "
+            f"magnitude{spread}, or a large noise_variance_init. Use init='pca' (the "
+            "closed-form start), or standardise the columns (divide each by its standard "
+            "deviation)",
+            ConvergenceWarning,
+            stacklevel=user_stacklevel(),
+        )
 
     def _warn_floored_noise(self) -> None:
         """HeywoodCaseWarning naming the columns whose noise variance ended at the floor

@@ -26,6 +26,8 @@ __all__ = [
     "factor_posterior",
     "floored_noise",
     "recenter_factor_stats",
+    "whitened_loadings",
+    "with_weak_factors_at",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -272,3 +274,18 @@ def floored_noise(
     at_floor = psi <= min_noise * (1 + 1e-5)  # (d,)
     constant = at_floor & (W.square().sum(1) <= min_noise)  # (d,)
     return at_floor & ~constant, constant
+
+
+def whitened_loadings(W: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """The singular values (q,) of Ψ^-½ W, descending: how far each factor rises above the
+    noise (s² = λ/ψ − 1 for PPCA's factor of the covariance's eigenvalue λ; M = I + Wᵀ Ψ⁻¹ W
+    has the eigenvalues 1 + s²)."""
+    return torch.linalg.svdvals(W / psi.sqrt().unsqueeze(1))
+
+
+def with_weak_factors_at(W: torch.Tensor, psi: torch.Tensor, size: float) -> torch.Tensor:
+    """The loadings W (d, q) with every singular value of Ψ^-½ W below ``size`` set to it,
+    their directions and the other factors kept."""
+    root = psi.sqrt().unsqueeze(1)  # (d, 1)
+    U, S, Vh = torch.linalg.svd(W / root, full_matrices=False)  # (d, q), (q,), (q, q)
+    return root * ((U * S.clamp_min(size)) @ Vh)
