@@ -531,6 +531,32 @@ def test_ppca_at_the_noise_floor_warns_and_a_healthy_fit_does_not():
         PPCA(2).fit(X)
 
 
+@pytest.mark.parametrize("cls", [PPCA, FactorAnalysis])
+def test_partial_fit_at_the_noise_floor_warns_as_fit_does(cls):
+    """partial_fit ended at the floor without a word: PPCA's σ² at 1.66e-16 on rows in a plane,
+    FactorAnalysis's constant column at 2.2e-308. It warns as fit does, at every call that
+    ends there, and not for healthy rows."""
+    X, W, _ = _data(n=200, d=5)
+    rng = np.random.default_rng(1)
+    exact = rng.normal(size=(200, 2)) @ W.T  # rows in a plane: PPCA's σ² goes to the floor
+    if cls is FactorAnalysis:  # a constant column: its noise variance goes to the floor
+        exact = np.c_[X, np.full(200, 3.0)]
+    with pytest.warns(HeywoodCaseWarning) as record:
+        cls(2).fit(exact)
+    (want,) = {str(w.message) for w in record if w.category is HeywoodCaseWarning}
+    model = cls(2)
+    for _ in range(3):
+        with pytest.warns(HeywoodCaseWarning) as record:
+            model.partial_fit(exact)
+        assert [str(w.message) for w in record if w.category is HeywoodCaseWarning] == [want]
+    j = 5 if cls is FactorAnalysis else 0  # the column at the floor
+    psi = np.broadcast_to(model.noise_variance_, (exact.shape[1],))
+    assert psi[j] <= float(model._floor[j]) * (1 + 1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeywoodCaseWarning)
+        cls(2).partial_fit(X).partial_fit(X)
+
+
 def _exact_log_density(x, W, mu, psi):
     """log N(x; μ, W Wᵀ + diag ψ) in 50-digit arithmetic (mpmath)."""
     import mpmath

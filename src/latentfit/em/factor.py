@@ -291,6 +291,7 @@ class _LinearGaussian(
     def partial_fit(self, X, y=None, sample_weight=None):
         super().partial_fit(X, y=y, sample_weight=sample_weight)
         self._rotate()
+        self._warn_floored_noise()  # as fit does: a noise variance at its floor is not the data's
         return self
 
     def _initial_noise(self, d: int, dtype, device) -> torch.Tensor | None:
