@@ -74,8 +74,6 @@ def _posterior_and_residual(
     coordinate about the current loadings (zero at the missing ones), which the log-density
     needs too and the E-step statistics are taken around."""
     d = X.shape[1]
-    q = W.shape[1]
-    eye = torch.eye(q, dtype=X.dtype, device=X.device)
     if not has_missing(X):
         R = X - mu  # (n, d)
         beta_t, cov, log_det_M = _shared_posterior(W, psi)
@@ -92,16 +90,63 @@ def _posterior_and_residual(
     obs = ~torch.isnan(X)
     O = obs.to(X.dtype)  # (n, d)
     R = torch.where(obs, X - mu, 0)  # (n, d)
-    Pinv = O / psi  # (n, d): Ψ_o⁻¹ with zeros at missing coordinates
-    M = eye + torch.einsum("dq,nd,dr->nqr", W, Pinv, W)  # (n, q, q)
-    L = torch.linalg.cholesky(M)
-    B = (R * Pinv) @ W  # (n, q)
-    Ez = torch.cholesky_solve(B.unsqueeze(2), L).squeeze(2)  # (n, q)
+    which, beta_t, cov, log_det_M = _pattern_posteriors(obs, W, psi)
+    Ez = _rows_times(R, beta_t, which)  # (n, q)
     E = (R - Ez @ W.T) * O  # (n, d)
-    quad = (E.square() * Pinv).sum(1) + Ez.square().sum(1)  # as above
-    log_det = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(1) + O @ psi.log()
+    quad = (E.square() * (O / psi)).sum(1) + Ez.square().sum(1)  # as above
+    log_det = log_det_M[which] + O @ psi.log()
     ll = -0.5 * (O.sum(1) * _LOG_2PI + log_det + quad)
-    return FactorPosterior(Ez, torch.cholesky_inverse(L), ll), E
+    return FactorPosterior(Ez, cov[which], ll), E
+
+
+def _pattern_posteriors(
+    obs: torch.Tensor, W: torch.Tensor, psi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_shared_posterior` for every pattern of observed coordinates of the rows
+    ``obs`` (n, d): the pattern of each row (n,), and per pattern βᵀ (p, d, q) (zero at its
+    missing coordinates), M⁻¹ (p, q, q) and log det M (p,), M = I + W_oᵀ Ψ_o⁻¹ W_o. From
+    the SVD of Ψ_o^-½ W_o as on complete data: a Cholesky factor of M, formed and rounded by
+    ~eps of its largest entry, failed ("not positive-definite") once the loadings lay along
+    each other far above the noise (float32, rows on a line). One SVD a pattern, not a row:
+    rows with gaps share few patterns."""
+    which, patterns = _patterns(obs)  # (n,), (p, d)
+    root = psi.sqrt().unsqueeze(1)  # (d, 1)
+    A = patterns.to(W.dtype).unsqueeze(2) * (W / root)  # (p, d, q): Ψ_o^-½ W_o
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)  # (p, d, q), (p, q), (p, q, q)
+    grow = 1 + S.square()  # (p, q): the eigenvalues of M
+    beta_t = ((U / root) * (S / grow).unsqueeze(1)) @ Vh  # (p, d, q)
+    cov = (Vh.mT / grow.unsqueeze(1)) @ Vh  # (p, q, q)
+    return which, beta_t, cov, torch.log1p(S.square()).sum(1)
+
+
+def _patterns(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of the boolean ``obs`` (n, d): the index of each row's (n,) and the
+    patterns (p, d). Each 62 columns are read as the bits of one integer and the words
+    combined one at a time (indices below n, so the combined key stays below n²):
+    ``torch.unique(dim=0)`` took 38 ms for 20,000 x 10, the bits under 1."""
+    n, d = obs.shape
+    which = torch.zeros(n, dtype=torch.int64, device=obs.device)
+    for j in range(0, d, 62):
+        bits = obs[:, j : j + 62].to(torch.int64)  # (n, <= 62)
+        shift = torch.arange(bits.shape[1], device=obs.device)
+        words, word = torch.unique((bits << shift).sum(1), return_inverse=True)
+        _, which = torch.unique(which * len(words) + word, return_inverse=True)
+    first = torch.full((int(which.max()) + 1 if n else 0,), n, device=obs.device)
+    first = first.scatter_reduce(0, which, torch.arange(n, device=obs.device), "amin")
+    return which, obs[first]
+
+
+def _rows_times(R: torch.Tensor, beta_t: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """R[i] @ beta_t[which[i]] for every row (n, q), in blocks of rows so that the gathered
+    (rows, d, q) matrices stay near 2^22 numbers."""
+    n, d = R.shape
+    q = beta_t.shape[2]
+    block = max(1, (1 << 22) // max(1, d * q))
+    parts = [
+        torch.einsum("nd,ndq->nq", R[i : i + block], beta_t[which[i : i + block]])
+        for i in range(0, n, block)
+    ]
+    return torch.cat(parts) if parts else R.new_zeros(0, q)
 
 
 def positive_weight_rows(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
