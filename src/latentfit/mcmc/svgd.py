@@ -184,9 +184,11 @@ def _check_finite(target: Target, u: torch.Tensor, bad: torch.Tensor, it: int) -
     if not bool(bad.any()):
         return
     i = int(bad.nonzero()[0])
-    # a density that raised (an operation vmap cannot map, say) is named with what it raised,
-    # as the sampler names it: "choose init where the density is finite" alone misled there
-    raised = _raised(target)
+    # a density that raised at the start (an operation vmap cannot map, say) is named with
+    # what it raised, as the sampler names it: "choose init where the density is finite"
+    # alone misled there. After a step it ran at the start, so what it raised where a step
+    # put the particles (a scale of inf its argument checks refuse) is the step's doing
+    raised = _raised(target) if it == 0 else ""
     raise ParameterError(
         f"SVGD iteration {it}: the log-density or its gradient is not finite at particle "
         f"{i} ({int(bad.sum())} of {u.shape[0]} particles): {_at(target, u[i])}"
