@@ -45,18 +45,20 @@ def _csv_text(X: np.ndarray, header: list[str] | None) -> str:
 
 
 @st.composite
-def data_files(draw, kind: str = "real", name: str = "data"):
+def data_files(draw, kind: str = "real", name: str = "data", clean: bool = False, d=None):
     """A recipe for an input file: ``(suffix, content, description)``; content is bytes, or
-    ``"directory"`` / ``"missing"``. Columns are named a, b, c when there is a header."""
-    what = "csv" if draw(st.booleans()) else draw(st.sampled_from(FILE_KINDS))
-    n = draw(st.sampled_from([1, 2, 5, 20, 40, 40]))
-    d = draw(st.integers(1, 3))
+    ``"directory"`` / ``"missing"``. Columns are named a, b, c when there is a header.
+    ``clean``: a CSV file of good values with distinct column names or none; ``d``: its
+    number of columns (default: drawn)."""
+    what = "csv" if clean or draw(st.booleans()) else draw(st.sampled_from(FILE_KINDS))
+    n = draw(st.sampled_from([20, 40] if clean else [1, 2, 5, 20, 40, 40]))
+    d = d or draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**16))
     X = base_values(kind, n, d, seed)
     done = []
-    if what != "csv" or draw(st.booleans()):  # half the CSV files are clean
+    if not clean and (what != "csv" or draw(st.booleans())):  # half the CSV files are clean
         X, done = draw(corrupt(X))
-    header = draw(st.sampled_from([["a", "b", "c"][:d], None, ["a"] * d]))
+    header = draw(st.sampled_from([["a", "b", "c"][:d], None] + ([] if clean else [["a"] * d])))
     desc = f"{what} {kind} n={n} d={d} seed={seed} {done} header={header}"
     return (*_recipe(draw, what, X, header, n, d), desc, n)
 

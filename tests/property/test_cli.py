@@ -4,10 +4,14 @@ A run passes when it exits 0, or exits 2 with an ``error:`` line (or typer's own
 for an option value of the wrong type), prints no traceback, leaves every input file's bytes
 as they were, leaves an existing output alone unless ``--force`` was given, and leaves no file
 in the folder other than the outputs it was asked for (no stray temporaries).
+
+predict, score, show, eval, sample and density read model files that the command line itself
+fitted (once, then copied into each example), files of another kind, and spoilt files.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +30,7 @@ from latentfit.cli import app
 
 from .files import data_files, materialise, write_lengths
 from .oracle import budget
+from .strategies import base_values
 
 COMMANDS = (
     "fit dist",
@@ -39,24 +44,38 @@ COMMANDS = (
     "sample",
     "select",
     "tour",
+    "fit flow",
+    "fit diffusion",
+    "fit mixture",
+    "fit fa",
+    "fit ppca",
+    "fit ssm",
+    "predict",
+    "score",
+    "show",
+    "density score",
+    "density sample",
 )
 
 # Commands that write files, and so take --force to replace an existing output.
-WRITERS = tuple(c for c in COMMANDS if c not in ("fit dist", "eval"))
+WRITERS = tuple(c for c in COMMANDS if c not in ("fit dist", "eval", "show"))
 
 
 def opt(good: list, bad: list):
     """An option value: one of ``good`` five times in six, else one of ``bad``, so that most
-    runs get far enough to fit and write, and every bad value is still tried."""
-    return st.integers(0, 5).flatmap(
+    runs get far enough to fit and write, and every bad value is still tried. A clean run
+    (see ``Run``) draws from ``good`` only."""
+    strategy = st.integers(0, 5).flatmap(
         lambda i: st.sampled_from(bad) if i == 0 else st.sampled_from(good)
     )
+    strategy.good = st.sampled_from(good)
+    return strategy
 
 
 K_VALUES = opt(["1", "2", "2", "3"], ["0", "-1", "abc", "40"])
 K_RANGES = opt(["1-3", "2", "1,2", "2-2"], ["0", "3-1", "a-b", "1-", "", "-3"])
 DEVICES = opt([None, "cpu"], ["tpu", "cuda:7", ""])
-COLUMNS = opt([None, "", "a", "a,b", "b,a"], ["zz", "0", "a,a"])
+COLUMNS = opt([None, "a", "a,b", "b,a"], ["zz", "0", "a,a", ""])
 USAGE_ERROR = re.compile(r"─ Error ─")
 # at the start of a line as a terminal shows it: after a newline, or after the carriage return
 # with which a closed progress bar hands its line back
@@ -81,15 +100,26 @@ class Run:
         self.inputs: list[Path] = []
         self.outputs: list[Path] = []  # files or folders the command may create
         self.force = data.draw(st.booleans(), label="--force")
+        # With a dozen options each spoilt now and then, few runs would get as far as a fit:
+        # one run in three is clean, with good option values, clean data and new outputs.
+        self.clean = data.draw(st.sampled_from([True, False, False]), label="clean run")
+
+    def value(self, strategy, label: str):
+        """A drawn value: from ``strategy``, or from its good values only in a clean run."""
+        if self.clean and hasattr(strategy, "good"):
+            strategy = strategy.good
+        return self.data.draw(strategy, label=label)
 
     def option(self, name: str, strategy, label=None):
-        value = self.data.draw(strategy, label=label or name)
+        value = self.value(strategy, label=label or name)
         if value is not None:
             self.args += [name, str(value)]
         return value
 
-    def input_file(self, kind: str, name: str = "data") -> Path:
-        recipe = self.data.draw(data_files(kind, name), label=f"{name} file")
+    def input_file(self, kind: str, name: str = "data", d: int | None = None) -> Path:
+        """A data file; ``d``: its number of columns in a clean run (default: drawn)."""
+        recipe = data_files(kind, name, self.clean, d if self.clean else None)
+        recipe = self.data.draw(recipe, label=f"{name} file")
         path = materialise(self.folder, recipe, name)
         self.inputs.append(path)
         self.n_rows = recipe[3]
@@ -97,11 +127,9 @@ class Run:
 
     def output(self, name: str, suffix: str, flag: str | None = "--out", optional=True) -> Path:
         """Declare an output: sometimes absent, sometimes existing, sometimes an input."""
+        spoilt = [] if self.clean else ["existing", "is_input", "directory", "missing_folder"]
         how = self.data.draw(
-            st.sampled_from(
-                ["new", "new", "existing", "is_input", "directory", "missing_folder"]
-                + (["none"] if optional else [])
-            ),
+            st.sampled_from(["new", "new", *spoilt] + (["none"] if optional else [])),
             label=f"{flag} {name}",
         )
         if how == "none":
@@ -139,6 +167,9 @@ def _vae_model(folder: Path, how: str, x_dim: int) -> Path:
         from latentfit import GaussianMixture
 
         GaussianMixture(1).fit(np.arange(8.0).reshape(4, 2)).save(path)
+        return path
+    if how == "flow_model":
+        path.write_bytes(_fitted("flow"))
         return path
     likelihood = "bernoulli" if how == "bernoulli" else "gaussian"
     model = build_model(x_dim=x_dim, z_dim=2, hidden=[4], likelihood=likelihood, seed=0)
@@ -181,26 +212,108 @@ MODEL_FILES = st.sampled_from(
         'spec:{"kind": "bogus"}',
         'spec:{"x_dim": "two"}',
         'spec:{"bogus_field": 1}',
+        "flow_model",
     ]
 )
+
+# How each kind of model file is made, by the command line itself, from two-column data
+# (header a,b) of the kind the model reads; each is fitted once and copied into every example.
+FITS = {
+    "gmm": ("real", "fit gmm {data} -k 2"),
+    "bgmm": ("real", "fit bgmm {data} -k 2"),
+    "hmm": ("real", "fit hmm {data} -k 2 --n-iter 3 --states {s}"),
+    "hsmm": ("real", "fit hsmm {data} -k 2 --n-iter 3 --states {s}"),
+    "arhmm": ("real", "fit arhmm {data} -k 2 --n-iter 3 --states {s}"),
+    "categorical_hmm": (
+        "codes",
+        "fit hmm {data} -k 2 --emission categorical --columns a --n-iter 3 --states {s}",
+    ),
+    "bernoulli": ("binary", "fit mixture {data} -k 2 -f bernoulli"),
+    "poisson": ("counts", "fit mixture {data} -k 2 -f poisson"),
+    "fa": ("real", "fit fa {data} -k 1"),
+    "ppca": ("real", "fit ppca {data} -k 1"),
+    "ssm": ("real", "fit ssm {data} -k 1 --n-iter 3 --states {s}"),
+    "vae": (
+        "real",
+        "fit vae --dataset {data} --epochs 1 --hidden 4 --latent 2 --likelihood gaussian",
+    ),
+    "flow": ("real", "fit flow {data} --epochs 1 --hidden 4 --layers 1"),
+    "ddpm": ("real", "fit diffusion --dataset {data} --epochs 1 --steps 5 --hidden 4 --n-hidden 1"),
+}
+
+
+@functools.cache
+def _fitted(kind: str) -> bytes:
+    """The bytes of a small model file of ``kind`` (a key of FITS), fitted by the command line."""
+    data_kind, args = FITS[kind]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train.csv"
+        data.write_text(_train_csv(data_kind))
+        out = Path(tmp) / "model.safetensors"
+        args = args.format(data=data, s=Path(tmp) / "s.csv").split()
+        result = CliRunner().invoke(app, [*args, "--out", str(out), "--quiet"])
+        assert result.exit_code == 0, f"fitting a {kind} model: {result.output}"
+        return out.read_bytes()
+
+
+def _train_csv(kind: str) -> str:
+    X = base_values(kind, 40, 2, seed=0)
+    return "a,b\n" + "".join(f"{u!r},{v!r}\n" for u, v in X.tolist())
+
+
+SEQUENCE_MODELS = ("hmm", "hsmm", "arhmm", "categorical_hmm", "ssm")
+# The kinds of model file for predict, score and show: each fitted kind, and spoilt files.
+ANY_MODEL = opt(list(FITS), ["missing", "directory", "garbage", "truncated", "not_model"])
+# density score and sample: flows and DDPMs mostly, and the other kinds as mismatches.
+DENSITY_MODEL = opt(["flow", "ddpm"], ["gmm", "vae", "hmm", "missing", "garbage", "truncated"])
+
+
+def _model_file(run: Run, how: str) -> Path:
+    """A model file of kind ``how`` (a key of FITS, or a way to spoil one) in the run's folder."""
+    path = run.folder / "model.safetensors"
+    if how == "directory":
+        path.mkdir()
+    elif how == "garbage":
+        path.write_bytes(os.urandom(64))
+    elif how == "not_model":
+        path.write_text(_train_csv("real"))
+    elif how == "truncated":
+        raw = _fitted("gmm")
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how != "missing":
+        path.write_bytes(_fitted(how))
+    if path.is_file():
+        run.inputs.append(path)
+    return path
+
+
+def _reading(run: Run) -> None:
+    """The options with which a user says how to read a text data file."""
+    run.option("--delimiter", opt([None, "auto", "comma", ","], ["", ";;", "bogus", "tab"]))
+    header = run.data.draw(st.sampled_from([None, "--header", "--no-header"]), label="header")
+    if header:
+        run.args.append(header)
+
+
+def _lengths(run: Run) -> None:
+    """Sometimes a --lengths file: valid for the data's rows, or spoilt."""
+    how = run.value(
+        opt(["none", "valid", "valid"],
+            ["mismatch", "zero", "negative", "fraction", "text", "empty", "missing"]),
+        "lengths",
+    )  # fmt: skip
+    if how != "none":
+        lengths = write_lengths(run.folder, how, getattr(run, "n_rows", None))
+        if lengths.exists():
+            run.inputs.append(lengths)
+        run.args += ["--lengths", str(lengths)]
 
 
 def _sequence_options(run: Run, data_path: Path) -> None:
     """What fit hmm, hsmm and arhmm share: --lengths (valid or spoilt), --algorithm,
     --columns, and their outputs: the decoded states, the model file and the figure."""
     draw = run.data.draw
-    how = draw(
-        st.sampled_from(
-            ["none", "valid", "valid", "mismatch", "zero", "negative", "fraction", "text",
-             "empty", "missing"]
-        ),
-        label="lengths",
-    )  # fmt: skip
-    if how != "none":
-        lengths = write_lengths(run.folder, how, run.n_rows)
-        if lengths.exists():
-            run.inputs.append(lengths)
-        run.args += ["--lengths", str(lengths)]
+    _lengths(run)
     run.option("--algorithm", opt([None, "viterbi", "map"], ["bogus"]))
     run.option("--columns", COLUMNS)
     # The decoded states go to --states, or by default to DATA_states.csv.
@@ -231,7 +344,7 @@ def _build(command: str, run: Run, data) -> None:
         return
     if command in ("fit gmm", "fit bgmm"):
         name = command.split()[1]
-        run.args = ["fit", name, str(run.input_file("real")), "-k", draw(K_VALUES, label="-k")]
+        run.args = ["fit", name, str(run.input_file("real")), "-k", run.value(K_VALUES, "-k")]
         run.option("--covariance", opt([None, "full", "diag", "spherical"], ["bogus"]))
         run.option("--columns", COLUMNS)
         run.option("--max-iter", opt([None, "5"], ["0"]))
@@ -253,7 +366,7 @@ def _build(command: str, run: Run, data) -> None:
         )
         kind = {"categorical": "codes", "poisson": "counts"}.get(emission, "real")
         data_path = run.input_file(kind)
-        run.args = ["fit", name, str(data_path), "-k", draw(K_VALUES, label="-k")]
+        run.args = ["fit", name, str(data_path), "-k", run.value(K_VALUES, "-k")]
         run.args += ["--emission", emission, "--n-iter", "3", "--quiet"]
         if name == "hmm":
             # VB-EM (gaussian and categorical) or online EM; both, or --chunk-rows alone, refused
@@ -275,7 +388,7 @@ def _build(command: str, run: Run, data) -> None:
         return
     if command == "fit arhmm":
         data_path = run.input_file("real")
-        run.args = ["fit", "arhmm", str(data_path), "-k", draw(K_VALUES, label="-k")]
+        run.args = ["fit", "arhmm", str(data_path), "-k", run.value(K_VALUES, "-k")]
         run.args += ["--n-iter", "3", "--quiet"]
         run.option("--order", opt([None, "1", "2"], ["0", "-1", "50", "x"]))
         run.option("--ridge", opt([None, "0.5"], ["-1", "nan", "inf"]))
@@ -329,7 +442,7 @@ def _build(command: str, run: Run, data) -> None:
             "multinomial": "counts",
             "poisson": "counts",
         }.get(family, "real")
-        run.args = ["select", family, str(run.input_file(kind)), "-k", draw(K_RANGES, label="-k")]
+        run.args = ["select", family, str(run.input_file(kind)), "-k", run.value(K_RANGES, "-k")]
         run.args += ["--max-iter", "10"]
         run.option("--covariance", opt([None, "full,diag"], ["bogus", ""]))
         run.option("--criterion", opt([None, "aic", "icl"], ["cv_loglik", "bogus"]))
@@ -343,6 +456,135 @@ def _build(command: str, run: Run, data) -> None:
         # Only unknown section names: a real section takes tens of seconds.
         run.option("--only", st.sampled_from(["bogus", "bogus,also_bogus", "gmm,bogus"]))
         run.output("report", "", optional=False)
+        return
+    if command in ("fit flow", "fit diffusion"):
+        data_path = run.input_file(draw(st.sampled_from(["real", "unit", "codes"]), label="kind"))
+        if command == "fit flow":
+            run.args = ["fit", "flow", str(data_path), "--layers", "1"]
+            run.option("--flow", opt([None, "maf", "realnvp", "spline"], ["bogus"]))
+            run.option("--n-hidden", opt([None, "1", "2"], ["0"]))
+            run.option("--patience", opt([None, "0", "1"], ["-1"]))
+            dequantize = draw(st.sampled_from([None, "--dequantize", "--no-dequantize"]))
+            levels = dequantize == "--dequantize"
+            default_out = "flow.safetensors"
+        else:
+            run.args = ["fit", "diffusion", "--dataset", str(data_path), "--n-hidden", "1"]
+            run.option("--steps", opt(["5", "10"], ["0", "-1"]))
+            run.option("--schedule", opt([None, "linear", "cosine"], ["bogus"]))
+            run.option("--variance", opt([None, "small", "large", "learned"], ["bogus"]))
+            run.option("--vlb-weight", opt([None, "0.01"], ["-1", "nan"]))
+            run.option("--decoder-fraction", opt([None, "0.5"], ["-1", "1", "nan"]))
+            run.option("--eval-t", opt([None, "0", "3"], ["-1"]))
+            for flag in ("--gaussian-skip", "--clip-denoised"):
+                if draw(st.booleans(), label=flag):
+                    run.args.append(flag)
+            if "--gaussian-skip" in run.args or not run.clean:
+                run.option("--skip-floor", opt([None, "0.01"], ["-1", "0", "nan"]))
+            dequantize = draw(st.sampled_from([None, "--discrete", "--no-discrete"]))
+            levels = dequantize == "--discrete"
+            default_out = "ddpm.safetensors"
+        if dequantize:
+            run.args.append(dequantize)
+        run.args += ["--epochs", "1", "--quiet"]
+        run.option("--hidden", opt(["4"], ["0", "-1"]))
+        if levels or not run.clean:  # the grey levels of --dequantize / --discrete data
+            run.option("--levels", opt([None, "3", "17"], ["1", "0"]))
+            run.option("--read-as", opt([None, "codes", "intensities"], ["bogus"]))
+        run.option("--batch-size", opt([None, "8"], ["0"]))
+        run.option("--lr", opt([None], ["0", "-1", "nan", "inf"]))
+        run.option("--device", DEVICES)
+        _reading(run)
+        if run.output("model", ".safetensors") is None:
+            run.outputs.append(run.folder / default_out)
+        run.output("checkpoints", "", "--checkpoint-dir")
+        return
+    if command in ("fit mixture", "fit fa", "fit ppca"):
+        name = command.split()[1]
+        family = None
+        if name == "mixture":
+            family = run.value(
+                opt(["bernoulli", "categorical", "multinomial", "poisson"], ["bogus"]), "--family"
+            )
+        kind = {"bernoulli": "binary", "categorical": "codes"}.get(family, "counts")
+        data_path = run.input_file(kind if family else "real")
+        run.args = ["fit", name, str(data_path), "-k", run.value(K_VALUES, "-k"), "--quiet"]
+        if family:
+            run.args += ["--family", family]
+            run.option("--n-init", opt([None, "2"], ["0"]))
+            run.option("--init", opt([None, "kmeans", "k-means++", "random", "random_from_data"],
+                                     ["bogus"]))  # fmt: skip
+        else:
+            run.option("--init", opt([None, "pca", "random"], ["bogus"]))
+            run.option("--rotation", opt([None, "none", "varimax", "quartimax"], ["bogus"]))
+            run.option("--missing", opt([None, "error", "marginalize"], ["bogus"]))
+        run.option("--max-iter", opt(["5", "30"], ["0"]))
+        run.option("--tol", opt([None, "0.01"], ["-1", "nan"]))
+        run.option("--columns", COLUMNS)
+        run.option("--device", DEVICES)
+        run.args += draw(st.sampled_from([[], ["--json"], ["--csv"]]), label="format")
+        _reading(run)
+        run.output("model", ".safetensors")
+        return
+    if command == "fit ssm":
+        data_path = run.input_file("real")
+        run.args = ["fit", "ssm", str(data_path), "-k", run.value(K_VALUES, "-k")]
+        run.args += ["--n-iter", "3", "--quiet"]
+        _lengths(run)
+        run.option("--covariance", opt([None, "full", "diag"], ["bogus"]))
+        run.option("--tol", opt([None, "0.1"], ["-1", "nan"]))
+        run.option("--n-init", opt([None, "2"], ["0"]))
+        run.option("--ridge", opt([None, "0.5"], ["-1", "nan", "inf"]))
+        run.option("--columns", COLUMNS)
+        if run.output("states", ".csv", "--states") is None:
+            run.outputs.append(run.folder / f"{data_path.stem}_states.csv")
+        run.output("model", ".safetensors")
+        return
+    if command in ("predict", "score", "show"):
+        how = run.value(ANY_MODEL, "model file")
+        run.args = [command, str(_model_file(run, how))]
+        if command == "show":
+            if draw(st.booleans(), label="--json"):
+                run.args.append("--json")
+            return
+        kind = FITS.get(how, ("real",))[0]
+        data_kind = run.value(opt([kind], ["real", "binary"]), "data")
+        # the models were fitted on two columns, but for the categorical HMM's one
+        width = 1 if how == "categorical_hmm" else 2
+        run.args.append(str(run.input_file(data_kind, d=width)))
+        if how in SEQUENCE_MODELS or not run.clean:
+            _lengths(run)
+        run.option("--columns", COLUMNS)
+        _reading(run)
+        if draw(st.booleans(), label="--json"):
+            run.args.append("--json")
+        if command == "predict":
+            if draw(st.booleans(), label="--proba"):
+                run.args.append("--proba")
+            if how in SEQUENCE_MODELS[:-1] or not run.clean:
+                run.option("--algorithm", opt([None, "viterbi", "map"], ["bogus"]))
+            run.output("labels", ".csv")
+        else:
+            run.option("--samples", opt([None, "3"], ["0", "-1"]))
+            run.option("--max-work", opt([None, "1e12", "inf"], ["0", "-1", "nan"]))
+            run.output("per_row", ".csv", "--per-row")
+        return
+    if command in ("density score", "density sample"):
+        model = _model_file(run, run.value(DENSITY_MODEL, "model file"))
+        run.args = [*command.split(), str(model)]
+        if draw(st.booleans(), label="--json"):
+            run.args.append("--json")
+        if command == "density score":
+            data_kind = draw(st.sampled_from(["real", "real", "unit", "codes"]), label="data")
+            run.args.append(str(run.input_file(data_kind, d=2)))
+            run.option("--n", opt([None, "0", "5"], ["-1"]))
+            _reading(run)
+            run.output("scores", ".csv")
+        else:
+            run.option("-n", opt(["4", "9"], ["0", "-1"]))
+            run.option("--max-work", opt([None, "1e12", "inf"], ["0", "-1", "nan"]))
+            suffix = draw(st.sampled_from([".png", ".csv", ".npy", ".bogus"]), label="suffix")
+            if run.output("samples", suffix) is None:
+                run.outputs.append(run.folder / "samples.png")
         return
     raise AssertionError(command)
 
