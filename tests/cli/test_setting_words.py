@@ -87,6 +87,27 @@ def test_a_message_names_the_option_that_sets_the_setting(files, args, code, sai
     assert "Python API" not in text  # every setting named has an option here
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "gmm", "two.csv", "-k", "2"],
+        ["fit", "bgmm", "two.csv", "-k", "2"],
+        ["fit", "mixture", "bits.csv", "--family", "bernoulli", "-k", "2"],
+        ["fit", "fa", "two.csv", "-k", "1"],
+        ["fit", "ppca", "two.csv", "-k", "1"],
+    ],
+)
+def test_a_start_the_command_does_not_know_is_refused_as_its_init_option(files, args):
+    """init_params (the mixtures) and init (factor analysis) are set by --init: the refusal
+    of an unknown start names it, and does not call it a Python-only setting."""
+    rng = np.random.default_rng(2)
+    np.savetxt("bits.csv", (rng.random((40, 3)) < 0.5).astype(int), delimiter=",", fmt="%d")
+    text = _said([*args, "--init", "bogus", "--quiet"], code=2)
+    assert re.search(r"error: --init must be (one of \(|'pca' or 'random')", text), text
+    assert "got 'bogus'" in text, text
+    assert "Python API" not in text and "init_params" not in text, text
+
+
 def test_a_setting_the_command_has_no_option_for_is_said_to_be_set_in_python(files):
     """fit hmm has no option for the floor of the variances (min_covar, covars_prior): the
     warning keeps their names and says so; the settings it has options for are options."""

@@ -283,7 +283,7 @@ _SETTING_PARAMS = {
     "covars_prior": (),
     "scale_prior": (),
     "covariance_prior": (),
-    "init_params": (),
+    "init_params": ("init",),
     "sample_weight": (),
     "validation_fraction": (),
     "warm_start": (),
@@ -343,6 +343,8 @@ def setting_words(text: str, params: dict | None) -> str:
         return " ".join(_option_value(param(m.group(1)), m.group(2)) for m in said)
 
     text = re.sub(r"(?<![\w.])[A-Z]\w*\(((?:\w+=[^,()]+)(?:, \w+=[^,()]+)*)\)", options, text)
+    if "init" in params:  # "init must be 'pca' or 'random'": the subject of the refusal
+        text = re.sub(r"^init must be\b", f"{params['init'].opts[0]} must be", text)
     python_only = []
     for name in settings:
         said = (
