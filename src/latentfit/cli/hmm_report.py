@@ -134,6 +134,20 @@ def per_state_rows(model, cells: Callable) -> Callable[[dict], list[dict]]:
 
 
 # ---------------------------------------------------------------------- fit, result, report
+#: The EM driver's ConvergenceWarning about the best of the restarts (see
+#: :func:`latentfit.em.driver.run_em`), which a report replaces by its "NOT converged" line.
+BEST_NOT_CONVERGED = r".*: best of \d+ initialization\(s\) did not converge in \d+ iterations"
+
+
+def ignore_best_not_converged() -> None:
+    """Inside ``warnings.catch_warnings()``: drop the fit's warning that its best restart did
+    not converge, which the command's report says in its own words, and only that one: every
+    other warning of the fit reaches the user (a plain ``UserWarning`` filter hid them all)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    warnings.filterwarnings("ignore", BEST_NOT_CONVERGED, ConvergenceWarning)
+
+
 def fit_and_decode(
     model, X, seq, algorithm: str, data: str, fit: Callable[[], None] | None = None
 ) -> dict:
@@ -142,7 +156,7 @@ def fit_and_decode(
     (see :func:`~latentfit.cli.app.data_name`)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
+            ignore_best_not_converged()  # the report's "NOT converged" line says it
             if fit is None:
                 model.fit(X, seq)
             else:

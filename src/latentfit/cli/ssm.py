@@ -37,6 +37,7 @@ from latentfit.cli.hmm_options import (
     states_option,
     tol_option,
 )
+from latentfit.cli.hmm_report import ignore_best_not_converged
 from latentfit.cli.output import json_option
 
 
@@ -108,7 +109,7 @@ def fit_ssm(
     )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
+            ignore_best_not_converged()  # the "NOT converged" line says it
             model.fit(X, seq)
         means = model.predict(X, seq)
         ll = model.score(X, seq)

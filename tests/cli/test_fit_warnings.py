@@ -1,0 +1,41 @@
+"""The warnings of a command's fit reach the user; only those that the command's own report
+says in its words are left out."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import latentfit.em.base
+from latentfit.cli import app
+
+
+@pytest.mark.parametrize(
+    "command", [["fit", "hmm"], ["fit", "hsmm"], ["fit", "arhmm"], ["fit", "ssm"]]
+)
+def test_a_sequence_fit_shows_its_warnings_but_not_the_one_its_report_replaces(
+    command, tmp_path, monkeypatch
+):
+    """fit hmm/hsmm/arhmm/ssm ignored every UserWarning of the fit to leave out the EM
+    driver's ConvergenceWarning, which their "NOT converged" line says: any other UserWarning
+    of the fit (here one the EM driver is made to give) was dropped with it."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savetxt("x.csv", rng.normal(size=(60, 2)), delimiter=",")
+    run_em = latentfit.em.base.run_em
+
+    def warning_run_em(*args, **kwargs):
+        warnings.warn("X has a feature the fit cannot use; rescale it", UserWarning, stacklevel=2)
+        return run_em(*args, **kwargs)
+
+    monkeypatch.setattr(latentfit.em.base, "run_em", warning_run_em)
+    k = ["-k", "1"] if command[1] == "ssm" else ["-k", "2"]
+    res = CliRunner().invoke(app, [*command, "x.csv", *k, "--n-iter", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "warning: x.csv has a feature the fit cannot use; rescale it" in text, text
+    assert "NOT converged (try --n-iter or --tol)" in text, text
+    assert "did not converge" not in text, text  # said once, by the report's line
