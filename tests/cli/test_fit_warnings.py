@@ -39,3 +39,16 @@ def test_a_sequence_fit_shows_its_warnings_but_not_the_one_its_report_replaces(
     assert "warning: x.csv has a feature the fit cannot use; rescale it" in text, text
     assert "NOT converged (try --n-iter or --tol)" in text, text
     assert "did not converge" not in text, text  # said once, by the report's line
+
+
+def test_fit_dist_shows_the_warning_of_a_level_under_one_half(tmp_path, monkeypatch):
+    """fit dist showed only the RuntimeWarnings of its fit: --level 0.05 (a 5% interval, a
+    level mistaken for statsmodels' alpha) printed 5% intervals without the library's
+    UserWarning that says so. Said once, though both the table and the rows ask for them."""
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("n.csv", np.random.default_rng(0).normal(size=100))
+    res = CliRunner().invoke(app, ["fit", "dist", "n.csv", "--family", "normal", "--level", "0.05"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert text.count("warning: level=0.05 asks for a 5% interval.") == 1, text
+    assert "(or level=0.95)" in text, text

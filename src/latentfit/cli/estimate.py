@@ -488,8 +488,9 @@ def fit_dist(
     if priors is not None:
         _check_prior_start(fam, x, given, priors, prior_items)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("ignore")
-        warnings.simplefilter("always", RuntimeWarning)  # what latentfit warns about a fit
+        warnings.simplefilter("always")  # what latentfit warns about a fit, or its level
+        for notice in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", notice)  # the libraries' to their developers
         try:
             if priors is None:
                 fit = fit_mle(fam, x, fixed=given, init=start, cov_type=cov, max_iter=max_iter)
@@ -556,8 +557,8 @@ def fit_dist(
         print_csv(rows)
     else:
         typer.echo(table)
-    for w in caught:
-        if issubclass(w.category, RuntimeWarning):
-            typer.secho(
-                f"warning: {cli_words(str(w.message), name)}", err=True, fg=typer.colors.YELLOW
-            )
+    said = set()
+    for w in caught:  # each once: the table and the rows both compute the intervals
+        if (w.category, str(w.message)) not in said:
+            said.add((w.category, str(w.message)))
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
