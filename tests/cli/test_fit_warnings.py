@@ -52,3 +52,31 @@ def test_fit_dist_shows_the_warning_of_a_level_under_one_half(tmp_path, monkeypa
     text = " ".join(res.output.split())
     assert text.count("warning: level=0.05 asks for a 5% interval.") == 1, text
     assert "(or level=0.95)" in text, text
+
+
+def test_select_says_each_failed_fit_in_full_below_its_table(tmp_path, monkeypatch):
+    """select cut each failed fit's error to 160 characters in its table and in --json, which
+    lost the remedy at the end of the message; the table row now shows its start and a
+    number, the message follows the table in full, and --json holds it whole."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("square.csv", np.random.default_rng(0).normal(size=(3, 3)), delimiter=",")
+    args = ["select", "fa", "square.csv", "-k", "1-3"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    rows = [line for line in lines if line.startswith(("fa K=2 ", "fa K=3 "))]
+    assert [len(row) < 120 and "failed [" in row for row in rows] == [True, True], lines
+    text = " ".join(res.output.split())
+    for k in (2, 3):
+        assert (
+            f"[{k - 1}] fa K={k} failed: DataError: square.csv has 3 row(s) of 3 column(s)"
+        ) in text, text
+        assert f"give at least {k + 2} rows, or a smaller -k" in text, text
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    errors = [r["error"] for r in doc["rows"][1:]]
+    assert [
+        e.endswith(f"give at least {k + 2} rows, or a smaller -k")
+        for e, k in zip(errors, (2, 3), strict=True)
+    ] == [True, True], errors

@@ -62,6 +62,38 @@ def _finite(v) -> bool:
     return v is not None and math.isfinite(v)
 
 
+#: The characters of a failed fit's error that its row of a table shows: the message in full
+#: (its remedy last) follows the table, numbered (:func:`_failures`).
+ROW_ERROR_CHARS = 80
+
+
+def _failures(rows: list[dict]) -> list[tuple[int, str, str]]:
+    """The failed fits and held-out scores of ``rows``, numbered from 1 in the order of the
+    rows: ``(row index, "failed" or "held-out failed", the error in full)``."""
+    return [
+        (i, what, r[key])
+        for i, r in enumerate(rows)
+        for key, what in (("error", "failed"), ("cv_error", "held-out failed"))
+        if r.get(key)
+    ]
+
+
+def _row_error(text: str, number: int) -> str:
+    """A failed fit's error as its row of a table shows it: the start of ``text``, and the
+    ``number`` of the note below the table that says it in full."""
+    if len(text) > ROW_ERROR_CHARS:
+        text = text[:ROW_ERROR_CHARS].rstrip() + "..."
+    return f"[{number}] {text}"
+
+
+def _failure_notes(rows: list[dict]) -> list[str]:
+    """The full errors of the failed fits of ``rows``, numbered as their rows say."""
+    return [
+        f"[{n}] {rows[i]['label']} {what}: {text}"
+        for n, (i, what, text) in enumerate(_failures(rows), 1)
+    ]
+
+
 @dataclass(repr=False)
 class SelectionResult:
     """The fitted candidates and their criteria.
@@ -138,9 +170,11 @@ class SelectionResult:
         if has_cv:
             head += f"{'heldout':>10}"
         lines = [head]
-        for r in self.rows:
+        numbers = {(i, what): n for n, (i, what, _) in enumerate(_failures(self.rows), 1)}
+        for i, r in enumerate(self.rows):
             if r["error"]:
-                lines.append(f"{r['label']:<{w}}  failed: {r['error']}")
+                said = _row_error(r["error"], numbers[i, "failed"])
+                lines.append(f"{r['label']:<{w}}  failed {said}")
                 continue
             if r.get("degenerate"):
                 lines.append(
@@ -158,13 +192,14 @@ class SelectionResult:
             if not r["converged"]:
                 line += "  (not converged)"
             if r.get("cv_error"):
-                line += f"  (held-out failed: {r['cv_error']})"
+                said = _row_error(r["cv_error"], numbers[i, "held-out failed"])
+                line += f"  (held-out failed {said})"
             lines.append(line)
         for crit in ("bic", "aic", "icl") + (("cv_loglik",) if has_cv else ()):
             i = self.best_index(crit)
             if i is not None:
                 lines.append(f"best by {crit.upper()}: {self.rows[i]['label']}")
-        return "\n".join(lines + self.notes)
+        return "\n".join(lines + self.notes + _failure_notes(self.rows))
 
     def __repr__(self) -> str:
         crit = _canonical(self.criterion)
@@ -186,6 +221,7 @@ class SelectionResult:
             f"{'model':<{width}}{'K':>3}{'logLik':>12}{'params':>8}"
             + "".join(f"{names[c]:>12}" for c in crits)
         )
+        numbers = {(i, what): n for n, (i, what, _) in enumerate(_failures(self.rows), 1)}
         for i, r in enumerate(self.rows):
             ll = f"{r['loglik']:>12.2f}" if _finite(r.get("loglik")) else f"{'NA':>12}"
             line = f"{r['label']:<{width}}{r['n_components']:>3}{ll}{r['n_parameters']:>8d}"
@@ -194,9 +230,12 @@ class SelectionResult:
                 text = f"{v:.2f}" if _finite(v) else "NA"
                 line += f"{text + ('*' if i == best and c == crit else ' '):>12}"
             if r.get("error"):
-                line += f"  failed: {r['error']}"
+                line += f"  failed {_row_error(r['error'], numbers[i, 'failed'])}"
+            if r.get("cv_error"):
+                said = _row_error(r["cv_error"], numbers[i, "held-out failed"])
+                line += f"  (held-out failed {said})"
             lines.append(line)
-        return "\n".join(lines)
+        return "\n".join(lines + _failure_notes(self.rows))
 
     def to_dict(self) -> dict:
         """Plain numbers for JSON: the settings, the best label by each criterion and one
@@ -487,7 +526,9 @@ def _every_fit_refused(rows: list[dict], errors: list[Exception]) -> Exception |
 
 
 def _describe(err: Exception) -> str:
-    return f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+    """A failed fit's error in full, on one line (its remedy comes last: nothing is cut; the
+    tables show its start and the whole below them)."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 def select_model(
