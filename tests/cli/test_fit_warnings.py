@@ -80,3 +80,22 @@ def test_select_says_each_failed_fit_in_full_below_its_table(tmp_path, monkeypat
         e.endswith(f"give at least {k + 2} rows, or a smaller -k")
         for e, k in zip(errors, (2, 3), strict=True)
     ] == [True, True], errors
+
+
+def test_select_shows_each_warning_of_its_fits_once(tmp_path, monkeypatch):
+    """select recorded the warnings of its fits and kept only their class names (in --json):
+    a column of sd 1e-4 beside one of sd 1, whose variances every fit took from reg_covar
+    and not from the data, was said nowhere in the text."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=300), rng.normal(size=300) * 1e-4]  # column 1: under reg_covar
+    np.savetxt("s.csv", X, delimiter=",")
+    res = CliRunner().invoke(app, ["select", "gmm", "s.csv", "-k", "1-2", "--covariance", "diag"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    said = (
+        "warning: GaussianMixture: reg_covar=1e-06 is 105 times the variance of column 1 of "
+        "s.csv (9.51e-09), so the variances fitted there are reg_covar's, not the data's."
+    )
+    assert text.count(said) == 1, text
+    assert "(below 9.51e-11) (in every fit)" in text, text

@@ -7,6 +7,7 @@ for a program (:meth:`latentfit.select.SelectionResult.to_dict`)."""
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -114,6 +115,29 @@ def _bound_lines(result, bounds: list) -> list[str]:
     return lines
 
 
+def _show_fit_warnings(result) -> None:
+    """Each warning of the sweep's fits once, naming the fits that gave it, as every command
+    shows its warnings; not those the table says in its words: a fit "not converged" and a
+    degenerate component (NA)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from latentfit.cli.hmm_report import BEST_NOT_CONVERGED
+    from latentfit.errors import DegenerateComponentWarning
+
+    n = len(result.rows)
+    for category, text, labels in result.fit_warnings:
+        if issubclass(category, DegenerateComponentWarning) or (
+            issubclass(category, ConvergenceWarning) and re.match(BEST_NOT_CONVERGED, text)
+        ):
+            continue
+        fits = (
+            "every fit" if len(labels) == n else f"{len(labels)} of {n} fits: " + ", ".join(labels)
+        )
+        warnings.showwarning(category(f"{text} (in {fits})"), category, "", 0)
+
+
 def _sweep(
     X,
     *,
@@ -189,6 +213,7 @@ def _sweep(
         typer.echo(result.summary())
         if bound:
             typer.echo("\n".join(_bound_lines(result, bounds)))
+    _show_fit_warnings(result)
     if result.best_index() is None:
         import math
 

@@ -115,6 +115,8 @@ class SelectionResult:
     notes: list[str] = field(default_factory=list)
     n_sequences: int | None = None
     cv_scheme: str | None = None
+    #: The warnings the fits gave, each once: ``(category, message, labels of the fits)``.
+    fit_warnings: list[tuple[type[Warning], str, list[str]]] = field(default_factory=list)
 
     def best_index(self, criterion: str | None = None) -> int | None:
         """Index of the best row: lowest BIC/AIC/ICL, highest held-out log-likelihood."""
@@ -633,6 +635,7 @@ def select_model(
         else:
             folds, scheme = _row_folds(n, cv, random_state), f"{cv} folds of rows (shuffled)"
     rows, models, errors = [], [], []
+    said: dict[tuple[type[Warning], str], list[str]] = {}  # each warning: the fits that gave it
     for i, (label, est, k, variant) in enumerate(entries):
         row = {"label": label, "n_components": k, "variant": variant, "error": None}
         row["degenerate"] = []
@@ -640,6 +643,7 @@ def select_model(
         row["cv_loglik"] = math.nan if cv else None
         row["converged"] = False
         model = None
+        caught = []
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -678,6 +682,10 @@ def select_model(
                 errors.append(err)
                 row.update(bic=math.nan, aic=math.nan, icl=math.nan)
             model = None
+        for w in caught:
+            labels = said.setdefault((w.category, str(w.message)), [])
+            if label not in labels:
+                labels.append(label)
         rows.append(row)
         models.append(model)
         if callback is not None:
@@ -692,6 +700,7 @@ def select_model(
         n,
         n_sequences=len(seq_lengths) if any_sequence else None,
         cv_scheme=scheme,
+        fit_warnings=[(c, text, labels) for (c, text), labels in said.items()],
     )
     if scheme is not None:
         result.notes.append(f"held-out log-likelihood per row: {scheme}")
