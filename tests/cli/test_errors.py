@@ -188,6 +188,32 @@ def test_vae_too_large_for_memory_is_an_error(small_csv, tmp_path):
     assert not (tmp_path / "v.lf").exists()
 
 
+def test_vae_out_of_memory_says_the_allocator_s_message_whole(small_csv, tmp_path, monkeypatch):
+    """fit vae cut the allocator's message to 160 characters: a CUDA out-of-memory error lost
+    how much memory was free and the allocator's own advice."""
+    import latentfit.train
+
+    said = (
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.11 "
+        "GiB of which 3.12 GiB is free. Of the allocated memory 70.00 GiB is allocated by "
+        "PyTorch, and 1.20 GiB is reserved by PyTorch but unallocated. If reserved but "
+        "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:"
+        "True to avoid fragmentation."
+    )
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(said)
+
+    monkeypatch.setattr(latentfit.train, "train", out_of_memory)
+    res = runner.invoke(
+        app,
+        ["fit", "vae", "--dataset", str(small_csv), "--no-binarize", "--likelihood", "gaussian",
+         "--quiet", "--out", str(tmp_path / "v.lf")],
+    )  # fmt: skip
+    _clean_error(res, "does not fit in memory", "--batch-size")
+    assert said in " ".join(res.output.split()), res.output
+
+
 @pytest.mark.parametrize(
     ("command", "option"),
     [

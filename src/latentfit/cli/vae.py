@@ -461,7 +461,7 @@ def fit_vae(
         if not isinstance(err, MemoryError) and "alloc" not in text and "out of memory" not in text:
             raise
         fail(
-            f"the VAE does not fit in memory on {device} ({text.splitlines()[0][:160]}); "
+            f"the VAE does not fit in memory on {device} ({text.splitlines()[0]}); "
             "use smaller --hidden, --latent or --batch-size"
         )
     # saved with the model: eval scores exactly the test rows, binarised as in training
