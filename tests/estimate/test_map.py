@@ -448,3 +448,64 @@ def test_a_map_fit_that_steps_out_of_range_does_not_say_no_map_exists(seed, tau)
     assert fit.converged
     assert float(fit.params["loc"]) == pytest.approx(loc, rel=1e-12)
     assert float(fit.params["scale"]) == pytest.approx(scale, rel=1e-12)
+
+
+_LEAVE_TORCH = {
+    "numpy": lambda loc: torch.tensor(loc.numpy()),
+    "item": lambda loc: torch.tensor(loc.item(), dtype=torch.float64),
+    "float": lambda loc: float(loc),
+    "tolist": lambda loc: torch.tensor(loc.tolist(), dtype=torch.float64),
+    "detach": lambda loc: loc.detach(),
+}
+
+
+@pytest.mark.parametrize("how", sorted(_LEAVE_TORCH))
+def test_a_callable_prior_that_leaves_torch_is_refused_by_name(how):
+    """A callable prior taking a parameter out of torch let torch's raw RuntimeError through
+    (numpy: "Can't call numpy() on Tensor that requires grad") or, with .item(), float(),
+    .tolist() or .detach(), silently ignored the prior's gradient: the MAP was the MLE
+    (loc -0.0148 where the N(0, 0.1) prior's MAP is -0.0046). Now a ParameterError names the
+    prior and says to write it with torch operations; the same prior in torch gives the
+    closed-form MAP."""
+    x = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tau = 0.1
+    cut = _LEAVE_TORCH[how]
+
+    def log_prior(loc, scale):
+        return -0.5 * cut(loc) ** 2 / tau**2
+
+    with pytest.raises(ParameterError, match=rf"callable prior log_prior calls {how}\(\).*torch"):
+        fit_map("normal", x, log_prior)
+
+    def in_torch(loc, scale):
+        return -0.5 * loc**2 / tau**2
+
+    fit = fit_map("normal", x, in_torch)
+    loc, scale = _normal_map_with_a_prior_on_loc(x.numpy(), 0.0, tau)
+    assert float(fit.params["loc"]) == pytest.approx(loc, rel=1e-8)
+    assert float(fit.params["scale"]) == pytest.approx(scale, rel=1e-8)
+
+
+@pytest.mark.parametrize("how", ["numpy", "item"])
+def test_a_prior_that_leaves_torch_is_named_by_sample_posterior_too(how):
+    """The samplers reject a point where the density raises a RuntimeError; a prior that
+    leaves torch raises at every point, and is named rather than rejecting them all."""
+    x = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    class Prior:
+        cut = staticmethod(lambda loc: loc)
+
+        def __call__(self, loc, scale):
+            return -0.5 * self.cut(loc) ** 2
+
+    prior = Prior()
+    fit = fit_map("normal", x, prior)
+    prior.cut = staticmethod(_LEAVE_TORCH[how])
+    with pytest.raises(ParameterError, match=r"torch operations"):
+        fit.sample_posterior(
+            num_chains=2,
+            num_warmup=10,
+            num_draws=10,
+            progress_bar=False,
+            generator=torch.Generator().manual_seed(1),
+        )

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributions as D
 from torch.distributions import constraints as C
+from torch.overrides import TorchFunctionMode
 
 from latentfit._validation import (
     as_float_tensor,
@@ -170,6 +171,37 @@ def _log_prior(prior, names, shapes=None, constraints_=None, family="the model")
     return log_prior
 
 
+class _GradientCut(TorchFunctionMode):
+    """Refuses, as a ParameterError naming ``label``, a tensor that carries the fit's gradient
+    taken out of torch (``.item()``, ``float()``, ``.numpy()``, ``.tolist()``, ``.detach()``,
+    ``.data``): the prior's value would not follow the parameters, and the fit would end at
+    the MLE (or torch would raise its own RuntimeError)."""
+
+    _CUTS = frozenset(
+        ("item", "numpy", "tolist", "__float__", "__int__", "__index__", "detach", "detach_")
+    )
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        cut = getattr(func, "__name__", "") in self._CUTS or func is _DATA
+        if cut and args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+            what = ".data" if func is _DATA else f"{func.__name__.strip('_')}()"
+            raise ParameterError(
+                f"{self.label} calls {what} on a parameter (or a value computed from one), "
+                "which takes it out of torch and cuts the gradient the fit follows: write the "
+                "prior with torch operations on its arguments (torch.where rather than an if "
+                "on a value; no .item(), float() or numpy), or give it as torch distributions, "
+                "{name: distribution}"
+            )
+        return func(*args, **(kwargs or {}))
+
+
+_DATA = torch.Tensor.data.__get__
+
+
 def _callable_prior(prior, names) -> Callable[[dict], torch.Tensor]:
     """A callable ``log_prior(**params)``, its signature checked against the parameter names
     and its value checked to be one number each time it is called."""
@@ -189,8 +221,14 @@ def _callable_prior(prior, names) -> Callable[[dict], torch.Tensor]:
                 "... or def log_prior(**params): ..."
             ) from None
 
+    watch = _GradientCut(f"the callable prior {getattr(prior, '__name__', type(prior).__name__)}")
+
     def log_prior(p):
-        value = prior(**p)
+        if torch.is_grad_enabled() and any(v.requires_grad for v in p.values()):
+            with watch:
+                value = prior(**p)
+        else:
+            value = prior(**p)
         if not isinstance(value, torch.Tensor):
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ParameterError(
