@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +198,33 @@ def test_fit_dist_samples_a_multivariate_normal_covariance(tmp_path):
         row = next(r for r in table.splitlines() if r.startswith(f"covariance_matrix[{i}, {j}]"))
         mean, mcse = float(row.split()[2]), float(row.split()[6])
         assert abs(mean - exact[i, j]) < 4 * mcse, row
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--max-work", "10"], r"raise --max-work to \d+"),
+        (["--chains", "100000", "--draws", "100000000", "--max-work", "inf"], "would need"),
+    ],
+)
+def test_fit_dist_sample_refuses_a_run_too_large_before_the_map_fit(
+    tmp_path, monkeypatch, options, message
+):
+    """--max-work and the memory check of --sample nuts ran only after the MAP fit, so a run
+    refused by them did the fit's work first; they now refuse it before fit_map is called."""
+    import latentfit.estimate
+
+    monkeypatch.chdir(tmp_path)
+    Path("counts.csv").write_text("x\n3\n1\n4\n2\n5\n")
+    calls = []
+
+    def fit_map(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the MAP fit ran before the sampler's checks")
+
+    monkeypatch.setattr(latentfit.estimate, "fit_map", fit_map)
+    args = ["fit", "dist", "counts.csv", "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    res = runner.invoke(app, args + ["--sample", "nuts"] + options)
+    assert res.exit_code == 2, res.output
+    assert re.search(message, res.output) and "error:" in res.output
+    assert calls == []

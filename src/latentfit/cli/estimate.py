@@ -282,6 +282,36 @@ def _posterior(
     return table, cli_words(res.diagnostics())
 
 
+def _check_sampling(
+    fam, x, fixed, init, chains, draws, warmup, target_accept, max_depth, max_work
+) -> None:
+    """Refuse a --sample nuts run too large for memory or --max-work as the sampler would,
+    before the MAP fit (the data that do not fit are the fit's to report)."""
+    from latentfit.estimate.map import _start_shapes
+    from latentfit.estimate.mle import prepare_fit
+    from latentfit.mcmc.sampler import check_sample_fit
+
+    try:
+        fam, fixed, x, init = prepare_fit(fam, x, fixed, init, None, None, None)
+        shapes = _start_shapes(fam, x, fixed, init)
+    except (ValueError, ArithmeticError):  # the fit itself reports bad data
+        return
+    try:
+        check_sample_fit(
+            fam,
+            x,
+            shapes,
+            num_chains=chains,
+            num_warmup=warmup,
+            num_draws=draws,
+            max_work=work_limit(max_work),
+            target_accept=target_accept,
+            max_depth=max_depth,
+        )
+    except ValueError as err:
+        fail(cli_words(str(err)))
+
+
 def _flat(fit, prior: dict) -> list[str]:
     """The fitted parameters of ``fit`` without a ``--prior``: their prior is flat."""
     return [p for p in fit.params if p not in prior]
@@ -487,6 +517,10 @@ def fit_dist(
         fail(f"{fam.name} fits one column, but {name} has {x.shape[1]}; choose one with --column")
     if priors is not None:
         _check_prior_start(fam, x, given, priors, prior_items)
+    if sample is not None:  # the sampler's memory and --max-work, before the MAP fit's work
+        _check_sampling(
+            fam, x, given, start, chains, draws, warmup, target_accept, max_depth, max_work
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # what latentfit warns about a fit, or its level
         for notice in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):

@@ -598,6 +598,39 @@ def _finite_starts(target: Target, u_map: torch.Tensor, u0: torch.Tensor) -> tor
     return u0
 
 
+def _check_fit_run(target, num_chains, num_warmup, num_draws, max_work, options):
+    """The sampler's options and counts checked, and the run's memory and work, for
+    :func:`sample_fit` on ``target``: (config, num_chains, num_warmup, num_draws)."""
+    config = _config(options)
+    config.check()
+    num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
+    check_memory(target, config, num_chains, num_warmup, num_draws)
+    check_work(target, num_chains, num_warmup + num_draws, max_work=max_work)
+    return config, num_chains, num_warmup, num_draws
+
+
+def check_sample_fit(
+    family,
+    x: torch.Tensor,
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_draws: int = 1000,
+    max_work: int | float | None = MAX_WORK,
+    **options,
+) -> None:
+    """What :func:`sample_fit` checks before its first density (options, counts, memory and
+    work), for a ``fit_map`` of ``family`` to ``x`` with parameters of ``shapes`` not yet
+    made: a run refused so is refused before the MAP fit's work."""
+
+    def unused(**params):  # the checks read only the parameters' sizes
+        raise AssertionError
+
+    target = Target(unused, shapes, family.constraints, dtype=x.dtype, device=x.device)
+    _check_fit_run(target, num_chains, num_warmup, num_draws, max_work, options)
+
+
 def sample_fit(
     fit,
     *,
@@ -621,12 +654,10 @@ def sample_fit(
         )
     x = fit.data
     target = fit_target(fit)
-    config = _config(options)
-    config.check()
     progress_bar = check_bool(progress_bar, "progress_bar")
-    num_chains, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
-    check_memory(target, config, num_chains, num_warmup, num_draws)  # before the starts
-    check_work(target, num_chains, num_warmup + num_draws, max_work=max_work)
+    config, num_chains, num_warmup, num_draws = _check_fit_run(
+        target, num_chains, num_warmup, num_draws, max_work, options
+    )  # before the starts
     gen = device_generator(generator, x.device)
     u_map = target.unconstrain({k: v[None] for k, v in fit.params.items()})  # (1, p)
     if not bool(torch.isfinite(u_map).all()):
