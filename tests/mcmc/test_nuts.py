@@ -213,11 +213,46 @@ def test_same_seed_same_draws_and_resume_continues_the_stream():
     assert torch.equal(resumed.sample_stats["n_leapfrog"], longer.sample_stats["n_leapfrog"])
     c = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=8, **kw)
     assert not torch.equal(a["x"], c["x"])
+
     # a result already resumed: its chains moved on, so a second continuation of it would join
     # draws that do not follow one another (found by hand; it did so silently)
     with pytest.raises(ParameterError, match="resumed already"):
         a.resume(5, progress_bar=False)
     assert resumed.resume(5, progress_bar=False).num_draws == 55
+
+
+class _Stop(Exception):
+    """Neither a RuntimeError nor a ValueError, which reject the point: it stops the run."""
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, _Stop])
+def test_a_resume_that_fails_midway_leaves_the_result_where_it_was(error):
+    """A resume stopped by an error or Ctrl-C had moved the chains and the random stream on,
+    so resuming the same result again joined draws that do not follow one another (not the
+    draws of one longer run). The resume is now all or nothing: the second gives, bit for
+    bit, the draws and statistics of a resume that ran through."""
+    calls = {"n": 0, "fail_at": None}
+
+    def log_density(x):  # eager (compile=False): called at every leapfrog step
+        calls["n"] += 1
+        if calls["n"] == calls["fail_at"]:
+            raise error("stopped")
+        return _mvn(x)
+
+    kw = dict(num_chains=3, num_warmup=40, num_draws=10, generator=7, progress_bar=False)
+    once = sample(log_density, {"x": torch.zeros(3)}, compile=False, **kw).resume(
+        20, progress_bar=False
+    )
+    res = sample(log_density, {"x": torch.zeros(3)}, compile=False, **kw)
+    calls["fail_at"] = calls["n"] + 60  # some draws into the resume
+    with pytest.raises(error, match="stopped"):
+        res.resume(20, progress_bar=False)
+    assert calls["n"] >= calls["fail_at"]
+    again = res.resume(20, progress_bar=False)
+    assert again.num_draws == 30
+    assert torch.equal(again.unconstrained, once.unconstrained)
+    for k, v in once.sample_stats.items():
+        assert torch.equal(again.sample_stats[k], v), k
 
 
 def test_arviz_export_and_energy_diagnostic():

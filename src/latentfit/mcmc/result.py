@@ -317,7 +317,9 @@ class MCMCResult:
         ``max_work`` caps the new draws' work as ``sample``'s caps a run's (None: no limit).
 
         A resume continues this run, so it takes no seed, generator, chains or sampler
-        settings (a ParameterError says so): for those, call ``sample`` again."""
+        settings (a ParameterError says so): for those, call ``sample`` again. A resume that
+        raises or is interrupted leaves this result's chains where its draws end: resuming it
+        again gives the draws of one resume that ran through."""
         from latentfit.mcmc.sampler import check_memory, check_work
 
         if settings:
@@ -335,7 +337,14 @@ class MCMCResult:
         # the draws so far, the new ones and their concatenation
         check_memory(runner.target, runner.config, self.num_chains, 0, self.num_draws + num_draws)
         check_work(runner.target, self.num_chains, num_draws, option="num_draws", max_work=max_work)
-        more = runner.draw(num_draws, progress_bar)
+        # all or nothing: a resume stopped midway (an error, Ctrl-C) leaves the chains where
+        # this result's draws end, so that resuming it again continues them draw for draw
+        before = runner.snapshot()
+        try:
+            more = runner.draw(num_draws, progress_bar)
+        except BaseException:
+            runner.restore(before)
+            raise
         self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
         return MCMCResult(self.target, self._runner, rec, self.warmup_stats)

@@ -518,6 +518,16 @@ class _Run:
         da.mu, da.s_bar, da.x_bar = da.mu[donor], da.s_bar[donor], da.x_bar[donor]
         return stranded.nonzero().squeeze(1).tolist()
 
+    def snapshot(self) -> tuple:
+        """What :meth:`draw` moves on: the chains' state, the random stream and the counts (the
+        kernels return a new state, so holding the old one keeps it)."""
+        return self.state, self.gen.get_state(), self.n_done, self.n_transitions
+
+    def restore(self, snapshot: tuple) -> None:
+        """The chains put back where :meth:`snapshot` found them."""
+        self.state, gen_state, self.n_done, self.n_transitions = snapshot
+        self.gen.set_state(gen_state)
+
     def draw(self, num_draws: int, progress_bar: bool) -> dict:
         """``num_draws`` transitions with the adaptation frozen: (c, n, ...) records."""
         keys = ("u", "lp", "accept_stat", "n_leapfrog", "tree_depth", "diverging", "energy")
