@@ -573,13 +573,15 @@ def test_too_few_rows_say_how_many_each_sampler_needs():
     from latentfit.mcmc.gibbs import gmm_log_density, hmm_log_density
 
     for n in (0, 1):
-        with pytest.raises(DataError, match=rf"x has {n} sample.*at least 2 are needed"):
-            gibbs_gmm(np.zeros((n, 2)), 2)
         for target in (gmm_log_density, hmm_log_density):
             with pytest.raises(DataError, match=rf"x has {n} sample.*at least 2 are needed"):
                 target(np.zeros(n), 2)
-    with pytest.raises(DataError, match=r"x has 0 sample.*at least 1 are needed"):
-        gibbs_hmm(np.zeros((0, 2)), 2)  # one row is an HMM posterior gibbs_hmm samples
+    # the Gibbs samplers sample the posterior of one row under a given prior_scale (test_gibbs)
+    for gibbs in (gibbs_gmm, gibbs_hmm):
+        with pytest.raises(DataError, match=r"x has 0 sample.*at least 1 are needed"):
+            gibbs(np.zeros((0, 2)), 2)
+        with pytest.raises(DataError, match=r"x has 1 row: the default prior_scale .* pass"):
+            gibbs(np.zeros((1, 2)), 2)
     with pytest.raises(DataError, match="x column 0 has no spread"):
         hmm_log_density(np.ones(5), 2)
 

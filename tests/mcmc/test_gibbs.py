@@ -6,13 +6,18 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
+import pytest
 import torch
+from scipy import stats
 
+from latentfit.errors import DataError
 from latentfit.estimate.conjugate_normal import (
     normal_inverse_wishart_log_evidence,
     normal_inverse_wishart_update,
 )
 from latentfit.mcmc.gibbs import ffbs, gibbs_gmm, niw_update_stats, sample_inverse_wishart
+from latentfit.mcmc.gibbs_hmm import gibbs_hmm
 
 F64 = torch.float64
 
@@ -192,3 +197,25 @@ def test_the_forward_algorithm_target_starts_in_the_data_units():
     got = res["means"].mean((0, 1))
     want = torch.stack([x[:12].mean(), x[12:].mean()]).to(F64)
     assert bool(((got - want).abs() < 1.5).all()), (got, want)
+
+
+@pytest.mark.parametrize("gibbs", [gibbs_gmm, gibbs_hmm])
+def test_one_row_samples_the_closed_form_posterior_under_a_given_prior_scale(gibbs):
+    """One row: gibbs_gmm refused it ("at least 2 are needed") and gibbs_hmm sampled it under
+    a default prior_scale of the identity, whatever the data's units (the data covariance,
+    as documented, does not exist for one row). The conjugate update needs no second row: with
+    a given prior_scale both sample the Normal-inverse-Wishart posterior of the row (one
+    component or state: iid draws), and both refuse the default prior_scale by name."""
+    x = np.array([[3.0]])
+    kw = dict(prior_loc=[0.0], prior_kappa=0.5, prior_df=6.0, prior_scale=[[2.0]])
+    res = gibbs(x, 1, num_chains=4, num_warmup=0, num_draws=2000, generator=0, **kw)
+    # posterior: kappa 1.5, loc 3 / 1.5 = 2, df 7, scale 2 + (0.5 / 1.5) 3^2 = 5; the variance
+    # is InvGamma(7 / 2, 5 / 2), the mean's marginal a Student t of variance E[var] / 1.5
+    var = stats.invgamma(3.5, scale=2.5)
+    cov, mean = res.covariances.reshape(-1), res.means.reshape(-1)
+    se = math.sqrt(var.var() / cov.numel())  # 8000 iid draws: within 5 standard errors
+    assert abs(float(cov.mean()) - var.mean()) < 5 * se
+    se_mean = math.sqrt(var.mean() / 1.5 / mean.numel())
+    assert abs(float(mean.mean()) - 2.0) < 5 * se_mean
+    with pytest.raises(DataError, match=r"x has 1 row: the default prior_scale .* pass"):
+        gibbs(x, 1, num_chains=1, num_warmup=0, num_draws=5, generator=0)

@@ -135,7 +135,8 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
     ``prior_kappa`` > 0, ``prior_df`` > d - 1 (default d + 2), ``prior_scale`` a symmetric
     positive-definite (d, d) matrix (default: the data covariance / k^(2/d), scaled so that
     it is the prior mean of the covariance where df > d + 1). A default scale that is singular (a constant
-    column, or columns that are exact combinations of others) is refused by name."""
+    column, or columns that are exact combinations of others) is refused by name, and so is the default scale of one row (it has no covariance;
+    under a given prior_scale the posterior of one row is proper)."""
     n, d = x.shape
     check_positive(prior_kappa, "prior_kappa")
     if prior_df is not None:
@@ -154,7 +155,14 @@ def niw_prior(x, k: int, prior_loc, prior_kappa, prior_df, prior_scale) -> NIWBa
                 f"prior_loc must hold one value per column of x ({d}); got {loc0.shape[0]}"
             )
     if prior_scale is None:
-        cov_x = torch.atleast_2d(torch.cov(x.T)) if n > 1 else torch.eye(d, dtype=dt, device=dev)
+        if n < 2:  # the conjugate update needs no more, but the default prior does
+            raise DataError(
+                "x has 1 row: the default prior_scale is the data covariance, which one row "
+                f"does not have; pass prior_scale, a positive-definite ({d}, {d}) matrix (e.g. "
+                "the covariance you expect of a component), to sample the posterior of one "
+                "row, or pass more rows"
+            )
+        cov_x = torch.atleast_2d(torch.cov(x.T))
         # the prior mean of a covariance, scale / (df - d - 1), is the data covariance / k^(2/d)
         # where that mean exists (df > d + 1); below, the scale is the data covariance's
         scale0 = cov_x * (df0 - d - 1 if float(df0) > d + 1 else 1.0) / k ** (2.0 / d)
@@ -349,7 +357,7 @@ def gibbs_gmm(
     multiply-adds the ``num_warmup + num_draws`` sweeps may take (by default about a day of one
     CPU core); None or ``math.inf``: no limit.
     """
-    x = observations(x, min_rows=2)
+    x = observations(x)  # one row: with a prior_scale (niw_prior)
     k = check_positive_int(n_components, "n_components")
     check_positive(alpha, "alpha")
     c, num_warmup, num_draws = check_counts(num_chains, num_warmup, num_draws)
