@@ -732,6 +732,10 @@ def test_ppca_at_a_floor_set_by_one_far_column_says_so_and_what_to_do(far):
     )
     assert "columns 1, 2 vary less than a million times that floor" in message
     assert "Standardise the columns" in message and "subspace" not in message
+    # one such column "varies"
+    one = np.c_[X[:, 0], X[:, 1]]
+    with pytest.warns(HeywoodCaseWarning, match="; column 1 varies less than a million times"):
+        PPCA(1).fit(one)
     Z = (X - X.mean(0)) / X.std(0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", HeywoodCaseWarning)
