@@ -68,7 +68,7 @@ def test_fixed_parameters_and_options(data_csv):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--family", "gamma", "--column", "shifted"], "first value outside it is data["),
+        (["--family", "gamma", "--column", "shifted"], "first value outside it is "),
         (["--family", "gamma"], "choose one with --column"),
         (["--family", "zipf", "-c", "x"], "unknown family 'zipf'"),
         (["--family", "binomial", "-c", "counts"], "needs fixed="),
@@ -83,6 +83,23 @@ def test_errors_are_reported_without_traceback(data_csv, args, message):
     assert res.exit_code == 2
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_row_of_the_data_is_named_as_the_file_s_row(tmp_path, monkeypatch):
+    """fit dist named the data's rows as fit_mle names its argument's (data[3] = -1.0);
+    on the command line they are the file's rows."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.csv").write_text("x,y\n1.0,2\n3,4\n2.0,5\n-1,6\n")
+    (tmp_path / "c.csv").write_text("x\n3\n3\n3\n")
+    res = runner.invoke(app, ["fit", "dist", "d.csv", "-f", "gamma", "-c", "x"])
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.output.split())
+    assert "the first value outside it is -1.0 (row 3 of d.csv)" in said, said
+    res = runner.invoke(app, ["fit", "dist", "c.csv", "-f", "normal"])
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.output.split())
+    assert "every row of c.csv is the same (3)" in said, said
+    assert "data[" not in said and "of data " not in said, said
 
 
 def test_a_prior_on_some_parameters_samples_as_the_api_does(tmp_path, monkeypatch):

@@ -155,6 +155,18 @@ _DATA_WORDS = (
     (r"\b(of|in|but|from|needs|reads|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
     (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
     (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
+    # fit_mle's and fit_map's rows (fit dist): data[i] is the file's row i
+    (
+        r"\bdata\[(\d+), (\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
+        r"\3 (row \1, column \2 of {data})",
+    ),
+    (
+        r"\bdata\[(\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
+        r"\2 (row \1 of {data})",
+    ),
+    (r"\bdata\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
+    (r"\bdata\[(\d+)\]", r"row \1 of {data}"),
+    (r"\bevery row of data\b", r"every row of {data}"),
 )
 #: The same for ``n_components``, where the command's option ``-k`` set it (after the above).
 _COMPONENT_WORDS = (
