@@ -635,7 +635,10 @@ def check_sample_fit(
     made: a run refused so is refused before the MAP fit's work."""
 
     def unused(**params):  # the checks read only the parameters' sizes
-        raise AssertionError
+        raise ParameterError(
+            "check_sample_fit evaluated its stand-in log-density; its checks read only the "
+            "parameters' sizes"
+        )
 
     target = Target(unused, shapes, family.constraints, dtype=x.dtype, device=x.device)
     _check_fit_run(target, num_chains, num_warmup, num_draws, max_work, options)
