@@ -147,24 +147,16 @@ _DATA_WORDS = (
         r"Expected n_samples >= n_components but got n_components = (\d+), n_samples = (\d+)",
         r"{data} has \2 rows, fewer than n_components=\1",
     ),
-    (
-        r"\bX\[(\d+), (\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
+    (  # the estimators' X[i, j]; fit_mle's and fit_map's data[i, j] (fit dist)
+        r"\b(?:X|data)\[(\d+), (\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
         r"the value \3 at row \1, column \2 of {data}",
     ),
-    (r"\bX\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
+    (r"\b(?:X|data)\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
     (r"\b(of|in|but|from|needs|reads|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
     (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
     (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
-    # fit_mle's and fit_map's rows (fit dist): data[i] is the file's row i
-    (
-        r"\bdata\[(\d+), (\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
-        r"\3 (row \1, column \2 of {data})",
-    ),
-    (
-        r"\bdata\[(\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
-        r"\2 (row \1 of {data})",
-    ),
-    (r"\bdata\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
+    # fit_mle's and fit_map's rows of one column (fit dist): data[i] is the file's row i
+    (r"\bdata\[(\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))", r"\2 (row \1 of {data})"),
     (r"\bdata\[(\d+)\]", r"row \1 of {data}"),
     (r"\bevery row of data\b", r"every row of {data}"),
 )
