@@ -160,7 +160,7 @@ def test_switches_and_names_that_are_also_words():
     file's field; outside a command nothing changes."""
     import click
 
-    from latentfit.cli.app import setting_words
+    from latentfit.cli.words import setting_words
 
     params = {
         "right_censoring": click.Option(["--right-censoring/--no-right-censoring"]),

@@ -1,0 +1,334 @@
+"""Library messages in the command line's words: the data argument ``X`` is the DATA file,
+``n_components`` the command's ``-k``, and every library setting (``reg_covar``,
+``covariance_type='diag'``, ...) the option of the running command that sets it.
+
+Errors pass through :func:`cli_words`, warnings through :func:`warning_words` (the command
+being run is click's current context), a VAE's rows through :func:`split_words`. Only these
+phrases are changed, so that a Python expression in a hint (``X > 0.5``) is left as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The deepest NUTS tree ``--max-depth`` takes: 2^20 leapfrog steps a transition (the
+#: library's ``MAX_NUM_STEPS``), past which a run would not end in any useful time
+MAX_CLI_DEPTH = 20
+
+
+def data_name(data: Path | str | None, dataset: str | None = None) -> str:
+    """DATA or ``--dataset`` as a message names it: the file as given, or the bundled set."""
+    return str(data) if data is not None else f"the {dataset} data set"
+
+
+#: A model's message about its data argument ``X`` in the command line's words (see
+#: :func:`cli_words`); ``{data}`` is the DATA file. The value of ``X[i, j] = v`` is said first.
+_DATA_WORDS = (
+    (
+        r"Expected n_samples >= n_components but got n_components = (\d+), n_samples = (\d+)",
+        r"{data} has \2 rows, fewer than n_components=\1",
+    ),
+    (  # the estimators' X[i, j]; fit_mle's and fit_map's data[i, j] (fit dist)
+        r"\b(?:X|data)\[(\d+), (\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))",
+        r"the value \3 at row \1, column \2 of {data}",
+    ),
+    (r"\b(?:X|data)\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
+    (r"\b(of|in|but|from|needs|reads|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
+    (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
+    (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
+    # fit_mle's and fit_map's rows of one column (fit dist): data[i] is the file's row i
+    (r"\bdata\[(\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))", r"\2 (row \1 of {data})"),
+    (r"\bdata\[(\d+)\]", r"row \1 of {data}"),
+    (r"\bevery row of data\b", r"every row of {data}"),
+)
+#: The same for ``n_components``, where the command's option ``-k`` set it (after the above).
+_COMPONENT_WORDS = (
+    (r"\bn_components\s?=\s?(\d+)", r"{k} \1"),
+    (r"\bn_components\b", r"{k}"),
+)
+#: The same for the number of draws (``check_sample_count``'s words), where the command's
+#: option (``-n``) set it.
+_COUNT_WORDS = (
+    (r"\b(?:n_samples|n)=([\d,]+) draws\b", r"{count} \1 draws"),
+    (r"\ba smaller (?:n_samples|n)\b", r"a smaller {count}"),
+    (r"\bn_samples <= ([\d,]+)", r"{count} <= \1"),
+)
+#: The library's way past its work cap (``max_work=None``) in the command line's words.
+MAX_WORK_WORDS = ", or pass max_work=None to run it anyway"
+RAISE_MAX_WORK = ", or raise the limit with --max-work (such as --max-work 1e16; inf: none)"
+
+
+def cli_words(
+    text: str, data: str | None = None, k: str | None = None, count: str | None = None
+) -> str:
+    """A library message in the command line's words: the estimator's argument ``X`` is the
+    DATA file ``data`` (see :func:`data_name`), and where the command set ``n_components`` by
+    an option ``k`` (``-k``), that option; where it set the number of draws (``n_samples``,
+    ``n``) by an option ``count`` (``-n``), that option; ``init=`` is ``--init``,
+    ``max_iter`` is ``--max-iter``, ``max_work`` is ``--max-work``, ``fit_map`` is
+    ``--prior``, the sampler's
+    ``target_accept`` and ``max_depth`` are ``--target-accept`` and ``--max-depth``, a
+    training checkpoint's ``checkpoint_dir`` is ``--checkpoint-dir`` (the command line always
+    resumes: ``resume=False`` becomes deleting the checkpoint), and
+    advice only Python can follow (``divergences()``, ``SamplerConfig``) is left out; the
+    other settings are the options of the command being run (``reg_covar`` is
+    ``--reg-covar``, see :func:`setting_words`). Only these phrases are changed, so that a
+    Python expression in a hint (``X > 0.5``, ``X.reshape(-1, 1)``) is left as it is."""
+    import re
+
+    words = (
+        (_DATA_WORDS if data is not None else ())
+        + (_COMPONENT_WORDS if k else ())
+        + (_COUNT_WORDS if count else ())
+    )
+    names = {"{data}": data or "", "{k}": k or "", "{count}": count or ""}
+    for pattern, replacement in words:
+        for field, name in names.items():  # a backslash in a file name is no group reference
+            replacement = replacement.replace(field, name.replace("\\", "\\\\"))
+        text = re.sub(pattern, replacement, text)
+    text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
+    # the 8-bit switches of fit flow / diffusion, which the library names both ways
+    text = re.sub(r"\b(dequantize|discrete)=True(?: \(--\1\))?", r"--\1", text)
+    text = re.sub(r"\(with n_levels above ", "(with --levels above ", text)
+    text = text.replace(MAX_WORK_WORDS, RAISE_MAX_WORK)
+    text = re.sub(
+        r"pass max_work >= (\d+) \(or None: no limit\)",
+        r"raise --max-work to \1 or more (inf: none)",
+        text,
+    )
+    # select's held-out folds: the criterion is an option; the models' priors are not
+    text = text.replace("(criterion='bic', 'aic' or 'icl')", "(--criterion bic, aic or icl)")
+    text = re.sub(
+        r", or give the models a prior that keeps every outcome possible \(.*\)$", "", text
+    )
+    return setting_words(
+        text.replace("pass init= with values", "pass --init NAME=NUMBER with values")
+        .replace("pass init= near", "pass --init NAME=NUMBER near")
+        .replace("try other init= values", "try other --init values")
+        .replace("a larger max_iter", "a larger --max-iter")
+        .replace("add a prior (fit_map)", "add a --prior")
+        .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
+        .replace("run num_chains >= 2", "run --chains 2 or more")
+        .replace("fewer warm-up iterations (num_warmup) or chains", "a smaller --warmup")
+        .replace("use num_warmup + num_draws <=", "use --warmup + --draws <=")
+        .replace(
+            "raise target_accept or reparametrise (see divergences())",
+            "raise --target-accept (e.g. 0.95; the default is 0.8), which takes smaller steps",
+        )
+        .replace("raise max_depth", f"raise --max-depth (at most {MAX_CLI_DEPTH})")
+        .replace("a smaller max_depth", "a smaller --max-depth")
+        .replace(
+            "with latentfit.fit_mle or a GaussianMixture",
+            "with 'latentfit fit dist' or 'latentfit fit gmm'",
+        )
+        .replace("2^(max_depth - 1)", "2^(depth - 1)")
+        .replace(
+            "another checkpoint_dir (or with resume=False)",
+            "another --checkpoint-dir (or delete that checkpoint)",
+        )
+        .replace("another checkpoint_dir", "another --checkpoint-dir")
+        .replace("draw more", "draw more (a larger --draws)")
+        .replace("run longer", "run longer (larger --draws and --warmup)")
+        .replace(
+            "; pass SamplerConfig(relocate_stranded=False) to keep them where they are "
+            "(R-hat then reports them)",
+            "",
+        ),
+        _command_params(),
+    )
+
+
+#: The library's settings (keyword arguments) that a command may set by an option, each with
+#: the names of the command parameters that set it (the first the command has is used; none:
+#: no command sets it). :func:`setting_words` puts a command's option in their place.
+_SETTING_PARAMS = {
+    "reg_covar": ("reg_covar",),
+    "max_iter": ("max_iter", "n_iter"),
+    "n_iter": ("n_iter", "max_iter"),
+    "tol": ("tol",),
+    "n_init": ("n_init",),
+    "random_state": ("seed",),
+    "covariance_type": ("covariance",),
+    "lengths": ("lengths",),
+    "n_mix": ("n_mix",),
+    "max_duration": ("max_duration",),
+    "right_censoring": ("right_censoring",),
+    "chunk_rows": ("chunk_rows",),
+    "burn_in": ("burn_in",),
+    "mstep_every": ("mstep_every",),
+    "learning_decay": ("learning_decay",),
+    "n_levels": ("levels",),
+    "batch_size": ("batch_size",),
+    "warmup_epochs": ("warmup_epochs",),
+    "free_bits": ("free_bits",),
+    "kl_schedule": ("kl_schedule",),
+    "n_hidden": ("n_hidden",),
+    "vlb_weight": ("vlb_weight",),
+    "min_covar": (),
+    "covars_prior": (),
+    "scale_prior": (),
+    "covariance_prior": (),
+    "init_params": ("init",),
+    "sample_weight": (),
+    "validation_fraction": (),
+    "warm_start": (),
+}
+#: Settings whose names are also words of a sentence ("in order", "over 5 epochs"): only
+#: ``name=value``, and ``lower name`` and the like, are the setting.
+_WORD_SETTING_PARAMS = {
+    "order": ("order",),
+    "ridge": ("ridge",),
+    "epochs": ("epochs",),
+    "patience": ("patience",),
+    "beta": ("beta",),
+    "duration": ("duration",),
+    "rotation": ("rotation",),
+    "algorithm": ("algorithm",),
+    "schedule": ("schedule",),
+    "n_steps": ("steps",),
+    "lr": ("lr",),
+}
+#: What comes before a setting's name: not part of a longer name (``kl_schedule``,
+#: ``model.n_iter``, ``--n-iter``), nor a quoted name (a file's field ``'reg_covar'``).
+_BEFORE = r"(?<![\w.\-'])"
+#: The words before which such a word is the setting ("lower order", "well below epochs").
+_AS_SETTING = "lower|raise|below|above"
+#: A value as a message writes it after ``name=``: a number or word, or quoted names
+#: (``'diag' or 'spherical'``).
+_VALUE = r"('[^']*'(?:(?:,| or) '[^']*')*|[^\s,;:)]+)"
+
+
+def _command_params() -> dict | None:
+    """The parameters of the command being run, by name (None outside a command)."""
+    ctx = _current_context()
+    return None if ctx is None else {p.name: p for p in ctx.command.params}
+
+
+def setting_words(text: str, params: dict | None) -> str:
+    """``text`` with the library's settings (:data:`_SETTING_PARAMS`) in the words of the
+    command whose parameters are ``params``: ``reg_covar=1e-3`` is ``--reg-covar 1e-3``,
+    ``covariance_type='diag' or 'spherical'`` is ``--covariance diag or spherical``,
+    ``right_censoring=True`` is ``--right-censoring``, ``DDPM(n_steps=2, schedule='linear')``
+    is ``--steps 2 --schedule linear``; a setting the command has no option for is left as it
+    is, and a note says that it is set in Python only. Nothing is changed outside a command
+    (``params`` None)."""
+    import re
+
+    if params is None:
+        return text
+    settings = _SETTING_PARAMS | _WORD_SETTING_PARAMS
+
+    def param(name: str):
+        return next((params[c] for c in settings.get(name, ()) if c in params), None)
+
+    def options(match: re.Match) -> str:  # Model(a=1, b='x') -> --a 1 --b x, where it can
+        said = [re.fullmatch(rf"(\w+)={_VALUE}", arg) for arg in match.group(1).split(", ")]
+        if not all(m and param(m.group(1)) for m in said):
+            return match.group(0)
+        return " ".join(_option_value(param(m.group(1)), m.group(2)) for m in said)
+
+    text = re.sub(r"(?<![\w.])[A-Z]\w*\(((?:\w+=[^,()]+)(?:, \w+=[^,()]+)*)\)", options, text)
+    if "init" in params:  # "init must be 'pca' or 'random'": the subject of the refusal
+        text = re.sub(r"^init must be\b", f"{params['init'].opts[0]} must be", text)
+    python_only = []
+    for name in settings:
+        said = (
+            rf"{_BEFORE}{name}\b"
+            if name in _SETTING_PARAMS
+            else rf"{_BEFORE}{name}(?==)|\b(?:{_AS_SETTING}) {name}\b"
+        )
+        if not re.search(said, text):
+            continue
+        if param(name) is None:
+            python_only.append(name)
+        else:
+            text = _put_option(text, name, param(name), bare=name in _SETTING_PARAMS)
+    if python_only:
+        *rest, last = python_only
+        names = f"{', '.join(rest)} and {last}" if rest else last
+        one = not rest
+        text += (
+            f" ({names} {'is a setting' if one else 'are settings'} of the Python API: this "
+            f"command has no option for {'it' if one else 'them'})"
+        )
+    return text
+
+
+def _option_value(param, value: str) -> str:
+    """``--option value`` for the setting ``name=value`` set by the parameter ``param``: the
+    switch for True and False, names unquoted."""
+    if value == "True":
+        return param.opts[0]
+    if value == "False":
+        return param.secondary_opts[0] if param.secondary_opts else f"without {param.opts[0]}"
+    return f"{param.opts[0]} {value.replace(chr(39), '')}"
+
+
+def _put_option(text: str, name: str, param, bare: bool) -> str:
+    """``text`` with the setting ``name`` in the words of the command's parameter ``param``:
+    ``name=value`` the option and the value (:func:`_option_value`), and the name alone the
+    option where ``bare`` (else only after lower, raise, below or above)."""
+    import re
+
+    option = param.opts[0]
+    said = rf"{_BEFORE}{name}={_VALUE}"
+    for match in reversed(list(re.finditer(said, text))):
+        shown = _option_value(param, match.group(1))
+        text = text[: match.start()] + shown + text[match.end() :]
+    if bare:
+        return re.sub(rf"{_BEFORE}(?<!sequence ){name}\b", option, text)
+    # "lower order", "well below epochs": the setting, not the word
+    return re.sub(rf"\b({_AS_SETTING}) {name}\b", rf"\1 {option}", text)
+
+
+def split_words(text: str, split, part: str, data: str) -> str:
+    """A library message about the rows of one part (``part``: ``"train"``, ``"val"`` or
+    ``"test"``) of a training/validation/test ``split`` (a :class:`latentfit.vae.data.DataSplit`)
+    in the command line's words (:func:`cli_words`, ``data`` the DATA file), each ``row i``
+    (``X[i, j]``) being the row of ``data`` it came from, counted as the file's reader counts
+    them: the split shuffles the rows, so the i-th training row is not the file's i-th. A
+    message naming ``X_val`` is about the validation rows (``fit(X, X_val=...)``)."""
+    import re
+
+    rows = getattr(split, "val" if re.search(r"\bX_val\b", text) else part)
+
+    def source_row(match: re.Match) -> str:
+        i = int(match.group(2))
+        return match.group(1) + (str(int(rows[i])) if i < len(rows) else match.group(2))
+
+    text = re.sub(r"(\brow |\bX(?:_train|_val)?\[)(\d+)", source_row, text)
+    text = re.sub(r"\bX_(?:train|val)\[", "X[", text)
+    # the library's names of the parts (X, X_train, X_val) are all DATA on the command line
+    subject = r"(?<![\w.])X(?:_train|_val)?(?= (?:as|has|holds|contains|must|is|cannot) )"
+    text = re.sub(subject, data.replace("\\", "\\\\"), text)
+    for option in ("dequantize", "discrete"):  # the 8-bit switches of fit flow / diffusion
+        text = text.replace(f"{option}=True needs", f"--{option} needs")
+    return cli_words(text, data)
+
+
+def warning_words(text: str) -> str:
+    """A warning in the words of the command that is running, as :func:`cli_words` makes its
+    errors: ``X`` is its DATA file (or ``--dataset``), ``n_components`` its ``-k`` and the
+    number of draws its ``-n``, where the command has them, and the library's settings the
+    options (``max_iter`` is ``--max-iter``, ...). The command is click's current
+    context (the one being invoked), whose parameters say what DATA it reads."""
+    ctx = _current_context()
+    if ctx is None:
+        return cli_words(text)
+    params = ctx.params
+    given = params.get("data") is not None or params.get("dataset") is not None
+    data = data_name(params.get("data"), params.get("dataset")) if given else None
+    opts = {o for p in ctx.command.params for o in p.opts}
+    k = "-k" if "-k" in opts else None
+    count = "-n" if "-n" in opts else None
+    return cli_words(text, data, k, count)
+
+
+def _current_context():
+    """The context of the command being run, None outside one. Typer 0.20 and later run on
+    their own copy of click, whose contexts the click package does not see."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # a typer that runs on the click package
+        from click import get_current_context
+    return get_current_context(silent=True)
