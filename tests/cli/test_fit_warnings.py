@@ -99,3 +99,42 @@ def test_select_shows_each_warning_of_its_fits_once(tmp_path, monkeypatch):
     )
     assert text.count(said) == 1, text
     assert "(below 9.51e-11) (in every fit)" in text, text
+
+
+def test_bgmm_shows_its_fit_s_warnings_before_the_error_that_ends_it(tmp_path, monkeypatch):
+    """fit bgmm on 3 rows whose third column varies by 1e-4: the fit warns that reg_covar
+    swamps that column's variance, then refuses the singular covariance prior. The warning,
+    which says which column is the cause, was dropped with the failure."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=(3, 2)), 1e-4 * rng.normal(size=3)]
+    np.savetxt("sq.csv", X, delimiter=",")
+    res = CliRunner().invoke(app, ["fit", "bgmm", "sq.csv", "-k", "1", "--quiet"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "warning: BayesianGaussianMixture: reg_covar=1e-06 is 131 times the variance of " in (
+        text
+    ), text
+    assert "column 2 of sq.csv" in text, text
+    assert text.index("warning:") < text.index("error: the rows of sq.csv"), text
+
+
+def test_fit_dist_shows_its_fit_s_warnings_before_the_error_that_ends_it(tmp_path, monkeypatch):
+    """A warning of fit dist's fit followed by an error (here a fit made to warn, then
+    fail) was dropped with the failure; it is shown first, once."""
+    import latentfit.estimate
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("n.csv", np.random.default_rng(0).normal(size=20))
+
+    def warning_fit_mle(*args, **kwargs):
+        for _ in range(2):
+            warnings.warn("the Normal fit met a flat stretch", RuntimeWarning, stacklevel=2)
+        raise latentfit.errors.DataError("the Normal fit failed")
+
+    monkeypatch.setattr(latentfit.estimate, "fit_mle", warning_fit_mle)
+    res = CliRunner().invoke(app, ["fit", "dist", "n.csv", "-f", "normal"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert text.count("warning: the Normal fit met a flat stretch") == 1, text
+    assert text.index("warning:") < text.index("error: the Normal fit failed"), text

@@ -119,6 +119,21 @@ def fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def show_warnings(caught, skip: tuple[type[Warning], ...] = ()) -> None:
+    """Show warnings recorded by ``warnings.catch_warnings(record=True)`` (call it after that
+    block, whose recorder would take them again) as the command line shows warnings: each
+    distinct one once, those of the ``skip`` categories (a command's report says them in its
+    own words) left out. A command that then fails shows them first: they often say why."""
+    import warnings
+
+    said = set()
+    for w in caught:
+        key = (w.category, str(w.message))
+        if key not in said and not issubclass(w.category, skip):
+            said.add(key)
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 #: Most sizes one ``-k`` may name: each is at least one fit, so more is a typo, not a sweep.
 MAX_SIZES = 1000
 

@@ -22,6 +22,7 @@ from latentfit.cli.app import (
     load_data,
     max_work_option,
     seed_option,
+    show_warnings,
     split_columns,
     work_limit,
 )
@@ -521,6 +522,7 @@ def fit_dist(
         _check_sampling(
             fam, x, given, start, chains, draws, warmup, target_accept, max_depth, max_work
         )
+    failed = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # what latentfit warns about a fit, or its level
         for notice in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
@@ -550,7 +552,10 @@ def fit_dist(
                 text = _posterior_text(fit, priors, *posterior, chains, draws, warmup, seed)
                 table += "\n\n" + text
         except ValueError as err:
-            fail(cli_words(str(err), name))
+            failed = cli_words(str(err), name)
+    if failed is not None:  # what the fit warned first often says why
+        show_warnings(caught)
+        fail(failed)
     if as_json:
         from latentfit.cli.output import print_json
 
@@ -591,8 +596,4 @@ def fit_dist(
         print_csv(rows)
     else:
         typer.echo(table)
-    said = set()
-    for w in caught:  # each once: the table and the rows both compute the intervals
-        if (w.category, str(w.message)) not in said:
-            said.add((w.category, str(w.message)))
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    show_warnings(caught)  # each once: the table and the rows both compute the intervals

@@ -23,6 +23,7 @@ from latentfit.cli.app import (
     load_data,
     output_option,
     seed_option,
+    show_warnings,
     split_columns,
     written_together,
 )
@@ -115,15 +116,17 @@ def fit_bgmm(
         verbose=0 if quiet else 1,
         device=device,
     )
+    failed = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
             model.fit(X)
         except (ValueError, FloatingPointError) as err:
-            fail(cli_words(str(err), data_name(data, dataset), "-k"))
-    for w in caught:  # recorded to tell restarts that did not converge; the rest are shown
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            failed = cli_words(str(err), data_name(data, dataset), "-k")
+    # recorded to tell restarts that did not converge; the rest are shown, before an error too
+    show_warnings(caught, skip=(ConvergenceWarning,))
+    if failed is not None:
+        fail(failed)
     record_columns(model, data, split_columns(columns), delimiter, dataset, header)
     n, d = X.shape
     names = column_names(data, columns, d, model, delimiter, header)
