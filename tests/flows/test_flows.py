@@ -21,6 +21,7 @@ from latentfit.flows.layers import (
     SplineCoupling,
     make_density_layers,
 )
+from latentfit.flows.objectives import dequantize, level_point
 from tests.two_sample import mmd_permutation_pvalue
 
 F64 = torch.float64
@@ -184,6 +185,33 @@ def test_save_load_roundtrip(moons_flow, moons, tmp_path):
     np.testing.assert_array_equal(
         back.sample(5, random_state=3), moons_flow.sample(5, random_state=3)
     )
+
+
+def test_dequantised_top_level_draws_stay_below_1():
+    """float32 k + u rounds onto k + 1 for u within 2**-17 of 1 (7.6e-6 of the draws of the
+    top 128 of 256 levels): such a draw was the value 1, outside [0, 1), where the logit of a
+    small margin is infinite. A million draws of level 255 hit it a few times."""
+    gen = torch.Generator().manual_seed(0)
+    levels = torch.full((1000, 1000), 255.0)
+    y = dequantize(levels, 256, gen)
+    assert int((y >= 1).sum()) == 0
+    assert bool((torch.floor(y * 256) == 255).all())
+    w, log_det = logit_transform(y, 1e-8)  # a margin below float32's spacing at 1
+    assert bool(w.isfinite().all() and log_det.isfinite().all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_levels", [256, 17, 22, 23, 37, 1000, 2**20])
+def test_a_dequantised_level_is_read_back_as_itself(dtype, n_levels):
+    """Every level at both ends of u (0 and torch.rand's largest draw, 1 - eps/2), brute
+    force: floor(y L) (how a draw is read back as a level) gives k, in the dtype used. Before,
+    k + u rounded onto k + 1, and for L not a power of 2 (k + u) / L could be read one level
+    off (22 levels, float32: k = 13 at u = 0 read as 12)."""
+    k = torch.arange(n_levels, dtype=dtype)
+    for u in (0.0, 1 - torch.finfo(dtype).eps / 2):
+        y = level_point(k, torch.full_like(k, u), n_levels)
+        np.testing.assert_array_equal(torch.floor(y * n_levels).numpy(), k.numpy())
+        assert float(y.max()) < 1 and float(y.min()) >= 0
 
 
 def test_dequantised_bound_is_below_the_exact_discrete_likelihood():
