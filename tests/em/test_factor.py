@@ -715,13 +715,16 @@ def test_posterior_of_rows_with_gaps_whose_observed_loadings_lie_along_each_othe
     np.testing.assert_allclose(post.cov[0].numpy(), np.eye(q), atol=1e-6)
 
 
-@pytest.mark.parametrize("far", [1e9, 1e17])
+@pytest.mark.parametrize("far", [9e8, 1e9, 1e17])
 def test_ppca_at_a_floor_set_by_one_far_column_says_so_and_what_to_do(far):
-    """PPCA's one σ² has the floor of the dtype's epsilon of the mean column variance (1.19
-    at 1e9): below it M = I + Wᵀ W / σ² would not stay factorable. The warning said the rows
+    """PPCA's one σ² has the floor of the dtype's epsilon of the mean column variance (0.967
+    at 9e8, 1.19 at 1e9), EM's rounding on rows in a subspace (see the test below): from
+    ~9e8 it lies above the closed form's 0.7549 (fitted at 7e8), which is computable there
+    (the singular values of the centred rows keep it to 1e-15). The warning said the rows
     lie in a 1-dimensional subspace; it names the column that sets the floor, the columns it
     swamps, and the remedy, which fits them."""
     X, _ = _far_row(far)
+    assert _svd_noise(X, 1) < np.finfo(np.float64).eps * X.var(0).mean()  # below the floor
     with pytest.warns(HeywoodCaseWarning) as record:
         model = PPCA(1).fit(X)
     np.testing.assert_allclose(model.noise_variance_, np.finfo(np.float64).eps * X.var(0).mean())
@@ -770,8 +773,30 @@ def _one_factor_loglik(X, w, mu, s2):
     return total
 
 
+@pytest.mark.parametrize(
+    ("scale", "q", "seed"), [(1.0, 2, 0), (1.0, 3, 2), (1e3, 2, 1), (1e6, 3, 0), (1e6, 3, 1)]
+)
+def test_ppca_on_rows_on_a_line_ends_at_the_floor_in_float64(scale, q, seed):
+    """Rows on a line (closed-form σ² = 0), column 0 scaled by 1, 1e3, 1e6, from a random
+    start: EM's σ² ends at its own rounding, 1e-3 to 0.7 of the floor (float64's epsilon of
+    the mean column variance), so the floor meets it with a HeywoodCaseWarning. A floor of
+    epsilon of the smallest column variance, low enough for one far row at 1e9, left these
+    fits above it without a word (σ² of 3e-19 to 2.5e-6: rounding) or let the bound fall, by
+    up to 124,000 nats a row (EMMonotonicityWarning): the bound on PPCA's σ² beside a far
+    column."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(50, 1)) @ rng.normal(size=(1, 4))
+    X[:, 0] *= scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EMMonotonicityWarning)
+        with pytest.warns(HeywoodCaseWarning, match="PPCA: the noise variance ended at its floor"):
+            model = PPCA(q, init="random", random_state=seed).fit(X)
+    np.testing.assert_allclose(model.noise_variance_, np.finfo(np.float64).eps * X.var(0).mean())
+
+
+@pytest.mark.parametrize("far", [1e8, 7e8])
 @pytest.mark.parametrize("path", ["fit", "chunks", "partial_fit", "statistics"])
-def test_ppca_beside_one_far_row_fits_the_closed_form_noise(path, monkeypatch):
+def test_ppca_beside_one_far_row_fits_the_closed_form_noise(path, far, monkeypatch):
     """The M-step's σ² was Σ w ‖x − μ‖² less the part the factors explain, two numbers of
     column 0's variance (1.6e14) whose difference rounds by ~0.04; the floor above that
     rounding (1e-12 of the mean column variance) held σ² at 53.7 for the 0.7549 of the closed
@@ -780,7 +805,7 @@ def test_ppca_beside_one_far_row_fits_the_closed_form_noise(path, monkeypatch):
     moments, and partial_fit's stepwise statistics (d above 4096)."""
     import latentfit.em.factor as factor_module
 
-    X, _ = _far_row(1e8)
+    X, _ = _far_row(far)  # up to ~8e8, where the floor (0.6 at 7e8) reaches σ²
     s2 = _svd_noise(X, 1)
     sk = SkPCA(1, svd_solver="full").fit(X).noise_variance_ * (len(X) - 1) / len(X)
     np.testing.assert_allclose(sk, s2, rtol=1e-12)  # scikit-learn divides by n - 1
