@@ -646,3 +646,72 @@ def test_columns_on_different_scales_are_not_taken_for_lost_digits():
     far = np.c_[far, 0.7 * np.random.default_rng(1).normal(size=len(far))]
     with pytest.warns(PrecisionLossWarning, match=r"state\(s\) \[0\] keeps fewer than 3 digits"):
         AutoregressiveHMM(1, order=1, n_iter=5, random_state=0).fit(far, lengths)
+
+
+def _near_and_far(dtype, c):
+    """A 2-state VAR(1) model near the origin with exactly representable parameters, 300
+    rows drawn from it and moved by c (rounded to ``dtype``), the same rows moved back
+    (exact: they lie within a factor 2 of c), and the model moved by c: intercepts
+    b + (I − A) c, exact in ``dtype``."""
+    m = AutoregressiveHMM(2, order=1)
+    m.startprob_, m.transmat_ = np.array([0.75, 0.25]), np.array([[0.875, 0.125], [0.25, 0.75]])
+    m.coefs_ = np.array([[[[0.5, -0.25], [0.25, 0.25]]], [[[-0.25, 0.0], [0.5, 0.75]]]])
+    m.intercepts_ = np.array([[1.5, -0.75], [-2.0, 3.125]])
+    m.covars_ = np.array([[[1.0, 0.25], [0.25, 0.5]], [[2.0, -0.5], [-0.5, 1.0]]])
+    X_far = (m.sample(300, random_state=0)[0] + c).astype(dtype)
+    X_near = X_far.astype(np.float64) - c
+    far = AutoregressiveHMM(2, order=1, dtype=dtype)
+    far.startprob_, far.transmat_, far.coefs_, far.covars_ = (
+        m.startprob_,
+        m.transmat_,
+        m.coefs_,
+        m.covars_,
+    )
+    far.intercepts_ = m.intercepts_ + c - m.coefs_[:, 0] @ c
+    assert np.array_equal(far.intercepts_.astype(dtype), far.intercepts_)
+    return m, X_near, far, X_far
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # n_iter=5, tol=0
+@pytest.mark.parametrize(
+    ("dtype", "c", "rel", "atol"),
+    [  # float32: the rounding of sums of 300 log-densities near -3 (1e-7 each)
+        ("float32", [2.0**20, -(2.0**21)], 1e-6, 1e-6),
+        ("float64", [2.0**46, -(2.0**45)], 1e-12, 1e-12),
+    ],
+)
+def test_scores_of_data_far_from_the_origin_equal_those_of_the_same_data_near_it(
+    dtype, c, rel, atol
+):
+    """The model is shift-equivariant: moved by c (intercepts b + (I − A) c), it gives the
+    rows moved by c the log-likelihood, posteriors and paths it gives them near the origin
+    (float64, where nothing rounds). score & co took the residuals x_t − A x_{t-1} − b about
+    the origin, differences of numbers near c: float32 rows near 1e6 scored −943.499 for
+    −941.212 (posteriors off by 0.015), float64 rows near 7e13 −939.388 for −939.600, and a
+    fit from the moved start began 2.3 (float32) below the same fit near the origin. They
+    are now taken about every state's centre, as a fit takes them."""
+    c = np.array(c)
+    m, X_near, far, X_far = _near_and_far(dtype, c)
+    assert far.score(X_far) == pytest.approx(m.score(X_near), rel=rel)
+    ll, post = far.score_samples(X_far)
+    ll0, post0 = m.score_samples(X_near)
+    assert ll == pytest.approx(ll0, rel=rel)
+    np.testing.assert_allclose(post, post0, atol=atol)
+    np.testing.assert_allclose(far.predict_proba(X_far), post0, atol=atol)
+    for algorithm in ("viterbi", "map"):
+        logp, path = far.decode(X_far, algorithm=algorithm)
+        logp0, path0 = m.decode(X_near, algorithm=algorithm)
+        assert logp == pytest.approx(logp0, rel=rel)
+        np.testing.assert_array_equal(path, path0)
+    # a fit from the equivalent starts: the same bounds, its first the score above
+    fits = []
+    for start, X in ((m, X_near.astype(dtype)), (far, X_far)):
+        model = AutoregressiveHMM(2, order=1, dtype=dtype, init_params="", n_iter=5, tol=0)
+        for name in ("startprob_", "transmat_", "coefs_", "intercepts_", "covars_"):
+            setattr(model, name, getattr(start, name))
+        fits.append(model.fit(X))
+    np.testing.assert_allclose(fits[1].lower_bounds_, fits[0].lower_bounds_, rtol=rel)
+    assert fits[1].lower_bounds_[0] == pytest.approx(far.score(X_far), rel=rel)
+    moved = fits[0].intercepts_ + c - fits[1].coefs_[:, 0] @ c
+    spacing = np.spacing(np.abs(c).max().astype(dtype))  # the intercepts' own rounding
+    np.testing.assert_allclose(fits[1].intercepts_, moved, atol=spacing)

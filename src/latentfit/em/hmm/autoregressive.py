@@ -32,7 +32,9 @@ densities are those of ``x − c_k``, differenced from the data as they are. Abo
 for all states, the rows of a state far from it lose their digits: the variance of a state
 rounds away in ``xx − W C^T − C W^T + W G W^T`` (two groups of rows 1e8 apart, with a noise
 sd of 0.1), and the rows themselves round to the centre's spacing (29 rows near 2.4 beside
-31 near 1e17, centred on a value near 1e17, all became −1e17).
+31 near 1e17, centred on a value near 1e17, all became −1e17). ``score``, ``decode`` and
+the posteriors take the fitted parameters about every state's centre likewise (the median of
+the rows it explains best), with the intercepts moved there in twice float64's precision.
 """
 
 from __future__ import annotations
@@ -391,7 +393,10 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         X = self._checked_X(X, fitting=False)
         lengths = self._lengths(lengths, X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
-        return params, self._design(X, lengths), lengths, labels
+        D = self._design(X, lengths)
+        # the residuals about every state's centre, as in a fit: about the origin, those of
+        # float32 data near 1e6 (sd 1) kept no digit below 0.1
+        return self._about_centres(params, D), D, lengths, labels
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -436,9 +441,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         the first X, else ``fit``'s initialisation on the design rows of the first X."""
         try:
             check_is_fitted(self, "startprob_")
-            params = self._given_params()
-            params["centres"] = self._state_centres(self._design(X, lengths), params)
-            params["weights"] = _recentre(params["weights"], params["centres"], X.shape[1])
+            params = self._about_centres(self._given_params(), self._design(X, lengths))
         except NotFittedError:
             self._check_scored_rows(lengths, "the first X of partial_fit")
             D = self._design(X, lengths)
@@ -560,17 +563,31 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
             out["covars"] = self._given_covars()
         if not self._needs_init("a", "coefs_"):  # the user's states, not the clusters
             given = {"weights": self._given_weights(), "covars": out["covars"]}
-            out["centres"] = self._state_centres(D, given)
-            # the user's intercepts about every state's centre c: b' = b − (I − sum_l A_l) c
-            out["weights"] = _recentre(given["weights"], out["centres"], d)
+            out.update(self._about_centres(given, D))
         return out
 
     def _state_centres(self, D, params) -> torch.Tensor:
-        """The centres (k, d) of given parameters: every state's mean of the responses of the
-        design rows D that it explains best."""
-        ll = ar_log_likelihood(D, params["weights"], params["covars"])  # (t, k)
-        gamma = torch.nn.functional.one_hot(ll.argmax(1), self.n_components).to(D.dtype)
-        return _state_means(D, gamma, params["covars"].shape[-1])
+        """The centres (k, d) of given parameters: every state's median (column by column, a
+        value of the data) of the responses of the scored design rows D that it explains
+        best, or the response of the row it comes closest to explaining best when it explains
+        none (with no scored row, the median of all for every state). A median, not a mean: one row far from a state's others (the row where a series
+        jumps from 2.4 to 1e17) moved a mean to 3e15, about which the others lose their
+        digits. The log-densities that choose the rows are taken about the origin: they need
+        only tell near states from far ones."""
+        k, d = params["weights"].shape[:2]
+        scored = D[D[:, -1] > 0]  # (t, m)
+        if not len(scored):  # the conditioning rows of a partial_fit chunk alone
+            return (D[:, :d].median(0).values if len(D) else D.new_zeros(d)).repeat(k, 1)
+        ll = ar_log_likelihood(scored, params["weights"], params["covars"])  # (t, k)
+        return _best_row_medians(scored, ll, d)
+
+    def _about_centres(self, params, D) -> dict[str, torch.Tensor]:
+        """Given parameters (about the origin) held about every state's centre in the design
+        rows D (:meth:`_state_centres`), as a fit holds them: the intercepts
+        b' = b − (I − sum_l A_l) c, so that the residuals are differences of the data near c."""
+        centres = self._state_centres(D, params)  # (k, d)
+        weights = _recentre(params["weights"], centres, centres.shape[1])
+        return {**params, "weights": weights, "centres": centres}
 
     def _is_set(self, name):
         if name == "coefs_":
@@ -723,6 +740,20 @@ def _state_means(D: torch.Tensor, gamma: torch.Tensor, d: int) -> torch.Tensor:
     return torch.where((N > 0).unsqueeze(1), means, whole)
 
 
+def _best_row_medians(D: torch.Tensor, ll: torch.Tensor, d: int) -> torch.Tensor:
+    """Every state's (lower) median, column by column, of the responses x_t of the design rows
+    D (t, m) whose log-density ``ll`` (t, k) it has the highest; for a state that has none,
+    the response of the row where it comes closest to the best (k, d)."""
+    Y = D[:, :d]  # (t, d)
+    top = ll.max(1, keepdim=True).values  # (t, 1)
+    gap = torch.nan_to_num(ll - top, nan=-math.inf)  # (t, k) <= 0, 0 where the state is best
+    best = ll.argmax(1)  # (t,)
+    out = Y[gap.argmax(0)].clone()  # (k, d): the closest rows
+    for s in best.unique().tolist():
+        out[s] = Y[best == s].median(0).values
+    return out
+
+
 def _pack(coefs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(k, p, d, d) A and (k, d) b as the regression weights [A_1 .. A_p, b] (k, d, p d + 1)."""
     k, p, d, _ = coefs.shape
@@ -744,11 +775,50 @@ def _lag_centres(centres: torch.Tensor, m: int) -> torch.Tensor:
 
 def _recentre(W: torch.Tensor, c: torch.Tensor, d: int) -> torch.Tensor:
     """The weights for data centred on c ((d,), or (k, d): one centre per state):
-    x − c = sum_l A_l (x_{t-l} − c) + b', with b' = b − (I − sum_l A_l) c."""
+    x − c = sum_l A_l (x_{t-l} − c) + b', with b' = b − (I − sum_l A_l) c.
+
+    b' is the sum of b, −c and the products A_{l,ij} c_j, each exact (:func:`_two_product`),
+    summed in twice float64's precision (:func:`_accurate_sum`) and rounded once: b' is
+    small beside the terms when c is near the state's rows, and summed in the working
+    precision (float32 at 1e6: terms spaced by 0.06) it kept the rounding of the terms."""
     k = W.shape[0]
     p = (W.shape[2] - 1) // d
-    A_sum = W[:, :, :-1].reshape(k, d, p, d).sum(2)  # (k, d, d)
-    c = c.to(W.dtype).expand(k, d)
+    A = W[:, :, :-1].double()  # (k, d, p d): column l d + j holds A_{l,ij}
+    c = c.double().expand(k, d)
+    hi, lo = _two_product(A, c.repeat(1, p).unsqueeze(1))  # (k, d, p d) each
+    terms = torch.cat([W[:, :, -1:].double(), -c.unsqueeze(2), hi, lo], 2)  # (k, d, 2 p d + 2)
     out = W.clone()
-    out[:, :, -1] = W[:, :, -1] - c + (A_sum @ c.unsqueeze(2)).squeeze(2)
+    out[:, :, -1] = _accurate_sum(terms).to(W.dtype)
     return out
+
+
+def _two_product(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fl(a b), its rounding error) of float64 tensors, a b = hi + lo exactly (Dekker 1971,
+    Veltkamp's splitting; no fused multiply-add in torch). Where the split overflows (values
+    beyond 1e300) the error is left 0."""
+
+    def split(x):  # x = hi + lo, each of at most 26 significant bits
+        t = 134217729.0 * x  # 2^27 + 1
+        hi = t - (t - x)
+        return hi, x - hi
+
+    prod = a * b
+    (ah, al), (bh, bl) = split(a), split(b)
+    err = ((ah * bh - prod) + ah * bl + al * bh) + al * bl
+    return prod, torch.where(torch.isfinite(err), err, 0.0)
+
+
+def _accurate_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of float64 ``x`` over its last axis as if in twice the precision, then rounded:
+    pairwise sums whose rounding errors, exact by Knuth's TwoSum (Knuth 1969, §4.2.2; Ogita,
+    Rump & Oishi 2005), are summed on the side and added at the end."""
+    err = x.new_zeros(x.shape[:-1])
+    while x.shape[-1] > 1:
+        if x.shape[-1] % 2:
+            x = torch.cat([x, x.new_zeros(*x.shape[:-1], 1)], -1)
+        a, b = x[..., 0::2], x[..., 1::2]
+        s = a + b
+        bb = s - a
+        err = err + ((a - (s - bb)) + (b - bb)).sum(-1)
+        x = s
+    return x[..., 0] + err
