@@ -417,3 +417,53 @@ def test_no_more_values_than_parameters_is_refused_not_scored(n_rows, covariance
     assert np.isfinite(
         quiet_fit(LinearGaussianSSM(1, n_iter=2, covariance_type=covariance_type), more).score(more)
     )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "c", "missing", "rel"),
+    [  # float32: 10 iterations of its rounding (1e-7) through the M-step's solves
+        ("float32", 2.0**10, False, 1e-5),
+        ("float32", 2.0**20, False, 1e-5),
+        ("float64", 2.0**30, False, 1e-10),
+        ("float64", 2.0**46, True, 1e-10),
+    ],
+)
+def test_a_fit_of_data_far_from_the_origin_is_that_of_the_data_near_it(dtype, c, missing, rel):
+    """The model moves with the data (y + c has offset d + c): a fit of rows near c is the
+    fit of the same rows near the origin, offset moved by c. The M-step's sums of y yᵀ were
+    taken about the origin, so R lost its digits: float32 rows 300 from the origin fitted a
+    log-likelihood 10 below, rows near 1e3 (float32) or 1e9 (float64) stopped with "a state
+    or innovation covariance stopped being positive definite". They are now taken about the
+    columns' means."""
+    params = random_params(seed=3, k=1, d=2)
+    params = (*params[:4], np.round(4 * params[4]) / 4, *params[5:])  # d + c exact in dtype
+    Y, _ = model_from(params).sample(300, random_state=0)
+    shift = np.array([c, -2 * c])
+    Y_far = (Y + shift).astype(dtype)
+    Y_near = (Y_far.astype(np.float64) - shift).astype(dtype)  # exact: within a factor 2
+    if missing:
+        Y_far, Y_near = with_missing(Y_far), with_missing(Y_near)
+    for init_params in ("", "acqrdmv"):  # from equivalent starts, and from the default one
+        fits = []
+        for X, offset in ((Y_near, 0.0), (Y_far, shift)):
+            m = model_from(params, dtype=dtype, n_iter=10, random_state=0)
+            m.init_params = init_params
+            m.observation_offset_ = params[4] + offset
+            fits.append(quiet_fit(m, X))
+        near, far = fits
+        np.testing.assert_allclose(far.lower_bounds_, near.lower_bounds_, rtol=rel)
+        np.testing.assert_allclose(
+            far.observation_covariance_, near.observation_covariance_, rtol=1e3 * rel
+        )
+        spacing = np.spacing(np.array(2 * c, dtype))  # the offsets' own rounding
+        moved = near.observation_offset_ + shift
+        np.testing.assert_allclose(far.observation_offset_, moved, rtol=0, atol=4 * spacing)
+        # the fitted far model, moved back to the origin in float64 (exact), scores the rows
+        # near it as the far model scores the far rows
+        back = LinearGaussianSSM(1)
+        for name in ("transition_matrix_", "observation_matrix_", "transition_covariance_",
+                     "observation_covariance_", "initial_state_mean_",
+                     "initial_state_covariance_"):  # fmt: skip
+            setattr(back, name, getattr(far, name).astype(np.float64))
+        back.observation_offset_ = far.observation_offset_.astype(np.float64) - shift
+        assert far.score(Y_far) == pytest.approx(back.score(Y_near.astype(np.float64)), rel=rel)
