@@ -311,7 +311,15 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
     covariance Sigma_k); ``min_covar`` is the smallest eigenvalue a covariance may take.
     ``params``/``init_params`` letters: ``s`` start, ``t`` transitions, ``a`` AR weights and
     intercepts, ``c`` covariances. Initialisation: k-means on the design rows
-    ``[x_t, x_{t-1}, .., x_{t-p}]``, then each cluster's least squares regression.
+    ``[x_t, x_{t-1}, .., x_{t-p}]``, then each cluster's least squares regression. Where a
+    series jumps between groups of rows far apart, the design row of the jump (x_t in one
+    group, x_{t-1} in the other) lies about as far from both clusters; k-means (as exact
+    arithmetic and scikit-learn's KMeans, from the same seeds) puts it in either, by its
+    seeds. In the cluster of the group it comes from, that state's regression takes a
+    variance of the size of the jump, and EM stays there: 31 rows near 2.4 then 29 near 1e17
+    end at a log-likelihood of -1637.9 from 3 of 8 seeds, -474.6 from the others. Compare
+    ``n_init`` starts (or several ``random_state``), or give the states of a few rows
+    (``y``) or a start (``init_params``).
 
     Every method takes ``lengths`` as the other HMMs do; each sequence needs more than
     ``order`` rows (a ``partial_fit`` call may hold fewer of one that the next call continues
