@@ -779,3 +779,35 @@ def test_rows_near_2_4_beside_one_row_at_1e17_in_every_column_fit_the_closed_for
     elif ct == "spherical":
         near = np.eye(2) * np.diag(near).mean()
     np.testing.assert_allclose(fitted[0], near, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # every iteration
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical", "tied"])
+def test_a_float64_fit_far_from_the_origin_is_that_of_the_same_rows_near_it(ct):
+    """The model moves with the data: 300 rows moved by c = (2^46, -2^45), fitted from the
+    start moved by c, give the bounds of the same rows fitted near the origin. The M-step
+    returned every mean about the origin, whose spacing near 7e13 is 1/64, and the next
+    E-step took μ − c from it: the bounds after the first M-step differed by up to 6.1e-3
+    (full), 2.7e-3 (diag), 6.0e-3 (spherical), 7.3e-3 (tied). The means now stay about
+    their centres through the M-step."""
+    c = np.array([2.0**46, -(2.0**45)])
+    covars = {
+        "full": np.array([[[1.0, 0.25], [0.25, 0.5]], [[2.0, -0.5], [-0.5, 1.0]]]),
+        "diag": np.array([[1.0, 0.5], [2.0, 1.0]]),
+        "spherical": np.array([1.0, 2.0]),
+        "tied": np.array([[1.0, 0.25], [0.25, 0.5]]),
+    }[ct]
+
+    def model(shift):
+        m = GaussianHMM(2, covariance_type=ct, init_params="", n_iter=5, tol=-np.inf)
+        m.startprob_, m.transmat_ = np.array([0.75, 0.25]), np.array([[0.75, 0.25], [0.5, 0.5]])
+        m.means_ = np.array([[1.5, -0.75], [-2.0, 3.125]]) + shift
+        m.covars_ = covars
+        return m
+
+    X_far = model(0).sample(300, random_state=0)[0] + c  # rounded to 1/64
+    X_near = X_far - c  # exact: within a factor 2 of c
+    near, far = model(0).fit(X_near), model(c).fit(X_far)
+    np.testing.assert_allclose(far.lower_bounds_, near.lower_bounds_, rtol=1e-13)
+    np.testing.assert_allclose(far.covars_, near.covars_, rtol=1e-10)
+    np.testing.assert_allclose(far.means_ - c, near.means_, atol=np.spacing(2.0**46))

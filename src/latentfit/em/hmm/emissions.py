@@ -266,7 +266,7 @@ def gaussian_stats(X, gamma, shift, covariance_type: str, features=None) -> dict
 def gaussian_emission_mstep(
     stats,
     shift,
-    means,
+    old_c,
     covars,
     covariance_type: str,
     *,
@@ -278,7 +278,9 @@ def gaussian_emission_mstep(
     update_covars: bool,
 ):
     """hmmlearn's GaussianHMM M-step (normal / inverse-gamma / inverse-Wishart priors) from
-    statistics about ``shift``. Returns (means, covars, unvisited states)."""
+    statistics about ``shift`` ((d,) or (k, d)), with ``old_c`` (k, d) the means before it
+    about ``shift``. Returns (means about ``shift``, covars, unvisited states): the means
+    about the origin would round to the spacing of the shift (1/64 near 7e13 in float64)."""
     post, obs = stats["post"], stats["obs"]
     k, d = obs.shape
     dt, dev = obs.dtype, obs.device
@@ -286,7 +288,6 @@ def gaussian_emission_mstep(
     mw = mw.reshape(k, 1) if mw.numel() == k and mw.numel() > 1 else mw
     mu0 = torch.as_tensor(means_prior, dtype=dt, device=dev) - shift  # prior about the shift
     denom = post.unsqueeze(1)  # (k, 1)
-    old_c = means - shift
     empty = _empty(post)
     if update_means:
         m_den = mw + denom
@@ -325,7 +326,7 @@ def gaussian_emission_mstep(
         if covariance_type != "tied" and bool(empty.any()):
             cov = torch.where(empty.reshape(-1, *([1] * (cov.dim() - 1))), covars, cov)
         new_covars = cov
-    return new_c + shift, new_covars, empty.nonzero().flatten().tolist()
+    return new_c, new_covars, empty.nonzero().flatten().tolist()
 
 
 def covariance_rounding(

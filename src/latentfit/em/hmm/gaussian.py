@@ -561,17 +561,18 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         if "c" in self.params:
             unresolved = self._check_resolved(st, torch.finfo(stats["obs"].dtype).eps, params)
         old = params["means"].double()
-        if "delta" in params:  # the precise centred means (see _init_emissions)
-            old = shift + params["delta"].double()
         centres = shift  # (d,), or (k, d) where some states' statistics are about their means
         far = self._direct_stats(params)
         if far is not None:
             centres = shift.expand_as(old).clone()
             centres[far[0]] = far[1].double()
-        means, covars, empty = E.gaussian_emission_mstep(
+        old_c = old - centres  # (k, d) the means about their centres
+        if "delta" in params:  # the precise centred means (see _init_emissions)
+            old_c = params["delta"].double() - (centres - shift)
+        means_c, covars, empty = E.gaussian_emission_mstep(
             st,
             centres,
-            old,
+            old_c,
             params["covars"].double(),
             self.covariance_type,
             means_prior=self.means_prior,
@@ -586,9 +587,10 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         covars = covars.to(dt)
         if self.covariance_type in ("full", "tied"):  # positive definite in the model's dtype
             covars = _lift_singular(covars, self.covariance_type, self.min_covar)
+        means = centres + means_c
         new = {"means": means.to(dt), "covars": covars}
-        if "delta" in params:
-            new["delta"] = (means - shift).to(dt)
+        if "delta" in params:  # from the means about their centres, not about the origin
+            new["delta"] = ((centres - shift) + means_c).to(dt)
         new["scatter"], new["post"] = _scatter(st, self.covariance_type), st["post"]
         if "c" in self.params and self.covariance_type in ("full", "tied"):
             eps = torch.finfo(stats["obs"].dtype).eps
