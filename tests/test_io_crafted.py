@@ -778,3 +778,31 @@ def test_tensors_in_another_dtype_than_a_save_writes_are_refused(tmp_path, model
     with pytest.raises(ModelFileError, match=rf"is stored as {str(dtype)[6:]}, but a ") as err:
         latentfit.load(path)
     assert str(path) in str(err.value) and "saves it as float" in str(err.value)
+
+
+# ---------------------------------------------------------------------- tensors named
+@pytest.mark.parametrize("which", ["maf", "ddpm"])
+def test_tensors_that_do_not_fit_the_network_are_each_named_with_their_shapes(
+    maf_file, ddpm_file, tmp_path, which
+):
+    # before: "...describes a MAF on 2 features with 20 tensors, but the file holds 19" named
+    # none of them, and a file with several differences named only the first
+    src = {"maf": maf_file, "ddpm": ddpm_file}[which]
+    tensors, _ = _read(src)
+    weights = sorted(k for k in tensors if k.endswith(".weight"))
+    gone, wide = weights[:2], weights[-1]
+    shape = tuple(tensors[wide].shape)
+
+    def edit(t):
+        for k in gone:
+            del t[k]
+        t[wide] = torch.zeros(shape[0], shape[1] + 1)
+        t["stray.bias"] = torch.zeros(3)
+
+    path = _tampered(src, tmp_path / "x.lf", tensors=edit)
+    with pytest.raises(ModelFileError) as err:
+        latentfit.load(path)
+    text = str(err.value)
+    assert "the file is missing " + ", ".join(repr(k) for k in gone) in text
+    assert f"{wide!r} has shape {(shape[0], shape[1] + 1)} where {shape} is expected" in text
+    assert "'stray.bias' (3,), which the model has no place for" in text

@@ -27,6 +27,8 @@ __all__ = [
     "check_network_tensors",
     "check_stored",
     "check_stored_tensors",
+    "load_module_tensors",
+    "tensor_mismatches",
 ]
 
 
@@ -180,13 +182,13 @@ def check_network_tensors(
     """The tensors a network built from a model file's header would have compared with the
     stored ones, before the network is built for real, so that a header whose sizes
     (features, widths, depths) disagree with the stored tensors raises
-    :class:`ModelFileError` naming the first tensor that differs instead of building a
-    network of the header's size first.
+    :class:`ModelFileError` naming every tensor that differs (:func:`tensor_mismatches`)
+    instead of building a network of the header's size first.
 
     ``build(layers, depth)`` constructs the network with ``layers`` blocks of ``depth``
     hidden layers (as for :func:`latentfit._memory.check_module_memory`); it is run on
     torch's meta device (shapes only, nothing allocated): first at 1-2 blocks and 1-2 hidden
-    layers, to refuse a header whose counts would make more tensors than the file holds
+    layers, to refuse a header whose counts would make far more tensors than the file holds
     without constructing them, then at the header's ``layers`` x ``depth``."""
 
     def state(n_layers: int, n_depth: int) -> dict[str, tuple]:
@@ -199,7 +201,9 @@ def check_network_tensors(
         per_depth = c12 - c11
         per_layer = (c21 - c11) - per_depth
         n = (2 * c11 - c21) + layers * (per_layer + per_depth * depth)
-        if n > len(tensors):
+        # a few tensors more than the file holds are named one by one below; a header whose
+        # counts make many more is refused by its count, before its tensors are constructed
+        if n > 2 * len(tensors) + 64:
             raise ModelFileError(
                 f"the model file's header describes {what} with {n:,} tensors, but the file "
                 f"holds {len(tensors)}: its sizes (params) disagree with the stored tensors. "
@@ -209,21 +213,59 @@ def check_network_tensors(
     except ModelFileError:
         raise
     except (RuntimeError, ValueError, TypeError, NotImplementedError):
-        return  # a construction that reads values: load_state_dict checks it after the build
-    stored = {k: tuple(v.shape) for k, v in tensors.items()}
-    for key in sorted(expected.keys() | stored.keys()):
-        if expected.get(key) != stored.get(key):
-            got = "lacks it" if key not in stored else f"holds it with shape {stored[key]}"
-            want = (
-                "has no such tensor"
-                if key not in expected
-                else f"has it with shape {expected[key]}"
-            )
-            raise ModelFileError(
-                f"the model file's header describes {what}, which {want} for {key!r}, but the "
-                f"file {got}: the header's sizes (extra.n_features_in_ or params) disagree with "
-                "the stored tensors. The file was altered or is damaged"
-            )
+        return  # a construction that reads values: load_module_tensors checks it after the build
+    differ = tensor_mismatches(expected, {k: tuple(v.shape) for k, v in tensors.items()})
+    if differ:
+        raise ModelFileError(
+            f"the model file's tensors disagree with {what} that its header describes "
+            f"(extra.n_features_in_ and params): {differ}. The file was altered or is damaged"
+        )
+
+
+def tensor_mismatches(expected: dict, stored: dict, limit: int = 10) -> str:
+    """The tensors ``stored`` (name → shape) lacks, holds that ``expected`` (name → shape)
+    has not, and holds in another shape, in words ("" when the two agree): every name, and
+    the file's shape beside the expected one; each list cut after ``limit`` names, with a
+    count of the rest (a header sized far beyond its file lacks thousands)."""
+
+    def listed(items: list[str]) -> str:
+        more = f" and {len(items) - limit:,} more" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    shape = {k: tuple(v) for k, v in expected.items()}
+    got = {k: tuple(v) for k, v in stored.items()}
+    missing = [repr(k) for k in sorted(shape.keys() - got.keys())]
+    unexpected = [f"{k!r} {got[k]}" for k in sorted(got.keys() - shape.keys())]
+    sizes = [
+        f"{k!r} has shape {got[k]} where {shape[k]} is expected"
+        for k in sorted(shape.keys() & got.keys())
+        if shape[k] != got[k]
+    ]
+    parts = []
+    if missing:
+        parts.append(f"the file is missing {listed(missing)}")
+    if unexpected:
+        parts.append(f"it holds {listed(unexpected)}, which the model has no place for")
+    if sizes:
+        parts.append(listed(sizes))
+    return "; ".join(parts)
+
+
+def load_module_tensors(module: torch.nn.Module, tensors: dict, what: str) -> None:
+    """``tensors`` (a model file's) loaded into ``module`` (built from the file's header), or
+    :class:`ModelFileError` naming every tensor the file lacks, holds beyond the module's, or
+    holds in another shape (:func:`tensor_mismatches`; torch's own message names only some
+    of them, after a first line that names none). ``what`` describes the module."""
+    try:
+        module.load_state_dict(tensors)
+    except (RuntimeError, KeyError) as err:
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        differ = tensor_mismatches(expected, {k: tuple(v.shape) for k, v in tensors.items()})
+        detail = differ or " ".join(str(err).split())[:600]  # a failure other than the names
+        raise ModelFileError(
+            f"the model file's tensors do not fit {what}: {detail}. The file was altered or "
+            "is damaged"
+        ) from None
 
 
 def check_fixed_buffers(module: torch.nn.Module, tensors: dict, what: str) -> None:

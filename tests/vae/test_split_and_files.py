@@ -488,3 +488,19 @@ def test_a_split_record_lacking_a_field_or_of_the_wrong_type_is_refused_naming_i
     with pytest.raises(ModelFileError, match=named) as err:
         latentfit.load(model_file)
     assert str(err.value).startswith(f"{model_file}: ") and "Error(" not in str(err.value)
+
+
+def test_tensors_that_do_not_fit_the_spec_are_each_named_with_their_shapes(model_file):
+    # before: the missing tensor alone was named, and of shapes only the first that differed
+    with safe_open(str(model_file), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    del tensors["decoder.body.0.bias"]
+    tensors["encoder.body.0.weight"] = torch.zeros(8, 17)
+    tensors["encoder.head.weight"] = torch.zeros(7, 8)
+    save_file(tensors, str(model_file), {"latentfit": meta["latentfit"]})
+    with pytest.raises(ModelFileError) as err:
+        load_model(model_file)
+    text = str(err.value)
+    assert "the file is missing 'decoder.body.0.bias'" in text
+    assert "'encoder.body.0.weight' has shape (8, 17) where (8, 16) is expected" in text
+    assert "'encoder.head.weight' has shape (7, 8) where (6, 8) is expected" in text

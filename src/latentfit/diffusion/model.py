@@ -60,7 +60,7 @@ from latentfit.flows.objectives import (
 )
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
-from latentfit.model_tensors import check_finite_density
+from latentfit.model_tensors import check_finite_density, load_module_tensors
 from latentfit.vae.objectives import ObjectiveOutput
 
 __all__ = ["DDPM", "DiffusionLoss"]
@@ -573,13 +573,11 @@ class DDPM(DensityMixin, BaseEstimator):
         # the Gaussian skip's variances (persistent buffers of the module) are variances
         check_stored_tensors(tensors, {"skip_var": Stored((d,), "positive", required=False)})
         module = self._build(self.n_features_in_)
-        try:
-            module.load_state_dict(tensors)
-        except (RuntimeError, KeyError) as err:  # missing, unexpected or mis-shaped tensors
-            raise ModelFileError(
-                f"the model file's tensors do not match a {type(self).__name__} with these "
-                f"settings: {str(err).splitlines()[0][:300]}"
-            ) from None
+        load_module_tensors(
+            module,
+            tensors,
+            f"a DDPM denoiser on {d} features (hidden={self.hidden}, n_hidden={self.n_hidden})",
+        )
         self.module_ = module.eval()
         if not self.discrete:  # shift_ is the training data's mean, in the data's scale
             check_finite_density(self.score_samples, self.shift_.cpu().numpy()[None], "the DDPM")

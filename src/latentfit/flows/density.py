@@ -59,7 +59,11 @@ from latentfit.flows.objectives import (
 )
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
-from latentfit.model_tensors import check_finite_density, check_fixed_buffers
+from latentfit.model_tensors import (
+    check_finite_density,
+    check_fixed_buffers,
+    load_module_tensors,
+)
 
 __all__ = ["MAF", "FlowDensity", "FlowModule", "NeuralSplineFlow", "RealNVP"]
 
@@ -468,13 +472,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
             tensors,
             f"{what} (n_layers={self.n_layers}, hidden={self.hidden}, n_hidden={self.n_hidden})",
         )
-        try:
-            module.load_state_dict(tensors)
-        except (RuntimeError, KeyError) as err:  # missing, unexpected or mis-shaped tensors
-            raise ModelFileError(
-                f"the model file's tensors do not match a {type(self).__name__} with these "
-                f"settings: {str(err).splitlines()[0][:300]}"
-            ) from None
+        load_module_tensors(
+            module,
+            tensors,
+            f"{what} (n_layers={self.n_layers}, hidden={self.hidden}, n_hidden={self.n_hidden})",
+        )
         self.module_ = module.eval()
         if not self.dequantize:  # the shift is the training data's mean, in the data's scale
             check_finite_density(

@@ -19,7 +19,7 @@ from torch import nn
 
 from latentfit._memory import available_memory, check_module_memory
 from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
-from latentfit.model_tensors import check_fixed_buffers
+from latentfit.model_tensors import check_fixed_buffers, tensor_mismatches
 from latentfit.vae.data import SPLITS
 from latentfit.vae.diagnostics import model_rows
 from latentfit.vae.flows import make_flow
@@ -567,20 +567,13 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
             f"({n_bytes:,} bytes of weights) and {available:,} bytes are available; "
             "the spec may have been altered, or load it on a machine with more memory"
         )
-    names = {k for k in f.keys() if not k.startswith(_SPLIT_PREFIX)}
-    missing, extra = sorted(expected.keys() - names), sorted(names - expected.keys())
-    if missing or extra:
+    stored = {k: f.get_slice(k).get_shape() for k in f.keys() if not k.startswith(_SPLIT_PREFIX)}
+    differ = tensor_mismatches({k: shape for k, (shape, _) in expected.items()}, stored)
+    if differ:
         raise ModelFileError(
-            f"{path}: the tensors do not match the model spec (missing {missing}, unexpected "
-            f"{extra}); the file is damaged or was altered"
+            f"{path}: the tensors do not match the model spec: {differ}; the file is damaged or "
+            "was altered"
         )
-    for name, (shape, _dtype) in expected.items():
-        got = tuple(f.get_slice(name).get_shape())
-        if got != shape:
-            raise ModelFileError(
-                f"{path}: tensor {name!r} has shape {got}, the model spec needs {shape}; the "
-                "file is damaged or was altered"
-            )
     state = {name: f.get_tensor(name) for name in expected}
     for name, t in state.items():
         if not bool(torch.isfinite(t).all()):
