@@ -806,3 +806,48 @@ def test_tensors_that_do_not_fit_the_network_are_each_named_with_their_shapes(
     assert "the file is missing " + ", ".join(repr(k) for k in gone) in text
     assert f"{wide!r} has shape {(shape[0], shape[1] + 1)} where {shape} is expected" in text
     assert "'stray.bias' (3,), which the model has no place for" in text
+
+
+# ---------------------------------------------------------------------- overflowing weights
+LEVELS = rng.integers(0, 256, (60, 2)).astype(float)  # 8-bit levels
+
+
+def _one_weight(t, key, value):
+    t[key] = t[key].clone()
+    t[key].view(-1)[0] = value
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "key"),
+    [
+        (MAF(n_layers=2, hidden=8, n_hidden=1, epochs=1, random_state=0), X, "layers.0.l1.weight"),
+        (
+            MAF(n_layers=2, hidden=8, n_hidden=1, epochs=1, dequantize=True, random_state=0),
+            LEVELS,
+            "layers.1.l1.bias",
+        ),
+        (
+            DDPM(n_steps=12, hidden=8, n_hidden=1, epochs=1, discrete=True, random_state=0),
+            LEVELS,
+            "denoiser.time.2.weight",
+        ),
+    ],
+)
+def test_a_weight_that_overflows_float32_is_refused_at_scoring_naming_the_layer(
+    tmp_path, model, data, key
+):
+    # before: one weight of 3e38 (finite in float32) loaded and score_samples returned NaN or
+    # -inf for finite rows without a word
+    src = model.fit(data).save(tmp_path / "m.lf")
+    path = _tampered(src, tmp_path / "x.lf", tensors=lambda t: _one_weight(t, key, 3e38))
+    loaded = latentfit.load(path)
+    exact = latentfit.load(path)  # the same weights in float64 give finite log-densities
+    exact.module_.double()
+    exact.set_params(dtype="float64")
+    assert np.isfinite(exact.score_samples(data)).all()
+    layer = key.rsplit(".", 1)[0]
+    with pytest.raises(ParameterError, match="float32") as err:
+        loaded.score_samples(data)
+    assert f"the layer {layer!r}" in str(err.value) and "3e+38" in str(err.value)
+    assert re.search(r"X has log p\(x\) = (-inf|nan) at row \d+ under the", str(err.value))
+    assert re.search(r"of the 60 rows: \d", str(err.value))

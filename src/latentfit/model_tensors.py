@@ -17,17 +17,19 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit.errors import ModelFileError
+from latentfit.errors import ModelFileError, ParameterError
 
 __all__ = [
     "CONSTRAINTS",
     "Stored",
     "check_finite_density",
+    "check_finite_log_density",
     "check_fixed_buffers",
     "check_network_tensors",
     "check_stored",
     "check_stored_tensors",
     "load_module_tensors",
+    "overflowing_layer",
     "tensor_mismatches",
 ]
 
@@ -315,14 +317,108 @@ def check_finite_density(score, probe, what: str) -> None:
 
     try:
         values = np.asarray(score(probe), dtype=float)
-    except (LatentfitError, RuntimeError, ValueError) as err:
+    except LatentfitError as err:
+        if not hasattr(err, "overflow"):
+            raise _no_density(what, err) from None
+        value, where = err.overflow  # check_finite_log_density's refusal: where it overflowed
         raise ModelFileError(
-            f"the stored tensors give {what} no log-density at the training data's mean "
-            f"({str(err).strip().splitlines()[0][:200]}); the file was altered or is damaged"
+            f"the stored tensors give {what} a log-density of {value} at the training data's "
+            f"mean, where a fit gives a finite one: {where}; the file was altered or is damaged"
         ) from None
+    except (RuntimeError, ValueError) as err:
+        raise _no_density(what, err) from None
     if not np.isfinite(values).all():
         raise ModelFileError(
             f"the stored tensors give {what} a log-density of {values.ravel()[0]} at the "
             "training data's mean, where a fit gives a finite one (values out of the range a "
             "fit produces); the file was altered or is damaged"
         )
+
+
+def overflowing_layer(module: torch.nn.Module, run) -> tuple[str, bool] | None:
+    """The layer of ``module`` where ``run()`` overflows, in words (its name, its class, its
+    largest weight in magnitude and the largest value it gives), and whether its output holds
+    NaN or inf: the first layer (in the order the layers run; an inner one before the block
+    holding it) whose output does, else the one whose output is largest in magnitude, whose
+    values the arithmetic after the network (a square, an exponential) took beyond the
+    dtype's range. None when no layer gives a floating-point output."""
+    first, largest = None, None  # (name, layer, None), (name, layer, largest |output|)
+
+    def hook(name: str):
+        def check(layer, _inputs, output):
+            nonlocal first, largest
+            outs = output if isinstance(output, (tuple, list)) else (output,)
+            outs = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point()]
+            if first is not None or not outs:
+                return
+            if not all(bool(torch.isfinite(o).all()) for o in outs):
+                first = (name, layer, None)
+                return
+            top = max(float(o.abs().max()) if o.numel() else 0.0 for o in outs)
+            if largest is None or top > largest[2]:
+                largest = (name, layer, top)
+
+        return check
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if n]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    if first is None and largest is None:
+        return None
+    name, layer, top = first if first is not None else largest
+    weights = [float(p.detach().abs().max()) for p in layer.parameters() if p.numel()]
+    words = f"{name!r} ({type(layer).__name__}"
+    words += f", largest weight {max(weights):.3g} in magnitude" if weights else ""
+    words += ")" if top is None else f") gives values up to {top:.3g}"
+    return words, top is None
+
+
+def check_finite_log_density(
+    log_p, what: str, module: torch.nn.Module, rerun, X: torch.Tensor
+) -> None:
+    """``log_p`` (n,), the log-densities a model gave the n finite rows of ``X``, refused where
+    one is NaN or infinite: a model whose weights are each finite gives every finite row a
+    finite log-density, and a non-finite one is float arithmetic that overflowed (weights of
+    1e38 in float32, or rows far beyond the fitted data), not the model's value.
+    ParameterError naming the rows, the first one's largest value and the layer where it
+    overflows (:func:`overflowing_layer`, found by ``rerun(rows)``, which runs ``module`` on
+    those rows of ``X`` again); ``what`` names the model."""
+    log_p = torch.as_tensor(log_p)
+    bad = (~torch.isfinite(log_p)).nonzero().flatten().tolist()
+    if not bad:
+        return
+    dt = next(module.parameters()).dtype
+    dtype, limit = str(dt).removeprefix("torch."), torch.finfo(dt).max
+    found = overflowing_layer(module, lambda: rerun(bad[:1]))
+    if found is None:
+        where = f"its arithmetic exceeds {dtype}"
+    elif found[1]:
+        where = f"the layer {found[0]} gives NaN or inf on it"
+    else:
+        where = (
+            f"on it the layer {found[0]}, and the log-density computed from it exceeds "
+            f"{dtype} (whose largest number is {limit:.3g})"
+        )
+    rows = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    largest = float(torch.as_tensor(X[bad[0]]).abs().max())
+    error = ParameterError(
+        f"X has log p(x) = {float(log_p[bad[0]])} at row {bad[0]} under {what} ({len(bad):,} "
+        f"of the {log_p.numel():,} rows: {rows}; the row's largest |value| is {largest:.3g}): "
+        f"{where}. Finite weights give finite rows a finite log-density: this is {dtype} "
+        "overflowing, not the model's value. Either the rows lie where the model's arithmetic "
+        "overflows (remove or rescale them), or its weights are beyond what it can compute "
+        "with (the fit diverged, or the model file was altered: fit it again)"
+    )
+    error.overflow = (float(log_p[bad[0]]), where)  # for check_finite_density's words
+    raise error
+
+
+def _no_density(what: str, err: Exception) -> ModelFileError:
+    return ModelFileError(
+        f"the stored tensors give {what} no log-density at the training data's mean "
+        f"({str(err).strip().splitlines()[0][:200]}); the file was altered or is damaged"
+    )

@@ -504,3 +504,57 @@ def test_tensors_that_do_not_fit_the_spec_are_each_named_with_their_shapes(model
     assert "the file is missing 'decoder.body.0.bias'" in text
     assert "'encoder.body.0.weight' has shape (8, 17) where (8, 16) is expected" in text
     assert "'encoder.head.weight' has shape (7, 8) where (6, 8) is expected" in text
+
+
+def _overflowing_vae(tmp_path, key, value, dtype=torch.float32):
+    """A Gaussian VAE (x_dim 3) whose weight ``key`` has ``value`` as its first entry, saved
+    in ``dtype`` and read back, and the path of its file."""
+    model = build_model(x_dim=3, z_dim=2, hidden=[8], likelihood="gaussian").to(dtype)
+    with torch.no_grad():
+        model.state_dict()[key].view(-1)[0] = value
+    path = save_model(model, tmp_path / "big.safetensors")
+    return load_model(path), path
+
+
+@pytest.mark.parametrize(
+    ("key", "dtype", "value"),
+    [
+        ("decoder.body.2.weight", torch.float32, 3e38),
+        ("encoder.head.weight", torch.float32, 3e38),
+        ("decoder.body.2.weight", torch.float64, 1e300),
+    ],
+)
+def test_a_weight_whose_log_density_overflows_is_refused_naming_the_layer(
+    tmp_path, monkeypatch, key, dtype, value
+):
+    # before: latentfit score printed "total log-likelihood -inf" and exited 0
+    model, path = _overflowing_vae(tmp_path, key, value, dtype)
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    layer, name = key.rsplit(".", 1)[0], str(dtype).removeprefix("torch.")
+    with pytest.raises(ParameterError, match=f"exceeds {name}") as err:
+        latentfit.vae.marginal_log_likelihood(model, X, k=4)
+    assert f"the layer {layer!r} (Linear, largest weight {value:.3g}" in str(err.value)
+    assert "X has log p(x) = -inf at row 0 under the VAE (20 of the 20 rows: 0, 1, 2" in str(
+        err.value
+    )
+    if dtype == torch.float32:  # the same weights in float64: finite, the model's value
+        exact = latentfit.vae.marginal_log_likelihood(model.double(), X, k=4).log_px
+        assert bool(torch.isfinite(exact).all())
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("x.csv", X, delimiter=",")
+    res = runner.invoke(app, ["score", str(path), "x.csv"])
+    assert res.exit_code == 2 and res.output.startswith("error: x.csv has log p(x) = -inf")
+    assert layer in res.output
+
+
+def test_decoded_means_beyond_float32_are_refused_not_written_as_inf(tmp_path, monkeypatch):
+    # before: a float64 VAE with a decoder weight of 1e300 wrote draws of inf and -inf
+    from latentfit.vae.images import sample_images
+
+    model, path = _overflowing_vae(tmp_path, "decoder.body.2.weight", 1e300, torch.float64)
+    with pytest.raises(ParameterError, match="exceed float32, in which draws are written"):
+        sample_images(model, 5, torch.Generator().manual_seed(0))
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["sample", str(path), "-n", "5", "--out", "s.csv"])
+    assert res.exit_code == 2 and "'decoder.body.2'" in res.output
+    assert not (tmp_path / "s.csv").exists()

@@ -60,7 +60,11 @@ from latentfit.flows.objectives import (
 )
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
-from latentfit.model_tensors import check_finite_density, load_module_tensors
+from latentfit.model_tensors import (
+    check_finite_density,
+    check_finite_log_density,
+    load_module_tensors,
+)
 from latentfit.vae.objectives import ObjectiveOutput
 
 __all__ = ["DDPM", "DiffusionLoss"]
@@ -465,6 +469,18 @@ class DDPM(DensityMixin, BaseEstimator):
         ]
         jac = self._log_jacobian()
         prior, diffusion, decoder, total = terms
+        check_finite_log_density(
+            jac - total,  # the log-density bound of each row
+            "the DDPM",
+            self.module_,
+            lambda rows: self.module_.bound(
+                x0[rows], make_generator(random_state, self._dev), n_timesteps
+            ),
+            # the rows in the data's scale, for the message
+            (x0 + 1) * ((self.n_levels - 1) / 2 / self.level_scale_)
+            if self.discrete
+            else x0 * self.scale_ + self.shift_,
+        )
         return BoundTerms(prior, diffusion, decoder - jac, total - jac)
 
     def score_samples(self, X) -> np.ndarray:

@@ -61,6 +61,7 @@ from latentfit.io import Stored, check_network_tensors, check_stored_tensors, se
 from latentfit.io import save as _save
 from latentfit.model_tensors import (
     check_finite_density,
+    check_finite_log_density,
     check_fixed_buffers,
     load_module_tensors,
 )
@@ -369,13 +370,22 @@ class FlowDensity(DensityMixin, BaseEstimator):
         n_samples = check_positive_int(n_samples, "n_samples")
         X = self._as_input(X, scoring=True)
         if not self.dequantize:
-            return self._batched(lambda xb: self.module_(xb), X).cpu().numpy()
-        gen = make_generator(random_state, self._dev)
-        # log Σ_s p(y_s) accumulated draw by draw: memory (n,) whatever S
-        total = self._batched(lambda xb: self.module_(xb, gen), X).double()  # (n,)
-        for _ in range(n_samples - 1):
-            total = torch.logaddexp(total, self._batched(lambda xb: self.module_(xb, gen), X))
-        return (total - math.log(n_samples)).cpu().numpy()
+            log_p = self._batched(lambda xb: self.module_(xb), X)
+        else:
+            gen = make_generator(random_state, self._dev)
+            # log Σ_s p(y_s) accumulated draw by draw: memory (n,) whatever S
+            total = self._batched(lambda xb: self.module_(xb, gen), X).double()  # (n,)
+            for _ in range(n_samples - 1):
+                total = torch.logaddexp(total, self._batched(lambda xb: self.module_(xb, gen), X))
+            log_p = total - math.log(n_samples)
+        check_finite_log_density(
+            log_p,
+            f"the {type(self).__name__}",
+            self.module_,
+            lambda rows: self.module_(X[rows], make_generator(random_state, self._dev)),
+            X,
+        )
+        return log_p.cpu().numpy()
 
     def _batched(self, fn, X: torch.Tensor, batch: int = 1000) -> torch.Tensor:
         return torch.cat([fn(X[i : i + batch]) for i in range(0, X.shape[0], batch)])

@@ -18,6 +18,7 @@ import torch
 from latentfit import _memory
 from latentfit._validation import as_generator, check_positive_int
 from latentfit.errors import ResourceLimitError
+from latentfit.model_tensors import check_finite_log_density
 from latentfit.vae.diagnostics import _eval_mode, model_rows
 from latentfit.vae.objectives import hidden_width, log_weights
 
@@ -170,8 +171,15 @@ def marginal_log_likelihood(
                 if bar is not None:
                     bar.update(xb.shape[0] * s)
             out.append((acc - math.log(k)).cpu())
-    if bar is not None:
-        bar.close()
-    log_px = torch.cat(out)
+        log_px = torch.cat(out)
+        if bar is not None:
+            bar.close()
+        check_finite_log_density(
+            log_px,
+            f"the {type(getattr(model, 'module', model)).__name__}",
+            model,
+            lambda rows: log_weights(model(X[rows], 1, generator, relaxed=False)),
+            X,
+        )
     mean = float(log_px.mean())
     return MarginalLikelihood(log_px, mean, -mean, -mean / (X.shape[1] * math.log(2)), k)

@@ -20,8 +20,10 @@ from latentfit._validation import (
     as_numeric_array,
     check_positive_int,
     check_sample_count,
+    first_nonfinite,
 )
 from latentfit.errors import DataError, ParameterError
+from latentfit.model_tensors import overflowing_layer
 from latentfit.vae.diagnostics import _eval_mode, model_rows
 from latentfit.vae.likelihoods import input_columns
 from latentfit.vae.objectives import hidden_width
@@ -109,7 +111,23 @@ def sample_images(model, n: int = 64, generator=None) -> torch.Tensor:
     n = check_sample_count(n, _row_width(model), name="n")
     generator = as_generator(generator)
     with _eval_mode(model):
-        return model.decode(model.sample_prior(n, generator)).float().cpu()
+        z = model.sample_prior(n, generator)  # (n, d_z)
+        means = model.decode(z).float().cpu()  # (n, d)
+        idx = first_nonfinite(means)
+        if idx is not None:
+            found = overflowing_layer(model, lambda: model.decode(z[idx[0] : idx[0] + 1]))
+            if found is not None and found[1]:
+                where = f"the layer {found[0]} gives NaN or inf"
+            else:  # finite in float64, beyond float32
+                where = "its means exceed float32, in which draws are written" + (
+                    f" (the layer {found[0]})" if found is not None else ""
+                )
+            raise ParameterError(
+                f"the {type(model).__name__} drew a non-finite mean ({float(means[idx]):g}) at "
+                f"row {idx[0]}, column {idx[1]}: {where}. Its weights are beyond what it can "
+                "compute with (the fit diverged, or the model file was altered); fit it again"
+            )
+        return means
 
 
 def reconstruct(model, X: torch.Tensor, generator=None) -> torch.Tensor:
