@@ -27,6 +27,7 @@ __all__ = [
     "LatentfitError",
     "MissingDependencyError",
     "ModelFileError",
+    "ModelFileWarning",
     "NotFittedError",
     "OutputError",
     "ParameterError",
@@ -89,6 +90,11 @@ class UnknownNameError(ParameterError, KeyError):
 
 class ModelFileError(LatentfitError):
     """A model or checkpoint file cannot be read: not ours, damaged, tampered or too new."""
+
+
+class ModelFileWarning(UserWarning):
+    """A model file lacks a setting that later files record, written by an earlier latentfit:
+    it is read as files without it always were, and the message says how and what to do."""
 
 
 class OutputError(LatentfitError):

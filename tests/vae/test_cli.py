@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentfit.cli import app
+from latentfit.errors import ModelFileWarning
 from latentfit.vae import PosteriorCollapseWarning, load_model
 
 runner = CliRunner()
@@ -379,13 +380,59 @@ def test_digits_take_17_levels_and_a_model_file_without_a_scale_reads_intensitie
     assert res.exit_code == 0, res.output
     model = load_model(out)  # digits are intensities k / 16: level k of 17
     assert model.spec.n_levels == 17 and model.level_scale_ == 16.0
-    # a file written before the scale was recorded holds intensities
-    old = save_model(build_model(x_dim=3, z_dim=1, hidden=[4], likelihood="categorical"),
-                     tmp_path / "old.safetensors")  # fmt: skip
-    assert getattr(load_model(old), "level_scale_", None) is None
+    # a model built in Python records intensities; a file written before the scale was
+    # recorded holds intensities, and says so
+    new = save_model(build_model(x_dim=3, z_dim=1, hidden=[4], likelihood="categorical"),
+                     tmp_path / "new.safetensors")  # fmt: skip
+    assert load_model(new).level_scale_ == 255.0
+    old = _without_level_scale(new, tmp_path / "old.safetensors")
+    with pytest.warns(ModelFileWarning, match=r"read as fitted to intensities.*k/255"):
+        assert getattr(load_model(old), "level_scale_", None) is None
     np.savetxt(tmp_path / "x.csv", [[0.0, 0.6, 1.0]], delimiter=",")  # 0.6 is level 153 of 256
     res = runner.invoke(app, ["score", str(old), str(tmp_path / "x.csv"), "--samples", "2"])
     assert res.exit_code == 0, res.output
+
+
+def _without_level_scale(path, out):
+    """A copy of the VAE file ``path`` whose header lacks 'extra.level_scale_', as files
+    written before save_model recorded it for every categorical likelihood."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = json.loads(f.metadata()["latentfit"])
+    del header["extra"]["level_scale_"]
+    save_file(tensors, str(out), metadata={"latentfit": json.dumps(header)})
+    return out
+
+
+def test_a_file_of_codes_without_its_scale_scores_as_intensities_with_a_warning(
+    tmp_path, monkeypatch
+):
+    # before: a model fitted to integer codes whose file lacked 'extra.level_scale_' read a
+    # file of 0s and 1s as the levels 0 and 16 (not 0 and 1) and scored it without a word
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("d.csv", _digit_codes(), fmt="%d", delimiter=",")
+    res, out = _fit_codes(tmp_path, "d.csv", "--levels", "17")
+    assert res.exit_code == 0, res.output
+    old = _without_level_scale(out, tmp_path / "old.safetensors")
+    np.savetxt("b.csv", (_digit_codes(20) > 8).astype(int), fmt="%d", delimiter=",")
+    scores = {}
+    for path in (out, old):
+        res = runner.invoke(app, ["score", str(path), "b.csv", "--samples", "2"])
+        assert res.exit_code == 0, res.output
+        scores[path] = res.output
+    assert "warning:" not in scores[out]
+    text = " ".join(scores[old].split())
+    assert "warning: " in text and "'extra.level_scale_'" in text
+    assert "a file of 0s and 1s is read as the levels 0 and 16" in text
+    # the two readings differ: the warning is what tells them apart
+    assert scores[out].splitlines()[-1] != scores[old].splitlines()[-1]
 
 
 def test_a_value_that_is_no_level_code_is_refused_naming_the_files_row(tmp_path, monkeypatch):
@@ -481,8 +528,9 @@ def test_show_says_how_many_levels_a_categorical_vae_has_and_how_it_reads_files(
     monkeypatch.chdir(tmp_path)
     np.savetxt("d.csv", _digit_codes(60), fmt="%d", delimiter=",")
     np.savetxt("i.csv", _digit_codes(60) / 16, fmt="%g", delimiter=",")
-    old = save_model(build_model(x_dim=3, z_dim=1, hidden=[4], likelihood="categorical",
-                                 n_levels=4), tmp_path / "old.safetensors")  # fmt: skip
+    new = save_model(build_model(x_dim=3, z_dim=1, hidden=[4], likelihood="categorical",
+                                 n_levels=4), tmp_path / "new.safetensors")  # fmt: skip
+    old = _without_level_scale(new, tmp_path / "old.safetensors")  # an earlier file
     cases = [
         ("d.csv", 1.0, "integer level codes 0..16"),
         ("i.csv", 16.0, "intensities in [0, 1], level k as k/16"),

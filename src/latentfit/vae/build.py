@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -18,7 +19,13 @@ import torch
 from torch import nn
 
 from latentfit._memory import available_memory, check_module_memory
-from latentfit.errors import ModelFileError, ParameterError, ResourceLimitError
+from latentfit.errors import (
+    ModelFileError,
+    ModelFileWarning,
+    ParameterError,
+    ResourceLimitError,
+    user_stacklevel,
+)
 from latentfit.model_tensors import check_fixed_buffers, tensor_mismatches
 from latentfit.vae.data import SPLITS
 from latentfit.vae.diagnostics import model_rows
@@ -284,9 +291,9 @@ def save_model(model: nn.Module, path, split=None) -> Path:
 
     ``split``: the :class:`~latentfit.vae.data.DataSplit` of the data the model was fitted to
     (default: ``model.split`` when set), stored so that evaluation uses exactly its test rows.
-    ``model.level_scale_`` (a categorical likelihood's, when set): the scale its data came
-    in, 1 for integer level codes and n_levels - 1 for intensities in [0, 1], stored so that
-    the command line reads and writes files on that scale (a file without it: intensities).
+    ``model.level_scale_`` (a categorical likelihood's): the scale its data came in, 1 for
+    integer level codes and n_levels - 1 for intensities in [0, 1] (the default), stored so
+    that the command line reads and writes files on that scale.
     """
     from latentfit.io import file_header, write_model_file
 
@@ -296,6 +303,8 @@ def save_model(model: nn.Module, path, split=None) -> Path:
     split = split if split is not None else getattr(model, "split", None)
     names = getattr(model, "feature_names", None)
     scale = getattr(model, "level_scale_", None)
+    if scale is None and spec.likelihood == "categorical":
+        scale = spec.n_levels - 1  # intensities: how a file without it is read
     extra = {} if scale is None else {"level_scale_": _level_scale(spec, scale, ParameterError)}
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -327,6 +336,22 @@ def _level_scale(spec: ModelSpec, value, error=ModelFileError) -> float:
         )
         raise error(f"level_scale_ must be {what}, got {value!r:.80}")
     return float(value)
+
+
+def _unrecorded_scale(path: Path, n_levels: int) -> str:
+    """The warning for a categorical VAE's file without ``extra.level_scale_`` (written before
+    :func:`save_model` recorded it for every categorical likelihood)."""
+    top = n_levels - 1
+    return (
+        f"{path}: the model file does not record the scale of the data its categorical "
+        f"likelihood of {n_levels} levels was fitted to (the header field "
+        "'extra.level_scale_', which files written by an earlier latentfit lack): it is read "
+        f"as fitted to intensities in [0, 1], level k being k/{top}, as such files always "
+        "were. The command line reads data files for it as intensities: integer level codes "
+        f"above 1 are refused and a file of 0s and 1s is read as the levels 0 and {top}. If "
+        "it was fitted to integer codes (latentfit fit vae on a file of whole numbers), fit it "
+        "again; otherwise save it again (latentfit.save) to record the scale"
+    )
 
 
 def _is_int(v) -> bool:
@@ -539,6 +564,10 @@ def _read_model(path: Path, f, meta: dict) -> nn.Module:
             "file holds. The file was altered or is damaged: fit the model again and save it"
         )
     spec = ModelSpec(**raw)
+    if scale is None and spec.likelihood == "categorical":
+        warnings.warn(
+            _unrecorded_scale(path, spec.n_levels), ModelFileWarning, stacklevel=user_stacklevel()
+        )
     if scale is not None:
         try:
             scale = _level_scale(spec, scale)
