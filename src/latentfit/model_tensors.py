@@ -377,20 +377,21 @@ def overflowing_layer(module: torch.nn.Module, run) -> tuple[str, bool] | None:
     return words, top is None
 
 
-def check_finite_log_density(
-    log_p, what: str, module: torch.nn.Module, rerun, X: torch.Tensor
-) -> None:
+def check_finite_log_density(log_p, what: str, module: torch.nn.Module, rerun, X) -> None:
     """``log_p`` (n,), the log-densities a model gave the n finite rows of ``X``, refused where
     one is NaN or infinite: a model whose weights are each finite gives every finite row a
     finite log-density, and a non-finite one is float arithmetic that overflowed (weights of
     1e38 in float32, or rows far beyond the fitted data), not the model's value.
     ParameterError naming the rows, the first one's largest value and the layer where it
     overflows (:func:`overflowing_layer`, found by ``rerun(rows)``, which runs ``module`` on
-    those rows of ``X`` again); ``what`` names the model."""
+    those rows of ``X`` again); ``what`` names the model. ``X`` may be a function giving the
+    rows, called only for the message (a copy of the rows in the data's scale costs memory
+    the size of the data on every call that passes)."""
     log_p = torch.as_tensor(log_p)
     bad = (~torch.isfinite(log_p)).nonzero().flatten().tolist()
     if not bad:
         return
+    X = X() if callable(X) else X
     dt = next(module.parameters()).dtype
     dtype, limit = str(dt).removeprefix("torch."), torch.finfo(dt).max
     found = overflowing_layer(module, lambda: rerun(bad[:1]))

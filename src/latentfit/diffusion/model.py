@@ -476,10 +476,12 @@ class DDPM(DensityMixin, BaseEstimator):
             lambda rows: self.module_.bound(
                 x0[rows], make_generator(random_state, self._dev), n_timesteps
             ),
-            # the rows in the data's scale, for the message
-            (x0 + 1) * ((self.n_levels - 1) / 2 / self.level_scale_)
-            if self.discrete
-            else x0 * self.scale_ + self.shift_,
+            # the rows in the data's scale, for the message only
+            lambda: (
+                (x0 + 1) * ((self.n_levels - 1) / 2 / self.level_scale_)
+                if self.discrete
+                else x0 * self.scale_ + self.shift_
+            ),
         )
         return BoundTerms(prior, diffusion, decoder - jac, total - jac)
 
