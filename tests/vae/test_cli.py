@@ -591,3 +591,31 @@ def test_a_file_of_0s_and_1s_must_say_whether_it_holds_codes_or_intensities(tmp_
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["fit", "vae", "--dataset", "b.csv", "--read-as", "codes"])
     assert res.exit_code == 2 and "--likelihood bernoulli has no levels" in res.output
+
+
+def test_a_fit_whose_test_log_likelihood_overflows_is_saved_before_the_refusal(
+    tmp_path, monkeypatch
+):
+    # marginal_log_likelihood refuses a non-finite test log-likelihood (a row where the model's
+    # float32 arithmetic overflows); 'fit vae' ran it before saving, so the refusal lost the
+    # trained model. It is now saved, and the refusal says where and names the test split.
+    import numpy as np
+
+    import latentfit.vae
+    from latentfit.errors import ParameterError
+
+    def overflowing(*args, **kwargs):
+        raise ParameterError("X has log p(x) = -inf at row 3 under the VAE (...)")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(latentfit.vae, "marginal_log_likelihood", overflowing)
+    np.save("x.npy", np.random.default_rng(0).normal(size=(60, 4)))
+    args = ["fit", "vae", "--dataset", "x.npy", "--likelihood", "gaussian", "--latent", "2",
+            "--hidden", "8", "--epochs", "1", "--quiet", "--eval-samples", "5",
+            "--out", "v.safetensors"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "the fitted model is saved in v.safetensors" in res.output
+    assert "the test split has log p(x) = -inf at row 3" in res.output
+    assert "latentfit eval v.safetensors --dataset FILE --all-rows" in res.output
+    assert load_model("v.safetensors").split is not None  # the fitted model, whole

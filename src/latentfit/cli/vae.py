@@ -321,7 +321,7 @@ def fit_vae(
     """
     from latentfit._outputs import Output
     from latentfit.cli.flows import read_codes
-    from latentfit.errors import DataError, LatentfitError, ResourceLimitError
+    from latentfit.errors import DataError, LatentfitError, ParameterError, ResourceLimitError
     from latentfit.train import TrainConfig, train
     from latentfit.train import distributed as dist_utils
     from latentfit.vae import (
@@ -483,16 +483,19 @@ def fit_vae(
     # seeded as the trainer's per-epoch diagnostics and as 'latentfit eval --seed' (which then
     # reports the same test log-likelihood): the global generator made every run differ
     diag = diagnose(model, val, generator=torch.Generator(val.device).manual_seed(seed + 2))
-    ll = None
+    ll = overflow = None
     if eval_samples:
-        ll = marginal_log_likelihood(
-            model,
-            test,
-            k=eval_samples,
-            generator=torch.Generator(test.device).manual_seed(seed),
-            progress=not quiet,
-            max_work=work_limit(max_work),
-        )
+        try:
+            ll = marginal_log_likelihood(
+                model,
+                test,
+                k=eval_samples,
+                generator=torch.Generator(test.device).manual_seed(seed),
+                progress=not quiet,
+                max_work=work_limit(max_work),
+            )
+        except ParameterError as err:  # non-finite on test rows: the fit is kept, then said
+            overflow = str(err).replace("X has", "the test split has", 1)
     with written_together(
         [(out, "--out"), (plot, "--plot")],
         inputs,
@@ -509,6 +512,11 @@ def fit_vae(
             plot_convergence(res, ax=axes[0])
             plot_reconstructions(model, val, n=32, image_shape=image, ax=axes[1])
             save_figure(fig, plot, fmt)
+    if overflow is not None:
+        fail(
+            f"the fitted model is saved in {out}, but its test log-likelihood is not finite: "
+            f"{overflow}. Score other rows with 'latentfit eval {out} --dataset FILE --all-rows'"
+        )
     result = {
         "data": data.name,
         "objective": repr(obj),
