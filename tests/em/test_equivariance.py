@@ -26,7 +26,9 @@ the largest entry) and the log-likelihood (per value); the fits below stay under
 it. Before the fixes: LinearGaussianSSM's raw moments about the origin (R's update
 Σ y yᵀ − N d dᵀ) failed with "a state or innovation covariance stopped being positive
 definite" at c = 1e4, s = 1e-4 and its log-likelihood was 6.7e-9 a value off (170 times the
-tolerance) at c = 1e8, s = 1e4."""
+tolerance) at c = 1e8, s = 1e4; VariationalGaussianHMM started from the data covariance
++ 1e-3 whatever its scale_prior, so at s = 1e-4 its states never separated (means 8 sds
+off)."""
 
 import math
 import warnings
@@ -199,6 +201,7 @@ MODELS = {
         f"hmm-{ct}": (_chain_data, _hmm(GaussianHMM, ct))
         for ct in ("full", "diag", "tied", "spherical")
     },
+    **{f"vghmm-{ct}": (_chain_data, _vghmm(ct)) for ct in ("full", "diag", "tied", "spherical")},
     "hsmm-diag": (_chain_data, _hmm(GaussianHSMM, max_duration=16)),
     "hsmm-full": (_chain_data, _hmm(GaussianHSMM, "full", max_duration=16)),
     "gmmhmm": (_chain_data, _gmmhmm),

@@ -77,7 +77,7 @@ from latentfit.em.hmm.variational_math import (
     scale_rounding,
 )
 from latentfit.em.initialize import kmeans
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, ParameterError
 from latentfit.io import Stored, serializable
 
 __all__ = ["VariationalCategoricalHMM", "VariationalGaussianHMM"]
@@ -316,7 +316,8 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
     Start (letters of ``init_params``; a posterior attribute set by hand is kept when its
     letter is absent): "s"/"t" as hmmlearn, the prior plus random pseudo-counts; "m": k-means
     centres, β = β₀ + the cluster sizes; "c": ν = ν₀ + the cluster sizes (tied: + n_samples)
-    and the scale giving the data covariance plus 1e-3 as point estimate. ``n_init``,
+    and the scale giving the data covariance plus the scale prior's mean variance (1e-3 by
+    default) as point estimate. ``n_init``,
     ``device``, ``dtype`` and known states ``y`` are as for :class:`GaussianHMM`.
     """
 
@@ -444,9 +445,15 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             out["beta_posterior"] = self._given("beta_posterior_", (k,))
         if init_c:
             dof = out["dof_prior"] + (counts.sum() if ct == "tied" else counts)
-            cv = _data_cov(X, 1e-3)  # hmmlearn's start: the data covariance + 1e-3
+            # hmmlearn's start: the data covariance + 1e-3, the default scale_prior's
+            # variance; a scale_prior given sets it (its mean variance), in the data's units:
+            # a fixed 1e-3 swamped data of spread 1e-4 (a start 1e5 times too broad, whose
+            # states never separated) under a scale_prior scaled to them
+            sp = out["scale_prior"]
+            floor = float((sp.diagonal(dim1=-2, dim2=-1) if ct in ("full", "tied") else sp).mean())
+            cv = _data_cov(X, floor)
             if ct in ("full", "tied"):  # positive definite in the dtype (see _lift_lost)
-                cv = _lift_lost(cv, X, 1e-3)
+                cv = _lift_lost(cv, X, floor)
             covars = {
                 "spherical": cv.diagonal().mean().expand(k),
                 "diag": cv.diagonal().expand(k, d),
@@ -455,6 +462,12 @@ class VariationalGaussianHMM(_VariationalHMM, GaussianHMM):
             }[ct]
             out["dof_posterior"] = dof
             out["scale_posterior"] = covars * _dof_as(dof, ct)
+            if ct in ("full", "tied") and int(torch.linalg.cholesky_ex(cv).info) != 0:
+                raise DataError(
+                    "the start of the states' covariances, the data covariance plus the scale "
+                    f"prior's mean variance ({floor:.3g}), is not positive definite: columns "
+                    "of X are constant or combinations of others. " + VB_REMEDY
+                )
         else:
             out["dof_posterior"] = self._given("dof_posterior_", self._dof_shape())
             out["scale_posterior"] = self._given(
