@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._memory import MAX_WORK, allowed_work
-from latentfit._moments import column_moments
+from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
     as_float_tensor,
     check_allocation,
@@ -272,11 +272,11 @@ class DDPM(DensityMixin, BaseEstimator):
             levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True", scoring)
             return levels * (2.0 / (self.n_levels - 1)) - 1.0
         if reset:
-            # the scale's floor of 1e-6 would add 13.8 nats a row for each constant column
+            # a constant column's likelihood measures nothing: warned (its scale is 1)
             warn_constant_columns(t, "discrete=True (--discrete)")
             warn_whole_numbers(t, "discrete=True (--discrete)")
             self.shift_, sd = column_moments(t)  # (d,) each; finite for data near 1e300
-            self.scale_ = sd.clamp_min(1e-6) if t.shape[0] > 1 else torch.ones_like(t[0])
+            self.scale_ = standard_scale(sd) if t.shape[0] > 1 else torch.ones_like(t[0])
         return (t - self.shift_) / self.scale_
 
     def _check_schedule_memory(self) -> None:

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from latentfit._memory import MAX_WORK, allowed_work
-from latentfit._moments import column_moments
+from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
     as_float_tensor,
     check_feature_names,
@@ -358,7 +358,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             X = module.to_real(X, torch.Generator(X.device).manual_seed(seed))[0]
         mean, sd = column_moments(X)  # (d,) each; finite for data near 1e300
         module.shift.copy_(mean)
-        module.log_scale.copy_(torch.log(sd.clamp_min(1e-3)) if X.shape[0] > 1 else 0.0)
+        module.log_scale.copy_(torch.log(standard_scale(sd)) if X.shape[0] > 1 else 0.0)
 
     # ---- scoring and sampling -----------------------------------------------------------
     @torch.no_grad()
