@@ -509,3 +509,77 @@ def test_a_prior_that_leaves_torch_is_named_by_sample_posterior_too(how):
             progress_bar=False,
             generator=torch.Generator().manual_seed(1),
         )
+
+
+def _no_grad(f):
+    """``f``'s value computed under torch.no_grad()."""
+
+    def inner(t):
+        with torch.no_grad():
+            return f(t)
+
+    return inner
+
+
+#: Ways of computing a value from a parameter outside torch's graph that no call on the
+#: parameter shows: the copy and the numbers are right, the gradient is lost.
+_COPIES = {
+    "torch.tensor": lambda loc: torch.tensor(loc),
+    "torch.tensor([loc])": lambda loc: torch.tensor([loc]).sum(),
+    "no_grad": _no_grad(lambda loc: loc * 1.0),
+}
+
+
+@pytest.mark.parametrize("how", sorted(_COPIES))
+def test_a_callable_prior_that_copies_a_parameter_is_refused(how):
+    """A callable prior that copied loc with torch.tensor(loc), torch.tensor([loc]) or under
+    torch.no_grad() was ignored: the MAP was the MLE (loc -0.0148 where the N(0, 0.1) prior's
+    MAP is -0.0046) and the fit said it converged, with only torch's copy-construct warning.
+    Its value follows loc while its gradient is zero: refused, naming the prior and loc."""
+    x = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cut = _COPIES[how]
+    prior = Normal(_t(0.0), _t(0.1))
+
+    def log_prior(loc, scale):
+        return prior.log_prob(cut(loc))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's copy-construct advice
+        with pytest.raises(ParameterError, match=r"callable prior log_prior depends on 'loc'"):
+            fit_map("normal", x, log_prior)
+
+
+@pytest.mark.parametrize("init", [None, {"loc": 0.0}])
+def test_callable_priors_in_torch_are_not_refused(init):
+    """A prior in torch operations, started where its gradient is zero (loc = 0, its mode),
+    gives the closed-form MAP; a prior of the scale alone, flat in loc (whose gradient in loc
+    is zero everywhere), and a constant prior give the MLE."""
+    x = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    prior = Normal(_t(0.0), _t(0.1))
+    init = None if init is None else {**init, "scale": 1.0}
+    fit = fit_map("normal", x, lambda loc, scale: prior.log_prob(loc), init=init)
+    loc, scale = _normal_map_with_a_prior_on_loc(x.numpy(), 0.0, 0.1)
+    assert float(fit.params["loc"]) == pytest.approx(loc, rel=1e-8)
+    assert float(fit.params["scale"]) == pytest.approx(scale, rel=1e-8)
+    for flat_in_loc in (lambda loc, scale: torch.tensor(-1.0), lambda loc, scale: 0.0 * scale):
+        fit = fit_map("normal", x, flat_in_loc, init=init)
+        assert float(fit.params["loc"]) == pytest.approx(float(x.mean()), rel=1e-8)
+        assert float(fit.params["scale"]) == pytest.approx(float(x.std(correction=0)), rel=1e-8)
+
+
+@pytest.mark.parametrize("how", sorted(_COPIES))
+def test_a_regression_function_that_copies_a_parameter_is_refused(how):
+    """fit_map_regression's h with b copied out of the graph left b at its start (0) and
+    said it converged; refused, naming h and b."""
+    X = torch.randn(30, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = 2.0 * X[:, 0] + 1.0
+    cut = _COPIES[how]
+
+    def h(X, w, b):
+        return X @ w + cut(b)
+
+    init = {"w": torch.zeros(1), "b": 0.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ParameterError, match=r"regression function h depends on 'b'"):
+            fit_map_regression(h, X, y, init, prior={"w": Normal(0.0, 10.0)})

@@ -6,9 +6,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Normal, constraints
+from torch.distributions import Gamma, Normal, constraints
 
-from latentfit.estimate import fit_mle, get_family, log_density_family
+from latentfit.errors import ParameterError
+from latentfit.estimate import fit_map, fit_mle, get_family, log_density_family
 
 RTOL = 1e-8  # exact algorithms in float64
 
@@ -565,3 +566,50 @@ def test_float32_optimised_fits_converge_at_the_float64_answer(family):
     # the optimum: 4.9e-4 sqrt(500 x 2) = 0.015 in float32, which the StudentT's flat df
     # direction reaches (1.2e-2 here; 3e-4 to 1.2e-2 over seeds 0-11, where 2e-3 held by luck)
     assert r32.converged and off.max() < 2e-2
+
+
+def _no_grad(f):
+    def inner(t):
+        with torch.no_grad():
+            return f(t)
+
+    return inner
+
+
+#: Ways of computing a value from a parameter outside torch's graph: the numbers are right,
+#: the gradient is lost.
+_COPIES = {
+    "torch.tensor": lambda t: torch.tensor(t),
+    "torch.tensor([t])": lambda t: torch.tensor([t])[0],
+    "torch.as_tensor(detach)": lambda t: torch.as_tensor(t.detach()),
+    "numpy": lambda t: torch.from_numpy(np.asarray(t.detach().numpy())),
+    "no_grad": _no_grad(lambda t: t * 1.0),
+}
+
+
+@pytest.mark.parametrize("how", sorted(_COPIES))
+def test_a_log_density_that_copies_a_parameter_is_refused(how):
+    """A log-density of one's own that copied loc out of torch's graph left loc at its start
+    (1.0, the data's mean -0.0148), inflated the scale to 1.4577 and said it converged. Its
+    value follows loc while its gradient is zero: refused, naming the log-density and loc. The
+    same density in torch gives the closed-form MLE (mean, sd with ddof 0)."""
+    x = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cut = _COPIES[how]
+    init = {"loc": 1.0, "scale": 1.0}
+    cons = {"scale": constraints.positive}
+
+    def copied(x, loc, scale):
+        return Normal(cut(loc), scale).log_prob(x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's copy-construct advice
+        with pytest.raises(ParameterError, match=r"your log-density depends on 'loc'"):
+            fit_mle(copied, x, init=init, constraints=cons)
+        with pytest.raises(ParameterError, match=r"your log-density depends on 'loc'"):
+            fit_map(copied, x, {"scale": Gamma(2.0, 1.0)}, init=init, constraints=cons)
+
+    fit = fit_mle(
+        lambda x, loc, scale: Normal(loc, scale).log_prob(x), x, init=init, constraints=cons
+    )
+    assert float(fit.params["loc"]) == pytest.approx(float(x.mean()), rel=1e-8)
+    assert float(fit.params["scale"]) == pytest.approx(float(x.std(correction=0)), rel=1e-8)

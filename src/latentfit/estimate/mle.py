@@ -17,6 +17,7 @@ import torch
 from torch.autograd.functional import hessian, jacobian
 from torch.distributions import constraints as C
 
+from latentfit._gradient_cut import cut_message, unfollowed, value_and_grad_rows
 from latentfit._validation import (
     as_float_tensor,
     check_allocation,
@@ -310,6 +311,7 @@ def fit_family(
                 f"the starting values {_fmt(start)} give a non-finite {family.name} "
                 "log-likelihood; pass init= with values inside the parameter space"
             )
+        _check_followed(family, layout, u0, x, fixed, log_prior)
         try:
             if solver is None:
                 # in the units of the data's spread at the start (Family.standardize): in the
@@ -459,6 +461,36 @@ def fit_family(
         data=x,
         log_prior_fn=log_prior,
     )
+
+
+def _check_followed(family, layout, u0, x, fixed, log_prior) -> None:
+    """A ParameterError when the log-density or the prior, at the start ``u0`` (p,), changes
+    with a parameter its gradient does not follow (:func:`unfollowed`): the fit moves each
+    parameter by that gradient, so such a term would be left out of the fit unseen (a MAP at
+    the MLE, a parameter left at its start, either said to have converged)."""
+    blocks = [(s.name, s.start, s.size) for s in layout.slots]
+    terms = [
+        (
+            {"custom": "your log-density", "Regression": "the regression function h"}.get(
+                family.name, f"the {family.name} log-density"
+            ),
+            lambda u: family.log_prob(layout.to_natural(u), x, fixed).sum(),
+            "the fit would leave it where it starts",
+        )
+    ]
+    if log_prior is not None:
+        what = getattr(log_prior, "label", "the prior")
+        terms.append(
+            (
+                what,
+                lambda u: log_prior(layout.to_natural(u)),
+                "the fit would ignore the prior there",
+            )
+        )
+    for what, f, consequence in terms:
+        name = unfollowed(value_and_grad_rows(f), u0, blocks)
+        if name is not None:
+            raise ParameterError(cut_message(what, name, consequence))
 
 
 def check_init(
