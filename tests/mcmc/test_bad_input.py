@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -692,3 +693,54 @@ def test_a_summed_out_target_beyond_the_memory_is_refused_before_its_init(
     with pytest.raises(ResourceLimitError, match=rf"{says}.*; use fewer (components|states)"):
         target(X[:, 0], k)
     assert len(target(X[:, 0], 2)) == 3  # a target of the usual size is built
+
+
+def _no_grad(f):
+    def inner(t):
+        with torch.no_grad():
+            return f(t)
+
+    return inner
+
+
+#: Ways of computing a value from a parameter outside torch's graph: the numbers are right,
+#: the gradient is lost. Under vmap torch.tensor and numpy raise (and are named so already).
+_COPIES = {
+    "torch.tensor": (lambda t: torch.tensor(t), (True,)),
+    "torch.as_tensor(detach)": (lambda t: torch.as_tensor(t.detach()), (True, False)),
+    "numpy": (lambda t: torch.from_numpy(np.asarray(t.detach().numpy())), (True,)),
+    "no_grad": (_no_grad(lambda t: t * 1.0), (True, False)),
+}
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize(
+    "how, vectorized", [(h, v) for h, (_, vs) in sorted(_COPIES.items()) for v in vs]
+)
+def test_a_log_density_that_copies_a_parameter_is_refused(run, how, vectorized):
+    """A log-density whose term in mu was computed from a copy of mu (torch.tensor, numpy, a
+    detached tensor, torch.no_grad()) has a gradient of zero in mu: NUTS moved mu without it
+    and SVGD's particles in mu only pushed each other apart. Its value follows mu while its
+    gradient does not: refused at the start, naming mu."""
+    cut = _COPIES[how][0]
+
+    def log_density(mu, sigma):
+        return -0.5 * (cut(mu) - 3.0) ** 2 - 0.5 * sigma**2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's copy-construct advice
+        with pytest.raises(ParameterError, match=r"log_density depends on 'mu' outside torch"):
+            _run(run, log_density, {"mu": 0.0, "sigma": 0.0}, vectorized=vectorized)
+
+
+def test_a_log_density_in_torch_is_not_refused_at_its_mode():
+    """Every chain started at the mode in mu (a gradient of zero there) of a density written
+    in torch: sampled, not refused."""
+    res = _run(
+        "sample",
+        _normal,
+        {"mu": 0.1, "sigma": 1.0},
+        constraints={"sigma": constraints.positive},
+        init_strategy="init",
+    )
+    assert bool(torch.isfinite(res["mu"]).all())

@@ -289,6 +289,7 @@ def sample_target(
     check_work(target, num_chains, num_warmup + num_draws, max_work=max_work)
     gen = device_generator(generator, target.device)
     state = _initial_state(target, num_chains, start, config.init_radius, gen)
+    target.check_followed(state.u[0], config.kernel.upper())
     p, dt = target.n_free, target.dtype
     if config.metric == "dense":
         inv = torch.eye(p, dtype=dt, device=target.device).expand(num_chains, p, p).clone()

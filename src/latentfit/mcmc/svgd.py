@@ -164,6 +164,8 @@ def svgd(
     for it in tqdm(range(num_iter), desc="SVGD", disable=not progress_bar, leave=False):
         lp, grad = target.log_prob_and_grad(u)
         _check_finite(target, u, ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1)), it)
+        if it == 0:  # once, where every particle's density and gradient are finite
+            target.check_followed(u[0], "SVGD")
         lp0 = lp if lp0 is None else lp0
         phi = svgd_direction(u, grad)
         hist = phi.pow(2) if it == 0 else alpha * hist + (1 - alpha) * phi.pow(2)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import biject_to, constraints, transforms
 
+from latentfit._gradient_cut import cut_message, unfollowed
 from latentfit._validation import as_float_tensor, check_bool, first_nonfinite
 from latentfit.errors import ParameterError
 
@@ -588,6 +589,36 @@ class Target:
                 ones = self._ones[lp.shape] = torch.ones_like(lp)
             (grad,) = torch.autograd.grad(lp, u, ones)
         return lp.detach(), grad
+
+    def check_followed(self, u: torch.Tensor, what: str = "the sampler") -> None:
+        """A ParameterError when ``log_density`` at ``u`` (p,) changes with a parameter that its
+        autograd gradient does not follow (:func:`~latentfit._gradient_cut.unfollowed`): a
+        value computed from ``torch.tensor(param)``, under ``torch.no_grad()`` or in numpy.
+        ``what`` (the sampler, SVGD) moves the parameters by that gradient. Not judged for a
+        ``value_and_grad`` given by hand (``check_gradient`` compares that with autograd)."""
+        if self._batched_vg is not None:
+            return
+
+        def value_and_grad(points):  # (m, p): one point per chain
+            with torch.enable_grad():
+                points = points.detach().requires_grad_(True)
+                params, _ = self.constrain(points)
+                lp = self._checked(self._batched(**params), points)  # (m,)
+                grad = None
+                if lp.requires_grad:
+                    (grad,) = torch.autograd.grad(lp.sum(), points, allow_unused=True)
+            return lp.detach(), torch.zeros_like(points) if grad is None else grad
+
+        blocks = [(s.name, s.start, s.size) for s in self.slots]
+        name = unfollowed(value_and_grad, u.detach(), blocks)
+        if name is not None:
+            raise ParameterError(
+                cut_message(
+                    "log_density",
+                    name,
+                    f"{what} would move {name} without the pull of the density",
+                )
+            )
 
     def _given_value_and_grad(self, u):
         """The user's value and natural-parameter gradient, carried to ``u`` by the chain rule
