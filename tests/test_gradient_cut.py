@@ -45,3 +45,15 @@ def test_a_block_where_the_function_is_not_finite_is_not_judged():
     assert (
         unfollowed(value_and_grad_rows(f), torch.tensor([0.3, 0.0, 0.0], dtype=F64), BLOCKS) is None
     )
+
+
+def test_a_function_that_draws_at_random_is_not_judged():
+    """Its value at one point changes from call to call (dropout in a network): a change
+    over the step says nothing about the gradient, and was taken for a cut."""
+    g = torch.Generator().manual_seed(0)
+
+    def f(u):
+        return -(u**2).sum() + 0.1 * torch.randn((), generator=g, dtype=F64)
+
+    u = torch.tensor([0.3, 2.0, -1.0], dtype=F64)
+    assert unfollowed(value_and_grad_rows(f), u, BLOCKS) is None

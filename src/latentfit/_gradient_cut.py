@@ -54,8 +54,10 @@ def unfollowed(
     changes by ``Δf`` beyond rounding while the gradient explains less than a thousandth of it,
     ``|g(u)·d| + |g(u + d)·d| <= 1e-3 |Δf|``. Where autograd follows the function the mean
     value theorem puts ``Δf`` between the two slopes; a mode (``g(u) = 0``) or a kink
-    (``|loc|`` at 0) has the other end's slope. One evaluation of ``m = len(blocks) + 1``
-    points; a block where the value is not finite at either end is not judged.
+    (``|loc|`` at 0) has the other end's slope. One evaluation of ``len(blocks) + 2`` points
+    (``u`` twice: a function whose value at ``u`` changes from call to call, dropout in a
+    network, is not judged); a block where the value is not finite at either end is not
+    judged.
     """
     p = u.shape[0]
     step = torch.finfo(u.dtype).eps ** (1 / 3) * (1 + u.abs())  # (p,)
@@ -64,19 +66,22 @@ def unfollowed(
         shape = torch.linspace(0.5, 1.5, size, dtype=u.dtype, device=u.device) if size > 1 else 1
         moves[i, start : start + size] = shape * step[start : start + size]
     try:
-        values, grads = value_and_grad(torch.cat([u[None], u[None] + moves]))  # (m,), (m, p)
+        # u twice: a function that draws at random (dropout in a network) is not judged
+        values, grads = value_and_grad(torch.cat([u[None], u[None], u[None] + moves]))
     except (ValueError, RuntimeError):  # raised where it was moved: nothing to judge by
         return None
-    values, grads = values.detach(), grads.detach()
+    values, grads = values.detach(), grads.detach()  # (m + 1,), (m + 1, p)
     eps = torch.finfo(values.dtype).eps if values.dtype.is_floating_point else 0.0
+    if not bool((values[0] - values[1]).abs() <= 64 * eps * (values[0].abs() + values[1].abs())):
+        return None
     for i, (name, _, _) in enumerate(blocks):
-        f0, f1, d = values[0], values[i + 1], moves[i]
+        f0, f1, d = values[0], values[i + 2], moves[i]
         if not (bool(torch.isfinite(f0)) and bool(torch.isfinite(f1))):
             continue
         change = float((f1 - f0).abs())
         if change <= 64 * eps * float(f0.abs() + f1.abs()) or change == 0.0:
             continue  # rounding, or no dependence at all (a flat prior)
-        slope = float((grads[0] @ d).abs() + (grads[i + 1] @ d).abs())
+        slope = float((grads[0] @ d).abs() + (grads[i + 2] @ d).abs())
         if slope <= 1e-3 * change:  # (a NaN slope is not judged here: the fit says so)
             return name
     return None

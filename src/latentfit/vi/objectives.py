@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from latentfit._gradient_cut import cut_message, unfollowed, value_and_grad_rows
 from latentfit._validation import check_positive_int
 from latentfit.errors import ParameterError
 from latentfit.estimate.map import prior_in_dtype
@@ -110,6 +111,25 @@ def _closed_form_kl(q: Distribution, p, mode: str, what: str) -> torch.Tensor | 
         return None
 
 
+def _check_follows(f: Callable, z: torch.Tensor, what: str, name: str) -> None:
+    """A ParameterError when ``f(z)`` (a tensor, summed) changes with the latent draws ``z``
+    while its gradient in them is zero (:func:`~latentfit._gradient_cut.unfollowed`): the
+    reparameterised gradient reaches the guide only through ``z``, so such a term would be
+    left out of the fit of the guide. Not judged where ``z`` carries no gradient (the score
+    function estimator does not differentiate the model)."""
+    if z is None or not z.requires_grad:
+        return
+    u = z.detach().reshape(-1)  # (s * event,)
+
+    def total(v):
+        return f(v.reshape(z.shape)).sum()
+
+    if unfollowed(value_and_grad_rows(total), u, [(name, 0, u.numel())]) is not None:
+        raise ParameterError(
+            cut_message(what, name, "the guide would be fitted as if it did not depend on them")
+        )
+
+
 class StochasticELBO:
     """The evidence lower bound E_q[log p(x, z) − log q(z)] of a user's model and guide,
     estimated by Monte Carlo for stochastic VI (Jordan et al. 1999; Hoffman et al. 2013 for
@@ -162,6 +182,7 @@ class StochasticELBO:
                 "categorical q: use kl='auto' (closed-form KL) or GumbelSoftmax(hard=True)"
             )
         self.generator = generator
+        self._followed = False  # the model's terms checked to follow z (once, first call)
 
     def _scale(self, batch, ll: torch.Tensor) -> float:
         if self.n_data is None:
@@ -175,11 +196,16 @@ class StochasticELBO:
         est, s = self.estimator, self.num_samples
         if self.guide is None:  # local latents only (the VAE case)
             data, kl_local, scale = self._local_terms(None, batch)
+            self._followed = True
             return data.mean(0) - scale * kl_local
         q = _as_dist(self.guide)
         z = est.sample(q, s, self.generator)  # (s, *event)
         kl_mode_g = "analytic" if est.needs_analytic_kl and self.kl == "auto" else self.kl
         prior = _like(self.prior, q, self._priors)
+        if not self._followed and self.local_guide is None:
+            _check_follows(lambda v: self.log_likelihood(v, batch), z, "log_likelihood", "z")
+        if not self._followed and callable(prior) and not isinstance(prior, Distribution):
+            _check_follows(prior, z, "the prior", "z")
         kl_g = _closed_form_kl(q, prior, kl_mode_g, "global")
         kl_g = None if kl_g is None else _total_kl(kl_g, q, "global")
         if self.local_guide is None:
@@ -206,12 +232,21 @@ class StochasticELBO:
         log_q = (
             _per_draw(log_prob_of(q, z), z, "the guide's log-density") if est.needs_log_q else None
         )
+        self._followed = True
         return est.surrogate(f, log_q).mean(0) - kl_g - scale * kl_local
 
     def _local_terms(self, z, batch):
         est, s = self.local_estimator, self.num_samples
         ql = _as_dist(self.local_guide, batch)  # batch_shape (b,)
         zl = est.sample(ql, s, self.generator)  # (s, b, *event_local)
+        if not self._followed:
+            _check_follows(
+                lambda v: self.log_likelihood(z, v, batch), zl, "log_likelihood", "z_local"
+            )
+            if z is not None:
+                _check_follows(
+                    lambda v: self.log_likelihood(v, zl, batch), z, "log_likelihood", "z"
+                )
         ll = self.log_likelihood(z, zl, batch)  # (s, b)
         if ll.dim() != 2:
             raise ParameterError(
@@ -280,12 +315,18 @@ class ImportanceWeightedBound:
         self._priors: dict = {}  # priors cast to the guide's dtype (see _like)
         self.n_data, self.num_samples, self.generator = n_data, num_samples, generator
         self._est = Reparameterization()
+        self._followed = False  # as StochasticELBO's
 
     def __call__(self, batch=None) -> torch.Tensor:
         K = self.num_samples
         if self.guide is not None:
             q = _as_dist(self.guide)
             z = self._est.sample(q, K, self.generator)  # (K, *event)
+            if not self._followed:
+                _check_follows(lambda v: self.log_likelihood(v, batch), z, "log_likelihood", "z")
+                if callable(self.prior) and not isinstance(self.prior, Distribution):
+                    _check_follows(self.prior, z, "the prior", "z")
+                self._followed = True
             ll = _per_draw(self.log_likelihood(z, batch), z, "log_likelihood", data=True)
             ll = ll.sum(-1) if ll.dim() == 2 else ll  # (K,)
             prior = _like(self.prior, q, self._priors)
@@ -302,6 +343,11 @@ class ImportanceWeightedBound:
             return torch.logsumexp(log_w, 0) - math.log(K)
         ql = _as_dist(self.local_guide, batch)
         zl = self._est.sample(ql, K, self.generator)  # (K, b, *event)
+        if not self._followed:
+            _check_follows(
+                lambda v: self.log_likelihood(None, v, batch), zl, "log_likelihood", "z_local"
+            )
+            self._followed = True
         ll = self.log_likelihood(None, zl, batch)  # (K, b)
         pl = (
             _like(self.local_prior, ql, self._priors)
