@@ -48,7 +48,9 @@ def unfollowed(
     value changes while its gradient says it does not depend on them; None when there is none.
 
     ``value_and_grad(points)`` maps points (m, p) to the function's values (m,) and its autograd
-    gradients (m, p), zero where there is no graph; ``blocks`` holds ``(name, start, size)``.
+    gradients (m, p), zero where there is no graph (or, for a function of several outputs,
+    values (m, k) and Jacobians (m, k, p), each output judged); ``blocks`` holds
+    ``(name, start, size)``.
     Each block is moved by a step ``d`` of about eps^(1/3) (1 + |u_j|) per coordinate (of
     unequal sizes, so that no difference of coordinates stays fixed): cut when the value
     changes by ``Δf`` beyond rounding while the gradient explains less than a thousandth of it,
@@ -71,6 +73,18 @@ def unfollowed(
     except (ValueError, RuntimeError):  # raised where it was moved: nothing to judge by
         return None
     values, grads = values.detach(), grads.detach()  # (m + 1,), (m + 1, p)
+    if values.dim() == 1:  # one function: values (m + 1,) and gradients (m + 1, p)
+        values, grads = values[:, None], grads[:, None]
+    for k in range(values.shape[1]):  # each output: values (m + 1, k), Jacobians (m + 1, k, p)
+        name = _judged(values[:, k], grads[:, k], moves, blocks)
+        if name is not None:
+            return name
+    return None
+
+
+def _judged(values: torch.Tensor, grads: torch.Tensor, moves: torch.Tensor, blocks) -> str | None:
+    """:func:`unfollowed` for one output: ``values`` (m + 1,) at u, u again and each moved
+    point, ``grads`` (m + 1, p) there, ``moves`` (m - 1, p) the steps."""
     eps = torch.finfo(values.dtype).eps if values.dtype.is_floating_point else 0.0
     if not bool((values[0] - values[1]).abs() <= 64 * eps * (values[0].abs() + values[1].abs())):
         return None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.functional import jacobian
 
+from latentfit._gradient_cut import cut_message, unfollowed
 from latentfit.errors import ParameterError, UnknownNameError
 from latentfit.estimate.families import Family
 from latentfit.estimate.inference import (
@@ -73,6 +74,25 @@ def _check_name(result, name, names, what: str = "parameter", whats: str = "para
         raise UnknownNameError(
             f"{type(result).__name__} has no {what} {name!r}; its {whats} are "
             f"{', '.join(map(repr, names))} (result[NAME] for one of them){held}"
+        )
+
+
+def _check_followed(flat, u: torch.Tensor, layout) -> None:
+    """A ParameterError when one of ``g``'s values ``flat(u)`` (m,) changes with a parameter
+    that its gradient does not follow (:func:`~latentfit._gradient_cut.unfollowed`): the
+    delta method would take it as not depending on that parameter, and report too small a
+    standard error (0 where it depends on nothing else)."""
+
+    def value_and_jacobian(points):  # (k, p) -> (k, m), (k, m, p)
+        values = torch.stack([flat(v).detach().to(u.dtype) for v in points])
+        jac = torch.stack([jacobian(flat, v).reshape(values.shape[1], -1) for v in points])
+        return values, jac.to(u.dtype)
+
+    blocks = [(s.name, s.start, s.size) for s in layout.slots]
+    name = unfollowed(value_and_jacobian, u.detach(), blocks)
+    if name is not None:
+        raise ParameterError(
+            cut_message("g", name, "the delta method would take g as not depending on it")
         )
 
 
@@ -252,6 +272,7 @@ class FitResult:
                 device=self.u.device,
             )
         else:
+            _check_followed(flat, self.u, self.layout)
             jac = jacobian(flat, self.u).reshape(value.numel(), self.u.numel())  # (m, p)
         cov, se = delta_method(jac, inverse)
         if names is None:
