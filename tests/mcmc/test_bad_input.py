@@ -744,3 +744,28 @@ def test_a_log_density_in_torch_is_not_refused_at_its_mode():
         init_strategy="init",
     )
     assert bool(torch.isfinite(res["mu"]).all())
+
+
+@pytest.mark.parametrize("run", ["sample", "svgd"])
+@pytest.mark.parametrize(
+    "cut",
+    [
+        lambda t: torch.tensor(t),
+        lambda t: torch.tensor([t])[0],
+        lambda t: torch.from_numpy(np.asarray(t.detach().numpy())),
+    ],
+    ids=["torch.tensor", "torch.tensor([t])", "numpy"],
+)
+def test_a_copy_that_vmap_cannot_map_is_named_as_a_copy(run, cut):
+    """Under vmap torch.tensor(mu), torch.tensor([mu]) and numpy raise at every point, and the
+    refusal quoted torch's words only ("Can't detach views in-place ... DDP", "calling .item()"
+    with the advice to pass vectorized=True, "Cannot access data pointer"): it now says the
+    density takes a parameter out of torch and what to write instead."""
+
+    def log_density(mu, sigma):
+        return -0.5 * (cut(mu) - 3.0) ** 2 - 0.5 * sigma**2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ParameterError, match=r"takes a parameter out of torch.*torch\.stack"):
+            _run(run, log_density, {"mu": 0.0, "sigma": 0.0})

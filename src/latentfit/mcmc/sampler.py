@@ -249,6 +249,15 @@ def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -
     )
 
 
+#: What torch.func.vmap raises where a density copies a parameter out of torch: torch.tensor
+#: of it, .item() (torch.tensor of a list of parameters calls it), numpy.
+_OUT_OF_TORCH = (
+    "Can't detach views in-place",
+    "calling .item() on a Tensor",
+    "Cannot access data pointer of Tensor that doesn't have storage",
+)
+
+
 def _raised(target: Target) -> str:
     """What the log-density raised where it was rejected, for a message: a density that raises
     at every point is a bug in it (or an operation vmap cannot map), not a bad start."""
@@ -257,7 +266,16 @@ def _raised(target: Target) -> str:
         return ""
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     hint = ""
-    if not target.vectorized and "vmap" in text:
+    if any(what in text for what in _OUT_OF_TORCH):
+        text = text.split(". ")[0]  # torch's advice after it is about other cases (DDP)
+        hint = (
+            " (what vmap raises where the density takes a parameter out of torch: "
+            "torch.tensor(...) of a parameter, .item(), float() or numpy. Build it from the "
+            "parameters with torch operations, torch.stack([a, b]) rather than "
+            "torch.tensor([a, b]): with vectorized=True such a term has no gradient and is "
+            "refused too)"
+        )
+    elif not target.vectorized and "vmap" in text:
         hint = (
             " (the density is mapped over the chains with torch.func.vmap, which cannot map "
             "this operation: write it for all chains at once, each parameter with a leading "
