@@ -134,6 +134,9 @@ class Family:
     # is computed there (mle._inverses): in the data's own units the Hessian of a Normal of
     # scale 1e-100 holds scale⁻⁴ = 1e400, and autograd's overflowed to NaN.
     standardize: Callable[[Params, torch.Tensor], tuple[Params, torch.Tensor, Params]] | None = None
+    # A log-density of your own (log_density_family): the fit checks once that its gradient
+    # follows its value (mle._check_followed); latentfit's own families need no such check.
+    own: bool = False
 
 
 def _torch_family(cls, params, **kwargs) -> Family:
@@ -772,4 +775,5 @@ def log_density_family(
         event_dim=event_dim,
         support=None if support is None else (lambda f: support),
         init=lambda x, f: {k: v.to(dtype=x.dtype, device=x.device) for k, v in starts.items()},
+        own=True,
     )
