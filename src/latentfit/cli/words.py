@@ -53,6 +53,15 @@ _COUNT_WORDS = (
     (r"\ba smaller (?:n_samples|n)\b", r"a smaller {count}"),
     (r"\bn_samples <= ([\d,]+)", r"{count} <= \1"),
 )
+#: Advice that names what only Python can do, in the command line's words: scikit-learn's
+#: scaler is the data standardised, and a wider dtype is no option of any command (the EM
+#: commands compute in float64 already; flows, diffusion and VAEs in float32 throughout).
+_PYTHON_ADVICE = (
+    (r" \(e\.g\. StandardScaler\)", " (e.g. standardising each column)"),
+    (r", float64(?=, or )", ""),  # "scaling the data, float64, or removing ..."
+    # "fewer components, scaling the data, or dtype='float64'." -> "..., or scaling the data."
+    (r", ([^,]+), or (?:use )?(?:dtype=)?'?float64'?(?=[.;)]|$)", r", or \1"),
+)
 #: The library's way past its work cap (``max_work=None``) in the command line's words.
 MAX_WORK_WORDS = ", or pass max_work=None to run it anyway"
 RAISE_MAX_WORK = ", or raise the limit with --max-work (such as --max-work 1e16; inf: none)"
@@ -85,6 +94,8 @@ def cli_words(
     for pattern, replacement in words:
         for field, name in names.items():  # a backslash in a file name is no group reference
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
+        text = re.sub(pattern, replacement, text)
+    for pattern, replacement in _PYTHON_ADVICE:
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
     # the 8-bit switches of fit flow / diffusion, which the library names both ways

@@ -1,0 +1,70 @@
+"""Advice the library gives its Python callers (scikit-learn's StandardScaler, a float64 dtype,
+keyword arguments such as ``alpha=``) reaches the command line's user in the command's words:
+what to do to the data, or the command's option, never a class or argument the command line
+has no way to name."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+
+runner = CliRunner()
+
+#: What only Python can name: keyword syntax, scikit-learn's scaler, a dtype argument.
+_PYTHON_ONLY = re.compile(r"(?<![\w-])[a-z_]+=(?!\d)|StandardScaler|float64\b")
+
+
+def _said(args, code: int = 0) -> str:
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == code, res.output
+    return " ".join(res.stderr.split())
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    tied = np.r_[rng.normal(0, 1, (30, 2)), np.full((5, 2), 9.0)]
+    np.savetxt("tied.csv", tied, delimiter=",", header="a,b", comments="")
+    return tmp_path
+
+
+def test_a_collapsed_component_is_told_to_standardise_the_data_not_to_use_a_scaler(files):
+    """Without --reg-covar a component on five equal rows has a singular covariance; the
+    remedy said "scaling the data (e.g. StandardScaler)", a scikit-learn class."""
+    text = _said(["fit", "gmm", "tied.csv", "-k", "2", "--reg-covar", "0", "--quiet"], code=2)
+    assert "error: the covariance of component(s) [0] is not positive definite" in text, text
+    assert (
+        "Try increasing --reg-covar (it is added to every variance), fewer components, scaling "
+        "the data (e.g. standardising each column), or removing constant/duplicated columns."
+    ) in text, text
+    assert not _PYTHON_ONLY.search(text), text
+
+
+def test_the_remedies_of_a_failed_fit_name_no_dtype_the_command_line_cannot_set():
+    """Every EM command computes in float64 already, and no command has a dtype option: the
+    remedies' "float64" and "dtype='float64'" are left out, the rest kept."""
+    from latentfit.cli.words import cli_words
+    from latentfit.em.driver import _REMEDY
+    from latentfit.em.hmm.emissions import HMM_REMEDY
+    from latentfit.em.hmm.variational import VB_REMEDY
+
+    assert cli_words(_REMEDY) == (
+        "Try a larger regularisation (reg_covar), fewer components, or scaling the data."
+    )
+    assert cli_words("Try fewer components, scaling the data, or dtype='float64'.") == (
+        "Try fewer components, or scaling the data."
+    )
+    for remedy in (HMM_REMEDY, VB_REMEDY):
+        said = cli_words(remedy)
+        assert said.endswith(
+            "scaling the data (e.g. standardising each column), or removing "
+            "constant/duplicated columns."
+        ), said
+        assert "float64" not in said and "StandardScaler" not in said, said
