@@ -50,8 +50,8 @@ def test_fit_dist_shows_the_warning_of_a_level_under_one_half(tmp_path, monkeypa
     res = CliRunner().invoke(app, ["fit", "dist", "n.csv", "--family", "normal", "--level", "0.05"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert text.count("warning: level=0.05 asks for a 5% interval.") == 1, text
-    assert "(or level=0.95)" in text, text
+    assert text.count("warning: --level 0.05 asks for a 5% interval.") == 1, text
+    assert "conf_int(0.05) pass --level 0.95" in text, text
 
 
 def test_select_says_each_failed_fit_in_full_below_its_table(tmp_path, monkeypatch):

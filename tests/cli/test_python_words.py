@@ -68,3 +68,17 @@ def test_the_remedies_of_a_failed_fit_name_no_dtype_the_command_line_cannot_set(
             "constant/duplicated columns."
         ), said
         assert "float64" not in said and "StandardScaler" not in said, said
+
+
+def test_a_level_below_one_half_is_answered_with_the_level_option_not_alpha(files):
+    """fit dist --level 0.3 computes a 30% interval and warns that statsmodels' conf_int(0.3)
+    means alpha: the command line has no alpha, so the warning names --level and the level
+    that statsmodels' call means, 1 - 0.3."""
+    np.savetxt("x.csv", np.random.default_rng(1).normal(size=30), header="x", comments="")
+    text = _said(["fit", "dist", "x.csv", "--family", "normal", "--level", "0.3"])
+    assert (
+        "warning: --level 0.3 asks for a 30% interval. statsmodels' conf_int takes alpha, the "
+        "level's complement: for its conf_int(0.3) pass --level 0.7"
+    ) in text, text
+    assert "alpha=" not in text and "level=" not in text, text
+    assert "Python API" not in text, text

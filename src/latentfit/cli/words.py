@@ -61,6 +61,8 @@ _PYTHON_ADVICE = (
     (r", float64(?=, or )", ""),  # "scaling the data, float64, or removing ..."
     # "fewer components, scaling the data, or dtype='float64'." -> "..., or scaling the data."
     (r", ([^,]+), or (?:use )?(?:dtype=)?'?float64'?(?=[.;)]|$)", r", or \1"),
+    # an interval's level asked for as statsmodels' alpha: the command line takes the level
+    (r"\bpass alpha=\S+ \(or (level=[^\s)]+)\)", r"pass \1"),
 )
 #: The library's way past its work cap (``max_work=None``) in the command line's words.
 MAX_WORK_WORDS = ", or pass max_work=None to run it anyway"
@@ -198,6 +200,7 @@ _WORD_SETTING_PARAMS = {
     "schedule": ("schedule",),
     "n_steps": ("steps",),
     "lr": ("lr",),
+    "level": ("level",),
 }
 #: What comes before a setting's name: not part of a longer name (``kl_schedule``,
 #: ``model.n_iter``, ``--n-iter``), nor a quoted name (a file's field ``'reg_covar'``).
