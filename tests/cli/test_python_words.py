@@ -82,3 +82,34 @@ def test_a_level_below_one_half_is_answered_with_the_level_option_not_alpha(file
     ) in text, text
     assert "alpha=" not in text and "level=" not in text, text
     assert "Python API" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("args", "advice"),
+    [
+        (["fit", "gmm", "nan.csv", "-k", "2"], "or pass --missing marginalize"),
+        (["fit", "fa", "nan.csv", "-k", "1"], "or pass --missing marginalize"),
+        # no --missing here (fit arhmm was told to pass it all the same)
+        (["fit", "arhmm", "nan.csv", "-k", "2"], "or fit them with --missing marginalize, "),
+        (["fit", "flow", "nan.csv"], "or fit them with --missing marginalize, "),
+        (["fit", "vae", "--dataset", "nan.csv"], "or fit them with --missing marginalize, "),
+    ],
+)
+def test_a_nan_is_answered_with_the_missing_option_not_the_python_argument(files, args, advice):
+    """The loader's advice for a NaN names the estimators that take missing='marginalize':
+    a command that has --missing says it, the others name the commands that have it."""
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    X[3, 1] = np.nan
+    np.savetxt("nan.csv", X, delimiter=",", header="a,b", comments="")
+    text = _said([*args, "--quiet"], code=2)
+    assert (
+        "error: nan.csv contains NaN at row 3, column 1 ('b'): every value must be finite; "
+        f"drop or impute those rows, {advice}"
+    ) in text, text
+    if advice.startswith("or fit them"):
+        assert text.endswith(
+            "which latentfit fit gmm, fit hmm, fit hsmm, fit fa and fit ppca take"
+        ), text
+    else:
+        assert text.endswith(advice), text
+    assert not _PYTHON_ONLY.search(text) and "GaussianMixture" not in text, text

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from latentfit.cli.words import (  # noqa: F401  (the commands import them from here)
     MAX_CLI_DEPTH,
     MAX_WORK_WORDS,
+    MISSING_ADVICE,
     RAISE_MAX_WORK,
     _current_context,
     cli_words,
@@ -485,13 +486,16 @@ def load_data(
     dataset: str | None = None,
     delimiter: str | None = None,
     allow_nan: bool = False,
-    hint: str = "",
+    nan_advice: str | None = None,
     header: bool | None = None,
 ):
     """Read DATA (a file) or ``--dataset`` (a bundled set; exactly one of the two) into a
     float64 tensor, keeping ``columns`` (names or positions), with the ``--delimiter`` and
-    ``--header`` given (None: sniffed); loader errors become CLI errors, with ``hint`` added
-    to a message about NaN."""
+    ``--header`` given (None: sniffed); loader errors become CLI errors in the command's
+    words (:func:`cli_words`), ``nan_advice`` (where given) in place of the loader's advice
+    for a NaN."""
+    import re
+
     import latentfit.datasets as datasets
 
     data_source(path, dataset)
@@ -503,7 +507,10 @@ def load_data(
             path, columns=cols, allow_nan=allow_nan, delimiter=delimiter, header=header
         )
     except (ValueError, FileNotFoundError, ImportError) as err:
-        fail(str(err) + (hint if "nan" in str(err).lower() else ""))
+        text = str(err)
+        if nan_advice is not None:
+            text = re.sub(MISSING_ADVICE, nan_advice, text)
+        fail(cli_words(text))
 
 
 def stream_path(path: Path | None, stream_above: float) -> bool:

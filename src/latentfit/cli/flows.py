@@ -82,7 +82,7 @@ def load_split(
     try:
         return load_vae_data(data, seed=seed, delimiter=delimiter, model=model, header=header)
     except (ValueError, FileNotFoundError, ImportError) as err:
-        fail(str(err))
+        fail(cli_words(str(err)))
 
 
 def levels_of(name: str, levels: int | None, on: bool, switch: str) -> int:

@@ -53,7 +53,6 @@ def read_data(
         delimiter=delimiter,
         header=header,
         allow_nan=allow_nan,
-        hint=" (pass --missing marginalize)",
     )
 
 

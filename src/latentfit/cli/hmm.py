@@ -288,9 +288,7 @@ def fit_hmm(
         try:
             res = fit_hmm_distributed(model, data, cols, seq, timeout, delimiter, header)
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
-            text = cli_words(str(err), data_name(data), "-k")  # as the fit in one process
-            hint = " (pass --missing marginalize)" if missing != "marginalize" else ""
-            fail(text + (hint if "nan" in text.lower() and hint not in text else ""))
+            fail(cli_words(str(err), data_name(data), "-k"))  # as the fit in one process
         if res.rank != 0:
             return
         n_rows, d = res.n_samples, res.n_features

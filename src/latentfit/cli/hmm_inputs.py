@@ -31,7 +31,6 @@ def read_series(
         delimiter=delimiter,
         header=header,
         allow_nan=missing == "marginalize",
-        hint=" (pass --missing marginalize)",
     ).numpy()
     if emission == "categorical":
         if X.shape[1] != 1:

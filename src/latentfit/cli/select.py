@@ -507,8 +507,7 @@ def select_hmm(
         delimiter=delimiter,
         header=header,
         allow_nan=model == "ssm",
-        hint=" (select hmm takes missing values with --model ssm only; for the other models, "
-        "drop or impute those rows)",
+        nan_advice="select with --model ssm, which takes them",
     )
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])

@@ -72,7 +72,7 @@ def _data(
             dataset, seed=seed, idx_folder=idx, split=split, delimiter=delimiter, header=header
         )
     except (ValueError, FileNotFoundError, ImportError) as err:
-        fail(str(err))
+        fail(cli_words(str(err)))
 
 
 def _load(model_path: Path, device: str | None = None):

@@ -64,6 +64,39 @@ _PYTHON_ADVICE = (
     # an interval's level asked for as statsmodels' alpha: the command line takes the level
     (r"\bpass alpha=\S+ \(or (level=[^\s)]+)\)", r"pass \1"),
 )
+#: The command that fits each of the library's models that a message may recommend.
+_MODEL_COMMANDS = {
+    "GaussianMixture": "fit gmm",
+    "GaussianHMM": "fit hmm",
+    "GaussianHSMM": "fit hsmm",
+    "FactorAnalysis": "fit fa",
+    "PPCA": "fit ppca",
+}
+#: The loader's advice for a NaN: a model that takes ``missing='marginalize'``, named by class.
+MISSING_ADVICE = r"use a model with a missing= argument \(([^)]*)\) and pass missing='marginalize'"
+
+
+def _missing_words(text: str, params: dict | None) -> str:
+    """The loader's advice for a NaN in the words of the command whose parameters are
+    ``params``: its ``--missing marginalize`` where it has the option, else the commands that
+    have it (nothing changed outside a command)."""
+    import re
+
+    match = re.search(MISSING_ADVICE, text)
+    if match is None or params is None:
+        return text
+    if "missing" in params:
+        said = f"pass {params['missing'].opts[0]} marginalize"
+    else:
+        names = [_MODEL_COMMANDS.get(name, name) for name in match.group(1).split(", ")]
+        *rest, last = names
+        said = (
+            f"fit them with --missing marginalize, which latentfit {', '.join(rest)} and "
+            f"{last} take"
+        )
+    return text[: match.start()] + said + text[match.end() :]
+
+
 #: The library's way past its work cap (``max_work=None``) in the command line's words.
 MAX_WORK_WORDS = ", or pass max_work=None to run it anyway"
 RAISE_MAX_WORK = ", or raise the limit with --max-work (such as --max-work 1e16; inf: none)"
@@ -97,6 +130,7 @@ def cli_words(
         for field, name in names.items():  # a backslash in a file name is no group reference
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
         text = re.sub(pattern, replacement, text)
+    text = _missing_words(text, _command_params())
     for pattern, replacement in _PYTHON_ADVICE:
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
