@@ -113,3 +113,29 @@ def test_a_nan_is_answered_with_the_missing_option_not_the_python_argument(files
     else:
         assert text.endswith(advice), text
     assert not _PYTHON_ONLY.search(text) and "GaussianMixture" not in text, text
+
+
+def test_the_data_readers_name_the_options_without_their_keyword_arguments(files):
+    """The readers' messages name both the option and the keyword argument ("--columns
+    (columns= in Python)", "delimiter=',' (--delimiter on the command line)"): on the command
+    line only the option is said."""
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    np.save("x.npy", X)
+    text = _said(["fit", "gmm", "x.npy", "-k", "1", "--delimiter", ",", "--quiet"], code=2)
+    assert "no header line: --delimiter ',' applies to delimited text files" in text, text
+    text = _said(["fit", "gmm", "x.npy", "-k", "1", "--header", "--quiet"], code=2)
+    assert "no header line: --header applies to delimited text files" in text, text
+    with open("semi.csv", "w") as f:
+        f.write("a;b\n1;x\n3;4\n5;6\n")
+    text = _said(["fit", "gmm", "semi.csv", "-k", "1", "--delimiter", ",", "--quiet"], code=2)
+    assert text.endswith(
+        "encode it as a number or leave the column out with --columns; it holds ';': is the "
+        "delimiter right (--delimiter)?"
+    ), text
+    with open("pd.csv", "w") as f:  # the column numbers pandas writes for unnamed columns
+        f.write("0,1\n" + "".join(f"{u},{v}\n" for u, v in X))
+    text = _said(["fit", "gmm", "pd.csv", "-k", "1", "--quiet"])
+    assert (
+        "if they name the columns, pass --header; --no-header keeps it as data without this warning"
+    ) in text, text
+    assert not _PYTHON_ONLY.search(text), text

@@ -61,6 +61,12 @@ _PYTHON_ADVICE = (
     (r", float64(?=, or )", ""),  # "scaling the data, float64, or removing ..."
     # "fewer components, scaling the data, or dtype='float64'." -> "..., or scaling the data."
     (r", ([^,]+), or (?:use )?(?:dtype=)?'?float64'?(?=[.;)]|$)", r", or \1"),
+    # the data readers speak both ways: the option, then the keyword argument
+    (r" \(\w+=\S* in Python\)", ""),  # "--columns (columns= in Python)"
+    (r"(--[\w-]+) \(\w+=\w*\)", r"\1"),  # "--no-header (header=False)"
+    (r"\((--[\w-]+), \w+=\)", r"(\1)"),  # "(--delimiter, delimiter=)"
+    (r"\b\w+=True \((--[\w-]+) on the command line\)", r"\1"),
+    (r"\b\w+=('[^']*'|\S+) \((--[\w-]+) on the command line\)", r"\2 \1"),
     # an interval's level asked for as statsmodels' alpha: the command line takes the level
     (r"\bpass alpha=\S+ \(or (level=[^\s)]+)\)", r"pass \1"),
 )
