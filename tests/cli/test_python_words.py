@@ -15,8 +15,11 @@ from latentfit.cli import app
 
 runner = CliRunner()
 
-#: What only Python can name: keyword syntax, scikit-learn's scaler, a dtype argument.
-_PYTHON_ONLY = re.compile(r"(?<![\w-])[a-z_]+=(?!\d)|StandardScaler|float64\b")
+#: What only Python can name: keyword syntax (but the NAME=VALUE of --fixed and --init),
+#: scikit-learn's scaler, a dtype argument.
+_PYTHON_ONLY = re.compile(
+    r"(?<![\w-])(?<!--fixed )(?<!--init )[a-z_]+=(?!\d)|StandardScaler|float64\b|torch\."
+)
 
 
 def _said(args, code: int = 0) -> str:
@@ -139,3 +142,27 @@ def test_the_data_readers_name_the_options_without_their_keyword_arguments(files
         "if they name the columns, pass --header; --no-header keeps it as data without this warning"
     ) in text, text
     assert not _PYTHON_ONLY.search(text), text
+
+
+def test_fit_dist_names_its_fixed_option_and_the_data_file(files):
+    """fit_mle's refusals name its arguments fixed= and data; fit dist sets the first by
+    --fixed and reads the second from DATA."""
+    rng = np.random.default_rng(0)
+    np.savetxt("n.csv", rng.poisson(3, (20, 1)), header="n", comments="", fmt="%d")
+    text = _said(["fit", "dist", "n.csv", "--family", "binomial"], code=2)
+    assert text == (
+        "error: Binomial needs --fixed total_count=NUMBER (a known count is not estimated)"
+    ), text
+    X = np.c_[rng.normal(size=20), np.full(20, 7.0)]
+    np.savetxt("const.csv", X, delimiter=",", header="a,b", comments="")
+    text = _said(["fit", "dist", "const.csv", "--family", "mvn"], code=2)
+    assert text.startswith("error: column 1 of const.csv is constant (7): its variance is 0"), text
+    np.savetxt("dep.csv", np.c_[X[:, 0], 2 * X[:, 0]], delimiter=",", header="a,b", comments="")
+    text = _said(["fit", "dist", "dep.csv", "--family", "mvn"], code=2)
+    assert text.startswith("error: the columns of dep.csv are linearly dependent"), text
+    tiny = np.c_[X[:, 0], 1e-160 * rng.normal(size=20)]  # a column whose squares underflow
+    np.savetxt("tiny.csv", tiny, delimiter=",", header="a,b", comments="")
+    text = _said(["fit", "dist", "tiny.csv", "--family", "mvn"], code=2)
+    assert "column 1 of tiny.csv spans only" in text, text
+    assert "underflow float64 arithmetic" in text, text
+    assert not re.search(r"\bdata\b(?! \()", text.replace("rescale the data", "")), text

@@ -40,6 +40,9 @@ _DATA_WORDS = (
     (r"\bdata\[(\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))", r"\2 (row \1 of {data})"),
     (r"\bdata\[(\d+)\]", r"row \1 of {data}"),
     (r"\bevery row of data\b", r"every row of {data}"),
+    # fit_mle's multivariate normal on the columns of data (fit dist --family mvn)
+    (r"\b(column \d+|the columns|covariance) of data\b", r"\1 of {data}"),
+    (r"(?<![\w.])data(?= has \d+ row)", r"{data}"),
 )
 #: The same for ``n_components``, where the command's option ``-k`` set it (after the above).
 _COMPONENT_WORDS = (
@@ -67,6 +70,7 @@ _PYTHON_ADVICE = (
     (r"\((--[\w-]+), \w+=\)", r"(\1)"),  # "(--delimiter, delimiter=)"
     (r"\b\w+=True \((--[\w-]+) on the command line\)", r"\1"),
     (r"\b\w+=('[^']*'|\S+) \((--[\w-]+) on the command line\)", r"\2 \1"),
+    (r"\btorch\.(b?float\d+)\b", r"\1"),  # a dtype by the name the remedies use
     # an interval's level asked for as statsmodels' alpha: the command line takes the level
     (r"\bpass alpha=\S+ \(or (level=[^\s)]+)\)", r"pass \1"),
 )
@@ -136,7 +140,17 @@ def cli_words(
         for field, name in names.items():  # a backslash in a file name is no group reference
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
         text = re.sub(pattern, replacement, text)
-    text = _missing_words(text, _command_params())
+    params = _command_params()
+    text = _missing_words(text, params)
+    if params is not None and "fixed" in params:  # fit_mle's fixed={'total_count': ...}
+        option = params["fixed"].opts[0]
+        text = re.sub(
+            r"\bfixed=\{([^}]*)\}",
+            lambda m: " ".join(
+                f"{option} {name}=NUMBER" for name in re.findall(r"'(\w+)': \.\.\.", m[1])
+            ),
+            text,
+        )
     for pattern, replacement in _PYTHON_ADVICE:
         text = re.sub(pattern, replacement, text)
     text = re.sub(r"max_depth=(\d+)", r"--max-depth \1", text)
