@@ -70,7 +70,12 @@ _PYTHON_ADVICE = (
     (r"\((--[\w-]+), \w+=\)", r"(\1)"),  # "(--delimiter, delimiter=)"
     (r"\b\w+=True \((--[\w-]+) on the command line\)", r"\1"),
     (r"\b\w+=('[^']*'|\S+) \((--[\w-]+) on the command line\)", r"\2 \1"),
-    (r"\btorch\.(b?float\d+)\b", r"\1"),  # a dtype by the name the remedies use
+    (r"\btorch\.(b?float\d+)\b", r"\1"),
+    # the HMMs' start from means set by hand, which only Python can set
+    (
+        r", (a smaller \S+), or set \w+ by hand and leave '\w+' out of init_params",
+        r" or \1",
+    ),  # a dtype by the name the remedies use
     # an interval's level asked for as statsmodels' alpha: the command line takes the level
     (r"\bpass alpha=\S+ \(or (level=[^\s)]+)\)", r"pass \1"),
 )
@@ -296,8 +301,14 @@ def setting_words(text: str, params: dict | None) -> str:
         return " ".join(_option_value(param(m.group(1)), m.group(2)) for m in said)
 
     text = re.sub(r"(?<![\w.])[A-Z]\w*\(((?:\w+=[^,()]+)(?:, \w+=[^,()]+)*)\)", options, text)
-    if "init" in params:  # "init must be 'pca' or 'random'": the subject of the refusal
-        text = re.sub(r"^init must be\b", f"{params['init'].opts[0]} must be", text)
+    # "init must be 'pca' or 'random'", "ridge must be a finite number": the subject of the
+    # refusal, a setting the command sets by an option
+    subject = re.match(r"(\w+) must\b", text)
+    if subject is not None:
+        name = subject.group(1)
+        option = param(name) if name in settings else params.get("init") if name == "init" else None
+        if option is not None:
+            text = option.opts[0] + text[subject.end(1) :]
     python_only = []
     for name in settings:
         said = (
