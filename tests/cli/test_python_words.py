@@ -181,3 +181,24 @@ def test_a_refused_setting_is_its_option_and_a_start_by_hand_is_left_out(files):
     args = ["fit", "arhmm", "tied.csv", "-k", "2", "--ridge", "1e300", "--states", "s.csv"]
     text = _said([*args, "--quiet"], code=2)
     assert text.startswith("error: --ridge must be "), text
+
+
+def test_a_model_recommended_by_its_class_is_the_command_that_fits_it(files):
+    """The library recommends models by class (PPCA, FactorAnalysis) and its select_model;
+    on the command line they are the commands fit ppca, fit fa and select."""
+    rng = np.random.default_rng(0)
+    np.savetxt("square.csv", rng.normal(size=(3, 3)), delimiter=",")
+    text = _said(["fit", "gmm", "square.csv", "-k", "1", "--quiet"])
+    assert text.endswith(
+        "Use --covariance diag or spherical, fewer columns, or a model of n < d (latentfit fit "
+        "ppca, fit fa)."
+    ), text
+    X = np.c_[rng.normal(size=40), np.full(40, 7.0) + 1e-9 * rng.normal(size=40)]
+    np.savetxt("flat.csv", X, delimiter=",")
+    text = _said(["fit", "ppca", "flat.csv", "-k", "1", "--quiet"])
+    assert text.endswith(
+        "or use latentfit fit fa, which gives each column its own noise variance"
+    ), text
+    text = _said(["fit", "gmm", "tied.csv", "-k", "2", "--quiet"])
+    assert "(mclust reports such models as NA; latentfit select does too)" in text, text
+    assert not re.search(r"FactorAnalysis|PPCA,|select_model", text), text

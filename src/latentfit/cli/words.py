@@ -91,6 +91,21 @@ _MODEL_COMMANDS = {
 MISSING_ADVICE = r"use a model with a missing= argument \(([^)]*)\) and pass missing='marginalize'"
 
 
+def _model_words(text: str) -> str:
+    """A model recommended by its class (``use FactorAnalysis``, ``(PPCA, FactorAnalysis)``)
+    or the library's function ``select_model`` as the command that fits it."""
+    import re
+
+    classes = "|".join(_MODEL_COMMANDS)
+    text = re.sub(rf"\buse ({classes})\b", lambda m: f"use latentfit {_MODEL_COMMANDS[m[1]]}", text)
+    text = re.sub(
+        rf"\(((?:{classes})(?:, (?:{classes}))+)\)",
+        lambda m: "(latentfit " + ", ".join(_MODEL_COMMANDS[c] for c in m[1].split(", ")) + ")",
+        text,
+    )
+    return re.sub(r"\bselect_model\b(?!\()", "latentfit select", text)
+
+
 def _missing_words(text: str, params: dict | None) -> str:
     """The loader's advice for a NaN in the words of the command whose parameters are
     ``params``: its ``--missing marginalize`` where it has the option, else the commands that
@@ -146,7 +161,7 @@ def cli_words(
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
         text = re.sub(pattern, replacement, text)
     params = _command_params()
-    text = _missing_words(text, params)
+    text = _model_words(_missing_words(text, params))
     if params is not None and "fixed" in params:  # fit_mle's fixed={'total_count': ...}
         option = params["fixed"].opts[0]
         text = re.sub(
