@@ -202,3 +202,21 @@ def test_a_model_recommended_by_its_class_is_the_command_that_fits_it(files):
     text = _said(["fit", "gmm", "tied.csv", "-k", "2", "--quiet"])
     assert "(mclust reports such models as NA; latentfit select does too)" in text, text
     assert not re.search(r"FactorAnalysis|PPCA,|select_model", text), text
+
+
+@pytest.mark.parametrize(
+    ("device", "refusal"),
+    [
+        ("", "is not a torch device; use 'cpu', 'cuda', 'cuda:0', 'mps', ..."),
+        ("tpu", "is not a torch device; use 'cpu', 'cuda', 'cuda:0', 'mps', ..."),
+        ("cuda:7", "was requested but no CUDA device is available; use 'cpu'"),
+    ],
+)
+def test_a_device_refused_is_said_as_the_value_of_device_not_a_keyword(files, device, refusal):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: the refusal is of another kind")
+    text = _said(["fit", "gmm", "tied.csv", "-k", "1", "--device", device, "--quiet"], code=2)
+    assert text.startswith(f"error: --device: '{device}' {refusal}"), text
+    assert "device=" not in text, text

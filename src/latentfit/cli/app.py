@@ -317,7 +317,7 @@ def check_device(device: str, option: str = "--device") -> None:
     try:
         resolve_device(device)
     except ParameterError as err:
-        fail(f"{option}: {err}")
+        fail(f"{option}: {cli_words(str(err))}")
 
 
 #: What DATA may be, for the help of every command that reads a table.

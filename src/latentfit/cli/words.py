@@ -71,6 +71,7 @@ _PYTHON_ADVICE = (
     (r"\b\w+=True \((--[\w-]+) on the command line\)", r"\1"),
     (r"\b\w+=('[^']*'|\S+) \((--[\w-]+) on the command line\)", r"\2 \1"),
     (r"\btorch\.(b?float\d+)\b", r"\1"),
+    (r"^device=('[^']*')", r"\1"),  # the refusal of the value --device gave
     # the HMMs' start from means set by hand, which only Python can set
     (
         r", (a smaller \S+), or set \w+ by hand and leave '\w+' out of init_params",
