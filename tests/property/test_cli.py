@@ -80,6 +80,14 @@ USAGE_ERROR = re.compile(r"─ Error ─")
 # at the start of a line as a terminal shows it: after a newline, or after the carriage return
 # with which a closed progress bar hands its line back
 ERROR_LINE = re.compile(r"(?:^|\r)error: \S", re.M)
+# what a command line user cannot type, in an error or a warning: a keyword argument (the
+# NAME=VALUE of --fixed and --init, a value quoted back and a spoilt model file's field are
+# the user's own), a scikit-learn class, a torch dtype
+MESSAGE = re.compile(r"(?:^|\r)(?:error|warning): .*", re.M)
+PYTHON_WORDS = re.compile(
+    r"(?<![\w'\-])(?<!--fixed )(?<!--init )(?<!spec: )[a-z][a-z_]+=(?![=\d])"
+    r"|StandardScaler|torch\.float"
+)
 
 
 def _digest(path: Path) -> str:
@@ -604,6 +612,9 @@ def _check(run: Run, result, before: dict[Path, str], cwd_before: set[Path]) -> 
         assert result.exit_code == 2 and documented, (
             f"exit code {result.exit_code}; a failure exits 2 with an 'error:' line{where}"
         )
+    for message in MESSAGE.findall(out):
+        said = PYTHON_WORDS.search(message)
+        assert said is None, f"named {said[0]!r}, which the command line cannot set{where}"
     after = _files(run.folder)
     for path, digest in before.items():
         if path in run.outputs and run.force and path not in run.inputs:
