@@ -220,3 +220,11 @@ def test_a_device_refused_is_said_as_the_value_of_device_not_a_keyword(files, de
     text = _said(["fit", "gmm", "tied.csv", "-k", "1", "--device", device, "--quiet"], code=2)
     assert text.startswith(f"error: --device: '{device}' {refusal}"), text
     assert "device=" not in text, text
+
+
+@pytest.mark.parametrize("command", ["gmm", "bgmm", "fa", "ppca"])
+def test_one_row_is_counted_in_rows_not_as_n_samples(files, command):
+    np.savetxt("one.csv", [[1.0, 2.0]], delimiter=",", header="a,b", comments="")
+    text = _said(["fit", command, "one.csv", "-k", "1", "--quiet"], code=2)
+    assert "needs at least 2 samples (rows of one.csv), got 1: one row gives no " in text, text
+    assert "n_samples" not in text, text

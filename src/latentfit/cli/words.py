@@ -36,6 +36,7 @@ _DATA_WORDS = (
     (r"\b(of|in|but|from|needs|reads|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
     (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
     (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
+    (r"\(rows of ([^)]*)\), got n_samples=(\d+)", r"(rows of \1), got \2"),
     # fit_mle's and fit_map's rows of one column (fit dist): data[i] is the file's row i
     (r"\bdata\[(\d+)\] = ([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan))", r"\2 (row \1 of {data})"),
     (r"\bdata\[(\d+)\]", r"row \1 of {data}"),
