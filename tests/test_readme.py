@@ -236,6 +236,8 @@ def test_every_block_is_run_or_marked():
                 f"README.md:{line}: `{command}` is neither a latentfit command nor marked "
                 '`<!-- not run "PREFIX": REASON -->` above its block'
             )
+    for block in PYTHON:  # a block that is not run still parses
+        compile(block.code, f"README.md:{block.line}", "exec")
     for section in SECTIONS:
         if any(b.skip is None for b in PYTHON if b.section == section):
             assert section in GIVEN or section == "A short tour of the API", section
