@@ -49,7 +49,15 @@ from latentfit.errors import (
 from latentfit.io import Stored, check_fields, check_stored_tensors
 from latentfit.io import save as _save
 
-__all__ = ["RUN_RECORD", "CriteriaMixin", "EMEstimator", "EMFit", "MixtureMixin", "run_record"]
+__all__ = [
+    "RUN_RECORD",
+    "CriteriaMixin",
+    "EMEstimator",
+    "EMFit",
+    "MixtureMixin",
+    "mean_score",
+    "run_record",
+]
 
 
 class EMFit(NamedTuple):
@@ -412,6 +420,17 @@ def check_scored(
         )
 
 
+def mean_score(log_likelihoods, sample_weight=None) -> float:
+    """The mean of the log-likelihoods (n,) of the samples, weighted by ``sample_weight`` (n,)
+    when given: Σ w_n ℓ_n / Σ w_n, what ``score`` returns."""
+    ll = torch.as_tensor(log_likelihoods)
+    if sample_weight is None:
+        return float(ll.mean())
+    w = check_sample_weight(sample_weight, len(ll), dtype=ll.dtype, device=ll.device)
+    # a row of weight 0 counts for nothing, even one of log-likelihood -inf (0 · -inf: NaN)
+    return float(torch.where(w > 0, w * ll, 0.0).sum() / w.sum())
+
+
 class CriteriaMixin:
     """BIC and AIC (Schwarz 1978; Akaike 1974) from ``_total_log_likelihood`` (default: the
     mean log-likelihood ``score`` times the number of rows) and ``_n_parameters()``; extra
@@ -506,12 +525,7 @@ class MixtureMixin(EMEstimator):
 
     def score(self, X, y=None, sample_weight=None):
         """Mean log-likelihood per sample (weighted by ``sample_weight`` when given)."""
-        ll = torch.from_numpy(self.score_samples(X))
-        if sample_weight is None:
-            return float(ll.mean())
-        w = check_sample_weight(sample_weight, len(ll), dtype=ll.dtype, device="cpu")
-        # a row of weight 0 counts for nothing, even one of log-likelihood -inf (0 · -inf: NaN)
-        return float(torch.where(w > 0, w * ll, 0.0).sum() / w.sum())
+        return mean_score(self.score_samples(X), sample_weight)
 
     def predict(self, X):
         """The most probable component of each sample: (n,) int."""

@@ -43,7 +43,7 @@ from latentfit._validation import (
     check_tol,
     make_generator,
 )
-from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
+from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored, mean_score
 from latentfit.em.driver import accumulate_stats
 from latentfit.em.edited import fitted_params, is_edited
 from latentfit.em.factor_math import (
@@ -511,9 +511,10 @@ class _LinearGaussian(
         check_scored(loglik, X, type(self).__name__)
         return loglik.cpu().numpy()
 
-    def score(self, X, y=None):
-        """Mean log-likelihood per sample."""
-        return float(np.mean(self.score_samples(X)))
+    def score(self, X, y=None, sample_weight=None):
+        """Mean log-likelihood per sample (weighted by ``sample_weight`` when given, as in
+        ``fit``)."""
+        return mean_score(self.score_samples(X), sample_weight)
 
     def get_covariance(self):
         """The model covariance W Wᵀ + Ψ: (d, d)."""

@@ -372,10 +372,6 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         """log Σ_k exp E_q[log π_k N(x | μ_k, Λ_k)] per sample (n,), as scikit-learn."""
         return super().score_samples(X)
 
-    def score(self, X, y=None):
-        """Mean of :meth:`score_samples`."""
-        return float(self.score_samples(X).mean())
-
     def sample(self, n_samples=1):
         """Draw from the mixture at the posterior-mean weights, means and covariances:
         returns (X (n, d), labels (n,))."""
