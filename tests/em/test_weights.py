@@ -20,6 +20,7 @@ partition (up to labels) with and without weights; fits run a fixed number of it
 (``tol=0``), so their lower-bound histories must agree, not only their optima.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -118,6 +119,21 @@ def test_integer_weights_fit_as_repeated_rows(name):
     np.testing.assert_allclose(a.score(X, sample_weight=w), b.score(np.repeat(X, w, 0)), rtol=1e-10)
 
 
+@pytest.mark.parametrize("name", CRITERIA)
+def test_weighted_bic_and_aic_count_the_rows_repeated(name):
+    # A weighted BIC's n is Σ w (frequency weights), its log-likelihood Σ w_n log p(x_n):
+    # before, n was the number of rows and the log-likelihood the weighted mean times it.
+    make, X = _data(name)
+    w = _int_weights(len(X))
+    model = make().fit(X, sample_weight=w)
+    R = np.repeat(X, w, 0)
+    assert model.bic(X, sample_weight=w) == pytest.approx(model.bic(R), rel=1e-10)
+    assert model.aic(X, sample_weight=w) == pytest.approx(model.aic(R), rel=1e-10)
+    p = model._n_parameters()
+    log_l = float(np.sum(w * model.score_samples(X)))
+    assert model.bic(X, sample_weight=w) == pytest.approx(-2 * log_l + p * math.log(w.sum()))
+
+
 # ---------------------------------------------------------------------- (b) zero weights
 @pytest.mark.parametrize("name", MODELS)
 def test_zero_weight_is_the_row_removed(name):
@@ -128,6 +144,8 @@ def test_zero_weight_is_the_row_removed(name):
     b = make().fit(X[keep], sample_weight=w[keep])
     _same_fit(a, b, X)
     assert a.score(X, sample_weight=w) == pytest.approx(b.score(X[keep], sample_weight=w[keep]))
+    if name in CRITERIA:
+        assert a.bic(X, sample_weight=w) == pytest.approx(b.bic(X[keep], sample_weight=w[keep]))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -164,6 +182,10 @@ def test_scaled_weights_leave_the_fit_unchanged(name, c):
     b = make().fit(X, sample_weight=c * w)
     _same_fit(a, b, X, rtol=1e-7)
     assert b.score(X, sample_weight=c * w) == pytest.approx(a.score(X, sample_weight=w))
+    # the total log-likelihood scales by c (AIC = −2 log L + 2p)
+    p = a._n_parameters()
+    log_l = (2 * p - a.aic(X, sample_weight=w)) / 2
+    assert (2 * p - b.aic(X, sample_weight=c * w)) / 2 == pytest.approx(c * log_l, rel=1e-7)
 
 
 def test_bgmm_scaled_weights_tend_to_the_maximum_likelihood_fit():
@@ -238,6 +260,9 @@ def test_bad_weights_are_refused_in_latentfit_words(name, what):
     fitted = make(max_iter=2).fit(X)
     with pytest.raises(DataError, match=says):
         fitted.score(X, sample_weight=w)
+    if name in CRITERIA:
+        with pytest.raises(DataError, match=says):
+            fitted.bic(X, sample_weight=w)
     if name in ONLINE:
         with pytest.raises(DataError, match=says):
             make().partial_fit(X, sample_weight=w)

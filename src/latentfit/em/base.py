@@ -434,7 +434,11 @@ def mean_score(log_likelihoods, sample_weight=None) -> float:
 class CriteriaMixin:
     """BIC and AIC (Schwarz 1978; Akaike 1974) from ``_total_log_likelihood`` (default: the
     mean log-likelihood ``score`` times the number of rows) and ``_n_parameters()``; extra
-    arguments (an HMM's ``lengths``) go to the log-likelihood."""
+    arguments (an HMM's ``lengths``) go to the log-likelihood.
+
+    ``sample_weight`` (by keyword, for the models whose ``score`` takes it) are frequency
+    weights, as in ``fit``: log L = Σ w_n log p(x_n) and BIC's n = Σ w_n, so integer weights
+    give the criteria of the rows repeated (and weights scaled by c scale log L by c)."""
 
     def _n_parameters(self) -> int:
         raise NotImplementedError
@@ -443,13 +447,22 @@ class CriteriaMixin:
     def _n_rows(X) -> int:
         return X.shape[0] if hasattr(X, "shape") else len(X)
 
+    def _n_observations(self, X, sample_weight=None) -> float:
+        """BIC's n: the rows of X, or the sum of their weights (frequency weights)."""
+        n = self._n_rows(X)
+        if sample_weight is None:
+            return n
+        return float(check_sample_weight(sample_weight, n, dtype=torch.float64, device="cpu").sum())
+
     def _total_log_likelihood(self, X, *args, **kwargs) -> float:
-        return self.score(X, *args, **kwargs) * self._n_rows(X)
+        n = self._n_observations(X, kwargs.get("sample_weight"))
+        return self.score(X, *args, **kwargs) * n
 
     def bic(self, X, *args, **kwargs):
         """Bayesian information criterion: −2 log L + p log n (lower is better)."""
         log_l = self._total_log_likelihood(X, *args, **kwargs)
-        return -2 * log_l + self._n_parameters() * math.log(self._n_rows(X))
+        n = self._n_observations(X, kwargs.get("sample_weight"))
+        return -2 * log_l + self._n_parameters() * math.log(n)
 
     def aic(self, X, *args, **kwargs):
         """Akaike information criterion: −2 log L + 2p (lower is better)."""
