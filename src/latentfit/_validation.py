@@ -554,9 +554,26 @@ def check_sample_weight(sample_weight, n_samples: int, *, dtype, device) -> torc
     if len(neg):
         i = int(neg[0])
         raise DataError(f"sample_weight must be non-negative; sample {i} has weight {w[i].item()}")
-    if float(w.sum()) <= 0:
+    total = float(w.double().sum())
+    if total <= 0:
         raise DataError("sample_weight sums to zero: at least one sample needs a positive weight")
+    if not total <= torch.finfo(w.dtype).max:
+        # Σ w is what an M-step, and a weighted score, divides by
+        raise DataError(weight_overflow_message(total, w.dtype))
     return w
+
+
+def weight_overflow_message(total: float, dtype: torch.dtype, where: str = "") -> str:
+    """The words about sample weights summing to ``total`` past ``dtype``'s largest number
+    (``where``: the row by which they do, for weights read in blocks)."""
+    big = torch.finfo(dtype).max
+    label = str(dtype).removeprefix("torch.")
+    return (
+        f"sample_weight sums to {total:.3g}{where}, which overflows {label} (largest number "
+        f"{big:.3g}): the weights overflow {label}. Rescale sample_weight (e.g. divide it by "
+        "its maximum; the fitted parameters depend only on the ratios of the weights)"
+        + (", or use float64." if dtype != torch.float64 else ".")
+    )
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

@@ -246,6 +246,7 @@ BAD = {
     "inf": (lambda n: np.where(np.arange(n) == 3, np.inf, 1.0), r"entry 3"),
     "all zero": (lambda n: np.zeros(n), r"sums to zero"),
     "wrong length": (lambda n: np.ones(n - 1), r"shape \(60,\)"),
+    "huge sum": (lambda n: np.full(n, 1e307), r"overflows float64.*Rescale sample_weight"),
 }
 
 

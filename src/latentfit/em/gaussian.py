@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from latentfit._validation import weight_overflow_message
 from latentfit.errors import (
     BatchRowError,
     DataError,
@@ -73,7 +74,7 @@ def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "
     big = torch.finfo(dt).max
     total = float(w.double().sum()) if w is not None else float(X.shape[0])
     if w is not None and not total <= big:
-        raise DataError(_weight_overflow_message(total, dt))
+        raise DataError(weight_overflow_message(total, dt))
     if X.numel() == 0:
         return
     finite = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
@@ -84,19 +85,6 @@ def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "
         col = finite[:, j]
         i = int((col - col.mean()).abs().argmax())  # the value farthest out
         raise BatchRowError(i, _overflow_message(j, worst, float(col[i]), dt, name))
-
-
-def _weight_overflow_message(total: float, dtype: torch.dtype, where: str = "") -> str:
-    """check_overflow's words about sample weights summing to ``total`` (``where``: the row
-    by which they do, for weights read in blocks), past ``dtype``'s largest number."""
-    big = torch.finfo(dtype).max
-    label = str(dtype).removeprefix("torch.")
-    return (
-        f"sample_weight sums to {total:.3g}{where}, which overflows {label} (largest number "
-        f"{big:.3g}): the weights overflow {label}. Rescale sample_weight (e.g. divide it by "
-        "its maximum; the fitted parameters depend only on the ratios of the weights)"
-        + (", or use float64." if dtype != torch.float64 else ".")
-    )
 
 
 def _overflow_message(j: int, worst: float, value: float, dtype: torch.dtype, name: str) -> str:
@@ -146,7 +134,7 @@ class PassOverflowCheck:
             running = mass + w.double().cumsum(0)  # (n,) Σ w of the pass up to each row
             i = int((running > big).nonzero()[0])
             where = " by row {row}"  # a BatchRowError's row, of the whole data
-            raise BatchRowError(i, _weight_overflow_message(float(running[i]), X.dtype, where))
+            raise BatchRowError(i, weight_overflow_message(float(running[i]), X.dtype, where))
         if X.numel() == 0:
             return
         x = torch.nan_to_num(X.double(), nan=0.0)  # NaN is missing data, judged elsewhere
@@ -217,7 +205,7 @@ class PassOverflowCheck:
             if int(t[5 * d + 1]):
                 whole._add(lo, lo_row, hi, hi_row, total)
         if not whole.mass <= torch.finfo(dtype).max:
-            raise DataError(_weight_overflow_message(whole.mass, dtype, " over the processes"))
+            raise DataError(weight_overflow_message(whole.mass, dtype, " over the processes"))
         said = whole._overflow(dtype)
         if said is not None:
             raise BatchRowError(*said)
