@@ -13,7 +13,8 @@ from scipy.stats import multivariate_normal
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from latentfit import GaussianMixture
+from latentfit import GaussianMixture, MixtureModel, PoissonMixture
+from latentfit.em.driver import NonFiniteLowerBoundError
 from latentfit.em.gaussian import moment_stats
 from latentfit.em.online import OnlineEMState, StepSize, online_em_step, translate_moment_stats
 from latentfit.em.sources.chunks import ArraySource
@@ -281,3 +282,22 @@ def test_partial_fit_keeps_the_digits_of_a_mean_far_from_the_data_centre(ct):
     near = int(np.argmin(m.means_[:, 0]))
     np.testing.assert_allclose(m.means_[near], X[:59].mean(0), rtol=1e-9)
     np.testing.assert_array_equal(m.means_[1 - near], X[59])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        MixtureModel("gamma", 2, random_state=0),
+        PoissonMixture(2, random_state=0),
+    ],
+    ids=["gamma", "poisson"],
+)
+def test_a_first_batch_whose_start_overflows_is_refused_in_latentfit_words(model):
+    # Σ w = 6e307 fits float64, but Σ w x (x up to ~9) does not: the start's M-step gives NaN.
+    # Before, torch.distributions refused the NaN parameters with its own ValueError (gamma)
+    # or the NaN was reported as a bad value of the parameter rates_ (poisson).
+    X = np.abs(np.random.default_rng(0).normal(4.0, 2.0, size=(60, 2))).round() + 1
+    with pytest.raises(NonFiniteLowerBoundError, match=r"start of partial_fit .* non-finite"):
+        model.partial_fit(X, sample_weight=np.full(len(X), 1e306))
+    assert not hasattr(model, "_params")  # left unfitted
+    model.partial_fit(X, sample_weight=np.full(len(X), 1.0))  # and fits from a sane batch

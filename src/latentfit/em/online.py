@@ -35,7 +35,7 @@ from latentfit._validation import (
     is_finite_above,
     make_generator,
 )
-from latentfit.em.driver import _REMEDY, NonFiniteLowerBoundError, Params, Stats
+from latentfit.em.driver import _REMEDY, NonFiniteLowerBoundError, Params, Stats, _non_finite
 from latentfit.em.sources.chunks import is_source
 from latentfit.em.sources.tensors import TensorChunks
 from latentfit.errors import BatchRowError, DataError, ParameterError
@@ -217,7 +217,9 @@ class OnlineEMMixin:
             gen = make_generator(self.random_state, X.device)
             init = self._online_init_data(X, w)  # may learn data-dependent settings first
             hooks = self._online_hooks()
-            self._set_params_tensors(hooks.initialize(init, gen))
+            start = hooks.initialize(init, gen)
+            _check_finite_start(start, type(self).__name__, getattr(hooks, "remedy", _REMEDY))
+            self._set_params_tensors(start)
         else:
             hooks = self._online_hooks()
         state = getattr(self, "_online_state", None)
@@ -256,6 +258,19 @@ class OnlineEMMixin:
         """Warn (VarianceFloorWarning) where a variance floor of the model's swamps the
         variance of a column of the rows X (n, d) it continues on, as ``fit`` judges its data
         (:func:`~latentfit.em.gaussian.check_variance_floor`); models without one: nothing."""
+
+
+def _check_finite_start(params: Params, name: str, remedy: str) -> None:
+    """Refuse a first batch whose starting parameters are not finite (weights or values so
+    large that its statistics overflow), as the driver refuses such a start of ``fit``:
+    NonFiniteLowerBoundError naming the parameters, before any density is built from them."""
+    bad = _non_finite(params)
+    if bad:
+        raise NonFiniteLowerBoundError(
+            f"{name}: the start of partial_fit from its first batch has non-finite "
+            f"{', '.join(bad)} (too few or too extreme rows, or too large sample weights, "
+            "for the dtype's arithmetic); the model is left unfitted. " + remedy
+        )
 
 
 def _check_finite_update(state: OnlineEMState, name: str, remedy: str) -> None:
