@@ -323,6 +323,9 @@ class _LinearGaussian(
         self.n_features_in_ = source.n_features
 
         def init_data(sample):  # the noise floor comes from the rows the fit starts from
+            _check_weighted_rows(
+                self, sample.weights, "the rows a data source gives to initialise from"
+            )  # as fit(X, sample_weight)
             self._min_noise = _noise_floor(sample.X, sample.weights)
             return sample
 

@@ -384,6 +384,9 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
                 self._check_floor(X, None)
 
         def init_data(sample):
+            check_weighted_rows(
+                sample.weights, k, "the rows a data source gives to initialise from"
+            )  # as fit(X, sample_weight)
             self._prepare_component_data(sample.X)
             prepared[0] = True
             return LabelledChunks(sample.X, sample.weights, None, sample.chunk_rows)

@@ -258,6 +258,9 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         judged = [False]
 
         def init_data(sample):
+            check_weighted_rows(
+                sample.weights, self.n_components, "the rows a data source gives to initialise from"
+            )  # as fit(X, w)
             if not judged[0]:
                 judged[0] = True
                 self._check_floor(sample.X, sample.weights)
