@@ -174,7 +174,7 @@ def test_a_missing_value_in_a_zero_weight_row_is_the_row_removed(name):
 
 # ---------------------------------------------------------------------- (c) scaled weights
 @pytest.mark.parametrize("name", SCALED)
-@pytest.mark.parametrize("c", [1e-3, 7.0, 1e6])
+@pytest.mark.parametrize("c", [1e-300, 1e-12, 1e-3, 7.0, 1e6])
 def test_scaled_weights_leave_the_fit_unchanged(name, c):
     make, X = _data(name)
     w = _float_weights(len(X))

@@ -34,6 +34,7 @@ __all__ = [
     "PassOverflowCheck",
     "check_overflow",
     "check_variance_floor",
+    "component_mass",
     "covariances_from_precisions",
     "feature_stats",
     "gaussian_estep_stats",
@@ -726,6 +727,15 @@ def moment_stats(
     return feature_stats(G, w, resp.T, covariance_type, Xc.shape[1])
 
 
+def component_mass(S0: torch.Tensor) -> torch.Tensor:
+    """Σ r of every component (k,) guarded against empty components, as scikit-learn's
+    ``nk = Σ r + 10·eps``, in units of the data's total weight when that is below one row:
+    sample weights scaled by c must leave the fit unchanged, and an absolute 10·eps moved
+    the means of weights summing to 1e-8 by 1e-5 (to 1e-300: by orders of magnitude)."""
+    unit = S0.sum().clamp(max=1.0)  # 1 for any fit of unit weights: scikit-learn's guard
+    return S0 + 10 * torch.finfo(S0.dtype).eps * unit
+
+
 def gaussian_mstep(
     stats: dict[str, torch.Tensor], shift: torch.Tensor, reg_covar: float, covariance_type: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -738,7 +748,7 @@ def gaussian_mstep(
     """
     S0, S1, S2 = stats["S0"], stats["S1"], stats["S2"]
     eps = torch.finfo(S0.dtype).eps
-    nk = S0 + 10 * eps  # (k,)
+    nk = component_mass(S0)  # (k,)
     weights = nk / nk.sum()
     delta = S1 / nk.unsqueeze(1)  # (k, d): mean − shift
     means = shift + delta

@@ -33,6 +33,7 @@ from latentfit._validation import (
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
 from latentfit.em.edited import checked_edits, fitted_params, is_edited, refuse_edits, warm
+from latentfit.em.gaussian import component_mass
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
 from latentfit.em.mixture.priors import DirichletPrior
 from latentfit.em.online import OnlineEMMixin
@@ -437,7 +438,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
             centres = self._stats_centres(None, data.X, whole)
             every = self._stats_mstep(data.X, whole, whole.sum(0), centres)
             params = self._keep_components(params, every, empty)
-        params["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
+        params["weights"] = self._weight_prior().map_probs(component_mass(S0))
         return params
 
     def _set_params_tensors(self, params: dict) -> None:
@@ -630,7 +631,7 @@ class _MixtureHooks:
         if bool(empty.any()):
             # An unused component keeps its parameters; its weight goes to zero.
             new = self.model._keep_components(new, params, empty)
-        new["weights"] = self.prior.map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
+        new["weights"] = self.prior.map_probs(component_mass(S0))
         return new
 
     def lower_bound(self, params, stats):

@@ -38,6 +38,7 @@ from latentfit.em.gaussian import (
     DegenerateComponentError,
     check_overflow,
     check_variance_floor,
+    component_mass,
     degenerate_components,
     far_components,
     weighted_mean,
@@ -434,7 +435,7 @@ class MixtureModel(BaseMixture):
             except (ValueError, RuntimeError) as err:  # a family cannot fit that cluster
                 refusal = err
                 continue
-            cand["weights"] = self._weight_prior().map_probs(S0 + 10 * torch.finfo(S0.dtype).eps)
+            cand["weights"] = self._weight_prior().map_probs(component_mass(S0))
             lse = torch.logsumexp(self._log_joint(data.X, cand), 1)  # (n,) -inf: impossible
             kept = data.weights > 0  # a row of weight 0 adds nothing, not 0 · -inf
             ll = float(lse[kept] @ data.weights[kept])
