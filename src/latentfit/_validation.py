@@ -560,6 +560,17 @@ def check_sample_weight(sample_weight, n_samples: int, *, dtype, device) -> torc
     if not total <= torch.finfo(w.dtype).max:
         # Σ w is what an M-step, and a weighted score, divides by
         raise DataError(weight_overflow_message(total, w.dtype))
+    top = float(w.max())
+    if top < torch.finfo(w.dtype).tiny:
+        # subnormal numbers keep fewer digits the smaller they are, and their products with
+        # responsibilities underflow to 0: a fit of such weights is not the fit of w / max(w)
+        label = str(w.dtype).removeprefix("torch.")
+        raise DataError(
+            f"sample_weight's largest value, {top:.3g}, is below {label}'s smallest normal "
+            f"number ({torch.finfo(w.dtype).tiny:.3g}), where the weights lose their digits. "
+            "Rescale sample_weight (e.g. divide it by its maximum; the fitted parameters "
+            "depend only on the ratios of the weights)."
+        )
     return w
 
 

@@ -264,6 +264,7 @@ BAD = {
     "all zero": (lambda n: np.zeros(n), r"sums to zero"),
     "wrong length": (lambda n: np.ones(n - 1), r"shape \(60,\)"),
     "huge sum": (lambda n: np.full(n, 1e307), r"overflows float64.*Rescale sample_weight"),
+    "subnormal": (lambda n: np.full(n, 1e-310), r"smallest normal.*Rescale sample_weight"),
 }
 
 
