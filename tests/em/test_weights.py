@@ -289,3 +289,18 @@ def test_bad_weights_are_refused_in_latentfit_words(name, what):
         warnings.simplefilter("ignore")
         with pytest.raises(DataError):
             make().fit(ArraySource(X, sample_weight=w))
+
+
+@pytest.mark.parametrize("name", ["gmm-full", "bgmm", "fa", "ppca"])
+def test_weights_that_overflow_the_moments_are_named_as_the_cause(name):
+    # Σ w = 6e307 fits float64, Σ w (x − c)² does not; the same rows of weight 1 are fine, so
+    # the weights must be what the message tells to rescale (before: "rescale X (e.g. divide
+    # it by 1e1 ...)", data whose span is 14).
+    make, X = _data(name)
+    w = np.full(len(X), 1e306)
+    with pytest.raises(DataError, match=r"Σ w = 6e\+307.*rescale sample_weight") as err:
+        make().fit(X, sample_weight=w)
+    assert "rescale X" not in str(err.value)
+    if name != "bgmm":
+        with pytest.raises(DataError, match=r"rescale sample_weight"):
+            make().fit(ArraySource(X, sample_weight=w, chunk_rows=7))

@@ -85,14 +85,28 @@ def check_overflow(X: torch.Tensor, w: torch.Tensor | None = None, name: str = "
     if not worst * worst * max(total, 1.0) <= big:
         col = finite[:, j]
         i = int((col - col.mean()).abs().argmax())  # the value farthest out
-        raise BatchRowError(i, _overflow_message(j, worst, float(col[i]), dt, name))
+        said = _overflow_message(j, worst, float(col[i]), dt, name, total, X.shape[0])
+        raise BatchRowError(i, said)
 
 
-def _overflow_message(j: int, worst: float, value: float, dtype: torch.dtype, name: str) -> str:
+def _overflow_message(
+    j: int, worst: float, value: float, dtype: torch.dtype, name: str, mass: float, rows: int
+) -> str:
     """check_overflow's words about column ``j`` of span ``worst``, whose value farthest out,
-    ``value``, is in row ``{row}`` (a BatchRowError's message)."""
+    ``value``, is in row ``{row}`` (a BatchRowError's message), over ``rows`` rows of total
+    weight ``mass``: the weights are named as the cause where the same rows of weight 1
+    would not overflow."""
     big = torch.finfo(dtype).max
     label = str(dtype).removeprefix("torch.")
+    if mass > rows and worst * worst * max(rows, 1) <= big:
+        return (
+            f"column {j} of {name} spans {worst:.3g} (row {{row}} holds {value:.3g}): its "
+            f"squared deviations, summed over the rows with their sample weights (Σ w = "
+            f"{mass:.3g}), overflow {label}, whose largest number is {big:.3g}. The weights "
+            "overflow: rescale sample_weight (e.g. divide it by its maximum; the fitted "
+            "parameters depend only on the ratios of the weights)"
+            + (", or use float64." if dtype != torch.float64 else ".")
+        )
     exponent = math.floor(math.log10(worst if math.isfinite(worst) else big))
     return (
         f"column {j} of {name} spans {worst:.3g} (row {{row}} holds {value:.3g}): its squared "
@@ -178,7 +192,8 @@ class PassOverflowCheck:
         mean = float(self.sum[j]) / self.rows
         up = float(self.hi[j]) - mean >= mean - float(self.lo[j])
         value, row = (self.hi[j], self.hi_row[j]) if up else (self.lo[j], self.lo_row[j])
-        return int(row), _overflow_message(j, worst, float(value), dtype, self.name)
+        said = _overflow_message(j, worst, float(value), dtype, self.name, self.mass, self.rows)
+        return int(row), said
 
     def totals(self, offset: int, d: int) -> torch.Tensor:
         """This pass's extremes, their rows (``offset`` + row of the pass), column sums, Σ w
