@@ -132,6 +132,8 @@ def test_weighted_bic_and_aic_count_the_rows_repeated(name):
     p = model._n_parameters()
     log_l = float(np.sum(w * model.score_samples(X)))
     assert model.bic(X, sample_weight=w) == pytest.approx(-2 * log_l + p * math.log(w.sum()))
+    # the weights by position, as score(X, y, sample_weight) takes them: counted rows before
+    assert model.bic(X, None, w) == pytest.approx(model.bic(R), rel=1e-10)
 
 
 # ---------------------------------------------------------------------- (b) zero weights

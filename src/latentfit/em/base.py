@@ -14,6 +14,7 @@ estimators, with the same messages everywhere.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any, ClassVar, NamedTuple
@@ -454,14 +455,23 @@ class CriteriaMixin:
             return n
         return float(check_sample_weight(sample_weight, n, dtype=torch.float64, device="cpu").sum())
 
+    def _weights_given(self, X, args, kwargs):
+        """The ``sample_weight`` among the arguments of ``score``, by keyword or by position
+        (``bic(X, None, w)``): one passed by position counted rows, not weights."""
+        try:
+            bound = inspect.signature(self.score).bind(X, *args, **kwargs)
+        except TypeError:  # score refuses these arguments itself, in its own words
+            return kwargs.get("sample_weight")
+        return bound.arguments.get("sample_weight")
+
     def _total_log_likelihood(self, X, *args, **kwargs) -> float:
-        n = self._n_observations(X, kwargs.get("sample_weight"))
+        n = self._n_observations(X, self._weights_given(X, args, kwargs))
         return self.score(X, *args, **kwargs) * n
 
     def bic(self, X, *args, **kwargs):
         """Bayesian information criterion: −2 log L + p log n (lower is better)."""
         log_l = self._total_log_likelihood(X, *args, **kwargs)
-        n = self._n_observations(X, kwargs.get("sample_weight"))
+        n = self._n_observations(X, self._weights_given(X, args, kwargs))
         return -2 * log_l + self._n_parameters() * math.log(n)
 
     def aic(self, X, *args, **kwargs):
