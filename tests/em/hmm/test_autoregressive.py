@@ -222,6 +222,18 @@ def test_sample_from_history_is_scored_by_the_model():
         m.sample(3, history=np.zeros((1, 2)))
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_history_with_a_missing_or_infinite_value_is_refused_naming_it(value):
+    """A NaN in a history of the right shape was said as a wrong shape: "history must be 2
+    finite row(s) of 2 values ..., got shape (2, 2)"."""
+    m = _random_model(2, 2, 2, seed=9)
+    hist = np.array([[5.0, -5.0], [4.0, -4.0]])
+    hist[1, 0] = value
+    with pytest.raises(ParameterError, match=r"history\[1, 0\] is (nan|-?inf): the 2 row") as err:
+        m.sample(3, history=hist)
+    assert "shape" not in str(err.value)
+
+
 def test_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(10)
     X = np.cumsum(rng.standard_normal((120, 2)), 0)

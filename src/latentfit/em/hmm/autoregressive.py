@@ -714,10 +714,19 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                 hist = np.asarray(history, dtype=np.float64)
             except (TypeError, ValueError):
                 raise ParameterError(f"history must be an array of shape ({p}, {d})") from None
-            if hist.shape != (p, d) or not np.isfinite(hist).all():
+            if hist.shape != (p, d):
                 raise ParameterError(
                     f"history must be {p} finite row(s) of {d} values (the observations before "
                     f"the first drawn step, oldest first), got shape {hist.shape}"
+                )
+            bad = np.argwhere(~np.isfinite(hist))
+            if len(bad):
+                i, j = (int(v) for v in bad[0])
+                raise ParameterError(
+                    f"history[{i}, {j}] is {hist[i, j]}: the {p} row(s) before the first drawn "
+                    "step must be observed, finite values (the regression starts from them; "
+                    "no value is marginalised here); give observed rows, or leave history "
+                    "out to start from zeros"
                 )
         check_state_index(currstate, k)
         rs = self.random_state if random_state is None else random_state
