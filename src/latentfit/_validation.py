@@ -47,6 +47,7 @@ __all__ = [
     "check_missing",
     "check_module_memory",
     "check_n_samples",
+    "check_no_nan_labels",
     "check_non_negative",
     "check_positive",
     "check_positive_int",
@@ -728,6 +729,20 @@ def check_tol(value, name: str = "tol", *, allow_negative: bool = False) -> None
             else ("a finite number >= 0")
         )
         raise ParameterError(f"{name} must be {what}, got {value!r}; e.g. {name}=1e-3")
+
+
+def check_no_nan_labels(arr: np.ndarray, name: str, what: str) -> None:
+    """Refuse a NaN among known labels ``arr`` (n,) (``what``: "component" or "state"),
+    naming its entry: an unknown label is -1 (a column of labels read with NaN where none is
+    known casts to a stray integer with ``astype(int)``)."""
+    if arr.dtype.kind != "f":
+        return
+    nan = np.flatnonzero(np.isnan(arr))
+    if len(nan):
+        raise DataError(
+            f"{name}[{int(nan[0])}] is NaN: mark a sample whose {what} is unknown with -1, "
+            f"e.g. np.where(np.isnan({name}), -1, {name}).astype(int)"
+        )
 
 
 def check_missing(missing) -> None:

@@ -188,6 +188,26 @@ def test_partial_labels_fix_the_labelled_responsibilities():
         BernoulliMixture(2).fit(X, y=np.r_[[-1, -1, -1, 5], np.full(len(z) - 4, -1)])
 
 
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.nan, r"\[3\] is NaN: mark a sample whose component is unknown with -1"),
+        (0.5, r"\[3\] = 0.5 is not a component index"),
+        (np.inf, r"\[3\] = inf is not a component index"),
+    ],
+)
+def test_a_label_that_is_no_component_index_is_named_by_its_entry(labels, match):
+    """Float labels with a NaN (unknown) or a fraction were refused without saying where, and
+    GaussianMixture's ``labels`` were called ``y``."""
+    X, z, _ = _binary()
+    y = np.full(len(z), -1.0)
+    y[3] = labels
+    with pytest.raises(DataError, match=r"^y" + match):
+        BernoulliMixture(2).fit(X, y=y)
+    with pytest.raises(DataError, match=r"^labels" + match):
+        latentfit.GaussianMixture(2).fit(X, labels=y)
+
+
 # ------------------------------------------------------------ MAP
 def test_beta_prior_map_step_is_a_stationary_point_of_the_log_posterior():
     X, _, _ = _binary(200)

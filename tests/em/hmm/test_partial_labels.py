@@ -415,6 +415,12 @@ def test_every_model_fits_with_labels_and_em_does_not_lower_the_labelled_likelih
         (np.full(9, 3), r"y\[0\] = 3 is not a state"),
         (np.r_[-1, -2, np.zeros(7, int)], r"y\[1\] = -2 is not a state"),
         (np.zeros(9), r"integer state indices"),
+        # NaN where the state is unknown (a label column read from a table): -1 is advised,
+        # not astype(int), which makes the NaN a stray integer
+        (
+            np.r_[0.0, 1.0, np.nan, np.zeros(6)],
+            r"y\[2\] is NaN: mark a sample whose state is unknown with -1",
+        ),
         (np.zeros((9, 1), int), r"1-D array"),
     ],
 )

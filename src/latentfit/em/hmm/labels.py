@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from latentfit._validation import check_no_nan_labels
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.errors import BatchRowError, DataError
 
@@ -34,6 +35,7 @@ def check_labels(y, n_samples: int, n_components: int, device) -> torch.Tensor |
             f"y has {arr.shape[0]} entries but X has {n_samples} rows: give one state per row "
             "(-1 where it is unknown)"
         )
+    check_no_nan_labels(arr, "y", "state")
     if arr.dtype.kind not in "iu":
         raise DataError(
             f"y must hold integer state indices (-1 where unknown), got dtype {arr.dtype}; "

@@ -28,6 +28,7 @@ from latentfit._validation import (
     check_choice,
     check_em_counts,
     check_n_samples,
+    check_no_nan_labels,
     check_sample_weight,
     check_tol,
 )
@@ -84,29 +85,36 @@ def _braced(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def check_labels(y, n: int, k: int, device) -> torch.Tensor | None:
-    """Semi-supervised labels (n,) with -1 for unknown; None when every label is unknown."""
+def check_labels(y, n: int, k: int, device, name: str = "y") -> torch.Tensor | None:
+    """Semi-supervised labels (n,) with -1 for unknown; None when every label is unknown.
+    ``name``: the argument's name in a message (GaussianMixture's is ``labels``)."""
     if y is None:
         return None
     arr = np.asarray(y)
     if arr.shape != (n,):
-        raise DataError(f"y must have shape ({n},) to match X, got {arr.shape}")
+        raise DataError(f"{name} must have shape ({n},) to match X, got {arr.shape}")
     if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise DataError("y must hold integer component indices, with -1 for unlabelled")
+        check_no_nan_labels(arr, name, "component")
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"{name}[{i}] = {arr[i]} is not a component index: {name} must hold integer "
+                "component indices, with -1 for unlabelled"
+            )
     elif arr.dtype.kind not in "iub":
-        raise DataError("y must hold integer component indices, with -1 for unlabelled")
+        raise DataError(f"{name} must hold integer component indices, with -1 for unlabelled")
     t = torch.as_tensor(arr.astype(np.int64), device=device)
     bad = ((t < -1) | (t >= k)).nonzero()
     if len(bad):
         i = int(bad[0])
         raise DataError(
-            f"y[{i}] = {int(t[i])} is not a component index in 0..{k - 1} nor -1 (unlabelled)"
+            f"{name}[{i}] = {int(t[i])} is not a component index in 0..{k - 1} nor -1 (unlabelled)"
         )
     return t if bool((t >= 0).any()) else None
 
 
-def fit_arrays(model, X, sample_weight, labels, k: int):
+def fit_arrays(model, X, sample_weight, labels, k: int, name: str = "y"):
     """The in-memory data of a mixture's fit, checked: X (n, d) (``model._validate_X``), at
     least ``k`` samples, the sample weights (n,) and the component labels (n,) (None when all
     are unknown); sets ``model.n_features_in_``. Returns (X, weights, labels)."""
@@ -115,7 +123,7 @@ def fit_arrays(model, X, sample_weight, labels, k: int):
     check_n_samples(n, k)
     w = check_sample_weight(sample_weight, n, dtype=X.dtype, device=X.device)
     check_weighted_rows(w, k)
-    labels = check_labels(labels, n, k, X.device)
+    labels = check_labels(labels, n, k, X.device, name)
     model.n_features_in_ = d
     return X, w, labels
 

@@ -215,7 +215,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         kept = {
             n: self.__dict__[n] for n in ("n_features_in_", "feature_names_in_") if n in vars(self)
         }
-        X, w, y = fit_arrays(self, X, sample_weight, labels, self.n_components)
+        X, w, y = fit_arrays(self, X, sample_weight, labels, self.n_components, "labels")
         try:
             self._check_warm_start(X.shape[1])
         except LatentfitError:
