@@ -467,3 +467,21 @@ def test_a_fit_of_data_far_from_the_origin_is_that_of_the_data_near_it(dtype, c,
             setattr(back, name, getattr(far, name).astype(np.float64))
         back.observation_offset_ = far.observation_offset_.astype(np.float64) - shift
         assert far.score(Y_far) == pytest.approx(back.score(Y_near.astype(np.float64)), rel=rel)
+
+
+def test_a_sequence_with_nothing_observed_scores_zero_and_filters_to_the_prior():
+    """Scoring X with every entry NaN raised "X (3 x 3) is NaN everywhere", though the same
+    rows score 0 as one sequence among others, and the Gaussian models score such rows 0."""
+    m = model_from(random_params(seed=18, k=2, d=3))
+    Y, _ = m.sample(20, random_state=19)
+    empty = np.full((3, 3), np.nan)
+    assert m.score(empty) == 0.0
+    np.testing.assert_array_equal(m.score_samples(empty), 0.0)
+    assert m.score(np.vstack([Y, empty]), [20, 3]) == pytest.approx(m.score(Y), rel=1e-12)
+    means, covs = m.filter(empty)  # nothing observed: the prior, carried forward
+    A, Q = m.transition_matrix_, m.transition_covariance_
+    mean, cov = m.initial_state_mean_, m.initial_state_covariance_
+    for t in range(3):
+        np.testing.assert_allclose(means[t], mean, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(covs[t], cov, rtol=1e-12, atol=1e-14)
+        mean, cov = A @ mean, A @ cov @ A.T + Q

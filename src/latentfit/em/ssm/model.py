@@ -325,7 +325,7 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
         top = Y.abs().max()  # NaN if any entry is missing: then a second look, without them
         if not bool(torch.isfinite(top)):
             empty = torch.isnan(Y).all(0)  # (d,) columns with no observed value
-            if bool(empty.all()):
+            if fitting and bool(empty.all()):
                 raise DataError(
                     f"X ({Y.shape[0]} x {Y.shape[1]}) is NaN everywhere: there is no observed value"
                 )
