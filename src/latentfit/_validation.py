@@ -258,14 +258,31 @@ def check_exact_integers(t: torch.Tensor, name: str, columns=None, row_offset: i
         )
 
 
+class FileColumns(list):
+    """The names of columns picked from a file (None where the file names none), with each
+    one's ``positions`` among the file's columns: a message about column j of the array read
+    names the file's column, not j among those picked."""
+
+    def __init__(self, names, positions):
+        super().__init__(names)
+        self.positions = list(positions)
+
+
+def _column_words(j: int, columns=None) -> str:
+    """``column j ('name')``: ``columns`` names the array's columns (a DataFrame's, a file's
+    header); a :class:`FileColumns` also gives each one's position in its file."""
+    positions = getattr(columns, "positions", None)
+    number = positions[j] if positions is not None and j < len(positions) else j
+    name = columns[j] if columns is not None and j < len(columns) else None
+    return f"column {number}" + (f" ({name!r})" if name is not None else "")
+
+
 def _describe_position(index: tuple[int, ...], columns=None) -> str:
     if len(index) == 0:
         return "its only value"
     if len(index) == 1:
         return f"entry {index[0]}"
-    row, col = index[0], index[1]
-    colname = f" ({columns[col]!r})" if columns is not None and col < len(columns) else ""
-    return f"row {row}, column {col}{colname}"
+    return f"row {index[0]}, {_column_words(index[1], columns)}"
 
 
 def _pandas_na_as_nan(arr: np.ndarray) -> np.ndarray:
@@ -379,10 +396,9 @@ def _check_underflow(src, dtype, name: str, columns, float64_option) -> None:
     lost = ((big > 0) & (big < tiny)).nonzero()
     if len(lost):
         j = int(lost[0])
-        colname = f" ({columns[j]!r})" if columns is not None and j < len(columns) else ""
         label = str(dtype).removeprefix("torch.")
         raise DataError(
-            f"{name}'s column {j}{colname} holds values no larger than {float(big[j]):.3g}, "
+            f"{name}'s {_column_words(j, columns)} holds values no larger than {float(big[j]):.3g}, "
             f"below the smallest normal number of {label} ({tiny:.3g}), in which this model "
             "computes: they would be read as zeros or lose their digits. Rescale the column "
             "(e.g. standardise it)" + (f" or use {float64_option}" if float64_option else "")
@@ -419,11 +435,10 @@ def _warn_cast_rounding(src, dtype, name: str, columns, float64_option) -> None:
         return
     j = int(lost[0])
     i = int(torch.nan_to_num(x[:, j].abs(), nan=0.0).argmax())
-    colname = f" ({columns[j]!r})" if columns is not None and j < len(columns) else ""
     label = str(dtype).removeprefix("torch.")
     sd, u = float(var[j].sqrt()), float(step[j])
     warnings.warn(
-        f"{name}'s column {j}{colname} varies by {sd:.3g} (sd) about values up to "
+        f"{name}'s {_column_words(j, columns)} varies by {sd:.3g} (sd) about values up to "
         f"{float(top[j]):.3g} (row {i}), where {label} holds numbers only to the nearest "
         f"{u:.3g}: read as {label}, its rounding adds about {u / math.sqrt(12) / sd:.0%} of its "
         "spread, and the fit sees the rounding, not the data. Subtract the column's mean "

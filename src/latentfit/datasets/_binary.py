@@ -12,7 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from latentfit._validation import check_allocation, first_inexact_integer, inexact_integer_words
+from latentfit._validation import (
+    FileColumns,
+    check_allocation,
+    first_inexact_integer,
+    inexact_integer_words,
+)
 from latentfit.errors import (
     DataError,
     DataTypeError,
@@ -255,4 +260,4 @@ def _read_parquet(path: Path, columns) -> tuple[list[str], np.ndarray]:
     values = np.column_stack(cols) if cols else np.empty((n, 0))
     if len(parsed) != len(keep):
         values = values[:, [parsed.index(j) for j in keep]]
-    return [names[j] for j in keep], values
+    return FileColumns([names[j] for j in keep], keep), values

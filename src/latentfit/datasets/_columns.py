@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latentfit._validation import FileColumns
 from latentfit.errors import (
     DataError,
 )
@@ -88,4 +89,5 @@ def _select(header: list[str] | None, values: np.ndarray, columns, path: Path):
     if values.ndim != 2:
         raise DataError(f"{path} must be 2-D to select columns, got shape {values.shape}")
     idx = _resolve(header, values.shape[1], columns, path)
-    return (None if header is None else [header[i] for i in idx]), values[:, idx]
+    names = [None] * len(idx) if header is None else [header[i] for i in idx]
+    return FileColumns(names, idx), values[:, idx]

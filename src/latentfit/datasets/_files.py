@@ -27,6 +27,7 @@ import torch
 
 from latentfit._validation import (
     EXACT_INTEGER,
+    FileColumns,
     as_float_tensor,
     check_allocation,
     inexact_integer_words,
@@ -590,7 +591,7 @@ def _read_text(path: Path, columns, delimiter: str | None, header: bool | None =
         raise DataError(f"{path} has a header but no data rows")
     if len(parsed) != len(keep):
         values = values[:, [parsed.index(j) for j in keep]]
-    return [shown[j] for j in keep], values
+    return FileColumns([shown[j] for j in keep], keep), values
 
 
 def _past_exact(values: np.ndarray) -> list[int]:

@@ -1,0 +1,39 @@
+"""What the command line says about DATA and its options is true of the file and of the
+options it names: the file's column numbers, values each option accepts, the real limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentfit.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy", ".parquet"])
+def test_a_bad_value_is_named_by_the_files_column_not_among_those_picked(
+    tmp_path, monkeypatch, suffix
+):
+    monkeypatch.chdir(tmp_path)
+    X = np.array([[1.0, 2.0, 0.5], [3.0, 4.0, np.nan], [4.0, 5.0, 1.5], [6.0, 7.0, 2.5]])
+    path = tmp_path / f"nan{suffix}"
+    if suffix == ".csv":
+        np.savetxt(path, X, delimiter=",", header="a,b,c", comments="")
+        picked, said = "c", "column 2 ('c')"
+    elif suffix == ".npy":
+        np.save(path, X)
+        picked, said = "2", "column 2"
+    else:
+        pd = pytest.importorskip("pandas")
+        pytest.importorskip("pyarrow")
+        pd.DataFrame(X, columns=["a", "b", "c"]).to_parquet(path)
+        picked, said = "c", "column 2 ('c')"
+    res = _run("fit", "dist", path, "--column", picked, "--family", "normal")
+    assert res.exit_code == 2
+    assert f"row 1, {said}" in res.output, res.output
