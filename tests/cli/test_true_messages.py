@@ -37,3 +37,16 @@ def test_a_bad_value_is_named_by_the_files_column_not_among_those_picked(
     res = _run("fit", "dist", path, "--column", picked, "--family", "normal")
     assert res.exit_code == 2
     assert f"row 1, {said}" in res.output, res.output
+
+
+@pytest.mark.parametrize("picked", [["a", "c"], ["0", "2"]])
+def test_a_fits_message_about_a_column_names_the_files_column(tmp_path, monkeypatch, picked):
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    X[:, 2] = 5.0  # constant: the normal's covariance is singular
+    path = tmp_path / "c.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b,c", comments="")
+    args = [a for c in picked for a in ("--column", c)]
+    res = _run("fit", "dist", path, *args, "--family", "mvn")
+    assert res.exit_code == 2
+    assert f"column 2 ('c') of {path} is constant" in res.output, res.output

@@ -129,6 +129,40 @@ def _missing_words(text: str, params: dict | None) -> str:
     return text[: match.start()] + said + text[match.end() :]
 
 
+def _file_columns(text: str, data: str) -> str:
+    """``column j of DATA``, where j counts among the columns the command's ``--column`` or
+    ``--columns`` picked, as the file's column: its position there, and its name where the
+    file has a header (nothing changed when no columns were picked)."""
+    import re
+
+    ctx = _current_context()
+    picked = None if ctx is None else ctx.params.get("columns") or ctx.params.get("column")
+    if not picked:
+        return text
+    picked = picked.split(",") if isinstance(picked, str) else list(picked)
+    picked = [str(c).strip() for c in picked]
+    header = None
+    if ctx.params.get("data") is not None:
+        from latentfit.datasets import column_names
+
+        header = column_names(
+            ctx.params["data"], ctx.params.get("delimiter"), ctx.params.get("header")
+        )
+
+    def file_column(match) -> str:
+        j = int(match[1])
+        if j >= len(picked):
+            return match[0]
+        c = picked[j]
+        if header is not None and c in header:
+            return f"column {header.index(c)} ({c!r}) of {data}"
+        if c.isdigit() and header is not None and int(c) < len(header):
+            return f"column {c} ({header[int(c)]!r}) of {data}"
+        return f"column {c} of {data}" if c.isdigit() else f"column {c!r} of {data}"
+
+    return re.sub(rf"\bcolumn (\d+) of {re.escape(data)}(?!\w)", file_column, text)
+
+
 #: The library's way past its work cap (``max_work=None``) in the command line's words.
 MAX_WORK_WORDS = ", or pass max_work=None to run it anyway"
 RAISE_MAX_WORK = ", or raise the limit with --max-work (such as --max-work 1e16; inf: none)"
@@ -163,6 +197,8 @@ def cli_words(
             replacement = replacement.replace(field, name.replace("\\", "\\\\"))
         text = re.sub(pattern, replacement, text)
     params = _command_params()
+    if data is not None:
+        text = _file_columns(text, data)
     text = _model_words(_missing_words(text, params))
     if params is not None and "fixed" in params:  # fit_mle's fixed={'total_count': ...}
         option = params["fixed"].opts[0]
