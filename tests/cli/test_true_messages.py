@@ -50,3 +50,20 @@ def test_a_fits_message_about_a_column_names_the_files_column(tmp_path, monkeypa
     res = _run("fit", "dist", path, *args, "--family", "mvn")
     assert res.exit_code == 2
     assert f"column 2 ('c') of {path} is constant" in res.output, res.output
+
+
+@pytest.mark.parametrize("level", ["1e-09", "1e-17", "0.3"])
+def test_the_level_a_small_level_is_told_to_pass_is_one_level_accepts(tmp_path, monkeypatch, level):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "g.csv"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(50, 1)), header="x", comments="")
+    res = _run("fit", "dist", path, "--family", "normal", "--level", level)
+    assert res.exit_code == 0, res.output
+    suggested = re.search(r"pass --level (\S+)", res.output)[1]
+    # the level statsmodels' alpha means, as near as float64 holds below 1
+    assert float(suggested) == pytest.approx(1 - float(level), abs=2**-53)
+    res = _run("fit", "dist", path, "--family", "normal", "--level", suggested)
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.output

@@ -173,6 +173,17 @@ def check_level(level) -> float:
     return float(value)
 
 
+def _below_one(value: float) -> str:
+    """``value`` (a level, below 1 or rounded to it) in the fewest digits that still read as
+    a number below 1, as a level must be: 1 - 1e-09 is 0.999999999, not ``:g``'s 1."""
+    value = min(value, math.nextafter(1.0, 0.0))
+    for digits in range(6, 18):
+        text = f"{value:.{digits}g}"
+        if float(text) < 1:
+            return text
+    return repr(value)
+
+
 def interval_level(level, alpha) -> float:
     """The coverage of an interval asked for as ``level`` (latentfit's 0.95) or ``alpha``
     (statsmodels' ``conf_int(alpha=0.05)``), checked. A ``level`` below 0.5 is almost always
@@ -190,7 +201,7 @@ def interval_level(level, alpha) -> float:
         warnings.warn(
             f"level={level:g} asks for a {100 * level:g}% interval. statsmodels' conf_int takes "
             f"alpha, the level's complement: for its conf_int({level:g}) pass "
-            f"alpha={level:g} (or level={1 - level:g})",
+            f"alpha={level:g} (or level={_below_one(1 - level)})",
             UserWarning,
             stacklevel=3,
         )
