@@ -168,19 +168,16 @@ def test_fit_dist_names_its_fixed_option_and_the_data_file(files):
     assert not re.search(r"\bdata\b(?! \()", text.replace("rescale the data", "")), text
 
 
-def test_a_refused_setting_is_its_option_and_a_start_by_hand_is_left_out(files):
-    """A refusal whose subject is a setting the command sets by an option ("ridge must be")
-    names the option, as "init must be" did; the HMMs' k-means advice to set means_ by hand
-    and leave 'm' out of init_params, which only Python can follow, is left out."""
+def test_a_start_by_hand_is_left_out(files):
+    """The HMMs' k-means advice to set means_ by hand and leave 'm' out of init_params, which
+    only Python can follow, is left out. (A refusal whose subject is a setting, "... must
+    be", names the option: tests/cli/test_setting_words.py.)"""
     np.savetxt("one.csv", [[1.0, 2.0]], delimiter=",", header="a,b", comments="")
     text = _said(["fit", "hmm", "one.csv", "-k", "2", "--states", "s.csv", "--quiet"], code=2)
     assert text == (
         "error: one.csv has 1 rows, fewer than -k 2: k-means needs a row per state to start "
         "the means from; pass more rows or a smaller -k"
     ), text
-    args = ["fit", "arhmm", "tied.csv", "-k", "2", "--ridge", "1e300", "--states", "s.csv"]
-    text = _said([*args, "--quiet"], code=2)
-    assert text.startswith("error: --ridge must be "), text
 
 
 def test_a_model_recommended_by_its_class_is_the_command_that_fits_it(files):

@@ -67,3 +67,20 @@ def test_the_level_a_small_level_is_told_to_pass_is_one_level_accepts(tmp_path, 
     res = _run("fit", "dist", path, "--family", "normal", "--level", suggested)
     assert res.exit_code == 0, res.output
     assert "warning" not in res.output
+
+
+def test_fit_arhmm_takes_every_finite_ridge(tmp_path, monkeypatch):
+    """--ridge is refused as "must be a finite number >= 0": 1e300 is one, and the ridge M-step
+    ``W = C (G + ridge I)^-1`` holds for it, giving weights of about |C| / ridge."""
+    import latentfit
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.csv"
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
+    res = _run("fit", "arhmm", path, "-k", "2", "--ridge", "1e300", "--out", "a.st")
+    assert res.exit_code == 0, res.output
+    model = latentfit.load("a.st")
+    assert np.isfinite(model.lower_bound_)
+    # C sums at most 60 products of values below 5 in magnitude: |W| <= 60 * 25 / 1e300
+    assert np.abs(model.coefs_).max() <= 60 * 25 / 1e300

@@ -360,7 +360,11 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                 f"order must be a positive integer (the number of lags p), got {p!r}"
             )
         r = self.ridge
-        if isinstance(r, bool) or not isinstance(r, int | float | np.number) or not 0 <= r < 1e300:
+        if (
+            isinstance(r, bool)
+            or not isinstance(r, int | float | np.number)
+            or not 0 <= r < math.inf
+        ):
             raise ParameterError(f"ridge must be a finite number >= 0, got {r!r}")
 
     def _lengths(self, lengths, n: int) -> list[int]:
