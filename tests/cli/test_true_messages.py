@@ -84,3 +84,17 @@ def test_fit_arhmm_takes_every_finite_ridge(tmp_path, monkeypatch):
     assert np.isfinite(model.lower_bound_)
     # C sums at most 60 products of values below 5 in magnitude: |W| <= 60 * 25 / 1e300
     assert np.abs(model.coefs_).max() <= 60 * 25 / 1e300
+
+
+def test_online_em_too_few_rows_to_start_names_the_first_chunk_not_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "good.csv"
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
+    online = ["--online", "--burn-in", "0", "--mstep-every", "1", "--out", "o.st"]
+    res = _run("fit", "hmm", path, "-k", "3", "--chunk-rows", "2", *online)
+    assert res.exit_code == 2
+    assert f"{path} has 2 rows" not in res.output  # it has 40
+    assert "--chunk-rows 2 gives it 2 rows, fewer than -k 3" in res.output, res.output
+    res = _run("fit", "hmm", path, "-k", "3", "--chunk-rows", "3", *online, "--force")
+    assert res.exit_code == 0, res.output  # the advice given is enough

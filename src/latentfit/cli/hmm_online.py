@@ -3,11 +3,13 @@ their settings."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import typer
 
 from latentfit.cli.app import cli_words, fail
+from latentfit.errors import DataError
 
 #: Rows per ``partial_fit`` call of ``fit hmm --online`` when --chunk-rows is not given.
 DEFAULT_CHUNK_ROWS = 10_000
@@ -83,6 +85,15 @@ def check_some_mstep(n_rows: int, settings: dict) -> None:
     )
 
 
+def _first_chunk_words(rows: int, k: int, data: str) -> str:
+    """Why online EM cannot start from its first chunk, of ``rows`` rows, with ``k`` states."""
+    return (
+        f"online EM starts the states from the first chunk of {data}, and --chunk-rows {rows} "
+        f"gives it {rows} rows, fewer than n_components={k}: k-means needs a row per state; "
+        f"pass --chunk-rows {k} or more"
+    )
+
+
 def online_fit(
     model, X, seq, chunk_rows: int, settings: dict, data: str
 ) -> tuple[Callable[[], None], dict]:
@@ -107,6 +118,11 @@ def online_fit(
                 model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
             except BatchRowError as err:  # about a row of the chunk: name its row of DATA
                 raise err.shifted(a) from None
+            except ValueError as err:  # the first chunk's rows too few to start from
+                few = re.match(r"X has (\d+) rows, fewer than n_components=(\d+)", str(err))
+                if a == 0 and few is not None and b < X.shape[0]:
+                    raise DataError(_first_chunk_words(b, int(few[2]), data)) from None
+                raise
         run.update(
             chunk_rows=chunk_rows,
             **settings,
