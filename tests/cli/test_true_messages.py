@@ -98,3 +98,34 @@ def test_online_em_too_few_rows_to_start_names_the_first_chunk_not_the_file(tmp_
     assert "--chunk-rows 2 gives it 2 rows, fewer than -k 3" in res.output, res.output
     res = _run("fit", "hmm", path, "-k", "3", "--chunk-rows", "3", *online, "--force")
     assert res.exit_code == 0, res.output  # the advice given is enough
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["select", "bernoulli", "-k", "1-2"],
+        ["select", "poisson", "-k", "1-2"],
+        ["fit", "hmm", "-k", "2", "--emission", "poisson"],
+        ["fit", "hsmm", "-k", "2", "--emission", "poisson"],
+    ],
+)
+def test_a_nan_is_never_told_to_take_a_missing_that_the_model_refuses(
+    tmp_path, monkeypatch, command
+):
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).poisson(1, size=(40, 2)).astype(float)
+    X[3, 1] = np.nan
+    path = tmp_path / "cnt.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b", comments="")
+    res = _run(*command[:2], path, *command[2:])
+    assert res.exit_code == 2
+    assert "row 3, column 1 ('b')" in res.output
+    assert "pass --missing marginalize" not in res.output, res.output
+    # what the command did say to pass is taken (and refused) as it says
+    if command[0] == "select":
+        assert "use latentfit select gmm, select fa or select ppca with --missing" in res.output
+    else:
+        assert "--emission gaussian --missing marginalize" in res.output, res.output
+    res = _run(*command[:2], path, *command[2:], "--missing", "marginalize")
+    assert res.exit_code == 2
+    assert "--missing marginalize" in res.output  # refused: the advice was needed

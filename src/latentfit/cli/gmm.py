@@ -44,8 +44,10 @@ def read_data(
     dataset: str | None = None,
     delimiter: str | None = None,
     header: bool | None = None,
+    nan_advice: str | None = None,
 ):
-    """Read DATA or --dataset (NaN allowed when the model marginalises missing values)."""
+    """Read DATA or --dataset (NaN allowed when the model marginalises missing values;
+    ``nan_advice`` as :func:`~latentfit.cli.app.load_data` takes it)."""
     return load_data(
         path,
         columns,
@@ -53,6 +55,7 @@ def read_data(
         delimiter=delimiter,
         header=header,
         allow_nan=allow_nan,
+        nan_advice=nan_advice,
     )
 
 

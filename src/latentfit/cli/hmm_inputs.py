@@ -31,6 +31,11 @@ def read_series(
         delimiter=delimiter,
         header=header,
         allow_nan=missing == "marginalize",
+        # only Gaussian emissions take --missing marginalize (check_missing)
+        nan_advice=None
+        if emission == "gaussian"
+        else f"fit them with --emission gaussian --missing marginalize ({emission} emissions "
+        "take no missing values)",
     ).numpy()
     if emission == "categorical":
         if X.shape[1] != 1:

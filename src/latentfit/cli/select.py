@@ -39,6 +39,8 @@ from latentfit.cli.sequences import duration_option, max_duration_option, order_
 
 _CSV_HELP = "Print the table as CSV, one row per candidate (the same numbers as the text)."
 
+#: The families of ``select`` that take ``--missing marginalize``.
+MARGINALIZING = ("gmm", "fa", "ppca")
 _HELP = {
     "gmm": "Gaussian mixtures over K and covariance types.",
     "bernoulli": "Bernoulli mixtures (binary data) over K.",
@@ -290,7 +292,15 @@ def _run(
     check_outputs([(plot, "--plot")], [data], force=force)
     fmt = figure_format(plot)
     marginalize = missing == "marginalize"
-    X = read_data(data, columns, marginalize, dataset, delimiter, header)
+    advice = None
+    if family not in MARGINALIZING:  # --missing marginalize is refused below
+        advice = (
+            "use latentfit "
+            + ", ".join(f"select {f}" for f in MARGINALIZING[:-1])
+            + f" or select {MARGINALIZING[-1]} with --missing marginalize ({family} mixtures "
+            "take no missing values)"
+        )
+    X = read_data(data, columns, marginalize, dataset, delimiter, header, advice)
     sizes = parse_range(k, most=X.shape[0])
     kwargs = {"max_iter": max_iter}
     if family in ("fa", "ppca"):
@@ -301,7 +311,10 @@ def _run(
         if family == "gmm":
             kwargs["missing"] = missing
         elif marginalize:
-            fail(f"--missing marginalize is available for gmm, fa and ppca, not {family}")
+            fail(
+                f"--missing marginalize is available for {', '.join(MARGINALIZING[:-1])} and "
+                f"{MARGINALIZING[-1]}, not {family}"
+            )
     _sweep(
         X,
         lengths=None,
