@@ -107,6 +107,7 @@ def test_online_em_too_few_rows_to_start_names_the_first_chunk_not_the_file(tmp_
         ["select", "poisson", "-k", "1-2"],
         ["fit", "hmm", "-k", "2", "--emission", "poisson"],
         ["fit", "hsmm", "-k", "2", "--emission", "poisson"],
+        ["fit", "hmm", "-k", "2", "--variational"],
     ],
 )
 def test_a_nan_is_never_told_to_take_a_missing_that_the_model_refuses(
@@ -124,6 +125,8 @@ def test_a_nan_is_never_told_to_take_a_missing_that_the_model_refuses(
     # what the command did say to pass is taken (and refused) as it says
     if command[0] == "select":
         assert "use latentfit select gmm, select fa or select ppca with --missing" in res.output
+    elif "--variational" in command:
+        assert "--missing marginalize and without --variational" in res.output, res.output
     else:
         assert "--emission gaussian --missing marginalize" in res.output, res.output
     res = _run(*command[:2], path, *command[2:], "--missing", "marginalize")

@@ -294,7 +294,7 @@ def fit_hmm(
         n_rows, d = res.n_samples, res.n_features
         fitted = {"path": None, "logprob": None, "ll": res.loglik, "bic": res.bic, "aic": res.aic}
     else:
-        X = read_series(data, cols, dataset, delimiter, emission, missing, header)
+        X = read_series(data, cols, dataset, delimiter, emission, missing, header, variational)
         fit, run = None, None
         if online:
             rows = chunk_rows or DEFAULT_CHUNK_ROWS

@@ -17,10 +17,18 @@ def states_target(states: Path | None, data: Path | None, dataset: str | None) -
 
 
 def read_series(
-    data, columns, dataset, delimiter, emission: str, missing: str = "error", header=None
+    data,
+    columns,
+    dataset,
+    delimiter,
+    emission: str,
+    missing: str = "error",
+    header=None,
+    variational: bool = False,
 ):
     """The rows of DATA or --dataset as a (n, d) array; whole-number symbols (int64) in one
-    column for categorical emissions."""
+    column for categorical emissions. A NaN is told what takes it: --missing marginalize
+    with Gaussian emissions fitted by EM (``variational``: the VB fit, which takes none)."""
     import numpy as np
 
     name = data_source(data, dataset)
@@ -32,10 +40,15 @@ def read_series(
         header=header,
         allow_nan=missing == "marginalize",
         # only Gaussian emissions take --missing marginalize (check_missing)
-        nan_advice=None
-        if emission == "gaussian"
-        else f"fit them with --emission gaussian --missing marginalize ({emission} emissions "
-        "take no missing values)",
+        nan_advice=(
+            "fit them with --missing marginalize and without --variational (the variational "
+            "HMMs take no missing values)"
+            if variational
+            else None
+            if emission == "gaussian"
+            else f"fit them with --emission gaussian --missing marginalize ({emission} "
+            "emissions take no missing values)"
+        ),
     ).numpy()
     if emission == "categorical":
         if X.shape[1] != 1:
