@@ -132,3 +132,25 @@ def test_a_nan_is_never_told_to_take_a_missing_that_the_model_refuses(
     res = _run(*command[:2], path, *command[2:], "--missing", "marginalize")
     assert res.exit_code == 2
     assert "--missing marginalize" in res.output  # refused: the advice was needed
+
+
+def test_a_degenerate_ssm_fit_says_what_happened_not_a_fitted_attributes_name(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    rng.normal(size=30)
+    x = rng.normal(size=30)
+    X = np.c_[x, 2 * x, -x]  # columns that are multiples of one another
+    args = ["-k", "2", "--covariance", "diag", "--n-iter", "30", "--quiet"]
+    np.savetxt("big.csv", 1e120 * X, delimiter=",", header="a,b,c", comments="", fmt="%.17g")
+    res = _run("fit", "ssm", "big.csv", *args, "--out", "big.st")
+    assert res.exit_code == 2
+    assert "observation_covariance_" not in res.output, res.output
+    top = np.unravel_index(np.abs(X).argmax(), X.shape)
+    assert "the fit of big.csv ended degenerate" in res.output, res.output
+    assert f"at row {top[0]}, column {top[1]}). Rescale the data" in res.output, res.output
+    # the advice is enough: the same rows at the scale of 1 fit
+    np.savetxt("small.csv", X, delimiter=",", header="a,b,c", comments="", fmt="%.17g")
+    res = _run("fit", "ssm", "small.csv", *args, "--out", "small.st")
+    assert res.exit_code == 0, res.output

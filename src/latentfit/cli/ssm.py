@@ -40,6 +40,36 @@ from latentfit.cli.hmm_options import (
 from latentfit.cli.hmm_report import ignore_best_not_converged
 from latentfit.cli.output import json_option
 
+#: The fitted covariances a degenerate fit can leave indefinite, as this command prints them.
+_COVARIANCES = {
+    "transition_covariance_": "state noise covariance Q",
+    "observation_covariance_": "observation noise covariance R",
+    "initial_state_covariance_": "initial state covariance",
+}
+
+
+def _degenerate_fit(text: str, X, data: str) -> str | None:
+    """The model's refusal of its own fitted covariance (``observation_covariance_ must be
+    positive definite``, the words for a parameter set by hand) as what happened: the fit of
+    ``data`` (the rows ``X``) ended degenerate, with where its largest value is and the way
+    out; None for any other message."""
+    import re
+
+    import numpy as np
+
+    found = re.match(
+        r"(\w+_) must be (positive (?:semi-)?definite) (\(smallest eigenvalue \S+\))", text
+    )
+    if found is None or found[1] not in _COVARIANCES:
+        return None
+    row, col = np.unravel_index(np.nanargmax(np.abs(X)), X.shape)
+    return (
+        f"the fit of {data} ended degenerate: its {_COVARIANCES[found[1]]} is not "
+        f"{found[2]} {found[3]}, lost to rounding at the scale of the data (largest |value| "
+        f"{abs(X[row, col]):.3g}, at row {row}, column {col}). Rescale the data (e.g. "
+        "standardise each column) and fit again, or drop columns that repeat others"
+    )
+
 
 def _fmt(a) -> str:
     import numpy as np
@@ -115,7 +145,8 @@ def fit_ssm(
         ll = model.score(X, seq)
         bic, aic = model.bic(X, seq), model.aic(X, seq)
     except (ValueError, FloatingPointError) as err:
-        fail(cli_words(str(err), data_name(data, dataset), "-k"))
+        text = _degenerate_fit(str(err), X, data_name(data, dataset))
+        fail(text or cli_words(str(err), data_name(data, dataset), "-k"))
     record_columns(model, data, split_columns(columns), delimiter, dataset, header)  # by name
     result = {
         "model": "LinearGaussianSSM",
