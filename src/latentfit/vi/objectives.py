@@ -122,7 +122,10 @@ def _check_follows(f: Callable, z: torch.Tensor, what: str, name: str) -> None:
     u = z.detach().reshape(-1)  # (s * event,)
 
     def total(v):
-        return f(v.reshape(z.shape)).sum()
+        out = f(v.reshape(z.shape))
+        if not isinstance(out, torch.Tensor):  # refused in the bound's own words
+            _per_draw(out, z, what)
+        return out.sum()
 
     if unfollowed(value_and_grad_rows(total), u, [(name, 0, u.numel())]) is not None:
         raise ParameterError(
