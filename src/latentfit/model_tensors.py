@@ -31,6 +31,7 @@ __all__ = [
     "load_module_tensors",
     "overflowing_layer",
     "tensor_mismatches",
+    "watch_finite",
 ]
 
 
@@ -375,6 +376,30 @@ def overflowing_layer(module: torch.nn.Module, run) -> tuple[str, bool] | None:
     words += f", largest weight {max(weights):.3g} in magnitude" if weights else ""
     words += ")" if top is None else f") gives values up to {top:.3g}"
     return words, top is None
+
+
+def watch_finite(module: torch.nn.Module, run):
+    """``run()``'s result and whether every floating-point output of ``module`` and of each of
+    its layers while it ran was finite. The clip and rounding after a network (levels, tanh,
+    clipped x̂_0) turn its NaN or inf into values in range, so the draws alone cannot tell;
+    the flags stay on the device until the end (no synchronisation per layer)."""
+    finite = None  # one flag for every output so far: a 0-d bool tensor on the device
+
+    def check(_layer, _inputs, output):
+        nonlocal finite
+        outs = output if isinstance(output, (tuple, list)) else (output,)
+        for o in outs:
+            if isinstance(o, torch.Tensor) and o.is_floating_point():
+                ok = torch.isfinite(o).all()
+                finite = ok if finite is None else finite & ok
+
+    handles = [m.register_forward_hook(check) for m in module.modules()]
+    try:
+        result = run()
+    finally:
+        for h in handles:
+            h.remove()
+    return result, finite is None or bool(finite)
 
 
 def check_finite_log_density(log_p, what: str, module: torch.nn.Module, rerun, X) -> None:

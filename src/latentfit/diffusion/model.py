@@ -64,6 +64,7 @@ from latentfit.model_tensors import (
     check_finite_density,
     check_finite_log_density,
     load_module_tensors,
+    watch_finite,
 )
 from latentfit.vae.objectives import ObjectiveOutput
 
@@ -506,13 +507,20 @@ class DDPM(DensityMixin, BaseEstimator):
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         weights = sum(p.numel() for p in self.module_.denoiser.parameters())
         check_sampling_work(n_samples, self.module_.n_steps, weights, self.n_features_in_, max_work)
-        x = self.module_.sample(
-            int(n_samples),
-            make_generator(random_state, self._dev),
-            chunk_rows=sampling_chunk_rows(self.hidden),
-        )
+        gen = make_generator(random_state, self._dev)
+        start = gen.get_state()
+
+        def draw():  # the same draws on every call (again to find the layer that overflows)
+            gen.set_state(start)
+            rows = sampling_chunk_rows(self.hidden)
+            return self.module_.sample(int(n_samples), gen, chunk_rows=rows, real=True)
+
+        # a NaN or inf of the network before the clip (of x̂_0, of the levels) or the tanh is
+        # refused: clipped, it would be written as the end level
+        x, finite = watch_finite(self.module_.denoiser, draw)
+        check_finite_draws(x, "the DDPM", self.module_, draw, network_finite=finite)
         if self.discrete:
-            x = x / self.level_scale_
+            x = self.module_.levels(x) / self.level_scale_
         else:
             x = x * self.scale_ + self.shift_
         return check_finite_draws(x, "the DDPM").cpu().numpy()

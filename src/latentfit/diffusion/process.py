@@ -515,10 +515,13 @@ class DiffusionModule(nn.Module):
         return BoundTerms(prior, diffusion, decoder, prior + diffusion + decoder)
 
     @torch.no_grad()
-    def sample(self, n: int, generator=None, chunk_rows: int | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, generator=None, chunk_rows: int | None = None, real: bool = False
+    ) -> torch.Tensor:
         """Ancestral sampling from the learned reverse process; x_0 is the decoder's mean (then
-        rounded to a level for 8-bit data). ``chunk_rows`` bounds the rows of one network call
-        (its activations are rows x hidden each); the draws do not depend on it."""
+        rounded to a level for 8-bit data, unless ``real``: :meth:`levels` rounds it).
+        ``chunk_rows`` bounds the rows of one network call (its activations are rows x hidden
+        each); the draws do not depend on it."""
         p = self.betas
         dtype = next(self.denoiser.parameters()).dtype
         x = torch.randn((n, self.dim), generator=generator, device=p.device, dtype=dtype)
@@ -538,6 +541,11 @@ class DiffusionModule(nn.Module):
                 x = mu + torch.exp(0.5 * pred.log_var) * z
             else:
                 x = mu
-        if self.n_levels is None:
+        if self.n_levels is None or real:
             return x
+        return self.levels(x)
+
+    def levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Levels 0..L-1 (as floats) of decoder means x (n, d) in [-1, 1]'s scale: a mean a
+        little beyond the range is clipped to the end level."""
         return torch.round((x.clamp(-1, 1) + 1) / 2 * (self.n_levels - 1))

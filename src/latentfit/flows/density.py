@@ -64,6 +64,8 @@ from latentfit.model_tensors import (
     check_finite_log_density,
     check_fixed_buffers,
     load_module_tensors,
+    overflowing_layer,
+    watch_finite,
 )
 
 __all__ = ["MAF", "FlowDensity", "FlowModule", "NeuralSplineFlow", "RealNVP"]
@@ -92,18 +94,33 @@ def check_level_scale(extra: dict, n_levels: int, setting: str) -> float:
     return float(value)
 
 
-def check_finite_draws(x: torch.Tensor, what: str) -> torch.Tensor:
+def check_finite_draws(
+    x: torch.Tensor, what: str, module: nn.Module | None = None, rerun=None, network_finite=True
+) -> torch.Tensor:
     """``x`` (n, d) draws of a fitted model, refused (ParameterError naming the first row and
-    column) where one is NaN or inf: the model's weights are not usable (the fit diverged, or
-    they were altered), and such draws must not be written as if they were samples."""
+    column) where one is NaN or inf, or where ``network_finite`` is False (a layer of ``module``
+    gave NaN or inf that the clip to the levels' range or a tanh hid): the model's weights are
+    not usable (the fit diverged, or they were altered), and such draws must not be written as
+    if they were samples. With ``module``, the message names the layer that overflows
+    (:func:`overflowing_layer`, found by ``rerun()``, which draws again from the same start)."""
     idx = first_nonfinite(x)
+    if idx is None and network_finite:
+        return x
+    found = None if module is None else overflowing_layer(module, rerun)
     if idx is not None:
-        raise ParameterError(
-            f"{what} drew a non-finite value ({float(x[idx]):g}) at row {idx[0]}, column "
-            f"{idx[-1]}: its fitted weights are not usable (the fit diverged, or the model "
-            "file was altered); fit it again with a lower learning rate"
-        )
-    return x
+        said = f"drew a non-finite value ({float(x[idx]):g}) at row {idx[0]}, column {idx[-1]}"
+    else:
+        said = "gave NaN or inf while drawing (a clip to the data's range or a tanh hid it)"
+    if found is None:
+        where = ""
+    elif found[1]:
+        where = f": the layer {found[0]} gives NaN or inf"
+    else:  # finite out of every layer, beyond the dtype in the arithmetic after one
+        where = f": its arithmetic overflows after the layer {found[0]}"
+    raise ParameterError(
+        f"{what} {said}{where}. Its fitted weights are not usable (the fit diverged, or the "
+        "model file was altered); fit it again with a lower learning rate"
+    )
 
 
 class FlowModule(nn.Module):
@@ -139,8 +156,11 @@ class FlowModule(nn.Module):
         return self.log_prob_real(w) + log_det - self.dim * math.log(self.n_levels)
 
     @torch.no_grad()
-    def sample(self, n: int, generator=None, chunk_rows: int | None = None) -> torch.Tensor:
-        """n draws (n, d): real values, or levels 0..L-1 (as floats) for 8-bit data.
+    def sample(
+        self, n: int, generator=None, chunk_rows: int | None = None, real: bool = False
+    ) -> torch.Tensor:
+        """n draws (n, d): real values, or levels 0..L-1 (as floats) for 8-bit data (``real``:
+        the values before the sigmoid, which :meth:`levels` turns into levels).
         ``chunk_rows`` bounds the rows of one pass through the layers (their activations are
         rows x hidden each); the draws do not depend on it."""
         p = self.shift
@@ -150,8 +170,12 @@ class FlowModule(nn.Module):
             [flow_inverse(self.layers, z[i : i + rows]) for i in range(0, max(n, 1), rows)]
         )
         x = x * torch.exp(self.log_scale) + self.shift
-        if self.n_levels is None:
+        if self.n_levels is None or real:
             return x
+        return self.levels(x)
+
+    def levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Levels 0..L-1 (as floats) of real draws x (n, d) (before the sigmoid)."""
         v = torch.sigmoid(x)
         y = ((v - self.alpha) / (1 - 2 * self.alpha)).clamp(0, 1)
         return torch.floor(y * self.n_levels).clamp(0, self.n_levels - 1)
@@ -406,14 +430,19 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         check_sampling_work(n_samples, self.module_.layers, self._kind, max_work)
-        out = self.module_.sample(
-            int(n_samples),
-            make_generator(random_state, self._dev),
-            chunk_rows=sampling_chunk_rows(self.hidden),
-        )
-        check_finite_draws(out, f"the {type(self).__name__}")
+        gen = make_generator(random_state, self._dev)
+        start = gen.get_state()
+
+        def draw():  # the same draws on every call (again to find the layer that overflows)
+            gen.set_state(start)
+            rows = sampling_chunk_rows(self.hidden)
+            return self.module_.sample(int(n_samples), gen, chunk_rows=rows, real=True)
+
+        out, finite = watch_finite(self.module_, draw)
+        what = f"the {type(self).__name__}"
+        check_finite_draws(out, what, self.module_, draw, network_finite=finite)
         if self.dequantize:
-            out = out / self.level_scale_
+            out = self.module_.levels(out) / self.level_scale_
         return out.cpu().numpy()
 
     # ---- persistence --------------------------------------------------------------------
