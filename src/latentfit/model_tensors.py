@@ -341,16 +341,23 @@ def overflowing_layer(module: torch.nn.Module, run) -> tuple[str, bool] | None:
     largest weight in magnitude and the largest value it gives), and whether its output holds
     NaN or inf: the first layer (in the order the layers run; an inner one before the block
     holding it) whose output does, else the one whose output is largest in magnitude, whose
-    values the arithmetic after the network (a square, an exponential) took beyond the
-    dtype's range. None when no layer gives a floating-point output."""
+    values the arithmetic after the network (a square, an exponential, a sampler's next step)
+    took beyond the dtype's range; a layer given NaN or inf is passed over. None when no layer
+    gives a floating-point output."""
     first, largest = None, None  # (name, layer, None), (name, layer, largest |output|)
 
     def hook(name: str):
-        def check(layer, _inputs, output):
+        def check(layer, inputs, output):
             nonlocal first, largest
             outs = output if isinstance(output, (tuple, list)) else (output,)
             outs = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point()]
             if first is not None or not outs:
+                return
+            if not all(
+                bool(torch.isfinite(i).all())
+                for i in inputs
+                if isinstance(i, torch.Tensor) and i.is_floating_point()
+            ):  # it passes on a NaN or inf of the arithmetic before it (a sampler's step)
                 return
             if not all(bool(torch.isfinite(o).all()) for o in outs):
                 first = (name, layer, None)

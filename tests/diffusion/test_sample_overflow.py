@@ -88,3 +88,15 @@ def test_continuous_draws_of_a_network_giving_nan_are_refused_naming_the_layer(t
     with pytest.raises(ParameterError, match=r"non-finite value \(nan\) at row 0") as err:
         model.sample(20, random_state=0)
     assert "the layer 'denoiser.inp' (Linear, largest weight 3e+38" in str(err.value)
+
+
+def test_the_layer_named_is_the_one_that_overflowed_not_the_one_given_its_inf(tmp_path):
+    # the output layer's 3e38 overflowed the sampler's arithmetic, and the next step's first
+    # layer, given inf, was named before: "the layer 'denoiser.inp' (..., largest weight 0.6"
+    good, _ = _altered(tmp_path, _ddpm(discrete=False), X, "denoiser.out.weight", 3e38)
+    model = latentfit.load(good)
+    with torch.no_grad():
+        model.module_.denoiser.out.weight.view(-1)[0] = 3e38
+    with pytest.raises(ParameterError, match="its arithmetic overflows after the layer") as err:
+        model.sample(20, random_state=0)
+    assert "'denoiser.out' (Linear, largest weight 3e+38" in str(err.value)
