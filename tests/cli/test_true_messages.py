@@ -154,3 +154,21 @@ def test_a_degenerate_ssm_fit_says_what_happened_not_a_fitted_attributes_name(
     np.savetxt("small.csv", X, delimiter=",", header="a,b,c", comments="", fmt="%.17g")
     res = _run("fit", "ssm", "small.csv", *args, "--out", "small.st")
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("command", [["fit", "fa"], ["fit", "ppca"]])
+def test_a_warning_about_a_column_names_the_files_column(tmp_path, monkeypatch, command):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    X[:, 2] = 5.0  # constant: its noise variance ends at the floor
+    path = tmp_path / "c.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b,c", comments="")
+    res = _run(*command, path, "--columns", "b,c", "-k", "1")
+    assert res.exit_code == 0, res.output
+    warning = next(line for line in res.output.splitlines() if line.startswith("warning:"))
+    assert "column 2 ('c')" in warning, warning
+    # every column it names is the file's, by its position there and its name
+    assert re.findall(r"column \d+ \('(\w)'\)", warning) in (["c"], ["b", "c"]), warning
+    assert not re.findall(r"column \d+(?! \(')", warning), warning

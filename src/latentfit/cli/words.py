@@ -130,9 +130,11 @@ def _missing_words(text: str, params: dict | None) -> str:
 
 
 def _file_columns(text: str, data: str) -> str:
-    """``column j of DATA``, where j counts among the columns the command's ``--column`` or
-    ``--columns`` picked, as the file's column: its position there, and its name where the
-    file has a header (nothing changed when no columns were picked)."""
+    """``column j of DATA``, and a bare ``column j`` or ``columns j, l`` (a fit's words for the
+    columns of the array it was given), where j counts among the columns the command's
+    ``--column`` or ``--columns`` picked, as the file's column: its position there, and its
+    name where the file has a header (nothing changed when no columns were picked). A column
+    ``of`` something else (``column 2 of emissionprob_``), or already named, is left as it is."""
     import re
 
     ctx = _current_context()
@@ -149,18 +151,26 @@ def _file_columns(text: str, data: str) -> str:
             ctx.params["data"], ctx.params.get("delimiter"), ctx.params.get("header")
         )
 
-    def file_column(match) -> str:
-        j = int(match[1])
-        if j >= len(picked):
-            return match[0]
-        c = picked[j]
+    def file_column(j: str) -> str:
+        if int(j) >= len(picked):
+            return j
+        c = picked[int(j)]
         if header is not None and c in header:
-            return f"column {header.index(c)} ({c!r}) of {data}"
+            return f"{header.index(c)} ({c!r})"
         if c.isdigit() and header is not None and int(c) < len(header):
-            return f"column {c} ({header[int(c)]!r}) of {data}"
-        return f"column {c} of {data}" if c.isdigit() else f"column {c!r} of {data}"
+            return f"{c} ({header[int(c)]!r})"
+        return c if c.isdigit() else repr(c)
 
-    return re.sub(rf"\bcolumn (\d+) of {re.escape(data)}(?!\w)", file_column, text)
+    def file_columns(match) -> str:
+        numbers = ", ".join(file_column(j) for j in match[2].split(", "))
+        return f"{match[1]} {numbers}{match[3] or ''}"
+
+    of_data = rf" of {re.escape(data)}(?!\w)"
+    return re.sub(
+        rf"\b(columns?) (\d+(?:, \d+)*)(?![\d.]|, \d| \(')({of_data})?(?! of )",
+        file_columns,
+        text,
+    )
 
 
 #: The library's way past its work cap (``max_work=None``) in the command line's words.
