@@ -172,3 +172,31 @@ def test_a_warning_about_a_column_names_the_files_column(tmp_path, monkeypatch, 
     # every column it names is the file's, by its position there and its name
     assert re.findall(r"column \d+ \('(\w)'\)", warning) in (["c"], ["b", "c"]), warning
     assert not re.findall(r"column \d+(?! \(')", warning), warning
+
+
+@pytest.mark.parametrize(
+    "family, params, values",
+    [
+        ("normal", ["loc", "scale"], lambda rng: rng.normal(size=40)),
+        ("poisson", ["rate"], lambda rng: rng.poisson(3.0, size=40)),
+        ("bernoulli", ["probs"], lambda rng: rng.integers(0, 2, size=40)),
+    ],
+)
+def test_sample_without_a_prior_suggests_priors_for_the_familys_own_parameters(
+    tmp_path, monkeypatch, family, params, values
+):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "x.csv"
+    np.savetxt(path, values(np.random.default_rng(0)), header="x", comments="")
+    res = _run("fit", "dist", path, "--family", family, "--sample", "nuts")
+    assert res.exit_code == 2
+    suggested = re.search(r"\(e\.g\. ((?:--prior \S+ ?)+)\)", res.output)
+    assert suggested is not None, res.output
+    priors = suggested[1].split()
+    assert [p.partition("=")[0] for p in priors[1::2]] == params, res.output
+    # each suggested prior is one the option takes for that parameter: the command runs
+    short = ["--chains", "1", "--draws", "20", "--warmup", "20", "--seed", "0"]
+    res = _run("fit", "dist", path, "--family", family, "--sample", "nuts", *priors, *short)
+    assert res.exit_code == 0, res.output

@@ -132,6 +132,31 @@ _PRIOR_USAGE = (
 )
 
 
+#: A prior of :data:`PRIORS` for a parameter that takes every value in (low, high): one whose
+#: support is that range, so that ``--sample`` suggests only priors ``--prior`` accepts.
+_EXAMPLE_PRIORS = {
+    (-math.inf, math.inf): "normal:0,10",
+    (0.0, math.inf): "gamma:2,0.5",
+    (0.0, 1.0): "beta:2,2",
+}
+
+
+def _prior_examples(fam) -> str:
+    """``--prior NAME=FAMILY:ARGS`` for each scalar parameter of ``fam`` (a prior over its
+    range: normal for a real one, gamma for a positive one, beta for a probability)."""
+    from torch.distributions import constraints
+
+    from latentfit.estimate.map import support_bounds
+
+    said = []
+    for name in fam.params:
+        con = fam.constraints.get(name, constraints.real)
+        example = None if con.event_dim else _EXAMPLE_PRIORS.get(support_bounds(con))
+        if example is not None:
+            said.append(f"--prior {name}={example}")
+    return " ".join(said)
+
+
 def _prior_family_list() -> str:
     return ", ".join(f"{k} ({','.join(v[1])})" for k, v in PRIORS.items())
 
@@ -460,9 +485,10 @@ def fit_dist(
             fail(f"--sample takes 'nuts' (the sampler), got {sample!r}")
         # as fit_map(...).sample_posterior(): a parameter without a --prior has a flat one
         if priors is None:
+            examples = _prior_examples(fam)
             fail(
                 "--sample needs a prior: add --prior NAME=DIST:ARGS for at least one of "
-                f"{', '.join(fam.params)} (e.g. --prior rate=gamma:2,0.5 for a rate); {FLAT_PRIOR}"
+                f"{', '.join(fam.params)}{f' (e.g. {examples})' if examples else ''}; {FLAT_PRIOR}"
             )
         if as_csv:  # its rows are the MAP table's: the posterior would be drawn and dropped
             fail(
