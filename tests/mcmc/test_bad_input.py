@@ -769,3 +769,26 @@ def test_a_copy_that_vmap_cannot_map_is_named_as_a_copy(run, cut):
         warnings.simplefilter("ignore", UserWarning)
         with pytest.raises(ParameterError, match=r"takes a parameter out of torch.*torch\.stack"):
             _run(run, log_density, {"mu": 0.0, "sigma": 0.0})
+
+
+@pytest.mark.parametrize(
+    "run, options",
+    [("sample", {}), ("sample", {"init_strategy": "init"}), ("svgd", {})],
+    ids=["random starts", "init", "svgd"],
+)
+def test_a_copy_that_vmap_cannot_map_is_said_first_not_as_a_bad_start(run, options):
+    """The cause is known, so it comes first: the refusal began "no finite log-density in 100
+    random starts ...; pass init=" (or "not finite at init; choose init inside the support",
+    "choose init where the density is finite"), advice about starts that no start follows."""
+
+    def log_density(mu, sigma):
+        return -0.5 * (torch.tensor(mu) - 3.0) ** 2 - 0.5 * sigma**2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ParameterError) as info:
+            _run(run, log_density, {"mu": 0.0, "sigma": 0.0}, **options)
+    said = str(info.value)
+    assert said.startswith("the log-density takes a parameter out of torch"), said
+    for misleading in ("random starts", "pass init=", "choose init", "DistributedDataParallel"):
+        assert misleading not in said, said

@@ -226,6 +226,8 @@ def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -
         u = target.unconstrain(values)
         lp, grad = target.log_prob_and_grad(u)
         bad = ~(torch.isfinite(lp) & torch.isfinite(grad).all(-1))
+        if bool(bad.any()) and _out_of_torch(target):
+            raise ParameterError(_out_of_torch(target))
         if bool(bad.any()):
             raise ParameterError(
                 "the log-density or its gradient is not finite at init "
@@ -242,6 +244,8 @@ def _initial_state(target: Target, num_chains: int, start, radius: float, gen) -
         fresh = (torch.rand(num_chains, p, generator=gen, dtype=dt, device=dev) * 2 - 1) * radius
         u = torch.where(bad[:, None], fresh, u)
         lp, grad = target.log_prob_and_grad(u)
+    if _out_of_torch(target):
+        raise ParameterError(_out_of_torch(target))
     raise ParameterError(
         f"no finite log-density in 100 random starts in (-{radius}, {radius}) (unconstrained) for "
         f"chains {bad.nonzero().squeeze(1).tolist()}; pass init= with init_strategy='init'"
@@ -258,6 +262,25 @@ _OUT_OF_TORCH = (
 )
 
 
+def _out_of_torch(target: Target) -> str:
+    """The refusal of a density that raised, where it was rejected, what vmap raises when a
+    density takes a parameter out of torch (:data:`_OUT_OF_TORCH`), or ``""``. That is the
+    cause, so it is said first: the density raises at every point, and advice about the
+    starts (init=, the support) would send the user the wrong way."""
+    exc = target.last_error
+    text = str(exc).strip().splitlines()[0][:300] if exc is not None and str(exc).strip() else ""
+    if not any(what in text for what in _OUT_OF_TORCH):
+        return ""
+    text = text.split(". ")[0]  # torch's advice after it is about other cases (DDP)
+    return (
+        "the log-density takes a parameter out of torch (torch.tensor(...) of a parameter, "
+        ".item(), float() or numpy), which torch.func.vmap cannot map over the chains: it "
+        f"raised {type(exc).__name__}: {text}. Build it from the parameters with torch "
+        "operations, torch.stack([a, b]) rather than torch.tensor([a, b]): with "
+        "vectorized=True such a term has no gradient and is refused too"
+    )
+
+
 def _raised(target: Target) -> str:
     """What the log-density raised where it was rejected, for a message: a density that raises
     at every point is a bug in it (or an operation vmap cannot map), not a bad start."""
@@ -266,16 +289,7 @@ def _raised(target: Target) -> str:
         return ""
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     hint = ""
-    if any(what in text for what in _OUT_OF_TORCH):
-        text = text.split(". ")[0]  # torch's advice after it is about other cases (DDP)
-        hint = (
-            " (what vmap raises where the density takes a parameter out of torch: "
-            "torch.tensor(...) of a parameter, .item(), float() or numpy. Build it from the "
-            "parameters with torch operations, torch.stack([a, b]) rather than "
-            "torch.tensor([a, b]): with vectorized=True such a term has no gradient and is "
-            "refused too)"
-        )
-    elif not target.vectorized and "vmap" in text:
+    if not target.vectorized and "vmap" in text:
         hint = (
             " (the density is mapped over the chains with torch.func.vmap, which cannot map "
             "this operation: write it for all chains at once, each parameter with a leading "

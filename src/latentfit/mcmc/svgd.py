@@ -33,7 +33,7 @@ from latentfit._validation import (
 from latentfit.errors import DivergedParticlesWarning, ParameterError, user_stacklevel
 from latentfit.mcmc.budget import check_iterations, check_run, svgd_parts
 from latentfit.mcmc.result import check_name
-from latentfit.mcmc.sampler import _raised
+from latentfit.mcmc.sampler import _out_of_torch, _raised
 from latentfit.mcmc.target import Target, init_values
 
 __all__ = ["SVGDResult", "rbf_median_kernel", "step_to_spread", "svgd", "svgd_direction"]
@@ -185,6 +185,8 @@ def _check_finite(target: Target, u: torch.Tensor, bad: torch.Tensor, it: int) -
     finite, at iteration ``it`` (the start, or where a step put them)."""
     if not bool(bad.any()):
         return
+    if it == 0 and _out_of_torch(target):  # the cause, not the particles' start
+        raise ParameterError(_out_of_torch(target))
     i = int(bad.nonzero()[0])
     # a density that raised at the start (an operation vmap cannot map, say) is named with
     # what it raised, as the sampler names it: "choose init where the density is finite"
