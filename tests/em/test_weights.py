@@ -306,3 +306,30 @@ def test_weights_that_overflow_the_moments_are_named_as_the_cause(name):
     if name != "bgmm":
         with pytest.raises(DataError, match=r"rescale sample_weight"):
             make().fit(ArraySource(X, sample_weight=w, chunk_rows=7))
+
+
+@pytest.mark.parametrize("family", ["poisson", "exponential", "gamma", "PoissonMixture"])
+def test_weights_that_overflow_a_familys_statistics_are_named_as_the_cause(family):
+    # Σ w = 6e307 fits float64; Σ w x (poisson, gamma) or Σ w log p(x) (exponential) does not,
+    # and the same rows of weight 1 are fine. Before: NonFiniteLowerBoundError, "too few or too
+    # extreme rows ... scaling the data", which names neither the weights nor what to do.
+    rng = np.random.default_rng(0)
+    X = {
+        "exponential": rng.exponential(2.0, (N, 2)),
+        "gamma": rng.gamma(2.0, 2.0, (N, 2)),
+    }.get(family, rng.poisson(3.0, (N, 2)).astype(float))
+
+    def make():
+        if family == "PoissonMixture":
+            return PoissonMixture(2, random_state=0)
+        return MixtureModel(family, n_components=2, random_state=0)
+
+    w = np.full(N, 1e306)
+    pattern = r"Σ w = 6e\+307, the largest 1e\+306.*Rescale sample_weight"
+    with pytest.raises(DataError, match=pattern):
+        make().fit(X, sample_weight=w)
+    with pytest.raises(DataError, match=pattern):
+        make().partial_fit(X, sample_weight=w)
+    # the advice works: the weights divided by their maximum fit as the rows of weight 1
+    rescaled = make().fit(X, sample_weight=w / 1e306)
+    np.testing.assert_allclose(rescaled.weights_, make().fit(X).weights_, rtol=1e-8)

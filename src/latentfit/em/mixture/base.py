@@ -143,6 +143,31 @@ def check_weighted_rows(w: torch.Tensor, k: int, where: str = "X") -> None:
         )
 
 
+def weight_overflow(stats, w: torch.Tensor) -> int | None:
+    """The first column whose weighted sums ``stats(w)`` (a dict of sums over the rows, each
+    (..., d) or a scalar, from the weights (n,)) overflow the dtype where ``stats`` of the same
+    rows of weight 1 do not: the weights, not the values, overflow there. None where none."""
+    weighted, unit = stats(w), stats((w > 0).to(w.dtype))
+    for name, s in weighted.items():
+        over = ~torch.isfinite(s) & torch.isfinite(unit[name])  # (..., d) or ()
+        if bool(over.any()):
+            return int(over.nonzero()[0, -1]) if over.dim() else 0
+    return None
+
+
+def weight_overflow_message(w: torch.Tensor, what: str) -> str:
+    """A refusal of sample weights ``w`` (n,) that make ``what`` overflow their dtype where
+    the same rows of weight 1 do not: the weights, not the data, are to be rescaled."""
+    big = torch.finfo(w.dtype).max
+    label = str(w.dtype).removeprefix("torch.")
+    return (
+        f"the sample weights (Σ w = {float(w.sum()):.3g}, the largest {float(w.max()):.3g}) "
+        f"make {what} exceed {label}'s largest number, {big:.3g}, which the same rows of "
+        "weight 1 do not. Rescale sample_weight (e.g. divide it by its maximum; the fitted "
+        "parameters depend only on the ratios of the weights)"
+    )
+
+
 def refuse_source_labels(labels, name: str) -> None:
     """Component labels go with an in-memory fit only: ParameterError when ``labels`` (the
     fit's argument ``name``) come with a data source."""
@@ -225,6 +250,10 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
 
     def _prepare_component_data(self, X: torch.Tensor) -> None:
         """Learn data-dependent settings at fit time (e.g. the number of categories)."""
+
+    def _check_weighted_data(self, X: torch.Tensor, w: torch.Tensor) -> None:
+        """Raise DataError where the sample weights ``w`` (n,), not the rows ``X``, make the
+        model's statistics overflow (the Gaussian models check their moments themselves)."""
 
     def _component_log_prob(self, params: dict, X: torch.Tensor) -> torch.Tensor:
         """log p(x_n | θ_k): (n, k)."""
@@ -364,6 +393,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         k = self._n_components()
         X, w, labels = fit_arrays(self, X, sample_weight, y, k)
         self._prepare_component_data(X)
+        self._check_weighted_data(X, w)
         rows = self.chunk_rows or default_chunk_rows(X.shape[1], k)
         return EMFit(self._hooks(), LabelledChunks(X, w, labels, rows), X=X)
 
@@ -397,6 +427,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
                 sample.weights, k, "the rows a data source gives to initialise from"
             )  # as fit(X, sample_weight)
             self._prepare_component_data(sample.X)
+            self._check_weighted_data(sample.X, sample.weights)
             prepared[0] = True
             return LabelledChunks(sample.X, sample.weights, None, sample.chunk_rows)
 
@@ -418,6 +449,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
     def _online_init_data(self, X, w):
         check_weighted_rows(w, self._n_components(), "the first batch of partial_fit")
         self._prepare_component_data(X)
+        self._check_weighted_data(X, w)
         rows = self.chunk_rows or default_chunk_rows(X.shape[1], self._n_components())
         return LabelledChunks(X, w, None, rows)
 
@@ -599,6 +631,9 @@ class _MixtureHooks:
             stats = self.model._component_stats(X, resp, centres)
         stats["S0"] = resp.sum(0)
         stats["loglik"] = (w * lse).sum()
+        kept = w > 0  # a row of weight 0 adds nothing
+        if not bool(torch.isfinite(stats["loglik"])) and bool(torch.isfinite(lse[kept].sum())):
+            raise DataError(weight_overflow_message(w, "the log-likelihood (summed over the rows)"))
         stats["weight"] = w.sum()
         return stats
 

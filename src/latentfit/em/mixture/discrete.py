@@ -26,7 +26,12 @@ from latentfit._validation import (
 )
 from latentfit.em.edited import warm
 from latentfit.em.initialize import cpu_generator
-from latentfit.em.mixture.base import BaseMixture, first_offending
+from latentfit.em.mixture.base import (
+    BaseMixture,
+    first_offending,
+    weight_overflow,
+    weight_overflow_message,
+)
 from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
 from latentfit.errors import BatchRowError, DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
@@ -203,6 +208,12 @@ class _DiscreteMixture(BaseMixture):
 
     def _component_stats(self, X, resp):
         return {"S1": resp.T @ X}  # (k, d)
+
+    def _check_weighted_data(self, X, w):
+        j = weight_overflow(lambda r: self._component_stats(X, r[:, None]), w)  # (1, d) sums
+        if j is not None:
+            said = f"the {type(self).__name__}'s statistics (sums over column {j} of X)"
+            raise DataError(weight_overflow_message(w, said))
 
     def _component_log_prior(self, params):
         return self._prior().log_prob(params[self._param_names[0]])

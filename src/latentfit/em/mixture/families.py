@@ -43,7 +43,12 @@ from latentfit.em.gaussian import (
     far_components,
     weighted_mean,
 )
-from latentfit.em.mixture.base import BaseMixture, first_offending
+from latentfit.em.mixture.base import (
+    BaseMixture,
+    first_offending,
+    weight_overflow,
+    weight_overflow_message,
+)
 from latentfit.em.mixture.discrete import zero_bernoulli_cells, zero_count_cells
 from latentfit.em.mixture.priors import NormalInverseWishartPrior
 from latentfit.errors import DataError, ModelFileError, ParameterError
@@ -414,6 +419,14 @@ class MixtureModel(BaseMixture):
             self._niw = NormalInverseWishartPrior.default(
                 X, len(self.families_), self.niw_shrinkage
             )
+
+    def _check_weighted_data(self, X, w):
+        for name in dict.fromkeys(self.families_):
+            stats = FAMILIES[name].stats
+            j = None if name in _GAUSSIAN else weight_overflow(lambda r, f=stats: f(X, r), w)
+            if j is not None:
+                said = f"the {name} components' statistics (sums over column {j} of X)"
+                raise DataError(weight_overflow_message(w, said))
 
     def _check_floor(self, X, w):
         if _GAUSSIAN & set(getattr(self, "families_", ())):  # reg_covar enters their variances
