@@ -522,11 +522,14 @@ def as_float_tensor(
         if bool(inf.any()):
             idx = tuple(int(i) for i in inf.nonzero()[0])
             _check_overflow(src, idx, dtype, name, columns, float64_option)
+            where = _describe_position(idx, columns)
+            if not missing_hint:  # a parameter or weights: no rows to drop, nothing missing
+                raise DataError(f"{name} has an infinite value at {where}")
             what = "inf" if t[idx].item() > 0 else "-inf"
             raise DataError(
-                f"{name} contains {what} at {_describe_position(idx, columns)}: an infinite "
-                "value is not a missing one (NaN marks those) and no density is finite there; "
-                "drop the row, or make the value NaN if it was not observed"
+                f"{name} contains {what} at {where}: an infinite value is not a missing one "
+                "(NaN marks those) and no density is finite there; drop the row, or make the "
+                "value NaN if it was not observed"
             )
     else:
         idx = first_nonfinite(t)

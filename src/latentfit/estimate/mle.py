@@ -529,7 +529,13 @@ def check_init(
             )
         try:
             t = as_float_tensor(
-                v, name=f"init[{k!r}]", dtype=dtype, device=device, ndim=None, allow_nan=True
+                v,
+                name=f"init[{k!r}]",
+                dtype=dtype,
+                device=device,
+                ndim=None,
+                allow_nan=True,
+                missing_hint=False,  # a starting value: no rows, nothing missing
             )
         except DataError as err:
             raise ParameterError(str(err)) from None

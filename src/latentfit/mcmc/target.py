@@ -39,7 +39,14 @@ def init_values(init, dtype, device) -> dict[str, torch.Tensor]:
     for name, value in init.items():
         label = f"init[{name!r}]"
         t = as_float_tensor(
-            value, name=label, dtype=dtype, device=device, ndim=None, allow_nan=True, min_samples=0
+            value,
+            name=label,
+            dtype=dtype,
+            device=device,
+            ndim=None,
+            allow_nan=True,
+            min_samples=0,
+            missing_hint=False,  # a starting value: no rows, nothing missing
         )
         bad = first_nonfinite(t)
         if bad is not None:

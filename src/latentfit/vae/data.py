@@ -106,7 +106,13 @@ def source_rows(
     # (NaN is left to the models' own checks); no dtype can be chosen here, so rescaling is
     # the only advice
     X = as_float_tensor(
-        X, name=str(path), dtype=torch.float32, ndim=None, allow_nan=True, float64_option=None
+        X,
+        name=str(path),
+        dtype=torch.float32,
+        ndim=None,
+        allow_nan=True,
+        float64_option=None,
+        missing_hint=False,  # a VAE marginalises nothing: an inf is not to become a NaN
     )
     return X, None, str(path), None
 

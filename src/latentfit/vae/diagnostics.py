@@ -65,6 +65,7 @@ def model_rows(model, X, name: str = "X") -> torch.Tensor:
         ndim=None,
         allow_nan=True,
         min_samples=0,
+        missing_hint=False,  # a VAE marginalises nothing: an inf is not to become a NaN
     )
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"{name} must be a non-empty (n, d) tensor, got shape {tuple(X.shape)}")

@@ -45,7 +45,9 @@ def _one_row(model, x, name: str) -> torch.Tensor:
     (1, d) in the model's dtype, finite and in its likelihood's support. DataError naming
     ``name``, the shape given and the one expected otherwise (a wrong width reached the
     encoder as torch's "mat1 and mat2 shapes cannot be multiplied")."""
-    row = as_float_tensor(x, name=name, ndim=None, allow_nan=True, min_samples=0)
+    row = as_float_tensor(
+        x, name=name, ndim=None, allow_nan=True, min_samples=0, missing_hint=False
+    )
     d = input_columns(model)
     width = "d" if d is None else str(d)
     if not (row.dim() == 1 or (row.dim() == 2 and row.shape[0] == 1)) or row.numel() == 0:
