@@ -71,7 +71,7 @@ def test_fixed_parameters_and_options(data_csv):
         (["--family", "gamma", "--column", "shifted"], "first value outside it is "),
         (["--family", "gamma"], "choose one with --column"),
         (["--family", "zipf", "-c", "x"], "unknown family 'zipf'"),
-        (["--family", "binomial", "-c", "counts"], "needs fixed="),
+        (["--family", "binomial", "-c", "counts"], "needs --fixed total_count=NUMBER"),
         (["--family", "binomial", "-c", "counts", "--fixed", "n"], "NAME=NUMBER"),
         (["--family", "weibull", "-c", "x", "--cov", "expected"], "not available"),
         (["--family", "gamma", "-c", "nope"], "no column 'nope'"),

@@ -288,7 +288,15 @@ def fit_hmm(
         try:
             res = fit_hmm_distributed(model, data, cols, seq, timeout, delimiter, header)
         except (ValueError, RuntimeError, FloatingPointError, FileNotFoundError) as err:
-            fail(cli_words(str(err), data_name(data), "-k"))  # as the fit in one process
+            text = cli_words(str(err), data_name(data), "-k")  # as the fit in one process
+            if (  # the streamed reader names a NaN without the in-memory loader's advice
+                "contains nan" in text
+                and missing != "marginalize"
+                and emission == "gaussian"
+                and "--missing" not in text
+            ):
+                text += "; drop or impute those rows, or pass --missing marginalize"
+            fail(text)
         if res.rank != 0:
             return
         n_rows, d = res.n_samples, res.n_features
