@@ -9,7 +9,6 @@ from collections.abc import Callable
 import typer
 
 from latentfit.cli.app import cli_words, fail
-from latentfit.errors import DataError
 
 #: Rows per ``partial_fit`` call of ``fit hmm --online`` when --chunk-rows is not given.
 DEFAULT_CHUNK_ROWS = 10_000
@@ -110,7 +109,7 @@ def online_fit(
     run: dict = {}
 
     def fit() -> None:
-        from latentfit.errors import BatchRowError
+        from latentfit.errors import BatchRowError, DataError
 
         chunks = list(online_chunks(X.shape[0], lengths, chunk_rows))
         for a, b, pieces, starts in chunks:
