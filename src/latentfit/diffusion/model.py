@@ -517,7 +517,7 @@ class DDPM(DensityMixin, BaseEstimator):
 
         # a NaN or inf of the network before the clip (of x̂_0, of the levels) or the tanh is
         # refused: clipped, it would be written as the end level
-        x, finite = watch_finite(self.module_.denoiser, draw)
+        x, finite = watch_finite(self.module_.denoiser, draw, layers=False)
         check_finite_draws(x, "the DDPM", self.module_, draw, network_finite=finite)
         if self.discrete:
             x = self.module_.levels(x) / self.level_scale_
