@@ -14,10 +14,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from latentfit import GaussianMixture, MixtureModel, PoissonMixture
-from latentfit.em.driver import NonFiniteLowerBoundError
 from latentfit.em.gaussian import moment_stats
 from latentfit.em.online import OnlineEMState, StepSize, online_em_step, translate_moment_stats
 from latentfit.em.sources.chunks import ArraySource
+from latentfit.errors import DataError
 from tests.em.test_missing import _far_rows
 
 
@@ -293,11 +293,14 @@ def test_partial_fit_keeps_the_digits_of_a_mean_far_from_the_data_centre(ct):
     ids=["gamma", "poisson"],
 )
 def test_a_first_batch_whose_start_overflows_is_refused_in_latentfit_words(model):
-    # Σ w = 6e307 fits float64, but Σ w x (x up to ~9) does not: the start's M-step gives NaN.
+    # Σ w = 6e307 fits float64, but Σ w x (x up to ~9) does not: the start's M-step gave NaN.
     # Before, torch.distributions refused the NaN parameters with its own ValueError (gamma)
-    # or the NaN was reported as a bad value of the parameter rates_ (poisson).
+    # or the NaN was reported as a bad value of the parameter rates_ (poisson); the weights
+    # are now named before the start is computed.
     X = np.abs(np.random.default_rng(0).normal(4.0, 2.0, size=(60, 2))).round() + 1
-    with pytest.raises(NonFiniteLowerBoundError, match=r"start of partial_fit .* non-finite"):
+    with pytest.raises(
+        DataError, match=r"the sample weights \(Σ w = 6e\+307.*Rescale sample_weight"
+    ):
         model.partial_fit(X, sample_weight=np.full(len(X), 1e306))
     assert not hasattr(model, "_params")  # left unfitted
     model.partial_fit(X, sample_weight=np.full(len(X), 1.0))  # and fits from a sane batch
