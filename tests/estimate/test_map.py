@@ -20,6 +20,7 @@ from latentfit.estimate import (
     lasso_prior_scale,
     ridge_prior_scale,
 )
+from tests.gradient_copies import SCALAR_COPIES
 
 
 def _t(v):
@@ -511,23 +512,8 @@ def test_a_prior_that_leaves_torch_is_named_by_sample_posterior_too(how):
         )
 
 
-def _no_grad(f):
-    """``f``'s value computed under torch.no_grad()."""
-
-    def inner(t):
-        with torch.no_grad():
-            return f(t)
-
-    return inner
-
-
-#: Ways of computing a value from a parameter outside torch's graph that no call on the
-#: parameter shows: the copy and the numbers are right, the gradient is lost.
-_COPIES = {
-    "torch.tensor": lambda loc: torch.tensor(loc),
-    "torch.tensor([loc])": lambda loc: torch.tensor([loc]).sum(),
-    "no_grad": _no_grad(lambda loc: loc * 1.0),
-}
+#: The copies no call on the parameter shows (.detach() and numpy are refused as calls).
+_COPIES = {k: SCALAR_COPIES[k] for k in ("torch.tensor", "torch.tensor([t])", "no_grad")}
 
 
 @pytest.mark.parametrize("how", sorted(_COPIES))

@@ -10,6 +10,7 @@ from torch.distributions import Gamma, Normal, constraints
 
 from latentfit.errors import ParameterError
 from latentfit.estimate import fit_map, fit_mle, get_family, log_density_family
+from tests.gradient_copies import SCALAR_COPIES
 
 RTOL = 1e-8  # exact algorithms in float64
 
@@ -568,23 +569,7 @@ def test_float32_optimised_fits_converge_at_the_float64_answer(family):
     assert r32.converged and off.max() < 2e-2
 
 
-def _no_grad(f):
-    def inner(t):
-        with torch.no_grad():
-            return f(t)
-
-    return inner
-
-
-#: Ways of computing a value from a parameter outside torch's graph: the numbers are right,
-#: the gradient is lost.
-_COPIES = {
-    "torch.tensor": lambda t: torch.tensor(t),
-    "torch.tensor([t])": lambda t: torch.tensor([t])[0],
-    "torch.as_tensor(detach)": lambda t: torch.as_tensor(t.detach()),
-    "numpy": lambda t: torch.from_numpy(np.asarray(t.detach().numpy())),
-    "no_grad": _no_grad(lambda t: t * 1.0),
-}
+_COPIES = SCALAR_COPIES
 
 
 @pytest.mark.parametrize("how", sorted(_COPIES))

@@ -27,6 +27,7 @@ from latentfit.errors import (
 from latentfit.mcmc import gibbs_gmm, gibbs_hmm, ordered_vector, sample
 from latentfit.mcmc.result import import_arviz
 from latentfit.mcmc.svgd import svgd
+from tests.gradient_copies import COPIES
 
 X = np.random.default_rng(0).normal(size=(30, 2))
 SHORT = {"num_warmup": 2, "num_draws": 2}
@@ -695,21 +696,11 @@ def test_a_summed_out_target_beyond_the_memory_is_refused_before_its_init(
     assert len(target(X[:, 0], 2)) == 3  # a target of the usual size is built
 
 
-def _no_grad(f):
-    def inner(t):
-        with torch.no_grad():
-            return f(t)
-
-    return inner
-
-
-#: Ways of computing a value from a parameter outside torch's graph: the numbers are right,
-#: the gradient is lost. Under vmap torch.tensor and numpy raise (and are named so already).
+#: Each copy with the values of vectorized it is tested at: under vmap torch.tensor and numpy
+#: raise (and are named so already).
 _COPIES = {
-    "torch.tensor": (lambda t: torch.tensor(t), (True,)),
-    "torch.as_tensor(detach)": (lambda t: torch.as_tensor(t.detach()), (True, False)),
-    "numpy": (lambda t: torch.from_numpy(np.asarray(t.detach().numpy())), (True,)),
-    "no_grad": (_no_grad(lambda t: t * 1.0), (True, False)),
+    how: (cut, (True,) if how in ("torch.tensor", "numpy") else (True, False))
+    for how, cut in COPIES.items()
 }
 
 

@@ -11,6 +11,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal
 
 from latentfit.errors import ParameterError
 from latentfit.vi.objectives import ELBO, ImportanceWeightedBound
+from tests.gradient_copies import COPIES
 
 F64 = torch.float64
 X = torch.tensor([0.3, 1.9, 1.2, 2.4, 0.8], dtype=F64)
@@ -330,22 +331,7 @@ def test_a_prior_of_another_shape_than_the_guide_is_named():
         ELBO(ll, q, prior)()
 
 
-def _no_grad(f):
-    def inner(t):
-        with torch.no_grad():
-            return f(t)
-
-    return inner
-
-
-#: Ways of computing a value from the latent draws outside torch's graph: the numbers are
-#: right, the reparameterised gradient is lost.
-_COPIES = {
-    "torch.tensor": lambda t: torch.tensor(t),
-    "torch.as_tensor(detach)": lambda t: torch.as_tensor(t.detach()),
-    "numpy": lambda t: torch.from_numpy(t.detach().numpy().copy()),
-    "no_grad": _no_grad(lambda t: t * 1.0),
-}
+_COPIES = COPIES  # of the latent draws
 
 
 def _guide():
