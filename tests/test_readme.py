@@ -12,6 +12,7 @@ block fails the test, so a new example is either run or its reason written down.
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -257,6 +258,30 @@ def test_python_examples(section, tmp_path, monkeypatch):
     namespace = GIVEN.get(section, dict)()
     for block in blocks:
         exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)
+        # no example shows a NaN or inf: every number, array or tensor it binds is finite
+        for name in sorted(_top_level_names(block.code)):
+            value = namespace[name]
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu().numpy()
+            if isinstance(value, (float, np.floating, np.ndarray)) and np.issubdtype(
+                np.asarray(value).dtype, np.floating
+            ):
+                assert np.isfinite(value).all(), f"README.md:{block.line}: {name} = {value}"
+
+
+def _top_level_names(code: str) -> set[str]:
+    """The names a block binds at its top level (assignments, imports, defs)."""
+    names = set()
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+    return names
 
 
 SHELL_BLOCKS = [b for b in BLOCKS if b.lang in SHELL and not b.skip]  # marked: not run
