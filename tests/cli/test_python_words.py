@@ -225,3 +225,18 @@ def test_one_row_is_counted_in_rows_not_as_n_samples(files, command):
     text = _said(["fit", command, "one.csv", "-k", "1", "--quiet"], code=2)
     assert "needs at least 2 samples (rows of one.csv), got 1: one row gives no " in text, text
     assert "n_samples" not in text, text
+
+
+def test_the_saddle_warning_and_the_icl_refusal_name_options(files):
+    # found by the command-line property test: fit fa/ppca's saddle warning said "Use
+    # init='pca'" and select's ICL refusal "criterion='icl' needs ...", keyword arguments
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=200), rng.normal(size=200)
+    np.savetxt("spread.csv", np.c_[a * 1e8, b, a + b], delimiter=",")
+    said = _said(["fit", "ppca", "spread.csv", "-k", "2", "--quiet", "--init", "random",
+                  "--seed", "0", "--out", "p.lf"])  # fmt: skip
+    assert "saddle point" in said and "Use --init pca" in said
+    assert not _PYTHON_ONLY.search(said.replace("noise_variance_init is a setting", "")), said
+    said = _said(["select", "fa", "tied.csv", "-k", "1-2", "--criterion", "icl"], code=2)
+    assert "--criterion icl needs a model of discrete latent classes" in said
+    assert "criterion=" not in said

@@ -307,6 +307,7 @@ _SETTING_PARAMS = {
     "sample_weight": (),
     "validation_fraction": (),
     "warm_start": (),
+    "noise_variance_init": (),
 }
 #: Settings whose names are also words of a sentence ("in order", "over 5 epochs"): only
 #: ``name=value``, and ``lower name`` and the like, are the setting.
@@ -323,6 +324,8 @@ _WORD_SETTING_PARAMS = {
     "n_steps": ("steps",),
     "lr": ("lr",),
     "level": ("level",),
+    "init": ("init",),
+    "criterion": ("criterion",),
 }
 #: What comes before a setting's name: not part of a longer name (``kl_schedule``,
 #: ``model.n_iter``, ``--n-iter``), nor a quoted name (a file's field ``'reg_covar'``).
