@@ -146,7 +146,10 @@ def check_weighted_rows(w: torch.Tensor, k: int, where: str = "X") -> None:
 def weight_overflow(stats, w: torch.Tensor) -> int | None:
     """The first column whose weighted sums ``stats(w)`` (a dict of sums over the rows, each
     (..., d) or a scalar, from the weights (n,)) overflow the dtype where ``stats`` of the same
-    rows of weight 1 do not: the weights, not the values, overflow there. None where none."""
+    rows of weight 1 do not: the weights, not the values, overflow there. None where none,
+    at once for weights of at most 1 (an unweighted fit): |w s| <= |s| term by term."""
+    if w.numel() == 0 or float(w.max()) <= 1.0:
+        return None
     weighted, unit = stats(w), stats((w > 0).to(w.dtype))
     for name, s in weighted.items():
         over = ~torch.isfinite(s) & torch.isfinite(unit[name])  # (..., d) or ()
