@@ -102,3 +102,18 @@ def test_select_cv_with_a_code_a_training_fold_never_shows_is_refused(tmp_path, 
     assert "prob_concentration" not in res.output  # not an option of the command
     res = runner.invoke(app, ["select", "categorical", "codes.csv", "-k", "1-2"])
     assert res.exit_code == 0, res.output
+
+
+def test_select_quiet_leaves_out_the_progress_bar(tmp_path, monkeypatch):
+    # every fit command took --quiet; select and select hmm had none, so scripts and logs got
+    # the progress bar's lines on standard error with no way to turn them off
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savetxt("x.csv", np.r_[rng.normal(0, 1, (40, 2)), rng.normal(6, 1, (40, 2))], delimiter=",")
+    for command in (["select", "gmm", "x.csv", "--covariance", "diag"], ["select", "hmm", "x.csv"]):
+        loud = runner.invoke(app, [*command, "-k", "1-2", "--max-iter", "20"])
+        quiet = runner.invoke(app, [*command, "-k", "1-2", "--max-iter", "20", "--quiet"])
+        assert loud.exit_code == quiet.exit_code == 0, (loud.output, quiet.output)
+        assert f"{command[0]} " in loud.stderr  # the bar, named "select gmm", "select ..."
+        assert "it/s" in loud.stderr and "it/s" not in quiet.stderr, quiet.stderr
+        assert quiet.stdout == loud.stdout  # the same table

@@ -160,8 +160,9 @@ def _sweep(
     inputs: list,
     force: bool,
     bound: bool = False,
+    quiet: bool = False,
 ):
-    """Run the sweep with a progress bar and print the result as text, JSON or CSV; with
+    """Run the sweep with a progress bar (none with ``quiet``) and print the result as text, JSON or CSV; with
     ``bound``, each fit's variational lower bound as one more column (``lower_bound``).
     Errors name ``data`` (see :func:`~latentfit.cli.app.data_name`); ``--plot`` is checked
     again against ``inputs`` (and ``force``) just before it is written."""
@@ -170,7 +171,7 @@ def _sweep(
     from latentfit.select import select_model
 
     n_fits = len(sizes) * (len(covs) if covs else 1)
-    bar = tqdm(total=n_fits, desc=desc, leave=False)
+    bar = tqdm(total=n_fits, desc=desc, leave=False, disable=quiet)
     try:
         result = select_model(
             X,
@@ -282,6 +283,7 @@ def _run(
     dataset: str | None = None,
     delimiter: str | None = None,
     header: bool | None = None,
+    quiet: bool = False,
 ):
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
@@ -333,6 +335,7 @@ def _run(
         data=data_name(data, dataset),
         inputs=[data],
         force=force,
+        quiet=quiet,
     )
 
 
@@ -370,6 +373,7 @@ def _register(family: str) -> None:
         force: bool = force_option(),
         as_json: bool = json_option(),
         as_csv: bool = csv_option(_CSV_HELP),
+        quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     ):
         _run(
             family,
@@ -390,6 +394,7 @@ def _register(family: str) -> None:
             dataset,
             delimiter,
             header,
+            quiet,
         )
 
     command.__doc__ = _HELP[family]
@@ -483,6 +488,7 @@ def select_hmm(
     force: bool = force_option(),
     as_json: bool = json_option(),
     as_csv: bool = csv_option(_CSV_HELP),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
 ):
     """Hidden Markov models over the number of states K, by BIC, AIC, ICL or held-out
     log-likelihood over whole sequences."""
@@ -563,4 +569,5 @@ def select_hmm(
         inputs=[data, lengths],
         force=force,
         bound=model in BOUND_MODELS,
+        quiet=quiet,
     )
