@@ -4,44 +4,21 @@ density sample`` and ``latentfit sample`` then write no file."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import latentfit
 from latentfit import DDPM
 from latentfit.cli import app
 from latentfit.errors import ParameterError
+from tests.altered_files import altered
 
 runner = CliRunner()
 rng = np.random.default_rng(0)
 LEVELS = rng.integers(0, 256, (60, 3)).astype(float)
 X = rng.normal(0, 1, (60, 2))
-
-
-def _altered(tmp_path, model, data, key, value, whole=False):
-    """``model`` fitted to ``data``, saved, and its file with tensor ``key``'s first entry (or
-    every entry) set to ``value``: the path of the altered file."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(data)
-    path = model.save(tmp_path / "m.lf")
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata()
-    t = tensors[key]
-    if whole:
-        t.fill_(value)
-    else:
-        t.view(-1)[0] = value
-    bad = tmp_path / "bad.lf"
-    save_file(tensors, str(bad), metadata={"latentfit": meta["latentfit"]})  # no checksum
-    return path, bad
 
 
 def _ddpm(**kw):
@@ -62,7 +39,7 @@ def _ddpm(**kw):
 def test_a_network_giving_nan_or_inf_is_refused_naming_the_layer(
     tmp_path, monkeypatch, kw, data, key, whole, layer
 ):
-    good, bad = _altered(tmp_path, _ddpm(**kw), data, key, 3e38, whole)
+    good, bad = altered(tmp_path, _ddpm(**kw), data, key, 3e38, whole)
     healthy = latentfit.load(good).sample(20, random_state=0)  # the clip of finite values: silent
     assert np.isfinite(healthy).all()
     model = latentfit.load(bad)
@@ -81,7 +58,7 @@ def test_a_network_giving_nan_or_inf_is_refused_naming_the_layer(
 def test_continuous_draws_of_a_network_giving_nan_are_refused_naming_the_layer(tmp_path):
     # latentfit.load refuses such a file (the log-density at the mean is not finite), so the
     # weight is set in memory; before, the refusal named no layer
-    good, _ = _altered(tmp_path, _ddpm(discrete=False), X, "denoiser.inp.weight", 3e38)
+    good, _ = altered(tmp_path, _ddpm(discrete=False), X, "denoiser.inp.weight", 3e38)
     model = latentfit.load(good)
     with torch.no_grad():
         model.module_.denoiser.inp.weight.view(-1)[0] = 3e38
@@ -93,7 +70,7 @@ def test_continuous_draws_of_a_network_giving_nan_are_refused_naming_the_layer(t
 def test_the_layer_named_is_the_one_that_overflowed_not_the_one_given_its_inf(tmp_path):
     # the output layer's 3e38 overflowed the sampler's arithmetic, and the next step's first
     # layer, given inf, was named before: "the layer 'denoiser.inp' (..., largest weight 0.6"
-    good, _ = _altered(tmp_path, _ddpm(discrete=False), X, "denoiser.out.weight", 3e38)
+    good, _ = altered(tmp_path, _ddpm(discrete=False), X, "denoiser.out.weight", 3e38)
     model = latentfit.load(good)
     with torch.no_grad():
         model.module_.denoiser.out.weight.view(-1)[0] = 3e38

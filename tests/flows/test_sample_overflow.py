@@ -4,45 +4,22 @@ sample`` then writes no file."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import latentfit
 from latentfit import RealNVP
 from latentfit.cli import app
 from latentfit.errors import ParameterError
+from tests.altered_files import altered
 
 runner = CliRunner()
 rng = np.random.default_rng(0)
 X = rng.normal(0, 1, (60, 2))
 SMALL = {"n_layers": 2, "hidden": 8, "n_hidden": 1, "epochs": 1, "random_state": 0}
 LEVELS = rng.integers(0, 256, (60, 4)).astype(float)
-
-
-def _altered(tmp_path, model, data, key, value, whole=False):
-    """``model`` fitted to ``data`` and saved, and that file with tensor ``key``'s first entry
-    (or every entry) set to ``value``: the two paths."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(data)
-    path = model.save(tmp_path / "m.lf")
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata()
-    if whole:
-        tensors[key].fill_(value)
-    else:
-        tensors[key].view(-1)[0] = value
-    save_file(
-        tensors, str(tmp_path / "bad.lf"), metadata={"latentfit": meta["latentfit"]}
-    )  # no checksum
-    return path, tmp_path / "bad.lf"
 
 
 @pytest.mark.parametrize(
@@ -58,7 +35,7 @@ def test_a_network_giving_nan_or_inf_is_refused_naming_the_layer(
     tmp_path, monkeypatch, dequantize, data, key, whole, said
 ):
     model = RealNVP(**SMALL, dequantize=dequantize)
-    good, bad = _altered(tmp_path, model, data, key, 3e38, whole)
+    good, bad = altered(tmp_path, model, data, key, 3e38, whole)
     healthy = latentfit.load(good).sample(20, random_state=0)  # the clip of finite values: silent
     assert np.isfinite(healthy).all()
     layer = key.rsplit(".", 1)[0]
@@ -74,7 +51,7 @@ def test_a_network_giving_nan_or_inf_is_refused_naming_the_layer(
 
 def test_an_inf_the_levels_hide_is_refused(tmp_path):
     # the coupling's inf went through its tanh and the sigmoid: levels written before
-    good, _ = _altered(
+    good, _ = altered(
         tmp_path, RealNVP(**SMALL, dequantize=True), LEVELS, "layers.1.net.2.weight", 3e38
     )
     model = latentfit.load(good)
