@@ -644,7 +644,10 @@ def load(path, *, device=None):
         raise ModelFileError(f"{path}: the model's tensors cannot be read ({err})") from None
     _check_tensors(tensors, path)
     try:
-        model._set_state(tensors, dict(extra))
+        # a network is built before the file's tensors replace its weights: the initial
+        # weights it draws leave torch's global generator as the caller had it
+        with torch.random.fork_rng(devices=[]):
+            model._set_state(tensors, dict(extra))
         if hasattr(model, "_check_loaded"):
             model._check_loaded()
         _check_finite_attributes(model)
