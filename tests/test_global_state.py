@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from torch.distributions import Distribution, Gamma, Normal
+from typer.testing import CliRunner
 
 import latentfit as lf
 from latentfit.errors import DataError, LatentfitError, NotFittedError, ParameterError
@@ -572,3 +573,78 @@ def test_a_refused_function_leaves_global_state_alone(name, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     with _unchanged(), pytest.raises((LatentfitError, NotFittedError, Stop)):
         _quiet(REFUSED[name])()
+
+
+# ---------------------------------------------------------------------------------------------
+# commands run in-process (as a notebook or a test runs them): they succeed or exit 2
+
+runner = CliRunner()
+COMMANDS = {
+    "fit gmm": ["fit", "gmm", "d.csv", "-k", "2", "--quiet", "--out", "g.lf"],
+    "fit hmm": ["fit", "hmm", "d.csv", "-k", "2", "--quiet", "--states", "s.csv"],
+    "fit bgmm": ["fit", "bgmm", "d.csv", "-k", "2", "--quiet"],
+    "select gmm": ["select", "gmm", "d.csv", "-k", "1-2", "--quiet"],
+    "fit dist nuts": [
+        *["fit", "dist", "c.csv", "--family", "poisson", "--prior", "rate=gamma:2,0.5"],
+        *["--sample", "nuts", "--chains", "2", "--draws", "3", "--warmup", "3"],
+    ],
+    "fit flow": [
+        *["fit", "flow", "d.csv", "--flow", "realnvp", "--layers", "2", "--hidden", "4"],
+        *["--epochs", "1", "--out", "f.lf", "--quiet"],
+    ],
+    "fit vae": [
+        *["fit", "vae", "--dataset", "d.csv", "--likelihood", "gaussian", "--no-binarize"],
+        *["--latent", "1", "--hidden", "4", "--epochs", "1", "--quiet", "--out", "v.lf"],
+    ],
+    "show, score, predict, sample": None,  # of the gmm file fitted first
+}
+BAD_COMMANDS = {
+    "fit gmm NaN": ["fit", "gmm", "nan.csv", "-k", "2", "--quiet"],
+    "fit hmm bad option": ["fit", "hmm", "d.csv", "-k", "0", "--quiet"],
+    "fit dist nuts raising": [
+        *["fit", "dist", "c.csv", "--family", "poisson", "--prior", "rate=gamma:2,0.5"],
+        *["--sample", "nuts", "--chains", "2", "--draws", "3", "--max-work", "10"],
+    ],
+    "fit vae NaN": ["fit", "vae", "--dataset", "nan.csv", "--epochs", "1", "--quiet"],
+    "score a missing file": ["score", "missing.lf", "d.csv"],
+}
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("d.csv", GAUSS, delimiter=",", header="a,b", comments="")
+    np.savetxt("c.csv", COUNTS, delimiter=",", header="x", comments="")
+    bad = GAUSS.copy()
+    bad[5, 1] = np.nan
+    np.savetxt("nan.csv", bad, delimiter=",", header="a,b", comments="")
+
+
+def _invoke(args) -> int:
+    from latentfit.cli import app
+
+    return runner.invoke(app, args).exit_code
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_command_leaves_global_state_alone(name, files):
+    with _unchanged():
+        if COMMANDS[name] is None:
+            codes = [_invoke(COMMANDS["fit gmm"])] + [
+                _invoke(args)
+                for args in (
+                    ["show", "g.lf"],
+                    ["score", "g.lf", "d.csv"],
+                    ["predict", "g.lf", "d.csv"],
+                    ["sample", "g.lf", "-n", "3", "--seed", "1"],
+                )
+            ]
+        else:
+            codes = [_invoke(COMMANDS[name])]
+        assert codes == [0] * len(codes)
+
+
+@pytest.mark.parametrize("name", list(BAD_COMMANDS))
+def test_a_refused_command_leaves_global_state_alone(name, files):
+    with _unchanged():
+        assert _invoke(BAD_COMMANDS[name]) == 2

@@ -100,6 +100,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False,
         "--version",
@@ -111,7 +112,11 @@ def _main(
     """latentfit: fit models with hidden variables (MLE/MAP, EM, VI, VAEs)."""
     import warnings
 
+    # for this command only: a command run in-process (a notebook, a test) gives Python's own
+    # back when it ends, whether it succeeded or failed
+    before = warnings.showwarning
     warnings.showwarning = _show_warning
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", before))
 
 
 def fail(message: str, code: int = 2):
