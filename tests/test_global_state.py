@@ -648,3 +648,19 @@ def test_a_command_leaves_global_state_alone(name, files):
 def test_a_refused_command_leaves_global_state_alone(name, files):
     with _unchanged():
         assert _invoke(BAD_COMMANDS[name]) == 2
+
+
+def test_arviz_logs_as_arviz_does_after_latentfit_called_it():
+    """latentfit drops ArviZ's "Shape validation failed" line (fewer than 4 draws a chain) from
+    its own calls (``MCMCResult.diagnostics`` says it in words); the filter stayed on ArviZ's
+    logger after them, hiding that line from the user's own ArviZ calls for the rest of the
+    process."""
+    from latentfit.mcmc.result import import_arviz
+
+    res = _sample("nuts", False)
+    res.summary(), res.to_arviz(), res.rhat(), res.mcse(method="sd")
+    log = import_arviz()._log
+    assert not [f for f in log.filters if getattr(f, "__module__", "").startswith("latentfit")]
+    with pytest.raises(ParameterError):  # ArviZ refusing an argument: taken off as well
+        res.summary(hdi_prob=2.0)
+    assert not [f for f in log.filters if getattr(f, "__module__", "").startswith("latentfit")]

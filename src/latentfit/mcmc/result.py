@@ -3,6 +3,7 @@ from ArviZ and a summary table like ``arviz.summary``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
@@ -50,6 +51,23 @@ def _not_shape_validation(record: logging.LogRecord) -> bool:
     return "Shape validation failed" not in record.getMessage()
 
 
+@contextlib.contextmanager
+def _shape_validation_unlogged(az):
+    """:func:`_not_shape_validation` on ArviZ's logger for the calls latentfit makes, taken off
+    after them (also when they raise): the user's own ArviZ calls log as ArviZ does."""
+    log = getattr(az, "_log", None)  # ArviZ 0.x logs through its own Logger instance
+    if not isinstance(log, logging.Logger):
+        log = logging.getLogger("arviz")
+    added = _not_shape_validation not in log.filters  # inside another such call: its own
+    if added:
+        log.addFilter(_not_shape_validation)
+    try:
+        yield
+    finally:
+        if added:
+            log.removeFilter(_not_shape_validation)
+
+
 def import_arviz():
     """ArviZ, imported on first use (its diagnostics: rank-normalised split R-hat, ESS, MCSE)."""
     try:
@@ -64,11 +82,6 @@ def import_arviz():
             else f"latentfit.mcmc diagnostics need ArviZ, which is installed but cannot be "
             f"imported: {e}. Install what it names (pip install {missing})"
         ) from e
-    log = getattr(arviz, "_log", None)  # ArviZ 0.x logs through its own Logger instance
-    if not isinstance(log, logging.Logger):
-        log = logging.getLogger("arviz")
-    if _not_shape_validation not in log.filters:
-        log.addFilter(_not_shape_validation)
     return arviz
 
 
@@ -76,9 +89,10 @@ def arviz_call(name: str, data, **kwargs):
     """``arviz.<name>(data, **kwargs)`` (``summary``, ``ess``, ``rhat``, ``mcse``): an argument
     ArviZ refuses (an unknown method or keyword, an ``hdi_prob`` outside (0, 1]) is said as a
     ParameterError naming the call, not as ArviZ's TypeError or ValueError."""
-    fn = getattr(import_arviz(), name)
+    az = import_arviz()
+    fn = getattr(az, name)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _shape_validation_unlogged(az):
             # numpy's words for a statistic of one draw a chain (the sd of one value): the
             # table shows NaN there and ``MCMCResult.diagnostics`` says why
             warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
@@ -103,7 +117,7 @@ def arviz_from_dict(groups: dict[str, dict[str, np.ndarray]], dims=None):
     transposed array: latentfit builds these arrays in that order, so the warning would only
     blame the user for a short run, and is dropped."""
     az = import_arviz()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _shape_validation_unlogged(az):
         warnings.filterwarnings("ignore", r"More chains \(\d+\) than draws", UserWarning)
         if int(az.__version__.split(".")[0]) >= 1:  # pragma: no cover - depends on the install
             return az.from_dict(groups, dims=dims)
@@ -119,7 +133,9 @@ def arviz_mcse(data, method: str = "mean"):
     ``mcse_sd``."""
     if method != "sd":
         return arviz_call("mcse", data, method=method)
-    ds = import_arviz().convert_to_dataset(data)
+    az = import_arviz()
+    with _shape_validation_unlogged(az):
+        ds = az.convert_to_dataset(data)
     c2 = (ds - ds.mean(("chain", "draw"))) ** 2
     ess = arviz_call("ess", c2, method="mean")
     with np.errstate(divide="ignore", invalid="ignore"):  # constant draws: NaN, as ArviZ gives
