@@ -27,7 +27,10 @@ from torch.distributions import Distribution, Gamma, Normal
 from typer.testing import CliRunner
 
 import latentfit as lf
+from latentfit import plot
 from latentfit.errors import DataError, LatentfitError, NotFittedError, ParameterError
+from latentfit.mcmc import gibbs_gmm, gibbs_hmm, sample
+from latentfit.mcmc.svgd import svgd
 
 # Imports with side effects of their own, done before any snapshot: torch._dynamo's first import
 # sets TORCHINDUCTOR_CACHE_DIR (whoever imports it: torch.optim does), rich.style's draws from
@@ -369,14 +372,10 @@ TINY = dict(num_chains=2, num_warmup=3, num_draws=3, generator=0, progress_bar=F
 
 
 def _sample(kernel, compile):
-    from latentfit.mcmc import sample
-
     return sample(_normal_density, INIT, kernel=kernel, compile=compile, num_steps=2, **TINY)
 
 
 def _sample_raising(compile):
-    from latentfit.mcmc import sample
-
     _raising_density.calls = 0
     return sample(_raising_density, INIT, compile=compile, **TINY)
 
@@ -444,9 +443,6 @@ def _gaps():
 
 
 def _plots():
-    from latentfit import plot
-    from latentfit.mcmc import gibbs_gmm
-
     gmm = lf.GaussianMixture(2, max_iter=5, random_state=0).fit(GAUSS)
     plot.gaussian_components(gmm)
     plot.plot_mixture(gmm, GAUSS)
@@ -513,19 +509,13 @@ FUNCTIONS = {
         _sample("nuts", False).to_arviz(),
         _sample("nuts", False).diagnostics(),
     ),
-    "gibbs_gmm": lambda: (
-        __import__("latentfit.mcmc")
-        .mcmc.gibbs_gmm(GAUSS, 2, num_chains=2, num_warmup=2, num_draws=3, generator=0)
-        .summary()
-    ),
-    "gibbs_hmm": lambda: (
-        __import__("latentfit.mcmc")
-        .mcmc.gibbs_hmm(
-            GAUSS, 2, lengths=LENGTHS, num_chains=2, num_warmup=2, num_draws=3, generator=0
-        )
-        .summary()
-    ),
-    "svgd": lambda: __import__("latentfit.mcmc.svgd").mcmc.svgd.svgd(
+    "gibbs_gmm": lambda: gibbs_gmm(
+        GAUSS, 2, num_chains=2, num_warmup=2, num_draws=3, generator=0
+    ).summary(),
+    "gibbs_hmm": lambda: gibbs_hmm(
+        GAUSS, 2, lengths=LENGTHS, num_chains=2, num_warmup=2, num_draws=3, generator=0
+    ).summary(),
+    "svgd": lambda: svgd(
         _normal_density, INIT, num_particles=5, num_iter=3, generator=0, progress_bar=False
     ),
     "svi": _svi,
@@ -553,18 +543,16 @@ REFUSED = {
     "select_model NaN": lambda: lf.select_model(np.r_[GAUSS, [[np.nan, 0]]], n_components=[1]),
     "nuts raising replay": lambda: _sample_raising("replay"),
     "nuts raising eager": lambda: _sample_raising(False),
-    "nuts too much work": lambda: __import__("latentfit.mcmc").mcmc.sample(
-        _normal_density, INIT, max_work=10, **TINY
-    ),
-    "gibbs_gmm NaN": lambda: __import__("latentfit.mcmc").mcmc.gibbs_gmm(
+    "nuts too much work": lambda: sample(_normal_density, INIT, max_work=10, **TINY),
+    "gibbs_gmm NaN": lambda: gibbs_gmm(
         np.r_[GAUSS, [[np.nan, 0]]], 2, num_chains=2, num_warmup=2, num_draws=3
     ),
-    "svgd raising": lambda: __import__("latentfit.mcmc.svgd").mcmc.svgd.svgd(
+    "svgd raising": lambda: svgd(
         _raising_density, INIT, num_particles=5, num_iter=9, generator=0, progress_bar=False
     ),
     "svi NaN": _svi_nan,
     "vae NaN": _vae_nan,
-    "plot unfitted": lambda: __import__("latentfit.plot").plot.plot_mixture(lf.GaussianMixture(2)),
+    "plot unfitted": lambda: plot.plot_mixture(lf.GaussianMixture(2)),
 }
 
 
