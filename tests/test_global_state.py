@@ -550,6 +550,12 @@ REFUSED = {
     "svgd raising": lambda: svgd(
         _raising_density, INIT, num_particles=5, num_iter=9, generator=0, progress_bar=False
     ),
+    "flow refusing its validation rows after an epoch": lambda: lf.RealNVP(
+        n_layers=2, hidden=4, epochs=2, random_state=0
+    ).fit(GAUSS, X_val=np.r_[GAUSS[:5], [[1e30, 0.0]]]),
+    "ddpm refusing its validation rows after an epoch": lambda: lf.DDPM(
+        n_steps=5, hidden=4, discrete=False, epochs=2, random_state=0
+    ).fit(GAUSS, X_val=np.r_[GAUSS[:5], [[1e30, 0.0]]]),
     "svi NaN": _svi_nan,
     "vae NaN": _vae_nan,
     "plot unfitted": lambda: plot.plot_mixture(lf.GaussianMixture(2)),
