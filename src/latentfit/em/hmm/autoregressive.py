@@ -116,13 +116,17 @@ def ar_log_likelihood(
     centres: torch.Tensor | None = None,
     *,
     rows: int = 1 << 15,
+    sequence: torch.Tensor | None = None,
+    intercepts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log N(x_t; W_k z_t, Sigma_k) for design rows D (t, (p + 1) d + 1): (t, k), 0 at the
     conditioning rows. ``weights`` (k, d, p d + 1) are ``[A_{k,1} .. A_{k,p}, b_k]``,
     ``covars`` (k, d, d). ``centres`` (k, d): the weights of state k are those about c_k
     (of ``x_t − c_k`` on ``[x_{t-1} − c_k, .., 1]``, as :func:`ar_mstep` returns them), and
     its residuals are taken about c_k, so that they keep the digits of rows far from the
-    origin."""
+    origin. With ``sequence`` (t,), every row's sequence: ``centres`` (q, k, d) and
+    ``intercepts`` (q, k, d) are every sequence's own (the intercepts b' about them, see
+    :func:`_recentre`; the intercepts in ``weights`` are not used)."""
     k, d, m = weights.shape
     L, info = torch.linalg.cholesky_ex(covars)  # (k, d, d)
     if bool((info != 0).any()):
@@ -138,6 +142,13 @@ def ar_log_likelihood(
         Y, Z, scored = _regressors(D[i : i + rows], d)
         if centres is None:
             resid = Y.unsqueeze(0) - Z.unsqueeze(0) @ weights.transpose(1, 2)  # (k, r, d)
+        elif sequence is not None:  # every row about its own sequence's centres
+            ids = sequence[i : i + rows]  # (r,)
+            resid = Y.new_empty(k, Y.shape[0], d)
+            for s in range(k):
+                c, b = centres[ids, s], intercepts[ids, s]  # (r, d) each
+                lags = Z[:, :-1] - c.repeat(1, (m - 1) // d)  # (r, p d)
+                torch.addmm(Y - c - b, lags, weights[s, :, :-1].T, alpha=-1, out=resid[s])
         else:  # one (r, m) temporary at a time, not (k, r, m)
             resid = Y.new_empty(k, Y.shape[0], d)
             for s, e in enumerate(_lag_centres(centres, m)):
@@ -407,8 +418,27 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         D = self._design(X, lengths)
         # the residuals about every state's centre, as in a fit: about the origin, those of
-        # float32 data near 1e6 (sd 1) kept no digit below 0.1
-        return self._about_centres(params, D), D, lengths, labels
+        # float32 data near 1e6 (sd 1) kept no digit below 0.1. Each sequence's own centres:
+        # centres of the whole X made a sequence's answers depend on the others beside it
+        return self._about_sequence_centres(params, D, lengths), D, lengths, labels
+
+    def _about_sequence_centres(self, params, D, lengths: list[int]) -> dict:
+        """``params`` with every sequence of the design rows D about its own states' centres
+        (:meth:`_about_centres` of its rows alone): ``"sequence"`` (t,) every row's sequence,
+        ``"centres"`` (q, k, d) and ``"intercepts"`` (q, k, d) every sequence's."""
+        q, d = len(lengths), params["covars"].shape[-1]
+        sequence = torch.repeat_interleave(
+            torch.arange(q, device=D.device), torch.as_tensor(lengths, device=D.device)
+        )  # (t,)
+        scored = D[:, -1] > 0  # every sequence has some (self._lengths)
+        ll = ar_log_likelihood(D[scored], params["weights"], params["covars"])  # (s, k)
+        centres = _best_row_medians(D[scored], ll, d, sequence[scored], q)  # (q, k, d)
+        W, k = params["weights"], centres.shape[1]
+        intercepts = torch.cat([
+            _recentre(W.repeat(len(c), 1, 1), c.reshape(-1, d), d)[:, :, -1].reshape(-1, k, d)
+            for c in centres.split(1 << 10)  # (q k, d, m) weights at a time, not (q, k, d, m)
+        ])  # fmt: skip
+        return {**params, "sequence": sequence, "centres": centres, "intercepts": intercepts}
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -634,7 +664,17 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
 
     # ------------------------------------------------------------------ the emission hooks
     def _emission_log_likelihood(self, params, D, features=None):
-        return ar_log_likelihood(D, params["weights"], params["covars"], params.get("centres"))
+        w, cov, c = params["weights"], params["covars"], params.get("centres")
+        if "sequence" in params:  # scoring: the sequences of D, each about its own centres
+            seq, b = params["sequence"], params["intercepts"]
+            return ar_log_likelihood(D, w, cov, c, sequence=seq, intercepts=b)
+        return ar_log_likelihood(D, w, cov, c)
+
+    def _emission_rows(self, params, D):
+        if "sequence" not in params:
+            return super()._emission_rows(params, D)
+        ll = self._emission_log_likelihood(params, D)  # (t, k): rows know their sequence
+        return lambda a, b: ll[a:b]
 
     def _emission_stats(self, params, D, gamma, features=None):
         return ar_stats(D, gamma, params["covars"].shape[-1], params.get("centres"))
@@ -761,18 +801,34 @@ def _state_means(D: torch.Tensor, gamma: torch.Tensor, d: int) -> torch.Tensor:
     return torch.where((N > 0).unsqueeze(1), means, whole)
 
 
-def _best_row_medians(D: torch.Tensor, ll: torch.Tensor, d: int) -> torch.Tensor:
+def _best_row_medians(
+    D: torch.Tensor, ll: torch.Tensor, d: int, sequence: torch.Tensor | None = None, q: int = 1
+) -> torch.Tensor:
     """Every state's (lower) median, column by column, of the responses x_t of the design rows
     D (t, m) whose log-density ``ll`` (t, k) it has the highest; for a state that has none,
-    the response of the row where it comes closest to the best (k, d)."""
+    the response of the row where it comes closest to the best (k, d). With ``sequence``
+    (t,), every row's sequence of ``q``: those of every sequence's rows apart (q, k, d)."""
     Y = D[:, :d]  # (t, d)
+    t, k = ll.shape
+    seq = D.new_zeros(t, dtype=torch.int64) if sequence is None else sequence
     top = ll.max(1, keepdim=True).values  # (t, 1)
     gap = torch.nan_to_num(ll - top, nan=-math.inf)  # (t, k) <= 0, 0 where the state is best
-    best = ll.argmax(1)  # (t,)
-    out = Y[gap.argmax(0)].clone()  # (k, d): the closest rows
-    for s in best.unique().tolist():
-        out[s] = Y[best == s].median(0).values
-    return out
+    # the closest rows: the first row of every sequence at its highest gap of every state
+    at = seq.unsqueeze(1).expand(t, k)  # (t, k)
+    most = gap.new_full((q, k), -math.inf).scatter_reduce(0, at, gap, "amax")  # (q, k)
+    steps = torch.arange(t, device=D.device).unsqueeze(1).expand(t, k)  # (t, k)
+    hit = torch.where(gap == most[seq], steps, t)
+    first = hit.new_full((q, k), t).scatter_reduce(0, at, hit, "amin")  # (q, k)
+    out = Y[first.clamp(max=t - 1)].reshape(q * k, d)  # (q k, d)
+    # the medians: the rows sorted by group (sequence, best state), within it by value
+    group = seq * k + ll.argmax(1)  # (t,)
+    order = Y.argsort(dim=0, stable=True)  # (t, d)
+    order = order.gather(0, group[order].argsort(dim=0, stable=True))
+    counts = torch.bincount(group, minlength=q * k)  # (q k,)
+    middle = (counts.cumsum(0) - counts + (counts - 1).div(2, rounding_mode="floor")).clamp(0)
+    medians = Y.gather(0, order)[middle.clamp(max=t - 1)]  # (q k, d)
+    out = torch.where((counts > 0).unsqueeze(1), medians, out).reshape(q, k, d)
+    return out if sequence is not None else out[0]
 
 
 def _pack(coefs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -522,11 +522,11 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         return params, X, lengths, labels
 
-    def _emission_rows(self, params):
-        """A function of a block of rows (r, d) giving their emission log-likelihoods (r, k),
-        for callers that ask block by block (whatever depends on the parameters only is
-        derived once, here, by the models that can)."""
-        return lambda X: self._emission_log_likelihood(params, X)
+    def _emission_rows(self, params, X):
+        """A function of a block of rows ``a .. b − 1`` of X giving their emission
+        log-likelihoods (b − a, k), for callers that ask block by block (whatever depends on
+        the parameters only is derived once, here, by the models that can)."""
+        return lambda a, b: self._emission_log_likelihood(params, X[a:b])
 
     def _fit_emissions(self, params, X, ll: torch.Tensor) -> torch.Tensor:
         """The emission log-likelihoods (t, k) a fit's E-step takes: ``ll``, except where a
@@ -633,9 +633,8 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
             raise ParameterError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'")
         params, X, lengths, labels = self._prepare(X, lengths, y)
         if algorithm == "viterbi":
-            emission = self._emission_rows(params)
             v = inference.decode(
-                lambda a, b: emission(X[a:b]), X.shape[0], params["startprob"],
+                self._emission_rows(params, X), X.shape[0], params["startprob"],
                 params["transmat"], lengths, states=labels,
             )  # fmt: skip
             self._check_possible(params, X, v.log_prob, lengths, labels)

@@ -525,13 +525,13 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             return None
         return self._far_states(params)
 
-    def _emission_rows(self, params):
+    def _emission_rows(self, params, X):
         ct = self.covariance_type
         if ct not in ("diag", "spherical") or self._allow_nan() or self._far_states(params):
-            return super()._emission_rows(params)
+            return super()._emission_rows(params, X)
         means, covars = params["means"], params["covars"]
         terms = E.diag_gaussian_terms(means, covars, ct)
-        return lambda X: E.gaussian_log_likelihood(X, means, covars, ct, terms=terms)
+        return lambda a, b: E.gaussian_log_likelihood(X[a:b], means, covars, ct, terms=terms)
 
     def _emission_stats(self, params, X, gamma, features=None):
         means, covars, ct = params["means"], params["covars"], self.covariance_type
