@@ -76,7 +76,6 @@ K_VALUES = opt(["1", "2", "2", "3"], ["0", "-1", "abc", "40"])
 K_RANGES = opt(["1-3", "2", "1,2", "2-2"], ["0", "3-1", "a-b", "1-", "", "-3"])
 DEVICES = opt([None, "cpu"], ["tpu", "cuda:7", ""])
 COLUMNS = opt([None, "a", "a,b", "b,a"], ["zz", "0", "a,a", ""])
-USAGE_ERROR = re.compile(r"─ Error ─")
 # at the start of a line as a terminal shows it: after a newline, or after the carriage return
 # with which a closed progress bar hands its line back
 ERROR_LINE = re.compile(r"(?:^|\r)error: \S", re.M)
@@ -606,9 +605,9 @@ def _check(run: Run, result, before: dict[Path, str], cwd_before: set[Path]) -> 
         err.add_note(f"a raw {type(err).__name__} reached the command line user{where}")
         raise err
     assert "Traceback" not in out, f"printed a traceback{where}"
-    assert "No such option" not in out, f"an option latentfit should have is missing{where}"
+    assert " has no option " not in out, f"an option latentfit should have is missing{where}"
     if result.exit_code != 0:
-        documented = ERROR_LINE.search(out) or USAGE_ERROR.search(out)
+        documented = ERROR_LINE.search(out)
         assert result.exit_code == 2 and documented, (
             f"exit code {result.exit_code}; a failure exits 2 with an 'error:' line{where}"
         )

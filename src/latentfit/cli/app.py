@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from typer.core import TyperGroup
 
+from latentfit.cli.usage import Typer, UsageGroup, usage_words
 from latentfit.cli.words import (  # noqa: F401  (the commands import them from here)
     MAX_CLI_DEPTH,
     MAX_WORK_WORDS,
@@ -28,15 +28,22 @@ from latentfit.cli.words import (  # noqa: F401  (the commands import them from 
 )
 
 
-class _Commands(TyperGroup):
-    """The top command group. An OSError no command turned into a message of its own (a file
-    name too long for the file system, a file gone between the checks and the read, a full
-    disk) is printed as one line naming the file, never as a traceback; so is an OutputError
-    (a write that failed midway, see :class:`latentfit._files.atomic_path`)."""
+class _Commands(UsageGroup):
+    """The top command group. A usage error (an unknown option, a missing argument, a value
+    of the wrong type: click's words in typer's boxed panel) is printed as one ``error:`` line
+    (:func:`~latentfit.cli.usage.usage_words`). An OSError no command turned into a message of
+    its own (a file name too long for the file system, a file gone between the checks and the
+    read, a full disk) is printed as one line naming the file, never as a traceback; so is an
+    OutputError (a write that failed midway, see :class:`latentfit._files.atomic_path`)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with _usage_errors():
+                return super().invoke(ctx)
         except ValueError as err:
             # an OutputError can only come from a command that loaded latentfit.errors, which
             # imports scikit-learn: looked up, not imported, so that --help stays light
@@ -68,17 +75,29 @@ class _Commands(TyperGroup):
             fail(f"{what}{err.strerror or err}{advice}")
 
 
-app = typer.Typer(
+@contextmanager
+def _usage_errors():
+    """Print click's usage errors as one ``error:`` line and exit 2; a group named without a
+    command still prints its help (``no_args_is_help``)."""
+    from latentfit.cli.usage import _click
+
+    try:
+        yield
+    except _click.UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            raise
+        fail(usage_words(err), err.exit_code)
+
+
+app = Typer(
     cls=_Commands,
     help="latentfit: fit models with hidden variables (MLE/MAP, EM, VI, VAEs).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-fit_app = typer.Typer(help="Fit a model to data and print what was fitted.", no_args_is_help=True)
-select_app = typer.Typer(
-    help="Compare models by BIC/AIC over a range of sizes.", no_args_is_help=True
-)
+fit_app = Typer(help="Fit a model to data and print what was fitted.", no_args_is_help=True)
+select_app = Typer(help="Compare models by BIC/AIC over a range of sizes.", no_args_is_help=True)
 app.add_typer(fit_app, name="fit")
 app.add_typer(select_app, name="select")
 

@@ -33,8 +33,9 @@ from latentfit.cli.app import (
     written_together,
 )
 from latentfit.cli.output import json_option
+from latentfit.cli.usage import Typer
 
-density_app = typer.Typer(
+density_app = Typer(
     help="Score data with, or sample from, a saved flow or diffusion model.",
     no_args_is_help=True,
 )
