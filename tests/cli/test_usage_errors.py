@@ -239,3 +239,19 @@ def test_an_option_that_may_be_repeated_is_not_refused_as_given_twice(tmp_path):
          "--prior", "scale=gamma:2,1"],
     )  # fmt: skip
     assert "is given" not in res.output and "no data file" in res.output, res.output
+
+
+@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+def test_help_and_errors_name_the_arguments_alike(words, command):
+    # the usage line of --help showed {model_path} where the errors say MODEL
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    if not arguments:
+        pytest.skip("no argument")
+    line = _refused([*words, *_required_values(command), "1", "1", "1", "1"])
+    takes = line.split(" takes ")[1].split(" and options")[0].split()
+    usage = runner.invoke(app, [*words, "--help"], terminal_width=200).output
+    usage = next(u for u in usage.splitlines() if "Usage:" in u)
+    for name in takes:
+        bare = name.strip("[]")
+        assert bare.isupper() and bare.replace("_", "").isalpha(), line
+        assert bare in usage, usage

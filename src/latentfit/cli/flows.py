@@ -185,7 +185,10 @@ def report_history(history) -> None:
 def fit_flow(
     ctx: typer.Context,
     data: str | None = typer.Argument(
-        None, help="mnist, digits or a data file (CSV, .npy, .npz, Parquet).", show_default=False
+        None,
+        help="mnist, digits or a data file (CSV, .npy, .npz, Parquet).",
+        show_default=False,
+        metavar="DATA",
     ),
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
@@ -294,9 +297,13 @@ def fit_flow(
 
 @density_app.command("score")
 def score(
-    model_path: Path = typer.Argument(..., help="A model saved by 'latentfit fit flow|diffusion'."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="A model saved by 'latentfit fit flow|diffusion'."
+    ),
     data: str = typer.Argument(
-        "mnist", help="mnist, digits, faithful or geyser (their test split) or a data file."
+        "mnist",
+        help="mnist, digits, faithful or geyser (their test split) or a data file.",
+        metavar="DATA",
     ),
     n: int = typer.Option(0, min=0, help="Score the first N rows (0: all)."),
     out: Path | None = output_option(None, "--out", help="Write the per-row scores (one a line)."),
@@ -360,7 +367,9 @@ def score(
 
 @density_app.command("sample")
 def sample(
-    model_path: Path = typer.Argument(..., help="A model saved by 'latentfit fit flow|diffusion'."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="A model saved by 'latentfit fit flow|diffusion'."
+    ),
     n: int = typer.Option(64, "-n", "--n", min=1, help="Number of draws."),
     out: Path = output_option(
         Path("samples.png"), "--out", help=".png (an image grid), .csv or .npy."

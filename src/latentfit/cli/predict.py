@@ -43,8 +43,12 @@ def _split_columns(a, prefix: str) -> tuple[list[str], list]:
 
 # ---------------------------------------------------------------------- predict
 def predict(
-    model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of rows to label."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="A model file (latentfit fit ... --out)."
+    ),
+    data: Path = typer.Argument(
+        ..., metavar="DATA", help="CSV, .npy, .npz or Parquet file of rows to label."
+    ),
     proba: bool = typer.Option(
         False,
         "--proba/--no-proba",

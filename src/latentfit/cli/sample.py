@@ -74,7 +74,9 @@ def draw(model, kind: str, n: int, seed: int, max_work=1e15):
 
 
 def sample(
-    model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="A model file (latentfit fit ... --out)."
+    ),
     n: int = typer.Option(64, "-n", "--n", min=1, help="Number of draws."),
     seed: int = seed_option("Seed of the draws (the same seed gives the same draws)."),
     out: Path | None = output_option(

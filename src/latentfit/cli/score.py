@@ -80,8 +80,12 @@ def hsmm_row_scores(model, X, lengths):
 
 
 def score(
-    model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
-    data: Path = typer.Argument(..., help="CSV, .npy, .npz or Parquet file of rows to score."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="A model file (latentfit fit ... --out)."
+    ),
+    data: Path = typer.Argument(
+        ..., metavar="DATA", help="CSV, .npy, .npz or Parquet file of rows to score."
+    ),
     lengths: Path | None = typer.Option(
         None,
         "--lengths",

@@ -157,7 +157,9 @@ def model_levels(model, kind: str) -> tuple[dict, str] | None:
 
 
 def show(
-    model_path: Path = typer.Argument(..., help="A model file (latentfit fit ... --out)."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="A model file (latentfit fit ... --out)."
+    ),
     as_json: bool = json_option(),
 ):
     """Show what a model file holds: kind, columns, settings, version and parameters.

@@ -591,7 +591,9 @@ def _print_fit(r: dict) -> None:
 
 @app.command("eval")
 def eval_vae(
-    model_path: Path = typer.Argument(..., help="A VAE saved by 'latentfit fit vae'."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="A VAE saved by 'latentfit fit vae'."
+    ),
     dataset: str | None = typer.Option(
         None,
         help="mnist, digits, mnist-idx or a data file (default: the data the model was fitted "
