@@ -255,3 +255,15 @@ def test_help_and_errors_name_the_arguments_alike(words, command):
         bare = name.strip("[]")
         assert bare.isupper() and bare.replace("_", "").isalpha(), line
         assert bare in usage, usage
+
+
+@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+def test_an_option_typed_before_its_command_says_where_it_goes(words, command):
+    names = [n for p in _options(command) if not p.is_eager for n in p.opts]
+    if not names:
+        pytest.skip("no option")
+    for depth in range(len(words)):  # before each word of the command's name
+        line = _refused([*words[:depth], names[0], "1", *words[depth:]])
+        group = " ".join(["latentfit", *words[:depth]])
+        assert f"{group} has no option {names[0]}: {names[0]} is an option of " in line, line
+        assert f"latentfit {' '.join(words)}; put it after the command's name" in line, line

@@ -187,9 +187,29 @@ def _no_such_option(ctx, name: str, given: list[str]) -> str:
     words = f"{command_words(ctx)} has no option {typed}"
     if typed != name and not typed.startswith("--") and f"-{typed}" in names:
         return f"{words}: a long option takes two dashes, -{typed}"
+    if isinstance(ctx.command, TyperGroup):
+        owners = _commands_with(ctx.command, typed)
+        if owners:  # latentfit -k 2 fit gmm: the option of a command, typed before its name
+            named = [o for o in owners if all(w in given for w in o.split())]
+            if named:
+                owner = f"{command_words(ctx)} {max(named, key=len)}"
+            else:
+                owner = f"{len(owners)} commands, such as {command_words(ctx)} {owners[0]}"
+            return f"{words}: {typed} is an option of {owner}; put it after the command's name"
     if close:
         return f"{words}: did you mean {' or '.join(close)}?"
     return words
+
+
+def _commands_with(group, option: str) -> list[str]:
+    """The commands under ``group`` (as ``fit gmm``) that take ``option``."""
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            found += [f"{name} {below}" for below in _commands_with(command, option)]
+        elif any(option in (*p.opts, *getattr(p, "secondary_opts", ())) for p in command.params):
+            found.append(name)
+    return found
 
 
 def _missing(ctx, given: list[str]) -> str:
