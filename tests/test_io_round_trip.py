@@ -48,7 +48,16 @@ MORE = {
     ),
 }
 MODELS = {**SEQUENCE_MODELS, **MIXTURES, **NETWORKS, **MORE}
-METHODS = ("score_samples", "score", "predict", "predict_proba", "transform")
+METHODS = (
+    "score_samples",
+    "score",
+    "predict",
+    "predict_proba",
+    "decode",
+    "transform",
+    "bic",
+    "aic",
+)
 
 
 def test_every_model_class_a_file_may_hold_is_round_tripped_here():
