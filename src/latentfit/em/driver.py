@@ -22,6 +22,12 @@ Hooks (Dempster, Laird & Rubin 1977, in the additive-statistics form of Neal & H
     near-maximisers (a regularisation term added to the closed form, an update whose
     rounding is large against what it estimates). Such a decrease is not warned of, and
     with ``convergence="delta"`` stops the fit only when it is smaller than ``tol``.
+``log_prior(params) -> float`` (optional)
+    For MAP-EM whose ``lower_bound`` is the log-likelihood alone (an HMM's, hmmlearn's
+    history): the log prior density of ``params`` (up to a constant) that the M-step adds.
+    EM never lowers ``lower_bound + log_prior``, not the log-likelihood, so the monotonicity
+    check, the convergence test and the choice among restarts follow that sum; the history
+    keeps ``lower_bound``.
 
 The hooks take and return parameters instead of mutating the estimator, so a failed fit never
 leaves a half-updated model behind.
@@ -194,7 +200,8 @@ def run_em(
     callback: Callable[[int, float, Params], None] | None = None,
     warn_convergence: bool = True,
 ) -> EMResult:
-    """Run EM ``n_init`` times and keep the run with the highest final lower bound.
+    """Run EM ``n_init`` times and keep the run with the highest final lower bound (plus the
+    hooks' ``log_prior``, if any).
 
     Parameters
     ----------
@@ -234,7 +241,9 @@ def run_em(
         else f"lower {max_iter_name}",
     )
     best: EMResult | None = None
+    best_objective = -math.inf
     all_bounds: list[list[float]] = []
+    log_prior = getattr(hooks, "log_prior", None)
     for run in range(runs):
         params = dict(init_params) if init_params is not None else hooks.initialize(data, generator)
         bad = _non_finite(params)
@@ -245,8 +254,11 @@ def run_em(
                 + getattr(hooks, "remedy", _REMEDY)
             )
         bounds: list[float] = []
+        objectives: list[float] = []  # the bounds plus the log prior: what EM never lowers
         converged = False
         prev = init_bound if init_params is not None else -math.inf
+        if log_prior is not None and init_params is not None:
+            prev += float(log_prior(params))
         n_iter = 0
         bar = None
         if verbose:
@@ -264,15 +276,18 @@ def run_em(
                         f"init {run + 1}; the parameters before it were kept out of the model. "
                         + getattr(hooks, "remedy", _REMEDY)
                     )
+                objective = bound if log_prior is None else bound + float(log_prior(params))
                 dtype = next(iter(stats.values())).dtype
                 slack = _decrease_tolerance(prev, dtype)
                 excuse = (
                     float(hooks.decrease_slack(params)) if hasattr(hooks, "decrease_slack") else 0.0
                 )
-                if bounds and bound < prev - slack - excuse:
+                if bounds and objective < prev - slack - excuse:
                     warnings.warn(
-                        f"{name}: the log-likelihood decreased at iteration {n_iter} "
-                        f"(init {run + 1}) from {prev:.10g} to {bound:.10g}; EM never lowers it, "
+                        f"{name}: the "
+                        + ("log-likelihood" if objective == bound else "log posterior")
+                        + f" decreased at iteration {n_iter} "
+                        f"(init {run + 1}) from {prev:.10g} to {objective:.10g}; EM never lowers it, "
                         "so this points to a degenerate component or a numerical problem",
                         EMMonotonicityWarning,
                         stacklevel=user_stacklevel(),
@@ -287,9 +302,10 @@ def run_em(
                         "the model. " + getattr(hooks, "remedy", _REMEDY)
                     )
                 bounds.append(bound)
+                objectives.append(objective)
                 if callback is not None:
                     callback(n_iter, bound, params)
-                change = bound - prev
+                change = objective - prev
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}")
@@ -300,19 +316,21 @@ def run_em(
                 if (abs(change) if convergence == "abs" or excused else change) < tol:
                     converged = True
                     break
-                if tol > 0 and _in_rounding_cycle(bounds, slack + excuse):
+                if tol > 0 and _in_rounding_cycle(objectives, slack + excuse):
                     # as far as the dtype's arithmetic can take it (tol <= 0 asks for every
                     # one of max_iter iterations)
                     converged = True
                     break
-                prev = bound
+                prev = objective
         finally:
             if bar is not None:
                 bar.close()
         all_bounds.append(bounds)
         final = bounds[-1] if bounds else -math.inf
-        if best is None or final > best.lower_bound:
+        final_objective = objectives[-1] if objectives else -math.inf
+        if best is None or final_objective > best_objective:
             best = EMResult(params, final, bounds, n_iter, converged, run)
+            best_objective = final_objective
     assert best is not None
     best.all_lower_bounds = all_bounds
     if warn_convergence and not best.converged and max_iter > 0:

@@ -10,7 +10,8 @@ Fitting, its record, save/load and BIC/AIC come from the estimator base of
 Parameter names, fitted attributes and methods are hmmlearn's, so that switching is a change of
 import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration history
 ``lower_bounds_`` (total log-likelihood before every M-step) with the driver's monotonicity
-check, and a documented recovery for states that no data visits: such a state keeps its
+check (of the log posterior under the Dirichlet and Gamma priors, see ``_log_prior``: MAP-EM
+raises that, and may lower the log-likelihood), and a documented recovery for states that no data visits: such a state keeps its
 previous emission parameters and transition row, and an :class:`UnvisitedStateWarning` names
 it (hmmlearn returns NaN parameters or zero rows there).
 
@@ -52,7 +53,12 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
-from latentfit.em.hmm.emissions import HMM_REMEDY, map_transitions, with_counts
+from latentfit.em.hmm.emissions import (
+    HMM_REMEDY,
+    dirichlet_log_prior,
+    map_transitions,
+    with_counts,
+)
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.labels import (
     SequenceRowError,
@@ -191,6 +197,11 @@ class _HMMHooks:
 
     def lower_bound(self, params, stats):
         return float(stats["log_likelihood"].sum())
+
+    def log_prior(self, params):
+        """The log prior of ``params`` that MAP-EM adds (see :meth:`BaseHMM._log_prior`): the
+        driver follows the log-likelihood plus it, which EM never lowers."""
+        return self.model._log_prior(params)
 
     def decrease_slack(self, params):
         """How far the log-likelihood of ``params`` may lie below the previous one because
@@ -693,6 +704,25 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
 
     def _total_log_likelihood(self, X, lengths=None) -> float:
         return self.score(X, lengths)
+
+    # ------------------------------------------------------------------ MAP-EM
+    def _log_prior(self, params) -> float:
+        """log p(θ), up to a constant, of the priors that the M-step's MAP adds for the
+        parameters the fit estimates (the letters of ``params``): the Dirichlet priors on the
+        start and transition probabilities and the emissions' (:meth:`_emission_log_prior`).
+        EM raises the log-likelihood plus this, not the log-likelihood alone: under a strong
+        prior the log-likelihood (``lower_bounds_``, hmmlearn's history) may fall."""
+        total = self._emission_log_prior(params)
+        if "s" in self.params:
+            total = total + dirichlet_log_prior(params["startprob"], self.startprob_prior)
+        if "t" in self.params:
+            total = total + dirichlet_log_prior(params["transmat"], self.transmat_prior)
+        return float(total)
+
+    def _emission_log_prior(self, params):
+        """The emissions' part of :meth:`_log_prior`; 0 where none is counted (the Gaussian
+        emissions' mean and covariance priors are not)."""
+        return 0.0
 
     # ------------------------------------------------------------------ persistence
     #: The settings a model file may restore (see :func:`latentfit.io.check_fields`).

@@ -134,6 +134,11 @@ class EmissionProbabilities:
         ep, bad = E.categorical_mstep(stats, params["emissionprob"], self.emissionprob_prior)
         return {"emissionprob": ep}, bad
 
+    def _emission_log_prior(self, params):
+        if "e" not in self.params:
+            return 0.0
+        return E.dirichlet_log_prior(params["emissionprob"], self.emissionprob_prior)
+
     def _set_emission_attributes(self, params):
         self.emissionprob_ = params["emissionprob"].cpu().numpy()
 
@@ -539,6 +544,11 @@ class PoissonHMM(ZeroCountEmissions, OnlineHMMMixin, BaseHMM):
             stats, params["lambdas"], self.lambdas_prior, self.lambdas_weight
         )
         return {"lambdas": lam}, bad
+
+    def _emission_log_prior(self, params):
+        if "l" not in self.params:
+            return 0.0
+        return E.poisson_log_prior(params["lambdas"], self.lambdas_prior, self.lambdas_weight)
 
     def _set_emission_attributes(self, params):
         self.lambdas_ = params["lambdas"].cpu().numpy()

@@ -33,6 +33,7 @@ __all__ = [
     "categorical_stats",
     "covariance_rounding",
     "diag_gaussian_terms",
+    "dirichlet_log_prior",
     "dirichlet_map",
     "fill_covars",
     "gaussian_emission_mstep",
@@ -46,6 +47,7 @@ __all__ = [
     "multinomial_sample",
     "multinomial_stats",
     "poisson_log_likelihood",
+    "poisson_log_prior",
     "poisson_mstep",
     "poisson_stats",
     "quadratic_features",
@@ -72,6 +74,16 @@ def dirichlet_map(counts: torch.Tensor, prior, old: torch.Tensor) -> tuple[torch
     new = torch.where(total > 0, new / torch.where(total > 0, total, 1.0), old)
     bad = empty.nonzero().flatten().tolist() if empty.dim() else ([0] if bool(empty) else [])
     return new, bad
+
+
+def dirichlet_log_prior(probs: torch.Tensor, prior) -> torch.Tensor:
+    """Σ (α − 1) log p over (rows of) probabilities ``probs`` under a Dirichlet(``prior``)
+    prior, up to its normalising constant: the term whose sum with the expected counts
+    :func:`dirichlet_map` maximises. An entry that is 0 (a structural zero, or the MAP at the
+    boundary for α < 1) adds nothing. A 0-d tensor."""
+    a = torch.as_tensor(prior, dtype=probs.dtype, device=probs.device) - 1
+    positive = probs > 0
+    return torch.where(positive, a * torch.where(positive, probs, 1.0).log(), 0.0).sum()
 
 
 def with_counts(stats: dict, post) -> dict:
@@ -606,6 +618,16 @@ def poisson_log_likelihood(X, lambdas) -> torch.Tensor:
 
 def poisson_stats(X, gamma) -> dict[str, torch.Tensor]:
     return {"post": gamma.sum(0), "obs": gamma.T @ X}
+
+
+def poisson_log_prior(lambdas: torch.Tensor, prior, weight) -> torch.Tensor:
+    """Σ (a log λ − b λ) over the rates (k, d), a Gamma(a + 1, b) log density up to its
+    constant: the term :func:`poisson_mstep`'s ``(a + Σ γ x) / (b + Σ γ)`` maximises with the
+    expected counts. 0 without a prior (a = b = 0). A 0-d tensor."""
+    dt, dev = lambdas.dtype, lambdas.device
+    a = torch.as_tensor(prior, dtype=dt, device=dev)
+    b = torch.as_tensor(weight, dtype=dt, device=dev)
+    return (torch.xlogy(a, lambdas) - b * lambdas).sum()
 
 
 def poisson_mstep(stats, lambdas, prior, weight):

@@ -372,6 +372,12 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         if getattr(self, "n_features", None) is None:
             self.n_features = int(np.shape(self.means_)[-1])
 
+    def _emission_log_prior(self, params):
+        # the mixture weights' Dirichlet; the means' and covariances' priors are not counted
+        if "w" not in self.params:
+            return 0.0
+        return E.dirichlet_log_prior(params["weights"], self.weights_prior)
+
     def _set_emission_attributes(self, params):
         self.weights_ = params["weights"].cpu().numpy()
         self.means_ = params["means"].cpu().numpy()

@@ -99,6 +99,10 @@ class _HSMMHooks:
     def lower_bound(self, params, stats):
         return float(stats["log_likelihood"].sum())
 
+    def log_prior(self, params):
+        """The log prior that MAP-EM adds (:meth:`~latentfit.em.hmm.base.BaseHMM._log_prior`)."""
+        return self.model._log_prior(params)
+
 
 class HSMMMixin:
     """Explicit-duration hidden semi-Markov model (Yu 2010), mixed in before an HMM class.
