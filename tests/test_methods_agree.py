@@ -624,3 +624,20 @@ def test_ssm_score_and_predict_are_those_of_the_joint_gaussian():
     assert model.score(Y) == pytest.approx(log_l, rel=1e-10)
     smoothed = np.ravel(mean_x) + cov_x @ big_c.T @ np.linalg.solve(cov_y, Y.ravel() - mean_y)
     np.testing.assert_allclose(model.predict(Y).ravel(), smoothed, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in EM_MODELS if n not in SEQUENCES])
+def test_a_weighted_fits_lower_bound_is_the_weighted_mean_log_likelihood(name):
+    """With sample_weight, lower_bound_ is score(X, sample_weight=w) at the parameters of the
+    last E-step, and a fit from an ArraySource of the same weights ends at the same bound."""
+    make, X = MODELS[name]
+    w = np.random.default_rng(3).uniform(0.1, 3.0, len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make("cpu").fit(X, sample_weight=w)
+        if model.n_iter_ < 2:
+            pytest.skip("one iteration: its bound is the start's")
+        earlier = make("cpu").set_params(max_iter=model.n_iter_ - 1).fit(X, sample_weight=w)
+        streamed = make("cpu").fit(lf.ArraySource(X, sample_weight=w))
+    assert model.lower_bound_ == pytest.approx(earlier.score(X, sample_weight=w), rel=1e-9)
+    assert streamed.lower_bound_ == pytest.approx(model.lower_bound_, rel=1e-9)
