@@ -76,6 +76,36 @@ def _required_values(command) -> list[str]:
     return words
 
 
+def _long_names(command):
+    return [n for p in _options(command) for n in p.opts if n.startswith("--") and len(n) >= 5]
+
+
+def _number_options(command):
+    return [
+        p
+        for p in _options(command)
+        if getattr(p.type_descriptor, "annotation", None) in (int, float)
+    ]
+
+
+def _once_options(command):
+    return [p for p in _options(command) if not (p.multiple or p.count or p.is_eager)]
+
+
+def _having(what):
+    """The commands for which ``what(command)`` is not empty: each test is asked only of the
+    commands it applies to (a command with no number option has no wrong number to refuse)."""
+    return [(w, c) for w, c in COMMANDS if what(c)]
+
+
+LONG = _having(_long_names)
+NUMBERS = _having(_number_options)
+REQUIRING = _having(lambda c: [p for p in c.params if p.required])
+ONCE = _having(_once_options)
+ARGUING = _having(lambda c: [p for p in c.params if p.param_type_name == "argument"])
+OPTIONED = _having(lambda c: [p for p in _options(c) if not p.is_eager])
+
+
 @pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
 def test_an_unknown_option_is_one_line_naming_it(words, command):
     line = _refused([*words, "--bogus-option"])
@@ -84,31 +114,21 @@ def test_an_unknown_option_is_one_line_naming_it(words, command):
     assert "did you mean" not in line  # nothing is close to it
 
 
-@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+@pytest.mark.parametrize(("words", "command"), LONG, ids=_ids(LONG))
 def test_a_misspelt_option_suggests_the_closest(words, command):
     # long options with a letter doubled: the option itself is suggested (difflib); four
     # options of each command, spread over its list, keep the test short
-    names = [n for p in _options(command) for n in p.opts if n.startswith("--") and len(n) >= 5]
-    if not names:
-        pytest.skip("no long option")
+    names = _long_names(command)
     for name in names[:: max(1, len(names) // 4)]:
-        if True:
-            typo = name[:3] + name[2] + name[3:]
-            line = _refused([*words, typo])
-            assert f"has no option {typo}: did you mean " in line, line
-            assert name in line.split("did you mean")[1], line
+        typo = name[:3] + name[2] + name[3:]
+        line = _refused([*words, typo])
+        assert f"has no option {typo}: did you mean " in line, line
+        assert name in line.split("did you mean")[1], line
 
 
-@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+@pytest.mark.parametrize(("words", "command"), NUMBERS, ids=_ids(NUMBERS))
 def test_a_value_of_the_wrong_type_is_named_with_what_the_option_takes(words, command):
-    numbers = [
-        p
-        for p in _options(command)
-        if getattr(p.type_descriptor, "annotation", None) in (int, float)
-    ]
-    if not numbers:
-        pytest.skip("no number option")
-    for p in numbers:
+    for p in _number_options(command):
         line = _refused([*words, p.opts[0], "abc"])
         assert f"{'/'.join(p.opts)} takes a " in line, line
         assert "number" in line and "got 'abc'" in line, line
@@ -135,11 +155,9 @@ def test_an_option_without_its_value_is_named(words, command):
         assert f"{name} needs a value after it" in line, line
 
 
-@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+@pytest.mark.parametrize(("words", "command"), REQUIRING, ids=_ids(REQUIRING))
 def test_every_missing_requirement_is_named_at_once(words, command):
     required = [p for p in command.params if p.required]
-    if not required:
-        pytest.skip("nothing is required")
     line = _refused(words)
     for p in required:
         name = "/".join(p.opts) if p.param_type_name == "option" else p.metavar or p.name.upper()
@@ -202,15 +220,13 @@ def test_the_examples_of_the_report():
     )
 
 
-@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+@pytest.mark.parametrize(("words", "command"), ONCE, ids=_ids(ONCE))
 def test_an_option_given_twice_with_different_values_is_refused(words, command):
     # click kept the last value (-k 2 -k 3 fitted 3 components); four options of each
     # command, spread over its list, keep the test short
     from latentfit.cli.usage import repeated_option
 
-    once = [p for p in _options(command) if not (p.multiple or p.count or p.is_eager)]
-    if not once:
-        pytest.skip("no option")
+    once = _once_options(command)
     for p in once[:: max(1, len(once) // 4)]:
         if p.is_flag and not p.secondary_opts:
             continue  # a switch has one value
@@ -241,12 +257,9 @@ def test_an_option_that_may_be_repeated_is_not_refused_as_given_twice(tmp_path):
     assert "is given" not in res.output and "no data file" in res.output, res.output
 
 
-@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+@pytest.mark.parametrize(("words", "command"), ARGUING, ids=_ids(ARGUING))
 def test_help_and_errors_name_the_arguments_alike(words, command):
     # the usage line of --help showed {model_path} where the errors say MODEL
-    arguments = [p for p in command.params if p.param_type_name == "argument"]
-    if not arguments:
-        pytest.skip("no argument")
     line = _refused([*words, *_required_values(command), "1", "1", "1", "1"])
     takes = line.split(" takes ")[1].split(" and options")[0].split()
     usage = runner.invoke(app, [*words, "--help"], terminal_width=200).output
@@ -257,11 +270,9 @@ def test_help_and_errors_name_the_arguments_alike(words, command):
         assert bare in usage, usage
 
 
-@pytest.mark.parametrize(("words", "command"), COMMANDS, ids=_ids(COMMANDS))
+@pytest.mark.parametrize(("words", "command"), OPTIONED, ids=_ids(OPTIONED))
 def test_an_option_typed_before_its_command_says_where_it_goes(words, command):
     names = [n for p in _options(command) if not p.is_eager for n in p.opts]
-    if not names:
-        pytest.skip("no option")
     for depth in range(len(words)):  # before each word of the command's name
         line = _refused([*words[:depth], names[0], "1", *words[depth:]])
         group = " ".join(["latentfit", *words[:depth]])
