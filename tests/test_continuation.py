@@ -1,0 +1,291 @@
+"""A run of a + b iterations equals a run of a iterations continued for b, wherever a fit can be
+continued: EM's warm starts (``warm_start=True``, and the HMMs' ``init_params=""``, as hmmlearn)
+in memory and through a model file, the trainers' checkpoints (``checkpoint_dir``, the CLI's
+``--checkpoint-dir``), MCMC's ``resume`` and stepwise EM's ``partial_fit``. Deterministic EM is
+compared to rounding, the runs that carry a random stream bit for bit. Continuing with settings
+or data the fitted parameters cannot take is refused by name."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from typer.testing import CliRunner
+
+import latentfit
+from latentfit.cli import app
+from latentfit.errors import ModelFileError, ParameterError
+from latentfit.mcmc import sample
+
+RNG = np.random.default_rng(0)
+GAUSS = np.vstack([RNG.normal(0, 1, (30, 2)), RNG.normal(3, 1, (30, 2))])  # (60, 2)
+COUNTS = RNG.poisson(3, (60, 2)).astype(float)
+BINARY = (RNG.random((60, 3)) < 0.4).astype(float)
+CODES = RNG.integers(0, 3, (60, 2)).astype(float)
+TOTALS = RNG.multinomial(5, [0.2, 0.3, 0.5], 60).astype(float)
+L = [30, 30]
+
+
+def _hmm(cls, X, **kw):
+    """An HMM-like model: its iteration count is n_iter and it continues with init_params=""."""
+    return (cls, X, "n_iter", {"init_params": ""}, {"lengths": L}, kw)
+
+
+def _mix(cls, X, **kw):
+    return (cls, X, "max_iter", {"warm_start": True}, {}, kw)
+
+
+CONTINUED = {
+    "GaussianMixture full": _mix(latentfit.GaussianMixture, GAUSS, n_components=2),
+    "GaussianMixture diag": _mix(
+        latentfit.GaussianMixture, GAUSS, n_components=2, covariance_type="diag"
+    ),
+    "PoissonMixture": _mix(latentfit.PoissonMixture, COUNTS, n_components=2),
+    "BernoulliMixture": _mix(latentfit.BernoulliMixture, BINARY, n_components=2),
+    "CategoricalMixture": _mix(latentfit.CategoricalMixture, CODES, n_components=2),
+    "MultinomialMixture": _mix(latentfit.MultinomialMixture, TOTALS, n_components=2),
+    "MixtureModel": _mix(latentfit.MixtureModel, GAUSS, family="normal", n_components=2),
+    "BayesianGaussianMixture": _mix(latentfit.BayesianGaussianMixture, GAUSS, n_components=2),
+    "GaussianHMM": _hmm(latentfit.GaussianHMM, GAUSS, n_components=2),
+    "PoissonHMM": _hmm(latentfit.PoissonHMM, COUNTS, n_components=2),
+    "CategoricalHMM": _hmm(latentfit.CategoricalHMM, CODES[:, :1].astype(int), n_components=2),
+    "GMMHMM": _hmm(latentfit.GMMHMM, GAUSS, n_components=2, n_mix=2),
+    "AutoregressiveHMM": _hmm(latentfit.AutoregressiveHMM, GAUSS, n_components=2),
+    "VariationalGaussianHMM": _hmm(latentfit.VariationalGaussianHMM, GAUSS, n_components=2),
+    "GaussianHSMM": _hmm(latentfit.GaussianHSMM, GAUSS, n_components=2),
+    "LinearGaussianSSM": _hmm(latentfit.LinearGaussianSSM, GAUSS, n_components=1),
+}
+
+
+def _fitted(model) -> dict[str, np.ndarray]:
+    """The public fitted arrays (``means_``, ``transmat_``...)."""
+    return {
+        k: np.asarray(v)
+        for k, v in vars(model).items()
+        if k.endswith("_")
+        and not k.startswith("_")
+        and isinstance(v, np.ndarray | float)
+        and k not in ("lower_bound_",)
+    }
+
+
+@pytest.mark.parametrize("name", CONTINUED)
+def test_an_em_fit_continued_equals_the_uninterrupted_fit(name, tmp_path):
+    """tol=0: no run converges, so 2 iterations continued for 4, in memory or from the model
+    file, are the 6 iterations of one fit: the same parameters, bound and history (the
+    halves' histories concatenated). n_iter_ counts the iterations of the last call, as
+    scikit-learn's and hmmlearn's do."""
+    cls, X, it, cont, fit_kw, kw = CONTINUED[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = cls(**{it: 6}, tol=0, random_state=0, **kw).fit(X, **fit_kw)
+        half = cls(**{it: 2}, tol=0, random_state=0, **kw).fit(X, **fit_kw)
+        first = list(half.lower_bounds_)
+        path = half.save(tmp_path / "half.lfm")
+        for start in (copy.deepcopy(half), latentfit.load(path)):
+            rest = start.set_params(**cont, **{it: 4}).fit(X, **fit_kw)
+            assert len(whole.lower_bounds_) == 6 and len(rest.lower_bounds_) == 4
+            np.testing.assert_allclose(
+                first + list(rest.lower_bounds_), whole.lower_bounds_, rtol=1e-10
+            )
+            np.testing.assert_allclose(rest.lower_bound_, whole.lower_bound_, rtol=1e-10)
+            assert rest.n_iter_ == 4 and whole.n_iter_ == 6
+            assert rest.converged_ is whole.converged_ is False
+            want, got = _fitted(whole), _fitted(rest)
+            assert set(want) == set(got)
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-8, atol=1e-10, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "name", ["GaussianMixture full", "PoissonMixture", "BayesianGaussianMixture"]
+)
+def test_a_warm_start_of_a_converged_fit_stops_at_its_first_iteration(name):
+    """As scikit-learn's: the first change is measured from the fitted lower_bound_, so a
+    converged fit continued converges again at once and says so (converged_, n_iter_ = 1, no
+    ConvergenceWarning, the bound moved by less than tol). That one iteration is the next
+    one of the uninterrupted run: the model equals the fit of n_iter_ + 1 iterations."""
+    cls, X, _, cont, _, kw = CONTINUED[name]
+    tol = 1e-4
+    done = cls(tol=tol, random_state=0, max_iter=500, **kw).fit(X)
+    assert done.converged_ and done.n_iter_ > 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        again = copy.deepcopy(done).set_params(**cont).fit(X)
+    assert again.converged_ and again.n_iter_ == 1
+    assert abs(again.lower_bound_ - done.lower_bound_) < tol
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one_more = cls(tol=0, random_state=0, max_iter=done.n_iter_ + 1, **kw).fit(X)
+    want = _fitted(one_more)
+    for key, value in _fitted(again).items():
+        np.testing.assert_allclose(value, want[key], rtol=1e-8, atol=1e-10, err_msg=key)
+
+
+# ---------------------------------------------------------------------- refusals
+def _fitted_to_continue(name):
+    cls, X, it, cont, fit_kw, kw = CONTINUED[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = cls(**{it: 2}, tol=0, random_state=0, **kw).fit(X, **fit_kw)
+    return model.set_params(**cont), X, fit_kw
+
+
+WARM = ["GaussianMixture full", "PoissonMixture", "MixtureModel", "BayesianGaussianMixture"]
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "value"),
+    [
+        ("GaussianMixture full", "n_components", 3),
+        ("GaussianMixture full", "covariance_type", "diag"),
+        ("PoissonMixture", "n_components", 3),
+        ("BayesianGaussianMixture", "covariance_type", "diag"),
+        ("GaussianHMM", "n_components", 3),
+        ("GaussianHMM", "covariance_type", "full"),
+        ("LinearGaussianSSM", "n_components", 2),
+    ],
+)
+def test_a_continuation_with_another_shape_setting_is_refused_by_name(name, setting, value):
+    model, X, fit_kw = _fitted_to_continue(name)
+    words = {"n_components": r"n_components|startprob_|transition_matrix_", "covariance_type":
+             r"covariance_type|covars"}[setting]  # fmt: skip
+    with pytest.raises(ParameterError, match=words):
+        model.set_params(**{setting: value}).fit(X, **fit_kw)
+
+
+# ---------------------------------------------------------------------- trainers
+FLOWS = {
+    "MAF": (latentfit.MAF, dict(n_layers=2, hidden=8, n_hidden=1)),
+    "RealNVP": (latentfit.RealNVP, dict(n_layers=2, hidden=8, n_hidden=1)),
+    "DDPM": (
+        latentfit.DDPM,
+        dict(n_steps=20, hidden=16, n_hidden=1, time_dim=4, discrete=False, eval_timesteps=5),
+    ),
+}
+SMOOTH = RNG.normal(0, 1, (80, 2))
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return model.module_.state_dict()
+
+
+def _history(model) -> list[dict]:
+    """The per-epoch record without its wall-clock time."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in model.history_]
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_a_trainer_resumed_from_its_checkpoint_equals_the_uninterrupted_run(name, tmp_path):
+    """epochs=2 then epochs=4 from the same checkpoint_dir: the weights and the history of
+    epochs=4 at once, bit for bit (the generator state is in the checkpoint); asked again, a
+    finished run changes nothing."""
+    cls, kw = FLOWS[name]
+    kw = dict(batch_size=16, random_state=0, **kw)
+    whole = cls(epochs=4, **kw).fit(SMOOTH)
+    cls(epochs=2, checkpoint_dir=str(tmp_path), **kw).fit(SMOOTH)
+    rest = cls(epochs=4, checkpoint_dir=str(tmp_path), **kw).fit(SMOOTH)
+    assert _history(rest) == _history(whole) and len(rest.history_) == 4
+    want = _weights(whole)
+    assert all(torch.equal(t, want[k]) for k, t in _weights(rest).items())
+    again = cls(epochs=4, checkpoint_dir=str(tmp_path), **kw).fit(SMOOTH)
+    assert _history(again) == _history(whole)
+    assert all(torch.equal(t, want[k]) for k, t in _weights(again).items())
+
+
+@pytest.mark.parametrize(
+    ("other", "error", "named"),
+    [
+        ("RealNVP", ModelFileError, "model tensors differ"),
+        ("DDPM", ModelFileError, "model tensors differ"),
+        ("dtype", ParameterError, "model dtype: float32 in the checkpoint, float64 now"),
+        ("width", ModelFileError, r"\[2\] in the checkpoint, \[3\] now"),
+    ],
+)
+def test_a_checkpoint_of_another_model_is_refused_by_name(other, error, named, tmp_path):
+    cls, kw = FLOWS["MAF"]
+    kw = dict(batch_size=16, random_state=0, checkpoint_dir=str(tmp_path))
+    cls(epochs=1, **kw, **FLOWS["MAF"][1]).fit(SMOOTH)
+    X, make = SMOOTH, None
+    if other in FLOWS:
+        make = FLOWS[other][0](epochs=2, **kw, **FLOWS[other][1])
+    elif other == "dtype":
+        make = cls(epochs=2, dtype="float64", **kw, **FLOWS["MAF"][1])
+    else:
+        make, X = cls(epochs=2, **kw, **FLOWS["MAF"][1]), np.c_[SMOOTH, SMOOTH[:, :1] ** 2]
+    with pytest.raises(error, match=named):
+        make.fit(X)
+
+
+def test_the_cli_resumes_a_flow_from_its_checkpoint_dir(tmp_path, monkeypatch):
+    """`fit flow --checkpoint-dir` for 1 epoch, then for 2: the model file of 2 epochs at once."""
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("x.csv", SMOOTH, delimiter=",")
+    args = ["fit", "flow", "x.csv", "--flow", "realnvp", "--layers", "2", "--hidden", "8"]
+    args += ["--batch-size", "16", "--quiet", "--force"]
+    for epochs, extra in (("2", ["--out", "whole.lfm"]), ("1", ["--checkpoint-dir", "ck"])):
+        res = CliRunner().invoke(app, [*args, "--epochs", epochs, *extra])
+        assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(
+        app, [*args, "--epochs", "2", "--checkpoint-dir", "ck", "--out", "r.lfm"]
+    )
+    assert res.exit_code == 0, res.output
+    want, got = _weights(latentfit.load("whole.lfm")), _weights(latentfit.load("r.lfm"))
+    assert all(torch.equal(t, want[k]) for k, t in got.items())
+
+
+# ---------------------------------------------------------------------- MCMC
+def _banana(x):
+    return -0.5 * (x[0] ** 2 + (x[1] - 0.5 * x[0] ** 2) ** 2)
+
+
+@pytest.mark.parametrize("kernel", ["nuts", "hmc"])
+def test_mcmc_resumed_equals_one_longer_run_draw_for_draw(kernel):
+    """More draws without a second warm-up: every draw and sample statistic of one run of
+    15 + 10 draws, bit for bit."""
+    kw = dict(num_chains=2, num_warmup=30, kernel=kernel, generator=3, progress_bar=False)
+    longer = sample(_banana, {"x": torch.zeros(2)}, num_draws=25, **kw)
+    part = sample(_banana, {"x": torch.zeros(2)}, num_draws=15, **kw)
+    resumed = part.resume(10, progress_bar=False)
+    assert resumed.num_draws == 25 and part.num_draws == 15
+    assert torch.equal(resumed["x"], longer["x"])
+    assert set(resumed.sample_stats) == set(longer.sample_stats)
+    for key, value in longer.sample_stats.items():
+        assert torch.equal(resumed.sample_stats[key], value), key
+    assert torch.equal(resumed.step_size, longer.step_size)
+    assert torch.equal(resumed.inv_metric, longer.inv_metric)
+    with pytest.raises(ParameterError, match="resume takes num_draws"):
+        resumed.resume(5, num_warmup=10)
+
+
+# ---------------------------------------------------------------------- stepwise EM
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: latentfit.GaussianMixture(2, random_state=0),
+        lambda: latentfit.PoissonMixture(2, random_state=0),
+        lambda: latentfit.FactorAnalysis(1, random_state=0),
+    ],
+    ids=["GaussianMixture", "PoissonMixture", "FactorAnalysis"],
+)
+def test_partial_fit_calls_split_anywhere_give_the_same_model(make):
+    """Four mini-batches in one object, in one call each or continued on a copy."""
+    X = COUNTS if isinstance(make(), latentfit.PoissonMixture) else GAUSS[RNG.permutation(60)]
+    batches = np.array_split(X, 4)
+    whole = make()
+    for b in batches:
+        whole.partial_fit(b)
+    half = make()
+    for b in batches[:2]:
+        half.partial_fit(b)
+    rest = copy.deepcopy(half)
+    for b in batches[2:]:
+        rest.partial_fit(b)
+    assert rest.n_steps_ == whole.n_steps_ == 4
+    want = _fitted(whole)
+    for key, value in _fitted(rest).items():
+        np.testing.assert_allclose(value, want[key], rtol=1e-12, err_msg=key)
