@@ -138,6 +138,35 @@ def _fitted_to_continue(name):
 WARM = ["GaussianMixture full", "PoissonMixture", "MixtureModel", "BayesianGaussianMixture"]
 
 
+@pytest.mark.parametrize("name", WARM)
+def test_a_warm_start_in_another_dtype_is_refused_by_name(name):
+    # before: GaussianMixture went on in float64 under dtype="float32"; the others raised
+    # torch's "expected m1 and m2 to have the same dtype, but got: float != double"
+    model, X, fit_kw = _fitted_to_continue(name)
+    means = copy.deepcopy(_fitted(model))
+    with pytest.raises(ParameterError, match="dtype was set to 'float32' after the fit, whose "
+                       "parameters are float64: a warm start continues them"):  # fmt: skip
+        model.set_params(dtype="float32").fit(X, **fit_kw)
+    for key, value in _fitted(model).items():
+        np.testing.assert_array_equal(value, means[key])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.set_params(warm_start=False).fit(X)  # afresh, in float32
+    assert next(iter(model._params.values())).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["GaussianMixture full", "PoissonMixture", "PPCA"])
+def test_partial_fit_in_another_dtype_is_refused_by_name(name):
+    if name == "PPCA":
+        model, X = latentfit.PPCA(1, random_state=0).fit(GAUSS), GAUSS
+    else:
+        model, X, _ = _fitted_to_continue(name)
+        model.set_params(warm_start=False)
+    with pytest.raises(ParameterError, match="dtype was set to 'float32' after the fit, whose "
+                       "parameters are float64: partial_fit continues them"):  # fmt: skip
+        model.set_params(dtype="float32").partial_fit(X)
+
+
 @pytest.mark.parametrize(
     ("name", "setting", "value"),
     [
