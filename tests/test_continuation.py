@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import latentfit
 from latentfit.cli import app
-from latentfit.errors import ModelFileError, ParameterError
+from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.mcmc import sample
 
 RNG = np.random.default_rng(0)
@@ -165,6 +165,19 @@ def test_partial_fit_in_another_dtype_is_refused_by_name(name):
     with pytest.raises(ParameterError, match="dtype was set to 'float32' after the fit, whose "
                        "parameters are float64: partial_fit continues them"):  # fmt: skip
         model.set_params(dtype="float32").partial_fit(X)
+
+
+@pytest.mark.parametrize("name", WARM)
+def test_a_warm_start_on_data_of_another_width_is_refused_by_name(name):
+    # before: BayesianGaussianMixture raised torch's "The size of tensor a (2) must match the
+    # size of tensor b (3)"
+    model, X, fit_kw = _fitted_to_continue(name)
+    wider = np.c_[X, RNG.normal(0, 1, (len(X), 1)) + 5]
+    with pytest.raises(DataError, match=r"X has 3 features, but warm_start=True continues from "
+                       r"the fitted \w+, which has 2"):  # fmt: skip
+        model.fit(wider, **fit_kw)
+    assert model.n_features_in_ == 2
+    model.predict(X)
 
 
 @pytest.mark.parametrize(

@@ -244,8 +244,17 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         return self._log_joint(self._fit(X, sample_weight=sample_weight).X).argmax(1).cpu().numpy()
 
     def _prepare_fit(self, X, y=None, sample_weight=None) -> EMFit:
+        kept = {n: vars(self)[n] for n in ("feature_names_in_",) if n in vars(self)}
         X = self._validate_X(X, reset=True)
         n, d = X.shape
+        if self.warm_start and hasattr(self, "_params") and d != self.n_features_in_:
+            vars(self).pop("feature_names_in_", None)  # the fitted model, unchanged
+            vars(self).update(kept)
+            raise DataError(
+                f"X has {d} features, but warm_start=True continues from the fitted "
+                f"{type(self).__name__}, which has {self.n_features_in_}: pass data of "
+                f"{self.n_features_in_} columns, or set warm_start=False to fit afresh"
+            )
         if n < 2:
             raise DataError(
                 f"{type(self).__name__} needs at least 2 samples (rows of X), got n_samples={n}: one row "
