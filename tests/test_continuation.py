@@ -180,6 +180,16 @@ def test_a_warm_start_on_data_of_another_width_is_refused_by_name(name):
     model.predict(X)
 
 
+@pytest.mark.parametrize("name", ["GaussianHMM", "PoissonHMM", "GaussianHSMM", "LinearGaussianSSM"])
+def test_an_hmm_continued_on_data_of_another_width_is_refused_by_name(name):
+    # before: LinearGaussianSSM raised torch's "The size of tensor a (2) must match the size of
+    # tensor b (3) at non-singleton dimension 0"
+    model, X, fit_kw = _fitted_to_continue(name)
+    wider = np.c_[X, RNG.poisson(3, (len(X), 1))]
+    with pytest.raises(ParameterError, match=r"_ must have shape \(.*3.*\).*got \(.*2.*\)"):
+        model.fit(wider, **fit_kw)
+
+
 @pytest.mark.parametrize(
     ("name", "setting", "value"),
     [

@@ -298,8 +298,6 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
             if letter not in self.init_params and hasattr(self, ATTRIBUTES[field])
         }
         start = {field: self._given(field) for field in given}
-        if "d" in start:
-            start["d"] = start["d"] - centre
         if len(given) < len(LETTERS):  # a start for the others (skipped when all are given)
             fresh = initial_params(
                 _impute_column_means(X),
@@ -310,7 +308,10 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
                 min_covar=float(self.min_covar),
             )._asdict()
             start = {**fresh, **start}
+        # the shapes first: a given offset of another width would not broadcast with centre
         self._check_params(SSMParams(**start), X.shape[1])
+        if "d" in given:
+            start["d"] = start["d"] - centre
         return start
 
     def _set_params(self, p: dict[str, torch.Tensor]) -> None:
