@@ -315,29 +315,98 @@ def test_mcmc_resumed_equals_one_longer_run_draw_for_draw(kernel):
 
 
 # ---------------------------------------------------------------------- stepwise EM
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: latentfit.GaussianMixture(2, random_state=0),
-        lambda: latentfit.PoissonMixture(2, random_state=0),
-        lambda: latentfit.FactorAnalysis(1, random_state=0),
-    ],
-    ids=["GaussianMixture", "PoissonMixture", "FactorAnalysis"],
-)
-def test_partial_fit_calls_split_anywhere_give_the_same_model(make):
-    """Four mini-batches in one object, in one call each or continued on a copy."""
-    X = COUNTS if isinstance(make(), latentfit.PoissonMixture) else GAUSS[RNG.permutation(60)]
-    batches = np.array_split(X, 4)
-    whole = make()
+STEPWISE = {
+    "GaussianMixture": (lambda: latentfit.GaussianMixture(2, random_state=0), GAUSS),
+    "GaussianMixture tied float32": (
+        lambda: latentfit.GaussianMixture(
+            2, covariance_type="tied", dtype="float32", random_state=0
+        ),
+        GAUSS,
+    ),
+    "PoissonMixture": (lambda: latentfit.PoissonMixture(2, random_state=0), COUNTS),
+    "BernoulliMixture": (lambda: latentfit.BernoulliMixture(2, random_state=0), BINARY),
+    "CategoricalMixture": (lambda: latentfit.CategoricalMixture(2, random_state=0), CODES),
+    "MultinomialMixture": (lambda: latentfit.MultinomialMixture(2, random_state=0), TOTALS),
+    "MixtureModel": (lambda: latentfit.MixtureModel("normal", 2, random_state=0), GAUSS),
+    "FactorAnalysis": (lambda: latentfit.FactorAnalysis(1, random_state=0), GAUSS),
+    "PPCA": (lambda: latentfit.PPCA(1, random_state=0), GAUSS),
+}
+
+
+def _half_run(name):
+    """Four mini-batches: the model after all of them, and after the first two."""
+    make, X = STEPWISE[name]
+    batches = np.array_split(X[np.random.default_rng(1).permutation(len(X))], 4)
+    whole, half = make(), make()
     for b in batches:
         whole.partial_fit(b)
-    half = make()
     for b in batches[:2]:
         half.partial_fit(b)
-    rest = copy.deepcopy(half)
-    for b in batches[2:]:
-        rest.partial_fit(b)
-    assert rest.n_steps_ == whole.n_steps_ == 4
-    want = _fitted(whole)
-    for key, value in _fitted(rest).items():
-        np.testing.assert_allclose(value, want[key], rtol=1e-12, err_msg=key)
+    return whole, half, batches[2:]
+
+
+@pytest.mark.parametrize("name", STEPWISE)
+def test_partial_fit_continued_in_memory_or_from_the_model_file_is_one_run(name, tmp_path):
+    """Four mini-batches fed to one model, or two and then two more to a copy or to the model
+    saved and loaded: the same run (step sizes ρ_3, ρ_4 and the running statistics carry on),
+    bit for bit."""
+    whole, half, rest = _half_run(name)
+    path = half.save(tmp_path / "half.lfm")
+    for start in (copy.deepcopy(half), latentfit.load(path)):
+        for b in rest:
+            start.partial_fit(b)
+        assert start.n_steps_ == whole.n_steps_ == 4
+        assert start.lower_bound_ == whole.lower_bound_
+        want = _fitted(whole)
+        assert set(_fitted(start)) == set(want)
+        for key, value in _fitted(start).items():
+            np.testing.assert_array_equal(value, want[key], err_msg=key)
+
+
+def _altered(path, dst, edit):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    meta = {"latentfit": meta["latentfit"]}  # without its checksum, as a crafted file
+    edit(tensors, meta)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def _drop(prefix):
+    def edit(tensors, meta):
+        for k in [k for k in tensors if k.startswith(prefix)]:
+            del tensors[k]
+
+    return edit
+
+
+def _reshape_s0(tensors, meta):
+    tensors["online.stats.S0"] = torch.ones(3, dtype=tensors["online.stats.S0"].dtype)
+
+
+def _no_steps(tensors, meta):
+    import json
+
+    header = json.loads(meta["latentfit"])
+    header["extra"]["n_steps_"] = 0
+    meta["latentfit"] = json.dumps(header)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (_drop("online.at."), "but not the parameters they were taken under"),
+        (_drop("online.stats."), "but not the averaged statistics"),
+        (_reshape_s0, "'online.stats.*' are not the statistics of this GaussianMixture"),
+        (_no_steps, "'extra.n_steps_' is 0"),
+    ],
+)
+def test_a_model_file_with_a_damaged_partial_fit_state_is_refused(edit, named, tmp_path):
+    _, half, _ = _half_run("GaussianMixture")
+    path = _altered(half.save(tmp_path / "half.lfm"), tmp_path / "altered.lfm", edit)
+    with pytest.raises(ModelFileError, match=named):
+        latentfit.load(path)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -38,7 +38,13 @@ from latentfit._validation import (
 from latentfit.em.driver import _REMEDY, NonFiniteLowerBoundError, Params, Stats, _non_finite
 from latentfit.em.sources.chunks import is_source
 from latentfit.em.sources.tensors import TensorChunks
-from latentfit.errors import BatchRowError, DataError, ParameterError
+from latentfit.errors import (
+    BatchRowError,
+    DataError,
+    LatentfitError,
+    ModelFileError,
+    ParameterError,
+)
 
 __all__ = [
     "OnlineEMMixin",
@@ -144,6 +150,11 @@ def translate_moment_stats(stats: Stats, delta: torch.Tensor, covariance_type: s
     return out
 
 
+#: the names in a model file of stepwise EM's averaged statistics and of the parameters they
+#: were taken under (``OnlineEMState.stats`` and ``stats_params``)
+_STATS, _AT = "online.stats.", "online.at."
+
+
 class OnlineEMMixin:
     """``partial_fit`` for an estimator built on the EM driver's hooks (stepwise EM).
 
@@ -155,7 +166,17 @@ class OnlineEMMixin:
     are not ``(X, w)`` pairs, or that learn settings from the data before initialising, override
     ``_online_batch``/``_online_init_data``; ``_online_min_rows`` says how many rows the first
     batch needs (default ``n_components``).
+
+    A model file keeps the running state (the averaged statistics, the parameters they were
+    taken under, ``n_steps_`` and the weight seen), so that ``partial_fit`` after ``load``
+    continues the run as it would have gone on in memory.
     """
+
+    #: the run's counts that a model file keeps beside its statistics (see ``_get_state``)
+    _state_fields: ClassVar[dict[str, str]] = {
+        "n_steps_": "count",
+        "_online_weight_seen": "positive",
+    }
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """One stepwise-EM update from the mini-batch ``X`` (or one per chunk of a source).
@@ -236,6 +257,114 @@ class OnlineEMMixin:
         self.n_steps_ = state.n_steps
         if state.stats is not None and "loglik" in state.stats:
             self.lower_bound_ = float(state.stats["loglik"])
+
+    # ------------------------------------------------------------------ persistence
+    def _live_online_state(self) -> OnlineEMState | None:
+        """The running state of stepwise EM when it belongs to the current parameters (not
+        to parameters that ``fit`` or an edit has replaced since)."""
+        state = getattr(self, "_online_state", None)
+        if state is None or state.stats is None or state.params is not self._params:
+            return None
+        return state
+
+    def _get_state(self):
+        tensors, extra = super()._get_state()
+        state = self._live_online_state()
+        if state is not None:
+            # copies: a tensor shared with the parameters (the GMM's shift) is written once
+            tensors.update({_STATS + k: v.clone() for k, v in state.stats.items()})
+            tensors.update({_AT + k: v.clone() for k, v in state.stats_params.items()})
+            extra["n_steps_"] = int(state.n_steps)
+            extra["_online_weight_seen"] = float(state.weight_seen)
+        return tensors, extra
+
+    def _set_state(self, tensors, extra):
+        tensors = dict(tensors)
+        stats = {k[len(_STATS) :]: tensors.pop(k) for k in list(tensors) if k.startswith(_STATS)}
+        at = {k[len(_AT) :]: tensors.pop(k) for k in list(tensors) if k.startswith(_AT)}
+        steps, seen = extra.pop("n_steps_", None), extra.pop("_online_weight_seen", None)
+        super()._set_state(tensors, extra)
+        if stats or at or steps is not None or seen is not None:
+            # restored once the model is whole (a subclass's _set_state sets its settings
+            # after this one): see _check_loaded
+            self._online_stored = (stats, at, steps, seen)
+
+    def _check_loaded(self) -> None:
+        super()._check_loaded()
+        stored = vars(self).pop("_online_stored", None)
+        if stored is not None:
+            self._restore_online_state(*stored)
+
+    def _restore_online_state(self, stats: Stats, at: Params, steps, seen) -> None:
+        """The running state read from a model file, checked: all of its parts, the
+        parameters it was taken under shaped as the model's, the statistics those of an
+        E-step of the model and an M-step from them finite (ModelFileError naming what is
+        wrong)."""
+        parts = {
+            "the averaged statistics ('online.stats.*')": stats,
+            "the parameters they were taken under ('online.at.*')": at,
+            "'extra.n_steps_'": steps,
+            "'extra._online_weight_seen'": seen,
+        }
+        lacking = [name for name, part in parts.items() if part is None or part == {}]
+        if lacking:
+            raise ModelFileError(
+                "the model file holds part of the state of a partial_fit run but not "
+                f"{', '.join(lacking)}; the file was altered or is damaged"
+            )
+        if steps < 1:
+            raise ModelFileError(
+                f"'extra.n_steps_' is {steps}, but the partial_fit run it counts made updates"
+            )
+        dev, dt = self._device, self._dtype
+        stats = {k: v.to(device=dev, dtype=dt) for k, v in stats.items()}
+        at = {k: v.to(device=dev, dtype=dt) for k, v in at.items()}
+        params = self._params
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        if {k: tuple(v.shape) for k, v in at.items()} != shapes:
+            raise ModelFileError(
+                f"the tensors 'online.at.*' are not shaped as the model's parameters "
+                f"({shapes}); the file was altered or is damaged"
+            )
+        hooks = self._online_hooks()
+        made = self._probe_stats(hooks, params)
+        want = None if made is None else {k: tuple(v.shape) for k, v in made.items()}
+        if want is not None and {k: tuple(v.shape) for k, v in stats.items()} != want:
+            raise ModelFileError(
+                f"the tensors 'online.stats.*' are not the statistics of this "
+                f"{type(self).__name__} ({want}); the file was altered or is damaged"
+            )
+        try:
+            new = hooks.mstep(params, {k: v * seen for k, v in stats.items()})
+        except ModelFileError:
+            raise
+        except (LatentfitError, ValueError, RuntimeError, KeyError) as err:
+            raise ModelFileError(
+                f"the tensors 'online.stats.*' are no statistics a partial_fit run averages "
+                f"(their M-step fails: {str(err).splitlines()[0]}); the file was altered or is "
+                "damaged"
+            ) from None
+        if _non_finite(new):
+            raise ModelFileError(
+                f"the tensors 'online.stats.*' give non-finite {', '.join(_non_finite(new))} "
+                "at their M-step; the file was altered or is damaged"
+            )
+        self._online_state = OnlineEMState(params, stats, at, steps, float(seen))
+        self.n_steps_ = steps
+
+    def _probe_stats(self, hooks, params: Params) -> Stats | None:
+        """The statistics an E-step of the model makes (their names and shapes), from no
+        rows, else from a row drawn from the model; None where neither can be scored (a
+        MixtureModel whose components' supports share no row)."""
+        dt, dev = self._dtype, self._device
+        for draw in (lambda: torch.zeros(0, self.n_features_in_), lambda: self.sample(1)):
+            try:
+                X = draw()
+                X = torch.as_tensor(X[0] if isinstance(X, tuple) else X, dtype=dt, device=dev)
+                return hooks.estep(params, self._online_batch(X, X.new_ones(X.shape[0])))
+            except (LatentfitError, ValueError, RuntimeError):
+                continue
+        return None
 
     # Overridable where a model's batches are not (X, w) pairs (e.g. with labels).
     def _online_hooks(self):

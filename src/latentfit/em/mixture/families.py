@@ -666,6 +666,8 @@ class MixtureModel(BaseMixture):
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
         self._niw = None
+        # the point the normal/mvn statistics are taken about, which partial_fit goes on with
+        self._shift = self._params.get("shift")
 
     def _check_loaded(self) -> None:
         # Each parameter of every family holds one entry per feature ((d,), or (d, d) for an
