@@ -226,9 +226,9 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return model.module_.state_dict()
 
 
-def _history(model) -> list[dict]:
-    """The per-epoch record without its wall-clock time."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in model.history_]
+def _history(rows: list[dict]) -> list[dict]:
+    """The per-epoch record (``history_``) without its wall-clock time."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
 @pytest.mark.parametrize("name", FLOWS)
@@ -241,12 +241,41 @@ def test_a_trainer_resumed_from_its_checkpoint_equals_the_uninterrupted_run(name
     whole = cls(epochs=4, **kw).fit(SMOOTH)
     cls(epochs=2, checkpoint_dir=str(tmp_path), **kw).fit(SMOOTH)
     rest = cls(epochs=4, checkpoint_dir=str(tmp_path), **kw).fit(SMOOTH)
-    assert _history(rest) == _history(whole) and len(rest.history_) == 4
+    assert _history(rest.history_) == _history(whole.history_) and len(rest.history_) == 4
     want = _weights(whole)
     assert all(torch.equal(t, want[k]) for k, t in _weights(rest).items())
     again = cls(epochs=4, checkpoint_dir=str(tmp_path), **kw).fit(SMOOTH)
-    assert _history(again) == _history(whole)
+    assert _history(again.history_) == _history(whole.history_)
     assert all(torch.equal(t, want[k]) for k, t in _weights(again).items())
+
+
+def test_a_run_that_stopped_early_resumed_for_more_epochs_stays_stopped(tmp_path):
+    """Early stopping ended the run (patience=1) at epoch 4 of 30: asked for 40 epochs from its
+    checkpoint it stays stopped and says so, as a run of 40 epochs at once stops at 4, with
+    the same weights (the best ones, restored) and history."""
+    from latentfit.train import TrainConfig, train
+    from latentfit.vae import ELBO, build_model
+
+    g = torch.Generator().manual_seed(0)
+    proto = (torch.rand(4, 16, generator=g) > 0.5).double() * 0.9 + 0.05
+    X, XV = (proto[torch.randint(4, (n,), generator=g)].float() for n in (120, 40))
+    spec = dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
+    kw = dict(batch_size=32, lr=0.1, binarize=True, progress=False, patience=1)
+    kw.update(diagnostics=False)
+
+    def run(epochs, ck):
+        model = build_model(**spec)
+        cfg = TrainConfig(epochs=epochs, checkpoint_dir=ck, **kw)
+        return model, train(model, ELBO(), X, XV, cfg)
+
+    _, first = run(30, str(tmp_path))
+    assert first.stopped_early and first.epochs == 4
+    resumed, rest = run(40, str(tmp_path))  # before: trained a 5th epoch
+    whole, ref = run(40, None)
+    assert rest.stopped_early and rest.epochs == ref.epochs == 4 and rest.steps == ref.steps
+    assert _history(rest.history) == _history(ref.history)
+    want = whole.state_dict()
+    assert all(torch.equal(t, want[k]) for k, t in resumed.state_dict().items())
 
 
 @pytest.mark.parametrize(

@@ -486,6 +486,9 @@ def train(
         best_state = state["best_model"]
         for key in RESULT_KEYS:
             setattr(res, key, state[key])
+        # a run that early stopping ended is over: more epochs do not reopen it, as the
+        # uninterrupted run with as many epochs stops there too
+        res.stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience and batch == 0
 
     def checkpoint():
         if ckpt is None:
@@ -515,7 +518,7 @@ def train(
     # fresh generators seeded by (seed, t, j), without building one per micro-batch.
     gens = [torch.Generator(device) for _ in range(cfg.grad_accum)]
     model.train()
-    while epoch < cfg.epochs:
+    while epoch < cfg.epochs and not res.stopped_early:
         if perm is None:
             perm = torch.randperm(n, generator=perm_gen)
         start_time = time.perf_counter()
