@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,6 +318,34 @@ def test_the_cli_resumes_a_flow_from_its_checkpoint_dir(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     want, got = _weights(latentfit.load("whole.lfm")), _weights(latentfit.load("r.lfm"))
     assert all(torch.equal(t, want[k]) for k, t in got.items())
+
+
+def test_the_cli_resumes_a_vae_and_its_metrics_file_from_its_checkpoint_dir(tmp_path, monkeypatch):
+    """`fit vae --checkpoint-dir --metrics-csv` for 1 epoch of a KL warm-up, then for 3: the
+    model and the metrics rows of 3 epochs at once (the warm-up's weights carry on)."""
+    import csv
+
+    from latentfit.vae import load_model
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("b.csv", BINARY.repeat(2, 0), delimiter=",")
+    args = ["fit", "vae", "--dataset", "b.csv", "--latent", "2", "--hidden", "8", "--quiet"]
+    args += ["--batch-size", "32", "--kl-schedule", "linear", "--warmup-epochs", "2", "--force"]
+    runs = (
+        ("3", ["--out", "whole.st", "--metrics-csv", "whole.csv"]),
+        ("1", ["--out", "half.st", "--checkpoint-dir", "ck", "--metrics-csv", "rest.csv"]),
+        ("3", ["--out", "rest.st", "--checkpoint-dir", "ck", "--metrics-csv", "rest.csv"]),
+    )
+    for epochs, extra in runs:
+        res = CliRunner().invoke(app, [*args, "--epochs", epochs, *extra])
+        assert res.exit_code == 0, res.output
+    want, got = load_model("whole.st").state_dict(), load_model("rest.st").state_dict()
+    assert all(torch.equal(t, want[k]) for k, t in got.items())
+    rows = [
+        _history(list(csv.DictReader(Path(f).read_text().splitlines())))
+        for f in ("whole.csv", "rest.csv")
+    ]
+    assert rows[0] == rows[1] and len(rows[1]) == 3
 
 
 # ---------------------------------------------------------------------- MCMC
