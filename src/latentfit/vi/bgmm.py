@@ -128,7 +128,9 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
     the Dirichlet process —, ``mean_precision_``, ``degrees_of_freedom_``, the ``*_prior_``
     values, ``converged_``, ``n_iter_``, ``lower_bound_``, ``lower_bounds_``), plus
     ``elbo_`` and ``elbos_``: the same bound with its constants restored, i.e. the ELBO in
-    nats, a lower bound on log p(X) comparable with log-likelihoods.
+    nats, a lower bound on log p(X) comparable with log-likelihoods. A warm start counts as
+    scikit-learn's: ``n_iter_`` and ``lower_bounds_`` cover its own iterations, which continue
+    those of the fit before it.
 
     The driver checks that no iteration lowers the bound (CAVI never does) and warns with
     :class:`~latentfit.em.driver.EMMonotonicityWarning` otherwise.

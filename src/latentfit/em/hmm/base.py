@@ -13,7 +13,9 @@ import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration 
 check (of the log posterior under the Dirichlet and Gamma priors, see ``_log_prior``: MAP-EM
 raises that, and may lower the log-likelihood), and a documented recovery for states that no data visits: such a state keeps its
 previous emission parameters and transition row, and an :class:`UnvisitedStateWarning` names
-it (hmmlearn returns NaN parameters or zero rows there).
+it (hmmlearn returns NaN parameters or zero rows there). As in hmmlearn, ``init_params=""``
+continues from the fitted parameters: ``n_iter_`` and ``lower_bounds_`` then cover that call's
+iterations, which continue those of the fit before it.
 
 Partial labels: ``fit``, ``score``, ``score_samples``, ``predict_proba``, ``decode`` and
 ``predict`` take ``y`` (n_samples,), the known state of some steps and −1 elsewhere. Every

@@ -136,6 +136,8 @@ _COMMON_DOC = """
     ``partial_fit`` is stepwise EM with steps ρ_t = (t + ``learning_offset``)^(−``learning_decay``).
     Fitted: ``weights_`` (k,), the component parameters, ``converged_``, ``n_iter_``,
     ``lower_bound_`` (mean log-likelihood, plus log prior / n under a prior), ``lower_bounds_``.
+    A warm start counts as scikit-learn's: ``n_iter_`` and ``lower_bounds_`` cover its own
+    iterations, which continue those of the fit before it.
 """
 
 

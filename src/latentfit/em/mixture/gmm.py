@@ -121,6 +121,13 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
     run), ``lower_bounds_`` (its value at every iteration), ``all_lower_bounds_`` (every
     restart's history), ``n_features_in_``. Attributes are numpy arrays.
 
+    ``warm_start=True`` continues from the fitted parameters for up to ``max_iter`` more
+    iterations, as scikit-learn: ``n_iter_`` and ``lower_bounds_`` then cover that call only
+    (the calls' histories concatenated are the history of one longer fit), and its first
+    change is measured from the fitted ``lower_bound_``, so a converged fit continued makes
+    one more iteration, the next of one longer fit, and stops there when its change is
+    within ``tol``.
+
     A component that no sample is responsible for keeps its previous mean and covariance (its
     weight goes to zero); a covariance that is not positive definite raises
     :class:`~latentfit.em.gaussian.DegenerateComponentError` naming the component.
