@@ -372,6 +372,16 @@ def test_mcmc_resumed_equals_one_longer_run_draw_for_draw(kernel):
         resumed.resume(5, num_warmup=10)
 
 
+def test_the_posterior_of_a_map_fit_resumed_equals_one_longer_run():
+    x = np.random.default_rng(2).normal(2.0, 1.5, 50)
+    fit = latentfit.fit_map("normal", x, prior={"loc": torch.distributions.Normal(0.0, 10.0)})
+    kw = dict(num_chains=2, num_warmup=30, generator=3, progress_bar=False)
+    longer = fit.sample_posterior(num_draws=25, **kw)
+    resumed = fit.sample_posterior(num_draws=15, **kw).resume(10, progress_bar=False)
+    assert set(resumed.draws) == {"loc", "scale"}
+    assert all(torch.equal(resumed[k], longer[k]) for k in longer.draws)
+
+
 # ---------------------------------------------------------------------- stepwise EM
 STEPWISE = {
     "GaussianMixture": (lambda: latentfit.GaussianMixture(2, random_state=0), GAUSS),
