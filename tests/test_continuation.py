@@ -127,6 +127,28 @@ def test_a_warm_start_of_a_converged_fit_stops_at_its_first_iteration(name):
         np.testing.assert_allclose(value, want[key], rtol=1e-8, atol=1e-10, err_msg=key)
 
 
+def test_a_warm_start_after_partial_fit_is_a_batch_fit_from_its_parameters():
+    """partial_fit's lower_bound_ is a running average over earlier parameters, not the bound
+    of the ones it leaves: a warm start measures its first change from no bound then, as a
+    fit started from those parameters (weights_init, means_init, precisions_init) does.
+    Measured from the average, it stopped after one iteration with converged_ (the average
+    -3.3963 and the bound -3.3971 lie within tol=1e-2), a step short of that fit."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (300, 2)), rng.normal(2.5, 1, (300, 2))])
+    X = X[rng.permutation(600)]
+    online = latentfit.GaussianMixture(2, random_state=0)
+    for batch in np.array_split(X, 12):
+        online.partial_fit(batch)
+    start = dict(weights_init=online.weights_, means_init=online.means_)
+    start["precisions_init"] = online.precisions_
+    cold = latentfit.GaussianMixture(2, tol=1e-2, **start).fit(X)
+    warm = online.set_params(warm_start=True, tol=1e-2).fit(X)
+    assert warm.n_iter_ == cold.n_iter_ == 2 and warm.converged_ and cold.converged_
+    np.testing.assert_allclose(warm.lower_bounds_, cold.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(warm.means_, cold.means_, rtol=1e-10)
+    np.testing.assert_allclose(warm.covariances_, cold.covariances_, rtol=1e-10)
+
+
 # ---------------------------------------------------------------------- refusals
 def _fitted_to_continue(name):
     cls, X, it, cont, fit_kw, kw = CONTINUED[name]

@@ -275,8 +275,12 @@ class EMEstimator:
         warm = getattr(self, "warm_start", False) and hasattr(self, "_params")
         verbose = self.verbose
         # the previous fit's bound, which a warm start's first change is measured from
-        # (scikit-learn's); a model fitted only by partial_fit has none
-        bound = float(getattr(self, "lower_bound_", -math.inf)) if warm else -math.inf
+        # (scikit-learn's). Parameters from partial_fit have none: its lower_bound_ is a
+        # running average over the parameters before them, not the bound of these.
+        online = getattr(self, "_live_online_state", lambda: None)() is not None
+        bound = (
+            float(getattr(self, "lower_bound_", -math.inf)) if warm and not online else -math.inf
+        )
         return run_em(
             hooks,
             data,
