@@ -72,8 +72,8 @@ __all__ = ["DDPM", "DiffusionLoss"]
 
 
 def check_timesteps(value, name: str) -> None:
-    """The draws of t per row of a bound estimate: None (every t, the exact sum) or an
-    integer >= 1 (one at least T - 1 also gives the exact sum). Zero or a negative count
+    """The draws of t per row of a bound estimate: None (every t, the sum over t exact; each
+    term still one draw of x_t) or an integer >= 1 (one at least T - 1 also sums every t). Zero or a negative count
     would leave the sum over t out of the bound, so scores would be silently wrong."""
     if value is not None and (
         isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
@@ -453,8 +453,10 @@ class DDPM(DensityMixin, BaseEstimator):
         self, X, n_timesteps: int | None = None, random_state=0, batch_size: int = 500
     ) -> BoundTerms:
         """The bound's terms in nats per row (float64 tensors): L_T, Σ L_{t-1} (every t when
-        ``n_timesteps`` is None, else an unbiased stratified estimate), L_0, and their sum, an
-        upper bound on -log p(x) (8-bit: on -log P(x)). Real data include the Jacobian of the
+        ``n_timesteps`` is None, else an unbiased stratified estimate over t; either way each
+        L_{t-1} from one draw of x_t, drawn for the rows in order from ``random_state``), L_0,
+        and their sum, an unbiased estimate of an upper bound on -log p(x) (8-bit: on
+        -log P(x)). Real data include the Jacobian of the
         standardisation in ``decoder`` and ``total``."""
         check_is_fitted(self, "module_")
         check_timesteps(n_timesteps, "n_timesteps")
@@ -487,7 +489,14 @@ class DDPM(DensityMixin, BaseEstimator):
         return BoundTerms(prior, diffusion, decoder - jac, total - jac)
 
     def score_samples(self, X) -> np.ndarray:
-        """Minus the bound per row (a lower bound on log p(x), nats), with ``eval_timesteps``."""
+        """Minus the bound per row in nats, with ``eval_timesteps``: a one-draw Monte Carlo
+        estimate, not the bound itself. Each term L_{t-1} is an expectation over x_t ~ q(x_t | x_0),
+        and one x_t is drawn per row and t (``eval_timesteps=None`` sums every t, it does not
+        average over x_t), so a row's value is a lower bound on log p(x) only in expectation.
+        The draws come from a fixed seed (``bound_terms``' ``random_state=0``), one stream for
+        the rows in order: a row's value is repeatable for the same rows, but changes with the
+        rows scored beside it and their order (spread ~ the bound's per-row Monte Carlo error).
+        Average over seeds with ``bound_terms(X, random_state=...)`` for a tighter figure."""
         check_timesteps(self.eval_timesteps, "eval_timesteps")
         return -self.bound_terms(X, self.eval_timesteps).total.numpy()
 

@@ -243,7 +243,8 @@ def reverse_term(x0, xt, t, mu, log_var, sched: Schedule, n_levels: int | None) 
 
 class BoundTerms(NamedTuple):
     """The terms of the bound in nats, each (n,): ``prior`` L_T, ``diffusion`` Σ_{t≥2} L_{t-1}
-    (exact sum or an unbiased estimate), ``decoder`` L_0; ``total`` their sum (≥ -log p(x))."""
+    (every t or an unbiased estimate over t, each from one draw of x_t), ``decoder`` L_0;
+    ``total`` their sum (≥ -log p(x) in expectation)."""
 
     prior: torch.Tensor
     diffusion: torch.Tensor
