@@ -77,7 +77,8 @@ def predict(
     """Label rows with a saved model (components, states or latent means).
 
     Mixtures give each row's most probable component, HMMs its state (--proba: their
-    probabilities); FA/PPCA and VAEs the posterior mean of their latent variables."""
+    probabilities); FA/PPCA and VAEs the posterior mean of their latent variables (a
+    Monte-Carlo mean for a VAE with a flow posterior and for the ladder VAE's lower layer)."""
     import numpy as np
 
     check_outputs([(out, "--out")], [model_path, data, lengths], force=force)

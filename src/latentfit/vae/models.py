@@ -249,6 +249,9 @@ class LadderVAE(nn.Module):
         )
 
     def posterior_mean(self, x: torch.Tensor, generator=None, n_samples: int = 64) -> torch.Tensor:
+        """E_q[z | x] (n, d_z1 + d_z2): z2's encoder mean exactly, z1's a Monte-Carlo mean over
+        ``n_samples`` draws of z2 (its mean given z2 varies with z2), so it moves with the
+        draws, and with the rows beside x where the generator is shared."""
         b2, _, _, loc_q, _, _ = self._layers(x, n_samples, generator)
         return torch.cat([loc_q.mean(0), b2.loc], -1)
 
