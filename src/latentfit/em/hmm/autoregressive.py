@@ -57,7 +57,7 @@ from latentfit._validation import (
 from latentfit.em.base import EMFit
 from latentfit.em.gaussian import DegenerateComponentError
 from latentfit.em.hmm.base import _HMMHooks
-from latentfit.em.hmm.emissions import HMM_REMEDY
+from latentfit.em.hmm.emissions import HMM_REMEDY, draws_in_dtype
 from latentfit.em.hmm.gaussian import _ContinuousHMM
 from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.online import OnlineHMMMixin, OnlineHMMState
@@ -787,7 +787,8 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         for j in range(k):
             rows = torch.from_numpy(states == j)
             eps[rows] = noise[rows] @ L[j].T
-        return ar_path(W.numpy(), states, eps.numpy(), hist), states
+        X = torch.from_numpy(ar_path(W.numpy(), states, eps.numpy(), hist))
+        return draws_in_dtype(X, self._dtype).numpy(), states
 
 
 def _state_means(D: torch.Tensor, gamma: torch.Tensor, d: int) -> torch.Tensor:

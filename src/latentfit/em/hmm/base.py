@@ -58,6 +58,7 @@ from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
 from latentfit.em.hmm.emissions import (
     HMM_REMEDY,
     dirichlet_log_prior,
+    draws_in_dtype,
     map_transitions,
     with_counts,
 )
@@ -680,7 +681,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         s = int(torch.multinomial(start, 1, generator=gen)) if currstate is None else int(currstate)
         states = markov_chain(trans_cdf, u, s)
         X = self._sample_emissions(params, torch.from_numpy(states), gen)
-        return X.cpu().numpy(), states
+        return draws_in_dtype(X, self._dtype).cpu().numpy(), states
 
     def get_stationary_distribution(self):
         """Stationary distribution of ``transmat_`` (left eigenvector for eigenvalue 1)."""

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit._validation import first_nonfinite
 from latentfit.em.gaussian import (
     direct_log_prob,
     far_components,
@@ -25,6 +26,7 @@ from latentfit.em.gaussian import (
 )
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.inference.runtime import empty_large
+from latentfit.errors import ParameterError
 
 __all__ = [
     "DiagGaussianTerms",
@@ -35,6 +37,7 @@ __all__ = [
     "diag_gaussian_terms",
     "dirichlet_log_prior",
     "dirichlet_map",
+    "draws_in_dtype",
     "fill_covars",
     "gaussian_emission_mstep",
     "gaussian_log_likelihood",
@@ -138,6 +141,25 @@ def gaussian_sample(
         rows = labels == j
         x[rows] += z[rows] @ roots[j].T
     return x
+
+
+def draws_in_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Draws ``x`` (n, d), made in float64 so that a seed draws the same values whatever the
+    model's dtype, in ``dtype`` (what the model's other outputs come in); whole-number draws
+    (counts, symbols) stay integers. A draw beyond ``dtype``'s range is a ParameterError
+    naming its row and column, not an inf."""
+    if not x.is_floating_point():
+        return x
+    out = x.to(dtype)
+    idx = first_nonfinite(out)
+    if idx is not None and bool(torch.isfinite(x[idx])):
+        label = str(dtype).removeprefix("torch.")
+        raise ParameterError(
+            f"the model drew {float(x[idx]):.4g} at row {idx[0]}, column {idx[-1]}, beyond the "
+            f"range of {label} (largest {torch.finfo(dtype).max:.3g}), the model's dtype: its "
+            "parameters reach past what it can hold; fit the data rescaled, or in float64"
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------- Gaussian

@@ -28,7 +28,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import EMFit
-from latentfit.em.hmm.emissions import map_transitions, with_counts
+from latentfit.em.hmm.emissions import draws_in_dtype, map_transitions, with_counts
 from latentfit.em.hmm.inference.posterior import condition_on_states
 from latentfit.em.hmm.labels import check_labels
 from latentfit.em.hmm.monitor import warn_unvisited
@@ -529,7 +529,7 @@ class HSMMMixin:
             u = torch.rand(2, m, generator=gen, dtype=torch.float64).numpy()
             pos, s = segment_chain(dur_cdf, trans_cdf, u[0], u[1], s, pos, states)
         X = self._sample_emissions(params, torch.from_numpy(states), gen)
-        return X.cpu().numpy(), states
+        return draws_in_dtype(X, self._dtype).cpu().numpy(), states
 
     def get_stationary_distribution(self):
         """Long-run fraction of time in every state: the stationary distribution of the

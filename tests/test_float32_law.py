@@ -1,0 +1,311 @@
+"""The float32 law, for every model with a ``dtype`` option: a float32 fit agrees with the
+float64 fit from the same start, a float64 model scored in float32 agrees with itself, the
+outputs come in the model's dtype, and values a float32 model cannot hold are refused by row
+and column, not read as inf or 0.
+
+Tolerances. float32 rounds each operation to a relative 2**-24 ≈ 6e-8 (``U``). A fit of
+``ITERS`` EM iterations on ``N`` rows sums N terms per statistic per iteration: at worst an
+error of N·U ≈ 2e-5 relative per sum, and EM, a contraction near its fixed point on
+well-separated data, does not amplify it over a few iterations. Per-row scores (log-densities
+of a few nats) and parameters are compared at 1e-4 relative to their own scale (five times
+that bound); a float64 model only scored in float32 rounds its parameters and each row once
+(a few U per row): 1e-5 of the scores' scale.
+"""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import latentfit as lf
+from latentfit.cli.score import hmm_row_scores
+from latentfit.em.hsmm.base import HSMMMixin
+from latentfit.errors import ParameterError
+
+U = 2.0**-24  # float32's unit roundoff
+N, ITERS = 300, 5
+FIT_RTOL = 1e-4  # ≥ N·U ≈ 2e-5 per iteration's sums (module docstring)
+SCORE_RTOL = 1e-5  # one rounding of the parameters and of each row: a few U
+
+
+def _blobs(seed=0, d=3):
+    rng = np.random.default_rng(seed)
+    z = (np.arange(N) // 25) % 2  # runs of 25 rows: a sequence with persistent states
+    centres = np.array([[-2.0, 1.0, 0.5, -1.0], [2.0, -1.0, 1.5, 0.0]])[:, :d]
+    return centres[z] + rng.normal(size=(N, d)) * np.array([1.0, 0.7, 1.2, 0.9])[:d]
+
+
+def _counts(seed=0):
+    rng = np.random.default_rng(seed)
+    z = (np.arange(N) // 25) % 2
+    return rng.poisson(np.array([[2.0, 5.0, 1.0], [6.0, 1.5, 3.0]])[z])
+
+
+def _symbols(seed=0):
+    rng = np.random.default_rng(seed)
+    z = (np.arange(N) // 25) % 2
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])[z]
+    return (rng.random(N)[:, None] > p.cumsum(1)).sum(1, keepdims=True)
+
+
+LENGTHS = [150, 100, 50]
+_X, _C, _S = _blobs(), _counts(), _symbols()
+
+#: name: (model of a dtype, data, lengths or None, how its fit is continued from a start)
+MODELS = {
+    "GaussianMixture": (lambda **k: lf.GaussianMixture(2, **k), _X, None, "warm_start"),
+    "GaussianMixture-diag": (
+        lambda **k: lf.GaussianMixture(2, covariance_type="diag", **k),
+        _X,
+        None,
+        "warm_start",
+    ),
+    "BayesianGaussianMixture": (
+        lambda **k: lf.BayesianGaussianMixture(n_components=2, **k),
+        _X,
+        None,
+        "warm_start",
+    ),
+    "MixtureModel": (lambda **k: lf.MixtureModel("normal", 2, **k), _X, None, "warm_start"),
+    "MixtureModel-gamma": (
+        lambda **k: lf.MixtureModel("gamma", 2, **k),
+        np.abs(_X) + 0.5,
+        None,
+        "warm_start",
+    ),
+    "PoissonMixture": (lambda **k: lf.PoissonMixture(2, **k), _C, None, "warm_start"),
+    "MultinomialMixture": (lambda **k: lf.MultinomialMixture(2, **k), _C, None, "warm_start"),
+    "BernoulliMixture": (lambda **k: lf.BernoulliMixture(2, **k), _X > 0, None, "warm_start"),
+    "CategoricalMixture": (
+        lambda **k: lf.CategoricalMixture(2, **k),
+        np.column_stack([_S[:, 0], (_X[:, :2] > 0).sum(1)]),
+        None,
+        "warm_start",
+    ),
+    "FactorAnalysis": (
+        lambda **k: lf.FactorAnalysis(1, svd_method="lapack", **k),
+        _X,
+        None,
+        "pca",
+    ),
+    "PPCA": (lambda **k: lf.PPCA(1, **k), _X, None, "pca"),
+    "GaussianHMM": (lambda **k: lf.GaussianHMM(2, **k), _X, LENGTHS, "init_params"),
+    "GaussianHMM-full": (
+        lambda **k: lf.GaussianHMM(2, covariance_type="full", **k),
+        _X,
+        LENGTHS,
+        "init_params",
+    ),
+    "GMMHMM": (lambda **k: lf.GMMHMM(2, n_mix=2, **k), _X, LENGTHS, "init_params"),
+    "AutoregressiveHMM": (lambda **k: lf.AutoregressiveHMM(2, **k), _X, LENGTHS, "init_params"),
+    "CategoricalHMM": (lambda **k: lf.CategoricalHMM(2, **k), _S, LENGTHS, "init_params"),
+    "PoissonHMM": (lambda **k: lf.PoissonHMM(2, **k), _C, LENGTHS, "init_params"),
+    "MultinomialHMM": (lambda **k: lf.MultinomialHMM(2, **k), _C, LENGTHS, "init_params"),
+    "VariationalGaussianHMM": (
+        lambda **k: lf.VariationalGaussianHMM(2, **k),
+        _X,
+        LENGTHS,
+        "init_params",
+    ),
+    "VariationalCategoricalHMM": (
+        lambda **k: lf.VariationalCategoricalHMM(2, **k),
+        _S,
+        LENGTHS,
+        "init_params",
+    ),
+    "GaussianHSMM": (
+        lambda **k: lf.GaussianHSMM(2, max_duration=30, **k),
+        _X,
+        LENGTHS,
+        "init_params",
+    ),
+    "PoissonHSMM": (
+        lambda **k: lf.PoissonHSMM(2, max_duration=30, **k),
+        _C,
+        LENGTHS,
+        "init_params",
+    ),
+    "CategoricalHSMM": (
+        lambda **k: lf.CategoricalHSMM(2, max_duration=30, **k),
+        _S,
+        LENGTHS,
+        "init_params",
+    ),
+    "LinearGaussianSSM": (
+        lambda **k: lf.LinearGaussianSSM(2, **k),
+        _X,
+        LENGTHS,
+        "init_params",
+    ),
+}
+
+
+#: attributes a float32 model keeps in float64 on purpose: a prior's mean, which float32 could
+#: not hold far from the origin (1e7 + 1.468 rounds to 1e7 + 2)
+KEPT_IN_FLOAT64 = {"mean_prior_": np.float64}
+
+
+def _quiet(call, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return call(*args, **kwargs)
+
+
+def _args(lengths):
+    return () if lengths is None else (lengths,)
+
+
+def _budget(model, iters: int) -> dict:
+    """The settings that run exactly ``iters`` iterations, whatever the change."""
+    names = model.get_params()
+    if "n_iter" in names:
+        return {"n_iter": iters, "tol": -np.inf}
+    return {"max_iter": iters, "tol": 0.0}
+
+
+def _as_dtype(model, dtype: str, tmp_path):
+    """``model``'s saved file read back as a model of ``dtype`` (the file's tensors as stored,
+    the setting changed in its header): the same parameters, rounded once."""
+    path = model.save(tmp_path / "model.lf")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = json.loads(f.metadata()["latentfit"])
+    header["params"]["dtype"] = dtype
+    out = tmp_path / f"model-{dtype}.lf"
+    save_file(tensors, str(out), metadata={"latentfit": json.dumps(header)})
+    return lf.load(out)
+
+
+def _score_dtype(model):
+    """What per-row scores come in: the model's dtype, but float64 for an HSMM, whose
+    recursions run in float64 whatever its dtype (README, hidden semi-Markov models)."""
+    return np.float64 if isinstance(model, HSMMMixin) else np.dtype(model.dtype)
+
+
+def _row_scores(model, X, lengths):
+    if lengths is not None and not isinstance(model, lf.LinearGaussianSSM):
+        return hmm_row_scores(model, X, lengths)[0]
+    return model.score_samples(X, *_args(lengths))
+
+
+def _fitted_arrays(model) -> dict:
+    """The model's floating fitted attributes (public names ending in ``_``)."""
+    out = {}
+    for name in dir(model):
+        if name.startswith("_") or not name.endswith("_") or name.endswith("__"):
+            continue
+        value = getattr(model, name, None)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            out[name] = value
+    return out
+
+
+def _continued(name, dtype, tmp_path):
+    """A fit of ``ITERS`` iterations in ``dtype`` from one float64 start, made the way the
+    model takes a start: warm_start, hand-set parameters (init_params=''), or the PCA start
+    FA and PPCA compute from the data."""
+    build, X, lengths, how = MODELS[name]
+    if how == "pca":
+        model = build(dtype=dtype, random_state=0)
+        return _quiet(model.set_params(**_budget(model, ITERS)).fit, X, *_args(lengths))
+    start = build(random_state=0)
+    start = _quiet(start.set_params(**_budget(start, 1)).fit, X, *_args(lengths))
+    model = _as_dtype(start, dtype, tmp_path)
+    again = {"warm_start": True} if how == "warm_start" else {"init_params": ""}
+    model.set_params(**again, **_budget(model, ITERS))
+    return _quiet(model.fit, X, *_args(lengths))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_float32_fit_agrees_with_the_float64_fit_from_the_same_start(name, tmp_path):
+    _, X, lengths, _ = MODELS[name]
+    m64 = _continued(name, "float64", tmp_path)
+    m32 = _continued(name, "float32", tmp_path)
+    s64, s32 = _row_scores(m64, X, lengths), _row_scores(m32, X, lengths)
+    assert s32.dtype == _score_dtype(m32)
+    scale = np.abs(s64).max()
+    np.testing.assert_allclose(s32, s64, rtol=FIT_RTOL, atol=FIT_RTOL * scale)
+    a64, a32 = _fitted_arrays(m64), _fitted_arrays(m32)
+    assert a64.keys() == a32.keys()
+    for attr, want in a64.items():
+        got = a32[attr]
+        assert got.dtype == KEPT_IN_FLOAT64.get(attr, np.float32), attr
+        scale = max(np.abs(want).max(), 1e-3)
+        np.testing.assert_allclose(got, want, rtol=FIT_RTOL, atol=FIT_RTOL * scale, err_msg=attr)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_float64_model_scored_in_float32_agrees_with_itself(name, tmp_path):
+    build, X, lengths, _ = MODELS[name]
+    m64 = build(random_state=0)
+    m64 = _quiet(m64.set_params(**_budget(m64, ITERS)).fit, X, *_args(lengths))
+    m32 = _as_dtype(m64, "float32", tmp_path)
+    s64, s32 = _row_scores(m64, X, lengths), _row_scores(m32, X, lengths)
+    assert s32.dtype == _score_dtype(m32)
+    np.testing.assert_allclose(s32, s64, rtol=SCORE_RTOL, atol=SCORE_RTOL * np.abs(s64).max())
+    if hasattr(m64, "predict"):
+        p64, p32 = m64.predict(X, *_args(lengths)), m32.predict(X, *_args(lengths))
+        if p64.dtype.kind == "f":  # a state-space model's smoothed state means
+            np.testing.assert_allclose(p32, p64, rtol=1e-4, atol=1e-4 * np.abs(p64).max())
+        else:
+            np.testing.assert_array_equal(p32, p64)
+
+
+def _outputs(model, X, lengths) -> dict:
+    """Every floating array the model's methods return for ``X``."""
+    out = {}
+    args = _args(lengths)
+    scores = model.score_samples(X, *args)
+    if isinstance(scores, tuple):  # an HMM's (log-likelihood, posteriors), as hmmlearn's
+        out["score_samples posteriors"] = scores[1]
+    else:
+        out["score_samples"] = scores
+    for method in ("predict_proba", "transform"):
+        if hasattr(model, method):
+            out[method] = getattr(model, method)(X, *args)
+    if not isinstance(model, lf.MultinomialHMM):  # it samples only with n_trials fixed
+        drawn = model.sample(5)
+        out["sample"] = drawn[0] if isinstance(drawn, tuple) else drawn
+    return out
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_outputs_come_in_the_models_dtype(name, dtype):
+    """As the fitted attributes: numpy arrays of the model's dtype (draws of counts or symbols
+    as integers), and ``score`` a Python float."""
+    build, X, lengths, _ = MODELS[name]
+    model = build(dtype=dtype, random_state=0)
+    model = _quiet(model.set_params(**_budget(model, 2)).fit, X, *_args(lengths))
+    assert isinstance(model.score(X, *_args(lengths)), float)
+    for method, value in _outputs(model, X, lengths).items():
+        assert isinstance(value, np.ndarray), method
+        if value.dtype.kind == "f":
+            assert value.dtype == dtype, method
+        else:
+            assert method == "sample" and value.dtype == np.int64, method
+
+
+def _explosive_ar_hmm(dtype):
+    """One state, x_t = 3 x_{t-1} + 1 + noise: its draws grow past 1e38 by row 81."""
+    model = lf.AutoregressiveHMM(1, dtype=dtype, init_params="")
+    model.startprob_, model.transmat_ = np.ones(1), np.ones((1, 1))
+    model.coefs_, model.intercepts_, model.covars_ = (
+        np.full((1, 1, 1, 1), 3.0),
+        np.ones((1, 1)),
+        np.ones((1, 1, 1)),
+    )
+    return model
+
+
+def test_a_draw_beyond_float32_is_refused_by_row_and_column_not_made_inf():
+    X, _ = _explosive_ar_hmm("float64").sample(100, random_state=0)
+    row = int(np.argmax(np.abs(X[:, 0]) > np.finfo(np.float32).max))
+    with pytest.raises(
+        ParameterError,
+        match=rf"drew 3\.\d+e\+38 at row {row}, column 0, beyond the range of float32",
+    ):
+        _explosive_ar_hmm("float32").sample(100, random_state=0)
