@@ -309,3 +309,12 @@ def test_a_draw_beyond_float32_is_refused_by_row_and_column_not_made_inf():
         match=rf"drew 3\.\d+e\+38 at row {row}, column 0, beyond the range of float32",
     ):
         _explosive_ar_hmm("float32").sample(100, random_state=0)
+
+
+def test_draws_that_overflow_float64_are_refused_not_returned_as_inf():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor numpy's overflow warning on the way
+        with pytest.raises(
+            ParameterError, match=r"drew inf at row \d+, column 0: its draws overflow float64"
+        ):
+            _explosive_ar_hmm("float64").sample(900, random_state=0)

@@ -787,7 +787,8 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         for j in range(k):
             rows = torch.from_numpy(states == j)
             eps[rows] = noise[rows] @ L[j].T
-        X = torch.from_numpy(ar_path(W.numpy(), states, eps.numpy(), hist))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            X = torch.from_numpy(ar_path(W.numpy(), states, eps.numpy(), hist))
         return draws_in_dtype(X, self._dtype).numpy(), states
 
 

@@ -146,13 +146,22 @@ def gaussian_sample(
 def draws_in_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Draws ``x`` (n, d), made in float64 so that a seed draws the same values whatever the
     model's dtype, in ``dtype`` (what the model's other outputs come in); whole-number draws
-    (counts, symbols) stay integers. A draw beyond ``dtype``'s range is a ParameterError
-    naming its row and column, not an inf."""
+    (counts, symbols) stay integers. A draw that is not finite, in float64 (an autoregression
+    that grows without bound) or once in ``dtype`` (beyond its range), is a ParameterError
+    naming its row and column, not an inf or NaN returned as a sample."""
     if not x.is_floating_point():
         return x
+    idx = first_nonfinite(x)
+    if idx is not None:
+        raise ParameterError(
+            f"the model drew {float(x[idx])} at row {idx[0]}, column {idx[-1]}: its draws "
+            "overflow float64 (an autoregression whose coefficients let the values grow "
+            "without bound, or parameters near float64's range); draw fewer rows, or check "
+            "the parameters"
+        )
     out = x.to(dtype)
     idx = first_nonfinite(out)
-    if idx is not None and bool(torch.isfinite(x[idx])):
+    if idx is not None:
         label = str(dtype).removeprefix("torch.")
         raise ParameterError(
             f"the model drew {float(x[idx]):.4g} at row {idx[0]}, column {idx[-1]}, beyond the "
