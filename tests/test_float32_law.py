@@ -318,3 +318,37 @@ def test_draws_that_overflow_float64_are_refused_not_returned_as_inf():
             ParameterError, match=r"drew inf at row \d+, column 0: its draws overflow float64"
         ):
             _explosive_ar_hmm("float64").sample(900, random_state=0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_dtype_set_after_the_fit_scores_in_that_dtype(name):
+    """``set_params(dtype="float32")`` on a fitted float64 model: it scores, predicts and
+    samples in float32, as the same model read from a file as float32 does, and set back to
+    float64 it gives its float64 numbers again (the fit's parameters are kept)."""
+    build, X, lengths, _ = MODELS[name]
+    model = build(random_state=0)
+    model = _quiet(model.set_params(**_budget(model, ITERS)).fit, X, *_args(lengths))
+    s64 = _row_scores(model, X, lengths)
+    p64 = model.predict(X, *_args(lengths)) if hasattr(model, "predict") else None
+    model.set_params(dtype="float32")
+    s32 = _row_scores(model, X, lengths)
+    assert s32.dtype == _score_dtype(model)
+    np.testing.assert_allclose(s32, s64, rtol=SCORE_RTOL, atol=SCORE_RTOL * np.abs(s64).max())
+    if p64 is not None and p64.dtype.kind != "f":
+        np.testing.assert_array_equal(model.predict(X, *_args(lengths)), p64)
+    for method, value in _outputs(model, X, lengths).items():
+        assert value.dtype in (np.float32, np.int64), method
+    model.set_params(dtype="float64")
+    np.testing.assert_array_equal(_row_scores(model, X, lengths), s64)
+
+
+@pytest.mark.parametrize("name", [n for n, spec in MODELS.items() if spec[3] == "warm_start"])
+def test_a_warm_start_after_dtype_is_set_continues_in_that_dtype(name):
+    build, X, _, _ = MODELS[name]
+    model = _quiet(build(random_state=0, max_iter=1).fit, X)
+    model.set_params(dtype="float32", warm_start=True, max_iter=ITERS, tol=0.0)
+    _quiet(model.fit, X)
+    assert all(
+        v.dtype == KEPT_IN_FLOAT64.get(k, np.float32) for k, v in _fitted_arrays(model).items()
+    )
+    assert model.score_samples(X).dtype == np.float32

@@ -120,13 +120,22 @@ def is_edited(value, published: np.ndarray) -> bool:
 def fitted_params(model) -> dict:
     """The fitted tensors a ``_params`` property reads, or NotFittedError (an AttributeError
     too, so that ``hasattr`` says "not fitted" as for any fitted attribute). A model pickled
-    by latentfit 0.1 holds them as ``_params`` in its instance dict."""
+    by latentfit 0.1 holds them as ``_params`` in its instance dict. A model whose ``dtype``
+    was changed since the fit (``set_params(dtype="float32")``) reads them in its dtype now,
+    as the HMMs read their attributes: it scores, predicts and samples in that dtype."""
     state = vars(model)
     fitted = state.get("_fitted_params", state.get("_params"))
     if fitted is None:
         raise NotFittedError(
             f"This {type(model).__name__} instance is not fitted yet: call fit before using it"
         )
+    dtype = model._dtype
+    floats = [t for t in fitted.values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if floats and floats[0].dtype != dtype:  # the fit's dtype (what a load reads it in)
+        fitted = {
+            k: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+            for k, t in fitted.items()
+        }
     return fitted
 
 

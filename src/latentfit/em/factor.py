@@ -452,7 +452,7 @@ class _LinearGaussian(
         published = vars(self).get("_published", {})
         if any(is_edited(vars(self).get(n), published[n]) for n in published):
             self._set_params_tensors(self._from_attributes(fitted))
-        return vars(self).get("_fitted_params", fitted)
+        return fitted_params(self)  # as edited, in the model's dtype
 
     @_params.setter
     def _params(self, params: dict) -> None:

@@ -514,7 +514,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         edited = [n for n in published if is_edited(vars(self).get(n + "_"), published[n])]
         if edited:
             self._set_params_tensors(checked_edits(self, fitted, edited))
-        return vars(self).get("_fitted_params", fitted)
+        return fitted_params(self)  # as edited, in the model's dtype
 
     @_params.setter
     def _params(self, params: dict) -> None:

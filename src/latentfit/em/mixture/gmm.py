@@ -500,7 +500,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         ]
         if edited:
             self._set_params_tensors(params_from_attributes(self, fitted, edited))
-        return vars(self).get("_fitted_params", fitted)
+        return fitted_params(self)  # as edited, in the model's dtype
 
     @_params.setter
     def _params(self, params: dict) -> None:
