@@ -352,3 +352,19 @@ def test_a_warm_start_after_dtype_is_set_continues_in_that_dtype(name):
         v.dtype == KEPT_IN_FLOAT64.get(k, np.float32) for k, v in _fitted_arrays(model).items()
     )
     assert model.score_samples(X).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_float32_models_file_loads_as_the_same_float32_model(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build, X, lengths, _ = MODELS[name]
+    model = build(dtype="float32", random_state=0)
+    model = _quiet(model.set_params(**_budget(model, 2)).fit, X, *_args(lengths))
+    loaded = lf.load(model.save("model.lf"))
+    assert loaded.dtype == "float32"
+    before, after = _fitted_arrays(model), _fitted_arrays(loaded)
+    assert before.keys() == after.keys()
+    for attr, value in before.items():
+        assert after[attr].dtype == value.dtype, attr
+        np.testing.assert_array_equal(after[attr], value, err_msg=attr)
+    np.testing.assert_array_equal(_row_scores(loaded, X, lengths), _row_scores(model, X, lengths))

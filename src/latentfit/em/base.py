@@ -352,6 +352,9 @@ class EMEstimator:
     #: another tensor is refused)
     _stored_specs_exact = False
 
+    #: the stored tensors the model keeps in float64 whatever its dtype (read back so)
+    _float64_tensors: ClassVar[tuple[str, ...]] = ()
+
     def _stored_specs(self, d: int) -> dict[str, Stored]:
         """What each fitted tensor of a model file must be (shape and constraint, see
         :func:`latentfit.io.check_stored`) for ``d`` features, checked before the tensors are
@@ -373,7 +376,14 @@ class EMEstimator:
             sizes=f"n_components = {k}, n_features_in_ = {d}",
         )
         dev, dt = self._device, self._dtype
-        self._restore_params({k: v.to(device=dev, dtype=dt) for k, v in tensors.items()}, extra)
+        wide = self._float64_tensors
+        self._restore_params(
+            {
+                k: v.to(device=dev, dtype=torch.float64 if k in wide else dt)
+                for k, v in tensors.items()
+            },
+            extra,
+        )
         for k, v in extra.items():
             setattr(self, k, v)
         if "feature_names_in_" in extra:

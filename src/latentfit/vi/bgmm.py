@@ -424,6 +424,7 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
         return tensors, extra
 
     _stored_specs_exact = True
+    _float64_tensors = ("prior_mean",)  # as _make_prior keeps it: float32 cannot hold it
 
     def _stored_specs(self, d: int) -> dict[str, Stored]:
         """A model file's tensors: the weights' concentrations, the means' precision scales
