@@ -13,6 +13,7 @@ that bound); a float64 model only scored in float32 rounds its parameters and ea
 """
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -23,7 +24,7 @@ from safetensors.torch import save_file
 import latentfit as lf
 from latentfit.cli.score import hmm_row_scores
 from latentfit.em.hsmm.base import HSMMMixin
-from latentfit.errors import ParameterError
+from latentfit.errors import DataError, ParameterError
 
 U = 2.0**-24  # float32's unit roundoff
 N, ITERS = 300, 5
@@ -368,3 +369,16 @@ def test_a_float32_models_file_loads_as_the_same_float32_model(name, tmp_path, m
         assert after[attr].dtype == value.dtype, attr
         np.testing.assert_array_equal(after[attr], value, err_msg=attr)
     np.testing.assert_array_equal(_row_scores(loaded, X, lengths), _row_scores(model, X, lengths))
+
+
+@pytest.mark.parametrize(
+    "model", [lf.CategoricalHMM(2), lf.VariationalCategoricalHMM(2), lf.CategoricalHSMM(2)]
+)
+@pytest.mark.parametrize("value", [1e39, -1e39, 1e19])
+def test_a_symbol_beyond_int64_is_named_with_its_value_not_a_wrapped_one(model, value):
+    """Symbols given as floats are read as int64 codes; a value past 2^63 wrapped to -2^63 in
+    the cast, and the message named that number, not the one in the data."""
+    X = _S.astype(np.float64)
+    X[7, 0] = value
+    with pytest.raises(DataError, match=re.escape(f"row 7 of X holds {value:g}, beyond any code")):
+        model.fit(X, LENGTHS)

@@ -308,6 +308,14 @@ class CategoricalHMM(EmissionProbabilities, OnlineHMMMixin, BaseHMM):
                     f"symbols must be integers; row {{row}} of X holds {x[i].item()!r}. Encode the "
                     "categories as 0..n_features-1",
                 )
+            wide = x.abs() >= 2.0**63  # past int64, whose cast would wrap (1e39 to -2^63)
+            if bool(wide.any()):
+                i = _first_bad(wide)[0]
+                raise BatchRowError(
+                    i,
+                    f"symbols must be codes 0..n_features-1; row {{row}} of X holds "
+                    f"{x[i].item():g}, beyond any code. Encode the categories as 0..n_features-1",
+                )
         t = t.to(torch.int64)
         neg = t < 0
         if bool(neg.any()):
