@@ -382,3 +382,58 @@ def test_a_symbol_beyond_int64_is_named_with_its_value_not_a_wrapped_one(model, 
     X[7, 0] = value
     with pytest.raises(DataError, match=re.escape(f"row 7 of X holds {value:g}, beyond any code")):
         model.fit(X, LENGTHS)
+
+
+#: models whose data are whole numbers read by their own checks, and what those say
+_CODES = {1e39: r"row 7 of X holds 1e\+39, beyond any code", 1e-46: r"row 7 of X holds 1e-46"}
+INTEGER_DATA = {
+    "CategoricalHMM": _CODES,
+    "VariationalCategoricalHMM": _CODES,
+    "CategoricalHSMM": _CODES,
+    "MultinomialHMM": {
+        1e39: r"row 7 of X counts 1e\+39 trials",
+        1e-46: r"X\[7, 1\] = 1e-46 is fractional",
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (1e39, r"1e\+39 at row 7, column 1, beyond the range of float32"),
+        (1e-46, r"1e-46 at row 7, column 1, below the smallest number float32 holds"),
+    ],
+)
+def test_a_value_float32_cannot_hold_is_refused_by_row_and_column(name, value, said):
+    """Float64 data holding a value that float32 would read as inf or as 0, given to a float32
+    model's fit and to its score: a DataError naming the row and column, with float64 offered."""
+    build, X, lengths, _ = MODELS[name]
+    bad = np.array(X, dtype=np.float64)
+    bad[7, min(1, bad.shape[1] - 1)] = value
+    if bad.shape[1] == 1:  # one column: the message names column 0
+        said = said.replace("column 1", "column 0")
+    if name in INTEGER_DATA:  # codes and counts: their own check names the row and the value
+        said = INTEGER_DATA[name][value]
+    model = build(dtype="float32", random_state=0)
+    model.set_params(**_budget(model, 1))
+    with pytest.raises(
+        DataError, match=said + (r".*dtype=float64$" if name not in INTEGER_DATA else "")
+    ):
+        model.fit(bad, *_args(lengths))
+    _quiet(model.fit, X, *_args(lengths))
+    with pytest.raises(DataError, match=said):
+        model.score(bad, *_args(lengths))
+
+
+@pytest.mark.parametrize("value", [1e39, 1e-46])
+def test_a_streamed_value_float32_cannot_hold_is_refused_by_its_row(value, tmp_path):
+    """The same through a data source read in chunks: the row counts from the file's start."""
+    bad = _X.copy()
+    bad[207, 1] = value
+    np.save(tmp_path / "x.npy", bad)
+    source = lf.NpySource(tmp_path / "x.npy", chunk_rows=100)
+    with pytest.raises(
+        DataError, match=rf"holds {value:.0e} at row 207, column 1".replace("+", r"\+")
+    ):
+        lf.GaussianMixture(2, dtype="float32", max_iter=1, random_state=0).fit(source)

@@ -386,7 +386,7 @@ def _check_underflow(src, dtype, name: str, columns, float64_option) -> None:
     """A column whose every value lies below the smallest normal number of ``dtype`` (data of
     1e-300 read as float32) would be read as zeros or as numbers with few digits left: said
     by column, with the advice to rescale it or use ``float64_option``. A few tiny values
-    beside ordinary ones lose nothing that matters and pass."""
+    beside ordinary ones pass, unless one would be read as 0 (:func:`_check_flushed`)."""
     if not src.is_floating_point() or src.dim() != 2 or src.numel() == 0:
         return
     tiny = torch.finfo(dtype).tiny
@@ -403,6 +403,35 @@ def _check_underflow(src, dtype, name: str, columns, float64_option) -> None:
             "computes: they would be read as zeros or lose their digits. Rescale the column "
             "(e.g. standardise it)" + (f" or use {float64_option}" if float64_option else "")
         )
+
+
+def _check_flushed(src, dtype, name: str, columns, float64_option, row_offset: int = 0) -> None:
+    """A value of ``src`` that is not 0 but becomes 0 in ``dtype`` (1e-46 read as float32,
+    whose smallest number is 1.4e-45) is refused naming its position: read as 0 it would
+    change the data silently (a gamma or lognormal component refuses a 0 that was 1e-46 with
+    the wrong value; a log of it is -inf where the data's is -106). Computed where ``src``
+    lies (the data may be on the host and the model on a GPU): one pass for the values below
+    ``dtype``'s smallest normal number, and a cast of those few. ``row_offset``: the row of
+    the whole data set at which ``src`` starts (a block of a streamed source)."""
+    if not src.is_floating_point() or torch.finfo(src.dtype).tiny >= torch.finfo(dtype).tiny:
+        return  # the data's own type reaches no lower: nothing becomes 0
+    small = (src != 0) & (src.abs() < torch.finfo(dtype).tiny)  # NaN compares False
+    if not bool(small.any()):
+        return
+    where_small = small.nonzero()  # (m, ndim)
+    lost = (src[small].to(dtype) == 0).nonzero()
+    if not len(lost):
+        return  # subnormal in ``dtype``, not 0
+    idx = tuple(int(i) for i in where_small[int(lost[0])])
+    where = _describe_position((idx[0] + row_offset, *idx[1:]) if idx else idx, columns)
+    label = str(dtype).removeprefix("torch.")
+    smallest = float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))
+    raise DataError(
+        f"{name} holds {float(src[idx]):.3g} at {where}, below the "
+        f"smallest number {label} holds ({smallest:.3g}), in which this model computes: it would "
+        "be read as 0. Rescale the column (e.g. standardise it), set such values to 0 if they "
+        "stand for zero" + (f", or use {float64_option}" if float64_option else "")
+    )
 
 
 #: the share of a column's variance that a narrowing cast's rounding may add unsaid
@@ -468,8 +497,9 @@ def as_float_tensor(
     still refused), for non-numeric values (strings, paths, ragged lists, objects), wrong
     dimensionality and too few samples, and for a 64-bit integer that float64 cannot hold
     exactly (past 2**53 most become another integer: an identifier column, say; a float32
-    ``dtype`` then rounds as the caller chose). A value finite in ``X`` but beyond a float32 ``dtype``
-    is said as such, with the advice to rescale or to use ``float64_option``: how the caller's
+    ``dtype`` then rounds as the caller chose). A value finite in ``X`` but beyond a float32
+    ``dtype``, or not 0 but below its smallest number (1e-46: it would be read as 0), is said
+    as such, with the advice to rescale or to use ``float64_option``: how the caller's
     user asks for float64 (an estimator's ``dtype=float64``, a command-line option), or None
     where the caller offers no way (a fixed float32, a command line without such an option).
     A NaN in data is said with the ways to handle missing values; ``missing_hint=False`` for
@@ -517,6 +547,7 @@ def as_float_tensor(
     check_exact_integers(t, name, columns)
     src, t = t, t.to(device=device, dtype=dtype)
     _check_underflow(src, dtype, name, columns, float64_option)
+    _check_flushed(src, dtype, name, columns, float64_option)
     if allow_nan:
         inf = torch.isinf(t)
         if bool(inf.any()):

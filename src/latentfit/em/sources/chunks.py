@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import (
+    _check_flushed,
     _check_overflow,
     as_numeric_array,
     check_exact_integers,
@@ -294,6 +295,8 @@ class ChunkSource:
             with np.errstate(over="ignore"):  # a long double past float64 is inf, then named
                 a = torch.from_numpy(np.array(a, dtype=native_dtype(a.dtype), copy=True))
         check_exact_integers(a, f"{self.name} ({what})", row_offset=offset)
+        # a value the model's dtype makes 0 is named by its row
+        _check_flushed(a, self.dtype, f"{self.name} ({what})", None, "dtype=float64", offset)
         return a.to(device=self.device, dtype=self.dtype)
 
     def _row_offset(self) -> int:
