@@ -496,8 +496,10 @@ class DiffusionModule(nn.Module):
         dev = x0.device
 
         def draw(t):
-            eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
-            return self.term(x0, t, eps)
+            # drawn in float64 and rounded: a seed scores a row with the same noise whatever
+            # the model's dtype (torch draws other numbers from one seed in float32)
+            eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=torch.float64)
+            return self.term(x0, t, eps.to(x0.dtype))
 
         prior = prior_kl(x0, self.alpha_bar_T)
         decoder = draw(torch.ones(n, dtype=torch.long, device=dev))
