@@ -460,7 +460,10 @@ class DiffusionModule(nn.Module):
             t = torch.where(pick, torch.ones_like(t), t)
             p1, pt = q + (1 - q) / T, (1 - q) / T
             weight = torch.where(t == 1, 1 / p1, 1 / pt).to(x0.dtype)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        # drawn in float64 and rounded, as in bound: a seed trains on the same noise whatever
+        # the model's dtype
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)
+        eps = eps.to(x0.dtype)
         xt = self.q_sample(x0, t, eps)
         learned = self.variance == "learned"
         pred = self.predict(xt, t, with_var=learned)
