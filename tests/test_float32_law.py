@@ -473,3 +473,22 @@ def test_a_float32_network_fit_agrees_with_the_float64_fit_from_the_same_seed(na
     m32 = _quiet(NETWORKS[name](dtype="float32", random_state=0).fit, X)
     s64, s32 = m64.score_samples(X), m32.score_samples(X)
     np.testing.assert_allclose(s32, s64, rtol=FIT_RTOL, atol=FIT_RTOL * np.abs(s64).max())
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_networks_outputs_and_file_keep_its_dtype(name, dtype, tmp_path, monkeypatch):
+    """Draws and a flow's log-densities in the model's dtype; a DDPM's bound in float64
+    whatever its dtype (DDPM.bound_terms: float64 tensors). Its file loads in its dtype and
+    scores as it did."""
+    monkeypatch.chdir(tmp_path)
+    X = _X[:, :2]
+    model = _quiet(NETWORKS[name](dtype=dtype, random_state=0).fit, X)
+    scores = model.score_samples(X)
+    assert scores.dtype == (np.float64 if name == "DDPM" else dtype)
+    assert model.sample(5, random_state=0).dtype == dtype
+    assert isinstance(model.score(X), float)
+    loaded = lf.load(model.save("model.lf"))
+    assert loaded.dtype == dtype
+    assert {p.dtype for p in loaded.module_.parameters()} == {getattr(torch, dtype)}
+    np.testing.assert_array_equal(loaded.score_samples(X), scores)
