@@ -139,10 +139,13 @@ def as_levels(
 
 
 def dequantize(levels: torch.Tensor, n_levels: int, generator=None) -> torch.Tensor:
-    """y = (k + u) / L with u ~ U[0, 1): a point of [0, 1)^d inside the bin of level k."""
+    """y = (k + u) / L with u ~ U[0, 1): a point of [0, 1)^d inside the bin of level k. u is
+    drawn in float64 and rounded, so that a seed gives the same points whatever the dtype of
+    ``levels`` (torch draws other numbers from one seed in float32); a u that rounds up to 1
+    is kept in level k's bin by :func:`level_point`, as a k + u that rounds up is."""
     check_n_levels(n_levels, levels.dtype)
-    u = torch.rand(levels.shape, generator=generator, device=levels.device, dtype=levels.dtype)
-    return level_point(levels, u, n_levels)
+    u = torch.rand(levels.shape, generator=generator, device=levels.device, dtype=torch.float64)
+    return level_point(levels, u.to(levels.dtype), n_levels)
 
 
 def level_point(levels: torch.Tensor, u: torch.Tensor, n_levels: int) -> torch.Tensor:
