@@ -28,7 +28,7 @@ from .test_io_round_trip import NETWORKS
 
 FLOWS = {name: v for name, v in NETWORKS.items() if name != "DDPM"}
 MODELS = {**SEQUENCE_MODELS, **MIXTURES, **NETWORKS}
-SEQUENCES = set(SEQUENCE_MODELS)
+SEQUENCES = list(SEQUENCE_MODELS)  # ordered: every xdist worker collects the same ids
 # models with labels (mixtures) or states (HMMs, HSMMs) and a predict_proba
 LABELLED = [n for n in MODELS if n not in ("PPCA", "FactorAnalysis", "LinearGaussianSSM")]
 LABELLED = [n for n in LABELLED if n not in NETWORKS]
