@@ -103,6 +103,32 @@ def test_the_merge_reads_its_subtree_without_advanced_indexing(dense):
         assert {"aten::index_select", "aten::gather"} <= kinds
 
 
+def test_the_work_between_doublings_is_replayed_and_a_stale_trace_is_refused(monkeypatch):
+    # kernels.next_doubling (the last leaf written as the new end, the next direction read)
+    # replayed: the eager transitions bit for bit; a replay that returned what it computed
+    # when traced, whatever its inputs, is refused by the check on moved inputs
+    target = Target(_mvn, {"x": (3,)}, vectorized=True)
+    state = _state(target, 4)
+    metric = Metric(torch.ones(4, 3, dtype=F64) * 0.7)
+    step = torch.tensor([0.05, 0.3, 1.2, 2.5], dtype=F64)
+    replayed = ReplayedMerge(False, merge_agrees(metric, state))
+    stale = ReplayedMerge(False, merge_agrees(metric, state))
+    a = b = s = state
+    gens = [torch.Generator().manual_seed(6) for _ in range(3)]
+    for i in range(8):
+        a, sa = nuts_transition(target, metric, a, step, gens[0], max_depth=6)
+        b, sb = nuts_transition(target, metric, b, step, gens[1], max_depth=6, merge_step=replayed)
+        if i == 0:  # from here every trace bakes the outputs of its example in
+            monkeypatch.setattr(
+                replay, "replay", lambda fn, example: lambda *x, want=fn(*example): want
+            )
+        s, ss = nuts_transition(target, metric, s, step, gens[2], max_depth=6, merge_step=stale)
+        for x, y, z in zip((*a, *sa), (*b, *sb), (*s, *ss), strict=True):
+            assert _equal(x, y) and _equal(x, z)
+    assert len(replayed.between) == 1 and replayed.between[0] is not None
+    assert stale.between == [None]
+
+
 def test_a_disagreeing_trace_and_a_subtree_beyond_one_block_run_eagerly(monkeypatch):
     target = Target(_mvn, {"x": (3,)}, vectorized=True)
     state = _state(target, 4)

@@ -26,7 +26,15 @@ import torch
 
 from latentfit.mcmc.target import Target
 
-__all__ = ["Metric", "State", "TransitionStats", "hmc_transition", "nuts_transition", "velocity"]
+__all__ = [
+    "Metric",
+    "State",
+    "TransitionStats",
+    "hmc_transition",
+    "next_doubling",
+    "nuts_transition",
+    "velocity",
+]
 
 MAX_DELTA_H = 1000.0  # Stan's divergence threshold on the energy error
 
@@ -323,6 +331,32 @@ def merge_in_blocks(dense: bool, *args):
     return merge_subtree(dense, *args, turn=_subtree_turn_time(P, PS), PS=PS)
 
 
+def next_doubling(
+    ends, u, grad, p, last_ps, lp, valid, side, scratch, rows, u_side, step_size, neg_step,
+    active, *, d: int,
+):  # fmt: skip
+    """Between two doublings of ``nuts_transition``: the last subtree's last leaf (``u``,
+    ``grad``, ``p``, its p# ``last_ps`` (c, p), log-density ``lp`` (c,)) written into the
+    packed ends (c, 3, 4p + 1) at the end it extended (``side``), or at the scratch row where
+    the subtree was rejected (``valid`` false); then the next doubling's direction (forward
+    where ``u_side > 0.5``), the end it extends, the other end's p#, and its step (c, 1) and
+    half step, zero for the chains that stopped growing (``active`` false). A pure function
+    of tensors (``d``, the number of parameters, is fixed), so that the replay traces it: a
+    doubling's ~20 small operations cost one call.
+
+    Returns the new ends, the side, the near end's position, gradient, momentum, p# and
+    log-density, the far end's p#, the step and the half step."""
+    end = torch.cat([u, grad, p, last_ps, lp.view(-1, 1)], 1)  # (c, 4p + 1)
+    ends = ends.index_put((rows, torch.where(valid, side, scratch)), end)
+    forward = u_side > 0.5
+    side = forward.long()  # 1 forward, 0 backward
+    near = ends[rows, side]  # (c, 4p + 1)
+    near_u, near_g, near_p, near_ps = near[:, : 4 * d].split(d, 1)
+    far_ps = ends[rows, 1 - side, 3 * d : 4 * d]
+    e = (torch.where(forward, step_size, neg_step) * active).view(-1, 1)  # idle chains stay
+    return ends, side, near_u, near_g, near_p, near_ps, near[:, 4 * d], far_ps, e, 0.5 * e
+
+
 def nuts_transition(
     target: Target,
     metric: Metric,
@@ -359,7 +393,6 @@ def nuts_transition(
     # log-density; a chain whose subtree is rejected writes its new end to the scratch row
     end0 = torch.cat([state.u, state.grad, p0, v0, state.log_prob[:, None]], 1)  # (c, 4p + 1)
     ends = torch.stack([end0, end0, end0], 1)  # (c, 3, 4p + 1)
-    split = [d, d, d, d, 1]
     rho = p0
     log_w = torch.zeros(c, dtype=dt, device=dev)  # log of the summed weights exp(H0 - H)
     draw = torch.stack([state.u, state.grad, p0], 1)  # (c, 3, p): the current draw
@@ -372,8 +405,10 @@ def nuts_transition(
     active = None  # every chain grows at depth 0
     rows = _leaf_consts(c, dev, dt)[0]  # arange(c), cached
     neg_step = -step_size
+    step_ends = getattr(merge_step, "next_doubling", None)  # replayed (replay.py), or eager
 
     pending = None  # the last doubling's divergences, recorded when the host next looks
+    p = last_ps = valid = None  # the last doubling's last leaf and validity, for the next
     for j in range(max_depth):
         if j:
             # the one host sync of a doubling: is any chain still growing, did any diverge?
@@ -385,15 +420,19 @@ def nuts_transition(
                 break
         L = 2**j
         leaf, L_t, no_div, no_stop, zero, scratch = _leaf_consts(L, dev, dt)
-        forward = torch.rand(c, generator=gen, dtype=dt, device=dev) > 0.5  # (c,)
-        side = forward.long()  # the end this doubling extends: 1 forward, 0 backward
-        near = ends[rows, side]  # (c, 4p + 1)
-        near_u, near_g, near_p, near_ps, _ = near.split(split, 1)
-        far_ps = ends[rows, 1 - side, 3 * d : 4 * d]
-        cur = State(near_u, near[:, 4 * d], near_g)
-        e = torch.where(forward, step_size, neg_step)
-        e = (e if j == 0 else e * active).view(c, 1)  # (c, 1): idle chains stay put
-        half = 0.5 * e
+        u_side = torch.rand(c, generator=gen, dtype=dt, device=dev)  # (c,): > 0.5 forward
+        if j == 0:  # both ends are the start
+            forward = u_side > 0.5
+            side = forward.long()  # the end this doubling extends: 1 forward, 0 backward
+            cur, near_p, near_ps, far_ps = state, p0, v0, v0
+            e = torch.where(forward, step_size, neg_step).view(c, 1)  # (c, 1)
+            half = 0.5 * e
+        else:  # the last doubling's end written, this one's read
+            args = (ends, cur.u, cur.grad, p, last_ps, cur.log_prob, valid, side, scratch, rows)
+            args += (u_side, step_size, neg_step, active)
+            out = next_doubling(*args, d=d) if step_ends is None else step_ends(*args, d=d)
+            ends, side, near_u, near_g, near_p, near_ps, near_lp, far_ps, e, half = out
+            cur = State(near_u, near_lp, near_g)
         p = near_p
         Us, Ps, LPs, Gs = [], [], [], []
         for _ in range(L):
@@ -421,11 +460,7 @@ def nuts_transition(
         draw, draw_lp, log_w, rho_kept, n_leap, sum_metro, diverging, depth, active = out[:9]
         valid, sub_div, first_div, last_ps = out[9:]
         pending = (sub_div, leaves[:, 0], rows, first_div)
-
-        # the new end of the trajectory (the subtree's last leaf) for chains that keep it
-        end = torch.cat([cur.u, cur.grad, p, last_ps, cur.log_prob.view(c, 1)], 1)
-        ends[rows, torch.where(valid, side, scratch)] = end
-        rho = rho_kept
+        rho = rho_kept  # the new end (the last leaf) is written by the next doubling, if any
 
     if pending is not None:  # the trajectories ran to max_depth: record the last doubling's
         div_u = _divergence_u(div_u, *pending)

@@ -13,7 +13,10 @@ recorded by ``torch.jit.trace`` runs in TorchScript's C++ interpreter at ~0.9 µ
 - the tree bookkeeping: ``kernels.merge_subtree`` traced once per number of leaves, as the
   sampler meets them (4-7 ms each), and replayed (25-30% cheaper than eager at 2-32 leaves);
   the first doubling's one-leaf subtree as ``kernels.merge_one_leaf`` (its None inputs left
-  out); subtrees whose U-turn checks the eager function would do in blocks run eagerly.
+  out); subtrees whose U-turn checks the eager function would do in blocks run eagerly;
+- the work between two doublings (the last leaf written as the trajectory's new end, the next
+  direction and end read): ``kernels.next_doubling``, traced once (~20 operations that cost
+  a doubling ~25 µs of Python dispatch).
 
 Where this torch has TorchScript's Static Runtime (``torch._C._jit_to_static_module``), the
 trace runs there: the same operations as out-variants into buffers planned once, instead of a
@@ -42,6 +45,7 @@ from latentfit.mcmc.kernels import (
     merge_in_blocks,
     merge_one_leaf,
     merge_subtree,
+    next_doubling,
 )
 from latentfit.mcmc.simplify import simplify
 
@@ -146,6 +150,17 @@ class ReplayedMerge:
     def __init__(self, dense: bool, agrees: Callable[[Callable, int, int], bool]):
         self.dense, self.agrees = dense, agrees
         self.by_leaves: dict[int, Callable | None] = {}
+        self.between: list[Callable | None] = []  # kernels.next_doubling, once traced
+
+    def next_doubling(self, *args, d: int):
+        """``kernels.next_doubling`` (the work between two doublings) replayed: traced the
+        first time and held to the eager function bit for bit on those inputs and on random
+        ones of the same shapes (a graph that read an input stale would fail the second);
+        eager where that fails."""
+        if not self.between:
+            self.between.append(_make_between(args, d))
+        fn = self.between[0]
+        return next_doubling(*args, d=d) if fn is None else fn(*args)
 
     def one_leaf(self, *args):
         """The first doubling's merge (one leaf: ``active`` and ``u01`` None, no node tables),
@@ -195,3 +210,32 @@ class ReplayedMerge:
         except Exception:  # the replay raised where the eager function did not
             ok = False
         return fn if ok else None
+
+
+def _make_between(args: tuple, d: int) -> Callable | None:
+    def between(*a):  # a plain function: the tracer names what it records
+        return next_doubling(*a, d=d)
+
+    fn = replay(between, args)
+    if fn is None:
+        return None
+    try:
+        ok = all(_same(fn(*x), between(*x)) for x in (args, _moved(args)))
+    except Exception:  # the replay raised where the eager function did not
+        ok = False
+    return fn if ok else None
+
+
+def _moved(args: tuple) -> tuple:
+    """``next_doubling``'s inputs with every value changed but ``scratch`` and ``rows``
+    (the row indices): new ends, leaf, flags, sides, uniforms and steps."""
+    g = torch.Generator(device=args[0].device).manual_seed(1)
+
+    def like(x):
+        if x.dtype == torch.bool:
+            return torch.rand(x.shape, generator=g, device=x.device) < 0.5
+        if x.dtype == torch.long:  # a side: 0 or 1
+            return torch.randint(0, 2, x.shape, generator=g, device=x.device)
+        return torch.randn(x.shape, generator=g, dtype=x.dtype, device=x.device)
+
+    return tuple(x if i in (8, 9) else like(x) for i, x in enumerate(args))
