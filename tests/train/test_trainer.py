@@ -331,6 +331,41 @@ def test_a_validation_row_with_a_non_finite_bound_is_named():
         MAF(hidden=4, n_layers=1, epochs=4, patience=2, random_state=0).fit(X, X_val=X_val)
 
 
+class _FailsInEval:
+    """ELBO in training mode; in eval mode (validation) a bound of -inf for its first
+    ``bad_calls`` calls, then an error (an objective whose model breaks on some rows)."""
+
+    def __init__(self, bad_calls):
+        self.elbo, self.bad_calls = ELBO(), bad_calls
+
+    def __call__(self, model, x, gen, **kw):
+        out = self.elbo(model, x, gen, **kw)
+        if model.training:
+            return out
+        if self.bad_calls == 0:
+            raise DataError("the decoder cannot score these rows")
+        self.bad_calls -= 1
+        return out._replace(bound=torch.full_like(out.bound, -math.inf))
+
+
+@pytest.mark.parametrize("bad_calls", [0, 1], ids=["validation_bound", "its_finite_check"])
+def test_a_validation_that_raises_leaves_the_model_in_training_mode(bad_calls):
+    # before: the validation put the model into eval mode and set it back only when the
+    # objective returned, so an error raised from it (in _validation_bound, or where
+    # _check_finite_validation scores the rows again to name the bad one) left the user's
+    # model in eval mode (dropout and batch norm off in whatever trained it next)
+    from latentfit.train import validation_bound
+
+    model = build_model(x_dim=16, z_dim=3, hidden=[12], seed=0)
+    with pytest.raises(DataError, match="cannot score these rows"):
+        train(model, _FailsInEval(bad_calls), small_data(), small_data(40, seed=1), cfg())
+    assert model.training
+    model.eval()  # and a model in eval mode stays so
+    with pytest.raises(DataError, match="cannot score these rows"):
+        validation_bound(model, _FailsInEval(0), small_data(8), seed=0)
+    assert not model.training
+
+
 def test_a_warmup_that_never_reaches_weight_one_is_warned_about():
     # warmup_epochs=50 with epochs=2 trained every step at a KL weight of at most 0.04 and
     # said nothing: the model returned (and saved by 'fit vae') was fitted to a surrogate

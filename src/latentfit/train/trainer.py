@@ -178,14 +178,25 @@ def validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: i
     return _validation_bound(model, objective, X, int(seed), batch_size)
 
 
+@contextlib.contextmanager
+def _evaluating(model: nn.Module):
+    """The model in eval mode inside the block, back in the mode it had on every way out
+    (an objective that raises included), so a failed validation leaves the caller's model
+    as it found it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: int) -> float:
     """:func:`validation_bound` on rows and settings already checked (the training loop's
     call at every epoch's end)."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
     total = torch.zeros(2, dtype=torch.float64, device=X.device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with _evaluating(model), torch.no_grad():
         for b, start in enumerate(range(0, X.shape[0], batch_size)):
             if b % world != rank:
                 continue
@@ -193,7 +204,6 @@ def _validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: 
             out = objective(model, X[start : start + batch_size], gen)
             total[0] += out.bound.double().sum()
             total[1] += out.bound.shape[0]
-    model.train(was_training)
     dist_utils.all_reduce_sum(total)
     return float(total[0] / total[1])
 
@@ -208,9 +218,7 @@ def _check_finite_validation(model, objective, X, seed, batch_size, value, epoch
     if math.isfinite(value):
         return
     where = ""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with _evaluating(model), torch.no_grad():
         for b, start in enumerate(range(0, X.shape[0], batch_size)):
             gen = torch.Generator(X.device).manual_seed(_stream_seed(seed, 2**40 + b, 0))
             bound = objective(model, X[start : start + batch_size], gen).bound
@@ -219,7 +227,6 @@ def _check_finite_validation(model, objective, X, seed, batch_size, value, epoch
                 i = int(bad[0, 0])
                 where = f": row {start + i} of them has {float(bound[i])}"
                 break
-    model.train(was_training)
     raise DataError(
         f"the bound on the validation rows (X_val, or those held out of X) is {value} after "
         f"epoch {epoch}{where}, so no epoch could be chosen as the best. Such a row lies where "
