@@ -1,9 +1,10 @@
 """A run of a + b iterations equals a run of a iterations continued for b, wherever a fit can be
 continued: EM's warm starts (``warm_start=True``, and the HMMs' ``init_params=""``, as hmmlearn)
 in memory and through a model file, the trainers' checkpoints (``checkpoint_dir``, the CLI's
-``--checkpoint-dir``), MCMC's ``resume`` and stepwise EM's ``partial_fit``. Deterministic EM is
-compared to rounding, the runs that carry a random stream bit for bit. Continuing with settings
-or data the fitted parameters cannot take is refused by name."""
+``--checkpoint-dir``), MCMC's ``resume`` and the ``partial_fit`` of stepwise EM and of the
+HMMs' online EM. Deterministic EM is compared to rounding, the runs that carry a random stream
+bit for bit. Continuing with settings or data the fitted parameters cannot take is refused by
+name."""
 
 from __future__ import annotations
 
@@ -500,3 +501,129 @@ def test_a_model_file_with_a_damaged_partial_fit_state_is_refused(edit, named, t
     path = _altered(half.save(tmp_path / "half.lfm"), tmp_path / "altered.lfm", edit)
     with pytest.raises(ModelFileError, match=named):
         latentfit.load(path)
+
+
+# ---------------------------------------------------------------------- online EM of the HMMs
+ONLINE_HMM = {
+    "GaussianHMM": (lambda: latentfit.GaussianHMM(2, random_state=0), GAUSS),
+    "GaussianHMM full float32": (
+        lambda: latentfit.GaussianHMM(2, covariance_type="full", dtype="float32", random_state=0),
+        GAUSS,
+    ),
+    "GMMHMM": (lambda: latentfit.GMMHMM(2, n_mix=2, random_state=0), GAUSS),
+    "PoissonHMM": (lambda: latentfit.PoissonHMM(2, random_state=0), COUNTS),
+    "CategoricalHMM": (
+        lambda: latentfit.CategoricalHMM(2, random_state=0),
+        CODES[:, :1].astype(int),
+    ),
+    "MultinomialHMM": (lambda: latentfit.MultinomialHMM(2, random_state=0), TOTALS),
+    "AutoregressiveHMM": (lambda: latentfit.AutoregressiveHMM(2, random_state=0), GAUSS),
+}
+#: M-steps from step 5 on, every 5 steps: both halves of the series make some
+ONLINE_KW = dict(burn_in=5, mstep_every=5)
+
+
+def _online_half(name):
+    """One series in two chunks (25 and 35 rows): the model after both, after the first, and
+    the second chunk."""
+    make, X = ONLINE_HMM[name]
+    whole, half = make(), make()
+    whole.partial_fit(X[:25], **ONLINE_KW)
+    whole.partial_fit(X[25:], new_sequence=False, **ONLINE_KW)
+    half.partial_fit(X[:25], **ONLINE_KW)
+    return whole, half, X[25:]
+
+
+@pytest.mark.parametrize("name", ONLINE_HMM)
+def test_hmm_partial_fit_continued_in_memory_or_from_the_model_file_is_one_run(name, tmp_path):
+    """A series fed to one model in two chunks, or its first chunk, save, load and the second
+    (the same series continued, new_sequence=False): the same run (the filter, Cappé's
+    statistics, the step count and the lags of the autoregressive model carry on), bit for
+    bit. Before, the loaded model restarted: 35 steps and 7 M-steps in place of 60 and 12,
+    and parameters up to 3.3 apart."""
+    whole, half, rest = _online_half(name)
+    path = half.save(tmp_path / "half.lfm")
+    for start in (copy.deepcopy(half), latentfit.load(path)):
+        start.partial_fit(rest, new_sequence=False, **ONLINE_KW)
+        assert (start.n_steps_, start.n_updates_) == (whole.n_steps_, whole.n_updates_) == (60, 12)
+        assert start.online_log_likelihood_ == whole.online_log_likelihood_
+        want = _fitted(whole)
+        assert set(_fitted(start)) == set(want)
+        for key, value in _fitted(start).items():
+            np.testing.assert_array_equal(value, want[key], err_msg=key)
+
+
+def _header(edit_extra):
+    def edit(tensors, meta):
+        import json
+
+        header = json.loads(meta["latentfit"])
+        edit_extra(header["extra"])
+        meta["latentfit"] = json.dumps(header)
+
+    return edit
+
+
+def _set(name, value):
+    def edit(tensors, meta):
+        tensors[name] = torch.as_tensor(value, dtype=tensors["online.filtered"].dtype)
+
+    return edit
+
+
+def _shifted_means(tensors, meta):
+    tensors["online.params.means"] = tensors["online.params.means"] + 1
+
+
+def _old_format(tensors, meta):
+    """A model file as latentfit wrote it before it kept the running state."""
+    _drop("online.")(tensors, meta)
+    _header(lambda extra: [extra.pop(k) for k in list(extra) if k in ONLINE_FIELDS])(tensors, meta)
+
+
+ONLINE_FIELDS = ("n_steps_", "n_updates_", "online_log_likelihood_")
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "named"),
+    [
+        ("GaussianHMM", _drop("online.rho_trans"), "but not 'online.rho_trans'"),
+        ("GaussianHMM", _drop("online.params."), r"but not the parameters of the run"),
+        ("GaussianHMM", _header(lambda e: e.pop("n_updates_")), "but not 'extra.n_updates_'"),
+        ("GaussianHMM", _header(lambda e: e.update(n_steps_=0)), "'extra.n_steps_' is 0,"),
+        ("GaussianHMM", _set("online.filtered", [2.0, -1.0]), "'online.filtered' must be a"),
+        ("GaussianHMM", _set("online.rho_start", np.ones(3)), "'online.rho_start' must be"),
+        ("GaussianHMM", _shifted_means, r"'online.params.\*' .* do not give the model's means_"),
+        (
+            "GaussianHMM",
+            _set("online.rho_emission.post", np.ones((3, 2))),
+            r"'online.rho_emission.\*' are not the statistics of this GaussianHMM",
+        ),
+        ("PoissonHMM", _set("online.carry", np.ones((2, 2))), "does not store"),
+        ("AutoregressiveHMM", _drop("online.carry"), r"but not the last rows read"),
+    ],
+)
+def test_a_model_file_with_a_damaged_hmm_partial_fit_state_is_refused(name, edit, named, tmp_path):
+    _, half, _ = _online_half(name)
+    path = _altered(half.save(tmp_path / "half.lfm"), tmp_path / "altered.lfm", edit)
+    with pytest.raises(ModelFileError, match=named):
+        latentfit.load(path)
+
+
+@pytest.mark.parametrize("name", ONLINE_HMM)
+def test_an_hmm_file_without_the_partial_fit_state_continues_with_fresh_statistics(name, tmp_path):
+    """A file written before the running state was kept loads, and partial_fit continues
+    from its parameters with fresh statistics, as it did then: as a model given the same
+    parameters by hand."""
+    _, half, rest = _online_half(name)
+    path = _altered(half.save(tmp_path / "half.lfm"), tmp_path / "old.lfm", _old_format)
+    old = latentfit.load(path)
+    assert not hasattr(old, "n_steps_")
+    by_hand = ONLINE_HMM[name][0]()
+    for key in old._state_attributes():  # startprob_, transmat_ and the emissions'
+        setattr(by_hand, key, getattr(old, key))
+    for m in (old, by_hand):
+        m.partial_fit(rest, **ONLINE_KW)
+    assert old.n_steps_ == by_hand.n_steps_ == len(rest)
+    for key, value in _fitted(old).items():
+        np.testing.assert_array_equal(value, _fitted(by_hand)[key], err_msg=key)

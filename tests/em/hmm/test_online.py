@@ -234,12 +234,13 @@ def test_save_load_and_continue(tmp_path):
     for name in ("startprob_", "transmat_", "means_", "covars_"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
     assert loaded.score(X) == pytest.approx(model.score(X), rel=1e-12)
-    # a loaded (or refitted) model continues from its parameters with fresh statistics
-    loaded.partial_fit(X[600:], burn_in=0, mstep_every=1000)
-    assert loaded.n_steps_ == 300 and loaded.n_updates_ == 0
+    # the file keeps the running state: the loaded model continues the run (steps 601..900,
+    # M-steps after 620, 640, ...) as the one in memory does, not a run afresh
+    for m in (loaded, model):
+        m.partial_fit(X[600:], burn_in=50, mstep_every=20, new_sequence=False)
+    assert loaded.n_steps_ == model.n_steps_ == 900
+    assert loaded.n_updates_ == model.n_updates_ == 43  # after steps 50, 70, ..., 890
     np.testing.assert_array_equal(loaded.means_, model.means_)
-    loaded.partial_fit(X[:600], burn_in=0, mstep_every=100)
-    assert loaded.n_steps_ == 900 and loaded.n_updates_ == 6  # after steps 400, 500, …, 900
 
 
 def test_partial_fit_after_fit_starts_from_the_fit():

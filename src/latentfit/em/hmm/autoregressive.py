@@ -478,6 +478,9 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         return EMFit(_ARHooks(self, D, feature_bytes, labels), batches, X=X)
 
     # ------------------------------------------------------------------ online EM
+    #: a continued sequence takes its lags from the previous call's last rows (saved with it)
+    _online_carries = True
+
     def _online_start(self, X, lengths) -> OnlineHMMState:
         """``partial_fit``'s start: a fitted model's parameters about every state's centre in
         the first X, else ``fit``'s initialisation on the design rows of the first X."""

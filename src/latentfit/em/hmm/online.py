@@ -36,7 +36,9 @@ final filter) and it contributes a start indicator instead of a transition.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+import warnings
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -47,7 +49,8 @@ from latentfit._validation import check_feature_names, check_positive_int, make_
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.online import StepSize
-from latentfit.errors import BatchRowError, ParameterError
+from latentfit.errors import BatchRowError, LatentfitError, ModelFileError, ParameterError
+from latentfit.io import check_fields
 
 __all__ = [
     "OnlineHMMMixin",
@@ -205,8 +208,26 @@ def _schedule(n_steps: int, n: int, burn_in: int, every: int) -> list[int]:
     return [s - n_steps for s in range(first, n_steps + n + 1, every)]
 
 
+#: the prefix of online EM's running state among a model file's tensors
+_ONLINE = "online."
+
+
 class OnlineHMMMixin:
-    """``partial_fit`` for the HMMs by online EM (Cappé 2011); see the module docstring."""
+    """``partial_fit`` for the HMMs by online EM (Cappé 2011); see the module docstring.
+
+    A model file keeps the running state (the parameters of the run, the filter, Cappé's
+    auxiliary statistics, the rows a continued sequence takes its lags from, ``n_steps_``,
+    ``n_updates_`` and ``online_log_likelihood_``), so that ``partial_fit`` after ``load``
+    continues the run as it would have gone on in memory."""
+
+    #: the run's counts that a model file keeps beside its running state
+    _state_fields: ClassVar[dict[str, str]] = {
+        "n_steps_": "count",
+        "n_updates_": "count",
+        "online_log_likelihood_": "float",
+    }
+    #: whether the running state keeps rows of the previous call (``_online_rows``' carry)
+    _online_carries = False
 
     def partial_fit(
         self,
@@ -235,8 +256,11 @@ class OnlineHMMMixin:
         parameters are re-estimated; the MAP priors apply to statistics scaled to the number
         of steps read. The first call on an unfitted model initialises from its X as ``fit``
         does (``init_params``, k-means, given parameters); a call on a fitted model (by
-        ``fit``, ``load`` or parameters set by hand) continues from its parameters with fresh
-        statistics. ``n_init`` does not apply.
+        ``fit`` or parameters set by hand) continues from its parameters with fresh
+        statistics, and one saved after ``partial_fit`` and loaded continues the run as it
+        would have gone on in memory (its file keeps the running state; a file written
+        without it, by ``fit`` or by a latentfit before it was kept, starts fresh statistics
+        from its parameters). ``n_init`` does not apply.
 
         Sets the parameters, ``n_steps_`` (steps read), ``n_updates_`` (M-steps made) and
         ``online_log_likelihood_``, the running average (with the same step sizes) of
@@ -374,7 +398,7 @@ class OnlineHMMMixin:
 
     def _online_current_state(self) -> OnlineHMMState | None:
         """The running state, or None when there is none or the parameters were changed
-        since (by ``fit``, ``load`` or by hand), or a setting their shapes follow
+        since (by ``fit`` or by hand), or a setting their shapes follow
         (``covariance_type``, ``order``...): then the recursion restarts from them, checked
         against the settings as they are now."""
         state = getattr(self, "_online_state", None)
@@ -389,6 +413,208 @@ class OnlineHMMMixin:
             )
         )
         return state if same else None
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self):
+        tensors, extra = super()._get_state()
+        state = self._online_current_state()
+        if state is not None and state.filtered is not None:
+            # copies: parameters of the run may share storage (a centre and its offsets)
+            parts = {
+                **{f"params.{k}": v for k, v in state.params.items()},
+                "filtered": state.filtered,
+                "rho_trans": state.rho_trans,
+                "rho_start": state.rho_start,
+                **{f"rho_emission.{k}": v for k, v in state.rho_emission.items()},
+            }
+            if self._online_carry is not None:
+                parts["carry"] = self._online_carry
+            tensors.update({_ONLINE + k: v.detach().clone() for k, v in parts.items()})
+            extra["n_steps_"] = int(state.n_steps)
+            extra["n_updates_"] = int(state.n_updates)
+            extra["online_log_likelihood_"] = float(state.log_likelihood)
+        return tensors, extra
+
+    def _set_state(self, tensors, extra):
+        tensors = dict(tensors)
+        online = {k[len(_ONLINE) :]: tensors.pop(k) for k in list(tensors) if k.startswith(_ONLINE)}
+        fields = {k: extra.pop(k) for k in list(OnlineHMMMixin._state_fields) if k in extra}
+        fields = check_fields(fields, type(self))
+        super()._set_state(tensors, extra)
+        if online or fields:
+            # restored once the model is whole and checked: see _check_loaded
+            self._online_stored = (online, fields)
+
+    def _check_loaded(self) -> None:
+        super()._check_loaded()
+        stored = vars(self).pop("_online_stored", None)
+        if stored is not None:
+            self._restore_online_state(*stored)
+
+    def _restore_online_state(self, online: dict, fields: dict) -> None:
+        """The running state read from a model file, checked: all of its parts, its
+        parameters those of the model, the filter a distribution over the states, the
+        statistics shaped as a block of the model makes them and an M-step from them finite
+        (ModelFileError naming what is wrong)."""
+        damaged = "; the file was altered or is damaged"
+        params = {
+            k.removeprefix("params."): v for k, v in online.items() if k.startswith("params.")
+        }
+        emis = {
+            k.removeprefix("rho_emission."): v
+            for k, v in online.items()
+            if k.startswith("rho_emission.")
+        }
+        single = ("filtered", "rho_trans", "rho_start", "carry")
+        unknown = sorted(
+            k for k in online if k not in single and not k.startswith(("params.", "rho_emission."))
+        )
+        if unknown or ("carry" in online and not self._online_carries):
+            names = unknown or ["carry"]
+            raise ModelFileError(
+                f"the model file holds the tensors {[_ONLINE + k for k in names]}, which a "
+                f"{type(self).__name__} does not store{damaged}"
+            )
+        parts = {
+            "the parameters of the run ('online.params.*')": params,
+            "'online.filtered'": online.get("filtered"),
+            "'online.rho_trans'": online.get("rho_trans"),
+            "'online.rho_start'": online.get("rho_start"),
+            "the emission statistics ('online.rho_emission.*')": emis,
+            **{f"'extra.{k}'": fields.get(k) for k in OnlineHMMMixin._state_fields},
+        }
+        if self._online_carries:
+            parts["the last rows read ('online.carry')"] = online.get("carry")
+        lacking = [
+            name
+            for name, part in parts.items()
+            if part is None or (isinstance(part, dict) and not part)
+        ]
+        if lacking:
+            raise ModelFileError(
+                "the model file holds part of the state of a partial_fit run but not "
+                f"{', '.join(lacking)}{damaged}"
+            )
+        steps, updates = fields["n_steps_"], fields["n_updates_"]
+        loglik = fields["online_log_likelihood_"]
+        if steps < 1 or updates > steps or not math.isfinite(loglik):
+            raise ModelFileError(
+                f"'extra.n_steps_' is {steps}, 'extra.n_updates_' {updates} and "
+                f"'extra.online_log_likelihood_' {loglik}, but a partial_fit run that is saved "
+                f"has read a step, made at most one M-step per step and a finite "
+                f"log-likelihood{damaged}"
+            )
+        dev, dt = self._device, self._dtype
+        params = {k: v.to(device=dev, dtype=dt) for k, v in params.items()}
+        emis = {k: v.to(device=dev, dtype=dt) for k, v in emis.items()}
+        filtered, trans, start = (
+            online[k].to(device=dev, dtype=dt) for k in ("filtered", "rho_trans", "rho_start")
+        )
+        k = self.n_components
+        # the run's parameters set the model's attributes (_set_attributes); those of the
+        # file must be the ones they set
+        names = ("startprob_", "transmat_", *self._emission_attributes)
+        before = dict(self.__dict__)
+        try:
+            self._set_attributes(params)
+            made = {n: np.asarray(getattr(self, n), dtype=float) for n in names}
+        except (LatentfitError, ValueError, RuntimeError, KeyError, IndexError) as err:
+            made = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        finally:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+        for n in names:
+            held = np.asarray(getattr(self, n), dtype=float)
+            if (
+                isinstance(made, str)
+                or made[n].shape != held.shape
+                or not np.allclose(made[n], held)
+            ):
+                why = f"cannot set ({made})" if isinstance(made, str) else "do not give"
+                raise ModelFileError(
+                    f"the tensors 'online.params.*' (the parameters the partial_fit run stands "
+                    f"at) {why} the model's {n}{damaged}"
+                )
+        for name, t, shape in (
+            ("filtered", filtered, (k,)),
+            ("rho_trans", trans, (k, k, k)),
+            ("rho_start", start, (k, k)),
+        ):
+            if tuple(t.shape) != shape or not bool(torch.isfinite(t).all()):
+                raise ModelFileError(
+                    f"the tensor 'online.{name}' must be finite of shape {shape} "
+                    f"(n_components = {k}), got shape {tuple(t.shape)}{damaged}"
+                )
+        if bool((filtered < 0).any()) or abs(float(filtered.sum()) - 1) > 1e-4:
+            raise ModelFileError(
+                f"the tensor 'online.filtered' must be a distribution over the {k} states "
+                f"(entries >= 0 summing to 1), got {filtered.tolist()}{damaged}"
+            )
+        carry = online.get("carry")
+        carry = None if carry is None else carry.to(device=dev, dtype=dt)
+        if carry is not None and (carry.dim() != 2 or carry.shape[1] != self.n_features):
+            raise ModelFileError(
+                f"the tensor 'online.carry' must hold rows of {self.n_features} features, got "
+                f"shape {tuple(carry.shape)}{damaged}"
+            )
+        state = OnlineHMMState(params, filtered, trans, start, emis, float(loglik), steps, updates)
+        self._check_online_stats(state, damaged)
+        self._online_state = state
+        self._online_carry = carry
+        self._online_attrs = self._online_attributes()
+        self.n_steps_, self.n_updates_ = steps, updates
+        self.online_log_likelihood_ = state.log_likelihood
+
+    def _check_online_stats(self, state: OnlineHMMState, damaged: str) -> None:
+        """ModelFileError where the running emission statistics are not shaped as those the
+        model makes of rows drawn from it, or an M-step from the running state fails or is
+        not finite; the model is left as it was."""
+        before = dict(self.__dict__)
+        params = state.params
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    rows = self.sample(int(getattr(self, "order", 0)) + 2, random_state=0)[0]
+                    X = self._checked_X(rows, fitting=False)
+                    fresh = OnlineHMMState(params, None, None, None, None, 0.0, 0, 0)
+                    X, _ = self._online_rows(fresh, X, [X.shape[0]], True)
+                    k = self.n_components
+                    W = X.new_zeros(X.shape[0], k, k)
+                    made = self._online_emission_stats(params, X, W)
+                except (LatentfitError, ValueError, RuntimeError):
+                    made = None  # no rows to compare with: the M-step below still checks
+                want = None if made is None else {n: tuple(v.shape) for n, v in made.items()}
+                if (
+                    want is not None
+                    and {n: tuple(v.shape) for n, v in state.rho_emission.items()} != want
+                ):
+                    raise ModelFileError(
+                        f"the tensors 'online.rho_emission.*' are not the statistics of this "
+                        f"{type(self).__name__} ({want}){damaged}"
+                    )
+                try:
+                    stats = expected_statistics(state, float(state.n_steps))
+                    new = self._online_hooks().mstep(
+                        params, self._online_mstep_stats(params, stats)
+                    )
+                except ModelFileError:
+                    raise
+                except (LatentfitError, ValueError, RuntimeError, KeyError, IndexError) as err:
+                    raise ModelFileError(
+                        "the running statistics of the partial_fit run in the model file are "
+                        f"no statistics the run keeps (their M-step fails: "
+                        f"{str(err).splitlines()[0]}){damaged}"
+                    ) from None
+            bad = [n for n, v in new.items() if not bool(torch.isfinite(v).all())]
+            if bad:
+                raise ModelFileError(
+                    "the running statistics of the partial_fit run in the model file give "
+                    f"non-finite {', '.join(bad)} at their M-step{damaged}"
+                )
+        finally:
+            self.__dict__.clear()
+            self.__dict__.update(before)
 
     def _online_X(self, X, *, first: bool) -> torch.Tensor:
         fitted = hasattr(self, "startprob_") and all(
