@@ -53,6 +53,7 @@ __all__ = [
     "check_positive_int",
     "check_sample_count",
     "check_sample_weight",
+    "check_seed",
     "check_state_index",
     "check_tol",
     "checked_call",
@@ -130,10 +131,32 @@ def resolve_device(device) -> torch.device:
     raise ParameterError(f"device={device!r} is not supported; use 'cpu' or 'cuda'")
 
 
+#: The largest integer seed. torch's CPU generator (a Mersenne Twister) keeps only the low 32
+#: bits of a seed, so 0 and 2**32 would give the same stream: seeds run from 0 to 2**32 - 1, as
+#: numpy's RandomState and scikit-learn take them.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed, name: str = "random_state") -> int:
+    """``seed`` as a plain int when it is a whole number from 0 to :data:`SEED_MAX` (a numpy
+    integer too); else a ParameterError naming ``name``, the value and the range (a bool is no
+    seed: ``True`` would silently be seed 1)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ParameterError(f"{name} must be an integer seed from 0 to 2**32 - 1, got {seed!r}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ParameterError(
+            f"{name}={seed} is out of range: a seed is an integer from 0 to 2**32 - 1 = "
+            f"{SEED_MAX} (torch's generator keeps only 32 bits of a seed, so a larger one "
+            "would silently give the stream of a smaller one)"
+        )
+    return int(seed)
+
+
 def make_generator(random_state, device=None, name: str = "random_state") -> torch.Generator:
-    """A ``torch.Generator`` seeded from ``random_state`` (int, None, numpy RandomState/Generator,
-    torch.Generator); ``name`` is the argument's name in a message (the samplers' is
-    ``generator``).
+    """A ``torch.Generator`` seeded from ``random_state``: an int seed from 0 to 2**32 - 1 (the
+    same stream on every call), None (fresh entropy), or a numpy RandomState or Generator or a
+    torch.Generator (one seed drawn from it, so the instance advances and the next call
+    differs); ``name`` is the argument's name in a message (the samplers' is ``generator``).
 
     Randomness is always passed explicitly: no estimator touches torch's global RNG.
     """
@@ -141,12 +164,7 @@ def make_generator(random_state, device=None, name: str = "random_state") -> tor
     if random_state is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     elif isinstance(random_state, numbers.Integral):
-        seed = int(random_state)
-        if not -(2**63) <= seed < 2**64:  # the seeds torch.Generator takes
-            raise ParameterError(
-                f"{name}={seed} is out of range: a seed is an integer from 0 to "
-                "2**64 - 1 (any such number gives a reproducible stream)"
-            )
+        seed = check_seed(random_state, name)
     elif isinstance(random_state, np.random.RandomState):
         seed = int(random_state.randint(0, 2**31 - 1))
     elif isinstance(random_state, np.random.Generator):
@@ -155,8 +173,8 @@ def make_generator(random_state, device=None, name: str = "random_state") -> tor
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=random_state).item())
     else:
         raise ParameterError(
-            f"{name} must be None, an int seed, a numpy RandomState or Generator, or a "
-            f"torch.Generator, got {random_state!r}"
+            f"{name} must be None, an int seed from 0 to 2**32 - 1, a numpy RandomState or "
+            f"Generator, or a torch.Generator, got {random_state!r}"
         )
     gen.manual_seed(seed)
     return gen

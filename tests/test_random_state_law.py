@@ -1,0 +1,227 @@
+"""One law for randomness, as scikit-learn users expect it, for every estimator and function that
+draws: an int seed (0 to 2**32 - 1) gives the same result bit for bit on every call and in every
+process, whatever the global RNGs hold; None gives fresh randomness; a numpy RandomState or
+Generator or a torch.Generator is advanced (two calls with one instance differ, a fresh instance
+seeded alike repeats the first); any other value is a ParameterError naming the argument and
+what it takes (never a raw numpy or torch error, never a seed silently cut to fewer bits)."""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import latentfit as lf
+from latentfit.errors import ParameterError
+
+_rng = np.random.default_rng(0)
+X = _rng.normal(0, 1, (80, 2))  # no structure: every start of the fit ends somewhere else
+COUNTS = _rng.poisson(3, (80, 2))
+BINARY = (_rng.random((80, 3)) < 0.5).astype(float)
+CODES = _rng.integers(0, 3, (80, 1))
+TRIALS = _rng.multinomial(5, [0.2, 0.3, 0.5], 80)
+LEVELS = _rng.integers(0, 256, (80, 2))
+
+#: every estimator of latentfit.__all__ that takes random_state: a one-step fit (so that where it
+#: starts shows in what it returns) and its data
+ESTIMATORS = {
+    "GaussianMixture": (
+        lambda rs: lf.GaussianMixture(3, max_iter=1, init_params="random", random_state=rs),
+        X,
+    ),
+    "MixtureModel": (
+        lambda rs: lf.MixtureModel("normal", 3, max_iter=1, init_params="random", random_state=rs),
+        X,
+    ),
+    "BernoulliMixture": (
+        lambda rs: lf.BernoulliMixture(3, max_iter=1, init_params="random", random_state=rs),
+        BINARY,
+    ),
+    "CategoricalMixture": (
+        lambda rs: lf.CategoricalMixture(3, max_iter=1, init_params="random", random_state=rs),
+        CODES,
+    ),
+    "MultinomialMixture": (
+        lambda rs: lf.MultinomialMixture(3, max_iter=1, init_params="random", random_state=rs),
+        TRIALS,
+    ),
+    "PoissonMixture": (
+        lambda rs: lf.PoissonMixture(3, max_iter=1, init_params="random", random_state=rs),
+        COUNTS,
+    ),
+    "BayesianGaussianMixture": (
+        lambda rs: lf.BayesianGaussianMixture(
+            n_components=3, max_iter=1, init_params="random", random_state=rs
+        ),
+        X,
+    ),
+    "FactorAnalysis": (
+        lambda rs: lf.FactorAnalysis(1, init="random", max_iter=1, random_state=rs),
+        X,
+    ),
+    "PPCA": (lambda rs: lf.PPCA(1, init="random", max_iter=1, random_state=rs), X),
+    "GaussianHMM": (lambda rs: lf.GaussianHMM(2, n_iter=1, random_state=rs), X),
+    "GMMHMM": (lambda rs: lf.GMMHMM(2, n_mix=2, n_iter=1, random_state=rs), X),
+    "AutoregressiveHMM": (lambda rs: lf.AutoregressiveHMM(2, n_iter=1, random_state=rs), X),
+    "CategoricalHMM": (lambda rs: lf.CategoricalHMM(2, n_iter=1, random_state=rs), CODES),
+    "MultinomialHMM": (lambda rs: lf.MultinomialHMM(2, n_iter=1, random_state=rs), TRIALS),
+    "PoissonHMM": (lambda rs: lf.PoissonHMM(2, n_iter=1, random_state=rs), COUNTS),
+    "VariationalGaussianHMM": (
+        lambda rs: lf.VariationalGaussianHMM(2, n_iter=1, random_state=rs),
+        X,
+    ),
+    "VariationalCategoricalHMM": (
+        lambda rs: lf.VariationalCategoricalHMM(2, n_iter=1, random_state=rs),
+        CODES,
+    ),
+    "GaussianHSMM": (lambda rs: lf.GaussianHSMM(2, max_duration=4, n_iter=1, random_state=rs), X),
+    "CategoricalHSMM": (
+        lambda rs: lf.CategoricalHSMM(2, max_duration=4, n_iter=1, random_state=rs),
+        CODES,
+    ),
+    "PoissonHSMM": (
+        lambda rs: lf.PoissonHSMM(2, max_duration=4, n_iter=1, random_state=rs),
+        COUNTS,
+    ),
+    "LinearGaussianSSM": (lambda rs: lf.LinearGaussianSSM(1, n_iter=1, random_state=rs), X),
+    "MAF": (lambda rs: lf.MAF(n_layers=1, hidden=4, epochs=1, random_state=rs), X),
+    "RealNVP": (lambda rs: lf.RealNVP(n_layers=1, hidden=4, epochs=1, random_state=rs), X),
+    "NeuralSplineFlow": (
+        lambda rs: lf.NeuralSplineFlow(n_layers=1, hidden=4, epochs=1, random_state=rs),
+        X,
+    ),
+    "DDPM": (lambda rs: lf.DDPM(10, hidden=8, epochs=1, random_state=rs), LEVELS),
+}
+
+#: the instances a random_state may be, each made afresh with one seed
+INSTANCES = {
+    "RandomState": lambda: np.random.RandomState(3),
+    "numpy Generator": lambda: np.random.default_rng(3),
+    "torch Generator": lambda: torch.Generator().manual_seed(3),
+}
+
+#: values that are no seed: negative (torch maps -1 to 2**64 - 1), past 32 bits (torch's CPU
+#: generator keeps only the low 32: 2**32 gave the fit of 0), not an integer, a bool
+BAD_SEEDS = [-1, 2**32, 2**64, 2**64 + 1, 1.5, True, "0", np.float64(2.0)]
+
+
+def _fitted(model) -> bytes:
+    """Every fitted array and network weight of ``model``, as bytes (equal bytes: equal bits)."""
+    parts = []
+    for name in sorted(vars(model)):
+        value = getattr(model, name)
+        if not name.endswith("_") or name.startswith("_"):
+            continue
+        if isinstance(value, torch.nn.Module):
+            value = [v for _, v in sorted(value.state_dict().items())]
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, torch.Tensor):
+                v = v.detach().cpu().numpy()
+            if isinstance(v, np.ndarray) and v.dtype.kind in "fiub":
+                parts.append(name.encode() + np.ascontiguousarray(v).tobytes())
+    assert parts, f"{type(model).__name__} has no fitted arrays to compare"
+    return b"".join(parts)
+
+
+def _fit(name, random_state) -> bytes:
+    make, data = ESTIMATORS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one-step fits do not converge: not what is tested here
+        return _fitted(make(random_state).fit(data))
+
+
+def _stir_global_rngs(seed):
+    """Put torch's and numpy's global RNGs in a state of ``seed``'s (which no fit may read)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (the legacy global state is what is stirred)
+    torch.rand(seed + 1)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_an_int_seed_gives_the_same_fit_whatever_the_global_rngs_hold(name):
+    _stir_global_rngs(1)
+    first = _fit(name, 7)
+    _stir_global_rngs(2)
+    assert _fit(name, 7) == first
+    assert _fit(name, np.int64(7)) == first  # a numpy integer is the same seed
+    assert _fit(name, 8) != first  # the seed is used at all
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_none_draws_fresh_randomness(name):
+    _stir_global_rngs(0)
+    first = _fit(name, None)
+    _stir_global_rngs(0)  # fresh entropy, not the global RNGs
+    assert _fit(name, None) != first
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_an_instance_is_advanced_and_a_like_one_repeats(name):
+    kind = list(INSTANCES)[list(ESTIMATORS).index(name) % len(INSTANCES)]  # each kind below
+    instance = INSTANCES[kind]()
+    first = _fit(name, instance)
+    assert _fit(name, instance) != first, kind
+    assert _fit(name, INSTANCES[kind]()) == first, kind
+
+
+@pytest.mark.parametrize("kind", INSTANCES)
+def test_every_kind_of_instance_is_taken(kind):
+    instance = INSTANCES[kind]()
+    first = _fit("GaussianHMM", instance)
+    assert _fit("GaussianHMM", instance) != first
+    assert _fit("GaussianHMM", INSTANCES[kind]()) == first
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("seed", BAD_SEEDS, ids=repr)
+def test_a_value_that_is_no_seed_is_named(name, seed):
+    with pytest.raises(ParameterError, match=r"random_state.*(2\*\*32 - 1|int seed)"):
+        _fit(name, seed)
+
+
+@pytest.mark.parametrize("name", ["GaussianMixture", "GaussianHMM", "MAF"])
+def test_the_largest_seed_is_taken_and_differs_from_the_smallest(name):
+    assert _fit(name, 2**32 - 1) != _fit(name, 0)
+
+
+_FRESH = """
+import sys, warnings
+import numpy as np, torch
+import latentfit
+from tests.test_random_state_law import ESTIMATORS
+from tests.test_random_state_law import _stir_global_rngs
+_stir_global_rngs(int(sys.argv[2]))
+for name, (make, data) in ESTIMATORS.items():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        latentfit.save(make(11).fit(data), f"{sys.argv[1]}/{name}.lf")
+"""
+
+
+def test_an_int_seed_gives_the_same_files_in_fresh_processes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    for hash_seed in ("1", "2"):
+        (tmp_path / hash_seed).mkdir()
+        env = {"PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+        env["PYTHONPATH"] = f"{root / 'src'}:{root}"
+        subprocess.run(
+            [sys.executable, "-c", _FRESH, str(tmp_path / hash_seed), hash_seed],
+            env=env,
+            check=True,
+            cwd=root,
+            capture_output=True,
+        )
+    for name in ESTIMATORS:
+        one, two = (_saved(tmp_path / h / f"{name}.lf") for h in ("1", "2"))
+        assert one == two, name
+
+
+def _saved(path):
+    """Every tensor of a model file, as bytes (its header holds the seconds each epoch took)."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}
