@@ -225,3 +225,131 @@ def _saved(path):
     """Every tensor of a model file, as bytes (its header holds the seconds each epoch took)."""
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}
+
+
+# ---------------------------------------------------------------------- generator arguments
+def _draws(result) -> bytes:
+    """The draws or values a sampling function returned, as bytes."""
+    if isinstance(result, dict):
+        return b"".join(_draws(v) for _, v in sorted(result.items()))
+    if isinstance(result, (list, tuple)):
+        return b"".join(_draws(v) for v in result)
+    if isinstance(result, torch.Tensor):
+        return result.detach().cpu().numpy().tobytes()
+    if isinstance(result, (int, float)):
+        return np.float64(result).tobytes()
+    return _draws(getattr(result, "draws", None) or vars(result))
+
+
+def _nuts(generator):
+    from torch.distributions import Normal, constraints
+
+    from latentfit.mcmc import sample
+
+    def log_density(mu, sigma):
+        return Normal(mu, sigma).log_prob(torch.tensor([0.1, 0.5, -0.3])).sum()
+
+    init = {"mu": 0.0, "sigma": 1.0}
+    return sample(
+        log_density, init, constraints={"sigma": constraints.positive}, num_chains=1,
+        num_warmup=5, num_draws=5, progress_bar=False, compile=False, generator=generator,
+    )  # fmt: skip
+
+
+def _gibbs(which):
+    def run(generator):
+        import latentfit.mcmc as mcmc
+
+        kw = dict(num_chains=1, num_warmup=2, num_draws=3, generator=generator)
+        return getattr(mcmc, which)(X, 2, **kw)
+
+    return run
+
+
+def _bound(which):
+    def run(generator):
+        from torch.distributions import Normal
+
+        import latentfit.vi as vi
+
+        y = torch.tensor([0.3, -0.2], dtype=torch.float64)
+        guide = vi.MeanFieldGaussian(1, dtype=torch.float64)
+        prior = Normal(torch.zeros(1, dtype=torch.float64), 1.0)
+        bound = getattr(vi, which)(
+            lambda z, batch: Normal(z, 1.0).log_prob(y), guide, prior=prior, num_samples=3,
+            generator=generator,
+        )  # fmt: skip
+        return bound()
+
+    return run
+
+
+def _batches(generator):
+    from latentfit.vi import MiniBatches
+
+    return [b[0] for b in MiniBatches(torch.arange(20.0), batch_size=7, generator=generator)]
+
+
+_VAE = {}
+
+
+def _vae_function(which, **kw):
+    def run(generator):
+        import latentfit.vae as vae
+
+        if not _VAE:
+            _VAE["model"] = vae.build_model(x_dim=3, z_dim=2, hidden=[4], seed=0)
+        return getattr(vae, which)(
+            _VAE["model"], torch.tensor(BINARY[:20]).float(), generator=generator, **kw
+        )
+
+    return run
+
+
+def _dequantize(generator):
+    from latentfit.flows import dequantize
+
+    return dequantize(torch.tensor(LEVELS[:10]).double(), 256, generator=generator)
+
+
+#: every public function (and object) that draws from a ``generator`` argument
+SAMPLERS = {
+    "mcmc.sample": _nuts,
+    "mcmc.gibbs_gmm": _gibbs("gibbs_gmm"),
+    "mcmc.gibbs_hmm": _gibbs("gibbs_hmm"),
+    "vi.StochasticELBO": _bound("StochasticELBO"),
+    "vi.ImportanceWeightedBound": _bound("ImportanceWeightedBound"),
+    "vi.MiniBatches": _batches,
+    "vae.mutual_information": _vae_function("mutual_information"),
+    "vae.marginal_log_likelihood": _vae_function("marginal_log_likelihood", k=5),
+    # "flows.dequantize": _dequantize,
+}
+
+
+def _run(name, generator) -> bytes:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _draws(SAMPLERS[name](generator))
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_generator_argument_follows_the_law(name):
+    _stir_global_rngs(1)
+    first = _run(name, 7)
+    _stir_global_rngs(2)
+    assert _run(name, 7) == first  # an int seed: the same draws, whatever the global RNGs hold
+    assert _run(name, np.int64(7)) == first
+    assert _run(name, 8) != first
+    assert _run(name, None) != _run(name, None)  # None: fresh randomness
+    for kind, make in INSTANCES.items():  # an instance advances; a like one repeats
+        instance = make()
+        once = _run(name, instance)
+        assert _run(name, instance) != once, kind
+        assert _run(name, make()) == once, kind
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("seed", BAD_SEEDS, ids=repr)
+def test_a_generator_that_is_no_seed_is_named(name, seed):
+    with pytest.raises(ParameterError, match=r"generator.*(2\*\*32 - 1|int seed)"):
+        _run(name, seed)

@@ -182,15 +182,11 @@ def make_generator(random_state, device=None, name: str = "random_state") -> tor
 
 def as_generator(generator, name: str = "generator") -> torch.Generator | None:
     """``generator`` for torch's sampling calls: None and a ``torch.Generator`` as they are,
-    an integer seed as a generator seeded with it (as the samplers take it); else a
-    ParameterError (an int reached torch.randn as an invalid argument before)."""
+    anything else as :func:`make_generator` takes it (an int seed, a numpy RandomState or
+    Generator), so that every ``generator`` argument takes what the samplers' does."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return make_generator(generator, name=name)
-    raise ParameterError(
-        f"{name} must be None, an integer seed or a torch.Generator, got {generator!r}"
-    )
+    return make_generator(generator, name=name)
 
 
 def device_generator(generator, device, what: str = "the sampler") -> torch.Generator:

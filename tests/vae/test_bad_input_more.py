@@ -155,7 +155,7 @@ def test_marginal_log_likelihood_takes_a_seed_numpy_rows_and_float64_rows():
             torch.as_tensor(a[0]),
             torch.as_tensor(marginal_log_likelihood(model, same, k=10, generator=0)[0]),
         )
-    with pytest.raises(ParameterError, match="generator must be None, an integer seed"):
+    with pytest.raises(ParameterError, match="generator must be None, an int seed"):
         marginal_log_likelihood(model, X, k=10, generator="a")
 
 
@@ -251,7 +251,7 @@ def test_diagnostics_check_batch_size_and_generator():
     X = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ParameterError, match="batch_size must be an integer >= 1"):
         kl_per_dimension(_model(), X, batch_size=0)
-    with pytest.raises(ParameterError, match="generator must be None, an integer seed"):
+    with pytest.raises(ParameterError, match="generator must be None, an int seed"):
         mutual_information(_model(), X, generator="a")
     assert mutual_information(_model(), X, generator=0) == mutual_information(
         _model(), X.numpy(), generator=0
@@ -358,7 +358,7 @@ def test_interpolate_and_traverse_take_a_row_as_d_or_1_by_d_numpy_or_float64():
         (dict(dims=[0], values=[[1.0, 2.0]]), "values must be a non-empty 1-D sequence"),
         (dict(dims=[0], values="ab"), "values must be a non-empty 1-D sequence"),
         (dict(dims=[0], values=[]), "values must be a non-empty 1-D sequence"),
-        (dict(dims=[0], generator="a"), "generator must be None, an integer seed"),
+        (dict(dims=[0], generator="a"), "generator must be None, an int seed"),
     ],
 )
 def test_traverse_names_bad_dims_values_and_generator(kw, match):

@@ -137,7 +137,7 @@ def test_bounds_refuse_draws_memory_cannot_hold_and_take_a_seed(name):
     a = cls(ll, guide, prior=prior, num_samples=4, generator=1)()
     b = cls(ll, guide, prior=prior, num_samples=4, generator=1)()
     assert a.shape == () and torch.equal(a, b)
-    with pytest.raises(ParameterError, match="generator must be None, an integer seed"):
+    with pytest.raises(ParameterError, match="generator must be None, an int seed"):
         cls(ll, guide, prior=prior, num_samples=4, generator="a")()
 
 
