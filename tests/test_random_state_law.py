@@ -322,7 +322,7 @@ SAMPLERS = {
     "vi.MiniBatches": _batches,
     "vae.mutual_information": _vae_function("mutual_information"),
     "vae.marginal_log_likelihood": _vae_function("marginal_log_likelihood", k=5),
-    # "flows.dequantize": _dequantize,
+    "flows.dequantize": _dequantize,
 }
 
 

@@ -13,7 +13,7 @@ import numbers
 
 import torch
 
-from latentfit._validation import is_finite_above
+from latentfit._validation import device_generator, is_finite_above
 from latentfit.errors import DataError, ParameterError
 from latentfit.vae.likelihoods import grid_tolerance
 from latentfit.vae.objectives import ObjectiveOutput
@@ -142,8 +142,13 @@ def dequantize(levels: torch.Tensor, n_levels: int, generator=None) -> torch.Ten
     """y = (k + u) / L with u ~ U[0, 1): a point of [0, 1)^d inside the bin of level k. u is
     drawn in float64 and rounded, so that a seed gives the same points whatever the dtype of
     ``levels`` (torch draws other numbers from one seed in float32); a u that rounds up to 1
-    is kept in level k's bin by :func:`level_point`, as a k + u that rounds up is."""
+    is kept in level k's bin by :func:`level_point`, as a k + u that rounds up is.
+
+    ``generator``: None (torch's global generator), a torch.Generator on the device of
+    ``levels``, or what ``random_state`` takes (an int seed, a numpy RandomState or Generator)."""
     check_n_levels(n_levels, levels.dtype)
+    if generator is not None:
+        generator = device_generator(generator, levels.device, "dequantize")
     u = torch.rand(levels.shape, generator=generator, device=levels.device, dtype=torch.float64)
     return level_point(levels, u.to(levels.dtype), n_levels)
 
