@@ -353,3 +353,27 @@ def test_a_generator_argument_follows_the_law(name):
 def test_a_generator_that_is_no_seed_is_named(name, seed):
     with pytest.raises(ParameterError, match=r"generator.*(2\*\*32 - 1|int seed)"):
         _run(name, seed)
+
+
+@pytest.mark.parametrize("which", ["StochasticELBO", "ImportanceWeightedBound"])
+def test_a_bound_seeded_by_an_int_draws_afresh_at_every_call(which):
+    # generator=7 drew the same z at every call (an optimiser saw one frozen sample); it is now
+    # the stream of torch.Generator().manual_seed(7), which every call advances
+    from torch.distributions import Normal
+
+    import latentfit.vi as vi
+
+    y = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    guide = vi.MeanFieldGaussian(1, dtype=torch.float64)
+    prior = Normal(torch.zeros(1, dtype=torch.float64), 1.0)
+
+    def values(generator):
+        bound = getattr(vi, which)(
+            lambda z, batch: Normal(z, 1.0).log_prob(y), guide, prior=prior, num_samples=2,
+            generator=generator,
+        )  # fmt: skip
+        return [float(bound()) for _ in range(3)]
+
+    seeded = values(7)
+    assert len(set(seeded)) == 3, seeded
+    assert seeded == values(torch.Generator().manual_seed(7))

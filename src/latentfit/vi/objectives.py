@@ -25,7 +25,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from latentfit._gradient_cut import cut_message, unfollowed, value_and_grad_rows
-from latentfit._validation import check_positive_int
+from latentfit._validation import as_generator, check_positive_int
 from latentfit.errors import ParameterError
 from latentfit.estimate.map import prior_in_dtype
 from latentfit.vi.estimators import GradientEstimator, Reparameterization, log_prob_of
@@ -184,7 +184,8 @@ class StochasticELBO:
                 "GumbelSoftmax(hard=False) draws relaxed samples that have no density under a "
                 "categorical q: use kl='auto' (closed-form KL) or GumbelSoftmax(hard=True)"
             )
-        self.generator = generator
+        # an int seed starts one stream that every call draws on (not the same draws each call)
+        self.generator = as_generator(generator)
         self._followed = False  # the model's terms checked to follow z (once, first call)
 
     def _scale(self, batch, ll: torch.Tensor) -> float:
@@ -316,7 +317,8 @@ class ImportanceWeightedBound:
         self.log_likelihood, self.guide, self.prior = log_likelihood, guide, prior
         self.local_guide, self.local_prior = local_guide, local_prior
         self._priors: dict = {}  # priors cast to the guide's dtype (see _like)
-        self.n_data, self.num_samples, self.generator = n_data, num_samples, generator
+        self.n_data, self.num_samples = n_data, num_samples
+        self.generator = as_generator(generator)  # as StochasticELBO's
         self._est = Reparameterization()
         self._followed = False  # as StochasticELBO's
 
