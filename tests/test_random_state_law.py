@@ -377,3 +377,56 @@ def test_a_bound_seeded_by_an_int_draws_afresh_at_every_call(which):
     seeded = values(7)
     assert len(set(seeded)) == 3, seeded
     assert seeded == values(torch.Generator().manual_seed(7))
+
+
+# ---------------------------------------------------------------------- functions with random_state
+def _select(random_state) -> bytes:
+    from latentfit.select import select_model
+
+    result = select_model(
+        X, n_components=[1, 2], covariance_types=["diag"], cv=2, random_state=random_state,
+        max_iter=2, init_params="random",
+    )  # fmt: skip
+    return np.array([[r["loglik"], r["cv_loglik"]] for r in result.rows]).tobytes()
+
+
+def _sequence_folds(random_state) -> bytes:
+    from latentfit.select import sequence_folds
+
+    folds, _ = sequence_folds([5] * 10, 3, random_state=random_state)
+    return b"".join(f.test.tobytes() for f in folds)
+
+
+FUNCTIONS = {"select_model": _select, "sequence_folds": _sequence_folds}
+
+
+def _call(name, random_state) -> bytes:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return FUNCTIONS[name](random_state)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_function_taking_random_state_follows_the_law(name):
+    _stir_global_rngs(1)
+    first = _call(name, 7)
+    _stir_global_rngs(2)
+    assert _call(name, 7) == first
+    assert _call(name, np.int64(7)) == first
+    assert _call(name, 8) != first
+    _stir_global_rngs(0)
+    fresh = _call(name, None)
+    _stir_global_rngs(0)  # fresh entropy, not numpy's global state
+    assert _call(name, None) != fresh
+    for kind, make in INSTANCES.items():
+        instance = make()
+        once = _call(name, instance)
+        assert _call(name, instance) != once, kind
+        assert _call(name, make()) == once, kind
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("seed", BAD_SEEDS, ids=repr)
+def test_a_function_names_a_random_state_that_is_no_seed(name, seed):
+    with pytest.raises(ParameterError, match=r"random_state.*(2\*\*32 - 1|int seed)"):
+        _call(name, seed)

@@ -58,6 +58,7 @@ __all__ = [
     "check_tol",
     "checked_call",
     "device_generator",
+    "draw_seed",
     "feature_names",
     "first_inexact_integer",
     "first_nonfinite",
@@ -178,6 +179,17 @@ def make_generator(random_state, device=None, name: str = "random_state") -> tor
         )
     gen.manual_seed(seed)
     return gen
+
+
+def draw_seed(random_state, name: str = "random_state") -> int:
+    """An int seed for code that takes only ints (scikit-learn's splitters, a seed shared by
+    several fits), by :func:`make_generator`'s law: an int seed as it is (0 to 2**32 - 1,
+    checked), anything else one draw from the generator it makes (None: fresh entropy, not
+    numpy's global state; an instance: it advances)."""
+    if isinstance(random_state, numbers.Integral):
+        return check_seed(random_state, name)
+    gen = make_generator(random_state, name=name)
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
 def as_generator(generator, name: str = "generator") -> torch.Generator | None:

@@ -101,6 +101,9 @@ def sequence_folds(lengths: Sequence[int], cv: int, random_state=0) -> tuple[lis
     """
     from sklearn.model_selection import KFold
 
+    from latentfit._validation import draw_seed
+
+    seed = draw_seed(random_state)  # checked even where the folds are not shuffled
     lengths = [int(n) for n in lengths]
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
@@ -111,7 +114,7 @@ def sequence_folds(lengths: Sequence[int], cv: int, random_state=0) -> tuple[lis
 
     folds = []
     if len(lengths) >= cv:
-        split = KFold(cv, shuffle=True, random_state=random_state).split(np.arange(len(lengths)))
+        split = KFold(cv, shuffle=True, random_state=seed).split(np.arange(len(lengths)))
         for train, test in split:
             tr = [(starts[i], starts[i] + lengths[i]) for i in train]
             te = [(starts[i], starts[i] + lengths[i]) for i in test]
@@ -139,9 +142,11 @@ def sequence_folds(lengths: Sequence[int], cv: int, random_state=0) -> tuple[lis
 def _row_folds(n: int, cv: int, random_state) -> list[Fold]:
     from sklearn.model_selection import KFold
 
+    from latentfit._validation import draw_seed
+
     if cv > n:
         raise ParameterError(f"cv={cv} folds need at least {cv} rows; X has {n}")
-    split = KFold(cv, shuffle=True, random_state=random_state).split(np.arange(n))
+    split = KFold(cv, shuffle=True, random_state=draw_seed(random_state)).split(np.arange(n))
     return [Fold(train, [], test, []) for train, test in split]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
-from latentfit._validation import as_float_tensor
+from latentfit._validation import as_float_tensor, draw_seed
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.mixture.discrete import dense_codes
 from latentfit.errors import ArgumentError, DataError, ParameterError, ResourceLimitError
@@ -570,11 +570,16 @@ def select_model(
     criterion : which criterion picks ``best_model_`` (``"bic"``, ``"aic"``, ``"icl"`` or,
         with ``cv``, ``"cv_loglik"``, also called ``"heldout"``).
     cv : number of folds for the held-out log-likelihood (None: not computed).
+    random_state : the seed of every fit of the sweep and of the folds: an int from 0 to
+        2**32 - 1 (the same result on every run), None (fresh randomness), or a numpy
+        RandomState or Generator or a torch.Generator (one seed drawn from it: it advances).
     model_kwargs : passed to every estimator of the sweep (``n_init``, ``max_iter``,
         ``n_iter`` for HMMs, ...).
     callback : called as ``callback(i, n_candidates, row)`` after each fit (progress bars).
     """
     n_components = _check_arguments(n_components, covariance_types, candidates, callback)
+    if random_state is not None:  # one seed for every fit and the folds: an instance advances
+        random_state = draw_seed(random_state)
     criterion = _canonical(criterion)
     if criterion not in CRITERIA:
         raise ParameterError(
