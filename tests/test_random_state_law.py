@@ -430,3 +430,69 @@ def test_a_function_taking_random_state_follows_the_law(name):
 def test_a_function_names_a_random_state_that_is_no_seed(name, seed):
     with pytest.raises(ParameterError, match=r"random_state.*(2\*\*32 - 1|int seed)"):
         _call(name, seed)
+
+
+# ---------------------------------------------------------------------- seed arguments (ints only)
+def _weights(model) -> bytes:
+    return b"".join(p.detach().numpy().tobytes() for p in model.parameters())
+
+
+def _train(seed) -> bytes:
+    from latentfit.train import TrainConfig, train
+    from latentfit.vae import ELBO, build_model
+
+    model = build_model(x_dim=3, z_dim=2, hidden=[4], seed=0)
+    data = torch.tensor(BINARY[:40]).float()
+    config = TrainConfig(epochs=1, batch_size=20, seed=seed, progress=False, diagnostics=False)
+    train(model, ELBO(), data, data, config)
+    return _weights(model)
+
+
+def _validation_bound(seed) -> bytes:
+    from latentfit.train import validation_bound
+    from latentfit.vae import ELBO, build_model
+
+    model = build_model(x_dim=3, z_dim=2, hidden=[4], seed=0)
+    return _draws(validation_bound(model, ELBO(), torch.tensor(BINARY[:40]).float(), seed=seed))
+
+
+def _build_model(seed) -> bytes:
+    from latentfit.vae import build_model
+
+    return _weights(build_model(x_dim=3, z_dim=2, hidden=[4], seed=seed))
+
+
+def _load_vae_data(seed) -> bytes:
+    from latentfit.vae.data import load_vae_data
+
+    split = load_vae_data("faithful", seed=seed).split
+    return b"".join(getattr(split, part).numpy().tobytes() for part in ("train", "val", "test"))
+
+
+#: every public function or setting named ``seed``: an int from 0 to 2**32 - 1 and nothing else
+SEEDED = {
+    "train": _train,
+    "validation_bound": _validation_bound,
+    "build_model": _build_model,
+    "load_vae_data": _load_vae_data,
+}
+
+
+@pytest.mark.parametrize("name", SEEDED)
+def test_a_seed_argument_follows_the_law(name):
+    _stir_global_rngs(1)
+    first = SEEDED[name](7)
+    _stir_global_rngs(2)
+    assert SEEDED[name](7) == first
+    assert SEEDED[name](np.int64(7)) == first
+    assert SEEDED[name](8) != first
+    assert SEEDED[name](2**32 - 1) != SEEDED[name](0)
+
+
+@pytest.mark.parametrize("name", SEEDED)
+@pytest.mark.parametrize("seed", [*BAD_SEEDS, 2**64 - 1], ids=repr)
+def test_a_seed_argument_names_a_value_that_is_no_seed(name, seed):
+    # before: train raised "ValueError: Overflow when unpacking long long" for 2**64 - 1,
+    # validation_bound gave the bound of 0 for 2**64, build_model the weights of 2**64 - 1 for -1
+    with pytest.raises(ParameterError, match=r"seed.*(2\*\*32 - 1|integer)"):
+        SEEDED[name](seed)

@@ -292,8 +292,16 @@ def test_a_non_finite_gradient_behind_a_finite_loss_is_skipped():
         (dict(X=torch.full((2, 16), math.nan)), "DataError", "non-finite value at row 0"),
         (dict(X=torch.full((2, 16), 255.0)), "DataError", "holds 255 at row 0, column 0"),
         (dict(batch_size=0), "ParameterError", "batch_size must be an integer >= 1, got 0"),
-        (dict(seed="a"), "ParameterError", "seed must be an integer >= 0, got 'a'"),
-        (dict(seed=-1), "ParameterError", "seed must be an integer >= 0, got -1"),
+        (
+            dict(seed="a"),
+            "ParameterError",
+            "seed must be an integer seed from 0 to 2\\*\\*32 - 1, got 'a'",
+        ),
+        (
+            dict(seed=-1),
+            "ParameterError",
+            "seed=-1 is out of range: a seed is an integer from 0 to 2",
+        ),
         (dict(objective="elbo"), "ParameterError", "objective must be an objective such as"),
     ],
 )

@@ -28,7 +28,13 @@ import torch
 from torch import nn
 
 from latentfit._files import atomic_path
-from latentfit._validation import as_numeric_array, check_positive_int, resolve_device
+from latentfit._validation import (
+    SEED_MAX,
+    as_numeric_array,
+    check_positive_int,
+    check_seed,
+    resolve_device,
+)
 from latentfit.errors import DataError, ModelFileError, ParameterError
 from latentfit.train import distributed as dist_utils
 from latentfit.train.checkpoint import (
@@ -168,14 +174,13 @@ def validation_bound(model, objective, X: torch.Tensor, seed: int, batch_size: i
     Batch b of X uses noise seeded by (seed, b) and is evaluated by process b mod world, so the
     value does not depend on the number of processes. ``X`` is checked as every VAE function
     checks its rows (``model_rows``: non-empty (n, d), the model's columns, finite, in the
-    likelihood's support), ``seed`` is an integer >= 0 and ``batch_size`` one >= 1.
+    likelihood's support), ``seed`` is an integer from 0 to 2**32 - 1 and ``batch_size`` one >= 1.
     """
     _check_objective(objective)
     X = model_rows(model, X)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_seed(seed, "seed")
     batch_size = check_positive_int(batch_size, "batch_size")
-    return _validation_bound(model, objective, X, int(seed), batch_size)
+    return _validation_bound(model, objective, X, seed, batch_size)
 
 
 @contextlib.contextmanager
@@ -317,7 +322,7 @@ def _check_config(cfg) -> TrainConfig:
         ("checkpoint_every", count(cfg.checkpoint_every, 0), "an integer >= 0 (0: epoch ends)"),
         ("max_steps", cfg.max_steps is None or count(cfg.max_steps, 1), "None or an integer >= 1"),
         ("val_batch_size", count(cfg.val_batch_size, 1), "an integer >= 1"),
-        ("seed", count(cfg.seed, 0), "an integer >= 0"),
+        ("seed", count(cfg.seed, 0) and cfg.seed <= SEED_MAX, "an integer from 0 to 2**32 - 1"),
         ("collapse_min_kl", number(cfg.collapse_min_kl, 0), "a finite number >= 0"),
     ]
     flags = ("restore_best", "binarize", "bf16", "resume", "diagnostics", "progress")

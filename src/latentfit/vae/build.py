@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from latentfit._memory import available_memory, check_module_memory
+from latentfit._validation import check_seed
 from latentfit.errors import (
     ModelFileError,
     ModelFileWarning,
@@ -178,6 +179,11 @@ def build_model(spec: ModelSpec | None = None, device=None, **overrides) -> nn.M
     spec = ModelSpec(**{**asdict(spec or ModelSpec()), **overrides})
     # the rules a saved spec is loaded by: a model that builds can be saved and loaded again
     errs = _spec_errors(asdict(spec))
+    if not errs:  # a new model's seed obeys the seed law (a file's may be older)
+        try:
+            check_seed(spec.seed, "seed")
+        except ParameterError as err:
+            errs.append(str(err))
     if errs:
         raise ParameterError(f"invalid model spec: {'; '.join(errs)}")
     spec = ModelSpec(**{k: _plain(v) for k, v in asdict(spec).items()})  # numpy ints saved too

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit._validation import as_float_tensor
+from latentfit._validation import as_float_tensor, check_seed
 from latentfit.errors import DataError, ParameterError
 
 __all__ = ["DataSplit", "VAEData", "load_vae_data"]
@@ -187,6 +187,7 @@ def load_vae_data(
         raise ParameterError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     if not 0 < val_fraction < 1:
         raise ParameterError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    seed = check_seed(seed, "seed")
     X, image_shape, name, n_fixed = source_rows(source, idx_folder, delimiter, header)
     if source == "mnist":
         n_fixed = None
