@@ -496,3 +496,36 @@ def test_a_seed_argument_names_a_value_that_is_no_seed(name, seed):
     # validation_bound gave the bound of 0 for 2**64, build_model the weights of 2**64 - 1 for -1
     with pytest.raises(ParameterError, match=r"seed.*(2\*\*32 - 1|integer)"):
         SEEDED[name](seed)
+
+
+# ---------------------------------------------------------------------- the command line's --seed
+def test_the_command_line_takes_the_seeds_of_the_api():
+    from latentfit._validation import SEED_MAX
+    from latentfit.cli.app import SEED_MAX as CLI_SEED_MAX
+
+    assert CLI_SEED_MAX == SEED_MAX == 2**32 - 1
+
+
+@pytest.mark.parametrize("command", [["fit", "gmm", "-k", "3"], ["fit", "hmm", "-k", "2"]])
+def test_one_seed_on_the_command_line_saves_the_same_model(tmp_path, monkeypatch, command):
+    from typer.testing import CliRunner
+
+    from latentfit.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt("x.csv", X, delimiter=",", header="a,b", comments="")
+
+    def fit(seed, out):
+        args = [*command[:2], "x.csv", *command[2:], "--seed", str(seed), "--out", out, "--force"]
+        result = CliRunner().invoke(
+            app, [*args, "--max-iter" if "gmm" in command else "--n-iter", "1"]
+        )
+        assert result.exit_code == 0, result.output
+        return _saved(tmp_path / out)
+
+    assert fit(7, "a.lf") == fit(7, "b.lf")
+    assert fit(2**32 - 1, "c.lf") != fit(0, "d.lf")
+    result = CliRunner().invoke(app, [*command[:2], "x.csv", *command[2:], "--seed", str(2**32)])
+    assert result.exit_code == 2
+    assert "error: --seed 4294967296 is out of range" in result.output, result.output
+    assert "from 0 to 4294967295" in result.output, result.output

@@ -221,7 +221,7 @@ def test_fit_mle_names_a_fixed_value_outside_the_support():
         ["score", "{model}", "{missing}"],
     ],
 )
-@pytest.mark.parametrize("seed", ["100000000000000000000000", "-1"])
+@pytest.mark.parametrize("seed", ["100000000000000000000000", "-1", "4294967296"])
 def test_a_seed_out_of_range_is_named(files, command, seed):
     args = [a.format(**files) for a in command]
     _refused([*args, "--seed", seed], f"error: --seed {seed}", "out of range")

@@ -443,9 +443,11 @@ def split_columns(columns, option: str = "--columns") -> list | None:
     return names
 
 
-#: The largest ``--seed``: torch's generators take 64-bit seeds, and the seed of a split or a
-#: binarisation is ``seed + 1`` in places, so seeds run from 0 to 2**63 - 2.
-SEED_MAX = 2**63 - 2
+#: The largest ``--seed``, that of the API (``latentfit._validation.SEED_MAX``, not imported:
+#: it would load torch before ``--help``): torch's CPU generator keeps only the low 32 bits of
+#: a seed, so --seed 0 and --seed 4294967296 would give the same run; seeds run from 0 to
+#: 2**32 - 1.
+SEED_MAX = 2**32 - 1
 
 
 def seed_option(help: str = "Seed for the initialisation."):
@@ -458,7 +460,7 @@ def _check_seed(value: int) -> int:
     if value is not None and not 0 <= value <= SEED_MAX:
         fail(
             f"--seed {value} is out of range: a seed is a whole number from 0 to {SEED_MAX} "
-            "(any of them gives a reproducible run), e.g. --seed 0"
+            "(2**32 - 1; any of them gives a reproducible run), e.g. --seed 0"
         )
     return value
 

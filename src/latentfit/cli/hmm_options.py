@@ -79,7 +79,7 @@ def columns_option():
 
 
 def seed_option():
-    """``--seed``: the seed of the initialisation (0 to 2**63 - 2, checked on reading)."""
+    """``--seed``: the seed of the initialisation (0 to 2**32 - 1, checked on reading)."""
     from latentfit.cli.app import seed_option as option
 
     return option("Seed for the initialisation.")
