@@ -5,6 +5,7 @@ Generator or a torch.Generator is advanced (two calls with one instance differ, 
 seeded alike repeats the first); any other value is a ParameterError naming the argument and
 what it takes (never a raw numpy or torch error, never a seed silently cut to fewer bits)."""
 
+import inspect
 import subprocess
 import sys
 import warnings
@@ -529,3 +530,25 @@ def test_one_seed_on_the_command_line_saves_the_same_model(tmp_path, monkeypatch
     assert result.exit_code == 2
     assert "error: --seed 4294967296 is out of range" in result.output, result.output
     assert "from 0 to 4294967295" in result.output, result.output
+
+
+# ---------------------------------------------------------------------- sample
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_sample_draws_from_the_estimators_random_state_by_one_rule(name):
+    # MAF(random_state=5).sample(4) drew afresh at each call while GaussianMixture's and
+    # GaussianHMM's repeated their draws (scikit-learn's and hmmlearn's rule); one rule now
+    make, data = ESTIMATORS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seeded, fresh = make(5).fit(data), make(None).fit(data)
+
+    def draws(model, **kw):
+        out = model.sample(4, **kw)
+        return b"".join(np.asarray(a).tobytes() for a in (out if isinstance(out, tuple) else [out]))
+
+    assert draws(seeded) == draws(seeded)
+    assert draws(fresh) != draws(fresh)
+    if "random_state" in inspect.signature(seeded.sample).parameters:
+        assert draws(fresh, random_state=3) == draws(fresh, random_state=3)
+        with pytest.raises(ParameterError, match="random_state"):
+            seeded.sample(4, random_state=2**32)

@@ -510,13 +510,16 @@ class DDPM(DensityMixin, BaseEstimator):
 
     def sample(self, n_samples: int = 1, random_state=None, max_work=MAX_WORK) -> np.ndarray:
         """Draws by ancestral sampling (T network calls), in the training data's scale.
+        ``random_state``: None draws from the estimator's own ``random_state``, as every
+        estimator's ``sample`` (hmmlearn's rule: an int seed gives the same draws each call).
         ``max_work``: the most multiply-adds the draws may take (:func:`check_sampling_work`;
         None: no limit), refused before the first step."""
         check_is_fitted(self, "module_")
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         weights = sum(p.numel() for p in self.module_.denoiser.parameters())
         check_sampling_work(n_samples, self.module_.n_steps, weights, self.n_features_in_, max_work)
-        gen = make_generator(random_state, self._dev)
+        rs = self.random_state if random_state is None else random_state
+        gen = make_generator(rs, self._dev)
         start = gen.get_state()
 
         def draw():  # the same draws on every call (again to find the layer that overflows)
