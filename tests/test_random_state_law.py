@@ -373,7 +373,7 @@ def test_a_bound_seeded_by_an_int_draws_afresh_at_every_call(which):
             lambda z, batch: Normal(z, 1.0).log_prob(y), guide, prior=prior, num_samples=2,
             generator=generator,
         )  # fmt: skip
-        return [float(bound()) for _ in range(3)]
+        return [float(bound().detach()) for _ in range(3)]
 
     seeded = values(7)
     assert len(set(seeded)) == 3, seeded
