@@ -552,3 +552,16 @@ def test_sample_draws_from_the_estimators_random_state_by_one_rule(name):
         assert draws(fresh, random_state=3) == draws(fresh, random_state=3)
         with pytest.raises(ParameterError, match="random_state"):
             seeded.sample(4, random_state=2**32)
+
+
+@pytest.mark.parametrize("kind", INSTANCES)
+def test_saving_a_model_fitted_from_an_instance_names_random_state(tmp_path, monkeypatch, kind):
+    # said "a constructor argument or setting is not JSON-serialisable (Object of type
+    # Generator ...)" without naming which
+    monkeypatch.chdir(tmp_path)
+    model = lf.GaussianMixture(2, random_state=INSTANCES[kind]()).fit(X)
+    with pytest.raises(ParameterError, match=r"random_state=.*an int seed"):
+        lf.save(model, "m.lf")
+    model.set_params(random_state=None)
+    lf.save(model, "m.lf")
+    assert lf.load("m.lf").random_state is None

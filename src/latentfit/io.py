@@ -194,6 +194,21 @@ def file_header(
     return header
 
 
+def _unwritable(params) -> str:
+    """The first constructor argument of ``params`` that JSON cannot hold, with what to pass."""
+    for name, value in (params or {}).items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            if name == "random_state":  # a RandomState or Generator instance
+                return (
+                    f"random_state={value!r} (a random generator cannot be written: fit with "
+                    "an int seed, or set random_state to one or None before saving)"
+                )
+            return f"the constructor argument {name}={value!r:.80}"
+    return "a constructor argument or setting"
+
+
 def write_model_file(path, tensors: dict, header: dict) -> Path:
     """Write ``tensors`` and ``header`` atomically as a model file (the one writer of both
     :func:`save` and :func:`latentfit.vae.save_model`)."""
@@ -202,7 +217,7 @@ def write_model_file(path, tensors: dict, header: dict) -> Path:
         meta = {"latentfit": json.dumps(header)}
     except TypeError as err:
         raise ParameterError(
-            f"cannot save {header.get('class')}: a constructor argument or setting is not "
+            f"cannot save {header.get('class')}: {_unwritable(header.get('params'))} is not "
             f"JSON-serialisable ({err}); pass plain numbers, strings or lists"
         ) from err
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
