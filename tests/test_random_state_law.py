@@ -307,6 +307,22 @@ def _vae_function(which, **kw):
     return run
 
 
+def _vae_model(kind, method):
+    def run(generator):
+        import latentfit.vae as vae
+
+        key = f"model {kind}"
+        if key not in _VAE:
+            extra = {"z2_dim": 2} if kind == "ladder" else {}
+            _VAE[key] = vae.build_model(x_dim=3, z_dim=2, hidden=[4], kind=kind, seed=0, **extra)
+        model = _VAE[key]
+        if method == "sample_prior":
+            return model.sample_prior(5, generator=generator)
+        return model(torch.tensor(BINARY[:5]).float(), 2, generator).z
+
+    return run
+
+
 def _dequantize(generator):
     from latentfit.flows import dequantize
 
@@ -324,6 +340,12 @@ SAMPLERS = {
     "vae.mutual_information": _vae_function("mutual_information"),
     "vae.marginal_log_likelihood": _vae_function("marginal_log_likelihood", k=5),
     "flows.dequantize": _dequantize,
+    "VAE.forward": _vae_model("gaussian", "forward"),
+    "VAE.sample_prior": _vae_model("gaussian", "sample_prior"),
+    "DiscreteVAE.forward": _vae_model("discrete", "forward"),
+    "DiscreteVAE.sample_prior": _vae_model("discrete", "sample_prior"),
+    "LadderVAE.forward": _vae_model("ladder", "forward"),
+    "LadderVAE.sample_prior": _vae_model("ladder", "sample_prior"),
 }
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from latentfit._validation import device_generator
 from latentfit.errors import ParameterError
 from latentfit.vae.networks import GaussianEncoder, GaussianParams
 
@@ -61,6 +62,15 @@ def _std_normal(like: torch.Tensor) -> Normal:
     return Normal(like.new_zeros(()), like.new_ones(()), validate_args=False)
 
 
+def _generator(generator, like: torch.Tensor):
+    """None and a torch.Generator as they are; an int seed or a numpy RandomState or Generator
+    as a generator on ``like``'s device, made once per call so that its draws share it (a raw
+    int reached torch.randn as an invalid argument)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    return device_generator(generator, like.device, "the VAE")
+
+
 def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
@@ -90,6 +100,7 @@ class VAE(nn.Module):
         """``weights=False`` skips log p(z) and log q(z|x) where the KL has a closed form (the
         analytic ELBO needs neither); ``stopped=True`` adds log q at detached parameters."""
         q = self.encoder(x)  # loc, scale (n, d_z)
+        generator = _generator(generator, x)
         eps = _randn((n_samples, *q.loc.shape), q.loc, generator)  # (s, n, d_z)
         z = q.loc + q.scale * eps
         log_pz = log_qz = log_qz_stopped = kl = None
@@ -116,7 +127,7 @@ class VAE(nn.Module):
 
     def sample_prior(self, n: int, generator=None, like: torch.Tensor | None = None):
         like = like if like is not None else next(self.parameters())
-        return _randn((n, self.z_dim), like, generator)
+        return _randn((n, self.z_dim), like, _generator(generator, like))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x | z), e.g. pixel probabilities for a Bernoulli likelihood."""
@@ -162,7 +173,10 @@ class DiscreteVAE(nn.Module):
         relaxed = self.training if relaxed is None else relaxed
         log_q = self.logits(x).log_softmax(-1)  # (n, L, C)
         u = torch.rand(
-            (n_samples, *log_q.shape), generator=generator, device=x.device, dtype=log_q.dtype
+            (n_samples, *log_q.shape),
+            generator=_generator(generator, x),
+            device=x.device,
+            dtype=log_q.dtype,
         )
         gumbel = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
         perturbed = log_q + gumbel  # (s, n, L, C); argmax is an exact sample of q
@@ -186,7 +200,10 @@ class DiscreteVAE(nn.Module):
     def sample_prior(self, n: int, generator=None, like: torch.Tensor | None = None):
         like = like if like is not None else next(self.parameters())
         idx = torch.randint(
-            self.n_categories, (n, self.n_latent), generator=generator, device=like.device
+            self.n_categories,
+            (n, self.n_latent),
+            generator=_generator(generator, like),
+            device=like.device,
         )
         return nn.functional.one_hot(idx, self.n_categories).to(like.dtype).flatten(-2)
 
@@ -216,6 +233,7 @@ class LadderVAE(nn.Module):
         self.z_dim = self.z1_dim + self.z2_dim
 
     def _layers(self, x, n_samples, generator):
+        generator = _generator(generator, x)  # one stream for both layers' draws
         b1 = self.up1(x)  # μ̂₁, σ̂₁, h₁ (n, d₁)
         b2 = self.up2(b1.h)  # q(z₂ | x) (n, d₂)
         z2 = b2.loc + b2.scale * _randn((n_samples, *b2.loc.shape), b2.loc, generator)
@@ -257,6 +275,7 @@ class LadderVAE(nn.Module):
 
     def sample_prior(self, n: int, generator=None, like: torch.Tensor | None = None):
         like = like if like is not None else next(self.parameters())
+        generator = _generator(generator, like)  # one stream for both layers' draws
         z2 = _randn((n, self.z2_dim), like, generator)
         p1 = self.prior1(z2)
         z1 = p1.loc + p1.scale * _randn(p1.loc.shape, like, generator)
