@@ -200,6 +200,14 @@ for name, (make, data) in ESTIMATORS.items():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         latentfit.save(make(11).fit(data), f"{sys.argv[1]}/{name}.lf")
+from tests.test_random_state_law import FUNCTIONS, SAMPLERS, SEEDED, _call, _run
+from pathlib import Path
+for name in FUNCTIONS:
+    Path(f"{sys.argv[1]}/{name}.bin").write_bytes(_call(name, 11))
+for name in SAMPLERS:
+    Path(f"{sys.argv[1]}/{name}.bin").write_bytes(_run(name, 11))
+for name in SEEDED:
+    Path(f"{sys.argv[1]}/{name}.bin").write_bytes(SEEDED[name](11))
 """
 
 
@@ -219,6 +227,9 @@ def test_an_int_seed_gives_the_same_files_in_fresh_processes(tmp_path, monkeypat
         )
     for name in ESTIMATORS:
         one, two = (_saved(tmp_path / h / f"{name}.lf") for h in ("1", "2"))
+        assert one == two, name
+    for name in [*FUNCTIONS, *SAMPLERS, *SEEDED]:  # the functions' results too
+        one, two = ((tmp_path / h / f"{name}.bin").read_bytes() for h in ("1", "2"))
         assert one == two, name
 
 
