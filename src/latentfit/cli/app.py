@@ -453,21 +453,7 @@ SEED_MAX = 2**32 - 1
 def seed_option(help: str = "Seed for the initialisation."):
     """``--seed``: a whole number from 0 to :data:`SEED_MAX`, checked when the command line is
     read (before any data are loaded)."""
-    return typer.Option(
-        0, "--seed", parser=_parse_seed, callback=_check_seed, metavar="INTEGER", help=help
-    )
-
-
-def _parse_seed(value) -> int:
-    """``--seed``'s text as an int; anything else (1.5, abc) refused in the words of a range
-    error (click's own said "Invalid value for '--seed'" in a box, without the value)."""
-    try:
-        return int(str(value).strip(), 10)
-    except ValueError:
-        fail(
-            f"--seed {value!r} is not a whole number: a seed is a whole number from 0 to "
-            f"{SEED_MAX} (2**32 - 1), e.g. --seed 0"
-        )
+    return typer.Option(0, "--seed", callback=_check_seed, help=help)
 
 
 def _check_seed(value: int) -> int:
