@@ -453,16 +453,7 @@ SEED_MAX = 2**32 - 1
 def seed_option(help: str = "Seed for the initialisation."):
     """``--seed``: a whole number from 0 to :data:`SEED_MAX`, checked when the command line is
     read (before any data are loaded)."""
-    return typer.Option(0, "--seed", callback=_check_seed, help=help)
-
-
-def _check_seed(value: int) -> int:
-    if value is not None and not 0 <= value <= SEED_MAX:
-        fail(
-            f"--seed {value} is out of range: a seed is a whole number from 0 to {SEED_MAX} "
-            "(2**32 - 1; any of them gives a reproducible run), e.g. --seed 0"
-        )
-    return value
+    return typer.Option(0, "--seed", min=0, max=SEED_MAX, help=help)
 
 
 def finite_number(param: typer.CallbackParam, value):

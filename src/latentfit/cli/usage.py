@@ -243,14 +243,22 @@ def _bad_value(err) -> str:
     kind = kinds.get(annotation)
     if kind is None:
         return f"{names}: {err.message}; got {shown}"
-    low, high = getattr(info, "min", None), getattr(info, "max", None)
+    low, high = (_bound(getattr(info, end, None)) for end in ("min", "max"))
     if low is not None and high is not None:
-        kind += f" from {low:g} to {high:g}"
+        kind += f" from {low} to {high}"
     elif low is not None:
-        kind += f" of at least {low:g}"
+        kind += f" of at least {low}"
     elif high is not None:
-        kind += f" of at most {high:g}"
+        kind += f" of at most {high}"
     return f"{names} takes {kind}; got {shown}"
+
+
+def _bound(value) -> str | None:
+    """An option's limit as typed: a whole number in full (--seed's 4294967295, not 4.29497e+09),
+    else the shortest form of the number."""
+    if value is None:
+        return None
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _is_number(value) -> bool:
