@@ -212,7 +212,6 @@ class EMEstimator:
         record its result and hand it to ``_after_fit``. ``args`` are the keyword arguments
         of the model's ``fit`` (``y``, ``sample_weight``, ``lengths``...)."""
         self._checked_parameters()
-        self._check_warm_dtype()
         prepare = self._prepare_source_fit if is_source(X) else self._prepare_fit
         fit = prepare(X, **args)
         result = self._run_em(fit.hooks, fit.data, fit.reduce)
@@ -222,25 +221,6 @@ class EMEstimator:
 
     def _check_parameters(self) -> None:
         """Check the constructor's settings (before any data is read); a model extends it."""
-
-    def _check_warm_dtype(self) -> None:
-        """A warm start continues the fitted parameters: see :meth:`_check_fitted_dtype`."""
-        if getattr(self, "warm_start", False) and hasattr(self, "_params"):
-            self._check_fitted_dtype("a warm start", "warm_start=False")
-
-    def _check_fitted_dtype(self, how: str, afresh: str) -> None:
-        """ParameterError when ``dtype`` was changed since the fit whose parameters ``how``
-        (a warm start, partial_fit) continues in their own precision: a float64 fit went on
-        in float64 under dtype="float32", or crashed in torch where the data's dtype met the
-        parameters'. ``afresh``: how to fit in the new dtype instead."""
-        then = next((t.dtype for t in self._params.values() if t.is_floating_point()), None)
-        if then is not None and then != self._dtype:
-            was = str(then).removeprefix("torch.")
-            raise ParameterError(
-                f"dtype was set to {self.dtype!r} after the fit, whose parameters are {was}: "
-                f"{how} continues them in their own precision. Set dtype back to {was!r}, or "
-                f"fit afresh in the new dtype ({afresh})"
-            )
 
     def _checked_parameters(self) -> None:
         """``_check_parameters`` with a family's, prior's or model's own ValueError/TypeError

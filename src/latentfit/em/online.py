@@ -242,7 +242,6 @@ class OnlineEMMixin:
             _check_finite_start(start, type(self).__name__, getattr(hooks, "remedy", _REMEDY))
             self._set_params_tensors(start)
         else:
-            self._check_fitted_dtype("partial_fit", "fit(), or a new estimator's partial_fit")
             hooks = self._online_hooks()
         state = getattr(self, "_online_state", None)
         if state is None or state.params is not self._params:
