@@ -10,7 +10,7 @@ Fitting, its record, save/load and BIC/AIC come from the estimator base of
 Parameter names, fitted attributes and methods are hmmlearn's, so that switching is a change of
 import. Added: ``n_init`` restarts, ``device`` and ``dtype``, the per-iteration history
 ``lower_bounds_`` (total log-likelihood before every M-step) with the driver's monotonicity
-check (of the log posterior under the Dirichlet and Gamma priors, see ``_log_prior``: MAP-EM
+check (of the log posterior under the models' priors, see ``_log_prior``: MAP-EM
 raises that, and may lower the log-likelihood), and a documented recovery for states that no data visits: such a state keeps its
 previous emission parameters and transition row, and an :class:`UnvisitedStateWarning` names
 it (hmmlearn returns NaN parameters or zero rows there). As in hmmlearn, ``init_params=""``
@@ -723,8 +723,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         return float(total)
 
     def _emission_log_prior(self, params):
-        """The emissions' part of :meth:`_log_prior`; 0 where none is counted (the Gaussian
-        emissions' mean and covariance priors are not)."""
+        """The emissions' part of :meth:`_log_prior`; 0 where the emissions have no prior."""
         return 0.0
 
     # ------------------------------------------------------------------ persistence

@@ -41,6 +41,7 @@ __all__ = [
     "fill_covars",
     "gaussian_emission_mstep",
     "gaussian_log_likelihood",
+    "gaussian_log_prior",
     "gaussian_stats",
     "gmm_far",
     "gmm_log_likelihood",
@@ -370,6 +371,61 @@ def gaussian_emission_mstep(
             cov = torch.where(empty.reshape(-1, *([1] * (cov.dim() - 1))), covars, cov)
         new_covars = cov
     return new_c, new_covars, empty.nonzero().flatten().tolist()
+
+
+def gaussian_log_prior(
+    means,
+    covars,
+    covariance_type: str,
+    *,
+    means_prior,
+    means_weight,
+    covars_prior,
+    covars_weight,
+) -> torch.Tensor:
+    """log p(μ, Σ), up to its constant, of the priors whose MAP :func:`gaussian_emission_mstep`
+    computes (hmmlearn's update): what it maximises with the expected complete-data
+    log-likelihood Σ_t γ_tk log N(x_t | μ_k, Σ_k). With Ψ = ``covars_prior``, w = ``means_weight``,
+    μ₀ = ``means_prior`` and ν = ``covars_weight``, per state k:
+
+    * diag, per feature j: −(max(ν − 1, 0)/2) log σ²_kj − (Ψ_kj + w_k (μ_kj − μ₀_kj)²) / (2σ²_kj);
+    * spherical: the diag terms summed over j at σ²_kj = σ²_k (the update's mean over j of
+      the diag update is their maximiser where ν is the same for every j);
+    * full: −(max(ν − d, 0)/2) log|Σ_k| − ½ tr(Σ_k⁻¹ (Ψ_k + w_k (μ_k − μ₀_k)(μ_k − μ₀_k)ᵀ));
+    * tied: −(max(ν − d, 0)/2) log|Σ| − ½ tr(Σ⁻¹ (Ψ + Σ_k w_k (μ_k − μ₀_k)(μ_k − μ₀_k)ᵀ)), a
+      matrix ν taken as its mean (the update divides entry by entry: a MAP where they are
+      equal, as hmmlearn's scalar ν always is).
+
+    The means' normal prior of precision w_k Σ_k⁻¹ enters through its quadratic term alone: the
+    update's denominators count no ½ log|Σ_k| for it. ``means`` (k, d), ``covars`` in
+    hmmlearn's compact storage, as positive definite as the E-step needs them. A 0-d tensor;
+    at hmmlearn's defaults (Ψ = 0.01, ν = 1, w = 0) it is −Σ 0.01/(2σ²) (diag, spherical)."""
+    k, d = means.shape
+    dt, dev = means.dtype, means.device
+    mw = torch.as_tensor(means_weight, dtype=dt, device=dev)
+    mw = mw.reshape(k, 1) if mw.numel() == k and mw.numel() > 1 else mw
+    diff = torch.where(mw > 0, means - torch.as_tensor(means_prior, dtype=dt, device=dev), 0.0)
+    cp = torch.as_tensor(covars_prior, dtype=dt, device=dev)
+    cw = torch.as_tensor(covars_weight, dtype=dt, device=dev)
+    if covariance_type in ("spherical", "diag"):
+        var = covars if covariance_type == "diag" else covars.reshape(k, 1)  # (k, d) or (k, 1)
+        a = torch.broadcast_to((cw - 1).clamp_min(0) / 2, (k, d))
+        scale = torch.broadcast_to(cp + mw * diff**2, (k, d))
+        return (-a * var.log() - scale / (2 * var)).sum()
+    mwk = torch.broadcast_to(mw.reshape(-1, 1, 1) if mw.dim() else mw, (k, 1, 1))
+    outer = mwk * diff.unsqueeze(2) * diff.unsqueeze(1)  # (k, d, d)
+    if covariance_type == "tied":
+        a = (cw - d).clamp_min(0).mean() / 2
+        psi = (cp + outer.sum(0)).unsqueeze(0)  # (1, d, d)
+        cov = covars.unsqueeze(0)
+    else:
+        a = torch.broadcast_to((cw - d).clamp_min(0), (k, 1, 1)).reshape(k) / 2
+        psi = cp + outer  # (k, d, d)
+        cov = covars
+    L = torch.linalg.cholesky(cov)  # (·, d, d)
+    logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    trace = torch.cholesky_solve(torch.broadcast_to(psi, cov.shape), L)
+    return (-a * logdet - trace.diagonal(dim1=-2, dim2=-1).sum(-1) / 2).sum()
 
 
 def covariance_rounding(

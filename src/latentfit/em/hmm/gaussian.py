@@ -662,6 +662,28 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         lifted = torch.diag_embed(torch.maximum(covars.diagonal(dim1=-2, dim2=-1), noise))
         return torch.where(rows.reshape(-1, 1, 1), lifted, covars)
 
+    def _emission_log_prior(self, params):
+        """The normal and inverse-gamma / inverse-Wishart priors whose MAP the M-step computes
+        (:func:`~latentfit.em.hmm.emissions.gaussian_log_prior`; constant in a parameter it
+        does not fit), hmmlearn's defaults included. The M-step is that MAP but where it lifts
+        a covariance: ``min_covar`` added to a full or tied update singular in the model's
+        dtype, a variance lost to rounding raised to that rounding. Either happens only where
+        a state collapses onto (nearly) identical rows, whose log posterior has no maximum, or
+        where offsets exceed the dtype's digits: a fall of the log posterior there is the
+        degenerate component or numerical problem that the driver's warning names, and it is
+        not excused (the full and tied updates' own rounding is, by ``decrease_slack``)."""
+        if "m" not in self.params and "c" not in self.params:
+            return 0.0
+        return E.gaussian_log_prior(
+            params["means"].double(),
+            params["covars"].double(),
+            self.covariance_type,
+            means_prior=self.means_prior,
+            means_weight=self.means_weight,
+            covars_prior=self.covars_prior,
+            covars_weight=self.covars_weight,
+        )
+
     def _set_emission_attributes(self, params):
         self.means_ = params["means"].cpu().numpy()
         self._covars_ = params["covars"].cpu().numpy()
