@@ -45,6 +45,7 @@ __all__ = [
     "gaussian_stats",
     "gmm_far",
     "gmm_log_likelihood",
+    "gmm_log_prior",
     "gmm_mstep",
     "gmm_stats",
     "map_transitions",
@@ -580,6 +581,42 @@ def gmm_priors(
         full(covars_prior, cp_shape),
         full(covars_weight, cw_shape[covariance_type]),
     )
+
+
+def gmm_log_prior(means, covars, covariance_type: str, priors) -> torch.Tensor:
+    """log p(μ, Σ), up to its constant, of the normal-inverse-gamma / normal-inverse-Wishart
+    priors whose MAP :func:`gmm_mstep` computes (hmmlearn's GMMHMM update; the mixture
+    weights' Dirichlet is :func:`dirichlet_log_prior`). ``priors`` as :func:`gmm_priors`
+    gives them, (α, μ₀, λ, Ψ, ν); ``means`` (k, m, d), ``covars`` in hmmlearn's GMMHMM
+    storage. Each component's mean is N(μ₀, Σ/λ) and, read off the update's denominators:
+
+    * diag, per feature: σ² ~ InvGamma(Ψ, ν), −(Ψ + 3/2) log σ² − (ν + λ (μ − μ₀)²/2) / σ²
+      with the normal's ½ log σ²;
+    * spherical: σ² ~ InvGamma(Ψ, ν), −(Ψ + 1 + d/2) log σ² − (ν + λ |μ − μ₀|²/2) / σ²;
+    * full: Σ ~ InvWishart(Ψ, ν), −((ν + d + 2)/2) log|Σ| − ½ tr(Σ⁻¹ (Ψᵀ + λ (μ − μ₀)(μ − μ₀)ᵀ));
+    * tied (one Σ per state for its m components): −((ν + d + 1 + m)/2) log|Σ| −
+      ½ tr(Σ⁻¹ (Ψᵀ + Σ_m λ (μ − μ₀)(μ − μ₀)ᵀ)).
+
+    0 at hmmlearn's defaults except spherical, whose default Ψ = −(m + 2)/2 leaves
+    −((d − m)/2) log σ² per component. A 0-d tensor."""
+    _alpha, mu0, lam, psi, nu = priors
+    _k, m, d = means.shape
+    cm = torch.where((lam > 0).unsqueeze(2), means - mu0, 0.0)  # (k, m, d)
+    if covariance_type == "diag":
+        scale = nu + lam.unsqueeze(2) * cm**2 / 2  # (k, m, d)
+        return (-(psi + 1.5) * covars.log() - scale / covars).sum()
+    if covariance_type == "spherical":
+        scale = nu + lam * (cm**2).sum(2) / 2  # (k, m)
+        return (-(psi + 1 + d / 2) * covars.log() - scale / covars).sum()
+    outer = lam[..., None, None] * cm.unsqueeze(3) * cm.unsqueeze(2)  # (k, m, d, d)
+    if covariance_type == "full":
+        a, scale = (nu + d + 2) / 2, psi.mT + outer  # (k, m), (k, m, d, d)
+    else:
+        a, scale = (nu + d + 1 + m) / 2, psi.mT + outer.sum(1)  # (k,), (k, d, d)
+    L = torch.linalg.cholesky(covars)
+    logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    trace = torch.cholesky_solve(scale, L).diagonal(dim1=-2, dim2=-1).sum(-1)
+    return (-a * logdet - trace / 2).sum()
 
 
 def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: str):

@@ -373,10 +373,34 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             self.n_features = int(np.shape(self.means_)[-1])
 
     def _emission_log_prior(self, params):
-        # the mixture weights' Dirichlet; the means' and covariances' priors are not counted
-        if "w" not in self.params:
-            return 0.0
-        return E.dirichlet_log_prior(params["weights"], self.weights_prior)
+        """The mixture weights' Dirichlet and the means' and covariances' normal-inverse-gamma
+        / -Wishart priors (:func:`~latentfit.em.hmm.emissions.gmm_log_prior`) whose MAP the
+        M-step computes, hmmlearn's defaults included (the spherical default is not flat).
+        As GaussianHMM's, the M-step departs from that MAP only where it lifts a covariance
+        that is singular in the model's dtype, a collapsing component."""
+        total = 0.0
+        if "w" in self.params:
+            total = E.dirichlet_log_prior(params["weights"], self.weights_prior)
+        if "m" in self.params or "c" in self.params:
+            means = params["means"].double()
+            k, m, d = means.shape
+            priors = E.gmm_priors(
+                self.covariance_type,
+                k,
+                m,
+                d,
+                self.weights_prior,
+                self.means_prior,
+                self.means_weight,
+                self.covars_prior,
+                self.covars_weight,
+                torch.float64,
+                means.device,
+            )
+            total = total + E.gmm_log_prior(
+                means, params["covars"].double(), self.covariance_type, priors
+            )
+        return total
 
     def _set_emission_attributes(self, params):
         self.weights_ = params["weights"].cpu().numpy()
