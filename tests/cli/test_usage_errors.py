@@ -15,14 +15,6 @@ from latentfit.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _nothing_runs(tmp_path, monkeypatch):
-    """A usage error stops a command before it runs: it writes nothing."""
-    monkeypatch.chdir(tmp_path)
-    yield
-    assert list(tmp_path.iterdir()) == []
-
-
 def _tree():
     """(words, click command) of every group and command under ``latentfit``."""
     found = []
@@ -88,10 +80,6 @@ def _number_options(command):
     ]
 
 
-def _once_options(command):
-    return [p for p in _options(command) if not (p.multiple or p.count or p.is_eager)]
-
-
 def _having(what):
     """The commands for which ``what(command)`` is not empty: each test is asked only of the
     commands it applies to (a command with no number option has no wrong number to refuse)."""
@@ -101,7 +89,6 @@ def _having(what):
 LONG = _having(_long_names)
 NUMBERS = _having(_number_options)
 REQUIRING = _having(lambda c: [p for p in c.params if p.required])
-ONCE = _having(_once_options)
 ARGUING = _having(lambda c: [p for p in c.params if p.param_type_name == "argument"])
 OPTIONED = _having(lambda c: [p for p in _options(c) if not p.is_eager])
 
@@ -218,43 +205,6 @@ def test_the_examples_of_the_report():
     assert _refused(["fit", "gmn"]) == (
         "error: latentfit fit has no command 'gmn': did you mean gmm? (try 'latentfit fit --help')"
     )
-
-
-@pytest.mark.parametrize(("words", "command"), ONCE, ids=_ids(ONCE))
-def test_an_option_given_twice_with_different_values_is_refused(words, command):
-    # click kept the last value (-k 2 -k 3 fitted 3 components); four options of each
-    # command, spread over its list, keep the test short
-    from latentfit.cli.usage import repeated_option
-
-    once = _once_options(command)
-    for p in once[:: max(1, len(once) // 4)]:
-        if p.is_flag and not p.secondary_opts:
-            continue  # a switch has one value
-        first, second = (
-            ([p.opts[0]], [p.secondary_opts[0]])
-            if p.is_flag
-            else (
-                [p.opts[0], "1"],
-                [f"{p.opts[-1]}=2"] if p.opts[-1][:2] == "--" else [p.opts[-1], "2"],
-            )
-        )
-        line = _refused([*words, *first, *second])
-        shown = f"{' '.join(first)} and {' '.join(second)}"
-        assert (
-            f"{'/'.join(p.opts + p.secondary_opts)} is given twice, as {shown}: give it once"
-            in line
-        ), line
-        # the same value twice is no conflict (asked of the check itself: the command would run)
-        assert repeated_option(command.params, [*first, *first]) is None
-
-
-def test_an_option_that_may_be_repeated_is_not_refused_as_given_twice(tmp_path):
-    res = runner.invoke(
-        app,
-        ["fit", "dist", str(tmp_path / "none.csv"), "-f", "normal", "--prior", "loc=normal:0,1",
-         "--prior", "scale=gamma:2,1"],
-    )  # fmt: skip
-    assert "is given" not in res.output and "no data file" in res.output, res.output
 
 
 @pytest.mark.parametrize(("words", "command"), ARGUING, ids=_ids(ARGUING))

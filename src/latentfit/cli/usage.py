@@ -21,17 +21,10 @@ _click = importlib.import_module(typer.BadParameter.__module__)
 
 
 class UsageCommand(TyperCommand):
-    """A command whose usage errors remember the words typed after its name (``given``), and
-    that refuses an option given twice with different values (click keeps the last)."""
+    """A command whose usage errors remember the words typed after its name (``given``)."""
 
     def parse_args(self, ctx, args):
         with _remembered(ctx, args):
-            if not ctx.resilient_parsing:
-                twice = repeated_option(self.get_params(ctx), args)
-                if twice is not None:
-                    err = _click.UsageError(twice, ctx)
-                    err.words = twice
-                    raise err
             return super().parse_args(ctx, args)
 
 
@@ -73,53 +66,6 @@ class Typer(typer.Typer):
         return super().command(name, cls=cls or UsageCommand, **kwargs)
 
 
-def repeated_option(params, args: list[str]) -> str | None:
-    """The words of an option given more than once with different values (``-k 2 -k 3``:
-    click keeps the last, which the person may not have meant), None if there is none.
-
-    ``params`` are the command's parameters, ``args`` the words typed after its name; the
-    same value twice (``--quiet --quiet``, ``--force --overwrite``) is no conflict. Options
-    that may be repeated (``--prior``) are left alone."""
-    names = {
-        name: p
-        for p in params
-        if p.param_type_name == "option" and not (p.multiple or p.count or p.is_eager)
-        for name in (*p.opts, *p.secondary_opts)
-    }
-    given: dict = {}  # param -> [(value, as typed)]
-    i = 0
-    while i < len(args) and args[i] != "--":
-        word = args[i]
-        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
-        param = names.get(name)
-        if param is None and word[:1] == "-" and word[1:2] != "-" and word[:2] in names:
-            name, value, eq = word[:2], word[2:], "attached"  # -k3
-            param = names[name]
-        i += 1
-        if param is None:
-            continue
-        if param.is_flag:
-            value, typed = name not in param.secondary_opts, name
-        elif eq:
-            typed = word
-        elif i < len(args):
-            value, typed = args[i], f"{name} {args[i]}"
-            i += 1
-        else:
-            continue
-        given.setdefault(param, []).append((value, typed))
-    for param, seen in given.items():
-        if len({v for v, _ in seen}) > 1:
-            typed = [t for _, t in seen]
-            times = "twice" if len(seen) == 2 else f"{len(seen)} times"
-            listed = ", ".join(typed[:-1]) + " and " + typed[-1]
-            return (
-                f"{'/'.join(param.opts + param.secondary_opts)} is given {times}, as {listed}: "
-                "give it once"
-            )
-    return None
-
-
 def command_words(ctx) -> str:
     """The command as a person types it: ``latentfit fit gmm``, whatever the program was called
     as (``python -m latentfit``, a test runner's name)."""
@@ -140,10 +86,8 @@ def usage_words(err) -> str:
         return str(err.format_message())
     command = command_words(ctx)
     given = getattr(err, "given", None) or []
-    words = getattr(err, "words", None)
-    if words is not None:
-        pass
-    elif isinstance(err, _click.NoSuchOption):
+    words = None
+    if isinstance(err, _click.NoSuchOption):
         words = _no_such_option(ctx, err.option_name, given)
     elif isinstance(err, _click.MissingParameter):
         words = _missing(ctx, given)
