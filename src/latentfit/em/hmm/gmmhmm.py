@@ -316,21 +316,8 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
         return E.gmm_stats(Xc, gamma, w, mc, cov, self.covariance_type, direct)
 
     def _emission_mstep(self, params, stats):
-        k, m, d = params["means"].shape
         dt = params["means"].dtype
-        priors = E.gmm_priors(
-            self.covariance_type,
-            k,
-            m,
-            d,
-            self.weights_prior,
-            self.means_prior,
-            self.means_weight,
-            self.covars_prior,
-            self.covars_weight,
-            torch.float64,
-            params["means"].device,
-        )
+        priors = self._priors(params["means"])
         st = {key: v.double() for key, v in stats.items()}
         shift = params["shift"].double() if "shift" in params else None
         means = params["means"].double() if shift is None else params["delta"].double()
@@ -383,24 +370,28 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             total = E.dirichlet_log_prior(params["weights"], self.weights_prior)
         if "m" in self.params or "c" in self.params:
             means = params["means"].double()
-            k, m, d = means.shape
-            priors = E.gmm_priors(
-                self.covariance_type,
-                k,
-                m,
-                d,
-                self.weights_prior,
-                self.means_prior,
-                self.means_weight,
-                self.covars_prior,
-                self.covars_weight,
-                torch.float64,
-                means.device,
-            )
             total = total + E.gmm_log_prior(
-                means, params["covars"].double(), self.covariance_type, priors
+                means, params["covars"].double(), self.covariance_type, self._priors(means)
             )
         return total
+
+    def _priors(self, means):
+        """The settings' priors in float64 for means of shape (k, m, d)
+        (:func:`~latentfit.em.hmm.emissions.gmm_priors`)."""
+        k, m, d = means.shape
+        return E.gmm_priors(
+            self.covariance_type,
+            k,
+            m,
+            d,
+            self.weights_prior,
+            self.means_prior,
+            self.means_weight,
+            self.covars_prior,
+            self.covars_weight,
+            torch.float64,
+            means.device,
+        )
 
     def _set_emission_attributes(self, params):
         self.weights_ = params["weights"].cpu().numpy()
