@@ -575,10 +575,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             old_c,
             params["covars"].double(),
             self.covariance_type,
-            means_prior=self.means_prior,
-            means_weight=self.means_weight,
-            covars_prior=self.covars_prior,
-            covars_weight=self.covars_weight,
+            **self._gaussian_priors(),
             update_means="m" in self.params,
             update_covars="c" in self.params,
         )
@@ -678,11 +675,18 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             params["means"].double(),
             params["covars"].double(),
             self.covariance_type,
-            means_prior=self.means_prior,
-            means_weight=self.means_weight,
-            covars_prior=self.covars_prior,
-            covars_weight=self.covars_weight,
+            **self._gaussian_priors(),
         )
+
+    def _gaussian_priors(self) -> dict:
+        """The means' and covariances' prior settings, as the M-step and its log prior take
+        them."""
+        return {
+            "means_prior": self.means_prior,
+            "means_weight": self.means_weight,
+            "covars_prior": self.covars_prior,
+            "covars_weight": self.covars_weight,
+        }
 
     def _set_emission_attributes(self, params):
         self.means_ = params["means"].cpu().numpy()
