@@ -240,3 +240,54 @@ def test_the_saddle_warning_and_the_icl_refusal_name_options(files):
     said = _said(["select", "fa", "tied.csv", "-k", "1-2", "--criterion", "icl"], code=2)
     assert "--criterion icl needs a model of discrete latent classes" in said
     assert "criterion=" not in said
+
+
+def test_scoring_short_sequences_is_not_told_to_lower_a_fitted_models_order(files):
+    """score with a fitted AR-HMM on a one-row file said "... or lower order (order is a
+    setting of the Python API: this command has no option for it)": a fitted model's order is
+    fixed, so the remedy is the sequences alone."""
+    rng = np.random.default_rng(0)
+    np.savetxt("s.csv", rng.normal(size=(60, 2)).cumsum(0), delimiter=",", header="a,b",
+               comments="")  # fmt: skip
+    np.savetxt("one.csv", rng.normal(size=(1, 2)), delimiter=",", header="a,b", comments="")
+    _said(["fit", "arhmm", "s.csv", "-k", "2", "--out", "ar.safetensors", "--quiet"])
+    text = _said(["score", "ar.safetensors", "one.csv"], code=2)
+    assert "an AutoregressiveHMM of order 1 needs at least 2 per sequence" in text, text
+    assert text.endswith("Join or drop the short sequences"), text
+    assert "order" not in text.split("sequences")[-1] and " has no option " not in text, text
+
+
+def test_fit_bgmm_on_rows_in_a_subspace_names_the_options_it_has(files):
+    """Two rows in two columns: the default prior covariance is singular. The remedy said
+    "(with positive sample_weight)" and "pass covariance_prior", which the command cannot
+    set, and added that it has no option for them."""
+    np.savetxt("two.csv", [[0.99, 0.64], [4.15, -0.18]], delimiter=",", header="a,b",
+               comments="")  # fmt: skip
+    text = _said(["fit", "bgmm", "two.csv", "-k", "1", "--quiet"], code=2)
+    assert "error: the rows of two.csv lie in a lower-dimensional subspace" in text, text
+    assert "use --covariance diag, or drop the redundant columns" in text, text
+    for python in ("sample_weight", "covariance_prior", " has no option "):
+        assert python not in text, text
+
+
+def test_fit_dist_names_the_cov_option_a_covariance_is_refused_by(files):
+    """fit dist --family mvn --cov expected said "cov_type='expected' is not available"."""
+    np.savetxt("mv.csv", [[0.73], [0.09]], delimiter=",", header="a", comments="")
+    text = _said(["fit", "dist", "mv.csv", "--family", "mvn", "--cov", "expected"], code=2)
+    assert "error: --cov expected is not available" in text, text
+    assert not _PYTHON_ONLY.search(text), text
+
+
+def test_select_names_neither_numpy_nor_a_setting_it_cannot_set(files):
+    """select categorical on a sparse code said "(numpy.unique(column, return_inverse=True))
+    or pass n_categories"; select gmm on two rows said "its likelihood is reg_covar's" and
+    added that the command has no option for reg_covar."""
+    np.savetxt("cat.csv", [[12000000], [1]], delimiter=",", header="a", comments="", fmt="%d")
+    text = _said(["select", "categorical", "cat.csv", "-k", "1-2"], code=2)
+    assert "Recode the column as 0..c-1 (each category as its index among the column's" in text
+    assert "numpy" not in text and " has no option " not in text, text
+    assert not _PYTHON_ONLY.search(text), text
+    np.savetxt("g.csv", [[0.5], [1.5]], delimiter=",", header="a", comments="")
+    text = _said(["select", "gmm", "g.csv", "-k", "1-2"], code=2)
+    assert "so its likelihood is the variance floor's, not the data's" in text, text
+    assert "reg_covar" not in text and " has no option " not in text, text

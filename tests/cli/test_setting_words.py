@@ -67,10 +67,13 @@ def files(tmp_path, monkeypatch):
             2,
             ["error: --covariance must be one of ('full', 'tied', 'diag', 'spherical')"],
         ),
-        (  # "AutoregressiveHMM(order=3) needs at least 4 per sequence ... or lower order"
+        (  # "an AutoregressiveHMM of order 3 needs at least 4 per sequence ... or lower order"
             ["fit", "arhmm", "seq.csv", "-k", "2", "--order", "3", "--lengths", "short.txt"],
             2,
-            ["has 2 row(s); --order 3 needs at least 4 per sequence", "or lower --order"],
+            [
+                "has 2 row(s); an AutoregressiveHMM of order 3 needs at least 4 per sequence",
+                "or lower --order",
+            ],
         ),
         (  # "lengths sum to 121 but X has 120 rows: lengths must give ..."
             ["fit", "hmm", "seq.csv", "-k", "2", "--lengths", "long.txt"],
@@ -123,10 +126,9 @@ def test_a_setting_the_command_has_no_option_for_is_said_to_be_set_in_python(fil
 
 def test_bgmm_names_its_options_and_its_python_only_settings(files):
     text = _said(["fit", "bgmm", "square.csv", "-k", "1", "--quiet"], code=2)
-    assert "is singular for --covariance full; pass covariance_prior, use --covariance diag" in (
-        text
-    ), text
-    assert "(covariance_prior and sample_weight are settings of the Python API" in text, text
+    # the command takes neither weights nor a prior covariance: its remedies are its options
+    assert "is singular for --covariance full; use --covariance diag, or drop the" in text, text
+    assert "covariance_prior" not in text and "sample_weight" not in text, text
     assert not _PYTHON_NAMES.search(text), text
 
 

@@ -231,6 +231,16 @@ def cli_words(
         r"raise --max-work to \1 or more (inf: none)",
         text,
     )
+    # a file's sparse category codes are recoded in the file; no command takes the count
+    text = re.sub(
+        r" \(numpy\.unique\((?:column|data), return_inverse=True\)\) or pass \w+",
+        " (each category as its index among the column's distinct values)",
+        text,
+    )
+    # select's too-small data: the floor is a fixed setting there, named by what it does
+    text = re.sub(
+        r"likelihood is (?:reg_covar|min_covar)'s", "likelihood is the variance floor's", text
+    )
     # select's held-out folds: the criterion is an option; the models' priors are not
     text = text.replace("(criterion='bic', 'aic' or 'icl')", "(--criterion bic, aic or icl)")
     text = re.sub(
@@ -242,6 +252,14 @@ def cli_words(
         .replace("try other init= values", "try other --init values")
         .replace("a larger max_iter", "a larger --max-iter")
         .replace("add a prior (fit_map)", "add a --prior")
+        # fit bgmm's default prior covariance: the command takes neither weights nor a prior
+        # covariance, so its remedies are the covariance type and the columns
+        .replace(" (with positive sample_weight) ", " ")
+        .replace(
+            "the default covariance_prior (the covariance", "the prior's covariance (the covariance"
+        )
+        .replace("; pass covariance_prior, use ", "; use ")
+        .replace(" or pass covariance_prior", "")
         .replace("add a prior on it (fit_map; --prior on the command line)", "add a --prior on it")
         .replace("run num_chains >= 2", "run --chains 2 or more")
         .replace("fewer warm-up iterations (num_warmup) or chains", "a smaller --warmup")
@@ -284,6 +302,7 @@ _SETTING_PARAMS = {
     "n_init": ("n_init",),
     "random_state": ("seed",),
     "covariance_type": ("covariance",),
+    "cov_type": ("cov",),
     "lengths": ("lengths",),
     "n_mix": ("n_mix",),
     "max_duration": ("max_duration",),

@@ -263,7 +263,7 @@ def test_bad_input_names_the_problem():
         AutoregressiveHMM(2, order=0).fit(X)
     with pytest.raises(ParameterError, match="order must be a positive integer"):
         AutoregressiveHMM(2, order=1.5).fit(X)
-    with pytest.raises(DataError, match=r"sequence 1 has 2 row\(s\).*order=2.*at least 3"):
+    with pytest.raises(DataError, match=r"sequence 1 has 2 row\(s\).*of order 2 needs at least 3"):
         AutoregressiveHMM(2, order=2).fit(X, [10, 2, 8])
     with pytest.raises(ParameterError, match="ridge must be a finite number >= 0"):
         AutoregressiveHMM(2, ridge=-1.0).fit(X)

@@ -378,16 +378,18 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         ):
             raise ParameterError(f"ridge must be a finite number >= 0, got {r!r}")
 
-    def _lengths(self, lengths, n: int) -> list[int]:
+    def _lengths(self, lengths, n: int, fitting: bool = True) -> list[int]:
+        """The checked sequence lengths; each must exceed ``order``. Lowering ``order`` is
+        advice for a fit only: a fitted model's order is fixed (``fitting=False``)."""
         lengths = _check_lengths(lengths, n)
         short = [i for i, m in enumerate(lengths) if m <= self.order]
         if short:
             i = short[0]
             raise DataError(
-                f"sequence {i} has {lengths[i]} row(s); AutoregressiveHMM(order={self.order}) "
-                f"needs at least {self.order + 1} per sequence (the first {self.order} are the "
-                "conditioning values of the lags). Join or drop the short sequences, or lower "
-                "order"
+                f"sequence {i} has {lengths[i]} row(s); an AutoregressiveHMM of order "
+                f"{self.order} needs at least {self.order + 1} per sequence (the first {self.order} are the "
+                "conditioning values of the lags). Join or drop the short sequences"
+                + (", or lower order" if fitting else "")
             )
         return lengths
 
@@ -414,7 +416,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         params = self._given_params()
         check_feature_names(self, X, reset=False)
         X = self._checked_X(X, fitting=False)
-        lengths = self._lengths(lengths, X.shape[0])
+        lengths = self._lengths(lengths, X.shape[0], fitting=False)
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         D = self._design(X, lengths)
         # the residuals about every state's centre, as in a fit: about the origin, those of
