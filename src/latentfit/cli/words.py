@@ -237,6 +237,14 @@ def cli_words(
         " (each category as its index among the column's distinct values)",
         text,
     )
+    # an HMM's variance at its floor: the floor is set in Python only, named by what it is;
+    # the fitted attribute that lists the states is Python's too
+    text = re.sub(
+        r"at the (?:covars_prior/min_covar|min_covar|covars_prior) floor",
+        "at the variance floor",
+        text,
+    )
+    text = text.replace(" The fitted model lists them in degenerate_components_.", "")
     # select's too-small data: the floor is a fixed setting there, named by what it does
     text = re.sub(
         r"likelihood is (?:reg_covar|min_covar)'s", "likelihood is the variance floor's", text
