@@ -79,7 +79,7 @@ ESTIMATORS = {
         lambda rs: lf.VariationalCategoricalHMM(2, n_iter=1, random_state=rs),
         CODES,
     ),
-    "GaussianHSMM": (lambda rs: lf.GaussianHSMM(2, max_duration=4, n_iter=1, random_state=rs), X),
+    "GaussianHSMM": (lambda rs: lf.GaussianHSMM(3, max_duration=4, n_iter=1, random_state=rs), X),
     "CategoricalHSMM": (
         lambda rs: lf.CategoricalHSMM(2, max_duration=4, n_iter=1, random_state=rs),
         CODES,
@@ -427,7 +427,7 @@ def _select(random_state) -> bytes:
 def _sequence_folds(random_state) -> bytes:
     from latentfit.select import sequence_folds
 
-    folds, _ = sequence_folds([5] * 10, 3, random_state=random_state)
+    folds, _ = sequence_folds([5] * 40, 3, random_state=random_state)
     return b"".join(f.test.tobytes() for f in folds)
 
 
