@@ -599,3 +599,12 @@ def test_saving_a_model_fitted_from_an_instance_names_random_state(tmp_path, mon
     model.set_params(random_state=None)
     lf.save(model, "m.lf")
     assert lf.load("m.lf").random_state is None
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_a_torch_generator_on_any_device_seeds_a_fit(device):
+    # a CUDA torch.Generator drew its seed with torch.randint on the CPU: torch's RuntimeError
+    # "Expected a 'cpu' device type for generator but found 'cuda'"
+    first = _fit("GaussianMixture", torch.Generator(device=device).manual_seed(3))
+    assert _fit("GaussianMixture", torch.Generator(device=device).manual_seed(3)) == first
+    assert _fit("GaussianMixture", torch.Generator(device=device).manual_seed(4)) != first

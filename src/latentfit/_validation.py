@@ -171,7 +171,11 @@ def make_generator(random_state, device=None, name: str = "random_state") -> tor
     elif isinstance(random_state, np.random.Generator):
         seed = int(random_state.integers(0, 2**31 - 1))
     elif isinstance(random_state, torch.Generator):
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=random_state).item())
+        seed = int(
+            torch.randint(
+                0, 2**31 - 1, (1,), generator=random_state, device=random_state.device
+            ).item()
+        )  # drawn on the generator's own device: a CUDA generator cannot draw a CPU tensor
     else:
         raise ParameterError(
             f"{name} must be None, an int seed from 0 to 2**32 - 1, a numpy RandomState or "
