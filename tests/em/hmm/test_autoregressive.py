@@ -727,3 +727,18 @@ def test_scores_of_data_far_from_the_origin_equal_those_of_the_same_data_near_it
     moved = fits[0].intercepts_ + c - fits[1].coefs_[:, 0] @ c
     spacing = np.spacing(np.abs(c).max().astype(dtype))  # the intercepts' own rounding
     np.testing.assert_allclose(fits[1].intercepts_, moved, atol=spacing)
+
+
+def test_partial_fit_advises_a_lower_order_only_before_the_order_is_fixed():
+    # a short sequence in a later partial_fit call was refused with "..., or lower order",
+    # which the running fit cannot take: its coefficients are those of its order
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    model = AutoregressiveHMM(2, order=3, random_state=0)
+    with pytest.raises(DataError, match=r"short sequences, or lower order$"):
+        model.partial_fit(X[:22], [2, 20])  # the first call: the order is still a choice
+    model.partial_fit(X[:20])
+    with pytest.raises(DataError, match=r"Join or drop the short sequences$"):
+        model.partial_fit(X[20:32], [2, 10], new_sequence=True)
+    fitted = AutoregressiveHMM(2, order=3, random_state=0, n_iter=50).fit(X)
+    with pytest.raises(DataError, match=r"Join or drop the short sequences$"):
+        fitted.partial_fit(X[:22], [2, 20])  # a warm start keeps the fitted order

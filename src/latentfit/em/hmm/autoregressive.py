@@ -521,7 +521,9 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
                 f"sequence {i} of this partial_fit call has {complete[i]} row(s){carried}; "
                 f"AutoregressiveHMM(order={p}) needs at least {p + 1} per sequence (the first "
                 f"{p} are the conditioning values of the lags). Join or drop the short "
-                "sequences, or lower order"
+                "sequences"
+                # the order is the fitted model's once a fit or a partial_fit call has run
+                + (", or lower order" if carry is None and not hasattr(self, "coefs_") else "")
             )
 
     def _online_emission_stats(self, params, X, W):
