@@ -166,7 +166,7 @@ def test_a_warning_names_the_data_file_and_the_options_as_errors_do(
 
 def test_fit_bgmm_shows_the_warnings_of_its_fit(tmp_path, monkeypatch):
     """fit bgmm records the fit's warnings to tell restarts that did not converge; the others
-    (here: a column whose variance is below reg_covar, which fit bgmm has no option for) are
+    (here: a column whose variance is below --reg-covar, which it names as its option) are
     shown as every command shows them, not dropped with the record."""
     import numpy as np
     from typer.testing import CliRunner
@@ -179,12 +179,14 @@ def test_fit_bgmm_shows_the_warnings_of_its_fit(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert (
-        "warning: BayesianGaussianMixture: reg_covar=1e-06 is 95.1 times the variance of "
+        "warning: BayesianGaussianMixture: --reg-covar 1e-06 is 95.1 times the variance of "
         "column 1 of x.csv (1.05e-08)"
     ) in text, text
-    assert "(reg_covar is a setting of the Python API: this command has no option for it)" in (
-        text
-    ), text
+    assert "pass a smaller --reg-covar (below 1.05e-10)" in text, text  # an option it has
+    res = CliRunner().invoke(
+        app, ["fit", "bgmm", "x.csv", "-k", "3", "--quiet", "--reg-covar", "1e-12"]
+    )
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
     assert "did not converge" not in text  # the restarts' record, said as "NOT converged"
 
 

@@ -66,6 +66,13 @@ def fit_bgmm(
     tol: float = typer.Option(
         1e-3, help="Stop when the lower bound changes less than this.", callback=finite_number
     ),
+    reg_covar: float = typer.Option(
+        1e-6,
+        "--reg-covar",
+        min=0.0,
+        help="Added to the diagonal of every covariance: keeps them positive definite.",
+        callback=finite_number,
+    ),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     active: float = typer.Option(
         0.01,
@@ -111,6 +118,7 @@ def fit_bgmm(
         n_init=n_init,
         max_iter=max_iter,
         tol=tol,
+        reg_covar=reg_covar,
         init_params=init,
         random_state=seed,
         verbose=0 if quiet else 1,
