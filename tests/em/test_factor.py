@@ -881,6 +881,8 @@ def test_factor_analysis_stopped_on_a_saddle_says_so():
     with pytest.warns(ConvergenceWarning, match=r"2 of the 2 factors carry almost no variance"):
         model = FactorAnalysis(2, init="random", random_state=0, noise_variance_init=[1e6] * 6)
         model.fit(X)
+    with pytest.warns(ConvergenceWarning, match=r"magnitude, or a large noise_variance_init\."):
+        FactorAnalysis(2, init="random", random_state=0, noise_variance_init=[1e6] * 6).fit(X)
     assert not model.converged_ and model.score(X) < ref - 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)

@@ -201,7 +201,14 @@ class _LinearGaussian(
             f"{growth:.3g} times larger, while the log-likelihood changes by less than tol. A "
             "start whose noise variance lies far above the data's variance along a factor "
             "does this: a random start when the columns' variances differ by orders of "
-            f"magnitude{spread}, or a large noise_variance_init. Use init='pca' (the "
+            f"magnitude{spread}"
+            # named only where it was given: the command line has no option for it
+            + (
+                ", or a large noise_variance_init"
+                if getattr(self, "noise_variance_init", None) is not None
+                else ""
+            )
+            + ". Use init='pca' (the "
             "closed-form start), or standardise the columns (divide each by its standard "
             "deviation)",
             ConvergenceWarning,
