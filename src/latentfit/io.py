@@ -296,6 +296,9 @@ _FIELD_CHECKS = {
         isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
     ),
     "float_lists": lambda v: isinstance(v, list) and all(_FIELD_CHECKS["floats"](x) for x in v),
+    "int_pairs": lambda v: (
+        isinstance(v, list) and all(_FIELD_CHECKS["ints"](x) and len(x) == 2 for x in v)
+    ),
     "strs": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
 _FIELD_WORDS = {
@@ -312,6 +315,7 @@ _FIELD_WORDS = {
     "floats": "a list of numbers",
     "ints": "a list of integers",
     "float_lists": "a list of lists of numbers",
+    "int_pairs": "a list of pairs of integers",
     "strs": "a list of strings",
 }
 

@@ -125,6 +125,30 @@ def test_a_floor_the_command_has_no_option_for_is_named_by_what_it_is(files):
     assert not _PYTHON_NAMES.search(text), text
 
 
+@pytest.mark.parametrize("covariance", ["full", "diag", "spherical", "tied"])
+def test_a_collapsed_mixture_component_of_fit_hmm_gmm_is_said_in_the_commands_words(
+    files, covariance
+):
+    """fit hmm --emission gmm said nothing of a mixture component on the five tied rows of
+    tied.csv; its warning names the state, the component and the rows, the variance floor by
+    what it is, and the remedies by the options (--n-mix, -k, --seed, --n-init)."""
+    args = ["fit", "hmm", "tied.csv", "-k", "2", "--emission", "gmm", "--n-mix", "2"]
+    text = _said([*args, "--covariance", covariance, "--quiet"])
+    assert re.search(
+        r"warning: GMMHMM: state \d, mixture component \d \(on 5 row\(s\): 30, 31, 32, 33, 34\)"
+        r" has its variance( in feature \d)? at the variance floor",
+        text,
+    ), text
+    remedy = (
+        "Try fewer mixture components per state (--n-mix) or states (-k), another --seed or "
+        "more --n-init, or jitter/remove the tied values."
+    )
+    assert remedy in text, text
+    for python in ("min_covar", "n_mix", "n_components", "degenerate_components_", "Python API"):
+        assert python not in text, text
+    assert not _PYTHON_NAMES.search(text), text
+
+
 def test_bgmm_names_its_options_and_its_python_only_settings(files):
     text = _said(["fit", "bgmm", "square.csv", "-k", "1", "--quiet"], code=2)
     # the command takes neither weights nor a prior covariance: its remedies are its options

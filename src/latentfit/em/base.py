@@ -47,7 +47,7 @@ from latentfit.errors import (
     ParameterError,
     user_stacklevel,
 )
-from latentfit.io import Stored, check_fields, check_stored_tensors
+from latentfit.io import Stored, check_fields, check_stored_tensors, declared_fields
 from latentfit.io import save as _save
 
 __all__ = [
@@ -88,7 +88,9 @@ RUN_RECORD: dict[str, str] = {
 
 
 def run_record(model, names) -> dict:
-    """The attributes ``names`` of :data:`RUN_RECORD` that ``model`` has, as JSON values."""
+    """The attributes ``names`` of :data:`RUN_RECORD` that ``model`` has, as JSON values (of
+    the kind the model's class declares for them, if it declares its own)."""
+    kinds = {**RUN_RECORD, **declared_fields(type(model))}
     plain = {
         "bool": bool,
         "count": int,
@@ -96,8 +98,9 @@ def run_record(model, names) -> dict:
         "floats": lambda v: [float(x) for x in v],
         "float_lists": lambda v: [[float(x) for x in row] for row in v],
         "ints": lambda v: [int(x) for x in v],
+        "int_pairs": lambda v: [[int(a), int(b)] for a, b in v],
     }
-    return {n: plain[RUN_RECORD[n]](getattr(model, n)) for n in names if hasattr(model, n)}
+    return {n: plain[kinds[n]](getattr(model, n)) for n in names if hasattr(model, n)}
 
 
 class EMEstimator:

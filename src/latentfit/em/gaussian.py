@@ -880,16 +880,22 @@ def degenerate_components(
 
 def describe_degenerate(
     model: str,
-    found: dict[int, int | None],
+    found: dict,
     rows: dict[int, list[int]] | None,
     floor_name: str,
-    noun: str = "component",
+    noun: str | tuple[str, ...] = "component",
+    fewer: str = "fewer components",
 ) -> str:
-    """The DegenerateComponentWarning message: which component, on which rows, what to try."""
+    """The DegenerateComponentWarning message: which component, on which rows, what to try.
+    A key of ``found`` may be a tuple (a GMMHMM's (state, mixture component)), named by as
+    many nouns; ``fewer`` is the first remedy."""
+    nouns = (noun,) if isinstance(noun, str) else noun
     parts = []
     for k, j in sorted(found.items()):
         where = f" in feature {j}" if j is not None else ""
-        text = f"{noun} {k}"
+        text = ", ".join(
+            f"{a} {i}" for a, i in zip(nouns, k if isinstance(k, tuple) else (k,), strict=True)
+        )
         if rows is not None:
             r = rows.get(k, [])
             shown = ", ".join(str(i) for i in r[:10]) + (", ..." if len(r) > 10 else "")
@@ -898,7 +904,7 @@ def describe_degenerate(
     return (
         f"{model}: " + "; ".join(parts) + ". Its points are (nearly) identical there, so its "
         "likelihood is not a real fit and BIC/AIC favour it spuriously (mclust reports such "
-        "models as NA; select_model does too). Try fewer components, another random_state or "
+        f"models as NA; select_model does too). Try {fewer}, another random_state or "
         "more n_init, or jitter/remove the tied values. The fitted model lists them in "
         "degenerate_components_."
     )

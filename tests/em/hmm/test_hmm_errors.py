@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
+import latentfit
 from latentfit import (
     GMMHMM,
     AutoregressiveHMM,
@@ -318,6 +319,57 @@ def test_a_collapse_in_the_fit_names_the_hmms_own_remedy():
     assert "covars_prior/min_covar" in text and "reg_covar" not in text
     state = int(np.argmin(np.abs(m.means_ - 1e4).sum(1)))
     np.testing.assert_allclose(np.diag(m.covars_[state]), [0.01 / 200] * 2, rtol=1e-5)
+
+
+#: 30 rows about the origin and 5 identical rows at (9, 9): the mixture component of a GMMHMM
+#: that takes the five sits on one point
+_TIED_ROWS = np.r_[np.random.default_rng(0).normal(0, 1, (30, 2)), np.full((5, 2), 9.0)]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+def test_a_gmmhmm_component_on_tied_rows_is_named_by_state_component_and_rows(
+    covariance_type, tmp_path, monkeypatch
+):
+    """A mixture component on the five rows (9, 9) had its variance lifted to min_covar and
+    the fit said nothing (an EMMonotonicityWarning at most), where GaussianHMM, GaussianHSMM
+    and GaussianMixture warn: the warning names the state, the mixture component and its
+    rows, and degenerate_components_ lists (state, component), in the model file too."""
+    monkeypatch.chdir(tmp_path)
+    m = GMMHMM(2, n_mix=2, covariance_type=covariance_type, random_state=0)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        m.fit(_TIED_ROWS)
+    said = [str(w.message) for w in rec if w.category is DegenerateComponentWarning]
+    assert len(said) == 1, [str(w.message) for w in rec]
+    assert m.degenerate_components_, said
+    for s, c in m.degenerate_components_:
+        # independently: the component is the point (9, 9), with nothing of the data's spread
+        np.testing.assert_allclose(m.means_[s, c], [9.0, 9.0], atol=1e-6)
+        assert (
+            f"state {s}, mixture component {c} (on 5 row(s): 30, 31, 32, 33, 34) has its "
+            "variance" in said[0]
+        )
+    assert "at the min_covar floor" in said[0], said[0]
+    assert "Try fewer mixture components per state (n_mix) or states" in said[0], said[0]
+    m.save("m.lf")
+    assert latentfit.load("m.lf").degenerate_components_ == m.degenerate_components_
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+def test_a_gmmhmm_of_two_clusters_per_state_is_not_called_degenerate(covariance_type):
+    """Each state two well separated clusters of unit spread: no component is degenerate."""
+    rng = np.random.default_rng(1)
+    centres = np.array([[0.0, 0.0], [0.0, 8.0], [30.0, 0.0], [30.0, 8.0]])
+    runs = [centres[2 * (i % 2) + rng.integers(2, size=25)] for i in range(8)]  # state i % 2
+    data = np.concatenate(runs) + rng.normal(size=(200, 2))
+    m = GMMHMM(2, n_mix=2, covariance_type=covariance_type, n_iter=50, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        m.fit(data)
+    assert m.degenerate_components_ == []
+    # the fit found the four clusters (not a collapse that went unnoticed)
+    found = m.means_.reshape(-1, 2)
+    assert np.abs(found[:, None] - centres).sum(2).min(0).max() < 0.5
 
 
 # ---------------------------------------------------------------------- priors and hand-set

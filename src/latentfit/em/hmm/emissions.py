@@ -19,9 +19,11 @@ import torch
 
 from latentfit._validation import first_nonfinite
 from latentfit.em.gaussian import (
+    degenerate_components,
     direct_log_prob,
     far_components,
     log_gaussian_prob,
+    mixture_covariance,
     precision_cholesky,
 )
 from latentfit.em.hmm.inference import posterior as inference
@@ -43,10 +45,12 @@ __all__ = [
     "gaussian_log_likelihood",
     "gaussian_log_prior",
     "gaussian_stats",
+    "gmm_degenerate",
     "gmm_far",
     "gmm_log_likelihood",
     "gmm_log_prior",
     "gmm_mstep",
+    "gmm_scatter",
     "gmm_stats",
     "map_transitions",
     "multinomial_sample",
@@ -619,6 +623,56 @@ def gmm_log_prior(means, covars, covariance_type: str, priors) -> torch.Tensor:
     return (-a * logdet - trace / 2).sum()
 
 
+def gmm_scatter(stats, delta, covariance_type) -> torch.Tensor:
+    """Σ γ r (x − μ')(x − μ')ᵀ of every mixture component about its updated mean
+    μ' = μ + ``delta`` (k, m, d), from :func:`gmm_stats` about μ: (k, m, d, d) full/tied,
+    the diagonal (k, m, d) diag/spherical. What the data give the covariance update of
+    :func:`gmm_mstep`, before its priors."""
+    n, s1, s2 = stats["n"], stats["s1"], stats["s2"]
+    if covariance_type in ("full", "tied"):
+        return (
+            s2
+            - s1.unsqueeze(3) * delta.unsqueeze(2)
+            - delta.unsqueeze(3) * s1.unsqueeze(2)
+            + n[..., None, None] * delta.unsqueeze(3) * delta.unsqueeze(2)
+        )
+    return s2 - 2 * s1 * delta + n.unsqueeze(2) * delta**2  # (k, m, d)
+
+
+def gmm_degenerate(
+    scatter, n, means, covariance_type: str, floor: float
+) -> dict[tuple[int, int], int | None]:
+    """The mixture components that sit on a handful of (near-)identical rows:
+    {(state, component): feature}, :func:`~latentfit.em.gaussian.degenerate_components` over
+    the k·m components of all the states, against the covariance of the data they hold.
+
+    ``scatter`` as :func:`gmm_scatter` gives it, ``n`` (k, m) the components' masses Σ γ r,
+    ``means`` (k, m, d) about any point, ``floor`` what the update adds to a variance
+    (``min_covar`` and the prior's scale). Only components holding at least half a row are
+    judged: an empty one has no variance to speak of. Tied: a state whose pooled
+    within-component scatter is degenerate has all its components on (nearly) one point
+    each, and every component of it that holds data is listed."""
+    k, m, d = means.shape
+    scatter, n, means = scatter.double(), n.double(), means.double()
+    matrix = covariance_type in ("full", "tied")
+    mass = n.clamp_min(torch.finfo(torch.float64).tiny)
+    var = scatter / (mass[..., None, None] if matrix else mass.unsqueeze(2))  # per component
+    # the covariance of the data, unregularised: the mixture of all k·m components
+    data_cov = mixture_covariance(
+        n.flatten(), means.reshape(k * m, d), var.flatten(0, 1), "full" if matrix else "diag"
+    )
+    held = n >= 0.5  # (k, m)
+    if covariance_type == "tied":
+        post = n.sum(1).clamp_min(torch.finfo(torch.float64).tiny)
+        pooled = scatter.sum(1) / post[:, None, None]  # (k, d, d)
+        states = degenerate_components(pooled, "full", data_cov, floor)
+        return {(s, c): j for s, j in states.items() for c in range(m) if held[s, c]}
+    if covariance_type == "spherical":
+        var = var.mean(2)  # (k, m)
+    found = degenerate_components(var.flatten(0, 1), covariance_type, data_cov, floor)
+    return {divmod(i, m): j for i, j in found.items() if held.flatten()[i]}
+
+
 def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: str):
     """hmmlearn's GMMHMM M-step, with the scatter taken about the *new* means (exact EM).
     ``update`` holds the letters w, m, c. Returns (weights, means, covars, unvisited)."""
@@ -647,15 +701,9 @@ def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: st
         delta = new_means - means
         means = new_means
     if "c" in update:
-        s2 = stats["s2"]
+        sc = gmm_scatter(stats, delta, covariance_type)
         cm = means - mu0
         if covariance_type in ("full", "tied"):
-            sc = (
-                s2
-                - s1.unsqueeze(3) * delta.unsqueeze(2)
-                - delta.unsqueeze(3) * s1.unsqueeze(2)
-                + n[..., None, None] * delta.unsqueeze(3) * delta.unsqueeze(2)
-            )
             dots = lam[..., None, None] * cm.unsqueeze(3) * cm.unsqueeze(2)
             if covariance_type == "full":
                 c_n = psi.mT + dots + sc
@@ -664,7 +712,6 @@ def gmm_mstep(stats, weights, means, covars, covariance_type, priors, update: st
                 c_n = psi.mT + dots.sum(1) + sc.sum(1)
                 c_d = (post + m + nu + d + 1)[:, None, None]
         else:
-            sc = s2 - 2 * s1 * delta + n.unsqueeze(2) * delta**2  # (k, m, d)
             if covariance_type == "diag":
                 c_n = lam.unsqueeze(2) * cm**2 + 2 * nu + sc
                 c_d = n.unsqueeze(2) + 1 + 2 * (psi + 1)

@@ -194,6 +194,41 @@ class _ContinuousHMM(BaseHMM):
             )
         return X
 
+    # ---------------------------------------------------------------- degenerate emissions
+    def _store_result(self, result, *, restarts: bool = True):
+        super()._store_result(result, restarts=restarts)
+        found = self._find_degenerate(result.params)
+        self.degenerate_components_ = sorted(found)
+        self._degenerate_found = found
+
+    def _find_degenerate(self, params) -> dict:
+        """The emissions (states, or a state's mixture components) collapsed onto (near-)
+        identical values in the final M-step's ``params``: {which: feature or None}."""
+        return {}
+
+    def _after_fit(self, fit, result, X, lengths=None, y=None, **options) -> None:
+        """After Baum-Welch, ``degenerate_components_`` lists the emissions whose variance
+        collapsed onto (near-)identical values (a
+        :class:`~latentfit.errors.DegenerateComponentWarning` names them and, when the data
+        is in memory, their rows)."""
+        found = self.__dict__.pop("_degenerate_found", {})
+        if found:
+            rows = None if is_source(X) else self._degenerate_rows(found, X, lengths, y)
+            warnings.warn(
+                self._describe_degenerate(found, rows),
+                DegenerateComponentWarning,
+                stacklevel=user_stacklevel(),
+            )
+
+    def _degenerate_rows(self, found, X, lengths, y) -> dict:
+        """The rows decoded in each state of ``found``."""
+        state = self.predict(X, lengths, y=y)
+        return {k: np.flatnonzero(state == k).tolist() for k in found}
+
+    def _describe_degenerate(self, found, rows) -> str:
+        floor = "covars_prior/min_covar"
+        return describe_degenerate(type(self).__name__, found, rows, floor, "state")
+
 
 def _normal_prior_specs(model, d: int | None) -> dict[str, Prior]:
     """GaussianHMM's emission priors (hmmlearn's): normal means of any sign (k, d) with a
@@ -693,40 +728,22 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         self._covars_ = params["covars"].cpu().numpy()
         self.n_features = self.means_.shape[1]
 
-    def _after_fit(self, fit, result, X, lengths=None, y=None, **options) -> None:
-        """After Baum-Welch, ``degenerate_components_`` lists the states whose variance
-        collapsed onto (near-)identical values (a
-        :class:`~latentfit.errors.DegenerateComponentWarning` names them and their rows)."""
-        found = self.__dict__.pop("_degenerate_found", {})
-        if found:
-            rows = None
-            if not is_source(X):
-                state = self.predict(X, lengths, y=y)
-                rows = {k: np.flatnonzero(state == k).tolist() for k in found}
-            floor = "covars_prior/min_covar"
-            warnings.warn(
-                describe_degenerate(type(self).__name__, found, rows, floor, "state"),
-                DegenerateComponentWarning,
-                stacklevel=user_stacklevel(),
-            )
-
-    def _store_result(self, result, *, restarts: bool = True):
-        super()._store_result(result, restarts=restarts)
-        p, ct = result.params, self.covariance_type
-        found = {}
-        if "scatter" in p and ct != "tied":
-            post = p["post"].double()
-            scatter = p["scatter"].double()
-            delta = p["means"].double() - p["means"].double().mean(0)
-            if "delta" in p:
-                delta = p["delta"].double()
-            if ct == "spherical":
-                scatter = scatter.mean(1)
-            data_cov = mixture_covariance(post, delta, scatter, ct)
-            floor = float(np.max(self.covars_prior)) + self.min_covar
-            found = degenerate_components(scatter, ct, data_cov, floor)
-        self.degenerate_components_ = sorted(found)
-        self._degenerate_found = found
+    def _find_degenerate(self, params) -> dict:
+        """The states whose variance collapsed: their scatter as the data give it against
+        the data's (:func:`~latentfit.em.gaussian.degenerate_components`)."""
+        ct = self.covariance_type
+        if "scatter" not in params or ct == "tied":
+            return {}
+        post = params["post"].double()
+        scatter = params["scatter"].double()
+        delta = params["means"].double() - params["means"].double().mean(0)
+        if "delta" in params:
+            delta = params["delta"].double()
+        if ct == "spherical":
+            scatter = scatter.mean(1)
+        data_cov = mixture_covariance(post, delta, scatter, ct)
+        floor = float(np.max(self.covars_prior)) + self.min_covar
+        return degenerate_components(scatter, ct, data_cov, floor)
 
     def _emission_specs(self, k, d):
         """Finite means (k, d) and the covariances of ``covariance_type``: variances > 0, or

@@ -7,11 +7,18 @@ weights, means and covariances. The helpers it shares with GaussianHMM live in
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 
 from latentfit._validation import check_allocation, check_distribution
-from latentfit.em.gaussian import COVARIANCE_TYPES, DegenerateComponentError, weighted_mean
+from latentfit.em.gaussian import (
+    COVARIANCE_TYPES,
+    DegenerateComponentError,
+    describe_degenerate,
+    weighted_mean,
+)
 from latentfit.em.hmm import emissions as E
 from latentfit.em.hmm.gaussian import (
     _check_covariance_type,
@@ -45,6 +52,8 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
 
     _emission_letters = "mcw"
     _emission_attributes = ("weights_", "means_", "covars_")
+    #: ``degenerate_components_`` lists (state, mixture component) pairs
+    _state_fields: ClassVar[dict[str, str]] = {"degenerate_components_": "int_pairs"}
 
     def __init__(
         self,
@@ -351,7 +360,60 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             far = far.unsqueeze(2)  # (k, m, 1): mu is absolute there, about c elsewhere
             new["means"] = torch.where(far, mu, shift + mu).to(dt)
             new["delta"] = torch.where(far, mu - shift, mu).to(dt)
+        # what the data give every component's covariance, for _find_degenerate
+        new["scatter"] = E.gmm_scatter(st, mu - means, self.covariance_type)
+        new["mix_post"] = st["n"]
         return new, empty
+
+    def _find_degenerate(self, params) -> dict:
+        """The (state, mixture component) pairs collapsed onto (near-)identical rows
+        (:func:`~latentfit.em.hmm.emissions.gmm_degenerate`), against the floor the update
+        adds to a variance: ``min_covar`` and the prior's scale (``covars_weight`` of diag
+        and spherical, the diagonal of ``covars_prior`` of full and tied)."""
+        if "scatter" not in params:
+            return {}
+        means = params.get("delta", params["means"]).double()
+        return E.gmm_degenerate(
+            params["scatter"],
+            params["mix_post"],
+            means,
+            self.covariance_type,
+            self._variance_floor(),
+        )
+
+    def _variance_floor(self) -> float:
+        """``min_covar`` plus the most the covariance prior's scale adds to a variance."""
+        psi, nu = self._priors(self._tensor(self.means_))[3:]
+        if self.covariance_type in ("full", "tied"):
+            added = psi.diagonal(dim1=-2, dim2=-1).max()
+        else:
+            added = 2 * nu.max()
+        return self.min_covar + max(float(added), 0.0)
+
+    def _degenerate_rows(self, found, X, lengths, y) -> dict:
+        """The rows most responsible for each pair of ``found``: those whose posterior
+        responsibility γ r for it is at least half its largest (components sharing one tied
+        point share its rows)."""
+        gamma = torch.as_tensor(self.predict_proba(X, lengths, y=y))  # (n, k)
+        p = self._emission_params()
+        lp = E._mixture_log_prob(
+            self._tensor(X), p["weights"], p["means"], p["covars"], self.covariance_type
+        )  # (n, k, m)
+        resp = (gamma.to(lp).unsqueeze(2) * torch.softmax(lp, 2)).cpu().numpy()  # (n, k, m)
+        return {
+            (s, c): np.flatnonzero(resp[:, s, c] >= 0.5 * resp[:, s, c].max()).tolist()
+            for s, c in found
+        }
+
+    def _describe_degenerate(self, found, rows) -> str:
+        floor = "min_covar"
+        if self._variance_floor() > self.min_covar:
+            prior = "covars_prior" if self.covariance_type in ("full", "tied") else "covars_weight"
+            floor = f"{prior}/min_covar"
+        fewer = "fewer mixture components per state (n_mix) or states (n_components)"
+        return describe_degenerate(
+            type(self).__name__, found, rows, floor, ("state", "mixture component"), fewer
+        )
 
     def _infer_n_features(self) -> None:
         """Parameters set by hand: the features are the last axis of ``means_`` (k, m, d), as
@@ -412,6 +474,8 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
     def _set_state(self, tensors, extra):
         super()._set_state(tensors, extra)
         self.n_features = self.means_.shape[2]
+        if hasattr(self, "degenerate_components_"):  # JSON's lists, the fit's pairs
+            self.degenerate_components_ = [tuple(p) for p in self.degenerate_components_]
 
     def _emission_n_params(self):
         k, m, d = self.n_components, self.n_mix, self.n_features
