@@ -32,6 +32,7 @@ __all__ = [
     "OutputError",
     "ParameterError",
     "PrecisionLossWarning",
+    "PriorWarning",
     "ResourceLimitError",
     "StrandedChainWarning",
     "UnknownNameError",
@@ -158,6 +159,13 @@ class VarianceFloorWarning(RuntimeWarning):
     of a column of the data (data in units of 1e-80 against a floor of 1e-6): the fitted
     variances there are the floor's, not the data's. The message names the column, its
     variance, the argument and its value, and what to try."""
+
+
+class PriorWarning(UserWarning):
+    """A prior's default, kept for compatibility with the library users switch from, is not
+    what its settings suggest for the data at hand (hmmlearn's spherical GMMHMM default is
+    flat only when ``n_features == n_mix``): the message says what it does and the value
+    that gives the intended update."""
 
 
 class PrecisionLossWarning(RuntimeWarning):

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import latentfit
 from latentfit import (
@@ -14,8 +15,14 @@ from latentfit import (
     MultinomialHMM,
     PoissonHMM,
 )
+from latentfit.em.hmm import emissions as E
 from latentfit.em.hsmm.models import CategoricalHSMM, GaussianHSMM, PoissonHSMM
-from latentfit.errors import DataError, DegenerateComponentWarning, ParameterError
+from latentfit.errors import (
+    DataError,
+    DegenerateComponentWarning,
+    ParameterError,
+    PriorWarning,
+)
 
 X = np.random.default_rng(0).normal(size=(50, 2))
 
@@ -370,6 +377,49 @@ def test_a_gmmhmm_of_two_clusters_per_state_is_not_called_degenerate(covariance_
     # the fit found the four clusters (not a collapse that went unnoticed)
     found = m.means_.reshape(-1, 2)
     assert np.abs(found[:, None] - centres).sum(2).min(0).max() < 0.5
+
+
+def test_gmmhmms_default_spherical_prior_with_fewer_features_than_n_mix_is_said():
+    """hmmlearn's default spherical covars_prior, -(n_mix + 2)/2, is flat only for
+    n_features = n_mix: with one feature and n_mix=5 it inflated the variances until two
+    clusters at 0 and 8 were fitted as one state of components at the centre (variances 18 to
+    2862, log-likelihood -282.6 where the flat prior finds -142.6), without a word. The fit
+    says so, and names the value that gives the likelihood's own update."""
+    rng = np.random.default_rng(0)
+    data = np.r_[rng.normal(0, 1, (50, 1)), rng.normal(8, 1, (50, 1))]
+
+    def prior_warnings(model):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            model.fit(data)
+        return [str(w.message) for w in rec if w.category is PriorWarning]
+
+    said = prior_warnings(GMMHMM(2, n_mix=5, covariance_type="spherical", n_iter=5))
+    assert len(said) == 1, said
+    assert "n_features=1 < n_mix=5: the default covars_prior (hmmlearn's" in said[0], said
+    assert "Pass covars_prior=-1.5 (no prior: the likelihood's own update)" in said[0], said
+    # a prior given, the covariances kept, or n_features >= n_mix: nothing to say
+    for settings in ({"covars_prior": -1.5}, {"params": "stmw"}, {"n_mix": 1}):
+        settings = {"n_mix": 5, **settings}
+        assert not prior_warnings(GMMHMM(2, covariance_type="spherical", n_iter=5, **settings))
+    # the value said is flat: the spherical update is the weighted scatter over d * n (numpy)
+    k, n_mix, d = 2, 3, 1
+    st = {
+        "n": torch.tensor([[4.0, 0.5, 7.0], [2.0, 3.0, 1.5]], dtype=torch.float64),
+        "s1": torch.zeros(k, n_mix, d, dtype=torch.float64),
+        "s2": torch.tensor([[[3.0], [0.2], [9.0]], [[1.0], [4.0], [0.6]]], dtype=torch.float64),
+        "post": torch.tensor([11.5, 6.5], dtype=torch.float64),
+    }
+    priors = E.gmm_priors(
+        "spherical", k, n_mix, d, 1.0, 0.0, 0.0, -(d + 2) / 2, None, torch.float64, "cpu"
+    )
+    means = torch.zeros(k, n_mix, d, dtype=torch.float64)
+    cov = E.gmm_mstep(
+        st, torch.full((k, n_mix), 1 / 3), means, torch.ones(k, n_mix), "spherical", priors, "c"
+    )[2]
+    np.testing.assert_allclose(
+        cov.numpy(), st["s2"].sum(2).numpy() / (d * st["n"].numpy()), rtol=1e-12
+    )
 
 
 # ---------------------------------------------------------------------- priors and hand-set

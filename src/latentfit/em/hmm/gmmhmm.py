@@ -7,6 +7,7 @@ weights, means and covariances. The helpers it shares with GaussianHMM live in
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -33,7 +34,7 @@ from latentfit.em.hmm.settings import Prior
 from latentfit.em.hmm.stored import covariance_stored
 from latentfit.em.initialize import kmeans, nearest_center
 from latentfit.em.online import translate_moment_stats
-from latentfit.errors import ParameterError
+from latentfit.errors import ParameterError, PriorWarning, user_stacklevel
 from latentfit.io import Stored, serializable
 
 __all__ = ["GMMHMM"]
@@ -87,6 +88,39 @@ class GMMHMM(OnlineHMMMixin, _ContinuousHMM):
             raise ParameterError(f"n_mix must be a positive integer, got {self.n_mix!r}")
         super()._check_parameters()
         _check_covariance_type(self.covariance_type)
+
+    def _validate_X(self, X, *, fitting: bool) -> torch.Tensor:
+        X = super()._validate_X(X, fitting=fitting)
+        if fitting:
+            self._check_spherical_prior(X.shape[1])
+        return X
+
+    def _check_spherical_prior(self, d: int) -> None:
+        """hmmlearn's default spherical ``covars_prior``, Ψ = −(n_mix + 2)/2, makes the update
+        σ² = (2β + Σ γ r |x − μ|²) / (d (n + 1) + 2 (Ψ + 1)) the likelihood's own (denominator
+        d·n) only for d = n_mix (hmmlearn's diag default, −1.5, is the per-feature one). For
+        d < n_mix the prior ∝ σ^(n_mix − d) inflates every variance, and a component of mass
+        n ≤ (n_mix − d)/d has no update at all (its denominator is not positive): two clusters
+        at 0 and 8 (d = 1, n_mix = 5, random_state=1) were fitted as one state of components at
+        the data's centre with variances 18 to 2862, log-likelihood −282.6 where the flat prior
+        finds −142.6. Said, not changed: the default is hmmlearn's."""
+        m = self.n_mix
+        if self.covariance_type != "spherical" or self.covars_prior is not None or d >= m:
+            return
+        if "c" not in self.params:
+            return
+        warnings.warn(
+            f"GMMHMM: covariance_type='spherical' with n_features={d} < n_mix={m}: the "
+            f"default covars_prior (hmmlearn's, {-(m + 2) / 2:g} here) is flat only when the "
+            "data have as many features as each state has mixture components; here it favours "
+            f"large variances (a prior growing as sigma^{m - d}), inflates every variance "
+            f"update, and leaves a mixture component holding {(m - d) / d:g} rows or fewer "
+            "without one, so the fit can drift to broad components over all the data. Pass "
+            f"covars_prior={-(d + 2) / 2:g} (no prior: the likelihood's own update), or use "
+            "covariance_type='diag'.",
+            PriorWarning,
+            stacklevel=user_stacklevel(),
+        )
 
     def _prior_specs(self, d):
         """hmmlearn's GMMHMM priors (None: its defaults, filled in by
