@@ -17,10 +17,12 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit._validation import resolve_dtype
 from latentfit.errors import ModelFileError, ParameterError
 
 __all__ = [
     "CONSTRAINTS",
+    "FittedInDtype",
     "Stored",
     "check_finite_density",
     "check_finite_log_density",
@@ -31,6 +33,7 @@ __all__ = [
     "load_module_tensors",
     "overflowing_layer",
     "tensor_mismatches",
+    "tensors_in_dtype",
     "watch_finite",
 ]
 
@@ -306,6 +309,53 @@ def check_fixed_buffers(module: torch.nn.Module, tensors: dict, what: str) -> No
                     "a different flow, in general one whose density no longer normalises. The "
                     "file was altered or is damaged"
                 )
+
+
+def tensors_in_dtype(tensors: dict, dtype: torch.dtype) -> dict:
+    """``tensors`` with every floating tensor in ``dtype``, the others (counts, codes) as they
+    are: how a model whose ``dtype`` was changed since its fit reads its fitted tensors."""
+    return {
+        k: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+        for k, t in tensors.items()
+    }
+
+
+class FittedInDtype:
+    """A fitted network (``nn.Module``) or tensor of a network model (MAF, RealNVP,
+    NeuralSplineFlow, DDPM), read in the model's ``dtype`` as the mixtures read theirs
+    (:func:`latentfit.em.edited.fitted_params`): set to another dtype after the fit
+    (``set_params(dtype="float32")``), the model scores, samples and saves in that dtype. The
+    fit's value is kept, so set back the model gives its numbers exactly. A network is built
+    again by the model's ``_build(n_features_in_)`` in the new dtype and given the fit's
+    weights (:func:`tensors_in_dtype`), as ``latentfit.load`` builds it from a file; that copy
+    is kept until the dtype or the attribute changes."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name, self.copy = name, f"_{name}in_dtype"
+
+    def __get__(self, model, owner=None):
+        if model is None:
+            return self
+        state = vars(model)
+        if self.name not in state:  # not fitted: hasattr says so, as for any fitted attribute
+            raise AttributeError(f"{type(model).__name__!r} object has no attribute {self.name!r}")
+        fitted, dtype = state[self.name], resolve_dtype(model.dtype)
+        if not isinstance(fitted, torch.nn.Module):
+            return fitted.to(dtype) if isinstance(fitted, torch.Tensor) else fitted
+        if next(fitted.parameters()).dtype == dtype:  # the fit's dtype
+            state.pop(self.copy, None)
+            return fitted
+        copy = state.get(self.copy)
+        if copy is None or copy[0] != dtype:
+            with torch.random.fork_rng(devices=[]):  # the build's initial weights draw
+                module = model._build(model.n_features_in_)
+            module.load_state_dict(tensors_in_dtype(fitted.state_dict(), dtype))
+            copy = state[self.copy] = (dtype, module.train(fitted.training))
+        return copy[1]
+
+    def __set__(self, model, value) -> None:
+        vars(model)[self.name] = value
+        vars(model).pop(self.copy, None)
 
 
 def check_finite_density(score, probe, what: str) -> None:

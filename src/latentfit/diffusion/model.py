@@ -61,6 +61,7 @@ from latentfit.flows.objectives import (
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
 from latentfit.model_tensors import (
+    FittedInDtype,
     check_finite_density,
     check_finite_log_density,
     load_module_tensors,
@@ -143,8 +144,14 @@ class DDPM(DensityMixin, BaseEstimator):
     sum). Training settings as in :class:`latentfit.flows.FlowDensity`.
 
     Fitted attributes: ``module_``, ``n_features_in_``, ``history_``, ``n_skipped_steps_``,
-    ``shift_``/``scale_`` (real data) or ``level_scale_`` (8-bit data).
+    ``shift_``/``scale_`` (real data) or ``level_scale_`` (8-bit data). ``module_``,
+    ``shift_`` and ``scale_`` are read in the model's dtype: set to another after the fit, the
+    DDPM scores, samples and saves in it.
     """
+
+    module_ = FittedInDtype()
+    shift_ = FittedInDtype()
+    scale_ = FittedInDtype()
 
     def __init__(
         self,

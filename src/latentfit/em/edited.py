@@ -25,6 +25,7 @@ from latentfit.em.gaussian import (
 )
 from latentfit.errors import DataError, NotFittedError, ParameterError
 from latentfit.io import check_stored
+from latentfit.model_tensors import tensors_in_dtype
 
 __all__ = [
     "PUBLIC",
@@ -132,10 +133,7 @@ def fitted_params(model) -> dict:
     dtype = model._dtype
     floats = [t for t in fitted.values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
     if floats and floats[0].dtype != dtype:  # the fit's dtype (what a load reads it in)
-        fitted = {
-            k: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-            for k, t in fitted.items()
-        }
+        fitted = tensors_in_dtype(fitted, dtype)
     return fitted
 
 

@@ -60,6 +60,7 @@ from latentfit.flows.objectives import (
 from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
 from latentfit.io import save as _save
 from latentfit.model_tensors import (
+    FittedInDtype,
     check_finite_density,
     check_finite_log_density,
     check_fixed_buffers,
@@ -198,10 +199,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
     exactly). ``random_state`` seeds the weights, the split and the training noise.
 
     Fitted attributes: ``module_`` (the network), ``n_features_in_``, ``history_`` (one dict
-    per epoch), ``best_val_log_likelihood_``, ``n_skipped_steps_``.
+    per epoch), ``best_val_log_likelihood_``, ``n_skipped_steps_``. ``module_`` is read in the
+    model's dtype: set to another after the fit, the flow scores, samples and saves in it.
     """
 
     _default_flow = "maf"
+    module_ = FittedInDtype()
 
     def __init__(
         self,
