@@ -252,14 +252,21 @@ class DDPM(DensityMixin, BaseEstimator):
                 "0.001 is the weight of Nichol & Dhariwal 2021"
             )
         if self.discrete:
-            check_n_levels(
-                self.n_levels, resolve_dtype(self.dtype), float64_option="dtype='float64'"
-            )
+            self._check_levels()
             check_level_scale_option(self.level_scale, self.n_levels)
         check_timesteps(self.eval_timesteps, "eval_timesteps")
         if not 0 <= self.validation_fraction < 1:
             raise ParameterError(
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
+            )
+
+    def _check_levels(self) -> None:
+        """8-bit data: n_levels within the levels the model's dtype tells apart
+        (check_n_levels), at fit and again where the fitted model reads or draws levels, its
+        dtype may have been set since (``set_params(dtype="float32")``)."""
+        if self.discrete:
+            check_n_levels(
+                self.n_levels, resolve_dtype(self.dtype), float64_option="dtype='float64'"
             )
 
     def _as_model_space(
@@ -277,6 +284,8 @@ class DDPM(DensityMixin, BaseEstimator):
         if self.discrete:
             if reset:
                 self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
+            else:
+                self._check_levels()
             levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True", scoring)
             return levels * (2.0 / (self.n_levels - 1)) - 1.0
         if reset:
@@ -522,6 +531,7 @@ class DDPM(DensityMixin, BaseEstimator):
         ``max_work``: the most multiply-adds the draws may take (:func:`check_sampling_work`;
         None: no limit), refused before the first step."""
         check_is_fitted(self, "module_")
+        self._check_levels()
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         weights = sum(p.numel() for p in self.module_.denoiser.parameters())
         check_sampling_work(n_samples, self.module_.n_steps, weights, self.n_features_in_, max_work)

@@ -270,9 +270,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if self.dequantize:
-            check_n_levels(
-                self.n_levels, resolve_dtype(self.dtype), float64_option="dtype='float64'"
-            )
+            self._check_levels()
             check_level_scale_option(self.level_scale, self.n_levels)
         if not (is_finite_above(self.alpha, 0.0) and self.alpha < 0.5):
             raise ParameterError(f"alpha must lie in (0, 0.5), got {self.alpha!r}")
@@ -281,6 +279,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if not 0 <= self.validation_fraction < 1:
             raise ParameterError(
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
+            )
+
+    def _check_levels(self) -> None:
+        """8-bit data: n_levels within the levels the model's dtype tells apart
+        (check_n_levels), at fit and again where the fitted model reads or draws levels, its
+        dtype may have been set since (``set_params(dtype="float32")``)."""
+        if self.dequantize:
+            check_n_levels(
+                self.n_levels, resolve_dtype(self.dtype), float64_option="dtype='float64'"
             )
 
     def _as_input(
@@ -299,6 +306,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
             return t
         if reset:
             self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
+        else:
+            self._check_levels()
         return as_levels(t, self.n_levels, self.level_scale_, name, "dequantize=True", scoring)
 
     @property
@@ -433,6 +442,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         ``max_work``: the most multiply-adds the draws may take (:func:`check_sampling_work`;
         None: no limit), refused before the first draw."""
         check_is_fitted(self, "module_")
+        self._check_levels()
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         check_sampling_work(n_samples, self.module_.layers, self._kind, max_work)
         rs = self.random_state if random_state is None else random_state
