@@ -209,12 +209,26 @@ def _unwritable(params) -> str:
     return "a constructor argument or setting"
 
 
+def _canonical(data: bytes) -> bytes:
+    """A safetensors file's bytes ``data`` with its header (the tensors' entries and the
+    metadata) written with its keys sorted, compact and padded with spaces to a multiple of 8
+    bytes as safetensors writes it; the tensors' bytes and offsets are unchanged. safetensors
+    writes the metadata's keys in the order of a Rust hash map, which differs from one save
+    to the next: two saves of one model gave files that differ, so that no checksum or diff
+    of them agreed."""
+    size = int.from_bytes(data[:8], "little")
+    index = json.loads(data[8 : 8 + size])
+    text = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
+
+
 def write_model_file(path, tensors: dict, header: dict) -> Path:
     """Write ``tensors`` and ``header`` atomically as a model file (the one writer of both
     :func:`save` and :func:`latentfit.vae.save_model`)."""
     check_writable_target(path)
     try:
-        meta = {"latentfit": json.dumps(header)}
+        meta = {"latentfit": json.dumps(header, sort_keys=True)}
     except TypeError as err:
         raise ParameterError(
             f"cannot save {header.get('class')}: {_unwritable(header.get('params'))} is not "
@@ -228,7 +242,7 @@ def write_model_file(path, tensors: dict, header: dict) -> Path:
     # not change.
     data = save_bytes(tensors, metadata=meta)
     digest = _contents_digest(io.BytesIO(data), meta["latentfit"])
-    data = save_bytes(tensors, metadata={**meta, "sha256": digest})
+    data = _canonical(save_bytes(tensors, metadata={**meta, "sha256": digest}))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
