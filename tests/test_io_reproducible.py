@@ -36,10 +36,9 @@ def _vae(kind):
     return fit
 
 
-_TRAINED = ("MAF", "RealNVP", "NeuralSplineFlow", "DDPM")
 #: every saveable estimator (a one-step fit of an int seed) and the VAEs of build_model
 FITS = {
-    **{name: _estimator(name) for name in ESTIMATORS if name not in _TRAINED},
+    **{name: _estimator(name) for name in ESTIMATORS},
     **{f"{kind} VAE": _vae(kind) for kind in ("gaussian", "discrete", "ladder")},
 }
 #: every ``latentfit fit`` command that writes a model file (given --seed, --quiet, --out)
@@ -55,6 +54,9 @@ COMMANDS = {
     "bgmm": ["bgmm", "x.csv", "-k", "2", "--max-iter", "2"],
     "vae": ["vae", "--dataset", "x.csv", "--epochs", "1", "--hidden", "4", "--latent", "2",
             "--likelihood", "gaussian", "--no-binarize", "--batch-size", "20"],
+    "flow": ["flow", "x.csv", "--epochs", "1", "--hidden", "4", "--layers", "1"],
+    "diffusion": ["diffusion", "--dataset", "x.csv", "--epochs", "1", "--hidden", "8",
+                  "--steps", "10"],
 }  # fmt: skip
 
 _SAVE = """

@@ -123,7 +123,10 @@ def test_save_then_load_gives_back_the_model_bit_for_bit(name, tmp_path):
     fitted = [n for n in dir(model) if n.endswith("_") and not n.startswith("_")]
     fitted = [n for n in fitted if not n.endswith("__")]
     for attr in fitted:
-        assert _same(getattr(model, attr), getattr(back, attr)), f"{attr} changed"
+        value = getattr(model, attr)
+        if attr == "history_":  # a file holds no timings, so that one seed gives one file
+            value = [{k: v for k, v in row.items() if k != "seconds"} for row in value]
+        assert _same(value, getattr(back, attr)), f"{attr} changed"
 
     before, after = _outputs(model, X, lengths), _outputs(back, X, lengths)
     assert before.keys() == after.keys()

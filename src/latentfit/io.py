@@ -57,6 +57,7 @@ __all__ = [
     "read_header",
     "save",
     "serializable",
+    "stored_history",
 ]
 
 FORMAT_VERSION = 1
@@ -192,6 +193,17 @@ def file_header(
     if split is not None:
         header["split"] = split
     return header
+
+
+#: The entries of a training history's rows that time the run rather than describe the fit.
+_TIMINGS = ("seconds",)
+
+
+def stored_history(history) -> list:
+    """A training history (``history_``: one dict per epoch) as a model file holds it: without
+    the wall-clock seconds each epoch took, which differ from run to run, so that two fits of
+    one int seed give files of the same bytes."""
+    return [{k: v for k, v in row.items() if k not in _TIMINGS} for row in history]
 
 
 def _unwritable(params) -> str:

@@ -58,7 +58,13 @@ from latentfit.flows.objectives import (
     check_n_levels,
     level_scale,
 )
-from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
+from latentfit.io import (
+    Stored,
+    check_network_tensors,
+    check_stored_tensors,
+    serializable,
+    stored_history,
+)
 from latentfit.io import save as _save
 from latentfit.model_tensors import (
     FittedInDtype,
@@ -555,7 +561,9 @@ class DDPM(DensityMixin, BaseEstimator):
         return check_finite_draws(x, "the DDPM").cpu().numpy()
 
     def save(self, path):
-        """Write the fitted model (safetensors + JSON header); read it with latentfit.load."""
+        """Write the fitted model (safetensors + JSON header); read it with latentfit.load.
+        The file holds ``history_`` without each epoch's ``seconds`` (a timing of this run, not
+        of the fit), so that one int ``random_state`` gives one file, byte for byte."""
         check_is_fitted(self, "module_")
         return _save(self, path)
 
@@ -576,7 +584,7 @@ class DDPM(DensityMixin, BaseEstimator):
         extra = {
             "n_features_in_": int(self.n_features_in_),
             "n_skipped_steps_": int(self.n_skipped_steps_),
-            "history_": self.history_,
+            "history_": stored_history(self.history_),
         }
         if self.discrete:
             extra["level_scale_"] = float(self.level_scale_)

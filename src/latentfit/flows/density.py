@@ -57,7 +57,13 @@ from latentfit.flows.objectives import (
     level_scale,
     logit_transform,
 )
-from latentfit.io import Stored, check_network_tensors, check_stored_tensors, serializable
+from latentfit.io import (
+    Stored,
+    check_network_tensors,
+    check_stored_tensors,
+    serializable,
+    stored_history,
+)
 from latentfit.io import save as _save
 from latentfit.model_tensors import (
     FittedInDtype,
@@ -468,7 +474,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, path):
-        """Write the fitted model (safetensors + JSON header); read it with latentfit.load."""
+        """Write the fitted model (safetensors + JSON header); read it with latentfit.load.
+        The file holds ``history_`` without each epoch's ``seconds`` (a timing of this run, not
+        of the fit), so that one int ``random_state`` gives one file, byte for byte."""
         check_is_fitted(self, "module_")
         return _save(self, path)
 
@@ -490,7 +498,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             "n_features_in_": int(self.n_features_in_),
             "best_val_log_likelihood_": float(self.best_val_log_likelihood_),
             "n_skipped_steps_": int(self.n_skipped_steps_),
-            "history_": self.history_,
+            "history_": stored_history(self.history_),
         }
         if self.dequantize:
             extra["level_scale_"] = float(self.level_scale_)
