@@ -240,7 +240,7 @@ def write_model_file(path, tensors: dict, header: dict) -> Path:
     :func:`save` and :func:`latentfit.vae.save_model`)."""
     check_writable_target(path)
     try:
-        meta = {"latentfit": json.dumps(header, sort_keys=True)}
+        meta = {"latentfit": json.dumps(header)}  # in the order show prints it
     except TypeError as err:
         raise ParameterError(
             f"cannot save {header.get('class')}: {_unwritable(header.get('params'))} is not "
