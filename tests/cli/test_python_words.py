@@ -294,3 +294,18 @@ def test_select_names_neither_numpy_nor_a_setting_it_cannot_set(files):
     text = _said(["select", "gmm", "g.csv", "-k", "1-2"], code=2)
     assert "so its likelihood is the variance floor's, not the data's" in text, text
     assert "reg_covar" not in text and " has no option " not in text, text
+
+
+def test_the_spherical_prior_warning_names_the_covariance_option(files):
+    # fit hmm --emission gmm --covariance spherical on one column (fewer than --n-mix 2)
+    # warned "Pass covars_prior=-1.5 ... (covars_prior is a setting of the Python API: this
+    # command has no option for it)"
+    rng = np.random.default_rng(0)
+    np.savetxt("one.csv", np.r_[rng.normal(0, 1, 50), rng.normal(8, 1, 50)], delimiter=",")
+    said = _said(["fit", "hmm", "one.csv", "-k", "2", "--emission", "gmm", "--covariance",
+                  "spherical", "--quiet", "--states", "s.csv"])  # fmt: skip
+    assert "--covariance spherical with the 1 column(s) of one.csv < --n-mix 2" in said, said
+    assert said.endswith("Use --covariance diag, whose default prior is flat (for one column "
+                         "it is the same model).")  # fmt: skip
+    assert "covars_prior" not in said and "has no option" not in said, said
+    assert not _PYTHON_ONLY.search(said), said

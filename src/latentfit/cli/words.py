@@ -245,6 +245,17 @@ def cli_words(
         text,
     )
     text = text.replace(" The fitted model lists them in degenerate_components_.", "")
+    # GMMHMM's spherical prior when the columns are fewer than --n-mix: the prior is set in
+    # Python only; the command's remedy is the covariance type, whose diag prior is flat
+    text = re.sub(r"the default covars_prior \(hmmlearn's, \S+ here\)", "the default "
+                  "prior on the variances (hmmlearn's)", text)  # fmt: skip
+    text = re.sub(
+        r" Pass covars_prior=\S+ \(no prior: the likelihood's own update\), or use "
+        r"covariance_type='diag'\.",
+        " Use --covariance diag, whose default prior is flat (for one column it is the same "
+        "model).",
+        text,
+    )
     # select's too-small data: the floor is a fixed setting there, named by what it does
     text = re.sub(
         r"likelihood is (?:reg_covar|min_covar)'s", "likelihood is the variance floor's", text
