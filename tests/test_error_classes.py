@@ -8,7 +8,8 @@ of Python's protocols rather than errors a user meets:
 * ``NotImplementedError`` (abstract hooks), ``StopIteration`` / ``StopAsyncIteration``
   (iterators), ``KeyboardInterrupt`` (re-raised after cleanup);
 * ``FileNotFoundError``, which :mod:`latentfit.errors` documents for a missing path;
-* ``AttributeError`` inside ``__getattr__`` (what ``getattr``/``hasattr`` rely on);
+* ``AttributeError`` inside ``__getattr__`` or a descriptor's ``__get__`` (what
+  ``getattr``/``hasattr`` rely on);
 * a bare ``raise`` and re-raising a caught variable (``raise err``).
 """
 
@@ -38,6 +39,7 @@ ALLOWED = {
 PROTOCOL_RAISES = {
     "__getattr__": {"AttributeError"},
     "__getattribute__": {"AttributeError"},
+    "__get__": {"AttributeError"},  # a descriptor's unset attribute: what hasattr relies on
     "__getitem__": {"KeyError", "IndexError"},
 }
 

@@ -67,6 +67,7 @@ __all__ = [
     "max_inferred_categories",
     "resolve_device",
     "resolve_dtype",
+    "tensors_in_dtype",
 ]
 
 
@@ -92,6 +93,15 @@ def resolve_dtype(dtype) -> torch.dtype:
     if out not in (torch.float64, torch.float32):
         raise ParameterError(f"dtype must be float64 or float32, got {dtype!r}")
     return out
+
+
+def tensors_in_dtype(tensors: dict, dtype: torch.dtype) -> dict:
+    """``tensors`` with every floating tensor in ``dtype``, the others (counts, codes) as they
+    are: how a model whose ``dtype`` was changed since its fit reads its fitted tensors."""
+    return {
+        k: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+        for k, t in tensors.items()
+    }
 
 
 def resolve_device(device) -> torch.device:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from latentfit._validation import resolve_dtype
+from latentfit._validation import resolve_dtype, tensors_in_dtype
 from latentfit.errors import ModelFileError, ParameterError
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "load_module_tensors",
     "overflowing_layer",
     "tensor_mismatches",
-    "tensors_in_dtype",
     "watch_finite",
 ]
 
@@ -309,15 +308,6 @@ def check_fixed_buffers(module: torch.nn.Module, tensors: dict, what: str) -> No
                     "a different flow, in general one whose density no longer normalises. The "
                     "file was altered or is damaged"
                 )
-
-
-def tensors_in_dtype(tensors: dict, dtype: torch.dtype) -> dict:
-    """``tensors`` with every floating tensor in ``dtype``, the others (counts, codes) as they
-    are: how a model whose ``dtype`` was changed since its fit reads its fitted tensors."""
-    return {
-        k: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-        for k, t in tensors.items()
-    }
 
 
 class FittedInDtype:

@@ -112,7 +112,7 @@ def test_bgmm_shows_its_fit_s_warnings_before_the_error_that_ends_it(tmp_path, m
     res = CliRunner().invoke(app, ["fit", "bgmm", "sq.csv", "-k", "1", "--quiet"])
     assert res.exit_code == 2, res.output
     text = " ".join(res.output.split())
-    assert "warning: BayesianGaussianMixture: reg_covar=1e-06 is 131 times the variance of " in (
+    assert "warning: BayesianGaussianMixture: --reg-covar 1e-06 is 131 times the variance of " in (
         text
     ), text
     assert "column 2 of sq.csv" in text, text

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from latentfit._validation import tensors_in_dtype
 from latentfit.em.gaussian import (
     covariances_from_precisions,
     precision_cholesky,
@@ -25,7 +26,6 @@ from latentfit.em.gaussian import (
 )
 from latentfit.errors import DataError, NotFittedError, ParameterError
 from latentfit.io import check_stored
-from latentfit.model_tensors import tensors_in_dtype
 
 __all__ = [
     "PUBLIC",
