@@ -15,6 +15,7 @@ ALLOWED = (
     "latentfit.errors",
     "latentfit._validation",
     "latentfit._compiled",
+    "latentfit._kernel_ops",
     "latentfit.io",
 )
 

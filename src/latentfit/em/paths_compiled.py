@@ -5,6 +5,7 @@ microseconds. Outputs are written in place."""
 from __future__ import annotations
 
 from latentfit._compiled import jit
+from latentfit._kernel_ops import minimum
 
 __all__ = ["ar_path_kernel", "linear_path_kernel", "markov_chain_kernel", "segment_chain_kernel"]
 
@@ -42,12 +43,12 @@ def segment_chain_kernel(dur_cdf, trans_cdf, u_dur, u_trans, state, pos, states)
         if pos >= n:
             break
         d = _pick(dur_cdf, s, u_dur[j]) + 1
-        end = min(pos + d, n)
+        end = minimum(pos + d, n)
         for i in range(pos, end):
             states[i] = s
         pos += d
         s = _pick(trans_cdf, s, u_trans[j])
-    return min(pos, n), s
+    return minimum(pos, n), s
 
 
 @jit

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from latentfit._compiled import jit
+from latentfit._kernel_ops import maximum
 
 __all__ = [
     "backward_kernel",
@@ -23,7 +24,7 @@ __all__ = [
 
 @jit
 def _logaddexp(a, b):
-    m = max(a, b)
+    m = maximum(a, b)
     if m == -np.inf:
         return m
     return m + math.log1p(math.exp(-abs(a - b)))
@@ -124,7 +125,9 @@ def viterbi_kernel(ll, log_start, log_trans, log_h, log_stay, censored, from_sta
             new[j, 0] = best + x
             for e in range(1, dt):
                 new[j, e] = delta[j, e - 1] + log_stay[j, e - 1] + x
-        delta[:] = new
+        for j in range(k):  # element by element: see latentfit._kernel_ops
+            for e in range(dt):
+                delta[j, e] = new[j, e]
     best, bs, be = -np.inf, 0, 0
     for j in range(k):
         for e in range(dt):

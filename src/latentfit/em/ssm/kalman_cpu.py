@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from latentfit._compiled import jit
+from latentfit._kernel_ops import maximum, minimum
 from latentfit.em.ssm.kalman import FilterResult, SmootherResult, SSMParams
 
 __all__ = ["filter_smooth_cpu"]
@@ -100,7 +101,7 @@ def _close(X, Y, ulps, eps):
     0: equal). The largest entry of a covariance is on its diagonal (|X_ij|² ≤ X_ii X_jj)."""
     top = 0.0
     for i in range(X.shape[0]):
-        top = max(top, abs(X[i, i]))
+        top = maximum(top, abs(X[i, i]))
     tol = ulps * eps * top
     for i in range(X.shape[0]):
         for j in range(X.shape[1]):
@@ -157,7 +158,7 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
             # (see the module doc): copy them
             same = -1
             if full:
-                for lag in range(1, min(memo, t - a) + 1):
+                for lag in range(1, minimum(memo, t - a) + 1):
                     if fulls[(t - lag) % MEMO] and _close(Pp[t], Pp[t - lag], ulps, eps):
                         same = t - lag
                         break
@@ -171,7 +172,7 @@ def _filter_kernel(A, C, Q, R, off, mu0, V0, Y, starts, lens, mp, Pp, mf, Pf, ll
                 entry = 0
                 for cand in range(MEMO + 1):
                     used = False
-                    for lag in range(1, min(MEMO - 1, t - a) + 1):
+                    for lag in range(1, minimum(MEMO - 1, t - a) + 1):
                         if ref[(t - lag) % MEMO] == cand:
                             used = True
                     if not used:
@@ -283,7 +284,7 @@ def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo, ulps)
             # J_t is a function of (P_t, P⁻_{t+1}); V_t of those and V_{t+1}: the same inputs
             # bit for bit as a step up to MEMO later give that step's outputs (module doc)
             same = -1
-            for lag in range(1, min(memo, last - 1 - t) + 1):
+            for lag in range(1, minimum(memo, last - 1 - t) + 1):
                 if _close(Pf[t], Pf[t + lag], ulps, eps) and _close(
                     Pp[t + 1], Pp[t + lag + 1], ulps, eps
                 ):
@@ -292,7 +293,9 @@ def _smoother_kernel(A, starts, lens, mp, Pp, mf, Pf, ms, Vs, cross, memo, ulps)
             if same >= 0:
                 src = same % MEMO
                 if src != slot:
-                    Jts[slot] = Jts[src]
+                    for i in range(k):  # element by element: see latentfit._kernel_ops
+                        for j in range(k):
+                            Jts[slot, i, j] = Jts[src, i, j]
             else:  # Jᵀ = P⁻_{t+1}⁻¹ A P_t
                 if not _cholesky(Pp[t + 1], Lp):
                     return t + 1

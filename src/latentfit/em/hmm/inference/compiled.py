@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from latentfit._compiled import jit
+from latentfit._kernel_ops import minimum
 from latentfit.em.hmm.inference.messages import HMMFiltered, HMMPosterior
 from latentfit.em.hmm.inference.runtime import empty_large, run_threads
 
@@ -132,7 +133,7 @@ def _backward(e, A, AT, gamma, outer, cap, states):
             for j in range(k):  # ⊙ A here: a ruled-out state's huge v_j meets A_ij = 0
                 outer[i, j] += a * A[i, j] * v[j]
             gamma[u, i] = a * cur[i]
-            b[i] = min(cur[i] * w, cap)
+            b[i] = minimum(cur[i] * w, cap)
 
 
 @jit

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from latentfit._compiled import jit
+from latentfit._kernel_ops import minimum
 
 __all__ = ["diag_gaussian_log_likelihood"]
 
@@ -31,7 +32,7 @@ def diag_gaussian_log_likelihood(X, c, W, const, out):
     xc = np.empty((d, _ROWS), X.dtype)
     acc = np.empty((k, _ROWS), X.dtype)
     for t0 in range(0, n, _ROWS):
-        m = min(_ROWS, n - t0)
+        m = minimum(_ROWS, n - t0)
         for r in range(m):
             for e in range(d):
                 xc[e, r] = X[t0 + r, e] - c[e]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from latentfit._compiled import jit as _jit
+from latentfit._kernel_ops import largest, maximum, minimum, searchsorted_left
 from latentfit.em.hmm.inference.compiled import n_states, states_arg
 from latentfit.em.hmm.inference.messages import HMMViterbi, _log
 from latentfit.em.hmm.inference.runtime import compiled_workers, empty_large, run_threads
@@ -133,7 +134,7 @@ def _fill(ll, row0, q0, length, s0, ns, t, starts, lt, rs, any_rs):
 @_jit
 def _shift_message(m, out):
     """``out = m − max m`` (an all −inf message stays −inf)."""
-    top = m.max()
+    top = largest(m)
     if top == -np.inf:
         top = 0.0
     for j in range(m.shape[0]):
@@ -160,7 +161,7 @@ def _lanes_forward(
     ends = np.empty((BLOCK, lanes), dt)
     b = entering.shape[0]
     if propose:
-        w = min(warmup, length, BLOCK)
+        w = minimum(minimum(warmup, length), BLOCK)
         scratch = np.empty((w, k, lanes), bp.dtype)
         _fill(ll, row0, q0, length, -w, w, t, starts, lt, rs, any_rs)
         _steps(lt[:w], rs[:w], any_rs[:w], delta, new, log_trans, log_start, scratch, ends, states)
@@ -176,7 +177,7 @@ def _lanes_forward(
         for j in range(k):
             delta[j, c] = entering[q, j] if q < b else 0.0
     for s0 in range(0, length, BLOCK):
-        ns = min(BLOCK, length - s0)
+        ns = minimum(BLOCK, length - s0)
         _fill(ll, row0, q0, length, s0, ns, t, starts, lt, rs, any_rs)
         _steps(
             lt[:ns], rs[:ns], any_rs[:ns], delta, new, log_trans, log_start,
@@ -187,7 +188,7 @@ def _lanes_forward(
                 for c in range(lanes):
                     tau = (q0 + c) * length + s0 + s
                     if rs[s, c] and 0 < tau <= t:  # sequence r − 1 ended at step tau − 1
-                        r = np.searchsorted(offsets, tau)
+                        r = searchsorted_left(offsets, tau)
                         end_rel[r - 1] = ends[s, c]
                         end_chunk[r - 1] = q0 + c
     for c in range(lanes):
@@ -206,19 +207,20 @@ def _first_wrong(entering, exits, q_from, rtol):
     the shift, whose rounding both carry): equal messages give equal back-pointers."""
     b, k = exits.shape
     exact = np.empty(k, exits.dtype)
-    for q in range(max(q_from, 1), b):
+    for q in range(maximum(q_from, 1), b):
         _shift_message(exits[q - 1], exact)
-        top = exits[q - 1].max()
-        scale = max(1.0, abs(top)) if top != -np.inf else 1.0
+        top = largest(exits[q - 1])
+        scale = maximum(1.0, abs(top)) if top != -np.inf else 1.0
         same = True
         for j in range(k):
             a, e = entering[q, j], exact[j]
             if (a == -np.inf) != (e == -np.inf):
                 same = False
-            elif e != -np.inf and abs(a - e) > rtol * max(scale, abs(e)):
+            elif e != -np.inf and abs(a - e) > rtol * maximum(scale, abs(e)):
                 same = False
         if not same:
-            entering[q] = exact
+            for j in range(k):  # element by element: see latentfit._kernel_ops
+                entering[q, j] = exact[j]
             return q
     return -1
 
@@ -242,7 +244,7 @@ def _trace_lanes(bp, ends, length, t, q0, path):
             state[c] = row[z, c]
     for c in range(lanes):
         base = (q0 + c) * length
-        for s in range(min(length, t - base)):
+        for s in range(minimum(length, t - base)):
             path[base + s] = buf[c, s]
 
 
@@ -253,7 +255,7 @@ def _retrace(bp, end, length, t, q, path):
     lanes = bp.shape[3]
     g, c = q // lanes, q % lanes
     state = end
-    for s in range(min(length, t - q * length) - 1, -1, -1):
+    for s in range(minimum(length, t - q * length) - 1, -1, -1):
         tau = q * length + s
         if path[tau] == state:
             return
@@ -267,7 +269,7 @@ def _predecessor(bp, path, length, t, q):
     its back-pointer (after step t − 1: the virtual restart, whose pointers all hold the best
     final state)."""
     lanes = bp.shape[3]
-    tau = min((q + 1) * length, t)
+    tau = minimum((q + 1) * length, t)
     p = tau // length
     return bp[p // lanes, tau - p * length, path[tau] if tau < t else 0, p % lanes]
 
@@ -279,11 +281,11 @@ def _check_trace(bp, exits, length, t, path):
     the next chunk's first state is traced again from the right one."""
     b = exits.shape[0]
     last = t // length  # the chunk holding the virtual restart
-    for q in range(min(last, b - 1), -1, -1):
+    for q in range(minimum(last, b - 1), -1, -1):
         if q * length >= t:
             continue
         end = _predecessor(bp, path, length, t, q)
-        if path[min(t, (q + 1) * length) - 1] != end:
+        if path[minimum(t, (q + 1) * length) - 1] != end:
             _retrace(bp, end, length, t, q, path)
 
 
