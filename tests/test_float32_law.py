@@ -449,8 +449,18 @@ NETWORKS = {
     "RealNVP": lambda **k: lf.RealNVP(n_layers=2, hidden=8, epochs=2, **k),
     "MAF": lambda **k: lf.MAF(n_layers=2, hidden=8, epochs=2, **k),
     "NeuralSplineFlow": lambda **k: lf.NeuralSplineFlow(n_layers=2, hidden=8, epochs=2, **k),
-    "DDPM": lambda **k: lf.DDPM(20, hidden=8, n_hidden=1, discrete=False, epochs=2, **k),
+    "DDPM": lambda discrete=False, **k: lf.DDPM(
+        20, hidden=8, n_hidden=1, discrete=discrete, epochs=2, **k
+    ),
 }
+
+
+_LEVELS = np.random.default_rng(0).integers(0, 256, (N, 2)).astype(float)  # 8-bit levels
+
+
+def _eight_bit(name: str) -> dict:
+    """The setting that fits ``name`` of NETWORKS on 8-bit levels 0..255."""
+    return {"discrete": True} if name == "DDPM" else {"dequantize": True}
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -479,21 +489,32 @@ def test_a_float32_network_fit_agrees_with_the_float64_fit_from_the_same_seed(na
 
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_networks_outputs_and_file_keep_its_dtype(name, dtype, tmp_path, monkeypatch):
-    """Draws and a flow's log-densities in the model's dtype; a DDPM's bound in float64
-    whatever its dtype (DDPM.bound_terms: float64 tensors). Its file loads in its dtype and
-    scores as it did."""
+@pytest.mark.parametrize("eight_bit", [False, True])
+def test_a_networks_outputs_and_file_keep_its_dtype(name, dtype, eight_bit, tmp_path, monkeypatch):
+    """Draws and a flow's log-densities in the model's dtype, on real data and on 8-bit
+    levels (a flow's dequantisation bound, summed over draws in float64, and given back in
+    the model's dtype); a DDPM's bound in float64 whatever its dtype (DDPM.bound_terms:
+    float64 tensors). So in the other dtype set after the fit. Its file loads in its dtype
+    and scores as it did. Before, a dequantised float32 flow scored in float64."""
     monkeypatch.chdir(tmp_path)
-    X = _X[:, :2]
-    model = _quiet(NETWORKS[name](dtype=dtype, random_state=0).fit, X)
+    X = _LEVELS if eight_bit else _X[:, :2]
+    setting = _eight_bit(name) if eight_bit else {}
+    model = _quiet(NETWORKS[name](dtype=dtype, random_state=0, **setting).fit, X)
     scores = model.score_samples(X)
-    assert scores.dtype == (np.float64 if name == "DDPM" else dtype)
+    score_dtype = np.float64 if name == "DDPM" else np.dtype(dtype)
+    assert scores.dtype == score_dtype
+    if name != "DDPM":  # the bound of several draws of u
+        assert model.score_samples(X, n_samples=3).dtype == dtype
     assert model.sample(5, random_state=0).dtype == dtype
     assert isinstance(model.score(X), float)
     loaded = lf.load(model.save("model.lf"))
     assert loaded.dtype == dtype
     assert {p.dtype for p in loaded.module_.parameters()} == {getattr(torch, dtype)}
     np.testing.assert_array_equal(loaded.score_samples(X), scores)
+    other = "float64" if dtype == "float32" else "float32"
+    loaded.set_params(dtype=other)
+    assert loaded.score_samples(X).dtype == (np.float64 if name == "DDPM" else other)
+    assert loaded.sample(5, random_state=0).dtype == other
 
 
 @pytest.mark.parametrize("cls", [lf.RealNVP, lf.MAF])

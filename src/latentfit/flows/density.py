@@ -415,11 +415,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
             log_p = self._batched(lambda xb: self.module_(xb), X)
         else:
             gen = make_generator(random_state, self._dev)
-            # log Σ_s p(y_s) accumulated draw by draw: memory (n,) whatever S
+            # log Σ_s p(y_s) accumulated draw by draw in float64 (memory (n,) whatever S), the
+            # result in the model's dtype as every other score
             total = self._batched(lambda xb: self.module_(xb, gen), X).double()  # (n,)
             for _ in range(n_samples - 1):
                 total = torch.logaddexp(total, self._batched(lambda xb: self.module_(xb, gen), X))
-            log_p = total - math.log(n_samples)
+            log_p = (total - math.log(n_samples)).to(X.dtype)
         check_finite_log_density(
             log_p,
             f"the {type(self).__name__}",
@@ -434,12 +435,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood of the rows of X (nats)."""
-        return float(np.mean(self.score_samples(X)))
+        return float(np.mean(self.score_samples(X), dtype=np.float64))
 
     def bits_per_dim(self, X, n_samples: int = 1, random_state=0) -> float:
         """-mean log p(x) / (d log 2)."""
         ll = self.score_samples(X, n_samples=n_samples, random_state=random_state)
-        return float(-np.mean(ll) / (self.n_features_in_ * math.log(2)))
+        return float(-np.mean(ll, dtype=np.float64) / (self.n_features_in_ * math.log(2)))
 
     def sample(self, n_samples: int = 1, random_state=None, max_work=MAX_WORK) -> np.ndarray:
         """``n_samples`` draws (n, d) in the scale of the training data (levels for 8-bit).
