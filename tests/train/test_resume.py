@@ -3,9 +3,11 @@ run exactly, damaged or foreign checkpoints raise ModelFileError naming the file
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import latentfit as lf
 from latentfit.errors import ModelFileError, ParameterError
 from latentfit.train import TrainConfig, train
 from latentfit.vae import ELBO, IWAE, build_model
@@ -90,6 +92,47 @@ def test_another_precision_is_refused(ck):
     # before: the float32 checkpoint was loaded into the float64 model and the run went on
     with pytest.raises(ParameterError, match="model dtype: float32 in the checkpoint, float64 now"):
         train(build_model(**SPEC).double(), ELBO(), X.double(), XV.double(), cfg(ck, epochs=3))
+
+
+#: the estimators that resume through the trainer, on 2 real columns or on 8-bit levels
+ESTIMATORS = {
+    "MAF": lambda **k: lf.MAF(n_layers=1, hidden=4, epochs=1, random_state=0, **k),
+    "MAF 8-bit": lambda **k: lf.MAF(
+        n_layers=1, hidden=4, epochs=1, dequantize=True, random_state=0, **k
+    ),
+    "DDPM": lambda **k: lf.DDPM(
+        10, hidden=4, n_hidden=1, discrete=False, epochs=1, random_state=0, **k
+    ),
+    "DDPM 8-bit": lambda **k: lf.DDPM(10, hidden=4, n_hidden=1, epochs=1, random_state=0, **k),
+}
+
+
+@pytest.mark.filterwarnings("ignore::latentfit.errors.CoarseScheduleWarning")  # 10 steps
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_an_estimators_resume_in_another_dtype_names_the_dtype_and_its_way_out(name, tmp_path):
+    """A flow or DDPM fitted in float64, fitted again in float32 in the same checkpoint_dir:
+    refused by the dtype alone. Before, the advice ended "(or with resume=False)", an argument
+    neither estimator takes, and a DDPM's (whose rows are standardised, or put on [-1, 1], in
+    its dtype) said "training data: not the rows the checkpoint was trained with" and the same
+    of the validation rows, the same data. Other rows in the checkpoint's dtype are named."""
+    rng = np.random.default_rng(0)
+    eight_bit = name.endswith("8-bit")
+    data = rng.integers(0, 256, (60, 2)).astype(float) if eight_bit else rng.normal(size=(60, 2))
+    build = ESTIMATORS[name]
+    build(dtype="float64", checkpoint_dir=str(tmp_path)).fit(data)
+    with pytest.raises(ParameterError) as err:
+        build(dtype="float32", checkpoint_dir=str(tmp_path)).fit(data)
+    said = str(err.value)
+    assert (
+        "written by a different run: model dtype: float64 in the checkpoint, float32 now. "
+        "Resume with the checkpoint's settings (more epochs are allowed), or start afresh in "
+        "another checkpoint_dir (or delete that checkpoint)"
+    ) in said, said
+    assert "resume=" not in said and "training data" not in said, said
+    assert "validation data" not in said, said
+    other = data[::-1].copy()  # the same rows in another order: other training rows
+    with pytest.raises(ParameterError, match="training data: not the rows"):
+        build(dtype="float64", checkpoint_dir=str(tmp_path)).fit(other)
 
 
 def test_more_epochs_continue_the_run_exactly(ck, tmp_path_factory):

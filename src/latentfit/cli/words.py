@@ -188,8 +188,7 @@ def cli_words(
     ``max_iter`` is ``--max-iter``, ``max_work`` is ``--max-work``, ``fit_map`` is
     ``--prior``, the sampler's
     ``target_accept`` and ``max_depth`` are ``--target-accept`` and ``--max-depth``, a
-    training checkpoint's ``checkpoint_dir`` is ``--checkpoint-dir`` (the command line always
-    resumes: ``resume=False`` becomes deleting the checkpoint), and
+    training checkpoint's ``checkpoint_dir`` is ``--checkpoint-dir``, and
     advice only Python can follow (``divergences()``, ``SamplerConfig``) is left out; the
     other settings are the options of the command being run (``reg_covar`` is
     ``--reg-covar``, see :func:`setting_words`). Only these phrases are changed, so that a
@@ -294,10 +293,6 @@ def cli_words(
             "with 'latentfit fit dist' or 'latentfit fit gmm'",
         )
         .replace("2^(max_depth - 1)", "2^(depth - 1)")
-        .replace(
-            "another checkpoint_dir (or with resume=False)",
-            "another --checkpoint-dir (or delete that checkpoint)",
-        )
         .replace("another checkpoint_dir", "another --checkpoint-dir")
         .replace("draw more", "draw more (a larger --draws)")
         .replace("run longer", "run longer (larger --draws and --warmup)")

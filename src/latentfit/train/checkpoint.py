@@ -190,7 +190,9 @@ def read_checkpoint(ckpt: Path) -> dict:
 
 
 def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_batches: int):
-    """Refuse a resume whose settings differ from the checkpoint's, naming every difference.
+    """Refuse a resume whose settings differ from the checkpoint's, naming every difference
+    (the data's rows where the model's dtype is the checkpoint's: in another dtype it alone
+    is named).
 
     A different architecture or a damaged state is a ModelFileError; different settings,
     objective or data a ParameterError. Only the settings in ``_FREE_SETTINGS`` may change.
@@ -252,17 +254,22 @@ def check_resume(ckpt: Path, state: dict, cfg, identity: dict, model, n: int, n_
                     f"{label} {field_}: {old.get(field_)!r} in the checkpoint, "
                     f"{new.get(field_)!r} now"
                 )
+    # the rows as the model is trained on them, which a model may compute in its dtype (a
+    # DDPM's standardised or [-1, 1] rows): in another dtype the same data give other digits,
+    # so the rows are compared in the checkpoint's dtype only, not said to differ with it
     old_data, new_data = old_id.get("data") or {}, identity["data"] or {}
     for key, label in (("train", "training data"), ("val", "validation data")):
-        if old_data.get(key) != new_data.get(key):
+        if old_dt == new_dt and old_data.get(key) != new_data.get(key):
             diffs.append(f"{label}: not the rows the checkpoint was trained with (SHA-256 differs)")
     if arch or diffs:
         kind = ModelFileError if arch else ParameterError
+        # every caller has a checkpoint_dir and the file; not every one a resume switch (the
+        # estimators resume whenever their checkpoint_dir holds a checkpoint)
         raise kind(
             f"checkpoint {ckpt} was written by a different run: "
             + "; ".join(arch + diffs)
             + ". Resume with the checkpoint's settings (more epochs are allowed), or start "
-            "afresh in another checkpoint_dir (or with resume=False)"
+            "afresh in another checkpoint_dir (or delete that checkpoint)"
         )
 
     # the fields the loop indexes with: a tampered value must not reach it
