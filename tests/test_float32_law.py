@@ -594,17 +594,27 @@ def test_levels_float32_cannot_tell_apart_are_refused_after_dtype_is_set(build):
     is a float64 fit set to float32 when it scores or draws. Before, the DDPM scored rows up
     to 1.5 nats off its float64 bound, and 98% (MAF) and 50% (DDPM) of the values drawn were
     other levels than the float64 model's, with no word (the flow's scores were refused,
-    without the float64 way out)."""
+    without the float64 way out). The fitted model's refusal names its one way out, its
+    dtype: it said "n_levels must be an integer from 2 to 1,048,576 ...; 256 for 8-bit data",
+    a setting a fitted model cannot change; the fit's refusal keeps that advice."""
     n_levels = 2**23
     X = (
         np.random.default_rng(0).integers(0, 300, (200, 2))
         + np.array([[0], [n_levels - 300]])[np.arange(200) % 2]
     )
+    with pytest.raises(ParameterError, match=r"2 to 1,048,576 .*; 256 for 8-bit data, or use "):
+        _quiet(build(n_levels=n_levels, dtype="float32", random_state=0).fit, X)
     model = _quiet(build(n_levels=n_levels, dtype="float64", random_state=0).fit, X)
     model.set_params(dtype="float32")
-    said = r"n_levels must be an integer from 2 to 1,048,576 .* or use dtype='float64'"
+    said = (
+        "this model's 8,388,608 levels (n_levels) are more than float32 tells apart "
+        "(1,048,576: past it, a value halfway between two levels is read as one of them), and "
+        "a fitted model's n_levels cannot change; use set_params(dtype='float64') to score and "
+        "sample it (up to 2**49 levels)"
+    )
     for call in (lambda: model.score_samples(X), lambda: model.sample(5, random_state=0)):
-        with pytest.raises(ParameterError, match=said):
+        with pytest.raises(ParameterError) as err:
             call()
+        assert str(err.value) == said
     model.set_params(dtype="float64")
     assert np.isfinite(model.score_samples(X)).all()

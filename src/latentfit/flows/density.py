@@ -287,13 +287,17 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
             )
 
-    def _check_levels(self) -> None:
+    def _check_levels(self, fitted: bool = False) -> None:
         """8-bit data: n_levels within the levels the model's dtype tells apart
-        (check_n_levels), at fit and again where the fitted model reads or draws levels, its
-        dtype may have been set since (``set_params(dtype="float32")``)."""
+        (check_n_levels), at fit and again where the ``fitted`` model reads or draws levels,
+        its dtype may have been set since (``set_params(dtype="float32")``); its n_levels is
+        fixed then, and the way out is its dtype."""
         if self.dequantize:
             check_n_levels(
-                self.n_levels, resolve_dtype(self.dtype), float64_option="dtype='float64'"
+                self.n_levels,
+                resolve_dtype(self.dtype),
+                float64_option="set_params(dtype='float64')" if fitted else "dtype='float64'",
+                fitted=fitted,
             )
 
     def _as_input(
@@ -313,7 +317,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if reset:
             self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
         else:
-            self._check_levels()
+            self._check_levels(fitted=True)
         return as_levels(t, self.n_levels, self.level_scale_, name, "dequantize=True", scoring)
 
     @property
@@ -449,7 +453,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         ``max_work``: the most multiply-adds the draws may take (:func:`check_sampling_work`;
         None: no limit), refused before the first draw."""
         check_is_fitted(self, "module_")
-        self._check_levels()
+        self._check_levels(fitted=True)
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
         check_sampling_work(n_samples, self.module_.layers, self._kind, max_work)
         rs = self.random_state if random_state is None else random_state

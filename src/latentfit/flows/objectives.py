@@ -31,7 +31,11 @@ __all__ = [
 
 
 def check_n_levels(
-    n_levels, dtype=torch.float32, name: str = "n_levels", float64_option: str | None = None
+    n_levels,
+    dtype=torch.float32,
+    name: str = "n_levels",
+    float64_option: str | None = None,
+    fitted: bool = False,
 ) -> int:
     """The number of grey levels of 8-bit data: an integer from 2 up to 1 / (8 eps) of
     ``dtype`` (2**20 in float32, 2**49 in float64). An intensity is read as the level k/(L-1)
@@ -40,27 +44,35 @@ def check_n_levels(
     better once a model puts them on its interval of length 1 or 2: at 2**24 float32 levels a
     DDPM maps the codes 2**24 - 2 and 2**24 - 1 to the same point, and half the dequantised
     draws (k + u)/L of a flow land in the next level's bin. ``float64_option``: how the
-    caller's user asks for float64, said for a float32 ``dtype`` (None: there is no way)."""
+    caller's user asks for float64, said for a float32 ``dtype`` (None: there is no way).
+    ``fitted``: ``n_levels`` is a fitted model's, which cannot change: too many levels for
+    ``dtype`` are then answered with ``float64_option`` alone."""
     dtype = dtype if dtype.is_floating_point else torch.float32
     # the largest L whose grid_tolerance(L - 1, dtype) = 4 (L - 1) eps stays below 1/2
     limit = round(1 / (8 * torch.finfo(dtype).eps))
-    if (
-        not isinstance(n_levels, numbers.Integral)
-        or isinstance(n_levels, bool)
-        or not 2 <= n_levels <= limit
-    ):
-        label = str(dtype).removeprefix("torch.")
-        wider = (
-            f", or use {float64_option} (up to 2**49 levels)"
-            if float64_option is not None and dtype != torch.float64
-            else ""
-        )
+    whole = isinstance(n_levels, numbers.Integral) and not isinstance(n_levels, bool)
+    if whole and 2 <= n_levels <= limit:
+        return int(n_levels)
+    label = str(dtype).removeprefix("torch.")
+    # float64 tells more levels apart: the way out of too many, where the caller has one
+    wider = (
+        whole
+        and limit < n_levels <= round(1 / (8 * torch.finfo(torch.float64).eps))
+        and float64_option is not None
+    )
+    if fitted and wider:
         raise ParameterError(
-            f"{name} must be an integer from 2 to {limit:,} (the levels {label} tells apart: "
-            f"past it, a value halfway between two levels is read as one of them), got "
-            f"{n_levels!r}; 256 for 8-bit data{wider}"
+            f"this model's {n_levels:,} levels ({name}) are more than {label} tells apart "
+            f"({limit:,}: past it, a value halfway between two levels is read as one of "
+            f"them), and a fitted model's {name} cannot change; use {float64_option} to "
+            "score and sample it (up to 2**49 levels)"
         )
-    return int(n_levels)
+    raise ParameterError(
+        f"{name} must be an integer from 2 to {limit:,} (the levels {label} tells apart: "
+        f"past it, a value halfway between two levels is read as one of them), got "
+        f"{n_levels!r}; 256 for 8-bit data"
+        + (f", or use {float64_option} (up to 2**49 levels)" if wider else "")
+    )
 
 
 def level_scale(X: torch.Tensor, n_levels: int, given: float | None = None) -> float:
