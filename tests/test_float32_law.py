@@ -589,14 +589,19 @@ def test_a_networks_dtype_set_after_the_fit_scores_samples_and_saves_in_it(
         lambda **k: lf.DDPM(20, hidden=8, n_hidden=1, epochs=2, **k),
     ],
 )
-def test_levels_float32_cannot_tell_apart_are_refused_after_dtype_is_set(build):
+def test_levels_float32_cannot_tell_apart_are_refused_after_dtype_is_set(
+    build, tmp_path, monkeypatch
+):
     """2**23 levels, more than float32 tells apart (2**20): a float32 fit is refused, and so
     is a float64 fit set to float32 when it scores or draws. Before, the DDPM scored rows up
     to 1.5 nats off its float64 bound, and 98% (MAF) and 50% (DDPM) of the values drawn were
     other levels than the float64 model's, with no word (the flow's scores were refused,
     without the float64 way out). The fitted model's refusal names its one way out, its
     dtype: it said "n_levels must be an integer from 2 to 1,048,576 ...; 256 for 8-bit data",
-    a setting a fitted model cannot change; the fit's refusal keeps that advice."""
+    a setting a fitted model cannot change; the fit's refusal keeps that advice. Its save
+    is refused too: it wrote a float32 file that its own load refused as "altered or
+    damaged"."""
+    monkeypatch.chdir(tmp_path)
     n_levels = 2**23
     X = (
         np.random.default_rng(0).integers(0, 300, (200, 2))
@@ -609,12 +614,20 @@ def test_levels_float32_cannot_tell_apart_are_refused_after_dtype_is_set(build):
     said = (
         "this model's 8,388,608 levels (n_levels) are more than float32 tells apart "
         "(1,048,576: past it, a value halfway between two levels is read as one of them), and "
-        "a fitted model's n_levels cannot change; use set_params(dtype='float64') to score and "
-        "sample it (up to 2**49 levels)"
+        "a fitted model's n_levels cannot change; use set_params(dtype='float64') to score, "
+        "sample or save it (up to 2**49 levels)"
     )
-    for call in (lambda: model.score_samples(X), lambda: model.sample(5, random_state=0)):
+    for call in (
+        lambda: model.score_samples(X),
+        lambda: model.sample(5, random_state=0),
+        lambda: model.save("model.lf"),
+    ):
         with pytest.raises(ParameterError) as err:
             call()
         assert str(err.value) == said
+    assert not list(tmp_path.iterdir())
     model.set_params(dtype="float64")
     assert np.isfinite(model.score_samples(X)).all()
+    np.testing.assert_array_equal(
+        lf.load(model.save("model.lf")).score_samples(X), model.score_samples(X)
+    )

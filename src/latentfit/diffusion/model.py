@@ -569,6 +569,7 @@ class DDPM(DensityMixin, BaseEstimator):
         The file holds ``history_`` without each epoch's ``seconds`` (a timing of this run, not
         of the fit), so that one int ``random_state`` gives one file, byte for byte."""
         check_is_fitted(self, "module_")
+        self._check_levels(fitted=True)  # a file its own load would refuse is not written
         return _save(self, path)
 
     #: What a model file may set on the estimator (checked by latentfit.load).

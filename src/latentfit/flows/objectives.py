@@ -65,7 +65,7 @@ def check_n_levels(
             f"this model's {n_levels:,} levels ({name}) are more than {label} tells apart "
             f"({limit:,}: past it, a value halfway between two levels is read as one of "
             f"them), and a fitted model's {name} cannot change; use {float64_option} to "
-            "score and sample it (up to 2**49 levels)"
+            "score, sample or save it (up to 2**49 levels)"
         )
     raise ParameterError(
         f"{name} must be an integer from 2 to {limit:,} (the levels {label} tells apart: "
