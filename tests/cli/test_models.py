@@ -550,6 +550,47 @@ def test_fit_vae_records_the_columns_and_predict_finds_them_by_name(tmp_path):
     np.testing.assert_allclose(got["values"], want, rtol=1e-6)
 
 
+#: Every ``fit`` command that saves --out, with small settings, on a file of two columns a, b.
+SAVED_FITS = {
+    "gmm": ["gmm", "-k", "2"],
+    "bgmm": ["bgmm", "-k", "2"],
+    "hmm": ["hmm", "-k", "2"],
+    "hsmm": ["hsmm", "-k", "2"],
+    "arhmm": ["arhmm", "-k", "2"],
+    "ssm": ["ssm", "-k", "1"],
+    "mixture": ["mixture", "--family", "poisson", "-k", "2"],
+    "fa": ["fa", "-k", "1"],
+    "ppca": ["ppca", "-k", "1"],
+    "vae": ["vae", "--likelihood", "gaussian", "--no-binarize", "--epochs", "1", "--hidden", "4"],
+    "flow": ["flow", "--epochs", "1", "--layers", "1", "--hidden", "4"],
+    "diffusion": ["diffusion", "--epochs", "1", "--hidden", "4", "--steps", "10", "--eval-t", "2"],
+}
+
+
+@pytest.mark.parametrize("command", list(SAVED_FITS))
+def test_every_fit_records_the_columns_and_score_finds_them_by_name(tmp_path, monkeypatch, command):
+    # fit flow and fit diffusion saved feature_names null: show said "unnamed" and score
+    # read a file's columns by position, so columns in another order were scored swapped
+    monkeypatch.chdir(tmp_path)  # fit hmm|hsmm|arhmm write their states beside it
+    table = COUNTS[:, :2] if command == "mixture" else X2
+    data, other, out = tmp_path / "d.csv", tmp_path / "other.csv", tmp_path / "m.lf"
+    np.savetxt(data, table, delimiter=",", header="a,b", comments="", fmt="%.17g")
+    swapped = np.column_stack([table[:, 1], np.arange(len(table)), table[:, 0]])
+    np.savetxt(other, swapped, delimiter=",", header="b,id,a", comments="", fmt="%.17g")
+    source = [data] if command not in ("vae", "diffusion") else ["--dataset", data]
+    name, *options = SAVED_FITS[command]
+    args = ["fit", name, *source, *options, "--quiet", "--out", out]
+    res = _quiet(lambda: _invoke(args))
+    assert res.exit_code == 0, res.output
+    assert latentfit.io.read_header(out)["feature_names"] == ["a", "b"]
+    assert "columns (2): a, b" in _invoke(["show", out]).output.splitlines()
+    want = _quiet(lambda: _json(["score", out, data]))["per_row"]
+    np.testing.assert_array_equal(_quiet(lambda: _json(["score", out, other]))["per_row"], want)
+    if command in ("flow", "diffusion"):  # density score reads the columns by name too
+        want = _json(["density", "score", out, data])["log_likelihood_mean"]
+        assert _json(["density", "score", out, other])["log_likelihood_mean"] == want
+
+
 def test_full_covariances_past_thirty_columns_print_their_variances(tmp_path):
     # 3,000 columns printed 126 MB of covariance entries to the terminal
     X = np.random.default_rng(0).normal(size=(40, 31))

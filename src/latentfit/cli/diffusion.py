@@ -30,6 +30,7 @@ from latentfit.cli.flows import (
     levels_of,
     load_split,
     read_as_option,
+    record_data_columns,
     report_history,
     written_out,
 )
@@ -156,6 +157,7 @@ def fit_diffusion(
         fail(split_words(str(err), split.split, "test", dataset))
     d = split.test.shape[1]
     bits = {k: float(v.mean()) / (d * math.log(2)) for k, v in terms._asdict().items()}
+    record_data_columns(model, dataset, delimiter, header)
     with written_out(out, force, [dataset]):
         model.save(out)
     if as_json:

@@ -86,6 +86,18 @@ def load_split(
         fail(cli_words(str(err)))
 
 
+def record_data_columns(model, data: str, delimiter: str | None, header: bool | None) -> None:
+    """Name the columns of a flow or DDPM fitted by ``fit flow|diffusion`` (stored in its
+    file, shown by ``latentfit show`` and matched by name in ``score``): a data file's header,
+    or the feature names of the bundled faithful and geyser tables (the images have none)."""
+    from latentfit.cli.model_data import record_columns
+
+    if data in ("faithful", "geyser"):
+        record_columns(model, None, None, dataset=data)
+    elif data not in ("mnist", "digits"):
+        record_columns(model, Path(data), None, delimiter, header=header)
+
+
 def levels_of(name: str, levels: int | None, on: bool, switch: str) -> int:
     """The number of grey levels: 17 for scikit-learn's digits (0..16), else ``levels``
     (default 256; checked here, so that its error names the option). ``--levels`` is refused
@@ -264,6 +276,7 @@ def fit_flow(
         bpd = model.bits_per_dim(split.test)  # the validation rows chose the epoch
     except ValueError as err:
         fail(split_words(str(err), split.split, "test", data))
+    record_data_columns(model, data, delimiter, header)
     with written_out(out, force, [data]):
         model.save(out)
     what = "dequantisation bound" if deq else "exact"
@@ -306,6 +319,9 @@ def score(
         metavar="DATA",
     ),
     n: int = typer.Option(0, min=0, help="Score the first N rows (0: all)."),
+    columns: str | None = typer.Option(
+        None, help="Comma-separated columns to use (default: the model's columns by name, or all)."
+    ),
     out: Path | None = output_option(None, "--out", help="Write the per-row scores (one a line)."),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
@@ -328,13 +344,14 @@ def score(
     if not hasattr(model, "bits_per_dim"):
         fail(f"{model_path} holds a {type(model).__name__}; this command scores flows and DDPMs")
     if data in ("mnist", "digits", "faithful", "geyser"):
+        if columns is not None:
+            fail(f"--columns picks the columns of a data file; {data} is used whole: drop it")
         X = load_split(data, seed).test
     else:
-        from latentfit.cli.app import load_data
-        from latentfit.cli.model_data import in_model_dtype, model_dtype
+        from latentfit.cli.model_data import read_model_data
 
-        X = load_data(Path(data), delimiter=delimiter, header=header)
-        X = in_model_dtype(X, model_dtype(model, "density"), Path(data).name)
+        # the model's columns by name where the file and the model both name them, as score
+        X = read_model_data(model, "density", Path(data), columns, delimiter, header)
     X = X[: n or None]
     try:
         ll = model.score_samples(X)
