@@ -312,6 +312,41 @@ def test_covariances_set_by_hand_are_checked_by_state(covariance_type, covars, m
             call(X)
 
 
+#: Runs of 10 rows of sd 1 about 0 and 5 by turns (200 rows, 100 about each centre)
+_TWO = np.random.default_rng(0).normal(size=(200, 2)) + np.repeat([0.0, 5.0] * 10, 10)[:, None]
+
+
+@pytest.mark.parametrize("cls", [GaussianHMM, GaussianHSMM])
+def test_covariances_or_means_set_by_hand_start_a_fit_that_initialises_the_other(cls):
+    """covars_ set by hand with 'm' in init_params (k-means starts the means) stopped fit
+    with AttributeError: 'GaussianHMM' object has no attribute 'means_' (the covariances
+    were checked together with means not set yet); means_ set by hand with 'c' in
+    init_params, the same for covars_. Each is checked and kept on its own, as hmmlearn."""
+    letters = "std" if cls is GaussianHSMM else "st"
+    m = cls(2, covariance_type="diag", params=letters + "m", init_params=letters + "m")
+    m.set_params(n_iter=50, random_state=0)
+    m.covars_ = np.array([[1.0, 1.0], [2.0, 2.0]])
+    m.fit(_TWO)
+    np.testing.assert_array_equal(np.diagonal(m.covars_, axis1=1, axis2=2), [[1, 1], [2, 2]])
+    # the two clusters' centres, as the k-means start leads to them (sampling error of a
+    # mean of 100 rows of sd 1: 0.1; 0.3 is three of it)
+    np.testing.assert_allclose(np.sort(m.means_[:, 0]), [0, 5], atol=0.3)
+    m = cls(2, covariance_type="diag", params=letters + "c", init_params=letters + "c")
+    m.set_params(n_iter=50, random_state=0)
+    m.means_ = np.array([[0.0, 0.0], [5.0, 5.0]])
+    m.fit(_TWO)
+    np.testing.assert_array_equal(m.means_, [[0, 0], [5, 5]])
+    # each run's mean square about its centre, by the runs (the states find them: 5 sd
+    # apart); 1% for the covariance prior and the few rows a state may share
+    labels = np.repeat([0, 1] * 10, 10)
+    want = [((_TWO[labels == j] - 5.0 * j) ** 2).mean(0) for j in (0, 1)]
+    np.testing.assert_allclose(np.diagonal(m.covars_, axis1=1, axis2=2), want, rtol=1e-2)
+    with pytest.raises(ParameterError, match=r"'diag' covars must have shape \(2, 2\)"):
+        m.set_params(init_params=letters + "m")
+        m.covars_ = np.ones((2, 3))
+        m.fit(_TWO)
+
+
 def test_a_collapse_in_the_fit_names_the_hmms_own_remedy():
     """float32 with a variance floor below its precision: a state collapses onto the 200
     repeated rows. Its variance about the data's centre rounds to noise there, so it is

@@ -376,21 +376,32 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
         return self.missing == "marginalize"
 
     def _emission_params(self):
-        _check_covariance_type(self.covariance_type)
-        means, covars = self._tensor(self.means_), self._tensor(self._covars_)
-        k, d = self.n_components, getattr(self, "n_features", means.shape[-1])
-        shape = {"spherical": (k,), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}
+        d = getattr(self, "n_features", np.shape(self.means_)[-1])
+        return {"means": self._checked_means(d), "covars": self._checked_covars(d)}
+
+    def _checked_means(self, d: int) -> torch.Tensor:
+        """``means_`` (k, d) as a tensor, checked."""
+        means, k = self._tensor(self.means_), self.n_components
         if means.shape != (k, d):
             raise ParameterError(f"means_ must have shape ({k}, {d}), got {tuple(means.shape)}")
         if not bool(torch.isfinite(means).all()):
             raise ParameterError("means_ must hold finite numbers (it holds NaN or inf)")
+        return means
+
+    def _checked_covars(self, d: int) -> torch.Tensor:
+        """The covariances of ``covariance_type`` as a tensor, checked; on their own, so that
+        covars_ set by hand start a fit whose means k-means initialises (init_params with 'm'
+        and not 'c', as in hmmlearn)."""
+        _check_covariance_type(self.covariance_type)
+        covars, k = self._tensor(self._covars_), self.n_components
+        shape = {"spherical": (k,), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}
         if covars.shape != shape[self.covariance_type]:
             raise ParameterError(
                 f"{self.covariance_type!r} covars must have shape "
                 f"{shape[self.covariance_type]}, got {tuple(covars.shape)}"
             )
         _check_positive_definite(covars, self.covariance_type)
-        return {"means": means, "covars": covars}
+        return covars
 
     def _init_emissions(self, X, gen):
         k, ct = self.n_components, self.covariance_type
@@ -401,7 +412,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
             w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
             out["means"], _ = kmeans(X, k, w, gen)
         else:
-            out["means"] = self._emission_params()["means"]
+            out["means"] = self._checked_means(X.shape[1])
         if self._needs_init("c", "covars_"):
             cv = _data_cov(X, self.min_covar)
             if ct in ("full", "tied"):  # positive definite in the dtype (see _lift_lost)
@@ -413,7 +424,7 @@ class GaussianHMM(OnlineHMMMixin, _ContinuousHMM):
                 "tied": cv,
             }[ct].clone()
         else:
-            out["covars"] = self._emission_params()["covars"]
+            out["covars"] = self._checked_covars(X.shape[1])
         # The centre of the statistics for the whole fit: the data mean keeps their precision
         # and, fixed, lets the features of the data be computed once (see _emission_features).
         out["shift"] = weighted_mean(X)
