@@ -397,6 +397,35 @@ def test_a_gmmhmm_component_on_tied_rows_is_named_by_state_component_and_rows(
     assert latentfit.load("m.lf").degenerate_components_ == m.degenerate_components_
 
 
+@pytest.mark.parametrize("cls", [GaussianHMM, GMMHMM, GaussianHSMM])
+def test_covariances_kept_as_set_are_never_called_a_collapse(cls):
+    """With 'c' out of params the covariances are the user's, not the fit's: a state given
+    the min_covar floor on the eight rows of 1e8 (its variance there set, not collapsed)
+    was warned about as a collapse and listed in degenerate_components_ (a state given 1.0
+    there, too). Fitted from the same start ('c' in params), the covariance does collapse
+    onto the identical rows, and that is still said."""
+    far = np.array([[1e8], [1e8], [3.0], [5.0], [7.0]] * 4)  # rows 0, 1, 5, 6, ... are 1e8
+    fixed = "std" if cls is GaussianHSMM else "st"
+    mix = (slice(None), None) if cls is GMMHMM else (slice(None),)  # GMMHMM: one component
+    m = cls(2, covariance_type="diag", n_iter=50, random_state=0)
+    m.set_params(params=fixed + "m", init_params=fixed)
+    m.means_ = np.array([[5.0], [1e8]])[mix]
+    m.covars_ = np.array([[1.0], [m.min_covar]])[mix]
+    if cls is GMMHMM:
+        m.weights_ = np.ones((2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        m.fit(far)
+    assert m.degenerate_components_ == []
+    np.testing.assert_array_equal(m.covars_.reshape(2, -1), [[1.0], [m.min_covar]])
+    m.set_params(params=fixed + "mc")
+    m.means_ = np.array([[5.0], [1e8]])[mix]
+    m.covars_ = np.array([[1.0], [m.min_covar]])[mix]
+    with pytest.warns(DegenerateComponentWarning, match=r"\(on 8 row\(s\): 0, 1, 5, 6, 10,"):
+        m.fit(far)
+    assert m.degenerate_components_ == ([(1, 0)] if cls is GMMHMM else [1])
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
 def test_a_gmmhmm_of_two_clusters_per_state_is_not_called_degenerate(covariance_type):
     """Each state two well separated clusters of unit spread: no component is degenerate."""

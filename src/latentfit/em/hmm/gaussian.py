@@ -197,7 +197,9 @@ class _ContinuousHMM(BaseHMM):
     # ---------------------------------------------------------------- degenerate emissions
     def _store_result(self, result, *, restarts: bool = True):
         super()._store_result(result, restarts=restarts)
-        found = self._find_degenerate(result.params)
+        # a collapse is the covariance update's: covariances kept as set ('c' not in params)
+        # are the user's, whatever rows a state takes, and are never called one
+        found = self._find_degenerate(result.params) if "c" in self.params else {}
         self.degenerate_components_ = sorted(found)
         self._degenerate_found = found
 
@@ -207,8 +209,8 @@ class _ContinuousHMM(BaseHMM):
         return {}
 
     def _after_fit(self, fit, result, X, lengths=None, y=None, **options) -> None:
-        """After Baum-Welch, ``degenerate_components_`` lists the emissions whose variance
-        collapsed onto (near-)identical values (a
+        """After Baum-Welch, ``degenerate_components_`` lists the emissions whose fitted
+        variance ('c' in ``params``) collapsed onto (near-)identical values (a
         :class:`~latentfit.errors.DegenerateComponentWarning` names them and, when the data
         is in memory, their rows)."""
         found = self.__dict__.pop("_degenerate_found", {})
