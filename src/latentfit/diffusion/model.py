@@ -67,6 +67,7 @@ from latentfit.io import (
 )
 from latentfit.io import save as _save
 from latentfit.model_tensors import (
+    FitSettings,
     FittedInDtype,
     check_finite_density,
     check_finite_log_density,
@@ -125,7 +126,7 @@ class DiffusionLoss:
 
 
 @serializable
-class DDPM(DensityMixin, BaseEstimator):
+class DDPM(FitSettings, DensityMixin, BaseEstimator):
     """Denoising diffusion probabilistic model (Ho et al. 2020) with an MLP denoiser.
 
     ``n_steps`` T, ``schedule`` "linear" (``beta_1``..``beta_T``) or "cosine", ``variance``
@@ -152,7 +153,9 @@ class DDPM(DensityMixin, BaseEstimator):
     Fitted attributes: ``module_``, ``n_features_in_``, ``history_``, ``n_skipped_steps_``,
     ``shift_``/``scale_`` (real data) or ``level_scale_`` (8-bit data). ``module_``,
     ``shift_`` and ``scale_`` are read in the model's dtype: set to another after the fit, the
-    DDPM scores, samples and saves in it.
+    DDPM scores, samples and saves in it. The settings of the denoiser, the schedule and
+    8-bit data (:meth:`_structure`) are read as the fit used them; one changed since takes
+    effect at the next fit (a save refuses it).
     """
 
     module_ = FittedInDtype()
@@ -266,14 +269,29 @@ class DDPM(DensityMixin, BaseEstimator):
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
             )
 
+    def _structure(self) -> tuple[str, ...]:
+        """The settings that fix the fitted DDPM: its schedule, denoiser and variances, and
+        for 8-bit data the levels, the clip of x̂_0 and (with a learned variance) the decoder's
+        floor that ``decoder_fraction`` sets (see :class:`FitSettings`)."""
+        names = ("n_steps", "schedule", "variance", "prediction", "gaussian_skip", "hidden")
+        names += ("n_hidden", "time_dim", "discrete")
+        if self.schedule == "linear":
+            names += ("beta_1", "beta_T")
+        if self.discrete:
+            names += ("n_levels", "clip_denoised")
+        if self.discrete and self.variance == "learned":
+            names += ("decoder_fraction",)
+        return names
+
     def _check_levels(self, fitted: bool = False) -> None:
         """8-bit data: n_levels within the levels the model's dtype tells apart
         (check_n_levels), at fit and again where the ``fitted`` model reads or draws levels,
         its dtype may have been set since (``set_params(dtype="float32")``); its n_levels is
-        fixed then, and the way out is its dtype."""
-        if self.discrete:
+        the fit's then, and the way out is its dtype."""
+        setting = self._fitted if fitted else lambda name: getattr(self, name)
+        if setting("discrete"):
             check_n_levels(
-                self.n_levels,
+                setting("n_levels"),
                 resolve_dtype(self.dtype),
                 float64_option="set_params(dtype='float64')" if fitted else "dtype='float64'",
                 fitted=fitted,
@@ -291,13 +309,14 @@ class DDPM(DensityMixin, BaseEstimator):
                 f"{name} has {t.shape[1]} features, but this DDPM was fitted on "
                 f"{self.n_features_in_}; pass data with the same columns"
             )
-        if self.discrete:
+        if self._fitted("discrete"):
+            n_levels = self._fitted("n_levels")
             if reset:
-                self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
+                self.level_scale_ = level_scale(t, n_levels, self.level_scale)
             else:
                 self._check_levels(fitted=True)
-            levels = as_levels(t, self.n_levels, self.level_scale_, name, "discrete=True", scoring)
-            return levels * (2.0 / (self.n_levels - 1)) - 1.0
+            levels = as_levels(t, n_levels, self.level_scale_, name, "discrete=True", scoring)
+            return levels * (2.0 / (n_levels - 1)) - 1.0
         if reset:
             # a constant column's likelihood measures nothing: warned (its scale is 1)
             warn_constant_columns(t, "discrete=True (--discrete)")
@@ -307,9 +326,10 @@ class DDPM(DensityMixin, BaseEstimator):
         return (t - self.shift_) / self.scale_
 
     def _check_schedule_memory(self) -> None:
+        n_steps = self._fitted("n_steps")
         check_allocation(  # the schedule's per-step arrays (betas, alpha-bars, their roots...)
-            12 * 8 * self.n_steps,
-            f"DDPM's noise schedule of n_steps={self.n_steps:,}",
+            12 * 8 * n_steps,
+            f"DDPM's noise schedule of n_steps={n_steps:,}",
             device=self._dev,
             hint="use fewer diffusion steps (n_steps; 1000 is usual)",
         )
@@ -320,14 +340,13 @@ class DDPM(DensityMixin, BaseEstimator):
         digits)."""
         dtype = resolve_dtype(self.dtype)
         self._check_schedule_memory()
-        out_dim = 2 * d if self.variance == "learned" else d
+        f = self._fitted
+        out_dim = 2 * d if f("variance") == "learned" else d
+        hidden, n_hidden, time_dim = f("hidden"), f("n_hidden"), f("time_dim")
         check_module_memory(
-            lambda _, n_hidden: TimeMLP(
-                d, self.n_steps, self.hidden, n_hidden, self.time_dim, out_dim
-            ),
-            f"DDPM(hidden={self.hidden}, n_hidden={self.n_hidden}, time_dim={self.time_dim}) "
-            f"on {d} features",
-            depth=self.n_hidden,
+            lambda _, n_hidden: TimeMLP(d, f("n_steps"), hidden, n_hidden, time_dim, out_dim),
+            f"DDPM(hidden={hidden}, n_hidden={n_hidden}, time_dim={time_dim}) on {d} features",
+            depth=n_hidden,
             device=self._dev,
             dtype=dtype,
             hint="use a narrower or shallower denoiser (hidden, n_hidden, time_dim)",
@@ -347,21 +366,22 @@ class DDPM(DensityMixin, BaseEstimator):
         return layout
 
     def _module(self, d: int, n_hidden: int | None = None) -> DiffusionModule:
-        n_hidden = self.n_hidden if n_hidden is None else n_hidden
-        sched = make_schedule(self.schedule, self.n_steps, self.beta_1, self.beta_T)
-        out_dim = 2 * d if self.variance == "learned" else d  # ε_θ, and v for σ_t²
-        net = TimeMLP(d, self.n_steps, self.hidden, n_hidden, self.time_dim, out_dim)
+        f = self._fitted
+        n_hidden = f("n_hidden") if n_hidden is None else n_hidden
+        sched = make_schedule(f("schedule"), f("n_steps"), f("beta_1"), f("beta_T"))
+        out_dim = 2 * d if f("variance") == "learned" else d  # ε_θ, and v for σ_t²
+        net = TimeMLP(d, f("n_steps"), f("hidden"), n_hidden, f("time_dim"), out_dim)
         module = DiffusionModule(
             net,
             sched,
             d,
-            self.variance,
-            self.n_levels if self.discrete else None,
-            self.prediction,
-            self.vlb_weight,
-            self.gaussian_skip,
-            self.clip_denoised,
-            self.decoder_fraction,
+            f("variance"),
+            f("n_levels") if f("discrete") else None,
+            f("prediction"),
+            self.vlb_weight,  # training alone reads it: the next fit's
+            f("gaussian_skip"),
+            f("clip_denoised"),
+            f("decoder_fraction"),
         )
         return module
 
@@ -370,6 +390,7 @@ class DDPM(DensityMixin, BaseEstimator):
         from latentfit.train import TrainConfig, train
 
         self._check_parameters()
+        self._record_fit_settings()
         X = self._as_model_space(X, reset=True)
         self.n_features_in_ = X.shape[1]
         gen = make_generator(self.random_state)
@@ -473,7 +494,7 @@ class DDPM(DensityMixin, BaseEstimator):
 
     def _log_jacobian(self) -> float:
         """log|det| of the map from the user's scale to the model's space (real data)."""
-        return 0.0 if self.discrete else -float(torch.log(self.scale_).sum())
+        return 0.0 if self._fitted("discrete") else -float(torch.log(self.scale_).sum())
 
     def bound_terms(
         self, X, n_timesteps: int | None = None, random_state=0, batch_size: int = 500
@@ -507,8 +528,8 @@ class DDPM(DensityMixin, BaseEstimator):
             ),
             # the rows in the data's scale, for the message only
             lambda: (
-                (x0 + 1) * ((self.n_levels - 1) / 2 / self.level_scale_)
-                if self.discrete
+                (x0 + 1) * ((self._fitted("n_levels") - 1) / 2 / self.level_scale_)
+                if self._fitted("discrete")
                 else x0 * self.scale_ + self.shift_
             ),
         )
@@ -551,14 +572,14 @@ class DDPM(DensityMixin, BaseEstimator):
 
         def draw():  # the same draws on every call (again to find the layer that overflows)
             gen.set_state(start)
-            rows = sampling_chunk_rows(self.hidden)
+            rows = sampling_chunk_rows(self._fitted("hidden"))
             return self.module_.sample(int(n_samples), gen, chunk_rows=rows, real=True)
 
         # a NaN or inf of the network before the clip (of x̂_0, of the levels) or the tanh is
         # refused: clipped, it would be written as the end level
         x, finite = watch_finite(self.module_.denoiser, draw, layers=False)
         check_finite_draws(x, "the DDPM", self.module_, draw, network_finite=finite)
-        if self.discrete:
+        if self._fitted("discrete"):
             x = self.module_.levels(x) / self.level_scale_
         else:
             x = x * self.scale_ + self.shift_
@@ -585,6 +606,8 @@ class DDPM(DensityMixin, BaseEstimator):
     _required_state_fields: ClassVar[tuple[str, ...]] = ("n_features_in_",)
 
     def _get_state(self):
+        # the file's settings are those of its network (latentfit.save calls this, not save)
+        self._check_fit_settings("save")
         tensors = dict(self.module_.state_dict())
         extra = {
             "n_features_in_": int(self.n_features_in_),
@@ -608,6 +631,7 @@ class DDPM(DensityMixin, BaseEstimator):
             raise ModelFileError(
                 f"the model file's field 'extra.n_features_in_' must be an integer >= 1, got {d!r}"
             )
+        self._record_fit_settings()  # the file's settings are its fit's
         if self.discrete:
             check_level_scale(extra, self.n_levels, "discrete")
         else:

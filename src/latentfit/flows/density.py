@@ -66,6 +66,7 @@ from latentfit.io import (
 )
 from latentfit.io import save as _save
 from latentfit.model_tensors import (
+    FitSettings,
     FittedInDtype,
     check_finite_density,
     check_finite_log_density,
@@ -188,7 +189,7 @@ class FlowModule(nn.Module):
         return torch.floor(y * self.n_levels).clamp(0, self.n_levels - 1)
 
 
-class FlowDensity(DensityMixin, BaseEstimator):
+class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
     """A normalizing-flow density estimator trained by exact maximum likelihood.
 
     Parameters: ``flow`` "maf", "realnvp" or "spline"; ``n_layers`` layers of MADEs or coupling
@@ -207,6 +208,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     Fitted attributes: ``module_`` (the network), ``n_features_in_``, ``history_`` (one dict
     per epoch), ``best_val_log_likelihood_``, ``n_skipped_steps_``. ``module_`` is read in the
     model's dtype: set to another after the fit, the flow scores, samples and saves in it.
+    The settings of the layers and of 8-bit data (:meth:`_structure`) are read as the fit
+    used them; one changed since takes effect at the next fit (a save refuses it).
     """
 
     _default_flow = "maf"
@@ -287,14 +290,27 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
             )
 
+    def _structure(self) -> tuple[str, ...]:
+        """The settings that fix the fitted flow: its layers, and for 8-bit data the levels
+        and the logit's margin it reads them with (see :class:`FitSettings`)."""
+        names = ("flow", "n_layers", "hidden", "n_hidden", "dequantize")
+        if self._kind == "spline":
+            names += ("n_bins", "tail_bound")
+        return names + (("n_levels", "alpha") if self.dequantize else ())
+
+    @property
+    def _fitted_kind(self) -> str:
+        return self._fitted("flow") or self._default_flow
+
     def _check_levels(self, fitted: bool = False) -> None:
         """8-bit data: n_levels within the levels the model's dtype tells apart
         (check_n_levels), at fit and again where the ``fitted`` model reads or draws levels,
         its dtype may have been set since (``set_params(dtype="float32")``); its n_levels is
-        fixed then, and the way out is its dtype."""
-        if self.dequantize:
+        the fit's then, and the way out is its dtype."""
+        setting = self._fitted if fitted else lambda name: getattr(self, name)
+        if setting("dequantize"):
             check_n_levels(
-                self.n_levels,
+                setting("n_levels"),
                 resolve_dtype(self.dtype),
                 float64_option="set_params(dtype='float64')" if fitted else "dtype='float64'",
                 fitted=fitted,
@@ -312,36 +328,39 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"{name} has {t.shape[1]} features, but this {type(self).__name__} was fitted on "
                 f"{self.n_features_in_}; pass data with the same columns"
             )
-        if not self.dequantize:
+        if not self._fitted("dequantize"):
             return t
+        n_levels = self._fitted("n_levels")
         if reset:
-            self.level_scale_ = level_scale(t, self.n_levels, self.level_scale)
+            self.level_scale_ = level_scale(t, n_levels, self.level_scale)
         else:
             self._check_levels(fitted=True)
-        return as_levels(t, self.n_levels, self.level_scale_, name, "dequantize=True", scoring)
+        return as_levels(t, n_levels, self.level_scale_, name, "dequantize=True", scoring)
 
     @property
     def _dev(self) -> torch.device:
         return resolve_device(self.device)
 
     def _module(self, d: int, n_layers: int | None = None, n_hidden: int | None = None):
-        n_layers = self.n_layers if n_layers is None else n_layers
-        n_hidden = self.n_hidden if n_hidden is None else n_hidden
+        f = self._fitted
+        n_layers = f("n_layers") if n_layers is None else n_layers
+        n_hidden = f("n_hidden") if n_hidden is None else n_hidden
         layers = make_density_layers(
-            self._kind, d, n_layers, self.hidden, n_hidden, self.n_bins, self.tail_bound
+            self._fitted_kind, d, n_layers, f("hidden"), n_hidden, f("n_bins"), f("tail_bound")
         )
-        return FlowModule(layers, d, self.n_levels if self.dequantize else None, self.alpha)
+        return FlowModule(layers, d, f("n_levels") if f("dequantize") else None, f("alpha"))
 
     def _build(self, d: int) -> FlowModule:
         """The flow for ``d`` features, on the model's device and dtype; refused first where its
         weights could not be held while training (a ``hidden`` or ``n_layers`` off by digits)."""
         dtype = resolve_dtype(self.dtype)
+        n_layers, hidden, n_hidden = (self._fitted(k) for k in ("n_layers", "hidden", "n_hidden"))
         check_module_memory(
             lambda n_layers, n_hidden: self._module(d, n_layers, n_hidden),
-            f"{type(self).__name__}(n_layers={self.n_layers}, hidden={self.hidden}, "
-            f"n_hidden={self.n_hidden}) on {d} features",
-            layers=self.n_layers,
-            depth=self.n_hidden,
+            f"{type(self).__name__}(n_layers={n_layers}, hidden={hidden}, "
+            f"n_hidden={n_hidden}) on {d} features",
+            layers=n_layers,
+            depth=n_hidden,
             device=self._dev,
             dtype=dtype,
             hint="use fewer or narrower layers (hidden, n_layers, n_hidden)",
@@ -354,6 +373,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         from latentfit.train import TrainConfig, train
 
         self._check_parameters()
+        self._record_fit_settings()
         X = self._as_input(X, reset=True)
         self.n_features_in_ = X.shape[1]
         if X.shape[1] < 2:
@@ -415,7 +435,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         n_samples = check_positive_int(n_samples, "n_samples")
         X = self._as_input(X, scoring=True)
-        if not self.dequantize:
+        if not self._fitted("dequantize"):
             log_p = self._batched(lambda xb: self.module_(xb), X)
         else:
             gen = make_generator(random_state, self._dev)
@@ -455,17 +475,19 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         self._check_levels(fitted=True)
         n_samples = check_sample_count(n_samples, self.n_features_in_, device=self._dev)
-        check_sampling_work(n_samples, self.module_.layers, self._kind, max_work)
+        check_sampling_work(n_samples, self.module_.layers, self._fitted_kind, max_work)
         rs = self.random_state if random_state is None else random_state
         gen = make_generator(rs, self._dev)
         start = gen.get_state()
 
         def draw():  # the same draws on every call (again to find the layer that overflows)
             gen.set_state(start)
-            rows = sampling_chunk_rows(self.hidden)
+            rows = sampling_chunk_rows(self._fitted("hidden"))
             return self.module_.sample(int(n_samples), gen, chunk_rows=rows, real=True)
 
-        if self.dequantize:  # levels: a NaN or inf the sigmoid and rounding hide is refused
+        if self._fitted(
+            "dequantize"
+        ):  # levels: a NaN or inf the sigmoid and rounding hide is refused
             out, finite = watch_finite(self.module_, draw)
         else:  # real values keep a non-finite draw, refused below naming the layer; a test of
             # every layer's output (1.3-3x a MAF's sampling time) would only refuse the
@@ -473,7 +495,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             out, finite = draw(), True
         what = f"the {type(self).__name__}"
         check_finite_draws(out, what, self.module_, draw, network_finite=finite)
-        if self.dequantize:
+        if self._fitted("dequantize"):
             out = self.module_.levels(out) / self.level_scale_
         return out.cpu().numpy()
 
@@ -499,6 +521,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     _required_state_fields: ClassVar[tuple[str, ...]] = ("n_features_in_",)
 
     def _get_state(self):
+        # the file's settings are those of its network (latentfit.save calls this, not save)
+        self._check_fit_settings("save")
         tensors = dict(self.module_.state_dict())
         extra = {
             "n_features_in_": int(self.n_features_in_),
@@ -506,7 +530,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             "n_skipped_steps_": int(self.n_skipped_steps_),
             "history_": stored_history(self.history_),
         }
-        if self.dequantize:
+        if self._fitted("dequantize"):
             extra["level_scale_"] = float(self.level_scale_)
         if hasattr(self, "feature_names_in_"):
             extra["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
@@ -518,6 +542,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise ModelFileError(
                 f"the model file's field 'extra.n_features_in_' must be an integer >= 1, got {d!r}"
             )
+        self._record_fit_settings()  # the file's settings are its fit's
         if self.dequantize:
             check_level_scale(extra, self.n_levels, "dequantize")
         # the standardisation first (its shape is the number of features), then every tensor
