@@ -621,6 +621,7 @@ def test_levels_float32_cannot_tell_apart_are_refused_after_dtype_is_set(
         lambda: model.score_samples(X),
         lambda: model.sample(5, random_state=0),
         lambda: model.save("model.lf"),
+        lambda: lf.save(model, "model.lf"),  # latentfit.save does not call model.save
     ):
         with pytest.raises(ParameterError) as err:
             call()

@@ -590,7 +590,6 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
         The file holds ``history_`` without each epoch's ``seconds`` (a timing of this run, not
         of the fit), so that one int ``random_state`` gives one file, byte for byte."""
         check_is_fitted(self, "module_")
-        self._check_levels(fitted=True)  # a file its own load would refuse is not written
         return _save(self, path)
 
     #: What a model file may set on the estimator (checked by latentfit.load).
@@ -608,6 +607,7 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
     def _get_state(self):
         # the file's settings are those of its network (latentfit.save calls this, not save)
         self._check_fit_settings("save")
+        self._check_levels(fitted=True)  # a file its own load would refuse is not written
         tensors = dict(self.module_.state_dict())
         extra = {
             "n_features_in_": int(self.n_features_in_),
