@@ -333,6 +333,26 @@ class FitSettings:
         """Setting ``name`` as the fit used it (the setting itself before any fit)."""
         return vars(self).get("_fit_settings", {}).get(name, getattr(self, name))
 
+    #: the setting that says the model reads levels (8-bit data): "dequantize" of a flow,
+    #: "discrete" of a DDPM
+    _levels_setting = ""
+
+    def _check_levels(self, fitted: bool = False) -> None:
+        """8-bit data: n_levels within the levels the model's dtype tells apart
+        (check_n_levels), at fit and again where the ``fitted`` model reads or draws levels,
+        its dtype may have been set since (``set_params(dtype="float32")``); its n_levels is
+        the fit's then, and the way out is its dtype."""
+        from latentfit.flows.objectives import check_n_levels
+
+        setting = self._fitted if fitted else lambda name: getattr(self, name)
+        if setting(self._levels_setting):
+            check_n_levels(
+                setting("n_levels"),
+                resolve_dtype(self.dtype),
+                float64_option="set_params(dtype='float64')" if fitted else "dtype='float64'",
+                fitted=fitted,
+            )
+
     def _check_fit_settings(self, action: str) -> None:
         """Refuse (ParameterError) to ``action`` a model one of whose settings that fix the
         fitted network was changed since the fit: a file holds one value of each setting,

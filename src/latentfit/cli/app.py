@@ -456,6 +456,17 @@ def seed_option(help: str = "Seed for the initialisation."):
     return typer.Option(0, "--seed", min=0, max=SEED_MAX, help=help)
 
 
+def reg_covar_option():
+    """``--reg-covar`` of the Gaussian mixtures' commands (``reg_covar``): at least 0, finite."""
+    return typer.Option(
+        1e-6,
+        "--reg-covar",
+        min=0.0,
+        help="Added to the diagonal of every covariance: keeps them positive definite.",
+        callback=finite_number,
+    )
+
+
 def finite_number(param: typer.CallbackParam, value):
     """The callback of a number option: NaN and infinity are refused as the command line is
     read, naming the option (click's ranges let NaN through: every comparison with it fails)."""

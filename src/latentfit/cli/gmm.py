@@ -23,6 +23,7 @@ from latentfit.cli.app import (
     header_option,
     load_data,
     output_option,
+    reg_covar_option,
     seed_option,
     split_columns,
     stream_option,
@@ -106,13 +107,7 @@ def fit_gmm(
     tol: float = typer.Option(
         1e-3, help="Stop when the mean log-likelihood changes less.", callback=finite_number
     ),
-    reg_covar: float = typer.Option(
-        1e-6,
-        "--reg-covar",
-        min=0.0,
-        help="Added to the diagonal of every covariance: keeps them positive definite.",
-        callback=finite_number,
-    ),
+    reg_covar: float = reg_covar_option(),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     missing: str = typer.Option("error", help="error, or marginalize to fit rows with NaNs."),
     columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),

@@ -22,6 +22,7 @@ from latentfit.cli.app import (
     header_option,
     load_data,
     output_option,
+    reg_covar_option,
     seed_option,
     show_warnings,
     split_columns,
@@ -66,13 +67,7 @@ def fit_bgmm(
     tol: float = typer.Option(
         1e-3, help="Stop when the lower bound changes less than this.", callback=finite_number
     ),
-    reg_covar: float = typer.Option(
-        1e-6,
-        "--reg-covar",
-        min=0.0,
-        help="Added to the diagonal of every covariance: keeps them positive definite.",
-        callback=finite_number,
-    ),
+    reg_covar: float = reg_covar_option(),
     init: str = typer.Option("kmeans", help="kmeans, k-means++, random or random_from_data."),
     active: float = typer.Option(
         0.01,

@@ -55,7 +55,6 @@ from latentfit.flows.density import (
 from latentfit.flows.objectives import (
     as_levels,
     check_level_scale_option,
-    check_n_levels,
     level_scale,
 )
 from latentfit.io import (
@@ -158,6 +157,7 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
     effect at the next fit (a save refuses it).
     """
 
+    _levels_setting = "discrete"
     module_ = FittedInDtype()
     shift_ = FittedInDtype()
     scale_ = FittedInDtype()
@@ -282,20 +282,6 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
         if self.discrete and self.variance == "learned":
             names += ("decoder_fraction",)
         return names
-
-    def _check_levels(self, fitted: bool = False) -> None:
-        """8-bit data: n_levels within the levels the model's dtype tells apart
-        (check_n_levels), at fit and again where the ``fitted`` model reads or draws levels,
-        its dtype may have been set since (``set_params(dtype="float32")``); its n_levels is
-        the fit's then, and the way out is its dtype."""
-        setting = self._fitted if fitted else lambda name: getattr(self, name)
-        if setting("discrete"):
-            check_n_levels(
-                setting("n_levels"),
-                resolve_dtype(self.dtype),
-                float64_option="set_params(dtype='float64')" if fitted else "dtype='float64'",
-                fitted=fitted,
-            )
 
     def _as_model_space(
         self, X, name: str = "X", reset: bool = False, scoring: bool = False

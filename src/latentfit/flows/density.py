@@ -52,7 +52,6 @@ from latentfit.flows.layers import (
 from latentfit.flows.objectives import (
     as_levels,
     check_level_scale_option,
-    check_n_levels,
     dequantize,
     level_scale,
     logit_transform,
@@ -213,6 +212,7 @@ class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
     """
 
     _default_flow = "maf"
+    _levels_setting = "dequantize"
     module_ = FittedInDtype()
 
     def __init__(
@@ -301,20 +301,6 @@ class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
     @property
     def _fitted_kind(self) -> str:
         return self._fitted("flow") or self._default_flow
-
-    def _check_levels(self, fitted: bool = False) -> None:
-        """8-bit data: n_levels within the levels the model's dtype tells apart
-        (check_n_levels), at fit and again where the ``fitted`` model reads or draws levels,
-        its dtype may have been set since (``set_params(dtype="float32")``); its n_levels is
-        the fit's then, and the way out is its dtype."""
-        setting = self._fitted if fitted else lambda name: getattr(self, name)
-        if setting("dequantize"):
-            check_n_levels(
-                setting("n_levels"),
-                resolve_dtype(self.dtype),
-                float64_option="set_params(dtype='float64')" if fitted else "dtype='float64'",
-                fitted=fitted,
-            )
 
     def _as_input(
         self, X, name: str = "X", reset: bool = False, scoring: bool = False
