@@ -273,16 +273,7 @@ def test_the_gaussian_mstep_maximises_the_expected_log_likelihood_plus_the_log_p
         ll = torch.distributions.MultivariateNormal(mu, full).log_prob(X.unsqueeze(1))  # (t, k)
         return (g * ll).sum() + E.gaussian_log_prior(mu, cov, ct, **kw)
 
-    mu, cov = means.clone().requires_grad_(), covars.clone().requires_grad_()
-    best = objective(mu, cov)
-    best.backward()
-    assert float(mu.grad.abs().max()) < 1e-9
-    assert float(cov.grad.abs().max()) < 1e-9
-    for _ in range(10):
-        dc = 1e-3 * torch.randn(cov.shape, generator=gen, dtype=torch.float64)
-        dc = (dc + dc.mT) / 2 if matrix else dc
-        dm = 1e-3 * torch.randn(mu.shape, generator=gen, dtype=torch.float64)
-        assert float(objective(means + dm, covars + dc)) < float(best.detach())
+    _assert_maximum(objective, means, covars, matrix, gen)
 
 
 def test_a_default_gaussian_hmm_follows_its_default_covars_prior():
@@ -364,13 +355,19 @@ def test_the_gmm_mstep_maximises_the_expected_log_likelihood_plus_the_log_prior(
         ll = torch.distributions.MultivariateNormal(mu, full).log_prob(X[:, None, None])
         return (resp * ll).sum() + E.gmm_log_prior(mu, cov, ct, priors)
 
-    mu, cov = new_means.clone().requires_grad_(), new_covars.clone().requires_grad_()
+    _assert_maximum(objective, new_means, new_covars, ct in ("full", "tied"), gen)
+
+
+def _assert_maximum(objective, means, covars, matrix: bool, gen) -> None:
+    """``(means, covars)`` maximise ``objective``: its gradient there is zero (autograd) and
+    ten random moves of 1e-3 (symmetric ones of a ``matrix`` covariance) all lower it."""
+    mu, cov = means.clone().requires_grad_(), covars.clone().requires_grad_()
     best = objective(mu, cov)
     best.backward()
     assert float(mu.grad.abs().max()) < 1e-9
     assert float(cov.grad.abs().max()) < 1e-9
     for _ in range(10):
         dc = 1e-3 * torch.randn(cov.shape, generator=gen, dtype=torch.float64)
-        dc = (dc + dc.mT) / 2 if ct in ("full", "tied") else dc
+        dc = (dc + dc.mT) / 2 if matrix else dc
         dm = 1e-3 * torch.randn(mu.shape, generator=gen, dtype=torch.float64)
-        assert float(objective(new_means + dm, new_covars + dc)) < float(best.detach())
+        assert float(objective(means + dm, covars + dc)) < float(best.detach())
