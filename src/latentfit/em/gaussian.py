@@ -885,10 +885,13 @@ def describe_degenerate(
     floor_name: str,
     noun: str | tuple[str, ...] = "component",
     fewer: str = "fewer components",
+    variance: str = "variance",
+    why: str | None = None,
 ) -> str:
     """The DegenerateComponentWarning message: which component, on which rows, what to try.
     A key of ``found`` may be a tuple (a GMMHMM's (state, mixture component)), named by as
-    many nouns; ``fewer`` is the first remedy."""
+    many nouns; ``fewer`` is the first remedy; ``variance`` names what is at the floor and
+    ``why`` replaces the sentence on what that means and what to try."""
     nouns = (noun,) if isinstance(noun, str) else noun
     parts = []
     for k, j in sorted(found.items()):
@@ -900,13 +903,18 @@ def describe_degenerate(
             r = rows.get(k, [])
             shown = ", ".join(str(i) for i in r[:10]) + (", ..." if len(r) > 10 else "")
             text += f" (on {len(r)} row(s): {shown})"
-        parts.append(text + f" has its variance{where} at the {floor_name} floor")
+        parts.append(text + f" has its {variance}{where} at the {floor_name} floor")
+    if why is None:
+        why = (
+            "Its points are (nearly) identical there, so its likelihood is not a real fit and "
+            "BIC/AIC favour it spuriously (mclust reports such models as NA; select_model does "
+            f"too). Try {fewer}, another random_state or more n_init, or jitter/remove the "
+            "tied values."
+        )
     return (
-        f"{model}: " + "; ".join(parts) + ". Its points are (nearly) identical there, so its "
-        "likelihood is not a real fit and BIC/AIC favour it spuriously (mclust reports such "
-        f"models as NA; select_model does too). Try {fewer}, another random_state or "
-        "more n_init, or jitter/remove the tied values. The fitted model lists them in "
-        "degenerate_components_."
+        f"{model}: "
+        + "; ".join(parts)
+        + f". {why} The fitted model lists them in degenerate_components_."
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from sklearn.exceptions import ConvergenceWarning
 
 import latentfit
 from latentfit import AutoregressiveHMM, GaussianHMM
@@ -742,3 +743,63 @@ def test_partial_fit_advises_a_lower_order_only_before_the_order_is_fixed():
     fitted = AutoregressiveHMM(2, order=3, random_state=0, n_iter=50).fit(X)
     with pytest.raises(DataError, match=r"Join or drop the short sequences$"):
         fitted.partial_fit(X[:22], [2, 20])  # a warm start keeps the fitted order
+
+
+def _one_regime_noise_free(seed=0):
+    """Blocks of 50 rows: a noisy AR(1) (x_t = 0.5 x_{t-1} + N(0, 1)) alternating with an
+    exact one (x_t = 0.9 x_{t-1}, no noise)."""
+    rng = np.random.default_rng(seed)
+    x = [1.0]
+    for b in range(20):
+        for _ in range(50):
+            x.append(0.5 * x[-1] + rng.normal() if b % 2 == 0 else 0.9 * x[-1])
+    return np.array(x)[:, None]
+
+
+def test_a_noise_free_state_is_called_degenerate_and_named():
+    # Found by hand: a state on an exact autoregression took the min_covar floor as its noise
+    # variance, and nothing said so, while its likelihood is the floor's: 464.9 at
+    # min_covar=1e-3, 2184.2 at 1e-6, without bound (GaussianHMM and GMMHMM warned of the same).
+    X = _one_regime_noise_free()
+    scores = []
+    for floor in (1e-3, 1e-6):
+        with pytest.warns(latentfit.errors.DegenerateComponentWarning) as caught:
+            m = AutoregressiveHMM(2, min_covar=floor, n_iter=20, random_state=0).fit(X)
+        scores.append(m.score(X))
+        (state,) = m.degenerate_components_
+        assert m.coefs_[state, 0, 0, 0] == pytest.approx(0.9, abs=0.01)  # the exact regime's
+        text = str(next(w.message for w in caught if "degenerate" in str(w.message)))
+        assert f"state {state} (on " in text and "noise variance in feature 0" in text
+        assert f"min_covar={floor:g}" in text
+    assert scores[1] > scores[0] + 1000  # the likelihood follows the floor: not a fit
+
+
+def test_noisy_states_and_kept_covariances_are_not_called_degenerate():
+    rng = np.random.default_rng(1)
+    x = [0.0]
+    for b in range(20):
+        for _ in range(50):
+            x.append((0.5 if b % 2 else -0.5) * x[-1] + rng.normal(0, 1 if b % 2 else 0.1))
+    X = np.array(x)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", latentfit.errors.DegenerateComponentWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert AutoregressiveHMM(2, n_iter=20, random_state=0).fit(X).degenerate_components_ == []
+        # covariances kept as set ('c' not in params) are the user's, never a collapse
+        kept = AutoregressiveHMM(2, n_iter=5, random_state=0, params="sta", init_params="sta")
+        kept.covars_ = np.full((2, 1, 1), 1e-3)
+        assert kept.fit(_one_regime_noise_free()).degenerate_components_ == []
+
+
+def test_the_responses_covariance_from_statistics_about_any_centres():
+    from latentfit.em.hmm.autoregressive import ar_data_covariance, ar_stats
+
+    rng = np.random.default_rng(2)
+    t, d, p, k = 40, 3, 2, 4
+    D = torch.from_numpy(np.concatenate([rng.normal(5, 2, (t, d * (p + 1))), np.ones((t, 1))], 1))
+    gamma = torch.from_numpy(rng.dirichlet(np.ones(k), t))
+    centres = torch.from_numpy(rng.normal(0, 3, (k, d)))
+    expected = np.cov(D[:, :d].numpy().T, bias=True)
+    for c in (centres, None):
+        got = ar_data_covariance(ar_stats(D, gamma, d, c), c).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-12)

@@ -55,7 +55,11 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import EMFit
-from latentfit.em.gaussian import DegenerateComponentError
+from latentfit.em.gaussian import (
+    DegenerateComponentError,
+    degenerate_components,
+    describe_degenerate,
+)
 from latentfit.em.hmm.base import _HMMHooks
 from latentfit.em.hmm.emissions import HMM_REMEDY, draws_in_dtype
 from latentfit.em.hmm.gaussian import _ContinuousHMM
@@ -246,7 +250,7 @@ def ar_mstep(
     The weights, given and returned, are about the centres the statistics were taken about
     (:func:`ar_stats`; :func:`ar_log_likelihood` takes them so). The ridge leaves the
     intercept free, so centring changes the intercept only."""
-    G, C, xx, N = stats["zz"], stats["xz"], stats["xx"], stats["post"]
+    G, C = stats["zz"], stats["xz"]
     m = G.shape[-1]
     R = torch.full((m,), float(ridge), dtype=G.dtype, device=G.device)
     R[-1] = 0.0
@@ -259,14 +263,40 @@ def ar_mstep(
             W[bad] = C[bad] @ torch.linalg.pinv(A[bad], hermitian=True)
     else:
         W = weights.to(G.dtype)
-    WC = W @ C.transpose(1, 2)  # (k, d, d)
-    S = xx - WC - WC.transpose(1, 2) + W @ A @ W.transpose(1, 2)
-    S = 0.5 * (S + S.transpose(1, 2)) / N.clamp_min(torch.finfo(N.dtype).tiny).reshape(-1, 1, 1)
+    S = ar_scatter(stats, W, ridge)
     vals, vecs = torch.linalg.eigh(S)
     eps = torch.finfo(S.dtype).eps if eps is None else eps
     floor = (100 * S.shape[-1] * eps * vals[:, -1:].clamp_min(0)).clamp_min(min_covar)  # (k, 1)
     covars = (vecs * torch.maximum(vals, floor).unsqueeze(1)) @ vecs.transpose(1, 2)
     return W, 0.5 * (covars + covars.transpose(1, 2))
+
+
+def ar_scatter(stats: dict[str, torch.Tensor], weights: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Every state's penalised residual scatter (k, d, d) under the weights (k, d, m), about
+    the centres of the statistics (:func:`ar_stats`): ``(xx − W C^T − C W^T + W (G + R) W^T)
+    / N`` (R = ``ridge`` on the AR weights), the covariance :func:`ar_mstep` floors."""
+    G, C, xx, N = stats["zz"], stats["xz"], stats["xx"], stats["post"]
+    R = torch.full((G.shape[-1],), float(ridge), dtype=G.dtype, device=G.device)
+    R[-1] = 0.0
+    W = weights.to(G.dtype)
+    WC = W @ C.transpose(1, 2)  # (k, d, d)
+    S = xx - WC - WC.transpose(1, 2) + W @ (G + torch.diag(R)) @ W.transpose(1, 2)
+    return 0.5 * (S + S.transpose(1, 2)) / N.clamp_min(torch.finfo(N.dtype).tiny).reshape(-1, 1, 1)
+
+
+def ar_data_covariance(
+    stats: dict[str, torch.Tensor], centres: torch.Tensor | None
+) -> torch.Tensor:
+    """The covariance (d, d) of the responses x_t of all scored rows, from statistics taken
+    about every state's centre (k, d) (None: the origin; :func:`ar_stats`): the sums of the
+    states moved to the overall mean (:func:`translate_ar_stats`), added up (the posteriors of
+    a row sum to 1), over their weight."""
+    N = stats["post"]  # (k,)
+    k, d = stats["xx"].shape[:2]
+    c = N.new_zeros(k, d) if centres is None else centres.to(N.dtype)
+    total = N.sum().clamp_min(torch.finfo(N.dtype).tiny)
+    mean = (N.unsqueeze(1) * c + stats["xz"][:, :, -1]).sum(0) / total  # (d,)
+    return translate_ar_stats(stats, c - mean)["xx"].sum(0) / total
 
 
 def ar_rounding(
@@ -691,6 +721,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         st = {key: stats[key].double() for key in ("post", "zz", "xz", "xx")}
         fixed = None if "a" in self.params else params["weights"].double()
         W, cov = ar_mstep(st, self.ridge, self.min_covar, fixed, torch.finfo(dt).eps)
+        scatter = ar_scatter(st, W, self.ridge) if "c" in self.params else None
         empty = (st["post"] <= 1e-10 * max(float(st["post"].sum()), 1.0)).nonzero().flatten()
         W, cov = W.to(dt), cov.to(dt)
         # a state no data visits keeps its parameters (see BaseHMM)
@@ -709,7 +740,43 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
             new["weights"] = W
         if "c" in self.params:
             new["covars"] = cov
+            # what the data give to every noise covariance, and the responses' own covariance:
+            # a state whose residuals vanish has collapsed (_find_degenerate)
+            new["scatter"] = scatter
+            new["data_cov"] = ar_data_covariance(st, params.get("centres"))
+            new["post"] = st["post"]
         return new, empty.tolist()
+
+    def _find_degenerate(self, params) -> dict:
+        """The visited states whose noise covariance collapsed: what the data give to it (the
+        residual scatter, before the floor) against the responses' covariance
+        (:func:`~latentfit.em.gaussian.degenerate_components`, full covariances)."""
+        if "scatter" not in params:
+            return {}
+        found = degenerate_components(
+            params["scatter"], "full", params["data_cov"], float(self.min_covar)
+        )
+        post = params["post"]
+        return {k: j for k, j in found.items() if post[k] > 1e-10 * max(float(post.sum()), 1.0)}
+
+    def _describe_degenerate(self, found, rows) -> str:
+        why = (
+            "Its residuals vanish on the scale of min_covar: either its rows follow an exact "
+            "autoregression (the likelihood then grows without bound as min_covar shrinks, "
+            "so it is not a real fit and BIC/AIC favour it spuriously) or their noise is "
+            f"smaller than min_covar={self.min_covar:g} (then pass a smaller min_covar, or "
+            "rescale X). Try fewer states, another random_state or more n_init, or remove the "
+            "noise-free stretch."
+        )
+        return describe_degenerate(
+            type(self).__name__,
+            found,
+            rows,
+            "min_covar",
+            "state",
+            variance="noise variance",
+            why=why,
+        )
 
     def _warn_unresolved(self, stats, W, cov, empty, eps) -> None:
         """PrecisionLossWarning for the visited states whose new noise covariance keeps fewer
