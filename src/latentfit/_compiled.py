@@ -5,7 +5,8 @@ run time.
 Every compiled kernel has a torch twin that computes the same thing on any device; callers
 use the kernel for CPU tensors when :func:`available` and the twin otherwise. Kernels release
 the GIL (``nogil``) so that threads can run them side by side, and are cached on disk
-(``cache=True``) so that a new process does not compile them again. The modules that define
+(``cache=True``) so that a new process does not compile them again; ``latentfit compile``
+(:mod:`latentfit._warm`) fills that cache ahead of any call. The modules that define
 kernels are imported when first needed (importing numba takes a quarter of a second).
 """
 

@@ -55,10 +55,11 @@ COMMANDS = (
     "show",
     "density score",
     "density sample",
+    "compile",
 )
 
 # Commands that write files, and so take --force to replace an existing output.
-WRITERS = tuple(c for c in COMMANDS if c not in ("fit dist", "eval", "show"))
+WRITERS = tuple(c for c in COMMANDS if c not in ("fit dist", "eval", "show", "compile"))
 
 
 def opt(good: list, bad: list):
@@ -457,6 +458,21 @@ def _build(command: str, run: Run, data) -> None:
         run.option("--columns", COLUMNS)
         run.option("--missing", opt([None, "marginalize"], ["bogus"]))
         run.output("plot", draw(st.sampled_from([".png", ".svg", ".bogus"])), "--plot")
+        return
+    if command == "compile":
+        # always a -k: everything is minutes of compiling; the counts outside 4-16 share one
+        # build, so that only the first example compiles
+        run.args = [
+            "compile",
+            "-k",
+            run.value(
+                opt(["1", "3", "2,17", "99999999999999999999"], ["0", "x", "3-1", "", "1-100000"]),
+                "-k",
+            ),
+        ]
+        run.option("--dtype", opt([None, "float64", "float32"], ["half", ""]))
+        if draw(st.booleans(), label="--json"):
+            run.args.append("--json")
         return
     if command == "tour":
         run.args = ["tour"]

@@ -6,6 +6,7 @@ from latentfit.cli import (  # noqa: F401  (registration)
     flows,
     gmm,
     hmm,
+    kernels,
     mixtures,
     models,
     select,

@@ -1,0 +1,62 @@
+"""``latentfit compile``: compile the CPU kernels ahead of the first fit
+(:mod:`latentfit._warm`), e.g. when building a container image or after ``pip install``."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from latentfit.cli.app import app, fail, parse_range
+from latentfit.cli.output import json_option, print_json
+
+_DTYPES = ("float64", "float32")
+
+
+@app.command("compile")
+def compile_command(
+    dtype: str = typer.Option(
+        "both", "--dtype", help="float64, float32 or both: the model dtypes to prepare."
+    ),
+    states: str | None = typer.Option(
+        None,
+        "-k",
+        "--components",
+        help="Numbers of HMM states to prepare: 3, 1-8 or 2,4,8 (default: every count the "
+        "kernels are specialised for, 4-16, and the one build all other counts share).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="Print nothing but errors."),
+    as_json: bool = json_option(),
+) -> None:
+    """Compile latentfit's CPU kernels (numba) into their disk cache now, so that no later
+    fit, decode or score waits on the compiler (a first call otherwise compiles what it uses,
+    a few seconds each). Run it once after installing; about 3 minutes of CPU for everything."""
+    if dtype not in (*_DTYPES, "both"):
+        fail(f"--dtype must be float64, float32 or both, not {dtype!r}")
+    counts = None if states is None else parse_range(states, "-k")
+    from latentfit import _compiled
+
+    if not _compiled.available():
+        if as_json:
+            print_json({"numba": False, "groups": [], "seconds": 0.0})
+        elif not quiet:
+            typer.echo(
+                "numba is not installed: latentfit runs its torch kernels, which need no compiling"
+            )
+        return
+    from latentfit._warm import compile_kernels
+
+    start = time.perf_counter()
+    done = []
+
+    def progress(what: str) -> None:
+        done.append(what)
+        if not quiet:
+            typer.echo(f"compiling: {what}", err=True)
+
+    n = compile_kernels(_DTYPES if dtype == "both" else (dtype,), counts, progress)
+    seconds = time.perf_counter() - start
+    if as_json:
+        print_json({"numba": True, "groups": done, "seconds": round(seconds, 3)})
+    elif not quiet:
+        typer.echo(f"{n} groups of kernels ready in {seconds:.1f} s (cached on disk)")
