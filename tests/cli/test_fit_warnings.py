@@ -138,3 +138,22 @@ def test_fit_dist_shows_its_fit_s_warnings_before_the_error_that_ends_it(tmp_pat
     text = " ".join(res.output.split())
     assert text.count("warning: the Normal fit met a flat stretch") == 1, text
     assert text.index("warning:") < text.index("error: the Normal fit failed"), text
+
+
+def test_fit_arhmm_names_a_collapsed_state_in_the_commands_words(tmp_path, monkeypatch):
+    # Found by the property hunt: the new warning of an autoregressive state at its noise
+    # floor spoke of min_covar, which the command has no option for; it names the floor and
+    # the command's remedy (the data) instead.
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = [1.0]
+    for b in range(20):
+        for _ in range(50):
+            x.append(0.5 * x[-1] + rng.normal() if b % 2 == 0 else 0.9 * x[-1])
+    np.savetxt("ar.csv", np.array(x)[:, None], delimiter=",")
+    res = CliRunner().invoke(app, ["fit", "arhmm", "ar.csv", "-k", "2", "--seed", "0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "has its noise variance in feature 0 at the variance floor" in text, text
+    assert "smaller than the floor (then rescale ar.csv, e.g. standardise its columns)" in text
+    assert "min_covar" not in text and "degenerate_components_" not in text, text

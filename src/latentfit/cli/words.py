@@ -244,6 +244,14 @@ def cli_words(
         text,
     )
     text = text.replace(" The fitted model lists them in degenerate_components_.", "")
+    # an autoregressive state's noise at that floor: the remedy a command has is the data
+    text = text.replace("on the scale of min_covar", "on the scale of the variance floor")
+    text = text.replace("as min_covar shrinks", "as the floor shrinks")
+    text = re.sub(
+        r"smaller than min_covar=\S+ \(then pass a smaller min_covar, or rescale (.*?)\)\. Try",
+        r"smaller than the floor (then rescale \1, e.g. standardise its columns). Try",
+        text,
+    )
     # GMMHMM's spherical prior when the columns are fewer than --n-mix: the prior is set in
     # Python only; the command's remedy is the covariance type, whose diag prior is flat
     text = re.sub(r"the default covars_prior \(hmmlearn's, \S+ here\)", "the default "
