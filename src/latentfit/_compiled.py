@@ -15,7 +15,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-__all__ = ["available", "jit"]
+__all__ = ["available", "cache_missing", "jit"]
+
+#: the kernels this process compiled without a disk cache (numba found no writable folder)
+_UNCACHED: list[str] = []
 
 
 @functools.cache
@@ -26,7 +29,36 @@ def available() -> bool:
 
 def jit(fn):
     """Compile ``fn`` as a CPU kernel (no Python objects, GIL released, cached on disk), when
-    it is first called. Only modules used when :func:`available` define kernels."""
+    it is first called. Only modules used when :func:`available` define kernels.
+
+    Where numba finds no writable folder for its cache (latentfit installed read-only and no
+    writable user cache folder: a container run as another user), it raises as the kernel is
+    defined; the kernel is then compiled in every process instead, and a
+    :class:`~latentfit.errors.CompileCacheWarning` (once a process) says so."""
     import numba
 
-    return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
+    try:
+        return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
+    except RuntimeError as err:
+        if "no locator available" not in str(err):
+            raise
+    if not _UNCACHED:
+        import warnings
+
+        from latentfit.errors import CompileCacheWarning, user_stacklevel
+
+        warnings.warn(
+            "numba has no writable folder for its disk cache here (latentfit's install folder "
+            "and the user's cache folder are read-only), so latentfit's CPU kernels are "
+            "compiled again in every new process (seconds at their first call). Set "
+            "NUMBA_CACHE_DIR to a writable folder, then `latentfit compile` keeps them.",
+            CompileCacheWarning,
+            stacklevel=user_stacklevel(),
+        )
+    _UNCACHED.append(f"{fn.__module__}.{fn.__qualname__}")
+    return numba.njit(nogil=True, error_model="numpy")(fn)
+
+
+def cache_missing() -> bool:
+    """Whether a kernel of this process could not be cached on disk (see :func:`jit`)."""
+    return bool(_UNCACHED)

@@ -135,9 +135,10 @@ class CompileFallbackWarning(RuntimeWarning):
 
 
 class CompileCacheWarning(RuntimeWarning):
-    """``compile=True`` compiled the sampler in this process only, waiting for it: the
-    compiled code could not be kept on disk (a folder not writable, a child process that could
-    not start, a graph that cannot be compiled ahead of time), so the next run compiles again.
+    """Compiled code could not be kept on disk, so the next process compiles it again: the
+    sampler's ``compile=True`` (a folder not writable, a child process that could not start,
+    a graph that cannot be compiled ahead of time; it compiled in this process, waiting for
+    it), or the CPU kernels of the sequence models (numba found no writable cache folder).
     The message says why."""
 
 
@@ -186,6 +187,17 @@ def user_stacklevel() -> int:
     points at the first frame outside latentfit: the user's own line, however deep inside the
     package (estimator, EM driver, hooks) the warning is raised."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("latentfit."):
-        frame, level = frame.f_back, level + 1
+    while frame is not None and (
+        frame.f_globals.get("__name__", "").startswith("latentfit.") or _import_frame(frame)
+    ):
+        frame = frame.f_back
+        # warnings.warn leaves the import system's frames out of its count (a warning raised
+        # while latentfit imports a module on the user's call)
+        level += frame is not None and not _import_frame(frame)
     return level
+
+
+def _import_frame(frame) -> bool:
+    """A frame of the import system, as ``warnings`` tells them (importlib's bootstrap)."""
+    name = frame.f_code.co_filename
+    return "importlib" in name and "_bootstrap" in name

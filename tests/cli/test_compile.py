@@ -117,3 +117,55 @@ def test_json_lists_the_groups_and_prints_nothing_else():
         "semi-Markov recursions, float64",
         "long paths, float64",
     ]
+
+
+# numba finds no writable cache folder (a read-only install run by a user without a writable
+# home): simulated by leaving numba only the locator for zipped sources, which finds none
+NO_CACHE_FOLDER = {"NUMBA_CACHE_LOCATOR_CLASSES": "ZipCacheLocator"}
+HSMM_FIT = """
+import warnings
+import numpy as np
+from latentfit import GaussianHSMM
+X = np.random.default_rng(0).normal(size=(200, 2))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    m = GaussianHSMM(2, n_iter=2, random_state=0).fit(X)
+    m.predict(X)
+cache = [w for w in caught if type(w.message).__name__ == "CompileCacheWarning"]
+print("warnings:", len(cache), *{w.filename for w in cache})
+print("score:", repr(m.score(X)))
+"""
+
+
+def _has_locator_setting() -> bool:
+    import numba.core.config
+
+    return hasattr(numba.core.config, "CACHE_LOCATOR_CLASSES")
+
+
+@pytest.mark.skipif(not _has_locator_setting(), reason="numba without NUMBA_CACHE_LOCATOR_CLASSES")
+def test_without_a_writable_cache_folder_the_kernels_compile_in_the_process(tmp_path):
+    # Found by reading numba: with no writable cache folder, defining a cache=True kernel
+    # raised numba's RuntimeError ("cannot cache function 'minimum': no locator available"),
+    # so every HMM, HSMM and state-space fit of such an install failed with it.
+    env = {**os.environ, "PYTHONPATH": str(SRC), "NUMBA_CACHE_DIR": ""}
+    env.pop("NUMBA_CACHE_DIR")
+
+    def run(code: str, extra: dict) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+            env={**env, **extra}, cwd=tmp_path,
+        )  # fmt: skip
+
+    res = run(HSMM_FIT, NO_CACHE_FOLDER)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert lines[0] == "warnings: 1 <string>"  # once, at the user's line
+    cached = run(HSMM_FIT, {})
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    assert cached.stdout.splitlines() == ["warnings: 0", lines[1]]  # the same fit
+    cmd = "import sys\nfrom latentfit.cli import main\nsys.argv = ['latentfit', 'compile']\nmain()"
+    res = run(cmd, NO_CACHE_FOLDER)
+    assert res.returncode == 1
+    assert "error: numba has no writable folder for its disk cache" in res.stderr
+    assert "NUMBA_CACHE_DIR" in res.stderr and "compiling" not in res.stderr

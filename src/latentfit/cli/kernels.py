@@ -44,6 +44,23 @@ def compile_command(
                 "numba is not installed: latentfit runs its torch kernels, which need no compiling"
             )
         return
+    import warnings
+
+    from latentfit.errors import CompileCacheWarning
+
+    # where the kernels will be kept, checked before minutes of compiling: defining the first
+    # kernel finds numba's cache folder, or that it has none
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompileCacheWarning)
+        import latentfit._kernel_ops  # noqa: F401
+    if _compiled.cache_missing():
+        fail(
+            "numba has no writable folder for its disk cache here (latentfit's install folder "
+            "and the user's cache folder are read-only), so nothing compiled now could be "
+            "kept. Set NUMBA_CACHE_DIR to a writable folder (in the environment of every later "
+            "process too) and run latentfit compile again",
+            1,
+        )
     from latentfit._warm import compile_kernels
 
     start = time.perf_counter()
