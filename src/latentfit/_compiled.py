@@ -23,8 +23,30 @@ _UNCACHED: list[str] = []
 
 @functools.cache
 def available() -> bool:
-    """Whether the compiled CPU kernels can run here (without importing numba)."""
-    return importlib.util.find_spec("numba") is not None
+    """Whether the compiled CPU kernels can run here: numba is installed and imports. Callers
+    ask only where a kernel would run (importing numba takes a quarter of a second). A numba
+    that is installed but fails to import (one built for another numpy: "Numba needs NumPy
+    2.3 or less") is not used: the torch twins run instead, and a
+    :class:`~latentfit.errors.CompileFallbackWarning` (once a process) says why."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        import numba  # noqa: F401
+    except Exception as err:  # whatever numba's import raises: the kernels are optional
+        import warnings
+
+        from latentfit.errors import CompileFallbackWarning, user_stacklevel
+
+        warnings.warn(
+            f"numba is installed but does not import ({type(err).__name__}: {err}), so "
+            "latentfit runs its torch kernels on the CPU instead of the compiled ones (the "
+            "same results; slower on long sequences). Install a numba that matches this "
+            "numpy (pip install -U numba) to get them back.",
+            CompileFallbackWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return False
+    return True
 
 
 def jit(fn):

@@ -130,8 +130,10 @@ class CoarseScheduleWarning(UserWarning):
 
 
 class CompileFallbackWarning(RuntimeWarning):
-    """``compile=True`` was asked for but the step could not be compiled (or disagreed with
-    the eager one); the sampler ran eagerly, with the same draws. The message says why."""
+    """Compiled code was not used and its uncompiled twin ran instead: the sampler's
+    ``compile=True`` (the step could not be compiled, or disagreed with the eager one; the
+    same draws), or the CPU kernels of the sequence models (numba installed but failing to
+    import; the torch kernels). The message says why."""
 
 
 class CompileCacheWarning(RuntimeWarning):

@@ -41,7 +41,7 @@ def compile_command(
             print_json({"numba": False, "groups": [], "seconds": 0.0})
         elif not quiet:
             typer.echo(
-                "numba is not installed: latentfit runs its torch kernels, which need no compiling"
+                "numba is not available here: latentfit runs its torch kernels, which need no compiling"
             )
         return
     import warnings

@@ -95,9 +95,9 @@ COMPILE_MIN_STEPS = 1 << 12
 
 
 def _use_compiled(x: torch.Tensor, n_steps: int) -> bool:
-    if x.device.type != "cpu" or not _compiled.available():
+    if x.device.type != "cpu" or (n_steps < COMPILE_MIN_STEPS and x.dtype == torch.float64):
         return False
-    return n_steps >= COMPILE_MIN_STEPS or x.dtype != torch.float64
+    return _compiled.available()  # imports numba: asked only where a kernel would run
 
 
 def condition_on_states(log_likelihoods, states, *, overwrite: bool = False) -> torch.Tensor:
