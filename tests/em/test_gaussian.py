@@ -114,6 +114,33 @@ def test_an_hmm_warns_only_where_min_covar_exceeds_the_whole_variance():
         GaussianHMM(2, random_state=0).fit(X * 0.005)
 
 
+def test_an_hmms_warning_says_what_min_covar_does_to_it():
+    """Found by hand: the HMMs' warning said 'the variances fitted there are min_covar's',
+    but their min_covar enters the start only (the fitted variances were 7e-8 beside a
+    min_covar of 1e-3). What it does is start every state alike: two clusters 5e-4 apart
+    (sd 1e-4 and 5e-5) ended in one state with the other unvisited. The words now say so;
+    standardised, as they advise, the same data give two states. AutoregressiveHMM, whose
+    min_covar floors every M-step, keeps the first words."""
+    from latentfit import AutoregressiveHMM
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (300, 2)), rng.normal(5, 0.5, (300, 2))] * 1e-4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", VarianceFloorWarning)
+        with pytest.warns(VarianceFloorWarning) as caught:
+            tiny = GaussianHMM(2, random_state=0, n_iter=20).fit(X)
+        text = str(caught[0].message)
+        assert "so every state starts with min_covar's variance there, not the data's" in text
+        assert "fitted there" not in text
+        assert np.ptp(tiny.predict(X)) == 0  # one state for both clusters
+        Z = (X - X.mean(0)) / X.std(0)
+        labels = GaussianHMM(2, random_state=0, n_iter=20).fit(Z).predict(Z)
+        assert set(labels[:300]) == {labels[0]} and set(labels[300:]) == {1 - labels[0]}
+        with pytest.warns(VarianceFloorWarning, match="the variances fitted there are min_covar's"):
+            AutoregressiveHMM(1, n_iter=2, random_state=0).fit(X[:, :1])
+
+
 @pytest.mark.parametrize("how", ["source", "source, n_init=3", "partial_fit"])
 def test_gaussian_mixture_names_the_floor_on_a_source_and_in_partial_fit(how):
     """GaussianMixture fitted on a source (em/sources) or by partial_fit on X * 1e-80 got

@@ -264,6 +264,7 @@ def check_variance_floor(
     model: str,
     name: str = "X",
     fraction: float = FLOOR_FRACTION,
+    effect: str | None = None,
 ) -> None:
     """Warn (:class:`VarianceFloorWarning`, once) when the absolute variance ``floor`` that
     ``model``'s ``argument`` sets exceeds :data:`FLOOR_FRACTION` of the variance of a column
@@ -271,7 +272,8 @@ def check_variance_floor(
     variances of 1e-6, the floor's, with nothing said. Columns that do not vary are left out:
     holding them off zero is what the floor is for. ``fraction`` replaces
     :data:`FLOOR_FRACTION` for a floor that enters fewer variances than every M-step's (the
-    HMMs' min_covar: the start and the lift of a singular matrix)."""
+    HMMs' min_covar: the start and the lift of a singular matrix); ``effect`` replaces what
+    the message says follows ("the variances fitted there are {argument}'s, not the data's")."""
     if not floor > 0 or X.dim() != 2 or not X.numel():
         return
     var = column_variances(X, w)  # (d,)
@@ -281,10 +283,12 @@ def check_variance_floor(
     j = int(torch.where(swamped, var, torch.full_like(var, math.inf)).argmin())
     more = int(swamped.sum()) - 1
     others = f" (and {more} other column{'s' if more > 1 else ''})" if more else ""
+    if effect is None:
+        effect = f"the variances fitted there are {argument}'s, not the data's"
     warnings.warn(
         f"{model}: {argument}={floor:g} is {floor / float(var[j]):.3g} times the variance of "
-        f"column {j} of {name} ({float(var[j]):.3g}){others}, so the variances fitted there "
-        f"are {argument}'s, not the data's. Rescale {name} (e.g. standardise the columns, or "
+        f"column {j} of {name} ({float(var[j]):.3g}){others}, so {effect}. Rescale {name} "
+        "(e.g. standardise the columns, or "
         f"multiply by 1e{-math.floor(math.log10(float(var[j])) / 2)}), or pass a smaller "
         f"{argument} (below {fraction * float(var[j]):.3g})",
         VarianceFloorWarning,

@@ -368,6 +368,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
     """
 
     _emission_letters = "ac"
+    _min_covar_floors_every_mstep = True  # ar_mstep raises every eigenvalue to it
     _emission_attributes = ("coefs_", "intercepts_", "covars_")
 
     def __init__(

@@ -154,6 +154,10 @@ class _ContinuousHMM(BaseHMM):
     def _check_batch(self, X):
         check_overflow(X)  # a batch's moments, as fit checks the data's
 
+    #: whether min_covar floors every M-step's covariances (AutoregressiveHMM), not only the
+    #: start's and a singular update's (hmmlearn's GaussianHMM, whose update has covars_prior)
+    _min_covar_floors_every_mstep = False
+
     def _check_floor(self, X):
         if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar
             # min_covar enters the start and the lift of a singular matrix, not every
@@ -161,7 +165,14 @@ class _ContinuousHMM(BaseHMM):
             # column's whole variance swamps it (X * 1e-80), one of 10% does not (a
             # column of sd 0.1 with the default 1e-3)
             name = type(self).__name__
-            check_variance_floor(X, None, self.min_covar, "min_covar", name, fraction=1.0)
+            effect = None if self._min_covar_floors_every_mstep else (
+                "every state starts with min_covar's variance there, not the data's: the states "
+                "start alike, and EM may not tell them apart (one state fitting every cluster, "
+                "the others left unvisited)"
+            )  # fmt: skip
+            check_variance_floor(
+                X, None, self.min_covar, "min_covar", name, fraction=1.0, effect=effect
+            )
 
     def _why_impossible(self, params, X, i: int) -> str:
         """A density is never 0: it underflowed, far from every state."""
