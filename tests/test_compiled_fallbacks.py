@@ -60,3 +60,44 @@ def test_a_numba_that_does_not_import_leaves_the_torch_kernels(tmp_path):
     for a, b in zip(torch_scores, compiled_scores, strict=True):
         assert abs(a - b) <= 1e-9 * abs(b), (torch_scores, compiled_scores)
     assert out[1].split()[3] == compiled[1].split()[3]  # the same decoded path (its sum)
+
+
+HSMM_COUNTING = """
+import numpy as np
+from numba.core import event
+compiled = []
+class Count(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+from latentfit import GaussianHSMM
+X = np.random.default_rng(0).normal(size=(200, 2))
+m = GaussianHSMM(2, n_iter=2, random_state=0, tol=0).fit(X)
+print(repr(m.score(X)), len(compiled))
+"""
+
+
+def test_a_damaged_cache_file_is_compiled_again(tmp_path):
+    # Found by damaging numba's cache by hand: a truncated index or compiled entry raised
+    # pickle's UnpicklingError at the kernel's first call in every process, until deleted.
+    env = {**os.environ, "PYTHONPATH": str(SRC), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run() -> tuple[str, int]:
+        res = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", HSMM_COUNTING], capture_output=True,
+            text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr[-3000:]
+        score, n = res.stdout.split()
+        return score, int(n)
+
+    score, n = run()
+    assert n > 0  # an empty cache: the kernels compile
+    damaged = list((tmp_path / "cache").rglob("*.nb[ic]"))
+    assert damaged
+    for path in damaged:  # every index and entry cut to 20 bytes
+        path.write_bytes(path.read_bytes()[:20])
+    assert run() == (score, n)  # compiled again, the same fit
+    assert run() == (score, 0)  # and cached again

@@ -60,7 +60,7 @@ def jit(fn):
     import numba
 
     try:
-        return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
+        return _tolerate_damaged_cache(numba.njit(nogil=True, cache=True, error_model="numpy")(fn))
     except RuntimeError as err:
         if "no locator available" not in str(err):
             raise
@@ -79,6 +79,36 @@ def jit(fn):
         )
     _UNCACHED.append(f"{fn.__module__}.{fn.__qualname__}")
     return numba.njit(nogil=True, error_model="numpy")(fn)
+
+
+def _tolerate_damaged_cache(dispatcher):
+    """``dispatcher`` whose disk cache treats a damaged file as a miss. numba unpickles its
+    index and compiled entries unguarded: a truncated or garbled file (a cache folder copied
+    in part, a disk error) raised pickle's UnpicklingError at every first call of the kernel,
+    in every process, until the file was deleted by hand. A load that fails now deletes the
+    kernel's index and compiles, and the save writes a fresh one. (numba's ``Cache`` methods
+    ``load_overload``/``save_overload`` are wrapped on this dispatcher's instance; a numba
+    without them is left as it is.)"""
+    import os
+
+    cache = getattr(dispatcher, "_cache", None)
+    load = getattr(cache, "load_overload", None)
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    if load is None or index is None:
+        return dispatcher
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception:  # whatever unpickling a damaged file raises
+            try:
+                os.remove(index)
+            except OSError:
+                pass
+            return None
+
+    cache.load_overload = load_overload
+    return dispatcher
 
 
 def cache_missing() -> bool:
