@@ -485,3 +485,18 @@ def test_a_sequence_with_nothing_observed_scores_zero_and_filters_to_the_prior()
         np.testing.assert_allclose(means[t], mean, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(covs[t], cov, rtol=1e-12, atol=1e-14)
         mean, cov = A @ mean, A @ cov @ A.T + Q
+
+
+def test_a_value_beyond_every_other_is_named_not_fitted_into_an_unusable_model():
+    # Found by the property tests: an int64 column holding -2**63 (how a missing value can
+    # reach numpy from an integer column) beside values of 0-3 gave a fit whose observation
+    # covariance spanned 2.5e33 to 0.47, not positive definite in float64: the fit ended, and
+    # score and save then refused the fitted model. The fit now stops, naming the value.
+    X = np.array([[0, -3, -(2**63)], [-1, -2, 0], [0, -3, 1], [0, -1, 1], [1, -3, 2], [1, -2, 1]])
+    with pytest.raises(DataError, match=r"row 0, column 2 \(-7\.69e\+18 from the column's mean\)"):
+        LinearGaussianSSM(n_iter=5, random_state=0).fit(X)
+    X[0, 2] = 2  # the same data with a value in range fit, score and save
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = LinearGaussianSSM(n_iter=5, random_state=0).fit(X)
+    assert np.isfinite(m.score(X))

@@ -83,6 +83,42 @@ def infer(
     return f, s
 
 
+#: the covariances a fitted model must hold, and whether strictly positive definite (R) or
+#: semi-definite up to rounding (Q, V0)
+DEFINITE = (("Q", False), ("R", True), ("V0", False))
+
+
+def _not_definite(M: torch.Tensor, strict: bool) -> float | None:
+    """The smallest eigenvalue of the symmetric M when it is not positive definite (strict)
+    or not semi-definite up to 1e-10 of its largest entry; else None."""
+    low = float(torch.linalg.eigvalsh(M.double()).min())
+    bad = not low > 0 if strict else low < -1e-10 * float(M.abs().max())
+    return low if bad else None
+
+
+def _check_update(p: SSMParams, X: torch.Tensor) -> None:
+    """DataError where an M-step's covariance is no longer positive definite (as a fitted
+    model's must be, :meth:`LinearGaussianSSM._check_params`): its eigenvalues spread further
+    than the dtype resolves, as when one value lies orders of magnitude beyond the others (a
+    sentinel such as -9.2e18 for a missing value). The fit used to end with it, and the model
+    could then neither score nor be saved. Names the covariance and the data's largest value."""
+    for f, strict in DEFINITE:
+        M = getattr(p, f)
+        low = _not_definite(M, strict)
+        if low is None:
+            continue
+        top = float(torch.linalg.eigvalsh(M.double()).max())
+        where = X.double().abs().nan_to_num(nan=0.0)
+        i, j = divmod(int(where.argmax()), X.shape[1])
+        raise DataError(
+            f"the fitted {ATTRIBUTES[f]} stopped being positive definite: its eigenvalues "
+            f"span {top:.3g} to {low:.3g}, further apart than {str(X.dtype).removeprefix('torch.')} resolves. The data's "
+            f"largest value lies in row {i}, column {j} ({float(X[i, j]):.3g} from the "
+            "column's mean): check it (a value standing for a missing one?), or rescale the "
+            "columns (e.g. standardise them)"
+        )
+
+
 def _not_positive_definite(row):
     where = f" at row {row}" if row is not None else ""
     raise ParameterError(
@@ -124,6 +160,7 @@ class _SSMHooks:
             ridge=float(m.ridge),
             min_covar=float(m.min_covar),
         )
+        _check_update(new, self.X)
         return new._asdict()
 
     def lower_bound(self, params, stats):
@@ -277,13 +314,12 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
                     f"{ATTRIBUTES[f]} must have shape {shape} (n_components={k}, "
                     f"n_features={dim}), got {got}"
                 )
-        for f, strict in (("Q", False), ("R", True), ("V0", False)):
+        for f, strict in DEFINITE:
             M = getattr(p, f)
             if not torch.allclose(M, M.T, rtol=1e-6, atol=1e-12 * float(M.abs().max()) + 1e-300):
                 raise ParameterError(f"{ATTRIBUTES[f]} must be symmetric")
-            low = float(torch.linalg.eigvalsh(M.double()).min())
-            bad = not low > 0 if strict else low < -1e-10 * float(M.abs().max())
-            if bad:
+            low = _not_definite(M, strict)
+            if low is not None:
                 what = "positive definite" if strict else "positive semi-definite"
                 raise ParameterError(
                     f"{ATTRIBUTES[f]} must be {what} (smallest eigenvalue {low:.3g}); "
