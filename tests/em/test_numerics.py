@@ -342,6 +342,18 @@ def test_bgmm_singular_default_prior_is_a_clear_error():
     assert np.isfinite(m.elbo_)
 
 
+def test_bgmm_columns_on_scales_too_far_apart_are_named_as_such():
+    """Found beside the state-space model's case: an int64 column holding -2**63 (a missing
+    value as numpy can get it from an integer column) among values of -3 to 3 was refused as
+    rows 'in a lower-dimensional subspace (... collinear columns)', which they are not: the
+    columns' variances are 2.1e36 and ~4. The error says so and names the value."""
+    X = np.random.default_rng(0).integers(-3, 4, size=(40, 3))
+    X[0, 2] = -(2**63)
+    with pytest.raises(DataError, match=r"scales too far apart") as err:
+        BayesianGaussianMixture(n_components=2, random_state=0).fit(X)
+    assert "row 0 (-8.99e+18 from its mean)" in str(err.value) and "subspace" not in str(err.value)
+
+
 @pytest.mark.parametrize("cls", [FactorAnalysis, PPCA])
 @pytest.mark.parametrize("offset", [1e6, 1e7])
 def test_factor_models_float32_far_from_the_origin_match_float64(cls, offset):

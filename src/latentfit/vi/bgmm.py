@@ -224,6 +224,19 @@ class BayesianGaussianMixture(MixtureMixin, DensityMixin, BaseEstimator):
                 )
             if ct in ("full", "tied") and d > 1:
                 lam = torch.linalg.eigvalsh(emp.double())  # ascending
+                var = emp.diagonal().double()
+                if float(var.max()) > 1e12 * float(var.min()):  # scales, not a subspace
+                    big, small = int(var.argmax()), int(var.argmin())
+                    i = int(Xc[:, big].abs().nan_to_num(nan=0.0).argmax())
+                    raise DataError(
+                        f"the columns of X vary on scales too far apart for the default "
+                        f"covariance_prior (the covariance of X, singular in {ct!r} form at "
+                        f"this precision): column {big}'s variance is {float(var[big]):.3g}, "
+                        f"column {small}'s {float(var[small]):.3g}. Column {big}'s largest "
+                        f"value lies in row {i} ({float(Xc[i, big]):.3g} from its mean): check "
+                        "it (a value standing for a missing one?), or rescale the columns "
+                        "(e.g. standardise them), or pass covariance_prior"
+                    )
                 if not float(lam[0]) > 1e-12 * float(lam[-1]):
                     raise DataError(
                         "the rows of X (with positive sample_weight) lie in a lower-dimensional "
