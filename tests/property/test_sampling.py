@@ -43,7 +43,7 @@ def _run(target, c, warmup, draws, seed):
     st.integers(0, 8),
     st.integers(1, 4),
     st.integers(1, 3),
-    st.integers(0, 2**32),
+    st.integers(0, 2**32 - 1),  # a seed: torch keeps 32 bits, latentfit refuses more
 )
 def test_nuts_draws_lie_in_the_support_repeat_with_the_seed_and_resume(
     model, vectorized, c, warmup, n1, n2, seed
@@ -68,7 +68,7 @@ def test_nuts_draws_lie_in_the_support_repeat_with_the_seed_and_resume(
 
 @budget(10)
 @given(
-    st.integers(0, 2**32),
+    st.integers(0, 2**32 - 1),  # a seed: torch keeps 32 bits, latentfit refuses more
     st.integers(6, 25),
     st.integers(1, 3),
     st.integers(1, 3),
