@@ -50,7 +50,8 @@ _COVARIANCES = {
 
 def _degenerate_fit(text: str, X, data: str) -> str | None:
     """The model's refusal of its own fitted covariance (``observation_covariance_ must be
-    positive definite``, the words for a parameter set by hand) as what happened: the fit of
+    positive definite``, the words for a parameter set by hand, or the fit's ``the fitted
+    observation_covariance_ stopped being positive definite``) as what happened: the fit of
     ``data`` (the rows ``X``) ended degenerate, with where its largest value is and the way
     out; None for any other message."""
     import re
@@ -59,6 +60,9 @@ def _degenerate_fit(text: str, X, data: str) -> str | None:
 
     found = re.match(
         r"(\w+_) must be (positive (?:semi-)?definite) (\(smallest eigenvalue \S+\))", text
+    ) or re.match(  # the fit's own check of an M-step's covariance
+        r"the fitted (\w+_) stopped being (positive (?:semi-)?definite) (\(eigenvalues [^)]*\))",
+        text,
     )
     if found is None or found[1] not in _COVARIANCES:
         return None

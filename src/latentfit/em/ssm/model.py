@@ -98,9 +98,9 @@ def _not_definite(M: torch.Tensor, strict: bool) -> float | None:
 
 def _check_update(p: SSMParams, X: torch.Tensor) -> None:
     """DataError where an M-step's covariance is no longer positive definite (as a fitted
-    model's must be, :meth:`LinearGaussianSSM._check_params`): its eigenvalues spread further
-    than the dtype resolves, as when one value lies orders of magnitude beyond the others (a
-    sentinel such as -9.2e18 for a missing value). The fit used to end with it, and the model
+    model's must be, :meth:`LinearGaussianSSM._check_params`): rounding at the data's scale
+    lost it, as when one value lies orders of magnitude beyond the others (a sentinel such as
+    -9.2e18 for a missing value) or every value is huge. The fit used to end with it, and the model
     could then neither score nor be saved. Names the covariance and the data's largest value."""
     for f, strict in DEFINITE:
         M = getattr(p, f)
@@ -110,12 +110,13 @@ def _check_update(p: SSMParams, X: torch.Tensor) -> None:
         top = float(torch.linalg.eigvalsh(M.double()).max())
         where = X.double().abs().nan_to_num(nan=0.0)
         i, j = divmod(int(where.argmax()), X.shape[1])
+        what = "positive definite" if strict else "positive semi-definite"
         raise DataError(
-            f"the fitted {ATTRIBUTES[f]} stopped being positive definite: its eigenvalues "
-            f"span {top:.3g} to {low:.3g}, further apart than {str(X.dtype).removeprefix('torch.')} resolves. The data's "
-            f"largest value lies in row {i}, column {j} ({float(X[i, j]):.3g} from the "
-            "column's mean): check it (a value standing for a missing one?), or rescale the "
-            "columns (e.g. standardise them)"
+            f"the fitted {ATTRIBUTES[f]} stopped being {what} (eigenvalues {low:.3g} to "
+            f"{top:.3g}): rounding at the scale of the data lost it. The data's largest value "
+            f"lies in row {i}, column {j} ({float(X[i, j]):.3g} from the column's mean): "
+            "check it (a value standing for a missing one?), or rescale the columns (e.g. "
+            "standardise them)"
         )
 
 
