@@ -40,7 +40,7 @@ def available() -> bool:
         warnings.warn(
             f"numba is installed but does not import ({type(err).__name__}: {err}), so "
             "latentfit runs its torch kernels on the CPU instead of the compiled ones (the "
-            "same results; slower on long sequences). Install a numba that matches this "
+            "same results up to rounding; slower on long sequences). Install a numba that matches this "
             "numpy (pip install -U numba) to get them back.",
             CompileFallbackWarning,
             stacklevel=user_stacklevel(),
@@ -86,9 +86,9 @@ def _tolerate_damaged_cache(dispatcher):
     index and compiled entries unguarded: a truncated or garbled file (a cache folder copied
     in part, a disk error) raised pickle's UnpicklingError at every first call of the kernel,
     in every process, until the file was deleted by hand. A load that fails now deletes the
-    kernel's index and compiles, and the save writes a fresh one. (numba's ``Cache`` methods
-    ``load_overload``/``save_overload`` are wrapped on this dispatcher's instance; a numba
-    without them is left as it is.)"""
+    kernel's index and compiles, and numba's save after the compile writes a fresh index.
+    (numba's ``Cache.load_overload`` is wrapped on this dispatcher's instance; a numba without
+    it is left as it is.)"""
     import os
 
     cache = getattr(dispatcher, "_cache", None)

@@ -5,7 +5,8 @@ disk cache (:mod:`latentfit._compiled`): a user's first decode of a long series,
 of a hidden semi-Markov or state-space model, would wait seconds on the compiler. This module
 calls every kernel once, on a few rows, with each argument type a fit or a prediction gives
 it (float64 and float32; the HMM kernels for every number of states they are specialised for,
-and once for the others), so that the cache holds them all; the package's set-up runs it.
+and once for the others), so that the cache holds them all. ``latentfit compile`` runs it
+(:mod:`latentfit.cli.kernels`); the Makefile does not (benchmarks/README.md, Cold start).
 """
 
 from __future__ import annotations
