@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import latentfit
+from tests.compile_events import COUNT_COMPILES
 
 SRC = Path(latentfit.__file__).resolve().parents[1]
 
@@ -62,21 +63,16 @@ def test_a_numba_that_does_not_import_leaves_the_torch_kernels(tmp_path):
     assert out[1].split()[3] == compiled[1].split()[3]  # the same decoded path (its sum)
 
 
-HSMM_COUNTING = """
+HSMM_COUNTING = (
+    COUNT_COMPILES
+    + """
 import numpy as np
-from numba.core import event
-compiled = []
-class Count(event.Listener):
-    def on_start(self, ev):
-        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, ev):
-        pass
-event.register("numba:compile", Count())
 from latentfit import GaussianHSMM
 X = np.random.default_rng(0).normal(size=(200, 2))
 m = GaussianHSMM(2, n_iter=2, random_state=0, tol=0).fit(X)
 print(repr(m.score(X)), len(compiled))
 """
+)
 
 
 def test_a_damaged_cache_file_is_compiled_again(tmp_path):

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import latentfit
 from latentfit import _compiled
 from latentfit.cli import app
+from tests.compile_events import COUNT_COMPILES
 
 SRC = Path(latentfit.__file__).resolve().parents[1]
 runner = CliRunner()
@@ -21,16 +22,10 @@ pytestmark = pytest.mark.skipif(not _compiled.available(), reason="numba is not 
 
 # A fresh process fits and decodes every model family that calls a compiled kernel, counting
 # numba's compile events (a kernel loaded from the disk cache raises none).
-FIRST_CALLS = """
+FIRST_CALLS = (
+    COUNT_COMPILES
+    + """
 import numpy as np, torch
-from numba.core import event
-compiled = []
-class Count(event.Listener):
-    def on_start(self, ev):
-        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, ev):
-        pass
-event.register("numba:compile", Count())
 from latentfit import GaussianHMM, GaussianHSMM, LinearGaussianSSM
 rng = np.random.default_rng(0)
 X = np.concatenate([rng.normal(m, 1.0, (60, 2)) for m in (-4, 0, 4, 8, 12)] * 2)
@@ -40,6 +35,7 @@ GaussianHSMM(2, max_duration=8, n_iter=2, random_state=0).fit(X[:200]).predict(X
 LinearGaussianSSM(1, dtype=torch.float32, n_iter=2, random_state=0).fit(X[:200])
 print("compiled:", sorted(set(compiled)))
 """
+)
 
 
 def _run(code: str, cache: Path) -> str:
