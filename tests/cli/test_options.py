@@ -215,3 +215,26 @@ def test_header_is_sniffed_with_a_warning_or_set_by_the_option(tmp_path, monkeyp
             assert "pass --header" in res.output
         got = json.loads(res.output[res.output.index("{") :])
         assert got["n_samples"] == rows and got["features"] == names
+
+
+def _commands_and_groups():
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            yield from walk(sub, (*path, name))
+
+    return list(walk(typer.main.get_command(app), ()))
+
+
+@pytest.mark.parametrize(
+    "path,cmd",
+    _commands_and_groups(),
+    ids=[" ".join(p) or "latentfit" for p, _ in _commands_and_groups()],
+)
+def test_every_command_has_a_one_line_summary(path, cmd):
+    """A group's listing prints the first paragraph of each command's help with its line
+    breaks: a summary broken over lines made ``latentfit fit --help`` ragged (a line cut after
+    "print start and"). The first paragraph is one line; the rest follows a blank line."""
+    first = (cmd.help or "").strip().split("\n\n")[0]
+    assert first, f"{' '.join(path)} has no help"
+    assert "\n" not in first, f"{' '.join(path)}: the summary spans lines: {first!r}"

@@ -449,8 +449,10 @@ def fit_dist(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit a distribution by maximum likelihood and print a summary table with standard errors
-    and Wald confidence intervals."""
+    """Fit a distribution by maximum likelihood (or MAP, or sample its posterior); print a table.
+
+    The table gives every parameter's estimate, standard error and Wald confidence interval
+    (with --prior and --sample: the posterior's summary)."""
     from latentfit.cli.output import check_format
     from latentfit.estimate import fit_map, fit_mle, get_family
     from latentfit.estimate.result import COV_TYPES

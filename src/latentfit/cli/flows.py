@@ -329,8 +329,10 @@ def score(
     seed: int = seed_option("Seed of the split of mnist and digits into test rows."),
     as_json: bool = json_option(),
 ):
-    """Held-out log p(x) per row (flows: exact, or a dequantisation bound; DDPM: a one-draw
-    estimate of minus its bound, which moves with the rows scored beside it)."""
+    """Held-out log p(x) per row of a saved flow or diffusion model.
+
+    Flows: exact, or a dequantisation bound; DDPM: a one-draw estimate of minus its bound,
+    which moves with the rows scored beside it."""
     import numpy as np
 
     from latentfit import load

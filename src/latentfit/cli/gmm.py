@@ -137,8 +137,9 @@ def fit_gmm(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC;
-    write the label of every row with --labels."""
+    """Fit a Gaussian mixture by EM; print weights, means, covariances, log-likelihood, BIC/AIC.
+
+    --labels writes the label of every row."""
     from latentfit.cli.model_data import record_columns
     from latentfit.cli.output import check_format, column_names
     from latentfit.cli.tables import write_labels

@@ -242,8 +242,10 @@ def fit_hmm(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit an HMM by Baum-Welch; print start/transition probabilities, emissions,
-    log-likelihood and BIC/AIC; write the decoded state of every row."""
+    """Fit an HMM by Baum-Welch; print its probabilities, emissions, log-likelihood, BIC/AIC.
+
+    The start and transition probabilities are printed, and the decoded state of every row
+    written (--states, by default DATA_states.csv)."""
     from latentfit.cli.output import check_format
 
     check_format(as_json, as_csv)

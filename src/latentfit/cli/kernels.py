@@ -28,9 +28,11 @@ def compile_command(
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="Print nothing but errors."),
     as_json: bool = json_option(),
 ) -> None:
-    """Compile latentfit's CPU kernels (numba) into their disk cache now, so that no later
-    fit, decode or score waits on the compiler (a first call otherwise compiles what it uses,
-    a few seconds each). Run it once after installing; about 3 minutes of CPU for everything."""
+    """Compile latentfit's CPU kernels (numba) ahead, so no later fit waits on the compiler.
+
+    They go into numba's disk cache; a first fit, decode or score otherwise compiles what it
+    uses, a few seconds each. Run it once after installing: about 3 minutes of CPU for
+    everything."""
     if dtype not in (*_DTYPES, "both"):
         fail(f"--dtype must be float64, float32 or both, not {dtype!r}")
     counts = None if states is None else parse_range(states, "-k")

@@ -106,8 +106,9 @@ def fit_mixture(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit a mixture of Bernoulli, categorical, multinomial or Poisson components by EM; print
-    weights, the parameters of each component, log-likelihood and BIC/AIC."""
+    """Fit a mixture of Bernoulli, categorical, multinomial or Poisson components by EM.
+
+    It prints the weights, the parameters of each component, the log-likelihood and BIC/AIC."""
     import importlib
 
     from latentfit.cli.output import check_format

@@ -490,8 +490,9 @@ def select_hmm(
     as_csv: bool = csv_option(_CSV_HELP),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
 ):
-    """Hidden Markov models over the number of states K, by BIC, AIC, ICL or held-out
-    log-likelihood over whole sequences."""
+    """Hidden Markov models over the number of states K, by BIC, AIC, ICL or held-out score.
+
+    The held-out log-likelihood is taken over whole sequences."""
     import numpy as np
 
     from latentfit.cli.hmm_inputs import read_lengths

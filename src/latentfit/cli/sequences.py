@@ -201,9 +201,11 @@ def fit_hsmm(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit a hidden semi-Markov model (explicit state durations) by EM; print start and
-    segment-to-segment transition probabilities, emissions, durations, log-likelihood and
-    BIC/AIC; write the decoded state of every row (Viterbi over segments)."""
+    """Fit a hidden semi-Markov model (an HMM with explicit state durations) by EM.
+
+    It prints the start and segment-to-segment transition probabilities, emissions,
+    durations, log-likelihood and BIC/AIC, and writes the decoded state of every row (Viterbi
+    over segments; --states, by default DATA_states.csv)."""
     from latentfit import CategoricalHSMM, GaussianHSMM, PoissonHSMM
 
     check_choice("--emission", emission, HSMM_EMISSIONS)
@@ -304,10 +306,11 @@ def fit_arhmm(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit an HMM with Gaussian vector-autoregressive emissions of order p (a switching
-    VAR(p)) by Baum-Welch; print start/transition probabilities, every state's intercepts,
-    coefficients and noise covariance, log-likelihood and BIC/AIC; write the decoded state of
-    every row."""
+    """Fit an HMM with vector-autoregressive emissions of order p (a switching VAR(p)).
+
+    Fitted by Baum-Welch, it prints the start/transition probabilities, every state's
+    intercepts, coefficients and noise covariance, log-likelihood and BIC/AIC, and writes
+    the decoded state of every row (--states, by default DATA_states.csv)."""
     import math
 
     from latentfit import AutoregressiveHMM

@@ -113,8 +113,10 @@ def fit_ssm(
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ):
-    """Fit a linear dynamical system by EM with the Kalman smoother; print A, C, Q, R, d,
-    log-likelihood and BIC/AIC; write the smoothed state of every row."""
+    """Fit a linear dynamical system by EM with the Kalman smoother; print A, C, Q, R and d.
+
+    It prints the log-likelihood and BIC/AIC too, and writes the smoothed state of every row
+    (--states, by default DATA_states.csv)."""
     import numpy as np
 
     from latentfit._files import atomic_path

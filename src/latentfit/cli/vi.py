@@ -89,8 +89,9 @@ def fit_bgmm(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
-    """Fit a Bayesian Gaussian mixture by coordinate-ascent VI; print the ELBO and the
-    components it keeps."""
+    """Fit a Bayesian Gaussian mixture by coordinate-ascent VI; print the ELBO and components.
+
+    The components printed are those the posterior keeps."""
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
 
