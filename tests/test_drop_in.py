@@ -98,3 +98,50 @@ def test_every_setting_is_in_the_signature(cls):
     assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
     assert set(cls._get_param_names()) == set(params)
     check_do_not_raise_errors_in_init_or_set_params(cls.__name__, cls())
+
+
+#: scikit-learn's estimator checks each scikit-learn-shaped class passes (the HMMs take
+#: hmmlearn's ``fit(X, lengths)``, where the checks pass labels as ``y``), with the checks
+#: expected to fail and why
+SKLEARN_CHECKED = {
+    "GaussianMixture": (
+        latentfit.GaussianMixture(n_components=2, max_iter=20),
+        # as scikit-learn itself expects of KMeans: k-means++ seeding draws rows at random and
+        # the check shuffles the weighted rows, so the seeds (and the local optimum) differ.
+        # Weights equal repetition from a shared start: tests/em/test_gmm.py
+        # test_integer_sample_weights_equal_repeated_rows.
+        {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "random k-means++ seeding depends on row order, as for sklearn's KMeans"
+            )
+        },
+    ),
+    "BayesianGaussianMixture": (
+        latentfit.BayesianGaussianMixture(n_components=2, max_iter=30),
+        # the check draws 15 rows of 30 columns: the default covariance_prior (the covariance
+        # of X) is then singular, which the fit refuses with a DataError saying so
+        {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "15 rows of 30 columns: the default covariance_prior is singular and refused"
+            )
+        },
+    ),
+    "FactorAnalysis": (latentfit.FactorAnalysis(2, max_iter=50), {}),
+    "PPCA": (latentfit.PPCA(2, max_iter=50), {}),
+    "FactorAnalysis-varimax": (latentfit.FactorAnalysis(2, rotation="varimax"), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(SKLEARN_CHECKED))
+def test_passes_sklearn_check_estimator(name):
+    """The conventions a user of the scikit-learn class relies on: clone, get_params, fit
+    returning self, n_features_in_, pickling, read-only and F-ordered input, ..."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    model, expected = SKLEARN_CHECKED[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(model, expected_failed_checks=expected, on_fail=None)
+    failed = [r["check_name"] for r in results if r["status"] == "failed"]
+    assert failed == [], failed
+    assert len(results) > 40  # the suite did run

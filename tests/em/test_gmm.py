@@ -442,30 +442,6 @@ def test_a_gmmhmm_whose_mixture_component_loses_its_rows_stores_no_nan():
     assert np.isfinite(model.score(X))
 
 
-def test_passes_sklearn_check_estimator():
-    from sklearn.utils.estimator_checks import check_estimator
-
-    # The one expected failure is the one scikit-learn itself expects of KMeans: k-means++
-    # seeding draws rows at random, and the check shuffles the weighted rows, so the seeds (and
-    # hence the local optimum) differ. Weights equal repetition from a shared start: see
-    # test_integer_sample_weights_equal_repeated_rows.
-    expected = {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "random k-means++ seeding depends on row order, as for sklearn's KMeans"
-        )
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        results = check_estimator(
-            GaussianMixture(n_components=2, max_iter=20),
-            expected_failed_checks=expected,
-            on_fail=None,
-        )
-    failed = [r["check_name"] for r in results if r["status"] == "failed"]
-    assert failed == [], failed
-    assert len(results) > 40  # the suite did run
-
-
 def test_labels_fix_responsibilities_and_equal_the_supervised_mle():
     X = blobs(300, seed=13)
     truth = GaussianMixture(3, random_state=0).fit_predict(X)
