@@ -4,6 +4,7 @@ default."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -63,6 +64,9 @@ def files(tmp_path_factory):
         ("loc=uniform:10,5", ["low must be below its high"]),
         ("zz=normal:0,1", ["Normal has no parameter 'zz'"]),
         ("loc", ["--prior takes NAME=FAMILY"]),
+        ("loc=nromal:0,1", ["'nromal' is not a prior family", "(did you mean normal?)"]),
+        ("loc=normal(0,1", ["a ( without its closing )", "NAME=FAMILY(NUMBER,NUMBER)"]),
+        ("scale=gamma(-1,1)", ["gamma's concentration takes values > 0"]),
     ],
 )
 def test_a_bad_prior_is_named_before_the_data_are_read(files, prior, needles):
@@ -71,6 +75,25 @@ def test_a_bad_prior_is_named_before_the_data_are_read(files, prior, needles):
         f"--prior {prior}" if "=" in prior else "--prior",
         *needles,
     )
+
+
+def test_a_prior_written_as_a_call_is_the_same_prior(files):
+    """``gamma(2,1)``, as Stan and PyMC write a prior, was refused as an unknown family
+    "gamma(2,1)" (while the error listed gamma among the families it takes)."""
+    outs = [
+        runner.invoke(
+            app,
+            ["fit", "dist", str(files["data"]), "-f", "normal", "-c", "a", "--json"]
+            + ["--prior", f"scale={spec}", "--prior", "loc=normal:0,10"],
+        )
+        for spec in ("gamma:2,1", "gamma(2,1)", "Gamma( 2, 1 )")
+    ]
+    assert all(r.exit_code == 0 for r in outs), [r.output for r in outs]
+    first = json.loads(outs[0].stdout)
+    for r in outs[1:]:
+        other = json.loads(r.stdout)
+        assert other["parameters"] == first["parameters"], (other, first)
+        assert other["log_prior"] == first["log_prior"]
 
 
 def test_a_prior_that_breaks_float64_names_its_option(files):

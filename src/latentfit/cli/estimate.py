@@ -127,8 +127,8 @@ FLAT_PRIOR = (
     "without bound), so give a prior to each parameter the data say little about"
 )
 _PRIOR_USAGE = (
-    "--prior takes NAME=FAMILY:NUMBER,NUMBER (e.g. --prior rate=gamma:2,0.5 or "
-    "--prior loc=normal:0,10)"
+    "--prior takes NAME=FAMILY:NUMBER,NUMBER or NAME=FAMILY(NUMBER,NUMBER) (e.g. --prior "
+    "rate=gamma:2,0.5 or --prior loc=normal(0,10))"
 )
 
 
@@ -161,8 +161,30 @@ def _prior_family_list() -> str:
     return ", ".join(f"{k} ({','.join(v[1])})" for k, v in PRIORS.items())
 
 
+def _prior_spec(spec: str, item: str) -> tuple[str, str]:
+    """The family and its numbers of a ``--prior`` value's right-hand side: ``gamma:2,0.5``,
+    or ``gamma(2,0.5)`` as Stan and PyMC write it (which read as a family named "gamma(2,0.5)"
+    before, and was refused as unknown)."""
+    family, colon, args = spec.partition(":")
+    opened = family.find("(")
+    if not colon and opened >= 0:
+        if not family.rstrip().endswith(")"):
+            fail(f"--prior {item}: a ( without its closing ); {_PRIOR_USAGE}")
+        family, args = family[:opened], family.rstrip()[opened + 1 : -1]
+    return family.strip().lower(), args
+
+
+def _did_you_mean(family: str) -> str:
+    """`` (did you mean gamma?)`` when ``family`` is a typing slip away from one of PRIORS."""
+    import difflib
+
+    close = difflib.get_close_matches(family, list(PRIORS), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _parse_prior(items: list[str], fam) -> tuple[dict, dict] | None:
-    """``--prior rate=gamma:2,0.5`` -> ({"rate": Gamma(2., 0.5)}, {"rate": the item}).
+    """``--prior rate=gamma:2,0.5`` (or ``rate=gamma(2,0.5)``) -> ({"rate": Gamma(2., 0.5)},
+    {"rate": the item}).
 
     Every entry is checked before data are read: a family of :data:`PRIORS`, one prior per
     parameter of ``fam``, the family's numbers (how many, finite, inside their ranges) and a
@@ -179,8 +201,7 @@ def _parse_prior(items: list[str], fam) -> tuple[dict, dict] | None:
     for item in items:
         name, sep, spec = item.partition("=")
         name = name.strip()
-        family, _, args = spec.partition(":")
-        family = family.strip().lower()
+        family, args = _prior_spec(spec, item)
         if not sep or not name or not family:
             fail(f"{_PRIOR_USAGE}; got {item!r}")
         if name not in fam.params:
@@ -200,7 +221,7 @@ def _parse_prior(items: list[str], fam) -> tuple[dict, dict] | None:
                 f"{family} is a distribution over whole numbers, not a density over "
                 f"{fam.name}'s {name}"
                 if discrete
-                else f"{family!r} is not a prior family latentfit takes"
+                else f"{family!r} is not a prior family latentfit takes{_did_you_mean(family)}"
             )
             fail(f"--prior {item}: {why}; --prior takes the families {_prior_family_list()}")
         cls_name, names, required = PRIORS[family]
@@ -398,7 +419,7 @@ def fit_dist(
     prior: list[str] = typer.Option(
         [],
         "--prior",
-        help="A prior NAME=DIST:ARGS (e.g. rate=gamma:2,0.5); repeatable: MAP fit. A parameter "
+        help="A prior NAME=DIST:ARGS (e.g. rate=gamma:2,0.5, or rate=gamma(2,0.5)); repeatable: MAP fit. A parameter "
         "without one has a flat prior (a constant density over its values).",
     ),
     sample: str = typer.Option(
