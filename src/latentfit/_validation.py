@@ -776,8 +776,11 @@ def check_bool(value, name: str) -> bool:
 
 
 def check_choice(value, name: str, choices: tuple) -> None:
+    """ParameterError naming ``name``, the choices (as a list, not a tuple's repr) and the
+    value when ``value`` is not one of ``choices``."""
     if value not in choices:
-        raise ParameterError(f"{name} must be one of {choices}, got {value!r}")
+        said = ", ".join(repr(c) for c in choices)
+        raise ParameterError(f"{name} must be one of {said}; got {value!r}")
 
 
 def _is_real(value) -> bool:

@@ -448,3 +448,56 @@ def test_delimiter_for_a_binary_data_file_is_refused(tmp_path, monkeypatch, suff
     args = ["fit", "gmm", f"data{suffix}", "-k", "1", "--stream-above", stream]
     _refused([*args, "--delimiter", ";"], f"data{suffix} is a {suffix} file", "--delimiter")
     _refused([*args, "--header"], f"data{suffix} is a {suffix} file", "--header")
+
+
+# ------------------------------------------------- every word-valued option, before the data
+def _word_options():
+    """(command path, option) for every option of every command that takes a word (a str):
+    the choices (--covariance, --init, --missing, --prior of fit bgmm, --flow, --read-as, ...)
+    and the free ones (--delimiter, --device)."""
+    import typer
+
+    def walk(cmd, path):
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            yield from walk(sub, (*path, name))
+        if not getattr(cmd, "commands", None):
+            for p in cmd.params:
+                if p.param_type_name == "option" and p.bare_type() in ("str", "list[str]"):
+                    yield path, cmd, p.opts[0]
+
+    return list(walk(typer.main.get_command(app), ()))
+
+
+#: Options whose value can only be judged against what a file holds: the data's column names,
+#: the bundled set or data file that --dataset names, and what the saved model is (--algorithm
+#: is for HMMs, --image-shape for VAEs)
+_JUDGED_BY_A_FILE = {"--columns", "--column", "--dataset", "--algorithm", "--image-shape"}
+WORD_OPTIONS = [w for w in _word_options() if w[2] not in _JUDGED_BY_A_FILE]
+
+
+@pytest.mark.parametrize(
+    ("path", "cmd", "option"),
+    WORD_OPTIONS,
+    ids=[f"{' '.join(p)} {o}" for p, _, o in WORD_OPTIONS],
+)
+def test_a_word_no_option_takes_is_refused_before_any_file_is_read(tmp_path, path, cmd, option):
+    """A value no option takes ('zzz') is named before DATA or MODEL is opened: the file here
+    does not exist, so an error about it means the value went unjudged until the data were
+    read (fit gmm/bgmm/mixture/fa/ppca --covariance, --init, --missing, --prior; fit flow
+    --flow; fit ssm: all after a whole DATA file was read), or was not judged at all (a
+    --delimiter beside a bundled data set; select fa --covariance, which only gmm sweeps)."""
+    names = {p.name for p in cmd.params}
+    args = [*path] + ["missing.csv" for p in cmd.params if p.param_type_name == "argument"]
+    if "k" in names and option != "-k":
+        args += ["-k", "2"]
+    if path == ("fit", "dist") and option != "--family":
+        args += ["-f", "normal"]
+    if path == ("fit", "mixture") and option != "--family":
+        args += ["-f", "poisson"]
+    if "dataset" in names and not any(p.param_type_name == "argument" for p in cmd.params):
+        args += ["--dataset", str(tmp_path / "missing.csv")]  # not the bundled default
+    res = runner.invoke(app, [*args, option, "zzz"], catch_exceptions=False)
+    out = _flat(res.output)
+    assert res.exit_code == 2, out
+    assert "no data file" not in out and "no model file" not in out, out
+    assert option in out or "zzz" in out, out

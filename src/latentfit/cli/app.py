@@ -344,6 +344,18 @@ def check_device(device: str, option: str = "--device") -> None:
         fail(f"{option}: {cli_words(str(err))}")
 
 
+def check_settings(model, k: str | None = "-k") -> None:
+    """Refuse the model's settings, in the command's words, before any data are read: the
+    estimator's own data-free check (``_checked_parameters``, the one its ``fit`` starts
+    with). A wrong ``--covariance``, ``--init`` or ``--missing`` was otherwise named only
+    after the whole DATA file had been read, as the model met it."""
+    check = getattr(model, "_checked_parameters", None) or model._check_parameters
+    try:
+        check()
+    except (ValueError, TypeError) as err:
+        fail(cli_words(str(err), None, k))
+
+
 #: What DATA may be, for the help of every command that reads a table.
 DATA_HELP = (
     "Data file: delimited text (.csv, .tsv, .txt; delimiter and header sniffed, or set by "
@@ -377,7 +389,24 @@ def delimiter_option():
         "--delimiter",
         help="Field delimiter of a text DATA file: auto (sniffed), comma, tab, semicolon, pipe, "
         "whitespace (runs of spaces, as numpy.savetxt writes) or any one character.",
+        callback=_delimiter,
     )
+
+
+def _delimiter(value):
+    """The callback of ``--delimiter``: a value that is no delimiter is refused as the command
+    line is read. It was refused only when a text file came to be read, so with a bundled data
+    set or a .npy file ``--delimiter zzz`` was ignored and the command went on."""
+    if value is None or value.lower() == "auto":
+        return value
+    from latentfit.datasets._files import parse_delimiter
+    from latentfit.errors import ParameterError
+
+    try:
+        parse_delimiter(value)
+    except ParameterError as err:
+        fail(f"--{err}")
+    return value
 
 
 def header_option():

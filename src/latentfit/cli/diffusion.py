@@ -11,6 +11,7 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_number,
+    check_settings,
     delimiter_option,
     fail,
     finite_number,
@@ -25,6 +26,7 @@ from latentfit.cli.app import (
 )
 from latentfit.cli.flows import (
     check_out,
+    check_read_as,
     history_rows,
     level_scale_of,
     levels_of,
@@ -118,36 +120,37 @@ def fit_diffusion(
             "--skip-floor sets the variance floor of --gaussian-skip's Gaussian, which is off: "
             "add --gaussian-skip, or drop --skip-floor"
         )
+    check_read_as(read_as)
+    model = DDPM(
+        steps,
+        schedule=schedule,
+        variance=variance,
+        vlb_weight=vlb_weight,
+        gaussian_skip=gaussian_skip,
+        skip_floor=skip_floor,
+        clip_denoised=clip_denoised,
+        decoder_fraction=decoder_fraction,
+        hidden=hidden,
+        n_hidden=n_hidden,
+        eval_timesteps=eval_t or None,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience or None,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        random_state=seed,
+        device=device,
+        verbose=not quiet,
+    )
+    check_settings(model, None)  # before the data; what they decide is set below
     split = load_split(dataset, seed, delimiter, model="a DDPM", header=header)
     disc = split.image_shape is not None if discrete is None else discrete
     n_levels = levels_of(dataset, levels, disc, "--discrete")
     scale = level_scale_of(split, n_levels, read_as, "--discrete", disc)
     record_run_options(ctx, checkpoint_dir)
     try:
-        model = DDPM(
-            steps,
-            schedule=schedule,
-            variance=variance,
-            vlb_weight=vlb_weight,
-            gaussian_skip=gaussian_skip,
-            skip_floor=skip_floor,
-            clip_denoised=clip_denoised,
-            decoder_fraction=decoder_fraction,
-            hidden=hidden,
-            n_hidden=n_hidden,
-            discrete=disc,
-            n_levels=n_levels,
-            level_scale=scale,
-            eval_timesteps=eval_t or None,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            patience=patience or None,
-            checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
-            random_state=seed,
-            device=device,
-            verbose=not quiet,
-        ).fit(split.train, X_val=split.val)
+        model.set_params(discrete=disc, n_levels=n_levels, level_scale=scale)
+        model.fit(split.train, X_val=split.val)
     except ValueError as err:
         words = resume_words(ctx, str(err), checkpoint_dir, dataset)
         fail(words or split_words(str(err), split.split, "train", dataset))

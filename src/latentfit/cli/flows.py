@@ -157,13 +157,18 @@ def read_as_option():
     )
 
 
+def check_read_as(read_as: str | None) -> None:
+    """Refuse a ``--read-as`` that is neither codes nor intensities, before the data are read."""
+    if read_as not in (None, "codes", "intensities"):
+        fail(f"--read-as must be one of codes, intensities; got {read_as!r}")
+
+
 def level_scale_of(split, n_levels: int, read_as: str | None, switch: str, on: bool):
     """The ``level_scale`` of a flow or DDPM fitted to ``split`` by ``fit flow|diffusion``:
     1 (integer codes) or n_levels - 1 (intensities) where ``switch`` (``--dequantize``,
     ``--discrete``) is ``on``, from ``--read-as`` or the data (:func:`read_codes`); None
     (real data) otherwise, where ``--read-as`` is refused."""
-    if read_as not in (None, "codes", "intensities"):
-        fail(f"--read-as must be one of codes, intensities; got {read_as!r}")
+    check_read_as(read_as)
     if not on:
         if read_as is not None:
             fail(
@@ -241,6 +246,9 @@ def fit_flow(
     check_out(out, force, [data], checkpoint_dir)
     check_device(device)
     check_number("--lr", lr, minimum=0, above=True, example="1e-3")
+    check_read_as(read_as)
+    if flow not in ("maf", "realnvp", "spline"):
+        fail(f"--flow must be one of maf, realnvp, spline; got {flow!r}")
     split = load_split(data, seed, delimiter, header=header)
     deq = split.image_shape is not None if dequantize is None else dequantize
     L = levels_of(data, levels, deq, "--dequantize")

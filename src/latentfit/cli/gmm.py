@@ -10,6 +10,7 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_outputs,
+    check_settings,
     cli_words,
     data_argument,
     data_name,
@@ -169,6 +170,7 @@ def fit_gmm(
         verbose=0 if quiet else 1,
         device=device,
     )
+    check_settings(model)
     if distributed:
         from latentfit.em.sources.distributed import fit_distributed
 

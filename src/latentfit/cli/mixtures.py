@@ -10,6 +10,7 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_outputs,
+    check_settings,
     cli_words,
     data_argument,
     data_name,
@@ -131,6 +132,7 @@ def fit_mixture(
         verbose=0 if quiet else 1,
         device=device,
     )
+    check_settings(model)
     X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter, header)
     n, d = X.shape
     result = {
@@ -261,6 +263,7 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
             verbose=0 if quiet else 1,
             device=device,
         )
+        check_settings(model)
         X, ll, bic, aic, names = _fit(model, data, columns, dataset, delimiter, header)
         n, d = X.shape
         noise = np.broadcast_to(np.asarray(model.noise_variance_, dtype=float), (d,))

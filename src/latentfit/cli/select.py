@@ -268,7 +268,7 @@ def _run(
     family: str,
     data: Path,
     k: str,
-    covariance: str,
+    covariance: str | None,
     criterion: str,
     cv: int,
     n_init: int,
@@ -288,7 +288,13 @@ def _run(
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     _check_criterion(criterion, cv)
-    covs = _covariances(covariance, GMM_COVARIANCES) if family == "gmm" else None
+    if family != "gmm" and covariance is not None:
+        fail(f"--covariance: select {family} has no covariance types to sweep; drop it")
+    covs = (
+        _covariances(covariance or ",".join(GMM_COVARIANCES), GMM_COVARIANCES)
+        if family == "gmm"
+        else None
+    )
     if missing not in ("error", "marginalize"):
         fail(f"--missing must be error or marginalize; got {missing!r}")
     check_outputs([(plot, "--plot")], [data], force=force)
@@ -351,8 +357,10 @@ def _register(family: str) -> None:
             help="Numbers of components (factors for fa, latent dimensions for ppca) to try: "
             "3, 1-8 or 2,4,8.",
         ),
-        covariance: str = typer.Option(
-            "full,tied,diag,spherical", help="Covariance types to sweep (gmm only)."
+        covariance: str | None = typer.Option(
+            None,
+            help="Covariance types to sweep, for gmm only (default: full,tied,diag,spherical).",
+            show_default=False,
         ),
         criterion: str = typer.Option(
             "bic", help="bic, aic, icl or heldout (= cv_loglik, with --cv)."

@@ -10,6 +10,7 @@ import typer
 
 from latentfit.cli.app import (
     check_outputs,
+    check_settings,
     cli_words,
     data_argument,
     data_name,
@@ -129,10 +130,6 @@ def fit_ssm(
     data_source(data, dataset)
     target = states_target(states, data, dataset)
     check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
-    X = load_data(
-        data, columns, dataset=dataset, delimiter=delimiter, header=header, allow_nan=True
-    ).numpy()
-    seq = read_lengths(lengths) if lengths is not None else None
     model = LinearGaussianSSM(
         k,
         covariance_type=covariance,
@@ -143,6 +140,11 @@ def fit_ssm(
         random_state=seed,
         verbose=not quiet,
     )
+    check_settings(model)
+    X = load_data(
+        data, columns, dataset=dataset, delimiter=delimiter, header=header, allow_nan=True
+    ).numpy()
+    seq = read_lengths(lengths) if lengths is not None else None
     try:
         with warnings.catch_warnings():
             ignore_best_not_converged()  # the "NOT converged" line says it

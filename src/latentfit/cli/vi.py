@@ -10,6 +10,7 @@ import typer
 from latentfit.cli.app import (
     check_device,
     check_outputs,
+    check_settings,
     cli_words,
     data_argument,
     data_name,
@@ -105,7 +106,6 @@ def fit_bgmm(
     check_outputs([(out, "--out"), (labels, "--labels"), (plot, "--plot")], [data], force=force)
     fmt = figure_format(plot)
     check_device(device)
-    X = load_data(data, columns, dataset=dataset, delimiter=delimiter, header=header)
     model = BayesianGaussianMixture(
         n_components=k,
         covariance_type=covariance,
@@ -120,6 +120,8 @@ def fit_bgmm(
         verbose=0 if quiet else 1,
         device=device,
     )
+    check_settings(model)
+    X = load_data(data, columns, dataset=dataset, delimiter=delimiter, header=header)
     failed = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

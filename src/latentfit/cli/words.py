@@ -349,6 +349,8 @@ _SETTING_PARAMS = {
     "validation_fraction": (),
     "warm_start": (),
     "noise_variance_init": (),
+    "weight_concentration_prior_type": ("prior",),
+    "weight_concentration_prior": ("concentration",),
 }
 #: Settings whose names are also words of a sentence ("in order", "over 5 epochs"): only
 #: ``name=value``, and ``lower name`` and the like, are the setting.
@@ -367,6 +369,8 @@ _WORD_SETTING_PARAMS = {
     "level": ("level",),
     "init": ("init",),
     "criterion": ("criterion",),
+    "missing": ("missing",),
+    "flow": ("flow",),
 }
 #: What comes before a setting's name: not part of a longer name (``kl_schedule``,
 #: ``model.n_iter``, ``--n-iter``), nor a quoted name (a file's field ``'reg_covar'``).

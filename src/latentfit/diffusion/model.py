@@ -244,6 +244,8 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
             raise ParameterError(
                 f"variance must be 'small', 'large' or 'learned', got {self.variance!r}"
             )
+        if self.schedule not in ("linear", "cosine"):  # before the data (make_schedule)
+            raise ParameterError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
         if self.gaussian_skip and self.prediction != "eps":
             raise ParameterError("gaussian_skip=True needs prediction='eps'")
         if self.skip_floor is not None and not is_finite_above(self.skip_floor, 0.0):
