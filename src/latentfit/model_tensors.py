@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
-from latentfit._validation import resolve_dtype, tensors_in_dtype
+from latentfit._validation import _is_real, resolve_dtype, tensors_in_dtype
 from latentfit.errors import ModelFileError, ParameterError
 
 __all__ = [
@@ -333,6 +334,31 @@ class FitSettings:
         """Setting ``name`` as the fit used it (the setting itself before any fit)."""
         return vars(self).get("_fit_settings", {}).get(name, getattr(self, name))
 
+    def _check_training_settings(self, counts: tuple[str, ...]) -> None:
+        """The settings every network model's training shares, checked before it starts:
+        ``counts`` positive integers (True is not one: ``hidden=True`` built one unit), a
+        real ``validation_fraction`` in [0, 1) and a ``checkpoint_dir`` that is None or a
+        path. A string or a list there raised Python's TypeError from a comparison or from
+        ``os.fspath`` during the fit."""
+        import os
+
+        for name in counts:
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool | np.bool_)
+                or not isinstance(value, int | np.integer)
+                or value < 1
+            ):
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+        fraction = self.validation_fraction
+        if not (_is_real(fraction) and 0 <= fraction < 1):
+            raise ParameterError(f"validation_fraction must lie in [0, 1), got {fraction!r}")
+        where = self.checkpoint_dir
+        if where is not None and not isinstance(where, str | os.PathLike):
+            raise ParameterError(
+                f"checkpoint_dir must be a folder's path (a str or a Path) or None, got {where!r}"
+            )
+
     #: the setting that says the model reads levels (8-bit data): "dequantize" of a flow,
     #: "discrete" of a DDPM
     _levels_setting = ""
@@ -352,6 +378,8 @@ class FitSettings:
                 float64_option="set_params(dtype='float64')" if fitted else "dtype='float64'",
                 fitted=fitted,
             )
+        elif not fitted:  # unused by this fit, but a setting all the same: a whole number
+            check_n_levels(self.n_levels, torch.float64)
 
     def _check_fit_settings(self, action: str) -> None:
         """Refuse (ParameterError) to ``action`` a model one of whose settings that fix the

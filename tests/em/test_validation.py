@@ -428,3 +428,32 @@ def test_a_pandas_na_is_a_missing_value_as_in_scikit_learn():
     counts.loc[7, "s"] = pd.NA
     with pytest.raises(DataError, match=r"NaN at row 7, column 0"):
         lf.PoissonHMM(2).fit(counts)
+
+
+#: settings several estimators share, each with values fit must refuse, naming the setting
+SHARED_SETTINGS = {
+    "warm_start": ["no", "False", 1, None],  # a string counted by its truth value: "no" is true
+    "verbose_interval": [0, float("nan"), "10", 2.5],
+    "learning_decay": ["zzz", float("nan"), 0.3, 2.0],  # partial_fit's steps need (0.5, 1]
+    "learning_offset": ["zzz", -1.0, float("inf")],
+}
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_shared_settings_are_checked_by_fit(name):
+    """fit checks every setting the estimator has, as scikit-learn's do, including those
+    only a warm start, the progress print or partial_fit read: they were accepted."""
+    make, X = ESTIMATORS[name]
+    checked = 0
+    for setting, values in SHARED_SETTINGS.items():
+        if setting not in make().get_params():
+            continue
+        for value in values:
+            with pytest.raises(ParameterError, match=setting):
+                make().set_params(**{setting: value}).fit(X)
+            checked += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        make().fit(X)  # the defaults pass
+    if name in ("GaussianMixture", "BayesianGaussianMixture", "PoissonMixture"):
+        assert checked > 0  # the test reaches the settings

@@ -17,6 +17,7 @@ from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
     as_float_tensor,
     check_allocation,
+    check_bool,
     check_feature_names,
     check_module_memory,
     check_positive_int,
@@ -234,10 +235,8 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
         return resolve_device(self.device)
 
     def _check_parameters(self) -> None:
-        for name in ("n_steps", "hidden", "n_hidden", "time_dim", "batch_size", "grad_accum"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+        counts = ("n_steps", "hidden", "n_hidden", "time_dim", "batch_size", "grad_accum")
+        self._check_training_settings(counts)
         if self.time_dim < 2:
             raise ParameterError(f"time_dim must be at least 2, got {self.time_dim}")
         if self.variance not in ("small", "large", "learned"):
@@ -246,6 +245,14 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
             )
         if self.schedule not in ("linear", "cosine"):  # before the data (make_schedule)
             raise ParameterError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
+        for name in ("gaussian_skip", "clip_denoised", "discrete"):  # 'no' would count as true
+            check_bool(getattr(self, name), name)
+        b1, bT = self.beta_1, self.beta_T  # the linear schedule's; checked for either
+        if not (is_finite_above(b1, 0.0) and is_finite_above(bT, 0.0) and b1 <= bT < 1):
+            raise ParameterError(
+                f"beta_1 and beta_T must be numbers with 0 < beta_1 <= beta_T < 1 (the linear "
+                f"schedule's first and last noise variances), got beta_1={b1!r}, beta_T={bT!r}"
+            )
         if self.gaussian_skip and self.prediction != "eps":
             raise ParameterError("gaussian_skip=True needs prediction='eps'")
         if self.skip_floor is not None and not is_finite_above(self.skip_floor, 0.0):
@@ -262,14 +269,9 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
                 f"vlb_weight must be a finite number >= 0, got {self.vlb_weight!r}; "
                 "0.001 is the weight of Nichol & Dhariwal 2021"
             )
-        if self.discrete:
-            self._check_levels()
-            check_level_scale_option(self.level_scale, self.n_levels)
+        self._check_levels()
+        check_level_scale_option(self.level_scale, self.n_levels)
         check_timesteps(self.eval_timesteps, "eval_timesteps")
-        if not 0 <= self.validation_fraction < 1:
-            raise ParameterError(
-                f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
-            )
 
     def _structure(self) -> tuple[str, ...]:
         """The settings that fix the fitted DDPM: its schedule, denoiser and variances, and

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from latentfit._validation import (
     as_float_tensor,
+    check_bool,
     check_feature_names,
     check_positive_int,
     check_sample_count,
@@ -230,12 +231,27 @@ class EMEstimator:
         as ParameterError."""
         try:
             self._check_parameters()
-            if getattr(self, "chunk_rows", None) is not None:  # every chunked model's setting
-                check_positive_int(self.chunk_rows, "chunk_rows")
+            self._check_shared_settings()
         except LatentfitError:
             raise
         except (ValueError, TypeError) as err:
             raise ParameterError(str(err)) from None
+
+    def _check_shared_settings(self) -> None:
+        """The settings several estimators share, checked where the estimator has them, at
+        every fit as scikit-learn checks its own: ``warm_start='no'`` counted as true (a warm
+        start), and the settings only a progress print or ``partial_fit`` reads (a NaN
+        ``verbose_interval``, a ``learning_decay`` of 'zzz') were accepted by ``fit``."""
+        if getattr(self, "chunk_rows", None) is not None:  # every chunked model's setting
+            check_positive_int(self.chunk_rows, "chunk_rows")
+        if hasattr(self, "warm_start"):
+            check_bool(self.warm_start, "warm_start")
+        if hasattr(self, "verbose_interval"):
+            check_positive_int(self.verbose_interval, "verbose_interval")
+        if hasattr(self, "learning_decay"):  # partial_fit's step sizes, checked as it does
+            from latentfit.em.online import StepSize
+
+            StepSize(self.learning_decay, getattr(self, "learning_offset", 0.0))
 
     def _prepare_fit(self, X, **args) -> EMFit:
         """Check the in-memory ``X`` (and the fit's other arguments) and build the hooks."""

@@ -25,6 +25,7 @@ from latentfit._memory import MAX_WORK, allowed_work
 from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
     as_float_tensor,
+    check_bool,
     check_feature_names,
     check_module_memory,
     check_positive_int,
@@ -274,21 +275,16 @@ class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
     def _check_parameters(self) -> None:
         if self._kind not in ("maf", "realnvp", "spline"):
             raise ParameterError(f"flow must be 'maf', 'realnvp' or 'spline', got {self.flow!r}")
-        for name in ("n_layers", "hidden", "n_hidden", "batch_size", "grad_accum", "n_bins"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
-        if self.dequantize:
-            self._check_levels()
-            check_level_scale_option(self.level_scale, self.n_levels)
+        counts = ("n_layers", "hidden", "n_hidden", "batch_size", "grad_accum", "n_bins")
+        self._check_training_settings(counts)
+        check_bool(self.dequantize, "dequantize")  # 'no' would count as true
+        self._check_levels()
+        check_level_scale_option(self.level_scale, self.n_levels)
         if not (is_finite_above(self.alpha, 0.0) and self.alpha < 0.5):
             raise ParameterError(f"alpha must lie in (0, 0.5), got {self.alpha!r}")
-        if self._kind == "spline":
-            check_tail_bound(self.tail_bound)
-        if not 0 <= self.validation_fraction < 1:
-            raise ParameterError(
-                f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
-            )
+        # every flow's, as scikit-learn checks every setting: a spline's, also where no layer
+        # reads it (a MAF's tail_bound='zzz' was taken)
+        check_tail_bound(self.tail_bound, resolve_dtype(self.dtype))
 
     def _structure(self) -> tuple[str, ...]:
         """The settings that fix the fitted flow: its layers, and for 8-bit data the levels

@@ -55,13 +55,15 @@ def _activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def check_tail_bound(value) -> None:
+def check_tail_bound(value, dtype: torch.dtype = torch.float64) -> None:
     """A spline's interval [-B, B]: B a finite number > 0 (NaN or B <= 0 leaves no interval
-    for the bins, and every value would fall in the identity tails unnoticed)."""
-    if not is_finite_above(value, 0.0):
+    for the bins, and every value would fall in the identity tails unnoticed) whose width 2B
+    the model's ``dtype`` holds (1e300 overflowed torch's conversion to float32 in the fit)."""
+    if not is_finite_above(value, 0.0) or not 2 * float(value) < torch.finfo(dtype).max:
         raise ParameterError(
             f"tail_bound must be a finite number > 0 (the splines act on [-tail_bound, "
-            f"tail_bound]), got {value!r}; 5.0 suits standardised data"
+            f"tail_bound]) whose double {torch.finfo(dtype).dtype} holds, got {value!r}; 5.0 "
+            "suits standardised data"
         )
 
 

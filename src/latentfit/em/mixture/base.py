@@ -36,7 +36,7 @@ from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
 from latentfit.em.edited import checked_edits, fitted_params, is_edited, refuse_edits, warm
 from latentfit.em.gaussian import component_mass
 from latentfit.em.initialize import INIT_PARAMS, initial_resp
-from latentfit.em.mixture.priors import DirichletPrior
+from latentfit.em.mixture.priors import DirichletPrior, dirichlet_setting
 from latentfit.em.online import OnlineEMMixin
 from latentfit.em.sources.tensors import default_chunk_rows
 from latentfit.errors import BatchRowError, DataError, ParameterError
@@ -327,7 +327,7 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
 
     # ------------------------------------------------------------ validation
     def _weight_prior(self) -> DirichletPrior:
-        return DirichletPrior(self.weight_concentration)
+        return dirichlet_setting(self.weight_concentration, "weight_concentration")
 
     def _check_parameters(self) -> None:
         check_em_counts(self._n_components(), self.n_init, self.max_iter)

@@ -32,7 +32,7 @@ from latentfit.em.mixture.base import (
     weight_overflow,
     weight_overflow_message,
 )
-from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior
+from latentfit.em.mixture.priors import BetaPrior, DirichletPrior, GammaPrior, dirichlet_setting
 from latentfit.errors import BatchRowError, DataError, ModelFileError, ParameterError
 from latentfit.io import Stored, serializable
 
@@ -150,8 +150,10 @@ def category_counts(value, d: int, name: str = "n_categories") -> np.ndarray:
         counts = np.asarray(value, dtype=object)  # a ragged list stays one axis of lists
     else:
         counts = np.full(d, value, dtype=object)
-    if counts.shape != (d,) or not all(
-        is_finite_above(c, 1.0, inclusive=True) and float(c).is_integer() for c in counts
+    if counts.shape != (d,) or not all(  # (below 2**53: whole numbers a float holds exactly;
+        # 1e300 passed, and overflowed int64 in astype)
+        is_finite_above(c, 1.0, inclusive=True) and float(c).is_integer() and c < 2**53
+        for c in counts
     ):
         raise ParameterError(
             f"{name} must be an integer >= 1 or a list of {d} of them (one per column of X), "
@@ -354,7 +356,7 @@ class MultinomialMixture(_DiscreteMixture):
         self.prob_concentration = prob_concentration
 
     def _prior(self) -> DirichletPrior:
-        return DirichletPrior(self.prob_concentration)
+        return dirichlet_setting(self.prob_concentration, "prob_concentration")
 
     def _check_component_data(self, X, reset):
         _check_counts(X, type(self).__name__)
@@ -433,7 +435,7 @@ class CategoricalMixture(_DiscreteMixture):
         self.prob_concentration = prob_concentration
 
     def _prior(self) -> DirichletPrior:
-        return DirichletPrior(self.prob_concentration)
+        return dirichlet_setting(self.prob_concentration, "prob_concentration")
 
     def _check_component_data(self, X, reset):
         _check_counts(X, type(self).__name__)

@@ -32,7 +32,7 @@ from torch.distributions import (
     Poisson,
 )
 
-from latentfit._validation import check_non_negative, check_positive_int
+from latentfit._validation import check_non_negative, check_positive_int, is_finite_above
 from latentfit.em.edited import snapshot, warm
 from latentfit.em.gaussian import (
     DegenerateComponentError,
@@ -394,6 +394,15 @@ class MixtureModel(BaseMixture):
     def _check_parameters(self):
         super()._check_parameters()
         check_non_negative(self.reg_covar, "reg_covar")
+        kappa = self.niw_shrinkage
+        if kappa is not None and not is_finite_above(kappa, 0.0):
+            # 'zzz' raised Python's TypeError in the prior; inf pinned every mean to the
+            # prior's and was reported as a component collapsed onto too few points
+            raise ParameterError(
+                f"niw_shrinkage must be None or a finite number > 0 (κ₀ of the "
+                f"Normal-Inverse-Wishart prior of mvn components; mclust uses 0.01), got "
+                f"{kappa!r}"
+            )
 
     def _check_component_data(self, X, reset):
         for name in dict.fromkeys(self._family_spec()[0]):

@@ -16,8 +16,10 @@ model-based clustering", J. Classification 24.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.distributions import Beta, Dirichlet, Gamma, MultivariateNormal, Wishart
 
@@ -38,6 +40,21 @@ def _check_at_least_one(value: float, name: str) -> float:
             f"got {value!r}"
         )
     return float(value)
+
+
+def dirichlet_setting(value, name: str) -> DirichletPrior:
+    """The symmetric Dirichlet prior a mixture's setting ``name`` (``weight_concentration``,
+    ``prob_concentration``) gives: ``value`` a finite number >= 1, else ParameterError naming
+    the setting ('zzz' raised "could not convert string to float", naming nothing)."""
+    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+    if not (real and math.isfinite(value) and value >= 1):
+        raise ParameterError(
+            f"{name} must be a finite number >= 1 (the concentration of a symmetric Dirichlet "
+            f"prior, for a MAP estimate inside the parameter space; 1 = no prior), got {value!r}"
+        )
+    return DirichletPrior(float(value))
 
 
 def _sum_log_prob(
