@@ -183,6 +183,12 @@ def online_block(
     # the scalar version of the same weights for the running log-likelihood
     tail = torch.cat([torch.flip(torch.cumprod(torch.flip(a[1:], [0]), 0), [0]), a.new_ones(1)])
     ll = float((g * tail * log_norm).sum()) + float(a.prod()) * state.log_likelihood
+    # the statistics kept in the layout a model file gives them back in (contiguous): the
+    # next block's products then take the same kernels whether the run goes on in memory or
+    # from the file. A transposed rho_trans left the two runs 1e-16 apart on a machine whose
+    # products sum in another order for a strided operand (AVX-512).
+    new_trans, new_start = new_trans.contiguous(), new_start.contiguous()
+    new_emis = {key: v.contiguous() for key, v in new_emis.items()}
     new = OnlineHMMState(
         params, filt[-1], new_trans, new_start, new_emis, ll, state.n_steps + n, state.n_updates
     )
