@@ -197,6 +197,27 @@ def _row_scores(model, X, lengths):
     return model.score_samples(X, *_args(lengths))
 
 
+def _decoding(model, X, lengths):
+    """What the model decodes: (the best path's log-probability or None, the labels)."""
+    if hasattr(model, "decode"):
+        return model.decode(X, *_args(lengths))
+    return None, model.predict(X, *_args(lengths))
+
+
+def _assert_same_decoding(got, want):
+    """Labels decoded in float32 (``got``) against float64's (``want``), both from
+    :func:`_decoding`. A path decoder's near tie may fall either way in float32: the best
+    path's log-probability then agrees within float32's rounding and the paths on all but a
+    few steps (a CategoricalHSMM, 2 steps of 300 on a machine whose products sum in another
+    order, AVX-512); labels without a path (a mixture's) are equal."""
+    (lp32, s32), (lp64, s64) = got, want
+    if lp64 is None:
+        np.testing.assert_array_equal(s32, s64)
+        return
+    np.testing.assert_allclose(lp32, lp64, rtol=SCORE_RTOL)
+    assert np.mean(np.asarray(s32) != np.asarray(s64)) <= 0.01, (s32, s64)
+
+
 def _fitted_arrays(model) -> dict:
     """The model's floating fitted attributes (public names ending in ``_``)."""
     out = {}
@@ -257,7 +278,7 @@ def test_a_float64_model_scored_in_float32_agrees_with_itself(name, tmp_path):
         if p64.dtype.kind == "f":  # a state-space model's smoothed state means
             np.testing.assert_allclose(p32, p64, rtol=1e-4, atol=1e-4 * np.abs(p64).max())
         else:
-            np.testing.assert_array_equal(p32, p64)
+            _assert_same_decoding(_decoding(m32, X, lengths), _decoding(m64, X, lengths))
 
 
 def _outputs(model, X, lengths) -> dict:
@@ -336,12 +357,13 @@ def test_dtype_set_after_the_fit_scores_in_that_dtype(name):
     model = _quiet(model.set_params(**_budget(model, ITERS)).fit, X, *_args(lengths))
     s64 = _row_scores(model, X, lengths)
     p64 = model.predict(X, *_args(lengths)) if hasattr(model, "predict") else None
+    d64 = _decoding(model, X, lengths) if p64 is not None and p64.dtype.kind != "f" else None
     model.set_params(dtype="float32")
     s32 = _row_scores(model, X, lengths)
     assert s32.dtype == _score_dtype(model)
     np.testing.assert_allclose(s32, s64, rtol=SCORE_RTOL, atol=SCORE_RTOL * np.abs(s64).max())
-    if p64 is not None and p64.dtype.kind != "f":
-        np.testing.assert_array_equal(model.predict(X, *_args(lengths)), p64)
+    if d64 is not None:
+        _assert_same_decoding(_decoding(model, X, lengths), d64)
     for method, value in _outputs(model, X, lengths).items():
         assert value.dtype in (np.float32, np.int64), method
     model.set_params(dtype="float64")
