@@ -71,3 +71,25 @@ def test_a_word_or_nan_where_a_setting_takes_neither_is_a_parameter_error(name, 
         # an array-valued setting given a word or NaN is a DataError about that array
         about_it = re.match(rf"{setting} (is the path or string|contains NaN)", said)
         assert err.type is ParameterError or about_it, said
+
+
+_DRAWN = ["MAF", "RealNVP", "NeuralSplineFlow", "FlowDensity", "DDPM"]
+
+
+@pytest.mark.parametrize("name", _DRAWN)
+def test_the_density_models_check_the_arguments_of_their_draws(name):
+    """``sample(max_work='zzz')`` raised Python's TypeError from a comparison; a flow's
+    ``score_samples(random_state='zzz')`` was taken where the flow reads no draw (real data):
+    both are ParameterErrors naming the argument."""
+    cls = getattr(latentfit, name)
+    X = DATA.get(name, _REAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = cls(epochs=1, random_state=0).fit(X)
+    for junk in ("zzz", [1, 2], 0, float("nan")):
+        with pytest.raises(ParameterError, match="max_work"):
+            model.sample(2, max_work=junk)
+    assert model.sample(2, max_work=float("inf")).shape == (2, X.shape[1])
+    if name != "DDPM":
+        with pytest.raises(ParameterError, match="random_state"):
+            model.score_samples(X, random_state="zzz")

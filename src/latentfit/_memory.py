@@ -10,11 +10,13 @@ try, so that a bad value is named instead of exhausting the machine.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 
 import torch
 
-from latentfit.errors import ResourceLimitError
+from latentfit.errors import ParameterError, ResourceLimitError
 
 #: The arithmetic one call may take, in multiply-adds, before a count that sets it is refused:
 #: about a day of one CPU core (Burda et al.'s 784-200-200-50 network ran 1.3e10 multiply-adds
@@ -36,6 +38,21 @@ def allowed_work(max_work) -> str:
     """How a refusal names the cap ``max_work``: with its meaning where it is the default."""
     day = " (about a day of one CPU core)" if max_work == MAX_WORK else ""
     return f"the {max_work:.2g} allowed{day}"
+
+
+def check_max_work(max_work) -> int | None:
+    """A ``max_work=`` (a sampler's, a flow's or a DDPM's ``sample``): None (no limit) for
+    None or ``math.inf``, else the number of multiply-adds as an int >= 1 (``1e16`` too);
+    ParameterError naming ``max_work`` otherwise (a flow's and a DDPM's ``sample`` raised
+    Python's TypeError from a comparison with 'zzz')."""
+    if max_work is None or (isinstance(max_work, numbers.Real) and max_work == math.inf):
+        return None
+    if isinstance(max_work, bool) or not isinstance(max_work, numbers.Real) or not max_work >= 1:
+        raise ParameterError(
+            f"max_work must be a number of multiply-adds >= 1 (such as 1e16), or None or "
+            f"math.inf for no limit, got {max_work!r}"
+        )
+    return int(max_work)
 
 
 def available_memory(device=None) -> int | None:

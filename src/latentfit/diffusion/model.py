@@ -12,7 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._memory import MAX_WORK, allowed_work
+from latentfit._memory import MAX_WORK, allowed_work, check_max_work
 from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
     as_float_tensor,
@@ -99,6 +99,7 @@ def check_sampling_work(n_samples: int, n_steps: int, weights: int, dim: int, ma
     n_samples that fits; None: no limit. The draws' memory is checked apart
     (:func:`~latentfit._memory.check_sample_count`): 10**8 draws of 2 values fit in 8 GB but
     would take 10**8 x 1000 network calls, weeks of one CPU core."""
+    max_work = check_max_work(max_work)
     if max_work is None:
         return
     per_draw = n_steps * (weights + dim)

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from latentfit._memory import MAX_WORK, allowed_work
+from latentfit._memory import MAX_WORK, allowed_work, check_max_work
 from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
     as_float_tensor,
@@ -416,11 +416,11 @@ class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
         in expectation that tightens with S (Ho et al. 2019, eq. 11)."""
         check_is_fitted(self, "module_")
         n_samples = check_positive_int(n_samples, "n_samples")
+        gen = make_generator(random_state, self._dev)  # checked where no draw needs it too
         X = self._as_input(X, scoring=True)
         if not self._fitted("dequantize"):
             log_p = self._batched(lambda xb: self.module_(xb), X)
         else:
-            gen = make_generator(random_state, self._dev)
             # log Σ_s p(y_s) accumulated draw by draw in float64 (memory (n,) whatever S), the
             # result in the model's dtype as every other score
             total = self._batched(lambda xb: self.module_(xb, gen), X).double()  # (n,)
@@ -615,6 +615,7 @@ def check_sampling_work(n_samples: int, layers, kind: str, max_work) -> None:
     autoregressive (MAF) layer's, which inverts one of its d coordinates a pass (Papamakarios
     et al. 2017, Sec. 3.1): 10**6 draws of an MNIST-sized MAF fit in memory (19 GB) but take
     days. The draws' memory is checked apart (:func:`~latentfit._memory.check_sample_count`)."""
+    max_work = check_max_work(max_work)
     if max_work is None:
         return
     per_draw = sum(

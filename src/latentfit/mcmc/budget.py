@@ -14,12 +14,15 @@ factor, not an exact account.
 
 from __future__ import annotations
 
-import math
-import numbers
-
-from latentfit._memory import MAX_WORK, allowed_work, check_allocation, fmt_bytes
+from latentfit._memory import (
+    MAX_WORK,
+    allowed_work,
+    check_allocation,
+    check_max_work,
+    fmt_bytes,
+)
 from latentfit._validation import check_positive_int
-from latentfit.errors import ParameterError, ResourceLimitError
+from latentfit.errors import ResourceLimitError
 
 __all__ = [
     "ITERATION_WORK",
@@ -50,20 +53,6 @@ def check_counts(num_chains, num_warmup, num_draws) -> tuple[int, int, int]:
         check_positive_int(num_warmup, "num_warmup", 0),
         check_positive_int(num_draws, "num_draws"),
     )
-
-
-def check_max_work(max_work) -> int | None:
-    """A sampler's ``max_work=`` as :func:`check_iterations` takes it: None (no limit) for None
-    or ``math.inf``, else the number of multiply-adds as an int >= 1 (``1e16`` too);
-    ParameterError naming ``max_work`` otherwise."""
-    if max_work is None or (isinstance(max_work, numbers.Real) and max_work == math.inf):
-        return None
-    if isinstance(max_work, bool) or not isinstance(max_work, numbers.Real) or not max_work >= 1:
-        raise ParameterError(
-            f"max_work must be a number of multiply-adds >= 1 (such as 1e16), or None or "
-            f"math.inf for no limit, got {max_work!r}"
-        )
-    return int(max_work)
 
 
 def check_iterations(
