@@ -359,7 +359,10 @@ def test_an_output_naming_a_file_read_from_the_idx_folder_is_refused(tmp_path, o
         outs = {"--out": str(tmp_path / "v.st"), option: str(idx / name)}
         res = runner.invoke(app, [*args, *(a for kv in outs.items() for a in kv)])
         assert res.exit_code == 2, (res.output, res.exception)
-        assert f"{option} {idx / name} is the input" in res.output
+        if option == "--metrics-csv" and name.endswith(".gz"):  # a CSV table's name: its
+            assert "which a .gz file does not hold" in res.output  # suffix refused first
+        else:
+            assert f"{option} {idx / name} is the input" in res.output
         assert (idx / name).read_bytes() == b"digits"
 
 
@@ -1173,3 +1176,37 @@ def test_json_of_a_command_writing_several_outputs_comes_after_them(
     assert "No space left on device" in res.stderr, res.stderr
     assert res.stdout == ""
     assert sorted(os.listdir(tmp_path)) == ["d.csv"]
+
+
+#: The tables written as comma-separated text, with a command line that writes each (DATA
+#: and MODEL need not exist: the name is refused as the line is read)
+CSV_TABLES = [
+    (["fit", "gmm", "none.csv", "-k", "2"], "--labels"),
+    (["fit", "bgmm", "none.csv", "-k", "2"], "--labels"),
+    (["fit", "hmm", "none.csv", "-k", "2"], "--states"),
+    (["fit", "hsmm", "none.csv", "-k", "2"], "--states"),
+    (["fit", "arhmm", "none.csv", "-k", "2"], "--states"),
+    (["fit", "ssm", "none.csv", "-k", "1"], "--states"),
+    (["predict", "none.lf", "none.csv"], "--out"),
+    (["score", "none.lf", "none.csv"], "--per-row"),
+    (["density", "score", "none.lf", "none.csv"], "--out"),
+    (["fit", "vae", "--dataset", "none.csv"], "--metrics-csv"),
+]
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet", ".tsv", ".gz", ".json"])
+@pytest.mark.parametrize(
+    ("args", "option"), CSV_TABLES, ids=[" ".join(a[:2]) for a, _ in CSV_TABLES]
+)
+def test_a_table_written_as_csv_refuses_a_name_of_another_format(tmp_path, args, option, suffix):
+    """``--labels lab.npy`` or ``predict --out x.parquet`` wrote CSV text under that name,
+    which numpy and pyarrow could not read back; the name is refused before anything is read,
+    and .csv, .txt or a name of no known format are written as before."""
+    name = str(tmp_path / f"table{suffix}")
+    res = runner.invoke(app, [*args, option, name])
+    assert res.exit_code == 2, res.output
+    assert f"which a {suffix} file does not hold; name it .csv" in res.output, res.output
+    assert not Path(name).exists()
+    for fine in (".csv", ".txt", ".out") if suffix == ".npy" else ():
+        res = runner.invoke(app, [*args, option, str(tmp_path / f"table{fine}")])
+        assert "does not hold" not in res.output, res.output

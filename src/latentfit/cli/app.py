@@ -243,6 +243,41 @@ def output_option(default, name: str, help: str):
     return typer.Option(default, name, parser=output_file(name), metavar="<path>", help=help)
 
 
+#: Names of files that hold something other than comma-separated text (binary tables,
+#: compressed files, images, other delimiters): refused for a table the command writes as CSV
+NOT_CSV = frozenset(
+    (".npy", ".npz", ".parquet", ".pq", ".feather", ".arrow", ".json", ".xlsx", ".xls", ".h5")
+    + (".hdf5", ".pkl", ".pickle", ".gz", ".bz2", ".xz", ".zip", ".tsv", ".png", ".jpg")
+    + (".jpeg", ".pdf", ".svg", ".safetensors")
+)
+
+
+def csv_output_option(default, name: str, help: str):
+    """:func:`output_option` for a table the command writes as comma-separated text
+    (``--labels``, ``--states``, ``predict --out``, ...): a name whose suffix says another
+    format is refused as the command line is read (see :func:`csv_output_file`)."""
+    return typer.Option(default, name, parser=csv_output_file(name), metavar="<path>", help=help)
+
+
+def csv_output_file(option: str):
+    """:func:`output_file`, refusing a name of :data:`NOT_CSV`: ``--labels lab.npy`` or
+    ``predict --out lab.parquet`` wrote CSV text under that name, which numpy and pyarrow then
+    could not read."""
+    base = output_file(option)
+
+    def parse(value) -> Path:
+        path = base(value)
+        suffix = path.suffix.lower()
+        if suffix in NOT_CSV:
+            fail(
+                f"{option} {path}: {option} is written as comma-separated text, which a "
+                f"{suffix} file does not hold; name it .csv (or .txt)"
+            )
+        return path
+
+    return parse
+
+
 def output_file(option: str):
     """The parser of ``option``, a file to write: the value as a ``Path``, refusing a name that
     ends in a slash (or in ``/.`` or ``/..``), or an empty one. Such a name means a folder, and

@@ -15,6 +15,7 @@ from latentfit.cli.app import (
     check_number,
     check_outputs,
     cli_words,
+    csv_output_option,
     data_source,
     dataset_option,
     delimiter_option,
@@ -330,7 +331,9 @@ def score(
     columns: str | None = typer.Option(
         None, help="Comma-separated columns to use (default: the model's columns by name, or all)."
     ),
-    out: Path | None = output_option(None, "--out", help="Write the per-row scores (one a line)."),
+    out: Path | None = csv_output_option(
+        None, "--out", help="Write the per-row scores (one a line)."
+    ),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
     force: bool = force_option(),

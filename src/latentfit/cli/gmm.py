@@ -12,6 +12,7 @@ from latentfit.cli.app import (
     check_outputs,
     check_settings,
     cli_words,
+    csv_output_option,
     data_argument,
     data_name,
     data_source,
@@ -114,7 +115,7 @@ def fit_gmm(
     columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
     seed: int = seed_option("Seed for the initialisation."),
     out: Path | None = output_option(None, "--out", help="Save the fitted model to this file."),
-    labels: Path | None = output_option(
+    labels: Path | None = csv_output_option(
         None, "--labels", help="CSV file of the most probable component of every row."
     ),
     plot: Path | None = plot_option("the components' 1σ/2σ ellipses over the first two columns"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from latentfit.cli.app import fail, output_option
+from latentfit.cli.app import csv_output_option, fail, output_option
 from latentfit.cli.figures import plot_option
 
 ALGORITHMS = ("viterbi", "map")
@@ -87,7 +87,7 @@ def seed_option():
 
 def states_option(what: str = "decoded states"):
     """``--states FILE``: where the per-row states go."""
-    return output_option(
+    return csv_output_option(
         None,
         "--states",
         help=f"Where to write the {what} (default: DATA_states.csv in the current folder, "

@@ -10,11 +10,11 @@ import typer
 from latentfit.cli.app import (
     check_outputs,
     cli_words,
+    csv_output_option,
     delimiter_option,
     fail,
     force_option,
     header_option,
-    output_option,
     written_together,
 )
 from latentfit.cli.model_data import _lengths, load_model, read_model_data
@@ -68,7 +68,7 @@ def predict(
     ),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
-    out: Path | None = output_option(
+    out: Path | None = csv_output_option(
         None, "--out", help="CSV file to write (default: standard output)."
     ),
     force: bool = force_option(),

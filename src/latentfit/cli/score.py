@@ -11,12 +11,12 @@ import typer
 from latentfit.cli.app import (
     check_outputs,
     cli_words,
+    csv_output_option,
     delimiter_option,
     fail,
     force_option,
     header_option,
     max_work_option,
-    output_option,
     seed_option,
     work_limit,
     written_together,
@@ -96,7 +96,7 @@ def score(
     ),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
-    per_row: Path | None = output_option(
+    per_row: Path | None = csv_output_option(
         None, "--per-row", help="CSV file of the log-likelihood of every row."
     ),
     samples: int = typer.Option(

@@ -16,6 +16,7 @@ from latentfit.cli.app import (
     check_device,
     check_outputs,
     cli_words,
+    csv_output_option,
     delimiter_option,
     fail,
     finite_number,
@@ -290,7 +291,7 @@ def fit_vae(
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Resume from/write last.pt."
     ),
-    metrics_csv: Path | None = output_option(
+    metrics_csv: Path | None = csv_output_option(
         None, "--metrics-csv", help="Write the per-epoch metrics to this CSV file."
     ),
     eval_samples: int = typer.Option(
