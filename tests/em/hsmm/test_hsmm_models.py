@@ -537,3 +537,20 @@ def test_a_fit_that_keeps_its_emissions_names_a_row_no_state_can_emit():
     X = np.array([[0], [1], [1], [0], [1], [1], [0], [0], [2], [1]])
     with pytest.raises(DataError, match=r"row 8 of X \(step 2 of sequence 2\).*add 'e' to params"):
         m.fit(X, [3, 3, 4])
+
+
+def test_posteriors_sum_to_one_where_log_densities_tie_beyond_float64s_digits(monkeypatch):
+    """A row at -9.2e18 (int64's minimum standing for a missing value) under states a unit
+    apart: their log-densities (-4.3e39) are equal to the last digit, log p(x) = that value +
+    log 2 rounded back to it, and predict_proba gave both states 1 (a row summing to 2; found
+    by the property tests). Each row of the posteriors now sums to 1."""
+    X = np.array([[0.09], [0.99], [1.93]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = latentfit.GaussianHSMM(3, max_duration=1, n_iter=2, random_state=0).fit(X)
+    model.startprob_ = np.array([0.5, 0.5, 0.0])
+    tied = torch.full((1, 3), -4.25e39, dtype=torch.float64)
+    monkeypatch.setattr(model, "_emission_log_likelihood", lambda params, X: tied)
+    P = model.predict_proba(np.array([[-9.2e18]]))
+    np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(P, [[0.5, 0.5, 0.0]], rtol=1e-12)

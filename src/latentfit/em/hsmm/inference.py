@@ -199,6 +199,7 @@ def hsmm_posterior(
         dur[:, :dt] += dur_dt
         if censored:
             dur += _censored_durations(alpha[t - 1] - log_l, terms, dt)
+        posteriors = _rows_sum_to_one(posteriors)
         return HSMMPosterior(log_l, posteriors, posteriors[0].clone(), trans, dur)
     beta, jump = hsmm_backward(log_likelihoods, log_trans, terms, censored, compiled)
     posteriors = torch.logsumexp(alpha + beta, 2).sub_(log_l).exp_()  # (t, k)
@@ -218,7 +219,23 @@ def hsmm_posterior(
         dur += _censored_durations(last, terms, dt)
     else:
         dur[:, :dt] += (last + terms.log_hazard[:, :dt]).exp()
+    posteriors = _rows_sum_to_one(posteriors)
     return HSMMPosterior(log_l, posteriors, posteriors[0].clone(), trans, dur)
+
+
+def _rows_sum_to_one(posteriors: torch.Tensor) -> torch.Tensor:
+    """The state posteriors (t, k), each row divided by its sum where that sum is off 1 by
+    more than rounding. exp(log α + log β − log L) sums to 1 only while log L keeps the
+    digits of the log-sum-exp: for a row at -9.2e18 under states a unit apart, two states'
+    log-densities (-4.3e39) are equal to the last digit, log L = that value + log 2 rounds back
+    to it, and both posteriors came out 1 (a row summing to 2); divided by the sum, 1/2 each,
+    the best float64 can tell. Rows of ordinary data are left as computed."""
+    total = posteriors.sum(1, keepdim=True)  # (t, 1)
+    off = (total - 1).abs() > 1e-6
+    if not bool(off.any()):
+        return posteriors
+    usable = off & torch.isfinite(total) & (total > 0)  # 0 or NaN: left for the caller's check
+    return torch.where(usable, posteriors / total.where(usable, 1.0), posteriors)
 
 
 def _censored_durations(last, terms: DurationTerms, dt: int) -> torch.Tensor:
