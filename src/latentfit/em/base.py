@@ -297,8 +297,13 @@ class EMEstimator:
         )
 
     def _store_result(self, result: EMResult, *, restarts: bool = True) -> None:
-        """The fitted parameters and the run record of :func:`~latentfit.em.driver.run_em`."""
-        self._set_params_tensors(result.params)
+        """The fitted parameters and the run record of :func:`~latentfit.em.driver.run_em`.
+        The parameters are kept contiguous, the layout a model file gives them back in: a
+        PPCA's W was a transposed view, and its loaded model scored a row 1 ulp apart
+        (float32, on a machine whose products sum in another order for a strided operand)."""
+        self._set_params_tensors(
+            {k: v.contiguous() if torch.is_tensor(v) else v for k, v in result.params.items()}
+        )
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
         self.lower_bound_ = result.lower_bound
