@@ -209,7 +209,7 @@ def _assert_same_decoding(got, want):
     :func:`_decoding`. A path decoder's near tie may fall either way in float32: the best
     path's log-probability then agrees within float32's rounding and the paths on all but a
     few steps (a CategoricalHSMM, 2 steps of 300 on a machine whose products sum in another
-    order, AVX-512); labels without a path (a mixture's) are equal."""
+    order); labels without a path (a mixture's) are equal."""
     (lp32, s32), (lp64, s64) = got, want
     if lp64 is None:
         np.testing.assert_array_equal(s32, s64)

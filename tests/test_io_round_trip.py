@@ -150,7 +150,7 @@ def test_a_vae_saved_and_loaded_keeps_every_weight_and_its_decoder(kind, tmp_pat
 def test_a_fitted_models_parameters_are_laid_out_as_a_file_gives_them_back(tmp_path):
     """A PPCA's fitted W was a transposed view (strides (1, 3)) while its model file gives W
     back contiguous; on a machine whose products sum in another order for a strided operand
-    (AVX-512) the loaded float32 model scored a row 1 ulp apart (found by the property
+    the loaded float32 model scored a row 1 ulp apart (found by the property
     tests). The fitted parameters are kept contiguous, and scores survive save + load."""
     X = np.array(
         [

@@ -681,8 +681,8 @@ def test_rank_one_rows_with_gaps_in_float32_fit_with_exact_posteriors(cls, q, se
         # the noise heads for its floor (HeywoodCaseWarning where it gets there); whether a
         # float32 run reaches it within max_iter, and its float32 log-likelihood's wobble
         # (EMMonotonicityWarning), depend on the order in which the machine's kernels sum
-        # (PPCA q=3, seeds 0 and 2: at the floor with AVX2 products; with AVX-512's, still
-        # on the way after 1000 iterations: ConvergenceWarning)
+        # (PPCA q=3, seeds 0 and 2: at the floor on one machine; on another, still on the
+        # way after 1000 iterations: ConvergenceWarning)
         ignored = (HeywoodCaseWarning, EMMonotonicityWarning, ConvergenceWarning)
         warnings.simplefilter("ignore", ignored)
         model = cls(q, dtype="float32", init="random", random_state=seed, missing="marginalize")

@@ -618,7 +618,7 @@ def test_a_scale_singular_to_working_precision_is_named_not_torch_s_linalg_error
     # the start (the data covariance plus that prior's 1e-30) is as barely positive definite
     # and the first E-step names the state; before the start's floor followed scale_prior, it
     # was + 1e-3 and the bound named it. Which state rounding leaves the less definite one
-    # depends on the machine's summation order (state 0 with AVX2 products, 1 with AVX-512's)
+    # depends on the machine's summation order (state 0 on one machine, 1 on another)
     match = (
         r"state\(s\) \[[01]\]('s Wishart scale posterior is singular| is not positive definite)"
         r".*larger scale_prior"

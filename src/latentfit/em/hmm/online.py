@@ -186,7 +186,7 @@ def online_block(
     # the statistics kept in the layout a model file gives them back in (contiguous): the
     # next block's products then take the same kernels whether the run goes on in memory or
     # from the file. A transposed rho_trans left the two runs 1e-16 apart on a machine whose
-    # products sum in another order for a strided operand (AVX-512).
+    # products sum in another order for a strided operand.
     new_trans, new_start = new_trans.contiguous(), new_start.contiguous()
     new_emis = {key: v.contiguous() for key, v in new_emis.items()}
     new = OnlineHMMState(
