@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -181,15 +183,9 @@ def wrap_leapfrog(compiled: Callable) -> Callable:
     leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``."""
 
     def step(target_, metric_, cur: State, p_, e_, half_):
+        args = (cur.u, cur.grad, p_, e_, half_, metric_.inv)
         try:
-            u, lp, grad, p_new = compiled(
-                cur.u.contiguous(),
-                cur.grad.contiguous(),
-                p_.contiguous(),
-                e_.contiguous(),
-                half_.contiguous(),
-                metric_.inv.contiguous(),
-            )
+            u, lp, grad, p_new = _without_native_stderr(compiled, [x.contiguous() for x in args])
         except (RuntimeError, ValueError):
             # the density raised at some chain's point (a Cholesky factor of a matrix that is
             # not positive definite, say): the eager step rejects such chains one by one
@@ -197,6 +193,34 @@ def wrap_leapfrog(compiled: Callable) -> Callable:
         return State(u, lp, grad), p_new
 
     return step
+
+
+_DEVNULL: int | None = None
+
+
+def _without_native_stderr(fn: Callable, args: list) -> tuple:
+    """``fn(*args)`` with file descriptor 2 on the null device meanwhile.
+
+    A compiled package's runtime writes "Error: ... API call failed at ...wrapper.cpp" to the
+    process's native standard error whenever an operation in it raises, before the exception
+    reaches Python: a density that raises at some points (a Cholesky factor of a matrix that
+    is not positive definite) printed one such line per step that met one, hundreds a run,
+    although the step is then taken eagerly and nothing is wrong. Python's own ``sys.stderr``
+    is untouched, and the redirection costs ~1 µs a step (4 system calls); where descriptor 2
+    cannot be duplicated (closed), the call runs as it is."""
+    global _DEVNULL
+    try:
+        if _DEVNULL is None:
+            _DEVNULL = os.open(os.devnull, os.O_WRONLY)
+        saved = os.dup(2)
+    except OSError:
+        return fn(*args)
+    try:
+        os.dup2(_DEVNULL, 2)
+        return fn(*args)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _compiled(
@@ -327,11 +351,20 @@ def _trace(
 
 @contextlib.contextmanager
 def quiet():
-    """Torch's notes to its own developers while tracing and compiling, not the user's."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+    """Torch's notes to its own developers while tracing and compiling, not the user's: its
+    warnings, and its inductor's log records below ERROR ("aten.linalg_cholesky_ex.default is
+    missing a c-shim implementation, using proxy executor as fallback", for a density with a
+    Cholesky factor, printed while compiling with ``compile="wait"``)."""
+    log = logging.getLogger("torch._inductor")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def reason(exc: Exception) -> str:
