@@ -1,7 +1,9 @@
 """A model file is the same bytes for the same model, so that users can checksum and diff it:
 two saves of one fitted model, the saves of two fits from one int seed in one process, and
 those of two fits in two processes, each with its own PYTHONHASHSEED (every str hash, and so
-every set, in another order), through the API and the command line's ``fit ... --out``."""
+every set, in another order) and its global RNGs in a state of its own, through the API and
+the command line's ``fit ... --out``. The same two processes write the results of the
+random-state law's seeded functions and samplers (tests/test_random_state_law.py)."""
 
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.test_random_state_law import BINARY, COUNTS, ESTIMATORS, X
+from tests.test_random_state_law import BINARY, COUNTS, ESTIMATORS, FUNCTIONS, SAMPLERS, SEEDED, X
 
 
 def _estimator(name):
@@ -65,8 +67,17 @@ from typer.testing import CliRunner
 import latentfit
 from latentfit.cli.app import app
 from tests.test_io_reproducible import COMMANDS, FITS
+from pathlib import Path
+from tests.test_random_state_law import FUNCTIONS, SAMPLERS, SEEDED, _call, _run, _stir_global_rngs
 out = sys.argv[1]
+_stir_global_rngs(int(sys.argv[2]))  # a state of each process's own, which no fit may read
 warnings.simplefilter("ignore")  # one-step fits do not converge: not what is tested here
+for name in FUNCTIONS:  # the random-state law's functions and samplers, given an int seed
+    Path(f"{out}/{name}.bin").write_bytes(_call(name, 11))
+for name in SAMPLERS:
+    Path(f"{out}/{name}.bin").write_bytes(_run(name, 11))
+for name in SEEDED:
+    Path(f"{out}/{name}.bin").write_bytes(SEEDED[name](11))
 for name, fit in FITS.items():
     model = fit()
     latentfit.save(model, f"{out}/{name}.lf")
@@ -92,7 +103,10 @@ def test_one_model_and_one_seed_give_the_same_file_bytes(tmp_path, monkeypatch):
         env = {"PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
         env["PYTHONPATH"] = f"{root / 'src'}:{root}"
         res = subprocess.run(
-            [sys.executable, "-c", _SAVE, hash_seed], env=env, cwd=tmp_path, capture_output=True
+            [sys.executable, "-c", _SAVE, hash_seed, hash_seed],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
         )
         assert res.returncode == 0, res.stderr.decode()[-3000:]
     names = [*FITS, *(f"latentfit fit {name}" for name in COMMANDS)]
@@ -106,3 +120,6 @@ def test_one_model_and_one_seed_give_the_same_file_bytes(tmp_path, monkeypatch):
         if Path(path).read_bytes() != Path(paths[0]).read_bytes()
     ]
     assert not differ, differ
+    for name in [*FUNCTIONS, *SAMPLERS, *SEEDED]:  # the functions' results too
+        one, two = (Path(f"{h}/{name}.bin").read_bytes() for h in ("1", "2"))
+        assert one == two, name

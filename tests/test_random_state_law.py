@@ -6,8 +6,6 @@ seeded alike repeats the first); any other value is a ParameterError naming the 
 what it takes (never a raw numpy or torch error, never a seed silently cut to fewer bits)."""
 
 import inspect
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -188,48 +186,9 @@ def test_the_largest_seed_is_taken_and_differs_from_the_smallest(name):
     assert _fit(name, 2**32 - 1) != _fit(name, 0)
 
 
-_FRESH = """
-import sys, warnings
-import numpy as np, torch
-import latentfit
-from tests.test_random_state_law import ESTIMATORS
-from tests.test_random_state_law import _stir_global_rngs
-_stir_global_rngs(int(sys.argv[2]))
-for name, (make, data) in ESTIMATORS.items():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        latentfit.save(make(11).fit(data), f"{sys.argv[1]}/{name}.lf")
-from tests.test_random_state_law import FUNCTIONS, SAMPLERS, SEEDED, _call, _run
-from pathlib import Path
-for name in FUNCTIONS:
-    Path(f"{sys.argv[1]}/{name}.bin").write_bytes(_call(name, 11))
-for name in SAMPLERS:
-    Path(f"{sys.argv[1]}/{name}.bin").write_bytes(_run(name, 11))
-for name in SEEDED:
-    Path(f"{sys.argv[1]}/{name}.bin").write_bytes(SEEDED[name](11))
-"""
-
-
-def test_an_int_seed_gives_the_same_files_in_fresh_processes(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    root = Path(__file__).resolve().parents[1]
-    for hash_seed in ("1", "2"):
-        (tmp_path / hash_seed).mkdir()
-        env = {"PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-        env["PYTHONPATH"] = f"{root / 'src'}:{root}"
-        subprocess.run(
-            [sys.executable, "-c", _FRESH, str(tmp_path / hash_seed), hash_seed],
-            env=env,
-            check=True,
-            cwd=root,
-            capture_output=True,
-        )
-    for name in ESTIMATORS:
-        one, two = (_saved(tmp_path / h / f"{name}.lf") for h in ("1", "2"))
-        assert one == two, name
-    for name in [*FUNCTIONS, *SAMPLERS, *SEEDED]:  # the functions' results too
-        one, two = ((tmp_path / h / f"{name}.bin").read_bytes() for h in ("1", "2"))
-        assert one == two, name
+# In fresh processes, each with its own PYTHONHASHSEED and global RNGs stirred to its own
+# state: tests/test_io_reproducible.py, whose two processes write every estimator's file and
+# every function's and sampler's result here named.
 
 
 def _saved(path):
