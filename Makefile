@@ -19,8 +19,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	# one torch thread per xdist worker: two workers share the two cores without contention
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q
+	# one torch thread per xdist worker: two workers share the two cores without contention;
+	# files in the order tests/conftest.py gives them (the longest first)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

@@ -25,17 +25,34 @@ settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-#: files that compile C++ on a fresh checkout (compile=True builds its packages, ~12 s each):
-#: scheduled first, so that under `-n 2 --dist loadfile` they do not run alone at the end
+#: the files that take longest (seconds of one core, measured under `make test`), longest
+#: first: run first, so that under `-n 2 --dist loadfile --no-loadscope-reorder` no worker is
+#: left with one of them at the end while the other has finished. Only an order: a file not
+#: named here runs after them, in collection order. (xdist's default reorder sorts files by
+#: their number of tests, which put the compiling files, with few tests each, last.)
 SLOW_FILES = (
-    "tests/mcmc/test_compiled.py",
-    "tests/mcmc/test_compiled_cache.py",
-    "tests/mcmc/test_background.py",
+    "tests/mcmc/test_compiled.py",  # 74 s: compile=True builds its packages, ~15 s each
+    "tests/cli/test_outputs.py",  # 71
+    "tests/em/test_distributed.py",  # 52: torchrun process groups
+    "tests/cli/test_usage_errors.py",  # 38
+    "tests/cli/test_models.py",  # 35
+    "tests/mcmc/test_compiled_cache.py",  # 35
+    "tests/cli/test_compile.py",  # 33: numba kernels compiled in fresh processes
+    "tests/test_compiled_fallbacks.py",  # 29
+    "tests/mcmc/test_nuts.py",  # 26
+    "tests/property/test_cli.py",  # 26
+    "tests/test_readme.py",  # 25
+    "tests/mcmc/test_posteriordb.py",  # 21
+    "tests/mcmc/test_background.py",  # 21
 )
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FILES))  # stable: else as is
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return SLOW_FILES.index(path) if path in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)  # stable: as collected within a file and after the named files
 
 
 @pytest.fixture(scope="session", autouse=True)
