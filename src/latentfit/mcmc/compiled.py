@@ -20,7 +20,8 @@ the eager one at the chains' starting points before it is used, the compiled boo
 random subtrees of 2, 8 and 64 leaves. The density runs once, at tracing: Python side effects
 in it (printing, counting calls) do not happen per step. Where the compiled step raises (a
 density that throws at some chain's point), that one step is taken eagerly, which rejects the
-offending chains as the eager sampler always does.
+offending chains as the eager sampler always does; a ``CompileFallbackWarning`` says so once,
+as each such step costs milliseconds.
 
 Compiled graphs are AOTInductor packages kept on disk (compiled_cache.py): the first run of a
 model, number of chains and dtype needs 25-35 s of a CPU to compile them, every later run loads
@@ -180,15 +181,39 @@ LEAPFROG_DISAGREES = "the compiled leapfrog disagrees with the eager one at the 
 
 def wrap_leapfrog(compiled: Callable) -> Callable:
     """A compiled ``(u, grad, p, e, half, inv) -> (u, lp, grad, p)`` as the sampler calls a
-    leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``."""
+    leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``.
+
+    Where the compiled call raises (the density raised at some chain's point: a Cholesky
+    factor of a matrix that is not positive definite, say), that step is taken eagerly, which
+    rejects the offending chains one by one. The first time, a ``CompileFallbackWarning``
+    says so: such a step costs ~6 ms (torch builds a C++ backtrace for the error) against
+    ~0.03 ms, so a density that returns -inf outside its support keeps the compiled speed.
+    A compiled package's runtime also prints one line of its own to the native standard
+    error for each such call ("Error: ... API call failed at ...wrapper.cpp"): from then on
+    the calls run with that stream silenced (``_without_native_stderr``, ~1 µs a call: not
+    paid by densities that never raise)."""
+    raised = False
 
     def step(target_, metric_, cur: State, p_, e_, half_):
-        args = (cur.u, cur.grad, p_, e_, half_, metric_.inv)
+        nonlocal raised
+        args = [x.contiguous() for x in (cur.u, cur.grad, p_, e_, half_, metric_.inv)]
         try:
-            u, lp, grad, p_new = _without_native_stderr(compiled, [x.contiguous() for x in args])
-        except (RuntimeError, ValueError):
-            # the density raised at some chain's point (a Cholesky factor of a matrix that is
-            # not positive definite, say): the eager step rejects such chains one by one
+            if raised:
+                u, lp, grad, p_new = _without_native_stderr(compiled, args)
+            else:
+                u, lp, grad, p_new = compiled(*args)
+        except (RuntimeError, ValueError) as exc:
+            if not raised:
+                raised = True
+                warnings.warn(
+                    f"compile=True: the log-density raised at some chains' points ({reason(exc)}"
+                    "); such steps are taken eagerly, rejecting those chains, at ~6 ms each "
+                    "(any 'API call failed' line above is the compiled code's report of it, "
+                    "silenced from here on). A log-density that returns -inf there instead "
+                    "keeps the compiled speed.",
+                    CompileFallbackWarning,
+                    stacklevel=user_stacklevel(),
+                )
             return _leapfrog(target_, metric_, cur, p_, e_, half_)
         return State(u, lp, grad), p_new
 
@@ -204,10 +229,12 @@ def _without_native_stderr(fn: Callable, args: list) -> tuple:
     A compiled package's runtime writes "Error: ... API call failed at ...wrapper.cpp" to the
     process's native standard error whenever an operation in it raises, before the exception
     reaches Python: a density that raises at some points (a Cholesky factor of a matrix that
-    is not positive definite) printed one such line per step that met one, hundreds a run,
-    although the step is then taken eagerly and nothing is wrong. Python's own ``sys.stderr``
-    is untouched, and the redirection costs ~1 µs a step (4 system calls); where descriptor 2
-    cannot be duplicated (closed), the call runs as it is."""
+    is not positive definite) printed one such line per step that met one, 897 in a run of
+    tests/mcmc/test_compiled.py's semicircle, although each such step is then taken eagerly
+    and nothing is wrong. Python's own ``sys.stderr`` is untouched. The redirection costs ~1
+    µs a call (4 system calls; eight schools' whole run, 4 chains, 1.7% slower with it on
+    every call), so ``wrap_leapfrog`` turns it on only once a call has raised; where
+    descriptor 2 cannot be duplicated (closed), the call runs as it is."""
     global _DEVNULL
     try:
         if _DEVNULL is None:
