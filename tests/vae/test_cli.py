@@ -167,6 +167,10 @@ def test_a_seeded_fit_reports_the_same_diagnostics_and_test_likelihood_as_eval(
     assert json.loads(res.stdout)["log_likelihood_mean"] == pytest.approx(
         results[0]["test_log_likelihood"], rel=1e-12
     )
+    # its progress bar goes with --quiet, as every other command's (eval had no --quiet)
+    assert "log p(x)" in res.stderr
+    quiet = runner.invoke(app, ["eval", "v0.safetensors", "--samples", "50", "--json", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == res.stdout
 
 
 @pytest.mark.parametrize("objective", ["iwae", "dreg"])

@@ -623,6 +623,7 @@ def eval_vae(
     seed: int = seed_option("Seed of the binarisation and the importance samples."),
     max_work: float = max_work_option("the importance samples"),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, ..."),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
     as_json: bool = json_option(),
 ):
     """Importance-sampled test log-likelihood of a VAE, in nats and bits per dimension.
@@ -675,7 +676,7 @@ def eval_vae(
             X,
             k=samples,
             generator=torch.Generator(X.device).manual_seed(seed),
-            progress=True,
+            progress=not quiet,
             max_work=work_limit(max_work),
         )
     except ValueError as err:  # DataError: data outside the likelihood's support, ...
