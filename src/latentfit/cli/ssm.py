@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import (
+    check_device,
     check_outputs,
     check_settings,
     cli_words,
@@ -29,6 +30,7 @@ from latentfit.cli.app import (
 from latentfit.cli.hmm_inputs import read_lengths, states_target
 from latentfit.cli.hmm_options import (
     columns_option,
+    device_option,
     lengths_option,
     n_init_option,
     n_iter_option,
@@ -112,6 +114,7 @@ def fit_ssm(
     out: Path | None = out_option(),
     force: bool = force_option(),
     quiet: bool = quiet_option(),
+    device: str = device_option(),
     as_json: bool = json_option(),
 ):
     """Fit a linear dynamical system by EM with the Kalman smoother; print A, C, Q, R and d.
@@ -127,6 +130,7 @@ def fit_ssm(
 
     if covariance not in ("full", "diag"):
         fail(f"--covariance must be full or diag; got {covariance!r}")
+    check_device(device)
     data_source(data, dataset)
     target = states_target(states, data, dataset)
     check_outputs([(target, "--states"), (out, "--out")], [data, lengths], force=force)
@@ -139,6 +143,7 @@ def fit_ssm(
         n_init=n_init,
         random_state=seed,
         verbose=not quiet,
+        device=device,
     )
     check_settings(model)
     X = load_data(

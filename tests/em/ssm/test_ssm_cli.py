@@ -2,6 +2,7 @@
 input with ``error: ...`` and exit code 2."""
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from latentfit.cli import app
@@ -48,3 +49,23 @@ def test_fit_ssm_errors(tmp_path):
         app, ["fit", "ssm", str(nan), "-k", "1", "--states", str(tmp_path / "s")]
     )
     assert result.exit_code == 2 and "NaN everywhere" in result.output
+
+
+def test_fit_ssm_fits_on_the_device_it_is_given(tmp_path, device):
+    # fit ssm had no --device, while every other fit command with a torch model has one
+    Y, _ = model_from(random_params(seed=0, k=1, d=2)).sample(80, random_state=1)
+    data = tmp_path / "y.csv"
+    np.savetxt(data, Y, delimiter=",", header="a,b", comments="")
+    out = tmp_path / "m.lf"
+    args = ["fit", "ssm", str(data), "-k", "1", "--n-iter", "3", "--out", str(out), "--quiet",
+            "--states", str(tmp_path / "s.csv"), "--device", str(device), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    import json
+
+    import latentfit
+
+    model = latentfit.load(out, device=str(device))
+    assert json.loads(result.stdout)["log_likelihood"] == pytest.approx(model.score(Y), rel=1e-9)
+    res = CliRunner().invoke(app, [*args[:-3], "--device", "tpu", "--force"])
+    assert res.exit_code == 2 and "--device" in res.output and "'tpu'" in res.output
