@@ -361,3 +361,27 @@ def test_model_ssm_on_too_few_rows_is_refused_not_ranked_best(tmp_path, monkeypa
     assert "error: one.csv has 1 row(s) of 2 column(s), 2 observed value(s)" in text
     assert "the 11 parameters LinearGaussianSSM with -k 1 estimates" in text
     assert "best by BIC" not in text
+
+
+def test_select_fits_on_the_device_it_is_given(series, faithful_csv, device):
+    # select had no --device, while the fit commands of the same models have one: a sweep
+    # of K on a GPU was Python's alone. Given one, the numbers are select_model's on it.
+    path, lpath, X, lengths = series
+    args = ["select", "hmm", str(path), "--lengths", str(lpath), "-k", "1-2", "--covariance",
+            "diag", "--json", "--device", str(device)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    want = select_model(
+        X, lengths, family="gaussian_hmm", n_components=[1, 2], covariance_types=["diag"],
+        n_iter=100, tol=1e-2, device=device,
+    )  # fmt: skip
+    assert_same_rows(json.loads(res.stdout)["rows"], want)
+    path, X = faithful_csv
+    args = ["select", "gmm", str(path), "-k", "1-2", "--covariance", "diag", "--json"]
+    res = runner.invoke(app, [*args, "--device", str(device)])
+    assert res.exit_code == 0, res.output
+    want = select_model(
+        X, n_components=[1, 2], covariance_types=["diag"], max_iter=200, n_init=1,
+        missing="error", device=device,
+    )  # fmt: skip
+    assert_same_rows(json.loads(res.stdout)["rows"], want)

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import (
+    check_device,
     check_outputs,
     cli_words,
     data_argument,
@@ -34,6 +35,7 @@ from latentfit.cli.app import (
 )
 from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
+from latentfit.cli.hmm_options import device_option
 from latentfit.cli.output import check_format, csv_option, json_option, print_json
 from latentfit.cli.sequences import duration_option, max_duration_option, order_option
 
@@ -284,10 +286,12 @@ def _run(
     delimiter: str | None = None,
     header: bool | None = None,
     quiet: bool = False,
+    device: str = "cpu",
 ):
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     _check_criterion(criterion, cv)
+    check_device(device)
     if family != "gmm" and covariance is not None:
         fail(f"--covariance: select {family} has no covariance types to sweep; drop it")
     covs = (
@@ -310,7 +314,7 @@ def _run(
         )
     X = read_data(data, columns, marginalize, dataset, delimiter, header, advice)
     sizes = parse_range(k, most=X.shape[0])
-    kwargs = {"max_iter": max_iter}
+    kwargs = {"max_iter": max_iter, "device": device}
     if family in ("fa", "ppca"):
         if marginalize:
             kwargs["missing"] = missing
@@ -382,6 +386,7 @@ def _register(family: str) -> None:
         as_json: bool = json_option(),
         as_csv: bool = csv_option(_CSV_HELP),
         quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
+        device: str = device_option(),
     ):
         _run(
             family,
@@ -403,6 +408,7 @@ def _register(family: str) -> None:
             delimiter,
             header,
             quiet,
+            device,
         )
 
     command.__doc__ = _HELP[family]
@@ -497,6 +503,7 @@ def select_hmm(
     as_json: bool = json_option(),
     as_csv: bool = csv_option(_CSV_HELP),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar."),
+    device: str = device_option(),
 ):
     """Hidden Markov models over the number of states K, by BIC, AIC, ICL or held-out score.
 
@@ -510,6 +517,7 @@ def select_hmm(
     check_format(as_json, as_csv)
     parse_range(k)  # refuse a malformed or absurd -k before reading anything
     _check_criterion(criterion, cv)
+    check_device(device)
     cls = _sequence_class(model, emission)
     takes_cov = "covariance_type" in inspect.signature(cls).parameters
     known = SEQUENCE_COVARIANCES[model].split(",")
@@ -539,7 +547,8 @@ def select_hmm(
     )
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])
-    wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init}  # random_state: select_model's
+    wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init, "device": device}
+    # random_state: select_model's
     if model == "hsmm":
         wanted["duration"] = DURATIONS[duration]
         wanted["max_duration"] = check_max_duration(max_duration, X.shape[0], seq)
