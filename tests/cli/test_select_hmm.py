@@ -224,17 +224,17 @@ def test_a_sequence_model_kind_plugs_into_the_command(series, monkeypatch):
     path, lpath, X, _ = series
     res = runner.invoke(
         app,
-        ["select", "hmm", str(path), "-k", "1-2", "--model", "hsmm", "--lengths", str(lpath),
+        ["select", "hmm", str(path), "-k", "2-3", "--model", "hsmm", "--lengths", str(lpath),
          "--n-iter", "7", "--json"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     ll = norm.logpdf(X, X.mean(0), X.std(0)).sum()
-    assert [r["label"] for r in doc["rows"]] == ["StandIn K=1", "StandIn K=2"]
-    for r, k in zip(doc["rows"], [1, 2], strict=True):
+    assert [r["label"] for r in doc["rows"]] == ["StandIn K=2", "StandIn K=3"]
+    for r, k in zip(doc["rows"], [2, 3], strict=True):
         assert r["bic"] == pytest.approx(-2 * ll + (4 + k) * np.log(len(X)), rel=1e-12)
     monkeypatch.setattr(latentfit, "GaussianHSMM", None)  # as in an installation without it
-    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "1", "--model", "hsmm"])
+    res = runner.invoke(app, ["select", "hmm", str(path), "-k", "2", "--model", "hsmm"])
     assert res.exit_code == 2 and "needs latentfit.GaussianHSMM" in res.output
 
 
@@ -385,3 +385,27 @@ def test_select_fits_on_the_device_it_is_given(series, faithful_csv, device):
         missing="error", device=device,
     )  # fmt: skip
     assert_same_rows(json.loads(res.stdout)["rows"], want)
+
+
+def test_a_semi_markov_sweep_starts_at_two_states(series, tmp_path):
+    # Found by running select hmm --model hsmm with its default -k 1-6: every covariance
+    # type's K = 1 was a failed row (a semi-Markov model has no 1-state form), four NA rows
+    # and four error lines before the table that mattered.
+    path, lpath = series[:2]
+    args = ["select", "hmm", str(path), "--lengths", str(lpath), "--model", "hsmm",
+            "--max-duration", "8", "--covariance", "diag", "--n-iter", "3", "--json"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["rows"]
+    assert [r["n_components"] for r in rows] == [2, 3, 4, 5, 6]
+    assert all(r["error"] is None for r in rows)
+    # a size below 2, named: refused before the data are read
+    for k in ("1-3", "1,4"):
+        res = runner.invoke(app, [*args, "-k", k])
+        assert res.exit_code == 2 and f"-k {k}: a semi-Markov model needs at least 2" in res.output
+    res = runner.invoke(app, ["select", "hmm", str(tmp_path / "none.csv"), "--model", "hsmm",
+                              "-k", "1-3"])  # fmt: skip
+    assert res.exit_code == 2 and "at least 2 states" in res.output
+    # the other models keep K = 1 in their default range
+    res = runner.invoke(app, [*args[:5], "--n-iter", "3", "--json", "--covariance", "diag"])
+    assert [r["n_components"] for r in json.loads(res.stdout)["rows"]] == [1, 2, 3, 4, 5, 6]

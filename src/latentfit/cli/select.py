@@ -456,7 +456,12 @@ def select_hmm(
     dataset: str | None = dataset_option(),
     delimiter: str = delimiter_option(),
     header: bool | None = header_option(),
-    k: str = typer.Option("1-6", "-k", help="Numbers of hidden states: 3, 1-6 or 2,4,8."),
+    k: str | None = typer.Option(
+        None,
+        "-k",
+        help="Numbers of hidden states: 3, 1-6 or 2,4,8 (default: 1-6; 2-6 for --model hsmm).",
+        show_default=False,
+    ),
     lengths: Path | None = typer.Option(
         None,
         "--lengths",
@@ -515,7 +520,14 @@ def select_hmm(
     from latentfit.cli.sequences import DURATIONS, check_max_duration
 
     check_format(as_json, as_csv)
-    parse_range(k)  # refuse a malformed or absurd -k before reading anything
+    if k is None:  # a semi-Markov model has no 1-state form (its transition diagonal is 0)
+        k = "2-6" if model == "hsmm" else "1-6"
+    sizes = parse_range(k)  # refuse a malformed or absurd -k before reading anything
+    if model == "hsmm" and min(sizes) < 2:
+        fail(
+            f"-k {k}: a semi-Markov model needs at least 2 states (a segment is always "
+            "followed by one of another state); start the sizes at 2, e.g. -k 2-6"
+        )
     _check_criterion(criterion, cv)
     check_device(device)
     cls = _sequence_class(model, emission)
