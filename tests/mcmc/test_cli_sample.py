@@ -53,6 +53,12 @@ def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled)
     # 1200 draws with bulk ESS above 260: 4 MCSE is at most 0.25 sd; the sd within 10%
     assert abs(mean - float(exact.mean)) < 0.25 * float(exact.stddev)
     assert abs(sd / float(exact.stddev) - 1) < 0.1
+    if not compiled:
+        # the sampler's progress bar, as every fit command draws one (fit dist drew none: a
+        # long --sample run was silent until its table), and --quiet, which it lacked
+        assert "sampling:" in res.stderr
+        quiet = runner.invoke(app, [*args, "--quiet"])
+        assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == res.stdout
 
 
 def test_fit_dist_sample_errors_are_cli_errors(tmp_path):

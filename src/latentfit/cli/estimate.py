@@ -309,15 +309,17 @@ def _posterior(
     target_accept: float = 0.8,
     max_depth: int = 10,
     max_work: float = 1e15,
+    progress: bool = True,
 ):
     """The NUTS draws of the posterior and its table (a pandas frame) with the diagnostics
-    (the options were checked by :func:`fit_dist` before the data were read)."""
+    (the options were checked by :func:`fit_dist` before the data were read); the sampler's
+    progress bar on standard error with ``progress``."""
     res = fit.sample_posterior(
         num_chains=chains,
         num_warmup=warmup,
         num_draws=draws,
         generator=seed,
-        progress_bar=False,
+        progress_bar=progress,
         compile=True if compile_ else "replay",
         target_accept=target_accept,
         max_depth=max_depth,
@@ -467,6 +469,7 @@ def fit_dist(
         "the chains sample; later runs load them from disk in milliseconds. Without it the "
         "steps are traced once and replayed (no compiler).",
     ),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar (--sample)."),
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
@@ -597,6 +600,7 @@ def fit_dist(
                     target_accept,
                     max_depth,
                     max_work,
+                    progress=not quiet,
                 )
                 text = _posterior_text(fit, priors, *posterior, chains, draws, warmup, seed)
                 table += "\n\n" + text
