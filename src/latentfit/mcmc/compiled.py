@@ -207,10 +207,10 @@ def wrap_leapfrog(compiled: Callable) -> Callable:
                 raised = True
                 warnings.warn(
                     f"compile=True: the log-density raised at some chains' points ({reason(exc)}"
-                    "); such steps are taken eagerly, rejecting those chains, at ~6 ms each "
-                    "(any 'API call failed' line above is the compiled code's report of it, "
-                    "silenced from here on). A log-density that returns -inf there instead "
-                    "keeps the compiled speed.",
+                    "); such steps are taken eagerly, rejecting those chains, each costing "
+                    "milliseconds (~6 ms for a compiled package; any 'API call failed' line "
+                    "above is its report of the error, silenced from here on). A log-density "
+                    "that returns -inf there instead keeps the compiled speed.",
                     CompileFallbackWarning,
                     stacklevel=user_stacklevel(),
                 )
