@@ -559,8 +559,8 @@ def select_hmm(
     )
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])
+    # the candidates' settings (random_state is select_model's to give each of them)
     wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init, "device": device}
-    # random_state: select_model's
     if model == "hsmm":
         wanted["duration"] = DURATIONS[duration]
         wanted["max_duration"] = check_max_duration(max_duration, X.shape[0], seq)
