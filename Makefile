@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# constraints.txt pins torch to the CPU build that these machines carry locally
+	$(BIN)/pip install -q -c constraints.txt --upgrade pip
+	# constraints.txt pins every package: torch to the CPU build these machines carry locally,
+	# the rest to the versions the suite last passed with
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
