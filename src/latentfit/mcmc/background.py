@@ -61,6 +61,7 @@ from latentfit.mcmc.compiled import (
     wrap_merge,
 )
 from latentfit.mcmc.kernels import Metric, State
+from latentfit.mcmc.raising import replayed_step
 from latentfit.mcmc.replay import ReplayedMerge, replay_graph
 from latentfit.mcmc.target import Target
 
@@ -128,10 +129,13 @@ class BackgroundCompile:
         self.replaying: set[str] = set()  # those that still do
         self.dense = metric.dense
         raw, example, tag, check = leapfrog_parts(target, metric, state, step_size)
+        self._replayed: Callable | None = None  # the leapfrog replayed, where it was
+        self._leapfrog_parts = (raw, example, check)
         parts = [
             _Part(
                 "leapfrog", "the leapfrog step", raw, example, tag, check,
-                wrap_leapfrog, lambda: LEAPFROG_DISAGREES,
+                lambda c: wrap_leapfrog(c, self._replayed_leapfrog),
+                lambda: LEAPFROG_DISAGREES,
             )
         ]  # fmt: skip
         if nuts:
@@ -222,11 +226,19 @@ class BackgroundCompile:
                     return
             except Exception:  # eagerly until the package arrives, as without the replay
                 return
+            self._replayed = replayed
             self.leapfrog = wrap_leapfrog(replayed)
         else:
             self.merge = ReplayedMerge(self.dense, self._merge_agrees)
         self.replayed.append(part.name)
         self.replaying.add(part.name)
+
+    def _replayed_leapfrog(self) -> Callable | None:
+        """The leapfrog replayed, for a compiled one that raises often (raising.py): the one
+        that ran while the package compiled, else traced now."""
+        if self._replayed is None:
+            self._replayed = replayed_step(*self._leapfrog_parts)
+        return self._replayed
 
     def _spawn(self, parts: list[_Part], transition: int) -> None:
         """Start one child compiling ``parts`` in turn; a part no child can take is compiled

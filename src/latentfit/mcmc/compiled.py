@@ -21,7 +21,9 @@ random subtrees of 2, 8 and 64 leaves. The density runs once, at tracing: Python
 in it (printing, counting calls) do not happen per step. Where the compiled step raises (a
 density that throws at some chain's point), that one step is taken eagerly, which rejects the
 offending chains as the eager sampler always does; a ``CompileFallbackWarning`` says so once,
-as each such step costs milliseconds.
+as each such step costs milliseconds. Where such steps are frequent (two in 64 calls), the
+replayed step takes over for a while (raising.py), by counts of raises only, so that the same
+seed still gives the same draws.
 
 Compiled graphs are AOTInductor packages kept on disk (compiled_cache.py): the first run of a
 model, number of chains and dtype needs 25-35 s of a CPU to compile them, every later run loads
@@ -62,6 +64,7 @@ from latentfit.mcmc.kernels import (
     merge_subtree,
     velocity,
 )
+from latentfit.mcmc.raising import RaiseCounter, replayed_step
 from latentfit.mcmc.reciprocal import reciprocal_divisions
 from latentfit.mcmc.record import record_graph
 from latentfit.mcmc.short_lse import ShortLogSumExp
@@ -173,13 +176,18 @@ def compile_leapfrog(
     if compiled is None:
         fallback(LEAPFROG_DISAGREES)
         return None, time.perf_counter() - t0
-    return wrap_leapfrog(compiled), time.perf_counter() - t0
+    return (
+        wrap_leapfrog(compiled, lambda: replayed_step(raw, example, check)),
+        time.perf_counter() - t0,
+    )
 
 
 LEAPFROG_DISAGREES = "the compiled leapfrog disagrees with the eager one at the chains' starts"
 
 
-def wrap_leapfrog(compiled: Callable) -> Callable:
+def wrap_leapfrog(
+    compiled: Callable, replayed: Callable[[], Callable | None] | None = None
+) -> Callable:
     """A compiled ``(u, grad, p, e, half, inv) -> (u, lp, grad, p)`` as the sampler calls a
     leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``.
 
@@ -188,14 +196,21 @@ def wrap_leapfrog(compiled: Callable) -> Callable:
     rejects the offending chains one by one. The first time, a ``CompileFallbackWarning``
     says so: such a step costs ~6 ms (torch builds a C++ backtrace for the error) against
     ~0.03 ms, so a density that returns -inf outside its support keeps the compiled speed.
-    A compiled package's runtime also prints one line of its own to the native standard
-    error for each such call ("Error: ... API call failed at ...wrapper.cpp"): from then on
-    the calls run with that stream silenced (``_without_native_stderr``, ~1 µs a call: not
-    paid by densities that never raise)."""
+    Where raises are frequent, ``replayed`` (called once, then: the same step replayed by
+    replay.py, or None) takes the steps over for a while, as raising.py decides from the
+    count of raises. A compiled package's runtime also prints one line of its own to the
+    native standard error for each such call ("Error: ... API call failed at
+    ...wrapper.cpp"): from then on the calls run with that stream silenced
+    (``_without_native_stderr``, ~1 µs a call: not paid by densities that never raise)."""
     raised = False
+    counter: RaiseCounter | None = None  # from the first raise on, where ``replayed`` is given
+    other: list[Callable | None] = []  # the replayed step, once asked for
 
     def step(target_, metric_, cur: State, p_, e_, half_):
-        nonlocal raised
+        nonlocal raised, counter
+        if counter is not None and not counter.use_compiled():
+            counter.replayed_call()
+            return other[0](target_, metric_, cur, p_, e_, half_)
         args = [x.contiguous() for x in (cur.u, cur.grad, p_, e_, half_, metric_.inv)]
         try:
             if raised:
@@ -205,16 +220,27 @@ def wrap_leapfrog(compiled: Callable) -> Callable:
         except (RuntimeError, ValueError) as exc:
             if not raised:
                 raised = True
+                counter = RaiseCounter() if replayed is not None else None
                 warnings.warn(
                     f"compile=True: the log-density raised at some chains' points ({reason(exc)}"
                     "); such steps are taken eagerly, rejecting those chains, each costing "
                     "milliseconds (~6 ms for a compiled package; any 'API call failed' line "
-                    "above is its report of the error, silenced from here on). A log-density "
-                    "that returns -inf there instead keeps the compiled speed.",
+                    "above is its report of the error, silenced from here on), and while they "
+                    "are frequent the step runs replayed instead. A log-density that returns "
+                    "-inf there instead keeps the compiled speed.",
                     CompileFallbackWarning,
                     stacklevel=user_stacklevel(),
                 )
+            if counter is not None:
+                counter.record(True)
+                if not counter.use_compiled() and not other:
+                    found = replayed()
+                    other.append(None if found is None else wrap_leapfrog(found))
+                if other and other[0] is None:  # no replayed step: compiled throughout
+                    counter = None
             return _leapfrog(target_, metric_, cur, p_, e_, half_)
+        if counter is not None:
+            counter.record(False)
         return State(u, lp, grad), p_new
 
     return step
