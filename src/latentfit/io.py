@@ -550,6 +550,26 @@ def _check_tensors(tensors: dict, path: Path) -> None:
             )
 
 
+def _check_saved_device(saved, path: Path) -> None:
+    """A file saved for a device this machine lacks (fitted on a GPU, read where there is
+    none): said as that, with the argument that reads it here, not as a damaged file."""
+    from latentfit._validation import resolve_device
+    from latentfit.errors import ParameterError
+
+    if not isinstance(saved, str):
+        return  # a setting of another type: refused by the model's own check, as damage
+    try:
+        resolve_device(saved)
+    except ParameterError as err:
+        if not saved.startswith(("cuda", "mps", "xpu")):
+            return  # not a device any machine has: the file is damaged, as said later
+        raise ModelFileError(
+            f"{path} was saved with device={saved!r}, which this machine cannot use ({err}); "
+            "read it onto another device: load(path, device='cpu') (on the command line, "
+            "--device cpu, the default)"
+        ) from None
+
+
 def _check_settings(model, path: Path) -> None:
     """The constructor arguments read from a file, checked as ``fit`` checks them (the
     model's ``_checked_parameters`` or ``_check_parameters``) before anything is built from
@@ -669,6 +689,8 @@ def load(path, *, device=None):
     params = {k: _from_json(v, k, path) for k, v in raw.items()}
     if device is not None and "device" in params:
         params["device"] = device
+    elif params.get("device") is not None:
+        _check_saved_device(params["device"], path)
     try:
         model = cls(**params)
     except (TypeError, ValueError) as err:

@@ -81,6 +81,11 @@ def test_bad_data_files_are_one_line_errors_naming_the_file(command, bad_files, 
         ["select", "hmm", "{d}", "-k", "2-3", "--model", "hsmm"],
         ["fit", "vae", "--dataset", "{d}", "--out", "{t}/v.lf"],
         ["eval", "{t}/v.lf", "--dataset", "{d}"],
+        ["predict", "{t}/m.lf", "{d}"],
+        ["score", "{t}/m.lf", "{d}"],
+        ["sample", "{t}/m.lf"],
+        ["density", "score", "{t}/m.lf", "{d}"],
+        ["density", "sample", "{t}/m.lf", "--out", "{t}/s.npy"],
     ],
 )
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", "cuda:99"])

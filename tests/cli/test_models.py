@@ -676,3 +676,97 @@ def test_predict_refuses_rows_off_a_bernoulli_vae_s_support_as_score_does(tmp_pa
         )
     np.savetxt(data, BINARY[:8], delimiter=",")
     assert _invoke(["predict", path, data]).exit_code == 0
+
+
+#: one model of each kind that predict, score and sample act on differently
+ON_DEVICE = ("GaussianMixture", "FactorAnalysis", "GaussianHMM", "LinearGaussianSSM", "RealNVP",
+             "VAE", "LadderVAE")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ON_DEVICE)
+def test_predict_score_and_sample_read_the_model_onto_the_device_they_are_given(
+    name, device, tmp_path, monkeypatch
+):
+    # predict, score and sample had no --device (the fit commands and eval have one): a model
+    # was read where its file said, and a VAE's draws came from a CPU generator. Each reads
+    # the model onto the device given, and gives the numbers of the model loaded there (on a
+    # GPU, where one is present, the rows and a VAE's generator go there with it).
+    read_onto, load = [], latentfit.io.load
+
+    def spy(path, *, device=None):
+        read_onto.append(str(device))
+        return load(path, device=device)
+
+    fit, X = MODELS[name]
+    path = latentfit.save(_quiet(fit), tmp_path / "m.lf")
+    data = tmp_path / "d.csv"
+    np.savetxt(data, X, delimiter=",", fmt="%.17g")
+    model = latentfit.load(path, device=device)
+    kind = model_kind(model)
+    seq = _seq_args(tmp_path / "l.txt" if kind in SEQUENCES else None)
+    if seq:
+        seq[1].write_text("\n".join(map(str, LENGTHS)))
+    on = ["--device", device]
+    monkeypatch.setattr(latentfit.io, "load", spy)
+    rows = _rows(model, X)
+    if kind == "vae":
+        rows = rows.to(device)
+    gen = torch.Generator(device).manual_seed(3)
+    if kind != "density":
+        got = np.asarray(_json(["predict", path, data, *seq, *on])["values"])
+        if kind == "mixture":
+            want = model.predict(rows)
+        elif kind == "hmm":
+            want = model.predict(rows, LENGTHS)
+        elif kind == "factor":
+            want = model.transform(rows)
+        elif kind == "ssm":
+            want = model.smooth(rows, LENGTHS)[0]
+        else:
+            with torch.no_grad():
+                want = model.posterior_mean(rows, generator=torch.Generator(device).manual_seed(0))
+            want = want.cpu().numpy()
+        np.testing.assert_allclose(got, np.asarray(want).reshape(got.shape), rtol=1e-6)
+    got = _json(["score", path, data, *seq, "--samples", "5", "--seed", "3", *on])["total"]
+    if kind == "vae":
+        want = latentfit.vae.marginal_log_likelihood(model, rows, k=5, generator=gen)
+        want = float(want.log_px.double().sum())
+    elif kind in SEQUENCES:
+        want = model.score(rows, LENGTHS)
+    else:
+        want = float(np.sum(model.score_samples(rows), dtype=np.float64))
+    assert got == pytest.approx(want, rel=1e-9)
+    got = np.asarray(_json(["sample", path, "-n", "4", "--seed", "3", *on])["samples"])
+    if kind == "vae":
+        from latentfit.vae.images import sample_images
+
+        want = sample_images(model, 4, torch.Generator(device).manual_seed(3)).numpy()
+    elif kind in SEQUENCES or kind == "density":
+        want = model.sample(4, random_state=3)
+        want = want[0] if isinstance(want, tuple) else want
+    else:
+        want = copy.deepcopy(model).set_params(random_state=3).sample(4)
+        want = want[0] if isinstance(want, tuple) else want
+    np.testing.assert_allclose(got, np.asarray(want).reshape(got.shape), rtol=1e-12)
+    assert read_onto == [str(device)] * (3 if kind != "density" else 2), read_onto
+
+
+def test_a_model_saved_for_a_device_this_machine_lacks_is_read_onto_the_cpu(tmp_path):
+    # A model fitted on a GPU and saved, then read on a machine without one: load() refused
+    # it as "altered or damaged", and so did every command that reads a model file. Now
+    # load() says what it is and how to read it; the commands read it onto --device (cpu).
+    model = _quiet(MODELS["GaussianMixture"][0])
+    path = latentfit.save(copy.deepcopy(model).set_params(device="cuda:99"), tmp_path / "g.lf")
+    with pytest.raises(latentfit.errors.ModelFileError) as err:
+        latentfit.load(path)
+    text = str(err.value)
+    assert "was saved with device='cuda:99', which this machine cannot use" in text, text
+    assert "load(path, device='cpu')" in text and "damaged" not in text, text
+    np.testing.assert_array_equal(latentfit.load(path, device="cpu").predict(X2), model.predict(X2))
+    data = tmp_path / "d.csv"
+    np.savetxt(data, X2, delimiter=",", fmt="%.17g")
+    np.testing.assert_array_equal(_json(["predict", path, data])["values"], model.predict(X2))
+    assert _json(["score", path, data])["total"] == pytest.approx(model.score(X2) * len(X2))
+    assert len(_json(["sample", path, "-n", "3"])["samples"]) == 3
+    shown = _json(["show", path])
+    assert shown["class"] == "GaussianMixture" and shown["settings"]["device"] == "cuda:99"

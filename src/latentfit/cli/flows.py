@@ -33,6 +33,7 @@ from latentfit.cli.app import (
     work_limit,
     written_together,
 )
+from latentfit.cli.hmm_options import device_option
 from latentfit.cli.output import json_option
 from latentfit.cli.usage import Typer
 
@@ -338,6 +339,7 @@ def score(
     header: bool | None = header_option(),
     force: bool = force_option(),
     seed: int = seed_option("Seed of the split of mnist and digits into test rows."),
+    device: str = device_option(),
     as_json: bool = json_option(),
 ):
     """Held-out log p(x) per row of a saved flow or diffusion model.
@@ -348,10 +350,11 @@ def score(
 
     from latentfit import load
 
+    check_device(device)
     if out is not None:
         check_out(out, force, [model_path, data])
     try:
-        model = load(model_path)
+        model = load(model_path, device=device)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     if not hasattr(model, "bits_per_dim"):
@@ -408,6 +411,7 @@ def sample(
     force: bool = force_option(),
     seed: int = seed_option("Seed of the draws."),
     max_work: float = max_work_option("the draws"),
+    device: str = device_option(),
     as_json: bool = json_option(),
 ):
     """Draw from the model; images (a square number of pixels) can be written as a PNG grid."""
@@ -418,12 +422,13 @@ def sample(
     from latentfit._validation import check_sample_count
     from latentfit.errors import LatentfitError
 
+    check_device(device)
     check_out(out, force, [model_path])
     suffix = out.suffix.lower()
     if suffix not in (".png", ".csv", ".npy"):
         fail(f"--out {out}: write .png, .csv or .npy")
     try:
-        model = load(model_path)
+        model = load(model_path, device=device)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     if not hasattr(model, "sample") or not hasattr(model, "bits_per_dim"):

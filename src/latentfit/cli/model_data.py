@@ -31,15 +31,26 @@ def command_kind(model) -> str:
     return "ssm" if isinstance(model, LinearGaussianSSM) else model_kind(model)
 
 
-def load_model(path: Path):
-    """(model, kind) from a model file; ModelFileError and a missing file as CLI errors."""
+def load_model(path: Path, device: str | None = None):
+    """(model, kind) from a model file, on ``device`` (None: the file's); ModelFileError and a
+    missing file as CLI errors."""
     from latentfit.io import load
 
     try:
-        model = load(path)
+        model = load(path, device=device)
     except (ValueError, FileNotFoundError) as err:  # ModelFileError, ResourceLimitError
         fail(str(err))
     return model, command_kind(model)
+
+
+def seeded(model, kind: str, seed: int):
+    """A torch generator seeded with ``seed`` on the device of a VAE's weights, where its
+    draws are made (a CPU generator cannot drive a CUDA network's); the other models make
+    their own from a seed."""
+    import torch
+
+    device = next(model.parameters()).device if kind == "vae" else "cpu"
+    return torch.Generator(device).manual_seed(seed)
 
 
 def model_columns(model, kind: str) -> list[str] | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import (
+    check_device,
     check_outputs,
     cli_words,
     csv_output_option,
@@ -17,7 +18,8 @@ from latentfit.cli.app import (
     header_option,
     written_together,
 )
-from latentfit.cli.model_data import _lengths, load_model, read_model_data
+from latentfit.cli.hmm_options import device_option
+from latentfit.cli.model_data import _lengths, load_model, read_model_data, seeded
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 
@@ -71,6 +73,7 @@ def predict(
     out: Path | None = csv_output_option(
         None, "--out", help="CSV file to write (default: standard output)."
     ),
+    device: str = device_option(),
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):
@@ -81,8 +84,9 @@ def predict(
     Monte-Carlo mean for a VAE with a flow posterior and for the ladder VAE's lower layer)."""
     import numpy as np
 
+    check_device(device)
     check_outputs([(out, "--out")], [model_path, data, lengths], force=force)
-    model, kind = load_model(model_path)
+    model, kind = load_model(model_path, device)
     if kind == "density":
         fail(
             f"a {type(model).__name__} has no hidden variable to predict; use 'latentfit score' "
@@ -116,7 +120,8 @@ def predict(
                 # no posterior under it, though the encoder maps them: 'score' refuses them too
                 check_model_data(model, X, str(data))
                 with torch.no_grad():
-                    values = model.posterior_mean(X, generator=torch.Generator().manual_seed(0))
+                    gen = seeded(model, kind, 0)
+                    values = model.posterior_mean(X.to(gen.device), generator=gen)
                 values = values.cpu().numpy()
             header, cols = _split_columns(values, "z_")
         elif proba:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import (
+    check_device,
     check_outputs,
     cli_words,
     fail,
@@ -19,7 +20,8 @@ from latentfit.cli.app import (
     work_limit,
     written_together,
 )
-from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns
+from latentfit.cli.hmm_options import device_option
+from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns, seeded
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 from latentfit.cli.vae import reads_codes
@@ -51,12 +53,11 @@ def draw(model, kind: str, n: int, seed: int, max_work=1e15):
     with ``seed``, exactly as the same calls on the model in memory give them; ``max_work``
     (``--max-work``) caps a flow's or DDPM's arithmetic."""
     import numpy as np
-    import torch
 
     if kind == "vae":
         from latentfit.vae.images import sample_images
 
-        return sample_images(model, n, torch.Generator().manual_seed(seed)).numpy(), None, None
+        return sample_images(model, n, seeded(model, kind, seed)).numpy(), None, None
     if kind in SEQUENCE_KINDS:  # an SSM's states are vectors: (n, k)
         X, states = model.sample(n, random_state=seed)
         return np.asarray(X), np.asarray(states), "state"
@@ -90,6 +91,7 @@ def sample(
     ),
     force: bool = force_option(),
     max_work: float = max_work_option("a flow's or DDPM's draws"),
+    device: str = device_option(),
     as_json: bool = json_option(),
 ):
     """Draw rows from a saved model of any kind, VAEs included.
@@ -103,6 +105,7 @@ def sample(
     from latentfit.errors import LatentfitError
     from latentfit.io import read_header
 
+    check_device(device)
     check_outputs([(out, "--out")], [model_path], force=force)
     if out is None and not as_json:
         try:
@@ -114,7 +117,7 @@ def sample(
             check_outputs([(out, "--out")], [model_path], force=force)
     if out is not None and out.suffix.lower() not in (".csv", ".npy", ".png"):
         fail(f"--out {out}: write .csv, .npy or (VAEs) .png")
-    model, kind = load_model(model_path)
+    model, kind = load_model(model_path, device)
     if out is not None and out.suffix.lower() == ".png" and kind != "vae":
         fail(
             f"--out {out}: a .png grid is drawn for VAEs; write .csv or .npy for a "

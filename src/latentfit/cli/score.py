@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from latentfit.cli.app import (
+    check_device,
     check_outputs,
     cli_words,
     csv_output_option,
@@ -21,7 +22,8 @@ from latentfit.cli.app import (
     work_limit,
     written_together,
 )
-from latentfit.cli.model_data import _lengths, load_model, read_model_data
+from latentfit.cli.hmm_options import device_option
+from latentfit.cli.model_data import _lengths, load_model, read_model_data, seeded
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 from latentfit.cli.vae import _NOT_K, _refuse_k, samples_words
@@ -105,6 +107,7 @@ def score(
     old_k: int | None = _refuse_k(),
     seed: int = seed_option("Seed of the VAE's importance samples."),
     max_work: float = max_work_option("a VAE's importance samples"),
+    device: str = device_option(),
     force: bool = force_option(),
     as_json: bool = json_option(),
 ):
@@ -117,8 +120,9 @@ def score(
 
     if old_k is not None:
         fail(_NOT_K)
+    check_device(device)
     check_outputs([(per_row, "--per-row")], [model_path, data, lengths], force=force)
-    model, kind = load_model(model_path)
+    model, kind = load_model(model_path, device)
     seq = _lengths(model, kind, lengths)
     X = read_model_data(model, kind, data, columns, delimiter, header)
     result: dict = {"model": str(model_path), "class": type(model).__name__, "kind": kind}
@@ -133,8 +137,6 @@ def score(
         elif kind == "vae":
             import sys
 
-            import torch
-
             from latentfit.vae import marginal_log_likelihood
 
             # a bar on a terminal: --samples sets the work (1e12 ran for hours without a word)
@@ -142,7 +144,7 @@ def score(
                 model,
                 X,
                 k=samples,
-                generator=torch.Generator().manual_seed(seed),
+                generator=seeded(model, kind, seed),
                 progress=sys.stderr.isatty(),
                 max_work=work_limit(max_work),
             )

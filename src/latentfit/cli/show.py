@@ -116,7 +116,10 @@ def _settings(model, kind: str, header: dict) -> dict:
         return asdict(model.spec)
     from latentfit.io import _jsonable
 
-    return {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
+    settings = {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
+    if "device" in settings:  # read onto the CPU (show computes nothing): the file's device
+        settings["device"] = (header.get("params") or {}).get("device")
+    return settings
 
 
 def level_reading(n_levels: int, scale) -> dict:
@@ -175,7 +178,7 @@ def show(
         header = read_header(model_path)
     except (LatentfitError, FileNotFoundError) as err:
         fail(str(err))
-    model, kind = load_model(model_path)
+    model, kind = load_model(model_path, "cpu")  # computes nothing: a GPU's file reads anywhere
     columns = model_columns(model, kind)
     extra = dict(header.get("extra") or {})
     found = model_levels(model, kind)
