@@ -39,19 +39,20 @@ def covariance_option():
     return typer.Option("diag", help="full, tied, diag or spherical (Gaussian).")
 
 
-def n_iter_option(what: str = "Baum-Welch"):
+def n_iter_option(what: str = "Baum-Welch", default: int = 100):
     """``--n-iter``/``--max-iter``: the most EM iterations of one restart."""
     return typer.Option(
-        100, "--n-iter", "--max-iter", min=1, help=f"Most {what} iterations (n_iter)."
+        default, "--n-iter", "--max-iter", min=1, help=f"Most {what} iterations (n_iter)."
     )
 
 
-def tol_option(what: str = "log-likelihood"):
-    """``--tol``: the gain of log-likelihood (or of another objective) below which EM stops."""
+def tol_option(what: str = "log-likelihood", rule: str | None = None):
+    """``--tol``: the gain of log-likelihood (or of another objective) below which EM stops;
+    ``rule``, the help's words where the model stops by another rule."""
     from latentfit.cli.app import finite_number
 
     return typer.Option(
-        1e-2, callback=finite_number, help=f"Stop when the {what} gains less than this."
+        1e-2, callback=finite_number, help=rule or f"Stop when the {what} gains less than this."
     )
 
 

@@ -493,11 +493,19 @@ def select_hmm(
         "each is cut into N contiguous blocks). 0: not computed.",
     ),
     n_init: int = typer.Option(1, "--n-init", min=1, help="EM restarts per fit; the best is kept."),
-    n_iter: int = typer.Option(
-        100, "--n-iter", "--max-iter", min=1, help="Most Baum-Welch (EM) iterations (n_iter)."
+    n_iter: int | None = typer.Option(
+        None,
+        "--n-iter",
+        "--max-iter",
+        min=1,
+        help="Most Baum-Welch (EM) iterations (n_iter); default 100, for --model ssm 2000 (its "
+        "EM creeps: it stops by Aitken's estimate of the gain to come, as 'fit ssm').",
     ),
     tol: float = typer.Option(
-        1e-2, help="Stop when the log-likelihood gains less than this.", callback=finite_number
+        1e-2,
+        help="Stop when the log-likelihood gains less than this (--model ssm: is estimated "
+        "to gain less, as 'fit ssm').",
+        callback=finite_number,
     ),
     seed: int = seed_option("Seed for the initialisations and the folds."),
     columns: str | None = typer.Option(None, help="Comma-separated columns to use (default: all)."),
@@ -560,6 +568,8 @@ def select_hmm(
     seq = read_lengths(lengths) if lengths is not None else None
     sizes = parse_range(k, most=X.shape[0])
     # the candidates' settings (random_state is select_model's to give each of them)
+    if n_iter is None:
+        n_iter = 2000 if model == "ssm" else 100
     wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init, "device": device}
     if model == "hsmm":
         wanted["duration"] = DURATIONS[duration]

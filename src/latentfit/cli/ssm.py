@@ -102,8 +102,11 @@ def fit_ssm(
     ),
     lengths: Path | None = lengths_option(),
     covariance: str = typer.Option("full", help="Observation noise covariance: full or diag."),
-    n_iter: int = n_iter_option("EM"),
-    tol: float = tol_option(),
+    n_iter: int = n_iter_option("EM", 2000),
+    tol: float = tol_option(
+        rule="Stop when the log-likelihood is estimated to gain less than this from the "
+        "iteration before to its maximum (Aitken's estimate: this EM's gains shrink slowly)."
+    ),
     n_init: int = n_init_option(),
     ridge: float = typer.Option(
         0.0, min=0.0, help="Ridge (MAP) strength on A and C.", callback=finite_number

@@ -137,6 +137,22 @@ def _batch_stats(hooks: EMHooks, params: Params, data: Iterable) -> Iterable[Sta
         offset += first.shape[0] if isinstance(first, torch.Tensor) else 0
 
 
+def _aitken_remaining(previous: float, change: float) -> float:
+    """Aitken's estimate of what the objective gains from the iteration before the last one
+    to its limit, ``change / (1 - a)`` with ``a = change / previous`` the ratio of the last
+    two gains (Böhning et al. 1994; McNicholas et al. 2010, eq. 5): EM's gains shrink by ``a``
+    each iteration near a maximum, so those still to come sum to ``change * a / (1 - a)``;
+    +inf while the gains do not shrink (``a >= 1``) or before two gains are known.
+
+    A state-space model's EM (300 steps, two columns) gains 0.00996, 0.0101, ... near the end:
+    below ``tol = 1e-2``, with ``a`` = 0.982, and 1.6 nats still to come over 2,000 more
+    iterations (its noise variance 10x the maximum's). This estimate there: 0.55."""
+    if not previous > 0:
+        return math.inf
+    ratio = change / previous
+    return change / (1.0 - ratio) if ratio < 1.0 else math.inf
+
+
 def _decrease_tolerance(value: float, dtype: torch.dtype) -> float:
     """How far the bound may fall before it counts as a decrease.
 
@@ -216,12 +232,16 @@ def run_em(
     convergence : ``"abs"`` stops when ``|Δ| < tol`` (scikit-learn), ``"delta"`` when
         ``Δ < tol`` (hmmlearn), except after a decrease the hooks' ``decrease_slack``
         excuses (past the bound's rounding), which stops it when ``|Δ| < tol``.
+        ``"aitken"`` stops when Aitken's estimate of the gain still to come, counted from
+        the previous iteration, is below ``tol`` (:func:`_aitken_remaining`; Böhning et al.
+        1994, McNicholas et al. 2010): for EM whose gains shrink slowly, where a last gain
+        below ``tol`` is far from the maximum (a linear-Gaussian state-space model).
     max_iter_name : what the model calls ``max_iter`` (``"n_iter"`` for HMMs, as hmmlearn),
         so that the convergence warning advises the argument that exists on that model.
     callback : called as ``callback(iteration, lower_bound, params)`` after every iteration.
     """
-    if convergence not in ("abs", "delta"):
-        raise ParameterError(f"convergence must be 'abs' or 'delta', got {convergence!r}")
+    if convergence not in ("abs", "delta", "aitken"):
+        raise ParameterError(f"convergence must be 'abs', 'delta' or 'aitken', got {convergence!r}")
     if verbose is not None and not isinstance(verbose, int | np.integer):  # bool is an int
         raise ParameterError(f"verbose must be an integer (0: silent) or a bool, got {verbose!r}")
     if generator is None:
@@ -256,6 +276,7 @@ def run_em(
         bounds: list[float] = []
         objectives: list[float] = []  # the bounds plus the log prior: what EM never lowers
         converged = False
+        last_change = math.nan  # the change of the iteration before (Aitken's ratio)
         prev = init_bound if init_params is not None else -math.inf
         if log_prior is not None and init_params is not None:
             prev += float(log_prior(params))
@@ -313,9 +334,14 @@ def run_em(
                 # an M-step that was no maximiser (regularisation, or an update lost to
                 # rounding), not from a maximum reached: "delta" then stops only within tol
                 excused = -slack - excuse <= change < -slack
-                if (abs(change) if convergence == "abs" or excused else change) < tol:
+                if convergence == "aitken" and not excused and change > 0:
+                    if _aitken_remaining(last_change, change) < tol:
+                        converged = True
+                        break
+                elif (abs(change) if convergence == "abs" or excused else change) < tol:
                     converged = True
                     break
+                last_change = change
                 if tol > 0 and _in_rounding_cycle(objectives, slack + excuse):
                     # as far as the dtype's arithmetic can take it (tol <= 0 asks for every
                     # one of max_iter iterations)
@@ -336,7 +362,8 @@ def run_em(
     if warn_convergence and not best.converged and max_iter > 0:
         warnings.warn(
             f"{name}: best of {runs} initialization(s) did not converge in {max_iter} iterations "
-            f"(last change above tol={tol}). Try a larger {max_iter_name} or tol, or check the data.",
+            f"({'the gain still to come estimated' if convergence == 'aitken' else 'last change'}"
+            f" above tol={tol}). Try a larger {max_iter_name} or tol, or check the data.",
             ConvergenceWarning,
             stacklevel=user_stacklevel(),
         )

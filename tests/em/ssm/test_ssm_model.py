@@ -500,3 +500,40 @@ def test_a_value_beyond_every_other_is_named_not_fitted_into_an_unusable_model()
         warnings.simplefilter("ignore", ConvergenceWarning)
         m = LinearGaussianSSM(n_iter=5, random_state=0).fit(X)
     assert np.isfinite(m.score(X))
+
+
+def _creeping_series() -> np.ndarray:
+    """300 steps of two columns: a random walk and twice it plus noise. EM's gains shrink by
+    ~2% an iteration near the maximum, whose observation noise of the first column is ~3e-4."""
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(size=300)) * 0.3
+    return np.column_stack([x, 2 * x + rng.normal(scale=0.5, size=300)])
+
+
+def test_em_that_creeps_stops_near_the_maximum_not_where_a_gain_fell_below_tol():
+    # Found by a fit that "converged" in 77 iterations (a last gain below tol=1e-2), 1.6
+    # nats short of the maximum, with the first column's noise variance 3.2e-3 against the
+    # maximum's 3.0e-4. The model now stops by Aitken's estimate of the gain to come.
+    Y = _creeping_series()
+    m = LinearGaussianSSM(1, n_iter=5000, tol=1e-2, random_state=0).fit(Y)
+    assert m.converged_ and m.monitor_.converged
+    far = quiet_fit(LinearGaussianSSM(1, n_iter=4000, tol=-np.inf, random_state=0), Y)
+    gap = far.score(Y) - m.score(Y)
+    assert 0 <= gap < 0.05, gap
+    r, r_far = m.observation_covariance_[0, 0], far.observation_covariance_[0, 0]
+    assert abs(r / r_far - 1) < 0.05, (r, r_far)
+    # the same fit's history, stopped by hmmlearn's rule instead, ends >1 nat short
+    gains = np.diff(m.lower_bounds_)
+    first = int(np.argmax(gains < 1e-2)) + 1
+    assert far.score(Y) - m.lower_bounds_[first] > 1.0
+
+
+def test_aitken_estimate_of_the_gain_to_come():
+    from latentfit.em.driver import _aitken_remaining
+
+    # gains 1, 0.5: ratio 0.5, so 1 from the iteration before to the limit (0.5 + 0.25 + ...)
+    assert _aitken_remaining(1.0, 0.5) == pytest.approx(1.0)
+    assert _aitken_remaining(0.01, 0.0099) == pytest.approx(0.99)
+    # gains that do not shrink, or before two are known: no estimate (EM goes on)
+    assert _aitken_remaining(0.5, 0.5) == np.inf and _aitken_remaining(0.1, 0.2) == np.inf
+    assert _aitken_remaining(np.nan, 0.1) == np.inf and _aitken_remaining(-0.1, 0.1) == np.inf
