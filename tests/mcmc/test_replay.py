@@ -20,7 +20,7 @@ from tests.mcmc.test_compiled import (
     _state,
     check_semicircle,
     random_metric,
-    semicircle,
+    sample_semicircle,
 )
 
 F64 = torch.float64
@@ -220,16 +220,7 @@ def test_a_replayed_step_where_the_density_raises_rejects_those_chains(tmp_path,
     # |r| >= 1: a replayed step that raises is taken eagerly, which rejects those chains
     monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(builds, "running", lambda: 99)
-    res = sample(
-        semicircle,
-        {"r": 0.0},
-        num_chains=4,
-        num_warmup=300,
-        num_draws=500,
-        generator=3,
-        progress_bar=False,
-        compile=True,
-    )
+    res = sample_semicircle(True)
     assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
     check_semicircle(res["r"])
 
