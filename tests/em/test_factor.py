@@ -918,3 +918,21 @@ def test_a_factor_of_zero_at_the_maximum_is_no_saddle(cls):
     # creeps along the ridge and stops 4e-5 nats a row short of it at tol)
     want = st.multivariate_normal(X.mean(0), np.cov(X.T, bias=True)).logpdf(X).mean()
     np.testing.assert_allclose(model.score(X), want, atol=1e-4)
+
+
+def test_a_fit_that_fails_beside_one_far_value_names_the_column_to_rescale():
+    # One value at 1e150 in column 2 of 200 rows of N(0, 1): EM runs ~110 iterations and its
+    # psi becomes non-finite. The error advised standardising the columns without saying which
+    # column spans what; it now names the least and the most varying columns.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    X[17, 2] = 1e150
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EMMonotonicityWarning)
+        with pytest.raises(NonFiniteLowerBoundError) as err:
+            FactorAnalysis(n_components=2).fit(X)
+    text = str(err.value)
+    assert "standardise the columns: their variances run from 0.808 in column 0 to" in text, text
+    assert "4.97e+297 in column 2)" in text, text
+    # columns of like spread: the advice as before, with nothing to name
+    assert FactorAnalysis(n_components=2).fit(X[:, [0, 1, 3, 4]])._variance_spread() == ""

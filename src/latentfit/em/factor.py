@@ -183,15 +183,9 @@ class _LinearGaussian(
         if growth < 1.01:
             return
         self.converged_ = False
-        var = self._min_noise / _floor_fraction(p["psi"].dtype)  # (d,): the columns' variances
         which, them = ("one", "it") if weak == 1 else (f"{weak}", "them")
-        lo, hi = var.min(), var.max()
-        spread = (
-            f" (here from {float(lo):.3g} in {self._columns(var == lo)} to {float(hi):.3g} in "
-            f"{self._columns(var == hi)})"
-            if bool(hi > 1e6 * lo)
-            else ""
-        )
+        spread = self._variance_spread()
+        spread = f" (here {spread})" if spread else ""
         warnings.warn(
             f"{type(self).__name__}: EM stopped on a plateau of the likelihood (a saddle "
             f"point), not at its maximum: {which} of the {self.n_components_} factors "
@@ -298,6 +292,21 @@ class _LinearGaussian(
         eps = torch.finfo(self._dtype).eps
         kept = floor.mean() * (eps / _floor_fraction(self._dtype))
         return kept.clamp_min(torch.finfo(self._dtype).tiny).expand_as(floor)
+
+    def _variance_spread(self) -> str:
+        """'from 0.12 in column 0 to 4.5e+297 in column 2': the columns' least and greatest
+        variances (those the fit started from), where they differ by more than 1e6; else ''."""
+        floor = getattr(self, "_min_noise", None)
+        if floor is None or floor.numel() < 2:
+            return ""
+        var = floor / _floor_fraction(floor.dtype)  # (d,): the columns' variances
+        lo, hi = var.min(), var.max()
+        if not bool(hi > 1e6 * lo):
+            return ""
+        return (
+            f"from {float(lo):.3g} in {self._columns(var == lo)} to {float(hi):.3g} in "
+            f"{self._columns(var == hi)}"
+        )
 
     def _columns(self, mask: torch.Tensor) -> str:
         """'column(s) 0, 3' (their names, when fit was given them) of the columns in mask."""
@@ -731,8 +740,11 @@ class _FactorHooks:
         """What the driver (and partial_fit) suggests when the likelihood stops being finite,
         in the arguments these models have (they have no reg_covar)."""
         tail = "" if self.model._dtype == torch.float64 else ", or dtype='float64'"
+        spread = self.model._variance_spread()
+        spread = f": their variances run {spread}" if spread else ""
         return (
-            f"Try scaling the data (standardise the columns) or fewer factors (n_components){tail}."
+            f"Try scaling the data (standardise the columns{spread}) or fewer factors "
+            f"(n_components){tail}."
         )
 
     def __init__(self, model: _LinearGaussian):
