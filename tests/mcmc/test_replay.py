@@ -5,14 +5,16 @@ one block, and a torch without ``torch.jit.trace`` run eagerly."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.distributions as D
 
 from latentfit.mcmc import Target, builds, replay, sample
 from latentfit.mcmc.compiled import leapfrog_parts, merge_agrees, static_graph, wrap_leapfrog
-from latentfit.mcmc.kernels import Metric, _leapfrog, nuts_transition
+from latentfit.mcmc.kernels import Metric, State, _leapfrog, nuts_transition
 from latentfit.mcmc.replay import ReplayedMerge
+from latentfit.mcmc.result import import_arviz
 from tests.mcmc.test_compiled import (
     CONSTRAINTS,
     SHAPES,
@@ -223,6 +225,55 @@ def test_a_replayed_step_where_the_density_raises_rejects_those_chains(tmp_path,
     res = sample_semicircle(True)
     assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
     check_semicircle(res["r"])
+
+
+def solve_only(r):
+    """log p(r) = -1/(1 + r) on (-1, 1), through a Cholesky factor of [[1, r], [r, 1]] used
+    only in a triangular solve: no logarithm of its diagonal turns a failed factor into NaN.
+    Outside (-1, 1) the factor fails, and its values there give finite numbers."""
+    one = torch.ones_like(r)
+    m = torch.stack([torch.stack([one, r]), torch.stack([r, one])])
+    y = torch.linalg.solve_triangular(
+        torch.linalg.cholesky(m), torch.ones(2, 1, dtype=r.dtype), upper=False
+    )
+    return -0.5 * y.square().sum()
+
+
+def test_a_replayed_density_raises_where_its_factor_fails_as_the_eager_one_does():
+    # torch.jit.trace drops an operation whose result nothing uses, and so the check that
+    # raises after a failed Cholesky factor (aten._linalg_check_errors). The replayed step,
+    # the sampler's default, then gave the failed factor's values: finite numbers here, so
+    # the chains were accepted outside the support and drawn at 1e27 (all 2,000 draws of the
+    # run below). The check now runs after the replay and raises as the eager step does.
+    from scipy import integrate
+
+    target = Target(solve_only, {"r": ()}, {}, dtype=torch.float64)
+    u = torch.full((4, 1), 0.1, dtype=torch.float64)
+    lp, grad = target.log_prob_and_grad(u)
+    metric = Metric(torch.ones(4, 1, dtype=torch.float64))
+    raw, example, _tag, check = leapfrog_parts(
+        target, metric, State(u, lp, grad), torch.full((4,), 0.01, dtype=torch.float64)
+    )
+    replayed = replay.replay_graph(static_graph(raw, example), example)
+    assert check(replayed)
+    outside = (torch.tensor([[0.5], [3.0], [-0.2], [0.0]], dtype=torch.float64), *example[1:])
+    with pytest.raises(RuntimeError, match=r"linalg\.cholesky"):
+        raw(*outside)
+    with pytest.raises(RuntimeError, match=r"linalg\.cholesky"):
+        replayed(*outside)
+    res = sample(
+        solve_only, {"r": 0.0}, num_chains=4, num_warmup=300, num_draws=500, generator=3,
+        progress_bar=False,
+    )  # fmt: skip
+    assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
+    r = res["r"]
+    assert bool((r.abs() < 1).all()), float(r.abs().max())
+    # the mean of exp(-1 / (1 + r)) on (-1, 1), by quadrature, within 4 MCSE
+    mass = integrate.quad(lambda x: np.exp(-1 / (1 + x)), -1, 1)[0]
+    mean = integrate.quad(lambda x: x * np.exp(-1 / (1 + x)), -1, 1)[0] / mass
+    az = import_arviz()
+    mcse = float(az.mcse(az.convert_to_dataset({"r": r.numpy()}))["r"])
+    assert abs(float(r.mean()) - mean) < 4 * mcse, (float(r.mean()), mean, mcse)
 
 
 @pytest.mark.parametrize("dense", [False, True])

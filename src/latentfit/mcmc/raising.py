@@ -4,13 +4,14 @@ replayed one (replay.py), decided from how often the compiled calls raise.
 A density that raises at some points (a Cholesky factor of a matrix that is not positive
 definite) makes the compiled step raise there; that step is then taken eagerly, rejecting the
 offending chains, as the eager sampler does. A compiled package's error path is costly: torch
-builds the C++ error's message, symbolising its backtrace (``dladdr`` on every frame), for
-the package's log line, ~6.4 ms a raise against ~0.03 ms a step that does not raise. On
-tests/mcmc/test_compiled.py's semicircle, 4 chains, 300 + 500 iterations, 897 of 10,154
-compiled calls raised (~9%): 7.9 s compiled against 2.2 s replayed, whose raises are Python's
-and cost microseconds. A timer could choose between them, but then the draws (the two round
-differently) would depend on the machine's load, and a seed must give the same draws: the
-choice is made from the counts of raises alone, which the draws fix.
+builds the C++ error's message, symbolising its backtrace (``dladdr`` on every frame), for the
+package's log line, ~6.4 ms a raise against ~0.03 ms a step that does not raise. On
+tests/mcmc/test_compiled.py's semicircle, 4 chains, 300 + 500 iterations, 897 of 10,154 compiled
+calls raised (~9%): 7.9 s compiled against 3.8 s replayed, whose raises cost a Python exception
+before the eager step (replay.py runs the density's checks after the graph). A timer could
+choose between them, but then the draws (the two round differently) would depend on the
+machine's load, and a seed must give the same draws: the choice is made from the counts of
+raises alone, which the draws fix.
 
 The rule, from the first raise on (before it nothing is counted, so a density that never raises
 pays nothing): the compiled step runs in blocks of ``BLOCK`` calls; the second raise within one

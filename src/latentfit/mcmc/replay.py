@@ -34,6 +34,7 @@ eagerly until its package arrives, as it did before, so nothing depends on it bu
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable
 
@@ -129,13 +130,69 @@ def _static(traced: Callable, example: tuple) -> Callable:
 def replay_graph(graph: torch.fx.GraphModule, example: tuple) -> Callable | None:
     """A static graph of aten operations (``compiled.static_graph``) replayed without the
     operations that compute nothing new at run time (simplify.py: the leapfrog's 79 -> 57 on
-    eight schools, a step 69 -> 56 µs); the graph as traced where that simplification fails."""
+    eight schools, a step 69 -> 56 µs); the graph as traced where that simplification fails.
+    Its checks are run after it (:func:`_checks_out`)."""
     try:
         with torch.no_grad():
             graph = simplify(graph, example)
     except Exception:  # any failure of the rewrite: the graph runs as it was traced
         pass
-    return replay(graph, example)
+    graph, checks = _checks_out(graph)
+    fn = replay(graph, example)
+    if fn is None or not checks:
+        return fn
+    n, single = graph.graph.output_node().meta["latentfit_outputs"]
+
+    def checked(*inputs):
+        out = fn(*inputs)
+        extra = iter(out[n:])
+        for target, tensors, args, kwargs in checks:
+            values = {i: next(extra) for i in tensors}
+            target(*(values.get(i, a) for i, a in enumerate(args)), **kwargs)
+        return out[0] if single else out[:n]
+
+    return checked
+
+
+def _checks_out(graph: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, list]:
+    """``graph`` without its operations that return nothing (checks that raise:
+    ``aten._linalg_check_errors`` after a Cholesky factor or an inverse), their tensor
+    arguments added to its outputs, and those operations as ``(op, positions of its tensor
+    arguments, its arguments, its keyword arguments)``, to run on them after each replay.
+
+    ``torch.jit.trace`` drops an operation whose result nothing uses, and so these: a replayed
+    density then gave a failed factor's values (the semicircle's lp NaN, one that used the
+    factor only in a solve, finite numbers) instead of raising, which rejects the chains there
+    (``Target.log_prob_and_grad``) as the eager sampler and the compiled package do. Run after
+    the replay, the check raises as it does eagerly (~2 µs a call; only for graphs with
+    checks). ``graph`` itself is left as it is."""
+    nodes = [
+        n
+        for n in graph.graph.nodes
+        if n.op == "call_function"
+        and getattr(n.target, "_schema", None) is not None
+        and not n.target._schema.returns
+    ]
+    if not nodes:
+        return graph, []
+    gm = copy.deepcopy(graph)
+    g = gm.graph
+    output = g.output_node()
+    single = not isinstance(output.args[0], tuple | list)
+    outs = [output.args[0]] if single else list(output.args[0])
+    output.meta["latentfit_outputs"] = (len(outs), single)  # before the checks' arguments
+    checks = []
+    for node in [
+        n for n in g.nodes if n.op == "call_function" and n.name in {m.name for m in nodes}
+    ]:
+        tensors = [i for i, a in enumerate(node.args) if isinstance(a, torch.fx.Node)]
+        outs.extend(node.args[i] for i in tensors)
+        checks.append((node.target, tensors, node.args, dict(node.kwargs)))
+        g.erase_node(node)
+    output.args = (tuple(outs),)
+    g.lint()
+    gm.recompile()
+    return gm, checks
 
 
 class ReplayedMerge:

@@ -233,12 +233,25 @@ def simplify(graph: torch.fx.GraphModule, example: tuple) -> torch.fx.GraphModul
             node.replace_all_uses_with(new)
             g.erase_node(node)
     _fold_negations(gm, constant)
-    g.eliminate_dead_code()
+    g.eliminate_dead_code(is_impure_node=_kept)
     _merge_repeats(g, output)
-    g.eliminate_dead_code()
+    g.eliminate_dead_code(is_impure_node=_kept)
     g.lint()
     gm.recompile()
     return gm if _same_outputs(gm, env[output], example) else graph
+
+
+def _kept(node: torch.fx.Node) -> bool:
+    """Whether dead-code elimination must keep ``node`` though nothing uses its value: fx's
+    rule (``Node.is_impure``), and every operation that returns nothing, which runs only for
+    what it does. ``aten._linalg_check_errors`` is one: it raises where a Cholesky factor or an
+    inverse failed, and fx's rule dropped it, so that a replayed density gave the failed
+    factor's values (the semicircle's: NaN; a density using the factor only in a solve: finite
+    numbers) instead of raising, which rejects those chains (Target.log_prob_and_grad)."""
+    if node.is_impure():
+        return True
+    schema = getattr(node.target, "_schema", None)
+    return node.op == "call_function" and schema is not None and not schema.returns
 
 
 def _fold_negations(gm: torch.fx.GraphModule, constant: set) -> None:
