@@ -261,13 +261,14 @@ def test_a_replayed_density_raises_where_its_factor_fails_as_the_eager_one_does(
         raw(*outside)
     with pytest.raises(RuntimeError, match=r"linalg\.cholesky"):
         replayed(*outside)
-    res = sample(
-        solve_only, {"r": 0.0}, num_chains=4, num_warmup=300, num_draws=500, generator=3,
-        progress_bar=False,
-    )  # fmt: skip
+    kw = dict(num_chains=4, num_warmup=300, num_draws=500, generator=3, progress_bar=False)
+    res = sample(solve_only, {"r": 0.0}, **kw)
     assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
     r = res["r"]
     assert bool((r.abs() < 1).all()), float(r.abs().max())
+    # the chains that raise are rejected without the eager step (raising.rejecting), with the
+    # eager sampler's values: its draws, bit for bit
+    assert torch.equal(r, sample(solve_only, {"r": 0.0}, compile=False, **kw)["r"])
     # the mean of exp(-1 / (1 + r)) on (-1, 1), by quadrature, within 4 MCSE
     mass = integrate.quad(lambda x: np.exp(-1 / (1 + x)), -1, 1)[0]
     mean = integrate.quad(lambda x: x * np.exp(-1 / (1 + x)), -1, 1)[0] / mass

@@ -227,7 +227,7 @@ class BackgroundCompile:
             except Exception:  # eagerly until the package arrives, as without the replay
                 return
             self._replayed = replayed
-            self.leapfrog = wrap_leapfrog(replayed)
+            self.leapfrog = wrap_leapfrog(replayed, isolate=True)
         else:
             self.merge = ReplayedMerge(self.dense, self._merge_agrees)
         self.replayed.append(part.name)

@@ -64,7 +64,7 @@ from latentfit.mcmc.kernels import (
     merge_subtree,
     velocity,
 )
-from latentfit.mcmc.raising import RaiseCounter, replayed_step
+from latentfit.mcmc.raising import RaiseCounter, rejecting, replayed_step
 from latentfit.mcmc.reciprocal import reciprocal_divisions
 from latentfit.mcmc.record import record_graph
 from latentfit.mcmc.short_lse import ShortLogSumExp
@@ -186,7 +186,10 @@ LEAPFROG_DISAGREES = "the compiled leapfrog disagrees with the eager one at the 
 
 
 def wrap_leapfrog(
-    compiled: Callable, replayed: Callable[[], Callable | None] | None = None, warn: bool = True
+    compiled: Callable,
+    replayed: Callable[[], Callable | None] | None = None,
+    warn: bool = True,
+    isolate: bool = False,
 ) -> Callable:
     """A compiled ``(u, grad, p, e, half, inv) -> (u, lp, grad, p)`` as the sampler calls a
     leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``.
@@ -198,7 +201,9 @@ def wrap_leapfrog(
     ~0.03 ms, so a density that returns -inf outside its support keeps the compiled speed.
     Where raises are frequent, ``replayed`` (called once, then: the same step replayed by
     replay.py, or None) takes the steps over for a while, as raising.py decides from the
-    count of raises (``warn=False`` for it: the compiled step's warning said so). A compiled
+    count of raises (``warn=False`` for it: the compiled step's warning said so). With
+    ``isolate`` (a replayed step, whose raises are cheap) the chains that raise are found and
+    rejected without the eager step (raising.rejecting). A compiled
     package's runtime also prints one line of its own to the
     native standard error for each such call ("Error: ... API call failed at
     ...wrapper.cpp"): from then on the calls run with that stream silenced
@@ -237,9 +242,15 @@ def wrap_leapfrog(
                 counter.record(True)
                 if not counter.use_compiled() and not other:
                     found = replayed()
-                    other.append(None if found is None else wrap_leapfrog(found, warn=False))
+                    other.append(
+                        None if found is None else wrap_leapfrog(found, warn=False, isolate=True)
+                    )
                 if other and other[0] is None:  # no replayed step: compiled throughout
                     counter = None
+            if isolate:
+                done = rejecting(compiled, metric_, cur, p_, e_, half_)
+                if done is not None:
+                    return done
             return _leapfrog(target_, metric_, cur, p_, e_, half_)
         if counter is not None:
             counter.record(False)

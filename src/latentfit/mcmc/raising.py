@@ -7,10 +7,10 @@ offending chains, as the eager sampler does. A compiled package's error path is 
 builds the C++ error's message, symbolising its backtrace (``dladdr`` on every frame), for the
 package's log line, ~6.4 ms a raise against ~0.03 ms a step that does not raise. On
 tests/mcmc/test_compiled.py's semicircle, 4 chains, 300 + 500 iterations, 897 of 10,154 compiled
-calls raised (~9%): 7.9 s compiled against 3.8 s replayed, whose raises cost a Python exception
-before the eager step (replay.py runs the density's checks after the graph). A timer could
-choose between them, but then the draws (the two round differently) would depend on the
-machine's load, and a seed must give the same draws: the choice is made from the counts of
+calls raised (~9%): 7.9 s compiled against 3.2 s replayed, whose raises cost a Python exception
+(replay.py runs the density's checks after the graph) and the search of :func:`rejecting`. A
+timer could choose between them, but then the draws (the two round differently) would depend on
+the machine's load, and a seed must give the same draws: the choice is made from the counts of
 raises alone, which the draws fix.
 
 The rule, from the first raise on (before it nothing is counted, so a density that never raises
@@ -25,6 +25,8 @@ stays compiled."""
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import torch
 
 #: compiled calls judged together
 BLOCK = 64
@@ -87,3 +89,68 @@ def replayed_step(
         return replayed if replayed is not None and check(replayed) else None
     except Exception:  # no replayed step: the raising steps stay as they were
         return None
+
+
+def rejecting(step_fn: Callable, metric, cur, p: torch.Tensor, e: torch.Tensor, half):
+    """The step ``step_fn`` (a replayed ``(u, grad, p, e, half, inv) -> (u, lp, grad, p)``)
+    that raised for some chains, taken with those chains rejected as the eager step rejects
+    them (``Target.log_prob_and_grad``: log-density -inf, gradient 0): ``(State, p)``, or None
+    where the raising chains cannot be told apart (the eager step is then taken).
+
+    The chains that raise are found by halving: a call steps some chains, the others' rows
+    holding a copy of the first of those (chains are independent, so a row's values are its
+    own whatever the others hold); a set of chains that raises is split until single chains
+    remain. The eager step instead
+    runs the whole density again, then each chain alone (~1.6 ms on the semicircle, 4 chains),
+    where these calls take ~0.3 ms. The chains that do not raise get the replayed step's
+    values, which are the eager step's (replay.py); those that do, the eager rejection's."""
+    from latentfit.mcmc.kernels import State
+
+    c = cur.u.shape[0]
+
+    def call(chains: list[int]):
+        rows = [chains[0]] * c
+        for i in chains:
+            rows[i] = i
+        index = torch.tensor(rows, device=cur.u.device)
+        args = (cur.u, cur.grad, p, e, half, metric.inv)
+        return step_fn(*[x.index_select(0, index).contiguous() for x in args])
+
+    def raises(chains: list[int]) -> bool:
+        try:
+            call(chains)
+        except (RuntimeError, ValueError):
+            return True
+        return False
+
+    failing: list[int] = []
+
+    def search(chains: list[int]) -> bool:  # chains that raise together: which of them alone
+        if len(chains) == 1:
+            failing.append(chains[0])
+            return True
+        left, right = chains[: len(chains) // 2], chains[len(chains) // 2 :]
+        parts = [part for part in (left, right) if raises(part)]
+        # neither half raising alone, or a half none of whose chains does: not independent
+        return bool(parts) and all(search(part) for part in parts)
+
+    if not search(list(range(c))):
+        return None
+    ok = torch.ones(c, dtype=torch.bool, device=cur.u.device)
+    ok[failing] = False
+    kept = [i for i in range(c) if i not in failing]
+    try:
+        u, lp, grad, p_new = call(kept or [0])  # all rejected: any values, replaced below
+    except (RuntimeError, ValueError):
+        if kept:
+            return None
+        u, lp, grad, p_new = cur.u, cur.log_prob, cur.grad, p
+    # the rejected chains as the eager step leaves them: moved, log-density -inf, gradient 0
+    p_half = torch.addcmul(p, half, cur.grad)
+    moved = torch.addcmul(cur.u, e, metric.velocity(p_half))
+    bad = ~ok[:, None]
+    u = torch.where(bad, moved, u)
+    lp = torch.where(~ok, torch.full_like(lp, -torch.inf), lp)
+    grad = torch.where(bad, torch.zeros_like(grad), grad)
+    p_new = torch.where(bad, torch.addcmul(p_half, half, torch.zeros_like(grad)), p_new)
+    return State(u, lp, grad), p_new
