@@ -100,10 +100,10 @@ def rejecting(step_fn: Callable, metric, cur, p: torch.Tensor, e: torch.Tensor, 
     The chains that raise are found by halving: a call steps some chains, the others' rows
     holding a copy of the first of those (chains are independent, so a row's values are its
     own whatever the others hold); a set of chains that raises is split until single chains
-    remain. The eager step instead
-    runs the whole density again, then each chain alone (~1.6 ms on the semicircle, 4 chains),
-    where these calls take ~0.3 ms. The chains that do not raise get the replayed step's
-    values, which are the eager step's (replay.py); those that do, the eager rejection's."""
+    remain. The eager step instead runs the whole density again, then each chain alone (~1.6
+    ms on the semicircle, 4 chains), where these calls take ~0.55 ms. The chains that do not
+    raise get the replayed step's values, which are the eager step's (replay.py); those that
+    do, the eager rejection's."""
     from latentfit.mcmc.kernels import State
 
     c = cur.u.shape[0]
