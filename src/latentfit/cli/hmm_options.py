@@ -39,6 +39,12 @@ def covariance_option():
     return typer.Option("diag", help="full, tied, diag or spherical (Gaussian).")
 
 
+#: The most EM iterations of a state-space model from the command line (fit ssm, select hmm
+#: --model ssm): its EM creeps, and stops by Aitken's estimate (LinearGaussianSSM), often
+#: after 1,000-2,000 iterations of ~1 ms.
+SSM_N_ITER = 2000
+
+
 def n_iter_option(what: str = "Baum-Welch", default: int = 100):
     """``--n-iter``/``--max-iter``: the most EM iterations of one restart."""
     return typer.Option(

@@ -43,14 +43,12 @@ def load_model(path: Path, device: str | None = None):
     return model, command_kind(model)
 
 
-def seeded(model, kind: str, seed: int):
+def vae_generator(model, seed: int):
     """A torch generator seeded with ``seed`` on the device of a VAE's weights, where its
-    draws are made (a CPU generator cannot drive a CUDA network's); the other models make
-    their own from a seed."""
+    draws are made (a CPU generator cannot drive a CUDA network's)."""
     import torch
 
-    device = next(model.parameters()).device if kind == "vae" else "cpu"
-    return torch.Generator(device).manual_seed(seed)
+    return torch.Generator(next(model.parameters()).device).manual_seed(seed)
 
 
 def model_columns(model, kind: str) -> list[str] | None:

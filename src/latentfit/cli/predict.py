@@ -19,7 +19,7 @@ from latentfit.cli.app import (
     written_together,
 )
 from latentfit.cli.hmm_options import device_option
-from latentfit.cli.model_data import _lengths, load_model, read_model_data, seeded
+from latentfit.cli.model_data import _lengths, load_model, read_model_data, vae_generator
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 
@@ -120,7 +120,7 @@ def predict(
                 # no posterior under it, though the encoder maps them: 'score' refuses them too
                 check_model_data(model, X, str(data))
                 with torch.no_grad():
-                    gen = seeded(model, kind, 0)
+                    gen = vae_generator(model, 0)
                     values = model.posterior_mean(X.to(gen.device), generator=gen)
                 values = values.cpu().numpy()
             header, cols = _split_columns(values, "z_")

@@ -21,7 +21,7 @@ from latentfit.cli.app import (
     written_together,
 )
 from latentfit.cli.hmm_options import device_option
-from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns, seeded
+from latentfit.cli.model_data import SEQUENCE_KINDS, load_model, model_columns, vae_generator
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 from latentfit.cli.vae import reads_codes
@@ -57,7 +57,7 @@ def draw(model, kind: str, n: int, seed: int, max_work=1e15):
     if kind == "vae":
         from latentfit.vae.images import sample_images
 
-        return sample_images(model, n, seeded(model, kind, seed)).numpy(), None, None
+        return sample_images(model, n, vae_generator(model, seed)).numpy(), None, None
     if kind in SEQUENCE_KINDS:  # an SSM's states are vectors: (n, k)
         X, states = model.sample(n, random_state=seed)
         return np.asarray(X), np.asarray(states), "state"

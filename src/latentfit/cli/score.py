@@ -23,7 +23,7 @@ from latentfit.cli.app import (
     written_together,
 )
 from latentfit.cli.hmm_options import device_option
-from latentfit.cli.model_data import _lengths, load_model, read_model_data, seeded
+from latentfit.cli.model_data import _lengths, load_model, read_model_data, vae_generator
 from latentfit.cli.output import check_json_size, json_option, print_json
 from latentfit.cli.tables import write_table
 from latentfit.cli.vae import _NOT_K, _refuse_k, samples_words
@@ -144,7 +144,7 @@ def score(
                 model,
                 X,
                 k=samples,
-                generator=seeded(model, kind, seed),
+                generator=vae_generator(model, seed),
                 progress=sys.stderr.isatty(),
                 max_work=work_limit(max_work),
             )

@@ -35,7 +35,7 @@ from latentfit.cli.app import (
 )
 from latentfit.cli.figures import figure_format, new_figure, save_figure
 from latentfit.cli.gmm import read_data
-from latentfit.cli.hmm_options import device_option
+from latentfit.cli.hmm_options import SSM_N_ITER, device_option
 from latentfit.cli.output import check_format, csv_option, json_option, print_json
 from latentfit.cli.sequences import duration_option, max_duration_option, order_option
 
@@ -569,7 +569,7 @@ def select_hmm(
     sizes = parse_range(k, most=X.shape[0])
     # the candidates' settings (random_state is select_model's to give each of them)
     if n_iter is None:
-        n_iter = 2000 if model == "ssm" else 100
+        n_iter = SSM_N_ITER if model == "ssm" else 100
     wanted = {"n_iter": n_iter, "tol": tol, "n_init": n_init, "device": device}
     if model == "hsmm":
         wanted["duration"] = DURATIONS[duration]

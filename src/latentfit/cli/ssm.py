@@ -29,6 +29,7 @@ from latentfit.cli.app import (
 )
 from latentfit.cli.hmm_inputs import read_lengths, states_target
 from latentfit.cli.hmm_options import (
+    SSM_N_ITER,
     columns_option,
     device_option,
     lengths_option,
@@ -102,7 +103,7 @@ def fit_ssm(
     ),
     lengths: Path | None = lengths_option(),
     covariance: str = typer.Option("full", help="Observation noise covariance: full or diag."),
-    n_iter: int = n_iter_option("EM", 2000),
+    n_iter: int = n_iter_option("EM", SSM_N_ITER),
     tol: float = tol_option(
         rule="Stop when the log-likelihood is estimated to gain less than this from the "
         "iteration before to its maximum (Aitken's estimate: this EM's gains shrink slowly)."

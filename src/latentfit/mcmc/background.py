@@ -61,8 +61,8 @@ from latentfit.mcmc.compiled import (
     wrap_merge,
 )
 from latentfit.mcmc.kernels import Metric, State
-from latentfit.mcmc.raising import replayed_step
-from latentfit.mcmc.replay import ReplayedMerge, replay_graph
+from latentfit.mcmc.raising import replayed_step, wrap_replayed
+from latentfit.mcmc.replay import ReplayedMerge
 from latentfit.mcmc.target import Target
 
 __all__ = ["BackgroundCompile"]
@@ -217,17 +217,12 @@ class BackgroundCompile:
     def _replay(self, part: _Part) -> None:
         """Until its package arrives, the part runs replayed (replay.py) where it can."""
         if part.name == "leapfrog":
-            try:
-                graph = part.module
-                if graph is None:  # a rerun while another process's child compiles it
-                    graph = static_graph(part.fn, part.example)
-                replayed = replay_graph(graph, part.example)
-                if replayed is None or not part.check(replayed):
-                    return
-            except Exception:  # eagerly until the package arrives, as without the replay
+            # part.module is None on a rerun while another process's child compiles it
+            replayed = replayed_step(part.fn, part.example, part.check, part.module)
+            if replayed is None:  # eagerly until the package arrives, as without the replay
                 return
             self._replayed = replayed
-            self.leapfrog = wrap_leapfrog(replayed, isolate=True)
+            self.leapfrog = wrap_replayed(replayed)
         else:
             self.merge = ReplayedMerge(self.dense, self._merge_agrees)
         self.replayed.append(part.name)

@@ -64,7 +64,7 @@ from latentfit.mcmc.kernels import (
     merge_subtree,
     velocity,
 )
-from latentfit.mcmc.raising import RaiseCounter, rejecting, replayed_step
+from latentfit.mcmc.raising import RaiseCounter, replayed_step, wrap_replayed
 from latentfit.mcmc.reciprocal import reciprocal_divisions
 from latentfit.mcmc.record import record_graph
 from latentfit.mcmc.short_lse import ShortLogSumExp
@@ -186,10 +186,7 @@ LEAPFROG_DISAGREES = "the compiled leapfrog disagrees with the eager one at the 
 
 
 def wrap_leapfrog(
-    compiled: Callable,
-    replayed: Callable[[], Callable | None] | None = None,
-    warn: bool = True,
-    isolate: bool = False,
+    compiled: Callable, replayed: Callable[[], Callable | None] | None = None
 ) -> Callable:
     """A compiled ``(u, grad, p, e, half, inv) -> (u, lp, grad, p)`` as the sampler calls a
     leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``.
@@ -200,13 +197,10 @@ def wrap_leapfrog(
     says so: such a step costs ~6 ms (torch builds a C++ backtrace for the error) against
     ~0.03 ms, so a density that returns -inf outside its support keeps the compiled speed.
     Where raises are frequent, ``replayed`` (called once, then: the same step replayed by
-    replay.py, or None) takes the steps over for a while, as raising.py decides from the
-    count of raises (``warn=False`` for it: the compiled step's warning said so). With
-    ``isolate`` (a replayed step, whose raises are cheap) the chains that raise are found and
-    rejected without the eager step (raising.rejecting). A compiled
-    package's runtime also prints one line of its own to the
-    native standard error for each such call ("Error: ... API call failed at
-    ...wrapper.cpp"): from then on the calls run with that stream silenced
+    replay.py, or None) takes the steps over for a while (``raising.wrap_replayed``), as
+    raising.py decides from the count of raises. A compiled package's runtime also prints one
+    line of its own to the native standard error for each such call ("Error: ... API call
+    failed at ...wrapper.cpp"): from then on the calls run with that stream silenced
     (``_without_native_stderr``, ~1 µs a call: not paid by densities that never raise)."""
     raised = False
     counter: RaiseCounter | None = None  # from the first raise on, where ``replayed`` is given
@@ -227,30 +221,23 @@ def wrap_leapfrog(
             if not raised:
                 raised = True
                 counter = RaiseCounter() if replayed is not None else None
-                if warn:
-                    warnings.warn(
-                        f"compile=True: the log-density raised at some chains' points ({reason(exc)}"
-                        "); such steps are taken eagerly, rejecting those chains, each costing "
-                        "milliseconds (~6 ms for a compiled package; any 'API call failed' line "
-                        "above is its report of the error, silenced from here on), and while they "
-                        "are frequent the step runs replayed instead. A log-density that returns "
-                        "-inf there instead keeps the compiled speed.",
-                        CompileFallbackWarning,
-                        stacklevel=user_stacklevel(),
-                    )
+                warnings.warn(
+                    f"compile=True: the log-density raised at some chains' points ({reason(exc)}"
+                    "); such steps are taken eagerly, rejecting those chains, each costing "
+                    "milliseconds (~6 ms for a compiled package; any 'API call failed' line "
+                    "above is its report of the error, silenced from here on), and while they "
+                    "are frequent the step runs replayed instead. A log-density that returns "
+                    "-inf there instead keeps the compiled speed.",
+                    CompileFallbackWarning,
+                    stacklevel=user_stacklevel(),
+                )
             if counter is not None:
                 counter.record(True)
                 if not counter.use_compiled() and not other:
                     found = replayed()
-                    other.append(
-                        None if found is None else wrap_leapfrog(found, warn=False, isolate=True)
-                    )
+                    other.append(None if found is None else wrap_replayed(found))
                 if other and other[0] is None:  # no replayed step: compiled throughout
                     counter = None
-            if isolate:
-                done = rejecting(compiled, metric_, cur, p_, e_, half_)
-                if done is not None:
-                    return done
             return _leapfrog(target_, metric_, cur, p_, e_, half_)
         if counter is not None:
             counter.record(False)

@@ -79,7 +79,8 @@ def replayed_step(
     raw: Callable, example: tuple, check: Callable[[Callable], bool], graph=None
 ) -> Callable | None:
     """The leapfrog ``raw`` replayed (replay.py) from its static graph (``graph``, or traced
-    now), or None where it cannot be or disagrees with ``raw`` (``check``)."""
+    now), or None where it cannot be or disagrees with ``raw`` (``check``): the sampler then
+    takes the step eagerly (or compiled) instead."""
     from latentfit.mcmc.compiled import quiet, static_graph
     from latentfit.mcmc.replay import replay_graph
 
@@ -87,8 +88,28 @@ def replayed_step(
         with quiet():
             replayed = replay_graph(graph or static_graph(raw, example), example)
         return replayed if replayed is not None and check(replayed) else None
-    except Exception:  # no replayed step: the raising steps stay as they were
+    except Exception:  # any failure of the trace or the replay: no replayed step
         return None
+
+
+def wrap_replayed(replayed: Callable) -> Callable:
+    """A replayed ``(u, grad, p, e, half, inv) -> (u, lp, grad, p)`` (replay.py) as the
+    sampler calls a leapfrog: ``step(target, metric, state, p, e, half) -> (State, p)``. Where
+    it raises (the density raised at some chains' points), those chains are rejected
+    (:func:`rejecting`), else the step is taken eagerly; silently, as the eager sampler
+    rejects them (a replayed raise costs no more than an eager one)."""
+    from latentfit.mcmc.kernels import State, _leapfrog
+
+    def step(target_, metric_, cur, p_, e_, half_):
+        args = [x.contiguous() for x in (cur.u, cur.grad, p_, e_, half_, metric_.inv)]
+        try:
+            u, lp, grad, p_new = replayed(*args)
+        except (RuntimeError, ValueError):
+            done = rejecting(replayed, metric_, cur, p_, e_, half_)
+            return done if done is not None else _leapfrog(target_, metric_, cur, p_, e_, half_)
+        return State(u, lp, grad), p_new
+
+    return step
 
 
 def rejecting(step_fn: Callable, metric, cur, p: torch.Tensor, e: torch.Tensor, half):
