@@ -270,6 +270,31 @@ def test_fit_dist_json_and_csv(faithful):
     np.testing.assert_allclose([float(r["ci_lower"]) for r in rows], ci[:, 0], rtol=1e-6)
 
 
+def test_fit_dist_on_a_device_agrees_with_the_cpu(faithful, device):
+    """``fit dist --device``: the MLE, the MAP fit and its posterior computed on ``device``
+    agree with the same command on the CPU (the prior's numbers, parsed on the CPU, moved)."""
+    path, _ = faithful
+    argv = ["fit", "dist", str(path), "-f", "gamma", "-c", "waiting", "--json"]
+    for extra, rtol in (
+        ([], 1e-8),
+        (["--prior", "rate=gamma:2,1", "--sample", "nuts", "--chains", "2", "--draws", "60",
+          "--warmup", "60", "--quiet"], 1e-6),
+    ):  # fmt: skip
+        cpu = _json(runner.invoke(app, [*argv, *extra]))
+        got = _json(runner.invoke(app, [*argv, *extra, "--device", device]))
+        np.testing.assert_allclose(
+            [p["estimate"] for p in got["parameters"]],
+            [p["estimate"] for p in cpu["parameters"]],
+            rtol=rtol,
+        )
+        if extra:
+            mean = {k: v["mean"] for k, v in got["posterior"]["summary"].items()}
+            ref = {k: v["mean"] for k, v in cpu["posterior"]["summary"].items()}
+            assert mean.keys() == ref.keys()
+            if device == "cpu":  # another device draws other random numbers
+                assert mean == ref
+
+
 def test_flow_and_density_score_json(tmp_path):
     from latentfit.vae.data import load_vae_data
 

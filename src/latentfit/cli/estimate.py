@@ -10,6 +10,7 @@ import typer
 
 from latentfit.cli.app import (
     MAX_CLI_DEPTH,
+    check_device,
     cli_words,
     data_argument,
     data_source,
@@ -26,6 +27,7 @@ from latentfit.cli.app import (
     split_columns,
     work_limit,
 )
+from latentfit.cli.hmm_options import device_option
 from latentfit.cli.output import csv_option, json_option
 
 
@@ -470,6 +472,7 @@ def fit_dist(
         "steps are traced once and replayed (no compiler).",
     ),
     quiet: bool = typer.Option(False, "--quiet/--no-quiet", help="No progress bar (--sample)."),
+    device: str = device_option(),
     as_json: bool = json_option(),
     as_csv: bool = csv_option(),
 ):
@@ -482,6 +485,7 @@ def fit_dist(
     from latentfit.estimate.result import COV_TYPES
 
     check_format(as_json, as_csv)
+    check_device(device)
     try:
         fam = get_family(family)
     except ValueError as err:
@@ -581,9 +585,13 @@ def fit_dist(
             warnings.simplefilter("ignore", notice)  # the libraries' to their developers
         try:
             if priors is None:
-                fit = fit_mle(fam, x, fixed=given, init=start, cov_type=cov, max_iter=max_iter)
+                fit = fit_mle(
+                    fam, x, fixed=given, init=start, cov_type=cov, max_iter=max_iter, device=device
+                )
             else:
-                fit = fit_map(fam, x, priors, fixed=given, init=start, max_iter=max_iter)
+                fit = fit_map(
+                    fam, x, priors, fixed=given, init=start, max_iter=max_iter, device=device
+                )
             _check_finite(fit, name)
             table = fit.summary(level=level)
             rows = _rows(fit, level)
