@@ -73,3 +73,12 @@ def test_batches_carry_the_known_states_of_their_own_rows():
     for Xb, lb, sb in with_states(plain, states):
         rows = (Xb[:, 0] / 2).long()  # the row index of every step in the batch
         assert torch.equal(sb, states[rows]) and sum(lb) == len(rows)
+
+
+def test_the_progress_bar_shows_no_change_before_the_second_iteration(capsys):
+    """The first iteration's change is from -inf: the bar showed ``change=inf``."""
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    lf.FactorAnalysis(1, verbose=True, max_iter=3, tol=0.0).fit(X)
+    err = capsys.readouterr().err
+    assert "lower_bound=" in err and "change=" in err
+    assert "change=inf" not in err

@@ -329,7 +329,9 @@ def run_em(
                 change = objective - prev
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}")
+                    # the first iteration has no change to show (from -inf: "change=inf")
+                    shown = {"change": f"{change:.3g}"} if math.isfinite(change) else {}
+                    bar.set_postfix(lower_bound=f"{bound:.6g}", **shown)
                 # a decrease past the bound's rounding that the model's slack excuses came from
                 # an M-step that was no maximiser (regularisation, or an update lost to
                 # rounding), not from a maximum reached: "delta" then stops only within tol
