@@ -19,6 +19,7 @@ __all__ = [
     "ArgumentError",
     "BatchRowError",
     "CoarseScheduleWarning",
+    "ConstantColumnWarning",
     "DataError",
     "DataTypeError",
     "DegenerateComponentWarning",
@@ -162,6 +163,14 @@ class VarianceFloorWarning(RuntimeWarning):
     of a column of the data (data in units of 1e-80 against a floor of 1e-6): the fitted
     variances there are the floor's, not the data's. The message names the column, its
     variance, the argument and its value, and what to try."""
+
+
+class ConstantColumnWarning(VarianceFloorWarning):
+    """A column of the data a Gaussian model is fitted to holds one value in every row: its
+    fitted variance is the model's floor (or prior), not the data's, so the log-likelihood,
+    score, BIC and AIC gain a constant that grows without bound as the floor shrinks (the
+    floors keep the fit itself finite, as in scikit-learn and hmmlearn, which say nothing).
+    The message names the columns and their values; dropping them is the remedy."""
 
 
 class PriorWarning(UserWarning):

@@ -1,5 +1,6 @@
 """em.gaussian.check_variance_floor: an absolute variance floor (reg_covar, min_covar) large
-against a column's variance is said once, by name, for every Gaussian-emission model."""
+against a column's variance is said once, by name, for every Gaussian-emission model; and
+warn_constant_columns: a column of one value, whose variance only the floor sets."""
 
 import warnings
 
@@ -7,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from latentfit import AutoregressiveHMM, GaussianHSMM, VariationalGaussianHMM
 from latentfit.em.gaussian import FLOOR_FRACTION
 from latentfit.em.hmm.gaussian import GaussianHMM
 from latentfit.em.hmm.gmmhmm import GMMHMM
 from latentfit.em.mixture.families import MixtureModel
 from latentfit.em.mixture.gmm import GaussianMixture
 from latentfit.em.ssm.model import LinearGaussianSSM
-from latentfit.errors import DataError, VarianceFloorWarning
+from latentfit.errors import ConstantColumnWarning, DataError, VarianceFloorWarning
 from latentfit.vi.bgmm import BayesianGaussianMixture
 
 MODELS = {  # name: (model with its default floor, the floor's argument, its default value)
@@ -72,14 +74,17 @@ def test_ordinary_data_with_the_default_floor_say_nothing(name):
 
 def test_the_threshold_is_a_fraction_of_the_column_variance():
     """Just below FLOOR_FRACTION of the variance nothing is said; just above, it is. A
-    constant column (variance 0) is what a floor is for and is left out."""
+    constant column (variance 0) is not a floor swamping the data: it is said of on its own
+    (ConstantColumnWarning, below)."""
     X = _data()
     var = X.var(0).min()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", VarianceFloorWarning)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         GaussianMixture(2, reg_covar=0.99 * FLOOR_FRACTION * var, random_state=0).fit(X)
         constant = np.column_stack([X, np.full(len(X), 3.0)])
         GaussianMixture(2, covariance_type="diag", random_state=0).fit(constant)
+    said = [w.category for w in seen if issubclass(w.category, VarianceFloorWarning)]
+    assert said == [ConstantColumnWarning]
     with pytest.warns(VarianceFloorWarning, match=r"reg_covar=.* times the variance"):
         GaussianMixture(2, reg_covar=1.01 * FLOOR_FRACTION * var, random_state=0).fit(X)
 
@@ -243,15 +248,19 @@ def test_the_gap_traces_name_reg_covar(trace):
 def test_a_constant_column_whose_mean_rounds_is_left_out(name):
     """200 rows of 0.1 sum (in torch's order) to an average of 0.1 plus an ulp: a variance of
     2e-34 that no row has, which a floor was said to swamp ("reg_covar=1e-06 is 5.2e+27 times
-    the variance of column 2"); the column is constant, what the floor is for."""
+    the variance of column 2"); the column is constant, and said to be (ConstantColumnWarning)."""
     X = np.column_stack([_data(), np.full(200, 0.1)])
     assert float(torch.as_tensor(X[:, 2]).sum() / 200) != 0.1  # the rounding taken for variance
     make, _, _ = MODELS[name]
+    if name != "BayesianGaussianMixture":
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            make().fit(X)
+        said = [w.category for w in seen if issubclass(w.category, VarianceFloorWarning)]
+        assert said == [ConstantColumnWarning], said
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("error", VarianceFloorWarning)
-        if name != "BayesianGaussianMixture":
-            make().fit(X)
-            return
         # its default covariance_prior is singular: refused, after the floor's warning before
         with pytest.raises(DataError, match="column 2 of X is constant"):
             make().fit(X)
@@ -270,3 +279,82 @@ def test_a_constant_column_is_left_out_under_any_weights():
             warnings.simplefilter("always")
             GaussianMixture(2, random_state=0).fit(X, sample_weight=w)
         assert not [c for c in caught if c.category is VarianceFloorWarning], caught
+
+
+CONSTANT = {  # the Gaussian models whose fit judges its columns: name -> model
+    "GaussianMixture": lambda: GaussianMixture(2, random_state=0),
+    "GaussianMixture-diag": lambda: GaussianMixture(2, covariance_type="diag", random_state=0),
+    "GaussianHMM": lambda: GaussianHMM(2, random_state=0),
+    "GMMHMM": lambda: GMMHMM(2, 1, random_state=0, n_iter=5),
+    "GaussianHSMM": lambda: GaussianHSMM(2, random_state=0, n_iter=5),
+    "AutoregressiveHMM": lambda: AutoregressiveHMM(2, random_state=0, n_iter=5),
+    "VariationalGaussianHMM": lambda: VariationalGaussianHMM(2, random_state=0, n_iter=5),
+    "LinearGaussianSSM": lambda: LinearGaussianSSM(1, random_state=0, n_iter=20),
+}
+
+
+@pytest.mark.parametrize("name", CONSTANT)
+def test_a_constant_column_is_named_with_its_value(name):
+    """A column of ones beside real data: its variance is the model's floor, so the
+    log-likelihood gains a constant a row (GaussianMixture: exactly -0.5 log(2 pi reg_covar),
+    measured below) that says nothing about the data; scikit-learn and hmmlearn fit it
+    silently, and so did latentfit. One warning names the column and its value."""
+    X = np.column_stack([_data(), np.ones(200)])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        CONSTANT[name]().fit(X)
+    said = [str(w.message) for w in seen if w.category is ConstantColumnWarning]
+    assert len(said) == 1, said
+    assert "column 2 of X holds one value (1) in every row" in said[0], said[0]
+    assert "Drop the column" in said[0]
+    ordinary = _data()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        CONSTANT[name]().fit(ordinary)
+    assert not [w for w in seen if w.category is ConstantColumnWarning]
+
+
+def test_the_constant_a_column_of_ones_adds_is_the_floors():
+    """What the warning says, measured: the same fit with and without the column of ones
+    differs by -0.5 log(2 pi reg_covar) a row, whatever the data (5.99 nats at 1e-6)."""
+    X = _data(1)
+    with_ones = np.column_stack([X, np.ones(len(X))])
+    for reg_covar in (1e-6, 1e-9):
+        a = GaussianMixture(2, reg_covar=reg_covar, random_state=0).fit(X)
+        with pytest.warns(ConstantColumnWarning):
+            b = GaussianMixture(2, reg_covar=reg_covar, random_state=0).fit(with_ones)
+        gain = b.score(with_ones) - a.score(X)
+        np.testing.assert_allclose(gain, -0.5 * np.log(2 * np.pi * reg_covar), rtol=1e-9)
+
+
+def test_constant_columns_are_judged_on_weighted_observed_rows():
+    """A column constant among the rows of positive weight (and the observed values, NaN
+    being missing) is constant to the fit; columns are listed with their values."""
+    X = np.column_stack([_data(), np.full(200, 2.5), np.full(200, -1.0)])
+    X[:5, 2] = 9.0  # five rows of weight 0 hold another value
+    w = np.ones(200)
+    w[:5] = 0
+    X[7, 3] = np.nan
+    with pytest.warns(
+        ConstantColumnWarning,
+        match=r"columns 2, 3 of X each hold one value "
+        r"\(2.5, -1\) in every row.*Drop the columns: they tell the components",
+    ):
+        GaussianMixture(2, random_state=0, missing="marginalize").fit(X, sample_weight=w)
+    with warnings.catch_warnings(record=True) as seen:  # the rows that differ weighted too
+        warnings.simplefilter("always")
+        GaussianMixture(2, random_state=0).fit(X[:, :3])
+    assert not [w for w in seen if w.category is ConstantColumnWarning]
+
+
+def test_partial_fit_batches_are_not_judged_for_constant_columns():
+    """A batch of a stream may well hold one value in a column that varies over the stream:
+    only fit, which sees all the rows, says so."""
+    X = np.column_stack([_data(), np.r_[np.zeros(100), np.ones(100)]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConstantColumnWarning)
+        model = GaussianMixture(2, random_state=0)
+        model.partial_fit(X[:100])
+        model.partial_fit(X[100:])
+        hmm = GaussianHMM(2, random_state=0)
+        hmm.partial_fit(X[:100])

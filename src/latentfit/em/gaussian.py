@@ -21,6 +21,7 @@ import torch
 from latentfit._validation import weight_overflow_message
 from latentfit.errors import (
     BatchRowError,
+    ConstantColumnWarning,
     DataError,
     LatentfitError,
     ParameterError,
@@ -49,6 +50,7 @@ __all__ = [
     "precision_cholesky",
     "precision_cholesky_from_precisions",
     "precisions_from_cholesky",
+    "warn_constant_columns",
     "weighted_mean",
 ]
 
@@ -292,6 +294,47 @@ def check_variance_floor(
         f"multiply by 1e{-math.floor(math.log10(float(var[j])) / 2)}), or pass a smaller "
         f"{argument} (below {fraction * float(var[j]):.3g})",
         VarianceFloorWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
+def warn_constant_columns(
+    X: torch.Tensor, w: torch.Tensor | None, model: str, parts: str, name: str = "X"
+) -> None:
+    """Warn (:class:`ConstantColumnWarning`, once) of columns of ``X`` (n, d) that hold one
+    value in every row (of positive weight ``w`` (n,), missing values left out), at the start
+    of a Gaussian model's fit: the variance fitted there is the model's floor (or prior), not
+    the data's, so every row's log-density gains a constant that grows without bound as the
+    floor shrinks (two components on faithful's waiting times: log-likelihood -1034.0; with a
+    column of ones beside them +594.9, 5.99 a row from that column at reg_covar=1e-6), and a
+    row with another value there scores as all but impossible. scikit-learn and hmmlearn fit such a column silently; the
+    floors keep the fit finite, which :func:`check_variance_floor` leaves to them."""
+    if X.dim() != 2 or X.shape[0] < 2 or not X.shape[1]:
+        return
+    seen = ~torch.isnan(X)  # (n, d)
+    if w is not None:
+        seen = seen & (w > 0).unsqueeze(1)
+    counted = seen.sum(0)  # (d,)
+    same = (column_variances(X, w) == 0) & (counted >= 2)  # (d,)
+    if not bool(same.any()):
+        return
+    cols = same.nonzero().flatten().tolist()
+    first = seen[:, cols].double().argmax(0).tolist()  # a counted row of each such column
+    values = [float(X[i, j]) for i, j in zip(first, cols, strict=True)]
+    if len(cols) == 1:
+        where = f"column {cols[0]} of {name} holds one value ({values[0]:g}) in every row"
+    else:
+        shown = ", ".join(str(j) for j in cols[:10]) + (", ..." if len(cols) > 10 else "")
+        held = ", ".join(f"{v:g}" for v in values[:10]) + (", ..." if len(cols) > 10 else "")
+        where = f"columns {shown} of {name} each hold one value ({held}) in every row"
+    warnings.warn(
+        f"{model}: {where}, so the variance fitted there is set by the model's variance floor "
+        "(or prior), not by the data: every row's log-density gains a constant from it that grows without "
+        "bound as the floor shrinks (the log-likelihood, score, BIC and AIC with it), and a "
+        f"row with another value there scores as all but impossible. Drop the "
+        f"column{'s' if len(cols) > 1 else ''}: {'it tells' if len(cols) == 1 else 'they tell'}"
+        f" the {parts} nothing",
+        ConstantColumnWarning,
         stacklevel=user_stacklevel(),
     )
 

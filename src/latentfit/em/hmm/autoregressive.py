@@ -501,6 +501,7 @@ class AutoregressiveHMM(OnlineHMMMixin, _ContinuousHMM):
         batch_steps = check_positive_int(batch_steps, "batch_steps")
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
+        self._warn_constant_columns(X)
         lengths = self._lengths(lengths, X.shape[0])
         # refused from the lengths alone, before the design rows are made
         self._check_scored_rows(lengths, "X")

@@ -446,6 +446,7 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         feature_bytes = check_positive_int(feature_bytes, "feature_bytes", minimum=0)
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
+        self._warn_constant_columns(X)
         lengths = check_lengths(lengths, X.shape[0])
         self._check_state_memory(X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
@@ -492,6 +493,10 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
     def _stream_batch(self, X: torch.Tensor) -> torch.Tensor:
         """A streamed group of sequences (t, d), checked, as the E-step takes it."""
         return X
+
+    def _warn_constant_columns(self, X: torch.Tensor) -> None:
+        """Warn of columns of the rows X (t, d) of a fit that hold one value throughout, where
+        a variance floor makes up their variance; none by default (discrete emissions)."""
 
     def _check_floor(self, X: torch.Tensor) -> None:
         """Warn (VarianceFloorWarning) where a variance floor that enters the start swamps

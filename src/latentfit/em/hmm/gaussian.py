@@ -26,6 +26,7 @@ from latentfit.em.gaussian import (
     far_factors,
     mixture_covariance,
     unresolved_variances,
+    warn_constant_columns,
     weighted_mean,
 )
 from latentfit.em.hmm import base as hmm_base
@@ -157,6 +158,9 @@ class _ContinuousHMM(BaseHMM):
     #: whether min_covar floors every M-step's covariances (AutoregressiveHMM), not only the
     #: start's and a singular update's (hmmlearn's GaussianHMM, whose update has covars_prior)
     _min_covar_floors_every_mstep = False
+
+    def _warn_constant_columns(self, X):
+        warn_constant_columns(X, None, type(self).__name__, "states")
 
     def _check_floor(self, X):
         if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar

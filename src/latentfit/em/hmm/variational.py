@@ -189,6 +189,7 @@ class _VariationalHMM:
     def _prepare_fit(self, X, lengths=None, y=None) -> EMFit:
         check_feature_names(self, X, reset=True)
         X = self._checked_X(X, fitting=True)
+        self._warn_constant_columns(X)
         lengths = check_lengths(lengths, X.shape[0])
         labels = check_labels(y, X.shape[0], self.n_components, X.device)
         batches = with_states(batch_sequences(X, lengths), labels)

@@ -27,7 +27,7 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
-from latentfit.em.gaussian import check_overflow, check_variance_floor
+from latentfit.em.gaussian import check_overflow, check_variance_floor, warn_constant_columns
 from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.paths import linear_path
@@ -386,6 +386,7 @@ class LinearGaussianSSM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEst
             check_overflow(Y)
             # added to the diagonal of every re-estimated Q, R and V0
             check_variance_floor(Y, None, self.min_covar, "min_covar", type(self).__name__)
+            warn_constant_columns(Y, None, type(self).__name__, "state")
         return Y
 
     def _prepare(self, X, lengths):
