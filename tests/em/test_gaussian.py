@@ -284,6 +284,7 @@ def test_a_constant_column_is_left_out_under_any_weights():
 CONSTANT = {  # the Gaussian models whose fit judges its columns: name -> model
     "GaussianMixture": lambda: GaussianMixture(2, random_state=0),
     "GaussianMixture-diag": lambda: GaussianMixture(2, covariance_type="diag", random_state=0),
+    "MixtureModel": lambda: MixtureModel("normal", 2, random_state=0),
     "GaussianHMM": lambda: GaussianHMM(2, random_state=0),
     "GMMHMM": lambda: GMMHMM(2, 1, random_state=0, n_iter=5),
     "GaussianHSMM": lambda: GaussianHSMM(2, random_state=0, n_iter=5),
@@ -358,3 +359,14 @@ def test_partial_fit_batches_are_not_judged_for_constant_columns():
         model.partial_fit(X[100:])
         hmm = GaussianHMM(2, random_state=0)
         hmm.partial_fit(X[:100])
+
+
+def test_a_constant_count_column_is_no_floors():
+    """A Poisson mixture's rate on a column of ones is that column's own (no floor): nothing
+    to say."""
+    from latentfit import PoissonMixture
+
+    X = np.column_stack([np.random.default_rng(0).poisson(3, 100), np.ones(100)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConstantColumnWarning)
+        PoissonMixture(2, random_state=0).fit(X)

@@ -397,8 +397,13 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         X, w, labels = fit_arrays(self, X, sample_weight, y, k)
         self._prepare_component_data(X)
         self._check_weighted_data(X, w)
+        self._warn_constant_columns(X, w)
         rows = self.chunk_rows or default_chunk_rows(X.shape[1], k)
         return EMFit(self._hooks(), LabelledChunks(X, w, labels, rows), X=X)
+
+    def _warn_constant_columns(self, X: torch.Tensor, w: torch.Tensor | None) -> None:
+        """Warn of columns of the rows X (n, d) of a fit that hold one value throughout, where
+        a variance floor makes up their variance; none by default (discrete families)."""
 
     def _hooks(self) -> _MixtureHooks:
         return _MixtureHooks(self)

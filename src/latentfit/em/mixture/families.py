@@ -41,6 +41,7 @@ from latentfit.em.gaussian import (
     component_mass,
     degenerate_components,
     far_components,
+    warn_constant_columns,
     weighted_mean,
 )
 from latentfit.em.mixture.base import (
@@ -436,6 +437,10 @@ class MixtureModel(BaseMixture):
             if j is not None:
                 said = f"the {name} components' statistics (sums over column {j} of X)"
                 raise DataError(weight_overflow_message(w, said))
+
+    def _warn_constant_columns(self, X, w):
+        if _GAUSSIAN & set(self.families_):  # reg_covar is their variance there
+            warn_constant_columns(X, w, type(self).__name__, "components")
 
     def _check_floor(self, X, w):
         if _GAUSSIAN & set(getattr(self, "families_", ())):  # reg_covar enters their variances
