@@ -157,3 +157,40 @@ def test_fit_arhmm_names_a_collapsed_state_in_the_commands_words(tmp_path, monke
     assert "has its noise variance in feature 0 at the variance floor" in text, text
     assert "smaller than the floor (then rescale ar.csv, e.g. standardise its columns)" in text
     assert "min_covar" not in text and "degenerate_components_" not in text, text
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["fit", "gmm"], ["fit", "hmm"], ["fit", "hsmm"], ["fit", "arhmm"], ["fit", "ssm"],
+     ["select", "gmm"]],
+)  # fmt: skip
+def test_a_constant_column_is_named_in_the_files_words(command, tmp_path, monkeypatch):
+    """A column of one value gets the variance floor as its variance (ConstantColumnWarning):
+    the command names it by its position and header in the file, among the picked columns."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(size=30), rng.normal(size=30) + 5]
+    data = np.column_stack([x, np.full(60, 7.0), x**2])
+    np.savetxt("x.csv", data, delimiter=",", header="a,b,c", comments="")
+    k = ["-k", "1"] if command[1] == "ssm" else ["-k", "1-2" if command[0] == "select" else "2"]
+    res = CliRunner().invoke(app, [*command, "x.csv", *k, "--columns", "b,a", "--quiet"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "column 1 ('b') of x.csv holds one value (7) in every row" in text, text
+    assert "Drop the column" in text, text
+
+
+def test_fit_vae_names_a_constant_column_of_its_training_rows(tmp_path, monkeypatch):
+    """A Gaussian decoder's variance falls to its floor on a constant column: the warning
+    names the training rows of DATA and leaves out the settings only Python has."""
+    monkeypatch.chdir(tmp_path)
+    data = np.random.default_rng(0).normal(size=(60, 3))
+    data[:, 1] = 7.0
+    np.savetxt("x.csv", data, delimiter=",")
+    argv = ["fit", "vae", "--dataset", "x.csv", "--likelihood", "gaussian", "--epochs", "1",
+            "--hidden", "8", "--latent", "1", "--quiet", "--out", "v.lf"]  # fmt: skip
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "warning: column 1 (7) of the training rows of the x.csv data set holds one" in text
+    assert "Drop the column(s)" in text and "min_logvar" not in text and "fixed" not in text

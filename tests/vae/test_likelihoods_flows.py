@@ -238,3 +238,38 @@ def test_make_flow_errors():
     with pytest.raises(ValueError, match="at least one step"):
         make_flow("iaf", 3, 0)
     assert len(make_flow("iaf", 3, 4)) == 4
+
+
+def _train_quietly(likelihood: str, X: torch.Tensor, **spec):
+    import warnings
+
+    from latentfit.errors import ConstantColumnWarning
+    from latentfit.train import TrainConfig, train
+    from latentfit.vae import build_model
+    from latentfit.vae.objectives import ELBO
+
+    model = build_model(x_dim=X.shape[1], z_dim=1, hidden=[4], likelihood=likelihood, **spec)
+    cfg = TrainConfig(epochs=1, batch_size=10, diagnostics=False, progress=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train(model, ELBO(), X, None, cfg)
+    return [str(w.message) for w in seen if w.category is ConstantColumnWarning]
+
+
+def test_a_constant_column_under_a_learned_gaussian_variance_is_named():
+    """A column of one value: a learned (or emitted) decoder variance falls there to its floor
+    and the bound gains up to 0.5 (-min_logvar - log 2 pi) nats a row from it, 2.58 at -7:
+    exactly a Gaussian's log-density at its mean at the floor's variance (scipy)."""
+    X = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    X[:, 1] = 0.5
+    said = _train_quietly("gaussian", X)
+    assert len(said) == 1 and said[0].startswith("column 1 (0.5) of X_train holds one value")
+    assert "up to 2.58 nats a row" in said[0]
+    floor = GaussianLikelihood(1).min_logvar
+    at_mean = stats.norm(0.0, np.exp(0.5 * floor)).logpdf(0.0)
+    assert f"{at_mean:.3g}" == "2.58"
+    assert not _train_quietly("gaussian", X, gaussian_variance="fixed")  # no floor to reach
+    assert not _train_quietly("gaussian", torch.randn(40, 3, generator=G))
+    binary = (torch.rand(40, 3, generator=G) > 0.5).double()
+    binary[:, 0] = 0.0  # a Bernoulli pixel that is always 0: log p -> 0, bounded
+    assert not _train_quietly("bernoulli", binary)

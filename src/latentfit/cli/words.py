@@ -33,6 +33,9 @@ _DATA_WORDS = (
         r"the value \3 at row \1, column \2 of {data}",
     ),
     (r"\b(?:X|data)\[(\d+), (\d+)\]", r"row \1, column \2 of {data}"),
+    # a trainer's parts of the data (train(model, X_train, X_val)): the split of DATA
+    (r"\bof X_train\b(?![\[.(])", r"of the training rows of {data}"),
+    (r"\bof X_val\b(?![\[.(])", r"of the validation rows of {data}"),
     (r"\b(of|in|but|from|needs|reads|[Rr]escale) X\b(?![\[.(_])", r"\1 {data}"),
     (r"(?<![\w.])X(?= (?:has|holds|contains|must|is|cannot) |\s\(\d)", r"{data}"),
     (r"\bn_features\s?=\s?(\d+)", r"the \1 column(s) of {data}"),
@@ -80,6 +83,9 @@ _PYTHON_ADVICE = (
     ),  # a dtype by the name the remedies use
     # an interval's level asked for as statsmodels' alpha: the command line takes the level
     (r"\bpass alpha=\S+ \(or (level=[^\s)]+)\)", r"pass \1"),
+    # a Gaussian decoder's variance floor and its fixed variance are set in Python only
+    (r" \(min_logvar=\S+\)", ""),
+    (r", or fix the variance \(variance='fixed'\)", ""),
 )
 #: The command that fits each of the library's models that a message may recommend.
 _MODEL_COMMANDS = {

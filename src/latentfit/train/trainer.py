@@ -49,7 +49,7 @@ from latentfit.train.checkpoint import (
 )
 from latentfit.vae.data import data_sha256
 from latentfit.vae.diagnostics import check_collapse, diagnose, model_rows
-from latentfit.vae.likelihoods import check_model_data, integer_levels
+from latentfit.vae.likelihoods import check_model_data, check_training_columns, integer_levels
 from latentfit.vae.schedules import make_schedule
 
 __all__ = ["TrainConfig", "TrainResult", "train", "validation_bound"]
@@ -434,6 +434,7 @@ def train(
     if ckpt is not None:  # before binarisation: the data, not the noise
         data_ids = {"train": data_sha256(X), "val": None if Xv is None else data_sha256(Xv)}
     check_model_data(model, X, "X_train")  # a VAE's data must lie in its likelihood's support
+    check_training_columns(model, X, "X_train")
     if Xv is not None:
         check_model_data(model, Xv, "X_val")
     if Xv is not None and cfg.binarize:
