@@ -61,6 +61,9 @@ BAD_X = {
     "inf": (np.array([[1.0, 1.0], [1.0, np.inf]]), "inf at row 1, column 1"),
     "complex": (np.ones((4, 2)) * 1j, "complex"),
     "strings": (np.array([["a", "b"], ["c", "d"]]), "'a'"),
+    # each row one record: read as "np.void((0.0, 0.0), ...) ... given as an argument"
+    "structured": (np.zeros(4, dtype=[("a", "f8"), ("b", "f8")]), "structured array (fields a, b)"),
+    "dates": (np.arange(4).astype("datetime64[D]").reshape(2, 2), "dates or times"),
 }
 
 
