@@ -311,16 +311,18 @@ def warn_constant_columns(
     floors keep the fit finite, which :func:`check_variance_floor` leaves to them."""
     if X.dim() != 2 or X.shape[0] < 2 or not X.shape[1]:
         return
+    # by equality with each column's first counted value: boolean (n, d) masks, no float64
+    # copy of X (which check_variance_floor's variances make once already)
     seen = ~torch.isnan(X)  # (n, d)
     if w is not None:
-        seen = seen & (w > 0).unsqueeze(1)
-    counted = seen.sum(0)  # (d,)
-    same = (column_variances(X, w) == 0) & (counted >= 2)  # (d,)
+        seen &= (w > 0).unsqueeze(1)
+    first = seen.to(torch.uint8).argmax(0)  # (d,) the first counted row of each column
+    value = X.gather(0, first.unsqueeze(0))  # (1, d)
+    same = ((X == value) | ~seen).all(0) & (seen.sum(0) >= 2)  # (d,)
     if not bool(same.any()):
         return
     cols = same.nonzero().flatten().tolist()
-    first = seen[:, cols].double().argmax(0).tolist()  # a counted row of each such column
-    values = [float(X[i, j]) for i, j in zip(first, cols, strict=True)]
+    values = value[0, cols].tolist()
     if len(cols) == 1:
         where = f"column {cols[0]} of {name} holds one value ({values[0]:g}) in every row"
     else:
