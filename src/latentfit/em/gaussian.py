@@ -36,6 +36,7 @@ __all__ = [
     "check_overflow",
     "check_variance_floor",
     "component_mass",
+    "constant_columns",
     "covariances_from_precisions",
     "feature_stats",
     "gaussian_estep_stats",
@@ -298,6 +299,20 @@ def check_variance_floor(
     )
 
 
+def constant_columns(X: torch.Tensor, w: torch.Tensor | None = None) -> tuple[list, list]:
+    """The columns of ``X`` (n, d) that hold one value in at least two rows of positive weight
+    ``w`` (n,) and no other (missing values, NaN, left out), and those values: by equality with
+    each column's first counted value, in boolean (n, d) masks (no float64 copy of X)."""
+    seen = ~torch.isnan(X)  # (n, d)
+    if w is not None:
+        seen &= (w > 0).unsqueeze(1)
+    first = seen.to(torch.uint8).argmax(0)  # (d,) the first counted row of each column
+    value = X.gather(0, first.unsqueeze(0))  # (1, d)
+    same = ((X == value) | ~seen).all(0) & (seen.sum(0) >= 2)  # (d,)
+    cols = same.nonzero().flatten().tolist()
+    return cols, value[0, cols].tolist()
+
+
 def warn_constant_columns(
     X: torch.Tensor, w: torch.Tensor | None, model: str, parts: str, name: str = "X"
 ) -> None:
@@ -307,22 +322,14 @@ def warn_constant_columns(
     the data's, so every row's log-density gains a constant that grows without bound as the
     floor shrinks (two components on faithful's waiting times: log-likelihood -1034.0; with a
     column of ones beside them +594.9, 5.99 a row from that column at reg_covar=1e-6), and a
-    row with another value there scores as all but impossible. scikit-learn and hmmlearn fit such a column silently; the
-    floors keep the fit finite, which :func:`check_variance_floor` leaves to them."""
+    row with another value there scores as all but impossible. scikit-learn and hmmlearn fit
+    such a column silently; the floors keep the fit finite, which :func:`check_variance_floor`
+    leaves to them."""
     if X.dim() != 2 or X.shape[0] < 2 or not X.shape[1]:
         return
-    # by equality with each column's first counted value: boolean (n, d) masks, no float64
-    # copy of X (which check_variance_floor's variances make once already)
-    seen = ~torch.isnan(X)  # (n, d)
-    if w is not None:
-        seen &= (w > 0).unsqueeze(1)
-    first = seen.to(torch.uint8).argmax(0)  # (d,) the first counted row of each column
-    value = X.gather(0, first.unsqueeze(0))  # (1, d)
-    same = ((X == value) | ~seen).all(0) & (seen.sum(0) >= 2)  # (d,)
-    if not bool(same.any()):
+    cols, values = constant_columns(X, w)
+    if not cols:
         return
-    cols = same.nonzero().flatten().tolist()
-    values = value[0, cols].tolist()
     if len(cols) == 1:
         where = f"column {cols[0]} of {name} holds one value ({values[0]:g}) in every row"
     else:
@@ -331,9 +338,9 @@ def warn_constant_columns(
         where = f"columns {shown} of {name} each hold one value ({held}) in every row"
     warnings.warn(
         f"{model}: {where}, so the variance fitted there is set by the model's variance floor "
-        "(or prior), not by the data: every row's log-density gains a constant from it that grows without "
-        "bound as the floor shrinks (the log-likelihood, score, BIC and AIC with it), and a "
-        f"row with another value there scores as all but impossible. Drop the "
+        "(or prior), not by the data: every row's log-density gains a constant from it that "
+        "grows without bound as the floor shrinks (the log-likelihood, score, BIC and AIC with "
+        "it), and a row with another value there scores as all but impossible. Drop the "
         f"column{'s' if len(cols) > 1 else ''}: {'it tells' if len(cols) == 1 else 'they tell'}"
         f" the {parts} nothing",
         ConstantColumnWarning,
