@@ -370,3 +370,70 @@ def test_a_constant_count_column_is_no_floors():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConstantColumnWarning)
         PoissonMixture(2, random_state=0).fit(X)
+
+
+DEPENDENT = {  # models whose fit judges linear dependence among its columns: name -> model
+    "GaussianMixture": lambda: GaussianMixture(2, random_state=0),
+    "GaussianMixture-tied": lambda: GaussianMixture(2, covariance_type="tied", random_state=0),
+    "MixtureModel-mvn": lambda: MixtureModel("mvn", 2, random_state=0),
+    "GaussianHMM-full": lambda: GaussianHMM(2, covariance_type="full", random_state=0),
+    "GMMHMM-full": lambda: GMMHMM(2, 1, covariance_type="full", random_state=0, n_iter=5),
+    "GaussianHSMM-full": lambda: GaussianHSMM(2, covariance_type="full", random_state=0, n_iter=5),
+    "AutoregressiveHMM": lambda: AutoregressiveHMM(2, random_state=0, n_iter=5),
+}
+
+
+@pytest.mark.parametrize("name", DEPENDENT)
+def test_a_column_that_is_a_linear_function_of_another_is_named(name):
+    """Twice a column plus one beside it: a full (or tied) covariance is singular along their
+    relation, which the floor fills in; the warning says the relation, found by the data's
+    correlation matrix."""
+    X = _data()
+    Y = np.column_stack([X, 2 * X[:, 0] + 1])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        DEPENDENT[name]().fit(Y)
+    said = [str(w.message) for w in seen if w.category is ConstantColumnWarning]
+    assert len(said) == 1, said
+    assert "(column 2 = 2 * column 0 + 1 in every row)" in said[0], said[0]
+    assert ("'normal' family" if name.startswith("MixtureModel") else "'diag'") in said[0]
+    with warnings.catch_warnings(record=True) as seen:  # correlated, not dependent
+        warnings.simplefilter("always")
+        noise = np.random.default_rng(1).normal(0, 1e-3, len(X))
+        DEPENDENT[name]().fit(np.column_stack([X, 2 * X[:, 0] + 1 + noise]))
+    assert not [w for w in seen if w.category is ConstantColumnWarning]
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_independent_columns_covariances_say_nothing_of_a_relation(covariance_type):
+    Y = np.column_stack([_data(), 2 * _data()[:, 0] + 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConstantColumnWarning)
+        GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(Y)
+
+
+def test_what_a_relation_adds_grows_as_the_floor_shrinks():
+    """The warning's claim, measured: with a dependent column the log-likelihood per row grows
+    by 0.5 log(1000) = 3.45 nats when reg_covar shrinks 1000 times (the floor's), where
+    without it the fit barely moves."""
+    X = _data()
+    Y = np.column_stack([X, 2 * X[:, 0] + 1])
+    scores = {}
+    for reg in (1e-6, 1e-9):
+        with pytest.warns(ConstantColumnWarning):
+            scores[reg] = GaussianMixture(2, reg_covar=reg, random_state=0).fit(Y).score(Y)
+        plain = GaussianMixture(2, reg_covar=reg, random_state=0).fit(X).score(X)
+        scores[reg, "plain"] = plain
+    np.testing.assert_allclose(scores[1e-9] - scores[1e-6], 0.5 * np.log(1000), rtol=1e-3)
+    assert abs(scores[1e-9, "plain"] - scores[1e-6, "plain"]) < 1e-3
+
+
+def test_three_way_relations_and_too_few_rows_to_tell():
+    from latentfit.em.gaussian import dependent_columns
+
+    rng = np.random.default_rng(0)
+    few = rng.normal(size=(4, 6))
+    assert dependent_columns(torch.as_tensor(few)) is None  # said by the GMM's own fit
+    x, y, z = rng.normal(size=(3, 50))
+    found = dependent_columns(torch.as_tensor(np.column_stack([x, y, z, x - 3 * y])))
+    assert found is not None and found[0] == 1 and found[1] == [0, 1, 3] and found[2] is None

@@ -27,6 +27,7 @@ from latentfit.em.gaussian import (
     mixture_covariance,
     unresolved_variances,
     warn_constant_columns,
+    warn_dependent_columns,
     weighted_mean,
 )
 from latentfit.em.hmm import base as hmm_base
@@ -161,6 +162,10 @@ class _ContinuousHMM(BaseHMM):
 
     def _warn_constant_columns(self, X):
         warn_constant_columns(X, None, type(self).__name__, "states")
+        # (the autoregressive noise covariance is full)
+        warn_dependent_columns(
+            X, None, type(self).__name__, getattr(self, "covariance_type", "full")
+        )
 
     def _check_floor(self, X):
         if hasattr(self, "min_covar"):  # the start's covariances: the data's + min_covar

@@ -42,6 +42,7 @@ from latentfit.em.gaussian import (
     degenerate_components,
     far_components,
     warn_constant_columns,
+    warn_dependent_columns,
     weighted_mean,
 )
 from latentfit.em.mixture.base import (
@@ -441,6 +442,9 @@ class MixtureModel(BaseMixture):
     def _warn_constant_columns(self, X, w):
         if _GAUSSIAN & set(self.families_):  # reg_covar is their variance there
             warn_constant_columns(X, w, type(self).__name__, "components")
+        if "mvn" in self.families_:  # a full covariance
+            name = type(self).__name__
+            warn_dependent_columns(X, w, name, "full", diagonal="the 'normal' family")
 
     def _check_floor(self, X, w):
         if _GAUSSIAN & set(getattr(self, "families_", ())):  # reg_covar enters their variances

@@ -44,6 +44,7 @@ from latentfit.em.gaussian import (
     precisions_from_cholesky,
     put_direct_moments,
     warn_constant_columns,
+    warn_dependent_columns,
     weighted_mean,
 )
 from latentfit.em.initialize import INIT_PARAMS, initial_resp, kmeans_plusplus, nearest_center
@@ -239,6 +240,7 @@ class GaussianMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, 
         check_overflow(X, w)
         check_variance_floor(X, w, self.reg_covar, "reg_covar", type(self).__name__)
         warn_constant_columns(X, w, type(self).__name__, "components")
+        warn_dependent_columns(X, w, type(self).__name__, self.covariance_type)
         hooks = self._hooks(cache_features=self._cache_fits(X))
         return EMFit(hooks, self._chunks(X, w, y), X=X)
 
