@@ -202,6 +202,20 @@ CASES = {
         "path = _vae_model(Path('.'), 'gaussian', 2)\n"
         "cli('sample', str(path), '-n', '100000000000', '--out', 'v.npy')"
     ),
+    # ordinary data, sized so that the whole of X's Gaussian features (d(d+1)/2 + d numbers a
+    # row) would pass the bound: a first moment pass built them all at once (2.3-2.7 GB)
+    "GaussianMixture full on 150,000 x 60": (
+        "latentfit.GaussianMixture(3, max_iter=1, init_params='random')"
+        ".fit(np.random.default_rng(0).normal(size=(150000, 60)))"
+    ),
+    "GaussianMixture full, 16 components, on 1,500,000 x 16": (
+        "latentfit.GaussianMixture(16, max_iter=1, init_params='random')"
+        ".fit(np.random.default_rng(0).normal(size=(1500000, 16)))"
+    ),
+    "BayesianGaussianMixture full on 150,000 x 60": (
+        "latentfit.BayesianGaussianMixture(n_components=3, max_iter=1, init_params='random')"
+        ".fit(np.random.default_rng(0).normal(size=(150000, 60)))"
+    ),
     "sample -n 1e11": (
         "np.savetxt('d.csv', np.random.default_rng(0).normal(size=(40, 2)), delimiter=',')\n"
         "cli('fit', 'gmm', 'd.csv', '-k', '2', '--out', 'm.lf', '--quiet', '--force')\n"
