@@ -375,7 +375,7 @@ def as_numeric_array(X, name: str = "X", columns=None) -> np.ndarray:
         raise DataError(f"{name} holds dates or times ({arr.dtype}); convert them to numbers first")
     if arr.dtype.names:  # a record array: each row one np.void of named fields
         fields = ", ".join(arr.dtype.names[:10]) + (", ..." if len(arr.dtype.names) > 10 else "")
-        raise DataError(
+        raise DataTypeError(
             f"{name} is a structured array (fields {fields}), one record a row; pass its fields "
             "as the columns of a plain array of numbers "
             "(numpy.lib.recfunctions.structured_to_unstructured(X))"

@@ -58,8 +58,6 @@ def test_a_name_too_long_is_a_latentfit_error(tmp_path):
 def test_a_structured_npy_says_its_values_are_not_numbers(tmp_path):
     path = tmp_path / "s.npy"
     np.save(path, np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]))
-    with pytest.raises(
-        DataTypeError,
-        match="which is not a number: each value given as an argument must be a real number",
-    ):
+    # it said "holds np.void((0.0, 0), ...) at row 0, column 0, which is not a number"
+    with pytest.raises(DataTypeError, match=r"s\.npy is a structured array \(fields a, b\)"):
         load_array(path)
