@@ -897,3 +897,20 @@ def test_float32_starts_a_group_far_from_the_data_centre_at_its_own_mean(ct, sou
         )
     else:
         np.testing.assert_allclose(m.covariances_[i], want[ct], rtol=1e-5)
+
+
+def test_full_log_densities_in_blocks_of_rows_match_torch_distributions():
+    """log_gaussian_prob takes full covariances in blocks of ~4M numbers (here 256 rows of
+    64 components x 256 columns): the same values as torch.distributions' MultivariateNormal,
+    row by row."""
+    from latentfit.em.gaussian import log_gaussian_prob, precision_cholesky
+
+    rng = np.random.default_rng(0)
+    k, d, n = 64, 256, 1000  # 4M // (64 * 256) = 256 rows a block: four of them
+    X = torch.as_tensor(rng.normal(size=(n, d)))
+    means = torch.as_tensor(rng.normal(size=(k, d)))
+    A = torch.as_tensor(rng.normal(size=(k, d, d))) / d**0.5
+    cov = A @ A.mT + torch.eye(d, dtype=torch.float64)
+    got = log_gaussian_prob(X, means, precision_cholesky(cov, "full"), "full")  # (n, k)
+    want = torch.distributions.MultivariateNormal(means, cov).log_prob(X.unsqueeze(1))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-8)
