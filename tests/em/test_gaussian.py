@@ -281,6 +281,14 @@ def test_a_constant_column_is_left_out_under_any_weights():
         assert not [c for c in caught if c.category is VarianceFloorWarning], caught
 
 
+def _said(fit) -> list[str]:
+    """The ConstantColumnWarning messages of ``fit()``."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit()
+    return [str(w.message) for w in seen if w.category is ConstantColumnWarning]
+
+
 CONSTANT = {  # the Gaussian models whose fit judges its columns: name -> model
     "GaussianMixture": lambda: GaussianMixture(2, random_state=0),
     "GaussianMixture-diag": lambda: GaussianMixture(2, covariance_type="diag", random_state=0),
@@ -301,18 +309,11 @@ def test_a_constant_column_is_named_with_its_value(name):
     measured below) that says nothing about the data; scikit-learn and hmmlearn fit it
     silently, and so did latentfit. One warning names the column and its value."""
     X = np.column_stack([_data(), np.ones(200)])
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        CONSTANT[name]().fit(X)
-    said = [str(w.message) for w in seen if w.category is ConstantColumnWarning]
+    said = _said(lambda: CONSTANT[name]().fit(X))
     assert len(said) == 1, said
     assert "column 2 of X holds one value (1) in every row" in said[0], said[0]
     assert "Drop the column" in said[0]
-    ordinary = _data()
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        CONSTANT[name]().fit(ordinary)
-    assert not [w for w in seen if w.category is ConstantColumnWarning]
+    assert not _said(lambda: CONSTANT[name]().fit(_data()))
 
 
 def test_the_constant_a_column_of_ones_adds_is_the_floors():
@@ -390,18 +391,12 @@ def test_a_column_that_is_a_linear_function_of_another_is_named(name):
     correlation matrix."""
     X = _data()
     Y = np.column_stack([X, 2 * X[:, 0] + 1])
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        DEPENDENT[name]().fit(Y)
-    said = [str(w.message) for w in seen if w.category is ConstantColumnWarning]
+    said = _said(lambda: DEPENDENT[name]().fit(Y))
     assert len(said) == 1, said
     assert "(column 2 = 2 * column 0 + 1 in every row)" in said[0], said[0]
     assert ("'normal' family" if name.startswith("MixtureModel") else "'diag'") in said[0]
-    with warnings.catch_warnings(record=True) as seen:  # correlated, not dependent
-        warnings.simplefilter("always")
-        noise = np.random.default_rng(1).normal(0, 1e-3, len(X))
-        DEPENDENT[name]().fit(np.column_stack([X, 2 * X[:, 0] + 1 + noise]))
-    assert not [w for w in seen if w.category is ConstantColumnWarning]
+    noise = np.random.default_rng(1).normal(0, 1e-3, len(X))  # correlated, not dependent
+    assert not _said(lambda: DEPENDENT[name]().fit(np.column_stack([X, 2 * X[:, 0] + 1 + noise])))
 
 
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
