@@ -166,11 +166,13 @@ class VarianceFloorWarning(RuntimeWarning):
 
 
 class ConstantColumnWarning(VarianceFloorWarning):
-    """A column of the data a Gaussian model is fitted to holds one value in every row: its
-    fitted variance is the model's floor (or prior), not the data's, so the log-likelihood,
+    """A column of the data a Gaussian model is fitted to holds one value in every row, or,
+    under a full or tied covariance, is a linear function of other columns: the fitted
+    variance along it is the model's floor (or prior), not the data's, so the log-likelihood,
     score, BIC and AIC gain a constant that grows without bound as the floor shrinks (the
     floors keep the fit itself finite, as in scikit-learn and hmmlearn, which say nothing).
-    The message names the columns and their values; dropping them is the remedy."""
+    The message names the columns (their values, or the relation); dropping a column is the
+    remedy."""
 
 
 class PriorWarning(UserWarning):

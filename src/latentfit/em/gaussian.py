@@ -398,7 +398,9 @@ def dependent_columns(
     n_rows = int(keep.sum())
     if n_rows < 2:
         return None
-    mean = weighted_mean(X[keep], None if w is None else w[keep], rows, torch.float64)  # (d,)
+    every = bool(keep.all())  # (no copy of X then)
+    kept_X, kept_w = (X, w) if every else (X[keep], None if w is None else w[keep])
+    mean = weighted_mean(kept_X, kept_w, rows, torch.float64)  # (d,)
     d = X.shape[1]
     S = torch.zeros(d, d, dtype=torch.float64, device=X.device)
     total = torch.zeros((), dtype=torch.float64, device=X.device)
@@ -452,9 +454,9 @@ def warn_dependent_columns(
     fitted to rows of ``X`` that lie in a subspace (:func:`dependent_columns`): a column that
     is a linear function of others (a copy, a unit conversion, a total beside its parts).
     Along that direction the covariance is the variance floor's, as for a constant column
-    (:func:`warn_constant_columns`): two components on faithful's two
-    columns score -1130.3 (log-likelihood); with a third column, twice the first plus one,
-    +279.8, 5.18 nats a row from the floor. Diagonal and spherical covariances ignore the
+    (:func:`warn_constant_columns`): two components on faithful's two columns score -1130.3
+    (log-likelihood); with a third column, twice the first plus one, +279.8, 5.18 nats a row
+    from the floor. Diagonal and spherical covariances ignore the
     relation: nothing to say for them. ``diagonal`` names the model's remedy of independent
     columns."""
     if covariance_type not in ("full", "tied") or X.dim() != 2 or X.shape[1] < 2:

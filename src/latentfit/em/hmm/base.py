@@ -495,8 +495,9 @@ class BaseHMM(AttributeStateMixin, EMEstimator, CriteriaMixin, BaseEstimator):
         return X
 
     def _warn_constant_columns(self, X: torch.Tensor) -> None:
-        """Warn of columns of the rows X (t, d) of a fit that hold one value throughout, where
-        a variance floor makes up their variance; none by default (discrete emissions)."""
+        """Warn of columns of the rows X (t, d) of a fit that hold one value throughout (or,
+        under a full covariance, depend linearly on others), where a variance floor makes up
+        their variance; none by default (discrete emissions)."""
 
     def _check_floor(self, X: torch.Tensor) -> None:
         """Warn (VarianceFloorWarning) where a variance floor that enters the start swamps

@@ -402,8 +402,9 @@ class BaseMixture(OnlineEMMixin, MixtureMixin, CriteriaMixin, DensityMixin, Base
         return EMFit(self._hooks(), LabelledChunks(X, w, labels, rows), X=X)
 
     def _warn_constant_columns(self, X: torch.Tensor, w: torch.Tensor | None) -> None:
-        """Warn of columns of the rows X (n, d) of a fit that hold one value throughout, where
-        a variance floor makes up their variance; none by default (discrete families)."""
+        """Warn of columns of the rows X (n, d) of a fit that hold one value throughout (or,
+        under a full covariance, depend linearly on others), where a variance floor makes up
+        their variance; none by default (discrete families)."""
 
     def _hooks(self) -> _MixtureHooks:
         return _MixtureHooks(self)
