@@ -1,6 +1,7 @@
 """em.gaussian.check_variance_floor: an absolute variance floor (reg_covar, min_covar) large
 against a column's variance is said once, by name, for every Gaussian-emission model; and
-warn_constant_columns: a column of one value, whose variance only the floor sets."""
+em.flat_columns: a column of one value (or a linear relation among columns, under a full
+covariance), whose variance only the floor sets."""
 
 import warnings
 
@@ -416,7 +417,7 @@ def test_what_a_relation_adds_grows_as_the_floor_shrinks():
 
 
 def test_three_way_relations_and_too_few_rows_to_tell():
-    from latentfit.em.gaussian import dependent_columns
+    from latentfit.em.flat_columns import dependent_columns
 
     rng = np.random.default_rng(0)
     few = rng.normal(size=(4, 6))

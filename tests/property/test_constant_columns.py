@@ -1,4 +1,4 @@
-"""em.gaussian.constant_columns, which the Gaussian models' ConstantColumnWarning names, on
+"""em.flat_columns.constant_columns, which the Gaussian models' ConstantColumnWarning names, on
 generated data: the columns that hold one value among the rows of positive weight (NaN left
 out, at least two such rows), checked against a plain numpy loop; the warning names exactly
 those columns."""
@@ -12,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from latentfit.em.gaussian import constant_columns, warn_constant_columns
+from latentfit.em.flat_columns import constant_columns, warn_constant_columns
 from latentfit.errors import ConstantColumnWarning
 
 VALUES = st.sampled_from([0.0, -0.0, 1.0, 0.1, -3.5, 1e300, 5e-324, 7.0])

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from latentfit._validation import as_float_tensor
+from latentfit.em.flat_columns import warn_constant_columns, warn_dependent_columns
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     DegenerateComponentError,
@@ -26,8 +27,6 @@ from latentfit.em.gaussian import (
     far_factors,
     mixture_covariance,
     unresolved_variances,
-    warn_constant_columns,
-    warn_dependent_columns,
     weighted_mean,
 )
 from latentfit.em.hmm import base as hmm_base

@@ -34,6 +34,7 @@ from torch.distributions import (
 
 from latentfit._validation import check_non_negative, check_positive_int, is_finite_above
 from latentfit.em.edited import snapshot, warm
+from latentfit.em.flat_columns import warn_constant_columns, warn_dependent_columns
 from latentfit.em.gaussian import (
     DegenerateComponentError,
     check_overflow,
@@ -41,8 +42,6 @@ from latentfit.em.gaussian import (
     component_mass,
     degenerate_components,
     far_components,
-    warn_constant_columns,
-    warn_dependent_columns,
     weighted_mean,
 )
 from latentfit.em.mixture.base import (

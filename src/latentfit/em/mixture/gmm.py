@@ -21,6 +21,7 @@ from latentfit._validation import (
 )
 from latentfit.em.base import CriteriaMixin, EMFit, MixtureMixin
 from latentfit.em.edited import PUBLIC, fitted_params, is_edited, params_from_attributes
+from latentfit.em.flat_columns import warn_constant_columns, warn_dependent_columns
 from latentfit.em.gaussian import (
     COVARIANCE_TYPES,
     PassOverflowCheck,
@@ -44,8 +45,6 @@ from latentfit.em.gaussian import (
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
     put_direct_moments,
-    warn_constant_columns,
-    warn_dependent_columns,
     weighted_mean,
 )
 from latentfit.em.initialize import INIT_PARAMS, initial_resp, kmeans_plusplus, nearest_center

@@ -27,7 +27,8 @@ from latentfit._validation import (
     make_generator,
 )
 from latentfit.em.base import CriteriaMixin, EMEstimator, EMFit, check_scored
-from latentfit.em.gaussian import check_overflow, check_variance_floor, warn_constant_columns
+from latentfit.em.flat_columns import warn_constant_columns
+from latentfit.em.gaussian import check_overflow, check_variance_floor
 from latentfit.em.hmm.monitor import AttributeStateMixin, ConvergenceMonitor
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.paths import linear_path
