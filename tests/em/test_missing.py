@@ -58,11 +58,12 @@ def _data_with_gaps(n=60, d=4, seed=1):
     return X
 
 
-@pytest.fixture(params=["by-pattern", "by-row"])
+@pytest.fixture(params=["by-pattern", "by-row", "mixed"])
 def grouping(request):
-    """Run a test with rows grouped by missingness pattern and with per-row factorisations:
-    the ``max_patterns`` argument to pass."""
-    return {"by-pattern": missing.MAX_PATTERNS, "by-row": 0}[request.param]
+    """Run a test with rows grouped by missingness pattern, with per-row factorisations, and
+    mixed (the 3 commonest patterns that several rows share by pattern, the others row by
+    row): the ``max_patterns`` argument to pass."""
+    return {"by-pattern": missing.MAX_PATTERNS, "by-row": 0, "mixed": 3}[request.param]
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)

@@ -106,13 +106,6 @@ def _variances(covariances: torch.Tensor, covariance_type: str, k: int, d: int) 
     )
 
 
-def _patterns(nan: torch.Tensor):
-    """(missing mask (d,), row indices) for every distinct missingness pattern."""
-    uniq, inverse = torch.unique(nan, dim=0, return_inverse=True)
-    for p in range(uniq.shape[0]):
-        yield uniq[p], (inverse == p).nonzero().flatten()
-
-
 def _cholesky(cov: torch.Tensor) -> torch.Tensor:
     """Cholesky factors of covariances of the observed coordinates (..., k, p, p), or a
     DegenerateComponentError naming the first component that is not positive definite in
@@ -205,16 +198,27 @@ def _conditionals(
 ):
     """Yield (rows, log N(x_o) (n_r, k), E[x] (n_r, k, d), Cov (k, d, d) or (n_r, k, d, d))
     over groups of rows: by pattern when there are at most ``max_patterns`` distinct
-    patterns, else in row blocks."""
-    uniq = torch.unique(nan, dim=0)
+    patterns; else the ``max_patterns`` commonest patterns shared by several rows by pattern
+    (the complete rows above all), and the other rows in row blocks, one factorisation a row.
+    Every row went row by row there: 5,000 rows of 64 columns with 1% of values missing (53%
+    of the rows complete) factorised 5,000 covariances of 64 x 64 for each component."""
+    uniq, inverse, counts = torch.unique(nan, dim=0, return_inverse=True, return_counts=True)
     if uniq.shape[0] <= max_patterns:
-        for miss, rows in _patterns(nan):
-            yield (rows, *_pattern_conditionals(Xc[rows], mc, cov, miss))
+        for p in range(uniq.shape[0]):
+            rows = (inverse == p).nonzero().flatten()
+            yield (rows, *_pattern_conditionals(Xc[rows], mc, cov, uniq[p]))
         return
+    common = [p for p in counts.argsort(descending=True)[:max_patterns].tolist() if counts[p] > 1]
+    for p in common:
+        rows = (inverse == p).nonzero().flatten()
+        yield (rows, *_pattern_conditionals(Xc[rows], mc, cov, uniq[p]))
+    alone = torch.ones(uniq.shape[0], dtype=torch.bool, device=nan.device)
+    alone[common] = False
+    rest = alone[inverse].nonzero().flatten()  # (r,) the rows of the other patterns
     k, d = mc.shape[0], mc.shape[1]
     block = max(1, (1 << 21) // (k * d * d))  # rows per block: ~2M numbers per (n, k, d, d)
-    for i in range(0, Xc.shape[0], block):
-        rows = torch.arange(i, min(i + block, Xc.shape[0]), device=Xc.device)
+    for i in range(0, rest.shape[0], block):
+        rows = rest[i : i + block]
         yield (rows, *_row_conditionals(Xc[rows], mc, cov, nan[rows], moments))
 
 
