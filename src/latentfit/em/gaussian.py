@@ -594,20 +594,16 @@ def gaussian_estep_stats(
     """
     # every component from x − μ_k (far, or d large: direct_is_faster): no features at all
     every = features is None and direct is not None and len(direct[0]) == means.shape[0]
-    G = None
+    k, d = means.shape
     if every:
-        idx, centres = direct
-        pc = far_factors(prec_chol, idx, covariance_type)
-        lp = direct_log_prob(X, centres, pc, covariance_type) + log_weights[idx]  # (n, k)
-        logp = torch.empty_like(lp.T, memory_format=torch.contiguous_format)  # (k, n)
-        logp[idx] = lp.T
+        logp = X.new_empty(k, X.shape[0])  # (k, n), every row written below
     else:
         G = gaussian_features(X - shift, covariance_type) if features is None else features
         if natural is None:
             natural = natural_parameters(means - shift, prec_chol, covariance_type)
         W, b = natural
         logp = torch.addmm((b + log_weights).unsqueeze(1), W, G)  # (k, n)
-    if direct is not None and not every:
+    if direct is not None:
         idx, centres = direct
         lp = direct_log_prob(
             X, centres, far_factors(prec_chol, idx, covariance_type), covariance_type
@@ -621,14 +617,12 @@ def gaussian_estep_stats(
         resp[:, known] = 0
         resp[labels[known], known] = w[known]
         lse[known] = joint
-    if every:
-        S1, S2 = direct_moments(X, resp[idx], centres, covariance_type)
-        stats = {"S0": resp.sum(1), "S1": torch.empty_like(S1)}
-        stats["S2"] = S2 if covariance_type == "tied" else torch.empty_like(S2)
-        put_direct_moments(stats, idx, S1, S2, covariance_type)
+    if every:  # written below (a tied S2 is replaced whole)
+        S2 = X.new_empty(k, d, d) if covariance_type == "full" else X.new_empty(k, d)
+        stats = {"S0": resp.sum(1), "S1": X.new_empty(k, d), "S2": S2}
     else:
-        stats = feature_stats(G, w, resp, covariance_type, X.shape[1])
-    if direct is not None and not every:
+        stats = feature_stats(G, w, resp, covariance_type, d)
+    if direct is not None:
         S1, S2 = direct_moments(X, resp[idx], centres, covariance_type)
         put_direct_moments(stats, idx, S1, S2, covariance_type)
     stats["loglik"] = (w * lse).sum()
