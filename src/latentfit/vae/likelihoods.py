@@ -236,11 +236,12 @@ class GaussianLikelihood(nn.Module):
         pixels that are 0 in all of its 5,000 digits: up to 312 nats of an ELBO)."""
         if self.variance == "fixed" or x.dim() != 2 or x.shape[0] < 2:
             return
-        same = (x == x[0]).all(0)  # (d,)
-        if not bool(same.any()):
+        from latentfit.em.flat_columns import constant_columns
+
+        cols, values = constant_columns(x)
+        if not cols:
             return
-        cols = same.nonzero().flatten().tolist()
-        shown = ", ".join(f"{j} ({float(x[0, j]):g})" for j in cols[:10])
+        shown = ", ".join(f"{j} ({v:g})" for j, v in zip(cols[:10], values, strict=False))
         gain = 0.5 * (-self.min_logvar - math.log(2 * math.pi))
         warnings.warn(
             f"column{'s' if len(cols) > 1 else ''} {shown}{', ...' if len(cols) > 10 else ''} "
