@@ -26,6 +26,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from latentfit._interrupt import record_undone, record_written
 from latentfit.errors import LatentfitError, OutputError, ParameterError
 
 _TMP_SUFFIX = ".lftmp"
@@ -277,6 +278,7 @@ class atomic_path:
             self.tmp.unlink(missing_ok=True)
             raise OutputError(_write_failed(self.shown, err)) from None
         _fsync(self.path.parent, directory=True)
+        record_written(str(self.shown))
         return False
 
 
@@ -331,9 +333,11 @@ class all_or_none:
                 elif backup is not None:
                     os.replace(backup, target)
                     self.undone.append((given, "restored"))
+                    record_undone(str(given))
                 elif now is not None:
                     os.unlink(target)
                     self.undone.append((given, "removed"))
+                    record_undone(str(given))
             except OSError:
                 pass  # the error that ended the block is the one to report
         self.undone.reverse()

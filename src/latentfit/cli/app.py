@@ -138,6 +138,18 @@ def _main(
     ctx.call_on_close(lambda: setattr(warnings, "showwarning", before))
 
 
+def fit_state(converged: bool, options: str = "--max-iter or --tol") -> str:
+    """A report's words for whether EM converged: a fit that Ctrl-C stopped says so instead
+    of advising ``options`` (see :mod:`latentfit._interrupt`)."""
+    from latentfit._interrupt import stop_requested
+
+    if converged:
+        return "converged"
+    if stop_requested():
+        return "NOT converged (stopped by Ctrl-C)"
+    return f"NOT converged (try {options})"
+
+
 def fail(message: str, code: int = 2):
     """Print an error for a person (no traceback) and exit."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)

@@ -34,6 +34,7 @@ from latentfit.cli.flows import (
     read_as_option,
     record_data_columns,
     report_history,
+    report_stop,
     written_out,
 )
 from latentfit.cli.output import json_option
@@ -184,6 +185,7 @@ def fit_diffusion(
         f"{split.test.shape[0]} test, T={steps}"
     )
     report_history(model.history_)
+    report_stop(model.history_, checkpoint_dir)
     typer.echo(
         "test bound (bits/dim, an upper bound on the NLL): "
         + ", ".join(f"{k} {v:.4f}" for k, v in bits.items())

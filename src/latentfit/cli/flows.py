@@ -200,6 +200,28 @@ def report_history(history) -> None:
         )
 
 
+def report_stop(history, checkpoint_dir: Path | None) -> None:
+    """A line for a training run that Ctrl-C stopped (:mod:`latentfit._interrupt`): where it
+    stopped and how it resumes."""
+    from latentfit._interrupt import stop_requested
+
+    if not stop_requested():
+        return
+    typer.echo(
+        (
+            f"stopped by Ctrl-C after {len(history)} whole epoch(s), the best epoch's model kept; "
+            if history
+            else "stopped by Ctrl-C before its first epoch ended, the weights of its last step "
+            "kept; "
+        )
+        + (
+            f"the same command resumes it from its checkpoint in {checkpoint_dir}"
+            if checkpoint_dir is not None
+            else "not resumable: it had no --checkpoint-dir"
+        )
+    )
+
+
 @fit_app.command("flow")
 def fit_flow(
     ctx: typer.Context,
@@ -314,6 +336,7 @@ def fit_flow(
         f"{split.test.shape[0]} test, {flow}"
     )
     report_history(model.history_)
+    report_stop(model.history_, checkpoint_dir)
     typer.echo(f"test: {nats:.2f} nats, {bpd:.4f} bits/dim ({what})")
     typer.echo(f"model saved to {out}")
 

@@ -21,6 +21,7 @@ from latentfit.cli.app import (
     fail,
     finite_number,
     fit_app,
+    fit_state,
     force_option,
     header_option,
     load_data,
@@ -287,7 +288,7 @@ def _print_text(r: dict) -> None:
         f"GaussianMixture: K={r['n_components']}, covariance={r['covariance_type']}, n={n}, "
         f"d={r['n_features']}"
     )
-    state = "converged" if r["converged"] else "NOT converged (try --max-iter or --tol)"
+    state = fit_state(r["converged"])
     echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
     echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
     echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}   parameters: {r['n_parameters']}")

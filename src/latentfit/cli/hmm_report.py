@@ -18,6 +18,7 @@ from latentfit.cli.app import (
     cli_words,
     data_source,
     fail,
+    fit_state,
     split_columns,
     written_together,
 )
@@ -320,7 +321,7 @@ def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
             f"earlier steps): {r['online_log_likelihood']:.6f}"
         )
     else:
-        state = "converged" if r["converged"] else "NOT converged (try --n-iter or --tol)"
+        state = fit_state(r["converged"], "--n-iter or --tol")
         # an HSMM's EM runs the forward-backward over segments, not Baum-Welch's over steps
         method = (
             "VB-EM"

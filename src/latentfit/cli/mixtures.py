@@ -20,6 +20,7 @@ from latentfit.cli.app import (
     fail,
     finite_number,
     fit_app,
+    fit_state,
     force_option,
     header_option,
     output_option,
@@ -185,7 +186,7 @@ def _print_text(r: dict, params, what: str, n_categories=None) -> None:
 
     echo, n, ll = typer.echo, r["n_samples"], r["log_likelihood"]
     echo(f"{r['model']}: K={r['n_components']}, n={n}, d={r['n_features']}")
-    state = "converged" if r["converged"] else "NOT converged (try --max-iter or --tol)"
+    state = fit_state(r["converged"])
     echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
     echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
     echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}")
@@ -304,7 +305,7 @@ def _register_factor(kind: str, cls_name: str, doc: str) -> None:
         echo = typer.echo
         turned = "" if rotation == "none" else f", loadings rotated by {rotation}"
         echo(f"{cls_name}: {k} factor(s), n={n}, d={d}{turned}")
-        state = "converged" if model.converged_ else "NOT converged (try --max-iter or --tol)"
+        state = fit_state(model.converged_)
         echo(f"EM iterations: {model.n_iter_} ({state})")
         echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
         echo(f"BIC: {bic:.4f}   AIC: {aic:.4f}")

@@ -170,23 +170,25 @@ def _sweep(
     again against ``inputs`` (and ``force``) just before it is written."""
     from tqdm.auto import tqdm
 
+    from latentfit._interrupt import not_stoppable
     from latentfit.select import select_model
 
     n_fits = len(sizes) * (len(covs) if covs else 1)
     bar = tqdm(total=n_fits, desc=desc, leave=False, disable=quiet)
     try:
-        result = select_model(
-            X,
-            lengths,
-            family=family,
-            n_components=sizes,
-            covariance_types=covs,
-            criterion=criterion,
-            cv=cv or None,
-            random_state=seed,
-            callback=lambda i, n, row: bar.update(1),
-            **kwargs,
-        )
+        with not_stoppable():  # a fit stopped by Ctrl-C is no candidate beside finished ones
+            result = select_model(
+                X,
+                lengths,
+                family=family,
+                n_components=sizes,
+                covariance_types=covs,
+                criterion=criterion,
+                cv=cv or None,
+                random_state=seed,
+                callback=lambda i, n, row: bar.update(1),
+                **kwargs,
+            )
     except ValueError as err:
         bar.close()  # before the message, so that the bar does not overwrite it
         fail(cli_words(str(err), data, "-k"))

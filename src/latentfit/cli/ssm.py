@@ -21,6 +21,7 @@ from latentfit.cli.app import (
     fail,
     finite_number,
     fit_app,
+    fit_state,
     force_option,
     header_option,
     load_data,
@@ -210,7 +211,7 @@ def _print_text(r: dict) -> None:
         f"LinearGaussianSSM: state k={r['state_dim']}, n={r['n_samples']} steps in "
         f"{r['n_sequences']} sequence(s), d={r['n_features']}, {r['n_missing']} missing value(s)"
     )
-    state = "converged" if r["converged"] else "NOT converged (try --n-iter or --tol)"
+    state = fit_state(r["converged"], "--n-iter or --tol")
     echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
     echo(f"log-likelihood: {r['log_likelihood']:.6f}")
     echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}")

@@ -32,6 +32,7 @@ def tour(
     A folder that already holds a report (index.html) or any of its figures is refused unless
     --force is given.
     """
+    from latentfit._interrupt import not_stoppable
     from latentfit._outputs import Output
     from latentfit.errors import LatentfitError
     from latentfit.tour import FIGURES, SECTIONS, run_tour
@@ -49,7 +50,8 @@ def tour(
     try:
         # checked again before the first write: a report made meanwhile is refused
         publish = written_together([report], force=force)
-        index = run_tour(out, sections=names, seed=seed, publish=publish)
+        with not_stoppable():  # the report's fits run to their end, or Ctrl-C aborts
+            index = run_tour(out, sections=names, seed=seed, publish=publish)
     except (LatentfitError, OSError) as err:
         fail(str(err))
     if as_json:

@@ -485,7 +485,7 @@ def fit_vae(
     # reports the same test log-likelihood): the global generator made every run differ
     diag = diagnose(model, val, generator=torch.Generator(val.device).manual_seed(seed + 2))
     ll = overflow = None
-    if eval_samples:
+    if eval_samples and not res.stopped_on_request:  # Ctrl-C asked for the model, not a wait
         try:
             ll = marginal_log_likelihood(
                 model,
@@ -535,6 +535,9 @@ def fit_vae(
         "best_epoch": res.best_epoch,
         "n_skipped": res.n_skipped,
         "stopped_early": res.stopped_early,
+        "stopped_by_ctrl_c": res.stopped_on_request,
+        "steps": res.steps,
+        "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
         "kl_per_dim": diag.kl_per_dim,
         "active_units": diag.n_active,
         "latent_units": diag.unit_variance.numel(),
@@ -569,11 +572,32 @@ def _print_fit(r: dict) -> None:
             f"{h['epoch']:>5} {h['train_bound']:>12.2f} {h['val_bound']:>10.2f} "
             f"{'' if active is None else active:>6} {'' if kl is None else f'{kl:7.2f}'}"
         )
-    echo(
-        f"best validation bound {r['best_val_bound']:.2f} nats at epoch {r['best_epoch']}"
-        + (f"; {r['n_skipped']} non-finite steps skipped" if r["n_skipped"] else "")
-        + ("; stopped early" if r["stopped_early"] else "")
-    )
+    if r["best_epoch"] > 0:
+        echo(
+            f"best validation bound {r['best_val_bound']:.2f} nats at epoch {r['best_epoch']}"
+            + (f"; {r['n_skipped']} non-finite steps skipped" if r["n_skipped"] else "")
+            + ("; stopped early" if r["stopped_early"] else "")
+        )
+    if r["stopped_by_ctrl_c"]:
+        echo(
+            f"stopped by Ctrl-C after {r['steps']:,} optimiser steps ("
+            + (
+                f"the model of epoch {r['best_epoch']}, the best"
+                if r["best_epoch"] > 0
+                else "before the end of the first epoch: the weights of that step"
+            )
+            + "); "
+            + (
+                f"the same command resumes it from its checkpoint in {r['checkpoint_dir']}"
+                if r["checkpoint_dir"]
+                else "not resumable: it had no --checkpoint-dir"
+            )
+            + (
+                "; the test log-likelihood was skipped: 'latentfit eval' computes it"
+                if r["eval_samples"]
+                else ""
+            )
+        )
     if r["kl_per_dim"] is not None:
         kl = r["kl_per_dim"]
         echo(f"KL per dimension (nats): {' '.join(f'{v:.2f}' for v in kl.tolist())}")

@@ -20,6 +20,7 @@ from latentfit.cli.app import (
     fail,
     finite_number,
     fit_app,
+    fit_state,
     force_option,
     header_option,
     load_data,
@@ -210,7 +211,7 @@ def _print_text(r: dict, model) -> None:
         f"BayesianGaussianMixture: K={k} (max), covariance={covariance}, "
         f"prior={r['weight_concentration_prior_type']}, n={n}, d={r['n_features']}"
     )
-    state = "converged" if r["converged"] else "NOT converged (try --max-iter or --tol)"
+    state = fit_state(r["converged"])
     echo(f"CAVI iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
     if r["some_restarts_not_converged"]:
         echo("note: some restarts did not converge")

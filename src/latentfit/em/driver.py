@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from latentfit._interrupt import stop_requested, stoppable
 from latentfit._validation import check_allocation
 from latentfit.errors import (
     BatchRowError,
@@ -99,6 +101,9 @@ class EMResult:
     converged: bool
     best_init: int = 0
     all_lower_bounds: list[list[float]] = field(default_factory=list)
+    #: Stopped on request (Ctrl-C at the command line, :mod:`latentfit._interrupt`) at an
+    #: iteration's end; the restarts after the one stopped were not made.
+    stopped: bool = False
 
 
 def accumulate_stats(hooks: EMHooks, params: Params, data: Iterable) -> Stats:
@@ -198,6 +203,12 @@ def _non_finite(params: Params) -> list[str]:
     return [k for k, fine in zip(names, ok, strict=True) if not fine]
 
 
+def _distributed() -> bool:
+    """Whether this process is one of a torch.distributed group (its fit's processes must
+    take every decision together: a stop on request is not offered there)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def run_em(
     hooks: EMHooks,
     data: Iterable,
@@ -264,104 +275,135 @@ def run_em(
     best_objective = -math.inf
     all_bounds: list[list[float]] = []
     log_prior = getattr(hooks, "log_prior", None)
-    for run in range(runs):
-        params = dict(init_params) if init_params is not None else hooks.initialize(data, generator)
-        bad = _non_finite(params)
-        if bad:
-            raise NonFiniteLowerBoundError(
-                f"{name}: the start of init {run + 1} has non-finite {', '.join(bad)} (too few "
-                "or too extreme rows for the dtype's arithmetic). "
-                + getattr(hooks, "remedy", _REMEDY)
+    # a request to stop (Ctrl-C) is taken at an iteration's end, where the parameters are a
+    # whole M-step's; not in a distributed fit, whose processes must stop together
+    stopped = False
+    with (
+        nullcontext()
+        if _distributed()
+        else stoppable("EM iteration", "the fit so far (not converged)")
+    ):
+        for run in range(runs):
+            params = (
+                dict(init_params) if init_params is not None else hooks.initialize(data, generator)
             )
-        bounds: list[float] = []
-        objectives: list[float] = []  # the bounds plus the log prior: what EM never lowers
-        converged = False
-        last_change = math.nan  # the change of the iteration before (Aitken's ratio)
-        prev = init_bound if init_params is not None else -math.inf
-        if log_prior is not None and init_params is not None:
-            prev += float(log_prior(params))
-        n_iter = 0
-        bar = None
-        if verbose:
-            from tqdm.auto import tqdm
-
-            desc = f"{name} init {run + 1}/{runs}" if runs > 1 else name
-            bar = tqdm(total=max_iter, desc=desc, leave=verbose > 1)
-        try:
-            for n_iter in range(1, max_iter + 1):
-                stats = _reduced_stats(hooks, params, data, reduce)
-                bound = float(hooks.lower_bound(params, stats))
-                if not math.isfinite(bound):
-                    raise NonFiniteLowerBoundError(
-                        f"{name}: the log-likelihood became {bound} at iteration {n_iter} of "
-                        f"init {run + 1}; the parameters before it were kept out of the model. "
-                        + getattr(hooks, "remedy", _REMEDY)
-                    )
-                objective = bound if log_prior is None else bound + float(log_prior(params))
-                dtype = next(iter(stats.values())).dtype
-                slack = _decrease_tolerance(prev, dtype)
-                excuse = (
-                    float(hooks.decrease_slack(params)) if hasattr(hooks, "decrease_slack") else 0.0
+            bad = _non_finite(params)
+            if bad:
+                raise NonFiniteLowerBoundError(
+                    f"{name}: the start of init {run + 1} has non-finite {', '.join(bad)} (too few "
+                    "or too extreme rows for the dtype's arithmetic). "
+                    + getattr(hooks, "remedy", _REMEDY)
                 )
-                if bounds and objective < prev - slack - excuse:
-                    warnings.warn(
-                        f"{name}: the "
-                        + ("log-likelihood" if objective == bound else "log posterior")
-                        + f" decreased at iteration {n_iter} "
-                        f"(init {run + 1}) from {prev:.10g} to {objective:.10g}; EM never lowers it, "
-                        "so this points to a degenerate component or a numerical problem",
-                        EMMonotonicityWarning,
-                        stacklevel=user_stacklevel(),
+            bounds: list[float] = []
+            objectives: list[float] = []  # the bounds plus the log prior: what EM never lowers
+            converged = False
+            last_change = math.nan  # the change of the iteration before (Aitken's ratio)
+            prev = init_bound if init_params is not None else -math.inf
+            if log_prior is not None and init_params is not None:
+                prev += float(log_prior(params))
+            n_iter = 0
+            bar = None
+            if verbose:
+                from tqdm.auto import tqdm
+
+                desc = f"{name} init {run + 1}/{runs}" if runs > 1 else name
+                bar = tqdm(total=max_iter, desc=desc, leave=verbose > 1)
+            try:
+                for n_iter in range(1, max_iter + 1):
+                    stats = _reduced_stats(hooks, params, data, reduce)
+                    bound = float(hooks.lower_bound(params, stats))
+                    if not math.isfinite(bound):
+                        raise NonFiniteLowerBoundError(
+                            f"{name}: the log-likelihood became {bound} at iteration {n_iter} of "
+                            f"init {run + 1}; the parameters before it were kept out of the model. "
+                            + getattr(hooks, "remedy", _REMEDY)
+                        )
+                    objective = bound if log_prior is None else bound + float(log_prior(params))
+                    dtype = next(iter(stats.values())).dtype
+                    slack = _decrease_tolerance(prev, dtype)
+                    excuse = (
+                        float(hooks.decrease_slack(params))
+                        if hasattr(hooks, "decrease_slack")
+                        else 0.0
                     )
-                params = hooks.mstep(params, stats)
-                bad = _non_finite(params)
-                if bad:
-                    raise NonFiniteLowerBoundError(
-                        f"{name}: the M-step of iteration {n_iter} (init {run + 1}) gave "
-                        f"non-finite {', '.join(bad)} (a component or state that lost its data, "
-                        "or a numerical problem); the parameters before it were kept out of "
-                        "the model. " + getattr(hooks, "remedy", _REMEDY)
-                    )
-                bounds.append(bound)
-                objectives.append(objective)
-                if callback is not None:
-                    callback(n_iter, bound, params)
-                change = objective - prev
-                if bar is not None:
-                    bar.update(1)
-                    # the first iteration has no change to show (from -inf: "change=inf")
-                    shown = {"change": f"{change:.3g}"} if math.isfinite(change) else {}
-                    bar.set_postfix(lower_bound=f"{bound:.6g}", **shown)
-                # a decrease past the bound's rounding that the model's slack excuses came from
-                # an M-step that was no maximiser (regularisation, or an update lost to
-                # rounding), not from a maximum reached: "delta" then stops only within tol
-                excused = -slack - excuse <= change < -slack
-                if convergence == "aitken" and not excused and change > 0:
-                    if _aitken_remaining(last_change, change) < tol:
+                    if bounds and objective < prev - slack - excuse:
+                        warnings.warn(
+                            f"{name}: the "
+                            + ("log-likelihood" if objective == bound else "log posterior")
+                            + f" decreased at iteration {n_iter} "
+                            f"(init {run + 1}) from {prev:.10g} to {objective:.10g}; EM never lowers it, "
+                            "so this points to a degenerate component or a numerical problem",
+                            EMMonotonicityWarning,
+                            stacklevel=user_stacklevel(),
+                        )
+                    params = hooks.mstep(params, stats)
+                    bad = _non_finite(params)
+                    if bad:
+                        raise NonFiniteLowerBoundError(
+                            f"{name}: the M-step of iteration {n_iter} (init {run + 1}) gave "
+                            f"non-finite {', '.join(bad)} (a component or state that lost its data, "
+                            "or a numerical problem); the parameters before it were kept out of "
+                            "the model. " + getattr(hooks, "remedy", _REMEDY)
+                        )
+                    bounds.append(bound)
+                    objectives.append(objective)
+                    if callback is not None:
+                        callback(n_iter, bound, params)
+                    change = objective - prev
+                    if bar is not None:
+                        bar.update(1)
+                        # the first iteration has no change to show (from -inf: "change=inf")
+                        shown = {"change": f"{change:.3g}"} if math.isfinite(change) else {}
+                        bar.set_postfix(lower_bound=f"{bound:.6g}", **shown)
+                    # a decrease past the bound's rounding that the model's slack excuses came from
+                    # an M-step that was no maximiser (regularisation, or an update lost to
+                    # rounding), not from a maximum reached: "delta" then stops only within tol
+                    excused = -slack - excuse <= change < -slack
+                    if convergence == "aitken" and not excused and change > 0:
+                        if _aitken_remaining(last_change, change) < tol:
+                            converged = True
+                            break
+                    elif (abs(change) if convergence == "abs" or excused else change) < tol:
                         converged = True
                         break
-                elif (abs(change) if convergence == "abs" or excused else change) < tol:
-                    converged = True
-                    break
-                last_change = change
-                if tol > 0 and _in_rounding_cycle(objectives, slack + excuse):
-                    # as far as the dtype's arithmetic can take it (tol <= 0 asks for every
-                    # one of max_iter iterations)
-                    converged = True
-                    break
-                prev = objective
-        finally:
-            if bar is not None:
-                bar.close()
-        all_bounds.append(bounds)
-        final = bounds[-1] if bounds else -math.inf
-        final_objective = objectives[-1] if objectives else -math.inf
-        if best is None or final_objective > best_objective:
-            best = EMResult(params, final, bounds, n_iter, converged, run)
-            best_objective = final_objective
+                    last_change = change
+                    if tol > 0 and _in_rounding_cycle(objectives, slack + excuse):
+                        # as far as the dtype's arithmetic can take it (tol <= 0 asks for every
+                        # one of max_iter iterations)
+                        converged = True
+                        break
+                    prev = objective
+                    if stop_requested():
+                        stopped = True
+                        break
+            finally:
+                if bar is not None:
+                    bar.close()
+            all_bounds.append(bounds)
+            final = bounds[-1] if bounds else -math.inf
+            final_objective = objectives[-1] if objectives else -math.inf
+            if best is None or final_objective > best_objective:
+                best = EMResult(params, final, bounds, n_iter, converged, run)
+                best_objective = final_objective
+            if stopped:
+                break
     assert best is not None
     best.all_lower_bounds = all_bounds
-    if warn_convergence and not best.converged and max_iter > 0:
+    best.stopped = stopped
+    if stopped:
+        warnings.warn(
+            f"{name}: stopped on request (Ctrl-C) at iteration {n_iter} of {max_iter}"
+            + (f" of init {len(all_bounds)} of {runs}" if runs > 1 else "")
+            + (
+                "; the best run so far is kept"
+                if runs > 1
+                else "; the parameters of that iteration are kept"
+            )
+            + ("" if best.converged else " (not converged)"),
+            ConvergenceWarning,
+            stacklevel=user_stacklevel(),
+        )
+    elif warn_convergence and not best.converged and max_iter > 0:
         warnings.warn(
             f"{name}: best of {runs} initialization(s) did not converge in {max_iter} iterations "
             f"({'the gain still to come estimated' if convergence == 'aitken' else 'last change'}"

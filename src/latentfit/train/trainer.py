@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from latentfit._files import atomic_path
+from latentfit._interrupt import stop_requested, stoppable
 from latentfit._validation import (
     SEED_MAX,
     as_numeric_array,
@@ -115,6 +116,9 @@ class TrainResult:
     epochs: int = 0
     stopped_early: bool = False
     interrupted: bool = False
+    #: Stopped by Ctrl-C at the command line (:mod:`latentfit._interrupt`): ``interrupted``
+    #: too, but the best epoch's weights are restored as at a run's end.
+    stopped_on_request: bool = False
     collapse_warned: bool = False
 
 
@@ -531,138 +535,159 @@ def train(
     # fresh generators seeded by (seed, t, j), without building one per micro-batch.
     gens = [torch.Generator(device) for _ in range(cfg.grad_accum)]
     model.train()
-    while epoch < cfg.epochs and not res.stopped_early:
-        if perm is None:
-            perm = torch.randperm(n, generator=perm_gen)
-        start_time = time.perf_counter()
-        if batch == 0:
-            sums, count = torch.zeros(3, dtype=torch.float64, device=device), 0
-        bar = None
-        if cfg.progress and dist_utils.is_main():
-            from tqdm.auto import tqdm
+    # Ctrl-C at the command line (latentfit._interrupt) stops after an optimiser step, as
+    # max_steps does, with a checkpoint to resume from; one process only (a distributed run's
+    # processes must stop at the same step)
+    with (
+        stoppable("optimiser step", "the model so far") if world == 1 else contextlib.nullcontext()
+    ):
+        while epoch < cfg.epochs and not res.stopped_early:
+            if perm is None:
+                perm = torch.randperm(n, generator=perm_gen)
+            start_time = time.perf_counter()
+            if batch == 0:
+                sums, count = torch.zeros(3, dtype=torch.float64, device=device), 0
+            bar = None
+            if cfg.progress and dist_utils.is_main():
+                from tqdm.auto import tqdm
 
-            bar = tqdm(
-                total=n_batches, initial=batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False
-            )
-        while batch < n_batches:
-            idx = perm[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-            micro = idx.tensor_split(n_micro)[rank * cfg.grad_accum : (rank + 1) * cfg.grad_accum]
-            kl_weight = float(schedule(res.steps))
-            step_sums = None
-            opt.zero_grad(set_to_none=True)
-            for a, mb in enumerate(micro):
-                gen = gens[a].manual_seed(
-                    _stream_seed(cfg.seed, res.steps, rank * cfg.grad_accum + a)
+                bar = tqdm(
+                    total=n_batches,
+                    initial=batch,
+                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                    leave=False,
                 )
-                x = X[mb.to(device)]
-                if cfg.binarize:
-                    x = torch.bernoulli(x, generator=gen)
-                last = a == len(micro) - 1
-                sync = contextlib.nullcontext() if last or world == 1 else net.no_sync()
-                with sync:
-                    with autocast:
-                        out = objective(net, x, gen, kl_weight=kl_weight)
-                    # Weight each micro-batch mean by its share of the global batch; DDP
-                    # averages over processes, hence the factor world.
-                    share = world * x.shape[0] / idx.shape[0]
-                    (out.loss if share == 1.0 else out.loss * share).backward()
-                part = torch.stack(
-                    [out.bound.sum(), out.kl.sum(), out.loss.detach() * x.shape[0]]
-                ).double()
-                step_sums = part if step_sums is None else step_sums + part
-            dist_utils.all_reduce_sum(step_sums)
-            grads = [p.grad for p in params if p.grad is not None]
-            norm = _total_norm(grads) if grads else torch.zeros((), device=device)
-            # One host sync per step: a sum is finite iff every term is (float32 terms cannot
-            # overflow a float64 sum). All-reduced sums and gradients are equal on every
-            # process, so every process takes the same decision.
-            if math.isfinite(float(step_sums.sum() + norm)):
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, norm)
-                opt.step()
-                sums += step_sums
-                count += idx.shape[0]  # the micro-batches of all processes cover the batch
-            else:
-                res.n_skipped += 1  # identical on every process: the sums were all-reduced
-            res.steps += 1
-            batch += 1
+            while batch < n_batches:
+                idx = perm[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
+                micro = idx.tensor_split(n_micro)[
+                    rank * cfg.grad_accum : (rank + 1) * cfg.grad_accum
+                ]
+                kl_weight = float(schedule(res.steps))
+                step_sums = None
+                opt.zero_grad(set_to_none=True)
+                for a, mb in enumerate(micro):
+                    gen = gens[a].manual_seed(
+                        _stream_seed(cfg.seed, res.steps, rank * cfg.grad_accum + a)
+                    )
+                    x = X[mb.to(device)]
+                    if cfg.binarize:
+                        x = torch.bernoulli(x, generator=gen)
+                    last = a == len(micro) - 1
+                    sync = contextlib.nullcontext() if last or world == 1 else net.no_sync()
+                    with sync:
+                        with autocast:
+                            out = objective(net, x, gen, kl_weight=kl_weight)
+                        # Weight each micro-batch mean by its share of the global batch; DDP
+                        # averages over processes, hence the factor world.
+                        share = world * x.shape[0] / idx.shape[0]
+                        (out.loss if share == 1.0 else out.loss * share).backward()
+                    part = torch.stack(
+                        [out.bound.sum(), out.kl.sum(), out.loss.detach() * x.shape[0]]
+                    ).double()
+                    step_sums = part if step_sums is None else step_sums + part
+                dist_utils.all_reduce_sum(step_sums)
+                grads = [p.grad for p in params if p.grad is not None]
+                norm = _total_norm(grads) if grads else torch.zeros((), device=device)
+                # One host sync per step: a sum is finite iff every term is (float32 terms cannot
+                # overflow a float64 sum). All-reduced sums and gradients are equal on every
+                # process, so every process takes the same decision.
+                if math.isfinite(float(step_sums.sum() + norm)):
+                    if cfg.max_grad_norm is not None:
+                        torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, norm)
+                    opt.step()
+                    sums += step_sums
+                    count += idx.shape[0]  # the micro-batches of all processes cover the batch
+                else:
+                    res.n_skipped += 1  # identical on every process: the sums were all-reduced
+                res.steps += 1
+                batch += 1
+                if bar is not None:
+                    bar.update(1)
+                    if batch % 20 == 0 or batch == n_batches:
+                        bar.set_postfix(
+                            bound=f"{float(sums[0]) / max(count, 1):.2f}", refresh=False
+                        )
+                if cfg.checkpoint_every and res.steps % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if cfg.max_steps is not None and res.steps >= cfg.max_steps:
+                    break
+                if stop_requested():
+                    res.stopped_on_request = True
+                    break
             if bar is not None:
-                bar.update(1)
-                if batch % 20 == 0 or batch == n_batches:
-                    bar.set_postfix(bound=f"{float(sums[0]) / max(count, 1):.2f}", refresh=False)
-            if cfg.checkpoint_every and res.steps % cfg.checkpoint_every == 0:
+                bar.close()
+            if batch < n_batches:  # stopped by max_steps or a request inside the epoch
+                res.interrupted = True
                 checkpoint()
-            if cfg.max_steps is not None and res.steps >= cfg.max_steps:
                 break
-        if bar is not None:
-            bar.close()
-        if batch < n_batches:  # stopped by max_steps inside the epoch
-            res.interrupted = True
-            checkpoint()
-            break
 
-        # End of epoch: validate, diagnose, early-stop, record, checkpoint.
-        _check_diverged(count, params, epoch + 1, n_batches)
-        perm, batch = None, 0
-        totals = sums.tolist()  # the epoch's one read of the sums
-        rows = count or math.nan
-        row = {
-            "epoch": epoch + 1,
-            "step": res.steps,
-            "kl_weight": kl_weight,
-            "train_bound": totals[0] / rows,
-            "train_kl": totals[1] / rows,
-            "train_loss": totals[2] / rows,
-            "n_skipped": res.n_skipped,
-        }
-        if Xv is not None:
-            val = _validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
-            _check_finite_validation(
-                model, objective, Xv, cfg.seed, cfg.val_batch_size, val, epoch + 1
-            )
-            row["val_bound"] = val
-        if cfg.diagnostics:
-            # at most 2,000 points: the I(x; z) estimate costs O(n²)
-            diag = diagnose(
-                model,
-                (Xv if Xv is not None else X)[:2000],
-                torch.Generator(device).manual_seed(cfg.seed + 2),
-            )
-            row["active_units"] = diag.n_active
-            row["mutual_info"] = diag.mutual_info
-            row["kl_total"] = None if diag.kl_per_dim is None else float(diag.kl_per_dim.sum())
-            if not res.collapse_warned and check_collapse(
-                diag.kl_per_dim, epoch + 1, cfg.collapse_min_kl
-            ):
-                res.collapse_warned = True
-        row["seconds"] = time.perf_counter() - start_time
-        epoch += 1
-        monitored = row.get("val_bound", row["train_bound"])
-        if monitored > res.best_val_bound + cfg.min_delta or res.best_epoch < 0:
-            res.best_val_bound, res.best_epoch, bad_epochs = monitored, epoch, 0
-            if cfg.restore_best:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        res.history.append(row)
-        if cfg.metrics_csv:
-            _write_csv(Path(cfg.metrics_csv), res.history)
-        if writer is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    writer.add_scalar(key, value, epoch)
-        stop = cfg.patience is not None and bad_epochs >= cfg.patience
-        checkpoint()
-        if stop:
-            res.stopped_early = True
-            break
-        if cfg.max_steps is not None and res.steps >= cfg.max_steps:
-            res.interrupted = epoch < cfg.epochs
-            break
+            # End of epoch: validate, diagnose, early-stop, record, checkpoint.
+            _check_diverged(count, params, epoch + 1, n_batches)
+            perm, batch = None, 0
+            totals = sums.tolist()  # the epoch's one read of the sums
+            rows = count or math.nan
+            row = {
+                "epoch": epoch + 1,
+                "step": res.steps,
+                "kl_weight": kl_weight,
+                "train_bound": totals[0] / rows,
+                "train_kl": totals[1] / rows,
+                "train_loss": totals[2] / rows,
+                "n_skipped": res.n_skipped,
+            }
+            if Xv is not None:
+                val = _validation_bound(model, objective, Xv, cfg.seed, cfg.val_batch_size)
+                _check_finite_validation(
+                    model, objective, Xv, cfg.seed, cfg.val_batch_size, val, epoch + 1
+                )
+                row["val_bound"] = val
+            if cfg.diagnostics:
+                # at most 2,000 points: the I(x; z) estimate costs O(n²)
+                diag = diagnose(
+                    model,
+                    (Xv if Xv is not None else X)[:2000],
+                    torch.Generator(device).manual_seed(cfg.seed + 2),
+                )
+                row["active_units"] = diag.n_active
+                row["mutual_info"] = diag.mutual_info
+                row["kl_total"] = None if diag.kl_per_dim is None else float(diag.kl_per_dim.sum())
+                if not res.collapse_warned and check_collapse(
+                    diag.kl_per_dim, epoch + 1, cfg.collapse_min_kl
+                ):
+                    res.collapse_warned = True
+            row["seconds"] = time.perf_counter() - start_time
+            epoch += 1
+            monitored = row.get("val_bound", row["train_bound"])
+            if monitored > res.best_val_bound + cfg.min_delta or res.best_epoch < 0:
+                res.best_val_bound, res.best_epoch, bad_epochs = monitored, epoch, 0
+                if cfg.restore_best:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            res.history.append(row)
+            if cfg.metrics_csv:
+                _write_csv(Path(cfg.metrics_csv), res.history)
+            if writer is not None:
+                for key, value in row.items():
+                    if isinstance(value, (int, float)) and key != "epoch":
+                        writer.add_scalar(key, value, epoch)
+            stop = cfg.patience is not None and bad_epochs >= cfg.patience
+            checkpoint()
+            if stop:
+                res.stopped_early = True
+                break
+            if (cfg.max_steps is not None and res.steps >= cfg.max_steps) or stop_requested():
+                res.interrupted = epoch < cfg.epochs
+                res.stopped_on_request = stop_requested() and res.interrupted
+                break
     if writer is not None:
         writer.close()
     res.epochs = epoch
     _check_warmup_finished(cfg, schedule, custom_schedule, res)
-    if cfg.restore_best and best_state is not None and not res.interrupted:
+    if (
+        cfg.restore_best
+        and best_state is not None
+        and (not res.interrupted or res.stopped_on_request)
+    ):  # a run stopped by Ctrl-C ends as a finished one does (its checkpoint resumes it)
         model.load_state_dict(best_state)
     return res

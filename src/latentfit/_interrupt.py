@@ -1,0 +1,140 @@
+"""Ctrl-C at the command line: the first press asks the running fit to stop where it can and
+keep what it has; the second aborts.
+
+A fit that has run for an hour is worth keeping when its user runs out of patience: EM's
+parameters after any complete iteration are a valid (not converged) fit, and a training run's
+weights after any optimiser step can be checkpointed and resumed. So the command line installs
+:func:`interrupt_handling`, and the loops that can stop cleanly run inside :func:`stoppable`
+and ask :func:`stop_requested` at each of their boundaries (EM's iterations in
+:func:`latentfit.em.driver.run_em`, the optimiser's steps in :func:`latentfit.train.train`).
+A press while no such loop runs (reading the data, scoring, writing), or a second press, aborts
+at once, saying which files the command had written before it (writes are atomic: a file is
+the old one or the new one, never half of either). Python code that does not install the
+handler gets Python's own ``KeyboardInterrupt``, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+__all__ = [
+    "abort_words",
+    "aborted",
+    "interrupt_handling",
+    "not_stoppable",
+    "stop_requested",
+    "stoppable",
+    "written_files",
+]
+
+#: What the handler reads: loops that can stop now (depth), what they stop at, whether a stop
+#: was asked for, and the files written so far (see :func:`record_written`).
+_state: dict = {
+    "installed": False,
+    "depth": 0,
+    "where": "",
+    "requested": False,
+    "aborted": False,
+}
+_written: list[str] = []
+
+
+def stop_requested() -> bool:
+    """Whether a first Ctrl-C asked the running fit to stop at its next boundary."""
+    return _state["requested"]
+
+
+def record_written(name: str) -> None:
+    """Note a file this process wrote (for the message of an abort)."""
+    if _state["installed"] and name not in _written:
+        _written.append(name)
+
+
+def record_undone(name: str) -> None:
+    """Note that a file written earlier was put back as it was (an all-or-none write undone)."""
+    if name in _written:
+        _written.remove(name)
+
+
+def written_files() -> list[str]:
+    """The files written since :func:`interrupt_handling` was entered."""
+    return list(_written)
+
+
+@contextlib.contextmanager
+def stoppable(where: str, keeps: str):
+    """Run a loop that checks :func:`stop_requested` at every ``where`` ("EM iteration"): a
+    first Ctrl-C inside it asks it to stop there, keeping ``keeps`` ("the fit so far"),
+    instead of aborting."""
+    depth, previous = _state["depth"], _state["where"]
+    _state["depth"], _state["where"] = depth + 1, (where, keeps)
+    try:
+        yield
+    finally:
+        _state["depth"], _state["where"] = depth, previous
+
+
+@contextlib.contextmanager
+def not_stoppable():
+    """Run work that makes several fits (a model-size sweep, the tour): a fit stopped early
+    inside it would be compared with finished ones, so Ctrl-C aborts it instead."""
+    depth = _state["depth"]
+    _state["depth"] = -(10**9)
+    try:
+        yield
+    finally:
+        _state["depth"] = depth
+
+
+def aborted() -> bool:
+    """Whether a Ctrl-C aborted the command (see :func:`abort_words`)."""
+    return _state["aborted"]
+
+
+def abort_words() -> str:
+    """What an abort by Ctrl-C leaves: the files written before it (and not undone)."""
+    written = written_files()
+    if not written:
+        return "latentfit: aborted (Ctrl-C); no file was written"
+    shown = ", ".join(written[:6]) + (f" and {len(written) - 6} more" if len(written) > 6 else "")
+    return f"latentfit: aborted (Ctrl-C); written before it: {shown}; nothing else was written"
+
+
+def _handler(signum, frame) -> None:
+    if _state["depth"] > 0 and not _state["requested"]:
+        _state["requested"] = True
+        where, keeps = _state["where"]
+        sys.stderr.write(
+            f"\nlatentfit: Ctrl-C: stopping at the end of this {where} and keeping {keeps}; "
+            "press Ctrl-C again to abort without it\n"
+        )
+        sys.stderr.flush()
+        return
+    _state["aborted"] = True
+    sys.stderr.write("\n")
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_handling():
+    """Ctrl-C as described in the module docstring, for the duration of the block (the main
+    thread only: signal handlers belong to it)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or _state["installed"]
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a background job keeps ignoring
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _handler)
+    _state.update(installed=True, depth=0, where="", requested=False, aborted=False)
+    _written.clear()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _state.update(installed=False, depth=0, where="", requested=False, aborted=False)
+        _written.clear()

@@ -1,0 +1,247 @@
+"""Ctrl-C at the command line (latentfit._interrupt): the first press stops a fit where it can
+and keeps it, the second aborts and says what was written. The signal is raised for real
+(``signal.raise_signal``) from inside the loops, at a chosen iteration or step; each stopped
+fit is compared with the same fit asked for exactly that many iterations or steps."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from latentfit import GaussianHMM, GaussianMixture, load
+from latentfit import _interrupt as interrupt
+from latentfit._files import all_or_none, atomic_path
+from latentfit.em import driver
+from latentfit.train import TrainConfig, train
+from latentfit.vae import ELBO, build_model
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def blobs(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.r_[rng.normal(size=(n // 2, 2)), rng.normal(size=(n - n // 2, 2)) + 3]
+
+
+def press_ctrl_c_at(monkeypatch, module, name, call):
+    """Raise SIGINT when ``module.name`` is called for the ``call``-th time."""
+    original = getattr(module, name)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            signal.raise_signal(signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+def test_first_press_in_a_stoppable_loop_asks_a_stop_the_second_aborts(capsys):
+    with interrupt.interrupt_handling():
+        with interrupt.stoppable("EM iteration", "the fit so far"):
+            signal.raise_signal(signal.SIGINT)
+            assert interrupt.stop_requested() and not interrupt.aborted()
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+            assert interrupt.aborted()
+    assert "stopping at the end of this EM iteration and keeping the fit so far" in (
+        capsys.readouterr().err
+    )
+    assert not interrupt.stop_requested()  # the state ends with the block
+
+
+def test_a_press_outside_a_stoppable_loop_or_inside_a_sweep_aborts_at_once():
+    with interrupt.interrupt_handling():
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        assert interrupt.aborted() and not interrupt.stop_requested()
+    with interrupt.interrupt_handling():
+        with interrupt.stoppable("EM iteration", "the fit so far"), interrupt.not_stoppable():
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        assert not interrupt.stop_requested()
+
+
+def test_without_the_handler_python_code_gets_its_own_keyboard_interrupt():
+    with interrupt.stoppable("EM iteration", "the fit so far"):
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert not interrupt.stop_requested()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupt.interrupt_handling():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_abort_names_the_files_written_and_not_those_put_back(tmp_path):
+    kept, undone = tmp_path / "kept.csv", tmp_path / "undone.lf"
+    with interrupt.interrupt_handling():
+        assert interrupt.abort_words() == "latentfit: aborted (Ctrl-C); no file was written"
+        with atomic_path(kept) as tmp:
+            tmp.write_text("1\n")
+        with pytest.raises(KeyboardInterrupt), all_or_none([undone]):
+            with atomic_path(undone) as tmp:
+                tmp.write_text("x")
+            signal.raise_signal(signal.SIGINT)
+        assert not undone.exists()
+        assert interrupt.written_files() == [str(kept)]
+        assert interrupt.abort_words() == (
+            f"latentfit: aborted (Ctrl-C); written before it: {kept}; nothing else was written"
+        )
+
+
+def test_a_stopped_gaussian_mixture_is_the_fit_of_that_many_iterations(monkeypatch):
+    X = blobs()
+    calls = press_ctrl_c_at(monkeypatch, driver, "_reduced_stats", 3)  # iteration 3's E-step
+    with interrupt.interrupt_handling(), pytest.warns(ConvergenceWarning) as caught:
+        stopped = GaussianMixture(2, max_iter=500, tol=0, random_state=1).fit(X)
+    assert calls["n"] == 3  # no iteration after the one that was running
+    assert "stopped on request (Ctrl-C) at iteration 3 of 500" in str(caught[-1].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        three = GaussianMixture(2, max_iter=3, tol=0, random_state=1).fit(X)
+    assert stopped.n_iter_ == 3 and not stopped.converged_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(stopped, name), getattr(three, name))
+    assert stopped.lower_bound_ == three.lower_bound_
+
+
+def test_a_stop_during_a_restart_keeps_the_best_run_so_far_and_makes_no_more(monkeypatch):
+    X = blobs(seed=2)
+    # HMM iterations: one E-step pass each; 4 iterations a run, the stop in run 2's second
+    press_ctrl_c_at(monkeypatch, driver, "_reduced_stats", 6)
+    with interrupt.interrupt_handling(), pytest.warns(ConvergenceWarning, match="of init 2 of 5"):
+        model = GaussianHMM(2, n_iter=4, tol=0, n_init=5, random_state=0).fit(X)
+    assert [len(b) for b in model.all_lower_bounds_] == [4, 2]
+
+
+def test_a_distributed_fit_is_not_stopped_on_request(monkeypatch):
+    monkeypatch.setattr(driver, "_distributed", lambda: True)
+    press_ctrl_c_at(monkeypatch, driver, "_reduced_stats", 2)
+    with interrupt.interrupt_handling(), pytest.raises(KeyboardInterrupt):
+        GaussianMixture(2, max_iter=50, tol=0).fit(blobs())
+
+
+def small_data(n=120, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    proto = (torch.rand(4, d, generator=g) > 0.5).double() * 0.9 + 0.05
+    return proto[torch.randint(4, (n,), generator=g)].float()
+
+
+def config(**kw):
+    base = dict(epochs=3, batch_size=32, lr=3e-3, binarize=True, progress=False)
+    return TrainConfig(**{**base, "patience": None, "diagnostics": False, **kw})
+
+
+def weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_a_stopped_training_keeps_the_best_epoch_and_its_checkpoint_resumes(tmp_path, monkeypatch):
+    X, spec = small_data(), dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
+    full = build_model(**spec)
+    train(full, ELBO(), X, None, config())
+    one_epoch = build_model(**spec)  # 4 steps an epoch: step 6 is in epoch 2
+    train(one_epoch, ELBO(), X, None, config(epochs=1))
+    objective = ELBO()
+    press_ctrl_c_at(monkeypatch, type(objective), "__call__", 6)
+    stopped = build_model(**spec)
+    with interrupt.interrupt_handling():
+        res = train(stopped, objective, X, None, config(checkpoint_dir=str(tmp_path)))
+    assert res.interrupted and res.stopped_on_request and res.steps == 6 and res.epochs == 1
+    assert all(torch.equal(a, b) for a, b in zip(weights(one_epoch), weights(stopped), strict=True))
+    monkeypatch.undo()
+    resumed = build_model(**spec)
+    train(resumed, ELBO(), X, None, config(checkpoint_dir=str(tmp_path)))
+    assert all(torch.equal(a, b) for a, b in zip(weights(full), weights(resumed), strict=True))
+
+
+def test_ctrl_c_at_the_command_line_saves_the_gaussian_mixture_so_far(tmp_path):
+    X = blobs(20_000)
+    data, out = tmp_path / "x.csv", tmp_path / "m.lf"
+    np.savetxt(data, X, delimiter=",")
+    command = [sys.executable, "-m", "latentfit", "fit", "gmm", str(data), "-k", "2"]
+    command += ["--tol", "0", "--max-iter", "1000000", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        seen = b""
+        while b"lower_bound=" not in seen:  # the progress bar: EM iterations have begun
+            chunk = proc.stderr.read1(4096)
+            assert chunk, f"the fit ended before any iteration was shown: {seen[-500:]!r}"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = (seen + stderr).decode()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "Ctrl-C: stopping at the end of this EM iteration" in stderr
+    assert "NOT converged (stopped by Ctrl-C)" in stdout.decode()
+    model = load(out)
+    assert not model.converged_ and 1 <= model.n_iter_ < 1_000_000
+
+
+def test_a_vae_stopped_at_the_command_line_says_so_and_skips_the_long_evaluation(
+    tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+    from latentfit.vae import objectives
+
+    press_ctrl_c_at(monkeypatch, objectives.ELBO, "__call__", 40)  # in epoch 3 (of 50)
+    out, ck = tmp_path / "v.lf", tmp_path / "ck"
+    args = ["fit", "vae", "--dataset", "digits", "--epochs", "50", "--latent", "2"]
+    args += ["--hidden", "16", "--checkpoint-dir", str(ck), "--eval-samples", "1000"]
+    with interrupt.interrupt_handling():
+        res = CliRunner().invoke(app, [*args, "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert re.search(
+        r"stopped by Ctrl-C after \d+ optimiser steps \(the model of epoch \d+, the best",
+        res.output,
+    )
+    assert f"the same command resumes it from its checkpoint in {ck}" in res.output
+    assert "test log p(x)" not in res.output and (ck / "last.pt").exists()
+    assert load(out) is not None
+
+
+def test_a_flow_stopped_before_its_first_epoch_ended_says_whose_weights_it_kept(
+    tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+    from latentfit.flows import objectives
+
+    data = tmp_path / "x.csv"
+    np.savetxt(data, blobs(2000), delimiter=",")
+    press_ctrl_c_at(monkeypatch, objectives.FlowNLL, "__call__", 2)
+    args = ["fit", "flow", str(data), "--flow", "realnvp", "--layers", "2", "--hidden", "8"]
+    args += ["--epochs", "5", "--batch-size", "100", "--out", str(tmp_path / "f.lf"), "--quiet"]
+    with interrupt.interrupt_handling():
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "stopped by Ctrl-C before its first epoch ended, the weights of its last step" in (
+        res.output
+    )
+    assert "not resumable: it had no --checkpoint-dir" in res.output
