@@ -248,3 +248,39 @@ def test_select_hmm_of_other_models_has_no_lower_bound_column(files):
     assert res.stdout.splitlines()[0].split(",") == list(COLUMNS)
     assert "lower_bound" not in json.loads(runner.invoke(app, [*args, "--json"]).stdout)["rows"][0]
     assert "ELBO" not in runner.invoke(app, args).stdout
+
+
+def test_fit_hmm_online_stopped_by_ctrl_c_keeps_the_chunks_read(files, tmp_path, monkeypatch):
+    """Ctrl-C during the second chunk (latentfit._interrupt): the command stops after it and
+    reports the model of the 80 rows read, that of partial_fit fed those two chunks."""
+    import signal
+
+    from latentfit import _interrupt as interrupt
+
+    model = latentfit.GaussianHMM(2, random_state=5, covariance_type="diag")
+    _quiet(lambda: model.partial_fit(SERIES[:40], [40]))
+    _quiet(lambda: model.partial_fit(SERIES[40:80], [30, 10], new_sequence=False))
+    original, calls = latentfit.GaussianHMM.partial_fit, []
+
+    def pressed(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(latentfit.GaussianHMM, "partial_fit", pressed)
+    args = ["fit", "hmm", files["real"], "-k", "2", "--online", "--chunk-rows", "40", "--seed",
+            "5", "--lengths", files["lengths"], "--covariance", "diag"]  # fmt: skip
+    args = [str(a) for a in [*args, "--states", tmp_path / "states.csv", "--quiet", "--force"]]
+    runs = []
+    for extra in (["--json"], []):  # each a command of its own, as from a shell
+        calls.clear()
+        with interrupt.interrupt_handling():
+            runs.append(runner.invoke(app, [*args, *extra]))
+        assert runs[-1].exit_code == 0, runs[-1].output
+        assert len(calls) == 2  # no chunk read after the one during which Ctrl-C came
+    res, text = runs
+    got = json.loads(res.stdout[res.stdout.index("{") :])
+    assert got["n_chunks"] == 2 and got["stopped_after"] == 80
+    np.testing.assert_allclose(got["means"], model.means_, rtol=1e-12)
+    assert "stopped by Ctrl-C after 80 of 200 steps: the model of those steps" in text.output

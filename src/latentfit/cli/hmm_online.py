@@ -109,23 +109,31 @@ def online_fit(
     run: dict = {}
 
     def fit() -> None:
+        from latentfit._interrupt import stop_requested, stoppable
         from latentfit.errors import BatchRowError, DataError
 
         chunks = list(online_chunks(X.shape[0], lengths, chunk_rows))
-        for a, b, pieces, starts in chunks:
-            try:
-                model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
-            except BatchRowError as err:  # about a row of the chunk: name its row of DATA
-                raise err.shifted(a) from None
-            except ValueError as err:  # the first chunk's rows too few to start from
-                few = re.match(r"X has (\d+) rows, fewer than n_components=(\d+)", str(err))
-                if a == 0 and few is not None and b < X.shape[0]:
-                    raise DataError(_first_chunk_words(b, int(few[2]), data)) from None
-                raise
+        done = 0
+        # Ctrl-C stops after a chunk: the model of the chunks read so far (latentfit._interrupt)
+        with stoppable("chunk", "the model of the chunks read so far"):
+            for a, b, pieces, starts in chunks:
+                try:
+                    model.partial_fit(X[a:b], pieces, new_sequence=starts, **settings)
+                except BatchRowError as err:  # about a row of the chunk: name its row of DATA
+                    raise err.shifted(a) from None
+                except ValueError as err:  # the first chunk's rows too few to start from
+                    few = re.match(r"X has (\d+) rows, fewer than n_components=(\d+)", str(err))
+                    if a == 0 and few is not None and b < X.shape[0]:
+                        raise DataError(_first_chunk_words(b, int(few[2]), data)) from None
+                    raise
+                done += 1
+                if stop_requested() and done < len(chunks):
+                    run["stopped_after"] = b
+                    break
         run.update(
             chunk_rows=chunk_rows,
             **settings,
-            n_chunks=len(chunks),
+            n_chunks=done,
             n_steps=model.n_steps_,
             n_updates=model.n_updates_,
             online_log_likelihood=model.online_log_likelihood_,

@@ -320,6 +320,11 @@ def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
             f"{r['chunk_rows']} rows; {r['n_updates']} M-step(s); running mean log p(x_t | "
             f"earlier steps): {r['online_log_likelihood']:.6f}"
         )
+        if r.get("stopped_after") is not None:
+            echo(
+                f"stopped by Ctrl-C after {r['stopped_after']} of {r['n_samples']} steps: the "
+                "model of those steps (the rest was not read)"
+            )
     else:
         state = fit_state(r["converged"], "--n-iter or --tol")
         # an HSMM's EM runs the forward-backward over segments, not Baum-Welch's over steps
