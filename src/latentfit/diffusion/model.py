@@ -12,6 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
+from latentfit._atomic_fit import kept_on_failure
 from latentfit._memory import MAX_WORK, allowed_work, check_max_work
 from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
@@ -377,7 +378,13 @@ class DDPM(FitSettings, DensityMixin, BaseEstimator):
         return module
 
     def fit(self, X, y=None, X_val=None):
-        """Train the denoiser with the simplified loss; validate on the true bound."""
+        """Train the denoiser with the simplified loss; validate on the true bound. A fit
+        that fails (or Ctrl-C) leaves the model as it was (:mod:`latentfit._atomic_fit`)."""
+        with kept_on_failure(self):
+            return self._fit(X, X_val)
+
+    def _fit(self, X, X_val=None):
+        """:meth:`fit`'s work."""
         from latentfit.train import TrainConfig, train
 
         self._check_parameters()

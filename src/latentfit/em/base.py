@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from latentfit._atomic_fit import kept_on_failure
 from latentfit._validation import (
     as_float_tensor,
     check_bool,
@@ -216,11 +217,12 @@ class EMEstimator:
         record its result and hand it to ``_after_fit``. ``args`` are the keyword arguments
         of the model's ``fit`` (``y``, ``sample_weight``, ``lengths``...)."""
         self._checked_parameters()
-        prepare = self._prepare_source_fit if is_source(X) else self._prepare_fit
-        fit = prepare(X, **args)
-        result = self._run_em(fit.hooks, fit.data, fit.reduce)
-        self._store_result(result, restarts=self._records_restarts)
-        self._after_fit(fit, result, X, **args)
+        with kept_on_failure(self):
+            prepare = self._prepare_source_fit if is_source(X) else self._prepare_fit
+            fit = prepare(X, **args)
+            result = self._run_em(fit.hooks, fit.data, fit.reduce)
+            self._store_result(result, restarts=self._records_restarts)
+            self._after_fit(fit, result, X, **args)
         return fit
 
     def _check_parameters(self) -> None:

@@ -29,6 +29,7 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
+from latentfit._atomic_fit import kept_on_failure
 from latentfit._validation import (
     check_sample_weight,
     first_nonfinite,
@@ -188,13 +189,8 @@ class OnlineEMMixin:
         step = StepSize(self.learning_decay, self.learning_offset)
         # A failed update (bad data, an overflow) leaves the model as it was before the call:
         # every update replaces attributes rather than changing them in place.
-        before = dict(self.__dict__)
-        try:
+        with kept_on_failure(self):
             self._partial_fit(X, sample_weight, step)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            raise
         return self
 
     def _partial_fit(self, X, sample_weight, step: StepSize) -> None:

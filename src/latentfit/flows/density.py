@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from latentfit._atomic_fit import kept_on_failure
 from latentfit._memory import MAX_WORK, allowed_work, check_max_work
 from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
@@ -351,7 +352,13 @@ class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
 
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, X, y=None, X_val=None):
-        """Maximise the (exact or dequantised) log-likelihood of X with the trainer."""
+        """Maximise the (exact or dequantised) log-likelihood of X with the trainer. A fit
+        that fails (or Ctrl-C) leaves the model as it was (:mod:`latentfit._atomic_fit`)."""
+        with kept_on_failure(self):
+            return self._fit(X, X_val)
+
+    def _fit(self, X, X_val=None):
+        """:meth:`fit`'s work."""
         from latentfit.train import TrainConfig, train
 
         self._check_parameters()

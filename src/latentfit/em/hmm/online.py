@@ -45,6 +45,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from latentfit._atomic_fit import kept_on_failure
 from latentfit._validation import check_feature_names, check_positive_int, make_generator
 from latentfit.em.hmm.inference import posterior as inference
 from latentfit.em.hmm.sequences import check_lengths
@@ -273,6 +274,15 @@ class OnlineHMMMixin:
         log p(x_t | x_1..t−1) under the parameters of the time: the objective's online
         estimate per step.
         """
+        with kept_on_failure(self):  # a call that fails leaves the model as it was
+            return self._partial_fit(
+                X, lengths, new_sequence, learning_decay, learning_offset, burn_in, mstep_every
+            )
+
+    def _partial_fit(
+        self, X, lengths, new_sequence, learning_decay, learning_offset, burn_in, mstep_every
+    ):
+        """:meth:`partial_fit`'s work."""
         if not isinstance(new_sequence, bool | np.bool_):
             raise ParameterError(f"new_sequence must be True or False, got {new_sequence!r}")
         step = StepSize(learning_decay, learning_offset)
