@@ -33,15 +33,15 @@ def blobs(n=600, seed=0):
     return np.r_[rng.normal(size=(n // 2, 2)), rng.normal(size=(n - n // 2, 2)) + 3]
 
 
-def press_ctrl_c_at(monkeypatch, module, name, call):
-    """Raise SIGINT when ``module.name`` is called for the ``call``-th time."""
+def press_ctrl_c_at(monkeypatch, module, name, call, signum=signal.SIGINT):
+    """Raise ``signum`` when ``module.name`` is called for the ``call``-th time."""
     original = getattr(module, name)
     calls = {"n": 0}
 
     def wrapped(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == call:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signum)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(module, name, wrapped)
@@ -60,6 +60,21 @@ def test_first_press_in_a_stoppable_loop_asks_a_stop_the_second_aborts(capsys):
         capsys.readouterr().err
     )
     assert not interrupt.stop_requested()  # the state ends with the block
+
+
+def test_sigterm_is_taken_as_ctrl_c_is_and_its_abort_exits_143(capsys):
+    with interrupt.interrupt_handling():
+        with interrupt.stoppable("optimiser step", "the model so far"):
+            signal.raise_signal(signal.SIGTERM)
+            assert interrupt.stop_requested() and interrupt.stopped_by() == "SIGTERM"
+            with pytest.raises(SystemExit) as ended:
+                signal.raise_signal(signal.SIGTERM)
+        assert ended.value.code == 143 and interrupt.aborted()
+        assert interrupt.abort_words() == "latentfit: aborted (SIGTERM); no file was written"
+    assert "latentfit: SIGTERM: stopping at the end of this optimiser step" in (
+        capsys.readouterr().err
+    )
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_press_outside_a_stoppable_loop_or_inside_a_sweep_aborts_at_once():
@@ -174,7 +189,8 @@ def test_a_stopped_training_keeps_the_best_epoch_and_its_checkpoint_resumes(tmp_
     assert all(torch.equal(a, b) for a, b in zip(weights(full), weights(resumed), strict=True))
 
 
-def test_ctrl_c_at_the_command_line_saves_the_gaussian_mixture_so_far(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_at_the_command_line_saves_the_gaussian_mixture_so_far(signum, tmp_path):
     X = blobs(20_000)
     data, out = tmp_path / "x.csv", tmp_path / "m.lf"
     np.savetxt(data, X, delimiter=",")
@@ -188,15 +204,16 @@ def test_ctrl_c_at_the_command_line_saves_the_gaussian_mixture_so_far(tmp_path):
             chunk = proc.stderr.read1(4096)
             assert chunk, f"the fit ended before any iteration was shown: {seen[-500:]!r}"
             seen += chunk
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     stderr = (seen + stderr).decode()
     assert proc.returncode == 0, stderr[-2000:]
-    assert "Ctrl-C: stopping at the end of this EM iteration" in stderr
-    assert "NOT converged (stopped by Ctrl-C)" in stdout.decode()
+    by = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert f"{by}: stopping at the end of this EM iteration" in stderr
+    assert f"NOT converged (stopped by {by})" in stdout.decode()
     model = load(out)
     assert not model.converged_ and 1 <= model.n_iter_ < 1_000_000
 
@@ -245,3 +262,25 @@ def test_a_flow_stopped_before_its_first_epoch_ended_says_whose_weights_it_kept(
         res.output
     )
     assert "not resumable: it had no --checkpoint-dir" in res.output
+
+
+def test_a_signal_while_the_outputs_are_written_undoes_them_and_says_so(
+    tmp_path, monkeypatch, capsys
+):
+    """latentfit's main(): SIGTERM after the model file is written, while the labels are
+    computed (no loop that can stop there): the model file is removed again (outputs all or
+    none), the abort says nothing was written, and the exit status is 143."""
+    from latentfit.cli import main
+
+    data, out, labels = tmp_path / "x.csv", tmp_path / "m.lf", tmp_path / "labels.csv"
+    np.savetxt(data, blobs(), delimiter=",")
+    calls = press_ctrl_c_at(monkeypatch, GaussianMixture, "predict", 1, signal.SIGTERM)
+    argv = ["latentfit", "fit", "gmm", str(data), "-k", "2", "--quiet"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out), "--labels", str(labels)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 143 and calls["n"] == 1
+    err = capsys.readouterr().err
+    assert "m.lf removed: a command writes its outputs all or none" in err
+    assert "latentfit: aborted (SIGTERM); no file was written" in err
+    assert not out.exists() and not labels.exists()

@@ -1,5 +1,5 @@
-"""Ctrl-C at the command line: the first press asks the running fit to stop where it can and
-keep what it has; the second aborts.
+"""Ctrl-C (or SIGTERM) at the command line: the first asks the running fit to stop where it
+can and keep what it has; the second aborts.
 
 A fit that has run for an hour is worth keeping when its user runs out of patience: EM's
 parameters after any complete iteration are a valid (not converged) fit, and a training run's
@@ -9,8 +9,10 @@ and ask :func:`stop_requested` at each of their boundaries (EM's iterations in
 :func:`latentfit.em.driver.run_em`, the optimiser's steps in :func:`latentfit.train.train`).
 A press while no such loop runs (reading the data, scoring, writing), or a second press, aborts
 at once, saying which files the command had written before it (writes are atomic: a file is
-the old one or the new one, never half of either). Python code that does not install the
-handler gets Python's own ``KeyboardInterrupt``, unchanged.
+the old one or the new one, never half of either). SIGTERM, which a batch scheduler sends
+some seconds before it kills a job (and ``kill`` by default), is taken the same way, so that a
+training run ends with its checkpoint written; its abort exits with 143. Python code that
+does not install the handler gets Python's own ``KeyboardInterrupt``, unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "not_stoppable",
     "stop_requested",
     "stoppable",
+    "stopped_by",
     "written_files",
 ]
 
@@ -38,13 +41,22 @@ _state: dict = {
     "where": "",
     "requested": False,
     "aborted": False,
+    "by": "Ctrl-C",
 }
+#: How each signal handled is named in messages, and the exit status of its abort.
+_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 _written: list[str] = []
 
 
 def stop_requested() -> bool:
-    """Whether a first Ctrl-C asked the running fit to stop at its next boundary."""
+    """Whether a first Ctrl-C (or SIGTERM) asked the running fit to stop at its next
+    boundary."""
     return _state["requested"]
+
+
+def stopped_by() -> str:
+    """What asked for the stop or the abort, as messages name it: "Ctrl-C" or "SIGTERM"."""
+    return _state["by"]
 
 
 def record_written(name: str) -> None:
@@ -96,45 +108,52 @@ def aborted() -> bool:
 
 def abort_words() -> str:
     """What an abort by Ctrl-C leaves: the files written before it (and not undone)."""
-    written = written_files()
+    written, by = written_files(), _state["by"]
     if not written:
-        return "latentfit: aborted (Ctrl-C); no file was written"
+        return f"latentfit: aborted ({by}); no file was written"
     shown = ", ".join(written[:6]) + (f" and {len(written) - 6} more" if len(written) > 6 else "")
-    return f"latentfit: aborted (Ctrl-C); written before it: {shown}; nothing else was written"
+    return f"latentfit: aborted ({by}); written before it: {shown}; nothing else was written"
 
 
 def _handler(signum, frame) -> None:
+    by = _NAMES[signum]
     if _state["depth"] > 0 and not _state["requested"]:
-        _state["requested"] = True
+        _state.update(requested=True, by=by)
         where, keeps = _state["where"]
+        again = "press Ctrl-C" if signum == signal.SIGINT else "send it"
         sys.stderr.write(
-            f"\nlatentfit: Ctrl-C: stopping at the end of this {where} and keeping {keeps}; "
-            "press Ctrl-C again to abort without it\n"
+            f"\nlatentfit: {by}: stopping at the end of this {where} and keeping {keeps}; "
+            f"{again} again to abort without it\n"
         )
         sys.stderr.flush()
         return
-    _state["aborted"] = True
+    _state.update(aborted=True, by=by)
     sys.stderr.write("\n")
-    raise KeyboardInterrupt
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)  # unwinds as KeyboardInterrupt does: outputs put back
 
 
 @contextlib.contextmanager
 def interrupt_handling():
-    """Ctrl-C as described in the module docstring, for the duration of the block (the main
-    thread only: signal handlers belong to it)."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or _state["installed"]
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a background job keeps ignoring
-    ):
+    """Ctrl-C and SIGTERM as described in the module docstring, for the duration of the block
+    (the main thread only: signal handlers belong to it). A signal the process was started
+    ignoring (a background job's SIGINT, ``nohup``) is left ignored."""
+    if threading.current_thread() is not threading.main_thread() or _state["installed"]:
         yield
         return
-    previous = signal.signal(signal.SIGINT, _handler)
-    _state.update(installed=True, depth=0, where="", requested=False, aborted=False)
+    previous = {}
+    for signum in _NAMES:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _handler)
+    _state.update(installed=True, depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
     _written.clear()
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        _state.update(installed=False, depth=0, where="", requested=False, aborted=False)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _state.update(
+            installed=False, depth=0, where="", requested=False, aborted=False, by="Ctrl-C"
+        )
         _written.clear()

@@ -281,6 +281,6 @@ def test_fit_hmm_online_stopped_by_ctrl_c_keeps_the_chunks_read(files, tmp_path,
         assert len(calls) == 2  # no chunk read after the one during which Ctrl-C came
     res, text = runs
     got = json.loads(res.stdout[res.stdout.index("{") :])
-    assert got["n_chunks"] == 2 and got["stopped_after"] == 80
+    assert got["n_chunks"] == 2 and got["stopped_after"] == 80 and got["stopped_by"] == "Ctrl-C"
     np.testing.assert_allclose(got["means"], model.means_, rtol=1e-12)
     assert "stopped by Ctrl-C after 80 of 200 steps: the model of those steps" in text.output

@@ -141,12 +141,12 @@ def _main(
 def fit_state(converged: bool, options: str = "--max-iter or --tol") -> str:
     """A report's words for whether EM converged: a fit that Ctrl-C stopped says so instead
     of advising ``options`` (see :mod:`latentfit._interrupt`)."""
-    from latentfit._interrupt import stop_requested
+    from latentfit._interrupt import stop_requested, stopped_by
 
     if converged:
         return "converged"
     if stop_requested():
-        return "NOT converged (stopped by Ctrl-C)"
+        return f"NOT converged (stopped by {stopped_by()})"
     return f"NOT converged (try {options})"
 
 

@@ -203,16 +203,16 @@ def report_history(history) -> None:
 def report_stop(history, checkpoint_dir: Path | None) -> None:
     """A line for a training run that Ctrl-C stopped (:mod:`latentfit._interrupt`): where it
     stopped and how it resumes."""
-    from latentfit._interrupt import stop_requested
+    from latentfit._interrupt import stop_requested, stopped_by
 
     if not stop_requested():
         return
     typer.echo(
-        (
-            f"stopped by Ctrl-C after {len(history)} whole epoch(s), the best epoch's model kept; "
+        f"stopped by {stopped_by()} "
+        + (
+            f"after {len(history)} whole epoch(s), the best epoch's model kept; "
             if history
-            else "stopped by Ctrl-C before its first epoch ended, the weights of its last step "
-            "kept; "
+            else "before its first epoch ended, the weights of its last step kept; "
         )
         + (
             f"the same command resumes it from its checkpoint in {checkpoint_dir}"

@@ -109,7 +109,7 @@ def online_fit(
     run: dict = {}
 
     def fit() -> None:
-        from latentfit._interrupt import stop_requested, stoppable
+        from latentfit._interrupt import stop_requested, stoppable, stopped_by
         from latentfit.errors import BatchRowError, DataError
 
         chunks = list(online_chunks(X.shape[0], lengths, chunk_rows))
@@ -128,7 +128,7 @@ def online_fit(
                     raise
                 done += 1
                 if stop_requested() and done < len(chunks):
-                    run["stopped_after"] = b
+                    run.update(stopped_after=b, stopped_by=stopped_by())
                     break
         run.update(
             chunk_rows=chunk_rows,

@@ -322,7 +322,7 @@ def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
         )
         if r.get("stopped_after") is not None:
             echo(
-                f"stopped by Ctrl-C after {r['stopped_after']} of {r['n_samples']} steps: the "
+                f"stopped by {r['stopped_by']} after {r['stopped_after']} of {r['n_samples']} steps: the "
                 "model of those steps (the rest was not read)"
             )
     else:

@@ -518,6 +518,8 @@ def fit_vae(
             f"the fitted model is saved in {out}, but its test log-likelihood is not finite: "
             f"{overflow}. Score other rows with 'latentfit eval {out} --dataset FILE --all-rows'"
         )
+    from latentfit._interrupt import stopped_by
+
     result = {
         "data": data.name,
         "objective": repr(obj),
@@ -535,7 +537,7 @@ def fit_vae(
         "best_epoch": res.best_epoch,
         "n_skipped": res.n_skipped,
         "stopped_early": res.stopped_early,
-        "stopped_by_ctrl_c": res.stopped_on_request,
+        "stopped_by": stopped_by() if res.stopped_on_request else None,
         "steps": res.steps,
         "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
         "kl_per_dim": diag.kl_per_dim,
@@ -578,9 +580,9 @@ def _print_fit(r: dict) -> None:
             + (f"; {r['n_skipped']} non-finite steps skipped" if r["n_skipped"] else "")
             + ("; stopped early" if r["stopped_early"] else "")
         )
-    if r["stopped_by_ctrl_c"]:
+    if r["stopped_by"]:
         echo(
-            f"stopped by Ctrl-C after {r['steps']:,} optimiser steps ("
+            f"stopped by {r['stopped_by']} after {r['steps']:,} optimiser steps ("
             + (
                 f"the model of epoch {r['best_epoch']}, the best"
                 if r["best_epoch"] > 0

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from latentfit._interrupt import stop_requested, stoppable
+from latentfit._interrupt import stop_requested, stoppable, stopped_by
 from latentfit._validation import check_allocation
 from latentfit.errors import (
     BatchRowError,
@@ -392,7 +392,7 @@ def run_em(
     best.stopped = stopped
     if stopped:
         warnings.warn(
-            f"{name}: stopped on request (Ctrl-C) at iteration {n_iter} of {max_iter}"
+            f"{name}: stopped on request ({stopped_by()}) at iteration {n_iter} of {max_iter}"
             + (f" of init {len(all_bounds)} of {runs}" if runs > 1 else "")
             + (
                 "; the best run so far is kept"
