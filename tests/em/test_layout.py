@@ -14,6 +14,8 @@ ALLOWED = (
     "latentfit.datasets",
     "latentfit.errors",
     "latentfit._validation",
+    "latentfit._interrupt",  # Ctrl-C's stop points (a leaf: it imports no latentfit module)
+    "latentfit._atomic_fit",  # a failed fit leaves the estimator as it was (a leaf too)
     "latentfit._compiled",
     "latentfit._kernel_ops",
     "latentfit.io",
