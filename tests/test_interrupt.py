@@ -284,3 +284,24 @@ def test_a_signal_while_the_outputs_are_written_undoes_them_and_says_so(
     assert "m.lf removed: a command writes its outputs all or none" in err
     assert "latentfit: aborted (SIGTERM); no file was written" in err
     assert not out.exists() and not labels.exists()
+
+
+def test_a_sweep_stopped_during_its_third_fit_is_the_table_of_the_two_before_it(monkeypatch):
+    from latentfit.select import select_model
+
+    X = blobs()
+    full = select_model(X, family="gmm", n_components=[1, 2, 3, 4], covariance_types=["full"])
+    calls = press_ctrl_c_at(monkeypatch, GaussianMixture, "fit", 3)
+    with interrupt.interrupt_handling(), interrupt.stoppable("EM iteration", "the fits before"):
+        part = select_model(X, family="gmm", n_components=[1, 2, 3, 4], covariance_types=["full"])
+    assert calls["n"] == 3 and len(part.rows) == 3
+    assert [labels for _, text, labels in part.fit_warnings if "stopped on request" in text] == [
+        ["full K=3"]
+    ]
+    assert [r["bic"] for r in part.rows[:2]] == [r["bic"] for r in full.rows[:2]]
+    assert part.rows[2]["error"] == "stopped by Ctrl-C before this fit ended"
+    assert np.isnan(part.rows[2]["bic"]) and part.models[2] is None
+    assert "stopped by Ctrl-C during fit 3 of 4 (full K=3), shown as NA; the 1 after it were " in (
+        " ".join(part.notes)
+    )
+    assert not any("failed" in note for note in part.notes)

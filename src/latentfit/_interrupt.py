@@ -80,9 +80,10 @@ def written_files() -> list[str]:
 def stoppable(where: str, keeps: str):
     """Run a loop that checks :func:`stop_requested` at every ``where`` ("EM iteration"): a
     first Ctrl-C inside it asks it to stop there, keeping ``keeps`` ("the fit so far"),
-    instead of aborting."""
+    instead of aborting. Inside another such block, the outer block's words are said."""
     depth, previous = _state["depth"], _state["where"]
-    _state["depth"], _state["where"] = depth + 1, (where, keeps)
+    # an outer loop's words stand (a sweep's fits: "keeping the fits before it")
+    _state["depth"], _state["where"] = depth + 1, previous if depth > 0 else (where, keeps)
     try:
         yield
     finally:

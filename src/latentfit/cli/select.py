@@ -170,13 +170,14 @@ def _sweep(
     again against ``inputs`` (and ``force``) just before it is written."""
     from tqdm.auto import tqdm
 
-    from latentfit._interrupt import not_stoppable
+    from latentfit._interrupt import stoppable
     from latentfit.select import select_model
 
     n_fits = len(sizes) * (len(covs) if covs else 1)
     bar = tqdm(total=n_fits, desc=desc, leave=False, disable=quiet)
     try:
-        with not_stoppable():  # a fit stopped by Ctrl-C is no candidate beside finished ones
+        # Ctrl-C stops the running fit and the sweep: the table is of the fits before it
+        with stoppable("EM iteration", "the fits before it (this one shown stopped)"):
             result = select_model(
                 X,
                 lengths,

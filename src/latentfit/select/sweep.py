@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from latentfit._interrupt import stop_requested, stopped_by
 from latentfit._validation import as_float_tensor, draw_seed
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.mixture.discrete import dense_codes
@@ -641,6 +642,10 @@ def select_model(
             folds, scheme = _row_folds(n, cv, random_state), f"{cv} folds of rows (shuffled)"
     rows, models, errors = [], [], []
     said: dict[tuple[type[Warning], str], list[str]] = {}  # each warning: the fits that gave it
+    # Ctrl-C at the command line (latentfit._interrupt) stops the running fit at an iteration's
+    # end: that candidate is shown stopped, the rest are not fitted, and the table is of those
+    # before it
+    stopped = None
     for i, (label, est, k, variant) in enumerate(entries):
         row = {"label": label, "n_components": k, "variant": variant, "error": None}
         row["degenerate"] = []
@@ -687,6 +692,12 @@ def select_model(
                 errors.append(err)
                 row.update(bic=math.nan, aic=math.nan, icl=math.nan)
             model = None
+        if stop_requested():  # Ctrl-C ended this fit (or its folds) early: no candidate
+            stopped = (i, len(entries), label)
+            row.update(error=f"stopped by {stopped_by()} before this fit ended", converged=False)
+            row.update(bic=math.nan, aic=math.nan, icl=math.nan)
+            row["cv_loglik"] = math.nan if cv else None
+            model = None
         for w in caught:
             labels = said.setdefault((w.category, str(w.message)), [])
             if label not in labels:
@@ -695,6 +706,8 @@ def select_model(
         models.append(model)
         if callback is not None:
             callback(i, len(entries), row)
+        if stopped is not None:
+            break
     refused = _every_fit_refused(rows, errors)
     if refused is not None:
         raise refused
@@ -709,7 +722,13 @@ def select_model(
     )
     if scheme is not None:
         result.notes.append(f"held-out log-likelihood per row: {scheme}")
-    failed = sum(r["error"] is not None for r in rows)
+    failed = sum(r["error"] is not None for r in rows) - (stopped is not None)
+    if stopped is not None:
+        i, total, label = stopped
+        result.notes.append(
+            f"stopped by {stopped_by()} during fit {i + 1} of {total} ({label}), shown as NA; "
+            + (f"the {total - i - 1} after it were not fitted" if total > i + 1 else "the last")
+        )
     if failed:
         result.notes.append(f"{failed} of {len(rows)} fits failed and are shown as NA")
     degenerate = sum(bool(r.get("degenerate")) for r in rows)
