@@ -305,3 +305,48 @@ def test_a_sweep_stopped_during_its_third_fit_is_the_table_of_the_two_before_it(
         " ".join(part.notes)
     )
     assert not any("failed" in note for note in part.notes)
+
+
+def test_sampling_stopped_at_the_command_line_prints_the_table_of_the_draws_so_far(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C at the 25th transition after 50 of warm-up: 25 draws a chain and their table."""
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+    from latentfit.mcmc import sampler
+
+    path = tmp_path / "counts.csv"
+    path.write_text("x\n3\n1\n4\n2\n5\n")
+    args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
+    args += ["--sample", "nuts", "--chains", "2", "--warmup", "50", "--draws", "400", "--quiet"]
+    calls = press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 50 + 25)
+    with interrupt.interrupt_handling():
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert calls["n"] == 75
+    assert "stopped by Ctrl-C after 25 of 400 draws per chain: the table is of those" in (
+        res.output
+    )
+    assert "Ctrl-C: stopping at the end of this transition and keeping the draws so far" in (
+        res.output
+    )
+
+
+def test_stopped_draws_are_the_first_draws_of_the_run_and_it_resumes_from_them(monkeypatch):
+    from torch.distributions import Gamma
+
+    from latentfit import fit_map
+    from latentfit.mcmc import sampler
+
+    fit = fit_map("poisson", np.array([3.0, 1, 4, 2, 5]), prior={"rate": Gamma(2.0, 0.5)})
+    run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False)
+    whole = fit.sample_posterior(num_draws=60, **run)
+    press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 50 + 25)
+    with interrupt.interrupt_handling():
+        part = fit.sample_posterior(num_draws=60, **run)
+    monkeypatch.undo()
+    assert part.num_draws == 25
+    np.testing.assert_array_equal(part.unconstrained.numpy(), whole.unconstrained[:, :25].numpy())
+    rest = part.resume(35, progress_bar=False)  # the rest of the run, as if it had not stopped
+    np.testing.assert_array_equal(rest.unconstrained.numpy(), whole.unconstrained.numpy())

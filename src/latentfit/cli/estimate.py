@@ -330,7 +330,15 @@ def _posterior(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = res.summary()
-    return table, cli_words(res.diagnostics())
+    text = cli_words(res.diagnostics())
+    if res.num_draws < draws:  # Ctrl-C ended the draws (latentfit._interrupt)
+        from latentfit._interrupt import stopped_by
+
+        text += (
+            f"\nstopped by {stopped_by()} after {res.num_draws} of {draws} draws per chain: the "
+            "table is of those"
+        )
+    return table, text
 
 
 def _check_sampling(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from latentfit._interrupt import stop_requested, stoppable
 from latentfit._memory import MAX_WORK
 from latentfit._validation import (
     _is_real,
@@ -566,16 +567,22 @@ class _Run:
         keys = ("u", "lp", "accept_stat", "n_leapfrog", "tree_depth", "diverging", "energy")
         rec: dict[str, list] = {k: [] for k in (*keys, "divergence_u")}
         bar = tqdm(range(num_draws), desc="sampling", disable=not progress_bar, leave=False)
-        for _ in bar:
-            self.state, stats = self.transition()
-            rec["u"].append(self.state.u)
-            rec["lp"].append(self.state.log_prob)
-            for k in keys[2:]:
-                rec[k].append(getattr(stats, k))
-            rec["divergence_u"].append(stats.divergence_u)
+        # Ctrl-C at the command line (latentfit._interrupt) ends the draws after a transition,
+        # once each chain has the 4 draws its diagnostics need
+        with stoppable("transition", "the draws so far"):
+            for t in bar:
+                self.state, stats = self.transition()
+                rec["u"].append(self.state.u)
+                rec["lp"].append(self.state.log_prob)
+                for k in keys[2:]:
+                    rec[k].append(getattr(stats, k))
+                rec["divergence_u"].append(stats.divergence_u)
+                if stop_requested() and t + 1 >= min(4, num_draws):
+                    break
+        bar.close()
         out = {k: torch.stack(v, 1) for k, v in rec.items()}
         check_bounded(self.target, out["lp"], self.state.u, "draw", self.n_done)
-        self.n_done += num_draws
+        self.n_done += len(rec["u"])
         return out
 
 
