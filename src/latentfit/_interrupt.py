@@ -6,7 +6,9 @@ parameters after any complete iteration are a valid (not converged) fit, and a t
 weights after any optimiser step can be checkpointed and resumed. So the command line installs
 :func:`interrupt_handling`, and the loops that can stop cleanly run inside :func:`stoppable`
 and ask :func:`stop_requested` at each of their boundaries (EM's iterations in
-:func:`latentfit.em.driver.run_em`, the optimiser's steps in :func:`latentfit.train.train`).
+:func:`latentfit.em.driver.run_em`, the optimiser's steps in :func:`latentfit.train.train`,
+the sampler's transitions after warm-up, an online HMM fit's chunks; a ``select`` sweep ends
+with the fits before the one stopped).
 A press while no such loop runs (reading the data, scoring, writing), or a second press, aborts
 at once, saying which files the command had written before it (writes are atomic: a file is
 the old one or the new one, never half of either). SIGTERM, which a batch scheduler sends
@@ -43,7 +45,7 @@ _state: dict = {
     "aborted": False,
     "by": "Ctrl-C",
 }
-#: How each signal handled is named in messages, and the exit status of its abort.
+#: The signals handled, as messages name them (an abort exits with 128 + the signal's number).
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 _written: list[str] = []
 
@@ -92,8 +94,8 @@ def stoppable(where: str, keeps: str):
 
 @contextlib.contextmanager
 def not_stoppable():
-    """Run work that makes several fits (a model-size sweep, the tour): a fit stopped early
-    inside it would be compared with finished ones, so Ctrl-C aborts it instead."""
+    """Run work that makes several fits and keeps none alone (the tour): Ctrl-C aborts it
+    instead of stopping the fit that runs."""
     depth = _state["depth"]
     _state["depth"] = -(10**9)
     try:
@@ -103,12 +105,13 @@ def not_stoppable():
 
 
 def aborted() -> bool:
-    """Whether a Ctrl-C aborted the command (see :func:`abort_words`)."""
+    """Whether a Ctrl-C or SIGTERM aborted the command (see :func:`abort_words`)."""
     return _state["aborted"]
 
 
 def abort_words() -> str:
-    """What an abort by Ctrl-C leaves: the files written before it (and not undone)."""
+    """What an abort by Ctrl-C or SIGTERM leaves: the files written before it (and not put
+    back)."""
     written, by = written_files(), _state["by"]
     if not written:
         return f"latentfit: aborted ({by}); no file was written"
@@ -139,7 +142,7 @@ def _handler(signum, frame) -> None:
 def interrupt_handling():
     """Ctrl-C and SIGTERM as described in the module docstring, for the duration of the block
     (the main thread only: signal handlers belong to it). A signal the process was started
-    ignoring (a background job's SIGINT, ``nohup``) is left ignored."""
+    ignoring (a background job's SIGINT) is left ignored."""
     if threading.current_thread() is not threading.main_thread() or _state["installed"]:
         yield
         return

@@ -185,7 +185,7 @@ def fit_diffusion(
         f"{split.test.shape[0]} test, T={steps}"
     )
     report_history(model.history_)
-    report_stop(model.history_, checkpoint_dir)
+    report_stop(model.history_, checkpoint_dir, epochs)
     typer.echo(
         "test bound (bits/dim, an upper bound on the NLL): "
         + ", ".join(f"{k} {v:.4f}" for k, v in bits.items())

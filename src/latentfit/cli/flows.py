@@ -200,12 +200,12 @@ def report_history(history) -> None:
         )
 
 
-def report_stop(history, checkpoint_dir: Path | None) -> None:
-    """A line for a training run that Ctrl-C stopped (:mod:`latentfit._interrupt`): where it
-    stopped and how it resumes."""
+def report_stop(history, checkpoint_dir: Path | None, epochs: int) -> None:
+    """A line for a training run that Ctrl-C stopped before its ``epochs`` ended
+    (:mod:`latentfit._interrupt`): where it stopped and how it resumes."""
     from latentfit._interrupt import stop_requested, stopped_by
 
-    if not stop_requested():
+    if not stop_requested() or len(history) >= epochs:
         return
     typer.echo(
         f"stopped by {stopped_by()} "
@@ -336,7 +336,7 @@ def fit_flow(
         f"{split.test.shape[0]} test, {flow}"
     )
     report_history(model.history_)
-    report_stop(model.history_, checkpoint_dir)
+    report_stop(model.history_, checkpoint_dir, epochs)
     typer.echo(f"test: {nats:.2f} nats, {bpd:.4f} bits/dim ({what})")
     typer.echo(f"model saved to {out}")
 
