@@ -6,7 +6,8 @@ opaque to a user as one from torch. This test reads every module of ``src/latent
 of Python's protocols rather than errors a user meets:
 
 * ``NotImplementedError`` (abstract hooks), ``StopIteration`` / ``StopAsyncIteration``
-  (iterators), ``KeyboardInterrupt`` (re-raised after cleanup);
+  (iterators), ``KeyboardInterrupt`` (re-raised after cleanup), ``SystemExit`` (the command
+  line ending on Ctrl-C or SIGTERM, :mod:`latentfit._interrupt`);
 * ``FileNotFoundError``, which :mod:`latentfit.errors` documents for a missing path;
 * ``AttributeError`` inside ``__getattr__`` or a descriptor's ``__get__`` (what
   ``getattr``/``hasattr`` rely on);
@@ -32,6 +33,7 @@ ALLOWED = {
     "StopIteration",
     "StopAsyncIteration",
     "KeyboardInterrupt",
+    "SystemExit",
     "FileNotFoundError",
 }
 

@@ -350,3 +350,29 @@ def test_stopped_draws_are_the_first_draws_of_the_run_and_it_resumes_from_them(m
     np.testing.assert_array_equal(part.unconstrained.numpy(), whole.unconstrained[:, :25].numpy())
     rest = part.resume(35, progress_bar=False)  # the rest of the run, as if it had not stopped
     np.testing.assert_array_equal(rest.unconstrained.numpy(), whole.unconstrained.numpy())
+
+
+def test_an_abort_by_sigterm_that_a_finaliser_swallowed_still_ends_the_process(tmp_path):
+    """An exception raised by a signal handler inside a finaliser is dropped by Python: the
+    command would run on. The abort then ends the process at once, as SIGTERM's default
+    does, once its grace has passed."""
+    code = (
+        "import signal, time\n"
+        "from latentfit import _interrupt as i\n"
+        "i.SIGTERM_GRACE = 0.5\n"
+        "class Swallow:\n"
+        "    def __del__(self):\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "with i.interrupt_handling():\n"
+        "    Swallow()\n"  # the SystemExit of its __del__ is dropped
+        "    print('ran on', flush=True)\n"
+        "    time.sleep(30)\n"
+        "print('not reached')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert res.returncode == 143, res.stderr
+    assert res.stdout == "ran on\n" and "SystemExit: 143" in res.stderr
+    assert res.stderr.endswith("latentfit: aborted (SIGTERM); ended at once\n")

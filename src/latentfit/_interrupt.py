@@ -25,6 +25,7 @@ import sys
 import threading
 
 __all__ = [
+    "abort_status",
     "abort_words",
     "aborted",
     "interrupt_handling",
@@ -48,6 +49,7 @@ _state: dict = {
 #: The signals handled, as messages name them (an abort exits with 128 + the signal's number).
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 _written: list[str] = []
+_timers: list[threading.Timer] = []  # see _end_anyway: cancelled when the command has ended
 
 
 def stop_requested() -> bool:
@@ -109,6 +111,11 @@ def aborted() -> bool:
     return _state["aborted"]
 
 
+def abort_status() -> int:
+    """The exit status of an abort: 128 + the signal's number (130 for Ctrl-C, 143 SIGTERM)."""
+    return 128 + next(n for n, by in _NAMES.items() if by == _state["by"])
+
+
 def abort_words() -> str:
     """What an abort by Ctrl-C or SIGTERM leaves: the files written before it (and not put
     back)."""
@@ -135,7 +142,32 @@ def _handler(signum, frame) -> None:
     sys.stderr.write("\n")
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
+    _end_anyway(signum)
     raise SystemExit(128 + signum)  # unwinds as KeyboardInterrupt does: outputs put back
+
+
+#: Seconds an abort by SIGTERM has to unwind before the process ends as the signal's default.
+SIGTERM_GRACE = 10.0
+
+
+def _end_anyway(signum: int) -> None:
+    """End the process (exit status 128 + ``signum``, nothing unwound, as ``signum``'s default
+    would), :data:`SIGTERM_GRACE` seconds from now, if it is still running. An exception raised by a signal handler inside a finaliser (a
+    generator closed by the garbage collector) is printed and dropped by Python, and the
+    command would run on; SIGTERM must end it (a scheduler's, a supervisor's), as it did
+    before this handler. A daemon timer, cancelled when :func:`interrupt_handling`'s block
+    ends (the abort unwound)."""
+    import os
+
+    def end() -> None:  # in the timer's thread, where no signal handler can be set
+        sys.stderr.write(f"latentfit: aborted ({_NAMES[signum]}); ended at once\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    timer = threading.Timer(SIGTERM_GRACE, end)
+    timer.daemon = True
+    _timers.append(timer)
+    timer.start()
 
 
 @contextlib.contextmanager
@@ -155,6 +187,9 @@ def interrupt_handling():
     try:
         yield
     finally:
+        for timer in _timers:
+            timer.cancel()
+        _timers.clear()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _state.update(

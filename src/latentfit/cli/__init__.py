@@ -24,15 +24,20 @@ from latentfit.cli.app import app
 def main() -> None:
     """The ``latentfit`` command. Ctrl-C: the first press stops a running fit where it can and
     keeps it, the second aborts and says what was written (:mod:`latentfit._interrupt`)."""
-    from latentfit._interrupt import abort_words, aborted, interrupt_handling
+    from latentfit._interrupt import abort_status, abort_words, aborted, interrupt_handling
 
     with interrupt_handling():
         try:
             app()
-        except (SystemExit, KeyboardInterrupt):
-            if aborted():  # after the outputs' all-or-none undo and its note
-                typer.secho(abort_words(), err=True, fg=typer.colors.YELLOW)
-            raise
+        except BaseException as ended:
+            if not aborted() or (isinstance(ended, SystemExit) and ended.code in (0, None)):
+                raise  # no abort, or one that a library swallowed and the command finished
+            # After the outputs' all-or-none undo and its note. Whatever ended the command is
+            # the abort's doing: typer's exit, a KeyboardInterrupt it did not see (before or
+            # after the command ran), or an error of a library interrupted mid-way (matplotlib
+            # drawing a figure raised ValueError on the transform it was computing).
+            typer.secho(abort_words(), err=True, fg=typer.colors.YELLOW)
+            raise SystemExit(abort_status()) from None
 
 
 __all__ = ["app", "main"]

@@ -1,0 +1,130 @@
+"""Ctrl-C or SIGTERM at any moment of a fit command (latentfit._interrupt): the command ends
+with every output written and whole (exit 0), or aborted (exit 130 or 143) with none of them
+or, aborted after its writes, all of them, as the abort says; never with a part of them or a
+temporary file left behind.
+
+The moment is the k-th Python function call of the command (counted by ``sys.setprofile``,
+k drawn over the calls a run makes), so that every phase is reached: reading the data, the
+start, EM's iterations, the report, each write. One signal, or a second after it (which
+aborts), as a user pressing Ctrl-C twice."""
+
+from __future__ import annotations
+
+import io
+import signal
+import sys
+import tempfile
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import latentfit
+from latentfit import _interrupt as interrupt
+from latentfit.cli import main
+
+from .oracle import budget
+
+RNG = np.random.default_rng(0)
+ROWS = np.r_[RNG.normal(size=(150, 2)), RNG.normal(size=(150, 2)) + 3]
+
+#: command: (arguments before the outputs, the outputs as option -> file name)
+COMMANDS = {
+    "gmm": (["fit", "gmm", "-k", "2"], {"--out": "m.lf", "--labels": "l.csv", "--plot": "p.png"}),
+    "hmm": (["fit", "hmm", "-k", "2", "--n-iter", "20"], {"--out": "h.lf", "--states": "s.csv"}),
+}
+
+
+def _run(folder: Path, name: str, presses: list[tuple[int, int]]) -> tuple[int, str, int]:
+    """Run ``latentfit`` (its ``main``, as the installed command) with command ``name`` on
+    the rows in ``folder``, raising each (call, signal) of ``presses`` at that Python function
+    call; returns (exit status, standard output and error, the calls made)."""
+    args, outputs = COMMANDS[name]
+    data = folder / "x.csv"
+    np.savetxt(data, ROWS, delimiter=",")
+    argv = ["latentfit", *args, str(data), "--quiet", "--seed", "0"]
+    for option, file in outputs.items():
+        argv += [option, str(folder / file)]
+    count, pending, state, loop = [0], sorted(presses), interrupt._state, []
+
+    def profile(frame, event, arg):
+        if event == "call" and state["installed"]:  # from main's handler on
+            count[0] += 1
+            if state["depth"] > 0:  # the calls inside a loop that Ctrl-C stops
+                loop[1:] = [count[0]] if loop else []
+                loop[:1] = loop[:1] or [count[0]]
+            if pending and count[0] == pending[0][0]:
+                signal.raise_signal(pending.pop(0)[1])
+
+    text, code = io.StringIO(), 0
+    with mock.patch.object(sys, "argv", argv), redirect_stdout(text), redirect_stderr(text):
+        sys.setprofile(profile)
+        try:
+            main()
+        except SystemExit as ended:
+            code = ended.code if isinstance(ended.code, int) else 1
+        finally:
+            sys.setprofile(None)
+    _LOOPS[name] = (loop[0], loop[-1]) if loop else (1, 1)
+    return code, text.getvalue(), count[0]
+
+
+_CALLS: dict[str, int] = {}
+#: the first and last call of the last run inside the stoppable loop (EM's iterations)
+_LOOPS: dict[str, tuple[int, int]] = {}
+
+
+def _calls(name: str) -> tuple[int, tuple[int, int]]:
+    """The Python function calls a run of ``name`` makes without a signal, and the first and
+    last of them inside EM's iterations (the second run: the first imports what the command
+    needs, many calls that later runs do not make)."""
+    if name not in _CALLS:
+        for _ in range(2):
+            with tempfile.TemporaryDirectory() as tmp:
+                code, output, calls = _run(Path(tmp), name, [])
+                assert code == 0, output
+        _CALLS[name] = calls, _LOOPS[name]
+    return _CALLS[name]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+@budget(12)
+@given(data=st.data())
+def test_a_signal_at_any_moment_leaves_every_output_or_none(name, data):
+    total, (start, end) = _calls(name)
+    # half the cases in EM's iterations, which are a small part of all the calls
+    # (the count of a run varies by a few dozen calls: caches, the collector's finalisers)
+    low, high = (start, end) if data.draw(st.booleans(), label="in the loop") else (1, total - 500)
+    first = data.draw(st.integers(low, high), label="call of the first signal")
+    signum = data.draw(st.sampled_from([signal.SIGINT, signal.SIGTERM]), label="signal")
+    presses = [(first, signum)]
+    if data.draw(st.booleans(), label="a second signal"):
+        presses.append((data.draw(st.integers(first + 1, total + 1), label="its call"), signum))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        code, output, calls = _run(folder, name, presses)
+        assert calls >= first, "the run ended before the signal: the count is not the run's"
+        files = [folder / f for f in COMMANDS[name][1].values()]
+        left = sorted(p.name for p in folder.iterdir() if p.name.endswith(".lftmp"))
+        assert not left, f"temporary files left: {left}\n{output}"
+        if code == 0:
+            assert all(f.exists() for f in files), output
+            stopped = low == start and len(presses) == 1  # a stop, or a converged fit
+            assert not stopped or "stopped by" in output or "(converged)" in output, output
+            model = latentfit.load(files[0])
+            assert model.score(ROWS) == pytest.approx(model.score(ROWS))  # it reads whole
+        else:
+            assert code == 128 + signum, output
+            made = [f for f in files if f.exists()]
+            by = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+            if not made:
+                assert f"latentfit: aborted ({by}); no file was written" in output
+            else:  # aborted after the outputs were written (printing the report): all of them
+                assert len(made) == len(files), f"an abort left a part: {made}\n{output}"
+                said = output[output.index(f"latentfit: aborted ({by}); written before it:") :]
+                assert all(str(f) in said for f in files), output
+                latentfit.load(files[0])
