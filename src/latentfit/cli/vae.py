@@ -510,7 +510,11 @@ def fit_vae(
             from latentfit.plot import plot_convergence, plot_reconstructions
 
             fig, axes = new_figure(1, 2, figsize=(11, 4.5))
-            plot_convergence(res, ax=axes[0])
+            if res.history:
+                plot_convergence(res, ax=axes[0])
+            else:  # Ctrl-C stopped it before an epoch ended: no bound to draw
+                axes[0].text(0.5, 0.5, "stopped before its first epoch ended", ha="center")
+                axes[0].set_axis_off()
             plot_reconstructions(model, val, n=32, image_shape=image, ax=axes[1])
             save_figure(fig, plot, fmt)
     if overflow is not None:
