@@ -376,3 +376,17 @@ def test_an_abort_by_sigterm_that_a_finaliser_swallowed_still_ends_the_process(t
     assert res.returncode == 143, res.stderr
     assert res.stdout == "ran on\n" and "SystemExit: 143" in res.stderr
     assert res.stderr.endswith("latentfit: aborted (SIGTERM); ended at once\n")
+
+
+def test_a_flow_stopped_before_its_first_epoch_ended_saves_a_file_that_loads(tmp_path, monkeypatch):
+    """No epoch ended: no best bound (-inf), which load took for a damaged file."""
+    from latentfit import MAF
+    from latentfit.flows import objectives
+
+    press_ctrl_c_at(monkeypatch, objectives.FlowNLL, "__call__", 1)
+    model = MAF(n_layers=2, hidden=8, epochs=3, batch_size=50, random_state=0)
+    with interrupt.interrupt_handling():
+        model.fit(blobs(400))
+    assert model.history_ == [] and model.best_val_log_likelihood_ == -np.inf
+    back = load(model.save(tmp_path / "f.lf"))
+    np.testing.assert_array_equal(back.score_samples(blobs()), model.score_samples(blobs()))

@@ -616,6 +616,9 @@ def _check_finite_attributes(model) -> None:
     # its file must load
     monitor = getattr(model, "monitor_", None)  # the HMMs count their iterations there
     no_step = getattr(model, "n_iter_", getattr(monitor, "iter", None)) == 0
+    # and a flow whose training Ctrl-C stopped before its first epoch ended has no best
+    # bound yet: -inf, and its file must load too
+    no_epoch = getattr(model, "history_", None) == []
     for name in dir(model):
         if name.startswith("_") or not name.endswith("_") or name.endswith("__"):
             continue
@@ -624,7 +627,9 @@ def _check_finite_attributes(model) -> None:
         except Exception:  # a property that needs what the model does not hold
             continue
         for arr in _finite_arrays(value):
-            if no_step and name in ("lower_bound_", "elbo_"):
+            if (no_step and name in ("lower_bound_", "elbo_")) or (
+                no_epoch and name == "best_val_log_likelihood_"
+            ):
                 arr = torch.where(arr == -math.inf, 0.0, arr)
             if not bool(torch.isfinite(arr).all()):
                 raise ModelFileError(
