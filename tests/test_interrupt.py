@@ -390,3 +390,23 @@ def test_a_flow_stopped_before_its_first_epoch_ended_saves_a_file_that_loads(tmp
     assert model.history_ == [] and model.best_val_log_likelihood_ == -np.inf
     back = load(model.save(tmp_path / "f.lf"))
     np.testing.assert_array_equal(back.score_samples(blobs()), model.score_samples(blobs()))
+
+
+def test_the_report_of_a_fit_stopped_during_a_restart_counts_the_restarts_made(
+    tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from latentfit.cli import app
+
+    data = tmp_path / "x.csv"
+    np.savetxt(data, blobs(), delimiter=",")
+    press_ctrl_c_at(monkeypatch, driver, "_reduced_stats", 6)  # in the second of 5 restarts
+    args = ["fit", "gmm", str(data), "-k", "2", "--n-init", "5", "--max-iter", "4", "--tol", "0"]
+    with interrupt.interrupt_handling():
+        res = CliRunner().invoke(app, [*args, "--quiet"])
+    assert res.exit_code == 0, res.output
+    # the first run's 4 iterations are the best; the second stopped at its second
+    assert "EM iterations: 4 (NOT converged (stopped by Ctrl-C)); best of 2 of 5 init(s)" in (
+        res.output
+    )

@@ -150,6 +150,19 @@ def fit_state(converged: bool, options: str = "--max-iter or --tol") -> str:
     return f"NOT converged (try {options})"
 
 
+def inits_made(model, n_init: int) -> int:
+    """The restarts a fit made: ``n_init``, or fewer where Ctrl-C stopped one of them (the
+    runs after it were not made; see :mod:`latentfit._interrupt`)."""
+    runs = getattr(model, "all_lower_bounds_", None)
+    return len(runs) if runs else n_init
+
+
+def inits_words(r: dict) -> str:
+    """'best of 5 init(s)', or 'best of 2 of 5 init(s)' for a fit stopped during its second."""
+    made, asked = r.get("inits_made", r["n_init"]), r["n_init"]
+    return f"best of {made} init(s)" if made == asked else f"best of {made} of {asked} init(s)"
+
+
 def fail(message: str, code: int = 2):
     """Print an error for a person (no traceback) and exit."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)

@@ -24,6 +24,8 @@ from latentfit.cli.app import (
     fit_state,
     force_option,
     header_option,
+    inits_made,
+    inits_words,
     load_data,
     output_option,
     reg_covar_option,
@@ -240,6 +242,7 @@ def fit_gmm(
         "n_iter": model.n_iter_,
         "converged": bool(model.converged_),
         "n_init": n_init,
+        "inits_made": inits_made(model, n_init),
         "log_likelihood": ll,
         "log_likelihood_per_sample": ll / n,
         "bic": -2 * ll + p * math.log(n),
@@ -289,7 +292,7 @@ def _print_text(r: dict) -> None:
         f"d={r['n_features']}"
     )
     state = fit_state(r["converged"])
-    echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    echo(f"EM iterations: {r['n_iter']} ({state}); {inits_words(r)}")
     echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
     echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}   parameters: {r['n_parameters']}")
     echo(f"weights:\n{_fmt(r['weights'])}")

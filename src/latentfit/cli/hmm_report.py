@@ -19,6 +19,8 @@ from latentfit.cli.app import (
     data_source,
     fail,
     fit_state,
+    inits_made,
+    inits_words,
     split_columns,
     written_together,
 )
@@ -199,6 +201,7 @@ def sequence_result(
         "n_iter": model.n_iter_,
         "converged": bool(model.converged_),
         "n_init": n_init,
+        "inits_made": inits_made(model, n_init),
     }
     head = {
         "model": type(model).__name__,
@@ -335,7 +338,7 @@ def _print_text(r: dict, print_parameters: Callable[[dict], None]) -> None:
             if "HSMM" in r["model"]
             else "Baum-Welch"
         )
-        echo(f"{method} iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+        echo(f"{method} iterations: {r['n_iter']} ({state}); {inits_words(r)}")
     if "lower_bound" in r:
         echo(
             f"lower bound (ELBO): {r['lower_bound']:.6f} nats; the log-likelihood, BIC and AIC "

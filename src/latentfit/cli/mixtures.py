@@ -23,6 +23,8 @@ from latentfit.cli.app import (
     fit_state,
     force_option,
     header_option,
+    inits_made,
+    inits_words,
     output_option,
     seed_option,
     split_columns,
@@ -146,6 +148,7 @@ def fit_mixture(
         "n_iter": model.n_iter_,
         "converged": bool(model.converged_),
         "n_init": n_init,
+        "inits_made": inits_made(model, n_init),
         "log_likelihood": ll,
         "log_likelihood_per_sample": ll / n,
         "bic": bic,
@@ -187,7 +190,7 @@ def _print_text(r: dict, params, what: str, n_categories=None) -> None:
     echo, n, ll = typer.echo, r["n_samples"], r["log_likelihood"]
     echo(f"{r['model']}: K={r['n_components']}, n={n}, d={r['n_features']}")
     state = fit_state(r["converged"])
-    echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    echo(f"EM iterations: {r['n_iter']} ({state}); {inits_words(r)}")
     echo(f"log-likelihood: {ll:.6f} (per sample {ll / n:.6f})")
     echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}")
     echo(

@@ -24,6 +24,8 @@ from latentfit.cli.app import (
     fit_state,
     force_option,
     header_option,
+    inits_made,
+    inits_words,
     load_data,
     split_columns,
     written_together,
@@ -177,6 +179,7 @@ def fit_ssm(
         "n_iter": model.n_iter_,
         "converged": bool(model.converged_),
         "n_init": n_init,
+        "inits_made": inits_made(model, n_init),
         "log_likelihood": ll,
         "bic": bic,
         "aic": aic,
@@ -212,7 +215,7 @@ def _print_text(r: dict) -> None:
         f"{r['n_sequences']} sequence(s), d={r['n_features']}, {r['n_missing']} missing value(s)"
     )
     state = fit_state(r["converged"], "--n-iter or --tol")
-    echo(f"EM iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    echo(f"EM iterations: {r['n_iter']} ({state}); {inits_words(r)}")
     echo(f"log-likelihood: {r['log_likelihood']:.6f}")
     echo(f"BIC: {r['bic']:.4f}   AIC: {r['aic']:.4f}")
     echo(f"transition matrix A:\n{_fmt(r['transition_matrix'])}")

@@ -23,6 +23,8 @@ from latentfit.cli.app import (
     fit_state,
     force_option,
     header_option,
+    inits_made,
+    inits_words,
     load_data,
     output_option,
     reg_covar_option,
@@ -179,6 +181,7 @@ def fit_bgmm(
         "converged": bool(model.converged_),
         "some_restarts_not_converged": partial and bool(model.converged_),
         "n_init": n_init,
+        "inits_made": inits_made(model, n_init),
         "elbo": model.elbo_,
         "elbo_per_sample": model.elbo_ / n,
         "lower_bound": model.lower_bound_,
@@ -212,7 +215,7 @@ def _print_text(r: dict, model) -> None:
         f"prior={r['weight_concentration_prior_type']}, n={n}, d={r['n_features']}"
     )
     state = fit_state(r["converged"])
-    echo(f"CAVI iterations: {r['n_iter']} ({state}); best of {r['n_init']} init(s)")
+    echo(f"CAVI iterations: {r['n_iter']} ({state}); {inits_words(r)}")
     if r["some_restarts_not_converged"]:
         echo("note: some restarts did not converge")
     echo(
