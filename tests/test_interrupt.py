@@ -237,7 +237,9 @@ def test_a_vae_stopped_at_the_command_line_says_so_and_skips_the_long_evaluation
         r"stopped by Ctrl-C after \d+ optimiser steps \(the model of epoch \d+, the best",
         res.output,
     )
-    assert f"the same command resumes it from its checkpoint in {ck}" in res.output
+    assert f"the same command with --force (which replaces {out}) resumes it from its " in (
+        res.output
+    )
     assert "test log p(x)" not in res.output and (ck / "last.pt").exists()
     assert load(out) is not None
 

@@ -215,7 +215,8 @@ def report_stop(history, checkpoint_dir: Path | None, epochs: int) -> None:
             else "before its first epoch ended, the weights of its last step kept; "
         )
         + (
-            f"the same command resumes it from its checkpoint in {checkpoint_dir}"
+            f"the same command with --force (which replaces the model file) resumes it from "
+            f"its checkpoint in {checkpoint_dir}"
             if checkpoint_dir is not None
             else "not resumable: it had no --checkpoint-dir"
         )

@@ -594,7 +594,8 @@ def _print_fit(r: dict) -> None:
             )
             + "); "
             + (
-                f"the same command resumes it from its checkpoint in {r['checkpoint_dir']}"
+                f"the same command with --force (which replaces {r['model_file']}) resumes it "
+                f"from its checkpoint in {r['checkpoint_dir']}"
                 if r["checkpoint_dir"]
                 else "not resumable: it had no --checkpoint-dir"
             )
