@@ -412,3 +412,24 @@ def test_the_report_of_a_fit_stopped_during_a_restart_counts_the_restarts_made(
     assert "EM iterations: 4 (NOT converged (stopped by Ctrl-C)); best of 2 of 5 init(s)" in (
         res.output
     )
+
+
+def test_a_signal_while_a_temporary_file_is_made_is_held_and_the_file_removed(
+    tmp_path, monkeypatch
+):
+    """A Ctrl-C between mkstemp and the name kept (no __exit__ to remove it) left a .lftmp
+    file: it is held to the end of that step, then taken, and the file removed."""
+    import tempfile
+
+    original = tempfile.mkstemp
+
+    def made_then_pressed(*args, **kwargs):
+        made = original(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", made_then_pressed)
+    with interrupt.interrupt_handling(), pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "m.lf") as tmp:
+            tmp.write_text("never")
+    assert list(tmp_path.iterdir()) == []

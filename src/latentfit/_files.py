@@ -26,7 +26,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from latentfit._interrupt import record_undone, record_written
+from latentfit._interrupt import deferred, record_undone, record_written
 from latentfit.errors import LatentfitError, OutputError, ParameterError
 
 _TMP_SUFFIX = ".lftmp"
@@ -246,9 +246,12 @@ class atomic_path:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _clean_stale(folder, self.path.name)
-            fd, tmp = tempfile.mkstemp(
-                prefix=_tmp_prefix(self.path.name), suffix=_TMP_SUFFIX, dir=folder
-            )
+            with deferred():  # a Ctrl-C between the file made and its name kept would leak it
+                fd, tmp = tempfile.mkstemp(
+                    prefix=_tmp_prefix(self.path.name), suffix=_TMP_SUFFIX, dir=folder
+                )
+                os.close(fd)
+                self.tmp = Path(tmp)
         except OSError as err:
             advice = (
                 "choose a shorter name"
@@ -258,11 +261,17 @@ class atomic_path:
             raise OutputError(
                 f"cannot write {_shown(self.shown)}: {err.strerror or err}; {advice}"
             ) from None
-        os.close(fd)
-        self.tmp = Path(tmp)
+        except BaseException:  # a Ctrl-C held by deferred() is taken as it ends: no __exit__
+            if getattr(self, "tmp", None) is not None:
+                self.tmp.unlink(missing_ok=True)
+            raise
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
+        with deferred():  # the temporary file renamed into place or removed, never left
+            return self._finish(exc_type, exc)
+
+    def _finish(self, exc_type, exc) -> bool:
         from latentfit.errors import OutputError
 
         if exc_type is not None:
@@ -299,6 +308,14 @@ class all_or_none:
         self.undone: list[tuple[Path, str]] = []
 
     def __enter__(self) -> all_or_none:
+        try:
+            with deferred():  # every kept copy recorded, so that the exit removes it
+                return self._keep_all()
+        except BaseException:  # a Ctrl-C held by deferred() is taken as it ends: no __exit__
+            self._drop()
+            raise
+
+    def _keep_all(self) -> all_or_none:
         from latentfit.errors import OutputError
 
         self._kept: list[tuple[Path, Path, Path | None, os.stat_result | None]] = []
@@ -319,6 +336,10 @@ class all_or_none:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        with deferred():  # put back whole, the kept copies removed
+            return self._undo(exc_type)
+
+    def _undo(self, exc_type) -> bool:
         if exc_type is None:
             self._drop()
             return False

@@ -28,6 +28,7 @@ __all__ = [
     "abort_status",
     "abort_words",
     "aborted",
+    "deferred",
     "interrupt_handling",
     "not_stoppable",
     "stop_requested",
@@ -45,6 +46,8 @@ _state: dict = {
     "requested": False,
     "aborted": False,
     "by": "Ctrl-C",
+    "deferred": 0,
+    "pending": [],
 }
 #: The signals handled, as messages name them (an abort exits with 128 + the signal's number).
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -126,7 +129,25 @@ def abort_words() -> str:
     return f"latentfit: aborted ({by}); written before it: {shown}; nothing else was written"
 
 
+@contextlib.contextmanager
+def deferred():
+    """Hold Ctrl-C and SIGTERM until the block ends, then take them: for the few lines that
+    must not be cut (a temporary file made and named, renamed into place or removed), where
+    an abort left a ``.lftmp`` file behind (found by tests/property/test_cli_interrupt.py)."""
+    _state["deferred"] += 1
+    try:
+        yield
+    finally:
+        _state["deferred"] -= 1
+        if not _state["deferred"]:
+            while _state["pending"]:
+                _handler(_state["pending"].pop(0), None)
+
+
 def _handler(signum, frame) -> None:
+    if _state["deferred"]:
+        _state["pending"].append(signum)
+        return
     by = _NAMES[signum]
     if _state["depth"] > 0 and not _state["requested"]:
         _state.update(requested=True, by=by)
@@ -183,6 +204,7 @@ def interrupt_handling():
         if signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _handler)
     _state.update(installed=True, depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
+    _state["pending"] = []
     _written.clear()
     try:
         yield

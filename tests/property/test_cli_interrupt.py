@@ -1,4 +1,5 @@
-"""Ctrl-C or SIGTERM at any moment of a fit command (latentfit._interrupt): the command ends
+"""Ctrl-C or SIGTERM at any moment of a fit command (latentfit._interrupt; gmm, hmm, hsmm,
+ssm, fa, bgmm and arhmm; vae, flow, diffusion and dist's sampler): the command ends
 with every output written and whole (exit 0), or aborted (exit 130 or 143) with none of them
 or, aborted after its writes, all of them, as the abort says; never with a part of them or a
 temporary file left behind.
@@ -80,6 +81,27 @@ COMMANDS = {
         {},
         {},
     ),
+    "hsmm": (
+        ["fit", "hsmm", "DATA", "-k", "2", "--n-iter", "10"],
+        {"--out": "x.lf", "--states": "s.csv", "--plot": "p.png"},
+        {},
+    ),
+    "ssm": (
+        ["fit", "ssm", "DATA", "-k", "1", "--n-iter", "20"],
+        {"--out": "x.lf", "--states": "s.csv"},
+        {},
+    ),
+    "fa": (["fit", "fa", "DATA", "-k", "1"], {"--out": "x.lf"}, {}),
+    "bgmm": (
+        ["fit", "bgmm", "DATA", "-k", "3"],
+        {"--out": "x.lf", "--labels": "l.csv", "--plot": "p.png"},
+        {},
+    ),
+    "arhmm": (
+        ["fit", "arhmm", "DATA", "-k", "2", "--n-iter", "10"],
+        {"--out": "x.lf", "--states": "s.csv", "--plot": "p.png"},
+        {},
+    ),
     "vae": (
         ["fit", "vae", "--dataset", "digits", "--epochs", "2", "--hidden", "16", "--latent", "2"],
         {"--out": "v.lf", "--plot": "v.png"},
@@ -125,7 +147,7 @@ def _run(folder: Path, name: str, presses: list[tuple[int, int]]) -> tuple[int, 
     return code, text.getvalue(), count[0]
 
 
-_CALLS: dict[str, int] = {}
+_CALLS: dict[str, tuple[int, tuple[int, int]]] = {}
 #: the first and last call of the last run inside the stoppable loop (EM's iterations)
 _LOOPS: dict[str, tuple[int, int]] = {}
 
@@ -143,8 +165,8 @@ def _calls(name: str) -> tuple[int, tuple[int, int]]:
     return _CALLS[name]
 
 
-@pytest.mark.parametrize("name", ["gmm", "hmm"])
-@budget(12)
+@pytest.mark.parametrize("name", ["gmm", "hmm", "hsmm", "ssm", "fa", "bgmm", "arhmm"])
+@budget(5)
 @given(data=st.data())
 def test_a_signal_at_any_moment_leaves_every_output_or_none(name, data):
     _check_a_signal(name, data)
