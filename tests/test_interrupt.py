@@ -433,3 +433,16 @@ def test_a_signal_while_a_temporary_file_is_made_is_held_and_the_file_removed(
         with atomic_path(tmp_path / "m.lf") as tmp:
             tmp.write_text("never")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_while_the_handling_ends_is_dropped_not_raised_past_its_caller():
+    """A press as the command line's block ends (its timers cancelled, its handlers put back)
+    raised past main's handling of aborts: a traceback. It is dropped: the command has ended."""
+
+    class PressedWhileCancelled:
+        def cancel(self):
+            signal.raise_signal(signal.SIGINT)
+
+    with interrupt.interrupt_handling():
+        interrupt._timers.append(PressedWhileCancelled())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -195,26 +195,27 @@ def _end_anyway(signum: int) -> None:
 def interrupt_handling():
     """Ctrl-C and SIGTERM as described in the module docstring, for the duration of the block
     (the main thread only: signal handlers belong to it). A signal the process was started
-    ignoring (a background job's SIGINT) is left ignored."""
+    ignoring (a background job's SIGINT) is left ignored. Whether the block was aborted, by
+    what, and the files written stay readable after it (:func:`aborted`, :func:`abort_words`:
+    the command line says them after the block); a signal while the block ends is dropped
+    (the command has ended; an abort raised there would escape its caller's handling)."""
     if threading.current_thread() is not threading.main_thread() or _state["installed"]:
         yield
         return
     previous = {}
+    _state.update(installed=True, depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
+    _state.update(deferred=0, pending=[])
+    _written.clear()
     for signum in _NAMES:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _handler)
-    _state.update(installed=True, depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
-    _state["pending"] = []
-    _written.clear()
     try:
         yield
     finally:
+        _state["deferred"] += 1  # held, then dropped below
         for timer in _timers:
             timer.cancel()
         _timers.clear()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _state.update(
-            installed=False, depth=0, where="", requested=False, aborted=False, by="Ctrl-C"
-        )
-        _written.clear()
+        _state.update(installed=False, depth=0, where="", requested=False, deferred=0, pending=[])

@@ -26,18 +26,20 @@ def main() -> None:
     keeps it, the second aborts and says what was written (:mod:`latentfit._interrupt`)."""
     from latentfit._interrupt import abort_status, abort_words, aborted, interrupt_handling
 
-    with interrupt_handling():
-        try:
+    try:
+        with interrupt_handling():
             app()
-        except BaseException as ended:
-            if not aborted() or (isinstance(ended, SystemExit) and ended.code in (0, None)):
-                raise  # no abort, or one that a library swallowed and the command finished
-            # After the outputs' all-or-none undo and its note. Whatever ended the command is
-            # the abort's doing: typer's exit, a KeyboardInterrupt it did not see (before or
-            # after the command ran), or an error of a library interrupted mid-way (matplotlib
-            # drawing a figure raised ValueError on the transform it was computing).
-            typer.secho(abort_words(), err=True, fg=typer.colors.YELLOW)
-            raise SystemExit(abort_status()) from None
+    except BaseException as ended:
+        finished = isinstance(ended, SystemExit) and ended.code in (0, None)
+        if finished or not (aborted() or isinstance(ended, KeyboardInterrupt)):
+            raise  # no abort, or one that a library swallowed and the command finished
+        # After the outputs' all-or-none undo and its note. Whatever ended the command is
+        # the abort's doing: typer's exit, a KeyboardInterrupt it did not see (before or
+        # after the command ran, or outside the handler's block), or an error of a library
+        # interrupted mid-way (matplotlib drawing a figure raised ValueError on the transform
+        # it was computing).
+        typer.secho(abort_words(), err=True, fg=typer.colors.YELLOW)
+        raise SystemExit(abort_status()) from None
 
 
 __all__ = ["app", "main"]
