@@ -203,12 +203,13 @@ def interrupt_handling():
         yield
         return
     previous = {}
-    _state.update(installed=True, depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
+    _state.update(depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
     _state.update(deferred=0, pending=[])
     _written.clear()
     for signum in _NAMES:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _handler)
+    _state["installed"] = True  # once the handler is in place
     try:
         yield
     finally:
