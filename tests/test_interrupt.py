@@ -446,3 +446,82 @@ def test_a_signal_while_the_handling_ends_is_dropped_not_raised_past_its_caller(
     with interrupt.interrupt_handling():
         interrupt._timers.append(PressedWhileCancelled())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---- from Python: fit keeps the fit so far, then raises KeyboardInterrupt ---------------------
+
+
+def test_from_python_a_stopped_fit_keeps_that_many_iterations_then_raises(monkeypatch):
+    X = blobs()
+    calls = press_ctrl_c_at(monkeypatch, driver, "_reduced_stats", 3)
+    model = GaussianMixture(2, max_iter=500, tol=0, random_state=1)
+    with pytest.warns(ConvergenceWarning), pytest.raises(KeyboardInterrupt) as raised:
+        model.fit(X)
+    assert calls["n"] == 3
+    assert str(raised.value) == (
+        "GaussianMixture.fit stopped by Ctrl-C at the end of its EM iteration; the estimator "
+        "keeps the fit so far (not converged)"
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        three = GaussianMixture(2, max_iter=3, tol=0, random_state=1).fit(X)
+    assert model.n_iter_ == 3 and not model.converged_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(three, name))
+    np.testing.assert_array_equal(model.predict(X), three.predict(X))
+
+
+@pytest.mark.parametrize("presses", [(3, 3), (1,)], ids=["second press", "before the loop"])
+def test_from_python_a_second_press_or_one_outside_the_loop_leaves_the_model_as_it_was(
+    monkeypatch, presses
+):
+    X = blobs()
+    model = GaussianHMM(2, n_iter=5, random_state=0).fit(X)
+    before = {k: v.copy() for k, v in vars(model).items() if isinstance(v, np.ndarray)}
+    n = {"calls": 0}
+    module, name = (driver, "_reduced_stats") if presses != (1,) else (GaussianHMM, "_prepare_fit")
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        n["calls"] += 1
+        for _ in range(presses.count(n["calls"])):  # (3, 3): twice in iteration 3
+            signal.raise_signal(signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt) as raised:
+        warnings.simplefilter("error")  # no ConvergenceWarning: the fit did not end
+        model.set_params(n_iter=50, tol=0, random_state=1).fit(blobs(seed=3))
+    assert str(raised.value) == ""  # Python's own, raised at the press
+    assert n["calls"] == max(presses)
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(model, k), v)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_from_python_a_flow_stopped_keeps_the_weights_of_its_steps_then_raises(monkeypatch):
+    from latentfit import MAF
+    from latentfit.flows import objectives
+
+    X = blobs(400)
+    press_ctrl_c_at(monkeypatch, objectives.FlowNLL, "__call__", 11)  # 8 steps an epoch
+    model = MAF(n_layers=2, hidden=8, epochs=5, batch_size=50, random_state=0)
+    with pytest.raises(KeyboardInterrupt, match=r"MAF\.fit stopped by Ctrl-C at the end of its "):
+        model.fit(X)
+    assert len(model.history_) == 1  # the first epoch's row; the best epoch's weights
+    assert np.isfinite(model.score_samples(X)).all()
+
+
+def test_from_python_a_handler_of_the_program_s_own_is_left_in_charge(monkeypatch):
+    seen = []
+    press_ctrl_c_at(monkeypatch, driver, "_reduced_stats", 2)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        model = GaussianMixture(2, max_iter=4, tol=0, random_state=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(blobs())  # the program's handler took the press; the fit ran on
+        assert seen == [signal.SIGINT] and model.n_iter_ == 4
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -13,8 +13,15 @@ A press while no such loop runs (reading the data, scoring, writing), or a secon
 at once, saying which files the command had written before it (writes are atomic: a file is
 the old one or the new one, never half of either). SIGTERM, which a batch scheduler sends
 some seconds before it kills a job (and ``kill`` by default), is taken the same way, so that a
-training run ends with its checkpoint written; its abort exits with 143. Python code that
-does not install the handler gets Python's own ``KeyboardInterrupt``, unchanged.
+training run ends with its checkpoint written; its abort exits with 143.
+
+From Python (a notebook's "interrupt", Ctrl-C in a script), an estimator's ``fit`` runs inside
+:func:`keeping_fit_on_ctrl_c`: the first Ctrl-C inside its loop stops it at the next boundary
+as above, the estimator keeps the fit so far, and ``fit`` then raises ``KeyboardInterrupt`` (a
+script still stops, a notebook's cell still ends interrupted) with the estimator fitted; a
+second press, or one outside the loop, raises ``KeyboardInterrupt`` at once and leaves the
+estimator as it was (:mod:`latentfit._atomic_fit`). SIGTERM, and code outside a ``fit``, get
+Python's own behaviour, unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "aborted",
     "deferred",
     "interrupt_handling",
+    "keeping_fit_on_ctrl_c",
     "not_stoppable",
     "stop_requested",
     "stoppable",
@@ -48,6 +56,8 @@ _state: dict = {
     "by": "Ctrl-C",
     "deferred": 0,
     "pending": [],
+    "python": False,  # keeping_fit_on_ctrl_c's handler is in place (no command line)
+    "stopped_at": None,  # (where, keeps) of the loop a first press stopped
 }
 #: The signals handled, as messages name them (an abort exits with 128 + the signal's number).
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -150,7 +160,7 @@ def _handler(signum, frame) -> None:
         return
     by = _NAMES[signum]
     if _state["depth"] > 0 and not _state["requested"]:
-        _state.update(requested=True, by=by)
+        _state.update(requested=True, by=by, stopped_at=_state["where"])
         where, keeps = _state["where"]
         again = "press Ctrl-C" if signum == signal.SIGINT else "send it"
         sys.stderr.write(
@@ -220,3 +230,38 @@ def interrupt_handling():
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _state.update(installed=False, depth=0, where="", requested=False, deferred=0, pending=[])
+
+
+@contextlib.contextmanager
+def keeping_fit_on_ctrl_c(what: str):
+    """Ctrl-C during an estimator's ``fit`` called from Python (``what``: "GaussianMixture.fit"):
+    a first press inside a stoppable loop stops it at the loop's next boundary, and when the
+    block has ended (the estimator holding the fit so far) ``KeyboardInterrupt`` is raised,
+    saying so; a press outside the loop, or a second one, raises ``KeyboardInterrupt`` at once,
+    as Python does. Nothing changes at the command line (:func:`interrupt_handling` is in
+    place), inside another such block, off the main thread, or where SIGINT's handler is not
+    Python's own (a program that set its own keeps it)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or _state["installed"]
+        or _state["python"]
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    _state.update(depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
+    _state.update(deferred=0, pending=[], stopped_at=None)
+    previous = signal.signal(signal.SIGINT, _handler)
+    _state["python"] = True
+    try:
+        yield
+    finally:
+        _state["deferred"] += 1  # a press from here on is dropped: the fit has ended
+        signal.signal(signal.SIGINT, previous)
+        stopped_at = _state["stopped_at"] if _state["requested"] else None
+        _state.update(python=False, depth=0, where="", requested=False, deferred=0, pending=[])
+    if stopped_at is not None:  # the block ended whole: the estimator holds what it kept
+        where, keeps = stopped_at
+        raise KeyboardInterrupt(
+            f"{what} stopped by Ctrl-C at the end of its {where}; the estimator keeps {keeps}"
+        )

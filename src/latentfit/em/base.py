@@ -24,6 +24,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from latentfit._atomic_fit import kept_on_failure
+from latentfit._interrupt import keeping_fit_on_ctrl_c
 from latentfit._validation import (
     as_float_tensor,
     check_bool,
@@ -215,9 +216,11 @@ class EMEstimator:
         hooks and the data (``_prepare_fit`` for an array, ``_prepare_source_fit`` for a data
         source), run :func:`~latentfit.em.driver.run_em` (restarts, tolerance, history),
         record its result and hand it to ``_after_fit``. ``args`` are the keyword arguments
-        of the model's ``fit`` (``y``, ``sample_weight``, ``lengths``...)."""
+        of the model's ``fit`` (``y``, ``sample_weight``, ``lengths``...). A fit that fails
+        leaves the estimator as it was; Ctrl-C stops it at the end of an EM iteration, keeping
+        the fit so far, and then raises KeyboardInterrupt (:mod:`latentfit._interrupt`)."""
         self._checked_parameters()
-        with kept_on_failure(self):
+        with keeping_fit_on_ctrl_c(f"{type(self).__name__}.fit"), kept_on_failure(self):
             prepare = self._prepare_source_fit if is_source(X) else self._prepare_fit
             fit = prepare(X, **args)
             result = self._run_em(fit.hooks, fit.data, fit.reduce)
