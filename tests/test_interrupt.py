@@ -525,3 +525,44 @@ def test_from_python_a_handler_of_the_program_s_own_is_left_in_charge(monkeypatc
         assert seen == [signal.SIGINT] and model.n_iter_ == 4
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_from_python_sampling_stopped_returns_the_draws_so_far_and_resume_continues(monkeypatch):
+    """The draws are the sampler's result, so they are returned (with a warning)."""
+    from torch.distributions import Gamma
+
+    from latentfit import fit_map
+    from latentfit.mcmc import sampler
+
+    fit = fit_map("poisson", np.array([3.0, 1, 4, 2, 5]), prior={"rate": Gamma(2.0, 0.5)})
+    run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False)
+    whole = fit.sample_posterior(num_draws=90, **run)
+    calls = press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 50 + 25)
+    with pytest.warns(UserWarning, match=r"sampling stopped by Ctrl-C after 25 of 60 draws per "):
+        part = fit.sample_posterior(num_draws=60, **run)
+    assert calls["n"] == 75 and part.num_draws == 25
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    np.testing.assert_array_equal(part.unconstrained.numpy(), whole.unconstrained[:, :25].numpy())
+    calls["n"] = 0  # resume's 10th transition
+    press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 10)
+    with pytest.warns(UserWarning, match=r"after 10 of 65 draws per chain.*resume\(55\)"):
+        more = part.resume(65, progress_bar=False)
+    assert more.num_draws == 35
+    np.testing.assert_array_equal(more.unconstrained.numpy(), whole.unconstrained[:, :35].numpy())
+    monkeypatch.undo()
+    rest = more.resume(55, progress_bar=False)
+    np.testing.assert_array_equal(rest.unconstrained.numpy(), whole.unconstrained.numpy())
+
+
+def test_from_python_ctrl_c_during_warm_up_raises_at_once(monkeypatch):
+    from torch.distributions import Gamma
+
+    from latentfit import fit_map
+    from latentfit.mcmc import sampler
+
+    fit = fit_map("poisson", np.array([3.0, 1, 4, 2, 5]), prior={"rate": Gamma(2.0, 0.5)})
+    calls = press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 20)
+    with pytest.raises(KeyboardInterrupt):
+        fit.sample_posterior(num_chains=2, num_warmup=50, num_draws=60, progress_bar=False)
+    assert calls["n"] == 20
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

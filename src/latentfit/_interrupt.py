@@ -30,6 +30,7 @@ import contextlib
 import signal
 import sys
 import threading
+import types
 
 __all__ = [
     "abort_status",
@@ -233,34 +234,39 @@ def interrupt_handling():
 
 
 @contextlib.contextmanager
-def keeping_fit_on_ctrl_c(what: str):
+def keeping_fit_on_ctrl_c(what: str, raising: bool = True):
     """Ctrl-C during an estimator's ``fit`` called from Python (``what``: "GaussianMixture.fit"):
     a first press inside a stoppable loop stops it at the loop's next boundary, and when the
     block has ended (the estimator holding the fit so far) ``KeyboardInterrupt`` is raised,
     saying so; a press outside the loop, or a second one, raises ``KeyboardInterrupt`` at once,
-    as Python does. Nothing changes at the command line (:func:`interrupt_handling` is in
-    place), inside another such block, off the main thread, or where SIGINT's handler is not
-    Python's own (a program that set its own keeps it)."""
+    as Python does. With ``raising=False`` (a function whose result is what it keeps: the
+    sampler's draws) nothing is raised after the block; it yields an object whose ``stopped``
+    says whether a press stopped the loop, for the caller to say so. Nothing changes at the
+    command line (:func:`interrupt_handling` is in place), inside another such block, off the
+    main thread, or where SIGINT's handler is not Python's own (a program that set its own
+    keeps it)."""
+    outcome = types.SimpleNamespace(stopped=False)
     if (
         threading.current_thread() is not threading.main_thread()
         or _state["installed"]
         or _state["python"]
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
     ):
-        yield
+        yield outcome
         return
     _state.update(depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
     _state.update(deferred=0, pending=[], stopped_at=None)
     previous = signal.signal(signal.SIGINT, _handler)
     _state["python"] = True
     try:
-        yield
+        yield outcome
     finally:
         _state["deferred"] += 1  # a press from here on is dropped: the fit has ended
         signal.signal(signal.SIGINT, previous)
         stopped_at = _state["stopped_at"] if _state["requested"] else None
         _state.update(python=False, depth=0, where="", requested=False, deferred=0, pending=[])
-    if stopped_at is not None:  # the block ended whole: the estimator holds what it kept
+    outcome.stopped = stopped_at is not None
+    if stopped_at is not None and raising:  # the block ended whole: the estimator holds it
         where, keeps = stopped_at
         raise KeyboardInterrupt(
             f"{what} stopped by Ctrl-C at the end of its {where}; the estimator keeps {keeps}"

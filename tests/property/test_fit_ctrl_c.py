@@ -114,3 +114,53 @@ def test_ctrl_c_during_fit_keeps_a_whole_fit_or_leaves_the_estimator_as_it_was(n
                 np.asarray(tensors[key]), np.asarray(value), err_msg=f"{name}: {key} changed"
             )
         assert repr(extra) == repr(before[1])
+
+
+@budget(10)
+@given(data=st.data())
+def test_ctrl_c_during_sampling_returns_the_draws_so_far_or_raises(data):
+    """The sampler from Python: a press after warm-up returns the first draws of the run that
+    had not been stopped (at least 4 a chain), a press during warm-up or a second press raises
+    KeyboardInterrupt; Python's handler is back in place either way."""
+    from latentfit.mcmc import sample, sampler
+
+    warmup, draws = 20, 30
+    first = data.draw(st.integers(1, warmup + draws), label="first press at transition")
+    calls = [first]
+    if data.draw(st.booleans(), label="a second press"):
+        calls.append(data.draw(st.integers(first, warmup + draws), label="second press at"))
+    run = dict(num_chains=2, num_warmup=warmup, num_draws=draws, generator=1, progress_bar=False)
+
+    def density(mu):
+        return -0.5 * mu**2
+
+    whole = sample(density, {"mu": 0.0}, **run)
+    count, made = {"n": 0}, [0]
+    original = sampler._Run.transition
+
+    def transition(self):
+        count["n"] += 1
+        for _ in range(calls.count(count["n"])):
+            made[0] += 1
+            signal.raise_signal(signal.SIGINT)
+        return original(self)
+
+    with mock.patch.object(sampler._Run, "transition", transition):
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                part = sample(density, {"mu": 0.0}, **run)
+        except KeyboardInterrupt:
+            part = None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # raised at once in warm-up, or by a second press; else stopped after the first press's
+    # transition, once each chain has 4 draws
+    assert (part is None) == (first <= warmup or made[0] == 2), (calls, made)
+    if part is None:
+        event("raised")
+        return
+    want = max(first - warmup, 4)
+    stopped = [w for w in caught if "sampling stopped by Ctrl-C" in str(w.message)]
+    event("stopped" if stopped else "stopped at its last draw")
+    assert part.num_draws == want and bool(stopped) == (want < draws)
+    np.testing.assert_array_equal(part.unconstrained.numpy(), whole.unconstrained[:, :want].numpy())

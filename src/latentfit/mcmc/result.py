@@ -335,8 +335,11 @@ class MCMCResult:
         A resume continues this run, so it takes no seed, generator, chains or sampler
         settings (a ParameterError says so): for those, call ``sample`` again. A resume that
         raises or is interrupted leaves this result's chains where its draws end: resuming it
-        again gives the draws of one resume that ran through."""
-        from latentfit.mcmc.sampler import check_memory, check_work
+        again gives the draws of one resume that ran through. A first Ctrl-C from Python ends
+        the draws after a transition (once each chain has 4) and returns them, with a warning;
+        a second raises KeyboardInterrupt at once."""
+        from latentfit._interrupt import keeping_fit_on_ctrl_c
+        from latentfit.mcmc.sampler import check_memory, check_work, warn_stopped
 
         if settings:
             _refuse_resume_settings(settings, self.num_chains)
@@ -356,11 +359,14 @@ class MCMCResult:
         # all or nothing: a resume stopped midway (an error, Ctrl-C) leaves the chains where
         # this result's draws end, so that resuming it again continues them draw for draw
         before = runner.snapshot()
-        try:
-            more = runner.draw(num_draws, progress_bar)
+        try:  # Ctrl-C from Python ends the draws after a transition and returns them
+            with keeping_fit_on_ctrl_c("resume", raising=False) as pressed:
+                more = runner.draw(num_draws, progress_bar)
         except BaseException:
             runner.restore(before)
             raise
+        if pressed.stopped and more["u"].shape[1] < num_draws:
+            warn_stopped(more["u"].shape[1], num_draws)
         self.warmup_stats.update(self._runner.compile_stats())
         rec = {k: torch.cat([self._rec[k], more[k]], 1) for k in self._rec}
         return MCMCResult(self.target, self._runner, rec, self.warmup_stats)

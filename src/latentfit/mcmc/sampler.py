@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from latentfit._interrupt import stop_requested, stoppable
+from latentfit._interrupt import keeping_fit_on_ctrl_c, stop_requested, stoppable
 from latentfit._memory import MAX_WORK
 from latentfit._validation import (
     _is_real,
@@ -165,6 +165,10 @@ def sample(
     ``max_work``: the most multiply-adds the ``num_warmup + num_draws`` transitions may take
     by the least count of their work (:func:`check_work`; by default about a day of one CPU
     core, a count off by digits); None or ``math.inf``: no limit.
+
+    Ctrl-C (a notebook's interrupt) after warm-up ends the draws after a transition, once each
+    chain has 4, and returns the result holding them, with a warning (``resume`` continues the
+    chains); during warm-up, or pressed twice, it raises KeyboardInterrupt at once.
     """
     vectorized = check_bool(vectorized, "vectorized")
     progress_bar = check_bool(progress_bar, "progress_bar")
@@ -352,10 +356,26 @@ def sample_target(
     waited = time.perf_counter() - t0 if tried else None
     sampler = _Run(target, config, metric, step, state, gen, leapfrog_step, merge_step)
     sampler.background, sampler.compile_seconds = background, waited
-    warm = sampler.warmup(num_warmup, progress_bar)
-    draws = sampler.draw(num_draws, progress_bar)
+    # Ctrl-C from Python after warm-up ends the draws after a transition and returns them
+    with keeping_fit_on_ctrl_c("sample", raising=False) as pressed:
+        warm = sampler.warmup(num_warmup, progress_bar)
+        draws = sampler.draw(num_draws, progress_bar)
     warm.update(sampler.compile_stats())
-    return MCMCResult(target=target, runner=sampler, draws=draws, warmup=warm)
+    result = MCMCResult(target=target, runner=sampler, draws=draws, warmup=warm)
+    if pressed.stopped and result.num_draws < num_draws:
+        warn_stopped(result.num_draws, num_draws)
+    return result
+
+
+def warn_stopped(made: int, asked: int) -> None:
+    """Say that Ctrl-C ended the draws early, and how to go on (from Python: the command line
+    says it in its report)."""
+    warnings.warn(
+        f"sampling stopped by Ctrl-C after {made} of {asked} draws per chain; the result holds "
+        f"them, and its resume({asked - made}) continues the chains",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def check_memory(
