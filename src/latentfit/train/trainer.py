@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from latentfit._files import atomic_path
-from latentfit._interrupt import stop_requested, stoppable
+from latentfit._interrupt import keeping_fit_on_ctrl_c, stop_requested, stoppable
 from latentfit._validation import (
     SEED_MAX,
     as_numeric_array,
@@ -397,7 +397,36 @@ def train(
     wrapped in DistributedDataParallel and each process trains on its micro-batches of every
     global batch. The model is trained in place; the returned :class:`TrainResult` holds the
     per-epoch history.
+
+    Ctrl-C (a notebook's interrupt) stops the run after an optimiser step, as ``max_steps``
+    does (one process only): the checkpoint is written, the best epoch's weights restored, and
+    the result returned with ``stopped_on_request`` and a warning; a second Ctrl-C raises
+    KeyboardInterrupt at once.
     """
+    with keeping_fit_on_ctrl_c("train", raising=False) as pressed:
+        res = _train(model, objective, X_train, X_val, config, schedule)
+    if pressed.stopped and res.stopped_on_request:
+        kept = (
+            "the weights of its best epoch so far"
+            if res.best_epoch > 0 and (config is None or config.restore_best)
+            else "the weights of its last step"
+        )
+        again = (
+            "train with the same checkpoint_dir resumes it"
+            if config is not None and config.checkpoint_dir
+            else "give a checkpoint_dir to be able to resume a run"
+        )
+        warnings.warn(
+            f"training stopped by Ctrl-C after {res.steps} optimiser steps ({res.epochs} whole "
+            f"epoch(s)); the model holds {kept}, and {again}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return res
+
+
+def _train(model, objective, X_train, X_val, config, schedule) -> TrainResult:
+    """:func:`train`'s work."""
     if config is not None and not isinstance(config, TrainConfig):
         raise ParameterError(
             f"config must be a TrainConfig (or None for the defaults), got "
