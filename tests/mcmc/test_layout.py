@@ -40,7 +40,7 @@ def _wide_elementwise(graph: torch.fx.GraphModule, example: tuple) -> list[str]:
         if n.op == "call_function"
         and isinstance(n.target, torch._ops.OpOverload)
         and torch.Tag.pointwise in n.target.tags
-        and layout._wide(env[n])
+        and layout._trailing(env[n]) > 0
     ]
 
 
@@ -97,6 +97,60 @@ CASES = {
         lambda m: torch.logsumexp(_comp(m, s), -1).sum()
     )(mu),
 }
+
+
+D = 3
+A = torch.randn(K, D, D, generator=torch.Generator().manual_seed(2), dtype=F64)  # (K, D, D)
+Y4 = torch.randn(N, 1, D, generator=torch.Generator().manual_seed(3), dtype=F64)  # (N, 1, D)
+
+
+def _gauss(mu, s):
+    """(C, N, K, D) from (C, K) inputs: points whiten by a component's matrix, as a full
+    covariance's log-density does (the points two dimensions from the last)."""
+    diff = Y4 - mu[:, None, :, None] * s[:, None, :, None]  # (C, N, K, D)
+    white = (diff[..., None, :] * A).sum(-1)  # (C, N, K, D)
+    return white
+
+
+CASES |= {
+    "a full covariance's quadratic form": lambda mu, s: (_gauss(mu, s) ** 2).sum(-1).sum(1),
+    "its log-sum-exp over the components": lambda mu, s: torch.logsumexp(
+        -0.5 * (_gauss(mu, s) ** 2).sum(-1) + mu[:, None], -1
+    ).sum(-1),
+    "kept dimensions": lambda mu, s: _gauss(mu, s).sum((2, 3), keepdim=True).exp().mean(1),
+    "a coordinate, a component": lambda mu, s: (
+        _gauss(mu, s).select(-1, 1).amax(1) + _gauss(mu, s).select(2, 0).sum((1, 2))[:, None]
+    ),
+    "the coordinates unbound and stacked": lambda mu, s: torch.stack(
+        [c * 2 for c in _gauss(mu, s).unbind(-1)], -1
+    ).sum((1, 3)),
+    "stacked before the points": lambda mu, s: (
+        torch.stack([_comp(mu, s), _comp(mu, s) * 2], 1).sum(2).sum(-1)
+    ),
+    "autograd through a full covariance": lambda mu, s: torch.func.grad(
+        lambda m: torch.logsumexp(-(_gauss(m, s) ** 2).sum(-1), -1).sum()
+    )(mu),
+}
+
+
+@pytest.mark.parametrize(
+    "shape, trailing",
+    [
+        ((3, 200, 4), 1),
+        ((3, 200, 4, 3), 2),
+        ((3, 200, 2, 2, 2), 3),
+        ((3, 200, 1), 0),  # nothing to gain from a trailing 1
+        ((3, 200, 33), 0),
+        ((3, 200, 8, 8), 0),  # 64 > 32 trailing elements
+        ((3, 63, 2), 0),
+        ((3, 100, 30), 0),  # fewer than four times as many points
+        ((200, 4), 0),  # no chains
+        ((3, 4, 200), 0),
+    ],
+    ids=str,
+)
+def test_which_tensors_are_moved(shape, trailing):
+    assert layout._trailing(torch.zeros(shape)) == trailing
 
 
 @pytest.mark.parametrize("case", list(CASES))

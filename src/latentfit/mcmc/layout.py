@@ -1,35 +1,40 @@
-"""A replayed graph's (…, points, components) tensors computed as (…, components, points).
+"""A replayed graph's (…, points, components[, coordinates]) tensors computed with the points
+dimension last.
 
 A mixture's log-density holds its terms in a (chains, points, components) tensor: posteriordb's
 gauss_mix computes ``(y - mu[:, None, :]) / sigma[:, None, :]`` over (4, 1000, 2), and
-autograd's backward pass stacks the two components' gradients back into that shape. ATen runs
-an elementwise operation as a loop whose innermost dimension is the output's last one, here
-two elements long, broadcast against a (4, 1, 2) tensor: 9-13 µs for 8,000 doubles, against
-~3 µs for the same operation over contiguous rows of 1,000. Inductor chooses its loops itself
-(and short_lse.py helps it); the replay (replay.py) runs each operation as ATen does, so this
-pass rewrites the graph it replays to hold each such tensor transposed, its small last
-dimension moved before the long one, where every operation on it allows:
+autograd's backward pass stacks the two components' gradients back into that shape; a
+full-covariance mixture (``mcmc.gibbs.gmm_log_density``) whitens (chains, points, components,
+coordinates) tensors. ATen runs an elementwise operation as a loop whose innermost dimension
+is the output's last one, here two (or four) elements long, broadcast against a (4, 1, 2)
+tensor: 9-13 µs for 8,000 doubles, against ~3 µs for the same operation over contiguous rows of
+1,000; the difference of (272, 1, 2) points and (4, 1, 2, 2) means took 24 µs against 1.6, a
+sum over the last two of 2 x 2, 28 µs against 3.1. Inductor chooses its loops itself (and
+short_lse.py helps it); the replay (replay.py) runs each operation as ATen does, so this pass
+rewrites the graph it replays to hold each such tensor with its points dimension moved last
+(a ``permute``), where every operation on it allows:
 
 - an elementwise operation (tagged ``pointwise``) whose output is such a tensor runs on its
-  inputs transposed the same way: a tensor already held so, a constant transposed once here,
-  another input through a ``transpose`` view (a number or a 0-d tensor as it is, a vector
-  ``(K,)`` as ``(K, 1)``);
-- ``stack`` along the last dimension of tensors held as they are stacks along the one before;
-- a sum, mean, maximum or minimum over some dimensions, ``unbind`` or ``select`` along either
-  of the last two, of a tensor held transposed, runs over the corresponding dimension; its
-  result is then held as it is (the reduced dimension gone) or transposed (``keepdim``);
-- every other use of a tensor held transposed reads it through a ``transpose`` view, which
-  gives the original values.
+  inputs moved the same way: a tensor already held so, a constant moved once here, another
+  input through a ``permute`` view (a number or a 0-d tensor as it is, one that lies within
+  the trailing dimensions with a 1 added for the points);
+- ``stack`` after the points dimension of tensors held moved (or whose points are last) stacks
+  them one place earlier;
+- a sum, mean, maximum or minimum over some dimensions, ``unbind`` or ``select`` along one, of
+  a tensor held moved, runs over the corresponding dimensions; its result is held in its own
+  order where the points are gone or nothing follows them, else moved;
+- every other use of a tensor held moved reads it through a ``permute`` view, which gives the
+  original values.
 
-Only a tensor of three or more dimensions whose last is 2 to 32 long (``short_lse.SMALL``) and
-whose one before is at least 64 long and four times the last is moved. Elementwise values do
-not depend on the layout; a sum over the points adds them in a different order (ATen's
-contiguous reductions use several accumulators), which changes the last bits: the rewritten
-graph is held to the original's outputs on the example within the tolerance every replayed or
-compiled part is (``compiled._close``), else the original runs. gauss_mix's replayed leapfrog
-(best of 5 x 2,000 calls): 176-198 -> 131-140 µs a step at 4 chains, 1,100-1,160 -> 792 µs
-at 32, 106-111 -> 93 µs at one; a 500 + 500 run at 32 chains 36.4 -> 27.4 s
-(benchmarks/README.md).
+Only a tensor of three or more dimensions is moved, whose points dimension (at least 64 long)
+is followed by dimensions of 2 to 32 elements in all (``short_lse.SMALL``), at most a quarter of
+the points. Elementwise values do not depend on the layout; a sum over the points adds them in
+a different order (ATen's contiguous reductions use several accumulators), which changes the
+last bits: the rewritten graph is held to the original's outputs on the example within the
+tolerance every replayed or compiled part is (``compiled._close``), else the original runs.
+Replayed leapfrog steps (best of 5 x 2,000 calls): gauss_mix 176-198 -> 131-140 µs at 4
+chains, 1,100-1,160 -> 792 µs at 32, 106-111 -> 93 µs at one; the tour's full-covariance
+mixture of Old Faithful (272 points, 4 chains) 218 -> 132 µs (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -55,29 +60,46 @@ _REDUCTIONS = {
     _aten.amax.default,
     _aten.amin.default,
 }
-#: operations along one dimension: ``op(x, dim, ...)``, results held as they are
+#: operations along one dimension: ``op(x, dim, ...)``
 _ALONG = {_aten.unbind.int, _aten.select.int}
 
 
-def _wide(value: object) -> bool:
-    """A tensor worth holding transposed: (…, n, K), 2 <= K <= SMALL, n >= max(64, 4K)."""
+def _trailing(value: object) -> int:
+    """How many small dimensions follow the points dimension of a tensor worth moving (0: none
+    such): rank >= 3, a dimension of at least max(64, 4 m) points followed by dimensions of
+    m <= SMALL elements in all (the components, and a Gaussian's coordinates)."""
     if not isinstance(value, torch.Tensor) or value.dim() < 3:
-        return False
-    n, k = value.shape[-2], value.shape[-1]
-    return 2 <= k <= SMALL and n >= max(MIN_POINTS, 4 * k)
+        return 0
+    m = 1
+    for j, size in enumerate(reversed(value.shape[1:])):
+        if size >= max(MIN_POINTS, 4 * m) and j > 0 and m >= 2:
+            return j
+        m *= size
+        if m > SMALL:
+            return 0
+    return 0
 
 
-def _swap(dim: int, rank: int) -> int:
-    """A dimension of the original tensor, as a dimension of the one held transposed."""
-    dim = dim % rank
-    return {rank - 1: rank - 2, rank - 2: rank - 1}.get(dim, dim)
+def _order(rank: int, j: int) -> list[int]:
+    """The permutation that moves the dimension ``j`` from the last to the last place."""
+    at = rank - 1 - j
+    return [*range(at), *range(at + 1, rank), at]
+
+
+def _inverse(order: list[int]) -> list[int]:
+    back = [0] * len(order)
+    for i, d in enumerate(order):
+        back[d] = i
+    return back
 
 
 class _Pass:
     def __init__(self, gm: torch.fx.GraphModule, env: dict):
         self.gm, self.g, self.env = gm, gm.graph, env
-        self.held: dict[torch.fx.Node, torch.fx.Node] = {}  # node -> its transposed twin
-        self.views: dict[torch.fx.Node, torch.fx.Node] = {}  # node -> its transposed view
+        #: node -> (the node holding its values with the points dimension last, j)
+        self.held: dict[torch.fx.Node, tuple[torch.fx.Node, int]] = {}
+        self.views: dict[tuple, torch.fx.Node] = {}  # (node, j) -> its moved view or constant
+        self.backs: dict[torch.fx.Node, torch.fx.Node] = {}  # node -> its original-order view
         self.constants = 0
 
     def _constant(self, value: torch.Tensor) -> torch.fx.Node:
@@ -86,77 +108,111 @@ class _Pass:
         self.gm.register_buffer(name, value.contiguous())
         return self.g.get_attr(name)
 
-    def operand(self, a: object) -> object:
-        """``a`` as an operand of an elementwise operation computed transposed."""
+    def _back(self, a: torch.fx.Node) -> torch.fx.Node:
+        """``a``'s values in their own order, read from the node holding them moved."""
+        if a not in self.backs:
+            twin, j = self.held[a]
+            rank = self.env[a].dim()
+            with self.g.inserting_after(twin):
+                self.backs[a] = self.g.call_function(
+                    _aten.permute.default, (twin, _inverse(_order(rank, j)))
+                )
+        return self.backs[a]
+
+    def operand(self, a: object, j: int) -> object:
+        """``a`` as an operand of an elementwise operation whose output is computed with the
+        points dimension (``j`` from the last) moved last."""
         if not isinstance(a, torch.fx.Node):
             return a
-        if a in self.held:
-            return self.held[a]
+        if a in self.held and self.held[a][1] == j:
+            return self.held[a][0]
         value = self.env.get(a)
         if not isinstance(value, torch.Tensor) or value.dim() == 0:
             return a
-        if a not in self.views:
-            if a.op == "get_attr":  # a constant: transposed once, here
-                moved = value.transpose(-1, -2) if value.dim() >= 2 else value.unsqueeze(-1)
-                self.views[a] = self._constant(moved)
-            elif value.dim() >= 2:
-                self.views[a] = self.g.call_function(_aten.transpose.int, (a, -1, -2))
+        if (a, j) not in self.views:
+            source = self._back(a) if a in self.held else a
+            if value.dim() > j:  # it has the points dimension (or a 1 there): moved last
+                op, arg = _aten.permute.default, _order(value.dim(), j)
+                moved = value.permute(arg)
+            else:  # it lies within the trailing dimensions: a 1 for the points after them
+                op, arg = _aten.unsqueeze.default, -1
+                moved = value.unsqueeze(-1)
+            if a.op == "get_attr":  # a constant: moved once, here
+                self.views[(a, j)] = self._constant(moved)
             else:
-                self.views[a] = self.g.call_function(_aten.unsqueeze.default, (a, -1))
-        return self.views[a]
+                self.views[(a, j)] = self.g.call_function(op, (source, arg))
+        return self.views[(a, j)]
 
     def rewrite(self, node: torch.fx.Node) -> None:
-        """``node`` computed on transposed tensors where it can be (module docstring)."""
+        """``node`` computed with the points dimension last where it can be (module
+        docstring)."""
         op, value = node.target, self.env.get(node)
         if not isinstance(op, torch._ops.OpOverload) or not _pure(op):
             return
-        if torch.Tag.pointwise in op.tags and _wide(value):
+        j = _trailing(value)
+        if torch.Tag.pointwise in op.tags and j:
             with self.g.inserting_before(node):
-                args = tuple(self.operand(a) for a in node.args)
-                kwargs = {k: self.operand(v) for k, v in node.kwargs.items()}
-                self.held[node] = self.g.call_function(op, args, kwargs)
-        elif op is _aten.stack.default and _wide(value) and not node.kwargs:
-            tensors, dim = node.args[0], node.args[1] if len(node.args) > 1 else 0
-            if dim % value.dim() == value.dim() - 1 and not any(t in self.held for t in tensors):
-                with self.g.inserting_before(node):
-                    self.held[node] = self.g.call_function(op, (tensors, value.dim() - 2))
+                args = tuple(self.operand(a, j) for a in node.args)
+                kwargs = {k: self.operand(v, j) for k, v in node.kwargs.items()}
+                self.held[node] = (self.g.call_function(op, args, kwargs), j)
+        elif op is _aten.stack.default and j and not node.kwargs:
+            self._stack(node, value, j)
         elif op in _REDUCTIONS or op in _ALONG:
-            self._reduce(node, value)
+            self._reduce(node)
 
-    def _reduce(self, node: torch.fx.Node, value: object) -> None:
+    def _stack(self, node: torch.fx.Node, value: torch.Tensor, j: int) -> None:
+        """``stack`` of tensors in their own order, or held with the points dimension last."""
+        tensors, dim = node.args[0], node.args[1] if len(node.args) > 1 else 0
+        rank = value.dim()
+        at, dim = rank - 1 - j, dim % rank
+        if dim == at:
+            return  # the stacked dimension is the long one
+        inner = j - 1 if dim > at else j  # the inputs' small dimensions after the points
+        moved = []
+        with self.g.inserting_before(node):
+            for t in tensors:
+                if t in self.held and self.held[t][1] == inner:
+                    moved.append(self.held[t][0])
+                elif inner == 0 and t not in self.held:
+                    moved.append(t)  # its points dimension is its last already
+                else:
+                    return
+            self.held[node] = (self.g.call_function(node.target, (moved, dim - (dim > at))), j)
+
+    def _reduce(self, node: torch.fx.Node) -> None:
         x = node.args[0]
         if x not in self.held or node.kwargs:
             return
+        twin, j = self.held[x]
         rank = self.env[x].dim()
-        last = {rank - 2, rank - 1}
+        at = rank - 1 - j
+        where = _inverse(_order(rank, j))  # a dimension's place once the points are last
         if node.target in _ALONG:
-            if node.args[1] % rank not in last:
-                return
-            args = (self.held[x], _swap(node.args[1], rank), *node.args[2:])
-            kept = False
+            dims, kept = [node.args[1] % rank], False
+            args = (twin, where[dims[0]], *node.args[2:])
         else:
-            dims = node.args[1] if len(node.args) > 1 else None
-            if not dims:  # over every dimension: the same reduction of the transposed tensor
-                dims, kept = list(range(rank)), False
-            else:
-                dims = [d % rank for d in dims]
-                keepdim = len(node.args) > 2 and bool(node.args[2])
-                kept = keepdim or not last & set(dims)
-            args = (self.held[x], [_swap(d, rank) for d in dims], *node.args[2:])
+            given = node.args[1] if len(node.args) > 1 else None
+            dims = [d % rank for d in given] if given else list(range(rank))
+            kept = len(node.args) > 2 and bool(node.args[2])
+            args = (twin, [where[d] for d in dims], *node.args[2:])
         with self.g.inserting_before(node):
             new = self.g.call_function(node.target, args)
-        if kept:  # (…, n, K) reduced over leading dimensions, or kept: still transposed
-            self.held[node] = new
-        else:
+        if at in dims and not kept:  # the points are gone: the rest in their own order
             node.replace_all_uses_with(new)
+            return
+        left = j if kept else sum(d > at for d in range(rank) if d not in dims)
+        if left == 0:  # nothing follows the points any more: its own order
+            node.replace_all_uses_with(new)
+        elif node.target is _aten.unbind.int:
+            return  # a list of tensors each held moved: not written (the graph's own runs)
+        else:
+            self.held[node] = (new, left)
 
     def finish(self) -> None:
-        """Every remaining use of a node held transposed reads its twin through a view."""
-        for node, twin in self.held.items():
+        """Every remaining use of a node held moved reads it through a view in its own order."""
+        for node in list(self.held):
             if node.users:
-                with self.g.inserting_after(twin):
-                    back = self.g.call_function(_aten.transpose.int, (twin, -1, -2))
-                node.replace_all_uses_with(back)
+                node.replace_all_uses_with(self._back(node))
 
 
 def components_outward(graph: torch.fx.GraphModule, example: tuple) -> torch.fx.GraphModule:
@@ -164,7 +220,7 @@ def components_outward(graph: torch.fx.GraphModule, example: tuple) -> torch.fx.
     (…, points, components) tensors as (…, components, points) (module docstring); ``graph``
     itself where it holds none, or where the copy's outputs on ``example`` differ."""
     env = _values(graph, example)
-    if not any(_wide(v) for v in env.values()):
+    if not any(_trailing(v) for v in env.values()):
         return graph
     gm = copy.deepcopy(graph)
     by_name = {n.name: n for n in graph.graph.nodes}

@@ -10,7 +10,7 @@ recorded by ``torch.jit.trace`` runs in TorchScript's C++ interpreter at ~0.9 µ
 
 - the leapfrog: its static graph (``compiled.static_graph``, every size fixed) replayed, less
   the operations that compute nothing new at run time (simplify.py), and with a mixture's
-  (…, points, components) tensors held as (…, components, points) (layout.py);
+  (…, points, components) tensors held with the points dimension last (layout.py);
 - the tree bookkeeping: ``kernels.merge_subtree`` traced once per number of leaves, as the
   sampler meets them (4-7 ms each), and replayed (25-30% cheaper than eager at 2-32 leaves);
   the first doubling's one-leaf subtree as ``kernels.merge_one_leaf`` (its None inputs left
