@@ -588,3 +588,18 @@ def test_from_python_a_stopped_training_returns_with_the_best_epoch_and_resumes(
     resumed = build_model(**spec)
     train(resumed, ELBO(), X, None, config(checkpoint_dir=str(tmp_path)))
     assert all(torch.equal(a, b) for a, b in zip(weights(full), weights(resumed), strict=True))
+
+
+def test_from_python_a_sweep_stopped_during_its_third_fit_returns_the_two_before_it(monkeypatch):
+    from latentfit.select import select_model
+
+    X = blobs()
+    full = select_model(X, family="gmm", n_components=[1, 2, 3, 4], covariance_types=["full"])
+    calls = press_ctrl_c_at(monkeypatch, GaussianMixture, "fit", 3)
+    with pytest.warns(UserWarning, match=r"select_model: stopped by Ctrl-C during fit 3 of 4 "):
+        part = select_model(X, family="gmm", n_components=[1, 2, 3, 4], covariance_types=["full"])
+    assert calls["n"] == 3 and len(part.rows) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert [r["bic"] for r in part.rows[:2]] == [r["bic"] for r in full.rows[:2]]
+    assert part.rows[2]["error"] == "stopped by Ctrl-C before this fit ended"
+    assert np.isnan(part.rows[2]["bic"]) and part.models[2] is None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
-from latentfit._interrupt import stop_requested, stopped_by
+from latentfit._interrupt import keeping_fit_on_ctrl_c, stop_requested, stoppable, stopped_by
 from latentfit._validation import as_float_tensor, draw_seed
 from latentfit.em.hmm.sequences import check_lengths
 from latentfit.em.mixture.discrete import dense_codes
@@ -646,68 +646,75 @@ def select_model(
     # end: that candidate is shown stopped, the rest are not fitted, and the table is of those
     # before it
     stopped = None
-    for i, (label, est, k, variant) in enumerate(entries):
-        row = {"label": label, "n_components": k, "variant": variant, "error": None}
-        row["degenerate"] = []
-        row.update(loglik=math.nan, n_parameters=0, bic=math.nan, aic=math.nan, icl=math.nan)
-        row["cv_loglik"] = math.nan if cv else None
-        row["converged"] = False
-        model = None
-        caught = []
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                if sequential[i]:
-                    model = clone(est).fit(Xt, seq_lengths)
-                    row.update(_sequence_criteria(model, Xt, seq_lengths))
-                else:
-                    model = clone(est).fit(Xt)
-                    row.update(_criteria(model, Xt))
-                unidentified = _unidentified(
-                    model, row["n_parameters"], Xt, seq_lengths if sequential[i] else None
-                )
-                if unidentified:  # refused, as a fit that refuses the data
-                    model = None
-                    raise DataError(unidentified)
-                if cv:
-                    try:
-                        row["cv_loglik"] = _heldout(est, Xt, folds, sequential[i])
-                    except _UnseenOutcome:
-                        raise
-                    except _FIT_ERRORS as err:  # the full-data fit stands; only CV is missing
-                        row["cv_error"] = _describe(err)
-            row["converged"] = bool(getattr(model, "converged_", True))
-            row["warnings"] = sorted({type(w.message).__name__ for w in caught})
-            degenerate = list(getattr(model, "degenerate_components_", None) or [])
-            row["degenerate"] = degenerate
-            if degenerate:  # not a real fit: NA, as mclust (its loglik is kept for inspection)
-                row.update(bic=math.nan, aic=math.nan, icl=math.nan)
-                if cv:
-                    row["cv_loglik"] = math.nan
-        except _UnseenOutcome as err:
-            raise DataError(str(err)) from None
-        except _FIT_ERRORS as err:
-            row["error"] = _describe(err)
-            if model is None:  # the fit itself refused (not the scoring of a fitted model)
-                errors.append(err)
-                row.update(bic=math.nan, aic=math.nan, icl=math.nan)
-            model = None
-        if stop_requested():  # Ctrl-C ended this fit (or its folds) early: no candidate
-            stopped = (i, len(entries), label)
-            row.update(error=f"stopped by {stopped_by()} before this fit ended", converged=False)
-            row.update(bic=math.nan, aic=math.nan, icl=math.nan)
+    # from Python, a first Ctrl-C likewise ends the sweep with the table of the fits before it
+    with (
+        keeping_fit_on_ctrl_c("select_model", raising=False) as pressed,
+        stoppable("EM iteration", "the fits before it (this one shown stopped)"),
+    ):
+        for i, (label, est, k, variant) in enumerate(entries):
+            row = {"label": label, "n_components": k, "variant": variant, "error": None}
+            row["degenerate"] = []
+            row.update(loglik=math.nan, n_parameters=0, bic=math.nan, aic=math.nan, icl=math.nan)
             row["cv_loglik"] = math.nan if cv else None
+            row["converged"] = False
             model = None
-        for w in caught:
-            labels = said.setdefault((w.category, str(w.message)), [])
-            if label not in labels:
-                labels.append(label)
-        rows.append(row)
-        models.append(model)
-        if callback is not None:
-            callback(i, len(entries), row)
-        if stopped is not None:
-            break
+            caught = []
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    if sequential[i]:
+                        model = clone(est).fit(Xt, seq_lengths)
+                        row.update(_sequence_criteria(model, Xt, seq_lengths))
+                    else:
+                        model = clone(est).fit(Xt)
+                        row.update(_criteria(model, Xt))
+                    unidentified = _unidentified(
+                        model, row["n_parameters"], Xt, seq_lengths if sequential[i] else None
+                    )
+                    if unidentified:  # refused, as a fit that refuses the data
+                        model = None
+                        raise DataError(unidentified)
+                    if cv:
+                        try:
+                            row["cv_loglik"] = _heldout(est, Xt, folds, sequential[i])
+                        except _UnseenOutcome:
+                            raise
+                        except _FIT_ERRORS as err:  # the full-data fit stands; only CV is missing
+                            row["cv_error"] = _describe(err)
+                row["converged"] = bool(getattr(model, "converged_", True))
+                row["warnings"] = sorted({type(w.message).__name__ for w in caught})
+                degenerate = list(getattr(model, "degenerate_components_", None) or [])
+                row["degenerate"] = degenerate
+                if degenerate:  # not a real fit: NA, as mclust (its loglik is kept for inspection)
+                    row.update(bic=math.nan, aic=math.nan, icl=math.nan)
+                    if cv:
+                        row["cv_loglik"] = math.nan
+            except _UnseenOutcome as err:
+                raise DataError(str(err)) from None
+            except _FIT_ERRORS as err:
+                row["error"] = _describe(err)
+                if model is None:  # the fit itself refused (not the scoring of a fitted model)
+                    errors.append(err)
+                    row.update(bic=math.nan, aic=math.nan, icl=math.nan)
+                model = None
+            if stop_requested():  # Ctrl-C ended this fit (or its folds) early: no candidate
+                stopped = (i, len(entries), label)
+                row.update(
+                    error=f"stopped by {stopped_by()} before this fit ended", converged=False
+                )
+                row.update(bic=math.nan, aic=math.nan, icl=math.nan)
+                row["cv_loglik"] = math.nan if cv else None
+                model = None
+            for w in caught:
+                labels = said.setdefault((w.category, str(w.message)), [])
+                if label not in labels:
+                    labels.append(label)
+            rows.append(row)
+            models.append(model)
+            if callback is not None:
+                callback(i, len(entries), row)
+            if stopped is not None:
+                break
     refused = _every_fit_refused(rows, errors)
     if refused is not None:
         raise refused
@@ -729,6 +736,12 @@ def select_model(
             f"stopped by {stopped_by()} during fit {i + 1} of {total} ({label}), shown as NA; "
             + (f"the {total - i - 1} after it were not fitted" if total > i + 1 else "the last")
         )
+        if pressed.stopped:  # from Python: the table is the result, so it is returned
+            warnings.warn(
+                f"select_model: {result.notes[-1]}; the result holds the fits before it",
+                UserWarning,
+                stacklevel=2,
+            )
     if failed:
         result.notes.append(f"{failed} of {len(rows)} fits failed and are shown as NA")
     degenerate = sum(bool(r.get("degenerate")) for r in rows)
