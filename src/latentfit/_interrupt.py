@@ -20,8 +20,10 @@ From Python (a notebook's "interrupt", Ctrl-C in a script), an estimator's ``fit
 as above, the estimator keeps the fit so far, and ``fit`` then raises ``KeyboardInterrupt`` (a
 script still stops, a notebook's cell still ends interrupted) with the estimator fitted; a
 second press, or one outside the loop, raises ``KeyboardInterrupt`` at once and leaves the
-estimator as it was (:mod:`latentfit._atomic_fit`). SIGTERM, and code outside a ``fit``, get
-Python's own behaviour, unchanged.
+estimator as it was (:mod:`latentfit._atomic_fit`). Where the result is what a call returns
+(``mcmc.sample``'s draws and ``resume``, ``train``'s history, ``select_model``'s table), the
+first press ends the loop and the call returns what it has, with a warning. SIGTERM, and other
+code, get Python's own behaviour, unchanged.
 """
 
 from __future__ import annotations
