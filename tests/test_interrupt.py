@@ -460,7 +460,8 @@ def test_from_python_a_stopped_fit_keeps_that_many_iterations_then_raises(monkey
     assert calls["n"] == 3
     assert str(raised.value) == (
         "GaussianMixture.fit stopped by Ctrl-C at the end of its EM iteration; the estimator "
-        "keeps the fit so far (not converged)"
+        "keeps the fit so far (not converged); set_params(warm_start=True) and fit continue "
+        "from it"
     )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with warnings.catch_warnings():
@@ -470,6 +471,13 @@ def test_from_python_a_stopped_fit_keeps_that_many_iterations_then_raises(monkey
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_array_equal(getattr(model, name), getattr(three, name))
     np.testing.assert_array_equal(model.predict(X), three.predict(X))
+    monkeypatch.undo()  # as the message says: a warm start continues it, iteration for iteration
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ten = GaussianMixture(2, max_iter=10, tol=0, random_state=1).fit(X)
+        model.set_params(warm_start=True, max_iter=7).fit(X)
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(ten, name))
 
 
 @pytest.mark.parametrize("presses", [(3, 3), (1,)], ids=["second press", "before the loop"])

@@ -236,7 +236,7 @@ def interrupt_handling():
 
 
 @contextlib.contextmanager
-def keeping_fit_on_ctrl_c(what: str, raising: bool = True):
+def keeping_fit_on_ctrl_c(what: str, raising: bool = True, then: str = ""):
     """Ctrl-C during an estimator's ``fit`` called from Python (``what``: "GaussianMixture.fit"):
     a first press inside a stoppable loop stops it at the loop's next boundary, and when the
     block has ended (the estimator holding the fit so far) ``KeyboardInterrupt`` is raised,
@@ -246,7 +246,7 @@ def keeping_fit_on_ctrl_c(what: str, raising: bool = True):
     says whether a press stopped the loop, for the caller to say so. Nothing changes at the
     command line (:func:`interrupt_handling` is in place), inside another such block, off the
     main thread, or where SIGINT's handler is not Python's own (a program that set its own
-    keeps it)."""
+    keeps it). ``then``: how to go on from the fit kept, said after it."""
     outcome = types.SimpleNamespace(stopped=False)
     if (
         threading.current_thread() is not threading.main_thread()
@@ -272,4 +272,5 @@ def keeping_fit_on_ctrl_c(what: str, raising: bool = True):
         where, keeps = stopped_at
         raise KeyboardInterrupt(
             f"{what} stopped by Ctrl-C at the end of its {where}; the estimator keeps {keeps}"
+            + (f"; {then}" if then else "")
         )

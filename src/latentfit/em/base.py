@@ -220,7 +220,12 @@ class EMEstimator:
         leaves the estimator as it was; Ctrl-C stops it at the end of an EM iteration, keeping
         the fit so far, and then raises KeyboardInterrupt (:mod:`latentfit._interrupt`)."""
         self._checked_parameters()
-        with keeping_fit_on_ctrl_c(f"{type(self).__name__}.fit"), kept_on_failure(self):
+        then = (
+            "set_params(warm_start=True) and fit continue from it"
+            if hasattr(self, "warm_start")
+            else ""
+        )
+        with keeping_fit_on_ctrl_c(f"{type(self).__name__}.fit", then=then), kept_on_failure(self):
             prepare = self._prepare_source_fit if is_source(X) else self._prepare_fit
             fit = prepare(X, **args)
             result = self._run_em(fit.hooks, fit.data, fit.reduce)
