@@ -81,7 +81,8 @@ def _trailing(value: object) -> int:
 
 
 def _order(rank: int, j: int) -> list[int]:
-    """The permutation that moves the dimension ``j`` from the last to the last place."""
+    """The permutation of a tensor of ``rank`` dimensions that moves its points dimension, the
+    one with ``j`` dimensions after it, to the last place."""
     at = rank - 1 - j
     return [*range(at), *range(at + 1, rank), at]
 
