@@ -170,7 +170,11 @@ def weights(model):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def test_a_stopped_training_keeps_the_best_epoch_and_its_checkpoint_resumes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("caller", ["command line", "python"])
+def test_a_stopped_training_keeps_the_best_epoch_and_its_checkpoint_resumes(
+    caller, tmp_path, monkeypatch
+):
+    """At the command line, and from Python (train returns, with a warning)."""
     X, spec = small_data(), dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
     full = build_model(**spec)
     train(full, ELBO(), X, None, config())
@@ -179,9 +183,15 @@ def test_a_stopped_training_keeps_the_best_epoch_and_its_checkpoint_resumes(tmp_
     objective = ELBO()
     press_ctrl_c_at(monkeypatch, type(objective), "__call__", 6)
     stopped = build_model(**spec)
-    with interrupt.interrupt_handling():
+    said = r"training stopped by Ctrl-C after 6 optimiser steps \(1 whole epoch"
+    with (
+        interrupt.interrupt_handling()
+        if caller == "command line"
+        else pytest.warns(UserWarning, match=said)
+    ):
         res = train(stopped, objective, X, None, config(checkpoint_dir=str(tmp_path)))
     assert res.interrupted and res.stopped_on_request and res.steps == 6 and res.epochs == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert all(torch.equal(a, b) for a, b in zip(weights(one_epoch), weights(stopped), strict=True))
     monkeypatch.undo()
     resumed = build_model(**spec)
@@ -574,28 +584,6 @@ def test_from_python_ctrl_c_during_warm_up_raises_at_once(monkeypatch):
         fit.sample_posterior(num_chains=2, num_warmup=50, num_draws=60, progress_bar=False)
     assert calls["n"] == 20
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_from_python_a_stopped_training_returns_with_the_best_epoch_and_resumes(
-    tmp_path, monkeypatch
-):
-    X, spec = small_data(), dict(x_dim=16, z_dim=3, hidden=[12], seed=5)
-    full = build_model(**spec)
-    train(full, ELBO(), X, None, config())
-    one_epoch = build_model(**spec)  # 4 steps an epoch: step 6 is in epoch 2
-    train(one_epoch, ELBO(), X, None, config(epochs=1))
-    objective = ELBO()
-    press_ctrl_c_at(monkeypatch, type(objective), "__call__", 6)
-    stopped = build_model(**spec)
-    with pytest.warns(UserWarning, match=r"training stopped by Ctrl-C after 6 optimiser steps "):
-        res = train(stopped, objective, X, None, config(checkpoint_dir=str(tmp_path)))
-    assert res.stopped_on_request and res.steps == 6 and res.epochs == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert all(torch.equal(a, b) for a, b in zip(weights(one_epoch), weights(stopped), strict=True))
-    monkeypatch.undo()
-    resumed = build_model(**spec)
-    train(resumed, ELBO(), X, None, config(checkpoint_dir=str(tmp_path)))
-    assert all(torch.equal(a, b) for a, b in zip(weights(full), weights(resumed), strict=True))
 
 
 def test_from_python_a_sweep_stopped_during_its_third_fit_returns_the_two_before_it(monkeypatch):

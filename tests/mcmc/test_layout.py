@@ -10,9 +10,9 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from latentfit.mcmc import layout, replay
-from latentfit.mcmc.compiled import _close, wrap_leapfrog
+from latentfit.mcmc.compiled import _close
 from latentfit.mcmc.simplify import _values
-from tests.mcmc.test_simplify import _leapfrog_graph
+from tests.mcmc.test_simplify import _leapfrog_graph, ten_steps
 
 F64 = torch.float64
 _aten = torch.ops.aten
@@ -52,16 +52,8 @@ def test_gauss_mix_s_replayed_leapfrog_holds_no_tensor_of_two_last_components():
     assert moved is not graph
     assert _wide_elementwise(moved, example) == []
     # ten steps away from the example, replayed (Static Runtime) against the graph itself
-    by_graph = wrap_leapfrog(graph)
-    by_replay = wrap_leapfrog(replay.replay_graph(graph, example))
-    g = torch.Generator().manual_seed(5)
-    p = torch.randn(state.u.shape, generator=g, dtype=F64)
-    e = torch.full((state.u.shape[0], 1), 0.01, dtype=F64)
-    a, pa, b, pb = state, p, state, p
-    for _ in range(10):
-        a, pa = by_graph(target, metric, a, pa, e, 0.5 * e)
-        b, pb = by_replay(target, metric, b, pb, e, 0.5 * e)
-    assert _agree((*b, pb), (*a, pa))
+    want, got = ten_steps(target, metric, state, graph, example)
+    assert _agree(got, want)
 
 
 C, N, K = 3, 200, 4

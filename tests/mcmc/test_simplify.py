@@ -56,6 +56,14 @@ def test_the_simplified_leapfrog_is_its_graph_bit_for_bit_with_fewer_operations(
     assert _calls(graph) == before  # the graph given is left as it was
     assert _calls(simple) <= before - 10, (before, _calls(simple))
     # ten steps away from the example (the folded constants hold for every input)
+    want, got = ten_steps(target, metric, state, graph, example)
+    for w, g in zip(want, got, strict=True):
+        assert _equal(g, w)
+
+
+def ten_steps(target, metric, state, graph, example) -> tuple[tuple, tuple]:
+    """Ten leapfrog steps from ``state`` taken by ``graph`` and by its replay
+    (``replay.replay_graph``): each one's last (u, log-density, gradient, momentum)."""
     by_graph = wrap_leapfrog(graph)
     by_replay = wrap_leapfrog(replay.replay_graph(graph, example))
     g = torch.Generator().manual_seed(5)
@@ -65,8 +73,7 @@ def test_the_simplified_leapfrog_is_its_graph_bit_for_bit_with_fewer_operations(
     for _ in range(10):
         a, pa = by_graph(target, metric, a, pa, e, 0.5 * e)
         b, pb = by_replay(target, metric, b, pb, e, 0.5 * e)
-    for want, got in zip((*a, pa), (*b, pb), strict=True):
-        assert _equal(got, want)
+    return (*a, pa), (*b, pb)
 
 
 @pytest.mark.parametrize("c", [1, 4])
