@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-__all__ = ["kept_on_failure"]
+from latentfit._interrupt import keeping_fit_on_ctrl_c
+
+__all__ = ["fitting", "kept_on_failure"]
 
 
 @contextmanager
@@ -28,3 +30,15 @@ def kept_on_failure(estimator):
         estimator.__dict__.clear()
         estimator.__dict__.update(kept)
         raise
+
+
+@contextmanager
+def fitting(estimator, then: str = ""):
+    """An estimator's ``fit``: :func:`kept_on_failure`, inside Ctrl-C's handling from Python
+    (:func:`latentfit._interrupt.keeping_fit_on_ctrl_c`: a first press keeps the fit so far and
+    raises KeyboardInterrupt after it, ``then`` saying how to go on)."""
+    with (
+        keeping_fit_on_ctrl_c(f"{type(estimator).__name__}.fit", then=then),
+        kept_on_failure(estimator),
+    ):
+        yield

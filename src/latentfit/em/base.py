@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from latentfit._atomic_fit import kept_on_failure
-from latentfit._interrupt import keeping_fit_on_ctrl_c
+from latentfit._atomic_fit import fitting
 from latentfit._validation import (
     as_float_tensor,
     check_bool,
@@ -225,7 +224,7 @@ class EMEstimator:
             if hasattr(self, "warm_start")
             else ""
         )
-        with keeping_fit_on_ctrl_c(f"{type(self).__name__}.fit", then=then), kept_on_failure(self):
+        with fitting(self, then):
             prepare = self._prepare_source_fit if is_source(X) else self._prepare_fit
             fit = prepare(X, **args)
             result = self._run_em(fit.hooks, fit.data, fit.reduce)

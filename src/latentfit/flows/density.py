@@ -21,8 +21,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from latentfit._atomic_fit import kept_on_failure
-from latentfit._interrupt import keeping_fit_on_ctrl_c
+from latentfit._atomic_fit import fitting
 from latentfit._memory import MAX_WORK, allowed_work, check_max_work
 from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
@@ -353,11 +352,10 @@ class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
 
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, X, y=None, X_val=None):
-        """Maximise the (exact or dequantised) log-likelihood of X with the trainer. A fit
-        that fails leaves the model as it was (:mod:`latentfit._atomic_fit`); Ctrl-C stops it
-        after an optimiser step, keeping the model so far, and then raises KeyboardInterrupt
-        (a second Ctrl-C: at once, the model as it was; :mod:`latentfit._interrupt`)."""
-        with keeping_fit_on_ctrl_c(f"{type(self).__name__}.fit"), kept_on_failure(self):
+        """Maximise the (exact or dequantised) log-likelihood of X with the trainer. A fit that fails
+        changes nothing, and Ctrl-C keeps the model so far, then raises KeyboardInterrupt
+        (:func:`latentfit._atomic_fit.fitting`)."""
+        with fitting(self):
             return self._fit(X, X_val)
 
     def _fit(self, X, X_val=None):
