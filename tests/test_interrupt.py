@@ -518,17 +518,26 @@ def test_from_python_a_second_press_or_one_outside_the_loop_leaves_the_model_as_
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_from_python_a_flow_stopped_keeps_the_weights_of_its_steps_then_raises(monkeypatch):
+def test_from_python_a_flow_stopped_keeps_the_weights_of_its_steps_then_raises(
+    tmp_path, monkeypatch
+):
     from latentfit import MAF
     from latentfit.flows import objectives
 
     X = blobs(400)
+    whole = MAF(n_layers=2, hidden=8, epochs=3, batch_size=50, random_state=0).fit(X)
     press_ctrl_c_at(monkeypatch, objectives.FlowNLL, "__call__", 11)  # 8 steps an epoch
-    model = MAF(n_layers=2, hidden=8, epochs=5, batch_size=50, random_state=0)
-    with pytest.raises(KeyboardInterrupt, match=r"MAF\.fit stopped by Ctrl-C at the end of its "):
+    model = MAF(n_layers=2, hidden=8, epochs=3, batch_size=50, random_state=0)
+    model.set_params(checkpoint_dir=str(tmp_path))
+    with pytest.raises(
+        KeyboardInterrupt, match=r"MAF\.fit stopped by Ctrl-C at the end of its "
+    ) as e:
         model.fit(X)
+    assert str(e.value).endswith("; fit again with the same checkpoint_dir resumes it")
     assert len(model.history_) == 1  # the first epoch's row; the best epoch's weights
     assert np.isfinite(model.score_samples(X)).all()
+    monkeypatch.undo()  # as the message says: the fit resumes to the uninterrupted one's
+    np.testing.assert_array_equal(model.fit(X).score_samples(X), whole.score_samples(X))
 
 
 def test_from_python_a_handler_of_the_program_s_own_is_left_in_charge(monkeypatch):

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from latentfit._interrupt import keeping_fit_on_ctrl_c
 
-__all__ = ["fitting", "kept_on_failure"]
+__all__ = ["fitting", "kept_on_failure", "resumed_by"]
 
 
 @contextmanager
@@ -42,3 +42,11 @@ def fitting(estimator, then: str = ""):
         kept_on_failure(estimator),
     ):
         yield
+
+
+def resumed_by(checkpoint_dir) -> str:
+    """How a trained estimator's fit stopped by Ctrl-C goes on (``fitting``'s ``then``): the
+    trainer resumes a run from its checkpoint."""
+    if checkpoint_dir:
+        return "fit again with the same checkpoint_dir resumes it"
+    return "fit with a checkpoint_dir can be resumed so"

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from latentfit._atomic_fit import fitting
+from latentfit._atomic_fit import fitting, resumed_by
 from latentfit._memory import MAX_WORK, allowed_work, check_max_work
 from latentfit._moments import column_moments, standard_scale
 from latentfit._validation import (
@@ -355,7 +355,7 @@ class FlowDensity(FitSettings, DensityMixin, BaseEstimator):
         """Maximise the (exact or dequantised) log-likelihood of X with the trainer. A fit that fails
         changes nothing, and Ctrl-C keeps the model so far, then raises KeyboardInterrupt
         (:func:`latentfit._atomic_fit.fitting`)."""
-        with fitting(self):
+        with fitting(self, resumed_by(self.checkpoint_dir)):
             return self._fit(X, X_val)
 
     def _fit(self, X, X_val=None):
