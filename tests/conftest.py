@@ -1,4 +1,6 @@
 import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,20 @@ def pytest_collection_modifyitems(items):
         return SLOW_FILES.index(path) if path in SLOW_FILES else len(SLOW_FILES)
 
     items.sort(key=rank)  # stable: as collected within a file and after the named files
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pythons_own_sigint():
+    """Tests press Ctrl-C for real (``signal.raise_signal``; latentfit._interrupt). A process
+    started in the background by a shell without job control ignores SIGINT (POSIX), and every
+    press would then be nothing (53 tests failed so): the session runs with Python's own
+    handler, as one started at a terminal does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session", autouse=True)

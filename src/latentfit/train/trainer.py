@@ -378,7 +378,7 @@ def _check_warmup_finished(cfg: TrainConfig, schedule, custom: bool, res: TrainR
         "down-weighted KL, not on the bound it reports; use warmup_epochs well below epochs "
         "(e.g. half of them) or train for more epochs",
         UserWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of train (train -> _train -> here)
     )
 
 
