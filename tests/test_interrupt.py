@@ -565,15 +565,19 @@ def test_from_python_sampling_stopped_returns_the_draws_so_far_and_resume_contin
     run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False)
     whole = fit.sample_posterior(num_draws=90, **run)
     calls = press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 50 + 25)
-    with pytest.warns(UserWarning, match=r"sampling stopped by Ctrl-C after 25 of 60 draws per "):
+    with pytest.warns(
+        UserWarning, match=r"sampling stopped by Ctrl-C after 25 of 60 draws per "
+    ) as w:
         part = fit.sample_posterior(num_draws=60, **run)
+    assert w[0].filename == __file__  # the user's line
     assert calls["n"] == 75 and part.num_draws == 25
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     np.testing.assert_array_equal(part.unconstrained.numpy(), whole.unconstrained[:, :25].numpy())
     calls["n"] = 0  # resume's 10th transition
     press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 10)
-    with pytest.warns(UserWarning, match=r"after 10 of 65 draws per chain.*resume\(55\)"):
+    with pytest.warns(UserWarning, match=r"after 10 of 65 draws per chain.*resume\(55\)") as w:
         more = part.resume(65, progress_bar=False)
+    assert w[0].filename == __file__
     assert more.num_draws == 35
     np.testing.assert_array_equal(more.unconstrained.numpy(), whole.unconstrained[:, :35].numpy())
     monkeypatch.undo()

@@ -8,10 +8,12 @@ where the chains stopped, with the adapted step size and metric (no second warm-
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -370,12 +372,19 @@ def sample_target(
 def warn_stopped(made: int, asked: int) -> None:
     """Say that Ctrl-C ended the draws early, and how to go on (from Python: the command line
     says it in its report)."""
+    frame, level = sys._getframe(0), 1  # the warning names the first line outside latentfit
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
     warnings.warn(
         f"sampling stopped by Ctrl-C after {made} of {asked} draws per chain; the result holds "
         f"them, and its resume({asked - made}) continues the chains",
         UserWarning,
-        stacklevel=3,
+        stacklevel=level,
     )
+
+
+#: latentfit's own files (sample, sample_target, fit_map's sample_posterior, resume)
+_PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
 def check_memory(
