@@ -218,8 +218,8 @@ class _Pass:
 
 def components_outward(graph: torch.fx.GraphModule, example: tuple) -> torch.fx.GraphModule:
     """A copy of ``graph`` (static sizes, those of ``example``) computing its
-    (…, points, components) tensors as (…, components, points) (module docstring); ``graph``
-    itself where it holds none, or where the copy's outputs on ``example`` differ."""
+    (…, points, components) tensors with the points dimension last (module docstring);
+    ``graph`` itself where it holds none, or where the copy's outputs on ``example`` differ."""
     env = _values(graph, example)
     if not any(_trailing(v) for v in env.values()):
         return graph
