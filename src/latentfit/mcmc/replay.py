@@ -50,6 +50,7 @@ from latentfit.mcmc.kernels import (
     next_doubling,
 )
 from latentfit.mcmc.layout import components_outward
+from latentfit.mcmc.scales import carry_scales
 from latentfit.mcmc.simplify import simplify
 
 __all__ = ["ReplayedMerge", "replay", "replay_graph"]
@@ -138,6 +139,11 @@ def replay_graph(graph: torch.fx.GraphModule, example: tuple) -> Callable | None
         with torch.no_grad():
             graph = simplify(graph, example)
     except Exception:  # any failure of the rewrite: the graph runs as it was traced
+        pass
+    try:
+        with torch.no_grad():
+            graph = carry_scales(graph, example)
+    except Exception:  # any failure of the rewrite: the graph runs with its products
         pass
     try:
         with torch.no_grad():
