@@ -4,30 +4,35 @@ Autograd's backward pass of a log-density writes many products by numbers: the g
 ``-0.5 * z ** 2`` is ``(g * -0.5) * (z * 2.0)``, a subtraction's gives a ``neg``, the seed of
 the backward pass, a constant of ones or of -0.5 (folded by simplify.py), multiplies what it
 meets. Each is one more pass over its tensor, ~3 µs over gauss_mix's (4, 2, 1000) terms and
-~0.7 µs on a small one (replay.py), for values that a sign or a factor of two apart from
-another. :func:`carry_scales` rewrites the graph so that each value is computed as a *core*
-times a scale ``s = ±2^k``, the scale carried along rather than applied:
+~0.7 µs on a small one (replay.py), for a value a sign or a factor of two away from one
+computed already. :func:`carry_scales` rewrites the graph so that each value is computed as
+a *core* times a scale ``s = ±2^k``, the scale carried along rather than applied:
 
 - ``neg(x)``, ``x * c`` and ``x / c`` for a number ``c = ±2^k`` (or a constant tensor every
   element of which is that number and that broadcasts nothing) compute nothing: the scale of
-  ``x`` times ``-1``, ``c`` or ``1 / c``;
-- a product, a quotient, ``pow(x, 2)``, a sum or mean, and a view (``unsqueeze``, ``permute``,
-  ``select``...) run on the cores, the scales multiplied (``(s x) * (t y) = s t (x y)``);
-- ``add`` and ``sub`` of two values whose scales are equal or opposite run on the cores, as a
-  subtraction where the signs differ (``-x + y = y - x``);
+  ``x`` times ``-1``, ``c`` or ``1 / c``; ``c / x`` is the reciprocal of ``x``'s core;
+- a product, a quotient, ``pow(x, 2)``, a sum or mean, a view (``unsqueeze``, ``permute``,
+  ``select``...) and the backward pass of ``sigmoid`` or ``tanh`` (linear in the gradient) run
+  on the cores, the scales multiplied (``(s x) * (t y) = s t (x y)``); so does the scatter of
+  a gradient into zeros (``select_backward``, ``slice_backward``) where the scale is positive
+  (``-1 * 0.0`` would be ``-0.0``);
+- ``add`` and ``sub`` run on the cores, one scale carried and the ratio of the two given as
+  ``add``'s ``alpha``: ``s x + t y = s (x + (t/s) y)``, a subtraction where it is ``-1``;
 - every other use, and the graph's outputs, read the value itself: the core times its scale,
   one multiplication (or ``neg``), made once for all such uses, or the node as traced where its
   own input carries no scale.
 
-A product by ``±2^k`` rounds exactly (``round(2^k a) = 2^k round(a)``), and so does a sum's
-sign (``x - y = x + (-y)``), so each rewrite gives the graph's values: equal numbers, NaN where
+A product by ``±2^k`` rounds exactly (``round(2^k a) = 2^k round(a)``), so a sum with
+``alpha`` still rounds once and a sign moves freely (``x - y = x + (-y)``): each rewrite gives
+the graph's values: equal numbers, NaN where
 it gave NaN. Two differences are left, neither of which a sampler sees: the sign of a zero
 (``-(x + y)`` is ``-0.0`` where ``(-x) + (-y)`` is ``+0.0``), and a value whose scaled
 intermediate would have overflowed or fallen among the subnormal numbers, which here does
 not. The rewritten graph is held to the original's outputs on the example, else the original
-runs. Replayed leapfrog steps, 4 chains (best of 5 x 2,000 calls): eight schools 57 -> 52
-operations, 42 -> 38 µs; arK 68 -> 62, 46 -> 40 µs; diamonds 99 -> 92, 65 -> 59 µs; gauss_mix
-124 -> 116, 116 -> 103 µs (benchmarks/README.md).
+runs. Replayed leapfrog steps (best of 5 x 2,000 calls; operations, then µs): at 4 chains,
+eight schools 57 -> 49, 42 -> 36 µs; arK 68 -> 58, 46 -> 40 µs; diamonds 99 -> 87, 68 -> 58 µs;
+gauss_mix 124 -> 111, 122 -> 103 µs; gauss_mix at one chain 82 -> 72 µs, at 32 chains 640 ->
+473 µs (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -213,6 +218,14 @@ class _Pass:
             c = self._number(args[1], args[0], node)
             if c is not None and isinstance(args[0], torch.fx.Node):
                 return self._scale_only(node, args[0], 1.0 / c)
+            c = self._number(args[0], args[1], node)
+            if c is not None and isinstance(args[1], torch.fx.Node) and self._float(args[1]):
+                # c / x: the reciprocal, one operand fewer to read (the seed of ones)
+                core, t = self._scale_of(args[1])
+                node.target, node.args = _aten.reciprocal.default, (core,)
+                if c / t != 1.0:
+                    self.scaled[node] = (node, c / t)
+                return True
             return self._on_cores(node, lambda s, t: s / t, (0, 1))
         if op is _aten.pow.Tensor_Scalar and len(args) == 2 and args[1] == 2:
             return self._on_cores(node, lambda s: s * s, (0,))
@@ -225,32 +238,24 @@ class _Pass:
         return False
 
     def _sum_of_two(self, node: torch.fx.Node) -> bool:
-        """``add`` or ``sub`` of two values: on their cores where their scales are equal or
-        opposite, ``s x + s y = s (x + y)``; else with the one whose scale is ``±1`` read as
-        its core, ``x - (-y) = x + y`` (the other read as its own value)."""
+        """``add`` or ``sub`` of two values on their cores, one scale carried and the ratio
+        of the two given to the operation: ``s x + t y = s (x + (t/s) y)``, ``add``'s
+        ``alpha`` (a product by ``±2^k`` rounds exactly, so the sum rounds once, as before)."""
         (a, s), (b, t) = map(self._scale_of, node.args)
         if (s, t) == (1.0, 1.0) or not all(map(self._float, node.args)):
             return False
-        o = -1.0 if node.target is _aten.sub.Tensor else 1.0  # the sign of b's term
-        t = o * t
-        if abs(s) == abs(t):  # s a + t b = s (a ± b)
-            node.target = _aten.add.Tensor if s == t else _aten.sub.Tensor
-            node.args = (a, b)
+        if node.target is _aten.sub.Tensor:
+            t = -t
+        if t == 1.0 and s != 1.0:  # carry the scale 1: t y + s x
+            (a, s), (b, t) = (b, t), (a, s)
+        ratio = t / s
+        if abs(ratio) == 1.0:
+            node.target = _aten.add.Tensor if ratio == 1.0 else _aten.sub.Tensor
+            node.args, node.kwargs = (a, b), {}
+        else:
+            node.target, node.args, node.kwargs = _aten.add.Tensor, (a, b), {"alpha": ratio}
+        if s != 1.0:
             self.scaled[node] = (node, s)
-            return True
-        if abs(s) != 1.0 and abs(t) != 1.0:
-            return False
-        # signed terms of unit scale: a core whose scale is ±1, else the value itself
-        (x, s), (y, t) = (
-            (core, sign) if abs(sign) == 1.0 else (self.value_of(arg, node), term)
-            for arg, (core, sign), term in zip(node.args, ((a, s), (b, t)), (1.0, o), strict=True)
-        )
-        if s == t:  # x + y, or -(x + y)
-            node.target, node.args = _aten.add.Tensor, (x, y)
-        else:  # x - y, or y - x
-            node.target, node.args = _aten.sub.Tensor, (x, y) if s == 1.0 else (y, x)
-        if s == t == -1.0:
-            self.scaled[node] = (node, -1.0)
         return True
 
     def _scale_only(self, node: torch.fx.Node, x: object, c: float) -> bool:
