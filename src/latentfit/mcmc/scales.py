@@ -32,7 +32,7 @@ not. The rewritten graph is held to the original's outputs on the example, else 
 runs. Replayed leapfrog steps (best of 5 x 2,000 calls; operations, then µs): at 4 chains,
 eight schools 57 -> 49, 42 -> 36 µs; arK 68 -> 58, 46 -> 40 µs; diamonds 99 -> 87, 68 -> 58 µs;
 gauss_mix 124 -> 111, 122 -> 103 µs; gauss_mix at one chain 82 -> 72 µs, at 32 chains 640 ->
-473 µs (benchmarks/README.md).
+473 µs (benchmarks/README.md, with assemble.py's rewrite after this one).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ _LINEAR = {
 #: scatters of a gradient into zeros: run on the core of a positive scale only (``-1 * 0`` is
 #: ``-0.0``, not the scatter's ``+0.0``)
 _SCATTERS = {_aten.select_backward.default, _aten.slice_backward.default}
-_ADD = {_aten.add.Tensor: _aten.sub.Tensor, _aten.sub.Tensor: _aten.add.Tensor}
+_SUMS = {_aten.add.Tensor, _aten.sub.Tensor}
 
 
 def _power_of_two(c: object) -> float | None:
@@ -233,7 +233,7 @@ class _Pass:
             return self._on_cores(node, lambda s: s, (0,))
         if op in _SCATTERS and self._scale_of(args[0])[1] > 0:
             return self._on_cores(node, lambda s: s, (0,))
-        if op in _ADD and len(args) == 2 and all(isinstance(a, torch.fx.Node) for a in args):
+        if op in _SUMS and len(args) == 2 and all(isinstance(a, torch.fx.Node) for a in args):
             return self._sum_of_two(node)
         return False
 
