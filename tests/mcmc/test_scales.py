@@ -86,6 +86,19 @@ def test_a_scatter_of_a_negated_gradient_keeps_its_zeros_positive():
         assert torch.equal(got.signbit(), want.signbit()) and scales._equal(got, want)
 
 
+def test_an_operation_on_cores_reads_its_other_arguments_values():
+    def f(x, y):
+        b = ((-x) * y) * 2.0  # a product on the cores x * y, its scale -2 carried
+        return _aten.sigmoid_backward(x * 4.0, b)  # the gradient's scale carried, b read
+
+    x, y = torch.randn(3, dtype=F64), torch.randn(3, dtype=F64)
+    graph = _graph(f, x, y)
+    carried = scales.carry_scales(graph, (x, y))
+    assert carried is not graph
+    z, w = torch.randn(3, dtype=F64), torch.randn(3, dtype=F64)
+    assert scales._equal(carried(z, w), graph(z, w))
+
+
 def test_outputs_are_new_tensors_and_not_the_inputs():
     def f(x):
         return torch.neg(-x), x * 2.0 * 0.5, torch.neg(-(x * 2.0))
@@ -137,7 +150,8 @@ STEPS = {
     "view": lambda a, b, c: a.t().unsqueeze(0)[0].t() + b,
     "select": lambda a, b, c: a.select(1, 2).unsqueeze(1) - b,
     "scatter": lambda a, b, c: _aten.select_backward(a[:, 1], [3, 4], 1, 1) + b,
-    "sigmoid backward": lambda a, b, c: _aten.sigmoid_backward(a, torch.sigmoid(b)),
+    "sigmoid backward": lambda a, b, c: _aten.sigmoid_backward(a, b),
+    "tanh backward": lambda a, b, c: _aten.tanh_backward(b, a),
     "tanh": lambda a, b, c: torch.tanh(a) * b,
     "where": lambda a, b, c: torch.where(b > 0, a, -a),
 }

@@ -270,7 +270,8 @@ class _Pass:
 
     def _on_cores(self, node: torch.fx.Node, scale, where: tuple[int, ...]) -> bool:
         """``node`` run on the cores of its arguments at ``where``, its scale ``scale`` of
-        theirs (an argument that is no node has scale 1)."""
+        theirs (an argument that is no node has scale 1); its other arguments read their own
+        values (``sigmoid_backward``'s output, say)."""
         scales = [self._scale_of(node.args[i]) for i in where]
         if all(s == 1.0 for _, s in scales):
             return False
@@ -278,7 +279,10 @@ class _Pass:
             self._float(node.args[i]) for i in where if isinstance(node.args[i], torch.fx.Node)
         ):
             return False
-        args = list(node.args)
+        args = [
+            torch.fx.node.map_arg(a, lambda n: self.value_of(n, node)) if i not in where else a
+            for i, a in enumerate(node.args)
+        ]
         for i, (core, _) in zip(where, scales, strict=True):
             args[i] = core
         node.args = tuple(args)
