@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from latentfit.mcmc.simplify import _kept, _values
+from latentfit.mcmc.simplify import _bitwise, _kept, _same_outputs, _values
 
 __all__ = ["carry_scales"]
 
@@ -103,21 +103,11 @@ def carry_scales(graph: torch.fx.GraphModule, example: tuple) -> torch.fx.GraphM
 def _same_values(gm: torch.fx.GraphModule, want: object, example: tuple) -> bool:
     """``gm``'s outputs on ``example`` are ``want``: equal numbers (a zero of either sign),
     NaN where it holds NaN, the same dtypes and shapes."""
-    leaves = torch.utils._pytree.tree_leaves
-    with torch.no_grad():
-        got = leaves(gm(*example))
-    want = leaves(want)
-    return len(got) == len(want) and all(map(_equal, got, want))
+    return _same_outputs(gm, want, example, lambda a, b: _equal(a, b))
 
 
 def _equal(a: object, b: object) -> bool:
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-        return a == b
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if not a.is_floating_point():
-        return torch.equal(a, b)
-    return bool((torch.eq(a, b) | (a.isnan() & b.isnan())).all())
+    return _bitwise(a, b, zero_sign=False)
 
 
 class _Pass:

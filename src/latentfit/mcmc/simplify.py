@@ -306,22 +306,26 @@ def _merge_repeats(g: torch.fx.Graph, output: torch.fx.Node) -> None:
             seen[key] = node
 
 
-def _same_outputs(gm: torch.fx.GraphModule, want: object, example: tuple) -> bool:
+def _same_outputs(gm: torch.fx.GraphModule, want: object, example: tuple, equal=None) -> bool:
     """The simplified graph gives the original's outputs on the example bit for bit (a NaN
-    where it gave a NaN): every rewrite is meant to, and this holds it to that."""
+    where it gave a NaN): every rewrite is meant to, and this holds it to that. ``equal``
+    compares two outputs instead (scales.py: a zero of either sign)."""
     leaves = torch.utils._pytree.tree_leaves
     with torch.no_grad():
         got = leaves(gm(*example))
     want = leaves(want)
-    return len(got) == len(want) and all(map(_bitwise, got, want))
+    return len(got) == len(want) and all(map(equal or _bitwise, got, want))
 
 
-def _bitwise(a: object, b: object) -> bool:
+def _bitwise(a: object, b: object, zero_sign: bool = True) -> bool:
+    """Equal values, NaN where NaN, and (``zero_sign``) zeros of the same sign."""
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
         return a == b
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     if not a.is_floating_point():
         return torch.equal(a, b)
-    same = torch.eq(a, b) & torch.eq(a.signbit(), b.signbit())
+    same = torch.eq(a, b)
+    if zero_sign:
+        same &= torch.eq(a.signbit(), b.signbit())
     return bool((same | (a.isnan() & b.isnan())).all())
