@@ -518,6 +518,30 @@ def test_from_python_a_second_press_or_one_outside_the_loop_leaves_the_model_as_
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_from_python_an_abort_where_gradients_were_off_leaves_them_on(monkeypatch):
+    """A second press raised between ``no_grad()`` turning gradients off and its block
+    beginning (so that its ``__exit__`` never runs) must not leave the session without them."""
+    n = {"calls": 0}
+    original = driver._reduced_stats
+
+    def wrapped(*args, **kwargs):
+        n["calls"] += 1
+        if n["calls"] == 2:
+            torch.set_grad_enabled(False)  # as no_grad().__enter__ does first
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # the abort, before the block would begin
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "_reduced_stats", wrapped)
+    assert torch.is_grad_enabled()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            GaussianMixture(2, max_iter=50, tol=0, random_state=1).fit(blobs())
+        assert torch.is_grad_enabled()
+    finally:
+        torch.set_grad_enabled(True)  # the tests after this one, whatever it found
+
+
 def test_from_python_a_flow_stopped_keeps_the_weights_of_its_steps_then_raises(
     tmp_path, monkeypatch
 ):

@@ -256,15 +256,22 @@ def keeping_fit_on_ctrl_c(what: str, raising: bool = True, then: str = ""):
     ):
         yield outcome
         return
+    import torch
+
     _state.update(depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
     _state.update(deferred=0, pending=[], stopped_at=None)
     previous = signal.signal(signal.SIGINT, _handler)
     _state["python"] = True
+    grad = torch.is_grad_enabled()
     try:
         yield outcome
     finally:
         _state["deferred"] += 1  # a press from here on is dropped: the fit has ended
         signal.signal(signal.SIGINT, previous)
+        # an abort raised inside ``torch.no_grad()``'s ``__enter__`` (after it turned gradients
+        # off, before the block that turns them back on began) would leave the user's session
+        # without gradients: the fit puts back the mode it found
+        torch.set_grad_enabled(grad)
         stopped_at = _state["stopped_at"] if _state["requested"] else None
         _state.update(python=False, depth=0, where="", requested=False, deferred=0, pending=[])
     outcome.stopped = stopped_at is not None
