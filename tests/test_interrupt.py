@@ -123,6 +123,18 @@ def test_the_abort_names_the_files_written_and_not_those_put_back(tmp_path):
         )
 
 
+def _is_the_fit_of_three_iterations(model, X):
+    """Assert ``model`` (stopped in its third iteration) holds the fit that ``max_iter=3``
+    gives, unconverged; return that fit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        three = GaussianMixture(2, max_iter=3, tol=0, random_state=1).fit(X)
+    assert model.n_iter_ == 3 and not model.converged_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(three, name))
+    return three
+
+
 def test_a_stopped_gaussian_mixture_is_the_fit_of_that_many_iterations(monkeypatch):
     X = blobs()
     calls = press_ctrl_c_at(monkeypatch, driver, "_reduced_stats", 3)  # iteration 3's E-step
@@ -130,12 +142,7 @@ def test_a_stopped_gaussian_mixture_is_the_fit_of_that_many_iterations(monkeypat
         stopped = GaussianMixture(2, max_iter=500, tol=0, random_state=1).fit(X)
     assert calls["n"] == 3  # no iteration after the one that was running
     assert "stopped on request (Ctrl-C) at iteration 3 of 500" in str(caught[-1].message)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        three = GaussianMixture(2, max_iter=3, tol=0, random_state=1).fit(X)
-    assert stopped.n_iter_ == 3 and not stopped.converged_
-    for name in ("weights_", "means_", "covariances_"):
-        np.testing.assert_array_equal(getattr(stopped, name), getattr(three, name))
+    three = _is_the_fit_of_three_iterations(stopped, X)
     assert stopped.lower_bound_ == three.lower_bound_
 
 
@@ -474,12 +481,7 @@ def test_from_python_a_stopped_fit_keeps_that_many_iterations_then_raises(monkey
         "from it"
     )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        three = GaussianMixture(2, max_iter=3, tol=0, random_state=1).fit(X)
-    assert model.n_iter_ == 3 and not model.converged_
-    for name in ("weights_", "means_", "covariances_"):
-        np.testing.assert_array_equal(getattr(model, name), getattr(three, name))
+    three = _is_the_fit_of_three_iterations(model, X)
     np.testing.assert_array_equal(model.predict(X), three.predict(X))
     monkeypatch.undo()  # as the message says: a warm start continues it, iteration for iteration
     with warnings.catch_warnings():
