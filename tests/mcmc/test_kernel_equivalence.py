@@ -267,9 +267,10 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
-def _run_both(name, metric_kind, c, max_depth, n_trans=12, seed=0):
+def _run_both(name, metric_kind, c, max_depth, n_trans=12, seed=0, step_fn=None):
     """``n_trans`` transitions from the same start with both kernels, each transition from the
-    same generator state; returns the new kernel's statistics for the coverage checks."""
+    same generator state; returns the new kernel's statistics for the coverage checks. The new
+    kernel steps with ``step_fn`` where given (the eager step otherwise)."""
     make, d = TARGETS[name]
     target = make()
     g = torch.Generator().manual_seed(seed)
@@ -283,7 +284,9 @@ def _run_both(name, metric_kind, c, max_depth, n_trans=12, seed=0):
         g_ref = torch.Generator().manual_seed(1000 * seed + t)
         g_new = torch.Generator().manual_seed(1000 * seed + t)
         ref_state, ref_stats = _ref_nuts_transition(target, metric, state, step, g_ref, max_depth)
-        new_state, new_stats = nuts_transition(target, metric, state, step, g_new, max_depth)
+        new_state, new_stats = nuts_transition(
+            target, metric, state, step, g_new, max_depth, leapfrog_step=step_fn
+        )
         for field, x, y in zip(State._fields, new_state, ref_state, strict=True):
             assert _same(x, y), f"transition {t}: state.{field} differs"
         for field, x, y in zip(TransitionStats._fields, new_stats, ref_stats, strict=True):
@@ -321,6 +324,28 @@ def test_new_kernel_matches_when_trees_saturate(metric_kind):
     seen = _run_both("gauss", metric_kind, 4, max_depth=3, seed=1)
     depth = torch.stack([s.tree_depth for s in seen])
     assert bool((depth == 3).any())
+
+
+@pytest.mark.parametrize("metric_kind", ["diag", "dense"])
+def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(metric_kind):
+    # a step that offers steps for fewer chains (narrow.py): the eager step, which takes any
+    # number of rows; deep doublings where at most a quarter of the 16 chains grow step only
+    # those (padded to a power of two), the other chains' leaves filled in as a step of size
+    # zero leaves them; the draws must be the frozen kernel's, bit for bit. (The funnel's
+    # density is elementwise in the chains; a matrix product may round a row differently in
+    # a batch of another size, and the draws then differ by rounding.)
+    sizes = []
+
+    def step(target, metric, state, p, e, half):
+        return _leapfrog(target, metric, state, p, e, half)
+
+    def narrow(target, metric, state):
+        sizes.append(state.u.shape[0])
+        return step
+
+    step.narrow = narrow
+    _run_both("funnel", metric_kind, 16, max_depth=7, n_trans=8, step_fn=step)
+    assert sizes and set(sizes) <= {1, 2, 4} and len(set(sizes)) > 1
 
 
 @pytest.mark.parametrize("chunk", [1, 50, 1 << 22])

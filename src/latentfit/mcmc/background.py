@@ -61,6 +61,7 @@ from latentfit.mcmc.compiled import (
     wrap_merge,
 )
 from latentfit.mcmc.kernels import Metric, State
+from latentfit.mcmc.narrow import NarrowSteps
 from latentfit.mcmc.raising import replayed_step, wrap_replayed
 from latentfit.mcmc.replay import ReplayedMerge
 from latentfit.mcmc.target import Target
@@ -223,6 +224,7 @@ class BackgroundCompile:
                 return
             self._replayed = replayed
             self.leapfrog = wrap_replayed(replayed)
+            self.leapfrog.narrow = NarrowSteps()  # deep doublings of few chains (narrow.py)
         else:
             self.merge = ReplayedMerge(self.dense, self._merge_agrees)
         self.replayed.append(part.name)

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 
+from latentfit.mcmc.narrow import MIN_LEAVES, narrow_rows
 from latentfit.mcmc.target import Target
 
 __all__ = [
@@ -62,17 +63,27 @@ class Metric:
     """A Euclidean metric per chain: ``inv`` is the inverse mass matrix, (c, p) diagonal or
     (c, p, p) dense. Kinetic energy ``p' M⁻¹ p / 2``; momenta drawn from ``N(0, M)``."""
 
-    def __init__(self, inv: torch.Tensor):
+    def __init__(self, inv: torch.Tensor, symmetric: bool = False):
         self.dense = inv.dim() == 3
-        if self.dense:
+        if self.dense and not symmetric:
             # exactly symmetric, so that p M^-1 is M^-1 p: a batched matmul, half an einsum's cost
             inv = 0.5 * (inv + inv.transpose(-1, -2))
-            self.chol = torch.linalg.cholesky(inv)  # inv = L L'
         self.inv = inv
+        self._chol: torch.Tensor | None = None  # inv = L L' (dense), made when first drawn from
         self._inv_leaves = None if self.dense else inv[:, None]  # (c, 1, p), for (c, L, p)
 
     def __getitem__(self, idx) -> Metric:
         return Metric(self.inv[idx])
+
+    def rows(self, index: torch.Tensor) -> Metric:
+        """The metric of the chains ``index`` (a long tensor of rows), for stepping only them."""
+        return Metric(self.inv.index_select(0, index), symmetric=True)
+
+    @property
+    def chol(self) -> torch.Tensor:
+        if self._chol is None:
+            self._chol = torch.linalg.cholesky(self.inv)
+        return self._chol
 
     def velocity(self, p: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ p`` for p of shape (c, p) or (c, L, p)."""
@@ -379,7 +390,9 @@ def nuts_transition(
     stays at a point already evaluated) and its results are masked out, so a doubling costs the
     same handful of tensor operations for 1 chain or 1,000 and asks the device one question
     (is any chain still growing, and did any diverge?). ``leapfrog_step`` replaces
-    ``_leapfrog`` (the compiled step of mcmc/compiled.py).
+    ``_leapfrog`` (the compiled step of mcmc/compiled.py); where it offers steps for fewer
+    chains (its ``narrow``, narrow.py), a doubling of at least ``MIN_LEAVES`` leaves in which at
+    most a quarter of the chains grow steps only those, padded to a power of two.
 
     On a CPU a doubling's cost is the number of tensor operations launched, not their
     arithmetic, so the state is kept packed: the trajectory's two ends (and a scratch row) as
@@ -412,17 +425,19 @@ def nuts_transition(
     rows = _leaf_consts(c, dev, dt)[0]  # arange(c), cached
     neg_step = -step_size
     step_ends = getattr(merge_step, "next_doubling", None)  # replayed (replay.py), or eager
+    narrow = getattr(leapfrog_step, "narrow", None)  # steps for fewer chains (narrow.py)
 
+    n_grow = c  # chains still growing, as the host last saw
     pending = None  # the last doubling's divergences, recorded when the host next looks
     p = last_ps = valid = None  # the last doubling's last leaf and validity, for the next
     for j in range(max_depth):
         if j:
             # the one host sync of a doubling: is any chain still growing, did any diverge?
-            grow, diverged = torch.stack([active, pending[0]]).any(1).tolist()
+            n_grow, diverged = torch.stack([active, pending[0]]).sum(1).tolist()
             if diverged:  # rare: the divergent leaf's position, from the kept subtree
                 div_u = _divergence_u(div_u, *pending)
             pending = None
-            if not grow:
+            if not n_grow:
                 break
         L = 2**j
         leaf, L_t, no_div, no_stop, zero, scratch = _leaf_consts(L, dev, dt)
@@ -440,15 +455,13 @@ def nuts_transition(
             ends, side, near_u, near_g, near_p, near_ps, near_lp, far_ps, e, half = out
             cur = State(near_u, near_lp, near_g)
         p = near_p
-        Us, Ps, LPs, Gs = [], [], [], []
-        for _ in range(L):
-            cur, p = step_fn(target, metric, cur, p, e, half)
-            Us.append(cur.u)
-            Ps.append(p)
-            LPs.append(cur.log_prob)
-            Gs.append(cur.grad)
-        leaves = torch.stack(Us + Gs + Ps, 1).view(c, 3, L, d)  # (c, 3, L, p): u, grad, p
-        LP = torch.stack(LPs, 1)  # (c, L)
+        index = narrow_rows(active, n_grow) if narrow is not None and L >= MIN_LEAVES else None
+        if index is None:
+            cur, p, leaves, LP = _subtree(step_fn, target, metric, cur, p, e, half, L)
+        else:  # few chains grow: only they (and a few idle ones) step, narrow.py
+            cur, p, leaves, LP = _narrow_subtree(
+                narrow, step_fn, target, metric, cur, p, e, half, L, index
+            )
         # the subtree's random numbers, in the order the generator has always given them
         u01 = torch.rand(c, L, generator=gen, dtype=dt, device=dev) if L > 1 else None
         u_acc = torch.rand(c, generator=gen, dtype=dt, device=dev)
@@ -481,6 +494,42 @@ def nuts_transition(
         divergence_u=div_u,
     )
     return State(su, draw_lp, sg), stats
+
+
+def _subtree(step_fn, target, metric, cur: State, p, e, half, L: int):
+    """``L`` leapfrog steps from ``cur``: the last state and momentum, the leaves
+    (c, 3, L, p) (position, gradient, momentum) and their log-densities (c, L)."""
+    Us, Ps, LPs, Gs = [], [], [], []
+    for _ in range(L):
+        cur, p = step_fn(target, metric, cur, p, e, half)
+        Us.append(cur.u)
+        Ps.append(p)
+        LPs.append(cur.log_prob)
+        Gs.append(cur.grad)
+    c, d = p.shape
+    leaves = torch.stack(Us + Gs + Ps, 1).view(c, 3, L, d)  # (c, 3, L, p): u, grad, p
+    return cur, p, leaves, torch.stack(LPs, 1)
+
+
+def _narrow_subtree(narrow, step_fn, target, metric, cur: State, p, e, half, L, index):
+    """``_subtree`` stepping only the chains ``index`` (s,) (narrow.py): the other chains'
+    leaves are their start, as a step of size zero leaves them (they are idle). Every chain
+    steps where no step for ``s`` chains can be replayed."""
+    sub = metric.rows(index)
+    at = State(*(x.index_select(0, index) for x in cur))
+    fn = narrow(target, sub, at)
+    if fn is None:
+        return _subtree(step_fn, target, metric, cur, p, e, half, L)
+    pick = (p, e, half)
+    at, q, leaves_s, LP_s = _subtree(
+        fn, target, sub, at, *(x.index_select(0, index) for x in pick), L
+    )
+    c, d = p.shape
+    start = torch.stack([cur.u, cur.grad, p], 1)  # (c, 3, p)
+    leaves = start.unsqueeze(2).expand(c, 3, L, d).contiguous().index_copy_(0, index, leaves_s)
+    LP = cur.log_prob.unsqueeze(1).expand(c, L).contiguous().index_copy_(0, index, LP_s)
+    last = State(*(x.index_copy(0, index, y) for x, y in zip(cur, at, strict=True)))
+    return last, p.index_copy(0, index, q), leaves, LP
 
 
 def hmc_transition(

@@ -1,0 +1,66 @@
+"""Deep doublings of few growing chains step only those chains (mcmc/narrow.py)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latentfit.mcmc import SamplerConfig, Target, kernels, sample_target
+from latentfit.mcmc.narrow import NarrowSteps, narrow_rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=80))
+def test_narrow_rows_are_the_growing_chains_padded_to_a_power_of_two(flags):
+    active = torch.tensor(flags)
+    n = int(active.sum())
+    rows = narrow_rows(active, n)
+    c = len(flags)
+    s = 1
+    while s < n:
+        s *= 2
+    if n == 0 or 4 * s > c:
+        assert rows is None
+        return
+    assert rows.shape == (s,) and rows.dtype == torch.long
+    assert len(set(rows.tolist())) == s  # distinct: the subtree is written back by row
+    assert set(rows[:n].tolist()) == set(torch.nonzero(active).flatten().tolist())
+    assert not bool(active[rows[n:]].any())  # the padding is idle chains
+
+
+def _funnel(v, x):  # elementwise in the chains: a batch of any size rounds a row alike
+    return -0.5 * (v / 3) ** 2 - 0.5 * (x**2).sum(-1) * torch.exp(-v) - 2.0 * v
+
+
+def _run(monkeypatch, narrow: bool):
+    built = []
+    if not narrow:
+        monkeypatch.setattr(kernels, "narrow_rows", lambda active, n: None)
+    original = NarrowSteps.__call__
+
+    def spy(self, target, metric, state):
+        fn = original(self, target, metric, state)
+        built.append((state.u.shape[0], fn is not None))
+        return fn
+
+    monkeypatch.setattr(NarrowSteps, "__call__", spy)
+    target = Target(_funnel, {"v": (), "x": (4,)}, vectorized=True)
+    res = sample_target(
+        target, num_chains=16, num_warmup=60, num_draws=40, generator=3, progress_bar=False,
+        config=SamplerConfig(max_depth=8),
+    )  # fmt: skip
+    monkeypatch.undo()
+    return res, built
+
+
+def test_a_replayed_run_narrows_its_deep_doublings_and_draws_what_it_drew_without(monkeypatch):
+    res, built = _run(monkeypatch, narrow=True)
+    assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
+    assert built and all(ok for _, ok in built)  # replayed steps for the narrow sizes
+    assert {s for s, _ in built} <= {1, 2, 4}
+    plain, none_built = _run(monkeypatch, narrow=False)
+    assert not none_built
+    assert torch.equal(res.unconstrained, plain.unconstrained)
+    for k, v in res.sample_stats.items():
+        assert torch.equal(v, plain.sample_stats[k]), k
