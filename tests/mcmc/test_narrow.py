@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latentfit.mcmc import SamplerConfig, Target, kernels, sample_target
-from latentfit.mcmc.narrow import NarrowSteps, narrow_rows
+from latentfit.mcmc.narrow import MIN_SAVED_ELEMENTS, NarrowSteps, narrow_rows
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=80))
-def test_narrow_rows_are_the_growing_chains_padded_to_a_power_of_two(flags):
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=80),
+    st.sampled_from([math.inf, 0.0, 300.0, 2000.0, 56000.0]),
+)
+def test_narrow_rows_are_the_growing_chains_padded_to_a_power_of_two(flags, per_chain):
     active = torch.tensor(flags)
     n = int(active.sum())
-    rows = narrow_rows(active, n)
+    rows = narrow_rows(active, n, per_chain)
     c = len(flags)
     s = 1
     while s < n:
         s *= 2
-    if n == 0 or 4 * s > c:
+    if n == 0 or 4 * s > c or (c - s) * per_chain < MIN_SAVED_ELEMENTS:
         assert rows is None
         return
     assert rows.shape == (s,) and rows.dtype == torch.long
@@ -29,14 +34,30 @@ def test_narrow_rows_are_the_growing_chains_padded_to_a_power_of_two(flags):
     assert not bool(active[rows[n:]].any())  # the padding is idle chains
 
 
-def _funnel(v, x):  # elementwise in the chains: a batch of any size rounds a row alike
-    return -0.5 * (v / 3) ** 2 - 0.5 * (x**2).sum(-1) * torch.exp(-v) - 2.0 * v
+_Y = torch.linspace(-3.0, 3.0, 1000, dtype=torch.float64)
+
+
+def _funnel(v, x):
+    # Neal's funnel, whose chains' trees differ in depth, and a weak likelihood of 1,000 points
+    # for a step that writes ~10^4 elements a chain; elementwise in the chains (sums along a
+    # row), so that a batch of any size rounds a row alike
+    data = ((_Y - x[:, :1]) ** 2).sum(-1)
+    return -0.5 * (v / 3) ** 2 - 0.5 * (x**2).sum(-1) * torch.exp(-v) - 2.0 * v - 1e-6 * data
+
+
+def test_a_step_that_writes_few_elements_a_chain_is_not_narrowed():
+    # eight schools' step writes ~300 elements a chain: at 32 chains a step of one chain is
+    # no faster, and only the narrowing's own operations and traces would be paid
+    active = torch.zeros(32, dtype=torch.bool)
+    active[3] = True
+    assert narrow_rows(active, 1, 300.0) is None
+    assert narrow_rows(active, 1, 2000.0).tolist() == [3]
 
 
 def _run(monkeypatch, narrow: bool):
     built = []
     if not narrow:
-        monkeypatch.setattr(kernels, "narrow_rows", lambda active, n: None)
+        monkeypatch.setattr(kernels, "narrow_rows", lambda active, n, per_chain: None)
     original = NarrowSteps.__call__
 
     def spy(self, target, metric, state):
@@ -56,6 +77,7 @@ def _run(monkeypatch, narrow: bool):
 
 def test_a_replayed_run_narrows_its_deep_doublings_and_draws_what_it_drew_without(monkeypatch):
     res, built = _run(monkeypatch, narrow=True)
+    assert res.target.n_free == 5
     assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
     assert built and all(ok for _, ok in built)  # replayed steps for the narrow sizes
     assert {s for s, _ in built} <= {1, 2, 4}

@@ -455,7 +455,9 @@ def nuts_transition(
             ends, side, near_u, near_g, near_p, near_ps, near_lp, far_ps, e, half = out
             cur = State(near_u, near_lp, near_g)
         p = near_p
-        index = narrow_rows(active, n_grow) if narrow is not None and L >= MIN_LEAVES else None
+        index = None
+        if narrow is not None and L >= MIN_LEAVES:
+            index = narrow_rows(active, n_grow, getattr(narrow, "per_chain", math.inf))
         if index is None:
             cur, p, leaves, LP = _subtree(step_fn, target, metric, cur, p, e, half, L)
         else:  # few chains grow: only they (and a few idle ones) step, narrow.py

@@ -10,31 +10,69 @@ builds a handful of sizes), each size's step replayed from its own trace the fir
 needed (~40 ms on arK), and the subtree's other rows filled with the value a step of size zero
 gives, the chain's near end. The tree bookkeeping still merges every chain: an idle chain's
 leaves are masked out there whatever they hold.
+
+Only a step whose cost grows with its rows is narrowed. The step's operations write
+``per_chain`` elements a chain (counted once, interpreting its graph on the example); a
+doubling narrows to ``s`` rows where ``(c - s) * per_chain`` is at least ``MIN_SAVED_ELEMENTS``.
+Eight schools' step writes ~300 elements a chain, and at 32 chains a step of one chain is no
+faster (each operation costs its launch); arK's ~2,000 a chain save ~25 µs a step (~0.4 ns an
+element); a two-component mixture of 1,000 points writes ~56,000.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["MIN_LEAVES", "NarrowSteps", "narrow_rows"]
+__all__ = ["MIN_LEAVES", "MIN_SAVED_ELEMENTS", "NarrowSteps", "elements_per_chain", "narrow_rows"]
 
 #: the fewest leaves of a doubling that is narrowed: the ~12 operations of selecting the rows
 #: and writing the subtree back cost about what a shallower doubling would save
 MIN_LEAVES = 4
 
+#: the fewest elements a narrowed step must write less than a step of every chain (~8 µs at
+#: ~0.4 ns an element)
+MIN_SAVED_ELEMENTS = 20_000
 
-def narrow_rows(active: torch.Tensor, n_growing: int) -> torch.Tensor | None:
+
+def narrow_rows(
+    active: torch.Tensor, n_growing: int, per_chain: float = math.inf
+) -> torch.Tensor | None:
     """The rows (s,) to step for a doubling where ``n_growing`` of the chains ``active`` (c,)
     grow: those chains first, then idle ones up to the power of two ``s >= n_growing``, all
-    distinct; None where ``s`` would exceed a quarter of the chains."""
+    distinct; None where ``s`` would exceed a quarter of the chains, or where the step, which
+    writes ``per_chain`` elements a chain, would save fewer than ``MIN_SAVED_ELEMENTS``."""
     c = active.shape[0]
     s = 1 << max(0, n_growing - 1).bit_length()
-    if n_growing == 0 or 4 * s > c:
+    if n_growing == 0 or 4 * s > c or (c - s) * per_chain < MIN_SAVED_ELEMENTS:
         return None
     # a stable sort of the flags: growing chains first, each row once
     return torch.sort(active.to(torch.uint8), descending=True, stable=True).indices[:s]
+
+
+def elements_per_chain(graph: torch.fx.GraphModule, example: tuple) -> float | None:
+    """The elements the operations of the step ``graph`` write, per chain, on ``example``
+    (its inputs, chains first): one interpretation of the graph (~1-5 ms), or None where it
+    raises."""
+    total = 0
+
+    class Counting(torch.fx.Interpreter):
+        def run_node(self, n):
+            nonlocal total
+            out = super().run_node(n)
+            if n.op == "call_function":
+                outs = out if isinstance(out, tuple | list) else (out,)
+                total += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
+            return out
+
+    try:
+        with torch.no_grad():
+            Counting(graph).run(*example)
+    except Exception:  # the step raised at the example: nothing is narrowed
+        return None
+    return total / example[0].shape[0]
 
 
 class NarrowSteps:
@@ -42,9 +80,11 @@ class NarrowSteps:
     gives the step for ``state``'s number of chains (traced, replayed and checked there the
     first time, on those chains' points, as the run's own step was: compiled.leapfrog_parts,
     raising.replayed_step), or None where that size cannot be replayed (the doubling then
-    steps every chain)."""
+    steps every chain). ``per_chain``: the elements the step writes a chain
+    (``elements_per_chain``), which decides where narrowing pays (``narrow_rows``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_chain: float) -> None:
+        self.per_chain = per_chain
         self.by_size: dict[int, Callable | None] = {}
 
     def __call__(self, target, metric, state) -> Callable | None:
