@@ -329,7 +329,7 @@ def test_new_kernel_matches_when_trees_saturate(metric_kind):
 @pytest.mark.parametrize("metric_kind", ["diag", "dense"])
 def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(metric_kind):
     # a step that offers steps for fewer chains (narrow.py): the eager step, which takes any
-    # number of rows; deep doublings where at most a quarter of the 16 chains grow step only
+    # number of rows; deep doublings where at most half of the 16 chains grow step only
     # those (padded to a power of two), the other chains' leaves filled in as a step of size
     # zero leaves them; the draws must be the frozen kernel's, bit for bit. (The funnel's
     # density is elementwise in the chains; a matrix product may round a row differently in
@@ -345,7 +345,7 @@ def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(metric
 
     step.narrow = narrow
     _run_both("funnel", metric_kind, 16, max_depth=7, n_trans=8, step_fn=step)
-    assert sizes and set(sizes) <= {1, 2, 4} and len(set(sizes)) > 1
+    assert sizes and set(sizes) <= {1, 2, 4, 8} and len(set(sizes)) > 1
 
 
 @pytest.mark.parametrize("chunk", [1, 50, 1 << 22])

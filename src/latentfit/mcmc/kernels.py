@@ -392,7 +392,7 @@ def nuts_transition(
     (is any chain still growing, and did any diverge?). ``leapfrog_step`` replaces
     ``_leapfrog`` (the compiled step of mcmc/compiled.py); where it offers steps for fewer
     chains (its ``narrow``, narrow.py), a doubling of at least ``MIN_LEAVES`` leaves in which at
-    most a quarter of the chains grow steps only those, padded to a power of two.
+    most half the chains grow steps only those, padded to a power of two, where that pays.
 
     On a CPU a doubling's cost is the number of tensor operations launched, not their
     arithmetic, so the state is kept packed: the trajectory's two ends (and a scratch row) as

@@ -5,15 +5,16 @@ steps of every chain, the chains whose trajectories have ended taking steps of s
 many chains the last doublings are mostly idle: at 32 chains on arK, the doubling of 32 leaves
 ran in 192 of 500 draws with 1.27 chains growing on average. A replayed step of 1 or 2 chains
 costs ~35 µs there against ~51 µs for 32, so such doublings step only a few rows: the growing
-chains, padded with idle ones to a power of two (at most a quarter of the chains, so that a run
-builds a handful of sizes), each size's step replayed from its own trace the first time it is
+chains, padded with idle ones to a power of two (at most half the chains, so that a run builds
+a handful of sizes), each size's step replayed from its own trace the first time it is
 needed (~40 ms on arK), and the subtree's other rows filled with the value a step of size zero
 gives, the chain's near end. The tree bookkeeping still merges every chain: an idle chain's
 leaves are masked out there whatever they hold.
 
 Only a step whose cost grows with its rows is narrowed. The step's operations write
 ``per_chain`` elements a chain (counted once, interpreting its graph on the example); a
-doubling narrows to ``s`` rows where ``(c - s) * per_chain`` is at least ``MIN_SAVED_ELEMENTS``.
+doubling narrows to ``s`` rows where ``(c - s) * per_chain`` is at least ``MIN_SAVED_ELEMENTS``
+and ``c - s`` at least ``MIN_ROWS_SAVED``.
 Eight schools' step writes ~300 elements a chain, and at 32 chains a step of one chain is no
 faster (each operation costs its launch); arK's ~2,000 a chain save ~25 µs a step (~0.4 ns an
 element); a two-component mixture of 1,000 points writes ~56,000.
@@ -26,11 +27,22 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["MIN_LEAVES", "MIN_SAVED_ELEMENTS", "NarrowSteps", "elements_per_chain", "narrow_rows"]
+__all__ = [
+    "MIN_LEAVES",
+    "MIN_ROWS_SAVED",
+    "MIN_SAVED_ELEMENTS",
+    "NarrowSteps",
+    "elements_per_chain",
+    "narrow_rows",
+]
 
 #: the fewest leaves of a doubling that is narrowed: the ~12 operations of selecting the rows
 #: and writing the subtree back cost about what a shallower doubling would save
 MIN_LEAVES = 4
+
+#: the fewest rows a narrowed step must leave out: each size is traced once (~40-100 ms), which
+#: a doubling of 2 rows out of 4 does not repay
+MIN_ROWS_SAVED = 3
 
 #: the fewest elements a narrowed step must write less than a step of every chain (~8 µs at
 #: ~0.4 ns an element)
@@ -42,11 +54,14 @@ def narrow_rows(
 ) -> torch.Tensor | None:
     """The rows (s,) to step for a doubling where ``n_growing`` of the chains ``active`` (c,)
     grow: those chains first, then idle ones up to the power of two ``s >= n_growing``, all
-    distinct; None where ``s`` would exceed a quarter of the chains, or where the step, which
-    writes ``per_chain`` elements a chain, would save fewer than ``MIN_SAVED_ELEMENTS``."""
+    distinct; None where ``s`` would exceed half the chains or leave out fewer than
+    ``MIN_ROWS_SAVED``, or where the step, which writes ``per_chain`` elements a chain, would
+    write fewer than ``MIN_SAVED_ELEMENTS`` less."""
     c = active.shape[0]
     s = 1 << max(0, n_growing - 1).bit_length()
-    if n_growing == 0 or 4 * s > c or (c - s) * per_chain < MIN_SAVED_ELEMENTS:
+    if n_growing == 0 or 2 * s > c or c - s < MIN_ROWS_SAVED:
+        return None
+    if (c - s) * per_chain < MIN_SAVED_ELEMENTS:
         return None
     # a stable sort of the flags: growing chains first, each row once
     return torch.sort(active.to(torch.uint8), descending=True, stable=True).indices[:s]
