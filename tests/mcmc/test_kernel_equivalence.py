@@ -9,12 +9,13 @@ random numbers were drawn, in the same order).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
 
-from latentfit.mcmc import Target
+from latentfit.mcmc import Target, kernels
 from latentfit.mcmc.kernels import (
     MAX_DELTA_H,
     Metric,
@@ -267,10 +268,11 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
-def _run_both(name, metric_kind, c, max_depth, n_trans=12, seed=0, step_fn=None):
+def _run_both(name, metric_kind, c, max_depth, n_trans=12, seed=0, step_fn=None, merge_fn=None):
     """``n_trans`` transitions from the same start with both kernels, each transition from the
     same generator state; returns the new kernel's statistics for the coverage checks. The new
-    kernel steps with ``step_fn`` where given (the eager step otherwise)."""
+    kernel steps with ``step_fn`` and merges with ``merge_fn`` where given (eagerly
+    otherwise)."""
     make, d = TARGETS[name]
     target = make()
     g = torch.Generator().manual_seed(seed)
@@ -285,7 +287,7 @@ def _run_both(name, metric_kind, c, max_depth, n_trans=12, seed=0, step_fn=None)
         g_new = torch.Generator().manual_seed(1000 * seed + t)
         ref_state, ref_stats = _ref_nuts_transition(target, metric, state, step, g_ref, max_depth)
         new_state, new_stats = nuts_transition(
-            target, metric, state, step, g_new, max_depth, leapfrog_step=step_fn
+            target, metric, state, step, g_new, max_depth, step_fn, merge_fn
         )
         for field, x, y in zip(State._fields, new_state, ref_state, strict=True):
             assert _same(x, y), f"transition {t}: state.{field} differs"
@@ -326,8 +328,11 @@ def test_new_kernel_matches_when_trees_saturate(metric_kind):
     assert bool((depth == 3).any())
 
 
+@pytest.mark.parametrize("rows_merged", [True, False])
 @pytest.mark.parametrize("metric_kind", ["diag", "dense"])
-def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(metric_kind):
+def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(
+    metric_kind, rows_merged, monkeypatch
+):
     # a step that offers steps for fewer chains (narrow.py): the eager step, which takes any
     # number of rows; deep doublings where at most half of the 16 chains grow step only
     # those (padded to a power of two), the other chains' leaves filled in as a step of size
@@ -344,8 +349,23 @@ def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(metric
         return step
 
     step.narrow = narrow
-    _run_both("funnel", metric_kind, 16, max_depth=7, n_trans=8, step_fn=step)
+    # the narrowed rows merged alone (the eager bookkeeping, as the replayed one), or, by a
+    # bookkeeping of every chain (a compiled one), with the other chains' leaves filled in
+    merge = (
+        None if rows_merged else functools.partial(kernels.merge_in_blocks, metric_kind == "dense")
+    )
+    diverged = []
+    record = kernels._record_divergence
+
+    def spy(div_u, sub_div, U, rows, first_div, index):
+        diverged.append(index is not None and bool(sub_div.any()))
+        return record(div_u, sub_div, U, rows, first_div, index)
+
+    monkeypatch.setattr(kernels, "_record_divergence", spy)
+    _run_both("funnel", metric_kind, 16, max_depth=7, n_trans=8, step_fn=step, merge_fn=merge)
     assert sizes and set(sizes) <= {1, 2, 4, 8} and len(set(sizes)) > 1
+    if rows_merged:  # a narrowed doubling diverged: its position written back by row
+        assert any(diverged)
 
 
 @pytest.mark.parametrize("chunk", [1, 50, 1 << 22])

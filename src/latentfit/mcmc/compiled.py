@@ -526,15 +526,16 @@ def merge_parts(
     return fn, example, _tag(metric.dense), check, wrong
 
 
-def merge_agrees(metric: Metric, state: State) -> Callable[[Callable, int, int], bool]:
-    """``agrees(merge, L, seed)``: ``merge`` gives ``merge_subtree``'s outputs on a random
-    subtree of ``L`` leaves (``_merge_example``) for these chains, parameters and metric kind."""
+def merge_agrees(metric: Metric, state: State) -> Callable[..., bool]:
+    """``agrees(merge, L, seed, chains=None)``: ``merge`` gives ``merge_subtree``'s outputs on
+    a random subtree of ``L`` leaves (``_merge_example``) for these chains (or that many of
+    them: a doubling of few growing chains, narrow.py), parameters and metric kind."""
     c, d = state.u.shape
     dt, dev, dense = state.u.dtype, state.u.device, metric.dense
     fn = functools.partial(merge_subtree, dense)
 
-    def agrees(merge: Callable, L: int, seed: int) -> bool:
-        example = _merge_example(c, d, L, dense, dt, dev, seed)
+    def agrees(merge: Callable, L: int, seed: int, chains: int | None = None) -> bool:
+        example = _merge_example(c if chains is None else chains, d, L, dense, dt, dev, seed)
         if L == 1:  # the first doubling's merge: merge_one_leaf's inputs
             kept = tuple(a for i, a in enumerate(example[:23]) if i not in ONE_LEAF_NONE)
             return _agree(merge, functools.partial(merge_one_leaf, dense), kept)

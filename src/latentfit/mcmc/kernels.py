@@ -233,6 +233,17 @@ def _leaf_consts(L: int, device, dtype=torch.float64) -> tuple[torch.Tensor, ...
 _LEAF_CACHE: dict = {}
 
 
+def _record_divergence(div_u, sub_div, U, rows, first_div, index):
+    """``_divergence_u`` for a doubling's ``pending`` record: ``sub_div`` (c,) of every chain;
+    ``U`` (c or s, L, p), ``rows`` and ``first_div`` of every chain, or of the rows ``index``
+    only where the doubling was narrowed (narrow.py)."""
+    if index is None:
+        return _divergence_u(div_u, sub_div, U, rows, first_div)
+    own = div_u.index_select(0, index)
+    own = _divergence_u(own, sub_div.index_select(0, index), U, rows, first_div)
+    return div_u.index_copy(0, index, own)
+
+
 def _divergence_u(div_u, sub_div, U, rows, first_div):
     """``div_u`` (c, p) with the position of the first divergent leaf ``first_div`` (c,) of
     the subtree ``U`` (c, L, p) written in for the chains ``sub_div`` (c,) that diverged."""
@@ -435,7 +446,7 @@ def nuts_transition(
             # the one host sync of a doubling: is any chain still growing, did any diverge?
             n_grow, diverged = torch.stack([active, pending[0]]).sum(1).tolist()
             if diverged:  # rare: the divergent leaf's position, from the kept subtree
-                div_u = _divergence_u(div_u, *pending)
+                div_u = _record_divergence(div_u, *pending)
             pending = None
             if not n_grow:
                 break
@@ -455,36 +466,38 @@ def nuts_transition(
             ends, side, near_u, near_g, near_p, near_ps, near_lp, far_ps, e, half = out
             cur = State(near_u, near_lp, near_g)
         p = near_p
-        index = None
+        index = narrowed = None
         if narrow is not None and L >= MIN_LEAVES:
             index = narrow_rows(active, n_grow, getattr(narrow, "per_chain", math.inf))
-        if index is None:
+        if index is not None:  # few chains grow: only they (and a few idle ones) step
+            rows_merged = merge_step is None or getattr(merge_step, "any_rows", False)
+            start = (cur, p)
+            narrowed = _narrow_subtree(narrow, target, metric, cur, p, e, half, L, index)
+        if narrowed is None:
             cur, p, leaves, LP = _subtree(step_fn, target, metric, cur, p, e, half, L)
-        else:  # few chains grow: only they (and a few idle ones) step, narrow.py
-            cur, p, leaves, LP = _narrow_subtree(
-                narrow, step_fn, target, metric, cur, p, e, half, L, index
-            )
+        else:  # the subtree of the rows ``index``, (s, 3, L, p) and (s, L), narrow.py
+            cur, p, leaves, LP, sub = narrowed
+            if not rows_merged:  # a compiled bookkeeping of every chain: the others filled in
+                leaves, LP = _widen(*start, leaves, LP, index)
         # the subtree's random numbers, in the order the generator has always given them
         u01 = torch.rand(c, L, generator=gen, dtype=dt, device=dev) if L > 1 else None
         u_acc = torch.rand(c, generator=gen, dtype=dt, device=dev)
         args = (leaves, LP, H0c, metric.inv, log_w, rho, draw, draw_lp, n_leap, sum_metro)
         args += (diverging, depth, active, near_p, near_ps, far_ps, u01, u_acc)
         args += (leaf, L_t, no_div, no_stop, zero)
-        if L > 1 and merge_step is not None:
-            out = merge_step(*args, *_subtree_nodes(L, dev))
-        elif L == 1 and hasattr(merge_step, "one_leaf"):  # the replayed bookkeeping's
-            out = merge_step.one_leaf(*args)
+        if narrowed is not None and rows_merged:  # only those rows merged, and written back
+            out = _merge_rows(merge_step, sub, args, index)
+            own = (leaves[:, 0], _leaf_consts(len(index), dev, dt)[0], out[13], index)
         else:
-            P, PS = leaves[:, 2], metric.velocity(leaves[:, 2])
-            turn = L_t if L == 1 else _subtree_turn_time(P, PS)
-            out = merge_subtree(metric.dense, *args, turn=turn, PS=PS)
+            out = _merge(merge_step, metric, args)
+            own = (leaves[:, 0], rows, out[11], None)
         draw, draw_lp, log_w, rho_kept, n_leap, sum_metro, diverging, depth, active = out[:9]
-        valid, sub_div, first_div, last_ps = out[9:]
-        pending = (sub_div, leaves[:, 0], rows, first_div)
+        valid, sub_div, last_ps = out[9], out[10], out[12]
+        pending = (sub_div, *own)  # the divergent leaf's position: (c or s, L, p), rows, leaf
         rho = rho_kept  # the new end (the last leaf) is written by the next doubling, if any
 
     if pending is not None:  # the trajectories ran to max_depth: record the last doubling's
-        div_u = _divergence_u(div_u, *pending)
+        div_u = _record_divergence(div_u, *pending)
     su, sg, sp = draw.unbind(1)
     energy = _energy(draw_lp, metric.kinetic(sp))
     stats = TransitionStats(
@@ -496,6 +509,48 @@ def nuts_transition(
         divergence_u=div_u,
     )
     return State(su, draw_lp, sg), stats
+
+
+def _merge(merge_step, metric: Metric, args: tuple):
+    """The subtree merged into the trajectory: ``merge_subtree`` on ``args`` (its inputs up
+    to the node tables), replayed or compiled where ``merge_step`` is given, else eagerly."""
+    leaves, dev = args[0], args[0].device
+    L = leaves.shape[2]
+    if L > 1 and merge_step is not None:
+        return merge_step(*args, *_subtree_nodes(L, dev))
+    if L == 1 and hasattr(merge_step, "one_leaf"):  # the replayed bookkeeping's
+        return merge_step.one_leaf(*args)
+    P, PS = leaves[:, 2], metric.velocity(leaves[:, 2])
+    turn = args[19] if L == 1 else _subtree_turn_time(P, PS)
+    return merge_subtree(metric.dense, *args, turn=turn, PS=PS)
+
+
+#: the inputs of ``merge_subtree`` that hold a value per chain, after the subtree's two
+#: (which a narrowed doubling gives for its rows only) and less the metric (``sub``'s)
+_PER_CHAIN = (2, *range(4, 18))
+#: for the first eight outputs (draw ... depth), the input each keeps for a chain left out
+_KEPT_AS = (6, 7, 4, 5, 8, 9, 10, 11)
+
+
+def _merge_rows(merge_step, sub: Metric, args: tuple, index: torch.Tensor) -> tuple:
+    """``_merge`` of the subtree of the rows ``index`` (``args[0]`` (s, 3, L, p), ``args[1]``
+    (s, L); every other input of every chain, ``sub`` their metric): the outputs of every
+    chain, the others' as the merge leaves an idle chain (its draw, weights, counts and flags
+    kept; not growing, not valid, no divergence), and the rows' own first divergent leaf (s,)
+    as a fourteenth, for the divergence's position."""
+    a = list(args)
+    for i in _PER_CHAIN:
+        if a[i] is not None:
+            a[i] = a[i].index_select(0, index)
+    a[3] = sub.inv
+    out = _merge(merge_step, sub, tuple(a))
+    c = args[4].shape[0]
+    kept = [args[i].index_copy(0, index, y) for i, y in zip(_KEPT_AS, out[:8], strict=True)]
+    no = torch.zeros(c, dtype=torch.bool, device=index.device)
+    flags = [no.index_copy(0, index, y) for y in out[8:11]]  # growing, valid, diverged
+    first_div = torch.zeros(c, dtype=out[11].dtype, device=index.device)  # read where diverged
+    last_ps = args[14].index_copy(0, index, out[12])  # an idle chain's: its scratch row
+    return (*kept, *flags, first_div, last_ps, out[11])
 
 
 def _subtree(step_fn, target, metric, cur: State, p, e, half, L: int):
@@ -513,25 +568,32 @@ def _subtree(step_fn, target, metric, cur: State, p, e, half, L: int):
     return cur, p, leaves, torch.stack(LPs, 1)
 
 
-def _narrow_subtree(narrow, step_fn, target, metric, cur: State, p, e, half, L, index):
-    """``_subtree`` stepping only the chains ``index`` (s,) (narrow.py): the other chains'
-    leaves are their start, as a step of size zero leaves them (they are idle). Every chain
-    steps where no step for ``s`` chains can be replayed."""
+def _narrow_subtree(narrow, target, metric: Metric, cur: State, p, e, half, L, index):
+    """``_subtree`` stepping only the chains ``index`` (s,) (narrow.py): the last state and
+    momentum of every chain (the others' unchanged: they are idle), the rows' leaves (s, 3, L,
+    p) and log-densities (s, L), and their metric; None where no step for ``s`` chains can be
+    replayed (every chain steps)."""
     sub = metric.rows(index)
     at = State(*(x.index_select(0, index) for x in cur))
     fn = narrow(target, sub, at)
     if fn is None:
-        return _subtree(step_fn, target, metric, cur, p, e, half, L)
+        return None
     pick = (p, e, half)
-    at, q, leaves_s, LP_s = _subtree(
-        fn, target, sub, at, *(x.index_select(0, index) for x in pick), L
-    )
+    at, q, leaves, LP = _subtree(fn, target, sub, at, *(x.index_select(0, index) for x in pick), L)
+    last = State(*(x.index_copy(0, index, y) for x, y in zip(cur, at, strict=True)))
+    return last, p.index_copy(0, index, q), leaves, LP, sub
+
+
+def _widen(cur: State, p, leaves_s, LP_s, index):
+    """The narrowed subtree's leaves (s, 3, L, p) and log-densities (s, L) as every chain's,
+    the others' filled with their state ``cur`` and momentum ``p`` before the subtree, which a
+    step of size zero leaves unchanged."""
     c, d = p.shape
+    L = LP_s.shape[1]
     start = torch.stack([cur.u, cur.grad, p], 1)  # (c, 3, p)
     leaves = start.unsqueeze(2).expand(c, 3, L, d).contiguous().index_copy_(0, index, leaves_s)
     LP = cur.log_prob.unsqueeze(1).expand(c, L).contiguous().index_copy_(0, index, LP_s)
-    last = State(*(x.index_copy(0, index, y) for x, y in zip(cur, at, strict=True)))
-    return last, p.index_copy(0, index, q), leaves, LP
+    return leaves, LP
 
 
 def hmc_transition(

@@ -6,10 +6,11 @@ many chains the last doublings are mostly idle: at 32 chains on arK, the doublin
 ran in 192 of 500 draws with 1.27 chains growing on average. A replayed step of 1 or 2 chains
 costs ~35 µs there against ~51 µs for 32, so such doublings step only a few rows: the growing
 chains, padded with idle ones to a power of two (at most half the chains, so that a run builds
-a handful of sizes), each size's step replayed from its own trace the first time it is
-needed (~40 ms on arK), and the subtree's other rows filled with the value a step of size zero
-gives, the chain's near end. The tree bookkeeping still merges every chain: an idle chain's
-leaves are masked out there whatever they hold.
+a handful of sizes), each size's step replayed from its own trace the first time it is needed
+(~40 ms on arK). The tree bookkeeping (replayed, a trace per number of chains and leaves, or
+eager) then merges those rows only, and the other chains keep what the merge of an idle chain
+leaves them; a compiled bookkeeping, made for every chain, gets the other chains' leaves
+filled with the value a step of size zero gives, their near end (masked out there).
 
 Only a step whose cost grows with its rows is narrowed. The step's operations write
 ``per_chain`` elements a chain (counted once, interpreting its graph on the example); a
@@ -40,9 +41,9 @@ __all__ = [
 #: and writing the subtree back cost about what a shallower doubling would save
 MIN_LEAVES = 4
 
-#: the fewest rows a narrowed step must leave out: each size is traced once (~40-100 ms), which
-#: a doubling of 2 rows out of 4 does not repay
-MIN_ROWS_SAVED = 3
+#: the fewest rows a narrowed doubling must leave out: each size of step and of bookkeeping is
+#: traced once (~40-100 ms and ~20 ms), which at 4 chains (1 row of 4) a run did not repay
+MIN_ROWS_SAVED = 4
 
 #: the fewest elements a narrowed step must write less than a step of every chain (~8 µs at
 #: ~0.4 ns an element)

@@ -206,16 +206,16 @@ def _checks_out(graph: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, list
 
 class ReplayedMerge:
     """``merge_subtree`` for one metric kind as the compiled bookkeeping is called
-    (``(*args, ps_i, hi, lo, last)``), replayed: a trace per number of leaves ``L``, made and
-    checked the first time a subtree of ``L`` leaves is merged (``agrees(replayed, L, seed)``,
-    ``compiled.merge_agrees``, on a random subtree of ``L`` leaves).
+    (``(*args, ps_i, hi, lo, last)``), replayed: a trace per number of chains and of leaves
+    ``L``, made and checked the first time such a subtree is merged (``agrees(replayed, L,
+    seed, chains)``, ``compiled.merge_agrees``, on a random subtree of that size).
     Where a trace fails or disagrees, or where the U-turn checks of all nodes at once would
     exceed the eager function's block (``kernels._NODE_CHUNK``), that ``L`` runs eagerly, in
     blocks (``kernels.merge_in_blocks``)."""
 
-    def __init__(self, dense: bool, agrees: Callable[[Callable, int, int], bool]):
+    def __init__(self, dense: bool, agrees: Callable[..., bool]):
         self.dense, self.agrees = dense, agrees
-        self.by_leaves: dict[int, Callable | None] = {}
+        self.by_leaves: dict = {}  # 1 (the first doubling's merge), or (chains, L)
         self.between: list[Callable | None] = []  # kernels.next_doubling, once traced
 
     def next_doubling(self, *args, d: int):
@@ -253,12 +253,18 @@ class ReplayedMerge:
             ok = False
         return fn if ok else None
 
+    #: a merge of any number of chains is replayed (a trace per number): a doubling of few
+    #: growing chains merges only those (narrow.py)
+    any_rows = True
+
     def __call__(self, *args):
         leaves = args[0]  # (c, 3, L, p)
         c, _, L, d = leaves.shape
-        if L not in self.by_leaves:
-            self.by_leaves[L] = self._make(args) if c * (L - 1) * 6 * d <= _NODE_CHUNK else None
-        fn = self.by_leaves[L]
+        key = (c, L)
+        if key not in self.by_leaves:
+            fits = c * (L - 1) * 6 * d <= _NODE_CHUNK
+            self.by_leaves[key] = self._make(args) if fits else None
+        fn = self.by_leaves[key]
         return merge_in_blocks(self.dense, *args) if fn is None else fn(*args)
 
     def _make(self, args: tuple) -> Callable | None:
@@ -271,8 +277,8 @@ class ReplayedMerge:
         if fn is None:
             return None
         try:
-            L = args[0].shape[2]
-            ok = self.agrees(fn, L, L)
+            c, _, L, _ = args[0].shape
+            ok = self.agrees(fn, L, L, c)
         except Exception:  # the replay raised where the eager function did not
             ok = False
         return fn if ok else None
