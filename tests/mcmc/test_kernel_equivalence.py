@@ -368,6 +368,29 @@ def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(
         assert any(diverged)
 
 
+def test_subtree_turn_time_level_by_level_matches_the_frozen_one():
+    # deep subtrees of many chains check their nodes a level at a time (strided views, no
+    # gathered rows): the same turn as the frozen copy, at every depth and for the whole run
+    from latentfit.mcmc import kernels
+
+    g = torch.Generator().manual_seed(4)
+    for depth in range(1, 10):
+        L = 2**depth
+        for d in (1, 3, 26):
+            P = torch.randn(8, L, d, generator=g, dtype=F64)
+            P += torch.linspace(1, -1, L, dtype=F64)[:, None] * (0.02 * depth)
+            PS = P * (torch.rand(8, d, generator=g, dtype=F64) + 0.5)[:, None]
+            assert torch.equal(kernels._turn_by_levels(P, PS), _ref_subtree_turn_time(P, PS))
+
+
+@pytest.mark.parametrize("metric_kind", ["diag", "dense"])
+def test_new_kernel_matches_with_every_subtree_checked_level_by_level(metric_kind, monkeypatch):
+    from latentfit.mcmc import kernels
+
+    monkeypatch.setattr(kernels, "LEVELS_FROM", 1)
+    _run_both("funnel", metric_kind, 7, max_depth=6)
+
+
 @pytest.mark.parametrize("chunk", [1, 50, 1 << 22])
 def test_subtree_turn_time_matches_the_frozen_one_in_blocks(monkeypatch, chunk):
     # the subtree's node checks are cut in blocks when they would not fit in one; the blocked

@@ -67,10 +67,19 @@ def test_the_replayed_leapfrog_is_its_graph_bit_for_bit_and_the_eager_step(dense
         torch.testing.assert_close(got, eager, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("levels", [False, True])
 @pytest.mark.parametrize("dense", [False, True])
-def test_the_replayed_tree_bookkeeping_gives_the_eager_transitions_bit_for_bit(dense):
+def test_the_replayed_tree_bookkeeping_gives_the_eager_transitions_bit_for_bit(
+    dense, levels, monkeypatch
+):
     # the compiled bookkeeping's test (test_compiled.py) with the replay: the same kernels in
-    # the same order, so the transitions are equal, not close
+    # the same order, so the transitions are equal, not close; with ``levels``, every merge
+    # checks its U-turns level by level, as deep subtrees of many chains do
+    if levels:
+        from latentfit.mcmc import kernels
+
+        monkeypatch.setattr(kernels, "LEVELS_FROM", 1)
+        monkeypatch.setattr(replay, "LEVELS_FROM", 1)
     target = Target(_mvn, {"x": (3,)}, vectorized=True)
     state = _state(target, 5)
     inv = torch.eye(3, dtype=F64).expand(5, 3, 3).clone() if dense else torch.ones(5, 3, dtype=F64)

@@ -46,6 +46,7 @@ import torch
 from latentfit.mcmc.assemble import assembled_gradients
 from latentfit.mcmc.kernels import (
     _NODE_CHUNK,
+    LEVELS_FROM,
     ONE_LEAF_NONE,
     merge_in_blocks,
     merge_one_leaf,
@@ -209,9 +210,10 @@ class ReplayedMerge:
     (``(*args, ps_i, hi, lo, last)``), replayed: a trace per number of chains and of leaves
     ``L``, made and checked the first time such a subtree is merged (``agrees(replayed, L,
     seed, chains)``, ``compiled.merge_agrees``, on a random subtree of that size).
-    Where a trace fails or disagrees, or where the U-turn checks of all nodes at once would
-    exceed the eager function's block (``kernels._NODE_CHUNK``), that ``L`` runs eagerly, in
-    blocks (``kernels.merge_in_blocks``)."""
+    From ``kernels.LEVELS_FROM`` elements of momenta the trace checks U-turns level by level
+    (``kernels.merge_in_blocks``). Where a trace fails or disagrees, or where the U-turn checks
+    of all nodes at once would exceed the eager function's block (``kernels._NODE_CHUNK``),
+    that size runs eagerly (``kernels.merge_in_blocks``)."""
 
     def __init__(self, dense: bool, agrees: Callable[..., bool]):
         self.dense, self.agrees = dense, agrees
@@ -262,15 +264,18 @@ class ReplayedMerge:
         c, _, L, d = leaves.shape
         key = (c, L)
         if key not in self.by_leaves:
-            fits = c * (L - 1) * 6 * d <= _NODE_CHUNK
-            self.by_leaves[key] = self._make(args) if fits else None
+            levels = c * L * d >= LEVELS_FROM  # the U-turn checks level by level
+            fits = levels or c * (L - 1) * 6 * d <= _NODE_CHUNK
+            self.by_leaves[key] = self._make(args, levels) if fits else None
         fn = self.by_leaves[key]
         return merge_in_blocks(self.dense, *args) if fn is None else fn(*args)
 
-    def _make(self, args: tuple) -> Callable | None:
+    def _make(self, args: tuple, levels: bool) -> Callable | None:
         dense = self.dense
 
         def merge(*a):  # a plain function: the tracer names what it records
+            if levels:  # the node tables unread (kernels.LEVELS_FROM)
+                return merge_in_blocks(dense, *a)
             return merge_subtree(dense, *a)
 
         fn = replay(merge, args)
