@@ -92,7 +92,7 @@ def elements_per_chain(graph: torch.fx.GraphModule, example: tuple) -> float | N
 
 
 class NarrowSteps:
-    """The replayed leapfrog for fewer chains than a run has: ``steps(target, metric, state)``
+    """The replayed leapfrog for fewer chains than a run has: ``narrow(target, metric, state)``
     gives the step for ``state``'s number of chains (traced, replayed and checked there the
     first time, on those chains' points, as the run's own step was: compiled.leapfrog_parts,
     raising.replayed_step), or None where that size cannot be replayed (the doubling then
