@@ -336,9 +336,9 @@ def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(
     # a step that offers steps for fewer chains (narrow.py): the eager step, which takes any
     # number of rows; deep doublings where at most half of the 16 chains grow step only
     # those (padded to a power of two), the other chains' leaves filled in as a step of size
-    # zero leaves them; the draws must be the frozen kernel's, bit for bit. (The funnel's
-    # density is elementwise in the chains; a matrix product may round a row differently in
-    # a batch of another size, and the draws then differ by rounding.)
+    # zero leaves them; the draws must be the frozen kernel's, bit for bit. (The funnel's rows
+    # round alike in a batch of any size; a matrix product or a reduction may round a row
+    # differently in a batch of another size, and the draws then differ by rounding.)
     sizes = []
 
     def step(target, metric, state, p, e, half):

@@ -39,8 +39,8 @@ _Y = torch.linspace(-3.0, 3.0, 1000, dtype=torch.float64)
 
 def _funnel(v, x):
     # Neal's funnel, whose chains' trees differ in depth, and a weak likelihood of 1,000 points
-    # for a step that writes ~10^4 elements a chain; elementwise in the chains (sums along a
-    # row), so that a batch of any size rounds a row alike
+    # for a step that writes ~10^4 elements a chain; its rows round alike in a batch of any
+    # size (not every density's do: ATen may vectorise a reduction differently by shape)
     data = ((_Y - x[:, :1]) ** 2).sum(-1)
     return -0.5 * (v / 3) ** 2 - 0.5 * (x**2).sum(-1) * torch.exp(-v) - 2.0 * v - 1e-6 * data
 

@@ -112,3 +112,54 @@ def test_the_replayed_leapfrog_is_the_eager_one(model, vectorized, c, dense, see
         got, p_got = by_replay(target, metric, at, p, e, 0.5 * e)
         for x, y in zip((*got, p_got), (*want, p_want), strict=True):
             torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+@budget(10)
+@given(models(), st.sampled_from([8, 12, 16]), st.booleans(), st.integers(0, 2**16))
+def test_doublings_narrowed_to_the_growing_chains_draw_what_every_chain_stepping_draws(
+    model, c, dense, seed
+):
+    # kernels.nuts_transition with a step that offers steps for fewer chains (narrow.py): deep
+    # doublings where at most half the chains grow step and merge only those. A row may round
+    # differently in a batch of another size (ATen vectorises a reduction by the tensor's
+    # shape), so the step offered for s chains takes them in a batch of all c (the others
+    # copies of the first) and returns their rows: the transitions must then be those of every
+    # chain stepping, bit for bit
+    from latentfit.mcmc.kernels import Metric, nuts_transition
+
+    target = _target(*model, True)
+    d = target.n_free
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(c, d, generator=g, dtype=F64)
+    state = State(u, *target.log_prob_and_grad(u))
+    metric = Metric(random_metric(c, d, dense, g).inv)
+    step = torch.logspace(-2, 0, c, dtype=F64)  # trees of many depths in one transition
+    narrowed = []
+
+    def stepping(target_, metric_, cur, p, e, half):
+        return _leapfrog(target_, metric_, cur, p, e, half)
+
+    def narrow(target_, metric_, state_):
+        s = state_.u.shape[0]
+        narrowed.append(s)
+        pad = torch.zeros(c, dtype=torch.long)
+        pad[:s] = torch.arange(s)
+        wide = Metric(metric_.inv[pad], symmetric=True)
+
+        def in_a_full_batch(target_, metric_, cur, p, e, half):
+            rows = [x[pad] for x in (*cur, p, e, half)]
+            got, q = _leapfrog(target_, wide, State(*rows[:3]), *rows[3:])
+            return State(*(x[:s] for x in got)), q[:s]
+
+        return in_a_full_batch
+
+    stepping.narrow = narrow
+    a = b = state
+    for t in range(3):
+        ga, gb = torch.Generator().manual_seed(t), torch.Generator().manual_seed(t)
+        a, sa = nuts_transition(target, metric, a, step, ga, max_depth=7)
+        b, sb = nuts_transition(target, metric, b, step, gb, max_depth=7, leapfrog_step=stepping)
+        for x, y in zip((*a, *sa), (*b, *sb), strict=True):
+            assert torch.equal(x.isnan(), y.isnan())
+            assert torch.equal(torch.nan_to_num(x), torch.nan_to_num(y))
+    assert narrowed or bool((sa.tree_depth < 3).all())  # deep doublings of few chains met
