@@ -305,6 +305,59 @@ def test_a_signal_while_the_outputs_are_written_undoes_them_and_says_so(
     assert not out.exists() and not labels.exists()
 
 
+def test_an_abort_landing_as_a_write_ends_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    """SIGTERM taken on entering atomic_path's ``__exit__`` (Python takes a pending signal when
+    a function is called, before its ``deferred()`` holds it): the write's own cleanup never
+    ran and its ``.lftmp`` file was left (found by tests/property/test_cli_interrupt.py, fit
+    arhmm's figure). main() removes it once the abort has unwound."""
+    from latentfit import _files
+    from latentfit.cli import main
+
+    data, out, labels = tmp_path / "x.csv", tmp_path / "m.lf", tmp_path / "labels.csv"
+    np.savetxt(data, blobs(), delimiter=",")
+    exit_ = _files.atomic_path.__exit__
+    cut = []
+
+    def signalled_on_entry(self, *exc):
+        if self.path.name == "labels.csv" and not cut:
+            cut.append(self.tmp)
+            signal.raise_signal(signal.SIGTERM)  # taken at the next call: here, in place
+            signal.getsignal(signal.SIGTERM)  # of the body
+        return exit_(self, *exc)
+
+    monkeypatch.setattr(_files.atomic_path, "__exit__", signalled_on_entry)
+    argv = ["latentfit", "fit", "gmm", str(data), "-k", "2", "--quiet"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out), "--labels", str(labels)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 143 and cut
+    assert "latentfit: aborted (SIGTERM)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
+    assert not _files._OPEN
+
+
+def test_an_abort_as_the_handling_block_ends_is_uninstalled_by_the_command_line():
+    """A SIGTERM taken inside contextlib's exit of interrupt_handling (a function call, where
+    Python runs pending handlers) raises before the block's ``finally``: its timer, which ends
+    the process 10 s later, was left running, and a process that went on (a test worker) was
+    killed. uninstall(), which main() calls after an abort, cancels it and puts the handlers
+    back; the block's own ``finally``, run later, then does nothing."""
+    before = signal.getsignal(signal.SIGTERM)
+    block = interrupt.interrupt_handling()
+    block.__enter__()  # and never left: as if cut while contextlib ends it
+    with pytest.raises(SystemExit):
+        signal.raise_signal(signal.SIGTERM)
+        signal.getsignal(signal.SIGTERM)  # a call: the pending handler runs here
+    assert interrupt.aborted() and interrupt._timers
+    timer = interrupt._timers[0]
+    interrupt.uninstall()
+    assert timer.finished.is_set() and not interrupt._timers  # cancelled
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert not interrupt._state["installed"]
+    block.__exit__(None, None, None)  # the generator's finally, late: nothing left to do
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_sweep_stopped_during_its_third_fit_is_the_table_of_the_two_before_it(monkeypatch):
     from latentfit.select import select_model
 

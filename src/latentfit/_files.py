@@ -252,6 +252,7 @@ class atomic_path:
                 )
                 os.close(fd)
                 self.tmp = Path(tmp)
+                _OPEN.add(self.tmp)
         except OSError as err:
             advice = (
                 "choose a shorter name"
@@ -264,12 +265,17 @@ class atomic_path:
         except BaseException:  # a Ctrl-C held by deferred() is taken as it ends: no __exit__
             if getattr(self, "tmp", None) is not None:
                 self.tmp.unlink(missing_ok=True)
+                _OPEN.discard(self.tmp)
             raise
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         with deferred():  # the temporary file renamed into place or removed, never left
-            return self._finish(exc_type, exc)
+            try:
+                return self._finish(exc_type, exc)
+            finally:
+                if not os.path.lexists(self.tmp):  # renamed or removed: no longer open
+                    _OPEN.discard(self.tmp)
 
     def _finish(self, exc_type, exc) -> bool:
         from latentfit.errors import OutputError
@@ -289,6 +295,20 @@ class atomic_path:
         _fsync(self.path.parent, directory=True)
         record_written(str(self.shown))
         return False
+
+
+#: The temporary files of the writes under way (:class:`atomic_path`), until each is renamed
+#: into place or removed. An abort by a signal can land where no code of the write runs after
+#: it (on entering ``__exit__``, before its ``deferred()`` holds the signal: Python takes a
+#: pending signal when a function is called), and the file would be left: the command line
+#: removes what is left here when an abort has unwound (:func:`remove_left_temporaries`).
+_OPEN: set[Path] = set()
+
+
+def remove_left_temporaries() -> None:
+    """Remove the temporary files of writes that an abort cut short (see ``_OPEN``)."""
+    while _OPEN:
+        _OPEN.pop().unlink(missing_ok=True)
 
 
 class all_or_none:

@@ -45,6 +45,7 @@ __all__ = [
     "stop_requested",
     "stoppable",
     "stopped_by",
+    "uninstall",
     "written_files",
 ]
 
@@ -215,7 +216,8 @@ def interrupt_handling():
     if threading.current_thread() is not threading.main_thread() or _state["installed"]:
         yield
         return
-    previous = {}
+    previous = _previous_handlers
+    previous.clear()
     _state.update(depth=0, where="", requested=False, aborted=False, by="Ctrl-C")
     _state.update(deferred=0, pending=[])
     _written.clear()
@@ -226,13 +228,31 @@ def interrupt_handling():
     try:
         yield
     finally:
-        _state["deferred"] += 1  # held, then dropped below
-        for timer in _timers:
-            timer.cancel()
-        _timers.clear()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _state.update(installed=False, depth=0, where="", requested=False, deferred=0, pending=[])
+        uninstall()
+
+
+#: the handlers :func:`interrupt_handling` replaced, put back by :func:`uninstall`
+_previous_handlers: dict = {}
+
+
+def uninstall() -> None:
+    """End :func:`interrupt_handling`'s block: its SIGTERM timers cancelled, the signal
+    handlers it replaced put back, a signal from here on dropped. Its own ``finally`` does
+    this; the command line calls it again after an abort, because a signal taken while
+    contextlib ends the block (a function call, where Python runs pending handlers) raises
+    before that ``finally`` runs, which then waits for the generator's collection (and a
+    SIGTERM timer left running would end a process that goes on, as a test's does).
+    Idempotent: nothing happens once the block has ended."""
+    if not _state["installed"]:
+        return
+    _state["deferred"] += 1  # held, then dropped below
+    for timer in _timers:
+        timer.cancel()
+    _timers.clear()
+    for signum, handler in _previous_handlers.items():
+        signal.signal(signum, handler)
+    _previous_handlers.clear()
+    _state.update(installed=False, depth=0, where="", requested=False, deferred=0, pending=[])
 
 
 @contextlib.contextmanager

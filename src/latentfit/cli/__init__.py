@@ -24,12 +24,20 @@ from latentfit.cli.app import app
 def main() -> None:
     """The ``latentfit`` command. Ctrl-C: the first press stops a running fit where it can and
     keeps it, the second aborts and says what was written (:mod:`latentfit._interrupt`)."""
-    from latentfit._interrupt import abort_status, abort_words, aborted, interrupt_handling
+    from latentfit._files import remove_left_temporaries
+    from latentfit._interrupt import (
+        abort_status,
+        abort_words,
+        aborted,
+        interrupt_handling,
+        uninstall,
+    )
 
     try:
         with interrupt_handling():
             app()
     except BaseException as ended:
+        uninstall()  # done already, unless the abort landed as the block ended
         finished = isinstance(ended, SystemExit) and ended.code in (0, None)
         if finished or not (aborted() or isinstance(ended, KeyboardInterrupt)):
             raise  # no abort, or one that a library swallowed and the command finished
@@ -38,6 +46,7 @@ def main() -> None:
         # after the command ran, or outside the handler's block), or an error of a library
         # interrupted mid-way (matplotlib drawing a figure raised ValueError on the transform
         # it was computing).
+        remove_left_temporaries()  # a write the abort cut where its own cleanup could not run
         typer.secho(abort_words(), err=True, fg=typer.colors.YELLOW)
         raise SystemExit(abort_status()) from None
 
