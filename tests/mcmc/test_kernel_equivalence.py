@@ -371,7 +371,7 @@ def test_doublings_of_few_growing_chains_step_only_them_and_draw_the_same(
 def test_subtree_turn_time_level_by_level_matches_the_frozen_one():
     # deep subtrees of many chains check their nodes a level at a time (strided views, no
     # gathered rows): the same turn as the frozen copy, at every depth and for the whole run
-    from latentfit.mcmc import kernels
+    from latentfit.mcmc import uturn
 
     g = torch.Generator().manual_seed(4)
     for depth in range(1, 10):
@@ -380,14 +380,14 @@ def test_subtree_turn_time_level_by_level_matches_the_frozen_one():
             P = torch.randn(8, L, d, generator=g, dtype=F64)
             P += torch.linspace(1, -1, L, dtype=F64)[:, None] * (0.02 * depth)
             PS = P * (torch.rand(8, d, generator=g, dtype=F64) + 0.5)[:, None]
-            assert torch.equal(kernels._turn_by_levels(P, PS), _ref_subtree_turn_time(P, PS))
+            assert torch.equal(uturn._turn_by_levels(P, PS), _ref_subtree_turn_time(P, PS))
 
 
 @pytest.mark.parametrize("metric_kind", ["diag", "dense"])
 def test_new_kernel_matches_with_every_subtree_checked_level_by_level(metric_kind, monkeypatch):
-    from latentfit.mcmc import kernels
+    from latentfit.mcmc import uturn
 
-    monkeypatch.setattr(kernels, "LEVELS_FROM", 1)
+    monkeypatch.setattr(uturn, "LEVELS_FROM", 1)
     _run_both("funnel", metric_kind, 7, max_depth=6)
 
 
@@ -395,12 +395,12 @@ def test_new_kernel_matches_with_every_subtree_checked_level_by_level(metric_kin
 def test_subtree_turn_time_matches_the_frozen_one_in_blocks(monkeypatch, chunk):
     # the subtree's node checks are cut in blocks when they would not fit in one; the blocked
     # and the one-block passes must find the same turn as the frozen copy
-    from latentfit.mcmc import kernels
+    from latentfit.mcmc import uturn
 
-    monkeypatch.setattr(kernels, "_NODE_CHUNK", chunk)
+    monkeypatch.setattr(uturn, "_NODE_CHUNK", chunk)
     g = torch.Generator().manual_seed(3)
     for depth in range(1, 7):
         L = 2**depth
         P = torch.randn(16, L, 3, generator=g, dtype=F64) + torch.linspace(1, -1, L)[:, None]
         PS = P * (torch.rand(16, 3, generator=g, dtype=F64) + 0.5)[:, None]
-        assert torch.equal(kernels._subtree_turn_time(P, PS), _ref_subtree_turn_time(P, PS))
+        assert torch.equal(uturn._subtree_turn_time(P, PS), _ref_subtree_turn_time(P, PS))

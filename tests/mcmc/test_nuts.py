@@ -21,8 +21,8 @@ from torch.distributions import constraints
 from latentfit.errors import ParameterError
 from latentfit.estimate import GammaPoisson, NormalInverseGamma, fit_map, fit_mle
 from latentfit.mcmc import Target, sample
-from latentfit.mcmc.kernels import _subtree_turn_time
 from latentfit.mcmc.result import import_arviz
+from latentfit.mcmc.uturn import _subtree_turn_time
 
 F64 = torch.float64
 

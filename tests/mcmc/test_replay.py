@@ -76,9 +76,9 @@ def test_the_replayed_tree_bookkeeping_gives_the_eager_transitions_bit_for_bit(
     # the same order, so the transitions are equal, not close; with ``levels``, every merge
     # checks its U-turns level by level, as deep subtrees of many chains do
     if levels:
-        from latentfit.mcmc import kernels
+        from latentfit.mcmc import uturn
 
-        monkeypatch.setattr(kernels, "LEVELS_FROM", 1)
+        monkeypatch.setattr(uturn, "LEVELS_FROM", 1)
         monkeypatch.setattr(replay, "LEVELS_FROM", 1)
     target = Target(_mvn, {"x": (3,)}, vectorized=True)
     state = _state(target, 5)
@@ -301,14 +301,14 @@ def test_a_replayed_density_raises_where_its_factor_fails_as_the_eager_one_does(
 def test_the_eager_stand_in_checks_in_blocks_and_equals_the_one_block_merge(dense, monkeypatch):
     # what ReplayedMerge (and a failing compiled bookkeeping) runs instead: the U-turn checks in
     # blocks of a few nodes, the same outputs as all nodes at once
-    from latentfit.mcmc import kernels
+    from latentfit.mcmc import kernels, uturn
     from latentfit.mcmc.compiled import _merge_example, wrap_merge
 
-    monkeypatch.setattr(kernels, "_NODE_CHUNK", 5 * 6 * 4 * 3)  # 3 nodes a block
+    monkeypatch.setattr(uturn, "_NODE_CHUNK", 5 * 6 * 4 * 3)  # 3 nodes a block
     blocks = []
-    turn_of_nodes = kernels._turn_of_nodes
+    turn_of_nodes = uturn._turn_of_nodes
     monkeypatch.setattr(
-        kernels, "_turn_of_nodes", lambda *a, **k: blocks.append(1) or turn_of_nodes(*a, **k)
+        uturn, "_turn_of_nodes", lambda *a, **k: blocks.append(1) or turn_of_nodes(*a, **k)
     )
 
     def fails(*args):

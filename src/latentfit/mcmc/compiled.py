@@ -56,9 +56,7 @@ from latentfit.mcmc.kernels import (
     ONE_LEAF_NONE,
     Metric,
     State,
-    _leaf_consts,
     _leapfrog,
-    _subtree_nodes,
     merge_in_blocks,
     merge_one_leaf,
     merge_subtree,
@@ -69,6 +67,7 @@ from latentfit.mcmc.reciprocal import reciprocal_divisions
 from latentfit.mcmc.record import record_graph
 from latentfit.mcmc.short_lse import ShortLogSumExp
 from latentfit.mcmc.target import Target
+from latentfit.mcmc.uturn import _leaf_consts, _subtree_nodes
 
 __all__ = ["compile_leapfrog", "compile_merge", "start_merge_build"]
 

@@ -45,8 +45,6 @@ import torch
 
 from latentfit.mcmc.assemble import assembled_gradients
 from latentfit.mcmc.kernels import (
-    _NODE_CHUNK,
-    LEVELS_FROM,
     ONE_LEAF_NONE,
     merge_in_blocks,
     merge_one_leaf,
@@ -56,6 +54,7 @@ from latentfit.mcmc.kernels import (
 from latentfit.mcmc.layout import components_outward
 from latentfit.mcmc.scales import carry_scales
 from latentfit.mcmc.simplify import simplify
+from latentfit.mcmc.uturn import _NODE_CHUNK, LEVELS_FROM
 
 __all__ = ["ReplayedMerge", "replay", "replay_graph"]
 
@@ -210,9 +209,9 @@ class ReplayedMerge:
     (``(*args, ps_i, hi, lo, last)``), replayed: a trace per number of chains and of leaves
     ``L``, made and checked the first time such a subtree is merged (``agrees(replayed, L,
     seed, chains)``, ``compiled.merge_agrees``, on a random subtree of that size).
-    From ``kernels.LEVELS_FROM`` elements of momenta the trace checks U-turns level by level
+    From ``uturn.LEVELS_FROM`` elements of momenta the trace checks U-turns level by level
     (``kernels.merge_in_blocks``). Where a trace fails or disagrees, or where the U-turn checks
-    of all nodes at once would exceed the eager function's block (``kernels._NODE_CHUNK``),
+    of all nodes at once would exceed the eager function's block (``uturn._NODE_CHUNK``),
     that size runs eagerly (``kernels.merge_in_blocks``)."""
 
     def __init__(self, dense: bool, agrees: Callable[..., bool]):
@@ -274,7 +273,7 @@ class ReplayedMerge:
         dense = self.dense
 
         def merge(*a):  # a plain function: the tracer names what it records
-            if levels:  # the node tables unread (kernels.LEVELS_FROM)
+            if levels:  # the node tables unread (uturn.LEVELS_FROM)
                 return merge_in_blocks(dense, *a)
             return merge_subtree(dense, *a)
 
