@@ -1,5 +1,7 @@
 """The ``latentfit`` command line. Each module imported here registers its commands."""
 
+import sys
+
 import typer
 
 from latentfit.cli import (  # noqa: F401  (registration)
@@ -24,7 +26,6 @@ from latentfit.cli.app import app
 def main() -> None:
     """The ``latentfit`` command. Ctrl-C: the first press stops a running fit where it can and
     keeps it, the second aborts and says what was written (:mod:`latentfit._interrupt`)."""
-    from latentfit._files import remove_left_temporaries
     from latentfit._interrupt import (
         abort_status,
         abort_words,
@@ -46,7 +47,9 @@ def main() -> None:
         # after the command ran, or outside the handler's block), or an error of a library
         # interrupted mid-way (matplotlib drawing a figure raised ValueError on the transform
         # it was computing).
-        remove_left_temporaries()  # a write the abort cut where its own cleanup could not run
+        files = sys.modules.get("latentfit._files")  # loaded if anything was written
+        if files is not None:  # a write the abort cut where its own cleanup could not run
+            files.remove_left_temporaries()
         typer.secho(abort_words(), err=True, fg=typer.colors.YELLOW)
         raise SystemExit(abort_status()) from None
 
