@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latentfit.mcmc import SamplerConfig, Target, kernels, sample_target
-from latentfit.mcmc.narrow import MIN_ROWS_SAVED, MIN_SAVED_ELEMENTS, NarrowSteps, narrow_rows
+from latentfit.mcmc.narrow import (
+    MIN_ROWS_SAVED,
+    MIN_SAVED_ELEMENTS,
+    NarrowSteps,
+    can_narrow,
+    narrow_rows,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -28,6 +34,7 @@ def test_narrow_rows_are_the_growing_chains_padded_to_a_power_of_two(flags, per_
     if n == 0 or 2 * s > c or c - s < MIN_ROWS_SAVED or (c - s) * per_chain < MIN_SAVED_ELEMENTS:
         assert rows is None
         return
+    assert can_narrow(c)  # a run whose set-up skips narrowing would never narrow
     assert rows.shape == (s,) and rows.dtype == torch.long
     assert len(set(rows.tolist())) == s  # distinct: the subtree is written back by row
     assert set(rows[:n].tolist()) == set(torch.nonzero(active).flatten().tolist())

@@ -61,7 +61,7 @@ from latentfit.mcmc.compiled import (
     wrap_merge,
 )
 from latentfit.mcmc.kernels import Metric, State
-from latentfit.mcmc.narrow import NarrowSteps, elements_per_chain
+from latentfit.mcmc.narrow import NarrowSteps, can_narrow, elements_per_chain
 from latentfit.mcmc.raising import replayed_step, wrap_replayed
 from latentfit.mcmc.replay import ReplayedMerge
 from latentfit.mcmc.target import Target
@@ -224,7 +224,7 @@ class BackgroundCompile:
                 return
             self._replayed = replayed
             self.leapfrog = wrap_replayed(replayed)
-            if part.module is not None:  # deep doublings of few chains (narrow.py)
+            if part.module is not None and can_narrow(part.example[0].shape[0]):  # narrow.py
                 per_chain = elements_per_chain(part.module, part.example)
                 if per_chain is not None:
                     self.leapfrog.narrow = NarrowSteps(per_chain)

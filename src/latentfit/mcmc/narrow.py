@@ -33,6 +33,7 @@ __all__ = [
     "MIN_ROWS_SAVED",
     "MIN_SAVED_ELEMENTS",
     "NarrowSteps",
+    "can_narrow",
     "elements_per_chain",
     "narrow_rows",
 ]
@@ -66,6 +67,13 @@ def narrow_rows(
         return None
     # a stable sort of the flags: growing chains first, each row once
     return torch.sort(active.to(torch.uint8), descending=True, stable=True).indices[:s]
+
+
+def can_narrow(chains: int) -> bool:
+    """Whether a run of ``chains`` chains can ever narrow a doubling (``narrow_rows``: one row
+    at least, half the chains at most, ``MIN_ROWS_SAVED`` left out); at the usual 1-4 chains
+    it cannot, and its set-up (``elements_per_chain``) is not paid."""
+    return chains >= 2 and chains - 1 >= MIN_ROWS_SAVED
 
 
 def elements_per_chain(graph: torch.fx.GraphModule, example: tuple) -> float | None:
