@@ -16,7 +16,14 @@ cores with them. A first run of ``compile=True`` needs an empty ``LATENTFIT_CACH
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
         [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand] [--compile] [--compile-wait]
-        [--skip-eager] [--skip-replay] [--jax-cache DIR] [--device cuda]
+        [--skip-eager] [--skip-replay] [--jax-cache DIR] [--device cuda] [--steps]
+
+``--steps`` adds, for latentfit's replayed run and NumPyro, the leapfrog steps of every
+transition, warm-up included: those the chains needed (``sum(n_leapfrog)``), those a batched
+transition computes (chains x the longest chain's), and the bound of chains that run on at their
+own pace inside one batch (the batched steps would be the most any one chain needs, with one
+wait for every chain at the end of the first warm-up window, where stranded chains are moved).
+NumPyro then runs its warm-up and its draws as two calls, to keep the warm-up's counts.
 """
 
 from __future__ import annotations
@@ -38,10 +45,34 @@ sys.path.insert(0, str(ROOT / "src"))
 from tests.mcmc.posteriors import POSTERIORS, load_data  # noqa: E402
 
 from latentfit.mcmc import Target, builds, sample_target  # noqa: E402
+from latentfit.mcmc.adaptation import WindowSchedule  # noqa: E402
 from latentfit.mcmc.result import import_arviz  # noqa: E402
 from latentfit.mcmc.sampler import SamplerConfig  # noqa: E402
 
 warnings.simplefilter("ignore")
+
+#: with --steps: each library's leapfrog steps per transition, (chains, warm-up + draws)
+STEPS: dict[str, np.ndarray] | None = None
+
+
+def steps_report(lib: str, n: np.ndarray, warmup: int) -> str:
+    """Needed and computed leapfrog steps of a batched run (``n`` (chains, transitions)), by
+    phase, and the batched steps of chains that run at their own pace (see the docstring)."""
+    c = n.shape[0]
+    out = []
+    for phase, m in (("warm-up", n[:, :warmup]), ("draws", n[:, warmup:])):
+        batched = int(m.max(0).sum())
+        out.append(
+            f"{phase} needed {int(m.sum())} computed {c * batched} "
+            f"(efficiency {m.sum() / max(c * batched, 1):.2f})"
+        )
+    batched = int(n.max(0).sum())
+    buffer = WindowSchedule(warmup).init_buffer if warmup else 0
+    own = int(n[:, :buffer].sum(1).max() + n[:, buffer:].sum(1).max())
+    return (
+        f"  {lib} steps: {'; '.join(out)}; batched steps {batched}, at own pace {own} "
+        f"({batched / max(own, 1):.2f}x fewer)"
+    )
 
 
 def min_ess(draws: dict[str, np.ndarray]) -> float:
@@ -82,6 +113,9 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
     if target.device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t
+    if STEPS is not None and compile == "replay" and not hand:
+        n = [res.warmup_stats["n_leapfrog"], res.sample_stats["n_leapfrog"]]
+        STEPS["latentfit-r"] = torch.cat([x for x in n if x is not None], 1).cpu().numpy()
     if compile in (True, "wait"):  # what compiling cost, and from which transition it ran
         stats = res.warmup_stats
         t = time.perf_counter()
@@ -250,7 +284,17 @@ def run_numpyro(name, chains, warmup, draws, metric, cache=None):
         progress_bar=False,
     )
     t = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(0), init_params=init)
+    if STEPS is None:
+        mcmc.run(jax.random.PRNGKey(0), init_params=init)
+    else:  # the warm-up's steps kept: two calls
+        extra = ("num_steps",)
+        mcmc.warmup(
+            jax.random.PRNGKey(0), init_params=init, collect_warmup=True, extra_fields=extra
+        )
+        n = [np.asarray(mcmc.get_extra_fields(group_by_chain=True)["num_steps"])]
+        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=extra)
+        n.append(np.asarray(mcmc.get_extra_fields(group_by_chain=True)["num_steps"]))
+        STEPS["numpyro"] = np.concatenate([x.reshape(chains, -1) for x in n], 1)
     u = np.asarray(mcmc.get_samples(group_by_chain=True))
     wall = time.perf_counter() - t
     return wall, min_ess({"u": u})
@@ -269,6 +313,11 @@ def main():
     ap.add_argument("--skip-hand", action="store_true")
     ap.add_argument("--skip-eager", action="store_true", help="no eager autograd run")
     ap.add_argument("--skip-replay", action="store_true", help='no compile="replay" run')
+    ap.add_argument(
+        "--steps",
+        action="store_true",
+        help="leapfrog steps needed and computed, and the bound of chains at their own pace",
+    )
     ap.add_argument("--compile", action="store_true", help="add the compile=True run")
     ap.add_argument("--compile-wait", action="store_true", help='add the compile="wait" run')
     ap.add_argument(
@@ -284,6 +333,9 @@ def main():
         "runs where JAX puts it (JAX_PLATFORMS=cpu for the CPU), Pyro on the CPU",
     )
     args = ap.parse_args()
+    if args.steps:
+        global STEPS
+        STEPS = {}
     names = [args.posterior] if args.posterior else list(POSTERIORS)
     torch.set_num_threads(1)
     print(f"chains {args.chains}, warm-up {args.warmup}, draws {args.draws}; {_load()}")
@@ -331,6 +383,10 @@ def main():
                 f"{name:14s} {lib:12s} {wall:8.1f} {ess:8.0f} {rate[lib]:8.1f} {ratios}",
                 flush=True,
             )
+        for lib, n in (STEPS or {}).items():
+            print(steps_report(lib, n, args.warmup), flush=True)
+        if STEPS:
+            STEPS.clear()
     print(_load())
 
 

@@ -96,6 +96,18 @@ def test_dense_metric_learns_the_covariance_and_samples_the_mvn():
         r.sample_stats["n_leapfrog"].double().mean()
         < diag.sample_stats["n_leapfrog"].double().mean()
     )
+    # the warm-up keeps each transition's statistics (Stan's save_warmup): trajectories
+    # shorten once the first window's covariance is learnt (iteration 75 of 300)
+    w = r.warmup_stats
+    assert w["n_leapfrog"].shape == w["tree_depth"].shape == w["accept_stat"].shape == (4, 300)
+    steps = w["n_leapfrog"].double()
+    assert steps[:, 76:].mean() < 0.5 * steps[:, :75].mean()
+    # a tree of depth d holds its 2^d - 1 leaves and at most the 2^d of a rejected subtree
+    for n, depth in (
+        (w["n_leapfrog"], w["tree_depth"]),
+        (r.sample_stats["n_leapfrog"], r.sample_stats["tree_depth"]),
+    ):
+        assert ((2**depth - 1 <= n) & (n <= 2 ** (depth + 1) - 1)).all()
 
 
 def test_static_hmc_samples_the_mvn():

@@ -149,7 +149,9 @@ class MCMCResult:
     ``draws[name]`` has shape (chains, draws, *shape) in natural coordinates; ``sample_stats``
     holds per-transition statistics (chains, draws): ``lp`` (log-density in unconstrained
     space), ``accept_stat``, ``n_leapfrog``, ``tree_depth``, ``diverging``, ``energy``;
-    ``step_size`` (chains,) and ``inv_metric`` are the adapted values.
+    ``step_size`` (chains,) and ``inv_metric`` are the adapted values. ``warmup_stats`` holds
+    the warm-up's ``accept_stat``, ``n_leapfrog`` and ``tree_depth`` (chains, num_warmup), the
+    metric's window ends (``windows``) and the chains moved off a minor mode (``relocated``).
     """
 
     def __init__(self, target, runner, draws: dict, warmup: dict):

@@ -502,11 +502,13 @@ class _Run:
         )
 
     def warmup(self, num_warmup: int, progress_bar: bool) -> dict:
-        """Stan's windowed adaptation; returns the warm-up statistics."""
+        """Stan's windowed adaptation; returns the warm-up statistics (each transition's
+        ``accept_stat``, ``n_leapfrog`` and ``tree_depth``, (c, num_warmup), as Stan's
+        ``save_warmup`` keeps them)."""
         sched = WindowSchedule(num_warmup)
         da = DualAveraging(self.step, self.config.target_accept)
         window: list[torch.Tensor] = []
-        accept = []
+        accept, n_leap, depth = [], [], []
         adapt_metric = self.config.metric != "unit"
         lps: list[torch.Tensor] = []
         relocated: list[int] = []
@@ -515,6 +517,8 @@ class _Run:
         for it in bar:
             self.state, stats = self.transition()
             accept.append(stats.accept_stat)
+            n_leap.append(stats.n_leapfrog)
+            depth.append(stats.tree_depth)
             self.step = da.update(stats.accept_stat)
             lps.append(self.state.log_prob)
             if it == check_at:
@@ -545,6 +549,8 @@ class _Run:
             check_bounded(self.target, torch.stack(lps, 1), self.state.u, "warm-up iteration")
         return {
             "accept_stat": torch.stack(accept, 1) if accept else None,
+            "n_leapfrog": torch.stack(n_leap, 1) if n_leap else None,
+            "tree_depth": torch.stack(depth, 1) if depth else None,
             "windows": list(sched.ends),
             "relocated": relocated,
         }
