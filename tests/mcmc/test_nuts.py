@@ -237,8 +237,9 @@ class _Stop(Exception):
     """Neither a RuntimeError nor a ValueError, which reject the point: it stops the run."""
 
 
+@pytest.mark.parametrize("pace", ["batch", "own"])
 @pytest.mark.parametrize("error", [KeyboardInterrupt, _Stop])
-def test_a_resume_that_fails_midway_leaves_the_result_where_it_was(error):
+def test_a_resume_that_fails_midway_leaves_the_result_where_it_was(error, pace):
     """A resume stopped by an error or Ctrl-C had moved the chains and the random stream on,
     so resuming the same result again joined draws that do not follow one another (not the
     draws of one longer run). The resume is now all or nothing: the second gives, bit for
@@ -252,6 +253,7 @@ def test_a_resume_that_fails_midway_leaves_the_result_where_it_was(error):
         return _mvn(x)
 
     kw = dict(num_chains=3, num_warmup=40, num_draws=10, generator=7, progress_bar=False)
+    kw["pace"] = pace
     once = sample(log_density, {"x": torch.zeros(3)}, compile=False, **kw).resume(
         20, progress_bar=False
     )
@@ -511,7 +513,7 @@ def _trap(x):  # (c, 2): N(0, I) plus a minor mode at (30, 30), sd 0.3, holding 
     return torch.logaddexp(major, minor)
 
 
-def _trap_run(relocate: bool):
+def _trap_run(relocate: bool, pace: str = "batch"):
     from latentfit.mcmc import sample_target
     from latentfit.mcmc.sampler import SamplerConfig
 
@@ -525,23 +527,24 @@ def _trap_run(relocate: bool):
         num_chains=4,
         num_warmup=300,
         num_draws=300,
-        config=SamplerConfig(relocate_stranded=relocate),
+        config=SamplerConfig(relocate_stranded=relocate, pace=pace),
         start=start,
         generator=0,
         progress_bar=False,
     )
 
 
-def test_warmup_moves_chains_stranded_in_a_minor_mode():
+@pytest.mark.parametrize("pace", ["batch", "own"])
+def test_warmup_moves_chains_stranded_in_a_minor_mode(pace):
     from latentfit.errors import StrandedChainWarning
 
     with pytest.warns(StrandedChainWarning, match=r"chain\(s\) \[1, 3\] were stranded"):
-        r = _trap_run(relocate=True)
+        r = _trap_run(relocate=True, pace=pace)
     assert r.warmup_stats["relocated"] == [1, 3]
     # the minor mode holds e^-40 of the mass: the posterior is N(0, I) to any precision
     _check_moments(r["x"], [0.0, 0.0], [1.0, 1.0])
     # without the relocation the two chains stay in the minor mode (what R-hat then reports)
-    kept = _trap_run(relocate=False)
+    kept = _trap_run(relocate=False, pace=pace)
     assert kept.warmup_stats["relocated"] == []
     assert torch.allclose(
         kept["x"][[1, 3]].mean((1, 2)), torch.full((2,), 30.0, dtype=F64), atol=0.1

@@ -3,7 +3,8 @@
 Each parameter's posterior mean must lie within 4 Monte-Carlo standard errors of the reference
 mean, the MCSE combining ours (ArviZ, from these draws) and the reference's (reference.json), and
 its sd within 10% of the reference sd (with bulk ESS >= 200 the sd's own relative error is at most
-about 5%). On every device (tests/conftest.py): on CUDA the chains run eagerly there. Chains and draws are as few as keep every ESS above that, so the file stays short.
+about 5%). On every device (tests/conftest.py): on CUDA the chains run eagerly there; on the CPU
+also with every chain at its own pace (``pace="own"``). Chains and draws are as few as keep every ESS above that, so the file stays short.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ CASES = {
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pace", ["batch", "own"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_nuts_matches_the_reference_posterior(name, device):
+def test_nuts_matches_the_reference_posterior(name, pace, device):
+    if pace == "own" and device != "cpu":
+        pytest.skip("chains at their own pace run on the CPU (mcmc/paced.py)")
     with torch.device(device):  # the posterior's data tensors where the chains run
         post = POSTERIORS[name]()
     metric, chains, warmup, draws = CASES[name]
@@ -50,6 +54,7 @@ def test_nuts_matches_the_reference_posterior(name, device):
         generator=0,
         progress_bar=False,
         device=device,
+        pace=pace,
     )
     # a rare divergence in the posterior's tail is the model's (eight schools: the leapfrog
     # turns unstable in theta_trans where tau is large; seeds 0-3 of 8 x 400 draws give 0,0,1,1

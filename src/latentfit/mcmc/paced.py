@@ -1,0 +1,152 @@
+"""NUTS with every chain at its own pace inside one batch (``SamplerConfig(pace="own")``).
+
+A batched transition (kernels.nuts_transition) runs until its longest chain's trajectory
+ends, every chain stepping meanwhile: at 32 chains only 25-31% of a warm-up's computed steps
+and 49-64% of the draws' are steps a chain needed (benchmarks/README.md). Here each chain
+runs its own transitions: every batched step is one leapfrog step of every chain (the same
+replayed or compiled step), then one leaf of every chain's tree in a compiled CPU kernel
+(paced_kernel.py), which ends a chain's transition, records it and starts its next one as
+soon as its own tree ends. A run of ``n`` transitions costs the most steps any one chain
+needs, not the sum over transitions of the longest chain's.
+
+The trees are Stan's (the same U-turn checks, multinomial draws and statistics as the
+batched kernel; tests/mcmc/test_paced.py holds them to it in distribution); the random
+numbers are drawn per batched step, so the draws differ from the batched kernel's for the
+same seed. The warm-up adapts each chain's step size after each of its transitions; the
+chains wait for one another where Stan's windows end (the metric and a new step size are set
+for every chain at once, as the batched warm-up does) and where stranded chains are moved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentfit.mcmc.kernels import State, _leapfrog
+
+__all__ = ["dual_averaging_state", "final_step", "run_paced"]
+
+#: batched steps between two looks at whether every chain has its transitions
+_BLOCK = 64
+
+
+def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) -> dict:
+    """``n`` NUTS transitions of every chain of ``run`` (a sampler._Run: its target, metric,
+    state, step sizes, generator and leapfrog step), each chain at its own pace; the step
+    sizes adapt by dual averaging where ``da`` (c, 4: mu, s_bar, x_bar, count) is given
+    (updated in place). ``stop()`` true ends the run early, once every chain has
+    ``min(4, n)`` transitions; ``bar`` (a tqdm) counts the transitions every chain has made.
+    ``run.state`` becomes each chain's last recorded draw and
+    ``run.step`` its step size; returns the records (c, m, ...) of ``_Run.draw``, m <= n."""
+    from latentfit.mcmc import paced_kernel
+
+    st, metric = run.state, run.metric
+    c, d = st.u.shape
+    dt = st.u.dtype
+    npdt = np.float64 if dt == torch.float64 else np.float32
+    dense = bool(metric.dense)
+    D = run.config.max_depth
+
+    def zeros(*shape, dtype=npdt):
+        return np.zeros(shape, dtype=dtype)
+
+    inv = metric.inv.detach().contiguous().numpy()
+    invd, invf = (zeros(1, 1), inv) if dense else (inv, zeros(1, 1, 1))
+    cholt = (
+        metric.chol.transpose(1, 2).contiguous().numpy() if dense else zeros(1, 1, 1)
+    )  # (c, p, p)
+    eps = run.step.detach().clone().contiguous().numpy()
+    adapt = da is not None
+    da = da if adapt else np.zeros((c, 4))
+    k, j, side, depth, n_leap, t_c = (zeros(c, dtype=np.int64) for _ in range(6))
+    S, ck, last = zeros(c, d), zeros(c, D, 3 * d), zeros(c, D, 2 * d)
+    lws, dsub, lwt, sm = zeros(c), zeros(c, 3 * d + 1), zeros(c), zeros(c)
+    H0, rho, ends = zeros(c), zeros(c, d), zeros(c, 2, 4 * d + 1)
+    draw = zeros(c, 3 * d + 1)  # the chains' state: u, g, (momentum), lp
+    draw[:, :d] = st.u.detach().numpy()
+    draw[:, d : 2 * d] = st.grad.detach().numpy()
+    draw[:, 3 * d] = st.log_prob.detach().numpy()
+    rec_u, rec_lp, rec_stat = zeros(c, n, d), zeros(c, n), zeros(c, n, 5)
+    rec_div = np.full((c, n, d), np.nan, dtype=npdt)
+    final = zeros(c, 2 * d + 1)
+    cu, cg, cp, clp, e, half = (
+        zeros(c, d),
+        zeros(c, d),
+        zeros(c, d),
+        zeros(c),
+        zeros(c, 1),
+        zeros(c, 1),
+    )
+    seed, t0 = paced_seed(run), run.n_paced
+    paced_kernel.start(
+        seed, t0, dense, invd, invf, cholt, eps, H0, draw, ends, rho, lwt, depth, n_leap, sm,
+        j, side, lws, k, S, cu, cg, cp, clp, e, half,
+    )  # fmt: skip
+    t_cu, t_cg, t_cp, t_clp, t_e, t_half = (
+        torch.from_numpy(x) for x in (cu, cg, cp, clp, e, half)
+    )  # the step's inputs: views of what the kernel writes
+    cur = State(t_cu, t_clp, t_cg)
+    step_fn = run.leapfrog_step or _leapfrog
+    target = run.target
+    delta = float(run.config.target_accept)
+    need = min(4, n)
+    while int(t_c.min()) < n:
+        for _ in range(_BLOCK):
+            leaf_, p1 = step_fn(target, metric, cur, t_cp, t_e, t_half)
+            paced_kernel.leaf(
+                leaf_.u.numpy(), leaf_.grad.numpy(), p1.numpy(), leaf_.log_prob.numpy(),
+                invd, invf, dense, cholt, eps, seed, t0,
+                H0, k, j, S, ck, last, lws, dsub, lwt, draw, rho, ends, side, depth, n_leap,
+                sm, D, da, adapt, delta, cu, cg, cp, clp, e, half,
+                rec_u, rec_lp, rec_stat, rec_div, final, t_c,
+            )  # fmt: skip
+        made = min(int(t_c.min()), n)
+        if bar is not None and made > bar.n:
+            bar.update(made - bar.n)
+        if stop is not None and made >= need and stop():
+            break
+    m = min(int(t_c.min()), n)
+    if m < n:  # stopped early: each chain's m-th draw is where it stands
+        fin = np.concatenate(
+            [rec_u[:, m - 1], np.full((c, d), np.nan, dtype=npdt), rec_lp[:, m - 1 : m]], 1
+        )
+        grad = target.log_prob_and_grad(torch.from_numpy(rec_u[:, m - 1].copy()))[1]
+        fin[:, d : 2 * d] = grad.detach().numpy()
+    else:
+        fin = final
+    fin_t = torch.from_numpy(fin)
+    run.state = State(fin_t[:, :d].clone(), fin_t[:, 2 * d].clone(), fin_t[:, d : 2 * d].clone())
+    run.step = torch.from_numpy(eps.copy())
+    run.n_paced = t0 + m
+    stat = torch.from_numpy(rec_stat[:, :m])
+    return {
+        "u": torch.from_numpy(rec_u[:, :m]),
+        "lp": torch.from_numpy(rec_lp[:, :m]),
+        "accept_stat": stat[..., 0].clone(),
+        "n_leapfrog": stat[..., 1].long(),
+        "tree_depth": stat[..., 2].long(),
+        "diverging": stat[..., 3] > 0,
+        "energy": stat[..., 4].clone(),
+        "divergence_u": torch.from_numpy(rec_div[:, :m]),
+    }
+
+
+def paced_seed(run) -> np.uint64:
+    """The run's key for its random numbers (paced_kernel.uniform), drawn once from its
+    generator: a run that resumes continues every chain's numbers."""
+    if getattr(run, "seed", None) is None:
+        run.seed = np.uint64(torch.randint(2**62, (1,), generator=run.gen).item())
+    return run.seed
+
+
+def dual_averaging_state(step: torch.Tensor) -> np.ndarray:
+    """Dual averaging restarted at ``step`` (c,), as ``adaptation.DualAveraging.restart``:
+    mu = log(10 step), s_bar = x_bar = 0, no transitions counted."""
+    da = np.zeros((step.shape[0], 4))
+    da[:, 0] = np.log(10 * step.detach().double().numpy())
+    return da
+
+
+def final_step(da: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """The warm-up's step sizes: exp(x_bar), as ``DualAveraging.final``."""
+    return torch.from_numpy(np.exp(da[:, 2])).to(like)

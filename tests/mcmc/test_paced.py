@@ -1,0 +1,192 @@
+"""NUTS with every chain at its own pace (SamplerConfig(pace="own"), mcmc/paced.py).
+
+Its trees are built leaf by leaf by a compiled kernel, the batched kernel's a subtree at a
+time: the same algorithm, with other random numbers. So the tests hold it to exact targets,
+to the batched kernel's tree statistics from the same adapted state, and to its own
+reproducibility (its random numbers are keyed by chain and transition, so a resumed run is
+the longer run, bit for bit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.distributions as D
+from torch.distributions import constraints
+
+from latentfit.errors import ParameterError
+from latentfit.mcmc import sample
+from latentfit.mcmc.paced import run_paced
+from tests.mcmc.test_nuts import COV, MEAN, _check_moments, _mvn
+
+F64 = torch.float64
+
+
+def test_paced_samples_the_mvn_with_a_dense_metric_and_a_diagonal_one():
+    for metric in ("dense", "diag"):
+        r = sample(
+            _mvn, {"x": torch.zeros(3)}, num_chains=4, num_warmup=300, num_draws=400,
+            metric=metric, pace="own", generator=0, progress_bar=False,
+        )  # fmt: skip
+        _check_moments(r["x"], MEAN, COV.diagonal().sqrt())
+        assert r.warmup_stats["n_leapfrog"].shape == (4, 300)
+        depth, n = r.sample_stats["tree_depth"], r.sample_stats["n_leapfrog"]
+        assert ((2**depth - 1 <= n) & (n <= 2 ** (depth + 1) - 1)).all()
+    # each window's metric is each chain's own estimate: the variances learnt
+    assert torch.allclose(r.inv_metric.mean(0), COV.diagonal(), rtol=0.35)
+
+
+def _adapted(metric="diag", chains=8):
+    r = sample(
+        _mvn, {"x": torch.zeros(3)}, num_chains=chains, num_warmup=300, num_draws=1,
+        metric=metric, generator=3, progress_bar=False,
+    )  # fmt: skip
+    return r._runner
+
+
+@pytest.mark.parametrize("metric", ["diag", "dense"])
+def test_from_one_adapted_state_the_trees_are_those_of_the_batched_kernel(metric):
+    """The same step sizes, metric and start, 8 chains x 600 transitions each way: the tree
+    depths' distribution, the mean number of leapfrog steps and the acceptance agree within
+    their sampling error (a U-turn check missed or added moves them by far more: stopping
+    one leaf late at every subtree adds ~1 step a tree)."""
+    run = _adapted(metric)
+    before = run.snapshot()
+    step = run.step.clone()
+    batched = run.draw(600, False)
+    run.restore(before)
+    run.step = step
+    paced = run_paced(run, 600)
+    for k, tol in (("n_leapfrog", 0.06), ("accept_stat", 0.02)):
+        a, b = batched[k].double().mean(), paced[k].double().mean()
+        assert abs(a - b) / a < tol, (k, float(a), float(b))
+    ha = torch.bincount(batched["tree_depth"].flatten(), minlength=8)[:8].double() / 4800
+    hb = torch.bincount(paced["tree_depth"].flatten(), minlength=8)[:8].double() / 4800
+    assert (ha - hb).abs().max() < 0.05, (ha, hb)
+    _check_moments(paced["u"].unsqueeze(-1)[..., 0], MEAN, COV.diagonal().sqrt())
+
+
+def test_same_seed_same_draws_and_a_resume_is_the_longer_run():
+    kw = dict(num_chains=3, num_warmup=60, pace="own", progress_bar=False)
+    a = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=7, **kw)
+    b = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=7, **kw)
+    assert torch.equal(a["x"], b["x"])
+    longer = sample(_mvn, {"x": torch.zeros(3)}, num_draws=50, generator=7, **kw)
+    resumed = a.resume(20, progress_bar=False)
+    assert torch.equal(resumed["x"], longer["x"])
+    for k in ("n_leapfrog", "tree_depth", "accept_stat", "energy"):
+        assert torch.equal(resumed.sample_stats[k], longer.sample_stats[k])
+    c = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=8, **kw)
+    assert not torch.equal(a["x"], c["x"])
+
+
+def test_divergences_are_counted_and_located_in_the_funnel():
+    y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=F64)
+    s = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18], dtype=F64)
+
+    def centred(theta, mu, tau):
+        return (
+            D.Normal(mu, tau).log_prob(theta).sum()
+            + D.Normal(theta, s).log_prob(y).sum()
+            + D.Normal(0.0, 5.0).log_prob(mu)
+            + D.Cauchy(0.0, 5.0).log_prob(tau)
+        )
+
+    r = sample(
+        centred, {"theta": torch.zeros(8), "mu": 0.0, "tau": 1.0},
+        constraints={"tau": constraints.positive}, num_chains=4, num_warmup=150,
+        num_draws=150, pace="own", generator=0, progress_bar=False,
+    )  # fmt: skip
+    div = r.divergences()
+    n = int(r.num_divergent.sum())
+    assert n > 0 and len(div["chain"]) == n
+    assert torch.isfinite(div["u_diverged"]).all()
+    assert div["params"]["tau"].median() < r["tau"].median()
+
+
+def test_float32_draws():
+    r = sample(
+        _mvn32, {"x": torch.zeros(3, dtype=torch.float32)}, num_chains=4, num_warmup=200,
+        num_draws=300, pace="own", dtype=torch.float32, generator=0, progress_bar=False,
+    )  # fmt: skip
+    assert r["x"].dtype == torch.float32
+    _check_moments(r["x"].double(), MEAN, COV.diagonal().sqrt(), ess_min=200)
+
+
+def _mvn32(x):
+    return D.MultivariateNormal(MEAN.float(), COV.float()).log_prob(x)
+
+
+def test_pace_is_checked():
+    with pytest.raises(ParameterError, match="pace must be 'batch' or 'own'"):
+        sample(_mvn, {"x": torch.zeros(3)}, pace="fast", progress_bar=False)
+
+
+def test_a_stop_after_some_transitions_keeps_each_chain_s_first_ones():
+    run = _adapted(chains=4)
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] >= 2
+
+    out = run_paced(run, 10_000, stop=stop)
+    m = out["u"].shape[1]
+    assert 4 <= m < 10_000 and out["lp"].shape == (4, m)
+    # the chains stand at their m-th draw, with its gradient
+    assert torch.equal(run.state.u, out["u"][:, -1])
+    want = torch.func.vmap(torch.func.grad(_mvn))(run.state.u)
+    assert torch.allclose(run.state.grad, want)
+    assert np.isfinite(run.state.log_prob.numpy()).all()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, 6])
+def test_the_kernel_turns_at_the_leaf_stans_recursion_does(depth):
+    """The compiled kernel fed a subtree's leaves one at a time (64 chains, a subtree of
+    2^depth leaves each, momenta drifting so that some turn and some do not) ends each
+    chain's transition at the leaf where Stan's recursive build_tree first fails a check,
+    its checks across each node's halves included (test_nuts's reference recursion)."""
+    from latentfit.mcmc import paced_kernel
+    from tests.mcmc.test_nuts import _stan_build_tree_turn
+
+    g = torch.Generator().manual_seed(depth)
+    L, d, c = 2**depth, 3, 64
+    P = (
+        torch.randn(c, L, d, generator=g, dtype=F64)
+        + torch.linspace(1.0, -1.0, L, dtype=F64)[None, :, None]
+    )
+    inv = torch.rand(c, d, generator=g, dtype=F64) + 0.5
+    want = [_stan_build_tree_turn(P[i], P[i] * inv[i]) for i in range(c)]
+    assert len(set(want)) > 1  # turning, and not turning
+
+    def z(*shape, dtype=np.float64):
+        return np.zeros(shape, dtype=dtype)
+
+    D = depth + 4
+    ints = [z(c, dtype=np.int64) for _ in range(6)]
+    k, j, side, depth_, n_leap, t_c = ints
+    j[:] = depth_[:] = depth  # every chain at the start of a subtree of 2^depth leaves
+    side[:] = 1
+    H0, S, ck, last = z(c), z(c, d), z(c, D, 3 * d), z(c, D, 2 * d)
+    lws, dsub, lwt, draw, rho = np.full(c, -np.inf), z(c, 3 * d + 1), z(c), z(c, 3 * d + 1), z(c, d)
+    ends, sm, da, eps = z(c, 2, 4 * d + 1), z(c), z(c, 4), np.full(c, 0.1)
+    cu, cg, cp, clp, e, half = z(c, d), z(c, d), z(c, d), z(c), z(c, 1), z(c, 1)
+    rec = (z(c, 1, d), z(c, 1), z(c, 1, 5), z(c, 1, d), z(c, 2 * d + 1), t_c)
+    inv_n = inv.numpy()
+    got = [None] * c
+    for leaf in range(L):
+        p = P[:, leaf].numpy().copy()
+        lp = 0.5 * (p * p * inv_n).sum(1)  # a weight of 1: no divergence
+        paced_kernel.leaf(
+            z(c, d), z(c, d), p, lp, inv_n, z(1, 1, 1), False, z(1, 1, 1), eps, np.uint64(1), 0,
+            H0, k, j, S, ck, last, lws, dsub, lwt, draw, rho, ends, side, depth_, n_leap, sm,
+            D, da, False, 0.8, cu, cg, cp, clp, e, half, *rec,
+        )  # fmt: skip
+        for i in range(c):
+            if got[i] is None and t_c[i] == 1:
+                # a turn inside the subtree leaves its depth uncounted; a full subtree
+                # that ends the trajectory at the join counts it
+                got[i] = leaf if rec[2][i, 0, 2] == depth else L
+    got = [L if x is None else x for x in got]
+    assert got == want
