@@ -17,8 +17,11 @@ cores with them. A first run of ``compile=True`` needs an empty ``LATENTFIT_CACH
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
         [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand] [--compile] [--compile-wait]
         [--skip-eager] [--skip-replay] [--jax-cache DIR] [--device cuda] [--steps]
+        [--own-pace]
 
-``--steps`` adds, for latentfit's replayed run and NumPyro, the leapfrog steps of every
+``--own-pace`` adds "latentfit-ro", the replayed run with ``pace="own"`` (each chain at its
+own pace inside the batch, mcmc/paced.py; "latentfit-r" runs the library's default pace).
+``--steps`` adds, for latentfit's replayed runs and NumPyro, the leapfrog steps of every
 transition, warm-up included: those the chains needed (``sum(n_leapfrog)``), those a batched
 transition computes (chains x the longest chain's), and the bound of chains that run on at their
 own pace inside one batch (the batched steps would be the most any one chain needs, with one
@@ -91,7 +94,9 @@ def min_ess(draws: dict[str, np.ndarray]) -> float:
     )
 
 
-def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False, device="cpu"):
+def run_latentfit(
+    post, chains, warmup, draws, metric, hand=False, compile=False, device="cpu", pace=None
+):
     target = Target(
         post.log_density,
         {k: tuple(torch.as_tensor(v).shape) for k, v in post.init.items()},
@@ -106,7 +111,7 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
         num_chains=chains,
         num_warmup=warmup,
         num_draws=draws,
-        config=SamplerConfig(metric=metric, compile=compile),
+        config=SamplerConfig(metric=metric, compile=compile, **({"pace": pace} if pace else {})),
         generator=0,
         progress_bar=False,
     )
@@ -115,7 +120,8 @@ def run_latentfit(post, chains, warmup, draws, metric, hand=False, compile=False
     wall = time.perf_counter() - t
     if STEPS is not None and compile == "replay" and not hand:
         n = [res.warmup_stats["n_leapfrog"], res.sample_stats["n_leapfrog"]]
-        STEPS["latentfit-r"] = torch.cat([x for x in n if x is not None], 1).cpu().numpy()
+        lib = "latentfit-ro" if pace == "own" else "latentfit-r"
+        STEPS[lib] = torch.cat([x for x in n if x is not None], 1).cpu().numpy()
     if compile in (True, "wait"):  # what compiling cost, and from which transition it ran
         stats = res.warmup_stats
         t = time.perf_counter()
@@ -318,6 +324,11 @@ def main():
         action="store_true",
         help="leapfrog steps needed and computed, and the bound of chains at their own pace",
     )
+    ap.add_argument(
+        "--own-pace",
+        action="store_true",
+        help='add "latentfit-ro": the replayed run with pace="own" (each chain at its own pace)',
+    )
     ap.add_argument("--compile", action="store_true", help="add the compile=True run")
     ap.add_argument("--compile-wait", action="store_true", help='add the compile="wait" run')
     ap.add_argument(
@@ -344,6 +355,7 @@ def main():
         for lib, on in (
             ("latentfit", not args.skip_eager),
             ("latentfit-r", not args.skip_replay),
+            ("latentfit-ro", args.own_pace),
             ("latentfit-hg", not args.skip_hand),
             ("latentfit-c", args.compile),
             ("latentfit-cw", args.compile_wait),
@@ -365,6 +377,8 @@ def main():
             rows["latentfit"] = run_latentfit(post, *run, **on)
         if not args.skip_replay:
             rows["latentfit-r"] = run_latentfit(post, *run, compile="replay", **on)
+        if args.own_pace:
+            rows["latentfit-ro"] = run_latentfit(post, *run, compile="replay", pace="own", **on)
         if not args.skip_hand:
             rows["latentfit-hg"] = run_latentfit(post, *run, hand=True, **on)
         if args.compile:

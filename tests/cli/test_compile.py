@@ -90,7 +90,8 @@ def test_compile_names_each_group_and_counts_them():
     assert res.output.count("every count of states not in 4-16") == 1
     assert "HMM, 5 states, float64" in res.output
     assert "Kalman filter and smoother, float64" in res.output
-    assert "6 groups of kernels ready" in res.output
+    assert "NUTS with chains at their own pace, float64" in res.output
+    assert "7 groups of kernels ready" in res.output
     quiet = runner.invoke(app, ["compile", "--dtype", "float64", "-k", "3", "--quiet"])
     assert quiet.exit_code == 0 and quiet.output == ""
 
@@ -129,6 +130,7 @@ def test_json_lists_the_groups_and_prints_nothing_else():
         "HMM, 5 states, float64",
         "HMM densities, float64",
         "Kalman filter and smoother, float64",
+        "NUTS with chains at their own pace, float64",
         "semi-Markov recursions, float64",
         "long paths, float64",
     ]

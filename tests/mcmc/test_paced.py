@@ -172,7 +172,7 @@ def test_the_kernel_turns_at_the_leaf_stans_recursion_does(depth):
     lws, dsub, lwt, draw, rho = np.full(c, -np.inf), z(c, 3 * d + 1), z(c), z(c, 3 * d + 1), z(c, d)
     ends, sm, da, eps = z(c, 2, 4 * d + 1), z(c), z(c, 4), np.full(c, 0.1)
     cu, cg, cp, clp, e, half = z(c, d), z(c, d), z(c, d), z(c), z(c, 1), z(c, 1)
-    rec = (z(c, 1, d), z(c, 1), z(c, 1, 5), z(c, 1, d), z(c, 2 * d + 1), t_c)
+    rec = (z(c, 1, d), z(c, 1, d), z(c, 1), z(c, 1, 5), z(c, 1, d), t_c)
     inv_n = inv.numpy()
     got = [None] * c
     for leaf in range(L):
@@ -187,6 +187,45 @@ def test_the_kernel_turns_at_the_leaf_stans_recursion_does(depth):
             if got[i] is None and t_c[i] == 1:
                 # a turn inside the subtree leaves its depth uncounted; a full subtree
                 # that ends the trajectory at the join counts it
-                got[i] = leaf if rec[2][i, 0, 2] == depth else L
+                got[i] = leaf if rec[3][i, 0, 2] == depth else L
     got = [L if x is None else x for x in got]
     assert got == want
+
+
+def test_ctrl_c_keeps_the_draws_so_far_and_a_resume_gives_the_whole_run(monkeypatch):
+    """Ctrl-C from Python during the draws returns each chain's first draws (the whole run's,
+    bit for bit) and a resume from them gives the rest; during the warm-up it raises."""
+    from latentfit.mcmc import paced_kernel, sampler
+    from tests.test_interrupt import press_ctrl_c_at
+
+    run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False, pace="own")
+    whole = sample(_mvn, {"x": torch.zeros(3)}, num_draws=400, **run)
+    draw = sampler._Run._draw_paced
+
+    def pressed_in_the_draws(self, n, bar):
+        press_ctrl_c_at(monkeypatch, paced_kernel, "leaf", 300)
+        return draw(self, n, bar)
+
+    monkeypatch.setattr(sampler._Run, "_draw_paced", pressed_in_the_draws)
+    with pytest.warns(UserWarning, match="sampling stopped by Ctrl-C after"):
+        part = sample(_mvn, {"x": torch.zeros(3)}, num_draws=400, **run)
+    m = part.num_draws
+    assert 4 <= m < 400
+    assert torch.equal(part.unconstrained, whole.unconstrained[:, :m])
+    monkeypatch.undo()
+    rest = part.resume(400 - m, progress_bar=False)
+    assert torch.equal(rest.unconstrained, whole.unconstrained)
+    press_ctrl_c_at(monkeypatch, paced_kernel, "leaf", 40)
+    with pytest.raises(KeyboardInterrupt):
+        sample(_mvn, {"x": torch.zeros(3)}, num_draws=10, **run)
+
+
+@pytest.mark.parametrize("num_warmup, stage", [(50, "warm-up iteration"), (0, "draw")])
+def test_a_log_density_of_plus_inf_is_refused(num_warmup, stage):
+    from tests.mcmc.test_bad_input import _plus_inf_beyond_one
+
+    with pytest.raises(ParameterError, match=rf"\+inf at .*\(chain \d, first at {stage} \d+\)"):
+        sample(
+            _plus_inf_beyond_one, {"mu": torch.zeros(2)}, num_chains=2, num_warmup=num_warmup,
+            num_draws=20, vectorized=True, pace="own", generator=0, progress_bar=False,
+        )  # fmt: skip

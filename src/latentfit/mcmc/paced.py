@@ -68,7 +68,7 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
     draw[:, 3 * d] = st.log_prob.detach().numpy()
     rec_u, rec_lp, rec_stat = zeros(c, n, d), zeros(c, n), zeros(c, n, 5)
     rec_div = np.full((c, n, d), np.nan, dtype=npdt)
-    final = zeros(c, 2 * d + 1)
+    rec_g = zeros(c, n, d)
     cu, cg, cp, clp, e, half = (
         zeros(c, d),
         zeros(c, d),
@@ -98,24 +98,17 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
                 invd, invf, dense, cholt, eps, seed, t0,
                 H0, k, j, S, ck, last, lws, dsub, lwt, draw, rho, ends, side, depth, n_leap,
                 sm, D, da, adapt, delta, cu, cg, cp, clp, e, half,
-                rec_u, rec_lp, rec_stat, rec_div, final, t_c,
+                rec_u, rec_g, rec_lp, rec_stat, rec_div, t_c,
             )  # fmt: skip
         made = min(int(t_c.min()), n)
         if bar is not None and made > bar.n:
             bar.update(made - bar.n)
         if stop is not None and made >= need and stop():
             break
-    m = min(int(t_c.min()), n)
-    if m < n:  # stopped early: each chain's m-th draw is where it stands
-        fin = np.concatenate(
-            [rec_u[:, m - 1], np.full((c, d), np.nan, dtype=npdt), rec_lp[:, m - 1 : m]], 1
-        )
-        grad = target.log_prob_and_grad(torch.from_numpy(rec_u[:, m - 1].copy()))[1]
-        fin[:, d : 2 * d] = grad.detach().numpy()
-    else:
-        fin = final
-    fin_t = torch.from_numpy(fin)
-    run.state = State(fin_t[:, :d].clone(), fin_t[:, 2 * d].clone(), fin_t[:, d : 2 * d].clone())
+    m = min(int(t_c.min()), n)  # a stop: every chain's first m draws, where it stood then
+    if m:
+        last = (torch.from_numpy(x[:, m - 1].copy()) for x in (rec_u, rec_lp, rec_g))
+        run.state = State(*last)
     run.step = torch.from_numpy(eps.copy())
     run.n_paced = t0 + m
     stat = torch.from_numpy(rec_stat[:, :m])

@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from latentfit._compiled import jit
+from latentfit._kernel_ops import minimum
 
 __all__ = ["leaf"]
 
@@ -36,7 +37,7 @@ def leaf(
     H0, k, j, S, ck, last, lws, dsub, lwt, draw, rho, ends, side, depth, n_leap, sm, maxd,
     da, adapt, delta,
     cu, cg, cp, clp, e, half,
-    rec_u, rec_lp, rec_stat, rec_div, final, t_c,
+    rec_u, rec_g, rec_lp, rec_stat, rec_div, t_c,
 ):  # fmt: skip
     """One leaf of every chain. Leaf: ``u, g, p`` (c, p), ``lp`` (c,). Metric: ``invd`` (c, p)
     diagonal or ``inv`` (c, p, p) dense (``dense``) with ``cholt`` (c, p, p) the transposed
@@ -48,8 +49,8 @@ def leaf(
     p#, lp; backward, forward), ``side`` (c,) the end being extended, ``depth``, ``n_leap``,
     ``sm`` (summed acceptance) (c,). ``da`` (c, 4): dual averaging's mu, s_bar, x_bar, count,
     updated where ``adapt``. Records (c, n, ...) at ``t_c`` (c,): position, log-density,
-    statistics (accept_stat, n_leapfrog, tree_depth, diverging, energy), divergent leaf;
-    ``final`` (c, 2p + 1): u, g, lp of each chain's n-th draw."""
+    statistics (accept_stat, n_leapfrog, tree_depth, diverging, energy), divergent leaf, and the
+    draw's gradient (``rec_g``: where a chain stands after its m-th draw, to go on from)."""
     c, d = u.shape
     D = ck.shape[1]
     n = rec_u.shape[1]
@@ -74,11 +75,18 @@ def leaf(
         logw = H0[i] + lw
         div = logw < -1000.0
         n_leap[i] += 1
-        sm[i] += math.exp(min(logw, 0.0))
+        sm[i] += math.exp(minimum(logw, 0.0))
         lws1 = np.logaddexp(lws[i], logw)
         nl = n_leap[i]  # leaves so far in this transition, this one included
         tt = t0 + t_c[i]
-        if uniform(seed, i, tt, 4 * nl) < math.exp(logw - lws1):  # the subtree's draw
+        # the subtree's draw: this leaf with probability w / (summed w); a leaf of log-density
+        # +inf (a density unbounded there) takes all the weight, as the batched draw's argmax
+        # does, so that the run is refused where it is recorded (sampler.check_bounded)
+        if lws1 == np.inf:
+            take = 1.0 if logw == np.inf else 0.0
+        else:
+            take = math.exp(logw - lws1)
+        if uniform(seed, i, tt, 4 * nl) < take:
             for a in range(d):
                 dsub[i, a] = u[i, a]
                 dsub[i, d + a] = g[i, a]
@@ -120,7 +128,7 @@ def leaf(
         done = kk + 1 == (1 << jj) and not (turn or div)
         end = turn or div
         if done:  # the subtree joins the trajectory
-            if uniform(seed, i, tt, 4 * nl + 1) < math.exp(min(lws1 - lwt[i], 0.0)):
+            if uniform(seed, i, tt, 4 * nl + 1) < math.exp(minimum(lws1 - lwt[i], 0.0)):
                 for a in range(3 * d + 1):
                     draw[i, a] = dsub[i, a]
             lwt[i] = np.logaddexp(lwt[i], lws1)
@@ -163,6 +171,7 @@ def leaf(
                     kd += draw[i, 2 * d + a] * s
                 for a in range(d):
                     rec_u[i, t, a] = draw[i, a]
+                    rec_g[i, t, a] = draw[i, d + a]
                     if div:
                         rec_div[i, t, a] = u[i, a]
                 rec_lp[i, t] = draw[i, 3 * d]
@@ -171,16 +180,12 @@ def leaf(
                 rec_stat[i, t, 2] = depth[i]
                 rec_stat[i, t, 3] = 1.0 if div else 0.0
                 rec_stat[i, t, 4] = 0.5 * kd - draw[i, 3 * d]
-                if t == n - 1:
-                    for a in range(2 * d):
-                        final[i, a] = draw[i, a]
-                    final[i, 2 * d] = draw[i, 3 * d]
             t_c[i] = t + 1
             if adapt and t < n:  # Stan's dual averaging of the step size
                 da[i, 3] += 1.0
                 count = da[i, 3]
                 eta = 1.0 / (count + 10.0)
-                da[i, 1] = (1.0 - eta) * da[i, 1] + eta * (delta - min(accept, 1.0))
+                da[i, 1] = (1.0 - eta) * da[i, 1] + eta * (delta - minimum(accept, 1.0))
                 x = da[i, 0] - da[i, 1] * math.sqrt(count) / 0.05
                 w = count**-0.75
                 da[i, 2] = (1.0 - w) * da[i, 2] + w * x
