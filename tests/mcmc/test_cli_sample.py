@@ -16,7 +16,7 @@ from latentfit.estimate import GammaPoisson
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("compiled", [False, True, "own pace"])
 def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled):
     x = np.array([3, 1, 4, 2, 5, 3, 2, 6, 1, 3], dtype=float)
     path = tmp_path / "counts.csv"
@@ -37,11 +37,11 @@ def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled)
         "300",
         "--warmup",
         "200",
-    ] + (["--compile"] if compiled else [])
+    ] + {False: [], True: ["--compile"], "own pace": ["--own-pace"]}[compiled]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback to eager would be a CompileFallbackWarning
         res = runner.invoke(app, args)
-    if compiled:  # the packages' child compiles on after the command; not beside later tests
+    if compiled is True:  # the packages' child compiles on after the command; not beside others
         from latentfit.mcmc import builds
 
         builds.wait(timeout=0)
@@ -53,7 +53,7 @@ def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled)
     # 1200 draws with bulk ESS above 260: 4 MCSE is at most 0.25 sd; the sd within 10%
     assert abs(mean - float(exact.mean)) < 0.25 * float(exact.stddev)
     assert abs(sd / float(exact.stddev) - 1) < 0.1
-    if not compiled:
+    if compiled is not True:
         # the sampler's progress bar, as every fit command draws one (fit dist drew none: a
         # long --sample run was silent until its table), and --quiet, which it lacked
         assert "sampling:" in res.stderr
@@ -92,6 +92,7 @@ def test_one_chain_says_in_cli_words_that_r_hat_is_not_computed(tmp_path):
         (["--chains", "2"], "--chains sets the sampler"),
         (["--draws", "50", "--warmup", "10"], "--draws, --warmup set the sampler"),
         (["--compile"], "--compile sets the sampler"),
+        (["--own-pace"], "--own-pace sets the sampler"),
         (["--target-accept", "0.9"], "--target-accept sets the sampler"),
         (["--max-depth", "5"], "--max-depth sets the sampler"),
         (["--max-work", "1e16"], "--max-work sets the sampler"),

@@ -157,9 +157,10 @@ def sample(
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
     A batched NUTS transition runs until its longest trajectory ends, the other chains
     waiting; ``pace="own"`` runs each chain's transitions at its own pace inside the batch
-    (``mcmc.paced``: NUTS on the CPU, its tree built by a compiled kernel; 1.7-2.9x the
-    effective samples per second on the posteriordb posteriors), its random numbers keyed by
-    chain and transition, so that a resumed run is the longer run bit for bit.
+    (``mcmc.paced``: NUTS on the CPU, its tree built by a compiled kernel; 1.4-3.7x the
+    effective samples per second on the posteriordb posteriors; ~5 s of numba compiling at
+    its first call after an install), its random numbers keyed by chain and transition, so
+    that a resumed run is the longer run bit for bit.
 
     By default (``compile="replay"``) the leapfrog step (log-density, gradient, integrator)
     and NUTS's tree bookkeeping are traced once, in milliseconds, and replayed by TorchScript's
