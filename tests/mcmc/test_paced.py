@@ -147,7 +147,6 @@ def test_the_kernel_turns_at_the_leaf_stans_recursion_does(depth):
     2^depth leaves each, momenta drifting so that some turn and some do not) ends each
     chain's transition at the leaf where Stan's recursive build_tree first fails a check,
     its checks across each node's halves included (test_nuts's reference recursion)."""
-    from latentfit.mcmc import paced_kernel
     from tests.mcmc.test_nuts import _stan_build_tree_turn
 
     g = torch.Generator().manual_seed(depth)
@@ -159,13 +158,25 @@ def test_the_kernel_turns_at_the_leaf_stans_recursion_does(depth):
     inv = torch.rand(c, d, generator=g, dtype=F64) + 0.5
     want = [_stan_build_tree_turn(P[i], P[i] * inv[i]) for i in range(c)]
     assert len(set(want)) > 1  # turning, and not turning
+    assert kernel_turns(P, inv) == want
+
+
+def kernel_turns(P: torch.Tensor, inv: torch.Tensor) -> list[int]:
+    """Each chain's subtree of leaves with momenta ``P`` (c, L, p), fed one leaf at a time to
+    the compiled kernel (every leaf of weight 1) with the inverse metric ``inv`` (c, p), or
+    dense (c, p, p): the index of the leaf at which a U-turn ends the chain's transition, L
+    where none does (a full subtree, whatever the checks across the trajectory's join say)."""
+    from latentfit.mcmc import paced_kernel
+
+    c, L, d = P.shape
+    depth = L.bit_length() - 1
+    dense = inv.dim() == 3
 
     def z(*shape, dtype=np.float64):
         return np.zeros(shape, dtype=dtype)
 
     D = depth + 4
-    ints = [z(c, dtype=np.int64) for _ in range(6)]
-    k, j, side, depth_, n_leap, t_c = ints
+    k, j, side, depth_, n_leap, t_c = (z(c, dtype=np.int64) for _ in range(6))
     j[:] = depth_[:] = depth  # every chain at the start of a subtree of 2^depth leaves
     side[:] = 1
     H0, S, ck, last = z(c), z(c, d), z(c, D, 3 * d), z(c, D, 2 * d)
@@ -174,22 +185,28 @@ def test_the_kernel_turns_at_the_leaf_stans_recursion_does(depth):
     cu, cg, cp, clp, e, half = z(c, d), z(c, d), z(c, d), z(c), z(c, 1), z(c, 1)
     rec = (z(c, 1, d), z(c, 1, d), z(c, 1), z(c, 1, 5), z(c, 1, d), t_c)
     inv_n = inv.numpy()
-    got = [None] * c
+    invd, invf = (z(1, 1), inv_n) if dense else (inv_n, z(1, 1, 1))
+    chol_t = (
+        torch.linalg.cholesky(inv).transpose(1, 2).contiguous().numpy() if dense else z(1, 1, 1)
+    )
+    got = [L] * c
+    seen = [False] * c
     for leaf in range(L):
         p = P[:, leaf].numpy().copy()
-        lp = 0.5 * (p * p * inv_n).sum(1)  # a weight of 1: no divergence
+        ps = (P[:, leaf : leaf + 1] @ inv).squeeze(1) if dense else P[:, leaf] * inv
+        lp = 0.5 * (p * ps.numpy()).sum(1)  # a weight of 1: no divergence
         paced_kernel.leaf(
-            z(c, d), z(c, d), p, lp, inv_n, z(1, 1, 1), False, z(1, 1, 1), eps, np.uint64(1), 0,
+            z(c, d), z(c, d), p, lp, invd, invf, dense, chol_t, eps, np.uint64(1), 0,
             H0, k, j, S, ck, last, lws, dsub, lwt, draw, rho, ends, side, depth_, n_leap, sm,
             D, da, False, 0.8, cu, cg, cp, clp, e, half, *rec,
         )  # fmt: skip
         for i in range(c):
-            if got[i] is None and t_c[i] == 1:
+            if not seen[i] and t_c[i] == 1:
+                seen[i] = True
                 # a turn inside the subtree leaves its depth uncounted; a full subtree
                 # that ends the trajectory at the join counts it
                 got[i] = leaf if rec[3][i, 0, 2] == depth else L
-    got = [L if x is None else x for x in got]
-    assert got == want
+    return got
 
 
 def test_ctrl_c_keeps_the_draws_so_far_and_a_resume_gives_the_whole_run(monkeypatch):
@@ -229,3 +246,17 @@ def test_a_log_density_of_plus_inf_is_refused(num_warmup, stage):
             _plus_inf_beyond_one, {"mu": torch.zeros(2)}, num_chains=2, num_warmup=num_warmup,
             num_draws=20, vectorized=True, pace="own", generator=0, progress_bar=False,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("compile_", ["replay", False])
+def test_a_density_that_raises_at_some_points_rejects_those_steps(compile_):
+    """The semicircle through a Cholesky factor that raises for |r| >= 1 (test_compiled.py):
+    the step that raises is taken eagerly, which gives those chains a leaf of no weight, a
+    divergence that ends their transition; the draws stay inside (-1, 1)."""
+    from tests.mcmc.test_compiled import check_semicircle, semicircle
+
+    res = sample(
+        semicircle, {"r": 0.0}, num_chains=4, num_warmup=300, num_draws=500, generator=3,
+        progress_bar=False, compile=compile_, pace="own",
+    )  # fmt: skip
+    check_semicircle(res["r"])
