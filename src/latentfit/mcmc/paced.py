@@ -26,7 +26,7 @@ from latentfit.mcmc.kernels import State, _leapfrog
 
 __all__ = ["dual_averaging_state", "final_step", "run_paced"]
 
-#: batched steps between two looks at whether every chain has its transitions
+#: batched steps between two looks at the progress bar and at a stop asked by Ctrl-C
 _BLOCK = 64
 
 
@@ -90,17 +90,20 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
     target = run.target
     delta = float(run.config.target_accept)
     need = min(4, n)
-    while int(t_c.min()) < n:
+    fewest = 0
+    while fewest < n:
         for _ in range(_BLOCK):
             leaf_, p1 = step_fn(target, metric, cur, t_cp, t_e, t_half)
-            paced_kernel.leaf(
+            fewest = paced_kernel.leaf(
                 leaf_.u.numpy(), leaf_.grad.numpy(), p1.numpy(), leaf_.log_prob.numpy(),
                 invd, invf, dense, cholt, eps, seed, t0,
                 H0, k, j, S, ck, last, lws, dsub, lwt, draw, rho, ends, side, depth, n_leap,
                 sm, D, da, adapt, delta, cu, cg, cp, clp, e, half,
                 rec_u, rec_g, rec_lp, rec_stat, rec_div, t_c,
             )  # fmt: skip
-        made = min(int(t_c.min()), n)
+            if fewest >= n:
+                break
+        made = min(fewest, n)
         if bar is not None and made > bar.n:
             bar.update(made - bar.n)
         if stop is not None and made >= need and stop():

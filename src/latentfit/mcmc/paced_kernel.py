@@ -50,7 +50,8 @@ def leaf(
     ``sm`` (summed acceptance) (c,). ``da`` (c, 4): dual averaging's mu, s_bar, x_bar, count,
     updated where ``adapt``. Records (c, n, ...) at ``t_c`` (c,): position, log-density,
     statistics (accept_stat, n_leapfrog, tree_depth, diverging, energy), divergent leaf, and the
-    draw's gradient (``rec_g``: where a chain stands after its m-th draw, to go on from)."""
+    draw's gradient (``rec_g``: where a chain stands after its m-th draw, to go on from).
+    Returns the fewest transitions any chain has made."""
     c, d = u.shape
     D = ck.shape[1]
     n = rec_u.shape[1]
@@ -233,6 +234,11 @@ def leaf(
                 cg[i, a] = g[i, a]
                 cp[i, a] = p[i, a]
             clp[i] = lp[i]
+    fewest = t_c[0]
+    for i in range(1, c):
+        if t_c[i] < fewest:
+            fewest = t_c[i]
+    return fewest
 
 
 @jit

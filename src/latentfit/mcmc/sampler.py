@@ -606,9 +606,8 @@ class _Run:
         bar = tqdm(total=num_warmup, desc="warm-up", disable=not progress_bar, leave=False)
         for end in events:
             self._poll()
-            bar.n = begin
             rec = run_paced(self, end + 1 - begin, da, bar=_Offset(bar, begin))
-            recs.append(rec)
+            recs.append({k: rec[k] for k in ("lp", *_WARM_KEYS)})  # positions: the window's
             self.n_transitions += end + 1 - begin
             if end == check_at:
                 lp = torch.cat([r["lp"] for r in recs], 1)[:, -25:]
