@@ -289,7 +289,8 @@ def test_arviz_export_and_energy_diagnostic():
     assert {"mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mcse_mean"} <= set(table.columns)
 
 
-def test_divergences_are_counted_and_located_in_the_funnel():
+@pytest.mark.parametrize("pace", ["batch", "own"])
+def test_divergences_are_counted_and_located_in_the_funnel(pace):
     """Centred eight schools: the funnel's neck (small tau) makes trajectories diverge."""
     y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=F64)
     s = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18], dtype=F64)
@@ -311,6 +312,7 @@ def test_divergences_are_counted_and_located_in_the_funnel():
         num_draws=150,
         generator=0,
         progress_bar=False,
+        pace=pace,
     )
     div = r.divergences()
     n = int(r.num_divergent.sum())

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributions as D
-from torch.distributions import constraints
 
 from latentfit.errors import ParameterError
 from latentfit.mcmc import sample
@@ -79,30 +78,6 @@ def test_same_seed_same_draws_and_a_resume_is_the_longer_run():
         assert torch.equal(resumed.sample_stats[k], longer.sample_stats[k])
     c = sample(_mvn, {"x": torch.zeros(3)}, num_draws=30, generator=8, **kw)
     assert not torch.equal(a["x"], c["x"])
-
-
-def test_divergences_are_counted_and_located_in_the_funnel():
-    y = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=F64)
-    s = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18], dtype=F64)
-
-    def centred(theta, mu, tau):
-        return (
-            D.Normal(mu, tau).log_prob(theta).sum()
-            + D.Normal(theta, s).log_prob(y).sum()
-            + D.Normal(0.0, 5.0).log_prob(mu)
-            + D.Cauchy(0.0, 5.0).log_prob(tau)
-        )
-
-    r = sample(
-        centred, {"theta": torch.zeros(8), "mu": 0.0, "tau": 1.0},
-        constraints={"tau": constraints.positive}, num_chains=4, num_warmup=150,
-        num_draws=150, pace="own", generator=0, progress_bar=False,
-    )  # fmt: skip
-    div = r.divergences()
-    n = int(r.num_divergent.sum())
-    assert n > 0 and len(div["chain"]) == n
-    assert torch.isfinite(div["u_diverged"]).all()
-    assert div["params"]["tau"].median() < r["tau"].median()
 
 
 def test_float32_draws():

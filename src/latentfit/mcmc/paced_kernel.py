@@ -42,8 +42,9 @@ def leaf(
     """One leaf of every chain. Leaf: ``u, g, p`` (c, p), ``lp`` (c,). Metric: ``invd`` (c, p)
     diagonal or ``inv`` (c, p, p) dense (``dense``) with ``cholt`` (c, p, p) the transposed
     Cholesky factor of ``inv``. ``eps`` (c,) step sizes. Random numbers: ``uniform(seed,
-    chain, t0 + transition, slot)``. Tree: ``H0`` (c,) the start's energy, ``k``, ``j`` (c,) the leaf's index
-    in its subtree and the subtree's depth, ``S`` (c, p) the subtree's momentum sum,
+    chain, t0 + transition, slot)``. Tree: ``H0`` (c,) the start's energy, ``k``, ``j`` (c,)
+    the leaf's index in its subtree and the subtree's depth, ``S`` (c, p) the subtree's
+    momentum sum,
     ``ck``/``last`` (above), ``lws`` (c,) the subtree's log-weight, ``dsub`` (c, 3p + 1) its
     draw, ``lwt``/``draw``/``rho`` the trajectory's, ``ends`` (c, 2, 4p + 1) its ends (u, g, p,
     p#, lp; backward, forward), ``side`` (c,) the end being extended, ``depth``, ``n_leap``,
