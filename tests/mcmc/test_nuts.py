@@ -194,8 +194,13 @@ def _stan_build_tree_turn(P, PS):
     return L if ok else at
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, 6])
 def test_subtree_checks_match_stans_recursion(depth):
+    """The batched kernel's checks of a whole subtree, and the kernel of chains at their own
+    pace fed its leaves one at a time (mcmc/paced_kernel.py), turn at the leaf where Stan's
+    recursive build_tree first fails a check, its checks across a node's halves included."""
+    from tests.mcmc.test_paced import kernel_turns
+
     g = torch.Generator().manual_seed(depth)
     L, d, a = 2**depth, 3, 64
     # momenta drifting in one direction with noise: some subtrees turn, some do not
@@ -208,6 +213,7 @@ def test_subtree_checks_match_stans_recursion(depth):
     got = _subtree_turn_time(P, PS)
     want = [_stan_build_tree_turn(P[i], PS[i]) for i in range(a)]
     assert got.tolist() == want
+    assert kernel_turns(P, inv) == want
     assert len(set(want)) > 1  # the case mixes turning and non-turning trees
 
 

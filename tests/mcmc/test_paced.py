@@ -116,26 +116,6 @@ def test_a_stop_after_some_transitions_keeps_each_chain_s_first_ones():
     assert np.isfinite(run.state.log_prob.numpy()).all()
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, 6])
-def test_the_kernel_turns_at_the_leaf_stans_recursion_does(depth):
-    """The compiled kernel fed a subtree's leaves one at a time (64 chains, a subtree of
-    2^depth leaves each, momenta drifting so that some turn and some do not) ends each
-    chain's transition at the leaf where Stan's recursive build_tree first fails a check,
-    its checks across each node's halves included (test_nuts's reference recursion)."""
-    from tests.mcmc.test_nuts import _stan_build_tree_turn
-
-    g = torch.Generator().manual_seed(depth)
-    L, d, c = 2**depth, 3, 64
-    P = (
-        torch.randn(c, L, d, generator=g, dtype=F64)
-        + torch.linspace(1.0, -1.0, L, dtype=F64)[None, :, None]
-    )
-    inv = torch.rand(c, d, generator=g, dtype=F64) + 0.5
-    want = [_stan_build_tree_turn(P[i], P[i] * inv[i]) for i in range(c)]
-    assert len(set(want)) > 1  # turning, and not turning
-    assert kernel_turns(P, inv) == want
-
-
 def kernel_turns(P: torch.Tensor, inv: torch.Tensor) -> list[int]:
     """Each chain's subtree of leaves with momenta ``P`` (c, L, p), fed one leaf at a time to
     the compiled kernel (every leaf of weight 1) with the inverse metric ``inv`` (c, p), or
