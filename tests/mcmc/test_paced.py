@@ -203,15 +203,14 @@ def test_a_log_density_of_plus_inf_is_refused(num_warmup, stage):
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("compile_", ["replay", False])
-def test_a_density_that_raises_at_some_points_rejects_those_steps(compile_):
+def test_a_density_that_raises_at_some_points_rejects_those_steps():
     """The semicircle through a Cholesky factor that raises for |r| >= 1 (test_compiled.py):
-    the step that raises is taken eagerly, which gives those chains a leaf of no weight, a
-    divergence that ends their transition; the draws stay inside (-1, 1)."""
+    the replayed step that raises is taken eagerly, which gives those chains a leaf of no
+    weight, a divergence that ends their transition; the draws stay inside (-1, 1)."""
     from tests.mcmc.test_compiled import check_semicircle, semicircle
 
     res = sample(
         semicircle, {"r": 0.0}, num_chains=4, num_warmup=300, num_draws=500, generator=3,
-        progress_bar=False, compile=compile_, pace="own",
+        progress_bar=False, pace="own",
     )  # fmt: skip
     check_semicircle(res["r"])
