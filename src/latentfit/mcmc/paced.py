@@ -35,7 +35,7 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
     state, step sizes, generator and leapfrog step), each chain at its own pace; the step
     sizes adapt by dual averaging where ``da`` (c, 4: mu, s_bar, x_bar, count) is given
     (updated in place). ``stop()`` true ends the run early, once every chain has
-    ``min(4, n)`` transitions; ``bar`` (a tqdm) counts the transitions every chain has made.
+    ``min(4, n)`` transitions; ``bar`` (a tqdm) is advanced by the transitions every chain has made.
     ``run.state`` becomes each chain's last recorded draw and
     ``run.step`` its step size; returns the records (c, m, ...) of ``_Run.draw``, m <= n."""
     from latentfit.mcmc import paced_kernel
@@ -90,7 +90,7 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
     target = run.target
     delta = float(run.config.target_accept)
     need = min(4, n)
-    fewest = 0
+    fewest = shown = 0
     while fewest < n:
         for _ in range(_BLOCK):
             leaf_, p1 = step_fn(target, metric, cur, t_cp, t_e, t_half)
@@ -104,8 +104,9 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
             if fewest >= n:
                 break
         made = min(fewest, n)
-        if bar is not None and made > bar.n:
-            bar.update(made - bar.n)
+        if bar is not None and made > shown:
+            bar.update(made - shown)
+            shown = made
         if stop is not None and made >= need and stop():
             break
     m = min(int(t_c.min()), n)  # a stop: every chain's first m draws, where it stood then

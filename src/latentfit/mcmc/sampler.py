@@ -67,7 +67,7 @@ class SamplerConfig:
     target_accept: float = 0.8
     init_radius: float = 2.0  # Stan: uniform(-2, 2) in unconstrained space
     # move chains stranded far below the others at the end of the first warm-up buffer
-    # (a latentfit departure from Stan; see _Run._relocate_stranded)
+    # (a latentfit departure from Stan; see _Run._move_stranded)
     relocate_stranded: bool = True
     # "replay" (the default): the leapfrog step and tree bookkeeping traced once and replayed
     # by TorchScript's Static Runtime, no compiler (mcmc/replay.py; eager on other devices
@@ -543,17 +543,9 @@ class _Run:
             self.step = da.update(stats.accept_stat)
             lps.append(self.state.log_prob)
             if it == check_at:
-                relocated = self._relocate_stranded(torch.stack(lps[-25:], 1), da)
-                if relocated:  # said, not hidden: the posterior may have a minor mode there
-                    warnings.warn(
-                        f"chain(s) {relocated} were stranded far below the others' "
-                        "log-density at the end of the first warm-up window (a minor mode) and "
-                        "restart from other chains' positions; pass "
-                        "SamplerConfig(relocate_stranded=False) to keep them where they are "
-                        "(R-hat then reports them)",
-                        StrandedChainWarning,
-                        stacklevel=user_stacklevel(),
-                    )
+                donor, relocated = self._move_stranded(torch.stack(lps[-25:], 1))
+                if donor is not None:  # with the dual averaging's state
+                    da.mu, da.s_bar, da.x_bar = da.mu[donor], da.s_bar[donor], da.x_bar[donor]
             if adapt_metric and sched.collects(it):
                 window.append(self.state.u)
             if adapt_metric and it in sched.ends and len(window) > 2:
@@ -606,25 +598,14 @@ class _Run:
         bar = tqdm(total=num_warmup, desc="warm-up", disable=not progress_bar, leave=False)
         for end in events:
             self._poll()
-            rec = run_paced(self, end + 1 - begin, da, bar=_Offset(bar, begin))
+            rec = run_paced(self, end + 1 - begin, da, bar=bar)
             recs.append({k: rec[k] for k in ("lp", *_WARM_KEYS)})  # positions: the window's
             self.n_transitions += end + 1 - begin
             if end == check_at:
                 lp = torch.cat([r["lp"] for r in recs], 1)[:, -25:]
-                donor, relocated = self._donors(lp)
-                if donor is not None:
-                    self.state = State(*(x[donor] for x in self.state))
-                    self.step = self.step[donor]
+                donor, relocated = self._move_stranded(lp)
+                if donor is not None:  # with the dual averaging's state
                     da[:] = da[donor.cpu().numpy()]
-                    warnings.warn(
-                        f"chain(s) {relocated} were stranded far below the others' "
-                        "log-density at the end of the first warm-up window (a minor mode) "
-                        "and restart from other chains' positions; pass "
-                        "SamplerConfig(relocate_stranded=False) to keep them where they are "
-                        "(R-hat then reports them)",
-                        StrandedChainWarning,
-                        stacklevel=user_stacklevel(),
-                    )
             window = rec["u"][:, max(0, sched.init_buffer - begin) :]  # (c, n, p)
             if adapt_metric and end in sched.ends and window.shape[1] > 2:
                 dense = self.config.metric == "dense"
@@ -646,8 +627,9 @@ class _Run:
             )
         return {**stats, "windows": list(sched.ends), "relocated": relocated}
 
-    def _relocate_stranded(self, lp: torch.Tensor, da: DualAveraging) -> list[int]:
-        """Move every chain stranded far below the others to another chain's position.
+    def _move_stranded(self, lp: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
+        """Move every chain stranded far below the others to another chain's position, and
+        say so (a StrandedChainWarning).
 
         ``lp`` (c, k) holds the log-densities of the last k iterations of the initial warm-up
         buffer. A chain is stranded when even its highest value stays below another chain's
@@ -659,18 +641,9 @@ class _Run:
         which a chain never leaves. Its warm-up draws are discarded anyway, so it restarts from
         the position, step size and dual-averaging state of a chain drawn at random among the
         others (Stan does not do this; ``SamplerConfig(relocate_stranded=False)`` keeps every
-        chain where it is, so that R-hat reports it). The chains' indices are returned."""
-        donor, stranded = self._donors(lp)
-        if donor is None:
-            return []
-        self.state = State(*(x[donor] for x in self.state))
-        self.step = self.step[donor]
-        da.mu, da.s_bar, da.x_bar = da.mu[donor], da.s_bar[donor], da.x_bar[donor]
-        return stranded
-
-    def _donors(self, lp: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
-        """Each chain's donor (itself where it is not stranded) and the stranded chains, as
-        :meth:`_relocate_stranded` decides them from ``lp`` (c, k); None where none is."""
+        chain where it is, so that R-hat reports it). Returns each chain's donor (itself where
+        it is not stranded; None where no chain is), for the caller to move the dual
+        averaging's state too, and the stranded chains' indices."""
         c = lp.shape[0]
         if c < 2:
             return None, []
@@ -684,7 +657,18 @@ class _Run:
         donor = torch.where(
             stranded, good[pick.to(good.device)], torch.arange(c, device=good.device)
         )
-        return donor, stranded.nonzero().squeeze(1).tolist()
+        self.state = State(*(x[donor] for x in self.state))
+        self.step = self.step[donor]
+        relocated = stranded.nonzero().squeeze(1).tolist()
+        warnings.warn(  # said, not hidden: the posterior may have a minor mode there
+            f"chain(s) {relocated} were stranded far below the others' log-density at the "
+            "end of the first warm-up window (a minor mode) and restart from other chains' "
+            "positions; pass SamplerConfig(relocate_stranded=False) to keep them where they "
+            "are (R-hat then reports them)",
+            StrandedChainWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return donor, relocated
 
     def snapshot(self) -> tuple:
         """What :meth:`draw` moves on: the chains' state, the random stream and the counts (the
@@ -739,21 +723,6 @@ class _Run:
 
 #: the warm-up statistics kept per transition
 _WARM_KEYS = ("accept_stat", "n_leapfrog", "tree_depth")
-
-
-class _Offset:
-    """A tqdm seen from ``begin``: ``update`` and ``n`` count from there (a paced segment's
-    transitions are numbered from 0)."""
-
-    def __init__(self, bar, begin: int):
-        self.bar, self.begin = bar, begin
-
-    @property
-    def n(self) -> int:
-        return self.bar.n - self.begin
-
-    def update(self, k: int) -> None:
-        self.bar.update(k)
 
 
 def runs_paced(config: SamplerConfig, target: Target) -> bool:
