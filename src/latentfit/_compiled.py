@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-__all__ = ["available", "cache_missing", "jit"]
+__all__ = ["available", "cache_missing", "interpreted", "jit"]
 
 #: the kernels this process compiled without a disk cache (numba found no writable folder)
 _UNCACHED: list[str] = []
@@ -114,3 +114,24 @@ def _tolerate_damaged_cache(dispatcher):
 def cache_missing() -> bool:
     """Whether a kernel of this process could not be cached on disk (see :func:`jit`)."""
     return bool(_UNCACHED)
+
+
+def interpreted(module):
+    """The interpreted twins of ``module``'s kernels: each kernel's Python function, calling
+    the twins of the kernels it calls (numba resolves a kernel's calls through its module's
+    globals; each twin gets a copy of them in which every kernel is its twin). A twin does the
+    kernel's float64 arithmetic operation for operation, with the C library's ``math``
+    functions that the compiled code calls too, so its results are the kernel's bit for bit
+    where every float in it is float64 (tests/test_kernel_ops.py), at Python's speed. Call
+    twins under ``numpy.errstate(all="ignore")``: numpy scalars warn where the kernel wraps
+    (unsigned 64-bit products) or divides by zero."""
+    import types
+
+    space = dict(vars(module))
+    for name, value in list(space.items()):
+        fn = getattr(value, "py_func", None)
+        if fn is not None:
+            space[name] = types.FunctionType(
+                fn.__code__, space, fn.__name__, fn.__defaults__, fn.__closure__
+            )
+    return types.SimpleNamespace(**space)

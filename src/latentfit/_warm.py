@@ -93,45 +93,20 @@ def _paths() -> None:
                   compiled=True)  # fmt: skip
 
 
-def _paced(dtype: torch.dtype) -> None:
-    """NUTS with every chain at its own pace (mcmc/paced_kernel.py): one chain of two
-    parameters begun and stepped one leaf."""
-    from latentfit.mcmc import paced_kernel as pk
+def _paced() -> None:
+    """NUTS with every chain at its own pace (mcmc/paced_kernel.py, float64 arithmetic for
+    every dtype)."""
+    from latentfit.mcmc import paced_kernel
 
-    f = np.float64 if dtype == torch.float64 else np.float32
-
-    def z(*shape, dtype=f):
-        return np.zeros(shape, dtype=dtype)
-
-    c, d, D = 1, 2, 3
-    ints = [z(c, dtype=np.int64) for _ in range(6)]
-    k, j, side, depth, n_leap, t_c = ints
-    eps, invd, inv, cholt = np.ones(c, f), np.ones((c, d), f), z(1, 1, 1), z(1, 1, 1)
-    H0, S, ck, last, lws, dsub = (
-        z(c),
-        z(c, d),
-        z(c, D, 3 * d),
-        z(c, D, 2 * d),
-        z(c),
-        z(c, 3 * d + 1),
-    )
-    lwt, draw, rho, ends, sm = z(c), z(c, 3 * d + 1), z(c, d), z(c, 2, 4 * d + 1), z(c)
-    cu, cg, cp, clp, e, half = z(c, d), z(c, d), z(c, d), z(c), z(c, 1), z(c, 1)
-    seed = np.uint64(0)
-    pk.start(seed, 0, False, invd, inv, cholt, eps, H0, draw, ends, rho, lwt, depth, n_leap,
-             sm, j, side, lws, k, S, cu, cg, cp, clp, e, half)  # fmt: skip
-    pk.leaf(cu, cg, cp, clp, invd, inv, False, cholt, eps, seed, 0, H0, k, j, S, ck, last, lws,
-            dsub, lwt, draw, rho, ends, side, depth, n_leap, sm, D, z(c, 4, dtype=np.float64),
-            False, 0.8, cu, cg, cp, clp, e, half, z(c, 1, d), z(c, 1, d), z(c, 1), z(c, 1, 5),
-            z(c, 1, d), t_c)  # fmt: skip
+    paced_kernel.warm()
 
 
 def kernel_groups(dtypes=("float64", "float32"), states=None) -> list[tuple[str, object]]:
     """The groups of kernels :func:`compile_kernels` prepares, as (description, call) pairs:
     for each of ``dtypes`` the HMM kernels of every number of states in ``states`` (default:
     each count the kernels are specialised for, and 2 for all the others), the diagonal-Gaussian
-    densities, the Kalman filter and smoother and NUTS's tree at its own pace; then the semi-Markov recursions and the
-    long-path samplers (float64 whatever the model's dtype)."""
+    densities, the Kalman filter and smoother; then NUTS's tree at its own pace, the semi-Markov
+    recursions and the long-path samplers (float64 whatever the model's dtype)."""
     from latentfit.em.hmm.inference.compiled import UNROLL_STATES
 
     lo, hi = UNROLL_STATES
@@ -146,7 +121,7 @@ def kernel_groups(dtypes=("float64", "float32"), states=None) -> list[tuple[str,
             groups.append((f"HMM, {what}, {name}", lambda d=dtype, k=k: _hmm(d, k)))
         groups.append((f"HMM densities, {name}", lambda d=dtype: _densities(d)))
         groups.append((f"Kalman filter and smoother, {name}", lambda d=dtype: _ssm(d)))
-        groups.append((f"NUTS with chains at their own pace, {name}", lambda d=dtype: _paced(d)))
+    groups.append(("NUTS with chains at their own pace, float64", _paced))
     groups.append(("semi-Markov recursions, float64", _hsmm))
     groups.append(("long paths, float64", _paths))
     return groups

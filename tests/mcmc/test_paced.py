@@ -9,17 +9,24 @@ the longer run, bit for bit).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from concurrent.futures import Future
+from pathlib import Path
+
+import numba
 import numpy as np
 import pytest
 import torch
 import torch.distributions as D
 
-from latentfit.errors import ParameterError
-from latentfit.mcmc import sample
+from latentfit.errors import CompileFallbackWarning, ParameterError
+from latentfit.mcmc import paced_compile, sample
 from latentfit.mcmc.paced import run_paced
 from tests.mcmc.test_nuts import COV, MEAN, _check_moments, _mvn
 
-F64 = torch.float64
+F64, F32 = torch.float64, torch.float32
 
 
 def test_paced_samples_the_mvn_with_a_dense_metric_and_a_diagonal_one():
@@ -91,6 +98,114 @@ def test_float32_draws():
 
 def _mvn32(x):
     return D.MultivariateNormal(MEAN.float(), COV.float()).log_prob(x)
+
+
+def _with_kernels(monkeypatch, job):
+    """A run's kernels: the compile of each is ``job()`` (a Future), none asked for before."""
+    monkeypatch.setattr(paced_compile, "_JOBS", {})
+    monkeypatch.setattr(paced_compile, "_compile", lambda name, args: job())
+
+
+@pytest.mark.parametrize(("dtype", "metric"), [(F64, "diag"), (F64, "dense"), (F32, "diag")])
+def test_the_interpreted_twin_draws_what_the_compiled_kernel_draws(monkeypatch, dtype, metric):
+    """Until its kernels are compiled a run calls their interpreted twins: the same draws, bit
+    for bit (float64 arithmetic in both, whatever the model's dtype), so that a first run after
+    an install draws what every later run with its seed draws."""
+    density = _mvn if dtype == F64 else _mvn32
+    kw = dict(
+        num_chains=2, num_warmup=60, num_draws=40, metric=metric, pace="own", generator=5,
+        dtype=dtype, progress_bar=False,
+    )  # fmt: skip
+    compiled = sample(density, {"x": torch.zeros(3, dtype=dtype)}, **kw)
+    _with_kernels(monkeypatch, Future)  # never compiled: the twins all along
+    twin = sample(density, {"x": torch.zeros(3, dtype=dtype)}, **kw)
+    assert torch.equal(twin["x"], compiled["x"])
+    for k, v in compiled.sample_stats.items():
+        assert torch.equal(twin.sample_stats[k], v), k
+    assert torch.equal(twin.step_size, compiled.step_size)
+
+
+def test_a_run_takes_the_compiled_kernel_from_the_step_after_it_is_ready(monkeypatch):
+    from latentfit.mcmc import paced_kernel
+
+    run = sample(
+        _mvn, {"x": torch.zeros(3)}, num_chains=2, num_warmup=30, num_draws=1, pace="own",
+        generator=4, progress_bar=False,
+    )._runner  # fmt: skip
+    before, step_size = run.snapshot(), run.step.clone()
+    reference = run_paced(run, 60)
+    run.restore(before)
+    run.step = step_size
+    paced_compile._twin()  # the twins of the kernels themselves, not of the counting one
+    leaf, calls, jobs, steps = paced_kernel.leaf, [], [], []
+
+    def counted(*args):
+        calls.append(1)
+        return leaf(*args)
+
+    def job():
+        jobs.append(Future())
+        return jobs[-1]
+
+    leapfrog = run.leapfrog_step
+
+    def stepping(*args):  # the compiles finish at the 40th step
+        steps.append(1)
+        if len(steps) == 40:
+            for j in jobs:
+                j.set_result(None)
+        return leapfrog(*args)
+
+    _with_kernels(monkeypatch, job)
+    monkeypatch.setattr(paced_kernel, "leaf", counted)
+    run.leapfrog_step = stepping
+    out = run_paced(run, 60)
+    assert len(steps) > 100 and len(calls) == len(steps) - 39  # the twin for 39 steps
+    for k, v in reference.items():
+        assert np.array_equal(out[k].numpy(), v.numpy(), equal_nan=True), k
+
+
+def test_a_kernel_that_does_not_compile_leaves_the_twin_running_with_a_warning(monkeypatch):
+    kw = dict(num_chains=2, num_warmup=30, num_draws=20, pace="own", progress_bar=False)
+    reference = sample(_mvn, {"x": torch.zeros(3)}, generator=6, **kw)
+
+    def failed():
+        job = Future()
+        job.set_exception(RuntimeError("no LLVM here"))
+        return job
+
+    _with_kernels(monkeypatch, failed)
+    monkeypatch.setattr(paced_compile, "_WARNED", set())
+    with pytest.warns(CompileFallbackWarning, match="no LLVM here.*interpreted twin"):
+        r = sample(_mvn, {"x": torch.zeros(3)}, generator=6, **kw)
+    assert torch.equal(r["x"], reference["x"])
+
+
+def test_the_child_compiles_both_kernels_into_the_cache_for_the_run_to_load(monkeypatch):
+    """The child imports numba and the kernel module, not torch, and leaves both kernels in
+    numba's cache for the argument types of ``paced_kernel.warm``, which are a run's: after
+    it, a run compiles nothing."""
+    from latentfit.mcmc import paced_kernel
+
+    monkeypatch.setattr(paced_compile, "_CHILD", [])
+    job, types = Future(), tuple(numba.typeof(a) for a in paced_kernel.warm_args()[1])
+    paced_compile._build(job, paced_kernel.leaf, types)
+    assert paced_compile._CHILD == [0] and job.result() == types  # for the run to load
+    assert paced_compile._outcome("leaf", job) is paced_kernel.leaf
+    code = (
+        "import sys; from latentfit.mcmc import paced_kernel as pk; pk.warm(); "
+        "print(pk.leaf.stats.cache_hits.total() >= 1, pk.start.stats.cache_hits.total() >= 1,"
+        " 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(paced_compile.__file__).parents[2])},
+    )  # fmt: skip
+    assert out.stdout.split() == ["True", "True", "False"], out.stderr
+    paced_kernel.warm()
+    sample(_mvn, {"x": torch.zeros(3)}, num_chains=2, num_warmup=20, num_draws=10, pace="own",
+           metric="dense", progress_bar=False)  # fmt: skip
+    assert len(paced_kernel.leaf.signatures) == len(paced_kernel.start.signatures) == 1
 
 
 def test_pace_is_checked():
@@ -170,6 +285,7 @@ def test_ctrl_c_keeps_the_draws_so_far_and_a_resume_gives_the_whole_run(monkeypa
     from latentfit.mcmc import paced_kernel, sampler
     from tests.test_interrupt import press_ctrl_c_at
 
+    paced_kernel.warm()  # Ctrl-C is pressed in the compiled kernel, not in its twin
     run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False, pace="own")
     whole = sample(_mvn, {"x": torch.zeros(3)}, num_draws=400, **run)
     draw = sampler._Run._draw_paced

@@ -4,13 +4,28 @@
 of named, constrained parameters; ``fit_map(...).sample_posterior()`` from a family with priors.
 Draws go to ArviZ with ``MCMCResult.to_arviz()``. ``gibbs_gmm`` and ``gibbs_hmm`` sample a
 Gaussian mixture and a Gaussian HMM by data augmentation (the sampling twins of EM).
+
+The public names are imported on first use (PEP 562 ``__getattr__``, as ``latentfit``'s own):
+a submodule that needs neither torch nor scikit-learn (the own-pace kernel, which a child
+process compiles: paced_compile.py) imports without them.
 """
 
-from latentfit.mcmc.gibbs import gibbs_gmm
-from latentfit.mcmc.gibbs_hmm import gibbs_hmm
-from latentfit.mcmc.result import MCMCResult
-from latentfit.mcmc.sampler import SamplerConfig, sample, sample_target
-from latentfit.mcmc.target import Target, ordered_vector
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: Each public name and the module that defines it (imported when the name is first read).
+_EXPORTS = {
+    "MCMCResult": "latentfit.mcmc.result",
+    "SamplerConfig": "latentfit.mcmc.sampler",
+    "Target": "latentfit.mcmc.target",
+    "gibbs_gmm": "latentfit.mcmc.gibbs",
+    "gibbs_hmm": "latentfit.mcmc.gibbs_hmm",
+    "ordered_vector": "latentfit.mcmc.target",
+    "sample": "latentfit.mcmc.sampler",
+    "sample_target": "latentfit.mcmc.sampler",
+}
 
 __all__ = [
     "MCMCResult",
@@ -22,3 +37,24 @@ __all__ = [
     "sample",
     "sample_target",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latentfit.mcmc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see; never run
+    from latentfit.mcmc.gibbs import gibbs_gmm
+    from latentfit.mcmc.gibbs_hmm import gibbs_hmm
+    from latentfit.mcmc.result import MCMCResult
+    from latentfit.mcmc.sampler import SamplerConfig, sample, sample_target
+    from latentfit.mcmc.target import Target, ordered_vector

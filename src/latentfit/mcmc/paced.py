@@ -38,24 +38,27 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
     ``min(4, n)`` transitions; ``bar`` (a tqdm) is advanced by the transitions every chain has made.
     ``run.state`` becomes each chain's last recorded draw and
     ``run.step`` its step size; returns the records (c, m, ...) of ``_Run.draw``, m <= n."""
-    from latentfit.mcmc import paced_kernel
+    from latentfit.mcmc.paced_compile import Kernel
 
     st, metric = run.state, run.metric
     c, d = st.u.shape
     dt = st.u.dtype
-    npdt = np.float64 if dt == torch.float64 else np.float32
     dense = bool(metric.dense)
     D = run.config.max_depth
 
-    def zeros(*shape, dtype=npdt):
+    def zeros(*shape, dtype=np.float64):
         return np.zeros(shape, dtype=dtype)
 
-    inv = metric.inv.detach().contiguous().numpy()
+    def f64(x: torch.Tensor) -> np.ndarray:  # the kernel's arithmetic is float64 for any dtype
+        return x.detach().to(torch.float64).contiguous().numpy()
+
+    # the leapfrog step's outputs (contiguous, no gradient), as the kernel takes them
+    out = torch.Tensor.numpy if dt == torch.float64 else f64
+
+    inv = f64(metric.inv)
     invd, invf = (zeros(1, 1), inv) if dense else (inv, zeros(1, 1, 1))
-    cholt = (
-        metric.chol.transpose(1, 2).contiguous().numpy() if dense else zeros(1, 1, 1)
-    )  # (c, p, p)
-    eps = run.step.detach().clone().contiguous().numpy()
+    cholt = f64(metric.chol.transpose(1, 2)) if dense else zeros(1, 1, 1)  # (c, p, p)
+    eps = f64(run.step).copy()
     adapt = da is not None
     da = da if adapt else np.zeros((c, 4))
     k, j, side, depth, n_leap, t_c = (zeros(c, dtype=np.int64) for _ in range(6))
@@ -63,11 +66,11 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
     lws, dsub, lwt, sm = zeros(c), zeros(c, 3 * d + 1), zeros(c), zeros(c)
     H0, rho, ends = zeros(c), zeros(c, d), zeros(c, 2, 4 * d + 1)
     draw = zeros(c, 3 * d + 1)  # the chains' state: u, g, (momentum), lp
-    draw[:, :d] = st.u.detach().numpy()
-    draw[:, d : 2 * d] = st.grad.detach().numpy()
-    draw[:, 3 * d] = st.log_prob.detach().numpy()
+    draw[:, :d] = f64(st.u)
+    draw[:, d : 2 * d] = f64(st.grad)
+    draw[:, 3 * d] = f64(st.log_prob)
     rec_u, rec_lp, rec_stat = zeros(c, n, d), zeros(c, n), zeros(c, n, 5)
-    rec_div = np.full((c, n, d), np.nan, dtype=npdt)
+    rec_div = np.full((c, n, d), np.nan)
     rec_g = zeros(c, n, d)
     cu, cg, cp, clp, e, half = (
         zeros(c, d),
@@ -78,24 +81,26 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
         zeros(c, 1),
     )
     seed, t0 = paced_seed(run), run.n_paced
-    paced_kernel.start(
+    Kernel("start").fn(
         seed, t0, dense, invd, invf, cholt, eps, H0, draw, ends, rho, lwt, depth, n_leap, sm,
         j, side, lws, k, S, cu, cg, cp, clp, e, half,
     )  # fmt: skip
-    t_cu, t_cg, t_cp, t_clp, t_e, t_half = (
-        torch.from_numpy(x) for x in (cu, cg, cp, clp, e, half)
-    )  # the step's inputs: views of what the kernel writes
-    cur = State(t_cu, t_clp, t_cg)
+    # the step's inputs: views of what the kernel writes (copies in the run's dtype)
+    views = [torch.from_numpy(x) for x in (cu, cg, cp, clp, e, half)]
     step_fn = run.leapfrog_step or _leapfrog
     target = run.target
     delta = float(run.config.target_accept)
     need = min(4, n)
     fewest = shown = 0
+    leaf = Kernel("leaf")
     while fewest < n:
         for _ in range(_BLOCK):
-            leaf_, p1 = step_fn(target, metric, cur, t_cp, t_e, t_half)
-            fewest = paced_kernel.leaf(
-                leaf_.u.numpy(), leaf_.grad.numpy(), p1.numpy(), leaf_.log_prob.numpy(),
+            t_cu, t_cg, t_cp, t_clp, t_e, t_half = (
+                views if dt == torch.float64 else [x.to(dt) for x in views]
+            )
+            leaf_, p1 = step_fn(target, metric, State(t_cu, t_clp, t_cg), t_cp, t_e, t_half)
+            fewest = leaf.fn(
+                out(leaf_.u), out(leaf_.grad), out(p1), out(leaf_.log_prob),
                 invd, invf, dense, cholt, eps, seed, t0,
                 H0, k, j, S, ck, last, lws, dsub, lwt, draw, rho, ends, side, depth, n_leap,
                 sm, D, da, adapt, delta, cu, cg, cp, clp, e, half,
@@ -110,21 +115,24 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
         if stop is not None and made >= need and stop():
             break
     m = min(int(t_c.min()), n)  # a stop: every chain's first m draws, where it stood then
+
+    def back(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(dt)
+
     if m:
-        last = (torch.from_numpy(x[:, m - 1].copy()) for x in (rec_u, rec_lp, rec_g))
-        run.state = State(*last)
-    run.step = torch.from_numpy(eps.copy())
+        run.state = State(*(back(x[:, m - 1].copy()) for x in (rec_u, rec_lp, rec_g)))
+    run.step = back(eps.copy())
     run.n_paced = t0 + m
     stat = torch.from_numpy(rec_stat[:, :m])
     return {
-        "u": torch.from_numpy(rec_u[:, :m]),
-        "lp": torch.from_numpy(rec_lp[:, :m]),
-        "accept_stat": stat[..., 0].clone(),
+        "u": back(rec_u[:, :m]),
+        "lp": back(rec_lp[:, :m]),
+        "accept_stat": stat[..., 0].to(dt, copy=True),
         "n_leapfrog": stat[..., 1].long(),
         "tree_depth": stat[..., 2].long(),
         "diverging": stat[..., 3] > 0,
-        "energy": stat[..., 4].clone(),
-        "divergence_u": torch.from_numpy(rec_div[:, :m]),
+        "energy": stat[..., 4].to(dt, copy=True),
+        "divergence_u": back(rec_div[:, :m]),
     }
 
 

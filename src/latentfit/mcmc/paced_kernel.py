@@ -28,7 +28,7 @@ import numpy as np
 from latentfit._compiled import jit
 from latentfit._kernel_ops import minimum
 
-__all__ = ["leaf"]
+__all__ = ["leaf", "start", "warm", "warm_args"]
 
 
 @jit
@@ -350,3 +350,42 @@ def _mix(x):
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def warm() -> None:
+    """Both kernels compiled, or loaded from numba's cache, for the argument types that
+    ``paced.run_paced`` gives them (any model, any dtype: float64 arrays, int64 counters):
+    one chain of two parameters begun and stepped one leaf. ``latentfit compile`` and
+    paced_compile.py's child call it."""
+    begun, stepped = warm_args()
+    start(*begun)
+    leaf(*stepped)
+
+
+def warm_args() -> tuple[tuple, tuple]:
+    """Arguments of ``start`` and ``leaf`` of the types ``paced.run_paced`` gives them."""
+    c, d, D = 1, 2, 3
+
+    def z(*shape, dtype=np.float64):
+        return np.zeros(shape, dtype=dtype)
+
+    k, j, side, depth, n_leap, t_c = (z(c, dtype=np.int64) for _ in range(6))
+    eps, invd, inv, cholt = np.ones(c), np.ones((c, d)), z(1, 1, 1), z(1, 1, 1)
+    H0, S, ck, last, lws, dsub = (
+        z(c),
+        z(c, d),
+        z(c, D, 3 * d),
+        z(c, D, 2 * d),
+        z(c),
+        z(c, 3 * d + 1),
+    )
+    lwt, draw, rho, ends, sm = z(c), z(c, 3 * d + 1), z(c, d), z(c, 2, 4 * d + 1), z(c)
+    cu, cg, cp, clp, e, half = z(c, d), z(c, d), z(c, d), z(c), z(c, 1), z(c, 1)
+    seed = np.uint64(0)
+    begun = (seed, 0, False, invd, inv, cholt, eps, H0, draw, ends, rho, lwt, depth, n_leap,
+             sm, j, side, lws, k, S, cu, cg, cp, clp, e, half)  # fmt: skip
+    stepped = (cu, cg, cp, clp, invd, inv, False, cholt, eps, seed, 0, H0, k, j, S, ck, last,
+               lws, dsub, lwt, draw, rho, ends, side, depth, n_leap, sm, D, z(c, 4), False,
+               0.8, cu, cg, cp, clp, e, half, z(c, 1, d), z(c, 1, d), z(c, 1), z(c, 1, 5),
+               z(c, 1, d), t_c)  # fmt: skip
+    return begun, stepped

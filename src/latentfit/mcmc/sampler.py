@@ -158,9 +158,9 @@ def sample(
     A batched NUTS transition runs until its longest trajectory ends, the other chains
     waiting; ``pace="own"`` runs each chain's transitions at its own pace inside the batch
     (``mcmc.paced``: NUTS on the CPU, its tree built by a compiled kernel; 1.4-3.7x the
-    effective samples per second on the posteriordb posteriors; ~5 s of numba compiling at
-    its first call after an install), its random numbers keyed by chain and transition, so
-    that a resumed run is the longer run bit for bit.
+    effective samples per second on the posteriordb posteriors; a first run after an install
+    does not wait for its compiler: ``mcmc.paced_compile``), its random numbers keyed by chain
+    and transition, so that a resumed run is the longer run bit for bit.
 
     By default (``compile="replay"``) the leapfrog step (log-density, gradient, integrator)
     and NUTS's tree bookkeeping are traced once, in milliseconds, and replayed by TorchScript's
@@ -342,6 +342,10 @@ def sample_target(
     check_memory(target, config, num_chains, num_warmup, num_draws)
     check_work(target, num_chains, num_warmup + num_draws, max_work=max_work)
     gen = device_generator(generator, target.device)
+    if runs_paced(config, target):  # its kernels compile (first time) while the run sets up
+        from latentfit.mcmc.paced_compile import prepare
+
+        prepare()
     state = _initial_state(target, num_chains, start, config.init_radius, gen)
     target.check_followed(state.u[0], config.kernel.upper())
     p, dt = target.n_free, target.dtype
