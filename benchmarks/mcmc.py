@@ -17,10 +17,11 @@ cores with them. A first run of ``compile=True`` needs an empty ``LATENTFIT_CACH
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--posterior eight_schools] [--chains 4]
         [--warmup 500] [--draws 500] [--skip-pyro] [--skip-hand] [--compile] [--compile-wait]
         [--skip-eager] [--skip-replay] [--jax-cache DIR] [--device cuda] [--steps]
-        [--own-pace]
+        [--batch-pace]
 
-``--own-pace`` adds "latentfit-ro", the replayed run with ``pace="own"`` (each chain at its
-own pace inside the batch, mcmc/paced.py; "latentfit-r" runs the library's default pace).
+"latentfit-r" runs the library's default pace (``pace="own"``: each chain at its own pace
+inside the batch, mcmc/paced.py); ``--batch-pace`` adds "latentfit-rb", the replayed run with
+``pace="batch"`` (every chain's transition in step with the others').
 ``--steps`` adds, for latentfit's replayed runs and NumPyro, the leapfrog steps of every
 transition, warm-up included: those the chains needed (``sum(n_leapfrog)``), those a batched
 transition computes (chains x the longest chain's), and the bound of chains that run on at their
@@ -120,7 +121,7 @@ def run_latentfit(
     wall = time.perf_counter() - t
     if STEPS is not None and compile == "replay" and not hand:
         n = [res.warmup_stats["n_leapfrog"], res.sample_stats["n_leapfrog"]]
-        lib = "latentfit-ro" if pace == "own" else "latentfit-r"
+        lib = "latentfit-rb" if pace == "batch" else "latentfit-r"
         STEPS[lib] = torch.cat([x for x in n if x is not None], 1).cpu().numpy()
     if compile in (True, "wait"):  # what compiling cost, and from which transition it ran
         stats = res.warmup_stats
@@ -325,9 +326,9 @@ def main():
         help="leapfrog steps needed and computed, and the bound of chains at their own pace",
     )
     ap.add_argument(
-        "--own-pace",
+        "--batch-pace",
         action="store_true",
-        help='add "latentfit-ro": the replayed run with pace="own" (each chain at its own pace)',
+        help='add "latentfit-rb": the replayed run with pace="batch" (chains in step)',
     )
     ap.add_argument("--compile", action="store_true", help="add the compile=True run")
     ap.add_argument("--compile-wait", action="store_true", help='add the compile="wait" run')
@@ -355,7 +356,7 @@ def main():
         for lib, on in (
             ("latentfit", not args.skip_eager),
             ("latentfit-r", not args.skip_replay),
-            ("latentfit-ro", args.own_pace),
+            ("latentfit-rb", args.batch_pace),
             ("latentfit-hg", not args.skip_hand),
             ("latentfit-c", args.compile),
             ("latentfit-cw", args.compile_wait),
@@ -377,8 +378,8 @@ def main():
             rows["latentfit"] = run_latentfit(post, *run, **on)
         if not args.skip_replay:
             rows["latentfit-r"] = run_latentfit(post, *run, compile="replay", **on)
-        if args.own_pace:
-            rows["latentfit-ro"] = run_latentfit(post, *run, compile="replay", pace="own", **on)
+        if args.batch_pace:
+            rows["latentfit-rb"] = run_latentfit(post, *run, compile="replay", pace="batch", **on)
         if not args.skip_hand:
             rows["latentfit-hg"] = run_latentfit(post, *run, hand=True, **on)
         if args.compile:

@@ -392,6 +392,7 @@ def test_sampling_stopped_at_the_command_line_prints_the_table_of_the_draws_so_f
     path.write_text("x\n3\n1\n4\n2\n5\n")
     args = ["fit", "dist", str(path), "--family", "poisson", "--prior", "rate=gamma:2,0.5"]
     args += ["--sample", "nuts", "--chains", "2", "--warmup", "50", "--draws", "400", "--quiet"]
+    args += ["--batch-pace"]  # the batched transition is where Ctrl-C is pressed
     calls = press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 50 + 25)
     with interrupt.interrupt_handling():
         res = CliRunner().invoke(app, args)
@@ -412,7 +413,8 @@ def test_stopped_draws_are_the_first_draws_of_the_run_and_it_resumes_from_them(m
     from latentfit.mcmc import sampler
 
     fit = fit_map("poisson", np.array([3.0, 1, 4, 2, 5]), prior={"rate": Gamma(2.0, 0.5)})
-    run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False)
+    # the batched transition is where Ctrl-C is pressed (test_paced.py: at the own pace)
+    run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False, pace="batch")
     whole = fit.sample_posterior(num_draws=60, **run)
     press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 50 + 25)
     with interrupt.interrupt_handling():
@@ -641,7 +643,7 @@ def test_from_python_sampling_stopped_returns_the_draws_so_far_and_resume_contin
     from latentfit.mcmc import sampler
 
     fit = fit_map("poisson", np.array([3.0, 1, 4, 2, 5]), prior={"rate": Gamma(2.0, 0.5)})
-    run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False)
+    run = dict(num_chains=2, num_warmup=50, generator=3, progress_bar=False, pace="batch")
     whole = fit.sample_posterior(num_draws=90, **run)
     calls = press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 50 + 25)
     with pytest.warns(
@@ -673,7 +675,9 @@ def test_from_python_ctrl_c_during_warm_up_raises_at_once(monkeypatch):
     fit = fit_map("poisson", np.array([3.0, 1, 4, 2, 5]), prior={"rate": Gamma(2.0, 0.5)})
     calls = press_ctrl_c_at(monkeypatch, sampler._Run, "transition", 20)
     with pytest.raises(KeyboardInterrupt):
-        fit.sample_posterior(num_chains=2, num_warmup=50, num_draws=60, progress_bar=False)
+        fit.sample_posterior(
+            num_chains=2, num_warmup=50, num_draws=60, progress_bar=False, pace="batch"
+        )
     assert calls["n"] == 20
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

@@ -26,7 +26,11 @@ def _density(x):  # vectorized: (c, 2) -> (c,)
 
 
 def _run(compile, n: int = 50, seed: int = 1, **kwargs):
-    options = dict(num_chains=3, num_warmup=n, num_draws=n, generator=seed, progress_bar=False)
+    # the batched pace: both parts (leapfrog and tree bookkeeping) compile in children
+    options = dict(
+        num_chains=3, num_warmup=n, num_draws=n, generator=seed, progress_bar=False,
+        pace="batch",
+    )  # fmt: skip
     return sample(
         _density, {"x": torch.zeros(2)}, vectorized=True, compile=compile, **(options | kwargs)
     )

@@ -138,6 +138,7 @@ def test_sampling_compiled_matches_the_exact_posterior_and_resume_keeps_the_comp
         generator=0,
         progress_bar=False,
         compile="wait",
+        pace="batch",  # both parts compiled: the batched pace's tree bookkeeping too
     )
     assert res.warmup_stats["compiled"] and res.warmup_stats["compile_seconds"] > 0
     assert res.warmup_stats["compiled_from"] == {"leapfrog": 0, "merge": 0}
@@ -167,6 +168,7 @@ def test_a_density_branching_on_values_samples_eagerly_with_a_warning():
         progress_bar=False,
         vectorized=True,
         metric="dense",
+        pace="batch",
     )
     with pytest.warns(CompileFallbackWarning, match="could not be traced"):
         res = sample(log_density, {"x": torch.zeros(2)}, compile="wait", **kwargs)
@@ -224,7 +226,7 @@ def semicircle(r):
     return torch.linalg.cholesky(m).diagonal().log().sum()
 
 
-def sample_semicircle(compile):
+def sample_semicircle(compile, pace="own"):
     """4 chains of ``semicircle``, 300 + 500 iterations, seed 3."""
     return sample(
         semicircle,
@@ -235,6 +237,7 @@ def sample_semicircle(compile):
         generator=3,
         progress_bar=False,
         compile=compile,
+        pace=pace,
     )
 
 

@@ -76,7 +76,7 @@ def _run(monkeypatch, narrow: bool):
     target = Target(_funnel, {"v": (), "x": (4,)}, vectorized=True)
     res = sample_target(
         target, num_chains=16, num_warmup=60, num_draws=40, generator=3, progress_bar=False,
-        config=SamplerConfig(max_depth=8),
+        config=SamplerConfig(max_depth=8, pace="batch"),  # narrowing is the batched pace's
     )  # fmt: skip
     monkeypatch.undo()
     return res, built

@@ -190,7 +190,7 @@ def test_the_child_compiles_both_kernels_into_the_cache_for_the_run_to_load(monk
     monkeypatch.setattr(paced_compile, "_CHILD", [])
     job, types = Future(), tuple(numba.typeof(a) for a in paced_kernel.warm_args()[1])
     paced_compile._build(job, paced_kernel.leaf, types)
-    assert paced_compile._CHILD == [0] and job.result() == types  # for the run to load
+    assert paced_compile._CHILD == [0] and job.result() == (paced_kernel.leaf, types)
     assert paced_compile._outcome("leaf", job) is paced_kernel.leaf
     code = (
         "import sys; from latentfit.mcmc import paced_kernel as pk; pk.warm(); "

@@ -166,10 +166,12 @@ def test_a_disagreeing_trace_and_a_subtree_beyond_one_block_run_eagerly(monkeypa
 
 
 def _run(compile, n: int = 30, **kwargs):
-    options = dict(num_chains=3, num_warmup=n, num_draws=n, generator=1, progress_bar=False)
-    return sample(
-        _mvn, {"x": torch.zeros(3)}, vectorized=True, compile=compile, **options, **kwargs
+    """The batched pace, whose tree bookkeeping is replayed too (the own pace's is a numba
+    kernel: test_paced.py)."""
+    options = dict(
+        num_chains=3, num_warmup=n, num_draws=n, generator=1, progress_bar=False, pace="batch"
     )
+    return sample(_mvn, {"x": torch.zeros(3)}, vectorized=True, compile=compile, **options | kwargs)
 
 
 def test_a_first_run_samples_replayed_until_its_packages_arrive(tmp_path, monkeypatch):
@@ -192,7 +194,9 @@ def test_by_default_both_parts_are_replayed_and_nothing_compiles(tmp_path, monke
     monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
     spawned = []
     monkeypatch.setattr(builds, "spawn", lambda *a, **k: spawned.append(a) or [None])
-    options = dict(num_chains=3, num_warmup=30, num_draws=30, generator=1, progress_bar=False)
+    options = dict(
+        num_chains=3, num_warmup=30, num_draws=30, generator=1, progress_bar=False, pace="batch"
+    )
     res = sample(_mvn, {"x": torch.zeros(3)}, vectorized=True, **options)
     stats = res.warmup_stats
     assert stats["replayed"] == ("leapfrog", "merge") and stats["compiled_from"] is None
@@ -209,13 +213,13 @@ def test_a_density_the_replay_cannot_trace_samples_eagerly_without_a_warning(rec
 
     res = sample(
         branching, {"x": torch.zeros(2)}, num_chains=2, num_warmup=30, num_draws=30,
-        generator=0, progress_bar=False, vectorized=True,
+        generator=0, progress_bar=False, vectorized=True, pace="batch",
     )  # fmt: skip
     assert res.warmup_stats["replayed"] == ("merge",)  # latentfit's own bookkeeping still is
     assert not [w for w in recwarn if "compil" in str(w.message).lower()]
     eager = sample(
         branching, {"x": torch.zeros(2)}, num_chains=2, num_warmup=30, num_draws=30,
-        generator=0, progress_bar=False, vectorized=True, compile=False,
+        generator=0, progress_bar=False, vectorized=True, compile=False, pace="batch",
     )  # fmt: skip
     torch.testing.assert_close(res["x"], eager["x"], rtol=0, atol=0)
 
@@ -235,7 +239,7 @@ def test_a_replayed_step_where_the_density_raises_rejects_those_chains(tmp_path,
     # |r| >= 1: a replayed step that raises is taken eagerly, which rejects those chains
     monkeypatch.setenv("LATENTFIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(builds, "running", lambda: 99)
-    res = sample_semicircle(True)
+    res = sample_semicircle(True, pace="batch")
     assert res.warmup_stats["replayed"] == ("leapfrog", "merge")
     check_semicircle(res["r"])
 
@@ -274,7 +278,9 @@ def test_a_replayed_density_raises_where_its_factor_fails_as_the_eager_one_does(
         raw(*outside)
     with pytest.raises(RuntimeError, match=r"linalg\.cholesky"):
         replayed(*outside)
-    kw = dict(num_chains=4, num_warmup=300, num_draws=500, generator=3, progress_bar=False)
+    kw = dict(
+        num_chains=4, num_warmup=300, num_draws=500, generator=3, progress_bar=False, pace="batch"
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = sample(solve_only, {"r": 0.0}, **kw)

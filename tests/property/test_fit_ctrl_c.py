@@ -129,7 +129,11 @@ def test_ctrl_c_during_sampling_returns_the_draws_so_far_or_raises(data):
     calls = [first]
     if data.draw(st.booleans(), label="a second press"):
         calls.append(data.draw(st.integers(first, warmup + draws), label="second press at"))
-    run = dict(num_chains=2, num_warmup=warmup, num_draws=draws, generator=1, progress_bar=False)
+    # the batched pace, whose transitions the presses land in (test_paced.py: the own pace's)
+    run = dict(
+        num_chains=2, num_warmup=warmup, num_draws=draws, generator=1, progress_bar=False,
+        pace="batch",
+    )  # fmt: skip
 
     def density(mu):
         return -0.5 * mu**2

@@ -104,10 +104,10 @@ def _compile(name: str, args: tuple) -> Future:
 
 def _build(job: Future, kernel, types: tuple) -> None:
     """``kernel`` for ``types`` put into numba's cache by a child (once a process: the child
-    compiles both kernels), for the run to load (``job``'s result: the types), or, where the
-    cache cannot hold it or the child failed, compiled here (the result: None). The run loads
-    it itself: a load here would wait for the interpreter at each of its file reads while the
-    twin holds it (measured: 1.1 s, against a few hundredths)."""
+    compiles both kernels), for the run to load (``job``'s result: the kernel and the types),
+    or, where the cache cannot hold it or the child failed, compiled here (the result: None).
+    The run loads it itself: a load here would wait for the interpreter at each of its file
+    reads while the twin holds it (measured: 1.1 s, against a few hundredths)."""
     from latentfit import _compiled
 
     try:
@@ -115,7 +115,7 @@ def _build(job: Future, kernel, types: tuple) -> None:
             if not _CHILD and not _compiled.cache_missing():
                 _CHILD.append(_child())
         if _CHILD and _CHILD[0] == 0:
-            job.set_result(types)
+            job.set_result((kernel, types))
             return
         kernel.compile(types)
     except BaseException as err:  # whatever numba raises: the twin runs on
@@ -162,14 +162,14 @@ def _outcome(name: str, job: Future):
     from latentfit.mcmc import paced_kernel
 
     err = job.exception()
-    kernel = getattr(paced_kernel, name)
     if err is None and job.result() is not None:
+        kernel, types = job.result()
         try:
-            kernel.compile(job.result())  # from the cache where the child left it
+            kernel.compile(types)  # from the cache where the child left it
         except Exception as failed:  # whatever numba raises: the twin runs on
             err = failed
     if err is None:
-        return kernel
+        return getattr(paced_kernel, name)
     _warn_once(name, err)
     twin = getattr(_twin(), name)
 

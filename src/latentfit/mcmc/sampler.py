@@ -75,10 +75,10 @@ class SamplerConfig:
     # child processes have built them (mcmc/background.py: 15-25 s the first time a model is
     # seen, kept on disk after); "wait" compiles before the first transition; False: eager
     compile: bool | str = "replay"
-    # "batch": every chain's transition in step with the others' (a transition runs until its
-    # longest trajectory ends); "own": each chain at its own pace inside the batch
-    # (mcmc/paced.py; NUTS on the CPU with numba, else "batch")
-    pace: str = "batch"
+    # "own" (the default): each chain at its own pace inside the batch (mcmc/paced.py; NUTS
+    # on the CPU with numba, else "batch"); "batch": every chain's transition in step with the
+    # others' (a transition runs until its longest trajectory ends)
+    pace: str = "own"
 
     def check(self) -> None:
         if self.kernel not in ("nuts", "hmc"):
@@ -134,7 +134,7 @@ def sample(
     dtype=None,
     device=None,
     compile: bool | str = "replay",
-    pace: str = "batch",
+    pace: str = "own",
     max_work: int | float | None = MAX_WORK,
 ):
     """Sample the posterior ``exp(log_density(**params))`` by NUTS or static HMC.
@@ -155,12 +155,15 @@ def sample(
     ``target_accept``) and metric in Stan's expanding windows. All chains advance together as one
     batched computation in ``dtype`` (float64 by default) on ``device``. Randomness comes only
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
-    A batched NUTS transition runs until its longest trajectory ends, the other chains
-    waiting; ``pace="own"`` runs each chain's transitions at its own pace inside the batch
-    (``mcmc.paced``: NUTS on the CPU, its tree built by a compiled kernel; 1.4-3.7x the
-    effective samples per second on the posteriordb posteriors; a first run after an install
-    does not wait for its compiler: ``mcmc.paced_compile``), its random numbers keyed by chain
-    and transition, so that a resumed run is the longer run bit for bit.
+    By default (``pace="own"``) NUTS runs each chain's transitions at its own pace inside the
+    batch (``mcmc.paced``, on the CPU where numba is installed: every batched step is one
+    leapfrog step of every chain, then one leaf of each chain's tree in a compiled kernel),
+    its random numbers keyed by chain and transition, so that a resumed run is the longer run
+    bit for bit; the kernel's first run after an install does not wait for its compiler
+    (``mcmc.paced_compile``). ``pace="batch"`` runs every chain's transition in step with the
+    others', each until its longest trajectory ends (static HMC, other devices than the CPU,
+    and a CPU without numba always do; 1.4-3.7x fewer effective samples per second on the
+    posteriordb posteriors on the CPU).
 
     By default (``compile="replay"``) the leapfrog step (log-density, gradient, integrator)
     and NUTS's tree bookkeeping are traced once, in milliseconds, and replayed by TorchScript's
