@@ -122,7 +122,7 @@ def interpreted(module):
     globals; each twin gets a copy of them in which every kernel is its twin). A twin does the
     kernel's float64 arithmetic operation for operation, with the C library's ``math``
     functions that the compiled code calls too, so its results are the kernel's bit for bit
-    where every float in it is float64 (tests/test_kernel_ops.py), at Python's speed. Call
+    where every float in it is float64 (tests/mcmc/test_paced.py), at Python's speed. Call
     twins under ``numpy.errstate(all="ignore")``: numpy scalars warn where the kernel wraps
     (unsigned 64-bit products) or divides by zero."""
     import types

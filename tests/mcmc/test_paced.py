@@ -330,3 +330,33 @@ def test_a_density_that_raises_at_some_points_rejects_those_steps():
         progress_bar=False, pace="own",
     )  # fmt: skip
     check_semicircle(res["r"])
+
+
+@pytest.mark.parametrize("pace", ["own", "batch"])
+def test_a_progress_bar_per_chain_ends_at_its_chain_s_transitions(monkeypatch, pace):
+    """As Stan prints each chain's iterations: at the own pace each bar follows its chain."""
+    from latentfit.mcmc import progress
+
+    made = []
+
+    class Recorder:
+        def __init__(self, total, desc, position, leave, disable):
+            self.total, self.desc, self.n, self.seen = total, desc, 0, []
+            made.append(self)
+
+        def update(self, n):
+            self.n += n
+            self.seen.append(self.n)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(progress, "tqdm", Recorder)
+    sample(_mvn, {"x": torch.zeros(3)}, num_chains=3, num_warmup=150, num_draws=200, pace=pace,
+           generator=2)  # fmt: skip
+    assert [b.desc for b in made] == [f"chain {i} {phase}" for phase in ("warm-up", "sampling")
+                                      for i in range(3)]  # fmt: skip
+    assert all(b.n == b.total and b.closed for b in made)
+    if pace == "own":  # the chains' bars moved apart on the way: each at its own pace
+        sampling = made[3:]
+        assert any(b.seen != sampling[0].seen for b in sampling[1:])

@@ -1,4 +1,5 @@
-"""NUTS with every chain at its own pace inside one batch (``SamplerConfig(pace="own")``).
+"""NUTS with every chain at its own pace inside one batch (``SamplerConfig(pace="own")``, the
+default on the CPU).
 
 A batched transition (kernels.nuts_transition) runs until its longest chain's trajectory
 ends, every chain stepping meanwhile: at 32 chains only 25-31% of a warm-up's computed steps
@@ -8,6 +9,10 @@ replayed or compiled step), then one leaf of every chain's tree in a compiled CP
 (paced_kernel.py), which ends a chain's transition, records it and starts its next one as
 soon as its own tree ends. A run of ``n`` transitions costs the most steps any one chain
 needs, not the sum over transitions of the longest chain's.
+
+The kernel's arithmetic is float64 whatever the model's dtype (a float32 run converts the
+step's outputs and inputs), and until numba has compiled it a run calls its interpreted twin,
+which draws the same bit for bit (paced_compile.py).
 
 The trees are Stan's (the same U-turn checks, multinomial draws and statistics as the
 batched kernel; tests/mcmc/test_paced.py holds them to it in distribution); the random
@@ -30,12 +35,12 @@ __all__ = ["dual_averaging_state", "final_step", "run_paced"]
 _BLOCK = 64
 
 
-def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) -> dict:
+def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, progress=None) -> dict:
     """``n`` NUTS transitions of every chain of ``run`` (a sampler._Run: its target, metric,
     state, step sizes, generator and leapfrog step), each chain at its own pace; the step
     sizes adapt by dual averaging where ``da`` (c, 4: mu, s_bar, x_bar, count) is given
     (updated in place). ``stop()`` true ends the run early, once every chain has
-    ``min(4, n)`` transitions; ``bar`` (a tqdm) is advanced by the transitions every chain has made.
+    ``min(4, n)`` transitions; ``progress(counts)`` is told each chain's transitions so far (c,).
     ``run.state`` becomes each chain's last recorded draw and
     ``run.step`` its step size; returns the records (c, m, ...) of ``_Run.draw``, m <= n."""
     from latentfit.mcmc.paced_compile import Kernel
@@ -91,7 +96,7 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
     target = run.target
     delta = float(run.config.target_accept)
     need = min(4, n)
-    fewest = shown = 0
+    fewest = 0
     leaf = Kernel("leaf")
     while fewest < n:
         for _ in range(_BLOCK):
@@ -109,9 +114,8 @@ def run_paced(run, n: int, da: np.ndarray | None = None, stop=None, bar=None) ->
             if fewest >= n:
                 break
         made = min(fewest, n)
-        if bar is not None and made > shown:
-            bar.update(made - shown)
-            shown = made
+        if progress is not None:
+            progress(np.minimum(t_c, n))
         if stop is not None and made >= need and stop():
             break
     m = min(int(t_c.min()), n)  # a stop: every chain's first m draws, where it stood then

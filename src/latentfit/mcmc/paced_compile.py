@@ -17,10 +17,11 @@ its 15,000 steps were the twin's. The twin and the kernel agree bit for bit
 seed, wherever the compiler finished. A compile that fails leaves the twin running, with a
 :class:`~latentfit.errors.CompileFallbackWarning`.
 
-The threads (one a kernel, ended with their work: none is left to a later ``fork``) are not
-daemons: an interpreter that exits while one works waits for it, and so for the child. Where
-numba has no disk cache (``_compiled.cache_missing``) or the child stores nothing, the thread
-compiles.
+The threads (one a kernel, ended with their work: none is left to a later ``fork``) are
+daemons and the child runs in a session of its own: a process that ends, or is stopped by
+Ctrl-C, before the child is done does not wait for it, and the child still leaves the kernels
+in the cache for the next run. Where numba has no disk cache (``_compiled.cache_missing``) or
+the child fails, the thread compiles.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _compile(name: str, args: tuple) -> Future:
         if job is None:
             job = _JOBS[(name, types)] = Future()
             threading.Thread(
-                target=_build, args=(job, kernel, types), name="latentfit-compile"
+                target=_build, args=(job, kernel, types), name="latentfit-compile", daemon=True
             ).start()
     return job
 
@@ -150,6 +151,7 @@ def _child() -> int | str:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": path},
+            start_new_session=True,  # not stopped by the terminal's Ctrl-C with the run
             timeout=600,
         )
     except (OSError, subprocess.SubprocessError) as err:  # no interpreter, a child that hangs

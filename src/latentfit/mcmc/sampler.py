@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from latentfit._interrupt import keeping_fit_on_ctrl_c, stop_requested, stoppable
 from latentfit._memory import MAX_WORK
@@ -43,6 +42,7 @@ from latentfit.mcmc.budget import (
 )
 from latentfit.mcmc.fit_posterior import fit_target
 from latentfit.mcmc.kernels import Metric, State, hmc_transition, nuts_transition
+from latentfit.mcmc.progress import ChainBars
 from latentfit.mcmc.target import Target, init_values
 
 __all__ = ["SamplerConfig", "sample", "sample_target"]
@@ -155,6 +155,7 @@ def sample(
     ``target_accept``) and metric in Stan's expanding windows. All chains advance together as one
     batched computation in ``dtype`` (float64 by default) on ``device``. Randomness comes only
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
+    ``progress_bar`` draws a bar per chain (tqdm; at the own pace each follows its chain).
     By default (``pace="own"``) NUTS runs each chain's transitions at its own pace inside the
     batch (``mcmc.paced``, on the CPU where numba is installed: every batched step is one
     leapfrog step of every chain, then one leaf of each chain's tree in a compiled kernel),
@@ -541,9 +542,10 @@ class _Run:
         lps: list[torch.Tensor] = []
         relocated: list[int] = []
         check_at = sched.init_buffer - 1 if sched.ends and self.config.relocate_stranded else -1
-        bar = tqdm(range(num_warmup), desc="warm-up", disable=not progress_bar, leave=False)
-        for it in bar:
+        bars = ChainBars(self.state.u.shape[0], num_warmup, "warm-up", progress_bar)
+        for it in range(num_warmup):
             self.state, stats = self.transition()
+            bars.advance()
             accept.append(stats.accept_stat)
             n_leap.append(stats.n_leapfrog)
             depth.append(stats.tree_depth)
@@ -564,6 +566,7 @@ class _Run:
                     self.target, self.metric, self.state, self.step, self.gen
                 )
                 da.restart(self.step)
+        bars.close()
         if num_warmup > 0:
             self.step = da.final()
             check_bounded(self.target, torch.stack(lps, 1), self.state.u, "warm-up iteration")
@@ -602,10 +605,12 @@ class _Run:
         recs: list[dict] = []
         relocated: list[int] = []
         begin = 0
-        bar = tqdm(total=num_warmup, desc="warm-up", disable=not progress_bar, leave=False)
+        bars = ChainBars(self.state.u.shape[0], num_warmup, "warm-up", progress_bar)
         for end in events:
             self._poll()
-            rec = run_paced(self, end + 1 - begin, da, bar=bar)
+            rec = run_paced(
+                self, end + 1 - begin, da, progress=lambda n, b=begin: bars.reach(b + n)
+            )
             recs.append({k: rec[k] for k in ("lp", *_WARM_KEYS)})  # positions: the window's
             self.n_transitions += end + 1 - begin
             if end == check_at:
@@ -622,7 +627,7 @@ class _Run:
                 )
                 da[:] = dual_averaging_state(self.step)
             begin = end + 1
-        bar.close()
+        bars.close()
         stats = {k: torch.cat([r[k] for r in recs], 1) if recs else None for k in _WARM_KEYS}
         if num_warmup > 0:
             self.step = final_step(da, self.step)
@@ -693,20 +698,21 @@ class _Run:
             return self._draw_paced(num_draws, progress_bar)
         keys = ("u", "lp", "accept_stat", "n_leapfrog", "tree_depth", "diverging", "energy")
         rec: dict[str, list] = {k: [] for k in (*keys, "divergence_u")}
-        bar = tqdm(range(num_draws), desc="sampling", disable=not progress_bar, leave=False)
         # Ctrl-C at the command line (latentfit._interrupt) ends the draws after a transition,
         # once each chain has the 4 draws its diagnostics need
-        with stoppable("transition", "the draws so far"):
-            for t in bar:
-                self.state, stats = self.transition()
-                rec["u"].append(self.state.u)
-                rec["lp"].append(self.state.log_prob)
-                for k in keys[2:]:
-                    rec[k].append(getattr(stats, k))
-                rec["divergence_u"].append(stats.divergence_u)
-                if stop_requested() and t + 1 >= min(4, num_draws):
-                    break
-        bar.close()
+        chains = self.state.u.shape[0]
+        with ChainBars(chains, num_draws, "sampling", progress_bar) as bars:
+            with stoppable("transition", "the draws so far"):
+                for t in range(num_draws):
+                    self.state, stats = self.transition()
+                    bars.advance()
+                    rec["u"].append(self.state.u)
+                    rec["lp"].append(self.state.log_prob)
+                    for k in keys[2:]:
+                        rec[k].append(getattr(stats, k))
+                    rec["divergence_u"].append(stats.divergence_u)
+                    if stop_requested() and t + 1 >= min(4, num_draws):
+                        break
         out = {k: torch.stack(v, 1) for k, v in rec.items()}
         check_bounded(self.target, out["lp"], self.state.u, "draw", self.n_done)
         self.n_done += len(rec["u"])
@@ -717,10 +723,10 @@ class _Run:
         from latentfit.mcmc.paced import run_paced
 
         self._poll()
-        bar = tqdm(total=num_draws, desc="sampling", disable=not progress_bar, leave=False)
-        with stoppable("transition", "the draws so far"):
-            out = run_paced(self, num_draws, stop=stop_requested, bar=bar)
-        bar.close()
+        chains = self.state.u.shape[0]
+        with ChainBars(chains, num_draws, "sampling", progress_bar) as bars:
+            with stoppable("transition", "the draws so far"):
+                out = run_paced(self, num_draws, stop=stop_requested, progress=bars.reach)
         made = out["u"].shape[1]
         self.n_transitions += made
         check_bounded(self.target, out["lp"], self.state.u, "draw", self.n_done)
