@@ -16,7 +16,7 @@ from latentfit.estimate import GammaPoisson
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("compiled", [False, True, "own pace"])
+@pytest.mark.parametrize("compiled", [False, True, "batch pace"])  # False: the default, own pace
 def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled):
     x = np.array([3, 1, 4, 2, 5, 3, 2, 6, 1, 3], dtype=float)
     path = tmp_path / "counts.csv"
@@ -37,7 +37,7 @@ def test_fit_dist_samples_the_posterior_and_prints_its_table(tmp_path, compiled)
         "300",
         "--warmup",
         "200",
-    ] + {False: [], True: ["--compile"], "own pace": ["--own-pace"]}[compiled]
+    ] + {False: [], True: ["--compile"], "batch pace": ["--batch-pace"]}[compiled]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback to eager would be a CompileFallbackWarning
         res = runner.invoke(app, args)
@@ -93,6 +93,7 @@ def test_one_chain_says_in_cli_words_that_r_hat_is_not_computed(tmp_path):
         (["--draws", "50", "--warmup", "10"], "--draws, --warmup set the sampler"),
         (["--compile"], "--compile sets the sampler"),
         (["--own-pace"], "--own-pace sets the sampler"),
+        (["--batch-pace"], "--batch-pace sets the sampler"),
         (["--target-accept", "0.9"], "--target-accept sets the sampler"),
         (["--max-depth", "5"], "--max-depth sets the sampler"),
         (["--max-work", "1e16"], "--max-work sets the sampler"),
