@@ -18,3 +18,5 @@ def test_mcmc_section_builds(tmp_path):
         # posterior sds: ~0.04 min (eruptions), ~0.6 min (waiting), ~0.03 (weight)
         tol = {"mean 1 (eruptions)": 0.15, "mean 1 (waiting)": 2.0, "weight 1": 0.1}[key]
         assert abs(gibbs - em) < tol and abs(nuts - em) < tol, (key, em, gibbs, nuts)
+    # 500 + 1,000 NUTS transitions a chain: converged (R-hat within 1.01, no divergence)
+    assert section.tables[0].splitlines()[7] == "NUTS: no problems found", section.tables[0]
