@@ -136,7 +136,7 @@ def test_a_run_takes_the_compiled_kernel_from_the_step_after_it_is_ready(monkeyp
     reference = run_paced(run, 60)
     run.restore(before)
     run.step = step_size
-    paced_compile._twin()  # the twins of the kernels themselves, not of the counting one
+    paced_compile._twins()  # the twins of the kernels themselves, not of the counting one
     leaf, calls, jobs, steps = paced_kernel.leaf, [], [], []
 
     def counted(*args):
@@ -176,8 +176,9 @@ def test_a_kernel_that_does_not_compile_leaves_the_twin_running_with_a_warning(m
 
     _with_kernels(monkeypatch, failed)
     monkeypatch.setattr(paced_compile, "_WARNED", set())
-    with pytest.warns(CompileFallbackWarning, match="no LLVM here.*interpreted twin"):
+    with pytest.warns(CompileFallbackWarning, match="no LLVM here.*interpreted twin") as rec:
         r = sample(_mvn, {"x": torch.zeros(3)}, generator=6, **kw)
+    assert rec[0].filename == __file__  # the user's line
     assert torch.equal(r["x"], reference["x"])
 
 

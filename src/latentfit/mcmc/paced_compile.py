@@ -8,11 +8,11 @@ arithmetic, operation for operation, at Python's speed, ~8x slower) while a thre
 process compile both kernels into numba's cache (``paced_kernel.warm``, as ``latentfit
 compile`` does); the run loads them from the first step after the child is done. The child
 compiles on another core; a compile in a thread of the run's own process, or a load there,
-waits for the interpreter that the twin holds (measured: the compile in a thread made a first
-run slower than waiting for it, 8.6 s against 6.5). A first run of 4 chains, 1,000 + 1,000
-transitions of a 6-dimensional normal, in an empty cache: 5.6-6.0 s, against 5.7-5.8 s
-waiting for the compiler (0.7 s with the kernels cached), its steps made meanwhile; most of
-its 15,000 steps were the twin's. The twin and the kernel agree bit for bit
+waits for the interpreter that the twin holds. A first run of 4 chains, 1,000 + 1,000
+transitions of a 6-dimensional normal, in an empty cache: 5.6-6.0 s, against 5.3-5.8 s
+waiting for the compiler and 8.3-8.6 s with the compile in a thread (0.5-0.8 s with the
+kernels cached), its steps made meanwhile; most of its 15,000 steps were the twin's
+(benchmarks/README.md). The twin and the kernel agree bit for bit
 (tests/mcmc/test_paced.py), so a first run's draws are those of every later run with the same
 seed, wherever the compiler finished. A compile that fails leaves the twin running, with a
 :class:`~latentfit.errors.CompileFallbackWarning`.
@@ -62,7 +62,7 @@ class Kernel:
             self.fn = _outcome(self.name, self.job)
             return self.fn(*args)
         with np.errstate(all="ignore"):  # numpy scalars warn where the kernel wraps
-            return getattr(_twin(), self.name)(*args)
+            return getattr(_twins(), self.name)(*args)
 
 
 def prepare() -> None:
@@ -173,7 +173,7 @@ def _outcome(name: str, job: Future):
     if err is None:
         return getattr(paced_kernel, name)
     _warn_once(name, err)
-    twin = getattr(_twin(), name)
+    twin = getattr(_twins(), name)
 
     def quiet(*args):
         with np.errstate(all="ignore"):
@@ -183,7 +183,8 @@ def _outcome(name: str, job: Future):
 
 
 @functools.cache
-def _twin():
+def _twins():
+    """The kernels' interpreted twins (``_compiled.interpreted``), made once."""
     from latentfit import _compiled
     from latentfit.mcmc import paced_kernel
 
@@ -196,7 +197,7 @@ _WARNED: set[str] = set()
 def _warn_once(name: str, err: BaseException) -> None:
     import warnings
 
-    from latentfit.errors import CompileFallbackWarning
+    from latentfit.errors import CompileFallbackWarning, user_stacklevel
 
     if name in _WARNED:
         return
@@ -206,5 +207,5 @@ def _warn_once(name: str, err: BaseException) -> None:
         f"{err}); the chains run with its interpreted twin instead (the same draws, slower). "
         'pace="batch" needs no numba.',
         CompileFallbackWarning,
-        stacklevel=2,
+        stacklevel=user_stacklevel(),
     )
