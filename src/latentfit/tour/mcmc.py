@@ -160,5 +160,10 @@ def _hmm_gibbs_beside_em(ctx: TourContext) -> str:
                 f"{f'P(state {j} | state {i})':26s} {em_trans[i, j]:10.3f} "
                 f"{float(d.mean()):11.3f} {float(d.std()):9.3f}"
             )
-    rows.append(f"Gibbs: 4 chains from EM's Viterbi path, largest R-hat {worst:.3f}")
+    verdict = (
+        "mixed"
+        if worst <= 1.01
+        else "above 1.01: the chains disagree, so these means are not yet reliable"
+    )
+    rows.append(f"Gibbs: 4 chains from EM's Viterbi path, largest R-hat {worst:.3f} ({verdict})")
     return "\n".join(rows)
