@@ -309,3 +309,26 @@ def test_the_spherical_prior_warning_names_the_covariance_option(files):
                          "it is the same model).")  # fmt: skip
     assert "covars_prior" not in said and "has no option" not in said, said
     assert not _PYTHON_ONLY.search(said), said
+
+
+@pytest.mark.parametrize(
+    ("args", "remedy"),
+    [
+        (["fit", "hmm", "cat.csv", "-k", "2", "--emission", "categorical", "--quiet"], ""),
+        (["fit", "hsmm", "cat.csv", "-k", "2", "--emission", "categorical", "--quiet"], ""),
+        (
+            ["fit", "dist", "cat.csv", "--family", "categorical"],
+            " or pass --fixed num_categories=K",
+        ),
+    ],
+)
+def test_sparse_symbols_are_answered_with_a_recoding_not_numpy_or_a_keyword(files, args, remedy):
+    """A symbol far beyond the rows: fit hmm/hsmm said "(numpy.unique(X, return_inverse=True))
+    or pass n_features=K" and fit dist "... or pass fixed={'num_categories': K}" half
+    translated (a property test of the command line found the first)."""
+    np.savetxt("cat.csv", [[0], [1], [12000000], [1]], delimiter=",", header="a", comments="",
+               fmt="%d")  # fmt: skip
+    text = _said(args, code=2)
+    assert "(each category as its index among the column's distinct values)" + remedy in text
+    assert "numpy" not in text and "n_features" not in text and "{" not in text, text
+    assert not _PYTHON_ONLY.search(text), text

@@ -219,8 +219,9 @@ def cli_words(
         option = params["fixed"].opts[0]
         text = re.sub(
             r"\bfixed=\{([^}]*)\}",
-            lambda m: " ".join(
-                f"{option} {name}=NUMBER" for name in re.findall(r"'(\w+)': \.\.\.", m[1])
+            lambda m: " ".join(  # a value "..." is a number to choose, K a count
+                f"{option} {name}={'NUMBER' if value == '...' else value}"
+                for name, value in re.findall(r"'(\w+)': ([^,}]+)", m[1])
             ),
             text,
         )
@@ -236,11 +237,18 @@ def cli_words(
         r"raise --max-work to \1 or more (inf: none)",
         text,
     )
-    # a file's sparse category codes are recoded in the file; no command takes the count
+    # a file's sparse category codes are recoded in the file; only fit dist takes their count
+    # (its fixed={...} is --fixed, above), the mixtures and sequence models none
+    recode = " (each category as its index among the column's distinct values)"
     text = re.sub(
-        r" \(numpy\.unique\((?:column|data), return_inverse=True\)\) or pass \w+",
-        " (each category as its index among the column's distinct values)",
+        r" \(numpy\.unique\((?:column|data|X), return_inverse=True\)\)(?: or pass \w+=\w+)?",
+        recode,
         text,
+    )
+    text = text.replace(
+        "pass n_features = the number of distinct symbols, after recoding them as "
+        "0..n_features-1" + recode,
+        "recode the symbols as 0..K-1" + recode,
     )
     # an HMM's variance at its floor: the floor is set in Python only, named by what it is;
     # the fitted attribute that lists the states is Python's too
