@@ -11,9 +11,9 @@ usual.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import TYPE_CHECKING
+
+from latentfit._lazy import exports
 
 __version__ = "0.1.0"
 
@@ -104,21 +104,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        # A subpackage read as an attribute (``latentfit.vae.VAE`` after ``import latentfit``)
-        # is imported on first use too.
-        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
-            return importlib.import_module(f"{__name__}.{name}")
-        raise AttributeError(f"module 'latentfit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later reads skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = exports(globals(), _EXPORTS, subpackages=True)
 
 
 if TYPE_CHECKING:  # what static tools and IDEs see; never run

@@ -12,8 +12,9 @@ process compiles: paced_compile.py) imports without them.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from latentfit._lazy import exports
 
 #: Each public name and the module that defines it (imported when the name is first read).
 _EXPORTS = {
@@ -39,17 +40,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'latentfit.mcmc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later reads skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = exports(globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:  # what static tools and IDEs see; never run
