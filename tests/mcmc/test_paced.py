@@ -361,3 +361,10 @@ def test_a_progress_bar_per_chain_ends_at_its_chain_s_transitions(monkeypatch, p
     if pace == "own":  # the chains' bars moved apart on the way: each at its own pace
         sampling = made[3:]
         assert any(b.seen != sampling[0].seen for b in sampling[1:])
+    made.clear()  # past MAX_BARS chains, one bar for all at the slowest chain's count
+    sample(_mvn, {"x": torch.zeros(3)}, num_chains=progress.MAX_BARS + 1, num_warmup=0,
+           num_draws=30, pace=pace, generator=2)  # fmt: skip
+    assert [(b.desc, b.n) for b in made] == [
+        ("17 chains warm-up (the slowest)", 0),
+        ("17 chains sampling (the slowest)", 30),
+    ]
