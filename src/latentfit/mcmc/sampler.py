@@ -155,7 +155,8 @@ def sample(
     ``target_accept``) and metric in Stan's expanding windows. All chains advance together as one
     batched computation in ``dtype`` (float64 by default) on ``device``. Randomness comes only
     from ``generator`` (a ``torch.Generator`` or a seed): the same seed gives the same draws.
-    ``progress_bar`` draws a bar per chain (tqdm; at the own pace each follows its chain).
+    ``progress_bar`` draws a bar per chain (tqdm; at the own pace each follows its chain;
+    past 16 chains one bar for all).
     By default (``pace="own"``) NUTS runs each chain's transitions at its own pace inside the
     batch (``mcmc.paced``, on the CPU where numba is installed: every batched step is one
     leapfrog step of every chain, then one leaf of each chain's tree in a compiled kernel),
